@@ -1,0 +1,50 @@
+# bk: PostgreSQL and MariaDB backups through Kafka.
+#
+#   make            build every part
+#   make check      install what is missing, start throwaway servers, run every
+#                   test, stop the servers; ends with "N passed, M failed"
+#   make demo       the main job on the embedded default (local Kafka, local
+#                   repository)
+#   make install    install bk, bk-shipper and the PostgreSQL extension
+#   make format     clang-format every C file
+#   make bench      benchmarks (bench/, on demand; results in BENCHMARKS.md)
+#   make fuzz-long  a long fuzzing campaign
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+
+all:
+	$(MAKE) -C common
+	$(MAKE) -C shipper
+
+tests: all
+	$(MAKE) -C tests/unit
+	$(MAKE) -C tests/integration
+
+install: all
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 shipper/bk $(DESTDIR)$(BINDIR)/bk
+
+check:
+	scripts/check
+
+demo:
+	scripts/demo
+
+bench:
+	bench/run
+
+fuzz-long:
+	$(MAKE) -C tests/fuzz fuzz-long
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	$(MAKE) -C common clean
+	$(MAKE) -C shipper clean
+	$(MAKE) -C tests/unit clean
+	$(MAKE) -C tests/integration clean
+	$(MAKE) -C tests/fuzz clean
+
+.PHONY: all tests install check demo bench fuzz-long format clean

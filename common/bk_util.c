@@ -1,0 +1,263 @@
+/*
+ * bk_util.c
+ *		Hex, durable writes, clocks.  See bk_util.h.
+ */
+#include "bk_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void
+bk_hex_encode(const uint8_t *data, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t byteIdx = 0; byteIdx < len; byteIdx++)
+	{
+		out[2 * byteIdx] = digits[data[byteIdx] >> 4];
+		out[2 * byteIdx + 1] = digits[data[byteIdx] & 0xf];
+	}
+	out[2 * len] = '\0';
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+bool
+bk_hex_decode(const char *hex, uint8_t *out, size_t len)
+{
+	if (strlen(hex) != 2 * len)
+		return false;
+	for (size_t byteIdx = 0; byteIdx < len; byteIdx++)
+	{
+		int hi = hex_value(hex[2 * byteIdx]);
+		int lo = hex_value(hex[2 * byteIdx + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[byteIdx] = (uint8_t) ((hi << 4) | lo);
+	}
+	return true;
+}
+
+bool
+bk_write_all(int fd, const void *buf, size_t len, const char *path,
+			 BkError *err)
+{
+	const char *p = buf;
+
+	while (len > 0)
+	{
+		ssize_t written = write(fd, p, len);
+
+		if (written < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s",
+								path, strerror(errno));
+		}
+		p += written;
+		len -= (size_t) written;
+	}
+	return true;
+}
+
+bool
+bk_fsync_dir(const char *dir, BkError *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not open directory \"%s\": %s", dir,
+							strerror(errno));
+	if (fsync(fd) != 0)
+	{
+		int save_errno = errno;
+
+		close(fd);
+		return bk_error_set(err, BK_ERR_IO,
+							"could not fsync directory \"%s\": %s", dir,
+							strerror(save_errno));
+	}
+	close(fd);
+	return true;
+}
+
+bool
+bk_write_file_durable(const char *path, const void *data, size_t len,
+					  mode_t mode, BkError *err)
+{
+	char tmp[4096];
+	char dir[4096];
+	char *slash;
+	int fd;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int) getpid()) >=
+		(int) sizeof(tmp))
+		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
+	bk_strlcpy(dir, path, sizeof(dir));
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s", tmp,
+							strerror(errno));
+	if (fchmod(fd, mode) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s", tmp,
+					 strerror(errno));
+		goto fail;
+	}
+	if (!bk_write_all(fd, data, len, tmp, err))
+		goto fail;
+	if (fsync(fd) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", tmp,
+					 strerror(errno));
+		goto fail;
+	}
+	if (close(fd) != 0)
+	{
+		fd = -1;
+		bk_error_set(err, BK_ERR_IO, "could not close \"%s\": %s", tmp,
+					 strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not rename \"%s\" to \"%s\": %s",
+					 tmp, path, strerror(errno));
+		goto fail;
+	}
+	return bk_fsync_dir(dir, err);
+
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return false;
+}
+
+bool
+bk_read_file(const char *path, size_t max_len, char **data, size_t *len,
+			 BkError *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char *buf;
+	size_t done = 0;
+
+	if (fd < 0)
+		return bk_error_set(err, errno == ENOENT ? BK_ERR_NOT_FOUND : BK_ERR_IO,
+							"could not open \"%s\": %s", path, strerror(errno));
+	if (fstat(fd, &st) != 0)
+	{
+		close(fd);
+		return bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+							strerror(errno));
+	}
+	if (!S_ISREG(st.st_mode) || (size_t) st.st_size > max_len)
+	{
+		close(fd);
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"\"%s\" is not a regular file of at most %zu bytes",
+							path, max_len);
+	}
+	buf = malloc((size_t) st.st_size + 1);
+	if (buf == NULL)
+	{
+		close(fd);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory reading \"%s\"",
+							path);
+	}
+	while (done < (size_t) st.st_size)
+	{
+		ssize_t got = read(fd, buf + done, (size_t) st.st_size - done);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+		{
+			int save_errno = errno;
+
+			free(buf);
+			close(fd);
+			return bk_error_set(
+				err, BK_ERR_IO, "could not read \"%s\": %s", path,
+				got == 0 ? "file shrank while reading" : strerror(save_errno));
+		}
+		done += (size_t) got;
+	}
+	close(fd);
+	buf[done] = '\0';
+	*data = buf;
+	*len = done;
+	return true;
+}
+
+int64_t
+bk_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+bk_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+bk_format_time_utc(int64_t wall_ms, char *out, size_t out_len)
+{
+	time_t secs = (time_t) (wall_ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	snprintf(out, out_len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			 tm.tm_min, tm.tm_sec, (int) (wall_ms % 1000));
+}
+
+void
+bk_strlcpy(char *dst, const char *src, size_t size)
+{
+	size_t len = strlen(src);
+
+	if (size == 0)
+		return;
+	if (len >= size)
+		len = size - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}

@@ -1,0 +1,99 @@
+/*
+ * bk_util.h
+ *		Small helpers every part of bk needs: big-endian integers, hex,
+ *		durable file writes, clocks.
+ *
+ * The durable write follows the rule every archiver lives by (style.md,
+ * convention 3): write a temporary file, fsync it, rename it into place,
+ * fsync the directory.  Until the directory is synced a crash may forget the
+ * rename, so nothing may be reported as archived before that.
+ */
+#ifndef BK_UTIL_H
+#define BK_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "bk_error.h"
+
+static inline void
+bk_put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t) (v >> 8);
+	p[1] = (uint8_t) v;
+}
+
+static inline void
+bk_put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) (v >> 24);
+	p[1] = (uint8_t) (v >> 16);
+	p[2] = (uint8_t) (v >> 8);
+	p[3] = (uint8_t) v;
+}
+
+static inline void
+bk_put_be64(uint8_t *p, uint64_t v)
+{
+	bk_put_be32(p, (uint32_t) (v >> 32));
+	bk_put_be32(p + 4, (uint32_t) v);
+}
+
+static inline uint16_t
+bk_get_be16(const uint8_t *p)
+{
+	return (uint16_t) ((p[0] << 8) | p[1]);
+}
+
+static inline uint32_t
+bk_get_be32(const uint8_t *p)
+{
+	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
+		   ((uint32_t) p[2] << 8) | (uint32_t) p[3];
+}
+
+static inline uint64_t
+bk_get_be64(const uint8_t *p)
+{
+	return ((uint64_t) bk_get_be32(p) << 32) | bk_get_be32(p + 4);
+}
+
+/* Lower-case hex of len bytes into out (2 * len + 1 bytes). */
+extern void bk_hex_encode(const uint8_t *data, size_t len, char *out);
+
+/* Decode exactly len bytes from hex text; false if not exactly 2*len hex digits. */
+extern bool bk_hex_decode(const char *hex, uint8_t *out, size_t len);
+
+/* write(2) until done, retrying EINTR and short writes. */
+extern bool bk_write_all(int fd, const void *buf, size_t len, const char *path,
+						 BkError *err);
+
+/* fsync a directory so that a rename or create inside it is durable. */
+extern bool bk_fsync_dir(const char *dir, BkError *err);
+
+/*
+ * Write a whole file durably: "<path>.tmp.<pid>", fsync, rename over path,
+ * fsync the directory.  mode is applied with fchmod, not left to the umask.
+ */
+extern bool bk_write_file_durable(const char *path, const void *data,
+								  size_t len, mode_t mode, BkError *err);
+
+/*
+ * Read a whole small file (at most max_len bytes) into a malloc'd,
+ * NUL-terminated buffer.  Fails cleanly on larger files.
+ */
+extern bool bk_read_file(const char *path, size_t max_len, char **data,
+						 size_t *len, BkError *err);
+
+/* Milliseconds: monotonic for deadlines, wall clock for timestamps. */
+extern int64_t bk_monotonic_ms(void);
+extern int64_t bk_wall_ms(void);
+
+/* Format a wall-clock time in ms as ISO 8601 UTC ("2026-11-24T03:22:01.123Z"). */
+extern void bk_format_time_utc(int64_t wall_ms, char *out, size_t out_len);
+
+/* Copy with truncation, always NUL-terminated. */
+extern void bk_strlcpy(char *dst, const char *src, size_t size);
+
+#endif /* BK_UTIL_H */

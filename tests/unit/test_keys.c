@@ -1,0 +1,306 @@
+/*
+ * test_keys.c
+ *		Key files and keyrings: generation, the files bk keygen writes, the
+ *		permission rule, and every way a key file is refused.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bk_keys.h"
+#include "bk_util.h"
+
+static char *dir;
+
+static int
+setup(void **state)
+{
+	dir = test_mkdtemp();
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	test_rmdir(dir);
+	free(dir);
+	return 0;
+}
+
+static void
+path_in(char *out, const char *name)
+{
+	sprintf(out, "%s/%s", dir, name);
+}
+
+static void
+write_text(const char *path, const char *text, mode_t mode)
+{
+	BkError err;
+
+	assert_true(bk_write_file_durable(path, text, strlen(text), mode, &err));
+}
+
+static void
+expect_load_error(const char *path, BkKeyUse use, const char *needle)
+{
+	BkError err;
+
+	bk_error_clear(&err);
+	assert_null(bk_keyring_load(path, use, &err));
+	assert_int_equal(err.code, BK_ERR_KEY);
+	assert_error_contains(&err, needle);
+}
+
+static void
+test_write_and_load(void **state)
+{
+	char path[512];
+	char pub[520];
+	struct stat st;
+	BkKey key;
+	BkKeyring *private_ring;
+	BkKeyring *public_ring;
+	BkError err;
+
+	path_in(path, "k");
+	sprintf(pub, "%s.pub", path);
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(stat(pub, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0644);
+
+	private_ring = bk_keyring_load(path, BK_KEYS_FOR_RESTORE, &err);
+	assert_non_null(private_ring);
+	assert_int_equal(private_ring->count, 1);
+	assert_memory_equal(private_ring->keys[0].id, key.id, BK_KEY_ID_LEN);
+	assert_memory_equal(private_ring->keys[0].private_key, key.private_key, 32);
+	assert_memory_equal(private_ring->keys[0].fingerprint_key,
+						key.fingerprint_key, 32);
+
+	public_ring = bk_keyring_load(pub, BK_KEYS_FOR_SOURCE, &err);
+	assert_non_null(public_ring);
+	assert_int_equal(public_ring->count, 1);
+	assert_false(public_ring->keys[0].has_private);
+	assert_memory_equal(public_ring->keys[0].id, key.id, BK_KEY_ID_LEN);
+	assert_memory_equal(public_ring->keys[0].public_key, key.public_key, 32);
+	/* No private material in the public file. */
+	{
+		char *text;
+		size_t len;
+		char secret_hex[65];
+
+		bk_hex_encode(key.private_key, 32, secret_hex);
+		assert_true(bk_read_file(pub, 4096, &text, &len, &err));
+		assert_null(strstr(text, secret_hex));
+		assert_null(strstr(text, "private-key"));
+		free(text);
+	}
+	bk_keyring_free(private_ring);
+	bk_keyring_free(public_ring);
+
+	/* Never overwrites. */
+	assert_false(bk_key_write_files(&key, path, &err));
+	assert_error_contains(&err, "already exists");
+}
+
+static void
+test_refuses_readable_private_key(void **state)
+{
+	char path[512];
+	char expected[700];
+	BkKey key;
+	BkError err;
+
+	path_in(path, "loose");
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_int_equal(chmod(path, 0640), 0);
+	snprintf(
+		expected, sizeof(expected),
+		"private key file \"%s\" is accessible by group or others (mode 0640)",
+		path);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE, expected);
+	assert_int_equal(chmod(path, 0604), 0);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE, "(mode 0604)");
+	assert_int_equal(chmod(path, 0600), 0);
+	{
+		BkKeyring *ring = bk_keyring_load(path, BK_KEYS_FOR_RESTORE, &err);
+
+		assert_non_null(ring);
+		bk_keyring_free(ring);
+	}
+}
+
+static void
+test_source_refuses_private_key(void **state)
+{
+	char path[512];
+	BkKey key;
+	BkError err;
+
+	path_in(path, "onsource");
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	expect_load_error(path, BK_KEYS_FOR_SOURCE,
+					  "holds a private key; a database host must hold only "
+					  "the public key");
+}
+
+static void
+test_restore_refuses_public_key(void **state)
+{
+	char path[512];
+	char pub[520];
+	BkKey key;
+	BkError err;
+
+	path_in(path, "pubonly");
+	sprintf(pub, "%s.pub", path);
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	expect_load_error(
+		pub, BK_KEYS_FOR_RESTORE,
+		"holds a public key only; decrypting needs the private key");
+}
+
+/* A keyring is private key sections concatenated. */
+static void
+test_keyring_of_several_keys(void **state)
+{
+	char path_a[512];
+	char path_b[512];
+	char ring_path[512];
+	char *text_a;
+	char *text_b;
+	char *joined;
+	size_t len_a;
+	size_t len_b;
+	BkKey a;
+	BkKey b;
+	BkKeyring *ring;
+	BkError err;
+
+	path_in(path_a, "ka");
+	path_in(path_b, "kb");
+	path_in(ring_path, "ring");
+	assert_true(bk_key_generate(&a, &err));
+	assert_true(bk_key_generate(&b, &err));
+	assert_true(bk_key_write_files(&a, path_a, &err));
+	assert_true(bk_key_write_files(&b, path_b, &err));
+	assert_true(bk_read_file(path_a, 4096, &text_a, &len_a, &err));
+	assert_true(bk_read_file(path_b, 4096, &text_b, &len_b, &err));
+	joined = malloc(len_a + len_b + len_a + 1);
+	/* a, b and a again: the duplicate is harmless. */
+	sprintf(joined, "%s%s%s", text_a, text_b, text_a);
+	write_text(ring_path, joined, 0600);
+	ring = bk_keyring_load(ring_path, BK_KEYS_FOR_RESTORE, &err);
+	assert_non_null(ring);
+	assert_int_equal(ring->count, 2);
+	assert_non_null(bk_keyring_find(ring, a.id));
+	assert_non_null(bk_keyring_find(ring, b.id));
+	bk_keyring_free(ring);
+
+	/* Two public keys for one source are ambiguous. */
+	{
+		char pub_a[520];
+		char pub_b[520];
+		char two_pubs[512];
+
+		sprintf(pub_a, "%s.pub", path_a);
+		sprintf(pub_b, "%s.pub", path_b);
+		free(text_a);
+		free(text_b);
+		assert_true(bk_read_file(pub_a, 4096, &text_a, &len_a, &err));
+		assert_true(bk_read_file(pub_b, 4096, &text_b, &len_b, &err));
+		sprintf(joined, "%s%s", text_a, text_b);
+		path_in(two_pubs, "two.pub");
+		write_text(two_pubs, joined, 0644);
+		expect_load_error(two_pubs, BK_KEYS_FOR_SOURCE,
+						  "holds 2 public keys; a source seals to exactly one");
+	}
+	free(text_a);
+	free(text_b);
+	free(joined);
+}
+
+static void
+test_malformed_files(void **state)
+{
+	char path[512];
+
+	path_in(path, "bad");
+	write_text(path, "[bk-private-key]\nprivate-key = 1234\n", 0600);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE,
+					  "line 2: private-key must be 64 hex digits");
+	write_text(path, "# nothing here\n\n", 0600);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE, "holds no key");
+	write_text(path, "private-key = 00\n", 0600);
+	expect_load_error(
+		path, BK_KEYS_FOR_RESTORE,
+		"line 1: \"private-key = 00\" outside a [bk-private-key]");
+	write_text(
+		path,
+		"[bk-private-key]\nkey-id = 0000000000000000\nprivate-key = "
+		"300bb465e254c1b6ea4933540f962e6b9036c25ad0e495147cc5030b55167660\n",
+		0600);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE,
+					  "line 1: key-id 0000000000000000 does not match the key");
+	write_text(path, "[bk-private-key]\ncolour = blue\n", 0600);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE,
+					  "line 2: unknown setting \"colour\"");
+	write_text(path, "[bk-public-key]\npublic-key = 00\n", 0644);
+	expect_load_error(path, BK_KEYS_FOR_SOURCE,
+					  "public-key must be 64 hex digits");
+	path_in(path, "missing");
+	expect_load_error(path, BK_KEYS_FOR_RESTORE, "could not open key file");
+	expect_load_error(dir, BK_KEYS_FOR_RESTORE, "is not a regular file");
+}
+
+/* The fingerprint key is derived, so a .pub cannot be mixed with another key. */
+static void
+test_public_file_mismatch(void **state)
+{
+	char path[512];
+	char pub[520];
+	char *text;
+	char *fp;
+	size_t len;
+	BkKey key;
+	BkError err;
+
+	path_in(path, "mix");
+	sprintf(pub, "%s.pub", path);
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_true(bk_read_file(pub, 4096, &text, &len, &err));
+	fp = strstr(text, "fingerprint-key = ");
+	assert_non_null(fp);
+	fp[18] = fp[18] == '0' ? '1' : '0';
+	write_text(pub, text, 0644);
+	expect_load_error(pub, BK_KEYS_FOR_SOURCE, "does not match the key");
+	free(text);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_write_and_load),
+		cmocka_unit_test(test_refuses_readable_private_key),
+		cmocka_unit_test(test_source_refuses_private_key),
+		cmocka_unit_test(test_restore_refuses_public_key),
+		cmocka_unit_test(test_keyring_of_several_keys),
+		cmocka_unit_test(test_malformed_files),
+		cmocka_unit_test(test_public_file_mismatch),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

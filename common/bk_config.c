@@ -1,0 +1,262 @@
+/*
+ * bk_config.c
+ *		Configuration text parsing.  See bk_config.h.
+ */
+#include "bk_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bk_util.h"
+
+#define CONFIG_FILE_MAX  (1024 * 1024)
+#define CONFIG_VALUE_MAX 8192
+
+static char *
+trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char) *s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char) end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+bool
+bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
+					 BkError *err)
+{
+	char *text;
+	size_t len;
+	char *next;
+	int line_no = 0;
+
+	if (!bk_read_file(path, CONFIG_FILE_MAX, &text, &len, err))
+		return bk_error_prefix(err, "configuration file: ");
+	next = text;
+	while (next != NULL && *next != '\0')
+	{
+		char *line = next;
+		char *newline = strchr(line, '\n');
+		char *eq;
+		char *key;
+		char *value;
+
+		if (newline != NULL)
+		{
+			*newline = '\0';
+			next = newline + 1;
+		}
+		else
+			next = NULL;
+		line_no++;
+		line = trim(line);
+		if (*line == '\0' || *line == '#')
+			continue;
+		eq = strchr(line, '=');
+		if (eq == NULL)
+		{
+			bk_error_set(
+				err, BK_ERR_CONFIG,
+				"\"%s\" line %d: expected \"key = value\", found \"%s\"", path,
+				line_no, line);
+			free(text);
+			return false;
+		}
+		*eq = '\0';
+		key = trim(line);
+		value = trim(eq + 1);
+		if (*key == '\0')
+		{
+			bk_error_set(err, BK_ERR_CONFIG, "\"%s\" line %d: empty key", path,
+						 line_no);
+			free(text);
+			return false;
+		}
+		if (value[0] == '"')
+		{
+			size_t value_len = strlen(value);
+
+			if (value_len < 2 || value[value_len - 1] != '"')
+			{
+				bk_error_set(err, BK_ERR_CONFIG,
+							 "\"%s\" line %d: unterminated quoted value", path,
+							 line_no);
+				free(text);
+				return false;
+			}
+			value[value_len - 1] = '\0';
+			value++;
+		}
+		if (!setter(arg, key, value, err))
+		{
+			bk_error_prefix(err, "\"%s\" line %d: ", path, line_no);
+			free(text);
+			return false;
+		}
+	}
+	free(text);
+	return true;
+}
+
+bool
+bk_config_parse_properties(const char *text, BkConfigSetter setter, void *arg,
+						   BkError *err)
+{
+	char item[CONFIG_VALUE_MAX];
+	size_t item_len = 0;
+
+	if (text == NULL)
+		return true;
+	for (const char *p = text;; p++)
+	{
+		if (*p == '\\' && (p[1] == ';' || p[1] == '\\'))
+		{
+			p++;
+		}
+		else if (*p == ';' || *p == '\0')
+		{
+			char *trimmed;
+			char *eq;
+
+			item[item_len] = '\0';
+			trimmed = trim(item);
+			if (*trimmed != '\0')
+			{
+				eq = strchr(trimmed, '=');
+				if (eq == NULL || eq == trimmed)
+					return bk_error_set(
+						err, BK_ERR_CONFIG,
+						"Kafka property \"%s\" is not \"key=value\"", trimmed);
+				*eq = '\0';
+				if (!setter(arg, trim(trimmed), trim(eq + 1), err))
+					return false;
+			}
+			item_len = 0;
+			if (*p == '\0')
+				break;
+			continue;
+		}
+		if (item_len + 1 >= sizeof(item))
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"Kafka property longer than %d bytes",
+								CONFIG_VALUE_MAX);
+		item[item_len++] = *p;
+	}
+	return true;
+}
+
+/* Split "<number><unit>" with optional spaces between. */
+static bool
+parse_number_unit(const char *text, double *number, const char **unit)
+{
+	char *end;
+
+	while (isspace((unsigned char) *text))
+		text++;
+	if (!isdigit((unsigned char) *text))
+		return false;
+	errno = 0;
+	*number = strtod(text, &end);
+	if (errno != 0 || end == text || *number < 0)
+		return false;
+	while (isspace((unsigned char) *end))
+		end++;
+	*unit = end;
+	return true;
+}
+
+bool
+bk_parse_size(const char *text, uint64_t *bytes)
+{
+	static const struct
+	{
+		const char *unit;
+		double factor;
+	} units[] = {
+		{"", 1},
+		{"B", 1},
+		{"kB", 1024.0},
+		{"KB", 1024.0},
+		{"KiB", 1024.0},
+		{"MB", 1024.0 * 1024},
+		{"MiB", 1024.0 * 1024},
+		{"GB", 1024.0 * 1024 * 1024},
+		{"GiB", 1024.0 * 1024 * 1024},
+		{"TB", 1024.0 * 1024 * 1024 * 1024},
+		{"TiB", 1024.0 * 1024 * 1024 * 1024},
+	};
+	double number;
+	const char *unit;
+
+	if (!parse_number_unit(text, &number, &unit))
+		return false;
+	for (size_t unitIdx = 0; unitIdx < sizeof(units) / sizeof(units[0]);
+		 unitIdx++)
+	{
+		if (strcmp(unit, units[unitIdx].unit) == 0)
+		{
+			double value = number * units[unitIdx].factor;
+
+			if (value >= 18446744073709551615.0 ||
+				value != (double) (uint64_t) value)
+				return false;
+			*bytes = (uint64_t) value;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool
+bk_parse_duration_ms(const char *text, int64_t *ms)
+{
+	static const struct
+	{
+		const char *unit;
+		double factor;
+	} units[] = {
+		{"", 1},        {"ms", 1},      {"s", 1000},
+		{"min", 60000}, {"h", 3600000}, {"d", 86400000},
+	};
+	double number;
+	const char *unit;
+
+	if (!parse_number_unit(text, &number, &unit))
+		return false;
+	for (size_t unitIdx = 0; unitIdx < sizeof(units) / sizeof(units[0]);
+		 unitIdx++)
+	{
+		if (strcmp(unit, units[unitIdx].unit) == 0)
+		{
+			double value = number * units[unitIdx].factor;
+
+			if (value > 9.2e18 || value != (double) (int64_t) value)
+				return false;
+			*ms = (int64_t) value;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool
+bk_parse_bool(const char *text, bool *value)
+{
+	if (strcasecmp(text, "on") == 0 || strcasecmp(text, "true") == 0 ||
+		strcasecmp(text, "yes") == 0 || strcmp(text, "1") == 0)
+		*value = true;
+	else if (strcasecmp(text, "off") == 0 || strcasecmp(text, "false") == 0 ||
+			 strcasecmp(text, "no") == 0 || strcmp(text, "0") == 0)
+		*value = false;
+	else
+		return false;
+	return true;
+}

@@ -1,0 +1,771 @@
+/*
+ * bk_kafka.c
+ *		Idempotent, acknowledged, bounded Kafka production.  See bk_kafka.h.
+ *
+ * Delivery tracking: each object send gets a new generation number, and every
+ * message carries (generation, chunk index) as its opaque.  Delivery reports
+ * from an earlier, abandoned send are recognised and ignored, so no report
+ * can ever land in state that is no longer the sender's.
+ *
+ * After any failed send the handle is purged and destroyed, and the next send
+ * creates a fresh one.  A failure is rare and already costs a timeout, and a
+ * fresh handle guarantees that nothing from the failed attempt is still
+ * queued or retried behind the caller's back (for example after PostgreSQL
+ * was told the segment failed).  Chunks of the failed attempt that did reach
+ * the broker are harmless: the shipper discards incomplete attempts.
+ */
+#include "bk_kafka.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bk_config.h"
+#include "bk_util.h"
+
+/* Bytes queued but not yet acknowledged, per producer: bounds memory. */
+#define PRODUCER_WINDOW_BYTES (64 * 1024 * 1024)
+/* Granularity of waiting, so interrupts are seen quickly. */
+#define PRODUCER_POLL_MS 50
+/* Slack beyond message.timeout.ms before we stop waiting for reports. */
+#define PRODUCER_TIMEOUT_SLACK_MS 2000
+/* How long to wait for reports of purged messages before giving up on them. */
+#define PRODUCER_DRAIN_MS 1000
+
+struct BkProducer
+{
+	rd_kafka_conf_t *template_conf; /* copied for each handle */
+	rd_kafka_t *rk;
+	int timeout_ms;     /* message.timeout.ms in effect */
+	size_t message_max; /* message.max.bytes in effect */
+	BkKafkaLogFn log_fn;
+	void *log_arg;
+
+	/* Delivery state of the current send. */
+	uint32_t generation;
+	uint32_t produced;
+	uint32_t acked;
+	uint32_t failed;
+	size_t inflight_bytes;
+	int64_t last_progress_ms;
+	rd_kafka_resp_err_t first_error;
+	uint32_t first_error_chunk;
+	int32_t partition;
+	int64_t first_offset;
+	int64_t last_offset;
+
+	bool fatal;
+	char fatal_text[512];
+	char last_broker_error[512];
+};
+
+size_t
+bk_kafka_message_max(uint32_t chunk_size)
+{
+	return bk_frame_max_len(chunk_size) + BK_KAFKA_MESSAGE_OVERHEAD;
+}
+
+static void
+default_log(void *arg, int level, const char *facility, const char *message)
+{
+	fprintf(stderr, "bk: kafka %d %s: %s\n", level, facility, message);
+}
+
+/* librdkafka's log callback: served from rd_kafka_poll via the log queue. */
+static void
+kafka_log_cb(const rd_kafka_t *rk, int level, const char *facility,
+			 const char *message)
+{
+	BkProducer *producer = rd_kafka_opaque(rk);
+
+	if (producer != NULL && producer->log_fn != NULL)
+		producer->log_fn(producer->log_arg, level, facility, message);
+	else
+		default_log(NULL, level, facility, message);
+}
+
+typedef struct ConfApply
+{
+	rd_kafka_conf_t *conf;
+} ConfApply;
+
+static bool
+conf_apply_one(void *arg, const char *key, const char *value, BkError *err)
+{
+	ConfApply *apply = arg;
+	char errstr[512];
+
+	if (rd_kafka_conf_set(apply->conf, key, value, errstr, sizeof(errstr)) !=
+		RD_KAFKA_CONF_OK)
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "Kafka property \"%s\": %s", key,
+					 errstr);
+		return bk_error_hint(err,
+							 "Check the librdkafka property name and value "
+							 "(CONFIGURATION.md of librdkafka 2.0).");
+	}
+	return true;
+}
+
+/*
+ * conf_build
+ *		Base settings, then role defaults, then the user's properties (which
+ *		win).
+ */
+static rd_kafka_conf_t *
+conf_build(const BkKafkaSettings *settings, const char *const *defaults,
+		   BkError *err)
+{
+	rd_kafka_conf_t *conf;
+	ConfApply apply;
+
+	if (settings->brokers == NULL || settings->brokers[0] == '\0')
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "no Kafka brokers configured");
+		bk_error_hint(err, "Set kafka_brokers (bk.kafka_brokers in PostgreSQL, "
+						   "--brokers on the command line), e.g. "
+						   "\"kafka1:9092,kafka2:9092\".");
+		return NULL;
+	}
+	conf = rd_kafka_conf_new();
+	apply.conf = conf;
+	if (!conf_apply_one(&apply, "bootstrap.servers", settings->brokers, err) ||
+		!conf_apply_one(&apply, "client.id",
+						settings->client_id ? settings->client_id : "bk",
+						err) ||
+		!conf_apply_one(&apply, "log.queue", "true", err))
+		goto fail;
+	for (const char *const *pair = defaults; pair != NULL && pair[0] != NULL;
+		 pair += 2)
+		if (!conf_apply_one(&apply, pair[0], pair[1], err))
+			goto fail;
+	if (!bk_config_parse_properties(settings->properties, conf_apply_one,
+									&apply, err))
+		goto fail;
+	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+	return conf;
+
+fail:
+	rd_kafka_conf_destroy(conf);
+	return NULL;
+}
+
+rd_kafka_conf_t *
+bk_kafka_conf_new(const BkKafkaSettings *settings, BkError *err)
+{
+	return conf_build(settings, NULL, err);
+}
+
+void
+bk_kafka_route_logs(rd_kafka_t *rk)
+{
+	/* NULL: the main queue, served by rd_kafka_poll on the caller's thread. */
+	rd_kafka_set_log_queue(rk, NULL);
+}
+
+static bool
+conf_get_long(rd_kafka_conf_t *conf, const char *key, long *value, BkError *err)
+{
+	char buf[64];
+	size_t size = sizeof(buf);
+	char *end;
+
+	if (rd_kafka_conf_get(conf, key, buf, &size) != RD_KAFKA_CONF_OK)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"Kafka property %s unreadable", key);
+	*value = strtol(buf, &end, 10);
+	return true;
+}
+
+static bool
+conf_get_string(rd_kafka_conf_t *conf, const char *key, char *buf, size_t size)
+{
+	return rd_kafka_conf_get(conf, key, buf, &size) == RD_KAFKA_CONF_OK;
+}
+
+static void
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	BkProducer *producer = opaque;
+	uintptr_t tag = (uintptr_t) msg->_private;
+
+	/* A report from an abandoned send: its state is gone, ignore it. */
+	if ((uint32_t) (tag >> 32) != producer->generation)
+		return;
+	producer->inflight_bytes -= msg->len + msg->key_len;
+	producer->last_progress_ms = bk_monotonic_ms();
+	if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		if (producer->failed++ == 0)
+		{
+			producer->first_error = msg->err;
+			producer->first_error_chunk = (uint32_t) tag;
+		}
+		return;
+	}
+	producer->acked++;
+	producer->partition = msg->partition;
+	if (producer->first_offset < 0 || msg->offset < producer->first_offset)
+		producer->first_offset = msg->offset;
+	if (msg->offset > producer->last_offset)
+		producer->last_offset = msg->offset;
+}
+
+static void
+error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	BkProducer *producer = opaque;
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+	{
+		char fatal[400];
+
+		producer->fatal = true;
+		rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+		snprintf(producer->fatal_text, sizeof(producer->fatal_text), "%s",
+				 fatal);
+		return;
+	}
+	snprintf(producer->last_broker_error, sizeof(producer->last_broker_error),
+			 "%s", reason);
+}
+
+BkProducer *
+bk_producer_new(const BkKafkaSettings *settings, BkError *err)
+{
+	BkProducer *producer;
+	char message_max[32];
+	char timeout[32];
+	char idempotence[16];
+	long value;
+	size_t needed;
+	const char *defaults[] = {"enable.idempotence",
+							  "true",
+							  "acks",
+							  "all",
+							  "compression.type",
+							  "none",
+							  "message.timeout.ms",
+							  timeout,
+							  "message.max.bytes",
+							  message_max,
+							  "batch.size",
+							  message_max,
+							  "linger.ms",
+							  "5",
+							  NULL,
+							  NULL};
+
+	needed = bk_kafka_message_max(settings->chunk_size);
+	snprintf(message_max, sizeof(message_max), "%zu",
+			 needed > 1000000 ? needed : (size_t) 1000000);
+	snprintf(timeout, sizeof(timeout), "%d",
+			 settings->timeout_ms > 0 ? settings->timeout_ms
+									  : BK_KAFKA_TIMEOUT_DEFAULT_MS);
+
+	producer = calloc(1, sizeof(*producer));
+	if (producer == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	producer->log_fn = settings->log_fn ? settings->log_fn : default_log;
+	producer->log_arg = settings->log_arg;
+	producer->template_conf = conf_build(settings, defaults, err);
+	if (producer->template_conf == NULL)
+	{
+		free(producer);
+		return NULL;
+	}
+
+	/* What the user's properties left in effect must still mean "durable". */
+	if (!conf_get_string(producer->template_conf, "enable.idempotence",
+						 idempotence, sizeof(idempotence)) ||
+		strcmp(idempotence, "true") != 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "Kafka property enable.idempotence must stay true for bk");
+		bk_error_hint(err,
+					  "Remove enable.idempotence from the Kafka properties: "
+					  "without it a retry can duplicate or reorder chunks.");
+		goto fail;
+	}
+	if (!conf_get_long(producer->template_conf, "acks", &value, err))
+		goto fail;
+	if (value != -1)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "Kafka property acks must stay \"all\" for bk (found %ld)",
+					 value);
+		bk_error_hint(err, "Remove acks from the Kafka properties: an archived "
+						   "segment must be on every in-sync replica.");
+		goto fail;
+	}
+	if (!conf_get_long(producer->template_conf, "message.max.bytes", &value,
+					   err))
+		goto fail;
+	producer->message_max = (size_t) value;
+	if (producer->message_max < needed)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "chunk size %" PRIu32 " makes Kafka messages of up to %zu "
+					 "bytes, above the producer's message.max.bytes of %zu",
+					 settings->chunk_size, needed, producer->message_max);
+		bk_error_hint(err,
+					  "Lower the chunk size, or raise message.max.bytes in "
+					  "the Kafka properties (and the topics' "
+					  "max.message.bytes) to at least %zu.",
+					  needed);
+		goto fail;
+	}
+	if (!conf_get_long(producer->template_conf, "message.timeout.ms", &value,
+					   err))
+		goto fail;
+	producer->timeout_ms = (int) value;
+	if (producer->timeout_ms <= 0)
+	{
+		bk_error_set(
+			err, BK_ERR_CONFIG,
+			"Kafka property message.timeout.ms must be bounded (found %d)",
+			producer->timeout_ms);
+		bk_error_hint(err,
+					  "An infinite delivery timeout would hold the archiver "
+					  "forever while Kafka is down.");
+		goto fail;
+	}
+	return producer;
+
+fail:
+	rd_kafka_conf_destroy(producer->template_conf);
+	free(producer);
+	return NULL;
+}
+
+/* Create the handle if there is none. */
+static bool
+producer_connect(BkProducer *producer, BkError *err)
+{
+	rd_kafka_conf_t *conf;
+	char errstr[512];
+
+	if (producer->rk != NULL)
+		return true;
+	conf = rd_kafka_conf_dup(producer->template_conf);
+	rd_kafka_conf_set_opaque(conf, producer);
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	/* rd_kafka_new takes ownership of conf only on success. */
+	producer->rk =
+		rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (producer->rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		return bk_error_set(err, BK_ERR_KAFKA,
+							"could not create a Kafka producer: %s", errstr);
+	}
+	bk_kafka_route_logs(producer->rk);
+	producer->fatal = false;
+	producer->fatal_text[0] = '\0';
+	producer->last_broker_error[0] = '\0';
+	return true;
+}
+
+/* Purge everything queued or in flight and destroy the handle, bounded. */
+static void
+producer_disconnect(BkProducer *producer)
+{
+	if (producer->rk == NULL)
+		return;
+	rd_kafka_purge(producer->rk,
+				   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	/* Serve the purge reports (and pending logs) before destroying. */
+	rd_kafka_poll(producer->rk, 0);
+	rd_kafka_destroy(producer->rk);
+	producer->rk = NULL;
+	/* Reports still arriving belong to a generation no one waits for. */
+	producer->generation++;
+}
+
+void
+bk_producer_free(BkProducer *producer)
+{
+	if (producer == NULL)
+		return;
+	producer_disconnect(producer);
+	rd_kafka_conf_destroy(producer->template_conf);
+	free(producer);
+}
+
+rd_kafka_t *
+bk_producer_handle(BkProducer *producer)
+{
+	BkError ignored;
+
+	if (!producer_connect(producer, &ignored))
+		return NULL;
+	return producer->rk;
+}
+
+void
+bk_producer_poll(BkProducer *producer, int timeout_ms)
+{
+	if (producer->rk != NULL)
+		rd_kafka_poll(producer->rk, timeout_ms);
+}
+
+/* One message to produce: value, key and headers (ownership passes on success). */
+typedef struct OutMessage
+{
+	const void *value;
+	size_t len;
+	rd_kafka_headers_t *headers;
+	const char *description; /* "chunk 3 of \"name\"", for errors */
+} OutMessage;
+
+typedef bool (*NextMessageFn)(void *arg, OutMessage *out, bool *end,
+							  BkError *err);
+
+/* Describe the current failure into err, naming what failed. */
+static bool
+send_failure(BkProducer *producer, const char *topic, const char *what,
+			 BkError *err)
+{
+	if (producer->fatal)
+		return bk_error_set(err, BK_ERR_KAFKA,
+							"Kafka producer failed fatally while sending %s to "
+							"topic \"%s\": %s",
+							what, topic, producer->fatal_text);
+	bk_error_set(err,
+				 producer->first_error == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT
+					 ? BK_ERR_TIMEOUT
+					 : BK_ERR_KAFKA,
+				 "Kafka did not acknowledge %s (chunk %" PRIu32
+				 ") on topic \"%s\": %s%s%s",
+				 what, producer->first_error_chunk, topic,
+				 rd_kafka_err2str(producer->first_error),
+				 producer->last_broker_error[0] ? "; last broker error: " : "",
+				 producer->last_broker_error);
+	if (producer->first_error == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
+		bk_error_hint(err,
+					  "The brokers did not acknowledge within "
+					  "message.timeout.ms (%d ms). Check that Kafka is "
+					  "up and reachable; the object will be sent again.",
+					  producer->timeout_ms);
+	else if (producer->first_error == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+		bk_error_hint(err, "Raise the topic's max.message.bytes (bk init "
+						   "checks it) or lower the chunk size.");
+	else if (producer->first_error == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+			 producer->first_error == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+		bk_error_hint(err, "Create the topics with \"bk init\".");
+	return false;
+}
+
+static bool
+produce_and_wait(BkProducer *producer, const char *topic, const char *key,
+				 size_t key_len, NextMessageFn next, void *next_arg,
+				 BkInterruptFn interrupted, void *interrupt_arg,
+				 BkSendStats *stats, BkError *err)
+{
+	int64_t start = bk_monotonic_ms();
+	char what[BK_OBJECT_NAME_MAX + 64] = "the message";
+	OutMessage out;
+	bool end = false;
+
+	/* A handle in a fatal state can never send again: replace it first. */
+	if (producer->rk != NULL && rd_kafka_fatal_error(producer->rk, NULL, 0) !=
+									RD_KAFKA_RESP_ERR_NO_ERROR)
+		producer_disconnect(producer);
+	if (!producer_connect(producer, err))
+		return false;
+	producer->generation++;
+	producer->produced = 0;
+	producer->acked = 0;
+	producer->failed = 0;
+	producer->inflight_bytes = 0;
+	producer->first_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+	producer->first_offset = -1;
+	producer->last_offset = -1;
+	producer->partition = -1;
+	producer->last_progress_ms = start;
+
+	for (;;)
+	{
+		rd_kafka_resp_err_t kerr;
+		uintptr_t tag;
+
+		if (!next(next_arg, &out, &end, err))
+			goto abandon;
+		if (end)
+			break;
+		bk_strlcpy(what, out.description, sizeof(what));
+		if (out.len + key_len + BK_KAFKA_MESSAGE_OVERHEAD / 2 >
+			producer->message_max)
+		{
+			if (out.headers)
+				rd_kafka_headers_destroy(out.headers);
+			bk_error_set(
+				err, BK_ERR_INTERNAL,
+				"%s is %zu bytes, larger than message.max.bytes allows", what,
+				out.len);
+			goto abandon;
+		}
+		tag = ((uintptr_t) producer->generation << 32) | producer->produced;
+		for (;;)
+		{
+			if (interrupted != NULL && interrupted(interrupt_arg))
+			{
+				if (out.headers)
+					rd_kafka_headers_destroy(out.headers);
+				bk_error_set(err, BK_ERR_INTERRUPTED,
+							 "sending %s to Kafka was interrupted", what);
+				goto abandon;
+			}
+			if (producer->failed > 0 || producer->fatal)
+			{
+				if (out.headers)
+					rd_kafka_headers_destroy(out.headers);
+				send_failure(producer, topic, what, err);
+				goto abandon;
+			}
+			/* Bound memory: wait for acknowledgements before queueing more. */
+			if (producer->inflight_bytes >= PRODUCER_WINDOW_BYTES)
+			{
+				rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+				continue;
+			}
+			kerr = rd_kafka_producev(
+				producer->rk, RD_KAFKA_V_TOPIC(topic),
+				RD_KAFKA_V_KEY(key, key_len),
+				RD_KAFKA_V_VALUE((void *) out.value, out.len),
+				RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+				RD_KAFKA_V_HEADERS(out.headers),
+				RD_KAFKA_V_OPAQUE((void *) tag), RD_KAFKA_V_END);
+			if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			{
+				rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+				continue;
+			}
+			break;
+		}
+		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			/* Headers stay ours when producev fails. */
+			if (out.headers)
+				rd_kafka_headers_destroy(out.headers);
+			bk_error_set(err, BK_ERR_KAFKA,
+						 "could not queue %s for topic \"%s\": %s", what, topic,
+						 rd_kafka_err2str(kerr));
+			goto abandon;
+		}
+		producer->produced++;
+		producer->inflight_bytes += out.len + key_len;
+		rd_kafka_poll(producer->rk, 0);
+	}
+
+	while (producer->acked + producer->failed < producer->produced)
+	{
+		if (interrupted != NULL && interrupted(interrupt_arg))
+		{
+			bk_error_set(err, BK_ERR_INTERRUPTED,
+						 "waiting for Kafka to acknowledge %s was interrupted",
+						 what);
+			goto abandon;
+		}
+		if (producer->fatal)
+		{
+			send_failure(producer, topic, what, err);
+			goto abandon;
+		}
+		if (bk_monotonic_ms() - producer->last_progress_ms >
+			producer->timeout_ms + PRODUCER_TIMEOUT_SLACK_MS)
+		{
+			bk_error_set(
+				err, BK_ERR_TIMEOUT,
+				"no delivery report from Kafka for %s on topic \"%s\" "
+				"within %d ms%s%s",
+				what, topic, producer->timeout_ms,
+				producer->last_broker_error[0] ? "; last broker error: " : "",
+				producer->last_broker_error);
+			goto abandon;
+		}
+		rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+	}
+	if (producer->failed > 0)
+	{
+		send_failure(producer, topic, what, err);
+		goto abandon;
+	}
+	if (stats != NULL)
+	{
+		stats->messages = producer->acked;
+		stats->elapsed_ms = bk_monotonic_ms() - start;
+		stats->partition = producer->partition;
+		stats->first_offset = producer->first_offset;
+		stats->last_offset = producer->last_offset;
+	}
+	return true;
+
+abandon:
+{
+	int64_t drain_until = bk_monotonic_ms() + PRODUCER_DRAIN_MS;
+
+	rd_kafka_purge(producer->rk,
+				   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	while (producer->acked + producer->failed < producer->produced &&
+		   bk_monotonic_ms() < drain_until)
+		rd_kafka_poll(producer->rk, 10);
+}
+	producer_disconnect(producer);
+	return false;
+}
+
+/* Adapter: frames from a BkNextFrameFn become messages with bk-* headers. */
+typedef struct FrameSource
+{
+	BkNextFrameFn next;
+	void *arg;
+	uint64_t bytes;
+	char description[BK_OBJECT_NAME_MAX + 64];
+} FrameSource;
+
+static bool
+next_frame_message(void *arg, OutMessage *out, bool *end, BkError *err)
+{
+	FrameSource *source = arg;
+	const uint8_t *frame = NULL;
+	size_t len = 0;
+	BkFrame info;
+
+	if (!source->next(source->arg, &frame, &len, &info, err))
+		return false;
+	if (frame == NULL)
+	{
+		*end = true;
+		return true;
+	}
+	snprintf(source->description, sizeof(source->description),
+			 "chunk %" PRIu32 " of %" PRIu32 " of \"%.*s\"", info.chunk_index,
+			 info.chunk_count, (int) info.name_len, info.name);
+	out->value = frame;
+	out->len = len;
+	out->headers = bk_frame_headers(&info);
+	out->description = source->description;
+	source->bytes += len;
+	return true;
+}
+
+bool
+bk_producer_send_object(BkProducer *producer, const char *topic,
+						const char *key, size_t key_len, BkNextFrameFn next,
+						void *next_arg, BkInterruptFn interrupted,
+						void *interrupt_arg, BkSendStats *stats, BkError *err)
+{
+	FrameSource source = {.next = next, .arg = next_arg};
+
+	if (!produce_and_wait(producer, topic, key, key_len, next_frame_message,
+						  &source, interrupted, interrupt_arg, stats, err))
+		return false;
+	if (stats != NULL)
+		stats->bytes = source.bytes;
+	return true;
+}
+
+typedef struct SingleMessage
+{
+	const void *value;
+	size_t len;
+	bool sent;
+} SingleMessage;
+
+static bool
+next_single_message(void *arg, OutMessage *out, bool *end, BkError *err)
+{
+	SingleMessage *single = arg;
+
+	if (single->sent)
+	{
+		*end = true;
+		return true;
+	}
+	single->sent = true;
+	out->value = single->value;
+	out->len = single->len;
+	out->headers = NULL;
+	out->description = "the message";
+	return true;
+}
+
+bool
+bk_producer_send_message(BkProducer *producer, const char *topic,
+						 const char *key, const void *value, size_t len,
+						 BkInterruptFn interrupted, void *interrupt_arg,
+						 BkError *err)
+{
+	SingleMessage single = {.value = value, .len = len};
+
+	return produce_and_wait(producer, topic, key, key ? strlen(key) : 0,
+							next_single_message, &single, interrupted,
+							interrupt_arg, NULL, err);
+}
+
+static void
+header_add(rd_kafka_headers_t *headers, const char *name, const char *value)
+{
+	rd_kafka_header_add(headers, name, -1, value, -1);
+}
+
+rd_kafka_headers_t *
+bk_frame_headers(const BkFrame *frame)
+{
+	rd_kafka_headers_t *headers = rd_kafka_headers_new(16);
+	char number[32];
+	char hex[2 * BK_FINGERPRINT_LEN + 1];
+	char name[BK_OBJECT_NAME_MAX + 1];
+	size_t pos = 0;
+
+	header_add(headers, "bk-format", "1");
+	rd_kafka_header_add(headers, "bk-source", -1, frame->source,
+						frame->source_len);
+	header_add(headers, "bk-kind", bk_kind_name(frame->kind));
+	rd_kafka_header_add(headers, "bk-object", -1, frame->name, frame->name_len);
+	snprintf(number, sizeof(number), "%" PRIu32, frame->chunk_index);
+	header_add(headers, "bk-chunk-index", number);
+	snprintf(number, sizeof(number), "%" PRIu32, frame->chunk_count);
+	header_add(headers, "bk-chunk-count", number);
+	snprintf(number, sizeof(number), "%" PRIu64, frame->object_size);
+	header_add(headers, "bk-object-size", number);
+	snprintf(number, sizeof(number), "%" PRIu32, frame->chunk_len);
+	header_add(headers, "bk-chunk-size", number);
+	snprintf(number, sizeof(number), "%" PRIu32, frame->payload_len);
+	header_add(headers, "bk-stored-size", number);
+	bk_hex_encode(frame->key_id, BK_KEY_ID_LEN, hex);
+	header_add(headers, "bk-key-id", hex);
+	bk_hex_encode(frame->attempt_id, BK_ATTEMPT_ID_LEN, hex);
+	header_add(headers, "bk-attempt", hex);
+	if (frame->flags & BK_FRAME_F_LAST)
+	{
+		bk_hex_encode(frame->fingerprint, BK_FINGERPRINT_LEN, hex);
+		header_add(headers, "bk-fingerprint", hex);
+	}
+	/* Each metadata line "key=value" becomes header "bk-meta-key". */
+	while (pos < frame->meta_len)
+	{
+		const char *line = frame->meta + pos;
+		const char *line_end = memchr(line, '\n', frame->meta_len - pos);
+		size_t line_len =
+			line_end ? (size_t) (line_end - line) : frame->meta_len - pos;
+		const char *eq = memchr(line, '=', line_len);
+
+		if (eq != NULL)
+		{
+			snprintf(name, sizeof(name), "bk-meta-%.*s", (int) (eq - line),
+					 line);
+			rd_kafka_header_add(
+				headers, name, -1, eq + 1,
+				(ssize_t) (line_len - (size_t) (eq - line) - 1));
+		}
+		pos += line_len + 1;
+	}
+	return headers;
+}

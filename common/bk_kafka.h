@@ -1,0 +1,140 @@
+/*
+ * bk_kafka.h
+ *		bk's Kafka producer: one call that returns only when every chunk of an
+ *		object is acknowledged by the broker, or fails clearly within a
+ *		bounded time.
+ *
+ * What "acknowledged" means is set here, once, for every source: an
+ * idempotent producer (enable.idempotence=true, hence acks=all, no
+ * duplicates or reordering from internal retries), no Kafka-level
+ * compression (payloads are lz4'd and encrypted already), delivery reports
+ * checked for every message, and a bounded message.timeout.ms (librdkafka's
+ * default of 300 s would hold an archiver for five minutes per attempt).
+ *
+ * Threads: librdkafka runs its own threads.  Everything this module does
+ * with the host (delivery reports, errors, logs) is delivered on the
+ * caller's thread inside bk_producer_* calls: logs go through librdkafka's
+ * log queue, never from its internal threads.  That is what lets a
+ * PostgreSQL backend use this module while calling PostgreSQL functions
+ * only from its own thread.
+ */
+#ifndef BK_KAFKA_H
+#define BK_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "bk_error.h"
+#include "bk_frame.h"
+
+/*
+ * Upper bound on what a Kafka message adds around a frame: record batch and
+ * record overhead, the bk-* headers (object name and metadata included) and
+ * the message key.
+ */
+#define BK_KAFKA_MESSAGE_OVERHEAD (16 * 1024)
+
+#define BK_KAFKA_TIMEOUT_DEFAULT_MS 30000
+
+/* Largest Kafka message (value, key, headers, overhead) for a chunk size. */
+extern size_t bk_kafka_message_max(uint32_t chunk_size);
+
+typedef void (*BkKafkaLogFn)(void *arg, int level, const char *facility,
+							 const char *message);
+
+typedef struct BkKafkaSettings
+{
+	const char *brokers;    /* bootstrap.servers */
+	const char *properties; /* "key=value;..." passed to librdkafka */
+	const char *client_id;  /* NULL: "bk" */
+	int timeout_ms;         /* delivery bound; 0: default */
+	uint32_t chunk_size;    /* to size and check message.max.bytes */
+	BkKafkaLogFn log_fn;    /* NULL: stderr */
+	void *log_arg;
+} BkKafkaSettings;
+
+/*
+ * A librdkafka configuration with bootstrap servers, client id and the
+ * user's properties applied (user properties win).  Logging goes through the
+ * log queue to settings->log_fn.  For producers, consumers and admin use.
+ */
+extern rd_kafka_conf_t *bk_kafka_conf_new(const BkKafkaSettings *settings,
+										  BkError *err);
+
+/* Route logs to the main queue after rd_kafka_new (pairs with the conf above). */
+extern void bk_kafka_route_logs(rd_kafka_t *rk);
+
+typedef struct BkProducer BkProducer;
+
+/*
+ * Create a producer.  Fails at once, with a message saying what to change,
+ * when the largest message this chunk size can produce does not fit the
+ * producer's message.max.bytes.  Does not contact the broker.
+ */
+extern BkProducer *bk_producer_new(const BkKafkaSettings *settings,
+								   BkError *err);
+
+/*
+ * Purge what is still queued and destroy, without waiting for the broker:
+ * bounded even when the broker is unreachable.
+ */
+extern void bk_producer_free(BkProducer *producer);
+
+/* The underlying handle, for admin requests (topic set-up). */
+extern rd_kafka_t *bk_producer_handle(BkProducer *producer);
+
+/* Serve delivery reports, errors and queued logs; timeout_ms may be 0. */
+extern void bk_producer_poll(BkProducer *producer, int timeout_ms);
+
+/*
+ * Supplies the frames of one object: sets *frame to the next frame (owned by
+ * the callee, valid until the next call) and fills *info, or sets *frame to
+ * NULL at the end.  Returns false on error.
+ */
+typedef bool (*BkNextFrameFn)(void *arg, const uint8_t **frame, size_t *len,
+							  BkFrame *info, BkError *err);
+
+/* Polled while waiting: return true to abandon the send (shutdown). */
+typedef bool (*BkInterruptFn)(void *arg);
+
+typedef struct BkSendStats
+{
+	uint32_t messages;
+	uint64_t bytes;
+	int64_t elapsed_ms;
+	int32_t partition;    /* of the last acknowledged message */
+	int64_t first_offset; /* offsets of the object's first and last */
+	int64_t last_offset;  /* acknowledged chunks */
+} BkSendStats;
+
+/*
+ * Produce every frame of an object to topic with this key, and wait until the
+ * broker has acknowledged all of them.  Returns true only then.  On any
+ * failure (a delivery error, the timeout with no progress, an interrupt)
+ * nothing still queued is left behind, and the error names the object, the
+ * chunk and the Kafka error.  After a fatal producer error the handle is
+ * recreated, so the next call starts clean.
+ */
+extern bool bk_producer_send_object(BkProducer *producer, const char *topic,
+									const char *key, size_t key_len,
+									BkNextFrameFn next, void *next_arg,
+									BkInterruptFn interrupted,
+									void *interrupt_arg, BkSendStats *stats,
+									BkError *err);
+
+/* Produce one plain message (an audit event) and wait for its acknowledgement. */
+extern bool bk_producer_send_message(BkProducer *producer, const char *topic,
+									 const char *key, const void *value,
+									 size_t len, BkInterruptFn interrupted,
+									 void *interrupt_arg, BkError *err);
+
+/*
+ * The bk-* Kafka headers of a frame: what an auditor may see (source, kind,
+ * object, chunk i/n, sizes, key id, attempt, fingerprint, metadata), never
+ * data.  Exposed for tests and for the spec.
+ */
+extern rd_kafka_headers_t *bk_frame_headers(const BkFrame *frame);
+
+#endif /* BK_KAFKA_H */

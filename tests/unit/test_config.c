@@ -1,0 +1,153 @@
+/*
+ * test_config.c
+ *		Configuration text: files, librdkafka property lists, sizes,
+ *		durations and booleans, including every rejection.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bk_config.h"
+#include "bk_util.h"
+
+typedef struct Collected
+{
+	int count;
+	char keys[16][64];
+	char values[16][256];
+} Collected;
+
+static bool
+collect(void *arg, const char *key, const char *value, BkError *err)
+{
+	Collected *collected = arg;
+
+	if (strcmp(key, "reject") == 0)
+		return bk_error_set(err, BK_ERR_CONFIG, "unknown setting \"%s\"", key);
+	bk_strlcpy(collected->keys[collected->count], key, 64);
+	bk_strlcpy(collected->values[collected->count], value, 256);
+	collected->count++;
+	return true;
+}
+
+static void
+test_properties(void **state)
+{
+	Collected c = {0};
+	BkError err;
+
+	assert_true(bk_config_parse_properties(
+		"security.protocol=SASL_SSL; sasl.password=a\\;b\\\\c ;;linger.ms = 5;",
+		collect, &c, &err));
+	assert_int_equal(c.count, 3);
+	assert_string_equal(c.keys[0], "security.protocol");
+	assert_string_equal(c.values[0], "SASL_SSL");
+	assert_string_equal(c.keys[1], "sasl.password");
+	assert_string_equal(c.values[1], "a;b\\c");
+	assert_string_equal(c.keys[2], "linger.ms");
+	assert_string_equal(c.values[2], "5");
+
+	assert_false(bk_config_parse_properties("novalue", collect, &c, &err));
+	assert_error_contains(&err,
+						  "Kafka property \"novalue\" is not \"key=value\"");
+	assert_false(bk_config_parse_properties("=x", collect, &c, &err));
+	assert_true(bk_config_parse_properties(NULL, collect, &c, &err));
+}
+
+static void
+test_file(void **state)
+{
+	char *dir = test_mkdtemp();
+	char path[512];
+	const char *text = "# bk configuration\n"
+					   "kafka_brokers = 127.0.0.1:9092\n"
+					   "\n"
+					   "   repository=/var/lib/bk   \n"
+					   "label = \"  spaced  \"\n";
+	Collected c = {0};
+	BkError err;
+
+	sprintf(path, "%s/bk.conf", dir);
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	assert_true(bk_config_parse_file(path, collect, &c, &err));
+	assert_int_equal(c.count, 3);
+	assert_string_equal(c.values[0], "127.0.0.1:9092");
+	assert_string_equal(c.keys[1], "repository");
+	assert_string_equal(c.values[1], "/var/lib/bk");
+	assert_string_equal(c.values[2], "  spaced  ");
+
+	text = "kafka_brokers = x\nreject = 1\n";
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	assert_error_contains(&err, "line 2: unknown setting \"reject\"");
+
+	text = "just words\n";
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	assert_error_contains(
+		&err, "line 1: expected \"key = value\", found \"just words\"");
+
+	text = "a = \"open\n";
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	assert_error_contains(&err, "unterminated quoted value");
+
+	sprintf(path, "%s/none.conf", dir);
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	assert_error_contains(&err, "could not open");
+	test_rmdir(dir);
+	free(dir);
+}
+
+static void
+test_sizes_durations_bools(void **state)
+{
+	uint64_t bytes;
+	int64_t ms;
+	bool flag;
+
+	assert_true(bk_parse_size("1048576", &bytes));
+	assert_true(bytes == 1048576);
+	assert_true(bk_parse_size("1MiB", &bytes));
+	assert_true(bytes == 1048576);
+	assert_true(bk_parse_size("1 MB", &bytes));
+	assert_true(bytes == 1048576);
+	assert_true(bk_parse_size("64kB", &bytes));
+	assert_true(bytes == 65536);
+	assert_true(bk_parse_size("1.5GB", &bytes));
+	assert_true(bytes == 1610612736ull);
+	assert_false(bk_parse_size("1 parsec", &bytes));
+	assert_false(bk_parse_size("-1", &bytes));
+	assert_false(bk_parse_size("", &bytes));
+	assert_false(bk_parse_size("0.5B", &bytes));
+
+	assert_true(bk_parse_duration_ms("30s", &ms));
+	assert_true(ms == 30000);
+	assert_true(bk_parse_duration_ms("1500", &ms));
+	assert_true(ms == 1500);
+	assert_true(bk_parse_duration_ms("7d", &ms));
+	assert_true(ms == 604800000);
+	assert_true(bk_parse_duration_ms("5min", &ms));
+	assert_true(ms == 300000);
+	assert_false(bk_parse_duration_ms("5 fortnights", &ms));
+	assert_false(bk_parse_duration_ms("soon", &ms));
+
+	assert_true(bk_parse_bool("on", &flag) && flag);
+	assert_true(bk_parse_bool("FALSE", &flag) && !flag);
+	assert_false(bk_parse_bool("maybe", &flag));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_properties),
+		cmocka_unit_test(test_file),
+		cmocka_unit_test(test_sizes_durations_bools),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

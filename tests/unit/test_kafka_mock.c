@@ -1,0 +1,391 @@
+/*
+ * test_kafka_mock.c
+ *		Fault injection for the producer wrapper with librdkafka's mock
+ *		cluster (the real broker is used by tests/integration; this is only
+ *		for faults a real broker cannot be made to show on demand): broker
+ *		down, produce errors, fatal idempotence errors, interruption, and the
+ *		configuration checks at start.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "bk_kafka.h"
+#include "bk_util.h"
+
+#define TOPIC      "bk.wal"
+#define TIMEOUT_MS 2000
+
+static rd_kafka_t *mock_owner;
+static rd_kafka_mock_cluster_t *mock;
+static char brokers[256];
+static BkKey key;
+
+static void
+quiet_log(void *arg, int level, const char *facility, const char *message)
+{
+}
+
+static int
+setup(void **state)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char errstr[256];
+
+	rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
+	mock_owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	assert_non_null(mock_owner);
+	mock = rd_kafka_mock_cluster_new(mock_owner, 1);
+	assert_non_null(mock);
+	bk_strlcpy(brokers, rd_kafka_mock_cluster_bootstraps(mock),
+			   sizeof(brokers));
+	assert_int_equal(rd_kafka_mock_topic_create(mock, TOPIC, 1, 1), 0);
+	test_key(&key, NULL);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	rd_kafka_mock_cluster_destroy(mock);
+	rd_kafka_destroy(mock_owner);
+	return 0;
+}
+
+static BkKafkaSettings
+settings_for_test(const char *properties)
+{
+	BkKafkaSettings settings = {0};
+
+	settings.brokers = brokers;
+	settings.properties = properties;
+	settings.timeout_ms = TIMEOUT_MS;
+	settings.chunk_size = 64 * 1024;
+	settings.log_fn = quiet_log;
+	return settings;
+}
+
+/* Frames of one object, produced lazily by the encoder. */
+typedef struct EncodeSource
+{
+	BkEncoder *enc;
+	uint8_t *data;
+	size_t offset;
+} EncodeSource;
+
+static bool
+next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
+		   BkError *err)
+{
+	EncodeSource *source = arg;
+	uint32_t chunk_len;
+
+	if (bk_encoder_done(source->enc))
+	{
+		*frame = NULL;
+		return true;
+	}
+	chunk_len = bk_encoder_next_chunk_len(source->enc);
+	if (!bk_encoder_chunk(source->enc, source->data + source->offset, chunk_len,
+						  frame, len, info, err))
+		return false;
+	source->offset += chunk_len;
+	return true;
+}
+
+static void
+source_begin(EncodeSource *source, size_t size)
+{
+	BkObjectInfo info = {.kind = BK_KIND_WAL,
+						 .source_id = "mock",
+						 .name = "000000010000000000000001",
+						 .size = size};
+	BkError err;
+
+	source->enc = bk_encoder_new(&key, 64 * 1024, &err);
+	assert_non_null(source->enc);
+	source->data = malloc(size + 1);
+	test_fill(source->data, size, 1, false);
+	source->offset = 0;
+	assert_true(bk_encoder_begin(source->enc, &info, &err));
+}
+
+static void
+source_end(EncodeSource *source)
+{
+	bk_encoder_free(source->enc);
+	free(source->data);
+}
+
+static void
+test_send_acknowledged(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer;
+	EncodeSource source;
+	BkSendStats stats;
+	BkError err;
+
+	producer = bk_producer_new(&settings, &err);
+	assert_non_null(producer);
+	source_begin(&source, 300 * 1024);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, &stats, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(stats.messages, 5);
+	assert_int_equal(stats.partition, 0);
+	assert_true(stats.last_offset - stats.first_offset == 4);
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
+/* Broker down: a clear timeout error within the bound, then recovery. */
+static void
+test_broker_down_bounded(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer;
+	EncodeSource source;
+	BkError err;
+	int64_t start;
+	int64_t elapsed;
+
+	producer = bk_producer_new(&settings, &err);
+	assert_non_null(producer);
+	rd_kafka_mock_broker_set_down(mock, 1);
+	source_begin(&source, 200 * 1024);
+	start = bk_monotonic_ms();
+	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+										 &source, NULL, NULL, NULL, &err));
+	elapsed = bk_monotonic_ms() - start;
+	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_contains(&err, "Kafka did not acknowledge chunk");
+	assert_error_contains(&err, "of \"000000010000000000000001\"");
+	assert_error_contains(&err, "Message timed out");
+	assert_true(strstr(err.hint, "message.timeout.ms (2000 ms)") != NULL);
+	/* Bounded: the timeout plus slack, never librdkafka's default 300 s. */
+	assert_true(elapsed >= TIMEOUT_MS - 100);
+	assert_true(elapsed < TIMEOUT_MS + 3000);
+	source_end(&source);
+
+	/* The broker comes back: the next attempt succeeds on a fresh handle. */
+	rd_kafka_mock_broker_set_up(mock, 1);
+	source_begin(&source, 200 * 1024);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, NULL, &err))
+		fail_msg("%s", err.message);
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
+/* Transient broker errors are retried by the idempotent producer. */
+static void
+test_transient_errors_retried(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	EncodeSource source;
+	BkSendStats stats;
+	BkError err;
+
+	assert_non_null(producer);
+	rd_kafka_mock_push_request_errors(
+		mock, 0 /* Produce */, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+		RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+		RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+	source_begin(&source, 100 * 1024);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, &stats, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(stats.messages, 2);
+	/* Exactly two new records: retries did not duplicate. */
+	assert_true(stats.last_offset - stats.first_offset == 1);
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
+/* A permanent broker error fails the send and names the error. */
+static void
+test_permanent_error_reported(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	EncodeSource source;
+	BkError err;
+
+	assert_non_null(producer);
+	rd_kafka_mock_push_request_errors(
+		mock, 0 /* Produce */, 1, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+	source_begin(&source, 10 * 1024);
+	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+										 &source, NULL, NULL, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_KAFKA);
+	assert_error_contains(&err, "chunk 0 of 1 of \"000000010000000000000001\"");
+	assert_error_contains(&err, "Topic authorization failed");
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
+/* After a fatal error the handle is replaced before the next send. */
+static void
+test_fatal_error_recreates_handle(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	rd_kafka_t *first_handle;
+	EncodeSource source;
+	BkError err;
+
+	assert_non_null(producer);
+	first_handle = bk_producer_handle(producer);
+	assert_non_null(first_handle);
+	assert_int_equal(rd_kafka_test_fatal_error(
+						 first_handle,
+						 RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+						 "injected by test"),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	source_begin(&source, 10 * 1024);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, NULL, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(
+		rd_kafka_fatal_error(bk_producer_handle(producer), NULL, 0),
+		RD_KAFKA_RESP_ERR_NO_ERROR);
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
+static int interrupt_calls;
+
+static bool
+interrupt_after_a_while(void *arg)
+{
+	return ++interrupt_calls > 5;
+}
+
+/* A shutdown request ends the wait at once, never after the full timeout. */
+static void
+test_interrupt(void **state)
+{
+	BkKafkaSettings settings = settings_for_test("message.timeout.ms=60000");
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	EncodeSource source;
+	BkError err;
+	int64_t start;
+
+	assert_non_null(producer);
+	rd_kafka_mock_broker_set_down(mock, 1);
+	source_begin(&source, 10 * 1024);
+	interrupt_calls = 0;
+	start = bk_monotonic_ms();
+	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+										 &source, interrupt_after_a_while, NULL,
+										 NULL, &err));
+	assert_int_equal(err.code, BK_ERR_INTERRUPTED);
+	assert_error_contains(&err, "was interrupted");
+	bk_producer_free(producer);
+	assert_true(bk_monotonic_ms() - start < 3000);
+	rd_kafka_mock_broker_set_up(mock, 1);
+	source_end(&source);
+}
+
+static void
+expect_producer_error(const char *properties, const char *needle)
+{
+	BkKafkaSettings settings = settings_for_test(properties);
+	BkError err;
+
+	bk_error_clear(&err);
+	assert_null(bk_producer_new(&settings, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, needle);
+}
+
+/* What would stall or weaken delivery is refused at start, clearly. */
+static void
+test_configuration_checks(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkError err;
+
+	expect_producer_error(
+		"message.max.bytes=50000",
+		"chunk size 65536 makes Kafka messages of up to 87388 "
+		"bytes, above the producer's message.max.bytes of 50000");
+	expect_producer_error("acks=1", "acks must stay \"all\"");
+	expect_producer_error("enable.idempotence=false",
+						  "enable.idempotence must stay true");
+	expect_producer_error("no.such.property=1",
+						  "Kafka property \"no.such.property\"");
+	expect_producer_error("linger.ms", "is not \"key=value\"");
+	settings.brokers = NULL;
+	assert_null(bk_producer_new(&settings, &err));
+	assert_error_contains(&err, "no Kafka brokers configured");
+}
+
+/* Auditors see metadata in headers, never data. */
+static void
+test_frame_headers(void **state)
+{
+	uint8_t data[100];
+	FrameList frames;
+	BkFrame frame;
+	BkError err;
+	rd_kafka_headers_t *headers;
+	const void *value;
+	size_t size;
+
+	test_fill(data, sizeof(data), 9, false);
+	test_encode(&key, 4096, "000000010000000000000002", data, sizeof(data),
+				&frames);
+	assert_true(bk_frame_parse(frames.data[0], frames.len[0], &frame, &err));
+	headers = bk_frame_headers(&frame);
+#define EXPECT_HEADER(name, expected)                                          \
+	do                                                                         \
+	{                                                                          \
+		assert_int_equal(                                                      \
+			rd_kafka_header_get_last(headers, name, &value, &size),            \
+			RD_KAFKA_RESP_ERR_NO_ERROR);                                       \
+		assert_int_equal(size, strlen(expected));                              \
+		assert_memory_equal(value, expected, size);                            \
+	} while (0)
+	EXPECT_HEADER("bk-format", "1");
+	EXPECT_HEADER("bk-source", "test-source");
+	EXPECT_HEADER("bk-kind", "wal");
+	EXPECT_HEADER("bk-object", "000000010000000000000002");
+	EXPECT_HEADER("bk-chunk-index", "0");
+	EXPECT_HEADER("bk-chunk-count", "1");
+	EXPECT_HEADER("bk-object-size", "100");
+	EXPECT_HEADER("bk-chunk-size", "100");
+	EXPECT_HEADER("bk-meta-lsn", "0/1000000");
+	EXPECT_HEADER("bk-meta-timeline", "1");
+	assert_int_equal(
+		rd_kafka_header_get_last(headers, "bk-fingerprint", &value, &size),
+		RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(size, 64);
+	rd_kafka_headers_destroy(headers);
+	test_frames_free(&frames);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_send_acknowledged),
+		cmocka_unit_test(test_broker_down_bounded),
+		cmocka_unit_test(test_transient_errors_retried),
+		cmocka_unit_test(test_permanent_error_reported),
+		cmocka_unit_test(test_fatal_error_recreates_handle),
+		cmocka_unit_test(test_interrupt),
+		cmocka_unit_test(test_configuration_checks),
+		cmocka_unit_test(test_frame_headers),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,131 @@
+/*
+ * bk.c
+ *		The bk command-line tool: key generation, topic set-up, and (in the
+ *		restore-side commands) everything that reads the repository.
+ *
+ * One binary with subcommands, like git or pgbackrest: scripts call
+ * "bk <command> --config FILE ...", and PostgreSQL's restore_command calls
+ * "bk wal-get".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct BkCommand
+{
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+} BkCommand;
+
+static const BkCommand commands[] = {
+	{"keygen", bk_cmd_keygen, "write a new key pair (private key and .pub)"},
+	{"init", bk_cmd_init, "create or check the Kafka topics"},
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+			"bk %s: PostgreSQL and MariaDB backups through Kafka.\n\n"
+			"Usage: bk COMMAND [OPTIONS]\n\nCommands:\n",
+			BK_VERSION);
+	for (size_t cmdIdx = 0; cmdIdx < sizeof(commands) / sizeof(commands[0]);
+		 cmdIdx++)
+		fprintf(out, "  %-10s %s\n", commands[cmdIdx].name,
+				commands[cmdIdx].summary);
+	fprintf(out, "\n\"bk COMMAND --help\" describes a command's options.\n");
+}
+
+bool
+bk_common_option(BkCommonOptions *common, int code, const char *arg)
+{
+	switch (code)
+	{
+		case OPT_CONFIG:
+			common->config_path = arg;
+			return true;
+		case OPT_BROKERS:
+			common->brokers = arg;
+			return true;
+		case OPT_REPO:
+			common->repository = arg;
+			return true;
+		case OPT_KEY_FILE:
+			common->key_file = arg;
+			return true;
+		case OPT_JSON:
+			common->json = true;
+			return true;
+		case OPT_HELP:
+			common->help = true;
+			return true;
+	}
+	return false;
+}
+
+int
+bk_cli_bad_option(const char *program, const char *option)
+{
+	if (optopt != 0 && strncmp(option, "--", 2) != 0)
+		return bk_cli_usage_error(program, "invalid option \"-%c\"", optopt);
+	return bk_cli_usage_error(program,
+							  "unknown option, or option missing its "
+							  "argument: \"%s\"",
+							  option);
+}
+
+bool
+bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
+				 BkError *err)
+{
+	if (!bk_cli_config_load(config, common->config_path, err))
+		return false;
+	if (common->brokers != NULL &&
+		!bk_cli_config_set(config, "kafka_brokers", common->brokers, err))
+		return false;
+	if (common->repository != NULL &&
+		!bk_cli_config_set(config, "repository", common->repository, err))
+		return false;
+	if (common->key_file != NULL &&
+		!bk_cli_config_set(config, "key_file", common->key_file, err))
+		return false;
+	return true;
+}
+
+int
+main(int argc, char **argv)
+{
+	char program[64];
+
+	if (argc < 2)
+	{
+		usage(stderr);
+		return BK_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0 ||
+		strcmp(argv[1], "-h") == 0)
+	{
+		usage(stdout);
+		return BK_EXIT_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)
+	{
+		printf("bk %s\n", BK_VERSION);
+		return BK_EXIT_OK;
+	}
+	for (size_t cmdIdx = 0; cmdIdx < sizeof(commands) / sizeof(commands[0]);
+		 cmdIdx++)
+	{
+		if (strcmp(argv[1], commands[cmdIdx].name) != 0)
+			continue;
+		snprintf(program, sizeof(program), "bk %s", commands[cmdIdx].name);
+		argv[1] = program;
+		return commands[cmdIdx].run(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "bk: unknown command \"%s\"\n\n", argv[1]);
+	usage(stderr);
+	return BK_EXIT_USAGE;
+}

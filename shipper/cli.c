@@ -1,0 +1,247 @@
+/*
+ * cli.c
+ *		Configuration, error reporting and exit codes for bk and bk-shipper.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bk_config.h"
+#include "bk_frame.h"
+#include "bk_util.h"
+
+void
+bk_cli_config_init(BkCliConfig *config)
+{
+	memset(config, 0, sizeof(*config));
+	config->chunk_size = BK_CHUNK_SIZE_DEFAULT;
+	config->kafka_timeout_ms = BK_KAFKA_TIMEOUT_DEFAULT_MS;
+}
+
+void
+bk_cli_config_free(BkCliConfig *config)
+{
+	free(config->kafka_brokers);
+	free(config->kafka_properties);
+	free(config->topic_prefix);
+	free(config->repository);
+	free(config->key_file);
+	free(config->group_id);
+	memset(config, 0, sizeof(*config));
+}
+
+static bool
+set_string(char **field, const char *value, BkError *err)
+{
+	char *copy = strdup(value);
+
+	if (copy == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	free(*field);
+	*field = copy;
+	return true;
+}
+
+static bool
+set_int(int *field, const char *key, const char *value, int min, int max,
+		BkError *err)
+{
+	char *end;
+	long parsed;
+
+	errno = 0;
+	parsed = strtol(value, &end, 10);
+	if (errno != 0 || end == value || *end != '\0' || parsed < min ||
+		parsed > max)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"%s must be an integer from %d to %d, not \"%s\"",
+							key, min, max, value);
+	*field = (int) parsed;
+	return true;
+}
+
+static bool
+set_duration(int64_t *field, const char *key, const char *value, int64_t min,
+			 BkError *err)
+{
+	if (!bk_parse_duration_ms(value, field) || *field < min)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"%s must be a duration of at least %" PRId64
+							" ms such as \"30s\" or \"7d\", not \"%s\"",
+							key, min, value);
+	return true;
+}
+
+bool
+bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
+				  BkError *err)
+{
+	if (strcmp(key, "kafka_brokers") == 0)
+		return set_string(&config->kafka_brokers, value, err);
+	if (strcmp(key, "kafka_properties") == 0)
+		return set_string(&config->kafka_properties, value, err);
+	if (strcmp(key, "topic_prefix") == 0)
+	{
+		char probe[BK_TOPIC_NAME_MAX + 1];
+
+		if (!bk_topic_name(value, BK_TOPIC_WAL, probe, sizeof(probe), err))
+			return false;
+		return set_string(&config->topic_prefix, value, err);
+	}
+	if (strcmp(key, "repository") == 0)
+		return set_string(&config->repository, value, err);
+	if (strcmp(key, "key_file") == 0)
+		return set_string(&config->key_file, value, err);
+	if (strcmp(key, "group_id") == 0)
+		return set_string(&config->group_id, value, err);
+	if (strcmp(key, "chunk_size") == 0)
+	{
+		uint64_t bytes;
+
+		if (!bk_parse_size(value, &bytes) || bytes < BK_CHUNK_SIZE_MIN ||
+			bytes > BK_CHUNK_SIZE_MAX)
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"chunk_size must be a size from %d bytes to %d "
+								"MiB, such as \"1MiB\", not \"%s\"",
+								BK_CHUNK_SIZE_MIN, BK_CHUNK_SIZE_MAX >> 20,
+								value);
+		config->chunk_size = (uint32_t) bytes;
+		return true;
+	}
+	if (strcmp(key, "kafka_timeout") == 0)
+	{
+		int64_t ms;
+
+		if (!set_duration(&ms, key, value, 1000, err))
+			return false;
+		if (ms > 3600 * 1000)
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"kafka_timeout must be at most 1h, not \"%s\"",
+								value);
+		config->kafka_timeout_ms = (int) ms;
+		return true;
+	}
+	if (strcmp(key, "topic_partitions") == 0)
+		return set_int(&config->topic_partitions, key, value, 1, 10000, err);
+	if (strcmp(key, "topic_replication_factor") == 0)
+		return set_int(&config->topic_replication_factor, key, value, 1, 32,
+					   err);
+	if (strcmp(key, "topic_retention") == 0)
+		return set_duration(&config->topic_retention_ms, key, value, 60000,
+							err);
+	if (strcmp(key, "audit_retention") == 0)
+		return set_duration(&config->audit_retention_ms, key, value, 60000,
+							err);
+	bk_error_set(err, BK_ERR_CONFIG, "unknown setting \"%s\"", key);
+	return bk_error_hint(err,
+						 "Known settings: kafka_brokers, kafka_properties, "
+						 "topic_prefix, repository, key_file, group_id, "
+						 "chunk_size, kafka_timeout, topic_partitions, "
+						 "topic_replication_factor, topic_retention, "
+						 "audit_retention.");
+}
+
+static bool
+config_file_setter(void *arg, const char *key, const char *value, BkError *err)
+{
+	return bk_cli_config_set(arg, key, value, err);
+}
+
+bool
+bk_cli_config_load(BkCliConfig *config, const char *path, BkError *err)
+{
+	if (path == NULL)
+		path = getenv("BK_CONFIG");
+	if (path == NULL)
+	{
+		if (access(BK_CONFIG_DEFAULT_PATH, F_OK) != 0)
+			return true;
+		path = BK_CONFIG_DEFAULT_PATH;
+	}
+	config->config_path = path;
+	if (!bk_config_parse_file(path, config_file_setter, config, err))
+	{
+		/* Missing or unreadable, it is still a configuration problem. */
+		err->code = BK_ERR_CONFIG;
+		return false;
+	}
+	return true;
+}
+
+void
+bk_cli_kafka_settings(const BkCliConfig *config, BkKafkaSettings *settings,
+					  const char *client_id)
+{
+	memset(settings, 0, sizeof(*settings));
+	settings->brokers = config->kafka_brokers;
+	settings->properties = config->kafka_properties;
+	settings->client_id = client_id;
+	settings->timeout_ms = config->kafka_timeout_ms;
+	settings->chunk_size = config->chunk_size;
+}
+
+void
+bk_cli_topic_policy(const BkCliConfig *config, BkTopicPolicy *policy)
+{
+	memset(policy, 0, sizeof(*policy));
+	policy->prefix =
+		config->topic_prefix ? config->topic_prefix : BK_TOPIC_PREFIX_DEFAULT;
+	policy->partitions = config->topic_partitions;
+	policy->replication_factor = config->topic_replication_factor;
+	policy->retention_ms = config->topic_retention_ms;
+	policy->audit_retention_ms = config->audit_retention_ms;
+	policy->chunk_size = config->chunk_size;
+	policy->timeout_ms = config->kafka_timeout_ms;
+}
+
+int
+bk_cli_exit_code(BkErrorCode code)
+{
+	switch (code)
+	{
+		case BK_OK:
+			return BK_EXIT_OK;
+		case BK_ERR_USAGE:
+			return BK_EXIT_USAGE;
+		case BK_ERR_CONFIG:
+		case BK_ERR_KEY:
+			return BK_EXIT_CONFIG;
+		case BK_ERR_FORMAT:
+		case BK_ERR_SEQUENCE:
+		case BK_ERR_AUTH:
+		case BK_ERR_CONFLICT:
+			return BK_EXIT_INTEGRITY;
+		case BK_ERR_KAFKA:
+		case BK_ERR_TIMEOUT:
+		case BK_ERR_IO:
+			return BK_EXIT_UNAVAILABLE;
+		default:
+			return BK_EXIT_FAILURE;
+	}
+}
+
+int
+bk_cli_report_error(const char *program, const BkError *err)
+{
+	fprintf(stderr, "%s: error: %s\n", program, err->message);
+	if (err->hint[0] != '\0')
+		fprintf(stderr, "HINT: %s\n", err->hint);
+	return bk_cli_exit_code(err->code);
+}
+
+int
+bk_cli_usage_error(const char *program, const char *fmt, ...)
+{
+	va_list args;
+
+	fprintf(stderr, "%s: ", program);
+	va_start(args, fmt);
+	vfprintf(stderr, fmt, args);
+	va_end(args);
+	fprintf(stderr, "\nTry \"%s --help\" for more information.\n", program);
+	return BK_EXIT_USAGE;
+}

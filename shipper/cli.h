@@ -1,0 +1,83 @@
+/*
+ * cli.h
+ *		What the bk command-line tool and the bk-shipper daemon share: the
+ *		configuration (file, then flags), error reporting and exit codes.
+ *
+ * Configuration comes from a file of "key = value" lines (--config FILE, or
+ * $BK_CONFIG, or /etc/bk/bk.conf when it exists), then from flags, which
+ * win.  Every key is known here; an unknown key is an error naming the file
+ * and line, because a misspelt setting silently ignored is how backups end
+ * up somewhere nobody looks.
+ */
+#ifndef BK_CLI_H
+#define BK_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bk_error.h"
+#include "bk_kafka.h"
+#include "bk_topics.h"
+
+#define BK_VERSION             "0.1.0"
+#define BK_CONFIG_DEFAULT_PATH "/etc/bk/bk.conf"
+
+/* Exit codes of bk and bk-shipper (README, "Exit codes"). */
+#define BK_EXIT_OK          0
+#define BK_EXIT_FAILURE     1 /* anything not below */
+#define BK_EXIT_USAGE       2 /* unknown option, bad argument */
+#define BK_EXIT_CONFIG      3 /* bad configuration or key file */
+#define BK_EXIT_INTEGRITY   4 /* corrupt, tampered or missing data */
+#define BK_EXIT_UNAVAILABLE 5 /* Kafka or repository unreachable */
+
+typedef struct BkCliConfig
+{
+	const char *config_path; /* the file read, or NULL */
+	char *kafka_brokers;
+	char *kafka_properties;
+	char *topic_prefix;
+	char *repository;
+	char *key_file;
+	char *group_id;
+	uint32_t chunk_size;
+	int kafka_timeout_ms;
+	int topic_partitions;
+	int topic_replication_factor;
+	int64_t topic_retention_ms;
+	int64_t audit_retention_ms;
+} BkCliConfig;
+
+/* Defaults; nothing allocated yet. */
+extern void bk_cli_config_init(BkCliConfig *config);
+extern void bk_cli_config_free(BkCliConfig *config);
+
+/*
+ * Read the config file: path if given, else $BK_CONFIG, else the default
+ * path if it exists.  A file named explicitly must exist.
+ */
+extern bool bk_cli_config_load(BkCliConfig *config, const char *path,
+							   BkError *err);
+
+/* Set one key as the file would ("kafka_brokers", "repository", ...). */
+extern bool bk_cli_config_set(BkCliConfig *config, const char *key,
+							  const char *value, BkError *err);
+
+/* Kafka settings derived from the configuration. */
+extern void bk_cli_kafka_settings(const BkCliConfig *config,
+								  BkKafkaSettings *settings,
+								  const char *client_id);
+extern void bk_cli_topic_policy(const BkCliConfig *config,
+								BkTopicPolicy *policy);
+
+/*
+ * Print "<program>: error: message" and "HINT: hint" to stderr and return
+ * the exit code for the error's class.
+ */
+extern int bk_cli_report_error(const char *program, const BkError *err);
+extern int bk_cli_exit_code(BkErrorCode code);
+
+/* Print a usage error ("bk init: unknown option ...") and return BK_EXIT_USAGE. */
+extern int bk_cli_usage_error(const char *program, const char *fmt, ...)
+	BK_PRINTF(2, 3);
+
+#endif /* BK_CLI_H */

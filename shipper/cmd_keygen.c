@@ -1,0 +1,92 @@
+/*
+ * cmd_keygen.c
+ *		bk keygen --out FILE: a new key pair.
+ *
+ * Run it on the restore host.  FILE (mode 0600) holds the private key and
+ * stays there; FILE.pub goes to the database hosts.  The key id goes to
+ * stdout alone, so scripts can capture it; guidance goes to stderr.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "bk_keys.h"
+#include "commands.h"
+
+static const char *keygen_help =
+	"Usage: bk keygen --out FILE\n\n"
+	"Writes a new X25519 key pair: FILE holds the private key (mode 0600; "
+	"keep it\nwhere restores run), FILE.pub the public key (give it to the "
+	"database hosts\nas bk.key_file). Prints the key id. Never overwrites a "
+	"file.\n\n"
+	"  --out FILE        where to write the private key\n"
+	"  --json            print {\"key_id\", \"private_key_file\", "
+	"\"public_key_file\"}\n"
+	"  --help            this help\n";
+
+int
+bk_cmd_keygen(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"out", required_argument, NULL, 'o'},
+		BK_COMMON_LONG_OPTIONS,
+		{NULL, 0, NULL, 0}};
+	BkCommonOptions common = {0};
+	const char *out = NULL;
+	char id_hex[BK_KEY_ID_HEX_LEN + 1];
+	BkError err;
+	BkKey key;
+	int code;
+
+	bk_error_clear(&err);
+	optind = 1;
+	opterr = 0;
+	while ((code = getopt_long(argc, argv, "o:", options, NULL)) != -1)
+	{
+		if (code == 'o')
+			out = optarg;
+		else if (!bk_common_option(&common, code, optarg))
+			return bk_cli_bad_option(argv[0], argv[optind - 1]);
+	}
+	if (common.help)
+	{
+		fputs(keygen_help, stdout);
+		return BK_EXIT_OK;
+	}
+	if (optind < argc)
+		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
+								  argv[optind]);
+	if (out == NULL)
+		return bk_cli_usage_error(argv[0], "--out FILE is required");
+
+	if (!bk_key_generate(&key, &err) || !bk_key_write_files(&key, out, &err))
+	{
+		bk_secure_wipe(&key, sizeof(key));
+		return bk_cli_report_error(argv[0], &err);
+	}
+	bk_key_id_hex(key.id, id_hex);
+	bk_secure_wipe(&key, sizeof(key));
+
+	if (common.json)
+	{
+		json_t *result =
+			json_pack("{s:s, s:s, s:s+}", "key_id", id_hex, "private_key_file",
+					  out, "public_key_file", out, ".pub");
+
+		json_dumpf(result, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+		json_decref(result);
+	}
+	else
+	{
+		printf("%s\n", id_hex);
+		fprintf(stderr,
+				"bk keygen: wrote private key %s (keep it on the restore host, "
+				"mode 0600)\n"
+				"bk keygen: wrote public key %s.pub (set bk.key_file to it on "
+				"database hosts)\n",
+				out, out);
+	}
+	return BK_EXIT_OK;
+}

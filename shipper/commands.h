@@ -1,0 +1,76 @@
+/*
+ * commands.h
+ *		The commands of the bk tool.  Each takes its own argv (argv[0] is
+ *		"bk <command>") and returns the process exit code.
+ */
+#ifndef BK_COMMANDS_H
+#define BK_COMMANDS_H
+
+#include <getopt.h>
+#include <stdbool.h>
+
+#include "cli.h"
+
+/*
+ * Options every command accepts.  A command's getopt table lists them with
+ * BK_COMMON_LONG_OPTIONS and passes unknown codes to bk_common_option.
+ */
+enum
+{
+	OPT_CONFIG = 1000,
+	OPT_BROKERS,
+	OPT_REPO,
+	OPT_KEY_FILE,
+	OPT_JSON,
+	OPT_HELP,
+	OPT_COMMAND_BASE = 1100 /* commands number their own options from here */
+};
+
+#define BK_COMMON_LONG_OPTIONS                                                 \
+	{"config", required_argument, NULL, OPT_CONFIG},                           \
+		{"brokers", required_argument, NULL, OPT_BROKERS},                     \
+		{"repo", required_argument, NULL, OPT_REPO},                           \
+		{"key-file", required_argument, NULL, OPT_KEY_FILE},                   \
+		{"json", no_argument, NULL, OPT_JSON},                                 \
+	{                                                                          \
+		"help", no_argument, NULL, OPT_HELP                                    \
+	}
+
+#define BK_COMMON_HELP                                                         \
+	"Common options:\n"                                                        \
+	"  --config FILE     configuration file (default $BK_CONFIG, then "        \
+	"/etc/bk/bk.conf)\n"                                                       \
+	"  --brokers LIST    Kafka bootstrap servers (kafka_brokers)\n"            \
+	"  --repo DIR        repository directory (repository)\n"                  \
+	"  --key-file FILE   key file (key_file)\n"                                \
+	"  --json            machine-readable output where the output is data\n"   \
+	"  --help            this help\n"
+
+typedef struct BkCommonOptions
+{
+	const char *config_path;
+	const char *brokers;
+	const char *repository;
+	const char *key_file;
+	bool json;
+	bool help;
+} BkCommonOptions;
+
+/*
+ * Handle a common option code; false (with a message printed) for a code
+ * that is not one, so the caller reports a usage error.
+ */
+extern bool bk_common_option(BkCommonOptions *common, int code,
+							 const char *arg);
+
+/* Report an option getopt rejected (unknown, or missing its argument). */
+extern int bk_cli_bad_option(const char *program, const char *option);
+
+/* Load the configuration and apply the flags on top. */
+extern bool bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
+							 BkError *err);
+
+extern int bk_cmd_keygen(int argc, char **argv);
+extern int bk_cmd_init(int argc, char **argv);
+
+#endif /* BK_COMMANDS_H */

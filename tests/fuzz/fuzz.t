@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Bounded libFuzzer runs of the frame decoder and the text parsers, as part of
+# make check (FUZZ_SECONDS, default 60).  A crash, leak or sanitizer report
+# fails the test and leaves the reproducer in tests/fuzz/.  "make fuzz-long"
+# runs a longer campaign.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+cd "$ROOT/tests/fuzz" || bail_out "no tests/fuzz"
+
+seconds="${FUZZ_SECONDS:-60}"
+corpus="$(mktemp -d "${TMPDIR:-/tmp}/bk-fuzz.XXXXXX")"
+trap 'rm -rf "$corpus"' EXIT
+mkdir -p "$corpus/frame" "$corpus/text"
+
+make -s all seeds >/dev/null 2>&1
+ok $? "fuzz targets build (clang -fsanitize=fuzzer,address,undefined)"
+
+./fuzz_frame -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
+    "$corpus/frame" seeds/frame >"$corpus/frame.log" 2>&1
+status=$?
+ok $status "fuzz_frame ran ${seconds}s without a crash"
+[[ $status == 0 ]] || diag "$(tail -n 40 "$corpus/frame.log")"
+runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$corpus/frame.log")"
+like "${runs:-0}" '^[0-9]{4,}$' "fuzz_frame executed thousands of inputs (${runs:-0})"
+
+./fuzz_text -max_total_time="$((seconds / 2))" -max_len=8192 -print_final_stats=1 \
+    "$corpus/text" seeds/text >"$corpus/text.log" 2>&1
+status=$?
+ok $status "fuzz_text ran $((seconds / 2))s without a crash"
+[[ $status == 0 ]] || diag "$(tail -n 40 "$corpus/text.log")"
+done_testing

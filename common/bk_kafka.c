@@ -85,6 +85,22 @@ kafka_log_cb(const rd_kafka_t *rk, int level, const char *facility,
 		default_log(NULL, level, facility, message);
 }
 
+/* Where an admin handle's logs go (its opaque; freed by bk_kafka_admin_free). */
+typedef struct AdminLog
+{
+	BkKafkaLogFn log_fn;
+	void	   *log_arg;
+} AdminLog;
+
+static void
+admin_log_cb(const rd_kafka_t *rk, int level, const char *facility,
+			 const char *message)
+{
+	const AdminLog *log = rd_kafka_opaque(rk);
+
+	log->log_fn(log->log_arg, level, facility, message);
+}
+
 typedef struct ConfApply
 {
 	rd_kafka_conf_t *conf;
@@ -155,6 +171,56 @@ rd_kafka_conf_t *
 bk_kafka_conf_new(const BkKafkaSettings *settings, BkError *err)
 {
 	return conf_build(settings, NULL, err);
+}
+
+rd_kafka_t *
+bk_kafka_admin_new(const BkKafkaSettings *settings, BkError *err)
+{
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk;
+	AdminLog   *log;
+	char		errstr[512];
+
+	log = malloc(sizeof(*log));
+	if (log == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	log->log_fn = settings->log_fn ? settings->log_fn : default_log;
+	log->log_arg = settings->log_arg;
+	conf = conf_build(settings, NULL, err);
+	if (conf == NULL)
+	{
+		free(log);
+		return NULL;
+	}
+	rd_kafka_conf_set_log_cb(conf, admin_log_cb);
+	rd_kafka_conf_set_opaque(conf, log);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		free(log);
+		bk_error_set(err, BK_ERR_KAFKA, "could not create a Kafka client: %s",
+					 errstr);
+		return NULL;
+	}
+	bk_kafka_route_logs(rk);
+	return rk;
+}
+
+void
+bk_kafka_admin_free(rd_kafka_t *rk)
+{
+	AdminLog   *log;
+
+	if (rk == NULL)
+		return;
+	log = rd_kafka_opaque(rk);
+	rd_kafka_poll(rk, 0);
+	rd_kafka_destroy(rk);
+	free(log);
 }
 
 void

@@ -66,6 +66,15 @@ extern rd_kafka_conf_t *bk_kafka_conf_new(const BkKafkaSettings *settings,
 /* Route logs to the main queue after rd_kafka_new (pairs with the conf above). */
 extern void bk_kafka_route_logs(rd_kafka_t *rk);
 
+/*
+ * A handle for admin requests only (topic set-up, metadata): no idempotence,
+ * so it asks the broker for nothing it does not need.  Logs go to
+ * settings->log_fn, served by rd_kafka_poll on the caller's thread.
+ */
+extern rd_kafka_t *bk_kafka_admin_new(const BkKafkaSettings *settings,
+									  BkError *err);
+extern void bk_kafka_admin_free(rd_kafka_t *rk);
+
 typedef struct BkProducer BkProducer;
 
 /*

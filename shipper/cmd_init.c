@@ -69,6 +69,7 @@ bk_cmd_init(int argc, char **argv)
 	BkTopicPolicy policy;
 	BkTopicResult result;
 	BkProducer *producer = NULL;
+	rd_kafka_t *admin = NULL;
 	InitReport report = {0};
 	bool check_only = false;
 	bool ok;
@@ -106,10 +107,17 @@ bk_cmd_init(int argc, char **argv)
 
 	report.json = common.json;
 	report.findings = json_array();
+	/*
+	 * The producer is only built to check, before touching Kafka, that the
+	 * configured chunk size and properties make a producer the sources can
+	 * use; it never connects.  Admin requests go through a plain handle.
+	 */
 	producer = bk_producer_new(&settings, &err);
-	ok = producer != NULL && bk_producer_handle(producer) != NULL &&
-		 bk_topics_ensure(bk_producer_handle(producer), &policy, !check_only,
-						  report_finding, &report, &result, &err);
+	if (producer != NULL)
+		admin = bk_kafka_admin_new(&settings, &err);
+	ok = admin != NULL &&
+		 bk_topics_ensure(admin, &policy, !check_only, report_finding, &report,
+						  &result, &err);
 	if (report.json)
 	{
 		json_t *out =
@@ -131,6 +139,7 @@ bk_cmd_init(int argc, char **argv)
 				   result.warnings, result.warnings == 1 ? "" : "s",
 				   result.brokers, result.brokers == 1 ? "" : "s");
 	}
+	bk_kafka_admin_free(admin);
 	bk_producer_free(producer);
 	bk_cli_config_free(&config);
 	if (!ok)

@@ -223,67 +223,37 @@ frame_view(const uint8_t *buf, size_t len, BkFrame *frame)
 	frame->frame_len = len;
 }
 
-bool
-bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, BkError *err)
+/* The header length must be the sum of its parts. */
+static bool
+frame_check_header_len(const BkFrame *frame, BkError *err)
 {
-	size_t expected_len;
-	uint32_t stored_crc;
-	uint32_t actual_crc;
-	uint8_t expected_nonce[BK_GCM_NONCE_LEN];
-	bool last;
-
-	if (len >= 4 && memcmp(buf, BK_FRAME_MAGIC, 4) != 0)
-		return bk_error_set(
-			err, BK_ERR_FORMAT,
-			"not a bk frame: bad magic bytes (expected \"BKFR\")");
-	if (len < BK_FRAME_FIXED_LEN + BK_FRAME_TRAILER_LEN)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"truncated frame: %zu bytes, shorter than the "
-							"smallest frame (%d bytes)",
-							len, BK_FRAME_FIXED_LEN + BK_FRAME_TRAILER_LEN);
-	if (buf[BK_OFF_VERSION] != BK_FRAME_VERSION)
-		return bk_error_set(
-			err, BK_ERR_FORMAT,
-			"unsupported frame version %u (this bk reads version %d)",
-			buf[BK_OFF_VERSION], BK_FRAME_VERSION);
-
-	frame_view(buf, len, frame);
-
-	/* Locate the end before trusting anything else, then check the CRC. */
 	if (frame->header_len != (uint32_t) BK_FRAME_FIXED_LEN + frame->source_len +
 								 frame->name_len + frame->meta_len)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"corrupt frame: header length %" PRIu32
 							" does not match its parts",
 							frame->header_len);
-	expected_len =
-		(size_t) frame->header_len + frame->payload_len + BK_FRAME_TRAILER_LEN;
-	if (len < expected_len)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"truncated frame: %zu bytes, its header says %zu",
-							len, expected_len);
-	if (len > expected_len)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"corrupt frame: %zu bytes, its header says %zu "
-							"(trailing data)",
-							len, expected_len);
-	stored_crc = bk_get_be32(buf + len - BK_FRAME_CRC_LEN);
-	actual_crc = bk_crc32c(0, buf, len - BK_FRAME_CRC_LEN);
-	if (stored_crc != actual_crc)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"frame checksum mismatch (stored %08" PRIx32
-							", computed %08" PRIx32
-							"): the frame was corrupted in transit or at rest",
-							stored_crc, actual_crc);
+	return true;
+}
 
-	/* The checksum is right: what remains is a malformed or hostile writer. */
+/*
+ * frame_check_fields
+ *		Every field-level rule of section 3 of the spec except the lengths
+ *		and the CRC, which the callers check first.
+ */
+static bool
+frame_check_fields(const BkFrame *frame, BkError *err)
+{
+	uint8_t expected_nonce[BK_GCM_NONCE_LEN];
+	bool last;
+
 	if (bk_kind_name(frame->kind) == NULL)
 		return bk_error_set(err, BK_ERR_FORMAT, "unknown object kind %u",
 							frame->kind);
 	if ((frame->flags & ~BK_FRAME_F_KNOWN) != 0)
 		return bk_error_set(err, BK_ERR_FORMAT, "unknown frame flags 0x%04x",
 							frame->flags);
-	if (bk_get_be16(buf + BK_OFF_RESERVED) != 0)
+	if (bk_get_be16(frame->header + BK_OFF_RESERVED) != 0)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"reserved header field is not zero");
 	if (!bk_source_id_valid(frame->source, frame->source_len))
@@ -356,6 +326,84 @@ bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, BkError *err)
 							(int) frame->name_len, frame->name,
 							frame->chunk_index);
 	return true;
+}
+
+bool
+bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, BkError *err)
+{
+	size_t expected_len;
+	uint32_t stored_crc;
+	uint32_t actual_crc;
+
+	if (len >= 4 && memcmp(buf, BK_FRAME_MAGIC, 4) != 0)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"not a bk frame: bad magic bytes (expected \"BKFR\")");
+	if (len < BK_FRAME_FIXED_LEN + BK_FRAME_TRAILER_LEN)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"truncated frame: %zu bytes, shorter than the "
+							"smallest frame (%d bytes)",
+							len, BK_FRAME_FIXED_LEN + BK_FRAME_TRAILER_LEN);
+	if (buf[BK_OFF_VERSION] != BK_FRAME_VERSION)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"unsupported frame version %u (this bk reads version %d)",
+			buf[BK_OFF_VERSION], BK_FRAME_VERSION);
+
+	frame_view(buf, len, frame);
+
+	/* Locate the end before trusting anything else, then check the CRC. */
+	if (!frame_check_header_len(frame, err))
+		return false;
+	expected_len =
+		(size_t) frame->header_len + frame->payload_len + BK_FRAME_TRAILER_LEN;
+	if (len < expected_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"truncated frame: %zu bytes, its header says %zu",
+							len, expected_len);
+	if (len > expected_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"corrupt frame: %zu bytes, its header says %zu "
+							"(trailing data)",
+							len, expected_len);
+	stored_crc = bk_get_be32(buf + len - BK_FRAME_CRC_LEN);
+	actual_crc = bk_crc32c(0, buf, len - BK_FRAME_CRC_LEN);
+	if (stored_crc != actual_crc)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"frame checksum mismatch (stored %08" PRIx32
+							", computed %08" PRIx32
+							"): the frame was corrupted in transit or at rest",
+							stored_crc, actual_crc);
+
+	/* The checksum is right: what remains is a malformed or hostile writer. */
+	return frame_check_fields(frame, err);
+}
+
+bool
+bk_frame_parse_header(const uint8_t *buf, size_t len, BkFrame *frame,
+					  BkError *err)
+{
+	if (len >= 4 && memcmp(buf, BK_FRAME_MAGIC, 4) != 0)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"not a bk frame: bad magic bytes (expected \"BKFR\")");
+	if (len < BK_FRAME_FIXED_LEN)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"truncated frame header: %zu bytes", len);
+	if (buf[BK_OFF_VERSION] != BK_FRAME_VERSION)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"unsupported frame version %u (this bk reads version %d)",
+			buf[BK_OFF_VERSION], BK_FRAME_VERSION);
+	frame_view(buf, len, frame);
+	if (!frame_check_header_len(frame, err))
+		return false;
+	if (len < frame->header_len)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"truncated frame header: %zu bytes, it says %" PRIu32, len,
+			frame->header_len);
+	return frame_check_fields(frame, err);
 }
 
 void

@@ -136,6 +136,15 @@ extern bool bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame,
 						   BkError *err);
 
 /*
+ * Parse only the header (the first header_len bytes; len may stop there):
+ * every check of bk_frame_parse except the total length and the CRC.  For
+ * reading identities of stored objects without reading their payloads.
+ * frame->payload and frame->tag are not valid.
+ */
+extern bool bk_frame_parse_header(const uint8_t *buf, size_t len,
+								  BkFrame *frame, BkError *err);
+
+/*
  * Object names and source ids are used as repository paths, so they are
  * restricted: source ids are [A-Za-z0-9._-], 1..128 bytes, not "." or "..";
  * object names are relative paths of [A-Za-z0-9._+-] components separated

@@ -35,12 +35,11 @@
 
 struct BkProducer
 {
+	BkKafkaLogSink sink; /* first: the handle's opaque (bk_kafka.h) */
 	rd_kafka_conf_t *template_conf; /* copied for each handle */
 	rd_kafka_t *rk;
 	int timeout_ms;     /* message.timeout.ms in effect */
 	size_t message_max; /* message.max.bytes in effect */
-	BkKafkaLogFn log_fn;
-	void *log_arg;
 
 	/* Delivery state of the current send. */
 	uint32_t generation;
@@ -77,28 +76,12 @@ static void
 kafka_log_cb(const rd_kafka_t *rk, int level, const char *facility,
 			 const char *message)
 {
-	BkProducer *producer = rd_kafka_opaque(rk);
+	const BkKafkaLogSink *sink = rd_kafka_opaque(rk);
 
-	if (producer != NULL && producer->log_fn != NULL)
-		producer->log_fn(producer->log_arg, level, facility, message);
+	if (sink != NULL && sink->log_fn != NULL)
+		sink->log_fn(sink->log_arg, level, facility, message);
 	else
 		default_log(NULL, level, facility, message);
-}
-
-/* Where an admin handle's logs go (its opaque; freed by bk_kafka_admin_free). */
-typedef struct AdminLog
-{
-	BkKafkaLogFn log_fn;
-	void	   *log_arg;
-} AdminLog;
-
-static void
-admin_log_cb(const rd_kafka_t *rk, int level, const char *facility,
-			 const char *message)
-{
-	const AdminLog *log = rd_kafka_opaque(rk);
-
-	log->log_fn(log->log_arg, level, facility, message);
 }
 
 typedef struct ConfApply
@@ -178,9 +161,10 @@ bk_kafka_admin_new(const BkKafkaSettings *settings, BkError *err)
 {
 	rd_kafka_conf_t *conf;
 	rd_kafka_t *rk;
-	AdminLog   *log;
-	char		errstr[512];
+	BkKafkaLogSink *log;
+	char errstr[512];
 
+	/* The handle's opaque; freed by bk_kafka_admin_free. */
 	log = malloc(sizeof(*log));
 	if (log == NULL)
 	{
@@ -195,7 +179,6 @@ bk_kafka_admin_new(const BkKafkaSettings *settings, BkError *err)
 		free(log);
 		return NULL;
 	}
-	rd_kafka_conf_set_log_cb(conf, admin_log_cb);
 	rd_kafka_conf_set_opaque(conf, log);
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	if (rk == NULL)
@@ -213,7 +196,7 @@ bk_kafka_admin_new(const BkKafkaSettings *settings, BkError *err)
 void
 bk_kafka_admin_free(rd_kafka_t *rk)
 {
-	AdminLog   *log;
+	BkKafkaLogSink *log;
 
 	if (rk == NULL)
 		return;
@@ -336,8 +319,8 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	producer->log_fn = settings->log_fn ? settings->log_fn : default_log;
-	producer->log_arg = settings->log_arg;
+	producer->sink.log_fn = settings->log_fn ? settings->log_fn : default_log;
+	producer->sink.log_arg = settings->log_arg;
 	producer->template_conf = conf_build(settings, defaults, err);
 	if (producer->template_conf == NULL)
 	{

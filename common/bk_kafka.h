@@ -44,6 +44,18 @@ extern size_t bk_kafka_message_max(uint32_t chunk_size);
 typedef void (*BkKafkaLogFn)(void *arg, int level, const char *facility,
 							 const char *message);
 
+/*
+ * Where a handle's librdkafka logs go.  Every handle built from
+ * bk_kafka_conf_new must have an opaque (rd_kafka_conf_set_opaque) that is
+ * NULL (logs go to stderr) or points to a struct whose first member is a
+ * BkKafkaLogSink.
+ */
+typedef struct BkKafkaLogSink
+{
+	BkKafkaLogFn log_fn;
+	void *log_arg;
+} BkKafkaLogSink;
+
 typedef struct BkKafkaSettings
 {
 	const char *brokers;    /* bootstrap.servers */
@@ -57,8 +69,9 @@ typedef struct BkKafkaSettings
 
 /*
  * A librdkafka configuration with bootstrap servers, client id and the
- * user's properties applied (user properties win).  Logging goes through the
- * log queue to settings->log_fn.  For producers, consumers and admin use.
+ * user's properties applied (user properties win).  Logs go through the log
+ * queue, served by rd_kafka_poll (or consumer_poll) on the caller's thread,
+ * to the handle's BkKafkaLogSink (see above).  For consumers and others.
  */
 extern rd_kafka_conf_t *bk_kafka_conf_new(const BkKafkaSettings *settings,
 										  BkError *err);

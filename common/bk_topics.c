@@ -218,6 +218,12 @@ create_topics(rd_kafka_t *rk, TopicState *topics, const BkTopicPolicy *policy,
 		rd_kafka_NewTopic_set_config(nt, "min.insync.replicas", min_insync);
 		rd_kafka_NewTopic_set_config(nt, "unclean.leader.election.enable",
 									 "false");
+		/*
+		 * The broker's clock stamps every message, so the shipper can judge
+		 * how long ago an attempt stalled without trusting sources' clocks.
+		 */
+		rd_kafka_NewTopic_set_config(nt, "message.timestamp.type",
+									 "LogAppendTime");
 		/* One node acknowledges from its page cache unless it flushes. */
 		if (brokers == 1)
 			rd_kafka_NewTopic_set_config(nt, "flush.messages", "1");

@@ -23,6 +23,9 @@ typedef struct BkCommand
 static const BkCommand commands[] = {
 	{"keygen", bk_cmd_keygen, "write a new key pair (private key and .pub)"},
 	{"init", bk_cmd_init, "create or check the Kafka topics"},
+	{"wal-get", bk_cmd_wal_get, "restore one WAL file (restore_command)"},
+	{"list", bk_cmd_list, "show what the repository can restore"},
+	{"verify", bk_cmd_verify, "check the repository end to end"},
 };
 
 static void

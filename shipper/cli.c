@@ -20,6 +20,7 @@ bk_cli_config_init(BkCliConfig *config)
 	memset(config, 0, sizeof(*config));
 	config->chunk_size = BK_CHUNK_SIZE_DEFAULT;
 	config->kafka_timeout_ms = BK_KAFKA_TIMEOUT_DEFAULT_MS;
+	config->abandon_after_ms = BK_ABANDON_AFTER_DEFAULT_MS;
 }
 
 void
@@ -31,6 +32,7 @@ bk_cli_config_free(BkCliConfig *config)
 	free(config->repository);
 	free(config->key_file);
 	free(config->group_id);
+	free(config->shipper_id);
 	memset(config, 0, sizeof(*config));
 }
 
@@ -136,13 +138,17 @@ bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
 	if (strcmp(key, "audit_retention") == 0)
 		return set_duration(&config->audit_retention_ms, key, value, 60000,
 							err);
+	if (strcmp(key, "shipper_id") == 0)
+		return set_string(&config->shipper_id, value, err);
+	if (strcmp(key, "abandon_after") == 0)
+		return set_duration(&config->abandon_after_ms, key, value, 1000, err);
 	bk_error_set(err, BK_ERR_CONFIG, "unknown setting \"%s\"", key);
 	return bk_error_hint(err,
 						 "Known settings: kafka_brokers, kafka_properties, "
 						 "topic_prefix, repository, key_file, group_id, "
 						 "chunk_size, kafka_timeout, topic_partitions, "
 						 "topic_replication_factor, topic_retention, "
-						 "audit_retention.");
+						 "audit_retention, shipper_id, abandon_after.");
 }
 
 static bool

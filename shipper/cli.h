@@ -45,7 +45,12 @@ typedef struct BkCliConfig
 	int topic_replication_factor;
 	int64_t topic_retention_ms;
 	int64_t audit_retention_ms;
+	char *shipper_id;         /* group.instance.id; NULL: from the host name */
+	int64_t abandon_after_ms; /* when a stalled attempt is given up */
 } BkCliConfig;
+
+#define BK_GROUP_ID_DEFAULT         "bk-shipper"
+#define BK_ABANDON_AFTER_DEFAULT_MS ((int64_t) 3600 * 1000)
 
 /* Defaults; nothing allocated yet. */
 extern void bk_cli_config_init(BkCliConfig *config);

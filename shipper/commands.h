@@ -72,5 +72,8 @@ extern bool bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
 
 extern int bk_cmd_keygen(int argc, char **argv);
 extern int bk_cmd_init(int argc, char **argv);
+extern int bk_cmd_wal_get(int argc, char **argv);
+extern int bk_cmd_list(int argc, char **argv);
+extern int bk_cmd_verify(int argc, char **argv);
 
 #endif /* BK_COMMANDS_H */

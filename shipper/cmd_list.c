@@ -1,0 +1,231 @@
+/*
+ * cmd_list.c
+ *		bk list: what the repository can restore, per source, and how
+ *		current it is.
+ *
+ * Everything comes from the repository itself (file names and frame
+ * headers), so it needs no key and shows exactly what a restore would find.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "bk_util.h"
+#include "commands.h"
+#include "repo.h"
+
+static const char *list_help =
+	"Usage: bk list [--config FILE] [--repo DIR] [--source S] [--json]\n\n"
+	"Shows, per source, the archived WAL (timelines, ranges, gaps, "
+	"conflicts)\nand how recent the newest archived WAL is.\n\n"
+	"  --source S        only this source\n" BK_COMMON_HELP;
+
+static json_t *
+catalog_json(const BkWalCatalog *catalog, int64_t now_ms)
+{
+	json_t *wal = json_object();
+	json_t *timelines = json_array();
+
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		const BkWalTimeline *tl = &catalog->timelines[tlIdx];
+		char first[32] = "";
+		char last[32] = "";
+		char gap[32] = "";
+		json_t *item;
+
+		if (tl->segments > 0)
+		{
+			bk_wal_segment_name(tl->timeline, tl->first_segno,
+								catalog->segment_size, first);
+			bk_wal_segment_name(tl->timeline, tl->last_segno,
+								catalog->segment_size, last);
+		}
+		if (tl->gap_count > 0)
+			bk_wal_segment_name(tl->timeline, tl->first_gap_segno,
+								catalog->segment_size, gap);
+		item = json_pack("{s:i, s:I, s:I, s:I}", "timeline", (int) tl->timeline,
+						 "segments", (json_int_t) tl->segments, "missing",
+						 (json_int_t) tl->gap_count, "partial",
+						 (json_int_t) tl->partials);
+		json_object_set_new(item, "first",
+							tl->segments ? json_string(first) : json_null());
+		json_object_set_new(item, "last",
+							tl->segments ? json_string(last) : json_null());
+		json_object_set_new(item, "first_missing",
+							tl->gap_count ? json_string(gap) : json_null());
+		json_array_append_new(timelines, item);
+	}
+	json_object_set_new(wal, "timelines", timelines);
+	json_object_set_new(wal, "segment_size",
+						json_integer(catalog->segment_size));
+	json_object_set_new(wal, "history_files",
+						json_integer((json_int_t) catalog->history_files));
+	json_object_set_new(wal, "backup_files",
+						json_integer((json_int_t) catalog->backup_files));
+	json_object_set_new(wal, "conflicts",
+						json_integer((json_int_t) catalog->conflicts));
+	if (catalog->newest_name[0] != '\0')
+	{
+		char stamp[40];
+
+		bk_format_time_utc(catalog->newest_archived_ms, stamp, sizeof(stamp));
+		json_object_set_new(wal, "newest", json_string(catalog->newest_name));
+		json_object_set_new(wal, "newest_archived_at", json_string(stamp));
+		json_object_set_new(wal, "newest_created_at",
+							json_string(catalog->newest_created));
+		json_object_set_new(
+			wal, "newest_age_seconds",
+			json_real((now_ms - catalog->newest_archived_ms) / 1000.0));
+	}
+	return wal;
+}
+
+static void
+catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
+{
+	printf("source %s\n", catalog->source);
+	if (catalog->timeline_count == 0)
+	{
+		printf("  WAL: none archived\n");
+		return;
+	}
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		const BkWalTimeline *tl = &catalog->timelines[tlIdx];
+		char first[32];
+		char last[32];
+		char gap[32];
+
+		if (tl->segments == 0)
+		{
+			printf("  WAL timeline %" PRIu32 ": %" PRIu64
+				   " partial segment%s only\n",
+				   tl->timeline, tl->partials, tl->partials == 1 ? "" : "s");
+			continue;
+		}
+		bk_wal_segment_name(tl->timeline, tl->first_segno,
+							catalog->segment_size, first);
+		bk_wal_segment_name(tl->timeline, tl->last_segno, catalog->segment_size,
+							last);
+		printf("  WAL timeline %" PRIu32 ": %s .. %s, %" PRIu64 " segment%s",
+			   tl->timeline, first, last, tl->segments,
+			   tl->segments == 1 ? "" : "s");
+		if (tl->gap_count > 0)
+		{
+			bk_wal_segment_name(tl->timeline, tl->first_gap_segno,
+								catalog->segment_size, gap);
+			printf(", %" PRIu64 " MISSING (first: %s)", tl->gap_count, gap);
+		}
+		if (tl->partials > 0)
+			printf(", %" PRIu64 " partial", tl->partials);
+		printf("\n");
+	}
+	printf("  history files %" PRIu64 ", backup history files %" PRIu64
+		   ", conflicting copies %" PRIu64 "\n",
+		   catalog->history_files, catalog->backup_files, catalog->conflicts);
+	if (catalog->newest_name[0] != '\0')
+	{
+		char stamp[40];
+
+		bk_format_time_utc(catalog->newest_archived_ms, stamp, sizeof(stamp));
+		printf("  newest WAL %s archived %s (%.0f s ago)\n",
+			   catalog->newest_name, stamp,
+			   (now_ms - catalog->newest_archived_ms) / 1000.0);
+	}
+}
+
+int
+bk_cmd_list(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"source", required_argument, NULL, 's'},
+		BK_COMMON_LONG_OPTIONS,
+		{NULL, 0, NULL, 0}};
+	BkCommonOptions common = {0};
+	const char *only_source = NULL;
+	BkCliConfig config;
+	BkRepo repo;
+	char **sources = NULL;
+	int source_count = 0;
+	json_t *result = NULL;
+	int64_t now_ms = bk_wall_ms();
+	BkError err;
+	int status = BK_EXIT_OK;
+	int code;
+
+	bk_error_clear(&err);
+	optind = 1;
+	opterr = 0;
+	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		if (code == 's')
+			only_source = optarg;
+		else if (!bk_common_option(&common, code, optarg))
+			return bk_cli_bad_option(argv[0], argv[optind - 1]);
+	}
+	if (common.help)
+	{
+		fputs(list_help, stdout);
+		return BK_EXIT_OK;
+	}
+	if (optind < argc)
+		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
+								  argv[optind]);
+
+	bk_cli_config_init(&config);
+	if (!bk_common_config(&common, &config, &err) ||
+		!bk_repo_open(&repo, config.repository, false, &err))
+		goto fail;
+	if (only_source != NULL)
+	{
+		if (!bk_source_id_valid(only_source, strlen(only_source)))
+		{
+			bk_error_set(&err, BK_ERR_USAGE, "invalid source id \"%s\"",
+						 only_source);
+			goto fail;
+		}
+		sources = calloc(1, sizeof(char *));
+		sources[0] = strdup(only_source);
+		source_count = 1;
+	}
+	else if (!bk_repo_sources(&repo, &sources, &source_count, &err))
+		goto fail;
+
+	if (common.json)
+		result = json_pack("{s:s, s:[]}", "repository", repo.root, "sources");
+	else if (source_count == 0)
+		printf("repository %s holds no source yet\n", repo.root);
+	for (int sourceIdx = 0; sourceIdx < source_count; sourceIdx++)
+	{
+		BkWalCatalog catalog;
+
+		if (!bk_wal_catalog_load(&repo, sources[sourceIdx], &catalog, &err))
+			goto fail;
+		if (common.json)
+			json_array_append_new(json_object_get(result, "sources"),
+								  json_pack("{s:s, s:o}", "source",
+											sources[sourceIdx], "wal",
+											catalog_json(&catalog, now_ms)));
+		else
+			catalog_print(&catalog, now_ms);
+		bk_wal_catalog_free(&catalog);
+	}
+	if (common.json)
+	{
+		json_dumpf(result, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+	}
+	goto done;
+
+fail:
+	status = bk_cli_report_error(argv[0], &err);
+done:
+	json_decref(result);
+	bk_repo_free_list(sources, source_count);
+	bk_cli_config_free(&config);
+	return status;
+}

@@ -1,0 +1,1043 @@
+/*
+ * shipper.c
+ *		bk-shipper: consume bk frames from Kafka and archive them, durably,
+ *		in the repository.
+ *
+ * The shipper holds no keys.  It checks every frame without them (structure,
+ * CRC-32C, chunk sequence), assembles each object attempt in a spool file as
+ * its chunks arrive (so memory stays bounded whatever the object size or
+ * backlog), and commits a complete attempt into the repository with the
+ * temp-file/fsync/link/fsync-directory protocol of repo.c.  Then it emits an
+ * audit event and waits for Kafka to acknowledge it.
+ *
+ * Offsets.  Chunks of several objects and attempts interleave in a
+ * partition, so a partition's committed offset is the oldest first offset of
+ * any attempt not yet durable (or the next offset when none is open).  A
+ * crash at any instant therefore re-reads at least everything not yet
+ * durable; whatever was already durable comes back as an identical re-send,
+ * which the repository recognises (same key id and fingerprint) and does not
+ * store twice.
+ *
+ * Abandoned attempts.  A source that crashes mid-object starts the object
+ * over under a new attempt id; the old attempt never completes.  The shipper
+ * gives an attempt up only when a later message in the same partition is
+ * stamped (by the broker, LogAppendTime) more than abandon_after after the
+ * attempt's newest chunk.  Chunks of an object whose every chunk the broker
+ * acknowledged are never that far apart (each chunk is acknowledged within
+ * the source's Kafka timeout), so no acknowledged object is ever given up.
+ * Giving up earlier, say when the same name starts again, would discard the
+ * first of two sources that collide on one source id, and both copies must
+ * be kept.
+ *
+ * Static group membership (group.instance.id) lets a restarted shipper take
+ * its partitions back within seconds instead of after a session timeout.
+ *
+ * Signals only set a flag; the main loop polls with a short timeout (the
+ * kcat pattern).  SIGTERM and SIGINT stop cleanly: offsets of durable objects
+ * are committed, the consumer is closed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
+#include "bk_crypto.h"
+#include "bk_frame.h"
+#include "bk_kafka.h"
+#include "bk_topics.h"
+#include "bk_util.h"
+#include "cli.h"
+#include "repo.h"
+
+#define PROGRAM            "bk-shipper"
+#define COMMIT_INTERVAL_MS 1000
+#define POLL_MS            200
+
+static volatile sig_atomic_t stop_requested;
+
+typedef enum LogLevel
+{
+	LOG_ERROR,
+	LOG_WARNING,
+	LOG_INFO,
+	LOG_DEBUG
+} LogLevel;
+
+static LogLevel log_level = LOG_INFO;
+
+/* One object attempt being assembled. */
+typedef struct Attempt
+{
+	struct Attempt *next;
+	int64_t first_offset;
+	int64_t last_timestamp; /* broker time of its newest chunk */
+	BkObjectTracker tracker;
+	int spool_fd;
+	char spool_path[BK_REPO_PATH_MAX];
+	BkSha256 *stored_sha; /* SHA-256 of the stored bytes, for the audit */
+	uint64_t stored_bytes;
+} Attempt;
+
+/* One assigned partition. */
+typedef struct Partition
+{
+	struct Partition *next;
+	char topic[BK_TOPIC_NAME_MAX + 1];
+	int32_t partition;
+	int kind;            /* the object kind its topic carries */
+	int64_t next_offset; /* after the last message handled; -1: none */
+	int64_t committed;   /* last committed; -1: none */
+	int64_t newest_timestamp;
+	Attempt *attempts;
+} Partition;
+
+typedef struct Shipper
+{
+	BkKafkaLogSink sink; /* first: the consumer's opaque (bk_kafka.h) */
+	BkCliConfig *config;
+	BkRepo repo;
+	rd_kafka_t *consumer;
+	BkProducer *audit;
+	char topics[3][BK_TOPIC_NAME_MAX + 1];
+	int topic_kinds[3];
+	char audit_topic[BK_TOPIC_NAME_MAX + 1];
+	char instance_id[256];
+	Partition *partitions;
+	int64_t last_commit_ms;
+	uint64_t archived;
+	uint64_t duplicates;
+	uint64_t conflicts;
+	uint64_t rejected;
+	uint64_t abandoned;
+	bool fatal; /* stop: an error that must not be skipped */
+} Shipper;
+
+static void shipper_log(LogLevel level, const char *fmt, ...) BK_PRINTF(2, 3);
+
+static void
+shipper_log(LogLevel level, const char *fmt, ...)
+{
+	static const char *const names[] = {"ERROR", "WARNING", "INFO", "DEBUG"};
+	char stamp[40];
+	va_list args;
+
+	if (level > log_level)
+		return;
+	bk_format_time_utc(bk_wall_ms(), stamp, sizeof(stamp));
+	fprintf(stderr, "%s %s[%d]: %s: ", stamp, PROGRAM, (int) getpid(),
+			names[level]);
+	va_start(args, fmt);
+	vfprintf(stderr, fmt, args);
+	va_end(args);
+	fputc('\n', stderr);
+}
+
+static void
+kafka_log(void *arg, int level, const char *facility, const char *message)
+{
+	/* syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug. */
+	shipper_log(level <= 3   ? LOG_ERROR
+				: level == 4 ? LOG_WARNING
+				: level <= 6 ? LOG_INFO
+							 : LOG_DEBUG,
+				"kafka: %s: %s", facility, message);
+}
+
+static void
+handle_stop_signal(int signo)
+{
+	stop_requested = 1;
+}
+
+/* ------------------------------------------------------------ audit */
+
+static void
+json_set_hex(json_t *obj, const char *key, const uint8_t *data, size_t len)
+{
+	char hex[2 * 64 + 1];
+
+	bk_hex_encode(data, len, hex);
+	json_object_set_new(obj, key, json_string(hex));
+}
+
+/* Metadata lines "k=v" as a JSON object. */
+static json_t *
+meta_json(const char *meta, size_t len)
+{
+	json_t *obj = json_object();
+	size_t pos = 0;
+
+	while (pos < len)
+	{
+		const char *line = meta + pos;
+		const char *end = memchr(line, '\n', len - pos);
+		size_t line_len = end ? (size_t) (end - line) : len - pos;
+		const char *eq = memchr(line, '=', line_len);
+
+		if (eq != NULL)
+		{
+			char key[64];
+
+			snprintf(key, sizeof(key), "%.*s", (int) (eq - line), line);
+			json_object_set_new(
+				obj, key,
+				json_stringn(eq + 1, line_len - (size_t) (eq - line) - 1));
+		}
+		pos += line_len + 1;
+	}
+	return obj;
+}
+
+/*
+ * Produce one audit event and wait for Kafka's acknowledgement.  False means
+ * the event could not be delivered: the caller stops, so that the message is
+ * consumed again and the event re-sent after a restart.
+ */
+static bool
+audit_send(Shipper *shipper, const char *source, json_t *event)
+{
+	char stamp[40];
+	char *text;
+	BkError err;
+	bool ok;
+
+	bk_format_time_utc(bk_wall_ms(), stamp, sizeof(stamp));
+	json_object_set_new(event, "time", json_string(stamp));
+	json_object_set_new(event, "shipper", json_string(shipper->instance_id));
+	text = json_dumps(event, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(event);
+	if (text == NULL)
+	{
+		shipper_log(LOG_ERROR, "could not serialise an audit event");
+		return false;
+	}
+	bk_error_clear(&err);
+	ok = bk_producer_send_message(shipper->audit, shipper->audit_topic, source,
+								  text, strlen(text), NULL, NULL, &err);
+	if (!ok)
+		shipper_log(LOG_ERROR,
+					"could not deliver audit event %s to topic %s: %s", text,
+					shipper->audit_topic, err.message);
+	free(text);
+	return ok;
+}
+
+/* ------------------------------------------------------------ partitions */
+
+static Partition *
+partition_find(Shipper *shipper, const char *topic, int32_t partition)
+{
+	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
+		if (p->partition == partition && strcmp(p->topic, topic) == 0)
+			return p;
+	return NULL;
+}
+
+static Partition *
+partition_add(Shipper *shipper, const char *topic, int32_t partition)
+{
+	Partition *p = partition_find(shipper, topic, partition);
+
+	if (p != NULL)
+		return p;
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	bk_strlcpy(p->topic, topic, sizeof(p->topic));
+	p->partition = partition;
+	p->next_offset = -1;
+	p->committed = -1;
+	p->kind = 0;
+	for (int topicIdx = 0; topicIdx < 3; topicIdx++)
+		if (strcmp(shipper->topics[topicIdx], topic) == 0)
+			p->kind = shipper->topic_kinds[topicIdx];
+	p->next = shipper->partitions;
+	shipper->partitions = p;
+	return p;
+}
+
+static void
+attempt_free(Attempt *attempt, bool remove_spool)
+{
+	if (attempt->spool_fd >= 0)
+		close(attempt->spool_fd);
+	if (remove_spool && attempt->spool_path[0] != '\0')
+		unlink(attempt->spool_path);
+	bk_sha256_free(attempt->stored_sha);
+	free(attempt);
+}
+
+static void
+attempt_unlink(Partition *p, Attempt *attempt)
+{
+	for (Attempt **link = &p->attempts; *link != NULL; link = &(*link)->next)
+		if (*link == attempt)
+		{
+			*link = attempt->next;
+			return;
+		}
+}
+
+/* Drop a partition (revoked): its open attempts are rebuilt by whoever gets it. */
+static void
+partition_drop(Shipper *shipper, const char *topic, int32_t partition)
+{
+	for (Partition **link = &shipper->partitions; *link != NULL;
+		 link = &(*link)->next)
+	{
+		Partition *p = *link;
+
+		if (p->partition != partition || strcmp(p->topic, topic) != 0)
+			continue;
+		while (p->attempts != NULL)
+		{
+			Attempt *attempt = p->attempts;
+
+			p->attempts = attempt->next;
+			attempt_free(attempt, true);
+		}
+		*link = p->next;
+		free(p);
+		return;
+	}
+}
+
+/* The offset below which everything is durable (or rejected, or abandoned). */
+static int64_t
+partition_safe_offset(const Partition *p)
+{
+	int64_t safe = p->next_offset;
+
+	for (const Attempt *attempt = p->attempts; attempt != NULL;
+		 attempt = attempt->next)
+		if (attempt->first_offset < safe)
+			safe = attempt->first_offset;
+	return safe;
+}
+
+/*
+ * Commit the safe offset of every partition (or of one topic/partition when
+ * only is set) that moved.  Synchronous: after it returns, a restart resumes
+ * from there.
+ */
+static void
+commit_offsets(Shipper *shipper, const Partition *only)
+{
+	rd_kafka_topic_partition_list_t *list =
+		rd_kafka_topic_partition_list_new(8);
+	rd_kafka_resp_err_t kerr;
+
+	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
+	{
+		int64_t safe;
+
+		if (only != NULL && p != only)
+			continue;
+		safe = partition_safe_offset(p);
+		if (p->next_offset < 0 || safe == p->committed)
+			continue;
+		rd_kafka_topic_partition_list_add(list, p->topic, p->partition)
+			->offset = safe;
+	}
+	if (list->cnt > 0)
+	{
+		kerr = rd_kafka_commit(shipper->consumer, list, 0);
+		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+			shipper_log(LOG_WARNING,
+						"could not commit offsets (will retry): %s",
+						rd_kafka_err2str(kerr));
+		else
+			for (int itemIdx = 0; itemIdx < list->cnt; itemIdx++)
+			{
+				Partition *p =
+					partition_find(shipper, list->elems[itemIdx].topic,
+								   list->elems[itemIdx].partition);
+
+				if (p != NULL)
+					p->committed = list->elems[itemIdx].offset;
+			}
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	shipper->last_commit_ms = bk_monotonic_ms();
+}
+
+static void
+rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	Shipper *shipper = opaque;
+
+	char summary[1024];
+	size_t pos = 0;
+
+	summary[0] = '\0';
+	for (int itemIdx = 0; itemIdx < parts->cnt && pos < sizeof(summary) - 64;
+		 itemIdx++)
+		pos += (size_t) snprintf(
+			summary + pos, sizeof(summary) - pos, " %s[%" PRId32 "]",
+			parts->elems[itemIdx].topic, parts->elems[itemIdx].partition);
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+	{
+		for (int itemIdx = 0; itemIdx < parts->cnt; itemIdx++)
+			partition_add(shipper, parts->elems[itemIdx].topic,
+						  parts->elems[itemIdx].partition);
+		shipper_log(LOG_INFO, "assigned %d partitions:%s", parts->cnt, summary);
+		rd_kafka_assign(rk, parts);
+		return;
+	}
+	/* Revoked (or an error): commit what is durable, forget the rest. */
+	commit_offsets(shipper, NULL);
+	for (int itemIdx = 0; itemIdx < parts->cnt; itemIdx++)
+		partition_drop(shipper, parts->elems[itemIdx].topic,
+					   parts->elems[itemIdx].partition);
+	shipper_log(LOG_INFO, "revoked %d partitions (%s):%s", parts->cnt,
+				rd_kafka_err2str(err), summary);
+	rd_kafka_assign(rk, NULL);
+}
+
+/* ------------------------------------------------------------ messages */
+
+static void
+header_string(rd_kafka_message_t *msg, const char *name, char *out,
+			  size_t out_len)
+{
+	rd_kafka_headers_t *headers = NULL;
+	const void *value;
+	size_t size;
+
+	out[0] = '\0';
+	if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		rd_kafka_header_get_last(headers, name, &value, &size) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		size_t copy = size < out_len - 1 ? size : out_len - 1;
+
+		for (size_t pos = 0; pos < copy; pos++)
+			out[pos] = ((const char *) value)[pos] >= 0x20 &&
+							   ((const char *) value)[pos] < 0x7f
+						   ? ((const char *) value)[pos]
+						   : '?';
+		out[copy] = '\0';
+	}
+}
+
+/*
+ * A message that fails the keyless checks: keep its bytes in rejected/,
+ * report it, and move on.  It can never become valid, so it must not hold
+ * the partition's offset back.
+ */
+static bool
+reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
+			   const char *reason)
+{
+	char source[BK_SOURCE_ID_MAX + 1];
+	char object[BK_OBJECT_NAME_MAX + 1];
+	BkError err;
+	json_t *event;
+
+	header_string(msg, "bk-source", source, sizeof(source));
+	header_string(msg, "bk-object", object, sizeof(object));
+	shipper->rejected++;
+	shipper_log(LOG_WARNING,
+				"rejected message %s [%" PRId32 "] at offset %" PRId64
+				" (bk-source \"%s\", bk-object \"%s\"): %s; kept in "
+				"rejected/, not archived",
+				p->topic, p->partition, msg->offset, source, object, reason);
+	bk_error_clear(&err);
+	if (!bk_repo_quarantine(&shipper->repo, p->topic, p->partition, msg->offset,
+							msg->payload, msg->len, reason, &err))
+	{
+		shipper_log(LOG_ERROR, "could not keep the rejected message: %s",
+					err.message);
+		return false;
+	}
+	event = json_pack("{s:s, s:s, s:i, s:I, s:s, s:s, s:s}", "event",
+					  "rejected", "topic", p->topic, "partition",
+					  (int) p->partition, "offset", (json_int_t) msg->offset,
+					  "reason", reason, "source", source, "object", object);
+	return audit_send(shipper, source[0] ? source : "unknown", event);
+}
+
+static bool
+abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
+				const char *reason)
+{
+	char attempt_hex[2 * BK_ATTEMPT_ID_LEN + 1];
+	json_t *event;
+	bool ok;
+
+	bk_hex_encode(attempt->tracker.attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
+	shipper->abandoned++;
+	shipper_log(
+		LOG_INFO,
+		"gave up %s object \"%s\" of source \"%s\" (attempt %s, %" PRIu32
+		" of %" PRIu32 " chunks): %s",
+		bk_kind_name(attempt->tracker.kind), attempt->tracker.name,
+		attempt->tracker.source, attempt_hex, attempt->tracker.next_index,
+		attempt->tracker.chunk_count, reason);
+	event = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s}", "event",
+					  "abandoned", "source", attempt->tracker.source, "kind",
+					  bk_kind_name(attempt->tracker.kind), "object",
+					  attempt->tracker.name, "attempt", attempt_hex, "chunks",
+					  (int) attempt->tracker.next_index, "chunk_count",
+					  (int) attempt->tracker.chunk_count, "reason", reason);
+	ok = audit_send(shipper, attempt->tracker.source, event);
+	attempt_unlink(p, attempt);
+	attempt_free(attempt, true);
+	return ok;
+}
+
+/* Give up attempts that stalled longer than abandon_after in broker time. */
+static bool
+abandon_stalled(Shipper *shipper, Partition *p)
+{
+	Attempt *attempt = p->attempts;
+
+	while (attempt != NULL)
+	{
+		Attempt *next = attempt->next;
+
+		if (p->newest_timestamp - attempt->last_timestamp >
+				shipper->config->abandon_after_ms &&
+			!abandon_attempt(
+				shipper, p, attempt,
+				"no chunk for longer than abandon_after while later "
+				"messages arrived; the source started over"))
+			return false;
+		attempt = next;
+	}
+	return true;
+}
+
+static Attempt *
+attempt_find(Partition *p, const BkFrame *frame)
+{
+	for (Attempt *attempt = p->attempts; attempt != NULL;
+		 attempt = attempt->next)
+		if (bk_tracker_same_attempt(&attempt->tracker, frame))
+			return attempt;
+	return NULL;
+}
+
+static Attempt *
+attempt_start(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
+			  const BkFrame *frame, BkError *err)
+{
+	Attempt *attempt = calloc(1, sizeof(*attempt));
+	char tag[BK_TOPIC_NAME_MAX + 96];
+	char attempt_hex[2 * BK_ATTEMPT_ID_LEN + 1];
+
+	if (attempt == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	attempt->spool_fd = -1;
+	attempt->first_offset = msg->offset;
+	bk_tracker_reset(&attempt->tracker);
+	bk_hex_encode(frame->attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
+	snprintf(tag, sizeof(tag), "%s.%" PRId32 ".%" PRId64 ".%s", p->topic,
+			 p->partition, msg->offset, attempt_hex);
+	bk_repo_spool_path(&shipper->repo, tag, attempt->spool_path,
+					   sizeof(attempt->spool_path));
+	attempt->spool_fd = open(attempt->spool_path,
+							 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (attempt->spool_fd < 0 || fchmod(attempt->spool_fd, 0644) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
+					 attempt->spool_path, strerror(errno));
+		attempt_free(attempt, true);
+		return NULL;
+	}
+	attempt->stored_sha = bk_sha256_new(err);
+	if (attempt->stored_sha == NULL)
+	{
+		attempt_free(attempt, true);
+		return NULL;
+	}
+	attempt->next = p->attempts;
+	p->attempts = attempt;
+	return attempt;
+}
+
+/* A complete attempt: make it durable, report it, let offsets move past it. */
+static bool
+finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
+{
+	const BkObjectTracker *object = &attempt->tracker;
+	BkObjectIdentity identity;
+	BkCommitResult result;
+	char stored_path[BK_REPO_PATH_MAX];
+	uint8_t stored_digest[BK_SHA256_LEN];
+	const char *event_name;
+	json_t *event;
+	BkError err;
+
+	bk_error_clear(&err);
+	if (fsync(attempt->spool_fd) != 0)
+	{
+		shipper_log(LOG_ERROR, "could not fsync spool file \"%s\": %s",
+					attempt->spool_path, strerror(errno));
+		return false;
+	}
+	close(attempt->spool_fd);
+	attempt->spool_fd = -1;
+	memcpy(identity.key_id, object->key_id, BK_KEY_ID_LEN);
+	memcpy(identity.fingerprint, object->fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity.attempt_id, object->attempt_id, BK_ATTEMPT_ID_LEN);
+	if (!bk_sha256_final(attempt->stored_sha, stored_digest, &err) ||
+		!bk_repo_commit(&shipper->repo, attempt->spool_path, object->source,
+						object->kind, object->name, &identity, &result,
+						stored_path, sizeof(stored_path), &err))
+	{
+		shipper_log(LOG_ERROR,
+					"could not archive %s object \"%s\" of source \"%s\": %s",
+					bk_kind_name(object->kind), object->name, object->source,
+					err.message);
+		return false;
+	}
+
+	switch (result)
+	{
+		case BK_COMMIT_ARCHIVED:
+			event_name = "archived";
+			shipper->archived++;
+			shipper_log(LOG_INFO,
+						"archived %s \"%s\" of source \"%s\": %" PRIu64
+						" bytes in %" PRIu32 " chunks, %" PRIu64
+						" stored, from %s [%" PRId32 "] offset %" PRId64,
+						bk_kind_name(object->kind), object->name,
+						object->source, object->object_size,
+						object->chunk_count, attempt->stored_bytes, p->topic,
+						p->partition, attempt->first_offset);
+			break;
+		case BK_COMMIT_DUPLICATE:
+			event_name = "duplicate";
+			shipper->duplicates++;
+			shipper_log(LOG_INFO,
+						"%s \"%s\" of source \"%s\" was already archived with "
+						"identical content; this re-send is not stored again",
+						bk_kind_name(object->kind), object->name,
+						object->source);
+			break;
+		default:
+			event_name = "conflict";
+			shipper->conflicts++;
+			shipper_log(
+				LOG_ERROR,
+				"ALARM: %s \"%s\" of source \"%s\" arrived with content "
+				"different from the archived copy; both are kept, this "
+				"one as \"%s\". Run \"bk verify --source %s\" with the "
+				"key to tell them apart.",
+				bk_kind_name(object->kind), object->name, object->source,
+				stored_path, object->source);
+			break;
+	}
+
+	event = json_object();
+	json_object_set_new(event, "event", json_string(event_name));
+	json_object_set_new(event, "source", json_string(object->source));
+	json_object_set_new(event, "kind", json_string(bk_kind_name(object->kind)));
+	json_object_set_new(event, "object", json_string(object->name));
+	json_set_hex(event, "attempt", object->attempt_id, BK_ATTEMPT_ID_LEN);
+	json_set_hex(event, "key_id", object->key_id, BK_KEY_ID_LEN);
+	json_set_hex(event, "fingerprint", object->fingerprint, BK_FINGERPRINT_LEN);
+	json_object_set_new(event, "size",
+						json_integer((json_int_t) object->object_size));
+	json_object_set_new(event, "stored_size",
+						json_integer((json_int_t) attempt->stored_bytes));
+	json_object_set_new(event, "chunks", json_integer(object->chunk_count));
+	json_set_hex(event, "stored_sha256", stored_digest, BK_SHA256_LEN);
+	json_object_set_new(event, "meta",
+						meta_json(object->meta, object->meta_len));
+	json_object_set_new(event, "topic", json_string(p->topic));
+	json_object_set_new(event, "partition", json_integer(p->partition));
+	json_object_set_new(event, "first_offset",
+						json_integer(attempt->first_offset));
+	json_object_set_new(
+		event, "path",
+		json_string(stored_path + strlen(shipper->repo.root) + 1));
+	if (!audit_send(shipper, object->source, event))
+		return false;
+
+	attempt_unlink(p, attempt);
+	attempt_free(attempt, false);
+	return true;
+}
+
+static bool
+handle_message(Shipper *shipper, rd_kafka_message_t *msg)
+{
+	const char *topic = rd_kafka_topic_name(msg->rkt);
+	Partition *p = partition_add(shipper, topic, msg->partition);
+	rd_kafka_timestamp_type_t ts_type;
+	int64_t timestamp = rd_kafka_message_timestamp(msg, &ts_type);
+	Attempt *attempt;
+	BkFrame frame;
+	BkError err;
+	char reason[BK_ERROR_MESSAGE_MAX + 64];
+
+	if (p == NULL)
+	{
+		shipper_log(LOG_ERROR, "out of memory");
+		return false;
+	}
+	p->next_offset = msg->offset + 1;
+	if (timestamp > p->newest_timestamp)
+		p->newest_timestamp = timestamp;
+	bk_error_clear(&err);
+
+	if (!bk_frame_parse(msg->payload, msg->len, &frame, &err))
+		return reject_message(shipper, p, msg, err.message);
+	if (frame.kind != p->kind)
+	{
+		snprintf(reason, sizeof(reason), "a %s object on topic %s",
+				 bk_kind_name(frame.kind), p->topic);
+		return reject_message(shipper, p, msg, reason);
+	}
+
+	attempt = attempt_find(p, &frame);
+	if (frame.chunk_index == 0)
+	{
+		if (attempt != NULL)
+		{
+			/* Kafka never hands one message twice in a session: a replay. */
+			if (!abandon_attempt(shipper, p, attempt,
+								 "its chunk 0 arrived twice"))
+				return false;
+			return reject_message(
+				shipper, p, msg, "duplicate chunk 0 of an attempt in progress");
+		}
+		attempt = attempt_start(shipper, p, msg, &frame, &err);
+		if (attempt == NULL)
+		{
+			shipper_log(LOG_ERROR, "%s", err.message);
+			return false;
+		}
+	}
+	else if (attempt == NULL)
+	{
+		shipper_log(LOG_DEBUG,
+					"discarding chunk %" PRIu32 " of \"%.*s\" at %s [%" PRId32
+					"] offset %" PRId64
+					": its attempt is not open (given up, or "
+					"begun before the committed offset)",
+					frame.chunk_index, (int) frame.name_len, frame.name,
+					p->topic, p->partition, msg->offset);
+		return abandon_stalled(shipper, p);
+	}
+
+	if (!bk_tracker_accept(&attempt->tracker, &frame, &err))
+	{
+		snprintf(reason, sizeof(reason), "%s", err.message);
+		if (!abandon_attempt(shipper, p, attempt, reason))
+			return false;
+		return reject_message(shipper, p, msg, reason);
+	}
+	if (!bk_write_all(attempt->spool_fd, msg->payload, msg->len,
+					  attempt->spool_path, &err) ||
+		!bk_sha256_update(attempt->stored_sha, msg->payload, msg->len, &err))
+	{
+		shipper_log(LOG_ERROR, "%s", err.message);
+		return false;
+	}
+	attempt->stored_bytes += msg->len;
+	attempt->last_timestamp = timestamp;
+	if (attempt->tracker.complete && !finish_attempt(shipper, p, attempt))
+		return false;
+	return abandon_stalled(shipper, p);
+}
+
+/* ------------------------------------------------------------ main */
+
+static const char *shipper_help =
+	"Usage: bk-shipper --config FILE [--brokers LIST] [--repo DIR]\n\n"
+	"Consumes bk frames from Kafka and archives them in the repository, "
+	"until\nSIGTERM or SIGINT. Needs no key.\n\n"
+	"  --config FILE     configuration file (default $BK_CONFIG, then "
+	"/etc/bk/bk.conf)\n"
+	"  --brokers LIST    Kafka bootstrap servers (kafka_brokers)\n"
+	"  --repo DIR        repository directory (repository)\n"
+	"  --verbose         log every message handled\n"
+	"  --help            this help\n";
+
+static bool
+shipper_setup(Shipper *shipper, BkError *err)
+{
+	BkKafkaSettings settings;
+	BkTopicPolicy policy;
+	rd_kafka_t *admin;
+	rd_kafka_conf_t *conf;
+	rd_kafka_topic_partition_list_t *subscription;
+	char audit_properties[8192];
+	char host[200];
+	char errstr[512];
+	const char *prefix;
+	bool ok;
+
+	if (!bk_repo_open(&shipper->repo, shipper->config->repository, true, err) ||
+		!bk_repo_clear_spool(&shipper->repo, err))
+		return false;
+
+	bk_cli_kafka_settings(shipper->config, &settings, "bk-shipper");
+	settings.log_fn = kafka_log;
+	bk_cli_topic_policy(shipper->config, &policy);
+	prefix = policy.prefix;
+	if (!bk_topic_name(prefix, BK_TOPIC_WAL, shipper->topics[0],
+					   sizeof(shipper->topics[0]), err) ||
+		!bk_topic_name(prefix, BK_TOPIC_SNAPSHOT, shipper->topics[1],
+					   sizeof(shipper->topics[1]), err) ||
+		!bk_topic_name(prefix, BK_TOPIC_BINLOG, shipper->topics[2],
+					   sizeof(shipper->topics[2]), err) ||
+		!bk_topic_name(prefix, BK_TOPIC_AUDIT, shipper->audit_topic,
+					   sizeof(shipper->audit_topic), err))
+		return false;
+	shipper->topic_kinds[0] = BK_KIND_WAL;
+	shipper->topic_kinds[1] = BK_KIND_SNAPSHOT;
+	shipper->topic_kinds[2] = BK_KIND_BINLOG;
+
+	if (shipper->config->shipper_id != NULL)
+		bk_strlcpy(shipper->instance_id, shipper->config->shipper_id,
+				   sizeof(shipper->instance_id));
+	else
+	{
+		if (gethostname(host, sizeof(host)) != 0)
+			bk_strlcpy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		snprintf(shipper->instance_id, sizeof(shipper->instance_id),
+				 "bk-shipper-%s", host);
+	}
+
+	/* Topics: create or check, reporting weak settings in the log. */
+	admin = bk_kafka_admin_new(&settings, err);
+	if (admin == NULL)
+		return false;
+	{
+		BkTopicResult result;
+
+		ok = bk_topics_ensure(admin, &policy, true, NULL, NULL, &result, err);
+		if (ok)
+			shipper_log(LOG_INFO,
+						"topics under prefix \"%s\" ready (%d created, %d "
+						"warnings; run \"bk init --check\" for details)",
+						prefix, result.created, result.warnings);
+	}
+	bk_kafka_admin_free(admin);
+	if (!ok)
+		return false;
+
+	/* Audit events go out one at a time: no point lingering. */
+	snprintf(audit_properties, sizeof(audit_properties), "linger.ms=0;%s",
+			 shipper->config->kafka_properties
+				 ? shipper->config->kafka_properties
+				 : "");
+	settings.properties = audit_properties;
+	settings.client_id = "bk-shipper-audit";
+	shipper->audit = bk_producer_new(&settings, err);
+	if (shipper->audit == NULL)
+		return false;
+
+	settings.properties = shipper->config->kafka_properties;
+	settings.client_id = "bk-shipper";
+	conf = bk_kafka_conf_new(&settings, err);
+	if (conf == NULL)
+		return false;
+#define SET(key, value)                                                        \
+	if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) !=         \
+		RD_KAFKA_CONF_OK)                                                      \
+	{                                                                          \
+		rd_kafka_conf_destroy(conf);                                           \
+		return bk_error_set(err, BK_ERR_CONFIG, "Kafka property %s: %s", key,  \
+							errstr);                                           \
+	}
+	SET("group.id", shipper->config->group_id ? shipper->config->group_id
+											  : BK_GROUP_ID_DEFAULT);
+	SET("group.instance.id", shipper->instance_id);
+	SET("enable.auto.commit", "false");
+	SET("enable.auto.offset.store", "false");
+	SET("auto.offset.reset", "earliest");
+	SET("session.timeout.ms", "10000");
+	SET("heartbeat.interval.ms", "1000");
+	SET("max.poll.interval.ms", "600000");
+	SET("fetch.max.bytes", "67108864");
+	SET("receive.message.max.bytes", "100000000");
+#undef SET
+	rd_kafka_conf_set_opaque(conf, shipper);
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	shipper->consumer =
+		rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (shipper->consumer == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		return bk_error_set(err, BK_ERR_KAFKA,
+							"could not create the consumer: %s", errstr);
+	}
+	bk_kafka_route_logs(shipper->consumer);
+	rd_kafka_poll_set_consumer(shipper->consumer);
+
+	subscription = rd_kafka_topic_partition_list_new(3);
+	for (int topicIdx = 0; topicIdx < 3; topicIdx++)
+		rd_kafka_topic_partition_list_add(
+			subscription, shipper->topics[topicIdx], RD_KAFKA_PARTITION_UA);
+	{
+		rd_kafka_resp_err_t kerr =
+			rd_kafka_subscribe(shipper->consumer, subscription);
+
+		rd_kafka_topic_partition_list_destroy(subscription);
+		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+			return bk_error_set(err, BK_ERR_KAFKA, "could not subscribe: %s",
+								rd_kafka_err2str(kerr));
+	}
+	shipper_log(
+		LOG_INFO,
+		"started: repository %s, topics %s %s %s, group %s, instance %s",
+		shipper->repo.root, shipper->topics[0], shipper->topics[1],
+		shipper->topics[2],
+		shipper->config->group_id ? shipper->config->group_id
+								  : BK_GROUP_ID_DEFAULT,
+		shipper->instance_id);
+	return true;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"brokers", required_argument, NULL, 'b'},
+		{"repo", required_argument, NULL, 'r'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	const char *config_path = NULL;
+	const char *brokers = NULL;
+	const char *repository = NULL;
+	BkCliConfig config;
+	Shipper shipper;
+	BkError err;
+	struct sigaction action;
+	int code;
+	int exit_code = BK_EXIT_OK;
+
+	opterr = 0;
+	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		switch (code)
+		{
+			case 'c':
+				config_path = optarg;
+				break;
+			case 'b':
+				brokers = optarg;
+				break;
+			case 'r':
+				repository = optarg;
+				break;
+			case 'v':
+				log_level = LOG_DEBUG;
+				break;
+			case 'h':
+				fputs(shipper_help, stdout);
+				return BK_EXIT_OK;
+			default:
+				return bk_cli_usage_error(
+					PROGRAM,
+					"unknown option, or option missing its "
+					"argument: \"%s\"",
+					argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return bk_cli_usage_error(PROGRAM, "unexpected argument \"%s\"",
+								  argv[optind]);
+
+	bk_error_clear(&err);
+	bk_cli_config_init(&config);
+	if (!bk_cli_config_load(&config, config_path, &err) ||
+		(brokers &&
+		 !bk_cli_config_set(&config, "kafka_brokers", brokers, &err)) ||
+		(repository &&
+		 !bk_cli_config_set(&config, "repository", repository, &err)))
+	{
+		bk_cli_config_free(&config);
+		return bk_cli_report_error(PROGRAM, &err);
+	}
+
+	memset(&shipper, 0, sizeof(shipper));
+	shipper.config = &config;
+	shipper.sink.log_fn = kafka_log;
+
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = handle_stop_signal;
+	sigemptyset(&action.sa_mask);
+	sigaction(SIGTERM, &action, NULL);
+	sigaction(SIGINT, &action, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!shipper_setup(&shipper, &err))
+	{
+		exit_code = bk_cli_report_error(PROGRAM, &err);
+		goto cleanup;
+	}
+
+	while (!stop_requested && !shipper.fatal)
+	{
+		rd_kafka_message_t *msg =
+			rd_kafka_consumer_poll(shipper.consumer, POLL_MS);
+
+		if (msg != NULL)
+		{
+			if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				if (!handle_message(&shipper, msg))
+					shipper.fatal = true;
+			}
+			else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				shipper_log(LOG_WARNING, "consumer: %s",
+							rd_kafka_message_errstr(msg));
+			rd_kafka_message_destroy(msg);
+		}
+		bk_producer_poll(shipper.audit, 0);
+		if (bk_monotonic_ms() - shipper.last_commit_ms >= COMMIT_INTERVAL_MS)
+			commit_offsets(&shipper, NULL);
+	}
+
+	if (shipper.fatal)
+	{
+		shipper_log(LOG_ERROR,
+					"stopping: the error above must not be skipped. Offsets of "
+					"objects not yet durable stay uncommitted, so nothing is "
+					"lost: fix the cause and start bk-shipper again.");
+		exit_code = BK_EXIT_FAILURE;
+	}
+	commit_offsets(&shipper, NULL);
+	shipper_log(LOG_INFO,
+				"stopped: %" PRIu64 " archived, %" PRIu64
+				" duplicates, %" PRIu64 " conflicts, %" PRIu64
+				" rejected, %" PRIu64 " given up",
+				shipper.archived, shipper.duplicates, shipper.conflicts,
+				shipper.rejected, shipper.abandoned);
+
+cleanup:
+	if (shipper.consumer != NULL)
+	{
+		rd_kafka_consumer_close(shipper.consumer);
+		rd_kafka_destroy(shipper.consumer);
+	}
+	while (shipper.partitions != NULL)
+		partition_drop(&shipper, shipper.partitions->topic,
+					   shipper.partitions->partition);
+	bk_producer_free(shipper.audit);
+	bk_cli_config_free(&config);
+	return exit_code;
+}

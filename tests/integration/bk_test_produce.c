@@ -1,0 +1,258 @@
+/*
+ * bk_test_produce.c
+ *		Test tool: send files to the real broker as bk WAL objects, the way
+ *		the PostgreSQL archive module does, and on request the way a faulty
+ *		or hostile party would.
+ *
+ *	  bk_test_produce --brokers B --prefix P --key FILE.pub --source S
+ *					  [--chunk-size N] [--segment-size N] [--system-id N]
+ *					  [--name NAME] [--stop-after-chunks N]
+ *					  [--tamper-chunk I --tamper-offset O [--fix-crc]]
+ *					  FILE...
+ *
+ * Each FILE becomes one object named after its base name (or --name), with
+ * the metadata a PostgreSQL source writes.  --stop-after-chunks sends only the
+ * first N chunks, like an archiver that crashed mid-object.  --tamper-chunk
+ * flips one bit of chunk I at byte offset O of the frame; with --fix-crc the
+ * CRC-32C is recomputed so only the AEAD can notice.  Prints one line per
+ * object: name, attempt id, chunks sent.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bk_crc32c.h"
+#include "bk_frame.h"
+#include "bk_kafka.h"
+#include "bk_keys.h"
+#include "bk_topics.h"
+#include "bk_util.h"
+
+typedef struct Sender
+{
+	BkEncoder *enc;
+	int fd;
+	uint8_t *buf;
+	uint8_t *frame_copy;
+	uint32_t sent;
+	int64_t stop_after;
+	int64_t tamper_chunk;
+	int64_t tamper_offset;
+	bool fix_crc;
+} Sender;
+
+static bool
+next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
+		   BkError *err)
+{
+	Sender *sender = arg;
+	uint32_t chunk_len;
+	ssize_t got;
+
+	if (bk_encoder_done(sender->enc) ||
+		(sender->stop_after >= 0 && sender->sent >= sender->stop_after))
+	{
+		*frame = NULL;
+		return true;
+	}
+	chunk_len = bk_encoder_next_chunk_len(sender->enc);
+	got = read(sender->fd, sender->buf, chunk_len);
+	if (got != (ssize_t) chunk_len)
+		return bk_error_set(err, BK_ERR_IO, "short read");
+	if (!bk_encoder_chunk(sender->enc, sender->buf, chunk_len, frame, len, info,
+						  err))
+		return false;
+	if (sender->tamper_chunk == (int64_t) sender->sent &&
+		sender->tamper_offset < (int64_t) *len)
+	{
+		memcpy(sender->frame_copy, *frame, *len);
+		sender->frame_copy[sender->tamper_offset] ^= 0x01;
+		if (sender->fix_crc)
+			bk_put_be32(sender->frame_copy + *len - 4,
+						bk_crc32c(0, sender->frame_copy, *len - 4));
+		*frame = sender->frame_copy;
+	}
+	sender->sent++;
+	return true;
+}
+
+static void
+quiet(void *arg, int level, const char *facility, const char *message)
+{
+	if (level <= 3)
+		fprintf(stderr, "kafka: %s: %s\n", facility, message);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"brokers", required_argument, NULL, 'b'},
+		{"prefix", required_argument, NULL, 'p'},
+		{"key", required_argument, NULL, 'k'},
+		{"source", required_argument, NULL, 's'},
+		{"chunk-size", required_argument, NULL, 'c'},
+		{"segment-size", required_argument, NULL, 'g'},
+		{"system-id", required_argument, NULL, 'y'},
+		{"name", required_argument, NULL, 'n'},
+		{"stop-after-chunks", required_argument, NULL, 'a'},
+		{"tamper-chunk", required_argument, NULL, 't'},
+		{"tamper-offset", required_argument, NULL, 'o'},
+		{"fix-crc", no_argument, NULL, 'f'},
+		{NULL, 0, NULL, 0}};
+	const char *brokers = NULL;
+	const char *prefix = "bk";
+	const char *key_path = NULL;
+	const char *source = NULL;
+	const char *name_override = NULL;
+	uint32_t chunk_size = BK_CHUNK_SIZE_DEFAULT;
+	uint64_t segment_size = 16 * 1024 * 1024;
+	const char *system_id = "7000000000000000001";
+	Sender sender = {.stop_after = -1, .tamper_chunk = -1};
+	BkKafkaSettings settings = {0};
+	BkProducer *producer;
+	BkKeyring *ring;
+	char topic[BK_TOPIC_NAME_MAX + 1];
+	BkError err;
+	int code;
+
+	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		switch (code)
+		{
+			case 'b':
+				brokers = optarg;
+				break;
+			case 'p':
+				prefix = optarg;
+				break;
+			case 'k':
+				key_path = optarg;
+				break;
+			case 's':
+				source = optarg;
+				break;
+			case 'c':
+				chunk_size = (uint32_t) strtoul(optarg, NULL, 10);
+				break;
+			case 'g':
+				segment_size = strtoull(optarg, NULL, 10);
+				break;
+			case 'y':
+				system_id = optarg;
+				break;
+			case 'n':
+				name_override = optarg;
+				break;
+			case 'a':
+				sender.stop_after = strtoll(optarg, NULL, 10);
+				break;
+			case 't':
+				sender.tamper_chunk = strtoll(optarg, NULL, 10);
+				break;
+			case 'o':
+				sender.tamper_offset = strtoll(optarg, NULL, 10);
+				break;
+			case 'f':
+				sender.fix_crc = true;
+				break;
+			default:
+				return 2;
+		}
+	}
+	if (brokers == NULL || key_path == NULL || source == NULL || optind >= argc)
+	{
+		fprintf(stderr, "usage: bk_test_produce --brokers B --prefix P --key "
+						"FILE.pub --source S [options] FILE...\n");
+		return 2;
+	}
+	bk_error_clear(&err);
+	ring = bk_keyring_load(key_path, BK_KEYS_FOR_SOURCE, &err);
+	if (ring == NULL)
+	{
+		fprintf(stderr, "%s\n", err.message);
+		return 1;
+	}
+	settings.brokers = brokers;
+	settings.chunk_size = chunk_size;
+	settings.timeout_ms = 20000;
+	settings.log_fn = quiet;
+	producer = bk_producer_new(&settings, &err);
+	sender.enc =
+		producer ? bk_encoder_new(&ring->keys[0], chunk_size, &err) : NULL;
+	if (sender.enc == NULL ||
+		!bk_topic_name(prefix, BK_TOPIC_WAL, topic, sizeof(topic), &err))
+	{
+		fprintf(stderr, "%s\n", err.message);
+		return 1;
+	}
+	sender.buf = malloc(chunk_size);
+	sender.frame_copy = malloc(bk_frame_max_len(chunk_size));
+
+	for (int fileIdx = optind; fileIdx < argc; fileIdx++)
+	{
+		char path_copy[4096];
+		const char *name;
+		char meta[1024];
+		char created[40];
+		char attempt_hex[2 * BK_ATTEMPT_ID_LEN + 1];
+		struct stat st;
+		BkObjectInfo info = {0};
+		unsigned int tli = 1;
+		unsigned int log = 0;
+		unsigned int seg = 0;
+		uint64_t start;
+
+		bk_strlcpy(path_copy, argv[fileIdx], sizeof(path_copy));
+		name = name_override ? name_override : basename(path_copy);
+		sender.fd = open(argv[fileIdx], O_RDONLY);
+		if (sender.fd < 0 || fstat(sender.fd, &st) != 0)
+		{
+			fprintf(stderr, "%s: %s\n", argv[fileIdx], strerror(errno));
+			return 1;
+		}
+		sscanf(name, "%8X%8X%8X", &tli, &log, &seg);
+		start = (uint64_t) log * 0x100000000ULL + (uint64_t) seg * segment_size;
+		bk_format_time_utc(bk_wall_ms(), created, sizeof(created));
+		snprintf(meta, sizeof(meta),
+				 "type=%s\ntimeline=%u\nsegment-size=%" PRIu64
+				 "\nlsn-start=%X/%X\nlsn-end=%X/%X\nsystem-identifier=%s\n"
+				 "pg-version=150020\ncreated=%s",
+				 strstr(name, ".history") ? "history" : "segment", tli,
+				 segment_size, (unsigned) (start >> 32), (unsigned) start,
+				 (unsigned) ((start + segment_size) >> 32),
+				 (unsigned) (start + segment_size), system_id, created);
+		info.kind = BK_KIND_WAL;
+		info.source_id = source;
+		info.name = name;
+		info.meta = meta;
+		info.size = (uint64_t) st.st_size;
+		sender.sent = 0;
+		if (!bk_encoder_begin(sender.enc, &info, &err) ||
+			!bk_producer_send_object(producer, topic, source, strlen(source),
+									 next_frame, &sender, NULL, NULL, NULL,
+									 &err))
+		{
+			fprintf(stderr, "%s: %s\n", name, err.message);
+			return 1;
+		}
+		close(sender.fd);
+		bk_hex_encode(bk_encoder_attempt_id(sender.enc), BK_ATTEMPT_ID_LEN,
+					  attempt_hex);
+		printf("%s %s %" PRIu32 "/%" PRIu32 "\n", name, attempt_hex,
+			   sender.sent, bk_encoder_chunk_count(sender.enc));
+	}
+	bk_producer_free(producer);
+	bk_encoder_free(sender.enc);
+	bk_keyring_free(ring);
+	free(sender.buf);
+	free(sender.frame_copy);
+	return 0;
+}

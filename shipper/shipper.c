@@ -742,7 +742,13 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		snprintf(reason, sizeof(reason), "%s", err.message);
 		if (!abandon_attempt(shipper, p, attempt, reason))
 			return false;
-		return reject_message(shipper, p, msg, reason);
+		/*
+		 * A chunk 0 the tracker refuses is malformed in itself: keep it.  A
+		 * later chunk out of sequence is not; the attempt it belonged to is
+		 * given up above, and its remaining chunks are dropped as strays.
+		 */
+		return frame.chunk_index == 0 ? reject_message(shipper, p, msg, reason) :
+										 true;
 	}
 	if (!bk_write_all(attempt->spool_fd, msg->payload, msg->len,
 					  attempt->spool_path, &err) ||

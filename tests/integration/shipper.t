@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# bk-shipper against the real broker, fed by tests/integration/bk_test_produce
+# (which sends files exactly as the archive module does, and can also send
+# them the way a crashed or hostile party would):
+#   archiving, byte-identical wal-get, audit events; identical re-sends;
+#   conflicting copies; a corrupted message (rejected, reported, kept, never
+#   archived); a tampered message with a valid CRC (caught by the key at
+#   verify and restore); a half-sent attempt (given up); SIGKILL in the
+#   middle of objects (nothing lost, nothing duplicated); SIGTERM and a fast
+#   restart; memory bounded by configuration, not object size; no plaintext
+#   anywhere.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+eval "$("$ROOT/scripts/services" env kafka)"
+BK="$ROOT/shipper/bk"
+SHIPPER="$ROOT/shipper/bk-shipper"
+PRODUCE="$ROOT/tests/integration/bk_test_produce"
+FAKE_WAL="$ROOT/tests/lib/fake_wal.py"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-shipper-test.XXXXXX")"
+chmod 755 "$dir"
+prefix="bkit-ship-$$-$RANDOM"
+source_id="src-$$"
+repo="$dir/repo"
+log="$dir/shipper.log"
+SEG=1048576      # 1 MiB segments (initdb --wal-segsize=1) keep the test quick
+CHUNK=65536      # 16 chunks per segment
+MARKER="BK-SHIPPER-MARKER-$$-$RANDOM"
+shipper_pid=""
+
+cleanup() {
+    [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+"$BK" keygen --out "$dir/key" >/dev/null 2>&1
+cat >"$dir/bk.conf" <<CONF
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+repository = $repo
+key_file = $dir/key
+shipper_id = test-shipper-$$
+group_id = test-group-$$
+abandon_after = 3s
+CONF
+
+start_shipper() {
+    "$SHIPPER" --config "$dir/bk.conf" >>"$log" 2>&1 &
+    shipper_pid=$!
+}
+produce() {
+    "$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --key "$dir/key.pub" \
+        --source "$source_id" --segment-size "$SEG" --chunk-size "$CHUNK" "$@"
+}
+archived() { [[ -f "$repo/$source_id/wal/$1" ]]; }
+audit() {
+    timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.audit" -o beginning -e -q \
+        -f '%s\n' 2>/dev/null
+}
+audit_has() { audit | grep -q "$1"; }
+wal_get() { "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$@"; }
+seg() { printf '00000001%08X%08X' 0 "$1"; }
+
+# ---- command line
+"$SHIPPER" --help >/dev/null
+ok $? "bk-shipper --help exits 0"
+"$SHIPPER" --bogus >/dev/null 2>&1
+is $? 2 "an unknown option exits 2"
+printf 'kafka_brokers = %s\n' "$BK_KAFKA_BROKERS" >"$dir/norepo.conf"
+out="$("$SHIPPER" --config "$dir/norepo.conf" 2>&1)"
+is $? 3 "no repository configured exits 3"
+like "$out" 'no repository configured' "and says so"
+
+# ---- archiving and byte-identical restore
+mkdir -p "$dir/wal" "$dir/out"
+"$FAKE_WAL" "$dir/wal" 1 1 3 --segment-size "$SEG" --marker "$MARKER" >/dev/null
+start_shipper
+sent="$(produce "$dir/wal/$(seg 1)" "$dir/wal/$(seg 2)" "$dir/wal/$(seg 3)")"
+ok $? "three segments sent and acknowledged"
+wait_for 60 "segments archived" archived "$(seg 3)"
+ok $? "the shipper archived them"
+for n in 1 2 3; do
+    wal_get "$(seg $n)" "$dir/out/$(seg $n)"
+    is $? 0 "wal-get $(seg $n) exits 0"
+    cmp -s "$dir/wal/$(seg $n)" "$dir/out/$(seg $n)"
+    ok $? "wal-get $(seg $n) is byte-identical to what was sent"
+done
+is "$(stat -c %a "$repo/$source_id/wal/$(seg 1)")" "644" "repository files are readable by the restore user"
+is "$(stat -c %a "$repo/$source_id/wal")" "755" "repository directories are traversable by the restore user"
+
+wait_for 30 "audit events" audit_has "\"object\":\"$(seg 3)\""
+events="$(audit)"
+attempt1="$(awk -v n="$(seg 1)" '$1 == n {print $2}' <<<"$sent")"
+like "$events" "\"attempt\":\"$attempt1\"" "the audit event names the attempt that was sent"
+like "$events" "\"event\":\"archived\".*\"object\":\"$(seg 1)\"" "one archived event per object"
+digest="$(sha256sum "$repo/$source_id/wal/$(seg 2)" | cut -d' ' -f1)"
+like "$events" "\"stored_sha256\":\"$digest\"" "the audit event carries the digest of the stored ciphertext"
+like "$events" '"meta":\{[^}]*"lsn-start":"0/100000"' "and the metadata (LSN range)"
+
+# ---- nothing in plaintext, anywhere
+grep -rq "$MARKER" "$repo"
+isnt $? 0 "the plaintext marker is in no repository file"
+timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -o beginning -e -q -f '%k %h %s\n' \
+    >"$dir/topic.dump" 2>/dev/null
+ok $? "the wal topic can be read with kcat"
+grep -q "$MARKER" "$dir/topic.dump" "$dir/shipper.log"
+isnt $? 0 "the plaintext marker is nowhere in the topic (keys, headers, values) or the log"
+grep -q "$MARKER" <<<"$events"
+isnt $? 0 "nor in the audit topic"
+
+# ---- an identical re-send is success, stored once
+produce "$dir/wal/$(seg 1)" >/dev/null
+wait_for 30 "duplicate event" audit_has '"event":"duplicate"'
+ok $? "an identical re-send is reported as a duplicate"
+is "$(ls "$repo/$source_id/wal" | grep -c "$(seg 1)")" "1" "and stored once"
+[[ ! -d "$repo/$source_id/conflicts" ]]
+ok $? "no conflict recorded"
+
+# ---- different content under the same name: both kept, alarm, verify decides
+mkdir -p "$dir/clone"
+"$FAKE_WAL" "$dir/clone" 1 1 1 --segment-size "$SEG" --system-id 9000000000000000009 >/dev/null
+produce "$dir/clone/$(seg 1)" >/dev/null
+wait_for 30 "conflict event" audit_has '"event":"conflict"'
+ok $? "a different copy is reported as a conflict on the audit topic"
+like "$(cat "$log")" "ALARM: wal \"$(seg 1)\" of source \"$source_id\" arrived with content different" \
+    "and as an ALARM in the log"
+is "$(ls "$repo/$source_id/conflicts/wal" | wc -l)" "1" "both copies are kept"
+cmp -s "$repo/$source_id/wal/$(seg 1)" <(cat "$repo/$source_id/wal/$(seg 1)")
+wal_get "$(seg 1)" "$dir/out/x" 2>"$dir/err"
+is $? 200 "wal-get refuses to choose between two copies (exit 200)"
+like "$(cat "$dir/err")" 'two different copies of WAL file' "and says why"
+out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"
+is $? 4 "bk verify exits 4 while a conflict stands"
+like "$out" "CONFLICT $(seg 1): different content; the archived copy .* fits this source's history, the conflict copy .* does not" \
+    "bk verify with the key tells which copy belongs"
+rm -rf "$repo/$source_id/conflicts"
+
+# ---- a corrupted message: rejected, kept for forensics, never archived
+"$FAKE_WAL" "$dir/wal" 1 4 6 --segment-size "$SEG" >/dev/null
+produce --tamper-chunk 2 --tamper-offset 300 "$dir/wal/$(seg 4)" >/dev/null
+produce "$dir/wal/$(seg 5)" >/dev/null
+wait_for 30 "segment 5 archived" archived "$(seg 5)"
+ok $? "objects after a corrupted message are still archived"
+archived "$(seg 4)"
+isnt $? 0 "the corrupted object is not archived"
+rejected="$(ls "$repo/rejected" | grep -v reason | head -1)"
+like "$rejected" "^$prefix\.wal\.[0-9]+\.[0-9]+$" "the corrupted message is kept in rejected/"
+like "$(cat "$repo/rejected/$rejected.reason")" 'frame checksum mismatch' "with the reason"
+like "$(audit)" '"event":"rejected".*"reason":"frame checksum mismatch' "and reported on the audit topic"
+like "$(cat "$log")" "gave up wal object \"$(seg 4)\".*chunk 3 arrived where chunk 2 was expected" \
+    "its attempt is given up, saying why"
+wal_get "$(seg 4)" "$dir/out/x" 2>"$dir/err"
+is $? 200 "wal-get of the missing segment inside the archived range exits 200 (a gap)"
+produce "$dir/wal/$(seg 4)" >/dev/null
+wait_for 30 "segment 4 archived" archived "$(seg 4)"
+ok $? "the source's re-send fills the gap"
+
+# ---- tampered with a valid CRC: archived (no key can tell), caught by the key
+produce --tamper-chunk 1 --tamper-offset 2000 --fix-crc "$dir/wal/$(seg 6)" >/dev/null
+wait_for 30 "segment 6 archived" archived "$(seg 6)"
+ok $? "a tampered message with a valid CRC passes the keyless checks"
+out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"
+is $? 4 "bk verify with the key exits 4"
+like "$out" "PROBLEM $(seg 6): .*chunk 1 of 16 failed authentication" "and names the object and chunk"
+wal_get "$(seg 6)" "$dir/out/x" 2>"$dir/err"
+is $? 200 "wal-get of the tampered segment exits 200"
+like "$(cat "$dir/err")" 'failed authentication' "saying it failed authentication"
+[[ ! -e "$dir/out/x" ]]
+ok $? "and writes nothing to the destination"
+rm -f "$repo/$source_id/wal/$(seg 6)"
+produce "$dir/wal/$(seg 6)" >/dev/null
+wait_for 30 "segment 6 archived again" archived "$(seg 6)"
+
+# ---- a half-sent attempt (the source crashed) is given up, its re-send archived
+half="$(produce --stop-after-chunks 5 "$dir/wal/$(seg 7)")"
+half_attempt="$(awk '{print $2}' <<<"$half")"
+produce "$dir/wal/$(seg 7)" >/dev/null
+wait_for 30 "segment 7 archived" archived "$(seg 7)"
+ok $? "the full re-send after a half-sent attempt is archived"
+sleep 4 # past abandon_after (3 s) in broker time; the next message carries the clock
+produce "$dir/wal/$(seg 8)" >/dev/null
+# (audit events are JSON with sorted keys: "attempt" comes before "event")
+wait_for 30 "abandoned event" audit_has "\"attempt\":\"$half_attempt\".*\"event\":\"abandoned\""
+ok $? "the half-sent attempt is given up once later messages are abandon_after newer"
+wal_get "$(seg 7)" "$dir/out/7"
+cmp -s "$dir/wal/$(seg 7)" "$dir/out/7"
+ok $? "segment 7 restores byte-identical"
+
+# ---- SIGKILL in the middle of objects, several times
+"$FAKE_WAL" "$dir/wal" 1 9 30 --segment-size "$SEG" >/dev/null
+files=()
+for n in $(seq 9 38); do files+=("$dir/wal/$(seg $n)"); done
+produce "${files[@]}" >"$dir/stress.out" 2>&1 &
+producer_pid=$!
+for round in 1 2 3 4 5; do
+    sleep 0.$((3 + RANDOM % 6))
+    kill -KILL "$shipper_pid"
+    wait "$shipper_pid" 2>/dev/null
+    start_shipper
+done
+wait "$producer_pid"
+ok $? "30 segments sent while the shipper was killed 5 times"
+note "$(grep -c 'started: repository' "$log") shipper starts, $(audit | grep -c '"event":"duplicate"') re-sends recognised as duplicates"
+wait_for 120 "all 30 archived" archived "$(seg 38)"
+missing=0
+for n in $(seq 9 38); do archived "$(seg $n)" || missing=$((missing + 1)); done
+is "$missing" "0" "no segment lost"
+[[ ! -d "$repo/$source_id/conflicts" ]]
+ok $? "no segment stored twice or differently"
+bad=0
+for n in $(seq 9 38); do
+    wal_get "$(seg $n)" "$dir/out/s" 2>/dev/null && cmp -s "$dir/wal/$(seg $n)" "$dir/out/s" || bad=$((bad + 1))
+done
+is "$bad" "0" "every segment restores byte-identical"
+is "$(find "$repo/.spool" -type f | wc -l)" "0" "no spool files left once caught up"
+
+# ---- SIGTERM stops cleanly; a restart resumes within seconds
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+is $? 0 "SIGTERM: the shipper exits 0"
+like "$(tail -n 2 "$log")" 'stopped: [0-9]+ archived' "and logs what it did"
+start=$(date +%s%N)
+start_shipper
+"$FAKE_WAL" "$dir/wal" 1 39 1 --segment-size "$SEG" >/dev/null
+produce "$dir/wal/$(seg 39)" >/dev/null
+wait_for 30 "segment 39 archived" archived "$(seg 39)"
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+ok $((elapsed_ms > 15000)) "after a restart the next segment is archived within seconds (${elapsed_ms} ms)"
+
+# ---- memory is bounded by configuration, not by the size of an object
+mkdir -p "$dir/big"
+"$FAKE_WAL" "$dir/big" 3 1 1 --segment-size 536870912 >/dev/null
+big="$(ls "$dir/big")"
+"$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --key "$dir/key.pub" \
+    --source "big-$source_id" --segment-size 536870912 --chunk-size 1048576 "$dir/big/$big" >/dev/null
+wait_for 120 "512 MiB object archived" test -f "$repo/big-$source_id/wal/$big"
+ok $? "a 512 MiB object is archived"
+hwm_kb="$(awk '/VmHWM/ {print $2}' "/proc/$shipper_pid/status")"
+ok $((hwm_kb > 200 * 1024)) "the shipper's peak memory stayed at $((hwm_kb / 1024)) MiB (bound: 200 MiB)"
+"$BK" wal-get --config "$dir/bk.conf" --source "big-$source_id" "$big" "$dir/out/big"
+cmp -s "$dir/big/$big" "$dir/out/big"
+ok $? "the 512 MiB object restores byte-identical"
+rm -f "$dir/out/big" "$dir/big/$big"
+
+# ---- the archive checks out end to end
+out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"
+is $? 0 "bk verify with the key: everything decrypts and checks out"
+like "$out" 'OK: [0-9]+ objects, 0 problems' "and says so"
+json="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json)"
+like "$json" '"first": "000000010000000000000001"' "bk list --json: timeline 1 starts at segment 1"
+like "$json" '"last": "000000010000000000000027"' "and ends at segment 0x27"
+like "$json" '"missing": 0' "with nothing missing"
+
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+shipper_pid=""
+done_testing

@@ -328,12 +328,33 @@ frame_check_fields(const BkFrame *frame, BkError *err)
 	return true;
 }
 
-bool
-bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, BkError *err)
+/* The CRC-32C check of a frame whose length is known to be right. */
+static bool
+frame_check_crc(const uint8_t *buf, size_t len, BkError *err)
+{
+	uint32_t stored_crc = bk_get_be32(buf + len - BK_FRAME_CRC_LEN);
+	uint32_t actual_crc = bk_crc32c(0, buf, len - BK_FRAME_CRC_LEN);
+
+	if (stored_crc != actual_crc)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"frame checksum mismatch (stored %08" PRIx32
+							", computed %08" PRIx32
+							"): the frame was corrupted in transit or at rest",
+							stored_crc, actual_crc);
+	return true;
+}
+
+/*
+ * frame_parse
+ *		bk_frame_parse, optionally without the CRC: the keyed decoder skips it
+ *		because the GCM tag covers every byte the CRC does, and computes it
+ *		only when something fails, to tell corruption from tampering.
+ */
+static bool
+frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, bool check_crc,
+			BkError *err)
 {
 	size_t expected_len;
-	uint32_t stored_crc;
-	uint32_t actual_crc;
 
 	if (len >= 4 && memcmp(buf, BK_FRAME_MAGIC, 4) != 0)
 		return bk_error_set(
@@ -366,17 +387,17 @@ bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, BkError *err)
 							"corrupt frame: %zu bytes, its header says %zu "
 							"(trailing data)",
 							len, expected_len);
-	stored_crc = bk_get_be32(buf + len - BK_FRAME_CRC_LEN);
-	actual_crc = bk_crc32c(0, buf, len - BK_FRAME_CRC_LEN);
-	if (stored_crc != actual_crc)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"frame checksum mismatch (stored %08" PRIx32
-							", computed %08" PRIx32
-							"): the frame was corrupted in transit or at rest",
-							stored_crc, actual_crc);
+	if (check_crc && !frame_check_crc(buf, len, err))
+		return false;
 
 	/* The checksum is right: what remains is a malformed or hostile writer. */
 	return frame_check_fields(frame, err);
+}
+
+bool
+bk_frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, BkError *err)
+{
+	return frame_parse(buf, len, frame, true, err);
 }
 
 bool
@@ -980,19 +1001,19 @@ static bool
 decoder_push(BkDecoder *dec, const uint8_t *buf, size_t len,
 			 const uint8_t **plain, size_t *plain_len, BkError *err)
 {
-	BkFrame frame;
+	BkFrame frame = {0};
 	bool first;
 
 	if (dec->failed)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"decoder used after an error without a reset");
-	if (!bk_frame_parse(buf, len, &frame, err))
-		return false;
+	if (!frame_parse(buf, len, &frame, false, err))
+		goto failed;
 	first = !dec->tracker.started;
 	if (!bk_tracker_accept(&dec->tracker, &frame, err))
-		return false;
+		goto failed;
 	if (first && !decoder_open_envelope(dec, &frame, err))
-		return false;
+		goto failed;
 
 	if (!ensure_capacity(&dec->plain, &dec->plain_cap,
 						 frame.chunk_len > 0 ? frame.chunk_len : 1, err))
@@ -1047,7 +1068,22 @@ decoder_push(BkDecoder *dec, const uint8_t *buf, size_t len,
 	*plain_len = frame.chunk_len;
 	return true;
 
+failed:
+	/*
+	 * The CRC was skipped on the way in; now that something failed, it says
+	 * whether the frame was corrupted (the more precise message) or is
+	 * well-formed and lied about something.
+	 */
+	if (len >= BK_FRAME_FIXED_LEN + BK_FRAME_TRAILER_LEN &&
+		memcmp(buf, BK_FRAME_MAGIC, 4) == 0 &&
+		len == (size_t) frame.header_len + frame.payload_len +
+				   BK_FRAME_TRAILER_LEN)
+		(void) frame_check_crc(buf, len, err);
+	return false;
+
 auth_failed:
+	if (!frame_check_crc(buf, len, err))
+		return false;
 	bk_error_set(err, BK_ERR_AUTH,
 				 "object \"%s\" chunk %" PRIu32 " of %" PRIu32
 				 " failed authentication: it was altered, or moved from "

@@ -514,6 +514,30 @@ test_reject_tampered(void **state)
 	test_frames_free(&frames);
 }
 
+/*
+ * The decoder skips the CRC on the happy path (the AEAD covers it), but a
+ * corrupted frame must still be reported as corruption, not as tampering or
+ * as a sequence error.
+ */
+static void
+test_decoder_reports_corruption(void **state)
+{
+	uint8_t data[CHUNK * 2];
+	FrameList frames;
+
+	test_fill(data, sizeof(data), 8, false);
+	test_encode(&key, CHUNK, "seg", data, sizeof(data), &frames);
+	frames.data[1][frames.len[1] - 100] ^= 0x04;
+	expect_decode_error(&frames, NULL, BK_ERR_FORMAT,
+						"frame checksum mismatch");
+	frames.data[1][frames.len[1] - 100] ^= 0x04;
+	/* A corrupted chunk index would otherwise look like a sequence error. */
+	frames.data[1][BK_OFF_CHUNK_INDEX + 3] ^= 0x02;
+	expect_decode_error(&frames, NULL, BK_ERR_FORMAT,
+						"frame checksum mismatch");
+	test_frames_free(&frames);
+}
+
 /* A chunk moved into another object fails even with a consistent header. */
 static void
 test_reject_spliced_object_name(void **state)
@@ -685,6 +709,7 @@ main(void)
 		cmocka_unit_test(test_reject_mixed_attempts),
 		cmocka_unit_test(test_reject_tampered),
 		cmocka_unit_test(test_reject_spliced_object_name),
+		cmocka_unit_test(test_decoder_reports_corruption),
 		cmocka_unit_test(test_reject_unknown_key),
 		cmocka_unit_test(test_keyring_rotation),
 		cmocka_unit_test(test_encoder_rejects_bad_input),

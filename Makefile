@@ -16,6 +16,7 @@ BINDIR ?= $(PREFIX)/bin
 all:
 	$(MAKE) -C common
 	$(MAKE) -C shipper
+	$(MAKE) -C extension
 
 tests: all
 	$(MAKE) -C tests/unit
@@ -24,6 +25,8 @@ tests: all
 install: all
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 shipper/bk $(DESTDIR)$(BINDIR)/bk
+	install -m 0755 shipper/bk-shipper $(DESTDIR)$(BINDIR)/bk-shipper
+	$(MAKE) -C extension install
 
 check:
 	scripts/check
@@ -43,6 +46,7 @@ format:
 clean:
 	$(MAKE) -C common clean
 	$(MAKE) -C shipper clean
+	$(MAKE) -C extension clean
 	$(MAKE) -C tests/unit clean
 	$(MAKE) -C tests/integration clean
 	$(MAKE) -C tests/fuzz clean

@@ -1,0 +1,373 @@
+/*
+ * bk.c
+ *		Entry point of the bk extension: settings, shared memory and the
+ *		background worker's registration.
+ *
+ * bk is loaded twice over, in two roles:
+ *
+ *	 shared_preload_libraries = 'bk'	shared memory for the archiving status
+ *										and the RPO samples, and the
+ *										background worker (bk_worker.c)
+ *	 archive_library = 'bk'				the archive module (bk_archive.c)
+ *
+ * The archive module works on its own too (archive_library only); then
+ * there is no status and no worker, and bk_status() says how to get them.
+ *
+ * Every setting is PGC_SIGHUP: they describe where the cluster's WAL goes,
+ * which is the server's business, not a session's, and the archiver only
+ * ever sees the configuration files.  The check hooks validate with the
+ * same libbk functions the archiver uses later, so that a value the
+ * archiver would refuse is refused at ALTER SYSTEM or reload time, with the
+ * library's own explanation, instead of failing every archive attempt.
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "access/xlog.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "bk.h"
+#include "bk_config.h"
+#include "bk_frame.h"
+#include "bk_kafka.h"
+#include "bk_topics.h"
+
+PG_MODULE_MAGIC;
+
+BkSharedState *bk_shared = NULL;
+
+char *bk_kafka_brokers = NULL;
+char *bk_kafka_properties = NULL;
+char *bk_topic_prefix = NULL;
+char *bk_source_id_setting = NULL;
+char *bk_key_file = NULL;
+int bk_chunk_size = BK_CHUNK_SIZE_DEFAULT;
+int bk_kafka_timeout_ms = 10000;
+int bk_target_rpo_s = 0;
+int bk_wait_for = BK_WAIT_FOR_KAFKA;
+int bk_repository_timeout_ms = 60000;
+
+static const struct config_enum_entry bk_wait_for_options[] = {
+	{"kafka", BK_WAIT_FOR_KAFKA, false},
+	{"repository", BK_WAIT_FOR_REPOSITORY, false},
+	{NULL, 0, false}};
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static bool bk_check_one_property(void *arg, const char *key, const char *value,
+								  BkError *err);
+static bool bk_check_kafka_properties(char **newval, void **extra,
+									  GucSource source);
+static bool bk_check_topic_prefix(char **newval, void **extra,
+								  GucSource source);
+static bool bk_check_source_id(char **newval, void **extra, GucSource source);
+static void bk_shmem_request(void);
+static void bk_shmem_startup(void);
+
+/*
+ * _PG_init
+ *		Define the settings; when preloaded, also ask for shared memory and
+ *		register the background worker.
+ */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable(
+		"bk.kafka_brokers", "Kafka bootstrap servers bk archives WAL to.",
+		"A comma-separated list of host:port. Archiving is off while empty.",
+		&bk_kafka_brokers, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable(
+		"bk.kafka_properties",
+		"librdkafka properties for bk, as key=value pairs separated by ;.",
+		"For TLS, SASL and tuning. bk keeps enable.idempotence=true and "
+		"acks=all whatever is given here.",
+		&bk_kafka_properties, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+		bk_check_kafka_properties, NULL, NULL);
+
+	DefineCustomStringVariable(
+		"bk.topic_prefix", "Prefix of the Kafka topics bk uses.",
+		"WAL goes to <prefix>.wal, confirmations come from <prefix>.audit.",
+		&bk_topic_prefix, BK_TOPIC_PREFIX_DEFAULT, PGC_SIGHUP, 0,
+		bk_check_topic_prefix, NULL, NULL);
+
+	DefineCustomStringVariable(
+		"bk.source_id", "Name of this cluster in the backups.",
+		"Empty means the cluster's system identifier.", &bk_source_id_setting,
+		"", PGC_SIGHUP, 0, bk_check_source_id, NULL, NULL);
+
+	DefineCustomStringVariable(
+		"bk.key_file", "Public key file WAL is encrypted to.",
+		"The FILE.pub written by bk keygen. A private key is refused: "
+		"database hosts hold only the public key.",
+		&bk_key_file, "", PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.chunk_size", "Plaintext bytes per Kafka message.",
+		"Each chunk is compressed, encrypted and sent as one frame.",
+		&bk_chunk_size, BK_CHUNK_SIZE_DEFAULT, BK_CHUNK_SIZE_MIN,
+		BK_CHUNK_SIZE_MAX, PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.kafka_timeout",
+		"How long one archive attempt waits for Kafka's acknowledgement.",
+		"After that the attempt fails and PostgreSQL retries the file later.",
+		&bk_kafka_timeout_ms, 10000, 1000, 600000, PGC_SIGHUP, GUC_UNIT_MS,
+		NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.target_rpo",
+		"Target recovery point objective; forces WAL switches to meet it.",
+		"0 turns it off. Use it instead of archive_timeout.", &bk_target_rpo_s,
+		0, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomEnumVariable(
+		"bk.wait_for", "When a WAL file counts as archived.",
+		"kafka: every chunk acknowledged by the brokers; repository: the "
+		"shipper also confirmed it stored the file.",
+		&bk_wait_for, BK_WAIT_FOR_KAFKA, bk_wait_for_options, PGC_SIGHUP, 0,
+		NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.repository_timeout",
+		"How long bk.wait_for = repository waits for the shipper.", NULL,
+		&bk_repository_timeout_ms, 60000, 1000, 3600000, PGC_SIGHUP,
+		GUC_UNIT_MS, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("bk");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = bk_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = bk_shmem_startup;
+
+	bk_worker_register();
+}
+
+/*
+ * bk_shmem_request
+ *		Ask for the shared status (PG15: only from shmem_request_hook).
+ */
+static void
+bk_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(BkSharedState)));
+}
+
+/*
+ * bk_shmem_startup
+ *		Create (postmaster) or attach to the shared status.
+ */
+static void
+bk_shmem_startup(void)
+{
+	bool found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	bk_shared = ShmemInitStruct("bk", sizeof(BkSharedState), &found);
+	if (!found)
+	{
+		memset(bk_shared, 0, sizeof(BkSharedState));
+		SpinLockInit(&bk_shared->mutex);
+		bk_shared->last_archived_end_lsn = InvalidXLogRecPtr;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * bk_check_one_property
+ *		Refuse librdkafka plugins: librdkafka loads them (dlopen) as soon as
+ *		the property is set, and this hook runs in every server process,
+ *		the postmaster included.
+ */
+static bool
+bk_check_one_property(void *arg, const char *key, const char *value,
+					  BkError *err)
+{
+	if (strcmp(key, "plugin.library.paths") == 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "Kafka property \"%s\" is not supported inside PostgreSQL",
+					 key);
+		return bk_error_hint(err, "Remove it from bk.kafka_properties.");
+	}
+	return true;
+}
+
+/*
+ * bk_check_kafka_properties
+ *		Build (but do not start) a producer with these properties: catches
+ *		bad syntax, unknown properties, bad values and properties that would
+ *		weaken what "acknowledged" means, exactly as the archiver would.
+ *
+ * bk_producer_new only builds a librdkafka configuration; it creates no
+ * handle and no thread, so it is safe in the postmaster.  The brokers are a
+ * placeholder (they are a separate setting) and the chunk size the smallest,
+ * so that this check does not depend on the order settings are loaded in.
+ */
+static bool
+bk_check_kafka_properties(char **newval, void **extra, GucSource source)
+{
+	BkKafkaSettings settings = {0};
+	BkProducer *producer;
+	BkError err;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	settings.brokers = "localhost";
+	settings.properties = *newval;
+	settings.chunk_size = BK_CHUNK_SIZE_MIN;
+	bk_error_clear(&err);
+	producer = NULL;
+	if (bk_config_parse_properties(*newval, bk_check_one_property, NULL, &err))
+		producer = bk_producer_new(&settings, &err);
+	if (producer == NULL)
+	{
+		GUC_check_errdetail("%s", bk_sentence(err.message));
+		if (err.hint[0] != '\0')
+			GUC_check_errhint("%s", err.hint);
+		return false;
+	}
+	bk_producer_free(producer);
+	return true;
+}
+
+/*
+ * bk_check_topic_prefix
+ *		The prefix must make valid Kafka topic names.
+ */
+static bool
+bk_check_topic_prefix(char **newval, void **extra, GucSource source)
+{
+	char topic[BK_TOPIC_NAME_MAX + 1];
+	BkError err;
+
+	bk_error_clear(&err);
+	if (!bk_topic_name(*newval ? *newval : "", BK_TOPIC_WAL, topic,
+					   sizeof(topic), &err))
+	{
+		GUC_check_errdetail("%s", bk_sentence(err.message));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * bk_check_source_id
+ *		Empty (the system identifier) or a valid source id: it becomes a
+ *		directory name in the repository.
+ */
+static bool
+bk_check_source_id(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!bk_source_id_valid(*newval, strlen(*newval)))
+	{
+		GUC_check_errdetail(
+			"A source id is 1 to %d characters from A-Z a-z 0-9 . _ -, and "
+			"not \".\" or \"..\".",
+			BK_SOURCE_ID_MAX);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * bk_effective_source_id
+ *		bk.source_id, or the system identifier in decimal when it is empty.
+ */
+void
+bk_effective_source_id(char *out, size_t out_len)
+{
+	if (bk_source_id_setting != NULL && bk_source_id_setting[0] != '\0')
+		strlcpy(out, bk_source_id_setting, out_len);
+	else
+		snprintf(out, out_len, UINT64_FORMAT, GetSystemIdentifier());
+}
+
+/*
+ * bk_wait_for_name
+ *		The text of a bk.wait_for value.
+ */
+const char *
+bk_wait_for_name(int wait_for)
+{
+	for (int optIdx = 0; bk_wait_for_options[optIdx].name != NULL; optIdx++)
+		if (bk_wait_for_options[optIdx].val == wait_for)
+			return bk_wait_for_options[optIdx].name;
+	return "unknown";
+}
+
+/*
+ * bk_sentence
+ *		A library message as a detail sentence: capitalised, with a final
+ *		period (libbk messages are lowercase fragments, as primary messages
+ *		are; PostgreSQL wants details as full sentences).
+ */
+char *
+bk_sentence(const char *text)
+{
+	size_t len = strlen(text);
+	char *out = palloc(len + 2);
+
+	memcpy(out, text, len + 1);
+	if (len == 0)
+		return out;
+	out[0] = (char) toupper((unsigned char) out[0]);
+	if (out[len - 1] != '.')
+	{
+		out[len] = '.';
+		out[len + 1] = '\0';
+	}
+	return out;
+}
+
+/*
+ * bk_sqlstate
+ *		The SQLSTATE that best says what class of library failure this is.
+ */
+int
+bk_sqlstate(BkErrorCode code)
+{
+	switch (code)
+	{
+		case BK_ERR_IO:
+			return ERRCODE_IO_ERROR;
+		case BK_ERR_USAGE:
+		case BK_ERR_CONFIG:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case BK_ERR_KEY:
+			return ERRCODE_CONFIG_FILE_ERROR;
+		case BK_ERR_KAFKA:
+		case BK_ERR_TIMEOUT:
+		case BK_ERR_NOT_FOUND:
+			return ERRCODE_CONNECTION_FAILURE;
+		case BK_ERR_INTERRUPTED:
+			return ERRCODE_ADMIN_SHUTDOWN;
+		case BK_ERR_NOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		case BK_ERR_FORMAT:
+		case BK_ERR_SEQUENCE:
+		case BK_ERR_AUTH:
+		case BK_ERR_CONFLICT:
+			return ERRCODE_DATA_CORRUPTED;
+		default:
+			return ERRCODE_INTERNAL_ERROR;
+	}
+}

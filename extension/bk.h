@@ -1,0 +1,127 @@
+/*
+ * bk.h
+ *		Declarations shared by the files of the bk extension.
+ *
+ * The extension has one file per part:
+ *
+ *	 bk.c			_PG_init: settings (bk.*), shared memory, worker registration
+ *	 bk_archive.c	the archive module (archive_library = 'bk'): every WAL
+ *					file PostgreSQL hands over is compressed, encrypted and
+ *					produced to Kafka through libbk, and reported archived
+ *					only once Kafka acknowledged every chunk
+ *	 bk_confirm.c	bk.wait_for = 'repository': waiting for the shipper's
+ *					audit event that says the object is in the repository
+ *	 bk_status.c	SQL function bk_status()
+ *	 bk_worker.c	background worker: RPO samples and bk.target_rpo
+ *
+ * What the archiver, the worker and the backends share lives in one
+ * spinlock-protected struct in shared memory.  It exists only when bk is in
+ * shared_preload_libraries (shared memory can only be requested then); the
+ * archive module still works without it, it just keeps no status.
+ */
+#ifndef BK_H
+#define BK_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "postmaster/pgarch.h"
+#include "storage/spin.h"
+
+#include "bk_error.h"
+#include "bk_kafka.h"
+
+/* Samples of the WAL position kept for the RPO: one per second, an hour. */
+#define BK_RPO_SAMPLES 3600
+
+/* Room for any file name the archiver hands over (MAX_XFN_CHARS is 40). */
+#define BK_FILE_NAME_LEN 64
+
+/* Text of the last failure kept for bk_status(). */
+#define BK_FAILURE_LEN 512
+
+/* Values of bk.wait_for. */
+typedef enum BkWaitFor
+{
+	BK_WAIT_FOR_KAFKA,
+	BK_WAIT_FOR_REPOSITORY
+} BkWaitFor;
+
+/*
+ * One RPO sample: at time, the last important WAL record started at
+ * important_lsn and WAL was flushed up to flush_lsn.
+ */
+typedef struct BkRpoSample
+{
+	XLogRecPtr important_lsn;
+	XLogRecPtr flush_lsn;
+	TimestampTz time;
+} BkRpoSample;
+
+/* Status shared by the archiver, the worker and bk_status(). */
+typedef struct BkSharedState
+{
+	slock_t mutex;
+
+	/* Written by the archiver. */
+	uint64 archived_count;
+	uint64 archived_bytes; /* plaintext bytes of archived files */
+	uint64 sent_bytes;     /* frame bytes acknowledged by Kafka */
+	char last_archived_file[BK_FILE_NAME_LEN];
+	TimestampTz last_archived_time;
+	XLogRecPtr last_archived_end_lsn; /* end of the newest archived segment */
+	uint64 failed_count;
+	char last_failed_file[BK_FILE_NAME_LEN];
+	TimestampTz last_failed_time;
+	char last_failure[BK_FAILURE_LEN];
+
+	/* Written by the worker. */
+	uint64 forced_switches;
+	int rpo_next;  /* where the next sample goes */
+	int rpo_count; /* valid samples, at most BK_RPO_SAMPLES */
+	BkRpoSample rpo[BK_RPO_SAMPLES];
+} BkSharedState;
+
+/* The shared status; NULL unless bk is in shared_preload_libraries. */
+extern BkSharedState *bk_shared;
+
+/* Settings (bk.c). */
+extern char *bk_kafka_brokers;
+extern char *bk_kafka_properties;
+extern char *bk_topic_prefix;
+extern char *bk_source_id_setting;
+extern char *bk_key_file;
+extern int bk_chunk_size;
+extern int bk_kafka_timeout_ms;
+extern int bk_target_rpo_s;
+extern int bk_wait_for;
+extern int bk_repository_timeout_ms;
+
+/* bk.c */
+extern PGDLLEXPORT void _PG_init(void);
+extern void bk_effective_source_id(char *out, size_t out_len);
+extern const char *bk_wait_for_name(int wait_for);
+extern char *bk_sentence(const char *text);
+extern int bk_sqlstate(BkErrorCode code);
+
+/* bk_archive.c */
+extern PGDLLEXPORT void _PG_archive_module_init(ArchiveModuleCallbacks *cb);
+
+/* bk_confirm.c */
+extern bool bk_confirm_prepare(const BkKafkaSettings *settings,
+							   const char *audit_topic,
+							   BkInterruptFn interrupted, BkError *err);
+extern bool bk_confirm_wait(const char *source_id, const char *object,
+							const char *attempt_hex, int timeout_ms,
+							BkInterruptFn interrupted, BkError *err);
+extern void bk_confirm_reset(void);
+
+/* Kafka log messages collected during a library call (bk_archive.c). */
+extern void bk_kafka_log_collect(void *arg, int level, const char *facility,
+								 const char *message);
+extern void bk_kafka_log_flush(void);
+
+/* bk_worker.c */
+extern void bk_worker_register(void);
+extern PGDLLEXPORT void bk_worker_main(Datum main_arg);
+
+#endif /* BK_H */

@@ -1,0 +1,866 @@
+/*
+ * bk_archive.c
+ *		The archive module (archive_library = 'bk'): every WAL file the
+ *		archiver hands over is compressed, encrypted and produced to Kafka,
+ *		and reported archived only when it is durable.
+ *
+ * "Archived" means durable (design.md, section 3): the callback returns true
+ * only after bk_producer_send_object reported that the broker acknowledged
+ * every chunk (idempotent producer, acks=all), and, with
+ * bk.wait_for = 'repository', after the shipper's audit event said the file
+ * is in the repository.  Anything else returns false: PostgreSQL keeps the
+ * file and its .ready status and tries again, so nothing is lost.
+ *
+ * The archiver process sits at the bottom of PostgreSQL's exception stack:
+ * an ERROR there becomes FATAL and restarts it.  Like contrib/basic_archive,
+ * bk_archive_file catches errors itself (sigsetjmp), logs them and returns
+ * false.  Most failures do not even get that far: the library reports them
+ * as a BkError, which is logged as a WARNING naming the file, what failed
+ * and what to do.
+ *
+ * The library objects (producer, encoder, key) live in the archiver from
+ * the first archive call to the archiver's exit, malloc'd by libbk, never
+ * palloc'd: they must survive the per-call memory context, and librdkafka
+ * must not be created in the postmaster (its threads would not survive
+ * fork).  They are recreated when a setting they depend on changes, and
+ * dropped after an unexpected ERROR so the next call starts clean.
+ *
+ * Only the archiver's own thread ever calls PostgreSQL.  librdkafka's
+ * threads never call back into us: libbk serves delivery reports and logs
+ * on the calling thread, inside bk_producer_* calls.  Even there we must not
+ * ereport (a longjmp out of a librdkafka callback would corrupt its state),
+ * so log messages are copied into a small malloc'd buffer and logged after
+ * the library call returned, and the frame and interrupt callbacks use
+ * plain system calls only.
+ *
+ * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a
+ * flag private to pgarch.c), then runs one last archiving cycle in which a
+ * failing file is tried three times, a second apart.  With Kafka unreachable
+ * each try would wait bk.kafka_timeout, holding up the shutdown.  So we
+ * chain our own SIGUSR2 handler in front of PostgreSQL's, and the interrupt
+ * callback abandons a send once shutdown was requested: at once when the
+ * last attempt failed already (Kafka is down, the final cycle cannot
+ * succeed), otherwise after a short grace period, long enough to ship a
+ * segment or two to a healthy broker in that last cycle, short enough that
+ * a broker that just went away delays a fast shutdown by seconds, not
+ * minutes.  A SIGTERM (ShutdownRequestPending) or a dead postmaster
+ * interrupts at once.
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/pgarch.h"
+#include "storage/fd.h"
+#include "storage/pmsignal.h"
+#include "storage/spin.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "bk.h"
+#include "bk_frame.h"
+#include "bk_kafka.h"
+#include "bk_keys.h"
+#include "bk_topics.h"
+#include "bk_util.h"
+
+/* How long the final archiving cycle at shutdown may spend on one send. */
+#define BK_SHUTDOWN_GRACE_MS 3000
+
+/* Kafka log messages kept per library call; the rest are counted. */
+#define BK_LOG_SLOTS    16
+#define BK_LOG_TEXT_LEN 512
+
+typedef struct BkLogSlot
+{
+	int level; /* syslog level, as librdkafka gives it */
+	char text[BK_LOG_TEXT_LEN];
+} BkLogSlot;
+
+typedef struct BkLogBuffer
+{
+	int count;
+	int dropped;
+	BkLogSlot slots[BK_LOG_SLOTS];
+} BkLogBuffer;
+
+/* What one WAL file's name says about it. */
+typedef struct BkWalFile
+{
+	const char *type; /* segment, history, backup, partial */
+	TimeLineID timeline;
+	bool is_segment;
+	bool has_range; /* segments and partials */
+	XLogRecPtr start_lsn;
+	XLogRecPtr end_lsn;
+} BkWalFile;
+
+/* The file being sent, read chunk by chunk by bk_next_frame. */
+typedef struct BkFileReader
+{
+	int fd;
+	const char *path;
+	uint64 size;
+	uint64 offset;
+} BkFileReader;
+
+/* Per-call memory, reset after every archive call. */
+static MemoryContext archive_context = NULL;
+
+/* Library objects: malloc'd by libbk, kept across calls. */
+static BkProducer *producer = NULL;
+static char *producer_brokers = NULL; /* settings it was made with */
+static char *producer_properties = NULL;
+static int producer_timeout_ms = 0;
+static int producer_chunk_size = 0;
+
+static BkKeyring *keyring = NULL;
+static char *keyring_path = NULL;
+static struct stat keyring_stat;
+static char logged_key_id[BK_KEY_ID_HEX_LEN + 1] = "";
+
+static BkEncoder *encoder = NULL;
+static uint32 encoder_chunk_size = 0;
+static uint8 encoder_key_id[BK_KEY_ID_LEN];
+
+static uint8 *read_buffer = NULL;
+static size_t read_buffer_size = 0;
+
+static BkLogBuffer *kafka_logs = NULL;
+
+/* Shutdown: set by our SIGUSR2 handler, which then calls PostgreSQL's. */
+static volatile sig_atomic_t stop_requested = false;
+static pqsigfunc prev_sigusr2 = NULL;
+static int64 stop_seen_ms = 0;
+
+/* Failed attempts since the last success, for the log and for shutdown. */
+static int consecutive_failures = 0;
+
+static bool bk_archive_configured(void);
+static bool bk_archive_file(const char *file, const char *path);
+static void bk_archive_shutdown(void);
+static void bk_archiver_sigusr2(SIGNAL_ARGS);
+static bool bk_archive_file_internal(const char *file, const char *path,
+									 BkError *err);
+static void bk_kafka_settings(BkKafkaSettings *settings);
+static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
+static bool bk_ensure_key(BkError *err);
+static bool bk_ensure_encoder(BkError *err);
+static void bk_drop_library_state(void);
+static bool bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err);
+static void bk_wal_metadata(const BkWalFile *wal, StringInfo meta);
+static bool bk_next_frame(void *arg, const uint8_t **frame, size_t *len,
+						  BkFrame *info, BkError *err);
+static bool bk_interrupted(void *arg);
+static void bk_report_failure(const char *file, const BkError *err);
+static void bk_record_success(const char *file, uint64 size, uint64 sent,
+							  XLogRecPtr end_lsn);
+static void bk_record_failure(const char *file, const char *message);
+static bool bk_str_equal(const char *a, const char *b);
+
+/*
+ * _PG_archive_module_init
+ *		Hand the archiver our callbacks; set up what every call needs.
+ *
+ * Runs in the archiver process only, once (PostgreSQL 15 restarts the
+ * archiver when archive_library changes).
+ */
+void
+_PG_archive_module_init(ArchiveModuleCallbacks *cb)
+{
+	pqsigfunc prev;
+
+	AssertVariableIsOfType(&_PG_archive_module_init, ArchiveModuleInit);
+
+	cb->check_configured_cb = bk_archive_configured;
+	cb->archive_file_cb = bk_archive_file;
+	cb->shutdown_cb = bk_archive_shutdown;
+
+	archive_context = AllocSetContextCreate(TopMemoryContext, "bk archive",
+											ALLOCSET_DEFAULT_SIZES);
+	kafka_logs = calloc(1, sizeof(BkLogBuffer));
+	if (kafka_logs == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+
+	prev = pqsignal(SIGUSR2, bk_archiver_sigusr2);
+	if (prev != bk_archiver_sigusr2 && prev != SIG_ERR)
+		prev_sigusr2 = prev;
+}
+
+/*
+ * bk_archiver_sigusr2
+ *		Note that shutdown was requested, then do what PostgreSQL does.
+ */
+static void
+bk_archiver_sigusr2(SIGNAL_ARGS)
+{
+	int save_errno = errno;
+
+	stop_requested = true;
+	if (prev_sigusr2 != NULL && prev_sigusr2 != SIG_IGN &&
+		prev_sigusr2 != SIG_DFL)
+		prev_sigusr2(postgres_signal_arg);
+	errno = save_errno;
+}
+
+/*
+ * bk_archive_configured
+ *		Archiving needs brokers and a key; without them PostgreSQL says
+ *		"archive_mode enabled, yet archiving is not configured".
+ */
+static bool
+bk_archive_configured(void)
+{
+	return bk_kafka_brokers != NULL && bk_kafka_brokers[0] != '\0' &&
+		   bk_key_file != NULL && bk_key_file[0] != '\0';
+}
+
+/*
+ * bk_archive_file
+ *		Archive one file; false (logged, counted) on any failure, never an
+ *		ERROR escaping into the archiver.
+ */
+static bool
+bk_archive_file(const char *file, const char *path)
+{
+	sigjmp_buf local_sigjmp_buf;
+	sigjmp_buf *save_exception_stack = PG_exception_stack;
+	ErrorContextCallback *save_context_stack = error_context_stack;
+	MemoryContext oldcontext;
+	BkError err;
+	bool archived;
+
+	oldcontext = MemoryContextSwitchTo(archive_context);
+
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		ErrorData *edata;
+
+		/* Not PG_TRY: restore the error stacks by hand. */
+		error_context_stack = save_context_stack;
+		HOLD_INTERRUPTS();
+
+		MemoryContextSwitchTo(archive_context);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+
+		/* Close the file if it was open. */
+		AtEOSubXact_Files(false, InvalidSubTransactionId,
+						  InvalidSubTransactionId);
+
+		/*
+		 * An ERROR never comes from inside a library call (no callback of
+		 * ours ereports), but start the next call from fresh objects anyway.
+		 */
+		bk_drop_library_state();
+		bk_record_failure(file, edata->message);
+		consecutive_failures++;
+
+		MemoryContextSwitchTo(oldcontext);
+		MemoryContextReset(archive_context);
+		PG_exception_stack = save_exception_stack;
+		RESUME_INTERRUPTS();
+
+		bk_kafka_log_flush();
+		return false;
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	bk_error_clear(&err);
+	archived = bk_archive_file_internal(file, path, &err);
+	bk_kafka_log_flush();
+	if (!archived)
+	{
+		consecutive_failures++;
+		bk_report_failure(file, &err);
+	}
+	else if (consecutive_failures > 0)
+	{
+		ereport(LOG, (errmsg("bk: archived \"%s\" after %d failed attempts",
+							 file, consecutive_failures)));
+		consecutive_failures = 0;
+	}
+
+	PG_exception_stack = save_exception_stack;
+	MemoryContextSwitchTo(oldcontext);
+	MemoryContextReset(archive_context);
+	return archived;
+}
+
+/*
+ * bk_archive_file_internal
+ *		The work: key and producer current, file opened, metadata built,
+ *		every chunk sent and acknowledged (and confirmed, if asked).
+ */
+static bool
+bk_archive_file_internal(const char *file, const char *path, BkError *err)
+{
+	char source_id[BK_SOURCE_ID_MAX + 1];
+	char topic[BK_TOPIC_NAME_MAX + 1];
+	char audit_topic[BK_TOPIC_NAME_MAX + 1];
+	char attempt_hex[2 * BK_ATTEMPT_ID_LEN + 1];
+	BkKafkaSettings settings;
+	BkWalFile wal;
+	StringInfoData meta;
+	BkObjectInfo info;
+	BkFileReader reader;
+	BkSendStats stats;
+	struct stat st;
+	int fd;
+
+	ereport(DEBUG1, (errmsg_internal("bk: archiving \"%s\"", file)));
+
+	bk_effective_source_id(source_id, sizeof(source_id));
+	if (!bk_topic_name(bk_topic_prefix, BK_TOPIC_WAL, topic, sizeof(topic),
+					   err) ||
+		!bk_topic_name(bk_topic_prefix, BK_TOPIC_AUDIT, audit_topic,
+					   sizeof(audit_topic), err))
+		return false;
+	if (!bk_wal_file_parse(file, &wal, err))
+		return false;
+
+	bk_kafka_settings(&settings);
+	if (!bk_ensure_key(err) || !bk_ensure_encoder(err) ||
+		!bk_ensure_producer(&settings, err))
+		return false;
+
+	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
+					 strerror(errno));
+		bk_error_hint(err, "Check the file's permissions; PostgreSQL keeps "
+						   "the file and retries.");
+		return false;
+	}
+	if (fstat(fd, &st) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+					 strerror(errno));
+		goto fail;
+	}
+	if (wal.is_segment && st.st_size != wal_segment_size)
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "WAL segment \"%s\" has %lld bytes, not the %d of "
+					 "wal_segment_size",
+					 path, (long long) st.st_size, wal_segment_size);
+		goto fail;
+	}
+
+	initStringInfo(&meta);
+	bk_wal_metadata(&wal, &meta);
+	info.kind = BK_KIND_WAL;
+	info.source_id = source_id;
+	info.name = file;
+	info.meta = meta.data;
+	info.size = (uint64) st.st_size;
+	if (!bk_encoder_begin(encoder, &info, err))
+		goto fail;
+
+	/*
+	 * For a confirmation, find where the audit topic ends before producing:
+	 * the shipper's event for this attempt can only come after that.
+	 */
+	if (bk_wait_for == BK_WAIT_FOR_REPOSITORY &&
+		!bk_confirm_prepare(&settings, audit_topic, bk_interrupted, err))
+		goto fail;
+
+	reader.fd = fd;
+	reader.path = path;
+	reader.size = (uint64) st.st_size;
+	reader.offset = 0;
+	memset(&stats, 0, sizeof(stats));
+	if (!bk_producer_send_object(producer, topic, source_id, strlen(source_id),
+								 bk_next_frame, &reader, bk_interrupted, NULL,
+								 &stats, err))
+		goto fail;
+	bk_kafka_log_flush();
+
+	if (bk_wait_for == BK_WAIT_FOR_REPOSITORY)
+	{
+		bk_hex_encode(bk_encoder_attempt_id(encoder), BK_ATTEMPT_ID_LEN,
+					  attempt_hex);
+		if (!bk_confirm_wait(source_id, file, attempt_hex,
+							 bk_repository_timeout_ms, bk_interrupted, err))
+			goto fail;
+	}
+
+	CloseTransientFile(fd);
+	bk_record_success(file, (uint64) st.st_size, stats.bytes,
+					  wal.is_segment ? wal.end_lsn : InvalidXLogRecPtr);
+	ereport(DEBUG1,
+			(errmsg_internal("bk: archived \"%s\": %u chunks, " UINT64_FORMAT
+							 " bytes sent to \"%s\" in " INT64_FORMAT " ms",
+							 file, stats.messages, stats.bytes, topic,
+							 stats.elapsed_ms)));
+	return true;
+
+fail:
+	CloseTransientFile(fd);
+	return false;
+}
+
+/*
+ * bk_kafka_settings
+ *		The Kafka settings of the archiver, from the bk.* settings.
+ */
+static void
+bk_kafka_settings(BkKafkaSettings *settings)
+{
+	memset(settings, 0, sizeof(*settings));
+	settings->brokers = bk_kafka_brokers;
+	settings->properties = bk_kafka_properties;
+	settings->client_id = "bk-archiver";
+	settings->timeout_ms = bk_kafka_timeout_ms;
+	settings->chunk_size = (uint32) bk_chunk_size;
+	settings->log_fn = bk_kafka_log_collect;
+	settings->log_arg = NULL;
+}
+
+/*
+ * bk_ensure_producer
+ *		A producer made with the current settings (made now if the settings
+ *		changed since the last one; bk_producer_new contacts no broker).
+ */
+static bool
+bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
+{
+	if (producer != NULL && bk_str_equal(producer_brokers, settings->brokers) &&
+		bk_str_equal(producer_properties, settings->properties) &&
+		producer_timeout_ms == settings->timeout_ms &&
+		producer_chunk_size == (int) settings->chunk_size)
+		return true;
+
+	if (producer != NULL)
+	{
+		bk_producer_free(producer);
+		producer = NULL;
+		bk_kafka_log_flush();
+	}
+	producer = bk_producer_new(settings, err);
+	if (producer == NULL)
+		return false;
+
+	if (producer_brokers)
+		pfree(producer_brokers);
+	if (producer_properties)
+		pfree(producer_properties);
+	producer_brokers = MemoryContextStrdup(TopMemoryContext, settings->brokers);
+	producer_properties = MemoryContextStrdup(
+		TopMemoryContext, settings->properties ? settings->properties : "");
+	producer_timeout_ms = settings->timeout_ms;
+	producer_chunk_size = (int) settings->chunk_size;
+	return true;
+}
+
+/*
+ * bk_ensure_key
+ *		The public key of bk.key_file, reloaded whenever the setting or the
+ *		file (inode, size, modification time) changed.
+ *
+ * A file that cannot be loaded drops the key we had: the operator changed
+ * it, so sealing to the old key would no longer be what they asked for.
+ */
+static bool
+bk_ensure_key(BkError *err)
+{
+	struct stat st;
+	bool have_stat;
+	BkKeyring *ring;
+	char id_hex[BK_KEY_ID_HEX_LEN + 1];
+
+	have_stat = stat(bk_key_file, &st) == 0;
+	if (keyring != NULL && have_stat &&
+		bk_str_equal(keyring_path, bk_key_file) &&
+		st.st_dev == keyring_stat.st_dev && st.st_ino == keyring_stat.st_ino &&
+		st.st_size == keyring_stat.st_size &&
+		st.st_mtim.tv_sec == keyring_stat.st_mtim.tv_sec &&
+		st.st_mtim.tv_nsec == keyring_stat.st_mtim.tv_nsec)
+		return true;
+
+	bk_keyring_free(keyring);
+	keyring = NULL;
+
+	/* Stat first: if the file changes after this, the next call reloads. */
+	ring = bk_keyring_load(bk_key_file, BK_KEYS_FOR_SOURCE, err);
+	if (ring == NULL)
+	{
+		if (err->hint[0] == '\0')
+			bk_error_hint(err,
+						  "Set bk.key_file to the public key file (FILE.pub) "
+						  "written by \"bk keygen --out FILE\", readable by "
+						  "the server's operating system user, and reload.");
+		return false;
+	}
+	keyring = ring;
+	if (keyring_path)
+		pfree(keyring_path);
+	keyring_path = MemoryContextStrdup(TopMemoryContext, bk_key_file);
+	if (have_stat)
+		keyring_stat = st;
+	else
+		memset(&keyring_stat, 0, sizeof(keyring_stat));
+
+	bk_key_id_hex(keyring->keys[0].id, id_hex);
+	if (strcmp(id_hex, logged_key_id) != 0)
+	{
+		ereport(LOG, (errmsg("bk: archiving with public key %s from \"%s\"",
+							 id_hex, bk_key_file)));
+		strlcpy(logged_key_id, id_hex, sizeof(logged_key_id));
+	}
+	return true;
+}
+
+/*
+ * bk_ensure_encoder
+ *		An encoder for the current key and chunk size, and a read buffer of
+ *		one chunk.
+ */
+static bool
+bk_ensure_encoder(BkError *err)
+{
+	const BkKey *key = &keyring->keys[0];
+
+	if (read_buffer_size != (size_t) bk_chunk_size)
+	{
+		free(read_buffer);
+		read_buffer_size = 0;
+		read_buffer = malloc((size_t) bk_chunk_size);
+		if (read_buffer == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM,
+								"out of memory for a read buffer of %d bytes",
+								bk_chunk_size);
+		read_buffer_size = (size_t) bk_chunk_size;
+	}
+
+	if (encoder != NULL && encoder_chunk_size == (uint32) bk_chunk_size &&
+		memcmp(encoder_key_id, key->id, BK_KEY_ID_LEN) == 0)
+		return true;
+	bk_encoder_free(encoder);
+	encoder = bk_encoder_new(key, (uint32) bk_chunk_size, err);
+	if (encoder == NULL)
+		return false;
+	encoder_chunk_size = (uint32) bk_chunk_size;
+	memcpy(encoder_key_id, key->id, BK_KEY_ID_LEN);
+	return true;
+}
+
+/*
+ * bk_drop_library_state
+ *		Free the producer, the confirmation consumer and the encoder; the
+ *		next call makes new ones.
+ */
+static void
+bk_drop_library_state(void)
+{
+	bk_confirm_reset();
+	if (producer != NULL)
+	{
+		bk_producer_free(producer);
+		producer = NULL;
+	}
+	bk_encoder_free(encoder);
+	encoder = NULL;
+}
+
+/*
+ * bk_archive_shutdown
+ *		The archiver exits: purge and destroy without waiting for Kafka.
+ */
+static void
+bk_archive_shutdown(void)
+{
+	bk_drop_library_state();
+	bk_keyring_free(keyring);
+	keyring = NULL;
+	free(read_buffer);
+	read_buffer = NULL;
+	read_buffer_size = 0;
+	bk_kafka_log_flush();
+}
+
+/*
+ * bk_wal_file_parse
+ *		Type, timeline and LSN range from the name the archiver gave us.
+ */
+static bool
+bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err)
+{
+	XLogSegNo segno;
+
+	memset(wal, 0, sizeof(*wal));
+	if (IsXLogFileName(file) || IsPartialXLogFileName(file))
+	{
+		wal->is_segment = IsXLogFileName(file);
+		wal->type = wal->is_segment ? "segment" : "partial";
+		XLogFromFileName(file, &wal->timeline, &segno, wal_segment_size);
+		XLogSegNoOffsetToRecPtr(segno, 0, wal_segment_size, wal->start_lsn);
+		wal->end_lsn = wal->start_lsn + wal_segment_size;
+		wal->has_range = true;
+	}
+	else if (IsTLHistoryFileName(file))
+	{
+		wal->type = "history";
+		if (sscanf(file, "%08X", &wal->timeline) != 1)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"no timeline in history file name \"%s\"",
+								file);
+	}
+	else if (IsBackupHistoryFileName(file))
+	{
+		wal->type = "backup";
+		XLogFromFileName(file, &wal->timeline, &segno, wal_segment_size);
+	}
+	else
+	{
+		bk_error_set(err, BK_ERR_USAGE,
+					 "\"%s\" is not the name of a WAL segment, .history, "
+					 ".backup or .partial file",
+					 file);
+		return bk_error_hint(err, "Only PostgreSQL's archiver should create "
+								  ".ready files in pg_wal/archive_status.");
+	}
+	return true;
+}
+
+/*
+ * bk_wal_metadata
+ *		The metadata of a WAL object, as docs/frame-format.md section 8
+ *		specifies it: what an auditor may know about the file.
+ */
+static void
+bk_wal_metadata(const BkWalFile *wal, StringInfo meta)
+{
+	char created[64];
+	const char *version = GetConfigOption("server_version_num", true, false);
+
+	bk_format_time_utc(bk_wall_ms(), created, sizeof(created));
+	appendStringInfo(meta, "type=%s\ntimeline=%u\nsegment-size=%d\n", wal->type,
+					 wal->timeline, wal_segment_size);
+	if (wal->has_range)
+		appendStringInfo(meta, "lsn-start=%X/%X\nlsn-end=%X/%X\n",
+						 LSN_FORMAT_ARGS(wal->start_lsn),
+						 LSN_FORMAT_ARGS(wal->end_lsn));
+	appendStringInfo(
+		meta, "system-identifier=" UINT64_FORMAT "\npg-version=%s\ncreated=%s",
+		GetSystemIdentifier(), version ? version : "0", created);
+}
+
+/*
+ * bk_next_frame
+ *		Read the next chunk of the file and encode it (BkNextFrameFn).
+ *
+ * Called from inside bk_producer_send_object: no ereport here, only plain
+ * system calls and libbk.
+ */
+static bool
+bk_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
+			  BkError *err)
+{
+	BkFileReader *reader = arg;
+	uint32 chunk_len;
+	size_t done = 0;
+
+	if (bk_encoder_done(encoder))
+	{
+		*frame = NULL;
+		*len = 0;
+		return true;
+	}
+	chunk_len = bk_encoder_next_chunk_len(encoder);
+	while (done < chunk_len)
+	{
+		ssize_t got = pread(reader->fd, read_buffer + done, chunk_len - done,
+							(off_t) (reader->offset + done));
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return bk_error_set(
+				err, BK_ERR_IO, "could not read \"%s\" at offset %llu: %s",
+				reader->path, (unsigned long long) (reader->offset + done),
+				strerror(errno));
+		if (got == 0)
+			return bk_error_set(
+				err, BK_ERR_IO,
+				"\"%s\" ended at byte %llu of %llu while being archived",
+				reader->path, (unsigned long long) (reader->offset + done),
+				(unsigned long long) reader->size);
+		done += (size_t) got;
+	}
+	reader->offset += chunk_len;
+	return bk_encoder_chunk(encoder, read_buffer, chunk_len, frame, len, info,
+							err);
+}
+
+/*
+ * bk_interrupted
+ *		Should the current send be abandoned (BkInterruptFn)?  Yes at once on
+ *		SIGTERM or postmaster death; once the archiver was told to finish
+ *		(SIGUSR2), at once if the last attempt failed, else after a grace
+ *		period.
+ */
+static bool
+bk_interrupted(void *arg)
+{
+	if (ShutdownRequestPending || !PostmasterIsAlive())
+		return true;
+	if (stop_requested)
+	{
+		int64 now = bk_monotonic_ms();
+
+		if (consecutive_failures > 0)
+			return true;
+
+		if (stop_seen_ms == 0)
+			stop_seen_ms = now;
+		return now - stop_seen_ms >= BK_SHUTDOWN_GRACE_MS;
+	}
+	return false;
+}
+
+/*
+ * bk_report_failure
+ *		Log why a file was not archived, and count it.
+ */
+static void
+bk_report_failure(const char *file, const BkError *err)
+{
+	const char *hint = err->hint[0] != '\0' ? err->hint : NULL;
+
+	if (hint == NULL && err->code == BK_ERR_INTERRUPTED)
+		hint = "The server is shutting down. The file stays in pg_wal and is "
+			   "archived after the next start.";
+	ereport(WARNING, (errcode(bk_sqlstate(err->code)),
+					  errmsg("bk: could not archive \"%s\"", file),
+					  errdetail("%s", bk_sentence(err->message[0] != '\0'
+													  ? err->message
+													  : "unknown failure")),
+					  hint ? errhint("%s", hint) : 0));
+	bk_record_failure(file, err->message);
+}
+
+/*
+ * bk_record_success
+ *		Update the shared status after a file was archived.
+ */
+static void
+bk_record_success(const char *file, uint64 size, uint64 sent,
+				  XLogRecPtr end_lsn)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (bk_shared == NULL)
+		return;
+	SpinLockAcquire(&bk_shared->mutex);
+	bk_shared->archived_count++;
+	bk_shared->archived_bytes += size;
+	bk_shared->sent_bytes += sent;
+	strlcpy(bk_shared->last_archived_file, file,
+			sizeof(bk_shared->last_archived_file));
+	bk_shared->last_archived_time = now;
+	if (!XLogRecPtrIsInvalid(end_lsn) &&
+		end_lsn > bk_shared->last_archived_end_lsn)
+		bk_shared->last_archived_end_lsn = end_lsn;
+	SpinLockRelease(&bk_shared->mutex);
+}
+
+/*
+ * bk_record_failure
+ *		Update the shared status after a failed attempt.
+ */
+static void
+bk_record_failure(const char *file, const char *message)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (bk_shared == NULL)
+		return;
+	SpinLockAcquire(&bk_shared->mutex);
+	bk_shared->failed_count++;
+	strlcpy(bk_shared->last_failed_file, file,
+			sizeof(bk_shared->last_failed_file));
+	bk_shared->last_failed_time = now;
+	strlcpy(bk_shared->last_failure, message ? message : "",
+			sizeof(bk_shared->last_failure));
+	SpinLockRelease(&bk_shared->mutex);
+}
+
+/*
+ * bk_kafka_log_collect
+ *		Keep a librdkafka log message for later (BkKafkaLogFn).
+ *
+ * Called on our thread, but from inside a librdkafka poll: no ereport.
+ */
+void
+bk_kafka_log_collect(void *arg, int level, const char *facility,
+					 const char *message)
+{
+	BkLogSlot *slot;
+
+	if (kafka_logs == NULL)
+		return;
+	if (kafka_logs->count >= BK_LOG_SLOTS)
+	{
+		kafka_logs->dropped++;
+		return;
+	}
+	slot = &kafka_logs->slots[kafka_logs->count++];
+	slot->level = level;
+	snprintf(slot->text, sizeof(slot->text), "%s: %s", facility ? facility : "",
+			 message ? message : "");
+}
+
+/*
+ * bk_kafka_log_flush
+ *		Log what librdkafka said during the last library calls: errors and
+ *		warnings as LOG, the rest as DEBUG1.
+ */
+void
+bk_kafka_log_flush(void)
+{
+	int count;
+	int dropped;
+
+	if (kafka_logs == NULL ||
+		(kafka_logs->count == 0 && kafka_logs->dropped == 0))
+		return;
+	count = kafka_logs->count;
+	dropped = kafka_logs->dropped;
+	kafka_logs->count = 0;
+	kafka_logs->dropped = 0;
+	for (int slotIdx = 0; slotIdx < count; slotIdx++)
+	{
+		const BkLogSlot *slot = &kafka_logs->slots[slotIdx];
+
+		/* librdkafka uses syslog levels: 4 is warning, 3 error. */
+		ereport(slot->level <= 4 ? LOG : DEBUG1,
+				(errmsg_internal("bk: kafka: %s", slot->text)));
+	}
+	if (dropped > 0)
+		ereport(LOG,
+				(errmsg_internal("bk: kafka: %d more log messages not shown",
+								 dropped)));
+}
+
+/*
+ * bk_str_equal
+ *		strcmp for settings, NULL being the empty string.
+ */
+static bool
+bk_str_equal(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}

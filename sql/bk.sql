@@ -1,0 +1,107 @@
+--
+-- bk: the extension's SQL surface.
+--
+-- Needs a server with shared_preload_libraries = 'bk' and a configured
+-- archive module (tests/integration/extension.t sets one up, then runs
+-- "make -C extension installcheck").  Everything printed here is
+-- deterministic: values that differ between servers (system identifier,
+-- key id, topic prefix, counters) are compared, not printed.
+--
+CREATE EXTENSION bk;
+
+-- bk_status() returns one row with these columns.
+SELECT p.proretset, p.prorettype::regtype, p.provolatile, p.prosecdef,
+       p.proisstrict, array_to_string(p.proargmodes, '') AS modes
+FROM pg_proc p
+WHERE p.oid = 'bk_status()'::regprocedure;
+
+SELECT a.n, a.name, format_type(a.type, NULL) AS type
+FROM pg_proc p,
+     unnest(p.proargnames, p.proallargtypes) WITH ORDINALITY AS a(name, type, n)
+WHERE p.oid = 'bk_status()'::regprocedure
+ORDER BY a.n;
+
+-- Not executable by PUBLIC; granted to the NOLOGIN role bk_admin.
+SELECT has_function_privilege('public', 'bk_status()', 'execute')
+    AS public_may_execute;
+SELECT has_function_privilege('bk_admin', 'bk_status()', 'execute')
+    AS bk_admin_may_execute;
+SELECT rolcanlogin FROM pg_roles WHERE rolname = 'bk_admin';
+
+CREATE ROLE regress_bk_user;
+SET ROLE regress_bk_user;
+SELECT archived_count >= 0 AS ok FROM bk_status();
+RESET ROLE;
+GRANT bk_admin TO regress_bk_user;
+SET ROLE regress_bk_user;
+SELECT archived_count >= 0 AS ok FROM bk_status();
+RESET ROLE;
+
+-- Reinstalling keeps working when bk_admin exists already.
+DROP EXTENSION bk;
+CREATE EXTENSION bk;
+SELECT has_function_privilege('public', 'bk_status()', 'execute')
+    AS public_may_execute;
+SET ROLE regress_bk_user;
+SELECT archived_count >= 0 AS ok FROM bk_status();
+RESET ROLE;
+REVOKE bk_admin FROM regress_bk_user;
+DROP ROLE regress_bk_user;
+
+-- What bk_status() reports, checked against the settings in effect.
+\x on
+SELECT source_id = coalesce(nullif(current_setting('bk.source_id'), ''),
+                            (SELECT system_identifier::text
+                             FROM pg_control_system())) AS source_id_ok,
+       key_id ~ '^[0-9a-f]{16}$' AS key_id_is_hex,
+       wal_topic = current_setting('bk.topic_prefix') || '.wal' AS wal_topic_ok,
+       wait_for = current_setting('bk.wait_for') AS wait_for_ok,
+       archived_count >= 0 AND archived_bytes >= 0 AND sent_bytes >= 0
+           AS archive_counters_ok,
+       failed_count >= 0 AS failed_count_ok,
+       backlog >= 0 AS backlog_ok,
+       current_rpo IS NULL OR current_rpo >= interval '0' AS current_rpo_ok,
+       (target_rpo IS NULL) = (current_setting('bk.target_rpo') = '0')
+           AS target_rpo_ok,
+       forced_switches >= 0 AS forced_switches_ok
+FROM bk_status();
+\x off
+
+-- The bk.* settings belong to the server (PGC_SIGHUP), not to sessions.
+SET bk.chunk_size = 100;
+
+-- ALTER SYSTEM validates a value before writing it; bad ones are refused
+-- with the reason.
+ALTER SYSTEM SET bk.chunk_size = 100;
+ALTER SYSTEM SET bk.chunk_size = '17MB';
+ALTER SYSTEM SET bk.topic_prefix = 'a b';
+ALTER SYSTEM SET bk.topic_prefix = '';
+ALTER SYSTEM SET bk.wait_for = 'nowhere';
+ALTER SYSTEM SET bk.source_id = '../x';
+ALTER SYSTEM SET bk.source_id = '..';
+ALTER SYSTEM SET bk.kafka_properties = 'novalue';
+ALTER SYSTEM SET bk.kafka_properties = 'no.such.property=1';
+ALTER SYSTEM SET bk.kafka_properties = 'acks=1';
+ALTER SYSTEM SET bk.kafka_properties = 'enable.idempotence=false';
+ALTER SYSTEM SET bk.kafka_properties = 'plugin.library.paths=libx.so';
+ALTER SYSTEM SET bk.target_rpo = -1;
+ALTER SYSTEM SET bk.target_rpo = '2d';
+ALTER SYSTEM SET bk.kafka_timeout = '100ms';
+ALTER SYSTEM SET bk.repository_timeout = 0;
+ALTER SYSTEM SET bk.no_such_setting = 1;
+
+-- Good values are written (and removed again at once).
+ALTER SYSTEM SET bk.chunk_size = '64kB';
+ALTER SYSTEM SET bk.kafka_properties = 'security.protocol=plaintext;linger.ms=10';
+ALTER SYSTEM SET bk.wait_for = 'repository';
+SELECT name, setting FROM pg_file_settings
+WHERE name LIKE 'bk.%' AND sourcefile LIKE '%postgresql.auto.conf'
+ORDER BY name;
+ALTER SYSTEM RESET bk.chunk_size;
+ALTER SYSTEM RESET bk.kafka_properties;
+ALTER SYSTEM RESET bk.wait_for;
+SELECT count(*) FROM pg_file_settings
+WHERE name LIKE 'bk.%' AND sourcefile LIKE '%postgresql.auto.conf'
+  AND name IN ('bk.chunk_size', 'bk.kafka_properties', 'bk.wait_for');
+
+DROP EXTENSION bk;

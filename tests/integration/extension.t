@@ -1,0 +1,402 @@
+#!/usr/bin/env bash
+# The PostgreSQL extension bk against the real servers (scripts/services):
+# installed, loaded (shared_preload_libraries and archive_library), then
+#   - pg_regress (sql/bk.sql) and pgTAP (tests/pgtap/*.sql) against it;
+#   - a switched segment reaches Kafka: its chunks carry the right headers,
+#     and a marker written into a table is nowhere in plaintext on the topic;
+#   - with Kafka unreachable an attempt fails within bk.kafka_timeout, the
+#     segment and its .ready file stay, the log says why, the archiver does
+#     not restart; a fast shutdown is not held up; the backlog drains once
+#     Kafka is back;
+#   - a private key file or a missing key file is refused, WAL kept;
+#   - bk.target_rpo ships a lone INSERT on an idle server within the target,
+#     and does not keep switching on an idle server;
+#   - bk.wait_for = 'repository' waits for the shipper's audit event of this
+#     very attempt, and gives up after bk.repository_timeout.
+# At the end the server gets its plain configuration back.  Needs root (to
+# install the extension and to run things as the postgres OS user).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+eval "$("$ROOT/scripts/services" env)"
+export PGHOST PGPORT PGUSER
+SERVICES="$ROOT/scripts/services"
+BK="$ROOT/shipper/bk"
+PGLOG="$BK_SERVICES_DIR/pg/postgresql.log"
+CONF="$BK_PGDATA/bk_test.conf"
+KAFKA_TIMEOUT_S=3
+TARGET_RPO_S=5
+
+if [[ "$(id -u)" != 0 ]]; then
+    echo "1..0 # SKIP needs root (make install of the extension, runuser postgres)"
+    exit 0
+fi
+[[ -x "$BK" ]] || bail_out "$BK is missing: build it with make -C shipper"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-ext.XXXXXX")"
+chmod 755 "$dir"
+prefix="bkit-ext-$$-$RANDOM"
+DB=bk_extension_test
+
+as_pg() { runuser -u postgres -- "$@"; }
+# q SQL...: run statements in the test database, print tuples unaligned.
+q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+qp() { psql -X -qAt -v ON_ERROR_STOP=1 -d postgres "$@"; }
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+log_size() { stat -c %s "$PGLOG"; }
+# log_since OFFSET: the server log written after OFFSET bytes.
+log_since() { tail -c +$(($1 + 1)) "$PGLOG"; }
+log_has() { log_since "$1" | grep -qF -- "$2"; }
+# A new connection sees what the postmaster has reloaded, and by then the
+# postmaster has signalled the archiver and the worker too.
+setting_is() { [[ "$(qp -c "SHOW $1")" == "$2" ]]; }
+reload_until() {
+    qp -c "SELECT pg_reload_conf()" >/dev/null
+    wait_for 30 "$1 = '$2' after reload" setting_is "$1" "$2"
+}
+archived_at_least() {
+    [[ "$(qp -c "SELECT coalesce(last_archived_wal >= '$1', false) FROM pg_stat_archiver")" == t ]]
+}
+no_backlog() { [[ -z "$(ls "$BK_PGDATA/pg_wal/archive_status" | grep '\.ready$')" ]]; }
+# switch_wal: write a little WAL, switch, print the completed segment.
+switch_wal() {
+    q -c "SELECT pg_walfile_name(pg_logical_emit_message(false, 'bk-test', 'x'))" \
+        -c "SELECT pg_switch_wal()" | head -n 1
+}
+status() { q -c "SELECT $1 FROM bk_status()"; }
+kafka_topics() {
+    timeout 60 java -Xmx256m -XX:-UsePerfData -cp "$BK_KAFKA_LIBS/*" \
+        org.apache.kafka.tools.TopicCommand --bootstrap-server "$BK_KAFKA_BROKERS" "$@" 2>&1
+}
+# Headers ("%h") of every message on the WAL topic so far.
+wal_headers() { kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -e -q -f '%h\n' 2>/dev/null; }
+# log_epoch LINE: the time stamp of a server log line, in ms since the epoch.
+log_epoch() { date -d "$(cut -d' ' -f1-3 <<<"$1")" +%s%3N; }
+
+cleanup() {
+    qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
+        -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
+        -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null 2>&1
+    qp -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS contrib_regression" \
+        >/dev/null 2>&1
+    qp -c "DROP ROLE IF EXISTS bk_admin" >/dev/null 2>&1
+    as_pg sh -c ": >'$CONF'"
+    "$SERVICES" restart pg >/dev/null 2>&1
+    kafka_topics --delete --topic "$prefix\..*" >/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+log_start_all="$(stat -c %s "$PGLOG" 2>/dev/null || echo 0)"
+
+# ------------------------------------------------------------------ set up
+make -s -C "$ROOT/common" >/dev/null &&
+    make -s -C "$ROOT/extension" >"$dir/build.log" 2>&1 &&
+    make -s -C "$ROOT/extension" install >>"$dir/build.log" 2>&1
+ok $? "the extension builds and installs" || diag "$(cat "$dir/build.log")"
+is "$(grep -ci 'warning' "$dir/build.log")" 0 "the build prints no warnings"
+
+key_id="$("$BK" keygen --out "$dir/bk.key" 2>/dev/null)"
+ok $? "bk keygen makes a key pair"
+as_pg test -r "$dir/bk.key.pub"
+ok $? "the postgres OS user can read the public key"
+
+printf 'kafka_brokers = %s\ntopic_prefix = %s\n' "$BK_KAFKA_BROKERS" "$prefix" >"$dir/bk.conf"
+"$BK" init --config "$dir/bk.conf" >"$dir/init.log" 2>&1
+ok $? "bk init creates the topics $prefix.*" || diag "$(cat "$dir/init.log")"
+
+# Leftovers of an interrupted earlier run would override bk_test.conf.
+qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
+    -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
+    -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null 2>&1
+as_pg tee "$CONF" >/dev/null <<CONF
+shared_preload_libraries = 'bk'
+archive_library = 'bk'
+archive_timeout = 0
+bk.kafka_brokers = '$BK_KAFKA_BROKERS'
+bk.topic_prefix = '$prefix'
+bk.key_file = '$dir/bk.key.pub'
+bk.kafka_timeout = '${KAFKA_TIMEOUT_S}s'
+CONF
+"$SERVICES" restart pg >"$dir/restart.log" 2>&1
+ok $? "PostgreSQL restarts with bk preloaded and as archive_library" ||
+    diag "$(cat "$dir/restart.log")"
+is "$(qp -c 'SHOW archive_library')" "bk" "archive_library is bk"
+postmaster_pid="$(head -n 1 "$BK_PGDATA/postmaster.pid")"
+ps -o args= --ppid "$postmaster_pid" | grep -q 'bk RPO worker'
+ok $? "the bk RPO background worker runs"
+
+qp -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB" \
+    -c "CREATE DATABASE $DB" >/dev/null
+q -c "CREATE EXTENSION bk" -c "CREATE EXTENSION pgtap" >/dev/null
+ok $? "CREATE EXTENSION bk (and pgtap) in $DB"
+sysid="$(q -c "SELECT system_identifier FROM pg_control_system()")"
+is "$(status key_id)" "$key_id" "bk_status() reports the id of the key in bk.key_file"
+is "$(status source_id)" "$sysid" "the source id is the system identifier"
+
+# ------------------------------------------------------------------ pg_regress, pgTAP
+make -C "$ROOT/extension" installcheck >"$dir/regress.log" 2>&1
+ok $? "pg_regress: make -C extension installcheck" || {
+    diag "$(cat "$dir/regress.log")"
+    [[ -f "$ROOT/extension/regression.diffs" ]] && diag "$(cat "$ROOT/extension/regression.diffs")"
+}
+
+pg_prove -d "$DB" "$ROOT"/tests/pgtap/*.sql >"$dir/prove.log" 2>&1
+ok $? "pgTAP: pg_prove tests/pgtap/*.sql" || diag "$(cat "$dir/prove.log")"
+note "$(grep -E '^(Files|Result)' "$dir/prove.log")"
+
+# ------------------------------------------------------------------ (a) to Kafka, encrypted
+marker="bk-marker-$$-$RANDOM-$RANDOM-plaintext"
+q -c "CREATE TABLE bk_marker (t text)" -c "INSERT INTO bk_marker VALUES ('$marker')"
+segment="$(switch_wal)"
+like "$segment" '^[0-9A-F]{24}$' "switched segment $segment"
+grep -qaF -- "$marker" "$BK_PGDATA/pg_wal/$segment"
+ok $? "the marker is in the segment in pg_wal (the check below can fail)"
+wait_for 60 "$segment archived" archived_at_least "$segment"
+ok $? "PostgreSQL reports $segment archived"
+
+headers="$(wal_headers | grep -F "bk-object=$segment,")"
+chunk_size="$(qp -c "SELECT setting FROM pg_settings WHERE name = 'bk.chunk_size'")"
+seg_size="$(qp -c "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")"
+is "$(grep -c . <<<"$headers")" "$((seg_size / chunk_size))" \
+    "$segment is $((seg_size / chunk_size)) messages (segment size / bk.chunk_size)"
+is "$(grep -c "bk-source=$sysid," <<<"$headers")" "$((seg_size / chunk_size))" \
+    "every chunk says bk-source=<system identifier>"
+is "$(grep -c 'bk-meta-type=segment' <<<"$headers")" "$((seg_size / chunk_size))" \
+    "every chunk says bk-meta-type=segment"
+like "$(head -n 1 <<<"$headers")" "bk-kind=wal,.*bk-chunk-count=$((seg_size / chunk_size)),.*bk-key-id=$key_id,.*bk-meta-timeline=1,.*bk-meta-lsn-start=[0-9A-F]+/[0-9A-F]+,bk-meta-lsn-end=" \
+    "chunks carry kind, count, key id, timeline and LSN range"
+topic_bytes="$(kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -e -q -f '%s' 2>/dev/null | wc -c)"
+ok $((topic_bytes < 1000)) "the topic holds data ($topic_bytes bytes)"
+kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -e -q -f '%s' 2>/dev/null | grep -qaF -- "$marker"
+isnt $? 0 "the marker is nowhere in plaintext on $prefix.wal"
+
+# A segment completed just before a fast shutdown is still archived in the
+# archiver's last cycle when Kafka is up.
+segment="$(switch_wal)"
+as_pg "$BK_PGBIN/pg_ctl" -D "$BK_PGDATA" -m fast -w -t 60 stop >"$dir/stop.log" 2>&1
+ok $? "pg_ctl -m fast stop right after a WAL switch" || diag "$(cat "$dir/stop.log")"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+isnt $? 0 "$segment was archived in the archiver's last cycle (no .ready left)"
+"$SERVICES" start pg >"$dir/start.log" 2>&1
+ok $? "PostgreSQL starts again" || diag "$(cat "$dir/start.log")"
+archived_at_least "$segment"
+ok $? "pg_stat_archiver (kept across the clean shutdown) agrees"
+
+# ------------------------------------------------------------------ (b) Kafka unreachable
+archiver_pid="$(qp -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")"
+failed_before="$(qp -c "SELECT failed_count FROM pg_stat_archiver")"
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.kafka_brokers = '127.0.0.1:1'" >/dev/null
+reload_until bk.kafka_brokers 127.0.0.1:1
+segment="$(switch_wal)"
+wait_for 60 "three failed attempts at $segment" \
+    log_has "$log_start" "archiving write-ahead log file \"$segment\" failed too many times"
+ok $? "with Kafka unreachable, archiving $segment fails (three attempts)"
+warnings="$(log_since "$log_start" | grep -F "WARNING:  bk: could not archive \"$segment\"")"
+is "$(grep -c . <<<"$warnings")" 3 "each failed attempt is one WARNING naming the file"
+first="$(log_epoch "$(sed -n 1p <<<"$warnings")")"
+second="$(log_epoch "$(sed -n 2p <<<"$warnings")")"
+# PostgreSQL waits 1 s between attempts; the rest is our attempt.
+attempt_ms=$((second - first - 1000))
+ok $((attempt_ms > (KAFKA_TIMEOUT_S + 3) * 1000 || attempt_ms < KAFKA_TIMEOUT_S * 1000 - 500)) \
+    "an attempt gives up after bk.kafka_timeout = ${KAFKA_TIMEOUT_S}s, plus slack (took $attempt_ms ms)"
+like "$(log_since "$log_start" | grep -A1 -F "could not archive \"$segment\"" | grep DETAIL | head -n 1)" \
+    'DETAIL:  Kafka did not acknowledge .* Message timed out' "the DETAIL says Kafka did not acknowledge"
+like "$(log_since "$log_start" | grep -A2 -F "could not archive \"$segment\"" | grep HINT | head -n 1)" \
+    'HINT:  .*Check that Kafka is up and reachable' "the HINT says what to do"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "PostgreSQL keeps $segment.ready"
+test -f "$BK_PGDATA/pg_wal/$segment"
+ok $? "and the segment itself"
+is "$(log_since "$log_start" | grep -cE 'FATAL|PANIC|archiver process .* exited')" 0 \
+    "no FATAL, no archiver exit in the log"
+is "$(qp -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")" "$archiver_pid" \
+    "the archiver is the same process (pid $archiver_pid): no restart loop"
+ok "$(($(qp -c "SELECT failed_count FROM pg_stat_archiver") > failed_before ? 0 : 1))" \
+    "pg_stat_archiver counts the failures"
+is "$(status last_failed_file)" "$segment" "bk_status().last_failed_file is $segment"
+
+# ------------------------------------------------------------------ (c) fast shutdown with Kafka down
+switch_wal >/dev/null
+switch_wal >/dev/null
+backlog="$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')"
+ok $((backlog >= 3 ? 0 : 1)) "a backlog of $backlog segments while Kafka is unreachable"
+log_start="$(log_size)"
+t0="$(now_ms)"
+as_pg "$BK_PGBIN/pg_ctl" -D "$BK_PGDATA" -m fast -w -t 60 stop >"$dir/stop.log" 2>&1
+ok $? "pg_ctl -m fast stop succeeds" || diag "$(cat "$dir/stop.log")"
+stop_ms=$(($(now_ms) - t0))
+ok $((stop_ms < 15000 ? 0 : 1)) "fast shutdown with Kafka unreachable took $stop_ms ms (< 15 s)"
+note "fast shutdown with Kafka unreachable and $backlog segments of backlog: $stop_ms ms"
+is "$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')" "$backlog" \
+    "every .ready file survives the shutdown"
+"$SERVICES" start pg >"$dir/start.log" 2>&1
+ok $? "PostgreSQL starts again" || diag "$(cat "$dir/start.log")"
+
+qp -c "ALTER SYSTEM RESET bk.kafka_brokers" >/dev/null
+reload_until bk.kafka_brokers "$BK_KAFKA_BROKERS"
+wait_for 90 "backlog drained" no_backlog
+ok $? "with Kafka back, the backlog drains"
+wait_for 10 "$segment archived" archived_at_least "$segment"
+ok $? "$segment is archived after all"
+
+# ------------------------------------------------------------------ (d) key files
+cp "$dir/bk.key" "$dir/private.key"
+chown postgres "$dir/private.key"
+chmod 600 "$dir/private.key"
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.key_file = '$dir/private.key'" >/dev/null
+reload_until bk.key_file "$dir/private.key"
+segment="$(switch_wal)"
+wait_for 30 "private key refused" log_has "$log_start" \
+    "holds a private key; a database host must hold only the public key"
+ok $? "a private key file is refused: a database host must hold only the public key"
+like "$(log_since "$log_start" | grep -A2 -F "could not archive \"$segment\"" | grep HINT | head -n 1)" \
+    "HINT:  Give the source \"$dir/private.key.pub\"" "the HINT points at the .pub"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "$segment is kept"
+is "$(status 'key_id IS NULL')" "t" "bk_status().key_id is NULL: no usable key"
+
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.key_file = '$dir/missing.pub'" >/dev/null
+reload_until bk.key_file "$dir/missing.pub"
+switch_wal >/dev/null
+wait_for 30 "missing key refused" log_has "$log_start" \
+    "DETAIL:  Could not open key file \"$dir/missing.pub\": No such file or directory."
+ok $? "a missing key file is reported with its path"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "$segment is still kept"
+
+qp -c "ALTER SYSTEM RESET bk.key_file" >/dev/null
+reload_until bk.key_file "$dir/bk.key.pub"
+wait_for 90 "backlog drained" no_backlog
+ok $? "with the public key back, the backlog drains"
+
+# Rotation in place: a new public key written over the same file (same path,
+# same inode) is picked up without a reload.
+new_key_id="$("$BK" keygen --out "$dir/new.key" 2>/dev/null)"
+cp "$dir/bk.key.pub" "$dir/old.key.pub"
+cat "$dir/new.key.pub" >"$dir/bk.key.pub"
+segment="$(switch_wal)"
+wait_for 60 "$segment archived" archived_at_least "$segment"
+like "$(wal_headers | grep -F "bk-object=$segment," | head -n 1)" "bk-key-id=$new_key_id," \
+    "a key file rewritten in place is reloaded: $segment is sealed to key $new_key_id"
+is "$(status key_id)" "$new_key_id" "bk_status() reports the new key id"
+cat "$dir/old.key.pub" >"$dir/bk.key.pub"
+
+# ------------------------------------------------------------------ (e) target RPO
+qp -c "ALTER SYSTEM SET bk.target_rpo = '${TARGET_RPO_S}s'" >/dev/null
+reload_until bk.target_rpo "${TARGET_RPO_S}s"
+is "$(qp -c 'SHOW archive_timeout')" "0" "archive_timeout is off"
+rpo_settled() { [[ "$(status "backlog = 0 AND current_rpo = interval '0'")" == t ]]; }
+wait_for 30 "nothing pending" rpo_settled
+ok $? "idle and fully archived: current_rpo is 0"
+forced_before="$(status forced_switches)"
+t0="$(now_ms)"
+segment="$(q -c "INSERT INTO bk_marker VALUES ('rpo')" \
+    -c "SELECT pg_walfile_name(pg_current_wal_lsn())")"
+wait_for $((TARGET_RPO_S + 1)) "$segment archived" archived_at_least "$segment"
+ok $? "a lone INSERT on an idle server is archived within $((TARGET_RPO_S + 1)) s"
+rpo_ms=$(($(now_ms) - t0))
+note "bk.target_rpo = ${TARGET_RPO_S}s: INSERT to archived in $rpo_ms ms"
+ok $(($(status forced_switches) > forced_before ? 0 : 1)) "by a forced WAL switch"
+# Watch an idle server for 10 s: one more switch may come (a checkpoint
+# record, say), a switch every 3 s would be a bug.
+forced_idle="$(status forced_switches)"
+idle_until=$(($(now_ms) + 10000))
+while (($(now_ms) < idle_until)) && (($(status forced_switches) <= forced_idle + 1)); do
+    sleep 0.5
+done
+forced_after="$(status forced_switches)"
+ok $((forced_after <= forced_idle + 1 ? 0 : 1)) \
+    "an idle server is not switched again and again (forced_switches $forced_idle -> $forced_after in 10 s)"
+is "$(status "current_rpo < target_rpo")" "t" "current_rpo is below target_rpo"
+qp -c "ALTER SYSTEM RESET bk.target_rpo" >/dev/null
+reload_until bk.target_rpo 0
+
+# ------------------------------------------------------------------ (f) bk.wait_for = repository
+qp -c "ALTER SYSTEM SET bk.wait_for = 'repository'" \
+    -c "ALTER SYSTEM SET bk.repository_timeout = '30s'" >/dev/null
+reload_until bk.repository_timeout 30s
+segment="$(switch_wal)"
+attempt_of() {
+    wal_headers | grep -F "bk-object=$1," | grep -F 'bk-chunk-index=0,' |
+        grep -o 'bk-attempt=[0-9a-f]*' | tail -n 1 | cut -d= -f2
+}
+has_attempt() { [[ -n "$(attempt_of "$1")" ]]; }
+wait_for 30 "chunks of $segment" has_attempt "$segment"
+attempt="$(attempt_of "$segment")"
+like "$attempt" '^[0-9a-f]{32}$' "the archiver produced $segment (attempt $attempt)"
+archived_at_least "$segment"
+isnt $? 0 "not archived yet: it waits for the shipper"
+audit() { kcat -P -b "$BK_KAFKA_BROKERS" -t "$prefix.audit" -k "$sysid" 2>/dev/null; }
+printf '%s\n' 'not json at all' \
+    "{\"event\":\"archived\",\"source\":\"$sysid\",\"kind\":\"wal\",\"object\":\"$segment\",\"attempt\":\"00000000000000000000000000000000\"}" \
+    "{\"event\":\"archived\",\"source\":\"$sysid\",\"kind\":\"wal\",\"object\":\"000000010000000000000001\",\"attempt\":\"$attempt\"}" | audit
+sleep_until_ms=$(($(now_ms) + 2000))
+not_archived_for_2s() { ! archived_at_least "$segment" && (($(now_ms) >= sleep_until_ms)); }
+wait_for 5 "2 s without archiving" not_archived_for_2s
+ok $? "garbage, another attempt's event and another object's event do not confirm it"
+printf '%s\n' "{\"event\":\"archived\",\"source\":\"$sysid\",\"kind\":\"wal\",\"object\":\"$segment\",\"attempt\":\"$attempt\",\"meta\":{\"type\":\"segment\"}}" | audit
+wait_for 15 "$segment archived" archived_at_least "$segment"
+ok $? "the shipper's event for this attempt confirms it: PostgreSQL reports it archived"
+
+# A conflicting copy is durable too (the shipper keeps both), but loudly so.
+log_start="$(log_size)"
+segment="$(switch_wal)"
+wait_for 30 "chunks of $segment" has_attempt "$segment"
+attempt="$(attempt_of "$segment")"
+printf '%s\n' "{\"event\":\"conflict\",\"source\":\"$sysid\",\"kind\":\"wal\",\"object\":\"$segment\",\"attempt\":\"$attempt\"}" | audit
+wait_for 15 "$segment archived" archived_at_least "$segment"
+ok $? "a conflict event for this attempt confirms it too: both copies are in the repository"
+wait_for 10 "conflict warning" log_has "$log_start" "is in the repository only as a conflicting copy"
+ok $? "and the server log warns that another server archives onto this source id"
+
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.repository_timeout = '2s'" >/dev/null
+reload_until bk.repository_timeout 2s
+segment="$(switch_wal)"
+wait_for 30 "no confirmation" log_has "$log_start" "but the shipper did not confirm it on topic \"$prefix.audit\""
+ok $? "without the shipper's event the attempt fails after bk.repository_timeout"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "$segment is kept"
+qp -c "ALTER SYSTEM RESET bk.wait_for" -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null
+reload_until bk.wait_for kafka
+wait_for 90 "backlog drained" no_backlog
+ok $? "with bk.wait_for = kafka again, the backlog drains"
+
+# ------------------------------------------------------------------ (g) not configured
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.kafka_brokers = ''" >/dev/null
+reload_until bk.kafka_brokers ""
+segment="$(switch_wal)"
+wait_for 30 "not configured" log_has "$log_start" \
+    "archive_mode enabled, yet archiving is not configured"
+ok $? "without bk.kafka_brokers PostgreSQL says archiving is not configured"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "$segment is kept"
+qp -c "ALTER SYSTEM RESET bk.kafka_brokers" >/dev/null
+reload_until bk.kafka_brokers "$BK_KAFKA_BROKERS"
+wait_for 90 "backlog drained" no_backlog
+ok $? "configured again, the backlog drains"
+
+# ------------------------------------------------------------------ (h) archive_library only
+as_pg sed -i '/^shared_preload_libraries/d' "$CONF"
+"$SERVICES" restart pg >"$dir/restart.log" 2>&1
+ok $? "PostgreSQL restarts with bk as archive_library only" ||
+    diag "$(cat "$dir/restart.log")"
+segment="$(switch_wal)"
+wait_for 60 "$segment archived" archived_at_least "$segment"
+ok $? "the archive module works without shared_preload_libraries"
+like "$(wal_headers | grep -cF "bk-object=$segment,")" '^[1-9]' "$segment is on $prefix.wal"
+out="$(q -c "SELECT * FROM bk_status()" 2>&1)"
+like "$out" 'ERROR:  bk status is not available' "bk_status() says the status is not available"
+like "$out" 'HINT:  Add bk to shared_preload_libraries and restart the server\.' \
+    "and how to get it"
+
+# ------------------------------------------------------------------ the log
+is "$(log_since "$log_start_all" | grep -cE 'TRAP:|PANIC|terminated by signal|exited with exit code [^01]')" 0 \
+    "no assertion failure, PANIC or crash in the server log"
+
+done_testing

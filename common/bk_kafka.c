@@ -469,30 +469,41 @@ typedef struct OutMessage
 	const void *value;
 	size_t len;
 	rd_kafka_headers_t *headers;
-	const char *description; /* "chunk 3 of \"name\"", for errors */
+	const char *description; /* "chunk 3 of 16 of \"name\"", for errors */
+	const char *object;      /* "\"name\"", or NULL for a single message */
 } OutMessage;
 
 typedef bool (*NextMessageFn)(void *arg, OutMessage *out, bool *end,
 							  BkError *err);
 
-/* Describe the current failure into err, naming what failed. */
+/*
+ * send_failure
+ *		Describe the current failure into err, naming the message that
+ *		failed: for an object, the first chunk whose delivery failed.
+ */
 static bool
-send_failure(BkProducer *producer, const char *topic, const char *what,
+send_failure(BkProducer *producer, const char *topic, const char *object,
 			 BkError *err)
 {
+	char failed[BK_OBJECT_NAME_MAX + 64];
+
+	if (object != NULL)
+		snprintf(failed, sizeof(failed), "chunk %" PRIu32 " of %s",
+				 producer->first_error_chunk, object);
+	else
+		bk_strlcpy(failed, "the message", sizeof(failed));
 	if (producer->fatal)
 		return bk_error_set(err, BK_ERR_KAFKA,
 							"Kafka producer failed fatally while sending %s to "
 							"topic \"%s\": %s",
-							what, topic, producer->fatal_text);
+							object ? object : "the message", topic,
+							producer->fatal_text);
 	bk_error_set(err,
 				 producer->first_error == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT
 					 ? BK_ERR_TIMEOUT
 					 : BK_ERR_KAFKA,
-				 "Kafka did not acknowledge %s (chunk %" PRIu32
-				 ") on topic \"%s\": %s%s%s",
-				 what, producer->first_error_chunk, topic,
-				 rd_kafka_err2str(producer->first_error),
+				 "Kafka did not acknowledge %s on topic \"%s\": %s%s%s", failed,
+				 topic, rd_kafka_err2str(producer->first_error),
 				 producer->last_broker_error[0] ? "; last broker error: " : "",
 				 producer->last_broker_error);
 	if (producer->first_error == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
@@ -518,6 +529,8 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 {
 	int64_t start = bk_monotonic_ms();
 	char what[BK_OBJECT_NAME_MAX + 64] = "the message";
+	char object[BK_OBJECT_NAME_MAX + 8] = "";
+	bool chunked = false;
 	OutMessage out;
 	bool end = false;
 
@@ -548,6 +561,11 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 		if (end)
 			break;
 		bk_strlcpy(what, out.description, sizeof(what));
+		if (out.object != NULL)
+		{
+			bk_strlcpy(object, out.object, sizeof(object));
+			chunked = true;
+		}
 		if (out.len + key_len + BK_KAFKA_MESSAGE_OVERHEAD / 2 >
 			producer->message_max)
 		{
@@ -574,7 +592,7 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 			{
 				if (out.headers)
 					rd_kafka_headers_destroy(out.headers);
-				send_failure(producer, topic, what, err);
+				send_failure(producer, topic, chunked ? object : NULL, err);
 				goto abandon;
 			}
 			/* Bound memory: wait for acknowledgements before queueing more. */
@@ -623,7 +641,7 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 		}
 		if (producer->fatal)
 		{
-			send_failure(producer, topic, what, err);
+			send_failure(producer, topic, chunked ? object : NULL, err);
 			goto abandon;
 		}
 		if (bk_monotonic_ms() - producer->last_progress_ms >
@@ -642,7 +660,7 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 	}
 	if (producer->failed > 0)
 	{
-		send_failure(producer, topic, what, err);
+		send_failure(producer, topic, chunked ? object : NULL, err);
 		goto abandon;
 	}
 	if (stats != NULL)
@@ -676,6 +694,7 @@ typedef struct FrameSource
 	void *arg;
 	uint64_t bytes;
 	char description[BK_OBJECT_NAME_MAX + 64];
+	char object[BK_OBJECT_NAME_MAX + 8];
 } FrameSource;
 
 static bool
@@ -699,7 +718,10 @@ next_frame_message(void *arg, OutMessage *out, bool *end, BkError *err)
 	out->value = frame;
 	out->len = len;
 	out->headers = bk_frame_headers(&info);
+	snprintf(source->object, sizeof(source->object), "\"%.*s\"",
+			 (int) info.name_len, info.name);
 	out->description = source->description;
+	out->object = source->object;
 	source->bytes += len;
 	return true;
 }
@@ -742,6 +764,7 @@ next_single_message(void *arg, OutMessage *out, bool *end, BkError *err)
 	out->len = single->len;
 	out->headers = NULL;
 	out->description = "the message";
+	out->object = NULL;
 	return true;
 }
 

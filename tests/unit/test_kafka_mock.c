@@ -225,7 +225,9 @@ test_permanent_error_reported(void **state)
 	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
 										 &source, NULL, NULL, NULL, &err));
 	assert_int_equal(err.code, BK_ERR_KAFKA);
-	assert_error_contains(&err, "chunk 0 of 1 of \"000000010000000000000001\"");
+	assert_error_contains(&err,
+						  "Kafka did not acknowledge chunk 0 of "
+						  "\"000000010000000000000001\" on topic \"bk.wal\"");
 	assert_error_contains(&err, "Topic authorization failed");
 	source_end(&source);
 	bk_producer_free(producer);

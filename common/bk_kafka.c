@@ -57,6 +57,16 @@ struct BkProducer
 	bool fatal;
 	char fatal_text[512];
 	char last_broker_error[512];
+
+	/* The batch being sent (one object, or many: bk_producer_batch_*). */
+	bool batch_open;
+	uint32_t batch_objects;
+	int64_t batch_start_ms;
+	char batch_topic[256];
+	char what[BK_OBJECT_NAME_MAX + 64];  /* the message being queued */
+	char object[BK_OBJECT_NAME_MAX + 8]; /* its object, quoted */
+	bool chunked;                        /* object messages, not single */
+	char first_error_key[BK_OBJECT_NAME_MAX + BK_SOURCE_ID_MAX + 2];
 };
 
 size_t
@@ -248,8 +258,22 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	{
 		if (producer->failed++ == 0)
 		{
+			size_t key_len =
+				msg->key_len < sizeof(producer->first_error_key) - 1
+					? msg->key_len
+					: sizeof(producer->first_error_key) - 1;
+
 			producer->first_error = msg->err;
 			producer->first_error_chunk = (uint32_t) tag;
+			/* Keys are source ids and object names: printable ASCII. */
+			for (size_t pos = 0; pos < key_len; pos++)
+			{
+				char c = ((const char *) msg->key)[pos];
+
+				producer->first_error_key[pos] =
+					c >= 0x20 && c < 0x7f ? c : '?';
+			}
+			producer->first_error_key[key_len] = '\0';
 		}
 		return;
 	}
@@ -479,25 +503,31 @@ typedef bool (*NextMessageFn)(void *arg, OutMessage *out, bool *end,
 /*
  * send_failure
  *		Describe the current failure into err, naming the message that
- *		failed: for an object, the first chunk whose delivery failed.
+ *		failed: for one object, the first chunk whose delivery failed; in a
+ *		batch of several objects, the key of that chunk.
  */
 static bool
-send_failure(BkProducer *producer, const char *topic, const char *object,
-			 BkError *err)
+send_failure(BkProducer *producer, BkError *err)
 {
-	char failed[BK_OBJECT_NAME_MAX + 64];
+	char failed[BK_OBJECT_NAME_MAX + BK_SOURCE_ID_MAX + 64];
+	const char *topic = producer->batch_topic;
 
-	if (object != NULL)
+	if (producer->chunked && producer->batch_objects > 1)
+		snprintf(failed, sizeof(failed),
+				 "a chunk of the object with key \"%s\"",
+				 producer->first_error_key);
+	else if (producer->chunked)
 		snprintf(failed, sizeof(failed), "chunk %" PRIu32 " of %s",
-				 producer->first_error_chunk, object);
+				 producer->first_error_chunk, producer->object);
 	else
 		bk_strlcpy(failed, "the message", sizeof(failed));
 	if (producer->fatal)
 		return bk_error_set(err, BK_ERR_KAFKA,
 							"Kafka producer failed fatally while sending %s to "
 							"topic \"%s\": %s",
-							object ? object : "the message", topic,
-							producer->fatal_text);
+							producer->chunked ? producer->object
+											  : "the message",
+							topic, producer->fatal_text);
 	bk_error_set(err,
 				 producer->first_error == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT
 					 ? BK_ERR_TIMEOUT
@@ -521,19 +551,31 @@ send_failure(BkProducer *producer, const char *topic, const char *object,
 	return false;
 }
 
-static bool
-produce_and_wait(BkProducer *producer, const char *topic, const char *key,
-				 size_t key_len, NextMessageFn next, void *next_arg,
-				 BkInterruptFn interrupted, void *interrupt_arg,
-				 BkSendStats *stats, BkError *err)
+/*
+ * batch_abandon
+ *		Give up the batch: purge what is queued or in flight, serve the
+ *		reports briefly, and destroy the handle (see the file header).
+ */
+static void
+batch_abandon(BkProducer *producer)
 {
-	int64_t start = bk_monotonic_ms();
-	char what[BK_OBJECT_NAME_MAX + 64] = "the message";
-	char object[BK_OBJECT_NAME_MAX + 8] = "";
-	bool chunked = false;
-	OutMessage out;
-	bool end = false;
+	int64_t drain_until = bk_monotonic_ms() + PRODUCER_DRAIN_MS;
 
+	if (producer->rk != NULL)
+	{
+		rd_kafka_purge(producer->rk,
+					   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		while (producer->acked + producer->failed < producer->produced &&
+			   bk_monotonic_ms() < drain_until)
+			rd_kafka_poll(producer->rk, 10);
+	}
+	producer_disconnect(producer);
+	producer->batch_open = false;
+}
+
+bool
+bk_producer_batch_begin(BkProducer *producer, BkError *err)
+{
 	/* A handle in a fatal state can never send again: replace it first. */
 	if (producer->rk != NULL && rd_kafka_fatal_error(producer->rk, NULL, 0) !=
 									RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -546,11 +588,38 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 	producer->failed = 0;
 	producer->inflight_bytes = 0;
 	producer->first_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+	producer->first_error_key[0] = '\0';
 	producer->first_offset = -1;
 	producer->last_offset = -1;
 	producer->partition = -1;
-	producer->last_progress_ms = start;
+	producer->batch_start_ms = bk_monotonic_ms();
+	producer->last_progress_ms = producer->batch_start_ms;
+	producer->batch_objects = 0;
+	producer->batch_topic[0] = '\0';
+	bk_strlcpy(producer->what, "the message", sizeof(producer->what));
+	producer->object[0] = '\0';
+	producer->chunked = false;
+	producer->batch_open = true;
+	return true;
+}
 
+/*
+ * batch_produce
+ *		Queue every message next yields, within the memory window; fails
+ *		(and abandons the batch) as soon as anything in the batch failed.
+ */
+static bool
+batch_produce(BkProducer *producer, const char *topic, const char *key,
+			  size_t key_len, NextMessageFn next, void *next_arg,
+			  BkInterruptFn interrupted, void *interrupt_arg, BkError *err)
+{
+	OutMessage out;
+	bool end = false;
+
+	if (!producer->batch_open)
+		return bk_error_set(err, BK_ERR_INTERNAL, "no Kafka batch is open");
+	bk_strlcpy(producer->batch_topic, topic, sizeof(producer->batch_topic));
+	producer->batch_objects++;
 	for (;;)
 	{
 		rd_kafka_resp_err_t kerr;
@@ -560,11 +629,11 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 			goto abandon;
 		if (end)
 			break;
-		bk_strlcpy(what, out.description, sizeof(what));
+		bk_strlcpy(producer->what, out.description, sizeof(producer->what));
 		if (out.object != NULL)
 		{
-			bk_strlcpy(object, out.object, sizeof(object));
-			chunked = true;
+			bk_strlcpy(producer->object, out.object, sizeof(producer->object));
+			producer->chunked = true;
 		}
 		if (out.len + key_len + BK_KAFKA_MESSAGE_OVERHEAD / 2 >
 			producer->message_max)
@@ -573,8 +642,8 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 				rd_kafka_headers_destroy(out.headers);
 			bk_error_set(
 				err, BK_ERR_INTERNAL,
-				"%s is %zu bytes, larger than message.max.bytes allows", what,
-				out.len);
+				"%s is %zu bytes, larger than message.max.bytes allows",
+				producer->what, out.len);
 			goto abandon;
 		}
 		tag = ((uintptr_t) producer->generation << 32) | producer->produced;
@@ -585,14 +654,15 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 				if (out.headers)
 					rd_kafka_headers_destroy(out.headers);
 				bk_error_set(err, BK_ERR_INTERRUPTED,
-							 "sending %s to Kafka was interrupted", what);
+							 "sending %s to Kafka was interrupted",
+							 producer->what);
 				goto abandon;
 			}
 			if (producer->failed > 0 || producer->fatal)
 			{
 				if (out.headers)
 					rd_kafka_headers_destroy(out.headers);
-				send_failure(producer, topic, chunked ? object : NULL, err);
+				send_failure(producer, err);
 				goto abandon;
 			}
 			/* Bound memory: wait for acknowledgements before queueing more. */
@@ -621,27 +691,39 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 			if (out.headers)
 				rd_kafka_headers_destroy(out.headers);
 			bk_error_set(err, BK_ERR_KAFKA,
-						 "could not queue %s for topic \"%s\": %s", what, topic,
-						 rd_kafka_err2str(kerr));
+						 "could not queue %s for topic \"%s\": %s",
+						 producer->what, topic, rd_kafka_err2str(kerr));
 			goto abandon;
 		}
 		producer->produced++;
 		producer->inflight_bytes += out.len + key_len;
 		rd_kafka_poll(producer->rk, 0);
 	}
+	return true;
 
+abandon:
+	batch_abandon(producer);
+	return false;
+}
+
+bool
+bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
+					   void *interrupt_arg, BkSendStats *stats, BkError *err)
+{
+	if (!producer->batch_open)
+		return bk_error_set(err, BK_ERR_INTERNAL, "no Kafka batch is open");
 	while (producer->acked + producer->failed < producer->produced)
 	{
 		if (interrupted != NULL && interrupted(interrupt_arg))
 		{
 			bk_error_set(err, BK_ERR_INTERRUPTED,
 						 "waiting for Kafka to acknowledge %s was interrupted",
-						 what);
+						 producer->what);
 			goto abandon;
 		}
 		if (producer->fatal)
 		{
-			send_failure(producer, topic, chunked ? object : NULL, err);
+			send_failure(producer, err);
 			goto abandon;
 		}
 		if (bk_monotonic_ms() - producer->last_progress_ms >
@@ -651,7 +733,7 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 				err, BK_ERR_TIMEOUT,
 				"no delivery report from Kafka for %s on topic \"%s\" "
 				"within %d ms%s%s",
-				what, topic, producer->timeout_ms,
+				producer->what, producer->batch_topic, producer->timeout_ms,
 				producer->last_broker_error[0] ? "; last broker error: " : "",
 				producer->last_broker_error);
 			goto abandon;
@@ -660,30 +742,22 @@ produce_and_wait(BkProducer *producer, const char *topic, const char *key,
 	}
 	if (producer->failed > 0)
 	{
-		send_failure(producer, topic, chunked ? object : NULL, err);
+		send_failure(producer, err);
 		goto abandon;
 	}
 	if (stats != NULL)
 	{
 		stats->messages = producer->acked;
-		stats->elapsed_ms = bk_monotonic_ms() - start;
+		stats->elapsed_ms = bk_monotonic_ms() - producer->batch_start_ms;
 		stats->partition = producer->partition;
 		stats->first_offset = producer->first_offset;
 		stats->last_offset = producer->last_offset;
 	}
+	producer->batch_open = false;
 	return true;
 
 abandon:
-{
-	int64_t drain_until = bk_monotonic_ms() + PRODUCER_DRAIN_MS;
-
-	rd_kafka_purge(producer->rk,
-				   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-	while (producer->acked + producer->failed < producer->produced &&
-		   bk_monotonic_ms() < drain_until)
-		rd_kafka_poll(producer->rk, 10);
-}
-	producer_disconnect(producer);
+	batch_abandon(producer);
 	return false;
 }
 
@@ -734,11 +808,30 @@ bk_producer_send_object(BkProducer *producer, const char *topic,
 {
 	FrameSource source = {.next = next, .arg = next_arg};
 
-	if (!produce_and_wait(producer, topic, key, key_len, next_frame_message,
-						  &source, interrupted, interrupt_arg, stats, err))
+	if (!bk_producer_batch_begin(producer, err) ||
+		!batch_produce(producer, topic, key, key_len, next_frame_message,
+					   &source, interrupted, interrupt_arg, err) ||
+		!bk_producer_batch_wait(producer, interrupted, interrupt_arg, stats,
+								err))
 		return false;
 	if (stats != NULL)
 		stats->bytes = source.bytes;
+	return true;
+}
+
+bool
+bk_producer_batch_add(BkProducer *producer, const char *topic, const char *key,
+					  size_t key_len, BkNextFrameFn next, void *next_arg,
+					  BkInterruptFn interrupted, void *interrupt_arg,
+					  uint64_t *bytes, BkError *err)
+{
+	FrameSource source = {.next = next, .arg = next_arg};
+
+	if (!batch_produce(producer, topic, key, key_len, next_frame_message,
+					   &source, interrupted, interrupt_arg, err))
+		return false;
+	if (bytes != NULL)
+		*bytes = source.bytes;
 	return true;
 }
 
@@ -776,9 +869,12 @@ bk_producer_send_message(BkProducer *producer, const char *topic,
 {
 	SingleMessage single = {.value = value, .len = len};
 
-	return produce_and_wait(producer, topic, key, key ? strlen(key) : 0,
-							next_single_message, &single, interrupted,
-							interrupt_arg, NULL, err);
+	return bk_producer_batch_begin(producer, err) &&
+		   batch_produce(producer, topic, key, key ? strlen(key) : 0,
+						 next_single_message, &single, interrupted,
+						 interrupt_arg, err) &&
+		   bk_producer_batch_wait(producer, interrupted, interrupt_arg, NULL,
+								  err);
 }
 
 static void

@@ -146,6 +146,27 @@ extern bool bk_producer_send_object(BkProducer *producer, const char *topic,
 									void *interrupt_arg, BkSendStats *stats,
 									BkError *err);
 
+/*
+ * Batches: many objects queued back to back, then one wait for all of them,
+ * so a snapshot of thousands of small files does not pay a broker round
+ * trip per file.  The same guarantees as bk_producer_send_object hold for the
+ * batch as a whole: batch_wait returns true only when every chunk of every
+ * object was acknowledged; any failure fails (and purges) the whole batch,
+ * and memory stays bounded by the in-flight window.  Objects added to a
+ * batch must not depend on each other being acknowledged.
+ */
+extern bool bk_producer_batch_begin(BkProducer *producer, BkError *err);
+extern bool bk_producer_batch_add(BkProducer *producer, const char *topic,
+								  const char *key, size_t key_len,
+								  BkNextFrameFn next, void *next_arg,
+								  BkInterruptFn interrupted,
+								  void *interrupt_arg, uint64_t *bytes,
+								  BkError *err);
+extern bool bk_producer_batch_wait(BkProducer *producer,
+								   BkInterruptFn interrupted,
+								   void *interrupt_arg, BkSendStats *stats,
+								   BkError *err);
+
 /* Produce one plain message (an audit event) and wait for its acknowledgement. */
 extern bool bk_producer_send_message(BkProducer *producer, const char *topic,
 									 const char *key, const void *value,

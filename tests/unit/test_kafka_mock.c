@@ -330,6 +330,53 @@ test_configuration_checks(void **state)
 	assert_error_contains(&err, "no Kafka brokers configured");
 }
 
+/* A batch: several objects, one wait; a failure fails it and names the key. */
+static void
+test_batch(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	EncodeSource sources[3];
+	BkSendStats stats;
+	BkError err;
+	uint64_t bytes;
+
+	assert_non_null(producer);
+	assert_true(bk_producer_batch_begin(producer, &err));
+	for (int idx = 0; idx < 3; idx++)
+	{
+		source_begin(&sources[idx], 100 * 1024);
+		if (!bk_producer_batch_add(producer, TOPIC, "src/obj", 7, next_frame,
+								   &sources[idx], NULL, NULL, &bytes, &err))
+			fail_msg("%s", err.message);
+		assert_true(bytes > 100 * 1024);
+	}
+	if (!bk_producer_batch_wait(producer, NULL, NULL, &stats, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(stats.messages, 6);
+	for (int idx = 0; idx < 3; idx++)
+		source_end(&sources[idx]);
+
+	/* The broker goes away mid-batch: the whole batch fails, clearly. */
+	rd_kafka_mock_broker_set_down(mock, 1);
+	assert_true(bk_producer_batch_begin(producer, &err));
+	for (int idx = 0; idx < 2; idx++)
+	{
+		source_begin(&sources[idx], 10 * 1024);
+		assert_true(bk_producer_batch_add(producer, TOPIC, "src/snap/base/1/1259",
+										  20, next_frame, &sources[idx], NULL,
+										  NULL, NULL, &err));
+	}
+	assert_false(bk_producer_batch_wait(producer, NULL, NULL, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_contains(&err, "a chunk of the object with key "
+								"\"src/snap/base/1/1259\"");
+	for (int idx = 0; idx < 2; idx++)
+		source_end(&sources[idx]);
+	rd_kafka_mock_broker_set_up(mock, 1);
+	bk_producer_free(producer);
+}
+
 /* Auditors see metadata in headers, never data. */
 static void
 test_frame_headers(void **state)
@@ -385,6 +432,7 @@ main(void)
 		cmocka_unit_test(test_fatal_error_recreates_handle),
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),
+		cmocka_unit_test(test_batch),
 		cmocka_unit_test(test_frame_headers),
 	};
 

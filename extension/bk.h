@@ -13,6 +13,8 @@
  *					audit event that says the object is in the repository
  *	 bk_status.c	SQL function bk_status()
  *	 bk_worker.c	background worker: RPO samples and bk.target_rpo
+ *	 bk_snapshot.c	bk_snapshot(): base backups taken by a background worker
+ *					and streamed to Kafka; progress and cancellation
  *
  * What the archiver, the worker and the backends share lives in one
  * spinlock-protected struct in shared memory.  It exists only when bk is in
@@ -29,6 +31,7 @@
 
 #include "bk_error.h"
 #include "bk_kafka.h"
+#include "bk_keys.h"
 
 /* Samples of the WAL position kept for the RPO: one per second, an hour. */
 #define BK_RPO_SAMPLES 3600
@@ -38,6 +41,52 @@
 
 /* Text of the last failure kept for bk_status(). */
 #define BK_FAILURE_LEN 512
+
+/* Snapshots known to shared memory: the running one and recent ones. */
+#define BK_SNAPSHOT_SLOTS 8
+#define BK_SNAPSHOT_ID_LEN 32
+#define BK_SNAPSHOT_LABEL_LEN 256
+
+typedef enum BkSnapshotState
+{
+	BK_SNAPSHOT_FREE,
+	BK_SNAPSHOT_STARTING,		/* requested, worker not yet running */
+	BK_SNAPSHOT_RUNNING,
+	BK_SNAPSHOT_COMPLETE,
+	BK_SNAPSHOT_FAILED,
+	BK_SNAPSHOT_CANCELLED
+} BkSnapshotState;
+
+/*
+ * One snapshot, as the requesting backend, the worker and the progress view
+ * see it.  The worker owns the progress fields; cancel_requested is the only
+ * field another process writes while it runs.
+ */
+typedef struct BkSnapshotSlot
+{
+	BkSnapshotState state;
+	char		id[BK_SNAPSHOT_ID_LEN];
+	char		kind[8];		/* full, diff, incr */
+	char		parent[BK_SNAPSHOT_ID_LEN];
+	char		label[BK_SNAPSHOT_LABEL_LEN];
+	bool		fast;
+	Oid			database;
+	int			pid;
+	bool		cancel_requested;
+	char		phase[32];
+	XLogRecPtr	start_lsn;
+	XLogRecPtr	stop_lsn;
+	TimestampTz requested_time;
+	TimestampTz start_time;
+	TimestampTz stop_time;
+	int64		files_total;
+	int64		files_done;
+	int64		bytes_total;
+	int64		bytes_read;
+	int64		bytes_sent;
+	int64		checksum_failures;
+	char		error[BK_FAILURE_LEN];
+} BkSnapshotSlot;
 
 /* Values of bk.wait_for. */
 typedef enum BkWaitFor
@@ -79,6 +128,9 @@ typedef struct BkSharedState
 	int rpo_next;  /* where the next sample goes */
 	int rpo_count; /* valid samples, at most BK_RPO_SAMPLES */
 	BkRpoSample rpo[BK_RPO_SAMPLES];
+
+	/* Written by bk_snapshot() and the snapshot workers. */
+	BkSnapshotSlot snapshots[BK_SNAPSHOT_SLOTS];
 } BkSharedState;
 
 /* The shared status; NULL unless bk is in shared_preload_libraries. */
@@ -105,6 +157,9 @@ extern int bk_sqlstate(BkErrorCode code);
 
 /* bk_archive.c */
 extern PGDLLEXPORT void _PG_archive_module_init(ArchiveModuleCallbacks *cb);
+extern void bk_source_kafka_settings(BkKafkaSettings *settings,
+									 const char *client_id);
+extern bool bk_source_key(const BkKey **key, BkError *err);
 
 /* bk_confirm.c */
 extern bool bk_confirm_prepare(const BkKafkaSettings *settings,
@@ -119,6 +174,9 @@ extern void bk_confirm_reset(void);
 extern void bk_kafka_log_collect(void *arg, int level, const char *facility,
 								 const char *message);
 extern void bk_kafka_log_flush(void);
+
+/* bk_snapshot.c */
+extern PGDLLEXPORT void bk_snapshot_worker_main(Datum main_arg);
 
 /* bk_worker.c */
 extern void bk_worker_register(void);

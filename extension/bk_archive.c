@@ -151,9 +151,7 @@ static void bk_archive_shutdown(void);
 static void bk_archiver_sigusr2(SIGNAL_ARGS);
 static bool bk_archive_file_internal(const char *file, const char *path,
 									 BkError *err);
-static void bk_kafka_settings(BkKafkaSettings *settings);
 static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
-static bool bk_ensure_key(BkError *err);
 static bool bk_ensure_encoder(BkError *err);
 static void bk_drop_library_state(void);
 static bool bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err);
@@ -330,8 +328,8 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	if (!bk_wal_file_parse(file, &wal, err))
 		return false;
 
-	bk_kafka_settings(&settings);
-	if (!bk_ensure_key(err) || !bk_ensure_encoder(err) ||
+	bk_source_kafka_settings(&settings, "bk-archiver");
+	if (!bk_source_key(NULL, err) || !bk_ensure_encoder(err) ||
 		!bk_ensure_producer(&settings, err))
 		return false;
 
@@ -413,16 +411,17 @@ fail:
 }
 
 /*
- * bk_kafka_settings
- *		The Kafka settings of the archiver, from the bk.* settings.
+ * bk_source_kafka_settings
+ *		The Kafka settings of this server's producers, from the bk.* settings
+ *		(the archiver's and the snapshot worker's).
  */
-static void
-bk_kafka_settings(BkKafkaSettings *settings)
+void
+bk_source_kafka_settings(BkKafkaSettings *settings, const char *client_id)
 {
 	memset(settings, 0, sizeof(*settings));
 	settings->brokers = bk_kafka_brokers;
 	settings->properties = bk_kafka_properties;
-	settings->client_id = "bk-archiver";
+	settings->client_id = client_id;
 	settings->timeout_ms = bk_kafka_timeout_ms;
 	settings->chunk_size = (uint32) bk_chunk_size;
 	settings->log_fn = bk_kafka_log_collect;
@@ -466,15 +465,16 @@ bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 }
 
 /*
- * bk_ensure_key
+ * bk_source_key
  *		The public key of bk.key_file, reloaded whenever the setting or the
- *		file (inode, size, modification time) changed.
+ *		file (inode, size, modification time) changed; *key (if not NULL)
+ *		points to it, valid until the next call.
  *
  * A file that cannot be loaded drops the key we had: the operator changed
  * it, so sealing to the old key would no longer be what they asked for.
  */
-static bool
-bk_ensure_key(BkError *err)
+bool
+bk_source_key(const BkKey **key, BkError *err)
 {
 	struct stat st;
 	bool have_stat;
@@ -488,7 +488,11 @@ bk_ensure_key(BkError *err)
 		st.st_size == keyring_stat.st_size &&
 		st.st_mtim.tv_sec == keyring_stat.st_mtim.tv_sec &&
 		st.st_mtim.tv_nsec == keyring_stat.st_mtim.tv_nsec)
+	{
+		if (key != NULL)
+			*key = &keyring->keys[0];
 		return true;
+	}
 
 	bk_keyring_free(keyring);
 	keyring = NULL;
@@ -516,10 +520,12 @@ bk_ensure_key(BkError *err)
 	bk_key_id_hex(keyring->keys[0].id, id_hex);
 	if (strcmp(id_hex, logged_key_id) != 0)
 	{
-		ereport(LOG, (errmsg("bk: archiving with public key %s from \"%s\"",
+		ereport(LOG, (errmsg("bk: sealing to public key %s from \"%s\"",
 							 id_hex, bk_key_file)));
 		strlcpy(logged_key_id, id_hex, sizeof(logged_key_id));
 	}
+	if (key != NULL)
+		*key = &keyring->keys[0];
 	return true;
 }
 

@@ -682,6 +682,15 @@ snap_run(SnapRun *run)
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
 		FlushErrorState();
+
+		/*
+		 * The cancel request (SIGINT) has done its work; left pending, it
+		 * would interrupt the bookkeeping below too (any ereport, even LOG,
+		 * checks for interrupts).  Recording the outcome must not be
+		 * interrupted either.
+		 */
+		QueryCancelPending = false;
+		HOLD_INTERRUPTS();
 		AbortOutOfAnyTransaction();
 		if (run->spool_fd >= 0)
 		{
@@ -692,10 +701,15 @@ snap_run(SnapRun *run)
 		ereport(cancelled ? LOG : WARNING,
 				(errmsg("bk: snapshot %s %s", run->id,
 						cancelled ? "cancelled" : "failed"),
-				 errdetail("%s", edata->message)));
+				 errdetail("%s", edata->message),
+				 get_backup_status() == SESSION_BACKUP_NONE
+					 ? errhint("Backup mode has ended; this snapshot will "
+							   "never be restorable.")
+					 : errhint("Backup mode is still active.")));
 		snap_finish_record(
 			run, cancelled ? BK_SNAPSHOT_CANCELLED : BK_SNAPSHOT_FAILED,
 			edata->message);
+		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
 	bk_producer_free(run->producer);

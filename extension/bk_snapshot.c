@@ -190,6 +190,7 @@ typedef struct PlainSource
 	uint64 file_len;
 	uint64 pos; /* plaintext bytes handed out so far */
 	uint64 total;
+	bool counts_as_read; /* the file part is data read (not the spool) */
 	/* Checksum verification of a relation file's pages, as they are read. */
 	bool verify;
 	BlockNumber segment_base;
@@ -1466,6 +1467,7 @@ snap_send_file(SnapRun *run, SnapEntry *entry)
 	{
 		source.file_len = (uint64) entry->size;
 		source.total = (uint64) entry->size;
+		source.counts_as_read = true;
 		source.verify = entry->checksummed;
 		snap_send_object(run, name.data, meta.data, &source, entry->path, true);
 		memcpy(digest, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
@@ -1794,8 +1796,11 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 				}
 			}
 		}
-		run->bytes_read += chunk_len - file_start;
-		snap_add_progress(run->slot, chunk_len - file_start, 0, 0);
+		if (source->counts_as_read)
+		{
+			run->bytes_read += chunk_len - file_start;
+			snap_add_progress(run->slot, chunk_len - file_start, 0, 0);
+		}
 	}
 	source->pos += chunk_len;
 	if (!bk_encoder_chunk(run->encoder, run->chunk_buffer, chunk_len, frame,

@@ -1,0 +1,67 @@
+--
+-- bk_snapshot(): the SQL surface of snapshots.
+--
+-- Run after bk.sql on the server tests/integration/extension.t prepares
+-- (bk preloaded, Kafka reachable, topics created).  Only deterministic
+-- properties are printed: ids, LSNs, times and sizes are compared.
+--
+
+CREATE EXTENSION IF NOT EXISTS bk;
+
+-- The functions, their arguments and their results.
+SELECT p.oid::regprocedure AS function, p.proretset, p.provolatile,
+       p.proisstrict, pg_get_function_arguments(p.oid) AS arguments
+FROM pg_proc p
+WHERE p.proname IN ('bk_snapshot', 'bk_snapshot_cancel', 'bk_snapshot_progress')
+ORDER BY 1;
+SELECT a.name, format_type(a.type, NULL) AS type
+FROM pg_proc p,
+     unnest(p.proargnames, p.proallargtypes, p.proargmodes)
+         WITH ORDINALITY AS a(name, type, mode, n)
+WHERE p.oid = 'bk_snapshot(text,text,boolean,boolean)'::regprocedure
+  AND a.mode = 'o'
+ORDER BY a.n;
+
+-- Nothing for PUBLIC; everything for bk_admin.
+SELECT f AS object,
+       has_function_privilege('public', f, 'execute') AS public_may,
+       has_function_privilege('bk_admin', f, 'execute') AS bk_admin_may
+FROM unnest(ARRAY['bk_snapshot(text,text,boolean,boolean)',
+                  'bk_snapshot_cancel(text)', 'bk_snapshot_progress()']) AS f;
+SELECT has_table_privilege('public', 'bk_snapshot_history', 'select') AS public_reads_history,
+       has_table_privilege('bk_admin', 'bk_snapshot_history', 'select') AS bk_admin_reads_history,
+       has_table_privilege('bk_admin', 'bk_snapshot_history', 'insert') AS bk_admin_writes_history,
+       has_table_privilege('public', 'bk_snapshot_progress', 'select') AS public_reads_progress;
+CREATE ROLE regress_bk_snap;
+SET ROLE regress_bk_snap;
+SELECT * FROM bk_snapshot();
+SELECT bk_snapshot_cancel('x');
+SELECT * FROM bk_snapshot_progress;
+RESET ROLE;
+DROP ROLE regress_bk_snap;
+
+-- Bad arguments are refused before anything starts.
+SELECT * FROM bk_snapshot('weekly');
+SELECT * FROM bk_snapshot('full', repeat('x', 300));
+SELECT * FROM bk_snapshot('full', E'two\nlines');
+SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
+
+-- A full snapshot, then an incremental one on top of it.
+SELECT snapshot_kind, parent_id IS NULL AS no_parent, state,
+       files > 0 AS has_files, bytes_read > 0 AS read_bytes,
+       bytes_sent > 0 AS sent_bytes, stop_lsn > start_lsn AS lsn_order,
+       stop_time >= start_time AS time_order, snapshot_label
+FROM bk_snapshot(label => 'regress full');
+CREATE TABLE bk_regress_new AS SELECT g FROM generate_series(1, 1000) g;
+SELECT s.snapshot_kind, s.parent_id = h.snapshot_id AS parent_is_last_full,
+       s.state, s.bytes_sent < h.bytes_sent AS sends_less
+FROM bk_snapshot('incr') s,
+     LATERAL (SELECT snapshot_id, bytes_sent FROM bk_snapshot_history
+              WHERE kind = 'full' AND state = 'complete'
+              ORDER BY start_time DESC LIMIT 1) h;
+SELECT kind, state, label, file_list LIKE '%PG_VERSION%' AS lists_files
+FROM bk_snapshot_history ORDER BY requested_time DESC LIMIT 2;
+SELECT kind, state, phase, files_done = files_total AS all_files,
+       bytes_read = bytes_total AS all_bytes, checksum_failures, error
+FROM bk_snapshot_progress ORDER BY start_time DESC LIMIT 2;
+DROP TABLE bk_regress_new;

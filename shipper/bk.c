@@ -26,6 +26,8 @@ static const BkCommand commands[] = {
 	{"wal-get", bk_cmd_wal_get, "restore one WAL file (restore_command)"},
 	{"list", bk_cmd_list, "show what the repository can restore"},
 	{"verify", bk_cmd_verify, "check the repository end to end"},
+	{"restore", bk_cmd_restore, "rebuild a data directory for recovery"},
+	{"expire", bk_cmd_expire, "remove snapshots and WAL beyond retention"},
 };
 
 static void

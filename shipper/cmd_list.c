@@ -4,7 +4,11 @@
  *		current it is.
  *
  * Everything comes from the repository itself (file names and frame
- * headers), so it needs no key and shows exactly what a restore would find.
+ * headers), so it needs no key and shows exactly what a restore would find:
+ * the archived WAL, each snapshot and whether it is restorable (and if not,
+ * why: incomplete, parent missing, WAL missing), the restorable window
+ * (from the oldest restorable snapshot's stop point to the end of the
+ * archived WAL) and the achieved RPO (the age of the newest archived WAL).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,11 +20,14 @@
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
+#include "snapshot_catalog.h"
 
 static const char *list_help =
 	"Usage: bk list [--config FILE] [--repo DIR] [--source S] [--json]\n\n"
 	"Shows, per source, the archived WAL (timelines, ranges, gaps, "
-	"conflicts)\nand how recent the newest archived WAL is.\n\n"
+	"conflicts), the\nsnapshots and whether each can be restored, the "
+	"restorable window, and the\nachieved RPO (the age of the newest "
+	"archived WAL).\n\n"
 	"  --source S        only this source\n" BK_COMMON_HELP;
 
 static json_t *
@@ -138,6 +145,113 @@ catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
 	}
 }
 
+static void
+format_bytes(uint64_t bytes, char *out, size_t out_len)
+{
+	static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+	double value = (double) bytes;
+	int unit = 0;
+
+	while (value >= 1024 && unit < 5)
+	{
+		value /= 1024;
+		unit++;
+	}
+	snprintf(out, out_len, unit == 0 ? "%.0f %s" : "%.1f %s", value,
+			 units[unit]);
+}
+
+static json_t *
+window_json(const BkSnapshotCatalog *catalog)
+{
+	char start[32];
+	char end[32];
+
+	if (!catalog->has_window)
+		return json_null();
+	bk_format_lsn(catalog->window_start_lsn, start, sizeof(start));
+	bk_format_lsn(catalog->window_end_lsn, end, sizeof(end));
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:I}", "from_snapshot",
+					 catalog->snapshots[catalog->window_snapshot].id,
+					 "start_lsn", start, "start_time",
+					 catalog->window_start_time, "end_lsn", end, "end_time",
+					 catalog->window_end_time, "end_timeline",
+					 (int) catalog->window_end_timeline, "missing_segments",
+					 (json_int_t) catalog->window_missing_segments);
+}
+
+static json_t *
+snapshots_json(const BkSnapshotCatalog *catalog)
+{
+	json_t *list = json_array();
+
+	for (int snapIdx = catalog->count - 1; snapIdx >= 0; snapIdx--)
+		json_array_append_new(list,
+							  bk_snapshot_json(&catalog->snapshots[snapIdx]));
+	return list;
+}
+
+static void
+snapshots_print(const BkSnapshotCatalog *catalog)
+{
+	if (catalog->count == 0)
+		printf("  snapshots: none\n");
+	else
+		printf("  snapshots (%d, newest first):\n", catalog->count);
+	for (int snapIdx = catalog->count - 1; snapIdx >= 0; snapIdx--)
+	{
+		const BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
+		char start[32];
+		char stop[32];
+		char size[32];
+
+		if (!snapshot->has_record)
+		{
+			printf("    %s  NOT restorable: incomplete: %s\n", snapshot->id,
+				   snapshot->reason);
+			continue;
+		}
+		bk_format_lsn(snapshot->start_lsn, start, sizeof(start));
+		bk_format_lsn(snapshot->stop_lsn, stop, sizeof(stop));
+		format_bytes(snapshot->bytes, size, sizeof(size));
+		printf("    %s  %s", snapshot->id, snapshot->kind);
+		if (snapshot->parent[0])
+			printf(" of %s", snapshot->parent);
+		printf("  start %s %s  stop %s %s  %" PRIu64 " files, %s  ", start,
+			   snapshot->start_time, stop, snapshot->stop_time, snapshot->files,
+			   size);
+		if (snapshot->restorable)
+			printf("restorable\n");
+		else
+			printf("NOT restorable: %s: %s\n",
+				   bk_snapshot_problem_name(snapshot->problem),
+				   snapshot->reason);
+	}
+	if (catalog->has_window)
+	{
+		char start[32];
+		char end[32];
+
+		bk_format_lsn(catalog->window_start_lsn, start, sizeof(start));
+		bk_format_lsn(catalog->window_end_lsn, end, sizeof(end));
+		printf("  restorable window: %s (%s, stop of %s) .. %s on timeline "
+			   "%" PRIu32 " (%s, newest WAL)",
+			   start, catalog->window_start_time,
+			   catalog->snapshots[catalog->window_snapshot].id, end,
+			   catalog->window_end_timeline, catalog->window_end_time);
+		if (catalog->window_missing_segments > 0)
+			printf(", %" PRIu64 " WAL segment%s MISSING inside",
+				   catalog->window_missing_segments,
+				   catalog->window_missing_segments == 1 ? "" : "s");
+		printf("\n");
+	}
+	else
+		printf("  restorable window: none (no restorable snapshot)\n");
+	if (catalog->has_rpo)
+		printf("  achieved RPO: %.0f s (age of the newest archived WAL)\n",
+			   catalog->rpo_seconds);
+}
+
 int
 bk_cmd_list(int argc, char **argv)
 {
@@ -201,18 +315,27 @@ bk_cmd_list(int argc, char **argv)
 		printf("repository %s holds no source yet\n", repo.root);
 	for (int sourceIdx = 0; sourceIdx < source_count; sourceIdx++)
 	{
-		BkWalCatalog catalog;
+		BkSnapshotCatalog catalog;
 
-		if (!bk_wal_catalog_load(&repo, sources[sourceIdx], &catalog, &err))
+		if (!bk_snapshot_catalog_load(&repo, sources[sourceIdx], &catalog,
+									  &err))
 			goto fail;
 		if (common.json)
-			json_array_append_new(json_object_get(result, "sources"),
-								  json_pack("{s:s, s:o}", "source",
-											sources[sourceIdx], "wal",
-											catalog_json(&catalog, now_ms)));
+			json_array_append_new(
+				json_object_get(result, "sources"),
+				json_pack("{s:s, s:o, s:o, s:o, s:o}", "source",
+						  sources[sourceIdx], "wal",
+						  catalog_json(&catalog.wal, now_ms), "snapshots",
+						  snapshots_json(&catalog), "restorable_window",
+						  window_json(&catalog), "rpo_seconds",
+						  catalog.has_rpo ? json_real(catalog.rpo_seconds)
+										  : json_null()));
 		else
-			catalog_print(&catalog, now_ms);
-		bk_wal_catalog_free(&catalog);
+		{
+			catalog_print(&catalog.wal, now_ms);
+			snapshots_print(&catalog);
+		}
+		bk_snapshot_catalog_free(&catalog);
 	}
 	if (common.json)
 	{

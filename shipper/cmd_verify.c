@@ -13,12 +13,29 @@
  * Conflicting copies (same name, different content) are decrypted side by
  * side, and verify says which copy agrees with the rest of the source's
  * archive, so the operator knows which one to move away.
+ *
+ * Snapshots: without a key, every object's structure and CRCs, and each
+ * snapshot's completeness, chain and WAL (snapshot_catalog.h).  With the
+ * key, every object is decrypted, every object the record names must be
+ * there, backup_label, tablespace_map and backup_manifest are read (the
+ * manifest must parse and its checksum hold), and every file is rebuilt
+ * exactly as bk restore would (whole, or through its incremental chain, in
+ * a temporary file, so memory stays bounded) and checked against the
+ * record's SHA-256.  An incremental file that differs on a cluster without
+ * data checksums is reported, not failed: hint bits change without moving
+ * a page's LSN.  A snapshot without a record is reported but is not a
+ * problem: it was cancelled, failed, or is still arriving.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -27,6 +44,8 @@
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
+#include "snapshot_catalog.h"
+#include "snapshot_data.h"
 
 #define XLP_LONG_HEADER     0x0002
 #define WAL_LONG_HEADER_LEN 40
@@ -35,9 +54,11 @@ static const char *verify_help =
 	"Usage: bk verify [--config FILE] [--repo DIR] [--key-file FILE] "
 	"[--source S] [--json]\n\n"
 	"Checks every archived object without restoring: structure, checksums, "
-	"and\nWAL gaps; with the private key also decrypts everything and checks "
-	"each\nobject's authentication tags, fingerprint and WAL page headers. "
-	"Exit status\n4 when anything is wrong.\n\n"
+	"WAL\ngaps, and whether each snapshot is complete and restorable; with "
+	"the private\nkey also decrypts everything, checks each object's "
+	"authentication tags,\nfingerprint and WAL page headers, and rebuilds "
+	"every file of every snapshot\nto check it against the snapshot's "
+	"record.  Exit status 4 when anything is\nwrong.\n\n"
 	"  --source S        only this source\n" BK_COMMON_HELP;
 
 /* What we learn about one stored object. */
@@ -67,6 +88,9 @@ typedef struct Verifier
 	uint64_t problems;
 	json_t *problem_list; /* of the current source */
 	json_t *conflict_list;
+	json_t *snapshot_list;
+	uint64_t snapshot_files; /* rebuilt and checked */
+	uint64_t hint_bit_differences;
 } Verifier;
 
 static uint16_t
@@ -354,6 +378,414 @@ check_conflicts(Verifier *verifier, const BkRepo *repo, const char *source,
 	closedir(dir);
 }
 
+/* ------------------------------------------------------------ snapshots */
+
+typedef struct SnapshotCheck
+{
+	Verifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+	BkSnapshotCatalog *catalog;
+	BkSnapRecord **records; /* per catalog index; NULL if not loaded */
+	int tmp_fd;             /* scratch file for rebuilt files */
+	uint64_t objects;
+	uint64_t problems;
+	uint64_t files;
+} SnapshotCheck;
+
+static void snapshot_problem(SnapshotCheck *check, const char *object,
+							 const char *fmt, ...) BK_PRINTF(3, 4);
+
+static void
+snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
+{
+	char message[BK_ERROR_MESSAGE_MAX + 256];
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(message, sizeof(message), fmt, args);
+	va_end(args);
+	check->problems++;
+	add_problem(check->verifier, object, message);
+}
+
+/* Keyless: every object file under dir parses, passes its CRCs, is whole. */
+static void
+check_snapshot_objects(SnapshotCheck *check, const char *dir_path,
+					   const char *name_prefix)
+{
+	DIR *dir = opendir(dir_path);
+	struct dirent *entry;
+	BkObjectTracker *tracker = malloc(sizeof(*tracker));
+
+	while (dir != NULL && tracker != NULL && (entry = readdir(dir)) != NULL)
+	{
+		char path[BK_REPO_PATH_MAX];
+		char name[BK_REPO_PATH_MAX];
+		struct stat st;
+		BkError err;
+
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir_path, entry->d_name);
+		snprintf(name, sizeof(name), "%s/%s", name_prefix, entry->d_name);
+		if (lstat(path, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+		{
+			check_snapshot_objects(check, path, name);
+			continue;
+		}
+		check->objects++;
+		check->verifier->objects++;
+		if (!bk_repo_check_object(path, check->source, BK_KIND_SNAPSHOT, name,
+								  tracker, &err))
+			snapshot_problem(check, name, "%s", err.message);
+		else
+			check->verifier->stored_bytes += tracker->object_size;
+	}
+	if (dir != NULL)
+		closedir(dir);
+	free(tracker);
+}
+
+static bool
+discard_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
+{
+	return true;
+}
+
+/* Keyed: every file of the snapshot rebuilt and checked against the record. */
+static void
+check_snapshot_files(SnapshotCheck *check, int index)
+{
+	const BkSnapshot *snapshot = &check->catalog->snapshots[index];
+	BkSnapRecord *record = check->records[index];
+	BkSnapRecord **chain;
+	int chain_len = 0;
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char *text;
+	size_t len;
+	BkError err;
+
+	for (int link = index; link >= 0;
+		 link = check->catalog->snapshots[link].parent_index)
+	{
+		if (check->records[link] == NULL || chain_len > check->catalog->count)
+			return; /* reported already: parent missing or unreadable */
+		chain_len++;
+	}
+	chain = calloc((size_t) chain_len, sizeof(*chain));
+	if (chain == NULL)
+		return;
+	for (int link = index, slot = chain_len - 1; link >= 0;
+		 link = check->catalog->snapshots[link].parent_index, slot--)
+		chain[slot] = check->records[link];
+
+	/* Label, map and manifest decrypt; the manifest is PostgreSQL's. */
+	{
+		static const char *const parts[] = {BK_SNAPSHOT_LABEL, BK_SNAPSHOT_MAP,
+											BK_SNAPSHOT_MANIFEST};
+
+		for (size_t partIdx = 0; partIdx < 3; partIdx++)
+		{
+			snprintf(name, sizeof(name), "%s/%s", snapshot->id, parts[partIdx]);
+			if (!bk_snapshot_read_small(check->repo, check->verifier->decoder,
+										check->source, name,
+										BK_RECORD_MAX_BYTES, &text, &len, &err))
+			{
+				snapshot_problem(check, name, "snapshot %s: %s", snapshot->id,
+								 err.message);
+				continue;
+			}
+			if (partIdx == 2 && !bk_manifest_check(text, len, &err))
+				snapshot_problem(check, name, "snapshot %s: %s", snapshot->id,
+								 err.message);
+			free(text);
+		}
+	}
+
+	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
+	{
+		const BkSnapFile *file = &record->files[fileIdx];
+		uint8_t digest[BK_SHA256_LEN];
+		uint64_t size = 0;
+
+		if (!bk_snapshot_data_name(snapshot->id, file->path, name,
+								   sizeof(name)))
+			bk_strlcpy(name, file->path, sizeof(name));
+		check->files++;
+		check->verifier->snapshot_files++;
+		if (!file->incremental)
+		{
+			/* Sent whole: the decoder's digest is the file's. */
+			if (!bk_snapshot_read_object(check->repo, check->verifier->decoder,
+										 check->source, name, discard_sink,
+										 NULL, digest, &size, &err))
+			{
+				snapshot_problem(check, name, "snapshot %s, file \"%s\": %s",
+								 snapshot->id, file->path, err.message);
+				continue;
+			}
+			if (size != file->size)
+				snapshot_problem(check, name,
+								 "snapshot %s, file \"%s\": %" PRIu64
+								 " bytes, the record says %" PRIu64,
+								 snapshot->id, file->path, size, file->size);
+			else if (file->has_sha256 &&
+					 memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
+				snapshot_problem(check, name,
+								 "snapshot %s, file \"%s\": its SHA-256 "
+								 "differs from the record's",
+								 snapshot->id, file->path);
+			continue;
+		}
+		if (ftruncate(check->tmp_fd, 0) != 0 ||
+			!bk_snapshot_rebuild_file(check->repo, check->verifier->decoder,
+									  check->source, chain, chain_len, file,
+									  check->tmp_fd, "(temporary file)", digest,
+									  NULL, &err))
+		{
+			snapshot_problem(check, name, "%s", err.message);
+			continue;
+		}
+		if (file->has_sha256 &&
+			memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
+		{
+			if (record->data_checksums)
+				snapshot_problem(check, name,
+								 "snapshot %s, file \"%s\": the file rebuilt "
+								 "through its incremental chain differs from "
+								 "the one the snapshot read",
+								 snapshot->id, file->path);
+			else
+				check->verifier->hint_bit_differences++;
+		}
+	}
+	if (ftruncate(check->tmp_fd, 0) != 0)
+		snapshot_problem(check, snapshot->id,
+						 "could not truncate a temporary "
+						 "file");
+	free(chain);
+}
+
+/* Copies of snapshot objects that arrived with different content. */
+static void
+check_snapshot_conflicts(SnapshotCheck *check, const char *dir_path,
+						 const char *name_prefix)
+{
+	DIR *dir = opendir(dir_path);
+	struct dirent *entry;
+
+	while (dir != NULL && (entry = readdir(dir)) != NULL)
+	{
+		char path[BK_REPO_PATH_MAX];
+		char name[BK_REPO_PATH_MAX];
+		struct stat st;
+
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir_path, entry->d_name);
+		snprintf(name, sizeof(name), "%s%s%s", name_prefix,
+				 name_prefix[0] ? "/" : "", entry->d_name);
+		if (lstat(path, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			check_snapshot_conflicts(check, path, name);
+		else
+			snapshot_problem(check, name,
+							 "a second copy with different content is kept "
+							 "at \"%s\"; restore uses the archived copy and "
+							 "checks it against the snapshot's record",
+							 path);
+	}
+	if (dir != NULL)
+		closedir(dir);
+}
+
+/*
+ * Records of snapshot index's chain, and only those: the records of a large
+ * cluster list every file, so verify keeps one chain in memory at a time
+ * (consecutive snapshots mostly share theirs).
+ */
+static void
+load_chain_records(SnapshotCheck *check, int index)
+{
+	bool *in_chain = calloc((size_t) check->catalog->count + 1, sizeof(bool));
+	int depth = 0;
+
+	if (in_chain == NULL)
+		return;
+	for (int link = index; link >= 0 && depth <= check->catalog->count;
+		 link = check->catalog->snapshots[link].parent_index, depth++)
+		in_chain[link] = true;
+	for (int snapIdx = 0; snapIdx < check->catalog->count; snapIdx++)
+	{
+		BkError err;
+
+		if (!in_chain[snapIdx])
+		{
+			bk_snapshot_record_free(check->records[snapIdx]);
+			check->records[snapIdx] = NULL;
+		}
+		else if (check->records[snapIdx] == NULL && snapIdx != index &&
+				 !bk_snapshot_record_load(check->repo, check->verifier->decoder,
+										  check->source,
+										  check->catalog->snapshots[snapIdx].id,
+										  &check->records[snapIdx], &err))
+			check->records[snapIdx] = NULL; /* reported with its snapshot */
+	}
+	free(in_chain);
+}
+
+static int
+open_scratch(void)
+{
+	const char *tmp_root = getenv("TMPDIR");
+	char path[BK_REPO_PATH_MAX];
+	int fd;
+
+	if (tmp_root == NULL || tmp_root[0] == '\0')
+		tmp_root = "/tmp";
+	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "%s/bk-verify.XXXXXX", tmp_root);
+	fd = mkstemp(path);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+static bool
+verify_snapshots(Verifier *verifier, const BkRepo *repo, const char *source,
+				 BkError *err)
+{
+	BkSnapshotCatalog catalog;
+	SnapshotCheck check = {.verifier = verifier,
+						   .repo = repo,
+						   .source = source,
+						   .catalog = &catalog,
+						   .tmp_fd = -1};
+	char conflict_dir[BK_REPO_PATH_MAX];
+
+	verifier->snapshot_list = json_array();
+	if (!bk_snapshot_catalog_load(repo, source, &catalog, err))
+		return false;
+	check.records = calloc((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
+	if (check.records == NULL)
+	{
+		bk_snapshot_catalog_free(&catalog);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	if (verifier->ring != NULL && catalog.count > 0)
+	{
+		check.tmp_fd = open_scratch();
+		if (check.tmp_fd < 0)
+		{
+			free(check.records);
+			bk_snapshot_catalog_free(&catalog);
+			return bk_error_set(err, BK_ERR_IO,
+								"could not create a temporary file: %s",
+								strerror(errno));
+		}
+	}
+	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+	{
+		BkSnapshot *snapshot = &catalog.snapshots[snapIdx];
+		uint64_t problems_before = check.problems;
+		uint64_t objects_before = check.objects;
+		uint64_t files_before = check.files;
+		char record_name[BK_OBJECT_NAME_MAX + 1];
+		BkError record_err;
+
+		check_snapshot_objects(&check, snapshot->dir, snapshot->id);
+		snprintf(record_name, sizeof(record_name), "%s/%s", snapshot->id,
+				 BK_SNAPSHOT_RECORD);
+		if (!snapshot->has_record)
+		{
+			if (!verifier->json)
+				printf("  snapshot %s: incomplete (%s); not a problem unless "
+					   "it should have finished\n",
+					   snapshot->id, snapshot->reason);
+		}
+		else if (!snapshot->restorable)
+			snapshot_problem(
+				&check, snapshot->id, "snapshot %s is not restorable: %s: %s",
+				snapshot->id, bk_snapshot_problem_name(snapshot->problem),
+				snapshot->reason);
+		if (snapshot->has_record && verifier->ring != NULL)
+		{
+			load_chain_records(&check, snapIdx);
+			if (check.records[snapIdx] == NULL &&
+				!bk_snapshot_record_load(repo, verifier->decoder, source,
+										 snapshot->id, &check.records[snapIdx],
+										 &record_err))
+			{
+				check.records[snapIdx] = NULL;
+				snapshot_problem(&check, record_name, "%s", record_err.message);
+			}
+			else
+			{
+				/* Every object the record names must be there. */
+				const BkSnapRecord *record = check.records[snapIdx];
+
+				for (size_t fileIdx = 0; fileIdx < record->file_count;
+					 fileIdx++)
+				{
+					const BkSnapFile *file = &record->files[fileIdx];
+					char name[BK_OBJECT_NAME_MAX + 1];
+					char path[BK_REPO_PATH_MAX];
+					struct stat st;
+					BkError path_err;
+
+					if (file->incremental && file->blocks == 0)
+						continue;
+					if (!bk_snapshot_data_name(snapshot->id, file->path, name,
+											   sizeof(name)) ||
+						!bk_repo_object_path(repo, source, BK_KIND_SNAPSHOT,
+											 name, path, sizeof(path),
+											 &path_err) ||
+						stat(path, &st) != 0)
+						snapshot_problem(&check, name,
+										 "snapshot %s, file \"%s\": its "
+										 "object is missing",
+										 snapshot->id, file->path);
+				}
+				check_snapshot_files(&check, snapIdx);
+			}
+		}
+		if (verifier->json)
+			json_array_append_new(
+				verifier->snapshot_list,
+				json_pack(
+					"{s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "id", snapshot->id,
+					"kind", snapshot->kind[0] ? snapshot->kind : "unknown",
+					"complete", snapshot->complete, "restorable",
+					snapshot->restorable, "objects",
+					(json_int_t) (check.objects - objects_before),
+					"files_checked", (json_int_t) (check.files - files_before),
+					"ok", check.problems == problems_before));
+		else if (snapshot->has_record)
+			printf("  snapshot %s: %" PRIu64 " objects checked%s, %" PRIu64
+				   " files rebuilt: %s\n",
+				   snapshot->id, check.objects - objects_before,
+				   verifier->ring ? " and decrypted" : "",
+				   check.files - files_before,
+				   check.problems == problems_before ? "OK" : "PROBLEMS FOUND");
+	}
+	if (bk_repo_source_path(repo, source, "conflicts/snapshot", conflict_dir,
+							sizeof(conflict_dir), err))
+		check_snapshot_conflicts(&check, conflict_dir, "");
+	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+		bk_snapshot_record_free(check.records[snapIdx]);
+	free(check.records);
+	if (check.tmp_fd >= 0)
+		close(check.tmp_fd);
+	bk_snapshot_catalog_free(&catalog);
+	return true;
+}
+
 static bool
 verify_source(Verifier *verifier, const BkRepo *repo, const char *source,
 			  json_t *sources_json, BkError *err)
@@ -421,20 +853,30 @@ verify_source(Verifier *verifier, const BkRepo *repo, const char *source,
 	}
 	bk_wal_catalog_free(&catalog);
 	check_conflicts(verifier, repo, source, majority_sysid);
+	if (!verifier->json)
+		printf("  %" PRIu64 " WAL object%s checked%s\n",
+			   verifier->objects - objects_before,
+			   verifier->objects - objects_before == 1 ? "" : "s",
+			   verifier->ring ? " and decrypted"
+							  : " (no key: contents not decrypted)");
+	if (!verify_snapshots(verifier, repo, source, err))
+		return false;
 
 	if (verifier->json)
 		json_array_append_new(
 			sources_json,
-			json_pack("{s:s, s:I, s:b, s:o, s:o}", "source", source, "objects",
-					  (json_int_t) (verifier->objects - objects_before), "ok",
-					  verifier->problems == problems_before, "problems",
-					  verifier->problem_list, "conflicts",
-					  verifier->conflict_list));
+			json_pack(
+				"{s:s, s:I, s:b, s:o, s:o, s:o}", "source", source, "objects",
+				(json_int_t) (verifier->objects - objects_before), "ok",
+				verifier->problems == problems_before, "problems",
+				verifier->problem_list, "conflicts", verifier->conflict_list,
+				"snapshots", verifier->snapshot_list));
 	else
 	{
 		json_decref(verifier->problem_list);
 		json_decref(verifier->conflict_list);
-		printf("  %" PRIu64 " WAL object%s checked%s: %s\n",
+		json_decref(verifier->snapshot_list);
+		printf("  %" PRIu64 " object%s checked%s: %s\n",
 			   verifier->objects - objects_before,
 			   verifier->objects - objects_before == 1 ? "" : "s",
 			   verifier->ring ? " and decrypted"
@@ -527,11 +969,13 @@ bk_cmd_verify(int argc, char **argv)
 
 	if (common.json)
 	{
-		json_t *result =
-			json_pack("{s:s, s:b, s:b, s:I, s:I, s:o}", "repository", repo.root,
-					  "ok", verifier.problems == 0, "decrypted", ring != NULL,
-					  "objects", (json_int_t) verifier.objects, "problems",
-					  (json_int_t) verifier.problems, "sources", sources_json);
+		json_t *result = json_pack(
+			"{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:o}", "repository", repo.root,
+			"ok", verifier.problems == 0, "decrypted", ring != NULL, "objects",
+			(json_int_t) verifier.objects, "snapshot_files_checked",
+			(json_int_t) verifier.snapshot_files, "hint_bit_differences",
+			(json_int_t) verifier.hint_bit_differences, "problems",
+			(json_int_t) verifier.problems, "sources", sources_json);
 
 		sources_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));

@@ -16,15 +16,33 @@
  *			   repository, wrong key, corrupt or tampered data, conflicting
  *			   copies, or a gap inside the archived range.  PostgreSQL stops
  *			   recovery with a FATAL error and the message below says why.
+ *
+ * Prefetch (--prefetch N), for a short recovery time: PostgreSQL asks for
+ * one segment at a time and waits for each, so decrypting the next ones
+ * meanwhile hides the repository's latency and the decryption.  After
+ * serving segment X, a detached process (double fork, setsid, stdio to
+ * /dev/null, errors to bk-prefetch/prefetch.log) decrypts and verifies
+ * segments X+1 .. X+N of the same timeline into bk-prefetch/ beside DEST,
+ * each atomically (temporary file, fsync, rename), under a lock so that
+ * concurrent calls never duplicate the work; the lock file names the
+ * segment being fetched.  A later call moves its segment from there into
+ * DEST if the spooled file has the object's size (waiting for a prefetch
+ * of exactly that segment in flight), and otherwise decrypts it as usual.
+ * Nothing the prefetcher does changes an exit status: a segment it could
+ * not fetch is fetched, and its failure reported, by the call that needs
+ * it.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bk_frame.h"
@@ -37,6 +55,12 @@
 #define EXIT_NOT_IN_ARCHIVE 1
 #define EXIT_FATAL          200
 
+#define PREFETCH_DIR     "bk-prefetch"
+#define PREFETCH_LOCK    ".lock"
+#define PREFETCH_LOG     "prefetch.log"
+#define PREFETCH_MAX     1000
+#define PREFETCH_WAIT_MS 60000
+
 static const char *wal_get_help =
 	"Usage: bk wal-get [--config FILE] --source S FILE DEST\n\n"
 	"For restore_command: restores WAL file FILE of source S from the "
@@ -47,31 +71,10 @@ static const char *wal_get_help =
 	"any\nfailure (PostgreSQL then stops recovery instead of ending it "
 	"early).\n\n"
 	"  --source S        source id (bk.source_id on the database; by default "
-	"its\n                    system identifier)\n" BK_COMMON_HELP;
-
-/* Decoding the object straight into the temporary destination file. */
-typedef struct WalWrite
-{
-	BkDecoder *decoder;
-	int fd;
-	const char *tmp_path;
-	uint64_t written;
-} WalWrite;
-
-static bool
-write_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
-{
-	WalWrite *out = arg;
-	const uint8_t *plain;
-	size_t plain_len;
-
-	if (!bk_decoder_push(out->decoder, frame, len, &plain, &plain_len, err))
-		return false;
-	if (!bk_write_all(out->fd, plain, plain_len, out->tmp_path, err))
-		return false;
-	out->written += plain_len;
-	return true;
-}
+	"its\n                    system identifier)\n"
+	"  --prefetch N      after a segment, decrypt the next N into "
+	"bk-prefetch/ beside\n                    DEST in the "
+	"background\n" BK_COMMON_HELP;
 
 /*
  * fail
@@ -148,25 +151,277 @@ absent_file_status(const char *program, const BkRepo *repo, const char *source,
 	return EXIT_NOT_IN_ARCHIVE;
 }
 
+/* ------------------------------------------------------------ prefetch */
+
+/* "<directory of dest>/bk-prefetch" */
+static void
+spool_dir_of(const char *dest, char *out, size_t out_len)
+{
+	const char *slash = strrchr(dest, '/');
+
+	if (slash == NULL)
+		snprintf(out, out_len, "%s", PREFETCH_DIR);
+	else
+		snprintf(out, out_len, "%.*s/%s", (int) (slash - dest), dest,
+				 PREFETCH_DIR);
+}
+
+/*
+ * The segment a running prefetcher is fetching, or "" if none runs (the
+ * lock is free).
+ */
+static void
+prefetcher_current(const char *spool_dir, char *current, size_t len)
+{
+	char path[4096];
+	int fd;
+	ssize_t got;
+
+	current[0] = '\0';
+	snprintf(path, sizeof(path), "%s/%s", spool_dir, PREFETCH_LOCK);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0)
+	{
+		close(fd); /* nobody holds it */
+		return;
+	}
+	got = pread(fd, current, len - 1, 0);
+	current[got > 0 ? got : 0] = '\0';
+	if (current[0] == '\0')
+		bk_strlcpy(current, "?", len);
+	close(fd);
+}
+
+/*
+ * Serve file from the spool if a prefetcher put it there with the object's
+ * size; waits while a prefetcher is fetching exactly this file.
+ */
+static bool
+serve_from_spool(const char *spool_dir, const char *file, const char *dest,
+				 uint64_t expected_size)
+{
+	char path[4096];
+	char dest_dir[4096];
+	char current[64];
+	struct stat st;
+	int64_t deadline = bk_monotonic_ms() + PREFETCH_WAIT_MS;
+	const char *slash;
+
+	snprintf(path, sizeof(path), "%s/%s", spool_dir, file);
+	for (;;)
+	{
+		if (stat(path, &st) == 0)
+			break;
+		prefetcher_current(spool_dir, current, sizeof(current));
+		if (strcmp(current, file) != 0 || bk_monotonic_ms() > deadline)
+			return false;
+		usleep(20 * 1000);
+	}
+	if ((uint64_t) st.st_size != expected_size)
+	{
+		unlink(path);
+		return false;
+	}
+	if (rename(path, dest) != 0)
+		return false;
+	slash = strrchr(dest, '/');
+	if (slash == NULL)
+		bk_strlcpy(dest_dir, ".", sizeof(dest_dir));
+	else
+		snprintf(dest_dir, sizeof(dest_dir), "%.*s", (int) (slash - dest),
+				 dest);
+	return bk_fsync_dir(dest_dir, NULL);
+}
+
+/* Remove spooled segments before segno (stale: recovery has passed them). */
+static void
+drop_stale(const char *spool_dir, uint64_t segno, uint32_t segment_size)
+{
+	DIR *dir = opendir(spool_dir);
+	struct dirent *entry;
+
+	while (dir != NULL && (entry = readdir(dir)) != NULL)
+	{
+		uint32_t timeline;
+		uint32_t log;
+		uint32_t seg;
+		char path[4096];
+
+		if (bk_wal_file_type(entry->d_name, &timeline, &log, &seg) !=
+				BK_WAL_SEGMENT ||
+			bk_wal_segno(log, seg, segment_size) >= segno)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", spool_dir, entry->d_name);
+		unlink(path);
+	}
+	if (dir != NULL)
+		closedir(dir);
+}
+
+/*
+ * The end of recovery (PostgreSQL asks for what is beyond the archive, or
+ * for the next timeline's history file as it promotes): the spool has
+ * served its purpose.  A prefetcher still at work is waited for, briefly,
+ * so that nothing is left behind in pg_wal.
+ */
+static void
+clear_spool(const char *dest)
+{
+	char spool_dir[4096];
+	char lock_path[4200];
+	int64_t deadline = bk_monotonic_ms() + 10000;
+	int lock_fd;
+
+	spool_dir_of(dest, spool_dir, sizeof(spool_dir));
+	snprintf(lock_path, sizeof(lock_path), "%s/%s", spool_dir, PREFETCH_LOCK);
+	lock_fd = open(lock_path, O_RDONLY | O_CLOEXEC);
+	if (lock_fd < 0)
+	{
+		if (access(spool_dir, F_OK) == 0)
+			bk_remove_tree(spool_dir, NULL);
+		return;
+	}
+	while (flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+	{
+		if (bk_monotonic_ms() > deadline)
+		{
+			close(lock_fd);
+			return;
+		}
+		usleep(20 * 1000);
+	}
+	bk_remove_tree(spool_dir, NULL);
+	close(lock_fd);
+}
+
+/* In the detached process: fetch the segments after segno. */
+static void
+prefetch_segments(const BkRepo *repo, BkDecoder *decoder, const char *source,
+				  const char *spool_dir, uint32_t timeline, uint64_t segno,
+				  uint32_t segment_size, int count)
+{
+	char path[4096];
+	int lock_fd;
+
+	snprintf(path, sizeof(path), "%s/%s", spool_dir, PREFETCH_LOCK);
+	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+		return; /* another prefetcher is at work */
+	for (int ahead = 1; ahead <= count; ahead++)
+	{
+		char name[32];
+		char object_path[BK_REPO_PATH_MAX];
+		char spool_path[4096];
+		struct stat st;
+		BkError err;
+
+		bk_wal_segment_name(timeline, segno + (uint64_t) ahead, segment_size,
+							name);
+		snprintf(spool_path, sizeof(spool_path), "%s/%s", spool_dir, name);
+		if (stat(spool_path, &st) == 0)
+			continue;
+		if (!bk_repo_object_path(repo, source, BK_KIND_WAL, name, object_path,
+								 sizeof(object_path), &err) ||
+			stat(object_path, &st) != 0)
+			break; /* the end of the archive, or a gap: not ours to judge */
+		if (ftruncate(lock_fd, 0) != 0 ||
+			pwrite(lock_fd, name, strlen(name), 0) != (ssize_t) strlen(name))
+			break;
+		if (!bk_repo_decrypt_to_file(object_path, decoder, source, BK_KIND_WAL,
+									 name, spool_path, NULL, &err))
+		{
+			fprintf(stderr, "bk wal-get --prefetch: %s: %s\n", name,
+					err.message);
+			break;
+		}
+	}
+	if (ftruncate(lock_fd, 0) != 0)
+		fprintf(stderr, "bk wal-get --prefetch: could not clear the lock\n");
+	close(lock_fd);
+}
+
+/*
+ * Start a detached prefetcher (double fork, new session, no stdio of
+ * PostgreSQL's) and return at once.
+ */
+static void
+launch_prefetch(const BkRepo *repo, BkDecoder *decoder, const char *source,
+				const char *file, const char *dest, uint32_t segment_size,
+				int count)
+{
+	char spool_dir[4096];
+	char log_path[4200];
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+	uint64_t segno;
+	pid_t child;
+
+	if (bk_wal_file_type(file, &timeline, &log, &seg) != BK_WAL_SEGMENT ||
+		segment_size == 0 || (segment_size & (segment_size - 1)) != 0)
+		return;
+	segno = bk_wal_segno(log, seg, segment_size);
+	spool_dir_of(dest, spool_dir, sizeof(spool_dir));
+	if (mkdir(spool_dir, 0700) != 0 && errno != EEXIST)
+		return;
+	drop_stale(spool_dir, segno + 1, segment_size);
+	fflush(stdout);
+	fflush(stderr);
+	child = fork();
+	if (child < 0)
+		return;
+	if (child > 0)
+	{
+		while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+			;
+		return;
+	}
+	/* The intermediate child: a new session, then the real worker. */
+	if (setsid() < 0 || fork() != 0)
+		_exit(0);
+	{
+		int null_fd = open("/dev/null", O_RDWR);
+		int log_fd;
+
+		snprintf(log_path, sizeof(log_path), "%s/%s", spool_dir, PREFETCH_LOG);
+		log_fd =
+			open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (null_fd >= 0)
+		{
+			dup2(null_fd, STDIN_FILENO);
+			dup2(null_fd, STDOUT_FILENO);
+			dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
+		}
+		signal(SIGHUP, SIG_IGN);
+	}
+	prefetch_segments(repo, decoder, source, spool_dir, timeline, segno,
+					  segment_size, count);
+	_exit(0);
+}
+
 int
 bk_cmd_wal_get(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{"source", required_argument, NULL, 's'},
+		{"prefetch", required_argument, NULL, 'p'},
 		BK_COMMON_LONG_OPTIONS,
 		{NULL, 0, NULL, 0}};
 	BkCommonOptions common = {0};
 	const char *source = NULL;
 	const char *file;
 	const char *dest;
+	int prefetch = 0;
 	BkCliConfig config;
 	BkRepo repo;
 	BkKeyring *ring = NULL;
+	BkDecoder *decoder = NULL;
 	char object_path[BK_REPO_PATH_MAX];
 	char conflict_dir[BK_REPO_PATH_MAX + 64];
-	char tmp_path[4096];
-	char dest_dir[4096];
-	WalWrite out = {.fd = -1};
+	uint32_t segment_size = 0;
+	bool served = false;
 	struct stat st;
 	BkError err;
 	int status = EXIT_FATAL;
@@ -179,6 +434,21 @@ bk_cmd_wal_get(int argc, char **argv)
 	{
 		if (code == 's')
 			source = optarg;
+		else if (code == 'p')
+		{
+			char *end;
+			long value = strtol(optarg, &end, 10);
+
+			if (end == optarg || *end != '\0' || value < 0 ||
+				value > PREFETCH_MAX)
+			{
+				bk_error_set(&err, BK_ERR_USAGE,
+							 "--prefetch must be from 0 to %d, not \"%s\"",
+							 PREFETCH_MAX, optarg);
+				return fail(argv[0], &err);
+			}
+			prefetch = (int) value;
+		}
 		else if (!bk_common_option(&common, code, optarg))
 		{
 			bk_error_set(
@@ -252,8 +522,32 @@ bk_cmd_wal_get(int argc, char **argv)
 			goto done;
 		}
 		status = absent_file_status(argv[0], &repo, source, file, &err);
+		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
+			clear_spool(dest);
 		bk_cli_config_free(&config);
 		return status;
+	}
+
+	/* A segment a prefetcher already decrypted and verified. */
+	if (prefetch > 0)
+	{
+		BkObjectIdentity identity;
+		BkObjectTracker *object = malloc(sizeof(*object));
+		char value[32];
+		char spool_dir[4096];
+
+		if (object != NULL &&
+			bk_repo_object_identity(object_path, &identity, object, &err))
+		{
+			if (bk_meta_get(object->meta, object->meta_len, "segment-size",
+							value, sizeof(value)))
+				segment_size = (uint32_t) strtoul(value, NULL, 10);
+			spool_dir_of(dest, spool_dir, sizeof(spool_dir));
+			served =
+				serve_from_spool(spool_dir, file, dest, object->object_size);
+		}
+		free(object);
+		bk_error_clear(&err); /* decrypting below reports any problem */
 	}
 
 	if (config.key_file == NULL)
@@ -266,79 +560,26 @@ bk_cmd_wal_get(int argc, char **argv)
 	ring = bk_keyring_load(config.key_file, BK_KEYS_FOR_RESTORE, &err);
 	if (ring == NULL)
 		goto done;
-	out.decoder = bk_decoder_new(ring, &err);
-	if (out.decoder == NULL)
+	decoder = bk_decoder_new(ring, &err);
+	if (decoder == NULL)
 		goto done;
 
 	/* Decrypt into a temporary file beside DEST, then rename: atomic. */
-	snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", dest, (int) getpid());
-	out.tmp_path = tmp_path;
-	out.fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (out.fd < 0)
-	{
-		bk_error_set(&err, BK_ERR_IO, "could not create \"%s\": %s", tmp_path,
-					 strerror(errno));
-		goto done;
-	}
-	if (!bk_repo_read_frames(object_path, false, write_frame, &out, &err) ||
-		!bk_decoder_finish(out.decoder, &err))
+	if (!served &&
+		!bk_repo_decrypt_to_file(object_path, decoder, source, BK_KIND_WAL,
+								 file, dest, NULL, &err))
 	{
 		bk_error_prefix(&err, "WAL file \"%s\" of source \"%s\": ", file,
 						source);
 		goto done;
 	}
-	{
-		const BkObjectTracker *object = bk_decoder_object(out.decoder);
-
-		/* The frames must say they are this object: no substitution. */
-		if (strcmp(object->source, source) != 0 ||
-			strcmp(object->name, file) != 0 || object->kind != BK_KIND_WAL)
-		{
-			bk_error_set(
-				&err, BK_ERR_FORMAT,
-				"\"%s\" holds %s object \"%s\" of source \"%s\", not WAL "
-				"file \"%s\" of source \"%s\"",
-				object_path, bk_kind_name(object->kind), object->name,
-				object->source, file, source);
-			goto done;
-		}
-	}
-	if (fsync(out.fd) != 0 || close(out.fd) != 0)
-	{
-		out.fd = -1;
-		bk_error_set(&err, BK_ERR_IO, "could not write \"%s\": %s", tmp_path,
-					 strerror(errno));
-		goto done;
-	}
-	out.fd = -1;
-	if (rename(tmp_path, dest) != 0)
-	{
-		bk_error_set(&err, BK_ERR_IO, "could not rename \"%s\" to \"%s\": %s",
-					 tmp_path, dest, strerror(errno));
-		goto done;
-	}
-	bk_strlcpy(dest_dir, dest, sizeof(dest_dir));
-	{
-		char *slash = strrchr(dest_dir, '/');
-
-		if (slash == NULL)
-			strcpy(dest_dir, ".");
-		else
-			*slash = '\0';
-	}
-	if (!bk_fsync_dir(dest_dir, &err))
-		goto done;
 	status = EXIT_RESTORED;
+	if (prefetch > 0)
+		launch_prefetch(&repo, decoder, source, file, dest, segment_size,
+						prefetch);
 
 done:
-	if (out.fd >= 0)
-	{
-		close(out.fd);
-		unlink(tmp_path);
-	}
-	else if (status != EXIT_RESTORED && out.tmp_path != NULL)
-		unlink(tmp_path);
-	bk_decoder_free(out.decoder);
+	bk_decoder_free(decoder);
 	bk_keyring_free(ring);
 	bk_cli_config_free(&config);
 	if (status == EXIT_RESTORED)

@@ -75,5 +75,7 @@ extern int bk_cmd_init(int argc, char **argv);
 extern int bk_cmd_wal_get(int argc, char **argv);
 extern int bk_cmd_list(int argc, char **argv);
 extern int bk_cmd_verify(int argc, char **argv);
+extern int bk_cmd_restore(int argc, char **argv);
+extern int bk_cmd_expire(int argc, char **argv);
 
 #endif /* BK_COMMANDS_H */

@@ -826,3 +826,139 @@ bk_repo_free_list(char **list, int count)
 		free(list[itemIdx]);
 	free(list);
 }
+
+/* ----------------------------------------------------------- decrypting */
+
+typedef struct DecryptVisit
+{
+	BkDecoder *decoder;
+	int fd;
+	const char *tmp_path;
+} DecryptVisit;
+
+static bool
+decrypt_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	DecryptVisit *visit = arg;
+	const uint8_t *plain;
+	size_t plain_len;
+
+	if (!bk_decoder_push(visit->decoder, frame, len, &plain, &plain_len, err))
+		return false;
+	return bk_write_all(visit->fd, plain, plain_len, visit->tmp_path, err);
+}
+
+bool
+bk_repo_decrypt_to_file(const char *object_path, BkDecoder *decoder,
+						const char *source, int kind, const char *name,
+						const char *dest, uint64_t *size, BkError *err)
+{
+	char tmp_path[BK_REPO_PATH_MAX + 64];
+	char dest_dir[BK_REPO_PATH_MAX];
+	DecryptVisit visit = {.decoder = decoder, .tmp_path = tmp_path};
+	const BkObjectTracker *object;
+
+	if ((size_t) snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", dest,
+						  (int) getpid()) >= sizeof(tmp_path))
+		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", dest);
+	visit.fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (visit.fd < 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+							tmp_path, strerror(errno));
+	bk_decoder_reset(decoder);
+	if (!bk_repo_read_frames(object_path, false, decrypt_frame, &visit, err) ||
+		!bk_decoder_finish(decoder, err))
+		goto failed;
+	object = bk_decoder_object(decoder);
+	if (strcmp(object->source, source) != 0 ||
+		strcmp(object->name, name) != 0 || object->kind != kind)
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "\"%s\" holds %s object \"%s\" of source \"%s\", not %s "
+					 "object \"%s\" of source \"%s\"",
+					 object_path, bk_kind_name(object->kind), object->name,
+					 object->source, bk_kind_name(kind), name, source);
+		goto failed;
+	}
+	if (fsync(visit.fd) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", tmp_path,
+					 strerror(errno));
+		goto failed;
+	}
+	if (close(visit.fd) != 0)
+	{
+		visit.fd = -1;
+		bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s", tmp_path,
+					 strerror(errno));
+		goto failed;
+	}
+	visit.fd = -1;
+	if (rename(tmp_path, dest) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not rename \"%s\" to \"%s\": %s",
+					 tmp_path, dest, strerror(errno));
+		goto failed;
+	}
+	dir_of(dest, dest_dir, sizeof(dest_dir));
+	if (!bk_fsync_dir(dest_dir, err))
+		return false;
+	if (size != NULL)
+		*size = object->object_size;
+	return true;
+
+failed:
+	if (visit.fd >= 0)
+		close(visit.fd);
+	unlink(tmp_path);
+	return false;
+}
+
+bool
+bk_remove_tree(const char *path, BkError *err)
+{
+	struct stat st;
+
+	if (lstat(path, &st) != 0)
+		return errno == ENOENT ||
+			   bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+							strerror(errno));
+	if (S_ISDIR(st.st_mode))
+	{
+		DIR *dir = opendir(path);
+		struct dirent *entry;
+
+		if (dir == NULL)
+			return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+								path, strerror(errno));
+		while ((entry = readdir(dir)) != NULL)
+		{
+			char child[BK_REPO_PATH_MAX];
+
+			if (strcmp(entry->d_name, ".") == 0 ||
+				strcmp(entry->d_name, "..") == 0)
+				continue;
+			if ((size_t) snprintf(child, sizeof(child), "%s/%s", path,
+								  entry->d_name) >= sizeof(child))
+			{
+				closedir(dir);
+				return bk_error_set(err, BK_ERR_IO, "path too long: \"%s/%s\"",
+									path, entry->d_name);
+			}
+			if (!bk_remove_tree(child, err))
+			{
+				closedir(dir);
+				return false;
+			}
+		}
+		closedir(dir);
+		if (rmdir(path) != 0)
+			return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s",
+								path, strerror(errno));
+		return true;
+	}
+	if (unlink(path) != 0 && errno != ENOENT)
+		return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s", path,
+							strerror(errno));
+	return true;
+}

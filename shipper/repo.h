@@ -133,6 +133,24 @@ extern bool bk_repo_check_object(const char *path, const char *source, int kind,
 								 const char *name, BkObjectTracker *object,
 								 BkError *err);
 
+/*
+ * Decrypt the stored object at object_path into dest, atomically
+ * ("<dest>.bk-tmp.<pid>", fsync, rename, fsync of the directory): every
+ * chunk's tag and the whole object's fingerprint are checked, and the
+ * frames must say they are object (source, kind, name), so no other object
+ * can be substituted.  size (may be NULL) gets the plaintext size.
+ */
+extern bool bk_repo_decrypt_to_file(const char *object_path, BkDecoder *decoder,
+									const char *source, int kind,
+									const char *name, const char *dest,
+									uint64_t *size, BkError *err);
+
+/*
+ * rm -rf that never follows a symbolic link (a link is removed, not its
+ * target).  A path that does not exist is success.
+ */
+extern bool bk_remove_tree(const char *path, BkError *err);
+
 /* ------------------------------------------------------------ WAL catalog */
 
 /* WAL file names, as PostgreSQL makes them. */

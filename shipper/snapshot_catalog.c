@@ -1,0 +1,691 @@
+/*
+ * snapshot_catalog.c
+ *		The keyless snapshot catalog: see snapshot_catalog.h.
+ *
+ * Each snapshot is a directory <source>/snapshot/<id>/ of object files.
+ * Only the record's frame headers are read (its metadata says what the
+ * snapshot is); data objects are counted, not opened, so listing a large
+ * repository stays cheap.  A snapshot whose worker died never sends its
+ * record and shows as incomplete; so does one whose objects are still
+ * arriving, since shippers archive a snapshot's objects in any order.
+ */
+#include "snapshot_catalog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bk_util.h"
+
+/* ------------------------------------------------- LSNs and timestamps */
+
+bool
+bk_parse_lsn(const char *text, uint64_t *lsn)
+{
+	unsigned int hi;
+	unsigned int lo;
+	int used = 0;
+
+	if (text == NULL || sscanf(text, "%X/%X%n", &hi, &lo, &used) != 2 ||
+		text[used] != '\0' || text[0] == '-' || text[0] == '+' ||
+		text[0] == ' ')
+		return false;
+	*lsn = ((uint64_t) hi << 32) | lo;
+	return true;
+}
+
+void
+bk_format_lsn(uint64_t lsn, char *out, size_t out_len)
+{
+	snprintf(out, out_len, "%X/%X", (unsigned) (lsn >> 32), (unsigned) lsn);
+}
+
+static bool
+parse_digits(const char **p, int count, int *value)
+{
+	*value = 0;
+	for (int digitIdx = 0; digitIdx < count; digitIdx++)
+	{
+		if (**p < '0' || **p > '9')
+			return false;
+		*value = *value * 10 + (**p - '0');
+		(*p)++;
+	}
+	return true;
+}
+
+bool
+bk_parse_timestamp(const char *text, int64_t *us)
+{
+	const char *p = text;
+	struct tm tm = {0};
+	int year;
+	int month;
+	int day;
+	int hour;
+	int minute;
+	int second = 0;
+	int64_t fraction_us = 0;
+	bool has_zone = false;
+	int64_t offset_s = 0;
+	time_t seconds;
+
+	if (text == NULL || !parse_digits(&p, 4, &year) || *p++ != '-' ||
+		!parse_digits(&p, 2, &month) || *p++ != '-' ||
+		!parse_digits(&p, 2, &day) || (*p != 'T' && *p != ' '))
+		return false;
+	p++;
+	if (!parse_digits(&p, 2, &hour) || *p++ != ':' ||
+		!parse_digits(&p, 2, &minute))
+		return false;
+	if (*p == ':')
+	{
+		p++;
+		if (!parse_digits(&p, 2, &second))
+			return false;
+		if (*p == '.')
+		{
+			int64_t scale = 100000;
+
+			p++;
+			if (*p < '0' || *p > '9')
+				return false;
+			for (; *p >= '0' && *p <= '9'; p++)
+			{
+				fraction_us += (*p - '0') * scale;
+				scale /= 10;
+			}
+		}
+	}
+	while (*p == ' ')
+		p++;
+	if (*p == 'Z' && p[1] == '\0')
+	{
+		has_zone = true;
+		p++;
+	}
+	else if (strcmp(p, "UTC") == 0 || strcmp(p, "GMT") == 0)
+	{
+		has_zone = true;
+		p += 3;
+	}
+	else if (*p == '+' || *p == '-')
+	{
+		int sign = *p == '-' ? -1 : 1;
+		int zone_hours;
+		int zone_minutes = 0;
+
+		p++;
+		if (!parse_digits(&p, 2, &zone_hours))
+			return false;
+		if (*p == ':')
+			p++;
+		if (*p != '\0' && !parse_digits(&p, 2, &zone_minutes))
+			return false;
+		has_zone = true;
+		offset_s = sign * (zone_hours * 3600 + zone_minutes * 60);
+	}
+	if (*p != '\0' || month < 1 || month > 12 || day < 1 || day > 31 ||
+		hour > 23 || minute > 59 || second > 60)
+		return false;
+	tm.tm_year = year - 1900;
+	tm.tm_mon = month - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hour;
+	tm.tm_min = minute;
+	tm.tm_sec = second;
+	if (has_zone)
+		seconds = timegm(&tm) - (time_t) offset_s;
+	else
+	{
+		tm.tm_isdst = -1;
+		seconds = mktime(&tm);
+	}
+	*us = (int64_t) seconds * 1000000 + fraction_us;
+	return true;
+}
+
+void
+bk_format_timestamp(int64_t us, char *out, size_t out_len)
+{
+	time_t seconds =
+		(time_t) (us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
+	int64_t fraction = us - (int64_t) seconds * 1000000;
+	struct tm tm;
+
+	gmtime_r(&seconds, &tm);
+	snprintf(out, out_len, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			 tm.tm_min, tm.tm_sec, (int) fraction);
+}
+
+/* ------------------------------------------------------------ catalog */
+
+uint64_t
+bk_lsn_segno(uint64_t lsn, uint32_t segment_size)
+{
+	return lsn / segment_size;
+}
+
+void
+bk_snapshot_wal_range(const BkSnapshot *snapshot, uint32_t segment_size,
+					  uint64_t *first_segno, uint64_t *last_segno)
+{
+	*first_segno = bk_lsn_segno(snapshot->start_lsn, segment_size);
+	/* The segment holding the last byte before the stop point, as
+	 * pg_backup_stop waits for (XLByteToPrevSeg). */
+	*last_segno = snapshot->stop_lsn > snapshot->start_lsn
+					  ? bk_lsn_segno(snapshot->stop_lsn - 1, segment_size)
+					  : *first_segno;
+	if (*last_segno < *first_segno)
+		*last_segno = *first_segno;
+}
+
+const char *
+bk_snapshot_problem_name(BkSnapshotProblem problem)
+{
+	switch (problem)
+	{
+		case BK_SNAP_RESTORABLE:
+			return "restorable";
+		case BK_SNAP_INCOMPLETE:
+			return "incomplete";
+		case BK_SNAP_PARENT_MISSING:
+			return "parent missing";
+		case BK_SNAP_WAL_MISSING:
+			return "WAL missing";
+	}
+	return "unknown";
+}
+
+static int64_t
+mtime_ms(const struct stat *st)
+{
+	return (int64_t) st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
+}
+
+/* Count the object files under dir (recursively), newest mtime, bytes. */
+static bool
+count_objects(const char *dir, uint64_t *count, int64_t *newest_ms,
+			  uint64_t *bytes, BkError *err)
+{
+	DIR *handle = opendir(dir);
+	struct dirent *entry;
+
+	if (handle == NULL)
+	{
+		if (errno == ENOENT)
+			return true;
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", dir,
+							strerror(errno));
+	}
+	while ((entry = readdir(handle)) != NULL)
+	{
+		char path[BK_REPO_PATH_MAX];
+		struct stat st;
+
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+			continue;
+		if ((size_t) snprintf(path, sizeof(path), "%s/%s", dir,
+							  entry->d_name) >= sizeof(path))
+			continue;
+		if (lstat(path, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+		{
+			if (!count_objects(path, count, newest_ms, bytes, err))
+			{
+				closedir(handle);
+				return false;
+			}
+		}
+		else if (S_ISREG(st.st_mode))
+		{
+			(*count)++;
+			*bytes += (uint64_t) st.st_size;
+			if (mtime_ms(&st) > *newest_ms)
+				*newest_ms = mtime_ms(&st);
+		}
+	}
+	closedir(handle);
+	return true;
+}
+
+static bool
+present(const char *dir, const char *name, BkSnapshot *snapshot)
+{
+	char path[BK_REPO_PATH_MAX + 64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+		return false;
+	snapshot->stored_bytes += (uint64_t) st.st_size;
+	if (mtime_ms(&st) > snapshot->newest_mtime_ms)
+		snapshot->newest_mtime_ms = mtime_ms(&st);
+	return true;
+}
+
+static void
+meta_text(const BkObjectTracker *object, const char *key, char *out,
+		  size_t out_len)
+{
+	if (!bk_meta_get(object->meta, object->meta_len, key, out, out_len))
+		out[0] = '\0';
+}
+
+static uint64_t
+meta_u64(const BkObjectTracker *object, const char *key)
+{
+	char value[64];
+
+	meta_text(object, key, value, sizeof(value));
+	return strtoull(value, NULL, 10);
+}
+
+/* Read the record's keyless metadata. */
+static void
+load_record_meta(BkSnapshot *snapshot)
+{
+	char path[BK_REPO_PATH_MAX + 64];
+	char value[BK_SNAPSHOT_ID_MAX + 16];
+	BkObjectIdentity identity;
+	BkObjectTracker *object = malloc(sizeof(*object));
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/%s", snapshot->dir, BK_SNAPSHOT_RECORD);
+	if (object == NULL)
+		return;
+	if (!bk_repo_object_identity(path, &identity, object, &err))
+	{
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its record cannot be read: %s", err.message);
+		free(object);
+		return;
+	}
+	snapshot->has_record = true;
+	meta_text(object, "kind", snapshot->kind, sizeof(snapshot->kind));
+	meta_text(object, "parent", snapshot->parent, sizeof(snapshot->parent));
+	meta_text(object, "start-lsn", value, sizeof(value));
+	if (!bk_parse_lsn(value, &snapshot->start_lsn))
+		snapshot->start_lsn = BK_LSN_INVALID;
+	meta_text(object, "stop-lsn", value, sizeof(value));
+	if (!bk_parse_lsn(value, &snapshot->stop_lsn))
+		snapshot->stop_lsn = BK_LSN_INVALID;
+	snapshot->timeline = (uint32_t) meta_u64(object, "timeline");
+	meta_text(object, "start-time", snapshot->start_time,
+			  sizeof(snapshot->start_time));
+	meta_text(object, "stop-time", snapshot->stop_time,
+			  sizeof(snapshot->stop_time));
+	if (!bk_parse_timestamp(snapshot->start_time, &snapshot->start_us))
+		snapshot->start_us = BK_TIME_UNKNOWN;
+	if (!bk_parse_timestamp(snapshot->stop_time, &snapshot->stop_us))
+		snapshot->stop_us = BK_TIME_UNKNOWN;
+	snapshot->files = meta_u64(object, "files");
+	snapshot->objects = meta_u64(object, "objects");
+	snapshot->bytes = meta_u64(object, "bytes");
+	snapshot->segment_size = (uint32_t) meta_u64(object, "segment-size");
+	meta_text(object, "system-identifier", snapshot->system_identifier,
+			  sizeof(snapshot->system_identifier));
+	if (snapshot->start_lsn == BK_LSN_INVALID ||
+		snapshot->stop_lsn == BK_LSN_INVALID || snapshot->timeline == 0)
+	{
+		snapshot->has_record = false;
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its record's metadata lacks start-lsn, stop-lsn or "
+				 "timeline");
+	}
+	free(object);
+}
+
+static int
+snapshot_cmp(const void *a, const void *b)
+{
+	return strcmp(((const BkSnapshot *) a)->id, ((const BkSnapshot *) b)->id);
+}
+
+int
+bk_snapshot_catalog_find(const BkSnapshotCatalog *catalog, const char *id)
+{
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+		if (strcmp(catalog->snapshots[snapIdx].id, id) == 0)
+			return snapIdx;
+	return -1;
+}
+
+/* Completeness from what is present (criterion 1, keyless). */
+static void
+judge_complete(BkSnapshot *snapshot)
+{
+	if (!snapshot->has_record)
+	{
+		if (snapshot->reason[0] == '\0')
+			snprintf(snapshot->reason, sizeof(snapshot->reason),
+					 "no record (snapshot.json): the snapshot was cancelled "
+					 "or failed, or is still arriving");
+		return;
+	}
+	if (snapshot->data_objects != snapshot->objects)
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "%" PRIu64 " of its %" PRIu64 " data objects are in the "
+				 "repository",
+				 snapshot->data_objects, snapshot->objects);
+	else if (!snapshot->has_label)
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its backup_label is missing");
+	else if (!snapshot->has_map)
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its tablespace_map is missing");
+	else if (!snapshot->has_manifest)
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its backup_manifest is missing");
+	else
+		snapshot->complete = true;
+}
+
+/* Criterion 3: every segment from start to stop on the snapshot's timeline. */
+static bool
+judge_wal(const BkRepo *repo, const BkSnapshotCatalog *catalog,
+		  BkSnapshot *snapshot)
+{
+	uint32_t segment_size = catalog->wal.segment_size
+								? catalog->wal.segment_size
+								: snapshot->segment_size;
+	uint64_t first;
+	uint64_t last;
+
+	if (segment_size == 0 || (segment_size & (segment_size - 1)) != 0)
+	{
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "no WAL is archived for this source");
+		return false;
+	}
+	bk_snapshot_wal_range(snapshot, segment_size, &first, &last);
+	for (uint64_t segno = first; segno <= last; segno++)
+	{
+		char name[32];
+		char path[BK_REPO_PATH_MAX];
+		struct stat st;
+		BkError err;
+
+		bk_wal_segment_name(snapshot->timeline, segno, segment_size, name);
+		if (!bk_repo_object_path(repo, catalog->source, BK_KIND_WAL, name, path,
+								 sizeof(path), &err) ||
+			stat(path, &st) != 0)
+		{
+			char first_name[32];
+			char last_name[32];
+
+			bk_wal_segment_name(snapshot->timeline, first, segment_size,
+								first_name);
+			bk_wal_segment_name(snapshot->timeline, last, segment_size,
+								last_name);
+			snprintf(snapshot->reason, sizeof(snapshot->reason),
+					 "WAL segment %s is not archived (it needs %s .. %s to "
+					 "reach consistency)",
+					 name, first_name, last_name);
+			return false;
+		}
+	}
+	return true;
+}
+
+static void
+judge_restorable(const BkRepo *repo, BkSnapshotCatalog *catalog, int index,
+				 int depth)
+{
+	BkSnapshot *snapshot = &catalog->snapshots[index];
+
+	if (snapshot->problem != BK_SNAP_RESTORABLE || snapshot->restorable)
+		return; /* judged already */
+	if (!snapshot->complete)
+	{
+		snapshot->problem = BK_SNAP_INCOMPLETE;
+		return;
+	}
+	if (strcmp(snapshot->kind, "full") != 0)
+	{
+		BkSnapshot *parent;
+
+		snapshot->parent_index =
+			snapshot->parent[0]
+				? bk_snapshot_catalog_find(catalog, snapshot->parent)
+				: -1;
+		if (snapshot->parent_index < 0 || depth > catalog->count)
+		{
+			snapshot->problem = BK_SNAP_PARENT_MISSING;
+			snprintf(snapshot->reason, sizeof(snapshot->reason),
+					 snapshot->parent[0]
+						 ? "its parent %s is not in the repository"
+						 : "it is a %s snapshot without a parent",
+					 snapshot->parent[0] ? snapshot->parent : snapshot->kind);
+			return;
+		}
+		judge_restorable(repo, catalog, snapshot->parent_index, depth + 1);
+		parent = &catalog->snapshots[snapshot->parent_index];
+		if (!parent->restorable)
+		{
+			snapshot->problem = BK_SNAP_PARENT_MISSING;
+			snprintf(snapshot->reason, sizeof(snapshot->reason),
+					 "its parent %s is not restorable (%s)", parent->id,
+					 bk_snapshot_problem_name(parent->problem));
+			return;
+		}
+	}
+	if (!judge_wal(repo, catalog, snapshot))
+	{
+		snapshot->problem = BK_SNAP_WAL_MISSING;
+		return;
+	}
+	snapshot->restorable = true;
+	snapshot->reason[0] = '\0';
+}
+
+static void
+compute_window(BkSnapshotCatalog *catalog)
+{
+	const BkWalCatalog *wal = &catalog->wal;
+	const BkWalTimeline *latest = NULL;
+	const BkSnapshot *oldest = NULL;
+	int64_t created_us;
+
+	if (wal->newest_name[0] != '\0')
+	{
+		int64_t now_ms = bk_wall_ms();
+
+		catalog->has_rpo = true;
+		if (bk_parse_timestamp(wal->newest_created, &created_us))
+			catalog->rpo_seconds = (now_ms - created_us / 1000) / 1000.0;
+		else
+			catalog->rpo_seconds = (now_ms - wal->newest_archived_ms) / 1000.0;
+		if (catalog->rpo_seconds < 0)
+			catalog->rpo_seconds = 0;
+	}
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+		if (catalog->snapshots[snapIdx].restorable &&
+			(oldest == NULL ||
+			 catalog->snapshots[snapIdx].stop_lsn < oldest->stop_lsn))
+		{
+			oldest = &catalog->snapshots[snapIdx];
+			catalog->window_snapshot = snapIdx;
+		}
+	for (int tlIdx = wal->timeline_count - 1; tlIdx >= 0; tlIdx--)
+		if (wal->timelines[tlIdx].segments > 0)
+		{
+			latest = &wal->timelines[tlIdx];
+			break;
+		}
+	if (oldest == NULL || latest == NULL)
+		return;
+	catalog->has_window = true;
+	catalog->window_start_lsn = oldest->stop_lsn;
+	bk_strlcpy(catalog->window_start_time, oldest->stop_time,
+			   sizeof(catalog->window_start_time));
+	catalog->window_end_lsn =
+		(latest->last_segno + 1) * (uint64_t) wal->segment_size;
+	catalog->window_end_timeline = latest->timeline;
+	bk_strlcpy(catalog->window_end_time, wal->newest_created,
+			   sizeof(catalog->window_end_time));
+	for (int tlIdx = 0; tlIdx < wal->timeline_count; tlIdx++)
+		if (wal->timelines[tlIdx].timeline >= oldest->timeline)
+			catalog->window_missing_segments += wal->timelines[tlIdx].gap_count;
+}
+
+bool
+bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
+						 BkSnapshotCatalog *catalog, BkError *err)
+{
+	char snapshot_root[BK_REPO_PATH_MAX];
+	DIR *dir;
+	struct dirent *entry;
+
+	memset(catalog, 0, sizeof(*catalog));
+	catalog->window_snapshot = -1;
+	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
+	if (!bk_wal_catalog_load(repo, source, &catalog->wal, err) ||
+		!bk_repo_source_path(repo, source, "snapshot", snapshot_root,
+							 sizeof(snapshot_root), err))
+		return false;
+	dir = opendir(snapshot_root);
+	if (dir == NULL)
+	{
+		if (errno == ENOENT)
+		{
+			compute_window(catalog);
+			return true;
+		}
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							snapshot_root, strerror(errno));
+	}
+	while ((entry = readdir(dir)) != NULL)
+	{
+		BkSnapshot *snapshot;
+		BkSnapshot *grown;
+		char data_dir[BK_REPO_PATH_MAX + 16];
+		struct stat st;
+
+		if (entry->d_name[0] == '.' ||
+			strlen(entry->d_name) > BK_SNAPSHOT_ID_MAX)
+			continue;
+		grown = realloc(catalog->snapshots,
+						(size_t) (catalog->count + 1) * sizeof(*grown));
+		if (grown == NULL)
+		{
+			closedir(dir);
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		}
+		catalog->snapshots = grown;
+		snapshot = &catalog->snapshots[catalog->count];
+		memset(snapshot, 0, sizeof(*snapshot));
+		bk_strlcpy(snapshot->id, entry->d_name, sizeof(snapshot->id));
+		snprintf(snapshot->dir, sizeof(snapshot->dir), "%s/%s", snapshot_root,
+				 entry->d_name);
+		if (stat(snapshot->dir, &st) != 0 || !S_ISDIR(st.st_mode))
+			continue;
+		catalog->count++;
+		snapshot->parent_index = -1;
+		snapshot->start_us = BK_TIME_UNKNOWN;
+		snapshot->stop_us = BK_TIME_UNKNOWN;
+		snapshot->start_lsn = BK_LSN_INVALID;
+		snapshot->stop_lsn = BK_LSN_INVALID;
+		snapshot->newest_mtime_ms = mtime_ms(&st);
+		if (present(snapshot->dir, BK_SNAPSHOT_RECORD, snapshot))
+			load_record_meta(snapshot);
+		snapshot->has_label =
+			present(snapshot->dir, BK_SNAPSHOT_LABEL, snapshot);
+		snapshot->has_map = present(snapshot->dir, BK_SNAPSHOT_MAP, snapshot);
+		snapshot->has_manifest =
+			present(snapshot->dir, BK_SNAPSHOT_MANIFEST, snapshot);
+		snprintf(data_dir, sizeof(data_dir), "%s/%s", snapshot->dir,
+				 BK_SNAPSHOT_DATA);
+		if (!count_objects(data_dir, &snapshot->data_objects,
+						   &snapshot->newest_mtime_ms, &snapshot->stored_bytes,
+						   err))
+		{
+			closedir(dir);
+			return false;
+		}
+		judge_complete(snapshot);
+	}
+	closedir(dir);
+	if (catalog->count > 0)
+		qsort(catalog->snapshots, (size_t) catalog->count,
+			  sizeof(*catalog->snapshots), snapshot_cmp);
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+		judge_restorable(repo, catalog, snapIdx, 0);
+	compute_window(catalog);
+	return true;
+}
+
+void
+bk_snapshot_catalog_free(BkSnapshotCatalog *catalog)
+{
+	bk_wal_catalog_free(&catalog->wal);
+	free(catalog->snapshots);
+	catalog->snapshots = NULL;
+	catalog->count = 0;
+}
+
+static json_t *
+lsn_json(uint64_t lsn)
+{
+	char text[32];
+
+	if (lsn == BK_LSN_INVALID)
+		return json_null();
+	bk_format_lsn(lsn, text, sizeof(text));
+	return json_string(text);
+}
+
+static json_t *
+text_or_null(const char *text)
+{
+	return text[0] ? json_string(text) : json_null();
+}
+
+json_t *
+bk_snapshot_json(const BkSnapshot *snapshot)
+{
+	json_t *item = json_object();
+
+	json_object_set_new(item, "id", json_string(snapshot->id));
+	json_object_set_new(item, "kind", text_or_null(snapshot->kind));
+	json_object_set_new(item, "parent", text_or_null(snapshot->parent));
+	json_object_set_new(item, "start_lsn", lsn_json(snapshot->start_lsn));
+	json_object_set_new(item, "stop_lsn", lsn_json(snapshot->stop_lsn));
+	json_object_set_new(item, "timeline",
+						snapshot->has_record ? json_integer(snapshot->timeline)
+											 : json_null());
+	json_object_set_new(item, "start_time", text_or_null(snapshot->start_time));
+	json_object_set_new(item, "stop_time", text_or_null(snapshot->stop_time));
+	json_object_set_new(item, "files",
+						snapshot->has_record
+							? json_integer((json_int_t) snapshot->files)
+							: json_null());
+	json_object_set_new(item, "objects",
+						snapshot->has_record
+							? json_integer((json_int_t) snapshot->objects)
+							: json_null());
+	json_object_set_new(item, "objects_present",
+						json_integer((json_int_t) snapshot->data_objects));
+	json_object_set_new(item, "bytes",
+						snapshot->has_record
+							? json_integer((json_int_t) snapshot->bytes)
+							: json_null());
+	json_object_set_new(item, "stored_bytes",
+						json_integer((json_int_t) snapshot->stored_bytes));
+	json_object_set_new(item, "complete", json_boolean(snapshot->complete));
+	json_object_set_new(item, "restorable", json_boolean(snapshot->restorable));
+	json_object_set_new(
+		item, "problem",
+		snapshot->restorable
+			? json_null()
+			: json_string(bk_snapshot_problem_name(snapshot->problem)));
+	json_object_set_new(item, "reason", text_or_null(snapshot->reason));
+	return item;
+}

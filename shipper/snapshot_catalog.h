@@ -1,0 +1,158 @@
+/*
+ * snapshot_catalog.h
+ *		What the repository knows about a source's snapshots, without keys:
+ *		which snapshots there are, whether each is complete, whether its
+ *		chain of parents holds, whether the WAL it needs to reach consistency
+ *		is archived, and so which moments the archive can restore.
+ *
+ * Everything comes from the files themselves (docs/snapshot-format.md):
+ * the keyless metadata of each snapshot's record object (snapshot.json),
+ * the objects present under <source>/snapshot/<id>/, and the WAL catalog
+ * of repo.h.  Nothing is cached, so what this says is what a restore would
+ * find.  The keyed side (the record's contents, rebuilding files) is in
+ * snapshot_data.h.
+ *
+ * A snapshot is restorable (snapshot-format.md section 5) when
+ *	 1. its record is there, the number of data/ objects present equals the
+ *		record's "objects", and backup_label, tablespace_map and
+ *		backup_manifest are there (the keyed check, every object the record
+ *		names, is verify's and restore's job);
+ *	 2. its parent, if any, is restorable;
+ *	 3. the WAL from the segment holding start-lsn through the segment
+ *		holding the last byte before stop-lsn is archived on its timeline.
+ */
+#ifndef BK_SNAPSHOT_CATALOG_H
+#define BK_SNAPSHOT_CATALOG_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "bk_error.h"
+#include "repo.h"
+
+#define BK_SNAPSHOT_ID_MAX     64
+#define BK_SNAPSHOT_RECORD     "snapshot.json"
+#define BK_SNAPSHOT_LABEL      "backup_label"
+#define BK_SNAPSHOT_MAP        "tablespace_map"
+#define BK_SNAPSHOT_MANIFEST   "backup_manifest"
+#define BK_SNAPSHOT_DATA       "data"
+#define BK_TIME_UNKNOWN        INT64_MIN
+#define BK_LSN_INVALID         UINT64_MAX
+#define BK_TIMESTAMP_TEXT_SIZE 40
+
+/* Why a snapshot cannot be restored. */
+typedef enum BkSnapshotProblem
+{
+	BK_SNAP_RESTORABLE = 0,
+	BK_SNAP_INCOMPLETE,     /* no record, or objects missing */
+	BK_SNAP_PARENT_MISSING, /* parent absent or itself not restorable */
+	BK_SNAP_WAL_MISSING     /* a segment it needs is not archived */
+} BkSnapshotProblem;
+
+typedef struct BkSnapshot
+{
+	char id[BK_SNAPSHOT_ID_MAX + 1];
+	char dir[BK_REPO_PATH_MAX]; /* <repo>/<source>/snapshot/<id> */
+
+	/* From the record's metadata (valid when has_record). */
+	bool has_record;
+	char kind[8]; /* full, diff, incr */
+	char parent[BK_SNAPSHOT_ID_MAX + 1];
+	uint64_t start_lsn;
+	uint64_t stop_lsn;
+	uint32_t timeline;
+	char start_time[BK_TIMESTAMP_TEXT_SIZE];
+	char stop_time[BK_TIMESTAMP_TEXT_SIZE];
+	int64_t start_us; /* microseconds since the epoch, or BK_TIME_UNKNOWN */
+	int64_t stop_us;
+	uint64_t files;
+	uint64_t objects;
+	uint64_t bytes;
+	uint32_t segment_size;
+	char system_identifier[32];
+
+	/* What is present. */
+	uint64_t data_objects;
+	bool has_label;
+	bool has_map;
+	bool has_manifest;
+	int64_t newest_mtime_ms; /* of any file of the snapshot */
+	uint64_t stored_bytes;   /* bytes of its object files */
+
+	/* Judgement. */
+	bool complete;
+	int parent_index; /* into the catalog, or -1 */
+	bool restorable;
+	BkSnapshotProblem problem;
+	char reason[512];
+} BkSnapshot;
+
+typedef struct BkSnapshotCatalog
+{
+	char source[BK_SOURCE_ID_MAX + 1];
+	BkWalCatalog wal;
+	int count;
+	BkSnapshot *snapshots; /* sorted by id: oldest first */
+
+	/* The restorable window: from the oldest restorable snapshot's stop
+	 * point to the end of the archived WAL on the latest timeline. */
+	bool has_window;
+	int window_snapshot;
+	uint64_t window_start_lsn;
+	char window_start_time[BK_TIMESTAMP_TEXT_SIZE];
+	uint64_t window_end_lsn;
+	uint32_t window_end_timeline;
+	char window_end_time[BK_TIMESTAMP_TEXT_SIZE]; /* newest WAL's "created" */
+	uint64_t window_missing_segments;             /* gaps inside the window */
+
+	/* Achieved RPO: age of the newest archived WAL. */
+	bool has_rpo;
+	double rpo_seconds;
+} BkSnapshotCatalog;
+
+/*
+ * Load the snapshots of source (and its WAL catalog), judge each one.
+ * Keyless.  A source without snapshots gives count 0.
+ */
+extern bool bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
+									 BkSnapshotCatalog *catalog, BkError *err);
+extern void bk_snapshot_catalog_free(BkSnapshotCatalog *catalog);
+
+/* Index of the snapshot with this id, or -1. */
+extern int bk_snapshot_catalog_find(const BkSnapshotCatalog *catalog,
+									const char *id);
+
+/* The snapshot as JSON, for list, restore and expire. */
+extern json_t *bk_snapshot_json(const BkSnapshot *snapshot);
+
+/* "restorable", "incomplete", "parent missing", "WAL missing" */
+extern const char *bk_snapshot_problem_name(BkSnapshotProblem problem);
+
+/*
+ * Segment numbers of the WAL a snapshot needs: the segment holding
+ * start-lsn through the one holding the last byte before stop-lsn.
+ */
+extern uint64_t bk_lsn_segno(uint64_t lsn, uint32_t segment_size);
+extern void bk_snapshot_wal_range(const BkSnapshot *snapshot,
+								  uint32_t segment_size, uint64_t *first_segno,
+								  uint64_t *last_segno);
+
+/* ------------------------------------------------- LSNs and timestamps */
+
+/* "16/B374D848" (strict); false if malformed. */
+extern bool bk_parse_lsn(const char *text, uint64_t *lsn);
+extern void bk_format_lsn(uint64_t lsn, char *out, size_t out_len);
+
+/*
+ * A timestamp as ISO 8601 or PostgreSQL writes it: "2026-11-24T05:12:00Z",
+ * "2026-11-24 05:12:00.123456+00", "2026-11-24 05:12:00 UTC",
+ * "2026-11-24 06:12:00+01:00".  Without a zone it is local time.
+ * Microseconds since the epoch.
+ */
+extern bool bk_parse_timestamp(const char *text, int64_t *us);
+
+/* "2026-11-24T05:12:00.123456Z" */
+extern void bk_format_timestamp(int64_t us, char *out, size_t out_len);
+
+#endif /* BK_SNAPSHOT_CATALOG_H */

@@ -1,0 +1,161 @@
+/*
+ * snapshot_data.h
+ *		The keyed side of snapshots: decrypting objects, reading the
+ *		snapshot record, and rebuilding a file of the data directory from
+ *		a chain of snapshots (docs/snapshot-format.md, sections 2 and 3).
+ *
+ * Memory stays bounded whatever the file size: objects are decrypted one
+ * chunk at a time into the destination, and an incremental file is
+ * rebuilt in place: the parent's version is written first (recursively,
+ * down to the snapshot that sent the file whole), then cut or extended
+ * to the new length, then each changed block is written at its offset.
+ * Only the block-number list of one incremental object is held in memory
+ * (4 bytes per changed block).
+ *
+ * bk restore and bk verify share this code, so verify checks exactly what
+ * a restore would do.
+ */
+#ifndef BK_SNAPSHOT_DATA_H
+#define BK_SNAPSHOT_DATA_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_error.h"
+#include "bk_frame.h"
+#include "repo.h"
+#include "snapshot_catalog.h"
+
+#define BK_INCR_MAGIC       "BKINCR01"
+#define BK_INCR_HEADER_LEN  24
+#define BK_RECORD_MAX_BYTES ((size_t) 1 << 30)
+
+typedef struct BkSnapFile
+{
+	char *path; /* plain, relative to the data directory */
+	uint64_t size;
+	mode_t mode;
+	int64_t mtime;
+	bool incremental;
+	uint64_t blocks; /* incremental: changed blocks sent (0: no object) */
+	bool has_sha256;
+	uint8_t sha256[BK_SHA256_LEN];
+} BkSnapFile;
+
+typedef struct BkSnapDirectory
+{
+	char *path;
+	mode_t mode;
+} BkSnapDirectory;
+
+typedef struct BkSnapTablespace
+{
+	uint32_t oid;
+	char *path;
+} BkSnapTablespace;
+
+/* A decrypted, parsed snapshot record. */
+typedef struct BkSnapRecord
+{
+	char id[BK_SNAPSHOT_ID_MAX + 1];
+	char source[BK_SOURCE_ID_MAX + 1];
+	char kind[8];
+	char parent[BK_SNAPSHOT_ID_MAX + 1];
+	char label[256];
+	uint64_t start_lsn;
+	uint64_t stop_lsn;
+	uint32_t start_timeline;
+	uint32_t stop_timeline;
+	char start_time[BK_TIMESTAMP_TEXT_SIZE];
+	char stop_time[BK_TIMESTAMP_TEXT_SIZE];
+	char system_identifier[32];
+	int64_t pg_version;
+	uint32_t segment_size;
+	uint32_t block_size;
+	bool data_checksums;
+	size_t file_count;
+	BkSnapFile *files; /* sorted by path */
+	size_t directory_count;
+	BkSnapDirectory *directories;
+	size_t tablespace_count;
+	BkSnapTablespace *tablespaces;
+	size_t checksum_failure_count;
+	uint64_t bytes; /* sum of file sizes */
+} BkSnapRecord;
+
+/*
+ * Object name of a data file: "<id>/data/<path>" with bytes outside
+ * 0x21-0x7E, '%' and '\' written %XX.
+ */
+extern bool bk_snapshot_data_name(const char *id, const char *path, char *out,
+								  size_t out_len);
+
+/* Receives decrypted bytes of an object in order. */
+typedef bool (*BkPlainSink)(void *arg, const uint8_t *data, size_t len,
+							BkError *err);
+
+/*
+ * Decrypt the snapshot object <source>/snapshot/<name> into sink, checking
+ * every chunk's tag, the fingerprint, and that the frames are the object
+ * the name says.  digest (may be NULL) gets the plaintext's SHA-256 and
+ * size its length.
+ */
+extern bool bk_snapshot_read_object(const BkRepo *repo, BkDecoder *decoder,
+									const char *source, const char *name,
+									BkPlainSink sink, void *sink_arg,
+									uint8_t *digest, uint64_t *size,
+									BkError *err);
+
+/* A whole (small) object in memory, NUL-terminated; at most max_len. */
+extern bool bk_snapshot_read_small(const BkRepo *repo, BkDecoder *decoder,
+								   const char *source, const char *name,
+								   size_t max_len, char **data, size_t *len,
+								   BkError *err);
+
+/* Decrypt and parse <id>/snapshot.json. */
+extern bool bk_snapshot_record_load(const BkRepo *repo, BkDecoder *decoder,
+									const char *source, const char *id,
+									BkSnapRecord **record, BkError *err);
+extern void bk_snapshot_record_free(BkSnapRecord *record);
+
+/* The record's entry for path, or NULL. */
+extern const BkSnapFile *bk_snapshot_record_file(const BkSnapRecord *record,
+												 const char *path);
+
+/*
+ * A path from a record is safe to join to a directory: relative, no empty,
+ * "." or ".." component.
+ */
+extern bool bk_snapshot_path_safe(const char *path);
+
+/*
+ * Rebuild file (an entry of chain[chain_len - 1]) into fd (open for
+ * reading and writing, empty or of any content: it is overwritten and cut
+ * to size).  chain runs from the full snapshot to the one restored, each
+ * the parent of the next.  sha256 gets the SHA-256 of the rebuilt file.
+ * Errors name the snapshot and the file.  bytes_read (may be NULL) adds
+ * the plaintext bytes decrypted.
+ */
+extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
+									 const char *source,
+									 BkSnapRecord *const *chain, int chain_len,
+									 const BkSnapFile *file, int fd,
+									 const char *fd_path,
+									 uint8_t sha256[BK_SHA256_LEN],
+									 uint64_t *bytes_read, BkError *err);
+
+/* SHA-256 of a file's first size bytes (fails if shorter). */
+extern bool bk_sha256_fd(int fd, const char *path, uint8_t out[BK_SHA256_LEN],
+						 BkError *err);
+
+/*
+ * Check a PostgreSQL backup manifest: it parses, has version 1, a Files
+ * array, and its Manifest-Checksum is the SHA-256 of everything before
+ * that line.
+ */
+extern bool bk_manifest_check(const char *text, size_t len, BkError *err);
+
+#endif /* BK_SNAPSHOT_DATA_H */

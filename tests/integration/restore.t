@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# bk restore, verify, list, expire and wal-get --prefetch, end to end on the
+# real servers: PostgreSQL archives through bk, a shipper fills the
+# repository, snapshots come from pg_basebackup through the fixture
+# tests/integration/bk_test_snapshot (a full one, then an incremental one
+# built on it, exactly as docs/snapshot-format.md says bk_snapshot() sends
+# them), and:
+#   - at a series of moments the test records every table's digest, the
+#     time and the LSN; restoring to each moment by time and by LSN, to a
+#     committed transaction's xid and to a named restore point (each with
+#     and without --snapshot), to "immediate" and to the end of the archive
+#     gives exactly those digests, from the snapshot the target needs
+#     (never a newer one);
+#   - every restored directory passes pg_verifybackup --no-parse-wal before
+#     it starts, starts as postgres (bk restore runs as root), promotes,
+#     passes pg_amcheck --all while running and pg_checksums --check when
+#     stopped; its tablespace is where --tablespace-map put it;
+#   - a non-empty target is refused without --delta and reused with it;
+#     a target before the oldest snapshot, an unknown snapshot, a snapshot
+#     newer than the target and an interrupted snapshot are refused;
+#   - one corrupted chunk (a payload byte flipped, the CRC fixed so that
+#     only the key can tell) makes bk verify and bk restore fail with exit 4,
+#     naming the file, and leaves nothing that could start;
+#   - bk wal-get --prefetch spools the next segments, serves them from
+#     there byte-identical, and keeps its exit codes;
+#   - bk expire keeps what the kept snapshots need and removes the rest.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+eval "$("$ROOT/scripts/services" env)"
+SERVICES="$ROOT/scripts/services"
+BK=/usr/local/bin/bk
+SHIPPER=/usr/local/bin/bk-shipper
+FIXTURE="$ROOT/tests/integration/bk_test_snapshot"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-restore-test.XXXXXX")"
+chmod 755 "$dir"
+prefix="bkit-restore-$$-$RANDOM"
+repo="$dir/repo"
+shipper_pid=""
+running=""
+restored_port=$((PGPORT + 31))
+SNAP_ID=""
+export PGOPTIONS="-c client_min_messages=warning"
+
+psql_q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+rpsql() { psql -X -A -t -q -h 127.0.0.1 -p "$restored_port" -U postgres "$@"; }
+as_postgres() { runuser -u postgres -- "$@"; }
+json_get() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+stop_restored() {
+    [[ -n "$running" ]] && as_postgres "$BK_PGBIN/pg_ctl" -D "$running" -m fast -w stop >/dev/null 2>&1
+    running=""
+}
+cleanup() {
+    stop_restored
+    [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
+    psql_q -c "DROP TABLE IF EXISTS r_main, r_ts, r_big" -c "DROP TABLESPACE IF EXISTS bk_restore_ts" \
+        >/dev/null 2>&1
+    : >"$BK_PGDATA/bk_test.conf"
+    "$SERVICES" restart pg >/dev/null 2>&1
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# ---- set up: bk installed, key, topics, shipper, PostgreSQL archiving through bk
+make -s -C "$ROOT" install >/dev/null && make -s -C "$ROOT/tests/integration" bk_test_snapshot >/dev/null
+ok $? "bk, bk-shipper, the extension and the snapshot fixture are built and installed"
+"$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
+chown postgres "$dir/bk.key" # restore_command runs as postgres
+cat >"$dir/bk.conf" <<CONF
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+repository = $repo
+key_file = $dir/bk.key
+shipper_id = restore-test-$$
+group_id = restore-test-$$
+CONF
+chmod 644 "$dir/bk.conf"
+grep -v '^key_file' "$dir/bk.conf" >"$dir/keyless.conf"
+"$BK" init --config "$dir/bk.conf" >/dev/null
+ok $? "topics created"
+"$SHIPPER" --config "$dir/bk.conf" >>"$dir/shipper.log" 2>&1 &
+shipper_pid=$!
+cat >"$BK_PGDATA/bk_test.conf" <<CONF
+shared_preload_libraries = 'bk'
+archive_library = 'bk'
+bk.kafka_brokers = '$BK_KAFKA_BROKERS'
+bk.topic_prefix = '$prefix'
+bk.key_file = '$dir/bk.key.pub'
+bk.kafka_timeout = '5s'
+CONF
+"$SERVICES" restart pg >/dev/null 2>&1
+ok $? "PostgreSQL restarted with archive_library = 'bk'"
+source_id="$(psql_q -c "SELECT system_identifier FROM pg_control_system()")"
+psql_q -c "CREATE EXTENSION IF NOT EXISTS bk" >/dev/null
+
+install -d -o postgres -m 700 "$dir/ts1"
+psql_q <<SQL >/dev/null
+DROP TABLE IF EXISTS r_main, r_ts, r_big;
+DROP TABLESPACE IF EXISTS bk_restore_ts;
+CREATE TABLESPACE bk_restore_ts LOCATION '$dir/ts1';
+CREATE TABLE r_main (id bigserial PRIMARY KEY, v text NOT NULL, n int NOT NULL);
+CREATE INDEX r_main_n ON r_main (n);
+CREATE TABLE r_ts (id int PRIMARY KEY, v bigint NOT NULL) TABLESPACE bk_restore_ts;
+CREATE TABLE r_big (id int PRIMARY KEY, v text NOT NULL);
+INSERT INTO r_main (v, n) SELECT md5(g::text), g % 97 FROM generate_series(1, 50000) g;
+INSERT INTO r_ts SELECT g, g FROM generate_series(1, 2000) g;
+INSERT INTO r_big SELECT g, repeat(md5(g::text), 200) FROM generate_series(1, 200) g;
+SQL
+ok $? "tables in the default tablespace and in a second one, with TOAST"
+
+DIGEST_SQL="SELECT string_agg(r || ':' || d, ' ' ORDER BY r) FROM (
+    SELECT 'r_main' AS r, md5(string_agg(t::text, ',' ORDER BY t::text)) AS d FROM r_main t
+    UNION ALL SELECT 'r_ts', md5(string_agg(t::text, ',' ORDER BY t::text)) FROM r_ts t
+    UNION ALL SELECT 'r_big', md5(string_agg(t::text, ',' ORDER BY t::text)) FROM r_big t) x"
+
+# A moment: run SQL, then note the time and LSN after its commits, and the
+# digests.  Nothing else writes, so nothing commits between them.
+declare -A M_TIME M_LSN M_DIGEST M_EXTRA
+moment() {
+    local name="$1" sql="${2:-}" out
+    out="$(psql -X -A -t -q -v ON_ERROR_STOP=1 <<SQL
+$sql
+SELECT 'TIME=' || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00';
+SELECT 'LSN=' || pg_current_wal_insert_lsn();
+SELECT 'DIGEST=' || ($DIGEST_SQL);
+SQL
+)"
+    M_TIME[$name]="$(sed -n 's/^TIME=//p' <<<"$out")"
+    M_LSN[$name]="$(sed -n 's/^LSN=//p' <<<"$out")"
+    M_DIGEST[$name]="$(sed -n 's/^DIGEST=//p' <<<"$out")"
+    M_EXTRA[$name]="$(sed -n 's/^EXTRA=//p' <<<"$out")"
+    [[ -n "${M_TIME[$name]}" && -n "${M_DIGEST[$name]}" ]]
+}
+archived_through_now() {
+    local seg last
+    seg="$(psql_q -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")"
+    psql_q -c "SELECT pg_switch_wal()" >/dev/null
+    last="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")"
+    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo/$source_id/wal/$seg"
+}
+restorable() { # ID
+    "$BK" list --config "$dir/bk.conf" --source "$source_id" --json >"$dir/list.json" 2>/dev/null &&
+        [[ "$(json_get "$dir/list.json" "[s['restorable'] for s in d['sources'][0]['snapshots'] if s['id'] == '$1']")" == "[True]" ]]
+}
+# Snapshot: pg_basebackup -Fp (tablespace remapped), sent by the fixture.
+take_snapshot() { # NAME [fixture options]
+    local name="$1" out
+    shift
+    install -d -o postgres -m 700 "$dir/base-$name" "$dir/base-$name-ts1"
+    as_postgres "$BK_PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$dir/base-$name" \
+        -Fp -X none --manifest-checksums=SHA256 -c fast -T "$dir/ts1=$dir/base-$name-ts1" \
+        >"$dir/basebackup-$name.log" 2>&1 || return 1
+    out="$("$FIXTURE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --key "$dir/bk.key.pub" \
+        --source "$source_id" --chunk-size 65536 --tablespace-origin "$dir/base-$name-ts1=$dir/ts1" \
+        "$@" "$dir/base-$name")" || return 1
+    SNAP_ID="${out%% *}"
+}
+
+# ---- snapshots and moments
+moment m0
+ok $? "moment m0 (before any snapshot)"
+take_snapshot s1
+ok $? "a full snapshot: pg_basebackup, sent by the fixture as $SNAP_ID" ||
+    bail_out "no snapshot: $(tail -n 3 "$dir/basebackup-s1.log")"
+snap1="$SNAP_ID"
+moment m1 "UPDATE r_main SET v = 'm1' WHERE id % 10 = 0; INSERT INTO r_ts SELECT g, -g FROM generate_series(3001, 3100) g;"
+ok $? "moment m1: updates in both tablespaces"
+moment m2 "DELETE FROM r_main WHERE id % 7 = 0; UPDATE r_big SET v = v || 'm2' WHERE id < 20;
+BEGIN; INSERT INTO r_main (v, n) VALUES ('the xid target', 1); SELECT 'EXTRA=' || txid_current(); COMMIT;"
+ok $? "moment m2: deletes, TOAST updates, then one transaction whose xid is the target"
+xid="${M_EXTRA[m2]}"
+take_snapshot s2 --kind incr --parent "$snap1" --parent-dir "$dir/base-s1"
+ok $? "an incremental snapshot on top of it: $SNAP_ID" || bail_out "no incremental snapshot"
+snap2="$SNAP_ID"
+moment m3 "INSERT INTO r_main (v, n) SELECT md5(g::text), 3 FROM generate_series(1, 5000) g; TRUNCATE r_big; INSERT INTO r_big VALUES (1, 'm3');"
+ok $? "moment m3: inserts, a truncate"
+moment m4 "UPDATE r_ts SET v = v * 2; SELECT pg_create_restore_point('bk_restore_point');"
+ok $? "moment m4: updates, then a restore point"
+moment m5 "INSERT INTO r_main (v, n) VALUES ('last', 5);"
+ok $? "moment m5: the last write"
+wait_for 180 "WAL through the last moment archived" archived_through_now
+ok $? "the WAL through the last moment is archived"
+wait_for 60 "snapshots restorable" eval "restorable $snap1 && restorable $snap2"
+ok $? "bk list calls both snapshots restorable"
+
+# ---- bk list and bk verify
+out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+like "$out" "$snap2  incr of $snap1 .* restorable" "bk list shows the incremental snapshot and its parent"
+like "$out" "restorable window: [0-9A-F]+/[0-9A-F]+ \\([^)]*, stop of $snap1\\) \\.\\. " \
+    "and the restorable window from the oldest snapshot's stop point"
+like "$out" "achieved RPO: [0-9]+ s" "and the achieved RPO"
+is "$(json_get "$dir/list.json" "d['sources'][0]['restorable_window']['from_snapshot']")" "$snap1" \
+    "bk list --json: the window starts at the full snapshot"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 0 "bk verify with the key: every object decrypts, every file rebuilds to its recorded SHA-256"
+like "$out" "snapshot $snap2: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt: OK" \
+    "including the files of the incremental snapshot, through its chain"
+"$BK" verify --config "$dir/keyless.conf" --source "$source_id" >"$dir/verify-keyless.log" 2>&1
+is $? 0 "bk verify without a key checks structure, CRCs and completeness"
+
+# ---- restore to each moment and compare
+restore_and_check() { # NAME EXPECTED-SNAPSHOT DIGEST-OF DESCRIPTION [bk restore options]
+    local name="$1" expected="$2" digest_of="$3" desc="$4"
+    shift 4
+    local target="$dir/r-$name" chosen
+    [[ -n "${KEEP_TARGET:-}" ]] || rm -rf "$target" "$dir/ts-$name"
+    "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$target" \
+        --tablespace-map "$dir/ts1=$dir/ts-$name" --json "$@" >"$dir/restore-$name.json" 2>"$dir/restore-$name.err"
+    if ! ok $? "restore to $desc"; then
+        diag "$(tail -n 5 "$dir/restore-$name.err")"
+        return 1
+    fi
+    chosen="$(json_get "$dir/restore-$name.json" "d['snapshot']")"
+    is "$chosen" "$expected" "it restores snapshot $expected, the newest ending before the target ($name)"
+    is "$(stat -c '%U %a' "$target")" "postgres 700" "the restored directory belongs to postgres, mode 0700 ($name)"
+    is "$(readlink "$target/pg_tblspc/$(ls "$target/pg_tblspc")")" "$dir/ts-$name" \
+        "its tablespace is where --tablespace-map put it ($name)"
+    as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$target" >"$dir/verifybackup-$name.log" 2>&1
+    ok $? "pg_verifybackup --no-parse-wal accepts it before it starts ($name)" ||
+        diag "$(tail -n 5 "$dir/verifybackup-$name.log")"
+    echo "port = $restored_port" >>"$target/postgresql.auto.conf"
+    install -o postgres -m 644 /dev/null "$dir/r-$name.log"
+    as_postgres "$BK_PGBIN/pg_ctl" -D "$target" -l "$dir/r-$name.log" -w -t 120 start >/dev/null 2>&1
+    ok $? "it starts as postgres and recovers through bk wal-get ($name)" || {
+        diag "$(tail -n 20 "$dir/r-$name.log")"
+        return 1
+    }
+    running="$target"
+    promoted() { [[ "$(rpsql -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" == f ]]; }
+    wait_for 120 "promotion of $name" promoted
+    ok $? "recovery reached the target and promoted ($name)" || diag "$(tail -n 20 "$dir/r-$name.log")"
+    is "$(rpsql -c "$DIGEST_SQL")" "${M_DIGEST[$digest_of]}" "every table is exactly as at $digest_of ($name)"
+    if [[ " $* " == *" --prefetch "* ]]; then
+        like "$(cat "$dir/r-$name.log")" 'restored log file "[0-9A-F]{24}" from archive' \
+            "recovery fetched WAL through bk wal-get --prefetch ($name)"
+        [[ ! -e "$target/pg_wal/bk-prefetch" ]]
+        ok $? "and no prefetched segment is left in pg_wal after promotion ($name)"
+    fi
+    as_postgres "$BK_PGBIN/pg_amcheck" -h 127.0.0.1 -p "$restored_port" -U postgres --all \
+        --install-missing --heapallindexed >"$dir/amcheck-$name.log" 2>&1
+    ok $? "pg_amcheck --all finds nothing ($name)" || diag "$(tail -n 5 "$dir/amcheck-$name.log")"
+    stop_restored
+    as_postgres "$BK_PGBIN/pg_checksums" --check -D "$target" >"$dir/checksums-$name.log" 2>&1
+    ok $? "pg_checksums --check passes on the stopped cluster ($name)" ||
+        diag "$(tail -n 5 "$dir/checksums-$name.log")"
+}
+cleanup_restore() { rm -rf "$dir/r-$1" "$dir/ts-$1"; }
+
+for m in m1 m2; do
+    restore_and_check "$m-time" "$snap1" "$m" "the time of $m (${M_TIME[$m]})" --target-time "${M_TIME[$m]}"
+    cleanup_restore "$m-time"
+    restore_and_check "$m-lsn" "$snap1" "$m" "the LSN of $m (${M_LSN[$m]})" --target-lsn "${M_LSN[$m]}"
+    cleanup_restore "$m-lsn"
+done
+for m in m3 m4; do
+    restore_and_check "$m-time" "$snap2" "$m" "the time of $m (${M_TIME[$m]}), through the incremental chain" \
+        --target-time "${M_TIME[$m]}" --jobs 3
+    cleanup_restore "$m-time"
+    restore_and_check "$m-lsn" "$snap2" "$m" "the LSN of $m (${M_LSN[$m]}), through the incremental chain" \
+        --target-lsn "${M_LSN[$m]}" --prefetch 4
+    cleanup_restore "$m-lsn"
+done
+like "$(json_get "$dir/restore-m4-lsn.json" "d['recovery_settings']['restore_command']")" \
+    "^$BK wal-get --config $dir/bk.conf --source $source_id --prefetch 4 %f %p\$" \
+    "restore_command calls this bk's wal-get with absolute paths and --prefetch"
+is "$(json_get "$dir/restore-m1-time.json" "d['recovery_settings']['archive_mode']")|$(json_get "$dir/restore-m1-time.json" "d['recovery_settings']['recovery_target_action']")" \
+    "off|promote" "the restored cluster does not archive, and promotes at the target"
+restore_and_check xid "$snap1" m2 "transaction $xid, found in the WAL before the incremental snapshot" \
+    --target-xid "$xid"
+like "$(json_get "$dir/restore-xid.json" "d['target']")" "found_at_lsn" "the xid's commit record was located with pg_waldump"
+cleanup_restore xid
+restore_and_check xid-snap "$snap1" m2 "transaction $xid with --snapshot" --target-xid "$xid" --snapshot "$snap1"
+cleanup_restore xid-snap
+restore_and_check name "$snap2" m4 "restore point bk_restore_point, found after the incremental snapshot" \
+    --target-name bk_restore_point
+cleanup_restore name
+restore_and_check name-snap "$snap1" m4 "restore point bk_restore_point from the older snapshot (--snapshot)" \
+    --target-name bk_restore_point --snapshot "$snap1"
+cleanup_restore name-snap
+restore_and_check immediate "$snap2" m2 "the incremental snapshot's consistency point (--target immediate)" \
+    --target immediate
+cleanup_restore immediate
+restore_and_check end "$snap2" m5 "the end of the archive (no target)"
+# keep r-end: the --delta tests below reuse it
+
+# ---- non-empty targets, --delta
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-end" \
+    --tablespace-map "$dir/ts1=$dir/ts-end" --target-time "${M_TIME[m1]}" 2>&1)"
+is $? 2 "a non-empty target directory is refused without --delta"
+like "$out" "the target directory \"$dir/r-end\" is not empty" "saying so"
+test -f "$dir/r-end/global/pg_control"
+ok $? "and the directory is left as it was"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-fresh" \
+    --tablespace-map "$dir/ts1=$dir/ts-end" 2>&1)"
+is $? 2 "a non-empty tablespace location is refused without --delta"
+like "$out" "the location \"$dir/ts-end\" of tablespace [0-9]+ is not empty" "saying so"
+rm -rf "$dir/r-fresh"
+touch "$dir/r-end/stray-file"
+mkdir -p "$dir/r-end/base/stray-dir"
+KEEP_TARGET=1 restore_and_check end "$snap1" m1 "m1 again with --delta over the promoted cluster" \
+    --target-time "${M_TIME[m1]}" --delta
+like "$(json_get "$dir/restore-end.json" "(d['files_unchanged'], d['files_removed'])")" '^\([1-9][0-9]*, [1-9][0-9]*\)$' \
+    "--delta kept unchanged files and removed what the snapshot does not have"
+[[ ! -e "$dir/r-end/stray-file" && ! -e "$dir/r-end/base/stray-dir" ]]
+ok $? "a stray file and directory are gone"
+cleanup_restore end
+
+# ---- run as postgres: no ownership change needed
+install -d -o postgres -m 700 "$dir/as-postgres"
+as_postgres "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/as-postgres/data" \
+    --tablespace-map "$dir/ts1=$dir/as-postgres/ts" --target-lsn "${M_LSN[m3]}" >"$dir/as-postgres.log" 2>&1
+ok $? "bk restore also runs as the postgres user" || diag "$(tail -n 5 "$dir/as-postgres.log")"
+is "$(stat -c '%U' "$dir/as-postgres/data/PG_VERSION")" postgres "its files belong to postgres"
+rm -rf "$dir/as-postgres"
+
+# ---- --archive, --target-timeline: what recovery is told
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-archive" \
+    --tablespace-map "$dir/ts1=$dir/ts-archive" --target-lsn "${M_LSN[m1]}" \
+    --target-timeline current --archive 2>&1)"
+ok $? "restore with --archive and --target-timeline current"
+like "$out" "WARNING: --archive: .*timelines collide" "warns that two clusters archiving onto one source collide"
+conf="$(cat "$dir/r-archive/postgresql.auto.conf")"
+unlike "$conf" "archive_mode" "--archive leaves archive_mode to the configuration"
+like "$conf" "recovery_target_timeline = 'current'" "the target timeline is written"
+like "$conf" "recovery_target_lsn = '${M_LSN[m1]}'" "and the target"
+test -f "$dir/r-archive/recovery.signal" && test -f "$dir/r-archive/backup_label"
+ok $? "recovery.signal and backup_label are there"
+cleanup_restore archive
+
+# ---- refusals
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-early" \
+    --target-time "${M_TIME[m0]}" 2>&1)"
+is $? 1 "a target before the oldest snapshot is refused (exit 1)"
+like "$out" "no restorable snapshot of source \"$source_id\" ends at or before the target" "saying no snapshot fits"
+[[ ! -e "$dir/r-early" ]]
+ok $? "and creates nothing"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
+    --target-time "${M_TIME[m1]}" --snapshot "$snap2" 2>&1)"
+is $? 1 "--snapshot newer than the target is refused"
+like "$out" "snapshot $snap2 ends .* after the target" "saying why"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" --snapshot nosuch 2>&1)"
+is $? 1 "an unknown --snapshot is refused"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
+    --target-xid 4000000000 2>&1)"
+is $? 1 "an xid that never committed is refused"
+like "$out" "HINT: Name the snapshot to restore from with --snapshot ID" "asking for --snapshot"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
+    --tablespace-map /nowhere=/elsewhere 2>&1)"
+is $? 2 "a --tablespace-map for no tablespace of the snapshot is refused"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
+    --target-time "${M_TIME[m1]}" --target-lsn 0/1 2>&1)"
+is $? 2 "two targets are a usage error"
+out="$("$BK" restore --config "$dir/keyless.conf" --source "$source_id" --pgdata "$dir/r-x" 2>&1)"
+is $? 3 "no key is a configuration error (exit 3)"
+[[ ! -e "$dir/r-x" ]]
+ok $? "none of the refusals created the target"
+
+# ---- wal-get --prefetch: spools the next segments, serves them, keeps exit codes
+first_seg="$(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)"
+mkdir -p "$dir/pf/pg_wal" "$dir/direct"
+wal_get() { (cd "$dir/pf" && "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$@"); }
+next_seg() { printf '%s%08X' "${1:0:16}" $((16#${1:16:8} + $2)); }
+wal_get --prefetch 3 "$first_seg" pg_wal/RECOVERYXLOG
+is $? 0 "wal-get --prefetch 3 serves $first_seg"
+spooled() { for n in 1 2 3; do test -f "$dir/pf/pg_wal/bk-prefetch/$(next_seg "$first_seg" $n)" || return 1; done; }
+wait_for 60 "three segments prefetched" spooled
+ok $? "and a background process spools the next three into pg_wal/bk-prefetch"
+second="$(next_seg "$first_seg" 1)"
+wal_get --prefetch 3 "$second" pg_wal/RECOVERYXLOG
+is $? 0 "the next call succeeds"
+[[ ! -e "$dir/pf/pg_wal/bk-prefetch/$second" ]]
+ok $? "serving it from the spool (moved into place)"
+"$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$second" "$dir/direct/$second"
+cmp -s "$dir/pf/pg_wal/RECOVERYXLOG" "$dir/direct/$second"
+ok $? "byte-identical to what wal-get decrypts directly"
+beyond="$(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | tail -n 1)"
+beyond="$(next_seg "$beyond" 1)"
+wal_get --prefetch 3 "$beyond" pg_wal/RECOVERYXLOG 2>/dev/null
+is $? 1 "a segment beyond the archive's end still exits 1 with --prefetch"
+wal_get --prefetch x "$second" pg_wal/RECOVERYXLOG 2>/dev/null
+is $? 200 "a bad --prefetch value exits 200, like every other failure"
+mkdir -p "$dir/pf/pg_wal/bk-prefetch" && printf 'short' >"$dir/pf/pg_wal/bk-prefetch/$second"
+wal_get --prefetch 1 "$second" pg_wal/RECOVERYXLOG
+cmp -s "$dir/pf/pg_wal/RECOVERYXLOG" "$dir/direct/$second"
+ok $? "a spooled file of the wrong size is discarded, the segment decrypted again"
+
+# ---- one corrupted chunk: verify and restore fail naming the file, nothing can start
+victim_rel="$(psql_q -c "SELECT pg_relation_filepath('r_main')")"
+victim="$repo/$source_id/snapshot/$snap1/data/$victim_rel"
+cp "$victim" "$dir/victim.orig"
+python3 - "$victim" <<'PY'
+import struct, sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+header_len = struct.unpack(">I", data[8:12])[0]
+payload_len = struct.unpack(">I", data[32:36])[0]
+data[header_len + payload_len // 2] ^= 0x01
+def crc32c(buf):
+    crc = 0xFFFFFFFF
+    for b in buf:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+end = header_len + payload_len + 16
+data[end:end + 4] = struct.pack(">I", crc32c(bytes(data[:end])))
+open(path, "wb").write(data)
+PY
+"$BK" verify --config "$dir/keyless.conf" --source "$source_id" >/dev/null 2>&1
+is $? 0 "with its CRC fixed, the corrupted chunk passes the keyless checks"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify with the key fails (exit 4)"
+like "$out" "snapshot $snap1, file \"$victim_rel\": .*failed authentication" "naming the snapshot and the file"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-corrupt" \
+    --tablespace-map "$dir/ts1=$dir/ts-corrupt" --target-time "${M_TIME[m1]}" 2>&1)"
+is $? 4 "bk restore fails too (exit 4)"
+like "$out" "snapshot $snap1, file \"$victim_rel\"" "naming the snapshot and the file"
+like "$out" "will not start" "and saying the directory cannot start"
+[[ ! -e "$dir/r-corrupt/global/pg_control" && ! -e "$dir/r-corrupt/backup_label" ]]
+ok $? "the half-restored directory has no pg_control and no backup_label"
+cp "$dir/victim.orig" "$victim"
+rm -rf "$dir/r-corrupt" "$dir/ts-corrupt"
+
+# ---- bk expire
+out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-days 7 --dry-run 2>&1)"
+is $? 0 "expire --retain-days 7 --dry-run"
+like "$out" "would remove 0 snapshots and [0-9]+ WAL files" "keeps every snapshot: all of them end within the window"
+take_snapshot s4
+ok $? "a second full snapshot: $SNAP_ID"
+snap4="$SNAP_ID"
+wait_for 180 "WAL archived" archived_through_now
+wait_for 60 "snapshot restorable" restorable "$snap4"
+ok $? "it is restorable"
+"$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 --dry-run --json >"$dir/expire-dry.json"
+is "$(json_get "$dir/expire-dry.json" "sorted(s['id'] for s in d['snapshots'] if s['removed'])")" \
+    "$(python3 -c "import sys; print(sorted(sys.argv[1:]))" "$snap1" "$snap2")" \
+    "expire --retain-full 1 --dry-run would remove the older full snapshot and its incremental"
+test -d "$repo/$source_id/snapshot/$snap1"
+ok $? "a dry run removes nothing"
+out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
+is $? 0 "expire --retain-full 1"
+like "$out" "keep   snapshot $snap4" "keeps the newest full snapshot"
+[[ ! -e "$repo/$source_id/snapshot/$snap1" && ! -e "$repo/$source_id/snapshot/$snap2" ]]
+ok $? "removes the older snapshots"
+start_seg="$(grep -o 'START WAL LOCATION: [^ ]* (file [0-9A-F]*' "$dir/base-s4/backup_label" | sed 's/.*file //')"
+oldest_wal="$(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | head -n 1)"
+is "$oldest_wal" "$start_seg" "and the WAL before the kept snapshot's start segment, not one segment more"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
+    --target-time "${M_TIME[m3]}" 2>&1)"
+is $? 1 "after expiry, a moment before the kept snapshot can no longer be restored"
+"$BK" verify --config "$dir/bk.conf" --source "$source_id" >"$dir/verify-after-expire.log" 2>&1
+is $? 0 "bk verify after expire: what is left is whole"
+start_seg_path="$repo/$source_id/wal/$start_seg"
+mv "$start_seg_path" "$dir/hidden-segment"
+out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+like "$out" "$snap4  full .*NOT restorable: WAL missing: WAL segment $start_seg is not archived" \
+    "a snapshot whose WAL is missing is not restorable, and bk list says which segment"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" 2>&1)"
+is $? 1 "so bk restore finds no snapshot to restore"
+mv "$dir/hidden-segment" "$start_seg_path"
+restore_and_check after-expire "$snap4" m5 "the end of the archive from the kept snapshot"
+cleanup_restore after-expire
+
+# ---- an interrupted snapshot
+# An interrupted snapshot (no record) is never restorable.
+take_snapshot s5 --no-record
+cancelled="$SNAP_ID"
+cancelled_here() { test -d "$repo/$source_id/snapshot/$cancelled/data"; }
+wait_for 60 "cancelled snapshot's objects archived" cancelled_here
+out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+like "$out" "$cancelled  NOT restorable: incomplete: no record" "bk list shows a snapshot without its record as incomplete"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" --snapshot "$cancelled" 2>&1)"
+is $? 1 "restoring it is refused"
+like "$out" "snapshot $cancelled is not restorable: incomplete" "saying why"
+out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 --dry-run 2>&1)"
+like "$out" "keep   snapshot $cancelled .*in progress" \
+    "bk expire keeps it while it is young (its objects may still be arriving)"
+like "$out" "would remove 0 snapshots and 0 WAL files" "and every WAL file written since it began"
+
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+is $? 0 "the shipper stops cleanly"
+shipper_pid=""
+done_testing

@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# Snapshots and point-in-time restore, end to end on the real servers:
+#   - a workload runs while a full, an incremental and a differential
+#     snapshot are taken (DDL during one of them);
+#   - between them: a second tablespace, an unlogged table, TOASTed rows, a
+#     second database, a database created with STRATEGY FILE_COPY, a table
+#     truncated and one dropped between the full and the incremental;
+#   - at a series of moments the test records a digest of every table;
+#     restoring to each moment (by time, LSN, xid and restore point name)
+#     gives exactly that digest;
+#   - every restored cluster passes pg_verifybackup (before start),
+#     pg_amcheck (running), pg_visibility's checks, index-only scans equal to
+#     sequential scans, and pg_checksums (stopped); bk restore runs as root
+#     and leaves a directory the postgres user starts and feeds through
+#     bk wal-get;
+#   - a cancelled snapshot and one killed mid-way are never restorable;
+#   - one corrupted chunk in the repository makes bk verify and bk restore
+#     fail naming the file.
+#
+# Exact moments under a concurrent workload: every workload transaction takes
+# a shared advisory lock; a moment is recorded while holding it exclusively,
+# so no commit can fall between the recorded target and the digest.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+eval "$("$ROOT/scripts/services" env)"
+SERVICES="$ROOT/scripts/services"
+BK=/usr/local/bin/bk
+SHIPPER=/usr/local/bin/bk-shipper
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-pitr-test.XXXXXX")"
+chmod 755 "$dir"
+prefix="bkit-pitr-$$-$RANDOM"
+repo="$dir/repo"
+shipper_pid=""
+workload_pid=""
+restored_port=$((PGPORT + 21))
+
+psql_q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+as_postgres() { runuser -u postgres -- "$@"; }
+rpsql() { psql -X -A -t -q -h 127.0.0.1 -p "$restored_port" -U postgres "$@"; }
+stop_restored() {
+    [[ -f "$1/postmaster.pid" ]] && as_postgres "$BK_PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null 2>&1
+}
+cleanup() {
+    [[ -n "$workload_pid" ]] && kill "$workload_pid" 2>/dev/null
+    [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
+    for d in "$dir"/restored-*; do [[ -d "$d" ]] && stop_restored "$d"; done
+    psql_q -c "DROP DATABASE IF EXISTS bk_pitr_db2" -c "DROP DATABASE IF EXISTS bk_pitr_db3" >/dev/null 2>&1
+    psql_q -c "DROP TABLE IF EXISTS t_main, t_ts, t_toast, t_unlogged, t_trunc, t_drop, t_ddl" \
+        -c "DROP TABLESPACE IF EXISTS bk_pitr_ts" -c "DROP EXTENSION IF EXISTS bk" >/dev/null 2>&1
+    : >"$BK_PGDATA/bk_test.conf"
+    "$SERVICES" restart pg >/dev/null 2>&1
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# ---- set up: bk installed and configured, topics, shipper, PostgreSQL
+make -s -C "$ROOT" install >/dev/null
+"$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
+chown postgres "$dir/bk.key"
+cat >"$dir/bk.conf" <<CONF
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+repository = $repo
+key_file = $dir/bk.key
+shipper_id = pitr-$$
+group_id = pitr-$$
+CONF
+chmod 644 "$dir/bk.conf"
+"$BK" init --config "$dir/bk.conf" >/dev/null
+"$SHIPPER" --config "$dir/bk.conf" >>"$dir/shipper.log" 2>&1 &
+shipper_pid=$!
+cat >"$BK_PGDATA/bk_test.conf" <<CONF
+shared_preload_libraries = 'bk'
+archive_library = 'bk'
+bk.kafka_brokers = '$BK_KAFKA_BROKERS'
+bk.topic_prefix = '$prefix'
+bk.key_file = '$dir/bk.key.pub'
+CONF
+"$SERVICES" restart pg >/dev/null
+ok $? "PostgreSQL runs with bk preloaded and archiving through bk"
+source_id="$(psql_q -c "SELECT system_identifier FROM pg_control_system()")"
+psql_q -c "CREATE EXTENSION IF NOT EXISTS bk" -c "CREATE EXTENSION IF NOT EXISTS pg_visibility" >/dev/null
+
+# ---- the database: a tablespace, TOAST, unlogged, indexes, a second database
+install -d -o postgres -m 700 "$dir/ts1"
+psql_q <<SQL >/dev/null
+CREATE TABLESPACE bk_pitr_ts LOCATION '$dir/ts1';
+CREATE TABLE t_main (id bigserial PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0);
+CREATE INDEX t_main_n ON t_main (n, id);
+CREATE TABLE t_ts (id int PRIMARY KEY, v bigint NOT NULL) TABLESPACE bk_pitr_ts;
+CREATE TABLE t_toast (id bigserial PRIMARY KEY, v text NOT NULL);
+CREATE UNLOGGED TABLE t_unlogged (id int, v text);
+CREATE TABLE t_trunc (id int, v text);
+CREATE TABLE t_drop (id int, v text);
+INSERT INTO t_main (v, n) SELECT md5(g::text), g % 100 FROM generate_series(1, 200000) g;
+INSERT INTO t_ts SELECT g, g FROM generate_series(1, 1000) g;
+INSERT INTO t_toast (v) SELECT repeat(md5(g::text), 300) FROM generate_series(1, 300) g;
+INSERT INTO t_unlogged SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
+INSERT INTO t_trunc SELECT g, md5(g::text) FROM generate_series(1, 5000) g;
+INSERT INTO t_drop SELECT g, md5(g::text) FROM generate_series(1, 5000) g;
+VACUUM (FREEZE, ANALYZE);
+CREATE DATABASE bk_pitr_db2;
+SQL
+psql_q -d bk_pitr_db2 -c "CREATE TABLE d2 AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g" >/dev/null
+ok $? "schema: tablespace, TOAST, unlogged, second database"
+
+# ---- digests of every table of every database we restore
+DIGEST_SQL="SELECT string_agg(t.relname || ':' || (xpath('/row/d/text()',
+    query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, %L ORDER BY x::text), %L)) AS d FROM %I.%I x',
+                        '|', '', t.nspname, t.relname), false, true, '')))[1]::text, ' ' ORDER BY t.relname)
+FROM (SELECT c.relname, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND n.nspname = 'public' AND c.relpersistence = 'p') t"
+digest_all() { # digest of every database, using the psql command given
+    local run="$1" db
+    for db in postgres bk_pitr_db2 bk_pitr_db3; do
+        if [[ "$($run -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")" == 1 ]]; then
+            echo "$db=$($run -d "$db" -c "$DIGEST_SQL")"
+        fi
+    done
+}
+
+# The workload: small transactions under a shared advisory lock.
+cat >"$dir/workload.sql" <<'SQL'
+\set id random(1, 1000)
+BEGIN;
+SELECT pg_advisory_xact_lock_shared(4242);
+INSERT INTO t_main (v, n) VALUES (md5(random()::text), :id % 100);
+UPDATE t_ts SET v = v + 1 WHERE id = :id;
+INSERT INTO t_toast (v) SELECT repeat(md5(random()::text), 300) WHERE random() < 0.05;
+END;
+SQL
+pgbench -n -T 600 -c 2 -R 40 -f "$dir/workload.sql" >"$dir/workload.out" 2>&1 &
+workload_pid=$!
+
+# Record a moment: hold the lock exclusively, note time and LSN, and take the
+# digest of the main database in the same locked session, so the moment's
+# state cannot change in between. The other databases have no workload.
+declare -A M_TIME M_LSN M_DIGEST M_EXTRA
+moment_with_digest() {
+    local name="$1" extra="${2:-}"
+    local out db
+    out="$(psql -X -A -t -q -v ON_ERROR_STOP=1 <<SQL
+SELECT pg_advisory_lock(4242);
+$extra
+SELECT 'TIME=' || clock_timestamp();
+SELECT 'LSN=' || pg_current_wal_lsn();
+SELECT 'DIGEST=' || ($DIGEST_SQL);
+SELECT pg_advisory_unlock(4242);
+SQL
+)"
+    M_TIME[$name]="$(sed -n 's/^TIME=//p' <<<"$out")"
+    M_LSN[$name]="$(sed -n 's/^LSN=//p' <<<"$out")"
+    M_EXTRA[$name]="$(sed -n 's/^EXTRA=//p' <<<"$out")"
+    # the main database under the lock; the others have no workload
+    M_DIGEST[$name]="postgres=$(sed -n 's/^DIGEST=//p' <<<"$out")"
+    for db in bk_pitr_db2 bk_pitr_db3; do
+        if [[ "$(psql_q -c "SELECT count(*) FROM pg_database WHERE datname = '$db'")" == 1 ]]; then
+            M_DIGEST[$name]+=$'\n'"$db=$(psql_q -d "$db" -c "$DIGEST_SQL")"
+        fi
+    done
+}
+wait_snapshot() {
+    local id="$1" state
+    for _ in $(seq 1 600); do
+        state="$(psql_q -c "SELECT state FROM bk_snapshot_progress WHERE snapshot_id = '$id'")"
+        [[ "$state" == complete || "$state" == failed || "$state" == cancelled ]] && { echo "$state"; return; }
+        sleep 0.2
+    done
+    echo timeout
+}
+
+sleep 2
+moment_with_digest m0
+
+# ---- full snapshot, with DDL while it runs
+full="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'pitr full', wait => false)")"
+like "$full" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "full snapshot started: $full"
+psql_q -c "CREATE TABLE t_ddl AS SELECT g AS id FROM generate_series(1, 1000) g" \
+    -c "ALTER TABLE t_main ADD COLUMN tag text DEFAULT 'x'" >/dev/null
+ok $? "DDL while the snapshot runs"
+is "$(wait_snapshot "$full")" complete "the full snapshot completes"
+moment_with_digest m1
+
+# ---- between full and incremental: truncate, drop, FILE_COPY database
+psql_q -c "TRUNCATE t_trunc" -c "DROP TABLE t_drop" \
+    -c "INSERT INTO t_unlogged SELECT g, 'later' FROM generate_series(1, 10) g" >/dev/null
+psql_q -c "CREATE DATABASE bk_pitr_db3 TEMPLATE bk_pitr_db2 STRATEGY FILE_COPY" >/dev/null
+ok $? "a table truncated, one dropped, a database created with STRATEGY FILE_COPY"
+psql_q -d bk_pitr_db3 -c "UPDATE d2 SET v = 'db3' WHERE id <= 10" >/dev/null
+moment_with_digest m2
+
+out="$(psql_q -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('incr', 'pitr incr')")"
+incr="${out%% *}"
+like "$out" "^[^ ]+ $full complete$" "the incremental snapshot builds on the full one"
+moment_with_digest m3
+
+psql_q -c "UPDATE t_main SET n = n + 1 WHERE id % 7 = 0" -c "VACUUM t_main" >/dev/null
+out="$(psql_q -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('diff', 'pitr diff')")"
+diff_id="${out%% *}"
+like "$out" "^[^ ]+ $full complete$" "the differential snapshot builds on the full one"
+moment_with_digest m4
+
+# Targets the catalog cannot place in time: an xid, a restore point.
+moment_with_digest m_xid "BEGIN; INSERT INTO t_main (v) VALUES ('the xid target'); SELECT 'EXTRA=' || txid_current(); COMMIT;"
+xid="${M_EXTRA[m_xid]}"
+like "$xid" '^[0-9]+$' "a committed transaction's xid ($xid)"
+moment_with_digest m_name "SELECT pg_create_restore_point('bk_pitr_point');"
+moment_with_digest m_end
+
+# Everything archived: switch until the current segment is archived.
+archived_now() {
+    local seg last
+    seg="$(psql_q -c "SELECT pg_walfile_name(pg_current_wal_lsn())")"
+    psql_q -c "SELECT pg_switch_wal()" >/dev/null
+    last="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")"
+    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo/$source_id/wal/$seg"
+}
+wait_for 120 "WAL through the end archived" archived_now
+ok $? "the WAL through the last moment is archived"
+kill "$workload_pid" 2>/dev/null
+wait "$workload_pid" 2>/dev/null
+workload_pid=""
+
+out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+like "$out" "$full" "bk list shows the full snapshot"
+like "$out" "$incr" "and the incremental one"
+
+# ---- restore to each moment and compare
+restore_and_check() {
+    local name="$1" target_desc="$2"
+    shift 2
+    local target="$dir/restored-$name" got
+    rm -rf "$target"
+    "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$target" \
+        --tablespace-map "$dir/ts1=$dir/ts1-$name" "$@" >"$dir/restore-$name.log" 2>&1
+    if ! ok $? "restore to $target_desc"; then
+        diag "$(tail -n 20 "$dir/restore-$name.log")"
+        return 1
+    fi
+    is "$(stat -c %U "$target")" postgres "the restored directory belongs to postgres ($name)"
+    as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$target" >"$dir/verify-$name.log" 2>&1
+    ok $? "pg_verifybackup accepts the restored directory ($name)" || diag "$(tail -n 5 "$dir/verify-$name.log")"
+    cat >>"$target/postgresql.auto.conf" <<CONF
+port = $restored_port
+CONF
+    install -o postgres -m 644 /dev/null "$dir/restored-$name.log"
+    as_postgres "$BK_PGBIN/pg_ctl" -D "$target" -l "$dir/restored-$name.log" -w -t 300 start >/dev/null 2>&1
+    ok $? "the restored cluster starts as postgres and recovers ($name)" || {
+        diag "$(tail -n 20 "$dir/restored-$name.log")"
+        return 1
+    }
+    promoted() { [[ "$(rpsql -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" == f ]]; }
+    wait_for 300 "promotion" promoted
+    ok $? "recovery reached the target and promoted ($name)"
+    got="$(digest_all rpsql)"
+    is "$got" "${M_DIGEST[$name]}" "every table is exactly as it was at $target_desc"
+    like "$(cat "$dir/restored-$name.log")" 'restored log file "[0-9A-F]{24}" from archive' \
+        "the restored cluster fetched WAL through bk wal-get ($name)"
+    as_postgres "$BK_PGBIN/pg_amcheck" -h 127.0.0.1 -p "$restored_port" -U postgres --all \
+        --install-missing --heapallindexed >"$dir/amcheck-$name.log" 2>&1
+    ok $? "pg_amcheck --all finds nothing ($name)" || diag "$(tail -n 5 "$dir/amcheck-$name.log")"
+    is "$(rpsql -c "SELECT count(*) FROM pg_check_visible('t_main')")|$(rpsql -c "SELECT count(*) FROM pg_check_frozen('t_main')")" \
+        "0|0" "pg_check_visible() and pg_check_frozen() report nothing ($name)"
+    is "$(rpsql -c "SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT md5(string_agg(n::text || ',' || id, '|' ORDER BY n, id)) FROM t_main WHERE n < 50")" \
+        "$(rpsql -c "SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off; SELECT md5(string_agg(n::text || ',' || id, '|' ORDER BY n, id)) FROM t_main WHERE n < 50")" \
+        "index-only scans return the same rows as sequential scans ($name)"
+    is "$(rpsql -c "SELECT count(*) FROM t_unlogged")" "0" "the unlogged table comes back empty ($name)"
+    stop_restored "$target"
+    as_postgres "$BK_PGBIN/pg_checksums" --check -D "$target" >"$dir/checksums-$name.log" 2>&1
+    ok $? "pg_checksums --check passes on the stopped cluster ($name)" || diag "$(tail -n 5 "$dir/checksums-$name.log")"
+    rm -rf "$target" "$dir/ts1-$name"
+}
+
+restore_and_check m1 "the time after the full snapshot (${M_TIME[m1]})" --target-time "${M_TIME[m1]}"
+restore_and_check m2 "the LSN after truncate/drop/FILE_COPY (${M_LSN[m2]})" --target-lsn "${M_LSN[m2]}"
+restore_and_check m3 "the time after the incremental snapshot" --target-time "${M_TIME[m3]}"
+restore_and_check m4 "the time after the differential snapshot" --target-time "${M_TIME[m4]}"
+restore_and_check m_xid "transaction $xid" --target-xid "$xid"
+restore_and_check m_name "restore point bk_pitr_point" --target-name bk_pitr_point
+restore_and_check m_end "the end of the archive (LSN ${M_LSN[m_end]})" --target-lsn "${M_LSN[m_end]}"
+
+# A target before the first snapshot cannot be served.
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-early" \
+    --target-time "${M_TIME[m0]}" 2>&1)"
+isnt $? 0 "a target before the oldest snapshot is refused"
+like "$out" 'snapshot' "saying no snapshot fits it"
+[[ ! -e "$dir/restored-early/backup_label" ]]
+ok $? "and leaves nothing that could start"
+
+# ---- a cancelled snapshot and a killed one are never restorable
+cancelled="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+psql_q -c "SELECT bk_snapshot_cancel('$cancelled')" >/dev/null
+is "$(wait_snapshot "$cancelled")" cancelled "a snapshot is cancelled"
+like "$(grep "snapshot $cancelled cancelled" -A3 "$(dirname "$BK_PGDATA")/postgresql.log")" \
+    'Backup mode has ended' "and backup mode ends"
+killed="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+wpid=""
+for _ in $(seq 1 50); do
+    wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$killed' AND state = 'running'")"
+    [[ -n "$wpid" ]] && break
+    sleep 0.1
+done
+kill -KILL "$wpid" 2>/dev/null
+ok $? "a snapshot worker is killed mid-way (the server restarts its backends)"
+server_up() { psql_q -c "SELECT 1" >/dev/null 2>&1; }
+wait_for 60 "server back" server_up
+for id in "$cancelled" "$killed"; do
+    out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad" \
+        --snapshot "$id" 2>&1)"
+    isnt $? 0 "restoring the interrupted snapshot $id is refused"
+    rm -rf "$dir/restored-bad"
+done
+out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>&1)"
+unlike "$(grep -A3 "\"$cancelled\"" <<<"$out" | tr -d '\n')" '"restorable": true' \
+    "bk list does not call the cancelled snapshot restorable"
+
+# ---- one corrupted chunk: verify and restore fail, naming the file
+victim="$(find "$repo/$source_id/snapshot/$full/data/base" -type f -size +100k | head -n 1)"
+victim_rel="${victim#"$repo/$source_id/snapshot/$full/data/"}"
+python3 - "$victim" <<'PY'
+import struct, sys, zlib
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+header_len = struct.unpack(">I", data[8:12])[0]
+payload_len = struct.unpack(">I", data[32:36])[0]
+data[header_len + payload_len // 2] ^= 0x01
+# CRC-32C of the first frame, so only the AEAD can tell
+def crc32c(buf):
+    crc = 0xFFFFFFFF
+    for b in buf:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+end = header_len + payload_len + 16
+data[end:end + 4] = struct.pack(">I", crc32c(bytes(data[:end])))
+open(path, "wb").write(data)
+PY
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on a corrupted chunk"
+like "$out" "$victim_rel" "naming the file ($victim_rel)"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-corrupt" \
+    --tablespace-map "$dir/ts1=$dir/ts1-corrupt" --target-time "${M_TIME[m1]}" 2>&1)"
+is $? 4 "bk restore fails on it too"
+like "$out" "$victim_rel" "naming the file"
+[[ ! -e "$dir/restored-corrupt/backup_label" ]]
+ok $? "and leaves nothing that could start"
+
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+shipper_pid=""
+done_testing

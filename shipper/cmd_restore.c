@@ -58,6 +58,7 @@
 #include "snapshot_data.h"
 
 #define JOBS_DEFAULT        2
+#define PREFETCH_DEFAULT    4 /* segments bk wal-get decrypts ahead */
 #define JOBS_MAX            64
 #define PG_CONTROL          "global/pg_control"
 #define PG_CONTROL_TEMP     "global/pg_control.bk-restore"
@@ -96,7 +97,8 @@ static const char *restore_help =
 	"  --jobs N              files restored in parallel (default 2)\n"
 	"  --owner USER          owner of the restored files (default postgres "
 	"when run\n                        as root)\n"
-	"  --prefetch N          restore_command prefetches N segments ahead\n\n"
+	"  --prefetch N          restore_command prefetches N segments ahead\n"
+	"                        (default 4; 0: off)\n\n"
 	"Exit status: 0 restored; 1 no snapshot fits the target, or another "
 	"failure;\n2 usage; 3 configuration or key; 4 corrupt, tampered or "
 	"missing data;\n5 repository unreachable.\n\n" BK_COMMON_HELP;
@@ -2391,6 +2393,7 @@ bk_cmd_restore(int argc, char **argv)
 	bk_error_clear(&err);
 	r->program = argv[0];
 	r->jobs = JOBS_DEFAULT;
+	r->prefetch = PREFETCH_DEFAULT;
 	r->chosen = -1;
 	bk_cli_config_init(&r->config);
 	status = parse_options(r, argc, argv);

@@ -52,6 +52,7 @@ int bk_kafka_timeout_ms = 10000;
 int bk_target_rpo_s = 0;
 int bk_wait_for = BK_WAIT_FOR_KAFKA;
 int bk_repository_timeout_ms = 60000;
+int bk_archive_batch = 8;
 
 static const struct config_enum_entry bk_wait_for_options[] = {
 	{"kafka", BK_WAIT_FOR_KAFKA, false},
@@ -140,6 +141,15 @@ _PG_init(void)
 		"How long bk.wait_for = repository waits for the shipper.", NULL,
 		&bk_repository_timeout_ms, 60000, 1000, 3600000, PGC_SIGHUP,
 		GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.archive_batch",
+		"How many ready WAL segments one archive call may send together.",
+		"The segments after the one PostgreSQL asked for are sent in the same "
+		"batch, acknowledged together, and reported archived when PostgreSQL "
+		"asks for them. 1 sends one segment per call. Only with "
+		"bk.wait_for = kafka.",
+		&bk_archive_batch, 8, 1, 64, PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("bk");
 

@@ -43,14 +43,14 @@
 #define BK_FAILURE_LEN 512
 
 /* Snapshots known to shared memory: the running one and recent ones. */
-#define BK_SNAPSHOT_SLOTS 8
-#define BK_SNAPSHOT_ID_LEN 32
+#define BK_SNAPSHOT_SLOTS     8
+#define BK_SNAPSHOT_ID_LEN    32
 #define BK_SNAPSHOT_LABEL_LEN 256
 
 typedef enum BkSnapshotState
 {
 	BK_SNAPSHOT_FREE,
-	BK_SNAPSHOT_STARTING,		/* requested, worker not yet running */
+	BK_SNAPSHOT_STARTING, /* requested, worker not yet running */
 	BK_SNAPSHOT_RUNNING,
 	BK_SNAPSHOT_COMPLETE,
 	BK_SNAPSHOT_FAILED,
@@ -65,27 +65,27 @@ typedef enum BkSnapshotState
 typedef struct BkSnapshotSlot
 {
 	BkSnapshotState state;
-	char		id[BK_SNAPSHOT_ID_LEN];
-	char		kind[8];		/* full, diff, incr */
-	char		parent[BK_SNAPSHOT_ID_LEN];
-	char		label[BK_SNAPSHOT_LABEL_LEN];
-	bool		fast;
-	Oid			database;
-	int			pid;
-	bool		cancel_requested;
-	char		phase[32];
-	XLogRecPtr	start_lsn;
-	XLogRecPtr	stop_lsn;
+	char id[BK_SNAPSHOT_ID_LEN];
+	char kind[8]; /* full, diff, incr */
+	char parent[BK_SNAPSHOT_ID_LEN];
+	char label[BK_SNAPSHOT_LABEL_LEN];
+	bool fast;
+	Oid database;
+	int pid;
+	bool cancel_requested;
+	char phase[32];
+	XLogRecPtr start_lsn;
+	XLogRecPtr stop_lsn;
 	TimestampTz requested_time;
 	TimestampTz start_time;
 	TimestampTz stop_time;
-	int64		files_total;
-	int64		files_done;
-	int64		bytes_total;
-	int64		bytes_read;
-	int64		bytes_sent;
-	int64		checksum_failures;
-	char		error[BK_FAILURE_LEN];
+	int64 files_total;
+	int64 files_done;
+	int64 bytes_total;
+	int64 bytes_read;
+	int64 bytes_sent;
+	int64 checksum_failures;
+	char error[BK_FAILURE_LEN];
 } BkSnapshotSlot;
 
 /* Values of bk.wait_for. */
@@ -147,6 +147,7 @@ extern int bk_kafka_timeout_ms;
 extern int bk_target_rpo_s;
 extern int bk_wait_for;
 extern int bk_repository_timeout_ms;
+extern int bk_archive_batch;
 
 /* bk.c */
 extern PGDLLEXPORT void _PG_init(void);

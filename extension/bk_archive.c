@@ -33,6 +33,19 @@
  * the library call returned, and the frame and interrupt callbacks use
  * plain system calls only.
  *
+ * Batches.  PostgreSQL hands the archiver one file per call and waits for
+ * the answer, so a backlog would be shipped one acknowledgement round trip
+ * (a replicated write, or a broker fsync) at a time.  So when PostgreSQL
+ * asks for a segment, up to bk.archive_batch - 1 of the next ready segments
+ * go out in the same batch and are acknowledged together; when PostgreSQL
+ * then asks for one of them, it is already durable, and the call returns
+ * true at once.  A segment sent ahead counts only if its file is still the
+ * same (device, inode, size, modification time) and the settings it was
+ * sent with are still in effect; otherwise it is simply sent again, which
+ * the shipper recognises as an identical re-send.  Nothing is ever reported
+ * archived before Kafka acknowledged it.  (With bk.wait_for = 'repository'
+ * every file waits for its own confirmation, so no read-ahead.)
+ *
  * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a
  * flag private to pgarch.c), then runs one last archiving cycle in which a
  * failing file is tried three times, a second apart.  With Kafka unreachable
@@ -142,6 +155,23 @@ static volatile sig_atomic_t stop_requested = false;
 static pqsigfunc prev_sigusr2 = NULL;
 static int64 stop_seen_ms = 0;
 
+/* Segments sent ahead in a batch and acknowledged, until PostgreSQL asks. */
+#define BK_READAHEAD_MAX 64
+
+typedef struct BkReadAhead
+{
+	char name[BK_FILE_NAME_LEN];
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	time_t mtime;
+	uint64 sent;
+	XLogRecPtr end_lsn;
+} BkReadAhead;
+
+static BkReadAhead sent_ahead[BK_READAHEAD_MAX];
+static int sent_ahead_count = 0;
+
 /* Failed attempts since the last success, for the log and for shutdown. */
 static int consecutive_failures = 0;
 
@@ -151,6 +181,12 @@ static void bk_archive_shutdown(void);
 static void bk_archiver_sigusr2(SIGNAL_ARGS);
 static bool bk_archive_file_internal(const char *file, const char *path,
 									 BkError *err);
+static bool bk_archive_batch_internal(const char *file, const char *path,
+									  const char *source_id, const char *topic,
+									  BkError *err);
+static bool bk_readahead_take(const char *file, const char *path);
+static int bk_ready_segments_after(const char *file,
+								   char names[][BK_FILE_NAME_LEN], int max);
 static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
 static bool bk_ensure_encoder(BkError *err);
 static void bk_drop_library_state(void);
@@ -333,6 +369,13 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 		!bk_ensure_producer(&settings, err))
 		return false;
 
+	/* Sent ahead in an earlier batch and unchanged since: durable already. */
+	if (bk_readahead_take(file, path))
+		return true;
+	if (bk_wait_for == BK_WAIT_FOR_KAFKA && bk_archive_batch > 1 &&
+		wal.is_segment)
+		return bk_archive_batch_internal(file, path, source_id, topic, err);
+
 	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
 	if (fd < 0)
 	{
@@ -411,6 +454,198 @@ fail:
 }
 
 /*
+ * bk_readahead_take
+ *		Was file sent ahead, acknowledged, and is it unchanged since?  Then
+ *		record it archived and say so.  Either way it leaves the cache.
+ */
+static bool
+bk_readahead_take(const char *file, const char *path)
+{
+	for (int slotIdx = 0; slotIdx < sent_ahead_count; slotIdx++)
+	{
+		BkReadAhead entry = sent_ahead[slotIdx];
+		struct stat st;
+
+		if (strcmp(entry.name, file) != 0)
+			continue;
+		sent_ahead[slotIdx] = sent_ahead[--sent_ahead_count];
+		if (stat(path, &st) != 0 || st.st_dev != entry.dev ||
+			st.st_ino != entry.ino || st.st_size != entry.size ||
+			st.st_mtime != entry.mtime)
+			return false;
+		bk_record_success(file, (uint64) entry.size, entry.sent, entry.end_lsn);
+		ereport(DEBUG1, (errmsg_internal("bk: \"%s\" was archived ahead, in an "
+										 "earlier batch",
+										 file)));
+		return true;
+	}
+	return false;
+}
+
+/* qsort comparator for file names. */
+static int
+bk_name_cmp(const void *a, const void *b)
+{
+	return strcmp((const char *) a, (const char *) b);
+}
+
+/*
+ * bk_ready_segments_after
+ *		Up to max WAL segments (not history, backup or partial files) whose
+ *		.ready file says they wait for archiving, other than file, oldest
+ *		first: the order PostgreSQL will ask for them.
+ */
+static int
+bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
+						int max)
+{
+	DIR *dir;
+	struct dirent *de;
+	int count = 0;
+	int cap = 256;
+	char(*all)[BK_FILE_NAME_LEN] = palloc(cap * BK_FILE_NAME_LEN);
+
+	dir = AllocateDir(XLOGDIR "/archive_status");
+	while ((de = ReadDir(dir, XLOGDIR "/archive_status")) != NULL)
+	{
+		size_t len = strlen(de->d_name);
+		char name[BK_FILE_NAME_LEN];
+
+		if (len != XLOG_FNAME_LEN + 6 ||
+			strcmp(de->d_name + XLOG_FNAME_LEN, ".ready") != 0)
+			continue;
+		memcpy(name, de->d_name, XLOG_FNAME_LEN);
+		name[XLOG_FNAME_LEN] = '\0';
+		if (!IsXLogFileName(name) || strcmp(name, file) == 0)
+			continue;
+		if (count == cap)
+		{
+			cap *= 2;
+			all = repalloc(all, cap * BK_FILE_NAME_LEN);
+		}
+		strlcpy(all[count++], name, BK_FILE_NAME_LEN);
+	}
+	FreeDir(dir);
+	qsort(all, count, BK_FILE_NAME_LEN, bk_name_cmp);
+	if (count > max)
+		count = max;
+	memcpy(names, all, (size_t) count * BK_FILE_NAME_LEN);
+	pfree(all);
+	return count;
+}
+
+/*
+ * bk_archive_batch_internal
+ *		Send file and the next ready segments as one batch; true once Kafka
+ *		acknowledged all of them.  The others wait in the read-ahead cache
+ *		until PostgreSQL asks for them.
+ */
+static bool
+bk_archive_batch_internal(const char *file, const char *path,
+						  const char *source_id, const char *topic,
+						  BkError *err)
+{
+	char names[BK_READAHEAD_MAX][BK_FILE_NAME_LEN];
+	BkReadAhead sent[BK_READAHEAD_MAX];
+	int count;
+	int in_batch = 0;
+	int room = Min(bk_archive_batch, BK_READAHEAD_MAX) - 1;
+	BkSendStats stats;
+
+	/* The cache holds only one batch: what is left of the last one is stale. */
+	sent_ahead_count = 0;
+	strlcpy(names[0], file, BK_FILE_NAME_LEN);
+	count = 1 + bk_ready_segments_after(file, names + 1, room);
+
+	if (!bk_producer_batch_begin(producer, err))
+		return false;
+	for (int fileIdx = 0; fileIdx < count; fileIdx++)
+	{
+		char segment_path[MAXPGPATH];
+		BkWalFile wal;
+		StringInfoData meta;
+		BkObjectInfo info;
+		BkFileReader reader;
+		struct stat st;
+		uint64 bytes = 0;
+		int fd;
+		bool ok;
+
+		if (fileIdx == 0)
+			strlcpy(segment_path, path, sizeof(segment_path));
+		else
+			snprintf(segment_path, sizeof(segment_path), XLOGDIR "/%s",
+					 names[fileIdx]);
+		if (!bk_wal_file_parse(names[fileIdx], &wal, err))
+			return false;
+		fd = OpenTransientFile(segment_path, O_RDONLY | PG_BINARY);
+		if (fd < 0 && fileIdx > 0)
+			continue; /* gone since we looked: PostgreSQL will not ask */
+		if (fd < 0)
+		{
+			bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
+						 strerror(errno));
+			bk_error_hint(err, "Check the file's permissions; PostgreSQL keeps "
+							   "the file and retries.");
+			return false;
+		}
+		if (fstat(fd, &st) != 0 || st.st_size != wal_segment_size)
+		{
+			CloseTransientFile(fd);
+			if (fileIdx > 0)
+				continue;
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "WAL segment \"%s\" is not a complete segment of %d "
+						 "bytes",
+						 path, wal_segment_size);
+			return false;
+		}
+		initStringInfo(&meta);
+		bk_wal_metadata(&wal, &meta);
+		memset(&info, 0, sizeof(info));
+		info.kind = BK_KIND_WAL;
+		info.source_id = source_id;
+		info.name = names[fileIdx];
+		info.meta = meta.data;
+		info.size = (uint64) st.st_size;
+		reader.fd = fd;
+		reader.path = segment_path;
+		reader.size = (uint64) st.st_size;
+		reader.offset = 0;
+		ok = bk_encoder_begin(encoder, &info, err) &&
+			 bk_producer_batch_add(producer, topic, source_id,
+								   strlen(source_id), bk_next_frame, &reader,
+								   bk_interrupted, NULL, &bytes, err);
+		CloseTransientFile(fd);
+		if (!ok)
+			return false;
+		strlcpy(sent[in_batch].name, names[fileIdx], BK_FILE_NAME_LEN);
+		sent[in_batch].dev = st.st_dev;
+		sent[in_batch].ino = st.st_ino;
+		sent[in_batch].size = st.st_size;
+		sent[in_batch].mtime = st.st_mtime;
+		sent[in_batch].sent = bytes;
+		sent[in_batch].end_lsn = wal.end_lsn;
+		in_batch++;
+	}
+	memset(&stats, 0, sizeof(stats));
+	if (!bk_producer_batch_wait(producer, bk_interrupted, NULL, &stats, err))
+		return false;
+	bk_kafka_log_flush();
+
+	bk_record_success(file, (uint64) sent[0].size, sent[0].sent,
+					  sent[0].end_lsn);
+	for (int fileIdx = 1; fileIdx < in_batch; fileIdx++)
+		sent_ahead[sent_ahead_count++] = sent[fileIdx];
+	ereport(DEBUG1,
+			(errmsg_internal("bk: archived \"%s\" and %d more segment%s in one "
+							 "batch to \"%s\" in " INT64_FORMAT " ms",
+							 file, in_batch - 1, in_batch == 2 ? "" : "s",
+							 topic, stats.elapsed_ms)));
+	return true;
+}
+
+/*
  * bk_source_kafka_settings
  *		The Kafka settings of this server's producers, from the bk.* settings
  *		(the archiver's and the snapshot worker's).
@@ -448,6 +683,8 @@ bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 		producer = NULL;
 		bk_kafka_log_flush();
 	}
+	/* Sent with other settings: not what the operator asks for now. */
+	sent_ahead_count = 0;
 	producer = bk_producer_new(settings, err);
 	if (producer == NULL)
 		return false;
@@ -496,6 +733,7 @@ bk_source_key(const BkKey **key, BkError *err)
 
 	bk_keyring_free(keyring);
 	keyring = NULL;
+	sent_ahead_count = 0;
 
 	/* Stat first: if the file changes after this, the next call reloads. */
 	ring = bk_keyring_load(bk_key_file, BK_KEYS_FOR_SOURCE, err);
@@ -520,8 +758,8 @@ bk_source_key(const BkKey **key, BkError *err)
 	bk_key_id_hex(keyring->keys[0].id, id_hex);
 	if (strcmp(id_hex, logged_key_id) != 0)
 	{
-		ereport(LOG, (errmsg("bk: sealing to public key %s from \"%s\"",
-							 id_hex, bk_key_file)));
+		ereport(LOG, (errmsg("bk: sealing to public key %s from \"%s\"", id_hex,
+							 bk_key_file)));
 		strlcpy(logged_key_id, id_hex, sizeof(logged_key_id));
 	}
 	if (key != NULL)

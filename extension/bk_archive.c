@@ -184,6 +184,8 @@ static bool bk_archive_file_internal(const char *file, const char *path,
 static bool bk_archive_batch_internal(const char *file, const char *path,
 									  const char *source_id, const char *topic,
 									  BkError *err);
+static int bk_open_wal_file(const char *path, bool is_segment, struct stat *st,
+							BkError *err);
 static bool bk_readahead_take(const char *file, const char *path);
 static int bk_ready_segments_after(const char *file,
 								   char names[][BK_FILE_NAME_LEN], int max);
@@ -376,29 +378,9 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 		wal.is_segment)
 		return bk_archive_batch_internal(file, path, source_id, topic, err);
 
-	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	fd = bk_open_wal_file(path, wal.is_segment, &st, err);
 	if (fd < 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
-					 strerror(errno));
-		bk_error_hint(err, "Check the file's permissions; PostgreSQL keeps "
-						   "the file and retries.");
 		return false;
-	}
-	if (fstat(fd, &st) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
-					 strerror(errno));
-		goto fail;
-	}
-	if (wal.is_segment && st.st_size != wal_segment_size)
-	{
-		bk_error_set(err, BK_ERR_FORMAT,
-					 "WAL segment \"%s\" has %lld bytes, not the %d of "
-					 "wal_segment_size",
-					 path, (long long) st.st_size, wal_segment_size);
-		goto fail;
-	}
 
 	initStringInfo(&meta);
 	bk_wal_metadata(&wal, &meta);
@@ -451,6 +433,44 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 fail:
 	CloseTransientFile(fd);
 	return false;
+}
+
+/*
+ * bk_open_wal_file
+ *		Open a file to archive and stat it; a segment must have
+ *		wal_segment_size bytes.  The descriptor, or -1 with err set.
+ */
+static int
+bk_open_wal_file(const char *path, bool is_segment, struct stat *st,
+				 BkError *err)
+{
+	int fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+
+	if (fd < 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
+					 strerror(errno));
+		bk_error_hint(err, "Check the file's permissions; PostgreSQL keeps "
+						   "the file and retries.");
+		return -1;
+	}
+	if (fstat(fd, st) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+					 strerror(errno));
+		CloseTransientFile(fd);
+		return -1;
+	}
+	if (is_segment && st->st_size != wal_segment_size)
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "WAL segment \"%s\" has %lld bytes, not the %d of "
+					 "wal_segment_size",
+					 path, (long long) st->st_size, wal_segment_size);
+		CloseTransientFile(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /*
@@ -578,28 +598,23 @@ bk_archive_batch_internal(const char *file, const char *path,
 					 names[fileIdx]);
 		if (!bk_wal_file_parse(names[fileIdx], &wal, err))
 			return false;
-		fd = OpenTransientFile(segment_path, O_RDONLY | PG_BINARY);
-		if (fd < 0 && fileIdx > 0)
-			continue; /* gone since we looked: PostgreSQL will not ask */
+		/*
+		 * Only the file PostgreSQL asked for must be there; one sent ahead
+		 * may have gone since we looked (PostgreSQL will not ask for it).
+		 */
+		if (fileIdx == 0)
+			fd = bk_open_wal_file(segment_path, true, &st, err);
+		else
+		{
+			BkError ignored;
+
+			bk_error_clear(&ignored);
+			fd = bk_open_wal_file(segment_path, true, &st, &ignored);
+		}
+		if (fd < 0 && fileIdx == 0)
+			return false;
 		if (fd < 0)
-		{
-			bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
-						 strerror(errno));
-			bk_error_hint(err, "Check the file's permissions; PostgreSQL keeps "
-							   "the file and retries.");
-			return false;
-		}
-		if (fstat(fd, &st) != 0 || st.st_size != wal_segment_size)
-		{
-			CloseTransientFile(fd);
-			if (fileIdx > 0)
-				continue;
-			bk_error_set(err, BK_ERR_FORMAT,
-						 "WAL segment \"%s\" is not a complete segment of %d "
-						 "bytes",
-						 path, wal_segment_size);
-			return false;
-		}
+			continue;
 		initStringInfo(&meta);
 		bk_wal_metadata(&wal, &meta);
 		memset(&info, 0, sizeof(info));

@@ -86,13 +86,9 @@ SERVICES="$REPO_ROOT/scripts/services"
 BK=/usr/local/bin/bk
 SHIPPER=/usr/local/bin/bk-shipper
 PRODUCE="$REPO_ROOT/tests/integration/bk_test_produce"
-HZ="$(getconf CLK_TCK)"
 
-mkdir -p bench/results
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-RESULTS="bench/results/archive-$STAMP.txt"
-exec > >(tee "$RESULTS") 2>&1
-TEE_PID=$!
+. "$REPO_ROOT/bench/lib.sh"
+bench_output archive
 
 WORK="$(mktemp -d /tmp/bk-archive-bench.XXXXXX)"
 chmod 755 "$WORK"
@@ -102,10 +98,7 @@ SHIPPER_PID=""
 PERF_PID=""
 SAMPLER_PID=""
 
-# A fork-free sleep: read with a timeout from a FIFO nobody writes to.
-mkfifo "$WORK/sleep.fifo"
-exec {SLEEP_FD}<>"$WORK/sleep.fifo"
-nap() { read -r -t "$1" -u "$SLEEP_FD" _ || true; }
+bench_nap_init "$WORK"
 
 cleanup() {
     local rc=$?
@@ -126,80 +119,11 @@ cleanup() {
         rm -rf "$WORK"
     fi
     echo "results: $RESULTS"
-    exec >&- 2>&-
-    wait "$TEE_PID" 2>/dev/null || true
+    bench_output_end
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-section() { printf '\n== %s\n' "$*"; }
-as_pg() { runuser -u postgres -- "$@"; }
-psql_q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
-now() { echo "$EPOCHREALTIME"; }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
-
-# ---------------------------------------------------------------- /proc
-
-# TICKS: utime+stime+cutime+cstime of process $1 (all threads, and children
-# it has waited for); empty when the process is gone.
-proc_ticks() {
-    local line
-    TICKS=""
-    read -r line 2>/dev/null <"/proc/$1/stat" || return 0
-    # shellcheck disable=SC2086
-    set -- ${line##*) }
-    TICKS=$((${12} + ${13} + ${14} + ${15}))
-}
-# OWN: utime+stime of process $1 (its threads, not its children).
-proc_own_ticks() {
-    local line
-    OWN=""
-    read -r line 2>/dev/null <"/proc/$1/stat" || return 0
-    # shellcheck disable=SC2086
-    set -- ${line##*) }
-    OWN=$((${12} + ${13}))
-}
-# PGTREE: CPU ticks of our PostgreSQL: the postmaster (with every child it
-# has reaped) and its live children (with every child they have reaped, such
-# as the shell and pgbackrest of an archive_command).
-pg_tree_ticks() {
-    local pm f line
-    PGTREE=0
-    read -r pm <"$BK_PGDATA/postmaster.pid" || return 0
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$f" || continue
-        # shellcheck disable=SC2086
-        set -- ${line##*) }
-        if [[ "$2" == "$pm" || "${f:6:-5}" == "$pm" ]]; then
-            PGTREE=$((PGTREE + ${12} + ${13} + ${14} + ${15}))
-        fi
-    done
-}
-# KB: a "VmXXX:" line of /proc/$1/status in kB; empty when gone.
-proc_vm() {
-    local key value
-    KB=""
-    while read -r key value _; do
-        if [[ "$key" == "$2:" ]]; then
-            KB="$value"
-            return 0
-        fi
-    done 2>/dev/null <"/proc/$1/status" || true
-}
-# MACHINE: busy ticks of all CPUs (user+nice+system+irq+softirq); STEAL.
-machine_ticks() {
-    local user nice system irq softirq steal rest
-    read -r _ user nice system _ _ irq softirq steal rest </proc/stat
-    MACHINE=$((user + nice + system + irq + softirq))
-    STEAL=$steal
-}
-# SELF: CPU of this script and everything it ran and waited for.
-self_ticks() {
-    proc_ticks $$
-    SELF=$TICKS
-}
-ms_per() { calc "1000 * ($1) / $HZ / $2" 1; } # TICKS N -> ms each
 
 # ---------------------------------------------------------------- services
 
@@ -210,11 +134,6 @@ export_env() {
 }
 kafka_pid() { read -r KAFKA_PID <"$KAFKA_PID_FILE"; }
 
-# pg_conf LINES...: the whole of $PGDATA/bk_test.conf (included last).
-pg_conf() {
-    printf '%s\n' "$@" >"$BK_PGDATA/bk_test.conf"
-    chown postgres:postgres "$BK_PGDATA/bk_test.conf"
-}
 BASE_CONF=(
     "max_wal_size = '4GB'"
     "wal_keep_size = '16GB'"
@@ -242,6 +161,7 @@ bk_setup_prefix() { # TAG -> BK_CONF, BK_REPO
     BK_PREFIX="bkbench-$tag-$$"
     BK_REPO="$WORK/bk-repo-$tag"
     BK_CONF="$WORK/bk-$tag.conf"
+    SHIPPER_LOG="$WORK/shipper-$BK_PREFIX.log"
     rm -rf "$BK_REPO"
     cat >"$BK_CONF" <<CONF
 kafka_brokers = $BK_KAFKA_BROKERS
@@ -254,17 +174,6 @@ CONF
     chmod 644 "$BK_CONF"
     "$BK" init --config "$BK_CONF" >"$WORK/bk-init-$tag.out" 2>&1 ||
         { cat "$WORK/bk-init-$tag.out"; return 1; }
-}
-start_shipper() {
-    "$SHIPPER" --config "$BK_CONF" >>"$WORK/shipper-${BK_PREFIX}.log" 2>&1 &
-    SHIPPER_PID=$!
-}
-stop_shipper() {
-    if [[ -n "$SHIPPER_PID" ]]; then
-        kill -TERM "$SHIPPER_PID" 2>/dev/null || true
-        wait "$SHIPPER_PID" 2>/dev/null || true
-        SHIPPER_PID=""
-    fi
 }
 # REPO_COUNT: WAL segments in the bk repository of source $1.
 repo_count() {
@@ -295,29 +204,8 @@ pgbr_conf() { # TAG ASYNC(y|n) PROCESS_MAX [REPO] -> PGBR_CONF
     PGBR_REPO="$repo"
     rm -rf "$repo" "$WORK/pgbr/spool-$tag"
     install -d -o postgres -g postgres -m 750 "$repo" "$WORK/pgbr/spool-$tag"
-    cat >"$PGBR_CONF" <<CONF
-[global]
-repo1-path=$repo
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$PGBR_PASS
-compress-type=lz4
-compress-level=1
-archive-async=$async
-spool-path=$WORK/pgbr/spool-$tag
-process-max=$pmax
-log-path=$WORK/pgbr/log
-lock-path=$WORK/pgbr/lock
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$BK_PGDATA
-pg1-port=$PGPORT
-pg1-socket-path=$PG_SOCKET_DIR
-pg1-user=postgres
-CONF
-    chown postgres:postgres "$PGBR_CONF"
-    chmod 640 "$PGBR_CONF"
+    pgbr_write_conf "$PGBR_CONF" "$repo" "$pmax" \
+        "archive-async=$async" "spool-path=$WORK/pgbr/spool-$tag"
 }
 pgbr() { as_pg pgbackrest --config="$PGBR_CONF" --stanza=bench "$@"; }
 
@@ -1055,6 +943,7 @@ make -s -C tests/integration bk_test_produce >/dev/null
 ls -l "$BK" "$SHIPPER" /usr/lib/postgresql/15/lib/bk.so | awk '{ print "  " $6 " " $7 " " $8 " " $9 }'
 
 section "services"
+"$SERVICES" stop >/dev/null 2>&1 || true # a fresh state directory
 "$SERVICES" start pg kafka
 export_env
 echo "PostgreSQL $PGPORT (data $BK_PGDATA), Kafka $BK_KAFKA_BROKERS"

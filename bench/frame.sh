@@ -34,10 +34,8 @@ export BK_MYSQL_PORT=56306
 export BK_KAFKA_PORT=56092
 export BK_KAFKA_CONTROLLER_PORT=56093
 
-mkdir -p bench/results
-RESULTS="bench/results/frame-$(date -u +%Y%m%dT%H%M%SZ).txt"
-exec > >(tee "$RESULTS") 2>&1
-TEE_PID=$!
+. "$REPO_ROOT/bench/lib.sh"
+bench_output frame
 
 WORK="$(mktemp -d /tmp/bk-frame-bench.XXXXXX)"
 cleanup() {
@@ -47,15 +45,11 @@ cleanup() {
     scripts/services stop || echo "warning: scripts/services stop failed" >&2
     rm -rf "$WORK"
     echo "results: $RESULTS"
-    # Let tee write the last lines before the script ends.
-    exec >&- 2>&-
-    wait "$TEE_PID" 2>/dev/null || true
+    bench_output_end
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-section() { printf '\n== %s\n' "$*"; }
 
 section "machine"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -77,7 +71,6 @@ section "pgbench WAL"
 scripts/services start pg
 eval "$(scripts/services env pg)"
 export PGBIN="$BK_PGBIN"
-psql_q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
 
 echo "pgbench -i -s 50"
 pgbench -i -s 50 -q

@@ -110,13 +110,9 @@ export BK_KAFKA_CONTROLLER_PORT=58193
 SERVICES="$REPO_ROOT/scripts/services"
 BK=/usr/local/bin/bk
 SHIPPER=/usr/local/bin/bk-shipper
-HZ="$(getconf CLK_TCK)"
 
-mkdir -p bench/results
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-RESULTS="bench/results/snapshot-$STAMP.txt"
-exec > >(tee "$RESULTS") 2>&1
-TEE_PID=$!
+. "$REPO_ROOT/bench/lib.sh"
+bench_output snapshot
 
 WORK="$(mktemp -d /tmp/bk-snapshot-bench.XXXXXX)"
 chmod 755 "$WORK"
@@ -126,10 +122,7 @@ SHIPPER_PID=""
 KAFKA_PID=""
 SID=""
 
-# A fork-free sleep: read with a timeout from a FIFO nobody writes to.
-mkfifo "$WORK/sleep.fifo"
-exec {SLEEP_FD}<>"$WORK/sleep.fifo"
-nap() { read -r -t "$1" -u "$SLEEP_FD" _ || true; }
+bench_nap_init "$WORK"
 
 cleanup() {
     local rc=$?
@@ -144,63 +137,17 @@ cleanup() {
         rm -rf "$WORK"
     fi
     echo "results: $RESULTS"
-    exec >&- 2>&-
-    wait "$TEE_PID" 2>/dev/null || true
+    bench_output_end
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-section() { printf '\n== %s\n' "$*"; }
 die() { echo "FAILED: $*" >&2; exit 1; }
-as_pg() { runuser -u postgres -- "$@"; }
-psql_q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
-calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 secs_of() { calc "$1 / $HZ" 2; } # TICKS -> seconds
 mb() { calc "$1 / 1e6" 1; }
 now_s() { echo "${EPOCHREALTIME%.*}"; }
 dusb() { du -sb "$1" | cut -f1; }
-
-# ---------------------------------------------------------------- /proc
-
-# TICKS: utime+stime+cutime+cstime of process $1 (all threads, and children
-# it has waited for); empty when the process is gone.
-proc_ticks() {
-    local line
-    TICKS=""
-    [[ -n "$1" ]] || return 0
-    read -r line 2>/dev/null <"/proc/$1/stat" || return 0
-    # shellcheck disable=SC2086
-    set -- ${line##*) }
-    TICKS=$((${12} + ${13} + ${14} + ${15}))
-}
-# PGTREE: CPU ticks of our PostgreSQL: the postmaster (with every child it
-# has reaped: backends, the snapshot worker, walsenders) and its live
-# children (with every child they have reaped).
-pg_tree_ticks() {
-    local pm f line
-    PGTREE=0
-    read -r pm <"$BK_PGDATA/postmaster.pid" || return 0
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$f" || continue
-        # shellcheck disable=SC2086
-        set -- ${line##*) }
-        if [[ "$2" == "$pm" || "${f:6:-5}" == "$pm" ]]; then
-            PGTREE=$((PGTREE + ${12} + ${13} + ${14} + ${15}))
-        fi
-    done
-}
-# MACHINE: busy ticks of all CPUs (user+nice+system+irq+softirq).
-machine_ticks() {
-    local user nice system irq softirq
-    read -r _ user nice system _ _ irq softirq _ </proc/stat
-    MACHINE=$((user + nice + system + irq + softirq))
-}
-# SELF: CPU of this script and everything it ran and waited for.
-self_ticks() {
-    proc_ticks $$
-    SELF=$TICKS
-}
 
 # meter_start / meter_stop: wall clock and CPU ticks of a step.  After
 # meter_stop: D_SECS, D_MACHINE, D_PG, D_SELF, D_KAFKA, D_SHIPPER (ticks).
@@ -240,21 +187,6 @@ export_env() {
     eval "$("$SERVICES" env pg kafka)"
     PG_SOCKET_DIR="$BK_SERVICES_DIR/pg"
     read -r KAFKA_PID <"$BK_SERVICES_DIR/kafka/kafka.pid"
-}
-pg_conf() { # LINES...: the whole of $PGDATA/bk_test.conf (included last)
-    printf '%s\n' "$@" >"$BK_PGDATA/bk_test.conf"
-    chown postgres:postgres "$BK_PGDATA/bk_test.conf"
-}
-start_shipper() {
-    "$SHIPPER" --config "$BK_CONF" >>"$WORK/shipper.log" 2>&1 &
-    SHIPPER_PID=$!
-}
-stop_shipper() {
-    if [[ -n "$SHIPPER_PID" ]]; then
-        kill -TERM "$SHIPPER_PID" 2>/dev/null || true
-        wait "$SHIPPER_PID" 2>/dev/null || true
-        SHIPPER_PID=""
-    fi
 }
 
 # wait_archived: no .ready file left, and the last file the archiver sent is
@@ -341,30 +273,8 @@ pgbr_setup() { # TAG RUN: a fresh repository and its stanza
     repo=$(pgbr_repo_path "$tag" "$run")
     rm -rf "$repo"
     install -d -o postgres -g postgres -m 750 "$repo"
-    cat >"$conf" <<CONF
-[global]
-repo1-path=$repo
-repo1-cipher-type=aes-256-cbc
-repo1-cipher-pass=$PGBR_PASS
-repo1-retention-full=99
-compress-type=lz4
-compress-level=1
-process-max=$pmax
-start-fast=y
-archive-check=n
-log-path=$WORK/pgbr/log
-lock-path=$WORK/pgbr/lock
-log-level-console=warn
-log-level-file=info
-
-[bench]
-pg1-path=$BK_PGDATA
-pg1-port=$PGPORT
-pg1-socket-path=$PG_SOCKET_DIR
-pg1-user=postgres
-CONF
-    chown postgres:postgres "$conf"
-    chmod 640 "$conf"
+    pgbr_write_conf "$conf" "$repo" "$pmax" \
+        "repo1-retention-full=99" "start-fast=y" "archive-check=n"
     as_pg pgbackrest --config="$conf" --stanza=bench stanza-create >"$WORK/pgbr/stanza-$tag-$run.out" 2>&1 ||
         { cat "$WORK/pgbr/stanza-$tag-$run.out"; die "pgbackrest stanza-create ($tag, run $run)"; }
 }

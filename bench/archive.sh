@@ -695,20 +695,13 @@ profile_report() { # TAG ARCHIVER_PID KAFKA_PID
     echo "broker, by symbol:"
     perf report -i "$data" --pid "$kp" --no-children --sort sym --stdio -g none 2>/dev/null |
         grep -E '^ +[0-9]' | head -15 || true
-    echo "per-segment send time in the archiver (bk DEBUG1 'sent ... in N ms'):"
-    grep -o 'bk: archived "[0-9A-F]*": [0-9]* chunks, [0-9]* bytes sent to "[^"]*" in [0-9]* ms' \
-        "$BK_SERVICES_DIR/pg/postgresql.log" | tail -n "$N" | { grep . || true; } |
-        gawk '{ ms = $(NF - 1); b = $6; s += ms; n++; v[n] = ms; bytes += b } END {
-             if (n == 0) { print "  (none logged)"; exit }
-             asort(v); printf "  %d segments: mean %.1f ms, median %d ms, p90 %d ms, max %d ms; mean %.2f MB sent per segment\n",
-             n, s / n, v[int(n / 2) + 1], v[int(n * 0.9) + 1], v[n], bytes / n / 1e6 }'
-    grep -E 'bk: archived "[0-9A-F]{24}"' "$BK_SERVICES_DIR/pg/postgresql.log" | tail -3 | sed 's/^/  /' || true
-    # The gap between one segment's send and the next: PostgreSQL's own work.
-    grep -E 'bk: archived "[0-9A-F]{24}"|bk: archiving "[0-9A-F]{24}"' "$BK_SERVICES_DIR/pg/postgresql.log" | tail -n $((2 * N)) |
-        gawk '{ split($2, t, ":"); ms = (t[1] * 3600 + t[2] * 60 + t[3]) * 1000
-                if ($0 ~ /archiving/) { if (last) { gap += ms - last; g++ } ; start = ms }
-                else { last = ms; if (start) { send += ms - start; c++ } } }
-              END { if (c) printf "  from the log timestamps: %.1f ms per segment from \"archiving\" to \"archived\", %.1f ms between one segment and the next\n", send / c, g ? gap / g : 0 }' || true
+    local log="$BK_SERVICES_DIR/pg/postgresql.log"
+    echo "archive calls (bk DEBUG1 lines):"
+    { grep -oE 'bk: archived "[0-9A-F]{24}" and [0-9]+ more segments? in one batch to "[^"]*" in [0-9]+ ms' "$log" || true; } |
+        gawk '{ n++; more += $5; ms += $(NF - 1) } END {
+             if (n) printf "  %d batches of %.1f segments on average, %.1f ms each (%.1f ms per segment)\n", n, 1 + more / n, ms / n, ms / (n + more) }'
+    echo "  $({ grep -cE 'bk: archived "[0-9A-F]{24}": ' "$log" || true; }) calls sent one segment alone;" \
+        "$({ grep -c 'was archived ahead, in an earlier batch' "$log" || true; }) calls found theirs sent ahead"
 }
 
 # A fresh JVM broker spends its first minutes compiling (JIT) and sizing its

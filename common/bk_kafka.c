@@ -862,6 +862,17 @@ next_single_message(void *arg, OutMessage *out, bool *end, BkError *err)
 }
 
 bool
+bk_producer_batch_add_message(BkProducer *producer, const char *topic,
+							  const char *key, const void *value, size_t len,
+							  BkError *err)
+{
+	SingleMessage single = {.value = value, .len = len};
+
+	return batch_produce(producer, topic, key, key ? strlen(key) : 0,
+						 next_single_message, &single, NULL, NULL, err);
+}
+
+bool
 bk_producer_send_message(BkProducer *producer, const char *topic,
 						 const char *key, const void *value, size_t len,
 						 BkInterruptFn interrupted, void *interrupt_arg,

@@ -167,6 +167,12 @@ extern bool bk_producer_batch_wait(BkProducer *producer,
 								   void *interrupt_arg, BkSendStats *stats,
 								   BkError *err);
 
+/* Add one plain message (an audit event) to the open batch. */
+extern bool bk_producer_batch_add_message(BkProducer *producer,
+										  const char *topic, const char *key,
+										  const void *value, size_t len,
+										  BkError *err);
+
 /* Produce one plain message (an audit event) and wait for its acknowledgement. */
 extern bool bk_producer_send_message(BkProducer *producer, const char *topic,
 									 const char *key, const void *value,

@@ -8,7 +8,17 @@
  * its chunks arrive (so memory stays bounded whatever the object size or
  * backlog), and commits a complete attempt into the repository with the
  * temp-file/fsync/link/fsync-directory protocol of repo.c.  Then it emits an
- * audit event and waits for Kafka to acknowledge it.
+ * audit event.
+ *
+ * Audit events go out in batches: a snapshot of thousands of small files
+ * would otherwise pay one broker round trip (a replicated write, or the
+ * single-node default's flush) per file.  While messages keep arriving, the
+ * events of the objects they complete are queued, and the shipper waits for
+ * all of them at once when the consumer has nothing more at hand, or after
+ * AUDIT_BATCH_MAX events or AUDIT_BATCH_MS.  Until its event is
+ * acknowledged an object holds its partition's offset back like an object
+ * not yet durable (audit_hold), so a crash re-reads it and the re-send
+ * produces the event again (as a duplicate).
  *
  * Offsets.  Chunks of several objects and attempts interleave in a
  * partition, so a partition's committed offset is the oldest first offset of
@@ -62,6 +72,8 @@
 #define PROGRAM            "bk-shipper"
 #define COMMIT_INTERVAL_MS 1000
 #define POLL_MS            200
+#define AUDIT_BATCH_MAX    256
+#define AUDIT_BATCH_MS     200
 
 static volatile sig_atomic_t stop_requested;
 
@@ -98,6 +110,8 @@ typedef struct Partition
 	int64_t next_offset; /* after the last message handled; -1: none */
 	int64_t committed;   /* last committed; -1: none */
 	int64_t newest_timestamp;
+	int64_t audit_hold; /* oldest offset whose audit event is unacknowledged;
+						 * -1: none */
 	Attempt *attempts;
 } Partition;
 
@@ -113,6 +127,8 @@ typedef struct Shipper
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
 	char instance_id[256];
 	Partition *partitions;
+	int audit_queued;        /* events in the open audit batch; 0: none open */
+	int64_t audit_opened_ms; /* when the open batch was begun */
 	int64_t last_commit_ms;
 	uint64_t archived;
 	uint64_t duplicates;
@@ -203,8 +219,13 @@ meta_json(const char *meta, size_t len)
  * the event could not be delivered: the caller stops, so that the message is
  * consumed again and the event re-sent after a restart.
  */
+/*
+ * Queue an audit event about an object that starts at offset hold of
+ * partition p; the offset stays held back until audit_flush.
+ */
 static bool
-audit_send(Shipper *shipper, const char *source, json_t *event)
+audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
+		   json_t *event)
 {
 	char stamp[40];
 	char *text;
@@ -222,14 +243,54 @@ audit_send(Shipper *shipper, const char *source, json_t *event)
 		return false;
 	}
 	bk_error_clear(&err);
-	ok = bk_producer_send_message(shipper->audit, shipper->audit_topic, source,
-								  text, strlen(text), NULL, NULL, &err);
-	if (!ok)
+	ok = (shipper->audit_queued > 0 ||
+		  bk_producer_batch_begin(shipper->audit, &err)) &&
+		 bk_producer_batch_add_message(shipper->audit, shipper->audit_topic,
+									   source, text, strlen(text), &err);
+	if (ok)
+	{
+		if (shipper->audit_queued++ == 0)
+			shipper->audit_opened_ms = bk_monotonic_ms();
+		if (p->audit_hold < 0 || hold < p->audit_hold)
+			p->audit_hold = hold;
+	}
+	else
+	{
+		shipper->audit_queued = 0;
 		shipper_log(LOG_ERROR,
 					"could not deliver audit event %s to topic %s: %s", text,
 					shipper->audit_topic, err.message);
+	}
 	free(text);
 	return ok;
+}
+
+/*
+ * Wait until every queued audit event is acknowledged; then the offsets they
+ * held back may be committed.  False (the shipper stops) when one was not:
+ * the offsets stay held, so a restart re-reads those objects and sends their
+ * events again.
+ */
+static bool
+audit_flush(Shipper *shipper)
+{
+	BkError err;
+	int queued = shipper->audit_queued;
+
+	if (queued == 0)
+		return true;
+	shipper->audit_queued = 0;
+	bk_error_clear(&err);
+	if (!bk_producer_batch_wait(shipper->audit, NULL, NULL, NULL, &err))
+	{
+		shipper_log(
+			LOG_ERROR, "could not deliver %d audit event%s to topic %s: %s",
+			queued, queued == 1 ? "" : "s", shipper->audit_topic, err.message);
+		return false;
+	}
+	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
+		p->audit_hold = -1;
+	return true;
 }
 
 /* ------------------------------------------------------------ partitions */
@@ -257,6 +318,7 @@ partition_add(Shipper *shipper, const char *topic, int32_t partition)
 	p->partition = partition;
 	p->next_offset = -1;
 	p->committed = -1;
+	p->audit_hold = -1;
 	p->kind = 0;
 	for (int topicIdx = 0; topicIdx < 3; topicIdx++)
 		if (strcmp(shipper->topics[topicIdx], topic) == 0)
@@ -318,6 +380,8 @@ partition_safe_offset(const Partition *p)
 {
 	int64_t safe = p->next_offset;
 
+	if (p->audit_hold >= 0 && p->audit_hold < safe)
+		safe = p->audit_hold;
 	for (const Attempt *attempt = p->attempts; attempt != NULL;
 		 attempt = attempt->next)
 		if (attempt->first_offset < safe)
@@ -396,6 +460,8 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		return;
 	}
 	/* Revoked (or an error): commit what is durable, forget the rest. */
+	if (!audit_flush(shipper))
+		shipper->fatal = true;
 	commit_offsets(shipper, NULL);
 	for (int itemIdx = 0; itemIdx < parts->cnt; itemIdx++)
 		partition_drop(shipper, parts->elems[itemIdx].topic,
@@ -465,7 +531,8 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 					  "rejected", "topic", p->topic, "partition",
 					  (int) p->partition, "offset", (json_int_t) msg->offset,
 					  "reason", reason, "source", source, "object", object);
-	return audit_send(shipper, source[0] ? source : "unknown", event);
+	return audit_send(shipper, p, msg->offset, source[0] ? source : "unknown",
+					  event);
 }
 
 static bool
@@ -491,7 +558,8 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 					  attempt->tracker.name, "attempt", attempt_hex, "chunks",
 					  (int) attempt->tracker.next_index, "chunk_count",
 					  (int) attempt->tracker.chunk_count, "reason", reason);
-	ok = audit_send(shipper, attempt->tracker.source, event);
+	ok = audit_send(shipper, p, attempt->first_offset, attempt->tracker.source,
+					event);
 	attempt_unlink(p, attempt);
 	attempt_free(attempt, true);
 	return ok;
@@ -667,7 +735,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	json_object_set_new(
 		event, "path",
 		json_string(stored_path + strlen(shipper->repo.root) + 1));
-	if (!audit_send(shipper, object->source, event))
+	if (!audit_send(shipper, p, attempt->first_offset, object->source, event))
 		return false;
 
 	attempt_unlink(p, attempt);
@@ -747,8 +815,8 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		 * later chunk out of sequence is not; the attempt it belonged to is
 		 * given up above, and its remaining chunks are dropped as strays.
 		 */
-		return frame.chunk_index == 0 ? reject_message(shipper, p, msg, reason) :
-										 true;
+		return frame.chunk_index == 0 ? reject_message(shipper, p, msg, reason)
+									  : true;
 	}
 	if (!bk_write_all(attempt->spool_fd, msg->payload, msg->len,
 					  attempt->spool_path, &err) ||
@@ -998,8 +1066,10 @@ main(int argc, char **argv)
 
 	while (!stop_requested && !shipper.fatal)
 	{
-		rd_kafka_message_t *msg =
-			rd_kafka_consumer_poll(shipper.consumer, POLL_MS);
+		/* With audit events queued, only take what is already at hand. */
+		rd_kafka_message_t *msg = rd_kafka_consumer_poll(
+			shipper.consumer, shipper.audit_queued > 0 ? 0 : POLL_MS);
+		bool idle = msg == NULL;
 
 		if (msg != NULL)
 		{
@@ -1013,7 +1083,13 @@ main(int argc, char **argv)
 							rd_kafka_message_errstr(msg));
 			rd_kafka_message_destroy(msg);
 		}
-		bk_producer_poll(shipper.audit, 0);
+		if (shipper.audit_queued > 0 &&
+			(idle || shipper.audit_queued >= AUDIT_BATCH_MAX ||
+			 bk_monotonic_ms() - shipper.audit_opened_ms >= AUDIT_BATCH_MS) &&
+			!audit_flush(&shipper))
+			shipper.fatal = true;
+		if (shipper.audit_queued == 0)
+			bk_producer_poll(shipper.audit, 0);
 		if (bk_monotonic_ms() - shipper.last_commit_ms >= COMMIT_INTERVAL_MS)
 			commit_offsets(&shipper, NULL);
 	}
@@ -1026,6 +1102,8 @@ main(int argc, char **argv)
 					"lost: fix the cause and start bk-shipper again.");
 		exit_code = BK_EXIT_FAILURE;
 	}
+	if (!audit_flush(&shipper))
+		exit_code = BK_EXIT_FAILURE;
 	commit_offsets(&shipper, NULL);
 	shipper_log(LOG_INFO,
 				"stopped: %" PRIu64 " archived, %" PRIu64

@@ -112,14 +112,7 @@ cleanup() {
     # from our configuration files, by pid.
     local pid
     for pid in $(pgrep -f "pgbackrest --config=$WORK/" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
-    "$SERVICES" stop || echo "warning: scripts/services stop failed" >&2
-    if [[ "${ARCHIVE_KEEP:-0}" == 1 ]]; then
-        echo "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    echo "results: $RESULTS"
-    bench_output_end
+    bench_finish "${ARCHIVE_KEEP:-0}"
     exit "$rc"
 }
 trap cleanup EXIT

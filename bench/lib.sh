@@ -18,6 +18,19 @@ bench_output_end() {
     exec >&- 2>&-
     wait "$TEE_PID" 2>/dev/null || true
 }
+# bench_finish KEEP: the end of a cleanup trap: stop the servers of
+# $SERVICES, remove $WORK (or keep it when KEEP is 1), say where the
+# results are.
+bench_finish() {
+    "$SERVICES" stop || echo "warning: scripts/services stop failed" >&2
+    if [[ "$1" == 1 ]]; then
+        echo "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    echo "results: $RESULTS"
+    bench_output_end
+}
 
 # bench_nap_init DIR: nap SECONDS, a fork-free sleep (a read with a timeout
 # from a FIFO nobody writes to), for polling loops.

@@ -130,14 +130,7 @@ cleanup() {
     echo
     echo "== cleaning up"
     stop_shipper
-    "$SERVICES" stop || echo "warning: scripts/services stop failed" >&2
-    if [[ "$KEEP" == 1 ]]; then
-        echo "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    echo "results: $RESULTS"
-    bench_output_end
+    bench_finish "$KEEP"
     exit "$rc"
 }
 trap cleanup EXIT

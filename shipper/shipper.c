@@ -215,13 +215,10 @@ meta_json(const char *meta, size_t len)
 }
 
 /*
- * Produce one audit event and wait for Kafka's acknowledgement.  False means
- * the event could not be delivered: the caller stops, so that the message is
- * consumed again and the event re-sent after a restart.
- */
-/*
  * Queue an audit event about an object that starts at offset hold of
- * partition p; the offset stays held back until audit_flush.
+ * partition p; that offset stays held back until audit_flush.  False means
+ * the event could not be queued: the caller stops, so that the message is
+ * consumed again and the event re-sent after a restart.
  */
 static bool
 audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,

@@ -40,11 +40,15 @@
  * go out in the same batch and are acknowledged together; when PostgreSQL
  * then asks for one of them, it is already durable, and the call returns
  * true at once.  A segment sent ahead counts only if its file is still the
- * same (device, inode, size, modification time) and the settings it was
- * sent with are still in effect; otherwise it is simply sent again, which
- * the shipper recognises as an identical re-send.  Nothing is ever reported
- * archived before Kafka acknowledged it.  (With bk.wait_for = 'repository'
- * every file waits for its own confirmation, so no read-ahead.)
+ * same (device, inode, size, modification and change time to the
+ * nanosecond) and it went to the topic and under the source id now in
+ * effect, through the producer now in use; otherwise it is simply sent
+ * again, which the shipper recognises as an identical re-send.  Nothing is
+ * ever reported archived before Kafka acknowledged it.  With bk.wait_for =
+ * 'repository' every file waits for its own confirmation, so nothing sent
+ * ahead counts.  When a batch fails, the archiver goes back to one segment
+ * per call for a minute, so that a segment that cannot be read or sent
+ * fails alone, under its own name.
  *
  * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a
  * flag private to pgarch.c), then runs one last archiving cycle in which a
@@ -161,16 +165,27 @@ static int64 stop_seen_ms = 0;
 typedef struct BkReadAhead
 {
 	char name[BK_FILE_NAME_LEN];
-	dev_t dev;
+	char topic[BK_TOPIC_NAME_MAX + 1]; /* where it went, under which source */
+	char source_id[BK_SOURCE_ID_MAX + 1];
+	dev_t dev; /* the file as it was read; a rename changes ctime */
 	ino_t ino;
 	off_t size;
-	time_t mtime;
+	struct timespec mtime;
+	struct timespec ctime;
 	uint64 sent;
 	XLogRecPtr end_lsn;
 } BkReadAhead;
 
 static BkReadAhead sent_ahead[BK_READAHEAD_MAX];
 static int sent_ahead_count = 0;
+
+/*
+ * After a batch failed, archive one segment per call for a while, so that a
+ * segment that cannot be read or sent fails alone, under its own name,
+ * instead of holding back the one PostgreSQL asked for.
+ */
+#define BK_READAHEAD_BACKOFF_MS 60000
+static int64 readahead_off_until_ms = 0;
 
 /* Failed attempts since the last success, for the log and for shutdown. */
 static int consecutive_failures = 0;
@@ -186,7 +201,8 @@ static bool bk_archive_batch_internal(const char *file, const char *path,
 									  BkError *err);
 static int bk_open_wal_file(const char *path, bool is_segment, struct stat *st,
 							BkError *err);
-static bool bk_readahead_take(const char *file, const char *path);
+static bool bk_readahead_take(const char *file, const char *path,
+							  const char *topic, const char *source_id);
 static int bk_ready_segments_after(const char *file,
 								   char names[][BK_FILE_NAME_LEN], int max);
 static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
@@ -372,11 +388,17 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 		return false;
 
 	/* Sent ahead in an earlier batch and unchanged since: durable already. */
-	if (bk_readahead_take(file, path))
+	if (bk_readahead_take(file, path, topic, source_id))
 		return true;
 	if (bk_wait_for == BK_WAIT_FOR_KAFKA && bk_archive_batch > 1 &&
-		wal.is_segment)
-		return bk_archive_batch_internal(file, path, source_id, topic, err);
+		wal.is_segment && !stop_requested &&
+		bk_monotonic_ms() >= readahead_off_until_ms)
+	{
+		if (bk_archive_batch_internal(file, path, source_id, topic, err))
+			return true;
+		readahead_off_until_ms = bk_monotonic_ms() + BK_READAHEAD_BACKOFF_MS;
+		return false;
+	}
 
 	fd = bk_open_wal_file(path, wal.is_segment, &st, err);
 	if (fd < 0)
@@ -475,11 +497,15 @@ bk_open_wal_file(const char *path, bool is_segment, struct stat *st,
 
 /*
  * bk_readahead_take
- *		Was file sent ahead, acknowledged, and is it unchanged since?  Then
- *		record it archived and say so.  Either way it leaves the cache.
+ *		Was file sent ahead, acknowledged, to the topic and under the source
+ *		id now in effect, and is it unchanged since?  Then record it
+ *		archived and say so.  Either way it leaves the cache.  With
+ *		bk.wait_for = 'repository' nothing sent ahead counts: each file waits
+ *		for its own confirmation.
  */
 static bool
-bk_readahead_take(const char *file, const char *path)
+bk_readahead_take(const char *file, const char *path, const char *topic,
+				  const char *source_id)
 {
 	for (int slotIdx = 0; slotIdx < sent_ahead_count; slotIdx++)
 	{
@@ -489,9 +515,16 @@ bk_readahead_take(const char *file, const char *path)
 		if (strcmp(entry.name, file) != 0)
 			continue;
 		sent_ahead[slotIdx] = sent_ahead[--sent_ahead_count];
+		if (bk_wait_for != BK_WAIT_FOR_KAFKA ||
+			strcmp(entry.topic, topic) != 0 ||
+			strcmp(entry.source_id, source_id) != 0)
+			return false;
 		if (stat(path, &st) != 0 || st.st_dev != entry.dev ||
 			st.st_ino != entry.ino || st.st_size != entry.size ||
-			st.st_mtime != entry.mtime)
+			st.st_mtim.tv_sec != entry.mtime.tv_sec ||
+			st.st_mtim.tv_nsec != entry.mtime.tv_nsec ||
+			st.st_ctim.tv_sec != entry.ctime.tv_sec ||
+			st.st_ctim.tv_nsec != entry.ctime.tv_nsec)
 			return false;
 		bk_record_success(file, (uint64) entry.size, entry.sent, entry.end_lsn);
 		ereport(DEBUG1, (errmsg_internal("bk: \"%s\" was archived ahead, in an "
@@ -525,8 +558,9 @@ bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
 	int cap = 256;
 	char(*all)[BK_FILE_NAME_LEN] = palloc(cap * BK_FILE_NAME_LEN);
 
+	/* A listing that fails only means no read-ahead this time (LOG). */
 	dir = AllocateDir(XLOGDIR "/archive_status");
-	while ((de = ReadDir(dir, XLOGDIR "/archive_status")) != NULL)
+	while ((de = ReadDirExtended(dir, XLOGDIR "/archive_status", LOG)) != NULL)
 	{
 		size_t len = strlen(de->d_name);
 		char name[BK_FILE_NAME_LEN];
@@ -545,7 +579,8 @@ bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
 		}
 		strlcpy(all[count++], name, BK_FILE_NAME_LEN);
 	}
-	FreeDir(dir);
+	if (dir != NULL)
+		FreeDir(dir);
 	qsort(all, count, BK_FILE_NAME_LEN, bk_name_cmp);
 	if (count > max)
 		count = max;
@@ -638,7 +673,11 @@ bk_archive_batch_internal(const char *file, const char *path,
 		sent[in_batch].dev = st.st_dev;
 		sent[in_batch].ino = st.st_ino;
 		sent[in_batch].size = st.st_size;
-		sent[in_batch].mtime = st.st_mtime;
+		sent[in_batch].mtime = st.st_mtim;
+		sent[in_batch].ctime = st.st_ctim;
+		strlcpy(sent[in_batch].topic, topic, sizeof(sent[in_batch].topic));
+		strlcpy(sent[in_batch].source_id, source_id,
+				sizeof(sent[in_batch].source_id));
 		sent[in_batch].sent = bytes;
 		sent[in_batch].end_lsn = wal.end_lsn;
 		in_batch++;
@@ -746,9 +785,13 @@ bk_source_key(const BkKey **key, BkError *err)
 		return true;
 	}
 
+	/*
+	 * Segments sent ahead stay valid: they are durable, sealed to a key the
+	 * operator had configured.  Sending them again under the new key would
+	 * make the shipper see different content under one name (a conflict).
+	 */
 	bk_keyring_free(keyring);
 	keyring = NULL;
-	sent_ahead_count = 0;
 
 	/* Stat first: if the file changes after this, the next call reloads. */
 	ring = bk_keyring_load(bk_key_file, BK_KEYS_FOR_SOURCE, err);

@@ -239,6 +239,9 @@ audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
 		shipper_log(LOG_ERROR, "could not serialise an audit event");
 		return false;
 	}
+	/* Held first, so that even a failed attempt to queue holds it. */
+	if (p->audit_hold < 0 || hold < p->audit_hold)
+		p->audit_hold = hold;
 	bk_error_clear(&err);
 	ok = (shipper->audit_queued > 0 ||
 		  bk_producer_batch_begin(shipper->audit, &err)) &&
@@ -248,8 +251,6 @@ audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
 	{
 		if (shipper->audit_queued++ == 0)
 			shipper->audit_opened_ms = bk_monotonic_ms();
-		if (p->audit_hold < 0 || hold < p->audit_hold)
-			p->audit_hold = hold;
 	}
 	else
 	{
@@ -394,9 +395,19 @@ partition_safe_offset(const Partition *p)
 static void
 commit_offsets(Shipper *shipper, const Partition *only)
 {
-	rd_kafka_topic_partition_list_t *list =
-		rd_kafka_topic_partition_list_new(8);
+	rd_kafka_topic_partition_list_t *list;
 	rd_kafka_resp_err_t kerr;
+
+	/*
+	 * After an error that must not be skipped, commit nothing more: the
+	 * message that failed (a chunk 0 whose spool could not be created, an
+	 * audit event that could not be queued) is not held by any attempt, and
+	 * committing past it would lose it.  A restart re-reads from the last
+	 * commit; what was already durable comes back as identical re-sends.
+	 */
+	if (shipper->fatal)
+		return;
+	list = rd_kafka_topic_partition_list_new(8);
 
 	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
 	{
@@ -907,7 +918,11 @@ shipper_setup(Shipper *shipper, BkError *err)
 	if (!ok)
 		return false;
 
-	/* Audit events go out one at a time: no point lingering. */
+	/*
+	 * No lingering: the shipper waits for its audit batch only when it has
+	 * nothing else to do, and with one request in flight whatever queues
+	 * behind it goes in the next request anyway.
+	 */
 	snprintf(audit_properties, sizeof(audit_properties), "linger.ms=0;%s",
 			 shipper->config->kafka_properties
 				 ? shipper->config->kafka_properties

@@ -244,6 +244,32 @@ cmp -s "$dir/big/$big" "$dir/out/big"
 ok $? "the 512 MiB object restores byte-identical"
 rm -f "$dir/out/big" "$dir/big/$big"
 
+# ---- an error that stops the shipper commits nothing past what failed
+# The first chunk of an object cannot be spooled (.spool is a file, not a
+# directory): the shipper stops.  Had it committed the offset past that
+# chunk, the restarted shipper would drop the rest as strays and the object,
+# which Kafka acknowledged to the source, would be lost.
+shipper_gone() { [[ ! -e "/proc/$shipper_pid" ]] || grep -q '^State:.*Z' "/proc/$shipper_pid/status"; }
+mv "$repo/.spool" "$dir/spool.saved"
+: >"$repo/.spool"
+"$FAKE_WAL" "$dir/wal" 1 40 1 --segment-size "$SEG" >/dev/null
+"$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --key "$dir/key.pub" \
+    --source "fatal-$source_id" --segment-size "$SEG" --chunk-size "$CHUNK" "$dir/wal/$(seg 40)" >/dev/null
+ok $? "a segment is sent while the repository's spool is broken"
+wait_for 60 "the shipper to stop" shipper_gone
+ok $? "the shipper stops on the spool error"
+wait "$shipper_pid"
+isnt $? 0 "and exits non-zero"
+like "$(grep 'could not create spool file' "$log" | tail -n 1)" "\\.spool/" "the log names the spool file it could not create"
+rm -f "$repo/.spool"
+mv "$dir/spool.saved" "$repo/.spool"
+start_shipper
+wait_for 60 "segment 40 archived" test -f "$repo/fatal-$source_id/wal/$(seg 40)"
+ok $? "once the cause is fixed, a restart archives the object whose first chunk failed"
+"$BK" wal-get --config "$dir/bk.conf" --source "fatal-$source_id" "$(seg 40)" "$dir/out/fatal"
+cmp -s "$dir/wal/$(seg 40)" "$dir/out/fatal"
+ok $? "and it restores byte-identical"
+
 # ---- the archive checks out end to end
 out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"
 is $? 0 "bk verify with the key: everything decrypts and checks out"

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,56 @@ bk_write_all(int fd, const void *buf, size_t len, const char *path,
 		}
 		p += written;
 		len -= (size_t) written;
+	}
+	return true;
+}
+
+bool
+bk_mkdirs(const char *path, mode_t leaf_mode, bool durable, BkError *err)
+{
+	char partial[PATH_MAX];
+	size_t len = strlen(path);
+
+	if (len >= sizeof(partial))
+		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
+	for (size_t pos = 1; pos <= len; pos++)
+	{
+		struct stat st;
+		mode_t mode = pos == len ? leaf_mode : 0755;
+		char *slash;
+
+		if (path[pos] != '/' && path[pos] != '\0')
+			continue;
+		memcpy(partial, path, pos);
+		partial[pos] = '\0';
+		if (stat(partial, &st) == 0)
+		{
+			if (!S_ISDIR(st.st_mode))
+				return bk_error_set(err, BK_ERR_IO,
+									"\"%s\" exists and is not a directory",
+									partial);
+			continue;
+		}
+		if (mkdir(partial, mode) != 0 && errno != EEXIST)
+			return bk_error_set(err, BK_ERR_IO,
+								"could not create directory \"%s\": %s",
+								partial, strerror(errno));
+		if (!durable)
+			continue;
+		if (chmod(partial, mode) != 0)
+			return bk_error_set(err, BK_ERR_IO,
+								"could not set mode of \"%s\": %s", partial,
+								strerror(errno));
+		/* The parent: partial up to its last slash ("/" for "/x"). */
+		slash = strrchr(partial, '/');
+		if (slash == NULL)
+			bk_strlcpy(partial, ".", sizeof(partial));
+		else if (slash == partial)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (!bk_fsync_dir(partial, err))
+			return false;
 	}
 	return true;
 }

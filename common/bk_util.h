@@ -73,6 +73,15 @@ extern bool bk_write_all(int fd, const void *buf, size_t len, const char *path,
 extern bool bk_fsync_dir(const char *dir, BkError *err);
 
 /*
+ * mkdir -p.  Directories it creates get leaf_mode (the last one) or 0755
+ * (its parents).  durable: the modes are set exactly (not left to the
+ * umask) and each new directory's parent is fsynced, so the creation
+ * survives a crash; otherwise the caller makes the tree durable itself.
+ */
+extern bool bk_mkdirs(const char *path, mode_t leaf_mode, bool durable,
+					  BkError *err);
+
+/*
  * Write a whole file durably: "<path>.tmp.<pid>", fsync, rename over path,
  * fsync the directory.  mode is applied with fchmod, not left to the umask.
  */

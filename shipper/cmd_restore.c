@@ -349,39 +349,6 @@ dir_not_empty(const char *path)
 	return found;
 }
 
-/* mkdir -p; created directories get mode (the last one) or 0755 (parents). */
-static bool
-make_dirs(const char *path, mode_t mode, BkError *err)
-{
-	char partial[RESTORE_PATH_MAX];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(partial))
-		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
-	for (size_t pos = 1; pos <= len; pos++)
-	{
-		struct stat st;
-
-		if (path[pos] != '/' && path[pos] != '\0')
-			continue;
-		memcpy(partial, path, pos);
-		partial[pos] = '\0';
-		if (stat(partial, &st) == 0)
-		{
-			if (!S_ISDIR(st.st_mode))
-				return bk_error_set(err, BK_ERR_IO,
-									"\"%s\" exists and is not a directory",
-									partial);
-			continue;
-		}
-		if (mkdir(partial, pos == len ? mode : 0755) != 0 && errno != EEXIST)
-			return bk_error_set(err, BK_ERR_IO,
-								"could not create directory \"%s\": %s",
-								partial, strerror(errno));
-	}
-	return true;
-}
-
 static bool
 write_text_file(const Restore *r, const char *path, const char *text,
 				BkError *err)
@@ -1253,7 +1220,7 @@ prepare_target(Restore *r, BkError *err)
 {
 	char path[RESTORE_PATH_MAX];
 
-	if (!make_dirs(r->pgdata_arg, 0700, err))
+	if (!bk_mkdirs(r->pgdata_arg, 0700, false, err))
 		return false;
 	if (realpath(r->pgdata_arg, r->pgdata) == NULL)
 		return bk_error_set(err, BK_ERR_IO, "could not resolve \"%s\": %s",
@@ -1289,7 +1256,7 @@ prepare_target(Restore *r, BkError *err)
 								"tablespace %" PRIu32 " would be restored to "
 								"\"%s\", inside the data directory",
 								spc->oid, spc->location);
-		if (!make_dirs(spc->location, 0700, err))
+		if (!bk_mkdirs(spc->location, 0700, false, err))
 			return false;
 		if (chmod(spc->location, 0700) != 0)
 			return bk_error_set(err, BK_ERR_IO,
@@ -1312,7 +1279,8 @@ create_directories(Restore *r, BkError *err)
 	qsort(record->directories, record->directory_count, sizeof(BkSnapDirectory),
 		  directory_cmp);
 	if (!join_path(path, sizeof(path), r->pgdata, "pg_tblspc", err) ||
-		!make_dirs(path, 0700, err) || !set_owner_path(r, path, true, err))
+		!bk_mkdirs(path, 0700, false, err) ||
+		!set_owner_path(r, path, true, err))
 		return false;
 	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
 	{
@@ -1356,7 +1324,7 @@ create_directories(Restore *r, BkError *err)
 			if (!bk_remove_tree(path, err))
 				return false;
 		}
-		if (!make_dirs(path, 0700, err))
+		if (!bk_mkdirs(path, 0700, false, err))
 			return false;
 		if (chmod(path, dir->mode) != 0)
 			return bk_error_set(err, BK_ERR_IO,
@@ -1378,7 +1346,8 @@ create_directories(Restore *r, BkError *err)
 		*slash = '\0';
 		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
 			continue;
-		if (!make_dirs(path, 0700, err) || !set_owner_path(r, path, true, err))
+		if (!bk_mkdirs(path, 0700, false, err) ||
+			!set_owner_path(r, path, true, err))
 			return false;
 	}
 	return true;

@@ -37,45 +37,11 @@ dir_of(const char *path, char *out, size_t out_len)
 		*slash = '\0';
 }
 
+/* The umask must not make the repository unreadable for restores. */
 bool
 bk_repo_mkdirs(const char *path, BkError *err)
 {
-	char partial[BK_REPO_PATH_MAX];
-	size_t len = strlen(path);
-
-	if (len >= sizeof(partial))
-		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
-	for (size_t pos = 1; pos <= len; pos++)
-	{
-		struct stat st;
-		char parent[BK_REPO_PATH_MAX];
-
-		if (path[pos] != '/' && path[pos] != '\0')
-			continue;
-		memcpy(partial, path, pos);
-		partial[pos] = '\0';
-		if (stat(partial, &st) == 0)
-		{
-			if (!S_ISDIR(st.st_mode))
-				return bk_error_set(err, BK_ERR_IO,
-									"\"%s\" exists and is not a directory",
-									partial);
-			continue;
-		}
-		if (mkdir(partial, 0755) != 0 && errno != EEXIST)
-			return bk_error_set(err, BK_ERR_IO,
-								"could not create directory \"%s\": %s",
-								partial, strerror(errno));
-		/* The umask must not make the repository unreadable for restores. */
-		if (chmod(partial, 0755) != 0)
-			return bk_error_set(err, BK_ERR_IO,
-								"could not set mode of \"%s\": %s", partial,
-								strerror(errno));
-		dir_of(partial, parent, sizeof(parent));
-		if (!bk_fsync_dir(parent, err))
-			return false;
-	}
-	return true;
+	return bk_mkdirs(path, 0755, true, err);
 }
 
 static bool repo_path(const BkRepo *repo, char *out, size_t out_len,

@@ -363,9 +363,9 @@ test_batch(void **state)
 	for (int idx = 0; idx < 2; idx++)
 	{
 		source_begin(&sources[idx], 10 * 1024);
-		assert_true(bk_producer_batch_add(producer, TOPIC, "src/snap/base/1/1259",
-										  20, next_frame, &sources[idx], NULL,
-										  NULL, NULL, &err));
+		assert_true(bk_producer_batch_add(
+			producer, TOPIC, "src/snap/base/1/1259", 20, next_frame,
+			&sources[idx], NULL, NULL, NULL, &err));
 	}
 	assert_false(bk_producer_batch_wait(producer, NULL, NULL, NULL, &err));
 	assert_int_equal(err.code, BK_ERR_TIMEOUT);

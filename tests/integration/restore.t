@@ -389,24 +389,7 @@ ok $? "a spooled file of the wrong size is discarded, the segment decrypted agai
 victim_rel="$(psql_q -c "SELECT pg_relation_filepath('r_main')")"
 victim="$repo/$source_id/snapshot/$snap1/data/$victim_rel"
 cp "$victim" "$dir/victim.orig"
-python3 - "$victim" <<'PY'
-import struct, sys
-path = sys.argv[1]
-data = bytearray(open(path, "rb").read())
-header_len = struct.unpack(">I", data[8:12])[0]
-payload_len = struct.unpack(">I", data[32:36])[0]
-data[header_len + payload_len // 2] ^= 0x01
-def crc32c(buf):
-    crc = 0xFFFFFFFF
-    for b in buf:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFF
-end = header_len + payload_len + 16
-data[end:end + 4] = struct.pack(">I", crc32c(bytes(data[:end])))
-open(path, "wb").write(data)
-PY
+"$ROOT/tests/lib/tamper_frame.py" "$victim"
 "$BK" verify --config "$dir/keyless.conf" --source "$source_id" >/dev/null 2>&1
 is $? 0 "with its CRC fixed, the corrupted chunk passes the keyless checks"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"

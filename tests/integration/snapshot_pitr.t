@@ -319,25 +319,7 @@ unlike "$(grep -A3 "\"$cancelled\"" <<<"$out" | tr -d '\n')" '"restorable": true
 # ---- one corrupted chunk: verify and restore fail, naming the file
 victim="$(find "$repo/$source_id/snapshot/$full/data/base" -type f -size +100k | head -n 1)"
 victim_rel="${victim#"$repo/$source_id/snapshot/$full/data/"}"
-python3 - "$victim" <<'PY'
-import struct, sys, zlib
-path = sys.argv[1]
-data = bytearray(open(path, "rb").read())
-header_len = struct.unpack(">I", data[8:12])[0]
-payload_len = struct.unpack(">I", data[32:36])[0]
-data[header_len + payload_len // 2] ^= 0x01
-# CRC-32C of the first frame, so only the AEAD can tell
-def crc32c(buf):
-    crc = 0xFFFFFFFF
-    for b in buf:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFF
-end = header_len + payload_len + 16
-data[end:end + 4] = struct.pack(">I", crc32c(bytes(data[:end])))
-open(path, "wb").write(data)
-PY
+"$ROOT/tests/lib/tamper_frame.py" "$victim"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 is $? 4 "bk verify fails on a corrupted chunk"
 like "$out" "$victim_rel" "naming the file ($victim_rel)"

@@ -53,6 +53,7 @@ int bk_target_rpo_s = 0;
 int bk_wait_for = BK_WAIT_FOR_KAFKA;
 int bk_repository_timeout_ms = 60000;
 int bk_archive_batch = 8;
+int bk_snapshot_jobs = 1;
 
 static const struct config_enum_entry bk_wait_for_options[] = {
 	{"kafka", BK_WAIT_FOR_KAFKA, false},
@@ -150,6 +151,16 @@ _PG_init(void)
 		"asks for them. 1 sends one segment per call. Only with "
 		"bk.wait_for = kafka.",
 		&bk_archive_batch, 8, 1, 64, PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.snapshot_jobs",
+		"How many processes copy the files of one snapshot.",
+		"bk_snapshot() reads, checks, compresses and encrypts on this many "
+		"cores: its background worker and bk.snapshot_jobs - 1 helper "
+		"workers, each with its own Kafka producer. Helpers count against "
+		"max_worker_processes.",
+		&bk_snapshot_jobs, 1, 1, BK_SNAPSHOT_MAX_JOBS, PGC_USERSET, 0, NULL,
+		NULL, NULL);
 
 	MarkGUCPrefixReserved("bk");
 

@@ -47,6 +47,9 @@
 #define BK_SNAPSHOT_ID_LEN    32
 #define BK_SNAPSHOT_LABEL_LEN 256
 
+/* Most processes that copy one snapshot's files (bk.snapshot_jobs). */
+#define BK_SNAPSHOT_MAX_JOBS 32
+
 typedef enum BkSnapshotState
 {
 	BK_SNAPSHOT_FREE,
@@ -70,6 +73,7 @@ typedef struct BkSnapshotSlot
 	char parent[BK_SNAPSHOT_ID_LEN];
 	char label[BK_SNAPSHOT_LABEL_LEN];
 	bool fast;
+	int jobs; /* bk.snapshot_jobs of the caller */
 	Oid database;
 	int pid;
 	bool cancel_requested;
@@ -148,6 +152,7 @@ extern int bk_target_rpo_s;
 extern int bk_wait_for;
 extern int bk_repository_timeout_ms;
 extern int bk_archive_batch;
+extern int bk_snapshot_jobs;
 
 /* bk.c */
 extern PGDLLEXPORT void _PG_init(void);
@@ -178,6 +183,7 @@ extern void bk_kafka_log_flush(void);
 
 /* bk_snapshot.c */
 extern PGDLLEXPORT void bk_snapshot_worker_main(Datum main_arg);
+extern PGDLLEXPORT void bk_snapshot_helper_main(Datum main_arg);
 
 /* bk_worker.c */
 extern void bk_worker_register(void);

@@ -32,6 +32,17 @@
  * restorable, which is what a cancelled snapshot or a crash mid-snapshot
  * must leave behind.
  *
+ * Parallel copying (bk.snapshot_jobs > 1): the worker lists the files into
+ * a work list in dynamic shared memory and starts bk.snapshot_jobs - 1
+ * helper workers.  Every process, the worker included, takes the next file
+ * from the list (largest first, so the last files to finish are small ones),
+ * sends it through a Kafka producer of its own, and writes what it found
+ * (size, digest, pages, checksum failures) into the file's entry.  Helpers
+ * report done only once Kafka acknowledged everything they sent; the worker
+ * then reads pg_control, stops backup mode and writes the record from the
+ * entries, in listing order.  A helper that fails or dies fails the
+ * snapshot; a worker that fails stops its helpers first.
+ *
  * Differential ("diff", parent = the last full) and incremental ("incr",
  * parent = the last snapshot of any kind) snapshots send the main forks of
  * relations the parent also had as the pages whose LSN is at or after the
@@ -72,6 +83,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/bufpage.h"
 #include "storage/checksum.h"
+#include "storage/dsm.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -121,6 +133,74 @@ typedef struct SnapEntry
 	BlockNumber segment_base; /* first block number of this segment file */
 } SnapEntry;
 
+/*
+ * One file of the work list: what the listing found, then what copying it
+ * found, written by the process that copied it.
+ */
+typedef struct SnapWorkItem
+{
+	Size path_offset; /* in the work list's path area */
+	mode_t mode;
+	time_t mtime;
+	off_t size;
+	bool checksummed;
+	bool main_fork;
+	bool parent_has; /* the parent snapshot has this file */
+	BlockNumber segment_base;
+
+	/* The outcome. */
+	bool sent;     /* queued to Kafka (acknowledged once its sender is done) */
+	bool vanished; /* gone before it was opened: not in the snapshot */
+	bool incremental;
+	int64 blocks;
+	int64 objects;
+	int64 bytes_read;
+	int64 bytes_sent;
+	int failures;
+	BlockNumber failed_blocks[FAILURES_LISTED_PER_FILE];
+	uint8 sha256[BK_SHA256_LEN];
+} SnapWorkItem;
+
+typedef enum SnapHelperState
+{
+	SNAP_HELPER_NOT_STARTED,
+	SNAP_HELPER_COPYING,
+	SNAP_HELPER_DONE, /* everything it sent is acknowledged */
+	SNAP_HELPER_FAILED
+} SnapHelperState;
+
+/*
+ * The work list, in dynamic shared memory: header, items, the order in
+ * which they are handed out, then the paths.  The leader writes everything
+ * before it starts helpers; afterwards the mutex protects next, stop and the
+ * helper fields, and each item belongs to the process that took it.
+ */
+typedef struct SnapWork
+{
+	slock_t mutex;
+	char source_id[BK_SOURCE_ID_MAX + 1];
+	char snapshot_topic[BK_TOPIC_NAME_MAX + 1];
+	XLogRecPtr start_lsn;
+	XLogRecPtr parent_start_lsn;
+	int count;  /* items */
+	int queued; /* entries of order[]: every item but pg_control */
+	int next;   /* next entry of order[] to hand out */
+	bool stop;  /* a process gave up: the others take no more files */
+	SnapHelperState helper_state[BK_SNAPSHOT_MAX_JOBS];
+	char helper_error[BK_FAILURE_LEN];
+	Size order_offset;
+	Size paths_offset;
+	SnapWorkItem items[FLEXIBLE_ARRAY_MEMBER];
+} SnapWork;
+
+/* What a helper is told at start (in bgw_extra). */
+typedef struct SnapHelperArgs
+{
+	int slot_index;
+	int helper;
+	dsm_handle work_handle;
+} SnapHelperArgs;
+
 /* Everything one snapshot run needs. */
 typedef struct SnapRun
 {
@@ -132,6 +212,14 @@ typedef struct SnapRun
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
 
 	char *history_table; /* quoted, in the extension's schema */
+
+	/* The work list (every process); the helpers sharing it (leader). */
+	SnapWork *work;
+	dsm_segment *work_segment;
+	int helper;        /* -1 in the leader, else this helper's number */
+	int control_index; /* pg_control's item, sent last; -1 if none */
+	BackgroundWorkerHandle *helpers[BK_SNAPSHOT_MAX_JOBS];
+	int helper_count;
 
 	/* Parent (diff/incr). */
 	char *parent_id;
@@ -210,9 +298,19 @@ static void snap_prepare(SnapRun *run);
 static void snap_take(SnapRun *run);
 static void snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 					  bool in_tablespace);
-static void snap_send_file(SnapRun *run, SnapEntry *entry);
-static bool snap_scan_incremental(SnapRun *run, SnapEntry *entry, int fd,
-								  uint8 digest[BK_SHA256_LEN], int64 *blocks,
+static void snap_open_sender(SnapRun *run, const char *client_id);
+static void snap_open_spool(SnapRun *run);
+static void snap_close_spool(SnapRun *run);
+static void snap_release(SnapRun *run);
+static void snap_build_work(SnapRun *run);
+static void snap_start_helpers(SnapRun *run);
+static void snap_copy_share(SnapRun *run);
+static void snap_wait_for_helpers(SnapRun *run);
+static void snap_stop_helpers(SnapRun *run);
+static void snap_send_file(SnapRun *run, SnapWorkItem *item);
+static void snap_record_file(SnapRun *run, SnapWorkItem *item);
+static bool snap_scan_incremental(SnapRun *run, SnapWorkItem *item,
+								  const char *path, int fd, int64 *blocks,
 								  uint8 **header, size_t *header_len,
 								  PlainSource *scan);
 static void snap_send_object(SnapRun *run, const char *name, const char *meta,
@@ -317,6 +415,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	strlcpy(slot->kind, kind, sizeof(slot->kind));
 	strlcpy(slot->label, label, sizeof(slot->label));
 	slot->fast = fast;
+	slot->jobs = bk_snapshot_jobs;
 	slot->database = MyDatabaseId;
 	SpinLockRelease(&bk_shared->mutex);
 
@@ -646,6 +745,8 @@ bk_snapshot_worker_main(Datum main_arg)
 	run = MemoryContextAllocZero(TopMemoryContext, sizeof(SnapRun));
 	run->slot = &bk_shared->snapshots[slot_index];
 	run->spool_fd = -1;
+	run->helper = -1;
+	run->control_index = -1;
 	SpinLockAcquire(&bk_shared->mutex);
 	strlcpy(run->id, run->slot->id, sizeof(run->id));
 	strlcpy(run->kind, run->slot->kind, sizeof(run->kind));
@@ -693,12 +794,8 @@ snap_run(SnapRun *run)
 		QueryCancelPending = false;
 		HOLD_INTERRUPTS();
 		AbortOutOfAnyTransaction();
-		if (run->spool_fd >= 0)
-		{
-			close(run->spool_fd);
-			unlink(run->spool_path);
-			run->spool_fd = -1;
-		}
+		snap_stop_helpers(run);
+		snap_close_spool(run);
 		ereport(cancelled ? LOG : WARNING,
 				(errmsg("bk: snapshot %s %s", run->id,
 						cancelled ? "cancelled" : "failed"),
@@ -713,10 +810,85 @@ snap_run(SnapRun *run)
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
+	snap_release(run);
+}
+
+/*
+ * snap_open_sender
+ *		What a process needs to send files: the key, a Kafka producer of its
+ *		own, an encoder, buffers.
+ */
+static void
+snap_open_sender(SnapRun *run, const char *client_id)
+{
+	BkKafkaSettings settings;
+	const BkKey *key;
+	BkError err;
+
+	bk_error_clear(&err);
+	if (!bk_source_key(&key, &err))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
+				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	bk_source_kafka_settings(&settings, client_id);
+	run->chunk_size = (uint32) bk_chunk_size;
+	run->producer = bk_producer_new(&settings, &err);
+	if (run->producer != NULL)
+		run->encoder = bk_encoder_new(key, run->chunk_size, &err);
+	if (run->encoder == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
+				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	run->chunk_buffer = malloc(run->chunk_size);
+	run->block_buffer = malloc((size_t) SCAN_BLOCKS * BLCKSZ);
+	if (run->chunk_buffer == NULL || run->block_buffer == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+}
+
+/*
+ * snap_open_spool
+ *		A spool file for the pages of incremental files, under
+ *		base/pgsql_tmp: excluded from snapshots, removed at server start.
+ */
+static void
+snap_open_spool(SnapRun *run)
+{
+	MakePGDirectory("base/" PG_TEMP_FILES_DIR);
+	snprintf(run->spool_path, sizeof(run->spool_path),
+			 "base/%s/%s_bk_snapshot.%d", PG_TEMP_FILES_DIR,
+			 PG_TEMP_FILE_PREFIX, MyProcPid);
+	run->spool_fd =
+		open(run->spool_path, O_RDWR | O_CREAT | O_TRUNC | PG_BINARY, 0600);
+	if (run->spool_fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create \"%s\": %m", run->spool_path)));
+}
+
+static void
+snap_close_spool(SnapRun *run)
+{
+	if (run->spool_fd >= 0)
+	{
+		close(run->spool_fd);
+		unlink(run->spool_path);
+		run->spool_fd = -1;
+	}
+}
+
+/* Free what snap_open_sender made. */
+static void
+snap_release(SnapRun *run)
+{
 	bk_producer_free(run->producer);
+	run->producer = NULL;
 	bk_encoder_free(run->encoder);
+	run->encoder = NULL;
 	free(run->chunk_buffer);
+	run->chunk_buffer = NULL;
 	free(run->block_buffer);
+	run->block_buffer = NULL;
 	bk_kafka_log_flush();
 }
 
@@ -810,8 +982,6 @@ snap_fail_stale_history(SnapRun *run)
 static void
 snap_prepare(SnapRun *run)
 {
-	BkKafkaSettings settings;
-	const BkKey *key;
 	BkError err;
 	StringInfoData sql;
 	char *table;
@@ -822,25 +992,11 @@ snap_prepare(SnapRun *run)
 	if (!bk_topic_name(bk_topic_prefix, BK_TOPIC_SNAPSHOT, run->snapshot_topic,
 					   sizeof(run->snapshot_topic), &err) ||
 		!bk_topic_name(bk_topic_prefix, BK_TOPIC_AUDIT, run->audit_topic,
-					   sizeof(run->audit_topic), &err) ||
-		!bk_source_key(&key, &err))
+					   sizeof(run->audit_topic), &err))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
 				 err.hint[0] ? errhint("%s", err.hint) : 0));
-	bk_source_kafka_settings(&settings, "bk-snapshot");
-	run->chunk_size = (uint32) bk_chunk_size;
-	run->producer = bk_producer_new(&settings, &err);
-	if (run->producer != NULL)
-		run->encoder = bk_encoder_new(key, run->chunk_size, &err);
-	if (run->encoder == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
-				 err.hint[0] ? errhint("%s", err.hint) : 0));
-	run->chunk_buffer = malloc(run->chunk_size);
-	run->block_buffer = malloc((size_t) SCAN_BLOCKS * BLCKSZ);
-	if (run->chunk_buffer == NULL || run->block_buffer == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	snap_open_sender(run, "bk-snapshot");
 
 	initStringInfo(&run->label);
 	initStringInfo(&run->tablespace_map);
@@ -950,8 +1106,6 @@ static void
 snap_take(SnapRun *run)
 {
 	List *tablespaces = NIL;
-	ListCell *cell;
-	SnapEntry *volatile control = NULL;
 	StringInfoData json;
 	StringInfoData meta;
 	char start_time[64];
@@ -992,85 +1146,29 @@ snap_take(SnapRun *run)
 		run->slot->start_time = run->start_time;
 		SpinLockRelease(&bk_shared->mutex);
 
-		/* Find every file, so progress knows the total. */
+		/* Find every file first, so progress knows the total. */
 		snap_set_phase(run->slot, "listing files");
 		snap_walk(run, ".", false, false);
-		{
-			int64 files_total = 0;
-			int64 bytes_total = 0;
-
-			foreach (cell, run->entries)
-			{
-				SnapEntry *entry = lfirst(cell);
-
-				if (!entry->is_dir)
-				{
-					files_total++;
-					bytes_total += entry->size;
-				}
-			}
-			SpinLockAcquire(&bk_shared->mutex);
-			run->slot->files_total = files_total;
-			run->slot->bytes_total = bytes_total;
-			SpinLockRelease(&bk_shared->mutex);
-		}
-
-		/* A spool file for pages of incremental files, excluded as pgsql_tmp. */
+		snap_build_work(run);
 		if (strcmp(run->kind, "full") != 0)
-		{
-			MakePGDirectory("base/" PG_TEMP_FILES_DIR);
-			snprintf(run->spool_path, sizeof(run->spool_path),
-					 "base/%s/%s_bk_snapshot.%d", PG_TEMP_FILES_DIR,
-					 PG_TEMP_FILE_PREFIX, MyProcPid);
-			run->spool_fd = open(run->spool_path,
-								 O_RDWR | O_CREAT | O_TRUNC | PG_BINARY, 0600);
-			if (run->spool_fd < 0)
-				ereport(ERROR, (errcode_for_file_access(),
-								errmsg("could not create \"%s\": %m",
-									   run->spool_path)));
-		}
+			snap_open_spool(run);
+		snap_start_helpers(run);
 
 		/*
-		 * Data files go out as one batch: queued back to back, acknowledged
-		 * together, so small files do not each wait for a broker round trip.
+		 * Our share of the files goes out as one batch: queued back to back,
+		 * acknowledged together, so small files do not each wait for a
+		 * broker round trip.  pg_control goes last, once every other file
+		 * has been read, as PostgreSQL's own base backup sends it.
 		 */
 		snap_set_phase(run->slot, "copying files");
+		snap_copy_share(run);
+		if (run->helper_count > 0)
 		{
-			BkError err;
-
-			bk_error_clear(&err);
-			if (!bk_producer_batch_begin(run->producer, &err))
-				snap_kafka_error(run, &err, "the data files");
+			snap_set_phase(run->slot, "waiting for helpers");
+			snap_wait_for_helpers(run);
 		}
-		foreach (cell, run->entries)
-		{
-			SnapEntry *entry = lfirst(cell);
-
-			CHECK_FOR_INTERRUPTS();
-			if (run->slot->cancel_requested)
-				ereport(ERROR,
-						(errcode(ERRCODE_QUERY_CANCELED),
-						 errmsg("snapshot cancelled by bk_snapshot_cancel()")));
-			if (entry->is_dir)
-			{
-				if (run->dirs_json.len > 0)
-					appendStringInfoChar(&run->dirs_json, ',');
-				appendStringInfoString(&run->dirs_json, "{\"path\":");
-				escape_json(&run->dirs_json, entry->path);
-				appendStringInfo(&run->dirs_json, ",\"mode\":\"%04o\"}",
-								 (unsigned int) (entry->mode & 07777));
-				continue;
-			}
-			/* pg_control goes last, as PostgreSQL's own base backup sends it. */
-			if (strcmp(entry->path, XLOG_CONTROL_FILE) == 0)
-			{
-				control = entry;
-				continue;
-			}
-			snap_send_file(run, entry);
-		}
-		if (control != NULL)
-			snap_send_file(run, control);
+		if (run->control_index >= 0)
+			snap_send_file(run, &run->work->items[run->control_index]);
 		snap_set_phase(run->slot, "waiting for Kafka");
 		{
 			BkError err;
@@ -1080,12 +1178,7 @@ snap_take(SnapRun *run)
 										NULL, &err))
 				snap_kafka_error(run, &err, "the data files");
 		}
-		if (run->spool_fd >= 0)
-		{
-			close(run->spool_fd);
-			unlink(run->spool_path);
-			run->spool_fd = -1;
-		}
+		snap_close_spool(run);
 
 		snap_set_phase(run->slot, "stopping backup");
 		run->stop_lsn =
@@ -1093,6 +1186,15 @@ snap_take(SnapRun *run)
 		run->backup_started = false;
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(do_pg_abort_backup, BoolGetDatum(false));
+
+	/* The record's entries, the manifest's lines, in listing order. */
+	run->bytes_read = 0;
+	run->bytes_sent = 0;
+	for (int idx = 0; idx < run->work->count; idx++)
+		if (idx != run->control_index)
+			snap_record_file(run, &run->work->items[idx]);
+	if (run->control_index >= 0)
+		snap_record_file(run, &run->work->items[run->control_index]);
 	run->stop_time = GetCurrentTimestamp();
 	SpinLockAcquire(&bk_shared->mutex);
 	run->slot->stop_lsn = run->stop_lsn;
@@ -1408,72 +1510,478 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 	}
 }
 
+/* ------------------------------------------------------------ the work list */
+
+static inline char *
+snap_item_path(SnapWork *work, const SnapWorkItem *item)
+{
+	return (char *) work + work->paths_offset + item->path_offset;
+}
+
+static inline int *
+snap_work_order(SnapWork *work)
+{
+	return (int *) ((char *) work + work->order_offset);
+}
+
+static int
+snap_cmp_item_size(const void *a, const void *b, void *arg)
+{
+	SnapWork *work = arg;
+	const SnapWorkItem *item_a = &work->items[*(const int *) a];
+	const SnapWorkItem *item_b = &work->items[*(const int *) b];
+
+	if (item_a->size != item_b->size)
+		return item_a->size > item_b->size ? -1 : 1;
+	return *(const int *) a - *(const int *) b;
+}
+
+/*
+ * snap_build_work
+ *		The work list, in dynamic shared memory so that helpers can share it,
+ *		from the listing; the directories go straight into the record, the
+ *		totals into the progress view.
+ */
+static void
+snap_build_work(SnapRun *run)
+{
+	ListCell *cell;
+	int count = 0;
+	Size paths_len = 0;
+	Size items_size;
+	Size size;
+	SnapWork *work;
+	int *order;
+	int queued = 0;
+	Size path_pos = 0;
+	int64 bytes_total = 0;
+
+	foreach (cell, run->entries)
+	{
+		SnapEntry *entry = lfirst(cell);
+
+		if (!entry->is_dir)
+		{
+			count++;
+			paths_len += strlen(entry->path) + 1;
+			bytes_total += entry->size;
+		}
+	}
+	SpinLockAcquire(&bk_shared->mutex);
+	run->slot->files_total = count;
+	run->slot->bytes_total = bytes_total;
+	SpinLockRelease(&bk_shared->mutex);
+	items_size =
+		MAXALIGN(offsetof(SnapWork, items) + sizeof(SnapWorkItem) * count);
+	size = items_size + MAXALIGN(sizeof(int) * count) + paths_len;
+	run->work_segment = dsm_create(size, 0);
+	/* Mapped until this process exits, whatever resource owner is current. */
+	dsm_pin_mapping(run->work_segment);
+	work = dsm_segment_address(run->work_segment);
+	memset(work, 0, offsetof(SnapWork, items));
+	SpinLockInit(&work->mutex);
+	strlcpy(work->source_id, run->source_id, sizeof(work->source_id));
+	strlcpy(work->snapshot_topic, run->snapshot_topic,
+			sizeof(work->snapshot_topic));
+	work->start_lsn = run->start_lsn;
+	work->parent_start_lsn = run->parent_start_lsn;
+	work->count = count;
+	work->order_offset = items_size;
+	work->paths_offset = items_size + MAXALIGN(sizeof(int) * count);
+	order = snap_work_order(work);
+
+	count = 0;
+	foreach (cell, run->entries)
+	{
+		SnapEntry *entry = lfirst(cell);
+		SnapWorkItem *item;
+
+		if (entry->is_dir)
+		{
+			if (run->dirs_json.len > 0)
+				appendStringInfoChar(&run->dirs_json, ',');
+			appendStringInfoString(&run->dirs_json, "{\"path\":");
+			escape_json(&run->dirs_json, entry->path);
+			appendStringInfo(&run->dirs_json, ",\"mode\":\"%04o\"}",
+							 (unsigned int) (entry->mode & 07777));
+			continue;
+		}
+		item = &work->items[count];
+		memset(item, 0, sizeof(*item));
+		item->path_offset = path_pos;
+		strcpy(snap_item_path(work, item), entry->path);
+		path_pos += strlen(entry->path) + 1;
+		item->mode = entry->mode;
+		item->mtime = entry->mtime;
+		item->size = entry->size;
+		item->checksummed = entry->checksummed;
+		item->main_fork = entry->main_fork;
+		item->segment_base = entry->segment_base;
+		item->parent_has = snap_parent_has(run, entry->path);
+		if (strcmp(entry->path, XLOG_CONTROL_FILE) == 0)
+			run->control_index = count;
+		else
+			order[queued++] = count;
+		count++;
+	}
+	work->queued = queued;
+	qsort_arg(order, queued, sizeof(int), snap_cmp_item_size, work);
+	run->work = work;
+}
+
+/* The next file to copy, or NULL when every file has been handed out. */
+static SnapWorkItem *
+snap_next_item(SnapWork *work)
+{
+	int index = -1;
+
+	SpinLockAcquire(&work->mutex);
+	if (!work->stop && work->next < work->queued)
+		index = snap_work_order(work)[work->next++];
+	SpinLockRelease(&work->mutex);
+	return index < 0 ? NULL : &work->items[index];
+}
+
+/*
+ * snap_start_helpers
+ *		bk.snapshot_jobs - 1 helper workers; fewer if max_worker_processes
+ *		leaves no room, in which case we copy with what we got.
+ */
+static void
+snap_start_helpers(SnapRun *run)
+{
+	int wanted = Min(run->slot->jobs, BK_SNAPSHOT_MAX_JOBS) - 1;
+
+	/* More helpers than files would only open producers for nothing. */
+	wanted = Min(wanted, run->work->queued - 1);
+	for (int helper = 0; helper < wanted; helper++)
+	{
+		BackgroundWorker worker;
+		SnapHelperArgs args;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags =
+			BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = BGW_NEVER_RESTART;
+		strlcpy(worker.bgw_library_name, "bk", BGW_MAXLEN);
+		strlcpy(worker.bgw_function_name, "bk_snapshot_helper_main",
+				BGW_MAXLEN);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "bk snapshot %s helper %d",
+				 run->id, helper + 1);
+		strlcpy(worker.bgw_type, "bk snapshot helper", BGW_MAXLEN);
+		args.slot_index = (int) (run->slot - bk_shared->snapshots);
+		args.helper = helper;
+		args.work_handle = dsm_segment_handle(run->work_segment);
+		StaticAssertStmt(sizeof(args) <= BGW_EXTRALEN,
+						 "helper arguments do not fit in bgw_extra");
+		memcpy(worker.bgw_extra, &args, sizeof(args));
+		worker.bgw_notify_pid = MyProcPid;
+		if (!RegisterDynamicBackgroundWorker(&worker,
+											 &run->helpers[run->helper_count]))
+			break;
+		run->helper_count++;
+	}
+	if (run->helper_count < wanted)
+		ereport(LOG, (errmsg("bk: snapshot %s: started %d of %d helper workers",
+							 run->id, run->helper_count, wanted),
+					  errhint("Raise max_worker_processes, or lower "
+							  "bk.snapshot_jobs.")));
+	ereport(LOG, (errmsg("bk: snapshot %s copies %d files with %d process%s",
+						 run->id, run->work->count, run->helper_count + 1,
+						 run->helper_count == 0 ? "" : "es")));
+}
+
+/* Interrupts, and bk_snapshot_cancel(), between files. */
+static void
+snap_check_cancel(SnapRun *run)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (run->slot->cancel_requested)
+		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
+						errmsg("snapshot cancelled by bk_snapshot_cancel()")));
+}
+
+/*
+ * snap_copy_share
+ *		Take files from the work list and send them, as one batch, until the
+ *		list is empty; return once Kafka acknowledged them (helpers) or with
+ *		the batch still open (the leader adds pg_control to it).
+ */
+static void
+snap_copy_share(SnapRun *run)
+{
+	SnapWorkItem *item;
+	BkError err;
+
+	bk_error_clear(&err);
+	if (!bk_producer_batch_begin(run->producer, &err))
+		snap_kafka_error(run, &err, "the data files");
+	for (;;)
+	{
+		snap_check_cancel(run);
+		item = snap_next_item(run->work);
+		if (item == NULL)
+			break;
+		snap_send_file(run, item);
+	}
+	/* Stopped early: a helper failed (the leader reports it) or we did. */
+	if (run->helper >= 0 && run->work->stop)
+		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
+						errmsg("snapshot %s was given up", run->id)));
+	if (run->helper >= 0 &&
+		!bk_producer_batch_wait(run->producer, snap_interrupted, run, NULL,
+								&err))
+		snap_kafka_error(run, &err, "the data files");
+}
+
+/* A helper's state, as the leader sees it. */
+static SnapHelperState
+snap_helper_state(SnapWork *work, int helper)
+{
+	SnapHelperState state;
+
+	SpinLockAcquire(&work->mutex);
+	state = work->helper_state[helper];
+	SpinLockRelease(&work->mutex);
+	return state;
+}
+
+/*
+ * snap_wait_for_helpers
+ *		Until every helper has had what it sent acknowledged.  A helper that
+ *		failed or died fails the snapshot: its files may be missing.
+ */
+static void
+snap_wait_for_helpers(SnapRun *run)
+{
+	for (;;)
+	{
+		bool all_done = true;
+
+		snap_check_cancel(run);
+		for (int helper = 0; helper < run->helper_count; helper++)
+		{
+			SnapHelperState state = snap_helper_state(run->work, helper);
+			pid_t pid;
+
+			if (state == SNAP_HELPER_FAILED)
+			{
+				char error[BK_FAILURE_LEN];
+
+				SpinLockAcquire(&run->work->mutex);
+				strlcpy(error, run->work->helper_error, sizeof(error));
+				SpinLockRelease(&run->work->mutex);
+				ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+								errmsg("helper %d of snapshot %s failed: %s",
+									   helper + 1, run->id, error)));
+			}
+			if (state == SNAP_HELPER_DONE)
+				continue;
+			if (GetBackgroundWorkerPid(run->helpers[helper], &pid) !=
+				BGWH_STOPPED)
+			{
+				all_done = false;
+				continue;
+			}
+			/* Stopped: read the state again, it may have just finished. */
+			state = snap_helper_state(run->work, helper);
+			if (state == SNAP_HELPER_COPYING)
+				ereport(ERROR,
+						(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+						 errmsg("helper %d of snapshot %s exited while copying",
+								helper + 1, run->id),
+						 errhint("The server log says why.")));
+			/* NOT_STARTED and stopped: it never took a file. */
+			if (state == SNAP_HELPER_FAILED)
+				all_done = false; /* reported on the next round */
+		}
+		if (all_done)
+			return;
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * snap_stop_helpers
+ *		The leader is failing: helpers stop taking files, are told to exit,
+ *		and are waited for, so no helper sends for a snapshot that is over.
+ *		Called with interrupts held.
+ */
+static void
+snap_stop_helpers(SnapRun *run)
+{
+	if (run->work == NULL || run->helper_count == 0)
+		return;
+	SpinLockAcquire(&run->work->mutex);
+	run->work->stop = true;
+	SpinLockRelease(&run->work->mutex);
+	for (int helper = 0; helper < run->helper_count; helper++)
+		TerminateBackgroundWorker(run->helpers[helper]);
+	for (int helper = 0; helper < run->helper_count; helper++)
+		(void) WaitForBackgroundWorkerShutdown(run->helpers[helper]);
+}
+
+/*
+ * bk_snapshot_helper_main
+ *		Copy files of the work list of the snapshot that started us.
+ */
+void
+bk_snapshot_helper_main(Datum main_arg)
+{
+	SnapHelperArgs args;
+	SnapRun *run;
+	dsm_segment *segment;
+	SnapWork *work;
+	MemoryContext context;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	if (bk_shared == NULL || args.slot_index < 0 ||
+		args.slot_index >= BK_SNAPSHOT_SLOTS || args.helper < 0 ||
+		args.helper >= BK_SNAPSHOT_MAX_JOBS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("bk snapshot helper started without its snapshot")));
+	BackgroundWorkerInitializeConnectionByOid(
+		bk_shared->snapshots[args.slot_index].database, InvalidOid, 0);
+	segment = dsm_attach(args.work_handle);
+	if (segment == NULL)
+		proc_exit(0); /* the snapshot ended before we started */
+	dsm_pin_mapping(segment);
+	work = dsm_segment_address(segment);
+
+	run = MemoryContextAllocZero(TopMemoryContext, sizeof(SnapRun));
+	run->slot = &bk_shared->snapshots[args.slot_index];
+	run->work = work;
+	run->helper = args.helper;
+	run->spool_fd = -1;
+	run->control_index = -1;
+	SpinLockAcquire(&bk_shared->mutex);
+	strlcpy(run->id, run->slot->id, sizeof(run->id));
+	strlcpy(run->kind, run->slot->kind, sizeof(run->kind));
+	SpinLockRelease(&bk_shared->mutex);
+	strlcpy(run->source_id, work->source_id, sizeof(run->source_id));
+	strlcpy(run->snapshot_topic, work->snapshot_topic,
+			sizeof(run->snapshot_topic));
+	run->start_lsn = work->start_lsn;
+	run->parent_start_lsn = work->parent_start_lsn;
+	pgstat_report_activity(STATE_RUNNING, run->id);
+
+	SpinLockAcquire(&work->mutex);
+	work->helper_state[args.helper] = work->stop || work->next >= work->queued
+										  ? SNAP_HELPER_DONE
+										  : SNAP_HELPER_COPYING;
+	SpinLockRelease(&work->mutex);
+	if (work->helper_state[args.helper] == SNAP_HELPER_DONE)
+		proc_exit(0); /* nothing left to copy */
+
+	context = CurrentMemoryContext;
+	PG_TRY();
+	{
+		snap_open_sender(run, "bk-snapshot-helper");
+		if (strcmp(run->kind, "full") != 0)
+			snap_open_spool(run);
+		snap_copy_share(run);
+		snap_close_spool(run);
+		SpinLockAcquire(&work->mutex);
+		work->helper_state[args.helper] = SNAP_HELPER_DONE;
+		SpinLockRelease(&work->mutex);
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		snap_close_spool(run);
+		SpinLockAcquire(&work->mutex);
+		if (work->helper_error[0] == '\0')
+			strlcpy(work->helper_error, edata->message,
+					sizeof(work->helper_error));
+		work->helper_state[args.helper] = SNAP_HELPER_FAILED;
+		work->stop = true;
+		SpinLockRelease(&work->mutex);
+		RESUME_INTERRUPTS();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	snap_release(run);
+	proc_exit(0);
+}
+
 /*
  * snap_send_file
  *		One file: whole, or (diff/incr, a main fork the parent had) as its
- *		changed pages.
+ *		changed pages.  What it found goes into the item, for the record.
  */
 static void
-snap_send_file(SnapRun *run, SnapEntry *entry)
+snap_send_file(SnapRun *run, SnapWorkItem *item)
 {
+	const char *path = snap_item_path(run->work, item);
 	PlainSource source;
 	StringInfoData name;
 	StringInfoData meta;
-	uint8 digest[BK_SHA256_LEN];
-	char hex[2 * BK_SHA256_LEN + 1];
-	bool incremental = false;
-	int64 blocks = 0;
+	int64 read_before = run->bytes_read;
+	int64 sent_before = run->bytes_sent;
 	uint8 *header = NULL;
 	size_t header_len = 0;
 	int fd;
 	struct stat st;
-	char mtime_text[64];
-	pg_time_t mtime;
 
-	fd = open(entry->path, O_RDONLY | PG_BINARY);
+	fd = open(path, O_RDONLY | PG_BINARY);
 	if (fd < 0)
 	{
 		if (errno == ENOENT)
-			return; /* vanished since the listing: not in the snapshot */
+		{
+			item->vanished = true; /* since the listing: not in the snapshot */
+			snap_add_progress(run->slot, 0, 0, 1);
+			return;
+		}
 		ereport(ERROR, (errcode_for_file_access(),
-						errmsg("could not open \"%s\": %m", entry->path)));
+						errmsg("could not open \"%s\": %m", path)));
 	}
 	/* The size when we start reading is the size the snapshot records. */
 	if (fstat(fd, &st) == 0)
 	{
-		entry->size = st.st_size;
-		entry->mtime = st.st_mtime;
+		item->size = st.st_size;
+		item->mtime = st.st_mtime;
 	}
 	memset(&source, 0, sizeof(source));
 	source.run = run;
 	source.fd = fd;
-	source.segment_base = entry->segment_base;
+	source.segment_base = item->segment_base;
 
-	if (strcmp(run->kind, "full") != 0 && entry->main_fork &&
-		entry->size % BLCKSZ == 0 && snap_parent_has(run, entry->path))
-		incremental = snap_scan_incremental(run, entry, fd, digest, &blocks,
-											&header, &header_len, &source);
+	if (strcmp(run->kind, "full") != 0 && item->main_fork &&
+		item->size % BLCKSZ == 0 && item->parent_has)
+		item->incremental = snap_scan_incremental(
+			run, item, path, fd, &item->blocks, &header, &header_len, &source);
 
 	initStringInfo(&name);
 	appendStringInfo(&name, "%s/data/", run->id);
-	snap_encode_path(entry->path, &name);
+	snap_encode_path(path, &name);
 	initStringInfo(&meta);
 	appendStringInfo(
 		&meta, "snapshot=%s\nmode=%04o\nmtime=%lld\nsize=%lld\nencoding=%s",
-		run->id, (unsigned int) (entry->mode & 07777), (long long) entry->mtime,
-		(long long) entry->size, incremental ? "incremental" : "whole");
+		run->id, (unsigned int) (item->mode & 07777), (long long) item->mtime,
+		(long long) item->size, item->incremental ? "incremental" : "whole");
 
-	if (!incremental)
+	if (!item->incremental)
 	{
-		source.file_len = (uint64) entry->size;
-		source.total = (uint64) entry->size;
+		source.file_len = (uint64) item->size;
+		source.total = (uint64) item->size;
 		source.counts_as_read = true;
-		source.verify = entry->checksummed;
-		snap_send_object(run, name.data, meta.data, &source, entry->path, true);
-		memcpy(digest, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
-		run->objects++;
+		source.verify = item->checksummed;
+		snap_send_object(run, name.data, meta.data, &source, path, true);
+		memcpy(item->sha256, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
+		item->objects = 1;
 	}
-	else if (blocks > 0)
+	else if (item->blocks > 0)
 	{
 		/* Header and block list from memory, then the spooled pages. */
 		PlainSource spooled;
@@ -1483,13 +1991,16 @@ snap_send_file(SnapRun *run, SnapEntry *entry)
 		spooled.mem = header;
 		spooled.mem_len = header_len;
 		spooled.fd = run->spool_fd;
-		spooled.file_len = (uint64) blocks * BLCKSZ;
+		spooled.file_len = (uint64) item->blocks * BLCKSZ;
 		spooled.total = header_len + spooled.file_len;
-		snap_send_object(run, name.data, meta.data, &spooled, entry->path,
-						 true);
-		run->objects++;
+		snap_send_object(run, name.data, meta.data, &spooled, path, true);
+		item->objects = 1;
 	}
 	close(fd);
+	pfree(name.data);
+	pfree(meta.data);
+	if (header != NULL)
+		free(header);
 
 	if (source.failures > 0)
 	{
@@ -1498,58 +2009,85 @@ snap_send_file(SnapRun *run, SnapEntry *entry)
 				 errmsg("bk: snapshot %s: %d page%s of \"%s\" failed checksum "
 						"verification",
 						run->id, source.failures,
-						source.failures == 1 ? "" : "s", entry->path),
+						source.failures == 1 ? "" : "s", path),
 				 errdetail("The pages were read twice; they are backed up as "
 						   "read.")));
-		for (int idx = 0;
-			 idx < source.failures && idx < FAILURES_LISTED_PER_FILE; idx++)
-		{
-			if (run->failures_json.len > 0)
-				appendStringInfoChar(&run->failures_json, ',');
-			appendStringInfoString(&run->failures_json, "{\"path\":");
-			escape_json(&run->failures_json, entry->path);
-			appendStringInfo(&run->failures_json, ",\"block\":%u}",
-							 source.failed_blocks[idx]);
-		}
-		run->checksum_failures += source.failures;
+		item->failures = source.failures;
+		memcpy(item->failed_blocks, source.failed_blocks,
+			   sizeof(item->failed_blocks));
 		SpinLockAcquire(&bk_shared->mutex);
-		run->slot->checksum_failures = run->checksum_failures;
+		run->slot->checksum_failures += source.failures;
 		SpinLockRelease(&bk_shared->mutex);
 	}
+	item->bytes_read = run->bytes_read - read_before;
+	item->bytes_sent = run->bytes_sent - sent_before;
+	item->sent = true;
+	snap_add_progress(run->slot, 0, 0, 1);
+}
 
-	/* The record's entry, the manifest's line, the history's file list. */
-	bk_hex_encode(digest, BK_SHA256_LEN, hex);
+/*
+ * snap_record_file
+ *		A copied file's entry in the record, its line in the manifest, its
+ *		name in the history's file list; and the totals.
+ */
+static void
+snap_record_file(SnapRun *run, SnapWorkItem *item)
+{
+	const char *path = snap_item_path(run->work, item);
+	char hex[2 * BK_SHA256_LEN + 1];
+	char mtime_text[64];
+	pg_time_t mtime;
+
+	if (item->vanished)
+		return;
+	if (!item->sent)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("snapshot %s: \"%s\" was never copied", run->id,
+							   path)));
+	for (int idx = 0; idx < item->failures && idx < FAILURES_LISTED_PER_FILE;
+		 idx++)
+	{
+		if (run->failures_json.len > 0)
+			appendStringInfoChar(&run->failures_json, ',');
+		appendStringInfoString(&run->failures_json, "{\"path\":");
+		escape_json(&run->failures_json, path);
+		appendStringInfo(&run->failures_json, ",\"block\":%u}",
+						 item->failed_blocks[idx]);
+	}
+	run->checksum_failures += item->failures;
+
+	bk_hex_encode(item->sha256, BK_SHA256_LEN, hex);
 	if (run->files_json.len > 0)
 		appendStringInfoChar(&run->files_json, ',');
 	appendStringInfoString(&run->files_json, "{\"path\":");
-	escape_json(&run->files_json, entry->path);
+	escape_json(&run->files_json, path);
 	appendStringInfo(
 		&run->files_json,
 		",\"size\":%lld,\"mode\":\"%04o\",\"mtime\":%lld,"
 		"\"encoding\":\"%s\",",
-		(long long) entry->size, (unsigned int) (entry->mode & 07777),
-		(long long) entry->mtime, incremental ? "incremental" : "whole");
-	if (incremental)
+		(long long) item->size, (unsigned int) (item->mode & 07777),
+		(long long) item->mtime, item->incremental ? "incremental" : "whole");
+	if (item->incremental)
 		appendStringInfo(&run->files_json, "\"blocks\":" INT64_FORMAT ",",
-						 blocks);
+						 item->blocks);
 	appendStringInfo(&run->files_json, "\"sha256\":\"%s\"}", hex);
 
-	mtime = (pg_time_t) entry->mtime;
+	mtime = (pg_time_t) item->mtime;
 	pg_strftime(mtime_text, sizeof(mtime_text), "%Y-%m-%d %H:%M:%S GMT",
 				pg_gmtime(&mtime));
 	appendStringInfoString(&run->manifest_files, ",\n{ \"Path\": ");
-	escape_json(&run->manifest_files, entry->path);
+	escape_json(&run->manifest_files, path);
 	appendStringInfo(
 		&run->manifest_files,
 		", \"Size\": %lld, \"Last-Modified\": \"%s\", "
 		"\"Checksum-Algorithm\": \"SHA256\", \"Checksum\": \"%s\" }",
-		(long long) entry->size, mtime_text, hex);
-	appendStringInfo(&run->file_list, "%s\n", entry->path);
+		(long long) item->size, mtime_text, hex);
+	appendStringInfo(&run->file_list, "%s\n", path);
 	run->files++;
-	run->bytes += entry->size;
-	snap_add_progress(run->slot, 0, 0, 1);
-	if (header != NULL)
-		free(header);
+	run->bytes += item->size;
+	run->objects += item->objects;
+	run->bytes_read += item->bytes_read;
+	run->bytes_sent += item->bytes_sent;
 }
 
 /*
@@ -1560,11 +2098,11 @@ snap_send_file(SnapRun *run, SnapEntry *entry)
  *		(it changed under us in a way that makes pages unreliable).
  */
 static bool
-snap_scan_incremental(SnapRun *run, SnapEntry *entry, int fd,
-					  uint8 digest[BK_SHA256_LEN], int64 *blocks,
-					  uint8 **header, size_t *header_len, PlainSource *scan)
+snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
+					  int fd, int64 *blocks, uint8 **header, size_t *header_len,
+					  PlainSource *scan)
 {
-	BlockNumber nblocks = (BlockNumber) (entry->size / BLCKSZ);
+	BlockNumber nblocks = (BlockNumber) (item->size / BLCKSZ);
 	BlockNumber *chosen = palloc(sizeof(BlockNumber) * (nblocks + 1));
 	BkSha256 *sha;
 	BkError err;
@@ -1580,7 +2118,7 @@ snap_scan_incremental(SnapRun *run, SnapEntry *entry, int fd,
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not truncate \"%s\": %m", run->spool_path)));
-	scan->verify = entry->checksummed;
+	scan->verify = item->checksummed;
 
 	for (BlockNumber first = 0; first < nblocks; first += SCAN_BLOCKS)
 	{
@@ -1597,9 +2135,8 @@ snap_scan_incremental(SnapRun *run, SnapEntry *entry, int fd,
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0)
-				ereport(ERROR,
-						(errcode_for_file_access(),
-						 errmsg("could not read \"%s\": %m", entry->path)));
+				ereport(ERROR, (errcode_for_file_access(),
+								errmsg("could not read \"%s\": %m", path)));
 			if (n == 0)
 				break;
 			got += n;
@@ -1640,7 +2177,7 @@ snap_scan_incremental(SnapRun *run, SnapEntry *entry, int fd,
 		snap_add_progress(run->slot, (int64) want, 0, 0);
 		run->bytes_read += (int64) want;
 	}
-	if (!bk_sha256_final(sha, digest, &err))
+	if (!bk_sha256_final(sha, item->sha256, &err))
 		ereport(ERROR, (errmsg("%s", err.message)));
 	bk_sha256_free(sha);
 	/* From here on the spooled pages are sent, not checked again. */
@@ -1653,7 +2190,7 @@ snap_scan_incremental(SnapRun *run, SnapEntry *entry, int fd,
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	memcpy(head, INCR_MAGIC, 8);
-	bk_put_be64(head + 8, (uint64) entry->size);
+	bk_put_be64(head + 8, (uint64) item->size);
 	bk_put_be32(head + 16, BLCKSZ);
 	bk_put_be32(head + 20, (uint32) kept);
 	for (int64 idx = 0; idx < kept; idx++)
@@ -1817,8 +2354,10 @@ snap_interrupted(void *arg)
 {
 	SnapRun *run = arg;
 
+	/* A helper also stops when another process gave the snapshot up. */
 	return run->slot->cancel_requested || QueryCancelPending ||
-		   ProcDiePending || !PostmasterIsAlive();
+		   ProcDiePending || !PostmasterIsAlive() ||
+		   (run->helper >= 0 && run->work->stop);
 }
 
 /*

@@ -175,12 +175,16 @@ sleep 2
 moment_with_digest m0
 
 # ---- full snapshot, with DDL while it runs
-full="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'pitr full', wait => false)")"
+# The full snapshot is copied by two processes, the incremental by three.
+full="$(psql_q -c "SET bk.snapshot_jobs = 2" \
+    -c "SELECT snapshot_id FROM bk_snapshot(label => 'pitr full', wait => false)")"
 like "$full" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "full snapshot started: $full"
 psql_q -c "CREATE TABLE t_ddl AS SELECT g AS id FROM generate_series(1, 1000) g" \
     -c "ALTER TABLE t_main ADD COLUMN tag text DEFAULT 'x'" >/dev/null
 ok $? "DDL while the snapshot runs"
 is "$(wait_snapshot "$full")" complete "the full snapshot completes"
+like "$(cat "$(dirname "$BK_PGDATA")/postgresql.log")" "snapshot $full copies [0-9]+ files with 2 processes" \
+    "two processes copied it (bk.snapshot_jobs = 2)"
 moment_with_digest m1
 
 # ---- between full and incremental: truncate, drop, FILE_COPY database
@@ -191,9 +195,12 @@ ok $? "a table truncated, one dropped, a database created with STRATEGY FILE_COP
 psql_q -d bk_pitr_db3 -c "UPDATE d2 SET v = 'db3' WHERE id <= 10" >/dev/null
 moment_with_digest m2
 
-out="$(psql_q -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('incr', 'pitr incr')")"
+out="$(psql_q -c "SET bk.snapshot_jobs = 3" \
+    -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('incr', 'pitr incr')")"
 incr="${out%% *}"
 like "$out" "^[^ ]+ $full complete$" "the incremental snapshot builds on the full one"
+like "$(cat "$(dirname "$BK_PGDATA")/postgresql.log")" "snapshot $incr copies [0-9]+ files with 3 processes" \
+    "three processes copied it (bk.snapshot_jobs = 3)"
 moment_with_digest m3
 
 psql_q -c "UPDATE t_main SET n = n + 1 WHERE id % 7 = 0" -c "VACUUM t_main" >/dev/null
@@ -290,11 +297,42 @@ like "$out" 'snapshot' "saying no snapshot fits it"
 ok $? "and leaves nothing that could start"
 
 # ---- a cancelled snapshot and a killed one are never restorable
-cancelled="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+cancelled="$(psql_q -c "SET bk.snapshot_jobs = 2" -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
 psql_q -c "SELECT bk_snapshot_cancel('$cancelled')" >/dev/null
 is "$(wait_snapshot "$cancelled")" cancelled "a snapshot is cancelled"
 like "$(grep "snapshot $cancelled cancelled" -A3 "$(dirname "$BK_PGDATA")/postgresql.log")" \
     'Backup mode has ended' "and backup mode ends"
+# A helper that dies fails the snapshot.  The helper is frozen (SIGSTOP) as
+# soon as it shows, so the snapshot cannot finish before it is stopped; if it
+# finished its share before we froze it, try again.
+helper_failed=""
+for attempt in 1 2 3; do
+    id="$(psql_q -c "SET bk.snapshot_jobs = 2" -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+    hpid=""
+    for _ in $(seq 1 250); do
+        hpid="$(psql_q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'bk snapshot helper'")"
+        [[ -n "$hpid" ]] && break
+        sleep 0.02
+    done
+    [[ -n "$hpid" ]] && kill -STOP "$hpid"
+    if [[ -n "$hpid" && "$(psql_q -c "SELECT state FROM bk_snapshot_progress WHERE snapshot_id = '$id'")" == running ]]; then
+        kill -TERM "$hpid"
+        kill -CONT "$hpid"
+        helper_failed="$id"
+        break
+    fi
+    [[ -n "$hpid" ]] && kill -CONT "$hpid"
+    wait_snapshot "$id" >/dev/null
+    diag "attempt $attempt: the snapshot finished before its helper could be stopped"
+done
+if ok "$([[ -n "$helper_failed" ]]; echo $?)" "a snapshot helper is stopped mid-way"; then
+    is "$(wait_snapshot "$helper_failed")" failed "the snapshot fails"
+    like "$(psql_q -c "SELECT error FROM bk_snapshot_progress WHERE snapshot_id = '$helper_failed'")" \
+        'helper 1 of snapshot' "saying its helper failed"
+    like "$(grep "snapshot $helper_failed failed" -A3 "$(dirname "$BK_PGDATA")/postgresql.log")" \
+        'Backup mode has ended' "and backup mode ends"
+fi
+
 killed="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
 wpid=""
 for _ in $(seq 1 50); do
@@ -306,7 +344,7 @@ kill -KILL "$wpid" 2>/dev/null
 ok $? "a snapshot worker is killed mid-way (the server restarts its backends)"
 server_up() { psql_q -c "SELECT 1" >/dev/null 2>&1; }
 wait_for 60 "server back" server_up
-for id in "$cancelled" "$killed"; do
+for id in "$cancelled" ${helper_failed:+"$helper_failed"} "$killed"; do
     out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad" \
         --snapshot "$id" 2>&1)"
     isnt $? 0 "restoring the interrupted snapshot $id is refused"

@@ -25,7 +25,8 @@
 #      by one contender each run):
 #      full:    bk (SELECT * FROM bk_snapshot('full'); the clock stops when
 #               the call returned, and again when "bk list" says the snapshot
-#               is restorable), pgbr-p1 and pgbr-p2 (pgbackrest backup
+#               is restorable), bk-j2 (the same with bk.snapshot_jobs = 2:
+#               two processes copy), pgbr-p1 and pgbr-p2 (pgbackrest backup
 #               --type=full into a fresh repository, process-max 1 / 2),
 #               basebackup (pg_basebackup -Ft --compress=server-lz4
 #               --wal-method=none --checkpoint=fast);
@@ -35,8 +36,8 @@
 #               the changed pages are counted with pageinspect: every page of
 #               every relation's main fork whose LSN is at or after the bk
 #               full's start LSN;
-#      incr:    bk (bk_snapshot('incr'): bytes_sent, and what the repository
-#               stores) against pgbackrest backup --type=incr (file-level:
+#      incr:    bk (bk_snapshot('incr'), on the run's last bk or bk-j2 full:
+#               bytes_sent, and what the repository stores) against pgbackrest backup --type=incr (file-level:
 #               every changed file again) on each pgBackRest repository;
 #      restore: of the full and of the incremental: bk restore --snapshot ID
 #               (bk's default --jobs unless SNAP_BK_JOBS), pgbackrest restore
@@ -62,7 +63,7 @@
 #   SNAP_RUNS          runs, interleaved [2]
 #   SNAP_CHANGE_PCT    percent of the heap pages changed before the
 #                      incrementals [5]
-#   SNAP_CONTENDERS    [bk pgbr-p1 pgbr-p2 basebackup]
+#   SNAP_CONTENDERS    [bk bk-j2 pgbr-p1 pgbr-p2 basebackup]
 #   SNAP_BK_JOBS       bk restore --jobs; empty: bk's default (2) []
 #   SNAP_DROP_CACHES   1: drop the page cache before each timed step (all of
 #                      the machine's) [0]
@@ -78,7 +79,7 @@ SCALE=${SNAP_SCALE:-50}
 RANDOM_MB=${SNAP_RANDOM_MB:-400}
 RUNS=${SNAP_RUNS:-2}
 CHANGE_PCT=${SNAP_CHANGE_PCT:-5}
-read -r -a CONTENDERS <<<"${SNAP_CONTENDERS:-bk pgbr-p1 pgbr-p2 basebackup}"
+read -r -a CONTENDERS <<<"${SNAP_CONTENDERS:-bk bk-j2 pgbr-p1 pgbr-p2 basebackup}"
 BK_JOBS=${SNAP_BK_JOBS:-}
 DROP_CACHES=${SNAP_DROP_CACHES:-0}
 STEP_TIMEOUT=${SNAP_TIMEOUT:-3600}
@@ -93,8 +94,8 @@ fi
 [[ -z "$BK_JOBS" || "$BK_JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "SNAP_BK_JOBS must be a number" >&2; exit 2; }
 for c in "${CONTENDERS[@]}"; do
     case "$c" in
-    bk | pgbr-p1 | pgbr-p2 | basebackup) ;;
-    *) echo "unknown contender \"$c\" (have: bk pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
+    bk | bk-j2 | pgbr-p1 | pgbr-p2 | basebackup) ;;
+    *) echo "unknown contender \"$c\" (have: bk bk-j2 pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
     esac
 done
 has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
@@ -217,14 +218,15 @@ db_bytes() { psql_q "SELECT sum(pg_database_size(oid)) FROM pg_database"; }
 # ---------------------------------------------------------------- bk
 
 # BK_ID BK_STATE BK_START BK_STOP BK_FILES BK_READ BK_SENT BK_RETURNED_S
-# BK_RECORD_S BK_STORED: one bk_snapshot() of KIND, timed until it is
-# restorable.
-bk_snapshot_step() { # KIND
-    local kind="$1" out t1 rec deadline restorable=""
+# BK_RECORD_S BK_STORED: one bk_snapshot() of KIND copied by JOBS processes,
+# timed until it is restorable.
+bk_snapshot_step() { # KIND [JOBS]
+    local kind="$1" jobs="${2:-1}" out t1 rec deadline restorable=""
     BK_RECORD_S=""
     prepare_step
     meter_start
-    out=$(psql_q "SELECT snapshot_id, state, start_lsn, stop_lsn, files, bytes_read, bytes_sent FROM bk_snapshot(kind => '$kind')") ||
+    out=$(psql -X -q -t -A -v ON_ERROR_STOP=1 -c "SET bk.snapshot_jobs = $jobs" \
+        -c "SELECT snapshot_id, state, start_lsn, stop_lsn, files, bytes_read, bytes_sent FROM bk_snapshot(kind => '$kind')") ||
         die "bk_snapshot(kind => '$kind') failed"
     t1=$EPOCHREALTIME
     IFS='|' read -r BK_ID BK_STATE BK_START BK_STOP BK_FILES BK_READ BK_SENT <<<"$out"
@@ -391,15 +393,16 @@ full_step() { # CONTENDER RUN
     section "full backup: $c, run $run"
     db=$(db_bytes)
     case "$c" in
-    bk)
-        bk_snapshot_step full
+    bk | bk-j2)
+        # The run's last bk full (bk or bk-j2) is the incremental's parent.
+        if [[ "$c" == bk ]]; then bk_snapshot_step full 1; else bk_snapshot_step full 2; fi
         BKFULL_ID[$run]=$BK_ID
         BKFULL_START[$run]=$BK_START
         echo "snapshot $BK_ID: $BK_FILES files, read $BK_READ bytes, sent $BK_SENT bytes ($(calc "$BK_SENT / $BK_READ" 3) of read), start $BK_START, stop $BK_STOP"
         echo "  bk_snapshot() returned after $BK_RETURNED_S s ($(mb "$(calc "$db / $BK_RETURNED_S" 0)") MB/s of the database);" \
             "its record in the repository after $BK_RECORD_S s; restorable after $D_SECS s ($(mb "$(calc "$db / $D_SECS" 0)") MB/s); stored $BK_STORED bytes"
         bk_cpu_report
-        result "phase=full contender=bk run=$run ok=1 db_bytes=$db seconds=$D_SECS mb_per_s=$(calc "$db / 1e6 / $D_SECS" 1)" \
+        result "phase=full contender=$c run=$run ok=1 db_bytes=$db seconds=$D_SECS mb_per_s=$(calc "$db / 1e6 / $D_SECS" 1)" \
             "returned_s=$BK_RETURNED_S returned_mb_per_s=$(calc "$db / 1e6 / $BK_RETURNED_S" 1) record_s=$BK_RECORD_S stored_bytes=$BK_STORED" \
             "sent_bytes=$BK_SENT read_bytes=$BK_READ files=$BK_FILES ours_cpu_s=$(secs_of $((D_PG + D_KAFKA + D_SHIPPER)))" \
             "pg_cpu_s=$(secs_of "$D_PG") broker_cpu_s=$(secs_of "$D_KAFKA") shipper_cpu_s=$(secs_of "$D_SHIPPER")" \
@@ -592,16 +595,18 @@ summary() {
           printf "  %-22s %9s %8s  %-18s %11s %9s %9s\n", "contender", "seconds", "MB/s", "seconds of runs", "stored MB", "ours CPU", "mach CPU"
           m = split(order["full"], cs, " ")
           for (j = 1; j <= m; j++) { c = cs[j]; i = bestrow("full", c, "seconds")
-            label = (c == "bk") ? "bk (restorable)" : c
+            label = (c ~ /^bk/) ? c " (restorable)" : c
             printf "  %-22s %9.2f %8.1f  %-18s %11.1f %8.1fs %8.1fs\n", label, v["full", c, i, "seconds"], v["full", c, i, "mb_per_s"], runs("full", c, "seconds"),
                    v["full", c, i, "stored_bytes"] / 1e6, v["full", c, i, "ours_cpu_s"], v["full", c, i, "machine_cpu_s"]
-            if (c == "bk") { i = bestrow("full", c, "returned_s")
-              printf "  %-22s %9.2f %8.1f  %-18s\n", "bk (call returned)", v["full", c, i, "returned_s"], v["full", c, i, "returned_mb_per_s"], runs("full", c, "returned_s") } }
-          if (n["full", "bk"]) for (j = 1; j <= m; j++) { c = cs[j]; if (c == "bk") continue
-            r = best("full", c, "seconds") / best("full", "bk", "seconds"); r2 = best("full", c, "seconds") / best("full", "bk", "returned_s")
-            key = c; gsub("-", "_", key); rat = rat sprintf(" full_bk_over_%s=%.2f full_returned_bk_over_%s=%.2f", key, r, key, r2)
-            printf "  throughput bk / %-10s = %.2fx until restorable%s; %.2fx until bk_snapshot() returned\n", c, r,
-                   c ~ /^pgbr/ ? sprintf(" (aim >= %.1fx: %s)", aim_tp, verdict(r, aim_tp, 0)) : "", r2 }
+            if (c ~ /^bk/) { i = bestrow("full", c, "returned_s")
+              printf "  %-22s %9.2f %8.1f  %-18s\n", c " (call returned)", v["full", c, i, "returned_s"], v["full", c, i, "returned_mb_per_s"], runs("full", c, "returned_s") } }
+          split("bk bk-j2", bks, " ")
+          for (b = 1; b <= 2; b++) { bk = bks[b]; if (!n["full", bk]) continue
+            for (j = 1; j <= m; j++) { c = cs[j]; if (c ~ /^bk/) continue
+              r = best("full", c, "seconds") / best("full", bk, "seconds"); r2 = best("full", c, "seconds") / best("full", bk, "returned_s")
+              key = bk "_over_" c; gsub("-", "_", key); rat = rat sprintf(" full_%s=%.2f full_returned_%s=%.2f", key, r, key, r2)
+              printf "  throughput %-5s / %-10s = %.2fx until restorable%s; %.2fx until bk_snapshot() returned\n", bk, c, r,
+                     c ~ /^pgbr/ ? sprintf(" (aim >= %.1fx: %s)", aim_tp, verdict(r, aim_tp, 0)) : "", r2 } }
 
           print ""
           print "incremental (changed bytes = pages whose LSN moved since the bk full started x 8192):"
@@ -735,18 +740,18 @@ for ((run = 1; run <= RUNS; run++)); do
     for c in "${ORDER[@]}"; do
         full_step "$c" "$run"
     done
-    if has bk; then
+    if has bk || has bk-j2; then
         change_pages "$run" "${BKFULL_START[$run]}"
     else
         change_pages "$run" "$(psql_q "SELECT pg_current_wal_lsn()")"
     fi
     DB_INCR[$run]=$(db_bytes)
     for c in "${ORDER[@]}"; do
-        [[ "$c" == basebackup ]] || incr_step "$c" "$run"
+        [[ "$c" == basebackup || "$c" == bk-j2 ]] || incr_step "$c" "$run"
     done
     for state in full incr; do
         for c in "${CONTENDERS[@]}"; do
-            [[ "$c" == basebackup ]] || restore_step "$c" "$state" "$run"
+            [[ "$c" == basebackup || "$c" == bk-j2 ]] || restore_step "$c" "$state" "$run"
         done
         rm -rf "$WORK"/restore-*-"$state" "$WORK"/hashes-*-"$state"
     done

@@ -564,6 +564,37 @@ send_failure(BkProducer *producer, BkError *err)
 }
 
 /*
+ * report_silence
+ *		librdkafka gave no delivery report at all within message.timeout.ms
+ *		plus slack (its timeout scan can lag while it backs off reconnecting
+ *		to a dead broker).  Name what is unacknowledged: the message being
+ *		sent, or, in a batch of several objects, how much of the batch.
+ */
+static void
+report_silence(BkProducer *producer, BkError *err)
+{
+	char pending[BK_OBJECT_NAME_MAX + 96];
+
+	if (producer->batch_objects > 1)
+		snprintf(pending, sizeof(pending),
+				 "%" PRIu32 " of the %" PRIu32
+				 " messages of a batch of %" PRIu32 " objects",
+				 producer->produced - producer->acked, producer->produced,
+				 producer->batch_objects);
+	else
+		bk_strlcpy(pending, producer->what, sizeof(pending));
+	bk_error_set(err, BK_ERR_TIMEOUT,
+				 "no delivery report from Kafka for %s on topic \"%s\" "
+				 "within %d ms%s%s",
+				 pending, producer->batch_topic, producer->timeout_ms,
+				 producer->last_broker_error[0] ? "; last broker error: " : "",
+				 producer->last_broker_error);
+	bk_error_hint(err,
+				  "Check that Kafka is up and reachable; the object will be "
+				  "sent again.");
+}
+
+/*
  * batch_abandon
  *		Give up the batch: purge what is queued or in flight, serve the
  *		reports briefly, and destroy the handle (see the file header).
@@ -741,13 +772,7 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 		if (bk_monotonic_ms() - producer->last_progress_ms >
 			producer->timeout_ms + PRODUCER_TIMEOUT_SLACK_MS)
 		{
-			bk_error_set(
-				err, BK_ERR_TIMEOUT,
-				"no delivery report from Kafka for %s on topic \"%s\" "
-				"within %d ms%s%s",
-				producer->what, producer->batch_topic, producer->timeout_ms,
-				producer->last_broker_error[0] ? "; last broker error: " : "",
-				producer->last_broker_error);
+			report_silence(producer, err);
 			goto abandon;
 		}
 		rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);

@@ -303,6 +303,7 @@ static void snap_open_spool(SnapRun *run);
 static void snap_close_spool(SnapRun *run);
 static void snap_release(SnapRun *run);
 static void snap_build_work(SnapRun *run);
+static void snap_stop_on_exit(int code, Datum arg);
 static void snap_start_helpers(SnapRun *run);
 static void snap_copy_share(SnapRun *run);
 static void snap_wait_for_helpers(SnapRun *run);
@@ -755,6 +756,12 @@ bk_snapshot_worker_main(Datum main_arg)
 	SpinLockRelease(&bk_shared->mutex);
 	pgstat_report_activity(STATE_RUNNING, run->id);
 
+	/*
+	 * However this process ends (FATAL too), its helpers stop with it.
+	 * Registered here, before PG_ENSURE_ERROR_CLEANUP registers (and
+	 * cancels) its own callback, which must be the latest one.
+	 */
+	before_shmem_exit(snap_stop_on_exit, PointerGetDatum(run));
 	snap_run(run);
 	proc_exit(0);
 }
@@ -1627,6 +1634,40 @@ snap_build_work(SnapRun *run)
 	work->queued = queued;
 	qsort_arg(order, queued, sizeof(int), snap_cmp_item_size, work);
 	run->work = work;
+}
+
+/*
+ * snap_stop_on_exit
+ *		However the worker ends: its helpers take no more files, and a
+ *		snapshot it could not record (FATAL: terminated, or the server shuts
+ *		down) is failed in shared memory, so it neither shows as running
+ *		forever nor blocks the next bk_snapshot().  The history row is
+ *		failed by the next snapshot (snap_fail_stale_history).
+ */
+static void
+snap_stop_on_exit(int code, Datum arg)
+{
+	SnapRun *run = (SnapRun *) DatumGetPointer(arg);
+
+	if (run->work != NULL)
+	{
+		SpinLockAcquire(&run->work->mutex);
+		run->work->stop = true;
+		SpinLockRelease(&run->work->mutex);
+	}
+	SpinLockAcquire(&bk_shared->mutex);
+	if (run->slot->state == BK_SNAPSHOT_STARTING ||
+		run->slot->state == BK_SNAPSHOT_RUNNING)
+	{
+		run->slot->state = BK_SNAPSHOT_FAILED;
+		run->slot->stop_time = GetCurrentTimestamp();
+		strlcpy(run->slot->phase, "failed", sizeof(run->slot->phase));
+		strlcpy(run->slot->error,
+				"the snapshot worker exited before it finished (terminated, "
+				"or the server shut down)",
+				sizeof(run->slot->error));
+	}
+	SpinLockRelease(&bk_shared->mutex);
 }
 
 /* The next file to copy, or NULL when every file has been handed out. */

@@ -302,29 +302,38 @@ psql_q -c "SELECT bk_snapshot_cancel('$cancelled')" >/dev/null
 is "$(wait_snapshot "$cancelled")" cancelled "a snapshot is cancelled"
 like "$(grep "snapshot $cancelled cancelled" -A3 "$(dirname "$BK_PGDATA")/postgresql.log")" \
     'Backup mode has ended' "and backup mode ends"
-# A helper that dies fails the snapshot.  The helper is frozen (SIGSTOP) as
-# soon as it shows, so the snapshot cannot finish before it is stopped; if it
-# finished its share before we froze it, try again.
-helper_failed=""
-for attempt in 1 2 3; do
-    id="$(psql_q -c "SET bk.snapshot_jobs = 2" -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
-    hpid=""
-    for _ in $(seq 1 250); do
-        hpid="$(psql_q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'bk snapshot helper'")"
-        [[ -n "$hpid" ]] && break
-        sleep 0.02
+# start_frozen: a snapshot copied by two processes, with its helper frozen
+# (SIGSTOP) as soon as it shows, so the snapshot cannot finish before the
+# test acts on it.  Sets FROZEN_ID and FROZEN_HELPER; fails if every attempt
+# finished its share before it could be frozen.
+start_frozen() {
+    local attempt
+    for attempt in 1 2 3; do
+        FROZEN_ID="$(psql_q -c "SET bk.snapshot_jobs = 2" -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+        FROZEN_HELPER=""
+        for _ in $(seq 1 250); do
+            FROZEN_HELPER="$(psql_q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'bk snapshot helper'")"
+            [[ -n "$FROZEN_HELPER" ]] && break
+            sleep 0.02
+        done
+        [[ -n "$FROZEN_HELPER" ]] && kill -STOP "$FROZEN_HELPER"
+        [[ -n "$FROZEN_HELPER" && "$(psql_q -c "SELECT state FROM bk_snapshot_progress WHERE snapshot_id = '$FROZEN_ID'")" == running ]] &&
+            return 0
+        [[ -n "$FROZEN_HELPER" ]] && kill -CONT "$FROZEN_HELPER"
+        wait_snapshot "$FROZEN_ID" >/dev/null
+        diag "attempt $attempt: the snapshot finished before its helper could be frozen"
     done
-    [[ -n "$hpid" ]] && kill -STOP "$hpid"
-    if [[ -n "$hpid" && "$(psql_q -c "SELECT state FROM bk_snapshot_progress WHERE snapshot_id = '$id'")" == running ]]; then
-        kill -TERM "$hpid"
-        kill -CONT "$hpid"
-        helper_failed="$id"
-        break
-    fi
-    [[ -n "$hpid" ]] && kill -CONT "$hpid"
-    wait_snapshot "$id" >/dev/null
-    diag "attempt $attempt: the snapshot finished before its helper could be stopped"
-done
+    return 1
+}
+helpers_gone() { [[ "$(psql_q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'bk snapshot helper'")" == 0 ]]; }
+
+# A helper that dies fails the snapshot.
+helper_failed=""
+if start_frozen; then
+    kill -TERM "$FROZEN_HELPER"
+    kill -CONT "$FROZEN_HELPER"
+    helper_failed="$FROZEN_ID"
+fi
 if ok "$([[ -n "$helper_failed" ]]; echo $?)" "a snapshot helper is stopped mid-way"; then
     is "$(wait_snapshot "$helper_failed")" failed "the snapshot fails"
     like "$(psql_q -c "SELECT error FROM bk_snapshot_progress WHERE snapshot_id = '$helper_failed'")" \
@@ -333,7 +342,22 @@ if ok "$([[ -n "$helper_failed" ]]; echo $?)" "a snapshot helper is stopped mid-
         'Backup mode has ended' "and backup mode ends"
 fi
 
+# A worker terminated mid-way (FATAL, no error handler runs): its helper
+# stops too, the snapshot is failed, and the next one can start.
+terminated=""
+if start_frozen; then
+    psql_q -c "SELECT pg_terminate_backend(pid) FROM bk_snapshot_progress WHERE snapshot_id = '$FROZEN_ID'" >/dev/null
+    kill -CONT "$FROZEN_HELPER"
+    terminated="$FROZEN_ID"
+fi
+if ok "$([[ -n "$terminated" ]]; echo $?)" "a snapshot worker is terminated mid-way"; then
+    is "$(wait_snapshot "$terminated")" failed "the snapshot is failed"
+    wait_for 60 "the helper to stop" helpers_gone
+    ok $? "its helper stops with it"
+fi
+
 killed="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+like "$killed" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "the next snapshot starts: $killed"
 wpid=""
 for _ in $(seq 1 50); do
     wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$killed' AND state = 'running'")"
@@ -344,7 +368,7 @@ kill -KILL "$wpid" 2>/dev/null
 ok $? "a snapshot worker is killed mid-way (the server restarts its backends)"
 server_up() { psql_q -c "SELECT 1" >/dev/null 2>&1; }
 wait_for 60 "server back" server_up
-for id in "$cancelled" ${helper_failed:+"$helper_failed"} "$killed"; do
+for id in "$cancelled" ${helper_failed:+"$helper_failed"} ${terminated:+"$terminated"} "$killed"; do
     out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad" \
         --snapshot "$id" 2>&1)"
     isnt $? 0 "restoring the interrupted snapshot $id is refused"

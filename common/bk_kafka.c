@@ -619,6 +619,12 @@ batch_abandon(BkProducer *producer)
 bool
 bk_producer_batch_begin(BkProducer *producer, BkError *err)
 {
+	/*
+	 * A batch its caller left on an error path is given up now, so that its
+	 * queued messages neither escape the memory window nor go out later.
+	 */
+	if (producer->batch_open)
+		batch_abandon(producer);
 	/* A handle in a fatal state can never send again: replace it first. */
 	if (producer->rk != NULL && rd_kafka_fatal_error(producer->rk, NULL, 0) !=
 									RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -153,7 +153,9 @@ extern bool bk_producer_send_object(BkProducer *producer, const char *topic,
  * batch as a whole: batch_wait returns true only when every chunk of every
  * object was acknowledged; any failure fails (and purges) the whole batch,
  * and memory stays bounded by the in-flight window.  Objects added to a
- * batch must not depend on each other being acknowledged.
+ * batch must not depend on each other being acknowledged.  A batch still
+ * open when the next begins (its caller gave up on an error path) is
+ * abandoned: purged, and the handle replaced.
  */
 extern bool bk_producer_batch_begin(BkProducer *producer, BkError *err);
 extern bool bk_producer_batch_add(BkProducer *producer, const char *topic,

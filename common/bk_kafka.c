@@ -512,6 +512,17 @@ typedef struct OutMessage
 typedef bool (*NextMessageFn)(void *arg, OutMessage *out, bool *end,
 							  BkError *err);
 
+/* What to do when the brokers did not acknowledge in time. */
+static void
+hint_unacknowledged(BkProducer *producer, BkError *err)
+{
+	bk_error_hint(err,
+				  "The brokers did not acknowledge within message.timeout.ms "
+				  "(%d ms). Check that Kafka is up and reachable; the object "
+				  "will be sent again.",
+				  producer->timeout_ms);
+}
+
 /*
  * send_failure
  *		Describe the current failure into err, naming the message that
@@ -549,11 +560,7 @@ send_failure(BkProducer *producer, BkError *err)
 				 producer->last_broker_error[0] ? "; last broker error: " : "",
 				 producer->last_broker_error);
 	if (producer->first_error == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
-		bk_error_hint(err,
-					  "The brokers did not acknowledge within "
-					  "message.timeout.ms (%d ms). Check that Kafka is "
-					  "up and reachable; the object will be sent again.",
-					  producer->timeout_ms);
+		hint_unacknowledged(producer, err);
 	else if (producer->first_error == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
 		bk_error_hint(err, "Raise the topic's max.message.bytes (bk init "
 						   "checks it) or lower the chunk size.");
@@ -579,8 +586,8 @@ report_silence(BkProducer *producer, BkError *err)
 		snprintf(pending, sizeof(pending),
 				 "%" PRIu32 " of the %" PRIu32
 				 " messages of a batch of %" PRIu32 " objects",
-				 producer->produced - producer->acked, producer->produced,
-				 producer->batch_objects);
+				 producer->produced - producer->acked - producer->failed,
+				 producer->produced, producer->batch_objects);
 	else
 		bk_strlcpy(pending, producer->what, sizeof(pending));
 	bk_error_set(err, BK_ERR_TIMEOUT,
@@ -589,9 +596,7 @@ report_silence(BkProducer *producer, BkError *err)
 				 pending, producer->batch_topic, producer->timeout_ms,
 				 producer->last_broker_error[0] ? "; last broker error: " : "",
 				 producer->last_broker_error);
-	bk_error_hint(err,
-				  "Check that Kafka is up and reachable; the object will be "
-				  "sent again.");
+	hint_unacknowledged(producer, err);
 }
 
 /*

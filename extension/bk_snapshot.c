@@ -289,6 +289,7 @@ typedef struct PlainSource
 
 static int snap_allocate_slot(void);
 static void snap_make_id(char *out, size_t len);
+static void snap_fail_unfinished(BkSnapshotSlot *slot, const char *error);
 static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
@@ -304,6 +305,7 @@ static void snap_close_spool(SnapRun *run);
 static void snap_release(SnapRun *run);
 static void snap_build_work(SnapRun *run);
 static void snap_stop_on_exit(int code, Datum arg);
+static void snap_request_stop(SnapWork *work);
 static void snap_start_helpers(SnapRun *run);
 static void snap_copy_share(SnapRun *run);
 static void snap_wait_for_helpers(SnapRun *run);
@@ -525,6 +527,26 @@ snap_make_id(char *out, size_t len)
 }
 
 /*
+ * snap_fail_unfinished
+ *		Fail a snapshot whose worker is gone (or going) without having
+ *		recorded how it ended; an ended snapshot keeps its outcome.
+ */
+static void
+snap_fail_unfinished(BkSnapshotSlot *slot, const char *error)
+{
+	SpinLockAcquire(&bk_shared->mutex);
+	if (slot->state == BK_SNAPSHOT_STARTING ||
+		slot->state == BK_SNAPSHOT_RUNNING)
+	{
+		slot->state = BK_SNAPSHOT_FAILED;
+		slot->stop_time = GetCurrentTimestamp();
+		strlcpy(slot->phase, "failed", sizeof(slot->phase));
+		strlcpy(slot->error, error, sizeof(slot->error));
+	}
+	SpinLockRelease(&bk_shared->mutex);
+}
+
+/*
  * snap_wait_for_worker
  *		Wait until the snapshot ends.  Cancelling this wait (Ctrl-C) does not
  *		cancel the snapshot: it runs on in its worker.
@@ -546,15 +568,8 @@ snap_wait_for_worker(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
 		{
 			/* The worker is gone and never said how it ended: it died. */
-			SpinLockAcquire(&bk_shared->mutex);
-			if (slot->state == BK_SNAPSHOT_STARTING ||
-				slot->state == BK_SNAPSHOT_RUNNING)
-			{
-				slot->state = BK_SNAPSHOT_FAILED;
-				strlcpy(slot->error, "the snapshot worker exited unexpectedly",
-						sizeof(slot->error));
-			}
-			SpinLockRelease(&bk_shared->mutex);
+			snap_fail_unfinished(slot,
+								 "the snapshot worker exited unexpectedly");
 			return;
 		}
 		(void) WaitLatch(MyLatch,
@@ -1650,24 +1665,19 @@ snap_stop_on_exit(int code, Datum arg)
 	SnapRun *run = (SnapRun *) DatumGetPointer(arg);
 
 	if (run->work != NULL)
-	{
-		SpinLockAcquire(&run->work->mutex);
-		run->work->stop = true;
-		SpinLockRelease(&run->work->mutex);
-	}
-	SpinLockAcquire(&bk_shared->mutex);
-	if (run->slot->state == BK_SNAPSHOT_STARTING ||
-		run->slot->state == BK_SNAPSHOT_RUNNING)
-	{
-		run->slot->state = BK_SNAPSHOT_FAILED;
-		run->slot->stop_time = GetCurrentTimestamp();
-		strlcpy(run->slot->phase, "failed", sizeof(run->slot->phase));
-		strlcpy(run->slot->error,
-				"the snapshot worker exited before it finished (terminated, "
-				"or the server shut down)",
-				sizeof(run->slot->error));
-	}
-	SpinLockRelease(&bk_shared->mutex);
+		snap_request_stop(run->work);
+	snap_fail_unfinished(run->slot,
+						 "the snapshot worker exited before it finished "
+						 "(terminated, or the server shut down)");
+}
+
+/* Helpers take no more files once this is set. */
+static void
+snap_request_stop(SnapWork *work)
+{
+	SpinLockAcquire(&work->mutex);
+	work->stop = true;
+	SpinLockRelease(&work->mutex);
 }
 
 /* The next file to copy, or NULL when every file has been handed out. */
@@ -1857,9 +1867,7 @@ snap_stop_helpers(SnapRun *run)
 {
 	if (run->work == NULL || run->helper_count == 0)
 		return;
-	SpinLockAcquire(&run->work->mutex);
-	run->work->stop = true;
-	SpinLockRelease(&run->work->mutex);
+	snap_request_stop(run->work);
 	for (int helper = 0; helper < run->helper_count; helper++)
 		TerminateBackgroundWorker(run->helpers[helper]);
 	for (int helper = 0; helper < run->helper_count; helper++)

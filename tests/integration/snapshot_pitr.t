@@ -352,6 +352,8 @@ if start_frozen; then
 fi
 if ok "$([[ -n "$terminated" ]]; echo $?)" "a snapshot worker is terminated mid-way"; then
     is "$(wait_snapshot "$terminated")" failed "the snapshot is failed"
+    like "$(psql_q -c "SELECT error FROM bk_snapshot_progress WHERE snapshot_id = '$terminated'")" \
+        'worker exited before it finished' "by the worker on its way out"
     wait_for 60 "the helper to stop" helpers_gone
     ok $? "its helper stops with it"
 fi

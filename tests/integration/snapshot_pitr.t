@@ -342,8 +342,9 @@ if ok "$([[ -n "$helper_failed" ]]; echo $?)" "a snapshot helper is stopped mid-
         'Backup mode has ended' "and backup mode ends"
 fi
 
-# A worker terminated mid-way (FATAL, no error handler runs): its helper
-# stops too, the snapshot is failed, and the next one can start.
+# A worker terminated mid-way: its helper stops too, the snapshot is failed,
+# and the next one can start.  The copy loop turns the termination into an
+# error it handles; a FATAL anywhere else is caught by snap_stop_on_exit.
 terminated=""
 if start_frozen; then
     psql_q -c "SELECT pg_terminate_backend(pid) FROM bk_snapshot_progress WHERE snapshot_id = '$FROZEN_ID'" >/dev/null
@@ -353,7 +354,7 @@ fi
 if ok "$([[ -n "$terminated" ]]; echo $?)" "a snapshot worker is terminated mid-way"; then
     is "$(wait_snapshot "$terminated")" failed "the snapshot is failed"
     like "$(psql_q -c "SELECT error FROM bk_snapshot_progress WHERE snapshot_id = '$terminated'")" \
-        'worker exited before it finished' "by the worker on its way out"
+        'interrupted|worker exited before it finished' "saying it was interrupted"
     wait_for 60 "the helper to stop" helpers_gone
     ok $? "its helper stops with it"
 fi

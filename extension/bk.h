@@ -15,6 +15,8 @@
  *	 bk_worker.c	background worker: RPO samples and bk.target_rpo
  *	 bk_snapshot.c	bk_snapshot(): base backups taken by a background worker
  *					and streamed to Kafka; progress and cancellation
+ *	 bk_blockmap.c	page digests of each snapshot's relation files, which
+ *					tell the next incremental snapshot what changed
  *
  * What the archiver, the worker and the backends share lives in one
  * spinlock-protected struct in shared memory.  It exists only when bk is in
@@ -26,6 +28,7 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 #include "postmaster/pgarch.h"
 #include "storage/spin.h"
 
@@ -90,7 +93,35 @@ typedef struct BkSnapshotSlot
 	int64 bytes_sent;
 	int64 checksum_failures;
 	char error[BK_FAILURE_LEN];
+	char error_hint[BK_FAILURE_LEN]; /* what to do about it, if known */
 } BkSnapshotSlot;
+
+/* A schema-qualified, quoted table name (two quoted identifiers). */
+#define BK_QUALIFIED_NAME_LEN (4 * NAMEDATALEN + 8)
+
+/*
+ * The page digests of one relation file (bk_blockmap.c): one per whole
+ * block, in block order.
+ */
+typedef struct BkBlockMap
+{
+	uint64 *digests; /* malloc'd, capacity entries */
+	uint32 count;
+	uint32 capacity;
+	uint8 *partial; /* malloc'd, BLCKSZ: a block not yet complete */
+	size_t partial_len;
+} BkBlockMap;
+
+/* Maps of one snapshot, queued to be written in batches. */
+typedef struct BkBlockMapWriter
+{
+	char table[BK_QUALIFIED_NAME_LEN];
+	char snapshot_id[BK_SNAPSHOT_ID_LEN];
+	MemoryContext context;
+	List *paths;  /* char * */
+	List *values; /* bytea * */
+	size_t queued_bytes;
+} BkBlockMapWriter;
 
 /* Values of bk.wait_for. */
 typedef enum BkWaitFor
@@ -184,6 +215,22 @@ extern void bk_kafka_log_flush(void);
 /* bk_snapshot.c */
 extern PGDLLEXPORT void bk_snapshot_worker_main(Datum main_arg);
 extern PGDLLEXPORT void bk_snapshot_helper_main(Datum main_arg);
+
+/* bk_blockmap.c */
+extern uint64 bk_block_digest(const uint8 *block);
+extern void bk_blockmap_start(BkBlockMap *map, uint64 file_size);
+extern void bk_blockmap_add(BkBlockMap *map, const uint8 *data, size_t len);
+extern void bk_blockmap_release(BkBlockMap *map);
+extern bool bk_blockmap_load(const char *table, const char *snapshot_id,
+							 const char *path, BkBlockMap *map);
+extern void bk_blockmap_writer_init(BkBlockMapWriter *writer, const char *table,
+									const char *snapshot_id);
+extern bool bk_blockmap_queue(BkBlockMapWriter *writer, const char *path,
+							  const BkBlockMap *map);
+extern bool bk_blockmap_pending(const BkBlockMapWriter *writer);
+extern void bk_blockmap_flush(BkBlockMapWriter *writer);
+extern void bk_blockmap_prune(const char *blocks_table,
+							  const char *history_table);
 
 /* bk_worker.c */
 extern void bk_worker_register(void);

@@ -45,17 +45,22 @@
  *
  * Differential ("diff", parent = the last full) and incremental ("incr",
  * parent = the last snapshot of any kind) snapshots send the main forks of
- * relations the parent also had as the pages whose LSN is at or after the
- * parent's start LSN (plus all-zero pages, and pages claiming an LSN beyond
- * the current WAL position); everything else goes whole (see the spec for
- * why: visibility-map and free-space-map forks change without a new page
- * LSN, and FILE_COPY database creation copies pages with old LSNs).  Pages
- * are chosen in a first pass that also checksums the whole file, and kept
- * in a spool file under base/pgsql_tmp until they are sent, so the object
- * holds exactly the bytes that pass read.
+ * relations the parent also had as the pages that changed: the page's LSN
+ * is at or after the parent's start LSN, or its digest differs from the one
+ * the parent kept for that block (bk_blockmap.c: PostgreSQL changes some
+ * pages without moving their LSN), or the parent had no such block, or the
+ * page claims an LSN beyond the current WAL position.  Everything else goes
+ * whole (see the spec for why: visibility-map and free-space-map forks
+ * change without a new page LSN, and FILE_COPY database creation copies
+ * pages with old LSNs), and so does a main fork whose parent kept no
+ * digests.  Pages are chosen in a first pass that also checksums the whole
+ * file, and kept in a spool file under base/pgsql_tmp until they are sent,
+ * so the object holds exactly the bytes that pass read.  Every snapshot
+ * keeps the digests of every main fork page it read, for the next one.
  *
  * The history of snapshots (which one is the parent, and the parent's file
- * list) is kept in the extension's table bk_snapshot_history.
+ * list) is kept in the extension's table bk_snapshot_history, the page
+ * digests in bk_snapshot_blocks.
  *
  * Threads: as in the archive module, only this process's own thread calls
  * PostgreSQL.  The callbacks libbk calls while producing (reading the next
@@ -152,6 +157,7 @@ typedef struct SnapWorkItem
 	bool sent;     /* queued to Kafka (acknowledged once its sender is done) */
 	bool vanished; /* gone before it was opened: not in the snapshot */
 	bool incremental;
+	bool no_parent_digests; /* the parent kept no digests: sent whole */
 	int64 blocks;
 	int64 objects;
 	int64 bytes_read;
@@ -182,7 +188,9 @@ typedef struct SnapWork
 	char snapshot_topic[BK_TOPIC_NAME_MAX + 1];
 	XLogRecPtr start_lsn;
 	XLogRecPtr parent_start_lsn;
-	int count;  /* items */
+	char parent_id[BK_SNAPSHOT_ID_LEN];       /* "" for a full snapshot */
+	char blocks_table[BK_QUALIFIED_NAME_LEN]; /* the page digests */
+	int count;                                /* items */
 	int queued; /* entries of order[]: every item but pg_control */
 	int next;   /* next entry of order[] to hand out */
 	bool stop;  /* a process gave up: the others take no more files */
@@ -212,6 +220,7 @@ typedef struct SnapRun
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
 
 	char *history_table; /* quoted, in the extension's schema */
+	char *blocks_table;  /* likewise: bk_snapshot_blocks */
 
 	/* The work list (every process); the helpers sharing it (leader). */
 	SnapWork *work;
@@ -226,6 +235,11 @@ typedef struct SnapRun
 	XLogRecPtr parent_start_lsn;
 	char **parent_files; /* sorted, for bsearch */
 	int parent_file_count;
+
+	/* Page digests: of the file being read, of its parent, and the writer. */
+	BkBlockMap map;
+	BkBlockMap parent_map;
+	BkBlockMapWriter map_writer;
 
 	/* libbk objects (malloc'd by libbk). */
 	BkProducer *producer;
@@ -279,6 +293,7 @@ typedef struct PlainSource
 	uint64 pos; /* plaintext bytes handed out so far */
 	uint64 total;
 	bool counts_as_read; /* the file part is data read (not the spool) */
+	BkBlockMap *map;     /* page digests of the file part, or NULL */
 	/* Checksum verification of a relation file's pages, as they are read. */
 	bool verify;
 	BlockNumber segment_base;
@@ -312,6 +327,8 @@ static void snap_wait_for_helpers(SnapRun *run);
 static void snap_stop_helpers(SnapRun *run);
 static void snap_send_file(SnapRun *run, SnapWorkItem *item);
 static void snap_record_file(SnapRun *run, SnapWorkItem *item);
+static bool snap_load_parent_map(SnapRun *run, const char *path);
+static void snap_flush_maps(SnapRun *run);
 static bool snap_scan_incremental(SnapRun *run, SnapWorkItem *item,
 								  const char *path, int fd, int64 *blocks,
 								  uint8 **header, size_t *header_len,
@@ -336,7 +353,7 @@ static void snap_encode_path(const char *path, StringInfo out);
 static void snap_set_phase(BkSnapshotSlot *slot, const char *phase);
 static void snap_add_progress(BkSnapshotSlot *slot, int64 read, int64 sent,
 							  int64 files_done);
-static char *snap_history_table(void);
+static char *snap_extension_table(const char *name);
 static void snap_time_text(TimestampTz time, char *out, size_t len);
 static void snap_fail_stale_history(SnapRun *run);
 static const char *snap_state_name(BkSnapshotState state);
@@ -439,9 +456,11 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	copy = *slot;
 	SpinLockRelease(&bk_shared->mutex);
 	if (wait && copy.state == BK_SNAPSHOT_FAILED)
-		ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-						errmsg("bk snapshot %s failed", copy.id),
-						errdetail("%s", copy.error)));
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("bk snapshot %s failed", copy.id),
+				 errdetail("%s", copy.error),
+				 copy.error_hint[0] ? errhint("%s", copy.error_hint) : 0));
 	if (wait && copy.state == BK_SNAPSHOT_CANCELLED)
 		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
 						errmsg("bk snapshot %s was cancelled", copy.id)));
@@ -826,6 +845,13 @@ snap_run(SnapRun *run)
 					 ? errhint("Backup mode has ended; this snapshot will "
 							   "never be restorable.")
 					 : errhint("Backup mode is still active.")));
+		if (edata->hint != NULL)
+		{
+			SpinLockAcquire(&bk_shared->mutex);
+			strlcpy(run->slot->error_hint, edata->hint,
+					sizeof(run->slot->error_hint));
+			SpinLockRelease(&bk_shared->mutex);
+		}
 		snap_finish_record(
 			run, cancelled ? BK_SNAPSHOT_CANCELLED : BK_SNAPSHOT_FAILED,
 			edata->message);
@@ -911,6 +937,8 @@ snap_release(SnapRun *run)
 	run->chunk_buffer = NULL;
 	free(run->block_buffer);
 	run->block_buffer = NULL;
+	bk_blockmap_release(&run->map);
+	bk_blockmap_release(&run->parent_map);
 	bk_kafka_log_flush();
 }
 
@@ -935,25 +963,41 @@ snap_sql_end(void)
 }
 
 /*
- * snap_history_table
- *		"schema.bk_snapshot_history", quoted, in the extension's schema.
+ * snap_extension_table
+ *		"schema.name", quoted, for a table of the extension; an error that
+ *		says what to do if the installed extension predates the table.
  */
 static char *
-snap_history_table(void)
+snap_extension_table(const char *name)
 {
 	char *schema;
+	bool exists;
+	bool isnull;
 
 	/* Inside the worker's SPI transaction (snap_sql_begin). */
-	if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e "
-					"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-					"WHERE e.extname = 'bk'",
-					true, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_with_args(
+			"SELECT n.nspname, EXISTS (SELECT FROM pg_catalog.pg_class c "
+			"WHERE c.relnamespace = n.oid AND c.relname = $1) "
+			"FROM pg_catalog.pg_extension e "
+			"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+			"WHERE e.extname = 'bk'",
+			1, (Oid[]){TEXTOID}, (Datum[]){CStringGetTextDatum(name)}, NULL,
+			true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("extension \"bk\" is not installed in this database")));
 	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	return quote_qualified_identifier(schema, "bk_snapshot_history");
+	exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 2, &isnull));
+	if (!exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"bk\" in this database is older than its "
+						"library: table \"%s\" is missing",
+						name),
+				 errhint("Run ALTER EXTENSION bk UPDATE.")));
+	return quote_qualified_identifier(schema, name);
 }
 
 /*
@@ -1030,14 +1074,15 @@ snap_prepare(SnapRun *run)
 	initStringInfo(&run->failures_json);
 
 	snap_sql_begin();
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		run->history_table = snap_history_table();
-		MemoryContextSwitchTo(old);
-	}
+	/* SPI calls switch to SPI's own context: copy what must outlive it. */
+	run->history_table = MemoryContextStrdup(
+		TopMemoryContext, snap_extension_table("bk_snapshot_history"));
+	run->blocks_table = MemoryContextStrdup(
+		TopMemoryContext, snap_extension_table("bk_snapshot_blocks"));
 	table = run->history_table;
 	snap_fail_stale_history(run);
+	bk_blockmap_prune(run->blocks_table, run->history_table);
+	bk_blockmap_writer_init(&run->map_writer, run->blocks_table, run->id);
 	if (strcmp(run->kind, "full") != 0)
 	{
 		initStringInfo(&sql);
@@ -1217,6 +1262,22 @@ snap_take(SnapRun *run)
 			snap_record_file(run, &run->work->items[idx]);
 	if (run->control_index >= 0)
 		snap_record_file(run, &run->work->items[run->control_index]);
+	{
+		int whole = 0;
+
+		for (int idx = 0; idx < run->work->count; idx++)
+			if (run->work->items[idx].no_parent_digests)
+				whole++;
+		if (whole > 0)
+			ereport(LOG,
+					(errmsg("bk: snapshot %s sent %d relation file%s whole: "
+							"snapshot %s kept no page digests for %s",
+							run->id, whole, whole == 1 ? "" : "s",
+							run->parent_id, whole == 1 ? "it" : "them"),
+					 errdetail("Page digests are kept in the unlogged table "
+							   "bk_snapshot_blocks: a crash empties it, and "
+							   "snapshots taken before bk 0.2 have none.")));
+	}
 	run->stop_time = GetCurrentTimestamp();
 	SpinLockAcquire(&bk_shared->mutex);
 	run->slot->stop_lsn = run->stop_lsn;
@@ -1304,7 +1365,7 @@ snap_take(SnapRun *run)
 					 "\"start_time\":\"%s\",\"stop_time\":\"%s\","
 					 "\"system_identifier\":\"" UINT64_FORMAT "\","
 					 "\"pg_version\":%d,\"segment_size\":%d,\"block_size\":%d,"
-					 "\"data_checksums\":%s,",
+					 "\"data_checksums\":%s,\"page_digests\":true,",
 					 LSN_FORMAT_ARGS(run->start_lsn),
 					 LSN_FORMAT_ARGS(run->stop_lsn), run->start_tli,
 					 run->stop_tli, start_time, stop_time,
@@ -1607,6 +1668,9 @@ snap_build_work(SnapRun *run)
 			sizeof(work->snapshot_topic));
 	work->start_lsn = run->start_lsn;
 	work->parent_start_lsn = run->parent_start_lsn;
+	if (run->parent_id != NULL)
+		strlcpy(work->parent_id, run->parent_id, sizeof(work->parent_id));
+	strlcpy(work->blocks_table, run->blocks_table, sizeof(work->blocks_table));
 	work->count = count;
 	work->order_offset = items_size;
 	work->paths_offset = items_size + MAXALIGN(sizeof(int) * count);
@@ -1776,6 +1840,7 @@ snap_copy_share(SnapRun *run)
 			break;
 		snap_send_file(run, item);
 	}
+	snap_flush_maps(run);
 	/* Stopped early: a helper failed (the leader reports it) or we did. */
 	if (run->helper >= 0 && run->work->stop)
 		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
@@ -1919,6 +1984,9 @@ bk_snapshot_helper_main(Datum main_arg)
 			sizeof(run->snapshot_topic));
 	run->start_lsn = work->start_lsn;
 	run->parent_start_lsn = work->parent_start_lsn;
+	if (work->parent_id[0] != '\0')
+		run->parent_id = pstrdup(work->parent_id);
+	bk_blockmap_writer_init(&run->map_writer, work->blocks_table, run->id);
 	pgstat_report_activity(STATE_RUNNING, run->id);
 
 	SpinLockAcquire(&work->mutex);
@@ -2006,10 +2074,22 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	source.fd = fd;
 	source.segment_base = item->segment_base;
 
+	/* Main forks: the digest of every page read, for the next snapshot. */
+	if (item->main_fork)
+	{
+		bk_blockmap_start(&run->map, (uint64) item->size);
+		source.map = &run->map;
+	}
 	if (strcmp(run->kind, "full") != 0 && item->main_fork &&
 		item->size % BLCKSZ == 0 && item->parent_has)
-		item->incremental = snap_scan_incremental(
-			run, item, path, fd, &item->blocks, &header, &header_len, &source);
+	{
+		if (snap_load_parent_map(run, path))
+			item->incremental =
+				snap_scan_incremental(run, item, path, fd, &item->blocks,
+									  &header, &header_len, &source);
+		else
+			item->no_parent_digests = true;
+	}
 
 	initStringInfo(&name);
 	appendStringInfo(&name, "%s/data/", run->id);
@@ -2022,6 +2102,8 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 
 	if (!item->incremental)
 	{
+		if (source.map != NULL)
+			bk_blockmap_start(source.map, (uint64) item->size);
 		source.file_len = (uint64) item->size;
 		source.total = (uint64) item->size;
 		source.counts_as_read = true;
@@ -2050,6 +2132,8 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	pfree(meta.data);
 	if (header != NULL)
 		free(header);
+	if (item->main_fork && bk_blockmap_queue(&run->map_writer, path, &run->map))
+		snap_flush_maps(run);
 
 	if (source.failures > 0)
 	{
@@ -2140,6 +2224,34 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 }
 
 /*
+ * snap_load_parent_map
+ *		The parent's page digests of path into run->parent_map; false if the
+ *		parent kept none (the file then goes whole).
+ */
+static bool
+snap_load_parent_map(SnapRun *run, const char *path)
+{
+	bool found;
+
+	snap_sql_begin();
+	found = bk_blockmap_load(run->work->blocks_table, run->parent_id, path,
+							 &run->parent_map);
+	snap_sql_end();
+	return found;
+}
+
+/* Write the page digests queued so far. */
+static void
+snap_flush_maps(SnapRun *run)
+{
+	if (!bk_blockmap_pending(&run->map_writer))
+		return;
+	snap_sql_begin();
+	bk_blockmap_flush(&run->map_writer);
+	snap_sql_end();
+}
+
+/*
  * snap_scan_incremental
  *		First pass over a relation main fork: checksum every page, keep the
  *		pages a restore needs from this snapshot in the spool file, and
@@ -2156,6 +2268,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 	BkSha256 *sha;
 	BkError err;
 	XLogRecPtr current = GetXLogInsertRecPtr();
+	const BkBlockMap *parent = &run->parent_map;
 	int64 kept = 0;
 	off_t spool_pos = 0;
 	uint8 *head;
@@ -2199,19 +2312,17 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 			uint8 *page = run->block_buffer + (size_t) idx * BLCKSZ;
 			BlockNumber blkno = first + idx;
 			XLogRecPtr lsn;
-			bool zero = true;
+			uint64 digest;
 
 			if (scan->verify)
 				(void) snap_check_block(scan, page, blkno,
 										(off_t) blkno * BLCKSZ);
-			for (int pos = 0; pos < BLCKSZ; pos += sizeof(uint64))
-				if (*(uint64 *) (page + pos) != 0)
-				{
-					zero = false;
-					break;
-				}
+			/* The page as read (and read again, if its checksum failed). */
+			bk_blockmap_add(scan->map, page, BLCKSZ);
+			digest = scan->map->digests[scan->map->count - 1];
 			lsn = PageGetLSN((Page) page);
-			if (zero || lsn >= run->parent_start_lsn || lsn > current)
+			if (lsn >= run->parent_start_lsn || lsn > current ||
+				blkno >= parent->count || digest != parent->digests[blkno])
 			{
 				if (pg_pwrite(run->spool_fd, page, BLCKSZ, spool_pos) != BLCKSZ)
 					ereport(ERROR, (errcode_for_file_access(),
@@ -2229,7 +2340,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 	if (!bk_sha256_final(sha, item->sha256, &err))
 		ereport(ERROR, (errmsg("%s", err.message)));
 	bk_sha256_free(sha);
-	/* From here on the spooled pages are sent, not checked again. */
+	/* From here on the spooled pages are sent, not checked or digested. */
 	scan->verify = false;
 
 	*blocks = kept;
@@ -2382,6 +2493,10 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 				}
 			}
 		}
+		/* After verification: a failing page may have been read again. */
+		if (source->map != NULL)
+			bk_blockmap_add(source->map, run->chunk_buffer + file_start,
+							chunk_len - file_start);
 		if (source->counts_as_read)
 		{
 			run->bytes_read += chunk_len - file_start;
@@ -2567,6 +2682,8 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 							 '\0'},
 					false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not update the snapshot history");
+			if (run->blocks_table != NULL)
+				bk_blockmap_prune(run->blocks_table, run->history_table);
 			snap_sql_end();
 		}
 

@@ -1500,7 +1500,8 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		goto failed;
 	if (file->has_sha256 && !digest_equal(result->sha256, file->sha256))
 	{
-		if (!file->incremental || r->record->data_checksums)
+		if (!file->incremental || r->record->data_checksums ||
+			r->record->page_digests)
 		{
 			bk_error_set(err, BK_ERR_FORMAT,
 						 "snapshot %s, file \"%s\": the restored file's "
@@ -1508,8 +1509,10 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 						 r->record->id, file->path);
 			goto failed;
 		}
-		/* Without data checksums hint-bit changes leave the page LSN
-		 * alone, so a rebuilt file may differ in hint bits only. */
+		/* A snapshot taken before bk compared page digests, on a cluster
+		 * without data checksums: hint-bit changes left the page LSN
+		 * alone, so its pages were not sent, and the rebuilt file may
+		 * differ in hint bits. */
 		atomic_fetch_add(&r->hint_bit_mismatches, 1);
 	}
 	times[0].tv_sec = times[1].tv_sec = (time_t) file->mtime;
@@ -2252,8 +2255,10 @@ report(const Restore *r, uint64_t removed)
 		printf("\n");
 	}
 	if (mismatches > 0)
-		printf("  note: %" PRIu64 " rebuilt file%s differ%s from the snapshot "
-			   "in hint bits only (the cluster has no data checksums)\n",
+		printf("  note: %" PRIu64 " rebuilt file%s differ%s from what the "
+			   "snapshot read: its record says data checksums were off and "
+			   "it predates page digests, so pages whose hint bits changed "
+			   "without a new LSN were not sent\n",
 			   mismatches, mismatches == 1 ? "" : "s",
 			   mismatches == 1 ? "s" : "");
 	if (r->target == TARGET_NONE)

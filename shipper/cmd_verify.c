@@ -21,9 +21,10 @@
  * manifest must parse and its checksum hold), and every file is rebuilt
  * exactly as bk restore would (whole, or through its incremental chain, in
  * a temporary file, so memory stays bounded) and checked against the
- * record's SHA-256.  An incremental file that differs on a cluster without
- * data checksums is reported, not failed: hint bits change without moving
- * a page's LSN.  A snapshot without a record is reported but is not a
+ * record's SHA-256.  An incremental file that differs is a problem, except
+ * in a snapshot taken before sources compared page digests on a cluster
+ * without data checksums (its record says so): there hint bits changed
+ * without moving a page's LSN and were legitimately not sent.  A snapshot without a record is reported but is not a
  * problem: it was cancelled, failed, or is still arriving.
  */
 #include <dirent.h>
@@ -552,7 +553,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		if (file->has_sha256 &&
 			memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
 		{
-			if (record->data_checksums)
+			if (record->data_checksums || record->page_digests)
 				snapshot_problem(check, name,
 								 "snapshot %s, file \"%s\": the file rebuilt "
 								 "through its incremental chain differs from "

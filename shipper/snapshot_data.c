@@ -525,6 +525,7 @@ bk_snapshot_record_load(const BkRepo *repo, BkDecoder *decoder,
 		record->block_size = 8192;
 	record->data_checksums =
 		json_is_true(json_object_get(root, "data_checksums"));
+	record->page_digests = json_is_true(json_object_get(root, "page_digests"));
 	record->checksum_failure_count =
 		json_array_size(json_object_get(root, "checksum_failures"));
 	if (!parse_files(json_object_get(root, "files"), record, err) ||

@@ -76,6 +76,12 @@ typedef struct BkSnapRecord
 	uint32_t segment_size;
 	uint32_t block_size;
 	bool data_checksums;
+	/*
+	 * The source compared page digests, not only page LSNs, when it chose
+	 * the pages of incremental files: every rebuilt file must then equal
+	 * the file read, byte for byte.  Older records lack it.
+	 */
+	bool page_digests;
 	size_t file_count;
 	BkSnapFile *files; /* sorted by path */
 	size_t directory_count;

@@ -31,7 +31,9 @@ FROM unnest(ARRAY['bk_snapshot(text,text,boolean,boolean)',
 SELECT has_table_privilege('public', 'bk_snapshot_history', 'select') AS public_reads_history,
        has_table_privilege('bk_admin', 'bk_snapshot_history', 'select') AS bk_admin_reads_history,
        has_table_privilege('bk_admin', 'bk_snapshot_history', 'insert') AS bk_admin_writes_history,
-       has_table_privilege('public', 'bk_snapshot_progress', 'select') AS public_reads_progress;
+       has_table_privilege('public', 'bk_snapshot_progress', 'select') AS public_reads_progress,
+       has_table_privilege('public', 'bk_snapshot_blocks', 'select') AS public_reads_digests,
+       has_table_privilege('bk_admin', 'bk_snapshot_blocks', 'select') AS bk_admin_reads_digests;
 CREATE ROLE regress_bk_snap;
 SET ROLE regress_bk_snap;
 SELECT * FROM bk_snapshot();

@@ -40,6 +40,23 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 
 	if (!bk_read_file(path, CONFIG_FILE_MAX, &text, &len, err))
 		return bk_error_prefix(err, "configuration file: ");
+	/* Text only: C strings would silently drop whatever follows a NUL. */
+	{
+		const char *nul = memchr(text, '\0', len);
+
+		if (nul != NULL)
+		{
+			for (const char *c = text; c < nul; c++)
+				if (*c == '\n')
+					line_no++;
+			bk_error_set(err, BK_ERR_CONFIG,
+						 "\"%s\" line %d: a NUL byte; a configuration file "
+						 "is text",
+						 path, line_no + 1);
+			free(text);
+			return false;
+		}
+	}
 	next = text;
 	while (next != NULL && *next != '\0')
 	{
@@ -153,19 +170,41 @@ bk_config_parse_properties(const char *text, BkConfigSetter setter, void *arg,
 	return true;
 }
 
-/* Split "<number><unit>" with optional spaces between. */
+/*
+ * Split "<number><unit>" with optional spaces between.  The number is
+ * decimal ("64", "1.5"): not hexadecimal, octal or an exponent, which
+ * strtod alone would take ("0x10000" is not 10000).
+ */
 static bool
 parse_number_unit(const char *text, double *number, const char **unit)
 {
-	char *end;
+	const char *end;
+	char digits[64];
+	size_t len;
 
 	while (isspace((unsigned char) *text))
 		text++;
-	if (!isdigit((unsigned char) *text))
+	end = text;
+	while (isdigit((unsigned char) *end))
+		end++;
+	if (end == text)
 		return false;
+	if (*end == '.')
+	{
+		end++;
+		if (!isdigit((unsigned char) *end))
+			return false;
+		while (isdigit((unsigned char) *end))
+			end++;
+	}
+	len = (size_t) (end - text);
+	if (len >= sizeof(digits))
+		return false;
+	memcpy(digits, text, len);
+	digits[len] = '\0';
 	errno = 0;
-	*number = strtod(text, &end);
-	if (errno != 0 || end == text || *number < 0)
+	*number = strtod(digits, NULL);
+	if (errno != 0)
 		return false;
 	while (isspace((unsigned char) *end))
 		end++;

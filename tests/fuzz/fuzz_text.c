@@ -3,7 +3,9 @@
  *		libFuzzer target: every text input bk parses that crosses a trust
  *		boundary or comes from an operator: key files, configuration files,
  *		librdkafka property lists, frame metadata, object names and source
- *		ids, sizes and durations.  The first byte selects the parser.
+ *		ids, sizes and durations, LSNs, timeline history files and their
+ *		branch-points metadata (both read back from the repository).  The
+ *		first byte selects the parser.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "bk_config.h"
 #include "bk_frame.h"
 #include "bk_keys.h"
+#include "bk_timeline.h"
 #include "bk_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -65,7 +68,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	text = malloc(size);
 	memcpy(text, data + 1, size - 1);
 	text[size - 1] = '\0';
-	switch (data[0] % 6)
+	switch (data[0] % 7)
 	{
 		case 0:
 		case 1:
@@ -85,6 +88,36 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			(void) bk_parse_size(text, &bytes);
 			(void) bk_parse_duration_ms(text, &ms);
 			break;
+		case 6:
+		{
+			BkTimelineBranch *branches;
+			int count;
+			uint64_t lsn;
+			char formatted[256];
+
+			(void) bk_parse_lsn(text, &lsn);
+			if (bk_timeline_history_parse((const char *) data + 1, size - 1, 7,
+										  &branches, &count, &err))
+			{
+				/* What parses must survive the metadata round trip. */
+				if (bk_branch_points_format(branches, count, formatted,
+											sizeof(formatted)))
+				{
+					BkTimelineBranch *again;
+					int again_count;
+
+					if (!bk_branch_points_parse(formatted, 7, &again,
+												&again_count, &err) ||
+						again_count != count)
+						abort();
+					free(again);
+				}
+				free(branches);
+			}
+			if (bk_branch_points_parse(text, 7, &branches, &count, &err))
+				free(branches);
+			break;
+		}
 	}
 	free(text);
 	return 0;

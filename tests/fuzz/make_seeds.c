@@ -93,6 +93,12 @@ main(int argc, char **argv)
 		"\x04lsn=0/16000000\ntimeline=1\nstart=2026-11-24";
 	static const char sizes[] = "\x05"
 								"1.5MiB";
+	static const char history[] =
+		"\x06"
+		"1\t0/A64A07C8\tno recovery target specified\n"
+		"# comment\n\n2\t1/5000000\tat restore point \"x\"\n";
+	static const char branches[] = "\x06"
+								   "1:0/A64A07C8,2:1/5000000";
 
 	if (argc != 3)
 	{
@@ -108,5 +114,9 @@ main(int argc, char **argv)
 	write_seed(argv[2], "props", (const uint8_t *) props, sizeof(props) - 1);
 	write_seed(argv[2], "meta", (const uint8_t *) meta, sizeof(meta) - 1);
 	write_seed(argv[2], "sizes", (const uint8_t *) sizes, sizeof(sizes) - 1);
+	write_seed(argv[2], "history", (const uint8_t *) history,
+			   sizeof(history) - 1);
+	write_seed(argv[2], "branches", (const uint8_t *) branches,
+			   sizeof(branches) - 1);
 	return 0;
 }

@@ -94,6 +94,14 @@ test_file(void **state)
 	assert_false(bk_config_parse_file(path, collect, &c, &err));
 	assert_error_contains(&err, "unterminated quoted value");
 
+	/* A NUL byte: refused with its line, not read as the end of the file. */
+	assert_true(bk_write_file_durable(
+		path, "kafka_brokers = x\n# note\0\nrepository = /r\n", 39, 0644,
+		&err));
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	assert_error_contains(&err, "line 2: a NUL byte");
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+
 	sprintf(path, "%s/none.conf", dir);
 	assert_false(bk_config_parse_file(path, collect, &c, &err));
 	assert_error_contains(&err, "could not open");
@@ -122,6 +130,13 @@ test_sizes_durations_bools(void **state)
 	assert_false(bk_parse_size("-1", &bytes));
 	assert_false(bk_parse_size("", &bytes));
 	assert_false(bk_parse_size("0.5B", &bytes));
+	/* Decimal only: strtod would read these as 65536 and 1000. */
+	assert_false(bk_parse_size("0x10000", &bytes));
+	assert_false(bk_parse_size("1e3", &bytes));
+	assert_false(bk_parse_size("1.", &bytes));
+	assert_false(bk_parse_size("inf", &bytes));
+	assert_true(bk_parse_size("010", &bytes));
+	assert_true(bytes == 10);
 
 	assert_true(bk_parse_duration_ms("30s", &ms));
 	assert_true(ms == 30000);
@@ -133,6 +148,8 @@ test_sizes_durations_bools(void **state)
 	assert_true(ms == 300000);
 	assert_false(bk_parse_duration_ms("5 fortnights", &ms));
 	assert_false(bk_parse_duration_ms("soon", &ms));
+	assert_false(bk_parse_duration_ms("0x10s", &ms));
+	assert_false(bk_parse_duration_ms("1e2s", &ms));
 
 	assert_true(bk_parse_bool("on", &flag) && flag);
 	assert_true(bk_parse_bool("FALSE", &flag) && !flag);

@@ -87,6 +87,7 @@
 #include "bk_frame.h"
 #include "bk_kafka.h"
 #include "bk_keys.h"
+#include "bk_timeline.h"
 #include "bk_topics.h"
 #include "bk_util.h"
 
@@ -209,7 +210,8 @@ static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
 static bool bk_ensure_encoder(BkError *err);
 static void bk_drop_library_state(void);
 static bool bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err);
-static void bk_wal_metadata(const BkWalFile *wal, StringInfo meta);
+static void bk_wal_metadata(const BkWalFile *wal, const char *path,
+							StringInfo meta);
 static bool bk_next_frame(void *arg, const uint8_t **frame, size_t *len,
 						  BkFrame *info, BkError *err);
 static bool bk_interrupted(void *arg);
@@ -405,7 +407,7 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 		return false;
 
 	initStringInfo(&meta);
-	bk_wal_metadata(&wal, &meta);
+	bk_wal_metadata(&wal, path, &meta);
 	info.kind = BK_KIND_WAL;
 	info.source_id = source_id;
 	info.name = file;
@@ -651,7 +653,7 @@ bk_archive_batch_internal(const char *file, const char *path,
 		if (fd < 0)
 			continue;
 		initStringInfo(&meta);
-		bk_wal_metadata(&wal, &meta);
+		bk_wal_metadata(&wal, segment_path, &meta);
 		memset(&info, 0, sizeof(info));
 		info.kind = BK_KIND_WAL;
 		info.source_id = source_id;
@@ -938,12 +940,56 @@ bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err)
 }
 
 /*
+ * bk_history_branch_points
+ *		The branch points of the timeline history file at path, in the
+ *		metadata's format; "" (and a WARNING) if it cannot be read or parsed:
+ *		the file is archived anyway, and readers with the key parse it
+ *		themselves.
+ */
+static char *
+bk_history_branch_points(const BkWalFile *wal, const char *path)
+{
+	BkTimelineBranch *branches = NULL;
+	int count = 0;
+	char *text = NULL;
+	size_t len;
+	size_t out_len;
+	char *out;
+	BkError err;
+	bool parsed;
+
+	bk_error_clear(&err);
+	parsed = bk_read_file(path, 1024 * 1024, &text, &len, &err) &&
+			 bk_timeline_history_parse(text, len, wal->timeline, &branches,
+									   &count, &err);
+	free(text);
+	if (!parsed)
+	{
+		ereport(
+			WARNING,
+			(errmsg("bk: \"%s\" is archived without its branch points", path),
+			 errdetail("%s", bk_sentence(err.message)),
+			 errhint("bk list and bk verify follow this timeline's "
+					 "branch points only when they have the key.")));
+		return pstrdup("");
+	}
+	/* "timeline:LSN," per branch */
+	out_len = (size_t) count * (10 + 1 + BK_LSN_TEXT_SIZE + 1) + 1;
+	out = palloc(out_len);
+	if (!bk_branch_points_format(branches, count, out, out_len))
+		out[0] = '\0';
+	free(branches);
+	return out;
+}
+
+/*
  * bk_wal_metadata
  *		The metadata of a WAL object, as docs/frame-format.md section 8
- *		specifies it: what an auditor may know about the file.
+ *		specifies it: what an auditor may know about the file.  path is the
+ *		file (a history file's branch points are read from it).
  */
 static void
-bk_wal_metadata(const BkWalFile *wal, StringInfo meta)
+bk_wal_metadata(const BkWalFile *wal, const char *path, StringInfo meta)
 {
 	char created[64];
 	const char *version = GetConfigOption("server_version_num", true, false);
@@ -955,6 +1001,9 @@ bk_wal_metadata(const BkWalFile *wal, StringInfo meta)
 		appendStringInfo(meta, "lsn-start=%X/%X\nlsn-end=%X/%X\n",
 						 LSN_FORMAT_ARGS(wal->start_lsn),
 						 LSN_FORMAT_ARGS(wal->end_lsn));
+	if (strcmp(wal->type, "history") == 0)
+		appendStringInfo(meta, "branch-points=%s\n",
+						 bk_history_branch_points(wal, path));
 	appendStringInfo(
 		meta, "system-identifier=" UINT64_FORMAT "\npg-version=%s\ncreated=%s",
 		GetSystemIdentifier(), version ? version : "0", created);

@@ -13,6 +13,7 @@
 #include "bk_config.h"
 #include "bk_frame.h"
 #include "bk_util.h"
+#include "repo.h"
 
 void
 bk_cli_config_init(BkCliConfig *config)
@@ -139,7 +140,17 @@ bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
 		return set_duration(&config->audit_retention_ms, key, value, 60000,
 							err);
 	if (strcmp(key, "shipper_id") == 0)
+	{
+		if (!bk_shipper_id_valid(value))
+		{
+			bk_error_set(err, BK_ERR_CONFIG, "invalid shipper_id \"%s\"",
+						 value);
+			return bk_error_hint(err, "Use 1 to 64 letters, digits, '.', "
+									  "'_' or '-' (it names the shipper's "
+									  "spool directory).");
+		}
 		return set_string(&config->shipper_id, value, err);
+	}
 	if (strcmp(key, "abandon_after") == 0)
 		return set_duration(&config->abandon_after_ms, key, value, 1000, err);
 	bk_error_set(err, BK_ERR_CONFIG, "unknown setting \"%s\"", key);

@@ -514,7 +514,7 @@ bk_cmd_expire(int argc, char **argv)
 	bk_cli_config_init(&config);
 	if (!bk_common_config(&ex.common, &config, &err) ||
 		!bk_repo_open(&ex.repo, config.repository, false, &err) ||
-		!bk_snapshot_catalog_load(&ex.repo, ex.source, &ex.catalog, &err))
+		!bk_snapshot_catalog_load(&ex.repo, ex.source, NULL, &ex.catalog, &err))
 		goto fail;
 	ex.verdicts = calloc((size_t) ex.catalog.count + 1, sizeof(Verdict));
 	if (ex.verdicts == NULL)

@@ -5,10 +5,14 @@
  *
  * Everything comes from the repository itself (file names and frame
  * headers), so it needs no key and shows exactly what a restore would find:
- * the archived WAL, each snapshot and whether it is restorable (and if not,
- * why: incomplete, parent missing, WAL missing), the restorable window
- * (from the oldest restorable snapshot's stop point to the end of the
- * archived WAL) and the achieved RPO (the age of the newest archived WAL).
+ * the archived WAL per timeline (with the branch points of the history
+ * files, and the segments missing below them), each snapshot and whether
+ * it is restorable (and if not, why: incomplete, parent missing, WAL
+ * missing, conflict), the restorable window (from the oldest restorable
+ * snapshot's stop point to the end of the archived WAL, along the
+ * timelines' branch points) and the achieved RPO (the age of the newest
+ * archived WAL).  With a key configured it also reads history files that
+ * were archived without their branch points.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "bk_keys.h"
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
@@ -29,6 +34,17 @@ static const char *list_help =
 	"restorable window, and the\nachieved RPO (the age of the newest "
 	"archived WAL).\n\n"
 	"  --source S        only this source\n" BK_COMMON_HELP;
+
+static json_t *
+lsn_or_null(uint64_t lsn)
+{
+	char text[BK_LSN_TEXT_SIZE];
+
+	if (lsn == 0)
+		return json_null();
+	bk_format_lsn(lsn, text, sizeof(text));
+	return json_string(text);
+}
 
 static json_t *
 catalog_json(const BkWalCatalog *catalog, int64_t now_ms)
@@ -58,6 +74,17 @@ catalog_json(const BkWalCatalog *catalog, int64_t now_ms)
 						 "segments", (json_int_t) tl->segments, "missing",
 						 (json_int_t) tl->gap_count, "partial",
 						 (json_int_t) tl->partials);
+		json_object_set_new(item, "parent",
+							tl->parent ? json_integer(tl->parent)
+									   : json_null());
+		json_object_set_new(item, "branch_lsn", lsn_or_null(tl->begin_lsn));
+		json_object_set_new(item, "needed_until_lsn",
+							lsn_or_null(tl->needed_until));
+		json_object_set_new(item, "history",
+							!tl->has_history ? json_null()
+							: tl->history_known
+								? json_string("known")
+								: json_string(tl->history_problem));
 		json_object_set_new(item, "first",
 							tl->segments ? json_string(first) : json_null());
 		json_object_set_new(item, "last",
@@ -71,6 +98,12 @@ catalog_json(const BkWalCatalog *catalog, int64_t now_ms)
 						json_integer(catalog->segment_size));
 	json_object_set_new(wal, "history_files",
 						json_integer((json_int_t) catalog->history_files));
+	json_object_set_new(wal, "unknown_histories",
+						json_integer((json_int_t) catalog->unknown_histories));
+	json_object_set_new(wal, "system_identifier",
+						catalog->system_identifier[0]
+							? json_string(catalog->system_identifier)
+							: json_null());
 	json_object_set_new(wal, "backup_files",
 						json_integer((json_int_t) catalog->backup_files));
 	json_object_set_new(wal, "conflicts",
@@ -91,6 +124,27 @@ catalog_json(const BkWalCatalog *catalog, int64_t now_ms)
 	return wal;
 }
 
+/* Where a timeline came from and how far a later one needs it. */
+static void
+print_branches(const BkWalTimeline *tl)
+{
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	if (tl->parent != 0)
+	{
+		bk_format_lsn(tl->begin_lsn, lsn, sizeof(lsn));
+		printf(", branched off timeline %" PRIu32 " at %s", tl->parent, lsn);
+	}
+	if (tl->needed_until != 0)
+	{
+		bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+		printf(", needed up to %s (timeline %" PRIu32 " branched there)", lsn,
+			   tl->needed_by);
+	}
+	if (tl->has_history && !tl->history_known)
+		printf(", branch points UNKNOWN: %s", tl->history_problem);
+}
+
 static void
 catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
 {
@@ -109,9 +163,11 @@ catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
 
 		if (tl->segments == 0)
 		{
-			printf("  WAL timeline %" PRIu32 ": %" PRIu64
-				   " partial segment%s only\n",
-				   tl->timeline, tl->partials, tl->partials == 1 ? "" : "s");
+			printf("  WAL timeline %" PRIu32 ": no segment", tl->timeline);
+			if (tl->partials > 0)
+				printf(", %" PRIu64 " partial", tl->partials);
+			print_branches(tl);
+			printf("\n");
 			continue;
 		}
 		bk_wal_segment_name(tl->timeline, tl->first_segno,
@@ -129,11 +185,15 @@ catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
 		}
 		if (tl->partials > 0)
 			printf(", %" PRIu64 " partial", tl->partials);
+		print_branches(tl);
 		printf("\n");
 	}
 	printf("  history files %" PRIu64 ", backup history files %" PRIu64
 		   ", conflicting copies %" PRIu64 "\n",
 		   catalog->history_files, catalog->backup_files, catalog->conflicts);
+	if (catalog->system_identifier[0] != '\0')
+		printf("  database system %s (of the newest WAL)\n",
+			   catalog->system_identifier);
 	if (catalog->newest_name[0] != '\0')
 	{
 		char stamp[40];
@@ -171,13 +231,16 @@ window_json(const BkSnapshotCatalog *catalog)
 		return json_null();
 	bk_format_lsn(catalog->window_start_lsn, start, sizeof(start));
 	bk_format_lsn(catalog->window_end_lsn, end, sizeof(end));
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:I}", "from_snapshot",
-					 catalog->snapshots[catalog->window_snapshot].id,
-					 "start_lsn", start, "start_time",
-					 catalog->window_start_time, "end_lsn", end, "end_time",
-					 catalog->window_end_time, "end_timeline",
-					 (int) catalog->window_end_timeline, "missing_segments",
-					 (json_int_t) catalog->window_missing_segments);
+	return json_pack(
+		"{s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:o}", "from_snapshot",
+		catalog->snapshots[catalog->window_snapshot].id, "start_lsn", start,
+		"start_time", catalog->window_start_time, "end_lsn", end, "end_time",
+		catalog->window_end_time, "end_timeline",
+		(int) catalog->window_end_timeline, "missing_segments",
+		(json_int_t) catalog->window_missing_segments, "first_missing",
+		catalog->window_first_missing[0]
+			? json_string(catalog->window_first_missing)
+			: json_null());
 }
 
 static json_t *
@@ -240,10 +303,16 @@ snapshots_print(const BkSnapshotCatalog *catalog)
 			   catalog->snapshots[catalog->window_snapshot].id, end,
 			   catalog->window_end_timeline, catalog->window_end_time);
 		if (catalog->window_missing_segments > 0)
-			printf(", %" PRIu64 " WAL segment%s MISSING inside",
+			printf(", %" PRIu64 " WAL segment%s MISSING inside (first: %s)",
 				   catalog->window_missing_segments,
-				   catalog->window_missing_segments == 1 ? "" : "s");
+				   catalog->window_missing_segments == 1 ? "" : "s",
+				   catalog->window_first_missing);
 		printf("\n");
+		if (catalog->window_other_timeline != 0)
+			printf("  note: timeline %" PRIu32 " is newer but outside the "
+				   "window: %s\n",
+				   catalog->window_other_timeline,
+				   catalog->window_other_reason);
 	}
 	else
 		printf("  restorable window: none (no restorable snapshot)\n");
@@ -263,6 +332,8 @@ bk_cmd_list(int argc, char **argv)
 	const char *only_source = NULL;
 	BkCliConfig config;
 	BkRepo repo;
+	BkKeyring *ring = NULL;
+	BkDecoder *decoder = NULL;
 	char **sources = NULL;
 	int source_count = 0;
 	json_t *result = NULL;
@@ -294,6 +365,20 @@ bk_cmd_list(int argc, char **argv)
 	if (!bk_common_config(&common, &config, &err) ||
 		!bk_repo_open(&repo, config.repository, false, &err))
 		goto fail;
+	if (config.key_file != NULL)
+	{
+		BkError key_err;
+
+		/* Optional: without it, unreadable histories are said to be so. */
+		ring = bk_keyring_load(config.key_file, BK_KEYS_FOR_RESTORE, &key_err);
+		if (ring != NULL)
+			decoder = bk_decoder_new(ring, &key_err);
+		if (decoder == NULL)
+			fprintf(stderr,
+					"%s: note: listing without the key (%s): history files "
+					"archived without their branch points stay unread\n",
+					argv[0], key_err.message);
+	}
 	if (only_source != NULL)
 	{
 		if (!bk_source_id_valid(only_source, strlen(only_source)))
@@ -317,8 +402,8 @@ bk_cmd_list(int argc, char **argv)
 	{
 		BkSnapshotCatalog catalog;
 
-		if (!bk_snapshot_catalog_load(&repo, sources[sourceIdx], &catalog,
-									  &err))
+		if (!bk_snapshot_catalog_load(&repo, sources[sourceIdx], decoder,
+									  &catalog, &err))
 			goto fail;
 		if (common.json)
 			json_array_append_new(
@@ -347,6 +432,8 @@ bk_cmd_list(int argc, char **argv)
 fail:
 	status = bk_cli_report_error(argv[0], &err);
 done:
+	bk_decoder_free(decoder);
+	bk_keyring_free(ring);
 	json_decref(result);
 	bk_repo_free_list(sources, source_count);
 	bk_cli_config_free(&config);

@@ -980,6 +980,134 @@ choose_snapshot(Restore *r, BkError *err)
 	return r->chosen >= 0;
 }
 
+/* The "created" time of a WAL segment (when the source read it), or false. */
+static bool
+segment_created_us(const Restore *r, uint32_t timeline, uint64_t segno,
+				   int64_t *us)
+{
+	char name[32];
+	char path[BK_REPO_PATH_MAX];
+	char value[64];
+	BkObjectIdentity identity;
+	BkObjectTracker *object = malloc(sizeof(*object));
+	BkError err;
+	bool ok;
+
+	if (object == NULL)
+		return false;
+	bk_wal_segment_name(timeline, segno, r->catalog.wal.segment_size, name);
+	ok = bk_repo_object_path(&r->repo, r->source, BK_KIND_WAL, name, path,
+							 sizeof(path), &err) &&
+		 bk_repo_object_identity(path, &identity, object, &err) &&
+		 bk_meta_get(object->meta, object->meta_len, "created", value,
+					 sizeof(value)) &&
+		 bk_parse_timestamp(value, us);
+	free(object);
+	return ok;
+}
+
+/*
+ * check_wal_path
+ *		Every WAL segment recovery will need, from the snapshot's start to
+ *		the target, following the timelines' branch points (the history
+ *		files), is in the archive; else refuse, naming the first missing
+ *		file, before anything is written.  Recovery would otherwise stop at
+ *		the gap (bk wal-get makes it fatal) after a long restore.
+ */
+static bool
+check_wal_path(Restore *r, BkError *err)
+{
+	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	const BkWalCatalog *wal = &r->catalog.wal;
+	uint32_t to_timeline;
+	uint64_t to_segno = BK_WAL_END;
+	BkWalPath path;
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	if (wal->segment_size == 0)
+		return true; /* no WAL: the snapshot was not restorable anyway */
+	if (strcmp(r->target_timeline, "latest") == 0)
+		to_timeline = bk_wal_latest_timeline(wal);
+	else if (strcmp(r->target_timeline, "current") == 0)
+		to_timeline = snapshot->timeline;
+	else
+		to_timeline = (uint32_t) strtoul(r->target_timeline, NULL, 10);
+	switch (r->target)
+	{
+		case TARGET_LSN:
+			to_segno = bk_lsn_segno(r->target_lsn, wal->segment_size);
+			break;
+		case TARGET_XID:
+		case TARGET_NAME:
+			/* Found by pg_waldump; with --snapshot it was not searched for,
+			 * and only the snapshot's own WAL is known to be needed. */
+			to_segno = bk_lsn_segno(r->found_lsn ? r->found_lsn
+												 : snapshot->stop_lsn - 1,
+									wal->segment_size);
+			break;
+		case TARGET_IMMEDIATE:
+			to_segno = bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
+			to_timeline = snapshot->timeline;
+			break;
+		default:
+			break;
+	}
+	bk_wal_path(wal, snapshot->timeline,
+				bk_lsn_segno(snapshot->start_lsn, wal->segment_size),
+				to_timeline, to_segno, &path);
+	if (!path.reachable)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "snapshot %s (timeline %" PRIu32 ") cannot reach the "
+					 "target on timeline %" PRIu32 " (recovery_target_timeline "
+					 "= '%s'): %s",
+					 snapshot->id, snapshot->timeline, to_timeline,
+					 r->target_timeline, path.problem);
+		return bk_error_hint(err, "Choose the timeline with "
+								  "--target-timeline, or a snapshot taken on "
+								  "it; \"bk list\" shows timelines and their "
+								  "branch points.");
+	}
+	if (path.missing == 0)
+		return true;
+	/*
+	 * A time target may come before the gap: recovery stops at the first
+	 * commit after it and never asks for the missing file.  Only when the
+	 * source read the segment before the gap after the target time can that
+	 * be; otherwise the target lies beyond the gap.
+	 */
+	if (r->target == TARGET_TIME && path.first_missing_segno > 0)
+	{
+		int64_t created_us;
+
+		if (segment_created_us(r, path.first_missing_timeline,
+							   path.first_missing_segno - 1, &created_us) &&
+			created_us > r->target_us)
+		{
+			fprintf(stderr,
+					"%s: WARNING: WAL file %s is missing from the archive, "
+					"after the target time: recovery must reach the target "
+					"before it\n",
+					r->program, path.first_missing);
+			return true;
+		}
+	}
+	bk_format_lsn(snapshot->start_lsn, lsn, sizeof(lsn));
+	bk_error_set(err, BK_ERR_SEQUENCE,
+				 "WAL file %s is missing from the archive of source \"%s\" "
+				 "(%" PRIu64 " segment%s missing): recovery from snapshot %s "
+				 "(start %s, timeline %" PRIu32 ") to the target on timeline "
+				 "%" PRIu32 " needs it",
+				 path.first_missing, r->source, path.missing,
+				 path.missing == 1 ? "" : "s", snapshot->id, lsn,
+				 snapshot->timeline, to_timeline);
+	return bk_error_hint(err,
+						 "Choose a target before the gap, or put the "
+						 "missing WAL back; \"bk list --source %s\" and "
+						 "\"bk verify\" show what is missing.",
+						 r->source);
+}
+
 /* Decrypt the records of the chain, full first. */
 static bool
 load_chain(Restore *r, BkError *err)
@@ -2397,9 +2525,10 @@ bk_cmd_restore(int argc, char **argv)
 		goto fail;
 	r->decoder = bk_decoder_new(r->ring, &err);
 	if (r->decoder == NULL || !resolve_owner(r, &err) ||
-		!bk_snapshot_catalog_load(&r->repo, r->source, &r->catalog, &err) ||
-		!choose_snapshot(r, &err) || !load_chain(r, &err) ||
-		!plan_tablespaces(r, &err))
+		!bk_snapshot_catalog_load(&r->repo, r->source, r->decoder, &r->catalog,
+								  &err) ||
+		!choose_snapshot(r, &err) || !check_wal_path(r, &err) ||
+		!load_chain(r, &err) || !plan_tablespaces(r, &err))
 		goto fail;
 	if (r->archive)
 		fprintf(stderr,

@@ -671,7 +671,8 @@ verify_snapshots(Verifier *verifier, const BkRepo *repo, const char *source,
 	char conflict_dir[BK_REPO_PATH_MAX];
 
 	verifier->snapshot_list = json_array();
-	if (!bk_snapshot_catalog_load(repo, source, &catalog, err))
+	if (!bk_snapshot_catalog_load(repo, source, verifier->decoder, &catalog,
+								  err))
 		return false;
 	check.records = calloc((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
 	if (check.records == NULL)
@@ -798,6 +799,8 @@ verify_source(Verifier *verifier, const BkRepo *repo, const char *source,
 	uint64_t objects_before = verifier->objects;
 	uint64_t problems_before = verifier->problems;
 	uint64_t majority_sysid = 0;
+	uint64_t sysid_mismatches = 0;
+	char first_foreign[BK_OBJECT_NAME_MAX + 1] = "";
 	ObjectReport *report = calloc(1, sizeof(*report));
 
 	verifier->problem_list = json_array();
@@ -810,7 +813,20 @@ verify_source(Verifier *verifier, const BkRepo *repo, const char *source,
 		free(report);
 		return false;
 	}
+	if (!bk_wal_catalog_load(repo, source, verifier->decoder, &catalog, err))
+	{
+		free(report);
+		return false;
+	}
 	dir = opendir(wal_dir);
+	if (dir == NULL && errno != ENOENT)
+	{
+		char message[BK_REPO_PATH_MAX + 64];
+
+		snprintf(message, sizeof(message), "could not open \"%s\": %s", wal_dir,
+				 strerror(errno));
+		add_problem(verifier, wal_dir, message);
+	}
 	while (dir != NULL && (entry = readdir(dir)) != NULL)
 	{
 		char path[BK_REPO_PATH_MAX + 256];
@@ -823,34 +839,78 @@ verify_source(Verifier *verifier, const BkRepo *repo, const char *source,
 			add_problem(verifier, entry->d_name, report->problem);
 		else
 		{
+			char sysid[32];
+
 			verifier->stored_bytes += report->object.object_size;
 			if (report->decrypted && report->page_seg_size != 0)
 				majority_sysid = report->page_sysid;
+			/* Every WAL object of a source is of one database system. */
+			if (catalog.system_identifier[0] != '\0' &&
+				bk_meta_get(report->object.meta, report->object.meta_len,
+							"system-identifier", sysid, sizeof(sysid)) &&
+				strcmp(sysid, catalog.system_identifier) != 0 &&
+				sysid_mismatches++ == 0)
+				bk_strlcpy(first_foreign, entry->d_name, sizeof(first_foreign));
 		}
 	}
 	if (dir != NULL)
 		closedir(dir);
 	free(report);
 
-	if (!bk_wal_catalog_load(repo, source, &catalog, err))
-		return false;
 	for (int tlIdx = 0; tlIdx < catalog.timeline_count; tlIdx++)
 	{
 		const BkWalTimeline *tl = &catalog.timelines[tlIdx];
 		char gap[32];
-		char message[256];
+		char message[512];
+		char lsn[BK_LSN_TEXT_SIZE];
 
+		if (tl->has_history && !tl->history_known)
+		{
+			char name[32];
+
+			snprintf(name, sizeof(name), "%08X.history", tl->timeline);
+			if (verifier->ring != NULL)
+				add_problem(verifier, name, tl->history_problem);
+			else if (!verifier->json)
+				printf("  note: the branch points of timeline %" PRIu32
+					   " are not checked without the key: %s\n",
+					   tl->timeline, tl->history_problem);
+		}
 		if (tl->gap_count == 0)
 			continue;
 		bk_wal_segment_name(tl->timeline, tl->first_gap_segno,
 							catalog.segment_size, gap);
-		snprintf(message, sizeof(message),
-				 "%" PRIu64 " segment%s missing inside the archived range of "
-				 "timeline %" PRIu32 " (first missing: %s); point-in-time "
-				 "recovery cannot cross it",
-				 tl->gap_count, tl->gap_count == 1 ? "" : "s", tl->timeline,
-				 gap);
+		if (tl->needed_until != 0 && tl->first_gap_segno > tl->last_segno)
+		{
+			bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+			snprintf(message, sizeof(message),
+					 "%" PRIu64 " segment%s of timeline %" PRIu32
+					 " missing below %s, where timeline %" PRIu32
+					 " branched off it (first missing: %s); point-in-time "
+					 "recovery cannot reach timeline %" PRIu32,
+					 tl->gap_count, tl->gap_count == 1 ? "" : "s", tl->timeline,
+					 lsn, tl->needed_by, gap, tl->needed_by);
+		}
+		else
+			snprintf(message, sizeof(message),
+					 "%" PRIu64 " segment%s missing inside the range timeline "
+					 "%" PRIu32 " needs (first missing: %s); point-in-time "
+					 "recovery cannot cross it",
+					 tl->gap_count, tl->gap_count == 1 ? "" : "s", tl->timeline,
+					 gap);
 		add_problem(verifier, gap, message);
+	}
+	if (sysid_mismatches > 0)
+	{
+		char message[512];
+
+		snprintf(message, sizeof(message),
+				 "%" PRIu64 " WAL object%s (first: %s) of another database "
+				 "system than the source's newest WAL (%s): two clusters "
+				 "archive under source id \"%s\"",
+				 sysid_mismatches, sysid_mismatches == 1 ? " is" : "s are",
+				 first_foreign, catalog.system_identifier, source);
+		add_problem(verifier, first_foreign, message);
 	}
 	bk_wal_catalog_free(&catalog);
 	check_conflicts(verifier, repo, source, majority_sysid);
@@ -903,6 +963,9 @@ bk_cmd_verify(int argc, char **argv)
 	char **sources = NULL;
 	int source_count = 0;
 	json_t *sources_json = json_array();
+	uint64_t rejected = 0;
+	int64_t rejected_oldest_ms = 0;
+	char rejected_since[40] = "";
 	BkError err;
 	int status = BK_EXIT_OK;
 	int code;
@@ -968,15 +1031,27 @@ bk_cmd_verify(int argc, char **argv)
 						   &err))
 			goto fail;
 
+	/*
+	 * Messages the shipper rejected (they failed its keyless checks) are
+	 * not archived; an object they belonged to shows as missing above.
+	 * Said here so that nobody has to know to look in rejected/.
+	 */
+	if (!bk_repo_rejected_summary(&repo, &rejected, &rejected_oldest_ms, &err))
+		goto fail;
+	if (rejected > 0)
+		bk_format_time_utc(rejected_oldest_ms, rejected_since,
+						   sizeof(rejected_since));
 	if (common.json)
 	{
 		json_t *result = json_pack(
-			"{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:o}", "repository", repo.root,
-			"ok", verifier.problems == 0, "decrypted", ring != NULL, "objects",
-			(json_int_t) verifier.objects, "snapshot_files_checked",
-			(json_int_t) verifier.snapshot_files, "hint_bit_differences",
-			(json_int_t) verifier.hint_bit_differences, "problems",
-			(json_int_t) verifier.problems, "sources", sources_json);
+			"{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:o}}",
+			"repository", repo.root, "ok", verifier.problems == 0, "decrypted",
+			ring != NULL, "objects", (json_int_t) verifier.objects,
+			"snapshot_files_checked", (json_int_t) verifier.snapshot_files,
+			"hint_bit_differences", (json_int_t) verifier.hint_bit_differences,
+			"problems", (json_int_t) verifier.problems, "sources", sources_json,
+			"rejected", "count", (json_int_t) rejected, "oldest",
+			rejected ? json_string(rejected_since) : json_null());
 
 		sources_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));
@@ -984,10 +1059,18 @@ bk_cmd_verify(int argc, char **argv)
 		json_decref(result);
 	}
 	else
+	{
+		if (rejected > 0)
+			printf("%" PRIu64 " message%s rejected by the shipper since %s, "
+				   "kept in %s/rejected (not archived; each has a .reason "
+				   "file, and the shipper's log says more)\n",
+				   rejected, rejected == 1 ? "" : "s", rejected_since,
+				   repo.root);
 		printf("%s: %" PRIu64 " object%s, %" PRIu64 " problem%s\n",
 			   verifier.problems == 0 ? "OK" : "FAILED", verifier.objects,
 			   verifier.objects == 1 ? "" : "s", verifier.problems,
 			   verifier.problems == 1 ? "" : "s");
+	}
 	status = verifier.problems == 0 ? BK_EXIT_OK : BK_EXIT_INTEGRITY;
 	goto done;
 

@@ -11,11 +11,17 @@
  *
  *	 exit 0    the file was decrypted, verified and written to DEST;
  *	 exit 1    the file is beyond what the archive holds (a later timeline's
- *			   history file, the segment after the newest one archived);
+ *			   history file, the segment after the newest one archived),
+ *			   and bk is sure of it;
  *	 exit 200  anything else: bad usage or configuration, unreachable
  *			   repository, wrong key, corrupt or tampered data, conflicting
- *			   copies, or a gap inside the archived range.  PostgreSQL stops
- *			   recovery with a FATAL error and the message below says why.
+ *			   copies, a source that is not in the repository or has no
+ *			   WAL (a mistyped --source must not end recovery), a segment
+ *			   before the archive's start, a gap inside the archived range,
+ *			   or a segment below a point where a later timeline branched
+ *			   off (that timeline's history says the WAL must exist).
+ *			   PostgreSQL stops recovery with a FATAL error and the message
+ *			   below says why.
  *
  * Prefetch (--prefetch N), for a short recovery time: PostgreSQL asks for
  * one segment at a time and waits for each, so decrypting the next ones
@@ -50,6 +56,7 @@
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
+#include "wal_catalog.h"
 
 #define EXIT_RESTORED       0
 #define EXIT_NOT_IN_ARCHIVE 1
@@ -92,62 +99,142 @@ fail(const char *program, const BkError *err)
 	return EXIT_FATAL;
 }
 
+/* "a, b, c" of the sources the repository holds, for messages. */
+static void
+sources_text(const BkRepo *repo, char *out, size_t out_len)
+{
+	char **sources = NULL;
+	int count = 0;
+	size_t used = 0;
+	BkError err;
+
+	out[0] = '\0';
+	if (!bk_repo_sources(repo, &sources, &count, &err))
+		return;
+	for (int sourceIdx = 0; sourceIdx < count && used < out_len; sourceIdx++)
+		used += (size_t) snprintf(out + used, out_len - used, "%s%s",
+								  sourceIdx ? ", " : "", sources[sourceIdx]);
+	if (count == 0)
+		bk_strlcpy(out, "none", out_len);
+	bk_repo_free_list(sources, count);
+}
+
 /*
  * absent_file_status
- *		A requested file is not in the repository: beyond the archive's end
- *		(exit 1), or a hole in it (fatal)?
+ *		A requested file is not in the repository: beyond the end of what
+ *		the archive holds (exit 1), or anything else (fatal)?  Exit 1 only
+ *		when sure: the source exists and has WAL, the file's timeline is in
+ *		the archive, the file is not before the archive's start, not inside
+ *		the archived range, and not below a point where a later timeline
+ *		branched off (wal_catalog.h).
  */
 static int
-absent_file_status(const char *program, const BkRepo *repo, const char *source,
-				   const char *file, BkError *err)
+absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
+				   const char *source, const char *file, BkError *err)
 {
 	uint32_t timeline;
 	uint32_t log;
 	uint32_t seg;
 	BkWalFileType type = bk_wal_file_type(file, &timeline, &log, &seg);
 	BkWalCatalog catalog;
-	int status = EXIT_NOT_IN_ARCHIVE;
+	const BkWalTimeline *tl;
+	char why[512];
+	char text[1024];
 
-	/* History files of timelines that do not exist are asked for routinely. */
-	if (type != BK_WAL_SEGMENT)
+	/* PostgreSQL asks for segments and history files; nothing else is ours. */
+	if (type != BK_WAL_SEGMENT && type != BK_WAL_HISTORY)
 	{
 		fprintf(stderr, "%s: \"%s\" is not in the archive of source \"%s\"\n",
 				program, file, source);
 		return EXIT_NOT_IN_ARCHIVE;
 	}
-	if (!bk_wal_catalog_load(repo, source, &catalog, err))
+	if (!bk_wal_catalog_load(repo, source, decoder, &catalog, err))
 		return fail(program, err);
-	for (int tlIdx = 0; tlIdx < catalog.timeline_count; tlIdx++)
+	if (!catalog.source_exists || catalog.timeline_count == 0)
 	{
-		const BkWalTimeline *tl = &catalog.timelines[tlIdx];
-		uint64_t segno = bk_wal_segno(log, seg, catalog.segment_size);
-
-		if (tl->timeline != timeline || tl->segments == 0)
-			continue;
-		if (segno >= tl->first_segno && segno < tl->last_segno)
-		{
-			bk_error_set(
-				err, BK_ERR_SEQUENCE,
-				"WAL file \"%s\" is missing from the archive of source "
-				"\"%s\", which holds timeline %" PRIu32
-				" segments on both sides of it (a gap)",
-				file, source, timeline);
-			bk_error_hint(err,
-						  "Recovery cannot continue past a gap. Check the "
-						  "shipper's log and \"bk verify --source %s\"; "
-						  "restore to a target before the gap, or put the "
-						  "segment back (from pg_wal of the source if it "
-						  "still has it).",
-						  source);
-			status = EXIT_FATAL;
-		}
-	}
-	bk_wal_catalog_free(&catalog);
-	if (status == EXIT_FATAL)
+		sources_text(repo, text, sizeof(text));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 catalog.source_exists
+						 ? "source \"%s\" has no archived WAL in repository "
+						   "%s, so \"%s\" cannot be the end of its archive "
+						   "(sources with data: %s)"
+						 : "source \"%s\" is not in repository %s, so \"%s\" "
+						   "cannot be the end of its archive (the repository "
+						   "holds sources: %s)",
+					 source, repo->root, file, text);
+		bk_error_hint(err, "Check --source in restore_command: it must be "
+						   "the id the database archives under (its system "
+						   "identifier unless bk.source_id is set); \"bk "
+						   "list\" shows the sources.");
+		bk_wal_catalog_free(&catalog);
 		return fail(program, err);
+	}
+	tl = bk_wal_timeline(&catalog, timeline);
+	if (type == BK_WAL_HISTORY)
+	{
+		/*
+		 * History files of timelines that do not exist are asked for
+		 * routinely (and timeline 1 never has one); a later timeline with
+		 * archived segments must have its history file there.
+		 */
+		if (timeline > 1 && tl != NULL && tl->segments > 0)
+		{
+			bk_error_set(err, BK_ERR_NOT_FOUND,
+						 "history file \"%s\" is missing from the archive of "
+						 "source \"%s\", which holds timeline %" PRIu32
+						 " segments",
+						 file, source, timeline);
+			bk_error_hint(err,
+						  "Recovery cannot follow timeline %" PRIu32
+						  " without it. Put it back (from pg_wal of "
+						  "the server that created the timeline).",
+						  timeline);
+			bk_wal_catalog_free(&catalog);
+			return fail(program, err);
+		}
+		bk_wal_catalog_free(&catalog);
+		fprintf(stderr, "%s: \"%s\" is not in the archive of source \"%s\"\n",
+				program, file, source);
+		return EXIT_NOT_IN_ARCHIVE;
+	}
+	if (catalog.segment_size == 0 ||
+		bk_wal_segment_is_hole(&catalog, timeline,
+							   bk_wal_segno(log, seg, catalog.segment_size),
+							   why, sizeof(why)))
+	{
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "WAL file \"%s\" is missing from the archive of source "
+					 "\"%s\": %s",
+					 file, source,
+					 catalog.segment_size == 0
+						 ? "the archive holds no WAL segment of it at all"
+						 : why);
+		bk_error_hint(err,
+					  "Recovery cannot continue without it. Check the "
+					  "shipper's log and \"bk verify --source %s\"; restore "
+					  "to a target before it, or put the segment back "
+					  "(from pg_wal of the source if it still has it).",
+					  source);
+		bk_wal_catalog_free(&catalog);
+		return fail(program, err);
+	}
+	if (tl != NULL && tl->segments > 0)
+	{
+		char last[32];
+
+		bk_wal_segment_name(timeline, tl->last_segno, catalog.segment_size,
+							last);
+		snprintf(text, sizeof(text),
+				 " (its newest segment on timeline "
+				 "%" PRIu32 " is %s)",
+				 timeline, last);
+	}
+	else
+		text[0] = '\0';
+	bk_wal_catalog_free(&catalog);
 	fprintf(stderr,
-			"%s: \"%s\" is beyond the end of the archive of source \"%s\"\n",
-			program, file, source);
+			"%s: \"%s\" is beyond the end of the archive of source \"%s\"%s\n",
+			program, file, source, text);
 	return EXIT_NOT_IN_ARCHIVE;
 }
 
@@ -521,7 +608,16 @@ bk_cmd_wal_get(int argc, char **argv)
 						 object_path, strerror(errno));
 			goto done;
 		}
-		status = absent_file_status(argv[0], &repo, source, file, &err);
+		/* The key reads history files archived without branch points. */
+		if (config.key_file != NULL &&
+			((ring = bk_keyring_load(config.key_file, BK_KEYS_FOR_RESTORE,
+									 &err)) == NULL ||
+			 (decoder = bk_decoder_new(ring, &err)) == NULL))
+			goto done;
+		status =
+			absent_file_status(argv[0], &repo, decoder, source, file, &err);
+		bk_decoder_free(decoder);
+		bk_keyring_free(ring);
 		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
 			clear_spool(dest);
 		bk_cli_config_free(&config);

@@ -5,6 +5,7 @@
  */
 #include "repo.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -86,6 +88,8 @@ bk_repo_open(BkRepo *repo, const char *path, bool create, BkError *err)
 		return bk_error_set(err, BK_ERR_CONFIG, "repository path too long");
 	memcpy(repo->root, path, root_len);
 	repo->root[root_len] = '\0';
+	repo->spool[0] = '\0';
+	repo->spool_lock_fd = -1;
 	if (!repo_path(repo, marker, sizeof(marker), err, "%s", BK_REPO_MARKER))
 		return false;
 
@@ -152,25 +156,73 @@ bk_repo_source_path(const BkRepo *repo, const char *source, const char *sub,
 }
 
 bool
-bk_repo_clear_spool(const BkRepo *repo, BkError *err)
+bk_shipper_id_valid(const char *id)
 {
-	char spool[BK_REPO_PATH_MAX];
+	size_t len = strlen(id);
+
+	if (len == 0 || len > 64 || id[0] == '.')
+		return false;
+	for (size_t pos = 0; pos < len; pos++)
+		if (!isalnum((unsigned char) id[pos]) && id[pos] != '.' &&
+			id[pos] != '_' && id[pos] != '-')
+			return false;
+	return true;
+}
+
+/*
+ * bk_repo_spool_open
+ *		This shipper's own spool, .spool/<shipper id>/, locked for as long as
+ *		the shipper runs (the lock file's descriptor stays open), and emptied
+ *		of what an earlier run of the same shipper left.  Another shipper's
+ *		spool is never touched: several shippers share a repository.
+ */
+bool
+bk_repo_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
+{
+	char lock_path[BK_REPO_PATH_MAX + 16];
 	DIR *dir;
 	struct dirent *entry;
 
-	if (!repo_path(repo, spool, sizeof(spool), err, "%s", SPOOL_DIR))
+	if (!bk_shipper_id_valid(shipper_id))
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "invalid shipper_id \"%s\"",
+					 shipper_id);
+		return bk_error_hint(err, "Use 1 to 64 letters, digits, '.', '_' or "
+								  "'-'.");
+	}
+	if (!repo_path(repo, repo->spool, sizeof(repo->spool), err, "%s/%s",
+				   SPOOL_DIR, shipper_id) ||
+		!bk_repo_mkdirs(repo->spool, err))
 		return false;
-	dir = opendir(spool);
+	snprintf(lock_path, sizeof(lock_path), "%s/.lock", repo->spool);
+	repo->spool_lock_fd =
+		open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (repo->spool_lock_fd < 0)
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							lock_path, strerror(errno));
+	if (flock(repo->spool_lock_fd, LOCK_EX | LOCK_NB) != 0)
+	{
+		close(repo->spool_lock_fd);
+		repo->spool_lock_fd = -1;
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "another bk-shipper with shipper_id \"%s\" is running "
+					 "on repository %s (it holds %s)",
+					 shipper_id, repo->root, lock_path);
+		return bk_error_hint(err, "Give every shipper its own shipper_id; "
+								  "shippers of one group share the work "
+								  "and the repository.");
+	}
+	dir = opendir(repo->spool);
 	if (dir == NULL)
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", spool,
-							strerror(errno));
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							repo->spool, strerror(errno));
 	while ((entry = readdir(dir)) != NULL)
 	{
 		char path[BK_REPO_PATH_MAX + 256];
 
 		if (entry->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", spool, entry->d_name);
+		snprintf(path, sizeof(path), "%s/%s", repo->spool, entry->d_name);
 		if (unlink(path) != 0 && errno != ENOENT)
 		{
 			closedir(dir);
@@ -183,10 +235,83 @@ bk_repo_clear_spool(const BkRepo *repo, BkError *err)
 }
 
 void
+bk_repo_spool_close(BkRepo *repo)
+{
+	if (repo->spool_lock_fd >= 0)
+		close(repo->spool_lock_fd);
+	repo->spool_lock_fd = -1;
+}
+
+void
 bk_repo_spool_path(const BkRepo *repo, const char *tag, char *out,
 				   size_t out_len)
 {
-	snprintf(out, out_len, "%s/%s/%s", repo->root, SPOOL_DIR, tag);
+	snprintf(out, out_len, "%s/%s", repo->spool, tag);
+}
+
+uint64_t
+bk_repo_conflict_count(const BkRepo *repo, const char *source, int kind)
+{
+	char path[BK_REPO_PATH_MAX];
+	DIR *dir;
+	struct dirent *entry;
+	uint64_t count = 0;
+	BkError err;
+
+	if (!repo_path(repo, path, sizeof(path), &err, "%s/%s/%s", source,
+				   CONFLICTS_DIR, bk_kind_name(kind)))
+		return 0;
+	dir = opendir(path);
+	if (dir == NULL)
+		return 0;
+	while ((entry = readdir(dir)) != NULL)
+		if (entry->d_name[0] != '.')
+			count++;
+	closedir(dir);
+	return count;
+}
+
+bool
+bk_repo_rejected_summary(const BkRepo *repo, uint64_t *count,
+						 int64_t *oldest_ms, BkError *err)
+{
+	char path[BK_REPO_PATH_MAX];
+	DIR *dir;
+	struct dirent *entry;
+
+	*count = 0;
+	*oldest_ms = 0;
+	if (!repo_path(repo, path, sizeof(path), err, "%s", REJECTED_DIR))
+		return false;
+	dir = opendir(path);
+	if (dir == NULL)
+	{
+		if (errno == ENOENT)
+			return true;
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
+							strerror(errno));
+	}
+	while ((entry = readdir(dir)) != NULL)
+	{
+		char file[BK_REPO_PATH_MAX + 256];
+		struct stat st;
+		size_t len = strlen(entry->d_name);
+		int64_t ms;
+
+		/* Each message is kept with a ".reason" file beside it. */
+		if (entry->d_name[0] == '.' ||
+			(len > 7 && strcmp(entry->d_name + len - 7, ".reason") == 0))
+			continue;
+		snprintf(file, sizeof(file), "%s/%s", path, entry->d_name);
+		if (stat(file, &st) != 0)
+			continue;
+		(*count)++;
+		ms = (int64_t) st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+		if (*oldest_ms == 0 || ms < *oldest_ms)
+			*oldest_ms = ms;
+	}
+	closedir(dir);
+	return true;
 }
 
 /* ----------------------------------------------------------- reading */
@@ -457,286 +582,6 @@ bk_repo_quarantine(const BkRepo *repo, const char *topic, int32_t partition,
 		   bk_write_file_durable(reason_path, text, strlen(text), 0644, err);
 }
 
-/* ----------------------------------------------------------- catalog */
-
-static bool
-all_hex(const char *s, size_t len)
-{
-	for (size_t pos = 0; pos < len; pos++)
-		if (!((s[pos] >= '0' && s[pos] <= '9') ||
-			  (s[pos] >= 'A' && s[pos] <= 'F')))
-			return false;
-	return true;
-}
-
-static uint32_t
-hex32(const char *s)
-{
-	char buf[9];
-
-	memcpy(buf, s, 8);
-	buf[8] = '\0';
-	return (uint32_t) strtoul(buf, NULL, 16);
-}
-
-BkWalFileType
-bk_wal_file_type(const char *name, uint32_t *timeline, uint32_t *log,
-				 uint32_t *seg)
-{
-	size_t len = strlen(name);
-
-	if (len >= 24 && all_hex(name, 24))
-	{
-		*timeline = hex32(name);
-		*log = hex32(name + 8);
-		*seg = hex32(name + 16);
-		if (len == 24)
-			return BK_WAL_SEGMENT;
-		if (strcmp(name + 24, ".partial") == 0)
-			return BK_WAL_PARTIAL;
-		if (len == 40 && name[24] == '.' && all_hex(name + 25, 8) &&
-			strcmp(name + 33, ".backup") == 0)
-			return BK_WAL_BACKUP;
-		return BK_WAL_OTHER;
-	}
-	if (len == 16 && all_hex(name, 8) && strcmp(name + 8, ".history") == 0)
-	{
-		*timeline = hex32(name);
-		*log = 0;
-		*seg = 0;
-		return BK_WAL_HISTORY;
-	}
-	return BK_WAL_OTHER;
-}
-
-uint64_t
-bk_wal_segno(uint32_t log, uint32_t seg, uint32_t segment_size)
-{
-	return (uint64_t) log * (UINT64_C(0x100000000) / segment_size) + seg;
-}
-
-void
-bk_wal_segment_name(uint32_t timeline, uint64_t segno, uint32_t segment_size,
-					char *out)
-{
-	uint64_t per_id = UINT64_C(0x100000000) / segment_size;
-
-	snprintf(out, 25, "%08X%08X%08X", timeline, (uint32_t) (segno / per_id),
-			 (uint32_t) (segno % per_id));
-}
-
-typedef struct SegmentEntry
-{
-	uint32_t timeline;
-	uint32_t log;
-	uint32_t seg;
-	bool partial;
-} SegmentEntry;
-
-static int
-segment_entry_cmp(const void *a, const void *b)
-{
-	const SegmentEntry *x = a;
-	const SegmentEntry *y = b;
-
-	if (x->timeline != y->timeline)
-		return x->timeline < y->timeline ? -1 : 1;
-	if (x->log != y->log)
-		return x->log < y->log ? -1 : 1;
-	if (x->seg != y->seg)
-		return x->seg < y->seg ? -1 : 1;
-	return (int) x->partial - (int) y->partial;
-}
-
-static uint64_t
-count_dir_entries(const char *path)
-{
-	DIR *dir = opendir(path);
-	struct dirent *entry;
-	uint64_t count = 0;
-
-	if (dir == NULL)
-		return 0;
-	while ((entry = readdir(dir)) != NULL)
-		if (entry->d_name[0] != '.')
-			count++;
-	closedir(dir);
-	return count;
-}
-
-bool
-bk_wal_catalog_load(const BkRepo *repo, const char *source,
-					BkWalCatalog *catalog, BkError *err)
-{
-	char wal_dir[BK_REPO_PATH_MAX];
-	char conflict_dir[BK_REPO_PATH_MAX];
-	DIR *dir;
-	struct dirent *entry;
-	SegmentEntry *entries = NULL;
-	size_t entry_count = 0;
-	size_t entry_cap = 0;
-
-	memset(catalog, 0, sizeof(*catalog));
-	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
-	if (!repo_path(repo, wal_dir, sizeof(wal_dir), err, "%s/wal", source) ||
-		!repo_path(repo, conflict_dir, sizeof(conflict_dir), err, "%s/%s/wal",
-				   source, CONFLICTS_DIR))
-		return false;
-	catalog->conflicts = count_dir_entries(conflict_dir);
-	dir = opendir(wal_dir);
-	if (dir == NULL)
-	{
-		if (errno == ENOENT)
-			return true; /* no WAL archived for this source yet */
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
-							wal_dir, strerror(errno));
-	}
-	while ((entry = readdir(dir)) != NULL)
-	{
-		uint32_t timeline;
-		uint32_t log;
-		uint32_t seg;
-		BkWalFileType type =
-			bk_wal_file_type(entry->d_name, &timeline, &log, &seg);
-
-		if (type == BK_WAL_HISTORY)
-			catalog->history_files++;
-		else if (type == BK_WAL_BACKUP)
-			catalog->backup_files++;
-		if (type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL)
-			continue;
-		if (entry_count == entry_cap)
-		{
-			size_t new_cap = entry_cap ? entry_cap * 2 : 256;
-			SegmentEntry *grown = realloc(entries, new_cap * sizeof(*entries));
-
-			if (grown == NULL)
-			{
-				closedir(dir);
-				free(entries);
-				return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-			}
-			entries = grown;
-			entry_cap = new_cap;
-		}
-		entries[entry_count++] =
-			(SegmentEntry){timeline, log, seg, type == BK_WAL_PARTIAL};
-	}
-	closedir(dir);
-	if (entry_count == 0)
-	{
-		free(entries);
-		return true;
-	}
-	qsort(entries, entry_count, sizeof(*entries), segment_entry_cmp);
-
-	/* The segment size (needed to number segments) is in every object's metadata. */
-	{
-		const SegmentEntry *newest = NULL;
-		char name[32];
-		char path[BK_REPO_PATH_MAX + 64];
-		char value[32];
-		BkObjectIdentity identity;
-		BkObjectTracker object;
-		struct stat st;
-
-		for (size_t entryIdx = entry_count; entryIdx > 0; entryIdx--)
-			if (!entries[entryIdx - 1].partial)
-			{
-				newest = &entries[entryIdx - 1];
-				break;
-			}
-		if (newest == NULL)
-			newest = &entries[entry_count - 1];
-		snprintf(name, sizeof(name), "%08X%08X%08X%s", newest->timeline,
-				 newest->log, newest->seg, newest->partial ? ".partial" : "");
-		snprintf(path, sizeof(path), "%s/%s", wal_dir, name);
-		if (!bk_repo_object_identity(path, &identity, &object, err))
-		{
-			free(entries);
-			return false;
-		}
-		if (!bk_meta_get(object.meta, object.meta_len, "segment-size", value,
-						 sizeof(value)))
-		{
-			free(entries);
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"\"%s\" has no segment-size metadata", path);
-		}
-		catalog->segment_size = (uint32_t) strtoul(value, NULL, 10);
-		if (catalog->segment_size == 0 ||
-			(catalog->segment_size & (catalog->segment_size - 1)) != 0)
-		{
-			free(entries);
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"\"%s\" claims an impossible segment size %s",
-								path, value);
-		}
-		bk_strlcpy(catalog->newest_name, name, sizeof(catalog->newest_name));
-		if (stat(path, &st) == 0)
-			catalog->newest_archived_ms = (int64_t) st.st_mtim.tv_sec * 1000 +
-										  st.st_mtim.tv_nsec / 1000000;
-		if (!bk_meta_get(object.meta, object.meta_len, "created",
-						 catalog->newest_created,
-						 sizeof(catalog->newest_created)))
-			catalog->newest_created[0] = '\0';
-	}
-
-	for (size_t entryIdx = 0; entryIdx < entry_count; entryIdx++)
-	{
-		const SegmentEntry *e = &entries[entryIdx];
-		BkWalTimeline *tl;
-		uint64_t segno = bk_wal_segno(e->log, e->seg, catalog->segment_size);
-
-		if (catalog->timeline_count == 0 ||
-			catalog->timelines[catalog->timeline_count - 1].timeline !=
-				e->timeline)
-		{
-			BkWalTimeline *grown = realloc(
-				catalog->timelines,
-				(size_t) (catalog->timeline_count + 1) * sizeof(*grown));
-
-			if (grown == NULL)
-			{
-				free(entries);
-				return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-			}
-			catalog->timelines = grown;
-			tl = &catalog->timelines[catalog->timeline_count++];
-			memset(tl, 0, sizeof(*tl));
-			tl->timeline = e->timeline;
-			tl->first_segno = segno;
-			tl->last_segno = segno;
-		}
-		tl = &catalog->timelines[catalog->timeline_count - 1];
-		if (e->partial)
-		{
-			tl->partials++;
-			continue;
-		}
-		if (tl->segments == 0)
-			tl->first_segno = segno;
-		else if (segno > tl->last_segno + 1)
-		{
-			if (tl->gap_count == 0)
-				tl->first_gap_segno = tl->last_segno + 1;
-			tl->gap_count += segno - tl->last_segno - 1;
-		}
-		tl->last_segno = segno;
-		tl->segments++;
-	}
-	free(entries);
-	return true;
-}
-
-void
-bk_wal_catalog_free(BkWalCatalog *catalog)
-{
-	free(catalog->timelines);
-	catalog->timelines = NULL;
-	catalog->timeline_count = 0;
-}
-
 static int
 string_cmp(const void *a, const void *b)
 {
@@ -795,6 +640,21 @@ bk_repo_free_list(char **list, int count)
 
 /* ----------------------------------------------------------- decrypting */
 
+/* The frames said they are object (source, kind, name), not another one. */
+static bool
+decoded_object_is(const BkObjectTracker *object, const char *object_path,
+				  const char *source, int kind, const char *name, BkError *err)
+{
+	if (strcmp(object->source, source) == 0 &&
+		strcmp(object->name, name) == 0 && object->kind == kind)
+		return true;
+	return bk_error_set(err, BK_ERR_FORMAT,
+						"\"%s\" holds %s object \"%s\" of source \"%s\", not "
+						"%s object \"%s\" of source \"%s\"",
+						object_path, bk_kind_name(object->kind), object->name,
+						object->source, bk_kind_name(kind), name, source);
+}
+
 typedef struct DecryptVisit
 {
 	BkDecoder *decoder;
@@ -836,16 +696,8 @@ bk_repo_decrypt_to_file(const char *object_path, BkDecoder *decoder,
 		!bk_decoder_finish(decoder, err))
 		goto failed;
 	object = bk_decoder_object(decoder);
-	if (strcmp(object->source, source) != 0 ||
-		strcmp(object->name, name) != 0 || object->kind != kind)
-	{
-		bk_error_set(err, BK_ERR_FORMAT,
-					 "\"%s\" holds %s object \"%s\" of source \"%s\", not %s "
-					 "object \"%s\" of source \"%s\"",
-					 object_path, bk_kind_name(object->kind), object->name,
-					 object->source, bk_kind_name(kind), name, source);
+	if (!decoded_object_is(object, object_path, source, kind, name, err))
 		goto failed;
-	}
 	if (fsync(visit.fd) != 0)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", tmp_path,
@@ -877,6 +729,69 @@ failed:
 	if (visit.fd >= 0)
 		close(visit.fd);
 	unlink(tmp_path);
+	return false;
+}
+
+typedef struct MemoryVisit
+{
+	BkDecoder *decoder;
+	uint8_t *data;
+	size_t len;
+	size_t max_len;
+	const char *path;
+} MemoryVisit;
+
+static bool
+decrypt_frame_to_memory(void *arg, const uint8_t *frame, size_t len,
+						BkError *err)
+{
+	MemoryVisit *visit = arg;
+	const uint8_t *plain;
+	size_t plain_len;
+	uint8_t *grown;
+
+	if (!bk_decoder_push(visit->decoder, frame, len, &plain, &plain_len, err))
+		return false;
+	if (visit->len + plain_len > visit->max_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"\"%s\" holds more than %zu bytes", visit->path,
+							visit->max_len);
+	grown = realloc(visit->data, visit->len + plain_len + 1);
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	visit->data = grown;
+	memcpy(visit->data + visit->len, plain, plain_len);
+	visit->len += plain_len;
+	visit->data[visit->len] = '\0';
+	return true;
+}
+
+bool
+bk_repo_decrypt_to_memory(const char *object_path, BkDecoder *decoder,
+						  const char *source, int kind, const char *name,
+						  size_t max_len, uint8_t **data, size_t *len,
+						  BkError *err)
+{
+	MemoryVisit visit = {
+		.decoder = decoder, .max_len = max_len, .path = object_path};
+	const BkObjectTracker *object;
+
+	bk_decoder_reset(decoder);
+	if (!bk_repo_read_frames(object_path, false, decrypt_frame_to_memory,
+							 &visit, err) ||
+		!bk_decoder_finish(decoder, err))
+		goto failed;
+	object = bk_decoder_object(decoder);
+	if (!decoded_object_is(object, object_path, source, kind, name, err))
+		goto failed;
+	if (visit.data == NULL && (visit.data = calloc(1, 1)) == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	*data = visit.data;
+	*len = visit.len;
+	return true;
+
+failed:
+	free(visit.data);
 	return false;
 }
 

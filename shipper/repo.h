@@ -14,7 +14,9 @@
  *	 rejected/<topic>.<partition>.<offset>
  *	                               a message that failed the keyless checks,
  *	                               kept for forensics, never restored
- *	 .spool/                       attempts being assembled (wiped at start)
+ *	 .spool/<shipper id>/          attempts one shipper is assembling; its
+ *	                               .lock is held while that shipper runs,
+ *	                               and only that shipper ever empties it
  *
  * An object file is the frames of one attempt, in order, concatenated; each
  * frame says its own length (docs/frame-format.md), so the file needs no
@@ -43,6 +45,8 @@
 typedef struct BkRepo
 {
 	char root[BK_REPO_PATH_MAX];
+	char spool[BK_REPO_PATH_MAX]; /* this shipper's spool, once opened */
+	int spool_lock_fd;            /* held while the shipper runs; -1 */
 } BkRepo;
 
 /*
@@ -66,12 +70,29 @@ extern bool bk_repo_source_path(const BkRepo *repo, const char *source,
 								const char *sub, char *out, size_t out_len,
 								BkError *err);
 
-/* Remove everything in .spool (called at shipper start). */
-extern bool bk_repo_clear_spool(const BkRepo *repo, BkError *err);
+/* A shipper id usable as a directory name: [A-Za-z0-9._-], 1 to 64. */
+extern bool bk_shipper_id_valid(const char *id);
 
-/* A fresh spool file path for an attempt. */
+/*
+ * Open (create, lock, empty) this shipper's spool, .spool/<shipper_id>/.
+ * Fails if another process holds that spool: two shippers must not share
+ * an id.  Other shippers' spools are never touched.
+ */
+extern bool bk_repo_spool_open(BkRepo *repo, const char *shipper_id,
+							   BkError *err);
+extern void bk_repo_spool_close(BkRepo *repo);
+
+/* A spool file path for an attempt, in this shipper's spool. */
 extern void bk_repo_spool_path(const BkRepo *repo, const char *tag, char *out,
 							   size_t out_len);
+
+/* Copies of objects of this kind that arrived with different content. */
+extern uint64_t bk_repo_conflict_count(const BkRepo *repo, const char *source,
+									   int kind);
+
+/* Messages the shipper rejected (rejected/): how many, and the oldest. */
+extern bool bk_repo_rejected_summary(const BkRepo *repo, uint64_t *count,
+									 int64_t *oldest_ms, BkError *err);
 
 /* Identity of an object's content, readable without keys. */
 typedef struct BkObjectIdentity
@@ -145,66 +166,18 @@ extern bool bk_repo_decrypt_to_file(const char *object_path, BkDecoder *decoder,
 									const char *name, const char *dest,
 									uint64_t *size, BkError *err);
 
+/* The same into memory (malloc'd, NUL-terminated), for at most max_len. */
+extern bool bk_repo_decrypt_to_memory(const char *object_path,
+									  BkDecoder *decoder, const char *source,
+									  int kind, const char *name,
+									  size_t max_len, uint8_t **data,
+									  size_t *len, BkError *err);
+
 /*
  * rm -rf that never follows a symbolic link (a link is removed, not its
  * target).  A path that does not exist is success.
  */
 extern bool bk_remove_tree(const char *path, BkError *err);
-
-/* ------------------------------------------------------------ WAL catalog */
-
-/* WAL file names, as PostgreSQL makes them. */
-typedef enum BkWalFileType
-{
-	BK_WAL_SEGMENT, /* TTTTTTTTXXXXXXXXYYYYYYYY */
-	BK_WAL_HISTORY, /* TTTTTTTT.history */
-	BK_WAL_BACKUP,  /* TTTTTTTTXXXXXXXXYYYYYYYY.OOOOOOOO.backup */
-	BK_WAL_PARTIAL, /* TTTTTTTTXXXXXXXXYYYYYYYY.partial */
-	BK_WAL_OTHER
-} BkWalFileType;
-
-/* Classify a WAL file name; for segment-like names fill timeline and log/seg. */
-extern BkWalFileType bk_wal_file_type(const char *name, uint32_t *timeline,
-									  uint32_t *log, uint32_t *seg);
-
-/* One timeline's archived segments. */
-typedef struct BkWalTimeline
-{
-	uint32_t timeline;
-	uint64_t first_segno;
-	uint64_t last_segno;
-	uint64_t segments;        /* how many are present */
-	uint64_t gap_count;       /* segments missing between first and last */
-	uint64_t first_gap_segno; /* the first missing one, if any */
-	uint64_t partials;
-	bool has_history;
-} BkWalTimeline;
-
-typedef struct BkWalCatalog
-{
-	char source[BK_SOURCE_ID_MAX + 1];
-	uint32_t segment_size; /* from the objects' metadata; 0 if unknown */
-	int timeline_count;
-	BkWalTimeline *timelines; /* sorted by timeline */
-	uint64_t history_files;
-	uint64_t backup_files;
-	uint64_t conflicts;
-	char newest_name[BK_OBJECT_NAME_MAX + 1]; /* newest segment */
-	int64_t newest_archived_ms;               /* its file's mtime */
-	char newest_created[64];                  /* its "created" metadata */
-} BkWalCatalog;
-
-/* Scan <source>/wal and <source>/conflicts/wal. */
-extern bool bk_wal_catalog_load(const BkRepo *repo, const char *source,
-								BkWalCatalog *catalog, BkError *err);
-extern void bk_wal_catalog_free(BkWalCatalog *catalog);
-
-/* segno from log/seg numbers for a segment size. */
-extern uint64_t bk_wal_segno(uint32_t log, uint32_t seg, uint32_t segment_size);
-
-/* "TTTTTTTTXXXXXXXXYYYYYYYY" for a timeline and segno (out: 25 bytes). */
-extern void bk_wal_segment_name(uint32_t timeline, uint64_t segno,
-								uint32_t segment_size, char *out);
 
 /* Sources present in the repository (sorted); free with bk_repo_free_list. */
 extern bool bk_repo_sources(const BkRepo *repo, char ***sources, int *count,

@@ -135,7 +135,9 @@ typedef struct Shipper
 	uint64_t conflicts;
 	uint64_t rejected;
 	uint64_t abandoned;
-	bool fatal; /* stop: an error that must not be skipped */
+	bool fatal;    /* stop: an error that must not be skipped */
+	bool fenced;   /* another consumer took our group.instance.id */
+	int exit_code; /* for a fatal error that is not BK_EXIT_FAILURE */
 } Shipper;
 
 static void shipper_log(LogLevel level, const char *fmt, ...) BK_PRINTF(2, 3);
@@ -477,6 +479,53 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	shipper_log(LOG_INFO, "revoked %d partitions (%s):%s", parts->cnt,
 				rd_kafka_err2str(err), summary);
 	rd_kafka_assign(rk, NULL);
+}
+
+/*
+ * consumer_fatal
+ *		librdkafka raised a fatal error: the consumer is unusable and will
+ *		never consume again.  Stop, saying why, so that a supervisor
+ *		restarts us and the operator sees the cause; never idle.
+ */
+static void
+consumer_fatal(Shipper *shipper, rd_kafka_t *rk)
+{
+	char reason[512];
+	rd_kafka_resp_err_t cause;
+
+	if (shipper->fatal)
+		return;
+	cause = rd_kafka_fatal_error(rk, reason, sizeof(reason));
+	shipper->fatal = true;
+	if (cause == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
+	{
+		shipper->fenced = true;
+		shipper->exit_code = BK_EXIT_CONFIG;
+		shipper_log(LOG_ERROR,
+					"another bk-shipper joined group \"%s\" with the same "
+					"shipper_id \"%s\" (Kafka's group.instance.id), and "
+					"Kafka fenced this one out: %s. Give every shipper its "
+					"own shipper_id.",
+					shipper->config->group_id ? shipper->config->group_id
+											  : BK_GROUP_ID_DEFAULT,
+					shipper->instance_id, reason);
+		return;
+	}
+	shipper_log(LOG_ERROR, "the Kafka consumer failed for good: %s (%s)",
+				reason, rd_kafka_err2name(cause));
+}
+
+/* librdkafka's error callback (on the consumer's poll): fatal errors stop. */
+static void
+consumer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	Shipper *shipper = opaque;
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL)
+		consumer_fatal(shipper, rk);
+	else
+		shipper_log(LOG_WARNING, "consumer: %s: %s",
+					rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
 
 /* ------------------------------------------------------------ messages */
@@ -867,8 +916,19 @@ shipper_setup(Shipper *shipper, BkError *err)
 	const char *prefix;
 	bool ok;
 
+	if (shipper->config->shipper_id != NULL)
+		bk_strlcpy(shipper->instance_id, shipper->config->shipper_id,
+				   sizeof(shipper->instance_id));
+	else
+	{
+		if (gethostname(host, sizeof(host)) != 0)
+			bk_strlcpy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		snprintf(shipper->instance_id, sizeof(shipper->instance_id),
+				 "bk-shipper-%s", host);
+	}
 	if (!bk_repo_open(&shipper->repo, shipper->config->repository, true, err) ||
-		!bk_repo_clear_spool(&shipper->repo, err))
+		!bk_repo_spool_open(&shipper->repo, shipper->instance_id, err))
 		return false;
 
 	bk_cli_kafka_settings(shipper->config, &settings, "bk-shipper");
@@ -887,18 +947,6 @@ shipper_setup(Shipper *shipper, BkError *err)
 	shipper->topic_kinds[0] = BK_KIND_WAL;
 	shipper->topic_kinds[1] = BK_KIND_SNAPSHOT;
 	shipper->topic_kinds[2] = BK_KIND_BINLOG;
-
-	if (shipper->config->shipper_id != NULL)
-		bk_strlcpy(shipper->instance_id, shipper->config->shipper_id,
-				   sizeof(shipper->instance_id));
-	else
-	{
-		if (gethostname(host, sizeof(host)) != 0)
-			bk_strlcpy(host, "localhost", sizeof(host));
-		host[sizeof(host) - 1] = '\0';
-		snprintf(shipper->instance_id, sizeof(shipper->instance_id),
-				 "bk-shipper-%s", host);
-	}
 
 	/* Topics: create or check, reporting weak settings in the log. */
 	admin = bk_kafka_admin_new(&settings, err);
@@ -960,6 +1008,7 @@ shipper_setup(Shipper *shipper, BkError *err)
 #undef SET
 	rd_kafka_conf_set_opaque(conf, shipper);
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	rd_kafka_conf_set_error_cb(conf, consumer_error_cb);
 	shipper->consumer =
 		rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (shipper->consumer == NULL)
@@ -1060,6 +1109,7 @@ main(int argc, char **argv)
 	}
 
 	memset(&shipper, 0, sizeof(shipper));
+	shipper.repo.spool_lock_fd = -1;
 	shipper.config = &config;
 	shipper.sink.log_fn = kafka_log;
 
@@ -1090,6 +1140,8 @@ main(int argc, char **argv)
 				if (!handle_message(&shipper, msg))
 					shipper.fatal = true;
 			}
+			else if (msg->err == RD_KAFKA_RESP_ERR__FATAL)
+				consumer_fatal(&shipper, shipper.consumer);
 			else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 				shipper_log(LOG_WARNING, "consumer: %s",
 							rd_kafka_message_errstr(msg));
@@ -1112,7 +1164,7 @@ main(int argc, char **argv)
 					"stopping: the error above must not be skipped. Offsets of "
 					"objects not yet durable stay uncommitted, so nothing is "
 					"lost: fix the cause and start bk-shipper again.");
-		exit_code = BK_EXIT_FAILURE;
+		exit_code = shipper.exit_code ? shipper.exit_code : BK_EXIT_FAILURE;
 	}
 	if (!audit_flush(&shipper))
 		exit_code = BK_EXIT_FAILURE;
@@ -1134,6 +1186,7 @@ cleanup:
 		partition_drop(&shipper, shipper.partitions->topic,
 					   shipper.partitions->partition);
 	bk_producer_free(shipper.audit);
+	bk_repo_spool_close(&shipper.repo);
 	bk_cli_config_free(&config);
 	return exit_code;
 }

@@ -24,27 +24,6 @@
 
 /* ------------------------------------------------- LSNs and timestamps */
 
-bool
-bk_parse_lsn(const char *text, uint64_t *lsn)
-{
-	unsigned int hi;
-	unsigned int lo;
-	int used = 0;
-
-	if (text == NULL || sscanf(text, "%X/%X%n", &hi, &lo, &used) != 2 ||
-		text[used] != '\0' || text[0] == '-' || text[0] == '+' ||
-		text[0] == ' ')
-		return false;
-	*lsn = ((uint64_t) hi << 32) | lo;
-	return true;
-}
-
-void
-bk_format_lsn(uint64_t lsn, char *out, size_t out_len)
-{
-	snprintf(out, out_len, "%X/%X", (unsigned) (lsn >> 32), (unsigned) lsn);
-}
-
 static bool
 parse_digits(const char **p, int count, int *value)
 {
@@ -57,6 +36,15 @@ parse_digits(const char **p, int count, int *value)
 		(*p)++;
 	}
 	return true;
+}
+
+static int
+days_in_month(int year, int month)
+{
+	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+	return month == 2 && leap ? 29 : days[month - 1];
 }
 
 bool
@@ -121,17 +109,20 @@ bk_parse_timestamp(const char *text, int64_t *us)
 		int zone_minutes = 0;
 
 		p++;
-		if (!parse_digits(&p, 2, &zone_hours))
+		if (!parse_digits(&p, 2, &zone_hours) || zone_hours > 15)
 			return false;
 		if (*p == ':')
 			p++;
-		if (*p != '\0' && !parse_digits(&p, 2, &zone_minutes))
+		if (*p != '\0' &&
+			(!parse_digits(&p, 2, &zone_minutes) || zone_minutes > 59))
 			return false;
 		has_zone = true;
 		offset_s = sign * (zone_hours * 3600 + zone_minutes * 60);
 	}
-	if (*p != '\0' || month < 1 || month > 12 || day < 1 || day > 31 ||
-		hour > 23 || minute > 59 || second > 60)
+	/* As PostgreSQL's timestamptz input: real dates, zones within 15:59. */
+	if (*p != '\0' || month < 1 || month > 12 || day < 1 ||
+		day > days_in_month(year, month) || hour > 23 || minute > 59 ||
+		second > 60)
 		return false;
 	tm.tm_year = year - 1900;
 	tm.tm_mon = month - 1;
@@ -199,6 +190,8 @@ bk_snapshot_problem_name(BkSnapshotProblem problem)
 			return "parent missing";
 		case BK_SNAP_WAL_MISSING:
 			return "WAL missing";
+		case BK_SNAP_CONFLICT:
+			return "conflict";
 	}
 	return "unknown";
 }
@@ -388,49 +381,95 @@ judge_complete(BkSnapshot *snapshot)
 		snapshot->complete = true;
 }
 
+/*
+ * Criterion 4: the snapshot is of the system whose WAL the source holds.
+ * Two clusters configured with one source id would otherwise mix: a
+ * snapshot of one restored with the WAL of the other.  The snapshot's
+ * system identifier must match the source's newest WAL and the WAL at the
+ * snapshot's own start.
+ */
+static bool
+judge_identity(const BkRepo *repo, const BkSnapshotCatalog *catalog,
+			   BkSnapshot *snapshot)
+{
+	const BkWalCatalog *wal = &catalog->wal;
+	char at_start[32];
+
+	if (snapshot->system_identifier[0] == '\0' ||
+		wal->system_identifier[0] == '\0' || wal->segment_size == 0)
+		return true; /* nothing to compare: criterion 3 decides */
+	if (strcmp(snapshot->system_identifier, wal->system_identifier) != 0)
+	{
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "it was taken of database system %s, but the source's WAL "
+				 "(newest: %s) is of system %s: another cluster archives "
+				 "under source id \"%s\"",
+				 snapshot->system_identifier, wal->newest_name,
+				 wal->system_identifier, catalog->source);
+		return false;
+	}
+	bk_wal_segment_system_id(
+		repo, catalog->source, snapshot->timeline,
+		bk_lsn_segno(snapshot->start_lsn, wal->segment_size), wal->segment_size,
+		at_start, sizeof(at_start));
+	if (at_start[0] != '\0' &&
+		strcmp(snapshot->system_identifier, at_start) != 0)
+	{
+		char name[32];
+
+		bk_wal_segment_name(
+			snapshot->timeline,
+			bk_lsn_segno(snapshot->start_lsn, wal->segment_size),
+			wal->segment_size, name);
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "it was taken of database system %s, but the WAL segment "
+				 "at its start (%s) is of system %s: another cluster "
+				 "archives under source id \"%s\"",
+				 snapshot->system_identifier, name, at_start, catalog->source);
+		return false;
+	}
+	return true;
+}
+
 /* Criterion 3: every segment from start to stop on the snapshot's timeline. */
 static bool
-judge_wal(const BkRepo *repo, const BkSnapshotCatalog *catalog,
-		  BkSnapshot *snapshot)
+judge_wal(const BkSnapshotCatalog *catalog, BkSnapshot *snapshot)
 {
-	uint32_t segment_size = catalog->wal.segment_size
-								? catalog->wal.segment_size
-								: snapshot->segment_size;
+	uint32_t segment_size = catalog->wal.segment_size;
 	uint64_t first;
 	uint64_t last;
+	BkWalPath path;
 
-	if (segment_size == 0 || (segment_size & (segment_size - 1)) != 0)
+	if (segment_size == 0)
 	{
 		snprintf(snapshot->reason, sizeof(snapshot->reason),
 				 "no WAL is archived for this source");
 		return false;
 	}
 	bk_snapshot_wal_range(snapshot, segment_size, &first, &last);
-	for (uint64_t segno = first; segno <= last; segno++)
+	bk_wal_path(&catalog->wal, snapshot->timeline, first, snapshot->timeline,
+				last, &path);
+	if (!path.reachable || path.missing > 0 || path.beyond_end)
 	{
-		char name[32];
-		char path[BK_REPO_PATH_MAX];
-		struct stat st;
-		BkError err;
+		char first_name[32];
+		char last_name[32];
+		char absent[32];
 
-		bk_wal_segment_name(snapshot->timeline, segno, segment_size, name);
-		if (!bk_repo_object_path(repo, catalog->source, BK_KIND_WAL, name, path,
-								 sizeof(path), &err) ||
-			stat(path, &st) != 0)
-		{
-			char first_name[32];
-			char last_name[32];
-
-			bk_wal_segment_name(snapshot->timeline, first, segment_size,
-								first_name);
-			bk_wal_segment_name(snapshot->timeline, last, segment_size,
-								last_name);
-			snprintf(snapshot->reason, sizeof(snapshot->reason),
-					 "WAL segment %s is not archived (it needs %s .. %s to "
-					 "reach consistency)",
-					 name, first_name, last_name);
-			return false;
-		}
+		bk_wal_segment_name(snapshot->timeline, first, segment_size,
+							first_name);
+		bk_wal_segment_name(snapshot->timeline, last, segment_size, last_name);
+		if (path.missing > 0)
+			bk_strlcpy(absent, path.first_missing, sizeof(absent));
+		else if (path.beyond_end)
+			bk_wal_segment_name(snapshot->timeline, path.first_beyond_segno,
+								segment_size, absent);
+		else
+			bk_strlcpy(absent, first_name, sizeof(absent));
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "WAL segment %s is not archived (it needs %s .. %s to "
+				 "reach consistency)",
+				 absent, first_name, last_name);
+		return false;
 	}
 	return true;
 }
@@ -477,7 +516,12 @@ judge_restorable(const BkRepo *repo, BkSnapshotCatalog *catalog, int index,
 			return;
 		}
 	}
-	if (!judge_wal(repo, catalog, snapshot))
+	if (!judge_identity(repo, catalog, snapshot))
+	{
+		snapshot->problem = BK_SNAP_CONFLICT;
+		return;
+	}
+	if (!judge_wal(catalog, snapshot))
 	{
 		snapshot->problem = BK_SNAP_WAL_MISSING;
 		return;
@@ -490,9 +534,9 @@ static void
 compute_window(BkSnapshotCatalog *catalog)
 {
 	const BkWalCatalog *wal = &catalog->wal;
-	const BkWalTimeline *latest = NULL;
 	const BkSnapshot *oldest = NULL;
 	int64_t created_us;
+	BkWalPath path;
 
 	if (wal->newest_name[0] != '\0')
 	{
@@ -514,31 +558,57 @@ compute_window(BkSnapshotCatalog *catalog)
 			oldest = &catalog->snapshots[snapIdx];
 			catalog->window_snapshot = snapIdx;
 		}
-	for (int tlIdx = wal->timeline_count - 1; tlIdx >= 0; tlIdx--)
-		if (wal->timelines[tlIdx].segments > 0)
-		{
-			latest = &wal->timelines[tlIdx];
-			break;
-		}
-	if (oldest == NULL || latest == NULL)
+	if (oldest == NULL || wal->segment_size == 0)
 		return;
-	catalog->has_window = true;
-	catalog->window_start_lsn = oldest->stop_lsn;
-	bk_strlcpy(catalog->window_start_time, oldest->stop_time,
-			   sizeof(catalog->window_start_time));
-	catalog->window_end_lsn =
-		(latest->last_segno + 1) * (uint64_t) wal->segment_size;
-	catalog->window_end_timeline = latest->timeline;
-	bk_strlcpy(catalog->window_end_time, wal->newest_created,
-			   sizeof(catalog->window_end_time));
-	for (int tlIdx = 0; tlIdx < wal->timeline_count; tlIdx++)
-		if (wal->timelines[tlIdx].timeline >= oldest->timeline)
-			catalog->window_missing_segments += wal->timelines[tlIdx].gap_count;
+
+	/*
+	 * The window runs from the oldest restorable snapshot's stop point to
+	 * the end of the archive on the newest timeline whose history holds the
+	 * snapshot's timeline (recovery_target_timeline = 'latest' follows the
+	 * newest of all, so a newer one that does not is said too), along the
+	 * branch points: every segment on that path is needed.
+	 */
+	for (int tlIdx = wal->timeline_count - 1; tlIdx >= 0; tlIdx--)
+	{
+		const BkWalTimeline *tl = &wal->timelines[tlIdx];
+
+		if (tl->segments == 0 && !tl->has_history)
+			continue;
+		bk_wal_path(wal, oldest->timeline,
+					bk_lsn_segno(oldest->stop_lsn, wal->segment_size),
+					tl->timeline, BK_WAL_END, &path);
+		if (!path.reachable)
+		{
+			if (catalog->window_other_timeline == 0)
+			{
+				catalog->window_other_timeline = tl->timeline;
+				bk_strlcpy(catalog->window_other_reason, path.problem,
+						   sizeof(catalog->window_other_reason));
+			}
+			continue;
+		}
+		catalog->has_window = true;
+		catalog->window_start_lsn = oldest->stop_lsn;
+		bk_strlcpy(catalog->window_start_time, oldest->stop_time,
+				   sizeof(catalog->window_start_time));
+		catalog->window_end_timeline = path.end_timeline;
+		catalog->window_end_lsn =
+			path.end_segno == BK_WAL_END
+				? oldest->stop_lsn
+				: (path.end_segno + 1) * (uint64_t) wal->segment_size;
+		bk_strlcpy(catalog->window_end_time, wal->newest_created,
+				   sizeof(catalog->window_end_time));
+		catalog->window_missing_segments = path.missing;
+		bk_strlcpy(catalog->window_first_missing, path.first_missing,
+				   sizeof(catalog->window_first_missing));
+		return;
+	}
 }
 
 bool
 bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
-						 BkSnapshotCatalog *catalog, BkError *err)
+						 BkDecoder *decoder, BkSnapshotCatalog *catalog,
+						 BkError *err)
 {
 	char snapshot_root[BK_REPO_PATH_MAX];
 	DIR *dir;
@@ -547,7 +617,7 @@ bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
 	memset(catalog, 0, sizeof(*catalog));
 	catalog->window_snapshot = -1;
 	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
-	if (!bk_wal_catalog_load(repo, source, &catalog->wal, err) ||
+	if (!bk_wal_catalog_load(repo, source, decoder, &catalog->wal, err) ||
 		!bk_repo_source_path(repo, source, "snapshot", snapshot_root,
 							 sizeof(snapshot_root), err))
 		return false;

@@ -19,7 +19,11 @@
  *		names, is verify's and restore's job);
  *	 2. its parent, if any, is restorable;
  *	 3. the WAL from the segment holding start-lsn through the segment
- *		holding the last byte before stop-lsn is archived on its timeline.
+ *		holding the last byte before stop-lsn is archived on its timeline;
+ *	 4. it is of the database system whose WAL the source holds (its
+ *		system identifier matches the newest WAL's and the WAL's at its
+ *		start), so a second cluster misconfigured with the same source id
+ *		is reported as a conflict, never restored with the wrong WAL.
  */
 #ifndef BK_SNAPSHOT_CATALOG_H
 #define BK_SNAPSHOT_CATALOG_H
@@ -29,7 +33,9 @@
 #include <jansson.h>
 
 #include "bk_error.h"
+#include "bk_timeline.h"
 #include "repo.h"
+#include "wal_catalog.h"
 
 #define BK_SNAPSHOT_ID_MAX     64
 #define BK_SNAPSHOT_RECORD     "snapshot.json"
@@ -47,7 +53,8 @@ typedef enum BkSnapshotProblem
 	BK_SNAP_RESTORABLE = 0,
 	BK_SNAP_INCOMPLETE,     /* no record, or objects missing */
 	BK_SNAP_PARENT_MISSING, /* parent absent or itself not restorable */
-	BK_SNAP_WAL_MISSING     /* a segment it needs is not archived */
+	BK_SNAP_WAL_MISSING,    /* a segment it needs is not archived */
+	BK_SNAP_CONFLICT        /* of another database system than the WAL */
 } BkSnapshotProblem;
 
 typedef struct BkSnapshot
@@ -95,8 +102,11 @@ typedef struct BkSnapshotCatalog
 	int count;
 	BkSnapshot *snapshots; /* sorted by id: oldest first */
 
-	/* The restorable window: from the oldest restorable snapshot's stop
-	 * point to the end of the archived WAL on the latest timeline. */
+	/*
+	 * The restorable window: from the oldest restorable snapshot's stop
+	 * point to the end of the archived WAL on the newest timeline that
+	 * descends from it, through the branch points of the history files.
+	 */
 	bool has_window;
 	int window_snapshot;
 	uint64_t window_start_lsn;
@@ -104,7 +114,11 @@ typedef struct BkSnapshotCatalog
 	uint64_t window_end_lsn;
 	uint32_t window_end_timeline;
 	char window_end_time[BK_TIMESTAMP_TEXT_SIZE]; /* newest WAL's "created" */
-	uint64_t window_missing_segments;             /* gaps inside the window */
+	uint64_t window_missing_segments; /* needed inside it, not archived */
+	char window_first_missing[32];
+	/* A newer timeline that does not descend from the window's start. */
+	uint32_t window_other_timeline;
+	char window_other_reason[512];
 
 	/* Achieved RPO: age of the newest archived WAL. */
 	bool has_rpo;
@@ -113,9 +127,12 @@ typedef struct BkSnapshotCatalog
 
 /*
  * Load the snapshots of source (and its WAL catalog), judge each one.
- * Keyless.  A source without snapshots gives count 0.
+ * Keyless; decoder (may be NULL) only reads history files that were
+ * archived without their branch points.  A source without snapshots gives
+ * count 0.
  */
 extern bool bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
+									 BkDecoder *decoder,
 									 BkSnapshotCatalog *catalog, BkError *err);
 extern void bk_snapshot_catalog_free(BkSnapshotCatalog *catalog);
 
@@ -126,7 +143,7 @@ extern int bk_snapshot_catalog_find(const BkSnapshotCatalog *catalog,
 /* The snapshot as JSON, for list, restore and expire. */
 extern json_t *bk_snapshot_json(const BkSnapshot *snapshot);
 
-/* "restorable", "incomplete", "parent missing", "WAL missing" */
+/* "restorable", "incomplete", "parent missing", "WAL missing", "conflict" */
 extern const char *bk_snapshot_problem_name(BkSnapshotProblem problem);
 
 /*
@@ -139,10 +156,6 @@ extern void bk_snapshot_wal_range(const BkSnapshot *snapshot,
 								  uint64_t *last_segno);
 
 /* ------------------------------------------------- LSNs and timestamps */
-
-/* "16/B374D848" (strict); false if malformed. */
-extern bool bk_parse_lsn(const char *text, uint64_t *lsn);
-extern void bk_format_lsn(uint64_t lsn, char *out, size_t out_len);
 
 /*
  * A timestamp as ISO 8601 or PostgreSQL writes it: "2026-11-24T05:12:00Z",

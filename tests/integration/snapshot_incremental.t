@@ -28,13 +28,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
 SERVICES="$ROOT/scripts/services"
-BK=/usr/local/bin/bk
-SHIPPER=/usr/local/bin/bk-shipper
+source "$ROOT/tests/lib/bk_env.sh"
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-incr-test.XXXXXX")"
 chmod 755 "$dir"
-prefix="bkit-incr-$$-$RANDOM"
-repo="$dir/repo"
 shipper_pid=""
 nock_port=$((PGPORT + 31))
 restored_port=$((PGPORT + 32))
@@ -66,34 +63,11 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- bk, the topics, one shipper for both clusters
-make -s -C "$ROOT" install >/dev/null
-"$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
-chown postgres "$dir/bk.key" # bk wal-get runs as postgres in the restored clusters
-cat >"$dir/bk.conf" <<CONF
-kafka_brokers = $BK_KAFKA_BROKERS
-topic_prefix = $prefix
-repository = $repo
-key_file = $dir/bk.key
-shipper_id = incr-$$
-group_id = incr-$$
-CONF
-chmod 644 "$dir/bk.conf"
-"$BK" init --config "$dir/bk.conf" >/dev/null
-"$SHIPPER" --config "$dir/bk.conf" >>"$dir/shipper.log" 2>&1 &
-shipper_pid=$!
-bk_settings() {
-    cat <<CONF
-shared_preload_libraries = 'bk'
-archive_library = 'bk'
-bk.kafka_brokers = '$BK_KAFKA_BROKERS'
-bk.topic_prefix = '$prefix'
-bk.key_file = '$dir/bk.key.pub'
-CONF
-}
+bk_test_init incr
+bk_test_start_shipper
 
 # ---- the test cluster (data checksums on)
-bk_settings >"$BK_PGDATA/bk_test.conf"
-"$SERVICES" restart pg >/dev/null
+bk_test_pg_archive
 ok $? "the test cluster runs with bk (data checksums on)"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS bk_incr" -c "CREATE DATABASE bk_incr" >/dev/null
 
@@ -119,7 +93,7 @@ ok $? "a second cluster, initialised without data checksums"
     echo "unix_socket_directories = ''"
     echo "archive_mode = on"
     echo "wal_log_hints = off"
-    bk_settings
+    bk_test_pg_settings
 } >>"$nock_data/postgresql.conf"
 install -o postgres -m 644 /dev/null "$dir/nock.log"
 as_postgres "$BK_PGBIN/pg_ctl" -D "$nock_data" -l "$dir/nock.log" -w start >/dev/null 2>&1
@@ -190,7 +164,7 @@ ok 0 "both clusters hold a table with btree, hash, gist, gin, brin and bloom ind
 # ---- snapshots
 declare -A SNAP DIGEST PARENT KIND
 declare -A SOURCES
-SOURCES[main]="$(q main -c "SELECT system_identifier FROM pg_control_system()")"
+SOURCES[main]="$source_id"
 SOURCES[nock]="$(q nock -c "SELECT system_identifier FROM pg_control_system()")"
 snapshot() { # CLUSTER NAME KIND: take it, note its moment's digest
     local cluster="$1" name="$2" kind="$3" out

@@ -1,0 +1,794 @@
+/*
+ * wal_catalog.c
+ *		The WAL catalog of a source: segments per timeline, branch points,
+ *		and the segments a recovery needs.  See wal_catalog.h.
+ */
+#include "wal_catalog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bk_util.h"
+
+/* History files are a few lines; anything larger is not one. */
+#define HISTORY_FILE_MAX (1024 * 1024)
+
+/* ------------------------------------------------------------ names */
+
+static bool
+all_hex(const char *s, size_t len)
+{
+	for (size_t pos = 0; pos < len; pos++)
+		if (!((s[pos] >= '0' && s[pos] <= '9') ||
+			  (s[pos] >= 'A' && s[pos] <= 'F')))
+			return false;
+	return true;
+}
+
+static uint32_t
+hex32(const char *s)
+{
+	char buf[9];
+
+	memcpy(buf, s, 8);
+	buf[8] = '\0';
+	return (uint32_t) strtoul(buf, NULL, 16);
+}
+
+BkWalFileType
+bk_wal_file_type(const char *name, uint32_t *timeline, uint32_t *log,
+				 uint32_t *seg)
+{
+	size_t len = strlen(name);
+
+	if (len >= 24 && all_hex(name, 24))
+	{
+		*timeline = hex32(name);
+		*log = hex32(name + 8);
+		*seg = hex32(name + 16);
+		if (len == 24)
+			return BK_WAL_SEGMENT;
+		if (strcmp(name + 24, ".partial") == 0)
+			return BK_WAL_PARTIAL;
+		if (len == 40 && name[24] == '.' && all_hex(name + 25, 8) &&
+			strcmp(name + 33, ".backup") == 0)
+			return BK_WAL_BACKUP;
+		return BK_WAL_OTHER;
+	}
+	if (len == 16 && all_hex(name, 8) && strcmp(name + 8, ".history") == 0)
+	{
+		*timeline = hex32(name);
+		*log = 0;
+		*seg = 0;
+		return BK_WAL_HISTORY;
+	}
+	return BK_WAL_OTHER;
+}
+
+uint64_t
+bk_wal_segno(uint32_t log, uint32_t seg, uint32_t segment_size)
+{
+	return (uint64_t) log * (UINT64_C(0x100000000) / segment_size) + seg;
+}
+
+void
+bk_wal_segment_name(uint32_t timeline, uint64_t segno, uint32_t segment_size,
+					char *out)
+{
+	uint64_t per_id = UINT64_C(0x100000000) / segment_size;
+
+	snprintf(out, 25, "%08X%08X%08X", timeline, (uint32_t) (segno / per_id),
+			 (uint32_t) (segno % per_id));
+}
+
+/* ------------------------------------------------------------ loading */
+
+typedef struct SegmentEntry
+{
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+	bool partial;
+} SegmentEntry;
+
+static int
+segment_entry_cmp(const void *a, const void *b)
+{
+	const SegmentEntry *x = a;
+	const SegmentEntry *y = b;
+
+	if (x->timeline != y->timeline)
+		return x->timeline < y->timeline ? -1 : 1;
+	if (x->log != y->log)
+		return x->log < y->log ? -1 : 1;
+	if (x->seg != y->seg)
+		return x->seg < y->seg ? -1 : 1;
+	return (int) x->partial - (int) y->partial;
+}
+
+/* The timeline's entry, created (empty, in order) if missing; NULL: OOM. */
+static BkWalTimeline *
+timeline_entry(BkWalCatalog *catalog, uint32_t timeline)
+{
+	int pos = 0;
+	BkWalTimeline *grown;
+
+	while (pos < catalog->timeline_count &&
+		   catalog->timelines[pos].timeline < timeline)
+		pos++;
+	if (pos < catalog->timeline_count &&
+		catalog->timelines[pos].timeline == timeline)
+		return &catalog->timelines[pos];
+	grown = realloc(catalog->timelines,
+					(size_t) (catalog->timeline_count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return NULL;
+	catalog->timelines = grown;
+	memmove(&grown[pos + 1], &grown[pos],
+			(size_t) (catalog->timeline_count - pos) * sizeof(*grown));
+	catalog->timeline_count++;
+	memset(&grown[pos], 0, sizeof(grown[pos]));
+	grown[pos].timeline = timeline;
+	return &grown[pos];
+}
+
+/* Index of the first archived segno >= segno in tl (segments if none). */
+static uint64_t
+lower_bound(const BkWalTimeline *tl, uint64_t segno)
+{
+	uint64_t lo = 0;
+	uint64_t hi = tl->segments;
+
+	while (lo < hi)
+	{
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (tl->segnos[mid] < segno)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * Segments of [from, to] not archived on tl: how many, and the first.
+ * Arithmetic on the sorted list, so a huge range costs nothing.
+ */
+static uint64_t
+missing_in_range(const BkWalTimeline *tl, uint64_t from, uint64_t to,
+				 uint64_t *first_missing)
+{
+	uint64_t start;
+	uint64_t end;
+	uint64_t present;
+
+	if (to < from)
+		return 0;
+	start = tl ? lower_bound(tl, from) : 0;
+	end = tl ? lower_bound(tl, to + 1) : 0;
+	present = end - start;
+	if (present == to - from + 1)
+		return 0;
+	/* The first hole: where the archived run starting at from breaks. */
+	*first_missing = from;
+	for (uint64_t idx = start; idx < end && tl->segnos[idx] == *first_missing;
+		 idx++)
+		(*first_missing)++;
+	return to - from + 1 - present;
+}
+
+/* Read the object's keyless metadata. */
+static bool
+object_meta(const char *path, BkObjectTracker *object, BkError *err)
+{
+	BkObjectIdentity identity;
+
+	return bk_repo_object_identity(path, &identity, object, err);
+}
+
+/*
+ * The branch points of timeline tl, from its history object's metadata, or
+ * with the key from its content.  A problem is recorded in tl, not
+ * returned: one unreadable history file must not hide the rest.
+ */
+static bool
+load_history(const char *wal_dir, const char *source, BkDecoder *decoder,
+			 BkWalTimeline *tl, BkError *err)
+{
+	char name[32];
+	char path[BK_REPO_PATH_MAX + 32];
+	BkObjectTracker object;
+	BkError problem;
+	char *value;
+	size_t value_len;
+	bool ok = false;
+
+	snprintf(name, sizeof(name), "%08X.history", tl->timeline);
+	snprintf(path, sizeof(path), "%s/%s", wal_dir, name);
+	bk_error_clear(&problem);
+	if (!object_meta(path, &object, &problem))
+		goto done;
+	value_len = object.meta_len + 1;
+	value = malloc(value_len);
+	if (value == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	/* Empty when the source could not parse the file: read it ourselves. */
+	if (bk_meta_get(object.meta, object.meta_len, "branch-points", value,
+					value_len) &&
+		value[0] != '\0')
+		ok = bk_branch_points_parse(value, tl->timeline, &tl->ancestors,
+									&tl->ancestor_count, &problem);
+	else if (decoder != NULL)
+	{
+		uint8_t *text;
+		size_t len;
+
+		if (bk_repo_decrypt_to_memory(path, decoder, source, BK_KIND_WAL, name,
+									  HISTORY_FILE_MAX, &text, &len, &problem))
+		{
+			ok = bk_timeline_history_parse((const char *) text, len,
+										   tl->timeline, &tl->ancestors,
+										   &tl->ancestor_count, &problem);
+			free(text);
+		}
+	}
+	else
+		bk_error_set(&problem, BK_ERR_KEY,
+					 "it was archived without branch-points metadata; with "
+					 "the key (key_file) bk reads the file itself");
+	free(value);
+
+done:
+	tl->history_known = ok;
+	if (!ok)
+		snprintf(tl->history_problem, sizeof(tl->history_problem),
+				 "history file %s: %s", name, problem.message);
+	return true;
+}
+
+/* Parents, begin points and how far each ancestor is needed. */
+static bool
+link_histories(BkWalCatalog *catalog, BkError *err)
+{
+	int count = catalog->timeline_count;
+
+	/*
+	 * Every ancestor gets an entry first (one with nothing archived is
+	 * still known through its descendants); adding entries moves the
+	 * array, so no pointer is held across it.  Added entries have no
+	 * history of their own, so the first count entries are all to visit.
+	 */
+	for (int tlIdx = 0; tlIdx < count; tlIdx++)
+	{
+		uint32_t timeline = catalog->timelines[tlIdx].timeline;
+
+		if (!catalog->timelines[tlIdx].history_known)
+			continue;
+		for (int ancIdx = 0; ancIdx < catalog->timelines[tlIdx].ancestor_count;
+			 ancIdx++)
+		{
+			uint32_t ancestor =
+				catalog->timelines[tlIdx].ancestors[ancIdx].timeline;
+
+			if (timeline_entry(catalog, ancestor) == NULL)
+				return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+			/* An insertion before tlIdx shifted it: find it again. */
+			while (catalog->timelines[tlIdx].timeline != timeline)
+				tlIdx++;
+		}
+	}
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		BkWalTimeline *tl = &catalog->timelines[tlIdx];
+
+		if (!tl->history_known || tl->ancestor_count == 0)
+			continue;
+		tl->parent = tl->ancestors[tl->ancestor_count - 1].timeline;
+		tl->begin_lsn = tl->ancestors[tl->ancestor_count - 1].end_lsn;
+		for (int ancIdx = 0; ancIdx < tl->ancestor_count; ancIdx++)
+		{
+			BkWalTimeline *ancestor = (BkWalTimeline *) bk_wal_timeline(
+				catalog, tl->ancestors[ancIdx].timeline);
+
+			if (tl->ancestors[ancIdx].end_lsn > ancestor->needed_until)
+			{
+				ancestor->needed_until = tl->ancestors[ancIdx].end_lsn;
+				ancestor->needed_by = tl->timeline;
+			}
+		}
+	}
+	return true;
+}
+
+/* Missing segments per timeline, now that branch points are known. */
+static void
+count_gaps(BkWalCatalog *catalog)
+{
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		BkWalTimeline *tl = &catalog->timelines[tlIdx];
+		uint64_t hi;
+
+		if (tl->segments == 0)
+			continue;
+		hi = tl->last_segno;
+		if (tl->needed_until >= catalog->segment_size &&
+			tl->needed_until / catalog->segment_size - 1 > hi)
+			hi = tl->needed_until / catalog->segment_size - 1;
+		tl->gap_count =
+			missing_in_range(tl, tl->first_segno, hi, &tl->first_gap_segno);
+	}
+}
+
+bool
+bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
+					BkWalCatalog *catalog, BkError *err)
+{
+	char source_dir[BK_REPO_PATH_MAX];
+	char wal_dir[BK_REPO_PATH_MAX];
+	DIR *dir;
+	struct dirent *entry;
+	SegmentEntry *entries = NULL;
+	size_t entry_count = 0;
+	size_t entry_cap = 0;
+	struct stat st;
+
+	memset(catalog, 0, sizeof(*catalog));
+	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
+	if (!bk_repo_source_path(repo, source, "wal", wal_dir, sizeof(wal_dir),
+							 err) ||
+		!bk_repo_source_path(repo, source, ".", source_dir, sizeof(source_dir),
+							 err))
+		return false;
+	catalog->source_exists = stat(source_dir, &st) == 0 && S_ISDIR(st.st_mode);
+	catalog->conflicts = bk_repo_conflict_count(repo, source, BK_KIND_WAL);
+	dir = opendir(wal_dir);
+	if (dir == NULL)
+	{
+		if (errno == ENOENT)
+			return true; /* no WAL archived for this source yet */
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							wal_dir, strerror(errno));
+	}
+	while ((entry = readdir(dir)) != NULL)
+	{
+		uint32_t timeline;
+		uint32_t log;
+		uint32_t seg;
+		BkWalFileType type =
+			bk_wal_file_type(entry->d_name, &timeline, &log, &seg);
+
+		if (type == BK_WAL_HISTORY)
+		{
+			BkWalTimeline *tl = timeline_entry(catalog, timeline);
+
+			if (tl == NULL)
+				goto oom;
+			tl->has_history = true;
+			catalog->history_files++;
+			continue;
+		}
+		if (type == BK_WAL_BACKUP)
+			catalog->backup_files++;
+		if (type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL)
+			continue;
+		if (entry_count == entry_cap)
+		{
+			size_t new_cap = entry_cap ? entry_cap * 2 : 256;
+			SegmentEntry *grown = realloc(entries, new_cap * sizeof(*entries));
+
+			if (grown == NULL)
+				goto oom;
+			entries = grown;
+			entry_cap = new_cap;
+		}
+		entries[entry_count++] =
+			(SegmentEntry){timeline, log, seg, type == BK_WAL_PARTIAL};
+	}
+	closedir(dir);
+	dir = NULL;
+
+	if (entry_count > 0)
+	{
+		const SegmentEntry *newest = NULL;
+		char name[32];
+		char path[BK_REPO_PATH_MAX + 64];
+		char value[32];
+		BkObjectTracker object;
+
+		qsort(entries, entry_count, sizeof(*entries), segment_entry_cmp);
+
+		/* The segment size (needed to number segments), the identity and
+		 * the age: from the newest segment's metadata. */
+		for (size_t entryIdx = entry_count; entryIdx > 0; entryIdx--)
+			if (!entries[entryIdx - 1].partial)
+			{
+				newest = &entries[entryIdx - 1];
+				break;
+			}
+		if (newest == NULL)
+			newest = &entries[entry_count - 1];
+		snprintf(name, sizeof(name), "%08X%08X%08X%s", newest->timeline,
+				 newest->log, newest->seg, newest->partial ? ".partial" : "");
+		snprintf(path, sizeof(path), "%s/%s", wal_dir, name);
+		if (!object_meta(path, &object, err))
+			goto fail;
+		if (!bk_meta_get(object.meta, object.meta_len, "segment-size", value,
+						 sizeof(value)))
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "\"%s\" has no segment-size metadata", path);
+			goto fail;
+		}
+		catalog->segment_size = (uint32_t) strtoul(value, NULL, 10);
+		if (catalog->segment_size == 0 ||
+			(catalog->segment_size & (catalog->segment_size - 1)) != 0)
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "\"%s\" claims an impossible segment size %s", path,
+						 value);
+			goto fail;
+		}
+		bk_strlcpy(catalog->newest_name, name, sizeof(catalog->newest_name));
+		if (stat(path, &st) == 0)
+			catalog->newest_archived_ms = (int64_t) st.st_mtim.tv_sec * 1000 +
+										  st.st_mtim.tv_nsec / 1000000;
+		if (!bk_meta_get(object.meta, object.meta_len, "created",
+						 catalog->newest_created,
+						 sizeof(catalog->newest_created)))
+			catalog->newest_created[0] = '\0';
+		if (!bk_meta_get(object.meta, object.meta_len, "system-identifier",
+						 catalog->system_identifier,
+						 sizeof(catalog->system_identifier)))
+			catalog->system_identifier[0] = '\0';
+	}
+
+	for (size_t entryIdx = 0; entryIdx < entry_count; entryIdx++)
+	{
+		const SegmentEntry *e = &entries[entryIdx];
+		BkWalTimeline *tl = timeline_entry(catalog, e->timeline);
+		uint64_t segno = bk_wal_segno(e->log, e->seg, catalog->segment_size);
+
+		if (tl == NULL)
+			goto oom;
+		if (e->partial)
+		{
+			tl->partials++;
+			continue;
+		}
+		if (tl->segments == 0)
+		{
+			/* Room for every segment of this timeline in the list. */
+			size_t run = 0;
+			uint64_t *segnos;
+
+			while (entryIdx + run < entry_count &&
+				   entries[entryIdx + run].timeline == e->timeline)
+				run++;
+			segnos = malloc(run * sizeof(*segnos));
+			if (segnos == NULL)
+				goto oom;
+			tl->segnos = segnos;
+			tl->first_segno = segno;
+		}
+		tl->segnos[tl->segments++] = segno;
+		tl->last_segno = segno;
+	}
+	free(entries);
+	entries = NULL;
+
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+		if (catalog->timelines[tlIdx].has_history)
+		{
+			if (!load_history(wal_dir, source, decoder,
+							  &catalog->timelines[tlIdx], err))
+				goto fail;
+			if (!catalog->timelines[tlIdx].history_known)
+				catalog->unknown_histories++;
+		}
+	if (!link_histories(catalog, err))
+		goto fail;
+	if (catalog->segment_size != 0)
+		count_gaps(catalog);
+	return true;
+
+oom:
+	bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+fail:
+	if (dir != NULL)
+		closedir(dir);
+	free(entries);
+	bk_wal_catalog_free(catalog);
+	return false;
+}
+
+void
+bk_wal_catalog_free(BkWalCatalog *catalog)
+{
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		free(catalog->timelines[tlIdx].segnos);
+		free(catalog->timelines[tlIdx].ancestors);
+	}
+	free(catalog->timelines);
+	catalog->timelines = NULL;
+	catalog->timeline_count = 0;
+}
+
+/* ------------------------------------------------------------ questions */
+
+const BkWalTimeline *
+bk_wal_timeline(const BkWalCatalog *catalog, uint32_t timeline)
+{
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+		if (catalog->timelines[tlIdx].timeline == timeline)
+			return &catalog->timelines[tlIdx];
+	return NULL;
+}
+
+bool
+bk_wal_has_segment(const BkWalCatalog *catalog, uint32_t timeline,
+				   uint64_t segno)
+{
+	const BkWalTimeline *tl = bk_wal_timeline(catalog, timeline);
+	uint64_t idx;
+
+	if (tl == NULL || tl->segments == 0)
+		return false;
+	idx = lower_bound(tl, segno);
+	return idx < tl->segments && tl->segnos[idx] == segno;
+}
+
+uint32_t
+bk_wal_latest_timeline(const BkWalCatalog *catalog)
+{
+	for (int tlIdx = catalog->timeline_count - 1; tlIdx >= 0; tlIdx--)
+	{
+		const BkWalTimeline *tl = &catalog->timelines[tlIdx];
+
+		if (tl->segments > 0 || tl->has_history)
+			return tl->timeline;
+	}
+	return 0;
+}
+
+/* The last segment of an ancestor a recovery reads: before the branch. */
+static uint64_t
+last_before_branch(uint64_t end_lsn, uint32_t segment_size, bool *none)
+{
+	*none = end_lsn < segment_size;
+	return *none ? 0 : end_lsn / segment_size - 1;
+}
+
+void
+bk_wal_path(const BkWalCatalog *catalog, uint32_t from_timeline,
+			uint64_t from_segno, uint32_t to_timeline, uint64_t to_segno,
+			BkWalPath *path)
+{
+	const BkWalTimeline *to = bk_wal_timeline(catalog, to_timeline);
+	uint32_t segment_size = catalog->segment_size;
+	int start = -1;
+	int steps;
+	uint64_t segno = from_segno;
+
+	memset(path, 0, sizeof(*path));
+	path->end_timeline = from_timeline;
+	path->end_segno = BK_WAL_END;
+	if (segment_size == 0 || to == NULL)
+	{
+		snprintf(path->problem, sizeof(path->problem),
+				 "timeline %" PRIu32 " has no WAL in the archive of source "
+				 "\"%s\"",
+				 to_timeline, catalog->source);
+		return;
+	}
+	if (!to->has_history && from_timeline != to_timeline)
+	{
+		snprintf(path->problem, sizeof(path->problem),
+				 "the history file of timeline %" PRIu32
+				 " is not in the archive, so bk cannot tell where it "
+				 "branched off timeline %" PRIu32,
+				 to_timeline, from_timeline);
+		return;
+	}
+	if (to->has_history && !to->history_known)
+	{
+		snprintf(path->problem, sizeof(path->problem),
+				 "the branch points of timeline %" PRIu32 " are unknown (%s)",
+				 to_timeline, to->history_problem);
+		return;
+	}
+	/* The walk: to's ancestors, then to itself. */
+	steps = to->ancestor_count + 1;
+	for (int stepIdx = 0; stepIdx < steps; stepIdx++)
+	{
+		uint32_t timeline = stepIdx < to->ancestor_count
+								? to->ancestors[stepIdx].timeline
+								: to_timeline;
+
+		if (timeline == from_timeline)
+		{
+			start = stepIdx;
+			break;
+		}
+	}
+	if (start < 0)
+	{
+		snprintf(path->problem, sizeof(path->problem),
+				 "timeline %" PRIu32 " is not in the history of timeline "
+				 "%" PRIu32,
+				 from_timeline, to_timeline);
+		return;
+	}
+	if (start < to->ancestor_count &&
+		from_segno > to->ancestors[start].end_lsn / segment_size)
+	{
+		char lsn[BK_LSN_TEXT_SIZE];
+
+		bk_format_lsn(to->ancestors[start].end_lsn, lsn, sizeof(lsn));
+		snprintf(path->problem, sizeof(path->problem),
+				 "timeline %" PRIu32 " left timeline %" PRIu32
+				 " at %s, before the point recovery starts from: that part "
+				 "of timeline %" PRIu32 " is not in its history",
+				 start + 1 < to->ancestor_count
+					 ? to->ancestors[start + 1].timeline
+					 : to_timeline,
+				 from_timeline, lsn, from_timeline);
+		return;
+	}
+	path->reachable = true;
+	for (int stepIdx = start; stepIdx < steps; stepIdx++)
+	{
+		bool last_step = stepIdx == steps - 1;
+		uint32_t timeline =
+			last_step ? to_timeline : to->ancestors[stepIdx].timeline;
+		const BkWalTimeline *tl = bk_wal_timeline(catalog, timeline);
+		uint64_t last = 0;
+		uint64_t first_missing = 0;
+		uint64_t missing;
+		bool none = false;
+
+		if (!last_step)
+			last = last_before_branch(to->ancestors[stepIdx].end_lsn,
+									  segment_size, &none);
+		else if (tl == NULL || tl->segments == 0 || tl->last_segno < segno)
+		{
+			/* Nothing archived from here on: the end of the archive. */
+			none = true;
+			if (to_segno != BK_WAL_END)
+			{
+				path->beyond_end = true;
+				path->first_beyond_segno = segno;
+			}
+		}
+		else if (to_segno != BK_WAL_END && to_segno > tl->last_segno)
+		{
+			last = tl->last_segno;
+			path->beyond_end = true;
+			path->first_beyond_segno = tl->last_segno + 1;
+		}
+		else
+			last = to_segno != BK_WAL_END ? to_segno : tl->last_segno;
+		if (to_segno != BK_WAL_END && !none && last > to_segno)
+			last = to_segno;
+		if (!none && segno <= last)
+		{
+			missing = missing_in_range(tl, segno, last, &first_missing);
+			if (missing > 0 && path->missing == 0)
+			{
+				path->first_missing_timeline = timeline;
+				path->first_missing_segno = first_missing;
+				bk_wal_segment_name(timeline, first_missing, segment_size,
+									path->first_missing);
+			}
+			path->missing += missing;
+			path->end_timeline = timeline;
+			path->end_segno = last;
+		}
+		if (to_segno != BK_WAL_END && segno > to_segno)
+			break;
+		if (!last_step)
+		{
+			uint64_t next = to->ancestors[stepIdx].end_lsn / segment_size;
+
+			if (to_segno != BK_WAL_END && !none && last >= to_segno)
+				break; /* the target comes before this branch point */
+			if (next > segno)
+				segno = next;
+		}
+	}
+}
+
+bool
+bk_wal_segment_is_hole(const BkWalCatalog *catalog, uint32_t timeline,
+					   uint64_t segno, char *why, size_t why_len)
+{
+	const BkWalTimeline *tl = bk_wal_timeline(catalog, timeline);
+	uint32_t segment_size = catalog->segment_size;
+	char first[32];
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	if (tl == NULL)
+	{
+		snprintf(why, why_len,
+				 "timeline %" PRIu32 " is not in the archive of source "
+				 "\"%s\" at all",
+				 timeline, catalog->source);
+		return true;
+	}
+	/* A timeline whose branch points are unknown could branch anywhere. */
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+		if (catalog->timelines[tlIdx].timeline > timeline &&
+			catalog->timelines[tlIdx].has_history &&
+			!catalog->timelines[tlIdx].history_known)
+		{
+			snprintf(why, why_len,
+					 "bk cannot tell whether timeline %" PRIu32 " needs it: %s",
+					 catalog->timelines[tlIdx].timeline,
+					 catalog->timelines[tlIdx].history_problem);
+			return true;
+		}
+	if (tl->segments > 0 && segno < tl->first_segno)
+	{
+		bk_wal_segment_name(timeline, tl->first_segno, segment_size, first);
+		snprintf(why, why_len,
+				 "it comes before the first archived segment of timeline "
+				 "%" PRIu32 " (%s): the archive does not reach back that far",
+				 timeline, first);
+		return true;
+	}
+	if (tl->segments > 0 && segno < tl->last_segno)
+	{
+		snprintf(why, why_len,
+				 "the archive holds timeline %" PRIu32
+				 " segments on both sides of it (a gap)",
+				 timeline);
+		return true;
+	}
+	if (tl->needed_until >= segment_size &&
+		segno <= tl->needed_until / segment_size - 1)
+	{
+		bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+		snprintf(why, why_len,
+				 "timeline %" PRIu32 " branched off timeline %" PRIu32
+				 " at %s, so timeline %" PRIu32
+				 "'s WAL up to there must be in the archive (a gap)",
+				 tl->needed_by, timeline, lsn, timeline);
+		return true;
+	}
+	if (tl->segments == 0 && tl->has_history && tl->history_known &&
+		segno < tl->begin_lsn / segment_size)
+	{
+		bk_format_lsn(tl->begin_lsn, lsn, sizeof(lsn));
+		snprintf(why, why_len, "timeline %" PRIu32 " began only at %s",
+				 timeline, lsn);
+		return true;
+	}
+	return false;
+}
+
+void
+bk_wal_segment_system_id(const BkRepo *repo, const char *source,
+						 uint32_t timeline, uint64_t segno,
+						 uint32_t segment_size, char *out, size_t out_len)
+{
+	char name[32];
+	char path[BK_REPO_PATH_MAX];
+	BkObjectTracker object;
+	BkError err;
+
+	out[0] = '\0';
+	bk_wal_segment_name(timeline, segno, segment_size, name);
+	if (!bk_repo_object_path(repo, source, BK_KIND_WAL, name, path,
+							 sizeof(path), &err) ||
+		!object_meta(path, &object, &err) ||
+		!bk_meta_get(object.meta, object.meta_len, "system-identifier", out,
+					 out_len))
+		out[0] = '\0';
+}

@@ -1,0 +1,184 @@
+/*
+ * wal_catalog.h
+ *		What the repository holds of a PostgreSQL source's WAL: the archived
+ *		segments of each timeline, the timelines' branch points, and so
+ *		which segments a recovery needs and which of those are missing.
+ *
+ * Timelines are not independent.  When a server is promoted, timeline N+1
+ * branches off timeline N at a switch point, and PostgreSQL writes
+ * N+1.history, which lists where every ancestor ended.  A recovery that
+ * follows timeline N+1 reads timeline N's segments below the switch point
+ * and N+1's from the segment that holds it.  So timeline N's WAL is needed
+ * up to the segment before the one holding the switch point, whatever N's
+ * newest archived segment is: a missing segment there is a gap, never the
+ * end of the archive.
+ *
+ * Branch points come from each history file's metadata (branch-points,
+ * written by the archive module), or, for history files archived without
+ * it, from the file itself when a key is at hand.  Without either, the
+ * timeline's history is "unknown" and the catalog says so rather than
+ * guess.
+ *
+ * Everything is derived from the objects themselves (names, keyless
+ * metadata, history files), so the catalog can never disagree with what a
+ * restore would find.
+ */
+#ifndef BK_WAL_CATALOG_H
+#define BK_WAL_CATALOG_H
+
+#include <stdint.h>
+
+#include "bk_crypto.h"
+#include "bk_error.h"
+#include "bk_frame.h"
+#include "bk_timeline.h"
+#include "repo.h"
+
+/* A segment number that stands for "the end of the archive". */
+#define BK_WAL_END UINT64_MAX
+
+/* WAL file names, as PostgreSQL makes them. */
+typedef enum BkWalFileType
+{
+	BK_WAL_SEGMENT, /* TTTTTTTTXXXXXXXXYYYYYYYY */
+	BK_WAL_HISTORY, /* TTTTTTTT.history */
+	BK_WAL_BACKUP,  /* TTTTTTTTXXXXXXXXYYYYYYYY.OOOOOOOO.backup */
+	BK_WAL_PARTIAL, /* TTTTTTTTXXXXXXXXYYYYYYYY.partial */
+	BK_WAL_OTHER
+} BkWalFileType;
+
+/* Classify a WAL file name; for segment-like names fill timeline and log/seg. */
+extern BkWalFileType bk_wal_file_type(const char *name, uint32_t *timeline,
+									  uint32_t *log, uint32_t *seg);
+
+/* segno from log/seg numbers for a segment size. */
+extern uint64_t bk_wal_segno(uint32_t log, uint32_t seg, uint32_t segment_size);
+
+/* "TTTTTTTTXXXXXXXXYYYYYYYY" for a timeline and segno (out: 25 bytes). */
+extern void bk_wal_segment_name(uint32_t timeline, uint64_t segno,
+								uint32_t segment_size, char *out);
+
+/* One timeline: its archived segments and its place in the history. */
+typedef struct BkWalTimeline
+{
+	uint32_t timeline;
+	uint64_t *segnos; /* archived segments, ascending */
+	uint64_t segments;
+	uint64_t first_segno; /* valid when segments > 0 */
+	uint64_t last_segno;
+	uint64_t partials;
+
+	/* From its history file (every timeline but the first has one). */
+	bool has_history;          /* TTTTTTTT.history is archived */
+	bool history_known;        /* ... and its branch points were read */
+	char history_problem[256]; /* why not, if has_history && !known */
+	int ancestor_count;
+	BkTimelineBranch *ancestors; /* oldest first; the last is its parent */
+	uint32_t parent;             /* 0: none, or unknown */
+	uint64_t begin_lsn;          /* where it branched off its parent */
+
+	/*
+	 * A later timeline (needed_by) branched off this one at needed_until:
+	 * this timeline's WAL is needed below that point.  0 if none did.
+	 */
+	uint64_t needed_until;
+	uint32_t needed_by;
+
+	/*
+	 * Segments missing where the archive must have them: from the first
+	 * archived segment up to the last one, or up to the branch point of a
+	 * later timeline.
+	 */
+	uint64_t gap_count;
+	uint64_t first_gap_segno;
+} BkWalTimeline;
+
+typedef struct BkWalCatalog
+{
+	char source[BK_SOURCE_ID_MAX + 1];
+	bool source_exists;    /* <source>/ is in the repository at all */
+	uint32_t segment_size; /* from the objects' metadata; 0 if unknown */
+	int timeline_count;
+	BkWalTimeline *timelines; /* sorted by timeline */
+	uint64_t history_files;
+	uint64_t unknown_histories; /* history files whose branch points are
+								 * unknown (no metadata, no key) */
+	uint64_t backup_files;
+	uint64_t conflicts;
+	char system_identifier[32];               /* of the newest segment */
+	char newest_name[BK_OBJECT_NAME_MAX + 1]; /* newest segment */
+	int64_t newest_archived_ms;               /* its file's mtime */
+	char newest_created[64];                  /* its "created" metadata */
+} BkWalCatalog;
+
+/*
+ * Scan <source>/wal and <source>/conflicts/wal.  decoder (may be NULL) is
+ * used to read the branch points of history files archived without them.
+ */
+extern bool bk_wal_catalog_load(const BkRepo *repo, const char *source,
+								BkDecoder *decoder, BkWalCatalog *catalog,
+								BkError *err);
+extern void bk_wal_catalog_free(BkWalCatalog *catalog);
+
+/* The timeline, or NULL if the archive knows nothing of it. */
+extern const BkWalTimeline *bk_wal_timeline(const BkWalCatalog *catalog,
+											uint32_t timeline);
+
+/* Is this segment archived? */
+extern bool bk_wal_has_segment(const BkWalCatalog *catalog, uint32_t timeline,
+							   uint64_t segno);
+
+/*
+ * The newest timeline the archive knows (segments or history file): what
+ * recovery_target_timeline = 'latest' follows.  0 if none.
+ */
+extern uint32_t bk_wal_latest_timeline(const BkWalCatalog *catalog);
+
+/* What a walk along the history found. */
+typedef struct BkWalPath
+{
+	bool reachable;    /* to's history holds from (or they are equal) */
+	char problem[512]; /* why not reachable */
+	uint64_t missing;  /* segments needed and not archived */
+	uint32_t first_missing_timeline;
+	uint64_t first_missing_segno;
+	char first_missing[32]; /* its file name */
+	uint32_t end_timeline;  /* where the walk ended */
+	uint64_t end_segno;     /* the last segment it needed (BK_WAL_END: none) */
+	/*
+	 * to_segno lies beyond the newest segment archived on to_timeline:
+	 * the segments from first_beyond_segno on are not archived yet (not
+	 * counted as missing: the source may still send them).
+	 */
+	bool beyond_end;
+	uint64_t first_beyond_segno;
+} BkWalPath;
+
+/*
+ * The segments a recovery needs from segment from_segno of timeline
+ * from_timeline up to segment to_segno (or BK_WAL_END: the end of the
+ * archive) as seen from timeline to_timeline: each ancestor's segments up to
+ * its branch point, then the next timeline's from the segment holding it.
+ * Missing means needed and absent below the newest segment archived on the
+ * way; what lies past the archive's end is beyond_end.
+ */
+extern void bk_wal_path(const BkWalCatalog *catalog, uint32_t from_timeline,
+						uint64_t from_segno, uint32_t to_timeline,
+						uint64_t to_segno, BkWalPath *path);
+
+/*
+ * A segment PostgreSQL asked for is not archived: is it beyond the end of
+ * what the archive holds for its timeline (false), or a hole the archive
+ * must not have (true, with why)?  See cmd_wal_get.c.
+ */
+extern bool bk_wal_segment_is_hole(const BkWalCatalog *catalog,
+								   uint32_t timeline, uint64_t segno, char *why,
+								   size_t why_len);
+
+/* The system identifier in segment's metadata ("" if none or unreadable). */
+extern void bk_wal_segment_system_id(const BkRepo *repo, const char *source,
+									 uint32_t timeline, uint64_t segno,
+									 uint32_t segment_size, char *out,
+									 size_t out_len);
+
+#endif /* BK_WAL_CATALOG_H */

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Several shippers on one repository, the documented way to scale:
+#   - two shippers (different shipper_id, one group) archive into one
+#     repository under pgbench load while a snapshot is taken; the second
+#     is started and stopped (SIGTERM and SIGKILL) again and again; the
+#     first never fails, each keeps its own spool, every segment
+#     PostgreSQL archived comes back byte-identical through bk wal-get, and
+#     bk verify is clean;
+#   - a shipper started with the shipper_id of one that runs on the same
+#     repository refuses to start (exit 3), naming the id;
+#   - a shipper whose id another shipper (on another repository) takes is
+#     fenced by Kafka: it stops with exit 3 and a message naming the id,
+#     instead of idling forever.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+eval "$("$ROOT/scripts/services" env)"
+SERVICES="$ROOT/scripts/services"
+source "$ROOT/tests/lib/bk_env.sh"
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-40}
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-shippers-test.XXXXXX")"
+chmod 755 "$dir"
+first_pid=""
+second_pid=""
+other_pid=""
+pgbench_pid=""
+
+psql_q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+as_postgres() { runuser -u postgres -- "$@"; }
+cleanup() {
+    [[ -n "$pgbench_pid" ]] && kill "$pgbench_pid" 2>/dev/null
+    for pid in "$first_pid" "$second_pid" "$other_pid"; do
+        [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null
+    done
+    : >"$BK_PGDATA/bk_test.conf"
+    "$SERVICES" restart pg >/dev/null 2>&1
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+json_get() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+
+bk_test_init ship
+bk_test_config "$dir/first.conf" "first-$$"
+bk_test_config "$dir/second.conf" "second-$$"
+bk_test_start_shipper "$dir/first.conf" "$dir/first.log"
+first_pid=$shipper_pid
+bk_test_pg_archive "wal_keep_size = '8GB'" "max_wal_size = '2GB'"
+ok $? "PostgreSQL archives through bk"
+psql_q -c "CREATE EXTENSION IF NOT EXISTS bk" >/dev/null
+pgbench -i -q -s 5 >/dev/null 2>&1
+ok $? "pgbench initialised"
+
+# ---- load, a snapshot, and the second shipper coming and going
+pgbench -T "$PGBENCH_SECONDS" -c 2 -j 2 -n >"$dir/pgbench.out" 2>&1 &
+pgbench_pid=$!
+snapshot="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'two shippers', wait => false)")"
+like "$snapshot" '^[0-9]{8}T[0-9]{6}Z-' "a snapshot starts under load: $snapshot"
+rounds=0
+started_at=$SECONDS
+while kill -0 "$pgbench_pid" 2>/dev/null; do
+    "$SHIPPER" --config "$dir/second.conf" >>"$dir/second.log" 2>&1 &
+    second_pid=$!
+    sleep 4
+    if ((rounds % 2 == 0)); then kill -TERM "$second_pid"; else kill -KILL "$second_pid"; fi
+    wait "$second_pid" 2>/dev/null
+    second_pid=""
+    rounds=$((rounds + 1))
+    psql_q -c "SELECT pg_switch_wal()" >/dev/null
+    ((SECONDS - started_at > PGBENCH_SECONDS + 30)) && break
+done
+wait "$pgbench_pid"
+ok $? "pgbench ran ${PGBENCH_SECONDS}s while the second shipper started and stopped $rounds times"
+pgbench_pid=""
+ok $((rounds < 4)) "at least four rounds"
+kill -0 "$first_pid" 2>/dev/null
+ok $? "the first shipper is still running"
+unlike "$(cat "$dir/first.log")" 'ERROR|could not link|could not create spool' "and logged no error"
+ok "$(test -d "$repo/.spool/first-$$" && test -d "$repo/.spool/second-$$"; echo $?)" \
+    "each shipper has a spool of its own under .spool/"
+
+# Everything archived: switch until the current segment is in the repository.
+archived_now() {
+    local seg last
+    seg="$(psql_q -c "SELECT pg_walfile_name(pg_current_wal_lsn())")"
+    psql_q -c "SELECT pg_switch_wal()" >/dev/null
+    last="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")"
+    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo/$source_id/wal/$seg"
+}
+wait_for 120 "WAL through the end archived" archived_now
+ok $? "the WAL is archived through the end of the load"
+restorable() {
+    "$BK" list --config "$dir/first.conf" --source "$source_id" --json >"$dir/list.json" 2>/dev/null &&
+        [[ "$(json_get "$dir/list.json" "[s['restorable'] for s in d['sources'][0]['snapshots'] if s['id'] == '$snapshot']")" == "[True]" ]]
+}
+wait_for 120 "the snapshot restorable" restorable
+ok $? "the snapshot taken under load is restorable"
+
+mkdir -p "$dir/walget"
+chown postgres "$dir/walget"
+checked=0
+missing=0
+differ=0
+for f in "$BK_PGDATA"/pg_wal/archive_status/*.done; do
+    name="$(basename "$f" .done)"
+    [[ "$name" =~ ^[0-9A-F]{24}$ && -f "$BK_PGDATA/pg_wal/$name" ]] || continue
+    checked=$((checked + 1))
+    if [[ ! -f "$repo/$source_id/wal/$name" ]]; then
+        missing=$((missing + 1))
+        continue
+    fi
+    as_postgres "$BK" wal-get --config "$dir/first.conf" --source "$source_id" \
+        "$name" "$dir/walget/$name" 2>>"$dir/walget.err" &&
+        cmp -s "$BK_PGDATA/pg_wal/$name" "$dir/walget/$name" || differ=$((differ + 1))
+    rm -f "$dir/walget/$name"
+done
+ok $((checked < 5)) "PostgreSQL reports $checked segments archived"
+is "$missing|$differ" "0|0" "every one is in the repository and comes back byte-identical through bk wal-get"
+out="$("$BK" verify --config "$dir/first.conf" --source "$source_id" 2>&1)"
+is $? 0 "bk verify finds every object and the snapshot clean" || diag "$(grep -i problem <<<"$out" | head -n 5)"
+
+# ---- the same shipper_id twice on one repository
+bk_test_config "$dir/twin.conf" "first-$$"
+out="$(timeout 60 "$SHIPPER" --config "$dir/twin.conf" 2>&1)"
+is $? 3 "a second shipper with the same shipper_id on the same repository refuses to start (exit 3)"
+like "$out" "another bk-shipper with shipper_id \"first-$$\" is running on repository $repo" "naming the id"
+kill -0 "$first_pid" 2>/dev/null
+ok $? "the first shipper runs on"
+
+# ---- the same shipper_id on another repository: Kafka fences the first
+bk_test_config "$dir/other.conf" "first-$$" "$dir/other-repo"
+"$SHIPPER" --config "$dir/other.conf" >>"$dir/other.log" 2>&1 &
+other_pid=$!
+first_gone() { ! kill -0 "$first_pid" 2>/dev/null; }
+wait_for 90 "the fenced shipper to stop" first_gone
+ok $? "the shipper whose id was taken stops rather than idling"
+wait "$first_pid"
+is $? 3 "with exit 3"
+first_pid=""
+like "$(cat "$dir/first.log")" "same shipper_id \"first-$$\" .* fenced this one out" \
+    "saying another shipper took its id"
+kill -TERM "$other_pid"
+wait "$other_pid"
+other_pid=""
+done_testing

@@ -15,6 +15,9 @@ BINDIR ?= $(PREFIX)/bin
 
 all:
 	$(MAKE) -C common
+	$(MAKE) -C repository
+	$(MAKE) -C cli libcli.a
+	$(MAKE) -C cli
 	$(MAKE) -C shipper
 	$(MAKE) -C extension
 
@@ -24,7 +27,7 @@ tests: all
 
 install: all
 	install -d $(DESTDIR)$(BINDIR)
-	install -m 0755 shipper/bk $(DESTDIR)$(BINDIR)/bk
+	install -m 0755 cli/bk $(DESTDIR)$(BINDIR)/bk
 	install -m 0755 shipper/bk-shipper $(DESTDIR)$(BINDIR)/bk-shipper
 	$(MAKE) -C extension install
 
@@ -45,6 +48,8 @@ format:
 
 clean:
 	$(MAKE) -C common clean
+	$(MAKE) -C repository clean
+	$(MAKE) -C cli clean
 	$(MAKE) -C shipper clean
 	$(MAKE) -C extension clean
 	$(MAKE) -C tests/unit clean

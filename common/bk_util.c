@@ -1,9 +1,10 @@
 /*
  * bk_util.c
- *		Hex, durable writes, clocks.  See bk_util.h.
+ *		Hex, durable writes and file-system helpers, clocks.  See bk_util.h.
  */
 #include "bk_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -148,6 +149,81 @@ bk_fsync_dir(const char *dir, BkError *err)
 							strerror(save_errno));
 	}
 	close(fd);
+	return true;
+}
+
+void
+bk_dir_of(const char *path, char *out, size_t out_len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		bk_strlcpy(out, ".", out_len);
+	else if (slash == path)
+		bk_strlcpy(out, "/", out_len);
+	else
+		snprintf(out, out_len, "%.*s", (int) (slash - path), path);
+}
+
+bool
+bk_rename_durable(const char *from, const char *to, BkError *err)
+{
+	char dir[4096];
+
+	if (rename(from, to) != 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not rename \"%s\" to \"%s\": %s", from, to,
+							strerror(errno));
+	bk_dir_of(to, dir, sizeof(dir));
+	return bk_fsync_dir(dir, err);
+}
+
+bool
+bk_remove_tree(const char *path, BkError *err)
+{
+	struct stat st;
+
+	if (lstat(path, &st) != 0)
+		return errno == ENOENT ||
+			   bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+							strerror(errno));
+	if (S_ISDIR(st.st_mode))
+	{
+		DIR *dir = opendir(path);
+		struct dirent *entry;
+
+		if (dir == NULL)
+			return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+								path, strerror(errno));
+		while ((entry = readdir(dir)) != NULL)
+		{
+			char child[4096];
+
+			if (strcmp(entry->d_name, ".") == 0 ||
+				strcmp(entry->d_name, "..") == 0)
+				continue;
+			if ((size_t) snprintf(child, sizeof(child), "%s/%s", path,
+								  entry->d_name) >= sizeof(child))
+			{
+				closedir(dir);
+				return bk_error_set(err, BK_ERR_IO, "path too long: \"%s/%s\"",
+									path, entry->d_name);
+			}
+			if (!bk_remove_tree(child, err))
+			{
+				closedir(dir);
+				return false;
+			}
+		}
+		closedir(dir);
+		if (rmdir(path) != 0)
+			return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s",
+								path, strerror(errno));
+		return true;
+	}
+	if (unlink(path) != 0 && errno != ENOENT)
+		return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s", path,
+							strerror(errno));
 	return true;
 }
 

@@ -88,6 +88,18 @@ extern bool bk_mkdirs(const char *path, mode_t leaf_mode, bool durable,
 extern bool bk_write_file_durable(const char *path, const void *data,
 								  size_t len, mode_t mode, BkError *err);
 
+/* The directory part of path ("." if none) into out. */
+extern void bk_dir_of(const char *path, char *out, size_t out_len);
+
+/* rename(2) from over to, then fsync to's directory: durable. */
+extern bool bk_rename_durable(const char *from, const char *to, BkError *err);
+
+/*
+ * rm -rf that never follows a symbolic link (a link is removed, not its
+ * target).  A path that does not exist is success.
+ */
+extern bool bk_remove_tree(const char *path, BkError *err);
+
 /*
  * Read a whole small file (at most max_len bytes) into a malloc'd,
  * NUL-terminated buffer.  Fails cleanly on larger files.

@@ -94,8 +94,7 @@ typedef struct Attempt
 	int64_t first_offset;
 	int64_t last_timestamp; /* broker time of its newest chunk */
 	BkObjectTracker tracker;
-	int spool_fd;
-	char spool_path[BK_REPO_PATH_MAX];
+	BkRepoUpload *upload; /* spooled as its chunks arrive */
 	BkSha256 *stored_sha; /* SHA-256 of the stored bytes, for the audit */
 	uint64_t stored_bytes;
 } Attempt;
@@ -119,7 +118,7 @@ typedef struct Shipper
 {
 	BkKafkaLogSink sink; /* first: the consumer's opaque (bk_kafka.h) */
 	BkCliConfig *config;
-	BkRepo repo;
+	BkRepo *repo;
 	rd_kafka_t *consumer;
 	BkProducer *audit;
 	char topics[3][BK_TOPIC_NAME_MAX + 1];
@@ -329,12 +328,9 @@ partition_add(Shipper *shipper, const char *topic, int32_t partition)
 }
 
 static void
-attempt_free(Attempt *attempt, bool remove_spool)
+attempt_free(Attempt *attempt)
 {
-	if (attempt->spool_fd >= 0)
-		close(attempt->spool_fd);
-	if (remove_spool && attempt->spool_path[0] != '\0')
-		unlink(attempt->spool_path);
+	bk_repo_upload_free(attempt->upload);
 	bk_sha256_free(attempt->stored_sha);
 	free(attempt);
 }
@@ -366,7 +362,7 @@ partition_drop(Shipper *shipper, const char *topic, int32_t partition)
 			Attempt *attempt = p->attempts;
 
 			p->attempts = attempt->next;
-			attempt_free(attempt, true);
+			attempt_free(attempt);
 		}
 		*link = p->next;
 		free(p);
@@ -577,7 +573,7 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 				"rejected/, not archived",
 				p->topic, p->partition, msg->offset, source, object, reason);
 	bk_error_clear(&err);
-	if (!bk_repo_quarantine(&shipper->repo, p->topic, p->partition, msg->offset,
+	if (!bk_repo_quarantine(shipper->repo, p->topic, p->partition, msg->offset,
 							msg->payload, msg->len, reason, &err))
 	{
 		shipper_log(LOG_ERROR, "could not keep the rejected message: %s",
@@ -618,7 +614,7 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 	ok = audit_send(shipper, p, attempt->first_offset, attempt->tracker.source,
 					event);
 	attempt_unlink(p, attempt);
-	attempt_free(attempt, true);
+	attempt_free(attempt);
 	return ok;
 }
 
@@ -667,27 +663,21 @@ attempt_start(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	attempt->spool_fd = -1;
 	attempt->first_offset = msg->offset;
 	bk_tracker_reset(&attempt->tracker);
 	bk_hex_encode(frame->attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
 	snprintf(tag, sizeof(tag), "%s.%" PRId32 ".%" PRId64 ".%s", p->topic,
 			 p->partition, msg->offset, attempt_hex);
-	bk_repo_spool_path(&shipper->repo, tag, attempt->spool_path,
-					   sizeof(attempt->spool_path));
-	attempt->spool_fd = open(attempt->spool_path,
-							 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (attempt->spool_fd < 0 || fchmod(attempt->spool_fd, 0644) != 0)
+	attempt->upload = bk_repo_upload_begin(shipper->repo, tag, err);
+	if (attempt->upload == NULL)
 	{
-		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
-					 attempt->spool_path, strerror(errno));
-		attempt_free(attempt, true);
+		attempt_free(attempt);
 		return NULL;
 	}
 	attempt->stored_sha = bk_sha256_new(err);
 	if (attempt->stored_sha == NULL)
 	{
-		attempt_free(attempt, true);
+		attempt_free(attempt);
 		return NULL;
 	}
 	attempt->next = p->attempts;
@@ -701,29 +691,30 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 {
 	const BkObjectTracker *object = &attempt->tracker;
 	BkObjectIdentity identity;
-	BkCommitResult result;
-	char stored_path[BK_REPO_PATH_MAX];
+	BkPutResult result;
+	BkPutResult conflict_result; /* kept, or kept before: either is fine */
 	uint8_t stored_digest[BK_SHA256_LEN];
 	const char *event_name;
 	json_t *event;
 	BkError err;
 
 	bk_error_clear(&err);
-	if (fsync(attempt->spool_fd) != 0)
-	{
-		shipper_log(LOG_ERROR, "could not fsync spool file \"%s\": %s",
-					attempt->spool_path, strerror(errno));
-		return false;
-	}
-	close(attempt->spool_fd);
-	attempt->spool_fd = -1;
 	memcpy(identity.key_id, object->key_id, BK_KEY_ID_LEN);
 	memcpy(identity.fingerprint, object->fingerprint, BK_FINGERPRINT_LEN);
 	memcpy(identity.attempt_id, object->attempt_id, BK_ATTEMPT_ID_LEN);
+	/*
+	 * Put-if-absent: a re-send with the same content is a duplicate; other
+	 * content under the same name is kept beside it, as a conflict copy.
+	 */
 	if (!bk_sha256_final(attempt->stored_sha, stored_digest, &err) ||
-		!bk_repo_commit(&shipper->repo, attempt->spool_path, object->source,
-						object->kind, object->name, &identity, &result,
-						stored_path, sizeof(stored_path), &err))
+		!bk_repo_upload_finish(attempt->upload, &err) ||
+		!bk_repo_upload_commit(attempt->upload, BK_REPO_ARCHIVE, object->source,
+							   object->kind, object->name, &identity, &result,
+							   &err) ||
+		(result == BK_PUT_EXISTS_DIFFERENT &&
+		 !bk_repo_upload_commit(attempt->upload, BK_REPO_CONFLICTS,
+								object->source, object->kind, object->name,
+								&identity, &conflict_result, &err)))
 	{
 		shipper_log(LOG_ERROR,
 					"could not archive %s object \"%s\" of source \"%s\": %s",
@@ -731,10 +722,9 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 					err.message);
 		return false;
 	}
-
 	switch (result)
 	{
-		case BK_COMMIT_ARCHIVED:
+		case BK_PUT_CREATED:
 			event_name = "archived";
 			shipper->archived++;
 			shipper_log(LOG_INFO,
@@ -746,7 +736,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 						object->chunk_count, attempt->stored_bytes, p->topic,
 						p->partition, attempt->first_offset);
 			break;
-		case BK_COMMIT_DUPLICATE:
+		case BK_PUT_EXISTS_IDENTICAL:
 			event_name = "duplicate";
 			shipper->duplicates++;
 			shipper_log(LOG_INFO,
@@ -765,7 +755,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 				"one as \"%s\". Run \"bk verify --source %s\" with the "
 				"key to tell them apart.",
 				bk_kind_name(object->kind), object->name, object->source,
-				stored_path, object->source);
+				bk_repo_upload_key(attempt->upload), object->source);
 			break;
 	}
 
@@ -789,14 +779,13 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	json_object_set_new(event, "partition", json_integer(p->partition));
 	json_object_set_new(event, "first_offset",
 						json_integer(attempt->first_offset));
-	json_object_set_new(
-		event, "path",
-		json_string(stored_path + strlen(shipper->repo.root) + 1));
+	json_object_set_new(event, "path",
+						json_string(bk_repo_upload_key(attempt->upload)));
 	if (!audit_send(shipper, p, attempt->first_offset, object->source, event))
 		return false;
 
 	attempt_unlink(p, attempt);
-	attempt_free(attempt, false);
+	attempt_free(attempt);
 	return true;
 }
 
@@ -875,8 +864,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		return frame.chunk_index == 0 ? reject_message(shipper, p, msg, reason)
 									  : true;
 	}
-	if (!bk_write_all(attempt->spool_fd, msg->payload, msg->len,
-					  attempt->spool_path, &err) ||
+	if (!bk_repo_upload_write(attempt->upload, msg->payload, msg->len, &err) ||
 		!bk_sha256_update(attempt->stored_sha, msg->payload, msg->len, &err))
 	{
 		shipper_log(LOG_ERROR, "%s", err.message);
@@ -927,8 +915,9 @@ shipper_setup(Shipper *shipper, BkError *err)
 		snprintf(shipper->instance_id, sizeof(shipper->instance_id),
 				 "bk-shipper-%s", host);
 	}
-	if (!bk_repo_open(&shipper->repo, shipper->config->repository, true, err) ||
-		!bk_repo_spool_open(&shipper->repo, shipper->instance_id, err))
+	shipper->repo = bk_repo_open(shipper->config->repository, true, err);
+	if (shipper->repo == NULL ||
+		!bk_repo_spool_open(shipper->repo, shipper->instance_id, err))
 		return false;
 
 	bk_cli_kafka_settings(shipper->config, &settings, "bk-shipper");
@@ -1036,7 +1025,7 @@ shipper_setup(Shipper *shipper, BkError *err)
 	shipper_log(
 		LOG_INFO,
 		"started: repository %s, topics %s %s %s, group %s, instance %s",
-		shipper->repo.root, shipper->topics[0], shipper->topics[1],
+		bk_repo_location(shipper->repo), shipper->topics[0], shipper->topics[1],
 		shipper->topics[2],
 		shipper->config->group_id ? shipper->config->group_id
 								  : BK_GROUP_ID_DEFAULT,
@@ -1109,7 +1098,6 @@ main(int argc, char **argv)
 	}
 
 	memset(&shipper, 0, sizeof(shipper));
-	shipper.repo.spool_lock_fd = -1;
 	shipper.config = &config;
 	shipper.sink.log_fn = kafka_log;
 
@@ -1186,7 +1174,7 @@ cleanup:
 		partition_drop(&shipper, shipper.partitions->topic,
 					   shipper.partitions->partition);
 	bk_producer_free(shipper.audit);
-	bk_repo_spool_close(&shipper.repo);
+	bk_repo_close(shipper.repo);
 	bk_cli_config_free(&config);
 	return exit_code;
 }

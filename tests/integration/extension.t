@@ -21,7 +21,7 @@ source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
 export PGHOST PGPORT PGUSER
 SERVICES="$ROOT/scripts/services"
-BK="$ROOT/shipper/bk"
+BK="$ROOT/cli/bk"
 PGLOG="$BK_SERVICES_DIR/pg/postgresql.log"
 CONF="$BK_PGDATA/bk_test.conf"
 KAFKA_TIMEOUT_S=3

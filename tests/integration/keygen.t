@@ -4,7 +4,7 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
-BK="$ROOT/shipper/bk"
+BK="$ROOT/cli/bk"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-keygen.XXXXXX")"
 trap 'rm -rf "$dir"' EXIT
 

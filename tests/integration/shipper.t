@@ -13,7 +13,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env kafka)"
-BK="$ROOT/shipper/bk"
+BK="$ROOT/cli/bk"
 SHIPPER="$ROOT/shipper/bk-shipper"
 PRODUCE="$ROOT/tests/integration/bk_test_produce"
 FAKE_WAL="$ROOT/tests/lib/fake_wal.py"

@@ -6,7 +6,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env kafka)"
-BK="$ROOT/shipper/bk"
+BK="$ROOT/cli/bk"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-topics.XXXXXX")"
 trap 'rm -rf "$dir"' EXIT
 prefix="bkit-topics-$$-$RANDOM"

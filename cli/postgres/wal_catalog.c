@@ -94,6 +94,7 @@ typedef struct SegmentEntry
 	uint32_t log;
 	uint32_t seg;
 	bool partial;
+	int64_t stored_ms;
 } SegmentEntry;
 
 static int
@@ -183,13 +184,15 @@ missing_in_range(const BkWalTimeline *tl, uint64_t from, uint64_t to,
 	return to - from + 1 - present;
 }
 
-/* Read the object's keyless metadata. */
+/* Read a WAL object's keyless metadata. */
 static bool
-object_meta(const char *path, BkObjectTracker *object, BkError *err)
+object_meta(const BkRepo *repo, const char *source, const char *name,
+			BkObjectTracker *object, BkError *err)
 {
 	BkObjectIdentity identity;
 
-	return bk_repo_object_identity(path, &identity, object, err);
+	return bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+								   name, &identity, object, err);
 }
 
 /*
@@ -198,11 +201,10 @@ object_meta(const char *path, BkObjectTracker *object, BkError *err)
  * returned: one unreadable history file must not hide the rest.
  */
 static bool
-load_history(const char *wal_dir, const char *source, BkDecoder *decoder,
+load_history(const BkRepo *repo, const char *source, BkDecoder *decoder,
 			 BkWalTimeline *tl, BkError *err)
 {
 	char name[32];
-	char path[BK_REPO_PATH_MAX + 32];
 	BkObjectTracker object;
 	BkError problem;
 	char *value;
@@ -210,9 +212,8 @@ load_history(const char *wal_dir, const char *source, BkDecoder *decoder,
 	bool ok = false;
 
 	snprintf(name, sizeof(name), "%08X.history", tl->timeline);
-	snprintf(path, sizeof(path), "%s/%s", wal_dir, name);
 	bk_error_clear(&problem);
-	if (!object_meta(path, &object, &problem))
+	if (!object_meta(repo, source, name, &object, &problem))
 		goto done;
 	value_len = object.meta_len + 1;
 	value = malloc(value_len);
@@ -229,7 +230,8 @@ load_history(const char *wal_dir, const char *source, BkDecoder *decoder,
 		uint8_t *text;
 		size_t len;
 
-		if (bk_repo_decrypt_to_memory(path, decoder, source, BK_KIND_WAL, name,
+		if (bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
+									  BK_KIND_WAL, name, decoder,
 									  HISTORY_FILE_MAX, &text, &len, &problem))
 		{
 			ok = bk_timeline_history_parse((const char *) text, len,
@@ -326,79 +328,92 @@ count_gaps(BkWalCatalog *catalog)
 	}
 }
 
+/* What listing <source>/wal gathers. */
+typedef struct WalListing
+{
+	BkWalCatalog *catalog;
+	SegmentEntry *entries;
+	size_t count;
+	size_t cap;
+} WalListing;
+
+static bool
+list_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	WalListing *listing = arg;
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+	BkWalFileType type;
+
+	if (entry->is_prefix)
+		return true;
+	type = bk_wal_file_type(entry->name, &timeline, &log, &seg);
+	if (type == BK_WAL_HISTORY)
+	{
+		BkWalTimeline *tl = timeline_entry(listing->catalog, timeline);
+
+		if (tl == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		tl->has_history = true;
+		listing->catalog->history_files++;
+		return true;
+	}
+	if (type == BK_WAL_BACKUP)
+		listing->catalog->backup_files++;
+	if (type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL)
+		return true;
+	if (listing->count == listing->cap)
+	{
+		size_t new_cap = listing->cap ? listing->cap * 2 : 256;
+		SegmentEntry *grown =
+			realloc(listing->entries, new_cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		listing->entries = grown;
+		listing->cap = new_cap;
+	}
+	listing->entries[listing->count++] = (SegmentEntry){
+		timeline, log, seg, type == BK_WAL_PARTIAL, entry->stored_ms};
+	return true;
+}
+
+static bool
+count_entry(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	if (!entry->is_prefix)
+		(*(uint64_t *) arg)++;
+	return true;
+}
+
 bool
 bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 					BkWalCatalog *catalog, BkError *err)
 {
-	char source_dir[BK_REPO_PATH_MAX];
-	char wal_dir[BK_REPO_PATH_MAX];
-	DIR *dir;
-	struct dirent *entry;
-	SegmentEntry *entries = NULL;
-	size_t entry_count = 0;
-	size_t entry_cap = 0;
-	struct stat st;
+	WalListing listing = {.catalog = catalog};
+	SegmentEntry *entries;
+	size_t entry_count;
 
 	memset(catalog, 0, sizeof(*catalog));
 	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
-	if (!bk_repo_source_path(repo, source, "wal", wal_dir, sizeof(wal_dir),
-							 err) ||
-		!bk_repo_source_path(repo, source, ".", source_dir, sizeof(source_dir),
-							 err))
+	if (!bk_repo_source_exists(repo, source, &catalog->source_exists, err) ||
+		!bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL, "", false,
+					  count_entry, &catalog->conflicts, err) ||
+		!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
+					  list_wal_object, &listing, err))
+	{
+		free(listing.entries);
+		bk_wal_catalog_free(catalog);
 		return false;
-	catalog->source_exists = stat(source_dir, &st) == 0 && S_ISDIR(st.st_mode);
-	catalog->conflicts = bk_repo_conflict_count(repo, source, BK_KIND_WAL);
-	dir = opendir(wal_dir);
-	if (dir == NULL)
-	{
-		if (errno == ENOENT)
-			return true; /* no WAL archived for this source yet */
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
-							wal_dir, strerror(errno));
 	}
-	while ((entry = readdir(dir)) != NULL)
-	{
-		uint32_t timeline;
-		uint32_t log;
-		uint32_t seg;
-		BkWalFileType type =
-			bk_wal_file_type(entry->d_name, &timeline, &log, &seg);
-
-		if (type == BK_WAL_HISTORY)
-		{
-			BkWalTimeline *tl = timeline_entry(catalog, timeline);
-
-			if (tl == NULL)
-				goto oom;
-			tl->has_history = true;
-			catalog->history_files++;
-			continue;
-		}
-		if (type == BK_WAL_BACKUP)
-			catalog->backup_files++;
-		if (type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL)
-			continue;
-		if (entry_count == entry_cap)
-		{
-			size_t new_cap = entry_cap ? entry_cap * 2 : 256;
-			SegmentEntry *grown = realloc(entries, new_cap * sizeof(*entries));
-
-			if (grown == NULL)
-				goto oom;
-			entries = grown;
-			entry_cap = new_cap;
-		}
-		entries[entry_count++] =
-			(SegmentEntry){timeline, log, seg, type == BK_WAL_PARTIAL};
-	}
-	closedir(dir);
-	dir = NULL;
+	entries = listing.entries;
+	entry_count = listing.count;
 
 	if (entry_count > 0)
 	{
 		const SegmentEntry *newest = NULL;
 		char name[32];
-		char path[BK_REPO_PATH_MAX + 64];
 		char value[32];
 		BkObjectTracker object;
 
@@ -416,14 +431,15 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 			newest = &entries[entry_count - 1];
 		snprintf(name, sizeof(name), "%08X%08X%08X%s", newest->timeline,
 				 newest->log, newest->seg, newest->partial ? ".partial" : "");
-		snprintf(path, sizeof(path), "%s/%s", wal_dir, name);
-		if (!object_meta(path, &object, err))
+		if (!object_meta(repo, source, name, &object, err))
 			goto fail;
 		if (!bk_meta_get(object.meta, object.meta_len, "segment-size", value,
 						 sizeof(value)))
 		{
 			bk_error_set(err, BK_ERR_FORMAT,
-						 "\"%s\" has no segment-size metadata", path);
+						 "WAL object \"%s\" of source \"%s\" has no "
+						 "segment-size metadata",
+						 name, source);
 			goto fail;
 		}
 		catalog->segment_size = (uint32_t) strtoul(value, NULL, 10);
@@ -431,14 +447,13 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 			(catalog->segment_size & (catalog->segment_size - 1)) != 0)
 		{
 			bk_error_set(err, BK_ERR_FORMAT,
-						 "\"%s\" claims an impossible segment size %s", path,
-						 value);
+						 "WAL object \"%s\" of source \"%s\" claims an "
+						 "impossible segment size %s",
+						 name, source, value);
 			goto fail;
 		}
 		bk_strlcpy(catalog->newest_name, name, sizeof(catalog->newest_name));
-		if (stat(path, &st) == 0)
-			catalog->newest_archived_ms = (int64_t) st.st_mtim.tv_sec * 1000 +
-										  st.st_mtim.tv_nsec / 1000000;
+		catalog->newest_archived_ms = newest->stored_ms;
 		if (!bk_meta_get(object.meta, object.meta_len, "created",
 						 catalog->newest_created,
 						 sizeof(catalog->newest_created)))
@@ -486,8 +501,8 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
 		if (catalog->timelines[tlIdx].has_history)
 		{
-			if (!load_history(wal_dir, source, decoder,
-							  &catalog->timelines[tlIdx], err))
+			if (!load_history(repo, source, decoder, &catalog->timelines[tlIdx],
+							  err))
 				goto fail;
 			if (!catalog->timelines[tlIdx].history_known)
 				catalog->unknown_histories++;
@@ -501,8 +516,6 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 oom:
 	bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 fail:
-	if (dir != NULL)
-		closedir(dir);
 	free(entries);
 	bk_wal_catalog_free(catalog);
 	return false;
@@ -779,15 +792,12 @@ bk_wal_segment_system_id(const BkRepo *repo, const char *source,
 						 uint32_t segment_size, char *out, size_t out_len)
 {
 	char name[32];
-	char path[BK_REPO_PATH_MAX];
 	BkObjectTracker object;
 	BkError err;
 
 	out[0] = '\0';
 	bk_wal_segment_name(timeline, segno, segment_size, name);
-	if (!bk_repo_object_path(repo, source, BK_KIND_WAL, name, path,
-							 sizeof(path), &err) ||
-		!object_meta(path, &object, &err) ||
+	if (!object_meta(repo, source, name, &object, &err) ||
 		!bk_meta_get(object.meta, object.meta_len, "system-identifier", out,
 					 out_len))
 		out[0] = '\0';

@@ -99,12 +99,8 @@ typedef struct BkSnapRecord
 extern bool bk_snapshot_data_name(const char *id, const char *path, char *out,
 								  size_t out_len);
 
-/* Receives decrypted bytes of an object in order. */
-typedef bool (*BkPlainSink)(void *arg, const uint8_t *data, size_t len,
-							BkError *err);
-
 /*
- * Decrypt the snapshot object <source>/snapshot/<name> into sink, checking
+ * Decrypt snapshot object name of source into sink (repo.h), checking
  * every chunk's tag, the fingerprint, and that the frames are the object
  * the name says.  digest (may be NULL) gets the plaintext's SHA-256 and
  * size its length.

@@ -44,62 +44,6 @@ usage(FILE *out)
 	fprintf(out, "\n\"bk COMMAND --help\" describes a command's options.\n");
 }
 
-bool
-bk_common_option(BkCommonOptions *common, int code, const char *arg)
-{
-	switch (code)
-	{
-		case OPT_CONFIG:
-			common->config_path = arg;
-			return true;
-		case OPT_BROKERS:
-			common->brokers = arg;
-			return true;
-		case OPT_REPO:
-			common->repository = arg;
-			return true;
-		case OPT_KEY_FILE:
-			common->key_file = arg;
-			return true;
-		case OPT_JSON:
-			common->json = true;
-			return true;
-		case OPT_HELP:
-			common->help = true;
-			return true;
-	}
-	return false;
-}
-
-int
-bk_cli_bad_option(const char *program, const char *option)
-{
-	if (optopt != 0 && strncmp(option, "--", 2) != 0)
-		return bk_cli_usage_error(program, "invalid option \"-%c\"", optopt);
-	return bk_cli_usage_error(program,
-							  "unknown option, or option missing its "
-							  "argument: \"%s\"",
-							  option);
-}
-
-bool
-bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
-				 BkError *err)
-{
-	if (!bk_cli_config_load(config, common->config_path, err))
-		return false;
-	if (common->brokers != NULL &&
-		!bk_cli_config_set(config, "kafka_brokers", common->brokers, err))
-		return false;
-	if (common->repository != NULL &&
-		!bk_cli_config_set(config, "repository", common->repository, err))
-		return false;
-	if (common->key_file != NULL &&
-		!bk_cli_config_set(config, "key_file", common->key_file, err))
-		return false;
-	return true;
-}
-
 int
 main(int argc, char **argv)
 {

@@ -35,17 +35,16 @@
 #include "bk_error.h"
 #include "bk_timeline.h"
 #include "repo.h"
+#include "times.h"
 #include "wal_catalog.h"
 
-#define BK_SNAPSHOT_ID_MAX     64
-#define BK_SNAPSHOT_RECORD     "snapshot.json"
-#define BK_SNAPSHOT_LABEL      "backup_label"
-#define BK_SNAPSHOT_MAP        "tablespace_map"
-#define BK_SNAPSHOT_MANIFEST   "backup_manifest"
-#define BK_SNAPSHOT_DATA       "data"
-#define BK_TIME_UNKNOWN        INT64_MIN
-#define BK_LSN_INVALID         UINT64_MAX
-#define BK_TIMESTAMP_TEXT_SIZE 40
+#define BK_SNAPSHOT_ID_MAX   64
+#define BK_SNAPSHOT_RECORD   "snapshot.json"
+#define BK_SNAPSHOT_LABEL    "backup_label"
+#define BK_SNAPSHOT_MAP      "tablespace_map"
+#define BK_SNAPSHOT_MANIFEST "backup_manifest"
+#define BK_SNAPSHOT_DATA     "data"
+#define BK_LSN_INVALID       UINT64_MAX
 
 /* Why a snapshot cannot be restored. */
 typedef enum BkSnapshotProblem
@@ -60,7 +59,6 @@ typedef enum BkSnapshotProblem
 typedef struct BkSnapshot
 {
 	char id[BK_SNAPSHOT_ID_MAX + 1];
-	char dir[BK_REPO_PATH_MAX]; /* <repo>/<source>/snapshot/<id> */
 
 	/* From the record's metadata (valid when has_record). */
 	bool has_record;
@@ -84,8 +82,8 @@ typedef struct BkSnapshot
 	bool has_label;
 	bool has_map;
 	bool has_manifest;
-	int64_t newest_mtime_ms; /* of any file of the snapshot */
-	uint64_t stored_bytes;   /* bytes of its object files */
+	int64_t newest_mtime_ms; /* newest commit of any of its objects */
+	uint64_t stored_bytes;   /* bytes of its objects */
 
 	/* Judgement. */
 	bool complete;
@@ -154,18 +152,5 @@ extern uint64_t bk_lsn_segno(uint64_t lsn, uint32_t segment_size);
 extern void bk_snapshot_wal_range(const BkSnapshot *snapshot,
 								  uint32_t segment_size, uint64_t *first_segno,
 								  uint64_t *last_segno);
-
-/* ------------------------------------------------- LSNs and timestamps */
-
-/*
- * A timestamp as ISO 8601 or PostgreSQL writes it: "2026-11-24T05:12:00Z",
- * "2026-11-24 05:12:00.123456+00", "2026-11-24 05:12:00 UTC",
- * "2026-11-24 06:12:00+01:00".  Without a zone it is local time.
- * Microseconds since the epoch.
- */
-extern bool bk_parse_timestamp(const char *text, int64_t *us);
-
-/* "2026-11-24T05:12:00.123456Z" */
-extern void bk_format_timestamp(int64_t us, char *out, size_t out_len);
 
 #endif /* BK_SNAPSHOT_CATALOG_H */

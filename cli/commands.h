@@ -9,7 +9,10 @@
 #include <getopt.h>
 #include <stdbool.h>
 
+#include "bk_crypto.h"
+#include "bk_keys.h"
 #include "cli.h"
+#include "repo.h"
 
 /*
  * Options every command accepts.  A command's getopt table lists them with
@@ -69,6 +72,37 @@ extern int bk_cli_bad_option(const char *program, const char *option);
 /* Load the configuration and apply the flags on top. */
 extern bool bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
 							 BkError *err);
+
+/* Whether a command needs the private key. */
+typedef enum BkKeyNeed
+{
+	BK_KEY_NONE,
+	BK_KEY_OPTIONAL, /* used when configured; a key that fails to load is
+					  * said on stderr and the command goes on without */
+	BK_KEY_USED      /* used when configured; failing to load it fails */
+} BkKeyNeed;
+
+/*
+ * What list, verify and expire open: the configuration, the repository,
+ * the key if there is one, and the sources to look at (only_source, or
+ * every source the repository holds).
+ */
+typedef struct BkCommandContext
+{
+	const char *program;
+	BkCliConfig config;
+	BkRepo *repo;
+	BkKeyring *ring;
+	BkDecoder *decoder;
+	char **sources;
+	int source_count;
+} BkCommandContext;
+
+extern bool bk_command_open(BkCommandContext *ctx, const char *program,
+							const BkCommonOptions *common,
+							const char *only_source, BkKeyNeed key,
+							BkError *err);
+extern void bk_command_close(BkCommandContext *ctx);
 
 extern int bk_cmd_keygen(int argc, char **argv);
 extern int bk_cmd_init(int argc, char **argv);

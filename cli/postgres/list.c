@@ -1,18 +1,16 @@
 /*
- * cmd_list.c
- *		bk list: what the repository can restore, per source, and how
- *		current it is.
+ * list.c
+ *		bk list for PostgreSQL sources: the archived WAL per timeline (with
+ *		the branch points of the history files, and the segments missing
+ *		below them), each snapshot and whether it is restorable (and if not,
+ *		why: incomplete, parent missing, WAL missing, conflict), the
+ *		restorable window (from the oldest restorable snapshot's stop point
+ *		to the end of the archived WAL, along the timelines' branch points)
+ *		and the achieved RPO (the age of the newest archived WAL).
  *
- * Everything comes from the repository itself (file names and frame
- * headers), so it needs no key and shows exactly what a restore would find:
- * the archived WAL per timeline (with the branch points of the history
- * files, and the segments missing below them), each snapshot and whether
- * it is restorable (and if not, why: incomplete, parent missing, WAL
- * missing, conflict), the restorable window (from the oldest restorable
- * snapshot's stop point to the end of the archived WAL, along the
- * timelines' branch points) and the achieved RPO (the age of the newest
- * archived WAL).  With a key configured it also reads history files that
- * were archived without their branch points.
+ * Everything comes from the repository itself (names and frame headers),
+ * so it needs no key and shows exactly what a restore would find; with a
+ * key it also reads history files archived without their branch points.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,19 +19,10 @@
 
 #include <jansson.h>
 
-#include "bk_keys.h"
+#include "bk_timeline.h"
 #include "bk_util.h"
-#include "commands.h"
-#include "repo.h"
+#include "postgres.h"
 #include "snapshot_catalog.h"
-
-static const char *list_help =
-	"Usage: bk list [--config FILE] [--repo DIR] [--source S] [--json]\n\n"
-	"Shows, per source, the archived WAL (timelines, ranges, gaps, "
-	"conflicts), the\nsnapshots and whether each can be restored, the "
-	"restorable window, and the\nachieved RPO (the age of the newest "
-	"archived WAL).\n\n"
-	"  --source S        only this source\n" BK_COMMON_HELP;
 
 static json_t *
 lsn_or_null(uint64_t lsn)
@@ -148,7 +137,6 @@ print_branches(const BkWalTimeline *tl)
 static void
 catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
 {
-	printf("source %s\n", catalog->source);
 	if (catalog->timeline_count == 0)
 	{
 		printf("  WAL: none archived\n");
@@ -321,121 +309,28 @@ snapshots_print(const BkSnapshotCatalog *catalog)
 			   catalog->rpo_seconds);
 }
 
-int
-bk_cmd_list(int argc, char **argv)
+bool
+bk_pg_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
+		   json_t *into, int64_t now_ms, BkError *err)
 {
-	static const struct option options[] = {
-		{"source", required_argument, NULL, 's'},
-		BK_COMMON_LONG_OPTIONS,
-		{NULL, 0, NULL, 0}};
-	BkCommonOptions common = {0};
-	const char *only_source = NULL;
-	BkCliConfig config;
-	BkRepo repo;
-	BkKeyring *ring = NULL;
-	BkDecoder *decoder = NULL;
-	char **sources = NULL;
-	int source_count = 0;
-	json_t *result = NULL;
-	int64_t now_ms = bk_wall_ms();
-	BkError err;
-	int status = BK_EXIT_OK;
-	int code;
+	BkSnapshotCatalog catalog;
 
-	bk_error_clear(&err);
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	if (!bk_snapshot_catalog_load(repo, source, decoder, &catalog, err))
+		return false;
+	if (into != NULL)
 	{
-		if (code == 's')
-			only_source = optarg;
-		else if (!bk_common_option(&common, code, optarg))
-			return bk_cli_bad_option(argv[0], argv[optind - 1]);
+		json_object_set_new(into, "wal", catalog_json(&catalog.wal, now_ms));
+		json_object_set_new(into, "snapshots", snapshots_json(&catalog));
+		json_object_set_new(into, "restorable_window", window_json(&catalog));
+		json_object_set_new(into, "rpo_seconds",
+							catalog.has_rpo ? json_real(catalog.rpo_seconds)
+											: json_null());
 	}
-	if (common.help)
+	else
 	{
-		fputs(list_help, stdout);
-		return BK_EXIT_OK;
+		catalog_print(&catalog.wal, now_ms);
+		snapshots_print(&catalog);
 	}
-	if (optind < argc)
-		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
-								  argv[optind]);
-
-	bk_cli_config_init(&config);
-	if (!bk_common_config(&common, &config, &err) ||
-		!bk_repo_open(&repo, config.repository, false, &err))
-		goto fail;
-	if (config.key_file != NULL)
-	{
-		BkError key_err;
-
-		/* Optional: without it, unreadable histories are said to be so. */
-		ring = bk_keyring_load(config.key_file, BK_KEYS_FOR_RESTORE, &key_err);
-		if (ring != NULL)
-			decoder = bk_decoder_new(ring, &key_err);
-		if (decoder == NULL)
-			fprintf(stderr,
-					"%s: note: listing without the key (%s): history files "
-					"archived without their branch points stay unread\n",
-					argv[0], key_err.message);
-	}
-	if (only_source != NULL)
-	{
-		if (!bk_source_id_valid(only_source, strlen(only_source)))
-		{
-			bk_error_set(&err, BK_ERR_USAGE, "invalid source id \"%s\"",
-						 only_source);
-			goto fail;
-		}
-		sources = calloc(1, sizeof(char *));
-		sources[0] = strdup(only_source);
-		source_count = 1;
-	}
-	else if (!bk_repo_sources(&repo, &sources, &source_count, &err))
-		goto fail;
-
-	if (common.json)
-		result = json_pack("{s:s, s:[]}", "repository", repo.root, "sources");
-	else if (source_count == 0)
-		printf("repository %s holds no source yet\n", repo.root);
-	for (int sourceIdx = 0; sourceIdx < source_count; sourceIdx++)
-	{
-		BkSnapshotCatalog catalog;
-
-		if (!bk_snapshot_catalog_load(&repo, sources[sourceIdx], decoder,
-									  &catalog, &err))
-			goto fail;
-		if (common.json)
-			json_array_append_new(
-				json_object_get(result, "sources"),
-				json_pack("{s:s, s:o, s:o, s:o, s:o}", "source",
-						  sources[sourceIdx], "wal",
-						  catalog_json(&catalog.wal, now_ms), "snapshots",
-						  snapshots_json(&catalog), "restorable_window",
-						  window_json(&catalog), "rpo_seconds",
-						  catalog.has_rpo ? json_real(catalog.rpo_seconds)
-										  : json_null()));
-		else
-		{
-			catalog_print(&catalog.wal, now_ms);
-			snapshots_print(&catalog);
-		}
-		bk_snapshot_catalog_free(&catalog);
-	}
-	if (common.json)
-	{
-		json_dumpf(result, stdout, JSON_INDENT(2));
-		fputc('\n', stdout);
-	}
-	goto done;
-
-fail:
-	status = bk_cli_report_error(argv[0], &err);
-done:
-	bk_decoder_free(decoder);
-	bk_keyring_free(ring);
-	json_decref(result);
-	bk_repo_free_list(sources, source_count);
-	bk_cli_config_free(&config);
-	return status;
+	bk_snapshot_catalog_free(&catalog);
+	return true;
 }

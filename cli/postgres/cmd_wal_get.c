@@ -161,7 +161,7 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 						 : "source \"%s\" is not in repository %s, so \"%s\" "
 						   "cannot be the end of its archive (the repository "
 						   "holds sources: %s)",
-					 source, repo->root, file, text);
+					 source, bk_repo_location(repo), file, text);
 		bk_error_hint(err, "Check --source in restore_command: it must be "
 						   "the id the database archives under (its system "
 						   "identifier unless bk.source_id is set); \"bk "
@@ -399,9 +399,9 @@ prefetch_segments(const BkRepo *repo, BkDecoder *decoder, const char *source,
 	for (int ahead = 1; ahead <= count; ahead++)
 	{
 		char name[32];
-		char object_path[BK_REPO_PATH_MAX];
 		char spool_path[4096];
 		struct stat st;
+		BkRepoStat stat_object;
 		BkError err;
 
 		bk_wal_segment_name(timeline, segno + (uint64_t) ahead, segment_size,
@@ -409,15 +409,15 @@ prefetch_segments(const BkRepo *repo, BkDecoder *decoder, const char *source,
 		snprintf(spool_path, sizeof(spool_path), "%s/%s", spool_dir, name);
 		if (stat(spool_path, &st) == 0)
 			continue;
-		if (!bk_repo_object_path(repo, source, BK_KIND_WAL, name, object_path,
-								 sizeof(object_path), &err) ||
-			stat(object_path, &st) != 0)
+		if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, name,
+						  &stat_object, &err) ||
+			!stat_object.exists)
 			break; /* the end of the archive, or a gap: not ours to judge */
 		if (ftruncate(lock_fd, 0) != 0 ||
 			pwrite(lock_fd, name, strlen(name), 0) != (ssize_t) strlen(name))
 			break;
-		if (!bk_repo_decrypt_to_file(object_path, decoder, source, BK_KIND_WAL,
-									 name, spool_path, NULL, &err))
+		if (!bk_repo_decrypt_to_file(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+									 name, decoder, spool_path, NULL, &err))
 		{
 			fprintf(stderr, "bk wal-get --prefetch: %s: %s\n", name,
 					err.message);
@@ -488,6 +488,24 @@ launch_prefetch(const BkRepo *repo, BkDecoder *decoder, const char *source,
 	_exit(0);
 }
 
+/* A copy of the file in the conflicts area ("<file>.<attempt>"). */
+typedef struct ConflictProbe
+{
+	const char *file;
+	char prefix[64];
+	char copy[BK_OBJECT_NAME_MAX + 1];
+} ConflictProbe;
+
+static bool
+find_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ConflictProbe *probe = arg;
+
+	if (!entry->is_prefix && probe->copy[0] == '\0')
+		bk_strlcpy(probe->copy, entry->name, sizeof(probe->copy));
+	return true;
+}
+
 int
 bk_cmd_wal_get(int argc, char **argv)
 {
@@ -502,14 +520,13 @@ bk_cmd_wal_get(int argc, char **argv)
 	const char *dest;
 	int prefetch = 0;
 	BkCliConfig config;
-	BkRepo repo;
+	BkRepo *repo = NULL;
 	BkKeyring *ring = NULL;
 	BkDecoder *decoder = NULL;
-	char object_path[BK_REPO_PATH_MAX];
-	char conflict_dir[BK_REPO_PATH_MAX + 64];
 	uint32_t segment_size = 0;
 	bool served = false;
-	struct stat st;
+	BkRepoStat object_stat;
+	ConflictProbe conflict = {0};
 	BkError err;
 	int status = EXIT_FATAL;
 	int code;
@@ -561,65 +578,52 @@ bk_cmd_wal_get(int argc, char **argv)
 
 	bk_cli_config_init(&config);
 	if (!bk_common_config(&common, &config, &err) ||
-		!bk_repo_open(&repo, config.repository, false, &err) ||
-		!bk_repo_object_path(&repo, source, BK_KIND_WAL, file, object_path,
-							 sizeof(object_path), &err))
+		(repo = bk_repo_open(config.repository, false, &err)) == NULL ||
+		!bk_repo_stat(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, file,
+					  &object_stat, &err))
 		goto done;
 
 	/* Two different copies: never pick one silently. */
-	if (!bk_repo_source_path(&repo, source, "conflicts/wal", conflict_dir,
-							 sizeof(conflict_dir), &err))
+	conflict.file = file;
+	snprintf(conflict.prefix, sizeof(conflict.prefix), "%s.", file);
+	if (!bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL,
+					  conflict.prefix, false, find_conflict, &conflict, &err))
 		goto done;
+	if (conflict.copy[0] != '\0')
 	{
-		char probe[BK_REPO_PATH_MAX + 512];
-		DIR *dir = opendir(conflict_dir);
-		struct dirent *entry;
-		size_t file_len = strlen(file);
+		char archived[4096];
+		char copy[4096];
 
-		while (dir != NULL && (entry = readdir(dir)) != NULL)
-		{
-			if (strncmp(entry->d_name, file, file_len) != 0 ||
-				entry->d_name[file_len] != '.')
-				continue;
-			snprintf(probe, sizeof(probe), "%s/%s", conflict_dir,
-					 entry->d_name);
-			bk_error_set(&err, BK_ERR_CONFLICT,
-						 "the archive holds two different copies of WAL file "
-						 "\"%s\" of source \"%s\" (\"%s\" and \"%s\")",
-						 file, source, object_path, probe);
-			bk_error_hint(&err,
-						  "Run \"bk verify --source %s\" with the key to "
-						  "see which copy belongs to this cluster's "
-						  "history, move the other out of the "
-						  "repository, and retry.",
-						  source);
-			closedir(dir);
-			goto done;
-		}
-		if (dir != NULL)
-			closedir(dir);
+		bk_repo_describe(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, file,
+						 archived, sizeof(archived));
+		bk_repo_describe(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL,
+						 conflict.copy, copy, sizeof(copy));
+		bk_error_set(&err, BK_ERR_CONFLICT,
+					 "the archive holds two different copies of WAL file "
+					 "\"%s\" of source \"%s\" (\"%s\" and \"%s\")",
+					 file, source, archived, copy);
+		bk_error_hint(&err,
+					  "Run \"bk verify --source %s\" with the key to see "
+					  "which copy belongs to this cluster's history, move the "
+					  "other out of the repository, and retry.",
+					  source);
+		goto done;
 	}
 
-	if (stat(object_path, &st) != 0)
+	if (!object_stat.exists)
 	{
-		if (errno != ENOENT)
-		{
-			bk_error_set(&err, BK_ERR_IO, "could not stat \"%s\": %s",
-						 object_path, strerror(errno));
-			goto done;
-		}
 		/* The key reads history files archived without branch points. */
 		if (config.key_file != NULL &&
 			((ring = bk_keyring_load(config.key_file, BK_KEYS_FOR_RESTORE,
 									 &err)) == NULL ||
 			 (decoder = bk_decoder_new(ring, &err)) == NULL))
 			goto done;
-		status =
-			absent_file_status(argv[0], &repo, decoder, source, file, &err);
+		status = absent_file_status(argv[0], repo, decoder, source, file, &err);
 		bk_decoder_free(decoder);
 		bk_keyring_free(ring);
 		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
 			clear_spool(dest);
+		bk_repo_close(repo);
 		bk_cli_config_free(&config);
 		return status;
 	}
@@ -633,7 +637,8 @@ bk_cmd_wal_get(int argc, char **argv)
 		char spool_dir[4096];
 
 		if (object != NULL &&
-			bk_repo_object_identity(object_path, &identity, object, &err))
+			bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+									file, &identity, object, &err))
 		{
 			if (bk_meta_get(object->meta, object->meta_len, "segment-size",
 							value, sizeof(value)))
@@ -662,8 +667,8 @@ bk_cmd_wal_get(int argc, char **argv)
 
 	/* Decrypt into a temporary file beside DEST, then rename: atomic. */
 	if (!served &&
-		!bk_repo_decrypt_to_file(object_path, decoder, source, BK_KIND_WAL,
-								 file, dest, NULL, &err))
+		!bk_repo_decrypt_to_file(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+								 file, decoder, dest, NULL, &err))
 	{
 		bk_error_prefix(&err, "WAL file \"%s\" of source \"%s\": ", file,
 						source);
@@ -671,12 +676,13 @@ bk_cmd_wal_get(int argc, char **argv)
 	}
 	status = EXIT_RESTORED;
 	if (prefetch > 0)
-		launch_prefetch(&repo, decoder, source, file, dest, segment_size,
+		launch_prefetch(repo, decoder, source, file, dest, segment_size,
 						prefetch);
 
 done:
 	bk_decoder_free(decoder);
 	bk_keyring_free(ring);
+	bk_repo_close(repo);
 	bk_cli_config_free(&config);
 	if (status == EXIT_RESTORED)
 		return status;

@@ -22,139 +22,6 @@
 
 #include "bk_util.h"
 
-/* ------------------------------------------------- LSNs and timestamps */
-
-static bool
-parse_digits(const char **p, int count, int *value)
-{
-	*value = 0;
-	for (int digitIdx = 0; digitIdx < count; digitIdx++)
-	{
-		if (**p < '0' || **p > '9')
-			return false;
-		*value = *value * 10 + (**p - '0');
-		(*p)++;
-	}
-	return true;
-}
-
-static int
-days_in_month(int year, int month)
-{
-	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-
-	return month == 2 && leap ? 29 : days[month - 1];
-}
-
-bool
-bk_parse_timestamp(const char *text, int64_t *us)
-{
-	const char *p = text;
-	struct tm tm = {0};
-	int year;
-	int month;
-	int day;
-	int hour;
-	int minute;
-	int second = 0;
-	int64_t fraction_us = 0;
-	bool has_zone = false;
-	int64_t offset_s = 0;
-	time_t seconds;
-
-	if (text == NULL || !parse_digits(&p, 4, &year) || *p++ != '-' ||
-		!parse_digits(&p, 2, &month) || *p++ != '-' ||
-		!parse_digits(&p, 2, &day) || (*p != 'T' && *p != ' '))
-		return false;
-	p++;
-	if (!parse_digits(&p, 2, &hour) || *p++ != ':' ||
-		!parse_digits(&p, 2, &minute))
-		return false;
-	if (*p == ':')
-	{
-		p++;
-		if (!parse_digits(&p, 2, &second))
-			return false;
-		if (*p == '.')
-		{
-			int64_t scale = 100000;
-
-			p++;
-			if (*p < '0' || *p > '9')
-				return false;
-			for (; *p >= '0' && *p <= '9'; p++)
-			{
-				fraction_us += (*p - '0') * scale;
-				scale /= 10;
-			}
-		}
-	}
-	while (*p == ' ')
-		p++;
-	if (*p == 'Z' && p[1] == '\0')
-	{
-		has_zone = true;
-		p++;
-	}
-	else if (strcmp(p, "UTC") == 0 || strcmp(p, "GMT") == 0)
-	{
-		has_zone = true;
-		p += 3;
-	}
-	else if (*p == '+' || *p == '-')
-	{
-		int sign = *p == '-' ? -1 : 1;
-		int zone_hours;
-		int zone_minutes = 0;
-
-		p++;
-		if (!parse_digits(&p, 2, &zone_hours) || zone_hours > 15)
-			return false;
-		if (*p == ':')
-			p++;
-		if (*p != '\0' &&
-			(!parse_digits(&p, 2, &zone_minutes) || zone_minutes > 59))
-			return false;
-		has_zone = true;
-		offset_s = sign * (zone_hours * 3600 + zone_minutes * 60);
-	}
-	/* As PostgreSQL's timestamptz input: real dates, zones within 15:59. */
-	if (*p != '\0' || month < 1 || month > 12 || day < 1 ||
-		day > days_in_month(year, month) || hour > 23 || minute > 59 ||
-		second > 60)
-		return false;
-	tm.tm_year = year - 1900;
-	tm.tm_mon = month - 1;
-	tm.tm_mday = day;
-	tm.tm_hour = hour;
-	tm.tm_min = minute;
-	tm.tm_sec = second;
-	if (has_zone)
-		seconds = timegm(&tm) - (time_t) offset_s;
-	else
-	{
-		tm.tm_isdst = -1;
-		seconds = mktime(&tm);
-	}
-	*us = (int64_t) seconds * 1000000 + fraction_us;
-	return true;
-}
-
-void
-bk_format_timestamp(int64_t us, char *out, size_t out_len)
-{
-	time_t seconds =
-		(time_t) (us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
-	int64_t fraction = us - (int64_t) seconds * 1000000;
-	struct tm tm;
-
-	gmtime_r(&seconds, &tm);
-	snprintf(out, out_len, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-			 tm.tm_min, tm.tm_sec, (int) fraction);
-}
-
 /* ------------------------------------------------------------ catalog */
 
 uint64_t
@@ -196,71 +63,31 @@ bk_snapshot_problem_name(BkSnapshotProblem problem)
 	return "unknown";
 }
 
-static int64_t
-mtime_ms(const struct stat *st)
-{
-	return (int64_t) st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
-}
-
-/* Count the object files under dir (recursively), newest mtime, bytes. */
+/*
+ * What one snapshot's objects are: the record, label, map and manifest,
+ * and how many data objects, their stored bytes, and the newest commit.
+ */
 static bool
-count_objects(const char *dir, uint64_t *count, int64_t *newest_ms,
-			  uint64_t *bytes, BkError *err)
+take_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 {
-	DIR *handle = opendir(dir);
-	struct dirent *entry;
+	BkSnapshot *snapshot = arg;
+	const char *part = entry->name + strlen(snapshot->id) + 1;
 
-	if (handle == NULL)
-	{
-		if (errno == ENOENT)
-			return true;
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", dir,
-							strerror(errno));
-	}
-	while ((entry = readdir(handle)) != NULL)
-	{
-		char path[BK_REPO_PATH_MAX];
-		struct stat st;
-
-		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-			continue;
-		if ((size_t) snprintf(path, sizeof(path), "%s/%s", dir,
-							  entry->d_name) >= sizeof(path))
-			continue;
-		if (lstat(path, &st) != 0)
-			continue;
-		if (S_ISDIR(st.st_mode))
-		{
-			if (!count_objects(path, count, newest_ms, bytes, err))
-			{
-				closedir(handle);
-				return false;
-			}
-		}
-		else if (S_ISREG(st.st_mode))
-		{
-			(*count)++;
-			*bytes += (uint64_t) st.st_size;
-			if (mtime_ms(&st) > *newest_ms)
-				*newest_ms = mtime_ms(&st);
-		}
-	}
-	closedir(handle);
-	return true;
-}
-
-static bool
-present(const char *dir, const char *name, BkSnapshot *snapshot)
-{
-	char path[BK_REPO_PATH_MAX + 64];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-		return false;
-	snapshot->stored_bytes += (uint64_t) st.st_size;
-	if (mtime_ms(&st) > snapshot->newest_mtime_ms)
-		snapshot->newest_mtime_ms = mtime_ms(&st);
+	if (entry->is_prefix)
+		return true;
+	snapshot->stored_bytes += entry->size;
+	if (entry->stored_ms > snapshot->newest_mtime_ms)
+		snapshot->newest_mtime_ms = entry->stored_ms;
+	if (strncmp(part, BK_SNAPSHOT_DATA "/", strlen(BK_SNAPSHOT_DATA) + 1) == 0)
+		snapshot->data_objects++;
+	else if (strcmp(part, BK_SNAPSHOT_RECORD) == 0)
+		snapshot->has_record = true; /* confirmed by load_record_meta */
+	else if (strcmp(part, BK_SNAPSHOT_LABEL) == 0)
+		snapshot->has_label = true;
+	else if (strcmp(part, BK_SNAPSHOT_MAP) == 0)
+		snapshot->has_map = true;
+	else if (strcmp(part, BK_SNAPSHOT_MANIFEST) == 0)
+		snapshot->has_manifest = true;
 	return true;
 }
 
@@ -283,18 +110,21 @@ meta_u64(const BkObjectTracker *object, const char *key)
 
 /* Read the record's keyless metadata. */
 static void
-load_record_meta(BkSnapshot *snapshot)
+load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 {
-	char path[BK_REPO_PATH_MAX + 64];
+	char name[BK_SNAPSHOT_ID_MAX + 32];
 	char value[BK_SNAPSHOT_ID_MAX + 16];
 	BkObjectIdentity identity;
 	BkObjectTracker *object = malloc(sizeof(*object));
 	BkError err;
 
-	snprintf(path, sizeof(path), "%s/%s", snapshot->dir, BK_SNAPSHOT_RECORD);
+	snapshot->has_record = false;
+	snprintf(name, sizeof(name), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
 	if (object == NULL)
 		return;
-	if (!bk_repo_object_identity(path, &identity, object, &err))
+	if (!bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source,
+								 BK_KIND_SNAPSHOT, name, &identity, object,
+								 &err))
 	{
 		snprintf(snapshot->reason, sizeof(snapshot->reason),
 				 "its record cannot be read: %s", err.message);
@@ -605,84 +435,63 @@ compute_window(BkSnapshotCatalog *catalog)
 	}
 }
 
+/* Snapshot ids: the "directories" below <source>/snapshot/. */
+static bool
+take_snapshot_id(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	BkSnapshotCatalog *catalog = arg;
+	BkSnapshot *grown;
+	BkSnapshot *snapshot;
+
+	if (!entry->is_prefix || strlen(entry->name) > BK_SNAPSHOT_ID_MAX)
+		return true;
+	grown = realloc(catalog->snapshots,
+					(size_t) (catalog->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	catalog->snapshots = grown;
+	snapshot = &catalog->snapshots[catalog->count++];
+	memset(snapshot, 0, sizeof(*snapshot));
+	bk_strlcpy(snapshot->id, entry->name, sizeof(snapshot->id));
+	snapshot->parent_index = -1;
+	snapshot->start_us = BK_TIME_UNKNOWN;
+	snapshot->stop_us = BK_TIME_UNKNOWN;
+	snapshot->start_lsn = BK_LSN_INVALID;
+	snapshot->stop_lsn = BK_LSN_INVALID;
+	return true;
+}
+
 bool
 bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
 						 BkDecoder *decoder, BkSnapshotCatalog *catalog,
 						 BkError *err)
 {
-	char snapshot_root[BK_REPO_PATH_MAX];
-	DIR *dir;
-	struct dirent *entry;
-
 	memset(catalog, 0, sizeof(*catalog));
 	catalog->window_snapshot = -1;
 	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
 	if (!bk_wal_catalog_load(repo, source, decoder, &catalog->wal, err) ||
-		!bk_repo_source_path(repo, source, "snapshot", snapshot_root,
-							 sizeof(snapshot_root), err))
+		!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "",
+					  false, take_snapshot_id, catalog, err))
+	{
+		bk_snapshot_catalog_free(catalog);
 		return false;
-	dir = opendir(snapshot_root);
-	if (dir == NULL)
-	{
-		if (errno == ENOENT)
-		{
-			compute_window(catalog);
-			return true;
-		}
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
-							snapshot_root, strerror(errno));
 	}
-	while ((entry = readdir(dir)) != NULL)
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
 	{
-		BkSnapshot *snapshot;
-		BkSnapshot *grown;
-		char data_dir[BK_REPO_PATH_MAX + 16];
-		struct stat st;
+		BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
+		char prefix[BK_SNAPSHOT_ID_MAX + 2];
 
-		if (entry->d_name[0] == '.' ||
-			strlen(entry->d_name) > BK_SNAPSHOT_ID_MAX)
-			continue;
-		grown = realloc(catalog->snapshots,
-						(size_t) (catalog->count + 1) * sizeof(*grown));
-		if (grown == NULL)
+		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
+		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
+						  prefix, true, take_snapshot_object, snapshot, err))
 		{
-			closedir(dir);
-			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-		}
-		catalog->snapshots = grown;
-		snapshot = &catalog->snapshots[catalog->count];
-		memset(snapshot, 0, sizeof(*snapshot));
-		bk_strlcpy(snapshot->id, entry->d_name, sizeof(snapshot->id));
-		snprintf(snapshot->dir, sizeof(snapshot->dir), "%s/%s", snapshot_root,
-				 entry->d_name);
-		if (stat(snapshot->dir, &st) != 0 || !S_ISDIR(st.st_mode))
-			continue;
-		catalog->count++;
-		snapshot->parent_index = -1;
-		snapshot->start_us = BK_TIME_UNKNOWN;
-		snapshot->stop_us = BK_TIME_UNKNOWN;
-		snapshot->start_lsn = BK_LSN_INVALID;
-		snapshot->stop_lsn = BK_LSN_INVALID;
-		snapshot->newest_mtime_ms = mtime_ms(&st);
-		if (present(snapshot->dir, BK_SNAPSHOT_RECORD, snapshot))
-			load_record_meta(snapshot);
-		snapshot->has_label =
-			present(snapshot->dir, BK_SNAPSHOT_LABEL, snapshot);
-		snapshot->has_map = present(snapshot->dir, BK_SNAPSHOT_MAP, snapshot);
-		snapshot->has_manifest =
-			present(snapshot->dir, BK_SNAPSHOT_MANIFEST, snapshot);
-		snprintf(data_dir, sizeof(data_dir), "%s/%s", snapshot->dir,
-				 BK_SNAPSHOT_DATA);
-		if (!count_objects(data_dir, &snapshot->data_objects,
-						   &snapshot->newest_mtime_ms, &snapshot->stored_bytes,
-						   err))
-		{
-			closedir(dir);
+			bk_snapshot_catalog_free(catalog);
 			return false;
 		}
+		if (snapshot->has_record)
+			load_record_meta(repo, source, snapshot);
 		judge_complete(snapshot);
 	}
-	closedir(dir);
 	if (catalog->count > 0)
 		qsort(catalog->snapshots, (size_t) catalog->count,
 			  sizeof(*catalog->snapshots), snapshot_cmp);

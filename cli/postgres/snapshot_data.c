@@ -73,63 +73,29 @@ bk_snapshot_path_safe(const char *path)
 
 /* ------------------------------------------------------- decrypting */
 
-typedef struct ReadVisit
-{
-	BkDecoder *decoder;
-	BkPlainSink sink;
-	void *sink_arg;
-} ReadVisit;
-
-static bool
-read_visit(void *arg, const uint8_t *frame, size_t len, BkError *err)
-{
-	ReadVisit *visit = arg;
-	const uint8_t *plain;
-	size_t plain_len;
-
-	if (!bk_decoder_push(visit->decoder, frame, len, &plain, &plain_len, err))
-		return false;
-	return plain_len == 0 ||
-		   visit->sink(visit->sink_arg, plain, plain_len, err);
-}
-
 bool
 bk_snapshot_read_object(const BkRepo *repo, BkDecoder *decoder,
 						const char *source, const char *name, BkPlainSink sink,
 						void *sink_arg, uint8_t *digest, uint64_t *size,
 						BkError *err)
 {
-	char path[BK_REPO_PATH_MAX];
-	ReadVisit visit = {decoder, sink, sink_arg};
-	const BkObjectTracker *object;
+	char where[4096];
 
-	if (!bk_repo_object_path(repo, source, BK_KIND_SNAPSHOT, name, path,
-							 sizeof(path), err))
-		return false;
-	bk_decoder_reset(decoder);
-	if (!bk_repo_read_frames(path, false, read_visit, &visit, err))
+	if (!bk_repo_decrypt(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, name,
+						 decoder, sink, sink_arg, err))
 	{
-		if (err->code == BK_ERR_NOT_FOUND)
-			return bk_error_set(err, BK_ERR_SEQUENCE,
-								"object \"%s\" is missing from the repository "
-								"(%s)",
-								name, path);
-		return false;
+		if (err->code != BK_ERR_NOT_FOUND)
+			return false;
+		bk_repo_describe(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, name,
+						 where, sizeof(where));
+		return bk_error_set(err, BK_ERR_SEQUENCE,
+							"object \"%s\" is missing from the repository (%s)",
+							name, where);
 	}
-	if (!bk_decoder_finish(decoder, err))
-		return bk_error_prefix(err, "\"%s\": ", path);
-	object = bk_decoder_object(decoder);
-	if (strcmp(object->source, source) != 0 ||
-		strcmp(object->name, name) != 0 || object->kind != BK_KIND_SNAPSHOT)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"\"%s\" holds %s object \"%s\" of source \"%s\", "
-							"not the one its path names",
-							path, bk_kind_name(object->kind), object->name,
-							object->source);
 	if (digest != NULL)
 		memcpy(digest, bk_decoder_digest(decoder), BK_SHA256_LEN);
 	if (size != NULL)
-		*size = object->object_size;
+		*size = bk_decoder_object(decoder)->object_size;
 	return true;
 }
 

@@ -1,0 +1,141 @@
+/*
+ * cmd_expire.c
+ *		bk expire: remove the snapshots and log a retention policy no longer
+ *		needs, and nothing a kept snapshot needs for its point-in-time
+ *		window.
+ *
+ * The command and the decision (retention.h) are the same for every
+ * engine; what is removed of the log comes from the engine (engine.h):
+ * PostgreSQL's WAL in postgres/expire.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bk_util.h"
+#include "commands.h"
+#include "engine.h"
+
+static const char *expire_help =
+	"Usage: bk expire --source S (--retain-full N | --retain-days D) "
+	"[--dry-run] [--json]\n\n"
+	"Removes snapshots, and the WAL before the oldest kept one, that the "
+	"retention\npolicy no longer needs.  Never removes what a kept snapshot "
+	"needs to restore\nany moment of its window, nor a snapshot still "
+	"arriving.\n\n"
+	"  --source S        source id\n"
+	"  --retain-full N   keep the N newest restorable full snapshots and "
+	"their\n                    diff/incr snapshots\n"
+	"  --retain-days D   keep what restores any moment of the last D days\n"
+	"  --dry-run         only say what would be removed\n" BK_COMMON_HELP;
+
+enum
+{
+	OPT_SOURCE = OPT_COMMAND_BASE,
+	OPT_RETAIN_FULL,
+	OPT_RETAIN_DAYS,
+	OPT_DRY_RUN
+};
+
+typedef struct ExpireOptions
+{
+	const char *program;
+	const char *source;
+	BkCommonOptions common;
+	BkRetention policy;
+} ExpireOptions;
+
+static int
+parse_options(ExpireOptions *ex, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"source", required_argument, NULL, OPT_SOURCE},
+		{"retain-full", required_argument, NULL, OPT_RETAIN_FULL},
+		{"retain-days", required_argument, NULL, OPT_RETAIN_DAYS},
+		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
+		BK_COMMON_LONG_OPTIONS,
+		{NULL, 0, NULL, 0}};
+	int code;
+
+	optind = 1;
+	opterr = 0;
+	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		char *end;
+
+		switch (code)
+		{
+			case OPT_SOURCE:
+				ex->source = optarg;
+				break;
+			case OPT_RETAIN_FULL:
+			case OPT_RETAIN_DAYS:
+			{
+				long long value = strtoll(optarg, &end, 10);
+
+				if (end == optarg || *end != '\0' || value < 1 ||
+					value > 100000)
+					return bk_cli_usage_error(
+						ex->program, "%s must be a number from 1 to 100000",
+						code == OPT_RETAIN_FULL ? "--retain-full"
+												: "--retain-days");
+				if (code == OPT_RETAIN_FULL)
+					ex->policy.retain_full = value;
+				else
+					ex->policy.retain_days = value;
+				break;
+			}
+			case OPT_DRY_RUN:
+				ex->policy.dry_run = true;
+				break;
+			default:
+				if (!bk_common_option(&ex->common, code, optarg))
+					return bk_cli_bad_option(ex->program, argv[optind - 1]);
+		}
+	}
+	if (ex->common.help)
+		return -1;
+	if (optind < argc)
+		return bk_cli_usage_error(ex->program, "unexpected argument \"%s\"",
+								  argv[optind]);
+	if (ex->source == NULL ||
+		!bk_source_id_valid(ex->source, strlen(ex->source)))
+		return bk_cli_usage_error(ex->program, "--source S is required");
+	if ((ex->policy.retain_full > 0) == (ex->policy.retain_days > 0))
+		return bk_cli_usage_error(ex->program,
+								  "give exactly one of --retain-full and "
+								  "--retain-days");
+	return 0;
+}
+
+int
+bk_cmd_expire(int argc, char **argv)
+{
+	ExpireOptions ex = {.program = argv[0]};
+	BkCommandContext ctx = {0};
+	const BkEngine *engine;
+	BkError err;
+	int status;
+
+	bk_error_clear(&err);
+	status = parse_options(&ex, argc, argv);
+	if (status != 0)
+	{
+		if (status < 0)
+		{
+			fputs(expire_help, stdout);
+			status = BK_EXIT_OK;
+		}
+		return status;
+	}
+	ex.policy.json = ex.common.json;
+	if (!bk_command_open(&ctx, ex.program, &ex.common, ex.source, BK_KEY_NONE,
+						 &err) ||
+		(engine = bk_engine_for(ctx.repo, ex.source, &err)) == NULL)
+		status = bk_cli_report_error(ex.program, &err);
+	else
+		status =
+			engine->expire(ex.program, ctx.repo, ex.source, &ex.policy, &err);
+	bk_command_close(&ctx);
+	return status;
+}

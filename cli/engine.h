@@ -1,0 +1,70 @@
+/*
+ * engine.h
+ *		The seam between bk's engine-neutral commands and what each database
+ *		engine keeps in the repository.
+ *
+ * bk list, bk verify and bk expire are the same commands for every engine:
+ * options, keys, the repository, the sources, output framing and exit
+ * codes live in cli/.  What a source's archive is (PostgreSQL: WAL
+ * segments on timelines, snapshots with LSNs; MariaDB: binlog files,
+ * snapshots with binlog coordinates) lives in the engine's folder, behind
+ * these operations.  The restore and log-fetching commands are the
+ * engine's own (bk restore dispatches by its options, bk wal-get is
+ * PostgreSQL's restore_command).
+ */
+#ifndef BK_ENGINE_H
+#define BK_ENGINE_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_error.h"
+#include "repo.h"
+#include "verify.h"
+
+/* What bk expire is asked to keep. */
+typedef struct BkRetention
+{
+	int64_t retain_full; /* the newest N full snapshots, or 0 */
+	int64_t retain_days; /* everything to restore the last D days, or 0 */
+	bool dry_run;
+	bool json;
+} BkRetention;
+
+typedef struct BkEngine
+{
+	const char *name; /* "postgresql" */
+
+	/* Does the repository hold this engine's archive of source? */
+	bool (*holds)(const BkRepo *repo, const char *source, bool *holds,
+				  BkError *err);
+
+	/*
+	 * bk list: the source's archive, printed, or as the members of its JSON
+	 * object (into, which already holds "source").  decoder may be NULL.
+	 */
+	bool (*list)(const BkRepo *repo, const char *source, BkDecoder *decoder,
+				 json_t *into, int64_t now_ms, BkError *err);
+
+	/* bk verify: every object and catalog check of the source. */
+	bool (*verify)(BkVerifier *verifier, const BkRepo *repo, const char *source,
+				   BkError *err);
+
+	/* bk expire: apply the retention; returns the exit status. */
+	int (*expire)(const char *program, BkRepo *repo, const char *source,
+				  const BkRetention *retention, BkError *err);
+} BkEngine;
+
+/*
+ * The engine whose archive the repository holds for source; NULL with err
+ * set when it holds nothing of it.
+ */
+extern const BkEngine *bk_engine_for(const BkRepo *repo, const char *source,
+									 BkError *err);
+
+/* The engines bk knows, for messages. */
+extern const BkEngine bk_engine_postgresql;
+
+#endif /* BK_ENGINE_H */

@@ -1,0 +1,381 @@
+/*
+ * expire.c
+ *		bk expire for PostgreSQL sources: which snapshots the policy keeps
+ *		(retention.c decides, for every engine), and the WAL that goes with
+ *		the others.
+ *
+ * WAL goes only when it lies entirely before the segment of the oldest
+ * kept snapshot's start LSN (segments, .partial and .backup files, on
+ * every timeline), and, while a snapshot without a record is in progress,
+ * only WAL its source read before that snapshot began (the id says when);
+ * history files stay, as pg_archivecleanup leaves them.  With no
+ * restorable snapshot to anchor it, nothing is removed: the WAL may serve
+ * a base backup bk does not know about.
+ *
+ * A snapshot's record goes first, so a removal cut short leaves an
+ * incomplete snapshot, never one that looks restorable with objects
+ * missing.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "bk_util.h"
+#include "cli.h"
+#include "postgres.h"
+#include "retention.h"
+#include "snapshot_catalog.h"
+
+typedef struct Expire
+{
+	const char *source;
+	const BkRetention *policy;
+	BkRepo *repo;
+	BkSnapshotCatalog catalog;
+	BkRetentionSnapshot *view; /* the catalog, as retention.c sees it */
+	BkVerdict *verdicts;
+} Expire;
+
+/* The start time a snapshot id encodes ("YYYYMMDDTHHMMSSZ-..."), in us. */
+static bool
+id_start_us(const char *id, int64_t *us)
+{
+	char text[32];
+
+	if (strlen(id) < 16 || id[8] != 'T' || id[15] != 'Z')
+		return false;
+	snprintf(text, sizeof(text), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", id, id + 4,
+			 id + 6, id + 9, id + 11, id + 13);
+	return bk_parse_timestamp(text, us);
+}
+
+/*
+ * The first segment number to keep: that of the oldest start LSN among the
+ * snapshots that stay.  A snapshot that stays but has no record yet (so no
+ * known start LSN) may need WAL from its start on: *guard_us gets the
+ * oldest such start time (from its id), and WAL created after it is kept
+ * (or BK_TIME_UNKNOWN when there is none).  0: remove no WAL.
+ */
+static uint64_t
+wal_cutoff(const Expire *ex, int64_t *guard_us, uint32_t *timeline, char *note,
+		   size_t note_len)
+{
+	const BkSnapshotCatalog *catalog = &ex->catalog;
+	uint64_t oldest_lsn = BK_LSN_INVALID;
+
+	*guard_us = BK_TIME_UNKNOWN;
+	if (catalog->wal.segment_size == 0)
+		return 0;
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+	{
+		const BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
+		int64_t start_us;
+
+		if (ex->verdicts[snapIdx] == BK_VERDICT_EXPIRE)
+			continue;
+		if (snapshot->start_lsn != BK_LSN_INVALID)
+		{
+			if (snapshot->start_lsn < oldest_lsn)
+			{
+				oldest_lsn = snapshot->start_lsn;
+				*timeline = snapshot->timeline;
+			}
+			continue;
+		}
+		if (!id_start_us(snapshot->id, &start_us))
+		{
+			snprintf(note, note_len,
+					 "no WAL removed: snapshot %s, still arriving, has no "
+					 "start LSN yet and its id names no start time",
+					 snapshot->id);
+			return 0;
+		}
+		if (*guard_us == BK_TIME_UNKNOWN || start_us < *guard_us)
+			*guard_us = start_us;
+	}
+	if (oldest_lsn == BK_LSN_INVALID)
+		return 0;
+	return bk_lsn_segno(oldest_lsn, catalog->wal.segment_size);
+}
+
+/*
+ * May a WAL object be needed by a snapshot that began at guard_us?  Only if
+ * the source read it (its "created" metadata) after that, less a minute for
+ * the time between the snapshot's id and its start LSN.
+ */
+static bool
+needed_after_guard(const Expire *ex, BkRepoArea area, const char *name,
+				   int64_t guard_us)
+{
+	BkObjectIdentity identity;
+	BkObjectTracker *object;
+	char created[64];
+	int64_t created_us;
+	bool needed = true;
+	BkError err;
+
+	if (guard_us == BK_TIME_UNKNOWN)
+		return false;
+	object = malloc(sizeof(*object));
+	if (object != NULL &&
+		bk_repo_object_identity(ex->repo, area, ex->source, BK_KIND_WAL, name,
+								&identity, object, &err) &&
+		bk_meta_get(object->meta, object->meta_len, "created", created,
+					sizeof(created)) &&
+		bk_parse_timestamp(created, &created_us))
+		needed = created_us >= guard_us - (int64_t) 60 * 1000000;
+	free(object);
+	return needed;
+}
+
+typedef struct WalRemoval
+{
+	Expire *ex;
+	BkRepoArea area;
+	uint64_t cutoff;
+	int64_t guard_us;
+	uint64_t count;
+	uint64_t bytes;
+	char first[BK_OBJECT_NAME_MAX + 1];
+	char last[BK_OBJECT_NAME_MAX + 1];
+} WalRemoval;
+
+/* One WAL object (a name, or "<name>.<attempt>" in conflicts) to judge. */
+static bool
+expire_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	WalRemoval *removal = arg;
+	Expire *ex = removal->ex;
+	char name[BK_OBJECT_NAME_MAX + 1];
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+	BkWalFileType type;
+
+	if (entry->is_prefix)
+		return true;
+	bk_strlcpy(name, entry->name, sizeof(name));
+	if (removal->area == BK_REPO_CONFLICTS)
+	{
+		char *dot = strrchr(name, '.');
+
+		if (dot != NULL)
+			*dot = '\0';
+	}
+	type = bk_wal_file_type(name, &timeline, &log, &seg);
+	if ((type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL &&
+		 type != BK_WAL_BACKUP) ||
+		bk_wal_segno(log, seg, ex->catalog.wal.segment_size) >=
+			removal->cutoff ||
+		needed_after_guard(ex, removal->area, entry->name, removal->guard_us))
+		return true;
+	removal->count++;
+	removal->bytes += entry->size;
+	if (removal->first[0] == '\0' || strcmp(name, removal->first) < 0)
+		bk_strlcpy(removal->first, name, sizeof(removal->first));
+	if (strcmp(name, removal->last) > 0)
+		bk_strlcpy(removal->last, name, sizeof(removal->last));
+	return ex->policy->dry_run ||
+		   bk_repo_delete(ex->repo, removal->area, ex->source, BK_KIND_WAL,
+						  entry->name, err);
+}
+
+/* Remove one snapshot: its record first, then the rest. */
+static bool
+remove_snapshot(Expire *ex, const BkSnapshot *snapshot, BkError *err)
+{
+	char record[BK_SNAPSHOT_ID_MAX + 32];
+	char prefix[BK_SNAPSHOT_ID_MAX + 2];
+
+	snprintf(record, sizeof(record), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
+	snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
+	return bk_repo_delete(ex->repo, BK_REPO_ARCHIVE, ex->source,
+						  BK_KIND_SNAPSHOT, record, err) &&
+		   bk_repo_delete_prefix(ex->repo, BK_REPO_ARCHIVE, ex->source,
+								 BK_KIND_SNAPSHOT, prefix, err) &&
+		   bk_repo_delete_prefix(ex->repo, BK_REPO_CONFLICTS, ex->source,
+								 BK_KIND_SNAPSHOT, prefix, err);
+}
+
+/* The catalog as the retention decision sees it. */
+static bool
+build_view(Expire *ex, BkError *err)
+{
+	ex->view = calloc((size_t) ex->catalog.count + 1, sizeof(*ex->view));
+	ex->verdicts = calloc((size_t) ex->catalog.count + 1, sizeof(BkVerdict));
+	if (ex->view == NULL || ex->verdicts == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+	{
+		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
+
+		ex->view[snapIdx] = (BkRetentionSnapshot){
+			.id = snapshot->id,
+			.kind = snapshot->kind,
+			.parent_index = snapshot->parent_index,
+			.restorable = snapshot->restorable,
+			.stop_us = snapshot->stop_us,
+			.stop_order = snapshot->stop_lsn,
+			.newest_ms = snapshot->newest_mtime_ms,
+		};
+	}
+	return true;
+}
+
+int
+bk_pg_expire(const char *program, BkRepo *repo, const char *source,
+			 const BkRetention *policy, BkError *err)
+{
+	Expire expire = {.source = source, .policy = policy, .repo = repo};
+	Expire *ex = &expire;
+	json_t *result = NULL;
+	json_t *snapshots_json = NULL;
+	WalRemoval wal = {.ex = ex};
+	char note[512] = "";
+	uint64_t cutoff = 0;
+	int64_t guard_us = BK_TIME_UNKNOWN;
+	uint32_t cutoff_timeline = 1;
+	uint64_t removed_snapshots = 0;
+	uint64_t freed = 0;
+	int64_t now_ms = bk_wall_ms();
+	int status;
+
+	if (!bk_snapshot_catalog_load(repo, source, NULL, &ex->catalog, err) ||
+		!build_view(ex, err))
+		goto fail;
+	if (!bk_retention_decide(ex->view, ex->catalog.count, policy, now_ms,
+							 ex->verdicts))
+		snprintf(note, sizeof(note),
+				 "nothing removed: source %s has no restorable %ssnapshot to "
+				 "anchor the retention",
+				 source, policy->retain_full > 0 ? "full " : "");
+	else
+		cutoff =
+			wal_cutoff(ex, &guard_us, &cutoff_timeline, note, sizeof(note));
+
+	if (policy->json)
+	{
+		snapshots_json = json_array();
+		result = json_pack("{s:s, s:b, s:o}", "source", source, "dry_run",
+						   policy->dry_run, "policy",
+						   policy->retain_full > 0
+							   ? json_pack("{s:I}", "retain_full",
+										   (json_int_t) policy->retain_full)
+							   : json_pack("{s:I}", "retain_days",
+										   (json_int_t) policy->retain_days));
+	}
+	else
+		printf("source %s (%s %" PRId64 ")%s\n", source,
+			   policy->retain_full > 0 ? "--retain-full" : "--retain-days",
+			   policy->retain_full > 0 ? policy->retain_full
+									   : policy->retain_days,
+			   policy->dry_run ? ", dry run: nothing is removed" : "");
+	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+	{
+		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
+		BkVerdict verdict = ex->verdicts[snapIdx];
+		const char *reason =
+			bk_retention_reason(&ex->view[snapIdx], verdict, policy);
+
+		if (verdict == BK_VERDICT_EXPIRE)
+		{
+			removed_snapshots++;
+			freed += snapshot->stored_bytes;
+			if (!policy->dry_run && !remove_snapshot(ex, snapshot, err))
+				goto fail;
+		}
+		if (policy->json)
+		{
+			json_t *item = bk_snapshot_json(snapshot);
+
+			json_object_set_new(item, "removed",
+								json_boolean(verdict == BK_VERDICT_EXPIRE));
+			json_object_set_new(item, "verdict", json_string(reason));
+			json_array_append_new(snapshots_json, item);
+		}
+		else
+			printf("  %s snapshot %s (%s, stop %s): %s\n",
+				   verdict != BK_VERDICT_EXPIRE ? "keep  "
+				   : policy->dry_run            ? "would remove"
+												: "removed",
+				   snapshot->id, snapshot->kind[0] ? snapshot->kind : "?",
+				   snapshot->stop_time[0] ? snapshot->stop_time : "unknown",
+				   reason);
+	}
+	if (cutoff > 0)
+	{
+		wal.cutoff = cutoff;
+		wal.guard_us = guard_us;
+		wal.area = BK_REPO_ARCHIVE;
+		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
+						  expire_wal_object, &wal, err))
+			goto fail;
+		wal.area = BK_REPO_CONFLICTS;
+		if (!bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL, "",
+						  false, expire_wal_object, &wal, err))
+			goto fail;
+		freed += wal.bytes;
+	}
+	{
+		char keep_from[32] = "";
+
+		if (cutoff > 0)
+			bk_wal_segment_name(cutoff_timeline, cutoff,
+								ex->catalog.wal.segment_size, keep_from);
+		if (policy->json)
+		{
+			json_object_set_new(result, "snapshots", snapshots_json);
+			snapshots_json = NULL;
+			json_object_set_new(result, "snapshots_removed",
+								json_integer((json_int_t) removed_snapshots));
+			json_object_set_new(
+				result, "wal",
+				json_pack("{s:I, s:o, s:o, s:o}", "files_removed",
+						  (json_int_t) wal.count, "first_removed",
+						  wal.first[0] ? json_string(wal.first) : json_null(),
+						  "last_removed",
+						  wal.last[0] ? json_string(wal.last) : json_null(),
+						  "kept_from_segment",
+						  cutoff > 0 ? json_string(keep_from) : json_null()));
+			json_object_set_new(result, "bytes_freed",
+								json_integer((json_int_t) freed));
+			json_object_set_new(result, "note",
+								note[0] ? json_string(note) : json_null());
+			json_dumpf(result, stdout, JSON_INDENT(2));
+			fputc('\n', stdout);
+		}
+		else
+		{
+			if (wal.count > 0)
+				printf("  %s %" PRIu64 " WAL file%s (%s .. %s): before the "
+					   "oldest kept snapshot's start segment %s\n",
+					   policy->dry_run ? "would remove" : "removed", wal.count,
+					   wal.count == 1 ? "" : "s", wal.first, wal.last,
+					   keep_from);
+			else if (note[0] == '\0')
+				printf("  no WAL to remove\n");
+			if (note[0] != '\0')
+				printf("  %s\n", note);
+			printf("%s %" PRIu64 " snapshot%s and %" PRIu64
+				   " WAL file%s, %" PRIu64 " bytes\n",
+				   policy->dry_run ? "would remove" : "removed",
+				   removed_snapshots, removed_snapshots == 1 ? "" : "s",
+				   wal.count, wal.count == 1 ? "" : "s", freed);
+		}
+	}
+	status = BK_EXIT_OK;
+	goto done;
+
+fail:
+	status = bk_cli_report_error(program, err);
+done:
+	json_decref(snapshots_json);
+	json_decref(result);
+	free(ex->view);
+	free(ex->verdicts);
+	bk_snapshot_catalog_free(&ex->catalog);
+	return status;
+}

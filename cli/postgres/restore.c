@@ -1,0 +1,448 @@
+/*
+ * restore.c
+ *		bk restore: rebuild a PostgreSQL data directory from the newest
+ *		snapshot chain that ends before the recovery target, and configure
+ *		recovery through bk wal-get to reach the target.
+ *
+ * Picking the snapshot.  A snapshot can serve a target only if its stop
+ * point (where recovery becomes consistent) is at or before the target;
+ * recovery from a later one would fail ("requested recovery stop point is
+ * before consistent recovery point") or, worse, pass the target.  Times
+ * and LSNs compare with the catalog directly.  A transaction id or a
+ * restore point name has no place in the catalog, so the archived WAL is
+ * decrypted window by window, newest first, and PostgreSQL's own
+ * pg_waldump finds the commit (or restore point) record in it: windows are
+ * [stop of snapshot i, stop of snapshot i+1), so the window holding the
+ * record names the snapshot.
+ *
+ * Writing the directory.  Files are decrypted, decompressed and verified
+ * one chunk at a time (memory stays bounded), by --jobs threads, each with
+ * its own decoder (the keyring is read-only and shared).  Incremental
+ * files are rebuilt in place: the parent's version first, then the changed
+ * blocks at their offsets (snapshot_data.c).  Each rebuilt file is checked
+ * against the record's SHA-256.
+ *
+ * A restore that fails half way must never leave a directory that starts:
+ * PostgreSQL would start from the checkpoint in pg_control and silently
+ * produce a corrupt cluster.  So global/pg_control is written last, after
+ * every file, backup_label, tablespace_map, the recovery settings and the
+ * manifest are durable; without it the server refuses to start.  With
+ * --delta the old pg_control is removed first, for the same reason.
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "bk_timeline.h"
+#include "bk_util.h"
+
+#include "restore.h"
+
+static const char *restore_help =
+	"Usage: bk restore --source S --pgdata DIR [TARGET] [OPTIONS]\n\n"
+	"Rebuilds a PostgreSQL data directory from the newest snapshot that ends "
+	"at or\nbefore the target, and configures recovery (restore_command = bk "
+	"wal-get) to\nreplay the archived WAL up to the target.\n\n"
+	"Target (at most one; none: replay all archived WAL):\n"
+	"  --target-time TS      recovery_target_time (\"2026-11-24 05:12:00+00\"; "
+	"no\n                        zone: local time)\n"
+	"  --target-lsn LSN      recovery_target_lsn\n"
+	"  --target-xid XID      recovery_target_xid (found in the WAL with "
+	"pg_waldump)\n"
+	"  --target-name NAME    recovery_target_name (a restore point)\n"
+	"  --target immediate    stop as soon as the snapshot is consistent\n\n"
+	"Options:\n"
+	"  --source S            source id\n"
+	"  --pgdata DIR          directory to restore into (must be empty, or "
+	"--delta)\n"
+	"  --snapshot ID         restore this snapshot (bk list shows them)\n"
+	"  --target-timeline T   latest (default), current, or a timeline id\n"
+	"  --tablespace-map OLD=NEW\n"
+	"                        restore the tablespace at OLD into NEW "
+	"(repeatable)\n"
+	"  --delta               reuse a non-empty DIR: rewrite only files whose "
+	"content\n                        differs, remove files the snapshot does "
+	"not have\n"
+	"  --archive             keep archive_mode: this copy becomes the "
+	"source's primary\n"
+	"  --jobs N              files restored in parallel (default 2)\n"
+	"  --owner USER          owner of the restored files (default postgres "
+	"when run\n                        as root)\n"
+	"  --prefetch N          restore_command prefetches N segments ahead\n"
+	"                        (default 4; 0: off)\n\n"
+	"Exit status: 0 restored; 1 no snapshot fits the target, or another "
+	"failure;\n2 usage; 3 configuration or key; 4 corrupt, tampered or "
+	"missing data;\n5 repository unreachable.\n\n" BK_COMMON_HELP;
+
+enum
+{
+	OPT_SOURCE = OPT_COMMAND_BASE,
+	OPT_PGDATA,
+	OPT_TARGET_TIME,
+	OPT_TARGET_LSN,
+	OPT_TARGET_XID,
+	OPT_TARGET_NAME,
+	OPT_TARGET,
+	OPT_SNAPSHOT,
+	OPT_TARGET_TIMELINE,
+	OPT_TABLESPACE_MAP,
+	OPT_DELTA,
+	OPT_ARCHIVE,
+	OPT_JOBS,
+	OPT_OWNER,
+	OPT_PREFETCH
+};
+
+/* ------------------------------------------------------------ options */
+
+static bool
+parse_u64(const char *text, uint64_t *value)
+{
+	char *end;
+
+	if (text == NULL || text[0] < '0' || text[0] > '9')
+		return false;
+	errno = 0;
+	*value = strtoull(text, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+static bool
+set_target(Restore *r, TargetType type, const char *text)
+{
+	if (r->target != TARGET_NONE)
+		return false;
+	r->target = type;
+	r->target_text = text;
+	return true;
+}
+
+static int
+parse_options(Restore *r, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"source", required_argument, NULL, OPT_SOURCE},
+		{"pgdata", required_argument, NULL, OPT_PGDATA},
+		{"target-time", required_argument, NULL, OPT_TARGET_TIME},
+		{"target-lsn", required_argument, NULL, OPT_TARGET_LSN},
+		{"target-xid", required_argument, NULL, OPT_TARGET_XID},
+		{"target-name", required_argument, NULL, OPT_TARGET_NAME},
+		{"target", required_argument, NULL, OPT_TARGET},
+		{"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+		{"target-timeline", required_argument, NULL, OPT_TARGET_TIMELINE},
+		{"tablespace-map", required_argument, NULL, OPT_TABLESPACE_MAP},
+		{"delta", no_argument, NULL, OPT_DELTA},
+		{"archive", no_argument, NULL, OPT_ARCHIVE},
+		{"jobs", required_argument, NULL, OPT_JOBS},
+		{"owner", required_argument, NULL, OPT_OWNER},
+		{"prefetch", required_argument, NULL, OPT_PREFETCH},
+		BK_COMMON_LONG_OPTIONS,
+		{NULL, 0, NULL, 0}};
+	const char *program = argv[0];
+	bool two_targets = false;
+	uint64_t number;
+	int code;
+
+	optind = 1;
+	opterr = 0;
+	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		switch (code)
+		{
+			case OPT_SOURCE:
+				r->source = optarg;
+				break;
+			case OPT_PGDATA:
+				r->pgdata_arg = optarg;
+				break;
+			case OPT_TARGET_TIME:
+				two_targets |= !set_target(r, TARGET_TIME, optarg);
+				break;
+			case OPT_TARGET_LSN:
+				two_targets |= !set_target(r, TARGET_LSN, optarg);
+				break;
+			case OPT_TARGET_XID:
+				two_targets |= !set_target(r, TARGET_XID, optarg);
+				break;
+			case OPT_TARGET_NAME:
+				two_targets |= !set_target(r, TARGET_NAME, optarg);
+				break;
+			case OPT_TARGET:
+				if (strcmp(optarg, "immediate") != 0)
+					return bk_cli_usage_error(program,
+											  "--target accepts only "
+											  "\"immediate\", not \"%s\"",
+											  optarg);
+				two_targets |= !set_target(r, TARGET_IMMEDIATE, optarg);
+				break;
+			case OPT_SNAPSHOT:
+				r->snapshot_id = optarg;
+				break;
+			case OPT_TARGET_TIMELINE:
+				if (strcmp(optarg, "latest") != 0 &&
+					strcmp(optarg, "current") != 0 &&
+					(!parse_u64(optarg, &number) || number == 0 ||
+					 number > UINT32_MAX))
+					return bk_cli_usage_error(
+						program,
+						"--target-timeline must be latest, current or a "
+						"timeline id, not \"%s\"",
+						optarg);
+				r->target_timeline = optarg;
+				break;
+			case OPT_TABLESPACE_MAP:
+			{
+				char *eq = strchr(optarg, '=');
+
+				if (eq == NULL || optarg[0] != '/' || eq[1] != '/' ||
+					r->map_count == TABLESPACE_MAPS_MAX)
+					return bk_cli_usage_error(
+						program,
+						"--tablespace-map expects OLD=NEW, two absolute "
+						"paths, not \"%s\"",
+						optarg);
+				*eq = '\0';
+				r->maps[r->map_count].old_path = optarg;
+				r->maps[r->map_count++].new_path = eq + 1;
+				break;
+			}
+			case OPT_DELTA:
+				r->delta = true;
+				break;
+			case OPT_ARCHIVE:
+				r->archive = true;
+				break;
+			case OPT_JOBS:
+				if (!parse_u64(optarg, &number) || number < 1 ||
+					number > JOBS_MAX)
+					return bk_cli_usage_error(
+						program, "--jobs must be from 1 to %d, not \"%s\"",
+						JOBS_MAX, optarg);
+				r->jobs = (int) number;
+				break;
+			case OPT_OWNER:
+				r->owner = optarg;
+				break;
+			case OPT_PREFETCH:
+				if (!parse_u64(optarg, &number) || number > 1000)
+					return bk_cli_usage_error(
+						program,
+						"--prefetch must be from 0 to 1000, not \"%s\"",
+						optarg);
+				r->prefetch = (int) number;
+				break;
+			default:
+				if (!bk_common_option(&r->common, code, optarg))
+					return bk_cli_bad_option(program, argv[optind - 1]);
+		}
+	}
+	if (r->common.help)
+		return -1;
+	if (optind < argc)
+		return bk_cli_usage_error(program, "unexpected argument \"%s\"",
+								  argv[optind]);
+	if (two_targets)
+		return bk_cli_usage_error(program,
+								  "give at most one of --target-time, "
+								  "--target-lsn, --target-xid, --target-name "
+								  "and --target");
+	if (r->source == NULL || r->pgdata_arg == NULL)
+		return bk_cli_usage_error(program,
+								  "--source and --pgdata are required");
+	if (!bk_source_id_valid(r->source, strlen(r->source)))
+		return bk_cli_usage_error(program, "invalid source id \"%s\"",
+								  r->source);
+	switch (r->target)
+	{
+		case TARGET_TIME:
+			if (!bk_parse_timestamp(r->target_text, &r->target_us))
+				return bk_cli_usage_error(
+					program,
+					"--target-time \"%s\" is not a timestamp such as "
+					"\"2026-11-24 05:12:00+00\"",
+					r->target_text);
+			{
+				/* Written with an explicit zone, so that PostgreSQL reads the
+				 * moment bk chose the snapshot for, whatever its TimeZone. */
+				time_t seconds = (time_t) (r->target_us / 1000000);
+				struct tm tm;
+
+				gmtime_r(&seconds, &tm);
+				snprintf(r->target_time, sizeof(r->target_time),
+						 "%04d-%02d-%02d %02d:%02d:%02d.%06d+00",
+						 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+						 tm.tm_hour, tm.tm_min, tm.tm_sec,
+						 (int) (r->target_us % 1000000));
+			}
+			break;
+		case TARGET_LSN:
+			if (!bk_parse_lsn(r->target_text, &r->target_lsn))
+				return bk_cli_usage_error(
+					program,
+					"--target-lsn \"%s\" is not an LSN such as 0/5000028",
+					r->target_text);
+			break;
+		case TARGET_XID:
+			if (!parse_u64(r->target_text, &r->target_xid) ||
+				(uint32_t) r->target_xid < 3)
+				return bk_cli_usage_error(
+					program, "--target-xid \"%s\" is not a transaction id",
+					r->target_text);
+			break;
+		case TARGET_NAME:
+			if (r->target_text[0] == '\0' || strlen(r->target_text) >= 64)
+				return bk_cli_usage_error(
+					program,
+					"--target-name must be a restore point name of 1 to 63 "
+					"bytes");
+			break;
+		default:
+			break;
+	}
+	if (r->target_timeline == NULL)
+		r->target_timeline = "latest";
+	return 0;
+}
+
+int
+bk_cmd_restore(int argc, char **argv)
+{
+	Restore *r = calloc(1, sizeof(*r));
+	BkError err;
+	uint64_t removed = 0;
+	int status;
+	bool started_writing = false;
+
+	if (r == NULL)
+		return BK_EXIT_FAILURE;
+	bk_error_clear(&err);
+	r->program = argv[0];
+	r->jobs = JOBS_DEFAULT;
+	r->prefetch = PREFETCH_DEFAULT;
+	r->chosen = -1;
+	bk_cli_config_init(&r->config);
+	status = parse_options(r, argc, argv);
+	if (status != 0)
+	{
+		if (status < 0)
+		{
+			fputs(restore_help, stdout);
+			status = BK_EXIT_OK;
+		}
+		free(r);
+		return status;
+	}
+
+	if (!bk_common_config(&r->common, &r->config, &err) ||
+		(r->repo = bk_repo_open(r->config.repository, false, &err)) == NULL)
+		goto fail;
+	if (r->config.key_file == NULL)
+	{
+		bk_error_set(&err, BK_ERR_CONFIG, "no key file configured");
+		bk_error_hint(&err, "Set key_file in the configuration or pass "
+							"--key-file: restoring needs the private key.");
+		goto fail;
+	}
+	r->ring = bk_keyring_load(r->config.key_file, BK_KEYS_FOR_RESTORE, &err);
+	if (r->ring == NULL)
+		goto fail;
+	r->decoder = bk_decoder_new(r->ring, &err);
+	if (r->decoder == NULL || !restore_resolve_owner(r, &err) ||
+		!bk_snapshot_catalog_load(r->repo, r->source, r->decoder, &r->catalog,
+								  &err) ||
+		!restore_choose_snapshot(r, &err) || !restore_check_wal_path(r, &err) ||
+		!restore_load_chain(r, &err) || !restore_plan_tablespaces(r, &err))
+		goto fail;
+	if (r->archive)
+		fprintf(stderr,
+				"%s: WARNING: --archive: the restored cluster keeps "
+				"archive_mode and, once promoted, archives onto source %s "
+				"as a new timeline. Only one cluster may do so: if the "
+				"original primary (or another restored copy) still archives "
+				"onto this source, their timelines collide. Use --archive "
+				"only for the copy that replaces the primary.\n",
+				r->program, r->source);
+
+	if (!restore_check_targets(r, &err) || !restore_prepare_target(r, &err))
+		goto fail;
+	started_writing = true;
+	if (!restore_create_directories(r, &err))
+		goto fail;
+	if (r->delta && !restore_remove_extra(r, r->pgdata, "", &removed, &err))
+		goto fail;
+	if (!restore_files(r, &err) || !restore_write_label_and_map(r, &err) ||
+		!restore_write_recovery_settings(r, &err) ||
+		!restore_write_manifest(r, &err) ||
+		!restore_sync_directories(r, &err) ||
+		!restore_install_pg_control(r, &err))
+		goto fail;
+	restore_warn_unreadable(r);
+	restore_warn_target_beyond_archive(r);
+	restore_report(r, removed);
+	status = BK_EXIT_OK;
+	goto done;
+
+fail:
+	/*
+	 * Exit 5 means the repository is unreachable.  An I/O error while the
+	 * repository still answers was local (the target directory: a full
+	 * disk, permissions): exit 1, with the message saying what failed.
+	 */
+	if (err.code == BK_ERR_IO && r->config.repository != NULL)
+	{
+		BkError probe_err;
+		BkRepo *probe = bk_repo_open(r->config.repository, false, &probe_err);
+
+		if (probe != NULL)
+			err.code = BK_ERR_INTERNAL;
+		bk_repo_close(probe);
+	}
+	status = bk_cli_report_error(r->program, &err);
+	if (started_writing)
+	{
+		char temp[RESTORE_PATH_MAX];
+
+		if (r->wrote_pg_control_temp &&
+			restore_join_path(temp, sizeof(temp), r->pgdata, PG_CONTROL_TEMP,
+							  NULL))
+			unlink(temp);
+		fprintf(stderr,
+				"%s: the restore is incomplete: \"%s\" will not start (its "
+				"global/pg_control is written last). Fix the cause and run "
+				"bk restore again, with --delta to reuse what was restored.\n",
+				r->program, r->pgdata[0] ? r->pgdata : r->pgdata_arg);
+	}
+done:
+	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+		bk_snapshot_record_free(r->chain[linkIdx]);
+	free(r->chain);
+	free(r->tablespaces);
+	free(r->results);
+	free(r->work);
+	json_decref(r->settings);
+	bk_snapshot_catalog_free(&r->catalog);
+	bk_decoder_free(r->decoder);
+	bk_keyring_free(r->ring);
+	bk_cli_config_free(&r->config);
+	free(r);
+	return status;
+}

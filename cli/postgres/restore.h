@@ -1,0 +1,173 @@
+/*
+ * restore.h
+ *		bk restore of a PostgreSQL data directory: what its steps share.
+ *
+ * The command (restore.c) runs the steps in order, one file each:
+ *
+ *	 restore_choose.c    choosing the snapshot chain for the target, and
+ *						 checking the WAL from it to the target
+ *	 restore_target.c    the target directory and tablespaces, made ready
+ *	 restore_paths.c     where a file of the snapshot goes, and ownership
+ *	 restore_files.c     the files, decrypted by a pool of threads
+ *	 restore_recovery.c  backup_label, tablespace_map, recovery settings
+ *	 restore_manifest.c  backup_manifest, directory syncs, pg_control last
+ *	 restore_report.c    what was restored, and warnings
+ */
+#ifndef BK_RESTORE_H
+#define BK_RESTORE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "commands.h"
+#include "repo.h"
+#include "snapshot_catalog.h"
+#include "snapshot_data.h"
+
+#include "snapshot_data.h"
+
+#define JOBS_DEFAULT        2
+#define PREFETCH_DEFAULT    4 /* segments bk wal-get decrypts ahead */
+#define JOBS_MAX            64
+#define PG_CONTROL          "global/pg_control"
+#define PG_CONTROL_TEMP     "global/pg_control.bk-restore"
+#define WALDUMP_BATCH       32 /* segments decrypted at a time */
+#define OWNER_DEFAULT       "postgres"
+#define TABLESPACE_MAPS_MAX 64
+#define RESTORE_PATH_MAX    PATH_MAX
+
+typedef enum TargetType
+{
+	TARGET_NONE,
+	TARGET_TIME,
+	TARGET_LSN,
+	TARGET_XID,
+	TARGET_NAME,
+	TARGET_IMMEDIATE
+} TargetType;
+
+typedef struct TablespaceMapping
+{
+	const char *old_path;
+	const char *new_path;
+	bool used;
+} TablespaceMapping;
+
+/* A tablespace of the restored snapshot, and where it goes. */
+typedef struct RestoreTablespace
+{
+	uint32_t oid;
+	char original[RESTORE_PATH_MAX];
+	char location[RESTORE_PATH_MAX];
+} RestoreTablespace;
+
+/* The SHA-256 of one restored file, for the manifest. */
+typedef struct FileResult
+{
+	uint8_t sha256[BK_SHA256_LEN];
+} FileResult;
+
+typedef struct Restore
+{
+	const char *program;
+	/* Options. */
+	const char *source;
+	const char *pgdata_arg;
+	const char *snapshot_id;
+	TargetType target;
+	const char *target_text;
+	int64_t target_us;
+	char target_time[64]; /* normalised, with an explicit zone */
+	uint64_t target_lsn;
+	uint64_t target_xid;
+	const char *target_timeline;
+	TablespaceMapping maps[TABLESPACE_MAPS_MAX];
+	int map_count;
+	bool delta;
+	bool archive;
+	int jobs;
+	const char *owner;
+	int prefetch;
+	BkCommonOptions common;
+
+	/* State. */
+	BkCliConfig config;
+	BkRepo *repo;
+	BkKeyring *ring;
+	BkDecoder *decoder;
+	BkSnapshotCatalog catalog;
+	int chosen;
+	uint64_t found_lsn; /* where an xid or name target was found */
+	BkSnapRecord **chain;
+	int chain_len;
+	const BkSnapRecord *record; /* chain[chain_len - 1] */
+	char pgdata[RESTORE_PATH_MAX];
+	RestoreTablespace *tablespaces;
+	int tablespace_count;
+	bool set_owner;
+	uid_t uid;
+	gid_t gid;
+	FileResult *results; /* parallel to record->files */
+	bool wrote_pg_control_temp;
+
+	/* Parallel restore. */
+	size_t *work; /* indexes into record->files, largest first */
+	size_t work_count;
+	atomic_size_t next_work;
+	atomic_bool abort;
+	pthread_mutex_t error_lock;
+	BkError first_error;
+	atomic_uint_fast64_t files_written;
+	atomic_uint_fast64_t files_kept;
+	atomic_uint_fast64_t bytes_written;
+	atomic_uint_fast64_t bytes_decrypted;
+	atomic_uint_fast64_t hint_bit_mismatches;
+
+	char restore_command[8192];
+	json_t *settings; /* recovery settings written */
+} Restore;
+
+extern bool restore_check_targets(Restore *r, BkError *err);
+extern bool restore_check_wal_path(Restore *r, BkError *err);
+extern bool restore_choose_snapshot(Restore *r, BkError *err);
+extern bool restore_create_directories(Restore *r, BkError *err);
+extern bool restore_dir_not_empty(const char *path);
+extern bool restore_install_pg_control(Restore *r, BkError *err);
+extern bool restore_is_tablespace_link(const Restore *r, const char *rel);
+extern bool restore_join_path(char *out, size_t out_len, const char *dir,
+							  const char *rel, BkError *err);
+extern bool restore_load_chain(Restore *r, BkError *err);
+extern bool restore_plan_tablespaces(Restore *r, BkError *err);
+extern bool restore_prepare_target(Restore *r, BkError *err);
+extern bool restore_record_has_below(const BkSnapRecord *record,
+									 const char *rel);
+void restore_sort_directories(BkSnapRecord *record);
+bool restore_record_has_directory(const BkSnapRecord *record, const char *rel);
+extern bool restore_remove_extra(Restore *r, const char *dir_path,
+								 const char *rel_dir, uint64_t *removed,
+								 BkError *err);
+extern void restore_report(const Restore *r, uint64_t removed);
+extern bool restore_resolve_owner(Restore *r, BkError *err);
+extern bool restore_resolve_path(const Restore *r, const char *rel, char *out,
+								 size_t out_len, BkError *err);
+extern bool restore_set_owner_path(const Restore *r, const char *path,
+								   bool follow, BkError *err);
+extern bool restore_skipped_file(const char *path);
+extern bool restore_sync_directories(const Restore *r, BkError *err);
+extern void restore_warn_target_beyond_archive(const Restore *r);
+extern void restore_warn_unreadable(const Restore *r);
+extern bool restore_write_label_and_map(Restore *r, BkError *err);
+extern bool restore_write_manifest(Restore *r, BkError *err);
+extern bool restore_write_recovery_settings(Restore *r, BkError *err);
+extern bool restore_write_text_file(const Restore *r, const char *path,
+									const char *text, BkError *err);
+extern bool restore_files(Restore *r, BkError *err);
+
+#endif /* BK_RESTORE_H */

@@ -1,0 +1,611 @@
+/*
+ * restore_choose.c
+ *		choosing the snapshot chain for the target (by time and LSN from the
+ *		catalog, by xid or restore point name with pg_waldump in the archived
+ *		WAL), and checking every WAL segment from it to the target
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "bk_timeline.h"
+#include "bk_util.h"
+
+#include "restore.h"
+
+/* ---------------------------------------------------- choosing a snapshot */
+
+static int
+restorable_by_stop_cmp(const void *a, const void *b)
+{
+	const BkSnapshot *x = *(const BkSnapshot *const *) a;
+	const BkSnapshot *y = *(const BkSnapshot *const *) b;
+
+	if (x->stop_lsn != y->stop_lsn)
+		return x->stop_lsn < y->stop_lsn ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+static bool
+fits_target(const Restore *r, const BkSnapshot *snapshot)
+{
+	switch (r->target)
+	{
+		case TARGET_TIME:
+			return snapshot->stop_us != BK_TIME_UNKNOWN &&
+				   snapshot->stop_us <= r->target_us;
+		case TARGET_LSN:
+			return snapshot->stop_lsn <= r->target_lsn;
+		default:
+			return true;
+	}
+}
+
+/* The directory pg_waldump lives in, for the snapshot's major version. */
+static void
+find_pg_waldump(char *out, size_t out_len)
+{
+	const char *env = getenv("BK_PG_BINDIR");
+	FILE *pipe;
+	char line[RESTORE_PATH_MAX];
+
+	if (env != NULL && env[0] != '\0')
+	{
+		snprintf(out, out_len, "%s/pg_waldump", env);
+		return;
+	}
+	snprintf(out, out_len, "/usr/lib/postgresql/15/bin/pg_waldump");
+	if (access(out, X_OK) == 0)
+		return;
+	pipe = popen("pg_config --bindir 2>/dev/null", "r");
+	if (pipe != NULL)
+	{
+		if (fgets(line, sizeof(line), pipe) != NULL)
+		{
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(out, out_len, "%s/pg_waldump", line);
+		}
+		pclose(pipe);
+		if (access(out, X_OK) == 0)
+			return;
+	}
+	snprintf(out, out_len, "pg_waldump");
+}
+
+/*
+ * Run pg_waldump over [from, to) of the segments in dir; return the LSN of
+ * the first record matching the target in [match_from, match_to).
+ */
+static bool
+waldump_search(const Restore *r, const char *waldump, const char *dir,
+			   uint32_t timeline, uint64_t from, uint64_t to,
+			   uint64_t match_from, uint64_t match_to, bool *found,
+			   uint64_t *found_lsn, BkError *err)
+{
+	char start[32];
+	char end[32];
+	char tli[16];
+	char xid[32];
+	const char *argv[16];
+	int argc = 0;
+	int pipe_fds[2];
+	pid_t pid;
+	FILE *out;
+	char line[4096];
+	char wanted[128];
+	int status;
+
+	bk_format_lsn(from, start, sizeof(start));
+	bk_format_lsn(to, end, sizeof(end));
+	snprintf(tli, sizeof(tli), "%" PRIu32, timeline);
+	argv[argc++] = waldump;
+	argv[argc++] = "--path";
+	argv[argc++] = dir;
+	argv[argc++] = "--timeline";
+	argv[argc++] = tli;
+	argv[argc++] = "--start";
+	argv[argc++] = start;
+	argv[argc++] = "--end";
+	argv[argc++] = end;
+	if (r->target == TARGET_XID)
+	{
+		snprintf(xid, sizeof(xid), "%" PRIu32, (uint32_t) r->target_xid);
+		argv[argc++] = "--rmgr=Transaction";
+		argv[argc++] = "--xid";
+		argv[argc++] = xid;
+		snprintf(wanted, sizeof(wanted), "rmgr: Transaction ");
+	}
+	else
+	{
+		argv[argc++] = "--rmgr=XLOG";
+		snprintf(wanted, sizeof(wanted), "desc: RESTORE_POINT %s",
+				 r->target_text);
+	}
+	argv[argc] = NULL;
+	if (pipe(pipe_fds) != 0)
+		return bk_error_set(err, BK_ERR_IO, "pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		return bk_error_set(err, BK_ERR_IO, "fork: %s", strerror(errno));
+	if (pid == 0)
+	{
+		int null_fd = open("/dev/null", O_WRONLY);
+
+		dup2(pipe_fds[1], STDOUT_FILENO);
+		if (null_fd >= 0)
+			dup2(null_fd, STDERR_FILENO);
+		close(pipe_fds[0]);
+		close(pipe_fds[1]);
+		execvp(waldump, (char *const *) argv);
+		_exit(127);
+	}
+	close(pipe_fds[1]);
+	out = fdopen(pipe_fds[0], "r");
+	while (out != NULL && fgets(line, sizeof(line), out) != NULL)
+	{
+		const char *lsn_text = strstr(line, "lsn: ");
+		const char *match;
+		char lsn_buf[32];
+		uint64_t lsn;
+
+		line[strcspn(line, "\n")] = '\0';
+		match = strstr(line, wanted);
+		if (*found || match == NULL || lsn_text == NULL ||
+			sscanf(lsn_text + 5, "%31[0-9A-Fa-f/]", lsn_buf) != 1 ||
+			!bk_parse_lsn(lsn_buf, &lsn) || lsn < match_from || lsn >= match_to)
+			continue;
+		if (r->target == TARGET_XID)
+		{
+			/* "tx:        748, lsn: ..., desc: COMMIT ..." */
+			const char *tx = strstr(line, "tx:");
+			unsigned long long line_xid;
+
+			if (tx == NULL || sscanf(tx + 3, "%llu", &line_xid) != 1 ||
+				line_xid != (uint32_t) r->target_xid ||
+				(strstr(line, "desc: COMMIT") == NULL &&
+				 strstr(line, "desc: ABORT") == NULL))
+				continue;
+		}
+		else if (strcmp(match, wanted) != 0)
+			continue;
+		*found = true;
+		*found_lsn = lsn;
+	}
+	if (out != NULL)
+		fclose(out);
+	else
+		close(pipe_fds[0]);
+	if (waitpid(pid, &status, 0) < 0)
+		return bk_error_set(err, BK_ERR_IO, "waitpid: %s", strerror(errno));
+	/* pg_waldump ends with an error at the end of the WAL it was given,
+	 * which is expected here; only a missing program is a failure. */
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "could not run \"%s\"", waldump);
+		return bk_error_hint(err, "Install PostgreSQL's client programs, or "
+								  "set BK_PG_BINDIR to the directory that "
+								  "holds pg_waldump.");
+	}
+	return true;
+}
+
+/*
+ * Search the window [from, to) of timeline for the target's record,
+ * WALDUMP_BATCH segments at a time (plus one, for a record that crosses
+ * into the next batch), so the temporary space stays bounded.
+ */
+static bool
+search_window(Restore *r, const char *waldump, const char *tmp_dir,
+			  uint32_t timeline, uint64_t from, uint64_t to, bool *found,
+			  uint64_t *found_lsn, BkError *err)
+{
+	uint32_t segment_size = r->catalog.wal.segment_size;
+	uint64_t first = from / segment_size;
+	uint64_t last = (to - 1) / segment_size;
+
+	for (uint64_t batch = first; batch <= last && !*found;
+		 batch += WALDUMP_BATCH)
+	{
+		uint64_t batch_last = batch + WALDUMP_BATCH - 1;
+		uint64_t decrypted_end = batch;
+		bool gap = false;
+
+		if (batch_last > last)
+			batch_last = last;
+		for (uint64_t segno = batch; segno <= batch_last + 1; segno++)
+		{
+			char name[32];
+			char dest[RESTORE_PATH_MAX];
+
+			bk_wal_segment_name(timeline, segno, segment_size, name);
+			if (!restore_join_path(dest, sizeof(dest), tmp_dir, name, err))
+				return false;
+			if (!bk_wal_has_segment(&r->catalog.wal, timeline, segno))
+			{
+				gap = segno <= batch_last;
+				break;
+			}
+			if (!bk_repo_decrypt_to_file(r->repo, BK_REPO_ARCHIVE, r->source,
+										 BK_KIND_WAL, name, r->decoder, dest,
+										 NULL, err))
+				return bk_error_prefix(err, "WAL file \"%s\": ", name);
+			decrypted_end = segno + 1;
+		}
+		if (decrypted_end > batch &&
+			!waldump_search(r, waldump, tmp_dir, timeline,
+							batch == first ? from : batch * segment_size,
+							decrypted_end * segment_size,
+							batch == first ? from : batch * segment_size,
+							(batch_last + 1) * segment_size < to
+								? (batch_last + 1) * segment_size
+								: to,
+							found, found_lsn, err))
+			return false;
+		for (uint64_t segno = batch; segno < decrypted_end; segno++)
+		{
+			char name[32];
+			char dest[RESTORE_PATH_MAX];
+
+			bk_wal_segment_name(timeline, segno, segment_size, name);
+			if (restore_join_path(dest, sizeof(dest), tmp_dir, name, err))
+				unlink(dest);
+		}
+		if (gap)
+			break;
+	}
+	return true;
+}
+
+/* Find which snapshot an xid or restore point name needs. */
+static bool
+locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
+{
+	char waldump[RESTORE_PATH_MAX];
+	char tmp_dir[RESTORE_PATH_MAX];
+	const char *tmp_root = getenv("TMPDIR");
+	bool found = false;
+	bool ok = true;
+
+	if (r->catalog.wal.segment_size == 0)
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"source \"%s\" has no archived WAL to search",
+							r->source);
+	find_pg_waldump(waldump, sizeof(waldump));
+	snprintf(tmp_dir, sizeof(tmp_dir), "%s/bk-restore-waldump.XXXXXX",
+			 tmp_root && tmp_root[0] ? tmp_root : "/tmp");
+	if (mkdtemp(tmp_dir) == NULL)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not create a temporary directory: %s",
+							strerror(errno));
+	if (!r->common.json)
+		fprintf(stderr,
+				"%s: searching the archived WAL for %s \"%s\" with "
+				"pg_waldump\n",
+				r->program,
+				r->target == TARGET_XID ? "the commit of transaction"
+										: "the restore point",
+				r->target_text);
+	for (int windowIdx = count - 1; windowIdx >= 0 && !found; windowIdx--)
+	{
+		BkSnapshot *snapshot = restorable[windowIdx];
+		uint64_t from = snapshot->stop_lsn;
+		uint64_t to = 0;
+
+		if (windowIdx < count - 1)
+			to = restorable[windowIdx + 1]->stop_lsn;
+		else
+			for (int tlIdx = 0; tlIdx < r->catalog.wal.timeline_count; tlIdx++)
+				if (r->catalog.wal.timelines[tlIdx].timeline ==
+					snapshot->timeline)
+					to = (r->catalog.wal.timelines[tlIdx].last_segno + 1) *
+						 (uint64_t) r->catalog.wal.segment_size;
+		if (to <= from)
+			continue;
+		if (!search_window(r, waldump, tmp_dir, snapshot->timeline, from, to,
+						   &found, &r->found_lsn, err))
+		{
+			ok = false;
+			break;
+		}
+		if (found)
+			r->chosen = (int) (snapshot - r->catalog.snapshots);
+	}
+	bk_remove_tree(tmp_dir, NULL);
+	if (!ok)
+		return false;
+	if (!found)
+	{
+		char oldest[32];
+
+		bk_format_lsn(restorable[0]->stop_lsn, oldest, sizeof(oldest));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "%s \"%s\" is not in the archived WAL of source \"%s\" "
+					 "after the oldest restorable snapshot (%s, stop %s)",
+					 r->target == TARGET_XID
+						 ? "the commit or abort record of transaction"
+						 : "a restore point named",
+					 r->target_text, r->source, restorable[0]->id, oldest);
+		return bk_error_hint(err, "Name the snapshot to restore from with "
+								  "--snapshot ID (\"bk list\" shows them); "
+								  "recovery then stops at the target if it "
+								  "comes after that snapshot.");
+	}
+	return true;
+}
+
+bool
+restore_choose_snapshot(Restore *r, BkError *err)
+{
+	BkSnapshotCatalog *catalog = &r->catalog;
+	BkSnapshot **restorable;
+	int count = 0;
+
+	if (catalog->count == 0)
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"the repository holds no snapshot of source \"%s\"",
+							r->source);
+	if (r->snapshot_id != NULL)
+	{
+		BkSnapshot *snapshot;
+
+		r->chosen = bk_snapshot_catalog_find(catalog, r->snapshot_id);
+		if (r->chosen < 0)
+			return bk_error_set(err, BK_ERR_NOT_FOUND,
+								"source \"%s\" has no snapshot \"%s\"",
+								r->source, r->snapshot_id);
+		snapshot = &catalog->snapshots[r->chosen];
+		if (!snapshot->restorable)
+			return bk_error_set(
+				err, BK_ERR_NOT_FOUND, "snapshot %s is not restorable: %s: %s",
+				snapshot->id, bk_snapshot_problem_name(snapshot->problem),
+				snapshot->reason);
+		if (!fits_target(r, snapshot))
+		{
+			bk_error_set(err, BK_ERR_NOT_FOUND,
+						 "snapshot %s ends (%s, %s) after the target %s: "
+						 "recovery from it cannot stop there",
+						 snapshot->id, snapshot->stop_time,
+						 r->target == TARGET_LSN ? "stop LSN" : "stop time",
+						 r->target_text);
+			return bk_error_hint(err, "Choose an older snapshot, or leave "
+									  "out --snapshot.");
+		}
+		return true;
+	}
+
+	restorable = calloc((size_t) catalog->count, sizeof(*restorable));
+	if (restorable == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+		if (catalog->snapshots[snapIdx].restorable)
+			restorable[count++] = &catalog->snapshots[snapIdx];
+	if (count == 0)
+	{
+		free(restorable);
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "source \"%s\" has %d snapshot%s, none of them "
+					 "restorable",
+					 r->source, catalog->count, catalog->count == 1 ? "" : "s");
+		return bk_error_hint(err, "\"bk list --source %s\" says why.",
+							 r->source);
+	}
+	qsort(restorable, (size_t) count, sizeof(*restorable),
+		  restorable_by_stop_cmp);
+	r->chosen = -1;
+	if (r->target == TARGET_XID || r->target == TARGET_NAME)
+	{
+		bool ok = locate_in_wal(r, restorable, count, err);
+
+		free(restorable);
+		return ok;
+	}
+	for (int snapIdx = count - 1; snapIdx >= 0; snapIdx--)
+		if (fits_target(r, restorable[snapIdx]))
+		{
+			r->chosen = (int) (restorable[snapIdx] - catalog->snapshots);
+			break;
+		}
+	if (r->chosen < 0)
+	{
+		char oldest_lsn[32];
+
+		bk_format_lsn(restorable[0]->stop_lsn, oldest_lsn, sizeof(oldest_lsn));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "no restorable snapshot of source \"%s\" ends at or "
+					 "before the target %s; the oldest ends at %s (%s)",
+					 r->source, r->target_text, restorable[0]->stop_time,
+					 oldest_lsn);
+		bk_error_hint(err, "The archive cannot restore a moment before its "
+						   "oldest snapshot's stop point.");
+	}
+	free(restorable);
+	return r->chosen >= 0;
+}
+
+/* The "created" time of a WAL segment (when the source read it), or false. */
+static bool
+segment_created_us(const Restore *r, uint32_t timeline, uint64_t segno,
+				   int64_t *us)
+{
+	char name[32];
+	char value[64];
+	BkObjectIdentity identity;
+	BkObjectTracker *object = malloc(sizeof(*object));
+	BkError err;
+	bool ok;
+
+	if (object == NULL)
+		return false;
+	bk_wal_segment_name(timeline, segno, r->catalog.wal.segment_size, name);
+	ok = bk_repo_object_identity(r->repo, BK_REPO_ARCHIVE, r->source,
+								 BK_KIND_WAL, name, &identity, object, &err) &&
+		 bk_meta_get(object->meta, object->meta_len, "created", value,
+					 sizeof(value)) &&
+		 bk_parse_timestamp(value, us);
+	free(object);
+	return ok;
+}
+
+/*
+ * check_wal_path
+ *		Every WAL segment recovery will need, from the snapshot's start to
+ *		the target, following the timelines' branch points (the history
+ *		files), is in the archive; else refuse, naming the first missing
+ *		file, before anything is written.  Recovery would otherwise stop at
+ *		the gap (bk wal-get makes it fatal) after a long restore.
+ */
+bool
+restore_check_wal_path(Restore *r, BkError *err)
+{
+	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	const BkWalCatalog *wal = &r->catalog.wal;
+	uint32_t to_timeline;
+	uint64_t to_segno = BK_WAL_END;
+	BkWalPath path;
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	if (wal->segment_size == 0)
+		return true; /* no WAL: the snapshot was not restorable anyway */
+	if (strcmp(r->target_timeline, "latest") == 0)
+		to_timeline = bk_wal_latest_timeline(wal);
+	else if (strcmp(r->target_timeline, "current") == 0)
+		to_timeline = snapshot->timeline;
+	else
+		to_timeline = (uint32_t) strtoul(r->target_timeline, NULL, 10);
+	switch (r->target)
+	{
+		case TARGET_LSN:
+			to_segno = bk_lsn_segno(r->target_lsn, wal->segment_size);
+			break;
+		case TARGET_XID:
+		case TARGET_NAME:
+			/* Found by pg_waldump; with --snapshot it was not searched for,
+			 * and only the snapshot's own WAL is known to be needed. */
+			to_segno = bk_lsn_segno(r->found_lsn ? r->found_lsn
+												 : snapshot->stop_lsn - 1,
+									wal->segment_size);
+			break;
+		case TARGET_IMMEDIATE:
+			to_segno = bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
+			to_timeline = snapshot->timeline;
+			break;
+		default:
+			break;
+	}
+	bk_wal_path(wal, snapshot->timeline,
+				bk_lsn_segno(snapshot->start_lsn, wal->segment_size),
+				to_timeline, to_segno, &path);
+	if (!path.reachable)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "snapshot %s (timeline %" PRIu32 ") cannot reach the "
+					 "target on timeline %" PRIu32 " (recovery_target_timeline "
+					 "= '%s'): %s",
+					 snapshot->id, snapshot->timeline, to_timeline,
+					 r->target_timeline, path.problem);
+		return bk_error_hint(err, "Choose the timeline with "
+								  "--target-timeline, or a snapshot taken on "
+								  "it; \"bk list\" shows timelines and their "
+								  "branch points.");
+	}
+	if (path.missing == 0)
+		return true;
+	/*
+	 * A time target may come before the gap: recovery stops at the first
+	 * commit after it and never asks for the missing file.  Only when the
+	 * source read the segment before the gap after the target time can that
+	 * be; otherwise the target lies beyond the gap.
+	 */
+	if (r->target == TARGET_TIME && path.first_missing_segno > 0)
+	{
+		int64_t created_us;
+
+		if (segment_created_us(r, path.first_missing_timeline,
+							   path.first_missing_segno - 1, &created_us) &&
+			created_us > r->target_us)
+		{
+			fprintf(stderr,
+					"%s: WARNING: WAL file %s is missing from the archive, "
+					"after the target time: recovery must reach the target "
+					"before it\n",
+					r->program, path.first_missing);
+			return true;
+		}
+	}
+	bk_format_lsn(snapshot->start_lsn, lsn, sizeof(lsn));
+	bk_error_set(err, BK_ERR_SEQUENCE,
+				 "WAL file %s is missing from the archive of source \"%s\" "
+				 "(%" PRIu64 " segment%s missing): recovery from snapshot %s "
+				 "(start %s, timeline %" PRIu32 ") to the target on timeline "
+				 "%" PRIu32 " needs it",
+				 path.first_missing, r->source, path.missing,
+				 path.missing == 1 ? "" : "s", snapshot->id, lsn,
+				 snapshot->timeline, to_timeline);
+	return bk_error_hint(err,
+						 "Choose a target before the gap, or put the "
+						 "missing WAL back; \"bk list --source %s\" and "
+						 "\"bk verify\" show what is missing.",
+						 r->source);
+}
+
+/* Decrypt the records of the chain, full first. */
+bool
+restore_load_chain(Restore *r, BkError *err)
+{
+	int length = 0;
+
+	for (int index = r->chosen; index >= 0;
+		 index = r->catalog.snapshots[index].parent_index)
+		if (++length > r->catalog.count)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"the parents of snapshot %s form a cycle",
+								r->catalog.snapshots[r->chosen].id);
+	r->chain = calloc((size_t) length, sizeof(*r->chain));
+	if (r->chain == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	r->chain_len = length;
+	for (int index = r->chosen, slot = length - 1; index >= 0;
+		 index = r->catalog.snapshots[index].parent_index, slot--)
+	{
+		const BkSnapshot *snapshot = &r->catalog.snapshots[index];
+		BkSnapRecord *record;
+
+		if (!bk_snapshot_record_load(r->repo, r->decoder, r->source,
+									 snapshot->id, &record, err))
+			return false;
+		r->chain[slot] = record;
+		if (strcmp(record->kind, snapshot->kind) != 0 ||
+			strcmp(record->parent, snapshot->parent) != 0 ||
+			record->start_lsn != snapshot->start_lsn ||
+			record->stop_lsn != snapshot->stop_lsn)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"snapshot %s: its record disagrees with its "
+								"metadata (kind, parent or LSNs)",
+								snapshot->id);
+		if (slot == 0 && strcmp(record->kind, "full") != 0)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"snapshot %s: its chain does not start with a "
+								"full snapshot",
+								snapshot->id);
+	}
+	r->record = r->chain[length - 1];
+	return true;
+}

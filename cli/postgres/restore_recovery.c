@@ -1,0 +1,337 @@
+/*
+ * restore_recovery.c
+ *		backup_label and a remapped tablespace_map, and the recovery settings:
+ *		restore_command = bk wal-get, the target, the timeline, archiving off
+ *		unless --archive
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "bk_timeline.h"
+#include "bk_util.h"
+
+#include "restore.h"
+
+/* ------------------------------------------------- recovery settings */
+
+/* Quote for a POSIX shell: '...' with ' written '\''. */
+static void
+shell_quote(const char *arg, char *out, size_t out_len)
+{
+	size_t used = 0;
+	bool plain = arg[0] != '\0';
+
+	for (const char *p = arg; *p && plain; p++)
+		plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+				(*p >= '0' && *p <= '9') || strchr("/._-=:+,@", *p) != NULL;
+	if (plain)
+	{
+		bk_strlcpy(out, arg, out_len);
+		return;
+	}
+	out[used++] = '\'';
+	for (const char *p = arg; *p && used + 5 < out_len; p++)
+	{
+		if (*p == '\'')
+		{
+			memcpy(out + used, "'\\''", 4);
+			used += 4;
+		}
+		else
+			out[used++] = *p;
+	}
+	out[used++] = '\'';
+	out[used] = '\0';
+}
+
+/* Append one argument of restore_command: shell-quoted, '%' doubled. */
+static void
+append_arg(char *command, size_t size, const char *arg)
+{
+	char quoted[RESTORE_PATH_MAX * 2];
+	size_t used = strlen(command);
+
+	shell_quote(arg, quoted, sizeof(quoted));
+	if (used > 0 && used + 1 < size)
+		command[used++] = ' ';
+	for (const char *p = quoted; *p && used + 2 < size; p++)
+	{
+		if (*p == '%')
+			command[used++] = '%';
+		command[used++] = *p;
+	}
+	command[used] = '\0';
+}
+
+/* A PostgreSQL configuration string literal: '...' with ' and \ doubled. */
+static void
+conf_quote(const char *value, char *out, size_t out_len)
+{
+	size_t used = 0;
+
+	out[used++] = '\'';
+	for (const char *p = value; *p && used + 3 < out_len; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			out[used++] = *p;
+		out[used++] = *p;
+	}
+	out[used++] = '\'';
+	out[used] = '\0';
+}
+
+static bool
+absolute(const char *path, char *out, size_t out_len, BkError *err)
+{
+	if (realpath(path, out) == NULL)
+		return bk_error_set(err, BK_ERR_CONFIG, "could not resolve \"%s\": %s",
+							path, strerror(errno));
+	(void) out_len;
+	return true;
+}
+
+static bool
+build_restore_command(Restore *r, BkError *err)
+{
+	char self[RESTORE_PATH_MAX];
+	char path[RESTORE_PATH_MAX];
+	char number[16];
+	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *command = r->restore_command;
+	size_t size = sizeof(r->restore_command);
+
+	if (len <= 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not find the path of this bk program: %s",
+							strerror(errno));
+	self[len] = '\0';
+	command[0] = '\0';
+	append_arg(command, size, self);
+	append_arg(command, size, "wal-get");
+	if (r->config.config_path != NULL)
+	{
+		if (!absolute(r->config.config_path, path, sizeof(path), err))
+			return false;
+		append_arg(command, size, "--config");
+		append_arg(command, size, path);
+	}
+	append_arg(command, size, "--source");
+	append_arg(command, size, r->source);
+	if (r->common.repository != NULL)
+	{
+		if (!absolute(r->common.repository, path, sizeof(path), err))
+			return false;
+		append_arg(command, size, "--repo");
+		append_arg(command, size, path);
+	}
+	if (r->common.key_file != NULL)
+	{
+		if (!absolute(r->common.key_file, path, sizeof(path), err))
+			return false;
+		append_arg(command, size, "--key-file");
+		append_arg(command, size, path);
+	}
+	if (r->prefetch > 0)
+	{
+		snprintf(number, sizeof(number), "%d", r->prefetch);
+		append_arg(command, size, "--prefetch");
+		append_arg(command, size, number);
+	}
+	if (strlen(command) + 8 >= size)
+		return bk_error_set(err, BK_ERR_USAGE, "restore_command too long");
+	strcat(command, " %f %p");
+	return true;
+}
+
+static const char *const managed_settings[] = {"restore_command",
+											   "recovery_target",
+											   "recovery_target_time",
+											   "recovery_target_lsn",
+											   "recovery_target_xid",
+											   "recovery_target_name",
+											   "recovery_target_timeline",
+											   "recovery_target_action",
+											   "recovery_target_inclusive",
+											   "archive_mode",
+											   NULL};
+
+static bool
+managed_line(const char *line, size_t len)
+{
+	size_t key_len;
+
+	while (len > 0 && (*line == ' ' || *line == '\t'))
+	{
+		line++;
+		len--;
+	}
+	for (key_len = 0; key_len < len && line[key_len] != '=' &&
+					  line[key_len] != ' ' && line[key_len] != '\t';
+		 key_len++)
+		;
+	for (int keyIdx = 0; managed_settings[keyIdx] != NULL; keyIdx++)
+		if (strlen(managed_settings[keyIdx]) == key_len &&
+			strncasecmp(line, managed_settings[keyIdx], key_len) == 0)
+			return true;
+	return false;
+}
+
+static void
+add_setting(Restore *r, char *text, size_t size, const char *key,
+			const char *value)
+{
+	char quoted[sizeof(r->restore_command) * 2 + 8];
+	size_t used = strlen(text);
+
+	conf_quote(value, quoted, sizeof(quoted));
+	snprintf(text + used, size - used, "%s = %s\n", key, quoted);
+	json_object_set_new(r->settings, key, json_string(value));
+}
+
+/* postgresql.auto.conf: our keys replaced, everything else kept. */
+bool
+restore_write_recovery_settings(Restore *r, BkError *err)
+{
+	char path[RESTORE_PATH_MAX];
+	char *old_text = NULL;
+	size_t old_len = 0;
+	size_t size;
+	char *text;
+	const char *line;
+
+	if (!build_restore_command(r, err) ||
+		!restore_join_path(path, sizeof(path), r->pgdata,
+						   "postgresql.auto.conf", err))
+		return false;
+	if (!bk_read_file(path, 16 * 1024 * 1024, &old_text, &old_len, NULL))
+		old_text = NULL;
+	size = old_len + 4 * sizeof(r->restore_command) + 4096;
+	text = calloc(1, size);
+	if (text == NULL)
+	{
+		free(old_text);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	for (line = old_text; line != NULL && *line != '\0';)
+	{
+		const char *newline = strchr(line, '\n');
+		size_t len = newline ? (size_t) (newline - line) + 1 : strlen(line);
+
+		if (!managed_line(line, len))
+			strncat(text, line, len);
+		line += len;
+	}
+	free(old_text);
+	if (text[0] != '\0' && text[strlen(text) - 1] != '\n')
+		strcat(text, "\n");
+	strcat(text, "# Recovery settings written by bk restore\n");
+	r->settings = json_object();
+	add_setting(r, text, size, "restore_command", r->restore_command);
+	switch (r->target)
+	{
+		case TARGET_TIME:
+			add_setting(r, text, size, "recovery_target_time", r->target_time);
+			break;
+		case TARGET_LSN:
+			add_setting(r, text, size, "recovery_target_lsn", r->target_text);
+			break;
+		case TARGET_XID:
+			add_setting(r, text, size, "recovery_target_xid", r->target_text);
+			break;
+		case TARGET_NAME:
+			add_setting(r, text, size, "recovery_target_name", r->target_text);
+			break;
+		case TARGET_IMMEDIATE:
+			add_setting(r, text, size, "recovery_target", "immediate");
+			break;
+		case TARGET_NONE:
+			break;
+	}
+	add_setting(r, text, size, "recovery_target_timeline", r->target_timeline);
+	if (r->target != TARGET_NONE)
+		add_setting(r, text, size, "recovery_target_action", "promote");
+	if (!r->archive)
+		add_setting(r, text, size, "archive_mode", "off");
+	if (!restore_write_text_file(r, path, text, err))
+	{
+		free(text);
+		return false;
+	}
+	free(text);
+	if (!restore_join_path(path, sizeof(path), r->pgdata, "recovery.signal",
+						   err) ||
+		!restore_write_text_file(r, path, "", err))
+		return false;
+	return true;
+}
+
+/* backup_label as the snapshot took it, tablespace_map remapped. */
+bool
+restore_write_label_and_map(Restore *r, BkError *err)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char path[RESTORE_PATH_MAX];
+	char *map;
+	size_t used = 0;
+	size_t map_size = 64;
+
+	snprintf(name, sizeof(name), "%s/%s", r->record->id, BK_SNAPSHOT_LABEL);
+	if (!restore_join_path(path, sizeof(path), r->pgdata, "backup_label", err))
+		return false;
+	if (!bk_repo_decrypt_to_file(r->repo, BK_REPO_ARCHIVE, r->source,
+								 BK_KIND_SNAPSHOT, name, r->decoder, path, NULL,
+								 err))
+		return bk_error_prefix(err,
+							   "snapshot %s, backup_label: ", r->record->id);
+	if (chmod(path, 0600) != 0 || !restore_set_owner_path(r, path, false, err))
+		return bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\"",
+							path);
+	if (r->tablespace_count == 0)
+		return true;
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+		map_size += 2 * strlen(r->tablespaces[spcIdx].location) + 16;
+	map = malloc(map_size);
+	if (map == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		used += (size_t) snprintf(map + used, map_size - used, "%" PRIu32 " ",
+								  r->tablespaces[spcIdx].oid);
+		for (const char *p = r->tablespaces[spcIdx].location; *p; p++)
+		{
+			if (*p == '\n' || *p == '\r' || *p == '\\')
+				map[used++] = '\\';
+			map[used++] = *p;
+		}
+		map[used++] = '\n';
+	}
+	map[used] = '\0';
+	if (!restore_join_path(path, sizeof(path), r->pgdata, "tablespace_map",
+						   err) ||
+		!restore_write_text_file(r, path, map, err))
+	{
+		free(map);
+		return false;
+	}
+	free(map);
+	return true;
+}

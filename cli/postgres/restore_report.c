@@ -1,0 +1,246 @@
+/*
+ * restore_report.c
+ *		what was restored, as text or JSON, and the warnings a restore leaves
+ *		behind
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "bk_timeline.h"
+#include "bk_util.h"
+
+#include "restore.h"
+
+/* ------------------------------------------------------------ output */
+
+static const char *
+target_setting(const Restore *r)
+{
+	switch (r->target)
+	{
+		case TARGET_TIME:
+			return "recovery_target_time";
+		case TARGET_LSN:
+			return "recovery_target_lsn";
+		case TARGET_XID:
+			return "recovery_target_xid";
+		case TARGET_NAME:
+			return "recovery_target_name";
+		case TARGET_IMMEDIATE:
+			return "recovery_target";
+		case TARGET_NONE:
+			break;
+	}
+	return NULL;
+}
+
+void
+restore_report(const Restore *r, uint64_t removed)
+{
+	const BkSnapshot *chosen = &r->catalog.snapshots[r->chosen];
+	uint64_t written = atomic_load(&r->files_written);
+	uint64_t kept = atomic_load(&r->files_kept);
+	uint64_t bytes = atomic_load(&r->bytes_written);
+	uint64_t mismatches = atomic_load(&r->hint_bit_mismatches);
+	char found[32] = "";
+
+	if (r->target == TARGET_XID || r->target == TARGET_NAME)
+		bk_format_lsn(r->found_lsn, found, sizeof(found));
+	if (r->common.json)
+	{
+		json_t *chain = json_array();
+		json_t *tablespaces = json_array();
+		json_t *target = json_object();
+		json_t *out;
+
+		for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+		{
+			int index =
+				bk_snapshot_catalog_find(&r->catalog, r->chain[linkIdx]->id);
+
+			json_array_append_new(
+				chain, bk_snapshot_json(&r->catalog.snapshots[index]));
+		}
+		for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+			json_array_append_new(
+				tablespaces,
+				json_pack("{s:I, s:s, s:s}", "oid",
+						  (json_int_t) r->tablespaces[spcIdx].oid, "original",
+						  r->tablespaces[spcIdx].original, "location",
+						  r->tablespaces[spcIdx].location));
+		json_object_set_new(target, "type",
+							r->target == TARGET_NONE
+								? json_string("end of archive")
+								: json_string(target_setting(r)));
+		json_object_set_new(target, "value",
+							r->target == TARGET_NONE
+								? json_null()
+								: json_string(r->target == TARGET_TIME
+												  ? r->target_time
+												  : r->target_text));
+		if (found[0] != '\0')
+			json_object_set_new(target, "found_at_lsn", json_string(found));
+		out = json_pack(
+			"{s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, "
+			"s:o, s:o, s:b}",
+			"source", r->source, "pgdata", r->pgdata, "snapshot", chosen->id,
+			"chain", chain, "tablespaces", tablespaces, "files",
+			(json_int_t) r->record->file_count, "files_written",
+			(json_int_t) written, "files_unchanged", (json_int_t) kept,
+			"files_removed", (json_int_t) removed, "bytes",
+			(json_int_t) r->record->bytes, "bytes_written", (json_int_t) bytes,
+			"delta", r->delta, "target", target, "recovery_settings",
+			json_incref(r->settings), "archive", r->archive);
+		json_object_set_new(out, "hint_bit_differences",
+							json_integer((json_int_t) mismatches));
+		json_object_set_new(
+			out, "bytes_decrypted",
+			json_integer((json_int_t) atomic_load(&r->bytes_decrypted)));
+		json_object_set_new(out, "owner",
+							r->set_owner ? json_integer(r->uid) : json_null());
+		json_dumpf(out, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+		json_decref(out);
+		return;
+	}
+	printf("restored snapshot %s (%s, stop %s) of source %s into %s\n",
+		   chosen->id, chosen->kind, chosen->stop_time, r->source, r->pgdata);
+	if (r->chain_len > 1)
+	{
+		printf("  chain:");
+		for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+			printf("%s %s (%s)", linkIdx ? " ->" : "", r->chain[linkIdx]->id,
+				   r->chain[linkIdx]->kind);
+		printf("\n");
+	}
+	printf("  %zu files, %" PRIu64 " bytes: %" PRIu64 " written",
+		   r->record->file_count, r->record->bytes, written);
+	if (r->delta)
+		printf(", %" PRIu64 " unchanged, %" PRIu64 " removed", kept, removed);
+	printf("\n");
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		const RestoreTablespace *spc = &r->tablespaces[spcIdx];
+
+		printf("  tablespace %" PRIu32 ": %s", spc->oid, spc->location);
+		if (strcmp(spc->original, spc->location) != 0)
+			printf(" (was %s)", spc->original);
+		printf("\n");
+	}
+	if (mismatches > 0)
+		printf("  note: %" PRIu64 " rebuilt file%s differ%s from what the "
+			   "snapshot read: its record says data checksums were off and "
+			   "it predates page digests, so pages whose hint bits changed "
+			   "without a new LSN were not sent\n",
+			   mismatches, mismatches == 1 ? "" : "s",
+			   mismatches == 1 ? "s" : "");
+	if (r->target == TARGET_NONE)
+		printf("  target: the end of the archived WAL\n");
+	else
+		printf("  target: %s = '%s'%s%s%s\n", target_setting(r),
+			   r->target == TARGET_TIME ? r->target_time : r->target_text,
+			   found[0] ? " (found at " : "", found, found[0] ? ")" : "");
+	printf("  restore_command = '%s'\n", r->restore_command);
+	printf("Start the server (as %s) to recover: pg_ctl -D %s start\n",
+		   r->set_owner
+			   ? (getpwuid(r->uid) ? getpwuid(r->uid)->pw_name : "the owner")
+			   : "the owner",
+		   r->pgdata);
+}
+
+/*
+ * Warn when a target lies beyond the archived WAL: recovery would end with
+ * "recovery ended before configured recovery target was reached" unless
+ * the source archives more first.
+ */
+void
+restore_warn_target_beyond_archive(const Restore *r)
+{
+	const BkSnapshotCatalog *catalog = &r->catalog;
+	int64_t newest_us;
+	char end[32];
+
+	if (r->target == TARGET_LSN && catalog->has_window &&
+		r->target_lsn >= catalog->window_end_lsn)
+	{
+		bk_format_lsn(catalog->window_end_lsn, end, sizeof(end));
+		fprintf(stderr,
+				"%s: WARNING: the target LSN %s is beyond the archived WAL "
+				"(which ends at %s): recovery cannot reach it until the "
+				"source archives that far\n",
+				r->program, r->target_text, end);
+	}
+	if (r->target == TARGET_TIME &&
+		bk_parse_timestamp(catalog->wal.newest_created, &newest_us) &&
+		r->target_us > newest_us)
+		fprintf(stderr,
+				"%s: WARNING: the target time %s is after the newest "
+				"archived WAL (read by the source at %s): recovery cannot "
+				"reach it until the source archives a later segment\n",
+				r->program, r->target_time, catalog->wal.newest_created);
+}
+
+/* Warn when the server will not be able to read what restore_command needs. */
+void
+restore_warn_unreadable(const Restore *r)
+{
+	const char *paths[2] = {r->config.key_file, r->config.config_path};
+
+	if (!r->set_owner)
+		return;
+	for (int pathIdx = 0; pathIdx < 2; pathIdx++)
+	{
+		struct stat st;
+
+		if (paths[pathIdx] == NULL || stat(paths[pathIdx], &st) != 0)
+			continue;
+		if (st.st_uid != r->uid && (st.st_mode & 0004) == 0 &&
+			!(st.st_gid == r->gid && (st.st_mode & 0040)))
+			fprintf(stderr,
+					"%s: WARNING: \"%s\" is not readable by the owner of "
+					"the restored cluster (uid %d): restore_command will "
+					"fail until it is\n",
+					r->program, paths[pathIdx], (int) r->uid);
+	}
+}
+
+bool
+restore_resolve_owner(Restore *r, BkError *err)
+{
+	struct passwd *pw;
+
+	if (r->owner != NULL)
+	{
+		pw = getpwnam(r->owner);
+		if (pw == NULL)
+			return bk_error_set(err, BK_ERR_USAGE, "--owner: no user \"%s\"",
+								r->owner);
+	}
+	else if (geteuid() == 0 && (pw = getpwnam(OWNER_DEFAULT)) != NULL)
+		;
+	else
+		return true;
+	r->set_owner = true;
+	r->uid = pw->pw_uid;
+	r->gid = pw->pw_gid;
+	return true;
+}

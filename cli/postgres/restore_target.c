@@ -1,0 +1,432 @@
+/*
+ * restore_target.c
+ *		the target directory and its tablespaces, made ready: no server
+ *		running, empty unless --delta, the directory tree the snapshot had,
+ *		and (with --delta) what it does not have removed
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "bk_timeline.h"
+#include "bk_util.h"
+
+#include "restore.h"
+
+/* ------------------------------------------------------------ preparing */
+
+/* Parse a tablespace_map ("<oid> <path>" lines, '\' escapes). */
+static bool
+parse_tablespace_map(Restore *r, const char *text, BkError *err)
+{
+	const char *line = text;
+
+	while (*line != '\0')
+	{
+		char path[RESTORE_PATH_MAX];
+		size_t used = 0;
+		char *end;
+		unsigned long oid = strtoul(line, &end, 10);
+		const char *p;
+		bool known = false;
+
+		if (end == line || *end != ' ')
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"snapshot %s: malformed tablespace_map line",
+								r->record->id);
+		for (p = end + 1; *p != '\0' && *p != '\n' && *p != '\r'; p++)
+		{
+			if (*p == '\\' && (p[1] == '\n' || p[1] == '\r' || p[1] == '\\'))
+				p++;
+			if (used + 1 < sizeof(path))
+				path[used++] = *p;
+		}
+		path[used] = '\0';
+		while (*p == '\n' || *p == '\r')
+			p++;
+		line = p;
+		for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+			known |= r->tablespaces[spcIdx].oid == oid;
+		if (!known)
+		{
+			RestoreTablespace *spc = &r->tablespaces[r->tablespace_count++];
+
+			spc->oid = (uint32_t) oid;
+			bk_strlcpy(spc->original, path, sizeof(spc->original));
+		}
+	}
+	return true;
+}
+
+bool
+restore_plan_tablespaces(Restore *r, BkError *err)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char *map_text = NULL;
+	size_t map_len;
+	size_t capacity;
+
+	snprintf(name, sizeof(name), "%s/%s", r->record->id, BK_SNAPSHOT_MAP);
+	if (!bk_snapshot_read_small(r->repo, r->decoder, r->source, name,
+								1024 * 1024, &map_text, &map_len, err))
+		return bk_error_prefix(err, "snapshot %s: ", r->record->id);
+	capacity = r->record->tablespace_count + map_len / 2 + 1;
+	r->tablespaces = calloc(capacity, sizeof(*r->tablespaces));
+	if (r->tablespaces == NULL)
+	{
+		free(map_text);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	for (size_t spcIdx = 0; spcIdx < r->record->tablespace_count; spcIdx++)
+	{
+		RestoreTablespace *spc = &r->tablespaces[r->tablespace_count++];
+
+		spc->oid = r->record->tablespaces[spcIdx].oid;
+		bk_strlcpy(spc->original, r->record->tablespaces[spcIdx].path,
+				   sizeof(spc->original));
+	}
+	if (!parse_tablespace_map(r, map_text, err))
+	{
+		free(map_text);
+		return false;
+	}
+	free(map_text);
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		RestoreTablespace *spc = &r->tablespaces[spcIdx];
+
+		bk_strlcpy(spc->location, spc->original, sizeof(spc->location));
+		for (int mapIdx = 0; mapIdx < r->map_count; mapIdx++)
+			if (strcmp(r->maps[mapIdx].old_path, spc->original) == 0)
+			{
+				bk_strlcpy(spc->location, r->maps[mapIdx].new_path,
+						   sizeof(spc->location));
+				r->maps[mapIdx].used = true;
+			}
+	}
+	for (int mapIdx = 0; mapIdx < r->map_count; mapIdx++)
+		if (!r->maps[mapIdx].used)
+		{
+			bk_error_set(err, BK_ERR_USAGE,
+						 "--tablespace-map %s=%s: snapshot %s has no "
+						 "tablespace at %s",
+						 r->maps[mapIdx].old_path, r->maps[mapIdx].new_path,
+						 r->record->id, r->maps[mapIdx].old_path);
+			if (r->tablespace_count > 0)
+				bk_error_hint(err, "Its tablespaces are at: %s%s",
+							  r->tablespaces[0].original,
+							  r->tablespace_count > 1 ? " and others" : "");
+			return false;
+		}
+	return true;
+}
+
+/* A postmaster.pid naming a live process means a server uses the directory. */
+static bool
+check_no_server(const char *pgdata, BkError *err)
+{
+	char path[RESTORE_PATH_MAX];
+	char *text = NULL;
+	size_t len;
+	long pid;
+
+	if (!restore_join_path(path, sizeof(path), pgdata, "postmaster.pid", err))
+		return false;
+	if (!bk_read_file(path, 4096, &text, &len, NULL))
+		return true;
+	pid = strtol(text, NULL, 10);
+	free(text);
+	if (pid > 0 && (kill((pid_t) pid, 0) == 0 || errno == EPERM))
+	{
+		bk_error_set(err, BK_ERR_USAGE,
+					 "a PostgreSQL server (pid %ld) is running in \"%s\"", pid,
+					 pgdata);
+		return bk_error_hint(err, "Stop it before restoring into its data "
+								  "directory.");
+	}
+	return true;
+}
+
+/* Refuse what must be refused before anything is created. */
+bool
+restore_check_targets(Restore *r, BkError *err)
+{
+	struct stat st;
+
+	if (stat(r->pgdata_arg, &st) == 0)
+	{
+		if (!S_ISDIR(st.st_mode))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"--pgdata \"%s\" is not a directory",
+								r->pgdata_arg);
+		if (!check_no_server(r->pgdata_arg, err))
+			return false;
+		if (restore_dir_not_empty(r->pgdata_arg) && !r->delta)
+		{
+			bk_error_set(err, BK_ERR_USAGE,
+						 "the target directory \"%s\" is not empty",
+						 r->pgdata_arg);
+			return bk_error_hint(err,
+								 "Restore into an empty directory, or pass "
+								 "--delta to reuse this one (files that "
+								 "differ are rewritten, files the snapshot "
+								 "does not have are removed).");
+		}
+	}
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		RestoreTablespace *spc = &r->tablespaces[spcIdx];
+
+		if (spc->location[0] != '/')
+			return bk_error_set(err, BK_ERR_USAGE,
+								"tablespace %" PRIu32 " has no absolute "
+								"location (\"%s\")",
+								spc->oid, spc->location);
+		if (stat(spc->location, &st) != 0)
+			continue;
+		if (!S_ISDIR(st.st_mode))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"tablespace location \"%s\" is not a "
+								"directory",
+								spc->location);
+		if (restore_dir_not_empty(spc->location) && !r->delta)
+		{
+			bk_error_set(err, BK_ERR_USAGE,
+						 "the location \"%s\" of tablespace %" PRIu32
+						 " is not empty",
+						 spc->location, spc->oid);
+			return bk_error_hint(err,
+								 "Restore it elsewhere with --tablespace-map "
+								 "%s=NEW, or pass --delta to reuse it.",
+								 spc->original);
+		}
+	}
+	return true;
+}
+
+bool
+restore_prepare_target(Restore *r, BkError *err)
+{
+	char path[RESTORE_PATH_MAX];
+
+	if (!bk_mkdirs(r->pgdata_arg, 0700, false, err))
+		return false;
+	if (realpath(r->pgdata_arg, r->pgdata) == NULL)
+		return bk_error_set(err, BK_ERR_IO, "could not resolve \"%s\": %s",
+							r->pgdata_arg, strerror(errno));
+	if (chmod(r->pgdata, 0700) != 0)
+		return bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s",
+							r->pgdata, strerror(errno));
+	if (!restore_set_owner_path(r, r->pgdata, true, err))
+		return false;
+
+	/* A half-restored directory must not start: pg_control goes first. */
+	if (r->delta)
+	{
+		char global_dir[RESTORE_PATH_MAX];
+
+		if (!restore_join_path(path, sizeof(path), r->pgdata, PG_CONTROL,
+							   err) ||
+			!restore_join_path(global_dir, sizeof(global_dir), r->pgdata,
+							   "global", err))
+			return false;
+		if (unlink(path) == 0 && !bk_fsync_dir(global_dir, err))
+			return false;
+	}
+
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		RestoreTablespace *spc = &r->tablespaces[spcIdx];
+		size_t pgdata_len = strlen(r->pgdata);
+
+		if (strncmp(spc->location, r->pgdata, pgdata_len) == 0 &&
+			(spc->location[pgdata_len] == '/' ||
+			 spc->location[pgdata_len] == '\0'))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"tablespace %" PRIu32 " would be restored to "
+								"\"%s\", inside the data directory",
+								spc->oid, spc->location);
+		if (!bk_mkdirs(spc->location, 0700, false, err))
+			return false;
+		if (chmod(spc->location, 0700) != 0)
+			return bk_error_set(err, BK_ERR_IO,
+								"could not set mode of \"%s\": %s",
+								spc->location, strerror(errno));
+		if (!restore_set_owner_path(r, spc->location, true, err))
+			return false;
+	}
+	return true;
+}
+
+/* Every recorded directory, with its mode; tablespaces as symlinks. */
+bool
+restore_create_directories(Restore *r, BkError *err)
+{
+	BkSnapRecord *record = r->chain[r->chain_len - 1];
+	char path[RESTORE_PATH_MAX];
+	char link_path[RESTORE_PATH_MAX];
+
+	restore_sort_directories(record);
+	if (!restore_join_path(path, sizeof(path), r->pgdata, "pg_tblspc", err) ||
+		!bk_mkdirs(path, 0700, false, err) ||
+		!restore_set_owner_path(r, path, true, err))
+		return false;
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		char target[RESTORE_PATH_MAX];
+		ssize_t len;
+		struct stat st;
+
+		snprintf(link_path, sizeof(link_path), "%s/pg_tblspc/%" PRIu32,
+				 r->pgdata, r->tablespaces[spcIdx].oid);
+		len = readlink(link_path, target, sizeof(target) - 1);
+		if (len >= 0)
+		{
+			target[len] = '\0';
+			if (strcmp(target, r->tablespaces[spcIdx].location) == 0)
+				continue;
+		}
+		if (lstat(link_path, &st) == 0 && !bk_remove_tree(link_path, err))
+			return false;
+		if (symlink(r->tablespaces[spcIdx].location, link_path) != 0)
+			return bk_error_set(err, BK_ERR_IO,
+								"could not create symbolic link \"%s\": %s",
+								link_path, strerror(errno));
+		if (!restore_set_owner_path(r, link_path, false, err))
+			return false;
+	}
+	for (size_t dirIdx = 0; dirIdx < record->directory_count; dirIdx++)
+	{
+		const BkSnapDirectory *dir = &record->directories[dirIdx];
+		struct stat st;
+
+		if (restore_is_tablespace_link(r, dir->path))
+			continue;
+		if (!restore_resolve_path(r, dir->path, path, sizeof(path), err))
+			return false;
+		if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+		{
+			if (!r->delta)
+				return bk_error_set(err, BK_ERR_IO,
+									"\"%s\" exists and is not a directory",
+									path);
+			if (!bk_remove_tree(path, err))
+				return false;
+		}
+		if (!bk_mkdirs(path, 0700, false, err))
+			return false;
+		if (chmod(path, dir->mode) != 0)
+			return bk_error_set(err, BK_ERR_IO,
+								"could not set mode of \"%s\": %s", path,
+								strerror(errno));
+		if (!restore_set_owner_path(r, path, true, err))
+			return false;
+	}
+	/* Parents of files the record lists without their directory. */
+	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
+	{
+		char *slash;
+		struct stat st;
+
+		if (!restore_resolve_path(r, record->files[fileIdx].path, path,
+								  sizeof(path), err))
+			return false;
+		slash = strrchr(path, '/');
+		*slash = '\0';
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			continue;
+		if (!bk_mkdirs(path, 0700, false, err) ||
+			!restore_set_owner_path(r, path, true, err))
+			return false;
+	}
+	return true;
+}
+
+/* --delta: remove what the snapshot does not have. */
+bool
+restore_remove_extra(Restore *r, const char *dir_path, const char *rel_dir,
+					 uint64_t *removed, BkError *err)
+{
+	DIR *dir = opendir(dir_path);
+	struct dirent *entry;
+	bool ok = true;
+
+	if (dir == NULL)
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							dir_path, strerror(errno));
+	while (ok && (entry = readdir(dir)) != NULL)
+	{
+		char path[RESTORE_PATH_MAX];
+		char rel[RESTORE_PATH_MAX];
+		struct stat st;
+		bool keep = false;
+
+		if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+			continue;
+		if (!restore_join_path(path, sizeof(path), dir_path, entry->d_name,
+							   err))
+		{
+			ok = false;
+			break;
+		}
+		if (rel_dir[0] == '\0')
+			bk_strlcpy(rel, entry->d_name, sizeof(rel));
+		else if (!restore_join_path(rel, sizeof(rel), rel_dir, entry->d_name,
+									err))
+		{
+			ok = false;
+			break;
+		}
+		if (lstat(path, &st) != 0)
+			continue;
+		if (restore_is_tablespace_link(r, rel))
+		{
+			for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+				if (strtoul(rel + 10, NULL, 10) == r->tablespaces[spcIdx].oid)
+					ok = restore_remove_extra(
+						r, r->tablespaces[spcIdx].location, rel, removed, err);
+			continue;
+		}
+		if (S_ISDIR(st.st_mode))
+		{
+			keep = restore_record_has_directory(r->record, rel) ||
+				   restore_record_has_below(r->record, rel);
+			if (keep)
+				ok = restore_remove_extra(r, path, rel, removed, err);
+			else
+			{
+				ok = bk_remove_tree(path, err);
+				(*removed)++;
+			}
+			continue;
+		}
+		keep = S_ISREG(st.st_mode) && !restore_skipped_file(rel) &&
+			   (bk_snapshot_record_file(r->record, rel) != NULL ||
+				strcmp(rel, PG_CONTROL_TEMP) == 0);
+		if (!keep)
+		{
+			ok = bk_remove_tree(path, err);
+			(*removed)++;
+		}
+	}
+	closedir(dir);
+	return ok;
+}

@@ -1,0 +1,852 @@
+/*
+ * verify.c
+ *		bk verify for PostgreSQL sources: the WAL and the snapshots.
+ *
+ * Without a key it checks what the shipper can: every object parses, every
+ * frame passes its CRC-32C, every object is one complete attempt and is
+ * the object its name says, the WAL each timeline needs has no gap
+ * (wal_catalog.h: up to the branch points of later timelines), and every
+ * WAL object is of one database system.  With the private key it also
+ * decrypts every object, which checks every AEAD tag and each object's
+ * fingerprint, and looks inside WAL segments: the first page's header must
+ * name the segment's own LSN, segment size and the source's system
+ * identifier.
+ *
+ * Conflicting copies (same name, different content) are decrypted side by
+ * side, and verify says which copy agrees with the rest of the source's
+ * archive, so the operator knows which one to move away.
+ *
+ * Snapshots: without a key, every object's structure and CRCs, and each
+ * snapshot's completeness, chain, WAL and system (snapshot_catalog.h).
+ * With the key, every object is decrypted, every object the record names
+ * must be there, backup_label, tablespace_map and backup_manifest are read
+ * (the manifest must parse and its checksum hold), and every file is
+ * rebuilt exactly as bk restore would (whole, or through its incremental
+ * chain, in a temporary file, so memory stays bounded) and checked against
+ * the record's SHA-256.  An incremental file that differs is a problem,
+ * except in a snapshot taken before sources compared page digests on a
+ * cluster without data checksums (its record says so): there hint bits
+ * changed without moving a page's LSN and were legitimately not sent.  A
+ * snapshot without a record is reported but is not a problem: it was
+ * cancelled, failed, or is still arriving.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_keys.h"
+#include "bk_timeline.h"
+#include "bk_util.h"
+#include "postgres.h"
+#include "repo.h"
+#include "snapshot_catalog.h"
+#include "snapshot_data.h"
+#include "verify.h"
+
+#define XLP_LONG_HEADER     0x0002
+#define WAL_LONG_HEADER_LEN 40
+
+/* What we learn about one stored object. */
+typedef struct ObjectReport
+{
+	char where[4096]; /* for messages */
+	bool ok;
+	char problem[BK_ERROR_MESSAGE_MAX];
+	BkObjectTracker object;
+	bool decrypted;
+	uint8_t digest[BK_SHA256_LEN];
+	bool has_page_header;
+	uint16_t page_magic;
+	uint32_t page_tli;
+	uint64_t page_addr;
+	uint64_t page_sysid;
+	uint32_t page_seg_size;
+} ObjectReport;
+
+static uint16_t
+le16(const uint8_t *p)
+{
+	return (uint16_t) (p[0] | (p[1] << 8));
+}
+
+static uint32_t
+le32(const uint8_t *p)
+{
+	return (uint32_t) p[0] | ((uint32_t) p[1] << 8) | ((uint32_t) p[2] << 16) |
+		   ((uint32_t) p[3] << 24);
+}
+
+static uint64_t
+le64(const uint8_t *p)
+{
+	return (uint64_t) le32(p) | ((uint64_t) le32(p + 4) << 32);
+}
+
+typedef struct DecodeVisit
+{
+	BkVerifier *verifier;
+	ObjectReport *report;
+	bool first;
+} DecodeVisit;
+
+static bool
+decode_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	DecodeVisit *visit = arg;
+	const uint8_t *plain;
+	size_t plain_len;
+
+	if (!bk_decoder_push(visit->verifier->decoder, frame, len, &plain,
+						 &plain_len, err))
+		return false;
+	if (visit->first && plain_len >= WAL_LONG_HEADER_LEN)
+	{
+		ObjectReport *r = visit->report;
+
+		/* XLogLongPageHeaderData, in the source's (little-endian) byte order. */
+		r->page_magic = le16(plain);
+		r->has_page_header = (le16(plain + 2) & XLP_LONG_HEADER) != 0;
+		r->page_tli = le32(plain + 4);
+		r->page_addr = le64(plain + 8);
+		r->page_sysid = le64(plain + 24);
+		r->page_seg_size = le32(plain + 32);
+	}
+	visit->first = false;
+	return true;
+}
+
+static uint64_t
+parse_lsn(const char *text)
+{
+	uint64_t lsn;
+
+	return bk_parse_lsn(text, &lsn) ? lsn : UINT64_MAX;
+}
+
+/*
+ * Check one stored WAL object (name in area, which must be the object
+ * expect_name says); fills report.
+ */
+static void
+check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
+			 const char *source, const char *name, const char *expect_name,
+			 ObjectReport *report)
+{
+	BkError err;
+	uint32_t tli;
+	uint32_t log;
+	uint32_t seg;
+	BkWalFileType type = bk_wal_file_type(expect_name, &tli, &log, &seg);
+	const char *path = report->where;
+
+	memset(report, 0, sizeof(*report));
+	bk_repo_describe(repo, area, source, BK_KIND_WAL, name, report->where,
+					 sizeof(report->where));
+	bk_error_clear(&err);
+	if (!bk_repo_check_object(repo, area, source, BK_KIND_WAL, name,
+							  expect_name, &report->object, &err))
+	{
+		bk_strlcpy(report->problem, err.message, sizeof(report->problem));
+		return;
+	}
+	verifier->objects++;
+	if (verifier->ring != NULL)
+	{
+		DecodeVisit visit = {verifier, report, true};
+
+		bk_decoder_reset(verifier->decoder);
+		if (!bk_repo_read_frames(repo, area, source, BK_KIND_WAL, name, false,
+								 decode_frame, &visit, &err) ||
+			!bk_decoder_finish(verifier->decoder, &err))
+		{
+			snprintf(report->problem, sizeof(report->problem), "%s: %s", path,
+					 err.message);
+			return;
+		}
+		report->decrypted = true;
+		memcpy(report->digest, bk_decoder_digest(verifier->decoder),
+			   BK_SHA256_LEN);
+
+		if (type == BK_WAL_SEGMENT || type == BK_WAL_PARTIAL)
+		{
+			const BkObjectTracker *o = &report->object;
+			char value[64];
+			uint64_t seg_size = 0;
+			uint64_t sysid = 0;
+			uint64_t start = UINT64_MAX;
+
+			if (bk_meta_get(o->meta, o->meta_len, "segment-size", value,
+							sizeof(value)))
+				seg_size = strtoull(value, NULL, 10);
+			if (bk_meta_get(o->meta, o->meta_len, "system-identifier", value,
+							sizeof(value)))
+				sysid = strtoull(value, NULL, 10);
+			if (bk_meta_get(o->meta, o->meta_len, "lsn-start", value,
+							sizeof(value)))
+				start = parse_lsn(value);
+			if (type == BK_WAL_SEGMENT && o->object_size != seg_size)
+				snprintf(report->problem, sizeof(report->problem),
+						 "%s: %" PRIu64 " bytes, the segment size is %" PRIu64,
+						 path, o->object_size, seg_size);
+			else if (!report->has_page_header)
+				snprintf(report->problem, sizeof(report->problem),
+						 "%s: the first page has no long WAL page header",
+						 path);
+			else if (report->page_addr != start ||
+					 report->page_seg_size != seg_size ||
+					 report->page_sysid != sysid)
+				snprintf(
+					report->problem, sizeof(report->problem),
+					"%s: the first page header (address %X/%X, segment size "
+					"%" PRIu32 ", system identifier %" PRIu64
+					") does not match the segment (%X/%X, %" PRIu64 ", %" PRIu64
+					")",
+					path, (unsigned) (report->page_addr >> 32),
+					(unsigned) report->page_addr, report->page_seg_size,
+					report->page_sysid, (unsigned) (start >> 32),
+					(unsigned) start, seg_size, sysid);
+			if (report->problem[0] != '\0')
+				return;
+		}
+	}
+	report->ok = true;
+}
+
+static json_t *
+copy_json(const ObjectReport *r)
+{
+	char hex[2 * BK_FINGERPRINT_LEN + 1];
+	json_t *copy = json_object();
+
+	json_object_set_new(copy, "path", json_string(r->where));
+	json_object_set_new(copy, "ok", json_boolean(r->ok));
+	if (!r->ok)
+		json_object_set_new(copy, "problem", json_string(r->problem));
+	if (r->object.complete)
+	{
+		bk_hex_encode(r->object.attempt_id, BK_ATTEMPT_ID_LEN, hex);
+		json_object_set_new(copy, "attempt", json_string(hex));
+		bk_hex_encode(r->object.key_id, BK_KEY_ID_LEN, hex);
+		json_object_set_new(copy, "key_id", json_string(hex));
+	}
+	if (r->decrypted && r->page_seg_size != 0)
+	{
+		json_object_set_new(copy, "system_identifier",
+							json_integer((json_int_t) r->page_sysid));
+		json_object_set_new(copy, "page_timeline", json_integer(r->page_tli));
+	}
+	return copy;
+}
+
+typedef struct ConflictCheck
+{
+	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+	uint64_t majority_sysid;
+} ConflictCheck;
+
+/* One conflicting copy: decrypt it and the archived one, say which fits. */
+static bool
+check_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ConflictCheck *check = arg;
+	BkVerifier *verifier = check->verifier;
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char *dot;
+	ObjectReport *first;
+	ObjectReport *second;
+	char verdict[2 * 4096 + 512];
+
+	if (entry->is_prefix)
+		return true;
+	bk_strlcpy(name, entry->name, sizeof(name));
+	dot = strrchr(name, '.');
+	if (dot != NULL)
+		*dot = '\0';
+	first = calloc(1, sizeof(*first));
+	second = calloc(1, sizeof(*second));
+	if (first == NULL || second == NULL)
+	{
+		free(first);
+		free(second);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	check_object(verifier, check->repo, BK_REPO_ARCHIVE, check->source, name,
+				 name, first);
+	check_object(verifier, check->repo, BK_REPO_CONFLICTS, check->source,
+				 entry->name, name, second);
+	if (verifier->ring == NULL)
+		snprintf(verdict, sizeof(verdict),
+				 "two copies; decrypt them with the key (--key-file) to tell "
+				 "them apart");
+	else if (first->decrypted && second->decrypted &&
+			 memcmp(first->digest, second->digest, BK_SHA256_LEN) == 0)
+		snprintf(verdict, sizeof(verdict),
+				 "both copies decrypt to identical content (a re-send under "
+				 "another key); either will do");
+	else
+	{
+		bool first_fits =
+			first->ok && first->page_sysid == check->majority_sysid;
+		bool second_fits =
+			second->ok && second->page_sysid == check->majority_sysid;
+
+		if (first_fits && !second_fits)
+			snprintf(verdict, sizeof(verdict),
+					 "different content; the archived copy %s fits this "
+					 "source's history, the conflict copy %s does not",
+					 first->where, second->where);
+		else if (second_fits && !first_fits)
+			snprintf(verdict, sizeof(verdict),
+					 "different content; the conflict copy %s fits this "
+					 "source's history, the archived copy %s does not: move "
+					 "the archived copy away and the conflict copy into its "
+					 "place",
+					 second->where, first->where);
+		else
+			snprintf(verdict, sizeof(verdict),
+					 "different content, both valid WAL of system %" PRIu64
+					 ": two servers archived onto one source and timeline; "
+					 "keep the copy of the server whose history you restore",
+					 check->majority_sysid);
+	}
+	bk_verify_conflict(verifier, name, verdict,
+					   json_pack("[o,o]", copy_json(first), copy_json(second)));
+	free(first);
+	free(second);
+	return true;
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+typedef struct SnapshotCheck
+{
+	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+	BkSnapshotCatalog *catalog;
+	BkSnapRecord **records; /* per catalog index; NULL if not loaded */
+	int tmp_fd;             /* scratch file for rebuilt files */
+	uint64_t objects;
+	uint64_t problems;
+	uint64_t files;
+} SnapshotCheck;
+
+static void snapshot_problem(SnapshotCheck *check, const char *object,
+							 const char *fmt, ...) BK_PRINTF(3, 4);
+
+static void
+snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
+{
+	char message[BK_ERROR_MESSAGE_MAX + 256];
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(message, sizeof(message), fmt, args);
+	va_end(args);
+	check->problems++;
+	bk_verify_problem(check->verifier, object, "%s", message);
+}
+
+/* Keyless: one object of a snapshot parses, passes its CRCs, is whole. */
+static bool
+check_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	SnapshotCheck *check = arg;
+	BkObjectTracker *tracker;
+	BkError problem;
+
+	if (entry->is_prefix)
+		return true;
+	tracker = malloc(sizeof(*tracker));
+	if (tracker == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	check->objects++;
+	check->verifier->objects++;
+	if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
+							  BK_KIND_SNAPSHOT, entry->name, entry->name,
+							  tracker, &problem))
+		snapshot_problem(check, entry->name, "%s", problem.message);
+	else
+		check->verifier->stored_bytes += tracker->object_size;
+	free(tracker);
+	return true;
+}
+
+static bool
+discard_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
+{
+	return true;
+}
+
+/* Keyed: every file of the snapshot rebuilt and checked against the record. */
+static void
+check_snapshot_files(SnapshotCheck *check, int index)
+{
+	const BkSnapshot *snapshot = &check->catalog->snapshots[index];
+	BkSnapRecord *record = check->records[index];
+	BkSnapRecord **chain;
+	int chain_len = 0;
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char *text;
+	size_t len;
+	BkError err;
+
+	for (int link = index; link >= 0;
+		 link = check->catalog->snapshots[link].parent_index)
+	{
+		if (check->records[link] == NULL || chain_len > check->catalog->count)
+			return; /* reported already: parent missing or unreadable */
+		chain_len++;
+	}
+	chain = calloc((size_t) chain_len, sizeof(*chain));
+	if (chain == NULL)
+		return;
+	for (int link = index, slot = chain_len - 1; link >= 0;
+		 link = check->catalog->snapshots[link].parent_index, slot--)
+		chain[slot] = check->records[link];
+
+	/* Label, map and manifest decrypt; the manifest is PostgreSQL's. */
+	{
+		static const char *const parts[] = {BK_SNAPSHOT_LABEL, BK_SNAPSHOT_MAP,
+											BK_SNAPSHOT_MANIFEST};
+
+		for (size_t partIdx = 0; partIdx < 3; partIdx++)
+		{
+			snprintf(name, sizeof(name), "%s/%s", snapshot->id, parts[partIdx]);
+			if (!bk_snapshot_read_small(check->repo, check->verifier->decoder,
+										check->source, name,
+										BK_RECORD_MAX_BYTES, &text, &len, &err))
+			{
+				snapshot_problem(check, name, "snapshot %s: %s", snapshot->id,
+								 err.message);
+				continue;
+			}
+			if (partIdx == 2 && !bk_manifest_check(text, len, &err))
+				snapshot_problem(check, name, "snapshot %s: %s", snapshot->id,
+								 err.message);
+			free(text);
+		}
+	}
+
+	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
+	{
+		const BkSnapFile *file = &record->files[fileIdx];
+		uint8_t digest[BK_SHA256_LEN];
+		uint64_t size = 0;
+
+		if (!bk_snapshot_data_name(snapshot->id, file->path, name,
+								   sizeof(name)))
+			bk_strlcpy(name, file->path, sizeof(name));
+		check->files++;
+		check->verifier->snapshot_files++;
+		if (!file->incremental)
+		{
+			/* Sent whole: the decoder's digest is the file's. */
+			if (!bk_snapshot_read_object(check->repo, check->verifier->decoder,
+										 check->source, name, discard_sink,
+										 NULL, digest, &size, &err))
+			{
+				snapshot_problem(check, name, "snapshot %s, file \"%s\": %s",
+								 snapshot->id, file->path, err.message);
+				continue;
+			}
+			if (size != file->size)
+				snapshot_problem(check, name,
+								 "snapshot %s, file \"%s\": %" PRIu64
+								 " bytes, the record says %" PRIu64,
+								 snapshot->id, file->path, size, file->size);
+			else if (file->has_sha256 &&
+					 memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
+				snapshot_problem(check, name,
+								 "snapshot %s, file \"%s\": its SHA-256 "
+								 "differs from the record's",
+								 snapshot->id, file->path);
+			continue;
+		}
+		if (ftruncate(check->tmp_fd, 0) != 0 ||
+			!bk_snapshot_rebuild_file(check->repo, check->verifier->decoder,
+									  check->source, chain, chain_len, file,
+									  check->tmp_fd, "(temporary file)", digest,
+									  NULL, &err))
+		{
+			snapshot_problem(check, name, "%s", err.message);
+			continue;
+		}
+		if (file->has_sha256 &&
+			memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
+		{
+			if (record->data_checksums || record->page_digests)
+				snapshot_problem(check, name,
+								 "snapshot %s, file \"%s\": the file rebuilt "
+								 "through its incremental chain differs from "
+								 "the one the snapshot read",
+								 snapshot->id, file->path);
+			else
+				check->verifier->hint_bit_differences++;
+		}
+	}
+	if (ftruncate(check->tmp_fd, 0) != 0)
+		snapshot_problem(check, snapshot->id,
+						 "could not truncate a temporary "
+						 "file");
+	free(chain);
+}
+
+/* A copy of a snapshot object that arrived with different content. */
+static bool
+report_snapshot_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	SnapshotCheck *check = arg;
+	char where[4096];
+
+	if (entry->is_prefix)
+		return true;
+	bk_repo_describe(check->repo, BK_REPO_CONFLICTS, check->source,
+					 BK_KIND_SNAPSHOT, entry->name, where, sizeof(where));
+	snapshot_problem(check, entry->name,
+					 "a second copy with different content is kept at \"%s\"; "
+					 "restore uses the archived copy and checks it against "
+					 "the snapshot's record",
+					 where);
+	return true;
+}
+
+/*
+ * Records of snapshot index's chain, and only those: the records of a large
+ * cluster list every file, so verify keeps one chain in memory at a time
+ * (consecutive snapshots mostly share theirs).
+ */
+static void
+load_chain_records(SnapshotCheck *check, int index)
+{
+	bool *in_chain = calloc((size_t) check->catalog->count + 1, sizeof(bool));
+	int depth = 0;
+
+	if (in_chain == NULL)
+		return;
+	for (int link = index; link >= 0 && depth <= check->catalog->count;
+		 link = check->catalog->snapshots[link].parent_index, depth++)
+		in_chain[link] = true;
+	for (int snapIdx = 0; snapIdx < check->catalog->count; snapIdx++)
+	{
+		BkError err;
+
+		if (!in_chain[snapIdx])
+		{
+			bk_snapshot_record_free(check->records[snapIdx]);
+			check->records[snapIdx] = NULL;
+		}
+		else if (check->records[snapIdx] == NULL && snapIdx != index &&
+				 !bk_snapshot_record_load(check->repo, check->verifier->decoder,
+										  check->source,
+										  check->catalog->snapshots[snapIdx].id,
+										  &check->records[snapIdx], &err))
+			check->records[snapIdx] = NULL; /* reported with its snapshot */
+	}
+	free(in_chain);
+}
+
+static int
+open_scratch(void)
+{
+	const char *tmp_root = getenv("TMPDIR");
+	char path[4096];
+	int fd;
+
+	if (tmp_root == NULL || tmp_root[0] == '\0')
+		tmp_root = "/tmp";
+	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "%s/bk-verify.XXXXXX", tmp_root);
+	fd = mkstemp(path);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+static bool
+verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
+				 BkError *err)
+{
+	BkSnapshotCatalog catalog;
+	SnapshotCheck check = {.verifier = verifier,
+						   .repo = repo,
+						   .source = source,
+						   .catalog = &catalog,
+						   .tmp_fd = -1};
+	bool ok = false;
+	char prefix[BK_SNAPSHOT_ID_MAX + 2];
+
+	verifier->snapshot_list = json_array();
+	if (!bk_snapshot_catalog_load(repo, source, verifier->decoder, &catalog,
+								  err))
+		return false;
+	check.records = calloc((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
+	if (check.records == NULL)
+	{
+		bk_snapshot_catalog_free(&catalog);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	if (verifier->ring != NULL && catalog.count > 0)
+	{
+		check.tmp_fd = open_scratch();
+		if (check.tmp_fd < 0)
+		{
+			free(check.records);
+			bk_snapshot_catalog_free(&catalog);
+			return bk_error_set(err, BK_ERR_IO,
+								"could not create a temporary file: %s",
+								strerror(errno));
+		}
+	}
+	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+	{
+		BkSnapshot *snapshot = &catalog.snapshots[snapIdx];
+		uint64_t problems_before = check.problems;
+		uint64_t objects_before = check.objects;
+		uint64_t files_before = check.files;
+		char record_name[BK_OBJECT_NAME_MAX + 1];
+		BkError record_err;
+
+		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
+		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
+						  prefix, true, check_snapshot_object, &check, err))
+			goto fail;
+		snprintf(record_name, sizeof(record_name), "%s/%s", snapshot->id,
+				 BK_SNAPSHOT_RECORD);
+		if (!snapshot->has_record)
+		{
+			if (!verifier->json)
+				printf("  snapshot %s: incomplete (%s); not a problem unless "
+					   "it should have finished\n",
+					   snapshot->id, snapshot->reason);
+		}
+		else if (!snapshot->restorable)
+			snapshot_problem(
+				&check, snapshot->id, "snapshot %s is not restorable: %s: %s",
+				snapshot->id, bk_snapshot_problem_name(snapshot->problem),
+				snapshot->reason);
+		if (snapshot->has_record && verifier->ring != NULL)
+		{
+			load_chain_records(&check, snapIdx);
+			if (check.records[snapIdx] == NULL &&
+				!bk_snapshot_record_load(repo, verifier->decoder, source,
+										 snapshot->id, &check.records[snapIdx],
+										 &record_err))
+			{
+				check.records[snapIdx] = NULL;
+				snapshot_problem(&check, record_name, "%s", record_err.message);
+			}
+			else
+			{
+				/* Every object the record names must be there. */
+				const BkSnapRecord *record = check.records[snapIdx];
+
+				for (size_t fileIdx = 0; fileIdx < record->file_count;
+					 fileIdx++)
+				{
+					const BkSnapFile *file = &record->files[fileIdx];
+					char name[BK_OBJECT_NAME_MAX + 1];
+					BkRepoStat stat;
+					BkError stat_err;
+
+					if (file->incremental && file->blocks == 0)
+						continue;
+					if (!bk_snapshot_data_name(snapshot->id, file->path, name,
+											   sizeof(name)) ||
+						!bk_repo_stat(repo, BK_REPO_ARCHIVE, source,
+									  BK_KIND_SNAPSHOT, name, &stat,
+									  &stat_err) ||
+						!stat.exists)
+						snapshot_problem(&check, name,
+										 "snapshot %s, file \"%s\": its "
+										 "object is missing",
+										 snapshot->id, file->path);
+				}
+				check_snapshot_files(&check, snapIdx);
+			}
+		}
+		if (verifier->json)
+			json_array_append_new(
+				verifier->snapshot_list,
+				json_pack(
+					"{s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "id", snapshot->id,
+					"kind", snapshot->kind[0] ? snapshot->kind : "unknown",
+					"complete", snapshot->complete, "restorable",
+					snapshot->restorable, "objects",
+					(json_int_t) (check.objects - objects_before),
+					"files_checked", (json_int_t) (check.files - files_before),
+					"ok", check.problems == problems_before));
+		else if (snapshot->has_record)
+			printf("  snapshot %s: %" PRIu64 " objects checked%s, %" PRIu64
+				   " files rebuilt: %s\n",
+				   snapshot->id, check.objects - objects_before,
+				   verifier->ring ? " and decrypted" : "",
+				   check.files - files_before,
+				   check.problems == problems_before ? "OK" : "PROBLEMS FOUND");
+	}
+	ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_SNAPSHOT, "",
+					  true, report_snapshot_conflict, &check, err);
+fail:
+	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+		bk_snapshot_record_free(check.records[snapIdx]);
+	free(check.records);
+	if (check.tmp_fd >= 0)
+		close(check.tmp_fd);
+	bk_snapshot_catalog_free(&catalog);
+	return ok;
+}
+
+/* Every WAL object parses, is whole, and (with the key) decrypts. */
+typedef struct WalCheck
+{
+	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+	const BkWalCatalog *catalog;
+	ObjectReport *report;
+	uint64_t majority_sysid;
+	uint64_t sysid_mismatches;
+	char first_foreign[BK_OBJECT_NAME_MAX + 1];
+} WalCheck;
+
+static bool
+check_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	WalCheck *check = arg;
+	ObjectReport *report = check->report;
+	char sysid[32];
+
+	if (entry->is_prefix)
+		return true;
+	check_object(check->verifier, check->repo, BK_REPO_ARCHIVE, check->source,
+				 entry->name, entry->name, report);
+	if (!report->ok)
+	{
+		bk_verify_problem(check->verifier, entry->name, "%s", report->problem);
+		return true;
+	}
+	check->verifier->stored_bytes += report->object.object_size;
+	if (report->decrypted && report->page_seg_size != 0)
+		check->majority_sysid = report->page_sysid;
+	/* Every WAL object of a source is of one database system. */
+	if (check->catalog->system_identifier[0] != '\0' &&
+		bk_meta_get(report->object.meta, report->object.meta_len,
+					"system-identifier", sysid, sizeof(sysid)) &&
+		strcmp(sysid, check->catalog->system_identifier) != 0 &&
+		check->sysid_mismatches++ == 0)
+		bk_strlcpy(check->first_foreign, entry->name,
+				   sizeof(check->first_foreign));
+	return true;
+}
+
+/* What the catalog says is missing, and histories it could not read. */
+static void
+check_wal_catalog(BkVerifier *verifier, const BkWalCatalog *catalog)
+{
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		const BkWalTimeline *tl = &catalog->timelines[tlIdx];
+		char gap[32];
+		char lsn[BK_LSN_TEXT_SIZE];
+
+		if (tl->has_history && !tl->history_known)
+		{
+			char name[32];
+
+			snprintf(name, sizeof(name), "%08X.history", tl->timeline);
+			if (verifier->ring != NULL)
+				bk_verify_problem(verifier, name, "%s", tl->history_problem);
+			else if (!verifier->json)
+				printf("  note: the branch points of timeline %" PRIu32
+					   " are not checked without the key: %s\n",
+					   tl->timeline, tl->history_problem);
+		}
+		if (tl->gap_count == 0)
+			continue;
+		bk_wal_segment_name(tl->timeline, tl->first_gap_segno,
+							catalog->segment_size, gap);
+		bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+		if (tl->needed_until != 0 && tl->first_gap_segno > tl->last_segno)
+			bk_verify_problem(
+				verifier, gap,
+				"%" PRIu64 " segment%s of timeline %" PRIu32
+				" missing below %s, where timeline %" PRIu32
+				" branched off it (first missing: %s); point-in-time "
+				"recovery cannot reach timeline %" PRIu32,
+				tl->gap_count, tl->gap_count == 1 ? "" : "s", tl->timeline, lsn,
+				tl->needed_by, gap, tl->needed_by);
+		else
+			bk_verify_problem(
+				verifier, gap,
+				"%" PRIu64 " segment%s missing inside the range timeline "
+				"%" PRIu32 " needs (first missing: %s); point-in-time "
+				"recovery cannot cross it",
+				tl->gap_count, tl->gap_count == 1 ? "" : "s", tl->timeline,
+				gap);
+	}
+}
+
+bool
+bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
+			 BkError *err)
+{
+	BkWalCatalog catalog;
+	uint64_t objects_before = verifier->objects;
+	WalCheck check = {.verifier = verifier,
+					  .repo = repo,
+					  .source = source,
+					  .catalog = &catalog};
+	ConflictCheck conflicts = {
+		.verifier = verifier, .repo = repo, .source = source};
+	bool ok;
+
+	check.report = calloc(1, sizeof(*check.report));
+	if (check.report == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	if (!bk_wal_catalog_load(repo, source, verifier->decoder, &catalog, err))
+	{
+		free(check.report);
+		return false;
+	}
+	ok = bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
+					  check_wal_object, &check, err);
+	free(check.report);
+	if (ok)
+	{
+		check_wal_catalog(verifier, &catalog);
+		if (check.sysid_mismatches > 0)
+			bk_verify_problem(
+				verifier, check.first_foreign,
+				"%" PRIu64 " WAL object%s (first: %s) of another database "
+				"system than the source's newest WAL (%s): two clusters "
+				"archive under source id \"%s\"",
+				check.sysid_mismatches,
+				check.sysid_mismatches == 1 ? " is" : "s are",
+				check.first_foreign, catalog.system_identifier, source);
+		conflicts.majority_sysid = check.majority_sysid;
+		ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL, "",
+						  false, check_conflict, &conflicts, err);
+	}
+	bk_wal_catalog_free(&catalog);
+	if (!ok)
+		return false;
+	if (!verifier->json)
+		printf("  %" PRIu64 " WAL object%s checked%s\n",
+			   verifier->objects - objects_before,
+			   verifier->objects - objects_before == 1 ? "" : "s",
+			   verifier->ring ? " and decrypted"
+							  : " (no key: contents not decrypted)");
+	return verify_snapshots(verifier, repo, source, err);
+}

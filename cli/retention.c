@@ -1,0 +1,164 @@
+/*
+ * retention.c
+ *		Which snapshots a retention policy keeps.  See retention.h.
+ */
+#include "retention.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "times.h"
+
+typedef struct Decision
+{
+	const BkRetentionSnapshot *snapshots;
+	int count;
+	BkVerdict *verdicts;
+} Decision;
+
+/* Mark snapshot index and its parents kept. */
+static void
+keep_chain(Decision *d, int index)
+{
+	for (int depth = 0; index >= 0 && depth <= d->count; depth++)
+	{
+		d->verdicts[index] = BK_VERDICT_KEEP;
+		index = d->snapshots[index].parent_index;
+	}
+}
+
+/* Does snapshot index build (through its parents) on a kept full? */
+static bool
+built_on_kept_full(const Decision *d, int index)
+{
+	for (int depth = 0; index >= 0 && depth <= d->count; depth++)
+	{
+		const BkRetentionSnapshot *snapshot = &d->snapshots[index];
+
+		if (strcmp(snapshot->kind, "full") == 0)
+			return d->verdicts[index] == BK_VERDICT_KEEP;
+		index = snapshot->parent_index;
+	}
+	return false;
+}
+
+/* Newest end first; ties by id, newest first. */
+static int
+stop_desc_cmp(const void *a, const void *b, void *arg)
+{
+	const BkRetentionSnapshot *snapshots = arg;
+	const BkRetentionSnapshot *x = &snapshots[*(const int *) a];
+	const BkRetentionSnapshot *y = &snapshots[*(const int *) b];
+
+	if (x->stop_order != y->stop_order)
+		return x->stop_order > y->stop_order ? -1 : 1;
+	return strcmp(y->id, x->id);
+}
+
+bool
+bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
+					const BkRetention *policy, int64_t now_ms,
+					BkVerdict *verdicts)
+{
+	Decision d = {snapshots, count, verdicts};
+	int *restorable = calloc((size_t) count + 1, sizeof(int));
+	int restorable_count = 0;
+	int kept_fulls = 0;
+	bool anchored = false;
+	const char *oldest_kept = NULL;
+
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		verdicts[snapIdx] = BK_VERDICT_EXPIRE;
+	if (restorable == NULL)
+		goto keep_all; /* out of memory: remove nothing */
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		if (snapshots[snapIdx].restorable)
+			restorable[restorable_count++] = snapIdx;
+	qsort_r(restorable, (size_t) restorable_count, sizeof(int), stop_desc_cmp,
+			(void *) snapshots);
+
+	if (policy->retain_full > 0)
+	{
+		for (int slot = 0;
+			 slot < restorable_count && kept_fulls < policy->retain_full;
+			 slot++)
+			if (strcmp(snapshots[restorable[slot]].kind, "full") == 0)
+			{
+				verdicts[restorable[slot]] = BK_VERDICT_KEEP;
+				kept_fulls++;
+			}
+		anchored = kept_fulls > 0;
+		for (int snapIdx = 0; snapIdx < count; snapIdx++)
+			if (verdicts[snapIdx] != BK_VERDICT_KEEP &&
+				built_on_kept_full(&d, snapIdx))
+				keep_chain(&d, snapIdx);
+	}
+	else
+	{
+		int64_t window_start_us =
+			(now_ms - (int64_t) policy->retain_days * 24 * 3600 * 1000) * 1000;
+
+		for (int slot = 0; slot < restorable_count; slot++)
+		{
+			const BkRetentionSnapshot *snapshot = &snapshots[restorable[slot]];
+			bool inside = snapshot->stop_us == BK_TIME_UNKNOWN ||
+						  snapshot->stop_us >= window_start_us;
+
+			keep_chain(&d, restorable[slot]);
+			anchored = true;
+			if (!inside)
+				break; /* the newest one ending before the window */
+		}
+	}
+	free(restorable);
+	if (!anchored)
+		goto keep_all;
+
+	/* Young and unfinished: in progress.  Newer than every kept: left. */
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		if (verdicts[snapIdx] == BK_VERDICT_KEEP &&
+			(oldest_kept == NULL ||
+			 strcmp(snapshots[snapIdx].id, oldest_kept) < 0))
+			oldest_kept = snapshots[snapIdx].id;
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+	{
+		const BkRetentionSnapshot *snapshot = &snapshots[snapIdx];
+
+		if (verdicts[snapIdx] == BK_VERDICT_KEEP)
+			continue;
+		if (!snapshot->restorable &&
+			now_ms - snapshot->newest_ms < BK_IN_PROGRESS_MS)
+			verdicts[snapIdx] = BK_VERDICT_IN_PROGRESS;
+		else if (strcmp(snapshot->id, oldest_kept) > 0)
+			verdicts[snapIdx] = BK_VERDICT_NEWER;
+	}
+	return true;
+
+keep_all:
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		verdicts[snapIdx] = BK_VERDICT_KEEP;
+	return false;
+}
+
+const char *
+bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
+					const BkRetention *policy)
+{
+	switch (verdict)
+	{
+		case BK_VERDICT_KEEP:
+			return "kept: retention";
+		case BK_VERDICT_IN_PROGRESS:
+			return "kept: in progress (incomplete, newest file less than a "
+				   "day old)";
+		case BK_VERDICT_NEWER:
+			return "kept: newer than the oldest kept snapshot";
+		case BK_VERDICT_EXPIRE:
+			break;
+	}
+	if (!snapshot->restorable)
+		return "expired: not restorable and older than the kept snapshots";
+	return policy->retain_full > 0
+			   ? "expired: older than the full snapshots kept"
+			   : "expired: not needed for the retention window";
+}

@@ -1,0 +1,63 @@
+/*
+ * retention.h
+ *		Which snapshots a retention policy keeps, for every engine.
+ *
+ *	  --retain-full N   the N newest restorable full snapshots and every
+ *						diff/incr built on them
+ *	  --retain-days D   whatever restores any moment of the last D days:
+ *						every snapshot ending inside the window, the newest
+ *						one ending before it, and their parents
+ *
+ * Only snapshots older than the oldest kept one are removed, so a snapshot
+ * that is broken or still arriving but recent stays for inspection; and a
+ * snapshot that is not restorable and whose newest object is younger than
+ * a day is in progress (shippers archive a snapshot's objects in any
+ * order, the record possibly first), never touched.  With no restorable
+ * snapshot to anchor it, nothing is removed.  What the engine removes of
+ * its log (WAL, binlog) follows from the snapshots kept.
+ */
+#ifndef BK_RETENTION_H
+#define BK_RETENTION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+/* A snapshot not restorable whose newest object is younger: in progress. */
+#define BK_IN_PROGRESS_MS ((int64_t) 24 * 3600 * 1000)
+
+typedef enum BkVerdict
+{
+	BK_VERDICT_EXPIRE = 0,
+	BK_VERDICT_KEEP,
+	BK_VERDICT_IN_PROGRESS,
+	BK_VERDICT_NEWER /* not needed, but newer than the oldest kept one */
+} BkVerdict;
+
+/* What the decision needs to know of a snapshot, whatever the engine. */
+typedef struct BkRetentionSnapshot
+{
+	const char *id;   /* ids sort by start time */
+	const char *kind; /* "full", "diff", "incr" */
+	int parent_index; /* into the same array, or -1 */
+	bool restorable;
+	int64_t stop_us;     /* when it ended, or BK_TIME_UNKNOWN */
+	uint64_t stop_order; /* where it ended in the log: orders by end */
+	int64_t newest_ms;   /* newest commit of any of its objects */
+} BkRetentionSnapshot;
+
+/*
+ * Decide a verdict for each of count snapshots; false (every verdict
+ * KEEP) when no restorable snapshot anchors the policy.
+ */
+extern bool bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
+								const BkRetention *policy, int64_t now_ms,
+								BkVerdict *verdicts);
+
+/* Why a verdict, in words ("kept: retention", "expired: ..."). */
+extern const char *bk_retention_reason(const BkRetentionSnapshot *snapshot,
+									   BkVerdict verdict,
+									   const BkRetention *policy);
+
+#endif /* BK_RETENTION_H */

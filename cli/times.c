@@ -1,0 +1,140 @@
+/*
+ * times.c
+ *		Timestamps as DBAs write them and as bk prints them.  See times.h.
+ */
+#include "times.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static bool
+parse_digits(const char **p, int count, int *value)
+{
+	*value = 0;
+	for (int digitIdx = 0; digitIdx < count; digitIdx++)
+	{
+		if (**p < '0' || **p > '9')
+			return false;
+		*value = *value * 10 + (**p - '0');
+		(*p)++;
+	}
+	return true;
+}
+
+static int
+days_in_month(int year, int month)
+{
+	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+	return month == 2 && leap ? 29 : days[month - 1];
+}
+
+bool
+bk_parse_timestamp(const char *text, int64_t *us)
+{
+	const char *p = text;
+	struct tm tm = {0};
+	int year;
+	int month;
+	int day;
+	int hour;
+	int minute;
+	int second = 0;
+	int64_t fraction_us = 0;
+	bool has_zone = false;
+	int64_t offset_s = 0;
+	time_t seconds;
+
+	if (text == NULL || !parse_digits(&p, 4, &year) || *p++ != '-' ||
+		!parse_digits(&p, 2, &month) || *p++ != '-' ||
+		!parse_digits(&p, 2, &day) || (*p != 'T' && *p != ' '))
+		return false;
+	p++;
+	if (!parse_digits(&p, 2, &hour) || *p++ != ':' ||
+		!parse_digits(&p, 2, &minute))
+		return false;
+	if (*p == ':')
+	{
+		p++;
+		if (!parse_digits(&p, 2, &second))
+			return false;
+		if (*p == '.')
+		{
+			int64_t scale = 100000;
+
+			p++;
+			if (*p < '0' || *p > '9')
+				return false;
+			for (; *p >= '0' && *p <= '9'; p++)
+			{
+				fraction_us += (*p - '0') * scale;
+				scale /= 10;
+			}
+		}
+	}
+	while (*p == ' ')
+		p++;
+	if (*p == 'Z' && p[1] == '\0')
+	{
+		has_zone = true;
+		p++;
+	}
+	else if (strcmp(p, "UTC") == 0 || strcmp(p, "GMT") == 0)
+	{
+		has_zone = true;
+		p += 3;
+	}
+	else if (*p == '+' || *p == '-')
+	{
+		int sign = *p == '-' ? -1 : 1;
+		int zone_hours;
+		int zone_minutes = 0;
+
+		p++;
+		if (!parse_digits(&p, 2, &zone_hours) || zone_hours > 15)
+			return false;
+		if (*p == ':')
+			p++;
+		if (*p != '\0' &&
+			(!parse_digits(&p, 2, &zone_minutes) || zone_minutes > 59))
+			return false;
+		has_zone = true;
+		offset_s = sign * (zone_hours * 3600 + zone_minutes * 60);
+	}
+	/* As PostgreSQL's timestamptz input: real dates, zones within 15:59. */
+	if (*p != '\0' || month < 1 || month > 12 || day < 1 ||
+		day > days_in_month(year, month) || hour > 23 || minute > 59 ||
+		second > 60)
+		return false;
+	tm.tm_year = year - 1900;
+	tm.tm_mon = month - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hour;
+	tm.tm_min = minute;
+	tm.tm_sec = second;
+	if (has_zone)
+		seconds = timegm(&tm) - (time_t) offset_s;
+	else
+	{
+		tm.tm_isdst = -1;
+		seconds = mktime(&tm);
+	}
+	*us = (int64_t) seconds * 1000000 + fraction_us;
+	return true;
+}
+
+void
+bk_format_timestamp(int64_t us, char *out, size_t out_len)
+{
+	time_t seconds =
+		(time_t) (us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
+	int64_t fraction = us - (int64_t) seconds * 1000000;
+	struct tm tm;
+
+	gmtime_r(&seconds, &tm);
+	snprintf(out, out_len, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			 tm.tm_min, tm.tm_sec, (int) fraction);
+}

@@ -1,0 +1,29 @@
+/*
+ * times.h
+ *		Timestamps as DBAs write them (restore targets) and as bk prints
+ *		them, for every engine.
+ */
+#ifndef BK_TIMES_H
+#define BK_TIMES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A time that is not known: microseconds since the epoch otherwise. */
+#define BK_TIME_UNKNOWN        INT64_MIN
+#define BK_TIMESTAMP_TEXT_SIZE 40
+
+/*
+ * A timestamp as ISO 8601 or PostgreSQL writes it: "2026-11-24T05:12:00Z",
+ * "2026-11-24 05:12:00.123456+00", "2026-11-24 05:12:00 UTC",
+ * "2026-11-24 06:12:00+01:00".  Without a zone it is local time.  Checked
+ * as PostgreSQL's timestamptz input checks it: real dates (no February 30),
+ * zones within 15:59.  Microseconds since the epoch.
+ */
+extern bool bk_parse_timestamp(const char *text, int64_t *us);
+
+/* "2026-11-24T05:12:00.123456Z" */
+extern void bk_format_timestamp(int64_t us, char *out, size_t out_len);
+
+#endif /* BK_TIMES_H */

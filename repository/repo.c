@@ -1,0 +1,951 @@
+/*
+ * repo.c
+ *		The repository interface (repo.h): keys, and what is the same for
+ *		every backend (listing filters, frames, identities, put-if-absent
+ *		decisions, decryption), on the operations of repo_backend.h.
+ */
+#include "repo_backend.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bk_util.h"
+
+#define CONFLICTS_WORD "conflicts"
+
+/* ------------------------------------------------------------ keys */
+
+static bool key_printf(char *out, size_t out_len, BkError *err, const char *fmt,
+					   ...) BK_PRINTF(4, 5);
+
+static bool
+key_printf(char *out, size_t out_len, BkError *err, const char *fmt, ...)
+{
+	va_list args;
+	int n;
+
+	va_start(args, fmt);
+	n = vsnprintf(out, out_len, fmt, args);
+	va_end(args);
+	if (n < 0 || (size_t) n >= out_len)
+		return bk_error_set(err, BK_ERR_USAGE, "repository key too long");
+	return true;
+}
+
+/* "<source>/<kind>/" or "<source>/conflicts/<kind>/", checked. */
+static bool
+kind_prefix(BkRepoArea area, const char *source, int kind, char *out,
+			size_t out_len, BkError *err)
+{
+	if (!bk_source_id_valid(source, strlen(source)))
+		return bk_error_set(err, BK_ERR_USAGE, "invalid source id \"%s\"",
+							source);
+	if (bk_kind_name(kind) == NULL)
+		return bk_error_set(err, BK_ERR_USAGE, "unknown object kind %d", kind);
+	return area == BK_REPO_CONFLICTS
+			   ? key_printf(out, out_len, err, "%s/%s/%s/", source,
+							CONFLICTS_WORD, bk_kind_name(kind))
+			   : key_printf(out, out_len, err, "%s/%s/", source,
+							bk_kind_name(kind));
+}
+
+/*
+ * The key of an object.  Names are checked as frames check them (no empty,
+ * "." or ".." components, printable ASCII), so no name escapes its place.
+ */
+static bool
+object_key(BkRepoArea area, const char *source, int kind, const char *name,
+		   char *out, size_t out_len, BkError *err)
+{
+	char prefix[BK_REPO_KEY_MAX];
+	size_t name_len = strlen(name);
+	size_t checked_len = name_len;
+
+	/* A conflict copy's name is an object name and ".<attempt id>". */
+	if (area == BK_REPO_CONFLICTS && name_len > 2 * BK_ATTEMPT_ID_LEN + 1 &&
+		name[name_len - 2 * BK_ATTEMPT_ID_LEN - 1] == '.')
+	{
+		checked_len = name_len - 2 * BK_ATTEMPT_ID_LEN - 1;
+		for (size_t pos = checked_len + 1; pos < name_len; pos++)
+			if (!isxdigit((unsigned char) name[pos]))
+				checked_len = name_len; /* not an attempt id after all */
+	}
+	if (!bk_object_name_valid(name, checked_len))
+		return bk_error_set(err, BK_ERR_USAGE, "invalid object name \"%s\"",
+							name);
+	return kind_prefix(area, source, kind, prefix, sizeof(prefix), err) &&
+		   key_printf(out, out_len, err, "%s%s", prefix, name);
+}
+
+void
+bk_repo_describe(const BkRepo *repo, BkRepoArea area, const char *source,
+				 int kind, const char *name, char *out, size_t out_len)
+{
+	char key[BK_REPO_KEY_MAX];
+	BkError err;
+
+	if (!object_key(area, source, kind, name, key, sizeof(key), &err))
+	{
+		snprintf(out, out_len, "%s (%s)", name, err.message);
+		return;
+	}
+	repo->backend->describe(repo, key, out, out_len);
+}
+
+/* ------------------------------------------------------------ opening */
+
+BkRepo *
+bk_repo_open(const char *location, bool create, BkError *err)
+{
+	BkRepo *repo;
+	BkRepoReader *marker;
+	char text[64];
+	uint64_t size;
+
+	if (location == NULL || location[0] == '\0')
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "no repository configured");
+		bk_error_hint(err, "Set repository in the configuration file or pass "
+						   "--repo DIR.");
+		return NULL;
+	}
+	repo = calloc(1, sizeof(*repo));
+	if (repo == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	repo->backend = &bk_repo_directory_backend;
+	bk_strlcpy(repo->location, location, sizeof(repo->location));
+	if (!repo->backend->open(repo, location, create, err))
+	{
+		free(repo);
+		return NULL;
+	}
+	if (create)
+	{
+		BkRepoStat stat;
+
+		if (!repo->backend->stat(repo, BK_REPO_MARKER_KEY, &stat, err) ||
+			(!stat.exists && !repo->backend->put_small(
+								 repo, BK_REPO_MARKER_KEY, BK_REPO_MARKER_TEXT,
+								 strlen(BK_REPO_MARKER_TEXT), err)))
+			goto fail;
+	}
+	marker = repo->backend->reader_open(repo, BK_REPO_MARKER_KEY, err);
+	if (marker == NULL)
+	{
+		bk_error_set(err, BK_ERR_IO,
+					 "\"%s\" is not a bk repository, or is not reachable: "
+					 "its marker %s cannot be read",
+					 repo->location, BK_REPO_MARKER_KEY);
+		bk_error_hint(err, "Check the repository setting (--repo); "
+						   "bk-shipper creates the repository when it first "
+						   "starts.");
+		goto fail;
+	}
+	size = marker->size;
+	if (size != strlen(BK_REPO_MARKER_TEXT) ||
+		!repo->backend->reader_read(marker, 0, text, size, err) ||
+		memcmp(text, BK_REPO_MARKER_TEXT, size) != 0)
+	{
+		repo->backend->reader_close(marker);
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "\"%s\" has an unknown repository format (its marker %s "
+					 "does not say \"bk repository 1\")",
+					 repo->location, BK_REPO_MARKER_KEY);
+		goto fail;
+	}
+	repo->backend->reader_close(marker);
+	return repo;
+
+fail:
+	repo->backend->close(repo);
+	free(repo);
+	return NULL;
+}
+
+void
+bk_repo_close(BkRepo *repo)
+{
+	if (repo == NULL)
+		return;
+	repo->backend->close(repo);
+	free(repo);
+}
+
+const char *
+bk_repo_location(const BkRepo *repo)
+{
+	return repo->location;
+}
+
+/* ------------------------------------------------------------ sources */
+
+typedef struct SourceList
+{
+	char **list;
+	int count;
+} SourceList;
+
+static bool
+collect_source(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	SourceList *sources = arg;
+	char **grown;
+
+	if (!entry->is_prefix || strncmp(entry->name, "rejected", 9) == 0 ||
+		!bk_source_id_valid(entry->name, strlen(entry->name)))
+		return true;
+	grown = realloc(sources->list,
+					(size_t) (sources->count + 1) * sizeof(*sources->list));
+	if (grown == NULL || (grown[sources->count] = strdup(entry->name)) == NULL)
+	{
+		if (grown != NULL)
+			sources->list = grown;
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	sources->list = grown;
+	sources->count++;
+	return true;
+}
+
+static int
+string_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+bool
+bk_repo_sources(const BkRepo *repo, char ***sources, int *count, BkError *err)
+{
+	SourceList found = {0};
+
+	if (!repo->backend->list(repo, "", false, collect_source, &found, err))
+	{
+		bk_repo_free_list(found.list, found.count);
+		return false;
+	}
+	if (found.count > 0)
+		qsort(found.list, (size_t) found.count, sizeof(*found.list),
+			  string_cmp);
+	*sources = found.list;
+	*count = found.count;
+	return true;
+}
+
+void
+bk_repo_free_list(char **list, int count)
+{
+	for (int itemIdx = 0; itemIdx < count; itemIdx++)
+		free(list[itemIdx]);
+	free(list);
+}
+
+static bool
+note_any(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	*(bool *) arg = true;
+	return bk_error_set(err, BK_ERR_INTERRUPTED, "found one");
+}
+
+bool
+bk_repo_source_exists(const BkRepo *repo, const char *source, bool *exists,
+					  BkError *err)
+{
+	char prefix[BK_REPO_KEY_MAX];
+	BkError stop;
+
+	*exists = false;
+	if (!bk_source_id_valid(source, strlen(source)))
+		return bk_error_set(err, BK_ERR_USAGE, "invalid source id \"%s\"",
+							source);
+	if (!key_printf(prefix, sizeof(prefix), err, "%s/", source))
+		return false;
+	if (!repo->backend->list(repo, prefix, false, note_any, exists, &stop) &&
+		!*exists)
+	{
+		*err = stop;
+		return false;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------ listing */
+
+typedef struct ListFilter
+{
+	const char *name_prefix; /* prepended to every name given */
+	const char *match;       /* names must start with this (after it) */
+	BkRepoListFn fn;
+	void *arg;
+	char name[BK_REPO_KEY_MAX];
+} ListFilter;
+
+static bool
+filter_entry(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ListFilter *filter = arg;
+	BkRepoEntry named = *entry;
+
+	if (strncmp(entry->name, filter->match, strlen(filter->match)) != 0)
+		return true;
+	if (!key_printf(filter->name, sizeof(filter->name), err, "%s%s",
+					filter->name_prefix, entry->name))
+		return false;
+	named.name = filter->name;
+	return filter->fn(filter->arg, &named, err);
+}
+
+bool
+bk_repo_list(const BkRepo *repo, BkRepoArea area, const char *source, int kind,
+			 const char *prefix, bool recursive, BkRepoListFn fn, void *arg,
+			 BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+	char dir_part[BK_REPO_KEY_MAX];
+	const char *slash = strrchr(prefix, '/');
+	size_t dir_len = slash ? (size_t) (slash - prefix + 1) : 0;
+	ListFilter filter = {.fn = fn, .arg = arg};
+
+	/* Backends list whole "directories": the rest of prefix filters. */
+	memcpy(dir_part, prefix, dir_len);
+	dir_part[dir_len] = '\0';
+	filter.name_prefix = dir_part;
+	filter.match = prefix + dir_len;
+	if (!kind_prefix(area, source, kind, key, sizeof(key), err) ||
+		!key_printf(key + strlen(key), sizeof(key) - strlen(key), err, "%s",
+					dir_part))
+		return false;
+	return repo->backend->list(repo, key, recursive, filter_entry, &filter,
+							   err);
+}
+
+/* ------------------------------------------------------------ reading */
+
+bool
+bk_repo_stat(const BkRepo *repo, BkRepoArea area, const char *source, int kind,
+			 const char *name, BkRepoStat *stat, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+
+	return object_key(area, source, kind, name, key, sizeof(key), err) &&
+		   repo->backend->stat(repo, key, stat, err);
+}
+
+BkRepoReader *
+bk_repo_reader_open(const BkRepo *repo, BkRepoArea area, const char *source,
+					int kind, const char *name, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+
+	if (!object_key(area, source, kind, name, key, sizeof(key), err))
+		return NULL;
+	return repo->backend->reader_open(repo, key, err);
+}
+
+uint64_t
+bk_repo_reader_size(const BkRepoReader *reader)
+{
+	return reader->size;
+}
+
+bool
+bk_repo_reader_read(BkRepoReader *reader, uint64_t offset, void *buf,
+					size_t len, BkError *err)
+{
+	if (offset > reader->size || len > reader->size - offset)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"\"%s\" is truncated: %zu bytes at %" PRIu64
+							" are beyond its %" PRIu64 " bytes",
+							reader->where, len, offset, reader->size);
+	return reader->repo->backend->reader_read(reader, offset, buf, len, err);
+}
+
+void
+bk_repo_reader_close(BkRepoReader *reader)
+{
+	if (reader != NULL)
+		reader->repo->backend->reader_close(reader);
+}
+
+/* The frames of one open object, in order (the layout of an object). */
+static bool
+visit_frames(BkRepoReader *reader, bool headers_only, BkFrameVisitor fn,
+			 void *arg, BkError *err)
+{
+	const char *where = reader->where;
+	uint64_t size = reader->size;
+	uint64_t pos = 0;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	bool ok = false;
+
+	if (size == 0)
+		return bk_error_set(err, BK_ERR_FORMAT, "object file \"%s\" is empty",
+							where);
+	while (pos < size)
+	{
+		uint8_t fixed[BK_FRAME_FIXED_LEN];
+		uint32_t header_len;
+		uint32_t payload_len;
+		size_t frame_len;
+		size_t want;
+
+		if (size - pos < sizeof(fixed))
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "object file \"%s\" is truncated at byte %" PRIu64
+						 " (a frame header is cut short)",
+						 where, pos);
+			goto done;
+		}
+		if (!bk_repo_reader_read(reader, pos, fixed, sizeof(fixed), err))
+			goto done;
+		if (memcmp(fixed, BK_FRAME_MAGIC, 4) != 0)
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "object file \"%s\" is corrupt at byte %" PRIu64
+						 ": not a frame (bad magic bytes)",
+						 where, pos);
+			goto done;
+		}
+		header_len = bk_get_be32(fixed + BK_OFF_HEADER_LEN);
+		payload_len = bk_get_be32(fixed + BK_OFF_PAYLOAD_LEN);
+		if (header_len < BK_FRAME_FIXED_LEN ||
+			header_len > BK_FRAME_FIXED_LEN + BK_SOURCE_ID_MAX +
+							 BK_OBJECT_NAME_MAX + BK_FRAME_META_MAX ||
+			payload_len > BK_CHUNK_SIZE_MAX)
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "object file \"%s\" is corrupt at byte %" PRIu64
+						 ": impossible frame lengths",
+						 where, pos);
+			goto done;
+		}
+		frame_len = (size_t) header_len + payload_len + BK_FRAME_TRAILER_LEN;
+		if (frame_len > size - pos)
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "object file \"%s\" is truncated: the frame at byte "
+						 "%" PRIu64 " needs %zu bytes, %" PRIu64 " remain",
+						 where, pos, frame_len, size - pos);
+			goto done;
+		}
+		want = headers_only ? header_len : frame_len;
+		if (want > cap)
+		{
+			uint8_t *grown = realloc(buf, want);
+
+			if (grown == NULL)
+			{
+				bk_error_set(err, BK_ERR_NOMEM, "out of memory reading \"%s\"",
+							 where);
+				goto done;
+			}
+			buf = grown;
+			cap = want;
+		}
+		if (!bk_repo_reader_read(reader, pos, buf, want, err) ||
+			!fn(arg, buf, want, err))
+			goto done;
+		pos += frame_len;
+	}
+	ok = true;
+done:
+	free(buf);
+	return ok;
+}
+
+bool
+bk_repo_read_frames(const BkRepo *repo, BkRepoArea area, const char *source,
+					int kind, const char *name, bool headers_only,
+					BkFrameVisitor fn, void *arg, BkError *err)
+{
+	BkRepoReader *reader =
+		bk_repo_reader_open(repo, area, source, kind, name, err);
+	bool ok;
+
+	if (reader == NULL)
+		return false;
+	ok = visit_frames(reader, headers_only, fn, arg, err);
+	bk_repo_reader_close(reader);
+	return ok;
+}
+
+typedef struct TrackVisit
+{
+	BkObjectTracker *tracker;
+	bool headers_only;
+	const char *where;
+} TrackVisit;
+
+static bool
+track_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	TrackVisit *visit = arg;
+	BkFrame parsed;
+	bool ok;
+
+	ok = visit->headers_only ? bk_frame_parse_header(frame, len, &parsed, err)
+							 : bk_frame_parse(frame, len, &parsed, err);
+	if (!ok || !bk_tracker_accept(visit->tracker, &parsed, err))
+		return bk_error_prefix(err, "\"%s\": ", visit->where);
+	return true;
+}
+
+/* Track every frame of an open object; the tracker must end complete. */
+static bool
+track_object(BkRepoReader *reader, bool headers_only, BkObjectTracker *tracker,
+			 BkError *err)
+{
+	TrackVisit visit = {.tracker = tracker,
+						.headers_only = headers_only,
+						.where = reader->where};
+
+	bk_tracker_reset(tracker);
+	if (!visit_frames(reader, headers_only, track_frame, &visit, err))
+		return false;
+	if (!bk_tracker_check_complete(tracker, err))
+		return bk_error_prefix(err, "\"%s\": ", reader->where);
+	return true;
+}
+
+static void
+identity_of(const BkObjectTracker *tracker, BkObjectIdentity *identity)
+{
+	memcpy(identity->key_id, tracker->key_id, BK_KEY_ID_LEN);
+	memcpy(identity->fingerprint, tracker->fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity->attempt_id, tracker->attempt_id, BK_ATTEMPT_ID_LEN);
+}
+
+/* Identity of the object at key (the backend-level form). */
+static bool
+key_identity(const BkRepo *repo, const char *key, BkObjectIdentity *identity,
+			 BkObjectTracker *object, BkError *err)
+{
+	BkRepoReader *reader = repo->backend->reader_open(repo, key, err);
+	BkObjectTracker *tracker = object ? object : malloc(sizeof(*tracker));
+	bool ok = false;
+
+	if (reader != NULL && tracker != NULL)
+	{
+		ok = track_object(reader, true, tracker, err);
+		if (ok)
+			identity_of(tracker, identity);
+	}
+	else if (tracker == NULL)
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	bk_repo_reader_close(reader);
+	if (object == NULL)
+		free(tracker);
+	return ok;
+}
+
+bool
+bk_repo_object_identity(const BkRepo *repo, BkRepoArea area, const char *source,
+						int kind, const char *name, BkObjectIdentity *identity,
+						BkObjectTracker *object, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+
+	return object_key(area, source, kind, name, key, sizeof(key), err) &&
+		   key_identity(repo, key, identity, object, err);
+}
+
+bool
+bk_repo_check_object(const BkRepo *repo, BkRepoArea area, const char *source,
+					 int kind, const char *name, const char *expect_name,
+					 BkObjectTracker *object, BkError *err)
+{
+	BkRepoReader *reader =
+		bk_repo_reader_open(repo, area, source, kind, name, err);
+	bool ok;
+
+	if (reader == NULL)
+		return false;
+	ok = track_object(reader, false, object, err);
+	if (ok && (strcmp(object->source, source) != 0 || object->kind != kind ||
+			   strcmp(object->name, expect_name) != 0))
+		ok = bk_error_set(err, BK_ERR_FORMAT,
+						  "\"%s\" holds %s object \"%s\" of source \"%s\", "
+						  "not the one its name says",
+						  reader->where, bk_kind_name(object->kind),
+						  object->name, object->source);
+	bk_repo_reader_close(reader);
+	return ok;
+}
+
+/* ------------------------------------------------------------ decrypting */
+
+/* The frames said they are object (source, kind, name), not another one. */
+static bool
+decoded_object_is(const BkObjectTracker *object, const char *where,
+				  const char *source, int kind, const char *name, BkError *err)
+{
+	if (strcmp(object->source, source) == 0 &&
+		strcmp(object->name, name) == 0 && object->kind == kind)
+		return true;
+	return bk_error_set(err, BK_ERR_FORMAT,
+						"\"%s\" holds %s object \"%s\" of source \"%s\", not "
+						"%s object \"%s\" of source \"%s\"",
+						where, bk_kind_name(object->kind), object->name,
+						object->source, bk_kind_name(kind), name, source);
+}
+
+typedef struct DecryptVisit
+{
+	BkDecoder *decoder;
+	BkPlainSink sink;
+	void *arg;
+} DecryptVisit;
+
+static bool
+decrypt_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	DecryptVisit *visit = arg;
+	const uint8_t *plain;
+	size_t plain_len;
+
+	if (!bk_decoder_push(visit->decoder, frame, len, &plain, &plain_len, err))
+		return false;
+	return plain_len == 0 || visit->sink(visit->arg, plain, plain_len, err);
+}
+
+bool
+bk_repo_decrypt(const BkRepo *repo, BkRepoArea area, const char *source,
+				int kind, const char *name, BkDecoder *decoder,
+				BkPlainSink sink, void *arg, BkError *err)
+{
+	DecryptVisit visit = {.decoder = decoder, .sink = sink, .arg = arg};
+	BkRepoReader *reader =
+		bk_repo_reader_open(repo, area, source, kind, name, err);
+	bool ok;
+
+	if (reader == NULL)
+		return false;
+	bk_decoder_reset(decoder);
+	ok = visit_frames(reader, false, decrypt_frame, &visit, err) &&
+		 (bk_decoder_finish(decoder, err) ||
+		  bk_error_prefix(err, "\"%s\": ", reader->where)) &&
+		 decoded_object_is(bk_decoder_object(decoder), reader->where, source,
+						   kind, name, err);
+	bk_repo_reader_close(reader);
+	return ok;
+}
+
+typedef struct FileSink
+{
+	int fd;
+	const char *path;
+} FileSink;
+
+static bool
+write_to_file(void *arg, const uint8_t *data, size_t len, BkError *err)
+{
+	FileSink *file = arg;
+
+	return bk_write_all(file->fd, data, len, file->path, err);
+}
+
+typedef struct MemorySink
+{
+	uint8_t *data;
+	size_t len;
+	size_t max_len;
+	const char *name;
+} MemorySink;
+
+static bool
+append_to_memory(void *arg, const uint8_t *data, size_t len, BkError *err)
+{
+	MemorySink *memory = arg;
+	uint8_t *grown;
+
+	if (memory->len + len > memory->max_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"object \"%s\" holds more than %zu bytes",
+							memory->name, memory->max_len);
+	grown = realloc(memory->data, memory->len + len + 1);
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	memory->data = grown;
+	memcpy(memory->data + memory->len, data, len);
+	memory->len += len;
+	memory->data[memory->len] = '\0';
+	return true;
+}
+
+bool
+bk_repo_decrypt_to_file(const BkRepo *repo, BkRepoArea area, const char *source,
+						int kind, const char *name, BkDecoder *decoder,
+						const char *dest, uint64_t *size, BkError *err)
+{
+	char tmp_path[4096 + 64];
+	FileSink file = {.path = tmp_path};
+
+	if ((size_t) snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", dest,
+						  (int) getpid()) >= sizeof(tmp_path))
+		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", dest);
+	file.fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (file.fd < 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+							tmp_path, strerror(errno));
+	if (!bk_repo_decrypt(repo, area, source, kind, name, decoder, write_to_file,
+						 &file, err))
+		goto failed;
+	if (fsync(file.fd) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", tmp_path,
+					 strerror(errno));
+		goto failed;
+	}
+	if (close(file.fd) != 0)
+	{
+		file.fd = -1;
+		bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s", tmp_path,
+					 strerror(errno));
+		goto failed;
+	}
+	file.fd = -1;
+	if (!bk_rename_durable(tmp_path, dest, err))
+		goto failed;
+	if (size != NULL)
+		*size = bk_decoder_object(decoder)->object_size;
+	return true;
+
+failed:
+	if (file.fd >= 0)
+		close(file.fd);
+	unlink(tmp_path);
+	return false;
+}
+
+bool
+bk_repo_decrypt_to_memory(const BkRepo *repo, BkRepoArea area,
+						  const char *source, int kind, const char *name,
+						  BkDecoder *decoder, size_t max_len, uint8_t **data,
+						  size_t *len, BkError *err)
+{
+	MemorySink memory = {.max_len = max_len, .name = name};
+
+	if (!bk_repo_decrypt(repo, area, source, kind, name, decoder,
+						 append_to_memory, &memory, err))
+	{
+		free(memory.data);
+		return false;
+	}
+	if (memory.data == NULL && (memory.data = calloc(1, 1)) == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	*data = memory.data;
+	*len = memory.len;
+	return true;
+}
+
+/* ------------------------------------------------------------ writing */
+
+bool
+bk_shipper_id_valid(const char *id)
+{
+	size_t len = strlen(id);
+
+	if (len == 0 || len > 64 || id[0] == '.')
+		return false;
+	for (size_t pos = 0; pos < len; pos++)
+		if (!isalnum((unsigned char) id[pos]) && id[pos] != '.' &&
+			id[pos] != '_' && id[pos] != '-')
+			return false;
+	return true;
+}
+
+bool
+bk_repo_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
+{
+	if (!bk_shipper_id_valid(shipper_id))
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "invalid shipper_id \"%s\"",
+					 shipper_id);
+		return bk_error_hint(err, "Use 1 to 64 letters, digits, '.', '_' or "
+								  "'-'.");
+	}
+	return repo->backend->spool_open(repo, shipper_id, err);
+}
+
+BkRepoUpload *
+bk_repo_upload_begin(BkRepo *repo, const char *tag, BkError *err)
+{
+	if (!bk_object_name_valid(tag, strlen(tag)) || strchr(tag, '/') != NULL)
+	{
+		bk_error_set(err, BK_ERR_USAGE, "invalid upload tag \"%s\"", tag);
+		return NULL;
+	}
+	return repo->backend->upload_begin(repo, tag, err);
+}
+
+bool
+bk_repo_upload_write(BkRepoUpload *upload, const void *data, size_t len,
+					 BkError *err)
+{
+	return upload->repo->backend->upload_write(upload, data, len, err);
+}
+
+bool
+bk_repo_upload_finish(BkRepoUpload *upload, BkError *err)
+{
+	return upload->repo->backend->upload_finish(upload, err);
+}
+
+const char *
+bk_repo_upload_where(const BkRepoUpload *upload)
+{
+	return upload->where;
+}
+
+bool
+bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area, const char *source,
+					  int kind, const char *name,
+					  const BkObjectIdentity *identity, BkPutResult *result,
+					  BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+	char copy_name[BK_OBJECT_NAME_MAX + 2 * BK_ATTEMPT_ID_LEN + 2];
+	BkObjectIdentity existing;
+	BkError existing_err;
+	bool created;
+
+	if (area == BK_REPO_CONFLICTS)
+	{
+		char attempt_hex[2 * BK_ATTEMPT_ID_LEN + 1];
+
+		bk_hex_encode(identity->attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
+		snprintf(copy_name, sizeof(copy_name), "%s.%s", name, attempt_hex);
+		name = copy_name;
+	}
+	if (!object_key(area, source, kind, name, key, sizeof(key), err) ||
+		!upload->repo->backend->upload_commit(upload, key, &created, err))
+		return false;
+	bk_strlcpy(upload->key, key, sizeof(upload->key));
+	if (created)
+		*result = BK_PUT_CREATED;
+	else if (area == BK_REPO_CONFLICTS)
+		*result = BK_PUT_EXISTS_IDENTICAL; /* this very attempt, kept before */
+	else if (key_identity(upload->repo, key, &existing, NULL, &existing_err) &&
+			 memcmp(existing.key_id, identity->key_id, BK_KEY_ID_LEN) == 0 &&
+			 memcmp(existing.fingerprint, identity->fingerprint,
+					BK_FINGERPRINT_LEN) == 0)
+		*result = BK_PUT_EXISTS_IDENTICAL;
+	else
+		*result = BK_PUT_EXISTS_DIFFERENT; /* or an unreadable first copy */
+	return true;
+}
+
+const char *
+bk_repo_upload_key(const BkRepoUpload *upload)
+{
+	return upload->key;
+}
+
+void
+bk_repo_upload_free(BkRepoUpload *upload)
+{
+	if (upload != NULL)
+		upload->repo->backend->upload_free(upload);
+}
+
+bool
+bk_repo_quarantine(BkRepo *repo, const char *topic, int32_t partition,
+				   int64_t offset, const void *data, size_t len,
+				   const char *reason, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+	char reason_key[BK_REPO_KEY_MAX + 16];
+	char text[BK_ERROR_MESSAGE_MAX + 64];
+
+	if (!key_printf(key, sizeof(key), err,
+					BK_REPO_REJECTED_PREFIX "%s.%" PRId32 ".%" PRId64, topic,
+					partition, offset) ||
+		!key_printf(reason_key, sizeof(reason_key), err, "%s.reason", key))
+		return false;
+	snprintf(text, sizeof(text), "%s\n", reason);
+	return repo->backend->put_small(repo, key, data, len, err) &&
+		   repo->backend->put_small(repo, reason_key, text, strlen(text), err);
+}
+
+typedef struct RejectedCount
+{
+	uint64_t count;
+	int64_t oldest_ms;
+} RejectedCount;
+
+static bool
+count_rejected(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	RejectedCount *rejected = arg;
+	size_t len = strlen(entry->name);
+
+	/* Each message is kept with a ".reason" object beside it. */
+	if (entry->is_prefix ||
+		(len > 7 && strcmp(entry->name + len - 7, ".reason") == 0))
+		return true;
+	rejected->count++;
+	if (rejected->oldest_ms == 0 || entry->stored_ms < rejected->oldest_ms)
+		rejected->oldest_ms = entry->stored_ms;
+	return true;
+}
+
+bool
+bk_repo_rejected_summary(const BkRepo *repo, uint64_t *count,
+						 int64_t *oldest_ms, BkError *err)
+{
+	RejectedCount rejected = {0};
+
+	if (!repo->backend->list(repo, BK_REPO_REJECTED_PREFIX, false,
+							 count_rejected, &rejected, err))
+		return false;
+	*count = rejected.count;
+	*oldest_ms = rejected.oldest_ms;
+	return true;
+}
+
+/* ------------------------------------------------------------ deleting */
+
+bool
+bk_repo_delete(BkRepo *repo, BkRepoArea area, const char *source, int kind,
+			   const char *name, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+
+	return object_key(area, source, kind, name, key, sizeof(key), err) &&
+		   repo->backend->delete (repo, key, err);
+}
+
+bool
+bk_repo_delete_prefix(BkRepo *repo, BkRepoArea area, const char *source,
+					  int kind, const char *prefix, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+	size_t len = strlen(prefix);
+
+	if (len < 2 || prefix[len - 1] != '/' ||
+		!bk_object_name_valid(prefix, len - 1))
+		return bk_error_set(err, BK_ERR_USAGE,
+							"invalid prefix \"%s\" to delete", prefix);
+	return kind_prefix(area, source, kind, key, sizeof(key), err) &&
+		   key_printf(key + strlen(key), sizeof(key) - strlen(key), err, "%s",
+					  prefix) &&
+		   repo->backend->delete_prefix(repo, key, err);
+}
+
+bool
+bk_repo_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
+{
+	*removed = 0;
+	return repo->backend->clean_uploads(repo, removed, err);
+}

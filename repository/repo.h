@@ -1,0 +1,285 @@
+/*
+ * repo.h
+ *		The bk repository: where archived objects live, and the one interface
+ *		to it.  Nothing outside this library knows where or how an object is
+ *		kept (docs/repository-layout.md): callers name objects by source,
+ *		kind and name, and get back bytes, sizes, identities and lists.
+ *
+ * The operations are the ones both a local directory and an S3-compatible
+ * object store can implement with the same guarantees:
+ *
+ *	 put-if-absent   an upload (spooled by the shipper as chunks arrive) is
+ *					 committed as an object only if no object has that name:
+ *					 CREATED, or EXISTS_IDENTICAL (same key id and
+ *					 fingerprint: a re-send), or EXISTS_DIFFERENT (the caller
+ *					 keeps it as a conflict copy, in the conflicts area).
+ *					 A commit that returned is durable.
+ *	 read            byte ranges of an object; frames and decryption are
+ *					 built on that here, the same for every store.
+ *	 stat            size and the time the store committed the object (set
+ *					 by the store, never by bk).
+ *	 list            the names under a prefix, one level or all, paged
+ *					 inside the library.
+ *	 delete          a missing object is success.
+ *	 housekeeping    uploads nobody will finish (a shipper that died) are
+ *					 removed.
+ *
+ * Objects live in two areas: the archive (what restores read) and the
+ * conflicts (second copies that arrived with different content, kept for
+ * bk verify to judge; their names get ".<attempt id>" appended).  Messages
+ * the shipper rejects are kept apart, per topic, partition and offset.
+ *
+ * The backend is chosen by the repository setting: a directory today.
+ */
+#ifndef BK_REPO_H
+#define BK_REPO_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "bk_crypto.h"
+#include "bk_error.h"
+#include "bk_frame.h"
+
+typedef struct BkRepo BkRepo;
+typedef struct BkRepoReader BkRepoReader;
+typedef struct BkRepoUpload BkRepoUpload;
+
+typedef enum BkRepoArea
+{
+	BK_REPO_ARCHIVE,  /* what restores read */
+	BK_REPO_CONFLICTS /* second copies with different content */
+} BkRepoArea;
+
+/*
+ * Open the repository at location.  With create, make it (and its marker)
+ * if it does not exist; without, fail unless the marker is there, so a
+ * typo in --repo is never mistaken for an empty archive.
+ */
+extern BkRepo *bk_repo_open(const char *location, bool create, BkError *err);
+extern void bk_repo_close(BkRepo *repo);
+
+/* The repository's location, for messages. */
+extern const char *bk_repo_location(const BkRepo *repo);
+
+/*
+ * Where an object is, for messages ("<root>/<source>/wal/<name>" on a
+ * directory): never to be opened by the caller.
+ */
+extern void bk_repo_describe(const BkRepo *repo, BkRepoArea area,
+							 const char *source, int kind, const char *name,
+							 char *out, size_t out_len);
+
+/* ------------------------------------------------------------ sources */
+
+/* Sources present in the repository (sorted); free with bk_repo_free_list. */
+extern bool bk_repo_sources(const BkRepo *repo, char ***sources, int *count,
+							BkError *err);
+extern void bk_repo_free_list(char **list, int count);
+
+/* Has the repository anything of this source? */
+extern bool bk_repo_source_exists(const BkRepo *repo, const char *source,
+								  bool *exists, BkError *err);
+
+/* ------------------------------------------------------------ listing */
+
+typedef struct BkRepoEntry
+{
+	const char *name; /* the object's name, or a prefix ending before "/" */
+	bool is_prefix;   /* names continue below name + "/" */
+	uint64_t size;
+	int64_t stored_ms; /* when the store committed it; 0 for a prefix */
+} BkRepoEntry;
+
+/* Return false (with err set) to stop the listing. */
+typedef bool (*BkRepoListFn)(void *arg, const BkRepoEntry *entry, BkError *err);
+
+/*
+ * The objects of (source, kind) in area whose names start with prefix
+ * (which is "" or ends with "/"), in no particular order.  Not recursive:
+ * a name with another "/" after the prefix is given once, as a prefix
+ * entry.  A source or kind with nothing stored lists nothing.
+ */
+extern bool bk_repo_list(const BkRepo *repo, BkRepoArea area,
+						 const char *source, int kind, const char *prefix,
+						 bool recursive, BkRepoListFn fn, void *arg,
+						 BkError *err);
+
+/* ------------------------------------------------------------ reading */
+
+typedef struct BkRepoStat
+{
+	bool exists;
+	uint64_t size;
+	int64_t stored_ms;
+} BkRepoStat;
+
+/* Size and commit time; exists false (and success) if there is none. */
+extern bool bk_repo_stat(const BkRepo *repo, BkRepoArea area,
+						 const char *source, int kind, const char *name,
+						 BkRepoStat *stat, BkError *err);
+
+/* An object opened for reading; NULL with BK_ERR_NOT_FOUND if absent. */
+extern BkRepoReader *bk_repo_reader_open(const BkRepo *repo, BkRepoArea area,
+										 const char *source, int kind,
+										 const char *name, BkError *err);
+extern uint64_t bk_repo_reader_size(const BkRepoReader *reader);
+/* Exactly len bytes at offset, or an error. */
+extern bool bk_repo_reader_read(BkRepoReader *reader, uint64_t offset,
+								void *buf, size_t len, BkError *err);
+extern void bk_repo_reader_close(BkRepoReader *reader);
+
+/*
+ * Read a stored object frame by frame.  fn gets each frame (a buffer valid
+ * until the next call) and returns false (with err set) to stop.  With
+ * headers_only, payloads are skipped and the frame given to fn holds the
+ * header only (its CRC is not checked): enough for identity, not for
+ * integrity.
+ */
+typedef bool (*BkFrameVisitor)(void *arg, const uint8_t *frame, size_t len,
+							   BkError *err);
+extern bool bk_repo_read_frames(const BkRepo *repo, BkRepoArea area,
+								const char *source, int kind, const char *name,
+								bool headers_only, BkFrameVisitor fn, void *arg,
+								BkError *err);
+
+/* Identity of an object's content, readable without keys. */
+typedef struct BkObjectIdentity
+{
+	uint8_t key_id[BK_KEY_ID_LEN];
+	uint8_t fingerprint[BK_FINGERPRINT_LEN];
+	uint8_t attempt_id[BK_ATTEMPT_ID_LEN];
+} BkObjectIdentity;
+
+/* Identity (key id, fingerprint, attempt) and headers of a stored object. */
+extern bool bk_repo_object_identity(const BkRepo *repo, BkRepoArea area,
+									const char *source, int kind,
+									const char *name,
+									BkObjectIdentity *identity,
+									BkObjectTracker *object, BkError *err);
+
+/*
+ * Check a stored object without keys: every frame parses and passes its
+ * CRC, the chunks form one complete attempt, and the object is (source,
+ * kind, expect_name), the one its name says (for a conflict copy, the name
+ * without its ".<attempt>").
+ */
+extern bool bk_repo_check_object(const BkRepo *repo, BkRepoArea area,
+								 const char *source, int kind, const char *name,
+								 const char *expect_name,
+								 BkObjectTracker *object, BkError *err);
+
+/* Where decrypted bytes go, in order; false (with err set) to stop. */
+typedef bool (*BkPlainSink)(void *arg, const uint8_t *data, size_t len,
+							BkError *err);
+
+/*
+ * Decrypt a stored object into sink, chunk by chunk (memory stays bounded):
+ * every chunk's tag and the whole object's fingerprint are checked, and
+ * the frames must say they are (source, kind, name), so no other object
+ * can be substituted.  An absent object is BK_ERR_NOT_FOUND.  The decoder
+ * holds the plaintext's SHA-256 and size afterwards.
+ */
+extern bool bk_repo_decrypt(const BkRepo *repo, BkRepoArea area,
+							const char *source, int kind, const char *name,
+							BkDecoder *decoder, BkPlainSink sink, void *arg,
+							BkError *err);
+
+/*
+ * Decrypt a stored object into the file dest, atomically
+ * ("<dest>.bk-tmp.<pid>", fsync, rename, fsync of the directory), checked
+ * as bk_repo_decrypt checks.  size (may be NULL) gets the plaintext size.
+ */
+extern bool bk_repo_decrypt_to_file(const BkRepo *repo, BkRepoArea area,
+									const char *source, int kind,
+									const char *name, BkDecoder *decoder,
+									const char *dest, uint64_t *size,
+									BkError *err);
+
+/* The same into memory (malloc'd, NUL-terminated), for at most max_len. */
+extern bool bk_repo_decrypt_to_memory(const BkRepo *repo, BkRepoArea area,
+									  const char *source, int kind,
+									  const char *name, BkDecoder *decoder,
+									  size_t max_len, uint8_t **data,
+									  size_t *len, BkError *err);
+
+/* ------------------------------------------------------------ writing */
+
+/* A shipper id usable in names: [A-Za-z0-9._-], 1 to 64, not "."-led. */
+extern bool bk_shipper_id_valid(const char *id);
+
+/*
+ * Where this shipper spools uploads: its own, locked for as long as the
+ * repository stays open, and emptied of what an earlier run of the same
+ * shipper left.  Fails if another process holds it: two shippers must not
+ * share an id.  Other shippers' uploads are never touched.
+ */
+extern bool bk_repo_spool_open(BkRepo *repo, const char *shipper_id,
+							   BkError *err);
+
+/* A new upload, spooled under tag (unique among this shipper's uploads). */
+extern BkRepoUpload *bk_repo_upload_begin(BkRepo *repo, const char *tag,
+										  BkError *err);
+extern bool bk_repo_upload_write(BkRepoUpload *upload, const void *data,
+								 size_t len, BkError *err);
+/* Everything is written: make the spooled bytes durable. */
+extern bool bk_repo_upload_finish(BkRepoUpload *upload, BkError *err);
+/* Where it is spooled, for messages. */
+extern const char *bk_repo_upload_where(const BkRepoUpload *upload);
+
+typedef enum BkPutResult
+{
+	BK_PUT_CREATED,
+	BK_PUT_EXISTS_IDENTICAL, /* same key id and fingerprint: a re-send */
+	BK_PUT_EXISTS_DIFFERENT  /* another content under that name */
+} BkPutResult;
+
+/*
+ * Put-if-absent: the finished upload becomes object (source, kind, name)
+ * of area unless one exists.  In the conflicts area the name gets
+ * ".<attempt id>" appended, so every differing copy is kept.  A commit that
+ * returned CREATED is durable; after any result the upload may be committed
+ * again (the conflicts area after EXISTS_DIFFERENT), then freed.
+ */
+extern bool bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area,
+								  const char *source, int kind,
+								  const char *name,
+								  const BkObjectIdentity *identity,
+								  BkPutResult *result, BkError *err);
+
+/* The key (docs/repository-layout.md) the last commit stored or found. */
+extern const char *bk_repo_upload_key(const BkRepoUpload *upload);
+
+/* Free an upload; what is still spooled is removed. */
+extern void bk_repo_upload_free(BkRepoUpload *upload);
+
+/* Keep a rejected message's bytes and the reason, durably. */
+extern bool bk_repo_quarantine(BkRepo *repo, const char *topic,
+							   int32_t partition, int64_t offset,
+							   const void *data, size_t len, const char *reason,
+							   BkError *err);
+
+/* Messages the shipper rejected: how many, and the oldest (0 if none). */
+extern bool bk_repo_rejected_summary(const BkRepo *repo, uint64_t *count,
+									 int64_t *oldest_ms, BkError *err);
+
+/* ------------------------------------------------------------ deleting */
+
+/* Remove one object; a missing one is success. */
+extern bool bk_repo_delete(BkRepo *repo, BkRepoArea area, const char *source,
+						   int kind, const char *name, BkError *err);
+
+/* Remove every object of (source, kind) in area whose name starts with
+ * prefix (which ends with "/"). */
+extern bool bk_repo_delete_prefix(BkRepo *repo, BkRepoArea area,
+								  const char *source, int kind,
+								  const char *prefix, BkError *err);
+
+/*
+ * Housekeeping: remove uploads that nobody will finish (the spools of
+ * shippers that are not running).  *removed gets how many.
+ */
+extern bool bk_repo_clean_uploads(BkRepo *repo, uint64_t *removed,
+								  BkError *err);
+
+#endif /* BK_REPO_H */

@@ -1,0 +1,99 @@
+/*
+ * repo_backend.h
+ *		What a repository backend implements (private to this library).
+ *
+ * repo.c turns the interface's (area, source, kind, name) into keys, the
+ * backend-neutral names of docs/repository-layout.md
+ * ("<source>/wal/<name>", "<source>/conflicts/wal/<name>.<attempt>",
+ * "rejected/<topic>.<partition>.<offset>"), and builds everything that is
+ * the same for every store (frames, identities, decryption, conflict
+ * names, listing filters) on the few operations a backend provides on
+ * keys.  A backend knows nothing of sources, kinds or frames.
+ */
+#ifndef BK_REPO_BACKEND_H
+#define BK_REPO_BACKEND_H
+
+#include "repo.h"
+
+/* Longest key: source, area and kind words, an object name, an attempt. */
+#define BK_REPO_KEY_MAX                                                        \
+	(BK_SOURCE_ID_MAX + BK_OBJECT_NAME_MAX + 2 * BK_ATTEMPT_ID_LEN + 64)
+
+/* The marker object every repository has; its content says the format. */
+#define BK_REPO_MARKER_KEY  "bk-repository"
+#define BK_REPO_MARKER_TEXT "bk repository 1\n"
+
+/* Where rejected messages go. */
+#define BK_REPO_REJECTED_PREFIX "rejected/"
+
+typedef struct BkRepoBackend
+{
+	const char *name;
+
+	/* Set up repo->state for location; create it when asked. */
+	bool (*open)(BkRepo *repo, const char *location, bool create, BkError *err);
+	void (*close)(BkRepo *repo);
+	void (*describe)(const BkRepo *repo, const char *key, char *out,
+					 size_t out_len);
+
+	/*
+	 * Keys under prefix ("" or ending with "/"), names given relative to
+	 * it; not recursive: what continues after another "/" once, as a prefix.
+	 */
+	bool (*list)(const BkRepo *repo, const char *prefix, bool recursive,
+				 BkRepoListFn fn, void *arg, BkError *err);
+	bool (*stat)(const BkRepo *repo, const char *key, BkRepoStat *stat,
+				 BkError *err);
+	BkRepoReader *(*reader_open)(const BkRepo *repo, const char *key,
+								 BkError *err);
+	bool (*reader_read)(BkRepoReader *reader, uint64_t offset, void *buf,
+						size_t len, BkError *err);
+	void (*reader_close)(BkRepoReader *reader);
+
+	/* A small object written whole and durably; replaces. */
+	bool (*put_small)(BkRepo *repo, const char *key, const void *data,
+					  size_t len, BkError *err);
+
+	bool (*spool_open)(BkRepo *repo, const char *shipper_id, BkError *err);
+	BkRepoUpload *(*upload_begin)(BkRepo *repo, const char *tag, BkError *err);
+	bool (*upload_write)(BkRepoUpload *upload, const void *data, size_t len,
+						 BkError *err);
+	bool (*upload_finish)(BkRepoUpload *upload, BkError *err);
+	/*
+	 * Commit as key unless it exists: *created false then (the caller
+	 * compares identities).  Durable when it returns true with *created.
+	 */
+	bool (*upload_commit)(BkRepoUpload *upload, const char *key, bool *created,
+						  BkError *err);
+	void (*upload_free)(BkRepoUpload *upload);
+
+	bool (*delete)(BkRepo *repo, const char *key, BkError *err);
+	bool (*delete_prefix)(BkRepo *repo, const char *prefix, BkError *err);
+	bool (*clean_uploads)(BkRepo *repo, uint64_t *removed, BkError *err);
+} BkRepoBackend;
+
+struct BkRepo
+{
+	const BkRepoBackend *backend;
+	char location[4096];
+	void *state; /* the backend's */
+};
+
+/* What every reader and upload starts with. */
+struct BkRepoReader
+{
+	const BkRepo *repo;
+	uint64_t size;
+	char where[4096]; /* for messages */
+};
+
+struct BkRepoUpload
+{
+	BkRepo *repo;
+	char where[4096];          /* for messages */
+	char key[BK_REPO_KEY_MAX]; /* of the last commit */
+};
+
+extern const BkRepoBackend bk_repo_directory_backend;
+
+#endif /* BK_REPO_BACKEND_H */

@@ -1,0 +1,634 @@
+/*
+ * repo_local.c
+ *		The directory backend: a repository on a local (or mounted) file
+ *		system.  A key is a path below the root.
+ *
+ * Durability is the file system's, done right: an upload is a file in the
+ * shipper's own spool (.spool/<shipper id>/), written as chunks arrive and
+ * fsynced when complete; committing it is link(2) into place, which never
+ * replaces an existing file (EEXIST is how put-if-absent learns the name is
+ * taken), then an fsync of the directory.  A crash before the link leaves
+ * nothing visible, a crash after it a complete object.  The spool must be
+ * on the same file system as the objects, which is why it lives inside the
+ * repository.
+ *
+ * Each shipper's spool holds a lock file for as long as the shipper runs
+ * (flock, released by the kernel when the process dies), so a shipper only
+ * ever empties its own spool, and housekeeping empties only spools whose
+ * lock it can take.
+ *
+ * Files are created 0644 and directories 0755 whatever the umask: they hold
+ * ciphertext only, and restores run as another user (postgres) than the
+ * shipper.  The commit time of an object (stat's stored_ms) is its file's
+ * modification time, which is the time its last chunk was written: bk never
+ * sets it.
+ */
+#include "repo_backend.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bk_util.h"
+
+#define SPOOL_DIR  ".spool"
+#define LOCK_NAME  ".lock"
+#define LOCAL_PATH 4096
+
+typedef struct LocalState
+{
+	char root[LOCAL_PATH];
+	char spool[LOCAL_PATH]; /* this shipper's spool, once opened */
+	int spool_lock_fd;      /* held while the repository is open; -1 */
+} LocalState;
+
+typedef struct LocalReader
+{
+	BkRepoReader base;
+	int fd;
+} LocalReader;
+
+typedef struct LocalUpload
+{
+	BkRepoUpload base;
+	int fd; /* while writing; -1 once finished */
+	char path[LOCAL_PATH];
+	bool spooled; /* the spool file exists */
+} LocalUpload;
+
+static const LocalState *
+state_of(const BkRepo *repo)
+{
+	return repo->state;
+}
+
+static int64_t
+mtime_ms(const struct stat *st)
+{
+	return (int64_t) st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
+}
+
+/* root/key; false if too long. */
+static bool
+key_path(const BkRepo *repo, const char *key, char *out, size_t out_len,
+		 BkError *err)
+{
+	if ((size_t) snprintf(out, out_len, "%s/%s", state_of(repo)->root, key) >=
+		out_len)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"repository path too long: \"%s/%s\"",
+							state_of(repo)->root, key);
+	return true;
+}
+
+/* The umask must not make the repository unreadable for restores. */
+static bool
+make_dirs(const char *path, BkError *err)
+{
+	return bk_mkdirs(path, 0755, true, err);
+}
+
+static bool
+local_open(BkRepo *repo, const char *location, bool create, BkError *err)
+{
+	LocalState *state = calloc(1, sizeof(*state));
+	size_t root_len = strlen(location);
+	char sub[LOCAL_PATH];
+
+	if (state == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	state->spool_lock_fd = -1;
+	repo->state = state;
+	while (root_len > 1 && location[root_len - 1] == '/')
+		root_len--;
+	if (root_len >= sizeof(state->root) - 256)
+		return bk_error_set(err, BK_ERR_CONFIG, "repository path too long");
+	memcpy(state->root, location, root_len);
+	state->root[root_len] = '\0';
+	if (create && (!make_dirs(state->root, err) ||
+				   !key_path(repo, SPOOL_DIR, sub, sizeof(sub), err) ||
+				   !make_dirs(sub, err) ||
+				   !key_path(repo, "rejected", sub, sizeof(sub), err) ||
+				   !make_dirs(sub, err)))
+		return false;
+	return true;
+}
+
+static void
+local_close(BkRepo *repo)
+{
+	LocalState *state = repo->state;
+
+	if (state == NULL)
+		return;
+	if (state->spool_lock_fd >= 0)
+		close(state->spool_lock_fd);
+	free(state);
+	repo->state = NULL;
+}
+
+static void
+local_describe(const BkRepo *repo, const char *key, char *out, size_t out_len)
+{
+	snprintf(out, out_len, "%s/%s", state_of(repo)->root, key);
+}
+
+/* ------------------------------------------------------------ listing */
+
+static bool
+list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
+		 void *arg, BkError *err)
+{
+	DIR *dir = opendir(dir_path);
+	struct dirent *entry;
+	bool ok = true;
+
+	if (dir == NULL)
+	{
+		if (errno == ENOENT || errno == ENOTDIR)
+			return true; /* nothing stored there */
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							dir_path, strerror(errno));
+	}
+	while (ok && (entry = readdir(dir)) != NULL)
+	{
+		char path[LOCAL_PATH];
+		char name[LOCAL_PATH];
+		struct stat st;
+		BkRepoEntry item = {.name = name};
+
+		/* Dot names are the backend's own (spools, temporary files). */
+		if (entry->d_name[0] == '.')
+			continue;
+		if ((size_t) snprintf(path, sizeof(path), "%s/%s", dir_path,
+							  entry->d_name) >= sizeof(path) ||
+			(size_t) snprintf(name, sizeof(name), "%s%s", rel, entry->d_name) >=
+				sizeof(name))
+			continue;
+		if (lstat(path, &st) != 0)
+			continue; /* removed meanwhile */
+		if (S_ISDIR(st.st_mode))
+		{
+			if (recursive)
+			{
+				char sub_rel[LOCAL_PATH];
+
+				snprintf(sub_rel, sizeof(sub_rel), "%s/", name);
+				ok = list_dir(path, sub_rel, true, fn, arg, err);
+				continue;
+			}
+			item.is_prefix = true;
+		}
+		else if (S_ISREG(st.st_mode))
+		{
+			item.size = (uint64_t) st.st_size;
+			item.stored_ms = mtime_ms(&st);
+		}
+		else
+			continue;
+		ok = fn(arg, &item, err);
+	}
+	closedir(dir);
+	return ok;
+}
+
+static bool
+local_list(const BkRepo *repo, const char *prefix, bool recursive,
+		   BkRepoListFn fn, void *arg, BkError *err)
+{
+	char path[LOCAL_PATH];
+
+	return key_path(repo, prefix, path, sizeof(path), err) &&
+		   list_dir(path, "", recursive, fn, arg, err);
+}
+
+/* ------------------------------------------------------------ reading */
+
+static bool
+local_stat(const BkRepo *repo, const char *key, BkRepoStat *stat_out,
+		   BkError *err)
+{
+	char path[LOCAL_PATH];
+	struct stat st;
+
+	memset(stat_out, 0, sizeof(*stat_out));
+	if (!key_path(repo, key, path, sizeof(path), err))
+		return false;
+	if (stat(path, &st) != 0)
+	{
+		if (errno == ENOENT || errno == ENOTDIR)
+			return true;
+		return bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+							strerror(errno));
+	}
+	if (!S_ISREG(st.st_mode))
+		return true;
+	stat_out->exists = true;
+	stat_out->size = (uint64_t) st.st_size;
+	stat_out->stored_ms = mtime_ms(&st);
+	return true;
+}
+
+static BkRepoReader *
+local_reader_open(const BkRepo *repo, const char *key, BkError *err)
+{
+	LocalReader *reader = calloc(1, sizeof(*reader));
+	struct stat st;
+
+	if (reader == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	reader->base.repo = repo;
+	if (!key_path(repo, key, reader->base.where, sizeof(reader->base.where),
+				  err))
+		goto fail;
+	reader->fd = open(reader->base.where, O_RDONLY | O_CLOEXEC);
+	if (reader->fd < 0)
+	{
+		bk_error_set(err, errno == ENOENT ? BK_ERR_NOT_FOUND : BK_ERR_IO,
+					 "could not open \"%s\": %s", reader->base.where,
+					 strerror(errno));
+		goto fail;
+	}
+	if (fstat(reader->fd, &st) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s",
+					 reader->base.where, strerror(errno));
+		close(reader->fd);
+		goto fail;
+	}
+	reader->base.size = (uint64_t) st.st_size;
+	return &reader->base;
+
+fail:
+	free(reader);
+	return NULL;
+}
+
+static bool
+local_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
+				  BkError *err)
+{
+	LocalReader *reader = (LocalReader *) base;
+	size_t done = 0;
+
+	while (done < len)
+	{
+		ssize_t got = pread(reader->fd, (uint8_t *) buf + done, len - done,
+							(off_t) (offset + done));
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return bk_error_set(
+				err, BK_ERR_IO, "could not read \"%s\": %s", base->where,
+				got < 0 ? strerror(errno) : "unexpected end of file");
+		done += (size_t) got;
+	}
+	return true;
+}
+
+static void
+local_reader_close(BkRepoReader *base)
+{
+	LocalReader *reader = (LocalReader *) base;
+
+	close(reader->fd);
+	free(reader);
+}
+
+/* ------------------------------------------------------------ writing */
+
+static bool
+local_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
+				BkError *err)
+{
+	char path[LOCAL_PATH];
+	char dir[LOCAL_PATH];
+
+	if (!key_path(repo, key, path, sizeof(path), err))
+		return false;
+	bk_dir_of(path, dir, sizeof(dir));
+	return make_dirs(dir, err) &&
+		   bk_write_file_durable(path, data, len, 0644, err);
+}
+
+/* Remove the files of a spool directory (not its lock). */
+static bool
+empty_spool(const char *spool, uint64_t *removed, BkError *err)
+{
+	DIR *dir = opendir(spool);
+	struct dirent *entry;
+
+	if (dir == NULL)
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", spool,
+							strerror(errno));
+	while ((entry = readdir(dir)) != NULL)
+	{
+		char path[LOCAL_PATH + 256];
+
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", spool, entry->d_name);
+		if (unlink(path) != 0 && errno != ENOENT)
+		{
+			closedir(dir);
+			return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s",
+								path, strerror(errno));
+		}
+		if (removed != NULL)
+			(*removed)++;
+	}
+	closedir(dir);
+	return true;
+}
+
+/* Open (creating) and try to lock a spool's lock file; -1 if held. */
+static int
+lock_spool(const char *spool, BkError *err)
+{
+	char lock_path[LOCAL_PATH + 16];
+	int fd;
+
+	snprintf(lock_path, sizeof(lock_path), "%s/" LOCK_NAME, spool);
+	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", lock_path,
+					 strerror(errno));
+		return -2;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+	{
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static bool
+local_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
+{
+	LocalState *state = repo->state;
+	char key[LOCAL_PATH];
+
+	snprintf(key, sizeof(key), SPOOL_DIR "/%s", shipper_id);
+	if (!key_path(repo, key, state->spool, sizeof(state->spool), err) ||
+		!make_dirs(state->spool, err))
+		return false;
+	state->spool_lock_fd = lock_spool(state->spool, err);
+	if (state->spool_lock_fd == -2)
+		return false;
+	if (state->spool_lock_fd < 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "another bk-shipper with shipper_id \"%s\" is running "
+					 "on repository %s (it holds %s/" LOCK_NAME ")",
+					 shipper_id, state->root, state->spool);
+		return bk_error_hint(err, "Give every shipper its own shipper_id; "
+								  "shippers of one group share the work "
+								  "and the repository.");
+	}
+	return empty_spool(state->spool, NULL, err);
+}
+
+static BkRepoUpload *
+local_upload_begin(BkRepo *repo, const char *tag, BkError *err)
+{
+	const LocalState *state = repo->state;
+	LocalUpload *upload;
+
+	if (state->spool_lock_fd < 0)
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "no spool opened for uploads");
+		return NULL;
+	}
+	upload = calloc(1, sizeof(*upload));
+	if (upload == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	upload->base.repo = repo;
+	snprintf(upload->path, sizeof(upload->path), "%s/%s", state->spool, tag);
+	bk_strlcpy(upload->base.where, upload->path, sizeof(upload->base.where));
+	upload->fd =
+		open(upload->path,
+			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (upload->fd < 0 || fchmod(upload->fd, 0644) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
+					 upload->path, strerror(errno));
+		if (upload->fd >= 0)
+		{
+			close(upload->fd);
+			unlink(upload->path);
+		}
+		free(upload);
+		return NULL;
+	}
+	upload->spooled = true;
+	return &upload->base;
+}
+
+static bool
+local_upload_write(BkRepoUpload *base, const void *data, size_t len,
+				   BkError *err)
+{
+	LocalUpload *upload = (LocalUpload *) base;
+
+	if (upload->fd < 0)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"spool file \"%s\" is already finished",
+							upload->path);
+	return bk_write_all(upload->fd, data, len, upload->path, err);
+}
+
+static bool
+local_upload_finish(BkRepoUpload *base, BkError *err)
+{
+	LocalUpload *upload = (LocalUpload *) base;
+	int fd = upload->fd;
+
+	upload->fd = -1;
+	if (fsync(fd) != 0)
+	{
+		int save_errno = errno;
+
+		close(fd);
+		return bk_error_set(err, BK_ERR_IO,
+							"could not fsync spool file \"%s\": %s",
+							upload->path, strerror(save_errno));
+	}
+	if (close(fd) != 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not write spool file \"%s\": %s",
+							upload->path, strerror(errno));
+	return true;
+}
+
+static bool
+local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
+					BkError *err)
+{
+	LocalUpload *upload = (LocalUpload *) base;
+	char final[LOCAL_PATH];
+	char dir[LOCAL_PATH];
+
+	if (upload->fd >= 0)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"spool file \"%s\" committed before it was "
+							"finished",
+							upload->path);
+	if (!key_path(base->repo, key, final, sizeof(final), err))
+		return false;
+	bk_dir_of(final, dir, sizeof(dir));
+	if (!make_dirs(dir, err))
+		return false;
+	/* link(2) never replaces an existing object: it fails with EEXIST. */
+	if (link(upload->path, final) != 0)
+	{
+		if (errno == EEXIST)
+		{
+			*created = false;
+			return true;
+		}
+		bk_error_set(err, BK_ERR_IO, "could not link \"%s\" to \"%s\": %s",
+					 upload->path, final, strerror(errno));
+		if (errno == EXDEV)
+			bk_error_hint(err, "The repository's .spool directory must be on "
+							   "the same file system as the objects.");
+		return false;
+	}
+	if (!bk_fsync_dir(dir, err))
+		return false;
+	*created = true;
+	return true;
+}
+
+static void
+local_upload_free(BkRepoUpload *base)
+{
+	LocalUpload *upload = (LocalUpload *) base;
+
+	if (upload->fd >= 0)
+		close(upload->fd);
+	if (upload->spooled)
+		unlink(upload->path);
+	free(upload);
+}
+
+/* ------------------------------------------------------------ deleting */
+
+static bool
+local_delete(BkRepo *repo, const char *key, BkError *err)
+{
+	char path[LOCAL_PATH];
+	char dir[LOCAL_PATH];
+
+	if (!key_path(repo, key, path, sizeof(path), err))
+		return false;
+	if (unlink(path) != 0)
+	{
+		if (errno == ENOENT)
+			return true;
+		return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s", path,
+							strerror(errno));
+	}
+	bk_dir_of(path, dir, sizeof(dir));
+	return bk_fsync_dir(dir, err);
+}
+
+static bool
+local_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
+{
+	char path[LOCAL_PATH];
+	char dir[LOCAL_PATH];
+	size_t len;
+
+	if (!key_path(repo, prefix, path, sizeof(path), err))
+		return false;
+	len = strlen(path);
+	if (len > 1 && path[len - 1] == '/')
+		path[len - 1] = '\0';
+	if (!bk_remove_tree(path, err))
+		return false;
+	bk_dir_of(path, dir, sizeof(dir));
+	return access(dir, F_OK) != 0 || bk_fsync_dir(dir, err);
+}
+
+/*
+ * The spools of shippers that are not running: their lock can be taken.
+ * Held while they are emptied, so a shipper starting meanwhile waits for
+ * nothing and finds an empty spool.
+ */
+static bool
+local_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
+{
+	const LocalState *state = repo->state;
+	char spools[LOCAL_PATH];
+	DIR *dir;
+	struct dirent *entry;
+	bool ok = true;
+
+	if (!key_path(repo, SPOOL_DIR, spools, sizeof(spools), err))
+		return false;
+	dir = opendir(spools);
+	if (dir == NULL)
+		return errno == ENOENT ||
+			   bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", spools,
+							strerror(errno));
+	while (ok && (entry = readdir(dir)) != NULL)
+	{
+		char spool[LOCAL_PATH + 256];
+		struct stat st;
+		int fd;
+
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(spool, sizeof(spool), "%s/%s", spools, entry->d_name);
+		if (lstat(spool, &st) != 0 || !S_ISDIR(st.st_mode) ||
+			strcmp(spool, state->spool) == 0)
+			continue;
+		fd = lock_spool(spool, err);
+		if (fd == -2)
+			ok = false;
+		else if (fd >= 0)
+		{
+			ok = empty_spool(spool, removed, err);
+			close(fd);
+		}
+	}
+	closedir(dir);
+	return ok;
+}
+
+const BkRepoBackend bk_repo_directory_backend = {
+	.name = "directory",
+	.open = local_open,
+	.close = local_close,
+	.describe = local_describe,
+	.list = local_list,
+	.stat = local_stat,
+	.reader_open = local_reader_open,
+	.reader_read = local_reader_read,
+	.reader_close = local_reader_close,
+	.put_small = local_put_small,
+	.spool_open = local_spool_open,
+	.upload_begin = local_upload_begin,
+	.upload_write = local_upload_write,
+	.upload_finish = local_upload_finish,
+	.upload_commit = local_upload_commit,
+	.upload_free = local_upload_free,
+	.delete = local_delete,
+	.delete_prefix = local_delete_prefix,
+	.clean_uploads = local_clean_uploads,
+};

@@ -1,0 +1,463 @@
+/*
+ * test_repo.c
+ *		The repository interface on its directory backend: every outcome of
+ *		put-if-absent, conflict copies, listing (one level and recursive,
+ *		prefixes that filter), stat, reading frames, decryption that refuses
+ *		a substituted object, delete (missing = success), the per-shipper
+ *		spool and its lock, housekeeping, rejected messages, and names that
+ *		would escape their place.
+ */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bk_util.h"
+#include "repo.h"
+
+#define SOURCE "test-source"
+
+typedef struct Fixture
+{
+	char *dir;
+	char location[512];
+	BkKey key;
+	BkKeyring ring;
+	BkRepo *repo;
+} Fixture;
+
+static int
+setup(void **state)
+{
+	Fixture *f = calloc(1, sizeof(*f));
+	BkError err;
+
+	f->dir = test_mkdtemp();
+	snprintf(f->location, sizeof(f->location), "%s/repo", f->dir);
+	test_key(&f->key, &f->ring);
+	f->repo = bk_repo_open(f->location, true, &err);
+	assert_non_null(f->repo);
+	assert_true(bk_repo_spool_open(f->repo, "unit-1", &err));
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	Fixture *f = *state;
+
+	bk_repo_close(f->repo);
+	test_rmdir(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Spool an object (its frames, as the shipper receives them). */
+static BkRepoUpload *
+upload_object(Fixture *f, const char *tag, const char *name,
+			  const char *content, BkObjectIdentity *identity)
+{
+	FrameList frames;
+	BkRepoUpload *upload;
+	BkFrame parsed;
+	BkError err;
+
+	test_encode(&f->key, BK_CHUNK_SIZE_MIN, name, (const uint8_t *) content,
+				strlen(content), &frames);
+	upload = bk_repo_upload_begin(f->repo, tag, &err);
+	assert_non_null(upload);
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
+										 frames.len[frameIdx], &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_frame_parse(frames.data[frames.count - 1],
+							   frames.len[frames.count - 1], &parsed, &err));
+	memcpy(identity->key_id, parsed.key_id, BK_KEY_ID_LEN);
+	memcpy(identity->fingerprint, parsed.fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity->attempt_id, parsed.attempt_id, BK_ATTEMPT_ID_LEN);
+	test_frames_free(&frames);
+	return upload;
+}
+
+static void
+test_open(void **state)
+{
+	Fixture *f = *state;
+	char path[600];
+	BkRepo *again;
+	BkError err;
+
+	/* Reopened without create: the marker is there. */
+	again = bk_repo_open(f->location, false, &err);
+	assert_non_null(again);
+	assert_string_equal(bk_repo_location(again), f->location);
+	bk_repo_close(again);
+
+	/* A typo is not an empty repository. */
+	snprintf(path, sizeof(path), "%s/nowhere", f->dir);
+	assert_null(bk_repo_open(path, false, &err));
+	assert_error_contains(&err, "is not a bk repository");
+	assert_null(bk_repo_open("", false, &err));
+	assert_error_contains(&err, "no repository configured");
+
+	/* A foreign marker. */
+	snprintf(path, sizeof(path), "%s/bk-repository", f->location);
+	assert_true(
+		bk_write_file_durable(path, "bk repository 9\n", 16, 0644, &err));
+	assert_null(bk_repo_open(f->location, false, &err));
+	assert_error_contains(&err, "unknown repository format");
+}
+
+static void
+test_put_if_absent(void **state)
+{
+	Fixture *f = *state;
+	BkObjectIdentity first_id;
+	BkObjectIdentity again_id;
+	BkObjectIdentity other_id;
+	BkObjectIdentity stored;
+	BkRepoUpload *first;
+	BkRepoUpload *again;
+	BkRepoUpload *other;
+	BkPutResult result;
+	BkRepoStat stat;
+	BkDecoder *decoder;
+	uint8_t *data;
+	size_t len;
+	BkError err;
+
+	first = upload_object(f, "t.0.1", "000000010000000000000001", "first",
+						  &first_id);
+	assert_true(bk_repo_upload_commit(first, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000001",
+									  &first_id, &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	assert_string_equal(bk_repo_upload_key(first),
+						SOURCE "/wal/000000010000000000000001");
+	bk_repo_upload_free(first);
+
+	/* The same content again (encrypted afresh): identical by fingerprint. */
+	again = upload_object(f, "t.0.2", "000000010000000000000001", "first",
+						  &again_id);
+	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000001",
+									  &again_id, &result, &err));
+	assert_int_equal(result, BK_PUT_EXISTS_IDENTICAL);
+	bk_repo_upload_free(again);
+
+	/* Other content under that name: never replaces; kept as a copy. */
+	other = upload_object(f, "t.0.3", "000000010000000000000001", "second",
+						  &other_id);
+	assert_true(bk_repo_upload_commit(other, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000001",
+									  &other_id, &result, &err));
+	assert_int_equal(result, BK_PUT_EXISTS_DIFFERENT);
+	assert_true(bk_repo_upload_commit(other, BK_REPO_CONFLICTS, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000001",
+									  &other_id, &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	assert_non_null(strstr(bk_repo_upload_key(other),
+						   SOURCE "/conflicts/wal/000000010000000000000001."));
+	/* The same copy kept twice (a replay): it is there already. */
+	assert_true(bk_repo_upload_commit(other, BK_REPO_CONFLICTS, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000001",
+									  &other_id, &result, &err));
+	assert_int_equal(result, BK_PUT_EXISTS_IDENTICAL);
+	bk_repo_upload_free(other);
+
+	/* The archived object is still the first, readable and decryptable. */
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+							 "000000010000000000000001", &stat, &err));
+	assert_true(stat.exists);
+	assert_true(stat.stored_ms > 0);
+	assert_true(bk_repo_object_identity(f->repo, BK_REPO_ARCHIVE, SOURCE,
+										BK_KIND_WAL, "000000010000000000000001",
+										&stored, NULL, &err));
+	assert_memory_equal(stored.fingerprint, first_id.fingerprint,
+						BK_FINGERPRINT_LEN);
+	decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(decoder);
+	assert_true(bk_repo_decrypt_to_memory(
+		f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+		"000000010000000000000001", decoder, 1024, &data, &len, &err));
+	assert_int_equal(len, 5);
+	assert_memory_equal(data, "first", 5);
+	free(data);
+	/* Too large for the caller's bound. */
+	assert_false(bk_repo_decrypt_to_memory(
+		f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+		"000000010000000000000001", decoder, 3, &data, &len, &err));
+	assert_error_contains(&err, "holds more than 3 bytes");
+	bk_decoder_free(decoder);
+
+	/* Missing: stat says so, a reader is NOT_FOUND. */
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+							 "000000010000000000000009", &stat, &err));
+	assert_false(stat.exists);
+	assert_null(bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									BK_KIND_WAL, "000000010000000000000009",
+									&err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+}
+
+static void
+test_substituted_object(void **state)
+{
+	Fixture *f = *state;
+	BkObjectIdentity identity;
+	BkRepoUpload *upload;
+	BkPutResult result;
+	BkDecoder *decoder;
+	BkObjectTracker tracker;
+	uint8_t *data;
+	size_t len;
+	BkError err;
+
+	/* Frames of object A stored under name B: both checks refuse it. */
+	upload =
+		upload_object(f, "t.0.4", "000000010000000000000002", "two", &identity);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000003",
+									  &identity, &result, &err));
+	bk_repo_upload_free(upload);
+	assert_false(bk_repo_check_object(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000003",
+									  "000000010000000000000003", &tracker,
+									  &err));
+	assert_error_contains(&err, "not the one its name says");
+	decoder = bk_decoder_new(&f->ring, &err);
+	assert_false(bk_repo_decrypt_to_memory(
+		f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+		"000000010000000000000003", decoder, 1024, &data, &len, &err));
+	assert_error_contains(&err,
+						  "holds wal object \"000000010000000000000002\"");
+	bk_decoder_free(decoder);
+}
+
+typedef struct Seen
+{
+	int objects;
+	int prefixes;
+	char names[16][128];
+} Seen;
+
+static bool
+collect(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	Seen *seen = arg;
+
+	if (entry->is_prefix)
+		seen->prefixes++;
+	else
+		seen->objects++;
+	if (seen->objects + seen->prefixes <= 16)
+		bk_strlcpy(seen->names[seen->objects + seen->prefixes - 1], entry->name,
+				   128);
+	return true;
+}
+
+static bool
+has_name(const Seen *seen, const char *name)
+{
+	for (int idx = 0; idx < seen->objects + seen->prefixes && idx < 16; idx++)
+		if (strcmp(seen->names[idx], name) == 0)
+			return true;
+	return false;
+}
+
+static void
+put(Fixture *f, int kind, const char *name)
+{
+	BkObjectIdentity identity;
+	BkRepoUpload *upload;
+	BkPutResult result;
+	char tag[64];
+	static int count;
+	BkError err;
+
+	snprintf(tag, sizeof(tag), "t.1.%d", ++count);
+	upload = upload_object(f, tag, name, name, &identity);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE, kind,
+									  name, &identity, &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+}
+
+static void
+test_list_and_delete(void **state)
+{
+	Fixture *f = *state;
+	Seen seen = {0};
+	char **sources;
+	int count;
+	bool exists;
+	BkError err;
+
+	put(f, BK_KIND_SNAPSHOT, "S1/snapshot.json");
+	put(f, BK_KIND_SNAPSHOT, "S1/data/base/1/1259");
+	put(f, BK_KIND_SNAPSHOT, "S1/data/global/pg_control");
+	put(f, BK_KIND_SNAPSHOT, "S2/snapshot.json");
+
+	/* One level: snapshot ids come back as prefixes. */
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "", false, collect, &seen, &err));
+	assert_int_equal(seen.prefixes, 2);
+	assert_int_equal(seen.objects, 0);
+	assert_true(has_name(&seen, "S1") && has_name(&seen, "S2"));
+
+	/* Recursive below a prefix: full names. */
+	memset(&seen, 0, sizeof(seen));
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "S1/", true, collect, &seen, &err));
+	assert_int_equal(seen.objects, 3);
+	assert_true(has_name(&seen, "S1/data/base/1/1259"));
+
+	/* A prefix that is not a whole "directory" filters. */
+	memset(&seen, 0, sizeof(seen));
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "S1/data/g", true, collect, &seen, &err));
+	assert_int_equal(seen.objects, 1);
+	assert_string_equal(seen.names[0], "S1/data/global/pg_control");
+
+	/* Nothing stored of a kind lists nothing. */
+	memset(&seen, 0, sizeof(seen));
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_BINLOG,
+							 "", false, collect, &seen, &err));
+	assert_int_equal(seen.objects + seen.prefixes, 0);
+
+	assert_true(bk_repo_sources(f->repo, &sources, &count, &err));
+	assert_int_equal(count, 1);
+	assert_string_equal(sources[0], SOURCE);
+	bk_repo_free_list(sources, count);
+	assert_true(bk_repo_source_exists(f->repo, SOURCE, &exists, &err));
+	assert_true(exists);
+	assert_true(bk_repo_source_exists(f->repo, "other", &exists, &err));
+	assert_false(exists);
+
+	/* Delete: missing is success; a prefix goes whole. */
+	assert_true(bk_repo_delete(f->repo, BK_REPO_ARCHIVE, SOURCE,
+							   BK_KIND_SNAPSHOT, "S2/snapshot.json", &err));
+	assert_true(bk_repo_delete(f->repo, BK_REPO_ARCHIVE, SOURCE,
+							   BK_KIND_SNAPSHOT, "S2/snapshot.json", &err));
+	assert_true(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, "S1/", &err));
+	memset(&seen, 0, sizeof(seen));
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "", true, collect, &seen, &err));
+	assert_int_equal(seen.objects, 0);
+	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									   BK_KIND_SNAPSHOT, "../", &err));
+}
+
+static void
+test_names(void **state)
+{
+	Fixture *f = *state;
+	BkRepoStat stat;
+	BkError err;
+
+	assert_false(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+							  "../../etc/passwd", &stat, &err));
+	assert_error_contains(&err, "invalid object name");
+	assert_false(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, "../x", BK_KIND_WAL,
+							  "a", &stat, &err));
+	assert_error_contains(&err, "invalid source id");
+	assert_false(
+		bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, 99, "a", &stat, &err));
+	assert_false(bk_repo_upload_begin(f->repo, "a/b", &err) != NULL);
+	assert_false(bk_shipper_id_valid(".hidden"));
+	assert_false(bk_shipper_id_valid("a/b"));
+	assert_false(bk_shipper_id_valid(""));
+	assert_true(bk_shipper_id_valid("bk-shipper-host.example_1"));
+}
+
+static void
+test_spools(void **state)
+{
+	Fixture *f = *state;
+	BkRepo *twin;
+	BkRepo *other;
+	BkRepoUpload *left;
+	BkObjectIdentity identity;
+	uint64_t removed;
+	char path[700];
+	BkError err;
+
+	/* A second shipper with the same id: refused while the first runs. */
+	twin = bk_repo_open(f->location, true, &err);
+	assert_non_null(twin);
+	assert_false(bk_repo_spool_open(twin, "unit-1", &err));
+	assert_error_contains(&err,
+						  "another bk-shipper with shipper_id \"unit-1\"");
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	bk_repo_close(twin);
+
+	/* Another shipper leaves an upload behind and stops. */
+	other = bk_repo_open(f->location, true, &err);
+	assert_true(bk_repo_spool_open(other, "unit-2", &err));
+	left = bk_repo_upload_begin(other, "t.2.1", &err);
+	assert_non_null(left);
+	assert_true(bk_repo_upload_write(left, "x", 1, &err));
+	snprintf(path, sizeof(path), "%s/.spool/unit-2/t.2.1", f->location);
+	assert_int_equal(access(path, F_OK), 0);
+	/* While it runs, housekeeping leaves its spool alone. */
+	assert_true(bk_repo_clean_uploads(f->repo, &removed, &err));
+	assert_int_equal(removed, 0);
+	assert_int_equal(access(path, F_OK), 0);
+	/* Once it stopped (its lock released), the upload is removed. */
+	free(left); /* the process "died": nothing cleaned up after it */
+	bk_repo_close(other);
+	assert_true(bk_repo_clean_uploads(f->repo, &removed, &err));
+	assert_int_equal(removed, 1);
+	assert_int_not_equal(access(path, F_OK), 0);
+
+	/* This shipper's own uploads are never housekeeping's. */
+	left =
+		upload_object(f, "t.2.2", "000000010000000000000004", "x", &identity);
+	assert_true(bk_repo_clean_uploads(f->repo, &removed, &err));
+	assert_int_equal(removed, 0);
+	bk_repo_upload_free(left);
+}
+
+static void
+test_rejected(void **state)
+{
+	Fixture *f = *state;
+	uint64_t count;
+	int64_t oldest;
+	BkError err;
+
+	assert_true(bk_repo_rejected_summary(f->repo, &count, &oldest, &err));
+	assert_int_equal(count, 0);
+	assert_true(bk_repo_quarantine(f->repo, "bk.wal", 3, 42, "junk", 4,
+								   "frame checksum mismatch", &err));
+	assert_true(bk_repo_quarantine(f->repo, "bk.wal", 3, 43, "junk", 4,
+								   "bad magic", &err));
+	assert_true(bk_repo_rejected_summary(f->repo, &count, &oldest, &err));
+	assert_int_equal(count, 2);
+	assert_true(oldest > 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_if_absent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_substituted_object, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_list_and_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spools, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

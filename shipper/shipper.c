@@ -47,20 +47,20 @@
  * are committed, the consumer is closed.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <getopt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
+#include "bk_audit.h"
 #include "bk_crypto.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
@@ -178,43 +178,6 @@ handle_stop_signal(int signo)
 
 /* ------------------------------------------------------------ audit */
 
-static void
-json_set_hex(json_t *obj, const char *key, const uint8_t *data, size_t len)
-{
-	char hex[2 * 64 + 1];
-
-	bk_hex_encode(data, len, hex);
-	json_object_set_new(obj, key, json_string(hex));
-}
-
-/* Metadata lines "k=v" as a JSON object. */
-static json_t *
-meta_json(const char *meta, size_t len)
-{
-	json_t *obj = json_object();
-	size_t pos = 0;
-
-	while (pos < len)
-	{
-		const char *line = meta + pos;
-		const char *end = memchr(line, '\n', len - pos);
-		size_t line_len = end ? (size_t) (end - line) : len - pos;
-		const char *eq = memchr(line, '=', line_len);
-
-		if (eq != NULL)
-		{
-			char key[64];
-
-			snprintf(key, sizeof(key), "%.*s", (int) (eq - line), line);
-			json_object_set_new(
-				obj, key,
-				json_stringn(eq + 1, line_len - (size_t) (eq - line) - 1));
-		}
-		pos += line_len + 1;
-	}
-	return obj;
-}
-
 /*
  * Queue an audit event about an object that starts at offset hold of
  * partition p; that offset stays held back until audit_flush.  False means
@@ -223,21 +186,18 @@ meta_json(const char *meta, size_t len)
  */
 static bool
 audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
-		   json_t *event)
+		   BkAuditEvent *event)
 {
-	char stamp[40];
+	size_t len = 0;
 	char *text;
 	BkError err;
 	bool ok;
 
-	bk_format_time_utc(bk_wall_ms(), stamp, sizeof(stamp));
-	json_object_set_new(event, "time", json_string(stamp));
-	json_object_set_new(event, "shipper", json_string(shipper->instance_id));
-	text = json_dumps(event, JSON_COMPACT | JSON_SORT_KEYS);
-	json_decref(event);
+	bk_audit_string(event, "shipper", shipper->instance_id);
+	text = bk_audit_finish(event, bk_wall_ms(), &len);
 	if (text == NULL)
 	{
-		shipper_log(LOG_ERROR, "could not serialise an audit event");
+		shipper_log(LOG_ERROR, "could not build an audit event: out of memory");
 		return false;
 	}
 	/* Held first, so that even a failed attempt to queue holds it. */
@@ -247,7 +207,7 @@ audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
 	ok = (shipper->audit_queued > 0 ||
 		  bk_producer_batch_begin(shipper->audit, &err)) &&
 		 bk_producer_batch_add_message(shipper->audit, shipper->audit_topic,
-									   source, text, strlen(text), &err);
+									   source, text, len, &err);
 	if (ok)
 	{
 		if (shipper->audit_queued++ == 0)
@@ -562,7 +522,7 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	char source[BK_SOURCE_ID_MAX + 1];
 	char object[BK_OBJECT_NAME_MAX + 1];
 	BkError err;
-	json_t *event;
+	BkAuditEvent *event;
 
 	header_string(msg, "bk-source", source, sizeof(source));
 	header_string(msg, "bk-object", object, sizeof(object));
@@ -580,10 +540,12 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 					err.message);
 		return false;
 	}
-	event = json_pack("{s:s, s:s, s:i, s:I, s:s, s:s, s:s}", "event",
-					  "rejected", "topic", p->topic, "partition",
-					  (int) p->partition, "offset", (json_int_t) msg->offset,
-					  "reason", reason, "source", source, "object", object);
+	event = bk_audit_begin("rejected", source);
+	bk_audit_string(event, "topic", p->topic);
+	bk_audit_int(event, "partition", p->partition);
+	bk_audit_int(event, "offset", msg->offset);
+	bk_audit_string(event, "reason", reason);
+	bk_audit_string(event, "object", object);
 	return audit_send(shipper, p, msg->offset, source[0] ? source : "unknown",
 					  event);
 }
@@ -593,7 +555,7 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 				const char *reason)
 {
 	char attempt_hex[2 * BK_ATTEMPT_ID_LEN + 1];
-	json_t *event;
+	BkAuditEvent *event;
 	bool ok;
 
 	bk_hex_encode(attempt->tracker.attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
@@ -605,12 +567,13 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 		bk_kind_name(attempt->tracker.kind), attempt->tracker.name,
 		attempt->tracker.source, attempt_hex, attempt->tracker.next_index,
 		attempt->tracker.chunk_count, reason);
-	event = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:s}", "event",
-					  "abandoned", "source", attempt->tracker.source, "kind",
-					  bk_kind_name(attempt->tracker.kind), "object",
-					  attempt->tracker.name, "attempt", attempt_hex, "chunks",
-					  (int) attempt->tracker.next_index, "chunk_count",
-					  (int) attempt->tracker.chunk_count, "reason", reason);
+	event = bk_audit_begin("abandoned", attempt->tracker.source);
+	bk_audit_string(event, "kind", bk_kind_name(attempt->tracker.kind));
+	bk_audit_string(event, "object", attempt->tracker.name);
+	bk_audit_string(event, "attempt", attempt_hex);
+	bk_audit_int(event, "chunks", attempt->tracker.next_index);
+	bk_audit_int(event, "chunk_count", attempt->tracker.chunk_count);
+	bk_audit_string(event, "reason", reason);
 	ok = audit_send(shipper, p, attempt->first_offset, attempt->tracker.source,
 					event);
 	attempt_unlink(p, attempt);
@@ -695,7 +658,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	BkPutResult conflict_result; /* kept, or kept before: either is fine */
 	uint8_t stored_digest[BK_SHA256_LEN];
 	const char *event_name;
-	json_t *event;
+	BkAuditEvent *event;
 	BkError err;
 
 	bk_error_clear(&err);
@@ -759,28 +722,21 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 			break;
 	}
 
-	event = json_object();
-	json_object_set_new(event, "event", json_string(event_name));
-	json_object_set_new(event, "source", json_string(object->source));
-	json_object_set_new(event, "kind", json_string(bk_kind_name(object->kind)));
-	json_object_set_new(event, "object", json_string(object->name));
-	json_set_hex(event, "attempt", object->attempt_id, BK_ATTEMPT_ID_LEN);
-	json_set_hex(event, "key_id", object->key_id, BK_KEY_ID_LEN);
-	json_set_hex(event, "fingerprint", object->fingerprint, BK_FINGERPRINT_LEN);
-	json_object_set_new(event, "size",
-						json_integer((json_int_t) object->object_size));
-	json_object_set_new(event, "stored_size",
-						json_integer((json_int_t) attempt->stored_bytes));
-	json_object_set_new(event, "chunks", json_integer(object->chunk_count));
-	json_set_hex(event, "stored_sha256", stored_digest, BK_SHA256_LEN);
-	json_object_set_new(event, "meta",
-						meta_json(object->meta, object->meta_len));
-	json_object_set_new(event, "topic", json_string(p->topic));
-	json_object_set_new(event, "partition", json_integer(p->partition));
-	json_object_set_new(event, "first_offset",
-						json_integer(attempt->first_offset));
-	json_object_set_new(event, "path",
-						json_string(bk_repo_upload_key(attempt->upload)));
+	event = bk_audit_begin(event_name, object->source);
+	bk_audit_string(event, "kind", bk_kind_name(object->kind));
+	bk_audit_string(event, "object", object->name);
+	bk_audit_hex(event, "attempt", object->attempt_id, BK_ATTEMPT_ID_LEN);
+	bk_audit_hex(event, "key_id", object->key_id, BK_KEY_ID_LEN);
+	bk_audit_hex(event, "fingerprint", object->fingerprint, BK_FINGERPRINT_LEN);
+	bk_audit_int(event, "size", (int64_t) object->object_size);
+	bk_audit_int(event, "stored_size", (int64_t) attempt->stored_bytes);
+	bk_audit_int(event, "chunks", object->chunk_count);
+	bk_audit_hex(event, "stored_sha256", stored_digest, BK_SHA256_LEN);
+	bk_audit_meta(event, "meta", object->meta, object->meta_len);
+	bk_audit_string(event, "topic", p->topic);
+	bk_audit_int(event, "partition", p->partition);
+	bk_audit_int(event, "first_offset", attempt->first_offset);
+	bk_audit_string(event, "path", bk_repo_upload_key(attempt->upload));
 	if (!audit_send(shipper, p, attempt->first_offset, object->source, event))
 		return false;
 

@@ -33,18 +33,14 @@
 #include <jansson.h>
 
 #include "bk_error.h"
+#include "bk_snapshot_format.h"
 #include "bk_timeline.h"
 #include "repo.h"
 #include "times.h"
 #include "wal_catalog.h"
 
-#define BK_SNAPSHOT_ID_MAX   64
-#define BK_SNAPSHOT_RECORD   "snapshot.json"
-#define BK_SNAPSHOT_LABEL    "backup_label"
-#define BK_SNAPSHOT_MAP      "tablespace_map"
-#define BK_SNAPSHOT_MANIFEST "backup_manifest"
-#define BK_SNAPSHOT_DATA     "data"
-#define BK_LSN_INVALID       UINT64_MAX
+#define BK_SNAPSHOT_ID_MAX 64
+#define BK_LSN_INVALID     UINT64_MAX
 
 /* Why a snapshot cannot be restored. */
 typedef enum BkSnapshotProblem

@@ -579,16 +579,19 @@ incr_bad(BkError *err, const char *what)
 static bool
 incr_header_done(IncrSink *sink, BkError *err)
 {
-	uint64_t length = bk_get_be64(sink->header + 8);
-	uint32_t block_size = bk_get_be32(sink->header + 16);
+	BkIncrHeader header;
+	uint64_t length;
+	uint32_t block_size;
 
-	if (memcmp(sink->header, BK_INCR_MAGIC, 8) != 0)
-		return incr_bad(err, "no BKINCR01 magic");
+	if (!bk_incr_header_read(sink->header, &header))
+		return incr_bad(err, "no " BK_INCR_MAGIC " magic");
+	length = header.file_length;
+	block_size = header.block_size;
 	if (length != sink->file->size)
 		return incr_bad(err, "its file length differs from the record's");
 	if (block_size != sink->block_size)
 		return incr_bad(err, "its block size differs from the record's");
-	sink->block_count = bk_get_be32(sink->header + 20);
+	sink->block_count = header.block_count;
 	if (sink->block_count != sink->file->blocks || sink->block_count == 0)
 		return incr_bad(err, "its block count differs from the record's");
 	if ((uint64_t) sink->block_count * block_size > length)

@@ -29,8 +29,6 @@
 #include "repo.h"
 #include "snapshot_catalog.h"
 
-#define BK_INCR_MAGIC       "BKINCR01"
-#define BK_INCR_HEADER_LEN  24
 #define BK_RECORD_MAX_BYTES ((size_t) 1 << 30)
 
 typedef struct BkSnapFile

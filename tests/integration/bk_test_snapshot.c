@@ -48,6 +48,7 @@
 #include "bk_frame.h"
 #include "bk_kafka.h"
 #include "bk_keys.h"
+#include "bk_snapshot_format.h"
 #include "bk_topics.h"
 #include "bk_util.h"
 
@@ -317,12 +318,12 @@ send_file(Fixture *fx, const char *full, const char *rel, const struct stat *st)
 				fx->objects++;
 			return;
 		}
-		object_len = 24 + (size_t) changed * (4 + BLOCK_SIZE);
+		object_len = BK_INCR_HEADER_LEN + (size_t) changed * (4 + BLOCK_SIZE);
 		object = malloc(object_len);
-		memcpy(object, "BKINCR01", 8);
-		bk_put_be64(object + 8, (uint64_t) st->st_size);
-		bk_put_be32(object + 16, BLOCK_SIZE);
-		bk_put_be32(object + 20, changed);
+		bk_incr_header_write(
+			object, &(BkIncrHeader){.file_length = (uint64_t) st->st_size,
+									.block_size = BLOCK_SIZE,
+									.block_count = changed});
 		{
 			size_t slot = 0;
 
@@ -331,8 +332,10 @@ send_file(Fixture *fx, const char *full, const char *rel, const struct stat *st)
 				if (!block_changed(content + blockIdx * BLOCK_SIZE,
 								   fx->parent_start_lsn))
 					continue;
-				bk_put_be32(object + 24 + 4 * slot, (uint32_t) blockIdx);
-				memcpy(object + 24 + 4 * (size_t) changed + slot * BLOCK_SIZE,
+				bk_put_be32(object + BK_INCR_HEADER_LEN + 4 * slot,
+							(uint32_t) blockIdx);
+				memcpy(object + BK_INCR_HEADER_LEN + 4 * (size_t) changed +
+						   slot * BLOCK_SIZE,
 					   content + blockIdx * BLOCK_SIZE, BLOCK_SIZE);
 				slot++;
 			}

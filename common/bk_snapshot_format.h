@@ -1,0 +1,42 @@
+/*
+ * bk_snapshot_format.h
+ *		What the objects of a PostgreSQL snapshot are called and how an
+ *		incremental file object starts (docs/snapshot-format.md): written by
+ *		the extension, read by bk restore and bk verify.
+ */
+#ifndef BK_SNAPSHOT_FORMAT_H
+#define BK_SNAPSHOT_FORMAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Object names are "<snapshot id>/<part>"; data files "<id>/data/<path>". */
+#define BK_SNAPSHOT_RECORD   "snapshot.json"
+#define BK_SNAPSHOT_LABEL    "backup_label"
+#define BK_SNAPSHOT_MAP      "tablespace_map"
+#define BK_SNAPSHOT_MANIFEST "backup_manifest"
+#define BK_SNAPSHOT_DATA     "data"
+
+/*
+ * An incremental file object: this header, the changed blocks' numbers
+ * (4 bytes each, big-endian, ascending), then the blocks themselves.
+ */
+#define BK_INCR_MAGIC      "BKINCR01"
+#define BK_INCR_MAGIC_LEN  8
+#define BK_INCR_HEADER_LEN 24
+
+typedef struct BkIncrHeader
+{
+	uint64_t file_length; /* of the whole file, as the record says */
+	uint32_t block_size;
+	uint32_t block_count; /* blocks that follow */
+} BkIncrHeader;
+
+extern void bk_incr_header_write(uint8_t out[BK_INCR_HEADER_LEN],
+								 const BkIncrHeader *header);
+
+/* False if the bytes do not start with the magic. */
+extern bool bk_incr_header_read(const uint8_t in[BK_INCR_HEADER_LEN],
+								BkIncrHeader *header);
+
+#endif /* BK_SNAPSHOT_FORMAT_H */

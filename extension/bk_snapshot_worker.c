@@ -1,0 +1,504 @@
+/*
+ * bk_snapshot_worker.c
+ *		The snapshot worker's lifecycle: claim the slot, prepare (source,
+ *		parent, history row), take the snapshot, record how it ended in the
+ *		slot, the history table and the audit topic, and release what it
+ *		opened.  Also the Kafka producer and spool each copying process
+ *		opens.
+ */
+#include "postgres.h"
+
+#include "bk_snapshot.h"
+
+static void snap_run(SnapRun *run);
+static char *snap_extension_table(const char *name);
+static void snap_prepare(SnapRun *run);
+static void snap_finish_record(SnapRun *run, BkSnapshotState state,
+							   const char *error);
+
+/*
+ * bk_snapshot_worker_main
+ *		Take the snapshot described by shared-memory slot main_arg.
+ */
+void
+bk_snapshot_worker_main(Datum main_arg)
+{
+	int slot_index = DatumGetInt32(main_arg);
+	SnapRun *run;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, StatementCancelHandler);
+	BackgroundWorkerUnblockSignals();
+	if (bk_shared == NULL || slot_index < 0 || slot_index >= BK_SNAPSHOT_SLOTS)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("bk snapshot worker started without its slot")));
+	BackgroundWorkerInitializeConnectionByOid(
+		bk_shared->snapshots[slot_index].database, InvalidOid, 0);
+
+	run = MemoryContextAllocZero(TopMemoryContext, sizeof(SnapRun));
+	run->slot = &bk_shared->snapshots[slot_index];
+	run->spool_fd = -1;
+	run->helper = -1;
+	run->control_index = -1;
+	SpinLockAcquire(&bk_shared->mutex);
+	strlcpy(run->id, run->slot->id, sizeof(run->id));
+	strlcpy(run->kind, run->slot->kind, sizeof(run->kind));
+	run->slot->pid = MyProcPid;
+	run->slot->state = BK_SNAPSHOT_RUNNING;
+	SpinLockRelease(&bk_shared->mutex);
+	pgstat_report_activity(STATE_RUNNING, run->id);
+
+	/*
+	 * However this process ends (FATAL too), its helpers stop with it.
+	 * Registered here, before PG_ENSURE_ERROR_CLEANUP registers (and
+	 * cancels) its own callback, which must be the latest one.
+	 */
+	before_shmem_exit(snap_stop_on_exit, PointerGetDatum(run));
+	snap_run(run);
+	proc_exit(0);
+}
+
+/*
+ * snap_run
+ *		Prepare, take and record the snapshot; on any error, end backup mode
+ *		(done by do_pg_backup_start's and our error cleanup), and record the
+ *		snapshot as failed or cancelled, everywhere it is visible.
+ */
+static void
+snap_run(SnapRun *run)
+{
+	MemoryContext context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		snap_prepare(run);
+		snap_take(run);
+		snap_finish_record(run, BK_SNAPSHOT_COMPLETE, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+		bool cancelled = run->slot->cancel_requested;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+
+		/*
+		 * The cancel request (SIGINT) has done its work; left pending, it
+		 * would interrupt the bookkeeping below too (any ereport, even LOG,
+		 * checks for interrupts).  Recording the outcome must not be
+		 * interrupted either.
+		 */
+		QueryCancelPending = false;
+		HOLD_INTERRUPTS();
+		AbortOutOfAnyTransaction();
+		snap_stop_helpers(run);
+		snap_close_spool(run);
+		ereport(cancelled ? LOG : WARNING,
+				(errmsg("bk: snapshot %s %s", run->id,
+						cancelled ? "cancelled" : "failed"),
+				 errdetail("%s", edata->message),
+				 get_backup_status() == SESSION_BACKUP_NONE
+					 ? errhint("Backup mode has ended; this snapshot will "
+							   "never be restorable.")
+					 : errhint("Backup mode is still active.")));
+		if (edata->hint != NULL)
+		{
+			SpinLockAcquire(&bk_shared->mutex);
+			strlcpy(run->slot->error_hint, edata->hint,
+					sizeof(run->slot->error_hint));
+			SpinLockRelease(&bk_shared->mutex);
+		}
+		snap_finish_record(
+			run, cancelled ? BK_SNAPSHOT_CANCELLED : BK_SNAPSHOT_FAILED,
+			edata->message);
+		RESUME_INTERRUPTS();
+	}
+	PG_END_TRY();
+	snap_release(run);
+}
+
+/*
+ * snap_open_sender
+ *		What a process needs to send files: the key, a Kafka producer of its
+ *		own, an encoder, buffers.
+ */
+void
+snap_open_sender(SnapRun *run, const char *client_id)
+{
+	BkKafkaSettings settings;
+	const BkKey *key;
+	BkError err;
+
+	bk_error_clear(&err);
+	if (!bk_source_key(&key, &err))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
+				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	bk_source_kafka_settings(&settings, client_id);
+	run->chunk_size = (uint32) bk_chunk_size;
+	run->producer = bk_producer_new(&settings, &err);
+	if (run->producer != NULL)
+		run->encoder = bk_encoder_new(key, run->chunk_size, &err);
+	if (run->encoder == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
+				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	run->chunk_buffer = malloc(run->chunk_size);
+	run->block_buffer = malloc((size_t) SCAN_BLOCKS * BLCKSZ);
+	if (run->chunk_buffer == NULL || run->block_buffer == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+}
+
+/*
+ * snap_open_spool
+ *		A spool file for the pages of incremental files, under
+ *		base/pgsql_tmp: excluded from snapshots, removed at server start.
+ */
+void
+snap_open_spool(SnapRun *run)
+{
+	MakePGDirectory("base/" PG_TEMP_FILES_DIR);
+	snprintf(run->spool_path, sizeof(run->spool_path),
+			 "base/%s/%s_bk_snapshot.%d", PG_TEMP_FILES_DIR,
+			 PG_TEMP_FILE_PREFIX, MyProcPid);
+	run->spool_fd =
+		open(run->spool_path, O_RDWR | O_CREAT | O_TRUNC | PG_BINARY, 0600);
+	if (run->spool_fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create \"%s\": %m", run->spool_path)));
+}
+
+void
+snap_close_spool(SnapRun *run)
+{
+	if (run->spool_fd >= 0)
+	{
+		close(run->spool_fd);
+		unlink(run->spool_path);
+		run->spool_fd = -1;
+	}
+}
+
+/* Free what snap_open_sender made. */
+void
+snap_release(SnapRun *run)
+{
+	bk_producer_free(run->producer);
+	run->producer = NULL;
+	bk_encoder_free(run->encoder);
+	run->encoder = NULL;
+	free(run->chunk_buffer);
+	run->chunk_buffer = NULL;
+	free(run->block_buffer);
+	run->block_buffer = NULL;
+	bk_blockmap_release(&run->map);
+	bk_blockmap_release(&run->parent_map);
+	bk_kafka_log_flush();
+}
+
+/* Run SQL with parameters in a transaction of its own, through SPI. */
+void
+snap_sql_begin(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+void
+snap_sql_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+/*
+ * snap_extension_table
+ *		"schema.name", quoted, for a table of the extension; an error that
+ *		says what to do if the installed extension predates the table.
+ */
+static char *
+snap_extension_table(const char *name)
+{
+	char *schema;
+	bool exists;
+	bool isnull;
+
+	/* Inside the worker's SPI transaction (snap_sql_begin). */
+	if (SPI_execute_with_args(
+			"SELECT n.nspname, EXISTS (SELECT FROM pg_catalog.pg_class c "
+			"WHERE c.relnamespace = n.oid AND c.relname = $1) "
+			"FROM pg_catalog.pg_extension e "
+			"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+			"WHERE e.extname = 'bk'",
+			1, (Oid[]){TEXTOID}, (Datum[]){CStringGetTextDatum(name)}, NULL,
+			true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"bk\" is not installed in this database")));
+	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 2, &isnull));
+	if (!exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"bk\" in this database is older than its "
+						"library: table \"%s\" is missing",
+						name),
+				 errhint("Run ALTER EXTENSION bk UPDATE.")));
+	return quote_qualified_identifier(schema, name);
+}
+
+/*
+ * snap_fail_stale_history
+ *		Rows still "running" whose snapshot is no longer running (the server
+ *		crashed, or the worker died) are marked failed.
+ */
+void
+snap_fail_stale_history(SnapRun *run)
+{
+	StringInfoData sql;
+	char *running[BK_SNAPSHOT_SLOTS];
+	int running_count = 0;
+	Datum ids;
+
+	SpinLockAcquire(&bk_shared->mutex);
+	for (int slotIdx = 0; slotIdx < BK_SNAPSHOT_SLOTS; slotIdx++)
+		if (bk_shared->snapshots[slotIdx].state == BK_SNAPSHOT_RUNNING ||
+			bk_shared->snapshots[slotIdx].state == BK_SNAPSHOT_STARTING)
+			running[running_count++] =
+				pstrdup(bk_shared->snapshots[slotIdx].id);
+	SpinLockRelease(&bk_shared->mutex);
+	{
+		Datum *elems = palloc(sizeof(Datum) * (running_count + 1));
+
+		for (int idx = 0; idx < running_count; idx++)
+			elems[idx] = CStringGetTextDatum(running[idx]);
+		ids = PointerGetDatum(construct_array(elems, running_count, TEXTOID, -1,
+											  false, TYPALIGN_INT));
+	}
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "UPDATE %s SET state = 'failed', stop_time = now(), "
+					 "error = 'interrupted: the server or the snapshot "
+					 "worker stopped while it ran' "
+					 "WHERE state = 'running' AND snapshot_id <> ALL ($1)",
+					 run->history_table);
+	if (SPI_execute_with_args(sql.data, 1, (Oid[]){TEXTARRAYOID}, &ids, NULL,
+							  false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update the snapshot history");
+}
+
+/*
+ * snap_prepare
+ *		Settings, key, producer; the parent (for diff/incr) and its file
+ *		list; a "running" row in the history.
+ */
+static void
+snap_prepare(SnapRun *run)
+{
+	BkError err;
+	StringInfoData sql;
+	char *table;
+
+	bk_error_clear(&err);
+	snap_set_phase(run->slot, "preparing");
+	bk_effective_source_id(run->source_id, sizeof(run->source_id));
+	if (!bk_topic_name(bk_topic_prefix, BK_TOPIC_SNAPSHOT, run->snapshot_topic,
+					   sizeof(run->snapshot_topic), &err) ||
+		!bk_topic_name(bk_topic_prefix, BK_TOPIC_AUDIT, run->audit_topic,
+					   sizeof(run->audit_topic), &err))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
+				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	snap_open_sender(run, "bk-snapshot");
+
+	initStringInfo(&run->label);
+	initStringInfo(&run->tablespace_map);
+	initStringInfo(&run->files_json);
+	initStringInfo(&run->dirs_json);
+	initStringInfo(&run->tablespaces_json);
+	initStringInfo(&run->manifest_files);
+	initStringInfo(&run->file_list);
+	initStringInfo(&run->failures_json);
+
+	snap_sql_begin();
+	/* SPI calls switch to SPI's own context: copy what must outlive it. */
+	run->history_table = MemoryContextStrdup(
+		TopMemoryContext, snap_extension_table("bk_snapshot_history"));
+	run->blocks_table = MemoryContextStrdup(
+		TopMemoryContext, snap_extension_table("bk_snapshot_blocks"));
+	table = run->history_table;
+	snap_fail_stale_history(run);
+	bk_blockmap_prune(run->blocks_table, run->history_table);
+	bk_blockmap_writer_init(&run->map_writer, run->blocks_table, run->id);
+	if (strcmp(run->kind, "full") != 0)
+	{
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "SELECT snapshot_id, start_lsn, file_list FROM %s "
+						 "WHERE state = 'complete' AND ($1 OR kind = 'full') "
+						 "ORDER BY start_time DESC LIMIT 1",
+						 table);
+		if (SPI_execute_with_args(
+				sql.data, 1, (Oid[]){BOOLOID},
+				(Datum[]){BoolGetDatum(strcmp(run->kind, "incr") == 0)}, NULL,
+				true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the snapshot history");
+		if (SPI_processed == 0)
+			ereport(
+				ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no complete snapshot to base a%s %s snapshot on",
+						strcmp(run->kind, "incr") == 0 ? "n" : "", run->kind),
+				 errhint("Take a full snapshot first: SELECT * FROM "
+						 "bk_snapshot('full').")));
+		else
+		{
+			HeapTuple tuple = SPI_tuptable->vals[0];
+			TupleDesc desc = SPI_tuptable->tupdesc;
+			bool isnull;
+			char *files;
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			run->parent_id = SPI_getvalue(tuple, desc, 1);
+			run->parent_start_lsn =
+				DatumGetLSN(SPI_getbinval(tuple, desc, 2, &isnull));
+			files = SPI_getvalue(tuple, desc, 3);
+			run->parent_file_count = 0;
+			run->parent_files =
+				palloc(sizeof(char *) * (strlen(files ? files : "") / 2 + 1));
+			for (char *line = files ? strtok(files, "\n") : NULL; line != NULL;
+				 line = strtok(NULL, "\n"))
+				run->parent_files[run->parent_file_count++] = line;
+			qsort(run->parent_files, run->parent_file_count, sizeof(char *),
+				  snap_cmp_str);
+			MemoryContextSwitchTo(old);
+			SpinLockAcquire(&bk_shared->mutex);
+			strlcpy(run->slot->parent, run->parent_id,
+					sizeof(run->slot->parent));
+			SpinLockRelease(&bk_shared->mutex);
+		}
+	}
+	initStringInfo(&sql);
+	appendStringInfo(
+		&sql,
+		"INSERT INTO %s (snapshot_id, kind, parent_id, state, label, "
+		"requested_time) VALUES ($1, $2, $3, 'running', "
+		"NULLIF($4, ''), now())",
+		table);
+	if (SPI_execute_with_args(
+			sql.data, 4, (Oid[]){TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+			(Datum[]){CStringGetTextDatum(run->id),
+					  CStringGetTextDatum(run->kind),
+					  run->parent_id ? CStringGetTextDatum(run->parent_id)
+									 : (Datum) 0,
+					  CStringGetTextDatum(run->slot->label)},
+			run->parent_id ? NULL : "  n ", false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the snapshot in its history");
+	snap_sql_end();
+}
+
+int
+snap_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+bool
+snap_parent_has(SnapRun *run, const char *path)
+{
+	return run->parent_files != NULL &&
+		   bsearch(&path, run->parent_files, run->parent_file_count,
+				   sizeof(char *), snap_cmp_str) != NULL;
+}
+
+/*
+ * snap_finish_record
+ *		The end, everywhere: shared memory, the history table, the audit
+ *		topic.  Called for success and (from the error handler) failure.
+ */
+static void
+snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
+{
+	StringInfoData sql;
+	const char *state_name = snap_state_name(state);
+
+	SpinLockAcquire(&bk_shared->mutex);
+	run->slot->state = state;
+	run->slot->stop_time = GetCurrentTimestamp();
+	strlcpy(run->slot->phase, state_name, sizeof(run->slot->phase));
+	if (error != NULL)
+		strlcpy(run->slot->error, error, sizeof(run->slot->error));
+	SpinLockRelease(&bk_shared->mutex);
+
+	PG_TRY();
+	{
+		/* Without the history table (prepare failed early) there is no row. */
+		if (run->history_table != NULL)
+		{
+			initStringInfo(&sql);
+			appendStringInfo(
+				&sql,
+				"UPDATE %s SET state = $2, start_lsn = $3, stop_lsn = $4, "
+				"start_time = $5, stop_time = now(), files = $6, "
+				"bytes_read = $7, bytes_sent = $8, error = $9, "
+				"file_list = $10 WHERE snapshot_id = $1",
+				run->history_table);
+			snap_sql_begin();
+			if (SPI_execute_with_args(
+					sql.data, 10,
+					(Oid[]){TEXTOID, TEXTOID, PG_LSNOID, PG_LSNOID,
+							TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TEXTOID,
+							TEXTOID},
+					(Datum[]){
+						CStringGetTextDatum(run->id),
+						CStringGetTextDatum(state_name),
+						LSNGetDatum(run->start_lsn), LSNGetDatum(run->stop_lsn),
+						TimestampTzGetDatum(run->start_time),
+						Int64GetDatum(run->files),
+						Int64GetDatum(run->bytes_read),
+						Int64GetDatum(run->bytes_sent),
+						error ? CStringGetTextDatum(error) : (Datum) 0,
+						state == BK_SNAPSHOT_COMPLETE && run->file_list.data
+							? CStringGetTextDatum(run->file_list.data)
+							: (Datum) 0},
+					(char[]){' ', ' ',
+							 XLogRecPtrIsInvalid(run->start_lsn) ? 'n' : ' ',
+							 XLogRecPtrIsInvalid(run->stop_lsn) ? 'n' : ' ',
+							 run->start_time == 0 ? 'n' : ' ', ' ', ' ', ' ',
+							 error ? ' ' : 'n',
+							 state == BK_SNAPSHOT_COMPLETE &&
+									 run->file_list.data
+								 ? ' '
+								 : 'n',
+							 '\0'},
+					false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update the snapshot history");
+			if (run->blocks_table != NULL)
+				bk_blockmap_prune(run->blocks_table, run->history_table);
+			snap_sql_end();
+		}
+
+		if (run->producer != NULL)
+			snap_announce_end(run, state_name, error);
+	}
+	PG_CATCH();
+	{
+		/* The snapshot itself is decided; failing to record it is logged. */
+		EmitErrorReport();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+	}
+	PG_END_TRY();
+	bk_kafka_log_flush();
+}

@@ -49,6 +49,7 @@ main(int argc, char **argv)
 {
 	char program[64];
 
+	bk_cli_alloc_init();
 	if (argc < 2)
 	{
 		usage(stderr);

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "bk_config.h"
 #include "bk_frame.h"
 #include "bk_util.h"
@@ -261,4 +263,51 @@ bk_cli_usage_error(const char *program, const char *fmt, ...)
 	va_end(args);
 	fprintf(stderr, "\nTry \"%s --help\" for more information.\n", program);
 	return BK_EXIT_USAGE;
+}
+
+/* ------------------------------------------------------------ memory */
+
+static void
+out_of_memory(size_t size)
+{
+	fprintf(stderr, "bk: error: out of memory (%zu bytes more were needed)\n",
+			size);
+	fflush(stderr);
+	_exit(BK_EXIT_FAILURE);
+}
+
+void *
+bk_cli_alloc(size_t size)
+{
+	void *block = malloc(size ? size : 1);
+
+	if (block == NULL)
+		out_of_memory(size);
+	return block;
+}
+
+void *
+bk_cli_alloc_zero(size_t count, size_t size)
+{
+	void *block = calloc(count ? count : 1, size ? size : 1);
+
+	if (block == NULL)
+		out_of_memory(count * size);
+	return block;
+}
+
+char *
+bk_cli_strdup(const char *text)
+{
+	size_t len = strlen(text) + 1;
+	char *copy = bk_cli_alloc(len);
+
+	memcpy(copy, text, len);
+	return copy;
+}
+
+void
+bk_cli_alloc_init(void)
+{
+	json_set_alloc_funcs(bk_cli_alloc, free);
 }

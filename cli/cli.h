@@ -81,6 +81,18 @@ extern void bk_cli_topic_policy(const BkCliConfig *config,
 extern int bk_cli_report_error(const char *program, const BkError *err);
 extern int bk_cli_exit_code(BkErrorCode code);
 
+/*
+ * Memory for the bk tool: out of memory ends the command with a message
+ * naming the size asked for (exit BK_EXIT_FAILURE) instead of crashing
+ * later on a NULL.  bk_cli_alloc_init makes jansson allocate through it
+ * too, so building --json output cannot silently drop a field.  Not for
+ * libraries or the shipper, which report BK_ERR_NOMEM and carry on.
+ */
+extern void bk_cli_alloc_init(void);
+extern void *bk_cli_alloc(size_t size);
+extern void *bk_cli_alloc_zero(size_t count, size_t size);
+extern char *bk_cli_strdup(const char *text);
+
 /* Print a usage error ("bk init: unknown option ...") and return BK_EXIT_USAGE. */
 extern int bk_cli_usage_error(const char *program, const char *fmt, ...)
 	BK_PRINTF(2, 3);

@@ -110,9 +110,8 @@ bk_command_open(BkCommandContext *ctx, const char *program,
 	if (!bk_source_id_valid(only_source, strlen(only_source)))
 		return bk_error_set(err, BK_ERR_USAGE, "invalid source id \"%s\"",
 							only_source);
-	ctx->sources = calloc(1, sizeof(char *));
-	if (ctx->sources == NULL || (ctx->sources[0] = strdup(only_source)) == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	ctx->sources = bk_cli_alloc_zero(1, sizeof(char *));
+	ctx->sources[0] = bk_cli_strdup(only_source);
 	ctx->source_count = 1;
 	return true;
 }

@@ -114,7 +114,13 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 	if (!anchored)
 		goto keep_all;
 
-	/* Young and unfinished: in progress.  Newer than every kept: left. */
+	/*
+	 * Newer than the oldest kept snapshot: left alone.  A source takes one
+	 * snapshot at a time, so an unfinished snapshot that is still arriving
+	 * is newer than every finished one; an unfinished one older than the
+	 * oldest kept was abandoned.  Ids sort by start time, so this needs no
+	 * clock, neither the store's nor ours.
+	 */
 	for (int snapIdx = 0; snapIdx < count; snapIdx++)
 		if (verdicts[snapIdx] == BK_VERDICT_KEEP &&
 			(oldest_kept == NULL ||
@@ -126,11 +132,9 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 
 		if (verdicts[snapIdx] == BK_VERDICT_KEEP)
 			continue;
-		if (!snapshot->restorable &&
-			now_ms - snapshot->newest_ms < BK_IN_PROGRESS_MS)
-			verdicts[snapIdx] = BK_VERDICT_IN_PROGRESS;
-		else if (strcmp(snapshot->id, oldest_kept) > 0)
-			verdicts[snapIdx] = BK_VERDICT_NEWER;
+		if (strcmp(snapshot->id, oldest_kept) > 0)
+			verdicts[snapIdx] = snapshot->restorable ? BK_VERDICT_NEWER
+													 : BK_VERDICT_IN_PROGRESS;
 	}
 	return true;
 
@@ -149,8 +153,8 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 		case BK_VERDICT_KEEP:
 			return "kept: retention";
 		case BK_VERDICT_IN_PROGRESS:
-			return "kept: in progress (incomplete, newest file less than a "
-				   "day old)";
+			return "kept: in progress, or abandoned (incomplete, newer than "
+				   "the oldest kept snapshot)";
 		case BK_VERDICT_NEWER:
 			return "kept: newer than the oldest kept snapshot";
 		case BK_VERDICT_EXPIRE:

@@ -9,12 +9,13 @@
  *						one ending before it, and their parents
  *
  * Only snapshots older than the oldest kept one are removed, so a snapshot
- * that is broken or still arriving but recent stays for inspection; and a
- * snapshot that is not restorable and whose newest object is younger than
- * a day is in progress (shippers archive a snapshot's objects in any
- * order, the record possibly first), never touched.  With no restorable
- * snapshot to anchor it, nothing is removed.  What the engine removes of
- * its log (WAL, binlog) follows from the snapshots kept.
+ * that is still arriving (shippers archive a snapshot's objects in any
+ * order, the record possibly first) or broken but recent stays.  A source
+ * takes one snapshot at a time, so one in progress is newer than every
+ * finished one; the decision rests on that order (ids sort by start time),
+ * never on a clock or on when the store wrote an object.  With no
+ * restorable snapshot to anchor it, nothing is removed.  What the engine
+ * removes of its log (WAL, binlog) follows from the snapshots kept.
  */
 #ifndef BK_RETENTION_H
 #define BK_RETENTION_H
@@ -24,15 +25,12 @@
 
 #include "engine.h"
 
-/* A snapshot not restorable whose newest object is younger: in progress. */
-#define BK_IN_PROGRESS_MS ((int64_t) 24 * 3600 * 1000)
-
 typedef enum BkVerdict
 {
 	BK_VERDICT_EXPIRE = 0,
 	BK_VERDICT_KEEP,
-	BK_VERDICT_IN_PROGRESS,
-	BK_VERDICT_NEWER /* not needed, but newer than the oldest kept one */
+	BK_VERDICT_IN_PROGRESS, /* not restorable, newer than the oldest kept */
+	BK_VERDICT_NEWER        /* restorable, not needed, but newer likewise */
 } BkVerdict;
 
 /* What the decision needs to know of a snapshot, whatever the engine. */
@@ -44,7 +42,6 @@ typedef struct BkRetentionSnapshot
 	bool restorable;
 	int64_t stop_us;     /* when it ended, or BK_TIME_UNKNOWN */
 	uint64_t stop_order; /* where it ended in the log: orders by end */
-	int64_t newest_ms;   /* newest commit of any of its objects */
 } BkRetentionSnapshot;
 
 /*

@@ -376,6 +376,18 @@ bk_format_time_utc(int64_t wall_ms, char *out, size_t out_len)
 			 tm.tm_min, tm.tm_sec, (int) (wall_ms % 1000));
 }
 
+bool
+bk_parse_u64(const char *text, uint64_t *value)
+{
+	char *end;
+
+	if (text[0] < '0' || text[0] > '9')
+		return false;
+	errno = 0;
+	*value = strtoull(text, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
 void
 bk_strlcpy(char *dst, const char *src, size_t size)
 {

@@ -114,6 +114,9 @@ extern int64_t bk_wall_ms(void);
 /* Format a wall-clock time in ms as ISO 8601 UTC ("2026-11-24T03:22:01.123Z"). */
 extern void bk_format_time_utc(int64_t wall_ms, char *out, size_t out_len);
 
+/* A decimal number: digits only, no sign or blank, no overflow. */
+extern bool bk_parse_u64(const char *text, uint64_t *value);
+
 /* Copy with truncation, always NUL-terminated. */
 extern void bk_strlcpy(char *dst, const char *src, size_t size);
 

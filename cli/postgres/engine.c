@@ -3,7 +3,7 @@
  *		The PostgreSQL engine (engine.h): a source whose archive holds WAL
  *		or PostgreSQL snapshots.
  */
-#include "postgres.h"
+#include "pg_engine.h"
 
 static bool
 stop_at_first(void *arg, const BkRepoEntry *entry, BkError *err)

@@ -25,7 +25,7 @@
 
 #include "bk_util.h"
 #include "cli.h"
-#include "postgres.h"
+#include "pg_engine.h"
 #include "retention.h"
 #include "snapshot_catalog.h"
 
@@ -119,9 +119,8 @@ needed_after_guard(const Expire *ex, BkRepoArea area, const char *name,
 
 	if (guard_us == BK_TIME_UNKNOWN)
 		return false;
-	object = malloc(sizeof(*object));
-	if (object != NULL &&
-		bk_repo_object_identity(ex->repo, area, ex->source, BK_KIND_WAL, name,
+	object = bk_cli_alloc(sizeof(*object));
+	if (bk_repo_object_identity(ex->repo, area, ex->source, BK_KIND_WAL, name,
 								&identity, object, &err) &&
 		bk_meta_get(object->meta, object->meta_len, "created", created,
 					sizeof(created)) &&
@@ -204,10 +203,10 @@ remove_snapshot(Expire *ex, const BkSnapshot *snapshot, BkError *err)
 static bool
 build_view(Expire *ex, BkError *err)
 {
-	ex->view = calloc((size_t) ex->catalog.count + 1, sizeof(*ex->view));
-	ex->verdicts = calloc((size_t) ex->catalog.count + 1, sizeof(BkVerdict));
-	if (ex->view == NULL || ex->verdicts == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	ex->view =
+		bk_cli_alloc_zero((size_t) ex->catalog.count + 1, sizeof(*ex->view));
+	ex->verdicts =
+		bk_cli_alloc_zero((size_t) ex->catalog.count + 1, sizeof(BkVerdict));
 	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
 	{
 		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
@@ -219,7 +218,6 @@ build_view(Expire *ex, BkError *err)
 			.restorable = snapshot->restorable,
 			.stop_us = snapshot->stop_us,
 			.stop_order = snapshot->stop_lsn,
-			.newest_ms = snapshot->newest_mtime_ms,
 		};
 	}
 	return true;

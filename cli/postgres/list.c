@@ -21,7 +21,7 @@
 
 #include "bk_timeline.h"
 #include "bk_util.h"
-#include "postgres.h"
+#include "pg_engine.h"
 #include "snapshot_catalog.h"
 
 static json_t *

@@ -114,25 +114,14 @@ enum
 
 /* ------------------------------------------------------------ options */
 
+/* Remember the target option; false if one was given already. */
 static bool
-parse_u64(const char *text, uint64_t *value)
+set_target(Restore *r, BkPgTargetType type, const char *text)
 {
-	char *end;
-
-	if (text == NULL || text[0] < '0' || text[0] > '9')
+	if (r->target_option != NULL)
 		return false;
-	errno = 0;
-	*value = strtoull(text, &end, 10);
-	return errno == 0 && *end == '\0';
-}
-
-static bool
-set_target(Restore *r, TargetType type, const char *text)
-{
-	if (r->target != TARGET_NONE)
-		return false;
-	r->target = type;
-	r->target_text = text;
+	r->target_option = text;
+	r->target.type = type;
 	return true;
 }
 
@@ -175,24 +164,19 @@ parse_options(Restore *r, int argc, char **argv)
 				r->pgdata_arg = optarg;
 				break;
 			case OPT_TARGET_TIME:
-				two_targets |= !set_target(r, TARGET_TIME, optarg);
+				two_targets |= !set_target(r, BK_PG_TARGET_TIME, optarg);
 				break;
 			case OPT_TARGET_LSN:
-				two_targets |= !set_target(r, TARGET_LSN, optarg);
+				two_targets |= !set_target(r, BK_PG_TARGET_LSN, optarg);
 				break;
 			case OPT_TARGET_XID:
-				two_targets |= !set_target(r, TARGET_XID, optarg);
+				two_targets |= !set_target(r, BK_PG_TARGET_XID, optarg);
 				break;
 			case OPT_TARGET_NAME:
-				two_targets |= !set_target(r, TARGET_NAME, optarg);
+				two_targets |= !set_target(r, BK_PG_TARGET_NAME, optarg);
 				break;
 			case OPT_TARGET:
-				if (strcmp(optarg, "immediate") != 0)
-					return bk_cli_usage_error(program,
-											  "--target accepts only "
-											  "\"immediate\", not \"%s\"",
-											  optarg);
-				two_targets |= !set_target(r, TARGET_IMMEDIATE, optarg);
+				two_targets |= !set_target(r, BK_PG_TARGET_IMMEDIATE, optarg);
 				break;
 			case OPT_SNAPSHOT:
 				r->snapshot_id = optarg;
@@ -200,7 +184,7 @@ parse_options(Restore *r, int argc, char **argv)
 			case OPT_TARGET_TIMELINE:
 				if (strcmp(optarg, "latest") != 0 &&
 					strcmp(optarg, "current") != 0 &&
-					(!parse_u64(optarg, &number) || number == 0 ||
+					(!bk_parse_u64(optarg, &number) || number == 0 ||
 					 number > UINT32_MAX))
 					return bk_cli_usage_error(
 						program,
@@ -232,7 +216,7 @@ parse_options(Restore *r, int argc, char **argv)
 				r->archive = true;
 				break;
 			case OPT_JOBS:
-				if (!parse_u64(optarg, &number) || number < 1 ||
+				if (!bk_parse_u64(optarg, &number) || number < 1 ||
 					number > JOBS_MAX)
 					return bk_cli_usage_error(
 						program, "--jobs must be from 1 to %d, not \"%s\"",
@@ -243,7 +227,7 @@ parse_options(Restore *r, int argc, char **argv)
 				r->owner = optarg;
 				break;
 			case OPT_PREFETCH:
-				if (!parse_u64(optarg, &number) || number > 1000)
+				if (!bk_parse_u64(optarg, &number) || number > 1000)
 					return bk_cli_usage_error(
 						program,
 						"--prefetch must be from 0 to 1000, not \"%s\"",
@@ -271,52 +255,13 @@ parse_options(Restore *r, int argc, char **argv)
 	if (!bk_source_id_valid(r->source, strlen(r->source)))
 		return bk_cli_usage_error(program, "invalid source id \"%s\"",
 								  r->source);
-	switch (r->target)
+	if (r->target_option != NULL)
 	{
-		case TARGET_TIME:
-			if (!bk_parse_timestamp(r->target_text, &r->target_us))
-				return bk_cli_usage_error(
-					program,
-					"--target-time \"%s\" is not a timestamp such as "
-					"\"2026-11-24 05:12:00+00\"",
-					r->target_text);
-			{
-				/* Written with an explicit zone, so that PostgreSQL reads the
-				 * moment bk chose the snapshot for, whatever its TimeZone. */
-				time_t seconds = (time_t) (r->target_us / 1000000);
-				struct tm tm;
+		BkError err;
 
-				gmtime_r(&seconds, &tm);
-				snprintf(r->target_time, sizeof(r->target_time),
-						 "%04d-%02d-%02d %02d:%02d:%02d.%06d+00",
-						 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-						 tm.tm_hour, tm.tm_min, tm.tm_sec,
-						 (int) (r->target_us % 1000000));
-			}
-			break;
-		case TARGET_LSN:
-			if (!bk_parse_lsn(r->target_text, &r->target_lsn))
-				return bk_cli_usage_error(
-					program,
-					"--target-lsn \"%s\" is not an LSN such as 0/5000028",
-					r->target_text);
-			break;
-		case TARGET_XID:
-			if (!parse_u64(r->target_text, &r->target_xid) ||
-				(uint32_t) r->target_xid < 3)
-				return bk_cli_usage_error(
-					program, "--target-xid \"%s\" is not a transaction id",
-					r->target_text);
-			break;
-		case TARGET_NAME:
-			if (r->target_text[0] == '\0' || strlen(r->target_text) >= 64)
-				return bk_cli_usage_error(
-					program,
-					"--target-name must be a restore point name of 1 to 63 "
-					"bytes");
-			break;
-		default:
-			break;
+		if (!bk_pg_target_parse(&r->target, r->target.type, r->target_option,
+								&err))
+			return bk_cli_usage_error(program, "%s", err.message);
 	}
 	if (r->target_timeline == NULL)
 		r->target_timeline = "latest";
@@ -326,14 +271,12 @@ parse_options(Restore *r, int argc, char **argv)
 int
 bk_cmd_restore(int argc, char **argv)
 {
-	Restore *r = calloc(1, sizeof(*r));
+	Restore *r = bk_cli_alloc_zero(1, sizeof(*r));
 	BkError err;
 	uint64_t removed = 0;
 	int status;
 	bool started_writing = false;
 
-	if (r == NULL)
-		return BK_EXIT_FAILURE;
 	bk_error_clear(&err);
 	r->program = argv[0];
 	r->jobs = JOBS_DEFAULT;

@@ -30,8 +30,7 @@
 #include "repo.h"
 #include "snapshot_catalog.h"
 #include "snapshot_data.h"
-
-#include "snapshot_data.h"
+#include "target.h"
 
 #define JOBS_DEFAULT        2
 #define PREFETCH_DEFAULT    4 /* segments bk wal-get decrypts ahead */
@@ -42,16 +41,6 @@
 #define OWNER_DEFAULT       "postgres"
 #define TABLESPACE_MAPS_MAX 64
 #define RESTORE_PATH_MAX    PATH_MAX
-
-typedef enum TargetType
-{
-	TARGET_NONE,
-	TARGET_TIME,
-	TARGET_LSN,
-	TARGET_XID,
-	TARGET_NAME,
-	TARGET_IMMEDIATE
-} TargetType;
 
 typedef struct TablespaceMapping
 {
@@ -81,12 +70,8 @@ typedef struct Restore
 	const char *source;
 	const char *pgdata_arg;
 	const char *snapshot_id;
-	TargetType target;
-	const char *target_text;
-	int64_t target_us;
-	char target_time[64]; /* normalised, with an explicit zone */
-	uint64_t target_lsn;
-	uint64_t target_xid;
+	const char *target_option; /* the target's text, once given */
+	BkPgTarget target;
 	const char *target_timeline;
 	TablespaceMapping maps[TABLESPACE_MAPS_MAX];
 	int map_count;

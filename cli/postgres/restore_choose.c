@@ -33,32 +33,6 @@
 
 /* ---------------------------------------------------- choosing a snapshot */
 
-static int
-restorable_by_stop_cmp(const void *a, const void *b)
-{
-	const BkSnapshot *x = *(const BkSnapshot *const *) a;
-	const BkSnapshot *y = *(const BkSnapshot *const *) b;
-
-	if (x->stop_lsn != y->stop_lsn)
-		return x->stop_lsn < y->stop_lsn ? -1 : 1;
-	return strcmp(x->id, y->id);
-}
-
-static bool
-fits_target(const Restore *r, const BkSnapshot *snapshot)
-{
-	switch (r->target)
-	{
-		case TARGET_TIME:
-			return snapshot->stop_us != BK_TIME_UNKNOWN &&
-				   snapshot->stop_us <= r->target_us;
-		case TARGET_LSN:
-			return snapshot->stop_lsn <= r->target_lsn;
-		default:
-			return true;
-	}
-}
-
 /* The directory pg_waldump lives in, for the snapshot's major version. */
 static void
 find_pg_waldump(char *out, size_t out_len)
@@ -125,9 +99,9 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 	argv[argc++] = start;
 	argv[argc++] = "--end";
 	argv[argc++] = end;
-	if (r->target == TARGET_XID)
+	if (r->target.type == BK_PG_TARGET_XID)
 	{
-		snprintf(xid, sizeof(xid), "%" PRIu32, (uint32_t) r->target_xid);
+		snprintf(xid, sizeof(xid), "%" PRIu32, (uint32_t) r->target.xid);
 		argv[argc++] = "--rmgr=Transaction";
 		argv[argc++] = "--xid";
 		argv[argc++] = xid;
@@ -137,7 +111,7 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 	{
 		argv[argc++] = "--rmgr=XLOG";
 		snprintf(wanted, sizeof(wanted), "desc: RESTORE_POINT %s",
-				 r->target_text);
+				 r->target.text);
 	}
 	argv[argc] = NULL;
 	if (pipe(pipe_fds) != 0)
@@ -172,14 +146,14 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 			sscanf(lsn_text + 5, "%31[0-9A-Fa-f/]", lsn_buf) != 1 ||
 			!bk_parse_lsn(lsn_buf, &lsn) || lsn < match_from || lsn >= match_to)
 			continue;
-		if (r->target == TARGET_XID)
+		if (r->target.type == BK_PG_TARGET_XID)
 		{
 			/* "tx:        748, lsn: ..., desc: COMMIT ..." */
 			const char *tx = strstr(line, "tx:");
 			unsigned long long line_xid;
 
 			if (tx == NULL || sscanf(tx + 3, "%llu", &line_xid) != 1 ||
-				line_xid != (uint32_t) r->target_xid ||
+				line_xid != (uint32_t) r->target.xid ||
 				(strstr(line, "desc: COMMIT") == NULL &&
 				 strstr(line, "desc: ABORT") == NULL))
 				continue;
@@ -300,9 +274,9 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 				"%s: searching the archived WAL for %s \"%s\" with "
 				"pg_waldump\n",
 				r->program,
-				r->target == TARGET_XID ? "the commit of transaction"
-										: "the restore point",
-				r->target_text);
+				r->target.type == BK_PG_TARGET_XID ? "the commit of transaction"
+												   : "the restore point",
+				r->target.text);
 	for (int windowIdx = count - 1; windowIdx >= 0 && !found; windowIdx--)
 	{
 		BkSnapshot *snapshot = restorable[windowIdx];
@@ -339,10 +313,10 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 		bk_error_set(err, BK_ERR_NOT_FOUND,
 					 "%s \"%s\" is not in the archived WAL of source \"%s\" "
 					 "after the oldest restorable snapshot (%s, stop %s)",
-					 r->target == TARGET_XID
+					 r->target.type == BK_PG_TARGET_XID
 						 ? "the commit or abort record of transaction"
 						 : "a restore point named",
-					 r->target_text, r->source, restorable[0]->id, oldest);
+					 r->target.text, r->source, restorable[0]->id, oldest);
 		return bk_error_hint(err, "Name the snapshot to restore from with "
 								  "--snapshot ID (\"bk list\" shows them); "
 								  "recovery then stops at the target if it "
@@ -354,90 +328,21 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 bool
 restore_choose_snapshot(Restore *r, BkError *err)
 {
-	BkSnapshotCatalog *catalog = &r->catalog;
 	BkSnapshot **restorable;
-	int count = 0;
+	int count;
+	bool ok;
 
-	if (catalog->count == 0)
-		return bk_error_set(err, BK_ERR_NOT_FOUND,
-							"the repository holds no snapshot of source \"%s\"",
-							r->source);
-	if (r->snapshot_id != NULL)
-	{
-		BkSnapshot *snapshot;
-
-		r->chosen = bk_snapshot_catalog_find(catalog, r->snapshot_id);
-		if (r->chosen < 0)
-			return bk_error_set(err, BK_ERR_NOT_FOUND,
-								"source \"%s\" has no snapshot \"%s\"",
-								r->source, r->snapshot_id);
-		snapshot = &catalog->snapshots[r->chosen];
-		if (!snapshot->restorable)
-			return bk_error_set(
-				err, BK_ERR_NOT_FOUND, "snapshot %s is not restorable: %s: %s",
-				snapshot->id, bk_snapshot_problem_name(snapshot->problem),
-				snapshot->reason);
-		if (!fits_target(r, snapshot))
-		{
-			bk_error_set(err, BK_ERR_NOT_FOUND,
-						 "snapshot %s ends (%s, %s) after the target %s: "
-						 "recovery from it cannot stop there",
-						 snapshot->id, snapshot->stop_time,
-						 r->target == TARGET_LSN ? "stop LSN" : "stop time",
-						 r->target_text);
-			return bk_error_hint(err, "Choose an older snapshot, or leave "
-									  "out --snapshot.");
-		}
+	if (!bk_pg_choose_snapshot(&r->catalog, r->source, &r->target,
+							   r->snapshot_id, &r->chosen, err))
+		return false;
+	if (r->chosen >= 0)
 		return true;
-	}
-
-	restorable = calloc((size_t) catalog->count, sizeof(*restorable));
-	if (restorable == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
-		if (catalog->snapshots[snapIdx].restorable)
-			restorable[count++] = &catalog->snapshots[snapIdx];
-	if (count == 0)
-	{
-		free(restorable);
-		bk_error_set(err, BK_ERR_NOT_FOUND,
-					 "source \"%s\" has %d snapshot%s, none of them "
-					 "restorable",
-					 r->source, catalog->count, catalog->count == 1 ? "" : "s");
-		return bk_error_hint(err, "\"bk list --source %s\" says why.",
-							 r->source);
-	}
-	qsort(restorable, (size_t) count, sizeof(*restorable),
-		  restorable_by_stop_cmp);
-	r->chosen = -1;
-	if (r->target == TARGET_XID || r->target == TARGET_NAME)
-	{
-		bool ok = locate_in_wal(r, restorable, count, err);
-
-		free(restorable);
-		return ok;
-	}
-	for (int snapIdx = count - 1; snapIdx >= 0; snapIdx--)
-		if (fits_target(r, restorable[snapIdx]))
-		{
-			r->chosen = (int) (restorable[snapIdx] - catalog->snapshots);
-			break;
-		}
-	if (r->chosen < 0)
-	{
-		char oldest_lsn[32];
-
-		bk_format_lsn(restorable[0]->stop_lsn, oldest_lsn, sizeof(oldest_lsn));
-		bk_error_set(err, BK_ERR_NOT_FOUND,
-					 "no restorable snapshot of source \"%s\" ends at or "
-					 "before the target %s; the oldest ends at %s (%s)",
-					 r->source, r->target_text, restorable[0]->stop_time,
-					 oldest_lsn);
-		bk_error_hint(err, "The archive cannot restore a moment before its "
-						   "oldest snapshot's stop point.");
-	}
+	/* An xid or a restore point name: the WAL says which snapshot. */
+	if (!bk_pg_restorable_by_stop(&r->catalog, &restorable, &count, err))
+		return false;
+	ok = locate_in_wal(r, restorable, count, err);
 	free(restorable);
-	return r->chosen >= 0;
+	return ok;
 }
 
 /* The "created" time of a WAL segment (when the source read it), or false. */
@@ -490,20 +395,20 @@ restore_check_wal_path(Restore *r, BkError *err)
 		to_timeline = snapshot->timeline;
 	else
 		to_timeline = (uint32_t) strtoul(r->target_timeline, NULL, 10);
-	switch (r->target)
+	switch (r->target.type)
 	{
-		case TARGET_LSN:
-			to_segno = bk_lsn_segno(r->target_lsn, wal->segment_size);
+		case BK_PG_TARGET_LSN:
+			to_segno = bk_lsn_segno(r->target.lsn, wal->segment_size);
 			break;
-		case TARGET_XID:
-		case TARGET_NAME:
+		case BK_PG_TARGET_XID:
+		case BK_PG_TARGET_NAME:
 			/* Found by pg_waldump; with --snapshot it was not searched for,
 			 * and only the snapshot's own WAL is known to be needed. */
 			to_segno = bk_lsn_segno(r->found_lsn ? r->found_lsn
 												 : snapshot->stop_lsn - 1,
 									wal->segment_size);
 			break;
-		case TARGET_IMMEDIATE:
+		case BK_PG_TARGET_IMMEDIATE:
 			to_segno = bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
 			to_timeline = snapshot->timeline;
 			break;
@@ -534,13 +439,13 @@ restore_check_wal_path(Restore *r, BkError *err)
 	 * source read the segment before the gap after the target time can that
 	 * be; otherwise the target lies beyond the gap.
 	 */
-	if (r->target == TARGET_TIME && path.first_missing_segno > 0)
+	if (r->target.type == BK_PG_TARGET_TIME && path.first_missing_segno > 0)
 	{
 		int64_t created_us;
 
 		if (segment_created_us(r, path.first_missing_timeline,
 							   path.first_missing_segno - 1, &created_us) &&
-			created_us > r->target_us)
+			created_us > r->target.time_us)
 		{
 			fprintf(stderr,
 					"%s: WARNING: WAL file %s is missing from the archive, "

@@ -246,28 +246,29 @@ restore_write_recovery_settings(Restore *r, BkError *err)
 	strcat(text, "# Recovery settings written by bk restore\n");
 	r->settings = json_object();
 	add_setting(r, text, size, "restore_command", r->restore_command);
-	switch (r->target)
+	switch (r->target.type)
 	{
-		case TARGET_TIME:
-			add_setting(r, text, size, "recovery_target_time", r->target_time);
+		case BK_PG_TARGET_TIME:
+			add_setting(r, text, size, "recovery_target_time",
+						r->target.time_text);
 			break;
-		case TARGET_LSN:
-			add_setting(r, text, size, "recovery_target_lsn", r->target_text);
+		case BK_PG_TARGET_LSN:
+			add_setting(r, text, size, "recovery_target_lsn", r->target.text);
 			break;
-		case TARGET_XID:
-			add_setting(r, text, size, "recovery_target_xid", r->target_text);
+		case BK_PG_TARGET_XID:
+			add_setting(r, text, size, "recovery_target_xid", r->target.text);
 			break;
-		case TARGET_NAME:
-			add_setting(r, text, size, "recovery_target_name", r->target_text);
+		case BK_PG_TARGET_NAME:
+			add_setting(r, text, size, "recovery_target_name", r->target.text);
 			break;
-		case TARGET_IMMEDIATE:
+		case BK_PG_TARGET_IMMEDIATE:
 			add_setting(r, text, size, "recovery_target", "immediate");
 			break;
-		case TARGET_NONE:
+		case BK_PG_TARGET_NONE:
 			break;
 	}
 	add_setting(r, text, size, "recovery_target_timeline", r->target_timeline);
-	if (r->target != TARGET_NONE)
+	if (r->target.type != BK_PG_TARGET_NONE)
 		add_setting(r, text, size, "recovery_target_action", "promote");
 	if (!r->archive)
 		add_setting(r, text, size, "archive_mode", "off");

@@ -35,19 +35,19 @@
 static const char *
 target_setting(const Restore *r)
 {
-	switch (r->target)
+	switch (r->target.type)
 	{
-		case TARGET_TIME:
+		case BK_PG_TARGET_TIME:
 			return "recovery_target_time";
-		case TARGET_LSN:
+		case BK_PG_TARGET_LSN:
 			return "recovery_target_lsn";
-		case TARGET_XID:
+		case BK_PG_TARGET_XID:
 			return "recovery_target_xid";
-		case TARGET_NAME:
+		case BK_PG_TARGET_NAME:
 			return "recovery_target_name";
-		case TARGET_IMMEDIATE:
+		case BK_PG_TARGET_IMMEDIATE:
 			return "recovery_target";
-		case TARGET_NONE:
+		case BK_PG_TARGET_NONE:
 			break;
 	}
 	return NULL;
@@ -63,7 +63,8 @@ restore_report(const Restore *r, uint64_t removed)
 	uint64_t mismatches = atomic_load(&r->hint_bit_mismatches);
 	char found[32] = "";
 
-	if (r->target == TARGET_XID || r->target == TARGET_NAME)
+	if (r->target.type == BK_PG_TARGET_XID ||
+		r->target.type == BK_PG_TARGET_NAME)
 		bk_format_lsn(r->found_lsn, found, sizeof(found));
 	if (r->common.json)
 	{
@@ -88,15 +89,16 @@ restore_report(const Restore *r, uint64_t removed)
 						  r->tablespaces[spcIdx].original, "location",
 						  r->tablespaces[spcIdx].location));
 		json_object_set_new(target, "type",
-							r->target == TARGET_NONE
+							r->target.type == BK_PG_TARGET_NONE
 								? json_string("end of archive")
 								: json_string(target_setting(r)));
-		json_object_set_new(target, "value",
-							r->target == TARGET_NONE
-								? json_null()
-								: json_string(r->target == TARGET_TIME
-												  ? r->target_time
-												  : r->target_text));
+		json_object_set_new(
+			target, "value",
+			r->target.type == BK_PG_TARGET_NONE
+				? json_null()
+				: json_string(r->target.type == BK_PG_TARGET_TIME
+								  ? r->target.time_text
+								  : r->target.text));
 		if (found[0] != '\0')
 			json_object_set_new(target, "found_at_lsn", json_string(found));
 		out = json_pack(
@@ -153,11 +155,12 @@ restore_report(const Restore *r, uint64_t removed)
 			   "without a new LSN were not sent\n",
 			   mismatches, mismatches == 1 ? "" : "s",
 			   mismatches == 1 ? "s" : "");
-	if (r->target == TARGET_NONE)
+	if (r->target.type == BK_PG_TARGET_NONE)
 		printf("  target: the end of the archived WAL\n");
 	else
 		printf("  target: %s = '%s'%s%s%s\n", target_setting(r),
-			   r->target == TARGET_TIME ? r->target_time : r->target_text,
+			   r->target.type == BK_PG_TARGET_TIME ? r->target.time_text
+												   : r->target.text,
 			   found[0] ? " (found at " : "", found, found[0] ? ")" : "");
 	printf("  restore_command = '%s'\n", r->restore_command);
 	printf("Start the server (as %s) to recover: pg_ctl -D %s start\n",
@@ -179,24 +182,24 @@ restore_warn_target_beyond_archive(const Restore *r)
 	int64_t newest_us;
 	char end[32];
 
-	if (r->target == TARGET_LSN && catalog->has_window &&
-		r->target_lsn >= catalog->window_end_lsn)
+	if (r->target.type == BK_PG_TARGET_LSN && catalog->has_window &&
+		r->target.lsn >= catalog->window_end_lsn)
 	{
 		bk_format_lsn(catalog->window_end_lsn, end, sizeof(end));
 		fprintf(stderr,
 				"%s: WARNING: the target LSN %s is beyond the archived WAL "
 				"(which ends at %s): recovery cannot reach it until the "
 				"source archives that far\n",
-				r->program, r->target_text, end);
+				r->program, r->target.text, end);
 	}
-	if (r->target == TARGET_TIME &&
+	if (r->target.type == BK_PG_TARGET_TIME &&
 		bk_parse_timestamp(catalog->wal.newest_created, &newest_us) &&
-		r->target_us > newest_us)
+		r->target.time_us > newest_us)
 		fprintf(stderr,
 				"%s: WARNING: the target time %s is after the newest "
 				"archived WAL (read by the source at %s): recovery cannot "
 				"reach it until the source archives a later segment\n",
-				r->program, r->target_time, catalog->wal.newest_created);
+				r->program, r->target.time_text, catalog->wal.newest_created);
 }
 
 /* Warn when the server will not be able to read what restore_command needs. */

@@ -76,8 +76,6 @@ take_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (entry->is_prefix)
 		return true;
 	snapshot->stored_bytes += entry->size;
-	if (entry->stored_ms > snapshot->newest_mtime_ms)
-		snapshot->newest_mtime_ms = entry->stored_ms;
 	if (strncmp(part, BK_SNAPSHOT_DATA "/", strlen(BK_SNAPSHOT_DATA) + 1) == 0)
 		snapshot->data_objects++;
 	else if (strcmp(part, BK_SNAPSHOT_RECORD) == 0)

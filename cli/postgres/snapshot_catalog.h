@@ -78,8 +78,7 @@ typedef struct BkSnapshot
 	bool has_label;
 	bool has_map;
 	bool has_manifest;
-	int64_t newest_mtime_ms; /* newest commit of any of its objects */
-	uint64_t stored_bytes;   /* bytes of its objects */
+	uint64_t stored_bytes; /* bytes of its objects */
 
 	/* Judgement. */
 	bool complete;

@@ -45,7 +45,8 @@
 #include "bk_keys.h"
 #include "bk_timeline.h"
 #include "bk_util.h"
-#include "postgres.h"
+#include "cli.h"
+#include "pg_engine.h"
 #include "repo.h"
 #include "snapshot_catalog.h"
 #include "snapshot_data.h"
@@ -272,14 +273,8 @@ check_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 	dot = strrchr(name, '.');
 	if (dot != NULL)
 		*dot = '\0';
-	first = calloc(1, sizeof(*first));
-	second = calloc(1, sizeof(*second));
-	if (first == NULL || second == NULL)
-	{
-		free(first);
-		free(second);
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	}
+	first = bk_cli_alloc_zero(1, sizeof(*first));
+	second = bk_cli_alloc_zero(1, sizeof(*second));
 	check_object(verifier, check->repo, BK_REPO_ARCHIVE, check->source, name,
 				 name, first);
 	check_object(verifier, check->repo, BK_REPO_CONFLICTS, check->source,
@@ -367,9 +362,7 @@ check_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 
 	if (entry->is_prefix)
 		return true;
-	tracker = malloc(sizeof(*tracker));
-	if (tracker == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	tracker = bk_cli_alloc(sizeof(*tracker));
 	check->objects++;
 	check->verifier->objects++;
 	if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
@@ -408,9 +401,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 			return; /* reported already: parent missing or unreadable */
 		chain_len++;
 	}
-	chain = calloc((size_t) chain_len, sizeof(*chain));
-	if (chain == NULL)
-		return;
+	chain = bk_cli_alloc_zero((size_t) chain_len, sizeof(*chain));
 	for (int link = index, slot = chain_len - 1; link >= 0;
 		 link = check->catalog->snapshots[link].parent_index, slot--)
 		chain[slot] = check->records[link];
@@ -529,11 +520,10 @@ report_snapshot_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 static void
 load_chain_records(SnapshotCheck *check, int index)
 {
-	bool *in_chain = calloc((size_t) check->catalog->count + 1, sizeof(bool));
+	bool *in_chain =
+		bk_cli_alloc_zero((size_t) check->catalog->count + 1, sizeof(bool));
 	int depth = 0;
 
-	if (in_chain == NULL)
-		return;
 	for (int link = index; link >= 0 && depth <= check->catalog->count;
 		 link = check->catalog->snapshots[link].parent_index, depth++)
 		in_chain[link] = true;
@@ -592,12 +582,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	if (!bk_snapshot_catalog_load(repo, source, verifier->decoder, &catalog,
 								  err))
 		return false;
-	check.records = calloc((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
-	if (check.records == NULL)
-	{
-		bk_snapshot_catalog_free(&catalog);
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	}
+	check.records =
+		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
 	if (verifier->ring != NULL && catalog.count > 0)
 	{
 		check.tmp_fd = open_scratch();
@@ -812,9 +798,7 @@ bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		.verifier = verifier, .repo = repo, .source = source};
 	bool ok;
 
-	check.report = calloc(1, sizeof(*check.report));
-	if (check.report == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	check.report = bk_cli_alloc_zero(1, sizeof(*check.report));
 	if (!bk_wal_catalog_load(repo, source, verifier->decoder, &catalog, err))
 	{
 		free(check.report);

@@ -107,8 +107,8 @@ typedef struct BkWalCatalog
 	uint64_t conflicts;
 	char system_identifier[32];               /* of the newest segment */
 	char newest_name[BK_OBJECT_NAME_MAX + 1]; /* newest segment */
-	int64_t newest_archived_ms;               /* its file's mtime */
-	char newest_created[64];                  /* its "created" metadata */
+	int64_t newest_archived_ms; /* when the store committed it: shown only */
+	char newest_created[64];    /* its "created" metadata */
 } BkWalCatalog;
 
 /*

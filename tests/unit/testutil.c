@@ -47,17 +47,26 @@ void
 test_encode(const BkKey *key, uint32_t chunk_size, const char *name,
 			const uint8_t *data, size_t size, FrameList *frames)
 {
-	BkError err;
-	BkEncoder *enc = bk_encoder_new(key, chunk_size, &err);
 	BkObjectInfo info = {.kind = BK_KIND_WAL,
 						 .source_id = "test-source",
 						 .name = name,
 						 .meta = "lsn=0/1000000\ntimeline=1",
 						 .size = size};
+
+	test_encode_object(key, chunk_size, &info, data, frames);
+}
+
+void
+test_encode_object(const BkKey *key, uint32_t chunk_size,
+				   const BkObjectInfo *info, const uint8_t *data,
+				   FrameList *frames)
+{
+	BkError err;
+	BkEncoder *enc = bk_encoder_new(key, chunk_size, &err);
 	size_t offset = 0;
 
 	assert_non_null(enc);
-	assert_true(bk_encoder_begin(enc, &info, &err));
+	assert_true(bk_encoder_begin(enc, info, &err));
 	frames->count = (int) bk_encoder_chunk_count(enc);
 	frames->data = calloc((size_t) frames->count, sizeof(uint8_t *));
 	frames->len = calloc((size_t) frames->count, sizeof(size_t));
@@ -75,7 +84,7 @@ test_encode(const BkKey *key, uint32_t chunk_size, const char *name,
 		offset += chunk_len;
 	}
 	assert_true(bk_encoder_done(enc));
-	assert_int_equal(offset, size);
+	assert_int_equal(offset, info->size);
 	bk_encoder_free(enc);
 }
 

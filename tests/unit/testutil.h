@@ -34,6 +34,11 @@ extern void test_fill(uint8_t *buf, size_t len, uint64_t seed,
 /* Encode an object into a list of frame copies; asserts success. */
 extern void test_encode(const BkKey *key, uint32_t chunk_size, const char *name,
 						const uint8_t *data, size_t size, FrameList *frames);
+
+/* The same for any object: its kind, source and metadata. */
+extern void test_encode_object(const BkKey *key, uint32_t chunk_size,
+							   const BkObjectInfo *info, const uint8_t *data,
+							   FrameList *frames);
 extern void test_frames_free(FrameList *frames);
 
 /*

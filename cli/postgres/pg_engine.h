@@ -1,5 +1,5 @@
 /*
- * postgres.h
+ * pg_engine.h
  *		The PostgreSQL engine of the bk tool: what its engine-neutral
  *		commands call (engine.h), and its own commands.
  *
@@ -8,13 +8,15 @@
  *	 wal_catalog.c       archived WAL per timeline, branch points, gaps
  *	 snapshot_catalog.c  snapshots, their chains, restorability, window
  *	 snapshot_data.c     snapshot records and rebuilding their files
- *	 list.c, verify.c, expire.c
+ *	 target.c            recovery targets and the snapshot that serves one
+ *	 engine.c, list.c, verify.c, expire.c
  *	                     bk list, bk verify, bk expire for PostgreSQL
  *	 cmd_wal_get.c       bk wal-get, PostgreSQL's restore_command
- *	 cmd_restore.c       bk restore of a PostgreSQL data directory
+ *	 restore*.c          bk restore of a PostgreSQL data directory
+ *						 (restore.h says which file does what)
  */
-#ifndef BK_POSTGRES_H
-#define BK_POSTGRES_H
+#ifndef BK_PG_ENGINE_H
+#define BK_PG_ENGINE_H
 
 #include "engine.h"
 
@@ -28,4 +30,4 @@ extern bool bk_pg_verify(BkVerifier *verifier, const BkRepo *repo,
 extern int bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 						const BkRetention *policy, BkError *err);
 
-#endif /* BK_POSTGRES_H */
+#endif /* BK_PG_ENGINE_H */

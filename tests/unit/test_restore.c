@@ -1,0 +1,572 @@
+/*
+ * test_restore.c
+ *		The decisions of the restore side, without servers: timestamps as
+ *		DBAs write them, recovery targets, which snapshot serves a target,
+ *		what retention keeps, and which WAL segments a recovery needs and
+ *		misses (on a real repository directory, with real frames).
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bk_util.h"
+#include "repo.h"
+#include "retention.h"
+#include "target.h"
+#include "times.h"
+#include "wal_catalog.h"
+
+#define SOURCE   "test-source"
+#define SEG_SIZE 16777216u
+
+/* ------------------------------------------------------------ timestamps */
+
+static void
+test_timestamps(void **state)
+{
+	int64_t us;
+	int64_t utc;
+	char text[BK_TIMESTAMP_TEXT_SIZE];
+
+	/* The same moment, as ISO 8601 and as PostgreSQL writes it. */
+	assert_true(bk_parse_timestamp("2026-11-24T05:12:00Z", &utc));
+	assert_true(utc == 1795497120LL * 1000000);
+	assert_true(bk_parse_timestamp("2026-11-24 05:12:00+00", &us));
+	assert_true(us == utc);
+	assert_true(bk_parse_timestamp("2026-11-24 05:12:00 UTC", &us));
+	assert_true(us == utc);
+	assert_true(bk_parse_timestamp("2026-11-24 06:42:00+01:30", &us));
+	assert_true(us == utc);
+	assert_true(bk_parse_timestamp("2026-11-23 21:12:00-0800", &us));
+	assert_true(us == utc);
+	assert_true(bk_parse_timestamp("2026-11-24 05:12:00.123456+00", &us));
+	assert_true(us == utc + 123456);
+	assert_true(bk_parse_timestamp("2026-11-24T05:12Z", &us));
+	assert_true(us == utc);
+	bk_format_timestamp(utc + 5, text, sizeof(text));
+	assert_string_equal(text, "2026-11-24T05:12:00.000005Z");
+
+	/* Without a zone: the local time of the restore host. */
+	setenv("TZ", "Asia/Kolkata", 1);
+	tzset();
+	assert_true(bk_parse_timestamp("2026-11-24 10:42:00", &us));
+	assert_true(us == utc);
+	setenv("TZ", "UTC", 1);
+	tzset();
+
+	/* What timestamptz input refuses. */
+	assert_false(bk_parse_timestamp("2026-02-29 00:00:00+00", &us));
+	assert_true(bk_parse_timestamp("2028-02-29 00:00:00+00", &us));
+	assert_false(bk_parse_timestamp("2026-13-01 00:00:00+00", &us));
+	assert_false(bk_parse_timestamp("2026-11-31 00:00:00+00", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 24:00:00+00", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00+16", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00+01:60", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00 CET", &us));
+	assert_false(bk_parse_timestamp("2026-11-24", &us));
+	assert_false(bk_parse_timestamp("yesterday", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00Z junk", &us));
+	assert_false(bk_parse_timestamp("", &us));
+}
+
+/* ------------------------------------------------------------ targets */
+
+static void
+test_target_parse(void **state)
+{
+	BkPgTarget target;
+	BkError err;
+
+	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
+								   "2026-11-24 06:12:00.5+01", &err));
+	/* Normalised to UTC with an explicit zone, whatever the server's. */
+	assert_string_equal(target.time_text, "2026-11-24 05:12:00.500000+00");
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
+									"2026-02-30 00:00:00", &err));
+	assert_error_contains(&err, "--target-time \"2026-02-30 00:00:00\" is "
+								"not a timestamp");
+
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "16/B374D848", &err));
+	assert_true(target.lsn == 0x16B374D848ull);
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "16", &err));
+	assert_error_contains(&err, "is not an LSN");
+
+	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_XID, "742", &err));
+	assert_true(target.xid == 742);
+	/* With its epoch, as pg_current_xact_id() shows it: the low 32 bits. */
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_XID, "4294967338", &err));
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_XID, "2", &err));
+	assert_false(
+		bk_pg_target_parse(&target, BK_PG_TARGET_XID, "4294967296", &err));
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_XID, "-5", &err));
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_XID, "12a", &err));
+	assert_error_contains(&err, "is not a transaction id");
+
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_NAME, "before-upgrade", &err));
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_NAME, "", &err));
+	assert_false(bk_pg_target_parse(
+		&target, BK_PG_TARGET_NAME,
+		"a-restore-point-name-that-is-longer-than-sixty-three-bytes-in-all",
+		&err));
+	assert_error_contains(&err, "1 to 63 bytes");
+
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_IMMEDIATE, "immediate", &err));
+	assert_false(
+		bk_pg_target_parse(&target, BK_PG_TARGET_IMMEDIATE, "now", &err));
+	assert_error_contains(&err, "accepts only \"immediate\"");
+}
+
+/* ------------------------------------------------------------ choosing */
+
+/* A catalog of snapshots ending at (LSN, time), oldest first. */
+static void
+make_catalog(BkSnapshotCatalog *catalog, int count, const uint64_t *stop_lsn,
+			 const bool *restorable)
+{
+	memset(catalog, 0, sizeof(*catalog));
+	catalog->count = count;
+	catalog->snapshots = calloc((size_t) count, sizeof(BkSnapshot));
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+	{
+		BkSnapshot *s = &catalog->snapshots[snapIdx];
+
+		snprintf(s->id, sizeof(s->id), "20261124T0%d0000Z-0000000%d", snapIdx,
+				 snapIdx);
+		strcpy(s->kind, "full");
+		s->stop_lsn = stop_lsn[snapIdx];
+		/* One hour apart, from 00:00 UTC. */
+		s->stop_us = (1795478400LL + 3600LL * snapIdx) * 1000000 + 1;
+		bk_format_timestamp(s->stop_us, s->stop_time, sizeof(s->stop_time));
+		s->parent_index = -1;
+		s->restorable = restorable[snapIdx];
+		if (!s->restorable)
+		{
+			s->problem = BK_SNAP_INCOMPLETE;
+			strcpy(s->reason, "no record");
+		}
+	}
+}
+
+static void
+test_choose_snapshot(void **state)
+{
+	const uint64_t stops[] = {0x1000000, 0x3000000, 0x5000000, 0x7000000};
+	const bool restorable[] = {true, true, false, true};
+	BkSnapshotCatalog catalog;
+	BkPgTarget target;
+	BkError err;
+	int chosen;
+
+	make_catalog(&catalog, 4, stops, restorable);
+
+	/* The end of the archive: the newest restorable one. */
+	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_NONE, NULL, &err));
+	assert_true(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_int_equal(chosen, 3);
+
+	/* An LSN: the newest that stops at or before it, skipping the broken. */
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "0/6000000", &err));
+	assert_true(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_int_equal(chosen, 1);
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "0/3000000", &err));
+	assert_true(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_int_equal(chosen, 1);
+
+	/* A time: 01:30 is served by the one that stopped just after 01:00. */
+	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
+								   "2026-11-24 01:30:00+00", &err));
+	assert_true(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_int_equal(chosen, 1);
+
+	/* Before the oldest stop point: nothing can, and bk says why. */
+	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
+								   "2026-11-24 00:00:00+00", &err));
+	assert_false(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "no restorable snapshot of source "
+								"\"test-source\" ends at or before");
+	assert_error_contains(&err, "the oldest ends at 2026-11-24T00:00:00");
+
+	/* A named one: it must restore, and stop before the target. */
+	assert_true(
+		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "0/4000000", &err));
+	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
+									   catalog.snapshots[2].id, &chosen, &err));
+	assert_error_contains(&err, "is not restorable: incomplete: no record");
+	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
+									   catalog.snapshots[3].id, &chosen, &err));
+	assert_error_contains(&err, "after the target 0/4000000");
+	assert_true(err.hint[0] != '\0');
+	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
+									  catalog.snapshots[0].id, &chosen, &err));
+	assert_int_equal(chosen, 0);
+	assert_false(bk_pg_choose_snapshot(
+		&catalog, SOURCE, &target, "20200101T000000Z-00000000", &chosen, &err));
+	assert_error_contains(&err, "has no snapshot");
+
+	/* An xid: the catalog cannot say, the WAL will. */
+	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_XID, "742", &err));
+	assert_true(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_int_equal(chosen, -1);
+
+	/* Nothing restorable at all. */
+	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+		catalog.snapshots[snapIdx].restorable = false;
+	assert_false(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_error_contains(&err, "has 4 snapshots, none of them restorable");
+	free(catalog.snapshots);
+	catalog.count = 0;
+	assert_false(
+		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_error_contains(&err, "holds no snapshot");
+}
+
+/* ------------------------------------------------------------ retention */
+
+typedef struct RetentionCase
+{
+	const char *id;
+	const char *kind;
+	int parent;
+	bool restorable;
+	int stop_hours_ago;
+} RetentionCase;
+
+#define NOW_MS (1795478400LL * 1000 + 30LL * 24 * 3600 * 1000)
+
+static void
+decide(const RetentionCase *cases, int count, const BkRetention *policy,
+	   BkVerdict *verdicts, bool anchored)
+{
+	BkRetentionSnapshot snapshots[16];
+
+	for (int caseIdx = 0; caseIdx < count; caseIdx++)
+		snapshots[caseIdx] = (BkRetentionSnapshot){
+			.id = cases[caseIdx].id,
+			.kind = cases[caseIdx].kind,
+			.parent_index = cases[caseIdx].parent,
+			.restorable = cases[caseIdx].restorable,
+			.stop_us =
+				(NOW_MS - cases[caseIdx].stop_hours_ago * 3600000LL) * 1000,
+			.stop_order = (uint64_t) (1000 - cases[caseIdx].stop_hours_ago),
+		};
+	assert_int_equal(
+		bk_retention_decide(snapshots, count, policy, NOW_MS, verdicts),
+		anchored);
+}
+
+static void
+test_retention(void **state)
+{
+	/* Ids sort by start time, oldest first. */
+	const RetentionCase cases[] = {
+		{"20261101T000000Z-a", "full", -1, true, 700}, /* 0 */
+		{"20261102T000000Z-b", "incr", 0, true, 680},  /* 1: on 0 */
+		{"20261103T000000Z-c", "full", -1, false, 0},  /* 2: abandoned */
+		{"20261110T000000Z-d", "full", -1, true, 480}, /* 3 */
+		{"20261111T000000Z-e", "diff", 3, true, 460},  /* 4: on 3 */
+		{"20261120T000000Z-f", "full", -1, true, 240}, /* 5 */
+		{"20261121T000000Z-g", "incr", 5, true, 220},  /* 6: on 5 */
+		{"20261130T000000Z-h", "full", -1, false, 0},  /* 7: arriving */
+	};
+	BkVerdict v[8];
+	BkRetention policy = {.retain_full = 2};
+
+	decide(cases, 8, &policy, v, true);
+	/* The two newest fulls and what builds on them. */
+	assert_int_equal(v[3], BK_VERDICT_KEEP);
+	assert_int_equal(v[4], BK_VERDICT_KEEP);
+	assert_int_equal(v[5], BK_VERDICT_KEEP);
+	assert_int_equal(v[6], BK_VERDICT_KEEP);
+	/* Older ones go, the abandoned one too; the one arriving stays. */
+	assert_int_equal(v[0], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[1], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[2], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[7], BK_VERDICT_IN_PROGRESS);
+	assert_non_null(
+		strstr(bk_retention_reason(&(BkRetentionSnapshot){0}, v[7], &policy),
+			   "in progress"));
+
+	/* One full: the diff on the older full goes with it. */
+	policy.retain_full = 1;
+	decide(cases, 8, &policy, v, true);
+	assert_int_equal(v[3], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[4], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[5], BK_VERDICT_KEEP);
+	assert_int_equal(v[6], BK_VERDICT_KEEP);
+
+	/*
+	 * 12 days (288 h): every snapshot ending inside the window (5, 6), the
+	 * newest ending before it (4) and its parent (3).
+	 */
+	policy = (BkRetention){.retain_days = 12};
+	decide(cases, 8, &policy, v, true);
+	assert_int_equal(v[6], BK_VERDICT_KEEP);
+	assert_int_equal(v[5], BK_VERDICT_KEEP);
+	assert_int_equal(v[4], BK_VERDICT_KEEP);
+	assert_int_equal(v[3], BK_VERDICT_KEEP);
+	assert_int_equal(v[1], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[0], BK_VERDICT_EXPIRE);
+	assert_int_equal(v[7], BK_VERDICT_IN_PROGRESS);
+
+	/* A restorable snapshot newer than the oldest kept is never removed. */
+	{
+		const RetentionCase newer[] = {
+			{"20261101T000000Z-a", "full", -1, true, 300},
+			{"20261102T000000Z-b", "diff", 0, true, 200},
+			{"20261103T000000Z-c", "full", -1, true, 100},
+		};
+		BkRetention full2 = {.retain_full = 2};
+
+		decide(newer, 3, &full2, v, true);
+		assert_int_equal(v[0], BK_VERDICT_KEEP);
+		assert_int_equal(v[1], BK_VERDICT_KEEP);
+		assert_int_equal(v[2], BK_VERDICT_KEEP);
+	}
+
+	/* Nothing restorable anchors the policy: nothing is removed. */
+	{
+		const RetentionCase broken[] = {
+			{"20261101T000000Z-a", "full", -1, false, 300},
+			{"20261102T000000Z-b", "full", -1, false, 200},
+		};
+
+		decide(broken, 2, &policy, v, false);
+		assert_int_equal(v[0], BK_VERDICT_KEEP);
+		assert_int_equal(v[1], BK_VERDICT_KEEP);
+	}
+}
+
+/* ------------------------------------------------------------ WAL */
+
+typedef struct WalFixture
+{
+	char *dir;
+	char location[512];
+	BkKey key;
+	BkKeyring ring;
+	BkRepo *repo;
+	int uploads;
+} WalFixture;
+
+static int
+wal_setup(void **state)
+{
+	WalFixture *f = calloc(1, sizeof(*f));
+	BkError err;
+
+	f->dir = test_mkdtemp();
+	snprintf(f->location, sizeof(f->location), "%s/repo", f->dir);
+	test_key(&f->key, &f->ring);
+	f->repo = bk_repo_open(f->location, true, &err);
+	assert_non_null(f->repo);
+	assert_true(bk_repo_spool_open(f->repo, "unit-restore", &err));
+	*state = f;
+	return 0;
+}
+
+static int
+wal_teardown(void **state)
+{
+	WalFixture *f = *state;
+
+	bk_repo_close(f->repo);
+	test_rmdir(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Archive a WAL object as the shipper would. */
+static void
+archive(WalFixture *f, const char *name, const char *meta)
+{
+	const char content[] = "not really WAL";
+	BkObjectInfo info = {.kind = BK_KIND_WAL,
+						 .source_id = SOURCE,
+						 .name = name,
+						 .meta = meta,
+						 .size = sizeof(content)};
+	FrameList frames;
+	BkRepoUpload *upload;
+	BkObjectIdentity identity = {0};
+	BkPutResult result;
+	BkFrame last;
+	char tag[32];
+	BkError err;
+
+	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info,
+					   (const uint8_t *) content, &frames);
+	snprintf(tag, sizeof(tag), "u%d", f->uploads++);
+	upload = bk_repo_upload_begin(f->repo, tag, &err);
+	assert_non_null(upload);
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
+										 frames.len[frameIdx], &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_frame_parse(frames.data[frames.count - 1],
+							   frames.len[frames.count - 1], &last, &err));
+	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
+	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, name, &identity, &result,
+									  &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+	test_frames_free(&frames);
+}
+
+static void
+archive_segment(WalFixture *f, uint32_t timeline, uint64_t segno)
+{
+	char name[32];
+	char meta[256];
+
+	bk_wal_segment_name(timeline, segno, SEG_SIZE, name);
+	snprintf(meta, sizeof(meta),
+			 "type=segment\ntimeline=%u\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 timeline, SEG_SIZE);
+	archive(f, name, meta);
+}
+
+static void
+archive_history(WalFixture *f, uint32_t timeline, const char *branch_points)
+{
+	char name[32];
+	char meta[256];
+
+	snprintf(name, sizeof(name), "%08X.history", timeline);
+	snprintf(meta, sizeof(meta),
+			 "type=history\ntimeline=%u\nbranch-points=%s\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 timeline, branch_points);
+	archive(f, name, meta);
+}
+
+static void
+test_wal_gap(void **state)
+{
+	WalFixture *f = *state;
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl;
+	BkWalPath path;
+	char why[256];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		if (segno != 3)
+			archive_segment(f, 1, segno);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(catalog.segment_size, SEG_SIZE);
+	assert_string_equal(catalog.newest_name, "000000010000000000000006");
+	tl = bk_wal_timeline(&catalog, 1);
+	assert_non_null(tl);
+	assert_int_equal(tl->segments, 5);
+	assert_int_equal(tl->gap_count, 1);
+	assert_int_equal(tl->first_gap_segno, 3);
+
+	/* A recovery from segment 1 to the end misses segment 3... */
+	bk_wal_path(&catalog, 1, 1, 1, BK_WAL_END, &path);
+	assert_true(path.reachable);
+	assert_int_equal(path.missing, 1);
+	assert_string_equal(path.first_missing, "000000010000000000000003");
+	assert_false(path.beyond_end);
+	/* ...one from segment 4 misses nothing; one to segment 9 goes past the
+	 * end, which is not a gap (the source may still send them). */
+	bk_wal_path(&catalog, 1, 4, 1, BK_WAL_END, &path);
+	assert_int_equal(path.missing, 0);
+	bk_wal_path(&catalog, 1, 4, 1, 9, &path);
+	assert_int_equal(path.missing, 0);
+	assert_true(path.beyond_end);
+	assert_int_equal(path.first_beyond_segno, 7);
+
+	/* What bk wal-get tells PostgreSQL: a hole is an error, the end is not. */
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 3, why, sizeof(why)));
+	assert_false(bk_wal_segment_is_hole(&catalog, 1, 7, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+}
+
+static void
+test_wal_timelines(void **state)
+{
+	WalFixture *f = *state;
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl1;
+	BkWalPath path;
+	char why[256];
+	BkError err;
+
+	/*
+	 * Timeline 2 branched off timeline 1 at 0/4800000, in segment 4: a
+	 * recovery on timeline 2 reads timeline 1's segments 1-3, then
+	 * timeline 2's from 4.  Timeline 1's segment 2 is missing, and its
+	 * newest archived segment is 3: segment 2 is a hole even though
+	 * timeline 1 "ends" near it.
+	 */
+	archive_segment(f, 1, 1);
+	archive_segment(f, 1, 3);
+	archive_history(f, 2, "1:0/4800000");
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 2, segno);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(bk_wal_latest_timeline(&catalog), 2);
+	tl1 = bk_wal_timeline(&catalog, 1);
+	assert_non_null(tl1);
+	assert_true(tl1->needed_until == 0x4800000);
+	assert_int_equal(tl1->needed_by, 2);
+	assert_true(bk_wal_timeline(&catalog, 2)->history_known);
+
+	bk_wal_path(&catalog, 1, 1, 2, BK_WAL_END, &path);
+	assert_true(path.reachable);
+	assert_int_equal(path.missing, 1);
+	assert_int_equal(path.first_missing_timeline, 1);
+	assert_string_equal(path.first_missing, "000000010000000000000002");
+	assert_int_equal(path.end_timeline, 2);
+	assert_true(path.end_segno == 6);
+
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 2, why, sizeof(why)));
+	/* Timeline 1 past the branch: never needed, so not a hole. */
+	assert_false(bk_wal_segment_is_hole(&catalog, 1, 5, why, sizeof(why)));
+
+	/* Timeline 3 is not known: not reachable from timeline 1's start. */
+	bk_wal_path(&catalog, 1, 1, 3, BK_WAL_END, &path);
+	assert_false(path.reachable);
+	bk_wal_catalog_free(&catalog);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timestamps),
+		cmocka_unit_test(test_target_parse),
+		cmocka_unit_test(test_choose_snapshot),
+		cmocka_unit_test(test_retention),
+		cmocka_unit_test_setup_teardown(test_wal_gap, wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_timelines, wal_setup,
+										wal_teardown),
+	};
+
+	setenv("TZ", "UTC", 1);
+	tzset();
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -57,15 +57,17 @@ bk_hex_decode(const char *hex, uint8_t *out, size_t len)
 	return true;
 }
 
-bool
-bk_write_all(int fd, const void *buf, size_t len, const char *path,
-			 BkError *err)
+/* write(2), or pwrite(2) at offset when offset is not -1, until done. */
+static bool
+write_loop(int fd, const void *buf, size_t len, int64_t offset,
+		   const char *path, BkError *err)
 {
-	const char *p = buf;
+	const uint8_t *p = buf;
 
 	while (len > 0)
 	{
-		ssize_t written = write(fd, p, len);
+		ssize_t written = offset < 0 ? write(fd, p, len)
+									 : pwrite(fd, p, len, (off_t) offset);
 
 		if (written < 0)
 		{
@@ -76,8 +78,24 @@ bk_write_all(int fd, const void *buf, size_t len, const char *path,
 		}
 		p += written;
 		len -= (size_t) written;
+		if (offset >= 0)
+			offset += written;
 	}
 	return true;
+}
+
+bool
+bk_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset,
+			  const char *path, BkError *err)
+{
+	return write_loop(fd, buf, len, (int64_t) offset, path, err);
+}
+
+bool
+bk_write_all(int fd, const void *buf, size_t len, const char *path,
+			 BkError *err)
+{
+	return write_loop(fd, buf, len, -1, path, err);
 }
 
 bool
@@ -233,20 +251,15 @@ bk_write_file_durable(const char *path, const void *data, size_t len,
 {
 	char tmp[4096];
 	char dir[4096];
-	char *slash;
+	const char *base = strrchr(path, '/');
 	int fd;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int) getpid()) >=
-		(int) sizeof(tmp))
+	/* A dot name: a crash leaves nothing a listing would take for data. */
+	bk_dir_of(path, dir, sizeof(dir));
+	base = base ? base + 1 : path;
+	if (snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", dir, base,
+				 (int) getpid()) >= (int) sizeof(tmp))
 		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
-	bk_strlcpy(dir, path, sizeof(dir));
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)

@@ -3,10 +3,10 @@
  *		Small helpers every part of bk needs: big-endian integers, hex,
  *		durable file writes, clocks.
  *
- * The durable write follows the rule every archiver lives by (style.md,
- * convention 3): write a temporary file, fsync it, rename it into place,
- * fsync the directory.  Until the directory is synced a crash may forget the
- * rename, so nothing may be reported as archived before that.
+ * The durable write follows the rule every archiver lives by: write a
+ * temporary file, fsync it, rename it into place, fsync the directory.  Until
+ * the directory is synced a crash may forget the rename, so nothing may be
+ * reported as archived before that.
  */
 #ifndef BK_UTIL_H
 #define BK_UTIL_H
@@ -66,6 +66,9 @@ extern void bk_hex_encode(const uint8_t *data, size_t len, char *out);
 extern bool bk_hex_decode(const char *hex, uint8_t *out, size_t len);
 
 /* write(2) until done, retrying EINTR and short writes. */
+/* The same at offset (pwrite). */
+extern bool bk_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset,
+						  const char *path, BkError *err);
 extern bool bk_write_all(int fd, const void *buf, size_t len, const char *path,
 						 BkError *err);
 
@@ -82,8 +85,8 @@ extern bool bk_mkdirs(const char *path, mode_t leaf_mode, bool durable,
 					  BkError *err);
 
 /*
- * Write a whole file durably: "<path>.tmp.<pid>", fsync, rename over path,
- * fsync the directory.  mode is applied with fchmod, not left to the umask.
+ * Write a whole file durably: "<dir>/.<name>.tmp.<pid>", fsync, rename over
+ * path, fsync the directory.  mode is applied with fchmod, not left to the umask.
  */
 extern bool bk_write_file_durable(const char *path, const void *data,
 								  size_t len, mode_t mode, BkError *err);

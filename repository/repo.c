@@ -659,6 +659,7 @@ typedef struct MemorySink
 {
 	uint8_t *data;
 	size_t len;
+	size_t cap;
 	size_t max_len;
 	const char *name;
 } MemorySink;
@@ -673,10 +674,19 @@ append_to_memory(void *arg, const uint8_t *data, size_t len, BkError *err)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"object \"%s\" holds more than %zu bytes",
 							memory->name, memory->max_len);
-	grown = realloc(memory->data, memory->len + len + 1);
-	if (grown == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	memory->data = grown;
+	if (memory->len + len + 1 > memory->cap)
+	{
+		/* Doubling: a record of a million files arrives in many chunks. */
+		size_t cap = memory->cap ? memory->cap : 4096;
+
+		while (cap < memory->len + len + 1)
+			cap *= 2;
+		grown = realloc(memory->data, cap);
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		memory->data = grown;
+		memory->cap = cap;
+	}
 	memcpy(memory->data + memory->len, data, len);
 	memory->len += len;
 	memory->data[memory->len] = '\0';

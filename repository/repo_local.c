@@ -37,9 +37,11 @@
 
 #include "bk_util.h"
 
-#define SPOOL_DIR  ".spool"
-#define LOCK_NAME  ".lock"
-#define LOCAL_PATH 4096
+#define SPOOL_DIR          ".spool"
+#define LOCK_NAME          ".lock"
+#define SPOOL_LOCK_TRIES   20
+#define SPOOL_LOCK_WAIT_US 100000
+#define LOCAL_PATH         4096
 
 typedef struct LocalState
 {
@@ -151,18 +153,27 @@ list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
 
 	if (dir == NULL)
 	{
-		if (errno == ENOENT || errno == ENOTDIR)
+		if (errno == ENOENT)
 			return true; /* nothing stored there */
 		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
 							dir_path, strerror(errno));
 	}
-	while (ok && (entry = readdir(dir)) != NULL)
+	/* A listing that skipped what it could not read would look complete. */
+	while (ok)
 	{
 		char path[LOCAL_PATH];
 		char name[LOCAL_PATH];
 		struct stat st;
 		BkRepoEntry item = {.name = name};
 
+		errno = 0;
+		if ((entry = readdir(dir)) == NULL)
+		{
+			if (errno != 0)
+				ok = bk_error_set(err, BK_ERR_IO, "could not read \"%s\": %s",
+								  dir_path, strerror(errno));
+			break;
+		}
 		/* Dot names are the backend's own (spools, temporary files). */
 		if (entry->d_name[0] == '.')
 			continue;
@@ -170,9 +181,19 @@ list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
 							  entry->d_name) >= sizeof(path) ||
 			(size_t) snprintf(name, sizeof(name), "%s%s", rel, entry->d_name) >=
 				sizeof(name))
-			continue;
+		{
+			ok = bk_error_set(err, BK_ERR_IO, "path too long: \"%s/%s\"",
+							  dir_path, entry->d_name);
+			break;
+		}
 		if (lstat(path, &st) != 0)
-			continue; /* removed meanwhile */
+		{
+			if (errno == ENOENT)
+				continue; /* removed meanwhile */
+			ok = bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+							  strerror(errno));
+			break;
+		}
 		if (S_ISDIR(st.st_mode))
 		{
 			if (recursive)
@@ -384,7 +405,18 @@ local_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
 	if (!key_path(repo, key, state->spool, sizeof(state->spool), err) ||
 		!make_dirs(state->spool, err))
 		return false;
-	state->spool_lock_fd = lock_spool(state->spool, err);
+	/*
+	 * Housekeeping by another shipper holds the lock for as long as it
+	 * takes to empty the spool; a shipper with the same id holds it for
+	 * good.  So a few tries before calling it a duplicate.
+	 */
+	for (int attempt = 0; attempt < SPOOL_LOCK_TRIES; attempt++)
+	{
+		state->spool_lock_fd = lock_spool(state->spool, err);
+		if (state->spool_lock_fd != -1)
+			break;
+		usleep(SPOOL_LOCK_WAIT_US);
+	}
 	if (state->spool_lock_fd == -2)
 		return false;
 	if (state->spool_lock_fd < 0)

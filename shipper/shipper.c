@@ -875,6 +875,24 @@ shipper_setup(Shipper *shipper, BkError *err)
 	if (shipper->repo == NULL ||
 		!bk_repo_spool_open(shipper->repo, shipper->instance_id, err))
 		return false;
+	{
+		BkError clean_err;
+		uint64_t removed = 0;
+
+		/* What shippers that are not running left half-written: their
+		 * offsets were never committed, so others archive it again. */
+		bk_error_clear(&clean_err);
+		if (!bk_repo_clean_uploads(shipper->repo, &removed, &clean_err))
+			shipper_log(LOG_WARNING,
+						"could not remove unfinished uploads of stopped "
+						"shippers: %s",
+						clean_err.message);
+		else if (removed > 0)
+			shipper_log(LOG_INFO,
+						"removed %" PRIu64 " unfinished upload%s of "
+						"shippers that are not running",
+						removed, removed == 1 ? "" : "s");
+	}
 
 	bk_cli_kafka_settings(shipper->config, &settings, "bk-shipper");
 	settings.log_fn = kafka_log;

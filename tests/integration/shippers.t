@@ -56,6 +56,9 @@ pgbench -T "$PGBENCH_SECONDS" -c 2 -j 2 -n >"$dir/pgbench.out" 2>&1 &
 pgbench_pid=$!
 snapshot="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'two shippers', wait => false)")"
 like "$snapshot" '^[0-9]{8}T[0-9]{6}Z-' "a snapshot starts under load: $snapshot"
+# A shipper that is gone for good left half an upload behind.
+mkdir -p "$repo/.spool/gone-$$"
+echo "half an object" >"$repo/.spool/gone-$$/stale-upload"
 rounds=0
 started_at=$SECONDS
 while kill -0 "$pgbench_pid" 2>/dev/null; do
@@ -78,6 +81,10 @@ ok $? "the first shipper is still running"
 unlike "$(cat "$dir/first.log")" 'ERROR|could not link|could not create spool' "and logged no error"
 ok "$(test -d "$repo/.spool/first-$$" && test -d "$repo/.spool/second-$$"; echo $?)" \
     "each shipper has a spool of its own under .spool/"
+ok "$(test ! -e "$repo/.spool/gone-$$/stale-upload"; echo $?)" \
+    "the upload a stopped shipper left was removed by a shipper starting"
+like "$(cat "$dir/second.log")" "removed 1 unfinished upload of shippers that are not running" \
+    "and it said so"
 
 # Everything archived: switch until the current segment is in the repository.
 archived_now() {

@@ -331,6 +331,19 @@ test_list_and_delete(void **state)
 							 "", false, collect, &seen, &err));
 	assert_int_equal(seen.objects + seen.prefixes, 0);
 
+	/* But what cannot be read is an error, never an empty listing. */
+	{
+		char path[700];
+
+		snprintf(path, sizeof(path), "%s/%s/binlog", f->location, SOURCE);
+		assert_true(bk_write_file_durable(path, "x", 1, 0644, &err));
+		assert_false(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE,
+								  BK_KIND_BINLOG, "", false, collect, &seen,
+								  &err));
+		assert_error_contains(&err, "Not a directory");
+		assert_int_equal(unlink(path), 0);
+	}
+
 	assert_true(bk_repo_sources(f->repo, &sources, &count, &err));
 	assert_int_equal(count, 1);
 	assert_string_equal(sources[0], SOURCE);

@@ -46,6 +46,40 @@ typedef struct ExpireOptions
 } ExpireOptions;
 
 static int
+expire_option(void *arg, int code, const char *value)
+{
+	ExpireOptions *ex = arg;
+
+	switch (code)
+	{
+		case OPT_SOURCE:
+			ex->source = value;
+			break;
+		case OPT_RETAIN_FULL:
+		case OPT_RETAIN_DAYS:
+		{
+			char *end;
+			long long number = strtoll(value, &end, 10);
+
+			if (end == value || *end != '\0' || number < 1 || number > 100000)
+				return bk_cli_usage_error(
+					ex->program, "%s must be a number from 1 to 100000",
+					code == OPT_RETAIN_FULL ? "--retain-full"
+											: "--retain-days");
+			if (code == OPT_RETAIN_FULL)
+				ex->policy.retain_full = number;
+			else
+				ex->policy.retain_days = number;
+			break;
+		}
+		case OPT_DRY_RUN:
+			ex->policy.dry_run = true;
+			break;
+	}
+	return BK_EXIT_OK;
+}
+
+static int
 parse_options(ExpireOptions *ex, int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -55,49 +89,11 @@ parse_options(ExpireOptions *ex, int argc, char **argv)
 		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
 		BK_COMMON_LONG_OPTIONS,
 		{NULL, 0, NULL, 0}};
-	int code;
+	int status = bk_command_parse(argc, argv, options, expire_help, &ex->common,
+								  expire_option, ex);
 
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
-	{
-		char *end;
-
-		switch (code)
-		{
-			case OPT_SOURCE:
-				ex->source = optarg;
-				break;
-			case OPT_RETAIN_FULL:
-			case OPT_RETAIN_DAYS:
-			{
-				long long value = strtoll(optarg, &end, 10);
-
-				if (end == optarg || *end != '\0' || value < 1 ||
-					value > 100000)
-					return bk_cli_usage_error(
-						ex->program, "%s must be a number from 1 to 100000",
-						code == OPT_RETAIN_FULL ? "--retain-full"
-												: "--retain-days");
-				if (code == OPT_RETAIN_FULL)
-					ex->policy.retain_full = value;
-				else
-					ex->policy.retain_days = value;
-				break;
-			}
-			case OPT_DRY_RUN:
-				ex->policy.dry_run = true;
-				break;
-			default:
-				if (!bk_common_option(&ex->common, code, optarg))
-					return bk_cli_bad_option(ex->program, argv[optind - 1]);
-		}
-	}
-	if (ex->common.help)
-		return -1;
-	if (optind < argc)
-		return bk_cli_usage_error(ex->program, "unexpected argument \"%s\"",
-								  argv[optind]);
+	if (status != BK_COMMAND_RUN)
+		return status;
 	if (ex->source == NULL ||
 		!bk_source_id_valid(ex->source, strlen(ex->source)))
 		return bk_cli_usage_error(ex->program, "--source S is required");
@@ -105,7 +101,7 @@ parse_options(ExpireOptions *ex, int argc, char **argv)
 		return bk_cli_usage_error(ex->program,
 								  "give exactly one of --retain-full and "
 								  "--retain-days");
-	return 0;
+	return BK_COMMAND_RUN;
 }
 
 int
@@ -119,15 +115,8 @@ bk_cmd_expire(int argc, char **argv)
 
 	bk_error_clear(&err);
 	status = parse_options(&ex, argc, argv);
-	if (status != 0)
-	{
-		if (status < 0)
-		{
-			fputs(expire_help, stdout);
-			status = BK_EXIT_OK;
-		}
+	if (status != BK_COMMAND_RUN)
 		return status;
-	}
 	ex.policy.json = ex.common.json;
 	if (!bk_command_open(&ctx, ex.program, &ex.common, ex.source, BK_KEY_NONE,
 						 &err) ||

@@ -57,6 +57,13 @@ log_to_stderr(void *arg, int level, const char *facility, const char *message)
 		fprintf(stderr, "bk init: kafka: %s: %s\n", facility, message);
 }
 
+static int
+init_option(void *arg, int code, const char *value)
+{
+	*(bool *) arg = true; /* --check, the only one */
+	return BK_EXIT_OK;
+}
+
 int
 bk_cmd_init(int argc, char **argv)
 {
@@ -74,26 +81,13 @@ bk_cmd_init(int argc, char **argv)
 	bool check_only = false;
 	bool ok;
 	BkError err;
-	int code;
+	int status;
 
 	bk_error_clear(&err);
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
-	{
-		if (code == 'c')
-			check_only = true;
-		else if (!bk_common_option(&common, code, optarg))
-			return bk_cli_bad_option(argv[0], argv[optind - 1]);
-	}
-	if (common.help)
-	{
-		fputs(init_help, stdout);
-		return BK_EXIT_OK;
-	}
-	if (optind < argc)
-		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
-								  argv[optind]);
+	status = bk_command_parse(argc, argv, options, init_help, &common,
+							  init_option, &check_only);
+	if (status != BK_COMMAND_RUN)
+		return status;
 
 	bk_cli_config_init(&config);
 	if (!bk_common_config(&common, &config, &err))

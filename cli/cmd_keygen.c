@@ -37,26 +37,13 @@ bk_cmd_keygen(int argc, char **argv)
 	char id_hex[BK_KEY_ID_HEX_LEN + 1];
 	BkError err;
 	BkKey key;
-	int code;
+	int status;
 
 	bk_error_clear(&err);
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "o:", options, NULL)) != -1)
-	{
-		if (code == 'o')
-			out = optarg;
-		else if (!bk_common_option(&common, code, optarg))
-			return bk_cli_bad_option(argv[0], argv[optind - 1]);
-	}
-	if (common.help)
-	{
-		fputs(keygen_help, stdout);
-		return BK_EXIT_OK;
-	}
-	if (optind < argc)
-		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
-								  argv[optind]);
+	status = bk_command_parse(argc, argv, options, keygen_help, &common,
+							  bk_option_store, &out);
+	if (status != BK_COMMAND_RUN)
+		return status;
 	if (out == NULL)
 		return bk_cli_usage_error(argv[0], "--out FILE is required");
 

@@ -29,37 +29,20 @@ static const char *list_help =
 int
 bk_cmd_list(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{"source", required_argument, NULL, 's'},
-		BK_COMMON_LONG_OPTIONS,
-		{NULL, 0, NULL, 0}};
 	BkCommonOptions common = {0};
 	const char *only_source = NULL;
 	BkCommandContext ctx = {0};
 	json_t *result = NULL;
 	int64_t now_ms = bk_wall_ms();
 	BkError err;
-	int status = BK_EXIT_OK;
-	int code;
+	int status;
 
 	bk_error_clear(&err);
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
-	{
-		if (code == 's')
-			only_source = optarg;
-		else if (!bk_common_option(&common, code, optarg))
-			return bk_cli_bad_option(argv[0], argv[optind - 1]);
-	}
-	if (common.help)
-	{
-		fputs(list_help, stdout);
-		return BK_EXIT_OK;
-	}
-	if (optind < argc)
-		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
-								  argv[optind]);
+	status = bk_command_parse(argc, argv, bk_source_options, list_help, &common,
+							  bk_option_store, &only_source);
+	if (status != BK_COMMAND_RUN)
+		return status;
+	status = BK_EXIT_OK;
 	/* The key only reads history files archived without branch points. */
 	if (!bk_command_open(&ctx, argv[0], &common, only_source, BK_KEY_OPTIONAL,
 						 &err))

@@ -114,10 +114,6 @@ verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
 int
 bk_cmd_verify(int argc, char **argv)
 {
-	static const struct option options[] = {
-		{"source", required_argument, NULL, 's'},
-		BK_COMMON_LONG_OPTIONS,
-		{NULL, 0, NULL, 0}};
 	BkCommonOptions common = {0};
 	const char *only_source = NULL;
 	BkCommandContext ctx = {0};
@@ -128,26 +124,12 @@ bk_cmd_verify(int argc, char **argv)
 	char rejected_since[40] = "";
 	BkError err;
 	int status;
-	int code;
 
 	bk_error_clear(&err);
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
-	{
-		if (code == 's')
-			only_source = optarg;
-		else if (!bk_common_option(&common, code, optarg))
-			return bk_cli_bad_option(argv[0], argv[optind - 1]);
-	}
-	if (common.help)
-	{
-		fputs(verify_help, stdout);
-		return BK_EXIT_OK;
-	}
-	if (optind < argc)
-		return bk_cli_usage_error(argv[0], "unexpected argument \"%s\"",
-								  argv[optind]);
+	status = bk_command_parse(argc, argv, bk_source_options, verify_help,
+							  &common, bk_option_store, &only_source);
+	if (status != BK_COMMAND_RUN)
+		return status;
 	if (!bk_command_open(&ctx, argv[0], &common, only_source, BK_KEY_USED,
 						 &err))
 		goto fail;

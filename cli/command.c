@@ -49,6 +49,51 @@ bk_cli_bad_option(const char *program, const char *option)
 							  option);
 }
 
+const struct option bk_source_options[] = {
+	{"source", required_argument, NULL, 's'},
+	BK_COMMON_LONG_OPTIONS,
+	{NULL, 0, NULL, 0}};
+
+int
+bk_option_store(void *arg, int code, const char *value)
+{
+	*(const char **) arg = value;
+	return BK_EXIT_OK;
+}
+
+int
+bk_command_parse(int argc, char **argv, const struct option *options,
+				 const char *help, BkCommonOptions *common, BkOptionFn fn,
+				 void *arg)
+{
+	const char *program = argv[0];
+	int code;
+
+	optind = 1;
+	opterr = 0;
+	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		int status;
+
+		if (code == '?' || code == ':')
+			return bk_cli_bad_option(program, argv[optind - 1]);
+		if (bk_common_option(common, code, optarg))
+			continue;
+		status = fn(arg, code, optarg);
+		if (status != BK_EXIT_OK)
+			return status;
+	}
+	if (common->help)
+	{
+		fputs(help, stdout);
+		return BK_EXIT_OK;
+	}
+	if (optind < argc)
+		return bk_cli_usage_error(program, "unexpected argument \"%s\"",
+								  argv[optind]);
+	return BK_COMMAND_RUN;
+}
+
 bool
 bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
 				 BkError *err)

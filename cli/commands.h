@@ -69,6 +69,32 @@ extern bool bk_common_option(BkCommonOptions *common, int code,
 /* Report an option getopt rejected (unknown, or missing its argument). */
 extern int bk_cli_bad_option(const char *program, const char *option);
 
+/*
+ * A command's own option: BK_EXIT_OK, or the exit status of the usage
+ * error it reported (bk_cli_usage_error).
+ */
+typedef int (*BkOptionFn)(void *arg, int code, const char *value);
+
+/* The options of a command that takes --source S and the common ones. */
+extern const struct option bk_source_options[];
+
+/* For a command whose one option takes a value: stores it in *(char **) arg. */
+extern int bk_option_store(void *arg, int code, const char *value);
+
+/* What bk_command_parse returns when the command should go on. */
+#define BK_COMMAND_RUN (-1)
+
+/*
+ * The option loop of every command that takes no positional argument:
+ * options (with BK_COMMON_LONG_OPTIONS) through getopt_long, common ones
+ * into common, the command's own to fn.  BK_COMMAND_RUN to go on;
+ * otherwise the status to exit with: BK_EXIT_OK once --help printed help,
+ * or a usage error already reported.
+ */
+extern int bk_command_parse(int argc, char **argv, const struct option *options,
+							const char *help, BkCommonOptions *common,
+							BkOptionFn fn, void *arg);
+
 /* Load the configuration and apply the flags on top. */
 extern bool bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
 							 BkError *err);

@@ -88,13 +88,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	slot_index = snap_allocate_slot();
 	slot = &bk_shared->snapshots[slot_index];
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags =
-		BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(worker.bgw_library_name, "bk", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "bk_snapshot_worker_main", BGW_MAXLEN);
+	snap_worker_init(&worker, "bk_snapshot_worker_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "bk snapshot %s", slot->id);
 	strlcpy(worker.bgw_type, "bk snapshot", BGW_MAXLEN);
 	worker.bgw_main_arg = Int32GetDatum(slot_index);
@@ -423,6 +417,24 @@ bk_snapshot_progress(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * snap_worker_init
+ *		What the snapshot worker and its helpers have in common: dynamic,
+ *		connected to a database, never restarted (a snapshot that died is
+ *		failed, not resumed).
+ */
+void
+snap_worker_init(BackgroundWorker *worker, const char *function)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags =
+		BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker->bgw_library_name, "bk", BGW_MAXLEN);
+	strlcpy(worker->bgw_function_name, function, BGW_MAXLEN);
 }
 
 void

@@ -114,7 +114,6 @@
 #include "bk_topics.h"
 #include "bk_util.h"
 
-
 /* Blocks read at a time when scanning a relation file. */
 #define SCAN_BLOCKS 128
 
@@ -298,7 +297,6 @@ typedef struct PlainSource
 	int read_errno; /* a read failed: reported after the send */
 } PlainSource;
 
-
 static inline char *
 snap_item_path(SnapWork *work, const SnapWorkItem *item)
 {
@@ -306,6 +304,7 @@ snap_item_path(SnapWork *work, const SnapWorkItem *item)
 }
 
 /* bk_snapshot.c: the shared slot */
+extern void snap_worker_init(BackgroundWorker *worker, const char *function);
 extern void snap_fail_unfinished(BkSnapshotSlot *slot, const char *error);
 extern const char *snap_state_name(BkSnapshotState state);
 extern void snap_set_phase(BkSnapshotSlot *slot, const char *phase);

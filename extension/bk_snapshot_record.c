@@ -113,8 +113,7 @@ snap_record_tablespace(SnapRun *run, const char *oid_text, const char *target)
 				 errhint("Remove what does not belong in pg_tblspc.")));
 	if (run->tablespaces_json.len > 0)
 		appendStringInfoChar(&run->tablespaces_json, ',');
-	appendStringInfo(&run->tablespaces_json, "{\"oid\":%s,\"path\":",
-					 oid_text);
+	appendStringInfo(&run->tablespaces_json, "{\"oid\":%s,\"path\":", oid_text);
 	escape_json(&run->tablespaces_json, target);
 	appendStringInfoChar(&run->tablespaces_json, '}');
 }
@@ -158,28 +157,26 @@ snap_send_manifest(SnapRun *run)
 	if (run->tablespace_map.len > 0)
 	{
 		bk_hex_encode(map_digest, BK_SHA256_LEN, hex);
-		appendStringInfo(
-			&manifest,
-			",\n{ \"Path\": \"tablespace_map\", \"Size\": %d, "
-			"\"Last-Modified\": \"%s\", \"Checksum-Algorithm\": "
-			"\"SHA256\", \"Checksum\": \"%s\" }",
-			run->tablespace_map.len, now_text, hex);
+		appendStringInfo(&manifest,
+						 ",\n{ \"Path\": \"tablespace_map\", \"Size\": %d, "
+						 "\"Last-Modified\": \"%s\", \"Checksum-Algorithm\": "
+						 "\"SHA256\", \"Checksum\": \"%s\" }",
+						 run->tablespace_map.len, now_text, hex);
 	}
 	appendBinaryStringInfo(&manifest, run->manifest_files.data,
 						   run->manifest_files.len);
-	appendStringInfo(
-		&manifest,
-		"\n],\n\"WAL-Ranges\": [\n{ \"Timeline\": %u, "
-		"\"Start-LSN\": \"%X/%X\", \"End-LSN\": \"%X/%X\" }\n],\n",
-		run->start_tli, LSN_FORMAT_ARGS(run->start_lsn),
-		LSN_FORMAT_ARGS(run->stop_lsn));
+	appendStringInfo(&manifest,
+					 "\n],\n\"WAL-Ranges\": [\n{ \"Timeline\": %u, "
+					 "\"Start-LSN\": \"%X/%X\", \"End-LSN\": \"%X/%X\" }\n],\n",
+					 run->start_tli, LSN_FORMAT_ARGS(run->start_lsn),
+					 LSN_FORMAT_ARGS(run->stop_lsn));
 	/* The checksum covers everything up to the last line. */
 	if (!bk_sha256(manifest.data, manifest.len, checksum, &err))
 		ereport(ERROR, (errmsg("%s", err.message)));
 	bk_hex_encode(checksum, BK_SHA256_LEN, hex);
 	appendStringInfo(&manifest, "\"Manifest-Checksum\": \"%s\"}\n", hex);
-	snap_send_memory(run, BK_SNAPSHOT_MANIFEST, "", manifest.data,
-					 manifest.len, manifest_digest);
+	snap_send_memory(run, BK_SNAPSHOT_MANIFEST, "", manifest.data, manifest.len,
+					 manifest_digest);
 }
 
 /*
@@ -248,8 +245,8 @@ snap_send_record(SnapRun *run)
 	{
 		uint8 digest[BK_SHA256_LEN];
 
-		snap_send_memory(run, BK_SNAPSHOT_RECORD, meta.data, json.data, json.len,
-						 digest);
+		snap_send_memory(run, BK_SNAPSHOT_RECORD, meta.data, json.data,
+						 json.len, digest);
 	}
 }
 
@@ -279,10 +276,9 @@ snap_send_event(SnapRun *run, char *text, size_t len, bool interruptible,
 	bk_error_clear(&err);
 	if (text == NULL)
 		bk_error_set(&err, BK_ERR_NOMEM, "out of memory");
-	else if (bk_producer_send_message(run->producer, run->audit_topic,
-									  run->source_id, text, len,
-									  interruptible ? snap_interrupted : NULL,
-									  run, &err))
+	else if (bk_producer_send_message(
+				 run->producer, run->audit_topic, run->source_id, text, len,
+				 interruptible ? snap_interrupted : NULL, run, &err))
 	{
 		free(text);
 		bk_kafka_log_flush();

@@ -275,9 +275,10 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 	if (head == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	bk_incr_header_write(head, &(BkIncrHeader){.file_length = (uint64) item->size,
-											   .block_size = BLCKSZ,
-											   .block_count = (uint32) kept});
+	bk_incr_header_write(head,
+						 &(BkIncrHeader){.file_length = (uint64) item->size,
+										 .block_size = BLCKSZ,
+										 .block_count = (uint32) kept});
 	for (int64 idx = 0; idx < kept; idx++)
 		bk_put_be32(head + BK_INCR_HEADER_LEN + 4 * idx, chosen[idx]);
 	*header = head;
@@ -521,4 +522,3 @@ snap_send_memory(SnapRun *run, const char *part, const char *meta,
 	snap_send_object(run, name, meta, &source, part, false);
 	memcpy(digest, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
 }
-

@@ -178,14 +178,7 @@ snap_start_helpers(SnapRun *run)
 		BackgroundWorker worker;
 		SnapHelperArgs args;
 
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags =
-			BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = BGW_NEVER_RESTART;
-		strlcpy(worker.bgw_library_name, "bk", BGW_MAXLEN);
-		strlcpy(worker.bgw_function_name, "bk_snapshot_helper_main",
-				BGW_MAXLEN);
+		snap_worker_init(&worker, "bk_snapshot_helper_main");
 		snprintf(worker.bgw_name, BGW_MAXLEN, "bk snapshot %s helper %d",
 				 run->id, helper + 1);
 		strlcpy(worker.bgw_type, "bk snapshot helper", BGW_MAXLEN);

@@ -29,30 +29,9 @@
  * manifest are durable; without it the server refuses to start.  With
  * --delta the old pg_control is removed first, for the same reason.
  */
-
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
 #include "bk_util.h"
 
 #include "restore.h"
@@ -126,6 +105,93 @@ set_target(Restore *r, BkPgTargetType type, const char *text)
 }
 
 static int
+restore_option(void *arg, int code, const char *value)
+{
+	Restore *r = arg;
+	uint64_t number;
+
+	switch (code)
+	{
+		case OPT_SOURCE:
+			r->source = value;
+			break;
+		case OPT_PGDATA:
+			r->pgdata_arg = value;
+			break;
+		case OPT_TARGET_TIME:
+			r->two_targets |= !set_target(r, BK_PG_TARGET_TIME, value);
+			break;
+		case OPT_TARGET_LSN:
+			r->two_targets |= !set_target(r, BK_PG_TARGET_LSN, value);
+			break;
+		case OPT_TARGET_XID:
+			r->two_targets |= !set_target(r, BK_PG_TARGET_XID, value);
+			break;
+		case OPT_TARGET_NAME:
+			r->two_targets |= !set_target(r, BK_PG_TARGET_NAME, value);
+			break;
+		case OPT_TARGET:
+			r->two_targets |= !set_target(r, BK_PG_TARGET_IMMEDIATE, value);
+			break;
+		case OPT_SNAPSHOT:
+			r->snapshot_id = value;
+			break;
+		case OPT_TARGET_TIMELINE:
+			if (strcmp(value, "latest") != 0 && strcmp(value, "current") != 0 &&
+				(!bk_parse_u64(value, &number) || number == 0 ||
+				 number > UINT32_MAX))
+				return bk_cli_usage_error(
+					r->program,
+					"--target-timeline must be latest, current or a "
+					"timeline id, not \"%s\"",
+					value);
+			r->target_timeline = value;
+			break;
+		case OPT_TABLESPACE_MAP:
+		{
+			char *eq = strchr(value, '=');
+
+			if (eq == NULL || value[0] != '/' || eq[1] != '/' ||
+				r->map_count == TABLESPACE_MAPS_MAX)
+				return bk_cli_usage_error(
+					r->program,
+					"--tablespace-map expects OLD=NEW, two absolute "
+					"paths, not \"%s\"",
+					value);
+			*eq = '\0';
+			r->maps[r->map_count].old_path = value;
+			r->maps[r->map_count++].new_path = eq + 1;
+			break;
+		}
+		case OPT_DELTA:
+			r->delta = true;
+			break;
+		case OPT_ARCHIVE:
+			r->archive = true;
+			break;
+		case OPT_JOBS:
+			if (!bk_parse_u64(value, &number) || number < 1 ||
+				number > JOBS_MAX)
+				return bk_cli_usage_error(
+					r->program, "--jobs must be from 1 to %d, not \"%s\"",
+					JOBS_MAX, value);
+			r->jobs = (int) number;
+			break;
+		case OPT_OWNER:
+			r->owner = value;
+			break;
+		case OPT_PREFETCH:
+			if (!bk_parse_u64(value, &number) || number > 1000)
+				return bk_cli_usage_error(
+					r->program, "--prefetch must be from 0 to 1000, not \"%s\"",
+					value);
+			r->prefetch = (int) number;
+			break;
+	}
+	return BK_EXIT_OK;
+}
+
+static int
 parse_options(Restore *r, int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -147,104 +213,12 @@ parse_options(Restore *r, int argc, char **argv)
 		BK_COMMON_LONG_OPTIONS,
 		{NULL, 0, NULL, 0}};
 	const char *program = argv[0];
-	bool two_targets = false;
-	uint64_t number;
-	int code;
+	int status = bk_command_parse(argc, argv, options, restore_help, &r->common,
+								  restore_option, r);
 
-	optind = 1;
-	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
-	{
-		switch (code)
-		{
-			case OPT_SOURCE:
-				r->source = optarg;
-				break;
-			case OPT_PGDATA:
-				r->pgdata_arg = optarg;
-				break;
-			case OPT_TARGET_TIME:
-				two_targets |= !set_target(r, BK_PG_TARGET_TIME, optarg);
-				break;
-			case OPT_TARGET_LSN:
-				two_targets |= !set_target(r, BK_PG_TARGET_LSN, optarg);
-				break;
-			case OPT_TARGET_XID:
-				two_targets |= !set_target(r, BK_PG_TARGET_XID, optarg);
-				break;
-			case OPT_TARGET_NAME:
-				two_targets |= !set_target(r, BK_PG_TARGET_NAME, optarg);
-				break;
-			case OPT_TARGET:
-				two_targets |= !set_target(r, BK_PG_TARGET_IMMEDIATE, optarg);
-				break;
-			case OPT_SNAPSHOT:
-				r->snapshot_id = optarg;
-				break;
-			case OPT_TARGET_TIMELINE:
-				if (strcmp(optarg, "latest") != 0 &&
-					strcmp(optarg, "current") != 0 &&
-					(!bk_parse_u64(optarg, &number) || number == 0 ||
-					 number > UINT32_MAX))
-					return bk_cli_usage_error(
-						program,
-						"--target-timeline must be latest, current or a "
-						"timeline id, not \"%s\"",
-						optarg);
-				r->target_timeline = optarg;
-				break;
-			case OPT_TABLESPACE_MAP:
-			{
-				char *eq = strchr(optarg, '=');
-
-				if (eq == NULL || optarg[0] != '/' || eq[1] != '/' ||
-					r->map_count == TABLESPACE_MAPS_MAX)
-					return bk_cli_usage_error(
-						program,
-						"--tablespace-map expects OLD=NEW, two absolute "
-						"paths, not \"%s\"",
-						optarg);
-				*eq = '\0';
-				r->maps[r->map_count].old_path = optarg;
-				r->maps[r->map_count++].new_path = eq + 1;
-				break;
-			}
-			case OPT_DELTA:
-				r->delta = true;
-				break;
-			case OPT_ARCHIVE:
-				r->archive = true;
-				break;
-			case OPT_JOBS:
-				if (!bk_parse_u64(optarg, &number) || number < 1 ||
-					number > JOBS_MAX)
-					return bk_cli_usage_error(
-						program, "--jobs must be from 1 to %d, not \"%s\"",
-						JOBS_MAX, optarg);
-				r->jobs = (int) number;
-				break;
-			case OPT_OWNER:
-				r->owner = optarg;
-				break;
-			case OPT_PREFETCH:
-				if (!bk_parse_u64(optarg, &number) || number > 1000)
-					return bk_cli_usage_error(
-						program,
-						"--prefetch must be from 0 to 1000, not \"%s\"",
-						optarg);
-				r->prefetch = (int) number;
-				break;
-			default:
-				if (!bk_common_option(&r->common, code, optarg))
-					return bk_cli_bad_option(program, argv[optind - 1]);
-		}
-	}
-	if (r->common.help)
-		return -1;
-	if (optind < argc)
-		return bk_cli_usage_error(program, "unexpected argument \"%s\"",
-								  argv[optind]);
-	if (two_targets)
+	if (status != BK_COMMAND_RUN)
+		return status;
+	if (r->two_targets)
 		return bk_cli_usage_error(program,
 								  "give at most one of --target-time, "
 								  "--target-lsn, --target-xid, --target-name "
@@ -265,7 +239,7 @@ parse_options(Restore *r, int argc, char **argv)
 	}
 	if (r->target_timeline == NULL)
 		r->target_timeline = "latest";
-	return 0;
+	return BK_COMMAND_RUN;
 }
 
 int
@@ -284,13 +258,8 @@ bk_cmd_restore(int argc, char **argv)
 	r->chosen = -1;
 	bk_cli_config_init(&r->config);
 	status = parse_options(r, argc, argv);
-	if (status != 0)
+	if (status != BK_COMMAND_RUN)
 	{
-		if (status < 0)
-		{
-			fputs(restore_help, stdout);
-			status = BK_EXIT_OK;
-		}
 		free(r);
 		return status;
 	}

@@ -19,7 +19,10 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include <jansson.h>
@@ -71,6 +74,7 @@ typedef struct Restore
 	const char *pgdata_arg;
 	const char *snapshot_id;
 	const char *target_option; /* the target's text, once given */
+	bool two_targets;
 	BkPgTarget target;
 	const char *target_timeline;
 	TablespaceMapping maps[TABLESPACE_MAPS_MAX];

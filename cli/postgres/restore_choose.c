@@ -1,32 +1,14 @@
 /*
  * restore_choose.c
- *		choosing the snapshot chain for the target (by time and LSN from the
+ *		Choosing the snapshot chain for the target (by time and LSN from the
  *		catalog, by xid or restore point name with pg_waldump in the archived
- *		WAL), and checking every WAL segment from it to the target
+ *		WAL), and checking every WAL segment from it to the target.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
 #include "bk_util.h"
 
 #include "restore.h"

@@ -1,32 +1,15 @@
 /*
  * restore_files.c
- *		the files of the snapshot, decrypted, rebuilt through their
+ *		The files of the snapshot, decrypted, rebuilt through their
  *		incremental chain and verified by a pool of --jobs threads, each with
- *		its own decoder
+ *		its own decoder.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
 #include "bk_util.h"
 
 #include "restore.h"

@@ -1,31 +1,13 @@
 /*
  * restore_paths.c
- *		where each file of the snapshot goes in the restored directory
- *		(tablespaces included), what the record says of it, and who owns it
+ *		Where each file of the snapshot goes in the restored directory
+ *		(tablespaces included), what the record says of it, and who owns it.
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
 #include "bk_util.h"
 
 #include "restore.h"

@@ -1,32 +1,14 @@
 /*
  * restore_recovery.c
- *		backup_label and a remapped tablespace_map, and the recovery settings:
+ *		Backup_label and a remapped tablespace_map, and the recovery settings:
  *		restore_command = bk wal-get, the target, the timeline, archiving off
- *		unless --archive
+ *		unless --archive.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
 #include "bk_util.h"
 
 #include "restore.h"

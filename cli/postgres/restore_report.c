@@ -1,32 +1,12 @@
 /*
  * restore_report.c
- *		what was restored, as text or JSON, and the warnings a restore leaves
- *		behind
+ *		What was restored, as text or JSON, and the warnings a restore leaves
+ *		behind.
  */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
 #include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
-#include "bk_util.h"
 
 #include "restore.h"
 

@@ -1,32 +1,15 @@
 /*
  * restore_target.c
- *		the target directory and its tablespaces, made ready: no server
+ *		The target directory and its tablespaces, made ready: no server
  *		running, empty unless --delta, the directory tree the snapshot had,
- *		and (with --delta) what it does not have removed
+ *		and (with --delta) what it does not have removed.
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <pwd.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <jansson.h>
-
-#include "bk_crypto.h"
-#include "bk_keys.h"
-#include "bk_timeline.h"
 #include "bk_util.h"
 
 #include "restore.h"

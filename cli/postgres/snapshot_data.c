@@ -73,62 +73,35 @@ bk_snapshot_path_safe(const char *path)
 
 /* ------------------------------------------------------- decrypting */
 
+/* A snapshot object the record lists is not there: not the end of anything. */
+static bool
+missing_object(const BkRepo *repo, const char *source, const char *name,
+			   BkError *err)
+{
+	char where[4096];
+
+	bk_repo_describe(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, name,
+					 where, sizeof(where));
+	return bk_error_set(err, BK_ERR_SEQUENCE,
+						"object \"%s\" is missing from the repository (%s)",
+						name, where);
+}
+
 bool
 bk_snapshot_read_object(const BkRepo *repo, BkDecoder *decoder,
 						const char *source, const char *name, BkPlainSink sink,
 						void *sink_arg, uint8_t *digest, uint64_t *size,
 						BkError *err)
 {
-	char where[4096];
-
 	if (!bk_repo_decrypt(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, name,
 						 decoder, sink, sink_arg, err))
-	{
-		if (err->code != BK_ERR_NOT_FOUND)
-			return false;
-		bk_repo_describe(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, name,
-						 where, sizeof(where));
-		return bk_error_set(err, BK_ERR_SEQUENCE,
-							"object \"%s\" is missing from the repository (%s)",
-							name, where);
-	}
+		return err->code == BK_ERR_NOT_FOUND
+				   ? missing_object(repo, source, name, err)
+				   : false;
 	if (digest != NULL)
 		memcpy(digest, bk_decoder_digest(decoder), BK_SHA256_LEN);
 	if (size != NULL)
 		*size = bk_decoder_object(decoder)->object_size;
-	return true;
-}
-
-typedef struct SmallBuffer
-{
-	char *data;
-	size_t len;
-	size_t cap;
-	size_t max;
-	const char *name;
-} SmallBuffer;
-
-static bool
-small_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
-{
-	SmallBuffer *buf = arg;
-
-	if (buf->len + len > buf->max)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"object \"%s\" is larger than %zu bytes", buf->name,
-							buf->max);
-	if (buf->len + len + 1 > buf->cap)
-	{
-		size_t new_cap = (buf->len + len + 1) * 2;
-		char *grown = realloc(buf->data, new_cap);
-
-		if (grown == NULL)
-			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-		buf->data = grown;
-		buf->cap = new_cap;
-	}
-	memcpy(buf->data + buf->len, data, len);
-	buf->len += len;
 	return true;
 }
 
@@ -137,21 +110,12 @@ bk_snapshot_read_small(const BkRepo *repo, BkDecoder *decoder,
 					   const char *source, const char *name, size_t max_len,
 					   char **data, size_t *len, BkError *err)
 {
-	SmallBuffer buf = {.max = max_len, .name = name};
-
-	buf.data = malloc(1);
-	buf.cap = 1;
-	if (buf.data == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	if (!bk_snapshot_read_object(repo, decoder, source, name, small_sink, &buf,
-								 NULL, NULL, err))
-	{
-		free(buf.data);
-		return false;
-	}
-	buf.data[buf.len] = '\0';
-	*data = buf.data;
-	*len = buf.len;
+	if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
+								   BK_KIND_SNAPSHOT, name, decoder, max_len,
+								   (uint8_t **) data, len, err))
+		return err->code == BK_ERR_NOT_FOUND
+				   ? missing_object(repo, source, name, err)
+				   : false;
 	return true;
 }
 
@@ -520,35 +484,11 @@ typedef struct WholeSink
 } WholeSink;
 
 static bool
-pwrite_all(int fd, const void *data, size_t len, uint64_t offset,
-		   const char *path, BkError *err)
-{
-	const uint8_t *p = data;
-
-	while (len > 0)
-	{
-		ssize_t written = pwrite(fd, p, len, (off_t) offset);
-
-		if (written < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s",
-								path, strerror(errno));
-		}
-		p += written;
-		len -= (size_t) written;
-		offset += (uint64_t) written;
-	}
-	return true;
-}
-
-static bool
 whole_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 {
 	WholeSink *sink = arg;
 
-	if (!pwrite_all(sink->fd, data, len, sink->offset, sink->path, err))
+	if (!bk_pwrite_all(sink->fd, data, len, sink->offset, sink->path, err))
 		return false;
 	sink->offset += len;
 	return true;
@@ -667,9 +607,9 @@ incr_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 			take = sink->block_size - within;
 			if (take > len)
 				take = len;
-			if (!pwrite_all(sink->fd, data, take,
-							number * sink->block_size + within, sink->path,
-							err))
+			if (!bk_pwrite_all(sink->fd, data, take,
+							   number * sink->block_size + within, sink->path,
+							   err))
 				return false;
 			sink->data_have += take;
 		}

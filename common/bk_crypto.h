@@ -2,13 +2,13 @@
  * bk_crypto.h
  *		The cryptographic primitives bk uses, all through OpenSSL's EVP API.
  *
- * Envelope encryption (design.md section 2): every object gets a fresh
- * random 256-bit data key.  The data key is sealed to the recipient's X25519
- * public key: an ephemeral X25519 key pair is made, the shared secret is run
- * through HKDF-SHA-256 (salt = ephemeral public || recipient public) into a
- * key-encryption key, and AES-256-GCM seals the data key under it.  Sources
- * therefore need only the public key; only the holder of the private key can
- * recover any data key.
+ * Envelope encryption (docs/architecture.md, "Trust"): every object gets a
+ * fresh random 256-bit data key.  The data key is sealed to the recipient's
+ * X25519 public key: an ephemeral X25519 key pair is made, the shared secret
+ * is run through HKDF-SHA-256 (salt = ephemeral public || recipient public)
+ * into a key-encryption key, and AES-256-GCM seals the data key under
+ * it.  Sources therefore need only the public key; only the holder of the
+ * private key can recover any data key.
  *
  * The data itself is AES-256-GCM under the data key.  Because the data key
  * is fresh per object attempt and never reused, the chunk index makes a

@@ -2,7 +2,7 @@
  * bk_topics.h
  *		Creating and checking bk's Kafka topics.
  *
- * bk never relies on broker auto-creation (design.md section 3): "bk init"
+ * bk never relies on broker auto-creation: "bk init"
  * and the shipper at start call bk_topics_ensure, which creates what is
  * missing with settings fit for a backup stream and reports, for existing
  * topics, every setting weaker than a backup needs.  Two findings are errors,

@@ -13,9 +13,12 @@
  * The archive module works on its own too (archive_library only); then
  * there is no status and no worker, and bk_status() says how to get them.
  *
- * Every setting is PGC_SIGHUP: they describe where the cluster's WAL goes,
- * which is the server's business, not a session's, and the archiver only
- * ever sees the configuration files.  The check hooks validate with the
+ * Every setting but one is PGC_SIGHUP: they describe where the cluster's
+ * WAL goes, which is the server's business, not a session's, and the
+ * archiver only ever sees the configuration files.  bk.snapshot_jobs is
+ * PGC_USERSET: how many cores one snapshot may use is the caller's choice
+ * (bounded by max_worker_processes), and only roles granted bk_snapshot()
+ * can start one.  The check hooks validate with the
  * same libbk functions the archiver uses later, so that a value the
  * archiver would refuse is refused at ALTER SYSTEM or reload time, with the
  * library's own explanation, instead of failing every archive attempt.

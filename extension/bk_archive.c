@@ -4,9 +4,9 @@
  *		archiver hands over is compressed, encrypted and produced to Kafka,
  *		and reported archived only when it is durable.
  *
- * "Archived" means durable (design.md, section 3): the callback returns true
- * only after bk_producer_send_object reported that the broker acknowledged
- * every chunk (idempotent producer, acks=all), and, with
+ * "Archived" means durable (docs/architecture.md, section 5): the callback
+ * returns true only after bk_producer_send_object reported that the broker
+ * acknowledged every chunk (idempotent producer, acks=all), and, with
  * bk.wait_for = 'repository', after the shipper's audit event said the file
  * is in the repository.  Anything else returns false: PostgreSQL keeps the
  * file and its .ready status and tries again, so nothing is lost.

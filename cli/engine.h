@@ -9,8 +9,9 @@
  * segments on timelines, snapshots with LSNs; MariaDB: binlog files,
  * snapshots with binlog coordinates) lives in the engine's folder, behind
  * these operations.  The restore and log-fetching commands are the
- * engine's own (bk restore dispatches by its options, bk wal-get is
- * PostgreSQL's restore_command).
+ * engine's own: bk restore and bk wal-get (restore_command) are
+ * PostgreSQL's today; MariaDB's restore will be chosen by the source's
+ * engine.
  */
 #ifndef BK_ENGINE_H
 #define BK_ENGINE_H

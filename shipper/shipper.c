@@ -6,9 +6,9 @@
  * The shipper holds no keys.  It checks every frame without them (structure,
  * CRC-32C, chunk sequence), assembles each object attempt in a spool file as
  * its chunks arrive (so memory stays bounded whatever the object size or
- * backlog), and commits a complete attempt into the repository with the
- * temp-file/fsync/link/fsync-directory protocol of repo.c.  Then it emits an
- * audit event.
+ * backlog), and commits a complete attempt into the repository with
+ * put-if-absent (repository/repo.h: durable when it returns; an existing
+ * object is never replaced).  Then it emits an audit event.
  *
  * Audit events go out in batches: a snapshot of thousands of small files
  * would otherwise pay one broker round trip (a replicated write, or the

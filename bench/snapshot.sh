@@ -102,7 +102,7 @@ has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
 [[ "$(id -u)" == 0 ]] || { echo "run as root (PostgreSQL and pgBackRest run as postgres)" >&2; exit 2; }
 
 # A PostgreSQL and a Kafka of our own, on ports nobody else uses (the tests
-# use 55432/59092, bench/archive.sh 58432/58092).
+# use 25432/29092, bench/archive.sh 58432/58092).
 export BK_SERVICES_DIR=/tmp/bk-bench-snapshot
 export BK_PG_PORT=58532
 export BK_MYSQL_PORT=58506

@@ -5,7 +5,8 @@
 #                   test, stop the servers; ends with "N passed, M failed"
 #   make demo       the main job on the embedded default (local Kafka, local
 #                   repository)
-#   make install    install bk, bk-shipper and the PostgreSQL extension
+#   make install    install bk, bk-shipper, bk-mysql-agent and the PostgreSQL
+#                   extension
 #   make format     clang-format every C file
 #   make bench      benchmarks (bench/, on demand; results in BENCHMARKS.md)
 #   make fuzz-long  a long fuzzing campaign
@@ -19,6 +20,7 @@ all:
 	$(MAKE) -C cli libcli.a
 	$(MAKE) -C cli
 	$(MAKE) -C shipper
+	$(MAKE) -C mysql_agent
 	$(MAKE) -C extension
 
 tests: all
@@ -29,6 +31,7 @@ install: all
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 cli/bk $(DESTDIR)$(BINDIR)/bk
 	install -m 0755 shipper/bk-shipper $(DESTDIR)$(BINDIR)/bk-shipper
+	install -m 0755 mysql_agent/bk-mysql-agent $(DESTDIR)$(BINDIR)/bk-mysql-agent
 	$(MAKE) -C extension install
 
 check:
@@ -51,6 +54,7 @@ clean:
 	$(MAKE) -C repository clean
 	$(MAKE) -C cli clean
 	$(MAKE) -C shipper clean
+	$(MAKE) -C mysql_agent clean
 	$(MAKE) -C extension clean
 	$(MAKE) -C tests/unit clean
 	$(MAKE) -C tests/integration clean

@@ -24,6 +24,8 @@ static const BkCommand commands[] = {
 	{"keygen", bk_cmd_keygen, "write a new key pair (private key and .pub)"},
 	{"init", bk_cmd_init, "create or check the Kafka topics"},
 	{"wal-get", bk_cmd_wal_get, "restore one WAL file (restore_command)"},
+	{"binlog-get", bk_cmd_binlog_get,
+	 "rebuild one archived MariaDB binlog file"},
 	{"list", bk_cmd_list, "show what the repository can restore"},
 	{"verify", bk_cmd_verify, "check the repository end to end"},
 	{"restore", bk_cmd_restore, "rebuild a data directory for recovery"},

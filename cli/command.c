@@ -66,6 +66,16 @@ bk_command_parse(int argc, char **argv, const struct option *options,
 				 const char *help, BkCommonOptions *common, BkOptionFn fn,
 				 void *arg)
 {
+	return bk_command_parse_args(argc, argv, options, help, common, fn, arg,
+								 NULL, 0, NULL);
+}
+
+int
+bk_command_parse_args(int argc, char **argv, const struct option *options,
+					  const char *help, BkCommonOptions *common, BkOptionFn fn,
+					  void *arg, const char *arg_names, int arg_count,
+					  char **args)
+{
 	const char *program = argv[0];
 	int code;
 
@@ -88,9 +98,13 @@ bk_command_parse(int argc, char **argv, const struct option *options,
 		fputs(help, stdout);
 		return BK_EXIT_OK;
 	}
-	if (optind < argc)
+	if (argc - optind > arg_count)
 		return bk_cli_usage_error(program, "unexpected argument \"%s\"",
-								  argv[optind]);
+								  argv[optind + arg_count]);
+	if (argc - optind < arg_count)
+		return bk_cli_usage_error(program, "expected %s", arg_names);
+	for (int argIdx = 0; argIdx < arg_count; argIdx++)
+		args[argIdx] = argv[optind + argIdx];
 	return BK_COMMAND_RUN;
 }
 

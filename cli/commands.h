@@ -95,6 +95,17 @@ extern int bk_command_parse(int argc, char **argv, const struct option *options,
 							const char *help, BkCommonOptions *common,
 							BkOptionFn fn, void *arg);
 
+/*
+ * bk_command_parse for a command that also takes exactly arg_count
+ * arguments after its options (arg_names says which, for the message);
+ * they go into args.
+ */
+extern int bk_command_parse_args(int argc, char **argv,
+								 const struct option *options, const char *help,
+								 BkCommonOptions *common, BkOptionFn fn,
+								 void *arg, const char *arg_names,
+								 int arg_count, char **args);
+
 /* Load the configuration and apply the flags on top. */
 extern bool bk_common_config(const BkCommonOptions *common, BkCliConfig *config,
 							 BkError *err);
@@ -137,5 +148,6 @@ extern int bk_cmd_list(int argc, char **argv);
 extern int bk_cmd_verify(int argc, char **argv);
 extern int bk_cmd_restore(int argc, char **argv);
 extern int bk_cmd_expire(int argc, char **argv);
+extern int bk_cmd_binlog_get(int argc, char **argv);
 
 #endif /* BK_COMMANDS_H */

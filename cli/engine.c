@@ -7,7 +7,8 @@
 #include <stddef.h>
 
 /* Asked in order: the first whose archive the repository holds. */
-static const BkEngine *const engines[] = {&bk_engine_postgresql};
+static const BkEngine *const engines[] = {&bk_engine_mariadb,
+										  &bk_engine_postgresql};
 
 const BkEngine *
 bk_engine_for(const BkRepo *repo, const char *source, BkError *err)

@@ -67,5 +67,6 @@ extern const BkEngine *bk_engine_for(const BkRepo *repo, const char *source,
 
 /* The engines bk knows, for messages. */
 extern const BkEngine bk_engine_postgresql;
+extern const BkEngine bk_engine_mariadb;
 
 #endif /* BK_ENGINE_H */

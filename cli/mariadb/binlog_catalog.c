@@ -1,0 +1,210 @@
+/*
+ * binlog_catalog.c
+ *		The binlog files and ranges a repository holds of a MariaDB source.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "binlog_catalog.h"
+#include "bk_frame.h"
+#include "bk_util.h"
+#include "cli.h"
+
+typedef struct CatalogBuild
+{
+	const BkRepo *repo;
+	const char *source;
+	BinlogCatalog *catalog;
+} CatalogBuild;
+
+/*
+ * catalog_file
+ *		The file's entry, added if new.
+ */
+static BinlogFile *
+catalog_file(BinlogCatalog *catalog, const char *name)
+{
+	BinlogFile *grown;
+
+	for (int idx = 0; idx < catalog->file_count; idx++)
+		if (strcmp(catalog->files[idx].name, name) == 0)
+			return &catalog->files[idx];
+	grown = realloc(catalog->files,
+					(size_t) (catalog->file_count + 1) * sizeof(BinlogFile));
+	if (grown == NULL)
+		return NULL;
+	catalog->files = grown;
+	memset(&grown[catalog->file_count], 0, sizeof(BinlogFile));
+	bk_strlcpy(grown[catalog->file_count].name, name,
+			   sizeof(grown[catalog->file_count].name));
+	return &grown[catalog->file_count++];
+}
+
+/*
+ * catalog_add
+ *		One stored object (BkRepoListFn): range name and header metadata.
+ *		Names that are not ranges are not ours to judge here; bk verify
+ *		reports them.
+ */
+static bool
+catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	CatalogBuild *build = arg;
+	BinlogRange range;
+	BinlogFile *file;
+	BinlogRange *grown;
+	BkObjectIdentity identity;
+	BkObjectTracker object;
+	char file_name[BK_BINLOG_FILE_NAME_MAX + 1];
+	char value[32];
+
+	if (entry->is_prefix)
+		return true;
+	memset(&range, 0, sizeof(range));
+	if (!bk_binlog_range_parse(entry->name, file_name, sizeof(file_name),
+							   &range.start, &range.end))
+		return true;
+	bk_strlcpy(range.name, entry->name, sizeof(range.name));
+	if (!bk_repo_object_identity(build->repo, BK_REPO_ARCHIVE, build->source,
+								 BK_KIND_BINLOG, entry->name, &identity,
+								 &object, err))
+		return bk_error_prefix(err, "binlog range %s: ", entry->name);
+	if (!bk_meta_get(object.meta, object.meta_len, "closed", range.closed,
+					 sizeof(range.closed)))
+		range.closed[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "next-file", range.next_file,
+					 sizeof(range.next_file)))
+		range.next_file[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "gtid", range.gtid,
+					 sizeof(range.gtid)))
+		range.gtid[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "created", range.created,
+					 sizeof(range.created)))
+		range.created[0] = '\0';
+	if (bk_meta_get(object.meta, object.meta_len, "last-event-time", value,
+					sizeof(value)))
+		range.last_event_time = (uint32_t) strtoul(value, NULL, 10);
+
+	file = catalog_file(build->catalog, file_name);
+	if (file == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	grown = realloc(file->ranges,
+					(size_t) (file->range_count + 1) * sizeof(BinlogRange));
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	file->ranges = grown;
+	file->ranges[file->range_count++] = range;
+	build->catalog->objects++;
+	build->catalog->stored_bytes += entry->size;
+	return true;
+}
+
+static int
+compare_ranges(const void *a, const void *b)
+{
+	const BinlogRange *ra = a;
+	const BinlogRange *rb = b;
+
+	if (ra->start != rb->start)
+		return ra->start < rb->start ? -1 : 1;
+	if (ra->end != rb->end)
+		return ra->end < rb->end ? -1 : 1;
+	return 0;
+}
+
+static int
+compare_files(const void *a, const void *b)
+{
+	return bk_binlog_file_compare(((const BinlogFile *) a)->name,
+								  ((const BinlogFile *) b)->name);
+}
+
+/*
+ * chain_file
+ *		Follow the ranges from 0: at each point take the range that starts
+ *		there and reaches furthest.
+ */
+static void
+chain_file(BinlogFile *file)
+{
+	uint64_t at = 0;
+	BinlogRange *last = NULL;
+
+	qsort(file->ranges, (size_t) file->range_count, sizeof(BinlogRange),
+		  compare_ranges);
+	for (;;)
+	{
+		BinlogRange *best = NULL;
+
+		for (int idx = 0; idx < file->range_count; idx++)
+			if (file->ranges[idx].start == at &&
+				(best == NULL || file->ranges[idx].end > best->end))
+				best = &file->ranges[idx];
+		if (best == NULL)
+			break;
+		best->in_chain = true;
+		last = best;
+		at = best->end;
+	}
+	file->covered_end = at;
+	file->last = last;
+	file->closed = last != NULL && last->closed[0] != '\0';
+	for (int idx = 0; idx < file->range_count; idx++)
+		if (file->ranges[idx].start > at)
+		{
+			file->gap_start = at;
+			file->gap_end = file->ranges[idx].start;
+			break;
+		}
+}
+
+/*
+ * binlog_catalog_load
+ *		List the source's binlog objects and chain each file's ranges.
+ */
+bool
+binlog_catalog_load(const BkRepo *repo, const char *source,
+					BinlogCatalog *catalog, BkError *err)
+{
+	CatalogBuild build = {repo, source, catalog};
+
+	memset(catalog, 0, sizeof(*catalog));
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG, "", true,
+					  catalog_add, &build, err))
+	{
+		binlog_catalog_free(catalog);
+		return false;
+	}
+	qsort(catalog->files, (size_t) catalog->file_count, sizeof(BinlogFile),
+		  compare_files);
+	for (int idx = 0; idx < catalog->file_count; idx++)
+		chain_file(&catalog->files[idx]);
+	for (int idx = 0; idx < catalog->file_count; idx++)
+	{
+		BinlogFile *file = &catalog->files[idx];
+
+		/* A crash leaves a file without ROTATE or STOP; the next one ends it. */
+		file->complete =
+			file->closed || (idx + 1 < catalog->file_count &&
+							 file->gap_end == 0 && file->covered_end > 0);
+	}
+	return true;
+}
+
+void
+binlog_catalog_free(BinlogCatalog *catalog)
+{
+	for (int idx = 0; idx < catalog->file_count; idx++)
+		free(catalog->files[idx].ranges);
+	free(catalog->files);
+	memset(catalog, 0, sizeof(*catalog));
+}
+
+const BinlogFile *
+binlog_catalog_file(const BinlogCatalog *catalog, const char *name)
+{
+	for (int idx = 0; idx < catalog->file_count; idx++)
+		if (strcmp(catalog->files[idx].name, name) == 0)
+			return &catalog->files[idx];
+	return NULL;
+}

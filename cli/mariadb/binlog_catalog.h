@@ -1,0 +1,66 @@
+/*
+ * binlog_catalog.h
+ *		What a repository holds of a MariaDB source's binlog: its files, the
+ *		ranges of each, where they chain and where they do not.
+ *
+ * Built without keys, from object names and the metadata in frame headers
+ * (docs/frame-format.md, section 9), so bk list and bk verify see gaps and
+ * coverage with or without the private key.  A file is covered from 0 to
+ * the end of the longest chain of ranges that each start where the one
+ * before ends (ranges sent again after a crash may overlap; their bytes are
+ * compared when the file is rebuilt).  A file is complete when that chain
+ * ends with the file's ROTATE or STOP event, or, for a file a crash left
+ * without one, when a later file follows it in the archive.
+ */
+#ifndef BK_BINLOG_CATALOG_H
+#define BK_BINLOG_CATALOG_H
+
+#include <stdint.h>
+
+#include "bk_binlog.h"
+#include "repo.h"
+
+typedef struct BinlogRange
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	uint64_t start;
+	uint64_t end;
+	bool in_chain;   /* part of the chain from 0 */
+	char closed[16]; /* "rotate", "stop" or "" */
+	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	uint32_t last_event_time; /* binlog timestamp of its newest event */
+	char created[40];         /* when the agent sent it (ISO 8601), or "" */
+} BinlogRange;
+
+typedef struct BinlogFile
+{
+	char name[BK_BINLOG_FILE_NAME_MAX + 1];
+	BinlogRange *ranges; /* sorted by start, then end */
+	int range_count;
+	uint64_t covered_end;    /* the chain from 0 reaches here */
+	uint64_t gap_start;      /* if a later range exists past a hole: the hole */
+	uint64_t gap_end;        /* (0, 0 when there is none) */
+	bool closed;             /* the chain ends with ROTATE or STOP */
+	bool complete;           /* closed, or followed by a later file */
+	const BinlogRange *last; /* the chain's last range */
+} BinlogFile;
+
+typedef struct BinlogCatalog
+{
+	BinlogFile *files; /* sorted in binlog order */
+	int file_count;
+	uint64_t objects;
+	uint64_t stored_bytes;
+} BinlogCatalog;
+
+/* Read the catalog of source; an empty catalog when nothing is stored. */
+extern bool binlog_catalog_load(const BkRepo *repo, const char *source,
+								BinlogCatalog *catalog, BkError *err);
+extern void binlog_catalog_free(BinlogCatalog *catalog);
+
+/* The file of that name, or NULL. */
+extern const BinlogFile *binlog_catalog_file(const BinlogCatalog *catalog,
+											 const char *name);
+
+#endif /* BK_BINLOG_CATALOG_H */

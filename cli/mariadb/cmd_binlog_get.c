@@ -1,0 +1,266 @@
+/*
+ * cmd_binlog_get.c
+ *		bk binlog-get: rebuild one archived binlog file, verified, for DBAs
+ *		who replay by hand with mariadb-binlog.
+ *
+ * The file is rebuilt from its ranges (binlog_catalog.h) into a temporary
+ * file next to OUT and renamed into place only when everything held: every
+ * chunk decrypted and authenticated, every event complete with its
+ * position chained and its CRC-32 right, the ranges contiguous from the
+ * magic to the file's end, and a range sent twice equal to the bytes it
+ * overlaps.  A file that is missing, has a hole, or is not complete yet is
+ * refused with the range that is missing; nothing is written then.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "binlog_catalog.h"
+#include "bk_util.h"
+#include "commands.h"
+
+static const char binlog_get_help[] =
+	"Usage: bk binlog-get --source S [OPTIONS] FILE OUT\n"
+	"\n"
+	"Writes the archived MariaDB binlog file FILE (for example\n"
+	"mariadb-bin.000042) of source S to OUT, rebuilt from its ranges and\n"
+	"verified: every chunk authenticated, every event's position and CRC-32,\n"
+	"the ranges contiguous and complete.  OUT is equal to the server's own\n"
+	"file (as \"mariadb-binlog --read-from-remote-server --raw\" writes it)\n"
+	"and can be replayed with mariadb-binlog.  Needs the private key.\n"
+	"\n"
+	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
+	"check (the message names the missing range); 1 not in the archive;\n"
+	"2 usage; 3 configuration or key.\n"
+	"\n" BK_COMMON_HELP;
+
+typedef struct RebuildState
+{
+	const char *file;
+	int checksum_alg;
+	uint64_t events;
+} RebuildState;
+
+/*
+ * count_event
+ *		Visit one checked event (BkBinlogEventFn).
+ */
+static bool
+count_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
+			const uint8_t *event, BkError *err)
+{
+	((RebuildState *) arg)->events++;
+	return true;
+}
+
+/*
+ * refuse_incomplete
+ *		Say what is missing of file, and what to do.
+ */
+static bool
+refuse_incomplete(const BinlogFile *file, const char *source, BkError *err)
+{
+	if (file->covered_end == 0)
+		return bk_error_set(err, BK_ERR_SEQUENCE,
+							"the archive of source \"%s\" lacks the start of"
+							" binlog \"%s\": no range begins at offset 0"
+							" (the first held begins at %" PRIu64 ")",
+							source, file->name, file->ranges[0].start);
+	if (file->gap_end != 0)
+		return bk_error_set(
+				   err, BK_ERR_SEQUENCE,
+				   "binlog \"%s\" of source \"%s\" has a gap: bytes"
+				   " %" PRIu64 " to %" PRIu64 " are missing from the archive",
+				   file->name, source, file->gap_start, file->gap_end) ||
+			   bk_error_hint(err,
+							 "Run \"bk verify --source %s\"; the agent"
+							 " resends what Kafka still holds.",
+							 source);
+	bk_error_set(
+		err, BK_ERR_SEQUENCE,
+		"binlog \"%s\" of source \"%s\" is archived up to offset %" PRIu64
+		" but not complete: it has no ROTATE or STOP event yet and no"
+		" later file follows it",
+		file->name, source, file->covered_end);
+	return bk_error_hint(err,
+						 "The server is still writing it.  FLUSH BINARY"
+						 " LOGS on the server closes it; once the agent has"
+						 " archived the rest, try again.");
+}
+
+/*
+ * rebuild
+ *		Decrypt the chain into fd, then compare the ranges off the chain.
+ */
+static bool
+rebuild(BkCommandContext *ctx, const char *source, const BinlogFile *file,
+		int fd, const char *tmp_path, RebuildState *state, BkError *err)
+{
+	for (int pass = 0; pass < 2; pass++)
+	{
+		for (int idx = 0; idx < file->range_count; idx++)
+		{
+			const BinlogRange *range = &file->ranges[idx];
+			uint64_t want = range->end - range->start;
+			uint8_t *data = NULL;
+			size_t len = 0;
+			bool ok;
+
+			if (range->in_chain != (pass == 0))
+				continue;
+			if (!bk_repo_decrypt_to_memory(
+					ctx->repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
+					range->name, ctx->decoder, (size_t) want, &data, &len, err))
+				return bk_error_prefix(err, "binlog range %s: ", range->name);
+			if (len != want)
+			{
+				free(data);
+				return bk_error_set(err, BK_ERR_FORMAT,
+									"binlog range %s holds %zu bytes, its name"
+									" says %" PRIu64,
+									range->name, len, want);
+			}
+			if (pass == 0)
+			{
+				ok = bk_binlog_walk(file->name, range->start, data, len,
+									&state->checksum_alg, count_event, state,
+									err) &&
+					 bk_pwrite_all(fd, data, len, range->start, tmp_path, err);
+			}
+			else
+			{
+				/* A range sent again: its bytes must equal the chain's. */
+				uint8_t *have = malloc(len ? len : 1);
+
+				ok = have != NULL;
+				if (!ok)
+					bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+				else if (range->end > file->covered_end)
+					ok = bk_error_set(err, BK_ERR_FORMAT,
+									  "binlog range %s reaches past the"
+									  " rebuilt file's end %" PRIu64,
+									  range->name, file->covered_end);
+				else if (pread(fd, have, len, (off_t) range->start) !=
+						 (ssize_t) len)
+					ok = bk_error_set(err, BK_ERR_IO,
+									  "could not read back"
+									  " \"%s\": %s",
+									  tmp_path, strerror(errno));
+				else if (memcmp(have, data, len) != 0)
+					ok = bk_error_set(err, BK_ERR_CONFLICT,
+									  "binlog range %s differs from the other"
+									  " archived copy of the same bytes of"
+									  " \"%s\"",
+									  range->name, file->name);
+				free(have);
+			}
+			free(data);
+			if (!ok)
+				return false;
+		}
+	}
+	return true;
+}
+
+int
+bk_cmd_binlog_get(int argc, char **argv)
+{
+	BkCommonOptions common = {0};
+	const char *source = NULL;
+	char *args[2];
+	BkCommandContext ctx = {0};
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	RebuildState state = {0};
+	char tmp_path[4096];
+	int fd = -1;
+	BkError err;
+	int status;
+
+	bk_error_clear(&err);
+	status = bk_command_parse_args(argc, argv, bk_source_options,
+								   binlog_get_help, &common, bk_option_store,
+								   &source, "FILE and OUT", 2, args);
+	if (status != BK_COMMAND_RUN)
+		return status;
+	if (source == NULL)
+		return bk_cli_usage_error(argv[0], "--source is required");
+	if (!bk_binlog_file_name_valid(args[0]))
+		return bk_cli_usage_error(argv[0],
+								  "\"%s\" is not a binlog file name (such as"
+								  " mariadb-bin.000042)",
+								  args[0]);
+	if (!bk_command_open(&ctx, argv[0], &common, source, BK_KEY_USED, &err))
+		goto fail;
+	if (ctx.decoder == NULL)
+	{
+		bk_error_set(&err, BK_ERR_KEY, "bk binlog-get needs the private key");
+		bk_error_hint(&err, "Set key_file or pass --key-file.");
+		goto fail;
+	}
+	if (!binlog_catalog_load(ctx.repo, source, &catalog, &err))
+		goto fail;
+	file = binlog_catalog_file(&catalog, args[0]);
+	if (file == NULL)
+	{
+		bk_error_set(&err, BK_ERR_NOT_FOUND,
+					 "binlog \"%s\" is not in the archive of source \"%s\"",
+					 args[0], source);
+		if (catalog.file_count > 0)
+			bk_error_hint(&err, "The archive holds %s to %s.",
+						  catalog.files[0].name,
+						  catalog.files[catalog.file_count - 1].name);
+		goto fail;
+	}
+	if (file->gap_end != 0 || file->covered_end == 0 || !file->complete)
+	{
+		refuse_incomplete(file, source, &err);
+		goto fail;
+	}
+
+	snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", args[1],
+			 (int) getpid());
+	fd = open(tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+	{
+		bk_error_set(&err, BK_ERR_IO, "could not create \"%s\": %s", tmp_path,
+					 strerror(errno));
+		goto fail;
+	}
+	state.file = file->name;
+	state.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
+	if (!rebuild(&ctx, source, file, fd, tmp_path, &state, &err))
+		goto fail;
+	if (fsync(fd) != 0)
+	{
+		bk_error_set(&err, BK_ERR_IO, "could not fsync \"%s\": %s", tmp_path,
+					 strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	fd = -1;
+	if (!bk_rename_durable(tmp_path, args[1], &err))
+		goto fail;
+	fprintf(stderr,
+			"%s: wrote %s (%" PRIu64 " bytes, %" PRIu64
+			" events, %d ranges) to %s\n",
+			argv[0], file->name, file->covered_end, state.events,
+			file->range_count, args[1]);
+	goto done;
+
+fail:
+	if (fd >= 0)
+	{
+		close(fd);
+		unlink(tmp_path);
+	}
+	status = bk_cli_report_error(argv[0], &err);
+done:
+	binlog_catalog_free(&catalog);
+	bk_command_close(&ctx);
+	return status;
+}

@@ -1,0 +1,294 @@
+/*
+ * engine.c
+ *		The MariaDB engine (engine.h): a source whose archive holds binlog
+ *		ranges.  bk list shows each file's coverage and every gap; bk verify
+ *		checks every range (keyless, and with the key every chunk, event
+ *		position and CRC-32) and reports gaps; bk expire keeps everything for
+ *		now (see bk_mariadb_expire).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binlog_catalog.h"
+#include "bk_util.h"
+#include "cli.h"
+#include "engine.h"
+
+typedef struct AnyFound
+{
+	bool found;
+} AnyFound;
+
+static bool
+stop_at_first(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	((AnyFound *) arg)->found = true;
+	return bk_error_set(err, BK_ERR_INTERNAL, "found");
+}
+
+static bool
+bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
+				 BkError *err)
+{
+	AnyFound any = {false};
+	BkError stop;
+
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG, "", false,
+					  stop_at_first, &any, &stop) &&
+		!any.found)
+	{
+		*err = stop;
+		return false;
+	}
+	*holds = any.found;
+	return true;
+}
+
+/*
+ * file_number
+ *		The numeric extension of a binlog file name.
+ */
+static unsigned long long
+file_number(const char *name)
+{
+	const char *dot = strrchr(name, '.');
+
+	return dot ? strtoull(dot + 1, NULL, 10) : 0;
+}
+
+/*
+ * describe_gaps
+ *		Every hole in the archive, oldest first, to fn: a file that does not
+ *		start at 0, a hole inside a file, a file older than the newest that
+ *		is not complete, and file numbers skipped between two files.
+ */
+typedef void (*GapFn)(void *arg, const char *file, const char *what);
+
+static int
+describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
+{
+	int gaps = 0;
+	char what[256];
+
+	for (int idx = 0; idx < catalog->file_count; idx++)
+	{
+		const BinlogFile *file = &catalog->files[idx];
+		bool newest = idx + 1 == catalog->file_count;
+
+		if (idx > 0 && file_number(file->name) >
+						   file_number(catalog->files[idx - 1].name) + 1)
+		{
+			snprintf(what, sizeof(what), "files between %s and %s are missing",
+					 catalog->files[idx - 1].name, file->name);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		if (file->covered_end == 0)
+		{
+			snprintf(what, sizeof(what),
+					 "bytes 0 to %" PRIu64 " are missing (its first range)",
+					 file->ranges[0].start);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		else if (file->gap_end != 0)
+		{
+			snprintf(what, sizeof(what),
+					 "bytes %" PRIu64 " to %" PRIu64 " are missing",
+					 file->gap_start, file->gap_end);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		else if (!newest && !file->complete)
+		{
+			snprintf(what, sizeof(what),
+					 "archived up to %" PRIu64 " only, and not complete",
+					 file->covered_end);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+	}
+	return gaps;
+}
+
+static void
+print_gap(void *arg, const char *file, const char *what)
+{
+	printf("  GAP: binlog %s: %s\n", file, what);
+}
+
+static void
+json_gap(void *arg, const char *file, const char *what)
+{
+	json_array_append_new(
+		arg, json_pack("{s:s, s:s}", "file", file, "problem", what));
+}
+
+static bool
+bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
+				json_t *into, int64_t now_ms, BkError *err)
+{
+	BinlogCatalog catalog;
+	const BinlogFile *newest;
+
+	if (!binlog_catalog_load(repo, source, &catalog, err))
+		return false;
+	newest = catalog.file_count ? &catalog.files[catalog.file_count - 1] : NULL;
+	if (into != NULL)
+	{
+		json_t *files = json_array();
+		json_t *gaps = json_array();
+
+		for (int idx = 0; idx < catalog.file_count; idx++)
+		{
+			const BinlogFile *file = &catalog.files[idx];
+
+			json_array_append_new(
+				files,
+				json_pack("{s:s, s:I, s:i, s:b, s:b}", "name", file->name,
+						  "archived_to", (json_int_t) file->covered_end,
+						  "ranges", file->range_count, "closed", file->closed,
+						  "complete", file->complete));
+		}
+		describe_gaps(&catalog, json_gap, gaps);
+		json_object_set_new(into, "binlog_files", files);
+		json_object_set_new(into, "binlog_gaps", gaps);
+		if (newest != NULL && newest->last != NULL)
+			json_object_set_new(into, "binlog_archived_to",
+								json_pack("{s:s, s:I, s:s, s:s}", "file",
+										  newest->name, "pos",
+										  (json_int_t) newest->covered_end,
+										  "gtid", newest->last->gtid, "created",
+										  newest->last->created));
+		else
+			json_object_set_new(into, "binlog_archived_to", json_null());
+		json_object_set_new(into, "snapshots", json_array());
+		json_object_set_new(into, "restorable", json_null());
+	}
+	else
+	{
+		printf("  engine: mariadb\n");
+		if (newest == NULL)
+			printf("  binlog: nothing archived\n");
+		else
+		{
+			printf("  binlog: %d file(s), %s to %s, %" PRIu64
+				   " range(s), %" PRIu64 " bytes stored\n",
+				   catalog.file_count, catalog.files[0].name, newest->name,
+				   catalog.objects, catalog.stored_bytes);
+			if (newest->last != NULL)
+				printf("  archived to %s:%" PRIu64 " (GTID %s), sent %s\n",
+					   newest->name, newest->covered_end,
+					   newest->last->gtid[0] ? newest->last->gtid : "none",
+					   newest->last->created[0] ? newest->last->created : "?");
+			if (describe_gaps(&catalog, print_gap, NULL) == 0)
+				printf("  no gap\n");
+		}
+		printf("  snapshots: none (MariaDB snapshots are not archived yet):"
+			   " nothing is restorable\n");
+	}
+	binlog_catalog_free(&catalog);
+	return true;
+}
+
+typedef struct VerifyWalk
+{
+	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+} VerifyWalk;
+
+static void
+verify_gap(void *arg, const char *file, const char *what)
+{
+	bk_verify_problem(arg, file, "binlog gap: %s", what);
+}
+
+static bool
+bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
+				  BkError *err)
+{
+	BinlogCatalog catalog;
+
+	if (!binlog_catalog_load(repo, source, &catalog, err))
+		return false;
+	for (int fileIdx = 0; fileIdx < catalog.file_count; fileIdx++)
+	{
+		const BinlogFile *file = &catalog.files[fileIdx];
+		int checksum_alg = BK_BINLOG_CHECKSUM_OFF;
+
+		for (int idx = 0; idx < file->range_count; idx++)
+		{
+			const BinlogRange *range = &file->ranges[idx];
+			BkObjectTracker object;
+			BkError problem;
+
+			bk_error_clear(&problem);
+			verifier->objects++;
+			if (!bk_repo_check_object(repo, BK_REPO_ARCHIVE, source,
+									  BK_KIND_BINLOG, range->name, range->name,
+									  &object, &problem))
+			{
+				bk_verify_problem(verifier, range->name, "%s", problem.message);
+				continue;
+			}
+			verifier->stored_bytes += object.object_size;
+			if (verifier->decoder != NULL)
+			{
+				uint8_t *data = NULL;
+				size_t len = 0;
+				uint64_t want = range->end - range->start;
+
+				if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
+											   BK_KIND_BINLOG, range->name,
+											   verifier->decoder, (size_t) want,
+											   &data, &len, &problem))
+					bk_verify_problem(verifier, range->name, "%s",
+									  problem.message);
+				else if (len != want)
+					bk_verify_problem(verifier, range->name,
+									  "holds %zu bytes, its name says %" PRIu64,
+									  len, want);
+				else if (!bk_binlog_walk(file->name, range->start, data, len,
+										 &checksum_alg, NULL, NULL, &problem))
+					bk_verify_problem(verifier, range->name, "%s",
+									  problem.message);
+				free(data);
+			}
+		}
+	}
+	describe_gaps(&catalog, verify_gap, verifier);
+	binlog_catalog_free(&catalog);
+	return true;
+}
+
+/*
+ * bk_mariadb_expire
+ *		Retention for binlog sources follows from their snapshots, which
+ *		are not archived yet: removing binlog now could only lose what a
+ *		future restore needs, so everything is kept and the user is told.
+ */
+static int
+bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
+				  const BkRetention *retention, BkError *err)
+{
+	if (retention->json)
+		printf("{\"source\": \"%s\", \"removed\": [], \"kept\": \"all\","
+			   " \"reason\": \"MariaDB retention is not implemented yet\"}\n",
+			   source);
+	else
+		printf("source %s (mariadb): nothing removed: retention of binlog"
+			   " sources is not implemented yet, everything is kept\n",
+			   source);
+	return BK_EXIT_OK;
+}
+
+const BkEngine bk_engine_mariadb = {
+	.name = "mariadb",
+	.holds = bk_mariadb_holds,
+	.list = bk_mariadb_list,
+	.verify = bk_mariadb_verify,
+	.expire = bk_mariadb_expire,
+};

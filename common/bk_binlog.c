@@ -1,0 +1,463 @@
+/*
+ * bk_binlog.c
+ *		MariaDB binary log: event headers, checksums, GTID state, range names.
+ *
+ * The layouts are MariaDB's (sql/log_event.h): a 19-byte little-endian
+ * header, the body, and, when the format description event says so, a
+ * CRC-32 (zlib's polynomial) of everything before it.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "bk_binlog.h"
+
+const uint8_t bk_binlog_magic[BK_BINLOG_MAGIC_LEN] = {0xfe, 'b', 'i', 'n'};
+
+static uint16_t
+get_le16(const uint8_t *p)
+{
+	return (uint16_t) (p[0] | (p[1] << 8));
+}
+
+static uint32_t
+get_le32(const uint8_t *p)
+{
+	return (uint32_t) p[0] | ((uint32_t) p[1] << 8) | ((uint32_t) p[2] << 16) |
+		   ((uint32_t) p[3] << 24);
+}
+
+static uint64_t
+get_le64(const uint8_t *p)
+{
+	return (uint64_t) get_le32(p) | ((uint64_t) get_le32(p + 4) << 32);
+}
+
+/*
+ * bk_binlog_header_parse
+ *		Decode an event header.
+ */
+bool
+bk_binlog_header_parse(const uint8_t *data, size_t len,
+					   BkBinlogEventHeader *header, BkError *err)
+{
+	if (len < BK_BINLOG_HEADER_LEN)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"binlog event header truncated: %zu of %d bytes",
+							len, BK_BINLOG_HEADER_LEN);
+	header->timestamp = get_le32(data);
+	header->type = data[4];
+	header->server_id = get_le32(data + 5);
+	header->length = get_le32(data + 9);
+	header->next_pos = get_le32(data + 13);
+	header->flags = get_le16(data + 17);
+	if (header->length < BK_BINLOG_HEADER_LEN)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"binlog event of type %u claims a length of %" PRIu32
+			" bytes, shorter than its header",
+			header->type, header->length);
+	return true;
+}
+
+/*
+ * bk_binlog_fde_checksum_alg
+ *		The checksum algorithm a format description event declares.
+ */
+int
+bk_binlog_fde_checksum_alg(const uint8_t *event, size_t len)
+{
+	if (len <
+		BK_BINLOG_HEADER_LEN + 2 + 50 + 4 + 1 + 1 + BK_BINLOG_CHECKSUM_LEN)
+		return -1;
+	return event[len - BK_BINLOG_CHECKSUM_LEN - 1];
+}
+
+/*
+ * bk_binlog_crc_ok
+ *		Check an event's trailing CRC-32.
+ */
+bool
+bk_binlog_crc_ok(const uint8_t *event, size_t len)
+{
+	uLong crc;
+
+	if (len < BK_BINLOG_HEADER_LEN + BK_BINLOG_CHECKSUM_LEN)
+		return false;
+	crc = crc32(0L, Z_NULL, 0);
+	crc = crc32(crc, event, (uInt) (len - BK_BINLOG_CHECKSUM_LEN));
+	return (uint32_t) crc == get_le32(event + len - BK_BINLOG_CHECKSUM_LEN);
+}
+
+/*
+ * bk_gtid_state_set
+ *		Record gtid as its domain's newest.
+ */
+void
+bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid)
+{
+	int idx;
+
+	for (idx = 0; idx < state->count; idx++)
+	{
+		if (state->gtids[idx].domain == gtid->domain)
+		{
+			state->gtids[idx] = *gtid;
+			return;
+		}
+		if (state->gtids[idx].domain > gtid->domain)
+			break;
+	}
+	if (state->count == BK_BINLOG_DOMAINS_MAX)
+		return; /* bk_gtid_state_apply refuses this case first */
+	memmove(&state->gtids[idx + 1], &state->gtids[idx],
+			(size_t) (state->count - idx) * sizeof(BkGtid));
+	state->gtids[idx] = *gtid;
+	state->count++;
+}
+
+/*
+ * bk_gtid_state_format
+ *		"0-1-42,1-2-7"; "" for an empty state.
+ */
+bool
+bk_gtid_state_format(const BkGtidState *state, char *out, size_t out_len)
+{
+	size_t used = 0;
+
+	if (out_len == 0)
+		return false;
+	out[0] = '\0';
+	for (int idx = 0; idx < state->count; idx++)
+	{
+		int n = snprintf(out + used, out_len - used,
+						 "%s%" PRIu32 "-%" PRIu32 "-%" PRIu64, idx ? "," : "",
+						 state->gtids[idx].domain, state->gtids[idx].server,
+						 state->gtids[idx].seq);
+
+		if (n < 0 || (size_t) n >= out_len - used)
+			return false;
+		used += (size_t) n;
+	}
+	return true;
+}
+
+static bool
+parse_u64_part(const char **text, char stop, uint64_t max, uint64_t *value)
+{
+	const char *p = *text;
+	uint64_t v = 0;
+
+	if (!isdigit((unsigned char) *p))
+		return false;
+	while (isdigit((unsigned char) *p))
+	{
+		if (v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t) (*p - '0');
+		p++;
+	}
+	if (v > max || *p != stop)
+		return false;
+	*value = v;
+	*text = stop ? p + 1 : p;
+	return true;
+}
+
+/*
+ * bk_gtid_state_parse
+ *		The inverse of bk_gtid_state_format; whitespace and an empty text
+ *		(no GTID) are accepted, one GTID per domain at most.
+ */
+bool
+bk_gtid_state_parse(const char *text, BkGtidState *state, BkError *err)
+{
+	const char *p = text;
+
+	memset(state, 0, sizeof(*state));
+	while (isspace((unsigned char) *p))
+		p++;
+	while (*p)
+	{
+		BkGtid gtid;
+		uint64_t domain, server;
+		const char *end = p + strcspn(p, ", \t\n");
+		char one[64];
+
+		if ((size_t) (end - p) >= sizeof(one))
+			return bk_error_set(err, BK_ERR_USAGE, "GTID \"%.*s\" is too long",
+								(int) (end - p), p);
+		memcpy(one, p, (size_t) (end - p));
+		one[end - p] = '\0';
+		{
+			const char *q = one;
+
+			if (!parse_u64_part(&q, '-', UINT32_MAX, &domain) ||
+				!parse_u64_part(&q, '-', UINT32_MAX, &server) ||
+				!parse_u64_part(&q, '\0', UINT64_MAX, &gtid.seq) || *q != '\0')
+				return bk_error_set(
+					err, BK_ERR_USAGE,
+					"\"%s\" is not a GTID (domain-server-sequence,"
+					" for example 0-1-42)",
+					one);
+		}
+		gtid.domain = (uint32_t) domain;
+		gtid.server = (uint32_t) server;
+		for (int idx = 0; idx < state->count; idx++)
+			if (state->gtids[idx].domain == gtid.domain)
+				return bk_error_set(err, BK_ERR_USAGE,
+									"GTID list names domain %" PRIu32 " twice",
+									gtid.domain);
+		if (state->count == BK_BINLOG_DOMAINS_MAX)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"GTID list has more than %d domains",
+								BK_BINLOG_DOMAINS_MAX);
+		bk_gtid_state_set(state, &gtid);
+		p = end;
+		while (*p == ',' || isspace((unsigned char) *p))
+			p++;
+	}
+	return true;
+}
+
+/*
+ * bk_gtid_state_apply
+ *		Fold a GTID or GTID_LIST event into state.
+ */
+bool
+bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
+					BkError *err)
+{
+	BkBinlogEventHeader header;
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+
+	if (!bk_binlog_header_parse(event, len, &header, err))
+		return false;
+	if (header.type == BK_BINLOG_GTID_EVENT)
+	{
+		BkGtid gtid;
+		bool known = false;
+
+		if (len < BK_BINLOG_HEADER_LEN + 8 + 4)
+			return bk_error_set(err, BK_ERR_FORMAT, "GTID event truncated");
+		gtid.seq = get_le64(body);
+		gtid.domain = get_le32(body + 8);
+		gtid.server = header.server_id;
+		for (int idx = 0; idx < state->count; idx++)
+			known |= state->gtids[idx].domain == gtid.domain;
+		if (!known && state->count == BK_BINLOG_DOMAINS_MAX)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"more than %d GTID domains in one binlog",
+								BK_BINLOG_DOMAINS_MAX);
+		bk_gtid_state_set(state, &gtid);
+	}
+	else if (header.type == BK_BINLOG_GTID_LIST_EVENT)
+	{
+		uint32_t count;
+
+		if (len < BK_BINLOG_HEADER_LEN + 4)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"GTID list event truncated");
+		count = get_le32(body) & 0x0fffffff;
+		if (count > BK_BINLOG_DOMAINS_MAX)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"GTID list event with %" PRIu32
+								" domains; bk handles at most %d",
+								count, BK_BINLOG_DOMAINS_MAX);
+		if ((uint64_t) len < BK_BINLOG_HEADER_LEN + 4 + (uint64_t) count * 16)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"GTID list event truncated");
+		memset(state, 0, sizeof(*state));
+		for (uint32_t idx = 0; idx < count; idx++)
+		{
+			const uint8_t *entry = body + 4 + idx * 16;
+			BkGtid gtid;
+
+			gtid.domain = get_le32(entry);
+			gtid.server = get_le32(entry + 4);
+			gtid.seq = get_le64(entry + 8);
+			bk_gtid_state_set(state, &gtid);
+		}
+	}
+	return true;
+}
+
+/*
+ * bk_binlog_walk
+ *		Check and visit the events of a byte range of a binlog file.
+ */
+bool
+bk_binlog_walk(const char *file, uint64_t file_offset, const uint8_t *data,
+			   size_t len, int *checksum_alg, BkBinlogEventFn fn, void *arg,
+			   BkError *err)
+{
+	size_t pos = 0;
+
+	if (file_offset == 0)
+	{
+		if (len < BK_BINLOG_MAGIC_LEN ||
+			memcmp(data, bk_binlog_magic, BK_BINLOG_MAGIC_LEN) != 0)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"binlog file \"%s\" does not start with the"
+								" binlog magic bytes",
+								file);
+		pos = BK_BINLOG_MAGIC_LEN;
+	}
+	while (pos < len)
+	{
+		BkBinlogEventHeader header;
+		uint64_t offset = file_offset + pos;
+
+		if (!bk_binlog_header_parse(data + pos, len - pos, &header, err))
+			return bk_error_prefix(err, "binlog \"%s\" at offset %" PRIu64 ": ",
+								   file, offset);
+		if (header.length > len - pos)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"binlog \"%s\": the event at offset %" PRIu64
+								" is %" PRIu32 " bytes long, but only %zu"
+								" bytes follow it",
+								file, offset, header.length, len - pos);
+		if (header.next_pos != offset + header.length)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"binlog \"%s\": the event at offset %" PRIu64
+								" says it ends at %" PRIu32 ", not at %" PRIu64
+								" (events missing or out of place)",
+								file, offset, header.next_pos,
+								offset + header.length);
+		if (header.type == BK_BINLOG_FORMAT_DESCRIPTION_EVENT)
+		{
+			int alg = bk_binlog_fde_checksum_alg(data + pos, header.length);
+
+			if (alg != BK_BINLOG_CHECKSUM_OFF &&
+				alg != BK_BINLOG_CHECKSUM_CRC32)
+				return bk_error_set(err, BK_ERR_FORMAT,
+									"binlog \"%s\": the format description at"
+									" offset %" PRIu64 " declares checksum"
+									" algorithm %d, which bk does not know",
+									file, offset, alg);
+			*checksum_alg = alg;
+		}
+		if (*checksum_alg == BK_BINLOG_CHECKSUM_CRC32 &&
+			!bk_binlog_crc_ok(data + pos, header.length))
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"binlog \"%s\": the CRC-32 of the event at"
+								" offset %" PRIu64 " (type %u, %" PRIu32
+								" bytes) is wrong",
+								file, offset, header.type, header.length);
+		if (fn != NULL && !fn(arg, offset, &header, data + pos, err))
+			return false;
+		pos += header.length;
+	}
+	return true;
+}
+
+/*
+ * bk_binlog_file_name_valid
+ *		A binlog file name: one object-name component, ending in ".<digits>".
+ */
+bool
+bk_binlog_file_name_valid(const char *name)
+{
+	size_t len = strlen(name);
+	const char *dot = strrchr(name, '.');
+
+	if (len == 0 || len > BK_BINLOG_FILE_NAME_MAX || name[0] == '.')
+		return false;
+	for (size_t idx = 0; idx < len; idx++)
+	{
+		unsigned char c = (unsigned char) name[idx];
+
+		if (!isalnum(c) && c != '.' && c != '_' && c != '-' && c != '+')
+			return false;
+	}
+	if (dot == NULL || dot[1] == '\0')
+		return false;
+	for (const char *p = dot + 1; *p; p++)
+		if (!isdigit((unsigned char) *p))
+			return false;
+	return true;
+}
+
+/*
+ * bk_binlog_range_name
+ *		"<file>/<start>-<end>", offsets in 10 digits.
+ */
+bool
+bk_binlog_range_name(const char *file, uint64_t start, uint64_t end, char *out,
+					 size_t out_len)
+{
+	int n;
+
+	if (!bk_binlog_file_name_valid(file) || start >= end || end > UINT32_MAX)
+		return false;
+	n = snprintf(out, out_len, "%s/%0*" PRIu64 "-%0*" PRIu64, file,
+				 BK_BINLOG_OFFSET_DIGITS, start, BK_BINLOG_OFFSET_DIGITS, end);
+	return n > 0 && (size_t) n < out_len;
+}
+
+static bool
+parse_offset(const char *digits, uint64_t *value)
+{
+	uint64_t v = 0;
+
+	for (int idx = 0; idx < BK_BINLOG_OFFSET_DIGITS; idx++)
+	{
+		if (!isdigit((unsigned char) digits[idx]))
+			return false;
+		v = v * 10 + (uint64_t) (digits[idx] - '0');
+	}
+	if (v > UINT32_MAX)
+		return false;
+	*value = v;
+	return true;
+}
+
+/*
+ * bk_binlog_range_parse
+ *		The file and offsets of a range name.
+ */
+bool
+bk_binlog_range_parse(const char *name, char *file, size_t file_len,
+					  uint64_t *start, uint64_t *end)
+{
+	const char *slash = strchr(name, '/');
+	const char *offsets;
+
+	if (slash == NULL || (size_t) (slash - name) >= file_len)
+		return false;
+	offsets = slash + 1;
+	if (strlen(offsets) != 2 * BK_BINLOG_OFFSET_DIGITS + 1 ||
+		offsets[BK_BINLOG_OFFSET_DIGITS] != '-' ||
+		!parse_offset(offsets, start) ||
+		!parse_offset(offsets + BK_BINLOG_OFFSET_DIGITS + 1, end) ||
+		*start >= *end)
+		return false;
+	memcpy(file, name, (size_t) (slash - name));
+	file[slash - name] = '\0';
+	return bk_binlog_file_name_valid(file);
+}
+
+/*
+ * bk_binlog_file_compare
+ *		Order binlog files by their numeric extension, then by name.
+ */
+int
+bk_binlog_file_compare(const char *a, const char *b)
+{
+	const char *dot_a = strrchr(a, '.');
+	const char *dot_b = strrchr(b, '.');
+
+	if (dot_a != NULL && dot_b != NULL)
+	{
+		unsigned long long num_a = strtoull(dot_a + 1, NULL, 10);
+		unsigned long long num_b = strtoull(dot_b + 1, NULL, 10);
+
+		if (num_a != num_b)
+			return num_a < num_b ? -1 : 1;
+	}
+	return strcmp(a, b);
+}

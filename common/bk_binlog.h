@@ -1,0 +1,146 @@
+/*
+ * bk_binlog.h
+ *		MariaDB binary log: event headers, checksums, GTID state, and the
+ *		names and metadata of archived binlog ranges.
+ *
+ * bk archives a binlog file as byte ranges: each range is one object
+ * (kind 3) named "<binlog file>/<start>-<end>" (file offsets, 10 digits
+ * each), so the ranges of a file sort in file order and a file is rebuilt by
+ * chaining them.  The end is in the name because a range sent again after a
+ * crash may be cut at another point: both copies stay, and where they
+ * overlap their bytes must be equal.  The first range of a file starts at 0
+ * and holds the 4-byte magic that the replication stream does not carry.
+ * Ranges start and end on event boundaries.
+ *
+ * Everything here works on plaintext bytes and is shared by the agent (which
+ * cuts ranges from the replication stream) and the bk tool (which checks and
+ * reassembles them): one definition of what a well-formed range is.
+ */
+#ifndef BK_BINLOG_H
+#define BK_BINLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bk_error.h"
+
+#define BK_BINLOG_MAGIC_LEN      4
+#define BK_BINLOG_HEADER_LEN     19
+#define BK_BINLOG_CHECKSUM_LEN   4
+#define BK_BINLOG_FILE_NAME_MAX  255
+#define BK_BINLOG_OFFSET_DIGITS  10
+#define BK_BINLOG_GTID_STATE_MAX 4096
+
+/* Event types bk looks at (MariaDB's numbering). */
+#define BK_BINLOG_STOP_EVENT               3
+#define BK_BINLOG_ROTATE_EVENT             4
+#define BK_BINLOG_FORMAT_DESCRIPTION_EVENT 15
+#define BK_BINLOG_XID_EVENT                16
+#define BK_BINLOG_HEARTBEAT_EVENT          27
+#define BK_BINLOG_GTID_EVENT               162
+#define BK_BINLOG_GTID_LIST_EVENT          163
+
+/* Header flags. */
+#define BK_BINLOG_F_IN_USE 0x0001 /* format description: file still open */
+#define BK_BINLOG_F_ARTIFICIAL                                                 \
+	0x0020 /* made up by the sender, not in the file */
+
+/* Checksum algorithms of the format description event. */
+#define BK_BINLOG_CHECKSUM_OFF   0
+#define BK_BINLOG_CHECKSUM_CRC32 1
+
+extern const uint8_t bk_binlog_magic[BK_BINLOG_MAGIC_LEN];
+
+typedef struct BkBinlogEventHeader
+{
+	uint32_t timestamp;
+	uint8_t type;
+	uint32_t server_id;
+	uint32_t length;   /* whole event, header and checksum included */
+	uint32_t next_pos; /* file offset just after the event; 0 if artificial */
+	uint16_t flags;
+} BkBinlogEventHeader;
+
+/* Decode the 19-byte header; fails on a length shorter than the header. */
+extern bool bk_binlog_header_parse(const uint8_t *data, size_t len,
+								   BkBinlogEventHeader *header, BkError *err);
+
+/*
+ * The checksum algorithm a format description event declares (the byte
+ * before its 4 checksum bytes, present whatever the algorithm), or -1 if the
+ * event is too short to hold one.
+ */
+extern int bk_binlog_fde_checksum_alg(const uint8_t *event, size_t len);
+
+/* True when the event's trailing CRC-32 (zlib's) matches its bytes. */
+extern bool bk_binlog_crc_ok(const uint8_t *event, size_t len);
+
+/*
+ * GTID state: the last GTID seen per replication domain, as MariaDB prints
+ * it ("0-1-42,1-2-7", domains in ascending order).
+ */
+#define BK_BINLOG_DOMAINS_MAX 64
+
+typedef struct BkGtid
+{
+	uint32_t domain;
+	uint32_t server;
+	uint64_t seq;
+} BkGtid;
+
+typedef struct BkGtidState
+{
+	int count;
+	BkGtid gtids[BK_BINLOG_DOMAINS_MAX];
+} BkGtidState;
+
+extern void bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid);
+extern bool bk_gtid_state_format(const BkGtidState *state, char *out,
+								 size_t out_len);
+extern bool bk_gtid_state_parse(const char *text, BkGtidState *state,
+								BkError *err);
+
+/*
+ * Fold a GTID or GTID_LIST event into state (other events: nothing).  A
+ * GTID_LIST replaces the whole state: it is the server's own account of
+ * everything logged before this file.
+ */
+extern bool bk_gtid_state_apply(BkGtidState *state, const uint8_t *event,
+								size_t len, BkError *err);
+
+/*
+ * Walk the events of a byte range of a binlog file that starts at
+ * file_offset: every event complete, positions chained (each event's
+ * next_pos is its offset plus its length), every CRC right when
+ * checksum_alg says so.  A range at offset 0 must start with the magic.
+ * *checksum_alg is updated by a format description event.  Calls fn (when
+ * not NULL) for each event.  Errors name the file offset.
+ */
+typedef bool (*BkBinlogEventFn)(void *arg, uint64_t offset,
+								const BkBinlogEventHeader *header,
+								const uint8_t *event, BkError *err);
+
+extern bool bk_binlog_walk(const char *file, uint64_t file_offset,
+						   const uint8_t *data, size_t len, int *checksum_alg,
+						   BkBinlogEventFn fn, void *arg, BkError *err);
+
+/* "mariadb-bin.000042": a name bk accepts as a binlog file name. */
+extern bool bk_binlog_file_name_valid(const char *name);
+
+/*
+ * Object name of the range [start, end) of file; and back.  Parsing fails
+ * (false, no error) for names that are not range names.
+ */
+extern bool bk_binlog_range_name(const char *file, uint64_t start, uint64_t end,
+								 char *out, size_t out_len);
+extern bool bk_binlog_range_parse(const char *name, char *file, size_t file_len,
+								  uint64_t *start, uint64_t *end);
+
+/*
+ * Order of binlog files: by the numeric extension first (names of one
+ * server differ only there), then by name.
+ */
+extern int bk_binlog_file_compare(const char *a, const char *b);
+
+#endif /* BK_BINLOG_H */

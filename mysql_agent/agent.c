@@ -1,0 +1,725 @@
+/*
+ * agent.c
+ *		bk-mysql-agent: the MariaDB side of bk, beside mariadbd.
+ *
+ * Why a daemon and not threads inside the server: a UDF library has no
+ * library-level deinit, and DROP FUNCTION or a shutdown dlclose()s it under
+ * a server-wide lock, so a thread left running in it crashes mariadbd.  The
+ * binlog must also stream whether or not anyone calls SQL.  So the UDFs
+ * (bk_udf.so, libc only) are a thin shim that asks this agent over a Unix
+ * socket, and the agent holds everything heavy: the public key, librdkafka,
+ * lz4, OpenSSL and MariaDB Connector/C.
+ *
+ * The main thread streams the binlog (binlog_stream.c); the control socket
+ * (control.c) answers bk_status() from the shared status.  Signals only set
+ * a flag; every wait in the agent is bounded and checks it (the kcat
+ * pattern).  SIGTERM and SIGINT stop cleanly: the events received are sent
+ * and acknowledged before the agent exits.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "agent.h"
+#include "bk_audit.h"
+#include "bk_config.h"
+#include "bk_util.h"
+#include "control.h"
+
+volatile sig_atomic_t agent_stop_requested;
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char usage_text[] =
+	"Usage: " AGENT_PROGRAM " --config FILE [--brokers LIST]\n"
+	"\n"
+	"Streams a MariaDB server's binlog into Kafka, compressed and encrypted,\n"
+	"as byte ranges of its files, and answers the bk_udf.so functions\n"
+	"(bk_status(), bk_snapshot()) over a Unix socket.  Runs until SIGTERM.\n"
+	"\n"
+	"Settings (key = value lines in FILE):\n"
+	"  source_id            this server's name in the archive (required)\n"
+	"  kafka_brokers        bootstrap servers (or --brokers)\n"
+	"  key_file             the PUBLIC key file (FILE.pub of bk keygen)\n"
+	"  mysql_socket | mysql_host, mysql_port\n"
+	"  mysql_user           [root]  mysql_password_file (mode 0600)\n"
+	"  server_id            replica id to register with (unique, non-zero)\n"
+	"  range_size [16MiB]   range_interval [1s]   heartbeat [1s]\n"
+	"  start_binlog         first file when the archive is empty [current]\n"
+	"  state_dir            [" AGENT_STATE_DIR_DEFAULT "]\n"
+	"  control_socket       [" AGENT_CONTROL_SOCKET_DEFAULT "]\n"
+	"  control_user         OS user of mariadbd allowed on the socket [mysql]\n"
+	"  roles                roles allowed to call bk functions [bk_admin]\n"
+	"  kafka_properties, topic_prefix, chunk_size, kafka_timeout\n"
+	"\n"
+	"Exit status: 0 after a clean stop, 3 for a bad configuration or key,\n"
+	"1 otherwise.\n";
+
+/*
+ * agent_log
+ *		One line to stderr: time, program, level, message.
+ */
+void
+agent_log(const char *level, const char *fmt, ...)
+{
+	char stamp[40];
+	va_list args;
+
+	bk_format_time_utc(bk_wall_ms(), stamp, sizeof(stamp));
+	pthread_mutex_lock(&log_lock);
+	fprintf(stderr, "%s %s[%d]: %s: ", stamp, AGENT_PROGRAM, (int) getpid(),
+			level);
+	va_start(args, fmt);
+	vfprintf(stderr, fmt, args);
+	va_end(args);
+	fputc('\n', stderr);
+	fflush(stderr);
+	pthread_mutex_unlock(&log_lock);
+}
+
+/*
+ * agent_report_error
+ *		Log an error with its hint and keep it for bk_status().
+ */
+void
+agent_report_error(Agent *agent, const BkError *err)
+{
+	agent_log("ERROR", "%s%s%s", err->message, err->hint[0] ? " HINT: " : "",
+			  err->hint);
+	pthread_mutex_lock(&agent->status.lock);
+	bk_strlcpy(agent->status.last_error, err->message,
+			   sizeof(agent->status.last_error));
+	agent->status.last_error_at_ms = bk_wall_ms();
+	pthread_mutex_unlock(&agent->status.lock);
+}
+
+/*
+ * agent_audit
+ *		An audit event about the stream (metadata only), best effort: the
+ *		log line and bk_status() carry the same news.
+ */
+void
+agent_audit(Agent *agent, const char *event, const char *detail,
+			const BinlogPosition *position)
+{
+	BkAuditEvent *audit = bk_audit_begin(event, agent->config.source_id);
+	char *json;
+	size_t len;
+	BkError err;
+
+	if (audit == NULL)
+		return;
+	bk_audit_string(audit, "kind", "binlog");
+	bk_audit_string(audit, "detail", detail);
+	if (position != NULL && position->file[0])
+	{
+		bk_audit_string(audit, "binlog_file", position->file);
+		bk_audit_int(audit, "binlog_pos", (int64_t) position->offset);
+	}
+	json = bk_audit_finish(audit, bk_wall_ms(), &len); /* frees audit */
+	if (json == NULL)
+		return;
+	bk_error_clear(&err);
+	if (!bk_producer_send_message(agent->producer, agent->audit_topic,
+								  agent->config.source_id, json, len, NULL,
+								  NULL, &err))
+		agent_log("WARNING", "could not send the audit event \"%s\": %s", event,
+				  err.message);
+	free(json);
+}
+
+/*
+ * agent_query
+ *		Run a statement that returns no rows.
+ */
+bool
+agent_query(MYSQL *conn, const char *sql, BkError *err)
+{
+	if (mysql_query(conn, sql) != 0)
+		return bk_error_set(err, BK_ERR_IO, "\"%s\" failed: %s", sql,
+							mysql_error(conn));
+	return true;
+}
+
+/*
+ * agent_connect
+ *		A connection to the source server: UTC, binary-safe, bounded waits,
+ *		packets as large as any event.
+ */
+MYSQL *
+agent_connect(Agent *agent, BkError *err)
+{
+	AgentConfig *config = &agent->config;
+	MYSQL *conn = mysql_init(NULL);
+	unsigned long max_packet = 1024UL * 1024 * 1024;
+	unsigned int connect_timeout = 10;
+	unsigned int read_timeout =
+		(unsigned int) (config->heartbeat * 3 / 1000) + 10;
+
+	if (conn == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "mysql_init failed");
+		return NULL;
+	}
+	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
+	mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);
+	mysql_optionsv(conn, MYSQL_OPT_READ_TIMEOUT, &read_timeout);
+	mysql_optionsv(conn, MYSQL_OPT_WRITE_TIMEOUT, &read_timeout);
+	mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "binary");
+	mysql_optionsv(conn, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
+	if (mysql_real_connect(conn, config->mysql_host, config->mysql_user,
+						   agent->mysql_password, NULL, config->mysql_port,
+						   config->mysql_socket, 0) == NULL)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not connect to MariaDB at %s: %s",
+					 config->mysql_socket ? config->mysql_socket
+					 : config->mysql_host ? config->mysql_host
+										  : "the default socket",
+					 mysql_error(conn));
+		bk_error_hint(err,
+					  "Check mysql_socket (or mysql_host and mysql_port),"
+					  " mysql_user and mysql_password_file; the agent needs"
+					  " REPLICATION SLAVE, BINLOG MONITOR and SELECT on"
+					  " mysql.roles_mapping.");
+		mysql_close(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/* ------------------------------------------------------------ config */
+
+static bool
+set_text(char **field, const char *value, BkError *err)
+{
+	char *copy = strdup(value);
+
+	if (copy == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	free(*field);
+	*field = copy;
+	return true;
+}
+
+static bool
+set_size(uint64_t *field, const char *key, const char *value, uint64_t min,
+		 uint64_t max, BkError *err)
+{
+	if (!bk_parse_size(value, field) || *field < min || *field > max)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"%s must be a size from %" PRIu64 " to %" PRIu64
+							" bytes such as \"16MiB\", not \"%s\"",
+							key, min, max, value);
+	return true;
+}
+
+static bool
+set_ms(int64_t *field, const char *key, const char *value, int64_t min,
+	   int64_t max, BkError *err)
+{
+	if (!bk_parse_duration_ms(value, field) || *field < min || *field > max)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"%s must be a duration from %" PRId64 " to %" PRId64
+							" ms such as \"1s\", not \"%s\"",
+							key, min, max, value);
+	return true;
+}
+
+/*
+ * agent_config_set
+ *		One setting: the agent's own, else the ones bk shares.
+ */
+static bool
+agent_config_set(void *arg, const char *key, const char *value, BkError *err)
+{
+	AgentConfig *config = arg;
+	uint64_t number;
+
+	if (strcmp(key, "source_id") == 0)
+	{
+		if (!bk_source_id_valid(value, strlen(value)))
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"source_id \"%s\" is not valid: 1-64 bytes of"
+								" A-Z a-z 0-9 . _ -, not starting with \".\"",
+								value);
+		return set_text(&config->source_id, value, err);
+	}
+	if (strcmp(key, "mysql_host") == 0)
+		return set_text(&config->mysql_host, value, err);
+	if (strcmp(key, "mysql_socket") == 0)
+		return set_text(&config->mysql_socket, value, err);
+	if (strcmp(key, "mysql_user") == 0)
+		return set_text(&config->mysql_user, value, err);
+	if (strcmp(key, "mysql_password_file") == 0)
+		return set_text(&config->mysql_password_file, value, err);
+	if (strcmp(key, "mysql_port") == 0)
+	{
+		if (!bk_parse_u64(value, &number) || number == 0 || number > 65535)
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"mysql_port must be a port number, not \"%s\"",
+								value);
+		config->mysql_port = (unsigned int) number;
+		return true;
+	}
+	if (strcmp(key, "server_id") == 0)
+	{
+		if (!bk_parse_u64(value, &number) || number == 0 || number > UINT32_MAX)
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"server_id must be an integer from 1 to"
+								" 4294967295, not \"%s\"",
+								value);
+		config->server_id = (uint32_t) number;
+		return true;
+	}
+	if (strcmp(key, "range_size") == 0)
+		return set_size(&config->range_size, key, value, 4096,
+						(uint64_t) 1024 * 1024 * 1024, err);
+	if (strcmp(key, "range_interval") == 0)
+		return set_ms(&config->range_interval, key, value, 10, 3600 * 1000,
+					  err);
+	if (strcmp(key, "heartbeat") == 0)
+		return set_ms(&config->heartbeat, key, value, 100, 60 * 1000, err);
+	if (strcmp(key, "start_binlog") == 0)
+	{
+		if (!bk_binlog_file_name_valid(value))
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"start_binlog \"%s\" is not a binlog file name",
+								value);
+		return set_text(&config->start_binlog, value, err);
+	}
+	if (strcmp(key, "state_dir") == 0)
+		return set_text(&config->state_dir, value, err);
+	if (strcmp(key, "control_socket") == 0)
+		return set_text(&config->control_socket, value, err);
+	if (strcmp(key, "control_user") == 0)
+		return set_text(&config->control_user, value, err);
+	if (strcmp(key, "roles") == 0)
+	{
+		char *list = strdup(value);
+		char *save = NULL;
+
+		if (list == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		for (int idx = 0; idx < config->n_roles; idx++)
+			free(config->roles[idx]);
+		config->n_roles = 0;
+		for (char *role = strtok_r(list, ", ", &save); role != NULL;
+			 role = strtok_r(NULL, ", ", &save))
+		{
+			if (config->n_roles == AGENT_ROLES_MAX)
+			{
+				free(list);
+				return bk_error_set(err, BK_ERR_CONFIG,
+									"roles names more than %d roles",
+									AGENT_ROLES_MAX);
+			}
+			config->roles[config->n_roles++] = strdup(role);
+		}
+		free(list);
+		return true;
+	}
+	if (strcmp(key, "repository") == 0 || strcmp(key, "group_id") == 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"%s is a shipper setting; the agent does not read"
+							" the repository",
+							key);
+	if (!bk_cli_config_set(&config->common, key, value, err))
+	{
+		if (strncmp(err->message, "unknown setting", 15) == 0)
+			bk_error_hint(err, "Run " AGENT_PROGRAM " --help for the settings"
+							   " it knows.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * agent_config_load
+ *		Defaults, the file, the flags; then what must hold.
+ */
+static bool
+agent_config_load(Agent *agent, const char *path, const char *brokers,
+				  BkError *err)
+{
+	AgentConfig *config = &agent->config;
+
+	bk_cli_config_init(&config->common);
+	config->range_size = AGENT_RANGE_SIZE_DEFAULT;
+	config->range_interval = AGENT_RANGE_INTERVAL_DEFAULT;
+	config->heartbeat = AGENT_HEARTBEAT_DEFAULT;
+	if (path == NULL)
+		return bk_error_set(err, BK_ERR_USAGE, "--config FILE is required");
+	config->common.config_path = path;
+	if (!bk_config_parse_file(path, agent_config_set, config, err))
+	{
+		err->code = BK_ERR_CONFIG;
+		return false;
+	}
+	if (brokers != NULL &&
+		!bk_cli_config_set(&config->common, "kafka_brokers", brokers, err))
+		return false;
+	if (config->source_id == NULL)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"source_id is not set in \"%s\"", path) ||
+			   bk_error_hint(
+				   err, "Name this server in the archive, for example"
+						" source_id = db1.example; keep it for the server's"
+						" life.");
+	if (config->common.kafka_brokers == NULL)
+		return bk_error_set(err, BK_ERR_CONFIG, "kafka_brokers is not set");
+	if (config->common.key_file == NULL)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"key_file is not set: the agent seals everything"
+							" to a public key (FILE.pub of \"bk keygen\")");
+	if (config->server_id == 0)
+		return bk_error_set(err, BK_ERR_CONFIG, "server_id is not set") ||
+			   bk_error_hint(err,
+							 "Choose a replica id no server or replica of"
+							 " this topology uses: a binlog dump ends any other"
+							 " with the same id.");
+	if (config->mysql_user == NULL &&
+		!set_text(&config->mysql_user, "root", err))
+		return false;
+	if (config->state_dir == NULL &&
+		!set_text(&config->state_dir, AGENT_STATE_DIR_DEFAULT, err))
+		return false;
+	if (config->control_socket == NULL &&
+		!set_text(&config->control_socket, AGENT_CONTROL_SOCKET_DEFAULT, err))
+		return false;
+	if (config->control_user == NULL &&
+		!set_text(&config->control_user, "mysql", err))
+		return false;
+	if (config->n_roles == 0)
+		config->roles[config->n_roles++] = strdup("bk_admin");
+	return true;
+}
+
+/*
+ * load_password
+ *		mysql_password_file: first line, mode 0600 like a private key.
+ */
+static bool
+load_password(Agent *agent, BkError *err)
+{
+	const char *path = agent->config.mysql_password_file;
+	struct stat st;
+	char *data = NULL;
+	size_t len = 0;
+
+	if (path == NULL)
+		return true;
+	if (stat(path, &st) != 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"could not stat mysql_password_file \"%s\": %s",
+							path, strerror(errno));
+	if (st.st_mode & (S_IRWXG | S_IRWXO))
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"mysql_password_file \"%s\" is readable by others"
+							" (mode %04o)",
+							path, (unsigned) (st.st_mode & 07777)) ||
+			   bk_error_hint(err, "chmod 600 %s", path);
+	if (!bk_read_file(path, 4096, &data, &len, err))
+		return false;
+	data[strcspn(data, "\r\n")] = '\0';
+	agent->mysql_password = data;
+	return true;
+}
+
+/*
+ * kafka_log
+ *		librdkafka's log lines, through ours.
+ */
+static void
+kafka_log(void *arg, int level, const char *facility, const char *message)
+{
+	agent_log(level <= 3   ? "ERROR"
+			  : level == 4 ? "WARNING"
+						   : "INFO",
+			  "kafka: %s: %s", facility, message);
+}
+
+/*
+ * agent_setup_kafka
+ *		Topics checked (created if missing) and the producer.
+ */
+static bool
+agent_setup_kafka(Agent *agent, BkError *err)
+{
+	BkKafkaSettings settings;
+	BkTopicPolicy policy;
+	BkTopicResult result;
+	rd_kafka_t *admin;
+	bool ok;
+
+	bk_cli_kafka_settings(&agent->config.common, &settings, AGENT_PROGRAM);
+	settings.log_fn = kafka_log;
+	bk_cli_topic_policy(&agent->config.common, &policy);
+	if (!bk_topic_name(policy.prefix, BK_TOPIC_BINLOG, agent->binlog_topic,
+					   sizeof(agent->binlog_topic), err) ||
+		!bk_topic_name(policy.prefix, BK_TOPIC_AUDIT, agent->audit_topic,
+					   sizeof(agent->audit_topic), err))
+		return false;
+	admin = bk_kafka_admin_new(&settings, err);
+	if (admin == NULL)
+		return false;
+	ok = bk_topics_ensure(admin, &policy, true, NULL, NULL, &result, err);
+	bk_kafka_admin_free(admin);
+	if (!ok)
+		return false;
+	agent->producer = bk_producer_new(&settings, err);
+	return agent->producer != NULL;
+}
+
+/* ------------------------------------------------------------ status */
+
+static void
+json_set_position(json_t *obj, const char *key, const BinlogPosition *position)
+{
+	if (position->file[0] == '\0')
+	{
+		json_object_set_new(obj, key, json_null());
+		return;
+	}
+	json_object_set_new(obj, key,
+						json_pack("{s:s, s:I}", "file", position->file, "pos",
+								  (json_int_t) position->offset));
+}
+
+static void
+json_set_time(json_t *obj, const char *key, int64_t wall_ms)
+{
+	char stamp[40];
+
+	if (wall_ms <= 0)
+	{
+		json_object_set_new(obj, key, json_null());
+		return;
+	}
+	bk_format_time_utc(wall_ms, stamp, sizeof(stamp));
+	json_object_set_new(obj, key, json_string(stamp));
+}
+
+/*
+ * agent_status_json
+ *		bk_status(): what a DBA asks first.  The RPO is the age of the newest
+ *		event archived, or 0 while the stream is caught up (a quiet server
+ *		has nothing to lose).
+ */
+static char *
+agent_status_json(Agent *agent)
+{
+	AgentStatus *status = &agent->status;
+	json_t *obj = json_object();
+	int64_t now = bk_wall_ms();
+	char *text;
+
+	pthread_mutex_lock(&status->lock);
+	json_object_set_new(obj, "agent", json_string("up"));
+	json_object_set_new(obj, "source_id", json_string(agent->config.source_id));
+	json_object_set_new(obj, "streaming", json_boolean(status->streaming));
+	json_set_position(obj, "received", &status->received);
+	json_set_position(obj, "archived", &status->archived);
+	json_set_time(obj, "archived_at", status->archived_at_ms);
+	json_object_set_new(obj, "gtid", json_string(status->gtid));
+	json_set_time(obj, "caught_up_at", status->caught_up_at_ms);
+	json_object_set_new(obj, "backlog_bytes",
+						json_integer((json_int_t) status->backlog_bytes));
+	json_object_set_new(obj, "ranges_sent",
+						json_integer((json_int_t) status->ranges_sent));
+	json_object_set_new(obj, "bytes_sent",
+						json_integer((json_int_t) status->bytes_sent));
+	if (status->archived_event_time > 0)
+	{
+		bool caught_up =
+			status->streaming && status->backlog_bytes == 0 &&
+			now - status->caught_up_at_ms < 3 * agent->config.heartbeat;
+		int64_t lag = now / 1000 - (int64_t) status->archived_event_time;
+
+		json_object_set_new(obj, "lag_seconds",
+							json_integer(caught_up ? 0 : (lag > 0 ? lag : 0)));
+	}
+	else
+		json_object_set_new(obj, "lag_seconds", json_null());
+	json_object_set_new(obj, "last_error",
+						status->last_error[0] ? json_string(status->last_error)
+											  : json_null());
+	json_set_time(obj, "last_error_at", status->last_error_at_ms);
+	pthread_mutex_unlock(&status->lock);
+	text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(obj);
+	return text;
+}
+
+/*
+ * control_handler
+ *		Answer one call of a bk_udf.so function (BkControlHandler).
+ */
+static char *
+control_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
+				BkError *err)
+{
+	Agent *agent = arg;
+	MYSQL *conn;
+	bool allowed;
+
+	/* Authorisation first: the UDF cannot guard itself. */
+	conn = agent_connect(agent, err);
+	if (conn == NULL)
+		return NULL;
+	allowed = bk_control_authorize(conn, req->user, req->host,
+								   (const char *const *) agent->config.roles,
+								   agent->config.n_roles, err);
+	mysql_close(conn);
+	if (!allowed)
+		return NULL;
+
+	if (strcmp(req->op, "status") == 0)
+	{
+		char *text = agent_status_json(agent);
+
+		if (text == NULL)
+			bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return text;
+	}
+	bk_error_set(err, BK_ERR_USAGE,
+				 "%s is not available in this version of bk-mysql-agent",
+				 req->op);
+	return NULL;
+}
+
+/*
+ * control_log
+ *		The control socket's log lines (refused peers, failed replies).
+ */
+static void
+control_log(void *arg, const char *message)
+{
+	agent_log("WARNING", "control socket: %s", message);
+}
+
+static void
+handle_stop_signal(int signo)
+{
+	agent_stop_requested = 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"brokers", required_argument, NULL, 'b'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	const char *config_path = NULL;
+	const char *brokers = NULL;
+	Agent agent;
+	BkError err;
+	BkControl *control = NULL;
+	struct sigaction sa;
+	int opt;
+	int status = BK_EXIT_OK;
+	uid_t allowed[2];
+	int n_allowed = 0;
+
+	while ((opt = getopt_long(argc, argv, "c:b:h", options, NULL)) != -1)
+	{
+		switch (opt)
+		{
+			case 'c':
+				config_path = optarg;
+				break;
+			case 'b':
+				brokers = optarg;
+				break;
+			case 'h':
+				fputs(usage_text, stdout);
+				return BK_EXIT_OK;
+			default:
+				fprintf(stderr, "Try \"%s --help\".\n", AGENT_PROGRAM);
+				return BK_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		return bk_cli_usage_error(AGENT_PROGRAM, "unexpected argument \"%s\"",
+								  argv[optind]);
+
+	memset(&agent, 0, sizeof(agent));
+	pthread_mutex_init(&agent.status.lock, NULL);
+	bk_error_clear(&err);
+	if (!agent_config_load(&agent, config_path, brokers, &err) ||
+		!load_password(&agent, &err))
+		return bk_cli_report_error(AGENT_PROGRAM, &err);
+	agent.keyring =
+		bk_keyring_load(agent.config.common.key_file, BK_KEYS_FOR_SOURCE, &err);
+	if (agent.keyring == NULL)
+	{
+		bk_error_hint(&err,
+					  "key_file must be the public key file (FILE.pub"
+					  " of \"bk keygen --out FILE\"); the private key stays"
+					  " with the restore side.");
+		return bk_cli_report_error(AGENT_PROGRAM, &err);
+	}
+	if (!bk_mkdirs(agent.config.state_dir, 0700, true, &err))
+		return bk_cli_report_error(AGENT_PROGRAM, &err);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handle_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!agent_setup_kafka(&agent, &err))
+	{
+		status = bk_cli_report_error(AGENT_PROGRAM, &err);
+		goto done;
+	}
+
+	/* The socket: our own user, and mariadbd's. */
+	allowed[n_allowed++] = getuid();
+	{
+		struct passwd *pw = getpwnam(agent.config.control_user);
+
+		if (pw != NULL && pw->pw_uid != getuid())
+			allowed[n_allowed++] = pw->pw_uid;
+		else if (pw == NULL)
+			agent_log("WARNING",
+					  "control_user \"%s\" does not exist: only"
+					  " processes of uid %d may use the control socket",
+					  agent.config.control_user, (int) getuid());
+	}
+	control = bk_control_start(agent.config.control_socket, allowed, n_allowed,
+							   control_handler, control_log, &agent, &err);
+	if (control == NULL)
+	{
+		status = bk_cli_report_error(AGENT_PROGRAM, &err);
+		goto done;
+	}
+	agent_log("INFO", "source \"%s\": control socket %s, binlog topic %s",
+			  agent.config.source_id, agent.config.control_socket,
+			  agent.binlog_topic);
+
+	if (!binlog_stream_run(&agent, &err))
+		status = bk_cli_report_error(AGENT_PROGRAM, &err);
+	agent_log("INFO", "stopped");
+
+done:
+	if (control != NULL)
+		bk_control_stop(control);
+	if (agent.producer != NULL)
+		bk_producer_free(agent.producer);
+	bk_keyring_free(agent.keyring);
+	free(agent.mysql_password);
+	return status;
+}

@@ -1,0 +1,128 @@
+/*
+ * agent.h
+ *		bk-mysql-agent: configuration, shared state and the parts of the
+ *		daemon (binlog streaming, resume, control socket).
+ *
+ * The agent runs beside mariadbd.  One thread streams the binlog (registered
+ * as a replica) into Kafka as byte ranges; the control socket's threads
+ * answer the bk_udf.so functions.  They share one AgentStatus under a mutex;
+ * nothing else is shared between threads.
+ */
+#ifndef BK_AGENT_H
+#define BK_AGENT_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <mysql.h>
+
+#include "bk_binlog.h"
+#include "bk_error.h"
+#include "bk_frame.h"
+#include "bk_kafka.h"
+#include "bk_keys.h"
+#include "cli.h"
+
+#define AGENT_PROGRAM "bk-mysql-agent"
+
+#define AGENT_CONTROL_SOCKET_DEFAULT "/run/bk/mysql-agent.sock"
+#define AGENT_STATE_DIR_DEFAULT      "/var/lib/bk-mysql-agent"
+#define AGENT_RANGE_SIZE_DEFAULT     ((uint64_t) 16 * 1024 * 1024)
+#define AGENT_RANGE_INTERVAL_DEFAULT 1000 /* ms */
+#define AGENT_HEARTBEAT_DEFAULT      1000 /* ms */
+#define AGENT_RETRY_MAX_MS           30000
+#define AGENT_ROLES_MAX              8
+
+typedef struct AgentConfig
+{
+	BkCliConfig
+		common; /* kafka_*, topic_prefix, key_file (public), chunk_size */
+	char *source_id;
+	char *mysql_host;
+	unsigned int mysql_port;
+	char *mysql_socket;
+	char *mysql_user;
+	char *mysql_password_file;
+	uint32_t server_id;     /* the replica id the agent registers with */
+	uint64_t range_size;    /* a range is sent once this many bytes wait */
+	int64_t range_interval; /* ... or once its first event waited this long */
+	int64_t heartbeat;      /* server heartbeat period when idle */
+	char *start_binlog;     /* first file when the archive is empty */
+	char *state_dir;
+	char *control_socket;
+	char *control_user; /* OS user allowed on the socket besides ours */
+	int n_roles;
+	char *roles[AGENT_ROLES_MAX];
+} AgentConfig;
+
+/* A position in the source's binlog. */
+typedef struct BinlogPosition
+{
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t offset;
+} BinlogPosition;
+
+/* What bk_status() reports; guarded by AgentStatus.lock. */
+typedef struct AgentStatus
+{
+	pthread_mutex_t lock;
+	bool streaming;          /* connected and receiving */
+	BinlogPosition received; /* end of the newest event received */
+	BinlogPosition archived; /* end of the newest range Kafka acknowledged */
+	int64_t archived_at_ms;  /* when that acknowledgement came */
+	uint32_t archived_event_time; /* timestamp of its newest event */
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	int64_t caught_up_at_ms; /* last heartbeat at the server's end */
+	uint64_t backlog_bytes;  /* received but not yet acknowledged */
+	uint64_t ranges_sent;
+	uint64_t bytes_sent;
+	char last_error[BK_ERROR_MESSAGE_MAX];
+	int64_t last_error_at_ms;
+} AgentStatus;
+
+typedef struct Agent
+{
+	AgentConfig config;
+	BkKeyring *keyring; /* one public key */
+	BkProducer *producer;
+	char binlog_topic[BK_TOPIC_NAME_MAX + 1];
+	char audit_topic[BK_TOPIC_NAME_MAX + 1];
+	char *mysql_password;
+	AgentStatus status;
+} Agent;
+
+extern volatile sig_atomic_t agent_stop_requested;
+
+/* Logging: one line to stderr with a level, as the shipper does. */
+extern void agent_log(const char *level, const char *fmt, ...) BK_PRINTF(2, 3);
+
+/* Record an error in the status (bk_status().last_error) and log it. */
+extern void agent_report_error(Agent *agent, const BkError *err);
+
+/* Send an audit event (kind of trouble, details) about the stream. */
+extern void agent_audit(Agent *agent, const char *event, const char *detail,
+						const BinlogPosition *position);
+
+/* A connection to the source server with the agent's settings. */
+extern MYSQL *agent_connect(Agent *agent, BkError *err);
+
+/* Run one query, expecting no result set. */
+extern bool agent_query(MYSQL *conn, const char *sql, BkError *err);
+
+/* binlog_resume.c: the end of the newest range of source Kafka holds. */
+extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
+									 BkGtidState *gtid, bool *found,
+									 BkError *err);
+
+/* binlog_resume.c: the local hint of the last acknowledged position. */
+extern bool binlog_state_read(Agent *agent, BinlogPosition *position,
+							  bool *found, BkError *err);
+extern bool binlog_state_write(Agent *agent, const BinlogPosition *position,
+							   BkError *err);
+
+/* binlog_stream.c: stream until stopped; returns false on a fatal error. */
+extern bool binlog_stream_run(Agent *agent, BkError *err);
+
+#endif /* BK_AGENT_H */

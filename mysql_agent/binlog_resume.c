@@ -1,0 +1,380 @@
+/*
+ * binlog_resume.c
+ *		Where the archive of the binlog ends: recovered from Kafka.
+ *
+ * A range counts as archived once Kafka acknowledged it, so the position to
+ * resume from is the end of the newest range of this source in the binlog
+ * topic.  The agent reads it back from the tail of every partition (a
+ * source's ranges share one partition, keyed by the source id): a window of
+ * the newest messages first, widened until a range of the source turns up or
+ * the partition's start is reached.  Only a range's last chunk counts: the
+ * producer is idempotent and ordered, so once the last chunk is in Kafka
+ * every earlier chunk is too.  Frames are read without a key (the agent has
+ * only the public key): name and metadata are in the frame header.
+ *
+ * The local state file (state_dir/binlog.position) is a hint only: it can
+ * say that Kafka lost messages (retention, a recreated topic), never decide
+ * alone where to resume when Kafka knows.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "agent.h"
+#include "bk_util.h"
+
+#define RESUME_WINDOW_FIRST 512
+#define STATE_FILE_NAME     "binlog.position"
+
+typedef struct ResumeScan
+{
+	BkKafkaLogSink sink; /* first: the consumer's opaque (bk_kafka.h) */
+	const char *source;
+	bool found;
+	BinlogPosition position;
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+} ResumeScan;
+
+/*
+ * position_after
+ *		Is (file, offset) later than position?
+ */
+static bool
+position_after(const char *file, uint64_t offset,
+			   const BinlogPosition *position)
+{
+	int order = bk_binlog_file_compare(file, position->file);
+
+	return order > 0 || (order == 0 && offset > position->offset);
+}
+
+/*
+ * scan_message
+ *		Keep the message if it is the last chunk of a newer range of ours.
+ */
+static void
+scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
+{
+	BkFrame frame;
+	BkError err;
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	uint64_t start, end;
+
+	if (message->len == 0 ||
+		!bk_frame_parse_header(message->payload, message->len, &frame, &err))
+		return;
+	if (frame.kind != BK_KIND_BINLOG ||
+		frame.source_len != strlen(scan->source) ||
+		memcmp(frame.source, scan->source, frame.source_len) != 0 ||
+		frame.chunk_index + 1 != frame.chunk_count ||
+		frame.name_len >= sizeof(name))
+		return;
+	memcpy(name, frame.name, frame.name_len);
+	name[frame.name_len] = '\0';
+	if (!bk_binlog_range_parse(name, file, sizeof(file), &start, &end))
+		return;
+	if (scan->found && !position_after(file, end, &scan->position))
+		return;
+	if (!bk_meta_get(frame.meta, frame.meta_len, "gtid", gtid, sizeof(gtid)))
+		gtid[0] = '\0';
+	scan->found = true;
+	bk_strlcpy(scan->position.file, file, sizeof(scan->position.file));
+	scan->position.offset = end;
+	bk_strlcpy(scan->gtid, gtid, sizeof(scan->gtid));
+}
+
+/*
+ * scan_partition
+ *		Read [from, to) of one partition into the scan.
+ */
+static bool
+scan_partition(rd_kafka_t *rk, const char *topic, int32_t partition,
+			   int64_t from, int64_t to, ResumeScan *scan, int timeout_ms,
+			   BkError *err)
+{
+	rd_kafka_topic_partition_list_t *parts;
+	rd_kafka_resp_err_t kerr;
+	int64_t deadline = bk_monotonic_ms() + timeout_ms;
+	int64_t next = from;
+
+	parts = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(parts, topic, partition)->offset = from;
+	kerr = rd_kafka_assign(rk, parts);
+	rd_kafka_topic_partition_list_destroy(parts);
+	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return bk_error_set(err, BK_ERR_KAFKA,
+							"could not read partition %" PRId32
+							" of Kafka topic \"%s\": %s",
+							partition, topic, rd_kafka_err2str(kerr));
+	while (next < to)
+	{
+		rd_kafka_message_t *message = rd_kafka_consumer_poll(rk, 200);
+
+		if (agent_stop_requested)
+		{
+			if (message)
+				rd_kafka_message_destroy(message);
+			rd_kafka_assign(rk, NULL);
+			return bk_error_set(err, BK_ERR_INTERRUPTED, "stopped");
+		}
+		if (message == NULL)
+		{
+			if (bk_monotonic_ms() > deadline)
+			{
+				rd_kafka_assign(rk, NULL);
+				return bk_error_set(err, BK_ERR_TIMEOUT,
+									"reading partition %" PRId32
+									" of Kafka topic \"%s\" stalled at offset"
+									" %" PRId64 " of %" PRId64,
+									partition, topic, next, to) ||
+					   bk_error_hint(err, "Check that Kafka is up; the agent"
+										  " tries again.");
+			}
+			continue;
+		}
+		if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			{
+				rd_kafka_message_destroy(message);
+				break;
+			}
+			bk_error_set(err, BK_ERR_KAFKA,
+						 "reading partition %" PRId32 " of Kafka topic \"%s\":"
+						 " %s",
+						 partition, topic, rd_kafka_message_errstr(message));
+			rd_kafka_message_destroy(message);
+			rd_kafka_assign(rk, NULL);
+			return false;
+		}
+		deadline = bk_monotonic_ms() + timeout_ms;
+		if (message->partition == partition && message->offset < to)
+			scan_message(scan, message);
+		next = message->offset + 1;
+		rd_kafka_message_destroy(message);
+	}
+	rd_kafka_assign(rk, NULL);
+	return true;
+}
+
+/*
+ * binlog_resume_from_kafka
+ *		The end of the newest range of this source in the binlog topic.
+ */
+bool
+binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
+						 BkGtidState *gtid, bool *found, BkError *err)
+{
+	static const char *const consumer_properties[] = {
+		"group.id",
+		"bk-mysql-agent-resume",
+		"enable.auto.commit",
+		"false",
+		"enable.auto.offset.store",
+		"false",
+		"enable.partition.eof",
+		"true",
+		"isolation.level",
+		"read_uncommitted",
+		NULL};
+	BkKafkaSettings settings;
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk;
+	const rd_kafka_metadata_t *metadata = NULL;
+	rd_kafka_topic_t *rkt;
+	rd_kafka_resp_err_t kerr;
+	char errstr[512];
+	ResumeScan scan;
+	int timeout_ms;
+	bool ok = true;
+
+	*found = false;
+	memset(&scan, 0, sizeof(scan));
+	scan.source = agent->config.source_id;
+	bk_cli_kafka_settings(&agent->config.common, &settings, AGENT_PROGRAM);
+	timeout_ms = settings.timeout_ms > 0 ? settings.timeout_ms
+										 : BK_KAFKA_TIMEOUT_DEFAULT_MS;
+	conf = bk_kafka_conf_new(&settings, err);
+	if (conf == NULL)
+		return false;
+	for (int idx = 0; consumer_properties[idx] != NULL; idx += 2)
+		if (rd_kafka_conf_set(conf, consumer_properties[idx],
+							  consumer_properties[idx + 1], errstr,
+							  sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		{
+			rd_kafka_conf_destroy(conf);
+			return bk_error_set(err, BK_ERR_CONFIG, "Kafka property \"%s\": %s",
+								consumer_properties[idx], errstr);
+		}
+	rd_kafka_conf_set_opaque(conf, &scan);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		return bk_error_set(err, BK_ERR_KAFKA,
+							"could not create a Kafka consumer: %s", errstr);
+	}
+	bk_kafka_route_logs(rk);
+
+	rkt = rd_kafka_topic_new(rk, agent->binlog_topic, NULL);
+	kerr = rd_kafka_metadata(rk, 0, rkt, &metadata, timeout_ms);
+	rd_kafka_topic_destroy(rkt);
+	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR || metadata->topic_cnt != 1 ||
+		metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR)
+			kerr = metadata->topic_cnt == 1
+					   ? metadata->topics[0].err
+					   : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+		bk_error_set(err, BK_ERR_KAFKA,
+					 "could not read the partitions of Kafka topic \"%s\": %s",
+					 agent->binlog_topic, rd_kafka_err2str(kerr));
+		bk_error_hint(err, "Check that Kafka is up; create the topics with"
+						   " \"bk init\".");
+		ok = false;
+	}
+
+	for (int idx = 0; ok && idx < metadata->topics[0].partition_cnt; idx++)
+	{
+		int32_t partition = metadata->topics[0].partitions[idx].id;
+		int64_t low, high;
+		int64_t window = RESUME_WINDOW_FIRST;
+		int64_t scanned_from;
+
+		kerr = rd_kafka_query_watermark_offsets(
+			rk, agent->binlog_topic, partition, &low, &high, timeout_ms);
+		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			ok = bk_error_set(err, BK_ERR_KAFKA,
+							  "could not read the offsets of partition %" PRId32
+							  " of Kafka topic \"%s\": %s",
+							  partition, agent->binlog_topic,
+							  rd_kafka_err2str(kerr));
+			break;
+		}
+		scanned_from = high;
+		while (ok && scanned_from > low)
+		{
+			int64_t from =
+				scanned_from - window > low ? scanned_from - window : low;
+			ResumeScan window_scan;
+
+			memset(&window_scan, 0, sizeof(window_scan));
+			window_scan.source = scan.source;
+			ok = scan_partition(rk, agent->binlog_topic, partition, from,
+								scanned_from, &window_scan, timeout_ms, err);
+			if (ok && window_scan.found)
+			{
+				/* The newest window that holds one of ours has the newest. */
+				if (!scan.found ||
+					position_after(window_scan.position.file,
+								   window_scan.position.offset, &scan.position))
+				{
+					scan.position = window_scan.position;
+					bk_strlcpy(scan.gtid, window_scan.gtid, sizeof(scan.gtid));
+				}
+				scan.found = true;
+				break;
+			}
+			scanned_from = from;
+			window *= 8;
+		}
+	}
+	if (metadata != NULL)
+		rd_kafka_metadata_destroy(metadata);
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	if (!ok)
+		return false;
+	if (scan.found)
+	{
+		*position = scan.position;
+		if (!bk_gtid_state_parse(scan.gtid, gtid, err))
+			return bk_error_prefix(err, "the newest range in Kafka: ");
+		*found = true;
+	}
+	return true;
+}
+
+/*
+ * state_path
+ *		state_dir/binlog.position
+ */
+static bool
+state_path(Agent *agent, char *path, size_t len, BkError *err)
+{
+	int n =
+		snprintf(path, len, "%s/%s", agent->config.state_dir, STATE_FILE_NAME);
+
+	if (n < 0 || (size_t) n >= len)
+		return bk_error_set(err, BK_ERR_CONFIG, "state_dir \"%s\" is too long",
+							agent->config.state_dir);
+	return true;
+}
+
+/*
+ * binlog_state_read
+ *		The position the agent last saw acknowledged ("file offset\n").
+ */
+bool
+binlog_state_read(Agent *agent, BinlogPosition *position, bool *found,
+				  BkError *err)
+{
+	char path[4096];
+	char *data = NULL;
+	size_t len = 0;
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	unsigned long long offset;
+
+	*found = false;
+	if (!state_path(agent, path, sizeof(path), err))
+		return false;
+	if (!bk_read_file(path, 4096, &data, &len, err))
+	{
+		if (err->code == BK_ERR_NOT_FOUND)
+		{
+			bk_error_clear(err);
+			return true;
+		}
+		return false;
+	}
+	if (sscanf(data, "%255s %llu", file, &offset) != 2 ||
+		!bk_binlog_file_name_valid(file) || offset > UINT32_MAX)
+	{
+		free(data);
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"\"%s\" is not a binlog position (file offset);"
+							" remove it: the agent finds its position in Kafka",
+							path);
+	}
+	free(data);
+	bk_strlcpy(position->file, file, sizeof(position->file));
+	position->offset = offset;
+	*found = true;
+	return true;
+}
+
+/*
+ * binlog_state_write
+ *		Remember position as acknowledged (durably, replacing the last).
+ */
+bool
+binlog_state_write(Agent *agent, const BinlogPosition *position, BkError *err)
+{
+	char path[4096];
+	char line[BK_BINLOG_FILE_NAME_MAX + 32];
+	int n;
+
+	if (!state_path(agent, path, sizeof(path), err))
+		return false;
+	n = snprintf(line, sizeof(line), "%s %" PRIu64 "\n", position->file,
+				 position->offset);
+	return bk_write_file_durable(path, line, (size_t) n, 0600, err);
+}

@@ -1,0 +1,939 @@
+/*
+ * binlog_stream.c
+ *		Stream the source's binlog into Kafka as byte ranges of its files.
+ *
+ * The agent registers as a replica (its own non-zero server_id) and asks for
+ * the binlog from the end of the newest range Kafka acknowledged, so a
+ * restart of the agent, the server, the broker or a shipper loses nothing
+ * and skips nothing.  It asks for what makes the stream equal to the file:
+ * capability 4 (real GTID, GTID_LIST and BINLOG_CHECKPOINT events instead of
+ * dummies), ANNOTATE_ROWS events, and the server's own checksum setting.
+ *
+ * Every event is checked as it arrives: its position must continue the
+ * previous one (next_pos = offset + length) and its CRC-32 must match.  The
+ * events the server makes up (the artificial ROTATE that names the file, the
+ * format description repeated on a resume, heartbeats) are not in the file
+ * and are not archived; heartbeats only say the stream is caught up.
+ *
+ * Events collect in one buffer, sent as a range when it reaches range_size,
+ * when its first event has waited range_interval (so a quiet server keeps
+ * its RPO), and at the end of each file.  A range is sent and acknowledged
+ * before the next event is read: while Kafka is down the server's dump
+ * thread simply waits (and drops the connection after its
+ * net_write_timeout; the agent then reconnects at the same position).
+ * Memory is one range, or one event when an event is larger.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mysql.h>
+/* after mysql.h, which it needs */
+#include <mariadb_rpl.h>
+
+#include "agent.h"
+#include "bk_util.h"
+
+/* The pending range and where the stream stands. */
+typedef struct Stream
+{
+	Agent *agent;
+	MYSQL *conn;
+	MARIADB_RPL *rpl;
+	BinlogPosition position; /* where the next event of the file starts */
+	BkGtidState gtid;        /* after the newest event received */
+	int checksum_alg;
+	bool file_closed; /* the newest event was a ROTATE or a STOP */
+
+	uint8_t *buf; /* the pending range */
+	size_t len;
+	size_t cap;
+	uint64_t range_start;   /* file offset of buf[0] */
+	int64_t range_first_ms; /* when its first event arrived (monotonic) */
+	uint32_t first_event_time;
+	uint32_t last_event_time;
+	uint64_t range_events;
+	const char *closing; /* "rotate" or "stop" when the range ends the file */
+	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
+
+	BkEncoder *encoder;
+	size_t encoded;   /* bytes of buf handed to the encoder */
+	bool final_flush; /* the send at a clean stop: not interrupted */
+} Stream;
+
+static bool stream_interrupted(void *arg);
+
+/*
+ * set_status_streaming
+ *		Say in the status whether the dump connection is up.
+ */
+static void
+set_status_streaming(Stream *stream, bool streaming)
+{
+	pthread_mutex_lock(&stream->agent->status.lock);
+	stream->agent->status.streaming = streaming;
+	pthread_mutex_unlock(&stream->agent->status.lock);
+}
+
+/*
+ * range_next_frame
+ *		Encode the next chunk of the pending range (BkNextFrameFn).
+ */
+static bool
+range_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
+				 BkError *err)
+{
+	Stream *stream = arg;
+	uint32_t chunk_len;
+
+	if (bk_encoder_done(stream->encoder))
+	{
+		*frame = NULL;
+		*len = 0;
+		return true;
+	}
+	chunk_len = bk_encoder_next_chunk_len(stream->encoder);
+	if (chunk_len > stream->len - stream->encoded)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"range encoder asks for %" PRIu32
+							" bytes, %zu are left",
+							chunk_len, stream->len - stream->encoded);
+	stream->encoded += chunk_len;
+	return bk_encoder_chunk(stream->encoder,
+							stream->buf + stream->encoded - chunk_len,
+							chunk_len, frame, len, info, err);
+}
+
+/*
+ * range_meta
+ *		The metadata of the pending range (docs/frame-format.md, section 9).
+ */
+static void
+range_meta(Stream *stream, char *meta, size_t meta_len)
+{
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	char created[64];
+	int n;
+
+	if (!bk_gtid_state_format(&stream->gtid, gtid, sizeof(gtid)))
+		gtid[0] = '\0';
+	bk_format_time_utc(bk_wall_ms(), created, sizeof(created));
+	n = snprintf(
+		meta, meta_len,
+		"type=binlog-range\nbinlog-file=%s\nstart=%" PRIu64 "\nend=%" PRIu64
+		"\nevents=%" PRIu64 "\nfirst-event-time=%" PRIu32
+		"\nlast-event-time=%" PRIu32 "\ngtid=%s\nchecksum=%s\ncreated=%s",
+		stream->position.file, stream->range_start,
+		stream->range_start + stream->len, stream->range_events,
+		stream->first_event_time, stream->last_event_time, gtid,
+		stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 ? "crc32" : "none",
+		created);
+	if (stream->closing != NULL && n > 0 && (size_t) n < meta_len)
+		n += snprintf(meta + n, meta_len - (size_t) n, "\nclosed=%s",
+					  stream->closing);
+	if (stream->closing != NULL && strcmp(stream->closing, "rotate") == 0 &&
+		n > 0 && (size_t) n < meta_len)
+		snprintf(meta + n, meta_len - (size_t) n, "\nnext-file=%s",
+				 stream->next_file);
+}
+
+/*
+ * range_flush
+ *		Send the pending range and wait for Kafka's acknowledgement; retried
+ *		with backoff until it is acknowledged or the agent is stopped.  The
+ *		same bytes go out on every try, under the same name.
+ */
+static bool
+range_flush(Stream *stream, bool retry, BkError *err)
+{
+	Agent *agent = stream->agent;
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[BK_FRAME_META_MAX + 1];
+	BkObjectInfo info;
+	int64_t backoff_ms = 500;
+	BinlogPosition end;
+
+	if (stream->len == 0)
+		return true;
+	if (!bk_binlog_range_name(stream->position.file, stream->range_start,
+							  stream->range_start + stream->len, name,
+							  sizeof(name)))
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"cannot name the range %" PRIu64 "+%zu of \"%s\"",
+							stream->range_start, stream->len,
+							stream->position.file);
+	range_meta(stream, meta, sizeof(meta));
+	memset(&info, 0, sizeof(info));
+	info.kind = BK_KIND_BINLOG;
+	info.source_id = agent->config.source_id;
+	info.name = name;
+	info.meta = meta;
+	info.size = stream->len;
+
+	for (;;)
+	{
+		BkSendStats stats;
+
+		stream->encoded = 0;
+		memset(&stats, 0, sizeof(stats));
+		if (bk_encoder_begin(stream->encoder, &info, err) &&
+			bk_producer_send_object(
+				agent->producer, agent->binlog_topic, agent->config.source_id,
+				strlen(agent->config.source_id), range_next_frame, stream,
+				stream_interrupted, stream, &stats, err))
+			break;
+		if (!retry || agent_stop_requested)
+			return bk_error_set(err, BK_ERR_INTERRUPTED,
+								"stopped before Kafka acknowledged the binlog"
+								" range %s; it is sent again at the next start",
+								name);
+		bk_error_prefix(err, "sending binlog range %s: ", name);
+		agent_report_error(agent, err);
+		for (int64_t waited = 0; waited < backoff_ms && !agent_stop_requested;
+			 waited += 100)
+			usleep(100 * 1000);
+		backoff_ms = backoff_ms * 2 > AGENT_RETRY_MAX_MS ? AGENT_RETRY_MAX_MS
+														 : backoff_ms * 2;
+	}
+
+	bk_strlcpy(end.file, stream->position.file, sizeof(end.file));
+	end.offset = stream->range_start + stream->len;
+	pthread_mutex_lock(&agent->status.lock);
+	agent->status.archived = end;
+	agent->status.archived_at_ms = bk_wall_ms();
+	agent->status.archived_event_time = stream->last_event_time;
+	bk_gtid_state_format(&stream->gtid, agent->status.gtid,
+						 sizeof(agent->status.gtid));
+	agent->status.backlog_bytes = 0;
+	agent->status.ranges_sent++;
+	agent->status.bytes_sent += stream->len;
+	agent->status.last_error[0] = '\0';
+	pthread_mutex_unlock(&agent->status.lock);
+
+	if (!binlog_state_write(agent, &end, err))
+	{
+		/* Only a hint for the next start: Kafka holds the real position. */
+		agent_report_error(agent, err);
+		bk_error_clear(err);
+	}
+	stream->range_start += stream->len;
+	stream->len = 0;
+	stream->range_events = 0;
+	stream->closing = NULL;
+	return true;
+}
+
+/*
+ * range_append
+ *		Add one event (with the magic first, for a file's first range).
+ */
+static bool
+range_append(Stream *stream, const uint8_t *event, size_t len,
+			 const BkBinlogEventHeader *header, BkError *err)
+{
+	size_t need = len;
+	bool with_magic = stream->len == 0 && stream->range_start == 0;
+
+	if (with_magic)
+		need += BK_BINLOG_MAGIC_LEN;
+	if (stream->len + need > stream->cap)
+	{
+		size_t cap = stream->cap ? stream->cap : 64 * 1024;
+		uint8_t *grown;
+
+		while (cap < stream->len + need)
+			cap *= 2;
+		grown = realloc(stream->buf, cap);
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM,
+								"out of memory holding a binlog range of %zu"
+								" bytes",
+								stream->len + need);
+		stream->buf = grown;
+		stream->cap = cap;
+	}
+	if (with_magic)
+	{
+		memcpy(stream->buf, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+		stream->len = BK_BINLOG_MAGIC_LEN;
+	}
+	memcpy(stream->buf + stream->len, event, len);
+	stream->len += len;
+	if (stream->range_events == 0)
+	{
+		stream->range_first_ms = bk_monotonic_ms();
+		stream->first_event_time = header->timestamp;
+	}
+	stream->last_event_time = header->timestamp;
+	stream->range_events++;
+	return true;
+}
+
+/*
+ * stream_interrupted
+ *		Abandon a Kafka wait on SIGTERM (BkInterruptFn).
+ */
+static bool
+stream_interrupted(void *arg)
+{
+	Stream *stream = arg;
+
+	return agent_stop_requested != 0 && !stream->final_flush;
+}
+
+/*
+ * stream_switch_file
+ *		The server names the file it streams from next (the artificial ROTATE
+ *		it sends first, and at every change of file).
+ */
+static bool
+stream_switch_file(Stream *stream, const char *file, uint64_t offset,
+				   BkError *err)
+{
+	Agent *agent = stream->agent;
+	int order;
+
+	if (strcmp(file, stream->position.file) == 0)
+	{
+		if (offset != stream->position.offset)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"the server streams \"%s\" from offset %" PRIu64
+								", but the archive ends at %" PRIu64,
+								file, offset, stream->position.offset);
+		return true;
+	}
+	order = bk_binlog_file_compare(file, stream->position.file);
+	if (order < 0 || offset != 4)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"the server moved from \"%s\" at offset %" PRIu64
+			" to \"%s\" at offset %" PRIu64 ", which does not follow it",
+			stream->position.file, stream->position.offset, file, offset);
+	if (!range_flush(stream, true, err))
+		return false;
+	if (!stream->file_closed)
+	{
+		/* A file that ends without ROTATE or STOP: the server crashed. */
+		agent_log("WARNING",
+				  "binlog \"%s\" ends at offset %" PRIu64
+				  " without a ROTATE or STOP event (the server stopped"
+				  " without closing it); streaming continues with \"%s\"",
+				  stream->position.file, stream->position.offset, file);
+		agent_audit(agent, "binlog-unclosed-file",
+					"the file ends without ROTATE or STOP: the server crashed"
+					" or was killed",
+					&stream->position);
+	}
+	bk_strlcpy(stream->position.file, file, sizeof(stream->position.file));
+	stream->position.offset = 4;
+	stream->range_start = 0;
+	stream->file_closed = false;
+	return true;
+}
+
+/*
+ * stream_event
+ *		Check one event from the server and add it to the pending range.
+ */
+static bool
+stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
+{
+	Agent *agent = stream->agent;
+	BkBinlogEventHeader header;
+	uint64_t offset = stream->position.offset;
+
+	if (!bk_binlog_header_parse(event, avail, &header, err))
+		return false;
+	if (header.length > avail)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"the server sent %zu bytes of a %" PRIu32
+							"-byte event",
+							avail, header.length);
+
+	if (header.type == BK_BINLOG_HEARTBEAT_EVENT)
+	{
+		/* Body: the server's current file name; next_pos its end. */
+		size_t name_len = header.length - BK_BINLOG_HEADER_LEN;
+		char name[BK_BINLOG_FILE_NAME_MAX + 1];
+
+		if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 &&
+			name_len >= BK_BINLOG_CHECKSUM_LEN)
+			name_len -= BK_BINLOG_CHECKSUM_LEN;
+		if (name_len < sizeof(name))
+		{
+			memcpy(name, event + BK_BINLOG_HEADER_LEN, name_len);
+			name[name_len] = '\0';
+			if (strcmp(name, stream->position.file) == 0 &&
+				header.next_pos == stream->position.offset)
+			{
+				pthread_mutex_lock(&agent->status.lock);
+				agent->status.caught_up_at_ms = bk_wall_ms();
+				pthread_mutex_unlock(&agent->status.lock);
+			}
+		}
+		return true;
+	}
+	if (header.type == BK_BINLOG_ROTATE_EVENT &&
+		(header.flags & BK_BINLOG_F_ARTIFICIAL || header.next_pos == 0))
+	{
+		/* Body: position u64, then the file name up to the checksum. */
+		size_t body = header.length - BK_BINLOG_HEADER_LEN;
+		char name[BK_BINLOG_FILE_NAME_MAX + 1];
+		const uint8_t *p = event + BK_BINLOG_HEADER_LEN;
+		uint64_t pos = 0;
+
+		if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 &&
+			body >= 8 + BK_BINLOG_CHECKSUM_LEN && header.timestamp != 0)
+			body -= BK_BINLOG_CHECKSUM_LEN;
+		if (body < 8 || body - 8 >= sizeof(name))
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"malformed ROTATE event from the server");
+		for (int idx = 7; idx >= 0; idx--)
+			pos = (pos << 8) | p[idx];
+		memcpy(name, p + 8, body - 8);
+		name[body - 8] = '\0';
+		/* The artificial ROTATE may or may not carry a checksum. */
+		if (!bk_binlog_file_name_valid(name) && body - 8 >= 4)
+			name[body - 8 - 4] = '\0';
+		if (!bk_binlog_file_name_valid(name))
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"the server names a binlog file \"%s\" that"
+								" bk cannot archive",
+								name);
+		return stream_switch_file(stream, name, pos, err);
+	}
+	if (header.type == BK_BINLOG_FORMAT_DESCRIPTION_EVENT)
+	{
+		int alg = bk_binlog_fde_checksum_alg(event, header.length);
+
+		if (alg != BK_BINLOG_CHECKSUM_OFF && alg != BK_BINLOG_CHECKSUM_CRC32)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"the server's format description declares"
+								" checksum algorithm %d, unknown to bk",
+								alg);
+		stream->checksum_alg = alg;
+		/* On a resume the server repeats it with next_pos 0: not in the file. */
+		if (header.next_pos == 0)
+			return true;
+	}
+	if (header.flags & BK_BINLOG_F_ARTIFICIAL)
+		return true;
+
+	if (header.next_pos != offset + header.length)
+		return bk_error_set(
+			err, BK_ERR_FORMAT,
+			"binlog \"%s\": an event of type %u claims to end at"
+			" %" PRIu32 ", but the stream stands at %" PRIu64
+			" and the event is %" PRIu32 " bytes long: events are missing",
+			stream->position.file, header.type, header.next_pos, offset,
+			header.length);
+	if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 &&
+		!bk_binlog_crc_ok(event, header.length))
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"binlog \"%s\": the CRC-32 of the event at offset"
+							" %" PRIu64 " is wrong",
+							stream->position.file, offset);
+	if (!bk_gtid_state_apply(&stream->gtid, event, header.length, err))
+		return false;
+	if (!range_append(stream, event, header.length, &header, err))
+		return false;
+	stream->position.offset = header.next_pos;
+	stream->file_closed = false;
+
+	pthread_mutex_lock(&agent->status.lock);
+	agent->status.received = stream->position;
+	agent->status.backlog_bytes = stream->len;
+	pthread_mutex_unlock(&agent->status.lock);
+
+	if (header.type == BK_BINLOG_ROTATE_EVENT)
+	{
+		size_t body = header.length - BK_BINLOG_HEADER_LEN - 8;
+
+		if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
+			body -= BK_BINLOG_CHECKSUM_LEN;
+		if (body >= sizeof(stream->next_file))
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"binlog \"%s\": ROTATE names a file too long",
+								stream->position.file);
+		memcpy(stream->next_file, event + BK_BINLOG_HEADER_LEN + 8, body);
+		stream->next_file[body] = '\0';
+		stream->closing = "rotate";
+		stream->file_closed = true;
+		return range_flush(stream, true, err);
+	}
+	if (header.type == BK_BINLOG_STOP_EVENT)
+	{
+		stream->closing = "stop";
+		stream->file_closed = true;
+		return range_flush(stream, true, err);
+	}
+	if (stream->len >= stream->agent->config.range_size)
+		return range_flush(stream, true, err);
+	return true;
+}
+
+/*
+ * check_server
+ *		What must hold before streaming: log_bin on; and what is reported
+ *		loudly but does not stop it (sync_binlog=0).
+ */
+static bool
+check_server(Stream *stream, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	bool log_bin;
+	long sync_binlog;
+
+	if (mysql_query(stream->conn,
+					"SELECT @@global.log_bin, @@global.sync_binlog") != 0 ||
+		(res = mysql_store_result(stream->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_IO,
+							"reading log_bin and sync_binlog: %s",
+							mysql_error(stream->conn));
+	row = mysql_fetch_row(res);
+	log_bin = row && row[0] && strcmp(row[0], "1") == 0;
+	sync_binlog = row && row[1] ? strtol(row[1], NULL, 10) : 0;
+	mysql_free_result(res);
+	if (!log_bin)
+	{
+		agent_audit(stream->agent, "binlog-disabled",
+					"log_bin is OFF: the server writes no binlog, so nothing"
+					" after a snapshot can be restored",
+					NULL);
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the server has log_bin OFF: there is no binlog to"
+							" archive, and no point in time after a snapshot"
+							" can be restored") ||
+			   bk_error_hint(err,
+							 "Start mariadbd with log_bin (for example"
+							 " log_bin=mariadb-bin in its configuration).");
+	}
+	if (sync_binlog == 0)
+	{
+		agent_log("WARNING",
+				  "sync_binlog is 0: after an operating system crash the"
+				  " server's binlog can lose transactions the archive already"
+				  " holds, and its replicas and restores diverge; set"
+				  " sync_binlog=1");
+		agent_audit(stream->agent, "binlog-not-durable",
+					"sync_binlog=0: the server does not fsync its binlog",
+					NULL);
+	}
+	return true;
+}
+
+/*
+ * server_has_file
+ *		Is file among SHOW BINARY LOGS?  Tells a purge (older than the oldest)
+ *		from a RESET MASTER (newer than the newest, names reused).
+ */
+static bool
+server_has_file(Stream *stream, const char *file, bool *has, bool *reset,
+				char *oldest, char *newest, size_t name_len, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	*has = false;
+	*reset = false;
+	oldest[0] = '\0';
+	newest[0] = '\0';
+	if (mysql_query(stream->conn, "SHOW BINARY LOGS") != 0 ||
+		(res = mysql_store_result(stream->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_IO, "SHOW BINARY LOGS: %s",
+							mysql_error(stream->conn));
+	while ((row = mysql_fetch_row(res)) != NULL)
+	{
+		if (row[0] == NULL)
+			continue;
+		if (strcmp(row[0], file) == 0)
+			*has = true;
+		if (oldest[0] == '\0')
+			bk_strlcpy(oldest, row[0], name_len);
+		bk_strlcpy(newest, row[0], name_len);
+	}
+	mysql_free_result(res);
+	if (!*has && newest[0] && bk_binlog_file_compare(newest, file) < 0)
+		*reset = true;
+	return true;
+}
+
+/*
+ * current_file
+ *		The file the server writes now (SHOW MASTER STATUS).
+ */
+static bool
+current_file(Stream *stream, char *file, size_t file_len, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (mysql_query(stream->conn, "SHOW MASTER STATUS") != 0 ||
+		(res = mysql_store_result(stream->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_IO, "SHOW MASTER STATUS: %s",
+							mysql_error(stream->conn));
+	row = mysql_fetch_row(res);
+	if (row == NULL || row[0] == NULL)
+	{
+		mysql_free_result(res);
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"SHOW MASTER STATUS returns nothing: the server"
+							" writes no binlog");
+	}
+	bk_strlcpy(file, row[0], file_len);
+	mysql_free_result(res);
+	return true;
+}
+
+/*
+ * stream_start_position
+ *		Where to stream from: the end of the newest range Kafka holds (the
+ *		local state file can only move it forward, never decide alone), else
+ *		the start of start_binlog or of the current file.
+ */
+static bool
+stream_start_position(Stream *stream, BkError *err)
+{
+	Agent *agent = stream->agent;
+	BinlogPosition from_kafka, from_state;
+	BkGtidState gtid;
+	bool in_kafka = false, in_state = false;
+
+	memset(&gtid, 0, sizeof(gtid));
+	if (!binlog_resume_from_kafka(agent, &from_kafka, &gtid, &in_kafka, err))
+		return bk_error_prefix(err,
+							   "finding where the archive ends in Kafka: ");
+	if (!binlog_state_read(agent, &from_state, &in_state, err))
+	{
+		agent_report_error(agent, err);
+		bk_error_clear(err);
+		in_state = false;
+	}
+	if (in_kafka)
+	{
+		stream->position = from_kafka;
+		stream->gtid = gtid;
+		if (in_state &&
+			(bk_binlog_file_compare(from_state.file, from_kafka.file) > 0 ||
+			 (strcmp(from_state.file, from_kafka.file) == 0 &&
+			  from_state.offset > from_kafka.offset)))
+			agent_log("WARNING",
+					  "the local state says %s:%" PRIu64
+					  " was acknowledged, but the newest range in Kafka ends"
+					  " at %s:%" PRIu64 "; resuming from Kafka's position",
+					  from_state.file, from_state.offset, from_kafka.file,
+					  from_kafka.offset);
+		agent_log("INFO",
+				  "resuming the binlog at %s:%" PRIu64
+				  " (the end of the newest range in Kafka)",
+				  stream->position.file, stream->position.offset);
+	}
+	else
+	{
+		if (in_state)
+		{
+			agent_log("WARNING",
+					  "Kafka holds no binlog range of source \"%s\", but the"
+					  " local state says %s:%" PRIu64 " was acknowledged:"
+					  " the topic lost its messages (retention, or it was"
+					  " recreated); resuming from the local state",
+					  agent->config.source_id, from_state.file,
+					  from_state.offset);
+			agent_audit(agent, "binlog-position-from-state",
+						"Kafka holds no range of this source; resumed from"
+						" the agent's local state",
+						&from_state);
+			stream->position = from_state;
+		}
+		else
+		{
+			if (agent->config.start_binlog != NULL)
+				bk_strlcpy(stream->position.file, agent->config.start_binlog,
+						   sizeof(stream->position.file));
+			else if (!current_file(stream, stream->position.file,
+								   sizeof(stream->position.file), err))
+				return false;
+			stream->position.offset = 4;
+			agent_log("INFO",
+					  "the archive of source \"%s\" is empty:"
+					  " streaming from the start of %s",
+					  agent->config.source_id, stream->position.file);
+		}
+	}
+	return true;
+}
+
+/*
+ * stream_open
+ *		Connect, check the server, and start the dump at stream->position.
+ */
+static bool
+stream_open(Stream *stream, bool *positioned, BkError *err)
+{
+	Agent *agent = stream->agent;
+	char sql[128];
+	bool has, reset;
+	char oldest[BK_BINLOG_FILE_NAME_MAX + 1];
+	char newest[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t heartbeat_ns = (uint64_t) agent->config.heartbeat * 1000000;
+
+	stream->conn = agent_connect(agent, err);
+	if (stream->conn == NULL)
+		return false;
+	if (!check_server(stream, err))
+		return false;
+	if (!*positioned)
+	{
+		if (!stream_start_position(stream, err))
+			return false;
+		/* A file's first range carries the magic, from offset 0. */
+		stream->range_start =
+			stream->position.offset == 4 ? 0 : stream->position.offset;
+		*positioned = true;
+	}
+	if (!server_has_file(stream, stream->position.file, &has, &reset, oldest,
+						 newest, sizeof(newest), err))
+		return false;
+	if (reset)
+	{
+		agent_audit(agent, "binlog-reset",
+					"the server's newest binlog is older than the archive's:"
+					" RESET MASTER reused the names",
+					&stream->position);
+		return bk_error_set(err, BK_ERR_CONFLICT,
+							"the server's newest binlog \"%s\" comes before"
+							" \"%s\", where the archive ends: RESET MASTER"
+							" (or a new server) reused the binlog names",
+							newest, stream->position.file) ||
+			   bk_error_hint(err,
+							 "bk does not archive a second history under"
+							 " the same names.  Give the agent a new source_id"
+							 " and take a snapshot; the old archive stays"
+							 " restorable.");
+	}
+	if (!has && stream->len == 0 && oldest[0] != '\0')
+	{
+		/*
+		 * Purged before it was archived: the archive has a gap that no
+		 * waiting can fill.  Say so everywhere, then archive what the server
+		 * still has, so the next snapshot is covered again; bk list and bk
+		 * verify show the gap (the missing file numbers).
+		 */
+		BkError gap;
+
+		bk_error_clear(&gap);
+		bk_error_set(&gap, BK_ERR_NOT_FOUND,
+					 "the binlog file \"%s\", where the archive ends (offset"
+					 " %" PRIu64 "), is no longer on the server: it was purged"
+					 " before bk archived it, so the archive has a gap up to"
+					 " \"%s\", where streaming continues",
+					 stream->position.file, stream->position.offset, oldest);
+		bk_error_hint(&gap,
+					  "No point in time inside the gap can be restored,"
+					  " nor anything after it from older snapshots: take a new"
+					  " snapshot now (SELECT bk_snapshot()), and keep binlogs"
+					  " until bk archived them (binlog_expire_logs_seconds).");
+		agent_report_error(agent, &gap);
+		agent_audit(agent, "binlog-gap",
+					"binlog purged before it was archived; streaming continues"
+					" after the gap",
+					&stream->position);
+		bk_strlcpy(stream->position.file, oldest,
+				   sizeof(stream->position.file));
+		stream->position.offset = 4;
+		stream->range_start = 0;
+		stream->file_closed = false;
+		memset(&stream->gtid, 0, sizeof(stream->gtid));
+	}
+	else if (!has)
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"the binlog file \"%s\" is not on the server",
+							stream->position.file);
+
+	/*
+	 * Capability 4: real GTID events; the checksum variable: the server
+	 * sends events as they are in the file, checksums included.
+	 */
+	snprintf(sql, sizeof(sql), "SET @master_heartbeat_period = %" PRIu64,
+			 heartbeat_ns);
+	if (!agent_query(stream->conn, "SET @mariadb_slave_capability = 4", err) ||
+		!agent_query(stream->conn,
+					 "SET @master_binlog_checksum = @@global.binlog_checksum",
+					 err) ||
+		!agent_query(stream->conn, sql, err))
+		return false;
+
+	stream->rpl = mariadb_rpl_init(stream->conn);
+	if (stream->rpl == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "mariadb_rpl_init failed");
+	{
+		const char *report_host = "bk-mysql-agent";
+		unsigned int flags = MARIADB_RPL_BINLOG_SEND_ANNOTATE_ROWS;
+
+		if (mariadb_rpl_optionsv(stream->rpl, MARIADB_RPL_FILENAME,
+								 stream->position.file,
+								 strlen(stream->position.file)) ||
+			mariadb_rpl_optionsv(stream->rpl, MARIADB_RPL_START,
+								 (unsigned long) stream->position.offset) ||
+			mariadb_rpl_optionsv(stream->rpl, MARIADB_RPL_SERVER_ID,
+								 agent->config.server_id) ||
+			mariadb_rpl_optionsv(stream->rpl, MARIADB_RPL_FLAGS, flags) ||
+			mariadb_rpl_optionsv(stream->rpl, MARIADB_RPL_HOST, report_host,
+								 strlen(report_host)) ||
+			mariadb_rpl_optionsv(stream->rpl, MARIADB_RPL_PORT, 0))
+			return bk_error_set(err, BK_ERR_INTERNAL,
+								"setting replication options: %s",
+								mariadb_rpl_error(stream->rpl));
+	}
+	if (mariadb_rpl_open(stream->rpl) != 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"starting the binlog dump at %s:%" PRIu64 ": %s",
+							stream->position.file, stream->position.offset,
+							mysql_error(stream->conn));
+	set_status_streaming(stream, true);
+	agent_log("INFO",
+			  "streaming the binlog from %s:%" PRIu64 " as replica %" PRIu32,
+			  stream->position.file, stream->position.offset,
+			  agent->config.server_id);
+	return true;
+}
+
+/*
+ * stream_close
+ *		Drop the connection (the pending range is kept: it is sent first).
+ */
+static void
+stream_close(Stream *stream)
+{
+	if (stream->rpl != NULL)
+		mariadb_rpl_close(stream->rpl);
+	stream->rpl = NULL;
+	if (stream->conn != NULL)
+		mysql_close(stream->conn);
+	stream->conn = NULL;
+	set_status_streaming(stream, false);
+}
+
+/*
+ * stream_receive
+ *		Fetch and handle events until stopped or an error.
+ */
+static bool
+stream_receive(Stream *stream, BkError *err)
+{
+	MARIADB_RPL_EVENT *event = NULL;
+
+	while (!agent_stop_requested)
+	{
+		event = mariadb_rpl_fetch(stream->rpl, event);
+		if (event == NULL)
+		{
+			unsigned int code = mysql_errno(stream->conn);
+
+			if (agent_stop_requested)
+				break;
+			if (code == 1236)
+				agent_audit(stream->agent, "binlog-gap",
+							mysql_error(stream->conn), &stream->position);
+			return bk_error_set(err, BK_ERR_IO,
+								"reading the binlog at %s:%" PRIu64 ": %s%s",
+								stream->position.file, stream->position.offset,
+								code ? mysql_error(stream->conn)
+									 : "the server ended the stream",
+								code == 1236 ? " (the file was purged or the"
+											   " server's binlog was reset)"
+											 : "");
+		}
+		if (event->raw_data_ofs > event->raw_data_size)
+		{
+			mariadb_free_rpl_event(event);
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"malformed replication packet");
+		}
+		if (!stream_event(stream, event->raw_data + event->raw_data_ofs,
+						  event->raw_data_size - event->raw_data_ofs, err))
+		{
+			mariadb_free_rpl_event(event);
+			return false;
+		}
+		if (stream->len > 0 &&
+			bk_monotonic_ms() - stream->range_first_ms >=
+				stream->agent->config.range_interval &&
+			!range_flush(stream, true, err))
+		{
+			mariadb_free_rpl_event(event);
+			return false;
+		}
+	}
+	if (event != NULL)
+		mariadb_free_rpl_event(event);
+	return true;
+}
+
+/*
+ * binlog_stream_run
+ *		Stream until SIGTERM.  Connection and Kafka failures are retried with
+ *		backoff; what cannot heal by waiting (a gap, a reset, a broken chain)
+ *		is reported every time the agent tries again, never skipped.
+ */
+bool
+binlog_stream_run(Agent *agent, BkError *err)
+{
+	Stream stream;
+	bool have_position = false;
+	int64_t backoff_ms = 1000;
+	bool ok = true;
+
+	memset(&stream, 0, sizeof(stream));
+	stream.agent = agent;
+	stream.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
+	stream.encoder = bk_encoder_new(&agent->keyring->keys[0],
+									agent->config.common.chunk_size, err);
+	if (stream.encoder == NULL)
+		return false;
+
+	while (!agent_stop_requested)
+	{
+		BkError step;
+
+		bk_error_clear(&step);
+		if (stream_open(&stream, &have_position, &step))
+		{
+			backoff_ms = 1000;
+			if (stream_receive(&stream, &step))
+				break;
+		}
+		stream_close(&stream);
+		if (agent_stop_requested)
+			break;
+		agent_report_error(agent, &step);
+
+		/* The events received stay valid: send them before reconnecting. */
+		if (!range_flush(&stream, true, &step))
+			continue;
+		agent_log("INFO", "retrying in %" PRId64 " ms", backoff_ms);
+		for (int64_t waited = 0; waited < backoff_ms && !agent_stop_requested;
+			 waited += 100)
+			usleep(100 * 1000);
+		backoff_ms = backoff_ms * 2 > AGENT_RETRY_MAX_MS ? AGENT_RETRY_MAX_MS
+														 : backoff_ms * 2;
+	}
+
+	/* Clean stop: what was received goes out before the agent exits. */
+	stream_close(&stream);
+	if (stream.len > 0)
+	{
+		stream.final_flush = true;
+		ok = range_flush(&stream, false, err);
+		if (!ok)
+			bk_error_hint(err, "The range is streamed again at the next"
+							   " start: nothing is lost.");
+	}
+	bk_encoder_free(stream.encoder);
+	free(stream.buf);
+	return ok;
+}

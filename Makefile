@@ -5,8 +5,8 @@
 #                   test, stop the servers; ends with "N passed, M failed"
 #   make demo       the main job on the embedded default (local Kafka, local
 #                   repository)
-#   make install    install bk, bk-shipper, bk-mysql-agent and the PostgreSQL
-#                   extension
+#   make install    install bk, bk-shipper, bk-mysql-agent, the PostgreSQL
+#                   extension and the MariaDB UDF library bk_udf.so
 #   make format     clang-format every C file
 #   make bench      benchmarks (bench/, on demand; results in BENCHMARKS.md)
 #   make fuzz-long  a long fuzzing campaign
@@ -21,6 +21,7 @@ all:
 	$(MAKE) -C cli
 	$(MAKE) -C shipper
 	$(MAKE) -C mysql_agent
+	$(MAKE) -C mysql_udf
 	$(MAKE) -C extension
 
 tests: all
@@ -32,6 +33,7 @@ install: all
 	install -m 0755 cli/bk $(DESTDIR)$(BINDIR)/bk
 	install -m 0755 shipper/bk-shipper $(DESTDIR)$(BINDIR)/bk-shipper
 	install -m 0755 mysql_agent/bk-mysql-agent $(DESTDIR)$(BINDIR)/bk-mysql-agent
+	$(MAKE) -C mysql_udf install
 	$(MAKE) -C extension install
 
 check:
@@ -55,6 +57,7 @@ clean:
 	$(MAKE) -C cli clean
 	$(MAKE) -C shipper clean
 	$(MAKE) -C mysql_agent clean
+	$(MAKE) -C mysql_udf clean
 	$(MAKE) -C extension clean
 	$(MAKE) -C tests/unit clean
 	$(MAKE) -C tests/integration clean

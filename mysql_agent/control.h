@@ -1,0 +1,99 @@
+/*
+ * control.h
+ *		bk-mysql-agent's control socket: the server side of the calls that
+ *		bk_udf.so (bk_snapshot(), bk_snapshot_cancel(), bk_status()) makes
+ *		from inside mariadbd.
+ *
+ * One request line in, one reply line out, per connection; the protocol is
+ * in docs/mysql-agent-protocol.md.  bk_control_start() listens on a Unix
+ * socket and runs the handler in a thread per call (at most
+ * BK_CONTROL_MAX_CALLS at once); only peers whose uid (SO_PEERCRED) is in
+ * the allowed list get that far.  The handler decides, per call, whether
+ * the SQL account that called the function may do so:
+ * bk_control_authorize() answers that from the server's role grants.
+ */
+#ifndef BK_CONTROL_H
+#define BK_CONTROL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <mysql.h>
+
+#include "bk_error.h"
+
+/* Calls in progress at once; more are refused with an error reply. */
+#define BK_CONTROL_MAX_CALLS 16
+/* Longest request line accepted, '\n' included. */
+#define BK_CONTROL_MAX_REQUEST (64 * 1024)
+/* Longest reply the UDF accepts; a longer result becomes an error reply. */
+#define BK_CONTROL_MAX_REPLY (1024 * 1024)
+/* Time a client has to send its request, in milliseconds. */
+#define BK_CONTROL_REQUEST_TIMEOUT_MS 5000
+
+/* One validated request.  The strings live until the handler returns. */
+typedef struct BkControlRequest
+{
+	const char *op;         /* "snapshot", "snapshot_cancel" or "status" */
+	const char *user;       /* SQL account that called: thd_priv_user */
+	const char *host;       /* ... and its host part: thd_priv_host */
+	uint64_t connection_id; /* the caller's connection (CONNECTION_ID()) */
+	const char *args;       /* raw function argument; NULL if none or NULL */
+} BkControlRequest;
+
+/* One connection, from accept to reply. */
+typedef struct BkControlCall BkControlCall;
+
+/*
+ * True once the caller has gone (closed or reset its end: KILL QUERY,
+ * client disconnect) or the control socket is stopping.  Long handlers
+ * poll it and abandon their work when it turns true.  Never blocks.
+ */
+extern bool bk_control_peer_gone(BkControlCall *call);
+
+/*
+ * Runs in the call's own thread.  Returns the result as malloc'd JSON text
+ * (any JSON value; it is freed by the caller), or NULL with err set, whose
+ * message (and hint, if any) becomes the SQL error the caller sees.
+ */
+typedef char *(*BkControlHandler)(void *arg, BkControlCall *call,
+								  const BkControlRequest *req, BkError *err);
+
+/* Where log lines go (refused peers, failed replies); may be NULL: stderr. */
+typedef void (*BkControlLog)(void *arg, const char *message);
+
+typedef struct BkControl BkControl;
+
+/*
+ * Listen on socket_path (mode 0660; its directory must exist) and serve
+ * calls until bk_control_stop().  A stale socket file left by a dead agent
+ * is replaced; a live one is an error.  handler and log get arg.  Returns
+ * NULL with err set on failure.
+ */
+extern BkControl *bk_control_start(const char *socket_path,
+								   const uid_t *allowed_uids, int n_allowed,
+								   BkControlHandler handler, BkControlLog log,
+								   void *arg, BkError *err);
+
+/*
+ * Stop accepting, remove the socket file, and wait for the calls in
+ * progress to finish (bk_control_peer_gone() is true for them from now on).
+ * NULL is allowed.
+ */
+extern void bk_control_stop(BkControl *control);
+
+/*
+ * May the SQL account user@host call bk functions?  True if the account is
+ * one of roles (an entry "name" matches the user name on any host,
+ * "name@host" exactly) or has been granted one of them, directly or through
+ * up to three levels of roles granted to roles (mysql.roles_mapping).
+ * False with err set otherwise: BK_ERR_USAGE for a refusal (the message
+ * says which GRANT fixes it), BK_ERR_IO if the server could not be asked.
+ * conn must not be used by another thread meanwhile.
+ */
+extern bool bk_control_authorize(MYSQL *conn, const char *user,
+								 const char *host, const char *const *roles,
+								 int n_roles, BkError *err);
+
+#endif /* BK_CONTROL_H */

@@ -1,0 +1,450 @@
+/*
+ * test_control.c
+ *		bk-mysql-agent's control socket (mysql_agent/control.c): a request's
+ *		round trip to the handler and back, handler errors, malformed and
+ *		oversize requests, a peer that goes away while its call runs, a peer
+ *		whose uid is not allowed, stale and live socket files, and a stop
+ *		with a call in progress.
+ */
+#include "testutil.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "control.h"
+
+static char *dir;
+static char socket_path[256];
+static BkControl *control;
+
+/* What the handler saw, shared with the test thread. */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t seen_cond = PTHREAD_COND_INITIALIZER;
+static bool waiting;        /* a "wait" call has started */
+static bool saw_peer_gone;  /* ... and then saw bk_control_peer_gone() */
+static char last_log[1024]; /* the last log line */
+
+static void
+test_log(void *arg, const char *message)
+{
+	pthread_mutex_lock(&seen_lock);
+	snprintf(last_log, sizeof(last_log), "%s", message);
+	pthread_mutex_unlock(&seen_lock);
+}
+
+/*
+ * status: echo the request as the result.  snapshot "wait": wait (5 s at
+ * most) until the peer is gone.  snapshot_cancel: an error with a hint.
+ */
+static char *
+test_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
+			 BkError *err)
+{
+	if (strcmp(req->op, "snapshot_cancel") == 0)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND, "no snapshot %s", req->args);
+		bk_error_hint(err, "see bk_status()");
+		return NULL;
+	}
+	if (strcmp(req->op, "snapshot") == 0 && req->args != NULL &&
+		strcmp(req->args, "wait") == 0)
+	{
+		bool gone = false;
+
+		pthread_mutex_lock(&seen_lock);
+		waiting = true;
+		pthread_cond_broadcast(&seen_cond);
+		pthread_mutex_unlock(&seen_lock);
+		for (int i = 0; i < 500 && !gone; i++)
+		{
+			gone = bk_control_peer_gone(call);
+			if (!gone)
+				poll(NULL, 0, 10);
+		}
+		pthread_mutex_lock(&seen_lock);
+		saw_peer_gone = gone;
+		pthread_cond_broadcast(&seen_cond);
+		pthread_mutex_unlock(&seen_lock);
+		return strdup("{}");
+	}
+	{
+		json_t *echo =
+			json_pack("{s:s,s:s,s:s,s:I,s:s?}", "op", req->op, "user",
+					  req->user, "host", req->host, "connection_id",
+					  (json_int_t) req->connection_id, "args", req->args);
+		char *text = json_dumps(echo, JSON_COMPACT);
+
+		json_decref(echo);
+		return text;
+	}
+}
+
+static int
+setup(void **state)
+{
+	uid_t me = getuid();
+	BkError err;
+
+	dir = test_mkdtemp();
+	snprintf(socket_path, sizeof(socket_path), "%s/agent.sock", dir);
+	control = bk_control_start(socket_path, &me, 1, test_handler, test_log,
+							   NULL, &err);
+	if (control == NULL)
+		fail_msg("bk_control_start: %s", err.message);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	bk_control_stop(control);
+	test_rmdir(dir);
+	return 0;
+}
+
+/* A connected client socket to path. */
+static int
+connect_to(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	if (connect(fd, (struct sockaddr *) &addr, sizeof(addr)) != 0)
+		fail_msg("connect %s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Read until EOF; returns the malloc'd text. */
+static char *
+read_all(int fd)
+{
+	size_t cap = 4096;
+	size_t len = 0;
+	char *buf = malloc(cap);
+	ssize_t n;
+
+	while ((n = read(fd, buf + len, cap - len - 1)) > 0)
+	{
+		len += (size_t) n;
+		if (len + 1 == cap)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+/* Send data on a fresh connection to path and return the whole answer. */
+static char *
+exchange(const char *path, const char *data, size_t len)
+{
+	int fd = connect_to(path);
+	char *reply;
+
+	assert_int_equal(write(fd, data, len), (ssize_t) len);
+	reply = read_all(fd);
+	close(fd);
+	return reply;
+}
+
+/* Parse a reply line; asserts it is one line of JSON. */
+static json_t *
+parse_reply(const char *reply)
+{
+	size_t len = strlen(reply);
+	json_error_t jerr;
+	json_t *root;
+
+	if (len == 0 || reply[len - 1] != '\n' || memchr(reply, '\n', len - 1))
+		fail_msg("reply is not one line: \"%s\"", reply);
+	root = json_loads(reply, 0, &jerr);
+	if (root == NULL)
+		fail_msg("reply is not JSON (%s): \"%s\"", jerr.text, reply);
+	return root;
+}
+
+/* Assert an error reply whose message contains needle. */
+static void
+assert_error_reply(const char *reply, const char *needle)
+{
+	json_t *root = parse_reply(reply);
+	const char *message;
+
+	assert_true(json_is_false(json_object_get(root, "ok")));
+	message = json_string_value(json_object_get(root, "error"));
+	assert_non_null(message);
+	if (strstr(message, needle) == NULL)
+		fail_msg("error \"%s\" does not contain \"%s\"", message, needle);
+	json_decref(root);
+}
+
+static void
+test_round_trip(void **state)
+{
+	const char *request =
+		"{\"version\":1,\"op\":\"status\",\"user\":\"al\\\"ice\","
+		"\"host\":\"%\",\"connection_id\":42,\"args\":\"a=1,b=\\u00e9\"}\n";
+	char *reply = exchange(socket_path, request, strlen(request));
+	json_t *root = parse_reply(reply);
+	json_t *result = json_object_get(root, "result");
+
+	assert_true(json_is_true(json_object_get(root, "ok")));
+	assert_string_equal(json_string_value(json_object_get(result, "op")),
+						"status");
+	assert_string_equal(json_string_value(json_object_get(result, "user")),
+						"al\"ice");
+	assert_string_equal(json_string_value(json_object_get(result, "host")),
+						"%");
+	assert_int_equal(
+		json_integer_value(json_object_get(result, "connection_id")), 42);
+	assert_string_equal(json_string_value(json_object_get(result, "args")),
+						"a=1,b=\xc3\xa9");
+	json_decref(root);
+	free(reply);
+
+	/* No "args" member, or null: the handler sees NULL. */
+	request = "{\"version\":1,\"op\":\"status\",\"user\":\"u\",\"host\":\"h\","
+			  "\"connection_id\":1,\"args\":null}\n";
+	reply = exchange(socket_path, request, strlen(request));
+	root = parse_reply(reply);
+	assert_true(
+		json_is_null(json_object_get(json_object_get(root, "result"), "args")));
+	json_decref(root);
+	free(reply);
+}
+
+static void
+test_handler_error(void **state)
+{
+	const char *request =
+		"{\"version\":1,\"op\":\"snapshot_cancel\",\"user\":\"u\","
+		"\"host\":\"h\",\"connection_id\":1,\"args\":\"7\"}\n";
+	char *reply = exchange(socket_path, request, strlen(request));
+
+	assert_error_reply(reply, "no snapshot 7; see bk_status()");
+	free(reply);
+}
+
+static void
+test_malformed(void **state)
+{
+	static const struct
+	{
+		const char *request;
+		const char *error;
+	} cases[] = {
+		{"not json\n", "malformed request"},
+		{"[1,2]\n", "not a JSON object"},
+		{"{\"version\":2,\"op\":\"status\",\"user\":\"u\",\"host\":\"h\","
+		 "\"connection_id\":1}\n",
+		 "unsupported protocol version 2"},
+		{"{\"version\":1,\"op\":\"status\",\"host\":\"h\","
+		 "\"connection_id\":1}\n",
+		 "\"user\" must be a string"},
+		{"{\"version\":1,\"op\":\"drop_everything\",\"user\":\"u\","
+		 "\"host\":\"h\",\"connection_id\":1}\n",
+		 "unknown operation \"drop_everything\""},
+		{"{\"version\":1,\"op\":\"status\",\"user\":\"u\",\"host\":\"h\","
+		 "\"connection_id\":-1}\n",
+		 "\"connection_id\" must be a non-negative integer"},
+		{"{\"version\":1,\"op\":\"status\",\"user\":\"u\",\"host\":\"h\","
+		 "\"connection_id\":1,\"args\":5}\n",
+		 "\"args\" must be a string or null"},
+		{"{\"version\":1,\"version\":1}\n", "malformed request"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	{
+		char *reply =
+			exchange(socket_path, cases[i].request, strlen(cases[i].request));
+
+		assert_error_reply(reply, cases[i].error);
+		free(reply);
+	}
+}
+
+static void
+test_oversize(void **state)
+{
+	size_t len = BK_CONTROL_MAX_REQUEST + 1000;
+	char *request = malloc(len);
+	char *reply;
+
+	memset(request, 'x', len);
+	reply = exchange(socket_path, request, len);
+	assert_error_reply(reply, "request is longer than 65536 bytes");
+	free(reply);
+	free(request);
+}
+
+/* Wait (5 s at most) until flag is true; returns it. */
+static bool
+wait_flag(bool *flag)
+{
+	struct timespec deadline;
+	bool value;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 5;
+	pthread_mutex_lock(&seen_lock);
+	while (!*flag &&
+		   pthread_cond_timedwait(&seen_cond, &seen_lock, &deadline) == 0)
+		;
+	value = *flag;
+	pthread_mutex_unlock(&seen_lock);
+	return value;
+}
+
+static const char wait_request[] =
+	"{\"version\":1,\"op\":\"snapshot\",\"user\":\"u\",\"host\":\"h\","
+	"\"connection_id\":1,\"args\":\"wait\"}\n";
+
+static void
+test_peer_gone(void **state)
+{
+	int fd = connect_to(socket_path);
+
+	waiting = saw_peer_gone = false;
+	assert_int_equal(write(fd, wait_request, strlen(wait_request)),
+					 (ssize_t) strlen(wait_request));
+	assert_true(wait_flag(&waiting));
+	/* Still connected: the handler keeps waiting. */
+	poll(NULL, 0, 100);
+	assert_false(saw_peer_gone);
+	close(fd);
+	assert_true(wait_flag(&saw_peer_gone));
+}
+
+static void
+test_uid_not_allowed(void **state)
+{
+	char path[300];
+	uid_t other = getuid() + 1;
+	BkControl *strict;
+	BkError err;
+	char *reply;
+	char expected[64];
+
+	snprintf(path, sizeof(path), "%s/strict.sock", dir);
+	strict =
+		bk_control_start(path, &other, 1, test_handler, test_log, NULL, &err);
+	if (strict == NULL)
+		fail_msg("bk_control_start: %s", err.message);
+	reply = exchange(path, wait_request, strlen(wait_request));
+	snprintf(expected, sizeof(expected), "peer uid %u is not allowed",
+			 (unsigned) getuid());
+	assert_error_reply(reply, expected);
+	pthread_mutex_lock(&seen_lock);
+	assert_non_null(strstr(last_log, expected));
+	pthread_mutex_unlock(&seen_lock);
+	free(reply);
+	bk_control_stop(strict);
+}
+
+static void
+test_socket_files(void **state)
+{
+	char path[300];
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct stat st;
+	BkControl *second;
+	BkError err;
+	uid_t me = getuid();
+	int fd;
+	FILE *f;
+
+	/* A live agent on the path: refused, and its socket stays. */
+	second =
+		bk_control_start(socket_path, &me, 1, test_handler, NULL, NULL, &err);
+	assert_null(second);
+	assert_error_contains(&err, "another bk-mysql-agent listens on");
+	assert_int_equal(stat(socket_path, &st), 0);
+
+	/* A stale socket file (bound, nobody listening): replaced. */
+	snprintf(path, sizeof(path), "%s/stale.sock", dir);
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(fd, (struct sockaddr *) &addr, sizeof(addr)), 0);
+	close(fd);
+	second = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	if (second == NULL)
+		fail_msg("bk_control_start over a stale socket: %s", err.message);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0660);
+	bk_control_stop(second);
+	assert_int_not_equal(stat(path, &st), 0);
+
+	/* A regular file is not ours to remove. */
+	f = fopen(path, "w");
+	fclose(f);
+	second = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	assert_null(second);
+	assert_error_contains(&err, "exists and is not a socket");
+
+	/* A directory that does not exist. */
+	snprintf(path, sizeof(path), "%s/nodir/agent.sock", dir);
+	second = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	assert_null(second);
+	assert_error_contains(&err, "could not bind the control socket");
+}
+
+/* Stop with a call in progress: the handler sees it and stop waits. */
+static void
+test_stop_with_call(void **state)
+{
+	char path[300];
+	uid_t me = getuid();
+	BkControl *busy;
+	BkError err;
+	char *reply;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/busy.sock", dir);
+	busy = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	if (busy == NULL)
+		fail_msg("bk_control_start: %s", err.message);
+	waiting = saw_peer_gone = false;
+	fd = connect_to(path);
+	assert_int_equal(write(fd, wait_request, strlen(wait_request)),
+					 (ssize_t) strlen(wait_request));
+	assert_true(wait_flag(&waiting));
+	bk_control_stop(busy);
+	pthread_mutex_lock(&seen_lock);
+	assert_true(saw_peer_gone);
+	pthread_mutex_unlock(&seen_lock);
+	/* The call was still answered before stop returned. */
+	reply = read_all(fd);
+	json_decref(parse_reply(reply));
+	free(reply);
+	close(fd);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_handler_error),
+		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_oversize),
+		cmocka_unit_test(test_peer_gone),
+		cmocka_unit_test(test_uid_not_allowed),
+		cmocka_unit_test(test_socket_files),
+		cmocka_unit_test(test_stop_with_call),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -35,6 +35,7 @@
 #include "bk_config.h"
 #include "bk_util.h"
 #include "control.h"
+#include "snapshot.h"
 
 volatile sig_atomic_t agent_stop_requested;
 
@@ -555,8 +556,139 @@ agent_status_json(Agent *agent)
 											  : json_null());
 	json_set_time(obj, "last_error_at", status->last_error_at_ms);
 	pthread_mutex_unlock(&status->lock);
+	pthread_mutex_lock(&agent->snapshot_lock);
+	json_object_set_new(obj, "snapshot",
+						agent->snapshot
+							? snapshot_progress_json(agent->snapshot)
+							: json_null());
+	pthread_mutex_unlock(&agent->snapshot_lock);
 	text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(obj);
+	return text;
+}
+
+/*
+ * control_snapshot
+ *		bk_snapshot(): start a job (one at a time); with wait, follow it
+ *		until it ends, cancelling it if the caller goes away (KILL QUERY,
+ *		a closed connection).
+ */
+static char *
+control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
+				 BkError *err)
+{
+	SnapshotOptions options;
+	SnapshotJob *job;
+	json_t *answer;
+	char *text;
+
+	if (!snapshot_parse_options(req->args, &options, err))
+		return NULL;
+	pthread_mutex_lock(&agent->snapshot_lock);
+	if (agent->snapshot != NULL)
+	{
+		SnapshotJob *last = agent->snapshot;
+		bool running;
+
+		pthread_mutex_lock(&last->lock);
+		running = last->state == SNAPSHOT_RUNNING;
+		pthread_mutex_unlock(&last->lock);
+		if (running)
+		{
+			pthread_mutex_unlock(&agent->snapshot_lock);
+			bk_error_set(err, BK_ERR_USAGE,
+						 "snapshot %s is still running: one snapshot at a time",
+						 last->id);
+			bk_error_hint(err,
+						  "Wait for it (bk_status() shows its progress)"
+						  " or cancel it with bk_snapshot_cancel('%s').",
+						  last->id);
+			return NULL;
+		}
+		snapshot_join(last);
+		json_decref(last->result);
+		free(last);
+		agent->snapshot = NULL;
+	}
+	job = snapshot_start(agent, &options, err);
+	agent->snapshot = job;
+	pthread_mutex_unlock(&agent->snapshot_lock);
+	if (job == NULL)
+		return NULL;
+
+	if (!options.wait)
+	{
+		answer = snapshot_progress_json(job);
+		text = json_dumps(answer, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(answer);
+		return text;
+	}
+	for (;;)
+	{
+		SnapshotState state;
+
+		pthread_mutex_lock(&job->lock);
+		state = job->state;
+		pthread_mutex_unlock(&job->lock);
+		if (state != SNAPSHOT_RUNNING)
+			break;
+		if (!job->cancel &&
+			(bk_control_peer_gone(call) || agent_stop_requested))
+		{
+			agent_log("INFO",
+					  "snapshot %s: the caller went away (KILL QUERY or"
+					  " a closed connection): cancelling",
+					  job->id);
+			job->cancel = true;
+		}
+		usleep(100 * 1000);
+	}
+	pthread_mutex_lock(&job->lock);
+	if (job->state == SNAPSHOT_DONE)
+		text = json_dumps(job->result, JSON_COMPACT | JSON_SORT_KEYS);
+	else
+	{
+		text = NULL;
+		bk_error_set(err, BK_ERR_IO, "snapshot %s %s: %s", job->id,
+					 job->state == SNAPSHOT_CANCELLED ? "cancelled" : "failed",
+					 job->error);
+	}
+	pthread_mutex_unlock(&job->lock);
+	return text;
+}
+
+/*
+ * control_snapshot_cancel
+ *		bk_snapshot_cancel(id): ask the running snapshot to stop.
+ */
+static char *
+control_snapshot_cancel(Agent *agent, const BkControlRequest *req, BkError *err)
+{
+	SnapshotJob *job;
+	json_t *answer;
+	char *text;
+
+	if (req->args == NULL || req->args[0] == '\0')
+	{
+		bk_error_set(err, BK_ERR_USAGE,
+					 "bk_snapshot_cancel needs the snapshot id");
+		return NULL;
+	}
+	pthread_mutex_lock(&agent->snapshot_lock);
+	job = agent->snapshot;
+	if (job == NULL || strcmp(job->id, req->args) != 0)
+	{
+		pthread_mutex_unlock(&agent->snapshot_lock);
+		bk_error_set(err, BK_ERR_NOT_FOUND, "no snapshot \"%s\" on this agent",
+					 req->args);
+		return NULL;
+	}
+	job->cancel = true;
+	answer = snapshot_progress_json(job);
+	pthread_mutex_unlock(&agent->snapshot_lock);
+	json_object_set_new(answer, "cancel_requested", json_true());
+	text = json_dumps(answer, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(answer);
 	return text;
 }
 
@@ -591,9 +723,11 @@ control_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
 			bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		return text;
 	}
-	bk_error_set(err, BK_ERR_USAGE,
-				 "%s is not available in this version of bk-mysql-agent",
-				 req->op);
+	if (strcmp(req->op, "snapshot") == 0)
+		return control_snapshot(agent, call, req, err);
+	if (strcmp(req->op, "snapshot_cancel") == 0)
+		return control_snapshot_cancel(agent, req, err);
+	bk_error_set(err, BK_ERR_USAGE, "unknown operation \"%s\"", req->op);
 	return NULL;
 }
 
@@ -656,6 +790,7 @@ main(int argc, char **argv)
 
 	memset(&agent, 0, sizeof(agent));
 	pthread_mutex_init(&agent.status.lock, NULL);
+	pthread_mutex_init(&agent.snapshot_lock, NULL);
 	bk_error_clear(&err);
 	if (!agent_config_load(&agent, config_path, brokers, &err) ||
 		!load_password(&agent, &err))
@@ -717,6 +852,11 @@ main(int argc, char **argv)
 done:
 	if (control != NULL)
 		bk_control_stop(control);
+	if (agent.snapshot != NULL)
+	{
+		agent.snapshot->cancel = true;
+		snapshot_join(agent.snapshot);
+	}
 	if (agent.producer != NULL)
 		bk_producer_free(agent.producer);
 	bk_keyring_free(agent.keyring);

@@ -82,6 +82,8 @@ typedef struct AgentStatus
 	int64_t last_error_at_ms;
 } AgentStatus;
 
+struct SnapshotJob;
+
 typedef struct Agent
 {
 	AgentConfig config;
@@ -91,6 +93,8 @@ typedef struct Agent
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
 	char *mysql_password;
 	AgentStatus status;
+	pthread_mutex_t snapshot_lock;
+	struct SnapshotJob *snapshot; /* the running or the last snapshot */
 } Agent;
 
 extern volatile sig_atomic_t agent_stop_requested;

@@ -1,0 +1,1689 @@
+/*
+ * snapshot.c
+ *		SELECT bk_snapshot(): a consistent logical snapshot of a MariaDB
+ *		server at exact binlog coordinates, without FLUSH TABLES WITH READ
+ *		LOCK.
+ *
+ * The consistent point (docs/mariadb-snapshot-format.md says what is sent):
+ *
+ *   control connection                 reader connections (one per job)
+ *   BACKUP STAGE START
+ *   BACKUP STAGE BLOCK_DDL             (DDL waits from here)
+ *   every definition captured          (SHOW CREATE is not MVCC: DDL must
+ *                                       be held off while it is read)
+ *   BACKUP STAGE BLOCK_COMMIT          (commits wait, for a moment)
+ *                                      START TRANSACTION WITH CONSISTENT
+ *                                      SNAPSHOT, each: one and the same state
+ *                                      reader 1: Binlog_snapshot_file/_position,
+ *                                      BINLOG_GTID_POS(): the coordinates
+ *                                      every reader touches every table: its
+ *                                      metadata lock keeps DDL off them until
+ *                                      the snapshot ends
+ *   BACKUP STAGE END                   (commits and other DDL go on)
+ *                                      tables read in parallel, largest first
+ *
+ * BACKUP STAGE runs on its own connection because it auto-commits: on a
+ * reader it would end the snapshot transaction.  Waits for locks are short
+ * (lock_wait_timeout), so a session holding LOCK TABLES or a running
+ * mariabackup makes the snapshot fail at once with a message that says so,
+ * never hang.  Tables of engines without transactions (Aria, MyISAM) are
+ * read in the same pass but are not covered by the consistent read: the
+ * record names them.
+ *
+ * Values are read byte-exact: query text in utf8mb4, results unconverted
+ * (character_set_results NULL), UTC session time zone, lengths from the
+ * protocol.  Rows stream (mysql_use_result) into parts of at most
+ * part_size bytes in LOAD DATA form, each part one object, so memory stays
+ * jobs x part_size whatever the table size.
+ *
+ * Each job thread has its own connection, encoder and producer; the job's
+ * main thread sends the schema and, once every part was acknowledged, the
+ * record (snapshot.json), which makes the snapshot complete.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <mysql.h>
+
+#include "bk_audit.h"
+#include "bk_config.h"
+#include "bk_crypto.h"
+#include "bk_util.h"
+#include "snapshot.h"
+
+/* One table (or view-less object with rows) to copy. */
+typedef struct SnapTable
+{
+	int index;
+	char *database;
+	char *name;
+	char *type; /* BASE TABLE, SYSTEM VERSIONED, SEQUENCE */
+	char *engine;
+	bool transactional;
+	uint64_t estimated_rows;
+	char *select_sql; /* identifiers quoted */
+	json_t *dumped_columns;
+
+	/* Results, written by the job thread that copied the table. */
+	uint64_t rows;
+	uint64_t bytes;
+	int parts;
+	char sha256[2 * BK_SHA256_LEN + 1];
+} SnapTable;
+
+typedef struct SnapRun
+{
+	SnapshotJob *job;
+	Agent *agent;
+	MYSQL *control;
+	MYSQL *readers[SNAPSHOT_JOBS_MAX];
+	int reader_count;
+	json_t *schema;
+	SnapTable *tables;
+	int table_count;
+	int next_table; /* guarded by job->lock */
+	char binlog_file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t binlog_pos;
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	char server_version[64];
+	int64_t started_ms;
+	BkProducer *producer; /* the main thread's: schema, record, audit */
+	BkEncoder *encoder;
+	char topic[BK_TOPIC_NAME_MAX + 1];
+	bool stage_open; /* BACKUP STAGE not yet ended */
+	BkError worker_error;
+	bool worker_failed; /* guarded by job->lock */
+} SnapRun;
+
+/* ------------------------------------------------------------ helpers */
+
+/*
+ * quote_ident
+ *		`name` with backticks doubled: the one way an identifier enters SQL.
+ */
+static bool
+quote_ident(char *out, size_t out_len, const char *name)
+{
+	size_t used = 0;
+
+	if (out_len < 3)
+		return false;
+	out[used++] = '`';
+	for (const char *p = name; *p; p++)
+	{
+		if (used + 3 >= out_len)
+			return false;
+		if (*p == '`')
+			out[used++] = '`';
+		out[used++] = *p;
+	}
+	out[used++] = '`';
+	out[used] = '\0';
+	return true;
+}
+
+/*
+ * json_text
+ *		A JSON string for server text; text that is not UTF-8 (a binary
+ *		default in a definition) travels as {"hex": ...}.
+ */
+static json_t *
+json_text(const char *data, size_t len)
+{
+	json_t *value;
+	char *hex;
+
+	if (data == NULL)
+		return json_null();
+	value = json_stringn(data, len);
+	if (value != NULL)
+		return value;
+	hex = malloc(2 * len + 1);
+	if (hex == NULL)
+		return NULL;
+	bk_hex_encode((const uint8_t *) data, len, hex);
+	value = json_pack("{s:s}", "hex", hex);
+	free(hex);
+	return value;
+}
+
+static bool
+set_cancelled(SnapRun *run, BkError *err)
+{
+	return bk_error_set(err, BK_ERR_INTERRUPTED, "snapshot %s was cancelled",
+						run->job->id);
+}
+
+/*
+ * run_sql
+ *		A statement on conn; with rows, its result stored there.  A lock wait
+ *		that times out says who is likely holding the lock.
+ */
+static bool
+run_sql(SnapRun *run, MYSQL *conn, const char *sql, MYSQL_RES **rows,
+		BkError *err)
+{
+	MYSQL_RES *res;
+
+	if (run->job->cancel)
+		return set_cancelled(run, err);
+	if (mysql_real_query(conn, sql, strlen(sql)) != 0)
+	{
+		unsigned int code = mysql_errno(conn);
+
+		bk_error_set(err, BK_ERR_IO, "snapshot %s: \"%.200s\" failed: %s",
+					 run->job->id, sql, mysql_error(conn));
+		if (code == 1205 /* ER_LOCK_WAIT_TIMEOUT */)
+			bk_error_hint(err,
+						  "Another session holds a lock the snapshot needs"
+						  " (LOCK TABLES, a long DDL, or a backup such as"
+						  " mariabackup running BACKUP STAGE); bk waits at"
+						  " most %d s.  Try again when it is released.",
+						  SNAPSHOT_LOCK_WAIT_S);
+		return false;
+	}
+	res = mysql_store_result(conn);
+	if (rows == NULL)
+	{
+		if (res != NULL)
+			mysql_free_result(res);
+		return true;
+	}
+	if (res == NULL)
+		return bk_error_set(err, BK_ERR_IO,
+							"snapshot %s: \"%.200s\" returned no rows: %s",
+							run->job->id, sql, mysql_error(conn));
+	*rows = res;
+	return true;
+}
+
+static MYSQL_RES *
+run_query(SnapRun *run, MYSQL *conn, const char *sql, bool want_rows,
+		  BkError *err)
+{
+	MYSQL_RES *res = NULL;
+
+	return run_sql(run, conn, sql, &res, err) ? res : NULL;
+}
+
+static bool
+run_statement(SnapRun *run, MYSQL *conn, const char *sql, BkError *err)
+{
+	return run_sql(run, conn, sql, NULL, err);
+}
+
+/*
+ * snapshot_connect
+ *		A connection for the snapshot: utf8mb4 queries, unconverted results,
+ *		UTC, short lock waits.
+ */
+static MYSQL *
+snapshot_connect(SnapRun *run, BkError *err)
+{
+	MYSQL *conn = agent_connect(run->agent, err);
+	char sql[96];
+
+	if (conn == NULL)
+		return NULL;
+	snprintf(sql, sizeof(sql), "SET SESSION lock_wait_timeout = %d",
+			 SNAPSHOT_LOCK_WAIT_S);
+	if (!run_statement(run, conn, "SET NAMES utf8mb4", err) ||
+		!run_statement(run, conn, "SET character_set_results = NULL", err) ||
+		!run_statement(run, conn, sql, err) ||
+		!run_statement(run, conn, "SET SESSION sql_mode = ''", err))
+	{
+		mysql_close(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/*
+ * send_object
+ *		Encode and send one in-memory object of the snapshot, waiting for
+ *		Kafka's acknowledgement.
+ */
+typedef struct MemObject
+{
+	BkEncoder *encoder;
+	const uint8_t *data;
+	size_t len;
+	size_t done;
+} MemObject;
+
+static bool
+mem_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
+			   BkError *err)
+{
+	MemObject *obj = arg;
+	uint32_t chunk;
+
+	if (bk_encoder_done(obj->encoder))
+	{
+		*frame = NULL;
+		*len = 0;
+		return true;
+	}
+	chunk = bk_encoder_next_chunk_len(obj->encoder);
+	if (chunk > obj->len - obj->done)
+		return bk_error_set(err, BK_ERR_INTERNAL, "snapshot object too short");
+	obj->done += chunk;
+	return bk_encoder_chunk(obj->encoder, obj->data + obj->done - chunk, chunk,
+							frame, len, info, err);
+}
+
+static bool
+snap_interrupted(void *arg)
+{
+	SnapshotJob *job = arg;
+
+	return job->cancel || agent_stop_requested;
+}
+
+static bool
+send_object(SnapRun *run, BkProducer *producer, BkEncoder *encoder,
+			const char *part, const uint8_t *data, size_t len, BkError *err)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char key[BK_SOURCE_ID_MAX + BK_OBJECT_NAME_MAX + 2];
+	char meta[128];
+	BkObjectInfo info;
+	MemObject obj = {encoder, data, len, 0};
+	BkSendStats stats;
+
+	snprintf(name, sizeof(name), "%s/%s", run->job->id, part);
+	snprintf(key, sizeof(key), "%s/%s", run->agent->config.source_id, name);
+	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb", run->job->id);
+	memset(&info, 0, sizeof(info));
+	info.kind = BK_KIND_SNAPSHOT;
+	info.source_id = run->agent->config.source_id;
+	info.name = name;
+	info.meta = meta;
+	info.size = len;
+	memset(&stats, 0, sizeof(stats));
+	if (!bk_encoder_begin(encoder, &info, err) ||
+		!bk_producer_send_object(producer, run->topic, key, strlen(key),
+								 mem_next_frame, &obj, snap_interrupted,
+								 run->job, &stats, err))
+	{
+		if (run->job->cancel)
+			return set_cancelled(run, err);
+		return bk_error_prefix(err, "sending %s: ", name);
+	}
+	pthread_mutex_lock(&run->job->lock);
+	run->job->sent += stats.bytes;
+	pthread_mutex_unlock(&run->job->lock);
+	return true;
+}
+
+/* ------------------------------------------------------------ options */
+
+static bool
+set_option(SnapshotOptions *options, const char *key, const char *value,
+		   BkError *err)
+{
+	if (strcmp(key, "wait") == 0)
+	{
+		if (!bk_parse_bool(value, &options->wait))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: wait must be true or false, not"
+								" \"%s\"",
+								value);
+		return true;
+	}
+	if (strcmp(key, "jobs") == 0)
+	{
+		uint64_t jobs;
+
+		if (!bk_parse_u64(value, &jobs) || jobs < 1 || jobs > SNAPSHOT_JOBS_MAX)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: jobs must be from 1 to %d, not"
+								" \"%s\"",
+								SNAPSHOT_JOBS_MAX, value);
+		options->jobs = (int) jobs;
+		return true;
+	}
+	if (strcmp(key, "label") == 0)
+	{
+		if (strlen(value) > SNAPSHOT_LABEL_MAX)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: label is longer than %d bytes",
+								SNAPSHOT_LABEL_MAX);
+		bk_strlcpy(options->label, value, sizeof(options->label));
+		return true;
+	}
+	return bk_error_set(err, BK_ERR_USAGE,
+						"bk_snapshot: unknown option \"%s\" (known: wait, jobs,"
+						" label)",
+						key);
+}
+
+/*
+ * snapshot_parse_options
+ *		'{"wait": false, "label": "x", "jobs": 4}' or 'wait=false,label=x'.
+ */
+bool
+snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
+{
+	memset(options, 0, sizeof(*options));
+	options->wait = true;
+	options->jobs = SNAPSHOT_JOBS_DEFAULT;
+	if (text == NULL)
+		return true;
+	while (*text == ' ')
+		text++;
+	if (*text == '\0')
+		return true;
+	if (*text == '{')
+	{
+		json_error_t jerr;
+		json_t *obj = json_loads(text, 0, &jerr);
+		const char *key;
+		json_t *value;
+
+		if (obj == NULL || !json_is_object(obj))
+		{
+			json_decref(obj);
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: options are not a JSON object:"
+								" %s",
+								jerr.text);
+		}
+		json_object_foreach(obj, key, value)
+		{
+			char buf[SNAPSHOT_LABEL_MAX + 2];
+			bool ok;
+
+			if (json_is_string(value))
+				bk_strlcpy(buf, json_string_value(value), sizeof(buf));
+			else if (json_is_boolean(value))
+				bk_strlcpy(buf, json_is_true(value) ? "true" : "false",
+						   sizeof(buf));
+			else if (json_is_integer(value))
+				snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT,
+						 json_integer_value(value));
+			else
+			{
+				json_decref(obj);
+				return bk_error_set(err, BK_ERR_USAGE,
+									"bk_snapshot: option \"%s\" has a value of"
+									" the wrong type",
+									key);
+			}
+			ok = set_option(options, key, buf, err);
+			if (!ok)
+			{
+				json_decref(obj);
+				return false;
+			}
+		}
+		json_decref(obj);
+		return true;
+	}
+	{
+		char *copy = strdup(text);
+		char *save = NULL;
+		bool ok = true;
+
+		if (copy == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		for (char *item = strtok_r(copy, ",", &save); ok && item != NULL;
+			 item = strtok_r(NULL, ",", &save))
+		{
+			char *eq = strchr(item, '=');
+
+			while (*item == ' ')
+				item++;
+			if (eq == NULL)
+				ok = bk_error_set(err, BK_ERR_USAGE,
+								  "bk_snapshot: \"%s\" is not key=value", item);
+			else
+			{
+				*eq = '\0';
+				ok = set_option(options, item, eq + 1, err);
+			}
+		}
+		free(copy);
+		return ok;
+	}
+}
+
+/* ------------------------------------------------------------ schema */
+
+#define EXCLUDED_SCHEMAS                                                       \
+	"('information_schema', 'performance_schema', 'sys', 'mysql')"
+
+/*
+ * capture_list
+ *		For each row of a listing query, SHOW CREATE ... of the object it
+ *		names, into an array of the schema: fields are the SHOW columns kept
+ *		(by position), under the names given.
+ */
+typedef struct ShowSpec
+{
+	const char *array;   /* key in the schema */
+	const char *listing; /* rows: database, name[, extra] */
+	const char *show;    /* "SHOW CREATE VIEW" */
+	int fields;
+	const int positions[6];
+	const char *names[6];
+} ShowSpec;
+
+static bool
+capture_list(SnapRun *run, const ShowSpec *spec, BkError *err)
+{
+	MYSQL_RES *list = run_query(run, run->control, spec->listing, true, err);
+	MYSQL_ROW row;
+	json_t *array = json_array();
+
+	if (list == NULL)
+	{
+		json_decref(array);
+		return false;
+	}
+	while ((row = mysql_fetch_row(list)) != NULL)
+	{
+		char db[2 * 256 + 3], name[2 * 256 + 3];
+		char sql[1200];
+		MYSQL_RES *res;
+		MYSQL_ROW show;
+		unsigned long *lengths;
+		json_t *item;
+
+		if (!quote_ident(db, sizeof(db), row[0]) ||
+			!quote_ident(name, sizeof(name), row[1]))
+			continue;
+		snprintf(sql, sizeof(sql), "%s %s.%s", spec->show, db, name);
+		res = run_query(run, run->control, sql, true, err);
+		if (res == NULL)
+		{
+			mysql_free_result(list);
+			json_decref(array);
+			return false;
+		}
+		show = mysql_fetch_row(res);
+		lengths = mysql_fetch_lengths(res);
+		if (show == NULL)
+		{
+			mysql_free_result(res);
+			continue; /* dropped meanwhile: cannot be, DDL is blocked */
+		}
+		item = json_pack("{s:s, s:s}", "database", row[0], "name", row[1]);
+		if (mysql_num_fields(list) > 2 && row[2] != NULL)
+			json_object_set_new(item, "type", json_string(row[2]));
+		for (int idx = 0; idx < spec->fields; idx++)
+		{
+			int pos = spec->positions[idx];
+
+			if ((unsigned) pos < mysql_num_fields(res))
+				json_object_set_new(item, spec->names[idx],
+									json_text(show[pos], lengths[pos]));
+		}
+		json_array_append_new(array, item);
+		mysql_free_result(res);
+	}
+	mysql_free_result(list);
+	json_object_set_new(run->schema, spec->array, array);
+	return true;
+}
+
+static const ShowSpec show_specs[] = {
+	{"views",
+	 "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS"
+	 " WHERE TABLE_SCHEMA NOT IN " EXCLUDED_SCHEMAS
+	 " ORDER BY TABLE_SCHEMA, TABLE_NAME",
+	 "SHOW CREATE VIEW",
+	 3,
+	 {1, 2, 3},
+	 {"create", "character_set_client", "collation_connection"}},
+	{"procedures",
+	 "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES"
+	 " WHERE ROUTINE_TYPE = 'PROCEDURE' AND ROUTINE_SCHEMA NOT "
+	 "IN " EXCLUDED_SCHEMAS " ORDER BY ROUTINE_SCHEMA, ROUTINE_NAME",
+	 "SHOW CREATE PROCEDURE",
+	 5,
+	 {1, 2, 3, 4, 5},
+	 {"sql_mode", "create", "character_set_client", "collation_connection",
+	  "database_collation"}},
+	{"functions",
+	 "SELECT ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES"
+	 " WHERE ROUTINE_TYPE = 'FUNCTION' AND ROUTINE_SCHEMA NOT "
+	 "IN " EXCLUDED_SCHEMAS " ORDER BY ROUTINE_SCHEMA, ROUTINE_NAME",
+	 "SHOW CREATE FUNCTION",
+	 5,
+	 {1, 2, 3, 4, 5},
+	 {"sql_mode", "create", "character_set_client", "collation_connection",
+	  "database_collation"}},
+	{"triggers",
+	 "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS"
+	 " WHERE TRIGGER_SCHEMA NOT IN " EXCLUDED_SCHEMAS
+	 " ORDER BY TRIGGER_SCHEMA, EVENT_OBJECT_TABLE, ACTION_ORDER",
+	 "SHOW CREATE TRIGGER",
+	 5,
+	 {1, 2, 3, 4, 5},
+	 {"sql_mode", "create", "character_set_client", "collation_connection",
+	  "database_collation"}},
+	{"events",
+	 "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS"
+	 " WHERE EVENT_SCHEMA NOT IN " EXCLUDED_SCHEMAS
+	 " ORDER BY EVENT_SCHEMA, EVENT_NAME",
+	 "SHOW CREATE EVENT",
+	 6,
+	 {1, 2, 3, 4, 5, 6},
+	 {"sql_mode", "time_zone", "create", "character_set_client",
+	  "collation_connection", "database_collation"}},
+};
+
+/*
+ * capture_databases
+ *		Every database but the server's own, with SHOW CREATE DATABASE.
+ */
+static bool
+capture_databases(SnapRun *run, BkError *err)
+{
+	MYSQL_RES *list =
+		run_query(run, run->control,
+				  "SELECT SCHEMA_NAME FROM"
+				  " information_schema.SCHEMATA WHERE SCHEMA_NAME"
+				  " NOT IN " EXCLUDED_SCHEMAS " ORDER BY SCHEMA_NAME",
+				  true, err);
+	MYSQL_ROW row;
+	json_t *array = json_array();
+
+	if (list == NULL)
+	{
+		json_decref(array);
+		return false;
+	}
+	while ((row = mysql_fetch_row(list)) != NULL)
+	{
+		char db[2 * 256 + 3];
+		char sql[600];
+		MYSQL_RES *res;
+		MYSQL_ROW show;
+
+		if (!quote_ident(db, sizeof(db), row[0]))
+			continue;
+		snprintf(sql, sizeof(sql), "SHOW CREATE DATABASE %s", db);
+		res = run_query(run, run->control, sql, true, err);
+		if (res == NULL)
+		{
+			mysql_free_result(list);
+			json_decref(array);
+			return false;
+		}
+		show = mysql_fetch_row(res);
+		if (show != NULL)
+			json_array_append_new(
+				array, json_pack("{s:s, s:o}", "name", row[0], "create",
+								 json_text(show[1], strlen(show[1]))));
+		mysql_free_result(res);
+	}
+	mysql_free_result(list);
+	json_object_set_new(run->schema, "databases", array);
+	return true;
+}
+
+/*
+ * capture_tables
+ *		Tables with SHOW CREATE TABLE and the columns that are copied: all
+ *		but generated ones, plus the period columns of system-versioned
+ *		tables (their history is copied too).
+ */
+static bool
+capture_tables(SnapRun *run, BkError *err)
+{
+	MYSQL_RES *list;
+	MYSQL_RES *cols;
+	MYSQL_ROW row;
+	json_t *array = json_array();
+	int count;
+
+	list = run_query(run, run->control,
+					 "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE,"
+					 " IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0)"
+					 " FROM information_schema.TABLES WHERE TABLE_TYPE IN"
+					 " ('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE') AND"
+					 " TABLE_SCHEMA NOT IN " EXCLUDED_SCHEMAS
+					 " ORDER BY TABLE_SCHEMA, TABLE_NAME",
+					 true, err);
+	if (list == NULL)
+	{
+		json_decref(array);
+		return false;
+	}
+	count = (int) mysql_num_rows(list);
+	run->tables = calloc((size_t) (count ? count : 1), sizeof(SnapTable));
+	if (run->tables == NULL)
+	{
+		mysql_free_result(list);
+		json_decref(array);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	while ((row = mysql_fetch_row(list)) != NULL)
+	{
+		SnapTable *t = &run->tables[run->table_count];
+		char db[2 * 256 + 3], name[2 * 256 + 3];
+		char sql[1200];
+		MYSQL_RES *res;
+		MYSQL_ROW show;
+		unsigned long *lengths;
+
+		if (!quote_ident(db, sizeof(db), row[0]) ||
+			!quote_ident(name, sizeof(name), row[1]))
+			continue;
+		snprintf(sql, sizeof(sql), "SHOW CREATE TABLE %s.%s", db, name);
+		res = run_query(run, run->control, sql, true, err);
+		if (res == NULL)
+		{
+			mysql_free_result(list);
+			json_decref(array);
+			return false;
+		}
+		show = mysql_fetch_row(res);
+		lengths = mysql_fetch_lengths(res);
+		t->index = run->table_count + 1;
+		t->database = strdup(row[0]);
+		t->name = strdup(row[1]);
+		t->type = strdup(row[2]);
+		t->engine = strdup(row[3]);
+		t->estimated_rows = strtoull(row[4], NULL, 10);
+		t->transactional = strcmp(row[3], "InnoDB") == 0;
+		t->dumped_columns = json_array();
+		json_array_append_new(
+			array,
+			json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:b, s:[]}", "index",
+					  t->index, "database", row[0], "name", row[1], "type",
+					  row[2], "engine", row[3], "create",
+					  show ? json_text(show[1], lengths[1]) : json_null(),
+					  "transactional", t->transactional, "columns"));
+		mysql_free_result(res);
+		run->table_count++;
+	}
+	mysql_free_result(list);
+
+	/* Columns of every table at once, in order. */
+	cols = run_query(run, run->control,
+					 "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE,"
+					 " COLUMN_TYPE, IS_GENERATED,"
+					 " IFNULL(GENERATION_EXPRESSION, ''), EXTRA"
+					 " FROM information_schema.COLUMNS WHERE TABLE_SCHEMA NOT "
+					 "IN " EXCLUDED_SCHEMAS
+					 " ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION",
+					 true, err);
+	if (cols == NULL)
+	{
+		json_decref(array);
+		return false;
+	}
+	while ((row = mysql_fetch_row(cols)) != NULL)
+	{
+		for (int idx = 0; idx < run->table_count; idx++)
+		{
+			SnapTable *t = &run->tables[idx];
+			json_t *table_json = json_array_get(array, (size_t) idx);
+			bool period = strcmp(row[6], "ROW START") == 0 ||
+						  strcmp(row[6], "ROW END") == 0;
+			bool copied = strcmp(row[5], "NEVER") == 0 || period;
+
+			if (strcmp(t->database, row[0]) != 0 ||
+				strcmp(t->name, row[1]) != 0)
+				continue;
+			json_array_append_new(
+				json_object_get(table_json, "columns"),
+				json_pack("{s:s, s:s, s:s, s:b, s:b, s:s}", "name", row[2],
+						  "data_type", row[3], "column_type", row[4], "copied",
+						  copied, "period", period, "extra", row[7]));
+			if (copied)
+				json_array_append_new(t->dumped_columns, json_string(row[2]));
+			break;
+		}
+	}
+	mysql_free_result(cols);
+
+	/* The SELECT of each table, identifiers quoted. */
+	for (int idx = 0; idx < run->table_count; idx++)
+	{
+		SnapTable *t = &run->tables[idx];
+		json_t *table_json = json_array_get(array, (size_t) idx);
+		bool versioned = strcmp(t->type, "SYSTEM VERSIONED") == 0;
+		bool explicit_period = false;
+		size_t cap = 256, used;
+		char *sql;
+		char quoted[2 * 256 + 3];
+		size_t colIdx;
+		json_t *col;
+
+		json_array_foreach(t->dumped_columns, colIdx, col) cap +=
+			2 * strlen(json_string_value(col)) + 4;
+		cap += 2 * strlen(t->database) + 2 * strlen(t->name) + 64;
+		sql = malloc(cap);
+		if (sql == NULL)
+		{
+			json_decref(array);
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		}
+		used = (size_t) snprintf(sql, cap, "SELECT ");
+		json_array_foreach(t->dumped_columns, colIdx, col)
+		{
+			quote_ident(quoted, sizeof(quoted), json_string_value(col));
+			used += (size_t) snprintf(sql + used, cap - used, "%s%s",
+									  colIdx ? ", " : "", quoted);
+		}
+		if (versioned)
+		{
+			/* Implicit period columns are not listed: name them. */
+			json_array_foreach(json_object_get(table_json, "columns"), colIdx,
+							   col) explicit_period |=
+				json_is_true(json_object_get(col, "period"));
+			if (!explicit_period)
+			{
+				used += (size_t) snprintf(sql + used, cap - used,
+										  ", `ROW_START`, `ROW_END`");
+				json_array_append_new(t->dumped_columns,
+									  json_string("ROW_START"));
+				json_array_append_new(t->dumped_columns,
+									  json_string("ROW_END"));
+			}
+		}
+		quote_ident(quoted, sizeof(quoted), t->database);
+		used += (size_t) snprintf(sql + used, cap - used, " FROM %s.", quoted);
+		quote_ident(quoted, sizeof(quoted), t->name);
+		snprintf(sql + used, cap - used, "%s%s", quoted,
+				 versioned ? " FOR SYSTEM_TIME ALL" : "");
+		t->select_sql = sql;
+		json_object_set(table_json, "copied_columns", t->dumped_columns);
+	}
+	json_object_set_new(run->schema, "tables", array);
+	return true;
+}
+
+/*
+ * capture_accounts
+ *		Users and roles with their definition and grants.  mysql.user is a
+ *		view over mysql.global_priv; the statements are the server's own.
+ */
+static bool
+capture_accounts(SnapRun *run, BkError *err)
+{
+	MYSQL_RES *list =
+		run_query(run, run->control,
+				  "SELECT User, Host,"
+				  " IFNULL(JSON_VALUE(Priv, '$.is_role'), 'false')"
+				  " FROM mysql.global_priv"
+				  " WHERE NOT (User = 'mariadb.sys')"
+				  " ORDER BY User, Host",
+				  true, err);
+	MYSQL_ROW row;
+	json_t *array = json_array();
+
+	if (list == NULL)
+	{
+		json_decref(array);
+		return bk_error_hint(err, "The agent's MariaDB user needs SELECT on"
+								  " mysql.global_priv to capture accounts.");
+	}
+	while ((row = mysql_fetch_row(list)) != NULL)
+	{
+		char user[2 * 128 + 3], host[2 * 255 + 3];
+		char sql[700];
+		bool is_role = strcmp(row[2], "1") == 0 || strcmp(row[2], "true") == 0;
+		json_t *item = json_pack("{s:s, s:s, s:b, s:[]}", "user", row[0],
+								 "host", row[1], "role", is_role, "grants");
+		MYSQL_RES *res;
+		MYSQL_ROW show;
+
+		if (strlen(row[0]) > 128 || strlen(row[1]) > 255)
+		{
+			json_decref(item);
+			continue;
+		}
+		/* String literals, escaped by the client library for this connection. */
+		mysql_real_escape_string(run->control, user, row[0],
+								 (unsigned long) strlen(row[0]));
+		mysql_real_escape_string(run->control, host, row[1],
+								 (unsigned long) strlen(row[1]));
+		/*
+		 * An account the server itself cannot show (a host name under
+		 * skip_name_resolve) is kept with the reason, not a failed snapshot.
+		 */
+		if (!is_role)
+		{
+			snprintf(sql, sizeof(sql), "SHOW CREATE USER '%s'@'%s'", user,
+					 host);
+			if (mysql_query(run->control, sql) != 0 ||
+				(res = mysql_store_result(run->control)) == NULL)
+			{
+				agent_log("WARNING",
+						  "snapshot %s: account '%s'@'%s' not"
+						  " captured: %s",
+						  run->job->id, row[0], row[1],
+						  mysql_error(run->control));
+				json_object_set_new(item, "unreadable",
+									json_string(mysql_error(run->control)));
+				json_array_append_new(array, item);
+				continue;
+			}
+			if ((show = mysql_fetch_row(res)) != NULL)
+				json_object_set_new(item, "create",
+									json_text(show[0], strlen(show[0])));
+			mysql_free_result(res);
+			snprintf(sql, sizeof(sql), "SHOW GRANTS FOR '%s'@'%s'", user, host);
+		}
+		else
+			snprintf(sql, sizeof(sql), "SHOW GRANTS FOR '%s'", user);
+		if (mysql_query(run->control, sql) != 0 ||
+			(res = mysql_store_result(run->control)) == NULL)
+		{
+			agent_log("WARNING",
+					  "snapshot %s: grants of '%s'@'%s' not"
+					  " captured: %s",
+					  run->job->id, row[0], row[1], mysql_error(run->control));
+			json_object_set_new(item, "unreadable",
+								json_string(mysql_error(run->control)));
+			json_array_append_new(array, item);
+			continue;
+		}
+		while ((show = mysql_fetch_row(res)) != NULL)
+			json_array_append_new(json_object_get(item, "grants"),
+								  json_text(show[0], strlen(show[0])));
+		mysql_free_result(res);
+		json_array_append_new(array, item);
+	}
+	mysql_free_result(list);
+	json_object_set_new(run->schema, "accounts", array);
+	return true;
+}
+
+/* ------------------------------------------------------------ consistent point */
+
+/*
+ * consistent_point
+ *		Every reader in one snapshot with the coordinates, under a brief
+ *		BLOCK_COMMIT; metadata locks on every table; then the stage ends.
+ */
+static bool
+consistent_point(SnapRun *run, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	MYSQL_STMT *stmt;
+	MYSQL_BIND params[2];
+	MYSQL_BIND result;
+	unsigned long file_len;
+	unsigned long long pos;
+	unsigned long gtid_len = 0;
+	my_bool gtid_null = 0;
+
+	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_COMMIT", err))
+		return false;
+	for (int idx = 0; idx < run->reader_count; idx++)
+		if (!run_statement(run, run->readers[idx],
+						   "START TRANSACTION WITH CONSISTENT SNAPSHOT", err))
+			return false;
+
+	res = run_query(run, run->readers[0],
+					"SHOW STATUS LIKE 'binlog_snapshot_%'", true, err);
+	if (res == NULL)
+		return false;
+	while ((row = mysql_fetch_row(res)) != NULL)
+	{
+		if (strcasecmp(row[0], "Binlog_snapshot_file") == 0 && row[1])
+			bk_strlcpy(run->binlog_file, row[1], sizeof(run->binlog_file));
+		else if (strcasecmp(row[0], "Binlog_snapshot_position") == 0 && row[1])
+			run->binlog_pos = strtoull(row[1], NULL, 10);
+	}
+	mysql_free_result(res);
+	if (run->binlog_file[0] == '\0' || run->binlog_pos == 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the server reports no binlog position for the"
+							" snapshot (Binlog_snapshot_file is empty): log_bin"
+							" is off, so no point in time after the snapshot"
+							" could be restored");
+
+	/* BINLOG_GTID_POS(file, pos), the values bound, not pasted. */
+	stmt = mysql_stmt_init(run->readers[0]);
+	if (stmt == NULL ||
+		mysql_stmt_prepare(stmt, "SELECT BINLOG_GTID_POS(?, ?)", 28) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "preparing BINLOG_GTID_POS: %s",
+					 stmt ? mysql_stmt_error(stmt) : "out of memory");
+		if (stmt)
+			mysql_stmt_close(stmt);
+		return false;
+	}
+	memset(params, 0, sizeof(params));
+	file_len = (unsigned long) strlen(run->binlog_file);
+	pos = run->binlog_pos;
+	params[0].buffer_type = MYSQL_TYPE_STRING;
+	params[0].buffer = run->binlog_file;
+	params[0].buffer_length = file_len;
+	params[0].length = &file_len;
+	params[1].buffer_type = MYSQL_TYPE_LONGLONG;
+	params[1].buffer = &pos;
+	params[1].is_unsigned = 1;
+	memset(&result, 0, sizeof(result));
+	result.buffer_type = MYSQL_TYPE_STRING;
+	result.buffer = run->gtid;
+	result.buffer_length = sizeof(run->gtid) - 1;
+	result.length = &gtid_len;
+	result.is_null = &gtid_null;
+	if (mysql_stmt_bind_param(stmt, params) != 0 ||
+		mysql_stmt_execute(stmt) != 0 ||
+		mysql_stmt_bind_result(stmt, &result) != 0 ||
+		mysql_stmt_fetch(stmt) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "BINLOG_GTID_POS(%s, %" PRIu64 "): %s",
+					 run->binlog_file, run->binlog_pos, mysql_stmt_error(stmt));
+		mysql_stmt_close(stmt);
+		return false;
+	}
+	run->gtid[gtid_null ? 0
+						: (gtid_len < sizeof(run->gtid)
+							   ? gtid_len
+							   : sizeof(run->gtid) - 1)] = '\0';
+	mysql_stmt_close(stmt);
+
+	/* Every reader holds a metadata lock on every table from now on. */
+	for (int idx = 0; idx < run->reader_count; idx++)
+		for (int tableIdx = 0; tableIdx < run->table_count; tableIdx++)
+		{
+			SnapTable *t = &run->tables[tableIdx];
+			char db[2 * 256 + 3], name[2 * 256 + 3];
+			char sql[1100];
+			MYSQL_RES *touch;
+
+			quote_ident(db, sizeof(db), t->database);
+			quote_ident(name, sizeof(name), t->name);
+			snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.%s LIMIT 0", db, name);
+			touch = run_query(run, run->readers[idx], sql, true, err);
+			if (touch == NULL)
+				return false;
+			mysql_free_result(touch);
+		}
+	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
+		return false;
+	run->stage_open = false;
+	return true;
+}
+
+/* ------------------------------------------------------------ table data */
+
+typedef struct Worker
+{
+	SnapRun *run;
+	MYSQL *conn;
+	BkProducer *producer;
+	BkEncoder *encoder;
+	uint8_t *buf;
+	size_t len;
+	size_t cap;
+	uint64_t part_size;
+	pthread_t thread;
+	bool ok;
+	BkError err;
+} Worker;
+
+/*
+ * append_field
+ *		One value in LOAD DATA's default form: tab-separated, backslash
+ *		escapes for backslash, tab, newline and NUL, \N for NULL.
+ */
+static bool
+buf_reserve(Worker *w, size_t more, BkError *err)
+{
+	size_t cap = w->cap ? w->cap : 64 * 1024;
+	uint8_t *grown;
+
+	if (w->len + more <= w->cap)
+		return true;
+	while (cap < w->len + more)
+		cap *= 2;
+	grown = realloc(w->buf, cap);
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM,
+							"out of memory for a part of"
+							" %zu bytes",
+							w->len + more);
+	w->buf = grown;
+	w->cap = cap;
+	return true;
+}
+
+static bool
+append_row(Worker *w, MYSQL_ROW row, unsigned long *lengths,
+		   unsigned int fields, BkError *err)
+{
+	size_t need = 1;
+
+	for (unsigned int idx = 0; idx < fields; idx++)
+		need += row[idx] ? 2 * lengths[idx] + 1 : 3;
+	if (!buf_reserve(w, need, err))
+		return false;
+	for (unsigned int idx = 0; idx < fields; idx++)
+	{
+		if (idx > 0)
+			w->buf[w->len++] = '\t';
+		if (row[idx] == NULL)
+		{
+			w->buf[w->len++] = '\\';
+			w->buf[w->len++] = 'N';
+			continue;
+		}
+		for (unsigned long pos = 0; pos < lengths[idx]; pos++)
+		{
+			uint8_t c = (uint8_t) row[idx][pos];
+
+			switch (c)
+			{
+				case '\\':
+					w->buf[w->len++] = '\\';
+					w->buf[w->len++] = '\\';
+					break;
+				case '\t':
+					w->buf[w->len++] = '\\';
+					w->buf[w->len++] = 't';
+					break;
+				case '\n':
+					w->buf[w->len++] = '\\';
+					w->buf[w->len++] = 'n';
+					break;
+				case '\0':
+					w->buf[w->len++] = '\\';
+					w->buf[w->len++] = '0';
+					break;
+				default:
+					w->buf[w->len++] = c;
+			}
+		}
+	}
+	w->buf[w->len++] = '\n';
+	return true;
+}
+
+static bool
+flush_part(Worker *w, SnapTable *t, BkSha256 *sha, BkError *err)
+{
+	char part[64];
+
+	if (w->len == 0)
+		return true;
+	snprintf(part, sizeof(part), "data/%06d.%06d", t->index, t->parts + 1);
+	if (!bk_sha256_update(sha, w->buf, w->len, err) ||
+		!send_object(w->run, w->producer, w->encoder, part, w->buf, w->len,
+					 err))
+		return false;
+	t->parts++;
+	t->bytes += w->len;
+	pthread_mutex_lock(&w->run->job->lock);
+	w->run->job->bytes += w->len;
+	pthread_mutex_unlock(&w->run->job->lock);
+	w->len = 0;
+	return true;
+}
+
+/*
+ * copy_table
+ *		Stream one table's rows into parts.
+ */
+static bool
+copy_table(Worker *w, SnapTable *t, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	BkSha256 *sha = bk_sha256_new(err);
+	uint8_t digest[BK_SHA256_LEN];
+	unsigned int fields;
+	uint64_t since_check = 0;
+	bool ok = true;
+
+	if (sha == NULL)
+		return false;
+	if (mysql_real_query(w->conn, t->select_sql, strlen(t->select_sql)) != 0 ||
+		(res = mysql_use_result(w->conn)) == NULL)
+	{
+		bk_error_set(err, BK_ERR_IO, "reading %s.%s: %s", t->database, t->name,
+					 mysql_error(w->conn));
+		bk_sha256_free(sha);
+		return false;
+	}
+	fields = mysql_num_fields(res);
+	while (ok && (row = mysql_fetch_row(res)) != NULL)
+	{
+		ok = append_row(w, row, mysql_fetch_lengths(res), fields, err);
+		t->rows++;
+		if (ok && w->len >= w->part_size)
+			ok = flush_part(w, t, sha, err);
+		if (++since_check == 1000)
+		{
+			since_check = 0;
+			pthread_mutex_lock(&w->run->job->lock);
+			w->run->job->rows += 1000;
+			pthread_mutex_unlock(&w->run->job->lock);
+			if (w->run->job->cancel)
+				ok = set_cancelled(w->run, err);
+		}
+	}
+	if (ok && mysql_errno(w->conn) != 0)
+		ok = bk_error_set(err, BK_ERR_IO, "reading %s.%s: %s", t->database,
+						  t->name, mysql_error(w->conn));
+	if (!ok)
+	{
+		/* Drain what the server still sends before the connection is reused. */
+		while (mysql_fetch_row(res) != NULL)
+			;
+	}
+	mysql_free_result(res);
+	if (ok)
+		ok = flush_part(w, t, sha, err);
+	if (ok)
+		ok = bk_sha256_final(sha, digest, err);
+	bk_sha256_free(sha);
+	if (!ok)
+		return bk_error_prefix(err, "table %s.%s: ", t->database, t->name);
+	bk_hex_encode(digest, BK_SHA256_LEN, t->sha256);
+	pthread_mutex_lock(&w->run->job->lock);
+	w->run->job->rows += since_check;
+	w->run->job->tables_done++;
+	pthread_mutex_unlock(&w->run->job->lock);
+	return true;
+}
+
+/*
+ * worker_main
+ *		Take tables (largest first) until none is left or one fails.
+ */
+static void *
+worker_main(void *arg)
+{
+	Worker *w = arg;
+	SnapRun *run = w->run;
+
+	w->ok = true;
+	for (;;)
+	{
+		SnapTable *t = NULL;
+
+		pthread_mutex_lock(&run->job->lock);
+		if (!run->worker_failed && run->next_table < run->table_count)
+			t = &run->tables[run->next_table++];
+		pthread_mutex_unlock(&run->job->lock);
+		if (t == NULL)
+			break;
+		if (!copy_table(w, t, &w->err))
+		{
+			w->ok = false;
+			pthread_mutex_lock(&run->job->lock);
+			run->worker_failed = true;
+			pthread_mutex_unlock(&run->job->lock);
+			break;
+		}
+	}
+	return NULL;
+}
+
+static int
+compare_size(const void *a, const void *b)
+{
+	const SnapTable *ta = a;
+	const SnapTable *tb = b;
+
+	if (ta->estimated_rows != tb->estimated_rows)
+		return ta->estimated_rows > tb->estimated_rows ? -1 : 1;
+	return ta->index - tb->index;
+}
+
+/*
+ * copy_tables
+ *		One thread per reader connection.
+ */
+static bool
+copy_tables(SnapRun *run, BkError *err)
+{
+	Worker workers[SNAPSHOT_JOBS_MAX];
+	BkKafkaSettings settings;
+	bool ok = true;
+	int started = 0;
+	SnapTable *order;
+
+	/* Largest first, so one big table does not start last. */
+	order = malloc(sizeof(SnapTable) *
+				   (size_t) (run->table_count ? run->table_count : 1));
+	if (order == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	memcpy(order, run->tables, sizeof(SnapTable) * (size_t) run->table_count);
+	qsort(order, (size_t) run->table_count, sizeof(SnapTable), compare_size);
+	memcpy(run->tables, order, sizeof(SnapTable) * (size_t) run->table_count);
+	free(order);
+
+	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
+	memset(workers, 0, sizeof(workers));
+	for (int idx = 0; idx < run->reader_count && ok; idx++)
+	{
+		Worker *w = &workers[idx];
+
+		w->run = run;
+		w->conn = run->readers[idx];
+		w->part_size = SNAPSHOT_PART_DEFAULT;
+		bk_error_clear(&w->err);
+		w->producer = bk_producer_new(&settings, err);
+		w->encoder =
+			w->producer
+				? bk_encoder_new(&run->agent->keyring->keys[0],
+								 run->agent->config.common.chunk_size, err)
+				: NULL;
+		if (w->encoder == NULL ||
+			pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		{
+			ok = false;
+			if (err->code == BK_OK)
+				bk_error_set(err, BK_ERR_INTERNAL,
+							 "could not start a copy thread");
+			pthread_mutex_lock(&run->job->lock);
+			run->worker_failed = true;
+			pthread_mutex_unlock(&run->job->lock);
+			break;
+		}
+		started++;
+	}
+	for (int idx = 0; idx < started; idx++)
+	{
+		pthread_join(workers[idx].thread, NULL);
+		if (!workers[idx].ok && ok)
+		{
+			*err = workers[idx].err;
+			ok = false;
+		}
+	}
+	for (int idx = 0; idx < run->reader_count; idx++)
+	{
+		if (workers[idx].encoder)
+			bk_encoder_free(workers[idx].encoder);
+		if (workers[idx].producer)
+			bk_producer_free(workers[idx].producer);
+		free(workers[idx].buf);
+	}
+	return ok;
+}
+
+/* ------------------------------------------------------------ record */
+
+static void
+format_time(int64_t ms, char *out, size_t len)
+{
+	bk_format_time_utc(ms, out, len);
+}
+
+/*
+ * send_record
+ *		snapshot.json: the coordinates and every table's rows, bytes and
+ *		SHA-256.  Sent last: its presence makes the snapshot complete.
+ */
+static bool
+send_record(SnapRun *run, int64_t finished_ms, BkError *err)
+{
+	json_t *record;
+	json_t *tables = json_array();
+	json_t *not_consistent = json_array();
+	char started[40], finished[40];
+	char *text;
+	bool ok;
+
+	format_time(run->started_ms, started, sizeof(started));
+	format_time(finished_ms, finished, sizeof(finished));
+	for (int idx = 0; idx < run->table_count; idx++)
+	{
+		SnapTable *t = &run->tables[idx];
+
+		json_array_append_new(
+			tables,
+			json_pack("{s:i, s:s, s:s, s:I, s:I, s:i, s:s, s:b}", "index",
+					  t->index, "database", t->database, "name", t->name,
+					  "rows", (json_int_t) t->rows, "bytes",
+					  (json_int_t) t->bytes, "parts", t->parts, "sha256",
+					  t->sha256, "consistent", t->transactional));
+		if (!t->transactional)
+			json_array_append_new(not_consistent,
+								  json_pack("{s:s, s:s, s:s}", "database",
+											t->database, "name", t->name,
+											"engine", t->engine));
+	}
+	record = json_pack(
+		"{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s,"
+		" s:s, s:o, s:o, s:s}",
+		"format", 1, "engine", "mariadb", "snapshot_id", run->job->id, "source",
+		run->agent->config.source_id, "label", run->job->options.label,
+		"started", started, "finished", finished, "binlog_file",
+		run->binlog_file, "binlog_pos", (json_int_t) run->binlog_pos, "gtid",
+		run->gtid, "server_version", run->server_version, "tables", tables,
+		"not_consistent", not_consistent, "data_format",
+		"LOAD DATA INFILE defaults: FIELDS TERMINATED BY '\\t'"
+		" ESCAPED BY '\\\\' LINES TERMINATED BY '\\n', NULL as"
+		" \\N, CHARACTER SET binary");
+	if (record == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	text = json_dumps(record, JSON_INDENT(1) | JSON_SORT_KEYS);
+	json_decref(record);
+	if (text == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	ok = send_object(run, run->producer, run->encoder, "snapshot.json",
+					 (const uint8_t *) text, strlen(text), err);
+	free(text);
+	return ok;
+}
+
+static bool
+send_schema(SnapRun *run, BkError *err)
+{
+	char *text;
+	bool ok;
+
+	json_object_set_new(run->schema, "format", json_integer(1));
+	json_object_set_new(run->schema, "snapshot_id", json_string(run->job->id));
+	json_object_set_new(run->schema, "server_version",
+						json_string(run->server_version));
+	text = json_dumps(run->schema, JSON_INDENT(1) | JSON_SORT_KEYS);
+	if (text == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	ok = send_object(run, run->producer, run->encoder, "schema.json",
+					 (const uint8_t *) text, strlen(text), err);
+	free(text);
+	return ok;
+}
+
+/*
+ * audit_snapshot
+ *		snapshot-begin / snapshot-end on the audit topic (metadata only).
+ */
+static void
+audit_snapshot(SnapRun *run, const char *event_name, const char *state)
+{
+	BkAuditEvent *event =
+		bk_audit_begin(event_name, run->agent->config.source_id);
+	size_t len = 0;
+	char *text;
+	BkError err;
+
+	if (event == NULL)
+		return;
+	bk_audit_string(event, "snapshot", run->job->id);
+	bk_audit_string(event, "kind", "logical");
+	bk_audit_string(event, "label", run->job->options.label);
+	if (state != NULL)
+	{
+		bk_audit_string(event, "state", state);
+		if (run->binlog_file[0])
+		{
+			bk_audit_string(event, "binlog_file", run->binlog_file);
+			bk_audit_int(event, "binlog_pos", (int64_t) run->binlog_pos);
+			bk_audit_string(event, "gtid", run->gtid);
+		}
+		bk_audit_int(event, "tables", run->job->tables_done);
+		bk_audit_int(event, "rows", (int64_t) run->job->rows);
+		bk_audit_int(event, "bytes", (int64_t) run->job->bytes);
+	}
+	text = bk_audit_finish(event, bk_wall_ms(), &len);
+	if (text == NULL || run->producer == NULL)
+	{
+		free(text);
+		return;
+	}
+	bk_error_clear(&err);
+	if (!bk_producer_send_message(run->producer, run->agent->audit_topic,
+								  run->agent->config.source_id, text, len, NULL,
+								  NULL, &err))
+		agent_log("WARNING", "snapshot %s: audit event %s not sent: %s",
+				  run->job->id, event_name, err.message);
+	free(text);
+}
+
+/* ------------------------------------------------------------ the run */
+
+static bool
+snapshot_run(SnapRun *run, BkError *err)
+{
+	SnapshotJob *job = run->job;
+	BkKafkaSettings settings;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	int64_t finished_ms;
+
+	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
+	if (!bk_topic_name(run->agent->config.common.topic_prefix
+						   ? run->agent->config.common.topic_prefix
+						   : BK_TOPIC_PREFIX_DEFAULT,
+					   BK_TOPIC_SNAPSHOT, run->topic, sizeof(run->topic), err))
+		return false;
+	run->producer = bk_producer_new(&settings, err);
+	if (run->producer == NULL)
+		return false;
+	run->encoder = bk_encoder_new(&run->agent->keyring->keys[0],
+								  run->agent->config.common.chunk_size, err);
+	if (run->encoder == NULL)
+		return false;
+	audit_snapshot(run, "snapshot-begin", NULL);
+
+	run->control = snapshot_connect(run, err);
+	if (run->control == NULL)
+		return false;
+	res = run_query(run, run->control, "SELECT VERSION()", true, err);
+	if (res == NULL)
+		return false;
+	if ((row = mysql_fetch_row(res)) != NULL && row[0])
+		bk_strlcpy(run->server_version, row[0], sizeof(run->server_version));
+	mysql_free_result(res);
+
+	/* Readers connect before any lock is taken: nothing waits on them. */
+	for (int idx = 0; idx < job->options.jobs; idx++)
+	{
+		run->readers[idx] = snapshot_connect(run, err);
+		if (run->readers[idx] == NULL)
+			return false;
+		run->reader_count++;
+		if (!run_statement(run, run->readers[idx],
+						   "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE"
+						   " READ",
+						   err))
+			return false;
+	}
+
+	if (!run_statement(run, run->control, "BACKUP STAGE START", err))
+		return false;
+	run->stage_open = true;
+	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_DDL", err))
+		return false;
+	run->schema = json_object();
+	if (!capture_databases(run, err) || !capture_tables(run, err) ||
+		!capture_accounts(run, err))
+		return false;
+	for (size_t idx = 0; idx < sizeof(show_specs) / sizeof(show_specs[0]);
+		 idx++)
+		if (!capture_list(run, &show_specs[idx], err))
+			return false;
+	pthread_mutex_lock(&job->lock);
+	job->tables_total = run->table_count;
+	pthread_mutex_unlock(&job->lock);
+	if (!consistent_point(run, err))
+		return false;
+	agent_log("INFO",
+			  "snapshot %s: consistent at %s:%" PRIu64 " (GTID %s),"
+			  " %d tables, %d jobs",
+			  job->id, run->binlog_file, run->binlog_pos, run->gtid,
+			  run->table_count, run->reader_count);
+
+	if (!send_schema(run, err) || !copy_tables(run, err))
+		return false;
+	for (int idx = 0; idx < run->reader_count; idx++)
+		mysql_query(run->readers[idx],
+					"COMMIT"); /* read-only: nothing to lose */
+	finished_ms = bk_wall_ms();
+	if (!send_record(run, finished_ms, err))
+		return false;
+
+	{
+		char started[40], finished[40];
+		json_t *result;
+
+		format_time(run->started_ms, started, sizeof(started));
+		format_time(finished_ms, finished, sizeof(finished));
+		pthread_mutex_lock(&job->lock);
+		result = json_pack(
+			"{s:s, s:s, s:I, s:s, s:s, s:s, s:i, s:I, s:I, s:I}", "snapshot_id",
+			job->id, "binlog_file", run->binlog_file, "binlog_pos",
+			(json_int_t) run->binlog_pos, "gtid", run->gtid, "started", started,
+			"finished", finished, "tables", run->table_count, "rows",
+			(json_int_t) job->rows, "bytes", (json_int_t) job->bytes, "sent",
+			(json_int_t) job->sent);
+		job->result = result;
+		pthread_mutex_unlock(&job->lock);
+	}
+	return true;
+}
+
+static void
+snapshot_cleanup(SnapRun *run)
+{
+	if (run->control != NULL)
+	{
+		if (run->stage_open)
+			mysql_query(run->control, "BACKUP STAGE END");
+		mysql_close(run->control);
+	}
+	for (int idx = 0; idx < run->reader_count; idx++)
+		mysql_close(run->readers[idx]);
+	for (int idx = 0; idx < run->table_count; idx++)
+	{
+		free(run->tables[idx].database);
+		free(run->tables[idx].name);
+		free(run->tables[idx].type);
+		free(run->tables[idx].engine);
+		free(run->tables[idx].select_sql);
+		json_decref(run->tables[idx].dumped_columns);
+	}
+	free(run->tables);
+	json_decref(run->schema);
+	if (run->encoder)
+		bk_encoder_free(run->encoder);
+	if (run->producer)
+		bk_producer_free(run->producer);
+}
+
+static void *
+snapshot_thread(void *arg)
+{
+	SnapshotJob *job = arg;
+	SnapRun run;
+	BkError err;
+	bool ok;
+
+	memset(&run, 0, sizeof(run));
+	run.job = job;
+	run.agent = job->agent;
+	run.started_ms = bk_wall_ms();
+	bk_error_clear(&err);
+	ok = snapshot_run(&run, &err);
+	pthread_mutex_lock(&job->lock);
+	if (ok)
+		job->state = SNAPSHOT_DONE;
+	else
+	{
+		job->state = job->cancel ? SNAPSHOT_CANCELLED : SNAPSHOT_FAILED;
+		snprintf(job->error, sizeof(job->error), "%s%s%s", err.message,
+				 err.hint[0] ? "; " : "", err.hint);
+	}
+	pthread_mutex_unlock(&job->lock);
+	if (ok)
+		agent_log("INFO",
+				  "snapshot %s done: %d tables, %" PRIu64 " rows, %" PRIu64
+				  " bytes",
+				  job->id, job->tables_done, job->rows, job->bytes);
+	else
+		agent_log("ERROR", "snapshot %s %s: %s", job->id,
+				  job->cancel ? "cancelled" : "failed", job->error);
+	audit_snapshot(&run, "snapshot-end",
+				   ok            ? "done"
+				   : job->cancel ? "cancelled"
+								 : "failed");
+	snapshot_cleanup(&run);
+	return NULL;
+}
+
+/*
+ * snapshot_start
+ *		A new job in its own thread.
+ */
+SnapshotJob *
+snapshot_start(Agent *agent, const SnapshotOptions *options, BkError *err)
+{
+	SnapshotJob *job = calloc(1, sizeof(SnapshotJob));
+	uint8_t random[4];
+	char hex[9];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (job == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	if (!bk_random_bytes(random, sizeof(random), err))
+	{
+		free(job);
+		return NULL;
+	}
+	bk_hex_encode(random, sizeof(random), hex);
+	gmtime_r(&now, &tm);
+	strftime(job->id, sizeof(job->id), "%Y%m%dT%H%M%SZ-", &tm);
+	bk_strlcpy(job->id + 17, hex, sizeof(job->id) - 17);
+	job->agent = agent;
+	job->options = *options;
+	job->state = SNAPSHOT_RUNNING;
+	pthread_mutex_init(&job->lock, NULL);
+	if (pthread_create(&job->thread, NULL, snapshot_thread, job) != 0)
+	{
+		free(job);
+		bk_error_set(err, BK_ERR_INTERNAL,
+					 "could not start the snapshot thread");
+		return NULL;
+	}
+	agent_log("INFO", "snapshot %s started (%d jobs%s%s)", job->id,
+			  options->jobs, options->label[0] ? ", label " : "",
+			  options->label);
+	return job;
+}
+
+void
+snapshot_join(SnapshotJob *job)
+{
+	pthread_join(job->thread, NULL);
+}
+
+/*
+ * snapshot_progress_json
+ *		{snapshot_id, state, tables_done, tables_total, rows, bytes, sent,
+ *		 error} for bk_status() and bk_snapshot(wait=false).
+ */
+json_t *
+snapshot_progress_json(SnapshotJob *job)
+{
+	static const char *const names[] = {"running", "done", "failed",
+										"cancelled"};
+	json_t *obj;
+
+	pthread_mutex_lock(&job->lock);
+	obj = json_pack("{s:s, s:s, s:i, s:i, s:I, s:I, s:I}", "snapshot_id",
+					job->id, "state", names[job->state], "tables_done",
+					job->tables_done, "tables_total", job->tables_total, "rows",
+					(json_int_t) job->rows, "bytes", (json_int_t) job->bytes,
+					"sent", (json_int_t) job->sent);
+	if (job->error[0])
+		json_object_set_new(obj, "error", json_string(job->error));
+	pthread_mutex_unlock(&job->lock);
+	return obj;
+}

@@ -1,0 +1,73 @@
+/*
+ * snapshot.h
+ *		Logical snapshots of a MariaDB server at exact binlog coordinates,
+ *		without a global read lock (snapshot.c), and the jobs that run them.
+ */
+#ifndef BK_AGENT_SNAPSHOT_H
+#define BK_AGENT_SNAPSHOT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "agent.h"
+
+#define SNAPSHOT_ID_LEN       25 /* YYYYMMDDTHHMMSSZ-xxxxxxxx */
+#define SNAPSHOT_JOBS_DEFAULT 2
+#define SNAPSHOT_JOBS_MAX     16
+#define SNAPSHOT_LABEL_MAX    200
+#define SNAPSHOT_PART_DEFAULT ((uint64_t) 32 * 1024 * 1024)
+#define SNAPSHOT_LOCK_WAIT_S  10
+
+typedef enum SnapshotState
+{
+	SNAPSHOT_RUNNING,
+	SNAPSHOT_DONE,
+	SNAPSHOT_FAILED,
+	SNAPSHOT_CANCELLED
+} SnapshotState;
+
+typedef struct SnapshotOptions
+{
+	bool wait;
+	int jobs;
+	char label[SNAPSHOT_LABEL_MAX + 1];
+} SnapshotOptions;
+
+/* One snapshot run; shared by its threads and the control calls. */
+typedef struct SnapshotJob
+{
+	Agent *agent;
+	SnapshotOptions options;
+	char id[SNAPSHOT_ID_LEN + 1];
+	pthread_t thread;
+	volatile bool cancel; /* set by bk_snapshot_cancel or a caller gone */
+
+	pthread_mutex_t lock; /* guards what follows */
+	SnapshotState state;
+	int tables_total;
+	int tables_done;
+	uint64_t rows;
+	uint64_t bytes; /* plaintext bytes of table data */
+	uint64_t sent;  /* bytes sent to Kafka, all objects */
+	json_t *result; /* the summary, once done */
+	char error[BK_ERROR_MESSAGE_MAX + BK_ERROR_HINT_MAX + 8];
+} SnapshotJob;
+
+/* Parse bk_snapshot()'s argument: JSON object or key=value[,key=value]. */
+extern bool snapshot_parse_options(const char *text, SnapshotOptions *options,
+								   BkError *err);
+
+/* Start a job in its own thread (one at a time per agent). */
+extern SnapshotJob *snapshot_start(Agent *agent, const SnapshotOptions *options,
+								   BkError *err);
+
+/* The job's state as JSON (for bk_status and bk_snapshot's answer). */
+extern json_t *snapshot_progress_json(SnapshotJob *job);
+
+/* Wait for the job's thread; after this the job is only read. */
+extern void snapshot_join(SnapshotJob *job);
+
+#endif /* BK_AGENT_SNAPSHOT_H */

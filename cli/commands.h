@@ -149,5 +149,6 @@ extern int bk_cmd_verify(int argc, char **argv);
 extern int bk_cmd_restore(int argc, char **argv);
 extern int bk_cmd_expire(int argc, char **argv);
 extern int bk_cmd_binlog_get(int argc, char **argv);
+extern int bk_cmd_snapshot_get(int argc, char **argv);
 
 #endif /* BK_COMMANDS_H */

@@ -288,18 +288,21 @@ snap_interrupted(void *arg)
 
 static bool
 send_object(SnapRun *run, BkProducer *producer, BkEncoder *encoder,
-			const char *part, const uint8_t *data, size_t len, BkError *err)
+			const char *part, const uint8_t *data, size_t len,
+			const char *extra_meta, BkError *err)
 {
 	char name[BK_OBJECT_NAME_MAX + 1];
 	char key[BK_SOURCE_ID_MAX + BK_OBJECT_NAME_MAX + 2];
-	char meta[128];
+	char meta[1024];
 	BkObjectInfo info;
 	MemObject obj = {encoder, data, len, 0};
 	BkSendStats stats;
 
 	snprintf(name, sizeof(name), "%s/%s", run->job->id, part);
 	snprintf(key, sizeof(key), "%s/%s", run->agent->config.source_id, name);
-	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb", run->job->id);
+	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb%s%s",
+			 run->job->id, extra_meta ? "\n" : "",
+			 extra_meta ? extra_meta : "");
 	memset(&info, 0, sizeof(info));
 	info.kind = BK_KIND_SNAPSHOT;
 	info.source_id = run->agent->config.source_id;
@@ -1117,7 +1120,7 @@ flush_part(Worker *w, SnapTable *t, BkSha256 *sha, BkError *err)
 	snprintf(part, sizeof(part), "data/%06d.%06d", t->index, t->parts + 1);
 	if (!bk_sha256_update(sha, w->buf, w->len, err) ||
 		!send_object(w->run, w->producer, w->encoder, part, w->buf, w->len,
-					 err))
+					 NULL, err))
 		return false;
 	t->parts++;
 	t->bytes += w->len;
@@ -1372,8 +1375,21 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 	json_decref(record);
 	if (text == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	ok = send_object(run, run->producer, run->encoder, "snapshot.json",
-					 (const uint8_t *) text, strlen(text), err);
+	{
+		/* What bk list shows without the key (an auditor may see it too). */
+		char meta[768];
+		uint64_t rows = 0;
+
+		for (int idx = 0; idx < run->table_count; idx++)
+			rows += run->tables[idx].rows;
+		snprintf(meta, sizeof(meta),
+				 "type=record\nbinlog-file=%s\nbinlog-pos=%" PRIu64
+				 "\ngtid=%s\nstarted=%s\nfinished=%s\ntables=%d\nrows=%" PRIu64,
+				 run->binlog_file, run->binlog_pos, run->gtid, started,
+				 finished, run->table_count, rows);
+		ok = send_object(run, run->producer, run->encoder, "snapshot.json",
+						 (const uint8_t *) text, strlen(text), meta, err);
+	}
 	free(text);
 	return ok;
 }
@@ -1392,7 +1408,7 @@ send_schema(SnapRun *run, BkError *err)
 	if (text == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	ok = send_object(run, run->producer, run->encoder, "schema.json",
-					 (const uint8_t *) text, strlen(text), err);
+					 (const uint8_t *) text, strlen(text), NULL, err);
 	free(text);
 	return ok;
 }

@@ -81,6 +81,9 @@ catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (!bk_meta_get(object.meta, object.meta_len, "created", range.created,
 					 sizeof(range.created)))
 		range.created[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "gap-before",
+					 range.gap_before, sizeof(range.gap_before)))
+		range.gap_before[0] = '\0';
 	if (bk_meta_get(object.meta, object.meta_len, "last-event-time", value,
 					sizeof(value)))
 		range.last_event_time = (uint32_t) strtoul(value, NULL, 10);
@@ -159,6 +162,27 @@ chain_file(BinlogFile *file)
 }
 
 /*
+ * follows_directly
+ *		Does next continue prev with nothing lost between them: the very
+ *		next file number, and its first range not sent after a purge gap?
+ */
+static bool
+follows_directly(const BinlogFile *prev, const BinlogFile *next)
+{
+	const char *dot_prev = strrchr(prev->name, '.');
+	const char *dot_next = strrchr(next->name, '.');
+
+	if (dot_prev == NULL || dot_next == NULL ||
+		strtoull(dot_next + 1, NULL, 10) !=
+			strtoull(dot_prev + 1, NULL, 10) + 1)
+		return false;
+	for (int idx = 0; idx < next->range_count; idx++)
+		if (next->ranges[idx].start == 0 && next->ranges[idx].gap_before[0])
+			return false;
+	return true;
+}
+
+/*
  * binlog_catalog_load
  *		List the source's binlog objects and chain each file's ranges.
  */
@@ -183,10 +207,18 @@ binlog_catalog_load(const BkRepo *repo, const char *source,
 	{
 		BinlogFile *file = &catalog->files[idx];
 
-		/* A crash leaves a file without ROTATE or STOP; the next one ends it. */
+		/*
+		 * A crash leaves a file without ROTATE or STOP; the next one ends it.
+		 * Not any later one: after a purge gap the agent goes on with the
+		 * server's oldest file, and the file it was archiving is cut (bk
+		 * binlog-get rebuilt it truncated, as if complete).
+		 */
 		file->complete =
 			file->closed || (idx + 1 < catalog->file_count &&
-							 file->gap_end == 0 && file->covered_end > 0);
+							 file->gap_end == 0 && file->covered_end > 0 &&
+							 follows_directly(file, &catalog->files[idx + 1]));
+		file->cut = !file->complete && idx + 1 < catalog->file_count &&
+					file->gap_end == 0 && file->covered_end > 0;
 	}
 	return true;
 }

@@ -10,7 +10,9 @@
  * before ends (ranges sent again after a crash may overlap; their bytes are
  * compared when the file is rebuilt).  A file is complete when that chain
  * ends with the file's ROTATE or STOP event, or, for a file a crash left
- * without one, when a later file follows it in the archive.
+ * without one, when the file numbered next follows it in the archive and
+ * the agent did not mark that file's first range gap-before= (the server
+ * purged the rest before the agent read it).
  */
 #ifndef BK_BINLOG_CATALOG_H
 #define BK_BINLOG_CATALOG_H
@@ -31,6 +33,8 @@ typedef struct BinlogRange
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
 	uint32_t last_event_time; /* binlog timestamp of its newest event */
 	char created[40];         /* when the agent sent it (ISO 8601), or "" */
+	/* "file:offset" where the archive ended before a purge gap, or "" */
+	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
 } BinlogRange;
 
 typedef struct BinlogFile
@@ -42,7 +46,8 @@ typedef struct BinlogFile
 	uint64_t gap_start;      /* if a later range exists past a hole: the hole */
 	uint64_t gap_end;        /* (0, 0 when there is none) */
 	bool closed;             /* the chain ends with ROTATE or STOP */
-	bool complete;           /* closed, or followed by a later file */
+	bool complete;           /* closed, or followed by the next file */
+	bool cut;                /* not complete, yet a later file follows */
 	const BinlogRange *last; /* the chain's last range */
 } BinlogFile;
 

@@ -80,6 +80,17 @@ refuse_incomplete(const BinlogFile *file, const char *source, BkError *err)
 							 "Run \"bk verify --source %s\"; the agent"
 							 " resends what Kafka still holds.",
 							 source);
+	if (file->cut)
+		return bk_error_set(err, BK_ERR_SEQUENCE,
+							"binlog \"%s\" of source \"%s\" is archived up to"
+							" offset %" PRIu64 " only: the archive goes on"
+							" with a later file after a gap (the server purged"
+							" the rest of it before the agent archived it)",
+							file->name, source, file->covered_end) ||
+			   bk_error_hint(err,
+							 "Run \"bk list --source %s\": no point in time"
+							 " inside the gap can be restored.",
+							 source);
 	bk_error_set(
 		err, BK_ERR_SEQUENCE,
 		"binlog \"%s\" of source \"%s\" is archived up to offset %" PRIu64
@@ -250,6 +261,8 @@ bk_cmd_binlog_get(int argc, char **argv)
 			" events, %d ranges) to %s\n",
 			argv[0], file->name, file->covered_end, state.events,
 			file->range_count, args[1]);
+	/* status still holds BK_COMMAND_RUN (-1) from the argument parsing. */
+	status = BK_EXIT_OK;
 	goto done;
 
 fail:

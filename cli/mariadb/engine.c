@@ -15,6 +15,8 @@
 #include "bk_util.h"
 #include "cli.h"
 #include "engine.h"
+#include "mariadb.h"
+#include "snapshot_catalog.h"
 
 typedef struct AnyFound
 {
@@ -126,20 +128,76 @@ json_gap(void *arg, const char *file, const char *what)
 		arg, json_pack("{s:s, s:s}", "file", file, "problem", what));
 }
 
+/*
+ * snapshot_json
+ *		One snapshot for bk list --json, with how far the binlog carries it.
+ */
+static json_t *
+snapshot_json(const MariadbSnapshot *snap, const BinlogCatalog *binlog)
+{
+	const char *until_file = NULL;
+	uint64_t until_pos = 0;
+	char problem[256] = "";
+	bool reach = snap->complete &&
+				 mariadb_snapshot_reach(snap, binlog, &until_file, &until_pos,
+										problem, sizeof(problem));
+	json_t *item = json_pack(
+		"{s:s, s:b, s:s, s:I, s:s, s:s, s:s, s:I, s:I,"
+		" s:I}",
+		"id", snap->id, "complete", snap->complete, "binlog_file",
+		snap->binlog_file, "binlog_pos", (json_int_t) snap->binlog_pos, "gtid",
+		snap->gtid, "started", snap->started, "finished", snap->finished,
+		"tables", (json_int_t) snap->tables, "rows", (json_int_t) snap->rows,
+		"stored_bytes", (json_int_t) snap->stored_bytes);
+
+	if (reach)
+		json_object_set_new(item, "restorable_to",
+							json_pack("{s:s, s:I}", "file", until_file, "pos",
+									  (json_int_t) until_pos));
+	else
+	{
+		json_object_set_new(item, "restorable_to", json_null());
+		json_object_set_new(
+			item, "problem",
+			json_string(snap->complete ? problem : "not complete (no record)"));
+	}
+	return item;
+}
+
 static bool
 bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 				json_t *into, int64_t now_ms, BkError *err)
 {
 	BinlogCatalog catalog;
+	MariadbSnapshotCatalog snapshots;
 	const BinlogFile *newest;
+	const MariadbSnapshot *oldest_restorable = NULL;
 
 	if (!binlog_catalog_load(repo, source, &catalog, err))
 		return false;
+	if (!mariadb_snapshot_catalog_load(repo, source, &snapshots, err))
+	{
+		binlog_catalog_free(&catalog);
+		return false;
+	}
+	for (int idx = 0; idx < snapshots.count && !oldest_restorable; idx++)
+	{
+		const char *until_file;
+		uint64_t until_pos;
+		char problem[256];
+
+		if (snapshots.snapshots[idx].complete &&
+			mariadb_snapshot_reach(&snapshots.snapshots[idx], &catalog,
+								   &until_file, &until_pos, problem,
+								   sizeof(problem)))
+			oldest_restorable = &snapshots.snapshots[idx];
+	}
 	newest = catalog.file_count ? &catalog.files[catalog.file_count - 1] : NULL;
 	if (into != NULL)
 	{
 		json_t *files = json_array();
 		json_t *gaps = json_array();
+		json_t *snaps = json_array();
 
 		for (int idx = 0; idx < catalog.file_count; idx++)
 		{
@@ -153,6 +211,9 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 						  "complete", file->complete));
 		}
 		describe_gaps(&catalog, json_gap, gaps);
+		for (int idx = 0; idx < snapshots.count; idx++)
+			json_array_append_new(
+				snaps, snapshot_json(&snapshots.snapshots[idx], &catalog));
 		json_object_set_new(into, "binlog_files", files);
 		json_object_set_new(into, "binlog_gaps", gaps);
 		if (newest != NULL && newest->last != NULL)
@@ -164,8 +225,18 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 										  newest->last->created));
 		else
 			json_object_set_new(into, "binlog_archived_to", json_null());
-		json_object_set_new(into, "snapshots", json_array());
-		json_object_set_new(into, "restorable", json_null());
+		json_object_set_new(into, "snapshots", snaps);
+		if (oldest_restorable != NULL && newest != NULL)
+			json_object_set_new(
+				into, "restorable",
+				json_pack("{s:{s:s, s:I, s:s}, s:{s:s, s:I}}", "from", "file",
+						  oldest_restorable->binlog_file, "pos",
+						  (json_int_t) oldest_restorable->binlog_pos,
+						  "snapshot", oldest_restorable->id, "to", "file",
+						  newest->name, "pos",
+						  (json_int_t) newest->covered_end));
+		else
+			json_object_set_new(into, "restorable", json_null());
 	}
 	else
 	{
@@ -186,9 +257,32 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 			if (describe_gaps(&catalog, print_gap, NULL) == 0)
 				printf("  no gap\n");
 		}
-		printf("  snapshots: none (MariaDB snapshots are not archived yet):"
-			   " nothing is restorable\n");
+		if (snapshots.count == 0)
+			printf("  snapshots: none\n");
+		for (int idx = 0; idx < snapshots.count; idx++)
+		{
+			const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+
+			if (snap->complete)
+				printf("  snapshot %s at %s:%" PRIu64 " (GTID %s), %" PRIu64
+					   " tables, %" PRIu64 " rows, finished %s\n",
+					   snap->id, snap->binlog_file, snap->binlog_pos,
+					   snap->gtid[0] ? snap->gtid : "none", snap->tables,
+					   snap->rows, snap->finished);
+			else
+				printf("  snapshot %s: not complete (no record)\n", snap->id);
+		}
+		if (oldest_restorable != NULL && newest != NULL)
+			printf("  restorable: from %s:%" PRIu64
+				   " (snapshot %s) to %s:%" PRIu64 "\n",
+				   oldest_restorable->binlog_file,
+				   oldest_restorable->binlog_pos, oldest_restorable->id,
+				   newest->name, newest->covered_end);
+		else
+			printf("  restorable: nothing (no complete snapshot the archived"
+				   " binlog carries forward)\n");
 	}
+	mariadb_snapshot_catalog_free(&snapshots);
 	binlog_catalog_free(&catalog);
 	return true;
 }
@@ -204,6 +298,69 @@ static void
 verify_gap(void *arg, const char *file, const char *what)
 {
 	bk_verify_problem(arg, file, "binlog gap: %s", what);
+}
+
+/*
+ * verify_snapshots
+ *		Every object keyless; with the key, each complete snapshot rebuilt
+ *		and checked against its record.
+ */
+typedef struct SnapshotObjects
+{
+	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+} SnapshotObjects;
+
+static bool
+verify_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	SnapshotObjects *check = arg;
+	BkObjectTracker object;
+	BkError problem;
+
+	if (entry->is_prefix)
+		return true;
+	bk_error_clear(&problem);
+	check->verifier->objects++;
+	if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
+							  BK_KIND_SNAPSHOT, entry->name, entry->name,
+							  &object, &problem))
+		bk_verify_problem(check->verifier, entry->name, "%s", problem.message);
+	else
+		check->verifier->stored_bytes += object.object_size;
+	return true;
+}
+
+static bool
+verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
+				 BkError *err)
+{
+	MariadbSnapshotCatalog snapshots;
+	SnapshotObjects check = {verifier, repo, source};
+
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
+					  verify_snapshot_object, &check, err))
+		return false;
+	if (!mariadb_snapshot_catalog_load(repo, source, &snapshots, err))
+		return false;
+	for (int idx = 0; idx < snapshots.count; idx++)
+	{
+		const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+		BkError problem;
+		uint64_t tables = 0;
+
+		if (!snap->complete || verifier->decoder == NULL)
+			continue;
+		bk_error_clear(&problem);
+		if (!mariadb_snapshot_check(repo, source, verifier->decoder, snap->id,
+									NULL, &tables, &problem))
+			bk_verify_problem(verifier, snap->id, "%s", problem.message);
+		else
+			verifier->snapshot_files += tables;
+	}
+	mariadb_snapshot_catalog_free(&snapshots);
+	return true;
 }
 
 static bool
@@ -261,7 +418,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	}
 	describe_gaps(&catalog, verify_gap, verifier);
 	binlog_catalog_free(&catalog);
-	return true;
+	return verify_snapshots(verifier, repo, source, err);
 }
 
 /*

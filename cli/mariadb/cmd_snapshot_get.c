@@ -1,0 +1,350 @@
+/*
+ * cmd_snapshot_get.c
+ *		bk snapshot-get: write one MariaDB snapshot, decrypted and verified,
+ *		into a directory; and the same checks for bk verify.
+ *
+ * A snapshot's record (snapshot.json) names every table with its rows,
+ * bytes, parts and SHA-256 (docs/mariadb-snapshot-format.md).  Each table's
+ * parts are decrypted in order (every chunk authenticated), their bytes
+ * hashed and their lines counted, and both must match the record: a part
+ * missing, added, or changed is found.  The directory receives
+ * schema.json, snapshot.json and data/<index>.tsv per table, each written
+ * atomically, ready for LOAD DATA INFILE ... CHARACTER SET binary.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "bk_crypto.h"
+#include "bk_snapshot_format.h"
+#include "bk_util.h"
+#include "commands.h"
+#include "mariadb.h"
+#include "snapshot_catalog.h"
+
+static const char snapshot_get_help[] =
+	"Usage: bk snapshot-get --source S [--snapshot ID] [OPTIONS] DIR\n"
+	"\n"
+	"Writes a MariaDB snapshot of source S (the newest complete one, or ID)\n"
+	"into the new directory DIR, decrypted and verified against its record:\n"
+	"schema.json (every definition), snapshot.json (binlog coordinates,\n"
+	"rows and SHA-256 per table) and data/NNNNNN.tsv per table in LOAD DATA\n"
+	"form (FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\', NULL as \\N,\n"
+	"CHARACTER SET binary).  Needs the private key.\n"
+	"\n"
+	"Exit status: 0 written; 4 a part is missing or fails a check; 1 no such\n"
+	"snapshot; 2 usage; 3 configuration or key.\n"
+	"\n" BK_COMMON_HELP;
+
+typedef struct PartSink
+{
+	BkSha256 *sha;
+	uint64_t bytes;
+	uint64_t lines;
+	int fd; /* -1: check only */
+	const char *path;
+} PartSink;
+
+static bool
+part_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
+{
+	PartSink *sink = arg;
+
+	if (!bk_sha256_update(sink->sha, data, len, err))
+		return false;
+	for (size_t idx = 0; idx < len; idx++)
+		sink->lines += data[idx] == '\n';
+	if (sink->fd >= 0 && !bk_write_all(sink->fd, data, len, sink->path, err))
+		return false;
+	sink->bytes += len;
+	return true;
+}
+
+/*
+ * write_memory
+ *		A small decrypted object into dir/name, durably.
+ */
+static bool
+write_memory(const char *dir, const char *name, const uint8_t *data, size_t len,
+			 BkError *err)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return bk_write_file_durable(path, data, len, 0600, err);
+}
+
+/*
+ * check_table
+ *		Decrypt every part of one table, in order, against the record.
+ */
+static bool
+check_table(const BkRepo *repo, const char *source, BkDecoder *decoder,
+			const char *id, json_t *table, const char *out_dir, BkError *err)
+{
+	int index = (int) json_integer_value(json_object_get(table, "index"));
+	int parts = (int) json_integer_value(json_object_get(table, "parts"));
+	uint64_t rows =
+		(uint64_t) json_integer_value(json_object_get(table, "rows"));
+	uint64_t bytes =
+		(uint64_t) json_integer_value(json_object_get(table, "bytes"));
+	const char *want_sha = json_string_value(json_object_get(table, "sha256"));
+	const char *db = json_string_value(json_object_get(table, "database"));
+	const char *name = json_string_value(json_object_get(table, "name"));
+	PartSink sink = {0};
+	uint8_t digest[BK_SHA256_LEN];
+	char hex[2 * BK_SHA256_LEN + 1];
+	char path[4096];
+	bool ok = true;
+
+	if (index <= 0 || parts < 0 || want_sha == NULL || db == NULL ||
+		name == NULL)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"snapshot %s: a table entry of its record is"
+							" malformed",
+							id);
+	sink.sha = bk_sha256_new(err);
+	if (sink.sha == NULL)
+		return false;
+	sink.fd = -1;
+	if (out_dir != NULL)
+	{
+		snprintf(path, sizeof(path), "%s/data/%06d.tsv", out_dir, index);
+		sink.path = path;
+		sink.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (sink.fd < 0)
+		{
+			bk_sha256_free(sink.sha);
+			return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+								path, strerror(errno));
+		}
+	}
+	for (int part = 1; ok && part <= parts; part++)
+	{
+		char object[BK_OBJECT_NAME_MAX + 1];
+
+		snprintf(object, sizeof(object), "%s/data/%06d.%06d", id, index, part);
+		ok = bk_repo_decrypt(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
+							 object, decoder, part_sink, &sink, err);
+		if (!ok && err->code == BK_ERR_NOT_FOUND)
+			bk_error_set(err, BK_ERR_SEQUENCE,
+						 "snapshot %s: part %d of %d of table `%s`.`%s` (%s)"
+						 " is missing",
+						 id, part, parts, db, name, object);
+	}
+	if (ok)
+		ok = bk_sha256_final(sink.sha, digest, err);
+	bk_sha256_free(sink.sha);
+	if (sink.fd >= 0)
+	{
+		if (ok && fsync(sink.fd) != 0)
+			ok = bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s",
+							  path, strerror(errno));
+		close(sink.fd);
+	}
+	if (!ok)
+		return false;
+	bk_hex_encode(digest, BK_SHA256_LEN, hex);
+	if (sink.bytes != bytes || sink.lines != rows || strcmp(hex, want_sha) != 0)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"snapshot %s: table `%s`.`%s` rebuilt with %" PRIu64
+							" rows, %" PRIu64 " bytes and SHA-256 %.16s...;"
+							" its record says %" PRIu64 ", %" PRIu64 " and"
+							" %.16s...",
+							id, db, name, sink.lines, sink.bytes, hex, rows,
+							bytes, want_sha);
+	return true;
+}
+
+/*
+ * mariadb_snapshot_check
+ *		Decrypt and check a whole snapshot; with out_dir, write it there.
+ */
+bool
+mariadb_snapshot_check(const BkRepo *repo, const char *source,
+					   BkDecoder *decoder, const char *id, const char *out_dir,
+					   uint64_t *tables_checked, BkError *err)
+{
+	char object[BK_OBJECT_NAME_MAX + 1];
+	uint8_t *record_text = NULL;
+	uint8_t *schema_text = NULL;
+	size_t record_len = 0, schema_len = 0;
+	json_t *record = NULL;
+	json_error_t jerr;
+	size_t idx;
+	json_t *table;
+	bool ok = false;
+
+	snprintf(object, sizeof(object), "%s/%s", id, BK_SNAPSHOT_RECORD);
+	if (!bk_repo_decrypt_to_memory(
+			repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, object, decoder,
+			64 * 1024 * 1024, &record_text, &record_len, err))
+		return bk_error_prefix(err, "snapshot %s: ", id);
+	snprintf(object, sizeof(object), "%s/schema.json", id);
+	if (!bk_repo_decrypt_to_memory(
+			repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, object, decoder,
+			512 * 1024 * 1024, &schema_text, &schema_len, err))
+	{
+		bk_error_prefix(err, "snapshot %s: ", id);
+		goto done;
+	}
+	record = json_loadb((const char *) record_text, record_len, 0, &jerr);
+	if (record == NULL || !json_is_array(json_object_get(record, "tables")) ||
+		strcmp(json_string_value(json_object_get(record, "snapshot_id"))
+				   ? json_string_value(json_object_get(record, "snapshot_id"))
+				   : "",
+			   id) != 0)
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "snapshot %s: its record is not a MariaDB snapshot record"
+					 " of this snapshot",
+					 id);
+		goto done;
+	}
+	if (out_dir != NULL)
+	{
+		char data_dir[4096];
+
+		snprintf(data_dir, sizeof(data_dir), "%s/data", out_dir);
+		if (mkdir(out_dir, 0700) != 0)
+		{
+			bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s", out_dir,
+						 strerror(errno));
+			bk_error_hint(err, "DIR must not exist yet.");
+			goto done;
+		}
+		if (mkdir(data_dir, 0700) != 0 ||
+			!write_memory(out_dir, "schema.json", schema_text, schema_len,
+						  err) ||
+			!write_memory(out_dir, BK_SNAPSHOT_RECORD, record_text, record_len,
+						  err))
+		{
+			if (err->code == BK_OK)
+				bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+							 data_dir, strerror(errno));
+			goto done;
+		}
+	}
+	json_array_foreach(json_object_get(record, "tables"), idx, table)
+	{
+		if (!check_table(repo, source, decoder, id, table, out_dir, err))
+			goto done;
+		if (tables_checked)
+			(*tables_checked)++;
+	}
+	if (out_dir != NULL && !bk_fsync_dir(out_dir, err))
+		goto done;
+	ok = true;
+done:
+	json_decref(record);
+	free(record_text);
+	free(schema_text);
+	return ok;
+}
+
+static const struct option snapshot_get_options[] = {
+	{"source", required_argument, NULL, 's'},
+	{"snapshot", required_argument, NULL, 'i'},
+	BK_COMMON_LONG_OPTIONS,
+	{NULL, 0, NULL, 0}};
+
+typedef struct SnapshotGetArgs
+{
+	const char *source;
+	const char *snapshot;
+} SnapshotGetArgs;
+
+static int
+snapshot_get_option(void *arg, int code, const char *value)
+{
+	SnapshotGetArgs *args = arg;
+
+	if (code == 's')
+		args->source = value;
+	else
+		args->snapshot = value;
+	return BK_EXIT_OK;
+}
+
+int
+bk_cmd_snapshot_get(int argc, char **argv)
+{
+	BkCommonOptions common = {0};
+	SnapshotGetArgs args = {0};
+	char *dir[1];
+	BkCommandContext ctx = {0};
+	MariadbSnapshotCatalog catalog = {0};
+	const char *id = NULL;
+	uint64_t tables = 0;
+	BkError err;
+	int status;
+
+	bk_error_clear(&err);
+	status = bk_command_parse_args(argc, argv, snapshot_get_options,
+								   snapshot_get_help, &common,
+								   snapshot_get_option, &args, "DIR", 1, dir);
+	if (status != BK_COMMAND_RUN)
+		return status;
+	if (args.source == NULL)
+		return bk_cli_usage_error(argv[0], "--source is required");
+	if (!bk_command_open(&ctx, argv[0], &common, args.source, BK_KEY_USED,
+						 &err))
+		goto fail;
+	if (ctx.decoder == NULL)
+	{
+		bk_error_set(&err, BK_ERR_KEY, "bk snapshot-get needs the private key");
+		bk_error_hint(&err, "Set key_file or pass --key-file.");
+		goto fail;
+	}
+	if (!mariadb_snapshot_catalog_load(ctx.repo, args.source, &catalog, &err))
+		goto fail;
+	for (int idx = catalog.count - 1; idx >= 0; idx--)
+	{
+		MariadbSnapshot *snap = &catalog.snapshots[idx];
+
+		if (args.snapshot != NULL ? strcmp(snap->id, args.snapshot) == 0
+								  : snap->complete)
+		{
+			id = snap->id;
+			if (!snap->complete)
+			{
+				bk_error_set(&err, BK_ERR_SEQUENCE,
+							 "snapshot %s of source \"%s\" is not complete: its"
+							 " record never arrived (it failed, was cancelled,"
+							 " or is still running)",
+							 snap->id, args.source);
+				goto fail;
+			}
+			break;
+		}
+	}
+	if (id == NULL)
+	{
+		bk_error_set(&err, BK_ERR_NOT_FOUND, "source \"%s\" has no %s%s",
+					 args.source,
+					 args.snapshot ? "snapshot " : "complete snapshot",
+					 args.snapshot ? args.snapshot : "");
+		bk_error_hint(&err, "\"bk list --source %s\" shows its snapshots.",
+					  args.source);
+		goto fail;
+	}
+	if (!mariadb_snapshot_check(ctx.repo, args.source, ctx.decoder, id, dir[0],
+								&tables, &err))
+		goto fail;
+	fprintf(stderr, "%s: wrote snapshot %s (%" PRIu64 " tables) to %s\n",
+			argv[0], id, tables, dir[0]);
+	goto done;
+fail:
+	status = bk_cli_report_error(argv[0], &err);
+done:
+	mariadb_snapshot_catalog_free(&catalog);
+	bk_command_close(&ctx);
+	return status;
+}

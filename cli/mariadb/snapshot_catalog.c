@@ -1,0 +1,197 @@
+/*
+ * snapshot_catalog.c
+ *		MariaDB snapshots of a source, from their records' metadata.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bk_frame.h"
+#include "bk_snapshot_format.h"
+#include "bk_util.h"
+#include "snapshot_catalog.h"
+
+typedef struct SnapshotBuild
+{
+	const BkRepo *repo;
+	const char *source;
+	MariadbSnapshotCatalog *catalog;
+} SnapshotBuild;
+
+static MariadbSnapshot *
+find_or_add(MariadbSnapshotCatalog *catalog, const char *id, size_t id_len)
+{
+	MariadbSnapshot *grown;
+
+	if (id_len > MARIADB_SNAPSHOT_ID_MAX)
+		return NULL;
+	for (int idx = 0; idx < catalog->count; idx++)
+		if (strlen(catalog->snapshots[idx].id) == id_len &&
+			memcmp(catalog->snapshots[idx].id, id, id_len) == 0)
+			return &catalog->snapshots[idx];
+	grown = realloc(catalog->snapshots,
+					(size_t) (catalog->count + 1) * sizeof(MariadbSnapshot));
+	if (grown == NULL)
+		return NULL;
+	catalog->snapshots = grown;
+	memset(&grown[catalog->count], 0, sizeof(MariadbSnapshot));
+	memcpy(grown[catalog->count].id, id, id_len);
+	return &grown[catalog->count++];
+}
+
+static uint64_t
+meta_u64(const BkObjectTracker *object, const char *key)
+{
+	char value[32];
+
+	if (!bk_meta_get(object->meta, object->meta_len, key, value, sizeof(value)))
+		return 0;
+	return strtoull(value, NULL, 10);
+}
+
+/*
+ * snapshot_add
+ *		One object of some snapshot (BkRepoListFn).
+ */
+static bool
+snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	SnapshotBuild *build = arg;
+	const char *slash = strchr(entry->name, '/');
+	MariadbSnapshot *snap;
+	BkObjectIdentity identity;
+	BkObjectTracker object;
+
+	if (entry->is_prefix || slash == NULL)
+		return true;
+	snap = find_or_add(build->catalog, entry->name,
+					   (size_t) (slash - entry->name));
+	if (snap == NULL)
+		return true; /* not one of ours: bk verify says so */
+	snap->objects++;
+	snap->stored_bytes += entry->size;
+	if (strcmp(slash + 1, BK_SNAPSHOT_RECORD) != 0)
+		return true;
+	if (!bk_repo_object_identity(build->repo, BK_REPO_ARCHIVE, build->source,
+								 BK_KIND_SNAPSHOT, entry->name, &identity,
+								 &object, err))
+		return bk_error_prefix(err, "snapshot record %s: ", entry->name);
+	snap->complete = true;
+	if (!bk_meta_get(object.meta, object.meta_len, "binlog-file",
+					 snap->binlog_file, sizeof(snap->binlog_file)))
+		snap->binlog_file[0] = '\0';
+	snap->binlog_pos = meta_u64(&object, "binlog-pos");
+	if (!bk_meta_get(object.meta, object.meta_len, "gtid", snap->gtid,
+					 sizeof(snap->gtid)))
+		snap->gtid[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "started", snap->started,
+					 sizeof(snap->started)))
+		snap->started[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "finished", snap->finished,
+					 sizeof(snap->finished)))
+		snap->finished[0] = '\0';
+	snap->tables = meta_u64(&object, "tables");
+	snap->rows = meta_u64(&object, "rows");
+	return true;
+}
+
+static int
+compare_snapshots(const void *a, const void *b)
+{
+	return strcmp(((const MariadbSnapshot *) a)->id,
+				  ((const MariadbSnapshot *) b)->id);
+}
+
+bool
+mariadb_snapshot_catalog_load(const BkRepo *repo, const char *source,
+							  MariadbSnapshotCatalog *catalog, BkError *err)
+{
+	SnapshotBuild build = {repo, source, catalog};
+
+	memset(catalog, 0, sizeof(*catalog));
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
+					  snapshot_add, &build, err))
+	{
+		mariadb_snapshot_catalog_free(catalog);
+		return false;
+	}
+	qsort(catalog->snapshots, (size_t) catalog->count, sizeof(MariadbSnapshot),
+		  compare_snapshots);
+	return true;
+}
+
+void
+mariadb_snapshot_catalog_free(MariadbSnapshotCatalog *catalog)
+{
+	free(catalog->snapshots);
+	memset(catalog, 0, sizeof(*catalog));
+}
+
+bool
+mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
+					   const BinlogCatalog *binlog, const char **until_file,
+					   uint64_t *until_pos, char *problem, size_t problem_len)
+{
+	const BinlogFile *previous = NULL;
+	bool started = false;
+
+	for (int idx = 0; idx < binlog->file_count; idx++)
+	{
+		const BinlogFile *file = &binlog->files[idx];
+		int order = bk_binlog_file_compare(file->name, snapshot->binlog_file);
+		const char *dot_prev;
+		const char *dot;
+
+		if (order < 0)
+			continue;
+		if (!started && order > 0)
+		{
+			snprintf(problem, problem_len,
+					 "its binlog file %s is not in the archive",
+					 snapshot->binlog_file);
+			return false;
+		}
+		if (previous != NULL)
+		{
+			dot_prev = strrchr(previous->name, '.');
+			dot = strrchr(file->name, '.');
+			if (dot_prev && dot &&
+				strtoull(dot + 1, NULL, 10) !=
+					strtoull(dot_prev + 1, NULL, 10) + 1)
+			{
+				snprintf(problem, problem_len,
+						 "binlog files between %s and %s are missing",
+						 previous->name, file->name);
+				return false;
+			}
+			if (!previous->complete)
+			{
+				snprintf(problem, problem_len,
+						 "binlog %s is archived up to %" PRIu64 " only",
+						 previous->name, previous->covered_end);
+				return false;
+			}
+		}
+		if (file->covered_end == 0 || file->gap_end != 0 ||
+			(order == 0 && file->covered_end < snapshot->binlog_pos))
+		{
+			snprintf(problem, problem_len,
+					 "binlog %s is not archived up to the snapshot's"
+					 " position or has a gap",
+					 file->name);
+			return false;
+		}
+		started = true;
+		previous = file;
+	}
+	if (!started)
+	{
+		snprintf(problem, problem_len, "its binlog file %s is not archived yet",
+				 snapshot->binlog_file);
+		return false;
+	}
+	*until_file = previous->name;
+	*until_pos = previous->covered_end;
+	return true;
+}

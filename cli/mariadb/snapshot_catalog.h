@@ -1,0 +1,55 @@
+/*
+ * snapshot_catalog.h
+ *		The MariaDB snapshots a repository holds of a source, read without
+ *		keys from the metadata of each snapshot's record (snapshot.json),
+ *		and where each one can be restored to with the archived binlog.
+ */
+#ifndef BK_MARIADB_SNAPSHOT_CATALOG_H
+#define BK_MARIADB_SNAPSHOT_CATALOG_H
+
+#include <stdint.h>
+
+#include "binlog_catalog.h"
+#include "repo.h"
+
+#define MARIADB_SNAPSHOT_ID_MAX 64
+
+typedef struct MariadbSnapshot
+{
+	char id[MARIADB_SNAPSHOT_ID_MAX + 1];
+	bool complete; /* its record arrived */
+	char binlog_file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t binlog_pos;
+	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	char started[40];
+	char finished[40];
+	uint64_t tables;
+	uint64_t rows;
+	uint64_t objects;
+	uint64_t stored_bytes;
+} MariadbSnapshot;
+
+typedef struct MariadbSnapshotCatalog
+{
+	MariadbSnapshot *snapshots; /* sorted by id (start time) */
+	int count;
+} MariadbSnapshotCatalog;
+
+extern bool mariadb_snapshot_catalog_load(const BkRepo *repo,
+										  const char *source,
+										  MariadbSnapshotCatalog *catalog,
+										  BkError *err);
+extern void mariadb_snapshot_catalog_free(MariadbSnapshotCatalog *catalog);
+
+/*
+ * Can the archived binlog carry snapshot forward?  True when every file
+ * from the snapshot's binlog file on is archived without a gap from its
+ * start; *until_file / *until_pos say how far (the archive's end).
+ * Otherwise *problem says what is missing.
+ */
+extern bool mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
+								   const BinlogCatalog *binlog,
+								   const char **until_file, uint64_t *until_pos,
+								   char *problem, size_t problem_len);
+
+#endif /* BK_MARIADB_SNAPSHOT_CATALOG_H */

@@ -38,6 +38,7 @@ typedef struct ResumeScan
 	bool found;
 	BinlogPosition position;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	char next_file[BK_BINLOG_FILE_NAME_MAX + 1]; /* closed=rotate: next-file */
 } ResumeScan;
 
 /*
@@ -88,6 +89,10 @@ scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
 	bk_strlcpy(scan->position.file, file, sizeof(scan->position.file));
 	scan->position.offset = end;
 	bk_strlcpy(scan->gtid, gtid, sizeof(scan->gtid));
+	if (!bk_meta_get(frame.meta, frame.meta_len, "next-file", scan->next_file,
+					 sizeof(scan->next_file)) ||
+		!bk_binlog_file_name_valid(scan->next_file))
+		scan->next_file[0] = '\0';
 }
 
 /*
@@ -279,6 +284,8 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 				{
 					scan.position = window_scan.position;
 					bk_strlcpy(scan.gtid, window_scan.gtid, sizeof(scan.gtid));
+					bk_strlcpy(scan.next_file, window_scan.next_file,
+							   sizeof(scan.next_file));
 				}
 				scan.found = true;
 				break;
@@ -296,6 +303,19 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 	if (scan.found)
 	{
 		*position = scan.position;
+		/*
+		 * The newest range ends with the file's ROTATE: the archive of that
+		 * file is complete, and the next byte to archive is the start of the
+		 * file it names.  Resuming at the old file's end instead, the agent
+		 * could not tell the server's move to the next file from a file a
+		 * crash left without ROTATE, and reported a false
+		 * binlog-unclosed-file.
+		 */
+		if (scan.next_file[0] != '\0')
+		{
+			bk_strlcpy(position->file, scan.next_file, sizeof(position->file));
+			position->offset = 4;
+		}
 		if (!bk_gtid_state_parse(scan.gtid, gtid, err))
 			return bk_error_prefix(err, "the newest range in Kafka: ");
 		*found = true;

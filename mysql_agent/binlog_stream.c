@@ -58,6 +58,13 @@ typedef struct Stream
 	uint64_t range_events;
 	const char *closing; /* "rotate" or "stop" when the range ends the file */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
+	/*
+	 * "file:offset" where the archive ended when the server had purged that
+	 * file: sent as gap-before= with the first range after the gap, so that
+	 * bk list, bk verify and bk binlog-get know the file before it is cut
+	 * even when the next file's number follows (PURGE TO the next file).
+	 */
+	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
 
 	BkEncoder *encoder;
 	size_t encoded;   /* bytes of buf handed to the encoder */
@@ -136,8 +143,11 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 					  stream->closing);
 	if (stream->closing != NULL && strcmp(stream->closing, "rotate") == 0 &&
 		n > 0 && (size_t) n < meta_len)
-		snprintf(meta + n, meta_len - (size_t) n, "\nnext-file=%s",
-				 stream->next_file);
+		n += snprintf(meta + n, meta_len - (size_t) n, "\nnext-file=%s",
+					  stream->next_file);
+	if (stream->gap_before[0] != '\0' && n > 0 && (size_t) n < meta_len)
+		snprintf(meta + n, meta_len - (size_t) n, "\ngap-before=%s",
+				 stream->gap_before);
 }
 
 /*
@@ -223,6 +233,7 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	stream->len = 0;
 	stream->range_events = 0;
 	stream->closing = NULL;
+	stream->gap_before[0] = '\0'; /* only the first range after a gap */
 	return true;
 }
 
@@ -742,6 +753,8 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 					"binlog purged before it was archived; streaming continues"
 					" after the gap",
 					&stream->position);
+		snprintf(stream->gap_before, sizeof(stream->gap_before), "%s:%" PRIu64,
+				 stream->position.file, stream->position.offset);
 		bk_strlcpy(stream->position.file, oldest,
 				   sizeof(stream->position.file));
 		stream->position.offset = 4;

@@ -1,0 +1,543 @@
+#!/usr/bin/env bash
+# bk-mysql-agent against the real MariaDB and Kafka, with a real bk-shipper:
+#   configuration errors and a private key_file refused (exit 3);
+#   a workload (ints, varchar, BLOB, UPDATE, DELETE, several transactions,
+#   FLUSH BINARY LOGS) streamed, archived, and every closed file rebuilt by
+#   bk binlog-get byte-identical to the server's own (cmp), Annotate_rows
+#   events included; the file still being written refused (exit 4), an
+#   unknown file absent (exit 1); bk_status() through the real bk_udf.so,
+#   and a USAGE-only account refused; the agent stopped with SIGTERM
+#   mid-workload, the shipper SIGKILLed three times mid-workload, the agent
+#   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
+#   byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
+#   a binlog-gap audit event, a GAP in bk list, bk verify exit 4, and
+#   archiving goes on after the gap; no plaintext in the topic or the
+#   repository.
+#
+# Expects MariaDB and Kafka from scripts/services (MariaDB started with
+# BK_AGENT_SOCKET in its environment, the path the agent's control socket
+# takes here).  Purges old binlogs of that server.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../lib/tap.sh
+source "$ROOT/tests/lib/tap.sh"
+SERVICES="$ROOT/scripts/services"
+BK="$ROOT/cli/bk"
+SHIPPER="$ROOT/shipper/bk-shipper"
+AGENT="$ROOT/mysql_agent/bk-mysql-agent"
+
+env_lines="$("$SERVICES" env mariadb kafka)" || bail_out "'scripts/services env' failed"
+eval "$env_lines"
+"$SERVICES" status mariadb kafka >/dev/null 2>&1 ||
+    bail_out "mariadb and kafka must run: scripts/services start mariadb kafka"
+for prog in "$BK" "$SHIPPER" "$AGENT"; do
+    [[ -x "$prog" ]] || bail_out "$prog is not built: make tests"
+done
+
+# my [--user NAME] SQL: one statement's output, errors included.
+my() {
+    local user=root
+    if [[ "$1" == --user ]]; then
+        user="$2"
+        shift 2
+    fi
+    timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+        -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
+}
+# my_script: SQL from stdin.
+my_script() {
+    timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+        -u root --connect-timeout=10 -N -B 2>&1
+}
+
+server_pid="$(cat "$(my 'SELECT @@pid_file')" 2>/dev/null)"
+[[ "$server_pid" =~ ^[0-9]+$ ]] || bail_out "cannot find mariadbd's pid"
+server_user="$(stat -c %U "/proc/$server_pid")"
+server_socket="$(tr '\0' '\n' <"/proc/$server_pid/environ" 2>/dev/null | sed -n 's/^BK_AGENT_SOCKET=//p')"
+binlog_dir="$(dirname "$(my 'SELECT @@log_bin_basename')")"
+[[ -d "$binlog_dir" ]] || bail_out "cannot find the server's binlog directory ($binlog_dir)"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-binlog-test.XXXXXX")"
+chmod 755 "$dir"
+mkdir -p "$dir/out"
+prefix="bkit-binlog-$$-$RANDOM"
+source_id="mdb-$$-$RANDOM"
+db="bk_binlog_$$"
+repo="$dir/repo"
+alog="$dir/agent.log"
+slog="$dir/shipper.log"
+MARKER="BK-BINLOG-MARKER-$$-$RANDOM-$RANDOM"
+agent_pid=""
+shipper_pid=""
+workload_pid=""
+old_packet="$(my 'SELECT @@global.max_allowed_packet')"
+created_function=""
+created_role=""
+
+# shellcheck disable=SC2317,SC2329 # called by the trap
+cleanup() {
+    [[ -n "$workload_pid" ]] && kill "$workload_pid" 2>/dev/null && wait "$workload_pid" 2>/dev/null
+    if [[ -n "$agent_pid" ]]; then
+        kill -TERM "$agent_pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$agent_pid" 2>/dev/null
+        wait "$agent_pid" 2>/dev/null
+    fi
+    [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
+    [[ "$old_packet" =~ ^[0-9]+$ ]] && my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
+    my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
+        DROP USER IF EXISTS bk_binlog_usage@'127.0.0.1'" >/dev/null
+    [[ -n "$created_function" ]] && my "DROP FUNCTION IF EXISTS bk_status" >/dev/null
+    [[ -n "$created_role" ]] && my "DROP ROLE IF EXISTS bk_admin" >/dev/null
+    if [[ -n "${BK_TEST_KEEP:-}" ]]; then
+        echo "# kept $dir" >&2
+    else
+        rm -rf "$dir"
+    fi
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- helpers
+
+"$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1 || bail_out "bk keygen failed"
+cat >"$dir/bk.conf" <<CONF
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+repository = $repo
+key_file = $dir/bk.key
+shipper_id = binlog-$$
+group_id = $prefix
+CONF
+# agent_conf [LINE...]: the agent's configuration plus LINEs.
+agent_conf() {
+    cat <<CONF
+source_id = $source_id
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+key_file = $dir/bk.key.pub
+mysql_socket = $MYSQL_UNIX_PORT
+mysql_user = root
+server_id = $((4000 + $$ % 50000))
+range_size = 32KiB
+range_interval = 200ms
+heartbeat = 500ms
+state_dir = $dir/state
+control_socket = $BK_MYSQL_AGENT_SOCKET
+control_user = $server_user
+CONF
+    printf '%s\n' "$@"
+}
+agent_conf >"$dir/agent.conf"
+
+# json_get CODE: run python CODE with d = the JSON on stdin; silent on errors.
+json_get() { python3 -c "import json, sys; d = json.load(sys.stdin); $1" 2>/dev/null; }
+bkc() { "$BK" "$1" --config "$dir/bk.conf" "${@:2}"; }
+streaming_count() { grep -c 'INFO: streaming the binlog from' "$alog"; }
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+streams_more_than() { (($(streaming_count) > $1)); }
+# start_agent [CONF]
+start_agent() {
+    local before
+    before="$(streaming_count 2>/dev/null || echo 0)"
+    "$AGENT" --config "${1:-$dir/agent.conf}" >>"$alog" 2>&1 &
+    agent_pid=$!
+    wait_for 30 "the agent to stream" streams_more_than "$before"
+}
+# stop_agent [SIGNAL]: the agent's exit status.
+stop_agent() {
+    local rc
+    kill "-${1:-TERM}" "$agent_pid"
+    wait "$agent_pid" 2>/dev/null # (no "Killed" line from bash)
+    rc=$?
+    agent_pid=""
+    return "$rc"
+}
+start_shipper() {
+    "$SHIPPER" --config "$dir/bk.conf" >>"$slog" 2>&1 &
+    shipper_pid=$!
+}
+
+# workload TXNS: TXNS transactions of inserts (ints, varchar, BLOB), an
+# UPDATE and a DELETE each.
+workload() {
+    local i
+    {
+        echo "USE $db;"
+        for ((i = 0; i < $1; i++)); do
+            echo "BEGIN;"
+            echo "INSERT INTO t (n, big, s, b) VALUES"
+            echo "  ($i, $i * 1000000007, CONCAT('w-', UUID()), RANDOM_BYTES(900)),"
+            echo "  ($i + 1, -$i, REPEAT('v', $i % 50), RANDOM_BYTES(500)),"
+            echo "  ($i + 2, NULL, 'plain', NULL), ($i + 3, 42, UUID(), RANDOM_BYTES(1000)),"
+            echo "  ($i + 4, 7, 'x', RANDOM_BYTES(20)), ($i + 5, 8, 'y', RANDOM_BYTES(700));"
+            echo "SET @a = LAST_INSERT_ID();"
+            echo "UPDATE t SET n = n + 1, s = CONCAT(s, '+'), b = RANDOM_BYTES(300) WHERE id BETWEEN @a AND @a + 2;"
+            echo "DELETE FROM t WHERE id = @a + 4;"
+            echo "COMMIT;"
+        done
+    } | my_script
+}
+# batches N TXNS: N times TXNS transactions and FLUSH BINARY LOGS.
+batches() {
+    local b
+    for ((b = 0; b < $1; b++)); do
+        workload "$2" || return 1
+        my "FLUSH BINARY LOGS" || return 1
+    done
+}
+current_file() { my 'SHOW MASTER STATUS' | cut -f1; }
+# closed_since FILE: the server's closed binlog files from FILE on.
+closed_since() { my 'SHOW BINARY LOGS' | cut -f1 | head -n -1 | awk -v f="$1" '$1 >= f'; }
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+# archived_closed: the files the archive holds up to a ROTATE or STOP.
+archived_closed() {
+    bkc list --source "$source_id" --json 2>/dev/null |
+        json_get 'print("\n".join(f["name"] for f in d["sources"][0]["binlog_files"] if f["closed"]))'
+}
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+# archive_holds FILE: a range of FILE is archived.
+archive_holds() {
+    bkc list --source "$source_id" --json 2>/dev/null |
+        json_get 'print("\n".join(f["name"] for f in d["sources"][0]["binlog_files"]))' | grep -qx -- "$1"
+}
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+all_archived() {
+    local have f
+    have="$(archived_closed)"
+    for f in "$@"; do
+        grep -qx -- "$f" <<<"$have" || return 1
+    done
+}
+# check_files DESC FILE...: each FILE archived up to its end, rebuilt by
+# bk binlog-get and equal to the server's file.
+check_files() {
+    local desc="$1" f bad=()
+    shift
+    if (($# == 0)); then
+        ok 1 "$desc: no file to check"
+        return
+    fi
+    wait_for 90 "$* archived" all_archived "$@"
+    for f in "$@"; do
+        if ! bkc binlog-get --source "$source_id" "$f" "$dir/out/$f" 2>>"$dir/get.err"; then
+            bad+=("$f (binlog-get failed: $(tail -n 1 "$dir/get.err"))")
+        elif ! cmp -s "$dir/out/$f" "$binlog_dir/$f"; then
+            bad+=("$f ($(cmp "$dir/out/$f" "$binlog_dir/$f" 2>&1 | head -n 1))")
+        fi
+    done
+    ok "${#bad[@]}" "$desc: $# closed file(s) $1..${!#} rebuilt byte-identical" ||
+        diag "$(printf '%s\n' "${bad[@]}")"
+}
+# no_gap DESC: bk list says "no gap" and bk verify exits 0.
+no_gap() {
+    local out
+    out="$(bkc list --source "$source_id" 2>&1)"
+    like "$out" 'no gap' "$1: bk list shows no gap" || diag "$out"
+    out="$(bkc verify --source "$source_id" 2>&1)"
+    is $? 0 "$1: bk verify exits 0" || diag "$out"
+}
+audit() {
+    timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.audit" -o beginning -e -q \
+        -f '%s\n' 2>/dev/null
+}
+
+# ---------------------------------------------------------------- configuration
+
+socket_before="$([[ -e "$BK_MYSQL_AGENT_SOCKET" ]] && echo present || echo absent)"
+agent_conf "bogus_setting = 1" >"$dir/bad.conf"
+out="$("$AGENT" --config "$dir/bad.conf" 2>&1)"
+is $? 3 "an unknown setting: the agent exits 3"
+like "$out" 'line 14: unknown setting "bogus_setting"' "and names the setting and its line"
+agent_conf | grep -v '^source_id' >"$dir/bad.conf"
+out="$("$AGENT" --config "$dir/bad.conf" 2>&1)"
+is $? 3 "no source_id: the agent exits 3"
+like "$out" 'source_id is not set' "and says so"
+agent_conf | sed "s|^key_file = .*|key_file = $dir/bk.key|" >"$dir/bad.conf"
+out="$("$AGENT" --config "$dir/bad.conf" 2>&1)"
+is $? 3 "a private key as key_file: the agent exits 3"
+like "$out" 'holds a private key; a database host must hold only the public key' "and says why"
+is "$([[ -e "$BK_MYSQL_AGENT_SOCKET" ]] && echo present || echo absent)" "$socket_before" \
+    "the refused starts leave the control socket path as it was"
+
+# ---------------------------------------------------------------- workload, archived, rebuilt
+
+out="$("$BK" init --config "$dir/bk.conf" 2>&1)"
+ok $? "bk init created the topics under $prefix" || diag "$out"
+out="$(my "CREATE DATABASE $db; CREATE TABLE $db.t (id INT AUTO_INCREMENT PRIMARY KEY,
+       n INT, big BIGINT, s VARCHAR(200), b BLOB, lb LONGBLOB) ENGINE=InnoDB;
+       FLUSH BINARY LOGS")"
+ok $? "test table created" || diag "$out"
+first_file="$(current_file)"
+note "the agent starts at $first_file"
+
+start_shipper
+start_agent
+ok $? "the agent streams" || bail_out "the agent did not start: $(tail -n 20 "$alog")"
+like "$(cat "$alog")" "streaming from the start of $first_file" \
+    "an empty archive: the agent starts at the server's current file"
+
+out="$(my "INSERT INTO $db.t (n, s, b) VALUES (1, '$MARKER', '$MARKER')")"
+ok $? "a row with a unique marker" || diag "$out"
+batches 3 10
+ok $? "workload: 3 x 10 transactions, FLUSH BINARY LOGS after each"
+mapfile -t files < <(closed_since "$first_file")
+check_files "workload" "${files[@]}"
+grep -aq "$MARKER" "$binlog_dir/$first_file"
+ok $? "(the marker is in the server's binlog in plaintext)"
+annotated="$(mariadb-binlog "$dir/out/$first_file" 2>&1)"
+like "$annotated" 'Annotate_rows:' "mariadb-binlog reads the rebuilt file: Annotate_rows events are there"
+like "$annotated" "#Q> INSERT INTO $db\.t \(n, s, b\) VALUES \(1, '$MARKER'" "with the statement text"
+like "$annotated" "#Q> UPDATE t SET n = n \+ 1" "UPDATEs too"
+no_gap "workload"
+
+# ---------------------------------------------------------------- incomplete and unknown files
+
+current="$(current_file)"
+wait_for 30 "$current archived" archive_holds "$current"
+out="$(bkc binlog-get --source "$source_id" "$current" "$dir/out/current" 2>&1)"
+is $? 4 "binlog-get of the file still being written exits 4"
+like "$out" "binlog \"$current\" of source \"$source_id\" is archived up to offset [0-9]+ but not complete" \
+    "saying it is not complete"
+[[ ! -e "$dir/out/current" ]]
+ok $? "and writes nothing"
+out="$(bkc binlog-get --source "$source_id" mariadb-bin.999999 "$dir/out/unknown" 2>&1)"
+is $? 1 "binlog-get of a file the archive does not hold exits 1"
+like "$out" 'is not in the archive' "saying so"
+
+# ---------------------------------------------------------------- bk_status() through bk_udf.so
+
+if [[ -z "$server_socket" || "$server_socket" != "$BK_MYSQL_AGENT_SOCKET" ]]; then
+    for _ in 1 2 3 4 5 6; do
+        skip "bk_status() through bk_udf.so" "mariadbd's BK_AGENT_SOCKET is '$server_socket', not $BK_MYSQL_AGENT_SOCKET"
+    done
+else
+    out="$(make -s -C "$ROOT/mysql_udf" install PLUGIN_DIR="$(my 'SELECT @@plugin_dir')" 2>&1)"
+    ok $? "bk_udf.so installed into plugin_dir" || diag "$out"
+    if [[ "$(my "SELECT COUNT(*) FROM mysql.func WHERE name = 'bk_status'")" == 0 ]]; then
+        my "CREATE FUNCTION bk_status RETURNS STRING SONAME 'bk_udf.so'" >/dev/null
+        created_function=1
+    fi
+    if [[ "$(my "SELECT COUNT(*) FROM mysql.user WHERE User = 'bk_admin' AND is_role = 'Y'")" == 0 ]]; then
+        my "CREATE ROLE bk_admin" >/dev/null
+        created_role=1
+    fi
+    my "CREATE USER bk_binlog_admin@'127.0.0.1'; GRANT bk_admin TO bk_binlog_admin@'127.0.0.1';
+        CREATE USER bk_binlog_usage@'127.0.0.1'" >/dev/null
+    my "INSERT INTO $db.t (n) VALUES (0)" >/dev/null
+    master="$(my 'SHOW MASTER STATUS' | cut -f1,2)"
+    # shellcheck disable=SC2317,SC2329 # called through wait_for
+    status_caught_up() {
+        status="$(my --user bk_binlog_admin 'SELECT bk_status()')"
+        [[ "$(json_get 'print(d["archived"]["file"], d["archived"]["pos"], sep="\t")' <<<"$status")" == "$master" ]]
+    }
+    # The range is sent range_interval after its first event.
+    wait_for 10 "bk_status() to show $master archived" status_caught_up
+    json_get 'assert isinstance(d, dict)' <<<"$status"
+    ok $? "bk_status() returns JSON" || diag "$status"
+    is "$(json_get 'print(d["agent"], d["source_id"], str(d["streaming"]).lower(), sep="\t")' <<<"$status")" \
+        "up	$source_id	true" "agent up, our source, streaming"
+    is "$(json_get 'print(d["archived"]["file"], d["archived"]["pos"], sep="\t")' <<<"$status")" "$master" \
+        "archived: the server's current file and position ($master)"
+    out="$(my --user bk_binlog_usage 'SELECT bk_status()')"
+    like "$out" "^ERROR 1105 \(HY000\).*user 'bk_binlog_usage'@'127.0.0.1' is not allowed.*bk_admin" \
+        "a USAGE-only account is refused, naming the role bk_admin"
+    unlike "$out" '"agent"' "and sees no status"
+fi
+
+# ---------------------------------------------------------------- SIGTERM mid-workload
+
+mark="$(current_file)"
+batches 5 8 >"$dir/workload.out" 2>&1 &
+workload_pid=$!
+sleep 0.7
+if kill -0 "$workload_pid" 2>/dev/null; then
+    note "SIGTERM while the workload runs"
+else
+    note "the workload ended before the SIGTERM"
+fi
+stop_agent TERM
+is $? 0 "SIGTERM mid-workload: the agent exits 0"
+like "$(tail -n 1 "$alog")" 'INFO: stopped' "and says it stopped"
+sleep 0.5
+start_agent
+ok $? "the agent restarts"
+wait "$workload_pid"
+ok $? "the workload went on meanwhile" || diag "$(cat "$dir/workload.out")"
+workload_pid=""
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "after SIGTERM" "${files[@]}"
+no_gap "after SIGTERM"
+
+# ---------------------------------------------------------------- shipper SIGKILLed 3 times
+
+mark="$(current_file)"
+batches 6 8 >"$dir/workload.out" 2>&1 &
+workload_pid=$!
+kills=0
+for _ in 1 2 3; do
+    sleep 0.6
+    kill -KILL "$shipper_pid" && wait "$shipper_pid" 2>/dev/null
+    kills=$((kills + 1))
+    start_shipper
+done
+is "$kills" 3 "the shipper SIGKILLed 3 times during the workload"
+wait "$workload_pid"
+ok $? "the workload went on meanwhile" || diag "$(cat "$dir/workload.out")"
+workload_pid=""
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "after shipper kills" "${files[@]}"
+no_gap "after shipper kills"
+
+# ---------------------------------------------------------------- SIGKILL while 64 MiB streams
+
+# The BLOB repeats 128 KiB of random bytes: beyond LZ4's 64 KiB window, so
+# the 64 MiB go through Kafka uncompressed and take a while.  The agent is
+# killed as soon as the shipper spools the first chunks of the range.
+mark="$(current_file)"
+my "SET GLOBAL max_allowed_packet = 256 * 1024 * 1024" >/dev/null
+size_before="$(stat -c %s "$binlog_dir/$mark")"
+my "SET SESSION group_concat_max_len = 1048576;
+    SET @x = (SELECT GROUP_CONCAT(RANDOM_BYTES(1024) SEPARATOR '') FROM $db.seq_1_to_128);
+    INSERT INTO $db.t (n, s, lb) VALUES (64, 'big', REPEAT(@x, 512))" >"$dir/big.out" 2>&1 &
+workload_pid=$!
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+big_written() { (($(stat -c %s "$binlog_dir/$mark") > size_before + 64 * 1024 * 1024)); }
+# shellcheck disable=SC2317,SC2329 # called in the loop below
+spooling() { [[ -n "$(find "$repo/.spool" -type f ! -name .lock -size +0 2>/dev/null | head -n 1)" ]]; }
+deadline=$((SECONDS + 60))
+big_archived() { [[ -n "$(find "$repo/$source_id/binlog/$mark" -size +60M 2>/dev/null)" ]]; }
+until spooling || big_archived || ((SECONDS > deadline)); do
+    sleep 0.02
+done
+stop_agent KILL
+is $? 137 "the agent SIGKILLed while a 64 MiB range streams"
+wait "$workload_pid"
+workload_pid=""
+is "$(my "SELECT LENGTH(lb) FROM $db.t WHERE n = 64 AND s = 'big'")" 67108864 \
+    "the row holds 64 MiB" || diag "$(cat "$dir/big.out")"
+start_agent
+ok $? "the agent restarts after SIGKILL"
+resume="$(grep -o "resuming the binlog at $mark:[0-9]*" "$alog" | tail -n 1)"
+ok $((${resume##*:} < size_before + 64 * 1024 * 1024 ? 0 : 1)) \
+    "it resumes before the 64 MiB event (${resume##* }): Kafka did not hold all of its range"
+my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
+workload 5 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "after SIGKILL mid-64MiB" "${files[@]}"
+no_gap "after SIGKILL mid-64MiB"
+
+# ---------------------------------------------------------------- SIGKILL just after a ROTATE
+
+# With range_interval 1h the next file's first events wait in the agent's
+# memory: killed then, the newest range in Kafka is the one that ends with
+# the ROTATE, and the agent resumes exactly at a file's end.
+stop_agent TERM
+is $? 0 "agent stopped (SIGTERM)"
+agent_conf "range_interval = 1h" >"$dir/agent-slow.conf"
+start_agent "$dir/agent-slow.conf"
+ok $? "the agent restarts with range_interval 1h"
+mark="$(current_file)"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+wait_for 30 "$mark archived to its ROTATE" all_archived "$mark"
+ok $? "$mark archived up to its ROTATE"
+sleep 0.3
+stop_agent KILL
+is $? 137 "the agent SIGKILLed with the next file's start unsent"
+start_agent
+ok $? "the agent restarts"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "after SIGKILL at a file's end" "${files[@]}"
+no_gap "after SIGKILL at a file's end"
+unlike "$(cat "$alog")" 'without a ROTATE or STOP event' \
+    "no file reported unclosed after a resume at a file's end"
+is "$(audit | grep -c '"event":"binlog-unclosed-file"')" 0 "and no binlog-unclosed-file audit event"
+
+# ---------------------------------------------------------------- PURGE while the agent is stopped
+
+# purge_gap FILES: stop the agent, write FILES more files (a workload in
+# each), PURGE BINARY LOGS up to the newest, start the agent.  Sets cut
+# (the file the archive ended in), resumed (the oldest file left).
+purge_gap() {
+    local n
+    stop_agent TERM
+    cut="$(current_file)"
+    for ((n = 0; n < $1; n++)); do
+        workload 3 >/dev/null # the tail of cut the agent never saw, and more
+        my "FLUSH BINARY LOGS" >/dev/null
+    done
+    resumed="$(current_file)"
+    workload 2 >/dev/null
+    out="$(my "PURGE BINARY LOGS TO '$resumed'")"
+    ok $? "agent stopped; PURGE BINARY LOGS TO '$resumed' ($cut not archived to its end)" || diag "$out"
+    start_agent
+    ok $? "the agent starts again after the purge"
+    like "$(cat "$alog")" "ERROR: the binlog file \"$cut\", where the archive ends \(offset [0-9]+\), is no longer on the server: it was purged" \
+        "the agent logs a loud ERROR naming $cut"
+    wait_for 30 "binlog-gap audit event" audit_gap "$cut"
+    ok $? "a binlog-gap audit event naming $cut is on $prefix.audit"
+    workload 3 >/dev/null
+    my "FLUSH BINARY LOGS" >/dev/null
+    check_files "after the gap" "$resumed"
+}
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+audit_gap() { audit | grep '"event":"binlog-gap"' | grep -q "\"binlog_file\":\"$1\""; }
+
+# The server keeps the file right after the cut one: the file numbers alone
+# show no gap.
+purge_gap 1
+out="$(bkc list --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $cut: archived up to [0-9]+ only, and not complete" \
+    "bk list shows the GAP: $cut lacks its end" || diag "$out"
+out="$(bkc verify --source "$source_id" 2>&1)"
+is $? 4 "bk verify exits 4"
+like "$out" "$cut: binlog gap: archived up to [0-9]+ only" "naming the gap" || diag "$out"
+out="$(bkc binlog-get --source "$source_id" "$cut" "$dir/out/cut" 2>&1)"
+is $? 4 "binlog-get of the file cut by the purge exits 4" || diag "$out"
+like "$out" "archived up to offset [0-9]+ only: the archive goes on with a later file after a gap" \
+    "saying the rest was lost"
+[[ ! -e "$dir/out/cut" ]]
+ok $? "and writes nothing"
+
+# Whole files purged.
+first_cut="$cut"
+purge_gap 3
+out="$(bkc list --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $resumed: files between $cut and $resumed are missing" \
+    "bk list shows the GAP of the purged files" || diag "$out"
+like "$out" "GAP: binlog $first_cut: .*GAP: binlog $cut: archived up to [0-9]+ only" \
+    "both gaps" || diag "$out"
+out="$(bkc verify --source "$source_id" 2>&1)"
+is $? 4 "bk verify exits 4"
+like "$out" "binlog gap: files between $cut and $resumed are missing" "naming the missing files" || diag "$out"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$resumed")
+check_files "archiving goes on after the gaps" "${files[@]}"
+
+# ---------------------------------------------------------------- no plaintext
+
+timeout 60 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \
+    -f '%k %h %s\n' >"$dir/topic.dump" 2>/dev/null
+ok $? "the binlog topic can be read with kcat ($(stat -c %s "$dir/topic.dump") bytes)"
+grep -aq "$MARKER" "$dir/out/$first_file"
+ok $? "(the marker is in the rebuilt file)"
+grep -aq "$MARKER" "$dir/topic.dump"
+isnt $? 0 "the plaintext marker is in no message of $prefix.binlog (keys, headers, values)"
+grep -raq "$MARKER" "$repo"
+isnt $? 0 "nor in any repository file"
+grep -aq "$MARKER" "$alog" "$slog" <(audit)
+isnt $? 0 "nor in the agent's or shipper's log, or the audit topic"
+
+stop_agent TERM
+is $? 0 "the agent stops cleanly"
+[[ ! -e "$BK_MYSQL_AGENT_SOCKET" ]]
+ok $? "and removes its control socket"
+
+done_testing

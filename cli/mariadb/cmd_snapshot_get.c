@@ -340,6 +340,7 @@ bk_cmd_snapshot_get(int argc, char **argv)
 		goto fail;
 	fprintf(stderr, "%s: wrote snapshot %s (%" PRIu64 " tables) to %s\n",
 			argv[0], id, tables, dir[0]);
+	status = BK_EXIT_OK;
 	goto done;
 fail:
 	status = bk_cli_report_error(argv[0], &err);

@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# SELECT bk_snapshot() on a real MariaDB through the real bk-mysql-agent:
+#
+#  - consistent and exact under load: concurrent bank transfers (each one
+#    updates two accounts and inserts a ledger row) keep sum(balance) fixed
+#    and sum(version) = 2 x ledger rows; the snapshot, rebuilt with bk
+#    snapshot-get, must satisfy both across tables copied by different
+#    jobs, and hold exactly the transfers the archived binlog commits before
+#    the snapshot's coordinates;
+#  - under sysbench oltp_read_write with DDL in a loop, the snapshot
+#    succeeds and every sbtest table has its row count;
+#  - no hang: LOCK TABLES t WRITE; SELECT bk_snapshot() fails within the
+#    lock wait; KILL QUERY ends a waiting snapshot promptly and the agent
+#    cancels it;
+#  - once per statement (FROM seq_1_to_5), a USAGE-only user refused,
+#    DROP FUNCTION during a snapshot leaves the server up;
+#  - no plaintext in Kafka or the repository; bk verify checks it all.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../lib/tap.sh
+source "$ROOT/tests/lib/tap.sh"
+SERVICES="$ROOT/scripts/services"
+eval "$("$SERVICES" env)" || bail_out "'scripts/services env' failed"
+"$SERVICES" status mariadb >/dev/null 2>&1 || bail_out "mariadb is not running"
+"$SERVICES" status kafka >/dev/null 2>&1 || bail_out "kafka is not running"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-mariadb-snapshot.XXXXXX")"
+chmod 755 "$dir"
+# shellcheck source=SCRIPTDIR/../lib/bk_env.sh
+source "$ROOT/tests/lib/bk_env.sh"
+AGENT=/usr/local/bin/bk-mysql-agent
+agent_pid=""
+shipper_pid=""
+workload_pids=()
+db=bksnap_$$
+role="bk_test_role_$$"
+
+my() {
+    local user=root
+    if [[ "$1" == --user ]]; then
+        user="$2"
+        shift 2
+    fi
+    timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+        -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
+}
+
+# shellcheck disable=SC2329 # called by the trap
+cleanup() {
+    for pid in "${workload_pids[@]}"; do kill "$pid" 2>/dev/null; done
+    [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+    [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
+    my "DROP DATABASE IF EXISTS $db; DROP DATABASE IF EXISTS ${db}_sb;
+        DROP USER IF EXISTS bksnap_usage@'127.0.0.1'; DROP ROLE IF EXISTS $role" >/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+bk_test_init mariadb-snapshot
+source_id="mdb-$$"
+server_pid="$(cat "$(my 'SELECT @@pid_file')")"
+server_user="$(ps -o user= -p "$server_pid" | tr -d ' ')"
+cat >"$dir/agent.conf" <<CONF
+source_id = $source_id
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+key_file = $dir/bk.key.pub
+mysql_host = 127.0.0.1
+mysql_port = $MYSQL_TCP_PORT
+mysql_user = root
+server_id = $((4000 + $$ % 1000))
+state_dir = $dir/agent-state
+control_socket = $BK_MYSQL_AGENT_SOCKET
+control_user = $server_user
+range_interval = 200ms
+roles = $role
+CONF
+
+start_agent() {
+    "$AGENT" --config "$dir/agent.conf" >>"$dir/agent.log" 2>&1 &
+    agent_pid=$!
+    wait_for 30 "agent streaming" grep -q "streaming the binlog from" "$dir/agent.log"
+}
+
+# A role of its own (the agent's "roles" setting): CREATE ROLE grants it to
+# its creator, the account the test calls the functions with.
+out="$(my "CREATE ROLE $role")"
+ok $? "role $role created and granted to the test's account" || diag "$out"
+out="$(my "DROP FUNCTION IF EXISTS bk_snapshot; DROP FUNCTION IF EXISTS bk_snapshot_cancel;
+           DROP FUNCTION IF EXISTS bk_status;
+           CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so';
+           CREATE FUNCTION bk_snapshot_cancel RETURNS STRING SONAME 'bk_udf.so';
+           CREATE FUNCTION bk_status RETURNS STRING SONAME 'bk_udf.so'")"
+ok $? "the bk functions are created" || diag "$out"
+
+start_agent
+ok $? "bk-mysql-agent streams" || bail_out "$(cat "$dir/agent.log")"
+bk_test_start_shipper
+
+# ---------------------------------------------------------------- bank
+out="$(my "CREATE DATABASE $db;
+    CREATE TABLE $db.accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL,
+                               version INT NOT NULL) ENGINE=InnoDB;
+    CREATE TABLE $db.ledger (id INT AUTO_INCREMENT PRIMARY KEY, a INT, b INT,
+                             note VARCHAR(64)) ENGINE=InnoDB;
+    CREATE TABLE $db.marker (v VARBINARY(100)) ENGINE=InnoDB;
+    INSERT INTO $db.accounts SELECT seq, 1000, 0 FROM $db.seq_1_to_100")"
+ok $? "test tables created" || bail_out "$out"
+marker="bk-plaintext-marker-$RANDOM$RANDOM"
+my "INSERT INTO $db.marker VALUES ('$marker')" >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+first_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
+
+transfers() {
+    local seed="$1" n="$2" a b
+    RANDOM="$seed"
+    for ((i = 0; i < n; i++)); do
+        a=$((RANDOM % 100 + 1))
+        b=$((RANDOM % 100 + 1))
+        echo "START TRANSACTION;
+UPDATE accounts SET balance = balance - 7, version = version + 1 WHERE id = $a;
+UPDATE accounts SET balance = balance + 7, version = version + 1 WHERE id = $b;
+INSERT INTO ledger (a, b, note) VALUES ($a, $b, 'transfer');
+COMMIT;"
+    done
+}
+transfers 11 2500 >"$dir/w1.sql"
+transfers 22 2500 >"$dir/w2.sql"
+for w in w1 w2; do
+    mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" -u root \
+        "$db" <"$dir/$w.sql" >"$dir/$w.out" 2>&1 &
+    workload_pids+=($!)
+done
+sleep 1
+result="$(my "SELECT bk_snapshot('jobs=2,label=bank')")"
+like "$result" '^\{"binlog_file":"[^"]+","binlog_pos":[0-9]+,.*"snapshot_id":"[0-9TZ]+-[0-9a-f]{8}"' \
+    "bk_snapshot() under load returns the snapshot's id and binlog coordinates" || diag "$result"
+busy="$(wc -l <"$dir/w1.out") $(my "SELECT COUNT(*) FROM $db.ledger")"
+wait "${workload_pids[@]}"
+workload_pids=()
+snap_id="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"
+snap_file="$(sed -n 's/.*"binlog_file":"\([^"]*\)".*/\1/p' <<<"$result")"
+snap_pos="$(sed -n 's/.*"binlog_pos":\([0-9]*\).*/\1/p' <<<"$result")"
+total="$(my "SELECT COUNT(*) FROM $db.ledger")"
+[[ "$total" == 5000 ]]
+ok $? "the workload ran to its end ($total transfers; $busy at the snapshot)"
+my "FLUSH BINARY LOGS" >/dev/null
+
+snapshot_listed() { "$BK" list --config "$dir/bk.conf" --source "$source_id" | grep -q "snapshot $snap_id at"; }
+wait_for 60 "the snapshot archived" snapshot_listed
+ok $? "bk list shows the snapshot once the shipper archived it"
+out="$("$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" --snapshot "$snap_id" "$dir/snap" 2>&1)"
+ok $? "bk snapshot-get rebuilds it, every table checked against its record" || diag "$out"
+
+index_of() { # table name -> NNNNNN of its data file
+    python3 -c 'import json,sys
+r=json.load(open(sys.argv[1]))
+print("%06d" % [t["index"] for t in r["tables"] if t["database"]==sys.argv[2] and t["name"]==sys.argv[3]][0])' \
+        "$dir/snap/snapshot.json" "$db" "$1"
+}
+acc="$dir/snap/data/$(index_of accounts).tsv"
+led="$dir/snap/data/$(index_of ledger).tsv"
+is "$(awk -F'\t' '{s += $2} END {print s}' "$acc")" 100000 "sum(balance) in the snapshot is unchanged" ||
+    diag "$acc: $(head -3 "$acc" 2>&1; ls -la "$dir/snap/data"; python3 -m json.tool "$dir/snap/snapshot.json" | head -40)"
+ledger_rows="$(wc -l <"$led")"
+is "$(awk -F'\t' '{s += $3} END {print s}' "$acc")" "$((2 * ledger_rows))" \
+    "sum(version) = 2 x ledger rows: accounts and ledger (copied by different jobs) are one state"
+[[ "$ledger_rows" -gt 0 && "$ledger_rows" -lt 5000 ]]
+ok $? "the snapshot was taken mid-workload ($ledger_rows of 5000 transfers)"
+
+# The binlog up to the coordinates commits exactly the snapshot's transfers.
+files="$(my 'SHOW BINARY LOGS' | cut -f1 | awk -v a="$first_file" -v b="$snap_file" '$0 >= a && $0 <= b')"
+committed=0
+for f in $files; do
+    got=1
+    wait_for 60 "$f archived" "$BK" binlog-get --config "$dir/bk.conf" --source "$source_id" "$f" "$dir/$f" || got=0
+    [[ "$got" == 1 ]] || break
+    if [[ "$f" == "$snap_file" ]]; then
+        n="$(mariadb-binlog --stop-position="$snap_pos" "$dir/$f" | grep -c '^#Q> INSERT INTO ledger')"
+    else
+        n="$(mariadb-binlog "$dir/$f" | grep -c '^#Q> INSERT INTO ledger')"
+    fi
+    committed=$((committed + n))
+done
+is "$committed" "$ledger_rows" \
+    "the archived binlog commits exactly the snapshot's transfers before $snap_file:$snap_pos"
+
+# ---------------------------------------------------------------- sysbench + DDL
+sb=(sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1
+    --mysql-port="$MYSQL_TCP_PORT" --mysql-user=root --mysql-db="${db}_sb"
+    --tables=2 --table-size=5000)
+my "CREATE DATABASE ${db}_sb" >/dev/null
+"${sb[@]}" prepare >"$dir/sb-prepare.log" 2>&1
+ok $? "sysbench prepare" || diag "$(tail -5 "$dir/sb-prepare.log")"
+"${sb[@]}" --threads=2 --time=12 --report-interval=0 run >"$dir/sb-run.log" 2>&1 &
+workload_pids+=($!)
+(
+    for i in $(seq 1 40); do
+        my "CREATE TABLE ${db}_sb.ddl_$i (id INT PRIMARY KEY); ALTER TABLE ${db}_sb.ddl_$i ADD COLUMN c INT;
+            DROP TABLE ${db}_sb.ddl_$i" >/dev/null
+        sleep 0.2
+    done
+) &
+workload_pids+=($!)
+sleep 2
+result2="$(my "SELECT bk_snapshot('{\"jobs\": 2, \"label\": \"sysbench\"}')")"
+like "$result2" '"snapshot_id"' "bk_snapshot() succeeds under sysbench oltp_read_write and a DDL loop" ||
+    diag "$result2"
+wait "${workload_pids[@]}"
+workload_pids=()
+snap2="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result2")"
+snap2_listed() { "$BK" list --config "$dir/bk.conf" --source "$source_id" | grep -q "snapshot $snap2 at"; }
+wait_for 60 "the sysbench snapshot archived" snap2_listed
+out="$("$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" --snapshot "$snap2" "$dir/snap2" 2>&1)"
+ok $? "the sysbench snapshot rebuilds and checks" || diag "$out"
+rows="$(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1]))
+print(" ".join(str(t["rows"]) for t in sorted(r["tables"], key=lambda t: t["name"]) if t["database"]==sys.argv[2] and t["name"].startswith("sbtest")))' \
+    "$dir/snap2/snapshot.json" "${db}_sb")"
+is "$rows" "5000 5000" "every sbtest table has its 5000 rows in the snapshot (oltp_read_write keeps the count)"
+
+# ---------------------------------------------------------------- no hang
+start=$SECONDS
+out="$(my "LOCK TABLES $db.accounts WRITE; SELECT bk_snapshot()")"
+elapsed=$((SECONDS - start))
+like "$out" 'ERROR.*(lock|Lock)' "LOCK TABLES t WRITE; SELECT bk_snapshot() fails with a lock message" || diag "$out"
+((elapsed < 30))
+ok $? "... within the lock wait, not a hang (${elapsed}s)"
+
+# A snapshot waiting for a table lock held elsewhere, killed.
+(my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(8)" >/dev/null) &
+locker=$!
+sleep 1
+my "SELECT bk_snapshot('label=killed')" >"$dir/killed.out" 2>&1 &
+waiter=$!
+sleep 1.5
+conn="$(my "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT bk_snapshot(''label=killed'')%'" | head -1)"
+start=$SECONDS
+my "KILL QUERY $conn" >/dev/null
+wait "$waiter"
+elapsed=$((SECONDS - start))
+like "$(cat "$dir/killed.out")" 'killed' "KILL QUERY ends a waiting bk_snapshot() with a clear error"
+((elapsed <= 3))
+ok $? "... promptly (${elapsed}s)"
+cancelled() { my 'SELECT bk_status()' | grep -q '"state":"\(cancelled\|failed\)"'; }
+wait_for 15 "the agent cancels the killed snapshot" cancelled
+ok $? "the agent cancels the snapshot whose caller went away"
+wait "$locker"
+
+# ---------------------------------------------------------------- once, and who
+before="$(grep -c 'snapshot .* started' "$dir/agent.log")"
+out="$(my "SELECT bk_snapshot('label=five') FROM $db.seq_1_to_5")"
+is "$(sort -u <<<"$out" | wc -l) $(wc -l <<<"$out")" "1 5" "SELECT bk_snapshot() FROM seq_1_to_5: five rows, one value"
+is "$(($(grep -c 'snapshot .* started' "$dir/agent.log") - before))" 1 "... and one snapshot"
+
+my "CREATE USER bksnap_usage@'127.0.0.1'" >/dev/null
+out="$(my --user bksnap_usage "SELECT bk_snapshot()")"
+like "$out" "ERROR.*not allowed.*GRANT $role" "a USAGE-only user is refused, told which role to grant" || diag "$out"
+
+# DROP FUNCTION while a snapshot runs: the library is unloaded once no
+# statement uses it; the server keeps running.
+my "SELECT bk_snapshot('label=dropped')" >"$dir/dropped.out" 2>&1 &
+dropper=$!
+sleep 0.3
+my "DROP FUNCTION bk_snapshot" >/dev/null
+wait "$dropper"
+is "$(my 'SELECT 1')" 1 "DROP FUNCTION during a snapshot: the server is still up"
+unlike "$(grep -i 'got signal\|segfault' "$BK_SERVICES_DIR/mariadb/error.log")" 'signal' "... and logged no crash"
+my "CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so'" >/dev/null
+
+# ---------------------------------------------------------------- secrets
+wait_for 30 "the shipper caught up" "$BK" binlog-get --config "$dir/bk.conf" --source "$source_id" "$snap_file" "$dir/again"
+found=0
+for t in "$prefix.binlog" "$prefix.snapshot" "$prefix.audit"; do
+    if kcat -b "$BK_KAFKA_BROKERS" -C -t "$t" -e -q -f '%s\n' 2>/dev/null | grep -aq "$marker"; then
+        found=1
+        diag "the marker is readable in topic $t"
+    fi
+done
+is "$found" 0 "no plaintext marker in any topic"
+! grep -raq "$marker" "$repo"
+ok $? "no plaintext marker in any repository file"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+ok $? "bk verify: every range and snapshot object checks, every snapshot rebuilds" || diag "$out"
+
+sed "s|^key_file = .*|key_file = $dir/bk.key|" "$dir/agent.conf" >"$dir/private.conf"
+out="$("$AGENT" --config "$dir/private.conf" 2>&1)"
+is "$?" 3 "the agent refuses a private key file (exit 3)"
+like "$out" 'private' "... saying it holds a private key" || diag "$out"
+
+done_testing

@@ -115,10 +115,13 @@ extern MYSQL *agent_connect(Agent *agent, BkError *err);
 /* Run one query, expecting no result set. */
 extern bool agent_query(MYSQL *conn, const char *sql, BkError *err);
 
-/* binlog_resume.c: the end of the newest range of source Kafka holds. */
+/*
+ * binlog_resume.c: the end of the newest range of source Kafka holds;
+ * *closed says that range ended its file (ROTATE or STOP).
+ */
 extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
-									 BkGtidState *gtid, bool *found,
-									 BkError *err);
+									 BkGtidState *gtid, bool *closed,
+									 bool *found, BkError *err);
 
 /* binlog_resume.c: the local hint of the last acknowledged position. */
 extern bool binlog_state_read(Agent *agent, BinlogPosition *position,

@@ -39,6 +39,7 @@ typedef struct ResumeScan
 	BinlogPosition position;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1]; /* closed=rotate: next-file */
+	bool closed; /* the range ends its file (ROTATE or STOP) */
 } ResumeScan;
 
 /*
@@ -89,6 +90,13 @@ scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
 	bk_strlcpy(scan->position.file, file, sizeof(scan->position.file));
 	scan->position.offset = end;
 	bk_strlcpy(scan->gtid, gtid, sizeof(scan->gtid));
+	{
+		char closed[16];
+
+		scan->closed = bk_meta_get(frame.meta, frame.meta_len, "closed", closed,
+								   sizeof(closed)) &&
+					   closed[0] != '\0';
+	}
 	if (!bk_meta_get(frame.meta, frame.meta_len, "next-file", scan->next_file,
 					 sizeof(scan->next_file)) ||
 		!bk_binlog_file_name_valid(scan->next_file))
@@ -175,7 +183,8 @@ scan_partition(rd_kafka_t *rk, const char *topic, int32_t partition,
  */
 bool
 binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
-						 BkGtidState *gtid, bool *found, BkError *err)
+						 BkGtidState *gtid, bool *closed, bool *found,
+						 BkError *err)
 {
 	static const char *const consumer_properties[] = {
 		"group.id",
@@ -201,6 +210,7 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 	bool ok = true;
 
 	*found = false;
+	*closed = false;
 	memset(&scan, 0, sizeof(scan));
 	scan.source = agent->config.source_id;
 	bk_cli_kafka_settings(&agent->config.common, &settings, AGENT_PROGRAM);
@@ -286,6 +296,7 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 					bk_strlcpy(scan.gtid, window_scan.gtid, sizeof(scan.gtid));
 					bk_strlcpy(scan.next_file, window_scan.next_file,
 							   sizeof(scan.next_file));
+					scan.closed = window_scan.closed;
 				}
 				scan.found = true;
 				break;
@@ -311,10 +322,12 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 		 * crash left without ROTATE, and reported a false
 		 * binlog-unclosed-file.
 		 */
+		*closed = scan.closed;
 		if (scan.next_file[0] != '\0')
 		{
 			bk_strlcpy(position->file, scan.next_file, sizeof(position->file));
 			position->offset = 4;
+			*closed = false; /* the next file has just begun */
 		}
 		if (!bk_gtid_state_parse(scan.gtid, gtid, err))
 			return bk_error_prefix(err, "the newest range in Kafka: ");

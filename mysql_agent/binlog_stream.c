@@ -46,7 +46,8 @@ typedef struct Stream
 	BinlogPosition position; /* where the next event of the file starts */
 	BkGtidState gtid;        /* after the newest event received */
 	int checksum_alg;
-	bool file_closed; /* the newest event was a ROTATE or a STOP */
+	bool file_closed;     /* the newest event was a ROTATE or a STOP */
+	bool lost_connection; /* the dump connection broke while streaming */
 
 	uint8_t *buf; /* the pending range */
 	size_t len;
@@ -612,10 +613,11 @@ stream_start_position(Stream *stream, BkError *err)
 	Agent *agent = stream->agent;
 	BinlogPosition from_kafka, from_state;
 	BkGtidState gtid;
-	bool in_kafka = false, in_state = false;
+	bool in_kafka = false, in_state = false, closed_in_kafka = false;
 
 	memset(&gtid, 0, sizeof(gtid));
-	if (!binlog_resume_from_kafka(agent, &from_kafka, &gtid, &in_kafka, err))
+	if (!binlog_resume_from_kafka(agent, &from_kafka, &gtid, &closed_in_kafka,
+								  &in_kafka, err))
 		return bk_error_prefix(err,
 							   "finding where the archive ends in Kafka: ");
 	if (!binlog_state_read(agent, &from_state, &in_state, err))
@@ -628,6 +630,8 @@ stream_start_position(Stream *stream, BkError *err)
 	{
 		stream->position = from_kafka;
 		stream->gtid = gtid;
+		/* A range that ended with STOP: the server moves on to a new file. */
+		stream->file_closed = closed_in_kafka;
 		if (in_state &&
 			(bk_binlog_file_compare(from_state.file, from_kafka.file) > 0 ||
 			 (strcmp(from_state.file, from_kafka.file) == 0 &&
@@ -847,6 +851,10 @@ stream_receive(Stream *stream, BkError *err)
 		{
 			unsigned int code = mysql_errno(stream->conn);
 
+			/* CR_SERVER_GONE_ERROR, CR_SERVER_LOST, a shutdown or a kill */
+			stream->lost_connection = code == 0 || code == 2006 ||
+									  code == 2013 || code == 1053 ||
+									  code == 1927;
 			if (agent_stop_requested)
 				break;
 			if (code == 1236)
@@ -914,6 +922,7 @@ binlog_stream_run(Agent *agent, BkError *err)
 		BkError step;
 
 		bk_error_clear(&step);
+		stream.lost_connection = false;
 		if (stream_open(&stream, &have_position, &step))
 		{
 			backoff_ms = 1000;
@@ -923,7 +932,22 @@ binlog_stream_run(Agent *agent, BkError *err)
 		stream_close(&stream);
 		if (agent_stop_requested)
 			break;
-		agent_report_error(agent, &step);
+		if (step.code == BK_ERR_IO && stream.lost_connection)
+		{
+			/*
+			 * A restart or shutdown of the server (its dump thread goes
+			 * before it sends the STOP event; the agent reads it on
+			 * reconnecting): a warning.  If the server stays away, the
+			 * failed connections are errors.
+			 */
+			agent_log(
+				"WARNING",
+				"the server closed the replication connection at %s:%" PRIu64
+				" (%s); reconnecting",
+				stream.position.file, stream.position.offset, step.message);
+		}
+		else
+			agent_report_error(agent, &step);
 
 		/* The events received stay valid: send them before reconnecting. */
 		if (!range_flush(&stream, true, &step))

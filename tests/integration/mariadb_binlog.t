@@ -73,7 +73,7 @@ shipper_pid=""
 workload_pid=""
 old_packet="$(my 'SELECT @@global.max_allowed_packet')"
 created_function=""
-created_role=""
+role="bk_test_binlog_$$"
 
 # shellcheck disable=SC2317,SC2329 # called by the trap
 cleanup() {
@@ -89,7 +89,7 @@ cleanup() {
     my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
         DROP USER IF EXISTS bk_binlog_usage@'127.0.0.1'" >/dev/null
     [[ -n "$created_function" ]] && my "DROP FUNCTION IF EXISTS bk_status" >/dev/null
-    [[ -n "$created_role" ]] && my "DROP ROLE IF EXISTS bk_admin" >/dev/null
+    my "DROP ROLE IF EXISTS $role" >/dev/null
     if [[ -n "${BK_TEST_KEEP:-}" ]]; then
         echo "# kept $dir" >&2
     else
@@ -125,6 +125,7 @@ heartbeat = 500ms
 state_dir = $dir/state
 control_socket = $BK_MYSQL_AGENT_SOCKET
 control_user = $server_user
+roles = $role
 CONF
     printf '%s\n' "$@"
 }
@@ -248,7 +249,7 @@ socket_before="$([[ -e "$BK_MYSQL_AGENT_SOCKET" ]] && echo present || echo absen
 agent_conf "bogus_setting = 1" >"$dir/bad.conf"
 out="$("$AGENT" --config "$dir/bad.conf" 2>&1)"
 is $? 3 "an unknown setting: the agent exits 3"
-like "$out" 'line 14: unknown setting "bogus_setting"' "and names the setting and its line"
+like "$out" "line $(grep -n bogus_setting "$dir/bad.conf" | cut -d: -f1): unknown setting \"bogus_setting\"" "and names the setting and its line"
 agent_conf | grep -v '^source_id' >"$dir/bad.conf"
 out="$("$AGENT" --config "$dir/bad.conf" 2>&1)"
 is $? 3 "no source_id: the agent exits 3"
@@ -318,11 +319,9 @@ else
         my "CREATE FUNCTION bk_status RETURNS STRING SONAME 'bk_udf.so'" >/dev/null
         created_function=1
     fi
-    if [[ "$(my "SELECT COUNT(*) FROM mysql.user WHERE User = 'bk_admin' AND is_role = 'Y'")" == 0 ]]; then
-        my "CREATE ROLE bk_admin" >/dev/null
-        created_role=1
-    fi
-    my "CREATE USER bk_binlog_admin@'127.0.0.1'; GRANT bk_admin TO bk_binlog_admin@'127.0.0.1';
+    # A role of the test's own, named in the agent's "roles" setting: its
+    # creator may grant it.
+    my "CREATE ROLE $role; CREATE USER bk_binlog_admin@'127.0.0.1'; GRANT $role TO bk_binlog_admin@'127.0.0.1';
         CREATE USER bk_binlog_usage@'127.0.0.1'" >/dev/null
     my "INSERT INTO $db.t (n) VALUES (0)" >/dev/null
     master="$(my 'SHOW MASTER STATUS' | cut -f1,2)"
@@ -340,8 +339,8 @@ else
     is "$(json_get 'print(d["archived"]["file"], d["archived"]["pos"], sep="\t")' <<<"$status")" "$master" \
         "archived: the server's current file and position ($master)"
     out="$(my --user bk_binlog_usage 'SELECT bk_status()')"
-    like "$out" "^ERROR 1105 \(HY000\).*user 'bk_binlog_usage'@'127.0.0.1' is not allowed.*bk_admin" \
-        "a USAGE-only account is refused, naming the role bk_admin"
+    like "$out" "^ERROR 1105 \(HY000\).*user 'bk_binlog_usage'@'127.0.0.1' is not allowed.*GRANT $role" \
+        "a USAGE-only account is refused, naming the role to grant"
     unlike "$out" '"agent"' "and sees no status"
 fi
 
@@ -520,6 +519,55 @@ workload 2 >/dev/null
 my "FLUSH BINARY LOGS" >/dev/null
 mapfile -t files < <(closed_since "$resumed")
 check_files "archiving goes on after the gaps" "${files[@]}"
+
+# ---------------------------------------------------------------- mariadbd restarted
+# Cleanly: the file ends with STOP, the agent reconnects without calling it
+# an error, the next file follows.  Killed: the file ends without STOP (the
+# agent says so, loudly), and is archived as the replication stream serves
+# it ("mariadb-binlog --read-from-remote-server --raw"), which differs from
+# the file on disk only in the in-use flag a crash leaves set.
+
+gaps() { bkc list --source "$source_id" 2>&1 | grep -c 'GAP'; }
+gaps_before="$(gaps)"
+mark="$(current_file)"
+batches 1 5 >/dev/null
+workload 5 >/dev/null
+"$SERVICES" stop mariadb >/dev/null 2>&1 && "$SERVICES" start mariadb >/dev/null 2>&1
+ok $? "mariadbd restarted cleanly during streaming"
+wait_for 60 "the agent reconnects" grep -q 'the server closed the replication connection' "$alog"
+ok $? "the agent sees the server go away, as a warning, and reconnects"
+unlike "$(grep -ai 'got signal\|segfault\|assertion' "$BK_SERVICES_DIR/mariadb/error.log")" '.' \
+    "mariadbd's error log shows no crash"
+workload 5 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "across a clean server restart" "${files[@]}"
+is "$(gaps)" "$gaps_before" "across a clean server restart: no new gap"
+audit | grep -q '"event":"binlog-unclosed-file"'
+isnt $? 0 "a clean restart raises no binlog-unclosed-file event"
+
+crashed="$(current_file)"
+workload 5 >/dev/null
+server_pid="$(cat "$BK_SERVICES_DIR/mariadb/mariadbd.pid")"
+kill -9 "$server_pid"
+wait_for 30 "mariadbd gone" bash -c "! kill -0 $server_pid"
+"$SERVICES" start mariadb >/dev/null 2>&1
+ok $? "mariadbd restarted after kill -9"
+wait_for 60 "the unclosed file reported" grep -q "binlog \"$crashed\" ends at offset [0-9]* without a ROTATE or STOP" "$alog"
+ok $? "the agent reports that $crashed ends without ROTATE or STOP"
+unclosed() { audit | grep '"event":"binlog-unclosed-file"' | grep -q "\"binlog_file\":\"$crashed\""; }
+wait_for 30 "the audit event" unclosed
+ok $? "... with a binlog-unclosed-file audit event"
+workload 5 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+wait_for 90 "$crashed complete in the archive" bkc binlog-get --source "$source_id" "$crashed" "$dir/out/$crashed.crashed"
+ok $? "the crashed file is complete in the archive (a later file follows it)"
+mariadb-binlog --no-defaults --read-from-remote-server --raw --protocol=TCP -h 127.0.0.1 \
+    -P "$MYSQL_TCP_PORT" -u root --result-file="$dir/remote-" "$crashed" 2>"$dir/remote.err"
+cmp -s "$dir/out/$crashed.crashed" "$dir/remote-$crashed"
+ok $? "... byte-identical to mariadb-binlog --read-from-remote-server --raw" ||
+    diag "$(cmp "$dir/out/$crashed.crashed" "$dir/remote-$crashed" 2>&1; cat "$dir/remote.err")"
+is "$(gaps)" "$gaps_before" "across a server crash: no new gap"
 
 # ---------------------------------------------------------------- no plaintext
 

@@ -98,7 +98,8 @@ typedef struct SnapRun
 	char topic[BK_TOPIC_NAME_MAX + 1];
 	bool stage_open; /* BACKUP STAGE not yet ended */
 	BkError worker_error;
-	bool worker_failed; /* guarded by job->lock */
+	bool worker_failed;      /* guarded by job->lock */
+	unsigned int last_errno; /* of the last statement that failed */
 } SnapRun;
 
 /* ------------------------------------------------------------ helpers */
@@ -176,6 +177,8 @@ run_sql(SnapRun *run, MYSQL *conn, const char *sql, MYSQL_RES **rows,
 	if (mysql_real_query(conn, sql, strlen(sql)) != 0)
 	{
 		unsigned int code = mysql_errno(conn);
+
+		run->last_errno = code;
 
 		bk_error_set(err, BK_ERR_IO, "snapshot %s: \"%.200s\" failed: %s",
 					 run->job->id, sql, mysql_error(conn));
@@ -1461,6 +1464,73 @@ audit_snapshot(SnapRun *run, const char *event_name, const char *state)
 
 /* ------------------------------------------------------------ the run */
 
+/*
+ * capture_consistent
+ *		Block DDL, capture every definition, and reach the consistent point
+ *		(the stage ends there).
+ */
+static bool
+capture_consistent(SnapRun *run, BkError *err)
+{
+	SnapshotJob *job = run->job;
+
+	if (!run_statement(run, run->control, "BACKUP STAGE START", err))
+		return false;
+	run->stage_open = true;
+	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_DDL", err))
+		return false;
+	run->schema = json_object();
+	if (!capture_databases(run, err) || !capture_tables(run, err) ||
+		!capture_accounts(run, err))
+		return false;
+	for (size_t idx = 0; idx < sizeof(show_specs) / sizeof(show_specs[0]);
+		 idx++)
+		if (!capture_list(run, &show_specs[idx], err))
+			return false;
+	pthread_mutex_lock(&job->lock);
+	job->tables_total = run->table_count;
+	pthread_mutex_unlock(&job->lock);
+	return consistent_point(run, err);
+}
+
+static void
+free_tables(SnapRun *run)
+{
+	for (int idx = 0; idx < run->table_count; idx++)
+	{
+		free(run->tables[idx].database);
+		free(run->tables[idx].name);
+		free(run->tables[idx].type);
+		free(run->tables[idx].engine);
+		free(run->tables[idx].select_sql);
+		json_decref(run->tables[idx].dumped_columns);
+	}
+	free(run->tables);
+	run->tables = NULL;
+	run->table_count = 0;
+}
+
+/*
+ * snapshot_reset_attempt
+ *		Undo a failed attempt at the consistent point: the stage ended, the
+ *		readers' transactions rolled back, what was captured dropped.
+ */
+static void
+snapshot_reset_attempt(SnapRun *run)
+{
+	if (run->stage_open)
+		mysql_query(run->control, "BACKUP STAGE END");
+	run->stage_open = false;
+	for (int idx = 0; idx < run->reader_count; idx++)
+		mysql_query(run->readers[idx], "ROLLBACK");
+	free_tables(run);
+	json_decref(run->schema);
+	run->schema = NULL;
+	run->binlog_file[0] = '\0';
+	run->binlog_pos = 0;
+	run->gtid[0] = '\0';
+}
+
 static bool
 snapshot_run(SnapRun *run, BkError *err)
 {
@@ -1509,24 +1579,27 @@ snapshot_run(SnapRun *run, BkError *err)
 			return false;
 	}
 
-	if (!run_statement(run, run->control, "BACKUP STAGE START", err))
-		return false;
-	run->stage_open = true;
-	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_DDL", err))
-		return false;
-	run->schema = json_object();
-	if (!capture_databases(run, err) || !capture_tables(run, err) ||
-		!capture_accounts(run, err))
-		return false;
-	for (size_t idx = 0; idx < sizeof(show_specs) / sizeof(show_specs[0]);
-		 idx++)
-		if (!capture_list(run, &show_specs[idx], err))
+	/*
+	 * A DDL statement already running when BLOCK_DDL is taken (an ALTER
+	 * between its start and its final rename) can make a SHOW CREATE or a
+	 * metadata lock deadlock against the backup lock.  The server then
+	 * picks the snapshot as the victim; the snapshot lets the DDL finish
+	 * and tries again.  A lock wait timeout (LOCK TABLES) is not retried:
+	 * it fails the snapshot at once, with what to do.
+	 */
+	for (int attempt = 1;; attempt++)
+	{
+		if (capture_consistent(run, err))
+			break;
+		if (run->last_errno != 1213 /* ER_LOCK_DEADLOCK */ ||
+			attempt == SNAPSHOT_ATTEMPTS || job->cancel)
 			return false;
-	pthread_mutex_lock(&job->lock);
-	job->tables_total = run->table_count;
-	pthread_mutex_unlock(&job->lock);
-	if (!consistent_point(run, err))
-		return false;
+		agent_log("WARNING", "snapshot %s: %s; trying again (%d of %d)",
+				  job->id, err->message, attempt + 1, SNAPSHOT_ATTEMPTS);
+		snapshot_reset_attempt(run);
+		bk_error_clear(err);
+		usleep((useconds_t) attempt * 300 * 1000);
+	}
 	agent_log("INFO",
 			  "snapshot %s: consistent at %s:%" PRIu64 " (GTID %s),"
 			  " %d tables, %d jobs",
@@ -1573,16 +1646,7 @@ snapshot_cleanup(SnapRun *run)
 	}
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_close(run->readers[idx]);
-	for (int idx = 0; idx < run->table_count; idx++)
-	{
-		free(run->tables[idx].database);
-		free(run->tables[idx].name);
-		free(run->tables[idx].type);
-		free(run->tables[idx].engine);
-		free(run->tables[idx].select_sql);
-		json_decref(run->tables[idx].dumped_columns);
-	}
-	free(run->tables);
+	free_tables(run);
 	json_decref(run->schema);
 	if (run->encoder)
 		bk_encoder_free(run->encoder);

@@ -20,6 +20,7 @@
 #define SNAPSHOT_LABEL_MAX    200
 #define SNAPSHOT_PART_DEFAULT ((uint64_t) 32 * 1024 * 1024)
 #define SNAPSHOT_LOCK_WAIT_S  10
+#define SNAPSHOT_ATTEMPTS     5 /* tries at the consistent point */
 
 typedef enum SnapshotState
 {

@@ -35,6 +35,7 @@ shipper_pid=""
 workload_pids=()
 db=bksnap_$$
 role="bk_test_role_$$"
+agent_user="bk_agent_$$"
 
 my() {
     local user=root
@@ -52,7 +53,8 @@ cleanup() {
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP DATABASE IF EXISTS ${db}_sb;
-        DROP USER IF EXISTS bksnap_usage@'127.0.0.1'; DROP ROLE IF EXISTS $role" >/dev/null
+        DROP USER IF EXISTS bksnap_usage@'127.0.0.1'; DROP ROLE IF EXISTS $role;
+        DROP USER IF EXISTS $agent_user@'127.0.0.1'" >/dev/null
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -61,6 +63,14 @@ bk_test_init mariadb-snapshot
 source_id="mdb-$$"
 server_pid="$(cat "$(my 'SELECT @@pid_file')")"
 server_user="$(ps -o user= -p "$server_pid" | tr -d ' ')"
+# The agent runs as a user with exactly the grants the README lists.
+agent_user="bk_agent_$$"
+printf 'pw-%s\n' "$RANDOM$RANDOM" >"$dir/agent.password"
+chmod 600 "$dir/agent.password"
+out="$(my "CREATE USER $agent_user@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")';
+           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT
+             ON *.* TO $agent_user@'127.0.0.1'")"
+ok $? "an agent user with the README's grants" || diag "$out"
 cat >"$dir/agent.conf" <<CONF
 source_id = $source_id
 kafka_brokers = $BK_KAFKA_BROKERS
@@ -68,7 +78,8 @@ topic_prefix = $prefix
 key_file = $dir/bk.key.pub
 mysql_host = 127.0.0.1
 mysql_port = $MYSQL_TCP_PORT
-mysql_user = root
+mysql_user = $agent_user
+mysql_password_file = $dir/agent.password
 server_id = $((4000 + $$ % 1000))
 state_dir = $dir/agent-state
 control_socket = $BK_MYSQL_AGENT_SOCKET
@@ -118,6 +129,12 @@ transfers() {
     for ((i = 0; i < n; i++)); do
         a=$((RANDOM % 100 + 1))
         b=$((RANDOM % 100 + 1))
+        # Rows locked in id order: the two clients never deadlock.
+        if ((a > b)); then
+            local t=$a
+            a=$b
+            b=$t
+        fi
         echo "START TRANSACTION;
 UPDATE accounts SET balance = balance - 7, version = version + 1 WHERE id = $a;
 UPDATE accounts SET balance = balance + 7, version = version + 1 WHERE id = $b;
@@ -144,7 +161,8 @@ snap_file="$(sed -n 's/.*"binlog_file":"\([^"]*\)".*/\1/p' <<<"$result")"
 snap_pos="$(sed -n 's/.*"binlog_pos":\([0-9]*\).*/\1/p' <<<"$result")"
 total="$(my "SELECT COUNT(*) FROM $db.ledger")"
 [[ "$total" == 5000 ]]
-ok $? "the workload ran to its end ($total transfers; $busy at the snapshot)"
+ok $? "the workload ran to its end ($total transfers; $busy at the snapshot)" ||
+    diag "$(cat "$dir/w1.out" "$dir/w2.out")"
 my "FLUSH BINARY LOGS" >/dev/null
 
 snapshot_listed() { "$BK" list --config "$dir/bk.conf" --source "$source_id" | grep -q "snapshot $snap_id at"; }

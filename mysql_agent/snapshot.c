@@ -1443,6 +1443,8 @@ audit_snapshot(SnapRun *run, const char *event_name, const char *state)
 			bk_audit_int(event, "binlog_pos", (int64_t) run->binlog_pos);
 			bk_audit_string(event, "gtid", run->gtid);
 		}
+		if (run->job->error[0])
+			bk_audit_string(event, "reason", run->job->error);
 		bk_audit_int(event, "tables", run->job->tables_done);
 		bk_audit_int(event, "rows", (int64_t) run->job->rows);
 		bk_audit_int(event, "bytes", (int64_t) run->job->bytes);
@@ -1687,7 +1689,7 @@ snapshot_thread(void *arg)
 		agent_log("ERROR", "snapshot %s %s: %s", job->id,
 				  job->cancel ? "cancelled" : "failed", job->error);
 	audit_snapshot(&run, "snapshot-end",
-				   ok            ? "done"
+				   ok            ? "complete"
 				   : job->cancel ? "cancelled"
 								 : "failed");
 	snapshot_cleanup(&run);

@@ -263,23 +263,42 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 			return bk_error_set(err, BK_ERR_FORMAT,
 								"GTID list event truncated");
 		count = get_le32(body) & 0x0fffffff;
-		if (count > BK_BINLOG_DOMAINS_MAX)
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"GTID list event with %" PRIu32
-								" domains; bk handles at most %d",
-								count, BK_BINLOG_DOMAINS_MAX);
 		if ((uint64_t) len < BK_BINLOG_HEADER_LEN + 4 + (uint64_t) count * 16)
 			return bk_error_set(err, BK_ERR_FORMAT,
 								"GTID list event truncated");
+
+		/*
+		 * One entry per (domain, server) that ever logged: the state per
+		 * domain is its entry with the highest sequence number.
+		 */
 		memset(state, 0, sizeof(*state));
 		for (uint32_t idx = 0; idx < count; idx++)
 		{
-			const uint8_t *entry = body + 4 + idx * 16;
+			const uint8_t *entry = body + 4 + (size_t) idx * 16;
 			BkGtid gtid;
+			bool known = false;
 
 			gtid.domain = get_le32(entry);
 			gtid.server = get_le32(entry + 4);
 			gtid.seq = get_le64(entry + 8);
+			for (int known_idx = 0; known_idx < state->count; known_idx++)
+			{
+				BkGtid *have = &state->gtids[known_idx];
+
+				if (have->domain != gtid.domain)
+					continue;
+				known = true;
+				if (gtid.seq > have->seq)
+					*have = gtid;
+			}
+			if (known)
+				continue;
+			if (state->count == BK_BINLOG_DOMAINS_MAX)
+				return bk_error_set(err, BK_ERR_FORMAT,
+									"GTID list event with more than %d"
+									" domains; bk handles at most %d",
+									BK_BINLOG_DOMAINS_MAX,
+									BK_BINLOG_DOMAINS_MAX);
 			bk_gtid_state_set(state, &gtid);
 		}
 	}

@@ -347,6 +347,47 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
 }
 
 /*
+ * check_gtid_list
+ *		A file's GTID_LIST is the server's account of everything logged
+ *		before the file: it must equal the state the archive reached by
+ *		following the GTID events of the files before.  A difference means
+ *		transactions the archive never saw (or a server whose binlog state
+ *		was changed by hand): said loudly, never papered over.  The stream
+ *		goes on from the server's account.
+ */
+static bool
+check_gtid_list(Stream *stream, const uint8_t *event, size_t len, BkError *err)
+{
+	BkGtidState listed;
+	char ours[BK_BINLOG_GTID_STATE_MAX];
+	char theirs[BK_BINLOG_GTID_STATE_MAX];
+	bool same;
+
+	memset(&listed, 0, sizeof(listed));
+	if (!bk_gtid_state_apply(&listed, event, len, err))
+		return false;
+	same = listed.count == stream->gtid.count;
+	for (int idx = 0; same && idx < listed.count; idx++)
+		same = listed.gtids[idx].domain == stream->gtid.gtids[idx].domain &&
+			   listed.gtids[idx].seq == stream->gtid.gtids[idx].seq;
+	if (same)
+		return true;
+	bk_gtid_state_format(&stream->gtid, ours, sizeof(ours));
+	bk_gtid_state_format(&listed, theirs, sizeof(theirs));
+	agent_log("ERROR",
+			  "binlog \"%s\" starts with the GTID list %s, but the archive"
+			  " reached %s: transactions between them are not in the"
+			  " archive (or the server's binlog state was changed)",
+			  stream->position.file, theirs[0] ? theirs : "(empty)",
+			  ours[0] ? ours : "(empty)");
+	agent_audit(stream->agent, "binlog-gtid-discontinuity",
+				"the file's GTID list differs from the GTID state the archive"
+				" reached",
+				&stream->position);
+	return true;
+}
+
+/*
  * stream_event
  *		Check one event from the server and add it to the pending range.
  */
@@ -448,6 +489,9 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 							"binlog \"%s\": the CRC-32 of the event at offset"
 							" %" PRIu64 " is wrong",
 							stream->position.file, offset);
+	if (header.type == BK_BINLOG_GTID_LIST_EVENT && stream->gtid.count > 0 &&
+		!check_gtid_list(stream, event, header.length, err))
+		return false;
 	if (!bk_gtid_state_apply(&stream->gtid, event, header.length, err))
 		return false;
 	if (!range_append(stream, event, header.length, &header, err))

@@ -11,7 +11,7 @@ source "$ROOT/tests/lib/tap.sh"
 log="$(mktemp "${TMPDIR:-/tmp}/bk-demo-test.XXXXXX")"
 trap 'rm -f "$log"' EXIT
 
-BK_PG_PORT=26432 BK_KAFKA_PORT=29192 BK_KAFKA_CONTROLLER_PORT=29193 \
+BK_PG_PORT=26432 BK_KAFKA_PORT=29192 BK_KAFKA_CONTROLLER_PORT=29193 BK_MYSQL_PORT=26306 \
     "$ROOT/scripts/demo" >"$log" 2>&1
 status=$?
 is "$status" 0 "make demo succeeds"
@@ -20,5 +20,9 @@ like "$(cat "$log")" "restored snapshot [0-9]{8}T[0-9]{6}Z-[0-9a-f]{8} \\(full" 
 like "$(cat "$log")" "The restored database is exactly what it was at" \
     "and every table is as it was at the moment it chose"
 unlike "$(cat "$log")" "MISMATCH" "without a mismatch"
+like "$(cat "$log")" "binlog mariadb-bin\.[0-9]+: archived copy identical to the server's" \
+    "the MariaDB part: archived binlog files identical to the server's"
+like "$(cat "$log")" "snapshot [0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}: .*shop.orders [0-9]+ rows" \
+    "and a MariaDB snapshot checked table by table"
 ((status == 0)) || sed 's/^/# /' "$log" | tail -40
 done_testing

@@ -1,0 +1,238 @@
+/*
+ * test_binlog.c
+ *		The binlog pieces the agent and the bk tool share: event headers and
+ *		CRC-32, the chain check over a range, GTID state (events, lists with
+ *		several servers per domain, text round trip), range names and file
+ *		order.  Events are built here byte by byte as MariaDB lays them out.
+ */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "bk_binlog.h"
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) v;
+	p[1] = (uint8_t) (v >> 8);
+	p[2] = (uint8_t) (v >> 16);
+	p[3] = (uint8_t) (v >> 24);
+}
+
+static void
+put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t) v);
+	put_le32(p + 4, (uint32_t) (v >> 32));
+}
+
+/*
+ * make_event
+ *		An event of body_len bytes at file offset, with a CRC-32; returns
+ *		its length.
+ */
+static size_t
+make_event(uint8_t *out, uint8_t type, uint32_t server, uint64_t offset,
+		   const uint8_t *body, size_t body_len)
+{
+	size_t len = BK_BINLOG_HEADER_LEN + body_len + BK_BINLOG_CHECKSUM_LEN;
+	uLong crc;
+
+	put_le32(out, 1764000000);
+	out[4] = type;
+	put_le32(out + 5, server);
+	put_le32(out + 9, (uint32_t) len);
+	put_le32(out + 13, (uint32_t) (offset + len));
+	out[17] = 0;
+	out[18] = 0;
+	memcpy(out + BK_BINLOG_HEADER_LEN, body, body_len);
+	crc = crc32(crc32(0L, Z_NULL, 0), out, (uInt) (len - 4));
+	put_le32(out + len - 4, (uint32_t) crc);
+	return len;
+}
+
+static size_t
+make_gtid(uint8_t *out, uint64_t offset, uint32_t domain, uint32_t server,
+		  uint64_t seq)
+{
+	uint8_t body[13];
+
+	put_le64(body, seq);
+	put_le32(body + 8, domain);
+	body[12] = 0;
+	return make_event(out, BK_BINLOG_GTID_EVENT, server, offset, body,
+					  sizeof(body));
+}
+
+static void
+test_header_and_crc(void **state)
+{
+	uint8_t event[64];
+	uint8_t body[5] = {1, 2, 3, 4, 5};
+	size_t len = make_event(event, 2, 7, 4, body, sizeof(body));
+	BkBinlogEventHeader header;
+	BkError err;
+
+	assert_true(bk_binlog_header_parse(event, len, &header, &err));
+	assert_int_equal(header.type, 2);
+	assert_int_equal(header.server_id, 7);
+	assert_int_equal(header.length, len);
+	assert_int_equal(header.next_pos, 4 + len);
+	assert_true(bk_binlog_crc_ok(event, len));
+	event[20] ^= 1;
+	assert_false(bk_binlog_crc_ok(event, len));
+	assert_false(bk_binlog_header_parse(event, 10, &header, &err));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+}
+
+typedef struct Walked
+{
+	int events;
+	uint64_t last_offset;
+} Walked;
+
+static bool
+count_events(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
+			 const uint8_t *event, BkError *err)
+{
+	Walked *walked = arg;
+
+	walked->events++;
+	walked->last_offset = offset;
+	return true;
+}
+
+static void
+test_walk(void **state)
+{
+	uint8_t file[256];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	uint8_t body[8] = {0};
+	int alg = BK_BINLOG_CHECKSUM_CRC32;
+	Walked walked = {0};
+	BkError err;
+
+	memcpy(file, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	len += make_event(file + len, 2, 1, len, body, sizeof(body));
+	len += make_gtid(file + len, len, 0, 1, 5);
+	len += make_event(file + len, BK_BINLOG_XID_EVENT, 1, len, body, 8);
+	assert_true(bk_binlog_walk("b.000001", 0, file, len, &alg, count_events,
+							   &walked, &err));
+	assert_int_equal(walked.events, 3);
+
+	/* A range starting later: the same events, offsets as in the file. */
+	walked.events = 0;
+	assert_true(bk_binlog_walk("b.000001", 4, file + 4, len - 4, &alg,
+							   count_events, &walked, &err));
+	assert_int_equal(walked.events, 3);
+
+	/* The magic is required at 0; an event cut short; a CRC; a chain. */
+	assert_false(bk_binlog_walk("b.000001", 0, file + 4, len - 4, &alg, NULL,
+								NULL, &err));
+	assert_non_null(strstr(err.message, "magic"));
+	assert_false(
+		bk_binlog_walk("b.000001", 0, file, len - 1, &alg, NULL, NULL, &err));
+	assert_non_null(strstr(err.message, "only"));
+	file[30] ^= 0x40;
+	assert_false(
+		bk_binlog_walk("b.000001", 0, file, len, &alg, NULL, NULL, &err));
+	assert_non_null(strstr(err.message, "CRC-32"));
+	file[30] ^= 0x40;
+	assert_false(bk_binlog_walk("b.000001", 8, file + 4, len - 4, &alg, NULL,
+								NULL, &err));
+	assert_non_null(strstr(err.message, "missing or out of place"));
+}
+
+static void
+test_gtid_state(void **state)
+{
+	uint8_t event[64];
+	uint8_t list[4 + 4 * 16];
+	uint8_t list_event[128];
+	size_t len;
+	BkGtidState gtid = {0};
+	BkGtidState parsed;
+	char text[256];
+	BkError err;
+
+	len = make_gtid(event, 4, 1, 2, 7);
+	assert_true(bk_gtid_state_apply(&gtid, event, len, &err));
+	len = make_gtid(event, 4, 0, 1, 42);
+	assert_true(bk_gtid_state_apply(&gtid, event, len, &err));
+	len = make_gtid(event, 4, 0, 3, 43);
+	assert_true(bk_gtid_state_apply(&gtid, event, len, &err));
+	assert_true(bk_gtid_state_format(&gtid, text, sizeof(text)));
+	assert_string_equal(text, "0-3-43,1-2-7");
+	assert_true(bk_gtid_state_parse(text, &parsed, &err));
+	assert_int_equal(parsed.count, 2);
+	assert_true(parsed.gtids[0].seq == 43 && parsed.gtids[1].server == 2);
+
+	/* A list with two servers in domain 0: the higher sequence wins. */
+	put_le32(list, 4);
+	put_le32(list + 4, 0), put_le32(list + 8, 3), put_le64(list + 12, 43);
+	put_le32(list + 20, 0), put_le32(list + 24, 1), put_le64(list + 28, 40);
+	put_le32(list + 36, 1), put_le32(list + 40, 2), put_le64(list + 44, 7);
+	put_le32(list + 52, 5), put_le32(list + 56, 9), put_le64(list + 60, 1);
+	len = make_event(list_event, BK_BINLOG_GTID_LIST_EVENT, 1, 4, list,
+					 sizeof(list));
+	assert_true(bk_gtid_state_apply(&gtid, list_event, len, &err));
+	assert_true(bk_gtid_state_format(&gtid, text, sizeof(text)));
+	assert_string_equal(text, "0-3-43,1-2-7,5-9-1");
+
+	assert_true(bk_gtid_state_parse("", &parsed, &err));
+	assert_int_equal(parsed.count, 0);
+	assert_false(bk_gtid_state_parse("0-1", &parsed, &err));
+	assert_false(bk_gtid_state_parse("0-1-2,0-1-3", &parsed, &err));
+	assert_non_null(strstr(err.message, "twice"));
+	assert_false(bk_gtid_state_parse("0-1-x", &parsed, &err));
+}
+
+static void
+test_names(void **state)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t start, end;
+
+	assert_true(bk_binlog_range_name("mariadb-bin.000042", 0, 16384, name,
+									 sizeof(name)));
+	assert_string_equal(name, "mariadb-bin.000042/0000000000-0000016384");
+	assert_true(bk_object_name_valid(name, strlen(name)));
+	assert_true(bk_binlog_range_parse(name, file, sizeof(file), &start, &end));
+	assert_string_equal(file, "mariadb-bin.000042");
+	assert_true(start == 0 && end == 16384);
+
+	assert_false(
+		bk_binlog_range_name("mariadb-bin.000042", 10, 10, name, sizeof(name)));
+	assert_false(bk_binlog_range_name("../x.1", 0, 1, name, sizeof(name)));
+	assert_false(bk_binlog_range_name("nodigits", 0, 1, name, sizeof(name)));
+	assert_false(bk_binlog_range_parse("mariadb-bin.000042/0000000004", file,
+									   sizeof(file), &start, &end));
+	assert_false(
+		bk_binlog_range_parse("mariadb-bin.000042/0000000009-0000000004", file,
+							  sizeof(file), &start, &end));
+	assert_false(bk_binlog_range_parse("x/0000000000-00000000a4", file,
+									   sizeof(file), &start, &end));
+
+	assert_true(bk_binlog_file_compare("b.000009", "b.000010") < 0);
+	assert_true(bk_binlog_file_compare("b.999999", "b.1000000") < 0);
+	assert_int_equal(bk_binlog_file_compare("b.000010", "b.000010"), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_header_and_crc),
+		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_gtid_state),
+		cmocka_unit_test(test_names),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

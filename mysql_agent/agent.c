@@ -546,11 +546,20 @@ agent_status_json(Agent *agent)
 			now - status->caught_up_at_ms < 3 * agent->config.heartbeat;
 		int64_t lag = now / 1000 - (int64_t) status->archived_event_time;
 
+		/*
+		 * The archive's lag behind the server is the current RPO: what a
+		 * loss of the server now would lose, in seconds of changes.
+		 */
 		json_object_set_new(obj, "lag_seconds",
+							json_integer(caught_up ? 0 : (lag > 0 ? lag : 0)));
+		json_object_set_new(obj, "rpo_seconds",
 							json_integer(caught_up ? 0 : (lag > 0 ? lag : 0)));
 	}
 	else
+	{
 		json_object_set_new(obj, "lag_seconds", json_null());
+		json_object_set_new(obj, "rpo_seconds", json_null());
+	}
 	json_object_set_new(obj, "last_error",
 						status->last_error[0] ? json_string(status->last_error)
 											  : json_null());

@@ -569,6 +569,28 @@ ok $? "... byte-identical to mariadb-binlog --read-from-remote-server --raw" ||
     diag "$(cmp "$dir/out/$crashed.crashed" "$dir/remote-$crashed" 2>&1; cat "$dir/remote.err")"
 is "$(gaps)" "$gaps_before" "across a server crash: no new gap"
 
+# ---------------------------------------------------------------- the broker down 30 s
+# The agent cannot send: it retries the same range and reads no further
+# (the server keeps the binlog); nothing is lost or skipped once Kafka is
+# back.
+
+mark="$(current_file)"
+gaps_before="$(gaps)"
+"$SERVICES" stop kafka >/dev/null 2>&1
+ok $? "Kafka stopped"
+down_at=$SECONDS
+batches 2 5 >/dev/null
+workload 5 >/dev/null
+wait_for 40 "the agent to notice" grep -q 'sending binlog range' "$alog"
+ok $? "the agent reports that it cannot send"
+sleep $((30 - (SECONDS - down_at) > 0 ? 30 - (SECONDS - down_at) : 0))
+"$SERVICES" start kafka >/dev/null 2>&1
+ok $? "Kafka back after $((SECONDS - down_at)) s"
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "across 30 s without Kafka" "${files[@]}"
+is "$(gaps)" "$gaps_before" "across 30 s without Kafka: no new gap"
+
 # ---------------------------------------------------------------- no plaintext
 
 timeout 60 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \

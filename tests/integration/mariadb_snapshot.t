@@ -266,6 +266,24 @@ wait_for 15 "the agent cancels the killed snapshot" cancelled
 ok $? "the agent cancels the snapshot whose caller went away"
 wait "$locker"
 
+# bk_snapshot_cancel(id) of a snapshot started with wait=false, waiting for a
+# table lock held elsewhere.
+(my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(6)" >/dev/null) &
+locker=$!
+sleep 1
+out="$(my "SELECT bk_snapshot('{\"wait\": false, \"label\": \"to-cancel\"}')")"
+like "$out" '"state":"running"' "bk_snapshot(wait=false) returns at once, running" || diag "$out"
+cancel_id="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$out")"
+out="$(my "SELECT bk_snapshot_cancel('$cancel_id')")"
+like "$out" '"cancel_requested":true' "bk_snapshot_cancel(id) is accepted" || diag "$out"
+cancelled_by_id() { my 'SELECT bk_status()' | grep -q "\"snapshot_id\":\"$cancel_id\",\"state\":\"cancelled\"\|\"state\":\"cancelled\".*$cancel_id"; }
+wait_for 20 "the snapshot cancelled" cancelled_by_id
+ok $? "... and the snapshot ends cancelled" || diag "$(my 'SELECT bk_status()')"
+like "$(my "SELECT bk_snapshot_cancel('20000101T000000Z-00000000')")" 'ERROR.*no snapshot' \
+    "cancelling an unknown id is an error"
+wait "$locker"
+like "$(my 'SELECT bk_status()')" '"rpo_seconds":[0-9]+' "bk_status() reports the current RPO"
+
 # ---------------------------------------------------------------- once, and who
 before="$(grep -c 'snapshot .* started' "$dir/agent.log")"
 out="$(my "SELECT bk_snapshot('label=five') FROM $db.seq_1_to_5")"

@@ -3,7 +3,7 @@
 # bk-shipper into the repository, against mariadb-dump | lz4 | openssl and
 # mariabackup, all on the same database in the same run; then the binlog lag
 # under sysbench oltp_write_only: commit to acknowledged in Kafka and to
-# durable in the repository, with range_interval 1s (the default) and 200ms.
+# durable in the repository, with range_interval 500ms (the default) and 1s.
 #
 # Usage: bench/mariadb.sh   (as root: like scripts/services, mariadbd then
 #                            runs as root and mariabackup reads its datadir)
@@ -82,7 +82,7 @@
 #   MDB_LAG_THREADS   sysbench threads during the lag measurement [2]
 #   MDB_LAG_RATE      sysbench --rate (transactions/s, 0: as fast as it
 #                     goes) [0]
-#   MDB_INTERVALS     agent range_interval values for the lag ["1s 200ms"]
+#   MDB_INTERVALS     agent range_interval values for the lag ["500ms 1s"]
 #   MDB_PERF          1: after the timed runs, one more bk snapshot under
 #                     perf record (agent and mariadbd), report printed [1]
 #   MDB_KEEP          1: keep the work directory [0]
@@ -101,7 +101,7 @@ BUFFER_POOL=${MDB_BUFFER_POOL:-4G}
 LAG_SECONDS=${MDB_LAG_SECONDS:-60}
 LAG_THREADS=${MDB_LAG_THREADS:-2}
 LAG_RATE=${MDB_LAG_RATE:-0}
-read -r -a INTERVALS <<<"${MDB_INTERVALS:-1s 200ms}"
+read -r -a INTERVALS <<<"${MDB_INTERVALS:-500ms 1s}"
 PERF=${MDB_PERF:-1}
 KEEP=${MDB_KEEP:-0}
 
@@ -619,10 +619,10 @@ make_database
 
 section "bk: agent and shipper"
 my "FLUSH BINARY LOGS" # the agent starts at the current file: the load's binlog is not archived
-agent_conf "$WORK/agent.conf" 1s
+agent_conf "$WORK/agent.conf" 500ms
 start_agent "$WORK/agent.conf" 0
 start_shipper
-echo "agent pid $AGENT_PID (range_interval 1s), shipper pid $SHIPPER_PID, source $SOURCE, topics $BK_PREFIX.*, repository $BK_REPO"
+echo "agent pid $AGENT_PID (range_interval 500ms), shipper pid $SHIPPER_PID, source $SOURCE, topics $BK_PREFIX.*, repository $BK_REPO"
 
 for ((run = 1; run <= RUNS; run++)); do
     shift_by=$(((run - 1) % ${#CONTENDERS[@]}))

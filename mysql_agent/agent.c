@@ -55,7 +55,7 @@ static const char usage_text[] =
 	"  mysql_socket | mysql_host, mysql_port\n"
 	"  mysql_user           [root]  mysql_password_file (mode 0600)\n"
 	"  server_id            replica id to register with (unique, non-zero)\n"
-	"  range_size [16MiB]   range_interval [1s]   heartbeat [1s]\n"
+	"  range_size [16MiB]   range_interval [500ms]   heartbeat [1s]\n"
 	"  start_binlog         first file when the archive is empty [current]\n"
 	"  state_dir            [" AGENT_STATE_DIR_DEFAULT "]\n"
 	"  control_socket       [" AGENT_CONTROL_SOCKET_DEFAULT "]\n"

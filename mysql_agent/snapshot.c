@@ -466,6 +466,34 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 	"('information_schema', 'performance_schema', 'sys', 'mysql')"
 
 /*
+ * show_create
+ *		"SHOW CREATE <what> `db`[.`name`]" on the control connection, its
+ *		result stored; NULL with err set on failure.  Names are quoted, never
+ *		pasted.
+ */
+static MYSQL_RES *
+show_create(SnapRun *run, const char *what, const char *db, const char *name,
+			BkError *err)
+{
+	char quoted_db[2 * 256 + 3];
+	char quoted_name[2 * 256 + 3];
+	char sql[1200];
+
+	if (!quote_ident(quoted_db, sizeof(quoted_db), db) ||
+		(name != NULL && !quote_ident(quoted_name, sizeof(quoted_name), name)))
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "name too long: `%s`.`%s`", db,
+					 name ? name : "");
+		return NULL;
+	}
+	if (name != NULL)
+		snprintf(sql, sizeof(sql), "%s %s.%s", what, quoted_db, quoted_name);
+	else
+		snprintf(sql, sizeof(sql), "%s %s", what, quoted_db);
+	return run_query(run, run->control, sql, true, err);
+}
+
+/*
  * capture_list
  *		For each row of a listing query, SHOW CREATE ... of the object it
  *		names, into an array of the schema: fields are the SHOW columns kept
@@ -495,18 +523,12 @@ capture_list(SnapRun *run, const ShowSpec *spec, BkError *err)
 	}
 	while ((row = mysql_fetch_row(list)) != NULL)
 	{
-		char db[2 * 256 + 3], name[2 * 256 + 3];
-		char sql[1200];
 		MYSQL_RES *res;
 		MYSQL_ROW show;
 		unsigned long *lengths;
 		json_t *item;
 
-		if (!quote_ident(db, sizeof(db), row[0]) ||
-			!quote_ident(name, sizeof(name), row[1]))
-			continue;
-		snprintf(sql, sizeof(sql), "%s %s.%s", spec->show, db, name);
-		res = run_query(run, run->control, sql, true, err);
+		res = show_create(run, spec->show, row[0], row[1], err);
 		if (res == NULL)
 		{
 			mysql_free_result(list);
@@ -609,15 +631,10 @@ capture_databases(SnapRun *run, BkError *err)
 	}
 	while ((row = mysql_fetch_row(list)) != NULL)
 	{
-		char db[2 * 256 + 3];
-		char sql[600];
 		MYSQL_RES *res;
 		MYSQL_ROW show;
 
-		if (!quote_ident(db, sizeof(db), row[0]))
-			continue;
-		snprintf(sql, sizeof(sql), "SHOW CREATE DATABASE %s", db);
-		res = run_query(run, run->control, sql, true, err);
+		res = show_create(run, "SHOW CREATE DATABASE", row[0], NULL, err);
 		if (res == NULL)
 		{
 			mysql_free_result(list);
@@ -675,17 +692,11 @@ capture_tables(SnapRun *run, BkError *err)
 	while ((row = mysql_fetch_row(list)) != NULL)
 	{
 		SnapTable *t = &run->tables[run->table_count];
-		char db[2 * 256 + 3], name[2 * 256 + 3];
-		char sql[1200];
 		MYSQL_RES *res;
 		MYSQL_ROW show;
 		unsigned long *lengths;
 
-		if (!quote_ident(db, sizeof(db), row[0]) ||
-			!quote_ident(name, sizeof(name), row[1]))
-			continue;
-		snprintf(sql, sizeof(sql), "SHOW CREATE TABLE %s.%s", db, name);
-		res = run_query(run, run->control, sql, true, err);
+		res = show_create(run, "SHOW CREATE TABLE", row[0], row[1], err);
 		if (res == NULL)
 		{
 			mysql_free_result(list);
@@ -1037,9 +1048,8 @@ typedef struct Worker
 } Worker;
 
 /*
- * append_field
- *		One value in LOAD DATA's default form: tab-separated, backslash
- *		escapes for backslash, tab, newline and NUL, \N for NULL.
+ * buf_reserve
+ *		Room for more bytes in the part buffer.
  */
 static bool
 buf_reserve(Worker *w, size_t more, BkError *err)
@@ -1062,54 +1072,76 @@ buf_reserve(Worker *w, size_t more, BkError *err)
 	return true;
 }
 
+/*
+ * escape_of
+ *		What LOAD DATA's escape character must precede: 0 for a plain byte.
+ */
+static const uint8_t escape_of[256] = {
+	['\\'] = '\\',
+	['\t'] = 't',
+	['\n'] = 'n',
+	['\0'] = '0',
+};
+
+/*
+ * append_value
+ *		One value, escaped, at out; returns the end.  Runs of plain bytes are
+ *		copied whole: this loop is the hottest of a snapshot.
+ */
+static uint8_t *
+append_value(uint8_t *out, const uint8_t *in, size_t len)
+{
+	const uint8_t *end = in + len;
+
+	while (in < end)
+	{
+		const uint8_t *run = in;
+
+		while (in < end && escape_of[*in] == 0)
+			in++;
+		memcpy(out, run, (size_t) (in - run));
+		out += in - run;
+		if (in < end)
+		{
+			*out++ = '\\';
+			*out++ = escape_of[*in];
+			in++;
+		}
+	}
+	return out;
+}
+
+/*
+ * append_row
+ *		One row in LOAD DATA's default form: tab-separated, backslash
+ *		escapes for backslash, tab, newline and NUL, \N for NULL.
+ */
 static bool
 append_row(Worker *w, MYSQL_ROW row, unsigned long *lengths,
 		   unsigned int fields, BkError *err)
 {
 	size_t need = 1;
+	uint8_t *out;
 
 	for (unsigned int idx = 0; idx < fields; idx++)
 		need += row[idx] ? 2 * lengths[idx] + 1 : 3;
 	if (!buf_reserve(w, need, err))
 		return false;
+	out = w->buf + w->len;
 	for (unsigned int idx = 0; idx < fields; idx++)
 	{
 		if (idx > 0)
-			w->buf[w->len++] = '\t';
+			*out++ = '\t';
 		if (row[idx] == NULL)
 		{
-			w->buf[w->len++] = '\\';
-			w->buf[w->len++] = 'N';
-			continue;
+			*out++ = '\\';
+			*out++ = 'N';
 		}
-		for (unsigned long pos = 0; pos < lengths[idx]; pos++)
-		{
-			uint8_t c = (uint8_t) row[idx][pos];
-
-			switch (c)
-			{
-				case '\\':
-					w->buf[w->len++] = '\\';
-					w->buf[w->len++] = '\\';
-					break;
-				case '\t':
-					w->buf[w->len++] = '\\';
-					w->buf[w->len++] = 't';
-					break;
-				case '\n':
-					w->buf[w->len++] = '\\';
-					w->buf[w->len++] = 'n';
-					break;
-				case '\0':
-					w->buf[w->len++] = '\\';
-					w->buf[w->len++] = '0';
-					break;
-				default:
-					w->buf[w->len++] = c;
-			}
-		}
+		else
+			out = append_value(out, (const uint8_t *) row[idx], lengths[idx]);
 	}
-	w->buf[w->len++] = '\n';
+	*out++ = '\n';
+	w->len = (size_t) (out - w->buf);
 	return true;
 }
 

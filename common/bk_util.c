@@ -66,8 +66,8 @@ write_loop(int fd, const void *buf, size_t len, int64_t offset,
 
 	while (len > 0)
 	{
-		ssize_t written = offset < 0 ? write(fd, p, len)
-									 : pwrite(fd, p, len, (off_t) offset);
+		ssize_t written =
+			offset < 0 ? write(fd, p, len) : pwrite(fd, p, len, (off_t) offset);
 
 		if (written < 0)
 		{

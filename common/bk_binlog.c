@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <zlib.h>
 
@@ -371,6 +372,85 @@ bk_binlog_walk(const char *file, uint64_t file_offset, const uint8_t *data,
 			return false;
 		pos += header.length;
 	}
+	return true;
+}
+
+/*
+ * query_ends_group
+ *		Is the text of a Query event one that ends a group?
+ */
+static bool
+query_ends_group(const uint8_t *event, size_t len, int checksum_alg)
+{
+	/* thread id 4, exec time 4, db length 1, error code 2, status length 2 */
+	const size_t post_header = 13;
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+	size_t body_len = len - BK_BINLOG_HEADER_LEN;
+	size_t text_at;
+	const char *text;
+	size_t text_len;
+
+	if (checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
+	{
+		if (body_len < BK_BINLOG_CHECKSUM_LEN)
+			return false;
+		body_len -= BK_BINLOG_CHECKSUM_LEN;
+	}
+	if (body_len < post_header)
+		return false;
+	text_at = post_header + get_le16(body + 11) + body[8] + 1;
+	if (text_at > body_len)
+		return false;
+	text = (const char *) body + text_at;
+	text_len = body_len - text_at;
+	if ((text_len == 6 && strncasecmp(text, "COMMIT", 6) == 0) ||
+		(text_len == 8 && strncasecmp(text, "ROLLBACK", 8) == 0))
+		return true;
+	return (text_len > 10 && strncasecmp(text, "XA COMMIT ", 10) == 0) ||
+		   (text_len > 12 && strncasecmp(text, "XA ROLLBACK ", 12) == 0);
+}
+
+/*
+ * bk_binlog_txn_feed
+ *		Follow groups event by event.
+ */
+bool
+bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
+				   int checksum_alg, bool *ended, BkError *err)
+{
+	BkBinlogEventHeader header;
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+
+	*ended = false;
+	if (!bk_binlog_header_parse(event, len, &header, err))
+		return false;
+	switch (header.type)
+	{
+		case BK_BINLOG_GTID_EVENT:
+			/* seq 8, domain 4, flags 1 */
+			if (len < BK_BINLOG_HEADER_LEN + 13)
+				return bk_error_set(err, BK_ERR_FORMAT, "GTID event truncated");
+			txn->in_group = true;
+			txn->gtid.seq = get_le64(body);
+			txn->gtid.domain = get_le32(body + 8);
+			txn->gtid.server = header.server_id;
+			txn->standalone = (body[12] & 0x01) != 0;
+			txn->start_time = header.timestamp;
+			break;
+		case BK_BINLOG_XID_EVENT:
+		case BK_BINLOG_XA_PREPARE_EVENT:
+			*ended = txn->in_group;
+			break;
+		case BK_BINLOG_QUERY_EVENT:
+			*ended =
+				txn->in_group &&
+				(txn->standalone || query_ends_group(event, len, checksum_alg));
+			break;
+		default:
+			break;
+	}
+	if (*ended)
+		txn->in_group = false;
 	return true;
 }
 

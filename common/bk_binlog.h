@@ -35,8 +35,10 @@
 /* Event types bk looks at (MariaDB's numbering). */
 #define BK_BINLOG_STOP_EVENT               3
 #define BK_BINLOG_ROTATE_EVENT             4
+#define BK_BINLOG_QUERY_EVENT              2
 #define BK_BINLOG_FORMAT_DESCRIPTION_EVENT 15
 #define BK_BINLOG_XID_EVENT                16
+#define BK_BINLOG_XA_PREPARE_EVENT         38
 #define BK_BINLOG_HEARTBEAT_EVENT          27
 #define BK_BINLOG_GTID_EVENT               162
 #define BK_BINLOG_GTID_LIST_EVENT          163
@@ -124,6 +126,35 @@ typedef bool (*BkBinlogEventFn)(void *arg, uint64_t offset,
 extern bool bk_binlog_walk(const char *file, uint64_t file_offset,
 						   const uint8_t *data, size_t len, int *checksum_alg,
 						   BkBinlogEventFn fn, void *arg, BkError *err);
+
+/*
+ * Transactions ("event groups") as they pass, event by event.  In MariaDB
+ * every group starts with a GTID event.  A standalone group (flag 1 of the
+ * GTID event: DDL, and statements on engines without transactions) is
+ * that event and one Query event; any other group ends with an XID event
+ * (commit of a transactional engine), a Query event "COMMIT" or
+ * "ROLLBACK" (other engines), an XA PREPARE event, or a Query event
+ * "XA COMMIT ..." / "XA ROLLBACK ...".  A group's end is where a restore
+ * may stop: the binlog is in commit order, so everything before the end
+ * of a group committed before it.
+ */
+typedef struct BkBinlogTxn
+{
+	bool in_group;
+	bool standalone;
+	BkGtid gtid;         /* of the group in progress, or of the last ended */
+	uint32_t start_time; /* timestamp of its GTID event */
+} BkBinlogTxn;
+
+/*
+ * Feed one complete event (as bk_binlog_walk visits it); *ended says
+ * whether it ends a group, whose GTID is then txn->gtid.  An event that
+ * ends a group it is not in (a COMMIT with no GTID before it in what was
+ * fed) is not an end: feeding starts at a group boundary.
+ */
+extern bool bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event,
+							   size_t len, int checksum_alg, bool *ended,
+							   BkError *err);
 
 /* "mariadb-bin.000042": a name bk accepts as a binlog file name. */
 extern bool bk_binlog_file_name_valid(const char *name);

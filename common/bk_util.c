@@ -413,3 +413,28 @@ bk_strlcpy(char *dst, const char *src, size_t size)
 	memcpy(dst, src, len);
 	dst[len] = '\0';
 }
+
+/*
+ * bk_sql_quote_ident
+ *		`name` with backticks doubled: the one way an identifier enters SQL.
+ */
+bool
+bk_sql_quote_ident(char *out, size_t out_len, const char *name)
+{
+	size_t used = 0;
+
+	if (out_len < 3)
+		return false;
+	out[used++] = '`';
+	for (const char *p = name; *p; p++)
+	{
+		if (used + 3 >= out_len)
+			return false;
+		if (*p == '`')
+			out[used++] = '`';
+		out[used++] = *p;
+	}
+	out[used++] = '`';
+	out[used] = '\0';
+	return true;
+}

@@ -123,4 +123,10 @@ extern bool bk_parse_u64(const char *text, uint64_t *value);
 /* Copy with truncation, always NUL-terminated. */
 extern void bk_strlcpy(char *dst, const char *src, size_t size);
 
+/*
+ * A MariaDB identifier quoted for SQL (`name`, backticks doubled); false
+ * when out_len is too small.
+ */
+extern bool bk_sql_quote_ident(char *out, size_t out_len, const char *name);
+
 #endif /* BK_UTIL_H */

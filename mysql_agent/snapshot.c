@@ -105,31 +105,6 @@ typedef struct SnapRun
 /* ------------------------------------------------------------ helpers */
 
 /*
- * quote_ident
- *		`name` with backticks doubled: the one way an identifier enters SQL.
- */
-static bool
-quote_ident(char *out, size_t out_len, const char *name)
-{
-	size_t used = 0;
-
-	if (out_len < 3)
-		return false;
-	out[used++] = '`';
-	for (const char *p = name; *p; p++)
-	{
-		if (used + 3 >= out_len)
-			return false;
-		if (*p == '`')
-			out[used++] = '`';
-		out[used++] = *p;
-	}
-	out[used++] = '`';
-	out[used] = '\0';
-	return true;
-}
-
-/*
  * json_text
  *		A JSON string for server text; text that is not UTF-8 (a binary
  *		default in a definition) travels as {"hex": ...}.
@@ -479,8 +454,9 @@ show_create(SnapRun *run, const char *what, const char *db, const char *name,
 	char quoted_name[2 * 256 + 3];
 	char sql[1200];
 
-	if (!quote_ident(quoted_db, sizeof(quoted_db), db) ||
-		(name != NULL && !quote_ident(quoted_name, sizeof(quoted_name), name)))
+	if (!bk_sql_quote_ident(quoted_db, sizeof(quoted_db), db) ||
+		(name != NULL &&
+		 !bk_sql_quote_ident(quoted_name, sizeof(quoted_name), name)))
 	{
 		bk_error_set(err, BK_ERR_INTERNAL, "name too long: `%s`.`%s`", db,
 					 name ? name : "");
@@ -789,7 +765,7 @@ capture_tables(SnapRun *run, BkError *err)
 		used = (size_t) snprintf(sql, cap, "SELECT ");
 		json_array_foreach(t->dumped_columns, colIdx, col)
 		{
-			quote_ident(quoted, sizeof(quoted), json_string_value(col));
+			bk_sql_quote_ident(quoted, sizeof(quoted), json_string_value(col));
 			used += (size_t) snprintf(sql + used, cap - used, "%s%s",
 									  colIdx ? ", " : "", quoted);
 		}
@@ -809,9 +785,9 @@ capture_tables(SnapRun *run, BkError *err)
 									  json_string("ROW_END"));
 			}
 		}
-		quote_ident(quoted, sizeof(quoted), t->database);
+		bk_sql_quote_ident(quoted, sizeof(quoted), t->database);
 		used += (size_t) snprintf(sql + used, cap - used, " FROM %s.", quoted);
-		quote_ident(quoted, sizeof(quoted), t->name);
+		bk_sql_quote_ident(quoted, sizeof(quoted), t->name);
 		snprintf(sql + used, cap - used, "%s%s", quoted,
 				 versioned ? " FOR SYSTEM_TIME ALL" : "");
 		t->select_sql = sql;
@@ -1016,8 +992,8 @@ consistent_point(SnapRun *run, BkError *err)
 			char sql[1100];
 			MYSQL_RES *touch;
 
-			quote_ident(db, sizeof(db), t->database);
-			quote_ident(name, sizeof(name), t->name);
+			bk_sql_quote_ident(db, sizeof(db), t->database);
+			bk_sql_quote_ident(name, sizeof(name), t->name);
 			snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.%s LIMIT 0", db, name);
 			touch = run_query(run, run->readers[idx], sql, true, err);
 			if (touch == NULL)

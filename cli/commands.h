@@ -147,6 +147,8 @@ extern int bk_cmd_wal_get(int argc, char **argv);
 extern int bk_cmd_list(int argc, char **argv);
 extern int bk_cmd_verify(int argc, char **argv);
 extern int bk_cmd_restore(int argc, char **argv);
+/* bk restore of each engine; bk_cmd_restore picks one. */
+extern int bk_pg_restore(int argc, char **argv);
 extern int bk_cmd_expire(int argc, char **argv);
 extern int bk_cmd_binlog_get(int argc, char **argv);
 extern int bk_cmd_snapshot_get(int argc, char **argv);

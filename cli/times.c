@@ -34,6 +34,12 @@ days_in_month(int year, int month)
 bool
 bk_parse_timestamp(const char *text, int64_t *us)
 {
+	return bk_parse_timestamp_zone(text, false, us);
+}
+
+bool
+bk_parse_timestamp_zone(const char *text, bool default_utc, int64_t *us)
+{
 	const char *p = text;
 	struct tm tm = {0};
 	int year;
@@ -114,7 +120,7 @@ bk_parse_timestamp(const char *text, int64_t *us)
 	tm.tm_hour = hour;
 	tm.tm_min = minute;
 	tm.tm_sec = second;
-	if (has_zone)
+	if (has_zone || default_utc)
 		seconds = timegm(&tm) - (time_t) offset_s;
 	else
 	{

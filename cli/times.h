@@ -23,6 +23,10 @@
  */
 extern bool bk_parse_timestamp(const char *text, int64_t *us);
 
+/* The same, taking a time without a zone as UTC when default_utc. */
+extern bool bk_parse_timestamp_zone(const char *text, bool default_utc,
+									int64_t *us);
+
 /* "2026-11-24T05:12:00.123456Z" */
 extern void bk_format_timestamp(int64_t us, char *out, size_t out_len);
 

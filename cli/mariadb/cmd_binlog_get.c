@@ -22,6 +22,7 @@
 #include "binlog_catalog.h"
 #include "bk_util.h"
 #include "commands.h"
+#include "mariadb.h"
 
 static const char binlog_get_help[] =
 	"Usage: bk binlog-get --source S [OPTIONS] FILE OUT\n"
@@ -40,21 +41,25 @@ static const char binlog_get_help[] =
 
 typedef struct RebuildState
 {
-	const char *file;
 	int checksum_alg;
 	uint64_t events;
+	BkBinlogEventFn fn;
+	void *arg;
 } RebuildState;
 
 /*
- * count_event
- *		Visit one checked event (BkBinlogEventFn).
+ * visit_event
+ *		Count one checked event and pass it on (BkBinlogEventFn).
  */
 static bool
-count_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
+visit_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 			const uint8_t *event, BkError *err)
 {
-	((RebuildState *) arg)->events++;
-	return true;
+	RebuildState *state = arg;
+
+	state->events++;
+	return state->fn == NULL ||
+		   state->fn(state->arg, offset, header, event, err);
 }
 
 /*
@@ -104,13 +109,18 @@ refuse_incomplete(const BinlogFile *file, const char *source, BkError *err)
 }
 
 /*
- * rebuild
+ * mariadb_binlog_rebuild
  *		Decrypt the chain into fd, then compare the ranges off the chain.
  */
-static bool
-rebuild(BkCommandContext *ctx, const char *source, const BinlogFile *file,
-		int fd, const char *tmp_path, RebuildState *state, BkError *err)
+bool
+mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
+					   BkDecoder *decoder, const BinlogFile *file, int fd,
+					   const char *tmp_path, uint64_t *events,
+					   BkBinlogEventFn fn, void *arg, BkError *err)
 {
+	RebuildState rebuilt = {BK_BINLOG_CHECKSUM_OFF, 0, fn, arg};
+	RebuildState *state = &rebuilt;
+
 	for (int pass = 0; pass < 2; pass++)
 	{
 		for (int idx = 0; idx < file->range_count; idx++)
@@ -121,11 +131,13 @@ rebuild(BkCommandContext *ctx, const char *source, const BinlogFile *file,
 			size_t len = 0;
 			bool ok;
 
-			if (range->in_chain != (pass == 0))
+			/* Ranges beyond a gap are not part of what is rebuilt. */
+			if (range->in_chain != (pass == 0) ||
+				(pass == 1 && range->start >= file->covered_end))
 				continue;
-			if (!bk_repo_decrypt_to_memory(
-					ctx->repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
-					range->name, ctx->decoder, (size_t) want, &data, &len, err))
+			if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
+										   BK_KIND_BINLOG, range->name, decoder,
+										   (size_t) want, &data, &len, err))
 				return bk_error_prefix(err, "binlog range %s: ", range->name);
 			if (len != want)
 			{
@@ -138,7 +150,7 @@ rebuild(BkCommandContext *ctx, const char *source, const BinlogFile *file,
 			if (pass == 0)
 			{
 				ok = bk_binlog_walk(file->name, range->start, data, len,
-									&state->checksum_alg, count_event, state,
+									&state->checksum_alg, visit_event, state,
 									err) &&
 					 bk_pwrite_all(fd, data, len, range->start, tmp_path, err);
 			}
@@ -174,6 +186,7 @@ rebuild(BkCommandContext *ctx, const char *source, const BinlogFile *file,
 				return false;
 		}
 	}
+	*events = state->events;
 	return true;
 }
 
@@ -186,7 +199,7 @@ bk_cmd_binlog_get(int argc, char **argv)
 	BkCommandContext ctx = {0};
 	BinlogCatalog catalog = {0};
 	const BinlogFile *file;
-	RebuildState state = {0};
+	uint64_t events = 0;
 	char tmp_path[4096];
 	int fd = -1;
 	BkError err;
@@ -242,9 +255,8 @@ bk_cmd_binlog_get(int argc, char **argv)
 					 strerror(errno));
 		goto fail;
 	}
-	state.file = file->name;
-	state.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
-	if (!rebuild(&ctx, source, file, fd, tmp_path, &state, &err))
+	if (!mariadb_binlog_rebuild(ctx.repo, source, ctx.decoder, file, fd,
+								tmp_path, &events, NULL, NULL, &err))
 		goto fail;
 	if (fsync(fd) != 0)
 	{
@@ -259,8 +271,8 @@ bk_cmd_binlog_get(int argc, char **argv)
 	fprintf(stderr,
 			"%s: wrote %s (%" PRIu64 " bytes, %" PRIu64
 			" events, %d ranges) to %s\n",
-			argv[0], file->name, file->covered_end, state.events,
-			file->range_count, args[1]);
+			argv[0], file->name, file->covered_end, events, file->range_count,
+			args[1]);
 	/* status still holds BK_COMMAND_RUN (-1) from the argument parsing. */
 	status = BK_EXIT_OK;
 	goto done;

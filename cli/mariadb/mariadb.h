@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "binlog_catalog.h"
 #include "bk_frame.h"
 #include "repo.h"
 
@@ -19,5 +20,20 @@ extern bool mariadb_snapshot_check(const BkRepo *repo, const char *source,
 								   BkDecoder *decoder, const char *id,
 								   const char *out_dir,
 								   uint64_t *tables_checked, BkError *err);
+
+/*
+ * Rebuild the archived file from its ranges into fd (path for messages):
+ * the chain from 0 to file->covered_end, every chunk authenticated, every
+ * event walked (position, CRC-32) and passed to fn when not NULL; then
+ * every range sent again compared with the bytes it overlaps.  Ranges past
+ * a gap are left out.  *events counts the events.
+ */
+extern bool mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
+								   BkDecoder *decoder, const BinlogFile *file,
+								   int fd, const char *path, uint64_t *events,
+								   BkBinlogEventFn fn, void *arg, BkError *err);
+
+/* bk restore of a MariaDB source (restore.c). */
+extern int bk_mariadb_restore(int argc, char **argv);
 
 #endif /* BK_MARIADB_H */

@@ -34,13 +34,16 @@
 
 #include "bk_util.h"
 
+#include "engine.h"
 #include "restore.h"
 
 static const char *restore_help =
 	"Usage: bk restore --source S --pgdata DIR [TARGET] [OPTIONS]\n\n"
 	"Rebuilds a PostgreSQL data directory from the newest snapshot that ends "
 	"at or\nbefore the target, and configures recovery (restore_command = bk "
-	"wal-get) to\nreplay the archived WAL up to the target.\n\n"
+	"wal-get) to\nreplay the archived WAL up to the target.  (A MariaDB "
+	"source is restored\ninto a running server: bk restore --mysql-socket "
+	"PATH --help.)\n\n"
 	"Target (at most one; none: replay all archived WAL):\n"
 	"  --target-time TS      recovery_target_time (\"2026-11-24 05:12:00+00\"; "
 	"no\n                        zone: local time)\n"
@@ -242,8 +245,32 @@ parse_options(Restore *r, int argc, char **argv)
 	return BK_COMMAND_RUN;
 }
 
+/*
+ * refuse_other_engine
+ *		A MariaDB source restores into a server, not a data directory.
+ */
+static bool
+refuse_other_engine(Restore *r, BkError *err)
+{
+	const BkEngine *engine = bk_engine_for(r->repo, r->source, err);
+
+	if (engine == NULL)
+		return false;
+	if (engine == &bk_engine_mariadb)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"source \"%s\" is a MariaDB source: it is"
+							" restored into a running server, not a data"
+							" directory",
+							r->source) ||
+			   bk_error_hint(err,
+							 "bk restore --source %s --mysql-socket PATH"
+							 " (or --mysql-host H --mysql-port P).",
+							 r->source);
+	return true;
+}
+
 int
-bk_cmd_restore(int argc, char **argv)
+bk_pg_restore(int argc, char **argv)
 {
 	Restore *r = bk_cli_alloc_zero(1, sizeof(*r));
 	BkError err;
@@ -278,7 +305,8 @@ bk_cmd_restore(int argc, char **argv)
 	if (r->ring == NULL)
 		goto fail;
 	r->decoder = bk_decoder_new(r->ring, &err);
-	if (r->decoder == NULL || !restore_resolve_owner(r, &err) ||
+	if (r->decoder == NULL || !refuse_other_engine(r, &err) ||
+		!restore_resolve_owner(r, &err) ||
 		!bk_snapshot_catalog_load(r->repo, r->source, r->decoder, &r->catalog,
 								  &err) ||
 		!restore_choose_snapshot(r, &err) || !restore_check_wal_path(r, &err) ||

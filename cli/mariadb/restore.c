@@ -1,0 +1,734 @@
+/*
+ * restore.c
+ *		bk restore --source S --mysql-socket PATH ...: rebuild a MariaDB
+ *		server's databases as they were at a moment the archive covers.
+ *
+ * The newest complete snapshot at or before the target is loaded into the
+ * target server, and the archived binlog is replayed from the snapshot's
+ * coordinates to the end of the last transaction the target includes
+ * (restore_binlog.c decides where that is from the archive itself).  See
+ * restore.h for the steps.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bk_snapshot_format.h"
+#include "bk_util.h"
+#include "mariadb.h"
+#include "restore.h"
+#include "times.h"
+
+static const char restore_help[] =
+	"Usage: bk restore --source S (--mysql-socket PATH | --mysql-host H\n"
+	"                  [--mysql-port P]) [TARGET] [OPTIONS]\n"
+	"\n"
+	"Rebuilds the databases of MariaDB source S in the running server given\n"
+	"by --mysql-socket or --mysql-host, as they were at the target moment:\n"
+	"loads the newest complete snapshot at or before it, then replays the\n"
+	"archived binlog from the snapshot's coordinates up to the target.\n"
+	"Everything is decrypted and checked before the server is touched.\n"
+	"\n"
+	"Target (at most one; default: everything archived):\n"
+	"  --target-time TS          every transaction that committed at or "
+	"before\n"
+	"                            TS (ISO 8601; UTC unless it has a zone)\n"
+	"  --target-position F:POS   up to the end of the last transaction ending\n"
+	"                            at or before byte POS of binlog file F\n"
+	"  --target-gtid G           up to and including GTID G (per domain)\n"
+	"  --target immediate        the snapshot alone\n"
+	"  --target latest           everything archived (the default)\n"
+	"\n"
+	"Options:\n"
+	"  --source S                the source to restore (required)\n"
+	"  --mysql-socket PATH       the target server's Unix socket\n"
+	"  --mysql-host H            the target server's host (TCP)\n"
+	"  --mysql-port P            its port (default 3306)\n"
+	"  --mysql-user U            account to restore as (default root); it "
+	"needs\n"
+	"                            ALL PRIVILEGES ON *.* WITH GRANT OPTION\n"
+	"  --mysql-password-file F   its password (else from ~/.my.cnf, [client])\n"
+	"  --snapshot ID             restore this snapshot (must be at or before\n"
+	"                            the target)\n"
+	"  --jobs N                  tables loaded in parallel (default 2)\n"
+	"  --work-dir DIR            where the binlog is rebuilt for replay\n"
+	"                            (default $TMPDIR or /tmp)\n"
+	"  --force                   restore into a server that holds databases:\n"
+	"                            the snapshot's databases are dropped first,\n"
+	"                            and RESET MASTER if its binlog holds GTIDs\n"
+	"  --dry-run                 check everything and print the plan; change\n"
+	"                            nothing\n"
+	"\n"
+	"The target server must be empty (no database but mysql, sys and the\n"
+	"schemas of the server), have local_infile=ON, secure_timestamp other\n"
+	"than YES, and be of the snapshot's version or newer.\n"
+	"\n"
+	"Exit status: 0 restored; 1 the target is not restorable or the restore\n"
+	"failed (the server then holds the database bk_restore_incomplete, which\n"
+	"says which step failed); 2 usage; 3 configuration or key; 4 the archive\n"
+	"failed a check.\n"
+	"\n" BK_COMMON_HELP;
+
+enum
+{
+	OPT_SOURCE = OPT_COMMAND_BASE,
+	OPT_SOCKET,
+	OPT_HOST,
+	OPT_PORT,
+	OPT_USER,
+	OPT_PASSWORD_FILE,
+	OPT_SNAPSHOT,
+	OPT_TARGET,
+	OPT_TARGET_TIME,
+	OPT_TARGET_POSITION,
+	OPT_TARGET_GTID,
+	OPT_JOBS,
+	OPT_WORK_DIR,
+	OPT_FORCE,
+	OPT_DRY_RUN
+};
+
+static const struct option restore_options[] = {
+	{"source", required_argument, NULL, OPT_SOURCE},
+	{"mysql-socket", required_argument, NULL, OPT_SOCKET},
+	{"mysql-host", required_argument, NULL, OPT_HOST},
+	{"mysql-port", required_argument, NULL, OPT_PORT},
+	{"mysql-user", required_argument, NULL, OPT_USER},
+	{"mysql-password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+	{"snapshot", required_argument, NULL, OPT_SNAPSHOT},
+	{"target", required_argument, NULL, OPT_TARGET},
+	{"target-time", required_argument, NULL, OPT_TARGET_TIME},
+	{"target-position", required_argument, NULL, OPT_TARGET_POSITION},
+	{"target-gtid", required_argument, NULL, OPT_TARGET_GTID},
+	{"jobs", required_argument, NULL, OPT_JOBS},
+	{"work-dir", required_argument, NULL, OPT_WORK_DIR},
+	{"force", no_argument, NULL, OPT_FORCE},
+	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
+	BK_COMMON_LONG_OPTIONS,
+	{NULL, 0, NULL, 0}};
+
+static int
+set_target(MariadbRestore *r, RestoreTargetType type, const char *text)
+{
+	BkError err;
+
+	if (r->target.text != NULL)
+		return bk_cli_usage_error(r->program,
+								  "give one target at most (\"%s\" and \"%s\")",
+								  r->target.text, text);
+	r->target.type = type;
+	r->target.text = text;
+	switch (type)
+	{
+		case TARGET_TIME:
+			if (!bk_parse_timestamp_zone(text, true, &r->target.time_us))
+				return bk_cli_usage_error(r->program,
+										  "invalid --target-time \"%s\": give"
+										  " an ISO 8601 time such as"
+										  " 2026-12-02T10:00:00Z",
+										  text);
+			break;
+		case TARGET_POSITION:
+		{
+			const char *colon = strrchr(text, ':');
+			char *end;
+			size_t len = colon ? (size_t) (colon - text) : 0;
+
+			if (colon == NULL || len == 0 || len >= sizeof(r->target.file))
+				return bk_cli_usage_error(r->program,
+										  "invalid --target-position \"%s\":"
+										  " give FILE:POS, such as"
+										  " mariadb-bin.000042:1234",
+										  text);
+			memcpy(r->target.file, text, len);
+			r->target.file[len] = '\0';
+			errno = 0;
+			r->target.pos = strtoull(colon + 1, &end, 10);
+			if (!bk_binlog_file_name_valid(r->target.file) || colon[1] < '0' ||
+				colon[1] > '9' || *end != '\0' || errno != 0)
+				return bk_cli_usage_error(r->program,
+										  "invalid --target-position \"%s\":"
+										  " give FILE:POS, such as"
+										  " mariadb-bin.000042:1234",
+										  text);
+			break;
+		}
+		case TARGET_GTID:
+			if (!bk_gtid_state_parse(text, &r->target.gtid, &err) ||
+				r->target.gtid.count == 0)
+				return bk_cli_usage_error(r->program,
+										  "invalid --target-gtid \"%s\": give"
+										  " domain-server-sequence, such as"
+										  " 0-1-4242 (one per domain)",
+										  text);
+			break;
+		default:
+			break;
+	}
+	return BK_EXIT_OK;
+}
+
+static int
+restore_option(void *arg, int code, const char *value)
+{
+	MariadbRestore *r = arg;
+	char *end;
+	long number;
+
+	switch (code)
+	{
+		case OPT_SOURCE:
+			r->source = value;
+			break;
+		case OPT_SOCKET:
+			r->socket = value;
+			break;
+		case OPT_HOST:
+			r->host = value;
+			break;
+		case OPT_PORT:
+			errno = 0;
+			number = strtol(value, &end, 10);
+			if (*value == '\0' || *end != '\0' || errno != 0 || number < 1 ||
+				number > 65535)
+				return bk_cli_usage_error(r->program,
+										  "invalid --mysql-port \"%s\"", value);
+			r->port = (unsigned int) number;
+			break;
+		case OPT_USER:
+			r->user = value;
+			break;
+		case OPT_PASSWORD_FILE:
+			r->password_file = value;
+			break;
+		case OPT_SNAPSHOT:
+			r->snapshot_id = value;
+			break;
+		case OPT_TARGET:
+			if (strcmp(value, "immediate") == 0)
+				return set_target(r, TARGET_IMMEDIATE, value);
+			if (strcmp(value, "latest") == 0)
+				return set_target(r, TARGET_LATEST, value);
+			return bk_cli_usage_error(r->program,
+									  "invalid --target \"%s\": immediate or"
+									  " latest",
+									  value);
+		case OPT_TARGET_TIME:
+			return set_target(r, TARGET_TIME, value);
+		case OPT_TARGET_POSITION:
+			return set_target(r, TARGET_POSITION, value);
+		case OPT_TARGET_GTID:
+			return set_target(r, TARGET_GTID, value);
+		case OPT_JOBS:
+			errno = 0;
+			number = strtol(value, &end, 10);
+			if (*value == '\0' || *end != '\0' || errno != 0 || number < 1 ||
+				number > RESTORE_JOBS_MAX)
+				return bk_cli_usage_error(r->program,
+										  "invalid --jobs \"%s\": 1 to %d",
+										  value, RESTORE_JOBS_MAX);
+			r->jobs = (int) number;
+			break;
+		case OPT_WORK_DIR:
+			r->work_parent = value;
+			break;
+		case OPT_FORCE:
+			r->force = true;
+			break;
+		case OPT_DRY_RUN:
+			r->dry_run = true;
+			break;
+	}
+	return BK_EXIT_OK;
+}
+
+/*
+ * read_password
+ *		The first line of --mysql-password-file, which others must not read.
+ */
+static bool
+read_password(MariadbRestore *r, BkError *err)
+{
+	struct stat st;
+	char *data = NULL;
+	size_t len = 0;
+
+	if (r->password_file == NULL)
+		return true;
+	if (stat(r->password_file, &st) != 0)
+		return bk_error_set(err, BK_ERR_CONFIG, "could not read \"%s\": %s",
+							r->password_file, strerror(errno));
+	if ((st.st_mode & 0077) != 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"password file \"%s\" is readable by others"
+							" (mode %04o)",
+							r->password_file,
+							(unsigned) (st.st_mode & 07777)) ||
+			   bk_error_hint(err, "chmod 600 %s", r->password_file);
+	if (!bk_read_file(r->password_file, 4096, &data, &len, err))
+		return false;
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+		len--;
+	r->password = bk_cli_alloc_zero(len + 1, 1);
+	memcpy(r->password, data, len);
+	free(data);
+	return true;
+}
+
+/* Binlog order of two coordinates. */
+static int
+coord_compare(const char *file_a, uint64_t pos_a, const char *file_b,
+			  uint64_t pos_b)
+{
+	int order = bk_binlog_file_compare(file_a, file_b);
+
+	if (order != 0)
+		return order;
+	return pos_a < pos_b ? -1 : pos_a > pos_b;
+}
+
+/*
+ * snapshot_fits
+ *		Is the snapshot at or before the target?  The binlog scan checks a
+ *		time target once more against the transactions the snapshot holds.
+ */
+static bool
+snapshot_fits(const MariadbRestore *r, const MariadbSnapshot *snap)
+{
+	switch (r->target.type)
+	{
+		case TARGET_TIME:
+		{
+			int64_t started;
+
+			return bk_parse_timestamp_zone(snap->started, true, &started) &&
+				   started <= r->target.time_us;
+		}
+		case TARGET_POSITION:
+			return coord_compare(snap->binlog_file, snap->binlog_pos,
+								 r->target.file, r->target.pos) <= 0;
+		case TARGET_GTID:
+		{
+			BkGtidState have;
+			BkError err;
+
+			if (!bk_gtid_state_parse(snap->gtid, &have, &err))
+				return false;
+			for (int idx = 0; idx < r->target.gtid.count; idx++)
+				for (int haveIdx = 0; haveIdx < have.count; haveIdx++)
+					if (have.gtids[haveIdx].domain ==
+							r->target.gtid.gtids[idx].domain &&
+						have.gtids[haveIdx].seq > r->target.gtid.gtids[idx].seq)
+						return false;
+			return true;
+		}
+		default:
+			return true;
+	}
+}
+
+/*
+ * describe_window
+ *		"from X (snapshot S) to Y" for the messages that refuse a target.
+ */
+static void
+describe_window(const MariadbRestore *r, char *out, size_t out_len)
+{
+	const MariadbSnapshot *oldest = NULL;
+	const char *until_file = NULL;
+	uint64_t until_pos = 0;
+
+	for (int idx = 0; idx < r->snapshots.count && oldest == NULL; idx++)
+	{
+		char problem[256];
+
+		if (r->snapshots.snapshots[idx].complete &&
+			mariadb_snapshot_reach(&r->snapshots.snapshots[idx], &r->binlog,
+								   &until_file, &until_pos, problem,
+								   sizeof(problem)))
+			oldest = &r->snapshots.snapshots[idx];
+	}
+	if (oldest == NULL)
+		snprintf(out, out_len, "nothing is restorable");
+	else
+		snprintf(out, out_len,
+				 "the restorable window is from %s:%" PRIu64
+				 " (snapshot %s, started %s) to %s:%" PRIu64
+				 "; \"bk list --source %s\" shows it",
+				 oldest->binlog_file, oldest->binlog_pos, oldest->id,
+				 oldest->started, until_file, until_pos, r->source);
+}
+
+/*
+ * choose_snapshot
+ *		The named snapshot, or the newest complete one at or before the
+ *		target whose binlog the archive carries on from.
+ */
+static bool
+choose_snapshot(MariadbRestore *r, int below, BkError *err)
+{
+	char window[1024];
+	char problem[256] = "";
+
+	describe_window(r, window, sizeof(window));
+	for (int idx = below - 1; idx >= 0; idx--)
+	{
+		const MariadbSnapshot *snap = &r->snapshots.snapshots[idx];
+		const char *until_file;
+		uint64_t until_pos;
+
+		if (r->snapshot_id != NULL)
+		{
+			if (strcmp(snap->id, r->snapshot_id) != 0)
+				continue;
+			if (!snap->complete)
+				return bk_error_set(err, BK_ERR_NOT_FOUND,
+									"snapshot %s of source \"%s\" is not"
+									" complete (it has no record): it"
+									" cannot be restored",
+									snap->id, r->source);
+			if (!snapshot_fits(r, snap))
+				return bk_error_set(err, BK_ERR_NOT_FOUND,
+									"snapshot %s (at %s:%" PRIu64
+									", started %s) is later than the target"
+									" %s",
+									snap->id, snap->binlog_file,
+									snap->binlog_pos, snap->started,
+									r->target.text);
+		}
+		else if (!snap->complete || !snapshot_fits(r, snap))
+			continue;
+		if (r->target.type != TARGET_IMMEDIATE &&
+			!mariadb_snapshot_reach(snap, &r->binlog, &until_file, &until_pos,
+									problem, sizeof(problem)))
+		{
+			if (r->snapshot_id != NULL)
+				return bk_error_set(err, BK_ERR_SEQUENCE,
+									"snapshot %s cannot be carried forward:"
+									" %s",
+									snap->id, problem);
+			continue;
+		}
+		r->snapshot = snap;
+		return true;
+	}
+	if (r->snapshot_id != NULL && below == r->snapshots.count)
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"source \"%s\" has no snapshot %s", r->source,
+							r->snapshot_id) ||
+			   bk_error_hint(err, "\"bk list --source %s\" shows them.",
+							 r->source);
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "no snapshot of source \"%s\" is at or before the target%s%s"
+				 " and carried forward by the archived binlog%s%s",
+				 r->source, r->target.text ? " " : "",
+				 r->target.text ? r->target.text : "", problem[0] ? ": " : "",
+				 problem);
+	return bk_error_hint(err, "%c%s.", window[0] - 32, window + 1);
+}
+
+/*
+ * load_snapshot_json
+ *		One small JSON object of the snapshot, decrypted.
+ */
+static json_t *
+load_snapshot_json(MariadbRestore *r, const char *name, BkError *err)
+{
+	char object[BK_OBJECT_NAME_MAX + 1];
+	uint8_t *text = NULL;
+	size_t len = 0;
+	json_t *value;
+	json_error_t jerr;
+
+	snprintf(object, sizeof(object), "%s/%s", r->snapshot->id, name);
+	if (!bk_repo_decrypt_to_memory(r->ctx.repo, BK_REPO_ARCHIVE, r->source,
+								   BK_KIND_SNAPSHOT, object, r->ctx.decoder,
+								   512 * 1024 * 1024, &text, &len, err))
+	{
+		bk_error_prefix(err, "snapshot %s: ", r->snapshot->id);
+		return NULL;
+	}
+	value = json_loadb((const char *) text, len, 0, &jerr);
+	free(text);
+	if (!json_is_object(value))
+	{
+		json_decref(value);
+		bk_error_set(err, BK_ERR_FORMAT, "snapshot %s: %s is not valid JSON",
+					 r->snapshot->id, name);
+		return NULL;
+	}
+	return value;
+}
+
+static void
+format_binlog_time(uint32_t seconds, char *out, size_t out_len)
+{
+	bk_format_time_utc((int64_t) seconds * 1000, out, out_len);
+}
+
+/*
+ * print_plan
+ *		What the restore does, for --dry-run and before it starts.
+ */
+static void
+print_plan(const MariadbRestore *r)
+{
+	const MariadbSnapshot *snap = r->snapshot;
+	/* Rates measured by bench/mariadb.sh on a 2-core machine. */
+	const double load_mb_s = 25.0, replay_mb_s = 10.0;
+	double estimate = (double) r->bytes_total / 1e6 / load_mb_s +
+					  (double) r->replay_bytes / 1e6 / replay_mb_s;
+	char when[64] = "";
+
+	if (r->groups > 0)
+		format_binlog_time(r->last_group_time, when, sizeof(when));
+	if (r->common.json)
+		return;
+	printf("restore of source %s into %s%s\n", r->source,
+		   r->socket ? r->socket : r->host, r->dry_run ? " (dry run)" : "");
+	printf("  snapshot %s at %s:%" PRIu64 " (GTID %s), %" PRIu64
+		   " tables, %" PRIu64 " rows, %" PRIu64 " bytes of data\n",
+		   snap->id, snap->binlog_file, snap->binlog_pos,
+		   snap->gtid[0] ? snap->gtid : "none", snap->tables, snap->rows,
+		   r->bytes_total);
+	if (r->groups > 0)
+		printf("  binlog %s:%" PRIu64 " to %s:%" PRIu64 ": %" PRIu64
+			   " transaction(s), %d file(s), %" PRIu64
+			   " bytes; the last one at %s, GTID state after it %s\n",
+			   snap->binlog_file, snap->binlog_pos, r->cut_file, r->cut_pos,
+			   r->groups, r->replay_count, r->replay_bytes, when,
+			   r->final_gtid[0] ? r->final_gtid : "none");
+	else
+		printf("  binlog: nothing to replay (the target is the snapshot's"
+			   " own moment)\n");
+	printf("  estimated time: %.0f s (at %.0f MB/s loading and %.0f MB/s of"
+		   " binlog replayed)\n",
+		   estimate, load_mb_s, replay_mb_s);
+}
+
+static void
+report(const MariadbRestore *r)
+{
+	const MariadbSnapshot *snap = r->snapshot;
+	char when[64] = "";
+
+	if (r->groups > 0)
+		format_binlog_time(r->last_group_time, when, sizeof(when));
+	if (r->common.json)
+	{
+		json_t *out = json_pack(
+			"{s:s, s:s, s:s, s:{s:s, s:I}, s:s, s:I, s:I, s:I, s:I, s:I,"
+			" s:I, s:{s:s, s:I}, s:s, s:s, s:f, s:f, s:O, s:b}",
+			"source", r->source, "snapshot", snap->id, "target",
+			r->target.text ? r->target.text : "latest", "from", "file",
+			snap->binlog_file, "pos", (json_int_t) snap->binlog_pos,
+			"snapshot_gtid", snap->gtid, "tables",
+			(json_int_t) atomic_load(&r->tables_done), "rows",
+			(json_int_t) atomic_load(&r->rows_loaded), "bytes_loaded",
+			(json_int_t) atomic_load(&r->bytes_loaded), "accounts_created",
+			(json_int_t) r->accounts_created, "objects_created",
+			(json_int_t) r->objects_created, "transactions_replayed",
+			(json_int_t) r->groups, "to", "file",
+			r->groups ? r->cut_file : snap->binlog_file, "pos",
+			(json_int_t) (r->groups ? r->cut_pos : snap->binlog_pos), "gtid",
+			r->final_gtid, "last_transaction_time", when, "load_seconds",
+			r->load_seconds, "replay_seconds", r->replay_seconds,
+			"existing_accounts_kept", r->kept_accounts, "event_scheduler_off",
+			r->scheduler_was_on);
+
+		json_dumpf(out, stdout, JSON_INDENT(2));
+		printf("\n");
+		json_decref(out);
+		return;
+	}
+	printf("restored source %s: snapshot %s (%" PRIu64 " tables, %" PRIu64
+		   " rows) in %.1f s",
+		   r->source, snap->id, (uint64_t) atomic_load(&r->tables_done),
+		   (uint64_t) atomic_load(&r->rows_loaded), r->load_seconds);
+	if (r->groups > 0)
+		printf(", then %" PRIu64 " transaction(s) to %s:%" PRIu64
+			   " (last at %s) in %.1f s",
+			   r->groups, r->cut_file, r->cut_pos, when, r->replay_seconds);
+	printf("\n  GTID state: %s\n", r->final_gtid[0] ? r->final_gtid : "none");
+	if (json_array_size(r->kept_accounts) > 0)
+	{
+		size_t idx;
+		json_t *name;
+
+		printf("  accounts that already existed were kept as they are:");
+		json_array_foreach(r->kept_accounts, idx, name)
+			printf(" %s", json_string_value(name));
+		printf("\n");
+	}
+	if (r->scheduler_was_on)
+		printf("  the event scheduler was turned OFF for the restore and is"
+			   " left OFF: SET GLOBAL event_scheduler = ON when this server"
+			   " takes over\n");
+}
+
+static double
+seconds_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) (now.tv_sec - start->tv_sec) +
+		   (double) (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/*
+ * run
+ *		Check, plan, then write: every step names what failed.
+ */
+static bool
+run(MariadbRestore *r, BkError *err)
+{
+	struct timespec start;
+	json_t *tables;
+	size_t idx;
+	json_t *table;
+
+	if (!read_password(r, err) ||
+		!bk_command_open(&r->ctx, r->program, &r->common, r->source,
+						 BK_KEY_USED, err))
+		return false;
+	if (r->ctx.decoder == NULL)
+		return bk_error_set(err, BK_ERR_KEY,
+							"bk restore needs the private"
+							" key") ||
+			   bk_error_hint(err, "Set key_file or pass --key-file.");
+	if (!binlog_catalog_load(r->ctx.repo, r->source, &r->binlog, err) ||
+		!mariadb_snapshot_catalog_load(r->ctx.repo, r->source, &r->snapshots,
+									   err))
+		return false;
+	if (r->binlog.file_count == 0 && r->snapshots.count == 0)
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"repository %s holds nothing of MariaDB source"
+							" \"%s\"",
+							bk_repo_location(r->ctx.repo), r->source) ||
+			   bk_error_hint(err, "\"bk list\" shows the sources it holds.");
+	/*
+	 * The archive first: nothing is written before it all checks out.  A
+	 * time target inside the second a snapshot was taken needs the one
+	 * before it.
+	 */
+	if (!choose_snapshot(r, r->snapshots.count, err))
+		return false;
+	while (!restore_plan_replay(r, err))
+	{
+		int below = (int) (r->snapshot - r->snapshots.snapshots);
+
+		if (!r->too_new || r->snapshot_id != NULL)
+			return false;
+		restore_remove_work_dir(r);
+		free(r->replay);
+		r->replay = NULL;
+		r->replay_count = 0;
+		r->groups = 0;
+		r->too_new = false;
+		r->work_dir[0] = '\0';
+		if (!choose_snapshot(r, below, err))
+			return false;
+	}
+	if ((r->record = load_snapshot_json(r, BK_SNAPSHOT_RECORD, err)) == NULL ||
+		(r->schema = load_snapshot_json(r, "schema.json", err)) == NULL)
+		return false;
+	tables = json_object_get(r->record, "tables");
+	json_array_foreach(tables, idx, table) r->bytes_total +=
+		(uint64_t) json_integer_value(json_object_get(table, "bytes"));
+	r->conn = restore_connect(r, false, err);
+	if (r->conn == NULL || !restore_check_server(r, err))
+		return false;
+	print_plan(r);
+	if (r->dry_run)
+		return true;
+
+	if (!restore_mark(r, err))
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	if (!restore_set_gtid_binlog_state(r, err) ||
+		!restore_create_accounts(r, err) || !restore_create_tables(r, err) ||
+		!restore_load_data(r, err) || !restore_create_objects(r, err) ||
+		!restore_grant(r, err))
+		return false;
+	r->load_seconds = seconds_since(&start);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	if (!restore_replay(r, err))
+		return false;
+	r->replay_seconds = seconds_since(&start);
+	if (!restore_finish_server(r, err) || !restore_unmark(r, err))
+		return false;
+	report(r);
+	return true;
+}
+
+int
+bk_mariadb_restore(int argc, char **argv)
+{
+	MariadbRestore *r = bk_cli_alloc_zero(1, sizeof(*r));
+	BkError err;
+	int status;
+
+	bk_error_clear(&err);
+	r->program = argv[0];
+	r->jobs = RESTORE_JOBS_DEFAULT;
+	r->user = "root";
+	r->kept_accounts = json_array();
+	pthread_mutex_init(&r->lock, NULL);
+	status = bk_command_parse(argc, argv, restore_options, restore_help,
+							  &r->common, restore_option, r);
+	if (status == BK_COMMAND_RUN)
+	{
+		if (r->source == NULL)
+			status = bk_cli_usage_error(argv[0], "--source is required");
+		else if ((r->socket == NULL) == (r->host == NULL))
+			status =
+				bk_cli_usage_error(argv[0], "give the target server with one of"
+											" --mysql-socket or --mysql-host");
+		else if (r->port != 0 && r->host == NULL)
+			status = bk_cli_usage_error(argv[0],
+										"--mysql-port goes with --mysql-host");
+	}
+	if (status != BK_COMMAND_RUN)
+		goto done;
+	if (r->host != NULL && r->port == 0)
+		r->port = 3306;
+
+	if (run(r, &err))
+		status = BK_EXIT_OK;
+	else
+	{
+		restore_mark_failed(r, &err);
+		status = bk_cli_report_error(argv[0], &err);
+		if (r->marked)
+			fprintf(stderr,
+					"%s: the target server holds an incomplete restore: drop"
+					" the databases it created (and %s) before trying"
+					" again, or pass --force\n",
+					argv[0], RESTORE_MARKER_DB);
+	}
+done:
+	restore_remove_work_dir(r);
+	if (r->conn != NULL)
+		mysql_close(r->conn);
+	json_decref(r->schema);
+	json_decref(r->record);
+	json_decref(r->kept_accounts);
+	free(r->replay);
+	free(r->work);
+	if (r->password != NULL)
+	{
+		explicit_bzero(r->password, strlen(r->password));
+		free(r->password);
+	}
+	binlog_catalog_free(&r->binlog);
+	mariadb_snapshot_catalog_free(&r->snapshots);
+	bk_command_close(&r->ctx);
+	free(r);
+	return status;
+}

@@ -1,0 +1,171 @@
+/*
+ * restore.h
+ *		bk restore of a MariaDB source: what its steps share.
+ *
+ * The command (restore.c) runs the steps in order, one file each:
+ *
+ *	 restore.c          options, the target moment, the snapshot chosen
+ *	 restore_binlog.c   the binlog from the snapshot to the target, rebuilt
+ *						and checked, and where replay stops; replay itself
+ *	 restore_server.c   the target server: connections, checks, the
+ *						incomplete marker, GTID state
+ *	 restore_schema.c   accounts, databases, tables, views, routines,
+ *						triggers, events, grants
+ *	 restore_data.c     table data, loaded in parallel
+ *
+ * Everything is read and checked (every snapshot object and binlog range
+ * decrypted, every event's CRC, the target within the archive) before the
+ * server is touched; from the first write on, the server holds a database
+ * bk_restore_incomplete until the restore ends well.
+ */
+#ifndef BK_MARIADB_RESTORE_H
+#define BK_MARIADB_RESTORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <mysql.h>
+
+#include "binlog_catalog.h"
+#include "bk_binlog.h"
+#include "commands.h"
+#include "snapshot_catalog.h"
+
+#define RESTORE_JOBS_DEFAULT 2
+#define RESTORE_JOBS_MAX     32
+#define RESTORE_MARKER_DB    "bk_restore_incomplete"
+/* Largest decrypted snapshot part bk accepts (the agent cuts at 32 MiB). */
+#define RESTORE_PART_MAX (256u * 1024 * 1024)
+
+typedef enum RestoreTargetType
+{
+	TARGET_LATEST = 0, /* everything archived */
+	TARGET_IMMEDIATE,  /* the snapshot alone */
+	TARGET_TIME,
+	TARGET_POSITION,
+	TARGET_GTID
+} RestoreTargetType;
+
+typedef struct RestoreTarget
+{
+	RestoreTargetType type;
+	const char *text; /* as given */
+	int64_t time_us;
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t pos;
+	BkGtidState gtid;
+} RestoreTarget;
+
+/* One binlog file to replay, rebuilt in the work directory. */
+typedef struct ReplayFile
+{
+	const BinlogFile *file;
+	char path[4096];
+	uint64_t size; /* after the cut */
+} ReplayFile;
+
+typedef struct MariadbRestore
+{
+	const char *program;
+
+	/* Options. */
+	const char *source;
+	const char *socket;
+	const char *host;
+	unsigned int port;
+	const char *user;
+	const char *password_file;
+	const char *snapshot_id;
+	const char *work_parent;
+	RestoreTarget target;
+	int jobs;
+	bool dry_run;
+	bool force;
+	BkCommonOptions common;
+
+	/* What the repository holds. */
+	BkCommandContext ctx;
+	BinlogCatalog binlog;
+	MariadbSnapshotCatalog snapshots;
+	const MariadbSnapshot *snapshot;
+	json_t *schema; /* schema.json */
+	json_t *record; /* snapshot.json */
+
+	/* The replay plan (restore_binlog.c). */
+	char work_dir[4096];
+	ReplayFile *replay;
+	int replay_count;
+	uint64_t replay_bytes;
+	uint64_t groups;          /* transactions replayed */
+	uint32_t last_group_time; /* binlog timestamp of the last one */
+	char cut_file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t cut_pos;
+	char final_gtid[BK_BINLOG_GTID_STATE_MAX];
+	uint64_t largest_event;
+	bool too_new; /* the snapshot holds a commit not before a time target */
+
+	/* The target server. */
+	char *password;
+	MYSQL *conn; /* the control connection */
+	char server_version[64];
+	bool log_bin;
+	char binlog_gtid_pos[BK_BINLOG_GTID_STATE_MAX];
+	bool scheduler_was_on;
+	bool marked;            /* bk_restore_incomplete exists */
+	uint64_t max_packet;    /* the server's max_allowed_packet */
+	uint64_t packet_before; /* to put back, or 0 */
+
+	/* Data loading (restore_data.c). */
+	pthread_mutex_t lock;
+	BkError first_error;
+	atomic_bool abort;
+	size_t next_table;
+	json_t **work; /* record tables to load, largest first */
+	size_t work_count;
+	atomic_uint_fast64_t tables_done;
+	atomic_uint_fast64_t rows_loaded;
+	atomic_uint_fast64_t bytes_loaded;
+	uint64_t bytes_total;
+
+	/* Report. */
+	json_t *kept_accounts;
+	uint64_t accounts_created;
+	uint64_t objects_created;
+	double load_seconds;
+	double replay_seconds;
+} MariadbRestore;
+
+/* restore_binlog.c */
+extern bool restore_plan_replay(MariadbRestore *r, BkError *err);
+extern bool restore_replay(MariadbRestore *r, BkError *err);
+extern void restore_remove_work_dir(MariadbRestore *r);
+
+/* restore_server.c */
+extern MYSQL *restore_connect(MariadbRestore *r, bool loading, BkError *err);
+extern bool restore_sql(MariadbRestore *r, MYSQL *conn, const char *sql,
+						const char *what, BkError *err);
+extern bool restore_sql_params(MYSQL *conn, const char *sql, int count,
+							   const char *const *values, const char *what,
+							   BkError *err);
+extern bool restore_check_server(MariadbRestore *r, BkError *err);
+extern bool restore_mark(MariadbRestore *r, BkError *err);
+extern void restore_mark_step(MariadbRestore *r, const char *step);
+extern void restore_mark_failed(MariadbRestore *r, const BkError *err);
+extern bool restore_unmark(MariadbRestore *r, BkError *err);
+extern bool restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err);
+extern bool restore_finish_server(MariadbRestore *r, BkError *err);
+
+/* restore_schema.c */
+extern bool restore_text(json_t *value, char **text, size_t *len);
+extern bool restore_create_accounts(MariadbRestore *r, BkError *err);
+extern bool restore_create_tables(MariadbRestore *r, BkError *err);
+extern bool restore_create_objects(MariadbRestore *r, BkError *err);
+extern bool restore_grant(MariadbRestore *r, BkError *err);
+
+/* restore_data.c */
+extern bool restore_load_data(MariadbRestore *r, BkError *err);
+
+#endif /* BK_MARIADB_RESTORE_H */

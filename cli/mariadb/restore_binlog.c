@@ -1,0 +1,664 @@
+/*
+ * restore_binlog.c
+ *		The binlog of a MariaDB restore: rebuilt from the archive, cut at
+ *		the target, and replayed with the server's own tools.
+ *
+ * Where to stop is decided from the archive itself, transaction by
+ * transaction (bk_binlog_txn_feed), never by mariadb-binlog's
+ * --stop-datetime: binlog timestamps are statement starts with one-second
+ * resolution, and a --stop-datetime stops at the first event at or after
+ * the time, in the middle of a transaction or before a later commit that
+ * started earlier.  The binlog is in commit order, so the rules are:
+ *
+ *	 time      every transaction before the first one whose ending event
+ *			   (XID, COMMIT, or a DDL's one statement) is stamped with a
+ *			   second that had not ended by the target: binlog stamps are
+ *			   whole seconds, so a commit stamped 10:00:05 may be at
+ *			   10:00:05.9, and is taken only for a target of 10:00:06 or
+ *			   later.  A second is never split, and nothing stamped after
+ *			   the target is taken.
+ *	 position  every transaction ending at or before FILE:POS
+ *	 GTID      every transaction up to the one with that GTID, per domain;
+ *			   a domain that passes its GTID first makes the target
+ *			   unreachable
+ *
+ * The files from the snapshot's on are rebuilt in a private work directory
+ * (every chunk authenticated, every event's position and CRC-32 checked)
+ * and the last one is truncated at the end of the last transaction the
+ * target includes, so replay needs no stop option at all:
+ * mariadb-binlog --start-position=<snapshot position> FILES... | mariadb
+ * --binary-mode.  A replay that fails is traced back to the event it
+ * failed on.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bk_util.h"
+#include "mariadb.h"
+#include "restore.h"
+#include "times.h"
+
+typedef struct Scan
+{
+	MariadbRestore *r;
+	const BinlogFile *file;
+	bool first; /* the snapshot's own file */
+	int checksum_alg;
+	BkBinlogTxn txn;
+	BkGtidState state; /* after the transactions taken */
+	bool stopped;
+	bool passed; /* a GTID target's domain went past it */
+	BkGtid passed_gtid;
+	bool reached[BK_BINLOG_DOMAINS_MAX];
+	uint32_t newest_in_snapshot; /* latest end stamp before the snapshot */
+	uint64_t target_second;
+} Scan;
+
+static int
+target_domain(const MariadbRestore *r, uint32_t domain)
+{
+	for (int idx = 0; idx < r->target.gtid.count; idx++)
+		if (r->target.gtid.gtids[idx].domain == domain)
+			return idx;
+	return -1;
+}
+
+/*
+ * take
+ *		The transaction just ended is part of the restore.
+ */
+static void
+take(Scan *scan, uint64_t end, uint32_t stamp)
+{
+	MariadbRestore *r = scan->r;
+
+	bk_strlcpy(r->cut_file, scan->file->name, sizeof(r->cut_file));
+	r->cut_pos = end;
+	r->groups++;
+	r->last_group_time = stamp;
+	bk_gtid_state_set(&scan->state, &scan->txn.gtid);
+}
+
+/*
+ * scan_event
+ *		Follow transactions and decide where the target ends
+ *		(BkBinlogEventFn).
+ */
+static bool
+scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
+		   const uint8_t *event, BkError *err)
+{
+	Scan *scan = arg;
+	MariadbRestore *r = scan->r;
+	uint64_t end = offset + header->length;
+	bool ended;
+	int domain;
+
+	if (header->type == BK_BINLOG_FORMAT_DESCRIPTION_EVENT)
+		scan->checksum_alg = bk_binlog_fde_checksum_alg(event, header->length);
+	if (header->length > r->largest_event)
+		r->largest_event = header->length;
+	if (scan->stopped)
+		return true;
+	if (!bk_binlog_txn_feed(&scan->txn, event, header->length,
+							scan->checksum_alg, &ended, err))
+		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
+							   scan->file->name, offset);
+	if (!ended)
+		return true;
+	if (scan->first && end <= r->snapshot->binlog_pos)
+	{
+		/* In the snapshot already. */
+		if (header->timestamp > scan->newest_in_snapshot)
+			scan->newest_in_snapshot = header->timestamp;
+		return true;
+	}
+	switch (r->target.type)
+	{
+		case TARGET_TIME:
+			if (header->timestamp >= scan->target_second)
+			{
+				scan->stopped = true;
+				return true;
+			}
+			break;
+		case TARGET_POSITION:
+		{
+			int order =
+				bk_binlog_file_compare(scan->file->name, r->target.file);
+
+			if (order > 0 || (order == 0 && end > r->target.pos))
+			{
+				scan->stopped = true;
+				return true;
+			}
+			break;
+		}
+		case TARGET_GTID:
+			domain = target_domain(r, scan->txn.gtid.domain);
+			if (domain >= 0 &&
+				scan->txn.gtid.seq > r->target.gtid.gtids[domain].seq)
+			{
+				scan->stopped = true;
+				scan->passed = true;
+				scan->passed_gtid = scan->txn.gtid;
+				return true;
+			}
+			take(scan, end, header->timestamp);
+			if (domain >= 0 &&
+				scan->txn.gtid.seq == r->target.gtid.gtids[domain].seq &&
+				scan->txn.gtid.server == r->target.gtid.gtids[domain].server)
+			{
+				bool all = true;
+
+				scan->reached[domain] = true;
+				for (int idx = 0; idx < r->target.gtid.count; idx++)
+					all &= scan->reached[idx];
+				scan->stopped = all;
+			}
+			return true;
+		default:
+			break;
+	}
+	take(scan, end, header->timestamp);
+	return true;
+}
+
+/*
+ * make_work_dir
+ *		A private directory for the rebuilt binlog: it is plaintext.
+ */
+static bool
+make_work_dir(MariadbRestore *r, BkError *err)
+{
+	const char *parent = r->work_parent;
+
+	if (parent == NULL)
+		parent = getenv("TMPDIR");
+	if (parent == NULL || parent[0] == '\0')
+		parent = "/tmp";
+	snprintf(r->work_dir, sizeof(r->work_dir), "%s/bk-restore-XXXXXX", parent);
+	if (mkdtemp(r->work_dir) == NULL)
+	{
+		bk_error_set(err, BK_ERR_IO,
+					 "could not create a work directory in \"%s\": %s", parent,
+					 strerror(errno));
+		r->work_dir[0] = '\0';
+		return bk_error_hint(err, "Pass --work-dir DIR on a file system"
+								  " with room for the binlog to replay.");
+	}
+	return true;
+}
+
+void
+restore_remove_work_dir(MariadbRestore *r)
+{
+	for (int idx = 0; idx < r->replay_count; idx++)
+		unlink(r->replay[idx].path);
+	if (r->work_dir[0] != '\0')
+		rmdir(r->work_dir);
+}
+
+/*
+ * refuse_target
+ *		The target lies past what the archive holds from the snapshot on.
+ */
+static bool
+refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
+			  uint64_t until_pos, const char *sent, BkError *err)
+{
+	char when[64] = "none";
+
+	if (r->groups > 0)
+		bk_format_time_utc((int64_t) r->last_group_time * 1000, when,
+						   sizeof(when));
+	if (scan->passed)
+		bk_error_set(
+			err, BK_ERR_NOT_FOUND,
+			"GTID target %s is not in the archive: domain %" PRIu32
+			" goes on with %" PRIu32 "-%" PRIu32 "-%" PRIu64 " without it",
+			r->target.text, scan->passed_gtid.domain, scan->passed_gtid.domain,
+			scan->passed_gtid.server, scan->passed_gtid.seq);
+	else
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "target %s is past the end of what the archive holds from"
+					 " snapshot %s on: the binlog is archived to %s:%" PRIu64
+					 " (its last transaction stamped %s, sent %s)",
+					 r->target.text, r->snapshot->id, until_file, until_pos,
+					 when, sent[0] ? sent : "at an unknown time");
+	return bk_error_hint(err,
+						 "A gap in the archive, or a target later than what"
+						 " the agent has archived; \"bk list --source %s\""
+						 " shows the restorable window.  Without a target,"
+						 " bk restore replays everything archived.",
+						 r->source);
+}
+
+bool
+restore_plan_replay(MariadbRestore *r, BkError *err)
+{
+	Scan scan = {0};
+	const char *until_file = NULL;
+	uint64_t until_pos = 0;
+	char problem[256];
+	const char *sent = "";
+	int first_index = -1, last_index = -1;
+	bool reached;
+
+	scan.r = r;
+	scan.target_second = r->target.type == TARGET_TIME
+							 ? (uint64_t) (r->target.time_us / 1000000)
+							 : 0;
+	if (!bk_gtid_state_parse(r->snapshot->gtid, &scan.state, err))
+		return bk_error_prefix(err, "snapshot %s: ", r->snapshot->id);
+	bk_gtid_state_format(&scan.state, r->final_gtid, sizeof(r->final_gtid));
+	if (r->target.type == TARGET_IMMEDIATE)
+		return true;
+	if (!mariadb_snapshot_reach(r->snapshot, &r->binlog, &until_file,
+								&until_pos, problem, sizeof(problem)))
+		return bk_error_set(err, BK_ERR_SEQUENCE, "snapshot %s: %s",
+							r->snapshot->id, problem);
+	for (int idx = 0; idx < r->binlog.file_count; idx++)
+	{
+		if (strcmp(r->binlog.files[idx].name, r->snapshot->binlog_file) == 0)
+			first_index = idx;
+		if (strcmp(r->binlog.files[idx].name, until_file) == 0)
+			last_index = idx;
+	}
+	if (first_index < 0 || last_index < first_index)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"binlog %s of snapshot %s is not in the catalog",
+							r->snapshot->binlog_file, r->snapshot->id);
+	if (!make_work_dir(r, err))
+		return false;
+	r->replay = bk_cli_alloc_zero((size_t) (last_index - first_index + 1),
+								  sizeof(ReplayFile));
+	for (int idx = first_index; idx <= last_index && !scan.stopped; idx++)
+	{
+		const BinlogFile *file = &r->binlog.files[idx];
+		ReplayFile *replay = &r->replay[r->replay_count];
+		uint64_t events;
+		int fd;
+		bool ok;
+
+		snprintf(replay->path, sizeof(replay->path), "%s/%s", r->work_dir,
+				 file->name);
+		fd = open(replay->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+								replay->path, strerror(errno));
+		replay->file = file;
+		replay->size = file->covered_end;
+		r->replay_count++;
+		scan.file = file;
+		scan.first = idx == first_index;
+		scan.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
+		ok = mariadb_binlog_rebuild(r->ctx.repo, r->source, r->ctx.decoder,
+									file, fd, replay->path, &events, scan_event,
+									&scan, err);
+		close(fd);
+		if (!ok)
+			return false;
+		if (scan.first && r->target.type == TARGET_TIME &&
+			scan.newest_in_snapshot >= scan.target_second)
+		{
+			char when[64];
+
+			/* restore.c then tries the snapshot before this one. */
+			bk_format_time_utc((int64_t) scan.newest_in_snapshot * 1000, when,
+							   sizeof(when));
+			r->too_new = true;
+			return bk_error_set(err, BK_ERR_NOT_FOUND,
+								"snapshot %s already holds a transaction"
+								" stamped %s, not before the target %s",
+								r->snapshot->id, when, r->target.text) ||
+				   bk_error_hint(err,
+								 "The target falls inside the second the"
+								 " snapshot was taken; pass --snapshot with"
+								 " an older one.");
+		}
+		if (file->last != NULL)
+			sent = file->last->created;
+	}
+	reached = scan.stopped && !scan.passed;
+	if (r->target.type == TARGET_TIME && !reached)
+	{
+		int64_t sent_us;
+
+		/* Later than every archived commit: covered only up to the last send. */
+		reached = sent[0] != '\0' &&
+				  bk_parse_timestamp_zone(sent, true, &sent_us) &&
+				  r->target.time_us <= sent_us;
+	}
+	else if (r->target.type == TARGET_POSITION && !reached)
+		reached = bk_binlog_file_compare(r->target.file, until_file) < 0 ||
+				  (strcmp(r->target.file, until_file) == 0 &&
+				   r->target.pos <= until_pos);
+	else if (r->target.type == TARGET_LATEST)
+		reached = true;
+	if (!reached)
+		return refuse_target(r, &scan, until_file, until_pos, sent, err);
+
+	/* Cut: files after the last transaction go, the last is truncated. */
+	while (r->replay_count > 0 &&
+		   (r->groups == 0 || strcmp(r->replay[r->replay_count - 1].file->name,
+									 r->cut_file) != 0))
+	{
+		unlink(r->replay[r->replay_count - 1].path);
+		r->replay_count--;
+	}
+	if (r->replay_count > 0)
+	{
+		ReplayFile *last = &r->replay[r->replay_count - 1];
+
+		if (truncate(last->path, (off_t) r->cut_pos) != 0)
+			return bk_error_set(err, BK_ERR_IO, "could not truncate \"%s\": %s",
+								last->path, strerror(errno));
+		last->size = r->cut_pos;
+	}
+	for (int idx = 0; idx < r->replay_count; idx++)
+		r->replay_bytes +=
+			r->replay[idx].size - (idx == 0 ? r->snapshot->binlog_pos : 0);
+	bk_gtid_state_format(&scan.state, r->final_gtid, sizeof(r->final_gtid));
+	return true;
+}
+
+/* ------------------------------------------------------------------ replay */
+
+typedef struct Argv
+{
+	char *items[8192];
+	int count;
+} Argv;
+
+static void argv_add(Argv *argv, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+argv_add(Argv *argv, const char *fmt, ...)
+{
+	va_list ap;
+	char *item = NULL;
+
+	if (argv->count + 1 >= (int) (sizeof(argv->items) / sizeof(argv->items[0])))
+		return;
+	va_start(ap, fmt);
+	if (vasprintf(&item, fmt, ap) < 0)
+		item = NULL;
+	va_end(ap);
+	if (item != NULL)
+		argv->items[argv->count++] = item;
+	argv->items[argv->count] = NULL;
+}
+
+static void
+argv_free(Argv *argv)
+{
+	for (int idx = 0; idx < argv->count; idx++)
+		free(argv->items[idx]);
+	argv->count = 0;
+}
+
+static void
+binlog_argv(const MariadbRestore *r, Argv *argv)
+{
+	argv_add(argv, "mariadb-binlog");
+	argv_add(argv, "--no-defaults");
+	argv_add(argv, "--start-position=%" PRIu64, r->snapshot->binlog_pos);
+	for (int idx = 0; idx < r->replay_count; idx++)
+		argv_add(argv, "%s", r->replay[idx].path);
+}
+
+/*
+ * spawn
+ *		Run argv with stdin from in_fd (or /dev/null), stdout to out_fd, and
+ *		stderr to err_fd; the password, if any, through the environment the
+ *		client reads, never on its command line.
+ */
+static pid_t
+spawn(const MariadbRestore *r, Argv *argv, int in_fd, int out_fd, int err_fd,
+	  bool password, BkError *err)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not start %s: %s", argv->items[0],
+					 strerror(errno));
+		return -1;
+	}
+	if (pid == 0)
+	{
+		int null_fd = open("/dev/null", O_RDONLY);
+
+		dup2(in_fd >= 0 ? in_fd : null_fd, 0);
+		dup2(out_fd, 1);
+		dup2(err_fd, 2);
+		/* The server is the one on the command line, whatever is set. */
+		unsetenv("MYSQL_HOST");
+		unsetenv("MYSQL_TCP_PORT");
+		unsetenv("MYSQL_UNIX_PORT");
+		if (password && r->password != NULL)
+			setenv("MYSQL_PWD", r->password, 1);
+		signal(SIGPIPE, SIG_DFL);
+		execvp(argv->items[0], argv->items);
+		fprintf(stderr, "could not run %s: %s\n", argv->items[0],
+				strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+static int
+wait_status(pid_t pid)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/*
+ * locate_line
+ *		Which event line `line` of mariadb-binlog's output belongs to: run it
+ *		again and follow its "# at POS" and "Rotate to FILE" comments.
+ */
+static void
+locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
+{
+	Argv argv = {0};
+	int fds[2];
+	pid_t pid;
+	FILE *in;
+	char *text = NULL;
+	size_t cap = 0;
+	long number = 0;
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t at = 0;
+	int devnull = open("/dev/null", O_WRONLY);
+	BkError err;
+
+	out[0] = '\0';
+	if (pipe(fds) != 0)
+		return;
+	bk_strlcpy(file, r->replay[0].file->name, sizeof(file));
+	binlog_argv(r, &argv);
+	pid = spawn(r, &argv, -1, fds[1], devnull, false, &err);
+	close(fds[1]);
+	close(devnull);
+	argv_free(&argv);
+	in = fdopen(fds[0], "r");
+	while (in != NULL && getline(&text, &cap, in) >= 0 && ++number <= line)
+	{
+		const char *rotate = strstr(text, "Rotate to ");
+
+		if (strncmp(text, "# at ", 5) == 0)
+			at = strtoull(text + 5, NULL, 10);
+		else if (text[0] == '#' && rotate != NULL)
+			sscanf(rotate + 10, "%255s", file);
+	}
+	free(text);
+	if (in != NULL)
+		fclose(in);
+	if (pid > 0)
+	{
+		kill(pid, SIGTERM);
+		wait_status(pid);
+	}
+	if (at > 0)
+		snprintf(out, out_len, "the event at %s:%" PRIu64, file, at);
+}
+
+/*
+ * raise_packet_limit
+ *		mariadb-binlog writes a row event as a BINLOG statement in base64:
+ *		the server must take a packet 4/3 the size of the largest event.
+ */
+static bool
+raise_packet_limit(MariadbRestore *r, BkError *err)
+{
+	uint64_t need = r->largest_event / 3 * 4 + 64 * 1024;
+	uint64_t limit = 1024ULL * 1024 * 1024;
+	char sql[128];
+
+	if (need <= r->max_packet)
+		return true;
+	if (need > limit)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"an event of %" PRIu64 " bytes is too large to"
+							" replay (max_allowed_packet is at most 1 GiB)",
+							r->largest_event);
+	snprintf(sql, sizeof(sql), "SET GLOBAL max_allowed_packet = %" PRIu64,
+			 limit);
+	if (!restore_sql(r, r->conn, sql, "raising max_allowed_packet for replay",
+					 err))
+		return false;
+	r->packet_before = r->max_packet;
+	fprintf(stderr,
+			"%s: max_allowed_packet raised from %" PRIu64
+			" to 1 GiB for the replay (an event of %" PRIu64
+			" bytes); it is put back afterwards\n",
+			r->program, r->max_packet, r->largest_event);
+	return true;
+}
+
+bool
+restore_replay(MariadbRestore *r, BkError *err)
+{
+	Argv binlog = {0}, client = {0};
+	int data_pipe[2], err_pipe[2];
+	pid_t binlog_pid, client_pid = -1;
+	char *messages = NULL;
+	size_t messages_len = 0, messages_cap = 0;
+	char buf[4096];
+	ssize_t got;
+	int binlog_status, client_status;
+	bool ok = true;
+	int devnull;
+
+	if (r->replay_count == 0)
+		return true;
+	restore_mark_step(r, "binlog replay");
+	if (!raise_packet_limit(r, err))
+		return false;
+	if (pipe2(data_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
+							strerror(errno));
+	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	binlog_argv(r, &binlog);
+	argv_add(&client, "mariadb");
+	argv_add(&client, "--binary-mode");
+	argv_add(&client, "--max-allowed-packet=1073741824");
+	argv_add(&client, "--user=%s", r->user);
+	/* Explicit, so MYSQL_HOST and the like cannot redirect the replay. */
+	if (r->socket != NULL)
+	{
+		argv_add(&client, "--protocol=SOCKET");
+		argv_add(&client, "--host=localhost");
+		argv_add(&client, "--socket=%s", r->socket);
+	}
+	else
+	{
+		argv_add(&client, "--protocol=TCP");
+		argv_add(&client, "--host=%s", r->host);
+		argv_add(&client, "--port=%u", r->port);
+	}
+	binlog_pid = spawn(r, &binlog, -1, data_pipe[1], err_pipe[1], false, err);
+	if (binlog_pid > 0)
+		client_pid =
+			spawn(r, &client, data_pipe[0], devnull, err_pipe[1], true, err);
+	close(devnull);
+	close(data_pipe[0]);
+	close(data_pipe[1]);
+	close(err_pipe[1]);
+	while ((got = read(err_pipe[0], buf, sizeof(buf))) != 0)
+	{
+		if (got < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (messages_len + (size_t) got + 1 > messages_cap)
+		{
+			messages_cap = (messages_len + (size_t) got + 1) * 2;
+			messages = realloc(messages, messages_cap);
+			if (messages == NULL)
+				break;
+		}
+		memcpy(messages + messages_len, buf, (size_t) got);
+		messages_len += (size_t) got;
+		messages[messages_len] = '\0';
+	}
+	close(err_pipe[0]);
+	binlog_status = binlog_pid > 0 ? wait_status(binlog_pid) : -1;
+	client_status = client_pid > 0 ? wait_status(client_pid) : -1;
+	while (messages_len > 0 && messages[messages_len - 1] == '\n')
+		messages[--messages_len] = '\0';
+	if (binlog_pid < 0 || client_pid < 0)
+		ok = false;
+	else if (client_status != 0 || binlog_status != 0)
+	{
+		const char *at_line = messages ? strstr(messages, " at line ") : NULL;
+		char where[512] = "";
+
+		if (at_line != NULL)
+			locate_line(r, strtol(at_line + 9, NULL, 10), where, sizeof(where));
+		ok = bk_error_set(err, BK_ERR_INTERNAL,
+						  "binlog replay failed%s%s (mariadb-binlog exit %d,"
+						  " mariadb exit %d): %s",
+						  where[0] ? " at " : "", where, binlog_status,
+						  client_status,
+						  messages && messages[0] ? messages : "no message");
+	}
+	else if (messages_len > 0)
+		fprintf(stderr, "%s: replay said: %s\n", r->program, messages);
+	free(messages);
+	argv_free(&binlog);
+	argv_free(&client);
+	if (r->packet_before != 0)
+	{
+		char sql[128];
+		BkError ignore;
+
+		snprintf(sql, sizeof(sql), "SET GLOBAL max_allowed_packet = %" PRIu64,
+				 r->packet_before);
+		if (!restore_sql(r, r->conn, sql, "putting back max_allowed_packet",
+						 &ignore))
+			fprintf(stderr, "%s: WARNING: %s\n", r->program, ignore.message);
+	}
+	return ok;
+}

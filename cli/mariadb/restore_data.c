@@ -1,0 +1,402 @@
+/*
+ * restore_data.c
+ *		Table data of a MariaDB snapshot, loaded into the target by --jobs
+ *		connections in parallel, largest tables first.
+ *
+ * Each part (at most 32 MiB of rows) is decrypted and authenticated whole,
+ * in memory, then streamed to the server with LOAD DATA LOCAL INFILE
+ * through the client library's infile callbacks: no plaintext file, memory
+ * bounded by jobs x part size, one transaction per part.  The server must
+ * load every line of a part without a warning; a table's rows, bytes and
+ * SHA-256 must equal its record once its last part is in.  A sequence is
+ * a table too (created in its CREATE TABLE ... SEQUENCE=1 form): loading
+ * its one row gives it its whole state, increment and cache included.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bk_crypto.h"
+#include "bk_util.h"
+#include "restore.h"
+
+typedef struct InfileBuffer
+{
+	const uint8_t *data;
+	size_t len;
+	size_t pos;
+} InfileBuffer;
+
+static int
+infile_init(void **ptr, const char *filename, void *userdata)
+{
+	*ptr = userdata;
+	return 0;
+}
+
+static int
+infile_read(void *ptr, char *buf, unsigned int buf_len)
+{
+	InfileBuffer *in = ptr;
+	size_t n = in->len - in->pos;
+
+	if (n > buf_len)
+		n = buf_len;
+	memcpy(buf, in->data + in->pos, n);
+	in->pos += n;
+	return (int) n;
+}
+
+static void
+infile_end(void *ptr)
+{
+}
+
+static int
+infile_error(void *ptr, char *msg, unsigned int msg_len)
+{
+	return 0;
+}
+
+/* The schema.json entry of a record's table. */
+static json_t *
+schema_table(const MariadbRestore *r, json_t *record_table)
+{
+	json_int_t index =
+		json_integer_value(json_object_get(record_table, "index"));
+	size_t idx;
+	json_t *item;
+
+	json_array_foreach(
+		json_object_get(r->schema, "tables"), idx,
+		item) if (json_integer_value(json_object_get(item, "index")) ==
+				  index) return item;
+	return NULL;
+}
+
+/*
+ * load_statement
+ *		LOAD DATA LOCAL INFILE ... INTO TABLE `db`.`t` CHARACTER SET binary
+ *		(`c1`, ...), identifiers quoted.
+ */
+static char *
+load_statement(json_t *table, BkError *err)
+{
+	json_t *columns = json_object_get(table, "copied_columns");
+	const char *db = json_string_value(json_object_get(table, "database"));
+	const char *name = json_string_value(json_object_get(table, "name"));
+	size_t cap =
+		256 + 2 * (db ? strlen(db) : 0) + 2 * (name ? strlen(name) : 0);
+	size_t used;
+	size_t idx;
+	json_t *column;
+	char *sql;
+	char quoted[2 * 256 + 3];
+
+	json_array_foreach(columns, idx, column) cap +=
+		2 * strlen(json_string_value(column) ? json_string_value(column) : "") +
+		4;
+	sql = bk_cli_alloc_zero(cap, 1);
+	if (db == NULL || name == NULL || !json_is_array(columns) ||
+		!bk_sql_quote_ident(quoted, sizeof(quoted), db))
+	{
+		free(sql);
+		bk_error_set(err, BK_ERR_FORMAT, "a table of schema.json is malformed");
+		return NULL;
+	}
+	used = (size_t) snprintf(
+		sql, cap, "LOAD DATA LOCAL INFILE 'bk' INTO TABLE %s.", quoted);
+	bk_sql_quote_ident(quoted, sizeof(quoted), name);
+	used += (size_t) snprintf(sql + used, cap - used,
+							  "%s CHARACTER SET binary (", quoted);
+	json_array_foreach(columns, idx, column)
+	{
+		if (!bk_sql_quote_ident(
+				quoted, sizeof(quoted),
+				json_string_value(column) ? json_string_value(column) : ""))
+		{
+			free(sql);
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "a column name of `%s`.`%s` is too long", db, name);
+			return NULL;
+		}
+		used += (size_t) snprintf(sql + used, cap - used, "%s%s",
+								  idx ? ", " : "", quoted);
+	}
+	snprintf(sql + used, cap - used, ")");
+	return sql;
+}
+
+static bool
+first_warning(MYSQL *conn, char *out, size_t out_len)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	out[0] = '\0';
+	if (mysql_query(conn, "SHOW WARNINGS LIMIT 1") != 0 ||
+		(res = mysql_store_result(conn)) == NULL)
+		return false;
+	if ((row = mysql_fetch_row(res)) != NULL)
+		snprintf(out, out_len, "%s %s: %s", row[0] ? row[0] : "",
+				 row[1] ? row[1] : "", row[2] ? row[2] : "");
+	mysql_free_result(res);
+	return true;
+}
+
+/*
+ * load_table
+ *		Every part of one table, in order, checked against its record.
+ */
+static bool
+load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
+		   json_t *record_table, BkError *err)
+{
+	json_t *table = schema_table(r, record_table);
+	const char *db =
+		json_string_value(json_object_get(record_table, "database"));
+	const char *name = json_string_value(json_object_get(record_table, "name"));
+	int index =
+		(int) json_integer_value(json_object_get(record_table, "index"));
+	int parts =
+		(int) json_integer_value(json_object_get(record_table, "parts"));
+	uint64_t want_rows =
+		(uint64_t) json_integer_value(json_object_get(record_table, "rows"));
+	uint64_t want_bytes =
+		(uint64_t) json_integer_value(json_object_get(record_table, "bytes"));
+	const char *want_sha =
+		json_string_value(json_object_get(record_table, "sha256"));
+	uint64_t rows = 0, bytes = 0;
+	uint8_t digest[BK_SHA256_LEN];
+	char hex[2 * BK_SHA256_LEN + 1];
+	BkSha256 *sha;
+	char *sql;
+	bool ok = true;
+
+	if (table == NULL || db == NULL || name == NULL || want_sha == NULL)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"snapshot %s: table number %d of its record is not"
+							" in schema.json",
+							r->snapshot->id, index);
+	if ((sql = load_statement(table, err)) == NULL)
+		return false;
+	if ((sha = bk_sha256_new(err)) == NULL)
+	{
+		free(sql);
+		return false;
+	}
+	for (int part = 1; ok && part <= parts && !atomic_load(&r->abort); part++)
+	{
+		char object[BK_OBJECT_NAME_MAX + 1];
+		uint8_t *data = NULL;
+		size_t len = 0;
+		uint64_t lines = 0;
+		InfileBuffer in;
+		char warning[512];
+
+		snprintf(object, sizeof(object), "%s/data/%06d.%06d", r->snapshot->id,
+				 index, part);
+		if (!bk_repo_decrypt_to_memory(r->ctx.repo, BK_REPO_ARCHIVE, r->source,
+									   BK_KIND_SNAPSHOT, object, decoder,
+									   RESTORE_PART_MAX, &data, &len, err))
+		{
+			ok = bk_error_prefix(err, "table `%s`.`%s`, part %d of %d: ", db,
+								 name, part, parts);
+			break;
+		}
+		for (size_t idx = 0; idx < len; idx++)
+			lines += data[idx] == '\n';
+		in.data = data;
+		in.len = len;
+		in.pos = 0;
+		mysql_set_local_infile_handler(conn, infile_init, infile_read,
+									   infile_end, infile_error, &in);
+		if (!bk_sha256_update(sha, data, len, err))
+			ok = false;
+		else if (mysql_query(conn, sql) != 0)
+			ok = bk_error_set(err, BK_ERR_INTERNAL,
+							  "loading table `%s`.`%s`, part %d of %d: %s"
+							  " (error %u)",
+							  db, name, part, parts, mysql_error(conn),
+							  mysql_errno(conn));
+		else if (mysql_warning_count(conn) > 0)
+		{
+			first_warning(conn, warning, sizeof(warning));
+			ok = bk_error_set(err, BK_ERR_INTERNAL,
+							  "loading table `%s`.`%s`, part %d of %d: the"
+							  " server changed a value: %s",
+							  db, name, part, parts, warning);
+		}
+		else if ((uint64_t) mysql_affected_rows(conn) != lines)
+			ok = bk_error_set(err, BK_ERR_INTERNAL,
+							  "loading table `%s`.`%s`, part %d of %d: %" PRIu64
+							  " rows loaded of %" PRIu64,
+							  db, name, part, parts,
+							  (uint64_t) mysql_affected_rows(conn), lines);
+		mysql_set_local_infile_default(conn);
+		free(data);
+		rows += lines;
+		bytes += len;
+		atomic_fetch_add(&r->rows_loaded, lines);
+		atomic_fetch_add(&r->bytes_loaded, len);
+	}
+	free(sql);
+	if (ok && !atomic_load(&r->abort))
+	{
+		ok = bk_sha256_final(sha, digest, err);
+		bk_hex_encode(digest, BK_SHA256_LEN, hex);
+		if (ok && (rows != want_rows || bytes != want_bytes ||
+				   strcmp(hex, want_sha) != 0))
+			ok = bk_error_set(
+				err, BK_ERR_FORMAT,
+				"table `%s`.`%s` loaded with %" PRIu64 " rows, %" PRIu64
+				" bytes and SHA-256 %.16s...;"
+				" its record says %" PRIu64 ", %" PRIu64 " and %.16s...",
+				db, name, rows, bytes, hex, want_rows, want_bytes, want_sha);
+	}
+	bk_sha256_free(sha);
+	return ok;
+}
+
+static void
+fail_all(MariadbRestore *r, const BkError *err)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!atomic_load(&r->abort))
+		r->first_error = *err;
+	atomic_store(&r->abort, true);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void *
+load_worker(void *arg)
+{
+	MariadbRestore *r = arg;
+	BkError err;
+	MYSQL *conn;
+	BkDecoder *decoder;
+
+	bk_error_clear(&err);
+	/* A decoder follows one object at a time: one per loader. */
+	decoder = bk_decoder_new(r->ctx.ring, &err);
+	if (decoder == NULL)
+	{
+		fail_all(r, &err);
+		return NULL;
+	}
+	conn = restore_connect(r, true, &err);
+	if (conn == NULL)
+	{
+		bk_decoder_free(decoder);
+		fail_all(r, &err);
+		return NULL;
+	}
+	while (!atomic_load(&r->abort))
+	{
+		json_t *table = NULL;
+
+		pthread_mutex_lock(&r->lock);
+		if (r->next_table < r->work_count)
+			table = r->work[r->next_table++];
+		pthread_mutex_unlock(&r->lock);
+		if (table == NULL)
+			break;
+		if (!load_table(r, conn, decoder, table, &err))
+		{
+			fail_all(r, &err);
+			break;
+		}
+		atomic_fetch_add(&r->tables_done, 1);
+	}
+	mysql_close(conn);
+	mysql_thread_end();
+	bk_decoder_free(decoder);
+	return NULL;
+}
+
+static int
+larger_first(const void *a, const void *b)
+{
+	json_int_t size_a =
+		json_integer_value(json_object_get(*(json_t *const *) a, "bytes"));
+	json_int_t size_b =
+		json_integer_value(json_object_get(*(json_t *const *) b, "bytes"));
+
+	return size_a < size_b ? 1 : size_a > size_b ? -1 : 0;
+}
+
+static void
+print_progress(const MariadbRestore *r, double elapsed, bool last)
+{
+	double done = (double) atomic_load(&r->bytes_loaded);
+	double rate = elapsed > 0 ? done / elapsed : 0;
+	double eta = rate > 0 ? ((double) r->bytes_total - done) / rate : 0;
+
+	fprintf(stderr,
+			"\rloading: %" PRIu64 "/%zu tables, %" PRIu64
+			" rows, %.1f of %.1f MB, %.1f MB/s, ETA %.0f s   %s",
+			(uint64_t) atomic_load(&r->tables_done), r->work_count,
+			(uint64_t) atomic_load(&r->rows_loaded), done / 1e6,
+			(double) r->bytes_total / 1e6, rate / 1e6, eta, last ? "\n" : "");
+}
+
+bool
+restore_load_data(MariadbRestore *r, BkError *err)
+{
+	json_t *tables = json_object_get(r->record, "tables");
+	size_t count = json_array_size(tables);
+	pthread_t threads[RESTORE_JOBS_MAX];
+	int started = 0;
+	bool tty = isatty(2) && !r->common.json;
+	struct timespec start, now;
+	size_t idx;
+	json_t *table;
+
+	restore_mark_step(r, "table data");
+	r->work = bk_cli_alloc_zero(count ? count : 1, sizeof(json_t *));
+	json_array_foreach(tables, idx, table) r->work[r->work_count++] = table;
+	qsort(r->work, r->work_count, sizeof(json_t *), larger_first);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (int job = 0; job < r->jobs && (size_t) job < r->work_count; job++)
+	{
+		if (pthread_create(&threads[job], NULL, load_worker, r) != 0)
+		{
+			BkError spawn_err;
+
+			bk_error_set(&spawn_err, BK_ERR_NOMEM, "could not start a loader");
+			fail_all(r, &spawn_err);
+			break;
+		}
+		started++;
+	}
+	if (tty)
+		while (atomic_load(&r->tables_done) < r->work_count &&
+			   !atomic_load(&r->abort))
+		{
+			usleep(500 * 1000);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			print_progress(r,
+						   (double) (now.tv_sec - start.tv_sec) +
+							   (double) (now.tv_nsec - start.tv_nsec) / 1e9,
+						   false);
+		}
+	for (int job = 0; job < started; job++)
+		pthread_join(threads[job], NULL);
+	if (tty)
+	{
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		print_progress(r,
+					   (double) (now.tv_sec - start.tv_sec) +
+						   (double) (now.tv_nsec - start.tv_nsec) / 1e9,
+					   true);
+	}
+	if (atomic_load(&r->abort))
+	{
+		*err = r->first_error;
+		return false;
+	}
+	return true;
+}

@@ -1,0 +1,490 @@
+/*
+ * restore_server.c
+ *		The target server of a MariaDB restore: connecting, the checks made
+ *		before anything is written, the marker of an incomplete restore,
+ *		and the GTID state.
+ *
+ * Every connection bk makes for loading writes nothing to the target's
+ * binlog (sql_log_bin = 0): the snapshot is not a transaction of the
+ * target's history.  The target's GTID state is set to the snapshot's
+ * before anything is replayed, and replay goes through the binlog, so a
+ * target with log_bin and gtid_strict_mode on neither skips nor repeats a
+ * transaction, and ends with the source's GTID state at the target.
+ *
+ * From the first write on, the server holds the database
+ * bk_restore_incomplete, whose one row says what is being restored and
+ * which step runs or failed; it is dropped as the last step.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bk_util.h"
+#include "restore.h"
+
+/* What loading and replay need, with GRANT OPTION to restore grants. */
+static const char *const needed_privileges[] = {
+	"SELECT",       "INSERT",         "UPDATE",        "DELETE",
+	"CREATE",       "DROP",           "ALTER",         "INDEX",
+	"CREATE VIEW",  "CREATE ROUTINE", "ALTER ROUTINE", "TRIGGER",
+	"EVENT",        "CREATE USER",    "SET USER",      "SUPER",
+	"BINLOG ADMIN", "BINLOG REPLAY",  "REFERENCES",    "LOCK TABLES"};
+
+static const char *
+server_name(const MariadbRestore *r, char *out, size_t out_len)
+{
+	if (r->socket != NULL)
+		snprintf(out, out_len, "socket %s", r->socket);
+	else
+		snprintf(out, out_len, "%s:%u", r->host, r->port);
+	return out;
+}
+
+bool
+restore_sql(MariadbRestore *r, MYSQL *conn, const char *sql, const char *what,
+			BkError *err)
+{
+	MYSQL_RES *res;
+
+	if (mysql_query(conn, sql) != 0)
+		return bk_error_set(err, BK_ERR_INTERNAL, "%s: %s (error %u)", what,
+							mysql_error(conn), mysql_errno(conn));
+	res = mysql_store_result(conn);
+	mysql_free_result(res);
+	return true;
+}
+
+/*
+ * restore_sql_params
+ *		A statement with string parameters, bound: never pasted into SQL.
+ */
+bool
+restore_sql_params(MYSQL *conn, const char *sql, int count,
+				   const char *const *values, const char *what, BkError *err)
+{
+	MYSQL_STMT *stmt = mysql_stmt_init(conn);
+	MYSQL_BIND bind[8];
+	unsigned long lengths[8];
+	bool ok;
+
+	if (stmt == NULL || count > 8)
+		return bk_error_set(err, BK_ERR_NOMEM, "%s: out of memory", what);
+	memset(bind, 0, sizeof(bind));
+	for (int idx = 0; idx < count; idx++)
+	{
+		lengths[idx] = values[idx] ? (unsigned long) strlen(values[idx]) : 0;
+		bind[idx].buffer_type = MYSQL_TYPE_STRING;
+		bind[idx].buffer = (void *) values[idx];
+		bind[idx].buffer_length = lengths[idx];
+		bind[idx].length = &lengths[idx];
+	}
+	ok = mysql_stmt_prepare(stmt, sql, (unsigned long) strlen(sql)) == 0 &&
+		 mysql_stmt_bind_param(stmt, bind) == 0 &&
+		 mysql_stmt_execute(stmt) == 0 && mysql_stmt_store_result(stmt) == 0;
+	if (!ok)
+		bk_error_set(err, BK_ERR_INTERNAL, "%s: %s (error %u)", what,
+					 mysql_stmt_error(stmt), mysql_stmt_errno(stmt));
+	else if (mysql_stmt_num_rows(stmt) == 0 && mysql_stmt_field_count(stmt) > 0)
+		ok = bk_error_set(err, BK_ERR_NOT_FOUND, "%s: no row", what);
+	mysql_stmt_close(stmt);
+	return ok;
+}
+
+MYSQL *
+restore_connect(MariadbRestore *r, bool loading, BkError *err)
+{
+	MYSQL *conn = mysql_init(NULL);
+	unsigned int timeout = 10;
+	unsigned int local_infile = 1;
+	unsigned long packet = 1024UL * 1024 * 1024;
+	unsigned int protocol =
+		r->socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+	char where[512];
+
+	if (conn == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	/* The password may come from ~/.my.cnf, as for the mariadb client. */
+	mysql_optionsv(conn, MYSQL_READ_DEFAULT_GROUP, "client");
+	mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
+	mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &packet);
+	/*
+	 * The protocol is explicit: MYSQL_HOST or MYSQL_TCP_PORT in the
+	 * environment must never send a restore to another server.
+	 */
+	mysql_optionsv(conn, MYSQL_OPT_PROTOCOL, &protocol);
+	if (mysql_real_connect(conn, r->socket ? "localhost" : r->host, r->user,
+						   r->password, NULL, r->port, r->socket, 0) == NULL)
+	{
+		bk_error_set(err, BK_ERR_INTERNAL,
+					 "could not connect to the target server (%s) as %s: %s",
+					 server_name(r, where, sizeof(where)), r->user,
+					 mysql_error(conn));
+		bk_error_hint(err, "Check --mysql-socket/--mysql-host, --mysql-user"
+						   " and the password (--mysql-password-file or"
+						   " ~/.my.cnf).");
+		mysql_close(conn);
+		return NULL;
+	}
+
+	/*
+	 * Loading as the source stored it: UTC, zero dates and id 0 as they
+	 * are, no checks the source already made, and nothing in the binlog.
+	 */
+	if (!restore_sql(
+			r, conn,
+			"SET SESSION sql_log_bin = 0, foreign_key_checks = 0,"
+			" unique_checks = 0, time_zone = '+00:00',"
+			" sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION',"
+			" check_constraint_checks = 0,"
+			" system_versioning_insert_history = 1,"
+			" lock_wait_timeout = 60",
+			"setting up the loading session", err))
+	{
+		mysql_close(conn);
+		return NULL;
+	}
+	(void) loading;
+	return conn;
+}
+
+/* "10.11.19-MariaDB-..." -> 1011 */
+static int
+major_minor(const char *version)
+{
+	int major = 0, minor = 0;
+
+	if (version == NULL || sscanf(version, "%d.%d", &major, &minor) != 2)
+		return 0;
+	return major * 100 + minor;
+}
+
+static bool
+check_privileges(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	char missing[1024] = "";
+	size_t used = 0;
+	bool have[sizeof(needed_privileges) / sizeof(needed_privileges[0])] = {
+		false};
+
+	if (mysql_query(
+			r->conn,
+			"SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM"
+			" information_schema.USER_PRIVILEGES WHERE GRANTEE ="
+			" CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1),"
+			" '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not read the privileges of %s: %s", r->user,
+							mysql_error(r->conn));
+	while ((row = mysql_fetch_row(res)) != NULL)
+		for (size_t idx = 0; idx < sizeof(have) / sizeof(have[0]); idx++)
+			if (strcmp(row[0], needed_privileges[idx]) == 0 &&
+				strcmp(row[1], "YES") == 0)
+				have[idx] = true;
+	mysql_free_result(res);
+	for (size_t idx = 0; idx < sizeof(have) / sizeof(have[0]); idx++)
+		if (!have[idx] && used < sizeof(missing) - 64)
+			used += (size_t) snprintf(missing + used, sizeof(missing) - used,
+									  "%s%s", used ? ", " : "",
+									  needed_privileges[idx]);
+	if (used == 0)
+		return true;
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "%s on the target server lacks what a restore needs (with"
+				 " GRANT OPTION): %s",
+				 r->user, missing);
+	return bk_error_hint(err, "Restore as root, or as an account with ALL"
+							  " PRIVILEGES ON *.* WITH GRANT OPTION.");
+}
+
+/*
+ * check_empty
+ *		No database but the server's own; with --force, only that none is
+ *		an incomplete restore's marker left without --force.
+ */
+static bool
+check_empty(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	char found[1024] = "";
+	size_t used = 0;
+	bool marker = false;
+	uint64_t count = 0;
+
+	if (mysql_query(r->conn,
+					"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+					" WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema',"
+					" 'performance_schema', 'sys') ORDER BY 1") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not list the target's databases: %s",
+							mysql_error(r->conn));
+	while ((row = mysql_fetch_row(res)) != NULL)
+	{
+		marker |= strcmp(row[0], RESTORE_MARKER_DB) == 0;
+		count++;
+		if (used < sizeof(found) - 80)
+			used += (size_t) snprintf(found + used, sizeof(found) - used,
+									  "%s%s", used ? ", " : "", row[0]);
+	}
+	mysql_free_result(res);
+	if (count == 0 || r->force)
+		return true;
+	if (marker)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"the target server holds an incomplete restore"
+							" (database %s; its table restore says which"
+							" step failed)",
+							RESTORE_MARKER_DB) ||
+			   bk_error_hint(err,
+							 "Drop the databases it created and %s, or"
+							 " pass --force to restore over them.",
+							 RESTORE_MARKER_DB);
+	bk_error_set(err, BK_ERR_INTERNAL,
+				 "the target server is not empty: it holds %" PRIu64
+				 " database(s): %s",
+				 count, found);
+	return bk_error_hint(err, "Restore into a new server, or pass --force:"
+							  " the snapshot's databases are then dropped"
+							  " and created again.");
+}
+
+bool
+restore_check_server(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	const char *source_version =
+		json_string_value(json_object_get(r->record, "server_version"));
+	bool local_infile, secure_timestamp;
+	char scheduler[16];
+
+	if (mysql_query(r->conn,
+					"SELECT VERSION(), @@log_bin, @@gtid_binlog_pos,"
+					" @@event_scheduler, @@secure_timestamp, @@local_infile,"
+					" @@max_allowed_packet") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL ||
+		(row = mysql_fetch_row(res)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not read the target server's settings: %s",
+							mysql_error(r->conn));
+	bk_strlcpy(r->server_version, row[0], sizeof(r->server_version));
+	r->log_bin = strcmp(row[1], "1") == 0;
+	bk_strlcpy(r->binlog_gtid_pos, row[2] ? row[2] : "",
+			   sizeof(r->binlog_gtid_pos));
+	bk_strlcpy(scheduler, row[3] ? row[3] : "", sizeof(scheduler));
+	secure_timestamp = row[4] != NULL && strcmp(row[4], "YES") == 0;
+	local_infile = strcmp(row[5], "1") == 0;
+	r->max_packet = strtoull(row[6], NULL, 10);
+	mysql_free_result(res);
+	r->scheduler_was_on = strcmp(scheduler, "ON") == 0;
+
+	if (major_minor(r->server_version) < major_minor(source_version))
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the target server runs %s, older than the"
+							" snapshot's server %s: its definitions may not"
+							" load",
+							r->server_version,
+							source_version ? source_version : "?") ||
+			   bk_error_hint(err, "Restore into MariaDB %d.%d or newer.",
+							 major_minor(source_version) / 100,
+							 major_minor(source_version) % 100);
+	if (!check_privileges(r, err) || !check_empty(r, err))
+		return false;
+	if (!local_infile)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the target server has local_infile=OFF: bk loads"
+							" table data with LOAD DATA LOCAL") ||
+			   bk_error_hint(err, "SET GLOBAL local_infile = ON for the"
+								  " restore.");
+	if (secure_timestamp && r->replay_count > 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the target server has secure_timestamp=YES:"
+							" replayed binlog must set the timestamp of each"
+							" statement") ||
+			   bk_error_hint(err, "Start it with secure_timestamp=NO (or"
+								  " REPLICATION) for the restore.");
+	if (r->log_bin && r->binlog_gtid_pos[0] != '\0' && !r->force)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"the target server's binlog already holds GTIDs"
+							" (%s): its GTID state cannot be set to the"
+							" snapshot's without RESET MASTER",
+							r->binlog_gtid_pos) ||
+			   bk_error_hint(err, "RESET MASTER on the target if its binlog"
+								  " is not needed, or pass --force (which"
+								  " does it).");
+	return true;
+}
+
+/*
+ * drop_for_force
+ *		--force: the snapshot's databases and an old marker go first.
+ */
+static bool
+drop_for_force(MariadbRestore *r, BkError *err)
+{
+	json_t *databases = json_object_get(r->schema, "databases");
+	size_t idx;
+	json_t *db;
+	char quoted[2 * 256 + 3];
+	char sql[600];
+
+	if (!r->force)
+		return true;
+	if (!restore_sql(r, r->conn, "DROP DATABASE IF EXISTS " RESTORE_MARKER_DB,
+					 "dropping an old " RESTORE_MARKER_DB, err))
+		return false;
+	json_array_foreach(databases, idx, db)
+	{
+		const char *name = json_string_value(json_object_get(db, "name"));
+
+		if (name == NULL || !bk_sql_quote_ident(quoted, sizeof(quoted), name))
+			continue;
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", quoted);
+		if (!restore_sql(r, r->conn, sql, "--force: dropping a database", err))
+			return false;
+	}
+	return true;
+}
+
+bool
+restore_mark(MariadbRestore *r, BkError *err)
+{
+	const char *values[4];
+
+	if (!drop_for_force(r, err))
+		return false;
+	if (r->scheduler_was_on &&
+		!restore_sql(r, r->conn, "SET GLOBAL event_scheduler = OFF",
+					 "turning the event scheduler off", err))
+		return false;
+	if (!restore_sql(r, r->conn, "CREATE DATABASE " RESTORE_MARKER_DB,
+					 "creating " RESTORE_MARKER_DB, err) ||
+		!restore_sql(r, r->conn,
+					 "CREATE TABLE " RESTORE_MARKER_DB ".restore ("
+					 " started datetime(6) NOT NULL,"
+					 " source varchar(255) NOT NULL,"
+					 " snapshot varchar(64) NOT NULL,"
+					 " target varchar(255) NOT NULL,"
+					 " step varchar(64) NOT NULL,"
+					 " error text)",
+					 "creating " RESTORE_MARKER_DB ".restore", err))
+		return false;
+	r->marked = true;
+	values[0] = r->source;
+	values[1] = r->snapshot->id;
+	values[2] = r->target.text ? r->target.text : "latest";
+	values[3] = "starting";
+	return restore_sql_params(r->conn,
+							  "INSERT INTO " RESTORE_MARKER_DB ".restore"
+							  " VALUES (UTC_TIMESTAMP(6), ?, ?, ?, ?, NULL)",
+							  4, values, "writing " RESTORE_MARKER_DB, err);
+}
+
+void
+restore_mark_step(MariadbRestore *r, const char *step)
+{
+	BkError ignore;
+
+	if (r->marked)
+		restore_sql_params(r->conn,
+						   "UPDATE " RESTORE_MARKER_DB ".restore SET step = ?",
+						   1, &step, "marking a step", &ignore);
+}
+
+void
+restore_mark_failed(MariadbRestore *r, const BkError *err)
+{
+	BkError ignore;
+	const char *message = err->message;
+
+	if (r->marked && r->conn != NULL)
+		restore_sql_params(r->conn,
+						   "UPDATE " RESTORE_MARKER_DB ".restore SET error = ?",
+						   1, &message, "marking the failure", &ignore);
+}
+
+bool
+restore_unmark(MariadbRestore *r, BkError *err)
+{
+	if (!restore_sql(r, r->conn, "DROP DATABASE " RESTORE_MARKER_DB,
+					 "dropping " RESTORE_MARKER_DB, err))
+		return false;
+	r->marked = false;
+	return true;
+}
+
+bool
+restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err)
+{
+	const char *gtid = r->snapshot->gtid;
+
+	if (!r->log_bin || gtid[0] == '\0')
+		return true;
+	restore_mark_step(r, "GTID state");
+	if (r->binlog_gtid_pos[0] != '\0' &&
+		!restore_sql(r, r->conn, "RESET MASTER",
+					 "--force: RESET MASTER on the target", err))
+		return false;
+	return restore_sql_params(r->conn, "SET GLOBAL gtid_binlog_state = ?", 1,
+							  &gtid,
+							  "setting gtid_binlog_state to the"
+							  " snapshot's",
+							  err);
+}
+
+/*
+ * restore_finish_server
+ *		The GTID state the restored server ends with is the source's at the
+ *		target: checked against what replay logged, and set as its replica
+ *		position so it can follow the source or another replica of it.
+ */
+bool
+restore_finish_server(MariadbRestore *r, BkError *err)
+{
+	const char *gtid = r->final_gtid;
+
+	restore_mark_step(r, "GTID position");
+	if (r->log_bin && r->final_gtid[0] != '\0')
+	{
+		MYSQL_RES *res;
+		MYSQL_ROW row;
+		BkGtidState want, have;
+		char have_text[BK_BINLOG_GTID_STATE_MAX] = "";
+		BkError parse_err;
+
+		if (mysql_query(r->conn, "SELECT @@gtid_binlog_pos") != 0 ||
+			(res = mysql_store_result(r->conn)) == NULL)
+			return bk_error_set(err, BK_ERR_INTERNAL,
+								"could not read gtid_binlog_pos: %s",
+								mysql_error(r->conn));
+		row = mysql_fetch_row(res);
+		if (row != NULL && row[0] != NULL)
+			bk_strlcpy(have_text, row[0], sizeof(have_text));
+		mysql_free_result(res);
+		if (!bk_gtid_state_parse(r->final_gtid, &want, &parse_err) ||
+			!bk_gtid_state_parse(have_text, &have, &parse_err) ||
+			memcmp(&want, &have, sizeof(want)) != 0)
+			return bk_error_set(err, BK_ERR_INTERNAL,
+								"after replay the target's binlog is at GTID"
+								" %s, but the archive is at %s there: a"
+								" transaction was skipped or repeated",
+								have_text[0] ? have_text : "(none)",
+								r->final_gtid);
+	}
+	if (gtid[0] != '\0' &&
+		!restore_sql_params(r->conn, "SET GLOBAL gtid_slave_pos = ?", 1, &gtid,
+							"setting gtid_slave_pos", err))
+		return false;
+	return true;
+}

@@ -3,8 +3,7 @@
  *		The MariaDB engine (engine.h): a source whose archive holds binlog
  *		ranges.  bk list shows each file's coverage and every gap; bk verify
  *		checks every range (keyless, and with the key every chunk, event
- *		position and CRC-32) and reports gaps; bk expire keeps everything for
- *		now (see bk_mariadb_expire).
+ *		position and CRC-32) and reports gaps; bk expire is expire.c.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -419,27 +418,6 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	describe_gaps(&catalog, verify_gap, verifier);
 	binlog_catalog_free(&catalog);
 	return verify_snapshots(verifier, repo, source, err);
-}
-
-/*
- * bk_mariadb_expire
- *		Retention for binlog sources follows from their snapshots, which
- *		are not archived yet: removing binlog now could only lose what a
- *		future restore needs, so everything is kept and the user is told.
- */
-static int
-bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
-				  const BkRetention *retention, BkError *err)
-{
-	if (retention->json)
-		printf("{\"source\": \"%s\", \"removed\": [], \"kept\": \"all\","
-			   " \"reason\": \"MariaDB retention is not implemented yet\"}\n",
-			   source);
-	else
-		printf("source %s (mariadb): nothing removed: retention of binlog"
-			   " sources is not implemented yet, everything is kept\n",
-			   source);
-	return BK_EXIT_OK;
 }
 
 const BkEngine bk_engine_mariadb = {

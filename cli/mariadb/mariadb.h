@@ -9,6 +9,7 @@
 
 #include "binlog_catalog.h"
 #include "bk_frame.h"
+#include "engine.h"
 #include "repo.h"
 
 /*
@@ -32,6 +33,11 @@ extern bool mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 								   BkDecoder *decoder, const BinlogFile *file,
 								   int fd, const char *path, uint64_t *events,
 								   BkBinlogEventFn fn, void *arg, BkError *err);
+
+/* bk expire of a MariaDB source (expire.c). */
+extern int bk_mariadb_expire(const char *program, BkRepo *repo,
+							 const char *source, const BkRetention *retention,
+							 BkError *err);
 
 /* bk restore of a MariaDB source (restore.c). */
 extern int bk_mariadb_restore(int argc, char **argv);

@@ -229,12 +229,19 @@ refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
 			r->target.text, scan->passed_gtid.domain, scan->passed_gtid.domain,
 			scan->passed_gtid.server, scan->passed_gtid.seq);
 	else
+	{
+		const BinlogFile *newest = &r->binlog.files[r->binlog.file_count - 1];
+		const BinlogFile *until = binlog_catalog_file(&r->binlog, until_file);
+		bool gap = until != newest || until->gap_end != 0;
+
 		bk_error_set(err, BK_ERR_NOT_FOUND,
 					 "target %s is past the end of what the archive holds from"
 					 " snapshot %s on: the binlog is archived to %s:%" PRIu64
-					 " (its last transaction stamped %s, sent %s)",
+					 " (its last transaction stamped %s, sent %s)%s",
 					 r->target.text, r->snapshot->id, until_file, until_pos,
-					 when, sent[0] ? sent : "at an unknown time");
+					 when, sent[0] ? sent : "at an unknown time",
+					 gap ? ", where a gap in the archive begins" : "");
+	}
 	return bk_error_hint(err,
 						 "A gap in the archive, or a target later than what"
 						 " the agent has archived; \"bk list --source %s\""
@@ -263,6 +270,25 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	bk_gtid_state_format(&scan.state, r->final_gtid, sizeof(r->final_gtid));
 	if (r->target.type == TARGET_IMMEDIATE)
 		return true;
+	if (r->target.type == TARGET_GTID)
+	{
+		/* The snapshot may hold the target already. */
+		bool all = true;
+
+		for (int idx = 0; idx < r->target.gtid.count; idx++)
+		{
+			const BkGtid *want = &r->target.gtid.gtids[idx];
+
+			for (int have = 0; have < scan.state.count; have++)
+				if (scan.state.gtids[have].domain == want->domain &&
+					scan.state.gtids[have].seq == want->seq &&
+					scan.state.gtids[have].server == want->server)
+					scan.reached[idx] = true;
+			all &= scan.reached[idx];
+		}
+		if (all)
+			return true;
+	}
 	if (!mariadb_snapshot_reach(r->snapshot, &r->binlog, &until_file,
 								&until_pos, problem, sizeof(problem)))
 		return bk_error_set(err, BK_ERR_SEQUENCE, "snapshot %s: %s",

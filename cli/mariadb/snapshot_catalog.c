@@ -134,7 +134,6 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 					   uint64_t *until_pos, char *problem, size_t problem_len)
 {
 	const BinlogFile *previous = NULL;
-	bool started = false;
 
 	for (int idx = 0; idx < binlog->file_count; idx++)
 	{
@@ -145,47 +144,35 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 
 		if (order < 0)
 			continue;
-		if (!started && order > 0)
+		if (previous == NULL)
 		{
-			snprintf(problem, problem_len,
-					 "its binlog file %s is not in the archive",
-					 snapshot->binlog_file);
-			return false;
+			/* The snapshot's own file, from 0 to its position at least. */
+			if (order > 0 || file->covered_end == 0 ||
+				file->covered_end < snapshot->binlog_pos)
+			{
+				snprintf(problem, problem_len,
+						 "its binlog file %s is not archived from its start"
+						 " up to the snapshot's position %" PRIu64,
+						 snapshot->binlog_file, snapshot->binlog_pos);
+				return false;
+			}
 		}
-		if (previous != NULL)
+		else
 		{
+			/* The archive carries on only through complete files. */
 			dot_prev = strrchr(previous->name, '.');
 			dot = strrchr(file->name, '.');
-			if (dot_prev && dot &&
-				strtoull(dot + 1, NULL, 10) !=
-					strtoull(dot_prev + 1, NULL, 10) + 1)
-			{
-				snprintf(problem, problem_len,
-						 "binlog files between %s and %s are missing",
-						 previous->name, file->name);
-				return false;
-			}
-			if (!previous->complete)
-			{
-				snprintf(problem, problem_len,
-						 "binlog %s is archived up to %" PRIu64 " only",
-						 previous->name, previous->covered_end);
-				return false;
-			}
+			if (!previous->complete || file->covered_end == 0 ||
+				(dot_prev && dot &&
+				 strtoull(dot + 1, NULL, 10) !=
+					 strtoull(dot_prev + 1, NULL, 10) + 1))
+				break;
 		}
-		if (file->covered_end == 0 || file->gap_end != 0 ||
-			(order == 0 && file->covered_end < snapshot->binlog_pos))
-		{
-			snprintf(problem, problem_len,
-					 "binlog %s is not archived up to the snapshot's"
-					 " position or has a gap",
-					 file->name);
-			return false;
-		}
-		started = true;
 		previous = file;
+		if (file->gap_end != 0)
+			break; /* the chain ends where the hole starts */
 	}
-	if (!started)
+	if (previous == NULL)
 	{
 		snprintf(problem, problem_len, "its binlog file %s is not archived yet",
 				 snapshot->binlog_file);

@@ -42,10 +42,11 @@ extern bool mariadb_snapshot_catalog_load(const BkRepo *repo,
 extern void mariadb_snapshot_catalog_free(MariadbSnapshotCatalog *catalog);
 
 /*
- * Can the archived binlog carry snapshot forward?  True when every file
- * from the snapshot's binlog file on is archived without a gap from its
- * start; *until_file / *until_pos say how far (the archive's end).
- * Otherwise *problem says what is missing.
+ * Can the archived binlog carry snapshot forward?  True when the
+ * snapshot's binlog file is archived from its start to the snapshot's
+ * position; *until_file / *until_pos say how far the archive then goes on
+ * without a hole (through complete files, to the end of the archive or
+ * to the first gap).  Otherwise *problem says what is missing.
  */
 extern bool mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 								   const BinlogCatalog *binlog,

@@ -243,6 +243,7 @@ my "USE $db; INSERT INTO nopk VALUES (3, 'z'); DELETE FROM nopk WHERE a = 1 LIMI
     UPDATE blobs SET b = CONCAT(b, 0x00) WHERE id = 1; CALL add_order(40)" >/dev/null
 "${sb[@]}" --threads=2 --time=2 run >>"$dir/sb.log" 2>&1
 moment m1
+my "FLUSH BINARY LOGS" >/dev/null
 
 # ---------------------------------------------------------------- moment 2: DDL, event firing
 my "USE $db; ALTER TABLE orders ADD COLUMN note VARCHAR(20) DEFAULT 'n';
@@ -257,6 +258,11 @@ ticks="$(my "SELECT COUNT(*) FROM $db.ticks")"
 [[ "$ticks" -gt 0 ]]
 ok $? "the event fired while enabled ($ticks rows)"
 moment m2
+# A second snapshot, in the quiet after m2: it holds m2's state.
+result2="$(my "SELECT bk_snapshot('jobs=2')")"
+snap2="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result2")"
+[[ -n "$snap2" ]]
+ok $? "a second snapshot after m2" || diag "$result2"
 
 # ---------------------------------------------------------------- moment 3: rotation, restart
 my "FLUSH BINARY LOGS" >/dev/null
@@ -267,6 +273,12 @@ my "USE $db; INSERT INTO orders (amount, note) VALUES (50, 'after restart'); DRO
     UPDATE gen SET a = 11 WHERE id = 1" >/dev/null
 "${sb[@]}" --threads=2 --time=2 run >>"$dir/sb.log" 2>&1
 moment m3
+
+# Two commits in one second, after which a whole second passes.
+python3 -c 'import time; time.sleep(1.2 - time.time() % 1)'
+my "INSERT INTO $db.orders (amount) VALUES (61); INSERT INTO $db.orders (amount) VALUES (62)" >/dev/null
+same_second="$(date -u +%s)"
+sleep 1.5
 my "FLUSH BINARY LOGS" >/dev/null
 
 archived() { "$BK" list --config "$dir/bk.conf" --source "$source_id" --json |
@@ -278,10 +290,13 @@ for m in m1 m2 m3; do check_moment "$m"; done
 # ---------------------------------------------------------------- immediate: the load alone, not logged
 target_reset
 out="$(restore --target immediate 2>&1)"
-ok $? "--target immediate restores the snapshot alone" || diag "$out"
-is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(my "SELECT BINLOG_GTID_POS('$(sed -n 's/.*"binlog_file":"\([^"]*\)".*/\1/p' <<<"$result")', $(sed -n 's/.*"binlog_pos":\([0-9]*\).*/\1/p' <<<"$result"))")" \
+ok $? "--target immediate restores the newest snapshot alone" || diag "$out"
+fingerprint tmy >"$dir/immediate.fp"
+cmp -s "$dir/m2.fp" "$dir/immediate.fp"
+ok $? "... which holds m2's state" || diag "$(diff "$dir/m2.fp" "$dir/immediate.fp" | head)"
+is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(cat "$dir/m2.gtid")" \
     "the load is not in the target's binlog: its GTID state is the snapshot's"
-is "$(tmy "SELECT COUNT(*) FROM $db.audit") $(tmy "SELECT COUNT(*) FROM $db.orders")" "3 3" \
+is "$(tmy "SELECT COUNT(*) FROM $db.audit")" "$(tmy "SELECT COUNT(*) FROM $db.orders")" \
     "the trigger did not fire while loading (one audit row per order)"
 is "$(tmy "SELECT @@event_scheduler")" "OFF" "events stay off until the DBA turns the scheduler on"
 
@@ -289,11 +304,11 @@ is "$(tmy "SELECT @@event_scheduler")" "OFF" "events stay off until the DBA turn
 out="$(restore --target immediate 2>&1)"
 is "$?" 1 "a target server that is not empty is refused"
 like "$out" "not empty" "... saying so" || diag "$out"
-out="$(restore --force --target-position "$(cat "$dir/m1.position")" 2>&1)"
-ok $? "--force restores over it" || diag "$out"
+out="$(restore --force --target-position "$(cat "$dir/m3.position")" 2>&1)"
+ok $? "--force restores over it (the snapshot's databases dropped first)" || diag "$out"
 fingerprint tmy >"$dir/force.fp"
-cmp -s "$dir/m1.fp" "$dir/force.fp"
-ok $? "... exactly" || diag "$(diff "$dir/m1.fp" "$dir/force.fp" | head)"
+cmp -s "$dir/m3.fp" "$dir/force.fp"
+ok $? "... exactly" || diag "$(diff "$dir/m3.fp" "$dir/force.fp" | head)"
 
 target_reset
 out="$(restore --target-time 2099-01-01T00:00:00Z 2>&1)"
@@ -310,5 +325,71 @@ out="$(restore --target-time yesterday 2>&1)"
 is "$?" 2 "a bad --target-time is a usage error"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/pgdata" 2>&1)"
 like "$out" "is a MariaDB source" "--pgdata for a MariaDB source says what to do" || diag "$out"
+
+# ---------------------------------------------------------------- one second, another zone
+# The restore host's TZ is not UTC; the targets carry their own zones.
+in_zone() { TZ="$2" date -d "@$1" +%Y-%m-%dT%H:%M:%S.%N%:z; }
+target_reset
+out="$(TZ=Asia/Tokyo restore --target-time "$(in_zone "$((same_second + 1))" America/New_York)" 2>&1)"
+ok $? "restore to the end of the second of two commits (given in New York time, run in Tokyo)" || diag "$out"
+is "$(tmy "SELECT GROUP_CONCAT(amount ORDER BY id) FROM $db.orders WHERE amount > 60")" "61,62" \
+    "... holds both commits"
+target_reset
+mid="$(in_zone "$same_second" Asia/Kolkata | sed 's/\.[0-9]*/.5/')"
+out="$(TZ=Asia/Tokyo restore --target-time "$mid" 2>&1)"
+ok $? "restore to the middle of that second ($mid)" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM $db.orders WHERE amount > 60")" 0 \
+    "... holds neither: binlog stamps are whole seconds, a second is never split"
+
+# ---------------------------------------------------------------- a gap, a corrupted range
+first_m3_file="$(cut -d: -f1 "$dir/m3.position")"
+ranges=("$repo/$source_id/binlog/$first_m3_file"/*)
+[[ "${#ranges[@]}" -ge 3 ]]
+ok $? "the file of m3 is archived in ${#ranges[@]} ranges"
+cp -a "$repo" "$dir/repo-gap"
+rm "$dir/repo-gap/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}")"
+target_reset
+out="$(restore --repo "$dir/repo-gap" --target-position "$(cat "$dir/m3.position")" 2>&1)"
+is $? 1 "a target beyond a gap is refused"
+like "$out" "past the end of what the archive holds.*where a gap in the archive begins" \
+    "... saying where the archive stops and why" || diag "$out"
+out="$("$BK" list --config "$dir/bk.conf" --repo "$dir/repo-gap" --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $first_m3_file" "bk list shows the gap"
+out="$(restore --repo "$dir/repo-gap" --target-position "$(cat "$dir/m2.position")" 2>&1)"
+ok $? "a target before the gap is restored" || diag "$out"
+fingerprint tmy >"$dir/gap.fp"
+cmp -s "$dir/m2.fp" "$dir/gap.fp"
+ok $? "... exactly" || diag "$(diff "$dir/m2.fp" "$dir/gap.fp" | head)"
+
+cp -a "$repo" "$dir/repo-bad"
+victim="$dir/repo-bad/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}")"
+"$ROOT/tests/lib/tamper_frame.py" "$victim"
+out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-bad" --source "$source_id" 2>&1)"
+is $? 4 "bk verify finds the corrupted range (exit 4)"
+like "$out" "$first_m3_file/$(basename "${ranges[1]}")" "... and names it" || diag "$out"
+target_reset
+out="$(restore --repo "$dir/repo-bad" --target-position "$(cat "$dir/m3.position")" 2>&1)"
+is $? 4 "bk restore refuses the corrupted range (exit 4)"
+like "$out" "$first_m3_file" "... naming it" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+
+# ---------------------------------------------------------------- bk expire
+out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
+ok $? "bk expire --retain-full 1" || diag "$out"
+like "$out" "removed snapshot $snap1" "... removes the older snapshot" || diag "$out"
+like "$out" "removed binlog" "... and the binlog files before the kept snapshot's" || diag "$out"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+ok $? "bk verify passes after expire" || diag "$out"
+target_reset
+out="$(restore --target immediate 2>&1)"
+ok $? "restore to the oldest kept moment (snapshot $snap2)" || diag "$out"
+fingerprint tmy >"$dir/expired.fp"
+cmp -s "$dir/m2.fp" "$dir/expired.fp"
+ok $? "... equals m2" || diag "$(diff "$dir/m2.fp" "$dir/expired.fp" | head)"
+target_reset
+out="$(restore --target-position "$(cat "$dir/m1.position")" 2>&1)"
+is $? 1 "a moment before the oldest kept snapshot is refused"
+like "$out" "restorable window is from" "... with the window in the message" || diag "$out"
 
 done_testing

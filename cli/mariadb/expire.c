@@ -1,0 +1,211 @@
+/*
+ * expire.c
+ *		bk expire for MariaDB sources: which snapshots the policy keeps
+ *		(retention.c decides, for every engine), and the binlog that goes
+ *		with the others.
+ *
+ * Binlog goes file by file, only for files older than the binlog file of
+ * the oldest snapshot kept: that file is kept whole (a restore rebuilds it
+ * from offset 0, its format description included), and so is everything
+ * after it.  With no restorable snapshot to anchor the policy, nothing is
+ * removed.  A snapshot's record goes first, so a removal cut short leaves
+ * an incomplete snapshot, never one that looks restorable with parts
+ * missing.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "binlog_catalog.h"
+#include "bk_snapshot_format.h"
+#include "bk_util.h"
+#include "cli.h"
+#include "mariadb.h"
+#include "retention.h"
+#include "snapshot_catalog.h"
+#include "times.h"
+
+static uint64_t
+binlog_order(const char *file, uint64_t pos)
+{
+	const char *dot = strrchr(file, '.');
+	uint64_t number = dot ? strtoull(dot + 1, NULL, 10) : 0;
+
+	return (number << 32) | (pos & 0xffffffffu);
+}
+
+static bool
+remove_snapshot(BkRepo *repo, const char *source, const char *id, BkError *err)
+{
+	char record[MARIADB_SNAPSHOT_ID_MAX + 32];
+	char prefix[MARIADB_SNAPSHOT_ID_MAX + 2];
+
+	snprintf(record, sizeof(record), "%s/%s", id, BK_SNAPSHOT_RECORD);
+	snprintf(prefix, sizeof(prefix), "%s/", id);
+	return bk_repo_delete(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
+						  record, err) &&
+		   bk_repo_delete_prefix(repo, BK_REPO_ARCHIVE, source,
+								 BK_KIND_SNAPSHOT, prefix, err) &&
+		   bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
+								 BK_KIND_SNAPSHOT, prefix, err);
+}
+
+int
+bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
+				  const BkRetention *policy, BkError *err)
+{
+	BinlogCatalog binlog = {0};
+	MariadbSnapshotCatalog snapshots = {0};
+	BkRetentionSnapshot *view = NULL;
+	BkVerdict *verdicts = NULL;
+	const MariadbSnapshot *oldest_kept = NULL;
+	json_t *result = NULL, *snaps_json = NULL, *files_json = NULL;
+	uint64_t removed_snapshots = 0, removed_ranges = 0, freed = 0;
+	bool anchored;
+	int status = BK_EXIT_OK;
+
+	if (!binlog_catalog_load(repo, source, &binlog, err) ||
+		!mariadb_snapshot_catalog_load(repo, source, &snapshots, err))
+	{
+		status = bk_cli_report_error(program, err);
+		goto done;
+	}
+	view = bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*view));
+	verdicts =
+		bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*verdicts));
+	for (int idx = 0; idx < snapshots.count; idx++)
+	{
+		const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+		const char *until_file;
+		uint64_t until_pos;
+		char problem[256];
+		int64_t finished = BK_TIME_UNKNOWN;
+
+		if (!bk_parse_timestamp_zone(snap->finished, true, &finished))
+			finished = BK_TIME_UNKNOWN;
+		view[idx] = (BkRetentionSnapshot){
+			.id = snap->id,
+			.kind = "full",
+			.parent_index = -1,
+			.restorable =
+				snap->complete &&
+				mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
+									   problem, sizeof(problem)),
+			.stop_us = finished,
+			.stop_order = binlog_order(snap->binlog_file, snap->binlog_pos),
+		};
+	}
+	anchored = bk_retention_decide(view, snapshots.count, policy, bk_wall_ms(),
+								   verdicts);
+	for (int idx = 0; anchored && idx < snapshots.count && !oldest_kept; idx++)
+		if (verdicts[idx] != BK_VERDICT_EXPIRE &&
+			snapshots.snapshots[idx].complete)
+			oldest_kept = &snapshots.snapshots[idx];
+
+	if (policy->json)
+	{
+		snaps_json = json_array();
+		files_json = json_array();
+	}
+	else
+		printf("source %s (mariadb, %s %" PRId64 ")%s\n", source,
+			   policy->retain_full > 0 ? "--retain-full" : "--retain-days",
+			   policy->retain_full > 0 ? policy->retain_full
+									   : policy->retain_days,
+			   policy->dry_run ? ", dry run: nothing is removed" : "");
+	for (int idx = 0; idx < snapshots.count; idx++)
+	{
+		const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+		BkVerdict verdict = anchored ? verdicts[idx] : BK_VERDICT_KEEP;
+		const char *reason = bk_retention_reason(&view[idx], verdict, policy);
+
+		if (verdict == BK_VERDICT_EXPIRE)
+		{
+			removed_snapshots++;
+			freed += snap->stored_bytes;
+			if (!policy->dry_run &&
+				!remove_snapshot(repo, source, snap->id, err))
+			{
+				status = bk_cli_report_error(program, err);
+				goto done;
+			}
+		}
+		if (policy->json)
+			json_array_append_new(
+				snaps_json,
+				json_pack("{s:s, s:s, s:I, s:b, s:s}", "id", snap->id,
+						  "binlog_file", snap->binlog_file, "binlog_pos",
+						  (json_int_t) snap->binlog_pos, "removed",
+						  verdict == BK_VERDICT_EXPIRE, "verdict", reason));
+		else
+			printf("  %s snapshot %s (at %s:%" PRIu64 "): %s\n",
+				   verdict != BK_VERDICT_EXPIRE ? "keep  "
+				   : policy->dry_run            ? "would remove"
+												: "removed",
+				   snap->id, snap->binlog_file, snap->binlog_pos, reason);
+	}
+
+	/* Binlog files before the oldest kept snapshot's own file. */
+	for (int fileIdx = 0; oldest_kept != NULL && fileIdx < binlog.file_count;
+		 fileIdx++)
+	{
+		const BinlogFile *file = &binlog.files[fileIdx];
+
+		if (bk_binlog_file_compare(file->name, oldest_kept->binlog_file) >= 0)
+			break;
+		for (int idx = 0; idx < file->range_count; idx++)
+		{
+			removed_ranges++;
+			if (!policy->dry_run &&
+				!bk_repo_delete(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
+								file->ranges[idx].name, err))
+			{
+				status = bk_cli_report_error(program, err);
+				goto done;
+			}
+		}
+		if (policy->json)
+			json_array_append_new(files_json, json_string(file->name));
+		else
+			printf("  %s binlog %s (%d range%s): before snapshot %s's"
+				   " file %s\n",
+				   policy->dry_run ? "would remove" : "removed", file->name,
+				   file->range_count, file->range_count == 1 ? "" : "s",
+				   oldest_kept->id, oldest_kept->binlog_file);
+	}
+	if (policy->json)
+	{
+		result = json_pack(
+			"{s:s, s:s, s:b, s:o, s:o, s:I, s:I, s:s?}", "source", source,
+			"engine", "mariadb", "dry_run", policy->dry_run, "snapshots",
+			snaps_json, "binlog_files_removed", files_json,
+			"binlog_ranges_removed", (json_int_t) removed_ranges,
+			"snapshots_removed", (json_int_t) removed_snapshots, "keep_from",
+			oldest_kept ? oldest_kept->binlog_file : NULL);
+		snaps_json = files_json = NULL;
+		json_dumpf(result, stdout, JSON_INDENT(2));
+		printf("\n");
+	}
+	else if (!anchored)
+		printf("  nothing removed: source %s has no restorable snapshot to"
+			   " anchor the retention\n",
+			   source);
+	else
+		printf("%s %" PRIu64 " snapshot%s and %" PRIu64
+			   " binlog range%s (%" PRIu64 " bytes of snapshots)\n",
+			   policy->dry_run ? "would remove" : "removed", removed_snapshots,
+			   removed_snapshots == 1 ? "" : "s", removed_ranges,
+			   removed_ranges == 1 ? "" : "s", freed);
+done:
+	json_decref(result);
+	json_decref(snaps_json);
+	json_decref(files_json);
+	free(view);
+	free(verdicts);
+	mariadb_snapshot_catalog_free(&snapshots);
+	binlog_catalog_free(&binlog);
+	return status;
+}

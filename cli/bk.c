@@ -29,8 +29,11 @@ static const BkCommand commands[] = {
 	 "write one MariaDB snapshot, checked"},
 	{"list", bk_cmd_list, "show what the repository can restore"},
 	{"verify", bk_cmd_verify, "check the repository end to end"},
-	{"restore", bk_cmd_restore, "rebuild a data directory for recovery"},
-	{"expire", bk_cmd_expire, "remove snapshots and WAL beyond retention"},
+	{"restore", bk_cmd_restore,
+	 "rebuild a database as of a moment (a PostgreSQL data directory, a "
+	 "MariaDB server)"},
+	{"expire", bk_cmd_expire,
+	 "remove snapshots, WAL and binlog beyond retention"},
 };
 
 static void

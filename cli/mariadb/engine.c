@@ -362,6 +362,45 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	return true;
 }
 
+/* The GTID list a file starts with (BkBinlogEventFn). */
+static bool
+note_gtid_list(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
+			   const uint8_t *event, BkError *err)
+{
+	BkGtidState *state = arg;
+
+	if (header->type != BK_BINLOG_GTID_LIST_EVENT)
+		return true;
+	return bk_gtid_state_apply(state, event, header->length, err);
+}
+
+/*
+ * check_gtid_continuity
+ *		A file's GTID list is the server's account of everything logged
+ *		before it: it must equal the GTID state the archive reached at the
+ *		end of the file before, or transactions are missing between them.
+ */
+static void
+check_gtid_continuity(BkVerifier *verifier, const BinlogFile *previous,
+					  const BinlogFile *file, const BkGtidState *starts)
+{
+	BkGtidState ended;
+	BkError parse_err;
+	char text[BK_BINLOG_GTID_STATE_MAX];
+
+	if (previous == NULL || !previous->complete || previous->last == NULL ||
+		!bk_gtid_state_parse(previous->last->gtid, &ended, &parse_err))
+		return;
+	bk_gtid_state_format(starts, text, sizeof(text));
+	if (strcmp(text, previous->last->gtid) != 0)
+		bk_verify_problem(verifier, file->name,
+						  "binlog GTID discontinuity: it starts after GTID %s,"
+						  " but the archive of %s ends at %s",
+						  text[0] ? text : "(none)", previous->name,
+						  previous->last->gtid[0] ? previous->last->gtid
+												  : "(none)");
+}
+
 static bool
 bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				  BkError *err)
@@ -374,6 +413,8 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	{
 		const BinlogFile *file = &catalog.files[fileIdx];
 		int checksum_alg = BK_BINLOG_CHECKSUM_OFF;
+		BkGtidState starts = {0};
+		bool walked_start = false;
 
 		for (int idx = 0; idx < file->range_count; idx++)
 		{
@@ -407,13 +448,22 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					bk_verify_problem(verifier, range->name,
 									  "holds %zu bytes, its name says %" PRIu64,
 									  len, want);
-				else if (!bk_binlog_walk(file->name, range->start, data, len,
-										 &checksum_alg, NULL, NULL, &problem))
+				else if (!bk_binlog_walk(
+							 file->name, range->start, data, len, &checksum_alg,
+							 range->start == 0 ? note_gtid_list : NULL, &starts,
+							 &problem))
 					bk_verify_problem(verifier, range->name, "%s",
 									  problem.message);
+				else if (range->start == 0)
+					walked_start = true;
 				free(data);
 			}
 		}
+		if (walked_start && fileIdx > 0 &&
+			file_number(file->name) ==
+				file_number(catalog.files[fileIdx - 1].name) + 1)
+			check_gtid_continuity(verifier, &catalog.files[fileIdx - 1], file,
+								  &starts);
 	}
 	describe_gaps(&catalog, verify_gap, verifier);
 	binlog_catalog_free(&catalog);

@@ -24,5 +24,7 @@ like "$(cat "$log")" "binlog mariadb-bin\.[0-9]+: archived copy identical to the
     "the MariaDB part: archived binlog files identical to the server's"
 like "$(cat "$log")" "snapshot [0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}: .*shop.orders [0-9]+ rows" \
     "and a MariaDB snapshot checked table by table"
+like "$(cat "$log")" "The restored MariaDB databases are exactly what they were at" \
+    "and a MariaDB restored to the moment before its disaster, every table's checksum equal"
 ((status == 0)) || sed 's/^/# /' "$log" | tail -40
 done_testing

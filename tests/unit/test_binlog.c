@@ -223,14 +223,121 @@ test_names(void **state)
 	assert_int_equal(bk_binlog_file_compare("b.000010", "b.000010"), 0);
 }
 
+/*
+ * make_query
+ *		A Query event as MariaDB lays it out: thread id, exec time, db
+ *		length, error code, status variables length, status variables,
+ *		db and NUL, then the text.
+ */
+static size_t
+make_query(uint8_t *out, uint64_t offset, const char *db, const char *text)
+{
+	uint8_t body[256];
+	size_t db_len = strlen(db), text_len = strlen(text);
+	size_t used = 0;
+
+	memset(body, 0, 13);
+	body[8] = (uint8_t) db_len;
+	body[11] = 3; /* three bytes of status variables */
+	used = 13;
+	memcpy(body + used, "\x00\x00\x00", 3);
+	used += 3;
+	memcpy(body + used, db, db_len + 1);
+	used += db_len + 1;
+	memcpy(body + used, text, text_len);
+	used += text_len;
+	return make_event(out, BK_BINLOG_QUERY_EVENT, 1, offset, body, used);
+}
+
+static size_t
+make_standalone_gtid(uint8_t *out, uint64_t offset, uint64_t seq)
+{
+	size_t len = make_gtid(out, offset, 0, 1, seq);
+	uLong crc;
+
+	/* Flag 1: standalone (DDL), so the one Query that follows ends it. */
+	out[BK_BINLOG_HEADER_LEN + 12] = 1;
+	crc = crc32(crc32(0L, Z_NULL, 0), out, (uInt) (len - 4));
+	put_le32(out + len - 4, (uint32_t) crc);
+	return len;
+}
+
+/* Feed one event; the end flag it reports. */
+static bool
+feed(BkBinlogTxn *txn, const uint8_t *event, size_t len)
+{
+	BkError err;
+	bool ended = true;
+
+	assert_true(bk_binlog_txn_feed(txn, event, len, BK_BINLOG_CHECKSUM_CRC32,
+								   &ended, &err));
+	return ended;
+}
+
+/*
+ * test_transactions
+ *		Ends: XID; COMMIT and ROLLBACK queries (not BEGIN, not ROLLBACK TO
+ *		SAVEPOINT); the one statement of a standalone group; XA PREPARE and
+ *		XA COMMIT.  An end outside a group is none.
+ */
+static void
+test_transactions(void **state)
+{
+	uint8_t buf[1024];
+	BkBinlogTxn txn = {0};
+	size_t len;
+
+	len = make_query(buf, 4, "db", "COMMIT");
+	assert_false(feed(&txn, buf, len)); /* no GTID before it */
+
+	len = make_gtid(buf, 100, 0, 1, 41);
+	assert_false(feed(&txn, buf, len));
+	len = make_query(buf, 200, "db", "BEGIN");
+	assert_false(feed(&txn, buf, len));
+	len = make_query(buf, 300, "db", "ROLLBACK TO `sp1`");
+	assert_false(feed(&txn, buf, len));
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 400,
+					 (const uint8_t *) "12345678", 8);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.seq, 41);
+	assert_false(feed(&txn, buf, len)); /* a second XID: not in a group */
+
+	len = make_gtid(buf, 500, 2, 7, 42);
+	feed(&txn, buf, len);
+	len = make_query(buf, 600, "", "COMMIT");
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.domain, 2);
+	assert_int_equal(txn.gtid.server, 7);
+
+	len = make_gtid(buf, 700, 0, 1, 43);
+	feed(&txn, buf, len);
+	len = make_query(buf, 800, "", "ROLLBACK");
+	assert_true(feed(&txn, buf, len));
+
+	len = make_standalone_gtid(buf, 900, 44);
+	feed(&txn, buf, len);
+	len = make_query(buf, 1000, "db", "CREATE TABLE t (a INT)");
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.seq, 44);
+
+	len = make_gtid(buf, 1100, 0, 1, 45);
+	feed(&txn, buf, len);
+	len = make_event(buf, BK_BINLOG_XA_PREPARE_EVENT, 1, 1200,
+					 (const uint8_t *) "xa", 2);
+	assert_true(feed(&txn, buf, len));
+	len = make_gtid(buf, 1300, 0, 1, 46);
+	feed(&txn, buf, len);
+	len = make_query(buf, 1400, "", "XA COMMIT X'31',X'',1");
+	assert_true(feed(&txn, buf, len));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_header_and_crc),
-		cmocka_unit_test(test_walk),
-		cmocka_unit_test(test_gtid_state),
-		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_header_and_crc), cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_gtid_state),     cmocka_unit_test(test_names),
+		cmocka_unit_test(test_transactions),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

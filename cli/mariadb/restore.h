@@ -144,7 +144,9 @@ extern bool restore_replay(MariadbRestore *r, BkError *err);
 extern void restore_remove_work_dir(MariadbRestore *r);
 
 /* restore_server.c */
+/* A connection to the target; loading ones are set up for loading. */
 extern MYSQL *restore_connect(MariadbRestore *r, bool loading, BkError *err);
+extern bool restore_session_setup(MariadbRestore *r, MYSQL *conn, BkError *err);
 extern bool restore_sql(MariadbRestore *r, MYSQL *conn, const char *sql,
 						const char *what, BkError *err);
 extern bool restore_sql_params(MYSQL *conn, const char *sql, int count,

@@ -133,25 +133,31 @@ restore_connect(MariadbRestore *r, bool loading, BkError *err)
 		return NULL;
 	}
 
-	/*
-	 * Loading as the source stored it: UTC, zero dates and id 0 as they
-	 * are, no checks the source already made, and nothing in the binlog.
-	 */
-	if (!restore_sql(
-			r, conn,
-			"SET SESSION sql_log_bin = 0, foreign_key_checks = 0,"
-			" unique_checks = 0, time_zone = '+00:00',"
-			" sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION',"
-			" check_constraint_checks = 0,"
-			" system_versioning_insert_history = 1,"
-			" lock_wait_timeout = 60",
-			"setting up the loading session", err))
+	if (loading && !restore_session_setup(r, conn, err))
 	{
 		mysql_close(conn);
 		return NULL;
 	}
-	(void) loading;
 	return conn;
+}
+
+/*
+ * restore_session_setup
+ *		Loading as the source stored it: UTC, zero dates and id 0 as they
+ *		are, no checks the source already made, and nothing in the binlog.
+ */
+bool
+restore_session_setup(MariadbRestore *r, MYSQL *conn, BkError *err)
+{
+	return restore_sql(
+		r, conn,
+		"SET SESSION sql_log_bin = 0, foreign_key_checks = 0,"
+		" unique_checks = 0, time_zone = '+00:00',"
+		" sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION',"
+		" check_constraint_checks = 0,"
+		" system_versioning_insert_history = 1,"
+		" lock_wait_timeout = 60",
+		"setting up the loading session", err);
 }
 
 /* "10.11.19-MariaDB-..." -> 1011 */
@@ -168,42 +174,56 @@ major_minor(const char *version)
 static bool
 check_privileges(MariadbRestore *r, BkError *err)
 {
+	enum
+	{
+		NOT_HELD,
+		HELD,
+		GRANTABLE
+	};
+	size_t count = sizeof(needed_privileges) / sizeof(needed_privileges[0]);
+	int have[sizeof(needed_privileges) / sizeof(needed_privileges[0])] = {0};
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	char missing[1024] = "";
-	size_t used = 0;
-	bool have[sizeof(needed_privileges) / sizeof(needed_privileges[0])] = {
-		false};
+	char missing[1024] = "", ungrantable[1024] = "";
+	size_t missing_len = 0, ungrantable_len = 0;
 
-	if (mysql_query(
-			r->conn,
-			"SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM"
-			" information_schema.USER_PRIVILEGES WHERE GRANTEE ="
-			" CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1),"
-			" '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')") != 0 ||
+	if (mysql_query(r->conn,
+					"SELECT PRIVILEGE_TYPE, IS_GRANTABLE FROM"
+					" information_schema.USER_PRIVILEGES WHERE GRANTEE ="
+					" CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1),"
+					" '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1),"
+					" '''')") != 0 ||
 		(res = mysql_store_result(r->conn)) == NULL)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"could not read the privileges of %s: %s", r->user,
 							mysql_error(r->conn));
 	while ((row = mysql_fetch_row(res)) != NULL)
-		for (size_t idx = 0; idx < sizeof(have) / sizeof(have[0]); idx++)
-			if (strcmp(row[0], needed_privileges[idx]) == 0 &&
-				strcmp(row[1], "YES") == 0)
-				have[idx] = true;
+		for (size_t idx = 0; idx < count; idx++)
+			if (strcmp(row[0], needed_privileges[idx]) == 0)
+				have[idx] = strcmp(row[1], "YES") == 0 ? GRANTABLE : HELD;
 	mysql_free_result(res);
-	for (size_t idx = 0; idx < sizeof(have) / sizeof(have[0]); idx++)
-		if (!have[idx] && used < sizeof(missing) - 64)
-			used += (size_t) snprintf(missing + used, sizeof(missing) - used,
-									  "%s%s", used ? ", " : "",
-									  needed_privileges[idx]);
-	if (used == 0)
+	for (size_t idx = 0; idx < count; idx++)
+	{
+		char *list = have[idx] == NOT_HELD ? missing : ungrantable;
+		size_t *len = have[idx] == NOT_HELD ? &missing_len : &ungrantable_len;
+
+		if (have[idx] != GRANTABLE && *len < sizeof(missing) - 64)
+			*len +=
+				(size_t) snprintf(list + *len, sizeof(missing) - *len, "%s%s",
+								  *len ? ", " : "", needed_privileges[idx]);
+	}
+	if (missing_len == 0 && ungrantable_len == 0)
 		return true;
 	bk_error_set(err, BK_ERR_CONFIG,
-				 "%s on the target server lacks what a restore needs (with"
-				 " GRANT OPTION): %s",
-				 r->user, missing);
+				 "%s on the target server lacks what a restore needs%s%s%s%s",
+				 r->user, missing_len ? ": " : "", missing,
+				 ungrantable_len == 0 ? ""
+				 : missing_len        ? "; and it holds without GRANT OPTION: "
+									  : ": it holds without GRANT OPTION: ",
+				 ungrantable);
 	return bk_error_hint(err, "Restore as root, or as an account with ALL"
-							  " PRIVILEGES ON *.* WITH GRANT OPTION.");
+							  " PRIVILEGES ON *.* WITH GRANT OPTION (grants"
+							  " are restored too).");
 }
 
 /*
@@ -314,6 +334,8 @@ restore_check_server(MariadbRestore *r, BkError *err)
 							" statement") ||
 			   bk_error_hint(err, "Start it with secure_timestamp=NO (or"
 								  " REPLICATION) for the restore.");
+	if (!restore_session_setup(r, r->conn, err))
+		return false;
 	if (r->log_bin && r->binlog_gtid_pos[0] != '\0' && !r->force)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"the target server's binlog already holds GTIDs"

@@ -341,6 +341,26 @@ ok $? "restore to the middle of that second ($mid)" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM $db.orders WHERE amount > 60")" 0 \
     "... holds neither: binlog stamps are whole seconds, a second is never split"
 
+# ---------------------------------------------------------------- failures on the server
+target_reset
+out="$(tmy "CREATE USER weak@localhost; GRANT SELECT, INSERT, CREATE ON *.* TO weak@localhost")"
+out="$(restore --mysql-user weak --target-position "$(cat "$dir/m1.position")" 2>&1)"
+is $? 3 "an account without the privileges a restore needs is refused"
+like "$out" "weak on the target server lacks what a restore needs: .*SUPER.*BINLOG REPLAY.*without GRANT OPTION: SELECT, INSERT, CREATE" "... naming what it lacks" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before anything is written"
+# Replay of m2 from the first snapshot creates ${db}_new: make that fail.
+tmy "CREATE DATABASE ${db}_new" >/dev/null
+out="$(restore --force --snapshot "$snap1" --target-position "$(cat "$dir/m2.position")" 2>&1)"
+is $? 1 "a replay that fails midway fails the restore"
+like "$out" "binlog replay failed at the event at mariadb-bin\.[0-9]+:[0-9]+.*database exists" \
+    "... naming the event and the server's error" || diag "$out"
+like "$(tmy "SELECT step, error FROM bk_restore_incomplete.restore")" "^binlog replay.*binlog replay failed" \
+    "... and the server holds bk_restore_incomplete with the step and the error"
+out="$(restore --target-position "$(cat "$dir/m2.position")" 2>&1)"
+is $? 1 "the next restore into it is refused"
+like "$out" "holds an incomplete restore" "... saying why" || diag "$out"
+
 # ---------------------------------------------------------------- a gap, a corrupted range
 first_m3_file="$(cut -d: -f1 "$dir/m3.position")"
 ranges=("$repo/$source_id/binlog/$first_m3_file"/*)

@@ -523,7 +523,7 @@ report(const MariadbRestore *r)
 	{
 		json_t *out = json_pack(
 			"{s:s, s:s, s:s, s:{s:s, s:I}, s:s, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:{s:s, s:I}, s:s, s:s, s:f, s:f, s:O, s:b}",
+			" s:I, s:{s:s, s:I}, s:s, s:s, s:f, s:f, s:O, s:b, s:I}",
 			"source", r->source, "snapshot", snap->id, "target",
 			r->target.text ? r->target.text : "latest", "from", "file",
 			snap->binlog_file, "pos", (json_int_t) snap->binlog_pos,
@@ -539,7 +539,8 @@ report(const MariadbRestore *r)
 			r->final_gtid, "last_transaction_time", when, "load_seconds",
 			r->load_seconds, "replay_seconds", r->replay_seconds,
 			"existing_accounts_kept", r->kept_accounts, "event_scheduler_off",
-			r->scheduler_was_on);
+			r->scheduler_was_on, "tables_indexed_after_load",
+			(json_int_t) atomic_load(&r->indexes_deferred));
 
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		printf("\n");
@@ -555,6 +556,10 @@ report(const MariadbRestore *r)
 			   " (last at %s) in %.1f s",
 			   r->groups, r->cut_file, r->cut_pos, when, r->replay_seconds);
 	printf("\n  GTID state: %s\n", r->final_gtid[0] ? r->final_gtid : "none");
+	if (atomic_load(&r->indexes_deferred) > 0)
+		printf("  %" PRIu64 " table(s) had their secondary indexes built after"
+			   " the data\n",
+			   (uint64_t) atomic_load(&r->indexes_deferred));
 	if (json_array_size(r->kept_accounts) > 0)
 	{
 		size_t idx;

@@ -12,6 +12,7 @@
  *	 restore_schema.c   accounts, databases, tables, views, routines,
  *						triggers, events, grants
  *	 restore_data.c     table data, loaded in parallel
+ *	 restore_indexes.c  plain secondary indexes built after the data
  *
  * Everything is read and checked (every snapshot object and binlog range
  * decrypted, every event's CRC, the target within the archive) before the
@@ -128,6 +129,7 @@ typedef struct MariadbRestore
 	atomic_uint_fast64_t tables_done;
 	atomic_uint_fast64_t rows_loaded;
 	atomic_uint_fast64_t bytes_loaded;
+	atomic_uint_fast64_t indexes_deferred; /* tables whose indexes came after */
 	uint64_t bytes_total;
 
 	/* Report. */
@@ -166,6 +168,11 @@ extern bool restore_create_accounts(MariadbRestore *r, BkError *err);
 extern bool restore_create_tables(MariadbRestore *r, BkError *err);
 extern bool restore_create_objects(MariadbRestore *r, BkError *err);
 extern bool restore_grant(MariadbRestore *r, BkError *err);
+
+/* restore_indexes.c */
+extern bool restore_defer_indexes(MYSQL *conn, const char *db, const char *name,
+								  bool (*recreate)(void *arg, BkError *err),
+								  void *arg, char **add_sql, BkError *err);
 
 /* restore_data.c */
 extern bool restore_load_data(MariadbRestore *r, BkError *err);

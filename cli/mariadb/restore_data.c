@@ -147,9 +147,50 @@ first_warning(MYSQL *conn, char *out, size_t out_len)
 	return true;
 }
 
+typedef struct Recreate
+{
+	MYSQL *conn;
+	json_t *table; /* schema.json's */
+} Recreate;
+
+/*
+ * recreate_table
+ *		Drop the table and create it again from its definition.
+ */
+static bool
+recreate_table(void *arg, BkError *err)
+{
+	Recreate *re = arg;
+	const char *db = json_string_value(json_object_get(re->table, "database"));
+	const char *name = json_string_value(json_object_get(re->table, "name"));
+	char quoted_db[2 * 256 + 3], quoted_name[2 * 256 + 3];
+	char sql[1100];
+	char *text;
+	size_t len;
+	bool ok;
+
+	if (!bk_sql_quote_ident(quoted_db, sizeof(quoted_db), db) ||
+		!bk_sql_quote_ident(quoted_name, sizeof(quoted_name), name) ||
+		!restore_text(json_object_get(re->table, "create"), &text, &len))
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"table `%s`.`%s`: its definition is malformed", db,
+							name);
+	snprintf(sql, sizeof(sql), "DROP TABLE %s.%s", quoted_db, quoted_name);
+	ok = mysql_query(re->conn, sql) == 0 &&
+		 mysql_select_db(re->conn, db) == 0 &&
+		 mysql_real_query(re->conn, text, (unsigned long) len) == 0;
+	free(text);
+	if (!ok)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"table `%s`.`%s`: creating it again: %s", db, name,
+							mysql_error(re->conn));
+	return true;
+}
+
 /*
  * load_table
- *		Every part of one table, in order, checked against its record.
+ *		Every part of one table, in order, checked against its record;
+ *		plain secondary indexes built after the data (restore_indexes.c).
  */
 static bool
 load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
@@ -174,6 +215,8 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 	char hex[2 * BK_SHA256_LEN + 1];
 	BkSha256 *sha;
 	char *sql;
+	char *add_indexes = NULL;
+	Recreate recreate;
 	bool ok = true;
 
 	if (table == NULL || db == NULL || name == NULL || want_sha == NULL)
@@ -181,11 +224,20 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 							"snapshot %s: table number %d of its record is not"
 							" in schema.json",
 							r->snapshot->id, index);
-	if ((sql = load_statement(table, err)) == NULL)
+	recreate.conn = conn;
+	recreate.table = table;
+	if (!restore_defer_indexes(conn, db, name, recreate_table, &recreate,
+							   &add_indexes, err))
 		return false;
+	if ((sql = load_statement(table, err)) == NULL)
+	{
+		free(add_indexes);
+		return false;
+	}
 	if ((sha = bk_sha256_new(err)) == NULL)
 	{
 		free(sql);
+		free(add_indexes);
 		return false;
 	}
 	for (int part = 1; ok && part <= parts && !atomic_load(&r->abort); part++)
@@ -258,6 +310,14 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 				db, name, rows, bytes, hex, want_rows, want_bytes, want_sha);
 	}
 	bk_sha256_free(sha);
+	if (ok && add_indexes != NULL)
+		atomic_fetch_add(&r->indexes_deferred, 1);
+	if (ok && add_indexes != NULL && mysql_query(conn, add_indexes) != 0)
+		ok = bk_error_set(err, BK_ERR_INTERNAL,
+						  "table `%s`.`%s`: building its secondary indexes"
+						  " after the data: %s (error %u)",
+						  db, name, mysql_error(conn), mysql_errno(conn));
+	free(add_indexes);
 	return ok;
 }
 

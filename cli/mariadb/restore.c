@@ -570,6 +570,20 @@ report(const MariadbRestore *r)
 			printf(" %s", json_string_value(name));
 		printf("\n");
 	}
+	if (json_array_size(json_object_get(r->record, "not_consistent")) > 0)
+	{
+		size_t idx;
+		json_t *table;
+
+		printf("  WARNING: tables without transactions were restored as the"
+			   " snapshot read them, not at its consistent point:");
+		json_array_foreach(json_object_get(r->record, "not_consistent"), idx,
+						   table)
+			printf(" `%s`.`%s`",
+				   json_string_value(json_object_get(table, "database")),
+				   json_string_value(json_object_get(table, "name")));
+		printf("\n");
+	}
 	if (r->scheduler_was_on)
 		printf("  the event scheduler was turned OFF for the restore and is"
 			   " left OFF: SET GLOBAL event_scheduler = ON when this server"

@@ -22,6 +22,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=SCRIPTDIR/../lib/tap.sh
 source "$ROOT/tests/lib/tap.sh"
+# shellcheck source=SCRIPTDIR/../lib/mariadb.sh
+source "$ROOT/tests/lib/mariadb.sh"
 SERVICES="$ROOT/scripts/services"
 BK="$ROOT/cli/bk"
 SHIPPER="$ROOT/shipper/bk-shipper"
@@ -36,15 +38,6 @@ for prog in "$BK" "$SHIPPER" "$AGENT"; do
 done
 
 # my [--user NAME] SQL: one statement's output, errors included.
-my() {
-    local user=root
-    if [[ "$1" == --user ]]; then
-        user="$2"
-        shift 2
-    fi
-    timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
-        -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
-}
 # my_script: SQL from stdin.
 my_script() {
     timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
@@ -111,23 +104,9 @@ group_id = $prefix
 CONF
 # agent_conf [LINE...]: the agent's configuration plus LINEs.
 agent_conf() {
-    cat <<CONF
-source_id = $source_id
-kafka_brokers = $BK_KAFKA_BROKERS
-topic_prefix = $prefix
-key_file = $dir/bk.key.pub
-mysql_socket = $MYSQL_UNIX_PORT
-mysql_user = root
-server_id = $((4000 + $$ % 50000))
-range_size = 32KiB
-range_interval = 200ms
-heartbeat = 500ms
-state_dir = $dir/state
-control_socket = $BK_MYSQL_AGENT_SOCKET
-control_user = $server_user
-roles = $role
-CONF
-    printf '%s\n' "$@"
+    bk_test_agent_conf "mysql_socket = $MYSQL_UNIX_PORT" "mysql_user = root" \
+        "server_id = $((4000 + $$ % 50000))" "range_size = 32KiB" "heartbeat = 500ms" \
+        "state_dir = $dir/state" "control_user = $server_user" "roles = $role" "$@"
 }
 agent_conf >"$dir/agent.conf"
 

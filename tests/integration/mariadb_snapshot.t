@@ -29,6 +29,8 @@ dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-mariadb-snapshot.XXXXXX")"
 chmod 755 "$dir"
 # shellcheck source=SCRIPTDIR/../lib/bk_env.sh
 source "$ROOT/tests/lib/bk_env.sh"
+# shellcheck source=SCRIPTDIR/../lib/mariadb.sh
+source "$ROOT/tests/lib/mariadb.sh"
 AGENT=/usr/local/bin/bk-mysql-agent
 agent_pid=""
 shipper_pid=""
@@ -37,15 +39,6 @@ db=bksnap_$$
 role="bk_test_role_$$"
 agent_user="bk_agent_$$"
 
-my() {
-    local user=root
-    if [[ "$1" == --user ]]; then
-        user="$2"
-        shift 2
-    fi
-    timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
-        -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
-}
 
 # shellcheck disable=SC2329 # called by the trap
 cleanup() {
@@ -71,22 +64,10 @@ out="$(my "CREATE USER $agent_user@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/ag
            GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT
              ON *.* TO $agent_user@'127.0.0.1'")"
 ok $? "an agent user with the README's grants" || diag "$out"
-cat >"$dir/agent.conf" <<CONF
-source_id = $source_id
-kafka_brokers = $BK_KAFKA_BROKERS
-topic_prefix = $prefix
-key_file = $dir/bk.key.pub
-mysql_host = 127.0.0.1
-mysql_port = $MYSQL_TCP_PORT
-mysql_user = $agent_user
-mysql_password_file = $dir/agent.password
-server_id = $((4000 + $$ % 1000))
-state_dir = $dir/agent-state
-control_socket = $BK_MYSQL_AGENT_SOCKET
-control_user = $server_user
-range_interval = 200ms
-roles = $role
-CONF
+bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $MYSQL_TCP_PORT" \
+    "mysql_user = $agent_user" "mysql_password_file = $dir/agent.password" \
+    "server_id = $((4000 + $$ % 1000))" "state_dir = $dir/agent-state" \
+    "control_user = $server_user" "roles = $role" >"$dir/agent.conf"
 
 start_agent() {
     "$AGENT" --config "$dir/agent.conf" >>"$dir/agent.log" 2>&1 &

@@ -1,0 +1,34 @@
+# tests/lib/mariadb.sh: what the MariaDB tests share.  Source it after
+# tests/lib/tap.sh and "scripts/services env", with dir (the test's own
+# directory), source_id and prefix set before the agent's configuration is
+# written.
+#
+#   my [--user U] SQL        SQL on the test server as root (or U) over TCP:
+#                            rows without headers, tab-separated, raw; an
+#                            error is printed on stdout too, for diag
+#   bk_test_agent_conf [LINE...]
+#                            the agent settings every test shares (source,
+#                            Kafka, topic prefix, public key, control socket,
+#                            ranges cut every 200ms), then LINEs
+
+my() {
+    local user=root
+    if [[ "$1" == --user ]]; then
+        user="$2"
+        shift 2
+    fi
+    timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+        -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
+}
+
+bk_test_agent_conf() {
+    cat <<CONF
+source_id = $source_id
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+key_file = $dir/bk.key.pub
+control_socket = $BK_MYSQL_AGENT_SOCKET
+range_interval = 200ms
+CONF
+    printf '%s\n' "$@"
+}

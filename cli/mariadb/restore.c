@@ -488,7 +488,28 @@ print_plan(const MariadbRestore *r)
 	if (r->groups > 0)
 		format_binlog_time(r->last_group_time, when, sizeof(when));
 	if (r->common.json)
+	{
+		json_t *plan;
+
+		if (!r->dry_run)
+			return;
+		plan = json_pack(
+			"{s:s, s:b, s:s, s:{s:s, s:I, s:s}, s:{s:s, s:I, s:s}, s:I, s:I,"
+			" s:I, s:I, s:s, s:f}",
+			"source", r->source, "dry_run", true, "snapshot", snap->id, "from",
+			"file", snap->binlog_file, "pos", (json_int_t) snap->binlog_pos,
+			"gtid", snap->gtid, "to", "file",
+			r->groups ? r->cut_file : snap->binlog_file, "pos",
+			(json_int_t) (r->groups ? r->cut_pos : snap->binlog_pos), "gtid",
+			r->final_gtid, "tables", (json_int_t) snap->tables, "data_bytes",
+			(json_int_t) r->bytes_total, "transactions", (json_int_t) r->groups,
+			"binlog_bytes", (json_int_t) r->replay_bytes,
+			"last_transaction_time", when, "estimated_seconds", estimate);
+		json_dumpf(plan, stdout, JSON_INDENT(2));
+		printf("\n");
+		json_decref(plan);
 		return;
+	}
 	printf("restore of source %s into %s%s\n", r->source,
 		   r->socket ? r->socket : r->host, r->dry_run ? " (dry run)" : "");
 	printf("  snapshot %s at %s:%" PRIu64 " (GTID %s), %" PRIu64
@@ -680,6 +701,8 @@ run(MariadbRestore *r, BkError *err)
 	if (!restore_replay(r, err))
 		return false;
 	r->replay_seconds = seconds_since(&start);
+	/* Durable from here: the marker goes with a flushed commit. */
+	restore_put_back_settings(r);
 	if (!restore_finish_server(r, err) || !restore_unmark(r, err))
 		return false;
 	report(r);
@@ -722,6 +745,7 @@ bk_mariadb_restore(int argc, char **argv)
 		status = BK_EXIT_OK;
 	else
 	{
+		restore_put_back_settings(r);
 		restore_mark_failed(r, &err);
 		status = bk_cli_report_error(argv[0], &err);
 		if (r->marked)

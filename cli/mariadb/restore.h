@@ -115,6 +115,7 @@ typedef struct MariadbRestore
 	bool log_bin;
 	char binlog_gtid_pos[BK_BINLOG_GTID_STATE_MAX];
 	bool scheduler_was_on;
+	bool flush_log_relaxed; /* innodb_flush_log_at_trx_commit 1 -> 2 */
 	bool marked;            /* bk_restore_incomplete exists */
 	uint64_t max_packet;    /* the server's max_allowed_packet */
 	uint64_t packet_before; /* to put back, or 0 */
@@ -161,6 +162,7 @@ extern void restore_mark_failed(MariadbRestore *r, const BkError *err);
 extern bool restore_unmark(MariadbRestore *r, BkError *err);
 extern bool restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err);
 extern bool restore_finish_server(MariadbRestore *r, BkError *err);
+extern void restore_put_back_settings(MariadbRestore *r);
 
 /* restore_schema.c */
 extern bool restore_text(json_t *value, char **text, size_t *len);

@@ -379,12 +379,60 @@ drop_for_force(MariadbRestore *r, BkError *err)
 	return true;
 }
 
+/*
+ * relax_durability
+ *		While restoring, a commit need not reach the disk: a restore cut
+ *		short by a crash is marked incomplete and done again.  With
+ *		innodb_flush_log_at_trx_commit = 2 the replay, one transaction at a
+ *		time, no longer waits for an fsync per transaction.  Put back by
+ *		restore_put_back_settings; the restore's last commit (dropping the
+ *		marker) then makes everything before it durable.
+ */
+static bool
+relax_durability(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (mysql_query(r->conn,
+					"SELECT @@global.innodb_flush_log_at_trx_commit") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not read innodb_flush_log_at_trx_commit: %s",
+							mysql_error(r->conn));
+	row = mysql_fetch_row(res);
+	if (row != NULL && row[0] != NULL && strcmp(row[0], "1") == 0)
+		r->flush_log_relaxed = true;
+	mysql_free_result(res);
+	return !r->flush_log_relaxed ||
+		   restore_sql(r, r->conn,
+					   "SET GLOBAL innodb_flush_log_at_trx_commit = 2",
+					   "relaxing innodb_flush_log_at_trx_commit for the"
+					   " restore",
+					   err);
+}
+
+void
+restore_put_back_settings(MariadbRestore *r)
+{
+	BkError err;
+
+	if (!r->flush_log_relaxed || r->conn == NULL)
+		return;
+	if (restore_sql(r, r->conn, "SET GLOBAL innodb_flush_log_at_trx_commit = 1",
+					"putting back innodb_flush_log_at_trx_commit", &err))
+		r->flush_log_relaxed = false;
+	else
+		fprintf(stderr, "%s: WARNING: %s; set it back to 1 by hand\n",
+				r->program, err.message);
+}
+
 bool
 restore_mark(MariadbRestore *r, BkError *err)
 {
 	const char *values[4];
 
-	if (!drop_for_force(r, err))
+	if (!drop_for_force(r, err) || !relax_durability(r, err))
 		return false;
 	if (r->scheduler_was_on &&
 		!restore_sql(r, r->conn, "SET GLOBAL event_scheduler = OFF",

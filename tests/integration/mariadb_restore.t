@@ -36,6 +36,8 @@ dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-mdb-restore.XXXXXX")"
 chmod 755 "$dir"
 # shellcheck source=SCRIPTDIR/../lib/bk_env.sh
 source "$ROOT/tests/lib/bk_env.sh"
+# shellcheck source=SCRIPTDIR/../lib/mariadb.sh
+source "$ROOT/tests/lib/mariadb.sh"
 AGENT=/usr/local/bin/bk-mysql-agent
 agent_pid=""
 shipper_pid=""
@@ -45,10 +47,6 @@ TARGET_PORT=$((MYSQL_TCP_PORT + 1))
 TARGET_DIR="$dir/target"
 TARGET_SOCKET="$TARGET_DIR/mariadb/mysqld.sock"
 
-my() {
-    timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
-        -u root --connect-timeout=10 -N -B -r -e "$1" 2>&1
-}
 tmy() {
     timeout 120 mariadb --no-defaults --protocol=SOCKET -h localhost -S "$TARGET_SOCKET" -u root --connect-timeout=10 \
         -N -B -r -e "$1" 2>&1
@@ -83,21 +81,9 @@ trap cleanup EXIT
 
 bk_test_init mariadb-restore
 source_id="mdbr-$$"
-cat >"$dir/agent.conf" <<CONF
-source_id = $source_id
-kafka_brokers = $BK_KAFKA_BROKERS
-topic_prefix = $prefix
-key_file = $dir/bk.key.pub
-mysql_host = 127.0.0.1
-mysql_port = $MYSQL_TCP_PORT
-mysql_user = root
-server_id = $((5000 + $$ % 1000))
-state_dir = $dir/agent-state
-control_socket = $BK_MYSQL_AGENT_SOCKET
-control_user = $(id -un)
-range_interval = 200ms
-roles = $role
-CONF
+bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $MYSQL_TCP_PORT" "mysql_user = root" \
+    "server_id = $((5000 + $$ % 1000))" "state_dir = $dir/agent-state" "control_user = $(id -un)" \
+    "roles = $role" >"$dir/agent.conf"
 restore() { "$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-socket "$TARGET_SOCKET" "$@"; }
 
 start_agent() {
@@ -309,6 +295,8 @@ is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(cat "$dir/m2.gtid")" \
 is "$(tmy "SELECT COUNT(*) FROM $db.audit")" "$(tmy "SELECT COUNT(*) FROM $db.orders")" \
     "the trigger did not fire while loading (one audit row per order)"
 is "$(tmy "SELECT @@event_scheduler")" "OFF" "events stay off until the DBA turns the scheduler on"
+is "$(tmy "SELECT @@innodb_flush_log_at_trx_commit")" 1 \
+    "innodb_flush_log_at_trx_commit, relaxed while restoring, is put back"
 
 # ---------------------------------------------------------------- refusals
 out="$(restore --target immediate 2>&1)"
@@ -331,6 +319,9 @@ ok $? "--dry-run" || diag "$out"
 like "$out" "snapshot $snap1 at .*transaction\\(s\\).*estimated time" "--dry-run prints the plan" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
     "--dry-run changes nothing"
+out="$(restore --dry-run --json --target-gtid "$(cat "$dir/m3.gtid")" 2>/dev/null)"
+like "$out" "\"dry_run\": true.*\"gtid\": \"$(cat "$dir/m3.gtid")\".*\"transactions\": [1-9]" \
+    "--dry-run --json gives the plan as JSON" || diag "$out"
 out="$(restore --target-time yesterday 2>&1)"
 is "$?" 2 "a bad --target-time is a usage error"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/pgdata" 2>&1)"

@@ -5,8 +5,9 @@
  *
  * Each part (at most 32 MiB of rows) is decrypted and authenticated whole,
  * in memory, then streamed to the server with LOAD DATA LOCAL INFILE
- * through the client library's infile callbacks: no plaintext file, memory
- * bounded by jobs x part size, one transaction per part.  The server must
+ * through the client library's infile callbacks: no plaintext file, one
+ * transaction per part.  While the server loads a part, the next one is
+ * decrypted: memory stays bounded by 2 x jobs x part size.  The server must
  * load every line of a part without a warning; a table's rows, bytes and
  * SHA-256 must equal its record once its last part is in.  A sequence is
  * a table too (created in its CREATE TABLE ... SEQUENCE=1 form): loading
@@ -147,6 +148,67 @@ first_warning(MYSQL *conn, char *out, size_t out_len)
 	return true;
 }
 
+/*
+ * One part decrypted by a thread of its own, so the next part of a table is
+ * authenticated and counted while the server loads the current one.  A
+ * loader has at most two parts in memory.
+ */
+typedef struct PartFetch
+{
+	MariadbRestore *r;
+	BkDecoder *decoder; /* the loader's: one fetch at a time uses it */
+	char object[BK_OBJECT_NAME_MAX + 1];
+	uint8_t *data;
+	size_t len;
+	uint64_t lines;
+	bool ok;
+	BkError err;
+	pthread_t thread;
+	bool started;
+} PartFetch;
+
+static void *
+fetch_part(void *arg)
+{
+	PartFetch *fetch = arg;
+
+	bk_error_clear(&fetch->err);
+	fetch->ok = bk_repo_decrypt_to_memory(
+		fetch->r->ctx.repo, BK_REPO_ARCHIVE, fetch->r->source, BK_KIND_SNAPSHOT,
+		fetch->object, fetch->decoder, RESTORE_PART_MAX, &fetch->data,
+		&fetch->len, &fetch->err);
+	fetch->lines = 0;
+	for (size_t idx = 0; fetch->ok && idx < fetch->len; idx++)
+		fetch->lines += fetch->data[idx] == '\n';
+	return NULL;
+}
+
+static void
+fetch_start(PartFetch *fetch, MariadbRestore *r, BkDecoder *decoder, int index,
+			int part)
+{
+	memset(fetch, 0, sizeof(*fetch));
+	fetch->r = r;
+	fetch->decoder = decoder;
+	snprintf(fetch->object, sizeof(fetch->object), "%s/data/%06d.%06d",
+			 r->snapshot->id, index, part);
+	fetch->started = true;
+	if (pthread_create(&fetch->thread, NULL, fetch_part, fetch) != 0)
+	{
+		fetch_part(fetch); /* no thread: do it here */
+		fetch->started = false;
+	}
+}
+
+/* Wait for the fetch; its data stays for the caller to free. */
+static void
+fetch_wait(PartFetch *fetch)
+{
+	if (fetch->started)
+		pthread_join(fetch->thread, NULL);
+	fetch->started = false;
+}
+
 typedef struct Recreate
 {
 	MYSQL *conn;
@@ -217,6 +279,7 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 	char *sql;
 	char *add_indexes = NULL;
 	Recreate recreate;
+	PartFetch fetches[2] = {0};
 	bool ok = true;
 
 	if (table == NULL || db == NULL || name == NULL || want_sha == NULL)
@@ -240,33 +303,38 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 		free(add_indexes);
 		return false;
 	}
-	for (int part = 1; ok && part <= parts && !atomic_load(&r->abort); part++)
+	if (parts > 0)
+		fetch_start(&fetches[0], r, decoder, index, 1);
+	for (int part = 1; part <= parts; part++)
 	{
-		char object[BK_OBJECT_NAME_MAX + 1];
-		uint8_t *data = NULL;
-		size_t len = 0;
-		uint64_t lines = 0;
+		PartFetch *fetch = &fetches[(part - 1) % 2];
 		InfileBuffer in;
 		char warning[512];
 
-		snprintf(object, sizeof(object), "%s/data/%06d.%06d", r->snapshot->id,
-				 index, part);
-		if (!bk_repo_decrypt_to_memory(r->ctx.repo, BK_REPO_ARCHIVE, r->source,
-									   BK_KIND_SNAPSHOT, object, decoder,
-									   RESTORE_PART_MAX, &data, &len, err))
+		fetch_wait(fetch);
+		if (ok && part < parts && !atomic_load(&r->abort))
+			fetch_start(&fetches[part % 2], r, decoder, index, part + 1);
+		if (!ok || atomic_load(&r->abort))
 		{
+			free(fetch->data);
+			fetch->data = NULL;
+			continue;
+		}
+		if (!fetch->ok)
+		{
+			*err = fetch->err;
 			ok = bk_error_prefix(err, "table `%s`.`%s`, part %d of %d: ", db,
 								 name, part, parts);
-			break;
+			free(fetch->data);
+			fetch->data = NULL;
+			continue;
 		}
-		for (size_t idx = 0; idx < len; idx++)
-			lines += data[idx] == '\n';
-		in.data = data;
-		in.len = len;
+		in.data = fetch->data;
+		in.len = fetch->len;
 		in.pos = 0;
 		mysql_set_local_infile_handler(conn, infile_init, infile_read,
 									   infile_end, infile_error, &in);
-		if (!bk_sha256_update(sha, data, len, err))
+		if (!bk_sha256_update(sha, fetch->data, fetch->len, err))
 			ok = false;
 		else if (mysql_query(conn, sql) != 0)
 			ok = bk_error_set(err, BK_ERR_INTERNAL,
@@ -282,18 +350,20 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 							  " server changed a value: %s",
 							  db, name, part, parts, warning);
 		}
-		else if ((uint64_t) mysql_affected_rows(conn) != lines)
+		else if ((uint64_t) mysql_affected_rows(conn) != fetch->lines)
 			ok = bk_error_set(err, BK_ERR_INTERNAL,
 							  "loading table `%s`.`%s`, part %d of %d: %" PRIu64
 							  " rows loaded of %" PRIu64,
 							  db, name, part, parts,
-							  (uint64_t) mysql_affected_rows(conn), lines);
+							  (uint64_t) mysql_affected_rows(conn),
+							  fetch->lines);
 		mysql_set_local_infile_default(conn);
-		free(data);
-		rows += lines;
-		bytes += len;
-		atomic_fetch_add(&r->rows_loaded, lines);
-		atomic_fetch_add(&r->bytes_loaded, len);
+		free(fetch->data);
+		fetch->data = NULL;
+		rows += fetch->lines;
+		bytes += fetch->len;
+		atomic_fetch_add(&r->rows_loaded, fetch->lines);
+		atomic_fetch_add(&r->bytes_loaded, fetch->len);
 	}
 	free(sql);
 	if (ok && !atomic_load(&r->abort))

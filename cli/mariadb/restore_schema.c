@@ -165,10 +165,20 @@ restore_create_accounts(MariadbRestore *r, BkError *err)
 		snprintf(what, sizeof(what), "account '%s'@'%s'", user, host);
 		if (json_object_get(item, "unreadable") != NULL)
 		{
+			const char *why = item_string(item, "unreadable");
+
+			/*
+			 * The source server could not show it either: under
+			 * skip_name_resolve it ignores accounts with host names.
+			 */
 			fprintf(stderr,
-					"%s: WARNING: %s was not captured by the snapshot (%s);"
-					" create it by hand\n",
-					r->program, what, item_string(item, "unreadable"));
+					"%s: note: %s is not restored: the source server could"
+					" not show it (%s)%s\n",
+					r->program, what, why,
+					strstr(why, "matching row") != NULL
+						? "; a server with skip_name_resolve ignores accounts"
+						  " whose host is a name"
+						: "");
 			continue;
 		}
 		if (!account_exists(r, user, host, &exists, err))

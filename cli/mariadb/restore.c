@@ -479,8 +479,12 @@ static void
 print_plan(const MariadbRestore *r)
 {
 	const MariadbSnapshot *snap = r->snapshot;
-	/* Rates measured by bench/mariadb.sh on a 2-core machine. */
-	const double load_mb_s = 25.0, replay_mb_s = 10.0;
+	/*
+	 * Rates measured by bench/mariadb_restore.sh on a 2-core machine
+	 * (BENCHMARKS.md): LOAD DATA at --jobs 2, and the replay, which runs
+	 * one transaction after another.
+	 */
+	const double load_mb_s = 50.0, replay_mb_s = 2.0;
 	double estimate = (double) r->bytes_total / 1e6 / load_mb_s +
 					  (double) r->replay_bytes / 1e6 / replay_mb_s;
 	char when[64] = "";

@@ -542,47 +542,8 @@ my "SELECT CONCAT_WS(', ', CONCAT('innodb_buffer_pool_size = ', @@innodb_buffer_
 echo "restore targets: scripts/services mariadb in $TARGET_DIR (port $TARGET_PORT; buffer pool $TARGET_BUFFER_POOL set online" \
     "before each restore) and $MB_DIR (port $MB_PORT, mariabackup's datadir; started with the services' 128M)"
 
-"$BK" keygen --out "$WORK/bk.key" >/dev/null
-chmod 644 "$WORK/bk.key.pub"
-BK_REPO="$WORK/bk-repo"
-BK_CONF="$WORK/bk.conf"
-BK_PREFIX="bkbench-mdr-$$"
-SOURCE="bench-mdr-$$"
-cat >"$BK_CONF" <<CONF
-kafka_brokers = $BK_KAFKA_BROKERS
-topic_prefix = $BK_PREFIX
-repository = $BK_REPO
-key_file = $WORK/bk.key
-shipper_id = bench-mdr-$$
-group_id = bench-mdr-$$
-CONF
-chmod 644 "$BK_CONF"
-"$BK" init --config "$BK_CONF" >"$WORK/bk-init.out" 2>&1 || { cat "$WORK/bk-init.out"; die "bk init"; }
-my "CREATE ROLE $ROLE;
-    CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so';
-    CREATE FUNCTION bk_snapshot_cancel RETURNS STRING SONAME 'bk_udf.so';
-    CREATE FUNCTION bk_status RETURNS STRING SONAME 'bk_udf.so'"
-
-section "database: sysbench $TABLES x $TABLE_SIZE rows, random_bytes $RANDOM_MB MiB"
-t0=$EPOCHREALTIME
-my "CREATE DATABASE $DB"
-sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$MYSQL_TCP_PORT" \
-    --mysql-user=root --mysql-db="$DB" --tables="$TABLES" --table-size="$TABLE_SIZE" --threads=2 \
-    prepare >"$WORK/sb-prepare.log" 2>&1 || { tail "$WORK/sb-prepare.log"; die "sysbench prepare"; }
-echo "sysbench prepare: $(calc "$EPOCHREALTIME - $t0" 1) s"
-t0=$EPOCHREALTIME
-my "CREATE TABLE $DB.random_bytes (id INT PRIMARY KEY, b VARBINARY(1024) NOT NULL) ENGINE=InnoDB"
-rows=$((RANDOM_MB * 1024))
-for ((n = 0; n < rows; n += 50000)); do
-    my "INSERT INTO $DB.random_bytes SELECT seq, RANDOM_BYTES(1024) FROM $DB.seq_$((n + 1))_to_$((n + 50000 < rows ? n + 50000 : rows))"
-done
-echo "random_bytes ($rows rows of RANDOM_BYTES(1024)): $(calc "$EPOCHREALTIME - $t0" 1) s"
-my "ANALYZE TABLE $(for ((n = 1; n <= TABLES; n++)); do printf '%s.sbtest%d, ' "$DB" "$n"; done)$DB.random_bytes" >/dev/null
-my "SELECT table_name, table_rows, data_length + index_length FROM information_schema.TABLES WHERE table_schema = '$DB' ORDER BY table_name" |
-    awk '{ printf "  %-14s %10d rows (estimate) %12d bytes\n", $1, $2, $3; s += $3 } END { printf "  information_schema data_length + index_length: %d bytes\n", s }'
-DB_BYTES=$(dusb "$MYSQL_DATADIR/$DB")
-echo "database files ($MYSQL_DATADIR/$DB): $DB_BYTES bytes"
-((DB_BYTES >= 1000000000)) || echo "NOTE: the database is smaller than 1 GB"
+mdb_bk_setup mdr
+mdb_make_database
 
 section "bk: agent and shipper"
 my "FLUSH BINARY LOGS" # the agent starts at the current file: the load's binlog is not archived

@@ -21,17 +21,9 @@ eval "$env_lines"
 "$SERVICES" status mariadb >/dev/null 2>&1 ||
     bail_out "mariadb is not running: run scripts/services start mariadb first"
 
-# my [--user NAME] SQL: one statement's output, errors included (raw: no
-# escaping of backslashes or newlines in values).
-my() {
-    local user=root
-    if [[ "$1" == --user ]]; then
-        user="$2"
-        shift 2
-    fi
-    timeout 30 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
-        -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
-}
+# my [--user NAME] SQL (tests/lib/mariadb.sh)
+# shellcheck source=SCRIPTDIR/../lib/mariadb.sh
+source "$ROOT/tests/lib/mariadb.sh"
 
 server_pid="$(cat "$(my 'SELECT @@pid_file')" 2>/dev/null)"
 [[ "$server_pid" =~ ^[0-9]+$ ]] || bail_out "cannot find mariadbd's pid"

@@ -386,19 +386,28 @@ check_gtid_continuity(BkVerifier *verifier, const BinlogFile *previous,
 {
 	BkGtidState ended;
 	BkError parse_err;
-	char text[BK_BINLOG_GTID_STATE_MAX];
+	char starts_text[BK_BINLOG_GTID_STATE_MAX];
+	char ended_text[BK_BINLOG_GTID_STATE_MAX];
 
-	if (previous == NULL || !previous->complete || previous->last == NULL ||
-		!bk_gtid_state_parse(previous->last->gtid, &ended, &parse_err))
+	if (previous == NULL || !previous->complete || previous->last == NULL)
 		return;
-	bk_gtid_state_format(starts, text, sizeof(text));
-	if (strcmp(text, previous->last->gtid) != 0)
+	if (!bk_gtid_state_parse(previous->last->gtid, &ended, &parse_err))
+	{
+		bk_verify_problem(verifier, previous->last->name,
+						  "its GTID metadata \"%s\" is malformed: %s",
+						  previous->last->gtid, parse_err.message);
+		return;
+	}
+	/* Both in one form: domains in order, as bk prints them. */
+	bk_gtid_state_format(starts, starts_text, sizeof(starts_text));
+	bk_gtid_state_format(&ended, ended_text, sizeof(ended_text));
+	if (strcmp(starts_text, ended_text) != 0)
 		bk_verify_problem(verifier, file->name,
 						  "binlog GTID discontinuity: it starts after GTID %s,"
 						  " but the archive of %s ends at %s",
-						  text[0] ? text : "(none)", previous->name,
-						  previous->last->gtid[0] ? previous->last->gtid
-												  : "(none)");
+						  starts_text[0] ? starts_text : "(none)",
+						  previous->name,
+						  ended_text[0] ? ended_text : "(none)");
 }
 
 static bool

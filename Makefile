@@ -6,13 +6,17 @@
 #   make demo       the main job on the embedded default (local Kafka, local
 #                   repository)
 #   make install    install bk, bk-shipper, bk-mysql-agent, the PostgreSQL
-#                   extension and the MariaDB UDF library bk_udf.so
+#                   extension, the MariaDB UDF library bk_udf.so and the
+#                   systemd units (install-units: only the units)
 #   make format     clang-format every C file
 #   make bench      benchmarks (bench/, on demand; results in BENCHMARKS.md)
 #   make fuzz-long  a long fuzzing campaign
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
+# The units run $(BINDIR)/...: install rewrites their /usr/local/bin.
+SYSTEMD_UNIT_DIR ?= /lib/systemd/system
+UNITS = shipper/bk-shipper@.service mysql_agent/bk-mysql-agent.service
 
 all:
 	$(MAKE) -C common
@@ -28,13 +32,22 @@ tests: all
 	$(MAKE) -C tests/unit
 	$(MAKE) -C tests/integration
 
-install: all
+install: all install-units
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 cli/bk $(DESTDIR)$(BINDIR)/bk
 	install -m 0755 shipper/bk-shipper $(DESTDIR)$(BINDIR)/bk-shipper
 	install -m 0755 mysql_agent/bk-mysql-agent $(DESTDIR)$(BINDIR)/bk-mysql-agent
 	$(MAKE) -C mysql_udf install
 	$(MAKE) -C extension install
+
+# Only the unit files: enabling and starting them is the administrator's.
+install-units:
+	install -d $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+	for unit in $(UNITS); do \
+		dest=$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$${unit##*/}; \
+		sed 's|/usr/local/bin/|$(BINDIR)/|g' $$unit >$$dest && \
+		chmod 0644 $$dest || exit 1; \
+	done
 
 check:
 	scripts/check
@@ -63,4 +76,4 @@ clean:
 	$(MAKE) -C tests/integration clean
 	$(MAKE) -C tests/fuzz clean
 
-.PHONY: all tests install check demo bench fuzz-long format clean
+.PHONY: all tests install install-units check demo bench fuzz-long format clean

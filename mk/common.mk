@@ -12,4 +12,5 @@ BK_CFLAGS = $(CFLAGS) -std=gnu11 $(BK_WARNINGS) -D_GNU_SOURCE \
 	-fstack-protector-strong -D_FORTIFY_SOURCE=2 \
 	-isystem /usr/include/librdkafka \
 	-I$(BK_TOP)/common
-BK_LIBS = -lrdkafka -llz4 -lcrypto -ljansson -lz -lpthread
+# libcurl and expat: the repository library's S3 backend.
+BK_LIBS = -lrdkafka -llz4 -lcrypto -ljansson -lz -lpthread -lcurl -lexpat

@@ -101,8 +101,31 @@ bk_repo_describe(const BkRepo *repo, BkRepoArea area, const char *source,
 
 /* ------------------------------------------------------------ opening */
 
+void
+bk_repo_options_init(BkRepoOptions *options)
+{
+	memset(options, 0, sizeof(*options));
+	options->s3_verify_tls = true;
+}
+
+bool
+bk_repo_location_is_s3(const char *location)
+{
+	return location != NULL && strncmp(location, "s3://", 5) == 0;
+}
+
 BkRepo *
 bk_repo_open(const char *location, bool create, BkError *err)
+{
+	BkRepoOptions options;
+
+	bk_repo_options_init(&options);
+	return bk_repo_open_with(location, &options, create, err);
+}
+
+BkRepo *
+bk_repo_open_with(const char *location, const BkRepoOptions *options,
+				  bool create, BkError *err)
 {
 	BkRepo *repo;
 	BkRepoReader *marker;
@@ -122,10 +145,15 @@ bk_repo_open(const char *location, bool create, BkError *err)
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	repo->backend = &bk_repo_directory_backend;
+	repo->backend = bk_repo_location_is_s3(location)
+						? &bk_repo_s3_backend
+						: &bk_repo_directory_backend;
 	bk_strlcpy(repo->location, location, sizeof(repo->location));
+	repo->options = options;
 	if (!repo->backend->open(repo, location, create, err))
 	{
+		repo->options = NULL;
+		repo->backend->close(repo);
 		free(repo);
 		return NULL;
 	}
@@ -140,6 +168,10 @@ bk_repo_open(const char *location, bool create, BkError *err)
 			goto fail;
 	}
 	marker = repo->backend->reader_open(repo, BK_REPO_MARKER_KEY, err);
+	/* Refused credentials or an unreachable store say so themselves. */
+	if (marker == NULL && err->code != BK_ERR_NOT_FOUND &&
+		err->code != BK_ERR_IO)
+		goto fail;
 	if (marker == NULL)
 	{
 		bk_error_set(err, BK_ERR_IO,

@@ -29,7 +29,8 @@
  * bk verify to judge; their names get ".<attempt id>" appended).  Messages
  * the shipper rejects are kept apart, per topic, partition and offset.
  *
- * The backend is chosen by the repository setting: a directory today.
+ * The backend is chosen by the repository setting: a directory, or
+ * "s3://BUCKET/PREFIX" for an S3-compatible object store (repo_s3.c).
  */
 #ifndef BK_REPO_H
 #define BK_REPO_H
@@ -52,11 +53,43 @@ typedef enum BkRepoArea
 } BkRepoArea;
 
 /*
+ * Settings of the S3 backend (ignored by the directory backend).  Strings
+ * are copied at open; NULL or 0 means the default.
+ */
+#define BK_SPOOL_DIR_DEFAULT     "/var/lib/bk/spool"
+#define BK_S3_TIMEOUT_DEFAULT_MS ((int64_t) 120 * 1000)
+#define BK_S3_PART_SIZE_DEFAULT  ((uint64_t) 16 * 1024 * 1024)
+#define BK_S3_READ_JOBS_DEFAULT  4
+
+typedef struct BkRepoOptions
+{
+	const char *s3_endpoint;  /* https://host[:port]; default AWS's */
+	const char *s3_region;    /* default us-east-1 */
+	const char *s3_uri_style; /* "host" (default) or "path" */
+	const char *s3_ca_file;
+	bool s3_verify_tls; /* default true */
+	const char *s3_storage_class;
+	const char *s3_access_key_file; /* else AWS_* environment */
+	const char *spool_dir;          /* where a shipper assembles uploads */
+	int64_t s3_timeout_ms;          /* how long a failing request is retried */
+	uint64_t s3_part_size;          /* first multipart part size */
+	int s3_read_jobs;               /* parallel range GETs per read */
+} BkRepoOptions;
+
+extern void bk_repo_options_init(BkRepoOptions *options);
+
+/* Is location an object store ("s3://BUCKET/PREFIX")? */
+extern bool bk_repo_location_is_s3(const char *location);
+
+/*
  * Open the repository at location.  With create, make it (and its marker)
  * if it does not exist; without, fail unless the marker is there, so a
  * typo in --repo is never mistaken for an empty archive.
  */
 extern BkRepo *bk_repo_open(const char *location, bool create, BkError *err);
+extern BkRepo *bk_repo_open_with(const char *location,
+								 const BkRepoOptions *options, bool create,
+								 BkError *err);
 extern void bk_repo_close(BkRepo *repo);
 
 /* The repository's location, for messages. */

@@ -76,7 +76,8 @@ struct BkRepo
 {
 	const BkRepoBackend *backend;
 	char location[4096];
-	void *state; /* the backend's */
+	const BkRepoOptions *options; /* during open only */
+	void *state;                  /* the backend's */
 };
 
 /* What every reader and upload starts with. */
@@ -95,5 +96,6 @@ struct BkRepoUpload
 };
 
 extern const BkRepoBackend bk_repo_directory_backend;
+extern const BkRepoBackend bk_repo_s3_backend;
 
 #endif /* BK_REPO_BACKEND_H */

@@ -1,0 +1,2025 @@
+/*
+ * repo_s3.c
+ *		The S3 backend: a repository in a bucket of any S3-compatible store
+ *		(AWS S3, Ceph RGW, MinIO, s3proxy), over libcurl, with requests
+ *		signed by s3_sign.c and replies read by s3_xml.c.
+ *
+ * The repository's guarantees on an object store:
+ *
+ *	 put-if-absent   PUT with "If-None-Match: *" (CompleteMultipartUpload
+ *					 with it too, after a HEAD): 200 is created, 412 means an
+ *					 object exists and repo.c compares identities.  A 200 is
+ *					 the store's promise that the object is durable; that is
+ *					 what "archived" means here.
+ *	 integrity       every PUT and part carries Content-MD5, computed as the
+ *					 spool is written, so the store refuses bytes that
+ *					 changed on the way.
+ *	 reads           range GETs; a reader keeps a window that is fetched by
+ *					 several parallel range GETs (s3_read_jobs).
+ *	 failures        connection errors, 5xx, 429, SlowDown and RequestTimeout
+ *					 are retried with exponential backoff and jitter until
+ *					 s3_timeout; anything else is an error at once, so a
+ *					 wrong secret is one refused request, not a storm.
+ *
+ * The spool, where the shipper assembles an object before uploading it, is
+ * a local directory (spool_dir): it is not the repository, nothing in it
+ * is relied on after a restart (Kafka offsets are committed only after the
+ * PUT's 200), so it is not fsynced.
+ *
+ * Thread safety: restores read from several threads; each request takes a
+ * curl handle from a pool (connections are reused per handle) and nothing
+ * else is shared but read-only settings.
+ */
+#include "repo_backend.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "bk_config.h"
+#include "bk_util.h"
+#include "s3_sign.h"
+#include "s3_xml.h"
+
+#define S3_MIN_PART_SIZE   ((uint64_t) 5 * 1024 * 1024)
+#define S3_MAX_PART_SIZE   ((uint64_t) 5 * 1024 * 1024 * 1024)
+#define S3_MAX_PARTS       10000
+#define S3_PARTS_PER_STEP  1000 /* part size doubles every 1000 parts */
+#define S3_WINDOW          ((size_t) 8 * 1024 * 1024)
+#define S3_MIN_PIECE       ((size_t) 1024 * 1024)
+#define S3_MAX_JOBS        16
+#define S3_REPLY_MAX       ((size_t) 16 * 1024 * 1024)
+#define S3_DELETE_BATCH    1000
+#define S3_STALE_UPLOAD_MS ((int64_t) 6 * 3600 * 1000)
+#define S3_HANDLE_POOL     (S3_MAX_JOBS + 4)
+#define SPOOL_LOCK_NAME    ".lock"
+
+typedef struct S3State
+{
+	bool https;
+	bool host_style;
+	bool verify_tls;
+	char endpoint_host[256]; /* host[:port] of the endpoint */
+	char host[512];          /* what Host: says */
+	char base_url[600];      /* scheme://host */
+	char bucket[64];
+	char prefix[512]; /* "" or ending with "/" */
+	char region[64];
+	char ca_file[1024];
+	char storage_class[64];
+	char access_key_id[256];
+	char secret_access_key[256];
+	char session_token[4096];
+	char spool_root[1024];
+	char spool[1100]; /* spool_root/<shipper id>, once opened */
+	int spool_lock_fd;
+	int64_t timeout_ms;
+	uint64_t part_size;
+	int read_jobs;
+
+	pthread_mutex_t pool_lock;
+	CURL *pool[S3_HANDLE_POOL];
+	int pool_count;
+} S3State;
+
+typedef struct S3Reader
+{
+	BkRepoReader base;
+	char key[BK_REPO_KEY_MAX + 512];
+	uint8_t *window;
+	uint64_t window_start;
+	size_t window_len;
+} S3Reader;
+
+typedef struct S3Upload
+{
+	BkRepoUpload base;
+	int fd;
+	char path[1200];
+	uint64_t size;
+	bool finished;
+	EVP_MD_CTX *md5;
+	uint64_t part_end; /* where the part being written ends */
+	int part_count;    /* parts whose MD5 is final */
+	uint8_t (*part_md5)[16];
+} S3Upload;
+
+/* A growable reply body, bounded. */
+typedef struct S3Reply
+{
+	char *data;
+	size_t len;
+	size_t cap;
+} S3Reply;
+
+/* One request. */
+typedef struct S3Call
+{
+	const char *method;
+	const char *key; /* full key (prefix included), raw; NULL: the bucket */
+	BkSigV4Pair query[6];
+	int query_count;
+	BkSigV4Pair headers[8]; /* besides host, date, hash, token */
+	int header_count;
+	/* Body: memory, or a range of a file. */
+	const uint8_t *body;
+	int body_fd;
+	uint64_t body_offset;
+	uint64_t body_len;
+	bool has_body;
+	bool head;
+	/* Where a successful GET's body goes (exactly into_len bytes). */
+	uint8_t *into;
+	size_t into_len;
+	size_t into_got;
+	bool into_overflow;
+
+	/* Results. */
+	long status;
+	S3Reply reply;
+	uint64_t content_length;
+	int64_t last_modified_ms;
+	char etag[256];
+	char error_code[128];
+	char error_message[512];
+	/* Read position in the body while sending. */
+	uint64_t sent;
+} S3Call;
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static bool curl_ready;
+
+static void
+curl_init_once(void)
+{
+	curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+static S3State *
+state_of(const BkRepo *repo)
+{
+	return repo->state;
+}
+
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "2026-12-03T01:02:03.456Z" (ListObjectsV2, ListMultipartUploads). */
+static int64_t
+parse_iso8601_ms(const char *text)
+{
+	struct tm tm;
+	int ms = 0;
+	const char *rest;
+
+	memset(&tm, 0, sizeof(tm));
+	rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (rest == NULL)
+		return 0;
+	if (*rest == '.')
+	{
+		int digits = 0;
+
+		for (rest++; isdigit((unsigned char) *rest); rest++, digits++)
+			if (digits < 3)
+				ms = ms * 10 + (*rest - '0');
+		for (; digits < 3; digits++)
+			ms *= 10;
+	}
+	return (int64_t) timegm(&tm) * 1000 + ms;
+}
+
+/* ------------------------------------------------------------ handles */
+
+static CURL *
+handle_take(S3State *state)
+{
+	CURL *handle = NULL;
+
+	pthread_mutex_lock(&state->pool_lock);
+	if (state->pool_count > 0)
+		handle = state->pool[--state->pool_count];
+	pthread_mutex_unlock(&state->pool_lock);
+	if (handle == NULL)
+		handle = curl_easy_init();
+	else
+		curl_easy_reset(handle);
+	return handle;
+}
+
+static void
+handle_give_back(S3State *state, CURL *handle)
+{
+	pthread_mutex_lock(&state->pool_lock);
+	if (state->pool_count < S3_HANDLE_POOL)
+	{
+		state->pool[state->pool_count++] = handle;
+		handle = NULL;
+	}
+	pthread_mutex_unlock(&state->pool_lock);
+	if (handle != NULL)
+		curl_easy_cleanup(handle);
+}
+
+/* ------------------------------------------------------------ requests */
+
+static size_t
+reply_write(char *data, size_t size, size_t count, void *arg)
+{
+	S3Call *call = arg;
+	size_t len = size * count;
+
+	if (call->into != NULL && call->status >= 200 && call->status < 300)
+	{
+		if (call->into_got + len > call->into_len)
+		{
+			call->into_overflow = true;
+			return 0;
+		}
+		memcpy(call->into + call->into_got, data, len);
+		call->into_got += len;
+		return len;
+	}
+	if (call->reply.len + len + 1 > call->reply.cap)
+	{
+		size_t cap = call->reply.cap ? call->reply.cap : 16384;
+		char *grown;
+
+		while (cap < call->reply.len + len + 1)
+			cap *= 2;
+		if (cap > S3_REPLY_MAX ||
+			(grown = realloc(call->reply.data, cap)) == NULL)
+			return 0;
+		call->reply.data = grown;
+		call->reply.cap = cap;
+	}
+	memcpy(call->reply.data + call->reply.len, data, len);
+	call->reply.len += len;
+	call->reply.data[call->reply.len] = '\0';
+	return len;
+}
+
+/* Status line and the headers bk reads. */
+static size_t
+header_seen(char *data, size_t size, size_t count, void *arg)
+{
+	S3Call *call = arg;
+	size_t len = size * count;
+	char line[1024];
+	char *value;
+
+	if (len >= sizeof(line))
+		return len;
+	memcpy(line, data, len);
+	line[len] = '\0';
+	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+		line[--len] = '\0';
+	if (strncmp(line, "HTTP/", 5) == 0)
+	{
+		char *space = strchr(line, ' ');
+
+		call->status = space ? strtol(space + 1, NULL, 10) : 0;
+		call->etag[0] = '\0';
+		call->content_length = 0;
+		return size * count;
+	}
+	value = strchr(line, ':');
+	if (value == NULL)
+		return size * count;
+	*value++ = '\0';
+	while (*value == ' ')
+		value++;
+	if (strcasecmp(line, "ETag") == 0)
+		bk_strlcpy(call->etag, value, sizeof(call->etag));
+	else if (strcasecmp(line, "Content-Length") == 0)
+		call->content_length = strtoull(value, NULL, 10);
+	return size * count;
+}
+
+static size_t
+body_read(char *buffer, size_t size, size_t count, void *arg)
+{
+	S3Call *call = arg;
+	size_t want = size * count;
+	uint64_t left = call->body_len - call->sent;
+
+	if (want > left)
+		want = (size_t) left;
+	if (want == 0)
+		return 0;
+	if (call->body != NULL)
+		memcpy(buffer, call->body + call->sent, want);
+	else
+	{
+		ssize_t got = pread(call->body_fd, buffer, want,
+							(off_t) (call->body_offset + call->sent));
+
+		if (got <= 0)
+			return CURL_READFUNC_ABORT;
+		want = (size_t) got;
+	}
+	call->sent += want;
+	return want;
+}
+
+/* The reply's <Error><Code> and <Message>. */
+static bool
+error_element(void *arg, const char *path, const char *text, BkError *err)
+{
+	S3Call *call = arg;
+
+	if (strcmp(path, "Error/Code") == 0)
+		bk_strlcpy(call->error_code, text, sizeof(call->error_code));
+	else if (strcmp(path, "Error/Message") == 0)
+		bk_strlcpy(call->error_message, text, sizeof(call->error_message));
+	return true;
+}
+
+static void
+read_error_reply(S3Call *call)
+{
+	BkError ignored;
+
+	call->error_code[0] = call->error_message[0] = '\0';
+	if (call->reply.len > 0 && call->reply.data != NULL &&
+		strstr(call->reply.data, "<Error") != NULL)
+		bk_xml_parse(call->reply.data, call->reply.len, error_element, call,
+					 &ignored);
+}
+
+static const char *
+call_path(const S3State *state, const S3Call *call, char *out, size_t out_len)
+{
+	if (state->host_style)
+		snprintf(out, out_len, "/%s", call->key ? call->key : "");
+	else
+		snprintf(out, out_len, "/%s/%s", state->bucket,
+				 call->key ? call->key : "");
+	return out;
+}
+
+/* What a retry can fix: the store or the network, not the request. */
+static bool
+transient_status(const S3Call *call)
+{
+	if (call->status >= 500 || call->status == 429)
+		return true;
+	return strcmp(call->error_code, "SlowDown") == 0 ||
+		   strcmp(call->error_code, "RequestTimeout") == 0 ||
+		   strcmp(call->error_code, "OperationAborted") == 0 ||
+		   strcmp(call->error_code, "ConditionalRequestConflict") == 0 ||
+		   strcmp(call->error_code, "InternalError") == 0;
+}
+
+static bool
+transient_curl(CURLcode code)
+{
+	switch (code)
+	{
+		case CURLE_URL_MALFORMAT:
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_OUT_OF_MEMORY:
+		case CURLE_ABORTED_BY_CALLBACK:
+		case CURLE_READ_ERROR:
+		case CURLE_WRITE_ERROR:
+			return false;
+		default:
+			return true;
+	}
+}
+
+/* Build, sign and send call once; false only if it could not be sent. */
+static CURLcode
+call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
+{
+	char path[BK_REPO_KEY_MAX + 1024];
+	char encoded_path[3 * sizeof(path)];
+	char query[8192];
+	char url[sizeof(encoded_path) + sizeof(query) + 700];
+	char amz_date[17];
+	char authorization[1024];
+	char line[8192];
+	BkSigV4Pair headers[16];
+	int header_count = 0;
+	struct curl_slist *list = NULL;
+	BkSigV4Request request;
+	BkSigV4Credentials credentials = {
+		state->access_key_id, state->secret_access_key, state->region, "s3"};
+	struct tm tm;
+	time_t now = time(NULL);
+	CURLcode code;
+	curl_off_t filetime = -1;
+
+	gmtime_r(&now, &tm);
+	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
+	call_path(state, call, path, sizeof(path));
+	if (!bk_sigv4_uri_encode(path, true, encoded_path, sizeof(encoded_path)) ||
+		!bk_sigv4_canonical_query(call->query, call->query_count, query,
+								  sizeof(query), err))
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "S3 request too long");
+		return CURLE_URL_MALFORMAT;
+	}
+	snprintf(url, sizeof(url), "%s%s%s%s", state->base_url, encoded_path,
+			 query[0] ? "?" : "", query);
+
+	headers[header_count++] = (BkSigV4Pair){"host", state->host};
+	headers[header_count++] = (BkSigV4Pair){"x-amz-date", amz_date};
+	/*
+	 * Bodies are not hashed for the signature (UNSIGNED-PAYLOAD, as AWS's
+	 * own SDKs do over TLS): Content-MD5 protects their content instead.
+	 */
+	headers[header_count++] = (BkSigV4Pair){
+		"x-amz-content-sha256",
+		call->has_body ? BK_SIGV4_UNSIGNED_PAYLOAD : BK_SIGV4_EMPTY_SHA256};
+	if (state->session_token[0])
+		headers[header_count++] =
+			(BkSigV4Pair){"x-amz-security-token", state->session_token};
+	for (int headerIdx = 0; headerIdx < call->header_count; headerIdx++)
+		headers[header_count++] = call->headers[headerIdx];
+	request = (BkSigV4Request){call->method,      path,    call->query,
+							   call->query_count, headers, header_count,
+							   headers[2].value};
+	if (!bk_sigv4_authorization(&request, &credentials, amz_date, authorization,
+								sizeof(authorization), NULL, 0, err))
+		return CURLE_ABORTED_BY_CALLBACK;
+	for (int headerIdx = 0; headerIdx < header_count; headerIdx++)
+	{
+		snprintf(line, sizeof(line), "%s: %s", headers[headerIdx].name,
+				 headers[headerIdx].value);
+		list = curl_slist_append(list, line);
+	}
+	snprintf(line, sizeof(line), "Authorization: %s", authorization);
+	list = curl_slist_append(list, line);
+	OPENSSL_cleanse(line, sizeof(line));
+	OPENSSL_cleanse(authorization, sizeof(authorization));
+	/* No "Expect: 100-continue" round trip; no default content type. */
+	list = curl_slist_append(list, "Expect:");
+	if (call->has_body && strcmp(call->method, "POST") != 0)
+		list = curl_slist_append(list, "Content-Type:");
+
+	call->status = 0;
+	call->sent = 0;
+	call->into_got = 0;
+	call->into_overflow = false;
+	call->reply.len = 0;
+	call->etag[0] = '\0';
+	curl_easy_setopt(handle, CURLOPT_URL, url);
+	curl_easy_setopt(handle, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(handle, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	/* A transfer that moves nothing for 30 s is a dead connection. */
+	curl_easy_setopt(handle, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(handle, CURLOPT_LOW_SPEED_TIME, 30L);
+	curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, reply_write);
+	curl_easy_setopt(handle, CURLOPT_WRITEDATA, call);
+	curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, header_seen);
+	curl_easy_setopt(handle, CURLOPT_HEADERDATA, call);
+	curl_easy_setopt(handle, CURLOPT_FILETIME, 1L);
+	curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(handle, CURLOPT_SSL_VERIFYPEER,
+					 state->verify_tls ? 1L : 0L);
+	curl_easy_setopt(handle, CURLOPT_SSL_VERIFYHOST,
+					 state->verify_tls ? 2L : 0L);
+	if (state->ca_file[0])
+		curl_easy_setopt(handle, CURLOPT_CAINFO, state->ca_file);
+	if (call->head)
+		curl_easy_setopt(handle, CURLOPT_NOBODY, 1L);
+	else if (strcmp(call->method, "PUT") == 0)
+	{
+		curl_easy_setopt(handle, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(handle, CURLOPT_READFUNCTION, body_read);
+		curl_easy_setopt(handle, CURLOPT_READDATA, call);
+		curl_easy_setopt(handle, CURLOPT_INFILESIZE_LARGE,
+						 (curl_off_t) call->body_len);
+	}
+	else if (strcmp(call->method, "POST") == 0)
+	{
+		curl_easy_setopt(handle, CURLOPT_POST, 1L);
+		curl_easy_setopt(handle, CURLOPT_READFUNCTION, body_read);
+		curl_easy_setopt(handle, CURLOPT_READDATA, call);
+		curl_easy_setopt(handle, CURLOPT_POSTFIELDSIZE_LARGE,
+						 (curl_off_t) call->body_len);
+	}
+	else if (strcmp(call->method, "GET") != 0)
+		curl_easy_setopt(handle, CURLOPT_CUSTOMREQUEST, call->method);
+
+	code = curl_easy_perform(handle);
+	curl_slist_free_all(list);
+	if (code == CURLE_OK)
+	{
+		curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &call->status);
+		curl_easy_getinfo(handle, CURLINFO_FILETIME_T, &filetime);
+		call->last_modified_ms = filetime > 0 ? (int64_t) filetime * 1000 : 0;
+	}
+	return code;
+}
+
+/* How a request is named in messages: "PUT s3://bucket/key". */
+static void
+call_describe(const S3State *state, const S3Call *call, char *out,
+			  size_t out_len)
+{
+	snprintf(out, out_len, "%s s3://%s/%s", call->method, state->bucket,
+			 call->key ? call->key : "");
+}
+
+/*
+ * Send call, retrying what a retry can fix until s3_timeout.  true once
+ * the store answered (any status: the caller judges it); false if it could
+ * not be reached in time, or the request itself is wrong.
+ */
+static bool
+s3_call(S3State *state, S3Call *call, BkError *err)
+{
+	int64_t deadline = bk_monotonic_ms() + state->timeout_ms;
+	int attempts = 0;
+	CURL *handle;
+	char what[BK_REPO_KEY_MAX + 700];
+	char last[512] = "";
+
+	call_describe(state, call, what, sizeof(what));
+	handle = handle_take(state);
+	if (handle == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM,
+							"could not create a curl handle");
+	for (;;)
+	{
+		CURLcode code;
+		int64_t delay;
+		uint32_t jitter;
+
+		attempts++;
+		code = call_once(state, handle, call, err);
+		if (code == CURLE_OK)
+		{
+			read_error_reply(call);
+			if (!transient_status(call))
+			{
+				handle_give_back(state, handle);
+				return true;
+			}
+			snprintf(last, sizeof(last), "HTTP %ld%s%s", call->status,
+					 call->error_code[0] ? " " : "", call->error_code);
+		}
+		else if (!transient_curl(code) || code == CURLE_ABORTED_BY_CALLBACK)
+		{
+			handle_give_back(state, handle);
+			if (code == CURLE_ABORTED_BY_CALLBACK && err->code != BK_OK)
+				return false;
+			if (call->into_overflow)
+				return bk_error_set(err, BK_ERR_FORMAT,
+									"%s: the store sent more bytes than asked",
+									what);
+			return bk_error_set(err,
+								code == CURLE_PEER_FAILED_VERIFICATION ||
+										code == CURLE_SSL_CACERT_BADFILE
+									? BK_ERR_CONFIG
+									: BK_ERR_IO,
+								"%s: %s", what, curl_easy_strerror(code));
+		}
+		else
+			snprintf(last, sizeof(last), "%s", curl_easy_strerror(code));
+
+		/* Exponential backoff with jitter: 100 ms doubling to 5 s. */
+		delay = attempts >= 6 ? 5000 : (int64_t) 100 << (attempts - 1);
+		if (delay > 5000)
+			delay = 5000;
+		RAND_bytes((unsigned char *) &jitter, sizeof(jitter));
+		delay = delay / 2 + (int64_t) (jitter % (uint32_t) (delay / 2 + 1));
+		if (bk_monotonic_ms() + delay > deadline)
+		{
+			handle_give_back(state, handle);
+			bk_error_set(err, BK_ERR_TIMEOUT,
+						 "%s: the object store did not answer successfully "
+						 "in %" PRId64 " s (%d attempts; last: %s)",
+						 what, state->timeout_ms / 1000, attempts, last);
+			return bk_error_hint(err,
+								 "Check that the store at %s is up and "
+								 "reachable; bk retries for s3_timeout.",
+								 state->base_url);
+		}
+		usleep((useconds_t) delay * 1000);
+	}
+}
+
+static void
+call_free(S3Call *call)
+{
+	free(call->reply.data);
+	call->reply.data = NULL;
+	call->reply.len = call->reply.cap = 0;
+}
+
+/* An answer bk did not expect, as an error naming request and reason. */
+static bool
+call_failed(const S3State *state, const S3Call *call, BkError *err)
+{
+	char what[BK_REPO_KEY_MAX + 700];
+	BkErrorCode code = BK_ERR_IO;
+
+	call_describe(state, call, what, sizeof(what));
+	if (call->status == 403 || call->status == 401 ||
+		strcmp(call->error_code, "NoSuchBucket") == 0)
+		code = BK_ERR_CONFIG;
+	bk_error_set(err, code, "%s: HTTP %ld%s%s%s%s", what, call->status,
+				 call->error_code[0] ? " " : "", call->error_code,
+				 call->error_message[0] ? ": " : "", call->error_message);
+	if (strcmp(call->error_code, "InvalidAccessKeyId") == 0 ||
+		strcmp(call->error_code, "SignatureDoesNotMatch") == 0)
+		bk_error_hint(err,
+					  "The store refused bk's credentials: check the access "
+					  "key id and secret in s3_access_key_file (or "
+					  "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), and "
+					  "s3_region.");
+	else if (strcmp(call->error_code, "AccessDenied") == 0)
+		bk_error_hint(err,
+					  "The credentials are valid but lack a permission "
+					  "on bucket \"%s\" (README, \"S3 permissions\").",
+					  state->bucket);
+	else if (strcmp(call->error_code, "NoSuchBucket") == 0)
+		bk_error_hint(err,
+					  "Create bucket \"%s\" first, or fix the repository "
+					  "setting (s3://BUCKET/PREFIX).",
+					  state->bucket);
+	return false;
+}
+
+/* "<prefix><key>" into out. */
+static bool
+full_key(const S3State *state, const char *key, char *out, size_t out_len,
+		 BkError *err)
+{
+	if ((size_t) snprintf(out, out_len, "%s%s", state->prefix, key) >= out_len)
+		return bk_error_set(err, BK_ERR_USAGE, "repository key too long");
+	return true;
+}
+
+static void
+md5_base64(const uint8_t digest[16], char out[32])
+{
+	EVP_EncodeBlock((unsigned char *) out, digest, 16);
+}
+
+/* ------------------------------------------------------------ opening */
+
+static bool
+credentials_setter(void *arg, const char *key, const char *value, BkError *err)
+{
+	S3State *state = arg;
+
+	if (strcmp(key, "access_key_id") == 0)
+		bk_strlcpy(state->access_key_id, value, sizeof(state->access_key_id));
+	else if (strcmp(key, "secret_access_key") == 0)
+		bk_strlcpy(state->secret_access_key, value,
+				   sizeof(state->secret_access_key));
+	else if (strcmp(key, "session_token") == 0)
+		bk_strlcpy(state->session_token, value, sizeof(state->session_token));
+	else
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"unknown key \"%s\" (access_key_id, "
+							"secret_access_key, session_token)",
+							key);
+	return true;
+}
+
+static bool
+load_credentials(S3State *state, const BkRepoOptions *options, BkError *err)
+{
+	const char *file = options ? options->s3_access_key_file : NULL;
+
+	if (file != NULL && file[0])
+	{
+		struct stat st;
+
+		if (stat(file, &st) != 0)
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"could not read s3_access_key_file \"%s\": %s",
+								file, strerror(errno));
+		if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		{
+			bk_error_set(err, BK_ERR_CONFIG,
+						 "s3_access_key_file \"%s\" is accessible by group or "
+						 "others (mode %04o)",
+						 file, (unsigned int) (st.st_mode & 07777));
+			return bk_error_hint(
+				err, "Run \"chmod 600 %s\"; it holds a secret.", file);
+		}
+		if (!bk_config_parse_file(file, credentials_setter, state, err))
+			return false;
+		if (!state->access_key_id[0] || !state->secret_access_key[0])
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"s3_access_key_file \"%s\" must set "
+								"access_key_id and secret_access_key",
+								file);
+		return true;
+	}
+	if (getenv("AWS_ACCESS_KEY_ID") && getenv("AWS_SECRET_ACCESS_KEY"))
+	{
+		bk_strlcpy(state->access_key_id, getenv("AWS_ACCESS_KEY_ID"),
+				   sizeof(state->access_key_id));
+		bk_strlcpy(state->secret_access_key, getenv("AWS_SECRET_ACCESS_KEY"),
+				   sizeof(state->secret_access_key));
+		if (getenv("AWS_SESSION_TOKEN"))
+			bk_strlcpy(state->session_token, getenv("AWS_SESSION_TOKEN"),
+					   sizeof(state->session_token));
+		return true;
+	}
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "no S3 credentials for repository s3://%s/%s", state->bucket,
+				 state->prefix);
+	return bk_error_hint(err, "Set s3_access_key_file (a mode 0600 file with "
+							  "access_key_id and secret_access_key), or "
+							  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.");
+}
+
+static bool
+loopback_host(const char *host)
+{
+	return strncmp(host, "127.", 4) == 0 ||
+		   strncmp(host, "localhost", 9) == 0 || strncmp(host, "[::1]", 5) == 0;
+}
+
+static bool
+parse_endpoint(S3State *state, const BkRepoOptions *options, BkError *err)
+{
+	const char *endpoint = options ? options->s3_endpoint : NULL;
+	char fallback[256];
+	const char *host;
+	size_t host_len;
+
+	if (endpoint == NULL || endpoint[0] == '\0')
+	{
+		snprintf(fallback, sizeof(fallback), "https://s3.%s.amazonaws.com",
+				 state->region);
+		endpoint = fallback;
+	}
+	if (strncmp(endpoint, "https://", 8) == 0)
+	{
+		state->https = true;
+		host = endpoint + 8;
+	}
+	else if (strncmp(endpoint, "http://", 7) == 0)
+		host = endpoint + 7;
+	else
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"s3_endpoint \"%s\" must start with https:// (or "
+							"http:// for a loopback address)",
+							endpoint);
+	host_len = strcspn(host, "/");
+	if (host_len == 0 || host_len >= sizeof(state->endpoint_host) ||
+		(host[host_len] != '\0' && strcmp(host + host_len, "/") != 0))
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"s3_endpoint \"%s\" must be scheme://host[:port] "
+							"without a path",
+							endpoint);
+	memcpy(state->endpoint_host, host, host_len);
+	state->endpoint_host[host_len] = '\0';
+	if (!state->https && !loopback_host(state->endpoint_host))
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "s3_endpoint \"%s\" is plain http to a host that is not "
+					 "loopback",
+					 endpoint);
+		return bk_error_hint(err, "Use https://: credentials and archive "
+								  "metadata must not cross a network in "
+								  "clear.");
+	}
+	if (state->host_style)
+		snprintf(state->host, sizeof(state->host), "%s.%s", state->bucket,
+				 state->endpoint_host);
+	else
+		bk_strlcpy(state->host, state->endpoint_host, sizeof(state->host));
+	snprintf(state->base_url, sizeof(state->base_url), "%s://%s",
+			 state->https ? "https" : "http", state->host);
+	return true;
+}
+
+static bool
+bucket_name_valid(const char *name, size_t len)
+{
+	if (len < 3 || len > 63)
+		return false;
+	for (size_t charIdx = 0; charIdx < len; charIdx++)
+		if (!islower((unsigned char) name[charIdx]) &&
+			!isdigit((unsigned char) name[charIdx]) && name[charIdx] != '-' &&
+			name[charIdx] != '.')
+			return false;
+	return true;
+}
+
+static bool
+s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
+{
+	const BkRepoOptions *options = repo->options;
+	S3State *state = calloc(1, sizeof(*state));
+	const char *bucket = location + strlen("s3://");
+	size_t bucket_len = strcspn(bucket, "/");
+	const char *prefix = bucket + bucket_len;
+	size_t prefix_len;
+
+	if (state == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&state->pool_lock, NULL);
+	state->spool_lock_fd = -1;
+	repo->state = state;
+	pthread_once(&curl_once, curl_init_once);
+	if (!curl_ready)
+		return bk_error_set(err, BK_ERR_INTERNAL, "libcurl failed to start");
+	if (!bucket_name_valid(bucket, bucket_len))
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"repository \"%s\": \"%.*s\" is not a valid bucket "
+							"name (3 to 63 of a-z 0-9 . -)",
+							location, (int) bucket_len, bucket);
+	memcpy(state->bucket, bucket, bucket_len);
+	while (*prefix == '/')
+		prefix++;
+	prefix_len = strlen(prefix);
+	while (prefix_len > 0 && prefix[prefix_len - 1] == '/')
+		prefix_len--;
+	if (prefix_len + 2 > sizeof(state->prefix))
+		return bk_error_set(err, BK_ERR_CONFIG, "repository prefix too long");
+	if (prefix_len > 0)
+		snprintf(state->prefix, sizeof(state->prefix), "%.*s/",
+				 (int) prefix_len, prefix);
+
+	bk_strlcpy(state->region,
+			   options && options->s3_region && options->s3_region[0]
+				   ? options->s3_region
+				   : "us-east-1",
+			   sizeof(state->region));
+	state->host_style = !(options && options->s3_uri_style &&
+						  strcmp(options->s3_uri_style, "path") == 0);
+	if (options && options->s3_uri_style && options->s3_uri_style[0] &&
+		strcmp(options->s3_uri_style, "path") != 0 &&
+		strcmp(options->s3_uri_style, "host") != 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"s3_uri_style must be \"path\" or \"host\", not "
+							"\"%s\"",
+							options->s3_uri_style);
+	state->verify_tls = options ? options->s3_verify_tls : true;
+	if (options && options->s3_ca_file)
+		bk_strlcpy(state->ca_file, options->s3_ca_file, sizeof(state->ca_file));
+	if (options && options->s3_storage_class)
+		bk_strlcpy(state->storage_class, options->s3_storage_class,
+				   sizeof(state->storage_class));
+	bk_strlcpy(state->spool_root,
+			   options && options->spool_dir && options->spool_dir[0]
+				   ? options->spool_dir
+				   : BK_SPOOL_DIR_DEFAULT,
+			   sizeof(state->spool_root));
+	state->timeout_ms = options && options->s3_timeout_ms > 0
+							? options->s3_timeout_ms
+							: BK_S3_TIMEOUT_DEFAULT_MS;
+	state->part_size = options && options->s3_part_size > 0
+						   ? options->s3_part_size
+						   : BK_S3_PART_SIZE_DEFAULT;
+	if (state->part_size < S3_MIN_PART_SIZE ||
+		state->part_size > S3_MAX_PART_SIZE)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"s3_part_size must be between 5MiB and 5GiB");
+	state->read_jobs = options && options->s3_read_jobs > 0
+						   ? options->s3_read_jobs
+						   : BK_S3_READ_JOBS_DEFAULT;
+	if (state->read_jobs > S3_MAX_JOBS)
+		state->read_jobs = S3_MAX_JOBS;
+	return parse_endpoint(state, options, err) &&
+		   load_credentials(state, options, err);
+}
+
+static void
+s3_close(BkRepo *repo)
+{
+	S3State *state = repo->state;
+
+	if (state == NULL)
+		return;
+	for (int handleIdx = 0; handleIdx < state->pool_count; handleIdx++)
+		curl_easy_cleanup(state->pool[handleIdx]);
+	if (state->spool_lock_fd >= 0)
+		close(state->spool_lock_fd);
+	pthread_mutex_destroy(&state->pool_lock);
+	OPENSSL_cleanse(state->secret_access_key, sizeof(state->secret_access_key));
+	OPENSSL_cleanse(state->session_token, sizeof(state->session_token));
+	free(state);
+	repo->state = NULL;
+}
+
+static void
+s3_describe(const BkRepo *repo, const char *key, char *out, size_t out_len)
+{
+	snprintf(out, out_len, "s3://%s/%s%s", state_of(repo)->bucket,
+			 state_of(repo)->prefix, key);
+}
+
+/* ------------------------------------------------------------ listing */
+
+typedef struct ListPage
+{
+	const S3State *state;
+	const char *full_prefix;
+	size_t full_prefix_len;
+	BkRepoListFn fn;
+	void *arg;
+	char key[BK_REPO_KEY_MAX + 600];
+	uint64_t size;
+	int64_t stored_ms;
+	bool truncated;
+	char next_token[2048];
+} ListPage;
+
+/*
+ * Keys that are not ours are left out: outside the prefix, or with a name
+ * component starting with "." (a store's own temporary names, as the
+ * directory backend skips its dot files).
+ */
+static bool
+list_emit(ListPage *page, const char *key, bool is_prefix, BkError *err)
+{
+	char name[BK_REPO_KEY_MAX + 600];
+	size_t len;
+	BkRepoEntry entry = {.name = name, .is_prefix = is_prefix};
+
+	if (strncmp(key, page->full_prefix, page->full_prefix_len) != 0)
+		return true;
+	bk_strlcpy(name, key + page->full_prefix_len, sizeof(name));
+	len = strlen(name);
+	if (is_prefix && len > 0 && name[len - 1] == '/')
+		name[--len] = '\0';
+	if (len == 0 || name[0] == '.' || strstr(name, "/.") != NULL)
+		return true;
+	if (!is_prefix)
+	{
+		entry.size = page->size;
+		entry.stored_ms = page->stored_ms;
+	}
+	return page->fn(page->arg, &entry, err);
+}
+
+static bool
+list_element(void *arg, const char *path, const char *text, BkError *err)
+{
+	ListPage *page = arg;
+
+	if (strcmp(path, "ListBucketResult/Contents/Key") == 0)
+		bk_strlcpy(page->key, text, sizeof(page->key));
+	else if (strcmp(path, "ListBucketResult/Contents/Size") == 0)
+		page->size = strtoull(text, NULL, 10);
+	else if (strcmp(path, "ListBucketResult/Contents/LastModified") == 0)
+		page->stored_ms = parse_iso8601_ms(text);
+	else if (strcmp(path, "ListBucketResult/Contents") == 0)
+	{
+		bool ok = list_emit(page, page->key, false, err);
+
+		page->key[0] = '\0';
+		page->size = 0;
+		page->stored_ms = 0;
+		return ok;
+	}
+	else if (strcmp(path, "ListBucketResult/CommonPrefixes/Prefix") == 0)
+		return list_emit(page, text, true, err);
+	else if (strcmp(path, "ListBucketResult/IsTruncated") == 0)
+		page->truncated = strcmp(text, "true") == 0;
+	else if (strcmp(path, "ListBucketResult/NextContinuationToken") == 0)
+		bk_strlcpy(page->next_token, text, sizeof(page->next_token));
+	return true;
+}
+
+/* Every key under full_prefix (paged: ListObjectsV2 and continuation). */
+static bool
+list_keys(S3State *state, const char *full_prefix, bool recursive,
+		  BkRepoListFn fn, void *arg, BkError *err)
+{
+	ListPage page = {.state = state,
+					 .full_prefix = full_prefix,
+					 .full_prefix_len = strlen(full_prefix),
+					 .fn = fn,
+					 .arg = arg};
+	char token[2048] = "";
+
+	do
+	{
+		S3Call call = {.method = "GET"};
+		bool ok;
+
+		call.query[call.query_count++] = (BkSigV4Pair){"list-type", "2"};
+		call.query[call.query_count++] = (BkSigV4Pair){"prefix", full_prefix};
+		if (!recursive)
+			call.query[call.query_count++] = (BkSigV4Pair){"delimiter", "/"};
+		if (token[0])
+			call.query[call.query_count++] =
+				(BkSigV4Pair){"continuation-token", token};
+		page.truncated = false;
+		page.next_token[0] = '\0';
+		if (!s3_call(state, &call, err))
+			return false;
+		if (call.status != 200)
+		{
+			call_failed(state, &call, err);
+			call_free(&call);
+			return false;
+		}
+		ok = bk_xml_parse(call.reply.data ? call.reply.data : "",
+						  call.reply.len, list_element, &page, err);
+		call_free(&call);
+		if (!ok)
+			return false;
+		if (page.truncated && page.next_token[0] == '\0')
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"the store said a listing of \"%s\" goes on "
+								"but gave no continuation token",
+								full_prefix);
+		bk_strlcpy(token, page.next_token, sizeof(token));
+	} while (page.truncated);
+	return true;
+}
+
+static bool
+s3_list(const BkRepo *repo, const char *prefix, bool recursive, BkRepoListFn fn,
+		void *arg, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX + 600];
+
+	return full_key(state_of(repo), prefix, key, sizeof(key), err) &&
+		   list_keys(state_of(repo), key, recursive, fn, arg, err);
+}
+
+/* ------------------------------------------------------------ reading */
+
+static bool
+head_object(S3State *state, const char *full, BkRepoStat *stat, BkError *err)
+{
+	S3Call call = {.method = "HEAD", .key = full, .head = true};
+
+	memset(stat, 0, sizeof(*stat));
+	if (!s3_call(state, &call, err))
+		return false;
+	if (call.status == 404)
+	{
+		call_free(&call);
+		return true;
+	}
+	if (call.status != 200)
+	{
+		/*
+		 * A HEAD's refusal has no body to say why: ask again with a GET
+		 * of one byte, whose error document names the cause.
+		 */
+		S3Call probe = {.method = "GET", .key = full};
+
+		probe.headers[probe.header_count++] =
+			(BkSigV4Pair){"range", "bytes=0-0"};
+		if (s3_call(state, &probe, err) && probe.status >= 400 &&
+			probe.error_code[0])
+			call_failed(state, &probe, err);
+		else
+			call_failed(state, &call, err);
+		call_free(&probe);
+		call_free(&call);
+		return false;
+	}
+	stat->exists = true;
+	stat->size = call.content_length;
+	stat->stored_ms = call.last_modified_ms;
+	call_free(&call);
+	return true;
+}
+
+static bool
+s3_stat(const BkRepo *repo, const char *key, BkRepoStat *stat, BkError *err)
+{
+	char full[BK_REPO_KEY_MAX + 600];
+
+	return full_key(state_of(repo), key, full, sizeof(full), err) &&
+		   head_object(state_of(repo), full, stat, err);
+}
+
+static BkRepoReader *
+s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
+{
+	S3Reader *reader = calloc(1, sizeof(*reader));
+	BkRepoStat stat;
+
+	if (reader == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	reader->base.repo = repo;
+	s3_describe(repo, key, reader->base.where, sizeof(reader->base.where));
+	if (!full_key(state_of(repo), key, reader->key, sizeof(reader->key), err) ||
+		!head_object(state_of(repo), reader->key, &stat, err))
+	{
+		free(reader);
+		return NULL;
+	}
+	if (!stat.exists)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND, "no object %s", reader->base.where);
+		free(reader);
+		return NULL;
+	}
+	reader->base.size = stat.size;
+	return &reader->base;
+}
+
+/* One range GET of exactly len bytes at offset into buf. */
+static bool
+get_range(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
+		  size_t len, BkError *err)
+{
+	char range[64];
+	S3Call call = {.method = "GET", .key = full, .into = buf, .into_len = len};
+
+	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, offset,
+			 offset + len - 1);
+	call.headers[call.header_count++] = (BkSigV4Pair){"range", range};
+	if (!s3_call(state, &call, err))
+	{
+		call_free(&call);
+		return false;
+	}
+	if (call.status != 206 && call.status != 200)
+	{
+		call_failed(state, &call, err);
+		call_free(&call);
+		return false;
+	}
+	call_free(&call);
+	if (call.into_got != len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"s3://%s/%s: asked for %zu bytes at %" PRIu64
+							", the store sent %zu",
+							state->bucket, full, len, offset, call.into_got);
+	return true;
+}
+
+typedef struct RangeJob
+{
+	S3State *state;
+	const char *full;
+	uint64_t offset;
+	uint8_t *buf;
+	size_t len;
+	bool ok;
+	BkError err;
+} RangeJob;
+
+static void *
+range_job_run(void *arg)
+{
+	RangeJob *job = arg;
+
+	bk_error_clear(&job->err);
+	job->ok = get_range(job->state, job->full, job->offset, job->buf, job->len,
+						&job->err);
+	return NULL;
+}
+
+/* len bytes at offset, by up to read_jobs parallel range GETs. */
+static bool
+get_parallel(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
+			 size_t len, BkError *err)
+{
+	RangeJob jobs[S3_MAX_JOBS];
+	pthread_t threads[S3_MAX_JOBS];
+	bool started[S3_MAX_JOBS] = {false};
+	int count = state->read_jobs;
+	size_t piece;
+	bool ok = true;
+
+	if ((size_t) count > len / S3_MIN_PIECE)
+		count = (int) (len / S3_MIN_PIECE);
+	if (count <= 1)
+		return get_range(state, full, offset, buf, len, err);
+	piece = (len + (size_t) count - 1) / (size_t) count;
+	for (int jobIdx = 0; jobIdx < count; jobIdx++)
+	{
+		size_t start = (size_t) jobIdx * piece;
+
+		jobs[jobIdx] =
+			(RangeJob){.state = state,
+					   .full = full,
+					   .offset = offset + start,
+					   .buf = buf + start,
+					   .len = start + piece > len ? len - start : piece};
+		/* The first piece is fetched by this thread. */
+		if (jobIdx > 0 && pthread_create(&threads[jobIdx], NULL, range_job_run,
+										 &jobs[jobIdx]) == 0)
+			started[jobIdx] = true;
+	}
+	for (int jobIdx = 0; jobIdx < count; jobIdx++)
+	{
+		if (jobIdx == 0 || !started[jobIdx])
+			range_job_run(&jobs[jobIdx]);
+		else
+			pthread_join(threads[jobIdx], NULL);
+		if (!jobs[jobIdx].ok && ok)
+		{
+			*err = jobs[jobIdx].err;
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static bool
+s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
+			   BkError *err)
+{
+	S3Reader *reader = (S3Reader *) base;
+	S3State *state = state_of(base->repo);
+	size_t window_len;
+
+	if (len == 0)
+		return true;
+	if (offset + len > base->size)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"%s: read past its end (%zu bytes at %" PRIu64
+							" of %" PRIu64 ")",
+							base->where, len, offset, base->size);
+	if (reader->window != NULL && offset >= reader->window_start &&
+		offset + len <= reader->window_start + reader->window_len)
+	{
+		memcpy(buf, reader->window + (offset - reader->window_start), len);
+		return true;
+	}
+	/* Large reads go straight to the caller's buffer. */
+	if (len >= S3_WINDOW)
+		return get_parallel(state, reader->key, offset, buf, len, err);
+	if (reader->window == NULL && (reader->window = malloc(S3_WINDOW)) == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	window_len = base->size - offset < S3_WINDOW
+					 ? (size_t) (base->size - offset)
+					 : S3_WINDOW;
+	reader->window_len = 0;
+	if (!get_parallel(state, reader->key, offset, reader->window, window_len,
+					  err))
+		return false;
+	reader->window_start = offset;
+	reader->window_len = window_len;
+	memcpy(buf, reader->window, len);
+	return true;
+}
+
+static void
+s3_reader_close(BkRepoReader *base)
+{
+	S3Reader *reader = (S3Reader *) base;
+
+	free(reader->window);
+	free(reader);
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* PUT of body (memory or a file range), with its MD5; replaces unless
+ * if_absent.  *status gets the answer. */
+static bool
+put_object(S3State *state, const char *full, const uint8_t *body, int fd,
+		   uint64_t offset, uint64_t len, const uint8_t md5[16], bool if_absent,
+		   const BkSigV4Pair *query, int query_count, S3Call *call,
+		   BkError *err)
+{
+	char md5_text[32];
+
+	memset(call, 0, sizeof(*call));
+	call->method = "PUT";
+	call->key = full;
+	call->has_body = true;
+	call->body = body;
+	call->body_fd = fd;
+	call->body_offset = offset;
+	call->body_len = len;
+	md5_base64(md5, md5_text);
+	call->headers[call->header_count++] =
+		(BkSigV4Pair){"content-md5", md5_text};
+	if (if_absent)
+		call->headers[call->header_count++] =
+			(BkSigV4Pair){"if-none-match", "*"};
+	if (state->storage_class[0] && query_count == 0)
+		call->headers[call->header_count++] =
+			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
+	for (int queryIdx = 0; queryIdx < query_count; queryIdx++)
+		call->query[call->query_count++] = query[queryIdx];
+	return s3_call(state, call, err);
+}
+
+static bool
+s3_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
+			 BkError *err)
+{
+	S3State *state = repo->state;
+	char full[BK_REPO_KEY_MAX + 600];
+	uint8_t md5[16];
+	unsigned int md5_len = 0;
+	S3Call call;
+	bool ok;
+
+	if (!full_key(state, key, full, sizeof(full), err))
+		return false;
+	EVP_Digest(data, len, md5, &md5_len, EVP_md5(), NULL);
+	ok = put_object(state, full, data, -1, 0, len, md5, false, NULL, 0, &call,
+					err);
+	if (ok && call.status != 200)
+		ok = call_failed(state, &call, err);
+	call_free(&call);
+	return ok;
+}
+
+static bool
+empty_spool(const char *spool, BkError *err)
+{
+	DIR *dir = opendir(spool);
+	struct dirent *entry;
+
+	if (dir == NULL)
+		return bk_error_set(err, BK_ERR_IO, "could not open spool \"%s\": %s",
+							spool, strerror(errno));
+	while ((entry = readdir(dir)) != NULL)
+	{
+		char path[2048];
+
+		if (entry->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", spool, entry->d_name);
+		if (unlink(path) != 0 && errno != ENOENT)
+		{
+			closedir(dir);
+			return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s",
+								path, strerror(errno));
+		}
+	}
+	closedir(dir);
+	return true;
+}
+
+static bool abort_stale_uploads(S3State *state, int64_t older_than_ms,
+								uint64_t *removed, BkError *err);
+
+static bool
+s3_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
+{
+	S3State *state = repo->state;
+	char lock_path[1200];
+
+	if ((size_t) snprintf(state->spool, sizeof(state->spool), "%s/%s",
+						  state->spool_root,
+						  shipper_id) >= sizeof(state->spool) ||
+		!bk_mkdirs(state->spool, 0700, false, err))
+		return false;
+	snprintf(lock_path, sizeof(lock_path), "%s/" SPOOL_LOCK_NAME, state->spool);
+	state->spool_lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (state->spool_lock_fd < 0)
+		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+							lock_path, strerror(errno));
+	if (flock(state->spool_lock_fd, LOCK_EX | LOCK_NB) != 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "another bk-shipper with shipper_id \"%s\" is running "
+					 "with spool %s",
+					 shipper_id, state->spool);
+		return bk_error_hint(err, "Give every shipper its own shipper_id.");
+	}
+	/*
+	 * Multipart uploads nobody will complete (a shipper killed mid-upload)
+	 * cost storage until aborted; old enough ones cannot be anyone's.
+	 */
+	return empty_spool(state->spool, err) &&
+		   abort_stale_uploads(state, S3_STALE_UPLOAD_MS, NULL, err);
+}
+
+/* Size of part partIdx (from 0): doubles every 1000 parts, so 10,000 parts
+ * hold ~1023,000 base parts: any object a store accepts. */
+static uint64_t
+part_size(const S3State *state, int partIdx)
+{
+	int step = partIdx / S3_PARTS_PER_STEP;
+	uint64_t size = state->part_size << (step > 9 ? 9 : step);
+
+	return size > S3_MAX_PART_SIZE ? S3_MAX_PART_SIZE : size;
+}
+
+static BkRepoUpload *
+s3_upload_begin(BkRepo *repo, const char *tag, BkError *err)
+{
+	S3State *state = repo->state;
+	S3Upload *upload = calloc(1, sizeof(*upload));
+
+	if (upload == NULL || (upload->md5 = EVP_MD_CTX_new()) == NULL ||
+		(upload->part_md5 = calloc(S3_MAX_PARTS, 16)) == NULL)
+	{
+		if (upload)
+			EVP_MD_CTX_free(upload->md5);
+		free(upload);
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	upload->base.repo = repo;
+	upload->fd = -1;
+	if (state->spool[0] == '\0' ||
+		(size_t) snprintf(upload->path, sizeof(upload->path), "%s/%s",
+						  state->spool, tag) >= sizeof(upload->path))
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "no spool for upload \"%s\"", tag);
+		goto fail;
+	}
+	bk_strlcpy(upload->base.where, upload->path, sizeof(upload->base.where));
+	upload->fd =
+		open(upload->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (upload->fd < 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
+					 upload->path, strerror(errno));
+		goto fail;
+	}
+	upload->part_end = part_size(state, 0);
+	if (EVP_DigestInit_ex(upload->md5, EVP_md5(), NULL) != 1)
+	{
+		bk_error_set(err, BK_ERR_CRYPTO, "MD5 unavailable");
+		goto fail;
+	}
+	return &upload->base;
+
+fail:
+	if (upload->fd >= 0)
+	{
+		close(upload->fd);
+		unlink(upload->path);
+	}
+	EVP_MD_CTX_free(upload->md5);
+	free(upload->part_md5);
+	free(upload);
+	return NULL;
+}
+
+static bool
+part_done(S3Upload *upload, BkError *err)
+{
+	unsigned int len = 16;
+
+	if (upload->part_count >= S3_MAX_PARTS)
+		return bk_error_set(err, BK_ERR_USAGE, "object too large for %d parts",
+							S3_MAX_PARTS);
+	if (EVP_DigestFinal_ex(upload->md5, upload->part_md5[upload->part_count],
+						   &len) != 1 ||
+		EVP_DigestInit_ex(upload->md5, EVP_md5(), NULL) != 1)
+		return bk_error_set(err, BK_ERR_CRYPTO, "MD5 failed");
+	upload->part_count++;
+	upload->part_end +=
+		part_size(state_of(upload->base.repo), upload->part_count);
+	return true;
+}
+
+static bool
+s3_upload_write(BkRepoUpload *base, const void *data, size_t len, BkError *err)
+{
+	S3Upload *upload = (S3Upload *) base;
+	const uint8_t *bytes = data;
+
+	while (len > 0)
+	{
+		size_t take = upload->part_end - upload->size < len
+						  ? (size_t) (upload->part_end - upload->size)
+						  : len;
+
+		if (!bk_write_all(upload->fd, bytes, take, upload->path, err) ||
+			EVP_DigestUpdate(upload->md5, bytes, take) != 1)
+			return err->code != BK_OK
+					   ? false
+					   : bk_error_set(err, BK_ERR_CRYPTO, "MD5 failed");
+		upload->size += take;
+		bytes += take;
+		len -= take;
+		if (upload->size == upload->part_end && !part_done(upload, err))
+			return false;
+	}
+	return true;
+}
+
+static bool
+s3_upload_finish(BkRepoUpload *base, BkError *err)
+{
+	S3Upload *upload = (S3Upload *) base;
+	uint64_t part_start =
+		upload->part_end - part_size(state_of(base->repo), upload->part_count);
+
+	/* The last, partial part (or the one part of an empty object). */
+	if ((upload->size > part_start || upload->part_count == 0) &&
+		!part_done(upload, err))
+		return false;
+	upload->finished = true;
+	return true;
+}
+
+/* Elements of multipart replies: the upload id, or an error in a 200. */
+typedef struct MultipartReply
+{
+	char upload_id[1024];
+	char error_code[128];
+	char error_message[512];
+} MultipartReply;
+
+static bool
+multipart_element(void *arg, const char *path, const char *text, BkError *err)
+{
+	MultipartReply *reply = arg;
+
+	if (strcmp(path, "InitiateMultipartUploadResult/UploadId") == 0)
+		bk_strlcpy(reply->upload_id, text, sizeof(reply->upload_id));
+	else if (strcmp(path, "Error/Code") == 0)
+		bk_strlcpy(reply->error_code, text, sizeof(reply->error_code));
+	else if (strcmp(path, "Error/Message") == 0)
+		bk_strlcpy(reply->error_message, text, sizeof(reply->error_message));
+	return true;
+}
+
+static void
+abort_upload(S3State *state, const char *full, const char *upload_id)
+{
+	S3Call call = {.method = "DELETE", .key = full};
+	BkError ignored;
+
+	/* Best effort: a stale upload is also aborted at the next start. */
+	call.query[call.query_count++] = (BkSigV4Pair){"uploadId", upload_id};
+	bk_error_clear(&ignored);
+	s3_call(state, &call, &ignored);
+	call_free(&call);
+}
+
+/*
+ * A multipart upload of the spooled object as full, if absent: a HEAD
+ * first (a re-send of a large object then costs no upload), and the
+ * completion with If-None-Match too, for the race of two shippers.
+ */
+static bool
+put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
+{
+	S3State *state = state_of(upload->base.repo);
+	MultipartReply reply;
+	BkRepoStat stat;
+	S3Call call = {.method = "POST", .key = full, .has_body = true};
+	char *xml = NULL;
+	size_t xml_len = 0;
+	size_t xml_cap;
+	uint64_t offset = 0;
+	bool ok = false;
+
+	*created = false;
+	if (!head_object(state, full, &stat, err))
+		return false;
+	if (stat.exists)
+		return true;
+
+	/* Initiate. */
+	memset(&reply, 0, sizeof(reply));
+	call.body = (const uint8_t *) "";
+	call.query[call.query_count++] = (BkSigV4Pair){"uploads", ""};
+	if (state->storage_class[0])
+		call.headers[call.header_count++] =
+			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
+	if (!s3_call(state, &call, err))
+		return false;
+	if (call.status != 200)
+	{
+		call_failed(state, &call, err);
+		call_free(&call);
+		return false;
+	}
+	if (!bk_xml_parse(call.reply.data ? call.reply.data : "", call.reply.len,
+					  multipart_element, &reply, err) ||
+		reply.upload_id[0] == '\0')
+	{
+		call_free(&call);
+		if (err->code == BK_OK)
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "s3://%s/%s: the store started a multipart upload "
+						 "without an UploadId",
+						 state->bucket, full);
+		return false;
+	}
+	call_free(&call);
+
+	/* Parts, with their MD5s; the ETags they get go into the completion. */
+	xml_cap = 128 + (size_t) upload->part_count * 160;
+	if ((xml = malloc(xml_cap)) == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	xml_len = (size_t) snprintf(xml, xml_cap, "<CompleteMultipartUpload>");
+	for (int partIdx = 0; partIdx < upload->part_count; partIdx++)
+	{
+		uint64_t len = part_size(state, partIdx);
+		char number[16];
+		BkSigV4Pair query[2] = {{"partNumber", number},
+								{"uploadId", reply.upload_id}};
+		S3Call part;
+
+		if (offset + len > upload->size)
+			len = upload->size - offset;
+		snprintf(number, sizeof(number), "%d", partIdx + 1);
+		if (!put_object(state, full, NULL, upload->fd, offset, len,
+						upload->part_md5[partIdx], false, query, 2, &part, err))
+		{
+			call_free(&part);
+			goto done;
+		}
+		if (part.status != 200 || part.etag[0] == '\0')
+		{
+			call_failed(state, &part, err);
+			call_free(&part);
+			goto done;
+		}
+		xml_len += (size_t) snprintf(xml + xml_len, xml_cap - xml_len,
+									 "<Part><PartNumber>%d</PartNumber>"
+									 "<ETag>%s</ETag></Part>",
+									 partIdx + 1, part.etag);
+		call_free(&part);
+		offset += len;
+	}
+	xml_len += (size_t) snprintf(xml + xml_len, xml_cap - xml_len,
+								 "</CompleteMultipartUpload>");
+
+	/* Complete, if nobody else did meanwhile. */
+	memset(&call, 0, sizeof(call));
+	call.method = "POST";
+	call.key = full;
+	call.has_body = true;
+	call.body = (const uint8_t *) xml;
+	call.body_len = xml_len;
+	call.query[call.query_count++] = (BkSigV4Pair){"uploadId", reply.upload_id};
+	call.headers[call.header_count++] =
+		(BkSigV4Pair){"content-type", "application/xml"};
+	call.headers[call.header_count++] = (BkSigV4Pair){"if-none-match", "*"};
+	if (!s3_call(state, &call, err))
+		goto done;
+	if (call.status == 412)
+	{
+		call_free(&call);
+		ok = true;
+		goto done;
+	}
+	if (call.status != 200)
+	{
+		call_failed(state, &call, err);
+		call_free(&call);
+		goto done;
+	}
+	/* A 200 can still carry an <Error>: the completion failed. */
+	memset(reply.error_code, 0, sizeof(reply.error_code));
+	if (!bk_xml_parse(call.reply.data ? call.reply.data : "", call.reply.len,
+					  multipart_element, &reply, err))
+	{
+		call_free(&call);
+		goto done;
+	}
+	call_free(&call);
+	if (strcmp(reply.error_code, "PreconditionFailed") == 0)
+		ok = true;
+	else if (reply.error_code[0])
+		bk_error_set(err, BK_ERR_IO,
+					 "s3://%s/%s: completing the multipart upload failed: "
+					 "%s: %s",
+					 state->bucket, full, reply.error_code,
+					 reply.error_message);
+	else
+	{
+		*created = true;
+		ok = true;
+	}
+
+done:
+	free(xml);
+	if (!*created)
+		abort_upload(state, full, reply.upload_id);
+	return ok;
+}
+
+static bool
+s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
+				 BkError *err)
+{
+	S3Upload *upload = (S3Upload *) base;
+	S3State *state = state_of(base->repo);
+	char full[BK_REPO_KEY_MAX + 600];
+	S3Call call;
+	bool ok;
+
+	*created = false;
+	if (!upload->finished)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"upload committed before it was finished");
+	if (!full_key(state, key, full, sizeof(full), err))
+		return false;
+	if (upload->part_count > 1)
+		return put_multipart(upload, full, created, err);
+	ok = put_object(state, full, NULL, upload->fd, 0, upload->size,
+					upload->part_md5[0], true, NULL, 0, &call, err);
+	if (ok)
+	{
+		if (call.status == 200)
+			*created = true;
+		else if (call.status != 412)
+			ok = call_failed(state, &call, err);
+	}
+	call_free(&call);
+	return ok;
+}
+
+static void
+s3_upload_free(BkRepoUpload *base)
+{
+	S3Upload *upload = (S3Upload *) base;
+
+	if (upload == NULL)
+		return;
+	if (upload->fd >= 0)
+	{
+		close(upload->fd);
+		unlink(upload->path);
+	}
+	EVP_MD_CTX_free(upload->md5);
+	free(upload->part_md5);
+	free(upload);
+}
+
+/* ------------------------------------------------------------ deleting */
+
+static bool
+s3_delete(BkRepo *repo, const char *key, BkError *err)
+{
+	S3State *state = repo->state;
+	char full[BK_REPO_KEY_MAX + 600];
+	S3Call call = {.method = "DELETE", .key = full};
+	bool ok;
+
+	if (!full_key(state, key, full, sizeof(full), err) ||
+		!s3_call(state, &call, err))
+		return false;
+	ok = call.status == 204 || call.status == 200 || call.status == 404 ||
+		 call_failed(state, &call, err);
+	call_free(&call);
+	return ok;
+}
+
+typedef struct DeleteBatch
+{
+	S3State *state;
+	char *xml;
+	size_t len;
+	size_t cap;
+	int count;
+	const char *full_prefix;
+	char error_key[1024];
+	char error_code[128];
+	char error_message[512];
+} DeleteBatch;
+
+static bool
+delete_result_element(void *arg, const char *path, const char *text,
+					  BkError *err)
+{
+	DeleteBatch *batch = arg;
+
+	if (strcmp(path, "DeleteResult/Error/Key") == 0)
+		bk_strlcpy(batch->error_key, text, sizeof(batch->error_key));
+	else if (strcmp(path, "DeleteResult/Error/Code") == 0)
+		bk_strlcpy(batch->error_code, text, sizeof(batch->error_code));
+	else if (strcmp(path, "DeleteResult/Error/Message") == 0)
+		bk_strlcpy(batch->error_message, text, sizeof(batch->error_message));
+	return true;
+}
+
+/* DeleteObjects for the keys gathered: one request per 1000. */
+static bool
+delete_batch_send(DeleteBatch *batch, BkError *err)
+{
+	S3Call call = {.method = "POST", .has_body = true};
+	uint8_t md5[16];
+	unsigned int md5_len = 0;
+	char md5_text[32];
+	bool ok;
+
+	if (batch->count == 0)
+		return true;
+	batch->len += (size_t) snprintf(batch->xml + batch->len,
+									batch->cap - batch->len, "</Delete>");
+	EVP_Digest(batch->xml, batch->len, md5, &md5_len, EVP_md5(), NULL);
+	md5_base64(md5, md5_text);
+	call.body = (const uint8_t *) batch->xml;
+	call.body_len = batch->len;
+	call.query[call.query_count++] = (BkSigV4Pair){"delete", ""};
+	call.headers[call.header_count++] = (BkSigV4Pair){"content-md5", md5_text};
+	call.headers[call.header_count++] =
+		(BkSigV4Pair){"content-type", "application/xml"};
+	if (!s3_call(batch->state, &call, err))
+		return false;
+	if (call.status != 200)
+		ok = call_failed(batch->state, &call, err);
+	else
+	{
+		batch->error_code[0] = '\0';
+		ok = bk_xml_parse(call.reply.data ? call.reply.data : "",
+						  call.reply.len, delete_result_element, batch, err);
+		if (ok && batch->error_code[0])
+			ok = bk_error_set(err, BK_ERR_IO,
+							  "could not delete s3://%s/%s: %s: %s",
+							  batch->state->bucket, batch->error_key,
+							  batch->error_code, batch->error_message);
+	}
+	call_free(&call);
+	batch->count = 0;
+	batch->len = 0;
+	return ok;
+}
+
+static bool
+delete_batch_add(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	DeleteBatch *batch = arg;
+	char key[BK_REPO_KEY_MAX + 600];
+
+	if (entry->is_prefix)
+		return true;
+	if (batch->count == 0)
+		batch->len = (size_t) snprintf(batch->xml, batch->cap,
+									   "<Delete><Quiet>true</Quiet>");
+	snprintf(key, sizeof(key), "%s%s", batch->full_prefix, entry->name);
+	/* Keys are bk names: printable ASCII without XML specials but '&'. */
+	batch->len +=
+		(size_t) snprintf(batch->xml + batch->len, batch->cap - batch->len,
+						  "<Object><Key>%s</Key></Object>", key);
+	if (strpbrk(key, "&<>\"'") != NULL)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"unexpected character in key \"%s\"", key);
+	if (++batch->count == S3_DELETE_BATCH)
+		return delete_batch_send(batch, err);
+	return true;
+}
+
+static bool
+s3_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
+{
+	S3State *state = repo->state;
+	char full[BK_REPO_KEY_MAX + 600];
+	DeleteBatch batch = {.state = state, .full_prefix = full};
+	bool ok;
+
+	if (!full_key(state, prefix, full, sizeof(full), err))
+		return false;
+	batch.cap = (size_t) S3_DELETE_BATCH * (sizeof(full) + 32) + 128;
+	if ((batch.xml = malloc(batch.cap)) == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	ok = list_keys(state, full, true, delete_batch_add, &batch, err) &&
+		 delete_batch_send(&batch, err);
+	free(batch.xml);
+	return ok;
+}
+
+/* ------------------------------------------------------------ housekeeping */
+
+typedef struct UploadsPage
+{
+	S3State *state;
+	int64_t before_ms;
+	uint64_t aborted;
+	char key[BK_REPO_KEY_MAX + 600];
+	char upload_id[1024];
+	int64_t initiated_ms;
+	bool truncated;
+	char next_key[BK_REPO_KEY_MAX + 600];
+	char next_upload[1024];
+} UploadsPage;
+
+static bool
+uploads_element(void *arg, const char *path, const char *text, BkError *err)
+{
+	UploadsPage *page = arg;
+
+	if (strcmp(path, "ListMultipartUploadsResult/Upload/Key") == 0)
+		bk_strlcpy(page->key, text, sizeof(page->key));
+	else if (strcmp(path, "ListMultipartUploadsResult/Upload/UploadId") == 0)
+		bk_strlcpy(page->upload_id, text, sizeof(page->upload_id));
+	else if (strcmp(path, "ListMultipartUploadsResult/Upload/Initiated") == 0)
+		page->initiated_ms = parse_iso8601_ms(text);
+	else if (strcmp(path, "ListMultipartUploadsResult/Upload") == 0)
+	{
+		if (page->initiated_ms > 0 && page->initiated_ms < page->before_ms &&
+			page->upload_id[0])
+		{
+			abort_upload(page->state, page->key, page->upload_id);
+			page->aborted++;
+		}
+		page->key[0] = page->upload_id[0] = '\0';
+		page->initiated_ms = 0;
+	}
+	else if (strcmp(path, "ListMultipartUploadsResult/IsTruncated") == 0)
+		page->truncated = strcmp(text, "true") == 0;
+	else if (strcmp(path, "ListMultipartUploadsResult/NextKeyMarker") == 0)
+		bk_strlcpy(page->next_key, text, sizeof(page->next_key));
+	else if (strcmp(path, "ListMultipartUploadsResult/NextUploadIdMarker") == 0)
+		bk_strlcpy(page->next_upload, text, sizeof(page->next_upload));
+	return true;
+}
+
+/* Abort this repository's multipart uploads begun before now - age. */
+static bool
+abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
+					BkError *err)
+{
+	UploadsPage page = {.state = state, .before_ms = wall_ms() - older_than_ms};
+	char key_marker[BK_REPO_KEY_MAX + 600] = "";
+	char upload_marker[1024] = "";
+
+	do
+	{
+		S3Call call = {.method = "GET"};
+		bool ok;
+
+		call.query[call.query_count++] = (BkSigV4Pair){"uploads", ""};
+		call.query[call.query_count++] = (BkSigV4Pair){"prefix", state->prefix};
+		if (key_marker[0])
+		{
+			call.query[call.query_count++] =
+				(BkSigV4Pair){"key-marker", key_marker};
+			call.query[call.query_count++] =
+				(BkSigV4Pair){"upload-id-marker", upload_marker};
+		}
+		page.truncated = false;
+		page.next_key[0] = page.next_upload[0] = '\0';
+		if (!s3_call(state, &call, err))
+			return false;
+		if (call.status != 200)
+		{
+			call_failed(state, &call, err);
+			call_free(&call);
+			return false;
+		}
+		ok = bk_xml_parse(call.reply.data ? call.reply.data : "",
+						  call.reply.len, uploads_element, &page, err);
+		call_free(&call);
+		if (!ok)
+			return false;
+		if (page.truncated && page.next_key[0] == '\0')
+			break;
+		bk_strlcpy(key_marker, page.next_key, sizeof(key_marker));
+		bk_strlcpy(upload_marker, page.next_upload, sizeof(upload_marker));
+	} while (page.truncated);
+	if (removed != NULL)
+		*removed = page.aborted;
+	return true;
+}
+
+static bool
+s3_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
+{
+	return abort_stale_uploads(repo->state, S3_STALE_UPLOAD_MS, removed, err);
+}
+
+const BkRepoBackend bk_repo_s3_backend = {
+	.name = "s3",
+	.open = s3_open,
+	.close = s3_close,
+	.describe = s3_describe,
+	.list = s3_list,
+	.stat = s3_stat,
+	.reader_open = s3_reader_open,
+	.reader_read = s3_reader_read,
+	.reader_close = s3_reader_close,
+	.put_small = s3_put_small,
+	.spool_open = s3_spool_open,
+	.upload_begin = s3_upload_begin,
+	.upload_write = s3_upload_write,
+	.upload_finish = s3_upload_finish,
+	.upload_commit = s3_upload_commit,
+	.upload_free = s3_upload_free,
+	.delete = s3_delete,
+	.delete_prefix = s3_delete_prefix,
+	.clean_uploads = s3_clean_uploads,
+};

@@ -4,7 +4,9 @@
  */
 #include "cli.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@ bk_cli_config_free(BkCliConfig *config)
 	free(config->key_file);
 	free(config->group_id);
 	free(config->shipper_id);
+	free(config->metrics_listen);
 	memset(config, 0, sizeof(*config));
 }
 
@@ -79,6 +82,76 @@ set_duration(int64_t *field, const char *key, const char *value, int64_t min,
 							" ms such as \"30s\" or \"7d\", not \"%s\"",
 							key, min, value);
 	return true;
+}
+
+bool
+bk_cli_parse_listen_address(const char *key, const char *text,
+							struct sockaddr_storage *addr, socklen_t *addr_len,
+							BkError *err)
+{
+	char host[INET6_ADDRSTRLEN];
+	const char *host_start = text;
+	const char *port_text;
+	size_t host_len;
+	char *end;
+	long port;
+	int family = AF_INET;
+
+	memset(addr, 0, sizeof(*addr));
+	if (text[0] == '[')
+	{
+		const char *close = strchr(text, ']');
+
+		family = AF_INET6;
+		host_start = text + 1;
+		port_text = close != NULL && close[1] == ':' ? close + 2 : NULL;
+		host_len = close != NULL ? (size_t) (close - host_start) : 0;
+	}
+	else
+	{
+		const char *colon = strchr(text, ':');
+
+		/* A second colon: an IPv6 address without its brackets. */
+		port_text =
+			colon != NULL && strchr(colon + 1, ':') == NULL ? colon + 1 : NULL;
+		host_len = colon != NULL ? (size_t) (colon - text) : 0;
+	}
+	if (port_text != NULL && host_len > 0 && host_len < sizeof(host))
+	{
+		memcpy(host, host_start, host_len);
+		host[host_len] = '\0';
+		errno = 0;
+		port = port_text[0] >= '0' && port_text[0] <= '9'
+				   ? strtol(port_text, &end, 10)
+				   : 0;
+		if (port >= 1 && port <= 65535 && errno == 0 && *end == '\0')
+		{
+			struct sockaddr_in *in4 = (struct sockaddr_in *) addr;
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) addr;
+
+			if (family == AF_INET && inet_pton(AF_INET, host, &in4->sin_addr))
+			{
+				in4->sin_family = AF_INET;
+				in4->sin_port = htons((uint16_t) port);
+				*addr_len = sizeof(*in4);
+				return true;
+			}
+			if (family == AF_INET6 &&
+				inet_pton(AF_INET6, host, &in6->sin6_addr))
+			{
+				in6->sin6_family = AF_INET6;
+				in6->sin6_port = htons((uint16_t) port);
+				*addr_len = sizeof(*in6);
+				return true;
+			}
+		}
+	}
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "%s must be an IPv4 address and a port such as "
+				 "\"127.0.0.1:9187\", or an IPv6 address in brackets and a "
+				 "port such as \"[::1]:9187\", not \"%s\"",
+				 key, text);
+	return bk_error_hint(err, "Leave %s empty for no metrics endpoint.", key);
 }
 
 bool
@@ -155,13 +228,30 @@ bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
 	}
 	if (strcmp(key, "abandon_after") == 0)
 		return set_duration(&config->abandon_after_ms, key, value, 1000, err);
+	if (strcmp(key, "metrics_listen") == 0)
+	{
+		struct sockaddr_storage addr;
+		socklen_t addr_len;
+
+		/* Empty: no endpoint, so a flag can turn off what the file set. */
+		if (value[0] == '\0')
+		{
+			free(config->metrics_listen);
+			config->metrics_listen = NULL;
+			return true;
+		}
+		if (!bk_cli_parse_listen_address(key, value, &addr, &addr_len, err))
+			return false;
+		return set_string(&config->metrics_listen, value, err);
+	}
 	bk_error_set(err, BK_ERR_CONFIG, "unknown setting \"%s\"", key);
 	return bk_error_hint(err,
 						 "Known settings: kafka_brokers, kafka_properties, "
 						 "topic_prefix, repository, key_file, group_id, "
 						 "chunk_size, kafka_timeout, topic_partitions, "
 						 "topic_replication_factor, topic_retention, "
-						 "audit_retention, shipper_id, abandon_after.");
+						 "audit_retention, shipper_id, abandon_after, "
+						 "metrics_listen.");
 }
 
 static bool

@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #include "bk_error.h"
 #include "bk_kafka.h"
@@ -47,6 +48,8 @@ typedef struct BkCliConfig
 	int64_t audit_retention_ms;
 	char *shipper_id;         /* group.instance.id; NULL: from the host name */
 	int64_t abandon_after_ms; /* when a stalled attempt is given up */
+	/* bk-shipper's Prometheus endpoint, ADDR:PORT; NULL: none. */
+	char *metrics_listen;
 } BkCliConfig;
 
 #define BK_GROUP_ID_DEFAULT         "bk-shipper"
@@ -66,6 +69,14 @@ extern bool bk_cli_config_load(BkCliConfig *config, const char *path,
 /* Set one key as the file would ("kafka_brokers", "repository", ...). */
 extern bool bk_cli_config_set(BkCliConfig *config, const char *key,
 							  const char *value, BkError *err);
+
+/*
+ * "127.0.0.1:9187" or "[::1]:9187": a numeric address and a port, so that
+ * a listener binds to exactly what the operator wrote.  Errors name key.
+ */
+extern bool bk_cli_parse_listen_address(const char *key, const char *text,
+										struct sockaddr_storage *addr,
+										socklen_t *addr_len, BkError *err);
 
 /* Kafka settings derived from the configuration. */
 extern void bk_cli_kafka_settings(const BkCliConfig *config,

@@ -42,6 +42,11 @@
  * Static group membership (group.instance.id) lets a restarted shipper take
  * its partitions back within seconds instead of after a session timeout.
  *
+ * Metrics (metrics_listen, metrics.c): the main loop counts as it goes and
+ * refreshes the consumer lag once a second, after committing; an HTTP
+ * thread serves a copy.  Nothing else runs outside the main thread but
+ * librdkafka's own threads.
+ *
  * Signals only set a flag; the main loop polls with a short timeout (the
  * kcat pattern).  SIGTERM and SIGINT stop cleanly: offsets of durable objects
  * are committed, the consumer is closed.
@@ -67,6 +72,7 @@
 #include "bk_topics.h"
 #include "bk_util.h"
 #include "cli.h"
+#include "metrics.h"
 #include "repo.h"
 
 #define PROGRAM            "bk-shipper"
@@ -74,6 +80,9 @@
 #define POLL_MS            200
 #define AUDIT_BATCH_MAX    256
 #define AUDIT_BATCH_MS     200
+#define COMMITTED_QUERY_MS 5000
+#define ASSIGNED_UNKNOWN   (-1)
+#define ASSIGNED_AT_LOW    (-2) /* nothing committed: starts at the low mark */
 
 static volatile sig_atomic_t stop_requested;
 
@@ -108,6 +117,9 @@ typedef struct Partition
 	int kind;            /* the object kind its topic carries */
 	int64_t next_offset; /* after the last message handled; -1: none */
 	int64_t committed;   /* last committed; -1: none */
+	/* The group's committed offset when assigned, ASSIGNED_AT_LOW or
+	 * ASSIGNED_UNKNOWN: for the lag metric only. */
+	int64_t assigned_offset;
 	int64_t newest_timestamp;
 	int64_t audit_hold; /* oldest offset whose audit event is unacknowledged;
 						 * -1: none */
@@ -126,6 +138,7 @@ typedef struct Shipper
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
 	char instance_id[256];
 	Partition *partitions;
+	BkMetrics *metrics;      /* NULL: no metrics_listen */
 	int audit_queued;        /* events in the open audit batch; 0: none open */
 	int64_t audit_opened_ms; /* when the open batch was begun */
 	int64_t last_commit_ms;
@@ -151,12 +164,29 @@ shipper_log(LogLevel level, const char *fmt, ...)
 	if (level > log_level)
 		return;
 	bk_format_time_utc(bk_wall_ms(), stamp, sizeof(stamp));
+	/* One line at a time: the metrics thread logs too. */
+	flockfile(stderr);
 	fprintf(stderr, "%s %s[%d]: %s: ", stamp, PROGRAM, (int) getpid(),
 			names[level]);
 	va_start(args, fmt);
 	vfprintf(stderr, fmt, args);
 	va_end(args);
 	fputc('\n', stderr);
+	funlockfile(stderr);
+}
+
+static void
+metrics_log(const char *message)
+{
+	shipper_log(LOG_WARNING, "metrics: %s", message);
+}
+
+/* The errors_total kind of a failure to spool or store an object. */
+static BkMetricsError
+error_kind(const BkError *err)
+{
+	return err->code == BK_ERR_NOMEM ? BK_METRICS_ERROR_MEMORY
+									 : BK_METRICS_ERROR_REPOSITORY;
 }
 
 static void
@@ -198,6 +228,7 @@ audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
 	if (text == NULL)
 	{
 		shipper_log(LOG_ERROR, "could not build an audit event: out of memory");
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_AUDIT);
 		return false;
 	}
 	/* Held first, so that even a failed attempt to queue holds it. */
@@ -219,6 +250,7 @@ audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
 		shipper_log(LOG_ERROR,
 					"could not deliver audit event %s to topic %s: %s", text,
 					shipper->audit_topic, err.message);
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_AUDIT);
 	}
 	free(text);
 	return ok;
@@ -245,6 +277,7 @@ audit_flush(Shipper *shipper)
 		shipper_log(
 			LOG_ERROR, "could not deliver %d audit event%s to topic %s: %s",
 			queued, queued == 1 ? "" : "s", shipper->audit_topic, err.message);
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_AUDIT);
 		return false;
 	}
 	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
@@ -277,6 +310,7 @@ partition_add(Shipper *shipper, const char *topic, int32_t partition)
 	p->partition = partition;
 	p->next_offset = -1;
 	p->committed = -1;
+	p->assigned_offset = ASSIGNED_UNKNOWN;
 	p->audit_hold = -1;
 	p->kind = 0;
 	for (int topicIdx = 0; topicIdx < 3; topicIdx++)
@@ -383,9 +417,12 @@ commit_offsets(Shipper *shipper, const Partition *only)
 	{
 		kerr = rd_kafka_commit(shipper->consumer, list, 0);
 		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
 			shipper_log(LOG_WARNING,
 						"could not commit offsets (will retry): %s",
 						rd_kafka_err2str(kerr));
+			bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
+		}
 		else
 			for (int itemIdx = 0; itemIdx < list->cnt; itemIdx++)
 			{
@@ -399,6 +436,93 @@ commit_offsets(Shipper *shipper, const Partition *only)
 	}
 	rd_kafka_topic_partition_list_destroy(list);
 	shipper->last_commit_ms = bk_monotonic_ms();
+}
+
+/*
+ * For the lag metric: where the group stood in each newly assigned
+ * partition.  Until this shipper commits in a partition, that is the only
+ * committed offset it knows, and an idle partition would otherwise show no
+ * lag at all after a restart.  One request per rebalance, on a copy of the
+ * list so that the assignment itself is left as it was.  A failure only
+ * leaves those partitions out of the metric.
+ */
+static void
+query_assigned_offsets(Shipper *shipper,
+					   const rd_kafka_topic_partition_list_t *parts)
+{
+	rd_kafka_topic_partition_list_t *query;
+	rd_kafka_resp_err_t kerr;
+
+	if (shipper->metrics == NULL)
+		return;
+	query = rd_kafka_topic_partition_list_copy(parts);
+	kerr = rd_kafka_committed(shipper->consumer, query, COMMITTED_QUERY_MS);
+	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		shipper_log(LOG_WARNING,
+					"could not read the group's committed offsets for the "
+					"lag metric: %s",
+					rd_kafka_err2str(kerr));
+	else
+		for (int itemIdx = 0; itemIdx < query->cnt; itemIdx++)
+		{
+			const rd_kafka_topic_partition_t *item = &query->elems[itemIdx];
+			Partition *p =
+				partition_find(shipper, item->topic, item->partition);
+
+			if (p == NULL || item->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				continue;
+			/* Nothing committed: auto.offset.reset=earliest starts at the
+			 * low watermark. */
+			p->assigned_offset =
+				item->offset >= 0 ? item->offset : ASSIGNED_AT_LOW;
+		}
+	rd_kafka_topic_partition_list_destroy(query);
+}
+
+/*
+ * The consumer lag of every assigned partition, for the metrics: the high
+ * watermark librdkafka cached from its last fetch response (no request is
+ * made) minus the offset committed behind durable objects: this shipper's
+ * last commit, else the group's when the partition was assigned.
+ */
+static void
+update_lag_metrics(Shipper *shipper)
+{
+	BkMetricsLag *lags;
+	int count = 0;
+	int lagIdx = 0;
+
+	if (shipper->metrics == NULL)
+		return;
+	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
+		count++;
+	lags = calloc(count > 0 ? (size_t) count : 1, sizeof(*lags));
+	if (lags == NULL)
+		return;
+	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
+	{
+		int64_t low = RD_KAFKA_OFFSET_INVALID;
+		int64_t high = RD_KAFKA_OFFSET_INVALID;
+		int64_t committed =
+			p->committed >= 0 ? p->committed : p->assigned_offset;
+
+		if (rd_kafka_get_watermark_offsets(shipper->consumer, p->topic,
+										   p->partition, &low, &high) !=
+				RD_KAFKA_RESP_ERR_NO_ERROR ||
+			high < 0 || committed == ASSIGNED_UNKNOWN)
+			continue;
+		/* Retention may have deleted what was committed, or never read. */
+		if (low >= 0 && (committed == ASSIGNED_AT_LOW || committed < low))
+			committed = low;
+		if (committed < 0)
+			continue;
+		bk_strlcpy(lags[lagIdx].topic, p->topic, sizeof(lags[lagIdx].topic));
+		lags[lagIdx].partition = p->partition;
+		lags[lagIdx].lag = high > committed ? high - committed : 0;
+		lagIdx++;
+	}
+	bk_metrics_set_lag(shipper->metrics, lags, lagIdx);
+	free(lags);
 }
 
 static void
@@ -423,6 +547,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 						  parts->elems[itemIdx].partition);
 		shipper_log(LOG_INFO, "assigned %d partitions:%s", parts->cnt, summary);
 		rd_kafka_assign(rk, parts);
+		query_assigned_offsets(shipper, parts);
 		return;
 	}
 	/* Revoked (or an error): commit what is durable, forget the rest. */
@@ -453,6 +578,7 @@ consumer_fatal(Shipper *shipper, rd_kafka_t *rk)
 		return;
 	cause = rd_kafka_fatal_error(rk, reason, sizeof(reason));
 	shipper->fatal = true;
+	bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
 	if (cause == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
 	{
 		shipper->fenced = true;
@@ -480,8 +606,12 @@ consumer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	if (err == RD_KAFKA_RESP_ERR__FATAL)
 		consumer_fatal(shipper, rk);
 	else
+	{
+		/* Usually transient (a broker down): counted, so a rate can alert. */
 		shipper_log(LOG_WARNING, "consumer: %s: %s",
 					rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
+	}
 }
 
 /* ------------------------------------------------------------ messages */
@@ -527,6 +657,7 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	header_string(msg, "bk-source", source, sizeof(source));
 	header_string(msg, "bk-object", object, sizeof(object));
 	shipper->rejected++;
+	bk_metrics_rejected(shipper->metrics);
 	shipper_log(LOG_WARNING,
 				"rejected message %s [%" PRId32 "] at offset %" PRId64
 				" (bk-source \"%s\", bk-object \"%s\"): %s; kept in "
@@ -538,6 +669,7 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	{
 		shipper_log(LOG_ERROR, "could not keep the rejected message: %s",
 					err.message);
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_REPOSITORY);
 		return false;
 	}
 	event = bk_audit_begin("rejected", source);
@@ -560,6 +692,7 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 
 	bk_hex_encode(attempt->tracker.attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
 	shipper->abandoned++;
+	bk_metrics_abandoned(shipper->metrics);
 	shipper_log(
 		LOG_INFO,
 		"gave up %s object \"%s\" of source \"%s\" (attempt %s, %" PRIu32
@@ -660,6 +793,8 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	const char *event_name;
 	BkAuditEvent *event;
 	BkError err;
+	double commit_started = bk_metrics_clock();
+	double commit_seconds;
 
 	bk_error_clear(&err);
 	memcpy(identity.key_id, object->key_id, BK_KEY_ID_LEN);
@@ -683,13 +818,18 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 					"could not archive %s object \"%s\" of source \"%s\": %s",
 					bk_kind_name(object->kind), object->name, object->source,
 					err.message);
+		bk_metrics_error(shipper->metrics, error_kind(&err));
 		return false;
 	}
+	commit_seconds = bk_metrics_clock() - commit_started;
 	switch (result)
 	{
 		case BK_PUT_CREATED:
 			event_name = "archived";
 			shipper->archived++;
+			bk_metrics_object(shipper->metrics, BK_METRICS_ARCHIVED,
+							  object->source, attempt->last_timestamp,
+							  attempt->stored_bytes, commit_seconds);
 			shipper_log(LOG_INFO,
 						"archived %s \"%s\" of source \"%s\": %" PRIu64
 						" bytes in %" PRIu32 " chunks, %" PRIu64
@@ -702,6 +842,9 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 		case BK_PUT_EXISTS_IDENTICAL:
 			event_name = "duplicate";
 			shipper->duplicates++;
+			bk_metrics_object(shipper->metrics, BK_METRICS_DUPLICATE,
+							  object->source, attempt->last_timestamp,
+							  attempt->stored_bytes, commit_seconds);
 			shipper_log(LOG_INFO,
 						"%s \"%s\" of source \"%s\" was already archived with "
 						"identical content; this re-send is not stored again",
@@ -711,6 +854,9 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 		default:
 			event_name = "conflict";
 			shipper->conflicts++;
+			bk_metrics_object(shipper->metrics, BK_METRICS_CONFLICT,
+							  object->source, attempt->last_timestamp,
+							  attempt->stored_bytes, commit_seconds);
 			shipper_log(
 				LOG_ERROR,
 				"ALARM: %s \"%s\" of source \"%s\" arrived with content "
@@ -760,6 +906,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	if (p == NULL)
 	{
 		shipper_log(LOG_ERROR, "out of memory");
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_MEMORY);
 		return false;
 	}
 	p->next_offset = msg->offset + 1;
@@ -792,6 +939,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		if (attempt == NULL)
 		{
 			shipper_log(LOG_ERROR, "%s", err.message);
+			bk_metrics_error(shipper->metrics, error_kind(&err));
 			return false;
 		}
 	}
@@ -824,6 +972,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		!bk_sha256_update(attempt->stored_sha, msg->payload, msg->len, &err))
 	{
 		shipper_log(LOG_ERROR, "%s", err.message);
+		bk_metrics_error(shipper->metrics, error_kind(&err));
 		return false;
 	}
 	attempt->stored_bytes += msg->len;
@@ -836,13 +985,19 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 /* ------------------------------------------------------------ main */
 
 static const char *shipper_help =
-	"Usage: bk-shipper --config FILE [--brokers LIST] [--repo DIR]\n\n"
+	"Usage: bk-shipper --config FILE [--brokers LIST] [--repo DIR]\n"
+	"                  [--metrics-listen ADDR:PORT]\n\n"
 	"Consumes bk frames from Kafka and archives them in the repository, "
 	"until\nSIGTERM or SIGINT. Needs no key.\n\n"
 	"  --config FILE     configuration file (default $BK_CONFIG, then "
 	"/etc/bk/bk.conf)\n"
 	"  --brokers LIST    Kafka bootstrap servers (kafka_brokers)\n"
 	"  --repo DIR        repository directory (repository)\n"
+	"  --metrics-listen ADDR:PORT\n"
+	"                    serve Prometheus metrics at "
+	"http://ADDR:PORT/metrics,\n"
+	"                    e.g. 127.0.0.1:9187 or [::1]:9187; \"\": none "
+	"(metrics_listen)\n"
 	"  --verbose         log every message handled\n"
 	"  --help            this help\n";
 
@@ -1014,12 +1169,14 @@ main(int argc, char **argv)
 		{"config", required_argument, NULL, 'c'},
 		{"brokers", required_argument, NULL, 'b'},
 		{"repo", required_argument, NULL, 'r'},
+		{"metrics-listen", required_argument, NULL, 'm'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	const char *config_path = NULL;
 	const char *brokers = NULL;
 	const char *repository = NULL;
+	const char *metrics_listen = NULL;
 	BkCliConfig config;
 	Shipper shipper;
 	BkError err;
@@ -1040,6 +1197,9 @@ main(int argc, char **argv)
 				break;
 			case 'r':
 				repository = optarg;
+				break;
+			case 'm':
+				metrics_listen = optarg;
 				break;
 			case 'v':
 				log_level = LOG_DEBUG;
@@ -1065,7 +1225,9 @@ main(int argc, char **argv)
 		(brokers &&
 		 !bk_cli_config_set(&config, "kafka_brokers", brokers, &err)) ||
 		(repository &&
-		 !bk_cli_config_set(&config, "repository", repository, &err)))
+		 !bk_cli_config_set(&config, "repository", repository, &err)) ||
+		(metrics_listen &&
+		 !bk_cli_config_set(&config, "metrics_listen", metrics_listen, &err)))
 	{
 		bk_cli_config_free(&config);
 		return bk_cli_report_error(PROGRAM, &err);
@@ -1081,6 +1243,24 @@ main(int argc, char **argv)
 	sigaction(SIGTERM, &action, NULL);
 	sigaction(SIGINT, &action, NULL);
 	signal(SIGPIPE, SIG_IGN);
+
+	/*
+	 * First, before Kafka or the repository: a listen address that is
+	 * taken (another shipper's) is a configuration error and must stop us
+	 * before we join the group and take partitions.
+	 */
+	if (config.metrics_listen != NULL)
+	{
+		shipper.metrics =
+			bk_metrics_start(config.metrics_listen, metrics_log, &err);
+		if (shipper.metrics == NULL)
+		{
+			exit_code = bk_cli_report_error(PROGRAM, &err);
+			goto cleanup;
+		}
+		shipper_log(LOG_INFO, "serving metrics at http://%s/metrics",
+					config.metrics_listen);
+	}
 
 	if (!shipper_setup(&shipper, &err))
 	{
@@ -1105,8 +1285,11 @@ main(int argc, char **argv)
 			else if (msg->err == RD_KAFKA_RESP_ERR__FATAL)
 				consumer_fatal(&shipper, shipper.consumer);
 			else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			{
 				shipper_log(LOG_WARNING, "consumer: %s",
 							rd_kafka_message_errstr(msg));
+				bk_metrics_error(shipper.metrics, BK_METRICS_ERROR_KAFKA);
+			}
 			rd_kafka_message_destroy(msg);
 		}
 		if (shipper.audit_queued > 0 &&
@@ -1117,7 +1300,10 @@ main(int argc, char **argv)
 		if (shipper.audit_queued == 0)
 			bk_producer_poll(shipper.audit, 0);
 		if (bk_monotonic_ms() - shipper.last_commit_ms >= COMMIT_INTERVAL_MS)
+		{
 			commit_offsets(&shipper, NULL);
+			update_lag_metrics(&shipper);
+		}
 	}
 
 	if (shipper.fatal)
@@ -1149,6 +1335,7 @@ cleanup:
 					   shipper.partitions->partition);
 	bk_producer_free(shipper.audit);
 	bk_repo_close(shipper.repo);
+	bk_metrics_stop(shipper.metrics);
 	bk_cli_config_free(&config);
 	return exit_code;
 }

@@ -26,6 +26,7 @@ bk_cli_config_init(BkCliConfig *config)
 	config->chunk_size = BK_CHUNK_SIZE_DEFAULT;
 	config->kafka_timeout_ms = BK_KAFKA_TIMEOUT_DEFAULT_MS;
 	config->abandon_after_ms = BK_ABANDON_AFTER_DEFAULT_MS;
+	config->s3_verify_tls = true;
 }
 
 void
@@ -38,6 +39,13 @@ bk_cli_config_free(BkCliConfig *config)
 	free(config->key_file);
 	free(config->group_id);
 	free(config->shipper_id);
+	free(config->s3_endpoint);
+	free(config->s3_region);
+	free(config->s3_uri_style);
+	free(config->s3_ca_file);
+	free(config->s3_storage_class);
+	free(config->s3_access_key_file);
+	free(config->spool_dir);
 	free(config->metrics_listen);
 	memset(config, 0, sizeof(*config));
 }
@@ -154,10 +162,99 @@ bk_cli_parse_listen_address(const char *key, const char *text,
 	return bk_error_hint(err, "Leave %s empty for no metrics endpoint.", key);
 }
 
+/* The repository's S3 settings; false with err unset if key is not one. */
+static bool
+set_repo_setting(BkCliConfig *config, const char *key, const char *value,
+				 BkError *err)
+{
+	struct
+	{
+		const char *key;
+		char **field;
+	} strings[] = {
+		{"s3_endpoint", &config->s3_endpoint},
+		{"s3_region", &config->s3_region},
+		{"s3_uri_style", &config->s3_uri_style},
+		{"s3_ca_file", &config->s3_ca_file},
+		{"s3_storage_class", &config->s3_storage_class},
+		{"s3_access_key_file", &config->s3_access_key_file},
+		{"spool_dir", &config->spool_dir},
+	};
+
+	for (size_t itemIdx = 0; itemIdx < sizeof(strings) / sizeof(strings[0]);
+		 itemIdx++)
+		if (strcmp(key, strings[itemIdx].key) == 0)
+		{
+			if (strcmp(key, "s3_uri_style") == 0 &&
+				strcmp(value, "path") != 0 && strcmp(value, "host") != 0)
+				return bk_error_set(err, BK_ERR_CONFIG,
+									"s3_uri_style must be \"path\" or "
+									"\"host\", not \"%s\"",
+									value);
+			return set_string(strings[itemIdx].field, value, err);
+		}
+	if (strcmp(key, "s3_verify_tls") == 0)
+	{
+		if (!bk_parse_bool(value, &config->s3_verify_tls))
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"s3_verify_tls must be on or off, not \"%s\"",
+								value);
+		return true;
+	}
+	if (strcmp(key, "s3_timeout") == 0)
+		return set_duration(&config->s3_timeout_ms, key, value, 1000, err);
+	if (strcmp(key, "s3_read_jobs") == 0)
+		return set_int(&config->s3_read_jobs, key, value, 1, 16, err);
+	if (strcmp(key, "s3_part_size") == 0)
+	{
+		uint64_t bytes;
+
+		if (!bk_parse_size(value, &bytes) || bytes < ((uint64_t) 5 << 20) ||
+			bytes > ((uint64_t) 5 << 30))
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"s3_part_size must be a size from 5MiB to "
+								"5GiB, not \"%s\"",
+								value);
+		config->s3_part_size = bytes;
+		return true;
+	}
+	return false;
+}
+
+BkRepo *
+bk_cli_repo_open(const BkCliConfig *config, bool create, BkError *err)
+{
+	BkRepoOptions options;
+
+	bk_repo_options_init(&options);
+	options.s3_endpoint = config->s3_endpoint;
+	options.s3_region = config->s3_region;
+	options.s3_uri_style = config->s3_uri_style;
+	options.s3_ca_file = config->s3_ca_file;
+	options.s3_verify_tls = config->s3_verify_tls;
+	options.s3_storage_class = config->s3_storage_class;
+	options.s3_access_key_file = config->s3_access_key_file;
+	options.spool_dir = config->spool_dir;
+	options.s3_timeout_ms = config->s3_timeout_ms;
+	options.s3_part_size = config->s3_part_size;
+	options.s3_read_jobs = config->s3_read_jobs;
+	/* An upload begun that long ago has no shipper left to finish it. */
+	options.s3_stale_upload_ms = config->abandon_after_ms;
+	return bk_repo_open_with(config->repository, &options, create, err);
+}
+
 bool
 bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
 				  BkError *err)
 {
+	if (strncmp(key, "s3_", 3) == 0 || strcmp(key, "spool_dir") == 0)
+	{
+		bk_error_clear(err);
+		if (set_repo_setting(config, key, value, err))
+			return true;
+		if (err->code != BK_OK)
+			return false;
+	}
 	if (strcmp(key, "kafka_brokers") == 0)
 		return set_string(&config->kafka_brokers, value, err);
 	if (strcmp(key, "kafka_properties") == 0)

@@ -48,6 +48,18 @@ typedef struct BkCliConfig
 	int64_t audit_retention_ms;
 	char *shipper_id;         /* group.instance.id; NULL: from the host name */
 	int64_t abandon_after_ms; /* when a stalled attempt is given up */
+	/* The S3 backend's settings (repo.h, BkRepoOptions). */
+	char *s3_endpoint;
+	char *s3_region;
+	char *s3_uri_style;
+	char *s3_ca_file;
+	char *s3_storage_class;
+	char *s3_access_key_file;
+	char *spool_dir;
+	bool s3_verify_tls;
+	int64_t s3_timeout_ms;
+	uint64_t s3_part_size;
+	int s3_read_jobs;
 	/* bk-shipper's Prometheus endpoint, ADDR:PORT; NULL: none. */
 	char *metrics_listen;
 } BkCliConfig;
@@ -77,6 +89,14 @@ extern bool bk_cli_config_set(BkCliConfig *config, const char *key,
 extern bool bk_cli_parse_listen_address(const char *key, const char *text,
 										struct sockaddr_storage *addr,
 										socklen_t *addr_len, BkError *err);
+
+/*
+ * Open the configured repository with its settings (the S3 ones when it
+ * is "s3://..."); create as bk_repo_open.
+ */
+struct BkRepo;
+extern struct BkRepo *bk_cli_repo_open(const BkCliConfig *config, bool create,
+									   BkError *err);
 
 /* Kafka settings derived from the configuration. */
 extern void bk_cli_kafka_settings(const BkCliConfig *config,

@@ -23,14 +23,43 @@
 
 static const char *verify_help =
 	"Usage: bk verify [--config FILE] [--repo DIR] [--key-file FILE] "
-	"[--source S] [--json]\n\n"
+	"[--source S] [--repair] [--json]\n\n"
 	"Checks every archived object without restoring: structure, checksums, "
 	"WAL\ngaps, and whether each snapshot is complete and restorable; with "
 	"the private\nkey also decrypts everything, checks each object's "
 	"authentication tags,\nfingerprint and WAL page headers, and rebuilds "
 	"every file of every snapshot\nto check it against the snapshot's "
 	"record.  Exit status 4 when anything is\nwrong.\n\n"
-	"  --source S        only this source\n" BK_COMMON_HELP;
+	"  --source S        only this source\n"
+	"  --repair          also remove uploads nobody will finish (spools of\n"
+	"                    shippers that stopped; on S3, multipart uploads\n"
+	"                    begun more than abandon_after ago)\n" BK_COMMON_HELP;
+
+#define OPT_REPAIR (OPT_COMMAND_BASE + 1)
+
+static const struct option verify_options[] = {
+	{"source", required_argument, NULL, 's'},
+	{"repair", no_argument, NULL, OPT_REPAIR},
+	BK_COMMON_LONG_OPTIONS,
+	{NULL, 0, NULL, 0}};
+
+typedef struct VerifyOptions
+{
+	const char *only_source;
+	bool repair;
+} VerifyOptions;
+
+static int
+verify_option(void *arg, int code, const char *value)
+{
+	VerifyOptions *options = arg;
+
+	if (code == OPT_REPAIR)
+		options->repair = true;
+	else
+		options->only_source = value;
+	return BK_EXIT_OK;
+}
 
 void
 bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
@@ -115,7 +144,7 @@ int
 bk_cmd_verify(int argc, char **argv)
 {
 	BkCommonOptions common = {0};
-	const char *only_source = NULL;
+	VerifyOptions options = {0};
 	BkCommandContext ctx = {0};
 	BkVerifier verifier = {0};
 	json_t *sources_json = NULL;
@@ -126,13 +155,24 @@ bk_cmd_verify(int argc, char **argv)
 	int status;
 
 	bk_error_clear(&err);
-	status = bk_command_parse(argc, argv, bk_source_options, verify_help,
-							  &common, bk_option_store, &only_source);
+	status = bk_command_parse(argc, argv, verify_options, verify_help, &common,
+							  verify_option, &options);
 	if (status != BK_COMMAND_RUN)
 		return status;
-	if (!bk_command_open(&ctx, argv[0], &common, only_source, BK_KEY_USED,
-						 &err))
+	if (!bk_command_open(&ctx, argv[0], &common, options.only_source,
+						 BK_KEY_USED, &err))
 		goto fail;
+	if (options.repair)
+	{
+		uint64_t removed = 0;
+
+		/* Before the checks: what it removes is never an archived object. */
+		if (!bk_repo_clean_uploads(ctx.repo, &removed, &err))
+			goto fail;
+		fprintf(common.json ? stderr : stdout,
+				"repair: %" PRIu64 " abandoned upload%s removed\n", removed,
+				removed == 1 ? "" : "s");
+	}
 	verifier.ring = ctx.ring;
 	verifier.decoder = ctx.decoder;
 	verifier.json = common.json;

@@ -136,7 +136,7 @@ bk_command_open(BkCommandContext *ctx, const char *program,
 	bk_cli_config_init(&ctx->config);
 	if (!bk_common_config(common, &ctx->config, err))
 		return false;
-	ctx->repo = bk_repo_open(ctx->config.repository, false, err);
+	ctx->repo = bk_cli_repo_open(&ctx->config, false, err);
 	if (ctx->repo == NULL)
 		return false;
 	if (key != BK_KEY_NONE && ctx->config.key_file != NULL)

@@ -44,7 +44,8 @@ enum
 	"  --config FILE     configuration file (default $BK_CONFIG, then "        \
 	"/etc/bk/bk.conf)\n"                                                       \
 	"  --brokers LIST    Kafka bootstrap servers (kafka_brokers)\n"            \
-	"  --repo DIR        repository directory (repository)\n"                  \
+	"  --repo LOCATION   repository: a directory or s3://BUCKET/PREFIX "       \
+	"(repository)\n"                                                           \
 	"  --key-file FILE   key file (key_file)\n"                                \
 	"  --json            machine-readable output where the output is data\n"   \
 	"  --help            this help\n"

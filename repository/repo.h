@@ -56,10 +56,11 @@ typedef enum BkRepoArea
  * Settings of the S3 backend (ignored by the directory backend).  Strings
  * are copied at open; NULL or 0 means the default.
  */
-#define BK_SPOOL_DIR_DEFAULT     "/var/lib/bk/spool"
-#define BK_S3_TIMEOUT_DEFAULT_MS ((int64_t) 120 * 1000)
-#define BK_S3_PART_SIZE_DEFAULT  ((uint64_t) 16 * 1024 * 1024)
-#define BK_S3_READ_JOBS_DEFAULT  4
+#define BK_SPOOL_DIR_DEFAULT          "/var/lib/bk/spool"
+#define BK_S3_TIMEOUT_DEFAULT_MS      ((int64_t) 120 * 1000)
+#define BK_S3_PART_SIZE_DEFAULT       ((uint64_t) 16 * 1024 * 1024)
+#define BK_S3_READ_JOBS_DEFAULT       4
+#define BK_S3_STALE_UPLOAD_DEFAULT_MS ((int64_t) 6 * 3600 * 1000)
 
 typedef struct BkRepoOptions
 {
@@ -74,6 +75,7 @@ typedef struct BkRepoOptions
 	int64_t s3_timeout_ms;          /* how long a failing request is retried */
 	uint64_t s3_part_size;          /* first multipart part size */
 	int s3_read_jobs;               /* parallel range GETs per read */
+	int64_t s3_stale_upload_ms;     /* older multipart uploads are aborted */
 } BkRepoOptions;
 
 extern void bk_repo_options_init(BkRepoOptions *options);

@@ -56,18 +56,17 @@
 #include "s3_sign.h"
 #include "s3_xml.h"
 
-#define S3_MIN_PART_SIZE   ((uint64_t) 5 * 1024 * 1024)
-#define S3_MAX_PART_SIZE   ((uint64_t) 5 * 1024 * 1024 * 1024)
-#define S3_MAX_PARTS       10000
-#define S3_PARTS_PER_STEP  1000 /* part size doubles every 1000 parts */
-#define S3_WINDOW          ((size_t) 8 * 1024 * 1024)
-#define S3_MIN_PIECE       ((size_t) 1024 * 1024)
-#define S3_MAX_JOBS        16
-#define S3_REPLY_MAX       ((size_t) 16 * 1024 * 1024)
-#define S3_DELETE_BATCH    1000
-#define S3_STALE_UPLOAD_MS ((int64_t) 6 * 3600 * 1000)
-#define S3_HANDLE_POOL     (S3_MAX_JOBS + 4)
-#define SPOOL_LOCK_NAME    ".lock"
+#define S3_MIN_PART_SIZE  ((uint64_t) 5 * 1024 * 1024)
+#define S3_MAX_PART_SIZE  ((uint64_t) 5 * 1024 * 1024 * 1024)
+#define S3_MAX_PARTS      10000
+#define S3_PARTS_PER_STEP 1000 /* part size doubles every 1000 parts */
+#define S3_WINDOW         ((size_t) 8 * 1024 * 1024)
+#define S3_MIN_PIECE      ((size_t) 1024 * 1024)
+#define S3_MAX_JOBS       16
+#define S3_REPLY_MAX      ((size_t) 16 * 1024 * 1024)
+#define S3_DELETE_BATCH   1000
+#define S3_HANDLE_POOL    (S3_MAX_JOBS + 4)
+#define SPOOL_LOCK_NAME   ".lock"
 
 typedef struct S3State
 {
@@ -91,6 +90,7 @@ typedef struct S3State
 	int64_t timeout_ms;
 	uint64_t part_size;
 	int read_jobs;
+	int64_t stale_upload_ms;
 
 	pthread_mutex_t pool_lock;
 	CURL *pool[S3_HANDLE_POOL];
@@ -908,6 +908,9 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 						   : BK_S3_READ_JOBS_DEFAULT;
 	if (state->read_jobs > S3_MAX_JOBS)
 		state->read_jobs = S3_MAX_JOBS;
+	state->stale_upload_ms = options && options->s3_stale_upload_ms > 0
+								 ? options->s3_stale_upload_ms
+								 : BK_S3_STALE_UPLOAD_DEFAULT_MS;
 	return parse_endpoint(state, options, err) &&
 		   load_credentials(state, options, err);
 }
@@ -1140,6 +1143,20 @@ s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
 	}
 	if (!stat.exists)
 	{
+		/* A HEAD's 404 does not say whether the bucket itself is missing. */
+		S3Call probe = {.method = "GET", .key = reader->key};
+
+		probe.headers[probe.header_count++] =
+			(BkSigV4Pair){"range", "bytes=0-0"};
+		if (s3_call(state_of(repo), &probe, err) &&
+			strcmp(probe.error_code, "NoSuchBucket") == 0)
+		{
+			call_failed(state_of(repo), &probe, err);
+			call_free(&probe);
+			free(reader);
+			return NULL;
+		}
+		call_free(&probe);
 		bk_error_set(err, BK_ERR_NOT_FOUND, "no object %s", reader->base.where);
 		free(reader);
 		return NULL;
@@ -1411,7 +1428,7 @@ s3_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
 	 * cost storage until aborted; old enough ones cannot be anyone's.
 	 */
 	return empty_spool(state->spool, err) &&
-		   abort_stale_uploads(state, S3_STALE_UPLOAD_MS, NULL, err);
+		   abort_stale_uploads(state, state->stale_upload_ms, NULL, err);
 }
 
 /* Size of part partIdx (from 0): doubles every 1000 parts, so 10,000 parts
@@ -1999,7 +2016,8 @@ abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 static bool
 s3_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
 {
-	return abort_stale_uploads(repo->state, S3_STALE_UPLOAD_MS, removed, err);
+	return abort_stale_uploads(repo->state, state_of(repo)->stale_upload_ms,
+							   removed, err);
 }
 
 const BkRepoBackend bk_repo_s3_backend = {

@@ -992,7 +992,7 @@ static const char *shipper_help =
 	"  --config FILE     configuration file (default $BK_CONFIG, then "
 	"/etc/bk/bk.conf)\n"
 	"  --brokers LIST    Kafka bootstrap servers (kafka_brokers)\n"
-	"  --repo DIR        repository directory (repository)\n"
+	"  --repo LOCATION   repository: a directory or s3://BUCKET/PREFIX\n"
 	"  --metrics-listen ADDR:PORT\n"
 	"                    serve Prometheus metrics at "
 	"http://ADDR:PORT/metrics,\n"
@@ -1026,7 +1026,7 @@ shipper_setup(Shipper *shipper, BkError *err)
 		snprintf(shipper->instance_id, sizeof(shipper->instance_id),
 				 "bk-shipper-%s", host);
 	}
-	shipper->repo = bk_repo_open(shipper->config->repository, true, err);
+	shipper->repo = bk_cli_repo_open(shipper->config, true, err);
 	if (shipper->repo == NULL ||
 		!bk_repo_spool_open(shipper->repo, shipper->instance_id, err))
 		return false;

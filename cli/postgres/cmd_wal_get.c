@@ -578,7 +578,7 @@ bk_cmd_wal_get(int argc, char **argv)
 
 	bk_cli_config_init(&config);
 	if (!bk_common_config(&common, &config, &err) ||
-		(repo = bk_repo_open(config.repository, false, &err)) == NULL ||
+		(repo = bk_cli_repo_open(&config, false, &err)) == NULL ||
 		!bk_repo_stat(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, file,
 					  &object_stat, &err))
 		goto done;

@@ -292,7 +292,7 @@ bk_pg_restore(int argc, char **argv)
 	}
 
 	if (!bk_common_config(&r->common, &r->config, &err) ||
-		(r->repo = bk_repo_open(r->config.repository, false, &err)) == NULL)
+		(r->repo = bk_cli_repo_open(&r->config, false, &err)) == NULL)
 		goto fail;
 	if (r->config.key_file == NULL)
 	{
@@ -350,7 +350,7 @@ fail:
 	if (err.code == BK_ERR_IO && r->config.repository != NULL)
 	{
 		BkError probe_err;
-		BkRepo *probe = bk_repo_open(r->config.repository, false, &probe_err);
+		BkRepo *probe = bk_cli_repo_open(&r->config, false, &probe_err);
 
 		if (probe != NULL)
 			err.code = BK_ERR_INTERNAL;

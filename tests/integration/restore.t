@@ -24,10 +24,15 @@
 #   - bk wal-get --prefetch spools the next segments, serves them from
 #     there byte-identical, and keeps its exit codes;
 #   - bk expire keeps what the kept snapshots need and removes the rest.
+# With BK_TEST_BACKEND=s3 (restore_s3.t) the repository is a bucket of the
+# real s3proxy (authentication on): every read is a range GET, expire
+# deletes in DeleteObjects batches, and corruption is done to the stored
+# object itself.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
+source "$ROOT/tests/lib/repo_backend.sh"
 SERVICES="$ROOT/scripts/services"
 BK=/usr/local/bin/bk
 SHIPPER=/usr/local/bin/bk-shipper
@@ -36,7 +41,7 @@ FIXTURE="$ROOT/tests/integration/bk_test_snapshot"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-restore-test.XXXXXX")"
 chmod 755 "$dir"
 prefix="bkit-restore-$$-$RANDOM"
-repo="$dir/repo"
+bk_test_repo "$prefix"
 shipper_pid=""
 running=""
 restored_port=$((PGPORT + 31))
@@ -58,6 +63,7 @@ cleanup() {
         >/dev/null 2>&1
     : >"$BK_PGDATA/bk_test.conf"
     "$SERVICES" restart pg >/dev/null 2>&1
+    bk_test_repo_remove
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -74,6 +80,7 @@ repository = $repo
 key_file = $dir/bk.key
 shipper_id = restore-test-$$
 group_id = restore-test-$$
+$repo_conf
 CONF
 chmod 644 "$dir/bk.conf"
 grep -v '^key_file' "$dir/bk.conf" >"$dir/keyless.conf"
@@ -137,7 +144,7 @@ archived_through_now() {
     seg="$(psql_q -c "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")"
     psql_q -c "SELECT pg_switch_wal()" >/dev/null
     last="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")"
-    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo/$source_id/wal/$seg"
+    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo_files/$source_id/wal/$seg"
 }
 restorable() { # ID
     "$BK" list --config "$dir/bk.conf" --source "$source_id" --json >"$dir/list.json" 2>/dev/null &&
@@ -357,7 +364,7 @@ is $? 3 "no key is a configuration error (exit 3)"
 ok $? "none of the refusals created the target"
 
 # ---- wal-get --prefetch: spools the next segments, serves them, keeps exit codes
-first_seg="$(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)"
+first_seg="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)"
 mkdir -p "$dir/pf/pg_wal" "$dir/direct"
 wal_get() { (cd "$dir/pf" && "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$@"); }
 next_seg() { printf '%s%08X' "${1:0:16}" $((16#${1:16:8} + $2)); }
@@ -374,7 +381,7 @@ ok $? "serving it from the spool (moved into place)"
 "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$second" "$dir/direct/$second"
 cmp -s "$dir/pf/pg_wal/RECOVERYXLOG" "$dir/direct/$second"
 ok $? "byte-identical to what wal-get decrypts directly"
-beyond="$(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | tail -n 1)"
+beyond="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | tail -n 1)"
 beyond="$(next_seg "$beyond" 1)"
 wal_get --prefetch 3 "$beyond" pg_wal/RECOVERYXLOG 2>/dev/null
 is $? 1 "a segment beyond the archive's end still exits 1 with --prefetch"
@@ -387,7 +394,7 @@ ok $? "a spooled file of the wrong size is discarded, the segment decrypted agai
 
 # ---- one corrupted chunk: verify and restore fail naming the file, nothing can start
 victim_rel="$(psql_q -c "SELECT pg_relation_filepath('r_main')")"
-victim="$repo/$source_id/snapshot/$snap1/data/$victim_rel"
+victim="$repo_files/$source_id/snapshot/$snap1/data/$victim_rel"
 cp "$victim" "$dir/victim.orig"
 "$ROOT/tests/lib/tamper_frame.py" "$victim"
 "$BK" verify --config "$dir/keyless.conf" --source "$source_id" >/dev/null 2>&1
@@ -419,22 +426,22 @@ ok $? "it is restorable"
 is "$(json_get "$dir/expire-dry.json" "sorted(s['id'] for s in d['snapshots'] if s['removed'])")" \
     "$(python3 -c "import sys; print(sorted(sys.argv[1:]))" "$snap1" "$snap2")" \
     "expire --retain-full 1 --dry-run would remove the older full snapshot and its incremental"
-test -d "$repo/$source_id/snapshot/$snap1"
+test -d "$repo_files/$source_id/snapshot/$snap1"
 ok $? "a dry run removes nothing"
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
 is $? 0 "expire --retain-full 1"
 like "$out" "keep   snapshot $snap4" "keeps the newest full snapshot"
-[[ ! -e "$repo/$source_id/snapshot/$snap1" && ! -e "$repo/$source_id/snapshot/$snap2" ]]
+[[ -z "$(find "$repo_files/$source_id/snapshot/$snap1" "$repo_files/$source_id/snapshot/$snap2" -type f 2>/dev/null)" ]]
 ok $? "removes the older snapshots"
 start_seg="$(grep -o 'START WAL LOCATION: [^ ]* (file [0-9A-F]*' "$dir/base-s4/backup_label" | sed 's/.*file //')"
-oldest_wal="$(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | head -n 1)"
+oldest_wal="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | head -n 1)"
 is "$oldest_wal" "$start_seg" "and the WAL before the kept snapshot's start segment, not one segment more"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
     --target-time "${M_TIME[m3]}" 2>&1)"
 is $? 1 "after expiry, a moment before the kept snapshot can no longer be restored"
 "$BK" verify --config "$dir/bk.conf" --source "$source_id" >"$dir/verify-after-expire.log" 2>&1
 is $? 0 "bk verify after expire: what is left is whole"
-start_seg_path="$repo/$source_id/wal/$start_seg"
+start_seg_path="$repo_files/$source_id/wal/$start_seg"
 mv "$start_seg_path" "$dir/hidden-segment"
 out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 like "$out" "$snap4  full .*NOT restorable: WAL missing: WAL segment $start_seg is not archived" \
@@ -449,7 +456,7 @@ cleanup_restore after-expire
 # An interrupted snapshot (no record) is never restorable.
 take_snapshot s5 --no-record
 cancelled="$SNAP_ID"
-cancelled_here() { test -d "$repo/$source_id/snapshot/$cancelled/data"; }
+cancelled_here() { test -d "$repo_files/$source_id/snapshot/$cancelled/data"; }
 wait_for 60 "cancelled snapshot's objects archived" cancelled_here
 out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 like "$out" "$cancelled  NOT restorable: incomplete: no record" "bk list shows a snapshot without its record as incomplete"

@@ -11,6 +11,10 @@
 #   - a shipper whose id another shipper (on another repository) takes is
 #     fenced by Kafka: it stops with exit 3 and a message naming the id,
 #     instead of idling forever.
+# With BK_TEST_BACKEND=s3 (shippers_s3.t) both archive into one bucket of
+# the real s3proxy; their spools are local directories, and what a shipper
+# killed mid-upload leaves is a multipart upload, aborted by
+# bk verify --repair once older than abandon_after.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -35,6 +39,7 @@ cleanup() {
     done
     : >"$BK_PGDATA/bk_test.conf"
     "$SERVICES" restart pg >/dev/null 2>&1
+    bk_test_repo_remove
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -57,8 +62,17 @@ pgbench_pid=$!
 snapshot="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'two shippers', wait => false)")"
 like "$snapshot" '^[0-9]{8}T[0-9]{6}Z-' "a snapshot starts under load: $snapshot"
 # A shipper that is gone for good left half an upload behind.
-mkdir -p "$repo/.spool/gone-$$"
-echo "half an object" >"$repo/.spool/gone-$$/stale-upload"
+if [[ "$(bk_test_backend)" == s3 ]]; then
+    # A multipart upload begun under the repository's prefix, never completed.
+    curl -sS -X POST --aws-sigv4 "aws:amz:$BK_S3_REGION:s3" \
+        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+        "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$prefix/gone-$$/stale-upload?uploads=" >"$dir/initiate.xml"
+    like "$(cat "$dir/initiate.xml")" '<UploadId>' "a multipart upload left unfinished in the bucket"
+else
+    mkdir -p "$repo/.spool/gone-$$"
+    echo "half an object" >"$repo/.spool/gone-$$/stale-upload"
+fi
 rounds=0
 started_at=$SECONDS
 while kill -0 "$pgbench_pid" 2>/dev/null; do
@@ -79,12 +93,19 @@ ok $((rounds < 4)) "at least four rounds"
 kill -0 "$first_pid" 2>/dev/null
 ok $? "the first shipper is still running"
 unlike "$(cat "$dir/first.log")" 'ERROR|could not link|could not create spool' "and logged no error"
-ok "$(test -d "$repo/.spool/first-$$" && test -d "$repo/.spool/second-$$"; echo $?)" \
-    "each shipper has a spool of its own under .spool/"
-ok "$(test ! -e "$repo/.spool/gone-$$/stale-upload"; echo $?)" \
-    "the upload a stopped shipper left was removed by a shipper starting"
-like "$(cat "$dir/second.log")" "removed 1 unfinished upload of shippers that are not running" \
-    "and it said so"
+if [[ "$(bk_test_backend)" == s3 ]]; then
+    ok "$(test -d "$dir/spool/first-$$" && test -d "$dir/spool/second-$$"; echo $?)" \
+        "each shipper has a local spool of its own under spool_dir"
+    ok "$(test ! -e "$repo_files/first-$$" && test ! -e "$repo_files/second-$$"; echo $?)" \
+        "and nothing of a spool is in the bucket"
+else
+    ok "$(test -d "$repo/.spool/first-$$" && test -d "$repo/.spool/second-$$"; echo $?)" \
+        "each shipper has a spool of its own under .spool/"
+    ok "$(test ! -e "$repo/.spool/gone-$$/stale-upload"; echo $?)" \
+        "the upload a stopped shipper left was removed by a shipper starting"
+    like "$(cat "$dir/second.log")" "removed 1 unfinished upload of shippers that are not running" \
+        "and it said so"
+fi
 
 # Everything archived: switch until the current segment is in the repository.
 archived_now() {
@@ -92,7 +113,7 @@ archived_now() {
     seg="$(psql_q -c "SELECT pg_walfile_name(pg_current_wal_lsn())")"
     psql_q -c "SELECT pg_switch_wal()" >/dev/null
     last="$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")"
-    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo/$source_id/wal/$seg"
+    [[ -n "$last" && ! "$last" < "$seg" ]] && test -f "$repo_files/$source_id/wal/$seg"
 }
 wait_for 120 "WAL through the end archived" archived_now
 ok $? "the WAL is archived through the end of the load"
@@ -112,7 +133,7 @@ for f in "$BK_PGDATA"/pg_wal/archive_status/*.done; do
     name="$(basename "$f" .done)"
     [[ "$name" =~ ^[0-9A-F]{24}$ && -f "$BK_PGDATA/pg_wal/$name" ]] || continue
     checked=$((checked + 1))
-    if [[ ! -f "$repo/$source_id/wal/$name" ]]; then
+    if [[ ! -f "$repo_files/$source_id/wal/$name" ]]; then
         missing=$((missing + 1))
         continue
     fi
@@ -125,12 +146,25 @@ ok $((checked < 5)) "PostgreSQL reports $checked segments archived"
 is "$missing|$differ" "0|0" "every one is in the repository and comes back byte-identical through bk wal-get"
 out="$("$BK" verify --config "$dir/first.conf" --source "$source_id" 2>&1)"
 is $? 0 "bk verify finds every object and the snapshot clean" || diag "$(grep -i problem <<<"$out" | head -n 5)"
+conflicts="$(find "$repo_files/$source_id" -path '*/conflicts/*' -type f | wc -l)"
+is "$conflicts" "0" "nothing was stored twice: no conflict copy"
+if [[ "$(bk_test_backend)" == s3 ]]; then
+    cp "$dir/first.conf" "$dir/repair.conf"
+    echo "abandon_after = 1s" >>"$dir/repair.conf"
+    out="$("$BK" verify --config "$dir/repair.conf" --source "$source_id" --repair 2>&1)"
+    is $? 0 "bk verify --repair runs clean"
+    like "$out" "repair: [1-9][0-9]* abandoned uploads? removed" "and aborts the unfinished multipart upload"
+    uploads="$(curl -sS --aws-sigv4 "aws:amz:$BK_S3_REGION:s3" \
+        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+        "$BK_S3_ENDPOINT/$BK_S3_BUCKET?uploads=&prefix=$prefix/")"
+    unlike "$uploads" "gone-$$" "the store lists it no more"
+fi
 
 # ---- the same shipper_id twice on one repository
 bk_test_config "$dir/twin.conf" "first-$$"
 out="$(timeout 60 "$SHIPPER" --config "$dir/twin.conf" 2>&1)"
 is $? 3 "a second shipper with the same shipper_id on the same repository refuses to start (exit 3)"
-like "$out" "another bk-shipper with shipper_id \"first-$$\" is running on repository $repo" "naming the id"
+like "$out" "another bk-shipper with shipper_id \"first-$$\" is running" "naming the id"
 kill -0 "$first_pid" 2>/dev/null
 ok $? "the first shipper runs on"
 

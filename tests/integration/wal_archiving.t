@@ -10,10 +10,14 @@
 #     topic or in the repository;
 #   - a cluster recovered from a base backup with restore_command =
 #     'bk wal-get ...' replays the archive to its end and has the data.
+# With BK_TEST_BACKEND=s3 (wal_archiving_s3.t) the repository is a bucket
+# of the real s3proxy, and the object store itself is also stopped for 30 s
+# under pgbench while the shipper is killed: nothing lost, offsets held.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
+source "$ROOT/tests/lib/repo_backend.sh"
 SERVICES="$ROOT/scripts/services"
 BK=/usr/local/bin/bk
 SHIPPER=/usr/local/bin/bk-shipper
@@ -22,7 +26,7 @@ PGBENCH_SECONDS="${PGBENCH_SECONDS:-60}"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-wal-test.XXXXXX")"
 chmod 755 "$dir"
 prefix="bkit-wal-$$-$RANDOM"
-repo="$dir/repo"
+bk_test_repo "$prefix"
 log="$dir/shipper.log"
 MARKER="BK-WAL-MARKER-$$-$RANDOM-$RANDOM"
 shipper_pid=""
@@ -38,6 +42,8 @@ cleanup() {
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
     [[ -n "$restored_pid" ]] && as_postgres "$BK_PGBIN/pg_ctl" -D "$dir/restored" -m immediate stop >/dev/null 2>&1
     "$SERVICES" status kafka >/dev/null 2>&1 || "$SERVICES" start kafka >/dev/null 2>&1
+    [[ "$(bk_test_backend)" == s3 ]] && { "$SERVICES" status s3 >/dev/null 2>&1 || "$SERVICES" start s3 >/dev/null 2>&1; }
+    bk_test_repo_remove
     psql_q "DROP TABLE IF EXISTS bk_marker" >/dev/null 2>&1
     : >"$BK_PGDATA/bk_test.conf"
     "$SERVICES" restart pg >/dev/null 2>&1
@@ -57,6 +63,7 @@ repository = $repo
 key_file = $dir/bk.key
 shipper_id = wal-test-$$
 group_id = wal-test-$$
+$repo_conf
 CONF
 chmod 644 "$dir/bk.conf"
 "$BK" init --config "$dir/bk.conf" >/dev/null
@@ -115,7 +122,7 @@ check_archived_segments() {
     for name in $done_list; do
         [[ -f "$BK_PGDATA/pg_wal/$name" ]] || continue
         checked=$((checked + 1))
-        if ! wait_for 60 "$name in the repository" test -f "$repo/$source_id/wal/$name"; then
+        if ! wait_for 60 "$name in the repository" test -f "$repo_files/$source_id/wal/$name"; then
             missing=$((missing + 1))
             continue
         fi
@@ -163,8 +170,39 @@ read -r checked missing differ <<<"$(check_archived_segments)"
 is "$missing" "0" "after the outage every archived segment is in the repository ($checked checked)"
 is "$differ" "0" "and restores byte-identical"
 
+# ---- S3 only: the object store is down for 30 s during pgbench
+if [[ "$(bk_test_backend)" == s3 ]]; then
+    pgbench -T 50 -c 2 -j 2 -n >"$dir/pgbench3.out" 2>&1 &
+    pgbench_pid=$!
+    sleep 5
+    "$SERVICES" stop s3 >/dev/null
+    ok $? "the object store stopped during pgbench"
+    for round in 1 2 3 4 5; do
+        sleep 5
+        psql_q "INSERT INTO bk_marker SELECT md5(g::text) FROM generate_series(1, 1000) g; SELECT pg_switch_wal()" >/dev/null
+    done
+    # A shipper killed while the store is down must not have committed
+    # offsets past what the store never acknowledged.
+    kill -KILL "$shipper_pid"
+    wait "$shipper_pid" 2>/dev/null
+    start_shipper
+    sleep 5
+    "$SERVICES" start s3 >/dev/null
+    ok $? "the object store started again after 30 s"
+    wait "$pgbench_pid"
+    ok $? "pgbench kept running through the store's outage ($(grep -o 'tps = [0-9.]*' "$dir/pgbench3.out" | head -1))"
+    switch_and_wait 300
+    ok $? "the archiver and the shipper caught up after the store's outage"
+    wait_for 120 "backlog drained" no_ready
+    read -r checked missing differ <<<"$(check_archived_segments)"
+    is "$missing" "0" "after the store's outage every archived segment is in the bucket ($checked checked)"
+    is "$differ" "0" "and restores byte-identical"
+    grep -q "did not answer successfully\|could not archive" "$log"
+    isnt $? 0 "the shipper rode out the outage by retrying (no failed archive in its log)"
+fi
+
 # ---- no plaintext anywhere
-grep -rqa "$MARKER" "$repo"
+grep -rqa "$MARKER" "$repo_files"
 isnt $? 0 "the marker written into a table is in no repository file"
 timeout 60 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -o beginning -e -q -f '%k %h %s\n' \
     2>/dev/null | grep -qa "$MARKER"
@@ -172,7 +210,7 @@ isnt $? 0 "nor anywhere in the WAL topic"
 # The control: decrypted through bk wal-get, the archived WAL does hold it.
 marker_in_restored_wal() {
     local name
-    for name in $(ls "$repo/$source_id/wal" | grep -E '^[0-9A-F]{24}$'); do
+    for name in $(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$'); do
         as_postgres "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" \
             "$name" "$dir/walget/$name" 2>/dev/null || continue
         if grep -qa "$MARKER" "$dir/walget/$name"; then

@@ -6,7 +6,9 @@
 #
 #   bk_test_init NAME        install bk; key pair, $dir/bk.conf, topics; sets
 #                            prefix and repo (one prefix per run: tests never
-#                            see each other's messages)
+#                            see each other's messages); the repository is on
+#                            the backend BK_TEST_BACKEND names
+#                            (tests/lib/repo_backend.sh: repo_files)
 #   bk_test_config FILE ID [REPOSITORY]
 #                            another configuration: shipper_id ID
 #   bk_test_start_shipper [CONF [LOG]]
@@ -18,6 +20,7 @@
 
 BK=/usr/local/bin/bk
 SHIPPER=/usr/local/bin/bk-shipper
+source "$ROOT/tests/lib/repo_backend.sh"
 
 bk_test_config() {
     local file="$1" id="$2" repository="${3:-$repo}"
@@ -28,13 +31,14 @@ repository = $repository
 key_file = $dir/bk.key
 shipper_id = $id
 group_id = $prefix
+${repo_conf:-}
 CONF
     chmod 644 "$file"
 }
 
 bk_test_init() {
     prefix="bkit-$1-$$-$RANDOM"
-    repo="$dir/repo"
+    bk_test_repo "$prefix"
     make -s -C "$ROOT" install >/dev/null
     "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
     # bk wal-get runs as postgres in the clusters the tests restore.

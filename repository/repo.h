@@ -76,6 +76,7 @@ typedef struct BkRepoOptions
 	uint64_t s3_part_size;          /* first multipart part size */
 	int s3_read_jobs;               /* parallel range GETs per read */
 	int64_t s3_stale_upload_ms;     /* older multipart uploads are aborted */
+	int s3_list_page; /* keys per listing request; 0: the store's 1000 */
 } BkRepoOptions;
 
 extern void bk_repo_options_init(BkRepoOptions *options);

@@ -91,6 +91,7 @@ typedef struct S3State
 	uint64_t part_size;
 	int read_jobs;
 	int64_t stale_upload_ms;
+	char list_page[16]; /* max-keys, or \"\" */
 
 	pthread_mutex_t pool_lock;
 	CURL *pool[S3_HANDLE_POOL];
@@ -908,6 +909,9 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 						   : BK_S3_READ_JOBS_DEFAULT;
 	if (state->read_jobs > S3_MAX_JOBS)
 		state->read_jobs = S3_MAX_JOBS;
+	if (options && options->s3_list_page > 0)
+		snprintf(state->list_page, sizeof(state->list_page), "%d",
+				 options->s3_list_page);
 	state->stale_upload_ms = options && options->s3_stale_upload_ms > 0
 								 ? options->s3_stale_upload_ms
 								 : BK_S3_STALE_UPLOAD_DEFAULT_MS;
@@ -1034,6 +1038,9 @@ list_keys(S3State *state, const char *full_prefix, bool recursive,
 		call.query[call.query_count++] = (BkSigV4Pair){"prefix", full_prefix};
 		if (!recursive)
 			call.query[call.query_count++] = (BkSigV4Pair){"delimiter", "/"};
+		if (state->list_page[0])
+			call.query[call.query_count++] =
+				(BkSigV4Pair){"max-keys", state->list_page};
 		if (token[0])
 			call.query[call.query_count++] =
 				(BkSigV4Pair){"continuation-token", token};

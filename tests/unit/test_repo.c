@@ -10,7 +10,8 @@
  * With BK_TEST_S3_ENDPOINT set (tests/integration/s3_repository.t, against
  * a real s3proxy) the same tests run on the S3 backend, each in its own
  * prefix of BK_S3_BUCKET, plus what only an object store has: multipart
- * uploads and their part sizes, parallel range reads, refused credentials.
+ * uploads and their part sizes, parallel range reads, refused credentials,
+ * and listings paged two keys at a time.
  */
 #include "testutil.h"
 
@@ -71,6 +72,8 @@ setup(void **state)
 		f->options.s3_uri_style = "path";
 		f->options.spool_dir = f->spool;
 		f->options.s3_part_size = (uint64_t) 5 << 20;
+		/* Two keys per listing request: every listing pages. */
+		f->options.s3_list_page = 2;
 	}
 	else
 		snprintf(f->location, sizeof(f->location), "%s/repo", f->dir);

@@ -671,6 +671,29 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 	return false;
 }
 
+/*
+ * Send call and read the XML document of its 200 answer with fn; any other
+ * answer is an error naming the request.
+ */
+static bool
+call_for_xml(S3State *state, S3Call *call, BkXmlElementFn fn, void *arg,
+			 BkError *err)
+{
+	bool ok;
+
+	if (!s3_call(state, call, err))
+	{
+		call_free(call);
+		return false;
+	}
+	ok = call->status == 200
+			 ? bk_xml_parse(call->reply.data ? call->reply.data : "",
+							call->reply.len, fn, arg, err)
+			 : call_failed(state, call, err);
+	call_free(call);
+	return ok;
+}
+
 /* "<prefix><key>" into out. */
 static bool
 full_key(const S3State *state, const char *key, char *out, size_t out_len,
@@ -1032,7 +1055,6 @@ list_keys(S3State *state, const char *full_prefix, bool recursive,
 	do
 	{
 		S3Call call = {.method = "GET"};
-		bool ok;
 
 		call.query[call.query_count++] = (BkSigV4Pair){"list-type", "2"};
 		call.query[call.query_count++] = (BkSigV4Pair){"prefix", full_prefix};
@@ -1046,18 +1068,7 @@ list_keys(S3State *state, const char *full_prefix, bool recursive,
 				(BkSigV4Pair){"continuation-token", token};
 		page.truncated = false;
 		page.next_token[0] = '\0';
-		if (!s3_call(state, &call, err))
-			return false;
-		if (call.status != 200)
-		{
-			call_failed(state, &call, err);
-			call_free(&call);
-			return false;
-		}
-		ok = bk_xml_parse(call.reply.data ? call.reply.data : "",
-						  call.reply.len, list_element, &page, err);
-		call_free(&call);
-		if (!ok)
+		if (!call_for_xml(state, &call, list_element, &page, err))
 			return false;
 		if (page.truncated && page.next_token[0] == '\0')
 			return bk_error_set(err, BK_ERR_FORMAT,
@@ -1561,12 +1572,10 @@ s3_upload_finish(BkRepoUpload *base, BkError *err)
 	return true;
 }
 
-/* Elements of multipart replies: the upload id, or an error in a 200. */
+/* The upload id of an InitiateMultipartUpload answer. */
 typedef struct MultipartReply
 {
 	char upload_id[1024];
-	char error_code[128];
-	char error_message[512];
 } MultipartReply;
 
 static bool
@@ -1576,10 +1585,6 @@ multipart_element(void *arg, const char *path, const char *text, BkError *err)
 
 	if (strcmp(path, "InitiateMultipartUploadResult/UploadId") == 0)
 		bk_strlcpy(reply->upload_id, text, sizeof(reply->upload_id));
-	else if (strcmp(path, "Error/Code") == 0)
-		bk_strlcpy(reply->error_code, text, sizeof(reply->error_code));
-	else if (strcmp(path, "Error/Message") == 0)
-		bk_strlcpy(reply->error_message, text, sizeof(reply->error_message));
 	return true;
 }
 
@@ -1627,27 +1632,13 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	if (state->storage_class[0])
 		call.headers[call.header_count++] =
 			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
-	if (!s3_call(state, &call, err))
+	if (!call_for_xml(state, &call, multipart_element, &reply, err))
 		return false;
-	if (call.status != 200)
-	{
-		call_failed(state, &call, err);
-		call_free(&call);
-		return false;
-	}
-	if (!bk_xml_parse(call.reply.data ? call.reply.data : "", call.reply.len,
-					  multipart_element, &reply, err) ||
-		reply.upload_id[0] == '\0')
-	{
-		call_free(&call);
-		if (err->code == BK_OK)
-			bk_error_set(err, BK_ERR_FORMAT,
-						 "s3://%s/%s: the store started a multipart upload "
-						 "without an UploadId",
-						 state->bucket, full);
-		return false;
-	}
-	call_free(&call);
+	if (reply.upload_id[0] == '\0')
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"s3://%s/%s: the store started a multipart upload "
+							"without an UploadId",
+							state->bucket, full);
 
 	/* Parts, with their MD5s; the ETags they get go into the completion. */
 	xml_cap = 128 + (size_t) upload->part_count * 160;
@@ -1702,41 +1693,26 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 		(BkSigV4Pair){"content-type", "application/xml"};
 	call.headers[call.header_count++] = (BkSigV4Pair){"if-none-match", "*"};
 	if (!s3_call(state, &call, err))
-		goto done;
-	if (call.status == 412)
 	{
 		call_free(&call);
-		ok = true;
 		goto done;
 	}
-	if (call.status != 200)
-	{
+	/*
+	 * 412, or a 200 whose body is an <Error> (the store failed after it
+	 * began answering; s3_call read the code): PreconditionFailed means an
+	 * object got there first.
+	 */
+	if (call.status == 412 ||
+		strcmp(call.error_code, "PreconditionFailed") == 0)
+		ok = true;
+	else if (call.status != 200 || call.error_code[0])
 		call_failed(state, &call, err);
-		call_free(&call);
-		goto done;
-	}
-	/* A 200 can still carry an <Error>: the completion failed. */
-	memset(reply.error_code, 0, sizeof(reply.error_code));
-	if (!bk_xml_parse(call.reply.data ? call.reply.data : "", call.reply.len,
-					  multipart_element, &reply, err))
-	{
-		call_free(&call);
-		goto done;
-	}
-	call_free(&call);
-	if (strcmp(reply.error_code, "PreconditionFailed") == 0)
-		ok = true;
-	else if (reply.error_code[0])
-		bk_error_set(err, BK_ERR_IO,
-					 "s3://%s/%s: completing the multipart upload failed: "
-					 "%s: %s",
-					 state->bucket, full, reply.error_code,
-					 reply.error_message);
 	else
 	{
 		*created = true;
 		ok = true;
 	}
+	call_free(&call);
 
 done:
 	free(xml);
@@ -1862,22 +1838,12 @@ delete_batch_send(DeleteBatch *batch, BkError *err)
 	call.headers[call.header_count++] = (BkSigV4Pair){"content-md5", md5_text};
 	call.headers[call.header_count++] =
 		(BkSigV4Pair){"content-type", "application/xml"};
-	if (!s3_call(batch->state, &call, err))
-		return false;
-	if (call.status != 200)
-		ok = call_failed(batch->state, &call, err);
-	else
-	{
-		batch->error_code[0] = '\0';
-		ok = bk_xml_parse(call.reply.data ? call.reply.data : "",
-						  call.reply.len, delete_result_element, batch, err);
-		if (ok && batch->error_code[0])
-			ok = bk_error_set(err, BK_ERR_IO,
-							  "could not delete s3://%s/%s: %s: %s",
-							  batch->state->bucket, batch->error_key,
-							  batch->error_code, batch->error_message);
-	}
-	call_free(&call);
+	batch->error_code[0] = '\0';
+	ok = call_for_xml(batch->state, &call, delete_result_element, batch, err);
+	if (ok && batch->error_code[0])
+		ok = bk_error_set(err, BK_ERR_IO, "could not delete s3://%s/%s: %s: %s",
+						  batch->state->bucket, batch->error_key,
+						  batch->error_code, batch->error_message);
 	batch->count = 0;
 	batch->len = 0;
 	return ok;
@@ -1984,7 +1950,6 @@ abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 	do
 	{
 		S3Call call = {.method = "GET"};
-		bool ok;
 
 		call.query[call.query_count++] = (BkSigV4Pair){"uploads", ""};
 		call.query[call.query_count++] = (BkSigV4Pair){"prefix", state->prefix};
@@ -1997,18 +1962,7 @@ abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 		}
 		page.truncated = false;
 		page.next_key[0] = page.next_upload[0] = '\0';
-		if (!s3_call(state, &call, err))
-			return false;
-		if (call.status != 200)
-		{
-			call_failed(state, &call, err);
-			call_free(&call);
-			return false;
-		}
-		ok = bk_xml_parse(call.reply.data ? call.reply.data : "",
-						  call.reply.len, uploads_element, &page, err);
-		call_free(&call);
-		if (!ok)
+		if (!call_for_xml(state, &call, uploads_element, &page, err))
 			return false;
 		if (page.truncated && page.next_key[0] == '\0')
 			break;

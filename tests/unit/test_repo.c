@@ -522,8 +522,6 @@ test_s3_multipart(void **state)
 	BkRepoStat stat;
 	BkError err;
 
-	if (!s3_endpoint())
-		skip();
 	memset(&identity, 0, sizeof(identity));
 	test_fill(data, size, 7, false);
 	upload = bk_repo_upload_begin(f->repo, "t.9.1", &err);
@@ -591,8 +589,6 @@ test_s3_wrong_secret(void **state)
 	int64_t started;
 	BkError err;
 
-	if (!s3_endpoint())
-		skip();
 	saved = strdup(getenv("AWS_SECRET_ACCESS_KEY"));
 	setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret", 1);
 	started = bk_monotonic_ms();
@@ -637,10 +633,13 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),
+		/* Only on S3 (the last ones): they stand for nothing on a directory. */
 		cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_s3_wrong_secret, setup, teardown),
 	};
+	size_t count = sizeof(tests) / sizeof(tests[0]);
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return _cmocka_run_group_tests(
+		"tests", tests, s3_endpoint() ? count : count - 2, NULL, NULL);
 }

@@ -512,7 +512,7 @@ static void
 test_s3_multipart(void **state)
 {
 	Fixture *f = *state;
-	const size_t size = (size_t) 13 * 1024 * 1024 + 12345;
+	const size_t size = (size_t) 37 * 1024 * 1024 + 12345;
 	uint8_t *data = malloc(size);
 	uint8_t *back = malloc(size);
 	BkObjectIdentity identity;

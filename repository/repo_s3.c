@@ -1640,6 +1640,96 @@ abort_upload(S3State *state, const char *full, const char *upload_id)
 	call_free(&call);
 }
 
+/* Parts sent at once by one multipart upload. */
+#define S3_UPLOAD_JOBS 4
+
+/* The parts of one multipart upload, taken in turn by a few threads. */
+typedef struct PartUploads
+{
+	S3Upload *upload;
+	S3State *state;
+	const char *full;
+	const char *upload_id;
+	pthread_mutex_t lock;
+	int next; /* the next part nobody took */
+	bool failed;
+	BkError err; /* the first failure */
+	char (*etags)[256];
+} PartUploads;
+
+static void *
+part_worker(void *arg)
+{
+	PartUploads *parts = arg;
+	S3Upload *upload = parts->upload;
+
+	for (;;)
+	{
+		char number[16];
+		BkSigV4Pair query[2] = {{"partNumber", number},
+								{"uploadId", parts->upload_id}};
+		uint64_t offset = 0;
+		uint64_t len;
+		S3Call call;
+		BkError err;
+		bool ok;
+		int partIdx;
+
+		pthread_mutex_lock(&parts->lock);
+		partIdx = parts->failed ? upload->part_count : parts->next++;
+		pthread_mutex_unlock(&parts->lock);
+		if (partIdx >= upload->part_count)
+			return NULL;
+		for (int before = 0; before < partIdx; before++)
+			offset += part_size(parts->state, before);
+		len = part_size(parts->state, partIdx);
+		if (offset + len > upload->size)
+			len = upload->size - offset;
+		snprintf(number, sizeof(number), "%d", partIdx + 1);
+		bk_error_clear(&err);
+		ok =
+			put_object(parts->state, parts->full, NULL, upload->fd, offset, len,
+					   upload->part_md5[partIdx], false, query, 2, &call, &err);
+		if (ok && (call.status != 200 || call.etag[0] == '\0'))
+			ok = call_failed(parts->state, &call, &err);
+		if (ok)
+			bk_strlcpy(parts->etags[partIdx], call.etag,
+					   sizeof(parts->etags[partIdx]));
+		call_free(&call);
+		if (!ok)
+		{
+			pthread_mutex_lock(&parts->lock);
+			if (!parts->failed)
+				parts->err = err;
+			parts->failed = true;
+			pthread_mutex_unlock(&parts->lock);
+			return NULL;
+		}
+	}
+}
+
+/* Every part, by up to S3_UPLOAD_JOBS threads (this one among them). */
+static bool
+upload_parts(PartUploads *parts, BkError *err)
+{
+	pthread_t threads[S3_UPLOAD_JOBS];
+	int started = 0;
+
+	pthread_mutex_init(&parts->lock, NULL);
+	for (int jobIdx = 1;
+		 jobIdx < S3_UPLOAD_JOBS && jobIdx < parts->upload->part_count;
+		 jobIdx++)
+		if (pthread_create(&threads[started], NULL, part_worker, parts) == 0)
+			started++;
+	part_worker(parts);
+	for (int jobIdx = 0; jobIdx < started; jobIdx++)
+		pthread_join(threads[jobIdx], NULL);
+	pthread_mutex_destroy(&parts->lock);
+	if (parts->failed)
+		*err = parts->err;
+	return !parts->failed;
+}
+
 /*
  * A multipart upload of the spooled object as full, if absent: a HEAD
  * first (a re-send of a large object then costs no upload), and the
@@ -1650,12 +1740,12 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 {
 	S3State *state = state_of(upload->base.repo);
 	MultipartReply reply;
+	PartUploads parts = {0};
 	BkRepoStat stat;
 	S3Call call = {.method = "POST", .key = full, .has_body = true};
 	char *xml = NULL;
 	size_t xml_len = 0;
 	size_t xml_cap;
-	uint64_t offset = 0;
 	bool ok = false;
 
 	*created = false;
@@ -1679,44 +1769,27 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 							"without an UploadId",
 							state->bucket, full);
 
-	/* Parts, with their MD5s; the ETags they get go into the completion. */
+	/* Parts, with their MD5s, several at once; their ETags complete it. */
 	xml_cap = 128 + (size_t) upload->part_count * 160;
-	if ((xml = malloc(xml_cap)) == NULL)
+	parts.upload = upload;
+	parts.state = state;
+	parts.full = full;
+	parts.upload_id = reply.upload_id;
+	if ((xml = malloc(xml_cap)) == NULL ||
+		(parts.etags = calloc((size_t) upload->part_count,
+							  sizeof(parts.etags[0]))) == NULL)
 	{
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		goto done;
 	}
+	if (!upload_parts(&parts, err))
+		goto done;
 	xml_len = (size_t) snprintf(xml, xml_cap, "<CompleteMultipartUpload>");
 	for (int partIdx = 0; partIdx < upload->part_count; partIdx++)
-	{
-		uint64_t len = part_size(state, partIdx);
-		char number[16];
-		BkSigV4Pair query[2] = {{"partNumber", number},
-								{"uploadId", reply.upload_id}};
-		S3Call part;
-
-		if (offset + len > upload->size)
-			len = upload->size - offset;
-		snprintf(number, sizeof(number), "%d", partIdx + 1);
-		if (!put_object(state, full, NULL, upload->fd, offset, len,
-						upload->part_md5[partIdx], false, query, 2, &part, err))
-		{
-			call_free(&part);
-			goto done;
-		}
-		if (part.status != 200 || part.etag[0] == '\0')
-		{
-			call_failed(state, &part, err);
-			call_free(&part);
-			goto done;
-		}
 		xml_len += (size_t) snprintf(xml + xml_len, xml_cap - xml_len,
 									 "<Part><PartNumber>%d</PartNumber>"
 									 "<ETag>%s</ETag></Part>",
-									 partIdx + 1, part.etag);
-		call_free(&part);
-		offset += len;
-	}
+									 partIdx + 1, parts.etags[partIdx]);
 	xml_len += (size_t) snprintf(xml + xml_len, xml_cap - xml_len,
 								 "</CompleteMultipartUpload>");
 
@@ -1755,6 +1828,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 
 done:
 	free(xml);
+	free(parts.etags);
 	if (!*created)
 		abort_upload(state, full, reply.upload_id);
 	return ok;

@@ -1346,8 +1346,6 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 	/* Large reads go straight to the caller's buffer. */
 	if (len >= S3_WINDOW)
 		return get_parallel(state, reader->key, offset, buf, len, err);
-	if (reader->window == NULL && (reader->window = malloc(S3_WINDOW)) == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	window_len = base->size - offset < S3_WINDOW
 					 ? (size_t) (base->size - offset)
 					 : S3_WINDOW;
@@ -1373,7 +1371,7 @@ s3_reader_close(BkRepoReader *base)
 /* ------------------------------------------------------------ writing */
 
 /* PUT of body (memory or a file range), with its MD5; replaces unless
- * if_absent.  *status gets the answer. */
+ * if_absent.  call gets the answer (the caller frees it). */
 static bool
 put_object(S3State *state, const char *full, const uint8_t *body, int fd,
 		   uint64_t offset, uint64_t len, const uint8_t md5[16], bool if_absent,
@@ -2078,7 +2076,9 @@ abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 		if (!call_for_xml(state, &call, uploads_element, &page, err))
 			return false;
 		if (page.truncated && page.next_key[0] == '\0')
-			break;
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"the store said its list of multipart uploads "
+								"goes on but gave no marker");
 		bk_strlcpy(key_marker, page.next_key, sizeof(key_marker));
 		bk_strlcpy(upload_marker, page.next_upload, sizeof(upload_marker));
 	} while (page.truncated);

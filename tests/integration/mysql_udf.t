@@ -50,10 +50,18 @@ cleanup() {
 trap cleanup EXIT
 
 start_agent() {
+    # The log keeps the "ready" of earlier agents: wait for one more, or a
+    # restarted agent could be called before it listens.
+    local readies
+    readies="$(grep -cx ready "$log" 2>/dev/null)"
+    readies="${readies:-0}"
     "$ROOT/tests/integration/bk_test_control" --socket "$socket" --allow-uid "$1" \
         --mysql-port "$MYSQL_TCP_PORT" >>"$log" 2>&1 &
     agent_pid=$!
-    wait_for 10 "test agent listening on $socket" grep -qx ready "$log"
+    wait_for 10 "test agent listening on $socket" more_readies_than "$readies"
+}
+more_readies_than() {
+    test "$(grep -cx ready "$log")" -gt "$1"
 }
 stop_agent() {
     kill "$agent_pid" && wait "$agent_pid"

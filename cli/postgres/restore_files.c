@@ -87,7 +87,7 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
 							write_path, strerror(errno));
 	if (!bk_snapshot_rebuild_file(r->repo, decoder, r->source, r->chain,
-								  r->chain_len, file, fd, write_path,
+								  r->chain_len, file, fd, write_path, true,
 								  result->sha256, &decrypted, err))
 		goto failed;
 	if (file->has_sha256 && !digest_equal(result->sha256, file->sha256))

@@ -6,6 +6,7 @@
 #include "snapshot_data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,12 @@
 #include "bk_util.h"
 
 #define IO_BUFFER_SIZE (1024 * 1024)
+/* Pieces of a rebuilt file are gathered into writes of up to this size. */
+#define WRITE_BUFFER_SIZE (1024 * 1024)
+/* A piece at least this large, with nothing gathered, is written as it is. */
+#define WRITE_DIRECT_MIN (256 * 1024)
+/* With writeback on, the kernel is told to write out every this many bytes. */
+#define WRITEBACK_STEP (8 * 1024 * 1024)
 
 bool
 bk_snapshot_data_name(const char *id, const char *path, char *out,
@@ -476,10 +483,101 @@ done:
 
 /* ------------------------------------------------------------ rebuild */
 
-typedef struct WholeSink
+/*
+ * Writes into the rebuilt file.  The decoder hands over one chunk at a time
+ * (bk.chunk_size, as small as 4 KiB) and an incremental object one block
+ * at a time: pieces that continue one another are gathered and written
+ * together, up to WRITE_BUFFER_SIZE (allocated on first need, at most the
+ * file's size).  With writeback on (a restore), the kernel is asked to
+ * start writing each WRITEBACK_STEP of a run of consecutive writes to disk
+ * (sync_file_range SYNC_FILE_RANGE_WRITE, as PostgreSQL's pg_flush_data
+ * does), so that the fsync the restore does later finds little left to
+ * write; its errors are left to that fsync.
+ */
+typedef struct FileWriter
 {
 	int fd;
 	const char *path;
+	bool writeback;
+	size_t cap; /* size of buf, once allocated */
+	uint8_t *buf;
+	size_t len;
+	uint64_t offset;   /* where buf[0] goes */
+	uint64_t wb_start; /* the run written since writeback last started */
+	uint64_t wb_end;
+} FileWriter;
+
+static void
+writer_wrote(FileWriter *writer, uint64_t offset, size_t len)
+{
+	if (!writer->writeback)
+		return;
+	if (offset != writer->wb_end)
+		writer->wb_start = offset;
+	writer->wb_end = offset + len;
+	if (writer->wb_end - writer->wb_start >= WRITEBACK_STEP)
+	{
+		(void) sync_file_range(writer->fd, (off_t) writer->wb_start,
+							   (off_t) (writer->wb_end - writer->wb_start),
+							   SYNC_FILE_RANGE_WRITE);
+		writer->wb_start = writer->wb_end;
+	}
+}
+
+static bool
+writer_flush(FileWriter *writer, BkError *err)
+{
+	if (writer->len == 0)
+		return true;
+	if (!bk_pwrite_all(writer->fd, writer->buf, writer->len, writer->offset,
+					   writer->path, err))
+		return false;
+	writer_wrote(writer, writer->offset, writer->len);
+	writer->offset += writer->len;
+	writer->len = 0;
+	return true;
+}
+
+static bool
+writer_write(FileWriter *writer, const uint8_t *data, size_t len,
+			 uint64_t offset, BkError *err)
+{
+	if (writer->len > 0 && offset != writer->offset + writer->len &&
+		!writer_flush(writer, err))
+		return false;
+	if (writer->len == 0)
+	{
+		writer->offset = offset;
+		if (writer->buf == NULL && len < WRITE_DIRECT_MIN)
+			writer->buf = malloc(writer->cap);
+		if (len >= WRITE_DIRECT_MIN || writer->buf == NULL)
+		{
+			if (!bk_pwrite_all(writer->fd, data, len, offset, writer->path,
+							   err))
+				return false;
+			writer_wrote(writer, offset, len);
+			return true;
+		}
+	}
+	while (len > 0)
+	{
+		size_t take = writer->cap - writer->len;
+
+		if (take > len)
+			take = len;
+		memcpy(writer->buf + writer->len, data, take);
+		writer->len += take;
+		data += take;
+		len -= take;
+		if (writer->len == writer->cap && !writer_flush(writer, err))
+			return false;
+	}
+	return true;
+}
+
+typedef struct WholeSink
+{
+	FileWriter *writer;
 	uint64_t offset;
 } WholeSink;
 
@@ -488,7 +586,7 @@ whole_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 {
 	WholeSink *sink = arg;
 
-	if (!bk_pwrite_all(sink->fd, data, len, sink->offset, sink->path, err))
+	if (!writer_write(sink->writer, data, len, sink->offset, err))
 		return false;
 	sink->offset += len;
 	return true;
@@ -499,6 +597,7 @@ typedef struct IncrSink
 {
 	int fd;
 	const char *path;
+	FileWriter *writer;
 	const BkSnapFile *file; /* the record's entry */
 	uint32_t block_size;
 	uint8_t header[BK_INCR_HEADER_LEN];
@@ -607,9 +706,8 @@ incr_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 			take = sink->block_size - within;
 			if (take > len)
 				take = len;
-			if (!bk_pwrite_all(sink->fd, data, take,
-							   number * sink->block_size + within, sink->path,
-							   err))
+			if (!writer_write(sink->writer, data, take,
+							  number * sink->block_size + within, err))
 				return false;
 			sink->data_have += take;
 		}
@@ -669,15 +767,19 @@ bool
 bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 						 const char *source, BkSnapRecord *const *chain,
 						 int chain_len, const BkSnapFile *file, int fd,
-						 const char *fd_path, uint8_t sha256[BK_SHA256_LEN],
-						 uint64_t *bytes_read, BkError *err)
+						 const char *fd_path, bool writeback,
+						 uint8_t sha256[BK_SHA256_LEN], uint64_t *bytes_read,
+						 BkError *err)
 {
 	const BkSnapRecord *target = chain[chain_len - 1];
 	int base = chain_len - 1;
 	const BkSnapFile *entry = file;
 	char name[BK_OBJECT_NAME_MAX + 1];
-	WholeSink whole = {.fd = fd, .path = fd_path};
+	FileWriter writer = {.fd = fd, .path = fd_path, .writeback = writeback};
+	WholeSink whole = {.writer = &writer};
 	uint64_t size = 0;
+	uint64_t largest;
+	bool ok = false;
 
 	/* Down the chain to the snapshot that sent this file whole. */
 	while (entry->incremental)
@@ -700,6 +802,11 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 			return rebuild_failed(err, target->id, file->path);
 		}
 	}
+	largest = entry->size > file->size ? entry->size : file->size;
+	writer.cap =
+		largest < WRITE_BUFFER_SIZE ? (size_t) largest : WRITE_BUFFER_SIZE;
+	if (writer.cap < 8192)
+		writer.cap = 8192;
 	if (ftruncate(fd, 0) != 0)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not truncate \"%s\": %s", fd_path,
@@ -714,8 +821,12 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 		return rebuild_failed(err, chain[base]->id, file->path);
 	}
 	if (!bk_snapshot_read_object(repo, decoder, source, name, whole_sink,
-								 &whole, sha256, &size, err))
-		return rebuild_failed(err, chain[base]->id, file->path);
+								 &whole, sha256, &size, err) ||
+		!writer_flush(&writer, err))
+	{
+		rebuild_failed(err, chain[base]->id, file->path);
+		goto done;
+	}
 	if (bytes_read != NULL)
 		*bytes_read += size;
 	if (size != entry->size)
@@ -724,19 +835,22 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 					 "its object holds %" PRIu64
 					 " bytes, the record says %" PRIu64,
 					 size, entry->size);
-		return rebuild_failed(err, chain[base]->id, file->path);
+		rebuild_failed(err, chain[base]->id, file->path);
+		goto done;
 	}
 
 	/* Patch the changed blocks of each later snapshot in place. */
 	for (int step = base + 1; step < chain_len; step++)
 	{
-		IncrSink incr = {.fd = fd, .path = fd_path};
+		IncrSink incr = {.fd = fd, .path = fd_path, .writer = &writer};
+		bool read_ok;
 
 		entry = bk_snapshot_record_file(chain[step], file->path);
 		if (entry == NULL || !entry->incremental)
 		{
 			bk_error_set(err, BK_ERR_INTERNAL, "chain walk lost the file");
-			return rebuild_failed(err, chain[step]->id, file->path);
+			rebuild_failed(err, chain[step]->id, file->path);
+			goto done;
 		}
 		if (entry->blocks == 0)
 		{
@@ -744,7 +858,8 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 			{
 				bk_error_set(err, BK_ERR_IO, "could not resize \"%s\": %s",
 							 fd_path, strerror(errno));
-				return rebuild_failed(err, chain[step]->id, file->path);
+				rebuild_failed(err, chain[step]->id, file->path);
+				goto done;
 			}
 			continue;
 		}
@@ -754,29 +869,38 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 								   sizeof(name)))
 		{
 			bk_error_set(err, BK_ERR_FORMAT, "its object name is too long");
-			return rebuild_failed(err, chain[step]->id, file->path);
+			rebuild_failed(err, chain[step]->id, file->path);
+			goto done;
 		}
-		if (!bk_snapshot_read_object(repo, decoder, source, name, incr_sink,
-									 &incr, NULL, &size, err))
-		{
-			free(incr.numbers);
-			return rebuild_failed(err, chain[step]->id, file->path);
-		}
+		read_ok = bk_snapshot_read_object(repo, decoder, source, name,
+										  incr_sink, &incr, NULL, &size, err) &&
+				  writer_flush(&writer, err);
 		free(incr.numbers);
+		if (!read_ok)
+		{
+			rebuild_failed(err, chain[step]->id, file->path);
+			goto done;
+		}
 		if (bytes_read != NULL)
 			*bytes_read += size;
 		if (incr.header_have < BK_INCR_HEADER_LEN ||
 			incr.data_have != (uint64_t) incr.block_count * incr.block_size)
 		{
 			incr_bad(err, "it ends before the blocks its header announces");
-			return rebuild_failed(err, chain[step]->id, file->path);
+			rebuild_failed(err, chain[step]->id, file->path);
+			goto done;
 		}
 	}
-	if (base == chain_len - 1)
-		return true; /* sent whole: the decoder's digest is the file's */
-	if (!bk_sha256_fd(fd, fd_path, sha256, err))
-		return rebuild_failed(err, target->id, file->path);
-	return true;
+	/* Patched: read back for its digest (sent whole: the decoder's is). */
+	if (base != chain_len - 1 && !bk_sha256_fd(fd, fd_path, sha256, err))
+	{
+		rebuild_failed(err, target->id, file->path);
+		goto done;
+	}
+	ok = true;
+done:
+	free(writer.buf);
+	return ok;
 }
 
 /* ------------------------------------------------------------ manifest */

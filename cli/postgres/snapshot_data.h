@@ -137,13 +137,17 @@ extern bool bk_snapshot_path_safe(const char *path);
  * to size).  chain runs from the full snapshot to the one restored, each
  * the parent of the next.  sha256 gets the SHA-256 of the rebuilt file.
  * Errors name the snapshot and the file.  bytes_read (may be NULL) adds
- * the plaintext bytes decrypted.
+ * the plaintext bytes decrypted.  Pieces that continue one another are
+ * written together, up to 1 MiB at a time.  writeback (a restore, not a
+ * scratch file): the kernel is asked to start writing the file to disk as
+ * it is written (sync_file_range), nothing waits for it: the caller
+ * fsyncs.
  */
 extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 									 const char *source,
 									 BkSnapRecord *const *chain, int chain_len,
 									 const BkSnapFile *file, int fd,
-									 const char *fd_path,
+									 const char *fd_path, bool writeback,
 									 uint8_t sha256[BK_SHA256_LEN],
 									 uint64_t *bytes_read, BkError *err);
 

@@ -467,8 +467,8 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		if (ftruncate(check->tmp_fd, 0) != 0 ||
 			!bk_snapshot_rebuild_file(check->repo, check->verifier->decoder,
 									  check->source, chain, chain_len, file,
-									  check->tmp_fd, "(temporary file)", digest,
-									  NULL, &err))
+									  check->tmp_fd, "(temporary file)", false,
+									  digest, NULL, &err))
 		{
 			snapshot_problem(check, name, "%s", err.message);
 			continue;

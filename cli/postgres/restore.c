@@ -20,7 +20,11 @@
  * its own decoder (the keyring is read-only and shared).  Incremental
  * files are rebuilt in place: the parent's version first, then the changed
  * blocks at their offsets (snapshot_data.c).  Each rebuilt file is checked
- * against the record's SHA-256.
+ * against the record's SHA-256.  Files are not fsynced one by one: the
+ * kernel starts writing each out as it is written, and once all are
+ * written every file and directory is fsynced on the --jobs threads
+ * (restore_sync_files), before backup_label, the recovery settings, the
+ * manifest and pg_control, whose own writes are each made durable.
  *
  * A restore that fails half way must never leave a directory that starts:
  * PostgreSQL would start from the checkpoint in pg_control and silently
@@ -329,10 +333,10 @@ bk_pg_restore(int argc, char **argv)
 		goto fail;
 	if (r->delta && !restore_remove_extra(r, r->pgdata, "", &removed, &err))
 		goto fail;
-	if (!restore_files(r, &err) || !restore_write_label_and_map(r, &err) ||
+	if (!restore_files(r, &err) || !restore_sync_files(r, &err) ||
+		!restore_write_label_and_map(r, &err) ||
 		!restore_write_recovery_settings(r, &err) ||
 		!restore_write_manifest(r, &err) ||
-		!restore_sync_directories(r, &err) ||
 		!restore_install_pg_control(r, &err))
 		goto fail;
 	restore_warn_unreadable(r);

@@ -8,9 +8,10 @@
  *						 checking the WAL from it to the target
  *	 restore_target.c    the target directory and tablespaces, made ready
  *	 restore_paths.c     where a file of the snapshot goes, and ownership
- *	 restore_files.c     the files, decrypted by a pool of threads
+ *	 restore_files.c     the files, decrypted by a pool of threads, then
+ *						 every file and directory fsynced, in parallel
  *	 restore_recovery.c  backup_label, tablespace_map, recovery settings
- *	 restore_manifest.c  backup_manifest, directory syncs, pg_control last
+ *	 restore_manifest.c  backup_manifest, pg_control last
  *	 restore_report.c    what was restored, and warnings
  */
 #ifndef BK_RESTORE_H
@@ -149,7 +150,7 @@ extern bool restore_resolve_path(const Restore *r, const char *rel, char *out,
 extern bool restore_set_owner_path(const Restore *r, const char *path,
 								   bool follow, BkError *err);
 extern bool restore_skipped_file(const char *path);
-extern bool restore_sync_directories(const Restore *r, BkError *err);
+extern bool restore_sync_files(Restore *r, BkError *err);
 extern void restore_warn_target_beyond_archive(const Restore *r);
 extern void restore_warn_unreadable(const Restore *r);
 extern bool restore_write_label_and_map(Restore *r, BkError *err);

@@ -2,7 +2,19 @@
  * restore_files.c
  *		The files of the snapshot, decrypted, rebuilt through their
  *		incremental chain and verified by a pool of --jobs threads, each with
- *		its own decoder.
+ *		its own decoder; then made durable together.
+ *
+ * Durability is batched as PostgreSQL's sync_pgdata (initdb -S,
+ * pg_basebackup, pg_rewind) does it: a file is not fsynced as it is
+ * written, which would make every thread wait for the disk file by file;
+ * the kernel is only asked to start writing it out (sync_file_range
+ * SYNC_FILE_RANGE_WRITE, as it is written and once more when it is
+ * complete).  Once every file is written, restore_sync_files fsyncs every
+ * file and every directory that got entries, on --jobs threads, before
+ * anything declares the restore complete (restore.c).  A write error the
+ * kernel met while writing a file out is reported by the next fsync of
+ * the file, through a descriptor opened after it (Linux 4.16 and later,
+ * while it keeps the file's inode: what sync_pgdata relies on too).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -117,10 +129,13 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 					 write_path, strerror(errno));
 		goto failed;
 	}
-	if (fsync(fd) != 0)
+	/* Durable later (restore_sync_files): start writing it out now. */
+	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0 &&
+		errno != ENOSYS && errno != EINVAL && errno != ESPIPE &&
+		errno != EOPNOTSUPP)
 	{
-		bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", write_path,
-					 strerror(errno));
+		bk_error_set(err, BK_ERR_IO, "could not write \"%s\" out: %s",
+					 write_path, strerror(errno));
 		goto failed;
 	}
 	if (close(fd) != 0)
@@ -213,4 +228,216 @@ restore_files(Restore *r, BkError *err)
 		return false;
 	}
 	return true;
+}
+
+/* ------------------------------------------------------- durability */
+
+/* What restore_sync_files fsyncs: slots are claimed by its threads. */
+typedef struct SyncRun
+{
+	Restore *r;
+	char **dirs; /* absolute, sorted, unique */
+	size_t dir_count;
+	size_t dir_cap;
+	atomic_size_t next; /* r->work's files, then dirs */
+	atomic_bool abort;
+	pthread_mutex_t error_lock;
+	BkError first_error;
+} SyncRun;
+
+static bool
+sync_add_dir(SyncRun *run, const char *path, BkError *err)
+{
+	/* A directory's files come one after another: added once. */
+	if (run->dir_count > 0 && strcmp(run->dirs[run->dir_count - 1], path) == 0)
+		return true;
+	if (run->dir_count == run->dir_cap)
+	{
+		size_t cap = run->dir_cap ? run->dir_cap * 2 : 256;
+		char **grown = realloc(run->dirs, cap * sizeof(char *));
+
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		run->dirs = grown;
+		run->dir_cap = cap;
+	}
+	if ((run->dirs[run->dir_count] = strdup(path)) == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	run->dir_count++;
+	return true;
+}
+
+static int
+dir_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/*
+ * Every directory that got entries: the record's, the parent of every
+ * file (the record need not list it), pg_tblspc, each tablespace's
+ * location and PGDATA.
+ */
+static bool
+sync_collect_dirs(SyncRun *run, BkError *err)
+{
+	const Restore *r = run->r;
+	const BkSnapRecord *record = r->record;
+	char path[RESTORE_PATH_MAX];
+	size_t unique = 0;
+
+	for (size_t dirIdx = 0; dirIdx < record->directory_count; dirIdx++)
+	{
+		const char *rel = record->directories[dirIdx].path;
+
+		if (restore_is_tablespace_link(r, rel))
+			continue;
+		if (!restore_resolve_path(r, rel, path, sizeof(path), err) ||
+			!sync_add_dir(run, path, err))
+			return false;
+	}
+	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
+	{
+		const char *rel = record->files[fileIdx].path;
+
+		if (restore_skipped_file(rel))
+			continue;
+		if (!restore_resolve_path(r, rel, path, sizeof(path), err))
+			return false;
+		*strrchr(path, '/') = '\0';
+		if (!sync_add_dir(run, path, err))
+			return false;
+	}
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+		if (!sync_add_dir(run, r->tablespaces[spcIdx].location, err))
+			return false;
+	if (!restore_join_path(path, sizeof(path), r->pgdata, "pg_tblspc", err) ||
+		!sync_add_dir(run, path, err) || !sync_add_dir(run, r->pgdata, err))
+		return false;
+	qsort(run->dirs, run->dir_count, sizeof(char *), dir_cmp);
+	for (size_t dirIdx = 0; dirIdx < run->dir_count; dirIdx++)
+	{
+		if (unique > 0 && strcmp(run->dirs[unique - 1], run->dirs[dirIdx]) == 0)
+			free(run->dirs[dirIdx]);
+		else
+			run->dirs[unique++] = run->dirs[dirIdx];
+	}
+	run->dir_count = unique;
+	return true;
+}
+
+static bool
+sync_file(const char *path, BkError *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not open \"%s\" to fsync it: %s", path,
+							strerror(errno));
+	if (fsync(fd) != 0)
+	{
+		int save_errno = errno;
+
+		close(fd);
+		return bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", path,
+							strerror(save_errno));
+	}
+	close(fd);
+	return true;
+}
+
+static void *
+sync_worker(void *arg)
+{
+	SyncRun *run = arg;
+	const Restore *r = run->r;
+	BkError err;
+	bool ok = true;
+
+	bk_error_clear(&err);
+	while (ok && !atomic_load(&run->abort))
+	{
+		size_t slot = atomic_fetch_add(&run->next, 1);
+		char path[RESTORE_PATH_MAX];
+
+		if (slot < r->work_count)
+		{
+			const char *rel = r->record->files[r->work[slot]].path;
+
+			/* pg_control is durable before restore_install_pg_control. */
+			ok = restore_resolve_path(
+					 r, strcmp(rel, PG_CONTROL) == 0 ? PG_CONTROL_TEMP : rel,
+					 path, sizeof(path), &err) &&
+				 sync_file(path, &err);
+		}
+		else if (slot - r->work_count < run->dir_count)
+			ok = bk_fsync_dir(run->dirs[slot - r->work_count], &err);
+		else
+			break;
+	}
+	if (!ok)
+	{
+		pthread_mutex_lock(&run->error_lock);
+		if (run->first_error.code == BK_OK)
+			run->first_error = err;
+		pthread_mutex_unlock(&run->error_lock);
+		atomic_store(&run->abort, true);
+	}
+	return NULL;
+}
+
+/*
+ * fsync every file restore_files wrote or kept (--delta: a kept file may
+ * be what an earlier, failed restore wrote and never synced), then every
+ * directory that got entries, on --jobs threads.  The first failure,
+ * naming its file, fails the restore.
+ */
+bool
+restore_sync_files(Restore *r, BkError *err)
+{
+	pthread_t threads[JOBS_MAX];
+	SyncRun run = {.r = r};
+	int started = 0;
+	bool ok;
+
+	bk_error_clear(&run.first_error);
+	if (!sync_collect_dirs(&run, err))
+	{
+		for (size_t dirIdx = 0; dirIdx < run.dir_count; dirIdx++)
+			free(run.dirs[dirIdx]);
+		free(run.dirs);
+		return false;
+	}
+	atomic_init(&run.next, 0);
+	atomic_init(&run.abort, false);
+	pthread_mutex_init(&run.error_lock, NULL);
+	for (int jobIdx = 0; jobIdx < r->jobs; jobIdx++)
+	{
+		int failure = pthread_create(&threads[jobIdx], NULL, sync_worker, &run);
+
+		if (failure != 0)
+		{
+			pthread_mutex_lock(&run.error_lock);
+			if (run.first_error.code == BK_OK)
+				bk_error_set(&run.first_error, BK_ERR_INTERNAL,
+							 "could not start a thread to fsync the restored "
+							 "files: %s",
+							 strerror(failure));
+			pthread_mutex_unlock(&run.error_lock);
+			atomic_store(&run.abort, true);
+			break;
+		}
+		started++;
+	}
+	for (int jobIdx = 0; jobIdx < started; jobIdx++)
+		pthread_join(threads[jobIdx], NULL);
+	pthread_mutex_destroy(&run.error_lock);
+	for (size_t dirIdx = 0; dirIdx < run.dir_count; dirIdx++)
+		free(run.dirs[dirIdx]);
+	free(run.dirs);
+	ok = run.first_error.code == BK_OK;
+	if (!ok)
+		*err = run.first_error;
+	return ok;
 }

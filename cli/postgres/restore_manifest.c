@@ -1,7 +1,7 @@
 /*
  * restore_manifest.c
  *		A backup_manifest for what was restored (pg_verifybackup reads it),
- *		the directories synced, and global/pg_control written last.
+ *		and global/pg_control written last.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -179,29 +179,11 @@ restore_write_manifest(Restore *r, BkError *err)
 	return ok;
 }
 
-/* fsync every directory of the restored tree. */
-bool
-restore_sync_directories(const Restore *r, BkError *err)
-{
-	char path[RESTORE_PATH_MAX];
-
-	for (size_t dirIdx = 0; dirIdx < r->record->directory_count; dirIdx++)
-	{
-		if (restore_is_tablespace_link(r, r->record->directories[dirIdx].path))
-			continue;
-		if (!restore_resolve_path(r, r->record->directories[dirIdx].path, path,
-								  sizeof(path), err) ||
-			!bk_fsync_dir(path, err))
-			return false;
-	}
-	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
-		if (!bk_fsync_dir(r->tablespaces[spcIdx].location, err))
-			return false;
-	return restore_join_path(path, sizeof(path), r->pgdata, "pg_tblspc", err) &&
-		   bk_fsync_dir(path, err) && bk_fsync_dir(r->pgdata, err);
-}
-
-/* The last step: pg_control into place makes the directory startable. */
+/*
+ * The last step: pg_control into place makes the directory startable.  It
+ * was fsynced under its temporary name with every other file
+ * (restore_sync_files); the rename is made durable here.
+ */
 bool
 restore_install_pg_control(Restore *r, BkError *err)
 {

@@ -794,7 +794,19 @@ bk_encoder_chunk(BkEncoder *enc, const uint8_t *plain, size_t len,
 				 const uint8_t **frame, size_t *frame_len, BkFrame *info,
 				 BkError *err)
 {
-	uint8_t *hdr = enc->frame;
+	if (!bk_encoder_chunk_into(enc, plain, len, enc->frame, enc->frame_cap,
+							   frame_len, info, err))
+		return false;
+	*frame = enc->frame;
+	return true;
+}
+
+bool
+bk_encoder_chunk_into(BkEncoder *enc, const uint8_t *plain, size_t len,
+					  uint8_t *out, size_t out_cap, size_t *frame_len,
+					  BkFrame *info, BkError *err)
+{
+	uint8_t *hdr = out;
 	bool last;
 	uint16_t flags = 0;
 	const uint8_t *payload_src = plain;
@@ -811,7 +823,16 @@ bk_encoder_chunk(BkEncoder *enc, const uint8_t *plain, size_t len,
 			err, BK_ERR_INTERNAL,
 			"chunk %" PRIu32 " given %zu bytes, expected %" PRIu32,
 			enc->next_index, len, bk_encoder_next_chunk_len(enc));
+	if (out_cap < bk_frame_max_len(enc->chunk_size))
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"frame buffer of %zu bytes is too small for "
+							"chunks of %" PRIu32 " bytes",
+							out_cap, enc->chunk_size);
 	last = enc->next_index == enc->chunk_count - 1;
+
+	/* The header fields that stay the same for the object (see begin). */
+	if (out != enc->frame)
+		memcpy(out, enc->frame, enc->header_len);
 
 	if (!bk_sha256_update(enc->sha, plain, len, err))
 		return false;
@@ -859,7 +880,6 @@ bk_encoder_chunk(BkEncoder *enc, const uint8_t *plain, size_t len,
 
 	if (info != NULL)
 		frame_view(hdr, total, info);
-	*frame = hdr;
 	*frame_len = total;
 
 	enc->next_index++;

@@ -247,6 +247,16 @@ extern bool bk_encoder_chunk(BkEncoder *enc, const uint8_t *plain, size_t len,
 							 const uint8_t **frame, size_t *frame_len,
 							 BkFrame *info, BkError *err);
 
+/*
+ * The same, writing the frame into out (at least bk_frame_max_len of the
+ * chunk size), which the caller owns: several frames of one object can be
+ * kept while the encoder goes on.
+ */
+extern bool bk_encoder_chunk_into(BkEncoder *enc, const uint8_t *plain,
+								  size_t len, uint8_t *out, size_t out_cap,
+								  size_t *frame_len, BkFrame *info,
+								  BkError *err);
+
 /* SHA-256 of the whole plaintext, once done. */
 extern const uint8_t *bk_encoder_digest(const BkEncoder *enc);
 extern const uint8_t *bk_encoder_attempt_id(const BkEncoder *enc);

@@ -43,7 +43,9 @@
 #                            per archive call; bk-noship: the
 #                            shipper starts only once the archiver is done;
 #                            bk-noflush: bk with the topics' per-message flush
-#                            turned off, an experiment; bk-chunk4m:
+#                            turned off, an experiment; bk-jobs1,
+#                            bk-noship-jobs1: bk.archive_jobs = 1, one
+#                            encoding thread; bk-chunk4m:
 #                            bk.chunk_size = 4MB)
 #   ARCHIVE_PROFILE          1: one more bk run under perf record -a [1]
 #   ARCHIVE_PRODUCE_RUNS     bk_test_produce runs [2]
@@ -372,7 +374,7 @@ run_contender() {
         off=("${ARCHIVING_OFF[@]}")
         on=("archive_library = ''" "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'")
         ;;
-    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1)
+    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1)
         bk_setup_prefix "$tag"
         if [[ "$name" == bk-noflush ]]; then
             # An experiment, not a configuration to use: the broker
@@ -387,6 +389,7 @@ run_contender() {
         bk_static_conf
         [[ "$name" == bk-chunk4m ]] && STATIC+=("bk.chunk_size = '4MB'")
         [[ "$name" == bk-batch1 ]] && STATIC+=("bk.archive_batch = 1")
+        [[ "$name" == *-jobs1 ]] && STATIC+=("bk.archive_jobs = 1")
         off=("archive_library = 'bk'" "bk.kafka_brokers = ''")
         on=("archive_library = 'bk'" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'")
         if [[ "$name" == bk-profile ]]; then
@@ -405,7 +408,7 @@ run_contender() {
             { cat "$WORK/pgbr-stanza-$tag.out"; exit 1; }
         echo "stanza-create: ok ($(pgbackrest version))"
         ;;
-    bk-noship) ;; # the shipper starts once the archiver is done
+    bk-noship*) ;; # the shipper starts once the archiver is done
     bk*)
         start_shipper
         nap 3 # let the shipper join its group before the clock starts
@@ -497,7 +500,7 @@ run_contender() {
     # bk: the shipper has the segment in the repository.
     local m2="" kt2=0 st2=0 shipper_hwm="" krss2="" khwm="" pg2=0
     if [[ "$name" == bk* ]]; then
-        if [[ "$name" == bk-noship ]]; then
+        if [[ "$name" == bk-noship* ]]; then
             start_shipper
             tship=$EPOCHREALTIME
         fi

@@ -47,6 +47,7 @@ struct BkProducer
 	uint32_t acked;
 	uint32_t failed;
 	size_t inflight_bytes;
+	size_t window_bytes; /* bound on inflight_bytes */
 	int64_t last_progress_ms;
 	rd_kafka_resp_err_t first_error;
 	uint32_t first_error_chunk;
@@ -408,6 +409,9 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 					   err))
 		goto fail;
 	producer->timeout_ms = (int) value;
+	/* A message always goes when nothing is in flight, whatever the bound. */
+	producer->window_bytes = settings->window_bytes > 0 ? settings->window_bytes
+														: PRODUCER_WINDOW_BYTES;
 	if (producer->timeout_ms <= 0)
 	{
 		bk_error_set(
@@ -470,6 +474,12 @@ producer_disconnect(BkProducer *producer)
 	producer->rk = NULL;
 	/* Reports still arriving belong to a generation no one waits for. */
 	producer->generation++;
+}
+
+bool
+bk_producer_connect(BkProducer *producer, BkError *err)
+{
+	return producer_connect(producer, err);
 }
 
 void
@@ -720,7 +730,7 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 				goto abandon;
 			}
 			/* Bound memory: wait for acknowledgements before queueing more. */
-			if (producer->inflight_bytes >= PRODUCER_WINDOW_BYTES)
+			if (producer->inflight_bytes >= producer->window_bytes)
 			{
 				rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
 				continue;

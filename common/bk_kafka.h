@@ -63,6 +63,7 @@ typedef struct BkKafkaSettings
 	const char *client_id;  /* NULL: "bk" */
 	int timeout_ms;         /* delivery bound; 0: default */
 	uint32_t chunk_size;    /* to size and check message.max.bytes */
+	size_t window_bytes;    /* producers: bytes in flight; 0: 64 MiB */
 	BkKafkaLogFn log_fn;    /* NULL: stderr */
 	void *log_arg;
 } BkKafkaSettings;
@@ -97,6 +98,13 @@ typedef struct BkProducer BkProducer;
  */
 extern BkProducer *bk_producer_new(const BkKafkaSettings *settings,
 								   BkError *err);
+
+/*
+ * Create the librdkafka handle now rather than at the first send, so that
+ * connecting and the idempotent producer's id request happen in the
+ * background before there is anything to send.
+ */
+extern bool bk_producer_connect(BkProducer *producer, BkError *err);
 
 /*
  * Purge what is still queued and destroy, without waiting for the broker:

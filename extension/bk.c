@@ -37,6 +37,7 @@
 
 #include "bk.h"
 #include "bk_config.h"
+#include "bk_encode_pool.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
 #include "bk_topics.h"
@@ -56,6 +57,7 @@ int bk_target_rpo_s = 0;
 int bk_wait_for = BK_WAIT_FOR_KAFKA;
 int bk_repository_timeout_ms = 60000;
 int bk_archive_batch = 8;
+int bk_archive_jobs = 2;
 int bk_snapshot_jobs = 1;
 
 static const struct config_enum_entry bk_wait_for_options[] = {
@@ -154,6 +156,15 @@ _PG_init(void)
 		"asks for them. 1 sends one segment per call. Only with "
 		"bk.wait_for = kafka.",
 		&bk_archive_batch, 8, 1, 64, PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.archive_jobs",
+		"How many threads of the archiver compress, encrypt and hash WAL.",
+		"The segments of a batch are encoded in parallel, one per thread, "
+		"and sent in order. The threads do codec work only; they never call "
+		"PostgreSQL.",
+		&bk_archive_jobs, 2, 1, BK_ENCODE_JOBS_MAX, PGC_SIGHUP, 0, NULL, NULL,
+		NULL);
 
 	DefineCustomIntVariable(
 		"bk.snapshot_jobs",

@@ -183,6 +183,7 @@ extern int bk_target_rpo_s;
 extern int bk_wait_for;
 extern int bk_repository_timeout_ms;
 extern int bk_archive_batch;
+extern int bk_archive_jobs;
 extern int bk_snapshot_jobs;
 
 /* bk.c */

@@ -18,7 +18,7 @@
  * as a BkError, which is logged as a WARNING naming the file, what failed
  * and what to do.
  *
- * The library objects (producer, encoder, key) live in the archiver from
+ * The library objects (producer, encoding pool, key) live in the archiver from
  * the first archive call to the archiver's exit, malloc'd by libbk, never
  * palloc'd: they must survive the per-call memory context, and librdkafka
  * must not be created in the postmaster (its threads would not survive
@@ -84,12 +84,21 @@
 #include "utils/timestamp.h"
 
 #include "bk.h"
+#include "bk_encode_pool.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
 #include "bk_keys.h"
 #include "bk_timeline.h"
 #include "bk_topics.h"
 #include "bk_util.h"
+
+/*
+ * Bytes of frames the archiver's producer keeps queued or in flight.  One
+ * produce request carries one chunk and one request is in flight at a time
+ * (bk_kafka.c), so a few chunks keep the connection busy; more would only
+ * raise the archiver's memory, which must stay small next to the database.
+ */
+#define BK_ARCHIVE_WINDOW_BYTES (12 * 1024 * 1024)
 
 /* How long the final archiving cycle at shutdown may spend on one send. */
 #define BK_SHUTDOWN_GRACE_MS 3000
@@ -122,13 +131,12 @@ typedef struct BkWalFile
 	XLogRecPtr end_lsn;
 } BkWalFile;
 
-/* The file being sent, read chunk by chunk by bk_next_frame. */
+/* A file being sent, read chunk by chunk by bk_read_wal. */
 typedef struct BkFileReader
 {
 	int fd;
 	const char *path;
 	uint64 size;
-	uint64 offset;
 } BkFileReader;
 
 /* Per-call memory, reset after every archive call. */
@@ -146,12 +154,7 @@ static char *keyring_path = NULL;
 static struct stat keyring_stat;
 static char logged_key_id[BK_KEY_ID_HEX_LEN + 1] = "";
 
-static BkEncoder *encoder = NULL;
-static uint32 encoder_chunk_size = 0;
-static uint8 encoder_key_id[BK_KEY_ID_LEN];
-
-static uint8 *read_buffer = NULL;
-static size_t read_buffer_size = 0;
+static BkEncodePool *encode_pool = NULL;
 
 static BkLogBuffer *kafka_logs = NULL;
 
@@ -207,13 +210,15 @@ static bool bk_readahead_take(const char *file, const char *path,
 static int bk_ready_segments_after(const char *file,
 								   char names[][BK_FILE_NAME_LEN], int max);
 static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
-static bool bk_ensure_encoder(BkError *err);
+static bool bk_ensure_encode_pool(BkError *err);
+static void bk_archiver_kafka_settings(BkKafkaSettings *settings);
+static void bk_archive_warm_up(void);
 static void bk_drop_library_state(void);
 static bool bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err);
 static void bk_wal_metadata(const BkWalFile *wal, const char *path,
 							StringInfo meta);
-static bool bk_next_frame(void *arg, const uint8_t **frame, size_t *len,
-						  BkFrame *info, BkError *err);
+static bool bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len,
+						BkError *err);
 static bool bk_interrupted(void *arg);
 static void bk_report_failure(const char *file, const BkError *err);
 static void bk_record_success(const char *file, uint64 size, uint64 sent,
@@ -249,6 +254,59 @@ _PG_archive_module_init(ArchiveModuleCallbacks *cb)
 	prev = pqsignal(SIGUSR2, bk_archiver_sigusr2);
 	if (prev != bk_archiver_sigusr2 && prev != SIG_ERR)
 		prev_sigusr2 = prev;
+
+	if (bk_archive_configured())
+		bk_archive_warm_up();
+}
+
+/*
+ * bk_archive_warm_up
+ *		Load the key, start the encoding threads and connect the producer as
+ *		the archiver starts, not at its first segment.
+ *
+ * librdkafka 2.0 asks for the idempotent producer's id only on a timer tick
+ * after the connection is up, up to a second later; done here, that second
+ * passes while there is nothing to archive yet.  A failure is only logged:
+ * the first archive call tries again and reports it under the file's name.
+ */
+static void
+bk_archive_warm_up(void)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	BkKafkaSettings settings;
+	BkError err;
+
+	bk_error_clear(&err);
+	PG_TRY();
+	{
+		bk_archiver_kafka_settings(&settings);
+		if (!bk_source_key(NULL, &err) || !bk_ensure_encode_pool(&err) ||
+			!bk_ensure_producer(&settings, &err) ||
+			!bk_producer_connect(producer, &err))
+			ereport(LOG, (errmsg("bk: could not prepare the archiver: %s",
+								 err.message),
+						  errdetail("The first archive call will try again.")));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		EmitErrorReport();
+		FlushErrorState();
+		bk_drop_library_state();
+	}
+	PG_END_TRY();
+	bk_kafka_log_flush();
+}
+
+/*
+ * bk_archiver_kafka_settings
+ *		The source's Kafka settings, with the archiver's memory bound.
+ */
+static void
+bk_archiver_kafka_settings(BkKafkaSettings *settings)
+{
+	bk_source_kafka_settings(settings, "bk-archiver");
+	settings->window_bytes = BK_ARCHIVE_WINDOW_BYTES;
 }
 
 /*
@@ -384,8 +442,8 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	if (!bk_wal_file_parse(file, &wal, err))
 		return false;
 
-	bk_source_kafka_settings(&settings, "bk-archiver");
-	if (!bk_source_key(NULL, err) || !bk_ensure_encoder(err) ||
+	bk_archiver_kafka_settings(&settings);
+	if (!bk_source_key(NULL, err) || !bk_ensure_encode_pool(err) ||
 		!bk_ensure_producer(&settings, err))
 		return false;
 
@@ -413,7 +471,11 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	info.name = file;
 	info.meta = meta.data;
 	info.size = (uint64) st.st_size;
-	if (!bk_encoder_begin(encoder, &info, err))
+	reader.fd = fd;
+	reader.path = path;
+	reader.size = (uint64) st.st_size;
+	bk_encode_pool_reset(encode_pool);
+	if (!bk_encode_pool_add(encode_pool, &info, bk_read_wal, &reader, err))
 		goto fail;
 
 	/*
@@ -424,21 +486,17 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 		!bk_confirm_prepare(&settings, audit_topic, bk_interrupted, err))
 		goto fail;
 
-	reader.fd = fd;
-	reader.path = path;
-	reader.size = (uint64) st.st_size;
-	reader.offset = 0;
 	memset(&stats, 0, sizeof(stats));
 	if (!bk_producer_send_object(producer, topic, source_id, strlen(source_id),
-								 bk_next_frame, &reader, bk_interrupted, NULL,
-								 &stats, err))
+								 bk_encode_pool_next, encode_pool,
+								 bk_interrupted, NULL, &stats, err))
 		goto fail;
 	bk_kafka_log_flush();
 
 	if (bk_wait_for == BK_WAIT_FOR_REPOSITORY)
 	{
-		bk_hex_encode(bk_encoder_attempt_id(encoder), BK_ATTEMPT_ID_LEN,
-					  attempt_hex);
+		bk_hex_encode(bk_encode_pool_attempt_id(encode_pool, 0),
+					  BK_ATTEMPT_ID_LEN, attempt_hex);
 		if (!bk_confirm_wait(source_id, file, attempt_hex,
 							 bk_repository_timeout_ms, bk_interrupted, err))
 			goto fail;
@@ -455,6 +513,8 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	return true;
 
 fail:
+	/* The pool must not read the file again once it is closed. */
+	bk_encode_pool_reset(encode_pool);
 	CloseTransientFile(fd);
 	return false;
 }
@@ -596,6 +656,10 @@ bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
  *		Send file and the next ready segments as one batch; true once Kafka
  *		acknowledged all of them.  The others wait in the read-ahead cache
  *		until PostgreSQL asks for them.
+ *
+ * Every file of the batch is opened first and handed to the encoding pool,
+ * whose threads encode the segments in parallel while this thread reads
+ * their chunks and sends the frames in order.
  */
 static bool
 bk_archive_batch_internal(const char *file, const char *path,
@@ -604,90 +668,104 @@ bk_archive_batch_internal(const char *file, const char *path,
 {
 	char names[BK_READAHEAD_MAX][BK_FILE_NAME_LEN];
 	BkReadAhead sent[BK_READAHEAD_MAX];
+	BkFileReader readers[BK_READAHEAD_MAX];
+	char paths[BK_READAHEAD_MAX][MAXPGPATH];
 	int count;
 	int in_batch = 0;
 	int room = Min(bk_archive_batch, BK_READAHEAD_MAX) - 1;
 	BkSendStats stats;
+	bool ok = false;
 
 	/* The cache holds only one batch: what is left of the last one is stale. */
 	sent_ahead_count = 0;
 	strlcpy(names[0], file, BK_FILE_NAME_LEN);
 	count = 1 + bk_ready_segments_after(file, names + 1, room);
 
-	if (!bk_producer_batch_begin(producer, err))
-		return false;
+	bk_encode_pool_reset(encode_pool);
 	for (int fileIdx = 0; fileIdx < count; fileIdx++)
 	{
-		char segment_path[MAXPGPATH];
+		BkReadAhead *entry = &sent[in_batch];
+		BkFileReader *reader = &readers[in_batch];
 		BkWalFile wal;
 		StringInfoData meta;
 		BkObjectInfo info;
-		BkFileReader reader;
 		struct stat st;
-		uint64 bytes = 0;
 		int fd;
-		bool ok;
 
 		if (fileIdx == 0)
-			strlcpy(segment_path, path, sizeof(segment_path));
+			strlcpy(paths[in_batch], path, MAXPGPATH);
 		else
-			snprintf(segment_path, sizeof(segment_path), XLOGDIR "/%s",
-					 names[fileIdx]);
+			snprintf(paths[in_batch], MAXPGPATH, XLOGDIR "/%s", names[fileIdx]);
 		if (!bk_wal_file_parse(names[fileIdx], &wal, err))
-			return false;
+			goto done;
+
 		/*
 		 * Only the file PostgreSQL asked for must be there; one sent ahead
 		 * may have gone since we looked (PostgreSQL will not ask for it).
 		 */
 		if (fileIdx == 0)
-			fd = bk_open_wal_file(segment_path, true, &st, err);
+			fd = bk_open_wal_file(paths[in_batch], true, &st, err);
 		else
 		{
 			BkError ignored;
 
 			bk_error_clear(&ignored);
-			fd = bk_open_wal_file(segment_path, true, &st, &ignored);
+			fd = bk_open_wal_file(paths[in_batch], true, &st, &ignored);
 		}
 		if (fd < 0 && fileIdx == 0)
-			return false;
+			goto done;
 		if (fd < 0)
 			continue;
+		reader->fd = fd;
+		reader->path = paths[in_batch];
+		reader->size = (uint64) st.st_size;
+
 		initStringInfo(&meta);
-		bk_wal_metadata(&wal, segment_path, &meta);
+		bk_wal_metadata(&wal, paths[in_batch], &meta);
 		memset(&info, 0, sizeof(info));
 		info.kind = BK_KIND_WAL;
 		info.source_id = source_id;
 		info.name = names[fileIdx];
 		info.meta = meta.data;
 		info.size = (uint64) st.st_size;
-		reader.fd = fd;
-		reader.path = segment_path;
-		reader.size = (uint64) st.st_size;
-		reader.offset = 0;
-		ok = bk_encoder_begin(encoder, &info, err) &&
-			 bk_producer_batch_add(producer, topic, source_id,
-								   strlen(source_id), bk_next_frame, &reader,
-								   bk_interrupted, NULL, &bytes, err);
-		CloseTransientFile(fd);
-		if (!ok)
-			return false;
-		strlcpy(sent[in_batch].name, names[fileIdx], BK_FILE_NAME_LEN);
-		sent[in_batch].dev = st.st_dev;
-		sent[in_batch].ino = st.st_ino;
-		sent[in_batch].size = st.st_size;
-		sent[in_batch].mtime = st.st_mtim;
-		sent[in_batch].ctime = st.st_ctim;
-		strlcpy(sent[in_batch].topic, topic, sizeof(sent[in_batch].topic));
-		strlcpy(sent[in_batch].source_id, source_id,
-				sizeof(sent[in_batch].source_id));
-		sent[in_batch].sent = bytes;
-		sent[in_batch].end_lsn = wal.end_lsn;
+
+		strlcpy(entry->name, names[fileIdx], BK_FILE_NAME_LEN);
+		entry->dev = st.st_dev;
+		entry->ino = st.st_ino;
+		entry->size = st.st_size;
+		entry->mtime = st.st_mtim;
+		entry->ctime = st.st_ctim;
+		strlcpy(entry->topic, topic, sizeof(entry->topic));
+		strlcpy(entry->source_id, source_id, sizeof(entry->source_id));
+		entry->sent = 0;
+		entry->end_lsn = wal.end_lsn;
 		in_batch++;
+		if (!bk_encode_pool_add(encode_pool, &info, bk_read_wal, reader, err))
+			goto done;
 	}
+
+	if (!bk_producer_batch_begin(producer, err))
+		goto done;
+	for (int fileIdx = 0; fileIdx < in_batch; fileIdx++)
+		if (!bk_producer_batch_add(producer, topic, source_id,
+								   strlen(source_id), bk_encode_pool_next,
+								   encode_pool, bk_interrupted, NULL,
+								   &sent[fileIdx].sent, err))
+			goto done;
 	memset(&stats, 0, sizeof(stats));
 	if (!bk_producer_batch_wait(producer, bk_interrupted, NULL, &stats, err))
-		return false;
+		goto done;
 	bk_kafka_log_flush();
+	ok = true;
+
+done:
+	/* The pool must not read a file again once it is closed. */
+	if (!ok)
+		bk_encode_pool_reset(encode_pool);
+	for (int fileIdx = 0; fileIdx < in_batch; fileIdx++)
+		CloseTransientFile(readers[fileIdx].fd);
+	if (!ok)
+		return false;
 
 	bk_record_success(file, (uint64) sent[0].size, sent[0].sent,
 					  sent[0].end_lsn);
@@ -828,42 +906,32 @@ bk_source_key(const BkKey **key, BkError *err)
 }
 
 /*
- * bk_ensure_encoder
- *		An encoder for the current key and chunk size, and a read buffer of
- *		one chunk.
+ * bk_ensure_encode_pool
+ *		An encoding pool for the current key, chunk size and bk.archive_jobs,
+ *		with frame buffers for one whole segment per thread, so a thread can
+ *		encode the next segment while this one sends the current one.
  */
 static bool
-bk_ensure_encoder(BkError *err)
+bk_ensure_encode_pool(BkError *err)
 {
 	const BkKey *key = &keyring->keys[0];
+	int frames;
 
-	if (read_buffer_size != (size_t) bk_chunk_size)
-	{
-		free(read_buffer);
-		read_buffer_size = 0;
-		read_buffer = malloc((size_t) bk_chunk_size);
-		if (read_buffer == NULL)
-			return bk_error_set(err, BK_ERR_NOMEM,
-								"out of memory for a read buffer of %d bytes",
-								bk_chunk_size);
-		read_buffer_size = (size_t) bk_chunk_size;
-	}
-
-	if (encoder != NULL && encoder_chunk_size == (uint32) bk_chunk_size &&
-		memcmp(encoder_key_id, key->id, BK_KEY_ID_LEN) == 0)
+	if (encode_pool != NULL &&
+		bk_encode_pool_chunk_size(encode_pool) == (uint32) bk_chunk_size &&
+		bk_encode_pool_jobs(encode_pool) == bk_archive_jobs &&
+		memcmp(bk_encode_pool_key_id(encode_pool), key->id, BK_KEY_ID_LEN) == 0)
 		return true;
-	bk_encoder_free(encoder);
-	encoder = bk_encoder_new(key, (uint32) bk_chunk_size, err);
-	if (encoder == NULL)
-		return false;
-	encoder_chunk_size = (uint32) bk_chunk_size;
-	memcpy(encoder_key_id, key->id, BK_KEY_ID_LEN);
-	return true;
+	bk_encode_pool_free(encode_pool);
+	frames = (wal_segment_size + bk_chunk_size - 1) / bk_chunk_size;
+	encode_pool = bk_encode_pool_new(key, (uint32) bk_chunk_size,
+									 bk_archive_jobs, Min(frames, 64), err);
+	return encode_pool != NULL;
 }
 
 /*
  * bk_drop_library_state
- *		Free the producer, the confirmation consumer and the encoder; the
+ *		Free the producer, the confirmation consumer and the encoding pool; the
  *		next call makes new ones.
  */
 static void
@@ -875,8 +943,8 @@ bk_drop_library_state(void)
 		bk_producer_free(producer);
 		producer = NULL;
 	}
-	bk_encoder_free(encoder);
-	encoder = NULL;
+	bk_encode_pool_free(encode_pool);
+	encode_pool = NULL;
 }
 
 /*
@@ -889,9 +957,6 @@ bk_archive_shutdown(void)
 	bk_drop_library_state();
 	bk_keyring_free(keyring);
 	keyring = NULL;
-	free(read_buffer);
-	read_buffer = NULL;
-	read_buffer_size = 0;
 	bk_kafka_log_flush();
 }
 
@@ -1010,50 +1075,39 @@ bk_wal_metadata(const BkWalFile *wal, const char *path, StringInfo meta)
 }
 
 /*
- * bk_next_frame
- *		Read the next chunk of the file and encode it (BkNextFrameFn).
+ * bk_read_wal
+ *		Read len bytes of a file being sent at offset (a BkEncodeReadFn).
  *
- * Called from inside bk_producer_send_object: no ereport here, only plain
- * system calls and libbk.
+ * Called from inside the Kafka send, on the archiver's own thread: no
+ * ereport here, only plain system calls.
  */
 static bool
-bk_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
-			  BkError *err)
+bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
 {
 	BkFileReader *reader = arg;
-	uint32 chunk_len;
 	size_t done = 0;
 
-	if (bk_encoder_done(encoder))
+	while (done < len)
 	{
-		*frame = NULL;
-		*len = 0;
-		return true;
-	}
-	chunk_len = bk_encoder_next_chunk_len(encoder);
-	while (done < chunk_len)
-	{
-		ssize_t got = pread(reader->fd, read_buffer + done, chunk_len - done,
-							(off_t) (reader->offset + done));
+		ssize_t got =
+			pread(reader->fd, buf + done, len - done, (off_t) (offset + done));
 
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
 			return bk_error_set(
 				err, BK_ERR_IO, "could not read \"%s\" at offset %llu: %s",
-				reader->path, (unsigned long long) (reader->offset + done),
+				reader->path, (unsigned long long) (offset + done),
 				strerror(errno));
 		if (got == 0)
 			return bk_error_set(
 				err, BK_ERR_IO,
 				"\"%s\" ended at byte %llu of %llu while being archived",
-				reader->path, (unsigned long long) (reader->offset + done),
+				reader->path, (unsigned long long) (offset + done),
 				(unsigned long long) reader->size);
 		done += (size_t) got;
 	}
-	reader->offset += chunk_len;
-	return bk_encoder_chunk(encoder, read_buffer, chunk_len, frame, len, info,
-							err);
+	return true;
 }
 
 /*

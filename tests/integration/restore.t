@@ -23,7 +23,10 @@
 #     naming the file, and leaves nothing that could start;
 #   - bk wal-get --prefetch spools the next segments, serves them from
 #     there byte-identical, and keeps its exit codes;
-#   - bk expire keeps what the kept snapshots need and removes the rest.
+#   - bk expire keeps what the kept snapshots need and removes the rest;
+#   - under strace, a restore fsyncs every file and directory it wrote
+#     before it renames anything into place (backup_label, the recovery
+#     settings, the manifest, pg_control last) and before its report.
 # With BK_TEST_BACKEND=s3 (restore_s3.t) the repository is a bucket of the
 # real s3proxy (authentication on): every read is a range GET, expire
 # deletes in DeleteObjects batches, and corruption is done to the stored
@@ -268,6 +271,38 @@ for m in m3 m4; do
         --target-lsn "${M_LSN[$m]}" --prefetch 4
     cleanup_restore "$m-lsn"
 done
+
+# ---- durability: every file and directory fsynced, in a batch, before anything says "complete"
+# bk restore under strace: no restored file may be left unsynced, and no
+# fsync may come after backup_label, the recovery settings, the manifest or
+# pg_control are renamed into place, or after the report is printed.
+FSYNC_ORDER="$ROOT/tests/lib/restore_fsync_order.py"
+strace -f -y -qq -o "$dir/restore-strace.log" -e trace=fsync,fdatasync,rename,renameat,renameat2,write \
+    "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-strace" \
+    --tablespace-map "$dir/ts1=$dir/ts-strace" --target-lsn "${M_LSN[m3]}" --jobs 3 --json \
+    >"$dir/restore-strace.json" 2>"$dir/restore-strace.err"
+ok $? "bk restore through the incremental chain with --jobs 3, under strace" ||
+    diag "$(tail -n 5 "$dir/restore-strace.err")"
+out="$("$FSYNC_ORDER" "$dir/restore-strace.log" "$dir/r-strace" "$dir/ts-strace")"
+ok $? "every restored file and directory was fsynced before the first rename, pg_control last, the report after" ||
+    diag "$out"
+like "$out" "^[1-9][0-9]{2,} files and [1-9][0-9]+ directories checked" "the check saw the whole tree ($out)"
+as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$dir/r-strace" >"$dir/verifybackup-strace.log" 2>&1
+ok $? "pg_verifybackup --no-parse-wal accepts what was restored under strace"
+# The check itself: a trace with one data file's fsync taken out, or moved
+# after pg_control's rename, must fail, naming the file.
+victim="$(find "$dir/r-strace/base" -type f -size +100k | head -n 1)"
+grep -v "<$victim>" "$dir/restore-strace.log" >"$dir/strace-lost.log"
+out="$("$FSYNC_ORDER" "$dir/strace-lost.log" "$dir/r-strace" "$dir/ts-strace")"
+is $? 1 "the check fails on a trace that lost one file's fsync"
+like "$out" "file $victim was never fsynced" "naming the file"
+{ grep -v "<$victim>" "$dir/restore-strace.log"
+    grep "<$victim>" "$dir/restore-strace.log" | sed 's/ <unfinished \.\.\.>$/) = 0/'; } >"$dir/strace-late.log"
+out="$("$FSYNC_ORDER" "$dir/strace-late.log" "$dir/r-strace" "$dir/ts-strace")"
+is $? 1 "and on a trace where that fsync comes after the restore completed"
+like "$out" "file $victim was fsynced only after the first rename" "naming the file"
+cleanup_restore strace
+
 like "$(json_get "$dir/restore-m4-lsn.json" "d['recovery_settings']['restore_command']")" \
     "^$BK wal-get --config $dir/bk.conf --source $source_id --prefetch 4 %f %p\$" \
     "restore_command calls this bk's wal-get with absolute paths and --prefetch"

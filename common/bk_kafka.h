@@ -41,6 +41,19 @@
 /* Largest Kafka message (value, key, headers, overhead) for a chunk size. */
 extern size_t bk_kafka_message_max(uint32_t chunk_size);
 
+/*
+ * Chunks a producer may put in one produce request: the broker appends and
+ * flushes once per request, so four compressed chunks cost it one fsync.
+ */
+#define BK_KAFKA_BATCH_CHUNKS 4
+
+/*
+ * A producer's message.max.bytes and batch.size: BK_KAFKA_BATCH_CHUNKS
+ * messages, capped at the max.message.bytes of the topics bk creates (the
+ * largest message of the largest chunk size).  Topics must accept it.
+ */
+extern size_t bk_kafka_batch_max(uint32_t chunk_size);
+
 typedef void (*BkKafkaLogFn)(void *arg, int level, const char *facility,
 							 const char *message);
 
@@ -101,10 +114,12 @@ extern BkProducer *bk_producer_new(const BkKafkaSettings *settings,
 
 /*
  * Create the librdkafka handle now rather than at the first send, so that
- * connecting and the idempotent producer's id request happen in the
- * background before there is anything to send.
+ * connecting, the idempotent producer's id request and (if topic is not
+ * NULL) the topic's metadata happen in the background before there is
+ * anything to send.
  */
-extern bool bk_producer_connect(BkProducer *producer, BkError *err);
+extern bool bk_producer_connect(BkProducer *producer, const char *topic,
+								BkError *err);
 
 /*
  * Purge what is still queued and destroy, without waiting for the broker:

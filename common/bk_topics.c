@@ -391,7 +391,7 @@ check_topic(const TopicState *topic, const BkTopicPolicy *policy, int brokers,
 			int64_t broker_flush_messages, BkTopicReportFn report, void *arg,
 			BkTopicResult *result)
 {
-	size_t needed = bk_kafka_message_max(policy->chunk_size);
+	size_t needed = bk_kafka_batch_max(policy->chunk_size);
 
 	if (strstr(topic->cleanup_policy, "compact") != NULL)
 		report_finding(report, arg, result, BK_REPORT_ERROR, topic->name,
@@ -404,9 +404,11 @@ check_topic(const TopicState *topic, const BkTopicPolicy *policy, int brokers,
 		(size_t) topic->max_message_bytes < needed)
 		report_finding(report, arg, result, BK_REPORT_ERROR, topic->name,
 					   "max.message.bytes=%" PRId64 " is below the largest bk "
-					   "message (%zu bytes for chunks of %" PRIu32
-					   " bytes); raise it or lower the chunk size",
-					   topic->max_message_bytes, needed, policy->chunk_size);
+					   "message batch (%zu bytes: up to %d chunks of %" PRIu32
+					   " bytes in one produce request); raise it or lower the "
+					   "chunk size",
+					   topic->max_message_bytes, needed, BK_KAFKA_BATCH_CHUNKS,
+					   policy->chunk_size);
 	if (topic->retention_ms >= 0 &&
 		topic->retention_ms < BK_TOPIC_RETENTION_MIN_MS)
 		report_finding(report, arg, result, BK_REPORT_WARNING, topic->name,

@@ -1122,6 +1122,8 @@ shipper_setup(Shipper *shipper, BkError *err)
 	SET("heartbeat.interval.ms", "1000");
 	SET("max.poll.interval.ms", "600000");
 	SET("fetch.max.bytes", "67108864");
+	/* A partition's fetch brings many chunks, not one (default 1 MiB). */
+	SET("fetch.message.max.bytes", "16777216");
 	SET("receive.message.max.bytes", "100000000");
 #undef SET
 	rd_kafka_conf_set_opaque(conf, shipper);

@@ -433,6 +433,25 @@ test_frame_headers(void **state)
 	test_frames_free(&frames);
 }
 
+/*
+ * One produce request carries up to four chunks (one broker append and
+ * flush), never more than the topics bk creates accept, never less than one
+ * message.
+ */
+static void
+test_batch_limits(void **state)
+{
+	size_t one_mib = bk_kafka_message_max(1024 * 1024);
+	size_t topic_max = bk_kafka_message_max(BK_CHUNK_SIZE_MAX);
+
+	assert_int_equal(bk_kafka_batch_max(1024 * 1024),
+					 BK_KAFKA_BATCH_CHUNKS * one_mib);
+	assert_true(bk_kafka_batch_max(1024 * 1024) <= topic_max);
+	assert_int_equal(bk_kafka_batch_max(BK_CHUNK_SIZE_MAX), topic_max);
+	assert_int_equal(bk_kafka_batch_max(8 * 1024 * 1024), topic_max);
+	assert_int_equal(bk_kafka_batch_max(BK_CHUNK_SIZE_MIN), 1000000);
+}
+
 int
 main(void)
 {
@@ -446,6 +465,7 @@ main(void)
 		cmocka_unit_test(test_configuration_checks),
 		cmocka_unit_test(test_batch),
 		cmocka_unit_test(test_frame_headers),
+		cmocka_unit_test(test_batch_limits),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

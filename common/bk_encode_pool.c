@@ -48,6 +48,7 @@ typedef struct PoolObject
 	void *read_arg;
 	uint32_t chunk_count;
 	uint8_t attempt_id[BK_ATTEMPT_ID_LEN];
+	uint8_t digest[BK_SHA256_LEN]; /* once the last chunk is encoded */
 } PoolObject;
 
 typedef struct Slot
@@ -303,6 +304,9 @@ encode_thread(void *arg)
 			ok = bk_encoder_chunk_into(
 				worker->encoder, slot->plain, slot->plain_len, slot->frame,
 				pool->frame_cap, &slot->frame_len, &slot->info, &slot->err);
+		if (ok && bk_encoder_done(worker->encoder))
+			memcpy(slot->object->digest, bk_encoder_digest(worker->encoder),
+				   BK_SHA256_LEN);
 
 		pthread_mutex_lock(&pool->lock);
 		worker->busy = false;
@@ -584,4 +588,13 @@ bk_encode_pool_attempt_id(const BkEncodePool *pool, int index)
 	if (index < 0 || index >= pool->object_count)
 		return NULL;
 	return pool->objects[index]->attempt_id;
+}
+
+const uint8_t *
+bk_encode_pool_digest(const BkEncodePool *pool, int index)
+{
+	/* Taken to its end: the thread wrote the digest before the last frame. */
+	if (index < 0 || index >= pool->take_object)
+		return NULL;
+	return pool->objects[index]->digest;
 }

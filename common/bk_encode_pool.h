@@ -89,4 +89,8 @@ extern bool bk_encode_pool_next(void *pool, const uint8_t **frame, size_t *len,
 extern const uint8_t *bk_encode_pool_attempt_id(const BkEncodePool *pool,
 												int index);
 
+/* SHA-256 of object index's plaintext, once all its frames were taken. */
+extern const uint8_t *bk_encode_pool_digest(const BkEncodePool *pool,
+											int index);
+
 #endif /* BK_ENCODE_POOL_H */

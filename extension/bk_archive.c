@@ -98,7 +98,14 @@
  * (bk_kafka.c), so a few chunks keep the connection busy; more would only
  * raise the archiver's memory, which must stay small next to the database.
  */
-#define BK_ARCHIVE_WINDOW_BYTES (12 * 1024 * 1024)
+#define BK_ARCHIVE_WINDOW_BYTES (8 * 1024 * 1024)
+
+/*
+ * Frame buffers of the encoding threads together: each thread may run this
+ * far ahead of the frames being sent (a buffer is resident only as far as
+ * frames filled it; incompressible WAL fills them).
+ */
+#define BK_ARCHIVE_FRAME_BYTES (16 * 1024 * 1024)
 
 /* How long the final archiving cycle at shutdown may spend on one send. */
 #define BK_SHUTDOWN_GRACE_MS 3000
@@ -265,8 +272,9 @@ _PG_archive_module_init(ArchiveModuleCallbacks *cb)
  *		the archiver starts, not at its first segment.
  *
  * librdkafka 2.0 asks for the idempotent producer's id only on a timer tick
- * after the connection is up, up to a second later; done here, that second
- * passes while there is nothing to archive yet.  A failure is only logged:
+ * (500 ms), and for an unknown topic's metadata at its broker thread's next
+ * wake-up (up to 1 s); done here, that time passes while there is nothing
+ * to archive yet.  A failure is only logged:
  * the first archive call tries again and reports it under the file's name.
  */
 static void
@@ -274,15 +282,18 @@ bk_archive_warm_up(void)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	BkKafkaSettings settings;
+	char topic[BK_TOPIC_NAME_MAX + 1];
 	BkError err;
 
 	bk_error_clear(&err);
 	PG_TRY();
 	{
 		bk_archiver_kafka_settings(&settings);
-		if (!bk_source_key(NULL, &err) || !bk_ensure_encode_pool(&err) ||
+		if (!bk_topic_name(bk_topic_prefix, BK_TOPIC_WAL, topic, sizeof(topic),
+						   &err) ||
+			!bk_source_key(NULL, &err) || !bk_ensure_encode_pool(&err) ||
 			!bk_ensure_producer(&settings, &err) ||
-			!bk_producer_connect(producer, &err))
+			!bk_producer_connect(producer, topic, &err))
 			ereport(LOG, (errmsg("bk: could not prepare the archiver: %s",
 								 err.message),
 						  errdetail("The first archive call will try again.")));
@@ -444,7 +455,8 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 
 	bk_archiver_kafka_settings(&settings);
 	if (!bk_source_key(NULL, err) || !bk_ensure_encode_pool(err) ||
-		!bk_ensure_producer(&settings, err))
+		!bk_ensure_producer(&settings, err) ||
+		!bk_producer_connect(producer, topic, err))
 		return false;
 
 	/* Sent ahead in an earlier batch and unchanged since: durable already. */
@@ -908,7 +920,7 @@ bk_source_key(const BkKey **key, BkError *err)
 /*
  * bk_ensure_encode_pool
  *		An encoding pool for the current key, chunk size and bk.archive_jobs,
- *		with frame buffers for one whole segment per thread, so a thread can
+ *		with frame buffers for up to one segment per thread, so a thread can
  *		encode the next segment while this one sends the current one.
  */
 static bool
@@ -923,9 +935,12 @@ bk_ensure_encode_pool(BkError *err)
 		memcmp(bk_encode_pool_key_id(encode_pool), key->id, BK_KEY_ID_LEN) == 0)
 		return true;
 	bk_encode_pool_free(encode_pool);
+	/* Up to one segment per thread, within the archiver's memory bound. */
 	frames = (wal_segment_size + bk_chunk_size - 1) / bk_chunk_size;
+	frames =
+		Min(frames, BK_ARCHIVE_FRAME_BYTES / bk_archive_jobs / bk_chunk_size);
 	encode_pool = bk_encode_pool_new(key, (uint32) bk_chunk_size,
-									 bk_archive_jobs, Min(frames, 64), err);
+									 bk_archive_jobs, Max(frames, 2), err);
 	return encode_pool != NULL;
 }
 

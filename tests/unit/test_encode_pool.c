@@ -95,6 +95,7 @@ run_and_check(BkEncodePool *pool, const size_t *sizes, int count, uint64_t seed)
 		size_t len;
 		BkFrame info;
 		int capacity = 0;
+		uint8_t digest[BK_SHA256_LEN];
 
 		snprintf(name, sizeof(name), "object-%03d", objectIdx);
 		for (;;)
@@ -122,8 +123,12 @@ run_and_check(BkEncodePool *pool, const size_t *sizes, int count, uint64_t seed)
 			frames.len[frames.count] = len;
 			frames.count++;
 		}
-		if (!test_decode(&ring, &frames, NULL, &out, &out_len, &err))
+		if (!test_decode_digest(&ring, &frames, NULL, &out, &out_len, digest,
+								&err))
 			fail_msg("decode of %s: %s", name, err.message);
+		assert_non_null(bk_encode_pool_digest(pool, objectIdx));
+		assert_memory_equal(bk_encode_pool_digest(pool, objectIdx), digest,
+							BK_SHA256_LEN);
 		assert_int_equal(out_len, objects[objectIdx].size);
 		if (out_len > 0)
 			assert_memory_equal(out, objects[objectIdx].data, out_len);

@@ -27,6 +27,8 @@
 #   4. TPS: pgbench -T with archive_command = '/bin/true', with
 #      archive_library = 'bk' and the shipper running, and with bk while the
 #      shipper is stopped (it catches up after each run), interleaved.
+#   5. first: one segment's latency (pg_switch_wal() to .done) with
+#      archiving configured when the server starts, 3 s after the start.
 # Everything printed also goes to bench/results/archive-<UTC date-time>.txt.
 #
 # Environment (defaults in brackets):
@@ -52,7 +54,9 @@
 #   ARCHIVE_TPS_SECONDS      pgbench -T per TPS run [60]
 #   ARCHIVE_TPS_ROUNDS       rounds of (true, bk, bk-noship) [5]
 #   ARCHIVE_TPS_MODES        [true bk bk-noship]
-#   ARCHIVE_PHASES           [backlog archive produce tps]; without backlog,
+#   ARCHIVE_FIRST_ROUNDS     server starts per contender in phase "first" [3]
+#   ARCHIVE_FIRST_CONTENDERS [bk pgbr-sync pgbr-async2]
+#   ARCHIVE_PHASES           [backlog archive produce tps first]; without backlog,
 #                            ARCHIVE_TEMPLATE=DIR reuses a kept template
 #   ARCHIVE_KEEP             1: keep the work directory (template, logs) [0]
 set -euo pipefail
@@ -74,7 +78,9 @@ PRODUCE_RUNS=${ARCHIVE_PRODUCE_RUNS:-2}
 TPS_SECONDS=${ARCHIVE_TPS_SECONDS:-60}
 TPS_ROUNDS=${ARCHIVE_TPS_ROUNDS:-5}
 read -r -a TPS_MODES <<<"${ARCHIVE_TPS_MODES:-true bk bk-noship}"
-PHASES=" ${ARCHIVE_PHASES:-backlog archive produce tps} "
+PHASES=" ${ARCHIVE_PHASES:-backlog archive produce tps first} "
+FIRST_ROUNDS=${ARCHIVE_FIRST_ROUNDS:-3}
+read -r -a FIRST_CONTENDERS <<<"${ARCHIVE_FIRST_CONTENDERS:-bk pgbr-sync pgbr-async2}"
 RUN_TIMEOUT=1200 # seconds one archiving run may take
 SEG_SIZE=16777216
 
@@ -911,6 +917,71 @@ wait_no_ready() { # TIMEOUT
     done
 }
 
+# ---------------------------------------------------------------- phase 5
+
+# The latency of one segment when archiving was configured as the server
+# started (as in production): the archiver has been running for 3 s, then a
+# segment is switched and the clock runs until its .done appears.  Three
+# switches per server start; the first is "the first segment after start".
+first_phase() {
+    section "one segment's latency, archiving configured when the server starts"
+    local round c switch tag seg t0 t1
+    : >"$WORK/first.tsv"
+    for ((round = 1; round <= FIRST_ROUNDS; round++)); do
+        for c in "${FIRST_CONTENDERS[@]}"; do
+            tag="first-$c-$round"
+            restore_template
+            for seg in "$BK_PGDATA"/pg_wal/archive_status/*.ready; do
+                mv "$seg" "${seg%.ready}.done"
+            done
+            case "$c" in
+            pgbr-*)
+                local async=n pmax=1
+                [[ "$c" == pgbr-async* ]] && async=y pmax="${c#pgbr-async}"
+                pgbr_conf "$tag" "$async" "$pmax"
+                pg_conf "${BASE_CONF[@]}" "archive_library = ''" \
+                    "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'"
+                "$SERVICES" start pg >/dev/null
+                pgbr stanza-create >"$WORK/pgbr-stanza-$tag.out" 2>&1 ||
+                    { cat "$WORK/pgbr-stanza-$tag.out"; exit 1; }
+                ;;
+            bk)
+                bk_setup_prefix "$tag"
+                bk_pg_conf "archive_library = 'bk'"
+                start_shipper
+                "$SERVICES" start pg >/dev/null
+                ;;
+            *) echo "unknown contender $c" >&2; exit 2 ;;
+            esac
+            nap 3
+            psql_q "CREATE TABLE IF NOT EXISTS first_probe (x int)"
+            for switch in 1 2 3; do
+                psql_q "INSERT INTO first_probe VALUES ($switch)"
+                seg=$(psql_q "SELECT pg_walfile_name(pg_current_wal_lsn())")
+                t0=$(now)
+                psql_q "SELECT pg_switch_wal()" >/dev/null
+                while [[ ! -e "$BK_PGDATA/pg_wal/archive_status/$seg.done" ]]; do
+                    if [[ "$(calc "$(now) - $t0" 0)" -gt 60 ]]; then
+                        echo "$c: $seg not archived after 60 s" >&2
+                        exit 1
+                    fi
+                    nap 0.002
+                done
+                t1=$(now)
+                printf '%s\t%s\t%s\t%s\n' "$c" "$round" "$switch" "$(calc "1000 * ($t1 - $t0)" 1)" >>"$WORK/first.tsv"
+            done
+            stop_shipper
+            "$SERVICES" stop pg >/dev/null
+        done
+    done
+    awk -F'\t' '
+        { key = $1 "\t" ($3 == 1 ? "first" : "later"); v[key] = v[key] " " $4
+          if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+        END { printf "%-12s  %-32s  %s\n", "contender", "first segment after start, ms", "2nd and 3rd segments, ms"
+              for (i = 1; i <= n; i++) printf "%-12s %-33s %s\n", order[i], v[order[i] "\tfirst"], v[order[i] "\tlater"] }' "$WORK/first.tsv"
+    echo "(from pg_switch_wal() to the segment's .done; the archiver had run 3 s; bk with its shipper running)"
+}
+
 # ---------------------------------------------------------------- main
 
 section "machine"
@@ -994,6 +1065,10 @@ fi
 
 if [[ "$PHASES" == *" tps "* ]]; then
     tps_phase
+fi
+
+if [[ "$PHASES" == *" first "* ]]; then
+    first_phase
 fi
 
 section "done"

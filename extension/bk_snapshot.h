@@ -108,7 +108,6 @@
 #include "bk.h"
 #include "bk_audit.h"
 #include "bk_crypto.h"
-#include "bk_encode_pool.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
 #include "bk_snapshot_format.h"
@@ -118,8 +117,13 @@
 /* Blocks read at a time when scanning a relation file. */
 #define SCAN_BLOCKS 128
 
-/* Frames the encoding thread of a copying process may run ahead. */
-#define SNAP_FRAMES_AHEAD 8
+/*
+ * Bytes a copying process keeps queued or in flight for Kafka: four
+ * produce requests of four chunks.  A deeper queue does not go faster (one
+ * request is in flight at a time), and librdkafka 2.0's broker thread
+ * burns CPU walking a long queue while it waits.
+ */
+#define SNAP_KAFKA_WINDOW_BYTES (16 * 1024 * 1024)
 
 /* Checksum failures reported per file before we stop listing them. */
 #define FAILURES_LISTED_PER_FILE 5
@@ -242,8 +246,9 @@ typedef struct SnapRun
 
 	/* libbk objects (malloc'd by libbk). */
 	BkProducer *producer;
-	BkEncodePool *encode_pool; /* one thread: encodes while we read */
+	BkEncoder *encoder;
 	uint32 chunk_size;
+	uint8 *chunk_buffer; /* malloc'd, chunk_size bytes */
 	uint8 *block_buffer; /* malloc'd, SCAN_BLOCKS * BLCKSZ */
 	int spool_fd;
 	char spool_path[MAXPGPATH];
@@ -276,7 +281,7 @@ typedef struct SnapRun
 } SnapRun;
 
 /*
- * The plaintext of one object, as the encoding pool reads it chunk by chunk: an
+ * The plaintext of one object, as the encoder pulls it chunk by chunk: an
  * optional in-memory part, then an optional part of a file (padded with
  * zeros if the file shrank while it was read: WAL replay rewrites whatever
  * changed).  Used from inside libbk callbacks: system calls only.

@@ -17,8 +17,6 @@ static bool snap_scan_incremental(SnapRun *run, SnapWorkItem *item,
 static bool snap_check_block(PlainSource *source, uint8 *page,
 							 BlockNumber blkno, off_t file_offset);
 static void snap_encode_path(const char *path, StringInfo out);
-static bool snap_read_plain(void *arg, uint64_t offset, uint8_t *buf,
-							size_t len, BkError *err);
 static bool snap_next_frame(void *arg, const uint8_t **frame, size_t *len,
 							BkFrame *info, BkError *err);
 static void snap_send_object(SnapRun *run, const char *name, const char *meta,
@@ -102,8 +100,7 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 		source.counts_as_read = true;
 		source.verify = item->checksummed;
 		snap_send_object(run, name.data, meta.data, &source, path, true);
-		memcpy(item->sha256, bk_encode_pool_digest(run->encode_pool, 0),
-			   BK_SHA256_LEN);
+		memcpy(item->sha256, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
 		item->objects = 1;
 	}
 	else if (item->blocks > 0)
@@ -333,29 +330,29 @@ snap_encode_path(const char *path, StringInfo out)
 	}
 }
 
-/*
- * libbk callback (BkEncodeReadFn): the next len bytes of a PlainSource,
- * read, verified and digested on this process's own thread; the encoding
- * pool asks for them in order.
- */
+/* libbk callback: the next chunk of a PlainSource, encoded. */
 static bool
-snap_read_plain(void *arg, uint64_t offset, uint8_t *buf, size_t len,
+snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 				BkError *err)
 {
 	PlainSource *source = arg;
-	size_t chunk_len = len;
+	SnapRun *run = source->run;
+	uint32 chunk_len;
 	size_t filled = 0;
 
-	if (offset != source->pos)
-		return bk_error_set(
-			err, BK_ERR_INTERNAL, "snapshot source read at %llu, expected %llu",
-			(unsigned long long) offset, (unsigned long long) source->pos);
+	if (bk_encoder_done(run->encoder))
+	{
+		*frame = NULL;
+		return true;
+	}
+	chunk_len = bk_encoder_next_chunk_len(run->encoder);
 	while (filled < chunk_len && source->pos + filled < source->mem_len)
 	{
 		size_t take =
 			Min(chunk_len - filled, source->mem_len - (source->pos + filled));
 
-		memcpy(buf + filled, source->mem + source->pos + filled, take);
+		memcpy(run->chunk_buffer + filled, source->mem + source->pos + filled,
+			   take);
 		filled += take;
 	}
 	if (filled < chunk_len)
@@ -366,7 +363,7 @@ snap_read_plain(void *arg, uint64_t offset, uint8_t *buf, size_t len,
 		while (filled < chunk_len && file_pos < source->file_len)
 		{
 			ssize_t n =
-				pread(source->fd, buf + filled,
+				pread(source->fd, run->chunk_buffer + filled,
 					  Min(chunk_len - filled, source->file_len - file_pos),
 					  (off_t) file_pos);
 
@@ -384,7 +381,7 @@ snap_read_plain(void *arg, uint64_t offset, uint8_t *buf, size_t len,
 			file_pos += n;
 		}
 		if (filled < chunk_len)
-			memset(buf + filled, 0, chunk_len - filled);
+			memset(run->chunk_buffer + filled, 0, chunk_len - filled);
 		if (source->verify)
 		{
 			uint64 chunk_file_start =
@@ -405,7 +402,8 @@ snap_read_plain(void *arg, uint64_t offset, uint8_t *buf, size_t len,
 				if (block_start >= chunk_file_start)
 					(void) snap_check_block(
 						source,
-						buf + file_start + (block_start - chunk_file_start),
+						run->chunk_buffer + file_start +
+							(block_start - chunk_file_start),
 						(BlockNumber) (block_start / BLCKSZ),
 						(off_t) block_start);
 				else
@@ -423,32 +421,20 @@ snap_read_plain(void *arg, uint64_t offset, uint8_t *buf, size_t len,
 		}
 		/* After verification: a failing page may have been read again. */
 		if (source->map != NULL)
-			bk_blockmap_add(source->map, buf + file_start,
+			bk_blockmap_add(source->map, run->chunk_buffer + file_start,
 							chunk_len - file_start);
 		if (source->counts_as_read)
 		{
-			source->run->bytes_read += chunk_len - file_start;
-			snap_add_progress(source->run->slot, chunk_len - file_start, 0, 0);
+			run->bytes_read += chunk_len - file_start;
+			snap_add_progress(run->slot, chunk_len - file_start, 0, 0);
 		}
 	}
 	source->pos += chunk_len;
-	return true;
-}
-
-/* libbk callback (BkNextFrameFn): the next frame of the pool, counted. */
-static bool
-snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
-				BkError *err)
-{
-	SnapRun *run = arg;
-
-	if (!bk_encode_pool_next(run->encode_pool, frame, len, info, err))
+	if (!bk_encoder_chunk(run->encoder, run->chunk_buffer, chunk_len, frame,
+						  len, info, err))
 		return false;
-	if (*frame != NULL)
-	{
-		run->bytes_sent += *len;
-		snap_add_progress(run->slot, 0, *len, 0);
-	}
+	run->bytes_sent += *len;
+	snap_add_progress(run->slot, 0, *len, 0);
 	return true;
 }
 
@@ -487,24 +473,18 @@ snap_send_object(SnapRun *run, const char *name, const char *meta,
 	info.size = source->total;
 	initStringInfo(&key);
 	appendStringInfo(&key, "%s/%s", run->source_id, name);
-	bk_encode_pool_reset(run->encode_pool);
-	ok = bk_encode_pool_add(run->encode_pool, &info, snap_read_plain, source,
-							&err);
+	ok = bk_encoder_begin(run->encoder, &info, &err);
 	if (ok && batched)
 		ok = bk_producer_batch_add(run->producer, run->snapshot_topic, key.data,
-								   key.len, snap_next_frame, run,
+								   key.len, snap_next_frame, source,
 								   snap_interrupted, run, NULL, &err);
 	else if (ok)
 		ok = bk_producer_send_object(run->producer, run->snapshot_topic,
-									 key.data, key.len, snap_next_frame, run,
+									 key.data, key.len, snap_next_frame, source,
 									 snap_interrupted, run, NULL, &err);
 	bk_kafka_log_flush();
 	if (!ok)
-	{
-		/* The pool must not read the source again: it goes away. */
-		bk_encode_pool_reset(run->encode_pool);
 		snap_kafka_error(run, &err, what);
-	}
 	pfree(key.data);
 }
 
@@ -540,5 +520,5 @@ snap_send_memory(SnapRun *run, const char *part, const char *meta,
 	source.total = len;
 	snprintf(name, sizeof(name), "%s/%s", run->id, part);
 	snap_send_object(run, name, meta, &source, part, false);
-	memcpy(digest, bk_encode_pool_digest(run->encode_pool, 0), BK_SHA256_LEN);
+	memcpy(digest, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
 }

@@ -122,7 +122,7 @@ snap_run(SnapRun *run)
 /*
  * snap_open_sender
  *		What a process needs to send files: the key, a Kafka producer of its
- *		own, an encoding pool, buffers.
+ *		own, an encoder, buffers.
  */
 void
 snap_open_sender(SnapRun *run, const char *client_id)
@@ -137,33 +137,30 @@ snap_open_sender(SnapRun *run, const char *client_id)
 				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
 				 err.hint[0] ? errhint("%s", err.hint) : 0));
 	bk_source_kafka_settings(&settings, client_id);
+	settings.window_bytes = SNAP_KAFKA_WINDOW_BYTES;
 	run->chunk_size = (uint32) bk_chunk_size;
 	run->producer = bk_producer_new(&settings, &err);
-	/*
-	 * One encoding thread: it compresses, encrypts and hashes a chunk while
-	 * this process reads and verifies the next one, and sends the last.
-	 * Eight frames let it run ahead of a broker that is slow to take them.
-	 */
 	if (run->producer != NULL)
-		run->encode_pool = bk_encode_pool_new(key, run->chunk_size, 1,
-											  SNAP_FRAMES_AHEAD, &err);
+		run->encoder = bk_encoder_new(key, run->chunk_size, &err);
+
 	/*
 	 * Connect and learn the snapshot topic now, while the backup starts:
 	 * left to the first file, librdkafka 2.0 fetches the topic's metadata
 	 * only at its broker thread's next wake-up, up to a second later.
 	 */
-	if (run->encode_pool != NULL &&
+	if (run->encoder != NULL &&
 		!bk_producer_connect(run->producer, run->snapshot_topic, &err))
 	{
-		bk_encode_pool_free(run->encode_pool);
-		run->encode_pool = NULL;
+		bk_encoder_free(run->encoder);
+		run->encoder = NULL;
 	}
-	if (run->encode_pool == NULL)
+	if (run->encoder == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg("%s", err.message),
 				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	run->chunk_buffer = malloc(run->chunk_size);
 	run->block_buffer = malloc((size_t) SCAN_BLOCKS * BLCKSZ);
-	if (run->block_buffer == NULL)
+	if (run->chunk_buffer == NULL || run->block_buffer == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 }
@@ -205,8 +202,10 @@ snap_release(SnapRun *run)
 {
 	bk_producer_free(run->producer);
 	run->producer = NULL;
-	bk_encode_pool_free(run->encode_pool);
-	run->encode_pool = NULL;
+	bk_encoder_free(run->encoder);
+	run->encoder = NULL;
+	free(run->chunk_buffer);
+	run->chunk_buffer = NULL;
 	free(run->block_buffer);
 	run->block_buffer = NULL;
 	bk_blockmap_release(&run->map);

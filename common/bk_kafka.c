@@ -84,8 +84,10 @@ bk_kafka_batch_max(uint32_t chunk_size)
 	size_t batch = one * BK_KAFKA_BATCH_CHUNKS;
 	size_t topic_max = bk_kafka_message_max(BK_CHUNK_SIZE_MAX);
 
-	/* What the topics bk creates accept (max.message.bytes), never less than
-	 * one message, nor less than librdkafka's default. */
+	/*
+	 * What the topics bk creates accept (max.message.bytes), never less than
+	 * one message, nor less than librdkafka's default.
+	 */
 	if (batch > topic_max)
 		batch = topic_max;
 	if (batch < one)

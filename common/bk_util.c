@@ -148,26 +148,38 @@ bk_mkdirs(const char *path, mode_t leaf_mode, bool durable, BkError *err)
 	return true;
 }
 
-bool
-bk_fsync_dir(const char *dir, BkError *err)
+/* Open path with flags and fsync it; what ("" or "directory ") names it. */
+static bool
+fsync_path(const char *path, int flags, const char *what, BkError *err)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
 
 	if (fd < 0)
 		return bk_error_set(err, BK_ERR_IO,
-							"could not open directory \"%s\": %s", dir,
-							strerror(errno));
+							"could not open %s\"%s\" to fsync it: %s", what,
+							path, strerror(errno));
 	if (fsync(fd) != 0)
 	{
 		int save_errno = errno;
 
 		close(fd);
-		return bk_error_set(err, BK_ERR_IO,
-							"could not fsync directory \"%s\": %s", dir,
-							strerror(save_errno));
+		return bk_error_set(err, BK_ERR_IO, "could not fsync %s\"%s\": %s",
+							what, path, strerror(save_errno));
 	}
 	close(fd);
 	return true;
+}
+
+bool
+bk_fsync_dir(const char *dir, BkError *err)
+{
+	return fsync_path(dir, O_DIRECTORY, "directory ", err);
+}
+
+bool
+bk_fsync_file(const char *path, BkError *err)
+{
+	return fsync_path(path, O_NOFOLLOW, "", err);
 }
 
 void

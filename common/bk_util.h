@@ -75,6 +75,9 @@ extern bool bk_write_all(int fd, const void *buf, size_t len, const char *path,
 /* fsync a directory so that a rename or create inside it is durable. */
 extern bool bk_fsync_dir(const char *dir, BkError *err);
 
+/* fsync a regular file by name (not following a symbolic link). */
+extern bool bk_fsync_file(const char *path, BkError *err);
+
 /*
  * mkdir -p.  Directories it creates get leaf_mode (the last one) or 0755
  * (its parents).  durable: the modes are set exactly (not left to the

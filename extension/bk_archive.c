@@ -94,9 +94,10 @@
 
 /*
  * Bytes of frames the archiver's producer keeps queued or in flight.  One
- * produce request carries one chunk and one request is in flight at a time
- * (bk_kafka.c), so a few chunks keep the connection busy; more would only
- * raise the archiver's memory, which must stay small next to the database.
+ * produce request of up to BK_KAFKA_BATCH_CHUNKS chunks is in flight at a
+ * time (bk_kafka.c), so two requests' worth keep the connection busy; more
+ * would only raise the archiver's memory, which must stay small next to the
+ * database.
  */
 #define BK_ARCHIVE_WINDOW_BYTES (8 * 1024 * 1024)
 
@@ -218,7 +219,8 @@ static int bk_ready_segments_after(const char *file,
 								   char names[][BK_FILE_NAME_LEN], int max);
 static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
 static bool bk_ensure_encode_pool(BkError *err);
-static void bk_archiver_kafka_settings(BkKafkaSettings *settings);
+static bool bk_archiver_ready(const char *topic, BkKafkaSettings *settings,
+							  BkError *err);
 static void bk_archive_warm_up(void);
 static void bk_drop_library_state(void);
 static bool bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err);
@@ -274,8 +276,8 @@ _PG_archive_module_init(ArchiveModuleCallbacks *cb)
  * librdkafka 2.0 asks for the idempotent producer's id only on a timer tick
  * (500 ms), and for an unknown topic's metadata at its broker thread's next
  * wake-up (up to 1 s); done here, that time passes while there is nothing
- * to archive yet.  A failure is only logged:
- * the first archive call tries again and reports it under the file's name.
+ * to archive yet.  A failure is only logged: the first archive call tries
+ * again and reports it under the file's name.
  */
 static void
 bk_archive_warm_up(void)
@@ -288,12 +290,9 @@ bk_archive_warm_up(void)
 	bk_error_clear(&err);
 	PG_TRY();
 	{
-		bk_archiver_kafka_settings(&settings);
 		if (!bk_topic_name(bk_topic_prefix, BK_TOPIC_WAL, topic, sizeof(topic),
 						   &err) ||
-			!bk_source_key(NULL, &err) || !bk_ensure_encode_pool(&err) ||
-			!bk_ensure_producer(&settings, &err) ||
-			!bk_producer_connect(producer, topic, &err))
+			!bk_archiver_ready(topic, &settings, &err))
 			ereport(LOG, (errmsg("bk: could not prepare the archiver: %s",
 								 err.message),
 						  errdetail("The first archive call will try again.")));
@@ -310,14 +309,19 @@ bk_archive_warm_up(void)
 }
 
 /*
- * bk_archiver_kafka_settings
- *		The source's Kafka settings, with the archiver's memory bound.
+ * bk_archiver_ready
+ *		Key, encoding pool and producer current for the settings in effect
+ *		(returned in *settings, with the archiver's memory bound), and topic
+ *		known to the producer.
  */
-static void
-bk_archiver_kafka_settings(BkKafkaSettings *settings)
+static bool
+bk_archiver_ready(const char *topic, BkKafkaSettings *settings, BkError *err)
 {
 	bk_source_kafka_settings(settings, "bk-archiver");
 	settings->window_bytes = BK_ARCHIVE_WINDOW_BYTES;
+	return bk_source_key(NULL, err) && bk_ensure_encode_pool(err) &&
+		   bk_ensure_producer(settings, err) &&
+		   bk_producer_connect(producer, topic, err);
 }
 
 /*
@@ -453,10 +457,7 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	if (!bk_wal_file_parse(file, &wal, err))
 		return false;
 
-	bk_archiver_kafka_settings(&settings);
-	if (!bk_source_key(NULL, err) || !bk_ensure_encode_pool(err) ||
-		!bk_ensure_producer(&settings, err) ||
-		!bk_producer_connect(producer, topic, err))
+	if (!bk_archiver_ready(topic, &settings, err))
 		return false;
 
 	/* Sent ahead in an earlier batch and unchanged since: durable already. */
@@ -486,7 +487,6 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	reader.fd = fd;
 	reader.path = path;
 	reader.size = (uint64) st.st_size;
-	bk_encode_pool_reset(encode_pool);
 	if (!bk_encode_pool_add(encode_pool, &info, bk_read_wal, &reader, err))
 		goto fail;
 
@@ -693,7 +693,6 @@ bk_archive_batch_internal(const char *file, const char *path,
 	strlcpy(names[0], file, BK_FILE_NAME_LEN);
 	count = 1 + bk_ready_segments_after(file, names + 1, room);
 
-	bk_encode_pool_reset(encode_pool);
 	for (int fileIdx = 0; fileIdx < count; fileIdx++)
 	{
 		BkReadAhead *entry = &sent[in_batch];

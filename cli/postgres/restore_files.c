@@ -326,27 +326,6 @@ sync_collect_dirs(SyncRun *run, BkError *err)
 	return true;
 }
 
-static bool
-sync_file(const char *path, BkError *err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-
-	if (fd < 0)
-		return bk_error_set(err, BK_ERR_IO,
-							"could not open \"%s\" to fsync it: %s", path,
-							strerror(errno));
-	if (fsync(fd) != 0)
-	{
-		int save_errno = errno;
-
-		close(fd);
-		return bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s", path,
-							strerror(save_errno));
-	}
-	close(fd);
-	return true;
-}
-
 static void *
 sync_worker(void *arg)
 {
@@ -369,7 +348,7 @@ sync_worker(void *arg)
 			ok = restore_resolve_path(
 					 r, strcmp(rel, PG_CONTROL) == 0 ? PG_CONTROL_TEMP : rel,
 					 path, sizeof(path), &err) &&
-				 sync_file(path, &err);
+				 bk_fsync_file(path, &err);
 		}
 		else if (slot - r->work_count < run->dir_count)
 			ok = bk_fsync_dir(run->dirs[slot - r->work_count], &err);

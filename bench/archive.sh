@@ -29,6 +29,12 @@
 #      shipper is stopped (it catches up after each run), interleaved.
 #   5. first: one segment's latency (pg_switch_wal() to .done) with
 #      archiving configured when the server starts, 3 s after the start.
+#   codec (before 2.): the 2-core codec limit on this backlog: bench/
+#      frame_bench encodes every segment (lz4, AES-256-GCM, SHA-256, CRC-32C,
+#      in memory, nothing else) as two processes at once, one pinned to each
+#      core, each taking every other segment; the limit in segments/s is N
+#      divided by the slower half's encoding time.  The archiving summary
+#      gives bk's rate against it.
 # Everything printed also goes to bench/results/archive-<UTC date-time>.txt.
 #
 # Environment (defaults in brackets):
@@ -48,7 +54,8 @@
 #                            turned off, an experiment; bk-jobs1,
 #                            bk-noship-jobs1: bk.archive_jobs = 1, one
 #                            encoding thread; bk-chunk4m:
-#                            bk.chunk_size = 4MB)
+#                            bk.chunk_size = 4MB; bk-inflightN: N produce
+#                            requests in flight instead of one)
 #   ARCHIVE_PROFILE          1: one more bk run under perf record -a [1]
 #   ARCHIVE_PRODUCE_RUNS     bk_test_produce runs [2]
 #   ARCHIVE_TPS_SECONDS      pgbench -T per TPS run [60]
@@ -56,9 +63,11 @@
 #   ARCHIVE_TPS_MODES        [true bk bk-noship]
 #   ARCHIVE_FIRST_ROUNDS     server starts per contender in phase "first" [3]
 #   ARCHIVE_FIRST_CONTENDERS [bk pgbr-sync pgbr-async2]
-#   ARCHIVE_PHASES           [backlog archive produce tps first]; without backlog,
+#   ARCHIVE_PHASES           [backlog codec archive produce tps first]; without backlog,
 #                            ARCHIVE_TEMPLATE=DIR reuses a kept template
 #   ARCHIVE_KEEP             1: keep the work directory (template, logs) [0]
+#   BENCH_SETTLE             seconds of rest before each timed run (bench/lib.sh,
+#                            settle) [5]
 set -euo pipefail
 shopt -s nullglob
 
@@ -78,7 +87,7 @@ PRODUCE_RUNS=${ARCHIVE_PRODUCE_RUNS:-2}
 TPS_SECONDS=${ARCHIVE_TPS_SECONDS:-60}
 TPS_ROUNDS=${ARCHIVE_TPS_ROUNDS:-5}
 read -r -a TPS_MODES <<<"${ARCHIVE_TPS_MODES:-true bk bk-noship}"
-PHASES=" ${ARCHIVE_PHASES:-backlog archive produce tps first} "
+PHASES=" ${ARCHIVE_PHASES:-backlog codec archive produce tps first} "
 FIRST_ROUNDS=${ARCHIVE_FIRST_ROUNDS:-3}
 read -r -a FIRST_CONTENDERS <<<"${ARCHIVE_FIRST_CONTENDERS:-bk pgbr-sync pgbr-async2}"
 RUN_TIMEOUT=1200 # seconds one archiving run may take
@@ -380,7 +389,7 @@ run_contender() {
         off=("${ARCHIVING_OFF[@]}")
         on=("archive_library = ''" "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'")
         ;;
-    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1)
+    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1 | bk-inflight*)
         bk_setup_prefix "$tag"
         if [[ "$name" == bk-noflush ]]; then
             # An experiment, not a configuration to use: the broker
@@ -396,6 +405,8 @@ run_contender() {
         [[ "$name" == bk-chunk4m ]] && STATIC+=("bk.chunk_size = '4MB'")
         [[ "$name" == bk-batch1 ]] && STATIC+=("bk.archive_batch = 1")
         [[ "$name" == *-jobs1 ]] && STATIC+=("bk.archive_jobs = 1")
+        [[ "$name" == bk-inflight* ]] &&
+            STATIC+=("bk.kafka_properties = 'max.in.flight.requests.per.connection=${name#bk-inflight}'")
         off=("archive_library = 'bk'" "bk.kafka_brokers = ''")
         on=("archive_library = 'bk'" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'")
         if [[ "$name" == bk-profile ]]; then
@@ -420,6 +431,7 @@ run_contender() {
         nap 3 # let the shipper join its group before the clock starts
         ;;
     esac
+    settle # the template copy and the last run's removals (bench/lib.sh)
     local pre
     pre=$(psql_q "SELECT archived_count || ' ' || failed_count FROM pg_stat_archiver")
     [[ "$pre" == "0 0" ]] || echo "warning: pg_stat_archiver before the run: $pre"
@@ -539,6 +551,10 @@ run_contender() {
         kill -INT "$PERF_PID" 2>/dev/null || true
         wait "$PERF_PID" 2>/dev/null || true
         PERF_PID=""
+        # The broker's Java code is compiled at run time: without the JIT's
+        # symbol map (/tmp/perf-PID.map, read by perf report) its samples
+        # have no names.
+        jcmd "$kp" Compiler.perfmap >"$WORK/perfmap-$tag.out" 2>&1 || true
     fi
 
     local secs rate mbps arch_ms mach_ms self_ms
@@ -694,9 +710,27 @@ profile_report() { # TAG ARCHIVER_PID KAFKA_PID
     echo "broker, by shared object (libjvm.so is mostly the garbage collector):"
     perf report -i "$data" --pid "$kp" --no-children --sort dso --stdio -g none 2>/dev/null |
         grep -E '^ +[0-9]' | head -8 || true
-    echo "broker, by symbol:"
+    echo "broker, by thread (the JVM names its threads):"
+    perf script -i "$data" -F comm,pid 2>/dev/null |
+        awk -v k="$kp" '$NF == k { n++; $NF = ""; sub(/[ \t]+$/, ""); sub(/^[ \t]+/, ""); c[$0]++ }
+            END { for (t in c) printf "  %6.2f%%  %s\n", 100 * c[t] / n, t }' | sort -rn | head -12 || true
+    echo "broker, by symbol (JIT-compiled Java named from the JVM's perf map):"
     perf report -i "$data" --pid "$kp" --no-children --sort sym --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]' | head -15 || true
+        grep -E '^ +[0-9]' | head -30 || true
+    echo "broker, by call chain into the kernel (top 10):"
+    perf report -i "$data" --pid "$kp" --no-children --sort sym --stdio -g caller,0.5,callee --percent-limit 3 2>/dev/null |
+        grep -vE '^#|^$' | head -60 || true
+    if [[ -n "$SHIPPER_PID" ]]; then
+        echo "shipper, by shared object:"
+        perf report -i "$data" --pid "$SHIPPER_PID" --no-children --sort dso --stdio -g none 2>/dev/null |
+            grep -E '^ +[0-9]' | head -8 || true
+        echo "shipper, by symbol (libcrypto has none: SHA-256 of what it stores):"
+        perf report -i "$data" --pid "$SHIPPER_PID" --no-children --sort dso,sym --stdio -g none 2>/dev/null |
+            grep -E '^ +[0-9]' | grep -v libcrypto | head -15 || true
+        echo "shipper, by call chain into the kernel (top):"
+        perf report -i "$data" --pid "$SHIPPER_PID" --no-children --sort sym --stdio -g caller,0.5,callee --percent-limit 1 2>/dev/null |
+            grep -vE '^#|^$' | head -60 || true
+    fi
     local log="$BK_SERVICES_DIR/pg/postgresql.log"
     echo "archive calls (bk DEBUG1 lines):"
     { grep -oE 'bk: archived "[0-9A-F]{24}" and [0-9]+ more segments? in one batch to "[^"]*" in [0-9]+ ms' "$log" || true; } |
@@ -704,6 +738,31 @@ profile_report() { # TAG ARCHIVER_PID KAFKA_PID
              if (n) printf "  %d batches of %.1f segments on average, %.1f ms each (%.1f ms per segment)\n", n, 1 + more / n, ms / n, ms / (n + more) }'
     echo "  $({ grep -cE 'bk: archived "[0-9A-F]{24}": ' "$log" || true; }) calls sent one segment alone;" \
         "$({ grep -c 'was archived ahead, in an earlier batch' "$log" || true; }) calls found theirs sent ahead"
+}
+
+# CODEC_SEG_PER_S: what two cores doing nothing but bk's encoding would
+# archive of this backlog (segments/s), measured now, on the same cores.
+CODEC_SEG_PER_S=""
+codec_limit() {
+    section "2-core codec limit: frame_bench --only encode, every segment, two pinned processes at once"
+    local half files0=() files1=() i out0="$WORK/codec-0.out" out1="$WORK/codec-1.out" ms0 ms1
+    for ((i = 0; i < N; i++)); do
+        if ((i % 2 == 0)); then files0+=("$TEMPLATE/pg_wal/${BACKLOG[$i]}"); else files1+=("$TEMPLATE/pg_wal/${BACKLOG[$i]}"); fi
+    done
+    taskset -c 0 "$REPO_ROOT/bench/frame_bench" --only encode --seconds 0.3 --rounds 1 "${files0[@]}" >"$out0" 2>&1 &
+    local p0=$!
+    taskset -c 1 "$REPO_ROOT/bench/frame_bench" --only encode --seconds 0.3 --rounds 1 "${files1[@]}" >"$out1" 2>&1 &
+    local p1=$!
+    wait "$p0" || { cat "$out0"; return 1; }
+    wait "$p1" || { cat "$out1"; return 1; }
+    ms0=$(awk '/bk encode/ { s += $(NF - 1) } END { printf "%.1f", s }' "$out0")
+    ms1=$(awk '/bk encode/ { s += $(NF - 1) } END { printf "%.1f", s }' "$out1")
+    half=$(calc "($ms0 > $ms1 ? $ms0 : $ms1)" 1)
+    CODEC_SEG_PER_S=$(calc "$N * 1000 / $half" 2)
+    echo "core 0: ${#files0[@]} segments in $ms0 ms of encoding; core 1: ${#files1[@]} in $ms1 ms"
+    echo "per segment (median of both cores): $(cat "$out0" "$out1" | awk '/bk encode/ { print $(NF - 1) }' | sort -n |
+        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }') ms"
+    echo "RESULT phase=codec n=$N core0_ms=$ms0 core1_ms=$ms1 codec_limit_seg_per_s=$CODEC_SEG_PER_S"
 }
 
 # A fresh JVM broker spends its first minutes compiling (JIT) and sizing its
@@ -1000,6 +1059,7 @@ section "build and install"
 make -s
 make -s install >/dev/null
 make -s -C tests/integration bk_test_produce >/dev/null
+make -s -C bench frame_bench >/dev/null
 ls -l "$BK" "$SHIPPER" /usr/lib/postgresql/15/lib/bk.so | awk '{ print "  " $6 " " $7 " " $8 " " $9 }'
 
 section "services"
@@ -1022,6 +1082,10 @@ fi
 describe_backlog
 IDLE_MS_PER_S=0
 
+if [[ "$PHASES" == *" codec "* ]]; then
+    codec_limit
+fi
+
 if [[ "$PHASES" == *" archive "* ]]; then
     idle_baseline
     broker_warmup
@@ -1038,7 +1102,7 @@ if [[ "$PHASES" == *" archive "* ]]; then
         run_contender bk-profile 1
     fi
     section "archiving summary (best run of each by segments/s; all runs listed)"
-    awk -v seg="$SEG_SIZE" '
+    awk -v seg="$SEG_SIZE" -v codec="$CODEC_SEG_PER_S" '
         { delete v; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
           c = v["contender"]; runs[c] = runs[c] sprintf(" %.2f", v["seg_per_s"])
           if (!(c in best) || v["seg_per_s"] > best[c]) { best[c] = v["seg_per_s"]; line[c] = $0 }
@@ -1050,7 +1114,8 @@ if [[ "$PHASES" == *" archive "* ]]; then
             printf "%-12s %8.2f %7.1f %7s %8s %9s %9s %9s %9s %4s %s\n", c, v["seg_per_s"], v["mb_per_s"], v["first_s"], v["steady_seg_per_s"], v["archiver_cpu_ms_per_seg"],
                    v["ours_cpu_ms_per_seg"], v["machine_cpu_ms_per_seg"], v["peak_kb"], v["ok"], runs[c] }
           for (i = 1; i <= k; i++) { b = names[i]; if (b !~ /^bk/) continue
-            for (j = 1; j <= k; j++) { c = names[j]; if (c ~ /^(pgbr|basic)/) printf "%-10s / %-12s = %.2fx%s\n", b, c, best[b] / best[c], c ~ /^pgbr/ ? " (aim: 2x)" : "" } } }' "$ROWS"
+            for (j = 1; j <= k; j++) { c = names[j]; if (c ~ /^(pgbr|basic)/) printf "%-10s / %-12s = %.2fx%s\n", b, c, best[b] / best[c], c ~ /^pgbr/ ? " (aim: 2x)" : "" }
+            if (codec > 0) printf "%-10s / 2-core codec limit (%.2f seg/s) = %.0f%%\n", b, codec, 100 * best[b] / codec } }' "$ROWS"
     echo "(first s: seconds from the reload to the first .done; steady: segments/s after the first one;"
     echo " per segment: arch ms = CPU of the archiver process and the children it waited for; ours ms = CPU of"
     echo " PostgreSQL + pgBackRest's async and local processes + for bk the broker and the shipper, up to the last"

@@ -40,6 +40,19 @@ bench_nap_init() {
 }
 nap() { read -r -t "$1" -u "$SLEEP_FD" _ || true; }
 
+# settle: before a timed step, let memory freed by the steps before it
+# (removed repositories, restored directories, a template copied over)
+# stay free for BENCH_SETTLE seconds [5].  On a virtual machine whose
+# balloon driver reports free pages to the host (free page reporting, see
+# bench/pagecache.sh), a page reported free costs several times more CPU at
+# its next use than one freed a moment ago; without the pause the contender
+# that runs right after a large removal writes into cheap pages and the
+# others do not.  With it, every contender starts from the same state.
+settle() {
+    sync
+    nap "${BENCH_SETTLE:-5}"
+}
+
 section() { printf '\n== %s\n' "$*"; }
 as_pg() { runuser -u postgres -- "$@"; }
 psql_q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }

@@ -68,6 +68,9 @@
 #   SNAP_DROP_CACHES   1: drop the page cache before each timed step (all of
 #                      the machine's) [0]
 #   SNAP_TIMEOUT       seconds one step may take [3600]
+#   BENCH_SETTLE       seconds of rest before each timed step, so that
+#                      memory freed before it is in the same state for every
+#                      contender (bench/lib.sh, settle) [5]
 #   SNAP_KEEP          1: keep the work directory [0]
 set -euo pipefail
 shopt -s nullglob
@@ -212,6 +215,7 @@ prepare_step() {
     if [[ "$DROP_CACHES" == 1 ]]; then
         echo 3 >/proc/sys/vm/drop_caches
     fi
+    settle
 }
 db_bytes() { psql_q "SELECT sum(pg_database_size(oid)) FROM pg_database"; }
 
@@ -515,6 +519,7 @@ restore_step() { # CONTENDER STATE RUN
     if [[ "$state" == full ]]; then db=${DB_FULL[$run]}; else db=${DB_INCR[$run]}; fi
     sync
     [[ "$DROP_CACHES" == 1 ]] && echo 3 >/proc/sys/vm/drop_caches
+    settle
     case "$c" in
     bk)
         local id

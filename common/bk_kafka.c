@@ -846,7 +846,16 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 			report_silence(producer, err);
 			goto abandon;
 		}
-		rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+
+		/*
+		 * rd_kafka_flush serves delivery reports as rd_kafka_poll does, and
+		 * while it runs librdkafka sends what is queued at once: nothing more
+		 * is coming for this batch, so the last, partly filled produce
+		 * request must not wait out linger.ms.  It returns a time-out when
+		 * messages are still unacknowledged after PRODUCER_POLL_MS; the loop
+		 * goes on.  Every message of this producer belongs to the batch.
+		 */
+		(void) rd_kafka_flush(producer->rk, PRODUCER_POLL_MS);
 	}
 	if (producer->failed > 0)
 	{

@@ -389,6 +389,42 @@ test_batch(void **state)
 	bk_producer_free(producer);
 }
 
+/*
+ * Once a batch's last object is queued nothing more is coming: waiting for
+ * the acknowledgements must send the last, partly filled produce request at
+ * once, not after linger.ms (here far longer than a mock round trip).
+ */
+static void
+test_batch_end_not_lingering(void **state)
+{
+	BkKafkaSettings settings = settings_for_test("linger.ms=1500");
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	EncodeSource source;
+	BkSendStats stats;
+	BkError err;
+	int64_t started;
+
+	assert_non_null(producer);
+	/* The first batch connects and learns the topic. */
+	for (int round = 0; round < 2; round++)
+	{
+		assert_true(bk_producer_batch_begin(producer, &err));
+		source_begin(&source, 1000);
+		if (!bk_producer_batch_add(producer, TOPIC, "src/obj", 7, next_frame,
+								   &source, NULL, NULL, NULL, &err))
+			fail_msg("%s", err.message);
+		started = bk_monotonic_ms();
+		if (!bk_producer_batch_wait(producer, NULL, NULL, &stats, &err))
+			fail_msg("%s", err.message);
+		source_end(&source);
+		assert_int_equal(stats.messages, 1);
+	}
+	if (bk_monotonic_ms() - started >= 750)
+		fail_msg("the last request waited %lld ms, linger.ms is 1500",
+				 (long long) (bk_monotonic_ms() - started));
+	bk_producer_free(producer);
+}
+
 /* Auditors see metadata in headers, never data. */
 static void
 test_frame_headers(void **state)
@@ -464,6 +500,7 @@ main(void)
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),
 		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_batch_end_not_lingering),
 		cmocka_unit_test(test_frame_headers),
 		cmocka_unit_test(test_batch_limits),
 	};

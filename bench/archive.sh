@@ -676,6 +676,38 @@ run_contender() {
     return 0
 }
 
+# process_samples SCRIPT PID: the samples of one process in a perf script
+# dump (-F pid,tid,ip,sym,dso, with call chains): by the function they were
+# in, and by what the call chain says the process was doing.
+process_samples() {
+    awk -v p="$2" '
+        function done_sample() {
+            if (!mine) return
+            n++; leaf[first]++
+            if (chain ~ /copy_folio_from_iter/) what = "write(): copying into the page cache"
+            else if (chain ~ /do_fsync/) what = "fsync"
+            else if (chain ~ /tcp_recvmsg/) what = "socket receive"
+            else if (chain ~ /tcp_sendmsg|do_sendfile|splice/) what = "socket send, sendfile"
+            else if (chain ~ /exc_page_fault/) what = "page faults"
+            else if (chain ~ /do_sys_poll|ep_poll/) what = "poll"
+            else if (chain ~ /futex/) what = "futex"
+            else if (chain ~ /entry_SYSCALL/) what = "other system calls"
+            else what = "user space"
+            cat[what]++
+        }
+        /^[ \t]*[0-9]+\/[0-9]+[ \t]*$/ { done_sample(); split($1, id, "/"); mine = (id[1] == p); first = ""; chain = ""; next }
+        mine && NF >= 2 { $1 = ""; sub(/^ /, ""); if (first == "") first = $0; chain = chain "|" $0 }
+        END {
+            done_sample()
+            if (n == 0) { print "  no samples"; exit }
+            printf "  %d samples; by function (with its object):\n", n
+            for (f in leaf) printf "  %6.2f%%  %s\n", 100 * leaf[f] / n, f | "sort -rn | head -15"
+            close("sort -rn | head -15")
+            print "  by what it was doing:"
+            for (w in cat) printf "  %6.2f%%  %s\n", 100 * cat[w] / n, w | "sort -rn"
+        }' "$1" || true
+}
+
 profile_report() { # TAG ARCHIVER_PID KAFKA_PID
     local tag="$1" arch="$2" kp="$3" data="$WORK/perf-$1.data"
     section "profile of the bk run (perf record -e cpu-clock -a -g)"
@@ -701,35 +733,21 @@ profile_report() { # TAG ARCHIVER_PID KAFKA_PID
               else who = "not ours: " comm
               c[who]++ }
             END { for (w in c) printf "  %6.2f%%  %s\n", 100 * c[w] / n, w }' | sort -rn | head -20 || true
-    echo "archiver, by shared object:"
-    perf report -i "$data" --pid "$arch" --no-children --sort dso --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]' | head -12 || true
-    echo "archiver, by symbol:"
-    perf report -i "$data" --pid "$arch" --no-children --sort dso,sym --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]' | head -25 || true
-    echo "broker, by shared object (libjvm.so is mostly the garbage collector):"
-    perf report -i "$data" --pid "$kp" --no-children --sort dso --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]' | head -8 || true
+    # perf report --pid mixed other processes' samples into kernel symbols
+    # here, so a process's samples are taken from perf script instead.
+    local script="$WORK/perf-$tag.script"
+    perf script -i "$data" -F pid,tid,ip,sym,dso 2>/dev/null >"$script" || true
+    echo "archiver:"
+    process_samples "$script" "$arch"
+    echo "broker (JIT-compiled Java named from the JVM's perf map):"
+    process_samples "$script" "$kp"
     echo "broker, by thread (the JVM names its threads):"
     perf script -i "$data" -F comm,pid 2>/dev/null |
         awk -v k="$kp" '$NF == k { n++; $NF = ""; sub(/[ \t]+$/, ""); sub(/^[ \t]+/, ""); c[$0]++ }
             END { for (t in c) printf "  %6.2f%%  %s\n", 100 * c[t] / n, t }' | sort -rn | head -12 || true
-    echo "broker, by symbol (JIT-compiled Java named from the JVM's perf map):"
-    perf report -i "$data" --pid "$kp" --no-children --sort sym --stdio -g none 2>/dev/null |
-        grep -E '^ +[0-9]' | head -30 || true
-    echo "broker, by call chain into the kernel (top 10):"
-    perf report -i "$data" --pid "$kp" --no-children --sort sym --stdio -g caller,0.5,callee --percent-limit 3 2>/dev/null |
-        grep -vE '^#|^$' | head -60 || true
     if [[ -n "$SHIPPER_PID" ]]; then
-        echo "shipper, by shared object:"
-        perf report -i "$data" --pid "$SHIPPER_PID" --no-children --sort dso --stdio -g none 2>/dev/null |
-            grep -E '^ +[0-9]' | head -8 || true
-        echo "shipper, by symbol (libcrypto has none: SHA-256 of what it stores):"
-        perf report -i "$data" --pid "$SHIPPER_PID" --no-children --sort dso,sym --stdio -g none 2>/dev/null |
-            grep -E '^ +[0-9]' | grep -v libcrypto | head -15 || true
-        echo "shipper, by call chain into the kernel (top):"
-        perf report -i "$data" --pid "$SHIPPER_PID" --no-children --sort sym --stdio -g caller,0.5,callee --percent-limit 1 2>/dev/null |
-            grep -vE '^#|^$' | head -60 || true
+        echo "shipper (libcrypto has no symbols: SHA-256 of what it stores):"
+        process_samples "$script" "$SHIPPER_PID"
     fi
     local log="$BK_SERVICES_DIR/pg/postgresql.log"
     echo "archive calls (bk DEBUG1 lines):"

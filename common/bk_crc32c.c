@@ -121,3 +121,61 @@ bk_crc32c(uint32_t crc, const void *data, size_t len)
 #endif
 	return ~crc32c_software(crc, data, len);
 }
+
+/*
+ * CRC combination works in GF(2): appending len zero bytes to a message is
+ * a linear map of its CRC, a 32x32 bit matrix; the matrix for len is built
+ * by squaring the one-zero-bit matrix (as zlib's crc32_combine does).
+ */
+static uint32_t
+gf2_matrix_times(const uint32_t *matrix, uint32_t vector)
+{
+	uint32_t sum = 0;
+
+	for (; vector != 0; vector >>= 1, matrix++)
+		if (vector & 1)
+			sum ^= *matrix;
+	return sum;
+}
+
+static void
+gf2_matrix_square(uint32_t *square, const uint32_t *matrix)
+{
+	for (int row = 0; row < 32; row++)
+		square[row] = gf2_matrix_times(matrix, matrix[row]);
+}
+
+uint32_t
+bk_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
+{
+	uint32_t even[32];
+	uint32_t odd[32];
+	uint32_t row = 1;
+
+	if (len_b == 0)
+		return crc_a;
+	/* The operator for one zero bit, then two, then four. */
+	odd[0] = CRC32C_POLY_REFLECTED;
+	for (int bit = 1; bit < 32; bit++)
+	{
+		odd[bit] = row;
+		row <<= 1;
+	}
+	gf2_matrix_square(even, odd);
+	gf2_matrix_square(odd, even);
+	/* Apply len_b zero bytes to crc_a, one bit of len_b at a time. */
+	do
+	{
+		gf2_matrix_square(even, odd);
+		if (len_b & 1)
+			crc_a = gf2_matrix_times(even, crc_a);
+		len_b >>= 1;
+		if (len_b == 0)
+			break;
+		gf2_matrix_square(odd, even);
+		if (len_b & 1)
+			crc_a = gf2_matrix_times(odd, crc_a);
+		len_b >>= 1;
+	} while (len_b != 0);
+	return crc_a ^ crc_b;
+}

@@ -18,4 +18,11 @@
 /* Continue a CRC: start with crc = 0 for a new buffer. */
 extern uint32_t bk_crc32c(uint32_t crc, const void *data, size_t len);
 
+/*
+ * The CRC of A followed by B, from the CRC of A, the CRC of B and B's
+ * length: the CRCs of parts read by different processes make the whole's.
+ */
+extern uint32_t bk_crc32c_combine(uint32_t crc_a, uint32_t crc_b,
+								  uint64_t len_b);
+
 #endif /* BK_CRC32C_H */

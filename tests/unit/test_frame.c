@@ -685,6 +685,40 @@ test_crc32c_known_values(void **state)
 					 0xE3069283);
 }
 
+/* The CRC of parts read apart, combined, is the CRC of the whole. */
+static void
+test_crc32c_combine(void **state)
+{
+	size_t len = 3 * 1024 * 1024 + 7;
+	uint8_t *data = malloc(len);
+	uint32_t whole;
+	static const size_t cuts[] = {0, 1, 8192, 1024 * 1024, 3 * 1024 * 1024 + 6};
+
+	assert_non_null(data);
+	for (size_t pos = 0; pos < len; pos++)
+		data[pos] = (uint8_t) (pos * 2654435761u >> 13);
+	whole = bk_crc32c(0, data, len);
+	assert_int_equal(bk_crc32c_combine(0xE3069283, 0, 0), 0xE3069283);
+	assert_int_equal(
+		bk_crc32c_combine(bk_crc32c(0, "1234", 4), bk_crc32c(0, "56789", 5), 5),
+		0xE3069283);
+	for (size_t cut = 0; cut < sizeof(cuts) / sizeof(cuts[0]); cut++)
+	{
+		uint32_t head = bk_crc32c(0, data, cuts[cut]);
+		uint32_t tail = bk_crc32c(0, data + cuts[cut], len - cuts[cut]);
+
+		assert_int_equal(bk_crc32c_combine(head, tail, len - cuts[cut]), whole);
+	}
+	/* Three parts, combined left to right. */
+	assert_int_equal(
+		bk_crc32c_combine(bk_crc32c_combine(bk_crc32c(0, data, 100),
+											bk_crc32c(0, data + 100, 5000),
+											5000),
+						  bk_crc32c(0, data + 5100, len - 5100), len - 5100),
+		whole);
+	free(data);
+}
+
 int
 main(void)
 {
@@ -715,6 +749,7 @@ main(void)
 		cmocka_unit_test(test_encoder_rejects_bad_input),
 		cmocka_unit_test(test_name_rules),
 		cmocka_unit_test(test_crc32c_known_values),
+		cmocka_unit_test(test_crc32c_combine),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

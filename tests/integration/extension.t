@@ -109,6 +109,8 @@ ok $? "bk init creates the topics $prefix.*" || diag "$(cat "$dir/init.log")"
 qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
     -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
     -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null 2>&1
+# Other tests leave it behind owned by root; this one writes it as postgres.
+rm -f "$CONF"
 as_pg tee "$CONF" >/dev/null <<CONF
 shared_preload_libraries = 'bk'
 archive_library = 'bk'

@@ -10,12 +10,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Object names are "<snapshot id>/<part>"; data files "<id>/data/<path>". */
+/*
+ * Object names are "<snapshot id>/<part>"; data files "<id>/data/<path>",
+ * or, for a file sent in ranges, "<id>/range/<path>/<offset>".
+ */
 #define BK_SNAPSHOT_RECORD   "snapshot.json"
 #define BK_SNAPSHOT_LABEL    "backup_label"
 #define BK_SNAPSHOT_MAP      "tablespace_map"
 #define BK_SNAPSHOT_MANIFEST "backup_manifest"
 #define BK_SNAPSHOT_DATA     "data"
+#define BK_SNAPSHOT_RANGE    "range"
+
+/* Record formats: 2 adds ranges (files[].ranges); readers take both. */
+#define BK_SNAPSHOT_RECORD_FORMAT 2
 
 /*
  * An incremental file object: this header, the changed blocks' numbers

@@ -15,8 +15,9 @@
  *
  * Every setting but one is PGC_SIGHUP: they describe where the cluster's
  * WAL goes, which is the server's business, not a session's, and the
- * archiver only ever sees the configuration files.  bk.snapshot_jobs is
- * PGC_USERSET: how many cores one snapshot may use is the caller's choice
+ * archiver only ever sees the configuration files.  bk.snapshot_jobs and
+ * bk.snapshot_range_size are PGC_USERSET: how many cores one snapshot may
+ * use, and in how large pieces it shares them, is the caller's choice
  * (bounded by max_worker_processes), and only roles granted bk_snapshot()
  * can start one.  The check hooks validate with the
  * same libbk functions the archiver uses later, so that a value the
@@ -59,6 +60,7 @@ int bk_repository_timeout_ms = 60000;
 int bk_archive_batch = 8;
 int bk_archive_jobs = 2;
 int bk_snapshot_jobs = 1;
+int bk_snapshot_range_blocks = (128 * 1024 * 1024) / BLCKSZ;
 
 static const struct config_enum_entry bk_wait_for_options[] = {
 	{"kafka", BK_WAIT_FOR_KAFKA, false},
@@ -175,6 +177,16 @@ _PG_init(void)
 		"max_worker_processes.",
 		&bk_snapshot_jobs, 1, 1, BK_SNAPSHOT_MAX_JOBS, PGC_USERSET, 0, NULL,
 		NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.snapshot_range_size",
+		"Files larger than this are sent by a snapshot in ranges of this size.",
+		"The ranges of one file are read, checked and encoded by several "
+		"copying processes at once (bk.snapshot_jobs), so one large relation "
+		"file does not serialise a snapshot. 0 sends every file as one "
+		"object.",
+		&bk_snapshot_range_blocks, (128 * 1024 * 1024) / BLCKSZ, 0, INT_MAX / 2,
+		PGC_USERSET, GUC_UNIT_BLOCKS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("bk");
 

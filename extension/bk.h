@@ -30,6 +30,7 @@
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 #include "postmaster/pgarch.h"
+#include "storage/block.h"
 #include "storage/spin.h"
 
 #include "bk_error.h"
@@ -76,7 +77,8 @@ typedef struct BkSnapshotSlot
 	char parent[BK_SNAPSHOT_ID_LEN];
 	char label[BK_SNAPSHOT_LABEL_LEN];
 	bool fast;
-	int jobs; /* bk.snapshot_jobs of the caller */
+	int jobs;           /* bk.snapshot_jobs of the caller */
+	int32 range_blocks; /* bk.snapshot_range_size of the caller */
 	Oid database;
 	int pid;
 	bool cancel_requested;
@@ -118,8 +120,9 @@ typedef struct BkBlockMapWriter
 	char table[BK_QUALIFIED_NAME_LEN];
 	char snapshot_id[BK_SNAPSHOT_ID_LEN];
 	MemoryContext context;
-	List *paths;  /* char * */
-	List *values; /* bytea * */
+	List *paths;        /* char * */
+	List *first_blocks; /* int: a range's first block, 0 for a file */
+	List *values;       /* bytea * */
 	size_t queued_bytes;
 } BkBlockMapWriter;
 
@@ -185,6 +188,7 @@ extern int bk_repository_timeout_ms;
 extern int bk_archive_batch;
 extern int bk_archive_jobs;
 extern int bk_snapshot_jobs;
+extern int bk_snapshot_range_blocks;
 
 /* bk.c */
 extern PGDLLEXPORT void _PG_init(void);
@@ -227,7 +231,7 @@ extern bool bk_blockmap_load(const char *table, const char *snapshot_id,
 extern void bk_blockmap_writer_init(BkBlockMapWriter *writer, const char *table,
 									const char *snapshot_id);
 extern bool bk_blockmap_queue(BkBlockMapWriter *writer, const char *path,
-							  const BkBlockMap *map);
+							  BlockNumber first_block, const BkBlockMap *map);
 extern bool bk_blockmap_pending(const BkBlockMapWriter *writer);
 extern void bk_blockmap_flush(BkBlockMapWriter *writer);
 extern void bk_blockmap_prune(const char *blocks_table,

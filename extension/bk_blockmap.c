@@ -21,6 +21,10 @@
  * whole-file SHA-256 in the snapshot record proves at restore time; the
  * digests only have to detect change, not resist an adversary.
  *
+ * A file the snapshot read in ranges (bk.snapshot_range_size) has one row
+ * per range, first_block saying where it starts; the next snapshot puts
+ * them together, whatever ranges it cuts itself.
+ *
  * The maps live in the extension's table bk_snapshot_blocks, which is
  * UNLOGGED: it costs no WAL, is not part of any snapshot, and is emptied by
  * a crash.  A missing map (a crash, a parent taken before digests existed,
@@ -141,49 +145,68 @@ bk_blockmap_release(BkBlockMap *map)
 
 /*
  * bk_blockmap_load
- *		The map snapshot_id kept for path, into map; false if it kept none.
- *		Inside the caller's SPI connection.
+ *		The map snapshot_id kept for path, into map; false if it kept none,
+ *		or only part of one.  A file the snapshot read in ranges has one row
+ *		per range (first_block: the range's first block); they are put
+ *		together, and must follow one another from block 0.  Inside the
+ *		caller's SPI connection.
  */
 bool
 bk_blockmap_load(const char *table, const char *snapshot_id, const char *path,
 				 BkBlockMap *map)
 {
 	StringInfoData sql;
-	bytea *stored;
-	bool isnull;
-	size_t len;
-	const uint8 *bytes;
+	uint64 total = 0;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT digests FROM %s "
-					 "WHERE snapshot_id = $1 AND path = $2",
+					 "SELECT first_block, digests FROM %s "
+					 "WHERE snapshot_id = $1 AND path = $2 "
+					 "ORDER BY first_block",
 					 table);
 	if (SPI_execute_with_args(sql.data, 2, (Oid[]){TEXTOID, TEXTOID},
 							  (Datum[]){CStringGetTextDatum(snapshot_id),
 										CStringGetTextDatum(path)},
-							  NULL, true, 1) != SPI_OK_SELECT)
+							  NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the page digests of snapshot %s",
 			 snapshot_id);
 	pfree(sql.data);
 	if (SPI_processed == 0)
 		return false;
-	stored = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	if (isnull)
-		return false;
-	len = VARSIZE_ANY_EXHDR(stored);
-	bytes = (const uint8 *) VARDATA_ANY(stored);
-	if (len % DIGEST_BYTES != 0)
-		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
-						errmsg("the page digests of \"%s\" in snapshot %s are "
-							   "damaged (%zu bytes)",
-							   path, snapshot_id, len),
-						errhint("Take a full snapshot: SELECT * FROM "
-								"bk_snapshot('full').")));
-	bk_blockmap_start(map, (uint64) (len / DIGEST_BYTES) * BLCKSZ);
-	for (size_t pos = 0; pos < len; pos += DIGEST_BYTES)
-		map->digests[map->count++] = bk_get_be64(bytes + pos);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool isnull;
+		int64 first = DatumGetInt64(SPI_getbinval(
+			SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1, &isnull));
+		bytea *stored = DatumGetByteaPP(SPI_getbinval(
+			SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 2, &isnull));
+		size_t len = VARSIZE_ANY_EXHDR(stored);
+
+		if (len % DIGEST_BYTES != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("the page digests of \"%s\" in snapshot %s are "
+							"damaged (%zu bytes)",
+							path, snapshot_id, len),
+					 errhint("Take a full snapshot: SELECT * FROM "
+							 "bk_snapshot('full').")));
+		/* A range without digests: the map is not whole. */
+		if ((uint64) first != total)
+			return false;
+		total += len / DIGEST_BYTES;
+	}
+	bk_blockmap_start(map, total * BLCKSZ);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool isnull;
+		bytea *stored = DatumGetByteaPP(SPI_getbinval(
+			SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 2, &isnull));
+		size_t len = VARSIZE_ANY_EXHDR(stored);
+		const uint8 *bytes = (const uint8 *) VARDATA_ANY(stored);
+
+		for (size_t pos = 0; pos < len; pos += DIGEST_BYTES)
+			map->digests[map->count++] = bk_get_be64(bytes + pos);
+	}
 	return true;
 }
 
@@ -204,12 +227,13 @@ bk_blockmap_writer_init(BkBlockMapWriter *writer, const char *table,
 
 /*
  * bk_blockmap_queue
- *		Keep path's map to be written; true when enough is queued that the
- *		caller should flush.
+ *		Keep path's map (of the range from first_block, or of the whole
+ *		file: 0) to be written; true when enough is queued that the caller
+ *		should flush.
  */
 bool
 bk_blockmap_queue(BkBlockMapWriter *writer, const char *path,
-				  const BkBlockMap *map)
+				  BlockNumber first_block, const BkBlockMap *map)
 {
 	MemoryContext old = MemoryContextSwitchTo(writer->context);
 	size_t len = (size_t) map->count * DIGEST_BYTES;
@@ -220,6 +244,7 @@ bk_blockmap_queue(BkBlockMapWriter *writer, const char *path,
 	for (uint32 idx = 0; idx < map->count; idx++)
 		bk_put_be64(out + (size_t) idx * DIGEST_BYTES, map->digests[idx]);
 	writer->paths = lappend(writer->paths, pstrdup(path));
+	writer->first_blocks = lappend_int(writer->first_blocks, (int) first_block);
 	writer->values = lappend(writer->values, value);
 	writer->queued_bytes += len;
 	MemoryContextSwitchTo(old);
@@ -244,32 +269,42 @@ bk_blockmap_flush(BkBlockMapWriter *writer)
 {
 	int count = list_length(writer->paths);
 	Datum *paths;
+	Datum *first_blocks;
 	Datum *values;
 	StringInfoData sql;
 	int idx = 0;
 	ListCell *path_cell;
+	ListCell *first_cell;
 	ListCell *value_cell;
 
 	if (count == 0)
 		return;
 	paths = palloc(sizeof(Datum) * count);
+	first_blocks = palloc(sizeof(Datum) * count);
 	values = palloc(sizeof(Datum) * count);
-	forboth(path_cell, writer->paths, value_cell, writer->values)
+	forthree(path_cell, writer->paths, first_cell, writer->first_blocks,
+			 value_cell, writer->values)
 	{
 		paths[idx] = CStringGetTextDatum(lfirst(path_cell));
+		first_blocks[idx] =
+			Int64GetDatum((int64) (uint32) lfirst_int(first_cell));
 		values[idx] = PointerGetDatum(lfirst(value_cell));
 		idx++;
 	}
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "INSERT INTO %s (snapshot_id, path, digests) "
-					 "SELECT $1, p, d FROM unnest($2, $3) AS m(p, d)",
+					 "INSERT INTO %s (snapshot_id, path, first_block, digests) "
+					 "SELECT $1, p, f, d FROM unnest($2, $3, $4) AS m(p, f, d)",
 					 writer->table);
 	if (SPI_execute_with_args(
-			sql.data, 3, (Oid[]){TEXTOID, TEXTARRAYOID, BYTEAARRAYOID},
+			sql.data, 4,
+			(Oid[]){TEXTOID, TEXTARRAYOID, INT8ARRAYOID, BYTEAARRAYOID},
 			(Datum[]){CStringGetTextDatum(writer->snapshot_id),
 					  PointerGetDatum(construct_array(paths, count, TEXTOID, -1,
 													  false, TYPALIGN_INT)),
+					  PointerGetDatum(
+						  construct_array(first_blocks, count, INT8OID, 8,
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
 					  PointerGetDatum(construct_array(
 						  values, count, BYTEAOID, -1, false, TYPALIGN_INT))},
 			NULL, false, 0) != SPI_OK_INSERT)
@@ -277,6 +312,7 @@ bk_blockmap_flush(BkBlockMapWriter *writer)
 			 writer->snapshot_id);
 	MemoryContextReset(writer->context);
 	writer->paths = NIL;
+	writer->first_blocks = NIL;
 	writer->values = NIL;
 	writer->queued_bytes = 0;
 }

@@ -99,6 +99,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	strlcpy(slot->label, label, sizeof(slot->label));
 	slot->fast = fast;
 	slot->jobs = bk_snapshot_jobs;
+	slot->range_blocks = bk_snapshot_range_blocks;
 	slot->database = MyDatabaseId;
 	SpinLockRelease(&bk_shared->mutex);
 

@@ -37,7 +37,10 @@
  * helper workers.  Every process, the worker included, takes the next file
  * from the list (largest first, so the last files to finish are small ones),
  * sends it through a Kafka producer of its own, and writes what it found
- * (size, digest, pages, checksum failures) into the file's entry.  Helpers
+ * (size, digest, pages, checksum failures) into the file's entry.  A file
+ * larger than bk.snapshot_range_size is several entries, one per range,
+ * each its own object with its own SHA-256 and page digests, so that one
+ * 1 GiB relation segment is read by several processes at once.  Helpers
  * report done only once Kafka acknowledged everything they sent; the worker
  * then reads pg_control, stops backup mode and writes the record from the
  * entries, in listing order.  A helper that fails or dies fails the
@@ -107,6 +110,7 @@
 
 #include "bk.h"
 #include "bk_audit.h"
+#include "bk_crc32c.h"
 #include "bk_crypto.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
@@ -142,19 +146,25 @@ typedef struct SnapEntry
 } SnapEntry;
 
 /*
- * One file of the work list: what the listing found, then what copying it
- * found, written by the process that copied it.
+ * One file of the work list, or one range of a file larger than
+ * bk.snapshot_range_size (the ranges of a file are consecutive items that
+ * share its path): what the listing found, then what copying it found,
+ * written by the process that copied it.
  */
 typedef struct SnapWorkItem
 {
 	Size path_offset; /* in the work list's path area */
 	mode_t mode;
 	time_t mtime;
-	off_t size;
+	off_t size; /* a ranged file's: as listed, for every range */
 	bool checksummed;
 	bool main_fork;
 	bool parent_has; /* the parent snapshot has this file */
 	BlockNumber segment_base;
+	int range_count; /* ranges of the file; 0: sent as one object */
+	int range_index;
+	off_t range_offset; /* a multiple of BLCKSZ */
+	off_t range_length;
 
 	/* The outcome. */
 	bool sent;     /* queued to Kafka (acknowledged once its sender is done) */
@@ -167,7 +177,9 @@ typedef struct SnapWorkItem
 	int64 bytes_sent;
 	int failures;
 	BlockNumber failed_blocks[FAILURES_LISTED_PER_FILE];
-	uint8 sha256[BK_SHA256_LEN];
+	uint8 sha256[BK_SHA256_LEN]; /* of the file, or of the range */
+	uint32
+		crc32c; /* a range's, as read: the manifest's CRC-32C combines them */
 } SnapWorkItem;
 
 typedef enum SnapHelperState
@@ -291,12 +303,15 @@ typedef struct PlainSource
 	SnapRun *run;
 	const uint8 *mem;
 	size_t mem_len;
-	int fd;
+	int fd;           /* -1: the file vanished, its part reads as zeros */
+	uint64 file_base; /* where in the file its part starts */
 	uint64 file_len;
 	uint64 pos; /* plaintext bytes handed out so far */
 	uint64 total;
 	bool counts_as_read; /* the file part is data read (not the spool) */
 	BkBlockMap *map;     /* page digests of the file part, or NULL */
+	bool crc;            /* keep the CRC-32C of the file part */
+	uint32 crc32c;
 	/* Checksum verification of a relation file's pages, as they are read. */
 	bool verify;
 	BlockNumber segment_base;

@@ -85,7 +85,7 @@ snap_take(SnapRun *run)
 	run->bytes_read = 0;
 	run->bytes_sent = 0;
 	for (int idx = 0; idx < run->work->count; idx++)
-		if (idx != run->control_index)
+		if (idx != run->control_index && run->work->items[idx].range_index == 0)
 			snap_record_file(run, &run->work->items[idx]);
 	if (run->control_index >= 0)
 		snap_record_file(run, &run->work->items[run->control_index]);
@@ -93,7 +93,8 @@ snap_take(SnapRun *run)
 		int whole = 0;
 
 		for (int idx = 0; idx < run->work->count; idx++)
-			if (run->work->items[idx].no_parent_digests)
+			if (run->work->items[idx].no_parent_digests &&
+				run->work->items[idx].range_index == 0)
 				whole++;
 		if (whole > 0)
 			ereport(LOG,

@@ -23,35 +23,57 @@ snap_time_text(TimestampTz time, char *out, size_t len)
 /*
  * snap_record_file
  *		A copied file's entry in the record, its line in the manifest, its
- *		name in the history's file list; and the totals.
+ *		name in the history's file list; and the totals.  item is the file,
+ *		or the first of its ranges (the others follow it in the work list).
+ *
+ * No process saw a ranged file whole, so the record keeps a SHA-256 per
+ * range, and the manifest, which wants one checksum per file, gets the
+ * file's CRC-32C, combined from its ranges' (PostgreSQL's manifest allows
+ * a checksum algorithm per file).
  */
 void
 snap_record_file(SnapRun *run, SnapWorkItem *item)
 {
 	const char *path = snap_item_path(run->work, item);
+	int parts = Max(item->range_count, 1);
 	char hex[2 * BK_SHA256_LEN + 1];
 	char mtime_text[64];
 	pg_time_t mtime;
+	int64 blocks = 0;
+	uint32 crc = 0;
 
 	if (item->vanished)
 		return;
-	if (!item->sent)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-						errmsg("snapshot %s: \"%s\" was never copied", run->id,
-							   path)));
-	for (int idx = 0; idx < item->failures && idx < FAILURES_LISTED_PER_FILE;
-		 idx++)
+	for (int part = 0; part < parts; part++)
 	{
-		if (run->failures_json.len > 0)
-			appendStringInfoChar(&run->failures_json, ',');
-		appendStringInfoString(&run->failures_json, "{\"path\":");
-		escape_json(&run->failures_json, path);
-		appendStringInfo(&run->failures_json, ",\"block\":%u}",
-						 item->failed_blocks[idx]);
-	}
-	run->checksum_failures += item->failures;
+		SnapWorkItem *piece = item + part;
 
-	bk_hex_encode(item->sha256, BK_SHA256_LEN, hex);
+		if (!piece->sent || piece->range_index != part ||
+			piece->path_offset != item->path_offset ||
+			piece->incremental != item->incremental)
+			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+							errmsg("snapshot %s: \"%s\" was not copied whole",
+								   run->id, path)));
+		for (int idx = 0;
+			 idx < piece->failures && idx < FAILURES_LISTED_PER_FILE; idx++)
+		{
+			if (run->failures_json.len > 0)
+				appendStringInfoChar(&run->failures_json, ',');
+			appendStringInfoString(&run->failures_json, "{\"path\":");
+			escape_json(&run->failures_json, path);
+			appendStringInfo(&run->failures_json, ",\"block\":%u}",
+							 piece->failed_blocks[idx]);
+		}
+		run->checksum_failures += piece->failures;
+		blocks += piece->blocks;
+		crc = part == 0 ? piece->crc32c
+						: bk_crc32c_combine(crc, piece->crc32c,
+											(uint64) piece->range_length);
+		run->objects += piece->objects;
+		run->bytes_read += piece->bytes_read;
+		run->bytes_sent += piece->bytes_sent;
+	}
+
 	if (run->files_json.len > 0)
 		appendStringInfoChar(&run->files_json, ',');
 	appendStringInfoString(&run->files_json, "{\"path\":");
@@ -59,30 +81,66 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 	appendStringInfo(
 		&run->files_json,
 		",\"size\":%lld,\"mode\":\"%04o\",\"mtime\":%lld,"
-		"\"encoding\":\"%s\",",
+		"\"encoding\":\"%s\"",
 		(long long) item->size, (unsigned int) (item->mode & 07777),
 		(long long) item->mtime, item->incremental ? "incremental" : "whole");
 	if (item->incremental)
-		appendStringInfo(&run->files_json, "\"blocks\":" INT64_FORMAT ",",
-						 item->blocks);
-	appendStringInfo(&run->files_json, "\"sha256\":\"%s\"}", hex);
+		appendStringInfo(&run->files_json, ",\"blocks\":" INT64_FORMAT, blocks);
+	if (item->range_count == 0)
+	{
+		bk_hex_encode(item->sha256, BK_SHA256_LEN, hex);
+		appendStringInfo(&run->files_json, ",\"sha256\":\"%s\"}", hex);
+	}
+	else
+	{
+		appendStringInfoString(&run->files_json, ",\"ranges\":[");
+		for (int part = 0; part < parts; part++)
+		{
+			SnapWorkItem *piece = item + part;
+
+			bk_hex_encode(piece->sha256, BK_SHA256_LEN, hex);
+			appendStringInfo(
+				&run->files_json, "%s{\"offset\":%lld,\"length\":%lld,",
+				part == 0 ? "" : ",", (long long) piece->range_offset,
+				(long long) piece->range_length);
+			if (item->incremental)
+				appendStringInfo(&run->files_json,
+								 "\"blocks\":" INT64_FORMAT ",", piece->blocks);
+			appendStringInfo(&run->files_json, "\"sha256\":\"%s\"}", hex);
+		}
+		appendStringInfoString(&run->files_json, "]}");
+	}
 
 	mtime = (pg_time_t) item->mtime;
 	pg_strftime(mtime_text, sizeof(mtime_text), "%Y-%m-%d %H:%M:%S GMT",
 				pg_gmtime(&mtime));
 	appendStringInfoString(&run->manifest_files, ",\n{ \"Path\": ");
 	escape_json(&run->manifest_files, path);
-	appendStringInfo(
-		&run->manifest_files,
-		", \"Size\": %lld, \"Last-Modified\": \"%s\", "
-		"\"Checksum-Algorithm\": \"SHA256\", \"Checksum\": \"%s\" }",
-		(long long) item->size, mtime_text, hex);
+	if (item->range_count == 0)
+	{
+		bk_hex_encode(item->sha256, BK_SHA256_LEN, hex);
+		appendStringInfo(&run->manifest_files,
+						 ", \"Size\": %lld, \"Last-Modified\": \"%s\", "
+						 "\"Checksum-Algorithm\": \"SHA256\", \"Checksum\": "
+						 "\"%s\" }",
+						 (long long) item->size, mtime_text, hex);
+	}
+	else
+	{
+		/* As pg_checksum_final: the CRC's bytes in memory order. */
+		uint8 crc_bytes[4];
+
+		memcpy(crc_bytes, &crc, sizeof(crc_bytes));
+		bk_hex_encode(crc_bytes, sizeof(crc_bytes), hex);
+		appendStringInfo(&run->manifest_files,
+						 ", \"Size\": %lld, \"Last-Modified\": \"%s\", "
+						 "\"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": "
+						 "\"%s\" }",
+						 (long long) item->size, mtime_text, hex);
+	}
 	appendStringInfo(&run->file_list, "%s\n", path);
 	run->files++;
 	run->bytes += item->size;
-	run->objects += item->objects;
-	run->bytes_read += item->bytes_read;
-	run->bytes_sent += item->bytes_sent;
 }
 
 /*
@@ -195,7 +253,8 @@ snap_send_record(SnapRun *run)
 	snap_time_text(run->start_time, start_time, sizeof(start_time));
 	snap_time_text(run->stop_time, stop_time, sizeof(stop_time));
 	initStringInfo(&json);
-	appendStringInfoString(&json, "{\"format\":1,\"snapshot\":");
+	appendStringInfo(&json,
+					 "{\"format\":%d,\"snapshot\":", BK_SNAPSHOT_RECORD_FORMAT);
 	escape_json(&json, run->id);
 	appendStringInfoString(&json, ",\"source\":");
 	escape_json(&json, run->source_id);

@@ -25,13 +25,17 @@ static void snap_send_object(SnapRun *run, const char *name, const char *meta,
 
 /*
  * snap_send_file
- *		One file: whole, or (diff/incr, a main fork the parent had) as its
- *		changed pages.  What it found goes into the item, for the record.
+ *		One file, or one range of a large file: whole, or (diff/incr, a main
+ *		fork the parent had) as its changed pages.  What it found goes into
+ *		the item, for the record.
  */
 void
 snap_send_file(SnapRun *run, SnapWorkItem *item)
 {
 	const char *path = snap_item_path(run->work, item);
+	bool ranged = item->range_count > 0;
+	int64 files_done = item->range_index == 0 ? 1 : 0;
+	uint64 part_length;
 	PlainSource source;
 	StringInfoData name;
 	StringInfoData meta;
@@ -43,32 +47,41 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	struct stat st;
 
 	fd = open(path, O_RDONLY | PG_BINARY);
-	if (fd < 0)
+	if (fd < 0 && (errno != ENOENT || !ranged))
 	{
 		if (errno == ENOENT)
 		{
 			item->vanished = true; /* since the listing: not in the snapshot */
-			snap_add_progress(run->slot, 0, 0, 1);
+			snap_add_progress(run->slot, 0, 0, files_done);
 			return;
 		}
 		ereport(ERROR, (errcode_for_file_access(),
 						errmsg("could not open \"%s\": %m", path)));
 	}
-	/* The size when we start reading is the size the snapshot records. */
-	if (fstat(fd, &st) == 0)
+
+	/*
+	 * The size when we start reading is the size the snapshot records.  A
+	 * ranged file keeps the size it was listed with, which its ranges
+	 * cover; one that vanished is read as zeros, as a file that shrank
+	 * (its other ranges may be sent already, so it stays in the snapshot;
+	 * WAL replay removes it).
+	 */
+	if (!ranged && fstat(fd, &st) == 0)
 	{
 		item->size = st.st_size;
 		item->mtime = st.st_mtime;
 	}
+	part_length = ranged ? (uint64) item->range_length : (uint64) item->size;
 	memset(&source, 0, sizeof(source));
 	source.run = run;
 	source.fd = fd;
+	source.file_base = ranged ? (uint64) item->range_offset : 0;
 	source.segment_base = item->segment_base;
 
 	/* Main forks: the digest of every page read, for the next snapshot. */
 	if (item->main_fork)
 	{
-		bk_blockmap_start(&run->map, (uint64) item->size);
+		bk_blockmap_start(&run->map, part_length);
 		source.map = &run->map;
 	}
 	if (strcmp(run->kind, "full") != 0 && item->main_fork &&
@@ -83,24 +96,33 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	}
 
 	initStringInfo(&name);
-	appendStringInfo(&name, "%s/" BK_SNAPSHOT_DATA "/", run->id);
+	appendStringInfo(&name, "%s/%s/", run->id,
+					 ranged ? BK_SNAPSHOT_RANGE : BK_SNAPSHOT_DATA);
 	snap_encode_path(path, &name);
+	if (ranged)
+		appendStringInfo(&name, "/%lld", (long long) item->range_offset);
 	initStringInfo(&meta);
 	appendStringInfo(
 		&meta, "snapshot=%s\nmode=%04o\nmtime=%lld\nsize=%lld\nencoding=%s",
 		run->id, (unsigned int) (item->mode & 07777), (long long) item->mtime,
 		(long long) item->size, item->incremental ? "incremental" : "whole");
+	if (ranged)
+		appendStringInfo(&meta, "\nrange-offset=%lld\nrange-length=%lld",
+						 (long long) item->range_offset,
+						 (long long) item->range_length);
 
 	if (!item->incremental)
 	{
 		if (source.map != NULL)
-			bk_blockmap_start(source.map, (uint64) item->size);
-		source.file_len = (uint64) item->size;
-		source.total = (uint64) item->size;
+			bk_blockmap_start(source.map, part_length);
+		source.file_len = part_length;
+		source.total = part_length;
 		source.counts_as_read = true;
 		source.verify = item->checksummed;
+		source.crc = ranged;
 		snap_send_object(run, name.data, meta.data, &source, path, true);
 		memcpy(item->sha256, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
+		item->crc32c = source.crc32c;
 		item->objects = 1;
 	}
 	else if (item->blocks > 0)
@@ -118,12 +140,17 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 		snap_send_object(run, name.data, meta.data, &spooled, path, true);
 		item->objects = 1;
 	}
-	close(fd);
+	if (item->incremental)
+		item->crc32c = source.crc32c;
+	if (fd >= 0)
+		close(fd);
 	pfree(name.data);
 	pfree(meta.data);
 	if (header != NULL)
 		free(header);
-	if (item->main_fork && bk_blockmap_queue(&run->map_writer, path, &run->map))
+	if (item->main_fork &&
+		bk_blockmap_queue(&run->map_writer, path,
+						  (BlockNumber) (source.file_base / BLCKSZ), &run->map))
 		snap_flush_maps(run);
 
 	if (source.failures > 0)
@@ -146,7 +173,7 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	item->bytes_read = run->bytes_read - read_before;
 	item->bytes_sent = run->bytes_sent - sent_before;
 	item->sent = true;
-	snap_add_progress(run->slot, 0, 0, 1);
+	snap_add_progress(run->slot, 0, 0, files_done);
 }
 
 /*
@@ -179,17 +206,23 @@ snap_flush_maps(SnapRun *run)
 
 /*
  * snap_scan_incremental
- *		First pass over a relation main fork: checksum every page, keep the
- *		pages a restore needs from this snapshot in the spool file, and
- *		build the object's header.  Returns false to send the file whole
- *		(it changed under us in a way that makes pages unreliable).
+ *		First pass over a relation main fork, or over one range of it:
+ *		checksum every page, keep the pages a restore needs from this
+ *		snapshot in the spool file, and build the object's header (the
+ *		file's length, block numbers counted from the file's start).
+ *		Returns false to send the file whole (it changed under us in a way
+ *		that makes pages unreliable).
  */
 static bool
 snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 					  int fd, int64 *blocks, uint8 **header, size_t *header_len,
 					  PlainSource *scan)
 {
-	BlockNumber nblocks = (BlockNumber) (item->size / BLCKSZ);
+	BlockNumber base = (BlockNumber) (scan->file_base / BLCKSZ);
+	BlockNumber nblocks =
+		(BlockNumber) ((item->range_count > 0 ? item->range_length
+											  : item->size) /
+					   BLCKSZ);
 	BlockNumber *chosen = palloc(sizeof(BlockNumber) * (nblocks + 1));
 	BkSha256 *sha;
 	BkError err;
@@ -215,10 +248,10 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 		size_t got = 0;
 
 		CHECK_FOR_INTERRUPTS();
-		while (got < want)
+		while (fd >= 0 && got < want)
 		{
 			ssize_t n = pread(fd, run->block_buffer + got, want - got,
-							  (off_t) first * BLCKSZ + got);
+							  (off_t) (base + first) * BLCKSZ + got);
 
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -236,7 +269,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 		for (BlockNumber idx = 0; idx < count; idx++)
 		{
 			uint8 *page = run->block_buffer + (size_t) idx * BLCKSZ;
-			BlockNumber blkno = first + idx;
+			BlockNumber blkno = base + first + idx;
 			XLogRecPtr lsn;
 			uint64 digest;
 
@@ -260,6 +293,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 		}
 		if (!bk_sha256_update(sha, run->block_buffer, want, &err))
 			ereport(ERROR, (errmsg("%s", err.message)));
+		scan->crc32c = bk_crc32c(scan->crc32c, run->block_buffer, want);
 		snap_add_progress(run->slot, (int64) want, 0, 0);
 		run->bytes_read += (int64) want;
 	}
@@ -360,12 +394,13 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 		uint64 file_pos = source->pos + filled - source->mem_len;
 		size_t file_start = filled;
 
-		while (filled < chunk_len && file_pos < source->file_len)
+		while (source->fd >= 0 && filled < chunk_len &&
+			   file_pos < source->file_len)
 		{
 			ssize_t n =
 				pread(source->fd, run->chunk_buffer + filled,
 					  Min(chunk_len - filled, source->file_len - file_pos),
-					  (off_t) file_pos);
+					  (off_t) (source->file_base + file_pos));
 
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -384,8 +419,9 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 			memset(run->chunk_buffer + filled, 0, chunk_len - filled);
 		if (source->verify)
 		{
+			/* Offsets in the file (a range starts at a block boundary). */
 			uint64 chunk_file_start =
-				source->pos + file_start - source->mem_len;
+				source->file_base + source->pos + file_start - source->mem_len;
 			uint64 chunk_file_end = chunk_file_start + (chunk_len - file_start);
 
 			/*
@@ -423,6 +459,10 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 		if (source->map != NULL)
 			bk_blockmap_add(source->map, run->chunk_buffer + file_start,
 							chunk_len - file_start);
+		if (source->crc)
+			source->crc32c =
+				bk_crc32c(source->crc32c, run->chunk_buffer + file_start,
+						  chunk_len - file_start);
 		if (source->counts_as_read)
 		{
 			run->bytes_read += chunk_len - file_start;

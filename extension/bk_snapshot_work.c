@@ -1,8 +1,9 @@
 /*
  * bk_snapshot_work.c
  *		The work list in dynamic shared memory and the helper workers that
- *		share it (bk.snapshot_jobs > 1): every process takes the next file,
- *		largest first, and writes what it found into the file's entry.
+ *		share it (bk.snapshot_jobs > 1): every process takes the next file or
+ *		range of a large file, largest first, and writes what it found into
+ *		its entry.
  */
 #include "postgres.h"
 
@@ -16,23 +17,53 @@ snap_work_order(SnapWork *work)
 	return (int *) ((char *) work + work->order_offset);
 }
 
+/* Bytes one item reads: its range, or its file. */
+static off_t
+snap_item_length(const SnapWorkItem *item)
+{
+	return item->range_count > 0 ? item->range_length : item->size;
+}
+
 static int
 snap_cmp_item_size(const void *a, const void *b, void *arg)
 {
 	SnapWork *work = arg;
-	const SnapWorkItem *item_a = &work->items[*(const int *) a];
-	const SnapWorkItem *item_b = &work->items[*(const int *) b];
+	off_t length_a = snap_item_length(&work->items[*(const int *) a]);
+	off_t length_b = snap_item_length(&work->items[*(const int *) b]);
 
-	if (item_a->size != item_b->size)
-		return item_a->size > item_b->size ? -1 : 1;
+	if (length_a != length_b)
+		return length_a > length_b ? -1 : 1;
 	return *(const int *) a - *(const int *) b;
+}
+
+/*
+ * How many items a file of size bytes is: one, or one per range when it is
+ * larger than a range (range_size 0: never split).
+ */
+static int
+snap_file_ranges(off_t size, off_t range_size)
+{
+	if (range_size <= 0 || size <= range_size)
+		return 0;
+	if ((size + range_size - 1) / range_size > INT_MAX / 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a file of %lld bytes needs too many ranges of %lld "
+						"bytes",
+						(long long) size, (long long) range_size),
+				 errhint("Raise bk.snapshot_range_size.")));
+	return (int) ((size + range_size - 1) / range_size);
 }
 
 /*
  * snap_build_work
  *		The work list, in dynamic shared memory so that helpers can share it,
  *		from the listing; the directories go straight into the record, the
- *		totals into the progress view.
+ *		totals into the progress view.  A file larger than
+ *		bk.snapshot_range_size becomes one item per range, so that several
+ *		processes read it at once; its ranges are cut at the size the
+ *		listing saw (the file may grow while it is read: WAL replay
+ *		restores what was added, as for any file).
  */
 void
 snap_build_work(SnapRun *run)
@@ -47,6 +78,8 @@ snap_build_work(SnapRun *run)
 	int queued = 0;
 	Size path_pos = 0;
 	int64 bytes_total = 0;
+	int files = 0;
+	off_t range_size = (off_t) run->slot->range_blocks * BLCKSZ;
 
 	foreach (cell, run->entries)
 	{
@@ -54,13 +87,14 @@ snap_build_work(SnapRun *run)
 
 		if (!entry->is_dir)
 		{
-			count++;
+			files++;
+			count += Max(snap_file_ranges(entry->size, range_size), 1);
 			paths_len += strlen(entry->path) + 1;
 			bytes_total += entry->size;
 		}
 	}
 	SpinLockAcquire(&bk_shared->mutex);
-	run->slot->files_total = count;
+	run->slot->files_total = files;
 	run->slot->bytes_total = bytes_total;
 	SpinLockRelease(&bk_shared->mutex);
 	items_size =
@@ -90,29 +124,46 @@ snap_build_work(SnapRun *run)
 	{
 		SnapEntry *entry = lfirst(cell);
 		SnapWorkItem *item;
+		int ranges;
+		bool parent_has;
 
 		if (entry->is_dir)
 		{
 			snap_record_directory(run, entry->path, entry->mode);
 			continue;
 		}
-		item = &work->items[count];
-		memset(item, 0, sizeof(*item));
-		item->path_offset = path_pos;
-		strcpy(snap_item_path(work, item), entry->path);
+		ranges = snap_file_ranges(entry->size, range_size);
+		parent_has = snap_parent_has(run, entry->path);
+		for (int range = 0; range < Max(ranges, 1); range++)
+		{
+			item = &work->items[count];
+			memset(item, 0, sizeof(*item));
+			item->path_offset = path_pos;
+			if (range == 0)
+				strcpy(snap_item_path(work, item), entry->path);
+			item->mode = entry->mode;
+			item->mtime = entry->mtime;
+			item->size = entry->size;
+			item->checksummed = entry->checksummed;
+			item->main_fork = entry->main_fork;
+			item->segment_base = entry->segment_base;
+			item->parent_has = parent_has;
+			item->range_count = ranges;
+			item->range_index = range;
+			if (ranges > 0)
+			{
+				item->range_offset = range * range_size;
+				item->range_length =
+					Min(range_size, entry->size - item->range_offset);
+			}
+			/* pg_control is small: never ranged. */
+			if (strcmp(entry->path, XLOG_CONTROL_FILE) == 0)
+				run->control_index = count;
+			else
+				order[queued++] = count;
+			count++;
+		}
 		path_pos += strlen(entry->path) + 1;
-		item->mode = entry->mode;
-		item->mtime = entry->mtime;
-		item->size = entry->size;
-		item->checksummed = entry->checksummed;
-		item->main_fork = entry->main_fork;
-		item->segment_base = entry->segment_base;
-		item->parent_has = snap_parent_has(run, entry->path);
-		if (strcmp(entry->path, XLOG_CONTROL_FILE) == 0)
-			run->control_index = count;
-		else
-			order[queued++] = count;
-		count++;
 	}
 	work->queued = queued;
 	qsort_arg(order, queued, sizeof(int), snap_cmp_item_size, work);
@@ -199,9 +250,12 @@ snap_start_helpers(SnapRun *run)
 							 run->id, run->helper_count, wanted),
 					  errhint("Raise max_worker_processes, or lower "
 							  "bk.snapshot_jobs.")));
-	ereport(LOG, (errmsg("bk: snapshot %s copies %d files with %d process%s",
-						 run->id, run->work->count, run->helper_count + 1,
-						 run->helper_count == 0 ? "" : "es")));
+	ereport(LOG,
+			(errmsg("bk: snapshot %s copies %lld files with %d "
+					"process%s, in %d pieces",
+					run->id, (long long) run->slot->files_total,
+					run->helper_count + 1, run->helper_count == 0 ? "" : "es",
+					run->work->count)));
 }
 
 /* Interrupts, and bk_snapshot_cancel(), between files. */

@@ -11,7 +11,7 @@
 #include "bk_snapshot.h"
 
 static void snap_run(SnapRun *run);
-static char *snap_extension_table(const char *name);
+static char *snap_extension_table(const char *name, const char *column);
 static void snap_prepare(SnapRun *run);
 static void snap_finish_record(SnapRun *run, BkSnapshotState state,
 							   const char *error);
@@ -236,10 +236,11 @@ snap_sql_end(void)
 /*
  * snap_extension_table
  *		"schema.name", quoted, for a table of the extension; an error that
- *		says what to do if the installed extension predates the table.
+ *		says what to do if the installed extension predates the table, or
+ *		the table's newest column.
  */
 static char *
-snap_extension_table(const char *name)
+snap_extension_table(const char *name, const char *column)
 {
 	char *schema;
 	bool exists;
@@ -248,12 +249,15 @@ snap_extension_table(const char *name)
 	/* Inside the worker's SPI transaction (snap_sql_begin). */
 	if (SPI_execute_with_args(
 			"SELECT n.nspname, EXISTS (SELECT FROM pg_catalog.pg_class c "
-			"WHERE c.relnamespace = n.oid AND c.relname = $1) "
+			"JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+			"WHERE c.relnamespace = n.oid AND c.relname = $1 "
+			"AND a.attname = $2 AND NOT a.attisdropped) "
 			"FROM pg_catalog.pg_extension e "
 			"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
 			"WHERE e.extname = 'bk'",
-			1, (Oid[]){TEXTOID}, (Datum[]){CStringGetTextDatum(name)}, NULL,
-			true, 1) != SPI_OK_SELECT ||
+			2, (Oid[]){TEXTOID, TEXTOID},
+			(Datum[]){CStringGetTextDatum(name), CStringGetTextDatum(column)},
+			NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -265,8 +269,9 @@ snap_extension_table(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"bk\" in this database is older than its "
-						"library: table \"%s\" is missing",
-						name),
+						"library: table \"%s\" or its column \"%s\" is "
+						"missing",
+						name, column),
 				 errhint("Run ALTER EXTENSION bk UPDATE.")));
 	return quote_qualified_identifier(schema, name);
 }
@@ -347,9 +352,11 @@ snap_prepare(SnapRun *run)
 	snap_sql_begin();
 	/* SPI calls switch to SPI's own context: copy what must outlive it. */
 	run->history_table = MemoryContextStrdup(
-		TopMemoryContext, snap_extension_table("bk_snapshot_history"));
+		TopMemoryContext,
+		snap_extension_table("bk_snapshot_history", "snapshot_id"));
 	run->blocks_table = MemoryContextStrdup(
-		TopMemoryContext, snap_extension_table("bk_snapshot_blocks"));
+		TopMemoryContext,
+		snap_extension_table("bk_snapshot_blocks", "first_block"));
 	table = run->history_table;
 	snap_fail_stale_history(run);
 	bk_blockmap_prune(run->blocks_table, run->history_table);

@@ -67,15 +67,19 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		return false;
 
 	/* --delta: a file that already has the recorded content stays. */
-	if (r->delta && !pg_control && file->has_sha256 && lstat(path, &st) == 0 &&
+	if (r->delta && !pg_control &&
+		(file->has_sha256 || file->range_count > 0) && lstat(path, &st) == 0 &&
 		S_ISREG(st.st_mode) && (uint64_t) st.st_size == file->size)
 	{
 		uint8_t existing[BK_SHA256_LEN];
+		bool matches = false;
 		BkError hash_err; /* unreadable: rewritten below */
 
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd >= 0 && bk_sha256_fd(fd, path, existing, &hash_err) &&
-			digest_equal(existing, file->sha256))
+		if (fd >= 0 &&
+			bk_snapshot_file_hash(fd, path, file, existing, &matches,
+								  &hash_err) &&
+			matches)
 		{
 			close(fd);
 			memcpy(result->sha256, existing, BK_SHA256_LEN);

@@ -76,7 +76,10 @@ take_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (entry->is_prefix)
 		return true;
 	snapshot->stored_bytes += entry->size;
-	if (strncmp(part, BK_SNAPSHOT_DATA "/", strlen(BK_SNAPSHOT_DATA) + 1) == 0)
+	if (strncmp(part, BK_SNAPSHOT_DATA "/", strlen(BK_SNAPSHOT_DATA) + 1) ==
+			0 ||
+		strncmp(part, BK_SNAPSHOT_RANGE "/", strlen(BK_SNAPSHOT_RANGE) + 1) ==
+			0)
 		snapshot->data_objects++;
 	else if (strcmp(part, BK_SNAPSHOT_RECORD) == 0)
 		snapshot->has_record = true; /* confirmed by load_record_meta */

@@ -24,13 +24,12 @@
 /* With writeback on, the kernel is told to write out every this many bytes. */
 #define WRITEBACK_STEP (8 * 1024 * 1024)
 
-bool
-bk_snapshot_data_name(const char *id, const char *path, char *out,
-					  size_t out_len)
+static bool
+object_name(const char *id, const char *part, const char *path, char *out,
+			size_t out_len, size_t *end)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	size_t used =
-		(size_t) snprintf(out, out_len, "%s/%s/", id, BK_SNAPSHOT_DATA);
+	size_t used = (size_t) snprintf(out, out_len, "%s/%s/", id, part);
 
 	if (used >= out_len)
 		return false;
@@ -52,7 +51,28 @@ bk_snapshot_data_name(const char *id, const char *path, char *out,
 		}
 	}
 	out[used] = '\0';
+	*end = used;
 	return true;
+}
+
+bool
+bk_snapshot_data_name(const char *id, const char *path, char *out,
+					  size_t out_len)
+{
+	size_t end;
+
+	return object_name(id, BK_SNAPSHOT_DATA, path, out, out_len, &end);
+}
+
+bool
+bk_snapshot_range_name(const char *id, const char *path, uint64_t offset,
+					   char *out, size_t out_len)
+{
+	size_t end;
+
+	return object_name(id, BK_SNAPSHOT_RANGE, path, out, out_len, &end) &&
+		   (size_t) snprintf(out + end, out_len - end, "/%" PRIu64, offset) <
+			   out_len - end;
 }
 
 bool
@@ -152,7 +172,10 @@ bk_snapshot_record_free(BkSnapRecord *record)
 	if (record == NULL)
 		return;
 	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
+	{
 		free(record->files[fileIdx].path);
+		free(record->files[fileIdx].ranges);
+	}
 	for (size_t dirIdx = 0; dirIdx < record->directory_count; dirIdx++)
 		free(record->directories[dirIdx].path);
 	for (size_t spcIdx = 0; spcIdx < record->tablespace_count; spcIdx++)
@@ -203,6 +226,71 @@ record_bad(BkError *err, const char *id, const char *what)
 						"snapshot %s: its record (snapshot.json) is invalid: "
 						"%s",
 						id, what);
+}
+
+/*
+ * A ranged file's ranges: they follow one another from offset 0 to the
+ * file's size, each with its SHA-256 and, for an incremental file, its
+ * block count (which add up to the file's).
+ */
+static bool
+parse_ranges(json_t *ranges, BkSnapRecord *record, BkSnapFile *file,
+			 BkError *err)
+{
+	size_t count = json_array_size(ranges);
+	uint64_t next = 0;
+	uint64_t blocks = 0;
+	char what[BK_ERROR_MESSAGE_MAX / 2];
+
+	if (!json_is_array(ranges) || count == 0)
+	{
+		snprintf(what, sizeof(what), "file \"%s\" has an empty \"ranges\"",
+				 file->path);
+		return record_bad(err, record->id, what);
+	}
+	file->ranges = calloc(count, sizeof(BkSnapRange));
+	if (file->ranges == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	file->range_count = count;
+	for (size_t rangeIdx = 0; rangeIdx < count; rangeIdx++)
+	{
+		json_t *item = json_array_get(ranges, rangeIdx);
+		BkSnapRange *range = &file->ranges[rangeIdx];
+		json_t *offset = json_object_get(item, "offset");
+		json_t *length = json_object_get(item, "length");
+		json_t *range_blocks = json_object_get(item, "blocks");
+		const char *sha = json_string_value(json_object_get(item, "sha256"));
+
+		if (!json_is_integer(offset) || !json_is_integer(length) ||
+			json_integer_value(length) <= 0 ||
+			(uint64_t) json_integer_value(offset) != next || sha == NULL ||
+			!bk_hex_decode(sha, range->sha256, BK_SHA256_LEN) ||
+			(file->incremental && (!json_is_integer(range_blocks) ||
+								   json_integer_value(range_blocks) < 0)))
+		{
+			snprintf(what, sizeof(what),
+					 "range %zu of file \"%s\" lacks a valid offset, length, "
+					 "sha256 or block count, or does not follow the one "
+					 "before",
+					 rangeIdx, file->path);
+			return record_bad(err, record->id, what);
+		}
+		range->offset = next;
+		range->length = (uint64_t) json_integer_value(length);
+		range->blocks =
+			file->incremental ? (uint64_t) json_integer_value(range_blocks) : 0;
+		next += range->length;
+		blocks += range->blocks;
+	}
+	if (next != file->size || (file->incremental && blocks != file->blocks))
+	{
+		snprintf(what, sizeof(what),
+				 "the ranges of file \"%s\" do not add up to its size or "
+				 "block count",
+				 file->path);
+		return record_bad(err, record->id, what);
+	}
+	return true;
 }
 
 static bool
@@ -270,6 +358,18 @@ parse_files(json_t *files, BkSnapRecord *record, BkError *err)
 				return record_bad(err, record->id, what);
 			}
 			file->has_sha256 = true;
+		}
+		if (json_object_get(item, "ranges") != NULL &&
+			(file->has_sha256 ||
+			 !parse_ranges(json_object_get(item, "ranges"), record, file, err)))
+		{
+			if (file->has_sha256)
+			{
+				snprintf(what, sizeof(what),
+						 "file \"%s\" has both a sha256 and ranges", path);
+				return record_bad(err, record->id, what);
+			}
+			return false;
 		}
 		record->bytes += file->size;
 	}
@@ -392,9 +492,17 @@ bk_snapshot_record_load(const BkRepo *repo, BkDecoder *decoder,
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	}
 	bk_strlcpy(record->id, id, sizeof(record->id));
-	if (json_integer_value(json_object_get(root, "format")) != 1)
+	value = json_object_get(root, "format");
+	if (json_integer_value(value) < 1 ||
+		json_integer_value(value) > BK_SNAPSHOT_RECORD_FORMAT)
 	{
-		record_bad(err, id, "\"format\" is not 1");
+		char what[BK_ERROR_MESSAGE_MAX / 2];
+
+		snprintf(what, sizeof(what),
+				 "\"format\" is not 1 to %d (a newer bk wrote it: use that "
+				 "version's bk)",
+				 BK_SNAPSHOT_RECORD_FORMAT);
+		record_bad(err, id, what);
 		goto done;
 	}
 	if (!copy_string(root, "snapshot", record->id, sizeof(record->id), true) ||
@@ -579,6 +687,7 @@ typedef struct WholeSink
 {
 	FileWriter *writer;
 	uint64_t offset;
+	BkSha256 *sha; /* the ranges of a file, in order: the whole's SHA-256 */
 } WholeSink;
 
 static bool
@@ -587,6 +696,8 @@ whole_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 	WholeSink *sink = arg;
 
 	if (!writer_write(sink->writer, data, len, sink->offset, err))
+		return false;
+	if (sink->sha != NULL && !bk_sha256_update(sink->sha, data, len, err))
 		return false;
 	sink->offset += len;
 	return true;
@@ -599,6 +710,9 @@ typedef struct IncrSink
 	const char *path;
 	FileWriter *writer;
 	const BkSnapFile *file; /* the record's entry */
+	uint64_t part_start;    /* the bytes this object may patch */
+	uint64_t part_end;
+	uint64_t part_blocks; /* the blocks the record says it holds */
 	uint32_t block_size;
 	uint8_t header[BK_INCR_HEADER_LEN];
 	size_t header_have;
@@ -631,17 +745,13 @@ incr_header_done(IncrSink *sink, BkError *err)
 	if (block_size != sink->block_size)
 		return incr_bad(err, "its block size differs from the record's");
 	sink->block_count = header.block_count;
-	if (sink->block_count != sink->file->blocks || sink->block_count == 0)
+	if (sink->block_count != sink->part_blocks || sink->block_count == 0)
 		return incr_bad(err, "its block count differs from the record's");
 	if ((uint64_t) sink->block_count * block_size > length)
 		return incr_bad(err, "more blocks than the file holds");
 	sink->numbers = malloc((size_t) sink->block_count * 4);
 	if (sink->numbers == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	/* Cut or extend (with zeros) the parent's version to the new length. */
-	if (ftruncate(sink->fd, (off_t) length) != 0)
-		return bk_error_set(err, BK_ERR_IO, "could not resize \"%s\": %s",
-							sink->path, strerror(errno));
 	return true;
 }
 
@@ -658,6 +768,9 @@ incr_numbers_done(IncrSink *sink, BkError *err)
 			return incr_bad(err, "block numbers are not strictly ascending");
 		if ((number + 1) * sink->block_size > sink->file->size)
 			return incr_bad(err, "a block lies beyond the file's length");
+		if (number * sink->block_size < sink->part_start ||
+			(number + 1) * sink->block_size > sink->part_end)
+			return incr_bad(err, "a block lies outside its range");
 		previous = number;
 	}
 	return true;
@@ -756,11 +869,211 @@ done:
 	return ok;
 }
 
+bool
+bk_snapshot_file_hash(int fd, const char *path, const BkSnapFile *file,
+					  uint8_t sha256[BK_SHA256_LEN], bool *matches,
+					  BkError *err)
+{
+	BkSha256 *whole = bk_sha256_new(err);
+	BkSha256 *part = NULL;
+	uint8_t *buf = malloc(IO_BUFFER_SIZE);
+	uint64_t offset = 0;
+	size_t rangeIdx = 0;
+	bool ok = false;
+
+	*matches = true;
+	if (whole == NULL || buf == NULL)
+	{
+		if (buf == NULL)
+			bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	while (offset < file->size)
+	{
+		uint64_t end = file->size;
+		size_t want;
+		ssize_t got;
+
+		if (file->range_count > 0)
+		{
+			end = file->ranges[rangeIdx].offset + file->ranges[rangeIdx].length;
+			if (part == NULL && (part = bk_sha256_new(err)) == NULL)
+				goto done;
+		}
+		want = end - offset < IO_BUFFER_SIZE ? (size_t) (end - offset)
+											 : IO_BUFFER_SIZE;
+		got = pread(fd, buf, want, (off_t) offset);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+		{
+			bk_error_set(err, BK_ERR_IO,
+						 got < 0 ? "could not read \"%s\": %s"
+								 : "\"%s\" is shorter than its recorded size%s",
+						 path, got < 0 ? strerror(errno) : "");
+			goto done;
+		}
+		if (!bk_sha256_update(whole, buf, (size_t) got, err) ||
+			(part != NULL && !bk_sha256_update(part, buf, (size_t) got, err)))
+			goto done;
+		offset += (uint64_t) got;
+		if (part != NULL && offset == end)
+		{
+			uint8_t digest[BK_SHA256_LEN];
+
+			if (!bk_sha256_final(part, digest, err))
+				goto done;
+			bk_sha256_free(part);
+			part = NULL;
+			if (memcmp(digest, file->ranges[rangeIdx].sha256, BK_SHA256_LEN) !=
+				0)
+				*matches = false;
+			rangeIdx++;
+		}
+	}
+	if (!bk_sha256_final(whole, sha256, err))
+		goto done;
+	if (file->range_count == 0 && file->has_sha256 &&
+		memcmp(sha256, file->sha256, BK_SHA256_LEN) != 0)
+		*matches = false;
+	ok = true;
+done:
+	bk_sha256_free(whole);
+	bk_sha256_free(part);
+	free(buf);
+	return ok;
+}
+
 static bool
 rebuild_failed(BkError *err, const char *snapshot_id, const char *path)
 {
 	return bk_error_prefix(err, "snapshot %s, file \"%s\": ", snapshot_id,
 						   path);
+}
+
+/*
+ * The objects of a file in one snapshot: one (range_count 0), or one per
+ * range; for an incremental file only the ranges that have changed blocks.
+ * Calls apply for each, with its name, the range it covers and its index
+ * in file->ranges (-1: not ranged).
+ */
+typedef bool (*ObjectApply)(void *arg, const char *name, uint64_t start,
+							uint64_t end, int range_index, BkError *err);
+
+static bool
+each_object(const char *snapshot_id, const BkSnapFile *file, ObjectApply apply,
+			void *arg, BkError *err)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+
+	if (file->range_count == 0)
+	{
+		if (file->incremental && file->blocks == 0)
+			return true;
+		if (!bk_snapshot_data_name(snapshot_id, file->path, name,
+								   sizeof(name)) ||
+			!bk_object_name_valid(name, strlen(name)))
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"its object name is too long");
+		return apply(arg, name, 0, file->size, -1, err);
+	}
+	for (size_t rangeIdx = 0; rangeIdx < file->range_count; rangeIdx++)
+	{
+		const BkSnapRange *range = &file->ranges[rangeIdx];
+
+		if (file->incremental && range->blocks == 0)
+			continue;
+		if (!bk_snapshot_range_name(snapshot_id, file->path, range->offset,
+									name, sizeof(name)) ||
+			!bk_object_name_valid(name, strlen(name)))
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"its object name is too long");
+		if (!apply(arg, name, range->offset, range->offset + range->length,
+				   (int) rangeIdx, err))
+			return false;
+	}
+	return true;
+}
+
+/* Rebuilding one file: the state both kinds of object work on. */
+typedef struct Rebuild
+{
+	const BkRepo *repo;
+	BkDecoder *decoder;
+	const char *source;
+	const BkSnapFile *entry; /* in the snapshot whose objects are applied */
+	uint32_t block_size;
+	int fd;
+	const char *fd_path;
+	FileWriter *writer;
+	WholeSink whole;
+	uint8_t *digest; /* a whole object's SHA-256 (not ranged) */
+	uint64_t *bytes_read;
+} Rebuild;
+
+/* A whole object (or range): written at its offset, checked by its size. */
+static bool
+apply_whole(void *arg, const char *name, uint64_t start, uint64_t end,
+			int range_index, BkError *err)
+{
+	Rebuild *rb = arg;
+	uint8_t digest[BK_SHA256_LEN];
+	uint64_t size = 0;
+
+	rb->whole.offset = start;
+	if (!bk_snapshot_read_object(rb->repo, rb->decoder, rb->source, name,
+								 whole_sink, &rb->whole, digest, &size, err) ||
+		!writer_flush(rb->writer, err))
+		return false;
+	if (rb->bytes_read != NULL)
+		*rb->bytes_read += size;
+	if (size != end - start)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"object \"%s\" holds %" PRIu64
+							" bytes, the record says %" PRIu64,
+							name, size, end - start);
+	if (range_index < 0)
+		memcpy(rb->digest, digest, BK_SHA256_LEN);
+	else if (memcmp(digest, rb->entry->ranges[range_index].sha256,
+					BK_SHA256_LEN) != 0)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"object \"%s\": its SHA-256 differs from the "
+							"record's for that range",
+							name);
+	return true;
+}
+
+/* An incremental object (or range): its blocks patched in place. */
+static bool
+apply_incremental(void *arg, const char *name, uint64_t start, uint64_t end,
+				  int range_index, BkError *err)
+{
+	Rebuild *rb = arg;
+	IncrSink incr = {.fd = rb->fd,
+					 .path = rb->fd_path,
+					 .writer = rb->writer,
+					 .file = rb->entry,
+					 .part_start = start,
+					 .part_end = end,
+					 .part_blocks = range_index < 0
+										? rb->entry->blocks
+										: rb->entry->ranges[range_index].blocks,
+					 .block_size = rb->block_size};
+	uint64_t size = 0;
+	bool ok;
+
+	ok = bk_snapshot_read_object(rb->repo, rb->decoder, rb->source, name,
+								 incr_sink, &incr, NULL, &size, err) &&
+		 writer_flush(rb->writer, err);
+	free(incr.numbers);
+	if (!ok)
+		return false;
+	if (rb->bytes_read != NULL)
+		*rb->bytes_read += size;
+	if (incr.header_have < BK_INCR_HEADER_LEN ||
+		incr.data_have != (uint64_t) incr.block_count * incr.block_size)
+		return incr_bad(err, "it ends before the blocks its header announces");
+	return true;
 }
 
 bool
@@ -774,10 +1087,16 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	const BkSnapRecord *target = chain[chain_len - 1];
 	int base = chain_len - 1;
 	const BkSnapFile *entry = file;
-	char name[BK_OBJECT_NAME_MAX + 1];
 	FileWriter writer = {.fd = fd, .path = fd_path, .writeback = writeback};
-	WholeSink whole = {.writer = &writer};
-	uint64_t size = 0;
+	Rebuild rb = {.repo = repo,
+				  .decoder = decoder,
+				  .source = source,
+				  .fd = fd,
+				  .fd_path = fd_path,
+				  .writer = &writer,
+				  .whole = {.writer = &writer},
+				  .digest = sha256,
+				  .bytes_read = bytes_read};
 	uint64_t largest;
 	bool ok = false;
 
@@ -813,38 +1132,22 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 					 strerror(errno));
 		return rebuild_failed(err, target->id, file->path);
 	}
-	if (!bk_snapshot_data_name(chain[base]->id, file->path, name,
-							   sizeof(name)) ||
-		!bk_object_name_valid(name, strlen(name)))
-	{
-		bk_error_set(err, BK_ERR_FORMAT, "its object name is too long");
-		return rebuild_failed(err, chain[base]->id, file->path);
-	}
-	if (!bk_snapshot_read_object(repo, decoder, source, name, whole_sink,
-								 &whole, sha256, &size, err) ||
-		!writer_flush(&writer, err))
+	/* Sent in ranges, and restored from them alone: hash as written. */
+	if (base == chain_len - 1 && entry->range_count > 0 &&
+		(rb.whole.sha = bk_sha256_new(err)) == NULL)
+		return rebuild_failed(err, target->id, file->path);
+	rb.entry = entry;
+	if (!each_object(chain[base]->id, entry, apply_whole, &rb, err))
 	{
 		rebuild_failed(err, chain[base]->id, file->path);
 		goto done;
 	}
-	if (bytes_read != NULL)
-		*bytes_read += size;
-	if (size != entry->size)
-	{
-		bk_error_set(err, BK_ERR_FORMAT,
-					 "its object holds %" PRIu64
-					 " bytes, the record says %" PRIu64,
-					 size, entry->size);
-		rebuild_failed(err, chain[base]->id, file->path);
+	if (rb.whole.sha != NULL && !bk_sha256_final(rb.whole.sha, sha256, err))
 		goto done;
-	}
 
 	/* Patch the changed blocks of each later snapshot in place. */
 	for (int step = base + 1; step < chain_len; step++)
 	{
-		IncrSink incr = {.fd = fd, .path = fd_path, .writer = &writer};
-		bool read_ok;
-
 		entry = bk_snapshot_record_file(chain[step], file->path);
 		if (entry == NULL || !entry->incremental)
 		{
@@ -852,53 +1155,45 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 			rebuild_failed(err, chain[step]->id, file->path);
 			goto done;
 		}
-		if (entry->blocks == 0)
+		/* Cut or extend (with zeros) the parent's version to the new length. */
+		if (ftruncate(fd, (off_t) entry->size) != 0)
 		{
-			if (ftruncate(fd, (off_t) entry->size) != 0)
-			{
-				bk_error_set(err, BK_ERR_IO, "could not resize \"%s\": %s",
-							 fd_path, strerror(errno));
-				rebuild_failed(err, chain[step]->id, file->path);
-				goto done;
-			}
-			continue;
-		}
-		incr.file = entry;
-		incr.block_size = chain[step]->block_size;
-		if (!bk_snapshot_data_name(chain[step]->id, file->path, name,
-								   sizeof(name)))
-		{
-			bk_error_set(err, BK_ERR_FORMAT, "its object name is too long");
+			bk_error_set(err, BK_ERR_IO, "could not resize \"%s\": %s", fd_path,
+						 strerror(errno));
 			rebuild_failed(err, chain[step]->id, file->path);
 			goto done;
 		}
-		read_ok = bk_snapshot_read_object(repo, decoder, source, name,
-										  incr_sink, &incr, NULL, &size, err) &&
-				  writer_flush(&writer, err);
-		free(incr.numbers);
-		if (!read_ok)
+		rb.entry = entry;
+		rb.block_size = chain[step]->block_size;
+		if (!each_object(chain[step]->id, entry, apply_incremental, &rb, err))
 		{
-			rebuild_failed(err, chain[step]->id, file->path);
-			goto done;
-		}
-		if (bytes_read != NULL)
-			*bytes_read += size;
-		if (incr.header_have < BK_INCR_HEADER_LEN ||
-			incr.data_have != (uint64_t) incr.block_count * incr.block_size)
-		{
-			incr_bad(err, "it ends before the blocks its header announces");
 			rebuild_failed(err, chain[step]->id, file->path);
 			goto done;
 		}
 	}
-	/* Patched: read back for its digest (sent whole: the decoder's is). */
-	if (base != chain_len - 1 && !bk_sha256_fd(fd, fd_path, sha256, err))
+	/* Patched: read back for its digest, and its ranges' if it has them. */
+	if (base != chain_len - 1)
 	{
-		rebuild_failed(err, target->id, file->path);
-		goto done;
+		bool matches;
+
+		if (!bk_snapshot_file_hash(fd, fd_path, file, sha256, &matches, err))
+		{
+			rebuild_failed(err, target->id, file->path);
+			goto done;
+		}
+		if (file->range_count > 0 && !matches)
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "the file rebuilt through its incremental chain "
+						 "differs from the one the snapshot read (a range's "
+						 "SHA-256 does not match)");
+			rebuild_failed(err, target->id, file->path);
+			goto done;
+		}
 	}
 	ok = true;
 done:
+	bk_sha256_free(rb.whole.sha);
 	free(writer.buf);
 	return ok;
 }

@@ -31,6 +31,15 @@
 
 #define BK_RECORD_MAX_BYTES ((size_t) 1 << 30)
 
+/* A range of a file sent in ranges (format 2). */
+typedef struct BkSnapRange
+{
+	uint64_t offset;
+	uint64_t length;
+	uint64_t blocks; /* incremental: changed blocks sent (0: no object) */
+	uint8_t sha256[BK_SHA256_LEN]; /* of the range as the snapshot read it */
+} BkSnapRange;
+
 typedef struct BkSnapFile
 {
 	char *path; /* plain, relative to the data directory */
@@ -41,6 +50,12 @@ typedef struct BkSnapFile
 	uint64_t blocks; /* incremental: changed blocks sent (0: no object) */
 	bool has_sha256;
 	uint8_t sha256[BK_SHA256_LEN];
+	/*
+	 * A file sent in ranges: one object per range, a SHA-256 per range, none
+	 * for the file (has_sha256 is false).  0: one object.
+	 */
+	size_t range_count;
+	BkSnapRange *ranges;
 } BkSnapFile;
 
 typedef struct BkSnapDirectory
@@ -97,6 +112,21 @@ typedef struct BkSnapRecord
 extern bool bk_snapshot_data_name(const char *id, const char *path, char *out,
 								  size_t out_len);
 
+/* Object name of a range of a file: "<id>/range/<path>/<offset>". */
+extern bool bk_snapshot_range_name(const char *id, const char *path,
+								   uint64_t offset, char *out, size_t out_len);
+
+/*
+ * Read fd's first file->size bytes once: sha256 gets the SHA-256 of the
+ * whole, and *matches whether they are what the snapshot read (the
+ * record's SHA-256 of the file, or of each of its ranges; true when the
+ * record has neither).
+ */
+extern bool bk_snapshot_file_hash(int fd, const char *path,
+								  const BkSnapFile *file,
+								  uint8_t sha256[BK_SHA256_LEN], bool *matches,
+								  BkError *err);
+
 /*
  * Decrypt snapshot object name of source into sink (repo.h), checking
  * every chunk's tag, the fingerprint, and that the frames are the object
@@ -141,7 +171,9 @@ extern bool bk_snapshot_path_safe(const char *path);
  * written together, up to 1 MiB at a time.  writeback (a restore, not a
  * scratch file): the kernel is asked to start writing the file to disk as
  * it is written (sync_file_range), nothing waits for it: the caller
- * fsyncs.
+ * fsyncs.  A file of the target snapshot sent in ranges is checked here,
+ * range by range, against the record (the caller has no SHA-256 of the
+ * whole to compare: has_sha256 is false).
  */
 extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 									 const char *source,

@@ -440,6 +440,38 @@ check_snapshot_files(SnapshotCheck *check, int index)
 			bk_strlcpy(name, file->path, sizeof(name));
 		check->files++;
 		check->verifier->snapshot_files++;
+		if (!file->incremental && file->range_count > 0)
+		{
+			/* Sent whole in ranges: each object's digest is its range's. */
+			for (size_t rangeIdx = 0; rangeIdx < file->range_count; rangeIdx++)
+			{
+				const BkSnapRange *range = &file->ranges[rangeIdx];
+
+				if (!bk_snapshot_range_name(snapshot->id, file->path,
+											range->offset, name, sizeof(name)))
+					bk_strlcpy(name, file->path, sizeof(name));
+				if (!bk_snapshot_read_object(
+						check->repo, check->verifier->decoder, check->source,
+						name, discard_sink, NULL, digest, &size, &err))
+					snapshot_problem(check, name,
+									 "snapshot %s, file \"%s\": %s",
+									 snapshot->id, file->path, err.message);
+				else if (size != range->length)
+					snapshot_problem(check, name,
+									 "snapshot %s, file \"%s\": its range at "
+									 "%" PRIu64 " holds %" PRIu64
+									 " bytes, the record says %" PRIu64,
+									 snapshot->id, file->path, range->offset,
+									 size, range->length);
+				else if (memcmp(digest, range->sha256, BK_SHA256_LEN) != 0)
+					snapshot_problem(check, name,
+									 "snapshot %s, file \"%s\": the SHA-256 of "
+									 "its range at %" PRIu64
+									 " differs from the record's",
+									 snapshot->id, file->path, range->offset);
+			}
+			continue;
+		}
 		if (!file->incremental)
 		{
 			/* Sent whole: the decoder's digest is the file's. */
@@ -648,6 +680,28 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					BkError stat_err;
 
 					if (file->incremental && file->blocks == 0)
+						continue;
+					for (size_t rangeIdx = 0; rangeIdx < file->range_count;
+						 rangeIdx++)
+					{
+						const BkSnapRange *range = &file->ranges[rangeIdx];
+
+						if (file->incremental && range->blocks == 0)
+							continue;
+						if (!bk_snapshot_range_name(snapshot->id, file->path,
+													range->offset, name,
+													sizeof(name)) ||
+							!bk_repo_stat(repo, BK_REPO_ARCHIVE, source,
+										  BK_KIND_SNAPSHOT, name, &stat,
+										  &stat_err) ||
+							!stat.exists)
+							snapshot_problem(
+								&check, name,
+								"snapshot %s, file \"%s\": the "
+								"object of its range at %" PRIu64 " is missing",
+								snapshot->id, file->path, range->offset);
+					}
+					if (file->range_count > 0)
 						continue;
 					if (!bk_snapshot_data_name(snapshot->id, file->path, name,
 											   sizeof(name)) ||

@@ -22,7 +22,8 @@
 #
 # Also: a bk extension older than its library (0.1, before the page-digest
 # table) makes bk_snapshot() fail with the fix in the hint, and
-# ALTER EXTENSION bk UPDATE brings it to 0.2.
+# ALTER EXTENSION bk UPDATE brings it to 0.3 (0.2 kept page digests per
+# file only).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -74,11 +75,15 @@ psql -X -q -d postgres -c "DROP DATABASE IF EXISTS bk_incr" -c "CREATE DATABASE 
 # ---- an extension older than its library
 q main -c "CREATE EXTENSION bk VERSION '0.1'" >/dev/null
 out="$(q main -c "SELECT state FROM bk_snapshot()" 2>&1)"
-like "$out" 'table "bk_snapshot_blocks" is missing' "bk_snapshot() refuses to run on extension version 0.1"
+like "$out" 'table "bk_snapshot_blocks" or its column "first_block" is missing' "bk_snapshot() refuses to run on extension version 0.1"
 like "$out" 'ALTER EXTENSION bk UPDATE' "and says how to fix it"
+q main -c "ALTER EXTENSION bk UPDATE TO '0.2'" >/dev/null
+out="$(q main -c "SELECT state FROM bk_snapshot()" 2>&1)"
+like "$out" 'table "bk_snapshot_blocks" or its column "first_block" is missing' \
+    "and on version 0.2 (page digests not kept per range)"
 q main -c "ALTER EXTENSION bk UPDATE" >/dev/null
 is "$(q main -c "SELECT extversion FROM pg_extension WHERE extname = 'bk'")|$(q main -c "SELECT relpersistence FROM pg_class WHERE relname = 'bk_snapshot_blocks'")" \
-    "0.2|u" "ALTER EXTENSION bk UPDATE brings it to 0.2, with the unlogged page-digest table"
+    "0.3|u" "ALTER EXTENSION bk UPDATE brings it to 0.3, with the unlogged page-digest table"
 is "$(q main -c "SELECT has_table_privilege('public', 'bk_snapshot_blocks', 'SELECT')")" f \
     "PUBLIC cannot read the page digests"
 
@@ -166,9 +171,14 @@ declare -A SNAP DIGEST PARENT KIND
 declare -A SOURCES
 SOURCES[main]="$source_id"
 SOURCES[nock]="$(q nock -c "SELECT system_identifier FROM pg_control_system()")"
+# The cluster without checksums is copied by two processes in 256 kB
+# ranges: every relation file above that is read by both at once, and each
+# range keeps its own page digests for the next snapshot.
+declare -A RANGE_SIZE=([main]=0 [nock]=256kB)
 snapshot() { # CLUSTER NAME KIND: take it, note its moment's digest
     local cluster="$1" name="$2" kind="$3" out
-    out="$(q "$cluster" -c "SELECT snapshot_id || ' ' || coalesce(parent_id, '-') || ' ' || state FROM bk_snapshot('$kind', '$name')" 2>&1)"
+    out="$(q "$cluster" -c "SET bk.snapshot_jobs = 2" -c "SET bk.snapshot_range_size = '${RANGE_SIZE[$cluster]}'" \
+        -c "SELECT snapshot_id || ' ' || coalesce(parent_id, '-') || ' ' || state FROM bk_snapshot('$kind', '$name')" 2>&1)"
     SNAP[$cluster.$name]="${out%% *}"
     PARENT[$cluster.$name]="$(cut -d' ' -f2 <<<"$out")"
     KIND[$cluster.$name]="$kind"
@@ -213,6 +223,14 @@ for cluster in main nock; do
         "${SNAP[$cluster.full]} ${SNAP[$cluster.incr1]} ${SNAP[$cluster.full]} ${SNAP[$cluster.diff]}" \
         "$cluster: chains full -> incr1 -> incr2 and full -> diff -> incr3"
 done
+
+pieces="$(sed -n "s/.*snapshot ${SNAP[nock.full]} copies \([0-9]*\) files with 2 processes, in \([0-9]*\) pieces.*/\1 \2/p" "$dir/nock.log")"
+ok "$([[ -n "$pieces" && "${pieces#* }" -gt "${pieces% *}" ]]; echo $?)" \
+    "nock: large files went in ranges ($pieces files and pieces)"
+unlike "$(cat "$dir/nock.log")" 'kept no page digests' \
+    "nock: every incremental found its parent's page digests, range by range"
+is "$(q nock -c "SELECT count(*) > 0 FROM bk_snapshot_blocks WHERE first_block > 0")" t \
+    "nock: page digests are kept per range"
 
 # Only the parents a next snapshot can have keep their page digests: the
 # newest full (for a diff) and the newest of any kind (for an incr).

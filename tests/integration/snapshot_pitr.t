@@ -15,7 +15,8 @@
 #     bk wal-get;
 #   - a cancelled snapshot and one killed mid-way are never restorable;
 #   - one corrupted chunk in the repository makes bk verify and bk restore
-#     fail naming the file.
+#     fail naming the file; so does a missing range of a file sent in
+#     ranges (bk.snapshot_range_size).
 # With BK_TEST_BACKEND=s3 (snapshot_pitr_s3.t) the repository is a bucket of
 # the real s3proxy: the same restores read it through range GETs.
 #
@@ -181,7 +182,11 @@ moment_with_digest m0
 
 # ---- full snapshot, with DDL while it runs
 # The full snapshot is copied by two processes, the incremental by three.
-full="$(psql_q -c "SET bk.snapshot_jobs = 2" \
+# Files above bk.snapshot_range_size go in ranges, read by several
+# processes at once: 1 MB ranges for the full, 256 kB for the incremental
+# (whose parent's ranges are then not its own), none for the differential
+# (whole files patched over a parent sent in ranges).
+full="$(psql_q -c "SET bk.snapshot_jobs = 2" -c "SET bk.snapshot_range_size = '1MB'" \
     -c "SELECT snapshot_id FROM bk_snapshot(label => 'pitr full', wait => false)")"
 like "$full" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "full snapshot started: $full"
 psql_q -c "CREATE TABLE t_ddl AS SELECT g AS id FROM generate_series(1, 1000) g" \
@@ -190,6 +195,17 @@ ok $? "DDL while the snapshot runs"
 is "$(wait_snapshot "$full")" complete "the full snapshot completes"
 like "$(cat "$(dirname "$BK_PGDATA")/postgresql.log")" "snapshot $full copies [0-9]+ files with 2 processes" \
     "two processes copied it (bk.snapshot_jobs = 2)"
+pieces="$(sed -n "s/.*snapshot $full copies \([0-9]*\) files with 2 processes, in \([0-9]*\) pieces.*/\1 \2/p" \
+    "$(dirname "$BK_PGDATA")/postgresql.log")"
+files_n="${pieces% *}"
+pieces_n="${pieces#* }"
+ok "$([[ -n "$files_n" && "$pieces_n" -gt "$files_n" ]]; echo $?)" \
+    "large files were split into ranges ($files_n files in $pieces_n pieces)"
+t_main_file="$(psql_q -c "SELECT pg_relation_filepath('t_main')")"
+wait_for 60 "t_main's ranges archived" test -f "$repo_files/$source_id/snapshot/$full/range/$t_main_file/1048576"
+ok $? "t_main's heap is archived as 1 MB ranges (range/$t_main_file/1048576)"
+[[ ! -e "$repo_files/$source_id/snapshot/$full/data/$t_main_file" ]]
+ok $? "and not as one object"
 moment_with_digest m1
 
 # ---- between full and incremental: truncate, drop, FILE_COPY database
@@ -200,7 +216,7 @@ ok $? "a table truncated, one dropped, a database created with STRATEGY FILE_COP
 psql_q -d bk_pitr_db3 -c "UPDATE d2 SET v = 'db3' WHERE id <= 10" >/dev/null
 moment_with_digest m2
 
-out="$(psql_q -c "SET bk.snapshot_jobs = 3" \
+out="$(psql_q -c "SET bk.snapshot_jobs = 3" -c "SET bk.snapshot_range_size = '256kB'" \
     -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('incr', 'pitr incr')")"
 incr="${out%% *}"
 like "$out" "^[^ ]+ $full complete$" "the incremental snapshot builds on the full one"
@@ -209,7 +225,8 @@ like "$(cat "$(dirname "$BK_PGDATA")/postgresql.log")" "snapshot $incr copies [0
 moment_with_digest m3
 
 psql_q -c "UPDATE t_main SET n = n + 1 WHERE id % 7 = 0" -c "VACUUM t_main" >/dev/null
-out="$(psql_q -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('diff', 'pitr diff')")"
+out="$(psql_q -c "SET bk.snapshot_range_size = 0" \
+    -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('diff', 'pitr diff')")"
 diff_id="${out%% *}"
 like "$out" "^[^ ]+ $full complete$" "the differential snapshot builds on the full one"
 moment_with_digest m4
@@ -386,9 +403,10 @@ out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>&1)"
 unlike "$(grep -A3 "\"$cancelled\"" <<<"$out" | tr -d '\n')" '"restorable": true' \
     "bk list does not call the cancelled snapshot restorable"
 
-# ---- one corrupted chunk: verify and restore fail, naming the file
-victim="$(find "$repo_files/$source_id/snapshot/$full/data/base" -type f -size +100k | head -n 1)"
-victim_rel="${victim#"$repo_files/$source_id/snapshot/$full/data/"}"
+# ---- one corrupted chunk (of a range): verify and restore fail, naming the file
+victim="$(find "$repo_files/$source_id/snapshot/$full/range/base" -type f -size +100k | head -n 1)"
+victim_rel="${victim#"$repo_files/$source_id/snapshot/$full/range/"}"
+victim_rel="${victim_rel%/*}"
 "$ROOT/tests/lib/tamper_frame.py" "$victim"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 is $? 4 "bk verify fails on a corrupted chunk"
@@ -399,6 +417,20 @@ is $? 4 "bk restore fails on it too"
 like "$out" "$victim_rel" "naming the file"
 [[ ! -e "$dir/restored-corrupt/backup_label" ]]
 ok $? "and leaves nothing that could start"
+
+# ---- one range of a file missing: the snapshot is incomplete, verify names it
+gone="$repo_files/$source_id/snapshot/$full/range/$t_main_file/1048576"
+mv "$gone" "$dir/gone-range"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails when a range object is missing"
+like "$out" "file \"$t_main_file\": the object of its range at 1048576 is missing" \
+    "naming the file and the range"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-gone" \
+    --snapshot "$full" --target immediate 2>&1)"
+isnt $? 0 "bk restore refuses the snapshot that lacks it"
+[[ ! -e "$dir/restored-gone/backup_label" ]]
+ok $? "and leaves nothing that could start"
+mv "$dir/gone-range" "$gone"
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

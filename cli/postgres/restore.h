@@ -61,11 +61,26 @@ typedef struct RestoreTablespace
 	char location[RESTORE_PATH_MAX];
 } RestoreTablespace;
 
-/* The SHA-256 of one restored file, for the manifest. */
+/*
+ * The checksum of one restored file, for the manifest: its SHA-256, or,
+ * for a file restored range by range on several threads (which no thread
+ * sees whole), its CRC-32C, combined from its ranges'.
+ */
 typedef struct FileResult
 {
 	uint8_t sha256[BK_SHA256_LEN];
+	bool crc32c_used;
+	uint32_t crc32c;
+	uint32_t *range_crcs; /* per range, while they are restored */
+	atomic_size_t ranges_left;
 } FileResult;
+
+/* One piece of work for the restore threads: a file, or one range of it. */
+typedef struct RestoreUnit
+{
+	size_t file;   /* index into record->files */
+	ssize_t range; /* -1: the whole file, through its chain */
+} RestoreUnit;
 
 typedef struct Restore
 {
@@ -110,6 +125,8 @@ typedef struct Restore
 	/* Parallel restore. */
 	size_t *work; /* indexes into record->files, largest first */
 	size_t work_count;
+	RestoreUnit *units; /* what the threads take, largest first */
+	size_t unit_count;
 	atomic_size_t next_work;
 	atomic_bool abort;
 	pthread_mutex_t error_lock;

@@ -62,15 +62,13 @@ typedef struct RestoreTablespace
 } RestoreTablespace;
 
 /*
- * The checksum of one restored file, for the manifest: its SHA-256, or,
- * for a file restored range by range on several threads (which no thread
- * sees whole), its CRC-32C, combined from its ranges'.
+ * The checksum of one restored file, for the manifest (a file sent in
+ * ranges: its CRC-32C; restored range by range on several threads, it is
+ * combined from its ranges').
  */
 typedef struct FileResult
 {
-	uint8_t sha256[BK_SHA256_LEN];
-	bool crc32c_used;
-	uint32_t crc32c;
+	BkFileChecksum sum;
 	uint32_t *range_crcs; /* per range, while they are restored */
 	atomic_size_t ranges_left;
 } FileResult;

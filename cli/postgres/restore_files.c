@@ -58,13 +58,28 @@ unit_size(const BkSnapRecord *record, const RestoreUnit *unit)
 	return unit->range < 0 ? file->size : file->ranges[unit->range].length;
 }
 
+/*
+ * Largest first; among equal ones, the ranges of different files
+ * alternate (every file's first range, then every file's second...), so
+ * that threads seldom write into one file at once: the kernel serialises
+ * buffered writes to one file (ext4 holds the inode's lock while it
+ * copies into the page cache), which is most of a restore's system time.
+ */
 static int
 unit_cmp(const void *a, const void *b, void *arg)
 {
+	const RestoreUnit *unit_a = a;
+	const RestoreUnit *unit_b = b;
 	uint64_t x = unit_size(arg, a);
 	uint64_t y = unit_size(arg, b);
 
-	return x == y ? 0 : (x > y ? -1 : 1);
+	if (x != y)
+		return x > y ? -1 : 1;
+	if (unit_a->range != unit_b->range)
+		return unit_a->range < unit_b->range ? -1 : 1;
+	return unit_a->file == unit_b->file
+			   ? 0
+			   : (unit_a->file < unit_b->file ? -1 : 1);
 }
 
 /* Restored range by range, on several threads: see the header. */
@@ -134,18 +149,18 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		(file->has_sha256 || file->range_count > 0) && lstat(path, &st) == 0 &&
 		S_ISREG(st.st_mode) && (uint64_t) st.st_size == file->size)
 	{
-		uint8_t existing[BK_SHA256_LEN];
+		BkFileChecksum existing;
 		bool matches = false;
 		BkError hash_err; /* unreadable: rewritten below */
 
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0 &&
-			bk_snapshot_file_hash(fd, path, file, existing, &matches,
+			bk_snapshot_file_hash(fd, path, file, &existing, &matches,
 								  &hash_err) &&
 			matches)
 		{
 			close(fd);
-			memcpy(result->sha256, existing, BK_SHA256_LEN);
+			result->sum = existing;
 			times[0].tv_sec = times[1].tv_sec = (time_t) file->mtime;
 			times[0].tv_nsec = times[1].tv_nsec = 0;
 			if (chmod(path, file->mode) != 0 ||
@@ -167,9 +182,9 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 							write_path, strerror(errno));
 	if (!bk_snapshot_rebuild_file(r->repo, decoder, r->source, r->chain,
 								  r->chain_len, file, fd, write_path, true,
-								  result->sha256, &decrypted, err))
+								  &result->sum, &decrypted, err))
 		goto failed;
-	if (file->has_sha256 && !digest_equal(result->sha256, file->sha256))
+	if (file->has_sha256 && !digest_equal(result->sum.sha256, file->sha256))
 	{
 		if (!file->incremental || r->record->data_checksums ||
 			r->record->page_digests)
@@ -286,8 +301,8 @@ restore_range(Restore *r, BkDecoder *decoder, const RestoreUnit *unit,
 		for (size_t rangeIdx = 1; rangeIdx < file->range_count; rangeIdx++)
 			whole = bk_crc32c_combine(whole, result->range_crcs[rangeIdx],
 									  file->ranges[rangeIdx].length);
-		result->crc32c = whole;
-		result->crc32c_used = true;
+		result->sum.is_crc32c = true;
+		result->sum.crc32c = whole;
 		if (!finish_file(r, file, fd, path, err))
 			goto failed;
 		atomic_fetch_add(&r->files_written, 1);

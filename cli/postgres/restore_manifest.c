@@ -64,10 +64,10 @@ text_printf(Text *text, const char *fmt, ...)
 		text_append(text, buf, (size_t) len);
 }
 
-/* One file's entry: with its SHA-256, or (crc32c non-NULL) its CRC-32C. */
+/* One file's entry, with its checksum. */
 static void
 manifest_file(Text *text, bool *first, const char *path, uint64_t size,
-			  int64_t mtime, const uint8_t *sha256, const uint32_t *crc32c)
+			  int64_t mtime, const BkFileChecksum *sum)
 {
 	char hex[2 * BK_SHA256_LEN + 1];
 	char stamp[64];
@@ -79,16 +79,16 @@ manifest_file(Text *text, bool *first, const char *path, uint64_t size,
 		plain &= *p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\';
 	gmtime_r(&seconds, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S GMT", &tm);
-	if (crc32c != NULL)
+	if (sum->is_crc32c)
 	{
 		/* As PostgreSQL's pg_checksum_final: the CRC's bytes in memory. */
-		uint8_t bytes[sizeof(*crc32c)];
+		uint8_t bytes[sizeof(sum->crc32c)];
 
-		memcpy(bytes, crc32c, sizeof(bytes));
+		memcpy(bytes, &sum->crc32c, sizeof(bytes));
 		bk_hex_encode(bytes, sizeof(bytes), hex);
 	}
 	else
-		bk_hex_encode(sha256, BK_SHA256_LEN, hex);
+		bk_hex_encode(sum->sha256, BK_SHA256_LEN, hex);
 	text_append(text, *first ? "\n" : ",\n", *first ? 1 : 2);
 	*first = false;
 	if (plain)
@@ -103,7 +103,7 @@ manifest_file(Text *text, bool *first, const char *path, uint64_t size,
 	text_printf(text,
 				"\"Size\": %" PRIu64 ", \"Last-Modified\": \"%s\", "
 				"\"Checksum-Algorithm\": \"%s\", \"Checksum\": \"%s\" }",
-				size, stamp, crc32c != NULL ? "CRC32C" : "SHA256", hex);
+				size, stamp, sum->is_crc32c ? "CRC32C" : "SHA256", hex);
 }
 
 /* A manifest entry for a file we wrote ourselves, read back. */
@@ -112,7 +112,7 @@ manifest_written_file(const Restore *r, Text *text, bool *first,
 					  const char *rel, BkError *err)
 {
 	char path[RESTORE_PATH_MAX];
-	uint8_t digest[BK_SHA256_LEN];
+	BkFileChecksum sum = {.is_crc32c = false};
 	struct stat st;
 	int fd;
 
@@ -121,14 +121,14 @@ manifest_written_file(const Restore *r, Text *text, bool *first,
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return true; /* not written: not listed */
-	if (fstat(fd, &st) != 0 || !bk_sha256_fd(fd, path, digest, err))
+	if (fstat(fd, &st) != 0 || !bk_sha256_fd(fd, path, sum.sha256, err))
 	{
 		close(fd);
 		return bk_error_set(err, BK_ERR_IO, "could not read \"%s\"", path);
 	}
 	close(fd);
 	manifest_file(text, first, rel, (uint64_t) st.st_size,
-				  (int64_t) st.st_mtime, digest, NULL);
+				  (int64_t) st.st_mtime, &sum);
 	return true;
 }
 
@@ -159,10 +159,7 @@ restore_write_manifest(Restore *r, BkError *err)
 			restore_skipped_file(file->path))
 			continue; /* rewritten (listed as written below), or skipped */
 		manifest_file(&text, &first, file->path, file->size, file->mtime,
-					  r->results[fileIdx].sha256,
-					  r->results[fileIdx].crc32c_used
-						  ? &r->results[fileIdx].crc32c
-						  : NULL);
+					  &r->results[fileIdx].sum);
 	}
 	if (!manifest_written_file(r, &text, &first, "postgresql.auto.conf", err) ||
 		!manifest_written_file(r, &text, &first, "backup_label", err) ||

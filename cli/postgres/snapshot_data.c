@@ -688,8 +688,7 @@ typedef struct WholeSink
 {
 	FileWriter *writer;
 	uint64_t offset;
-	BkSha256 *sha; /* the ranges of a file, in order: the whole's SHA-256 */
-	bool crc;      /* one range restored alone: its CRC-32C */
+	bool crc; /* a file's ranges in order, or one of them: their CRC-32C */
 	uint32_t crc32c;
 } WholeSink;
 
@@ -699,8 +698,6 @@ whole_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 	WholeSink *sink = arg;
 
 	if (!writer_write(sink->writer, data, len, sink->offset, err))
-		return false;
-	if (sink->sha != NULL && !bk_sha256_update(sink->sha, data, len, err))
 		return false;
 	if (sink->crc)
 		sink->crc32c = bk_crc32c(sink->crc32c, data, len);
@@ -876,37 +873,34 @@ done:
 
 bool
 bk_snapshot_file_hash(int fd, const char *path, const BkSnapFile *file,
-					  uint8_t sha256[BK_SHA256_LEN], bool *matches,
-					  BkError *err)
+					  BkFileChecksum *sum, bool *matches, BkError *err)
 {
-	BkSha256 *whole = bk_sha256_new(err);
-	BkSha256 *part = NULL;
+	bool ranged = file->range_count > 0;
+	BkSha256 *sha = NULL; /* of the file, or of the current range */
 	uint8_t *buf = malloc(IO_BUFFER_SIZE);
 	uint64_t offset = 0;
 	size_t rangeIdx = 0;
 	bool ok = false;
 
 	*matches = true;
-	if (whole == NULL || buf == NULL)
+	memset(sum, 0, sizeof(*sum));
+	sum->is_crc32c = ranged;
+	if (buf == NULL)
 	{
-		if (buf == NULL)
-			bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		goto done;
 	}
 	while (offset < file->size)
 	{
-		uint64_t end = file->size;
-		size_t want;
+		uint64_t end = ranged ? file->ranges[rangeIdx].offset +
+									file->ranges[rangeIdx].length
+							  : file->size;
+		size_t want = end - offset < IO_BUFFER_SIZE ? (size_t) (end - offset)
+													: IO_BUFFER_SIZE;
 		ssize_t got;
 
-		if (file->range_count > 0)
-		{
-			end = file->ranges[rangeIdx].offset + file->ranges[rangeIdx].length;
-			if (part == NULL && (part = bk_sha256_new(err)) == NULL)
-				goto done;
-		}
-		want = end - offset < IO_BUFFER_SIZE ? (size_t) (end - offset)
-											 : IO_BUFFER_SIZE;
+		if (sha == NULL && (sha = bk_sha256_new(err)) == NULL)
+			goto done;
 		got = pread(fd, buf, want, (off_t) offset);
 		if (got < 0 && errno == EINTR)
 			continue;
@@ -918,33 +912,37 @@ bk_snapshot_file_hash(int fd, const char *path, const BkSnapFile *file,
 						 path, got < 0 ? strerror(errno) : "");
 			goto done;
 		}
-		if (!bk_sha256_update(whole, buf, (size_t) got, err) ||
-			(part != NULL && !bk_sha256_update(part, buf, (size_t) got, err)))
+		if (!bk_sha256_update(sha, buf, (size_t) got, err))
 			goto done;
+		if (ranged)
+			sum->crc32c = bk_crc32c(sum->crc32c, buf, (size_t) got);
 		offset += (uint64_t) got;
-		if (part != NULL && offset == end)
+		if (ranged && offset == end)
 		{
 			uint8_t digest[BK_SHA256_LEN];
 
-			if (!bk_sha256_final(part, digest, err))
+			if (!bk_sha256_final(sha, digest, err))
 				goto done;
-			bk_sha256_free(part);
-			part = NULL;
+			bk_sha256_free(sha);
+			sha = NULL;
 			if (memcmp(digest, file->ranges[rangeIdx].sha256, BK_SHA256_LEN) !=
 				0)
 				*matches = false;
 			rangeIdx++;
 		}
 	}
-	if (!bk_sha256_final(whole, sha256, err))
-		goto done;
-	if (file->range_count == 0 && file->has_sha256 &&
-		memcmp(sha256, file->sha256, BK_SHA256_LEN) != 0)
-		*matches = false;
+	if (!ranged)
+	{
+		if ((sha == NULL && (sha = bk_sha256_new(err)) == NULL) ||
+			!bk_sha256_final(sha, sum->sha256, err))
+			goto done;
+		if (file->has_sha256 &&
+			memcmp(sum->sha256, file->sha256, BK_SHA256_LEN) != 0)
+			*matches = false;
+	}
 	ok = true;
 done:
-	bk_sha256_free(whole);
-	bk_sha256_free(part);
+	bk_sha256_free(sha);
 	free(buf);
 	return ok;
 }
@@ -1012,7 +1010,7 @@ typedef struct Rebuild
 	const char *fd_path;
 	FileWriter *writer;
 	WholeSink whole;
-	uint8_t *digest; /* a whole object's SHA-256 (not ranged) */
+	uint8_t *digest; /* a whole object's SHA-256 (not ranged), or NULL */
 	uint64_t *bytes_read;
 } Rebuild;
 
@@ -1037,7 +1035,7 @@ apply_whole(void *arg, const char *name, uint64_t start, uint64_t end,
 							"object \"%s\" holds %" PRIu64
 							" bytes, the record says %" PRIu64,
 							name, size, end - start);
-	if (range_index < 0)
+	if (range_index < 0 && rb->digest != NULL)
 		memcpy(rb->digest, digest, BK_SHA256_LEN);
 	else if (memcmp(digest, rb->entry->ranges[range_index].sha256,
 					BK_SHA256_LEN) != 0)
@@ -1132,7 +1130,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 						 const char *source, BkSnapRecord *const *chain,
 						 int chain_len, const BkSnapFile *file, int fd,
 						 const char *fd_path, bool writeback,
-						 uint8_t sha256[BK_SHA256_LEN], uint64_t *bytes_read,
+						 BkFileChecksum *sum, uint64_t *bytes_read,
 						 BkError *err)
 {
 	const BkSnapRecord *target = chain[chain_len - 1];
@@ -1146,7 +1144,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 				  .fd_path = fd_path,
 				  .writer = &writer,
 				  .whole = {.writer = &writer},
-				  .digest = sha256,
+				  .digest = sum->sha256,
 				  .bytes_read = bytes_read};
 	uint64_t largest;
 	bool ok = false;
@@ -1183,18 +1181,17 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 					 strerror(errno));
 		return rebuild_failed(err, target->id, file->path);
 	}
-	/* Sent in ranges, and restored from them alone: hash as written. */
-	if (base == chain_len - 1 && entry->range_count > 0 &&
-		(rb.whole.sha = bk_sha256_new(err)) == NULL)
-		return rebuild_failed(err, target->id, file->path);
+	/* Sent in ranges, and restored from them alone: its CRC as written. */
+	memset(sum, 0, sizeof(*sum));
+	sum->is_crc32c = file->range_count > 0;
+	rb.whole.crc = base == chain_len - 1 && entry->range_count > 0;
 	rb.entry = entry;
 	if (!each_object(chain[base]->id, entry, apply_whole, &rb, err))
 	{
 		rebuild_failed(err, chain[base]->id, file->path);
 		goto done;
 	}
-	if (rb.whole.sha != NULL && !bk_sha256_final(rb.whole.sha, sha256, err))
-		goto done;
+	sum->crc32c = rb.whole.crc32c;
 
 	/* Patch the changed blocks of each later snapshot in place. */
 	for (int step = base + 1; step < chain_len; step++)
@@ -1227,7 +1224,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	{
 		bool matches;
 
-		if (!bk_snapshot_file_hash(fd, fd_path, file, sha256, &matches, err))
+		if (!bk_snapshot_file_hash(fd, fd_path, file, sum, &matches, err))
 		{
 			rebuild_failed(err, target->id, file->path);
 			goto done;
@@ -1244,7 +1241,6 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	}
 	ok = true;
 done:
-	bk_sha256_free(rb.whole.sha);
 	free(writer.buf);
 	return ok;
 }

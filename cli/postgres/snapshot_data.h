@@ -70,6 +70,19 @@ typedef struct BkSnapTablespace
 	char *path;
 } BkSnapTablespace;
 
+/*
+ * What a rebuilt file is listed with in a backup manifest: its SHA-256,
+ * or, for a file sent in ranges (which no process of the snapshot read
+ * whole, and whose ranges a restore writes on several threads), its
+ * CRC-32C.
+ */
+typedef struct BkFileChecksum
+{
+	bool is_crc32c;
+	uint32_t crc32c;
+	uint8_t sha256[BK_SHA256_LEN];
+} BkFileChecksum;
+
 /* A decrypted, parsed snapshot record. */
 typedef struct BkSnapRecord
 {
@@ -117,15 +130,14 @@ extern bool bk_snapshot_range_name(const char *id, const char *path,
 								   uint64_t offset, char *out, size_t out_len);
 
 /*
- * Read fd's first file->size bytes once: sha256 gets the SHA-256 of the
- * whole, and *matches whether they are what the snapshot read (the
- * record's SHA-256 of the file, or of each of its ranges; true when the
- * record has neither).
+ * Read fd's first file->size bytes once: sum gets their checksum (see
+ * BkFileChecksum), and *matches whether they are what the snapshot read
+ * (the record's SHA-256 of the file, or of each of its ranges; true when
+ * the record has neither).
  */
 extern bool bk_snapshot_file_hash(int fd, const char *path,
-								  const BkSnapFile *file,
-								  uint8_t sha256[BK_SHA256_LEN], bool *matches,
-								  BkError *err);
+								  const BkSnapFile *file, BkFileChecksum *sum,
+								  bool *matches, BkError *err);
 
 /*
  * Decrypt snapshot object name of source into sink (repo.h), checking
@@ -165,7 +177,7 @@ extern bool bk_snapshot_path_safe(const char *path);
  * Rebuild file (an entry of chain[chain_len - 1]) into fd (open for
  * reading and writing, empty or of any content: it is overwritten and cut
  * to size).  chain runs from the full snapshot to the one restored, each
- * the parent of the next.  sha256 gets the SHA-256 of the rebuilt file.
+ * the parent of the next.  sum gets the rebuilt file's checksum.
  * Errors name the snapshot and the file.  bytes_read (may be NULL) adds
  * the plaintext bytes decrypted.  Pieces that continue one another are
  * written together, up to 1 MiB at a time.  writeback (a restore, not a
@@ -180,8 +192,8 @@ extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 									 BkSnapRecord *const *chain, int chain_len,
 									 const BkSnapFile *file, int fd,
 									 const char *fd_path, bool writeback,
-									 uint8_t sha256[BK_SHA256_LEN],
-									 uint64_t *bytes_read, BkError *err);
+									 BkFileChecksum *sum, uint64_t *bytes_read,
+									 BkError *err);
 
 /*
  * Restore range range_index of file (of record, sent whole in ranges) into

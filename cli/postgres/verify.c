@@ -433,6 +433,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 	{
 		const BkSnapFile *file = &record->files[fileIdx];
 		uint8_t digest[BK_SHA256_LEN];
+		BkFileChecksum rebuilt;
 		uint64_t size = 0;
 
 		if (!bk_snapshot_data_name(snapshot->id, file->path, name,
@@ -500,13 +501,13 @@ check_snapshot_files(SnapshotCheck *check, int index)
 			!bk_snapshot_rebuild_file(check->repo, check->verifier->decoder,
 									  check->source, chain, chain_len, file,
 									  check->tmp_fd, "(temporary file)", false,
-									  digest, NULL, &err))
+									  &rebuilt, NULL, &err))
 		{
 			snapshot_problem(check, name, "%s", err.message);
 			continue;
 		}
 		if (file->has_sha256 &&
-			memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
+			memcmp(rebuilt.sha256, file->sha256, BK_SHA256_LEN) != 0)
 		{
 			if (record->data_checksums || record->page_digests)
 				snapshot_problem(check, name,

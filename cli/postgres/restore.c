@@ -380,12 +380,8 @@ done:
 		bk_snapshot_record_free(r->chain[linkIdx]);
 	free(r->chain);
 	free(r->tablespaces);
-	if (r->results != NULL)
-		for (size_t fileIdx = 0; fileIdx < r->record->file_count; fileIdx++)
-			free(r->results[fileIdx].range_crcs);
 	free(r->results);
 	free(r->work);
-	free(r->units);
 	json_decref(r->settings);
 	bk_snapshot_catalog_free(&r->catalog);
 	bk_decoder_free(r->decoder);

@@ -61,24 +61,11 @@ typedef struct RestoreTablespace
 	char location[RESTORE_PATH_MAX];
 } RestoreTablespace;
 
-/*
- * The checksum of one restored file, for the manifest (a file sent in
- * ranges: its CRC-32C; restored range by range on several threads, it is
- * combined from its ranges').
- */
+/* The checksum of one restored file, for the manifest. */
 typedef struct FileResult
 {
 	BkFileChecksum sum;
-	uint32_t *range_crcs; /* per range, while they are restored */
-	atomic_size_t ranges_left;
 } FileResult;
-
-/* One piece of work for the restore threads: a file, or one range of it. */
-typedef struct RestoreUnit
-{
-	size_t file;   /* index into record->files */
-	ssize_t range; /* -1: the whole file, through its chain */
-} RestoreUnit;
 
 typedef struct Restore
 {
@@ -123,8 +110,6 @@ typedef struct Restore
 	/* Parallel restore. */
 	size_t *work; /* indexes into record->files, largest first */
 	size_t work_count;
-	RestoreUnit *units; /* what the threads take, largest first */
-	size_t unit_count;
 	atomic_size_t next_work;
 	atomic_bool abort;
 	pthread_mutex_t error_lock;

@@ -15,16 +15,6 @@
  * kernel met while writing a file out is reported by the next fsync of
  * the file, through a descriptor opened after it (Linux 4.16 and later,
  * while it keeps the file's inode: what sync_pgdata relies on too).
- *
- * A file the snapshot sent whole in ranges (bk.snapshot_range_size) is
- * restored range by range: the file is created first, each range is a
- * piece of work of its own, written at its offset by whichever thread
- * takes it, and the thread that finishes a file's last range sets its
- * mode, time and owner.  So one large table is decoded on every thread.
- * No thread sees such a file whole: its ranges' SHA-256 are checked
- * against the record, and the manifest gets the file's CRC-32C, combined
- * from its ranges'.  With --delta, and for files rebuilt through an
- * incremental chain, a file stays one piece of work.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,7 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bk_crc32c.h"
 #include "bk_util.h"
 
 #include "restore.h"
@@ -49,77 +38,10 @@ work_cmp(const void *a, const void *b, void *arg)
 	return x == y ? 0 : (x > y ? -1 : 1);
 }
 
-/* Bytes one piece of work writes. */
-static uint64_t
-unit_size(const BkSnapRecord *record, const RestoreUnit *unit)
-{
-	const BkSnapFile *file = &record->files[unit->file];
-
-	return unit->range < 0 ? file->size : file->ranges[unit->range].length;
-}
-
-/*
- * Largest first; among equal ones, the ranges of different files
- * alternate (every file's first range, then every file's second...), so
- * that threads seldom write into one file at once: the kernel serialises
- * buffered writes to one file (ext4 holds the inode's lock while it
- * copies into the page cache), which is most of a restore's system time.
- */
-static int
-unit_cmp(const void *a, const void *b, void *arg)
-{
-	const RestoreUnit *unit_a = a;
-	const RestoreUnit *unit_b = b;
-	uint64_t x = unit_size(arg, a);
-	uint64_t y = unit_size(arg, b);
-
-	if (x != y)
-		return x > y ? -1 : 1;
-	if (unit_a->range != unit_b->range)
-		return unit_a->range < unit_b->range ? -1 : 1;
-	return unit_a->file == unit_b->file
-			   ? 0
-			   : (unit_a->file < unit_b->file ? -1 : 1);
-}
-
-/* Restored range by range, on several threads: see the header. */
-static bool
-restore_in_ranges(const Restore *r, const BkSnapFile *file)
-{
-	return !r->delta && !file->incremental && file->range_count > 1 &&
-		   strcmp(file->path, PG_CONTROL) != 0;
-}
-
 static bool
 digest_equal(const uint8_t *a, const uint8_t *b)
 {
 	return memcmp(a, b, BK_SHA256_LEN) == 0;
-}
-
-/*
- * A restored file gets the mode, time and owner the record says, and the
- * kernel starts writing it out (it is made durable later, with the rest,
- * by restore_sync_files).
- */
-static bool
-finish_file(const Restore *r, const BkSnapFile *file, int fd,
-			const char *write_path, BkError *err)
-{
-	struct timespec times[2];
-
-	times[0].tv_sec = times[1].tv_sec = (time_t) file->mtime;
-	times[0].tv_nsec = times[1].tv_nsec = 0;
-	if (fchmod(fd, file->mode) != 0 || futimens(fd, times) != 0 ||
-		(r->set_owner && fchown(fd, r->uid, r->gid) != 0))
-		return bk_error_set(err, BK_ERR_IO,
-							"could not set mode, time or owner of \"%s\": %s",
-							write_path, strerror(errno));
-	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0 &&
-		errno != ENOSYS && errno != EINVAL && errno != ESPIPE &&
-		errno != EOPNOTSUPP)
-		return bk_error_set(err, BK_ERR_IO, "could not write \"%s\" out: %s",
-							write_path, strerror(errno));
-	return true;
 }
 
 /* Restore one file of the record. */
@@ -201,116 +123,31 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		 * differ in hint bits. */
 		atomic_fetch_add(&r->hint_bit_mismatches, 1);
 	}
-	if (!finish_file(r, file, fd, write_path, err))
+	times[0].tv_sec = times[1].tv_sec = (time_t) file->mtime;
+	times[0].tv_nsec = times[1].tv_nsec = 0;
+	if (fchmod(fd, file->mode) != 0 || futimens(fd, times) != 0 ||
+		(r->set_owner && fchown(fd, r->uid, r->gid) != 0))
+	{
+		bk_error_set(err, BK_ERR_IO,
+					 "could not set mode, time or owner of \"%s\": %s",
+					 write_path, strerror(errno));
 		goto failed;
+	}
+	/* Durable later (restore_sync_files): start writing it out now. */
+	if (sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0 &&
+		errno != ENOSYS && errno != EINVAL && errno != ESPIPE &&
+		errno != EOPNOTSUPP)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not write \"%s\" out: %s",
+					 write_path, strerror(errno));
+		goto failed;
+	}
 	if (close(fd) != 0)
 		return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s",
 							write_path, strerror(errno));
 	atomic_fetch_add(&r->files_written, 1);
 	atomic_fetch_add(&r->bytes_written, file->size);
 	atomic_fetch_add(&r->bytes_decrypted, decrypted);
-	return true;
-
-failed:
-	close(fd);
-	return false;
-}
-
-/* The paths of a file that is not pg_control, made ready to be created. */
-static bool
-prepare_file_path(const Restore *r, const BkSnapFile *file, char *path,
-				  size_t path_len, BkError *err)
-{
-	struct stat st;
-
-	if (!restore_resolve_path(r, file->path, path, path_len, err))
-		return false;
-	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) &&
-		!bk_remove_tree(path, err))
-		return false;
-	return true;
-}
-
-/*
- * A file restored in ranges: created empty at its size before the threads
- * start, so that they can write its ranges in any order.
- */
-static bool
-create_ranged_file(Restore *r, size_t file_index, BkError *err)
-{
-	const BkSnapFile *file = &r->record->files[file_index];
-	FileResult *result = &r->results[file_index];
-	char path[RESTORE_PATH_MAX];
-	int fd;
-
-	if (!prepare_file_path(r, file, path, sizeof(path), err))
-		return false;
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s", path,
-							strerror(errno));
-	if (ftruncate(fd, (off_t) file->size) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not resize \"%s\": %s", path,
-					 strerror(errno));
-		close(fd);
-		return false;
-	}
-	if (close(fd) != 0)
-		return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s", path,
-							strerror(errno));
-	result->range_crcs = calloc(file->range_count, sizeof(uint32_t));
-	if (result->range_crcs == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	atomic_init(&result->ranges_left, file->range_count);
-	return true;
-}
-
-/*
- * Restore one range of a file; the thread that restores its last range
- * finishes the file.
- */
-static bool
-restore_range(Restore *r, BkDecoder *decoder, const RestoreUnit *unit,
-			  BkError *err)
-{
-	const BkSnapFile *file = &r->record->files[unit->file];
-	FileResult *result = &r->results[unit->file];
-	char path[RESTORE_PATH_MAX];
-	uint64_t decrypted = 0;
-	uint32_t crc;
-	int fd;
-
-	if (!restore_resolve_path(r, file->path, path, sizeof(path), err))
-		return false;
-	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
-							strerror(errno));
-	if (!bk_snapshot_restore_range(r->repo, decoder, r->source, r->record, file,
-								   (size_t) unit->range, fd, path, true, &crc,
-								   &decrypted, err))
-		goto failed;
-	result->range_crcs[unit->range] = crc;
-	atomic_fetch_add(&r->bytes_decrypted, decrypted);
-	/* The last range: every other one is written (the counter orders it). */
-	if (atomic_fetch_sub(&result->ranges_left, 1) == 1)
-	{
-		uint32_t whole = result->range_crcs[0];
-
-		for (size_t rangeIdx = 1; rangeIdx < file->range_count; rangeIdx++)
-			whole = bk_crc32c_combine(whole, result->range_crcs[rangeIdx],
-									  file->ranges[rangeIdx].length);
-		result->sum.is_crc32c = true;
-		result->sum.crc32c = whole;
-		if (!finish_file(r, file, fd, path, err))
-			goto failed;
-		atomic_fetch_add(&r->files_written, 1);
-		atomic_fetch_add(&r->bytes_written, file->size);
-	}
-	if (close(fd) != 0)
-		return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s", path,
-							strerror(errno));
 	return true;
 
 failed:
@@ -332,13 +169,10 @@ restore_worker(void *arg)
 	while (!failed)
 	{
 		size_t slot = atomic_fetch_add(&r->next_work, 1);
-		const RestoreUnit *unit;
 
-		if (slot >= r->unit_count || atomic_load(&r->abort))
+		if (slot >= r->work_count || atomic_load(&r->abort))
 			break;
-		unit = &r->units[slot];
-		failed = unit->range < 0 ? !restore_file(r, decoder, unit->file, &err)
-								 : !restore_range(r, decoder, unit, &err);
+		failed = !restore_file(r, decoder, r->work[slot], &err);
 	}
 	if (failed)
 	{
@@ -358,43 +192,14 @@ restore_files(Restore *r, BkError *err)
 	pthread_t threads[JOBS_MAX];
 	int started = 0;
 
-	size_t units = 0;
-
 	r->results = calloc(r->record->file_count + 1, sizeof(FileResult));
 	r->work = calloc(r->record->file_count + 1, sizeof(size_t));
 	if (r->results == NULL || r->work == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	for (size_t fileIdx = 0; fileIdx < r->record->file_count; fileIdx++)
-	{
-		const BkSnapFile *file = &r->record->files[fileIdx];
-
-		if (restore_skipped_file(file->path))
-			continue;
-		r->work[r->work_count++] = fileIdx;
-		units += restore_in_ranges(r, file) ? file->range_count : 1;
-	}
+		if (!restore_skipped_file(r->record->files[fileIdx].path))
+			r->work[r->work_count++] = fileIdx;
 	qsort_r(r->work, r->work_count, sizeof(size_t), work_cmp,
-			(void *) r->record);
-	r->units = calloc(units + 1, sizeof(RestoreUnit));
-	if (r->units == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	for (size_t workIdx = 0; workIdx < r->work_count; workIdx++)
-	{
-		size_t fileIdx = r->work[workIdx];
-		const BkSnapFile *file = &r->record->files[fileIdx];
-
-		if (!restore_in_ranges(r, file))
-		{
-			r->units[r->unit_count++] = (RestoreUnit){fileIdx, -1};
-			continue;
-		}
-		if (!create_ranged_file(r, fileIdx, err))
-			return false;
-		for (size_t rangeIdx = 0; rangeIdx < file->range_count; rangeIdx++)
-			r->units[r->unit_count++] =
-				(RestoreUnit){fileIdx, (ssize_t) rangeIdx};
-	}
-	qsort_r(r->units, r->unit_count, sizeof(RestoreUnit), unit_cmp,
 			(void *) r->record);
 	atomic_init(&r->next_work, 0);
 	atomic_init(&r->abort, false);

@@ -1080,52 +1080,6 @@ apply_incremental(void *arg, const char *name, uint64_t start, uint64_t end,
 }
 
 bool
-bk_snapshot_restore_range(const BkRepo *repo, BkDecoder *decoder,
-						  const char *source, const BkSnapRecord *record,
-						  const BkSnapFile *file, size_t range_index, int fd,
-						  const char *fd_path, bool writeback, uint32_t *crc32c,
-						  uint64_t *bytes_read, BkError *err)
-{
-	const BkSnapRange *range = &file->ranges[range_index];
-	FileWriter writer = {.fd = fd, .path = fd_path, .writeback = writeback};
-	Rebuild rb = {.repo = repo,
-				  .decoder = decoder,
-				  .source = source,
-				  .entry = file,
-				  .fd = fd,
-				  .fd_path = fd_path,
-				  .writer = &writer,
-				  .whole = {.writer = &writer, .crc = true},
-				  .bytes_read = bytes_read};
-	char name[BK_OBJECT_NAME_MAX + 1];
-	bool ok;
-
-	if (file->incremental || range_index >= file->range_count)
-	{
-		bk_error_set(err, BK_ERR_INTERNAL, "not a range sent whole");
-		return rebuild_failed(err, record->id, file->path);
-	}
-	writer.cap = range->length < WRITE_BUFFER_SIZE ? (size_t) range->length
-												   : WRITE_BUFFER_SIZE;
-	if (writer.cap < 8192)
-		writer.cap = 8192;
-	if (!bk_snapshot_range_name(record->id, file->path, range->offset, name,
-								sizeof(name)) ||
-		!bk_object_name_valid(name, strlen(name)))
-	{
-		bk_error_set(err, BK_ERR_FORMAT, "its object name is too long");
-		return rebuild_failed(err, record->id, file->path);
-	}
-	ok = apply_whole(&rb, name, range->offset, range->offset + range->length,
-					 (int) range_index, err);
-	free(writer.buf);
-	if (!ok)
-		return rebuild_failed(err, record->id, file->path);
-	*crc32c = rb.whole.crc32c;
-	return true;
-}
-
-bool
 bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 						 const char *source, BkSnapRecord *const *chain,
 						 int chain_len, const BkSnapFile *file, int fd,

@@ -195,19 +195,6 @@ extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 									 BkFileChecksum *sum, uint64_t *bytes_read,
 									 BkError *err);
 
-/*
- * Restore range range_index of file (of record, sent whole in ranges) into
- * fd at its offset: decrypted, its size and SHA-256 checked against the
- * record; crc32c gets the CRC-32C of its bytes.  Threads restore the
- * ranges of one file at once, each through its own descriptor.
- */
-extern bool
-bk_snapshot_restore_range(const BkRepo *repo, BkDecoder *decoder,
-						  const char *source, const BkSnapRecord *record,
-						  const BkSnapFile *file, size_t range_index, int fd,
-						  const char *fd_path, bool writeback, uint32_t *crc32c,
-						  uint64_t *bytes_read, BkError *err);
-
 /* SHA-256 of a file's first size bytes (fails if shorter). */
 extern bool bk_sha256_fd(int fd, const char *path, uint8_t out[BK_SHA256_LEN],
 						 BkError *err);

@@ -310,17 +310,18 @@ restore_and_check m_xid "transaction $xid" --target-xid "$xid"
 restore_and_check m_name "restore point bk_pitr_point" --target-name bk_pitr_point
 restore_and_check m_end "the end of the archive (LSN ${M_LSN[m_end]})" --target-lsn "${M_LSN[m_end]}"
 
-# ---- the full snapshot's files in ranges: restored on several threads, and
-# with --delta compared range by range (one changed byte: only that file)
+# ---- the full snapshot's files in ranges: listed in the restored
+# manifest with their CRC-32C, and with --delta compared range by range
+# (one changed byte: only that file)
 delta_dir="$dir/restored-delta"
 delta_restore() {
     "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$delta_dir" \
         --tablespace-map "$dir/ts1=$dir/ts1-delta" --snapshot "$full" --target immediate "$@"
 }
 delta_restore --jobs 3 >"$dir/delta-1.log" 2>&1
-ok $? "the full snapshot restores with 3 threads sharing its files' ranges" || diag "$(tail -n 5 "$dir/delta-1.log")"
+ok $? "the full snapshot restores with 3 threads" || diag "$(tail -n 5 "$dir/delta-1.log")"
 as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$delta_dir" >"$dir/verify-delta.log" 2>&1
-ok $? "pg_verifybackup accepts it (CRC-32C of the files restored in ranges)" || diag "$(tail -n 5 "$dir/verify-delta.log")"
+ok $? "pg_verifybackup accepts it (CRC-32C of the files sent in ranges)" || diag "$(tail -n 5 "$dir/verify-delta.log")"
 like "$(grep -c '"Checksum-Algorithm": "CRC32C"' "$delta_dir/backup_manifest")" '^[1-9][0-9]*$' \
     "the manifest gives those files' CRC-32C"
 want="$(sha256sum <"$delta_dir/$t_main_file")"

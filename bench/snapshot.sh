@@ -65,6 +65,8 @@
 #                      incrementals [5]
 #   SNAP_CONTENDERS    [bk bk-j2 pgbr-p1 pgbr-p2 basebackup]
 #   SNAP_BK_JOBS       bk restore --jobs; empty: bk's default (2) []
+#   SNAP_RANGE_SIZE    bk.snapshot_range_size for bk's snapshots (0: every
+#                      file one object); empty: the server's default []
 #   SNAP_DROP_CACHES   1: drop the page cache before each timed step (all of
 #                      the machine's) [0]
 #   SNAP_TIMEOUT       seconds one step may take [3600]
@@ -84,6 +86,7 @@ RUNS=${SNAP_RUNS:-2}
 CHANGE_PCT=${SNAP_CHANGE_PCT:-5}
 read -r -a CONTENDERS <<<"${SNAP_CONTENDERS:-bk bk-j2 pgbr-p1 pgbr-p2 basebackup}"
 BK_JOBS=${SNAP_BK_JOBS:-}
+RANGE_SIZE=${SNAP_RANGE_SIZE:-}
 DROP_CACHES=${SNAP_DROP_CACHES:-0}
 STEP_TIMEOUT=${SNAP_TIMEOUT:-3600}
 KEEP=${SNAP_KEEP:-0}
@@ -230,6 +233,7 @@ bk_snapshot_step() { # KIND [JOBS]
     prepare_step
     meter_start
     out=$(psql -X -q -t -A -v ON_ERROR_STOP=1 -c "SET bk.snapshot_jobs = $jobs" \
+        ${RANGE_SIZE:+-c "SET bk.snapshot_range_size = '$RANGE_SIZE'"} \
         -c "SELECT snapshot_id, state, start_lsn, stop_lsn, files, bytes_read, bytes_sent FROM bk_snapshot(kind => '$kind')") ||
         die "bk_snapshot(kind => '$kind') failed"
     t1=$EPOCHREALTIME
@@ -730,7 +734,7 @@ echo "pgBackRest: repo1-cipher-type=aes-256-cbc compress-type=lz4 compress-level
 echo "  (PostgreSQL archives through bk, so pgBackRest gets no WAL: archive-check=n lets its backup finish without"
 echo "  waiting for WAL in its own repository; a fresh repository per run)"
 echo "pg_basebackup: -Ft --compress=server-lz4 (level default) --wal-method=none --checkpoint=fast, manifest and sync on"
-echo "bk restore: --jobs ${BK_JOBS:-default (2)}"
+echo "bk restore: --jobs ${BK_JOBS:-default (2)}; bk.snapshot_range_size: ${RANGE_SIZE:-the default}"
 
 make_database
 

@@ -117,27 +117,20 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 	appendStringInfoString(&run->manifest_files, ",\n{ \"Path\": ");
 	escape_json(&run->manifest_files, path);
 	if (item->range_count == 0)
-	{
 		bk_hex_encode(item->sha256, BK_SHA256_LEN, hex);
-		appendStringInfo(&run->manifest_files,
-						 ", \"Size\": %lld, \"Last-Modified\": \"%s\", "
-						 "\"Checksum-Algorithm\": \"SHA256\", \"Checksum\": "
-						 "\"%s\" }",
-						 (long long) item->size, mtime_text, hex);
-	}
 	else
 	{
 		/* As pg_checksum_final: the CRC's bytes in memory order. */
-		uint8 crc_bytes[4];
+		uint8 crc_bytes[sizeof(crc)];
 
 		memcpy(crc_bytes, &crc, sizeof(crc_bytes));
 		bk_hex_encode(crc_bytes, sizeof(crc_bytes), hex);
-		appendStringInfo(&run->manifest_files,
-						 ", \"Size\": %lld, \"Last-Modified\": \"%s\", "
-						 "\"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": "
-						 "\"%s\" }",
-						 (long long) item->size, mtime_text, hex);
 	}
+	appendStringInfo(&run->manifest_files,
+					 ", \"Size\": %lld, \"Last-Modified\": \"%s\", "
+					 "\"Checksum-Algorithm\": \"%s\", \"Checksum\": \"%s\" }",
+					 (long long) item->size, mtime_text,
+					 item->range_count == 0 ? "SHA256" : "CRC32C", hex);
 	appendStringInfo(&run->file_list, "%s\n", path);
 	run->files++;
 	run->bytes += item->size;

@@ -76,7 +76,9 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	source.run = run;
 	source.fd = fd;
 	source.file_base = ranged ? (uint64) item->range_offset : 0;
+	source.file_len = part_length;
 	source.segment_base = item->segment_base;
+	source.crc = ranged; /* the manifest's checksum of a ranged file */
 
 	/* Main forks: the digest of every page read, for the next snapshot. */
 	if (item->main_fork)
@@ -115,14 +117,11 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	{
 		if (source.map != NULL)
 			bk_blockmap_start(source.map, part_length);
-		source.file_len = part_length;
 		source.total = part_length;
 		source.counts_as_read = true;
 		source.verify = item->checksummed;
-		source.crc = ranged;
 		snap_send_object(run, name.data, meta.data, &source, path, true);
 		memcpy(item->sha256, bk_encoder_digest(run->encoder), BK_SHA256_LEN);
-		item->crc32c = source.crc32c;
 		item->objects = 1;
 	}
 	else if (item->blocks > 0)
@@ -140,8 +139,7 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 		snap_send_object(run, name.data, meta.data, &spooled, path, true);
 		item->objects = 1;
 	}
-	if (item->incremental)
-		item->crc32c = source.crc32c;
+	item->crc32c = source.crc32c;
 	if (fd >= 0)
 		close(fd);
 	pfree(name.data);
@@ -219,10 +217,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 					  PlainSource *scan)
 {
 	BlockNumber base = (BlockNumber) (scan->file_base / BLCKSZ);
-	BlockNumber nblocks =
-		(BlockNumber) ((item->range_count > 0 ? item->range_length
-											  : item->size) /
-					   BLCKSZ);
+	BlockNumber nblocks = (BlockNumber) (scan->file_len / BLCKSZ);
 	BlockNumber *chosen = palloc(sizeof(BlockNumber) * (nblocks + 1));
 	BkSha256 *sha;
 	BkError err;
@@ -293,7 +288,8 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 		}
 		if (!bk_sha256_update(sha, run->block_buffer, want, &err))
 			ereport(ERROR, (errmsg("%s", err.message)));
-		scan->crc32c = bk_crc32c(scan->crc32c, run->block_buffer, want);
+		if (scan->crc)
+			scan->crc32c = bk_crc32c(scan->crc32c, run->block_buffer, want);
 		snap_add_progress(run->slot, (int64) want, 0, 0);
 		run->bytes_read += (int64) want;
 	}

@@ -688,7 +688,7 @@ typedef struct WholeSink
 {
 	FileWriter *writer;
 	uint64_t offset;
-	bool crc; /* a file's ranges in order, or one of them: their CRC-32C */
+	bool crc; /* the ranges of a file, in order: the file's CRC-32C */
 	uint32_t crc32c;
 } WholeSink;
 

@@ -441,15 +441,27 @@ check_snapshot_files(SnapshotCheck *check, int index)
 			bk_strlcpy(name, file->path, sizeof(name));
 		check->files++;
 		check->verifier->snapshot_files++;
-		if (!file->incremental && file->range_count > 0)
+		if (!file->incremental)
 		{
-			/* Sent whole in ranges: each object's digest is its range's. */
-			for (size_t rangeIdx = 0; rangeIdx < file->range_count; rangeIdx++)
-			{
-				const BkSnapRange *range = &file->ranges[rangeIdx];
+			/*
+			 * Sent whole, in one object or one per range: each object's
+			 * digest is its bytes' SHA-256.
+			 */
+			size_t parts = file->range_count > 0 ? file->range_count : 1;
 
-				if (!bk_snapshot_range_name(snapshot->id, file->path,
-											range->offset, name, sizeof(name)))
+			for (size_t partIdx = 0; partIdx < parts; partIdx++)
+			{
+				const BkSnapRange *range =
+					file->range_count > 0 ? &file->ranges[partIdx] : NULL;
+				uint64_t offset = range != NULL ? range->offset : 0;
+				uint64_t length = range != NULL ? range->length : file->size;
+				const uint8_t *want = range != NULL      ? range->sha256
+									  : file->has_sha256 ? file->sha256
+														 : NULL;
+
+				if (range != NULL &&
+					!bk_snapshot_range_name(snapshot->id, file->path, offset,
+											name, sizeof(name)))
 					bk_strlcpy(name, file->path, sizeof(name));
 				if (!bk_snapshot_read_object(
 						check->repo, check->verifier->decoder, check->source,
@@ -457,44 +469,20 @@ check_snapshot_files(SnapshotCheck *check, int index)
 					snapshot_problem(check, name,
 									 "snapshot %s, file \"%s\": %s",
 									 snapshot->id, file->path, err.message);
-				else if (size != range->length)
-					snapshot_problem(check, name,
-									 "snapshot %s, file \"%s\": its range at "
-									 "%" PRIu64 " holds %" PRIu64
-									 " bytes, the record says %" PRIu64,
-									 snapshot->id, file->path, range->offset,
-									 size, range->length);
-				else if (memcmp(digest, range->sha256, BK_SHA256_LEN) != 0)
+				else if (size != length)
+					snapshot_problem(
+						check, name,
+						"snapshot %s, file \"%s\": %" PRIu64
+						" bytes from %" PRIu64 ", the record says %" PRIu64,
+						snapshot->id, file->path, size, offset, length);
+				else if (want != NULL &&
+						 memcmp(digest, want, BK_SHA256_LEN) != 0)
 					snapshot_problem(check, name,
 									 "snapshot %s, file \"%s\": the SHA-256 of "
-									 "its range at %" PRIu64
+									 "its bytes from %" PRIu64
 									 " differs from the record's",
-									 snapshot->id, file->path, range->offset);
+									 snapshot->id, file->path, offset);
 			}
-			continue;
-		}
-		if (!file->incremental)
-		{
-			/* Sent whole: the decoder's digest is the file's. */
-			if (!bk_snapshot_read_object(check->repo, check->verifier->decoder,
-										 check->source, name, discard_sink,
-										 NULL, digest, &size, &err))
-			{
-				snapshot_problem(check, name, "snapshot %s, file \"%s\": %s",
-								 snapshot->id, file->path, err.message);
-				continue;
-			}
-			if (size != file->size)
-				snapshot_problem(check, name,
-								 "snapshot %s, file \"%s\": %" PRIu64
-								 " bytes, the record says %" PRIu64,
-								 snapshot->id, file->path, size, file->size);
-			else if (file->has_sha256 &&
-					 memcmp(digest, file->sha256, BK_SHA256_LEN) != 0)
-				snapshot_problem(check, name,
-								 "snapshot %s, file \"%s\": its SHA-256 "
-								 "differs from the record's",
-								 snapshot->id, file->path);
 			continue;
 		}
 		if (ftruncate(check->tmp_fd, 0) != 0 ||

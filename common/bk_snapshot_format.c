@@ -1,12 +1,46 @@
 /*
  * bk_snapshot_format.c
- *		The incremental file header.  See bk_snapshot_format.h.
+ *		Object names of data files and the incremental file header.  See
+ *		bk_snapshot_format.h.
  */
 #include "bk_snapshot_format.h"
 
 #include <string.h>
 
 #include "bk_util.h"
+
+bool
+bk_snapshot_path_encode(const char *path, char *out, size_t out_len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t used = 0;
+
+	for (const unsigned char *p = (const unsigned char *) path; *p; p++)
+	{
+		bool starts_component =
+			p == (const unsigned char *) path || p[-1] == '/';
+
+		if (*p < 0x21 || *p > 0x7e || *p == '%' || *p == '\\' ||
+			(*p == '.' && starts_component))
+		{
+			if (used + 3 >= out_len)
+				return false;
+			out[used++] = '%';
+			out[used++] = hex[*p >> 4];
+			out[used++] = hex[*p & 0x0f];
+		}
+		else
+		{
+			if (used + 1 >= out_len)
+				return false;
+			out[used++] = (char) *p;
+		}
+	}
+	if (used >= out_len)
+		return false;
+	out[used] = '\0';
+	return true;
+}
 
 void
 bk_incr_header_write(uint8_t out[BK_INCR_HEADER_LEN],

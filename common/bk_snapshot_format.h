@@ -8,11 +8,13 @@
 #define BK_SNAPSHOT_FORMAT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /*
  * Object names are "<snapshot id>/<part>"; data files "<id>/data/<path>",
- * or, for a file sent in ranges, "<id>/range/<path>/<offset>".
+ * or, for a file sent in ranges, "<id>/range/<path>/<offset>", with <path>
+ * encoded by bk_snapshot_path_encode.
  */
 #define BK_SNAPSHOT_RECORD   "snapshot.json"
 #define BK_SNAPSHOT_LABEL    "backup_label"
@@ -38,6 +40,15 @@ typedef struct BkIncrHeader
 	uint32_t block_size;
 	uint32_t block_count; /* blocks that follow */
 } BkIncrHeader;
+
+/*
+ * A data directory path as it appears in object names: bytes outside
+ * 0x21-0x7E, '%' and '\' as %XX, and so is a '.' that starts a path
+ * component (repositories keep names starting with a dot for themselves, so
+ * ".git/config" is "%2Egit/config").  False if out_len is too small.
+ */
+extern bool bk_snapshot_path_encode(const char *path, char *out,
+									size_t out_len);
 
 extern void bk_incr_header_write(uint8_t out[BK_INCR_HEADER_LEN],
 								 const BkIncrHeader *header);

@@ -42,8 +42,23 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 	int64 blocks = 0;
 	uint32 crc = 0;
 
-	if (item->vanished)
-		return;
+	/*
+	 * A file with a range that vanished is left out, as a file that vanished
+	 * whole.  Its ranges sent before it did are objects in the repository
+	 * that nothing reads; the count of objects includes them, so that the
+	 * catalog, which counts what the repository holds, finds them all.
+	 */
+	for (int part = 0; part < parts; part++)
+		if (item[part].vanished)
+		{
+			for (part = 0; part < parts; part++)
+			{
+				run->objects += item[part].objects;
+				run->bytes_read += item[part].bytes_read;
+				run->bytes_sent += item[part].bytes_sent;
+			}
+			return;
+		}
 	for (int part = 0; part < parts; part++)
 	{
 		SnapWorkItem *piece = item + part;

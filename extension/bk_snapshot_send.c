@@ -46,12 +46,19 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	int fd;
 	struct stat st;
 
+	/*
+	 * A file that vanished since the listing is not in the snapshot: a
+	 * relation file's removal is in the WAL that replay applies, and any
+	 * other file is simply gone.  For a ranged file, the other ranges may be
+	 * sent already; the record leaves the whole file out all the same
+	 * (snap_record_file), rather than restore a file of zeros.
+	 */
 	fd = open(path, O_RDONLY | PG_BINARY);
-	if (fd < 0 && (errno != ENOENT || !ranged))
+	if (fd < 0)
 	{
 		if (errno == ENOENT)
 		{
-			item->vanished = true; /* since the listing: not in the snapshot */
+			item->vanished = true;
 			snap_add_progress(run->slot, 0, 0, files_done);
 			return;
 		}
@@ -62,9 +69,8 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 	/*
 	 * The size when we start reading is the size the snapshot records.  A
 	 * ranged file keeps the size it was listed with, which its ranges
-	 * cover; one that vanished is read as zeros, as a file that shrank
-	 * (its other ranges may be sent already, so it stays in the snapshot;
-	 * WAL replay removes it).
+	 * cover; the part of it that shrank away is read as zeros (WAL replay
+	 * truncates a relation file again).
 	 */
 	if (!ranged && fstat(fd, &st) == 0)
 	{
@@ -140,8 +146,7 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
 		item->objects = 1;
 	}
 	item->crc32c = source.crc32c;
-	if (fd >= 0)
-		close(fd);
+	close(fd);
 	pfree(name.data);
 	pfree(meta.data);
 	if (header != NULL)
@@ -243,7 +248,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 		size_t got = 0;
 
 		CHECK_FOR_INTERRUPTS();
-		while (fd >= 0 && got < want)
+		while (got < want)
 		{
 			ssize_t n = pread(fd, run->block_buffer + got, want - got,
 							  (off_t) (base + first) * BLCKSZ + got);
@@ -347,17 +352,17 @@ snap_check_block(PlainSource *source, uint8 *page, BlockNumber blkno,
 	return false;
 }
 
-/* Percent-encode what object names do not allow (docs/snapshot-format.md). */
+/* A path as object names write it (docs/snapshot-format.md). */
 static void
 snap_encode_path(const char *path, StringInfo out)
 {
-	for (const unsigned char *c = (const unsigned char *) path; *c; c++)
-	{
-		if (*c < 0x21 || *c > 0x7e || *c == '%' || *c == '\\')
-			appendStringInfo(out, "%%%02X", *c);
-		else
-			appendStringInfoChar(out, (char) *c);
-	}
+	char encoded[3 * MAXPGPATH + 1];
+
+	if (!bk_snapshot_path_encode(path, encoded, sizeof(encoded)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("path \"%s\" is too long for an object name", path)));
+	appendStringInfoString(out, encoded);
 }
 
 /* libbk callback: the next chunk of a PlainSource, encoded. */

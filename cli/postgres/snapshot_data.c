@@ -29,30 +29,12 @@ static bool
 object_name(const char *id, const char *part, const char *path, char *out,
 			size_t out_len, size_t *end)
 {
-	static const char hex[] = "0123456789ABCDEF";
 	size_t used = (size_t) snprintf(out, out_len, "%s/%s/", id, part);
 
-	if (used >= out_len)
+	if (used >= out_len ||
+		!bk_snapshot_path_encode(path, out + used, out_len - used))
 		return false;
-	for (const unsigned char *p = (const unsigned char *) path; *p; p++)
-	{
-		if (*p < 0x21 || *p > 0x7e || *p == '%' || *p == '\\')
-		{
-			if (used + 3 >= out_len)
-				return false;
-			out[used++] = '%';
-			out[used++] = hex[*p >> 4];
-			out[used++] = hex[*p & 0x0f];
-		}
-		else
-		{
-			if (used + 1 >= out_len)
-				return false;
-			out[used++] = (char) *p;
-		}
-	}
-	out[used] = '\0';
-	*end = used;
+	*end = used + strlen(out + used);
 	return true;
 }
 

@@ -119,8 +119,8 @@ typedef struct BkSnapRecord
 } BkSnapRecord;
 
 /*
- * Object name of a data file: "<id>/data/<path>" with bytes outside
- * 0x21-0x7E, '%' and '\' written %XX.
+ * Object name of a data file: "<id>/data/<path>", the path encoded by
+ * bk_snapshot_path_encode.
  */
 extern bool bk_snapshot_data_name(const char *id, const char *path, char *out,
 								  size_t out_len);

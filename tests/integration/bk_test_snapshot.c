@@ -133,7 +133,7 @@ next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 							err);
 }
 
-/* Object names: bytes outside 0x21-0x7E, '%' and '\' as %XX. */
+/* Object names: "<id>/<part>[/<encoded path>]". */
 static void
 object_name(const Fixture *fx, const char *part, const char *path, char *out,
 			size_t out_len)
@@ -143,15 +143,11 @@ object_name(const Fixture *fx, const char *part, const char *path, char *out,
 	if (path == NULL)
 		return;
 	out[used++] = '/';
-	for (const unsigned char *p = (const unsigned char *) path;
-		 *p && used + 4 < out_len; p++)
+	if (!bk_snapshot_path_encode(path, out + used, out_len - used))
 	{
-		if (*p < 0x21 || *p > 0x7e || *p == '%' || *p == '\\')
-			used += (size_t) snprintf(out + used, out_len - used, "%%%02X", *p);
-		else
-			out[used++] = (char) *p;
+		fprintf(stderr, "bk_test_snapshot: path too long: %s\n", path);
+		exit(1);
 	}
-	out[used] = '\0';
 }
 
 static void

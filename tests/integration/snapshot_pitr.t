@@ -54,6 +54,7 @@ cleanup() {
     psql_q -c "DROP TABLE IF EXISTS t_main, t_ts, t_toast, t_unlogged, t_trunc, t_drop, t_ddl" \
         -c "DROP TABLESPACE IF EXISTS bk_pitr_ts" -c "DROP EXTENSION IF EXISTS bk" >/dev/null 2>&1
     : >"$BK_PGDATA/bk_test.conf"
+    rm -rf "$BK_PGDATA/.bk_dotdir" "$BK_PGDATA/.bk_dotfile" "$BK_PGDATA/bk_vanishing.log"
     "$SERVICES" restart pg >/dev/null 2>&1
     bk_test_repo_remove
     rm -rf "$dir"
@@ -111,6 +112,10 @@ CREATE DATABASE bk_pitr_db2;
 SQL
 psql_q -d bk_pitr_db2 -c "CREATE TABLE d2 AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g" >/dev/null
 ok $? "schema: tablespace, TOAST, unlogged, second database"
+# Names that start with a dot (an editor's swap file, a .git directory):
+# repositories keep such names for themselves, so object names encode the dot.
+install -d -o postgres -m 700 "$BK_PGDATA/.bk_dotdir"
+as_postgres sh -c "echo inner >'$BK_PGDATA/.bk_dotdir/.inner' && echo top >'$BK_PGDATA/.bk_dotfile'"
 
 # ---- digests of every table of every database we restore
 DIGEST_SQL="SELECT string_agg(t.relname || ':' || (xpath('/row/d/text()',
@@ -324,6 +329,10 @@ as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$delta_dir" >"$dir/verif
 ok $? "pg_verifybackup accepts it (CRC-32C of the files sent in ranges)" || diag "$(tail -n 5 "$dir/verify-delta.log")"
 like "$(grep -c '"Checksum-Algorithm": "CRC32C"' "$delta_dir/backup_manifest")" '^[1-9][0-9]*$' \
     "the manifest gives those files' CRC-32C"
+[[ -e "$repo_files/$source_id/snapshot/$full/data/%2Ebk_dotdir/%2Einner" ]]
+ok $? "a file under a directory whose name starts with a dot is archived as data/%2Ebk_dotdir/%2Einner"
+is "$(cat "$delta_dir/.bk_dotdir/.inner" "$delta_dir/.bk_dotfile" 2>&1 | tr '\n' ' ')" "inner top " \
+    "files whose names start with a dot are restored"
 want="$(sha256sum <"$delta_dir/$t_main_file")"
 printf 'X' | dd of="$delta_dir/$t_main_file" bs=1 seek=1048600 conv=notrunc status=none
 delta_restore --delta --json >"$dir/delta-2.json" 2>"$dir/delta-2.log"
@@ -427,6 +436,57 @@ done
 out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>&1)"
 unlike "$(grep -A3 "\"$cancelled\"" <<<"$out" | tr -d '\n')" '"restorable": true' \
     "bk list does not call the cancelled snapshot restorable"
+
+# ---- a file sent in ranges that vanishes while the snapshot copies it is
+# left out, as one sent whole would be, instead of restored as zeros.  The
+# file (96 MB, incompressible, three 32 MB ranges: the largest items, so
+# copied first) is removed while the only copying process is frozen before
+# it has read its first two ranges, so the third range finds it gone.
+vanishing="$BK_PGDATA/bk_vanishing.log"
+as_postgres dd if=/dev/urandom of="$vanishing" bs=1M count=96 status=none
+vanished=""
+for attempt in 1 2 3; do
+    id="$(psql_q -c "SET bk.snapshot_jobs = 1" -c "SET bk.snapshot_range_size = '32MB'" \
+        -c "SELECT snapshot_id FROM bk_snapshot(label => 'vanishing', wait => false)")"
+    wpid=""
+    for _ in $(seq 1 500); do
+        wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$id' AND phase = 'copying files'")"
+        [[ -n "$wpid" ]] && break
+        sleep 0.01
+    done
+    [[ -n "$wpid" ]] && kill -STOP "$wpid"
+    read_so_far="$(psql_q -c "SELECT bytes_read FROM bk_snapshot_progress WHERE snapshot_id = '$id'")"
+    if [[ -n "$wpid" && "$read_so_far" -lt $((64 * 1024 * 1024)) ]]; then
+        rm -f "$vanishing"
+        kill -CONT "$wpid"
+        vanished="$id"
+        break
+    fi
+    [[ -n "$wpid" ]] && kill -CONT "$wpid"
+    wait_snapshot "$id" >/dev/null
+    diag "attempt $attempt: the snapshot read the file before it could be frozen"
+done
+rm -f "$vanishing"
+if ok "$([[ -n "$vanished" ]]; echo $?)" "a file sent in ranges vanishes while the snapshot runs"; then
+    is "$(wait_snapshot "$vanished")" complete "the snapshot completes"
+    unlike "$(psql_q -c "SELECT file_list FROM bk_snapshot_history WHERE snapshot_id = '$vanished'")" \
+        'bk_vanishing' "its file list leaves the file out"
+    vanished_restorable() {
+        "$BK" list --config "$dir/bk.conf" --source "$source_id" --json >"$dir/list-vanished.json" 2>/dev/null &&
+            python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+sys.exit(0 if [s["restorable"] for s in d["sources"][0]["snapshots"] if s["id"] == sys.argv[2]] == [True] else 1)' \
+                "$dir/list-vanished.json" "$vanished"
+    }
+    wait_for 120 "the snapshot restorable" vanished_restorable
+    ok $? "bk list calls it restorable: the ranges sent before it vanished are counted"
+    "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-vanished" \
+        --tablespace-map "$dir/ts1=$dir/ts1-vanished" --snapshot "$vanished" --target immediate \
+        >"$dir/restore-vanished.log" 2>&1
+    ok $? "and it restores" || diag "$(tail -n 5 "$dir/restore-vanished.log")"
+    [[ -e "$dir/restored-vanished/PG_VERSION" && ! -e "$dir/restored-vanished/bk_vanishing.log" ]]
+    ok $? "without the vanished file"
+    rm -rf "$dir/restored-vanished" "$dir/ts1-vanished"
+fi
 
 # ---- one corrupted chunk (of a range): verify and restore fail, naming the file
 victim="$(find "$repo_files/$source_id/snapshot/$full/range/base" -type f -size +100k | head -n 1)"

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "repo.h"
 #include "retention.h"
@@ -552,6 +553,28 @@ test_wal_timelines(void **state)
 	bk_wal_catalog_free(&catalog);
 }
 
+/* ------------------------------------------------- object names of files */
+
+static void
+test_snapshot_path_encode(void **state)
+{
+	char out[64];
+
+	(void) state;
+	assert_true(bk_snapshot_path_encode("base/16384/2619", out, sizeof(out)));
+	assert_string_equal(out, "base/16384/2619");
+	/* A leading dot of any component: repositories hide those names. */
+	assert_true(bk_snapshot_path_encode(".git/.x.y/a.b", out, sizeof(out)));
+	assert_string_equal(out, "%2Egit/%2Ex.y/a.b");
+	assert_true(bk_snapshot_path_encode("a b%c\\d\xc3\xa9", out, sizeof(out)));
+	assert_string_equal(out, "a%20b%25c%5Cd%C3%A9");
+	/* Exactly fits (with its NUL), one byte short. */
+	assert_true(bk_snapshot_path_encode(".ab", out, 6));
+	assert_string_equal(out, "%2Eab");
+	assert_false(bk_snapshot_path_encode(".ab", out, 5));
+	assert_false(bk_snapshot_path_encode(".", out, 3));
+}
+
 int
 main(void)
 {
@@ -563,6 +586,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_gap, wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_timelines, wal_setup,
 										wal_teardown),
+		cmocka_unit_test(test_snapshot_path_encode),
 	};
 
 	setenv("TZ", "UTC", 1);

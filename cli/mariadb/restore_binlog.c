@@ -293,6 +293,28 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 								&until_pos, problem, sizeof(problem)))
 		return bk_error_set(err, BK_ERR_SEQUENCE, "snapshot %s: %s",
 							r->snapshot->id, problem);
+	/*
+	 * "Everything archived" cannot end at a hole: the replay would stop
+	 * there and the restore would look complete while dropping every
+	 * transaction archived after it (a message the shipper rejected never
+	 * reaches the archive).  Refused before anything is rebuilt.
+	 */
+	if (r->target.type == TARGET_LATEST &&
+		mariadb_binlog_hole_after(&r->binlog, until_file, problem,
+								  sizeof(problem)))
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"the archived binlog is not continuous after"
+							" %s:%" PRIu64 " (%s): a restore to the latest"
+							" archived transaction from snapshot %s would stop"
+							" there",
+							until_file, until_pos, problem, r->snapshot->id) ||
+			   bk_error_hint(err,
+							 "Give a target at or before %s:%" PRIu64
+							 " (--target-time, --target-position or"
+							 " --target-gtid) to restore up to the hole, or"
+							 " find the missing range: \"bk verify --source"
+							 " %s\" names it.",
+							 until_file, until_pos, r->source);
 	for (int idx = 0; idx < r->binlog.file_count; idx++)
 	{
 		if (strcmp(r->binlog.files[idx].name, r->snapshot->binlog_file) == 0)
@@ -370,7 +392,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 				  (strcmp(r->target.file, until_file) == 0 &&
 				   r->target.pos <= until_pos);
 	else if (r->target.type == TARGET_LATEST)
-		reached = true;
+		reached = true; /* the end of the archive: no hole before it */
 	if (!reached)
 		return refuse_target(r, &scan, until_file, until_pos, sent, err);
 

@@ -182,3 +182,49 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 	*until_pos = previous->covered_end;
 	return true;
 }
+
+bool
+mariadb_binlog_hole_after(const BinlogCatalog *binlog, const char *until_file,
+						  char *hole, size_t hole_len)
+{
+	const BinlogFile *until = NULL;
+	const BinlogFile *next;
+	const char *dot_until;
+	const char *dot_next;
+	int idx;
+
+	for (idx = 0; idx < binlog->file_count && until == NULL; idx++)
+		if (strcmp(binlog->files[idx].name, until_file) == 0)
+			until = &binlog->files[idx];
+	if (until == NULL)
+	{
+		snprintf(hole, hole_len, "binlog %s is not in the archive", until_file);
+		return true;
+	}
+	if (until->gap_end != 0)
+	{
+		snprintf(hole, hole_len,
+				 "bytes %" PRIu64 " to %" PRIu64 " of %s are missing",
+				 until->gap_start, until->gap_end, until->name);
+		return true;
+	}
+	if (idx >= binlog->file_count)
+		return false; /* the newest file: the archive ends here */
+	next = &binlog->files[idx];
+	dot_until = strrchr(until->name, '.');
+	dot_next = strrchr(next->name, '.');
+	if (dot_until && dot_next &&
+		strtoull(dot_next + 1, NULL, 10) !=
+			strtoull(dot_until + 1, NULL, 10) + 1)
+		snprintf(hole, hole_len, "the files between %s and %s are missing",
+				 until->name, next->name);
+	else if (next->covered_end == 0)
+		snprintf(hole, hole_len, "bytes 0 to %" PRIu64 " of %s are missing",
+				 next->ranges[0].start, next->name);
+	else
+		snprintf(hole, hole_len,
+				 "%s is not complete (archived up to %" PRIu64
+				 "), yet %s follows it",
+				 until->name, until->covered_end, next->name);
+	return true;
+}

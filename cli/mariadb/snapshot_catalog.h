@@ -53,4 +53,16 @@ extern bool mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 								   const char **until_file, uint64_t *until_pos,
 								   char *problem, size_t problem_len);
 
+/*
+ * Does the archive go on after until_file (where mariadb_snapshot_reach
+ * stopped) past a hole: bytes missing inside that file, file numbers
+ * skipped, a file not archived from its start, or that file not complete
+ * with a later one archived?  Then *hole says which, and what was archived
+ * beyond it cannot be replayed.  False when until_file is the newest file
+ * archived and has no hole: there the archive simply ends.
+ */
+extern bool mariadb_binlog_hole_after(const BinlogCatalog *binlog,
+									  const char *until_file, char *hole,
+									  size_t hole_len);
+
 #endif /* BK_MARIADB_SNAPSHOT_CATALOG_H */

@@ -374,6 +374,13 @@ out="$(restore --repo "$dir/repo-gap" --target-position "$(cat "$dir/m3.position
 is $? 1 "a target beyond a gap is refused"
 like "$out" "past the end of what the archive holds.*where a gap in the archive begins" \
     "... saying where the archive stops and why" || diag "$out"
+out="$(restore --repo "$dir/repo-gap" 2>&1)"
+is $? 1 "a restore to the latest is refused at the gap, not ended there as if the archive ended"
+like "$out" "not continuous after $first_m3_file:[0-9]+ \\(bytes [0-9]+ to [0-9]+ of $first_m3_file are missing\\)" \
+    "... naming where the archive stops and the hole" || diag "$out"
+like "$out" "bk verify --source $source_id" "... and what to do" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
 out="$("$BK" list --config "$dir/bk.conf" --repo "$dir/repo-gap" --source "$source_id" 2>&1)"
 like "$out" "GAP: binlog $first_m3_file" "bk list shows the gap"
 out="$(restore --repo "$dir/repo-gap" --target-position "$(cat "$dir/m2.position")" 2>&1)"

@@ -1,0 +1,234 @@
+/*
+ * test_mariadb.c
+ *		The decisions of a MariaDB restore, without servers, on a real
+ *		repository directory with real frames: where the archived binlog
+ *		stops being continuous and what a restore to the latest does there.
+ */
+#include "testutil.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binlog_catalog.h"
+#include "bk_util.h"
+#include "repo.h"
+#include "restore.h"
+#include "snapshot_catalog.h"
+
+#define SOURCE "test-mariadb"
+
+typedef struct Fixture
+{
+	char *dir;
+	char location[512];
+	BkKey key;
+	BkKeyring ring;
+	BkRepo *repo;
+	BkDecoder *decoder;
+	int uploads;
+} Fixture;
+
+static int
+setup(void **state)
+{
+	Fixture *f = calloc(1, sizeof(*f));
+	BkError err;
+
+	f->dir = test_mkdtemp();
+	snprintf(f->location, sizeof(f->location), "%s/repo", f->dir);
+	test_key(&f->key, &f->ring);
+	f->repo = bk_repo_open(f->location, true, &err);
+	assert_non_null(f->repo);
+	assert_true(bk_repo_spool_open(f->repo, "unit-mariadb", &err));
+	f->decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(f->decoder);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	Fixture *f = *state;
+
+	bk_decoder_free(f->decoder);
+	bk_repo_close(f->repo);
+	test_rmdir(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Archive an object as the shipper would. */
+static void
+archive(Fixture *f, int kind, const char *name, const char *meta,
+		const uint8_t *content, size_t len)
+{
+	BkObjectInfo info = {.kind = kind,
+						 .source_id = SOURCE,
+						 .name = name,
+						 .meta = meta,
+						 .size = len};
+	FrameList frames;
+	BkRepoUpload *upload;
+	BkObjectIdentity identity = {0};
+	BkPutResult result;
+	BkFrame last;
+	char tag[32];
+	BkError err;
+
+	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info, content, &frames);
+	snprintf(tag, sizeof(tag), "u%d", f->uploads++);
+	upload = bk_repo_upload_begin(f->repo, tag, &err);
+	assert_non_null(upload);
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
+										 frames.len[frameIdx], &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_frame_parse(frames.data[frames.count - 1],
+							   frames.len[frames.count - 1], &last, &err));
+	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
+	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE, kind,
+									  name, &identity, &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+	test_frames_free(&frames);
+}
+
+/*
+ * A binlog file's first range: the magic bytes alone (a file with no
+ * event yet), closed by a ROTATE to the next file when rotate is set.
+ */
+static void
+archive_binlog_start(Fixture *f, const char *file, bool rotate)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[256];
+
+	snprintf(name, sizeof(name), "%s/0000000000-0000000004", file);
+	snprintf(meta, sizeof(meta),
+			 "type=binlog-range\nbinlog-file=%s\nstart=0\nend=4\nevents=0\n"
+			 "gtid=\ncreated=2026-11-24T05:12:00.000Z%s",
+			 file, rotate ? "\nclosed=rotate" : "");
+	archive(f, BK_KIND_BINLOG, name, meta,
+			(const uint8_t *) "\xfe"
+							  "bin",
+			4);
+}
+
+/* A range past a hole: its bytes are never read by what is tested. */
+static void
+archive_binlog_range(Fixture *f, const char *file, uint64_t start, uint64_t end)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[256];
+	uint8_t *bytes = calloc(1, (size_t) (end - start));
+
+	snprintf(name, sizeof(name), "%s/%010" PRIu64 "-%010" PRIu64, file, start,
+			 end);
+	snprintf(meta, sizeof(meta),
+			 "type=binlog-range\nbinlog-file=%s\nstart=%" PRIu64
+			 "\nend=%" PRIu64 "\nevents=1\ngtid=\n"
+			 "created=2026-11-24T05:12:00.000Z",
+			 file, start, end);
+	archive(f, BK_KIND_BINLOG, name, meta, bytes, (size_t) (end - start));
+	free(bytes);
+}
+
+/*
+ * plan
+ *		restore_plan_replay from a snapshot at the start of
+ *		mariadb-bin.000001 to the target (position: "FILE:POS").
+ */
+static bool
+plan(Fixture *f, RestoreTargetType type, const char *position, BkError *err)
+{
+	MariadbRestore *r = calloc(1, sizeof(*r));
+	MariadbSnapshot snap = {0};
+	bool ok;
+
+	bk_strlcpy(snap.id, "20261124T051200Z-0000abcd", sizeof(snap.id));
+	bk_strlcpy(snap.binlog_file, "mariadb-bin.000001",
+			   sizeof(snap.binlog_file));
+	snap.binlog_pos = 4;
+	r->program = "test";
+	r->source = SOURCE;
+	r->work_parent = f->dir;
+	r->ctx.repo = f->repo;
+	r->ctx.decoder = f->decoder;
+	r->snapshot = &snap;
+	r->target.type = type;
+	r->target.text = position ? position : "latest";
+	if (position != NULL)
+	{
+		const char *colon = strrchr(position, ':');
+
+		memcpy(r->target.file, position, (size_t) (colon - position));
+		r->target.pos = strtoull(colon + 1, NULL, 10);
+	}
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &r->binlog, err));
+	bk_error_clear(err);
+	ok = restore_plan_replay(r, err);
+	restore_remove_work_dir(r);
+	free(r->replay);
+	binlog_catalog_free(&r->binlog);
+	free(r);
+	return ok;
+}
+
+/*
+ * A file whose message was rejected never reaches the archive: a restore
+ * to the latest must not end silently before it, as if the archive ended
+ * there.  An explicit target past the hole stays refused, and one with no
+ * hole before the end of the archive goes through.
+ */
+static void
+test_latest_refused_at_a_hole(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+
+	archive_binlog_start(f, "mariadb-bin.000001", true);
+	archive_binlog_start(f, "mariadb-bin.000002", true);
+	assert_true(plan(f, TARGET_LATEST, NULL, &err));
+
+	/* 000003 lost, 000004 archived. */
+	archive_binlog_start(f, "mariadb-bin.000004", false);
+	assert_false(plan(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "not continuous after mariadb-bin.000002:4");
+	assert_error_contains(&err, "files between mariadb-bin.000002 and"
+								" mariadb-bin.000004 are missing");
+	assert_non_null(strstr(err.hint, "bk verify --source " SOURCE));
+	assert_non_null(strstr(err.hint, "at or before mariadb-bin.000002:4"));
+	assert_false(plan(f, TARGET_POSITION, "mariadb-bin.000004:4", &err));
+	assert_error_contains(&err, "past the end of what the archive holds");
+	assert_true(plan(f, TARGET_POSITION, "mariadb-bin.000002:4", &err));
+
+	/* The missing file arrives: the archive is whole again. */
+	archive_binlog_start(f, "mariadb-bin.000003", true);
+	assert_true(plan(f, TARGET_LATEST, NULL, &err));
+
+	/* A hole inside the newest file: bytes 4 to 100 lost. */
+	archive_binlog_range(f, "mariadb-bin.000004", 100, 200);
+	assert_false(plan(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, "not continuous after mariadb-bin.000004:4");
+	assert_error_contains(&err,
+						  "bytes 4 to 100 of mariadb-bin.000004 are missing");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
+										teardown),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -316,10 +316,8 @@ bk_cmd_snapshot_get(int argc, char **argv)
 			if (!snap->complete)
 			{
 				bk_error_set(&err, BK_ERR_SEQUENCE,
-							 "snapshot %s of source \"%s\" is not complete: its"
-							 " record never arrived (it failed, was cancelled,"
-							 " or is still running)",
-							 snap->id, args.source);
+							 "snapshot %s of source \"%s\" is not complete: %s",
+							 snap->id, args.source, snap->reason);
 				goto fail;
 			}
 			break;

@@ -155,10 +155,11 @@ snapshot_json(const MariadbSnapshot *snap, const BinlogCatalog *binlog)
 									  (json_int_t) until_pos));
 	else
 	{
+		if (!snap->complete)
+			snprintf(problem, sizeof(problem), "not complete: %s",
+					 snap->reason);
 		json_object_set_new(item, "restorable_to", json_null());
-		json_object_set_new(
-			item, "problem",
-			json_string(snap->complete ? problem : "not complete (no record)"));
+		json_object_set_new(item, "problem", json_string(problem));
 	}
 	return item;
 }
@@ -269,7 +270,8 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 					   snap->gtid[0] ? snap->gtid : "none", snap->tables,
 					   snap->rows, snap->finished);
 			else
-				printf("  snapshot %s: not complete (no record)\n", snap->id);
+				printf("  snapshot %s: not complete (%s)\n", snap->id,
+					   snap->reason);
 		}
 		if (oldest_restorable != NULL && newest != NULL)
 			printf("  restorable: from %s:%" PRIu64
@@ -349,6 +351,10 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		BkError problem;
 		uint64_t tables = 0;
 
+		/* A record without all its objects: bk restore will not use it. */
+		if (snap->has_record && !snap->complete)
+			bk_verify_problem(verifier, snap->id, "snapshot not complete: %s",
+							  snap->reason);
 		if (!snap->complete || verifier->decoder == NULL)
 			continue;
 		bk_error_clear(&problem);

@@ -391,9 +391,8 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 			if (!snap->complete)
 				return bk_error_set(err, BK_ERR_NOT_FOUND,
 									"snapshot %s of source \"%s\" is not"
-									" complete (it has no record): it"
-									" cannot be restored",
-									snap->id, r->source);
+									" complete (%s): it cannot be restored",
+									snap->id, r->source, snap->reason);
 			if (!snapshot_fits(r, snap))
 				return bk_error_set(err, BK_ERR_NOT_FOUND,
 									"snapshot %s (at %s:%" PRIu64
@@ -681,8 +680,13 @@ run(MariadbRestore *r, BkError *err)
 		if (!choose_snapshot(r, below, err))
 			return false;
 	}
+	/*
+	 * The parts travel apart from the record: one missing would fail the
+	 * load half way, after --force dropped the databases.
+	 */
 	if ((r->record = load_snapshot_json(r, BK_SNAPSHOT_RECORD, err)) == NULL ||
-		(r->schema = load_snapshot_json(r, "schema.json", err)) == NULL)
+		(r->schema = load_snapshot_json(r, "schema.json", err)) == NULL ||
+		!restore_check_parts(r, err))
 		return false;
 	tables = json_object_get(r->record, "tables");
 	json_array_foreach(tables, idx, table) r->bytes_total +=

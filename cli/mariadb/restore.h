@@ -177,6 +177,8 @@ extern bool restore_defer_indexes(MYSQL *conn, const char *db, const char *name,
 								  void *arg, char **add_sql, BkError *err);
 
 /* restore_data.c */
+/* Every data object the record lists is stored (without reading them). */
+extern bool restore_check_parts(MariadbRestore *r, BkError *err);
 extern bool restore_load_data(MariadbRestore *r, BkError *err);
 
 #endif /* BK_MARIADB_RESTORE_H */

@@ -183,6 +183,14 @@ fetch_part(void *arg)
 	return NULL;
 }
 
+/* The object of part `part` of table number `index` (both from 1). */
+static void
+part_object(const MariadbRestore *r, int index, int part, char *out,
+			size_t out_len)
+{
+	snprintf(out, out_len, "%s/data/%06d.%06d", r->snapshot->id, index, part);
+}
+
 static void
 fetch_start(PartFetch *fetch, MariadbRestore *r, BkDecoder *decoder, int index,
 			int part)
@@ -190,8 +198,7 @@ fetch_start(PartFetch *fetch, MariadbRestore *r, BkDecoder *decoder, int index,
 	memset(fetch, 0, sizeof(*fetch));
 	fetch->r = r;
 	fetch->decoder = decoder;
-	snprintf(fetch->object, sizeof(fetch->object), "%s/data/%06d.%06d",
-			 r->snapshot->id, index, part);
+	part_object(r, index, part, fetch->object, sizeof(fetch->object));
 	fetch->started = true;
 	if (pthread_create(&fetch->thread, NULL, fetch_part, fetch) != 0)
 	{
@@ -471,6 +478,47 @@ print_progress(const MariadbRestore *r, double elapsed, bool last)
 			(uint64_t) atomic_load(&r->tables_done), r->work_count,
 			(uint64_t) atomic_load(&r->rows_loaded), done / 1e6,
 			(double) r->bytes_total / 1e6, rate / 1e6, eta, last ? "\n" : "");
+}
+
+bool
+restore_check_parts(MariadbRestore *r, BkError *err)
+{
+	json_t *tables = json_object_get(r->record, "tables");
+	uint64_t missing = 0, expected = 0;
+	char first[BK_OBJECT_NAME_MAX + 1] = "";
+	size_t idx;
+	json_t *table;
+
+	json_array_foreach(tables, idx, table)
+	{
+		int index = (int) json_integer_value(json_object_get(table, "index"));
+		int parts = (int) json_integer_value(json_object_get(table, "parts"));
+
+		for (int part = 1; part <= parts; part++)
+		{
+			char object[BK_OBJECT_NAME_MAX + 1];
+			BkRepoStat stat;
+
+			part_object(r, index, part, object, sizeof(object));
+			if (!bk_repo_stat(r->ctx.repo, BK_REPO_ARCHIVE, r->source,
+							  BK_KIND_SNAPSHOT, object, &stat, err))
+				return false;
+			expected++;
+			if (!stat.exists && missing++ == 0)
+				bk_strlcpy(first, object, sizeof(first));
+		}
+	}
+	if (missing == 0)
+		return true;
+	bk_error_set(err, BK_ERR_SEQUENCE,
+				 "snapshot %s is not complete: %" PRIu64 " of the %" PRIu64
+				 " data objects its record lists are not in the repository"
+				 " (the first: %s)",
+				 r->snapshot->id, missing, expected, first);
+	return bk_error_hint(err,
+						 "\"bk verify --source %s\" checks the snapshots;"
+						 " pass --snapshot with an older complete one.",
+						 r->source);
 }
 
 bool

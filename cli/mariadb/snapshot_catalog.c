@@ -37,6 +37,7 @@ find_or_add(MariadbSnapshotCatalog *catalog, const char *id, size_t id_len)
 	catalog->snapshots = grown;
 	memset(&grown[catalog->count], 0, sizeof(MariadbSnapshot));
 	memcpy(grown[catalog->count].id, id, id_len);
+	grown[catalog->count].data_expected = -1;
 	return &grown[catalog->count++];
 }
 
@@ -62,6 +63,7 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	MariadbSnapshot *snap;
 	BkObjectIdentity identity;
 	BkObjectTracker object;
+	char value[32];
 
 	if (entry->is_prefix || slash == NULL)
 		return true;
@@ -71,13 +73,20 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 		return true; /* not one of ours: bk verify says so */
 	snap->objects++;
 	snap->stored_bytes += entry->size;
+	if (strncmp(slash + 1, "data/", 5) == 0)
+		snap->data_objects++;
+	else if (strcmp(slash + 1, "schema.json") == 0)
+		snap->has_schema = true;
 	if (strcmp(slash + 1, BK_SNAPSHOT_RECORD) != 0)
 		return true;
 	if (!bk_repo_object_identity(build->repo, BK_REPO_ARCHIVE, build->source,
 								 BK_KIND_SNAPSHOT, entry->name, &identity,
 								 &object, err))
 		return bk_error_prefix(err, "snapshot record %s: ", entry->name);
-	snap->complete = true;
+	snap->has_record = true;
+	if (bk_meta_get(object.meta, object.meta_len, "objects", value,
+					sizeof(value)))
+		snap->data_expected = (int64_t) strtoull(value, NULL, 10);
 	if (!bk_meta_get(object.meta, object.meta_len, "binlog-file",
 					 snap->binlog_file, sizeof(snap->binlog_file)))
 		snap->binlog_file[0] = '\0';
@@ -94,6 +103,35 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	snap->tables = meta_u64(&object, "tables");
 	snap->rows = meta_u64(&object, "rows");
 	return true;
+}
+
+/*
+ * judge_complete
+ *		Every object of the snapshot is in the repository, as far as its
+ *		record says.
+ */
+static void
+judge_complete(MariadbSnapshot *snap)
+{
+	snap->complete = false;
+	if (!snap->has_record)
+		snprintf(snap->reason, sizeof(snap->reason),
+				 "no record (snapshot.json): the snapshot failed, was"
+				 " cancelled, or is still arriving");
+	else if (!snap->has_schema)
+		snprintf(snap->reason, sizeof(snap->reason),
+				 "its schema.json is missing");
+	else if (snap->data_expected >= 0 &&
+			 snap->data_objects != (uint64_t) snap->data_expected)
+		snprintf(snap->reason, sizeof(snap->reason),
+				 "%" PRIu64 " of its %" PRId64 " data objects are in the"
+				 " repository",
+				 snap->data_objects, snap->data_expected);
+	else
+	{
+		snap->complete = true;
+		snap->reason[0] = '\0';
+	}
 }
 
 static int
@@ -118,6 +156,8 @@ mariadb_snapshot_catalog_load(const BkRepo *repo, const char *source,
 	}
 	qsort(catalog->snapshots, (size_t) catalog->count, sizeof(MariadbSnapshot),
 		  compare_snapshots);
+	for (int idx = 0; idx < catalog->count; idx++)
+		judge_complete(&catalog->snapshots[idx]);
 	return true;
 }
 

@@ -17,7 +17,20 @@
 typedef struct MariadbSnapshot
 {
 	char id[MARIADB_SNAPSHOT_ID_MAX + 1];
-	bool complete; /* its record arrived */
+	/*
+	 * Its record and schema.json arrived, and every data object the record
+	 * counts.  The objects travel as separate messages, on other partitions
+	 * and shippers: the record, sent last, may be archived before a part
+	 * (or a part never, when its message was rejected).  A record written
+	 * before the count was added (no "objects" in its metadata) is judged
+	 * on its own presence; bk restore then checks the parts it loads.
+	 */
+	bool complete;
+	bool has_record;
+	bool has_schema;
+	int64_t data_expected; /* the record's count, or -1 if it has none */
+	uint64_t data_objects; /* data/ objects in the repository */
+	char reason[160];      /* why it is not complete */
 	char binlog_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	uint64_t binlog_pos;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];

@@ -402,6 +402,27 @@ like "$out" "$first_m3_file" "... naming it" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... before the target server is touched"
 
+# ---------------------------------------------------------------- a snapshot part never archived
+# Its message rejected by the shipper, say: the record is there, a part not.
+parts=("$repo/$source_id/snapshot/$snap2/data"/*)
+cp -a "$repo" "$dir/repo-part"
+rm "$dir/repo-part/$source_id/snapshot/$snap2/data/$(basename "${parts[0]}")"
+out="$("$BK" list --config "$dir/bk.conf" --repo "$dir/repo-part" --source "$source_id" 2>&1)"
+like "$out" "snapshot $snap2: not complete \\($((${#parts[@]} - 1)) of its ${#parts[@]} data objects are in the repository\\)" \
+    "bk list shows a snapshot with a data part missing as not complete" || diag "$out"
+target_reset
+out="$(restore --repo "$dir/repo-part" --force --snapshot "$snap2" --target immediate 2>&1)"
+is $? 1 "bk restore --snapshot of it is refused"
+like "$out" "snapshot $snap2 of source \"$source_id\" is not complete" "... saying why" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+out="$(restore --repo "$dir/repo-part" --target immediate --dry-run 2>&1)"
+ok $? "without --snapshot, bk restore plans the complete snapshot before it" || diag "$out"
+like "$out" "snapshot $snap1 at" "... $snap1" || diag "$out"
+out="$("$BK" expire --config "$dir/bk.conf" --repo "$dir/repo-part" --source "$source_id" --retain-full 1 --dry-run 2>&1)"
+like "$out" "keep +snapshot $snap1" "bk expire --retain-full 1 keeps the older snapshot: the newer one is not complete" ||
+    diag "$out"
+
 # ---------------------------------------------------------------- bk expire
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
 ok $? "bk expire --retain-full 1" || diag "$out"

@@ -2,7 +2,9 @@
  * test_mariadb.c
  *		The decisions of a MariaDB restore, without servers, on a real
  *		repository directory with real frames: where the archived binlog
- *		stops being continuous and what a restore to the latest does there.
+ *		stops being continuous and what a restore to the latest does there;
+ *		when a snapshot whose objects arrive apart is complete, and the
+ *		check of its parts before a restore touches the server.
  */
 #include "testutil.h"
 
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "binlog_catalog.h"
+#include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "repo.h"
 #include "restore.h"
@@ -221,11 +224,126 @@ test_latest_refused_at_a_hole(void **state)
 						  "bytes 4 to 100 of mariadb-bin.000004 are missing");
 }
 
+#define SNAP_NEW "20261124T051200Z-0000abcd"
+#define SNAP_OLD "20261123T051200Z-0000abcd"
+
+/* A snapshot object; the record's metadata as the agent writes it. */
+static void
+archive_snapshot_object(Fixture *f, const char *id, const char *part,
+						const char *record_meta)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[512];
+
+	snprintf(name, sizeof(name), "%s/%s", id, part);
+	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb%s%s", id,
+			 record_meta ? "\n" : "", record_meta ? record_meta : "");
+	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) "{}", 2);
+}
+
+static const MariadbSnapshot *
+load_snapshot(Fixture *f, MariadbSnapshotCatalog *catalog, const char *id)
+{
+	BkError err;
+
+	assert_true(mariadb_snapshot_catalog_load(f->repo, SOURCE, catalog, &err));
+	for (int idx = 0; idx < catalog->count; idx++)
+		if (strcmp(catalog->snapshots[idx].id, id) == 0)
+			return &catalog->snapshots[idx];
+	fail_msg("snapshot %s is not in the catalog", id);
+	return NULL;
+}
+
+/*
+ * The record is sent last, but its data objects travel on other
+ * partitions: archived after it, or never (a rejected message).  Until
+ * every one the record counts is there, the snapshot is not complete, so
+ * neither bk restore nor bk expire counts on it.
+ */
+static void
+test_snapshot_complete(void **state)
+{
+	Fixture *f = *state;
+	const char *record = "type=record\nobjects=2\nbinlog-file="
+						 "mariadb-bin.000001\nbinlog-pos=4\ntables=1\nrows=9";
+	MariadbSnapshotCatalog catalog;
+	const MariadbSnapshot *snap;
+
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_NEW, "data/000001.000001", NULL);
+	archive_snapshot_object(f, SNAP_NEW, BK_SNAPSHOT_RECORD, record);
+	snap = load_snapshot(f, &catalog, SNAP_NEW);
+	assert_false(snap->complete);
+	assert_string_equal(snap->reason,
+						"1 of its 2 data objects are in the repository");
+	mariadb_snapshot_catalog_free(&catalog);
+
+	archive_snapshot_object(f, SNAP_NEW, "data/000001.000002", NULL);
+	snap = load_snapshot(f, &catalog, SNAP_NEW);
+	assert_true(snap->complete);
+	assert_int_equal(snap->data_objects, 2);
+	assert_string_equal(snap->binlog_file, "mariadb-bin.000001");
+	mariadb_snapshot_catalog_free(&catalog);
+
+	/* schema.json is an object of its own too. */
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000001\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	snap = load_snapshot(f, &catalog, SNAP_OLD);
+	assert_false(snap->complete);
+	assert_string_equal(snap->reason, "its schema.json is missing");
+	mariadb_snapshot_catalog_free(&catalog);
+
+	/* A record without the count (written before it): judged as before. */
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	snap = load_snapshot(f, &catalog, SNAP_OLD);
+	assert_true(snap->complete);
+	assert_true(snap->data_expected == -1);
+	mariadb_snapshot_catalog_free(&catalog);
+}
+
+/*
+ * ...so bk restore checks every part the record lists before it touches
+ * the server: a missing one would fail the load half way, after --force
+ * dropped the databases.
+ */
+static void
+test_restore_check_parts(void **state)
+{
+	Fixture *f = *state;
+	MariadbRestore *r = calloc(1, sizeof(*r));
+	MariadbSnapshot snap = {0};
+	BkError err;
+
+	bk_strlcpy(snap.id, SNAP_OLD, sizeof(snap.id));
+	r->source = SOURCE;
+	r->ctx.repo = f->repo;
+	r->snapshot = &snap;
+	r->record = json_pack("{s:[{s:i, s:i}, {s:i, s:i}, {s:i, s:i}]}", "tables",
+						  "index", 1, "parts", 2, "index", 2, "parts", 0,
+						  "index", 3, "parts", 1);
+	archive_snapshot_object(f, SNAP_OLD, "data/000001.000001", NULL);
+	archive_snapshot_object(f, SNAP_OLD, "data/000003.000001", NULL);
+	assert_false(restore_check_parts(r, &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "1 of the 3 data objects its record lists are"
+								" not in the repository (the first: " SNAP_OLD
+								"/data/000001.000002)");
+	archive_snapshot_object(f, SNAP_OLD, "data/000001.000002", NULL);
+	assert_true(restore_check_parts(r, &err));
+	json_decref(r->record);
+	free(r);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),
 	};
 

@@ -9,7 +9,7 @@
  *						and checked, and where replay stops; replay itself
  *	 restore_server.c   the target server: connections, checks, the
  *						incomplete marker, GTID state
- *	 restore_schema.c   accounts, databases, tables, views, routines,
+ *	 restore_schema.c   accounts, databases, tables, routines, views,
  *						triggers, events, grants
  *	 restore_data.c     table data, loaded in parallel
  *	 restore_indexes.c  plain secondary indexes built after the data

@@ -317,38 +317,42 @@ create_views(MariadbRestore *r, BkError *err)
 	return true;
 }
 
+/* Every definition of one kind of schema.json, in order. */
+static bool
+create_kind(MariadbRestore *r, const char *key, const char *noun, BkError *err)
+{
+	size_t idx;
+	json_t *item;
+
+	json_array_foreach(json_object_get(r->schema, key), idx, item)
+	{
+		char what[700];
+
+		snprintf(what, sizeof(what), "%s `%s`.`%s`", noun,
+				 item_string(item, "database"), item_string(item, "name"));
+		if (!run_definition(r, item_string(item, "database"), item, "create",
+							what, err))
+			return false;
+		r->objects_created++;
+	}
+	return true;
+}
+
+/*
+ * restore_create_objects
+ *		Routines first: CREATE VIEW resolves every stored function the view
+ *		calls and fails if one does not exist yet, while CREATE PROCEDURE
+ *		and CREATE FUNCTION resolve nothing in their bodies (a routine may
+ *		read a view, or call a routine, created after it).  Then views,
+ *		which may read each other (create_views), then triggers and events,
+ *		whose bodies are not resolved either.
+ */
 bool
 restore_create_objects(MariadbRestore *r, BkError *err)
 {
-	static const struct
-	{
-		const char *key;
-		const char *noun;
-	} kinds[] = {{"procedures", "procedure"},
-				 {"functions", "function"},
-				 {"triggers", "trigger"},
-				 {"events", "event"}};
-
-	restore_mark_step(r, "views, routines, triggers and events");
-	if (!create_views(r, err))
-		return false;
-	for (size_t kind = 0; kind < sizeof(kinds) / sizeof(kinds[0]); kind++)
-	{
-		size_t idx;
-		json_t *item;
-
-		json_array_foreach(json_object_get(r->schema, kinds[kind].key), idx,
-						   item)
-		{
-			char what[700];
-
-			snprintf(what, sizeof(what), "%s `%s`.`%s`", kinds[kind].noun,
-					 item_string(item, "database"), item_string(item, "name"));
-			if (!run_definition(r, item_string(item, "database"), item,
-								"create", what, err))
-				return false;
-			r->objects_created++;
-		}
-	}
-	return true;
+	restore_mark_step(r, "routines, views, triggers and events");
+	return create_kind(r, "procedures", "procedure", err) &&
+		   create_kind(r, "functions", "function", err) &&
+		   create_views(r, err) && create_kind(r, "triggers", "trigger", err) &&
+		   create_kind(r, "events", "event", err);
 }

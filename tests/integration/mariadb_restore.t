@@ -9,6 +9,7 @@
 #    zero dates; INVISIBLE and generated columns; a sequence; a
 #    system-versioned table with history; a trigger writing an audit row;
 #    an event firing every second; users, roles and grants; a view on a view;
+#    a view calling a stored function (created after the function);
 #    secondary indexes that are built after the data, and some that cannot be
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
 #  - a workload of sysbench plus fixture changes, with DDL mid-way, a binlog
@@ -147,6 +148,7 @@ CREATE VIEW v_orders AS SELECT id, amount FROM orders WHERE amount > 0;
 CREATE VIEW v_big AS SELECT id FROM v_orders WHERE amount > 15;
 CREATE PROCEDURE add_order(IN n INT) INSERT INTO orders (amount) VALUES (n);
 CREATE FUNCTION twice(n INT) RETURNS INT DETERMINISTIC RETURN n * 2;
+CREATE VIEW v_twice AS SELECT id, twice(amount) AS doubled FROM orders;
 CREATE ROLE bkr_reader;
 GRANT SELECT ON $db.* TO bkr_reader;
 CREATE USER bkr_app@'%' IDENTIFIED BY 'app-secret';
@@ -295,6 +297,8 @@ is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(cat "$dir/m2.gtid")" \
 is "$(tmy "SELECT COUNT(*) FROM $db.audit")" "$(tmy "SELECT COUNT(*) FROM $db.orders")" \
     "the trigger did not fire while loading (one audit row per order)"
 is "$(tmy "SELECT @@event_scheduler")" "OFF" "events stay off until the DBA turns the scheduler on"
+is "$(tmy "SELECT doubled FROM $db.v_twice WHERE id = 1")" 20 \
+    "a view calling a stored function is restored (the function created first)"
 is "$(tmy "SELECT @@innodb_flush_log_at_trx_commit")" 1 \
     "innodb_flush_log_at_trx_commit, relaxed while restoring, is put back"
 

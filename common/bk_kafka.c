@@ -77,6 +77,31 @@ bk_kafka_message_max(uint32_t chunk_size)
 	return bk_frame_max_len(chunk_size) + BK_KAFKA_MESSAGE_OVERHEAD;
 }
 
+int64_t
+bk_kafka_broker_time(const rd_kafka_message_t *msg)
+{
+	rd_kafka_timestamp_type_t type;
+	int64_t timestamp = rd_kafka_message_timestamp(msg, &type);
+
+	return type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME && timestamp >= 0
+			   ? timestamp
+			   : -1;
+}
+
+bool
+bk_kafka_attempt_stalled(int64_t *attempt_time, int64_t message_time,
+						 int64_t abandon_after_ms)
+{
+	if (message_time < 0)
+		return false;
+	if (*attempt_time < 0)
+	{
+		*attempt_time = message_time;
+		return false;
+	}
+	return message_time - *attempt_time > abandon_after_ms;
+}
+
 size_t
 bk_kafka_batch_max(uint32_t chunk_size)
 {

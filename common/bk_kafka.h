@@ -54,6 +54,28 @@ extern size_t bk_kafka_message_max(uint32_t chunk_size);
  */
 extern size_t bk_kafka_batch_max(uint32_t chunk_size);
 
+/*
+ * The broker time a consumed message proves: its timestamp when the broker
+ * stamped it on append (message.timestamp.type=LogAppendTime), -1 when it
+ * carries none.  A CreateTime timestamp is the producer's clock, which a
+ * source with a clock hours fast sets hours ahead: it proves nothing.
+ */
+extern int64_t bk_kafka_broker_time(const rd_kafka_message_t *msg);
+
+/*
+ * The shipper's rule for giving up an object attempt whose chunks stopped
+ * coming, applied to each open attempt of a partition after each message:
+ * true when the message's broker time (bk_kafka_broker_time) is more than
+ * abandon_after_ms past *attempt_time, the broker time of the attempt's
+ * newest chunk.  A message without broker time decides nothing.  An attempt
+ * whose newest chunk had none (*attempt_time -1, a topic switched from
+ * CreateTime) takes the broker time of the next message that has one, which
+ * the broker appended after that chunk, so the wait is never cut short.
+ */
+extern bool bk_kafka_attempt_stalled(int64_t *attempt_time,
+									 int64_t message_time,
+									 int64_t abandon_after_ms);
+
 typedef void (*BkKafkaLogFn)(void *arg, int level, const char *facility,
 							 const char *message);
 

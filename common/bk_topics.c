@@ -59,6 +59,7 @@ typedef struct TopicState
 	int64_t min_insync;
 	int64_t flush_messages;
 	bool unclean_election;
+	char timestamp_type[32]; /* message.timestamp.type; "": not reported */
 } TopicState;
 
 static void report_finding(BkTopicReportFn report, void *arg,
@@ -376,6 +377,9 @@ describe_configs(rd_kafka_t *rk, TopicState *topics, int32_t broker_id,
 				topic->min_insync = parse_int64(value);
 			else if (strcmp(name, "flush.messages") == 0)
 				topic->flush_messages = parse_int64(value);
+			else if (strcmp(name, "message.timestamp.type") == 0)
+				bk_strlcpy(topic->timestamp_type, value ? value : "",
+						   sizeof(topic->timestamp_type));
 			else if (strcmp(name, "unclean.leader.election.enable") == 0)
 				topic->unclean_election =
 					value != NULL && strcmp(value, "true") == 0;
@@ -409,6 +413,22 @@ check_topic(const TopicState *topic, const BkTopicPolicy *policy, int brokers,
 					   "chunk size",
 					   topic->max_message_bytes, needed, BK_KAFKA_BATCH_CHUNKS,
 					   policy->chunk_size);
+	/*
+	 * The shipper gives up a stalled object attempt by broker time only
+	 * (shipper.c); under CreateTime the stamps are the sources' clocks, so
+	 * it could never give one up and the partition's offset would stay
+	 * behind it for good.  The audit topic is not judged by time.
+	 */
+	if (topic->kind != BK_TOPIC_AUDIT && topic->timestamp_type[0] &&
+		strcmp(topic->timestamp_type, "LogAppendTime") != 0)
+		report_finding(report, arg, result, BK_REPORT_ERROR, topic->name,
+					   "message.timestamp.type=%s: messages carry the "
+					   "sources' clocks, not the broker's, and the shipper "
+					   "gives up the attempts of crashed sources by broker "
+					   "time only; run \"kafka-configs --bootstrap-server "
+					   "BROKER --alter --entity-type topics --entity-name %s "
+					   "--add-config message.timestamp.type=LogAppendTime\"",
+					   topic->timestamp_type, topic->name);
 	if (topic->retention_ms >= 0 &&
 		topic->retention_ms < BK_TOPIC_RETENTION_MIN_MS)
 		report_finding(report, arg, result, BK_REPORT_WARNING, topic->name,

@@ -5,11 +5,13 @@
  * bk never relies on broker auto-creation: "bk init"
  * and the shipper at start call bk_topics_ensure, which creates what is
  * missing with settings fit for a backup stream and reports, for existing
- * topics, every setting weaker than a backup needs.  Two findings are errors,
- * not warnings, because they lose data with certainty rather than under
- * some failure: compaction (keeps only the newest message per key, and all
- * of a source's chunks share its key), and a max.message.bytes below our
- * largest message (every large chunk would be refused).
+ * topics, every setting weaker than a backup needs.  Three findings are
+ * errors, not warnings, because they lose data or stop archiving with
+ * certainty rather than under some failure: compaction (keeps only the
+ * newest message per key, and all of a source's chunks share its key), a
+ * max.message.bytes below our largest message (every large chunk would be
+ * refused), and a data topic without message.timestamp.type=LogAppendTime
+ * (the shipper judges stalled attempts by broker time only).
  */
 #ifndef BK_TOPICS_H
 #define BK_TOPICS_H

@@ -31,10 +31,15 @@
  * Abandoned attempts.  A source that crashes mid-object starts the object
  * over under a new attempt id; the old attempt never completes.  The shipper
  * gives an attempt up only when a later message in the same partition is
- * stamped (by the broker, LogAppendTime) more than abandon_after after the
- * attempt's newest chunk.  Chunks of an object whose every chunk the broker
- * acknowledged are never that far apart (each chunk is acknowledged within
- * the source's Kafka timeout), so no acknowledged object is ever given up.
+ * stamped by the broker (LogAppendTime) more than abandon_after after the
+ * attempt's newest chunk (bk_kafka_attempt_stalled).  A CreateTime stamp is
+ * a source's clock and never counts: one source with a clock hours fast
+ * would otherwise give up another's acknowledged objects in flight.  On a
+ * topic without LogAppendTime nothing is given up (the topic check refuses
+ * such a topic, and the shipper warns once per partition).  Chunks of an
+ * object whose every chunk the broker acknowledged are never that far apart
+ * (each chunk is acknowledged within the source's Kafka timeout), so no
+ * acknowledged object is ever given up.
  * Giving up earlier, say when the same name starts again, would discard the
  * first of two sources that collide on one source id, and both copies must
  * be kept.
@@ -101,7 +106,8 @@ typedef struct Attempt
 {
 	struct Attempt *next;
 	int64_t first_offset;
-	int64_t last_timestamp; /* broker time of its newest chunk */
+	int64_t last_timestamp; /* of its newest chunk, any type: for metrics */
+	int64_t broker_time;    /* of its newest chunk; -1: none (CreateTime) */
 	BkObjectTracker tracker;
 	BkRepoUpload *upload; /* spooled as its chunks arrive */
 	BkSha256 *stored_sha; /* SHA-256 of the stored bytes, for the audit */
@@ -120,7 +126,7 @@ typedef struct Partition
 	/* The group's committed offset when assigned, ASSIGNED_AT_LOW or
 	 * ASSIGNED_UNKNOWN: for the lag metric only. */
 	int64_t assigned_offset;
-	int64_t newest_timestamp;
+	bool warned_create_time; /* a message without broker time was seen */
 	int64_t audit_hold; /* oldest offset whose audit event is unacknowledged;
 						 * -1: none */
 	Attempt *attempts;
@@ -714,9 +720,12 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 	return ok;
 }
 
-/* Give up attempts that stalled longer than abandon_after in broker time. */
+/*
+ * Give up attempts that stalled longer than abandon_after in broker time,
+ * as told by a message with broker time message_time (-1: none).
+ */
 static bool
-abandon_stalled(Shipper *shipper, Partition *p)
+abandon_stalled(Shipper *shipper, Partition *p, int64_t message_time)
 {
 	Attempt *attempt = p->attempts;
 
@@ -724,8 +733,8 @@ abandon_stalled(Shipper *shipper, Partition *p)
 	{
 		Attempt *next = attempt->next;
 
-		if (p->newest_timestamp - attempt->last_timestamp >
-				shipper->config->abandon_after_ms &&
+		if (bk_kafka_attempt_stalled(&attempt->broker_time, message_time,
+									 shipper->config->abandon_after_ms) &&
 			!abandon_attempt(
 				shipper, p, attempt,
 				"no chunk for longer than abandon_after while later "
@@ -760,6 +769,7 @@ attempt_start(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 		return NULL;
 	}
 	attempt->first_offset = msg->offset;
+	attempt->broker_time = -1;
 	bk_tracker_reset(&attempt->tracker);
 	bk_hex_encode(frame->attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
 	snprintf(tag, sizeof(tag), "%s.%" PRId32 ".%" PRId64 ".%s", p->topic,
@@ -896,8 +906,8 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 {
 	const char *topic = rd_kafka_topic_name(msg->rkt);
 	Partition *p = partition_add(shipper, topic, msg->partition);
-	rd_kafka_timestamp_type_t ts_type;
-	int64_t timestamp = rd_kafka_message_timestamp(msg, &ts_type);
+	int64_t timestamp = rd_kafka_message_timestamp(msg, NULL);
+	int64_t broker_time = bk_kafka_broker_time(msg);
 	Attempt *attempt;
 	BkFrame frame;
 	BkError err;
@@ -910,8 +920,16 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		return false;
 	}
 	p->next_offset = msg->offset + 1;
-	if (timestamp > p->newest_timestamp)
-		p->newest_timestamp = timestamp;
+	if (broker_time < 0 && !p->warned_create_time)
+	{
+		p->warned_create_time = true;
+		shipper_log(LOG_WARNING,
+					"%s [%" PRId32 "] offset %" PRId64
+					": the message has no broker timestamp, so stalled "
+					"attempts of this partition are never given up; set "
+					"message.timestamp.type=LogAppendTime on topic %s",
+					p->topic, p->partition, msg->offset, p->topic);
+	}
 	bk_error_clear(&err);
 
 	if (!bk_frame_parse(msg->payload, msg->len, &frame, &err))
@@ -952,7 +970,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 					"begun before the committed offset)",
 					frame.chunk_index, (int) frame.name_len, frame.name,
 					p->topic, p->partition, msg->offset);
-		return abandon_stalled(shipper, p);
+		return abandon_stalled(shipper, p, broker_time);
 	}
 
 	if (!bk_tracker_accept(&attempt->tracker, &frame, &err))
@@ -977,9 +995,10 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	}
 	attempt->stored_bytes += msg->len;
 	attempt->last_timestamp = timestamp;
+	attempt->broker_time = broker_time;
 	if (attempt->tracker.complete && !finish_attempt(shipper, p, attempt))
 		return false;
-	return abandon_stalled(shipper, p);
+	return abandon_stalled(shipper, p, broker_time);
 }
 
 /* ------------------------------------------------------------ main */

@@ -3,8 +3,9 @@
  *		Fault injection for the producer wrapper with librdkafka's mock
  *		cluster (the real broker is used by tests/integration; this is only
  *		for faults a real broker cannot be made to show on demand): broker
- *		down, produce errors, fatal idempotence errors, interruption, and the
- *		configuration checks at start.
+ *		down, produce errors, fatal idempotence errors, interruption, the
+ *		configuration checks at start, and the shipper's give-up rule on a
+ *		message stamped by a source's clock.
  */
 #include "testutil.h"
 
@@ -491,6 +492,117 @@ test_batch_limits(void **state)
 	assert_int_equal(bk_kafka_batch_max(BK_CHUNK_SIZE_MIN), 1000000);
 }
 
+/* Consume the first message of a one-partition mock topic. */
+static rd_kafka_message_t *
+consume_first(rd_kafka_t **consumer, const char *topic)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *assignment;
+	rd_kafka_message_t *msg = NULL;
+	char errstr[256];
+	int64_t deadline = bk_monotonic_ms() + 10 * TIMEOUT_MS;
+
+	assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", brokers,
+									   errstr, sizeof(errstr)),
+					 RD_KAFKA_CONF_OK);
+	assert_int_equal(
+		rd_kafka_conf_set(conf, "group.id", "bk-clock", errstr, sizeof(errstr)),
+		RD_KAFKA_CONF_OK);
+	assert_int_equal(
+		rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr)),
+		RD_KAFKA_CONF_OK);
+	*consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	assert_non_null(*consumer);
+	assignment = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(assignment, topic, 0)->offset =
+		RD_KAFKA_OFFSET_BEGINNING;
+	assert_int_equal(rd_kafka_assign(*consumer, assignment), 0);
+	rd_kafka_topic_partition_list_destroy(assignment);
+	while (bk_monotonic_ms() < deadline)
+	{
+		msg = rd_kafka_consumer_poll(*consumer, 100);
+		if (msg == NULL)
+			continue;
+		if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		rd_kafka_message_destroy(msg);
+		msg = NULL;
+	}
+	assert_non_null(msg);
+	return msg;
+}
+
+/*
+ * The shipper gives up an attempt by broker time only.  A source whose
+ * clock runs 2 h fast writes CreateTime stamps 2 h ahead into a topic that
+ * lacks LogAppendTime (as an operator's topic does by default; the mock
+ * broker keeps producer stamps too): such a message must not make another
+ * source's attempt, whose last chunk the broker stamped a second ago, look
+ * stalled.
+ */
+static void
+test_give_up_by_broker_time(void **state)
+{
+	const int64_t abandon_after = 10 * 60 * 1000;
+	const int64_t now = bk_wall_ms();
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *producer;
+	rd_kafka_t *consumer;
+	rd_kafka_message_t *msg;
+	rd_kafka_timestamp_type_t type;
+	char errstr[256];
+	int64_t attempt_time;
+
+	assert_int_equal(rd_kafka_mock_topic_create(mock, "bk.clock", 1, 1), 0);
+	rd_kafka_conf_set(conf, "bootstrap.servers", brokers, NULL, 0);
+	rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
+	producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	assert_non_null(producer);
+	assert_int_equal(
+		rd_kafka_producev(
+			producer, RD_KAFKA_V_TOPIC("bk.clock"), RD_KAFKA_V_VALUE("x", 1),
+			RD_KAFKA_V_TIMESTAMP(now + 2 * 3600 * 1000), RD_KAFKA_V_END),
+		RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(rd_kafka_flush(producer, 10 * TIMEOUT_MS),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_destroy(producer);
+
+	msg = consume_first(&consumer, "bk.clock");
+	assert_int_equal(rd_kafka_message_timestamp(msg, &type),
+					 now + 2 * 3600 * 1000);
+	assert_int_equal(type, RD_KAFKA_TIMESTAMP_CREATE_TIME);
+	assert_int_equal(bk_kafka_broker_time(msg), -1);
+	attempt_time = now - 1000;
+	assert_false(bk_kafka_attempt_stalled(
+		&attempt_time, bk_kafka_broker_time(msg), abandon_after));
+	assert_int_equal(attempt_time, now - 1000);
+	rd_kafka_message_destroy(msg);
+	rd_kafka_consumer_close(consumer);
+	rd_kafka_destroy(consumer);
+
+	/* Broker time past abandon_after: given up; up to it: not yet. */
+	attempt_time = now;
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after,
+										  abandon_after));
+	assert_true(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after + 1,
+										 abandon_after));
+
+	/*
+	 * An attempt whose newest chunk had no broker time (a topic switched to
+	 * LogAppendTime meanwhile) is timed from the next broker time, which is
+	 * later than that chunk: never from an older clock.
+	 */
+	attempt_time = -1;
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, -1, abandon_after));
+	assert_int_equal(attempt_time, -1);
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, now, abandon_after));
+	assert_int_equal(attempt_time, now);
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after,
+										  abandon_after));
+	assert_true(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after + 1,
+										 abandon_after));
+}
+
 int
 main(void)
 {
@@ -506,6 +618,7 @@ main(void)
 		cmocka_unit_test(test_batch_end_not_lingering),
 		cmocka_unit_test(test_frame_headers),
 		cmocka_unit_test(test_batch_limits),
+		cmocka_unit_test(test_give_up_by_broker_time),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

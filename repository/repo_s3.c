@@ -156,7 +156,7 @@ typedef struct S3Call
 	uint64_t content_length;
 	uint64_t range_total; /* of Content-Range; UINT64_MAX if none */
 	int64_t last_modified_ms;
-	char etag[256];
+	char etag[BK_S3_ETAG_MAX];
 	char error_code[128];
 	char error_message[512];
 	/* Read position in the body while sending. */
@@ -1652,7 +1652,7 @@ typedef struct PartUploads
 	int next; /* the next part nobody took */
 	bool failed;
 	BkError err; /* the first failure */
-	char (*etags)[256];
+	char (*etags)[BK_S3_ETAG_MAX];
 } PartUploads;
 
 static void *
@@ -1741,9 +1741,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	PartUploads parts = {0};
 	BkRepoStat stat;
 	S3Call call = {.method = "POST", .key = full, .has_body = true};
-	char *xml = NULL;
-	size_t xml_len = 0;
-	size_t xml_cap;
+	BkXmlBody xml = {0};
 	bool ok = false;
 
 	*created = false;
@@ -1768,36 +1766,27 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 							state->bucket, full);
 
 	/* Parts, with their MD5s, several at once; their ETags complete it. */
-	xml_cap = 128 + (size_t) upload->part_count * 160;
 	parts.upload = upload;
 	parts.state = state;
 	parts.full = full;
 	parts.upload_id = reply.upload_id;
-	if ((xml = malloc(xml_cap)) == NULL ||
-		(parts.etags = calloc((size_t) upload->part_count,
+	if ((parts.etags = calloc((size_t) upload->part_count,
 							  sizeof(parts.etags[0]))) == NULL)
 	{
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		goto done;
 	}
-	if (!upload_parts(&parts, err))
+	if (!upload_parts(&parts, err) ||
+		!bk_s3_complete_body(&xml, parts.etags, upload->part_count, err))
 		goto done;
-	xml_len = (size_t) snprintf(xml, xml_cap, "<CompleteMultipartUpload>");
-	for (int partIdx = 0; partIdx < upload->part_count; partIdx++)
-		xml_len += (size_t) snprintf(xml + xml_len, xml_cap - xml_len,
-									 "<Part><PartNumber>%d</PartNumber>"
-									 "<ETag>%s</ETag></Part>",
-									 partIdx + 1, parts.etags[partIdx]);
-	xml_len += (size_t) snprintf(xml + xml_len, xml_cap - xml_len,
-								 "</CompleteMultipartUpload>");
 
 	/* Complete, if nobody else did meanwhile. */
 	memset(&call, 0, sizeof(call));
 	call.method = "POST";
 	call.key = full;
 	call.has_body = true;
-	call.body = (const uint8_t *) xml;
-	call.body_len = xml_len;
+	call.body = (const uint8_t *) xml.data;
+	call.body_len = xml.len;
 	call.query[call.query_count++] = (BkSigV4Pair){"uploadId", reply.upload_id};
 	call.headers[call.header_count++] =
 		(BkSigV4Pair){"content-type", "application/xml"};
@@ -1825,7 +1814,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	call_free(&call);
 
 done:
-	free(xml);
+	free(xml.data);
 	free(parts.etags);
 	if (!*created)
 		abort_upload(state, full, reply.upload_id);
@@ -1902,9 +1891,7 @@ s3_delete(BkRepo *repo, const char *key, BkError *err)
 typedef struct DeleteBatch
 {
 	S3State *state;
-	char *xml;
-	size_t len;
-	size_t cap;
+	BkXmlBody xml;
 	int count;
 	const char *full_prefix;
 	char error_key[1024];
@@ -1939,12 +1926,12 @@ delete_batch_send(DeleteBatch *batch, BkError *err)
 
 	if (batch->count == 0)
 		return true;
-	batch->len += (size_t) snprintf(batch->xml + batch->len,
-									batch->cap - batch->len, "</Delete>");
-	EVP_Digest(batch->xml, batch->len, md5, &md5_len, EVP_md5(), NULL);
+	if (!bk_s3_delete_body_end(&batch->xml, err))
+		return false;
+	EVP_Digest(batch->xml.data, batch->xml.len, md5, &md5_len, EVP_md5(), NULL);
 	md5_base64(md5, md5_text);
-	call.body = (const uint8_t *) batch->xml;
-	call.body_len = batch->len;
+	call.body = (const uint8_t *) batch->xml.data;
+	call.body_len = batch->xml.len;
 	call.query[call.query_count++] = (BkSigV4Pair){"delete", ""};
 	call.headers[call.header_count++] = (BkSigV4Pair){"content-md5", md5_text};
 	call.headers[call.header_count++] =
@@ -1956,7 +1943,7 @@ delete_batch_send(DeleteBatch *batch, BkError *err)
 						  batch->state->bucket, batch->error_key,
 						  batch->error_code, batch->error_message);
 	batch->count = 0;
-	batch->len = 0;
+	batch->xml.len = 0;
 	return ok;
 }
 
@@ -1968,17 +1955,10 @@ delete_batch_add(void *arg, const BkRepoEntry *entry, BkError *err)
 
 	if (entry->is_prefix)
 		return true;
-	if (batch->count == 0)
-		batch->len = (size_t) snprintf(batch->xml, batch->cap,
-									   "<Delete><Quiet>true</Quiet>");
 	snprintf(key, sizeof(key), "%s%s", batch->full_prefix, entry->name);
-	/* Keys are bk names: printable ASCII without XML specials but '&'. */
-	batch->len +=
-		(size_t) snprintf(batch->xml + batch->len, batch->cap - batch->len,
-						  "<Object><Key>%s</Key></Object>", key);
-	if (strpbrk(key, "&<>\"'") != NULL)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"unexpected character in key \"%s\"", key);
+	/* bk names may hold & ' < > " (a snapshot's "notes&todo.txt"). */
+	if (!bk_s3_delete_body_add(&batch->xml, key, err))
+		return false;
 	if (++batch->count == S3_DELETE_BATCH)
 		return delete_batch_send(batch, err);
 	return true;
@@ -1994,12 +1974,9 @@ s3_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
 
 	if (!full_key(state, prefix, full, sizeof(full), err))
 		return false;
-	batch.cap = (size_t) S3_DELETE_BATCH * (sizeof(full) + 32) + 128;
-	if ((batch.xml = malloc(batch.cap)) == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	ok = list_keys(state, full, true, delete_batch_add, &batch, err) &&
 		 delete_batch_send(&batch, err);
-	free(batch.xml);
+	free(batch.xml.data);
 	return ok;
 }
 

@@ -1,9 +1,11 @@
 /*
  * s3_xml.c
- *		Element paths and texts of an S3 XML reply, with expat (s3_xml.h).
+ *		Element paths and texts of an S3 XML reply, with expat, and the XML
+ *		bodies of S3 requests (s3_xml.h).
  */
 #include "s3_xml.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,4 +126,118 @@ bk_xml_parse(const char *data, size_t len, BkXmlElementFn fn, void *arg,
 	XML_ParserFree(state.parser);
 	free(state.text);
 	return ok && !state.failed;
+}
+
+/* ------------------------------------------------------------ writing */
+
+static bool
+body_append(BkXmlBody *body, const char *data, size_t len, BkError *err)
+{
+	if (body->cap - body->len < len + 1)
+	{
+		size_t cap = body->cap > 0 ? body->cap : 1024;
+		char *grown;
+
+		while (len + 1 > cap - body->len)
+			cap *= 2;
+		if ((grown = realloc(body->data, cap)) == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		body->data = grown;
+		body->cap = cap;
+	}
+	memcpy(body->data + body->len, data, len);
+	body->len += len;
+	body->data[body->len] = '\0';
+	return true;
+}
+
+bool
+bk_xml_body_markup(BkXmlBody *body, const char *markup, BkError *err)
+{
+	return body_append(body, markup, strlen(markup), err);
+}
+
+bool
+bk_xml_body_text(BkXmlBody *body, const char *text, BkError *err)
+{
+	const char *run = text;
+
+	for (const char *pos = text;; pos++)
+	{
+		const char *entity;
+
+		switch (*pos)
+		{
+			case '&':
+				entity = "&amp;";
+				break;
+			case '<':
+				entity = "&lt;";
+				break;
+			case '>':
+				entity = "&gt;";
+				break;
+			case '"':
+				entity = "&quot;";
+				break;
+			case '\'':
+				entity = "&apos;";
+				break;
+			default:
+				if (*pos == '\0' || (unsigned char) *pos >= 0x20)
+					entity = NULL;
+				else
+					return bk_error_set(err, BK_ERR_FORMAT,
+										"\"%s\" has a control character, "
+										"which XML cannot carry",
+										text);
+				break;
+		}
+		if (entity == NULL && *pos != '\0')
+			continue;
+		if (!body_append(body, run, (size_t) (pos - run), err))
+			return false;
+		if (*pos == '\0')
+			return true;
+		if (!bk_xml_body_markup(body, entity, err))
+			return false;
+		run = pos + 1;
+	}
+}
+
+bool
+bk_s3_complete_body(BkXmlBody *body, char (*etags)[BK_S3_ETAG_MAX], int count,
+					BkError *err)
+{
+	if (!bk_xml_body_markup(body, "<CompleteMultipartUpload>", err))
+		return false;
+	for (int partIdx = 0; partIdx < count; partIdx++)
+	{
+		char number[32];
+
+		snprintf(number, sizeof(number), "%d", partIdx + 1);
+		if (!bk_xml_body_markup(body, "<Part><PartNumber>", err) ||
+			!bk_xml_body_markup(body, number, err) ||
+			!bk_xml_body_markup(body, "</PartNumber><ETag>", err) ||
+			!bk_xml_body_text(body, etags[partIdx], err) ||
+			!bk_xml_body_markup(body, "</ETag></Part>", err))
+			return false;
+	}
+	return bk_xml_body_markup(body, "</CompleteMultipartUpload>", err);
+}
+
+bool
+bk_s3_delete_body_add(BkXmlBody *body, const char *key, BkError *err)
+{
+	return (body->len > 0 ||
+			bk_xml_body_markup(body, "<Delete><Quiet>true</Quiet>", err)) &&
+		   bk_xml_body_markup(body, "<Object><Key>", err) &&
+		   bk_xml_body_text(body, key, err) &&
+		   bk_xml_body_markup(body, "</Key></Object>", err);
+}
+
+bool
+bk_s3_delete_body_end(BkXmlBody *body, BkError *err)
+{
+	return bk_xml_body_markup(body, "</Delete>", err);
 }

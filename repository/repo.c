@@ -870,22 +870,52 @@ bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area, const char *source,
 		snprintf(copy_name, sizeof(copy_name), "%s.%s", name, attempt_hex);
 		name = copy_name;
 	}
-	if (!object_key(area, source, kind, name, key, sizeof(key), err) ||
-		!upload->repo->backend->upload_commit(upload, key, &created, err))
+	if (!object_key(area, source, kind, name, key, sizeof(key), err))
 		return false;
-	bk_strlcpy(upload->key, key, sizeof(upload->key));
-	if (created)
-		*result = BK_PUT_CREATED;
-	else if (area == BK_REPO_CONFLICTS)
-		*result = BK_PUT_EXISTS_IDENTICAL; /* this very attempt, kept before */
-	else if (key_identity(upload->repo, key, &existing, NULL, &existing_err) &&
-			 memcmp(existing.key_id, identity->key_id, BK_KEY_ID_LEN) == 0 &&
-			 memcmp(existing.fingerprint, identity->fingerprint,
-					BK_FINGERPRINT_LEN) == 0)
-		*result = BK_PUT_EXISTS_IDENTICAL;
-	else
-		*result = BK_PUT_EXISTS_DIFFERENT; /* or an unreadable first copy */
-	return true;
+	/*
+	 * Two tries: the copy found in place may be removed ("bk expire")
+	 * before it is read, and then this upload can take its place.
+	 */
+	for (int tries = 1;; tries++)
+	{
+		if (!upload->repo->backend->upload_commit(upload, key, &created, err))
+			return false;
+		bk_strlcpy(upload->key, key, sizeof(upload->key));
+		if (created)
+			*result = BK_PUT_CREATED;
+		else if (area == BK_REPO_CONFLICTS)
+			*result = BK_PUT_EXISTS_IDENTICAL; /* this attempt, kept before */
+		else if (key_identity(upload->repo, key, &existing, NULL,
+							  &existing_err))
+		{
+			bool same =
+				memcmp(existing.key_id, identity->key_id, BK_KEY_ID_LEN) == 0 &&
+				memcmp(existing.fingerprint, identity->fingerprint,
+					   BK_FINGERPRINT_LEN) == 0;
+
+			*result = same ? BK_PUT_EXISTS_IDENTICAL : BK_PUT_EXISTS_DIFFERENT;
+		}
+		else if (existing_err.code == BK_ERR_FORMAT ||
+				 existing_err.code == BK_ERR_SEQUENCE)
+			*result = BK_PUT_EXISTS_DIFFERENT; /* read, and malformed */
+		else if (existing_err.code == BK_ERR_NOT_FOUND && tries < 2)
+			continue;
+		else
+		{
+			/*
+			 * Not read (I/O error, out of files, a timeout, removed again):
+			 * no grounds for a conflict, which would block restoring this
+			 * object until an operator steps in.  The caller retries.
+			 */
+			if (err != NULL)
+				*err = existing_err;
+			return bk_error_prefix(err,
+								   "could not read the copy already archived "
+								   "as \"%s\" to compare: ",
+								   key);
+		}
+		return true;
+	}
 }
 
 const char *

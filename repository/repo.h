@@ -267,7 +267,8 @@ typedef enum BkPutResult
 {
 	BK_PUT_CREATED,
 	BK_PUT_EXISTS_IDENTICAL, /* same key id and fingerprint: a re-send */
-	BK_PUT_EXISTS_DIFFERENT  /* another content under that name */
+	BK_PUT_EXISTS_DIFFERENT  /* another content under that name, or a copy
+							  * read and found malformed */
 } BkPutResult;
 
 /*
@@ -275,7 +276,10 @@ typedef enum BkPutResult
  * of area unless one exists.  In the conflicts area the name gets
  * ".<attempt id>" appended, so every differing copy is kept.  A commit that
  * returned CREATED is durable; after any result the upload may be committed
- * again (the conflicts area after EXISTS_DIFFERENT), then freed.
+ * again (the conflicts area after EXISTS_DIFFERENT), then freed.  A copy in
+ * place that cannot be read to compare (an I/O error, a timeout) fails the
+ * commit rather than make a conflict; one removed before it is read is
+ * taken over by this upload, once (a second such race fails too).
  */
 extern bool bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area,
 								  const char *source, int kind,

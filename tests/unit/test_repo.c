@@ -3,7 +3,8 @@
  *		The repository interface on its directory backend: every outcome of
  *		put-if-absent, conflict copies, listing (one level and recursive,
  *		prefixes that filter), stat, reading frames, decryption that refuses
- *		a substituted object, delete (missing = success), the per-shipper
+ *		a substituted object, a copy in place that cannot be read (an error,
+ *		never a conflict), delete (missing = success), the per-shipper
  *		spool and its lock, housekeeping, rejected messages, and names that
  *		would escape their place.
  *
@@ -24,6 +25,7 @@
 
 #include "bk_util.h"
 #include "repo.h"
+#include "repo_backend.h"
 
 #define SOURCE "test-source"
 
@@ -281,6 +283,93 @@ test_substituted_object(void **state)
 	assert_error_contains(&err,
 						  "holds wal object \"000000010000000000000002\"");
 	bk_decoder_free(decoder);
+}
+
+/* The directory backend, but the object in place vanishes once, unread. */
+static const BkRepoBackend *real_backend;
+
+static BkRepoReader *
+reader_open_after_expire(const BkRepo *repo, const char *key, BkError *err)
+{
+	static bool expired;
+
+	if (!expired)
+	{
+		expired = true;
+		assert_true(real_backend->delete ((BkRepo *) repo, key, err));
+	}
+	return real_backend->reader_open(repo, key, err);
+}
+
+/* Commit an upload of content as WAL segment name; its result. */
+static bool
+commit_wal(Fixture *f, const char *tag, const char *name, const char *content,
+		   BkPutResult *result, BkError *err)
+{
+	BkObjectIdentity identity;
+	BkRepoUpload *upload = upload_object(f, tag, name, content, &identity);
+	bool ok = bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									BK_KIND_WAL, name, &identity, result, err);
+
+	bk_repo_upload_free(upload);
+	return ok;
+}
+
+/*
+ * A re-send finds a copy in place that cannot be read to compare: an error
+ * (the shipper stops and reads it again from Kafka), never a conflict copy,
+ * which would block restoring the segment until an operator steps in.
+ * Only a copy read and found malformed is a conflict.  A copy removed
+ * before it is read ("bk expire") is taken over by the re-send.
+ */
+static void
+test_unreadable_copy_in_place(void **state)
+{
+	Fixture *f = *state;
+	const char *name = "000000010000000000000004";
+	BkRepoBackend expiring;
+	BkRepoStat stat;
+	BkPutResult result;
+	char path[1024];
+	BkError err;
+
+	assert_true(commit_wal(f, "t.2.1", name, "four", &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+
+	/* Removed between finding it and reading it: the re-send takes over. */
+	real_backend = f->repo->backend;
+	expiring = *real_backend;
+	expiring.reader_open = reader_open_after_expire;
+	f->repo->backend = &expiring;
+	if (!commit_wal(f, "t.2.2", name, "four", &result, &err))
+		fail_msg("%s", err.message);
+	f->repo->backend = real_backend;
+	assert_int_equal(result, BK_PUT_CREATED);
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+							 name, &stat, &err));
+	assert_true(stat.exists);
+	if (s3_endpoint())
+		return; /* the copies below are made unreadable as files */
+
+	/* Unreadable (ELOOP as root, where chmod 000 would not stop reads). */
+	snprintf(path, sizeof(path), "%s/%s/wal/%s", f->location, SOURCE, name);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink(path, path), 0);
+	assert_false(commit_wal(f, "t.2.3", name, "four", &result, &err));
+	assert_int_equal(err.code, BK_ERR_IO);
+	assert_error_contains(&err, "could not read the copy already archived");
+
+	/* Gone on both tries (a name that stays taken, the file it names not). */
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink("nowhere", path), 0);
+	assert_false(commit_wal(f, "t.2.4", name, "four", &result, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+
+	/* Read, and not a bk object: a conflict, both kept. */
+	assert_int_equal(unlink(path), 0);
+	assert_true(bk_write_file_durable(path, "not frames", 10, 0644, &err));
+	assert_true(commit_wal(f, "t.2.5", name, "four", &result, &err));
+	assert_int_equal(result, BK_PUT_EXISTS_DIFFERENT);
 }
 
 typedef struct Seen
@@ -628,6 +717,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_substituted_object, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_copy_in_place, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_list_and_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),

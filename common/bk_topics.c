@@ -425,7 +425,7 @@ check_topic(const TopicState *topic, const BkTopicPolicy *policy, int brokers,
 					   "message.timestamp.type=%s: messages carry the "
 					   "sources' clocks, not the broker's, and the shipper "
 					   "gives up the attempts of crashed sources by broker "
-					   "time only; run \"kafka-configs --bootstrap-server "
+					   "time only; run \"kafka-configs.sh --bootstrap-server "
 					   "BROKER --alter --entity-type topics --entity-name %s "
 					   "--add-config message.timestamp.type=LogAppendTime\"",
 					   topic->timestamp_type, topic->name);

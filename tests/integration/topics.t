@@ -67,8 +67,14 @@ like "$out" "WARNING: $weak\.binlog: unclean.leader.election.enable=true" \
     "unclean leader election is a warning"
 like "$out" "WARNING: $weak\.binlog: retention.bytes=1073741824 deletes data by size" \
     "size-based retention is a warning"
+for kind in wal snapshot binlog; do
+    like "$out" "ERROR: $weak\.$kind: message.timestamp.type=CreateTime: messages carry the sources' clocks" \
+        "$weak.$kind without LogAppendTime is an error"
+done
+like "$out" "entity-name $weak\.wal --add-config message.timestamp.type=LogAppendTime" \
+    "naming the command that fixes it"
 like "$out" "$weak\.audit: created" "the missing audit topic was created meanwhile"
-like "$out" 'error: 2 bk topic settings would lose data' "the summary counts the errors"
+like "$out" 'error: 5 bk topic settings would lose data' "the summary counts the errors"
 like "$out" 'HINT: Fix them with kafka-configs.sh --alter' "and says what to do"
 
 json="$("$BK" init --config "$dir/weak.conf" --json 2>/dev/null)"

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bk_frame.h"
+
 /* Up to 8 hex digits at *p; advances *p.  False if there are none or more. */
 static bool
 parse_hex32(const char **p, uint32_t *value)
@@ -230,4 +232,15 @@ fail:
 	*branches = NULL;
 	*count = 0;
 	return false;
+}
+
+void
+bk_branch_points_meta(const BkTimelineBranch *branches, int count,
+					  size_t other_len, char *out, size_t out_len)
+{
+	size_t line_len = strlen("branch-points=\n");
+
+	if (!bk_branch_points_format(branches, count, out, out_len) ||
+		other_len + line_len + strlen(out) > BK_FRAME_META_MAX)
+		out[0] = '\0';
 }

@@ -65,4 +65,17 @@ extern bool bk_branch_points_parse(const char *text, uint32_t timeline,
 								   BkTimelineBranch **branches, int *count,
 								   BkError *err);
 
+/*
+ * The "branch-points" value for a history file's metadata, whose other keys
+ * take other_len bytes: the formatted branch points, or "" when they would
+ * push the whole metadata (this key's line included) over
+ * BK_FRAME_META_MAX.  bk_frame.c refuses larger metadata, and since
+ * PostgreSQL archives history files before anything else, one that cannot
+ * be archived stops all archiving (near timeline 255 the branch points
+ * alone reach the limit).  Readers with the key read such a file itself.
+ * out_len of BK_FRAME_META_MAX + 1 is always enough.
+ */
+extern void bk_branch_points_meta(const BkTimelineBranch *branches, int count,
+								  size_t other_len, char *out, size_t out_len);
+
 #endif /* BK_TIMELINE_H */

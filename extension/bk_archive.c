@@ -1021,18 +1021,21 @@ bk_wal_file_parse(const char *file, BkWalFile *wal, BkError *err)
 /*
  * bk_history_branch_points
  *		The branch points of the timeline history file at path, in the
- *		metadata's format; "" (and a WARNING) if it cannot be read or parsed:
- *		the file is archived anyway, and readers with the key parse it
- *		themselves.
+ *		metadata's format, for metadata whose other keys take other_len
+ *		bytes; "" (and a WARNING) if it cannot be read or parsed: the file is
+ *		archived anyway, and readers with the key parse it themselves.  The
+ *		same when they do not fit in the metadata (around timeline 255): a
+ *		history file that cannot be archived would stop all archiving, as
+ *		PostgreSQL archives history files first.
  */
 static char *
-bk_history_branch_points(const BkWalFile *wal, const char *path)
+bk_history_branch_points(const BkWalFile *wal, const char *path,
+						 size_t other_len)
 {
 	BkTimelineBranch *branches = NULL;
 	int count = 0;
 	char *text = NULL;
 	size_t len;
-	size_t out_len;
 	char *out;
 	BkError err;
 	bool parsed;
@@ -1052,12 +1055,19 @@ bk_history_branch_points(const BkWalFile *wal, const char *path)
 					 "branch points only when they have the key.")));
 		return pstrdup("");
 	}
-	/* "timeline:LSN," per branch */
-	out_len = (size_t) count * (10 + 1 + BK_LSN_TEXT_SIZE + 1) + 1;
-	out = palloc(out_len);
-	if (!bk_branch_points_format(branches, count, out, out_len))
-		out[0] = '\0';
+	out = palloc(BK_FRAME_META_MAX + 1);
+	bk_branch_points_meta(branches, count, other_len, out,
+						  BK_FRAME_META_MAX + 1);
 	free(branches);
+	if (out[0] == '\0' && count > 0)
+		ereport(
+			LOG,
+			(errmsg("bk: \"%s\" is archived without its branch points", path),
+			 errdetail("Its %d branch points do not fit in the object's "
+					   "metadata (at most %d bytes).",
+					   count, BK_FRAME_META_MAX),
+			 errhint("bk list and bk verify follow this timeline's "
+					 "branch points only when they have the key.")));
 	return out;
 }
 
@@ -1072,8 +1082,14 @@ bk_wal_metadata(const BkWalFile *wal, const char *path, StringInfo meta)
 {
 	char created[64];
 	const char *version = GetConfigOption("server_version_num", true, false);
+	StringInfoData tail;
 
+	/* Built first: the branch points get only the room the rest leaves. */
+	initStringInfo(&tail);
 	bk_format_time_utc(bk_wall_ms(), created, sizeof(created));
+	appendStringInfo(
+		&tail, "system-identifier=" UINT64_FORMAT "\npg-version=%s\ncreated=%s",
+		GetSystemIdentifier(), version ? version : "0", created);
 	appendStringInfo(meta, "type=%s\ntimeline=%u\nsegment-size=%d\n", wal->type,
 					 wal->timeline, wal_segment_size);
 	if (wal->has_range)
@@ -1082,10 +1098,10 @@ bk_wal_metadata(const BkWalFile *wal, const char *path, StringInfo meta)
 						 LSN_FORMAT_ARGS(wal->end_lsn));
 	if (strcmp(wal->type, "history") == 0)
 		appendStringInfo(meta, "branch-points=%s\n",
-						 bk_history_branch_points(wal, path));
-	appendStringInfo(
-		meta, "system-identifier=" UINT64_FORMAT "\npg-version=%s\ncreated=%s",
-		GetSystemIdentifier(), version ? version : "0", created);
+						 bk_history_branch_points(
+							 wal, path, (size_t) (meta->len + tail.len)));
+	appendBinaryStringInfo(meta, tail.data, tail.len);
+	pfree(tail.data);
 }
 
 /*

@@ -6,9 +6,11 @@
  */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bk_frame.h"
 #include "bk_timeline.h"
 
 static void
@@ -149,6 +151,77 @@ test_branch_points(void **state)
 		bk_branch_points_parse("1:FFFFFFFFF/0", 3, &out, &count, &err));
 }
 
+/*
+ * The metadata of a history file, as the archive module builds it: the
+ * other keys, then branch-points only if the whole stays within the limit.
+ */
+static void
+history_meta(const char *history, uint32_t timeline, char *meta,
+			 size_t meta_len)
+{
+	BkTimelineBranch *branches;
+	int count;
+	char other[512];
+	char value[BK_FRAME_META_MAX + 1];
+	BkError err;
+
+	assert_true(bk_timeline_history_parse(history, strlen(history), timeline,
+										  &branches, &count, &err));
+	snprintf(other, sizeof(other),
+			 "type=history\ntimeline=%u\nsegment-size=16777216\n"
+			 "system-identifier=7441234567890123456\npg-version=150010\n"
+			 "created=2026-11-24T05:12:00.000Z",
+			 timeline);
+	bk_branch_points_meta(branches, count, strlen(other), value, sizeof(value));
+	free(branches);
+	snprintf(meta, meta_len, "branch-points=%s\n%s", value, other);
+}
+
+static void
+test_branch_points_meta(void **state)
+{
+	char *history = malloc(300 * 64);
+	size_t used = 0;
+	char meta[2 * BK_FRAME_META_MAX];
+	BkTimelineBranch one = {1, 0xA64A07C8ull};
+	char value[BK_FRAME_META_MAX + 1];
+	size_t room;
+
+	/*
+	 * Timelines 271 and 301: each ancestor a promotion 400 MB further on
+	 * (the metadata goes over the limit from timeline 266 on).  Timeline
+	 * 271's branch points alone fit in the limit, but not with the other
+	 * keys.
+	 */
+	for (uint32_t tli = 1; tli <= 300; tli++)
+	{
+		uint64_t lsn = tli * UINT64_C(0x19000000) + 0x28;
+
+		used += (size_t) snprintf(history + used, 300 * 64 - used,
+								  "%u\t%X/%X\tno recovery target specified\n",
+								  tli, (unsigned) (lsn >> 32), (unsigned) lsn);
+		if (tli == 270 || tli == 300)
+		{
+			history_meta(history, tli + 1, meta, sizeof(meta));
+			assert_true(bk_meta_valid(meta, strlen(meta)));
+			assert_non_null(strstr(meta, "branch-points=\n"));
+		}
+	}
+	free(history);
+
+	/* A short history keeps its branch points. */
+	history_meta("1\t0/A64A07C8\treason\n", 2, meta, sizeof(meta));
+	assert_true(bk_meta_valid(meta, strlen(meta)));
+	assert_non_null(strstr(meta, "branch-points=1:0/A64A07C8\n"));
+
+	/* The boundary: "branch-points=1:0/A64A07C8\n" is 27 bytes. */
+	room = BK_FRAME_META_MAX - 27;
+	bk_branch_points_meta(&one, 1, room, value, sizeof(value));
+	assert_string_equal(value, "1:0/A64A07C8");
+	bk_branch_points_meta(&one, 1, room + 1, value, sizeof(value));
+	assert_string_equal(value, "");
+}
+
 int
 main(void)
 {
@@ -156,6 +229,7 @@ main(void)
 		cmocka_unit_test(test_lsn),
 		cmocka_unit_test(test_history),
 		cmocka_unit_test(test_branch_points),
+		cmocka_unit_test(test_branch_points_meta),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

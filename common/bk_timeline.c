@@ -244,3 +244,57 @@ bk_branch_points_meta(const BkTimelineBranch *branches, int count,
 		other_len + line_len + strlen(out) > BK_FRAME_META_MAX)
 		out[0] = '\0';
 }
+
+bool
+bk_timeline_history_rebuild(const char *text, size_t len, uint32_t descendant,
+							uint32_t timeline, char **out, size_t *out_len,
+							BkError *err)
+{
+	BkTimelineBranch *branches;
+	int count;
+	bool listed = false;
+	size_t pos = 0;
+	size_t used = 0;
+
+	/* The same strict reading as the catalog's: no guessing on bad input. */
+	if (!bk_timeline_history_parse(text, len, descendant, &branches, &count,
+								   err))
+		return false;
+	for (int branchIdx = 0; branchIdx < count; branchIdx++)
+		listed |= branches[branchIdx].timeline == timeline;
+	free(branches);
+	if (!listed)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"the history of timeline %" PRIu32
+							" does not list timeline %" PRIu32
+							" as an ancestor",
+							descendant, timeline);
+	*out = malloc(len + 2); /* a last line may need its newline */
+	if (*out == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	/* Parsed above, so every line that is not blank or '#' is an entry. */
+	while (pos < len)
+	{
+		const char *line = text + pos;
+		const char *end = memchr(line, '\n', len - pos);
+		size_t line_len = end ? (size_t) (end - line) : len - pos;
+		const char *p = line;
+		uint32_t parent = 0;
+
+		pos += line_len + 1;
+		while (p < line + line_len && isspace((unsigned char) *p))
+			p++;
+		if (p == line + line_len || *p == '#')
+			continue;
+		while (isdigit((unsigned char) *p))
+			parent = parent * 10 + (uint32_t) (*p++ - '0');
+		if (parent >= timeline)
+			break; /* entries ascend: the rest is the descendant's own */
+		memcpy(*out + used, line, line_len);
+		used += line_len;
+		(*out)[used++] = '\n';
+	}
+	(*out)[used] = '\0';
+	*out_len = used;
+	return true;
+}

@@ -78,4 +78,16 @@ extern bool bk_branch_points_parse(const char *text, uint32_t timeline,
 extern void bk_branch_points_meta(const BkTimelineBranch *branches, int count,
 								  size_t other_len, char *out, size_t out_len);
 
+/*
+ * Timeline `timeline`'s history file rebuilt from the history of a
+ * descendant (`descendant`, text/len): the descendant's lines whose parent
+ * timeline is below `timeline`, which are exactly the ancestors `timeline`'s
+ * own file lists, reasons included.  False if the descendant's history does
+ * not parse or does not list `timeline` as an ancestor.  *out is malloc'd.
+ */
+extern bool bk_timeline_history_rebuild(const char *text, size_t len,
+										uint32_t descendant, uint32_t timeline,
+										char **out, size_t *out_len,
+										BkError *err);
+
 #endif /* BK_TIMELINE_H */

@@ -23,6 +23,15 @@
  *			   PostgreSQL stops recovery with a FATAL error and the message
  *			   below says why.
  *
+ * A history file that is not archived although a later timeline descends
+ * from its timeline (the server that created it died before archiving it)
+ * is served rebuilt from the descendant's history, whose first lines are
+ * exactly its content.  "Not found" would be wrong there: PostgreSQL
+ * probes history files upwards, resolving recovery_target_timeline =
+ * 'latest' and choosing a new timeline at promotion, and stops at the first
+ * one not found, so it would follow the old timeline and promote without
+ * the later ones' WAL, or reuse a timeline id the archive already holds.
+ *
  * Prefetch (--prefetch N), for a short recovery time: PostgreSQL asks for
  * one segment at a time and waits for each, so decrypting the next ones
  * meanwhile hides the repository's latency and the decryption.  After
@@ -53,6 +62,7 @@
 
 #include "bk_frame.h"
 #include "bk_keys.h"
+#include "bk_timeline.h"
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
@@ -67,6 +77,9 @@
 #define PREFETCH_LOG     "prefetch.log"
 #define PREFETCH_MAX     1000
 #define PREFETCH_WAIT_MS 60000
+
+/* History files are a few lines; anything larger is not one. */
+#define HISTORY_MAX (1024 * 1024)
 
 static const char *wal_get_help =
 	"Usage: bk wal-get [--config FILE] --source S FILE DEST\n\n"
@@ -120,17 +133,73 @@ sources_text(const BkRepo *repo, char *out, size_t out_len)
 }
 
 /*
+ * rebuild_history
+ *		The history file of timeline is not archived, but timeline
+ *		descendant descends from it: write it to dest, rebuilt from the
+ *		descendant's history (see the top of this file).  Fatal if that
+ *		cannot be done, naming the missing file.
+ */
+static int
+rebuild_history(const char *program, const BkRepo *repo, BkDecoder *decoder,
+				const char *source, const char *file, uint32_t timeline,
+				uint32_t descendant, const char *dest, BkError *err)
+{
+	char name[32];
+	uint8_t *text = NULL;
+	size_t len;
+	char *history = NULL;
+	size_t history_len;
+	bool ok;
+
+	snprintf(name, sizeof(name), "%08X.history", descendant);
+	if (decoder == NULL)
+		ok = bk_error_set(err, BK_ERR_CONFIG, "no key file configured");
+	else
+		ok = bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
+									   BK_KIND_WAL, name, decoder, HISTORY_MAX,
+									   &text, &len, err) &&
+			 bk_timeline_history_rebuild((const char *) text, len, descendant,
+										 timeline, &history, &history_len,
+										 err) &&
+			 bk_write_file_durable(dest, history, history_len, 0600, err);
+	free(text);
+	free(history);
+	if (ok)
+	{
+		fprintf(stderr,
+				"%s: \"%s\" is not in the archive of source \"%s\": served "
+				"as rebuilt from \"%s\" (timeline %" PRIu32
+				" descends from timeline %" PRIu32 ")\n",
+				program, file, source, name, descendant, timeline);
+		return EXIT_RESTORED;
+	}
+	bk_error_prefix(err,
+					"history file \"%s\" is missing from the archive of "
+					"source \"%s\", and rebuilding it from \"%s\" (timeline "
+					"%" PRIu32 " descends from timeline %" PRIu32 ") failed: ",
+					file, source, name, descendant, timeline);
+	bk_error_hint(err,
+				  "Recovery cannot choose its timeline without it. Set "
+				  "key_file if it is missing, or put \"%s\" back (from "
+				  "pg_wal of the server that created timeline %" PRIu32 ").",
+				  file, timeline);
+	return fail(program, err);
+}
+
+/*
  * absent_file_status
  *		A requested file is not in the repository: beyond the end of what
  *		the archive holds (exit 1), or anything else (fatal)?  Exit 1 only
  *		when sure: the source exists and has WAL, the file's timeline is in
  *		the archive, the file is not before the archive's start, not inside
  *		the archived range, and not below a point where a later timeline
- *		branched off (wal_catalog.h).
+ *		branched off (wal_catalog.h).  A history file a later timeline's
+ *		history holds is served rebuilt from it (exit 0).
  */
 static int
 absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
-				   const char *source, const char *file, BkError *err)
+				   const char *source, const char *file, const char *dest,
+				   BkError *err)
 {
 	uint32_t timeline;
 	uint32_t log;
@@ -172,11 +241,22 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 	tl = bk_wal_timeline(&catalog, timeline);
 	if (type == BK_WAL_HISTORY)
 	{
+		uint32_t descendant =
+			timeline > 1 ? bk_wal_history_descendant(&catalog, timeline) : 0;
+
 		/*
 		 * History files of timelines that do not exist are asked for
-		 * routinely (and timeline 1 never has one); a later timeline with
-		 * archived segments must have its history file there.
+		 * routinely (and timeline 1 never has one), at promotion for the
+		 * first free timeline id, which must stay "not found"; a timeline
+		 * an archived history lists as an ancestor, or with archived
+		 * segments, exists.
 		 */
+		if (descendant != 0)
+		{
+			bk_wal_catalog_free(&catalog);
+			return rebuild_history(program, repo, decoder, source, file,
+								   timeline, descendant, dest, err);
+		}
 		if (timeline > 1 && tl != NULL && tl->segments > 0)
 		{
 			bk_error_set(err, BK_ERR_NOT_FOUND,
@@ -612,13 +692,15 @@ bk_cmd_wal_get(int argc, char **argv)
 
 	if (!object_stat.exists)
 	{
-		/* The key reads history files archived without branch points. */
+		/* The key reads history files archived without branch points, and
+		 * those a missing history file is rebuilt from. */
 		if (config.key_file != NULL &&
 			((ring = bk_keyring_load(config.key_file, BK_KEYS_FOR_RESTORE,
 									 &err)) == NULL ||
 			 (decoder = bk_decoder_new(ring, &err)) == NULL))
 			goto done;
-		status = absent_file_status(argv[0], repo, decoder, source, file, &err);
+		status = absent_file_status(argv[0], repo, decoder, source, file, dest,
+									&err);
 		bk_decoder_free(decoder);
 		bk_keyring_free(ring);
 		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)

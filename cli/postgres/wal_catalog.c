@@ -571,6 +571,23 @@ bk_wal_latest_timeline(const BkWalCatalog *catalog)
 	return 0;
 }
 
+uint32_t
+bk_wal_history_descendant(const BkWalCatalog *catalog, uint32_t timeline)
+{
+	/* Sorted by timeline: the first found is the nearest. */
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		const BkWalTimeline *tl = &catalog->timelines[tlIdx];
+
+		if (tl->timeline <= timeline || !tl->history_known)
+			continue;
+		for (int ancIdx = 0; ancIdx < tl->ancestor_count; ancIdx++)
+			if (tl->ancestors[ancIdx].timeline == timeline)
+				return tl->timeline;
+	}
+	return 0;
+}
+
 /* The last segment of an ancestor a recovery reads: before the branch. */
 static uint64_t
 last_before_branch(uint64_t end_lsn, uint32_t segment_size, bool *none)

@@ -134,6 +134,15 @@ extern bool bk_wal_has_segment(const BkWalCatalog *catalog, uint32_t timeline,
  */
 extern uint32_t bk_wal_latest_timeline(const BkWalCatalog *catalog);
 
+/*
+ * The nearest later timeline whose history lists `timeline` as an ancestor,
+ * or 0.  When `timeline`'s own history file is not archived (its server
+ * died before archiving it), that descendant's history holds it: its lines
+ * up to `timeline` (bk_timeline_history_rebuild).
+ */
+extern uint32_t bk_wal_history_descendant(const BkWalCatalog *catalog,
+										  uint32_t timeline);
+
 /* What a walk along the history found. */
 typedef struct BkWalPath
 {

@@ -11,9 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bk_snapshot_format.h"
+#include "bk_keys.h"
 #include "bk_util.h"
+#include "commands.h"
 #include "repo.h"
 #include "retention.h"
 #include "target.h"
@@ -396,14 +399,14 @@ wal_teardown(void **state)
 
 /* Archive a WAL object as the shipper would. */
 static void
-archive(WalFixture *f, const char *name, const char *meta)
+archive_content(WalFixture *f, const char *name, const char *meta,
+				const char *content)
 {
-	const char content[] = "not really WAL";
 	BkObjectInfo info = {.kind = BK_KIND_WAL,
 						 .source_id = SOURCE,
 						 .name = name,
 						 .meta = meta,
-						 .size = sizeof(content)};
+						 .size = strlen(content)};
 	FrameList frames;
 	BkRepoUpload *upload;
 	BkObjectIdentity identity = {0};
@@ -435,6 +438,12 @@ archive(WalFixture *f, const char *name, const char *meta)
 }
 
 static void
+archive(WalFixture *f, const char *name, const char *meta)
+{
+	archive_content(f, name, meta, "not really WAL");
+}
+
+static void
 archive_segment(WalFixture *f, uint32_t timeline, uint64_t segno)
 {
 	char name[32];
@@ -448,8 +457,10 @@ archive_segment(WalFixture *f, uint32_t timeline, uint64_t segno)
 	archive(f, name, meta);
 }
 
+/* A history file; its text, if given, is what the file holds. */
 static void
-archive_history(WalFixture *f, uint32_t timeline, const char *branch_points)
+archive_history_text(WalFixture *f, uint32_t timeline,
+					 const char *branch_points, const char *text)
 {
 	char name[32];
 	char meta[256];
@@ -459,7 +470,13 @@ archive_history(WalFixture *f, uint32_t timeline, const char *branch_points)
 			 "type=history\ntimeline=%u\nbranch-points=%s\n"
 			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
 			 timeline, branch_points);
-	archive(f, name, meta);
+	archive_content(f, name, meta, text ? text : "not really a history");
+}
+
+static void
+archive_history(WalFixture *f, uint32_t timeline, const char *branch_points)
+{
+	archive_history_text(f, timeline, branch_points, NULL);
 }
 
 static void
@@ -575,6 +592,100 @@ test_snapshot_path_encode(void **state)
 	assert_false(bk_snapshot_path_encode(".", out, 3));
 }
 
+/* bk wal-get FILE into the fixture's directory, as PostgreSQL runs it. */
+static int
+wal_get(WalFixture *f, const char *file, bool with_key, char *got,
+		size_t got_len)
+{
+	char config[600];
+	char key[600];
+	char dest[600];
+	char *text = NULL;
+	size_t len = 0;
+	char *argv[] = {"bk",        "--config", config, "--repo",
+					f->location, "--source", SOURCE, (char *) file,
+					dest,        NULL,       NULL,   NULL};
+	int argc = 9;
+	int status;
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(key, sizeof(key), "%s/key", f->dir);
+	snprintf(dest, sizeof(dest), "%s/RECOVERYHISTORY", f->dir);
+	if (access(config, F_OK) != 0)
+	{
+		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+		assert_true(bk_key_write_files(&f->key, key, &err));
+	}
+	if (with_key)
+	{
+		argv[argc++] = "--key-file";
+		argv[argc++] = key;
+	}
+	unlink(dest);
+	status = bk_cmd_wal_get(argc, argv);
+	got[0] = '\0';
+	if (bk_read_file(dest, 65536, &text, &len, &err))
+		snprintf(got, got_len, "%.*s", (int) len, text);
+	free(text);
+	return status;
+}
+
+/*
+ * Timeline 2's server died before archiving 00000002.history: timeline 3
+ * branched off timeline 2 in the segment where timeline 2 began, so no
+ * timeline 2 segment is archived either, and timeline 2 is known only from
+ * 00000003.history.  PostgreSQL probes 00000002.history to resolve 'latest'
+ * and to choose a timeline at promotion; "not found" would make it follow
+ * timeline 1 and promote without timeline 3's WAL.
+ */
+static void
+test_wal_missing_history(void **state)
+{
+	WalFixture *f = *state;
+	const char *history3 = "1\t0/4800000\tno recovery target specified\n"
+						   "\n"
+						   "2\t0/4900000\tno recovery target specified\n";
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl2;
+	BkWalPath path;
+	char got[4096];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_history_text(f, 3, "1:0/4800000,2:0/4900000", history3);
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 3, segno);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	tl2 = bk_wal_timeline(&catalog, 2);
+	assert_non_null(tl2);
+	assert_false(tl2->has_history);
+	assert_int_equal(tl2->segments, 0);
+	assert_int_equal(bk_wal_history_descendant(&catalog, 2), 3);
+	assert_int_equal(bk_wal_history_descendant(&catalog, 3), 0);
+	assert_int_equal(bk_wal_history_descendant(&catalog, 4), 0);
+	/* What bk restore checks: timeline 3 is reachable, nothing missing. */
+	assert_int_equal(bk_wal_latest_timeline(&catalog), 3);
+	bk_wal_path(&catalog, 1, 1, 3, BK_WAL_END, &path);
+	assert_true(path.reachable);
+	assert_int_equal(path.missing, 0);
+	bk_wal_catalog_free(&catalog);
+
+	/* wal-get serves timeline 2's history, rebuilt from timeline 3's. */
+	assert_int_equal(wal_get(f, "00000002.history", true, got, sizeof(got)), 0);
+	assert_string_equal(got, "1\t0/4800000\tno recovery target specified\n");
+	/* The next free timeline, at promotion: still not found. */
+	assert_int_equal(wal_get(f, "00000004.history", true, got, sizeof(got)), 1);
+	/* Without the key it cannot be rebuilt: fatal, never "not found". */
+	assert_int_equal(wal_get(f, "00000002.history", false, got, sizeof(got)),
+					 200);
+	assert_string_equal(got, "");
+	/* An archived history is served as it is. */
+	assert_int_equal(wal_get(f, "00000003.history", true, got, sizeof(got)), 0);
+	assert_string_equal(got, history3);
+}
+
 int
 main(void)
 {
@@ -587,6 +698,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_timelines, wal_setup,
 										wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
+		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
+										wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

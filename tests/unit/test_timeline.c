@@ -222,6 +222,51 @@ test_branch_points_meta(void **state)
 	assert_string_equal(value, "");
 }
 
+static void
+test_history_rebuild(void **state)
+{
+	/* Timeline 4's history; the last line has no newline. */
+	const char *text = "1\t0/A64A07C8\tno recovery target specified\n"
+					   "# a comment\n"
+					   "\n"
+					   "2\t0/B0000098\tat restore point \"before\"\n"
+					   "3\t1/5000000\tno recovery target specified";
+	const char *skips = "1\t0/A64A07C8\tr\n3\t1/5000000\tr\n";
+	BkTimelineBranch *branches;
+	int count;
+	char *out;
+	size_t len;
+	BkError err;
+
+	assert_true(bk_timeline_history_rebuild(text, strlen(text), 4, 3, &out,
+											&len, &err));
+	assert_string_equal(out, "1\t0/A64A07C8\tno recovery target specified\n"
+							 "2\t0/B0000098\tat restore point \"before\"\n");
+	assert_int_equal(len, strlen(out));
+	/* What PostgreSQL would read as timeline 3's history. */
+	assert_true(
+		bk_timeline_history_parse(out, len, 3, &branches, &count, &err));
+	assert_int_equal(count, 2);
+	assert_true(branches[1].end_lsn == 0xB0000098ull);
+	free(branches);
+	free(out);
+
+	assert_true(bk_timeline_history_rebuild(text, strlen(text), 4, 2, &out,
+											&len, &err));
+	assert_string_equal(out, "1\t0/A64A07C8\tno recovery target specified\n");
+	free(out);
+
+	/* Not an ancestor: timeline 2 is not in this history, 5 is later. */
+	assert_false(bk_timeline_history_rebuild(skips, strlen(skips), 4, 2, &out,
+											 &len, &err));
+	assert_error_contains(&err, "does not list timeline 2");
+	assert_false(bk_timeline_history_rebuild(text, strlen(text), 4, 5, &out,
+											 &len, &err));
+	/* A history that does not parse is not used. */
+	assert_false(
+		bk_timeline_history_rebuild("1\tjunk\n", 8, 4, 3, &out, &len, &err));
+}
+
 int
 main(void)
 {
@@ -230,6 +275,7 @@ main(void)
 		cmocka_unit_test(test_history),
 		cmocka_unit_test(test_branch_points),
 		cmocka_unit_test(test_branch_points_meta),
+		cmocka_unit_test(test_history_rebuild),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -686,6 +686,47 @@ test_wal_missing_history(void **state)
 	assert_string_equal(got, history3);
 }
 
+/*
+ * A history file archived without branch points (too many for the
+ * metadata, or bk 0.1): read with the key, unknown without it.
+ */
+static void
+test_wal_history_without_branch_points(void **state)
+{
+	WalFixture *f = *state;
+	BkDecoder *decoder;
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl;
+	char why[256];
+	BkError err;
+
+	archive_segment(f, 1, 1);
+	archive_history_text(f, 2, "", "1\t0/3000028\tno recovery target\n");
+	archive_segment(f, 2, 3);
+
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	tl = bk_wal_timeline(&catalog, 2);
+	assert_true(tl->has_history);
+	assert_false(tl->history_known);
+	assert_non_null(strstr(tl->history_problem, "with the key"));
+	assert_int_equal(catalog.unknown_histories, 1);
+	/* Without the branch points no gap on timeline 1 passes for its end. */
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 2, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(decoder);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
+	tl = bk_wal_timeline(&catalog, 2);
+	assert_true(tl->history_known);
+	assert_int_equal(tl->parent, 1);
+	assert_true(tl->begin_lsn == 0x3000028);
+	assert_int_equal(catalog.unknown_histories, 0);
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 2, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+	bk_decoder_free(decoder);
+}
+
 int
 main(void)
 {
@@ -700,6 +741,8 @@ main(void)
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
+										wal_setup, wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

@@ -95,6 +95,8 @@ typedef struct Restore
 	BkSnapshotCatalog catalog;
 	int chosen;
 	uint64_t found_lsn; /* where an xid or name target was found */
+	/* The timeline restore_check_wal_path checked the WAL up to (0: none) */
+	uint32_t recovery_timeline;
 	BkSnapRecord **chain;
 	int chain_len;
 	const BkSnapRecord *record; /* chain[chain_len - 1] */

@@ -357,7 +357,8 @@ segment_created_us(const Restore *r, uint32_t timeline, uint64_t segno,
  *		the target, following the timelines' branch points (the history
  *		files), is in the archive; else refuse, naming the first missing
  *		file, before anything is written.  Recovery would otherwise stop at
- *		the gap (bk wal-get makes it fatal) after a long restore.
+ *		the gap (bk wal-get makes it fatal) after a long restore.  The
+ *		timeline checked is the one recovery is then told to follow.
  */
 bool
 restore_check_wal_path(Restore *r, BkError *err)
@@ -413,6 +414,7 @@ restore_check_wal_path(Restore *r, BkError *err)
 								  "it; \"bk list\" shows timelines and their "
 								  "branch points.");
 	}
+	r->recovery_timeline = to_timeline;
 	if (path.missing == 0)
 		return true;
 	/*

@@ -199,6 +199,7 @@ restore_write_recovery_settings(Restore *r, BkError *err)
 	size_t size;
 	char *text;
 	const char *line;
+	char timeline[16];
 
 	if (!build_restore_command(r, err) ||
 		!restore_join_path(path, sizeof(path), r->pgdata,
@@ -249,7 +250,20 @@ restore_write_recovery_settings(Restore *r, BkError *err)
 		case BK_PG_TARGET_NONE:
 			break;
 	}
-	add_setting(r, text, size, "recovery_target_timeline", r->target_timeline);
+	/*
+	 * The timeline whose WAL path restore_check_wal_path checked, by its
+	 * id: 'latest' would leave PostgreSQL to find it by probing history
+	 * files upwards from the snapshot's timeline and stopping at the first
+	 * one missing, so a timeline id that was never archived (or a history
+	 * file lost) would make it recover an older timeline than the one
+	 * checked and promote.  With a number it reads only that timeline's
+	 * history, which lists its ancestors.
+	 */
+	if (r->recovery_timeline != 0)
+		snprintf(timeline, sizeof(timeline), "%" PRIu32, r->recovery_timeline);
+	else
+		bk_strlcpy(timeline, r->target_timeline, sizeof(timeline));
+	add_setting(r, text, size, "recovery_target_timeline", timeline);
 	if (r->target.type != BK_PG_TARGET_NONE)
 		add_setting(r, text, size, "recovery_target_action", "promote");
 	if (!r->archive)

@@ -18,6 +18,7 @@
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
+#include "restore.h"
 #include "retention.h"
 #include "target.h"
 #include "times.h"
@@ -727,6 +728,78 @@ test_wal_history_without_branch_points(void **state)
 	bk_decoder_free(decoder);
 }
 
+/*
+ * What bk restore tells PostgreSQL to follow: the timeline it checked the
+ * WAL path to, by its id.  With 'latest', PostgreSQL would probe
+ * 00000002.history first and, finding none (timeline 2's server died before
+ * archiving it), recover timeline 1 only and promote.
+ */
+static void
+test_recovery_timeline(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkSnapshot snapshot = {
+		.start_lsn = 0x1000028, .stop_lsn = 0x1000100, .timeline = 1};
+	char path[600];
+	char *conf;
+	size_t len;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 3, "1:0/4800000,2:0/4900000");
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 3, segno);
+	strcpy(snapshot.id, "20261124T000000Z-00000000");
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	r->catalog.snapshots = &snapshot;
+	r->catalog.count = 1;
+	r->chosen = 0;
+	r->program = "bk";
+	r->source = SOURCE;
+	r->target_timeline = "latest";
+	snprintf(r->pgdata, sizeof(r->pgdata), "%s", f->dir);
+
+	/* The end of the archive: timeline 3, the newest, checked and written. */
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 3);
+	assert_true(restore_write_recovery_settings(r, &err));
+	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", f->dir);
+	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
+	assert_non_null(strstr(conf, "recovery_target_timeline = '3'\n"));
+	free(conf);
+	json_decref(r->settings);
+
+	/* An LSN target on timeline 3; 'current' is the snapshot's timeline. */
+	r->target.type = BK_PG_TARGET_LSN;
+	r->target.lsn = 0x5000000;
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 3);
+	r->target_timeline = "current";
+	r->target.type = BK_PG_TARGET_NONE;
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 1);
+
+	/* Immediate: consistency on the snapshot's own timeline, whatever the
+	 * option says (bk checks that path, and a later timeline branching off
+	 * before the snapshot's end would never reach consistency). */
+	r->target_timeline = "latest";
+	r->target.type = BK_PG_TARGET_IMMEDIATE;
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 1);
+	assert_true(restore_write_recovery_settings(r, &err));
+	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
+	assert_non_null(strstr(conf, "recovery_target_timeline = '1'\n"));
+	assert_non_null(strstr(conf, "recovery_target = 'immediate'\n"));
+	free(conf);
+	json_decref(r->settings);
+
+	bk_wal_catalog_free(&r->catalog.wal);
+	free(r);
+}
+
 int
 main(void)
 {
@@ -743,6 +816,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
+										wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

@@ -327,7 +327,8 @@ bk_pg_restore(int argc, char **argv)
 				"only for the copy that replaces the primary.\n",
 				r->program, r->source);
 
-	if (!restore_check_targets(r, &err) || !restore_prepare_target(r, &err))
+	if (!restore_build_restore_command(r, &err) ||
+		!restore_check_targets(r, &err) || !restore_prepare_target(r, &err))
 		goto fail;
 	started_writing = true;
 	if (!restore_create_directories(r, &err))

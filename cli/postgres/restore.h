@@ -126,6 +126,7 @@ typedef struct Restore
 	json_t *settings; /* recovery settings written */
 } Restore;
 
+extern bool restore_build_restore_command(Restore *r, BkError *err);
 extern bool restore_check_targets(Restore *r, BkError *err);
 extern bool restore_check_wal_path(Restore *r, BkError *err);
 extern bool restore_choose_snapshot(Restore *r, BkError *err);

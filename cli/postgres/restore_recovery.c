@@ -91,8 +91,14 @@ absolute(const char *path, char *out, size_t out_len, BkError *err)
 	return true;
 }
 
-static bool
-build_restore_command(Restore *r, BkError *err)
+/*
+ * restore_command = bk wal-get with this run's options, paths made
+ * absolute (the server runs it from the data directory).  Built before
+ * anything is written, so that a failure here leaves no half-restored
+ * directory behind.
+ */
+bool
+restore_build_restore_command(Restore *r, BkError *err)
 {
 	char self[RESTORE_PATH_MAX];
 	char path[RESTORE_PATH_MAX];
@@ -120,7 +126,10 @@ build_restore_command(Restore *r, BkError *err)
 	append_arg(command, size, r->source);
 	if (r->common.repository != NULL)
 	{
-		if (!absolute(r->common.repository, path, sizeof(path), err))
+		/* An object store's location is no path: it goes as given. */
+		if (bk_repo_location_is_s3(r->common.repository))
+			bk_strlcpy(path, r->common.repository, sizeof(path));
+		else if (!absolute(r->common.repository, path, sizeof(path), err))
 			return false;
 		append_arg(command, size, "--repo");
 		append_arg(command, size, path);
@@ -189,7 +198,10 @@ add_setting(Restore *r, char *text, size_t size, const char *key,
 	json_object_set_new(r->settings, key, json_string(value));
 }
 
-/* postgresql.auto.conf: our keys replaced, everything else kept. */
+/*
+ * postgresql.auto.conf: our keys replaced, everything else kept; the
+ * restore_command restore_build_restore_command built.
+ */
 bool
 restore_write_recovery_settings(Restore *r, BkError *err)
 {
@@ -201,8 +213,7 @@ restore_write_recovery_settings(Restore *r, BkError *err)
 	const char *line;
 	char timeline[16];
 
-	if (!build_restore_command(r, err) ||
-		!restore_join_path(path, sizeof(path), r->pgdata,
+	if (!restore_join_path(path, sizeof(path), r->pgdata,
 						   "postgresql.auto.conf", err))
 		return false;
 	if (!bk_read_file(path, 16 * 1024 * 1024, &old_text, &old_len, NULL))

@@ -16,6 +16,8 @@
 #     passes pg_amcheck --all while running and pg_checksums --check when
 #     stopped; its tablespace is where --tablespace-map put it;
 #   - a non-empty target is refused without --delta and reused with it;
+#   - with --repo, restore_command names the repository as given (s3://)
+#     or by its real path;
 #     a target before the oldest snapshot, an unknown snapshot, a snapshot
 #     newer than the target and an interrupted snapshot are refused;
 #   - one corrupted chunk (a payload byte flipped, the CRC fixed so that
@@ -369,6 +371,21 @@ like "$conf" "recovery_target_lsn = '${M_LSN[m1]}'" "and the target"
 test -f "$dir/r-archive/recovery.signal" && test -f "$dir/r-archive/backup_label"
 ok $? "recovery.signal and backup_label are there"
 cleanup_restore archive
+
+# ---- --repo on the command line: restore_command names the same
+# repository, an s3:// location as given (it is no path to resolve), a
+# directory by its real path
+"$BK" restore --config "$dir/bk.conf" --repo "$repo" --source "$source_id" --pgdata "$dir/r-repo" \
+    --tablespace-map "$dir/ts1=$dir/ts-repo" --target-lsn "${M_LSN[m1]}" >"$dir/restore-repo.log" 2>&1
+ok $? "restore with --repo $repo" || diag "$(tail -n 5 "$dir/restore-repo.log")"
+expected_repo="$repo"
+[[ "$(bk_test_backend)" == s3 ]] || expected_repo="$(realpath "$repo")"
+grep -F "restore_command = '" "$dir/r-repo/postgresql.auto.conf" | grep -qF -- " --repo $expected_repo "
+ok $? "restore_command passes --repo $expected_repo to bk wal-get" ||
+    diag "$(grep restore_command "$dir/r-repo/postgresql.auto.conf")"
+test -f "$dir/r-repo/global/pg_control"
+ok $? "and the restore is complete"
+cleanup_restore repo
 
 # ---- refusals
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-early" \

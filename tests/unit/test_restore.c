@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -765,6 +766,7 @@ test_recovery_timeline(void **state)
 	/* The end of the archive: timeline 3, the newest, checked and written. */
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 3);
+	assert_true(restore_build_restore_command(r, &err));
 	assert_true(restore_write_recovery_settings(r, &err));
 	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", f->dir);
 	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
@@ -800,6 +802,49 @@ test_recovery_timeline(void **state)
 	free(r);
 }
 
+/*
+ * restore_command names the repository given with --repo: a directory by
+ * its absolute path, an S3 location as given (realpath() of it failed, and
+ * only after the whole data directory was written).
+ */
+static void
+test_restore_command_repo(void **state)
+{
+	Restore *r = calloc(1, sizeof(*r));
+	char *dir = test_mkdtemp();
+	char cwd[PATH_MAX];
+	char expected[PATH_MAX + 32];
+	BkError err;
+
+	r->source = SOURCE;
+	r->common.repository = "s3://bk-bucket/prod/eu";
+	assert_true(restore_build_restore_command(r, &err));
+	assert_non_null(strstr(r->restore_command,
+						   " wal-get --source " SOURCE
+						   " --repo s3://bk-bucket/prod/eu "));
+	assert_non_null(strstr(r->restore_command, " %f %p"));
+
+	/* A relative directory: absolute, as the server runs it elsewhere. */
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(dir), 0);
+	assert_int_equal(mkdir("repo", 0700), 0);
+	r->common.repository = "repo";
+	assert_true(restore_build_restore_command(r, &err));
+	assert_int_equal(chdir(cwd), 0);
+	assert_non_null(realpath(dir, cwd));
+	snprintf(expected, sizeof(expected), " --repo %s/repo ", cwd);
+	assert_non_null(strstr(r->restore_command, expected));
+
+	/* One that does not exist is refused (before anything is written). */
+	r->common.repository = "/nonexistent/bk-repo";
+	assert_false(restore_build_restore_command(r, &err));
+	assert_error_contains(&err, "could not resolve");
+
+	test_rmdir(dir);
+	free(dir);
+	free(r);
+}
+
 int
 main(void)
 {
@@ -818,6 +863,7 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
+		cmocka_unit_test(test_restore_command_repo),
 	};
 
 	setenv("TZ", "UTC", 1);

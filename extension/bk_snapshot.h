@@ -254,6 +254,8 @@ typedef struct SnapRun
 	/* Page digests: of the file being read, of its parent, and the writer. */
 	BkBlockMap map;
 	BkBlockMap parent_map;
+	char parent_map_path[MAXPGPATH]; /* whose parent_map is loaded ("": none) */
+	bool parent_map_found;
 	BkBlockMapWriter map_writer;
 
 	/* libbk objects (malloc'd by libbk). */

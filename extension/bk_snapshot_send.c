@@ -183,17 +183,23 @@ snap_send_file(SnapRun *run, SnapWorkItem *item)
  * snap_load_parent_map
  *		The parent's page digests of path into run->parent_map; false if the
  *		parent kept none (the file then goes whole).
+ *
+ * The map is of the whole file, so the ranges of one file, which come one
+ * after another in the work list and usually to the same process, load it
+ * once: loading it per range would read a 1 GiB segment's 1 MB of digests
+ * as many times as it has ranges.
  */
 static bool
 snap_load_parent_map(SnapRun *run, const char *path)
 {
-	bool found;
-
+	if (strcmp(run->parent_map_path, path) == 0)
+		return run->parent_map_found;
 	snap_sql_begin();
-	found = bk_blockmap_load(run->work->blocks_table, run->parent_id, path,
-							 &run->parent_map);
+	run->parent_map_found = bk_blockmap_load(
+		run->work->blocks_table, run->parent_id, path, &run->parent_map);
 	snap_sql_end();
-	return found;
+	strlcpy(run->parent_map_path, path, sizeof(run->parent_map_path));
+	return run->parent_map_found;
 }
 
 /* Write the page digests queued so far. */

@@ -481,10 +481,15 @@ bk_snapshot_record_load(const BkRepo *repo, BkDecoder *decoder,
 	{
 		char what[BK_ERROR_MESSAGE_MAX / 2];
 
-		snprintf(what, sizeof(what),
-				 "\"format\" is not 1 to %d (a newer bk wrote it: use that "
-				 "version's bk)",
-				 BK_SNAPSHOT_RECORD_FORMAT);
+		if (json_is_integer(value))
+			snprintf(what, sizeof(what),
+					 "its format is %" JSON_INTEGER_FORMAT
+					 ", this bk reads 1 to %d (a newer bk wrote it: use that "
+					 "version's bk)",
+					 json_integer_value(value), BK_SNAPSHOT_RECORD_FORMAT);
+		else
+			snprintf(what, sizeof(what),
+					 "\"format\" is missing or not a number");
 		record_bad(err, id, what);
 		goto done;
 	}

@@ -238,8 +238,11 @@ bk_cli_repo_open(const BkCliConfig *config, bool create, BkError *err)
 	options.s3_timeout_ms = config->s3_timeout_ms;
 	options.s3_part_size = config->s3_part_size;
 	options.s3_read_jobs = config->s3_read_jobs;
-	/* An upload begun that long ago has no shipper left to finish it. */
-	options.s3_stale_upload_ms = config->abandon_after_ms;
+	/*
+	 * s3_stale_upload_ms stays the repository's day: abandon_after is broker
+	 * time between two chunks and says nothing about how long an upload of
+	 * another running shipper may take.
+	 */
 	return bk_repo_open_with(config->repository, &options, create, err);
 }
 

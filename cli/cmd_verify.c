@@ -33,7 +33,8 @@ static const char *verify_help =
 	"  --source S        only this source\n"
 	"  --repair          also remove uploads nobody will finish (spools of\n"
 	"                    shippers that stopped; on S3, multipart uploads\n"
-	"                    begun more than abandon_after ago)\n" BK_COMMON_HELP;
+	"                    of bk objects begun more than a day "
+	"ago)\n" BK_COMMON_HELP;
 
 #define OPT_REPAIR (OPT_COMMAND_BASE + 1)
 

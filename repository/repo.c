@@ -84,6 +84,57 @@ object_key(BkRepoArea area, const char *source, int kind, const char *name,
 		   key_printf(out, out_len, err, "%s%s", prefix, name);
 }
 
+/* Is text (len bytes) the word of an object kind ("wal", ...)? */
+static bool
+kind_word(const char *text, size_t len)
+{
+	for (int kind = BK_KIND_WAL; kind <= BK_KIND_BINLOG; kind++)
+		if (strlen(bk_kind_name(kind)) == len &&
+			memcmp(bk_kind_name(kind), text, len) == 0)
+			return true;
+	return false;
+}
+
+bool
+bk_repo_key_is_object(const char *key)
+{
+	const char *rest = strchr(key, '/');
+	const char *slash;
+	size_t len;
+
+	if (rest == NULL || !bk_source_id_valid(key, (size_t) (rest - key)))
+		return false;
+	rest++;
+	if (strncmp(rest, CONFLICTS_WORD "/", strlen(CONFLICTS_WORD "/")) == 0)
+	{
+		/* A conflict copy: an object name, "." and an attempt id. */
+		rest += strlen(CONFLICTS_WORD "/");
+		if ((slash = strchr(rest, '/')) == NULL ||
+			!kind_word(rest, (size_t) (slash - rest)))
+			return false;
+		rest = slash + 1;
+		len = strlen(rest);
+		if (len <= 2 * BK_ATTEMPT_ID_LEN + 1 ||
+			rest[len - 2 * BK_ATTEMPT_ID_LEN - 1] != '.')
+			return false;
+		for (size_t pos = len - 2 * BK_ATTEMPT_ID_LEN; pos < len; pos++)
+			if (!isxdigit((unsigned char) rest[pos]))
+				return false;
+		return bk_object_name_valid(rest, len - 2 * BK_ATTEMPT_ID_LEN - 1);
+	}
+	if ((slash = strchr(rest, '/')) == NULL ||
+		!kind_word(rest, (size_t) (slash - rest)))
+		return false;
+	return bk_object_name_valid(slash + 1, strlen(slash + 1));
+}
+
+int64_t
+bk_repo_stale_upload_ms(int64_t requested_ms)
+{
+	return requested_ms > BK_S3_STALE_UPLOAD_MS ? requested_ms
+												: BK_S3_STALE_UPLOAD_MS;
+}
+
 void
 bk_repo_describe(const BkRepo *repo, BkRepoArea area, const char *source,
 				 int kind, const char *name, char *out, size_t out_len)

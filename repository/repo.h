@@ -56,11 +56,19 @@ typedef enum BkRepoArea
  * Settings of the S3 backend (ignored by the directory backend).  Strings
  * are copied at open; NULL or 0 means the default.
  */
-#define BK_SPOOL_DIR_DEFAULT          "/var/lib/bk/spool"
-#define BK_S3_TIMEOUT_DEFAULT_MS      ((int64_t) 120 * 1000)
-#define BK_S3_PART_SIZE_DEFAULT       ((uint64_t) 16 * 1024 * 1024)
-#define BK_S3_READ_JOBS_DEFAULT       4
-#define BK_S3_STALE_UPLOAD_DEFAULT_MS ((int64_t) 6 * 3600 * 1000)
+#define BK_SPOOL_DIR_DEFAULT     "/var/lib/bk/spool"
+#define BK_S3_TIMEOUT_DEFAULT_MS ((int64_t) 120 * 1000)
+#define BK_S3_PART_SIZE_DEFAULT  ((uint64_t) 16 * 1024 * 1024)
+#define BK_S3_READ_JOBS_DEFAULT  4
+/*
+ * Multipart uploads begun longer ago are aborted by housekeeping; a longer
+ * age may be asked, never a shorter one.  It has nothing to do with
+ * abandon_after (broker time between two chunks of an object): an upload
+ * takes as long as its object takes to send, which on a slow link is
+ * hours, and it may be another running shipper's.  A day, as the bucket
+ * lifecycle rule the README advises.
+ */
+#define BK_S3_STALE_UPLOAD_MS ((int64_t) 24 * 3600 * 1000)
 
 typedef struct BkRepoOptions
 {
@@ -75,7 +83,8 @@ typedef struct BkRepoOptions
 	int64_t s3_timeout_ms;          /* how long a failing request is retried */
 	uint64_t s3_part_size;          /* first multipart part size */
 	int s3_read_jobs;               /* parallel range GETs per read */
-	int64_t s3_stale_upload_ms;     /* older multipart uploads are aborted */
+	int64_t s3_stale_upload_ms;     /* older multipart uploads are aborted
+									 * (at least BK_S3_STALE_UPLOAD_MS) */
 	int s3_list_page; /* keys per listing request; 0: the store's 1000 */
 } BkRepoOptions;
 

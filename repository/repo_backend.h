@@ -26,6 +26,20 @@
 /* Where rejected messages go. */
 #define BK_REPO_REJECTED_PREFIX "rejected/"
 
+/*
+ * Is key (below the repository root) one bk uploads objects to:
+ * "<source>/<kind>/<name>" or "<source>/conflicts/<kind>/<name>.<attempt>"?
+ * Housekeeping aborts only uploads of such keys: a bucket (or an empty
+ * prefix) may be shared with other applications, whose uploads are theirs.
+ */
+extern bool bk_repo_key_is_object(const char *key);
+
+/*
+ * How old a multipart upload must be before housekeeping aborts it:
+ * requested_ms (0: the default), never less than BK_S3_STALE_UPLOAD_MS.
+ */
+extern int64_t bk_repo_stale_upload_ms(int64_t requested_ms);
+
 typedef struct BkRepoBackend
 {
 	const char *name;

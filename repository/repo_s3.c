@@ -944,9 +944,8 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 	if (options && options->s3_list_page > 0)
 		snprintf(state->list_page, sizeof(state->list_page), "%d",
 				 options->s3_list_page);
-	state->stale_upload_ms = options && options->s3_stale_upload_ms > 0
-								 ? options->s3_stale_upload_ms
-								 : BK_S3_STALE_UPLOAD_DEFAULT_MS;
+	state->stale_upload_ms =
+		bk_repo_stale_upload_ms(options ? options->s3_stale_upload_ms : 0);
 	return parse_endpoint(state, options, err) &&
 		   load_credentials(state, options, err);
 }
@@ -1480,7 +1479,8 @@ s3_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
 	}
 	/*
 	 * Multipart uploads nobody will complete (a shipper killed mid-upload)
-	 * cost storage until aborted; old enough ones cannot be anyone's.
+	 * cost storage until aborted; a day old, they cannot be a running
+	 * shipper's (bk_repo_stale_upload_ms).
 	 */
 	return empty_spool(state->spool, err) &&
 		   abort_stale_uploads(state, state->stale_upload_ms, NULL, err);
@@ -2008,8 +2008,12 @@ uploads_element(void *arg, const char *path, const char *text, BkError *err)
 		page->initiated_ms = parse_iso8601_ms(text);
 	else if (strcmp(path, "ListMultipartUploadsResult/Upload") == 0)
 	{
+		/* Only bk's own keys: the bucket may be shared (an empty prefix). */
 		if (page->initiated_ms > 0 && page->initiated_ms < page->before_ms &&
-			page->upload_id[0])
+			page->upload_id[0] &&
+			strncmp(page->key, page->state->prefix,
+					strlen(page->state->prefix)) == 0 &&
+			bk_repo_key_is_object(page->key + strlen(page->state->prefix)))
 		{
 			abort_upload(page->state, page->key, page->upload_id);
 			page->aborted++;
@@ -2026,7 +2030,8 @@ uploads_element(void *arg, const char *path, const char *text, BkError *err)
 	return true;
 }
 
-/* Abort this repository's multipart uploads begun before now - age. */
+/* Abort the multipart uploads of bk objects under the prefix begun before
+ * now - age. */
 static bool
 abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 					BkError *err)

@@ -13,8 +13,10 @@
 #     instead of idling forever.
 # With BK_TEST_BACKEND=s3 (shippers_s3.t) both archive into one bucket of
 # the real s3proxy; their spools are local directories, and what a shipper
-# killed mid-upload leaves is a multipart upload, aborted by
-# bk verify --repair once older than abandon_after.
+# killed mid-upload leaves is a multipart upload, aborted by housekeeping
+# only once a day old and only under a bk object's key: bk verify --repair
+# leaves one begun a moment ago (it may be a running shipper's, whatever
+# abandon_after says) and one under a key that is not bk's.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -63,12 +65,21 @@ snapshot="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'two shipper
 like "$snapshot" '^[0-9]{8}T[0-9]{6}Z-' "a snapshot starts under load: $snapshot"
 # A shipper that is gone for good left half an upload behind.
 if [[ "$(bk_test_backend)" == s3 ]]; then
-    # A multipart upload begun under the repository's prefix, never completed.
-    curl -sS -X POST --aws-sigv4 "aws:amz:$BK_S3_REGION:s3" \
-        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
-        "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$prefix/gone-$$/stale-upload?uploads=" >"$dir/initiate.xml"
-    like "$(cat "$dir/initiate.xml")" '<UploadId>' "a multipart upload left unfinished in the bucket"
+    # Multipart uploads begun under the repository's prefix, not completed:
+    # one of a bk object's key, one of another application's.
+    s3_curl() {
+        curl -sS --aws-sigv4 "aws:amz:$BK_S3_REGION:s3" \
+            --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+            -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@"
+    }
+    live_key="$prefix/$source_id/wal/gone-$$.partial"
+    other_key="$prefix/gone-$$/other-application"
+    s3_curl -X POST "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$live_key?uploads=" >"$dir/initiate.xml"
+    live_upload="$(sed -n 's:.*<UploadId>\(.*\)</UploadId>.*:\1:p' "$dir/initiate.xml")"
+    s3_curl -X POST "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$other_key?uploads=" >"$dir/initiate.xml"
+    other_upload="$(sed -n 's:.*<UploadId>\(.*\)</UploadId>.*:\1:p' "$dir/initiate.xml")"
+    ok "$(test -n "$live_upload" && test -n "$other_upload"; echo $?)" \
+        "two multipart uploads left unfinished in the bucket"
 else
     mkdir -p "$repo/.spool/gone-$$"
     echo "half an object" >"$repo/.spool/gone-$$/stale-upload"
@@ -153,11 +164,13 @@ if [[ "$(bk_test_backend)" == s3 ]]; then
     echo "abandon_after = 1s" >>"$dir/repair.conf"
     out="$("$BK" verify --config "$dir/repair.conf" --source "$source_id" --repair 2>&1)"
     is $? 0 "bk verify --repair runs clean"
-    like "$out" "repair: [1-9][0-9]* abandoned uploads? removed" "and aborts the unfinished multipart upload"
-    uploads="$(curl -sS --aws-sigv4 "aws:amz:$BK_S3_REGION:s3" \
-        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
-        "$BK_S3_ENDPOINT/$BK_S3_BUCKET?uploads=&prefix=$prefix/")"
-    unlike "$uploads" "gone-$$" "the store lists it no more"
+    like "$out" "repair: 0 abandoned uploads removed" \
+        "and, with abandon_after = 1s, aborts neither the upload begun minutes ago nor another application's"
+    uploads="$(s3_curl "$BK_S3_ENDPOINT/$BK_S3_BUCKET?uploads=&prefix=$prefix/")"
+    like "$uploads" "$source_id/wal/gone-$$.partial" "the store still lists the young one"
+    like "$uploads" "gone-$$/other-application" "and the other application's"
+    s3_curl -X DELETE "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$live_key?uploadId=$live_upload" >/dev/null
+    s3_curl -X DELETE "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$other_key?uploadId=$other_upload" >/dev/null
 fi
 
 # ---- the same shipper_id twice on one repository

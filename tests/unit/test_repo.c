@@ -593,6 +593,53 @@ test_rejected(void **state)
 }
 
 /*
+ * Which multipart uploads housekeeping may abort: a day old at least,
+ * whatever abandon_after says (it once was abandon_after, so a shipper
+ * starting aborted the live uploads of others with abandon_after = 30s),
+ * and only of keys bk uploads objects to, so that in a shared bucket (an
+ * empty prefix) other applications' uploads are left alone.
+ */
+static void
+test_stale_uploads(void **state)
+{
+	static const char *const ours[] = {
+		SOURCE "/wal/000000010000000000000001",
+		SOURCE "/wal/00000002.history",
+		SOURCE "/snapshot/20240101T000000Z-ab/base/1/16384",
+		SOURCE "/binlog/mariadb-bin.000001",
+		SOURCE "/conflicts/wal/000000010000000000000001."
+			   "0123456789abcdef0123456789abcdef",
+	};
+	static const char *const theirs[] = {
+		"bk-repository",
+		"backup.tar.gz",
+		"gone/stale-upload",
+		SOURCE "/wal/",
+		SOURCE "/logs/app.log",
+		SOURCE "/conflicts/wal/000000010000000000000001",
+		SOURCE "/conflicts/wal/000000010000000000000001.nothex",
+		SOURCE "/conflicts/logs/x.0123456789abcdef0123456789abcdef",
+		".spool/" SOURCE "/wal/x",
+		"../" SOURCE "/wal/x",
+		SOURCE "/wal/../../etc/passwd",
+		"",
+	};
+	const int64_t day = (int64_t) 24 * 3600 * 1000;
+
+	assert_int_equal(bk_repo_stale_upload_ms(0), day);
+	assert_int_equal(bk_repo_stale_upload_ms(30 * 1000), day);
+	assert_int_equal(bk_repo_stale_upload_ms(3600 * 1000), day);
+	assert_int_equal(bk_repo_stale_upload_ms(2 * day), 2 * day);
+	for (size_t keyIdx = 0; keyIdx < sizeof(ours) / sizeof(ours[0]); keyIdx++)
+		if (!bk_repo_key_is_object(ours[keyIdx]))
+			fail_msg("\"%s\" is bk's", ours[keyIdx]);
+	for (size_t keyIdx = 0; keyIdx < sizeof(theirs) / sizeof(theirs[0]);
+		 keyIdx++)
+		if (bk_repo_key_is_object(theirs[keyIdx]))
+			fail_msg("\"%s\" is not bk's", theirs[keyIdx]);
+}
+
+/*
  * An object above the part size goes up in parts (5 MiB, as the fixture
  * sets it): created once, a re-send found by HEAD, and read back whole
  * and in pieces through the window and parallel range GETs.
@@ -724,6 +771,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),
+		cmocka_unit_test(test_stale_uploads),
 		/* Only on S3 (the last ones): they stand for nothing on a directory. */
 		cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_s3_wrong_secret, setup, teardown),

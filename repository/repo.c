@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bk_util.h"
@@ -148,6 +149,52 @@ bk_repo_describe(const BkRepo *repo, BkRepoArea area, const char *source,
 		return;
 	}
 	repo->backend->describe(repo, key, out, out_len);
+}
+
+/* ------------------------------------------------------------ spools */
+
+bool
+bk_spool_create(const char *path, mode_t mode, BkError *err)
+{
+	int fd =
+		open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	bool ok;
+
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not create spool file \"%s\": %s", path,
+							strerror(errno));
+	/* The mode whatever the umask (the directory backend's is 0644). */
+	ok = fchmod(fd, mode) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
+					 path, strerror(errno));
+		unlink(path);
+	}
+	return ok;
+}
+
+bool
+bk_spool_append(const char *path, const void *data, size_t len, BkError *err)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not open spool file \"%s\": %s", path,
+							strerror(errno));
+	if (!bk_write_all(fd, data, len, path, err))
+	{
+		close(fd);
+		return false;
+	}
+	if (close(fd) != 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not write spool file \"%s\": %s", path,
+							strerror(errno));
+	return true;
 }
 
 /* ------------------------------------------------------------ opening */

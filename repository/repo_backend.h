@@ -40,6 +40,16 @@ extern bool bk_repo_key_is_object(const char *key);
  */
 extern int64_t bk_repo_stale_upload_ms(int64_t requested_ms);
 
+/*
+ * Spool files are not kept open between chunks: a shipper may hold
+ * thousands of attempts at once (a Kafka brownout where every retry of a
+ * source starts a new one, each given up only after abandon_after), and an
+ * fd each ran it out of files.  Create (empty, mode) and append to one.
+ */
+extern bool bk_spool_create(const char *path, mode_t mode, BkError *err);
+extern bool bk_spool_append(const char *path, const void *data, size_t len,
+							BkError *err);
+
 typedef struct BkRepoBackend
 {
 	const char *name;

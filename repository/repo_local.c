@@ -56,12 +56,13 @@ typedef struct LocalReader
 	int fd;
 } LocalReader;
 
+/* Its spool file is open only while a chunk is written (repo_backend.h). */
 typedef struct LocalUpload
 {
 	BkRepoUpload base;
-	int fd; /* while writing; -1 once finished */
 	char path[LOCAL_PATH];
-	bool spooled; /* the spool file exists */
+	bool spooled;  /* the spool file exists */
+	bool finished; /* fsynced: no more writes */
 } LocalUpload;
 
 static const LocalState *
@@ -452,18 +453,8 @@ local_upload_begin(BkRepo *repo, const char *tag, BkError *err)
 	upload->base.repo = repo;
 	snprintf(upload->path, sizeof(upload->path), "%s/%s", state->spool, tag);
 	bk_strlcpy(upload->base.where, upload->path, sizeof(upload->base.where));
-	upload->fd =
-		open(upload->path,
-			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (upload->fd < 0 || fchmod(upload->fd, 0644) != 0)
+	if (!bk_spool_create(upload->path, 0644, err))
 	{
-		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
-					 upload->path, strerror(errno));
-		if (upload->fd >= 0)
-		{
-			close(upload->fd);
-			unlink(upload->path);
-		}
 		free(upload);
 		return NULL;
 	}
@@ -477,20 +468,23 @@ local_upload_write(BkRepoUpload *base, const void *data, size_t len,
 {
 	LocalUpload *upload = (LocalUpload *) base;
 
-	if (upload->fd < 0)
+	if (upload->finished)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"spool file \"%s\" is already finished",
 							upload->path);
-	return bk_write_all(upload->fd, data, len, upload->path, err);
+	return bk_spool_append(upload->path, data, len, err);
 }
 
 static bool
 local_upload_finish(BkRepoUpload *base, BkError *err)
 {
 	LocalUpload *upload = (LocalUpload *) base;
-	int fd = upload->fd;
+	int fd = open(upload->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 
-	upload->fd = -1;
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not open spool file \"%s\": %s",
+							upload->path, strerror(errno));
 	if (fsync(fd) != 0)
 	{
 		int save_errno = errno;
@@ -504,6 +498,7 @@ local_upload_finish(BkRepoUpload *base, BkError *err)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not write spool file \"%s\": %s",
 							upload->path, strerror(errno));
+	upload->finished = true;
 	return true;
 }
 
@@ -515,7 +510,7 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 	char final[LOCAL_PATH];
 	char dir[LOCAL_PATH];
 
-	if (upload->fd >= 0)
+	if (!upload->finished)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"spool file \"%s\" committed before it was "
 							"finished",
@@ -551,8 +546,6 @@ local_upload_free(BkRepoUpload *base)
 {
 	LocalUpload *upload = (LocalUpload *) base;
 
-	if (upload->fd >= 0)
-		close(upload->fd);
 	if (upload->spooled)
 		unlink(upload->path);
 	free(upload);

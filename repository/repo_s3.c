@@ -107,16 +107,23 @@ typedef struct S3Reader
 	size_t window_len;
 } S3Reader;
 
+/*
+ * Its spool file is open only while a chunk is written and while it is
+ * committed, and its part MD5s grow with it (repo_backend.h): a shipper
+ * may hold thousands of uploads, most of them one chunk long.
+ */
 typedef struct S3Upload
 {
 	BkRepoUpload base;
-	int fd;
+	int fd; /* while committing; -1 */
 	char path[1200];
+	bool spooled; /* the spool file exists */
 	uint64_t size;
 	bool finished;
 	EVP_MD_CTX *md5;
 	uint64_t part_end; /* where the part being written ends */
 	int part_count;    /* parts whose MD5 is final */
+	int part_alloc;    /* room in part_md5 */
 	uint8_t (*part_md5)[16];
 } S3Upload;
 
@@ -1503,8 +1510,7 @@ s3_upload_begin(BkRepo *repo, const char *tag, BkError *err)
 	S3State *state = repo->state;
 	S3Upload *upload = calloc(1, sizeof(*upload));
 
-	if (upload == NULL || (upload->md5 = EVP_MD_CTX_new()) == NULL ||
-		(upload->part_md5 = calloc(S3_MAX_PARTS, 16)) == NULL)
+	if (upload == NULL || (upload->md5 = EVP_MD_CTX_new()) == NULL)
 	{
 		if (upload)
 			EVP_MD_CTX_free(upload->md5);
@@ -1522,14 +1528,9 @@ s3_upload_begin(BkRepo *repo, const char *tag, BkError *err)
 		goto fail;
 	}
 	bk_strlcpy(upload->base.where, upload->path, sizeof(upload->base.where));
-	upload->fd =
-		open(upload->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (upload->fd < 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not create spool file \"%s\": %s",
-					 upload->path, strerror(errno));
+	if (!bk_spool_create(upload->path, 0600, err))
 		goto fail;
-	}
+	upload->spooled = true;
 	upload->part_end = part_size(state, 0);
 	if (EVP_DigestInit_ex(upload->md5, EVP_md5(), NULL) != 1)
 	{
@@ -1539,13 +1540,9 @@ s3_upload_begin(BkRepo *repo, const char *tag, BkError *err)
 	return &upload->base;
 
 fail:
-	if (upload->fd >= 0)
-	{
-		close(upload->fd);
+	if (upload->spooled)
 		unlink(upload->path);
-	}
 	EVP_MD_CTX_free(upload->md5);
-	free(upload->part_md5);
 	free(upload);
 	return NULL;
 }
@@ -1558,6 +1555,19 @@ part_done(S3Upload *upload, BkError *err)
 	if (upload->part_count >= S3_MAX_PARTS)
 		return bk_error_set(err, BK_ERR_USAGE, "object too large for %d parts",
 							S3_MAX_PARTS);
+	if (upload->part_count == upload->part_alloc)
+	{
+		int alloc = upload->part_alloc == 0 ? 4 : upload->part_alloc * 2;
+		uint8_t(*grown)[16];
+
+		if (alloc > S3_MAX_PARTS)
+			alloc = S3_MAX_PARTS;
+		grown = realloc(upload->part_md5, (size_t) alloc * 16);
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		upload->part_md5 = grown;
+		upload->part_alloc = alloc;
+	}
 	if (EVP_DigestFinal_ex(upload->md5, upload->part_md5[upload->part_count],
 						   &len) != 1 ||
 		EVP_DigestInit_ex(upload->md5, EVP_md5(), NULL) != 1)
@@ -1574,13 +1584,17 @@ s3_upload_write(BkRepoUpload *base, const void *data, size_t len, BkError *err)
 	S3Upload *upload = (S3Upload *) base;
 	const uint8_t *bytes = data;
 
+	if (upload->finished)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"spool file \"%s\" is already finished",
+							upload->path);
 	while (len > 0)
 	{
 		size_t take = upload->part_end - upload->size < len
 						  ? (size_t) (upload->part_end - upload->size)
 						  : len;
 
-		if (!bk_write_all(upload->fd, bytes, take, upload->path, err) ||
+		if (!bk_spool_append(upload->path, bytes, take, err) ||
 			EVP_DigestUpdate(upload->md5, bytes, take) != 1)
 			return err->code != BK_OK
 					   ? false
@@ -1837,18 +1851,28 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 							"upload committed before it was finished");
 	if (!full_key(state, key, full, sizeof(full), err))
 		return false;
+	upload->fd = open(upload->path, O_RDONLY | O_CLOEXEC);
+	if (upload->fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not open spool file \"%s\": %s",
+							upload->path, strerror(errno));
 	if (upload->part_count > 1)
-		return put_multipart(upload, full, created, err);
-	ok = put_object(state, full, NULL, upload->fd, 0, upload->size,
-					upload->part_md5[0], true, NULL, 0, &call, err);
-	if (ok)
+		ok = put_multipart(upload, full, created, err);
+	else
 	{
-		if (call.status == 200)
-			*created = true;
-		else if (call.status != 412)
-			ok = call_failed(state, &call, err);
+		ok = put_object(state, full, NULL, upload->fd, 0, upload->size,
+						upload->part_md5[0], true, NULL, 0, &call, err);
+		if (ok)
+		{
+			if (call.status == 200)
+				*created = true;
+			else if (call.status != 412)
+				ok = call_failed(state, &call, err);
+		}
+		call_free(&call);
 	}
-	call_free(&call);
+	close(upload->fd);
+	upload->fd = -1;
 	return ok;
 }
 
@@ -1860,10 +1884,9 @@ s3_upload_free(BkRepoUpload *base)
 	if (upload == NULL)
 		return;
 	if (upload->fd >= 0)
-	{
 		close(upload->fd);
+	if (upload->spooled)
 		unlink(upload->path);
-	}
 	EVP_MD_CTX_free(upload->md5);
 	free(upload->part_md5);
 	free(upload);

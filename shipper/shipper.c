@@ -43,6 +43,13 @@
  * Giving up earlier, say when the same name starts again, would discard the
  * first of two sources that collide on one source id, and both copies must
  * be kept.
+ * So the attempts open in a partition are at most the chunks 0 it carried in
+ * abandon_after of broker time, whatever the backlog: thousands in a Kafka
+ * brownout, where every retry of a source starts a new attempt.  Each holds
+ * about 16 KiB and no file descriptor (the repository opens a spool file
+ * only to write a chunk or to commit), so that costs memory, not the
+ * shipper's limit of open files.  Pausing a partition at a cap of attempts
+ * instead would stop the very messages that complete or give them up.
  *
  * Static group membership (group.instance.id) lets a restarted shipper take
  * its partitions back within seconds instead of after a session timeout.

@@ -16,10 +16,13 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -592,6 +595,86 @@ test_rejected(void **state)
 	assert_true(oldest > 0);
 }
 
+static int
+open_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	int count = -1; /* the directory's own */
+
+	assert_non_null(dir);
+	while (readdir(dir) != NULL)
+		count++;
+	closedir(dir);
+	return count - 2; /* "." and ".." */
+}
+
+static size_t
+heap_bytes(void)
+{
+	struct mallinfo2 info = mallinfo2();
+
+	return info.uordblks + info.hblkhd;
+}
+
+/*
+ * Thousands of uploads open at once, each with its first chunk only: what
+ * a shipper holds in a Kafka brownout, where every retry of a source
+ * starts a new attempt and each is given up only after abandon_after.
+ * Under a soft limit of 256 files (a shipper's is 1024) every one is begun
+ * and written, no fd is held between chunks, and each costs little memory
+ * (an fd and 160 KB of part MD5s each, on S3, ran the shipper out of files
+ * and stopped it, again after every restart).
+ */
+static void
+test_many_open_uploads(void **state)
+{
+	Fixture *f = *state;
+	enum
+	{
+		UPLOADS = 2000
+	};
+	BkRepoUpload **uploads = calloc(UPLOADS, sizeof(*uploads));
+	struct rlimit saved;
+	struct rlimit low;
+	uint8_t chunk[4096];
+	int fds_before;
+	size_t heap_before;
+	BkError err;
+
+	test_fill(chunk, sizeof(chunk), 3, false);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+	low = saved;
+	low.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	fds_before = open_fds();
+	heap_before = heap_bytes();
+	for (int uploadIdx = 0; uploadIdx < UPLOADS; uploadIdx++)
+	{
+		char tag[64];
+
+		snprintf(tag, sizeof(tag), "bk.wal.0.%d.attempt", uploadIdx);
+		uploads[uploadIdx] = bk_repo_upload_begin(f->repo, tag, &err);
+		if (uploads[uploadIdx] == NULL ||
+			!bk_repo_upload_write(uploads[uploadIdx], chunk, sizeof(chunk),
+								  &err))
+			fail_msg("upload %d: %s", uploadIdx, err.message);
+	}
+	assert_true(open_fds() <= fds_before + 2);
+	print_message("# %zu bytes per open upload\n",
+				  (heap_bytes() - heap_before) / UPLOADS);
+	assert_true(heap_bytes() - heap_before < (size_t) UPLOADS * 16 * 1024);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+	/* Chunks keep coming to an upload closed in between. */
+	assert_true(bk_repo_upload_write(uploads[7], chunk, sizeof(chunk), &err));
+	assert_true(bk_repo_upload_finish(uploads[7], &err));
+	assert_false(bk_repo_upload_write(uploads[7], chunk, 1, &err));
+	for (int uploadIdx = 0; uploadIdx < UPLOADS; uploadIdx++)
+		bk_repo_upload_free(uploads[uploadIdx]);
+	assert_true(open_fds() <= fds_before);
+	free(uploads);
+}
+
 /*
  * Which multipart uploads housekeeping may abort: a day old at least,
  * whatever abandon_after says (it once was abandon_after, so a shipper
@@ -771,6 +854,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
+										teardown),
 		cmocka_unit_test(test_stale_uploads),
 		/* Only on S3 (the last ones): they stand for nothing on a directory. */
 		cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),

@@ -117,6 +117,8 @@ bk_error_code_name(BkErrorCode code)
 			return "not-found";
 		case BK_ERR_INTERNAL:
 			return "internal";
+		case BK_ERR_REFUSED:
+			return "refused";
 	}
 	return "unknown";
 }

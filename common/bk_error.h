@@ -35,7 +35,8 @@ typedef enum BkErrorCode
 	BK_ERR_INTERRUPTED, /* the caller asked us to stop */
 	BK_ERR_CONFLICT,    /* same object name, different content */
 	BK_ERR_NOT_FOUND,
-	BK_ERR_INTERNAL
+	BK_ERR_INTERNAL,
+	BK_ERR_REFUSED /* a name the storage refuses for good: too long */
 } BkErrorCode;
 
 #define BK_ERROR_MESSAGE_MAX 1024

@@ -125,9 +125,10 @@ bk_mkdirs(const char *path, mode_t leaf_mode, bool durable, BkError *err)
 			continue;
 		}
 		if (mkdir(partial, mode) != 0 && errno != EEXIST)
-			return bk_error_set(err, BK_ERR_IO,
-								"could not create directory \"%s\": %s",
-								partial, strerror(errno));
+			return bk_error_set(
+				err, errno == ENAMETOOLONG ? BK_ERR_REFUSED : BK_ERR_IO,
+				"could not create directory \"%s\": %s", partial,
+				strerror(errno));
 		if (!durable)
 			continue;
 		if (chmod(partial, mode) != 0)

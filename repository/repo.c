@@ -97,12 +97,18 @@ kind_word(const char *text, size_t len)
 }
 
 bool
-bk_repo_key_is_object(const char *key)
+bk_repo_key_is_bk(const char *key)
 {
 	const char *rest = strchr(key, '/');
 	const char *slash;
 	size_t len;
 
+	/* An object the repository refused, kept (bk_repo_upload_quarantine). */
+	if (strncmp(key, BK_REPO_REJECTED_PREFIX,
+				strlen(BK_REPO_REJECTED_PREFIX)) == 0 &&
+		key[strlen(BK_REPO_REJECTED_PREFIX)] != '\0' &&
+		strchr(key + strlen(BK_REPO_REJECTED_PREFIX), '/') == NULL)
+		return true;
 	if (rest == NULL || !bk_source_id_valid(key, (size_t) (rest - key)))
 		return false;
 	rest++;
@@ -1046,6 +1052,29 @@ bk_repo_quarantine(BkRepo *repo, const char *topic, int32_t partition,
 	snprintf(text, sizeof(text), "%s\n", reason);
 	return repo->backend->put_small(repo, key, data, len, err) &&
 		   repo->backend->put_small(repo, reason_key, text, strlen(text), err);
+}
+
+bool
+bk_repo_upload_quarantine(BkRepoUpload *upload, const char *topic,
+						  int32_t partition, int64_t offset, const char *reason,
+						  BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+	char reason_key[BK_REPO_KEY_MAX + 16];
+	char text[BK_ERROR_MESSAGE_MAX + 64];
+	bool created; /* either: kept before this restart, or now */
+
+	if (!key_printf(key, sizeof(key), err,
+					BK_REPO_REJECTED_PREFIX "%s.%" PRId32 ".%" PRId64, topic,
+					partition, offset) ||
+		!key_printf(reason_key, sizeof(reason_key), err, "%s.reason", key))
+		return false;
+	snprintf(text, sizeof(text), "%s\n", reason);
+	if (!upload->repo->backend->upload_commit(upload, key, &created, err))
+		return false;
+	bk_strlcpy(upload->key, key, sizeof(upload->key));
+	return upload->repo->backend->put_small(upload->repo, reason_key, text,
+											strlen(text), err);
 }
 
 typedef struct RejectedCount

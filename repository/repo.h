@@ -289,6 +289,9 @@ typedef enum BkPutResult
  * place that cannot be read to compare (an I/O error, a timeout) fails the
  * commit rather than make a conflict; one removed before it is read is
  * taken over by this upload, once (a second such race fails too).
+ * BK_ERR_REFUSED: the store will never take this name (a component or key
+ * too long for it); the caller keeps the upload with
+ * bk_repo_upload_quarantine rather than retry for ever.
  */
 extern bool bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area,
 								  const char *source, int kind,
@@ -307,6 +310,15 @@ extern bool bk_repo_quarantine(BkRepo *repo, const char *topic,
 							   int32_t partition, int64_t offset,
 							   const void *data, size_t len, const char *reason,
 							   BkError *err);
+
+/*
+ * Keep a finished upload the repository refused (BK_ERR_REFUSED) as a
+ * rejected message would be, at the offset of its first chunk, with the
+ * reason: the object's frames, durably, never archived.
+ */
+extern bool bk_repo_upload_quarantine(BkRepoUpload *upload, const char *topic,
+									  int32_t partition, int64_t offset,
+									  const char *reason, BkError *err);
 
 /* Messages the shipper rejected: how many, and the oldest (0 if none). */
 extern bool bk_repo_rejected_summary(const BkRepo *repo, uint64_t *count,

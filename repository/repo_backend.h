@@ -28,11 +28,12 @@
 
 /*
  * Is key (below the repository root) one bk uploads objects to:
- * "<source>/<kind>/<name>" or "<source>/conflicts/<kind>/<name>.<attempt>"?
+ * "<source>/<kind>/<name>", "<source>/conflicts/<kind>/<name>.<attempt>"
+ * or "rejected/<topic>.<partition>.<offset>"?
  * Housekeeping aborts only uploads of such keys: a bucket (or an empty
  * prefix) may be shared with other applications, whose uploads are theirs.
  */
-extern bool bk_repo_key_is_object(const char *key);
+extern bool bk_repo_key_is_bk(const char *key);
 
 /*
  * How old a multipart upload must be before housekeeping aborts it:

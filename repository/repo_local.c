@@ -528,8 +528,10 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 			*created = false;
 			return true;
 		}
-		bk_error_set(err, BK_ERR_IO, "could not link \"%s\" to \"%s\": %s",
-					 upload->path, final, strerror(errno));
+		/* A component longer than the file system takes: never will. */
+		bk_error_set(err, errno == ENAMETOOLONG ? BK_ERR_REFUSED : BK_ERR_IO,
+					 "could not link \"%s\" to \"%s\": %s", upload->path, final,
+					 strerror(errno));
 		if (errno == EXDEV)
 			bk_error_hint(err, "The repository's .spool directory must be on "
 							   "the same file system as the objects.");

@@ -66,6 +66,7 @@
 #define S3_REPLY_MAX      ((size_t) 16 * 1024 * 1024)
 #define S3_DELETE_BATCH   1000
 #define S3_HANDLE_POOL    (S3_MAX_JOBS + 4)
+#define S3_KEY_MAX        1024 /* AWS S3's, MinIO's and Ceph RGW's longest */
 #define SPOOL_LOCK_NAME   ".lock"
 
 typedef struct S3State
@@ -664,6 +665,13 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 	if (call->status == 403 || call->status == 401 ||
 		strcmp(call->error_code, "NoSuchBucket") == 0)
 		code = BK_ERR_CONFIG;
+	/*
+	 * The key, for good.  Not InvalidArgument: stores send it for settings
+	 * too (a header every request carries), and refusing every object as if
+	 * its name were at fault would divert the whole archive to rejected/.
+	 */
+	else if (strcmp(call->error_code, "KeyTooLongError") == 0)
+		code = BK_ERR_REFUSED;
 	bk_error_set(err, code, "%s: HTTP %ld%s%s%s%s", what, call->status,
 				 call->error_code[0] ? " " : "", call->error_code,
 				 call->error_message[0] ? ": " : "", call->error_message);
@@ -1851,6 +1859,15 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 							"upload committed before it was finished");
 	if (!full_key(state, key, full, sizeof(full), err))
 		return false;
+	/*
+	 * Said here, not by the store: a larger object starts with a HEAD,
+	 * whose 400 has no body to say why.
+	 */
+	if (strlen(full) > S3_KEY_MAX)
+		return bk_error_set(err, BK_ERR_REFUSED,
+							"s3://%s/%s: a key longer than %d bytes, which "
+							"S3 stores refuse",
+							state->bucket, full, S3_KEY_MAX);
 	upload->fd = open(upload->path, O_RDONLY | O_CLOEXEC);
 	if (upload->fd < 0)
 		return bk_error_set(err, BK_ERR_IO,
@@ -2036,7 +2053,7 @@ uploads_element(void *arg, const char *path, const char *text, BkError *err)
 			page->upload_id[0] &&
 			strncmp(page->key, page->state->prefix,
 					strlen(page->state->prefix)) == 0 &&
-			bk_repo_key_is_object(page->key + strlen(page->state->prefix)))
+			bk_repo_key_is_bk(page->key + strlen(page->state->prefix)))
 		{
 			abort_upload(page->state, page->key, page->upload_id);
 			page->aborted++;

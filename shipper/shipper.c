@@ -798,6 +798,51 @@ attempt_start(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	return attempt;
 }
 
+/*
+ * A complete attempt the repository will never store under its name (a
+ * component or key too long for it): kept in rejected/ at the offset of its
+ * first chunk, reported, and let go like a malformed message.  Stopping
+ * instead would meet it again after every restart, for ever.
+ */
+static bool
+reject_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
+			   const char *reason)
+{
+	const BkObjectTracker *object = &attempt->tracker;
+	BkAuditEvent *event;
+	BkError err;
+	bool ok;
+
+	shipper->rejected++;
+	bk_metrics_rejected(shipper->metrics);
+	shipper_log(LOG_WARNING,
+				"rejected %s object \"%s\" of source \"%s\" from %s [%" PRId32
+				"] offset %" PRId64
+				": the repository refuses it for good (%s); kept in "
+				"rejected/, not archived",
+				bk_kind_name(object->kind), object->name, object->source,
+				p->topic, p->partition, attempt->first_offset, reason);
+	bk_error_clear(&err);
+	if (!bk_repo_upload_quarantine(attempt->upload, p->topic, p->partition,
+								   attempt->first_offset, reason, &err))
+	{
+		shipper_log(LOG_ERROR, "could not keep the rejected object: %s",
+					err.message);
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_REPOSITORY);
+		return false;
+	}
+	event = bk_audit_begin("rejected", object->source);
+	bk_audit_string(event, "topic", p->topic);
+	bk_audit_int(event, "partition", p->partition);
+	bk_audit_int(event, "offset", attempt->first_offset);
+	bk_audit_string(event, "reason", reason);
+	bk_audit_string(event, "object", object->name);
+	ok = audit_send(shipper, p, attempt->first_offset, object->source, event);
+	attempt_unlink(p, attempt);
+	attempt_free(attempt);
+	return ok;
+}
+
 /* A complete attempt: make it durable, report it, let offsets move past it. */
 static bool
 finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
@@ -831,6 +876,8 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 								object->source, object->kind, object->name,
 								&identity, &conflict_result, &err)))
 	{
+		if (err.code == BK_ERR_REFUSED)
+			return reject_attempt(shipper, p, attempt, err.message);
 		shipper_log(LOG_ERROR,
 					"could not archive %s object \"%s\" of source \"%s\": %s",
 					bk_kind_name(object->kind), object->name, object->source,

@@ -57,6 +57,16 @@ typedef struct Stream
 	uint32_t first_event_time;
 	uint32_t last_event_time;
 	uint64_t range_events;
+	/*
+	 * Wall time (Unix ms) up to which everything the server wrote has been
+	 * received, so is in the pending range or before it: a heartbeat at the
+	 * stream's position says the server had nothing more when it sent it,
+	 * and an event stamped S was written at S or later, after everything
+	 * written before S.  Sent as complete-until=, because a range's send
+	 * time proves nothing when the agent was behind (a catch-up after a
+	 * restart that stalls leaves the archive short of what it was sent at).
+	 */
+	int64_t complete_until_ms;
 	const char *closing; /* "rotate" or "stop" when the range ends the file */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	/*
@@ -133,10 +143,12 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 		meta, meta_len,
 		"type=binlog-range\nbinlog-file=%s\nstart=%" PRIu64 "\nend=%" PRIu64
 		"\nevents=%" PRIu64 "\nfirst-event-time=%" PRIu32
-		"\nlast-event-time=%" PRIu32 "\ngtid=%s\nchecksum=%s\ncreated=%s",
+		"\nlast-event-time=%" PRIu32 "\ncomplete-until=%" PRId64
+		"\ngtid=%s\nchecksum=%s\ncreated=%s",
 		stream->position.file, stream->range_start,
 		stream->range_start + stream->len, stream->range_events,
-		stream->first_event_time, stream->last_event_time, gtid,
+		stream->first_event_time, stream->last_event_time,
+		stream->complete_until_ms, gtid,
 		stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 ? "crc32" : "none",
 		created);
 	if (stream->closing != NULL && n > 0 && (size_t) n < meta_len)
@@ -280,6 +292,8 @@ range_append(Stream *stream, const uint8_t *event, size_t len,
 		stream->first_event_time = header->timestamp;
 	}
 	stream->last_event_time = header->timestamp;
+	if ((int64_t) header->timestamp * 1000 > stream->complete_until_ms)
+		stream->complete_until_ms = (int64_t) header->timestamp * 1000;
 	stream->range_events++;
 	return true;
 }
@@ -422,8 +436,12 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 			if (strcmp(name, stream->position.file) == 0 &&
 				header.next_pos == stream->position.offset)
 			{
+				int64_t now = bk_wall_ms();
+
+				if (now > stream->complete_until_ms)
+					stream->complete_until_ms = now;
 				pthread_mutex_lock(&agent->status.lock);
-				agent->status.caught_up_at_ms = bk_wall_ms();
+				agent->status.caught_up_at_ms = now;
 				pthread_mutex_unlock(&agent->status.lock);
 			}
 		}

@@ -87,6 +87,10 @@ catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (bk_meta_get(object.meta, object.meta_len, "last-event-time", value,
 					sizeof(value)))
 		range.last_event_time = (uint32_t) strtoul(value, NULL, 10);
+	range.complete_until_ms = -1;
+	if (bk_meta_get(object.meta, object.meta_len, "complete-until", value,
+					sizeof(value)))
+		range.complete_until_ms = strtoll(value, NULL, 10);
 
 	file = catalog_file(build->catalog, file_name);
 	if (file == NULL)

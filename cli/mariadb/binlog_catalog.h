@@ -32,7 +32,12 @@ typedef struct BinlogRange
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
 	uint32_t last_event_time; /* binlog timestamp of its newest event */
-	char created[40];         /* when the agent sent it (ISO 8601), or "" */
+	/*
+	 * complete-until: the agent had read everything the server wrote up to
+	 * this time (Unix ms); -1 when the range does not say (older agents).
+	 */
+	int64_t complete_until_ms;
+	char created[40]; /* when the agent sent it (ISO 8601), or "" */
 	/* "file:offset" where the archive ended before a purge gap, or "" */
 	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
 } BinlogRange;

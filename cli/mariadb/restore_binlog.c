@@ -209,14 +209,49 @@ restore_remove_work_dir(MariadbRestore *r)
 }
 
 /*
+ * file_complete_until
+ *		Raise *until_ms to the latest time up to which a range of file's
+ *		chain says the agent had read everything the server wrote
+ *		(complete-until), so nothing committed before it is missing from
+ *		the archive up to there.  A range without it (an older agent) counts
+ *		for its newest event's timestamp: that event was written then or
+ *		later, after everything before it; *guessed says the latest is
+ *		such a one.
+ */
+static void
+file_complete_until(const BinlogFile *file, int64_t *until_ms, bool *guessed)
+{
+	for (int idx = 0; idx < file->range_count; idx++)
+	{
+		const BinlogRange *range = &file->ranges[idx];
+		int64_t ms = range->complete_until_ms;
+
+		if (!range->in_chain)
+			continue;
+		if (ms < 0)
+			ms = (int64_t) range->last_event_time * 1000;
+		if (ms > *until_ms)
+		{
+			*until_ms = ms;
+			*guessed = range->complete_until_ms < 0;
+		}
+	}
+}
+
+/*
  * refuse_target
- *		The target lies past what the archive holds from the snapshot on.
+ *		The target lies past what the archive holds from the snapshot on;
+ *		for a time target, complete_ms is how far the archive is known to
+ *		hold every commit (guessed: from event timestamps only).
  */
 static bool
 refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
-			  uint64_t until_pos, const char *sent, BkError *err)
+			  uint64_t until_pos, const char *sent, int64_t complete_ms,
+			  bool guessed, BkError *err)
 {
 	char when[64] = "none";
+	char complete[64] = "";
+	bool gap = false;
 
 	if (r->groups > 0)
 		bk_format_time_utc((int64_t) r->last_group_time * 1000, when,
@@ -232,16 +267,34 @@ refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
 	{
 		const BinlogFile *newest = &r->binlog.files[r->binlog.file_count - 1];
 		const BinlogFile *until = binlog_catalog_file(&r->binlog, until_file);
-		bool gap = until != newest || until->gap_end != 0;
 
+		gap = until != newest || until->gap_end != 0;
+		if (r->target.type == TARGET_TIME && complete_ms > 0)
+			bk_format_time_utc(complete_ms, complete, sizeof(complete));
 		bk_error_set(err, BK_ERR_NOT_FOUND,
 					 "target %s is past the end of what the archive holds from"
 					 " snapshot %s on: the binlog is archived to %s:%" PRIu64
-					 " (its last transaction stamped %s, sent %s)%s",
+					 " (its last transaction stamped %s, sent %s)%s%s%s%s",
 					 r->target.text, r->snapshot->id, until_file, until_pos,
 					 when, sent[0] ? sent : "at an unknown time",
-					 gap ? ", where a gap in the archive begins" : "");
+					 gap ? ", where a gap in the archive begins" : "",
+					 complete[0] ? ", and holds every commit only up to " : "",
+					 complete,
+					 complete[0] && guessed
+						 ? " (its newest event: its ranges do not say when"
+						   " the agent had caught up with the server)"
+						 : "");
 	}
+	if (complete[0] && !gap)
+		return bk_error_hint(
+			err,
+			"Commits after %s may be missing from the archive: the agent had"
+			" not read the server's binlog further when it sent its last range"
+			" (it was behind the server, then stalled or stopped), unless"
+			" nothing was written since.  Restore to a target at or before"
+			" %s, or, once the agent has caught up and sent a range (its"
+			" status shows the lag), try again.",
+			complete, complete);
 	return bk_error_hint(err,
 						 "A gap in the archive, or a target later than what"
 						 " the agent has archived; \"bk list --source %s\""
@@ -258,6 +311,8 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	uint64_t until_pos = 0;
 	char problem[256];
 	const char *sent = "";
+	int64_t complete_ms = 0;
+	bool guessed = false;
 	int first_index = -1, last_index = -1;
 	bool reached;
 
@@ -376,16 +431,17 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		}
 		if (file->last != NULL)
 			sent = file->last->created;
+		file_complete_until(file, &complete_ms, &guessed);
 	}
 	reached = scan.stopped && !scan.passed;
 	if (r->target.type == TARGET_TIME && !reached)
 	{
-		int64_t sent_us;
-
-		/* Later than every archived commit: covered only up to the last send. */
-		reached = sent[0] != '\0' &&
-				  bk_parse_timestamp_zone(sent, true, &sent_us) &&
-				  r->target.time_us <= sent_us;
+		/*
+		 * Later than every archived commit: a quiet stretch only up to where
+		 * the agent knew it had everything, not up to when it last sent (a
+		 * lagging agent sends ranges of old events).
+		 */
+		reached = complete_ms > 0 && r->target.time_us <= complete_ms * 1000;
 	}
 	else if (r->target.type == TARGET_POSITION && !reached)
 		reached = bk_binlog_file_compare(r->target.file, until_file) < 0 ||
@@ -394,7 +450,8 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	else if (r->target.type == TARGET_LATEST)
 		reached = true; /* the end of the archive: no hole before it */
 	if (!reached)
-		return refuse_target(r, &scan, until_file, until_pos, sent, err);
+		return refuse_target(r, &scan, until_file, until_pos, sent, complete_ms,
+							 guessed, err);
 
 	/* Cut: files after the last transaction go, the last is truncated. */
 	while (r->replay_count > 0 &&

@@ -19,6 +19,7 @@
 #include "repo.h"
 #include "restore.h"
 #include "snapshot_catalog.h"
+#include "times.h"
 
 #define SOURCE "test-mariadb"
 
@@ -143,12 +144,14 @@ archive_binlog_range(Fixture *f, const char *file, uint64_t start, uint64_t end)
 }
 
 /*
- * plan
+ * plan_target
  *		restore_plan_replay from a snapshot at the start of
- *		mariadb-bin.000001 to the target (position: "FILE:POS").
+ *		mariadb-bin.000001 to the target (position: "FILE:POS"; time: an
+ *		ISO 8601 time).
  */
 static bool
-plan(Fixture *f, RestoreTargetType type, const char *position, BkError *err)
+plan_target(Fixture *f, RestoreTargetType type, const char *target,
+			BkError *err)
 {
 	MariadbRestore *r = calloc(1, sizeof(*r));
 	MariadbSnapshot snap = {0};
@@ -165,12 +168,14 @@ plan(Fixture *f, RestoreTargetType type, const char *position, BkError *err)
 	r->ctx.decoder = f->decoder;
 	r->snapshot = &snap;
 	r->target.type = type;
-	r->target.text = position ? position : "latest";
-	if (position != NULL)
+	r->target.text = target ? target : "latest";
+	if (type == TARGET_TIME)
+		assert_true(bk_parse_timestamp_zone(target, true, &r->target.time_us));
+	else if (target != NULL)
 	{
-		const char *colon = strrchr(position, ':');
+		const char *colon = strrchr(target, ':');
 
-		memcpy(r->target.file, position, (size_t) (colon - position));
+		memcpy(r->target.file, target, (size_t) (colon - target));
 		r->target.pos = strtoull(colon + 1, NULL, 10);
 	}
 	assert_true(binlog_catalog_load(f->repo, SOURCE, &r->binlog, err));
@@ -181,6 +186,12 @@ plan(Fixture *f, RestoreTargetType type, const char *position, BkError *err)
 	binlog_catalog_free(&r->binlog);
 	free(r);
 	return ok;
+}
+
+static bool
+plan(Fixture *f, RestoreTargetType type, const char *position, BkError *err)
+{
+	return plan_target(f, type, position, err);
 }
 
 /*
@@ -222,6 +233,157 @@ test_latest_refused_at_a_hole(void **state)
 	assert_error_contains(&err, "not continuous after mariadb-bin.000004:4");
 	assert_error_contains(&err,
 						  "bytes 4 to 100 of mariadb-bin.000004 are missing");
+}
+
+/* 2026-11-24 09:00:00 UTC */
+#define T0900 1795510800U
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) v;
+	p[1] = (uint8_t) (v >> 8);
+	p[2] = (uint8_t) (v >> 16);
+	p[3] = (uint8_t) (v >> 24);
+}
+
+/*
+ * add_event
+ *		Append an event stamped `stamp` to a binlog being built (no
+ *		checksum: there is no format description saying otherwise).
+ */
+static void
+add_event(uint8_t *file, size_t *len, uint8_t type, uint32_t stamp,
+		  const uint8_t *body, size_t body_len)
+{
+	uint8_t *out = file + *len;
+	size_t event_len = BK_BINLOG_HEADER_LEN + body_len;
+
+	put_le32(out, stamp);
+	out[4] = type;
+	put_le32(out + 5, 1);
+	put_le32(out + 9, (uint32_t) event_len);
+	put_le32(out + 13, (uint32_t) (*len + event_len));
+	out[17] = 0;
+	out[18] = 0;
+	memcpy(out + BK_BINLOG_HEADER_LEN, body, body_len);
+	*len += event_len;
+}
+
+/* A GTID event (domain 0, sequence seq), then an XID event stamped commit. */
+static void
+add_transaction(uint8_t *file, size_t *len, uint64_t seq, uint32_t start,
+				uint32_t commit)
+{
+	uint8_t gtid[13] = {0};
+
+	for (int idx = 0; idx < 8; idx++)
+		gtid[idx] = (uint8_t) (seq >> (8 * idx));
+	add_event(file, len, BK_BINLOG_GTID_EVENT, start, gtid, sizeof(gtid));
+	add_event(file, len, BK_BINLOG_XID_EVENT, commit,
+			  (const uint8_t *) "\1\0\0\0\0\0\0\0", 8);
+}
+
+/* The binlog built, as one range from 0 with the metadata extra. */
+static void
+archive_binlog_bytes(Fixture *f, const char *file, const uint8_t *bytes,
+					 size_t len, uint32_t last_event_time, const char *extra)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[512];
+
+	snprintf(name, sizeof(name), "%s/%010d-%010zu", file, 0, len);
+	snprintf(meta, sizeof(meta),
+			 "type=binlog-range\nbinlog-file=%s\nstart=0\nend=%zu\n"
+			 "events=4\nlast-event-time=%" PRIu32 "\ngtid=0-1-2\n"
+			 "created=2026-11-24T10:00:01.000Z%s",
+			 file, len, last_event_time, extra);
+	archive(f, BK_KIND_BINLOG, name, meta, bytes, len);
+}
+
+/*
+ * The agent was stopped from 09:00 to 10:00; at 10:00:01 it sent the
+ * catch-up range of 09:00-09:05, then stalled.  The range's send time
+ * (created) proves nothing about 09:30: commits from 09:05 on may never
+ * have been read.  A time target in a stretch with no archived commit is
+ * taken only up to where the agent knew it had read everything
+ * (complete-until), and for a range without it (older agents), up to its
+ * newest event.
+ */
+static void
+test_time_target_needs_complete_archive(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[256];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	BkError err;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_transaction(bytes, &len, 1, T0900, T0900);
+	add_transaction(bytes, &len, 2, T0900 + 300, T0900 + 300);
+
+	/* Behind the server when it sent: complete up to its newest event. */
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900 + 300,
+						 "\ncomplete-until=1795511100000");
+	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:30:00", &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "past the end of what the archive holds");
+	assert_error_contains(&err, "sent 2026-11-24T10:00:01.000Z");
+	assert_error_contains(&err, "holds every commit only up to"
+								" 2026-11-24T09:05:00.000Z");
+	assert_non_null(strstr(err.hint, "at or before 2026-11-24T09:05:00.000Z"));
+	assert_non_null(strstr(err.hint, "behind the server"));
+	/* Up to the watermark, and targets among the commits, are fine. */
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:05:00", &err));
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:02:00", &err));
+}
+
+/* Caught up with the server until 09:40: 09:30 is whole in the archive. */
+static void
+test_time_target_in_complete_archive(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[256];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	BkError err;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_transaction(bytes, &len, 1, T0900, T0900);
+	add_transaction(bytes, &len, 2, T0900 + 300, T0900 + 300);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900 + 300,
+						 "\ncomplete-until=1795513200000");
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:30:00", &err));
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:40:00", &err));
+	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:40:01", &err));
+	assert_error_contains(&err, "only up to 2026-11-24T09:40:00.000Z");
+}
+
+/* A range of an older agent, without complete-until: its newest event. */
+static void
+test_time_target_older_agent(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[256];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	BkError err;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_transaction(bytes, &len, 1, T0900, T0900);
+	add_transaction(bytes, &len, 2, T0900 + 300, T0900 + 300);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900 + 300, "");
+	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:30:00", &err));
+	assert_error_contains(&err, "only up to 2026-11-24T09:05:00.000Z (its"
+								" newest event: its ranges do not say when");
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:05:00", &err));
 }
 
 #define SNAP_NEW "20261124T051200Z-0000abcd"
@@ -340,6 +502,12 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_needs_complete_archive,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_in_complete_archive,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_older_agent, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),

@@ -420,10 +420,22 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 {
 	BkBinlogEventHeader header;
 	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+	uint32_t until;
 
 	*ended = false;
 	if (!bk_binlog_header_parse(event, len, &header, err))
 		return false;
+	/*
+	 * Event timestamps are when the statement started; a Query event is
+	 * written when its statement has ended, exec_time seconds later.
+	 */
+	until = header.timestamp;
+	if (header.type == BK_BINLOG_QUERY_EVENT &&
+		len >= BK_BINLOG_HEADER_LEN + 8 &&
+		get_le32(body + 4) <= UINT32_MAX - until)
+		until += get_le32(body + 4);
+	if (header.type == BK_BINLOG_GTID_EVENT || until > txn->end_time)
+		txn->end_time = until;
 	switch (header.type)
 	{
 		case BK_BINLOG_GTID_EVENT:

@@ -144,6 +144,15 @@ typedef struct BkBinlogTxn
 	bool standalone;
 	BkGtid gtid;         /* of the group in progress, or of the last ended */
 	uint32_t start_time; /* timestamp of its GTID event */
+	/*
+	 * The latest second its events show it not yet committed: the largest
+	 * of their timestamps, a Query event's plus its exec_time (the second
+	 * its statement ended).  For a group that ends with a Query event
+	 * (DDL, COMMIT, XA COMMIT) that is its commit's second.  An XID event
+	 * carries only the start of the statement that committed (COMMIT, or
+	 * the autocommit statement itself): a lower bound.
+	 */
+	uint32_t end_time;
 } BkBinlogTxn;
 
 /*

@@ -10,13 +10,17 @@
  * the time, in the middle of a transaction or before a later commit that
  * started earlier.  The binlog is in commit order, so the rules are:
  *
- *	 time      every transaction before the first one whose ending event
- *			   (XID, COMMIT, or a DDL's one statement) is stamped with a
- *			   second that had not ended by the target: binlog stamps are
- *			   whole seconds, so a commit stamped 10:00:05 may be at
- *			   10:00:05.9, and is taken only for a target of 10:00:06 or
- *			   later.  A second is never split, and nothing stamped after
- *			   the target is taken.
+ *	 time      every transaction before the first one whose end
+ *			   (BkBinlogTxn.end_time: a Query event's stamp plus its
+ *			   exec_time, so a DDL or COMMIT statement counts when it
+ *			   ended, not when it started) is a second that had not ended
+ *			   by the target: binlog stamps are whole seconds, so a commit
+ *			   stamped 10:00:05 may be at 10:00:05.9, and is taken only for
+ *			   a target of 10:00:06 or later.  A second is never split, and
+ *			   nothing stamped after the target is taken.  An XID event
+ *			   carries the start of the statement that committed, not the
+ *			   commit: an autocommit statement that ran long counts from
+ *			   its start (README, time targets).
  *	 position  every transaction ending at or before FILE:POS
  *	 GTID      every transaction up to the one with that GTID, per domain;
  *			   a domain that passes its GTID first makes the target
@@ -118,14 +122,14 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	if (scan->first && end <= r->snapshot->binlog_pos)
 	{
 		/* In the snapshot already. */
-		if (header->timestamp > scan->newest_in_snapshot)
-			scan->newest_in_snapshot = header->timestamp;
+		if (scan->txn.end_time > scan->newest_in_snapshot)
+			scan->newest_in_snapshot = scan->txn.end_time;
 		return true;
 	}
 	switch (r->target.type)
 	{
 		case TARGET_TIME:
-			if (header->timestamp >= scan->target_second)
+			if (scan->txn.end_time >= scan->target_second)
 			{
 				scan->stopped = true;
 				return true;
@@ -153,7 +157,7 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 				scan->passed_gtid = scan->txn.gtid;
 				return true;
 			}
-			take(scan, end, header->timestamp);
+			take(scan, end, scan->txn.end_time);
 			if (domain >= 0 &&
 				scan->txn.gtid.seq == r->target.gtid.gtids[domain].seq &&
 				scan->txn.gtid.server == r->target.gtid.gtids[domain].server)
@@ -169,7 +173,7 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		default:
 			break;
 	}
-	take(scan, end, header->timestamp);
+	take(scan, end, scan->txn.end_time);
 	return true;
 }
 

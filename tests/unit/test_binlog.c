@@ -331,13 +331,96 @@ test_transactions(void **state)
 	assert_true(feed(&txn, buf, len));
 }
 
+/*
+ * restamp
+ *		Give a built event another timestamp and, for a Query event, an
+ *		exec_time; the CRC-32 follows.
+ */
+static void
+restamp(uint8_t *event, size_t len, uint32_t stamp, uint32_t exec_time)
+{
+	uLong crc;
+
+	put_le32(event, stamp);
+	if (event[4] == BK_BINLOG_QUERY_EVENT)
+		put_le32(event + BK_BINLOG_HEADER_LEN + 4, exec_time);
+	crc = crc32(crc32(0L, Z_NULL, 0), event, (uInt) (len - 4));
+	put_le32(event + len - 4, (uint32_t) crc);
+}
+
+/*
+ * test_transaction_end_time
+ *		Events are stamped when their statement started; a Query event is
+ *		written when it ended, exec_time later.  A group's end is the latest
+ *		of these: a DDL's or a COMMIT statement's end, an XID event's stamp
+ *		(the start of the statement that committed), or a statement-based
+ *		statement's end before it, whichever is latest.
+ */
+static void
+test_transaction_end_time(void **state)
+{
+	uint8_t buf[1024];
+	BkBinlogTxn txn = {0};
+	size_t len;
+
+	/* ALTER TABLE from 100 to 108 */
+	len = make_standalone_gtid(buf, 4, 1);
+	restamp(buf, len, 100, 0);
+	feed(&txn, buf, len);
+	len = make_query(buf, 100, "db", "ALTER TABLE t ADD c INT");
+	restamp(buf, len, 100, 8);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.end_time, 108);
+
+	/* Row-based, committed by an XID event stamped 200. */
+	len = make_gtid(buf, 200, 0, 1, 2);
+	restamp(buf, len, 190, 0);
+	feed(&txn, buf, len);
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 300,
+					 (const uint8_t *) "12345678", 8);
+	restamp(buf, len, 200, 0);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.end_time, 200);
+
+	/* Statement-based DELETE from 300 to 309, XID stamped 300. */
+	len = make_gtid(buf, 400, 0, 1, 3);
+	restamp(buf, len, 300, 0);
+	feed(&txn, buf, len);
+	len = make_query(buf, 500, "db", "DELETE FROM t");
+	restamp(buf, len, 300, 9);
+	assert_false(feed(&txn, buf, len));
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 600,
+					 (const uint8_t *) "12345678", 8);
+	restamp(buf, len, 300, 0);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.end_time, 309);
+
+	/* A COMMIT statement that took 2 seconds (a slow group commit). */
+	len = make_gtid(buf, 700, 0, 1, 4);
+	restamp(buf, len, 400, 0);
+	feed(&txn, buf, len);
+	len = make_query(buf, 800, "", "COMMIT");
+	restamp(buf, len, 405, 2);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.end_time, 407);
+
+	/* The next group starts afresh. */
+	len = make_gtid(buf, 900, 0, 1, 5);
+	restamp(buf, len, 50, 0);
+	feed(&txn, buf, len);
+	assert_int_equal(txn.end_time, 50);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_header_and_crc), cmocka_unit_test(test_walk),
-		cmocka_unit_test(test_gtid_state),     cmocka_unit_test(test_names),
+		cmocka_unit_test(test_header_and_crc),
+		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_gtid_state),
+		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_transactions),
+		cmocka_unit_test(test_transaction_end_time),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

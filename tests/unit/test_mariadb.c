@@ -32,6 +32,7 @@ typedef struct Fixture
 	BkRepo *repo;
 	BkDecoder *decoder;
 	int uploads;
+	int groups; /* transactions the last plan replays */
 } Fixture;
 
 static int
@@ -181,6 +182,7 @@ plan_target(Fixture *f, RestoreTargetType type, const char *target,
 	assert_true(binlog_catalog_load(f->repo, SOURCE, &r->binlog, err));
 	bk_error_clear(err);
 	ok = restore_plan_replay(r, err);
+	f->groups = (int) r->groups;
 	restore_remove_work_dir(r);
 	free(r->replay);
 	binlog_catalog_free(&r->binlog);
@@ -386,6 +388,48 @@ test_time_target_older_agent(void **state)
 	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:05:00", &err));
 }
 
+/*
+ * A DDL statement (a standalone group: its GTID event, then its Query
+ * event) that started at 10:00:01 and ended at 10:00:09: its events are
+ * stamped with the start, and the Query event says how long it ran
+ * (exec_time).  It committed after 10:00:05, so a restore to then leaves
+ * it out.
+ */
+static void
+test_time_target_ddl_ends_after_its_start(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[512];
+	uint8_t gtid[13] = {3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+	uint8_t query[64] = {0};
+	const char *text = "ALTER TABLE t ADD c INT";
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	uint32_t ten = T0900 + 3600;
+	BkError err;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_transaction(bytes, &len, 1, ten, ten);
+	/* thread id, exec_time 8, no db, no error, no status variables */
+	put_le32(query + 4, 8);
+	memcpy(query + 14, text, strlen(text));
+	add_event(bytes, &len, BK_BINLOG_GTID_EVENT, ten + 1, gtid, sizeof(gtid));
+	add_event(bytes, &len, BK_BINLOG_QUERY_EVENT, ten + 1, query,
+			  14 + strlen(text));
+	add_transaction(bytes, &len, 4, ten + 10, ten + 10);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, ten + 10,
+						 "\ncomplete-until=1795514410000");
+
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 10:00:05", &err));
+	assert_int_equal(f->groups, 1);
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 10:00:09", &err));
+	assert_int_equal(f->groups, 1);
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 10:00:10", &err));
+	assert_int_equal(f->groups, 2);
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -509,6 +553,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_older_agent, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(
+			test_time_target_ddl_ends_after_its_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,

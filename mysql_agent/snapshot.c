@@ -56,6 +56,7 @@
 #include "bk_crypto.h"
 #include "bk_util.h"
 #include "snapshot.h"
+#include "snapshot_meta.h"
 
 /* One table (or view-less object with rows) to copy. */
 typedef struct SnapTable
@@ -264,23 +265,29 @@ snap_interrupted(void *arg)
 	return job->cancel || agent_stop_requested;
 }
 
+/*
+ * send_object
+ *		One object of the snapshot, with its metadata (snapshot_object_meta,
+ *		or NULL for the one every part has).
+ */
 static bool
 send_object(SnapRun *run, BkProducer *producer, BkEncoder *encoder,
 			const char *part, const uint8_t *data, size_t len,
-			const char *extra_meta, BkError *err)
+			const char *object_meta, BkError *err)
 {
 	char name[BK_OBJECT_NAME_MAX + 1];
 	char key[BK_SOURCE_ID_MAX + BK_OBJECT_NAME_MAX + 2];
-	char meta[1024];
+	char meta[BK_FRAME_META_MAX + 1];
 	BkObjectInfo info;
 	MemObject obj = {encoder, data, len, 0};
 	BkSendStats stats;
 
 	snprintf(name, sizeof(name), "%s/%s", run->job->id, part);
 	snprintf(key, sizeof(key), "%s/%s", run->agent->config.source_id, name);
-	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb%s%s",
-			 run->job->id, extra_meta ? "\n" : "",
-			 extra_meta ? extra_meta : "");
+	if (object_meta != NULL)
+		bk_strlcpy(meta, object_meta, sizeof(meta));
+	else if (!snapshot_object_meta(run->job->id, NULL, meta, sizeof(meta), err))
+		return false;
 	memset(&info, 0, sizeof(info));
 	info.kind = BK_KIND_SNAPSHOT;
 	info.source_id = run->agent->config.source_id;
@@ -1391,26 +1398,25 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 		 * What bk list shows without the key (an auditor may see it too),
 		 * and the number of data objects: they travel on other partitions
 		 * and may be archived after the record, or never, so the record's
-		 * presence alone does not make the snapshot complete.  The count
-		 * goes before the GTID state, whose length has no small bound.
+		 * presence alone does not make the snapshot complete.
 		 */
-		char meta[768];
-		uint64_t rows = 0;
-		uint64_t objects = 0;
+		SnapshotRecordMeta rec = {.binlog_file = run->binlog_file,
+								  .binlog_pos = run->binlog_pos,
+								  .gtid = run->gtid,
+								  .started = started,
+								  .finished = finished,
+								  .tables = run->table_count};
+		char meta[BK_FRAME_META_MAX + 1];
 
 		for (int idx = 0; idx < run->table_count; idx++)
 		{
-			rows += run->tables[idx].rows;
-			objects += (uint64_t) run->tables[idx].parts;
+			rec.rows += run->tables[idx].rows;
+			rec.objects += (uint64_t) run->tables[idx].parts;
 		}
-		snprintf(meta, sizeof(meta),
-				 "type=record\nobjects=%" PRIu64 "\nbinlog-file=%s\n"
-				 "binlog-pos=%" PRIu64 "\ngtid=%s\nstarted=%s\nfinished=%s\n"
-				 "tables=%d\nrows=%" PRIu64,
-				 objects, run->binlog_file, run->binlog_pos, run->gtid, started,
-				 finished, run->table_count, rows);
-		ok = send_object(run, run->producer, run->encoder, "snapshot.json",
-						 (const uint8_t *) text, strlen(text), meta, err);
+		ok =
+			snapshot_record_meta(run->job->id, &rec, meta, sizeof(meta), err) &&
+			send_object(run, run->producer, run->encoder, "snapshot.json",
+						(const uint8_t *) text, strlen(text), meta, err);
 	}
 	free(text);
 	return ok;
@@ -1626,6 +1632,25 @@ snapshot_run(SnapRun *run, BkError *err)
 			  " %d tables, %d jobs",
 			  job->id, run->binlog_file, run->binlog_pos, run->gtid,
 			  run->table_count, run->reader_count);
+	{
+		/*
+		 * The record, sent last, must carry the GTID state in its
+		 * metadata: fail now, before the data is copied, if it cannot
+		 * (its other fields at their longest).
+		 */
+		SnapshotRecordMeta longest = {.objects = UINT64_MAX,
+									  .binlog_file = run->binlog_file,
+									  .binlog_pos = run->binlog_pos,
+									  .gtid = run->gtid,
+									  .started = "0000-00-00T00:00:00.000Z",
+									  .finished = "0000-00-00T00:00:00.000Z",
+									  .tables = INT32_MAX,
+									  .rows = UINT64_MAX};
+		char meta[BK_FRAME_META_MAX + 1];
+
+		if (!snapshot_record_meta(job->id, &longest, meta, sizeof(meta), err))
+			return false;
+	}
 
 	if (!send_schema(run, err) || !copy_tables(run, err))
 		return false;

@@ -166,7 +166,7 @@ if [[ "$(bk_test_backend)" == s3 ]]; then
     is $? 0 "bk verify --repair runs clean"
     like "$out" "repair: 0 abandoned uploads removed" \
         "and, with abandon_after = 1s, aborts neither the upload begun minutes ago nor another application's"
-    uploads="$(s3_curl "$BK_S3_ENDPOINT/$BK_S3_BUCKET?uploads=&prefix=$prefix/")"
+    uploads="$(s3_curl "$BK_S3_ENDPOINT/$BK_S3_BUCKET?prefix=$prefix%2F&uploads=")"
     like "$uploads" "$source_id/wal/gone-$$.partial" "the store still lists the young one"
     like "$uploads" "gone-$$/other-application" "and the other application's"
     s3_curl -X DELETE "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$live_key?uploadId=$live_upload" >/dev/null

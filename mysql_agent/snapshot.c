@@ -94,6 +94,13 @@ typedef struct SnapRun
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
 	char server_version[64];
 	int64_t started_ms;
+	/*
+	 * Wall time taken while commits were blocked at the consistent point:
+	 * every transaction the snapshot holds committed before it, which
+	 * started_ms (before the definitions were read and BLOCK_DDL waited)
+	 * does not promise.
+	 */
+	int64_t consistent_ms;
 	BkProducer *producer; /* the main thread's: schema, record, audit */
 	BkEncoder *encoder;
 	char topic[BK_TOPIC_NAME_MAX + 1];
@@ -927,6 +934,7 @@ consistent_point(SnapRun *run, BkError *err)
 		if (!run_statement(run, run->readers[idx],
 						   "START TRANSACTION WITH CONSISTENT SNAPSHOT", err))
 			return false;
+	run->consistent_ms = bk_wall_ms();
 
 	res = run_query(run, run->readers[0],
 					"SHOW STATUS LIKE 'binlog_snapshot_%'", true, err);
@@ -1352,11 +1360,12 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 	json_t *record;
 	json_t *tables = json_array();
 	json_t *not_consistent = json_array();
-	char started[40], finished[40];
+	char started[40], finished[40], consistent[40];
 	char *text;
 	bool ok;
 
 	format_time(run->started_ms, started, sizeof(started));
+	format_time(run->consistent_ms, consistent, sizeof(consistent));
 	format_time(finished_ms, finished, sizeof(finished));
 	for (int idx = 0; idx < run->table_count; idx++)
 	{
@@ -1375,18 +1384,19 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 											t->database, "name", t->name,
 											"engine", t->engine));
 	}
-	record = json_pack(
-		"{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s,"
-		" s:s, s:o, s:o, s:s}",
-		"format", 1, "engine", "mariadb", "snapshot_id", run->job->id, "source",
-		run->agent->config.source_id, "label", run->job->options.label,
-		"started", started, "finished", finished, "binlog_file",
-		run->binlog_file, "binlog_pos", (json_int_t) run->binlog_pos, "gtid",
-		run->gtid, "server_version", run->server_version, "tables", tables,
-		"not_consistent", not_consistent, "data_format",
-		"LOAD DATA INFILE defaults: FIELDS TERMINATED BY '\\t'"
-		" ESCAPED BY '\\\\' LINES TERMINATED BY '\\n', NULL as"
-		" \\N, CHARACTER SET binary");
+	record = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s,"
+					   " s:s, s:o, s:o, s:s}",
+					   "format", 1, "engine", "mariadb", "snapshot_id",
+					   run->job->id, "source", run->agent->config.source_id,
+					   "label", run->job->options.label, "started", started,
+					   "consistent_at", consistent, "finished", finished,
+					   "binlog_file", run->binlog_file, "binlog_pos",
+					   (json_int_t) run->binlog_pos, "gtid", run->gtid,
+					   "server_version", run->server_version, "tables", tables,
+					   "not_consistent", not_consistent, "data_format",
+					   "LOAD DATA INFILE defaults: FIELDS TERMINATED BY '\\t'"
+					   " ESCAPED BY '\\\\' LINES TERMINATED BY '\\n', NULL as"
+					   " \\N, CHARACTER SET binary");
 	if (record == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	text = json_dumps(record, JSON_INDENT(1) | JSON_SORT_KEYS);
@@ -1404,6 +1414,7 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 								  .binlog_pos = run->binlog_pos,
 								  .gtid = run->gtid,
 								  .started = started,
+								  .consistent_at = consistent,
 								  .finished = finished,
 								  .tables = run->table_count};
 		char meta[BK_FRAME_META_MAX + 1];
@@ -1643,6 +1654,8 @@ snapshot_run(SnapRun *run, BkError *err)
 									  .binlog_pos = run->binlog_pos,
 									  .gtid = run->gtid,
 									  .started = "0000-00-00T00:00:00.000Z",
+									  .consistent_at =
+										  "0000-00-00T00:00:00.000Z",
 									  .finished = "0000-00-00T00:00:00.000Z",
 									  .tables = INT32_MAX,
 									  .rows = UINT64_MAX};

@@ -43,10 +43,11 @@ snapshot_record_meta(const char *id, const SnapshotRecordMeta *rec, char *out,
 	/* The count first, the GTID state after the short fields. */
 	n = snprintf(extra, sizeof(extra),
 				 "type=record\nobjects=%" PRIu64 "\nbinlog-file=%s\n"
-				 "binlog-pos=%" PRIu64 "\ngtid=%s\nstarted=%s\nfinished=%s\n"
-				 "tables=%d\nrows=%" PRIu64,
+				 "binlog-pos=%" PRIu64 "\ngtid=%s\nstarted=%s\n"
+				 "consistent-at=%s\nfinished=%s\ntables=%d\nrows=%" PRIu64,
 				 rec->objects, rec->binlog_file, rec->binlog_pos, rec->gtid,
-				 rec->started, rec->finished, rec->tables, rec->rows);
+				 rec->started, rec->consistent_at, rec->finished, rec->tables,
+				 rec->rows);
 	if (n < 0 || (size_t) n >= sizeof(extra) ||
 		!snapshot_object_meta(id, extra, out, out_len, err))
 	{

@@ -21,6 +21,7 @@ typedef struct SnapshotRecordMeta
 	uint64_t binlog_pos;
 	const char *gtid; /* GTID state at the binlog position */
 	const char *started;
+	const char *consistent_at; /* the consistent point's wall time */
 	const char *finished;
 	int tables;
 	uint64_t rows;

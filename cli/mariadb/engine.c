@@ -141,12 +141,13 @@ snapshot_json(const MariadbSnapshot *snap, const BinlogCatalog *binlog)
 				 mariadb_snapshot_reach(snap, binlog, &until_file, &until_pos,
 										problem, sizeof(problem));
 	json_t *item = json_pack(
-		"{s:s, s:b, s:s, s:I, s:s, s:s, s:s, s:I, s:I,"
+		"{s:s, s:b, s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I,"
 		" s:I}",
 		"id", snap->id, "complete", snap->complete, "binlog_file",
 		snap->binlog_file, "binlog_pos", (json_int_t) snap->binlog_pos, "gtid",
-		snap->gtid, "started", snap->started, "finished", snap->finished,
-		"tables", (json_int_t) snap->tables, "rows", (json_int_t) snap->rows,
+		snap->gtid, "started", snap->started, "consistent_at",
+		snap->consistent_at, "finished", snap->finished, "tables",
+		(json_int_t) snap->tables, "rows", (json_int_t) snap->rows,
 		"stored_bytes", (json_int_t) snap->stored_bytes);
 
 	if (reach)

@@ -298,8 +298,10 @@ coord_compare(const char *file_a, uint64_t pos_a, const char *file_b,
 
 /*
  * snapshot_fits
- *		Is the snapshot at or before the target?  The binlog scan checks a
- *		time target once more against the transactions the snapshot holds.
+ *		Is the snapshot at or before the target?  A time target is judged by
+ *		the snapshot's consistent point (mariadb_snapshot_before_time); the
+ *		binlog scan checks it once more against the transactions of the
+ *		snapshot's binlog file.
  */
 static bool
 snapshot_fits(const MariadbRestore *r, const MariadbSnapshot *snap)
@@ -308,10 +310,7 @@ snapshot_fits(const MariadbRestore *r, const MariadbSnapshot *snap)
 	{
 		case TARGET_TIME:
 		{
-			int64_t started;
-
-			return bk_parse_timestamp_zone(snap->started, true, &started) &&
-				   started <= r->target.time_us;
+			return mariadb_snapshot_before_time(snap, r->target.time_us);
 		}
 		case TARGET_POSITION:
 			return coord_compare(snap->binlog_file, snap->binlog_pos,
@@ -396,13 +395,15 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 									" complete (%s): it cannot be restored",
 									snap->id, r->source, snap->reason);
 			if (!snapshot_fits(r, snap))
-				return bk_error_set(err, BK_ERR_NOT_FOUND,
-									"snapshot %s (at %s:%" PRIu64
-									", started %s) is later than the target"
-									" %s",
-									snap->id, snap->binlog_file,
-									snap->binlog_pos, snap->started,
-									r->target.text);
+				return bk_error_set(
+					err, BK_ERR_NOT_FOUND,
+					"snapshot %s (at %s:%" PRIu64
+					", consistent at %s) is later than the"
+					" target %s",
+					snap->id, snap->binlog_file, snap->binlog_pos,
+					snap->consistent_at[0] != '\0' ? snap->consistent_at
+												   : snap->finished,
+					r->target.text);
 		}
 		else if (!snap->complete || !snapshot_fits(r, snap))
 			continue;

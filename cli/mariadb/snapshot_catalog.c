@@ -11,6 +11,7 @@
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "snapshot_catalog.h"
+#include "times.h"
 
 typedef struct SnapshotBuild
 {
@@ -97,12 +98,27 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (!bk_meta_get(object.meta, object.meta_len, "started", snap->started,
 					 sizeof(snap->started)))
 		snap->started[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "consistent-at",
+					 snap->consistent_at, sizeof(snap->consistent_at)))
+		snap->consistent_at[0] = '\0';
 	if (!bk_meta_get(object.meta, object.meta_len, "finished", snap->finished,
 					 sizeof(snap->finished)))
 		snap->finished[0] = '\0';
 	snap->tables = meta_u64(&object, "tables");
 	snap->rows = meta_u64(&object, "rows");
 	return true;
+}
+
+bool
+mariadb_snapshot_before_time(const MariadbSnapshot *snapshot, int64_t target_us)
+{
+	const char *point = snapshot->consistent_at[0] != '\0'
+							? snapshot->consistent_at
+							: snapshot->finished;
+	int64_t point_us;
+
+	return bk_parse_timestamp_zone(point, true, &point_us) &&
+		   point_us <= target_us;
 }
 
 /*

@@ -35,6 +35,12 @@ typedef struct MariadbSnapshot
 	uint64_t binlog_pos;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
 	char started[40];
+	/*
+	 * The wall time of the consistent point: every transaction the
+	 * snapshot holds committed before it.  "" in records of agents that
+	 * did not write it.
+	 */
+	char consistent_at[40];
 	char finished[40];
 	uint64_t tables;
 	uint64_t rows;
@@ -61,6 +67,17 @@ extern void mariadb_snapshot_catalog_free(MariadbSnapshotCatalog *catalog);
  * without a hole (through complete files, to the end of the archive or
  * to the first gap).  Otherwise *problem says what is missing.
  */
+/*
+ * Does the snapshot hold only transactions committed at or before
+ * target_us (a time target, Unix microseconds)?  Judged by its consistent
+ * point; a record without one (an older agent) by when it finished, which
+ * is later, never by when it started, which is earlier: a transaction
+ * committed between the start and the consistent point, after the target,
+ * would be restored.
+ */
+extern bool mariadb_snapshot_before_time(const MariadbSnapshot *snapshot,
+										 int64_t target_us);
+
 extern bool mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 								   const BinlogCatalog *binlog,
 								   const char **until_file, uint64_t *until_pos,

@@ -509,6 +509,52 @@ test_snapshot_complete(void **state)
 }
 
 /*
+ * A time target is served by a snapshot only if every transaction it holds
+ * committed at or before the target: its consistent point must be, not its
+ * start (the definitions are read and BLOCK_DDL waits before it).  A
+ * record without the consistent point (an older agent) is judged by when
+ * the snapshot finished.
+ */
+static void
+test_snapshot_before_time(void **state)
+{
+	Fixture *f = *state;
+	MariadbSnapshotCatalog catalog;
+	const MariadbSnapshot *snap;
+	int64_t target;
+
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(
+		f, SNAP_NEW, BK_SNAPSHOT_RECORD,
+		"type=record\nobjects=0\nbinlog-file=mariadb-bin.000001\n"
+		"binlog-pos=4\nstarted=2026-11-24T09:00:00.000Z\n"
+		"consistent-at=2026-11-24T09:10:00.000Z\n"
+		"finished=2026-11-24T09:20:00.000Z\ntables=0\nrows=0");
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(
+		f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+		"type=record\nbinlog-file=mariadb-bin.000001\nbinlog-pos=4\n"
+		"started=2026-11-23T09:00:00.000Z\n"
+		"finished=2026-11-23T09:20:00.000Z\ntables=0\nrows=0");
+
+	snap = load_snapshot(f, &catalog, SNAP_NEW);
+	assert_string_equal(snap->consistent_at, "2026-11-24T09:10:00.000Z");
+	assert_true(bk_parse_timestamp_zone("2026-11-24 09:05:00", true, &target));
+	assert_false(mariadb_snapshot_before_time(snap, target));
+	assert_true(bk_parse_timestamp_zone("2026-11-24 09:10:00", true, &target));
+	assert_true(mariadb_snapshot_before_time(snap, target));
+	mariadb_snapshot_catalog_free(&catalog);
+
+	snap = load_snapshot(f, &catalog, SNAP_OLD);
+	assert_string_equal(snap->consistent_at, "");
+	assert_true(bk_parse_timestamp_zone("2026-11-23 09:10:00", true, &target));
+	assert_false(mariadb_snapshot_before_time(snap, target));
+	assert_true(bk_parse_timestamp_zone("2026-11-23 09:20:00", true, &target));
+	assert_true(mariadb_snapshot_before_time(snap, target));
+	mariadb_snapshot_catalog_free(&catalog);
+}
+
+/*
  * ...so bk restore checks every part the record lists before it touches
  * the server: a missing one would fail the load half way, after --force
  * dropped the databases.
@@ -556,6 +602,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_time_target_ddl_ends_after_its_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_before_time, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),

@@ -8,6 +8,7 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +305,183 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 		}
 	}
 	return true;
+}
+
+/*
+ * bk_gtid_state_follows
+ *		Every domain listed reached at the same GTID.
+ */
+bool
+bk_gtid_state_follows(const BkGtidState *reached, const BkGtidState *listed)
+{
+	for (int idx = 0; idx < listed->count; idx++)
+	{
+		const BkGtid *want = &listed->gtids[idx];
+		bool same = false;
+
+		for (int have = 0; have < reached->count; have++)
+			if (reached->gtids[have].domain == want->domain)
+				same = reached->gtids[have].server == want->server &&
+					   reached->gtids[have].seq == want->seq;
+		if (!same)
+			return false;
+	}
+	return true;
+}
+
+static bool
+list_has_domain(const BkGtidList *list, uint32_t domain)
+{
+	for (int idx = 0; idx < list->count; idx++)
+		if (list->gtids[idx].domain == domain)
+			return true;
+	return false;
+}
+
+static const BkGtid *
+list_entry(const BkGtidList *list, uint32_t domain, uint32_t server)
+{
+	for (int idx = 0; idx < list->count; idx++)
+		if (list->gtids[idx].domain == domain &&
+			list->gtids[idx].server == server)
+			return &list->gtids[idx];
+	return NULL;
+}
+
+/*
+ * bk_gtid_list_note
+ *		Record gtid as the newest of its domain and server.
+ */
+bool
+bk_gtid_list_note(BkGtidList *list, const BkGtid *gtid, BkError *err)
+{
+	int idx;
+
+	for (idx = 0; idx < list->count; idx++)
+	{
+		BkGtid *have = &list->gtids[idx];
+
+		if (have->domain == gtid->domain && have->server == gtid->server)
+		{
+			have->seq = gtid->seq;
+			return true;
+		}
+		if (have->domain > gtid->domain ||
+			(have->domain == gtid->domain && have->server > gtid->server))
+			break;
+	}
+	if (list->count == BK_BINLOG_GTID_LIST_MAX)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"more than %d GTID domain and server pairs",
+							BK_BINLOG_GTID_LIST_MAX);
+	memmove(&list->gtids[idx + 1], &list->gtids[idx],
+			(size_t) (list->count - idx) * sizeof(BkGtid));
+	list->gtids[idx] = *gtid;
+	list->count++;
+	return true;
+}
+
+/*
+ * bk_gtid_list_read
+ *		The entries of a GTID_LIST event.
+ */
+bool
+bk_gtid_list_read(BkGtidList *list, const uint8_t *event, size_t len,
+				  BkError *err)
+{
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+	uint32_t count;
+
+	list->count = 0;
+	if (len < BK_BINLOG_HEADER_LEN + 4)
+		return bk_error_set(err, BK_ERR_FORMAT, "GTID list event truncated");
+	count = get_le32(body) & 0x0fffffff;
+	if ((uint64_t) len < BK_BINLOG_HEADER_LEN + 4 + (uint64_t) count * 16)
+		return bk_error_set(err, BK_ERR_FORMAT, "GTID list event truncated");
+	for (uint32_t idx = 0; idx < count; idx++)
+	{
+		const uint8_t *entry = body + 4 + (size_t) idx * 16;
+		BkGtid gtid;
+
+		gtid.domain = get_le32(entry);
+		gtid.server = get_le32(entry + 4);
+		gtid.seq = get_le64(entry + 8);
+		if (!bk_gtid_list_note(list, &gtid, err))
+			return false;
+	}
+	return true;
+}
+
+static void append_text(char *out, size_t out_len, size_t *used,
+						const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+append_text(char *out, size_t out_len, size_t *used, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*used >= out_len)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(out + *used, out_len - *used, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*used = (size_t) n >= out_len - *used ? out_len : *used + (size_t) n;
+}
+
+/*
+ * bk_gtid_list_follows
+ *		Both ways for the domains listed: an entry listed and not reached
+ *		(or reached at another sequence) is a transaction missing; one
+ *		reached and not listed, one the server never logged before the
+ *		file.
+ */
+bool
+bk_gtid_list_follows(const BkGtidList *reached, const BkGtidList *listed,
+					 char *differs, size_t differs_len)
+{
+	size_t used = 0;
+	bool same = true;
+
+	if (differs_len > 0)
+		differs[0] = '\0';
+	for (int idx = 0; idx < listed->count; idx++)
+	{
+		const BkGtid *want = &listed->gtids[idx];
+		const BkGtid *have = list_entry(reached, want->domain, want->server);
+
+		if (have != NULL && have->seq == want->seq)
+			continue;
+		append_text(differs, differs_len, &used,
+					"%s%" PRIu32 "-%" PRIu32 "-%" PRIu64, same ? "" : ", ",
+					want->domain, want->server, want->seq);
+		if (have != NULL)
+			append_text(differs, differs_len, &used,
+						" (reached %" PRIu32 "-%" PRIu32 "-%" PRIu64 ")",
+						have->domain, have->server, have->seq);
+		else
+			append_text(differs, differs_len, &used,
+						" (reached nothing of server %" PRIu32 ")",
+						want->server);
+		same = false;
+	}
+	for (int idx = 0; idx < reached->count; idx++)
+	{
+		const BkGtid *have = &reached->gtids[idx];
+
+		if (!list_has_domain(listed, have->domain) ||
+			list_entry(listed, have->domain, have->server) != NULL)
+			continue;
+		append_text(differs, differs_len, &used,
+					"%snothing of server %" PRIu32 " in domain %" PRIu32
+					" (reached %" PRIu32 "-%" PRIu32 "-%" PRIu64 ")",
+					same ? "" : ", ", have->server, have->domain, have->domain,
+					have->server, have->seq);
+		same = false;
+	}
+	return same;
 }
 
 /*

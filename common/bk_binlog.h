@@ -112,6 +112,51 @@ extern bool bk_gtid_state_apply(BkGtidState *state, const uint8_t *event,
 								size_t len, BkError *err);
 
 /*
+ * Does a file whose GTID_LIST gives listed (bk_gtid_state_apply) follow the
+ * per-domain state reached?  Every domain listed must have been reached at
+ * the same GTID, server and sequence.  A domain reached but not listed is
+ * not a difference: FLUSH BINARY LOGS DELETE_DOMAIN_ID drops it from the
+ * server's state, and any transaction logged in it would list it again.
+ */
+extern bool bk_gtid_state_follows(const BkGtidState *reached,
+								  const BkGtidState *listed);
+
+/*
+ * A binlog file's GTID_LIST in full.  MariaDB lists, per domain, the last
+ * GTID of every server_id that ever logged in it (rpl_binlog_state), not
+ * only the domain's newest, so following a file's list with the GTID
+ * events of the file gives exactly the list the next file starts with:
+ * any transaction missing between them leaves its server's entry behind,
+ * whatever order servers and sequence numbers came in (gtid_strict_mode
+ * off).  Kept sorted by domain, then server.
+ */
+#define BK_BINLOG_GTID_LIST_MAX 1024
+
+typedef struct BkGtidList
+{
+	int count;
+	BkGtid gtids[BK_BINLOG_GTID_LIST_MAX];
+} BkGtidList;
+
+/* The entries of a GTID_LIST event (list is replaced). */
+extern bool bk_gtid_list_read(BkGtidList *list, const uint8_t *event,
+							  size_t len, BkError *err);
+
+/* A GTID logged: the newest of its domain and server. */
+extern bool bk_gtid_list_note(BkGtidList *list, const BkGtid *gtid,
+							  BkError *err);
+
+/*
+ * Does a file starting with listed follow a binlog that reached reached?
+ * Equal entries for every domain listed (a domain only reached: see
+ * bk_gtid_state_follows).  When not, differs names the entries that
+ * differ, as "listed (reached ...)".
+ */
+extern bool bk_gtid_list_follows(const BkGtidList *reached,
+								 const BkGtidList *listed, char *differs,
+								 size_t differs_len);
+
+/*
  * Walk the events of a byte range of a binlog file that starts at
  * file_offset: every event complete, positions chained (each event's
  * next_pos is its offset plus its length), every CRC right when

@@ -191,6 +191,95 @@ test_gtid_state(void **state)
 	assert_false(bk_gtid_state_parse("0-1-x", &parsed, &err));
 }
 
+/*
+ * A file's GTID list against what the file before reached: every server's
+ * last GTID per domain, so a missing transaction shows even when another
+ * server's entry of its domain is newer or higher.
+ */
+static void
+test_gtid_list_follows(void **state)
+{
+	uint8_t list[4 + 3 * 16];
+	uint8_t list_event[128];
+	size_t len;
+	BkGtidList reached, listed;
+	BkGtid gtid;
+	BkGtidState reached_state = {0}, listed_state = {0};
+	char differs[256];
+	BkError err;
+
+	/* 000001 starts with 0-1-10, 0-2-5 and 1-1-3. */
+	put_le32(list, 3);
+	put_le32(list + 4, 0), put_le32(list + 8, 2), put_le64(list + 12, 5);
+	put_le32(list + 20, 1), put_le32(list + 24, 1), put_le64(list + 28, 3);
+	put_le32(list + 36, 0), put_le32(list + 40, 1), put_le64(list + 44, 10);
+	len = make_event(list_event, BK_BINLOG_GTID_LIST_EVENT, 1, 4, list,
+					 sizeof(list));
+	assert_true(bk_gtid_list_read(&reached, list_event, len, &err));
+	assert_int_equal(reached.count, 3);
+	assert_true(reached.gtids[0].server == 1 && reached.gtids[1].seq == 5);
+	assert_true(
+		bk_gtid_list_follows(&reached, &reached, differs, sizeof(differs)));
+	assert_string_equal(differs, "");
+
+	/* Its file logged 0-1-11, then 0-2-12; 000002's list says so. */
+	listed = reached;
+	gtid = (BkGtid){.domain = 0, .server = 1, .seq = 11};
+	assert_true(bk_gtid_list_note(&listed, &gtid, &err));
+	gtid = (BkGtid){.domain = 0, .server = 2, .seq = 12};
+	assert_true(bk_gtid_list_note(&listed, &gtid, &err));
+	assert_int_equal(listed.count, 3);
+
+	/*
+	 * The archive lost 0-1-11: server 2's entry matches, server 1's does
+	 * not, though domain 0's newest GTID does.
+	 */
+	gtid = (BkGtid){.domain = 0, .server = 2, .seq = 12};
+	assert_true(bk_gtid_list_note(&reached, &gtid, &err));
+	assert_false(
+		bk_gtid_list_follows(&reached, &listed, differs, sizeof(differs)));
+	assert_string_equal(differs, "0-1-11 (reached 0-1-10)");
+
+	/* A server the archive never saw in the domain, and the reverse. */
+	gtid = (BkGtid){.domain = 0, .server = 1, .seq = 11};
+	assert_true(bk_gtid_list_note(&reached, &gtid, &err));
+	assert_true(
+		bk_gtid_list_follows(&reached, &listed, differs, sizeof(differs)));
+	gtid = (BkGtid){.domain = 1, .server = 7, .seq = 4};
+	assert_true(bk_gtid_list_note(&listed, &gtid, &err));
+	assert_false(
+		bk_gtid_list_follows(&reached, &listed, differs, sizeof(differs)));
+	assert_string_equal(differs, "1-7-4 (reached nothing of server 7)");
+	assert_false(
+		bk_gtid_list_follows(&listed, &reached, differs, sizeof(differs)));
+	assert_string_equal(differs, "nothing of server 7 in domain 1"
+								 " (reached 1-7-4)");
+
+	/* A domain dropped (DELETE_DOMAIN_ID) is not a transaction missing. */
+	listed = reached;
+	listed.count = 2; /* domain 0 only */
+	assert_true(
+		bk_gtid_list_follows(&reached, &listed, differs, sizeof(differs)));
+
+	/* The agent's per-domain form. */
+	gtid = (BkGtid){.domain = 0, .server = 1, .seq = 11};
+	bk_gtid_state_set(&reached_state, &gtid);
+	gtid = (BkGtid){.domain = 1, .server = 1, .seq = 3};
+	bk_gtid_state_set(&reached_state, &gtid);
+	listed_state = reached_state;
+	assert_true(bk_gtid_state_follows(&reached_state, &listed_state));
+	listed_state.count = 1;
+	assert_true(bk_gtid_state_follows(&reached_state, &listed_state));
+	listed_state.gtids[0].server = 2;
+	assert_false(bk_gtid_state_follows(&reached_state, &listed_state));
+	listed_state = reached_state;
+	listed_state.gtids[1].seq = 4;
+	assert_false(bk_gtid_state_follows(&reached_state, &listed_state));
+	/* After a RESET MASTER: a list far behind what was archived. */
+	listed_state.gtids[1].seq = 1;
+	assert_false(bk_gtid_state_follows(&reached_state, &listed_state));
+}
+
 static void
 test_names(void **state)
 {
@@ -418,6 +507,7 @@ main(void)
 		cmocka_unit_test(test_header_and_crc),
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_gtid_state),
+		cmocka_unit_test(test_gtid_list_follows),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_transactions),
 		cmocka_unit_test(test_transaction_end_time),

@@ -65,6 +65,15 @@ typedef struct Scan
 	bool reached[BK_BINLOG_DOMAINS_MAX];
 	uint32_t newest_in_snapshot; /* latest end stamp before the snapshot */
 	uint64_t target_second;
+	/*
+	 * The GTID list the file scanned began with, followed with every
+	 * transaction it ended since (the snapshot's part too): the next file's
+	 * own list must equal it.
+	 */
+	const BinlogFile *previous; /* the file scanned before, or NULL */
+	BkGtidList file_gtids;
+	bool file_gtids_known;
+	bool list_seen; /* the file's GTID list was met */
 } Scan;
 
 static int
@@ -93,6 +102,58 @@ take(Scan *scan, uint64_t end, uint32_t stamp)
 }
 
 /*
+ * follow_gtid_list
+ *		A file's GTID list, the server's account of every transaction it had
+ *		logged before the file, against what the file before it in the
+ *		archive reached.  The catalog lets a file without ROTATE or STOP
+ *		pass for complete when the next one follows (a crash leaves such a
+ *		file), so a lost last range looks like no hole at all, and
+ *		gtid_strict_mode allows gaps in sequence numbers: only this tells.
+ *		Events are missing whatever ended the file before, so a difference
+ *		refuses any target past that file's archived end.
+ */
+static bool
+follow_gtid_list(Scan *scan, uint64_t offset, const uint8_t *event,
+				 uint32_t len, BkError *err)
+{
+	MariadbRestore *r = scan->r;
+	BkGtidList listed;
+	char differs[512];
+
+	scan->list_seen = true;
+	if (!bk_gtid_list_read(&listed, event, len, err))
+		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
+							   scan->file->name, offset);
+	if (scan->previous != NULL && scan->file_gtids_known &&
+		!bk_gtid_list_follows(&scan->file_gtids, &listed, differs,
+							  sizeof(differs)) &&
+		/* A position in the file before is reached without this one. */
+		!(r->target.type == TARGET_POSITION &&
+		  bk_binlog_file_compare(r->target.file, scan->file->name) < 0))
+		return bk_error_set(err, BK_ERR_NOT_FOUND,
+							"binlog %s does not follow %s in the archive:"
+							" its GTID list says the server had logged %s"
+							" before it, and %s, archived up to %" PRIu64
+							", does not reach that: transactions between"
+							" them are missing from the archive",
+							scan->file->name, scan->previous->name, differs,
+							scan->previous->name,
+							scan->previous->covered_end) ||
+			   bk_error_hint(err,
+							 "A range of %s was lost (a message the shipper"
+							 " rejected, or one Kafka no longer holds):"
+							 " \"bk verify --source %s\" names the file."
+							 "  Restore to a target at or before %s:%" PRIu64
+							 " (--target-position, or a time or GTID before"
+							 " it).",
+							 scan->previous->name, r->source,
+							 scan->previous->name, scan->previous->covered_end);
+	scan->file_gtids = listed;
+	scan->file_gtids_known = true;
+	return true;
+}
+
+/*
  * scan_event
  *		Follow transactions and decide where the target ends
  *		(BkBinlogEventFn).
@@ -113,12 +174,19 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		r->largest_event = header->length;
 	if (scan->stopped)
 		return true;
+	if (header->type == BK_BINLOG_GTID_LIST_EVENT && !scan->list_seen &&
+		!follow_gtid_list(scan, offset, event, header->length, err))
+		return false;
 	if (!bk_binlog_txn_feed(&scan->txn, event, header->length,
 							scan->checksum_alg, &ended, err))
 		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
 							   scan->file->name, offset);
 	if (!ended)
 		return true;
+	if (scan->file_gtids_known &&
+		!bk_gtid_list_note(&scan->file_gtids, &scan->txn.gtid, err))
+		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
+							   scan->file->name, offset);
 	if (scan->first && end <= r->snapshot->binlog_pos)
 	{
 		/* In the snapshot already. */
@@ -406,8 +474,10 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		replay->file = file;
 		replay->size = file->covered_end;
 		r->replay_count++;
+		scan.previous = scan.file;
 		scan.file = file;
 		scan.first = idx == first_index;
+		scan.list_seen = false;
 		scan.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
 		ok = mariadb_binlog_rebuild(r->ctx.repo, r->source, r->ctx.decoder,
 									file, fd, replay->path, &events, scan_event,

@@ -430,6 +430,117 @@ test_time_target_ddl_ends_after_its_start(void **state)
 	assert_int_equal(f->groups, 2);
 }
 
+/* A GTID_LIST event: count entries of (domain 0, server 1, seq). */
+static void
+add_gtid_list(uint8_t *file, size_t *len, uint32_t stamp, const uint64_t *seqs,
+			  int count)
+{
+	uint8_t body[4 + 4 * 16] = {0};
+
+	put_le32(body, (uint32_t) count);
+	for (int idx = 0; idx < count; idx++)
+	{
+		uint8_t *entry = body + 4 + idx * 16;
+
+		put_le32(entry + 4, 1);
+		for (int byte = 0; byte < 8; byte++)
+			entry[8 + byte] = (uint8_t) (seqs[idx] >> (8 * byte));
+	}
+	add_event(file, len, BK_BINLOG_GTID_LIST_EVENT, stamp, body,
+			  4 + (size_t) count * 16);
+}
+
+/* Bytes [start, end) of a binlog built, as one range. */
+static void
+archive_binlog_part(Fixture *f, const char *file, const uint8_t *bytes,
+					size_t start, size_t end, uint32_t last_event_time,
+					const char *extra)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[512];
+
+	snprintf(name, sizeof(name), "%s/%010zu-%010zu", file, start, end);
+	snprintf(meta, sizeof(meta),
+			 "type=binlog-range\nbinlog-file=%s\nstart=%zu\nend=%zu\n"
+			 "events=2\nlast-event-time=%" PRIu32 "\ngtid=0-1-2\n"
+			 "created=2026-11-24T10:00:01.000Z%s",
+			 file, start, end, last_event_time, extra);
+	archive(f, BK_KIND_BINLOG, name, meta, bytes + start, end - start);
+}
+
+/*
+ * The last range of 000001, the one with transaction 0-1-3 and the ROTATE,
+ * never reached the archive (a message the shipper rejected).  Without
+ * ROTATE the file passes for one a crash ended, complete because 000002
+ * follows it, and nothing inside either file is a hole: only 000002's GTID
+ * list, which says 0-1-3 was logged before it, shows the archive of 000001
+ * ends short.  A restore across it is refused; one before it is not; with
+ * the range archived, all goes through.
+ */
+static void
+test_gtid_list_continuity(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1 = BK_BINLOG_MAGIC_LEN, len2 = BK_BINLOG_MAGIC_LEN, cut;
+	uint8_t rotate[8 + 18] = {4};
+	uint64_t reached = 3;
+	char expect[64];
+	BkError err;
+
+	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(first, &len1, T0900, NULL, 0);
+	add_transaction(first, &len1, 1, T0900, T0900);
+	add_transaction(first, &len1, 2, T0900 + 60, T0900 + 60);
+	cut = len1;
+	add_transaction(first, &len1, 3, T0900 + 120, T0900 + 120);
+	memcpy(rotate + 8, "mariadb-bin.000002", 18);
+	add_event(first, &len1, BK_BINLOG_ROTATE_EVENT, T0900 + 120, rotate,
+			  sizeof(rotate));
+	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(second, &len2, T0900 + 120, &reached, 1);
+	add_transaction(second, &len2, 4, T0900 + 300, T0900 + 300);
+
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60, "");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"\ncomplete-until=1795514400000");
+
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "binlog mariadb-bin.000002 does not follow"
+								" mariadb-bin.000001 in the archive");
+	assert_error_contains(&err, "0-1-3 (reached 0-1-2)");
+	snprintf(expect, sizeof(expect), "at or before mariadb-bin.000001:%zu",
+			 cut);
+	assert_non_null(strstr(err.hint, expect));
+	assert_non_null(strstr(err.hint, "bk verify --source " SOURCE));
+	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:06:00", &err));
+	assert_error_contains(&err, "does not follow");
+	assert_false(plan_target(f, TARGET_POSITION, "mariadb-bin.000002:4", &err));
+	assert_error_contains(&err, "does not follow");
+
+	/*
+	 * A time after the last archived commit of 000001 may hold commits of
+	 * the missing range; one before a commit archived there cannot, nor
+	 * can a position up to where 000001 is archived.
+	 */
+	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:01:30", &err));
+	assert_error_contains(&err, "does not follow");
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:00:30", &err));
+	assert_int_equal(f->groups, 1);
+	snprintf(expect, sizeof(expect), "mariadb-bin.000001:%zu", cut);
+	assert_true(plan_target(f, TARGET_POSITION, expect, &err));
+	assert_int_equal(f->groups, 2);
+
+	/* The range arrives: 000002 follows 000001. */
+	archive_binlog_part(f, "mariadb-bin.000001", first, cut, len1, T0900 + 120,
+						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
+	assert_true(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->groups, 4);
+	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:06:00", &err));
+	assert_int_equal(f->groups, 4);
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -601,6 +712,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(
 			test_time_target_ddl_ends_after_its_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gtid_list_continuity, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_before_time, setup,

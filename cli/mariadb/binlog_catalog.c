@@ -157,6 +157,9 @@ chain_file(BinlogFile *file)
 	file->last = last;
 	file->closed = last != NULL && last->closed[0] != '\0';
 	for (int idx = 0; idx < file->range_count; idx++)
+		if (file->ranges[idx].start == 0 && file->ranges[idx].gap_before[0])
+			file->gap_before = file->ranges[idx].gap_before;
+	for (int idx = 0; idx < file->range_count; idx++)
 		if (file->ranges[idx].start > at)
 		{
 			file->gap_start = at;
@@ -180,10 +183,7 @@ follows_directly(const BinlogFile *prev, const BinlogFile *next)
 		strtoull(dot_next + 1, NULL, 10) !=
 			strtoull(dot_prev + 1, NULL, 10) + 1)
 		return false;
-	for (int idx = 0; idx < next->range_count; idx++)
-		if (next->ranges[idx].start == 0 && next->ranges[idx].gap_before[0])
-			return false;
-	return true;
+	return next->gap_before == NULL;
 }
 
 /*

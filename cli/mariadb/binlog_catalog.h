@@ -12,7 +12,8 @@
  * ends with the file's ROTATE or STOP event, or, for a file a crash left
  * without one, when the file numbered next follows it in the archive and
  * the agent did not mark that file's first range gap-before= (the server
- * purged the rest before the agent read it).
+ * purged the rest before the agent read it).  The archive never continues
+ * into a file marked gap-before=, even from a file closed by ROTATE.
  */
 #ifndef BK_BINLOG_CATALOG_H
 #define BK_BINLOG_CATALOG_H
@@ -47,12 +48,18 @@ typedef struct BinlogFile
 	char name[BK_BINLOG_FILE_NAME_MAX + 1];
 	BinlogRange *ranges; /* sorted by start, then end */
 	int range_count;
-	uint64_t covered_end;    /* the chain from 0 reaches here */
-	uint64_t gap_start;      /* if a later range exists past a hole: the hole */
-	uint64_t gap_end;        /* (0, 0 when there is none) */
-	bool closed;             /* the chain ends with ROTATE or STOP */
-	bool complete;           /* closed, or followed by the next file */
-	bool cut;                /* not complete, yet a later file follows */
+	uint64_t covered_end; /* the chain from 0 reaches here */
+	uint64_t gap_start;   /* if a later range exists past a hole: the hole */
+	uint64_t gap_end;     /* (0, 0 when there is none) */
+	bool closed;          /* the chain ends with ROTATE or STOP */
+	bool complete;        /* closed, or followed by the next file */
+	bool cut;             /* not complete, yet a later file follows */
+	/*
+	 * Its first range says gap-before=: the agent did not go on into it
+	 * from the file before (purged before it was read, or a GTID list that
+	 * did not follow what was archived), whatever ended that one.
+	 */
+	const char *gap_before;
 	const BinlogRange *last; /* the chain's last range */
 } BinlogFile;
 

@@ -63,7 +63,8 @@ file_number(const char *name)
  * describe_gaps
  *		Every hole in the archive, oldest first, to fn: a file that does not
  *		start at 0, a hole inside a file, a file older than the newest that
- *		is not complete, and file numbers skipped between two files.
+ *		is not complete, file numbers skipped between two files, and a file
+ *		the agent marked gap-before= after a complete one.
  */
 typedef void (*GapFn)(void *arg, const char *file, const char *what);
 
@@ -83,6 +84,19 @@ describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 		{
 			snprintf(what, sizeof(what), "files between %s and %s are missing",
 					 catalog->files[idx - 1].name, file->name);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		/* Not said twice: the file before is not complete, or is missing. */
+		if (file->gap_before != NULL && idx > 0 &&
+			catalog->files[idx - 1].complete &&
+			file_number(file->name) ==
+				file_number(catalog->files[idx - 1].name) + 1)
+		{
+			snprintf(what, sizeof(what),
+					 "the archive does not go on into it from %s: the agent"
+					 " marked it gap-before=%s",
+					 catalog->files[idx - 1].name, file->gap_before);
 			fn(arg, file->name, what);
 			gaps++;
 		}

@@ -219,6 +219,7 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 			dot_prev = strrchr(previous->name, '.');
 			dot = strrchr(file->name, '.');
 			if (!previous->complete || file->covered_end == 0 ||
+				file->gap_before != NULL ||
 				(dot_prev && dot &&
 				 strtoull(dot + 1, NULL, 10) !=
 					 strtoull(dot_prev + 1, NULL, 10) + 1))
@@ -277,6 +278,11 @@ mariadb_binlog_hole_after(const BinlogCatalog *binlog, const char *until_file,
 	else if (next->covered_end == 0)
 		snprintf(hole, hole_len, "bytes 0 to %" PRIu64 " of %s are missing",
 				 next->ranges[0].start, next->name);
+	else if (next->gap_before != NULL)
+		snprintf(hole, hole_len,
+				 "the agent did not go on into %s from where the archive"
+				 " ended (%s): what the server logged between is not in it",
+				 next->name, next->gap_before);
 	else
 		snprintf(hole, hole_len,
 				 "%s is not complete (archived up to %" PRIu64

@@ -237,6 +237,38 @@ test_latest_refused_at_a_hole(void **state)
 						  "bytes 4 to 100 of mariadb-bin.000004 are missing");
 }
 
+/*
+ * The archive ended with 000001's ROTATE; while the agent was down the
+ * server was reset and wrote 000001 and 000002 again, so the agent found
+ * the new 000002 starting with a GTID list that did not follow the archive
+ * and marked its first range gap-before=.  000001 is closed, so complete,
+ * and 000002 has the next number: the mark alone keeps a restore from
+ * crossing into the other history.
+ */
+static void
+test_gap_before_after_rotate(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+
+	archive_binlog_start(f, "mariadb-bin.000001", true);
+	archive(f, BK_KIND_BINLOG, "mariadb-bin.000002/0000000000-0000000004",
+			"type=binlog-range\nbinlog-file=mariadb-bin.000002\nstart=0\n"
+			"end=4\nevents=0\ngtid=\ncreated=2026-11-24T05:12:00.000Z\n"
+			"gap-before=mariadb-bin.000002:4",
+			(const uint8_t *) "\xfe"
+							  "bin",
+			4);
+	assert_false(plan(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, "not continuous after mariadb-bin.000001:4");
+	assert_error_contains(&err, "the agent did not go on into"
+								" mariadb-bin.000002 from where the archive"
+								" ended (mariadb-bin.000002:4)");
+	assert_false(plan(f, TARGET_POSITION, "mariadb-bin.000002:4", &err));
+	assert_error_contains(&err, "past the end of what the archive holds");
+	assert_true(plan(f, TARGET_POSITION, "mariadb-bin.000001:4", &err));
+}
+
 /* 2026-11-24 09:00:00 UTC */
 #define T0900 1795510800U
 
@@ -703,6 +735,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_gap_before_after_rotate, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_needs_complete_archive,
 										setup, teardown),

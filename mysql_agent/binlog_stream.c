@@ -365,9 +365,13 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
  *		A file's GTID_LIST is the server's account of everything logged
  *		before the file: it must equal the state the archive reached by
  *		following the GTID events of the files before.  A difference means
- *		transactions the archive never saw (or a server whose binlog state
- *		was changed by hand): said loudly, never papered over.  The stream
- *		goes on from the server's account.
+ *		transactions the archive never saw: a RESET MASTER while the agent
+ *		was down wrote the file names again (the agent resumed at 000006:4
+ *		of one history and the server sends 000006 of another), or a binlog
+ *		state changed by hand.  Said loudly, and the file's first range is
+ *		marked gap-before= like one after a purge, so no restore goes on
+ *		into it from the archive before.  The stream goes on from the
+ *		server's account.
  */
 static bool
 check_gtid_list(Stream *stream, const uint8_t *event, size_t len, BkError *err)
@@ -375,29 +379,39 @@ check_gtid_list(Stream *stream, const uint8_t *event, size_t len, BkError *err)
 	BkGtidState listed;
 	char ours[BK_BINLOG_GTID_STATE_MAX];
 	char theirs[BK_BINLOG_GTID_STATE_MAX];
-	bool same;
 
 	memset(&listed, 0, sizeof(listed));
 	if (!bk_gtid_state_apply(&listed, event, len, err))
 		return false;
-	same = listed.count == stream->gtid.count;
-	for (int idx = 0; same && idx < listed.count; idx++)
-		same = listed.gtids[idx].domain == stream->gtid.gtids[idx].domain &&
-			   listed.gtids[idx].seq == stream->gtid.gtids[idx].seq;
-	if (same)
+	if (bk_gtid_state_follows(&stream->gtid, &listed))
 		return true;
 	bk_gtid_state_format(&stream->gtid, ours, sizeof(ours));
 	bk_gtid_state_format(&listed, theirs, sizeof(theirs));
 	agent_log("ERROR",
 			  "binlog \"%s\" starts with the GTID list %s, but the archive"
 			  " reached %s: transactions between them are not in the"
-			  " archive (or the server's binlog state was changed)",
+			  " archive (or the server's binlog state was changed); the"
+			  " archive is marked with a gap before \"%s\", and no restore"
+			  " crosses it: take a new snapshot (SELECT bk_snapshot())",
 			  stream->position.file, theirs[0] ? theirs : "(empty)",
-			  ours[0] ? ours : "(empty)");
+			  ours[0] ? ours : "(empty)", stream->position.file);
 	agent_audit(stream->agent, "binlog-gtid-discontinuity",
 				"the file's GTID list differs from the GTID state the archive"
-				" reached",
+				" reached; marked as a gap",
 				&stream->position);
+	/*
+	 * Where the archive ended, as a purge gap says it: the start of this
+	 * file.  The list comes right after the format description, so the
+	 * mark goes out with the file's first range, where readers look.
+	 */
+	if (stream->gap_before[0] == '\0')
+		snprintf(stream->gap_before, sizeof(stream->gap_before), "%s:%d",
+				 stream->position.file, BK_BINLOG_MAGIC_LEN);
+	if (stream->range_start != 0)
+		agent_log("WARNING",
+				  "the first range of \"%s\" was sent before its GTID list"
+				  " arrived: the gap mark goes with the range from %" PRIu64,
+				  stream->position.file, stream->range_start);
 	return true;
 }
 

@@ -651,6 +651,110 @@ server_has_file(Stream *stream, const char *file, bool *has, bool *reset,
 }
 
 /*
+ * check_resume_gtid
+ *		Resuming inside a file: the server's GTID state at that position
+ *		(BINLOG_GTID_POS, the values bound) must be the one the archive
+ *		reached there.  A RESET MASTER while the agent was down writes the
+ *		names again, and server_has_file sees it only when the server's
+ *		newest file is older than the archive's; a file's start is checked
+ *		by its GTID list (check_gtid_list), a position inside it only here.
+ *		Two histories in one file cannot be marked as a gap (readers look
+ *		for gap-before= on a file's first range), so streaming stops, as
+ *		for a reset seen by name.  When the server cannot say (NULL: no
+ *		event boundary there; or the call fails), it is only reported: the
+ *		dump then checks every event's position.
+ */
+static bool
+check_resume_gtid(Stream *stream, BkError *err)
+{
+	MYSQL_STMT *stmt = mysql_stmt_init(stream->conn);
+	MYSQL_BIND params[2];
+	MYSQL_BIND result;
+	unsigned long file_len = (unsigned long) strlen(stream->position.file);
+	unsigned long long pos = stream->position.offset;
+	char text[BK_BINLOG_GTID_STATE_MAX];
+	char ours[BK_BINLOG_GTID_STATE_MAX];
+	unsigned long text_len = 0;
+	my_bool text_null = 0;
+	BkGtidState server;
+	BkError parse_err;
+	bool ok;
+
+	if (stmt == NULL ||
+		mysql_stmt_prepare(stmt, "SELECT BINLOG_GTID_POS(?, ?)", 28) != 0)
+	{
+		agent_log("WARNING",
+				  "could not check the server's GTID state at %s:%" PRIu64
+				  " before resuming (preparing BINLOG_GTID_POS: %s)",
+				  stream->position.file, stream->position.offset,
+				  stmt ? mysql_stmt_error(stmt) : "out of memory");
+		if (stmt)
+			mysql_stmt_close(stmt);
+		return true;
+	}
+	memset(params, 0, sizeof(params));
+	params[0].buffer_type = MYSQL_TYPE_STRING;
+	params[0].buffer = stream->position.file;
+	params[0].buffer_length = file_len;
+	params[0].length = &file_len;
+	params[1].buffer_type = MYSQL_TYPE_LONGLONG;
+	params[1].buffer = &pos;
+	params[1].is_unsigned = 1;
+	memset(&result, 0, sizeof(result));
+	result.buffer_type = MYSQL_TYPE_STRING;
+	result.buffer = text;
+	result.buffer_length = sizeof(text) - 1;
+	result.length = &text_len;
+	result.is_null = &text_null;
+	ok = mysql_stmt_bind_param(stmt, params) == 0 &&
+		 mysql_stmt_execute(stmt) == 0 &&
+		 mysql_stmt_bind_result(stmt, &result) == 0 &&
+		 mysql_stmt_fetch(stmt) == 0;
+	if (!ok || text_null)
+	{
+		agent_log("WARNING",
+				  "could not check the server's GTID state at %s:%" PRIu64
+				  " before resuming (BINLOG_GTID_POS: %s)",
+				  stream->position.file, stream->position.offset,
+				  ok ? "no GTID state there" : mysql_stmt_error(stmt));
+		mysql_stmt_close(stmt);
+		return true;
+	}
+	mysql_stmt_close(stmt);
+	text[text_len < sizeof(text) ? text_len : sizeof(text) - 1] = '\0';
+	if (!bk_gtid_state_parse(text, &server, &parse_err))
+	{
+		agent_log("WARNING",
+				  "could not check the server's GTID state at %s:%" PRIu64
+				  " before resuming: BINLOG_GTID_POS gave \"%s\" (%s)",
+				  stream->position.file, stream->position.offset, text,
+				  parse_err.message);
+		return true;
+	}
+	if (bk_gtid_state_follows(&stream->gtid, &server))
+		return true;
+	bk_gtid_state_format(&stream->gtid, ours, sizeof(ours));
+	agent_audit(stream->agent, "binlog-reset",
+				"the server's GTID state where the archive ends differs from"
+				" the archive's: the binlog file is another one under the"
+				" same name",
+				&stream->position);
+	return bk_error_set(err, BK_ERR_CONFLICT,
+						"at %s:%" PRIu64 ", where the archive ends, the"
+						" server's GTID state is %s, but the archive reached"
+						" %s there: the server's \"%s\" is not the file"
+						" archived (RESET MASTER, or a new server, reused the"
+						" binlog names)",
+						stream->position.file, stream->position.offset,
+						text[0] ? text : "(empty)", ours[0] ? ours : "(empty)",
+						stream->position.file) ||
+		   bk_error_hint(err,
+						 "bk does not archive a second history under the same"
+						 " names.  Give the agent a new source_id and take a"
+						 " snapshot; the old archive stays restorable.");
+}
+
+/*
  * current_file
  *		The file the server writes now (SHOW MASTER STATUS).
  */
@@ -846,6 +950,9 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		return bk_error_set(err, BK_ERR_NOT_FOUND,
 							"the binlog file \"%s\" is not on the server",
 							stream->position.file);
+	else if (stream->position.offset > BK_BINLOG_MAGIC_LEN &&
+			 stream->gtid.count > 0 && !check_resume_gtid(stream, err))
+		return false;
 
 	/*
 	 * Capability 4: real GTID events; the checksum variable: the server

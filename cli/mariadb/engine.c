@@ -383,52 +383,60 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	return true;
 }
 
-/* The GTID list a file starts with (BkBinlogEventFn). */
-static bool
-note_gtid_list(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
-			   const uint8_t *event, BkError *err)
-{
-	BkGtidState *state = arg;
-
-	if (header->type != BK_BINLOG_GTID_LIST_EVENT)
-		return true;
-	return bk_gtid_state_apply(state, event, header->length, err);
-}
-
 /*
- * check_gtid_continuity
- *		A file's GTID list is the server's account of everything logged
- *		before it: it must equal the GTID state the archive reached at the
- *		end of the file before, or transactions are missing between them.
+ * A file's GTID state as verify walks its chain (BkBinlogEventFn): its
+ * GTID list, followed with every transaction that ends in it, as bk
+ * restore follows it.  Whole transactions: one the archive holds only the
+ * start of is not reached (a replay would stop inside it).
  */
-static void
-check_gtid_continuity(BkVerifier *verifier, const BinlogFile *previous,
-					  const BinlogFile *file, const BkGtidState *starts)
+typedef struct FileGtids
 {
-	BkGtidState ended;
-	BkError parse_err;
-	char starts_text[BK_BINLOG_GTID_STATE_MAX];
-	char ended_text[BK_BINLOG_GTID_STATE_MAX];
+	BkVerifier *verifier;
+	const BinlogFile *file;
+	const BinlogFile *previous;     /* the archive goes on from it, or NULL */
+	const BkGtidList *previous_end; /* what previous reached */
+	const int *checksum_alg;
+	BkBinlogTxn txn;
+	BkGtidList reached;
+	bool known; /* its GTID list was met */
+} FileGtids;
 
-	if (previous == NULL || !previous->complete || previous->last == NULL)
-		return;
-	if (!bk_gtid_state_parse(previous->last->gtid, &ended, &parse_err))
+static bool
+follow_file_gtids(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
+				  const uint8_t *event, BkError *err)
+{
+	FileGtids *walk = arg;
+	char differs[512];
+	bool ended;
+
+	if (header->type == BK_BINLOG_GTID_LIST_EVENT && !walk->known)
 	{
-		bk_verify_problem(verifier, previous->last->name,
-						  "its GTID metadata \"%s\" is malformed: %s",
-						  previous->last->gtid, parse_err.message);
-		return;
+		if (!bk_gtid_list_read(&walk->reached, event, header->length, err))
+			return false;
+		walk->known = true;
+		/*
+		 * The server's account of everything logged before the file: a
+		 * file before it that lost its last range (and its ROTATE) still
+		 * passes for complete, as after a crash, when this one follows.
+		 */
+		if (walk->previous_end != NULL &&
+			!bk_gtid_list_follows(walk->previous_end, &walk->reached, differs,
+								  sizeof(differs)))
+			bk_verify_problem(walk->verifier, walk->file->name,
+							  "binlog GTID discontinuity: its GTID list says"
+							  " the server had logged %s before it, which the"
+							  " archive of %s, up to %" PRIu64 ", does not"
+							  " reach: transactions between them are missing",
+							  differs, walk->previous->name,
+							  walk->previous->covered_end);
+		return true;
 	}
-	/* Both in one form: domains in order, as bk prints them. */
-	bk_gtid_state_format(starts, starts_text, sizeof(starts_text));
-	bk_gtid_state_format(&ended, ended_text, sizeof(ended_text));
-	if (strcmp(starts_text, ended_text) != 0)
-		bk_verify_problem(verifier, file->name,
-						  "binlog GTID discontinuity: it starts after GTID %s,"
-						  " but the archive of %s ends at %s",
-						  starts_text[0] ? starts_text : "(none)",
-						  previous->name,
-						  ended_text[0] ? ended_text : "(none)");
+	if (!bk_binlog_txn_feed(&walk->txn, event, header->length,
+							*walk->checksum_alg, &ended, err))
+		return false;
+	if (ended && walk->known)
+		return bk_gtid_list_note(&walk->reached, &walk->txn.gtid, err);
+	return true;
 }
 
 static bool
@@ -436,16 +444,35 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				  BkError *err)
 {
 	BinlogCatalog catalog;
+	FileGtids *walk = bk_cli_alloc_zero(1, sizeof(FileGtids));
+	BkGtidList *previous_end = bk_cli_alloc_zero(1, sizeof(BkGtidList));
+	bool previous_known = false;
 
 	if (!binlog_catalog_load(repo, source, &catalog, err))
+	{
+		free(walk);
+		free(previous_end);
 		return false;
+	}
 	for (int fileIdx = 0; fileIdx < catalog.file_count; fileIdx++)
 	{
 		const BinlogFile *file = &catalog.files[fileIdx];
+		const BinlogFile *previous =
+			fileIdx > 0 ? &catalog.files[fileIdx - 1] : NULL;
 		int checksum_alg = BK_BINLOG_CHECKSUM_OFF;
-		BkGtidState starts = {0};
-		bool walked_start = false;
+		bool followed = file->gap_end == 0;
 
+		memset(walk, 0, sizeof(*walk));
+		walk->verifier = verifier;
+		walk->file = file;
+		walk->checksum_alg = &checksum_alg;
+		/* Where the archive does not go on, a gap is reported instead. */
+		if (previous_known && previous->complete && file->gap_before == NULL &&
+			file_number(file->name) == file_number(previous->name) + 1)
+		{
+			walk->previous = previous;
+			walk->previous_end = previous_end;
+		}
 		for (int idx = 0; idx < file->range_count; idx++)
 		{
 			const BinlogRange *range = &file->ranges[idx];
@@ -459,6 +486,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 									  &object, &problem))
 			{
 				bk_verify_problem(verifier, range->name, "%s", problem.message);
+				followed = false;
 				continue;
 			}
 			verifier->stored_bytes += object.object_size;
@@ -478,25 +506,29 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					bk_verify_problem(verifier, range->name,
 									  "holds %zu bytes, its name says %" PRIu64,
 									  len, want);
-				else if (!bk_binlog_walk(
+				else if (bk_binlog_walk(
 							 file->name, range->start, data, len, &checksum_alg,
-							 range->start == 0 ? note_gtid_list : NULL, &starts,
+							 range->in_chain ? follow_file_gtids : NULL, walk,
 							 &problem))
+				{
+					free(data);
+					continue;
+				}
+				else
 					bk_verify_problem(verifier, range->name, "%s",
 									  problem.message);
-				else if (range->start == 0)
-					walked_start = true;
 				free(data);
+				if (range->in_chain)
+					followed = false;
 			}
 		}
-		if (walked_start && fileIdx > 0 &&
-			file_number(file->name) ==
-				file_number(catalog.files[fileIdx - 1].name) + 1)
-			check_gtid_continuity(verifier, &catalog.files[fileIdx - 1], file,
-								  &starts);
+		previous_known = verifier->decoder != NULL && followed && walk->known;
+		*previous_end = walk->reached;
 	}
 	describe_gaps(&catalog, verify_gap, verifier);
 	binlog_catalog_free(&catalog);
+	free(walk);
+	free(previous_end);
 	return verify_snapshots(verifier, repo, source, err);
 }
 

@@ -16,10 +16,12 @@
 #include "binlog_catalog.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
+#include "engine.h"
 #include "repo.h"
 #include "restore.h"
 #include "snapshot_catalog.h"
 #include "times.h"
+#include "verify.h"
 
 #define SOURCE "test-mariadb"
 
@@ -486,7 +488,7 @@ add_gtid_list(uint8_t *file, size_t *len, uint32_t stamp, const uint64_t *seqs,
 static void
 archive_binlog_part(Fixture *f, const char *file, const uint8_t *bytes,
 					size_t start, size_t end, uint32_t last_event_time,
-					const char *extra)
+					const char *gtid, const char *extra)
 {
 	char name[BK_OBJECT_NAME_MAX + 1];
 	char meta[512];
@@ -494,10 +496,30 @@ archive_binlog_part(Fixture *f, const char *file, const uint8_t *bytes,
 	snprintf(name, sizeof(name), "%s/%010zu-%010zu", file, start, end);
 	snprintf(meta, sizeof(meta),
 			 "type=binlog-range\nbinlog-file=%s\nstart=%zu\nend=%zu\n"
-			 "events=2\nlast-event-time=%" PRIu32 "\ngtid=0-1-2\n"
+			 "events=2\nlast-event-time=%" PRIu32 "\ngtid=%s\n"
 			 "created=2026-11-24T10:00:01.000Z%s",
-			 file, start, end, last_event_time, extra);
+			 file, start, end, last_event_time, gtid, extra);
 	archive(f, BK_KIND_BINLOG, name, meta, bytes + start, end - start);
+}
+
+/* bk verify of the source with the key: its problems, as JSON text. */
+static char *
+verify_problems(Fixture *f)
+{
+	BkVerifier verifier = {
+		.ring = &f->ring, .decoder = f->decoder, .json = true};
+	BkError err;
+	char *text;
+
+	verifier.problem_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(bk_engine_mariadb.verify(&verifier, f->repo, SOURCE, &err));
+	text = json_dumps(verifier.problem_list, 0);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+	return text;
 }
 
 /*
@@ -506,36 +528,58 @@ archive_binlog_part(Fixture *f, const char *file, const uint8_t *bytes,
  * ROTATE the file passes for one a crash ended, complete because 000002
  * follows it, and nothing inside either file is a hole: only 000002's GTID
  * list, which says 0-1-3 was logged before it, shows the archive of 000001
- * ends short.  A restore across it is refused; one before it is not; with
- * the range archived, all goes through.
+ * ends short.  A restore across it is refused; one before it is not; bk
+ * verify names it; with the range archived, all goes through.
  */
+/*
+ * 000001: an empty GTID list, 0-1-1 at 09:00, 0-1-2 at 09:01, then 0-1-3
+ * at 09:02 and the ROTATE from *cut on; 000002: its GTID list 0-1-3, and
+ * 0-1-4 at 09:05.
+ */
+static void
+build_two_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
+				size_t *len2)
+{
+	uint8_t rotate[8 + 18] = {4};
+	uint64_t reached = 3;
+
+	*len1 = *len2 = BK_BINLOG_MAGIC_LEN;
+	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(first, len1, T0900, NULL, 0);
+	add_transaction(first, len1, 1, T0900, T0900);
+	add_transaction(first, len1, 2, T0900 + 60, T0900 + 60);
+	*cut = *len1;
+	add_transaction(first, len1, 3, T0900 + 120, T0900 + 120);
+	memcpy(rotate + 8, "mariadb-bin.000002", 18);
+	add_event(first, len1, BK_BINLOG_ROTATE_EVENT, T0900 + 120, rotate,
+			  sizeof(rotate));
+	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(second, len2, T0900 + 120, &reached, 1);
+	add_transaction(second, len2, 4, T0900 + 300, T0900 + 300);
+}
+
 static void
 test_gtid_list_continuity(void **state)
 {
 	Fixture *f = *state;
 	uint8_t first[512], second[256];
-	size_t len1 = BK_BINLOG_MAGIC_LEN, len2 = BK_BINLOG_MAGIC_LEN, cut;
-	uint8_t rotate[8 + 18] = {4};
-	uint64_t reached = 3;
+	size_t len1, len2, cut;
 	char expect[64];
+	char *problems;
 	BkError err;
 
-	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
-	add_gtid_list(first, &len1, T0900, NULL, 0);
-	add_transaction(first, &len1, 1, T0900, T0900);
-	add_transaction(first, &len1, 2, T0900 + 60, T0900 + 60);
-	cut = len1;
-	add_transaction(first, &len1, 3, T0900 + 120, T0900 + 120);
-	memcpy(rotate + 8, "mariadb-bin.000002", 18);
-	add_event(first, &len1, BK_BINLOG_ROTATE_EVENT, T0900 + 120, rotate,
-			  sizeof(rotate));
-	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
-	add_gtid_list(second, &len2, T0900 + 120, &reached, 1);
-	add_transaction(second, &len2, 4, T0900 + 300, T0900 + 300);
+	build_two_files(first, &len1, &cut, second, &len2);
 
-	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60, "");
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
 	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
-						"\ncomplete-until=1795514400000");
+						"0-1-4", "\ncomplete-until=1795514400000");
+
+	/* bk verify reads the events with the key: it tells too. */
+	problems = verify_problems(f);
+	assert_non_null(strstr(problems, "binlog GTID discontinuity"));
+	assert_non_null(strstr(problems, "0-1-3 (reached 0-1-2)"));
+	free(problems);
 
 	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
 	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
@@ -566,11 +610,45 @@ test_gtid_list_continuity(void **state)
 
 	/* The range arrives: 000002 follows 000001. */
 	archive_binlog_part(f, "mariadb-bin.000001", first, cut, len1, T0900 + 120,
+						"0-1-3",
 						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
 	assert_true(plan_target(f, TARGET_LATEST, NULL, &err));
 	assert_int_equal(f->groups, 4);
 	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:06:00", &err));
 	assert_int_equal(f->groups, 4);
+	problems = verify_problems(f);
+	assert_string_equal(problems, "[]");
+	free(problems);
+}
+
+/*
+ * The lost range held the XID of 0-1-3 and the ROTATE: 000001's archive
+ * has the GTID event of 0-1-3, so the agent's gtid= metadata of its last
+ * range says 0-1-3, as 000002's list does, but the transaction is not
+ * whole.  bk verify, following whole transactions as restore does, names
+ * it; restore refuses.
+ */
+static void
+test_gtid_list_transaction_cut(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	char *problems;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	cut += BK_BINLOG_HEADER_LEN + 13; /* the GTID event of 0-1-3 */
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 120,
+						"0-1-3", "");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+	problems = verify_problems(f);
+	assert_non_null(strstr(problems, "binlog GTID discontinuity"));
+	assert_non_null(strstr(problems, "0-1-3 (reached 0-1-2)"));
+	free(problems);
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, "0-1-3 (reached 0-1-2)");
 }
 
 #define SNAP_NEW "20261124T051200Z-0000abcd"
@@ -747,6 +825,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_time_target_ddl_ends_after_its_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_list_continuity, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_gtid_list_transaction_cut, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),

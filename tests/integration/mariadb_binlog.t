@@ -11,12 +11,15 @@
 #   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
 #   byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
 #   a binlog-gap audit event, a GAP in bk list, bk verify exit 4, and
-#   archiving goes on after the gap; no plaintext in the topic or the
-#   repository.
+#   archiving goes on after the gap; RESET MASTER while the agent is
+#   stopped after a ROTATE: the name it resumes at written again, an ERROR,
+#   a binlog-gtid-discontinuity audit event, a GAP in bk list, bk verify
+#   exit 4; no plaintext in the topic or the repository.
 #
 # Expects MariaDB and Kafka from scripts/services (MariaDB started with
 # BK_AGENT_SOCKET in its environment, the path the agent's control socket
-# takes here).  Purges old binlogs of that server.
+# takes here).  Purges old binlogs of that server, and resets its binlog
+# (RESET MASTER).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -569,6 +572,43 @@ my "FLUSH BINARY LOGS" >/dev/null
 mapfile -t files < <(closed_since "$mark")
 check_files "across 30 s without Kafka" "${files[@]}"
 is "$(gaps)" "$gaps_before" "across 30 s without Kafka: no new gap"
+
+# ---------------------------------------------------------------- RESET MASTER while the agent is stopped
+# The archive ends with a ROTATE, so the agent resumes at the next file's
+# start; the server, reset, writes that name again before the agent is
+# back.  The new file's GTID list does not follow the archive: the agent
+# says so and marks a gap there, which bk list and bk verify show.
+
+last="$(current_file)"
+my "FLUSH BINARY LOGS" >/dev/null
+wait_for 90 "$last archived to its ROTATE" all_archived "$last"
+stop_agent TERM
+next="$(printf '%s.%06d' "${last%.*}" "$((10#${last##*.} + 1))")"
+out="$(my "RESET MASTER")"
+ok $? "agent stopped after $last; RESET MASTER" || diag "$out"
+workload 3 >/dev/null
+while [[ "$(current_file)" < "$next" ]]; do
+    my "FLUSH BINARY LOGS" >/dev/null || break
+done
+is "$(current_file)" "$next" "the server writes $next again, in another history"
+start_agent
+ok $? "the agent starts again after the reset"
+wait_for 30 "the discontinuity reported" grep -q "binlog \"$next\" starts with the GTID list" "$alog"
+like "$(cat "$alog")" "ERROR: binlog \"$next\" starts with the GTID list [0-9,-]+, but the archive reached [0-9,-]+: .*marked with a gap before \"$next\"" \
+    "the agent logs a loud ERROR naming $next and the gap mark"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+audit_discontinuity() { audit | grep '"event":"binlog-gtid-discontinuity"' | grep -q "\"binlog_file\":\"$next\""; }
+wait_for 30 "binlog-gtid-discontinuity audit event" audit_discontinuity
+ok $? "a binlog-gtid-discontinuity audit event naming $next is on $prefix.audit"
+workload 3 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+wait_for 90 "$next archived" all_archived "$next"
+out="$(bkc list --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $next: the archive does not go on into it from $last: the agent marked it gap-before=$next:4" \
+    "bk list shows the GAP between the two histories" || diag "$out"
+out="$(bkc verify --source "$source_id" 2>&1)"
+is $? 4 "bk verify exits 4"
+like "$out" "$next: binlog gap: the archive does not go on into it from $last" "naming the gap" || diag "$out"
 
 # ---------------------------------------------------------------- no plaintext
 

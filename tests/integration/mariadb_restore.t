@@ -21,8 +21,9 @@
 #  - the target time is read with its zone whatever the restore host's TZ,
 #    and two commits in one second are never split;
 #  - refusals that change nothing: a target server that is not empty, a
-#    target past the archive, a gap, a corrupted range (bk verify names
-#    it), a --dry-run; bk expire, then a restore to the oldest kept moment.
+#    target past the archive, a gap, a file that lost its last range (its
+#    ROTATE with it: the next file's GTID list tells), a corrupted range
+#    (bk verify names them), a --dry-run; bk expire, then a restore to the oldest kept moment.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -392,6 +393,27 @@ ok $? "a target before the gap is restored" || diag "$out"
 fingerprint tmy >"$dir/gap.fp"
 cmp -s "$dir/m2.fp" "$dir/gap.fp"
 ok $? "... exactly" || diag "$(diff "$dir/m2.fp" "$dir/gap.fp" | head)"
+
+# The last range of the file before m3's lost, its ROTATE with it: nothing
+# in either file is a hole, and the file passes for one a crash ended (the
+# next file follows); the next file's GTID list shows what is missing.
+prev_file="$(printf '%s.%06d' "${first_m3_file%.*}" "$((10#${first_m3_file##*.} - 1))")"
+tail_ranges=("$repo/$source_id/binlog/$prev_file"/*)
+[[ "${#tail_ranges[@]}" -ge 2 ]]
+ok $? "the file before m3's, $prev_file, is archived in ${#tail_ranges[@]} ranges"
+cp -a "$repo" "$dir/repo-tail"
+rm "$dir/repo-tail/$source_id/binlog/$prev_file/$(basename "${tail_ranges[-1]}")"
+target_reset
+out="$(restore --repo "$dir/repo-tail" --snapshot "$snap1" 2>&1)"
+is $? 1 "a restore across a file that lost its last range is refused"
+like "$out" "binlog $first_m3_file does not follow $prev_file in the archive: its GTID list says the server had logged" \
+    "... naming both files and the GTIDs missing" || diag "$out"
+like "$out" "bk verify --source $source_id" "... and what to do" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-tail" --source "$source_id" 2>&1)"
+is $? 4 "bk verify exits 4"
+like "$out" "$first_m3_file: binlog GTID discontinuity" "... naming the file that does not follow" || diag "$out"
 
 cp -a "$repo" "$dir/repo-bad"
 victim="$dir/repo-bad/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}")"

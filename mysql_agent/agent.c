@@ -153,6 +153,66 @@ agent_query(MYSQL *conn, const char *sql, BkError *err)
 }
 
 /*
+ * agent_binlog_gtid_pos
+ *		BINLOG_GTID_POS(file, pos), the values bound, not pasted.  A state
+ *		longer than out is an error (the fetch reports it truncated), never
+ *		cut short.
+ */
+bool
+agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos, char *out,
+					  size_t out_len, bool *found, BkError *err)
+{
+	static const char sql[] = "SELECT BINLOG_GTID_POS(?, ?)";
+	MYSQL_STMT *stmt = mysql_stmt_init(conn);
+	MYSQL_BIND params[2];
+	MYSQL_BIND result;
+	unsigned long file_len = (unsigned long) strlen(file);
+	unsigned long long position = pos;
+	unsigned long out_got = 0;
+	my_bool is_null = 0;
+
+	*found = false;
+	if (stmt == NULL || mysql_stmt_prepare(stmt, sql, sizeof(sql) - 1) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "preparing BINLOG_GTID_POS: %s",
+					 stmt ? mysql_stmt_error(stmt) : "out of memory");
+		if (stmt)
+			mysql_stmt_close(stmt);
+		return false;
+	}
+	memset(params, 0, sizeof(params));
+	params[0].buffer_type = MYSQL_TYPE_STRING;
+	params[0].buffer = (char *) file;
+	params[0].buffer_length = file_len;
+	params[0].length = &file_len;
+	params[1].buffer_type = MYSQL_TYPE_LONGLONG;
+	params[1].buffer = &position;
+	params[1].is_unsigned = 1;
+	memset(&result, 0, sizeof(result));
+	result.buffer_type = MYSQL_TYPE_STRING;
+	result.buffer = out;
+	result.buffer_length = out_len - 1;
+	result.length = &out_got;
+	result.is_null = &is_null;
+	if (mysql_stmt_bind_param(stmt, params) != 0 ||
+		mysql_stmt_execute(stmt) != 0 ||
+		mysql_stmt_bind_result(stmt, &result) != 0 ||
+		mysql_stmt_fetch(stmt) != 0)
+	{
+		bk_error_set(
+			err, BK_ERR_IO, "BINLOG_GTID_POS(%s, %" PRIu64 "): %s", file, pos,
+			mysql_stmt_errno(stmt) != 0 ? mysql_stmt_error(stmt)
+										: "the GTID state is too long");
+		mysql_stmt_close(stmt);
+		return false;
+	}
+	mysql_stmt_close(stmt);
+	out[is_null ? 0 : (out_got < out_len ? out_got : out_len - 1)] = '\0';
+	*found = !is_null;
+	return true;
+}
+
+/*
  * agent_connect
  *		A connection to the source server: UTC, binary-safe, bounded waits,
  *		packets as large as any event.

@@ -116,6 +116,14 @@ extern MYSQL *agent_connect(Agent *agent, BkError *err);
 extern bool agent_query(MYSQL *conn, const char *sql, BkError *err);
 
 /*
+ * The server's GTID state at a binlog position, BINLOG_GTID_POS(file,
+ * pos), into out; *found false when the server has none there (NULL).
+ */
+extern bool agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos,
+								  char *out, size_t out_len, bool *found,
+								  BkError *err);
+
+/*
  * binlog_resume.c: the end of the newest range of source Kafka holds;
  * *closed says that range ended its file (ROTATE or STOP).
  */

@@ -667,61 +667,26 @@ server_has_file(Stream *stream, const char *file, bool *has, bool *reset,
 static bool
 check_resume_gtid(Stream *stream, BkError *err)
 {
-	MYSQL_STMT *stmt = mysql_stmt_init(stream->conn);
-	MYSQL_BIND params[2];
-	MYSQL_BIND result;
-	unsigned long file_len = (unsigned long) strlen(stream->position.file);
-	unsigned long long pos = stream->position.offset;
 	char text[BK_BINLOG_GTID_STATE_MAX];
 	char ours[BK_BINLOG_GTID_STATE_MAX];
-	unsigned long text_len = 0;
-	my_bool text_null = 0;
 	BkGtidState server;
 	BkError parse_err;
-	bool ok;
+	BkError call_err;
+	bool found;
+	bool called;
 
-	if (stmt == NULL ||
-		mysql_stmt_prepare(stmt, "SELECT BINLOG_GTID_POS(?, ?)", 28) != 0)
+	called = agent_binlog_gtid_pos(stream->conn, stream->position.file,
+								   stream->position.offset, text, sizeof(text),
+								   &found, &call_err);
+	if (!called || !found)
 	{
 		agent_log("WARNING",
 				  "could not check the server's GTID state at %s:%" PRIu64
-				  " before resuming (preparing BINLOG_GTID_POS: %s)",
+				  " before resuming (%s)",
 				  stream->position.file, stream->position.offset,
-				  stmt ? mysql_stmt_error(stmt) : "out of memory");
-		if (stmt)
-			mysql_stmt_close(stmt);
+				  called ? "no GTID state there" : call_err.message);
 		return true;
 	}
-	memset(params, 0, sizeof(params));
-	params[0].buffer_type = MYSQL_TYPE_STRING;
-	params[0].buffer = stream->position.file;
-	params[0].buffer_length = file_len;
-	params[0].length = &file_len;
-	params[1].buffer_type = MYSQL_TYPE_LONGLONG;
-	params[1].buffer = &pos;
-	params[1].is_unsigned = 1;
-	memset(&result, 0, sizeof(result));
-	result.buffer_type = MYSQL_TYPE_STRING;
-	result.buffer = text;
-	result.buffer_length = sizeof(text) - 1;
-	result.length = &text_len;
-	result.is_null = &text_null;
-	ok = mysql_stmt_bind_param(stmt, params) == 0 &&
-		 mysql_stmt_execute(stmt) == 0 &&
-		 mysql_stmt_bind_result(stmt, &result) == 0 &&
-		 mysql_stmt_fetch(stmt) == 0;
-	if (!ok || text_null)
-	{
-		agent_log("WARNING",
-				  "could not check the server's GTID state at %s:%" PRIu64
-				  " before resuming (BINLOG_GTID_POS: %s)",
-				  stream->position.file, stream->position.offset,
-				  ok ? "no GTID state there" : mysql_stmt_error(stmt));
-		mysql_stmt_close(stmt);
-		return true;
-	}
-	mysql_stmt_close(stmt);
-	text[text_len < sizeof(text) ? text_len : sizeof(text) - 1] = '\0';
 	if (!bk_gtid_state_parse(text, &server, &parse_err))
 	{
 		agent_log("WARNING",

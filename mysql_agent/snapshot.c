@@ -920,13 +920,7 @@ consistent_point(SnapRun *run, BkError *err)
 {
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	MYSQL_STMT *stmt;
-	MYSQL_BIND params[2];
-	MYSQL_BIND result;
-	unsigned long file_len;
-	unsigned long long pos;
-	unsigned long gtid_len = 0;
-	my_bool gtid_null = 0;
+	bool found;
 
 	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_COMMIT", err))
 		return false;
@@ -955,48 +949,10 @@ consistent_point(SnapRun *run, BkError *err)
 							" is off, so no point in time after the snapshot"
 							" could be restored");
 
-	/* BINLOG_GTID_POS(file, pos), the values bound, not pasted. */
-	stmt = mysql_stmt_init(run->readers[0]);
-	if (stmt == NULL ||
-		mysql_stmt_prepare(stmt, "SELECT BINLOG_GTID_POS(?, ?)", 28) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "preparing BINLOG_GTID_POS: %s",
-					 stmt ? mysql_stmt_error(stmt) : "out of memory");
-		if (stmt)
-			mysql_stmt_close(stmt);
+	if (!agent_binlog_gtid_pos(run->readers[0], run->binlog_file,
+							   run->binlog_pos, run->gtid, sizeof(run->gtid),
+							   &found, err))
 		return false;
-	}
-	memset(params, 0, sizeof(params));
-	file_len = (unsigned long) strlen(run->binlog_file);
-	pos = run->binlog_pos;
-	params[0].buffer_type = MYSQL_TYPE_STRING;
-	params[0].buffer = run->binlog_file;
-	params[0].buffer_length = file_len;
-	params[0].length = &file_len;
-	params[1].buffer_type = MYSQL_TYPE_LONGLONG;
-	params[1].buffer = &pos;
-	params[1].is_unsigned = 1;
-	memset(&result, 0, sizeof(result));
-	result.buffer_type = MYSQL_TYPE_STRING;
-	result.buffer = run->gtid;
-	result.buffer_length = sizeof(run->gtid) - 1;
-	result.length = &gtid_len;
-	result.is_null = &gtid_null;
-	if (mysql_stmt_bind_param(stmt, params) != 0 ||
-		mysql_stmt_execute(stmt) != 0 ||
-		mysql_stmt_bind_result(stmt, &result) != 0 ||
-		mysql_stmt_fetch(stmt) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "BINLOG_GTID_POS(%s, %" PRIu64 "): %s",
-					 run->binlog_file, run->binlog_pos, mysql_stmt_error(stmt));
-		mysql_stmt_close(stmt);
-		return false;
-	}
-	run->gtid[gtid_null ? 0
-						: (gtid_len < sizeof(run->gtid)
-							   ? gtid_len
-							   : sizeof(run->gtid) - 1)] = '\0';
-	mysql_stmt_close(stmt);
 
 	/* Every reader holds a metadata lock on every table from now on. */
 	for (int idx = 0; idx < run->reader_count; idx++)

@@ -574,18 +574,25 @@ check_files "across 30 s without Kafka" "${files[@]}"
 is "$(gaps)" "$gaps_before" "across 30 s without Kafka: no new gap"
 
 # ---------------------------------------------------------------- RESET MASTER while the agent is stopped
-# The archive ends with a ROTATE, so the agent resumes at the next file's
-# start; the server, reset, writes that name again before the agent is
-# back.  The new file's GTID list does not follow the archive: the agent
-# says so and marks a gap there, which bk list and bk verify show.
+# The archive ends with a ROTATE (the agent, sending a range only at a
+# file's end, is killed with the next file's start unsent), so the agent
+# resumes at the next file's start; the server, reset, writes that name
+# again before the agent is back.  The new file's GTID list does not follow
+# the archive: the agent says so and marks a gap there, which bk list and
+# bk verify show.
 
+stop_agent TERM
+start_agent "$dir/agent-slow.conf"
+ok $? "the agent restarts with range_interval 1h"
 last="$(current_file)"
+workload 2 >/dev/null
 my "FLUSH BINARY LOGS" >/dev/null
 wait_for 90 "$last archived to its ROTATE" all_archived "$last"
-stop_agent TERM
+sleep 0.3
+stop_agent KILL
 next="$(printf '%s.%06d' "${last%.*}" "$((10#${last##*.} + 1))")"
 out="$(my "RESET MASTER")"
-ok $? "agent stopped after $last; RESET MASTER" || diag "$out"
+ok $? "agent killed after $last's ROTATE; RESET MASTER" || diag "$out"
 workload 3 >/dev/null
 while [[ "$(current_file)" < "$next" ]]; do
     my "FLUSH BINARY LOGS" >/dev/null || break

@@ -20,6 +20,7 @@
 #include "repo.h"
 #include "restore.h"
 #include "snapshot_catalog.h"
+#include "testrepo.h"
 #include "times.h"
 #include "verify.h"
 
@@ -73,37 +74,8 @@ static void
 archive(Fixture *f, int kind, const char *name, const char *meta,
 		const uint8_t *content, size_t len)
 {
-	BkObjectInfo info = {.kind = kind,
-						 .source_id = SOURCE,
-						 .name = name,
-						 .meta = meta,
-						 .size = len};
-	FrameList frames;
-	BkRepoUpload *upload;
-	BkObjectIdentity identity = {0};
-	BkPutResult result;
-	BkFrame last;
-	char tag[32];
-	BkError err;
-
-	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info, content, &frames);
-	snprintf(tag, sizeof(tag), "u%d", f->uploads++);
-	upload = bk_repo_upload_begin(f->repo, tag, &err);
-	assert_non_null(upload);
-	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
-		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
-										 frames.len[frameIdx], &err));
-	assert_true(bk_repo_upload_finish(upload, &err));
-	assert_true(bk_frame_parse(frames.data[frames.count - 1],
-							   frames.len[frames.count - 1], &last, &err));
-	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
-	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
-	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE, kind,
-									  name, &identity, &result, &err));
-	assert_int_equal(result, BK_PUT_CREATED);
-	bk_repo_upload_free(upload);
-	test_frames_free(&frames);
+	test_archive_object(f->repo, &f->key, &f->uploads, kind, SOURCE, name, meta,
+						content, len);
 }
 
 /*

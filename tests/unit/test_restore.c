@@ -14,14 +14,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bk_snapshot_format.h"
 #include "bk_keys.h"
+#include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "commands.h"
 #include "repo.h"
 #include "restore.h"
 #include "retention.h"
 #include "target.h"
+#include "testrepo.h"
 #include "times.h"
 #include "wal_catalog.h"
 
@@ -404,39 +405,8 @@ static void
 archive_content(WalFixture *f, const char *name, const char *meta,
 				const char *content)
 {
-	BkObjectInfo info = {.kind = BK_KIND_WAL,
-						 .source_id = SOURCE,
-						 .name = name,
-						 .meta = meta,
-						 .size = strlen(content)};
-	FrameList frames;
-	BkRepoUpload *upload;
-	BkObjectIdentity identity = {0};
-	BkPutResult result;
-	BkFrame last;
-	char tag[32];
-	BkError err;
-
-	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info,
-					   (const uint8_t *) content, &frames);
-	snprintf(tag, sizeof(tag), "u%d", f->uploads++);
-	upload = bk_repo_upload_begin(f->repo, tag, &err);
-	assert_non_null(upload);
-	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
-		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
-										 frames.len[frameIdx], &err));
-	assert_true(bk_repo_upload_finish(upload, &err));
-	assert_true(bk_frame_parse(frames.data[frames.count - 1],
-							   frames.len[frames.count - 1], &last, &err));
-	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
-	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
-	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
-									  BK_KIND_WAL, name, &identity, &result,
-									  &err));
-	assert_int_equal(result, BK_PUT_CREATED);
-	bk_repo_upload_free(upload);
-	test_frames_free(&frames);
+	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
+						name, meta, (const uint8_t *) content, strlen(content));
 }
 
 static void

@@ -1,0 +1,49 @@
+/*
+ * testrepo.c
+ *		See testrepo.h.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "bk_frame.h"
+#include "testrepo.h"
+
+void
+test_archive_object(BkRepo *repo, const BkKey *key, int *tag_counter, int kind,
+					const char *source, const char *name, const char *meta,
+					const uint8_t *content, size_t len)
+{
+	BkObjectInfo info = {.kind = kind,
+						 .source_id = source,
+						 .name = name,
+						 .meta = meta,
+						 .size = len};
+	FrameList frames;
+	BkRepoUpload *upload;
+	BkObjectIdentity identity = {0};
+	BkPutResult result;
+	BkFrame last;
+	char tag[32];
+	BkError err;
+
+	test_encode_object(key, BK_CHUNK_SIZE_MIN, &info, content, &frames);
+	snprintf(tag, sizeof(tag), "u%d", (*tag_counter)++);
+	upload = bk_repo_upload_begin(repo, tag, &err);
+	assert_non_null(upload);
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
+										 frames.len[frameIdx], &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_frame_parse(frames.data[frames.count - 1],
+							   frames.len[frames.count - 1], &last, &err));
+	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
+	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, source, kind,
+									  name, &identity, &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+	test_frames_free(&frames);
+}

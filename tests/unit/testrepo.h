@@ -1,0 +1,27 @@
+/*
+ * testrepo.h
+ *		Unit-test helper for tests that need objects in a real repository:
+ *		archive one as the shipper would (its frames spooled, finished and
+ *		committed under its identity).  Linked into the tests of the bk
+ *		tool, which have the repository library.
+ */
+#ifndef BK_TEST_REPO_H
+#define BK_TEST_REPO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bk_keys.h"
+#include "repo.h"
+
+/*
+ * Archive content as object name of kind in source, with metadata meta,
+ * encoded to key; tag_counter numbers the spool files.  The object must
+ * be new: anything but BK_PUT_CREATED fails the test.
+ */
+extern void test_archive_object(BkRepo *repo, const BkKey *key,
+								int *tag_counter, int kind, const char *source,
+								const char *name, const char *meta,
+								const uint8_t *content, size_t len);
+
+#endif /* BK_TEST_REPO_H */

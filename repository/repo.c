@@ -1035,6 +1035,18 @@ bk_repo_upload_free(BkRepoUpload *upload)
 		upload->repo->backend->upload_free(upload);
 }
 
+/* Where a rejected message's bytes, and why, are kept. */
+static bool
+rejected_keys(const char *topic, int32_t partition, int64_t offset,
+			  char key[BK_REPO_KEY_MAX], char reason_key[BK_REPO_KEY_MAX + 16],
+			  BkError *err)
+{
+	return key_printf(key, BK_REPO_KEY_MAX, err,
+					  BK_REPO_REJECTED_PREFIX "%s.%" PRId32 ".%" PRId64, topic,
+					  partition, offset) &&
+		   key_printf(reason_key, BK_REPO_KEY_MAX + 16, err, "%s.reason", key);
+}
+
 bool
 bk_repo_quarantine(BkRepo *repo, const char *topic, int32_t partition,
 				   int64_t offset, const void *data, size_t len,
@@ -1044,10 +1056,7 @@ bk_repo_quarantine(BkRepo *repo, const char *topic, int32_t partition,
 	char reason_key[BK_REPO_KEY_MAX + 16];
 	char text[BK_ERROR_MESSAGE_MAX + 64];
 
-	if (!key_printf(key, sizeof(key), err,
-					BK_REPO_REJECTED_PREFIX "%s.%" PRId32 ".%" PRId64, topic,
-					partition, offset) ||
-		!key_printf(reason_key, sizeof(reason_key), err, "%s.reason", key))
+	if (!rejected_keys(topic, partition, offset, key, reason_key, err))
 		return false;
 	snprintf(text, sizeof(text), "%s\n", reason);
 	return repo->backend->put_small(repo, key, data, len, err) &&
@@ -1064,10 +1073,7 @@ bk_repo_upload_quarantine(BkRepoUpload *upload, const char *topic,
 	char text[BK_ERROR_MESSAGE_MAX + 64];
 	bool created; /* either: kept before this restart, or now */
 
-	if (!key_printf(key, sizeof(key), err,
-					BK_REPO_REJECTED_PREFIX "%s.%" PRId32 ".%" PRId64, topic,
-					partition, offset) ||
-		!key_printf(reason_key, sizeof(reason_key), err, "%s.reason", key))
+	if (!rejected_keys(topic, partition, offset, key, reason_key, err))
 		return false;
 	snprintf(text, sizeof(text), "%s\n", reason);
 	if (!upload->repo->backend->upload_commit(upload, key, &created, err))

@@ -654,6 +654,25 @@ header_string(rd_kafka_message_t *msg, const char *name, char *out,
 }
 
 /*
+ * The rejected event of what was kept in rejected/ at offset, keyed by its
+ * source, or "unknown" when it names none.
+ */
+static bool
+audit_rejected(Shipper *shipper, Partition *p, int64_t offset,
+			   const char *source, const char *object, const char *reason)
+{
+	BkAuditEvent *event = bk_audit_begin("rejected", source);
+
+	bk_audit_string(event, "topic", p->topic);
+	bk_audit_int(event, "partition", p->partition);
+	bk_audit_int(event, "offset", offset);
+	bk_audit_string(event, "reason", reason);
+	bk_audit_string(event, "object", object);
+	return audit_send(shipper, p, offset, source[0] ? source : "unknown",
+					  event);
+}
+
+/*
  * A message that fails the keyless checks: keep its bytes in rejected/,
  * report it, and move on.  It can never become valid, so it must not hold
  * the partition's offset back.
@@ -665,7 +684,6 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	char source[BK_SOURCE_ID_MAX + 1];
 	char object[BK_OBJECT_NAME_MAX + 1];
 	BkError err;
-	BkAuditEvent *event;
 
 	header_string(msg, "bk-source", source, sizeof(source));
 	header_string(msg, "bk-object", object, sizeof(object));
@@ -685,14 +703,7 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_REPOSITORY);
 		return false;
 	}
-	event = bk_audit_begin("rejected", source);
-	bk_audit_string(event, "topic", p->topic);
-	bk_audit_int(event, "partition", p->partition);
-	bk_audit_int(event, "offset", msg->offset);
-	bk_audit_string(event, "reason", reason);
-	bk_audit_string(event, "object", object);
-	return audit_send(shipper, p, msg->offset, source[0] ? source : "unknown",
-					  event);
+	return audit_rejected(shipper, p, msg->offset, source, object, reason);
 }
 
 static bool
@@ -809,7 +820,6 @@ reject_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 			   const char *reason)
 {
 	const BkObjectTracker *object = &attempt->tracker;
-	BkAuditEvent *event;
 	BkError err;
 	bool ok;
 
@@ -831,13 +841,8 @@ reject_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_REPOSITORY);
 		return false;
 	}
-	event = bk_audit_begin("rejected", object->source);
-	bk_audit_string(event, "topic", p->topic);
-	bk_audit_int(event, "partition", p->partition);
-	bk_audit_int(event, "offset", attempt->first_offset);
-	bk_audit_string(event, "reason", reason);
-	bk_audit_string(event, "object", object->name);
-	ok = audit_send(shipper, p, attempt->first_offset, object->source, event);
+	ok = audit_rejected(shipper, p, attempt->first_offset, object->source,
+						object->name, reason);
 	attempt_unlink(p, attempt);
 	attempt_free(attempt);
 	return ok;

@@ -7,10 +7,13 @@
  * The consistent point (docs/mariadb-snapshot-format.md says what is sent):
  *
  *   control connection                 reader connections (one per job)
+ *   (accounts connection: LOCK TABLES on the account tables; account
+ *    statements wait from here, BLOCK_DDL does not stop them)
  *   BACKUP STAGE START
  *   BACKUP STAGE BLOCK_DDL             (DDL waits from here)
  *   every definition captured          (SHOW CREATE is not MVCC: DDL must
- *                                       be held off while it is read)
+ *                                       be held off while it is read;
+ *                                       accounts on their connection)
  *   BACKUP STAGE BLOCK_COMMIT          (commits wait, for a moment)
  *                                      START TRANSACTION WITH CONSISTENT
  *                                      SNAPSHOT, each: one and the same state
@@ -20,6 +23,7 @@
  *                                      metadata lock keeps DDL off them until
  *                                      the snapshot ends
  *   BACKUP STAGE END                   (commits and other DDL go on)
+ *   (accounts connection: UNLOCK TABLES; account statements go on)
  *                                      tables read in parallel, largest first
  *
  * BACKUP STAGE runs on its own connection because it auto-commits: on a
@@ -83,6 +87,8 @@ typedef struct SnapRun
 	SnapshotJob *job;
 	Agent *agent;
 	MYSQL *control;
+	MYSQL *accounts; /* reads the accounts, holding their tables */
+	bool accounts_locked;
 	MYSQL *readers[SNAPSHOT_JOBS_MAX];
 	int reader_count;
 	json_t *schema;
@@ -812,15 +818,58 @@ capture_tables(SnapRun *run, BkError *err)
 }
 
 /*
+ * The tables every account statement (CREATE/ALTER/DROP/RENAME USER,
+ * GRANT, REVOKE, SET PASSWORD, roles) writes, read-locked from before the
+ * accounts are read until the consistent point.  BACKUP STAGE BLOCK_DDL
+ * does not hold those statements off (they are not DDL to the backup
+ * lock), so without the lock an account changed after it was read and
+ * before the consistent point would be in neither the snapshot nor the
+ * binlog after it.  Under BLOCK_COMMIT they do wait, but reading the
+ * accounts there cannot work: a GRANT waiting to commit already holds the
+ * write lock on mysql.global_priv, and the read would wait for it.  With
+ * the read lock taken first, an account statement waits for it before it
+ * changes anything, holding nothing the backup stages need, and is logged
+ * after the snapshot's coordinates.  A writer queued on these tables stops
+ * other connections' reads of them (table locks serve writers first), so
+ * the accounts are read on the connection holding the lock.
+ */
+#define ACCOUNT_TABLES_LOCK                                                    \
+	"LOCK TABLES mysql.global_priv READ, mysql.db READ,"                       \
+	" mysql.tables_priv READ, mysql.columns_priv READ,"                        \
+	" mysql.procs_priv READ, mysql.proxies_priv READ,"                         \
+	" mysql.roles_mapping READ"
+
+static bool
+lock_account_tables(SnapRun *run, BkError *err)
+{
+	if (!run_statement(run, run->accounts, ACCOUNT_TABLES_LOCK, err))
+		return bk_error_hint(err, "The agent's MariaDB user needs LOCK TABLES"
+								  " and SELECT on the mysql schema, to hold"
+								  " account changes off while it reads the"
+								  " accounts.");
+	run->accounts_locked = true;
+	return true;
+}
+
+static void
+unlock_account_tables(SnapRun *run)
+{
+	if (run->accounts_locked)
+		mysql_query(run->accounts, "UNLOCK TABLES");
+	run->accounts_locked = false;
+}
+
+/*
  * capture_accounts
  *		Users and roles with their definition and grants.  mysql.user is a
  *		view over mysql.global_priv; the statements are the server's own.
+ *		Read under the account tables' lock, on its connection.
  */
 static bool
 capture_accounts(SnapRun *run, BkError *err)
 {
 	MYSQL_RES *list =
-		run_query(run, run->control,
+		run_query(run, run->accounts,
 				  "SELECT User, Host,"
 				  " IFNULL(JSON_VALUE(Priv, '$.is_role'), 'false')"
 				  " FROM mysql.global_priv"
@@ -852,9 +901,9 @@ capture_accounts(SnapRun *run, BkError *err)
 			continue;
 		}
 		/* String literals, escaped by the client library for this connection. */
-		mysql_real_escape_string(run->control, user, row[0],
+		mysql_real_escape_string(run->accounts, user, row[0],
 								 (unsigned long) strlen(row[0]));
-		mysql_real_escape_string(run->control, host, row[1],
+		mysql_real_escape_string(run->accounts, host, row[1],
 								 (unsigned long) strlen(row[1]));
 		/*
 		 * An account the server itself cannot show (a host name under
@@ -864,16 +913,16 @@ capture_accounts(SnapRun *run, BkError *err)
 		{
 			snprintf(sql, sizeof(sql), "SHOW CREATE USER '%s'@'%s'", user,
 					 host);
-			if (mysql_query(run->control, sql) != 0 ||
-				(res = mysql_store_result(run->control)) == NULL)
+			if (mysql_query(run->accounts, sql) != 0 ||
+				(res = mysql_store_result(run->accounts)) == NULL)
 			{
 				agent_log("WARNING",
 						  "snapshot %s: account '%s'@'%s' not"
 						  " captured: %s",
 						  run->job->id, row[0], row[1],
-						  mysql_error(run->control));
+						  mysql_error(run->accounts));
 				json_object_set_new(item, "unreadable",
-									json_string(mysql_error(run->control)));
+									json_string(mysql_error(run->accounts)));
 				json_array_append_new(array, item);
 				continue;
 			}
@@ -885,15 +934,15 @@ capture_accounts(SnapRun *run, BkError *err)
 		}
 		else
 			snprintf(sql, sizeof(sql), "SHOW GRANTS FOR '%s'", user);
-		if (mysql_query(run->control, sql) != 0 ||
-			(res = mysql_store_result(run->control)) == NULL)
+		if (mysql_query(run->accounts, sql) != 0 ||
+			(res = mysql_store_result(run->accounts)) == NULL)
 		{
 			agent_log("WARNING",
 					  "snapshot %s: grants of '%s'@'%s' not"
 					  " captured: %s",
-					  run->job->id, row[0], row[1], mysql_error(run->control));
+					  run->job->id, row[0], row[1], mysql_error(run->accounts));
 			json_object_set_new(item, "unreadable",
-								json_string(mysql_error(run->control)));
+								json_string(mysql_error(run->accounts)));
 			json_array_append_new(array, item);
 			continue;
 		}
@@ -1460,14 +1509,16 @@ audit_snapshot(SnapRun *run, const char *event_name, const char *state)
 
 /*
  * capture_consistent
- *		Block DDL, capture every definition, and reach the consistent point
- *		(the stage ends there).
+ *		Hold account changes and DDL off, capture every definition, and
+ *		reach the consistent point (the stage and the lock end there).
  */
 static bool
 capture_consistent(SnapRun *run, BkError *err)
 {
 	SnapshotJob *job = run->job;
 
+	if (!lock_account_tables(run, err))
+		return false;
 	if (!run_statement(run, run->control, "BACKUP STAGE START", err))
 		return false;
 	run->stage_open = true;
@@ -1484,7 +1535,10 @@ capture_consistent(SnapRun *run, BkError *err)
 	pthread_mutex_lock(&job->lock);
 	job->tables_total = run->table_count;
 	pthread_mutex_unlock(&job->lock);
-	return consistent_point(run, err);
+	if (!consistent_point(run, err))
+		return false;
+	unlock_account_tables(run);
+	return true;
 }
 
 static void
@@ -1515,6 +1569,7 @@ snapshot_reset_attempt(SnapRun *run)
 	if (run->stage_open)
 		mysql_query(run->control, "BACKUP STAGE END");
 	run->stage_open = false;
+	unlock_account_tables(run);
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_query(run->readers[idx], "ROLLBACK");
 	free_tables(run);
@@ -1551,6 +1606,9 @@ snapshot_run(SnapRun *run, BkError *err)
 
 	run->control = snapshot_connect(run, err);
 	if (run->control == NULL)
+		return false;
+	run->accounts = snapshot_connect(run, err);
+	if (run->accounts == NULL)
 		return false;
 	res = run_query(run, run->control, "SELECT VERSION()", true, err);
 	if (res == NULL)
@@ -1659,6 +1717,8 @@ snapshot_cleanup(SnapRun *run)
 			mysql_query(run->control, "BACKUP STAGE END");
 		mysql_close(run->control);
 	}
+	if (run->accounts != NULL)
+		mysql_close(run->accounts); /* and its lock with it */
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_close(run->readers[idx]);
 	free_tables(run);

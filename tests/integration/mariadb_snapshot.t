@@ -7,6 +7,8 @@
 #    snapshot-get, must satisfy both across tables copied by different
 #    jobs, and hold exactly the transfers the archived binlog commits before
 #    the snapshot's coordinates;
+#  - accounts created while the snapshot reads 1500 accounts are each in
+#    the snapshot or logged after its coordinates, never lost between;
 #  - under sysbench oltp_read_write with DDL in a loop, the snapshot
 #    succeeds and every sbtest table has its row count;
 #  - no hang: LOCK TABLES t WRITE; SELECT bk_snapshot() fails within the
@@ -40,6 +42,12 @@ role="bk_test_role_$$"
 agent_user="bk_agent_$$"
 
 
+drop_test_accounts() {
+    my "SELECT CONCAT('DROP USER ', QUOTE(User), '@', QUOTE(Host), ';')
+        FROM mysql.global_priv WHERE User LIKE 'bksnap\\_acl\\_%' OR User LIKE 'bksnap\\_fill\\_%'" |
+        my_batch >/dev/null
+}
+
 # shellcheck disable=SC2329 # called by the trap
 cleanup() {
     for pid in "${workload_pids[@]}"; do kill "$pid" 2>/dev/null; done
@@ -48,6 +56,7 @@ cleanup() {
     my "DROP DATABASE IF EXISTS $db; DROP DATABASE IF EXISTS ${db}_sb;
         DROP USER IF EXISTS bksnap_usage@'127.0.0.1'; DROP ROLE IF EXISTS $role;
         DROP USER IF EXISTS $agent_user@'127.0.0.1'" >/dev/null
+    drop_test_accounts
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -61,8 +70,8 @@ agent_user="bk_agent_$$"
 printf 'pw-%s\n' "$RANDOM$RANDOM" >"$dir/agent.password"
 chmod 600 "$dir/agent.password"
 out="$(my "CREATE USER $agent_user@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")';
-           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT
-             ON *.* TO $agent_user@'127.0.0.1'")"
+           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT,
+             LOCK TABLES ON *.* TO $agent_user@'127.0.0.1'")"
 ok $? "an agent user with the README's grants" || diag "$out"
 bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $MYSQL_TCP_PORT" \
     "mysql_user = $agent_user" "mysql_password_file = $dir/agent.password" \
@@ -199,6 +208,62 @@ for f in $files; do
 done
 is "$committed" "$ledger_rows" \
     "the archived binlog commits exactly the snapshot's transfers before $snap_file:$snap_pos"
+
+# ---------------------------------------------------------------- accounts
+# BACKUP STAGE BLOCK_DDL does not hold account statements off: one logged
+# after the snapshot read the accounts and before its consistent point would
+# be in neither the snapshot nor the binlog after it.  1500 accounts make
+# reading them take a while; meanwhile a client creates accounts in a loop.
+accounts_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
+python3 -c 'print("".join("CREATE USER bksnap_fill_%04d@localhost;" % i for i in range(1500)))' | my_batch >/dev/null
+is "$(my "SELECT COUNT(*) FROM mysql.global_priv WHERE User LIKE 'bksnap\\_fill\\_%'")" 1500 \
+    "1500 accounts for the snapshot to read"
+(
+    for i in $(seq 1 300); do
+        my "CREATE USER bksnap_acl_$i@localhost" >/dev/null || break
+    done
+) &
+creator=$!
+sleep 0.3
+result3="$(my "SELECT bk_snapshot('label=accounts')")"
+like "$result3" '"snapshot_id"' "bk_snapshot() while accounts are being created" || diag "$result3"
+wait "$creator"
+snap3="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result3")"
+snap3_file="$(sed -n 's/.*"binlog_file":"\([^"]*\)".*/\1/p' <<<"$result3")"
+snap3_pos="$(sed -n 's/.*"binlog_pos":\([0-9]*\).*/\1/p' <<<"$result3")"
+snap3_listed() { "$BK" list --config "$dir/bk.conf" --source "$source_id" | grep -q "snapshot $snap3 at"; }
+wait_for 60 "the accounts snapshot archived" snap3_listed
+out="$("$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" --snapshot "$snap3" "$dir/snap3" 2>&1)"
+ok $? "the accounts snapshot rebuilds and checks" || diag "$out"
+# Where each created account's CREATE USER is logged, from the file that was
+# current before the accounts were made.
+for f in $(my 'SHOW BINARY LOGS' | cut -f1); do
+    [[ "$f" < "$accounts_file" ]] && continue
+    my "SHOW BINLOG EVENTS IN '$f'" | awk -F'\t' -v f="$f" \
+        'match($6, /^CREATE USER bksnap_acl_[0-9]+@/) { print f "\t" $2 "\t" substr($6, 13, RLENGTH - 13) }'
+done >"$dir/acl-events.tsv"
+verdict="$(python3 -c 'import json,sys
+schema=json.load(open(sys.argv[1]))
+captured={a["user"] for a in schema["accounts"] if a["user"].startswith("bksnap_acl_")}
+snap=(sys.argv[3], int(sys.argv[4]))
+before=after=lost=0
+names=[]
+for line in open(sys.argv[2]):
+    f,pos,user=line.rstrip("\n").split("\t")
+    if (f,int(pos)) >= snap:
+        after+=1
+    elif user in captured:
+        before+=1
+    else:
+        lost+=1; names.append(user)
+print("%d %d %d %s" % (lost, before, after, " ".join(names[:5])))' \
+    "$dir/snap3/schema.json" "$dir/acl-events.tsv" "$snap3_file" "$snap3_pos")"
+read -r lost captured after lost_names <<<"$verdict"
+is "$lost" 0 "no account created during the snapshot is lost ($captured in the snapshot, $after logged after its coordinates)" ||
+    diag "lost: $lost_names"
+((captured + after == 300))
+ok $? "... and all 300 were accounted for" || diag "$verdict"
+drop_test_accounts
 
 # ---------------------------------------------------------------- sysbench + DDL
 sb=(sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1

@@ -21,6 +21,12 @@ my() {
         -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
 }
 
+# Statements from stdin, as root.
+my_batch() {
+    timeout 300 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+        -u root --connect-timeout=10 -N -B -r 2>&1
+}
+
 bk_test_agent_conf() {
     cat <<CONF
 source_id = $source_id

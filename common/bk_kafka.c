@@ -90,6 +90,7 @@ bk_kafka_broker_time(const rd_kafka_message_t *msg)
 
 bool
 bk_kafka_attempt_stalled(int64_t *attempt_time, int64_t message_time,
+						 int64_t attempt_local_ms, int64_t now_local_ms,
 						 int64_t abandon_after_ms)
 {
 	if (message_time < 0)
@@ -99,7 +100,8 @@ bk_kafka_attempt_stalled(int64_t *attempt_time, int64_t message_time,
 		*attempt_time = message_time;
 		return false;
 	}
-	return message_time - *attempt_time > abandon_after_ms;
+	return message_time - *attempt_time > abandon_after_ms &&
+		   now_local_ms - attempt_local_ms > abandon_after_ms;
 }
 
 size_t

@@ -64,16 +64,35 @@ extern int64_t bk_kafka_broker_time(const rd_kafka_message_t *msg);
 
 /*
  * The shipper's rule for giving up an object attempt whose chunks stopped
- * coming, applied to each open attempt of a partition after each message:
- * true when the message's broker time (bk_kafka_broker_time) is more than
- * abandon_after_ms past *attempt_time, the broker time of the attempt's
- * newest chunk.  A message without broker time decides nothing.  An attempt
- * whose newest chunk had none (*attempt_time -1, a topic switched from
- * CreateTime) takes the broker time of the next message that has one, which
- * the broker appended after that chunk, so the wait is never cut short.
+ * coming, applied to each open attempt of a partition: true when both
+ * clocks say more than abandon_after_ms passed since the attempt's newest
+ * chunk.
+ *
+ * The broker's: message_time, the broker time (bk_kafka_broker_time) of a
+ * later message of the partition, is more than abandon_after_ms past
+ * *attempt_time, the broker time of the attempt's newest chunk.  A message
+ * without broker time decides nothing.  An attempt whose newest chunk had
+ * none (*attempt_time -1, a topic switched from CreateTime) takes the
+ * broker time of the next message that has one, which the broker appended
+ * after that chunk, so the wait is never cut short.
+ *
+ * And the shipper's own: now_local_ms is more than abandon_after_ms past
+ * attempt_local_ms, both CLOCK_MONOTONIC (bk_monotonic_ms), the latter
+ * taken when this process handled the attempt's newest chunk.  Broker time
+ * alone is not enough: a broker's clock stepped forward, or a partition
+ * leader moved to a broker whose clock runs ahead, stamps the next message
+ * hours "later" while the attempt's next chunk is seconds away; giving the
+ * attempt up then loses an object Kafka acknowledged.  Local time cannot
+ * jump so, and a live attempt's next chunk is handled well within
+ * abandon_after of it.  Nor is local time alone: it says nothing about
+ * when the sources sent, so a shipper held up longer than abandon_after
+ * between two chunks of a live attempt (a slow repository, a dense
+ * backlog) would give it up.
  */
 extern bool bk_kafka_attempt_stalled(int64_t *attempt_time,
 									 int64_t message_time,
+									 int64_t attempt_local_ms,
+									 int64_t now_local_ms,
 									 int64_t abandon_after_ms);
 
 typedef void (*BkKafkaLogFn)(void *arg, int level, const char *facility,

@@ -30,26 +30,47 @@
  *
  * Abandoned attempts.  A source that crashes mid-object starts the object
  * over under a new attempt id; the old attempt never completes.  The shipper
- * gives an attempt up only when a later message in the same partition is
+ * gives an attempt up only when two clocks agree that its chunks stopped
+ * (bk_kafka_attempt_stalled): a later message in the same partition is
  * stamped by the broker (LogAppendTime) more than abandon_after after the
- * attempt's newest chunk (bk_kafka_attempt_stalled).  A CreateTime stamp is
- * a source's clock and never counts: one source with a clock hours fast
- * would otherwise give up another's acknowledged objects in flight.  On a
- * topic without LogAppendTime nothing is given up (the topic check refuses
- * such a topic, and the shipper warns once per partition).  Chunks of an
- * object whose every chunk the broker acknowledged are never that far apart
- * (each chunk is acknowledged within the source's Kafka timeout), so no
- * acknowledged object is ever given up.
+ * attempt's newest chunk, and this process's monotonic clock shows more
+ * than abandon_after since it handled that chunk.  Broker time alone is not
+ * enough: a broker clock stepped forward (an NTP correction) or a partition
+ * leader moved to a broker whose clock runs ahead stamps the next message
+ * hours "later" while the attempt's next chunk is seconds away, and giving
+ * the attempt up would drop an object Kafka acknowledged, which its source
+ * has reported archived.  A CreateTime stamp is a source's clock and never
+ * counts: one source with a clock hours fast would otherwise give up
+ * another's acknowledged objects in flight.  On a topic without
+ * LogAppendTime nothing is given up (the topic check refuses such a topic,
+ * and the shipper warns once per partition).  Chunks of an object whose
+ * every chunk the broker acknowledged are never that far apart: each chunk
+ * is acknowledged within the source's Kafka timeout of the one before, and
+ * handled here once the few messages between them are, so no acknowledged
+ * object is ever given up.
  * Giving up earlier, say when the same name starts again, would discard the
  * first of two sources that collide on one source id, and both copies must
  * be kept.
- * So the attempts open in a partition are at most the chunks 0 it carried in
- * abandon_after of broker time, whatever the backlog: thousands in a Kafka
- * brownout, where every retry of a source starts a new attempt.  Each holds
- * about 16 KiB and no file descriptor (the repository opens a spool file
- * only to write a chunk or to commit), so that costs memory, not the
- * shipper's limit of open files.  Pausing a partition at a cap of attempts
- * instead would stop the very messages that complete or give them up.
+ * Local time delays a give-up, never hastens one: reading a backlog fast,
+ * a dead attempt waits up to abandon_after of local time longer than broker
+ * time alone would have it wait, and a restarted shipper starts the local
+ * time of the attempts it re-reads again.  Meanwhile it holds its
+ * partition's committed offset back, which costs a longer re-read after a
+ * crash, nothing more.
+ * So an attempt stays open only while its newest chunk is within
+ * abandon_after of the partition's newest broker time, or was handled
+ * within abandon_after of local time: the attempts open in a partition are
+ * at most the chunks 0 it carried in abandon_after of broker time together
+ * with those the shipper read in the last abandon_after of local time.
+ * Live, both are about the same chunks: thousands in a Kafka brownout,
+ * where every retry of a source starts a new attempt.  Reading a backlog,
+ * the second is the larger: every chunk 0 of as much backlog as the
+ * shipper reads in abandon_after, bounded still by its read rate and by
+ * what Kafka retains.  Each holds about 16 KiB and no file descriptor (the
+ * repository opens a spool file only to write a chunk or to commit), so
+ * that costs memory, not the shipper's limit of open files.  Pausing a
+ * partition at a cap of attempts instead would stop the very messages that
+ * complete or give them up.
  *
  * Static group membership (group.instance.id) lets a restarted shipper take
  * its partitions back within seconds instead of after a session timeout.
@@ -115,6 +136,8 @@ typedef struct Attempt
 	int64_t first_offset;
 	int64_t last_timestamp; /* of its newest chunk, any type: for metrics */
 	int64_t broker_time;    /* of its newest chunk; -1: none (CreateTime) */
+	int64_t local_ms;       /* bk_monotonic_ms() when its newest chunk was
+							 * handled: broker time alone can jump */
 	BkObjectTracker tracker;
 	BkRepoUpload *upload; /* spooled as its chunks arrive */
 	BkSha256 *stored_sha; /* SHA-256 of the stored bytes, for the audit */
@@ -740,23 +763,27 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 
 /*
  * Give up attempts that stalled longer than abandon_after in broker time,
- * as told by a message with broker time message_time (-1: none).
+ * as told by a message with broker time message_time (-1: none), and in
+ * our own monotonic time.
  */
 static bool
 abandon_stalled(Shipper *shipper, Partition *p, int64_t message_time)
 {
 	Attempt *attempt = p->attempts;
+	int64_t now = bk_monotonic_ms();
 
 	while (attempt != NULL)
 	{
 		Attempt *next = attempt->next;
 
 		if (bk_kafka_attempt_stalled(&attempt->broker_time, message_time,
+									 attempt->local_ms, now,
 									 shipper->config->abandon_after_ms) &&
 			!abandon_attempt(
 				shipper, p, attempt,
-				"no chunk for longer than abandon_after while later "
-				"messages arrived; the source started over"))
+				"no chunk for longer than abandon_after, by the broker's "
+				"clock and by ours, while later messages arrived; the "
+				"source started over"))
 			return false;
 		attempt = next;
 	}
@@ -788,6 +815,7 @@ attempt_start(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	}
 	attempt->first_offset = msg->offset;
 	attempt->broker_time = -1;
+	attempt->local_ms = bk_monotonic_ms();
 	bk_tracker_reset(&attempt->tracker);
 	bk_hex_encode(frame->attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
 	snprintf(tag, sizeof(tag), "%s.%" PRId32 ".%" PRId64 ".%s", p->topic,
@@ -1055,6 +1083,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	attempt->stored_bytes += msg->len;
 	attempt->last_timestamp = timestamp;
 	attempt->broker_time = broker_time;
+	attempt->local_ms = bk_monotonic_ms();
 	if (attempt->tracker.complete && !finish_attempt(shipper, p, attempt))
 		return false;
 	return abandon_stalled(shipper, p, broker_time);

@@ -533,18 +533,21 @@ consume_first(rd_kafka_t **consumer, const char *topic)
 }
 
 /*
- * The shipper gives up an attempt by broker time only.  A source whose
- * clock runs 2 h fast writes CreateTime stamps 2 h ahead into a topic that
- * lacks LogAppendTime (as an operator's topic does by default; the mock
- * broker keeps producer stamps too): such a message must not make another
- * source's attempt, whose last chunk the broker stamped a second ago, look
- * stalled.
+ * The shipper gives up an attempt by broker time only, never by a
+ * producer's.  A source whose clock runs 2 h fast writes CreateTime stamps
+ * 2 h ahead into a topic that lacks LogAppendTime (as an operator's topic
+ * does by default; the mock broker keeps producer stamps too): such a
+ * message must not make another source's attempt, whose last chunk the
+ * broker stamped a second ago, look stalled.  Local time is well past
+ * abandon_after throughout, so broker time alone decides here.
  */
 static void
 test_give_up_by_broker_time(void **state)
 {
 	const int64_t abandon_after = 10 * 60 * 1000;
 	const int64_t now = bk_wall_ms();
+	const int64_t local = 1000;
+	const int64_t local_later = local + 2 * abandon_after;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *producer;
 	rd_kafka_t *consumer;
@@ -573,8 +576,9 @@ test_give_up_by_broker_time(void **state)
 	assert_int_equal(type, RD_KAFKA_TIMESTAMP_CREATE_TIME);
 	assert_int_equal(bk_kafka_broker_time(msg), -1);
 	attempt_time = now - 1000;
-	assert_false(bk_kafka_attempt_stalled(
-		&attempt_time, bk_kafka_broker_time(msg), abandon_after));
+	assert_false(bk_kafka_attempt_stalled(&attempt_time,
+										  bk_kafka_broker_time(msg), local,
+										  local_later, abandon_after));
 	assert_int_equal(attempt_time, now - 1000);
 	rd_kafka_message_destroy(msg);
 	rd_kafka_consumer_close(consumer);
@@ -583,9 +587,9 @@ test_give_up_by_broker_time(void **state)
 	/* Broker time past abandon_after: given up; up to it: not yet. */
 	attempt_time = now;
 	assert_false(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after,
-										  abandon_after));
+										  local, local_later, abandon_after));
 	assert_true(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after + 1,
-										 abandon_after));
+										 local, local_later, abandon_after));
 
 	/*
 	 * An attempt whose newest chunk had no broker time (a topic switched to
@@ -593,14 +597,67 @@ test_give_up_by_broker_time(void **state)
 	 * later than that chunk: never from an older clock.
 	 */
 	attempt_time = -1;
-	assert_false(bk_kafka_attempt_stalled(&attempt_time, -1, abandon_after));
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, -1, local, local_later,
+										  abandon_after));
 	assert_int_equal(attempt_time, -1);
-	assert_false(bk_kafka_attempt_stalled(&attempt_time, now, abandon_after));
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, now, local,
+										  local_later, abandon_after));
 	assert_int_equal(attempt_time, now);
 	assert_false(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after,
-										  abandon_after));
+										  local, local_later, abandon_after));
 	assert_true(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after + 1,
+										 local, local_later, abandon_after));
+}
+
+/*
+ * Broker time alone must not give an attempt up: a broker clock stepped
+ * forward (NTP), or a partition leader moved to a broker whose clock runs
+ * ahead, stamps the next message hours "later" while the attempt's next
+ * chunk, acknowledged like the others, is seconds away.  The shipper's own
+ * monotonic clock must agree.
+ */
+static void
+test_give_up_needs_both_clocks(void **state)
+{
+	const int64_t abandon_after = 10 * 60 * 1000;
+	const int64_t now = bk_wall_ms();
+	const int64_t local = 5000; /* any CLOCK_MONOTONIC reading */
+	int64_t attempt_time;
+
+	/* The broker's clock jumps 2 x abandon_after, ours moved 1 s: kept. */
+	attempt_time = now;
+	assert_false(bk_kafka_attempt_stalled(&attempt_time,
+										  now + 2 * abandon_after, local,
+										  local + 1000, abandon_after));
+	assert_int_equal(attempt_time, now);
+
+	/* Ours up to abandon_after: still kept; past it too: given up. */
+	assert_false(
+		bk_kafka_attempt_stalled(&attempt_time, now + 2 * abandon_after, local,
+								 local + abandon_after, abandon_after));
+	assert_true(bk_kafka_attempt_stalled(&attempt_time, now + 2 * abandon_after,
+										 local, local + abandon_after + 1,
 										 abandon_after));
+
+	/*
+	 * Ours past abandon_after, the broker's not (a shipper held up, or one
+	 * reading a backlog slowly): kept.
+	 */
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, now + abandon_after,
+										  local, local + 2 * abandon_after,
+										  abandon_after));
+	assert_false(bk_kafka_attempt_stalled(&attempt_time, now + 1000, local,
+										  local + 2 * abandon_after,
+										  abandon_after));
+
+	/* No broker time (CreateTime): never, however long ours. */
+	assert_false(bk_kafka_attempt_stalled(
+		&attempt_time, -1, local, local + 100 * abandon_after, abandon_after));
+	assert_int_equal(attempt_time, now);
+	attempt_time = -1;
+	assert_false(bk_kafka_attempt_stalled(
+		&attempt_time, -1, local, local + 100 * abandon_after, abandon_after));
+	assert_int_equal(attempt_time, -1);
 }
 
 int
@@ -619,6 +676,7 @@ main(void)
 		cmocka_unit_test(test_frame_headers),
 		cmocka_unit_test(test_batch_limits),
 		cmocka_unit_test(test_give_up_by_broker_time),
+		cmocka_unit_test(test_give_up_needs_both_clocks),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

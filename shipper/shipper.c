@@ -51,6 +51,8 @@
  * Giving up earlier, say when the same name starts again, would discard the
  * first of two sources that collide on one source id, and both copies must
  * be kept.
+ * The rule is applied after each message and, for a partition gone quiet,
+ * once a second against the broker time of its newest message.
  * Local time delays a give-up, never hastens one: reading a backlog fast,
  * a dead attempt waits up to abandon_after of local time longer than broker
  * time alone would have it wait, and a restarted shipper starts the local
@@ -157,6 +159,7 @@ typedef struct Partition
 	 * ASSIGNED_UNKNOWN: for the lag metric only. */
 	int64_t assigned_offset;
 	bool warned_create_time; /* a message without broker time was seen */
+	int64_t broker_time;     /* of the newest message handled; -1: none */
 	int64_t audit_hold; /* oldest offset whose audit event is unacknowledged;
 						 * -1: none */
 	Attempt *attempts;
@@ -346,6 +349,7 @@ partition_add(Shipper *shipper, const char *topic, int32_t partition)
 	p->partition = partition;
 	p->next_offset = -1;
 	p->committed = -1;
+	p->broker_time = -1;
 	p->assigned_offset = ASSIGNED_UNKNOWN;
 	p->audit_hold = -1;
 	p->kind = 0;
@@ -790,6 +794,23 @@ abandon_stalled(Shipper *shipper, Partition *p, int64_t message_time)
 	return true;
 }
 
+/*
+ * The same, for every partition, against the broker time of its newest
+ * message: run once a second, before committing.  An attempt that broker
+ * time gave up before our own clock did would otherwise wait for the
+ * partition's next message, holding its committed offset and lag up for as
+ * long as the partition stays quiet.  No new evidence is used: it is the
+ * decision the partition's newest message would take now.
+ */
+static bool
+abandon_stalled_all(Shipper *shipper)
+{
+	for (Partition *p = shipper->partitions; p != NULL; p = p->next)
+		if (!abandon_stalled(shipper, p, p->broker_time))
+			return false;
+	return true;
+}
+
 static Attempt *
 attempt_find(Partition *p, const BkFrame *frame)
 {
@@ -1007,6 +1028,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		return false;
 	}
 	p->next_offset = msg->offset + 1;
+	p->broker_time = broker_time;
 	if (broker_time < 0 && !p->warned_create_time)
 	{
 		p->warned_create_time = true;
@@ -1410,6 +1432,8 @@ main(int argc, char **argv)
 			bk_producer_poll(shipper.audit, 0);
 		if (bk_monotonic_ms() - shipper.last_commit_ms >= COMMIT_INTERVAL_MS)
 		{
+			if (!shipper.fatal && !abandon_stalled_all(&shipper))
+				shipper.fatal = true;
 			commit_offsets(&shipper, NULL);
 			update_lag_metrics(&shipper);
 		}

@@ -414,18 +414,19 @@ check_topic(const TopicState *topic, const BkTopicPolicy *policy, int brokers,
 					   topic->max_message_bytes, needed, BK_KAFKA_BATCH_CHUNKS,
 					   policy->chunk_size);
 	/*
-	 * The shipper gives up a stalled object attempt by broker time only
-	 * (shipper.c); under CreateTime the stamps are the sources' clocks, so
-	 * it could never give one up and the partition's offset would stay
-	 * behind it for good.  The audit topic is not judged by time.
+	 * The shipper gives up a stalled object attempt only when broker time
+	 * (with its own clock) says so, never by a source's clock (shipper.c);
+	 * under CreateTime the stamps are the sources' clocks, so it could
+	 * never give one up and the partition's offset would stay behind it
+	 * for good.  The audit topic is not judged by time.
 	 */
 	if (topic->kind != BK_TOPIC_AUDIT && topic->timestamp_type[0] &&
 		strcmp(topic->timestamp_type, "LogAppendTime") != 0)
 		report_finding(report, arg, result, BK_REPORT_ERROR, topic->name,
 					   "message.timestamp.type=%s: messages carry the "
 					   "sources' clocks, not the broker's, and the shipper "
-					   "gives up the attempts of crashed sources by broker "
-					   "time only; run \"kafka-configs.sh --bootstrap-server "
+					   "gives up the attempts of crashed sources only by "
+					   "broker time; run \"kafka-configs.sh --bootstrap-server "
 					   "BROKER --alter --entity-type topics --entity-name %s "
 					   "--add-config message.timestamp.type=LogAppendTime\"",
 					   topic->timestamp_type, topic->name);

@@ -11,7 +11,7 @@
  * newest message per key, and all of a source's chunks share its key), a
  * max.message.bytes below our largest message (every large chunk would be
  * refused), and a data topic without message.timestamp.type=LogAppendTime
- * (the shipper judges stalled attempts by broker time only).
+ * (without broker time the shipper never gives up a stalled attempt).
  */
 #ifndef BK_TOPICS_H
 #define BK_TOPICS_H

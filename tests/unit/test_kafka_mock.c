@@ -533,8 +533,8 @@ consume_first(rd_kafka_t **consumer, const char *topic)
 }
 
 /*
- * The shipper gives up an attempt by broker time only, never by a
- * producer's.  A source whose clock runs 2 h fast writes CreateTime stamps
+ * The shipper gives up an attempt by broker time, never by a producer's
+ * clock.  A source whose clock runs 2 h fast writes CreateTime stamps
  * 2 h ahead into a topic that lacks LogAppendTime (as an operator's topic
  * does by default; the mock broker keeps producer stamps too): such a
  * message must not make another source's attempt, whose last chunk the

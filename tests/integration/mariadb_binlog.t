@@ -14,7 +14,10 @@
 #   archiving goes on after the gap; RESET MASTER while the agent is
 #   stopped after a ROTATE: the name it resumes at written again, an ERROR,
 #   a binlog-gtid-discontinuity audit event, a GAP in bk list, bk verify
-#   exit 4; no plaintext in the topic or the repository.
+#   exit 4; RESET MASTER while the agent is stopped with the archive ending
+#   inside a file: the server's GTID state there checked, streaming
+#   refused with an ERROR and a binlog-reset audit event; no plaintext in
+#   the topic or the repository.
 #
 # Expects MariaDB and Kafka from scripts/services (MariaDB started with
 # BK_AGENT_SOCKET in its environment, the path the agent's control socket
@@ -40,12 +43,6 @@ for prog in "$BK" "$SHIPPER" "$AGENT"; do
     [[ -x "$prog" ]] || bail_out "$prog is not built: make tests"
 done
 
-# my [--user NAME] SQL: one statement's output, errors included.
-# my_script: SQL from stdin.
-my_script() {
-    timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
-        -u root --connect-timeout=10 -N -B 2>&1
-}
 
 server_pid="$(cat "$(my 'SELECT @@pid_file')" 2>/dev/null)"
 [[ "$server_pid" =~ ^[0-9]+$ ]] || bail_out "cannot find mariadbd's pid"
@@ -616,6 +613,46 @@ like "$out" "GAP: binlog $next: the archive does not go on into it from $last: t
 out="$(bkc verify --source "$source_id" 2>&1)"
 is $? 4 "bk verify exits 4"
 like "$out" "$next: binlog gap: the archive does not go on into it from $last" "naming the gap" || diag "$out"
+
+# ---------------------------------------------------------------- RESET MASTER, the archive ending inside a file
+# The archive ends inside a file; the agent is killed; RESET MASTER; the
+# server writes that name again, past where the archive ends.  The name
+# cannot tell (the server's newest file is not older than the archive's),
+# so the agent asks the server for its GTID state at that position
+# (BINLOG_GTID_POS) and refuses to stream a second history under the same
+# name.  Both histories write transactions of the same sizes from the
+# file's start, so the position is an event boundary in both and the
+# server can answer.
+my "FLUSH BINARY LOGS" >/dev/null
+inside="$(current_file)"
+workload 5 >/dev/null
+wait_for 30 "a range of $inside archived" archive_holds "$inside"
+sleep 1.5 # range_interval: the rest of the file's events go out too
+stop_agent KILL
+out="$(my "RESET MASTER")"
+ok $? "agent killed with the archive inside $inside; RESET MASTER" || diag "$out"
+workload 1 >/dev/null # a GTID list of the same size in the new $inside
+while [[ "$(current_file)" < "$inside" ]]; do
+    my "FLUSH BINARY LOGS" >/dev/null || break
+done
+workload 10 >/dev/null
+is "$(current_file)" "$inside" "the server writes $inside again, in another history, past the archive's end"
+refusals="$(grep -c "where the archive ends, the server's GTID state is" "$alog")"
+"$AGENT" --config "$dir/agent.conf" >>"$alog" 2>&1 &
+agent_pid=$!
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+refused_inside() { (($(grep -c "where the archive ends, the server's GTID state is" "$alog") > refusals)); }
+wait_for 30 "the agent to refuse the other history" refused_inside
+like "$(grep "where the archive ends, the server's GTID state is" "$alog" | tail -1)" \
+    "at $inside:[0-9]+, where the archive ends, the server's GTID state is [0-9-]+, but the archive reached [0-9,-]+ there: the server's \"$inside\" is not the file archived" \
+    "resuming inside $inside: the agent checks the server's GTID state there and refuses, naming both"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+audit_reset() { audit | grep '"event":"binlog-reset"' | grep -q "\"binlog_file\":\"$inside\""; }
+wait_for 30 "binlog-reset audit event" audit_reset
+ok $? "a binlog-reset audit event naming $inside is on $prefix.audit"
+streams_before="$(streaming_count)"
+sleep 3
+is "$(streaming_count)" "$streams_before" "... and it streams nothing of the other history"
 
 # ---------------------------------------------------------------- no plaintext
 

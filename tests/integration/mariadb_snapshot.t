@@ -45,7 +45,7 @@ agent_user="bk_agent_$$"
 drop_test_accounts() {
     my "SELECT CONCAT('DROP USER ', QUOTE(User), '@', QUOTE(Host), ';')
         FROM mysql.global_priv WHERE User LIKE 'bksnap\\_acl\\_%' OR User LIKE 'bksnap\\_fill\\_%'" |
-        my_batch >/dev/null
+        my_script >/dev/null
 }
 
 # shellcheck disable=SC2329 # called by the trap
@@ -215,7 +215,7 @@ is "$committed" "$ledger_rows" \
 # be in neither the snapshot nor the binlog after it.  1500 accounts make
 # reading them take a while; meanwhile a client creates accounts in a loop.
 accounts_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
-python3 -c 'print("".join("CREATE USER bksnap_fill_%04d@localhost;" % i for i in range(1500)))' | my_batch >/dev/null
+python3 -c 'print("".join("CREATE USER bksnap_fill_%04d@localhost;" % i for i in range(1500)))' | my_script >/dev/null
 is "$(my "SELECT COUNT(*) FROM mysql.global_priv WHERE User LIKE 'bksnap\\_fill\\_%'")" 1500 \
     "1500 accounts for the snapshot to read"
 (

@@ -6,6 +6,7 @@
 #   my [--user U] SQL        SQL on the test server as root (or U) over TCP:
 #                            rows without headers, tab-separated, raw; an
 #                            error is printed on stdout too, for diag
+#   my_script                SQL from stdin, as root
 #   bk_test_agent_conf [LINE...]
 #                            the agent settings every test shares (source,
 #                            Kafka, topic prefix, public key, control socket,
@@ -21,10 +22,10 @@ my() {
         -u "$user" --connect-timeout=10 -N -B -r -e "$1" 2>&1
 }
 
-# Statements from stdin, as root.
-my_batch() {
-    timeout 300 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
-        -u root --connect-timeout=10 -N -B -r 2>&1
+# my_script: SQL from stdin, as root.
+my_script() {
+    timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+        -u root --connect-timeout=10 -N -B 2>&1
 }
 
 bk_test_agent_conf() {

@@ -171,6 +171,41 @@ parse_u64_part(const char **text, char stop, uint64_t max, uint64_t *value)
 }
 
 /*
+ * next_gtid
+ *		Parse the GTID at *text ("domain-server-seq") and move past it and
+ *		the separators after it (commas, whitespace).
+ */
+static bool
+next_gtid(const char **text, BkGtid *gtid, BkError *err)
+{
+	const char *p = *text;
+	const char *end = p + strcspn(p, ", \t\n");
+	uint64_t domain, server;
+	char one[64];
+	const char *q = one;
+
+	if ((size_t) (end - p) >= sizeof(one))
+		return bk_error_set(err, BK_ERR_USAGE, "GTID \"%.*s\" is too long",
+							(int) (end - p), p);
+	memcpy(one, p, (size_t) (end - p));
+	one[end - p] = '\0';
+	if (!parse_u64_part(&q, '-', UINT32_MAX, &domain) ||
+		!parse_u64_part(&q, '-', UINT32_MAX, &server) ||
+		!parse_u64_part(&q, '\0', UINT64_MAX, &gtid->seq) || *q != '\0')
+		return bk_error_set(err, BK_ERR_USAGE,
+							"\"%s\" is not a GTID (domain-server-sequence,"
+							" for example 0-1-42)",
+							one);
+	gtid->domain = (uint32_t) domain;
+	gtid->server = (uint32_t) server;
+	p = end;
+	while (*p == ',' || isspace((unsigned char) *p))
+		p++;
+	*text = p;
+	return true;
+}
+
+/*
  * bk_gtid_state_parse
  *		The inverse of bk_gtid_state_format; whitespace and an empty text
  *		(no GTID) are accepted, one GTID per domain at most.
@@ -186,29 +221,9 @@ bk_gtid_state_parse(const char *text, BkGtidState *state, BkError *err)
 	while (*p)
 	{
 		BkGtid gtid;
-		uint64_t domain, server;
-		const char *end = p + strcspn(p, ", \t\n");
-		char one[64];
 
-		if ((size_t) (end - p) >= sizeof(one))
-			return bk_error_set(err, BK_ERR_USAGE, "GTID \"%.*s\" is too long",
-								(int) (end - p), p);
-		memcpy(one, p, (size_t) (end - p));
-		one[end - p] = '\0';
-		{
-			const char *q = one;
-
-			if (!parse_u64_part(&q, '-', UINT32_MAX, &domain) ||
-				!parse_u64_part(&q, '-', UINT32_MAX, &server) ||
-				!parse_u64_part(&q, '\0', UINT64_MAX, &gtid.seq) || *q != '\0')
-				return bk_error_set(
-					err, BK_ERR_USAGE,
-					"\"%s\" is not a GTID (domain-server-sequence,"
-					" for example 0-1-42)",
-					one);
-		}
-		gtid.domain = (uint32_t) domain;
-		gtid.server = (uint32_t) server;
+		if (!next_gtid(&p, &gtid, err))
+			return false;
 		for (int idx = 0; idx < state->count; idx++)
 			if (state->gtids[idx].domain == gtid.domain)
 				return bk_error_set(err, BK_ERR_USAGE,
@@ -219,9 +234,6 @@ bk_gtid_state_parse(const char *text, BkGtidState *state, BkError *err)
 								"GTID list has more than %d domains",
 								BK_BINLOG_DOMAINS_MAX);
 		bk_gtid_state_set(state, &gtid);
-		p = end;
-		while (*p == ',' || isspace((unsigned char) *p))
-			p++;
 	}
 	return true;
 }
@@ -406,6 +418,62 @@ bk_gtid_list_read(BkGtidList *list, const uint8_t *event, size_t len,
 		gtid.domain = get_le32(entry);
 		gtid.server = get_le32(entry + 4);
 		gtid.seq = get_le64(entry + 8);
+		if (!bk_gtid_list_note(list, &gtid, err))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * bk_gtid_list_format
+ *		"0-1-10,0-2-5,1-1-3"; "" for an empty list.
+ */
+bool
+bk_gtid_list_format(const BkGtidList *list, char *out, size_t out_len)
+{
+	size_t used = 0;
+
+	if (out_len == 0)
+		return false;
+	out[0] = '\0';
+	for (int idx = 0; idx < list->count; idx++)
+	{
+		int n = snprintf(out + used, out_len - used,
+						 "%s%" PRIu32 "-%" PRIu32 "-%" PRIu64, idx ? "," : "",
+						 list->gtids[idx].domain, list->gtids[idx].server,
+						 list->gtids[idx].seq);
+
+		if (n < 0 || (size_t) n >= out_len - used)
+			return false;
+		used += (size_t) n;
+	}
+	return true;
+}
+
+/*
+ * bk_gtid_list_parse
+ *		The inverse of bk_gtid_list_format: one GTID per domain and server
+ *		at most, in any order.
+ */
+bool
+bk_gtid_list_parse(const char *text, BkGtidList *list, BkError *err)
+{
+	const char *p = text;
+
+	list->count = 0;
+	while (isspace((unsigned char) *p))
+		p++;
+	while (*p)
+	{
+		BkGtid gtid;
+
+		if (!next_gtid(&p, &gtid, err))
+			return false;
+		if (list_entry(list, gtid.domain, gtid.server) != NULL)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"GTID list names server %" PRIu32
+								" of domain %" PRIu32 " twice",
+								gtid.server, gtid.domain);
 		if (!bk_gtid_list_note(list, &gtid, err))
 			return false;
 	}

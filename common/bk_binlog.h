@@ -147,6 +147,16 @@ extern bool bk_gtid_list_note(BkGtidList *list, const BkGtid *gtid,
 							  BkError *err);
 
 /*
+ * As text, "0-1-10,0-2-5,1-1-3" (sorted by domain, then server; "" when
+ * empty); formatting fails when out is too short.  Parsing accepts any
+ * order, and refuses a domain and server named twice.
+ */
+extern bool bk_gtid_list_format(const BkGtidList *list, char *out,
+								size_t out_len);
+extern bool bk_gtid_list_parse(const char *text, BkGtidList *list,
+							   BkError *err);
+
+/*
  * Does a file starting with listed follow a binlog that reached reached?
  * Equal entries for every domain listed (a domain only reached: see
  * bk_gtid_state_follows).  When not, differs names the entries that

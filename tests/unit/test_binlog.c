@@ -280,6 +280,38 @@ test_gtid_list_follows(void **state)
 	assert_false(bk_gtid_state_follows(&reached_state, &listed_state));
 }
 
+/*
+ * The full list as text (the agent's gtid-list= metadata): a domain with
+ * several servers round trips, sorted; a server named twice in one domain
+ * is refused, as is text too long for the buffer.
+ */
+static void
+test_gtid_list_text(void **state)
+{
+	BkGtidList list, parsed;
+	char text[64];
+	char small[8];
+	BkError err;
+
+	assert_true(bk_gtid_list_parse(" 1-1-3,0-2-5, 0-1-10", &list, &err));
+	assert_int_equal(list.count, 3);
+	assert_true(bk_gtid_list_format(&list, text, sizeof(text)));
+	assert_string_equal(text, "0-1-10,0-2-5,1-1-3");
+	assert_true(bk_gtid_list_parse(text, &parsed, &err));
+	assert_memory_equal(parsed.gtids, list.gtids,
+						(size_t) list.count * sizeof(BkGtid));
+	assert_false(bk_gtid_list_format(&list, small, sizeof(small)));
+
+	assert_true(bk_gtid_list_parse("", &parsed, &err));
+	assert_int_equal(parsed.count, 0);
+	assert_true(bk_gtid_list_format(&parsed, text, sizeof(text)));
+	assert_string_equal(text, "");
+	assert_false(bk_gtid_list_parse("0-1-10,0-1-11", &parsed, &err));
+	assert_error_contains(&err, "server 1 of domain 0 twice");
+	assert_false(bk_gtid_list_parse("0-1-x", &parsed, &err));
+	assert_error_contains(&err, "is not a GTID");
+}
+
 static void
 test_names(void **state)
 {
@@ -508,6 +540,7 @@ main(void)
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_gtid_state),
 		cmocka_unit_test(test_gtid_list_follows),
+		cmocka_unit_test(test_gtid_list_text),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_transactions),
 		cmocka_unit_test(test_transaction_end_time),

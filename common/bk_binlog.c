@@ -239,6 +239,32 @@ bk_gtid_state_parse(const char *text, BkGtidState *state, BkError *err)
 }
 
 /*
+ * bk_binlog_gtid_read
+ *		The GTID of a GTID event: sequence (8 bytes) and domain (4) begin
+ *		its body, the server is the header's.
+ */
+bool
+bk_binlog_gtid_read(const uint8_t *event, size_t len, BkGtid *gtid,
+					BkError *err)
+{
+	BkBinlogEventHeader header;
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+
+	if (!bk_binlog_header_parse(event, len, &header, err))
+		return false;
+	if (header.type != BK_BINLOG_GTID_EVENT)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"event of type %u read as a GTID event",
+							header.type);
+	if (len < BK_BINLOG_HEADER_LEN + 8 + 4)
+		return bk_error_set(err, BK_ERR_FORMAT, "GTID event truncated");
+	gtid->seq = get_le64(body);
+	gtid->domain = get_le32(body + 8);
+	gtid->server = header.server_id;
+	return true;
+}
+
+/*
  * bk_gtid_state_apply
  *		Fold a GTID or GTID_LIST event into state.
  */
@@ -256,11 +282,8 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 		BkGtid gtid;
 		bool known = false;
 
-		if (len < BK_BINLOG_HEADER_LEN + 8 + 4)
-			return bk_error_set(err, BK_ERR_FORMAT, "GTID event truncated");
-		gtid.seq = get_le64(body);
-		gtid.domain = get_le32(body + 8);
-		gtid.server = header.server_id;
+		if (!bk_binlog_gtid_read(event, len, &gtid, err))
+			return false;
 		for (int idx = 0; idx < state->count; idx++)
 			known |= state->gtids[idx].domain == gtid.domain;
 		if (!known && state->count == BK_BINLOG_DOMAINS_MAX)

@@ -103,6 +103,10 @@ extern bool bk_gtid_state_format(const BkGtidState *state, char *out,
 extern bool bk_gtid_state_parse(const char *text, BkGtidState *state,
 								BkError *err);
 
+/* The GTID of a GTID event (fails on any other event). */
+extern bool bk_binlog_gtid_read(const uint8_t *event, size_t len, BkGtid *gtid,
+								BkError *err);
+
 /*
  * Fold a GTID or GTID_LIST event into state (other events: nothing).  A
  * GTID_LIST replaces the whole state: it is the server's own account of

@@ -156,10 +156,16 @@ test_gtid_state(void **state)
 	size_t len;
 	BkGtidState gtid = {0};
 	BkGtidState parsed;
+	BkGtid one;
 	char text[256];
 	BkError err;
 
 	len = make_gtid(event, 4, 1, 2, 7);
+	assert_true(bk_binlog_gtid_read(event, len, &one, &err));
+	assert_true(one.domain == 1 && one.server == 2 && one.seq == 7);
+	assert_false(
+		bk_binlog_gtid_read(event, BK_BINLOG_HEADER_LEN + 11, &one, &err));
+	assert_error_contains(&err, "truncated");
 	assert_true(bk_gtid_state_apply(&gtid, event, len, &err));
 	len = make_gtid(event, 4, 0, 1, 42);
 	assert_true(bk_gtid_state_apply(&gtid, event, len, &err));

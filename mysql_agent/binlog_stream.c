@@ -35,6 +35,7 @@
 #include <mariadb_rpl.h>
 
 #include "agent.h"
+#include "binlog_gtids.h"
 #include "bk_util.h"
 
 /* The pending range and where the stream stands. */
@@ -45,6 +46,11 @@ typedef struct Stream
 	MARIADB_RPL *rpl;
 	BinlogPosition position; /* where the next event of the file starts */
 	BkGtidState gtid;        /* after the newest event received */
+	/*
+	 * The same, every server of each domain: what each file's GTID list
+	 * is checked against (follow_gtids).
+	 */
+	BinlogGtids gtids;
 	int checksum_alg;
 	bool file_closed;     /* the newest event was a ROTATE or a STOP */
 	bool lost_connection; /* the dump connection broke while streaming */
@@ -361,40 +367,48 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
 }
 
 /*
- * check_gtid_list
- *		A file's GTID_LIST is the server's account of everything logged
- *		before the file: it must equal the state the archive reached by
- *		following the GTID events of the files before.  A difference means
- *		transactions the archive never saw: a RESET MASTER while the agent
- *		was down wrote the file names again (the agent resumed at 000006:4
- *		of one history and the server sends 000006 of another), or a binlog
- *		state changed by hand.  Said loudly, and the file's first range is
- *		marked gap-before= like one after a purge, so no restore goes on
- *		into it from the archive before.  The stream goes on from the
- *		server's account.
+ * follow_gtids
+ *		Follow the GTIDs of the stream (binlog_gtids.h).  A file's GTID_LIST
+ *		is the server's account of everything logged before the file: it
+ *		must equal what the archive reached by following the GTID events of
+ *		the files before, server by server in each domain.  A difference
+ *		means transactions the archive never saw: a RESET MASTER while the
+ *		agent was down wrote the file names again (the agent resumed at
+ *		000006:4 of one history and the server sends 000006 of another), or
+ *		a binlog state changed by hand.  Said loudly, and the file's first
+ *		range is marked gap-before= like one after a purge, so no restore
+ *		goes on into it from the archive before.  The stream goes on from
+ *		the server's account.
  */
 static bool
-check_gtid_list(Stream *stream, const uint8_t *event, size_t len, BkError *err)
+follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
+			 const uint8_t *event, BkError *err)
 {
-	BkGtidState listed;
 	char ours[BK_BINLOG_GTID_STATE_MAX];
 	char theirs[BK_BINLOG_GTID_STATE_MAX];
+	char differs[1024];
+	bool follows;
 
-	memset(&listed, 0, sizeof(listed));
-	if (!bk_gtid_state_apply(&listed, event, len, err))
+	/* What was reached, to say it if the list does not follow it. */
+	if (header->type == BK_BINLOG_GTID_LIST_EVENT &&
+		!binlog_gtids_format(&stream->gtids, ours, sizeof(ours)))
+		bk_strlcpy(ours, "(too long to show)", sizeof(ours));
+	if (!binlog_gtids_event(&stream->gtids, event, header->length, &follows,
+							differs, sizeof(differs), err))
 		return false;
-	if (bk_gtid_state_follows(&stream->gtid, &listed))
+	if (follows)
 		return true;
-	bk_gtid_state_format(&stream->gtid, ours, sizeof(ours));
-	bk_gtid_state_format(&listed, theirs, sizeof(theirs));
+	if (!binlog_gtids_format(&stream->gtids, theirs, sizeof(theirs)))
+		bk_strlcpy(theirs, "(too long to show)", sizeof(theirs));
 	agent_log("ERROR",
 			  "binlog \"%s\" starts with the GTID list %s, but the archive"
-			  " reached %s: transactions between them are not in the"
-			  " archive (or the server's binlog state was changed); the"
-			  " archive is marked with a gap before \"%s\", and no restore"
-			  " crosses it: take a new snapshot (SELECT bk_snapshot())",
+			  " reached %s: they differ in %s; transactions between them"
+			  " are not in the archive (or the server's binlog state was"
+			  " changed): the archive is marked with a gap before \"%s\","
+			  " and no restore crosses it: take a new snapshot (SELECT"
+			  " bk_snapshot())",
 			  stream->position.file, theirs[0] ? theirs : "(empty)",
-			  ours[0] ? ours : "(empty)", stream->position.file);
+			  ours[0] ? ours : "(empty)", differs, stream->position.file);
 	agent_audit(stream->agent, "binlog-gtid-discontinuity",
 				"the file's GTID list differs from the GTID state the archive"
 				" reached; marked as a gap",
@@ -521,8 +535,7 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 							"binlog \"%s\": the CRC-32 of the event at offset"
 							" %" PRIu64 " is wrong",
 							stream->position.file, offset);
-	if (header.type == BK_BINLOG_GTID_LIST_EVENT && stream->gtid.count > 0 &&
-		!check_gtid_list(stream, event, header.length, err))
+	if (!follow_gtids(stream, &header, event, err))
 		return false;
 	if (!bk_gtid_state_apply(&stream->gtid, event, header.length, err))
 		return false;
@@ -775,6 +788,7 @@ stream_start_position(Stream *stream, BkError *err)
 	{
 		stream->position = from_kafka;
 		stream->gtid = gtid;
+		binlog_gtids_from_newest(&stream->gtids, &gtid);
 		/* A range that ended with STOP: the server moves on to a new file. */
 		stream->file_closed = closed_in_kafka;
 		if (in_state &&
@@ -910,6 +924,7 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		stream->range_start = 0;
 		stream->file_closed = false;
 		memset(&stream->gtid, 0, sizeof(stream->gtid));
+		binlog_gtids_forget(&stream->gtids);
 	}
 	else if (!has)
 		return bk_error_set(err, BK_ERR_NOT_FOUND,

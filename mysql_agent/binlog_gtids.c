@@ -1,0 +1,135 @@
+/*
+ * binlog_gtids.c
+ *		What the archive reached, GTID by GTID (binlog_gtids.h).
+ */
+#include <string.h>
+
+#include "binlog_gtids.h"
+
+/*
+ * binlog_gtids_forget
+ *		Nothing known.
+ */
+void
+binlog_gtids_forget(BinlogGtids *gtids)
+{
+	gtids->known = BINLOG_GTIDS_UNKNOWN;
+	gtids->reached.count = 0;
+}
+
+/*
+ * binlog_gtids_from_newest
+ *		Each domain's newest GTID.  Whether it came from a GTID event or
+ *		from a list (its highest sequence number), it is the last GTID of
+ *		its domain and server, so each entry is one the next list must hold
+ *		as it is: checking them can miss a transaction of another server,
+ *		never report one missing that is not.
+ */
+void
+binlog_gtids_from_newest(BinlogGtids *gtids, const BkGtidState *newest)
+{
+	binlog_gtids_forget(gtids);
+	if (newest->count == 0)
+		return;
+	for (int idx = 0; idx < newest->count; idx++)
+		gtids->reached.gtids[idx] = newest->gtids[idx];
+	/* Sorted by domain, one server each: sorted as a list. */
+	gtids->reached.count = newest->count;
+	gtids->known = BINLOG_GTIDS_NEWEST;
+}
+
+/*
+ * binlog_gtids_format
+ *		The reached list as text.
+ */
+bool
+binlog_gtids_format(const BinlogGtids *gtids, char *out, size_t out_len)
+{
+	return bk_gtid_list_format(&gtids->reached, out, out_len);
+}
+
+/*
+ * assume_unknown_servers
+ *		What was reached when only some servers' entries are known: in the
+ *		domains known, the list's entries for the servers not known, then
+ *		the known ones over them.  Compared with the list, only the known
+ *		entries (and the domains not known at all) can differ.
+ */
+static bool
+assume_unknown_servers(const BkGtidList *known, const BkGtidList *listed,
+					   BkGtidList *assumed, BkError *err)
+{
+	assumed->count = 0;
+	for (int idx = 0; idx < listed->count; idx++)
+	{
+		bool domain_known = false;
+
+		for (int known_idx = 0; known_idx < known->count; known_idx++)
+			domain_known |=
+				known->gtids[known_idx].domain == listed->gtids[idx].domain;
+		if (domain_known &&
+			!bk_gtid_list_note(assumed, &listed->gtids[idx], err))
+			return false;
+	}
+	for (int idx = 0; idx < known->count; idx++)
+		if (!bk_gtid_list_note(assumed, &known->gtids[idx], err))
+			return false;
+	return true;
+}
+
+/*
+ * binlog_gtids_event
+ *		Note a GTID; check a GTID list, then take it as the base.
+ */
+bool
+binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
+				   bool *follows, char *differs, size_t differs_len,
+				   BkError *err)
+{
+	BkBinlogEventHeader header;
+	BkGtidList listed;
+
+	*follows = true;
+	if (differs_len > 0)
+		differs[0] = '\0';
+	if (!bk_binlog_header_parse(event, len, &header, err))
+		return false;
+	if (header.type == BK_BINLOG_GTID_EVENT)
+	{
+		BkGtid gtid;
+
+		/* Unknown: the next list replaces whatever would be noted. */
+		if (gtids->known == BINLOG_GTIDS_UNKNOWN)
+			return true;
+		return bk_binlog_gtid_read(event, len, &gtid, err) &&
+			   bk_gtid_list_note(&gtids->reached, &gtid, err);
+	}
+	if (header.type != BK_BINLOG_GTID_LIST_EVENT)
+		return true;
+
+	if (!bk_gtid_list_read(&listed, event, len, err))
+		return false;
+	switch (gtids->known)
+	{
+		case BINLOG_GTIDS_UNKNOWN:
+			break;
+		case BINLOG_GTIDS_NEWEST:
+		{
+			BkGtidList assumed;
+
+			if (!assume_unknown_servers(&gtids->reached, &listed, &assumed,
+										err))
+				return false;
+			*follows =
+				bk_gtid_list_follows(&assumed, &listed, differs, differs_len);
+			break;
+		}
+		case BINLOG_GTIDS_EXACT:
+			*follows = bk_gtid_list_follows(&gtids->reached, &listed, differs,
+											differs_len);
+			break;
+	}
+	gtids->reached = listed;
+	gtids->known = BINLOG_GTIDS_EXACT;
+	return true;
+}

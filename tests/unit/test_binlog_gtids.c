@@ -1,0 +1,297 @@
+/*
+ * test_binlog_gtids.c
+ *		The agent's check of each binlog file's GTID list against what the
+ *		archive reached (mysql_agent/binlog_gtids.c), fed GTID and GTID_LIST
+ *		events as bytes, in stream order.  Without gtid_strict_mode a domain
+ *		holds several servers whose sequence numbers are not in log order
+ *		(a failover): no gap may be reported where none is, and a missing
+ *		transaction must still show.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "binlog_gtids.h"
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) v;
+	p[1] = (uint8_t) (v >> 8);
+	p[2] = (uint8_t) (v >> 16);
+	p[3] = (uint8_t) (v >> 24);
+}
+
+static void
+put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t) v);
+	put_le32(p + 4, (uint32_t) (v >> 32));
+}
+
+/* An event without checksum (what is checked here does not read it). */
+static size_t
+make_event(uint8_t *out, uint8_t type, uint32_t server, const uint8_t *body,
+		   size_t body_len)
+{
+	size_t len = BK_BINLOG_HEADER_LEN + body_len;
+
+	memset(out, 0, BK_BINLOG_HEADER_LEN);
+	put_le32(out, 1764000000);
+	out[4] = type;
+	put_le32(out + 5, server);
+	put_le32(out + 9, (uint32_t) len);
+	memcpy(out + BK_BINLOG_HEADER_LEN, body, body_len);
+	return len;
+}
+
+/* A GTID event as server logs it: sequence, domain, flags. */
+static size_t
+make_gtid(uint8_t *out, uint32_t domain, uint32_t server, uint64_t seq)
+{
+	uint8_t body[13];
+
+	put_le64(body, seq);
+	put_le32(body + 8, domain);
+	body[12] = 0;
+	return make_event(out, BK_BINLOG_GTID_EVENT, server, body, sizeof(body));
+}
+
+/* A GTID_LIST from text ("0-1-10,0-2-5"), entries in the order given. */
+static size_t
+make_gtid_list(uint8_t *out, const char *text)
+{
+	uint8_t body[4 + 16 * 16];
+	uint32_t count = 0;
+	const char *p = text;
+
+	while (*p)
+	{
+		unsigned int domain, server;
+		unsigned long long seq;
+		int used;
+
+		assert_int_equal(
+			sscanf(p, "%u-%u-%llu%n", &domain, &server, &seq, &used), 3);
+		assert_true(count < 16);
+		put_le32(body + 4 + count * 16, domain);
+		put_le32(body + 8 + count * 16, server);
+		put_le64(body + 12 + count * 16, seq);
+		count++;
+		p += used;
+		if (*p == ',')
+			p++;
+	}
+	put_le32(body, count);
+	return make_event(out, BK_BINLOG_GTID_LIST_EVENT, 1, body, 4 + count * 16);
+}
+
+static void
+feed_gtid(BinlogGtids *gtids, uint32_t domain, uint32_t server, uint64_t seq)
+{
+	uint8_t event[64];
+	size_t len = make_gtid(event, domain, server, seq);
+	char differs[256];
+	bool follows;
+	BkError err;
+
+	assert_true(binlog_gtids_event(gtids, event, len, &follows, differs,
+								   sizeof(differs), &err));
+	assert_true(follows);
+}
+
+/* A file's GTID list: does it follow?  differs says where not. */
+static bool
+feed_list(BinlogGtids *gtids, const char *text, char *differs,
+		  size_t differs_len)
+{
+	uint8_t event[512];
+	size_t len = make_gtid_list(event, text);
+	bool follows;
+	BkError err;
+
+	assert_true(binlog_gtids_event(gtids, event, len, &follows, differs,
+								   differs_len, &err));
+	return follows;
+}
+
+static void
+assert_reached(const BinlogGtids *gtids, const char *want)
+{
+	char text[256];
+
+	assert_true(binlog_gtids_format(gtids, text, sizeof(text)));
+	assert_string_equal(text, want);
+}
+
+/*
+ * 000001 starts with 0-1-8; server 1 logs 0-1-9 and 0-1-10, then fails
+ * over to server 2, whose domain 0 goes on at 0-2-5.  000002's list is
+ * 0-1-10,0-2-5: it follows, though its highest sequence number (0-1-10)
+ * is not the last GTID logged (0-2-5), which the per-domain comparison
+ * took for a gap.
+ */
+static void
+test_failover_is_no_gap(void **state)
+{
+	BinlogGtids gtids;
+	BkGtidState reached_state = {0}, listed_state = {0};
+	uint8_t event[512];
+	size_t len;
+	char differs[256];
+	BkError err;
+
+	binlog_gtids_forget(&gtids);
+	assert_true(feed_list(&gtids, "0-1-8", differs, sizeof(differs)));
+	feed_gtid(&gtids, 0, 1, 9);
+	feed_gtid(&gtids, 0, 1, 10);
+	feed_gtid(&gtids, 0, 2, 5);
+	assert_reached(&gtids, "0-1-10,0-2-5");
+	assert_true(feed_list(&gtids, "0-1-10,0-2-5", differs, sizeof(differs)));
+	assert_string_equal(differs, "");
+	/* The list MariaDB writes puts a domain's last GTID last. */
+	assert_true(feed_list(&gtids, "0-2-5,0-1-10", differs, sizeof(differs)));
+
+	/* What the agent compared before: a false gap. */
+	len = make_gtid_list(event, "0-1-8");
+	assert_true(bk_gtid_state_apply(&reached_state, event, len, &err));
+	for (uint64_t seq = 9; seq <= 10; seq++)
+	{
+		len = make_gtid(event, 0, 1, seq);
+		assert_true(bk_gtid_state_apply(&reached_state, event, len, &err));
+	}
+	len = make_gtid(event, 0, 2, 5);
+	assert_true(bk_gtid_state_apply(&reached_state, event, len, &err));
+	len = make_gtid_list(event, "0-1-10,0-2-5");
+	assert_true(bk_gtid_state_apply(&listed_state, event, len, &err));
+	assert_false(bk_gtid_state_follows(&reached_state, &listed_state));
+}
+
+/*
+ * The same failover with 0-1-10 never streamed (the agent down, the
+ * server's binlog reset and written again, or a state changed by hand):
+ * server 2's entry matches, server 1's does not, and that is a gap.
+ */
+static void
+test_missing_transaction_is_a_gap(void **state)
+{
+	BinlogGtids gtids;
+	char differs[256];
+
+	binlog_gtids_forget(&gtids);
+	assert_true(feed_list(&gtids, "0-1-8", differs, sizeof(differs)));
+	feed_gtid(&gtids, 0, 1, 9);
+	feed_gtid(&gtids, 0, 2, 5);
+	assert_false(feed_list(&gtids, "0-1-10,0-2-5", differs, sizeof(differs)));
+	assert_string_equal(differs, "0-1-10 (reached 0-1-9)");
+	/* The server's account is the new base. */
+	assert_reached(&gtids, "0-1-10,0-2-5");
+	assert_true(feed_list(&gtids, "0-1-10,0-2-5", differs, sizeof(differs)));
+
+	/* A RESET MASTER: the new history's list, far behind. */
+	assert_false(feed_list(&gtids, "0-1-3", differs, sizeof(differs)));
+	assert_string_equal(differs, "0-1-3 (reached 0-1-10), nothing of server"
+								 " 2 in domain 0 (reached 0-2-5)");
+
+	/* A domain only the server logged in, and one it deleted. */
+	feed_gtid(&gtids, 1, 1, 7);
+	assert_false(feed_list(&gtids, "0-1-3,2-4-1", differs, sizeof(differs)));
+	assert_string_equal(differs, "2-4-1 (reached nothing of server 4)");
+	assert_true(feed_list(&gtids, "2-4-1", differs, sizeof(differs)));
+}
+
+/*
+ * Nothing known (a fresh archive, or after a purge gap): the first list is
+ * the base, unchecked, and GTIDs before it count for nothing.
+ */
+static void
+test_nothing_known(void **state)
+{
+	BinlogGtids gtids;
+	BkGtidState empty = {0};
+	char differs[256];
+
+	binlog_gtids_forget(&gtids);
+	feed_gtid(&gtids, 0, 1, 3);
+	assert_true(feed_list(&gtids, "0-1-10,0-2-5", differs, sizeof(differs)));
+	assert_int_equal(gtids.known, BINLOG_GTIDS_EXACT);
+	assert_reached(&gtids, "0-1-10,0-2-5");
+
+	/* An archive whose newest range had no GTID: nothing known. */
+	binlog_gtids_from_newest(&gtids, &empty);
+	assert_int_equal(gtids.known, BINLOG_GTIDS_UNKNOWN);
+	assert_true(feed_list(&gtids, "0-1-3", differs, sizeof(differs)));
+
+	/* An empty list is known, and a base: a missed first GTID shows. */
+	binlog_gtids_forget(&gtids);
+	assert_true(feed_list(&gtids, "", differs, sizeof(differs)));
+	assert_false(feed_list(&gtids, "0-1-1", differs, sizeof(differs)));
+	assert_string_equal(differs, "0-1-1 (reached nothing of server 1)");
+}
+
+/*
+ * Resumed knowing only each domain's newest GTID (the gtid= of the
+ * archive's newest range): whichever server's entry that is, a list that
+ * follows is not a gap; a known entry behind, or a domain not known, is.
+ */
+static void
+test_resumed_from_newest(void **state)
+{
+	BinlogGtids gtids;
+	BkGtidState newest;
+	char differs[256];
+	BkError err;
+
+	/* The highest sequence number of 0-1-10,0-2-5 (a list just read). */
+	assert_true(bk_gtid_state_parse("0-1-10,1-1-3", &newest, &err));
+	binlog_gtids_from_newest(&gtids, &newest);
+	assert_int_equal(gtids.known, BINLOG_GTIDS_NEWEST);
+	assert_true(
+		feed_list(&gtids, "0-1-10,0-2-5,1-1-3", differs, sizeof(differs)));
+	assert_int_equal(gtids.known, BINLOG_GTIDS_EXACT);
+	assert_reached(&gtids, "0-1-10,0-2-5,1-1-3");
+
+	/* The last GTID logged (a GTID event), then more of the file. */
+	assert_true(bk_gtid_state_parse("0-2-5", &newest, &err));
+	binlog_gtids_from_newest(&gtids, &newest);
+	feed_gtid(&gtids, 0, 3, 1);
+	assert_true(
+		feed_list(&gtids, "0-2-5,0-1-10,0-3-1", differs, sizeof(differs)));
+
+	/* Server 2 logged 0-2-6, which was not streamed. */
+	binlog_gtids_from_newest(&gtids, &newest);
+	assert_false(feed_list(&gtids, "0-1-10,0-2-6", differs, sizeof(differs)));
+	assert_string_equal(differs, "0-2-6 (reached 0-2-5)");
+
+	/* A domain the archive never reached. */
+	binlog_gtids_from_newest(&gtids, &newest);
+	assert_false(
+		feed_list(&gtids, "0-1-10,0-2-5,1-4-2", differs, sizeof(differs)));
+	assert_string_equal(differs, "1-4-2 (reached nothing of server 4)");
+
+	/* Server 2 absent from its own domain's list: not the same binlog. */
+	binlog_gtids_from_newest(&gtids, &newest);
+	assert_false(feed_list(&gtids, "0-1-12", differs, sizeof(differs)));
+	assert_string_equal(differs,
+						"nothing of server 2 in domain 0 (reached 0-2-5)");
+
+	/* A domain known and not listed: deleted (DELETE_DOMAIN_ID). */
+	assert_true(bk_gtid_state_parse("0-2-5,1-1-3", &newest, &err));
+	binlog_gtids_from_newest(&gtids, &newest);
+	assert_true(feed_list(&gtids, "0-1-10,0-2-5", differs, sizeof(differs)));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_failover_is_no_gap),
+		cmocka_unit_test(test_missing_transaction_is_a_gap),
+		cmocka_unit_test(test_nothing_known),
+		cmocka_unit_test(test_resumed_from_newest),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

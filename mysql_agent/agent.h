@@ -18,6 +18,7 @@
 
 #include <mysql.h>
 
+#include "binlog_gtids.h"
 #include "bk_binlog.h"
 #include "bk_error.h"
 #include "bk_frame.h"
@@ -124,12 +125,14 @@ extern bool agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos,
 								  BkError *err);
 
 /*
- * binlog_resume.c: the end of the newest range of source Kafka holds;
- * *closed says that range ended its file (ROTATE or STOP).
+ * binlog_resume.c: the end of the newest range of source Kafka holds, and
+ * the GTIDs reached there (gtid: per domain; gtids: every server, as far
+ * as its metadata says); *closed says that range ended its file (ROTATE
+ * or STOP).
  */
 extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
-									 BkGtidState *gtid, bool *closed,
-									 bool *found, BkError *err);
+									 BkGtidState *gtid, BinlogGtids *gtids,
+									 bool *closed, bool *found, BkError *err);
 
 /* binlog_resume.c: the local hint of the last acknowledged position. */
 extern bool binlog_state_read(Agent *agent, BinlogPosition *position,

@@ -39,6 +39,22 @@ binlog_gtids_from_newest(BinlogGtids *gtids, const BkGtidState *newest)
 }
 
 /*
+ * binlog_gtids_from_text
+ *		The exact list a range's gtid-list= carries.
+ */
+bool
+binlog_gtids_from_text(BinlogGtids *gtids, const char *text, BkError *err)
+{
+	BkGtidList list;
+
+	if (!bk_gtid_list_parse(text, &list, err))
+		return false;
+	gtids->reached = list;
+	gtids->known = BINLOG_GTIDS_EXACT;
+	return true;
+}
+
+/*
  * binlog_gtids_format
  *		The reached list as text.
  */

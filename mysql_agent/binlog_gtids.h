@@ -30,8 +30,9 @@ typedef enum BinlogGtidsKnown
 	BINLOG_GTIDS_UNKNOWN,
 	/*
 	 * Only the newest GTID of each domain (resumed from the gtid= of a
-	 * range that has no gtid-list=): those entries are checked, the other
-	 * servers' are taken from the list.
+	 * range that has no gtid-list=: sent by an older agent, or one whose
+	 * list did not fit the metadata): those entries are checked, the
+	 * other servers' are taken from the list.
 	 */
 	BINLOG_GTIDS_NEWEST,
 	/* The last GTID of every domain and server. */
@@ -50,6 +51,14 @@ extern void binlog_gtids_forget(BinlogGtids *gtids);
 /* Only each domain's newest GTID known; an empty state is nothing known. */
 extern void binlog_gtids_from_newest(BinlogGtids *gtids,
 									 const BkGtidState *newest);
+
+/*
+ * The exact list, as binlog_gtids_format wrote it into a range's
+ * gtid-list= (the archive's newest range on a resume); on an error gtids
+ * is left as it was.
+ */
+extern bool binlog_gtids_from_text(BinlogGtids *gtids, const char *text,
+								   BkError *err);
 
 /* The reached list as text (bk_gtid_list_format), whatever is known. */
 extern bool binlog_gtids_format(const BinlogGtids *gtids, char *out,

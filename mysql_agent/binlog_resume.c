@@ -38,6 +38,8 @@ typedef struct ResumeScan
 	bool found;
 	BinlogPosition position;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	char gtid_list[BK_FRAME_META_MAX + 1];
+	bool has_gtid_list; /* a range of an older agent has none */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1]; /* closed=rotate: next-file */
 	bool closed; /* the range ends its file (ROTATE or STOP) */
 } ResumeScan;
@@ -90,6 +92,8 @@ scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
 	bk_strlcpy(scan->position.file, file, sizeof(scan->position.file));
 	scan->position.offset = end;
 	bk_strlcpy(scan->gtid, gtid, sizeof(scan->gtid));
+	scan->has_gtid_list = bk_meta_get(frame.meta, frame.meta_len, "gtid-list",
+									  scan->gtid_list, sizeof(scan->gtid_list));
 	{
 		char closed[16];
 
@@ -183,8 +187,8 @@ scan_partition(rd_kafka_t *rk, const char *topic, int32_t partition,
  */
 bool
 binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
-						 BkGtidState *gtid, bool *closed, bool *found,
-						 BkError *err)
+						 BkGtidState *gtid, BinlogGtids *gtids, bool *closed,
+						 bool *found, BkError *err)
 {
 	static const char *const consumer_properties[] = {
 		"group.id",
@@ -294,6 +298,9 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 				{
 					scan.position = window_scan.position;
 					bk_strlcpy(scan.gtid, window_scan.gtid, sizeof(scan.gtid));
+					bk_strlcpy(scan.gtid_list, window_scan.gtid_list,
+							   sizeof(scan.gtid_list));
+					scan.has_gtid_list = window_scan.has_gtid_list;
 					bk_strlcpy(scan.next_file, window_scan.next_file,
 							   sizeof(scan.next_file));
 					scan.closed = window_scan.closed;
@@ -331,6 +338,28 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 		}
 		if (!bk_gtid_state_parse(scan.gtid, gtid, err))
 			return bk_error_prefix(err, "the newest range in Kafka: ");
+		/*
+		 * The next file's GTID list is checked against what the archive
+		 * reached: restored here, not rebuilt from the next list (taking
+		 * it unchecked would miss the gap a RESET MASTER while the agent
+		 * was down leaves at exactly this point, the next file's start).
+		 * Exactly when the range carries every server's last GTID; else
+		 * each domain's newest only, which can miss another server's
+		 * transaction but reports none missing that is not.
+		 */
+		binlog_gtids_from_newest(gtids, gtid);
+		if (scan.has_gtid_list)
+		{
+			BkError list_err;
+
+			if (!binlog_gtids_from_text(gtids, scan.gtid_list, &list_err))
+				agent_log("WARNING",
+						  "the newest range in Kafka has a gtid-list= bk"
+						  " cannot read (%s): the next binlog file's GTID"
+						  " list is checked against each domain's newest"
+						  " GTID only",
+						  list_err.message);
+		}
 		*found = true;
 	}
 	return true;

@@ -35,7 +35,6 @@
 #include <mariadb_rpl.h>
 
 #include "agent.h"
-#include "binlog_gtids.h"
 #include "bk_util.h"
 
 /* The pending range and where the stream stands. */
@@ -139,6 +138,7 @@ static void
 range_meta(Stream *stream, char *meta, size_t meta_len)
 {
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
+	char gtid_list[BK_FRAME_META_MAX + 1];
 	char created[64];
 	int n;
 
@@ -165,8 +165,21 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 		n += snprintf(meta + n, meta_len - (size_t) n, "\nnext-file=%s",
 					  stream->next_file);
 	if (stream->gap_before[0] != '\0' && n > 0 && (size_t) n < meta_len)
-		snprintf(meta + n, meta_len - (size_t) n, "\ngap-before=%s",
-				 stream->gap_before);
+		n += snprintf(meta + n, meta_len - (size_t) n, "\ngap-before=%s",
+					  stream->gap_before);
+	/*
+	 * Every server's last GTID per domain, for the next start to check the
+	 * next file's GTID list exactly (binlog_resume_from_kafka).  Only when
+	 * known exactly, and only whole: last, so that it crowds out no other
+	 * field, and left out rather than cut when too long for what is left
+	 * of the metadata; the next start then checks each domain's newest
+	 * GTID (gtid=) only.
+	 */
+	if (stream->gtids.known == BINLOG_GTIDS_EXACT &&
+		binlog_gtids_format(&stream->gtids, gtid_list, sizeof(gtid_list)) &&
+		n > 0 && (size_t) n < meta_len &&
+		strlen("\ngtid-list=") + strlen(gtid_list) < meta_len - (size_t) n)
+		snprintf(meta + n, meta_len - (size_t) n, "\ngtid-list=%s", gtid_list);
 }
 
 /*
@@ -771,11 +784,13 @@ stream_start_position(Stream *stream, BkError *err)
 	Agent *agent = stream->agent;
 	BinlogPosition from_kafka, from_state;
 	BkGtidState gtid;
+	BinlogGtids gtids;
 	bool in_kafka = false, in_state = false, closed_in_kafka = false;
 
 	memset(&gtid, 0, sizeof(gtid));
-	if (!binlog_resume_from_kafka(agent, &from_kafka, &gtid, &closed_in_kafka,
-								  &in_kafka, err))
+	binlog_gtids_forget(&gtids);
+	if (!binlog_resume_from_kafka(agent, &from_kafka, &gtid, &gtids,
+								  &closed_in_kafka, &in_kafka, err))
 		return bk_error_prefix(err,
 							   "finding where the archive ends in Kafka: ");
 	if (!binlog_state_read(agent, &from_state, &in_state, err))
@@ -788,7 +803,7 @@ stream_start_position(Stream *stream, BkError *err)
 	{
 		stream->position = from_kafka;
 		stream->gtid = gtid;
-		binlog_gtids_from_newest(&stream->gtids, &gtid);
+		stream->gtids = gtids;
 		/* A range that ended with STOP: the server moves on to a new file. */
 		stream->file_closed = closed_in_kafka;
 		if (in_state &&

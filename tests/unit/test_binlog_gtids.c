@@ -282,6 +282,46 @@ test_resumed_from_newest(void **state)
 	assert_true(feed_list(&gtids, "0-1-10,0-2-5", differs, sizeof(differs)));
 }
 
+/*
+ * Resumed from a range's gtid-list=: exact again.  After the failover the
+ * newest GTID of domain 0 is 0-2-5; server 1 then logged 0-1-11, which
+ * was not streamed.  Knowing only 0-2-5 cannot tell; the list can.
+ */
+static void
+test_resumed_from_text(void **state)
+{
+	BinlogGtids gtids, resumed;
+	BkGtidState newest;
+	char text[256];
+	char differs[256];
+	BkError err;
+
+	binlog_gtids_forget(&gtids);
+	assert_true(feed_list(&gtids, "0-1-8", differs, sizeof(differs)));
+	feed_gtid(&gtids, 0, 1, 10);
+	feed_gtid(&gtids, 0, 2, 5);
+	assert_true(binlog_gtids_format(&gtids, text, sizeof(text)));
+	assert_string_equal(text, "0-1-10,0-2-5");
+
+	assert_true(bk_gtid_state_parse("0-2-5", &newest, &err));
+	binlog_gtids_from_newest(&resumed, &newest);
+	assert_true(feed_list(&resumed, "0-1-11,0-2-5", differs, sizeof(differs)));
+
+	binlog_gtids_from_newest(&resumed, &newest);
+	assert_true(binlog_gtids_from_text(&resumed, text, &err));
+	assert_int_equal(resumed.known, BINLOG_GTIDS_EXACT);
+	assert_false(feed_list(&resumed, "0-1-11,0-2-5", differs, sizeof(differs)));
+	assert_string_equal(differs, "0-1-11 (reached 0-1-10)");
+	assert_true(binlog_gtids_from_text(&resumed, text, &err));
+	assert_true(feed_list(&resumed, "0-2-5,0-1-10", differs, sizeof(differs)));
+
+	/* Text bk cannot read leaves what was known. */
+	binlog_gtids_from_newest(&resumed, &newest);
+	assert_false(binlog_gtids_from_text(&resumed, "0-1-10,0-1", &err));
+	assert_int_equal(resumed.known, BINLOG_GTIDS_NEWEST);
+	assert_reached(&resumed, "0-2-5");
+}
+
 int
 main(void)
 {
@@ -290,6 +330,7 @@ main(void)
 		cmocka_unit_test(test_missing_transaction_is_a_gap),
 		cmocka_unit_test(test_nothing_known),
 		cmocka_unit_test(test_resumed_from_newest),
+		cmocka_unit_test(test_resumed_from_text),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -42,6 +42,7 @@
 #define BK_BINLOG_HEARTBEAT_EVENT          27
 #define BK_BINLOG_GTID_EVENT               162
 #define BK_BINLOG_GTID_LIST_EVENT          163
+#define BK_BINLOG_START_ENCRYPTION_EVENT   164
 
 /* Header flags. */
 #define BK_BINLOG_F_IN_USE 0x0001 /* format description: file still open */

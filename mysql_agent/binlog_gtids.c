@@ -15,6 +15,17 @@ binlog_gtids_forget(BinlogGtids *gtids)
 {
 	gtids->known = BINLOG_GTIDS_UNKNOWN;
 	gtids->reached.count = 0;
+	gtids->list_due = false;
+}
+
+/*
+ * binlog_gtids_file_ended
+ *		No list is coming for a file that ended.
+ */
+void
+binlog_gtids_file_ended(BinlogGtids *gtids)
+{
+	gtids->list_due = false;
 }
 
 /*
@@ -110,6 +121,16 @@ binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
 		differs[0] = '\0';
 	if (!bk_binlog_header_parse(event, len, &header, err))
 		return false;
+	if (header.type == BK_BINLOG_FORMAT_DESCRIPTION_EVENT)
+	{
+		/* The file's first event, right after the magic. */
+		gtids->list_due =
+			header.next_pos == (uint64_t) BK_BINLOG_MAGIC_LEN + header.length;
+		return true;
+	}
+	if (header.type == BK_BINLOG_START_ENCRYPTION_EVENT)
+		return true; /* the list comes next */
+	gtids->list_due = false;
 	if (header.type == BK_BINLOG_GTID_EVENT)
 	{
 		BkGtid gtid;

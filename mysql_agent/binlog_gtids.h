@@ -43,6 +43,11 @@ typedef struct BinlogGtids
 {
 	BinlogGtidsKnown known;
 	BkGtidList reached; /* meaningless while unknown */
+	/*
+	 * The file's start was streamed (its format description), its GTID
+	 * list not yet: whether the file is marked gap-before= is not decided.
+	 */
+	bool list_due;
 } BinlogGtids;
 
 /* Nothing known (a fresh archive, or streaming on after a gap). */
@@ -65,7 +70,26 @@ extern bool binlog_gtids_format(const BinlogGtids *gtids, char *out,
 								size_t out_len);
 
 /*
- * Fold one event of the stream in: a GTID event is noted; a GTID_LIST is
+ * Whether the file being streamed may still get a gap mark: its GTID list
+ * is due.  The mark goes with a file's first range, the one readers look
+ * at, so that range is not sent while this is true.  MariaDB writes the
+ * list right after the format description (and the start of encryption,
+ * when the binlog is encrypted), so this holds a range for an instant;
+ * any other event, or the end of the file, says no list is coming.
+ */
+static inline bool
+binlog_gtids_list_due(const BinlogGtids *gtids)
+{
+	return gtids->list_due;
+}
+
+/* The file ended (the server moved to another): no list is coming. */
+extern void binlog_gtids_file_ended(BinlogGtids *gtids);
+
+/*
+ * Fold one event of the stream in (a file's own, not one the server made
+ * up for the stream): a format description at offset 4 starts a file
+ * whose list is due; a GTID event is noted; a GTID_LIST is
  * compared with what was reached, when anything is, and then becomes the
  * base (the server's account, as it is, whether it follows or not).  Other
  * events: nothing.  *follows is false when the list names transactions

@@ -17,11 +17,13 @@
  *
  * Events collect in one buffer, sent as a range when it reaches range_size,
  * when its first event has waited range_interval (so a quiet server keeps
- * its RPO), and at the end of each file.  A range is sent and acknowledged
- * before the next event is read: while Kafka is down the server's dump
- * thread simply waits (and drops the connection after its
- * net_write_timeout; the agent then reconnects at the same position).
- * Memory is one range, or one event when an event is larger.
+ * its RPO), and at the end of each file; a file's first range not before
+ * the file's GTID list, which decides whether it is marked as a gap.  A
+ * range is sent and acknowledged before the next event is read: while
+ * Kafka is down the server's dump thread simply waits (and drops the
+ * connection after its net_write_timeout; the agent then reconnects at the
+ * same position).  Memory is one range, or one event when an event is
+ * larger.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -200,6 +202,16 @@ range_flush(Stream *stream, bool retry, BkError *err)
 
 	if (stream->len == 0)
 		return true;
+	/*
+	 * A file's first range is the one readers look at for gap-before=,
+	 * which the file's GTID list decides (follow_gtids): cut before the
+	 * list, the mark would go with the second range, unseen.  The list
+	 * follows the format description directly, so the range waits an
+	 * instant (a timer or a reconnection meanwhile sends nothing; at a
+	 * stop, the next start streams the file's start again).
+	 */
+	if (binlog_gtids_list_due(&stream->gtids))
+		return true;
 	if (!bk_binlog_range_name(stream->position.file, stream->range_start,
 							  stream->range_start + stream->len, name,
 							  sizeof(name)))
@@ -357,6 +369,7 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
 			"the server moved from \"%s\" at offset %" PRIu64
 			" to \"%s\" at offset %" PRIu64 ", which does not follow it",
 			stream->position.file, stream->position.offset, file, offset);
+	binlog_gtids_file_ended(&stream->gtids);
 	if (!range_flush(stream, true, err))
 		return false;
 	if (!stream->file_closed)
@@ -428,8 +441,10 @@ follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
 				&stream->position);
 	/*
 	 * Where the archive ended, as a purge gap says it: the start of this
-	 * file.  The list comes right after the format description, so the
-	 * mark goes out with the file's first range, where readers look.
+	 * file.  The mark goes out with the file's first range, where readers
+	 * look: range_flush holds that range until the list has arrived.  Only
+	 * a range an older agent sent with the format description alone (a
+	 * resume just after it) can have gone before.
 	 */
 	if (stream->gap_before[0] == '\0')
 		snprintf(stream->gap_before, sizeof(stream->gap_before), "%s:%d",

@@ -5,7 +5,8 @@
  *		events as bytes, in stream order.  Without gtid_strict_mode a domain
  *		holds several servers whose sequence numbers are not in log order
  *		(a failover): no gap may be reported where none is, and a missing
- *		transaction must still show.
+ *		transaction must still show.  And how long a file's first range
+ *		waits for the list that decides its gap mark.
  */
 #include "testutil.h"
 
@@ -322,6 +323,79 @@ test_resumed_from_text(void **state)
 	assert_reached(&resumed, "0-2-5");
 }
 
+/* An event of the file at offset (next_pos set), its body zeros. */
+static size_t
+make_file_event(uint8_t *out, uint8_t type, uint64_t offset, size_t body_len)
+{
+	uint8_t body[128] = {0};
+	size_t len = make_event(out, type, 1, body, body_len);
+
+	put_le32(out + 13, (uint32_t) (offset + len));
+	return len;
+}
+
+static void
+feed(BinlogGtids *gtids, const uint8_t *event, size_t len)
+{
+	char differs[256];
+	bool follows;
+	BkError err;
+
+	assert_true(binlog_gtids_event(gtids, event, len, &follows, differs,
+								   sizeof(differs), &err));
+	assert_true(follows);
+}
+
+/*
+ * A file's first range waits for the file's GTID list, which decides its
+ * gap mark: due from the format description at offset 4 until the list
+ * (the start of encryption may come between), or any other event, or the
+ * file's end, says none is coming.
+ */
+static void
+test_list_due(void **state)
+{
+	BinlogGtids gtids;
+	uint8_t event[512];
+	size_t len;
+	char differs[256];
+
+	binlog_gtids_forget(&gtids);
+	assert_false(binlog_gtids_list_due(&gtids));
+	len = make_file_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 4, 100);
+	feed(&gtids, event, len);
+	assert_true(binlog_gtids_list_due(&gtids));
+	len = make_file_event(event, BK_BINLOG_START_ENCRYPTION_EVENT, 4 + 119, 17);
+	feed(&gtids, event, len);
+	assert_true(binlog_gtids_list_due(&gtids));
+	assert_true(feed_list(&gtids, "0-1-10", differs, sizeof(differs)));
+	assert_false(binlog_gtids_list_due(&gtids));
+
+	/* A file without a list: the next event says so. */
+	len = make_file_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 4, 100);
+	feed(&gtids, event, len);
+	assert_true(binlog_gtids_list_due(&gtids));
+	feed_gtid(&gtids, 0, 1, 11);
+	assert_false(binlog_gtids_list_due(&gtids));
+
+	/* Or its end. */
+	len = make_file_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 4, 100);
+	feed(&gtids, event, len);
+	binlog_gtids_file_ended(&gtids);
+	assert_false(binlog_gtids_list_due(&gtids));
+
+	/* A format description elsewhere does not start a file. */
+	len = make_file_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 900, 100);
+	feed(&gtids, event, len);
+	assert_false(binlog_gtids_list_due(&gtids));
+
+	/* Forgetting what was reached forgets a list due too. */
+	len = make_file_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 4, 100);
+	feed(&gtids, event, len);
+	binlog_gtids_forget(&gtids);
+	assert_false(binlog_gtids_list_due(&gtids));
+}
+
 int
 main(void)
 {
@@ -331,6 +405,7 @@ main(void)
 		cmocka_unit_test(test_nothing_known),
 		cmocka_unit_test(test_resumed_from_newest),
 		cmocka_unit_test(test_resumed_from_text),
+		cmocka_unit_test(test_list_due),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

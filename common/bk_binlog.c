@@ -306,7 +306,11 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 
 		/*
 		 * One entry per (domain, server) that ever logged: the state per
-		 * domain is its entry with the highest sequence number.
+		 * domain is its most recent GTID, which the server lists after the
+		 * domain's other entries (rpl_binlog_state::get_gtid_list writes
+		 * each domain's last_gtid last).  Without gtid_strict_mode it need
+		 * not be the highest sequence number: after a failover a server
+		 * can log on below another's numbers.
 		 */
 		memset(state, 0, sizeof(*state));
 		for (uint32_t idx = 0; idx < count; idx++)
@@ -325,8 +329,7 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 				if (have->domain != gtid.domain)
 					continue;
 				known = true;
-				if (gtid.seq > have->seq)
-					*have = gtid;
+				*have = gtid;
 			}
 			if (known)
 				continue;

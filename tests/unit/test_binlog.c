@@ -177,10 +177,15 @@ test_gtid_state(void **state)
 	assert_int_equal(parsed.count, 2);
 	assert_true(parsed.gtids[0].seq == 43 && parsed.gtids[1].server == 2);
 
-	/* A list with two servers in domain 0: the higher sequence wins. */
+	/*
+	 * A list with two servers in domain 0: the one listed last is the
+	 * domain's most recent GTID (the server lists it after the others),
+	 * even below the other's number, as after a failover without
+	 * gtid_strict_mode.
+	 */
 	put_le32(list, 4);
-	put_le32(list + 4, 0), put_le32(list + 8, 3), put_le64(list + 12, 43);
-	put_le32(list + 20, 0), put_le32(list + 24, 1), put_le64(list + 28, 40);
+	put_le32(list + 4, 0), put_le32(list + 8, 1), put_le64(list + 12, 50);
+	put_le32(list + 20, 0), put_le32(list + 24, 3), put_le64(list + 28, 43);
 	put_le32(list + 36, 1), put_le32(list + 40, 2), put_le64(list + 44, 7);
 	put_le32(list + 52, 5), put_le32(list + 56, 9), put_le64(list + 60, 1);
 	len = make_event(list_event, BK_BINLOG_GTID_LIST_EVENT, 1, 4, list,

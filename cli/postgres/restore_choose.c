@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -46,31 +47,61 @@ find_pg_waldump(char *out, size_t out_len)
 	snprintf(out, out_len, "pg_waldump");
 }
 
+/* Called with each line pg_waldump prints; false: stop reading. */
+typedef bool (*WaldumpLine)(const char *line, void *arg);
+
 /*
- * Run pg_waldump over [from, to) of the segments in dir; return the LSN of
- * the first record matching the target in [match_from, match_to).
+ * The environment with TZ=UTC: pg_waldump prints record times in its local
+ * time zone, named by abbreviation, which only "UTC" reads back without
+ * ambiguity.  Built before fork (the child only calls exec).
+ */
+static char **
+environ_utc(void)
+{
+	extern char **environ;
+	static char tz_utc[] = "TZ=UTC";
+	size_t count = 0;
+	size_t used = 0;
+	char **env;
+
+	while (environ[count] != NULL)
+		count++;
+	env = calloc(count + 2, sizeof(*env));
+	if (env == NULL)
+		return NULL;
+	for (size_t envIdx = 0; envIdx < count; envIdx++)
+		if (strncmp(environ[envIdx], "TZ=", 3) != 0)
+			env[used++] = environ[envIdx];
+	env[used++] = tz_utc;
+	env[used] = NULL;
+	return env;
+}
+
+/*
+ * Run pg_waldump over [start, end) of timeline's segments in dir, with the
+ * options in filter (NULL-terminated), handing on_line each line it prints
+ * until on_line returns false.
  */
 static bool
-waldump_search(const Restore *r, const char *waldump, const char *dir,
-			   uint32_t timeline, uint64_t from, uint64_t to,
-			   uint64_t match_from, uint64_t match_to, bool *found,
-			   uint64_t *found_lsn, BkError *err)
+waldump_run(const char *waldump, const char *dir, uint32_t timeline,
+			uint64_t start, uint64_t end, const char *const *filter,
+			WaldumpLine on_line, void *arg, BkError *err)
 {
-	char start[32];
-	char end[32];
+	char start_text[32];
+	char end_text[32];
 	char tli[16];
-	char xid[32];
 	const char *argv[16];
 	int argc = 0;
 	int pipe_fds[2];
+	char **env;
 	pid_t pid;
 	FILE *out;
 	char line[4096];
-	char wanted[128];
+	bool reading = true;
 	int status;
 
-	bk_format_lsn(from, start, sizeof(start));
-	bk_format_lsn(to, end, sizeof(end));
+	bk_format_lsn(start, start_text, sizeof(start_text));
+	bk_format_lsn(end, end_text, sizeof(end_text));
 	snprintf(tli, sizeof(tli), "%" PRIu32, timeline);
 	argv[argc++] = waldump;
 	argv[argc++] = "--path";
@@ -78,29 +109,28 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 	argv[argc++] = "--timeline";
 	argv[argc++] = tli;
 	argv[argc++] = "--start";
-	argv[argc++] = start;
+	argv[argc++] = start_text;
 	argv[argc++] = "--end";
-	argv[argc++] = end;
-	if (r->target.type == BK_PG_TARGET_XID)
-	{
-		snprintf(xid, sizeof(xid), "%" PRIu32, (uint32_t) r->target.xid);
-		argv[argc++] = "--rmgr=Transaction";
-		argv[argc++] = "--xid";
-		argv[argc++] = xid;
-		snprintf(wanted, sizeof(wanted), "rmgr: Transaction ");
-	}
-	else
-	{
-		argv[argc++] = "--rmgr=XLOG";
-		snprintf(wanted, sizeof(wanted), "desc: RESTORE_POINT %s",
-				 r->target.text);
-	}
+	argv[argc++] = end_text;
+	for (int filterIdx = 0; filter[filterIdx] != NULL && argc < 15; filterIdx++)
+		argv[argc++] = filter[filterIdx];
 	argv[argc] = NULL;
+	env = environ_utc();
+	if (env == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	if (pipe(pipe_fds) != 0)
+	{
+		free(env);
 		return bk_error_set(err, BK_ERR_IO, "pipe: %s", strerror(errno));
+	}
 	pid = fork();
 	if (pid < 0)
+	{
+		free(env);
+		close(pipe_fds[0]);
+		close(pipe_fds[1]);
 		return bk_error_set(err, BK_ERR_IO, "fork: %s", strerror(errno));
+	}
 	if (pid == 0)
 	{
 		int null_fd = open("/dev/null", O_WRONLY);
@@ -110,41 +140,20 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 			dup2(null_fd, STDERR_FILENO);
 		close(pipe_fds[0]);
 		close(pipe_fds[1]);
-		execvp(waldump, (char *const *) argv);
+		execvpe(waldump, (char *const *) argv, env);
 		_exit(127);
 	}
+	free(env);
 	close(pipe_fds[1]);
 	out = fdopen(pipe_fds[0], "r");
-	while (out != NULL && fgets(line, sizeof(line), out) != NULL)
+	while (reading && out != NULL && fgets(line, sizeof(line), out) != NULL)
 	{
-		const char *lsn_text = strstr(line, "lsn: ");
-		const char *match;
-		char lsn_buf[32];
-		uint64_t lsn;
-
 		line[strcspn(line, "\n")] = '\0';
-		match = strstr(line, wanted);
-		if (*found || match == NULL || lsn_text == NULL ||
-			sscanf(lsn_text + 5, "%31[0-9A-Fa-f/]", lsn_buf) != 1 ||
-			!bk_parse_lsn(lsn_buf, &lsn) || lsn < match_from || lsn >= match_to)
-			continue;
-		if (r->target.type == BK_PG_TARGET_XID)
-		{
-			/* "tx:        748, lsn: ..., desc: COMMIT ..." */
-			const char *tx = strstr(line, "tx:");
-			unsigned long long line_xid;
-
-			if (tx == NULL || sscanf(tx + 3, "%llu", &line_xid) != 1 ||
-				line_xid != (uint32_t) r->target.xid ||
-				(strstr(line, "desc: COMMIT") == NULL &&
-				 strstr(line, "desc: ABORT") == NULL))
-				continue;
-		}
-		else if (strcmp(match, wanted) != 0)
-			continue;
-		*found = true;
-		*found_lsn = lsn;
+		reading = on_line(line, arg);
 	}
+	/* Found what was wanted: the rest of its output is not needed. */
+	if (!reading)
+		kill(pid, SIGTERM);
 	if (out != NULL)
 		fclose(out);
 	else
@@ -160,6 +169,150 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 								  "set BK_PG_BINDIR to the directory that "
 								  "holds pg_waldump.");
 	}
+	return true;
+}
+
+/* The search for an xid's commit or abort, or a restore point. */
+typedef struct TargetSearch
+{
+	const Restore *r;
+	char wanted[128];
+	uint64_t match_from;
+	uint64_t match_to;
+	bool *found;
+	uint64_t *found_lsn;
+} TargetSearch;
+
+static bool
+target_search_line(const char *line, void *arg)
+{
+	TargetSearch *search = arg;
+	const char *lsn_text = strstr(line, "lsn: ");
+	const char *match = strstr(line, search->wanted);
+	char lsn_buf[32];
+	uint64_t lsn;
+
+	if (match == NULL || lsn_text == NULL ||
+		sscanf(lsn_text + 5, "%31[0-9A-Fa-f/]", lsn_buf) != 1 ||
+		!bk_parse_lsn(lsn_buf, &lsn) || lsn < search->match_from ||
+		lsn >= search->match_to)
+		return true;
+	if (search->r->target.type == BK_PG_TARGET_XID)
+	{
+		/* "tx:        748, lsn: ..., desc: COMMIT ..." */
+		const char *tx = strstr(line, "tx:");
+		unsigned long long line_xid;
+
+		if (tx == NULL || sscanf(tx + 3, "%llu", &line_xid) != 1 ||
+			line_xid != (uint32_t) search->r->target.xid ||
+			(strstr(line, "desc: COMMIT") == NULL &&
+			 strstr(line, "desc: ABORT") == NULL))
+			return true;
+	}
+	else if (strcmp(match, search->wanted) != 0)
+		return true;
+	*search->found = true;
+	*search->found_lsn = lsn;
+	return false;
+}
+
+/*
+ * Run pg_waldump over [from, to) of the segments in dir; return the LSN of
+ * the first record matching the target in [match_from, match_to).
+ */
+static bool
+waldump_search(const Restore *r, const char *waldump, const char *dir,
+			   uint32_t timeline, uint64_t from, uint64_t to,
+			   uint64_t match_from, uint64_t match_to, bool *found,
+			   uint64_t *found_lsn, BkError *err)
+{
+	char xid[32];
+	const char *filter[4] = {NULL};
+	TargetSearch search = {.r = r,
+						   .match_from = match_from,
+						   .match_to = match_to,
+						   .found = found,
+						   .found_lsn = found_lsn};
+
+	if (*found)
+		return true;
+	if (r->target.type == BK_PG_TARGET_XID)
+	{
+		snprintf(xid, sizeof(xid), "%" PRIu32, (uint32_t) r->target.xid);
+		filter[0] = "--rmgr=Transaction";
+		filter[1] = "--xid";
+		filter[2] = xid;
+		snprintf(search.wanted, sizeof(search.wanted), "rmgr: Transaction ");
+	}
+	else
+	{
+		filter[0] = "--rmgr=XLOG";
+		snprintf(search.wanted, sizeof(search.wanted), "desc: RESTORE_POINT %s",
+				 r->target.text);
+	}
+	return waldump_run(waldump, dir, timeline, from, to, filter,
+					   target_search_line, &search, err);
+}
+
+/*
+ * Decrypt timeline's segments first..last into dir, stopping at the first
+ * one not archived; *end is one past the last decrypted.
+ */
+static bool
+decrypt_segments(Restore *r, const char *dir, uint32_t timeline, uint64_t first,
+				 uint64_t last, uint64_t *end, BkError *err)
+{
+	uint32_t segment_size = r->catalog.wal.segment_size;
+
+	*end = first;
+	for (uint64_t segno = first; segno <= last; segno++)
+	{
+		char name[32];
+		char dest[RESTORE_PATH_MAX];
+
+		if (!bk_wal_has_segment(&r->catalog.wal, timeline, segno))
+			break;
+		bk_wal_segment_name(timeline, segno, segment_size, name);
+		if (!restore_join_path(dest, sizeof(dest), dir, name, err))
+			return false;
+		if (!bk_repo_decrypt_to_file(r->repo, BK_REPO_ARCHIVE, r->source,
+									 BK_KIND_WAL, name, r->decoder, dest, NULL,
+									 err))
+			return bk_error_prefix(err, "WAL file \"%s\": ", name);
+		*end = segno + 1;
+	}
+	return true;
+}
+
+/* Remove what decrypt_segments wrote, so the temporary space stays small. */
+static void
+remove_segments(const Restore *r, const char *dir, uint32_t timeline,
+				uint64_t first, uint64_t end)
+{
+	for (uint64_t segno = first; segno < end; segno++)
+	{
+		char name[32];
+		char dest[RESTORE_PATH_MAX];
+		BkError ignored;
+
+		bk_wal_segment_name(timeline, segno, r->catalog.wal.segment_size, name);
+		if (restore_join_path(dest, sizeof(dest), dir, name, &ignored))
+			unlink(dest);
+	}
+}
+
+/* A temporary directory for the segments pg_waldump reads. */
+static bool
+waldump_dir(char *out, size_t out_len, BkError *err)
+{
+	const char *tmp_root = getenv("TMPDIR");
+
+	snprintf(out, out_len, "%s/bk-restore-waldump.XXXXXX",
+			 tmp_root && tmp_root[0] ? tmp_root : "/tmp");
+	if (mkdtemp(out) == NULL)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not create a temporary directory: %s",
+							strerror(errno));
 	return true;
 }
 
@@ -181,30 +334,15 @@ search_window(Restore *r, const char *waldump, const char *tmp_dir,
 		 batch += WALDUMP_BATCH)
 	{
 		uint64_t batch_last = batch + WALDUMP_BATCH - 1;
-		uint64_t decrypted_end = batch;
-		bool gap = false;
+		uint64_t decrypted_end;
+		bool gap;
 
 		if (batch_last > last)
 			batch_last = last;
-		for (uint64_t segno = batch; segno <= batch_last + 1; segno++)
-		{
-			char name[32];
-			char dest[RESTORE_PATH_MAX];
-
-			bk_wal_segment_name(timeline, segno, segment_size, name);
-			if (!restore_join_path(dest, sizeof(dest), tmp_dir, name, err))
-				return false;
-			if (!bk_wal_has_segment(&r->catalog.wal, timeline, segno))
-			{
-				gap = segno <= batch_last;
-				break;
-			}
-			if (!bk_repo_decrypt_to_file(r->repo, BK_REPO_ARCHIVE, r->source,
-										 BK_KIND_WAL, name, r->decoder, dest,
-										 NULL, err))
-				return bk_error_prefix(err, "WAL file \"%s\": ", name);
-			decrypted_end = segno + 1;
-		}
+		if (!decrypt_segments(r, tmp_dir, timeline, batch, batch_last + 1,
+							  &decrypted_end, err))
+			return false;
+		gap = decrypted_end <= batch_last;
 		if (decrypted_end > batch &&
 			!waldump_search(r, waldump, tmp_dir, timeline,
 							batch == first ? from : batch * segment_size,
@@ -215,15 +353,7 @@ search_window(Restore *r, const char *waldump, const char *tmp_dir,
 								: to,
 							found, found_lsn, err))
 			return false;
-		for (uint64_t segno = batch; segno < decrypted_end; segno++)
-		{
-			char name[32];
-			char dest[RESTORE_PATH_MAX];
-
-			bk_wal_segment_name(timeline, segno, segment_size, name);
-			if (restore_join_path(dest, sizeof(dest), tmp_dir, name, err))
-				unlink(dest);
-		}
+		remove_segments(r, tmp_dir, timeline, batch, decrypted_end);
 		if (gap)
 			break;
 	}
@@ -236,7 +366,6 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 {
 	char waldump[RESTORE_PATH_MAX];
 	char tmp_dir[RESTORE_PATH_MAX];
-	const char *tmp_root = getenv("TMPDIR");
 	bool found = false;
 	bool ok = true;
 
@@ -245,12 +374,8 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 							"source \"%s\" has no archived WAL to search",
 							r->source);
 	find_pg_waldump(waldump, sizeof(waldump));
-	snprintf(tmp_dir, sizeof(tmp_dir), "%s/bk-restore-waldump.XXXXXX",
-			 tmp_root && tmp_root[0] ? tmp_root : "/tmp");
-	if (mkdtemp(tmp_dir) == NULL)
-		return bk_error_set(err, BK_ERR_IO,
-							"could not create a temporary directory: %s",
-							strerror(errno));
+	if (!waldump_dir(tmp_dir, sizeof(tmp_dir), err))
+		return false;
 	if (!r->common.json)
 		fprintf(stderr,
 				"%s: searching the archived WAL for %s \"%s\" with "

@@ -159,6 +159,13 @@ extern void restore_warn_unreadable(const Restore *r);
 extern bool restore_write_label_and_map(Restore *r, BkError *err);
 extern bool restore_write_manifest(Restore *r, BkError *err);
 extern bool restore_write_recovery_settings(Restore *r, BkError *err);
+/*
+ * A commit or abort record as pg_waldump, run with TZ=UTC, prints it: its
+ * LSN and its time (microseconds since the epoch).  False for any other
+ * line, and for a time bk cannot read.
+ */
+extern bool restore_waldump_xact_time(const char *line, uint64_t *lsn,
+									  int64_t *us);
 extern bool restore_write_text_file(const Restore *r, const char *path,
 									const char *text, BkError *err);
 extern bool restore_files(Restore *r, BkError *err);

@@ -476,14 +476,395 @@ segment_created_us(const Restore *r, uint32_t timeline, uint64_t segno,
 	return ok;
 }
 
+/* ------------------------------------- a time target before a WAL gap */
+
+bool
+restore_waldump_xact_time(const char *line, uint64_t *lsn, int64_t *us)
+{
+	static const char *const kinds[] = {"COMMIT", "ABORT", "COMMIT_PREPARED",
+										"ABORT_PREPARED", NULL};
+	const char *lsn_text = strstr(line, ", lsn: ");
+	const char *desc = strstr(line, ", desc: ");
+	char lsn_buf[32];
+	char when[64];
+	size_t kind_len;
+	size_t digits;
+	size_t when_len;
+	bool known = false;
+
+	if (strncmp(line, "rmgr: Transaction ", 18) != 0 || lsn_text == NULL ||
+		desc == NULL || sscanf(lsn_text + 7, "%31[0-9A-Fa-f/]", lsn_buf) != 1 ||
+		!bk_parse_lsn(lsn_buf, lsn))
+		return false;
+	desc += 8;
+	kind_len = strcspn(desc, " ");
+	for (int kindIdx = 0; kinds[kindIdx] != NULL && !known; kindIdx++)
+		known = strlen(kinds[kindIdx]) == kind_len &&
+				strncmp(desc, kinds[kindIdx], kind_len) == 0;
+	if (!known || desc[kind_len] != ' ')
+		return false;
+	desc += kind_len + 1;
+	/* A prepared transaction's record names its xid first: "740: ". */
+	digits = strspn(desc, "0123456789");
+	if (digits > 0 && desc[digits] == ':')
+	{
+		desc += digits + 1;
+		while (*desc == ' ')
+			desc++;
+	}
+	/* The time runs to the "; " before the rest (relations, subxacts...). */
+	when_len = strcspn(desc, ";");
+	while (when_len > 0 && desc[when_len - 1] == ' ')
+		when_len--;
+	if (when_len == 0 || when_len >= sizeof(when))
+		return false;
+	memcpy(when, desc, when_len);
+	when[when_len] = '\0';
+	/* pg_waldump runs with TZ=UTC (waldump_run): a time without a zone is
+	 * UTC, and any other zone name is not one bk can read. */
+	return bk_parse_timestamp_zone(when, true, us);
+}
+
+/* A run of segments of one timeline that recovery reads, first..last. */
+typedef struct WalRange
+{
+	uint32_t timeline;
+	uint64_t first;
+	uint64_t last;
+} WalRange;
+
+/*
+ * The segments recovery reads from the snapshot's stop up to the first
+ * missing one, along the history of the timeline it follows, as bk_wal_path
+ * walks it: each ancestor up to the segment before its branch point, the
+ * next timeline from the segment that holds it.  Returns how many ranges
+ * (0: the gap comes before the stop).
+ */
+static int
+ranges_before_gap(const Restore *r, const BkSnapshot *snapshot,
+				  const BkWalPath *path, const BkWalTimeline *to,
+				  WalRange *ranges)
+{
+	uint32_t segment_size = r->catalog.wal.segment_size;
+	uint64_t segno = bk_lsn_segno(snapshot->stop_lsn, segment_size);
+	bool started = false;
+	int count = 0;
+
+	for (int stepIdx = 0; stepIdx <= to->ancestor_count; stepIdx++)
+	{
+		bool last_step = stepIdx == to->ancestor_count;
+		uint32_t timeline =
+			last_step ? to->timeline : to->ancestors[stepIdx].timeline;
+		bool gap_here = timeline == path->first_missing_timeline;
+		uint64_t branch_segno =
+			last_step ? 0 : to->ancestors[stepIdx].end_lsn / segment_size;
+		/* One past the last segment read on this timeline. */
+		uint64_t end = gap_here ? path->first_missing_segno : branch_segno;
+
+		started = started || timeline == snapshot->timeline;
+		if (!started)
+			continue;
+		if (end > segno)
+			ranges[count++] = (WalRange){timeline, segno, end - 1};
+		if (gap_here || last_step)
+			break;
+		if (branch_segno > segno)
+			segno = branch_segno;
+	}
+	return count;
+}
+
+/* What the WAL before a gap says about a time target. */
+typedef struct GapScan
+{
+	int64_t target_us;
+	uint64_t match_from; /* the records of the batch being read */
+	uint64_t match_to;
+	/* A commit or abort record after the target: recovery stops at one. */
+	bool found;
+	uint64_t found_lsn;
+	int64_t found_us;
+	/* The last commit or abort record before the gap, when read. */
+	bool last_known;
+	uint64_t last_lsn;
+	int64_t last_us;
+	/* A segment the source read no later than the target ended the search. */
+	bool archived_early;
+	char archived_name[32];
+	int64_t archived_us;
+} GapScan;
+
+static bool
+gap_scan_line(const char *line, void *arg)
+{
+	GapScan *scan = arg;
+	uint64_t lsn;
+	int64_t us;
+
+	if (!restore_waldump_xact_time(line, &lsn, &us) || lsn < scan->match_from ||
+		lsn >= scan->match_to)
+		return true;
+	if (!scan->last_known || lsn > scan->last_lsn)
+	{
+		scan->last_known = true;
+		scan->last_lsn = lsn;
+		scan->last_us = us;
+	}
+	/*
+	 * recoveryStopsBefore: with recovery_target_inclusive on (bk leaves it
+	 * at that default) recovery stops before the first commit or abort
+	 * whose time is after the target; off, at an equal time too.  "After"
+	 * is right for both.
+	 */
+	if (us <= scan->target_us)
+		return true;
+	scan->found = true;
+	scan->found_lsn = lsn;
+	scan->found_us = us;
+	return false;
+}
+
+/* Read segments first..last of timeline for a commit after the target. */
+static bool
+gap_scan_batch(Restore *r, const char *waldump, const char *tmp_dir,
+			   uint32_t timeline, uint64_t first, uint64_t last,
+			   uint64_t stop_lsn, GapScan *scan, BkError *err)
+{
+	static const char *const filter[] = {"--rmgr=Transaction", NULL};
+	uint32_t segment_size = r->catalog.wal.segment_size;
+	uint64_t start = first * segment_size;
+	uint64_t end;
+	bool ok = true;
+
+	/* One segment more, if archived, for a record that crosses into it. */
+	if (!decrypt_segments(r, tmp_dir, timeline, first, last + 1, &end, err))
+		return false;
+	/* Recovery must reach consistency first: a commit before the stop
+	 * would end it too early, never at the target. */
+	if (start < stop_lsn)
+		start = stop_lsn;
+	scan->match_from = start;
+	scan->match_to = (last + 1) * segment_size;
+	if (end > first && start < scan->match_to)
+		ok = waldump_run(waldump, tmp_dir, timeline, start, end * segment_size,
+						 filter, gap_scan_line, scan, err);
+	remove_segments(r, tmp_dir, timeline, first, end);
+	return ok;
+}
+
+/*
+ * gap_scan
+ *		Does recovery to the time target stop before the first missing
+ *		segment?  PostgreSQL checks a time target only at commit and abort
+ *		records, so it does exactly when one whose time is after the target
+ *		lies between the snapshot's stop and the gap: the segment's
+ *		"created" metadata (when the source read it) cannot tell, as a
+ *		segment archived late (a Kafka outage, a slow archiver) may hold
+ *		nothing committed after the target.
+ *
+ *		Searched from the gap backwards, 1, 2, 4 ... WALDUMP_BATCH segments
+ *		at a time, stopping at the first such record: the records nearest
+ *		the gap are the newest, so when the target lies before the gap the
+ *		first segment read usually settles it, where reading forwards from
+ *		the stop would first decode all the WAL up to the target.  And the
+ *		"created" time bounds the search: every record of a segment, and of
+ *		the segments before it, was written before the source read it, so
+ *		one read at or before the target (to its milliseconds) ends the
+ *		search without reading it or anything older.
+ */
+static bool
+gap_scan(Restore *r, const BkSnapshot *snapshot, const BkWalPath *path,
+		 GapScan *scan, bool *nothing_between, BkError *err)
+{
+	const BkWalTimeline *to =
+		bk_wal_timeline(&r->catalog.wal, r->recovery_timeline);
+	char waldump[RESTORE_PATH_MAX];
+	char tmp_dir[RESTORE_PATH_MAX];
+	WalRange *ranges;
+	int count;
+	bool ok = true;
+
+	memset(scan, 0, sizeof(*scan));
+	scan->target_us = r->target.time_us;
+	*nothing_between = true;
+	if (to == NULL)
+		return true;
+	ranges = calloc((size_t) to->ancestor_count + 1, sizeof(*ranges));
+	if (ranges == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	count = ranges_before_gap(r, snapshot, path, to, ranges);
+	*nothing_between = count == 0;
+	if (count == 0)
+	{
+		free(ranges);
+		return true;
+	}
+	if (!waldump_dir(tmp_dir, sizeof(tmp_dir), err))
+	{
+		free(ranges);
+		return false;
+	}
+	find_pg_waldump(waldump, sizeof(waldump));
+	for (int rangeIdx = count - 1;
+		 ok && rangeIdx >= 0 && !scan->found && !scan->archived_early;
+		 rangeIdx--)
+	{
+		const WalRange *range = &ranges[rangeIdx];
+		uint64_t top = range->last;
+		uint64_t size = 1;
+
+		for (;;)
+		{
+			uint64_t bottom =
+				top - range->first + 1 > size ? top - size + 1 : range->first;
+
+			for (uint64_t segno = top + 1; segno-- > bottom;)
+			{
+				int64_t created_us;
+
+				/* "created" has milliseconds: the read was before the
+				 * next one. */
+				if (segment_created_us(r, range->timeline, segno,
+									   &created_us) &&
+					created_us + 999 <= scan->target_us)
+				{
+					scan->archived_early = true;
+					scan->archived_us = created_us;
+					bk_wal_segment_name(range->timeline, segno,
+										r->catalog.wal.segment_size,
+										scan->archived_name);
+					bottom = segno + 1;
+					break;
+				}
+			}
+			if (bottom <= top &&
+				!gap_scan_batch(r, waldump, tmp_dir, range->timeline, bottom,
+								top, snapshot->stop_lsn, scan, err))
+			{
+				ok = false;
+				break;
+			}
+			if (scan->found || scan->archived_early || bottom == range->first)
+				break;
+			top = bottom - 1;
+			if (size < WALDUMP_BATCH)
+				size *= 2;
+		}
+	}
+	bk_remove_tree(tmp_dir, NULL);
+	free(ranges);
+	return ok;
+}
+
+/* The refusal: the first missing file, and the recovery that needs it. */
+static void
+set_missing_error(const Restore *r, const BkSnapshot *snapshot,
+				  const BkWalPath *path, BkError *err)
+{
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	bk_format_lsn(snapshot->start_lsn, lsn, sizeof(lsn));
+	bk_error_set(err, BK_ERR_SEQUENCE,
+				 "WAL file %s is missing from the archive of source \"%s\" "
+				 "(%" PRIu64 " segment%s missing): recovery from snapshot %s "
+				 "(start %s, timeline %" PRIu32 ") to the target on timeline "
+				 "%" PRIu32 " needs it",
+				 path->first_missing, r->source, path->missing,
+				 path->missing == 1 ? "" : "s", snapshot->id, lsn,
+				 snapshot->timeline, r->recovery_timeline);
+}
+
+static bool
+hint_missing(const Restore *r, BkError *err)
+{
+	return bk_error_hint(err,
+						 "Choose a target before the gap, or put the "
+						 "missing WAL back; \"bk list --source %s\" and "
+						 "\"bk verify\" show what is missing.",
+						 r->source);
+}
+
+/*
+ * check_time_before_gap
+ *		A time target with a segment missing on the way: accepted only when
+ *		recovery stops before the gap (gap_scan), else refused like any
+ *		other target, the hint giving the time of the last commit before the
+ *		gap, so that the DBA can choose a target before it.
+ */
+static bool
+check_time_before_gap(Restore *r, const BkSnapshot *snapshot,
+					  const BkWalPath *path, BkError *err)
+{
+	GapScan scan;
+	bool nothing_between;
+	char lsn[BK_LSN_TEXT_SIZE];
+	char when[BK_TIMESTAMP_TEXT_SIZE];
+
+	if (!gap_scan(r, snapshot, path, &scan, &nothing_between, err))
+		return bk_error_prefix(err,
+							   "checking whether recovery to %s stops before "
+							   "WAL file %s, missing from the archive: ",
+							   r->target.text, path->first_missing);
+	if (scan.found)
+	{
+		bk_format_lsn(scan.found_lsn, lsn, sizeof(lsn));
+		bk_format_timestamp(scan.found_us, when, sizeof(when));
+		fprintf(stderr,
+				"%s: WARNING: WAL file %s is missing from the archive, after "
+				"the target time: recovery stops before it, at or before the "
+				"commit or abort at %s (%s), which comes after the target\n",
+				r->program, path->first_missing, lsn, when);
+		return true;
+	}
+	set_missing_error(r, snapshot, path, err);
+	if (nothing_between)
+		return hint_missing(r, err);
+	if (scan.last_known)
+	{
+		bk_format_lsn(scan.last_lsn, lsn, sizeof(lsn));
+		bk_format_timestamp(scan.last_us, when, sizeof(when));
+		return bk_error_hint(
+			err,
+			"The target time %s is at or after the last commit or abort "
+			"before the gap (%s, at LSN %s), so recovery would go on into "
+			"the gap. "
+			"Choose a target time before %s, or put the missing WAL back; "
+			"\"bk list --source %s\" and \"bk verify\" show what is missing.",
+			r->target.text, when, lsn, when, r->source);
+	}
+	if (scan.archived_early)
+	{
+		bk_format_timestamp(scan.archived_us, when, sizeof(when));
+		return bk_error_hint(
+			err,
+			"The target time %s lies past the last commit before the gap: "
+			"WAL file %s was archived at %s, so nothing in it or before it "
+			"was committed after the target. Choose an earlier target time, "
+			"or put the missing WAL back; \"bk list --source %s\" and \"bk "
+			"verify\" show what is missing.",
+			r->target.text, scan.archived_name, when, r->source);
+	}
+	bk_format_lsn(snapshot->stop_lsn, lsn, sizeof(lsn));
+	return bk_error_hint(
+		err,
+		"The target time %s lies past the last commit before the gap: no "
+		"commit or abort record between the snapshot's stop (%s) and the "
+		"gap comes after it. Choose an earlier target time, or put the "
+		"missing WAL back; \"bk list --source %s\" and \"bk verify\" show "
+		"what is missing.",
+		r->target.text, lsn, r->source);
+}
+
 /*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
  *		the target, following the timelines' branch points (the history
  *		files), is in the archive; else refuse, naming the first missing
  *		file, before anything is written.  Recovery would otherwise stop at
- *		the gap (bk wal-get makes it fatal) after a long restore.  The
- *		timeline checked is the one recovery is then told to follow.
+ *		the gap (bk wal-get makes it fatal) after a long restore.  A time
+ *		target passes only if the WAL before the gap holds a commit after it
+ *		(check_time_before_gap).  The timeline checked is the one recovery
+ *		is then told to follow.
  */
 bool
 restore_check_wal_path(Restore *r, BkError *err)
@@ -493,7 +874,6 @@ restore_check_wal_path(Restore *r, BkError *err)
 	uint32_t to_timeline;
 	uint64_t to_segno = BK_WAL_END;
 	BkWalPath path;
-	char lsn[BK_LSN_TEXT_SIZE];
 
 	if (wal->segment_size == 0)
 		return true; /* no WAL: the snapshot was not restorable anyway */
@@ -542,42 +922,10 @@ restore_check_wal_path(Restore *r, BkError *err)
 	r->recovery_timeline = to_timeline;
 	if (path.missing == 0)
 		return true;
-	/*
-	 * A time target may come before the gap: recovery stops at the first
-	 * commit after it and never asks for the missing file.  Only when the
-	 * source read the segment before the gap after the target time can that
-	 * be; otherwise the target lies beyond the gap.
-	 */
-	if (r->target.type == BK_PG_TARGET_TIME && path.first_missing_segno > 0)
-	{
-		int64_t created_us;
-
-		if (segment_created_us(r, path.first_missing_timeline,
-							   path.first_missing_segno - 1, &created_us) &&
-			created_us > r->target.time_us)
-		{
-			fprintf(stderr,
-					"%s: WARNING: WAL file %s is missing from the archive, "
-					"after the target time: recovery must reach the target "
-					"before it\n",
-					r->program, path.first_missing);
-			return true;
-		}
-	}
-	bk_format_lsn(snapshot->start_lsn, lsn, sizeof(lsn));
-	bk_error_set(err, BK_ERR_SEQUENCE,
-				 "WAL file %s is missing from the archive of source \"%s\" "
-				 "(%" PRIu64 " segment%s missing): recovery from snapshot %s "
-				 "(start %s, timeline %" PRIu32 ") to the target on timeline "
-				 "%" PRIu32 " needs it",
-				 path.first_missing, r->source, path.missing,
-				 path.missing == 1 ? "" : "s", snapshot->id, lsn,
-				 snapshot->timeline, to_timeline);
-	return bk_error_hint(err,
-						 "Choose a target before the gap, or put the "
-						 "missing WAL back; \"bk list --source %s\" and "
-						 "\"bk verify\" show what is missing.",
-						 r->source);
+	if (r->target.type == BK_PG_TARGET_TIME)
+		return check_time_before_gap(r, snapshot, &path, err);
+	set_missing_error(r, snapshot, &path, err);
+	return hint_missing(r, err);
 }
 
 /* Decrypt the records of the chain, full first. */

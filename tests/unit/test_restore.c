@@ -2,8 +2,9 @@
  * test_restore.c
  *		The decisions of the restore side, without servers: timestamps as
  *		DBAs write them, recovery targets, which snapshot serves a target,
- *		what retention keeps, and which WAL segments a recovery needs and
- *		misses (on a real repository directory, with real frames).
+ *		what retention keeps, which WAL segments a recovery needs and
+ *		misses (on a real repository directory, with real frames), and
+ *		whether recovery to a time stops before a missing one.
  */
 #include "testutil.h"
 
@@ -772,6 +773,406 @@ test_recovery_timeline(void **state)
 	free(r);
 }
 
+/* ----------------------------------- a time target before a WAL gap */
+
+#define XACT_LINE(xid, lsn, desc)                                              \
+	"rmgr: Transaction len (rec/tot):     34/    34, tx: " xid ", lsn: " lsn   \
+	", prev 0/00000000, desc: " desc "\n"
+
+static void
+test_waldump_xact_time(void **state)
+{
+	int64_t base;
+	int64_t us;
+	uint64_t lsn;
+
+	(void) state;
+	assert_true(bk_parse_timestamp("2026-11-24T05:12:00Z", &base));
+	/* As pg_waldump prints a commit, with TZ=UTC. */
+	assert_true(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        735, "
+		"lsn: 0/0301A1D8, prev 0/0301A1A0, desc: COMMIT 2026-11-24 "
+		"05:12:00.123456 UTC",
+		&lsn, &us));
+	assert_true(lsn == 0x301A1D8);
+	assert_true(us == base + 123456);
+	/* What follows the time: relations, subtransactions, invalidations. */
+	assert_true(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):    130/   130, tx:        736, "
+		"lsn: 1/00000028, prev 0/FFFFFFB0, desc: COMMIT 2026-11-24 "
+		"05:12:00.000001 UTC; inval msgs: catcache 7 relcache 16384",
+		&lsn, &us));
+	assert_true(lsn == 0x100000028ull);
+	assert_true(us == base + 1);
+	assert_true(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     42/    42, tx:        737, "
+		"lsn: 0/03000100, prev 0/03000028, desc: ABORT 2026-11-24 "
+		"05:12:01.000000 UTC; subxacts: 738",
+		&lsn, &us));
+	assert_true(us == base + 1000000);
+	/* Prepared transactions: their xid first. */
+	assert_true(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     46/    46, tx:          0, "
+		"lsn: 0/03000200, prev 0/03000100, desc: COMMIT_PREPARED 740: "
+		"2026-11-24 05:12:02.500000 UTC",
+		&lsn, &us));
+	assert_true(lsn == 0x3000200 && us == base + 2500000);
+	assert_true(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     46/    46, tx:          0, "
+		"lsn: 0/03000300, prev 0/03000200, desc: ABORT_PREPARED 741: "
+		"2026-11-24 05:12:03.000000 UTC",
+		&lsn, &us));
+	assert_true(us == base + 3000000);
+
+	/* Not what recovery checks a time target at. */
+	assert_false(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     38/    38, tx:        742, "
+		"lsn: 0/03000400, prev 0/03000300, desc: ASSIGNMENT xtop 742: "
+		"subxacts: 743",
+		&lsn, &us));
+	assert_false(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     90/    90, tx:        744, "
+		"lsn: 0/03000500, prev 0/03000400, desc: PREPARE gid t1: "
+		"2026-11-24 05:12:04.000000 UTC",
+		&lsn, &us));
+	assert_false(restore_waldump_xact_time(
+		"rmgr: XLOG        len (rec/tot):     98/    98, tx:          0, "
+		"lsn: 0/03000600, prev 0/03000500, desc: RESTORE_POINT COMMIT "
+		"2026-11-24 05:12:05.000000 UTC",
+		&lsn, &us));
+	assert_false(restore_waldump_xact_time(
+		"rmgr: Heap        len (rec/tot):     59/    59, tx:        745, "
+		"lsn: 0/03000700, prev 0/03000600, desc: INSERT off 3 flags 0x00",
+		&lsn, &us));
+	/* A zone other than UTC (pg_waldump run without TZ=UTC): unreadable,
+	 * never taken for UTC. */
+	assert_false(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        746, "
+		"lsn: 0/03000800, prev 0/03000700, desc: COMMIT 2026-11-24 "
+		"06:12:00.000000 CET",
+		&lsn, &us));
+	assert_false(restore_waldump_xact_time("", &lsn, &us));
+	assert_false(restore_waldump_xact_time(
+		"rmgr: Transaction len (rec/tot):     34/    34, tx:        747, "
+		"lsn: 0/03000900, prev 0/03000800, desc: COMMIT ",
+		&lsn, &us));
+}
+
+/*
+ * A stand-in for pg_waldump: each archived "segment" holds the lines
+ * pg_waldump would print for it (bk selects the records by LSN, as with
+ * the real one); each run is logged with its time zone, its range and the
+ * segments it was given.
+ */
+static const char fake_waldump[] =
+	"#!/bin/sh\n"
+	"while [ $# -gt 0 ]; do\n"
+	"	case \"$1\" in\n"
+	"	--path) dir=\"$2\"; shift ;;\n"
+	"	--start) start=\"$2\"; shift ;;\n"
+	"	--end) end=\"$2\"; shift ;;\n"
+	"	esac\n"
+	"	shift\n"
+	"done\n"
+	"files=$(cd \"$dir\" && ls)\n"
+	"echo \"TZ=$TZ start=$start end=$end files=\"$files >>\"$BK_FAKE_LOG\"\n"
+	"for f in $files; do cat \"$dir/$f\"; done\n"
+	"exit 1\n";
+
+typedef struct GapFixture
+{
+	Restore *r;
+	BkSnapshot snapshot;
+	char log[600];
+} GapFixture;
+
+static void
+archive_dump(WalFixture *f, uint32_t timeline, uint64_t segno,
+			 const char *created, const char *lines)
+{
+	char name[32];
+	char meta[256];
+
+	bk_wal_segment_name(timeline, segno, SEG_SIZE, name);
+	snprintf(meta, sizeof(meta),
+			 "type=segment\ntimeline=%u\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=%s",
+			 timeline, SEG_SIZE, created);
+	archive_content(f, name, meta, lines);
+}
+
+/* The restore of a snapshot of timeline 1 that stops at 0/1000100. */
+static void
+gap_begin(GapFixture *g, WalFixture *f)
+{
+	char bin[600];
+	char path[700];
+	BkError err;
+
+	memset(g, 0, sizeof(*g));
+	snprintf(bin, sizeof(bin), "%s/bin", f->dir);
+	assert_int_equal(mkdir(bin, 0700), 0);
+	snprintf(path, sizeof(path), "%s/pg_waldump", bin);
+	assert_true(bk_write_file_durable(path, fake_waldump, strlen(fake_waldump),
+									  0700, &err));
+	setenv("BK_PG_BINDIR", bin, 1);
+	snprintf(g->log, sizeof(g->log), "%s/waldump.log", f->dir);
+	setenv("BK_FAKE_LOG", g->log, 1);
+
+	g->r = calloc(1, sizeof(*g->r));
+	g->snapshot = (BkSnapshot){.start_lsn = 0x1000028,
+							   .stop_lsn = 0x1000100,
+							   .timeline = 1,
+							   .restorable = true};
+	strcpy(g->snapshot.id, "20261124T045900Z-00000000");
+	g->r->program = "bk";
+	g->r->source = SOURCE;
+	g->r->repo = f->repo;
+	g->r->decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(g->r->decoder);
+	g->r->target_timeline = "latest";
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &g->r->catalog.wal, &err));
+	g->r->catalog.snapshots = &g->snapshot;
+	g->r->catalog.count = 1;
+	g->r->chosen = 0;
+}
+
+static void
+gap_end(GapFixture *g)
+{
+	bk_wal_catalog_free(&g->r->catalog.wal);
+	bk_decoder_free(g->r->decoder);
+	free(g->r);
+	unsetenv("BK_PG_BINDIR");
+	unsetenv("BK_FAKE_LOG");
+}
+
+/* Check the WAL for a restore to the time; the pg_waldump runs in runs. */
+static bool
+gap_check(GapFixture *g, const char *time, char *runs, size_t runs_len,
+		  BkError *err)
+{
+	char *text = NULL;
+	size_t len = 0;
+	BkError ignored;
+	bool ok;
+
+	unlink(g->log);
+	assert_true(
+		bk_pg_target_parse(&g->r->target, BK_PG_TARGET_TIME, time, &ignored));
+	ok = restore_check_wal_path(g->r, err);
+	runs[0] = '\0';
+	if (bk_read_file(g->log, 65536, &text, &len, &ignored))
+		snprintf(runs, runs_len, "%.*s", (int) len, text);
+	free(text);
+	return ok;
+}
+
+/*
+ * Segment 5 is missing.  Segment 4 was archived at 05:30, late (a Kafka
+ * outage), but its last commit is of 05:20:30: a target of 05:25 lies past
+ * everything before the gap, and recovery would ask for segment 5.
+ */
+static void
+test_time_target_gap(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T05:00:10.000Z",
+				 XACT_LINE("730", "0/01000200",
+						   "COMMIT 2026-11-24 05:00:00.000000 UTC"));
+	archive_dump(f, 1, 2, "2026-11-24T05:10:10.000Z",
+				 XACT_LINE("731", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(f, 1, 3, "2026-11-24T05:15:10.000Z", "");
+	archive_dump(
+		f, 1, 4, "2026-11-24T05:30:00.000Z",
+		XACT_LINE("732", "0/04000100", "COMMIT 2026-11-24 05:20:00.000001 UTC")
+			XACT_LINE("733", "0/04000200",
+					  "COMMIT 2026-11-24 05:20:30.000000 UTC; inval msgs: "
+					  "catcache 7"));
+	archive_dump(f, 1, 6, "2026-11-24T05:31:00.000Z",
+				 XACT_LINE("734", "0/06000100",
+						   "COMMIT 2026-11-24 05:31:00.000000 UTC"));
+	gap_begin(&g, f);
+
+	/* The defect: segment 4 was archived after the target, yet nothing in
+	 * it was committed after it.  Refused, giving the last commit. */
+	assert_false(
+		gap_check(&g, "2026-11-24 05:25:00+00", runs, sizeof(runs), &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "WAL file 000000010000000000000005 is "
+								"missing from the archive");
+	assert_non_null(strstr(err.hint, "at or after the last commit or abort "
+									 "before the gap "
+									 "(2026-11-24T05:20:30.000000Z, at LSN "
+									 "0/4000200)"));
+	assert_non_null(strstr(err.hint, "before 2026-11-24T05:20:30.000000Z"));
+	/* Read: segment 4 alone, with TZ=UTC; segment 3 was archived before the
+	 * target, which ends the search there. */
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n");
+
+	/* Equal to the last commit's time: recovery_target_inclusive (on)
+	 * replays that commit and goes on. */
+	assert_false(
+		gap_check(&g, "2026-11-24 05:20:30+00", runs, sizeof(runs), &err));
+	assert_non_null(strstr(err.hint, "2026-11-24T05:20:30.000000Z"));
+
+	/* A commit after the target before the gap: recovery stops there. */
+	assert_true(
+		gap_check(&g, "2026-11-24 05:20:00+00", runs, sizeof(runs), &err));
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n");
+	assert_int_equal(g.r->recovery_timeline, 1);
+
+	/* Segment 4 archived before the target: refused without reading. */
+	assert_false(
+		gap_check(&g, "2026-11-24 05:35:00+00", runs, sizeof(runs), &err));
+	assert_string_equal(runs, "");
+	assert_non_null(strstr(err.hint, "WAL file 000000010000000000000004 was "
+									 "archived at "
+									 "2026-11-24T05:30:00.000000Z"));
+	/* ...but within the millisecond it was archived, it is read. */
+	assert_false(gap_check(&g, "2026-11-24 05:30:00.000998+00", runs,
+						   sizeof(runs), &err));
+	assert_non_null(strstr(runs, "files=000000010000000000000004\n"));
+
+	/* Other targets are refused as they were. */
+	g.r->target.type = BK_PG_TARGET_NONE;
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_error_contains(&err, "WAL file 000000010000000000000005 is "
+								"missing");
+	assert_non_null(strstr(err.hint, "Choose a target before the gap"));
+	gap_end(&g);
+}
+
+/*
+ * Everything after the snapshot was archived late, at 06:00: the search
+ * goes back from the gap, 1, then 2 segments at a time, down to the
+ * snapshot's stop, and a commit before the stop does not count (recovery
+ * must reach consistency first).
+ */
+static void
+test_time_target_gap_outage(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	archive_dump(
+		f, 1, 1, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("729", "0/01000080", "COMMIT 2026-11-24 05:40:00.000000 UTC")
+			XACT_LINE("730", "0/01000200",
+					  "COMMIT 2026-11-24 05:00:00.000000 UTC"));
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("740", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(
+		f, 1, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("741", "0/03000100", "ASSIGNMENT xtop 741: subxacts: 742"));
+	archive_dump(f, 1, 4, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 6, "2026-11-24T06:00:01.000Z", "");
+	gap_begin(&g, f);
+
+	assert_true(
+		gap_check(&g, "2026-11-24 05:05:00+00", runs, sizeof(runs), &err));
+	/* Segments 2-3 with 4, for a record crossing into it. */
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n"
+							  "TZ=UTC start=0/2000000 end=0/5000000 "
+							  "files=000000010000000000000002 "
+							  "000000010000000000000003 "
+							  "000000010000000000000004\n");
+
+	assert_false(
+		gap_check(&g, "2026-11-24 05:10:00+00", runs, sizeof(runs), &err));
+	assert_non_null(strstr(err.hint, "(2026-11-24T05:10:00.000000Z, at LSN "
+									 "0/2000100)"));
+	/* Segment 1 from the snapshot's stop: its commit of 05:40 before the
+	 * stop does not count. */
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n"
+							  "TZ=UTC start=0/2000000 end=0/5000000 "
+							  "files=000000010000000000000002 "
+							  "000000010000000000000003 "
+							  "000000010000000000000004\n"
+							  "TZ=UTC start=0/1000100 end=0/3000000 "
+							  "files=000000010000000000000001 "
+							  "000000010000000000000002\n");
+
+	/* The xid search shares the machinery. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "740", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(g.r->chosen, 0);
+	assert_true(g.r->found_lsn == 0x2000100);
+	gap_end(&g);
+}
+
+/*
+ * Timeline 2 branched off timeline 1 at 0/3800000 and lost its segment 5:
+ * recovery on timeline 2 reads timeline 1's segments 1-2, then timeline
+ * 2's 3-4.  Timeline 1's own segment 3 holds, after the branch point, a
+ * commit timeline 2 never had: it must not count.
+ */
+static void
+test_time_target_gap_timelines(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("740", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(
+		f, 1, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
+			XACT_LINE("742", "0/03900000",
+					  "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+	archive_history(f, 2, "1:0/3800000");
+	archive_dump(f, 2, 3, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("741", "0/03100000",
+						   "COMMIT 2026-11-24 05:12:00.000000 UTC"));
+	archive_dump(f, 2, 4, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 2, 6, "2026-11-24T06:00:00.000Z", "");
+	gap_begin(&g, f);
+
+	assert_true(
+		gap_check(&g, "2026-11-24 05:11:00+00", runs, sizeof(runs), &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+
+	assert_false(
+		gap_check(&g, "2026-11-24 05:20:00+00", runs, sizeof(runs), &err));
+	assert_error_contains(&err, "WAL file 000000020000000000000005 is "
+								"missing");
+	assert_non_null(strstr(err.hint, "(2026-11-24T05:12:00.000000Z, at LSN "
+									 "0/3100000)"));
+	/* Timeline 1's segment 3 is read only for a record crossing into it
+	 * from segment 2: its commit after the branch point is not taken. */
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000020000000000000004\n"
+							  "TZ=UTC start=0/3000000 end=0/5000000 "
+							  "files=000000020000000000000003 "
+							  "000000020000000000000004\n"
+							  "TZ=UTC start=0/2000000 end=0/4000000 "
+							  "files=000000010000000000000002 "
+							  "000000010000000000000003\n"
+							  "TZ=UTC start=0/1000100 end=0/3000000 "
+							  "files=000000010000000000000001 "
+							  "000000010000000000000002\n");
+	gap_end(&g);
+}
+
 /*
  * restore_command names the repository given with --repo: a directory by
  * its absolute path, an S3 location as given (realpath() of it failed, and
@@ -834,6 +1235,13 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
 		cmocka_unit_test(test_restore_command_repo),
+		cmocka_unit_test(test_waldump_xact_time),
+		cmocka_unit_test_setup_teardown(test_time_target_gap, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_gap_outage, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_gap_timelines,
+										wal_setup, wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

@@ -26,6 +26,10 @@
 #   - bk wal-get --prefetch spools the next segments, serves them from
 #     there byte-identical, and keeps its exit codes;
 #   - bk expire keeps what the kept snapshots need and removes the rest;
+#   - with a WAL segment lost after a segment archived seconds after its
+#     last commit, a target time after that commit is refused before
+#     anything is written, naming the lost segment, and one before it
+#     restores;
 #   - under strace, a restore fsyncs every file and directory it wrote
 #     before it renames anything into place (backup_label, the recovery
 #     settings, the manifest, pg_control last) and before its report.
@@ -64,7 +68,7 @@ stop_restored() {
 cleanup() {
     stop_restored
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
-    psql_q -c "DROP TABLE IF EXISTS r_main, r_ts, r_big" -c "DROP TABLESPACE IF EXISTS bk_restore_ts" \
+    psql_q -c "DROP TABLE IF EXISTS r_main, r_ts, r_big, r_gap" -c "DROP TABLESPACE IF EXISTS bk_restore_ts" \
         >/dev/null 2>&1
     : >"$BK_PGDATA/bk_test.conf"
     "$SERVICES" restart pg >/dev/null 2>&1
@@ -108,7 +112,7 @@ psql_q -c "CREATE EXTENSION IF NOT EXISTS bk" >/dev/null
 
 install -d -o postgres -m 700 "$dir/ts1"
 psql_q <<SQL >/dev/null
-DROP TABLE IF EXISTS r_main, r_ts, r_big;
+DROP TABLE IF EXISTS r_main, r_ts, r_big, r_gap;
 DROP TABLESPACE IF EXISTS bk_restore_ts;
 CREATE TABLESPACE bk_restore_ts LOCATION '$dir/ts1';
 CREATE TABLE r_main (id bigserial PRIMARY KEY, v text NOT NULL, n int NOT NULL);
@@ -519,6 +523,68 @@ out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 
 like "$out" "keep   snapshot $cancelled .*in progress" \
     "bk expire keeps it while it is young (its objects may still be arriving)"
 like "$out" "would remove 0 snapshots and 0 WAL files" "and every WAL file written since it began"
+
+# ---- a time target before a lost WAL segment: decided by the commits before it
+# Recovery to a time stops only at a commit (or abort) stamped after it.
+# When the source archived a segment (its "created" metadata) does not say
+# when its last commit was: after a Kafka outage or a slow archiver the
+# segment before a gap can be archived long after it.  Here the segment that
+# holds commit C1 is switched out, so archived, about 3 s after C1, and the
+# next segment is lost: a target 1.5 s after C1 is refused before anything
+# is written, naming the lost segment; a target before C1 restores.
+# Nothing else may commit meanwhile: autovacuum off (bk_test.conf is
+# emptied at cleanup).
+echo "autovacuum = off" >>"$BK_PGDATA/bk_test.conf"
+psql_q -c "SELECT pg_reload_conf()" >/dev/null
+no_autovacuum() {
+    [[ "$(psql_q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" == 0 ]]
+}
+wait_for 60 "autovacuum workers to finish" no_autovacuum
+ok $? "autovacuum is off: nothing but this test commits"
+in_repo() { test -f "$repo_files/$source_id/wal/$1"; }
+psql_q -c "CREATE TABLE r_gap (id int PRIMARY KEY, v text NOT NULL)" >/dev/null
+# The digests from here on include r_gap.
+DIGEST_SQL_BEFORE_GAP="$DIGEST_SQL"
+DIGEST_SQL="SELECT ($DIGEST_SQL_BEFORE_GAP) || ' r_gap:' || (SELECT count(*) || '/' || coalesce(max(id), 0) FROM r_gap)"
+moment gap-before "INSERT INTO r_gap VALUES (1, 'before the target');"
+ok $? "moment gap-before: one row"
+# The first commit after gap-before: recovery to gap-before stops before it.
+# Then a few MB of WAL before C1, so that PostgreSQL's WAL read-ahead from
+# that stop point cannot reach the lost segment.
+psql_q -c "INSERT INTO r_gap VALUES (2, 'recovery to gap-before stops before this commit')" >/dev/null
+moment gap-c1 "INSERT INTO r_gap SELECT g, repeat(md5(g::text), 4) FROM generate_series(3, 20002) g;"
+ok $? "moment gap-c1: commit C1, after 20000 rows"
+sleep 3
+c1_seg="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
+lost_seg="$(next_seg "$c1_seg" 1)"
+psql_q -c "INSERT INTO r_gap VALUES (20003, 'in the lost segment')" >/dev/null
+switched="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
+is "$switched" "$lost_seg" "the segment after C1's ($c1_seg) is $lost_seg"
+psql_q -c "INSERT INTO r_gap VALUES (20004, 'after the lost segment')" >/dev/null
+after_seg="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
+wait_for 180 "$c1_seg, $lost_seg and $after_seg archived" eval "in_repo $c1_seg && in_repo $lost_seg && in_repo $after_seg"
+ok $? "$c1_seg (C1's, archived about 3 s after C1), $lost_seg and $after_seg are archived"
+mv "$repo_files/$source_id/wal/$lost_seg" "$dir/lost-segment"
+late="$(psql_q -c "SELECT to_char(('${M_TIME[gap-c1]}'::timestamptz + interval '1.5 s') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-gap-late" \
+    --tablespace-map "$dir/ts1=$dir/ts-gap-late" --target-time "$late" 2>&1)"
+is $? 4 "a target 1.5 s after C1, the last commit before the lost segment, is refused (exit 4)" || diag "$out"
+like "$out" "WAL file $lost_seg is missing from the archive of source \"$source_id\"" "naming the lost segment"
+like "$out" "HINT: The target time [^(]* is at or after the last commit or abort before the gap \\([0-9T:.-]+Z, at LSN [0-9A-F]+/[0-9A-F]+\\)" \
+    "the hint says the target lies past the last commit before the gap, and where that is"
+last_commit="$(sed -n 's/.*before the gap (\([0-9T:.-]*Z\), at LSN.*/\1/p' <<<"$out")"
+is "$(psql_q -c "SELECT '$last_commit'::timestamptz > '${M_TIME[gap-before]}'::timestamptz
+    AND '$last_commit'::timestamptz <= '${M_TIME[gap-c1]}'::timestamptz")" t \
+    "that commit is C1 ($last_commit)"
+[[ ! -e "$dir/r-gap-late" && ! -e "$dir/ts-gap-late" ]]
+ok $? "and nothing is written"
+restore_and_check gap-before "$snap4" gap-before "gap-before (${M_TIME[gap-before]}), before the lost segment" \
+    --target-time "${M_TIME[gap-before]}"
+like "$(cat "$dir/restore-gap-before.err")" "WARNING: WAL file $lost_seg is missing from the archive, after the target time: recovery stops before it" \
+    "with a warning naming the lost segment"
+cleanup_restore gap-before
+mv "$dir/lost-segment" "$repo_files/$source_id/wal/$lost_seg"
+DIGEST_SQL="$DIGEST_SQL_BEFORE_GAP"
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

@@ -11,7 +11,9 @@
 #   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
 #   byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
 #   a binlog-gap audit event, a GAP in bk list, bk verify exit 4, and
-#   archiving goes on after the gap; RESET MASTER while the agent is
+#   archiving goes on after the gap; another server's lower GTID in a
+#   domain (a failover without gtid_strict_mode) across an agent restart:
+#   no discontinuity, no gap; RESET MASTER while the agent is
 #   stopped after a ROTATE: the name it resumes at written again, an ERROR,
 #   a binlog-gtid-discontinuity audit event, a GAP in bk list, bk verify
 #   exit 4; RESET MASTER while the agent is stopped with the archive ending
@@ -65,6 +67,7 @@ agent_pid=""
 shipper_pid=""
 workload_pid=""
 old_packet="$(my 'SELECT @@global.max_allowed_packet')"
+old_strict="$(my 'SELECT @@global.gtid_strict_mode')"
 created_function=""
 role="bk_test_binlog_$$"
 
@@ -79,6 +82,7 @@ cleanup() {
     fi
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     [[ "$old_packet" =~ ^[0-9]+$ ]] && my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
+    [[ "$old_strict" =~ ^[01]$ ]] && my "SET GLOBAL gtid_strict_mode = $old_strict" >/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
         DROP USER IF EXISTS bk_binlog_usage@'127.0.0.1'" >/dev/null
     [[ -n "$created_function" ]] && my "DROP FUNCTION IF EXISTS bk_status" >/dev/null
@@ -570,6 +574,39 @@ mapfile -t files < <(closed_since "$mark")
 check_files "across 30 s without Kafka" "${files[@]}"
 is "$(gaps)" "$gaps_before" "across 30 s without Kafka: no new gap"
 
+# ---------------------------------------------------------------- another server's lower GTID in the domain
+# Without gtid_strict_mode a server can log in a domain below another
+# server's sequence numbers (a failover).  A file that ends with it: the
+# agent, stopped there, resumes inside the file (the server's GTID state
+# there is that lower GTID, the domain's last), and the next file's GTID
+# list names both servers, the lower one last.  Neither is a gap.  (The
+# test server runs in gtid_strict_mode, which would refuse the GTID: it is
+# turned off for that one statement.)
+discontinuities() { grep -c 'starts with the GTID list' "$alog"; }
+discontinuities_before="$(discontinuities)"
+gaps_before="$(gaps)"
+mark="$(current_file)"
+other_server=$((70000 + $$ % 1000))
+out="$(my "SET GLOBAL gtid_strict_mode = 0; SET SESSION server_id = $other_server;
+           SET SESSION gtid_seq_no = 3; INSERT INTO $db.t (n, s) VALUES (-1, 'failover');
+           SET GLOBAL gtid_strict_mode = $old_strict")"
+ok $? "a transaction logged in domain 0 by another server, below the domain's numbers" || diag "$out"
+like "$(my "SELECT @@global.gtid_binlog_pos")" "^0-$other_server-3\$" "... the domain's last GTID" ||
+    diag "$(my "SELECT @@global.gtid_binlog_state")"
+sleep 1
+stop_agent TERM
+my "FLUSH BINARY LOGS" >/dev/null
+start_agent
+ok $? "the agent resumes inside $mark after the lower GTID"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+mapfile -t files < <(closed_since "$mark")
+check_files "after another server's lower GTID, across an agent restart" "${files[@]}"
+is "$(discontinuities)" "$discontinuities_before" "no GTID discontinuity reported for the next file's GTID list"
+is "$(gaps)" "$gaps_before" "... and no gap in bk list"
+[[ "$(grep -c "where the archive ends, the server's GTID state is" "$alog")" == 0 ]]
+ok $? "... nor a different GTID state where the agent resumed"
+
 # ---------------------------------------------------------------- RESET MASTER while the agent is stopped
 # The archive ends with a ROTATE (the agent, sending a range only at a
 # file's end, is killed with the next file's start unsent), so the agent
@@ -625,13 +662,20 @@ like "$out" "$next: binlog gap: the archive does not go on into it from $last" "
 # server can answer.
 my "FLUSH BINARY LOGS" >/dev/null
 inside="$(current_file)"
+listed="$(my 'SELECT @@global.gtid_binlog_state')" # $inside's GTID list
 workload 5 >/dev/null
 wait_for 30 "a range of $inside archived" archive_holds "$inside"
 sleep 1.5 # range_interval: the rest of the file's events go out too
 stop_agent KILL
 out="$(my "RESET MASTER")"
 ok $? "agent killed with the archive inside $inside; RESET MASTER" || diag "$out"
-workload 1 >/dev/null # a GTID list of the same size in the new $inside
+# A GTID list of the same size in the new $inside: one entry per domain
+# and server of the old one.
+for gtid in ${listed//,/ }; do
+    IFS=- read -r domain server _ <<<"$gtid"
+    my "SET SESSION gtid_domain_id = $domain; SET SESSION server_id = $server;
+        INSERT INTO $db.t (n, s) VALUES (0, 'second history')" >/dev/null
+done
 while [[ "$(current_file)" < "$inside" ]]; do
     my "FLUSH BINARY LOGS" >/dev/null || break
 done
@@ -645,7 +689,8 @@ refused_inside() { (($(grep -c "where the archive ends, the server's GTID state 
 wait_for 30 "the agent to refuse the other history" refused_inside
 like "$(grep "where the archive ends, the server's GTID state is" "$alog" | tail -1)" \
     "at $inside:[0-9]+, where the archive ends, the server's GTID state is [0-9-]+, but the archive reached [0-9,-]+ there: the server's \"$inside\" is not the file archived" \
-    "resuming inside $inside: the agent checks the server's GTID state there and refuses, naming both"
+    "resuming inside $inside: the agent checks the server's GTID state there and refuses, naming both" ||
+    diag "$(tail -n 15 "$alog")"
 # shellcheck disable=SC2317,SC2329 # called through wait_for
 audit_reset() { audit | grep '"event":"binlog-reset"' | grep -q "\"binlog_file\":\"$inside\""; }
 wait_for 30 "binlog-reset audit event" audit_reset

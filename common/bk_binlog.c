@@ -123,29 +123,39 @@ bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid)
 }
 
 /*
- * bk_gtid_state_format
- *		"0-1-42,1-2-7"; "" for an empty state.
+ * format_gtids
+ *		"0-1-42,1-2-7" from count GTIDs; "" for none.  False if out is too
+ *		short.
  */
-bool
-bk_gtid_state_format(const BkGtidState *state, char *out, size_t out_len)
+static bool
+format_gtids(const BkGtid *gtids, int count, char *out, size_t out_len)
 {
 	size_t used = 0;
 
 	if (out_len == 0)
 		return false;
 	out[0] = '\0';
-	for (int idx = 0; idx < state->count; idx++)
+	for (int idx = 0; idx < count; idx++)
 	{
 		int n = snprintf(out + used, out_len - used,
 						 "%s%" PRIu32 "-%" PRIu32 "-%" PRIu64, idx ? "," : "",
-						 state->gtids[idx].domain, state->gtids[idx].server,
-						 state->gtids[idx].seq);
+						 gtids[idx].domain, gtids[idx].server, gtids[idx].seq);
 
 		if (n < 0 || (size_t) n >= out_len - used)
 			return false;
 		used += (size_t) n;
 	}
 	return true;
+}
+
+/*
+ * bk_gtid_state_format
+ *		"0-1-42,1-2-7"; "" for an empty state.
+ */
+bool
+bk_gtid_state_format(const BkGtidState *state, char *out, size_t out_len)
+{
+	return format_gtids(state->gtids, state->count, out, out_len);
 }
 
 static bool
@@ -457,23 +467,7 @@ bk_gtid_list_read(BkGtidList *list, const uint8_t *event, size_t len,
 bool
 bk_gtid_list_format(const BkGtidList *list, char *out, size_t out_len)
 {
-	size_t used = 0;
-
-	if (out_len == 0)
-		return false;
-	out[0] = '\0';
-	for (int idx = 0; idx < list->count; idx++)
-	{
-		int n = snprintf(out + used, out_len - used,
-						 "%s%" PRIu32 "-%" PRIu32 "-%" PRIu64, idx ? "," : "",
-						 list->gtids[idx].domain, list->gtids[idx].server,
-						 list->gtids[idx].seq);
-
-		if (n < 0 || (size_t) n >= out_len - used)
-			return false;
-		used += (size_t) n;
-	}
-	return true;
+	return format_gtids(list->gtids, list->count, out, out_len);
 }
 
 /*

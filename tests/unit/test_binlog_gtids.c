@@ -15,22 +15,6 @@
 
 #include "binlog_gtids.h"
 
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t) v;
-	p[1] = (uint8_t) (v >> 8);
-	p[2] = (uint8_t) (v >> 16);
-	p[3] = (uint8_t) (v >> 24);
-}
-
-static void
-put_le64(uint8_t *p, uint64_t v)
-{
-	put_le32(p, (uint32_t) v);
-	put_le32(p + 4, (uint32_t) (v >> 32));
-}
-
 /* An event without checksum (what is checked here does not read it). */
 static size_t
 make_event(uint8_t *out, uint8_t type, uint32_t server, const uint8_t *body,

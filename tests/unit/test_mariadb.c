@@ -246,15 +246,6 @@ test_gap_before_after_rotate(void **state)
 /* 2026-11-24 09:00:00 UTC */
 #define T0900 1795510800U
 
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t) v;
-	p[1] = (uint8_t) (v >> 8);
-	p[2] = (uint8_t) (v >> 16);
-	p[3] = (uint8_t) (v >> 24);
-}
-
 /*
  * add_event
  *		Append an event stamped `stamp` to a binlog being built (no

@@ -55,6 +55,10 @@ extern bool test_decode_digest(const BkKeyring *ring, const FrameList *frames,
 							   const int *order, uint8_t **out, size_t *out_len,
 							   uint8_t *digest, BkError *err);
 
+/* Little-endian integers into a buffer (binlog events built by hand). */
+extern void put_le32(uint8_t *p, uint32_t v);
+extern void put_le64(uint8_t *p, uint64_t v);
+
 /* Recompute a frame's CRC after a deliberate edit (to reach deeper checks). */
 extern void test_fix_crc(uint8_t *frame, size_t len);
 

@@ -30,10 +30,6 @@
 #     last commit, a target time after that commit is refused before
 #     anything is written, naming the lost segment, and one before it
 #     restores;
-#   - with the commit recovery stops before the last record of its segment
-#     and the next segment lost, PostgreSQL's read-ahead asks for the lost
-#     one, bk wal-get (told where recovery stops) answers "not in the
-#     archive", and time and LSN targets restore;
 #   - under strace, a restore fsyncs every file and directory it wrote
 #     before it renames anything into place (backup_label, the recovery
 #     settings, the manifest, pg_control last) and before its report.
@@ -314,8 +310,8 @@ like "$out" "file $victim was fsynced only after the first rename" "naming the f
 cleanup_restore strace
 
 like "$(json_get "$dir/restore-m4-lsn.json" "d['recovery_settings']['restore_command']")" \
-    "^$BK wal-get --config $dir/bk.conf --source $source_id --prefetch 4 --stop-lsn ${M_LSN[m4]} %f %p\$" \
-    "restore_command calls this bk's wal-get with absolute paths, --prefetch and where recovery stops"
+    "^$BK wal-get --config $dir/bk.conf --source $source_id --prefetch 4 %f %p\$" \
+    "restore_command calls this bk's wal-get with absolute paths and --prefetch"
 is "$(json_get "$dir/restore-m1-time.json" "d['recovery_settings']['archive_mode']")|$(json_get "$dir/restore-m1-time.json" "d['recovery_settings']['recovery_target_action']")" \
     "off|promote" "the restored cluster does not archive, and promotes at the target"
 restore_and_check xid "$snap1" m2 "transaction $xid, found in the WAL before the incremental snapshot" \
@@ -588,54 +584,6 @@ like "$(cat "$dir/restore-gap-before.err")" "WARNING: WAL file $lost_seg is miss
     "with a warning naming the lost segment"
 cleanup_restore gap-before
 mv "$dir/lost-segment" "$repo_files/$source_id/wal/$lost_seg"
-DIGEST_SQL="$DIGEST_SQL_BEFORE_GAP"
-
-# ---- the stop point at a segment's end, the next segment lost: PostgreSQL's read-ahead
-# PostgreSQL reads WAL ahead of replay (recovery_prefetch = try, the
-# default): here the commit recovery stops before is the last record before
-# pg_switch_wal(), so the reader opens the next segment, which is lost,
-# before recovery stops.  bk restore accepts a time and an LSN target before
-# the gap and tells bk wal-get where recovery stops (--stop-lsn), which then
-# answers "not in the archive" for the lost segment instead of a fatal gap:
-# recovery reaches the target and promotes.  Autovacuum is still off.
-DIGEST_SQL="SELECT ($DIGEST_SQL_BEFORE_GAP) || ' r_gap:' || (SELECT count(*) || '/' || coalesce(max(id), 0) FROM r_gap)"
-psql_q -c "SELECT pg_switch_wal()" >/dev/null
-moment ra-before "INSERT INTO r_gap VALUES (30001, 'before the target');"
-ok $? "moment ra-before: one row, in a fresh segment"
-ra_seg="$(psql_q -c "INSERT INTO r_gap VALUES (30002, 'recovery stops before this commit')" \
-    -c "SELECT pg_walfile_name(pg_switch_wal())")"
-is "$(psql_q -c "SELECT pg_walfile_name('${M_LSN[ra-before]}')")" "$ra_seg" \
-    "the target and the commit after it are the last records of $ra_seg, switched out right after"
-ra_lost="$(next_seg "$ra_seg" 1)"
-psql_q -c "INSERT INTO r_gap VALUES (30003, 'in the lost segment')" >/dev/null
-switched="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
-is "$switched" "$ra_lost" "the segment after it is $ra_lost"
-psql_q -c "INSERT INTO r_gap VALUES (30004, 'after the lost segment')" >/dev/null
-ra_after="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
-wait_for 180 "$ra_seg, $ra_lost and $ra_after archived" eval "in_repo $ra_seg && in_repo $ra_lost && in_repo $ra_after"
-ok $? "$ra_seg, $ra_lost and $ra_after are archived"
-mv "$repo_files/$source_id/wal/$ra_lost" "$dir/lost-segment"
-restore_and_check ra-time "$snap4" ra-before \
-    "ra-before (${M_TIME[ra-before]}), the commit it stops before ending $ra_seg, $ra_lost lost" \
-    --target-time "${M_TIME[ra-before]}"
-like "$(json_get "$dir/restore-ra-time.json" "d['recovery_settings']['restore_command']")" \
-    " --stop-lsn [0-9A-F]+/[0-9A-F]+ %f %p\$" "restore_command tells wal-get where recovery stops (ra-time)"
-like "$(cat "$dir/r-ra-time.log")" \
-    "\"$ra_lost\" is not in the archive of source \"$source_id\" and not needed: recovery stops at" \
-    "the read-ahead asked for $ra_lost, and wal-get answered \"not in the archive\" (ra-time)"
-cleanup_restore ra-time
-restore_and_check ra-lsn "$snap4" ra-before "the LSN of ra-before (${M_LSN[ra-before]}), $ra_lost lost" \
-    --target-lsn "${M_LSN[ra-before]}"
-like "$(json_get "$dir/restore-ra-lsn.json" "d['recovery_settings']['restore_command']")" \
-    " --stop-lsn ${M_LSN[ra-before]} %f %p\$" "restore_command passes the target LSN as the stop (ra-lsn)"
-cleanup_restore ra-lsn
-# Without --stop-lsn the lost segment is a gap, fatal as before.
-"$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$ra_lost" "$dir/ra-lost" 2>/dev/null
-is $? 200 "wal-get without --stop-lsn: $ra_lost is a gap inside the archive, fatal"
-"$BK" wal-get --config "$dir/bk.conf" --source "$source_id" --stop-lsn "${M_LSN[ra-before]}" \
-    "$ra_lost" "$dir/ra-lost" 2>/dev/null
-is $? 1 "with a stop before it: not in the archive"
-mv "$dir/lost-segment" "$repo_files/$source_id/wal/$ra_lost"
 DIGEST_SQL="$DIGEST_SQL_BEFORE_GAP"
 
 kill -TERM "$shipper_pid"

@@ -97,9 +97,6 @@ typedef struct Restore
 	uint64_t found_lsn; /* where an xid or name target was found */
 	/* The timeline restore_check_wal_path checked the WAL up to (0: none) */
 	uint32_t recovery_timeline;
-	/* Where recovery stops, when known (restore_check_wal_path; 0: not
-	 * known): bk wal-get --stop-lsn */
-	uint64_t stop_lsn;
 	BkSnapRecord **chain;
 	int chain_len;
 	const BkSnapRecord *record; /* chain[chain_len - 1] */

@@ -807,9 +807,6 @@ check_time_before_gap(Restore *r, const BkSnapshot *snapshot,
 							   r->target.text, path->first_missing);
 	if (scan.found)
 	{
-		/* Recovery stops before this commit, having read it: wal-get
-		 * --stop-lsn, for the hole the read-ahead reaches after it. */
-		r->stop_lsn = scan.found_lsn;
 		bk_format_lsn(scan.found_lsn, lsn, sizeof(lsn));
 		bk_format_timestamp(scan.found_us, when, sizeof(when));
 		fprintf(stderr,
@@ -886,46 +883,24 @@ restore_check_wal_path(Restore *r, BkError *err)
 		to_timeline = snapshot->timeline;
 	else
 		to_timeline = (uint32_t) strtoul(r->target_timeline, NULL, 10);
-	/*
-	 * r->stop_lsn, where recovery stops when known, goes to bk wal-get
-	 * (--stop-lsn): PostgreSQL reads WAL ahead of replay, and a hole just
-	 * after the stop must not be fatal there.  Only its segment matters
-	 * to wal-get: recovery replays nothing after that segment.
-	 */
-	r->stop_lsn = 0;
 	switch (r->target.type)
 	{
 		case BK_PG_TARGET_LSN:
 			to_segno = bk_lsn_segno(r->target.lsn, wal->segment_size);
-			r->stop_lsn = r->target.lsn;
 			break;
 		case BK_PG_TARGET_XID:
 		case BK_PG_TARGET_NAME:
 			/* Found by pg_waldump; with --snapshot it was not searched for,
-			 * and only the snapshot's own WAL is known to be needed (and
-			 * where recovery stops is not known). */
+			 * and only the snapshot's own WAL is known to be needed. */
 			to_segno = bk_lsn_segno(r->found_lsn ? r->found_lsn
 												 : snapshot->stop_lsn - 1,
 									wal->segment_size);
-			r->stop_lsn = r->found_lsn;
 			break;
 		case BK_PG_TARGET_IMMEDIATE:
-			/* Consistency is reached at the end of the record that ends at
-			 * the snapshot's stop: its last byte is in stop - 1's segment,
-			 * even when the stop is a segment's very end. */
 			to_segno = bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
 			to_timeline = snapshot->timeline;
-			r->stop_lsn = snapshot->stop_lsn - 1;
 			break;
 		default:
-			/*
-			 * A time target is known to stop only when a gap made
-			 * check_time_before_gap look for the commit it stops at.
-			 * Without a gap there is no hole on the path at all, up to its
-			 * timeline's newest segment (to_segno is the end), so reading
-			 * ahead finds a segment or the end of the archive (exit 1):
-			 * nothing for --stop-lsn to change.
-			 */
 			break;
 	}
 	bk_wal_path(wal, snapshot->timeline,

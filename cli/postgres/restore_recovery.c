@@ -102,7 +102,7 @@ restore_build_restore_command(Restore *r, BkError *err)
 {
 	char self[RESTORE_PATH_MAX];
 	char path[RESTORE_PATH_MAX];
-	char number[BK_LSN_TEXT_SIZE];
+	char number[16];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	char *command = r->restore_command;
 	size_t size = sizeof(r->restore_command);
@@ -145,14 +145,6 @@ restore_build_restore_command(Restore *r, BkError *err)
 	{
 		snprintf(number, sizeof(number), "%d", r->prefetch);
 		append_arg(command, size, "--prefetch");
-		append_arg(command, size, number);
-	}
-	/* Where recovery stops, so that wal-get does not take a hole the
-	 * read-ahead asks for beyond it as fatal (cmd_wal_get.c). */
-	if (r->stop_lsn != 0)
-	{
-		bk_format_lsn(r->stop_lsn, number, sizeof(number));
-		append_arg(command, size, "--stop-lsn");
 		append_arg(command, size, number);
 	}
 	if (strlen(command) + 8 >= size)

@@ -805,9 +805,6 @@ test_recovery_timeline(void **state)
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 3);
 	assert_true(restore_build_restore_command(r, &err));
-	/* No target: where recovery stops is not known, wal-get is not told. */
-	assert_true(r->stop_lsn == 0);
-	assert_null(strstr(r->restore_command, "--stop-lsn"));
 	assert_true(restore_write_recovery_settings(r, &err));
 	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", f->dir);
 	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
@@ -820,15 +817,10 @@ test_recovery_timeline(void **state)
 	r->target.lsn = 0x5000000;
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 3);
-	/* wal-get is told where recovery stops (PostgreSQL reads ahead). */
-	assert_true(r->stop_lsn == 0x5000000);
-	assert_true(restore_build_restore_command(r, &err));
-	assert_non_null(strstr(r->restore_command, " --stop-lsn 0/5000000 %f %p"));
 	r->target_timeline = "current";
 	r->target.type = BK_PG_TARGET_NONE;
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 1);
-	assert_true(r->stop_lsn == 0);
 
 	/* Immediate: consistency on the snapshot's own timeline, whatever the
 	 * option says (bk checks that path, and a later timeline branching off
@@ -837,8 +829,6 @@ test_recovery_timeline(void **state)
 	r->target.type = BK_PG_TARGET_IMMEDIATE;
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 1);
-	/* The last byte of the record consistency is reached after. */
-	assert_true(r->stop_lsn == 0x10000ff);
 	assert_true(restore_write_recovery_settings(r, &err));
 	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
 	assert_non_null(strstr(conf, "recovery_target_timeline = '1'\n"));
@@ -1106,11 +1096,6 @@ test_time_target_gap(void **state)
 	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
 							  "files=000000010000000000000004\n");
 	assert_int_equal(g.r->recovery_timeline, 1);
-	/* wal-get is told: the read-ahead past that commit reaches the gap. */
-	assert_true(g.r->stop_lsn == 0x4000100);
-	assert_true(restore_build_restore_command(g.r, &err));
-	assert_non_null(
-		strstr(g.r->restore_command, " --stop-lsn 0/4000100 %f %p"));
 
 	/* Segment 4 archived before the target: refused without reading. */
 	assert_false(

@@ -12,8 +12,7 @@
  *	 exit 0    the file was decrypted, verified and written to DEST;
  *	 exit 1    the file is beyond what the archive holds (a later timeline's
  *			   history file, the segment after the newest one archived),
- *			   and bk is sure of it; or a segment not in the archive that
- *			   comes after the segment where recovery stops (--stop-lsn);
+ *			   and bk is sure of it;
  *	 exit 200  anything else: bad usage or configuration, unreachable
  *			   repository, wrong key, corrupt or tampered data, conflicting
  *			   copies, a source that is not in the repository or has no
@@ -23,24 +22,6 @@
  *			   off (that timeline's history says the WAL must exist).
  *			   PostgreSQL stops recovery with a FATAL error and the message
  *			   below says why.
- *
- * Where recovery stops (--stop-lsn LSN, passed by bk restore when it knows
- * the point where its target is reached): PostgreSQL reads WAL ahead of
- * replay (recovery_prefetch, up to wal_decode_buffer_size ahead; a record
- * ending at a segment's end or an XLOG_SWITCH opens the next segment), so
- * near the stop it asks for segments that recovery never replays, and a
- * fatal answer for one kills a recovery that bk restore checked could reach
- * its target.  So a segment missing from the archive whose segment number
- * is greater than LSN's, on any timeline (a segment number is a range of
- * LSNs), is "not in the archive" (exit 1), even inside the archived range.
- * A wrong LSN cannot end in a silent promotion: since PostgreSQL 14, a
- * recovery with a target whose WAL ends before the target is reached fails
- * (PerformWalRecovery in xlogrecovery.c: "if (ArchiveRecoveryRequested &&
- * recoveryTarget != RECOVERY_TARGET_UNSET && !reachedRecoveryTarget)
- * ereport(FATAL, ... "recovery ended before configured recovery target
- * was reached")"), and bk restore passes --stop-lsn only with a target.
- * Segments up to LSN's, present segments and history files are answered
- * as without it.
  *
  * A history file that is not archived although a later timeline descends
  * from its timeline (the server that created it died before archiving it)
@@ -113,11 +94,7 @@ static const char *wal_get_help =
 	"its\n                    system identifier)\n"
 	"  --prefetch N      after a segment, decrypt the next N into "
 	"bk-prefetch/ beside\n                    DEST in the "
-	"background\n"
-	"  --stop-lsn LSN    recovery stops at LSN (bk restore passes it with a "
-	"target):\n                    a segment after LSN's that the "
-	"archive lacks is not\n                    needed (exit 1), as "
-	"PostgreSQL reads WAL ahead of replay\n" BK_COMMON_HELP;
+	"background\n" BK_COMMON_HELP;
 
 /*
  * fail
@@ -216,14 +193,13 @@ rebuild_history(const char *program, const BkRepo *repo, BkDecoder *decoder,
  *		when sure: the source exists and has WAL, the file's timeline is in
  *		the archive, the file is not before the archive's start, not inside
  *		the archived range, and not below a point where a later timeline
- *		branched off (wal_catalog.h); or when it is a segment after the one
- *		where recovery stops (has_stop: stop_lsn).  A history file a later
- *		timeline's history holds is served rebuilt from it (exit 0).
+ *		branched off (wal_catalog.h).  A history file a later timeline's
+ *		history holds is served rebuilt from it (exit 0).
  */
 static int
 absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 				   const char *source, const char *file, const char *dest,
-				   bool has_stop, uint64_t stop_lsn, BkError *err)
+				   BkError *err)
 {
 	uint32_t timeline;
 	uint32_t log;
@@ -299,27 +275,6 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 		bk_wal_catalog_free(&catalog);
 		fprintf(stderr, "%s: \"%s\" is not in the archive of source \"%s\"\n",
 				program, file, source);
-		return EXIT_NOT_IN_ARCHIVE;
-	}
-	/*
-	 * After the stop's segment: asked for only by the read-ahead, never
-	 * replayed, so a hole there must not kill the recovery (see the top
-	 * of this file).  Checked after the source, so that a mistyped
-	 * --source stays fatal.
-	 */
-	if (has_stop && catalog.segment_size != 0 &&
-		bk_wal_segno(log, seg, catalog.segment_size) >
-			stop_lsn / catalog.segment_size)
-	{
-		char stop_text[BK_LSN_TEXT_SIZE];
-
-		bk_format_lsn(stop_lsn, stop_text, sizeof(stop_text));
-		bk_wal_catalog_free(&catalog);
-		fprintf(stderr,
-				"%s: \"%s\" is not in the archive of source \"%s\" and not "
-				"needed: recovery stops at %s (--stop-lsn), before this "
-				"file\n",
-				program, file, source, stop_text);
 		return EXIT_NOT_IN_ARCHIVE;
 	}
 	if (catalog.segment_size == 0 ||
@@ -637,7 +592,6 @@ bk_cmd_wal_get(int argc, char **argv)
 	static const struct option options[] = {
 		{"source", required_argument, NULL, 's'},
 		{"prefetch", required_argument, NULL, 'p'},
-		{"stop-lsn", required_argument, NULL, 'l'},
 		BK_COMMON_LONG_OPTIONS,
 		{NULL, 0, NULL, 0}};
 	BkCommonOptions common = {0};
@@ -645,8 +599,6 @@ bk_cmd_wal_get(int argc, char **argv)
 	const char *file;
 	const char *dest;
 	int prefetch = 0;
-	bool has_stop = false;
-	uint64_t stop_lsn = 0;
 	BkCliConfig config;
 	BkRepo *repo = NULL;
 	BkKeyring *ring = NULL;
@@ -680,21 +632,6 @@ bk_cmd_wal_get(int argc, char **argv)
 				return fail(argv[0], &err);
 			}
 			prefetch = (int) value;
-		}
-		else if (code == 'l')
-		{
-			if (!bk_parse_lsn(optarg, &stop_lsn))
-			{
-				bk_error_set(&err, BK_ERR_USAGE,
-							 "--stop-lsn must be an LSN such as 0/3000028, "
-							 "not \"%s\"",
-							 optarg);
-				bk_error_hint(&err, "bk restore writes it into "
-									"restore_command; restore again rather "
-									"than editing it.");
-				return fail(argv[0], &err);
-			}
-			has_stop = true;
 		}
 		else if (!bk_common_option(&common, code, optarg))
 		{
@@ -763,7 +700,7 @@ bk_cmd_wal_get(int argc, char **argv)
 			 (decoder = bk_decoder_new(ring, &err)) == NULL))
 			goto done;
 		status = absent_file_status(argv[0], repo, decoder, source, file, dest,
-									has_stop, stop_lsn, &err);
+									&err);
 		bk_decoder_free(decoder);
 		bk_keyring_free(ring);
 		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)

@@ -565,13 +565,10 @@ test_snapshot_path_encode(void **state)
 	assert_false(bk_snapshot_path_encode(".", out, 3));
 }
 
-/*
- * bk wal-get FILE into the fixture's directory, as PostgreSQL runs it,
- * with --stop-lsn stop_lsn if not NULL.
- */
+/* bk wal-get FILE into the fixture's directory, as PostgreSQL runs it. */
 static int
-wal_get_stop(WalFixture *f, const char *file, const char *stop_lsn,
-			 bool with_key, char *got, size_t got_len)
+wal_get(WalFixture *f, const char *file, bool with_key, char *got,
+		size_t got_len)
 {
 	char config[600];
 	char key[600];
@@ -580,8 +577,7 @@ wal_get_stop(WalFixture *f, const char *file, const char *stop_lsn,
 	size_t len = 0;
 	char *argv[] = {"bk",        "--config", config, "--repo",
 					f->location, "--source", SOURCE, (char *) file,
-					dest,        NULL,       NULL,   NULL,
-					NULL,        NULL};
+					dest,        NULL,       NULL,   NULL};
 	int argc = 9;
 	int status;
 	BkError err;
@@ -599,11 +595,6 @@ wal_get_stop(WalFixture *f, const char *file, const char *stop_lsn,
 		argv[argc++] = "--key-file";
 		argv[argc++] = key;
 	}
-	if (stop_lsn != NULL)
-	{
-		argv[argc++] = "--stop-lsn";
-		argv[argc++] = (char *) stop_lsn;
-	}
 	unlink(dest);
 	status = bk_cmd_wal_get(argc, argv);
 	got[0] = '\0';
@@ -611,64 +602,6 @@ wal_get_stop(WalFixture *f, const char *file, const char *stop_lsn,
 		snprintf(got, got_len, "%.*s", (int) len, text);
 	free(text);
 	return status;
-}
-
-static int
-wal_get(WalFixture *f, const char *file, bool with_key, char *got,
-		size_t got_len)
-{
-	return wal_get_stop(f, file, NULL, with_key, got, got_len);
-}
-
-/*
- * PostgreSQL reads WAL ahead of replay: when recovery stops near the end
- * of segment 2, it asks for segment 3 before it stops.  Segment 3 is a
- * hole: fatal without --stop-lsn, "not in the archive" with a stop before
- * it, so that the read-ahead does not kill a recovery that reaches its
- * target.  A hole at or before the stop's segment stays fatal.
- */
-static void
-test_wal_get_stop_lsn(void **state)
-{
-	WalFixture *f = *state;
-	char got[4096];
-
-	for (uint64_t segno = 1; segno <= 6; segno++)
-		if (segno != 3)
-			archive_segment(f, 1, segno);
-
-	/* Without the option: a hole inside the archive, fatal. */
-	assert_int_equal(
-		wal_get(f, "000000010000000000000003", true, got, sizeof(got)), 200);
-	/* Recovery stops in segment 2: the hole after it is not needed. */
-	assert_int_equal(wal_get_stop(f, "000000010000000000000003", "0/2FFFF80",
-								  true, got, sizeof(got)),
-					 1);
-	assert_string_equal(got, "");
-	/* On any timeline: a segment number is a range of LSNs. */
-	assert_int_equal(wal_get_stop(f, "000000020000000000000005", "0/2FFFF80",
-								  true, got, sizeof(got)),
-					 1);
-	/* A present segment after the stop is still served. */
-	assert_int_equal(wal_get_stop(f, "000000010000000000000004", "0/2FFFF80",
-								  true, got, sizeof(got)),
-					 0);
-	assert_string_equal(got, "not really WAL");
-	/* The hole is the stop's segment, or before it: still fatal. */
-	assert_int_equal(wal_get_stop(f, "000000010000000000000003", "0/3000000",
-								  true, got, sizeof(got)),
-					 200);
-	assert_int_equal(wal_get_stop(f, "000000010000000000000003", "0/4000100",
-								  true, got, sizeof(got)),
-					 200);
-	/* Beyond the end of the archive: not found, as without it. */
-	assert_int_equal(wal_get_stop(f, "000000010000000000000007", "0/4000100",
-								  true, got, sizeof(got)),
-					 1);
-	/* Not an LSN: fatal, like any bad usage. */
-	assert_int_equal(wal_get_stop(f, "000000010000000000000003", "2FFFF80",
-								  true, got, sizeof(got)),
-					 200);
 }
 
 /*
@@ -1299,8 +1232,6 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
 										wal_setup, wal_teardown),
-		cmocka_unit_test_setup_teardown(test_wal_get_stop_lsn, wal_setup,
-										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
 		cmocka_unit_test(test_restore_command_repo),

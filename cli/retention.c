@@ -120,21 +120,44 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 	 * is newer than every finished one; an unfinished one older than the
 	 * oldest kept was abandoned.  Ids sort by start time, so this needs no
 	 * clock, neither the store's nor ours.
+	 *
+	 * What is left alone must still restore, so its parent stays too: a
+	 * server restored to an earlier moment bases its next incremental
+	 * snapshot on the one it was restored from, older than the fulls kept
+	 * for their newer end.  A parent kept moves the oldest kept back, which
+	 * may leave more alone: until nothing changes.
 	 */
-	for (int snapIdx = 0; snapIdx < count; snapIdx++)
-		if (verdicts[snapIdx] == BK_VERDICT_KEEP &&
-			(oldest_kept == NULL ||
-			 strcmp(snapshots[snapIdx].id, oldest_kept) < 0))
-			oldest_kept = snapshots[snapIdx].id;
-	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+	for (bool changed = true; changed;)
 	{
-		const BkRetentionSnapshot *snapshot = &snapshots[snapIdx];
+		changed = false;
+		oldest_kept = NULL;
+		for (int snapIdx = 0; snapIdx < count; snapIdx++)
+			if ((verdicts[snapIdx] == BK_VERDICT_KEEP ||
+				 verdicts[snapIdx] == BK_VERDICT_PARENT) &&
+				(oldest_kept == NULL ||
+				 strcmp(snapshots[snapIdx].id, oldest_kept) < 0))
+				oldest_kept = snapshots[snapIdx].id;
+		for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		{
+			const BkRetentionSnapshot *snapshot = &snapshots[snapIdx];
 
-		if (verdicts[snapIdx] == BK_VERDICT_KEEP)
-			continue;
-		if (strcmp(snapshot->id, oldest_kept) > 0)
-			verdicts[snapIdx] = snapshot->restorable ? BK_VERDICT_NEWER
-													 : BK_VERDICT_IN_PROGRESS;
+			if (verdicts[snapIdx] == BK_VERDICT_EXPIRE &&
+				strcmp(snapshot->id, oldest_kept) > 0)
+				verdicts[snapIdx] = snapshot->restorable
+										? BK_VERDICT_NEWER
+										: BK_VERDICT_IN_PROGRESS;
+		}
+		for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		{
+			int parent = snapshots[snapIdx].parent_index;
+
+			if (verdicts[snapIdx] != BK_VERDICT_EXPIRE && parent >= 0 &&
+				parent < count && verdicts[parent] == BK_VERDICT_EXPIRE)
+			{
+				verdicts[parent] = BK_VERDICT_PARENT;
+				changed = true;
+			}
+		}
 	}
 	return true;
 
@@ -157,6 +180,8 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 				   "the oldest kept snapshot)";
 		case BK_VERDICT_NEWER:
 			return "kept: newer than the oldest kept snapshot";
+		case BK_VERDICT_PARENT:
+			return "kept: a snapshot that stays builds on it";
 		case BK_VERDICT_EXPIRE:
 			break;
 	}

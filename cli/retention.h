@@ -13,7 +13,10 @@
  * order, the record possibly first) or broken but recent stays.  A source
  * takes one snapshot at a time, so one in progress is newer than every
  * finished one; the decision rests on that order (ids sort by start time),
- * never on a clock or on when the store wrote an object.  With no
+ * never on a clock or on when the store wrote an object.  Whatever stays
+ * keeps its parents: after a restore to an earlier moment the server
+ * bases its next incremental snapshot on the one it was restored from,
+ * which may be older than the fulls the policy keeps.  With no
  * restorable snapshot to anchor it, nothing is removed.  What the engine
  * removes of its log (WAL, binlog) follows from the snapshots kept.
  */
@@ -30,7 +33,8 @@ typedef enum BkVerdict
 	BK_VERDICT_EXPIRE = 0,
 	BK_VERDICT_KEEP,
 	BK_VERDICT_IN_PROGRESS, /* not restorable, newer than the oldest kept */
-	BK_VERDICT_NEWER        /* restorable, not needed, but newer likewise */
+	BK_VERDICT_NEWER,       /* restorable, not needed, but newer likewise */
+	BK_VERDICT_PARENT       /* older, but a snapshot that stays builds on it */
 } BkVerdict;
 
 /* What the decision needs to know of a snapshot, whatever the engine. */

@@ -210,11 +210,20 @@ build_view(Expire *ex, BkError *err)
 	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
 	{
 		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
+		int parent_index = snapshot->parent_index;
 
+		/*
+		 * The catalog links the parent of complete snapshots only; one
+		 * still arriving names it in its record (sent last, but possibly
+		 * archived first), and what stays keeps its parent.
+		 */
+		if (parent_index < 0 && snapshot->parent[0] != '\0')
+			parent_index =
+				bk_snapshot_catalog_find(&ex->catalog, snapshot->parent);
 		ex->view[snapIdx] = (BkRetentionSnapshot){
 			.id = snapshot->id,
 			.kind = snapshot->kind,
-			.parent_index = snapshot->parent_index,
+			.parent_index = parent_index,
 			.restorable = snapshot->restorable,
 			.stop_us = snapshot->stop_us,
 			.stop_order = snapshot->stop_lsn,

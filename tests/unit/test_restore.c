@@ -8,6 +8,7 @@
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "commands.h"
+#include "pg_engine.h"
 #include "repo.h"
 #include "restore.h"
 #include "retention.h"
@@ -348,6 +350,40 @@ test_retention(void **state)
 		assert_int_equal(v[2], BK_VERDICT_KEEP);
 	}
 
+	/*
+	 * A restore from 0 to a moment before full 1 made a new timeline, whose
+	 * server bases its incremental snapshots on 0, the newest it knows: 2
+	 * builds on 0 and ends before 1 in the WAL.  Left alone as newer than
+	 * the full kept (1), it needs 0: 0 stays, as it does for an
+	 * incremental snapshot still arriving on it.
+	 */
+	{
+		const RetentionCase restored[] = {
+			{"20261101T000000Z-a", "full", -1, true, 300}, /* 0 */
+			{"20261102T000000Z-b", "full", -1, true, 100}, /* 1 */
+			{"20261103T000000Z-c", "incr", 0, true, 250},  /* 2: on 0 */
+		};
+		const RetentionCase arriving[] = {
+			{"20261101T000000Z-a", "full", -1, true, 300}, /* 0 */
+			{"20261102T000000Z-b", "full", -1, true, 100}, /* 1 */
+			{"20261104T000000Z-d", "incr", 0, false, 0},   /* 2: on 0 */
+		};
+		BkRetention full1 = {.retain_full = 1};
+
+		decide(restored, 3, &full1, v, true);
+		assert_int_equal(v[1], BK_VERDICT_KEEP);
+		assert_int_equal(v[2], BK_VERDICT_NEWER);
+		assert_int_equal(v[0], BK_VERDICT_PARENT);
+		assert_non_null(
+			strstr(bk_retention_reason(&(BkRetentionSnapshot){0}, v[0], &full1),
+				   "builds on it"));
+
+		decide(arriving, 3, &full1, v, true);
+		assert_int_equal(v[1], BK_VERDICT_KEEP);
+		assert_int_equal(v[2], BK_VERDICT_IN_PROGRESS);
+		assert_int_equal(v[0], BK_VERDICT_PARENT);
+	}
+
 	/* Nothing restorable anchors the policy: nothing is removed. */
 	{
 		const RetentionCase broken[] = {
@@ -541,6 +577,173 @@ test_wal_timelines(void **state)
 	bk_wal_path(&catalog, 1, 1, 3, BK_WAL_END, &path);
 	assert_false(path.reachable);
 	bk_wal_catalog_free(&catalog);
+}
+
+/* ------------------------------------------------------------ expire */
+
+/*
+ * A snapshot as the source archives it: its record (with the metadata bk
+ * reads without keys), label, map, manifest and data objects.  present
+ * data objects of the objects the record counts arrive; no record when
+ * kind is NULL.
+ */
+static void
+archive_snapshot(WalFixture *f, const char *id, const char *kind,
+				 const char *parent, uint32_t timeline, const char *start_lsn,
+				 const char *stop_lsn, int objects, int present)
+{
+	const char *parts[] = {BK_SNAPSHOT_LABEL, BK_SNAPSHOT_MAP,
+						   BK_SNAPSHOT_MANIFEST};
+	char name[128];
+	char meta[1024];
+
+	snprintf(meta, sizeof(meta), "snapshot=%s", id);
+	for (int partIdx = 0; partIdx < 3; partIdx++)
+	{
+		snprintf(name, sizeof(name), "%s/%s", id, parts[partIdx]);
+		test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT,
+							SOURCE, name, meta, (const uint8_t *) "x", 1);
+	}
+	for (int objectIdx = 0; objectIdx < present; objectIdx++)
+	{
+		snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_DATA "/%06d", id,
+				 objectIdx + 1);
+		test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT,
+							SOURCE, name, meta, (const uint8_t *) "data", 4);
+	}
+	if (kind == NULL)
+		return;
+	snprintf(meta, sizeof(meta),
+			 "snapshot=%s\nkind=%s\n%s%s%sstart-lsn=%s\nstop-lsn=%s\n"
+			 "timeline=%u\nstart-time=2026-11-24T00:00:00.000Z\n"
+			 "stop-time=2026-11-24T00:01:00.000Z\nobjects=%d\nfiles=%d\n"
+			 "bytes=4\nsystem-identifier=7441\npg-version=160000\n"
+			 "segment-size=%u",
+			 id, kind, parent ? "parent=" : "", parent ? parent : "",
+			 parent ? "\n" : "", start_lsn, stop_lsn, timeline, objects,
+			 objects, SEG_SIZE);
+	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, id);
+	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
+						name, meta, (const uint8_t *) "{}", 2);
+}
+
+/* bk expire on the fixture's repository, its report out of the TAP. */
+static int
+expire(WalFixture *f, int64_t retain_full)
+{
+	BkRetention policy = {.retain_full = retain_full};
+	int saved = dup(STDOUT_FILENO);
+	int quiet = open("/dev/null", O_WRONLY);
+	int status;
+	BkError err;
+
+	fflush(stdout);
+	dup2(quiet, STDOUT_FILENO);
+	status = bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(quiet);
+	return status;
+}
+
+static bool
+object_exists(WalFixture *f, int kind, const char *name)
+{
+	BkRepoStat stat;
+	BkError err;
+
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, kind, name,
+							 &stat, &err));
+	return stat.exists;
+}
+
+static bool
+record_exists(WalFixture *f, const char *id)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, id);
+	return object_exists(f, BK_KIND_SNAPSHOT, name);
+}
+
+static bool
+segment_exists(WalFixture *f, uint32_t timeline, uint64_t segno)
+{
+	char name[32];
+
+	bk_wal_segment_name(timeline, segno, SEG_SIZE, name);
+	return object_exists(f, BK_KIND_WAL, name);
+}
+
+#define SNAP_P "20261101T000000Z-0000000a"
+#define SNAP_K "20261102T000000Z-0000000b"
+#define SNAP_C "20261103T000000Z-0000000c"
+
+/*
+ * Full P on timeline 1, full K after it; then a restore from P to 0/3800000
+ * made timeline 2, whose server bases its next incremental snapshot, C, on
+ * P, the newest it knows.  --retain-full 1 keeps K (it ends last in the
+ * WAL) and C (newer than K): P, C's parent, and the WAL from P's start
+ * must stay, or C cannot be restored.
+ */
+static void
+archive_restored_timeline(WalFixture *f)
+{
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/3800000");
+	for (uint64_t segno = 3; segno <= 4; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+}
+
+static void
+test_expire_keeps_parent_of_newer(void **state)
+{
+	WalFixture *f = *state;
+	BkSnapshotCatalog catalog;
+	BkError err;
+
+	archive_restored_timeline(f);
+	archive_snapshot(f, SNAP_C, "incr", SNAP_P, 2, "0/4000028", "0/4800000", 1,
+					 1);
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(catalog.count, 3);
+	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+		assert_true(catalog.snapshots[snapIdx].restorable);
+	bk_snapshot_catalog_free(&catalog);
+
+	assert_int_equal(expire(f, 1), 0);
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_C));
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(segment_exists(f, 2, 3));
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_true(catalog.snapshots[bk_snapshot_catalog_find(&catalog, SNAP_C)]
+					.restorable);
+	bk_snapshot_catalog_free(&catalog);
+}
+
+/* The same with C still arriving: its record is there, a data object not. */
+static void
+test_expire_keeps_parent_of_arriving(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_restored_timeline(f);
+	archive_snapshot(f, SNAP_C, "incr", SNAP_P, 2, "0/4000028", "0/4800000", 2,
+					 1);
+	assert_int_equal(expire(f, 1), 0);
+	assert_true(record_exists(f, SNAP_C));
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
 }
 
 /* ------------------------------------------------- object names of files */
@@ -1227,6 +1430,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_gap, wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_timelines, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_arriving,
+										wal_setup, wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),

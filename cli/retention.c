@@ -79,6 +79,8 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 
 	if (policy->retain_full > 0)
 	{
+		bool kept_on_latest = false;
+
 		for (int slot = 0;
 			 slot < restorable_count && kept_fulls < policy->retain_full;
 			 slot++)
@@ -86,6 +88,20 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 			{
 				verdicts[restorable[slot]] = BK_VERDICT_KEEP;
 				kept_fulls++;
+				kept_on_latest |= !snapshots[restorable[slot]].off_latest;
+			}
+
+		/*
+		 * The newest fulls may all lie on a timeline the source left (a
+		 * restore to an earlier moment): then the newest full the source's
+		 * timeline descends from stays too, or nothing would restore it.
+		 */
+		for (int slot = 0; !kept_on_latest && slot < restorable_count; slot++)
+			if (strcmp(snapshots[restorable[slot]].kind, "full") == 0 &&
+				!snapshots[restorable[slot]].off_latest)
+			{
+				verdicts[restorable[slot]] = BK_VERDICT_KEEP;
+				kept_on_latest = true;
 			}
 		anchored = kept_fulls > 0;
 		for (int snapIdx = 0; snapIdx < count; snapIdx++)
@@ -106,8 +122,15 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 
 			keep_chain(&d, restorable[slot]);
 			anchored = true;
-			if (!inside)
-				break; /* the newest one ending before the window */
+
+			/*
+			 * The newest one ending before the window, from which the
+			 * source's timeline descends: one ending later on a timeline
+			 * the source left (a restore to an earlier moment) restores
+			 * none of the window's moments on the source's timeline.
+			 */
+			if (!inside && !snapshot->off_latest)
+				break;
 		}
 	}
 	free(restorable);

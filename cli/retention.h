@@ -3,10 +3,13 @@
  *		Which snapshots a retention policy keeps, for every engine.
  *
  *	  --retain-full N   the N newest restorable full snapshots and every
- *						diff/incr built on them
+ *						diff/incr built on them, and the newest full the
+ *						source's current timeline descends from if none of
+ *						those is one
  *	  --retain-days D   whatever restores any moment of the last D days:
  *						every snapshot ending inside the window, the newest
- *						one ending before it, and their parents
+ *						one ending before it (down to one the current
+ *						timeline descends from), and their parents
  *
  * Only snapshots older than the oldest kept one are removed, so a snapshot
  * that is still arriving (shippers archive a snapshot's objects in any
@@ -46,6 +49,13 @@ typedef struct BkRetentionSnapshot
 	bool restorable;
 	int64_t stop_us;     /* when it ended, or BK_TIME_UNKNOWN */
 	uint64_t stop_order; /* where it ended in the log: orders by end */
+	/*
+	 * It ended where the source's current timeline does not pass: a
+	 * restore to an earlier moment branched off before its end, so it
+	 * restores nothing of what the source did since.  false when the
+	 * engine has no timelines or cannot tell.
+	 */
+	bool off_latest;
 } BkRetentionSnapshot;
 
 /*

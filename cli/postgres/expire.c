@@ -199,6 +199,28 @@ remove_snapshot(Expire *ex, const BkSnapshot *snapshot, BkError *err)
 								 BK_KIND_SNAPSHOT, prefix, err);
 }
 
+/*
+ * Does the snapshot end where the newest timeline does not pass (a restore
+ * to an earlier moment branched off before its end)?  Known only from
+ * that timeline's branch points: without them (a history file archived
+ * without them, and expire has no key) bk cannot tell, and the snapshot
+ * counts as on it.
+ */
+static bool
+off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
+{
+	const BkWalTimeline *latest =
+		bk_wal_timeline(wal, bk_wal_latest_timeline(wal));
+
+	if (latest == NULL || snapshot->timeline == latest->timeline ||
+		!latest->history_known)
+		return false;
+	for (int ancIdx = 0; ancIdx < latest->ancestor_count; ancIdx++)
+		if (latest->ancestors[ancIdx].timeline == snapshot->timeline)
+			return snapshot->stop_lsn > latest->ancestors[ancIdx].end_lsn;
+	return true; /* its timeline is not in the newest one's history */
+}
+
 /* The catalog as the retention decision sees it. */
 static bool
 build_view(Expire *ex, BkError *err)
@@ -227,6 +249,7 @@ build_view(Expire *ex, BkError *err)
 			.restorable = snapshot->restorable,
 			.stop_us = snapshot->stop_us,
 			.stop_order = snapshot->stop_lsn,
+			.off_latest = off_latest_timeline(&ex->catalog.wal, snapshot),
 		};
 	}
 	return true;

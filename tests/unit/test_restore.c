@@ -260,9 +260,10 @@ typedef struct RetentionCase
 
 #define NOW_MS (1795478400LL * 1000 + 30LL * 24 * 3600 * 1000)
 
+/* off_latest: a bit per case that ends off the source's timeline. */
 static void
-decide(const RetentionCase *cases, int count, const BkRetention *policy,
-	   BkVerdict *verdicts, bool anchored)
+decide_off(const RetentionCase *cases, int count, const BkRetention *policy,
+		   BkVerdict *verdicts, bool anchored, unsigned off_latest)
 {
 	BkRetentionSnapshot snapshots[16];
 
@@ -275,10 +276,18 @@ decide(const RetentionCase *cases, int count, const BkRetention *policy,
 			.stop_us =
 				(NOW_MS - cases[caseIdx].stop_hours_ago * 3600000LL) * 1000,
 			.stop_order = (uint64_t) (1000 - cases[caseIdx].stop_hours_ago),
+			.off_latest = (off_latest & (1u << caseIdx)) != 0,
 		};
 	assert_int_equal(
 		bk_retention_decide(snapshots, count, policy, NOW_MS, verdicts),
 		anchored);
+}
+
+static void
+decide(const RetentionCase *cases, int count, const BkRetention *policy,
+	   BkVerdict *verdicts, bool anchored)
+{
+	decide_off(cases, count, policy, verdicts, anchored, 0);
 }
 
 static void
@@ -382,6 +391,27 @@ test_retention(void **state)
 		assert_int_equal(v[1], BK_VERDICT_KEEP);
 		assert_int_equal(v[2], BK_VERDICT_IN_PROGRESS);
 		assert_int_equal(v[0], BK_VERDICT_PARENT);
+	}
+
+	/*
+	 * Restored from 0 to a moment before 1 ended: the source's timeline
+	 * branched off before 1's end, so only 0 restores what it did since.
+	 * 1 ends later in the WAL and is kept; 0 stays with it.
+	 */
+	{
+		const RetentionCase branched[] = {
+			{"20261101T000000Z-a", "full", -1, true, 300}, /* 0 */
+			{"20261102T000000Z-b", "full", -1, true, 200}, /* 1: off */
+		};
+		BkRetention full1 = {.retain_full = 1};
+		BkRetention day1 = {.retain_days = 1};
+
+		decide_off(branched, 2, &full1, v, true, 1u << 1);
+		assert_int_equal(v[1], BK_VERDICT_KEEP);
+		assert_int_equal(v[0], BK_VERDICT_KEEP);
+		decide_off(branched, 2, &day1, v, true, 1u << 1);
+		assert_int_equal(v[1], BK_VERDICT_KEEP);
+		assert_int_equal(v[0], BK_VERDICT_KEEP);
 	}
 
 	/* Nothing restorable anchors the policy: nothing is removed. */
@@ -615,8 +645,8 @@ archive_snapshot(WalFixture *f, const char *id, const char *kind,
 		return;
 	snprintf(meta, sizeof(meta),
 			 "snapshot=%s\nkind=%s\n%s%s%sstart-lsn=%s\nstop-lsn=%s\n"
-			 "timeline=%u\nstart-time=2026-11-24T00:00:00.000Z\n"
-			 "stop-time=2026-11-24T00:01:00.000Z\nobjects=%d\nfiles=%d\n"
+			 "timeline=%u\nstart-time=2020-11-24T00:00:00.000Z\n"
+			 "stop-time=2020-11-24T00:01:00.000Z\nobjects=%d\nfiles=%d\n"
 			 "bytes=4\nsystem-identifier=7441\npg-version=160000\n"
 			 "segment-size=%u",
 			 id, kind, parent ? "parent=" : "", parent ? parent : "",
@@ -629,9 +659,10 @@ archive_snapshot(WalFixture *f, const char *id, const char *kind,
 
 /* bk expire on the fixture's repository, its report out of the TAP. */
 static int
-expire(WalFixture *f, int64_t retain_full)
+expire(WalFixture *f, int64_t retain_full, int64_t retain_days)
 {
-	BkRetention policy = {.retain_full = retain_full};
+	BkRetention policy = {.retain_full = retain_full,
+						  .retain_days = retain_days};
 	int saved = dup(STDOUT_FILENO);
 	int quiet = open("/dev/null", O_WRONLY);
 	int status;
@@ -718,7 +749,7 @@ test_expire_keeps_parent_of_newer(void **state)
 		assert_true(catalog.snapshots[snapIdx].restorable);
 	bk_snapshot_catalog_free(&catalog);
 
-	assert_int_equal(expire(f, 1), 0);
+	assert_int_equal(expire(f, 1, 0), 0);
 	assert_true(record_exists(f, SNAP_K));
 	assert_true(record_exists(f, SNAP_C));
 	assert_true(record_exists(f, SNAP_P));
@@ -740,8 +771,29 @@ test_expire_keeps_parent_of_arriving(void **state)
 	archive_restored_timeline(f);
 	archive_snapshot(f, SNAP_C, "incr", SNAP_P, 2, "0/4000028", "0/4800000", 2,
 					 1);
-	assert_int_equal(expire(f, 1), 0);
+	assert_int_equal(expire(f, 1, 0), 0);
 	assert_true(record_exists(f, SNAP_C));
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
+}
+
+/*
+ * Without C: the source's timeline (2) branched off before K ended, so
+ * only P restores it.  K is the newest full, and ends before the window of
+ * one day (the records say 2020), like P: P must stay either way.
+ */
+static void
+test_expire_keeps_full_of_current_timeline(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_restored_timeline(f);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
+	assert_int_equal(expire(f, 0, 1), 0);
+	assert_true(record_exists(f, SNAP_K));
 	assert_true(record_exists(f, SNAP_P));
 	assert_true(segment_exists(f, 1, 1));
 }
@@ -1434,6 +1486,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_arriving,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_full_of_current_timeline, wal_setup,
+			wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),

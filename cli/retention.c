@@ -148,8 +148,16 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 	 * server restored to an earlier moment bases its next incremental
 	 * snapshot on the one it was restored from, older than the fulls kept
 	 * for their newer end.  A parent kept moves the oldest kept back, which
-	 * may leave more alone: until nothing changes.
+	 * may leave more alone: until nothing changes.  A snapshot of another
+	 * database system stays, whatever its age: the newest log decides
+	 * which system is the source's, and a second cluster misconfigured
+	 * with the same source id would otherwise have the first one's
+	 * snapshots removed.
 	 */
+	for (int snapIdx = 0; snapIdx < count; snapIdx++)
+		if (snapshots[snapIdx].foreign &&
+			verdicts[snapIdx] == BK_VERDICT_EXPIRE)
+			verdicts[snapIdx] = BK_VERDICT_FOREIGN;
 	for (bool changed = true; changed;)
 	{
 		changed = false;
@@ -205,6 +213,9 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 			return "kept: newer than the oldest kept snapshot";
 		case BK_VERDICT_PARENT:
 			return "kept: a snapshot that stays builds on it";
+		case BK_VERDICT_FOREIGN:
+			return "kept: of another database system than the source's "
+				   "newest WAL (a conflict): never removed";
 		case BK_VERDICT_EXPIRE:
 			break;
 	}

@@ -37,7 +37,8 @@ typedef enum BkVerdict
 	BK_VERDICT_KEEP,
 	BK_VERDICT_IN_PROGRESS, /* not restorable, newer than the oldest kept */
 	BK_VERDICT_NEWER,       /* restorable, not needed, but newer likewise */
-	BK_VERDICT_PARENT       /* older, but a snapshot that stays builds on it */
+	BK_VERDICT_PARENT,      /* older, but a snapshot that stays builds on it */
+	BK_VERDICT_FOREIGN      /* of another database system: never removed */
 } BkVerdict;
 
 /* What the decision needs to know of a snapshot, whatever the engine. */
@@ -56,6 +57,13 @@ typedef struct BkRetentionSnapshot
 	 * engine has no timelines or cannot tell.
 	 */
 	bool off_latest;
+	/*
+	 * Of another database system than the source's newest log (a second
+	 * cluster archiving under the same source id): which one is the
+	 * source's is not bk's to guess, so it is never removed, nor what it
+	 * builds on.
+	 */
+	bool foreign;
 } BkRetentionSnapshot;
 
 /*

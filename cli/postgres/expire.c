@@ -250,6 +250,11 @@ build_view(Expire *ex, BkError *err)
 			.stop_us = snapshot->stop_us,
 			.stop_order = snapshot->stop_lsn,
 			.off_latest = off_latest_timeline(&ex->catalog.wal, snapshot),
+			.foreign = snapshot->problem == BK_SNAP_CONFLICT ||
+					   (snapshot->system_identifier[0] != '\0' &&
+						ex->catalog.wal.system_identifier[0] != '\0' &&
+						strcmp(snapshot->system_identifier,
+							   ex->catalog.wal.system_identifier) != 0),
 		};
 	}
 	return true;

@@ -437,6 +437,7 @@ typedef struct WalFixture
 	BkKeyring ring;
 	BkRepo *repo;
 	int uploads;
+	const char *system; /* what archived objects say; NULL: 7441 */
 } WalFixture;
 
 static int
@@ -491,8 +492,8 @@ archive_segment(WalFixture *f, uint32_t timeline, uint64_t segno)
 	bk_wal_segment_name(timeline, segno, SEG_SIZE, name);
 	snprintf(meta, sizeof(meta),
 			 "type=segment\ntimeline=%u\nsegment-size=%u\n"
-			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
-			 timeline, SEG_SIZE);
+			 "system-identifier=%s\ncreated=2026-11-24T05:12:00.000Z",
+			 timeline, SEG_SIZE, f->system ? f->system : "7441");
 	archive(f, name, meta);
 }
 
@@ -647,11 +648,11 @@ archive_snapshot(WalFixture *f, const char *id, const char *kind,
 			 "snapshot=%s\nkind=%s\n%s%s%sstart-lsn=%s\nstop-lsn=%s\n"
 			 "timeline=%u\nstart-time=2020-11-24T00:00:00.000Z\n"
 			 "stop-time=2020-11-24T00:01:00.000Z\nobjects=%d\nfiles=%d\n"
-			 "bytes=4\nsystem-identifier=7441\npg-version=160000\n"
+			 "bytes=4\nsystem-identifier=%s\npg-version=160000\n"
 			 "segment-size=%u",
 			 id, kind, parent ? "parent=" : "", parent ? parent : "",
 			 parent ? "\n" : "", start_lsn, stop_lsn, timeline, objects,
-			 objects, SEG_SIZE);
+			 objects, f->system ? f->system : "7441", SEG_SIZE);
 	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, id);
 	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
 						name, meta, (const uint8_t *) "{}", 2);
@@ -796,6 +797,42 @@ test_expire_keeps_full_of_current_timeline(void **state)
 	assert_true(record_exists(f, SNAP_K));
 	assert_true(record_exists(f, SNAP_P));
 	assert_true(segment_exists(f, 1, 1));
+}
+
+/*
+ * A second cluster archives under the same source id (bk.source_id set
+ * alike on both): its WAL is now the newest, so the first cluster's
+ * snapshots are conflicts, not restorable, and its snapshot is.  Neither
+ * cluster's snapshots, nor the WAL they need, are bk expire's to remove.
+ */
+static void
+test_expire_keeps_other_system(void **state)
+{
+	WalFixture *f = *state;
+	BkSnapshotCatalog catalog;
+	BkError err;
+
+	archive_restored_timeline(f);
+	archive_snapshot(f, "20261102T120000Z-0000000e", "incr", SNAP_K, 1,
+					 "0/6000028", "0/6800000", 1, 1);
+	f->system = "9999";
+	for (uint64_t segno = 7; segno <= 9; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, "20261104T000000Z-0000000d", "full", NULL, 2,
+					 "0/8000028", "0/8800000", 1, 1);
+	f->system = NULL;
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(catalog.snapshots[0].problem, BK_SNAP_CONFLICT);
+	assert_true(catalog.snapshots[3].restorable);
+	bk_snapshot_catalog_free(&catalog);
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, "20261102T120000Z-0000000e"));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(segment_exists(f, 1, 5));
 }
 
 /* ------------------------------------------------- object names of files */
@@ -1489,6 +1526,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_full_of_current_timeline, wal_setup,
 			wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_keeps_other_system,
+										wal_setup, wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),

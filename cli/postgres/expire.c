@@ -14,7 +14,8 @@
  *
  * A snapshot's record goes first, so a removal cut short leaves an
  * incomplete snapshot, never one that looks restorable with objects
- * missing.
+ * missing; snapshots go newest first, so never a parent before the
+ * snapshots built on it; then the WAL, which they needed.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -308,7 +309,13 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 			   policy->retain_full > 0 ? policy->retain_full
 									   : policy->retain_days,
 			   policy->dry_run ? ", dry run: nothing is removed" : "");
-	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+
+	/*
+	 * Newest first: an incremental snapshot goes before its parent, so
+	 * expire stopped part way (a crash, a store error) never leaves a
+	 * snapshot whose parent is gone.
+	 */
+	for (int snapIdx = ex->catalog.count - 1; snapIdx >= 0; snapIdx--)
 	{
 		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
 		BkVerdict verdict = ex->verdicts[snapIdx];

@@ -22,6 +22,7 @@
 #include "commands.h"
 #include "pg_engine.h"
 #include "repo.h"
+#include "repo_backend.h"
 #include "restore.h"
 #include "retention.h"
 #include "target.h"
@@ -835,6 +836,72 @@ test_expire_keeps_other_system(void **state)
 	assert_true(segment_exists(f, 1, 5));
 }
 
+/* The directory backend, but removing what is under one key fails. */
+static const BkRepoBackend *real_backend;
+static const char *failing_key;
+
+static bool
+delete_failing(BkRepo *repo, const char *key, BkError *err)
+{
+	if (strstr(key, failing_key) != NULL)
+		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
+							key);
+	return real_backend->delete (repo, key, err);
+}
+
+static bool
+delete_prefix_failing(BkRepo *repo, const char *prefix, BkError *err)
+{
+	if (strstr(prefix, failing_key) != NULL)
+		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
+							prefix);
+	return real_backend->delete_prefix(repo, prefix, err);
+}
+
+/*
+ * Expire stopped part way (here: removing I fails): what it removed must
+ * not be what a snapshot left behind builds on.  I on F, both expired for
+ * the newer full G: I goes first, so F is still whole when expire stops.
+ */
+static void
+test_expire_removes_dependents_first(void **state)
+{
+	WalFixture *f = *state;
+	const char *snap_f = "20261101T000000Z-0000000f";
+	const char *snap_i = "20261102T000000Z-0000000a";
+	const char *snap_g = "20261103T000000Z-0000000b";
+	BkRepoBackend failing;
+	int status;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, snap_f, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, snap_i, "incr", snap_f, 1, "0/3000028", "0/3800000", 1,
+					 1);
+	archive_snapshot(f, snap_g, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	real_backend = f->repo->backend;
+	failing = *real_backend;
+	failing.delete = delete_failing;
+	failing.delete_prefix = delete_prefix_failing;
+	failing_key = snap_i;
+	f->repo->backend = &failing;
+	status = expire(f, 1, 0);
+	f->repo->backend = real_backend;
+	assert_int_not_equal(status, 0);
+	assert_true(record_exists(f, snap_i));
+	assert_true(record_exists(f, snap_f));
+	assert_true(segment_exists(f, 1, 1));
+
+	/* Run again, it finishes. */
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, snap_i));
+	assert_false(record_exists(f, snap_f));
+	assert_false(segment_exists(f, 1, 4));
+	assert_true(segment_exists(f, 1, 5));
+}
+
 /* ------------------------------------------------- object names of files */
 
 static void
@@ -1527,6 +1594,8 @@ main(void)
 			test_expire_keeps_full_of_current_timeline, wal_setup,
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_system,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_removes_dependents_first,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,

@@ -131,12 +131,25 @@ needed_after_guard(const Expire *ex, BkRepoArea area, const char *name,
 	return needed;
 }
 
+/* A WAL object to remove. */
+typedef struct WalDoomed
+{
+	uint64_t segno;
+	uint32_t timeline;
+	uint64_t size;
+	char *entry_name; /* as listed: "<name>.<attempt>" in conflicts */
+	char *name;       /* the WAL file's name */
+} WalDoomed;
+
 typedef struct WalRemoval
 {
 	Expire *ex;
 	BkRepoArea area;
 	uint64_t cutoff;
 	int64_t guard_us;
+	WalDoomed *doomed; /* of the area being listed */
+	size_t doomed_count;
+	size_t doomed_cap;
 	uint64_t count;
 	uint64_t bytes;
 	char first[BK_OBJECT_NAME_MAX + 1];
@@ -145,7 +158,7 @@ typedef struct WalRemoval
 
 /* One WAL object (a name, or "<name>.<attempt>" in conflicts) to judge. */
 static bool
-expire_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
+judge_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 {
 	WalRemoval *removal = arg;
 	Expire *ex = removal->ex;
@@ -153,7 +166,9 @@ expire_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 	uint32_t timeline;
 	uint32_t log;
 	uint32_t seg;
+	uint64_t segno;
 	BkWalFileType type;
+	WalDoomed *doomed;
 
 	if (entry->is_prefix)
 		return true;
@@ -166,21 +181,103 @@ expire_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 			*dot = '\0';
 	}
 	type = bk_wal_file_type(name, &timeline, &log, &seg);
-	if ((type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL &&
-		 type != BK_WAL_BACKUP) ||
-		bk_wal_segno(log, seg, ex->catalog.wal.segment_size) >=
-			removal->cutoff ||
+	if (type != BK_WAL_SEGMENT && type != BK_WAL_PARTIAL &&
+		type != BK_WAL_BACKUP)
+		return true;
+	segno = bk_wal_segno(log, seg, ex->catalog.wal.segment_size);
+	if (segno >= removal->cutoff ||
 		needed_after_guard(ex, removal->area, entry->name, removal->guard_us))
 		return true;
-	removal->count++;
-	removal->bytes += entry->size;
-	if (removal->first[0] == '\0' || strcmp(name, removal->first) < 0)
-		bk_strlcpy(removal->first, name, sizeof(removal->first));
-	if (strcmp(name, removal->last) > 0)
-		bk_strlcpy(removal->last, name, sizeof(removal->last));
-	return ex->policy->dry_run ||
-		   bk_repo_delete(ex->repo, removal->area, ex->source, BK_KIND_WAL,
-						  entry->name, err);
+	if (removal->doomed_count == removal->doomed_cap)
+	{
+		size_t cap = removal->doomed_cap ? removal->doomed_cap * 2 : 256;
+		WalDoomed *grown = realloc(removal->doomed, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		removal->doomed = grown;
+		removal->doomed_cap = cap;
+	}
+	doomed = &removal->doomed[removal->doomed_count];
+	doomed->segno = segno;
+	doomed->timeline = timeline;
+	doomed->size = entry->size;
+	doomed->entry_name = strdup(entry->name);
+	doomed->name = strdup(name);
+	if (doomed->entry_name == NULL || doomed->name == NULL)
+	{
+		free(doomed->entry_name);
+		free(doomed->name);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	removal->doomed_count++;
+	return true;
+}
+
+static int
+doomed_cmp(const void *a, const void *b)
+{
+	const WalDoomed *x = a;
+	const WalDoomed *y = b;
+
+	if (x->segno != y->segno)
+		return x->segno < y->segno ? -1 : 1;
+	if (x->timeline != y->timeline)
+		return x->timeline < y->timeline ? -1 : 1;
+	return strcmp(x->entry_name, y->entry_name);
+}
+
+static void
+doomed_free(WalRemoval *removal)
+{
+	for (size_t idx = 0; idx < removal->doomed_count; idx++)
+	{
+		free(removal->doomed[idx].entry_name);
+		free(removal->doomed[idx].name);
+	}
+	free(removal->doomed);
+	removal->doomed = NULL;
+	removal->doomed_count = removal->doomed_cap = 0;
+}
+
+/*
+ * The WAL of area before the cutoff, oldest first: expire stopped part way
+ * leaves the archive starting later, never with a hole that bk list and
+ * bk verify would report as a gap.  Listed whole before the first removal.
+ */
+static bool
+remove_wal(WalRemoval *removal, BkRepoArea area, BkError *err)
+{
+	Expire *ex = removal->ex;
+	bool ok;
+
+	removal->area = area;
+	ok = bk_repo_list(ex->repo, area, ex->source, BK_KIND_WAL, "", false,
+					  judge_wal_object, removal, err);
+	if (ok && removal->doomed_count > 0)
+		qsort(removal->doomed, removal->doomed_count, sizeof(*removal->doomed),
+			  doomed_cmp);
+	for (size_t idx = 0; ok && idx < removal->doomed_count; idx++)
+	{
+		const WalDoomed *doomed = &removal->doomed[idx];
+
+		if (!ex->policy->dry_run &&
+			!bk_repo_delete(ex->repo, area, ex->source, BK_KIND_WAL,
+							doomed->entry_name, err))
+		{
+			ok = false;
+			break;
+		}
+		removal->count++;
+		removal->bytes += doomed->size;
+		if (removal->first[0] == '\0' ||
+			strcmp(doomed->name, removal->first) < 0)
+			bk_strlcpy(removal->first, doomed->name, sizeof(removal->first));
+		if (strcmp(doomed->name, removal->last) > 0)
+			bk_strlcpy(removal->last, doomed->name, sizeof(removal->last));
+	}
+	doomed_free(removal);
+	return ok;
 }
 
 /* Remove one snapshot: its record first, then the rest. */
@@ -351,13 +448,8 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	{
 		wal.cutoff = cutoff;
 		wal.guard_us = guard_us;
-		wal.area = BK_REPO_ARCHIVE;
-		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
-						  expire_wal_object, &wal, err))
-			goto fail;
-		wal.area = BK_REPO_CONFLICTS;
-		if (!bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL, "",
-						  false, expire_wal_object, &wal, err))
+		if (!remove_wal(&wal, BK_REPO_ARCHIVE, err) ||
+			!remove_wal(&wal, BK_REPO_CONFLICTS, err))
 			goto fail;
 		freed += wal.bytes;
 	}

@@ -902,6 +902,40 @@ test_expire_removes_dependents_first(void **state)
 	assert_true(segment_exists(f, 1, 5));
 }
 
+/*
+ * Expire stopped part way through the WAL (removing segment 4 fails): what
+ * is left before the kept snapshot's start runs on without a hole, oldest
+ * gone first, so bk list and bk verify see an archive that starts later,
+ * not a gap.
+ */
+static void
+test_expire_removes_oldest_wal_first(void **state)
+{
+	WalFixture *f = *state;
+	BkRepoBackend failing;
+	BkWalCatalog catalog;
+	BkError err;
+	int status;
+
+	for (uint64_t segno = 1; segno <= 8; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/7000028", "0/7800000", 1,
+					 1);
+	real_backend = f->repo->backend;
+	failing = *real_backend;
+	failing.delete = delete_failing;
+	failing_key = "000000010000000000000004";
+	f->repo->backend = &failing;
+	status = expire(f, 1, 0);
+	f->repo->backend = real_backend;
+	assert_int_not_equal(status, 0);
+	for (uint64_t segno = 1; segno <= 8; segno++)
+		assert_int_equal(segment_exists(f, 1, segno), segno >= 4);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(bk_wal_timeline(&catalog, 1)->gap_count, 0);
+	bk_wal_catalog_free(&catalog);
+}
+
 /* ------------------------------------------------- object names of files */
 
 static void
@@ -1596,6 +1630,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_system,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_dependents_first,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_removes_oldest_wal_first,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,

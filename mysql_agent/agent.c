@@ -637,6 +637,23 @@ agent_status_json(Agent *agent)
 }
 
 /*
+ * release_job
+ *		A control call is done with job (it took a use under snapshot_lock):
+ *		free the job if a later bk_snapshot() replaced it meanwhile.
+ */
+static void
+release_job(Agent *agent, SnapshotJob *job)
+{
+	bool last;
+
+	pthread_mutex_lock(&agent->snapshot_lock);
+	last = --job->users == 0 && job->replaced;
+	pthread_mutex_unlock(&agent->snapshot_lock);
+	if (last)
+		snapshot_free(job);
+}
+
+/*
  * control_snapshot
  *		bk_snapshot(): start a job (one at a time); with wait, follow it
  *		until it ends, cancelling it if the caller goes away (KILL QUERY,
@@ -675,12 +692,17 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 			return NULL;
 		}
 		snapshot_join(last);
-		json_decref(last->result);
-		free(last);
 		agent->snapshot = NULL;
+		/* Its own caller may still be reading it: the last one frees it. */
+		if (last->users > 0)
+			last->replaced = true;
+		else
+			snapshot_free(last);
 	}
 	job = snapshot_start(agent, &options, err);
 	agent->snapshot = job;
+	if (job != NULL)
+		job->users++;
 	pthread_mutex_unlock(&agent->snapshot_lock);
 	if (job == NULL)
 		return NULL;
@@ -690,6 +712,7 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 		answer = snapshot_progress_json(job);
 		text = json_dumps(answer, JSON_COMPACT | JSON_SORT_KEYS);
 		json_decref(answer);
+		release_job(agent, job);
 		return text;
 	}
 	for (;;)
@@ -723,6 +746,7 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 					 job->error);
 	}
 	pthread_mutex_unlock(&job->lock);
+	release_job(agent, job);
 	return text;
 }
 

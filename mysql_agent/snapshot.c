@@ -1819,6 +1819,14 @@ snapshot_join(SnapshotJob *job)
 	pthread_join(job->thread, NULL);
 }
 
+void
+snapshot_free(SnapshotJob *job)
+{
+	json_decref(job->result);
+	pthread_mutex_destroy(&job->lock);
+	free(job);
+}
+
 /*
  * snapshot_progress_json
  *		{snapshot_id, state, tables_done, tables_total, rows, bytes, sent,

@@ -46,6 +46,15 @@ typedef struct SnapshotJob
 	pthread_t thread;
 	volatile bool cancel; /* set by bk_snapshot_cancel or a caller gone */
 
+	/*
+	 * Under the agent's snapshot_lock: the control calls that still use the
+	 * job (its bk_snapshot() caller, waiting or answering), and whether it
+	 * has been replaced as agent->snapshot meanwhile.  A replaced job is
+	 * freed by whichever of the replacing call and its last user comes last.
+	 */
+	int users;
+	bool replaced;
+
 	pthread_mutex_t lock; /* guards what follows */
 	SnapshotState state;
 	int tables_total;
@@ -70,5 +79,8 @@ extern json_t *snapshot_progress_json(SnapshotJob *job);
 
 /* Wait for the job's thread; after this the job is only read. */
 extern void snapshot_join(SnapshotJob *job);
+
+/* Free a joined job and its result. */
+extern void snapshot_free(SnapshotJob *job);
 
 #endif /* BK_AGENT_SNAPSHOT_H */

@@ -13,11 +13,9 @@
 #include <jansson.h>
 
 #include "agent.h"
+#include "snapshot_options.h"
 
 #define SNAPSHOT_ID_LEN       25 /* YYYYMMDDTHHMMSSZ-xxxxxxxx */
-#define SNAPSHOT_JOBS_DEFAULT 2
-#define SNAPSHOT_JOBS_MAX     16
-#define SNAPSHOT_LABEL_MAX    200
 #define SNAPSHOT_PART_DEFAULT ((uint64_t) 32 * 1024 * 1024)
 #define SNAPSHOT_LOCK_WAIT_S  10
 #define SNAPSHOT_ATTEMPTS     5 /* tries at the consistent point */
@@ -29,13 +27,6 @@ typedef enum SnapshotState
 	SNAPSHOT_FAILED,
 	SNAPSHOT_CANCELLED
 } SnapshotState;
-
-typedef struct SnapshotOptions
-{
-	bool wait;
-	int jobs;
-	char label[SNAPSHOT_LABEL_MAX + 1];
-} SnapshotOptions;
 
 /* One snapshot run; shared by its threads and the control calls. */
 typedef struct SnapshotJob
@@ -65,10 +56,6 @@ typedef struct SnapshotJob
 	json_t *result; /* the summary, once done */
 	char error[BK_ERROR_MESSAGE_MAX + BK_ERROR_HINT_MAX + 8];
 } SnapshotJob;
-
-/* Parse bk_snapshot()'s argument: JSON object or key=value[,key=value]. */
-extern bool snapshot_parse_options(const char *text, SnapshotOptions *options,
-								   BkError *err);
 
 /* Start a job in its own thread (one at a time per agent). */
 extern SnapshotJob *snapshot_start(Agent *agent, const SnapshotOptions *options,

@@ -1,0 +1,143 @@
+/*
+ * snapshot_options.c
+ *		bk_snapshot()'s argument, as the SQL caller wrote it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "bk_config.h"
+#include "bk_util.h"
+#include "snapshot_options.h"
+
+static bool
+set_option(SnapshotOptions *options, const char *key, const char *value,
+		   BkError *err)
+{
+	if (strcmp(key, "wait") == 0)
+	{
+		if (!bk_parse_bool(value, &options->wait))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: wait must be true or false, not"
+								" \"%s\"",
+								value);
+		return true;
+	}
+	if (strcmp(key, "jobs") == 0)
+	{
+		uint64_t jobs;
+
+		if (!bk_parse_u64(value, &jobs) || jobs < 1 || jobs > SNAPSHOT_JOBS_MAX)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: jobs must be from 1 to %d, not"
+								" \"%s\"",
+								SNAPSHOT_JOBS_MAX, value);
+		options->jobs = (int) jobs;
+		return true;
+	}
+	if (strcmp(key, "label") == 0)
+	{
+		if (strlen(value) > SNAPSHOT_LABEL_MAX)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: label is longer than %d bytes",
+								SNAPSHOT_LABEL_MAX);
+		bk_strlcpy(options->label, value, sizeof(options->label));
+		return true;
+	}
+	return bk_error_set(err, BK_ERR_USAGE,
+						"bk_snapshot: unknown option \"%s\" (known: wait, jobs,"
+						" label)",
+						key);
+}
+
+/*
+ * snapshot_parse_options
+ *		'{"wait": false, "label": "x", "jobs": 4}' or 'wait=false,label=x'.
+ */
+bool
+snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
+{
+	memset(options, 0, sizeof(*options));
+	options->wait = true;
+	options->jobs = SNAPSHOT_JOBS_DEFAULT;
+	if (text == NULL)
+		return true;
+	while (*text == ' ')
+		text++;
+	if (*text == '\0')
+		return true;
+	if (*text == '{')
+	{
+		json_error_t jerr;
+		json_t *obj = json_loads(text, 0, &jerr);
+		const char *key;
+		json_t *value;
+
+		if (obj == NULL || !json_is_object(obj))
+		{
+			json_decref(obj);
+			return bk_error_set(err, BK_ERR_USAGE,
+								"bk_snapshot: options are not a JSON object:"
+								" %s",
+								jerr.text);
+		}
+		json_object_foreach(obj, key, value)
+		{
+			char buf[SNAPSHOT_LABEL_MAX + 2];
+			bool ok;
+
+			if (json_is_string(value))
+				bk_strlcpy(buf, json_string_value(value), sizeof(buf));
+			else if (json_is_boolean(value))
+				bk_strlcpy(buf, json_is_true(value) ? "true" : "false",
+						   sizeof(buf));
+			else if (json_is_integer(value))
+				snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT,
+						 json_integer_value(value));
+			else
+			{
+				json_decref(obj);
+				return bk_error_set(err, BK_ERR_USAGE,
+									"bk_snapshot: option \"%s\" has a value of"
+									" the wrong type",
+									key);
+			}
+			ok = set_option(options, key, buf, err);
+			if (!ok)
+			{
+				json_decref(obj);
+				return false;
+			}
+		}
+		json_decref(obj);
+		return true;
+	}
+	{
+		char *copy = strdup(text);
+		char *save = NULL;
+		bool ok = true;
+
+		if (copy == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		for (char *item = strtok_r(copy, ",", &save); ok && item != NULL;
+			 item = strtok_r(NULL, ",", &save))
+		{
+			char *eq = strchr(item, '=');
+
+			while (*item == ' ')
+				item++;
+			if (eq == NULL)
+				ok = bk_error_set(err, BK_ERR_USAGE,
+								  "bk_snapshot: \"%s\" is not key=value", item);
+			else
+			{
+				*eq = '\0';
+				ok = set_option(options, item, eq + 1, err);
+			}
+		}
+		free(copy);
+		return ok;
+	}
+}

@@ -1,0 +1,112 @@
+/*
+ * test_snapshot_options.c
+ *		bk_snapshot()'s argument as the agent reads it: JSON or key=value,
+ *		every bad value refused with a message naming it, nothing guessed.
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "snapshot_options.h"
+
+static void
+assert_refused(const char *text, const char *message_part)
+{
+	SnapshotOptions options;
+	BkError err;
+
+	bk_error_clear(&err);
+	assert_false(snapshot_parse_options(text, &options, &err));
+	assert_int_equal(err.code, BK_ERR_USAGE);
+	if (strstr(err.message, message_part) == NULL)
+		fail_msg("\"%s\": message \"%s\" does not say \"%s\"", text,
+				 err.message, message_part);
+}
+
+/* No argument, or an empty one: the defaults. */
+static void
+test_defaults(void **state)
+{
+	SnapshotOptions options;
+	BkError err;
+
+	assert_true(snapshot_parse_options(NULL, &options, &err));
+	assert_true(options.wait);
+	assert_int_equal(options.jobs, SNAPSHOT_JOBS_DEFAULT);
+	assert_string_equal(options.label, "");
+	assert_true(snapshot_parse_options("  ", &options, &err));
+	assert_int_equal(options.jobs, SNAPSHOT_JOBS_DEFAULT);
+}
+
+static void
+test_key_value(void **state)
+{
+	SnapshotOptions options;
+	BkError err;
+
+	assert_true(snapshot_parse_options("jobs=4, label=nightly,wait=false",
+									   &options, &err));
+	assert_int_equal(options.jobs, 4);
+	assert_false(options.wait);
+	assert_string_equal(options.label, "nightly");
+}
+
+static void
+test_json(void **state)
+{
+	SnapshotOptions options;
+	BkError err;
+
+	assert_true(snapshot_parse_options(
+		"{\"wait\": false, \"label\": \"x y\", \"jobs\": 16}", &options, &err));
+	assert_int_equal(options.jobs, 16);
+	assert_false(options.wait);
+	assert_string_equal(options.label, "x y");
+}
+
+/* Unknown keys, wrong types and out-of-range values are refused. */
+static void
+test_bad_values(void **state)
+{
+	char label[SNAPSHOT_LABEL_MAX + 2];
+
+	assert_refused("mode=full", "unknown option \"mode\"");
+	assert_refused("{\"mode\": \"full\"}", "unknown option \"mode\"");
+	assert_refused("jobs=0", "jobs must be from 1 to 16");
+	assert_refused("jobs=17", "jobs must be from 1 to 16");
+	assert_refused("jobs=-1", "jobs must be from 1 to 16");
+	assert_refused("jobs=99999999999999999999999", "jobs must be from");
+	assert_refused("{\"jobs\": -1}", "jobs must be from 1 to 16");
+	assert_refused("{\"jobs\": 2.5}", "wrong type");
+	assert_refused("{\"jobs\": [2]}", "wrong type");
+	assert_refused("{\"wait\": null}", "wrong type");
+	assert_refused("wait=maybe", "wait must be true or false");
+	assert_refused("{\"wait\": 1", "not a JSON object");
+	assert_refused("[1]", "is not key=value");
+	assert_refused("jobs", "is not key=value");
+	memset(label, 'a', sizeof(label) - 1);
+	label[sizeof(label) - 1] = '\0';
+	{
+		char text[sizeof(label) + 16];
+
+		snprintf(text, sizeof(text), "label=%s", label);
+		assert_refused(text, "label is longer than 200 bytes");
+		snprintf(text, sizeof(text), "{\"label\":\"%s\"}", label);
+		assert_refused(text, "label is longer than 200 bytes");
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_key_value),
+		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_bad_values),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -14,8 +14,20 @@
 
 static bool
 set_option(SnapshotOptions *options, const char *key, const char *value,
-		   BkError *err)
+		   unsigned *seen, BkError *err)
 {
+	static const char *const keys[] = {"wait", "jobs", "label"};
+
+	for (unsigned idx = 0; idx < sizeof(keys) / sizeof(keys[0]); idx++)
+		if (strcmp(key, keys[idx]) == 0)
+		{
+			if (*seen & (1U << idx))
+				return bk_error_set(err, BK_ERR_USAGE,
+									"bk_snapshot: option \"%s\" is given"
+									" twice (duplicate)",
+									key);
+			*seen |= 1U << idx;
+		}
 	if (strcmp(key, "wait") == 0)
 	{
 		if (!bk_parse_bool(value, &options->wait))
@@ -43,6 +55,13 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 			return bk_error_set(err, BK_ERR_USAGE,
 								"bk_snapshot: label is longer than %d bytes",
 								SNAPSHOT_LABEL_MAX);
+		/* It goes into log lines, the record and audit events as is. */
+		for (const unsigned char *c = (const unsigned char *) value; *c; c++)
+			if (*c < 0x20 || *c == 0x7F)
+				return bk_error_set(err, BK_ERR_USAGE,
+									"bk_snapshot: label contains the control"
+									" character 0x%02x; use printable text",
+									*c);
 		bk_strlcpy(options->label, value, sizeof(options->label));
 		return true;
 	}
@@ -59,6 +78,8 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 bool
 snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 {
+	unsigned seen = 0;
+
 	memset(options, 0, sizeof(*options));
 	options->wait = true;
 	options->jobs = SNAPSHOT_JOBS_DEFAULT;
@@ -71,7 +92,7 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 	if (*text == '{')
 	{
 		json_error_t jerr;
-		json_t *obj = json_loads(text, 0, &jerr);
+		json_t *obj = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 		const char *key;
 		json_t *value;
 
@@ -104,7 +125,7 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 									" the wrong type",
 									key);
 			}
-			ok = set_option(options, key, buf, err);
+			ok = set_option(options, key, buf, &seen, err);
 			if (!ok)
 			{
 				json_decref(obj);
@@ -134,7 +155,7 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 			else
 			{
 				*eq = '\0';
-				ok = set_option(options, item, eq + 1, err);
+				ok = set_option(options, item, eq + 1, &seen, err);
 			}
 		}
 		free(copy);

@@ -97,6 +97,39 @@ test_bad_values(void **state)
 	}
 }
 
+/*
+ * The label goes into the agent's log line ("snapshot ... started (...,
+ * label X)"), the record and the audit event: a line break in it would
+ * forge log lines, so control characters are refused, not passed on.
+ */
+static void
+test_label_control_characters(void **state)
+{
+	SnapshotOptions options;
+	BkError err;
+
+	assert_refused("label=a\nb", "control character");
+	assert_refused("label=nightly\n2026-01-01 bk-mysql-agent[1]: INFO: x",
+				   "control character");
+	assert_refused("{\"label\": \"a\\nb\"}", "control character");
+	assert_refused("{\"label\": \"a\\u001bb\"}", "control character");
+	assert_refused("label=a\tb", "control character");
+	assert_refused("label=a\x7f", "control character");
+	/* Slashes and non-ASCII text are only text: the label names no object. */
+	assert_true(snapshot_parse_options("label=../x/y \xc3\xa9t\xc3\xa9",
+									   &options, &err));
+	assert_string_equal(options.label, "../x/y \xc3\xa9t\xc3\xa9");
+}
+
+/* A key given twice is an error, not "the last one wins". */
+static void
+test_duplicate_keys(void **state)
+{
+	assert_refused("{\"jobs\": 1, \"jobs\": 16}", "duplicate");
+	assert_refused("jobs=1,jobs=16", "duplicate");
+	assert_refused("label=a, label=b", "duplicate");
+}
+
 int
 main(void)
 {
@@ -105,6 +138,8 @@ main(void)
 		cmocka_unit_test(test_key_value),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_label_control_characters),
+		cmocka_unit_test(test_duplicate_keys),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -62,7 +62,18 @@
 #define CONNECT_RETRY_MS 5000
 /* The agent refuses requests over 64 KiB; leave room for the other fields. */
 #define MAX_ARGUMENT_LEN (60 * 1024)
-#define MAX_REPLY_LEN    (1024 * 1024)
+/* ... and counts the request line as sent, escapes and '\n' included. */
+#define MAX_REQUEST_LEN (64 * 1024)
+/*
+ * bk_status() and bk_snapshot_cancel() are answered at once (the agent's
+ * own waits for them are bounded); a longer silence is a hung agent, and
+ * a connection thread is not held for it.  bk_snapshot() waits as long as
+ * the snapshot runs.
+ */
+#ifndef QUICK_CALL_TIMEOUT_MS
+#define QUICK_CALL_TIMEOUT_MS (60 * 1000)
+#endif
+#define MAX_REPLY_LEN (1024 * 1024)
 /* The server truncates error messages at 512 bytes (ERRMSGSIZE). */
 #define MESSAGE_MAX 512
 
@@ -380,6 +391,19 @@ build_request(UdfCall *call, void *thd, UDF_ARGS *args, size_t *request_len)
 		o += sprintf(o, "null");
 	o += sprintf(o, "}\n");
 	*request_len = (size_t) (o - request);
+	/* Escaping can make a long argument up to six times longer. */
+	if (*request_len > MAX_REQUEST_LEN)
+	{
+		raise_error(call,
+					"the argument is %lu bytes long, %lu once escaped for "
+					"bk-mysql-agent, which accepts requests of at most %d "
+					"bytes; shorten it (control characters and invalid "
+					"UTF-8 take six bytes each)",
+					(unsigned long) arg_len, (unsigned long) *request_len,
+					MAX_REQUEST_LEN);
+		free(request);
+		return NULL;
+	}
 	return request;
 }
 
@@ -780,13 +804,26 @@ send_request(UdfCall *call, void *thd, int fd, const char *request, size_t len)
 	return true;
 }
 
+/* Milliseconds on the monotonic clock. */
+static int64_t
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
  * Read the reply line (without its '\n') into a malloc'd buffer.  Waits as
- * long as the agent works, but gives up at once when the query is killed.
+ * long as the agent works (bk_snapshot) or QUICK_CALL_TIMEOUT_MS (the other
+ * functions), but gives up at once when the query is killed.
  */
 static char *
 receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 {
+	bool quick = strcmp(call->op, "snapshot") != 0;
+	int64_t deadline = monotonic_ms() + QUICK_CALL_TIMEOUT_MS;
 	char ebuf[128];
 	size_t capacity = 4096;
 	size_t len = 0;
@@ -858,6 +895,14 @@ receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 		if (call->api.killed(thd))
 		{
 			raise_killed(call);
+			break;
+		}
+		if (quick && monotonic_ms() >= deadline)
+		{
+			raise_error(call,
+						"bk-mysql-agent did not answer within %d s; the call "
+						"was abandoned (see the agent's log: is it hung?)",
+						QUICK_CALL_TIMEOUT_MS / 1000);
 			break;
 		}
 		if (wait_tick(fd, POLLIN) < 0)

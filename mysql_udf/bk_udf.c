@@ -26,8 +26,9 @@
  *	 fails (fail closed) if one is missing: without the caller's identity
  *	 the agent could not authorize anything.
  * - A call may last long (a snapshot), so the wait polls the socket with a
- *	 short tick and checks thd_killed() at each tick: KILL QUERY ends the
- *	 call promptly, and closing the socket tells the agent to cancel.
+ *	 short tick and checks thd_killed() and thd_is_connected() at each
+ *	 tick: KILL QUERY, or the client going away, ends the call promptly,
+ *	 and closing the socket tells the agent to cancel.
  * - Connection threads have small stacks: buffers of unbounded size are
  *	 malloc'd; the stack holds messages of at most 512 bytes.
  *
@@ -85,6 +86,7 @@ typedef struct ServerApi
 	const char *(*priv_host)(void *thd, size_t *length);
 	unsigned long (*thread_id)(const void *thd);
 	int (*killed)(const void *thd);
+	int (*connected)(void *thd);
 	void (*message)(unsigned int error, const char *text, unsigned long flags);
 } ServerApi;
 
@@ -184,6 +186,8 @@ udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *function,
 		!resolve((void **) &api.thread_id, "thd_get_thread_id", function,
 				 message) ||
 		!resolve((void **) &api.killed, "thd_killed", function, message) ||
+		!resolve((void **) &api.connected, "thd_is_connected", function,
+				 message) ||
 		!resolve((void **) &api.message, "my_message", function, message))
 		return 1;
 
@@ -700,14 +704,37 @@ agent_socket_path(void)
 	return path != NULL && path[0] != '\0' ? path : BK_AGENT_SOCKET;
 }
 
-/* Raise the error for a query killed while waiting for the agent. */
+/*
+ * abandoned
+ *		The statement was killed (KILL QUERY, KILL), or its client went away:
+ *		the server does not kill a statement whose client disconnected, so
+ *		the connection is asked too (thd_is_connected, which the server's own
+ *		lock waits use).  Raises the error and returns true; the caller then
+ *		closes the socket, which tells the agent to cancel.
+ */
 static bool
-raise_killed(UdfCall *call)
+abandoned(UdfCall *call, void *thd)
 {
-	if (strcmp(call->op, "snapshot") == 0)
-		return raise_error(call,
-						   "query killed; the agent cancels the snapshot");
-	return raise_error(call, "query killed; the call was abandoned");
+	bool snapshot = strcmp(call->op, "snapshot") == 0;
+
+	if (call->api.killed(thd))
+	{
+		if (snapshot)
+			raise_error(call, "query killed; the agent cancels the snapshot");
+		else
+			raise_error(call, "query killed; the call was abandoned");
+		return true;
+	}
+	if (!call->api.connected(thd))
+	{
+		if (snapshot)
+			raise_error(call, "the client went away; the agent cancels the"
+							  " snapshot");
+		else
+			raise_error(call, "the client went away; the call was abandoned");
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -752,10 +779,9 @@ connect_agent(UdfCall *call, void *thd, const char *path)
 		/* A full listen backlog: the agent is busy, try again shortly. */
 		if (errno == EAGAIN && waited_ms < CONNECT_RETRY_MS)
 		{
-			if (call->api.killed(thd))
+			if (abandoned(call, thd))
 			{
 				close(fd);
-				raise_killed(call);
 				return -1;
 			}
 			poll(NULL, 0, TICK_MS);
@@ -795,8 +821,8 @@ send_request(UdfCall *call, void *thd, int fd, const char *request, size_t len)
 							   "could not send the request to "
 							   "bk-mysql-agent: %s",
 							   error_text(errno, ebuf, sizeof(ebuf)));
-		if (call->api.killed(thd))
-			return raise_killed(call);
+		if (abandoned(call, thd))
+			return false;
 		if (wait_tick(fd, POLLOUT) < 0)
 			return raise_error(call, "poll failed: %s",
 							   error_text(errno, ebuf, sizeof(ebuf)));
@@ -892,11 +918,8 @@ receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 						error_text(errno, ebuf, sizeof(ebuf)));
 			break;
 		}
-		if (call->api.killed(thd))
-		{
-			raise_killed(call);
+		if (abandoned(call, thd))
 			break;
-		}
 		if (quick && monotonic_ms() >= deadline)
 		{
 			raise_error(call,

@@ -12,8 +12,8 @@
 #  - under sysbench oltp_read_write with DDL in a loop, the snapshot
 #    succeeds and every sbtest table has its row count;
 #  - no hang: LOCK TABLES t WRITE; SELECT bk_snapshot() fails within the
-#    lock wait; KILL QUERY ends a waiting snapshot promptly and the agent
-#    cancels it;
+#    lock wait; KILL QUERY, or the client going away, ends a waiting
+#    snapshot promptly and the agent cancels it;
 #  - once per statement (FROM seq_1_to_5), a USAGE-only user refused,
 #    DROP FUNCTION during a snapshot leaves the server up;
 #  - no plaintext in Kafka or the repository; bk verify checks it all.
@@ -325,6 +325,34 @@ ok $? "... promptly (${elapsed}s)"
 cancelled() { my 'SELECT bk_status()' | grep -q '"state":"\(cancelled\|failed\)"'; }
 wait_for 15 "the agent cancels the killed snapshot" cancelled
 ok $? "the agent cancels the snapshot whose caller went away"
+wait "$locker"
+
+# A client that goes away (killed, its connection dropped) while its
+# bk_snapshot() waits for a table lock held elsewhere.
+callers_gone="$(grep -c 'the caller went away' "$dir/agent.log")"
+(my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(8)" >/dev/null) &
+locker=$!
+sleep 1
+mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" -u root \
+    -e "SELECT bk_snapshot('label=client-gone')" >/dev/null 2>&1 &
+client=$!
+sleep 1.5
+kill -KILL "$client"
+wait "$client" 2>/dev/null
+gone_at=$SECONDS
+# The server kills no statement whose client went away; the UDF asks the
+# connection at each tick and closes the agent's socket.  The snapshot,
+# blocked in a lock wait, is cancelled when the wait returns; without the
+# check it would go on once the lock is released and end done.
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+caller_gone() { [[ "$(grep -c 'the caller went away' "$dir/agent.log")" -gt "$callers_gone" ]]; }
+wait_for 5 "the agent to see the caller gone" caller_gone
+ok $? "a client that goes away: the agent sees its caller gone ($((SECONDS - gone_at)) s) and cancels" ||
+    diag "$(tail -n 5 "$dir/agent.log")"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+cancelled_only() { my 'SELECT bk_status()' | grep -q '"state":"cancelled"'; }
+wait_for 20 "the snapshot of the client that went away cancelled" cancelled_only
+ok $? "... and the snapshot ends cancelled, not done" || diag "$(my 'SELECT bk_status()')"
 wait "$locker"
 
 # bk_snapshot_cancel(id) of a snapshot started with wait=false, waiting for a

@@ -35,6 +35,7 @@ static struct
 	const char *host;
 	size_t host_len;
 	int64_t killed_at_ms; /* thd_killed() is true from then on; 0: never */
+	int64_t gone_at_ms;   /* thd_is_connected() false from then on; 0: never */
 	char message[1024];   /* the last my_message() */
 	int messages;
 } server;
@@ -44,6 +45,7 @@ BK_UDF_EXPORT const char *thd_priv_user(void *thd, size_t *length);
 BK_UDF_EXPORT const char *thd_priv_host(void *thd, size_t *length);
 BK_UDF_EXPORT unsigned long thd_get_thread_id(const void *thd);
 BK_UDF_EXPORT int thd_killed(const void *thd);
+BK_UDF_EXPORT int thd_is_connected(void *thd);
 BK_UDF_EXPORT void my_message(unsigned int error, const char *text,
 							  unsigned long flags);
 
@@ -77,6 +79,12 @@ int
 thd_killed(const void *thd)
 {
 	return server.killed_at_ms != 0 && monotonic_ms() >= server.killed_at_ms;
+}
+
+int
+thd_is_connected(void *thd)
+{
+	return server.gone_at_ms == 0 || monotonic_ms() < server.gone_at_ms;
 }
 
 void
@@ -121,6 +129,7 @@ reset(void **state)
 	server.host = "%";
 	server.host_len = 1;
 	server.killed_at_ms = 0;
+	server.gone_at_ms = 0;
 	server.message[0] = '\0';
 	server.messages = 0;
 	udf_agent_reset();
@@ -316,6 +325,28 @@ test_kill_query(void **state)
 	assert_true(udf_agent_saw_peer_gone());
 }
 
+/*
+ * The client goes away while bk_snapshot() waits: the server does not kill
+ * the statement, the UDF sees the connection gone within a tick or two and
+ * closes the socket, and the agent cancels.
+ */
+static void
+test_client_gone(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.gone_at_ms = start + 300;
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "wait=true", 9, 1);
+	assert_null(result);
+	assert_message("bk_snapshot: the client went away; the agent cancels");
+	assert_true(monotonic_ms() - start < 2000);
+	for (int tick = 0; tick < 200 && !udf_agent_saw_peer_gone(); tick++)
+		usleep(10 * 1000);
+	assert_true(udf_agent_saw_peer_gone());
+}
+
 /* No agent on the socket: an error that says where and what to check. */
 static void
 test_no_agent(void **state)
@@ -394,6 +425,7 @@ main(void)
 		cmocka_unit_test_setup(test_escaped_argument_too_long, reset),
 		cmocka_unit_test_setup(test_hung_agent_status, reset),
 		cmocka_unit_test_setup(test_kill_query, reset),
+		cmocka_unit_test_setup(test_client_gone, reset),
 		cmocka_unit_test_setup(test_no_agent, reset),
 		cmocka_unit_test_setup(test_malformed_replies, reset),
 	};

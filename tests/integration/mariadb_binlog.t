@@ -657,12 +657,18 @@ like "$out" "$next: binlog gap: the archive does not go on into it from $last" "
 # cannot tell (the server's newest file is not older than the archive's),
 # so the agent asks the server for its GTID state at that position
 # (BINLOG_GTID_POS) and refuses to stream a second history under the same
-# name.  Both histories write transactions of the same sizes from the
-# file's start, so the position is an event boundary in both and the
-# server can answer.
+# name.  Both histories write the same events from the file's start, so
+# the position is an event boundary in both and the server can answer:
+# a GTID list with as many entries, one binlog checkpoint (the file
+# before is empty, so none names it; the checkpoint is written by a
+# background thread, hence the pause), then transactions of the same
+# sizes.
+my "FLUSH BINARY LOGS" >/dev/null
+sleep 1
 my "FLUSH BINARY LOGS" >/dev/null
 inside="$(current_file)"
 listed="$(my 'SELECT @@global.gtid_binlog_state')" # $inside's GTID list
+sleep 1
 workload 5 >/dev/null
 wait_for 30 "a range of $inside archived" archive_holds "$inside"
 sleep 1.5 # range_interval: the rest of the file's events go out too
@@ -676,9 +682,12 @@ for gtid in ${listed//,/ }; do
     my "SET SESSION gtid_domain_id = $domain; SET SESSION server_id = $server;
         INSERT INTO $db.t (n, s) VALUES (0, 'second history')" >/dev/null
 done
+my "FLUSH BINARY LOGS" >/dev/null
+sleep 1
 while [[ "$(current_file)" < "$inside" ]]; do
     my "FLUSH BINARY LOGS" >/dev/null || break
 done
+sleep 1
 workload 10 >/dev/null
 is "$(current_file)" "$inside" "the server writes $inside again, in another history, past the archive's end"
 refusals="$(grep -c "where the archive ends, the server's GTID state is" "$alog")"

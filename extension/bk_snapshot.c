@@ -438,6 +438,27 @@ snap_worker_init(BackgroundWorker *worker, const char *function)
 	strlcpy(worker->bgw_function_name, function, BGW_MAXLEN);
 }
 
+/*
+ * snap_worker_connect
+ *		Connect a snapshot worker or helper to the caller's database, with a
+ *		search_path the database cannot change.
+ *
+ * The process runs as the bootstrap superuser, and the database's and the
+ * role's settings (ALTER DATABASE ... SET search_path, which the database
+ * owner may run) apply to it.  Its SQL names the extension's tables with
+ * their schema, but functions and operators (now(), unnest(), =) are looked
+ * up along search_path: a schema placed before pg_catalog, or an unnest(text[])
+ * that matches better than pg_catalog's polymorphic one, would run someone
+ * else's code as superuser.  Only pg_catalog, then, as autovacuum does.
+ */
+void
+snap_worker_connect(Oid database)
+{
+	BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET,
+					PGC_S_OVERRIDE);
+}
+
 void
 snap_set_phase(BkSnapshotSlot *slot, const char *phase)
 {

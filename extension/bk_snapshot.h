@@ -101,6 +101,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -330,6 +331,7 @@ snap_item_path(SnapWork *work, const SnapWorkItem *item)
 
 /* bk_snapshot.c: the shared slot */
 extern void snap_worker_init(BackgroundWorker *worker, const char *function);
+extern void snap_worker_connect(Oid database);
 extern void snap_fail_unfinished(BkSnapshotSlot *slot, const char *error);
 extern const char *snap_state_name(BkSnapshotState state);
 extern void snap_set_phase(BkSnapshotSlot *slot, const char *phase);

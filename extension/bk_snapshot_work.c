@@ -412,8 +412,7 @@ bk_snapshot_helper_main(Datum main_arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("bk snapshot helper started without its snapshot")));
-	BackgroundWorkerInitializeConnectionByOid(
-		bk_shared->snapshots[args.slot_index].database, InvalidOid, 0);
+	snap_worker_connect(bk_shared->snapshots[args.slot_index].database);
 	segment = dsm_attach(args.work_handle);
 	if (segment == NULL)
 		proc_exit(0); /* the snapshot ended before we started */

@@ -32,8 +32,7 @@ bk_snapshot_worker_main(Datum main_arg)
 	if (bk_shared == NULL || slot_index < 0 || slot_index >= BK_SNAPSHOT_SLOTS)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
 						errmsg("bk snapshot worker started without its slot")));
-	BackgroundWorkerInitializeConnectionByOid(
-		bk_shared->snapshots[slot_index].database, InvalidOid, 0);
+	snap_worker_connect(bk_shared->snapshots[slot_index].database);
 
 	run = MemoryContextAllocZero(TopMemoryContext, sizeof(SnapRun));
 	run->slot = &bk_shared->snapshots[slot_index];

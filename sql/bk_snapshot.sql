@@ -67,3 +67,28 @@ SELECT kind, state, phase, files_done = files_total AS all_files,
        bytes_read = bytes_total AS all_bytes, checksum_failures, error
 FROM bk_snapshot_progress ORDER BY start_time DESC LIMIT 2;
 DROP TABLE bk_regress_new;
+
+-- The snapshot worker runs as superuser with this database's settings.  A
+-- search_path set on the database (its owner may) must not make it call
+-- functions of that schema: now() here is a trap that fails the snapshot.
+CREATE SCHEMA regress_bk_trap;
+CREATE FUNCTION regress_bk_trap.now() RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'regress_bk_trap.now() ran in the snapshot worker';
+END
+$$;
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET search_path = '
+                   'regress_bk_trap, pg_catalog, public', current_database());
+END
+$$;
+SELECT snapshot_kind, state FROM bk_snapshot('incr');
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I RESET search_path', current_database());
+END
+$$;
+DROP FUNCTION regress_bk_trap.now();
+DROP SCHEMA regress_bk_trap;

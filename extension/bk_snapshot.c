@@ -37,16 +37,37 @@ static Datum snap_result_datum(FunctionCallInfo fcinfo,
 Datum
 bk_snapshot(PG_FUNCTION_ARGS)
 {
-	text *kind_text = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
-	char *kind = kind_text ? text_to_cstring(kind_text) : "full";
-	char *label = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bool wait = PG_ARGISNULL(2) ? true : PG_GETARG_BOOL(2);
-	bool fast = PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3);
+	char *kind;
+	char *label;
+	bool wait;
+	bool fast;
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	BkSnapshotSlot *slot;
 	BkSnapshotSlot copy;
 	int slot_index;
+
+	/*
+	 * Only the label may be NULL (no label).  A NULL kind, wait or fast is a
+	 * caller's mistake (a NULL column, an unset variable), not a request for
+	 * the default: taking a full snapshot for it would be a guess.
+	 */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("snapshot kind must not be null"),
+						errhint("Use 'full', 'diff' or 'incr', or leave the "
+								"argument out for 'full'.")));
+	if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("argument \"%s\" of bk_snapshot() must not be "
+							   "null",
+							   PG_ARGISNULL(2) ? "wait" : "fast"),
+						errhint("Use true or false, or leave the argument "
+								"out for true.")));
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	label = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	wait = PG_GETARG_BOOL(2);
+	fast = PG_GETARG_BOOL(3);
 
 	if (strcmp(kind, "full") != 0 && strcmp(kind, "diff") != 0 &&
 		strcmp(kind, "incr") != 0)
@@ -78,6 +99,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("bk snapshots cannot be taken during recovery"),
 						errhint("Take the snapshot on the primary.")));
+
 	if (bk_kafka_brokers == NULL || bk_kafka_brokers[0] == '\0' ||
 		bk_key_file == NULL || bk_key_file[0] == '\0')
 		ereport(ERROR,

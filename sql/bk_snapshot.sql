@@ -46,6 +46,9 @@ DROP ROLE regress_bk_snap;
 SELECT * FROM bk_snapshot('weekly');
 SELECT * FROM bk_snapshot('full', repeat('x', 300));
 SELECT * FROM bk_snapshot('full', E'two\nlines');
+SELECT * FROM bk_snapshot(NULL);
+SELECT * FROM bk_snapshot('full', wait => NULL);
+SELECT * FROM bk_snapshot('full', fast => NULL);
 SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
 
 -- A full snapshot, then an incremental one on top of it.

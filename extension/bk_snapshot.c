@@ -100,6 +100,12 @@ bk_snapshot(PG_FUNCTION_ARGS)
 						errmsg("bk snapshots cannot be taken during recovery"),
 						errhint("Take the snapshot on the primary.")));
 
+	/*
+	 * The worker writes in a transaction of its own (the history, the page
+	 * digests) and the backup writes WAL: a caller who asked for a read-only
+	 * transaction must not get that through us.
+	 */
+	PreventCommandIfReadOnly("bk_snapshot()");
 	if (bk_kafka_brokers == NULL || bk_kafka_brokers[0] == '\0' ||
 		bk_key_file == NULL || bk_key_file[0] == '\0')
 		ereport(ERROR,

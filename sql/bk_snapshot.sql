@@ -49,6 +49,10 @@ SELECT * FROM bk_snapshot('full', E'two\nlines');
 SELECT * FROM bk_snapshot(NULL);
 SELECT * FROM bk_snapshot('full', wait => NULL);
 SELECT * FROM bk_snapshot('full', fast => NULL);
+-- A read-only transaction gets no snapshot: its worker would write.
+BEGIN READ ONLY;
+SELECT * FROM bk_snapshot();
+ROLLBACK;
 SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
 
 -- A full snapshot, then an incremental one on top of it.

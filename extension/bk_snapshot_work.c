@@ -173,8 +173,8 @@ snap_build_work(SnapRun *run)
 /*
  * snap_stop_on_exit
  *		However the worker ends: its helpers take no more files, and a
- *		snapshot it could not record (FATAL: terminated, or the server shuts
- *		down) is failed in shared memory, so it neither shows as running
+ *		snapshot it could not record (FATAL: terminated, its database would
+ *		not take the connection, or the server shuts down) is failed in shared memory, so it neither shows as running
  *		forever nor blocks the next bk_snapshot().  The history row is
  *		failed by the next snapshot (snap_fail_stale_history).
  */
@@ -187,7 +187,8 @@ snap_stop_on_exit(int code, Datum arg)
 		snap_request_stop(run->work);
 	snap_fail_unfinished(run->slot,
 						 "the snapshot worker exited before it finished "
-						 "(terminated, or the server shut down)");
+						 "(terminated, could not connect, or the server shut "
+						 "down: the server log says why)");
 }
 
 /* Helpers take no more files once this is set. */

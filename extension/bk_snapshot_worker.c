@@ -32,13 +32,26 @@ bk_snapshot_worker_main(Datum main_arg)
 	if (bk_shared == NULL || slot_index < 0 || slot_index >= BK_SNAPSHOT_SLOTS)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
 						errmsg("bk snapshot worker started without its slot")));
-	snap_worker_connect(bk_shared->snapshots[slot_index].database);
 
 	run = MemoryContextAllocZero(TopMemoryContext, sizeof(SnapRun));
 	run->slot = &bk_shared->snapshots[slot_index];
 	run->spool_fd = -1;
 	run->helper = -1;
 	run->control_index = -1;
+
+	/*
+	 * However this process ends (FATAL too), its helpers stop with it and
+	 * an unfinished snapshot is failed.  Registered before connecting: a
+	 * connection that fails (the database was dropped, or no longer allows
+	 * connections) would otherwise leave the slot "starting" for good, and
+	 * every later bk_snapshot() refused as already running until a restart
+	 * (nobody watches the slot when the caller did not wait).  Also before
+	 * PG_ENSURE_ERROR_CLEANUP registers (and cancels) its own callback,
+	 * which must be the latest one.
+	 */
+	before_shmem_exit(snap_stop_on_exit, PointerGetDatum(run));
+	snap_worker_connect(bk_shared->snapshots[slot_index].database);
+
 	SpinLockAcquire(&bk_shared->mutex);
 	strlcpy(run->id, run->slot->id, sizeof(run->id));
 	strlcpy(run->kind, run->slot->kind, sizeof(run->kind));
@@ -47,12 +60,6 @@ bk_snapshot_worker_main(Datum main_arg)
 	SpinLockRelease(&bk_shared->mutex);
 	pgstat_report_activity(STATE_RUNNING, run->id);
 
-	/*
-	 * However this process ends (FATAL too), its helpers stop with it.
-	 * Registered here, before PG_ENSURE_ERROR_CLEANUP registers (and
-	 * cancels) its own callback, which must be the latest one.
-	 */
-	before_shmem_exit(snap_stop_on_exit, PointerGetDatum(run));
 	snap_run(run);
 	proc_exit(0);
 }

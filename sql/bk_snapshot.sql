@@ -75,6 +75,47 @@ SELECT kind, state, phase, files_done = files_total AS all_files,
 FROM bk_snapshot_progress ORDER BY start_time DESC LIMIT 2;
 DROP TABLE bk_regress_new;
 
+-- A worker that cannot connect (its database stopped taking connections
+-- after the call) fails its snapshot: the slot must not stay "starting"
+-- and refuse every later snapshot until a restart.  A second session
+-- (dblink) calls from the database this one closes.
+CREATE EXTENSION dblink;
+CREATE DATABASE regress_bk_closed;
+SELECT dblink_connect('regress_bk_closed',
+                      format('host=127.0.0.1 port=%s dbname=regress_bk_closed user=%s',
+                             current_setting('port'), current_user)) = 'OK' AS ok;
+SELECT dblink_exec('regress_bk_closed', 'CREATE EXTENSION bk') = 'CREATE EXTENSION' AS ok;
+ALTER DATABASE regress_bk_closed ALLOW_CONNECTIONS false;
+SELECT snapshot_id AS closed_id
+FROM dblink('regress_bk_closed',
+            'SELECT snapshot_id FROM bk_snapshot(wait => false)')
+     AS t(snapshot_id text) \gset
+CREATE FUNCTION pg_temp.bk_wait_ended(wanted text, timeout interval)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+    LOOP
+        IF NOT EXISTS (SELECT FROM bk_snapshot_progress
+                       WHERE snapshot_id = wanted
+                         AND state IN ('starting', 'running')) THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT pg_temp.bk_wait_ended(:'closed_id', '60 s') AS ok;
+SELECT state, error LIKE '%exited before it finished%' AS says_why
+FROM bk_snapshot_progress WHERE snapshot_id = :'closed_id';
+SELECT dblink_disconnect('regress_bk_closed') = 'OK' AS ok;
+DROP DATABASE regress_bk_closed;
+DROP EXTENSION dblink;
+
 -- The snapshot worker runs as superuser with this database's settings.  A
 -- search_path set on the database (its owner may) must not make it call
 -- functions of that schema: now() here is a trap that fails the snapshot.

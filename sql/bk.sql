@@ -104,4 +104,24 @@ SELECT count(*) FROM pg_file_settings
 WHERE name LIKE 'bk.%' AND sourcefile LIKE '%postgresql.auto.conf'
   AND name IN ('bk.chunk_size', 'bk.kafka_properties', 'bk.wait_for');
 
+
+-- Every function and relation of the extension, whichever script (install
+-- or upgrade) made it, is closed to PUBLIC: an upgrade that adds one and
+-- forgets its REVOKE shows up here.
+SELECT p.oid::regprocedure AS function
+FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+  AND d.refclassid = 'pg_extension'::regclass
+  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'bk')
+  AND has_function_privilege('public', p.oid, 'execute')
+ORDER BY 1;
+SELECT c.oid::regclass AS relation
+FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+  AND d.refclassid = 'pg_extension'::regclass
+  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'bk')
+  AND has_table_privilege('public', c.oid,
+          'select, insert, update, delete, truncate, references, trigger')
+ORDER BY 1;
+
 DROP EXTENSION bk;

@@ -75,7 +75,8 @@ typedef struct BkSnapshotSlot
 	char id[BK_SNAPSHOT_ID_LEN];
 	char kind[8]; /* full, diff, incr */
 	char parent[BK_SNAPSHOT_ID_LEN];
-	char label[BK_SNAPSHOT_LABEL_LEN];
+	char label[BK_SNAPSHOT_LABEL_LEN];      /* in the database's encoding */
+	char label_utf8[BK_SNAPSHOT_LABEL_LEN]; /* for the record and the audit */
 	bool fast;
 	int jobs;           /* bk.snapshot_jobs of the caller */
 	int32 range_blocks; /* bk.snapshot_range_size of the caller */

@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
+
 #include "bk_snapshot.h"
 
 PG_FUNCTION_INFO_V1(bk_snapshot);
@@ -39,6 +41,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 {
 	char *kind;
 	char *label;
+	char *label_utf8;
 	bool wait;
 	bool fast;
 	BackgroundWorker worker;
@@ -77,10 +80,33 @@ bk_snapshot(PG_FUNCTION_ARGS)
 				 errhint("Use 'full', 'diff' (changes since the last full "
 						 "snapshot) or 'incr' (changes since the last "
 						 "snapshot).")));
+
 	if (strlen(label) >= BK_SNAPSHOT_LABEL_LEN)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("snapshot label is too long"),
 						errdetail("A label is at most %d bytes.",
+								  BK_SNAPSHOT_LABEL_LEN - 1)));
+
+	/*
+	 * The snapshot's record (JSON) and audit events carry the label in
+	 * UTF-8; the restore tool's JSON parser refuses anything else, so a
+	 * label in another encoding, copied as it is, would leave a "complete"
+	 * snapshot nobody can restore.  Convert it here, in a transaction (the
+	 * worker sends the record outside one), and refuse what cannot be.
+	 */
+	if (GetDatabaseEncoding() == PG_SQL_ASCII &&
+		!pg_verify_mbstr(PG_UTF8, label, strlen(label), true))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("snapshot label is not valid UTF-8"),
+				 errdetail("The database encoding is SQL_ASCII; a snapshot's "
+						   "record keeps its label in UTF-8."),
+				 errhint("Use a label in UTF-8, or in ASCII.")));
+	label_utf8 = pg_server_to_any(label, strlen(label), PG_UTF8);
+	if (strlen(label_utf8) >= BK_SNAPSHOT_LABEL_LEN)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("snapshot label is too long"),
+						errdetail("A label is at most %d bytes in UTF-8.",
 								  BK_SNAPSHOT_LABEL_LEN - 1)));
 	for (const char *c = label; *c; c++)
 		if ((unsigned char) *c < 0x20 || *c == 0x7f)
@@ -125,6 +151,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	SpinLockAcquire(&bk_shared->mutex);
 	strlcpy(slot->kind, kind, sizeof(slot->kind));
 	strlcpy(slot->label, label, sizeof(slot->label));
+	strlcpy(slot->label_utf8, label_utf8, sizeof(slot->label_utf8));
 	slot->fast = fast;
 	slot->jobs = bk_snapshot_jobs;
 	slot->range_blocks = bk_snapshot_range_blocks;

@@ -274,7 +274,7 @@ snap_send_record(SnapRun *run)
 	else
 		appendStringInfoString(&json, "null");
 	appendStringInfoString(&json, ",\"label\":");
-	escape_json(&json, run->slot->label);
+	escape_json(&json, run->slot->label_utf8);
 	appendStringInfo(&json,
 					 ",\"start_lsn\":\"%X/%X\",\"stop_lsn\":\"%X/%X\","
 					 "\"start_timeline\":%u,\"stop_timeline\":%u,"
@@ -379,7 +379,7 @@ snap_announce_begin(SnapRun *run)
 	bk_audit_string(event, "kind", run->kind);
 	if (run->parent_id)
 		bk_audit_string(event, "parent", run->parent_id);
-	bk_audit_string(event, "label", run->slot->label);
+	bk_audit_string(event, "label", run->slot->label_utf8);
 	text = bk_audit_finish(event, bk_wall_ms(), &len);
 	if (run->producer == NULL)
 	{

@@ -140,3 +140,15 @@ END
 $$;
 DROP FUNCTION regress_bk_trap.now();
 DROP SCHEMA regress_bk_trap;
+
+-- The record keeps the label in UTF-8 (the restore tool parses it as
+-- JSON): in a SQL_ASCII database a label that is not UTF-8 is refused,
+-- instead of leaving a complete snapshot whose record cannot be read.
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE regress_bk_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C'
+    LC_CTYPE 'C' TEMPLATE template0;
+\c regress_bk_ascii
+CREATE EXTENSION bk;
+SELECT * FROM bk_snapshot('full', 'caf' || chr(233));
+\c :regress_db
+DROP DATABASE regress_bk_ascii;

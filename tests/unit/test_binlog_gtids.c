@@ -73,10 +73,8 @@ make_gtid_list(uint8_t *out, const char *text)
 }
 
 static void
-feed_gtid(BinlogGtids *gtids, uint32_t domain, uint32_t server, uint64_t seq)
+feed(BinlogGtids *gtids, const uint8_t *event, size_t len)
 {
-	uint8_t event[64];
-	size_t len = make_gtid(event, domain, server, seq);
 	char differs[256];
 	bool follows;
 	BkError err;
@@ -84,6 +82,14 @@ feed_gtid(BinlogGtids *gtids, uint32_t domain, uint32_t server, uint64_t seq)
 	assert_true(binlog_gtids_event(gtids, event, len, &follows, differs,
 								   sizeof(differs), &err));
 	assert_true(follows);
+}
+
+static void
+feed_gtid(BinlogGtids *gtids, uint32_t domain, uint32_t server, uint64_t seq)
+{
+	uint8_t event[64];
+
+	feed(gtids, event, make_gtid(event, domain, server, seq));
 }
 
 /* A file's GTID list: does it follow?  differs says where not. */
@@ -320,18 +326,6 @@ make_file_event(uint8_t *out, uint8_t type, uint64_t offset, size_t body_len)
 
 	put_le32(out + 13, (uint32_t) (offset + len));
 	return len;
-}
-
-static void
-feed(BinlogGtids *gtids, const uint8_t *event, size_t len)
-{
-	char differs[256];
-	bool follows;
-	BkError err;
-
-	assert_true(binlog_gtids_event(gtids, event, len, &follows, differs,
-								   sizeof(differs), &err));
-	assert_true(follows);
 }
 
 /*

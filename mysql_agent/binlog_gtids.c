@@ -31,10 +31,10 @@ binlog_gtids_file_ended(BinlogGtids *gtids)
 /*
  * binlog_gtids_from_newest
  *		Each domain's newest GTID.  Whether it came from a GTID event or
- *		from a list (its highest sequence number), it is the last GTID of
- *		its domain and server, so each entry is one the next list must hold
- *		as it is: checking them can miss a transaction of another server,
- *		never report one missing that is not.
+ *		from a list (the domain's last entry, its most recent GTID), it is
+ *		the last GTID of its domain and server, so each entry is one the
+ *		next list must hold as it is: checking them can miss a transaction
+ *		of another server, never report one missing that is not.
  */
 void
 binlog_gtids_from_newest(BinlogGtids *gtids, const BkGtidState *newest)

@@ -28,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +43,17 @@
 #define SPOOL_LOCK_TRIES   20
 #define SPOOL_LOCK_WAIT_US 100000
 #define LOCAL_PATH         4096
+#define DIRECT_ALIGN       4096
+#define DIRECT_BUFFER      (1024 * 1024)
 
 typedef struct LocalState
 {
 	char root[LOCAL_PATH];
-	char spool[LOCAL_PATH]; /* this shipper's spool, once opened */
-	int spool_lock_fd;      /* held while the repository is open; -1 */
+	char spool[LOCAL_PATH];      /* this shipper's spool, once opened */
+	int spool_lock_fd;           /* held while the repository is open; -1 */
+	bool direct_refused;         /* the spool's file system refused O_DIRECT */
+	char *direct_buffer;         /* DIRECT_BUFFER bytes, aligned; or NULL */
+	pthread_mutex_t direct_lock; /* over direct_buffer */
 } LocalState;
 
 typedef struct LocalReader
@@ -56,13 +62,19 @@ typedef struct LocalReader
 	int fd;
 } LocalReader;
 
-/* Its spool file is open only while a chunk is written (repo_backend.h). */
+/*
+ * Its spool file (base.where) is open only while a chunk is written
+ * (repo_backend.h).
+ */
 typedef struct LocalUpload
 {
 	BkRepoUpload base;
-	char path[LOCAL_PATH];
-	bool spooled;  /* the spool file exists */
-	bool finished; /* fsynced: no more writes */
+	bool spooled;     /* the spool file exists */
+	bool finished;    /* fsynced: no more writes */
+	bool direct;      /* written with O_DIRECT: on disk up to flushed */
+	uint64_t flushed; /* bytes on disk, a multiple of DIRECT_ALIGN */
+	size_t tail_len;  /* bytes after flushed, held in tail */
+	char tail[DIRECT_ALIGN];
 } LocalUpload;
 
 static const LocalState *
@@ -107,6 +119,7 @@ local_open(BkRepo *repo, const char *location, bool create, BkError *err)
 	if (state == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	state->spool_lock_fd = -1;
+	pthread_mutex_init(&state->direct_lock, NULL);
 	repo->state = state;
 	while (root_len > 1 && location[root_len - 1] == '/')
 		root_len--;
@@ -132,6 +145,8 @@ local_close(BkRepo *repo)
 		return;
 	if (state->spool_lock_fd >= 0)
 		close(state->spool_lock_fd);
+	pthread_mutex_destroy(&state->direct_lock);
+	free(state->direct_buffer);
 	free(state);
 	repo->state = NULL;
 }
@@ -451,15 +466,185 @@ local_upload_begin(BkRepo *repo, const char *tag, BkError *err)
 		return NULL;
 	}
 	upload->base.repo = repo;
-	snprintf(upload->path, sizeof(upload->path), "%s/%s", state->spool, tag);
-	bk_strlcpy(upload->base.where, upload->path, sizeof(upload->base.where));
-	if (!bk_spool_create(upload->path, 0644, err))
+	/* Its spool file's path is also what messages name. */
+	snprintf(upload->base.where, sizeof(upload->base.where), "%s/%s",
+			 state->spool, tag);
+	if (!bk_spool_create(upload->base.where, 0644, err))
 	{
 		free(upload);
 		return NULL;
 	}
 	upload->spooled = true;
+	upload->direct = !state->direct_refused;
 	return &upload->base;
+}
+
+/*
+ * The upload's spool file opened for O_DIRECT writes; -1 with *refused set
+ * when the file system does not take O_DIRECT (errno EINVAL), -1 with err
+ * set on any other failure.
+ */
+static int
+open_direct(LocalUpload *upload, bool *refused, BkError *err)
+{
+	int fd =
+		open(upload->base.where, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
+
+	*refused = fd < 0 && errno == EINVAL;
+	if (fd < 0 && !*refused)
+		bk_error_set(err, BK_ERR_IO, "could not open spool file \"%s\": %s",
+					 upload->base.where, strerror(errno));
+	return fd;
+}
+
+/* pwrite(2) of whole aligned blocks; errno is pwrite's when false. */
+static bool
+pwrite_direct(int fd, const char *buf, size_t len, uint64_t offset)
+{
+	while (len > 0)
+	{
+		ssize_t written = pwrite(fd, buf, len, (off_t) offset);
+
+		if (written < 0 && errno == EINTR)
+			continue;
+		if (written <= 0)
+		{
+			if (written == 0)
+				errno = EIO;
+			return false;
+		}
+		/* A short O_DIRECT write ends on a block: the rest stays aligned. */
+		if (written % DIRECT_ALIGN != 0)
+		{
+			errno = EIO;
+			return false;
+		}
+		buf += written;
+		len -= (size_t) written;
+		offset += (uint64_t) written;
+	}
+	return true;
+}
+
+/*
+ * The file system refused O_DIRECT: this upload, and every later one of
+ * the repository, goes on with buffered appends, starting with the bytes
+ * still held in the tail (everything before them is on disk).
+ */
+static bool
+fall_back_to_buffered(LocalUpload *upload, BkError *err)
+{
+	LocalState *state = upload->base.repo->state;
+
+	state->direct_refused = true;
+	upload->direct = false;
+	if (upload->tail_len > 0 &&
+		!bk_spool_append(upload->base.where, upload->tail, upload->tail_len,
+						 err))
+		return false;
+	upload->tail_len = 0;
+	return true;
+}
+
+/*
+ * Append data with O_DIRECT: the tail and the data go through the
+ * repository's aligned buffer, whole blocks to disk, the rest back to the
+ * tail.  Returns 1 when written, 0 on failure (err set), -1 when the file
+ * system refused O_DIRECT before any of data was written.
+ */
+static int
+write_direct(LocalUpload *upload, const char *data, size_t len, BkError *err)
+{
+	LocalState *state = upload->base.repo->state;
+	bool refused;
+	int result = 1;
+	int fd = open_direct(upload, &refused, err);
+
+	if (fd < 0)
+		return refused ? -1 : 0;
+	pthread_mutex_lock(&state->direct_lock);
+	if (state->direct_buffer == NULL &&
+		posix_memalign((void **) &state->direct_buffer, DIRECT_ALIGN,
+					   DIRECT_BUFFER) != 0)
+	{
+		state->direct_buffer = NULL;
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		result = 0;
+	}
+	while (result == 1 && len > 0)
+	{
+		size_t fill = upload->tail_len;
+		size_t take = len < DIRECT_BUFFER - fill ? len : DIRECT_BUFFER - fill;
+		size_t whole;
+
+		memcpy(state->direct_buffer, upload->tail, fill);
+		memcpy(state->direct_buffer + fill, data, take);
+		fill += take;
+		whole = fill - fill % DIRECT_ALIGN;
+		if (whole > 0 &&
+			!pwrite_direct(fd, state->direct_buffer, whole, upload->flushed))
+		{
+			if (errno == EINVAL && upload->flushed == 0)
+				result = -1;
+			else
+			{
+				bk_error_set(err, BK_ERR_IO,
+							 "could not write spool file \"%s\": %s",
+							 upload->base.where, strerror(errno));
+				result = 0;
+			}
+			break;
+		}
+		upload->flushed += whole;
+		upload->tail_len = fill - whole;
+		memcpy(upload->tail, state->direct_buffer + whole, upload->tail_len);
+		data += take;
+		len -= take;
+	}
+	pthread_mutex_unlock(&state->direct_lock);
+	close(fd);
+	/* On -1 nothing of data was taken: the caller appends all of it. */
+	return result;
+}
+
+/*
+ * Finish an O_DIRECT upload: its last, partial block written padded and
+ * the file cut to the object's length; the caller fsyncs.  Returns 1 when
+ * done, 0 on failure (err set), -1 when the file system refused O_DIRECT
+ * before anything was written (the tail is still to be written).
+ */
+static int
+finish_direct(LocalUpload *upload, int fd, BkError *err)
+{
+	LocalState *state = upload->base.repo->state;
+	bool written;
+
+	pthread_mutex_lock(&state->direct_lock);
+	if (state->direct_buffer == NULL &&
+		posix_memalign((void **) &state->direct_buffer, DIRECT_ALIGN,
+					   DIRECT_BUFFER) != 0)
+	{
+		state->direct_buffer = NULL;
+		pthread_mutex_unlock(&state->direct_lock);
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return 0;
+	}
+	memcpy(state->direct_buffer, upload->tail, upload->tail_len);
+	memset(state->direct_buffer + upload->tail_len, 0,
+		   DIRECT_ALIGN - upload->tail_len);
+	written =
+		pwrite_direct(fd, state->direct_buffer, DIRECT_ALIGN, upload->flushed);
+	pthread_mutex_unlock(&state->direct_lock);
+	if (!written && errno == EINVAL && upload->flushed == 0)
+		return -1;
+	if (!written ||
+		ftruncate(fd, (off_t) (upload->flushed + upload->tail_len)) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not write spool file \"%s\": %s",
+					 upload->base.where, strerror(errno));
+		return 0;
+	}
+	return 1;
 }
 
 static bool
@@ -471,20 +656,53 @@ local_upload_write(BkRepoUpload *base, const void *data, size_t len,
 	if (upload->finished)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"spool file \"%s\" is already finished",
-							upload->path);
-	return bk_spool_append(upload->path, data, len, err);
+							upload->base.where);
+	if (upload->direct)
+	{
+		int written = write_direct(upload, data, len, err);
+
+		if (written >= 0)
+			return written == 1;
+		if (!fall_back_to_buffered(upload, err))
+			return false;
+	}
+	return bk_spool_append(upload->base.where, data, len, err);
 }
 
 static bool
 local_upload_finish(BkRepoUpload *base, BkError *err)
 {
 	LocalUpload *upload = (LocalUpload *) base;
-	int fd = open(upload->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	bool refused = false;
+	int fd = -1;
 
+	if (upload->direct && upload->tail_len > 0)
+	{
+		fd = open_direct(upload, &refused, err);
+		if (fd < 0 && !refused)
+			return false;
+		if (fd >= 0)
+		{
+			int finished = finish_direct(upload, fd, err);
+
+			if (finished != 1)
+			{
+				close(fd);
+				fd = -1;
+				if (finished == 0)
+					return false;
+				refused = true;
+			}
+		}
+	}
+	if (refused && !fall_back_to_buffered(upload, err))
+		return false;
+	if (fd < 0)
+		fd = open(upload->base.where, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not open spool file \"%s\": %s",
-							upload->path, strerror(errno));
+							upload->base.where, strerror(errno));
 	if (fsync(fd) != 0)
 	{
 		int save_errno = errno;
@@ -492,12 +710,12 @@ local_upload_finish(BkRepoUpload *base, BkError *err)
 		close(fd);
 		return bk_error_set(err, BK_ERR_IO,
 							"could not fsync spool file \"%s\": %s",
-							upload->path, strerror(save_errno));
+							upload->base.where, strerror(save_errno));
 	}
 	if (close(fd) != 0)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not write spool file \"%s\": %s",
-							upload->path, strerror(errno));
+							upload->base.where, strerror(errno));
 	upload->finished = true;
 	return true;
 }
@@ -514,14 +732,14 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"spool file \"%s\" committed before it was "
 							"finished",
-							upload->path);
+							upload->base.where);
 	if (!key_path(base->repo, key, final, sizeof(final), err))
 		return false;
 	bk_dir_of(final, dir, sizeof(dir));
 	if (!make_dirs(dir, err))
 		return false;
 	/* link(2) never replaces an existing object: it fails with EEXIST. */
-	if (link(upload->path, final) != 0)
+	if (link(upload->base.where, final) != 0)
 	{
 		if (errno == EEXIST)
 		{
@@ -530,8 +748,8 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 		}
 		/* A component longer than the file system takes: never will. */
 		bk_error_set(err, errno == ENAMETOOLONG ? BK_ERR_REFUSED : BK_ERR_IO,
-					 "could not link \"%s\" to \"%s\": %s", upload->path, final,
-					 strerror(errno));
+					 "could not link \"%s\" to \"%s\": %s", upload->base.where,
+					 final, strerror(errno));
 		if (errno == EXDEV)
 			bk_error_hint(err, "The repository's .spool directory must be on "
 							   "the same file system as the objects.");
@@ -549,7 +767,7 @@ local_upload_free(BkRepoUpload *base)
 	LocalUpload *upload = (LocalUpload *) base;
 
 	if (upload->spooled)
-		unlink(upload->path);
+		unlink(upload->base.where);
 	free(upload);
 }
 

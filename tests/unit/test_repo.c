@@ -17,8 +17,10 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,57 @@
 #include "repo_backend.h"
 
 #define SOURCE "test-source"
+
+/*
+ * The directory backend writes spool files with O_DIRECT.  This binary is
+ * linked with --wrap=open and --wrap=pwrite (Makefile), so the tests can
+ * see that it does, and make the file system "refuse" O_DIRECT as tmpfs
+ * and some network file systems do.
+ */
+static int direct_opens;          /* open() calls asking for O_DIRECT */
+static bool refuse_direct_open;   /* those fail with EINVAL */
+static bool refuse_direct_pwrite; /* pwrite() on such a descriptor too */
+
+extern int __real_open(const char *path, int flags, ...);
+extern ssize_t __real_pwrite(int fd, const void *buf, size_t len, off_t offset);
+extern int __wrap_open(const char *path, int flags, ...);
+extern ssize_t __wrap_pwrite(int fd, const void *buf, size_t len, off_t offset);
+
+int
+__wrap_open(const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+
+	if ((flags & O_CREAT) != 0)
+	{
+		va_list args;
+
+		va_start(args, flags);
+		mode = (mode_t) va_arg(args, int);
+		va_end(args);
+	}
+	if ((flags & O_DIRECT) != 0)
+	{
+		direct_opens++;
+		if (refuse_direct_open)
+		{
+			errno = EINVAL;
+			return -1;
+		}
+	}
+	return __real_open(path, flags, mode);
+}
+
+ssize_t
+__wrap_pwrite(int fd, const void *buf, size_t len, off_t offset)
+{
+	if (refuse_direct_pwrite && (fcntl(fd, F_GETFL) & O_DIRECT) != 0)
+	{
+		errno = EINVAL;
+		return -1;
+	}
+	return __real_pwrite(fd, buf, len, offset);
+}
 
 typedef struct Fixture
 {
@@ -83,6 +136,9 @@ setup(void **state)
 	else
 		snprintf(f->location, sizeof(f->location), "%s/repo", f->dir);
 	test_key(&f->key, &f->ring);
+	direct_opens = 0;
+	refuse_direct_open = false;
+	refuse_direct_pwrite = false;
 	f->repo = open_repo(f, f->location, true, &err);
 	if (f->repo == NULL)
 		print_message("%s\n", err.message);
@@ -738,6 +794,170 @@ test_many_open_uploads(void **state)
 }
 
 /*
+ * Store size bytes written in pieces of piece bytes as object name, and
+ * check that what reads back is what was written.
+ */
+static void
+store_and_check(Fixture *f, const char *name, size_t size, size_t piece,
+				uint64_t seed)
+{
+	uint8_t *data = malloc(size + 1);
+	uint8_t *back = malloc(size + 1);
+	BkObjectIdentity identity;
+	BkRepoUpload *upload;
+	BkRepoReader *reader;
+	BkPutResult result;
+	BkRepoStat stat;
+	BkError err;
+	char tag[64];
+
+	memset(&identity, 0, sizeof(identity));
+	test_fill(data, size, seed, false);
+	snprintf(tag, sizeof(tag), "t.%llu.1", (unsigned long long) seed);
+	upload = bk_repo_upload_begin(f->repo, tag, &err);
+	assert_non_null(upload);
+	for (size_t done = 0; done < size;)
+	{
+		size_t take = size - done < piece ? size - done : piece;
+
+		if (!bk_repo_upload_write(upload, data + done, take, &err))
+			fail_msg("%s: %s", name, err.message);
+		done += take;
+	}
+	if (!bk_repo_upload_finish(upload, &err))
+		fail_msg("%s: %s", name, err.message);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, name, &identity,
+									  &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 name, &stat, &err));
+	assert_true(stat.exists);
+	assert_int_equal(stat.size, size);
+	if (size > 0)
+	{
+		reader = bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									 BK_KIND_SNAPSHOT, name, &err);
+		assert_non_null(reader);
+		assert_true(bk_repo_reader_read(reader, 0, back, size, &err));
+		assert_memory_equal(back, data, size);
+		bk_repo_reader_close(reader);
+	}
+	free(data);
+	free(back);
+}
+
+/*
+ * Objects of every length around a block and the backend's 1 MiB buffer,
+ * written in pieces that do and do not line up with either, read back
+ * exactly; in the directory backend, through O_DIRECT.
+ */
+static void
+test_object_lengths(void **state)
+{
+	Fixture *f = *state;
+	static const size_t sizes[] = {0,
+								   1,
+								   4095,
+								   4096,
+								   4097,
+								   12288 + 5,
+								   1024 * 1024 - 1,
+								   1024 * 1024,
+								   1024 * 1024 + 1,
+								   3 * 1024 * 1024 + 777};
+	static const size_t pieces[] = {1000, 4096, 777777, 2 * 1024 * 1024 + 3};
+	uint64_t seed = 1;
+
+	for (size_t sizeIdx = 0; sizeIdx < sizeof(sizes) / sizeof(sizes[0]);
+		 sizeIdx++)
+		for (size_t pieceIdx = 0; pieceIdx < sizeof(pieces) / sizeof(pieces[0]);
+			 pieceIdx++)
+		{
+			char name[64];
+
+			/* One-byte pieces only where they stay quick. */
+			if (pieces[pieceIdx] == 1000 && sizes[sizeIdx] > 65536)
+				continue;
+			snprintf(name, sizeof(name), "len/%zu-%zu", sizes[sizeIdx],
+					 pieces[pieceIdx]);
+			store_and_check(f, name, sizes[sizeIdx], pieces[pieceIdx], seed++);
+		}
+	store_and_check(f, "len/bytes", 9000, 1, seed++);
+	if (!s3_endpoint())
+		assert_true(direct_opens > 0);
+}
+
+/*
+ * A file system that refuses O_DIRECT, when the spool file is opened or
+ * at its first write, or only at the last (padded) block of an object
+ * smaller than a block: the objects are stored exactly with buffered
+ * writes, and O_DIRECT is not tried again for the repository.
+ */
+static void
+test_direct_refused(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+	int opens;
+
+	/* The S3 backend's spool is read back for its parts: no O_DIRECT. */
+	if (s3_endpoint())
+		return;
+	refuse_direct_open = true;
+	store_and_check(f, "refused/open", 3 * 4096 + 17, 5000, 1);
+	assert_int_equal(direct_opens, 1);
+	store_and_check(f, "refused/later", 100, 60, 2);
+	assert_int_equal(direct_opens, 1);
+	bk_repo_close(f->repo);
+
+	/* Open taken, the first write refused. */
+	refuse_direct_open = false;
+	refuse_direct_pwrite = true;
+	f->repo = open_repo(f, f->location, false, &err);
+	assert_non_null(f->repo);
+	assert_true(bk_repo_spool_open(f->repo, "unit-1", &err));
+	opens = direct_opens;
+	store_and_check(f, "refused/write", 3 * 4096 + 17, 5000, 3);
+	assert_int_equal(direct_opens, opens + 1);
+	bk_repo_close(f->repo);
+
+	/* Smaller than a block: refused at the padded last block. */
+	f->repo = open_repo(f, f->location, false, &err);
+	assert_non_null(f->repo);
+	assert_true(bk_repo_spool_open(f->repo, "unit-1", &err));
+	store_and_check(f, "refused/finish", 100, 60, 4);
+	store_and_check(f, "refused/after", 10000, 3000, 5);
+}
+
+/*
+ * A write that fails after some of the object reached the disk is an
+ * error naming the spool file, never a silent switch to buffered writes
+ * (the bytes held for the next block would be lost).
+ */
+static void
+test_direct_fails_midway(void **state)
+{
+	Fixture *f = *state;
+	uint8_t chunk[8192];
+	BkRepoUpload *upload;
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	test_fill(chunk, sizeof(chunk), 9, false);
+	upload = bk_repo_upload_begin(f->repo, "t.1.1", &err);
+	assert_non_null(upload);
+	assert_true(bk_repo_upload_write(upload, chunk, 5000, &err));
+	refuse_direct_pwrite = true;
+	assert_false(bk_repo_upload_write(upload, chunk, sizeof(chunk), &err));
+	assert_non_null(strstr(err.message, "could not write spool file"));
+	bk_repo_upload_free(upload);
+}
+
+/*
  * Which multipart uploads housekeeping may abort: a day old at least,
  * whatever abandon_after says (it once was abandon_after, so a shipper
  * starting aborted the live uploads of others with abandon_after = 30s),
@@ -920,6 +1140,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_spools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_object_lengths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_direct_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_direct_fails_midway, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
 										teardown),
 		cmocka_unit_test(test_stale_uploads),

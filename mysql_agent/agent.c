@@ -113,13 +113,29 @@ void
 agent_audit(Agent *agent, const char *event, const char *detail,
 			const BinlogPosition *position)
 {
+	(void) agent_audit_gtids(agent, event, detail, position, NULL, NULL);
+}
+
+/*
+ * agent_audit_gtids
+ *		The same, with the GTID states at position: the archive's (gtid) and
+ *		the server's (server_gtid), each left out when NULL.  True once
+ *		Kafka took the event, so that a caller that sends an event once can
+ *		send it again after a failure.
+ */
+bool
+agent_audit_gtids(Agent *agent, const char *event, const char *detail,
+				  const BinlogPosition *position, const char *gtid,
+				  const char *server_gtid)
+{
 	BkAuditEvent *audit = bk_audit_begin(event, agent->config.source_id);
 	char *json;
 	size_t len;
 	BkError err;
+	bool sent;
 
 	if (audit == NULL)
-		return;
+		return false;
 	bk_audit_string(audit, "kind", "binlog");
 	bk_audit_string(audit, "detail", detail);
 	if (position != NULL && position->file[0])
@@ -127,16 +143,22 @@ agent_audit(Agent *agent, const char *event, const char *detail,
 		bk_audit_string(audit, "binlog_file", position->file);
 		bk_audit_int(audit, "binlog_pos", (int64_t) position->offset);
 	}
+	if (gtid != NULL)
+		bk_audit_string(audit, "gtid", gtid);
+	if (server_gtid != NULL)
+		bk_audit_string(audit, "server_gtid", server_gtid);
 	json = bk_audit_finish(audit, bk_wall_ms(), &len); /* frees audit */
 	if (json == NULL)
-		return;
+		return false;
 	bk_error_clear(&err);
-	if (!bk_producer_send_message(agent->producer, agent->audit_topic,
-								  agent->config.source_id, json, len, NULL,
-								  NULL, &err))
+	sent = bk_producer_send_message(agent->producer, agent->audit_topic,
+									agent->config.source_id, json, len, NULL,
+									NULL, &err);
+	if (!sent)
 		agent_log("WARNING", "could not send the audit event \"%s\": %s", event,
 				  err.message);
 	free(json);
+	return sent;
 }
 
 /*

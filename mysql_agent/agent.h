@@ -110,6 +110,15 @@ extern void agent_report_error(Agent *agent, const BkError *err);
 extern void agent_audit(Agent *agent, const char *event, const char *detail,
 						const BinlogPosition *position);
 
+/*
+ * The same with the GTID states at position, the archive's and the
+ * server's (either NULL: not said); true once Kafka took it.
+ */
+extern bool agent_audit_gtids(Agent *agent, const char *event,
+							  const char *detail,
+							  const BinlogPosition *position, const char *gtid,
+							  const char *server_gtid);
+
 /* A connection to the source server with the agent's settings. */
 extern MYSQL *agent_connect(Agent *agent, BkError *err);
 

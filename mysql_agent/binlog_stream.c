@@ -83,6 +83,13 @@ typedef struct Stream
 	 * even when the next file's number follows (PURGE TO the next file).
 	 */
 	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
+	/*
+	 * Where the agent last refused to stream another history under the
+	 * archive's names and said so with a binlog-reset audit event: it
+	 * retries that refusal every backoff until given a new source_id, and
+	 * one event is the news, not one every 30 s.  Empty file: none yet.
+	 */
+	BinlogPosition reset_audited;
 
 	BkEncoder *encoder;
 	size_t encoded;   /* bytes of buf handed to the encoder */
@@ -390,6 +397,30 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
 	stream->range_start = 0;
 	stream->file_closed = false;
 	return true;
+}
+
+/*
+ * audit_reset
+ *		The binlog-reset audit event for a refusal at the archive's end,
+ *		once for that position (Stream.reset_audited), with the archive's
+ *		GTID state there (when it reached one) and the server's when it
+ *		gave one.  Sent again only when Kafka did not take it: the log line
+ *		and bk_status() say it on every retry.
+ */
+static void
+audit_reset(Stream *stream, const char *detail, const char *server_gtid)
+{
+	char ours[BK_BINLOG_GTID_STATE_MAX];
+
+	if (strcmp(stream->reset_audited.file, stream->position.file) == 0 &&
+		stream->reset_audited.offset == stream->position.offset)
+		return;
+	if (!bk_gtid_state_format(&stream->gtid, ours, sizeof(ours)))
+		bk_strlcpy(ours, "(too long to show)", sizeof(ours));
+	if (agent_audit_gtids(stream->agent, "binlog-reset", detail,
+						  &stream->position, ours[0] ? ours : NULL,
+						  server_gtid))
+		stream->reset_audited = stream->position;
 }
 
 /*
@@ -740,11 +771,11 @@ check_resume_gtid(Stream *stream, BkError *err)
 	if (bk_gtid_state_follows(&stream->gtid, &server))
 		return true;
 	bk_gtid_state_format(&stream->gtid, ours, sizeof(ours));
-	agent_audit(stream->agent, "binlog-reset",
+	audit_reset(stream,
 				"the server's GTID state where the archive ends differs from"
 				" the archive's: the binlog file is another one under the"
 				" same name",
-				&stream->position);
+				text);
 	return bk_error_set(err, BK_ERR_CONFLICT,
 						"at %s:%" PRIu64 ", where the archive ends, the"
 						" server's GTID state is %s, but the archive reached"
@@ -904,10 +935,10 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		return false;
 	if (reset)
 	{
-		agent_audit(agent, "binlog-reset",
+		audit_reset(stream,
 					"the server's newest binlog is older than the archive's:"
 					" RESET MASTER reused the names",
-					&stream->position);
+					NULL);
 		return bk_error_set(err, BK_ERR_CONFLICT,
 							"the server's newest binlog \"%s\" comes before"
 							" \"%s\", where the archive ends: RESET MASTER"

@@ -170,3 +170,26 @@ binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
 	gtids->known = BINLOG_GTIDS_EXACT;
 	return true;
 }
+
+/*
+ * binlog_resume_check
+ *		The server's answer at the archive's end, as binlog_gtids.h says.
+ *		Only a NULL for a file still listed, or a state that differs, stops
+ *		the archive; whatever else could be a passing failure is not turned
+ *		into a refusal.
+ */
+BinlogResumeCheck
+binlog_resume_check(const BkGtidState *reached, bool answered,
+					const char *state, bool listed, BkError *why)
+{
+	BkGtidState server;
+
+	if (!answered)
+		return BINLOG_RESUME_UNCHECKED;
+	if (state == NULL)
+		return listed ? BINLOG_RESUME_UNPLACED : BINLOG_RESUME_RECHECK;
+	if (!bk_gtid_state_parse(state, &server, why))
+		return BINLOG_RESUME_UNCHECKED;
+	return bk_gtid_state_follows(reached, &server) ? BINLOG_RESUME_FOLLOWS
+												   : BINLOG_RESUME_DIFFERS;
+}

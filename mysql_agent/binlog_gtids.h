@@ -100,4 +100,52 @@ extern bool binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event,
 							   size_t len, bool *follows, char *differs,
 							   size_t differs_len, BkError *err);
 
+/*
+ * Resuming inside a file, the agent asks the server for its GTID state at
+ * the archive's end position, BINLOG_GTID_POS(file, pos), to tell its file
+ * of that name from another one written under the same name (RESET MASTER
+ * while the agent was down).  MariaDB answers that call in three ways:
+ * the state; NULL, when it cannot place the position (no event starts there
+ * in its file of that name, the file ends before it, or the file is not in
+ * its index); or an error, which only the connection or the statement
+ * itself gives (a lost connection, a server shutting down), never the
+ * position.  So a NULL is the server's answer and an error is not: an error
+ * must not stop the archive, a NULL for a file the server still lists must.
+ */
+typedef enum BinlogResumeCheck
+{
+	/* The server's state there is the archive's: stream from there. */
+	BINLOG_RESUME_FOLLOWS,
+	/*
+	 * No answer (the call failed, or its answer is not a GTID state bk
+	 * reads): stream as before; the dump checks every event's position,
+	 * and a lost connection is retried like any other.
+	 */
+	BINLOG_RESUME_UNCHECKED,
+	/*
+	 * NULL, but the file is no longer in SHOW BINARY LOGS: purged or reset
+	 * meanwhile.  Try again: the next attempt finds it gone by name.
+	 */
+	BINLOG_RESUME_RECHECK,
+	/* Another state there: another file under the same name. */
+	BINLOG_RESUME_DIFFERS,
+	/*
+	 * NULL for a file the server lists: it has no event boundary there, so
+	 * its file of that name is not the one archived (or lost its end in a
+	 * crash, which the archive holds): refused like DIFFERS.
+	 */
+	BINLOG_RESUME_UNPLACED,
+} BinlogResumeCheck;
+
+/*
+ * What to make of the server's answer at the archive's end.  reached: the
+ * GTID state the archive reached there.  answered: the call returned a row;
+ * state: its value, NULL for SQL NULL; listed: the file is in SHOW BINARY
+ * LOGS after the call (read only for a NULL).  *why says what could not be
+ * read when the answer is a state bk does not understand (UNCHECKED).
+ */
+extern BinlogResumeCheck binlog_resume_check(const BkGtidState *reached,
+											 bool answered, const char *state,
+											 bool listed, BkError *why);
+
 #endif /* BK_AGENT_BINLOG_GTIDS_H */

@@ -729,66 +729,122 @@ server_has_file(Stream *stream, const char *file, bool *has, bool *reset,
  *		reached there.  A RESET MASTER while the agent was down writes the
  *		names again, and server_has_file sees it only when the server's
  *		newest file is older than the archive's; a file's start is checked
- *		by its GTID list (check_gtid_list), a position inside it only here.
+ *		by its GTID list (follow_gtids), a position inside it only here.
  *		Two histories in one file cannot be marked as a gap (readers look
  *		for gap-before= on a file's first range), so streaming stops, as
- *		for a reset seen by name.  When the server cannot say (NULL: no
- *		event boundary there; or the call fails), it is only reported: the
- *		dump then checks every event's position.
+ *		for a reset seen by name, and the agent retries the refusal until it
+ *		is given a new source_id.
+ *
+ *		The new history need not have an event starting at the archive's
+ *		end: the server then answers NULL, its definitive "not in my file of
+ *		that name", and the dump would fail at the same position forever.
+ *		That is the same refusal, once the file is seen still listed after
+ *		the NULL (a PURGE or RESET MASTER in between is left to the next
+ *		attempt, which sees it by name).  A failed call is no answer (a lost
+ *		connection, a server going down): it is only reported, the dump then
+ *		checks every event's position, and a lost connection is retried like
+ *		any other (binlog_resume_check).
  */
 static bool
 check_resume_gtid(Stream *stream, BkError *err)
 {
 	char text[BK_BINLOG_GTID_STATE_MAX];
 	char ours[BK_BINLOG_GTID_STATE_MAX];
-	BkGtidState server;
-	BkError parse_err;
+	char oldest[BK_BINLOG_FILE_NAME_MAX + 1];
+	char newest[BK_BINLOG_FILE_NAME_MAX + 1];
+	BkError why;
 	BkError call_err;
 	bool found;
 	bool called;
+	bool listed = true;
+	bool reset;
 
+	bk_error_clear(&why);
 	called = agent_binlog_gtid_pos(stream->conn, stream->position.file,
 								   stream->position.offset, text, sizeof(text),
 								   &found, &call_err);
-	if (!called || !found)
+	/* A NULL: is the file still there, or did it go meanwhile? */
+	if (called && !found &&
+		!server_has_file(stream, stream->position.file, &listed, &reset, oldest,
+						 newest, sizeof(newest), err))
+		return false;
+	if (!bk_gtid_state_format(&stream->gtid, ours, sizeof(ours)))
+		bk_strlcpy(ours, "(too long to show)", sizeof(ours));
+
+	switch (binlog_resume_check(&stream->gtid, called, found ? text : NULL,
+								listed, &why))
 	{
-		agent_log("WARNING",
-				  "could not check the server's GTID state at %s:%" PRIu64
-				  " before resuming (%s)",
-				  stream->position.file, stream->position.offset,
-				  called ? "no GTID state there" : call_err.message);
-		return true;
+		case BINLOG_RESUME_FOLLOWS:
+			return true;
+		case BINLOG_RESUME_UNCHECKED:
+			if (called)
+				agent_log("WARNING",
+						  "could not check the server's GTID state at"
+						  " %s:%" PRIu64 " before resuming: BINLOG_GTID_POS"
+						  " gave \"%s\" (%s)",
+						  stream->position.file, stream->position.offset, text,
+						  why.message);
+			else
+				agent_log("WARNING",
+						  "could not check the server's GTID state at"
+						  " %s:%" PRIu64 " before resuming (%s)",
+						  stream->position.file, stream->position.offset,
+						  call_err.message);
+			return true;
+		case BINLOG_RESUME_RECHECK:
+			return bk_error_set(err, BK_ERR_IO,
+								"the binlog file \"%s\" left the server's list"
+								" while the agent checked where the archive"
+								" ends in it (offset %" PRIu64
+								"): looking again",
+								stream->position.file, stream->position.offset);
+		case BINLOG_RESUME_DIFFERS:
+			audit_reset(stream,
+						"the server's GTID state where the archive ends"
+						" differs from the archive's: the binlog file is"
+						" another one under the same name",
+						text);
+			return bk_error_set(err, BK_ERR_CONFLICT,
+								"at %s:%" PRIu64 ", where the archive ends, the"
+								" server's GTID state is %s, but the archive"
+								" reached %s there: the server's \"%s\" is"
+								" not the file archived (RESET MASTER, or a"
+								" new server, reused the binlog names)",
+								stream->position.file, stream->position.offset,
+								text[0] ? text : "(empty)",
+								ours[0] ? ours : "(empty)",
+								stream->position.file) ||
+				   bk_error_hint(err,
+								 "bk does not archive a second history under"
+								 " the same names.  Give the agent a new"
+								 " source_id and take a snapshot; the old"
+								 " archive stays restorable.");
+		case BINLOG_RESUME_UNPLACED:
+			audit_reset(stream,
+						"the server cannot place the archive's end in its"
+						" binlog file of that name (BINLOG_GTID_POS is NULL:"
+						" no event starts there): the binlog file is another"
+						" one under the same name, or lost its end",
+						NULL);
+			return bk_error_set(err, BK_ERR_CONFLICT,
+								"at %s:%" PRIu64 ", where the archive ends"
+								" (GTID state %s), the server cannot place the"
+								" position: no event of its \"%s\" starts"
+								" there (BINLOG_GTID_POS is NULL), so it is"
+								" not the file archived: RESET MASTER (or a"
+								" new server) reused the binlog names, or the"
+								" server lost the file's end in a crash",
+								stream->position.file, stream->position.offset,
+								ours[0] ? ours : "(empty)",
+								stream->position.file) ||
+				   bk_error_hint(err,
+								 "bk does not archive a second history under"
+								 " the same names.  Give the agent a new"
+								 " source_id and take a snapshot; the old"
+								 " archive stays restorable.");
 	}
-	if (!bk_gtid_state_parse(text, &server, &parse_err))
-	{
-		agent_log("WARNING",
-				  "could not check the server's GTID state at %s:%" PRIu64
-				  " before resuming: BINLOG_GTID_POS gave \"%s\" (%s)",
-				  stream->position.file, stream->position.offset, text,
-				  parse_err.message);
-		return true;
-	}
-	if (bk_gtid_state_follows(&stream->gtid, &server))
-		return true;
-	bk_gtid_state_format(&stream->gtid, ours, sizeof(ours));
-	audit_reset(stream,
-				"the server's GTID state where the archive ends differs from"
-				" the archive's: the binlog file is another one under the"
-				" same name",
-				text);
-	return bk_error_set(err, BK_ERR_CONFLICT,
-						"at %s:%" PRIu64 ", where the archive ends, the"
-						" server's GTID state is %s, but the archive reached"
-						" %s there: the server's \"%s\" is not the file"
-						" archived (RESET MASTER, or a new server, reused the"
-						" binlog names)",
-						stream->position.file, stream->position.offset,
-						text[0] ? text : "(empty)", ours[0] ? ours : "(empty)",
-						stream->position.file) ||
-		   bk_error_hint(err,
-						 "bk does not archive a second history under the same"
-						 " names.  Give the agent a new source_id and take a"
-						 " snapshot; the old archive stays restorable.");
+	return bk_error_set(err, BK_ERR_INTERNAL,
+						"unknown verdict on the resume position");
 }
 
 /*

@@ -6,7 +6,9 @@
  *		holds several servers whose sequence numbers are not in log order
  *		(a failover): no gap may be reported where none is, and a missing
  *		transaction must still show.  And how long a file's first range
- *		waits for the list that decides its gap mark.
+ *		waits for the list that decides its gap mark.  And what the server's
+ *		GTID state at the archive's end, asked on a resume inside a file,
+ *		makes the agent do.
  */
 #include "testutil.h"
 
@@ -378,6 +380,67 @@ test_list_due(void **state)
 	assert_false(binlog_gtids_list_due(&gtids));
 }
 
+/*
+ * Resuming inside a file: what the server's BINLOG_GTID_POS at the
+ * archive's end makes the agent do.  Only the server's own answers refuse
+ * (a state that differs; NULL for a file it still lists, the new history
+ * having no event there); a failed call (a lost connection) or a NULL for a
+ * file that went meanwhile never turns into a binlog-reset.
+ */
+static void
+test_resume_check(void **state)
+{
+	BkGtidState reached;
+	BkError why;
+
+	assert_true(bk_gtid_state_parse("0-1-10,1-2-3", &reached, &why));
+
+	/* The same history: stream. */
+	bk_error_clear(&why);
+	assert_int_equal(
+		binlog_resume_check(&reached, true, "0-1-10,1-2-3", true, &why),
+		BINLOG_RESUME_FOLLOWS);
+	assert_int_equal(
+		binlog_resume_check(&reached, true, "1-2-3,0-1-10", true, &why),
+		BINLOG_RESUME_FOLLOWS);
+
+	/* Another history with an event there: refused, the states named. */
+	assert_int_equal(binlog_resume_check(&reached, true, "0-1-4", true, &why),
+					 BINLOG_RESUME_DIFFERS);
+	assert_int_equal(
+		binlog_resume_check(&reached, true, "0-1-10,1-2-4", true, &why),
+		BINLOG_RESUME_DIFFERS);
+
+	/*
+	 * NULL for a file the server still lists after the call: no event
+	 * starts there in its file of that name (another history, or a file
+	 * that lost its end).
+	 */
+	assert_int_equal(binlog_resume_check(&reached, true, NULL, true, &why),
+					 BINLOG_RESUME_UNPLACED);
+
+	/* NULL, and the file gone meanwhile: look again, by name. */
+	assert_int_equal(binlog_resume_check(&reached, true, NULL, false, &why),
+					 BINLOG_RESUME_RECHECK);
+
+	/*
+	 * The call failed (a lost connection, a server restarting): no answer,
+	 * whatever the other arguments hold, and never a refusal.
+	 */
+	assert_int_equal(binlog_resume_check(&reached, false, NULL, true, &why),
+					 BINLOG_RESUME_UNCHECKED);
+	assert_int_equal(binlog_resume_check(&reached, false, NULL, false, &why),
+					 BINLOG_RESUME_UNCHECKED);
+	assert_int_equal(binlog_resume_check(&reached, false, "0-1-4", true, &why),
+					 BINLOG_RESUME_UNCHECKED);
+
+	/* An answer bk cannot read: no answer either, and why says so. */
+	bk_error_clear(&why);
+	assert_int_equal(binlog_resume_check(&reached, true, "0-1", true, &why),
+					 BINLOG_RESUME_UNCHECKED);
+	assert_true(why.message[0] != '\0');
+}
+
 int
 main(void)
 {
@@ -388,6 +451,7 @@ main(void)
 		cmocka_unit_test(test_resumed_from_newest),
 		cmocka_unit_test(test_resumed_from_text),
 		cmocka_unit_test(test_list_due),
+		cmocka_unit_test(test_resume_check),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

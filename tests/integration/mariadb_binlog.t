@@ -18,8 +18,10 @@
 #   a binlog-gtid-discontinuity audit event, a GAP in bk list, bk verify
 #   exit 4; RESET MASTER while the agent is stopped with the archive ending
 #   inside a file: the server's GTID state there checked, streaming
-#   refused with an ERROR and a binlog-reset audit event; no plaintext in
-#   the topic or the repository.
+#   refused with an ERROR and a binlog-reset audit event; the same when
+#   the new file has no event starting at the archive's end
+#   (BINLOG_GTID_POS is NULL), the audit event sent once however often the
+#   agent retries; no plaintext in the topic or the repository.
 #
 # Expects MariaDB and Kafka from scripts/services (MariaDB started with
 # BK_AGENT_SOCKET in its environment, the path the agent's control socket
@@ -706,6 +708,73 @@ wait_for 30 "binlog-reset audit event" audit_reset
 ok $? "a binlog-reset audit event naming $inside is on $prefix.audit"
 streams_before="$(streaming_count)"
 sleep 3
+is "$(streaming_count)" "$streams_before" "... and it streams nothing of the other history"
+
+# ---------------------------------------------------------------- RESET MASTER, the archive's end on no event of the new file
+# As above, but the new history has no event starting where the archive
+# ends: one row event runs across that position.  The server cannot place
+# it (BINLOG_GTID_POS is NULL).  The agent used to go on to the dump, which
+# failed at that position on every retry (with a binlog-gap audit event
+# each time, never a binlog-reset); it must refuse as for a GTID state that
+# differs: an ERROR, and one binlog-reset audit event however often it
+# retries.  A second source (its own source_id and state_dir, as the
+# refusal's hint says) gives an archive ending inside a file of this
+# history.
+stop_agent TERM
+source_b="$source_id-b"
+(source_id="$source_b" && agent_conf "state_dir = $dir/state-b") >"$dir/agent-b.conf"
+start_agent "$dir/agent-b.conf"
+ok $? "an agent with a new source_id ($source_b) streams the other history"
+my "FLUSH BINARY LOGS" >/dev/null
+unplaced="$(current_file)"
+workload 5 >/dev/null
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+archive_b_holds() {
+    local source_id="$source_b" # what archive_holds lists
+    archive_holds "$1"
+}
+wait_for 30 "a range of $unplaced archived" archive_b_holds "$unplaced"
+sleep 1.5 # range_interval: the rest of the file's events go out too
+stop_agent TERM
+read -r state_file end <"$dir/state-b/binlog.position"
+is "$state_file" "$unplaced" "agent stopped with the archive of $source_b inside $unplaced (at $end)"
+out="$(my "RESET MASTER")"
+ok $? "RESET MASTER" || diag "$out"
+while [[ "$(current_file)" < "$unplaced" ]]; do
+    my "FLUSH BINARY LOGS" >/dev/null || break
+done
+# One row far larger than the archive's end: its row event starts near the
+# file's start and ends past that position.
+out="$(my "INSERT INTO $db.t (n, s, lb) VALUES (0, 'unplaced', REPEAT('u', $((end + 65536))))")"
+ok $? "a row of $((end + 65536)) bytes written into the new $unplaced" || diag "$out"
+is "$(current_file)" "$unplaced" "the server writes $unplaced again, in another history"
+is "$(my "SELECT BINLOG_GTID_POS('$unplaced', $end) IS NULL")" 1 \
+    "... in which BINLOG_GTID_POS('$unplaced', $end) is NULL: no event starts there" ||
+    diag "$(my "SHOW BINLOG EVENTS IN '$unplaced'")"
+unplaced_refusal="where the archive ends \\(GTID state [0-9,-]+\\), the server cannot place the position"
+refusals="$(grep -Ec "$unplaced_refusal" "$alog")"
+streams_before="$(streaming_count)"
+"$AGENT" --config "$dir/agent-b.conf" >>"$alog" 2>&1 &
+agent_pid=$!
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+refused_unplaced() { (($(grep -Ec "$unplaced_refusal" "$alog") > refusals + ${1:-0})); }
+wait_for 30 "the agent to refuse a position the server cannot place" refused_unplaced
+like "$(grep -E "$unplaced_refusal" "$alog" | tail -1)" \
+    "ERROR: at $unplaced:$end, $unplaced_refusal: no event of its \"$unplaced\" starts there \\(BINLOG_GTID_POS is NULL\\), so it is not the file archived: RESET MASTER \\(or a new server\\) reused the binlog names.* HINT: .*Give the agent a new source_id and take a snapshot" \
+    "the agent refuses $unplaced:$end, naming the archive's state, why and what to do" ||
+    diag "$(tail -n 15 "$alog")"
+resets_b() { audit | grep '"event":"binlog-reset"' | grep "\"source\":\"$source_b\"" | grep -c "\"binlog_file\":\"$unplaced\""; }
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+audit_reset_b() { (($(resets_b) > 0)); }
+wait_for 30 "binlog-reset audit event of $source_b" audit_reset_b
+ok $? "a binlog-reset audit event naming $unplaced is on $prefix.audit"
+like "$(audit | grep '"event":"binlog-reset"' | grep "\"source\":\"$source_b\"" | head -n 1)" \
+    "\"binlog_pos\":$end,.*\"gtid\":\"[0-9,-]+\"" "... with the position and the archive's GTID state there"
+wait_for 30 "the agent to retry the refusal" refused_unplaced 1
+ok $? "the agent retries, refusing again"
+is "$(resets_b)" 1 "... without another binlog-reset event"
+audit | grep '"event":"binlog-gap"' | grep -q "\"source\":\"$source_b\""
+isnt $? 0 "... nor a binlog-gap event"
 is "$(streaming_count)" "$streams_before" "... and it streams nothing of the other history"
 
 # ---------------------------------------------------------------- no plaintext

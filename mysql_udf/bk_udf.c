@@ -26,9 +26,9 @@
  *	 fails (fail closed) if one is missing: without the caller's identity
  *	 the agent could not authorize anything.
  * - A call may last long (a snapshot), so the wait polls the socket with a
- *	 short tick and checks thd_killed() and thd_is_connected() at each
- *	 tick: KILL QUERY, or the client going away, ends the call promptly,
- *	 and closing the socket tells the agent to cancel.
+ *	 short tick and checks thd_kill_level() and thd_is_connected() at each
+ *	 tick: KILL QUERY, max_statement_time, or the client going away, ends
+ *	 the call promptly, and closing the socket tells the agent to cancel.
  * - Connection threads have small stacks: buffers of unbounded size are
  *	 malloc'd; the stack holds messages of at most 512 bytes.
  *
@@ -57,7 +57,7 @@
 
 #define BK_UDF_EXPORT __attribute__((visibility("default")))
 
-/* How often a blocked call looks at thd_killed(), in milliseconds. */
+/* How often a blocked call looks at thd_kill_level(), in milliseconds. */
 #define TICK_MS 100
 /* A connect() refused with EAGAIN (full backlog) is retried this long. */
 #define CONNECT_RETRY_MS 5000
@@ -85,7 +85,7 @@ typedef struct ServerApi
 	const char *(*priv_user)(void *thd, size_t *length);
 	const char *(*priv_host)(void *thd, size_t *length);
 	unsigned long (*thread_id)(const void *thd);
-	int (*killed)(const void *thd);
+	enum thd_kill_levels (*kill_level)(const void *thd);
 	int (*connected)(void *thd);
 	void (*message)(unsigned int error, const char *text, unsigned long flags);
 } ServerApi;
@@ -185,7 +185,8 @@ udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *function,
 				 message) ||
 		!resolve((void **) &api.thread_id, "thd_get_thread_id", function,
 				 message) ||
-		!resolve((void **) &api.killed, "thd_killed", function, message) ||
+		!resolve((void **) &api.kill_level, "thd_kill_level", function,
+				 message) ||
 		!resolve((void **) &api.connected, "thd_is_connected", function,
 				 message) ||
 		!resolve((void **) &api.message, "my_message", function, message))
@@ -706,9 +707,14 @@ agent_socket_path(void)
 
 /*
  * abandoned
- *		The statement was killed (KILL QUERY, KILL), or its client went away:
- *		the server does not kill a statement whose client disconnected, so
- *		the connection is asked too (thd_is_connected, which the server's own
+ *		The statement was killed, or its client went away.  Any kill ends the
+ *		wait, the soft ones too: max_statement_time kills softly
+ *		(KILL_TIMEOUT), and so do KILL SOFT QUERY and LIMIT ROWS EXAMINED;
+ *		"soft" only spares tables a half-done change, and waiting for the
+ *		agent changes none.  thd_killed(), true only for a hard kill, would
+ *		let a timed-out statement wait for the whole snapshot.  The server
+ *		does not kill a statement whose client disconnected, so the
+ *		connection is asked too (thd_is_connected, which the server's own
  *		lock waits use).  Raises the error and returns true; the caller then
  *		closes the socket, which tells the agent to cancel.
  */
@@ -716,13 +722,24 @@ static bool
 abandoned(UdfCall *call, void *thd)
 {
 	bool snapshot = strcmp(call->op, "snapshot") == 0;
+	enum thd_kill_levels level = call->api.kill_level(thd);
 
-	if (call->api.killed(thd))
+	if (level == THD_ABORT_ASAP)
 	{
 		if (snapshot)
 			raise_error(call, "query killed; the agent cancels the snapshot");
 		else
 			raise_error(call, "query killed; the call was abandoned");
+		return true;
+	}
+	if (level != THD_IS_NOT_KILLED)
+	{
+		if (snapshot)
+			raise_error(call, "query interrupted (max_statement_time, or KILL"
+							  " SOFT); the agent cancels the snapshot");
+		else
+			raise_error(call, "query interrupted (max_statement_time, or KILL"
+							  " SOFT); the call was abandoned");
 		return true;
 	}
 	if (!call->api.connected(thd))

@@ -50,11 +50,27 @@ typedef struct UDF_INIT
 	void *extension;
 } UDF_INIT;
 
+/*
+ * What thd_kill_level() returns (include/mysql/service_kill_statement.h):
+ * whether the statement was killed, and how.  KILL QUERY (HARD, the
+ * default) asks to abort as soon as possible; max_statement_time
+ * (KILL_TIMEOUT), KILL SOFT QUERY and LIMIT ROWS EXAMINED ask softly, "when
+ * it leaves no table corrupted".  The older thd_killed() is true only for
+ * the hard ones.
+ */
+enum thd_kill_levels
+{
+	THD_IS_NOT_KILLED = 0,
+	THD_ABORT_SOFTLY = 50,
+	THD_ABORT_ASAP = 100
+};
+
 /* Error number of ER_UNKNOWN_ERROR ("HY000"), the class of our SQL errors. */
 #define BK_ER_UNKNOWN_ERROR 1105
 
 #if defined(__x86_64__) && defined(__LP64__)
 _Static_assert(sizeof(enum Item_result) == 4, "Item_result is an int");
+_Static_assert(sizeof(enum thd_kill_levels) == 4, "thd_kill_levels is an int");
 _Static_assert(offsetof(UDF_ARGS, arg_count) == 0, "UDF_ARGS.arg_count");
 _Static_assert(offsetof(UDF_ARGS, arg_type) == 8, "UDF_ARGS.arg_type");
 _Static_assert(offsetof(UDF_ARGS, args) == 16, "UDF_ARGS.args");

@@ -10,7 +10,8 @@
  * gave it, whatever its bytes; an argument too long once escaped is refused
  * with the limit named; a hung agent does not hold bk_status() forever;
  * KILL QUERY ends a waiting bk_snapshot() and the agent sees its caller
- * gone; no agent is a clear error; one call per statement; malformed
+ * gone, and so does max_statement_time, which kills softly; no agent is a
+ * clear error; one call per statement; malformed
  * replies are errors, never crashes.
  */
 #include "testutil.h"
@@ -34,7 +35,8 @@ static struct
 	size_t user_len;
 	const char *host;
 	size_t host_len;
-	int64_t killed_at_ms; /* thd_killed() is true from then on; 0: never */
+	int64_t killed_at_ms; /* THD::killed is killed_state from then on */
+	int killed_state;     /* ... 0: never */
 	int64_t gone_at_ms;   /* thd_is_connected() false from then on; 0: never */
 	char message[1024];   /* the last my_message() */
 	int messages;
@@ -44,6 +46,7 @@ BK_UDF_EXPORT void *_current_thd(void);
 BK_UDF_EXPORT const char *thd_priv_user(void *thd, size_t *length);
 BK_UDF_EXPORT const char *thd_priv_host(void *thd, size_t *length);
 BK_UDF_EXPORT unsigned long thd_get_thread_id(const void *thd);
+BK_UDF_EXPORT enum thd_kill_levels thd_kill_level(const void *thd);
 BK_UDF_EXPORT int thd_killed(const void *thd);
 BK_UDF_EXPORT int thd_is_connected(void *thd);
 BK_UDF_EXPORT void my_message(unsigned int error, const char *text,
@@ -75,10 +78,29 @@ thd_get_thread_id(const void *thd)
 	return 77;
 }
 
+/*
+ * THD::killed values (sql/sql_class.h, enum killed_state): bit 0 is HARD.
+ * KILL QUERY is KILL_QUERY_HARD; max_statement_time's timer sets
+ * KILL_TIMEOUT (thd_kill_timeout: "kill queries that can't cause data
+ * corruptions"), without it.
+ */
+#define KILL_QUERY_HARD 5
+#define KILL_TIMEOUT    8
+
+/* As mariadbd's (sql/sql_class.cc). */
+enum thd_kill_levels
+thd_kill_level(const void *thd)
+{
+	if (server.killed_at_ms == 0 || monotonic_ms() < server.killed_at_ms)
+		return THD_IS_NOT_KILLED;
+	return server.killed_state & 1 ? THD_ABORT_ASAP : THD_ABORT_SOFTLY;
+}
+
+/* The older call, kept by mariadbd for old plugins: hard kills only. */
 int
 thd_killed(const void *thd)
 {
-	return server.killed_at_ms != 0 && monotonic_ms() >= server.killed_at_ms;
+	return thd_kill_level(thd) > THD_ABORT_SOFTLY;
 }
 
 int
@@ -129,6 +151,7 @@ reset(void **state)
 	server.host = "%";
 	server.host_len = 1;
 	server.killed_at_ms = 0;
+	server.killed_state = 0;
 	server.gone_at_ms = 0;
 	server.message[0] = '\0';
 	server.messages = 0;
@@ -315,10 +338,37 @@ test_kill_query(void **state)
 	char *result;
 
 	server.killed_at_ms = start + 300;
+	server.killed_state = KILL_QUERY_HARD;
 	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
 					  "wait=true", 9, 1);
 	assert_null(result);
 	assert_message("bk_snapshot: query killed; the agent cancels");
+	assert_true(monotonic_ms() - start < 2000);
+	for (int tick = 0; tick < 200 && !udf_agent_saw_peer_gone(); tick++)
+		usleep(10 * 1000);
+	assert_true(udf_agent_saw_peer_gone());
+}
+
+/*
+ * SET STATEMENT max_statement_time=N FOR SELECT bk_snapshot(): the timer
+ * kills the statement softly, which thd_killed() does not report (the call
+ * waited for the whole snapshot, and the snapshot went on); it ends the
+ * wait within a tick or two too, and the agent cancels.
+ */
+static void
+test_statement_timeout(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.killed_at_ms = start + 300;
+	server.killed_state = KILL_TIMEOUT;
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "wait=true", 9, 1);
+	assert_false(thd_killed(&server)); /* what the UDF must not rely on */
+	assert_null(result);
+	assert_message("bk_snapshot: query interrupted (max_statement_time");
+	assert_message("the agent cancels the snapshot");
 	assert_true(monotonic_ms() - start < 2000);
 	for (int tick = 0; tick < 200 && !udf_agent_saw_peer_gone(); tick++)
 		usleep(10 * 1000);
@@ -425,6 +475,7 @@ main(void)
 		cmocka_unit_test_setup(test_escaped_argument_too_long, reset),
 		cmocka_unit_test_setup(test_hung_agent_status, reset),
 		cmocka_unit_test_setup(test_kill_query, reset),
+		cmocka_unit_test_setup(test_statement_timeout, reset),
 		cmocka_unit_test_setup(test_client_gone, reset),
 		cmocka_unit_test_setup(test_no_agent, reset),
 		cmocka_unit_test_setup(test_malformed_replies, reset),

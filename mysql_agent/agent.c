@@ -679,7 +679,7 @@ release_job(Agent *agent, SnapshotJob *job)
  * control_snapshot
  *		bk_snapshot(): start a job (one at a time); with wait, follow it
  *		until it ends, cancelling it if the caller goes away (KILL QUERY,
- *		a closed connection).
+ *		max_statement_time, a closed connection).
  */
 static char *
 control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
@@ -750,8 +750,9 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 			(bk_control_peer_gone(call) || agent_stop_requested))
 		{
 			agent_log("INFO",
-					  "snapshot %s: the caller went away (KILL QUERY or"
-					  " a closed connection): cancelling",
+					  "snapshot %s: the caller went away (KILL QUERY,"
+					  " max_statement_time or a closed connection):"
+					  " cancelling",
 					  job->id);
 			job->cancel = true;
 		}

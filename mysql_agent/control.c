@@ -15,8 +15,9 @@
  *	 silent or flooding peer cannot hold a thread), validates it with
  *	 jansson, runs the handler, and writes one reply line.  The handler may
  *	 take hours (a snapshot); it polls bk_control_peer_gone(), which sees
- *	 the UDF's socket close on KILL QUERY or disconnect (POLLRDHUP), so the
- *	 work is cancelled when nobody waits for it any more.
+ *	 the UDF's socket close on KILL QUERY, max_statement_time or disconnect
+ *	 (POLLRDHUP), so the work is cancelled when nobody waits for it any
+ *	 more.
  * - bk_control_stop() raises a flag that bk_control_peer_gone() also
  *	 reports, and waits for the call count to reach zero: detached threads
  *	 are tracked by that count instead of being joined.

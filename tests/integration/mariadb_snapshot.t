@@ -12,8 +12,9 @@
 #  - under sysbench oltp_read_write with DDL in a loop, the snapshot
 #    succeeds and every sbtest table has its row count;
 #  - no hang: LOCK TABLES t WRITE; SELECT bk_snapshot() fails within the
-#    lock wait; KILL QUERY, or the client going away, ends a waiting
-#    snapshot promptly and the agent cancels it;
+#    lock wait; KILL QUERY, max_statement_time (SET STATEMENT ... FOR), or
+#    the client going away, ends a waiting snapshot promptly and the agent
+#    cancels it;
 #  - once per statement (FROM seq_1_to_5), a USAGE-only user refused,
 #    DROP FUNCTION during a snapshot leaves the server up;
 #  - no plaintext in Kafka or the repository; bk verify checks it all.
@@ -353,6 +354,36 @@ ok $? "a client that goes away: the agent sees its caller gone ($((SECONDS - gon
 cancelled_only() { my 'SELECT bk_status()' | grep -q '"state":"cancelled"'; }
 wait_for 20 "the snapshot of the client that went away cancelled" cancelled_only
 ok $? "... and the snapshot ends cancelled, not done" || diag "$(my 'SELECT bk_status()')"
+wait "$locker"
+
+# max_statement_time ends a waiting bk_snapshot() too: the server's timer
+# kills the statement softly (KILL_TIMEOUT), which thd_killed() did not
+# report, so the call waited for the whole snapshot and the snapshot went
+# on.  The UDF asks thd_kill_level(); the agent cancels as for KILL QUERY.
+snapshot_state() {
+    my 'SELECT bk_status()' |
+        python3 -c 'import json, sys; s = json.load(sys.stdin)["snapshot"] or {}; print(s.get("snapshot_id", ""), s.get("state", ""))' 2>/dev/null
+}
+read -r before_id _ < <(snapshot_state)
+(my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(8)" >/dev/null) &
+locker=$!
+sleep 1
+start=$SECONDS
+out="$(my "SET STATEMENT max_statement_time = 2 FOR SELECT bk_snapshot('label=timed-out')")"
+elapsed=$((SECONDS - start))
+like "$out" 'bk_snapshot: query interrupted \(max_statement_time, or KILL SOFT\); the agent cancels the snapshot' \
+    "max_statement_time ends a waiting bk_snapshot() with a clear error" || diag "$out"
+((elapsed <= 5))
+ok $? "... at the time limit, not when the snapshot ends (${elapsed}s)"
+read -r timed_out_id _ < <(snapshot_state)
+isnt "$timed_out_id" "$before_id" "... and a snapshot had started ($timed_out_id)"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+timed_out_cancelled() { [[ "$(snapshot_state)" == "$timed_out_id cancelled" ]]; }
+wait_for 20 "the timed-out snapshot cancelled" timed_out_cancelled
+ok $? "the agent cancels the snapshot whose statement timed out: bk_status() says cancelled" ||
+    diag "$(my 'SELECT bk_status()')"
+grep -q "snapshot $timed_out_id: the caller went away" "$dir/agent.log"
+ok $? "... and its log says the caller went away" || diag "$(tail -n 5 "$dir/agent.log")"
 wait "$locker"
 
 # bk_snapshot_cancel(id) of a snapshot started with wait=false, waiting for a

@@ -152,19 +152,29 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 	 * database system stays, whatever its age: the newest log decides
 	 * which system is the source's, and a second cluster misconfigured
 	 * with the same source id would otherwise have the first one's
-	 * snapshots removed.
+	 * snapshots removed.  So does a snapshot the source may name as the
+	 * parent of its next diff/incr snapshot (or of one still arriving,
+	 * whose record is not there to say): removed, that one would arrive
+	 * without a base.  It counts as kept, since it depends on no other
+	 * verdict, so this still ends.
 	 */
 	for (int snapIdx = 0; snapIdx < count; snapIdx++)
-		if (snapshots[snapIdx].foreign &&
-			verdicts[snapIdx] == BK_VERDICT_EXPIRE)
+	{
+		if (verdicts[snapIdx] != BK_VERDICT_EXPIRE)
+			continue;
+		if (snapshots[snapIdx].foreign)
 			verdicts[snapIdx] = BK_VERDICT_FOREIGN;
+		else if (snapshots[snapIdx].next_parent)
+			verdicts[snapIdx] = BK_VERDICT_NEXT_PARENT;
+	}
 	for (bool changed = true; changed;)
 	{
 		changed = false;
 		oldest_kept = NULL;
 		for (int snapIdx = 0; snapIdx < count; snapIdx++)
 			if ((verdicts[snapIdx] == BK_VERDICT_KEEP ||
-				 verdicts[snapIdx] == BK_VERDICT_PARENT) &&
+				 verdicts[snapIdx] == BK_VERDICT_PARENT ||
+				 verdicts[snapIdx] == BK_VERDICT_NEXT_PARENT) &&
 				(oldest_kept == NULL ||
 				 strcmp(snapshots[snapIdx].id, oldest_kept) < 0))
 				oldest_kept = snapshots[snapIdx].id;
@@ -213,6 +223,10 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 			return "kept: newer than the oldest kept snapshot";
 		case BK_VERDICT_PARENT:
 			return "kept: a snapshot that stays builds on it";
+		case BK_VERDICT_NEXT_PARENT:
+			return "kept: the source may build its next diff/incr snapshot "
+				   "on it, or one still arriving (whose record, naming its "
+				   "parent, is not there yet)";
 		case BK_VERDICT_FOREIGN:
 			return "kept: of another database system than the source's "
 				   "newest WAL (a conflict): never removed";

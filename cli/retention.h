@@ -18,10 +18,14 @@
  * finished one; the decision rests on that order (ids sort by start time),
  * never on a clock or on when the store wrote an object.  Whatever stays
  * keeps its parents: after a restore to an earlier moment the server
- * bases its next incremental snapshot on the one it was restored from,
- * which may be older than the fulls the policy keeps.  With no
- * restorable snapshot to anchor it, nothing is removed.  What the engine
- * removes of its log (WAL, binlog) follows from the snapshots kept.
+ * bases its next incremental snapshot on the newest one its restored
+ * history has as complete, which may be older than the fulls the policy
+ * keeps.  The snapshots the source may name as the parent of its next
+ * diff/incr snapshot stay too, with their parents (the engine says which:
+ * a snapshot still arriving names its parent only in its record, which
+ * comes last).  With no restorable snapshot to anchor it, nothing is
+ * removed.  What the engine removes of its log (WAL, binlog) follows from
+ * the snapshots kept.
  */
 #ifndef BK_RETENTION_H
 #define BK_RETENTION_H
@@ -38,6 +42,7 @@ typedef enum BkVerdict
 	BK_VERDICT_IN_PROGRESS, /* not restorable, newer than the oldest kept */
 	BK_VERDICT_NEWER,       /* restorable, not needed, but newer likewise */
 	BK_VERDICT_PARENT,      /* older, but a snapshot that stays builds on it */
+	BK_VERDICT_NEXT_PARENT, /* older, but the source may build on it next */
 	BK_VERDICT_FOREIGN      /* of another database system: never removed */
 } BkVerdict;
 
@@ -64,6 +69,14 @@ typedef struct BkRetentionSnapshot
 	 * builds on.
 	 */
 	bool foreign;
+	/*
+	 * The source may name it as the parent of its next diff/incr snapshot,
+	 * or of one it is taking now: that one's record, which names its
+	 * parent, is sent last, so until it arrives bk cannot tell.  Set by
+	 * engines whose snapshots build on others, from how the source
+	 * chooses a parent.
+	 */
+	bool next_parent;
 } BkRetentionSnapshot;
 
 /*

@@ -319,6 +319,46 @@ off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
 	return true; /* its timeline is not in the newest one's history */
 }
 
+/*
+ * Mark the snapshots the source may name as the parent of its next diff or
+ * incr snapshot, or of one it is taking now, whose record (sent last) is
+ * the only object that names the parent: until it arrives, bk cannot tell.
+ *
+ * The extension takes the newest complete snapshot in its history table
+ * for an incr, the newest complete full for a diff, newest by start time
+ * (snap_prepare in bk_snapshot_worker.c).  bk sees that history in the
+ * records: newest by id, which is the start time from the same clock,
+ * among the snapshots the source's current timeline passes through (a
+ * restore to an earlier moment rolls the table back with the database).
+ * When that one ended on an earlier timeline than the source's, the source
+ * was restored since, maybe from it with --target immediate, or to a
+ * moment between its end and the commit that marked it complete: the
+ * restored table then has it running, so the one before it is the newest
+ * complete the source knows, and is marked too.  Without restores these
+ * are the newest snapshots, which the policy keeps anyway.
+ */
+static void
+mark_next_parents(Expire *ex, bool fulls_only)
+{
+	uint32_t latest = bk_wal_latest_timeline(&ex->catalog.wal);
+	int marked = 0;
+
+	for (int snapIdx = ex->catalog.count - 1; snapIdx >= 0 && marked < 2;
+		 snapIdx--)
+	{
+		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
+		BkRetentionSnapshot *view = &ex->view[snapIdx];
+
+		if (!snapshot->has_record || view->off_latest || view->foreign ||
+			(fulls_only && strcmp(snapshot->kind, "full") != 0))
+			continue;
+		view->next_parent = true;
+		marked++;
+		if (latest == 0 || snapshot->timeline == latest)
+			break;
+	}
+}
+
 /* The catalog as the retention decision sees it. */
 static bool
 build_view(Expire *ex, BkError *err)
@@ -355,6 +395,8 @@ build_view(Expire *ex, BkError *err)
 							   ex->catalog.wal.system_identifier) != 0),
 		};
 	}
+	mark_next_parents(ex, false); /* of an incr */
+	mark_next_parents(ex, true);  /* of a diff */
 	return true;
 }
 

@@ -395,6 +395,43 @@ test_retention(void **state)
 	}
 
 	/*
+	 * The engine says the source may build its next incremental snapshot
+	 * on 1: 1 stays whatever the policy, and 0 with it.
+	 */
+	{
+		BkRetentionSnapshot next[] = {
+			{.id = "20261101T000000Z-a",
+			 .kind = "full",
+			 .parent_index = -1,
+			 .restorable = true,
+			 .stop_order = 1},
+			{.id = "20261102T000000Z-b",
+			 .kind = "incr",
+			 .parent_index = 0,
+			 .restorable = true,
+			 .stop_order = 2,
+			 .next_parent = true},
+			{.id = "20261103T000000Z-c",
+			 .kind = "full",
+			 .parent_index = -1,
+			 .restorable = true,
+			 .stop_order = 3},
+		};
+		BkRetention full1 = {.retain_full = 1};
+
+		assert_true(bk_retention_decide(next, 3, &full1, NOW_MS, v));
+		assert_int_equal(v[2], BK_VERDICT_KEEP);
+		assert_int_equal(v[1], BK_VERDICT_NEXT_PARENT);
+		assert_int_equal(v[0], BK_VERDICT_PARENT);
+		assert_non_null(strstr(bk_retention_reason(&next[1], v[1], &full1),
+							   "may build its next diff/incr snapshot"));
+		next[1].next_parent = false;
+		assert_true(bk_retention_decide(next, 3, &full1, NOW_MS, v));
+		assert_int_equal(v[1], BK_VERDICT_EXPIRE);
+		assert_int_equal(v[0], BK_VERDICT_EXPIRE);
+	}
+
+	/*
 	 * Restored from 0 to a moment before 1 ended: the source's timeline
 	 * branched off before 1's end, so only 0 restores what it did since.
 	 * 1 ends later in the WAL and is kept; 0 stays with it.
@@ -798,6 +835,90 @@ test_expire_keeps_full_of_current_timeline(void **state)
 	assert_true(record_exists(f, SNAP_K));
 	assert_true(record_exists(f, SNAP_P));
 	assert_true(segment_exists(f, 1, 1));
+}
+
+/* Data objects of a snapshot still being taken: no record, label, map... */
+static void
+archive_arriving(WalFixture *f, const char *id, int present)
+{
+	char name[128];
+	char meta[128];
+
+	snprintf(meta, sizeof(meta), "snapshot=%s\nencoding=incremental", id);
+	for (int objectIdx = 0; objectIdx < present; objectIdx++)
+	{
+		snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_DATA "/%06d", id,
+				 objectIdx + 1);
+		test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT,
+							SOURCE, name, meta, (const uint8_t *) "data", 4);
+	}
+}
+
+#define SNAP_F1 "20261101T000000Z-000000f1"
+#define SNAP_F2 "20261102T000000Z-000000f2"
+#define SNAP_X  "20261103T000000Z-0000000e"
+
+/*
+ * Fulls F1 and F2 on timeline 1; then a restore from F2 with --target
+ * immediate made timeline 2 at F2's end.  The restored server's history
+ * table stopped there, with F2 still running (marked failed when the
+ * next snapshot starts), so the newest complete snapshot it knows is F1:
+ * its next incremental snapshot, X, builds on F1.  While X arrives, its
+ * record (sent last) is not there to say so.
+ */
+static void
+archive_restored_immediate(WalFixture *f)
+{
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/5800000");
+	for (uint64_t segno = 5; segno <= 7; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, SNAP_F1, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_F2, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+}
+
+/*
+ * F1 stays, with its WAL, whatever the policy: X builds on it, as does
+ * any diff or incr snapshot the source takes before one on timeline 2
+ * completes, so before X sent anything too.
+ */
+static void
+test_expire_keeps_parent_the_source_may_name(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_restored_immediate(f);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_F1));
+	archive_arriving(f, SNAP_X, 2);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_F2));
+	assert_true(record_exists(f, SNAP_F1));
+	assert_true(segment_exists(f, 1, 1));
+	assert_int_equal(expire(f, 0, 1), 0);
+	assert_true(record_exists(f, SNAP_F1));
+	assert_true(segment_exists(f, 1, 1));
+
+	/* X arrived whole: its record names F1, which stays as its parent. */
+	archive_snapshot(f, SNAP_X, "incr", SNAP_F1, 2, "0/6000028", "0/6800000", 2,
+					 0);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_F1));
+
+	/*
+	 * A full on timeline 2 is the newest complete snapshot the source
+	 * knows: F1 is no longer a parent it may name, and goes with X.
+	 */
+	archive_snapshot(f, "20261104T000000Z-000000f3", "full", NULL, 2,
+					 "0/7000028", "0/7800000", 1, 1);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, SNAP_X));
+	assert_false(record_exists(f, SNAP_F1));
+	assert_false(record_exists(f, SNAP_F2));
+	assert_false(segment_exists(f, 1, 1));
 }
 
 /*
@@ -1629,6 +1750,9 @@ main(void)
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_system,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_parent_the_source_may_name, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_dependents_first,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_oldest_wal_first,

@@ -141,8 +141,11 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 	 * Newer than the oldest kept snapshot: left alone.  A source takes one
 	 * snapshot at a time, so an unfinished snapshot that is still arriving
 	 * is newer than every finished one; an unfinished one older than the
-	 * oldest kept was abandoned.  Ids sort by start time, so this needs no
-	 * clock, neither the store's nor ours.
+	 * oldest kept was abandoned.  Ids sort by start time, by the source's
+	 * clock: one that stepped back gives a snapshot started since an id
+	 * older than those it follows, so one not restorable stays too while
+	 * the store wrote an object of it within the last day (retention.h).
+	 * That does not count as kept: only its parents stay with it.
 	 *
 	 * What is left alone must still restore, so its parent stays too: a
 	 * server restored to an earlier moment bases its next incremental
@@ -182,11 +185,15 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 		{
 			const BkRetentionSnapshot *snapshot = &snapshots[snapIdx];
 
-			if (verdicts[snapIdx] == BK_VERDICT_EXPIRE &&
-				strcmp(snapshot->id, oldest_kept) > 0)
+			if (verdicts[snapIdx] != BK_VERDICT_EXPIRE)
+				continue;
+			if (strcmp(snapshot->id, oldest_kept) > 0)
 				verdicts[snapIdx] = snapshot->restorable
 										? BK_VERDICT_NEWER
 										: BK_VERDICT_IN_PROGRESS;
+			else if (!snapshot->restorable &&
+					 snapshot->stored_ms > now_ms - BK_RETENTION_ARRIVING_MS)
+				verdicts[snapIdx] = BK_VERDICT_ARRIVING;
 		}
 		for (int snapIdx = 0; snapIdx < count; snapIdx++)
 		{
@@ -219,6 +226,11 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 		case BK_VERDICT_IN_PROGRESS:
 			return "kept: in progress, or abandoned (incomplete, newer than "
 				   "the oldest kept snapshot)";
+		case BK_VERDICT_ARRIVING:
+			return "kept: in progress, or abandoned less than a day ago (not "
+				   "restorable, and the repository stored an object of it in "
+				   "the last day, though its id, from the source's clock, is "
+				   "older than the oldest kept snapshot's)";
 		case BK_VERDICT_NEWER:
 			return "kept: newer than the oldest kept snapshot";
 		case BK_VERDICT_PARENT:

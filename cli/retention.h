@@ -15,15 +15,24 @@
  * that is still arriving (shippers archive a snapshot's objects in any
  * order, the record possibly first) or broken but recent stays.  A source
  * takes one snapshot at a time, so one in progress is newer than every
- * finished one; the decision rests on that order (ids sort by start time),
- * never on a clock or on when the store wrote an object.  Whatever stays
- * keeps its parents: after a restore to an earlier moment the server
- * bases its next incremental snapshot on the newest one its restored
- * history has as complete, which may be older than the fulls the policy
- * keeps.  The snapshots the source may name as the parent of its next
- * diff/incr snapshot stay too, with their parents (the engine says which:
- * a snapshot still arriving names its parent only in its record, which
- * comes last).  With no restorable snapshot to anchor it, nothing is
+ * finished one: ids sort by start time.  But that time is the source's
+ * clock, which may step back: a snapshot started after the step sorts
+ * before the ones it follows.  So a snapshot that is not restorable also
+ * stays while the store wrote an object of it less than a day ago
+ * (BK_RETENTION_ARRIVING_MS, the store's time against ours), whatever its
+ * id; an abandoned one goes a day after its last object at the latest.
+ * The store's times only ever keep a snapshot: a repository copied without
+ * them keeps its unfinished snapshots a day longer, nothing else.  Which
+ * restorable snapshots the policy needs follows where they end in the log
+ * (stop_order), not their ids, so a step back only makes the order by id
+ * keep more: the snapshots before it sort as newer than those after.
+ * Whatever stays keeps its parents: after a restore to an earlier moment
+ * the server bases its next incremental snapshot on the newest one its
+ * restored history has as complete, which may be older than the fulls the
+ * policy keeps.  The snapshots the source may name as the parent of its
+ * next diff/incr snapshot stay too, with their parents (the engine says
+ * which: a snapshot still arriving names its parent only in its record,
+ * which comes last).  With no restorable snapshot to anchor it, nothing is
  * removed.  What the engine removes of its log (WAL, binlog) follows from
  * the snapshots kept.
  */
@@ -40,6 +49,7 @@ typedef enum BkVerdict
 	BK_VERDICT_EXPIRE = 0,
 	BK_VERDICT_KEEP,
 	BK_VERDICT_IN_PROGRESS, /* not restorable, newer than the oldest kept */
+	BK_VERDICT_ARRIVING,    /* not restorable, older, but stored recently */
 	BK_VERDICT_NEWER,       /* restorable, not needed, but newer likewise */
 	BK_VERDICT_PARENT,      /* older, but a snapshot that stays builds on it */
 	BK_VERDICT_NEXT_PARENT, /* older, but the source may build on it next */
@@ -55,6 +65,7 @@ typedef struct BkRetentionSnapshot
 	bool restorable;
 	int64_t stop_us;     /* when it ended, or BK_TIME_UNKNOWN */
 	uint64_t stop_order; /* where it ended in the log: orders by end */
+	int64_t stored_ms;   /* when the store wrote its newest object, or 0 */
 	/*
 	 * It ended where the source's current timeline does not pass: a
 	 * restore to an earlier moment branched off before its end, so it
@@ -80,8 +91,16 @@ typedef struct BkRetentionSnapshot
 } BkRetentionSnapshot;
 
 /*
- * Decide a verdict for each of count snapshots; false (every verdict
- * KEEP) when no restorable snapshot anchors the policy.
+ * How long after the store wrote its newest object a snapshot that is not
+ * restorable may still be arriving: a day, as for an upload the S3
+ * housekeeping leaves to a running shipper.  A running snapshot sends
+ * objects all along; a day covers a shipper or Kafka that lags that much.
+ */
+#define BK_RETENTION_ARRIVING_MS ((int64_t) 24 * 3600 * 1000)
+
+/*
+ * Decide a verdict for each of count snapshots at now_ms (our clock); false
+ * (every verdict KEEP) when no restorable snapshot anchors the policy.
  */
 extern bool bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 								const BkRetention *policy, int64_t now_ms,

@@ -96,6 +96,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 									   problem, sizeof(problem)),
 			.stop_us = finished,
 			.stop_order = binlog_order(snap->binlog_file, snap->binlog_pos),
+			.stored_ms = snap->stored_ms,
 		};
 	}
 	anchored = bk_retention_decide(view, snapshots.count, policy, bk_wall_ms(),

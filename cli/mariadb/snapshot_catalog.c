@@ -74,6 +74,8 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 		return true; /* not one of ours: bk verify says so */
 	snap->objects++;
 	snap->stored_bytes += entry->size;
+	if (entry->stored_ms > snap->stored_ms)
+		snap->stored_ms = entry->stored_ms;
 	if (strncmp(slash + 1, "data/", 5) == 0)
 		snap->data_objects++;
 	else if (strcmp(slash + 1, "schema.json") == 0)

@@ -46,6 +46,7 @@ typedef struct MariadbSnapshot
 	uint64_t rows;
 	uint64_t objects;
 	uint64_t stored_bytes;
+	int64_t stored_ms; /* when the store wrote its newest object */
 } MariadbSnapshot;
 
 typedef struct MariadbSnapshotCatalog

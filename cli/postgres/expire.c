@@ -387,6 +387,7 @@ build_view(Expire *ex, BkError *err)
 			.restorable = snapshot->restorable,
 			.stop_us = snapshot->stop_us,
 			.stop_order = snapshot->stop_lsn,
+			.stored_ms = snapshot->stored_ms,
 			.off_latest = off_latest_timeline(&ex->catalog.wal, snapshot),
 			.foreign = snapshot->problem == BK_SNAP_CONFLICT ||
 					   (snapshot->system_identifier[0] != '\0' &&

@@ -76,6 +76,8 @@ take_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (entry->is_prefix)
 		return true;
 	snapshot->stored_bytes += entry->size;
+	if (entry->stored_ms > snapshot->stored_ms)
+		snapshot->stored_ms = entry->stored_ms;
 	if (strncmp(part, BK_SNAPSHOT_DATA "/", strlen(BK_SNAPSHOT_DATA) + 1) ==
 			0 ||
 		strncmp(part, BK_SNAPSHOT_RANGE "/", strlen(BK_SNAPSHOT_RANGE) + 1) ==

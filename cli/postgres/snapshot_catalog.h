@@ -79,6 +79,7 @@ typedef struct BkSnapshot
 	bool has_map;
 	bool has_manifest;
 	uint64_t stored_bytes; /* bytes of its objects */
+	int64_t stored_ms;     /* when the store wrote the newest of them */
 
 	/* Judgement. */
 	bool complete;

@@ -4,19 +4,23 @@
  *		repository directory with real frames: where the archived binlog
  *		stops being continuous and what a restore to the latest does there;
  *		when a snapshot whose objects arrive apart is complete, and the
- *		check of its parts before a restore touches the server.
+ *		check of its parts before a restore touches the server; what
+ *		bk expire keeps when the agent host's clock stepped back.
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "binlog_catalog.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "engine.h"
+#include "mariadb.h"
 #include "repo.h"
 #include "restore.h"
 #include "snapshot_catalog.h"
@@ -771,6 +775,104 @@ test_restore_check_parts(void **state)
 	free(r);
 }
 
+/* ------------------------------------------------------------ expire */
+
+/* bk expire --retain-full N on the fixture's repository, its report out of
+ * the TAP. */
+static int
+expire(Fixture *f, int64_t retain_full)
+{
+	BkRetention policy = {.retain_full = retain_full};
+	int saved = dup(STDOUT_FILENO);
+	int quiet = open("/dev/null", O_WRONLY);
+	int status;
+	BkError err;
+
+	fflush(stdout);
+	dup2(quiet, STDOUT_FILENO);
+	status = bk_mariadb_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(quiet);
+	return status;
+}
+
+static bool
+exists(Fixture *f, int kind, const char *name)
+{
+	BkRepoStat stat;
+	BkError err;
+
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, kind, name,
+							 &stat, &err));
+	return stat.exists;
+}
+
+/* Is binlog file's first range (archive_binlog_start) archived? */
+static bool
+binlog_exists(Fixture *f, const char *file)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+
+	snprintf(name, sizeof(name), "%s/0000000000-0000000004", file);
+	return exists(f, BK_KIND_BINLOG, name);
+}
+
+/* Binlog files 1..count, each closed by a ROTATE but the last. */
+static void
+archive_binlog_files(Fixture *f, int count)
+{
+	char file[32];
+
+	for (int fileNo = 1; fileNo <= count; fileNo++)
+	{
+		snprintf(file, sizeof(file), "mariadb-bin.%06d", fileNo);
+		archive_binlog_start(f, file, fileNo < count);
+	}
+}
+
+/* A complete snapshot at the start of binlog file number file_no. */
+static void
+archive_complete_snapshot(Fixture *f, const char *id, int file_no)
+{
+	char record[256];
+
+	snprintf(record, sizeof(record),
+			 "type=record\nobjects=0\nbinlog-file=mariadb-bin.%06d\n"
+			 "binlog-pos=4\ntables=0\nrows=0",
+			 file_no);
+	archive_snapshot_object(f, id, "schema.json", NULL);
+	archive_snapshot_object(f, id, BK_SNAPSHOT_RECORD, record);
+}
+
+/*
+ * The agent host's clock stepped back nine days after snapshot S: R,
+ * started since, has an id older than S's.  While the store writes R's
+ * objects, R stays; once it wrote none for a day, R was abandoned and
+ * goes.
+ */
+static void
+test_expire_keeps_arriving_snapshot_with_older_id(void **state)
+{
+	Fixture *f = *state;
+	const char *snap_r = "20261101T000000Z-0000abcd";
+
+	archive_binlog_files(f, 3);
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	archive_snapshot_object(f, snap_r, "schema.json", NULL);
+	assert_int_equal(expire(f, 1), 0);
+	assert_true(
+		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000abcd/schema.json"));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+
+	test_age_snapshot(f->location, SOURCE, snap_r, 25);
+	assert_int_equal(expire(f, 1), 0);
+	assert_false(
+		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000abcd/schema.json"));
+}
+
 int
 main(void)
 {
@@ -795,6 +897,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_before_time, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),
 	};

@@ -395,6 +395,34 @@ test_retention(void **state)
 	}
 
 	/*
+	 * Not restorable and older than the oldest kept, by id: kept while the
+	 * store wrote an object of it in the last day (the source's clock may
+	 * have stepped back since the snapshots kept), removed after.
+	 */
+	{
+		BkRetentionSnapshot stepped[] = {
+			{.id = "20261101T000000Z-a",
+			 .kind = "",
+			 .parent_index = -1,
+			 .stored_ms = NOW_MS - 3600 * 1000},
+			{.id = "20261110T000000Z-b",
+			 .kind = "full",
+			 .parent_index = -1,
+			 .restorable = true,
+			 .stop_order = 1},
+		};
+		BkRetention full1 = {.retain_full = 1};
+
+		assert_true(bk_retention_decide(stepped, 2, &full1, NOW_MS, v));
+		assert_int_equal(v[0], BK_VERDICT_ARRIVING);
+		assert_non_null(strstr(bk_retention_reason(&stepped[0], v[0], &full1),
+							   "in progress"));
+		stepped[0].stored_ms = NOW_MS - 25 * 3600 * 1000LL;
+		assert_true(bk_retention_decide(stepped, 2, &full1, NOW_MS, v));
+		assert_int_equal(v[0], BK_VERDICT_EXPIRE);
+	}
+
+	/*
 	 * The engine says the source may build its next incremental snapshot
 	 * on 1: 1 stays whatever the policy, and 0 with it.
 	 */
@@ -919,6 +947,39 @@ test_expire_keeps_parent_the_source_may_name(void **state)
 	assert_false(record_exists(f, SNAP_F1));
 	assert_false(record_exists(f, SNAP_F2));
 	assert_false(segment_exists(f, 1, 1));
+}
+
+/*
+ * The source's clock stepped back nine days after full K: snapshot R,
+ * started since, has an id older than K's.  While R's objects arrive, R
+ * stays, and so does the WAL it may need (it has no start LSN yet); once
+ * the store wrote none of them for a day, R was abandoned and goes.
+ */
+static void
+test_expire_keeps_arriving_snapshot_with_older_id(void **state)
+{
+	WalFixture *f = *state;
+	const char *snap_r = "20261101T000000Z-0000000c";
+	char object[128];
+
+	for (uint64_t segno = 1; segno <= 8; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, "20261110T000000Z-0000000b", "full", NULL, 1,
+					 "0/5000028", "0/5800000", 1, 1);
+	archive_arriving(f, snap_r, 2);
+	snprintf(object, sizeof(object), "%s/" BK_SNAPSHOT_DATA "/000001", snap_r);
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(object_exists(f, BK_KIND_SNAPSHOT, object));
+	assert_true(segment_exists(f, 1, 1));
+	assert_int_equal(expire(f, 0, 1), 0);
+	assert_true(object_exists(f, BK_KIND_SNAPSHOT, object));
+
+	test_age_snapshot(f->location, SOURCE, snap_r, 25);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(object_exists(f, BK_KIND_SNAPSHOT, object));
+	assert_false(segment_exists(f, 1, 4));
+	assert_true(segment_exists(f, 1, 5));
 }
 
 /*
@@ -1752,6 +1813,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_parent_the_source_may_name, wal_setup,
+			wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_arriving_snapshot_with_older_id, wal_setup,
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_dependents_first,
 										wal_setup, wal_teardown),

@@ -4,8 +4,12 @@
  */
 #include "testutil.h"
 
+#include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "bk_frame.h"
 #include "testrepo.h"
@@ -46,4 +50,28 @@ test_archive_object(BkRepo *repo, const BkKey *key, int *tag_counter, int kind,
 	assert_int_equal(result, BK_PUT_CREATED);
 	bk_repo_upload_free(upload);
 	test_frames_free(&frames);
+}
+
+static struct timespec aged_time[2];
+
+static int
+age_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	if (type == FTW_F)
+		assert_int_equal(utimensat(AT_FDCWD, path, aged_time, 0), 0);
+	return 0;
+}
+
+void
+test_age_snapshot(const char *location, const char *source, const char *id,
+				  int hours)
+{
+	char dir[1024];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s/%s/snapshot/%s", location, source, id);
+	assert_int_equal(stat(dir, &st), 0);
+	aged_time[0].tv_sec = time(NULL) - (time_t) hours * 3600;
+	aged_time[1] = aged_time[0];
+	assert_int_equal(nftw(dir, age_entry, 16, FTW_PHYS), 0);
 }

@@ -24,4 +24,12 @@ extern void test_archive_object(BkRepo *repo, const BkKey *key,
 								const char *name, const char *meta,
 								const uint8_t *content, size_t len);
 
+/*
+ * Make every object of snapshot id of source in the directory repository
+ * at location look stored hours ago: the store's time of an object there
+ * is its file's modification time.
+ */
+extern void test_age_snapshot(const char *location, const char *source,
+							  const char *id, int hours);
+
 #endif /* BK_TEST_REPO_H */

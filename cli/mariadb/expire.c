@@ -5,12 +5,12 @@
  *		with the others.
  *
  * Binlog goes file by file, only for files older than the binlog file of
- * the oldest snapshot kept: that file is kept whole (a restore rebuilds it
- * from offset 0, its format description included), and so is everything
- * after it.  With no restorable snapshot to anchor the policy, nothing is
- * removed.  A snapshot's record goes first, so a removal cut short leaves
- * an incomplete snapshot, never one that looks restorable with parts
- * missing.
+ * the kept snapshot earliest in the binlog: that file is kept whole (a
+ * restore rebuilds it from offset 0, its format description included), and
+ * so is everything after it.  With no restorable snapshot to anchor the
+ * policy, nothing is removed.  A snapshot's record goes first, so a
+ * removal cut short leaves an incomplete snapshot, never one that looks
+ * restorable with parts missing.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -101,9 +101,19 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	}
 	anchored = bk_retention_decide(view, snapshots.count, policy, bk_wall_ms(),
 								   verdicts);
-	for (int idx = 0; anchored && idx < snapshots.count && !oldest_kept; idx++)
+	/*
+	 * The kept snapshot earliest in the binlog, by its position there: not
+	 * the oldest by id, which comes from the agent host's clock, and sorts
+	 * a snapshot taken after that clock stepped back before the ones it
+	 * follows.  (A record without a binlog file orders first, and then
+	 * no binlog goes.)
+	 */
+	for (int idx = 0; anchored && idx < snapshots.count; idx++)
 		if (verdicts[idx] != BK_VERDICT_EXPIRE &&
-			snapshots.snapshots[idx].complete)
+			snapshots.snapshots[idx].complete &&
+			(oldest_kept == NULL ||
+			 view[idx].stop_order < binlog_order(oldest_kept->binlog_file,
+												 oldest_kept->binlog_pos)))
 			oldest_kept = &snapshots.snapshots[idx];
 
 	if (policy->json)

@@ -873,6 +873,42 @@ test_expire_keeps_arriving_snapshot_with_older_id(void **state)
 		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000abcd/schema.json"));
 }
 
+/*
+ * The same step back, with the snapshot after it complete: the policy
+ * keeps that one, the newest in the binlog, and the older one stays too
+ * (newer by id).  The binlog goes only before the kept snapshot earliest
+ * in it, not before the one with the oldest id: the older snapshot still
+ * restores.
+ */
+static void
+test_expire_binlog_by_position(void **state)
+{
+	Fixture *f = *state;
+	MariadbSnapshotCatalog catalog;
+	const MariadbSnapshot *snap;
+	BinlogCatalog binlog;
+	const char *until_file;
+	uint64_t until_pos;
+	char problem[256];
+	BkError err;
+
+	archive_binlog_files(f, 4);
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	archive_complete_snapshot(f, "20261101T000000Z-0000abcd", 4);
+	assert_int_equal(expire(f, 1), 0);
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+	assert_true(binlog_exists(f, "mariadb-bin.000003"));
+
+	snap = load_snapshot(f, &catalog, "20261110T000000Z-0000abcd");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &binlog, &err));
+	assert_true(mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
+									   problem, sizeof(problem)));
+	assert_string_equal(until_file, "mariadb-bin.000004");
+	binlog_catalog_free(&binlog);
+	mariadb_snapshot_catalog_free(&catalog);
+}
+
 int
 main(void)
 {
@@ -899,6 +935,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),
 	};

@@ -23,8 +23,15 @@
 #define BK_SNAPSHOT_DATA     "data"
 #define BK_SNAPSHOT_RANGE    "range"
 
-/* Record formats: 2 adds ranges (files[].ranges); readers take both. */
-#define BK_SNAPSHOT_RECORD_FORMAT 2
+/*
+ * Record formats: 2 adds ranges (files[].ranges); 3 adds "path_hex", a
+ * path that is not UTF-8 as hex of its bytes.  The extension writes 3 only
+ * when a path needed it, so older readers still take every other record;
+ * readers take all three.
+ */
+#define BK_SNAPSHOT_RECORD_FORMAT_RANGES    2
+#define BK_SNAPSHOT_RECORD_FORMAT_HEX_PATHS 3
+#define BK_SNAPSHOT_RECORD_FORMAT           BK_SNAPSHOT_RECORD_FORMAT_HEX_PATHS
 
 /*
  * An incremental file object: this header, the changed blocks' numbers

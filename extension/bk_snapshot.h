@@ -287,6 +287,7 @@ typedef struct SnapRun
 	StringInfoData manifest_files;
 	StringInfoData file_list; /* paths, one per line, for the history */
 	StringInfoData failures_json;
+	bool hex_paths; /* a path above is not UTF-8: written as path_hex */
 	int64 files;
 	int64 objects;
 	int64 bytes;

@@ -7,6 +7,8 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
+
 #include "bk_snapshot.h"
 
 /* ISO 8601 UTC with milliseconds, as everywhere else in bk. */
@@ -18,6 +20,53 @@ snap_time_text(TimestampTz time, char *out, size_t len)
 		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 
 	bk_format_time_utc(unix_ms, out, len);
+}
+
+/*
+ * snap_path_is_utf8
+ *		Whether a path can be a JSON string.  File names are bytes, whatever
+ *		the database encoding is, and JSON text is UTF-8: bk restore's parser
+ *		refuses anything else, so a single name that is not UTF-8 would make
+ *		the whole record unreadable.
+ */
+static bool
+snap_path_is_utf8(const char *path)
+{
+	return pg_verify_mbstr(PG_UTF8, path, strlen(path), true);
+}
+
+/* The path's bytes as lower-case hex, in a JSON string. */
+static void
+snap_append_hex(StringInfo buf, const char *path)
+{
+	size_t len = strlen(path);
+	char *hex = palloc(2 * len + 1);
+
+	bk_hex_encode((const uint8 *) path, len, hex);
+	appendStringInfo(buf, "\"%s\"", hex);
+	pfree(hex);
+}
+
+/*
+ * snap_append_path
+ *		A record entry's "path": the path as a JSON string, or, when it is not
+ *		valid UTF-8, its bytes in hex under "path_hex" (docs/snapshot-format.md),
+ *		as PostgreSQL's backup_manifest uses "Encoded-Path".
+ */
+static void
+snap_append_path(SnapRun *run, StringInfo buf, const char *path)
+{
+	if (snap_path_is_utf8(path))
+	{
+		appendStringInfoString(buf, "\"path\":");
+		escape_json(buf, path);
+	}
+	else
+	{
+		appendStringInfoString(buf, "\"path_hex\":");
+		snap_append_hex(buf, path);
+		run->hex_paths = true;
+	}
 }
 
 /*
@@ -74,8 +123,8 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 		{
 			if (run->failures_json.len > 0)
 				appendStringInfoChar(&run->failures_json, ',');
-			appendStringInfoString(&run->failures_json, "{\"path\":");
-			escape_json(&run->failures_json, path);
+			appendStringInfoChar(&run->failures_json, '{');
+			snap_append_path(run, &run->failures_json, path);
 			appendStringInfo(&run->failures_json, ",\"block\":%u}",
 							 piece->failed_blocks[idx]);
 		}
@@ -91,8 +140,8 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 
 	if (run->files_json.len > 0)
 		appendStringInfoChar(&run->files_json, ',');
-	appendStringInfoString(&run->files_json, "{\"path\":");
-	escape_json(&run->files_json, path);
+	appendStringInfoChar(&run->files_json, '{');
+	snap_append_path(run, &run->files_json, path);
 	appendStringInfo(
 		&run->files_json,
 		",\"size\":%lld,\"mode\":\"%04o\",\"mtime\":%lld,"
@@ -129,8 +178,17 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 	mtime = (pg_time_t) item->mtime;
 	pg_strftime(mtime_text, sizeof(mtime_text), "%Y-%m-%d %H:%M:%S GMT",
 				pg_gmtime(&mtime));
-	appendStringInfoString(&run->manifest_files, ",\n{ \"Path\": ");
-	escape_json(&run->manifest_files, path);
+	/* As PostgreSQL's AddFileToBackupManifest, which pg_verifybackup reads. */
+	if (snap_path_is_utf8(path))
+	{
+		appendStringInfoString(&run->manifest_files, ",\n{ \"Path\": ");
+		escape_json(&run->manifest_files, path);
+	}
+	else
+	{
+		appendStringInfoString(&run->manifest_files, ",\n{ \"Encoded-Path\": ");
+		snap_append_hex(&run->manifest_files, path);
+	}
 	if (item->range_count == 0)
 		bk_hex_encode(item->sha256, BK_SHA256_LEN, hex);
 	else
@@ -160,8 +218,8 @@ snap_record_directory(SnapRun *run, const char *path, mode_t mode)
 {
 	if (run->dirs_json.len > 0)
 		appendStringInfoChar(&run->dirs_json, ',');
-	appendStringInfoString(&run->dirs_json, "{\"path\":");
-	escape_json(&run->dirs_json, path);
+	appendStringInfoChar(&run->dirs_json, '{');
+	snap_append_path(run, &run->dirs_json, path);
 	appendStringInfo(&run->dirs_json, ",\"mode\":\"%04o\"}",
 					 (unsigned int) (mode & 07777));
 }
@@ -179,8 +237,8 @@ snap_record_tablespace(SnapRun *run, const char *oid_text, const char *target)
 				 errhint("Remove what does not belong in pg_tblspc.")));
 	if (run->tablespaces_json.len > 0)
 		appendStringInfoChar(&run->tablespaces_json, ',');
-	appendStringInfo(&run->tablespaces_json, "{\"oid\":%s,\"path\":", oid_text);
-	escape_json(&run->tablespaces_json, target);
+	appendStringInfo(&run->tablespaces_json, "{\"oid\":%s,", oid_text);
+	snap_append_path(run, &run->tablespaces_json, target);
 	appendStringInfoChar(&run->tablespaces_json, '}');
 }
 
@@ -261,8 +319,14 @@ snap_send_record(SnapRun *run)
 	snap_time_text(run->start_time, start_time, sizeof(start_time));
 	snap_time_text(run->stop_time, stop_time, sizeof(stop_time));
 	initStringInfo(&json);
-	appendStringInfo(&json,
-					 "{\"format\":%d,\"snapshot\":", BK_SNAPSHOT_RECORD_FORMAT);
+	/*
+	 * Format 3 only when a path needed hex: a bk that reads up to 2 then
+	 * says it is too old instead of calling the path missing, and still
+	 * reads every other record.
+	 */
+	appendStringInfo(&json, "{\"format\":%d,\"snapshot\":",
+					 run->hex_paths ? BK_SNAPSHOT_RECORD_FORMAT_HEX_PATHS
+									: BK_SNAPSHOT_RECORD_FORMAT_RANGES);
 	escape_json(&json, run->id);
 	appendStringInfoString(&json, ",\"source\":");
 	escape_json(&json, run->source_id);

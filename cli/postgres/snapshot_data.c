@@ -212,6 +212,58 @@ record_bad(BkError *err, const char *id, const char *what)
 }
 
 /*
+ * An entry's path, malloc'd into *path: "path", a JSON string, or
+ * "path_hex", the hex of its bytes, which the extension writes for a path
+ * that is not UTF-8 (JSON text is, and file names need not be).  NULL in
+ * *path if the entry has neither.  False, with the reason in what, if
+ * both are there or path_hex is not hex of a path (a NUL byte is in no
+ * path); false with what empty and err set if memory runs out.
+ */
+static bool
+record_path(json_t *item, char **path, char *what, size_t what_len,
+			BkError *err)
+{
+	json_t *text = json_object_get(item, "path");
+	json_t *hex_value = json_object_get(item, "path_hex");
+	const char *hex = json_string_value(hex_value);
+	size_t len;
+
+	*path = NULL;
+	what[0] = '\0';
+	if (hex_value == NULL)
+	{
+		if (json_string_value(text) == NULL)
+			return true;
+		*path = strdup(json_string_value(text));
+		return *path != NULL ||
+			   bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	if (text != NULL)
+	{
+		snprintf(what, what_len, "an entry has both \"path\" and \"path_hex\"");
+		return false;
+	}
+	len = hex != NULL ? strlen(hex) : 0;
+	*path = malloc(len / 2 + 1);
+	if (*path == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	if (len == 0 || len % 2 != 0 ||
+		!bk_hex_decode(hex, (uint8_t *) *path, len / 2) ||
+		memchr(*path, '\0', len / 2) != NULL)
+	{
+		snprintf(what, what_len,
+				 "\"path_hex\" \"%.64s%s\" is not a path's bytes in hex (an "
+				 "even number of hex digits, no 00 byte)",
+				 hex != NULL ? hex : "(not a string)", len > 64 ? "..." : "");
+		free(*path);
+		*path = NULL;
+		return false;
+	}
+	(*path)[len / 2] = '\0';
+	return true;
+}
+
+/*
  * A ranged file's ranges: they follow one another from offset 0 to the
  * file's size, each with its SHA-256 and, for an incremental file, its
  * block count (which add up to the file's).
@@ -290,23 +342,23 @@ parse_files(json_t *files, BkSnapRecord *record, BkError *err)
 	{
 		json_t *item = json_array_get(files, fileIdx);
 		BkSnapFile *file = &record->files[fileIdx];
-		const char *path = json_string_value(json_object_get(item, "path"));
+		const char *path;
 		const char *encoding =
 			json_string_value(json_object_get(item, "encoding"));
 		const char *sha = json_string_value(json_object_get(item, "sha256"));
 		json_t *size = json_object_get(item, "size");
 		char what[BK_ERROR_MESSAGE_MAX / 2];
 
+		record->file_count = fileIdx + 1;
+		if (!record_path(item, &file->path, what, sizeof(what), err))
+			return what[0] == '\0' ? false : record_bad(err, record->id, what);
+		path = file->path;
 		if (!bk_snapshot_path_safe(path))
 		{
 			snprintf(what, sizeof(what), "file %zu has an unsafe path \"%s\"",
 					 fileIdx, path ? path : "(none)");
 			return record_bad(err, record->id, what);
 		}
-		file->path = strdup(path);
-		record->file_count = fileIdx + 1;
-		if (file->path == NULL)
-			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		if (!json_is_integer(size) || json_integer_value(size) < 0 ||
 			!parse_mode(json_object_get(item, "mode"), &file->mode) ||
 			encoding == NULL ||
@@ -387,16 +439,15 @@ parse_directories(json_t *directories, BkSnapRecord *record, BkError *err)
 	{
 		json_t *item = json_array_get(directories, dirIdx);
 		BkSnapDirectory *dir = &record->directories[dirIdx];
-		const char *path = json_string_value(json_object_get(item, "path"));
+		char what[BK_ERROR_MESSAGE_MAX / 2];
 
-		if (!bk_snapshot_path_safe(path) ||
+		record->directory_count = dirIdx + 1;
+		if (!record_path(item, &dir->path, what, sizeof(what), err))
+			return what[0] == '\0' ? false : record_bad(err, record->id, what);
+		if (!bk_snapshot_path_safe(dir->path) ||
 			!parse_mode(json_object_get(item, "mode"), &dir->mode))
 			return record_bad(err, record->id,
 							  "a directory has an unsafe path or no mode");
-		dir->path = strdup(path);
-		record->directory_count = dirIdx + 1;
-		if (dir->path == NULL)
-			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	}
 	return true;
 }
@@ -416,19 +467,18 @@ parse_tablespaces(json_t *tablespaces, BkSnapRecord *record, BkError *err)
 		json_t *item = json_array_get(tablespaces, spcIdx);
 		BkSnapTablespace *spc = &record->tablespaces[spcIdx];
 		json_t *oid = json_object_get(item, "oid");
-		const char *path = json_string_value(json_object_get(item, "path"));
+		char what[BK_ERROR_MESSAGE_MAX / 2];
 
+		record->tablespace_count = spcIdx + 1;
+		if (!record_path(item, &spc->path, what, sizeof(what), err))
+			return what[0] == '\0' ? false : record_bad(err, record->id, what);
 		if (json_is_string(oid))
 			spc->oid = (uint32_t) strtoul(json_string_value(oid), NULL, 10);
 		else if (json_is_integer(oid))
 			spc->oid = (uint32_t) json_integer_value(oid);
-		if (spc->oid == 0 || path == NULL || path[0] != '/')
+		if (spc->oid == 0 || spc->path == NULL || spc->path[0] != '/')
 			return record_bad(err, record->id,
 							  "a tablespace lacks an oid or an absolute path");
-		spc->path = strdup(path);
-		record->tablespace_count = spcIdx + 1;
-		if (spc->path == NULL)
-			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	}
 	return true;
 }

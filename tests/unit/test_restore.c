@@ -1753,6 +1753,211 @@ test_time_target_gap_timelines(void **state)
  * its absolute path, an S3 location as given (realpath() of it failed, and
  * only after the whole data directory was written).
  */
+/* ------------------------------------------------------------ record */
+
+/*
+ * A record as the extension writes it, with tablespaces, directories and
+ * files spliced in, archived as snapshot id's snapshot.json and loaded.
+ */
+static bool
+load_record(WalFixture *f, const char *id, const char *tablespaces,
+			const char *directories, const char *files, BkSnapRecord **record,
+			BkError *err)
+{
+	char json[4096];
+	char name[128];
+	char meta[256];
+	BkDecoder *decoder = bk_decoder_new(&f->ring, err);
+	bool ok;
+
+	assert_non_null(decoder);
+	snprintf(json, sizeof(json),
+			 "{\"format\":3,\"snapshot\":\"%s\",\"source\":\"" SOURCE "\","
+			 "\"kind\":\"full\",\"parent\":null,\"label\":\"\","
+			 "\"start_lsn\":\"0/5000028\",\"stop_lsn\":\"0/6000100\","
+			 "\"start_timeline\":1,\"stop_timeline\":1,"
+			 "\"start_time\":\"2026-11-24T05:12:00.123Z\","
+			 "\"stop_time\":\"2026-11-24T05:13:41.500Z\","
+			 "\"system_identifier\":\"7441\",\"pg_version\":150020,"
+			 "\"segment_size\":16777216,\"block_size\":8192,"
+			 "\"data_checksums\":true,\"page_digests\":true,"
+			 "\"tablespaces\":[%s],\"directories\":[%s],\"files\":[%s],"
+			 "\"bytes_read\":0,\"bytes_sent\":0,\"checksum_failures\":[]}",
+			 id, tablespaces, directories, files);
+	snprintf(name, sizeof(name), "%s/%s", id, BK_SNAPSHOT_RECORD);
+	snprintf(meta, sizeof(meta), "snapshot=%s\nkind=full", id);
+	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
+						name, meta, (const uint8_t *) json, strlen(json));
+	ok = bk_snapshot_record_load(f->repo, decoder, SOURCE, id, record, err);
+	bk_decoder_free(decoder);
+	return ok;
+}
+
+#define SHA_ZERO                                                               \
+	"0000000000000000000000000000000000000000000000000000000000000000"
+/* base/1/caf\xe9 (Latin-1), a file name a user left in the data directory */
+#define LATIN1_FILE_HEX "626173652f312f636166e9"
+
+/*
+ * Paths that are not UTF-8 (a Latin-1 tablespace directory, a Latin-1 file
+ * name) cannot be JSON strings: the extension writes their bytes in hex as
+ * path_hex, and the record gives back exactly those bytes.
+ */
+static void
+test_record_hex_paths(void **state)
+{
+	WalFixture *f = *state;
+	BkSnapRecord *record = NULL;
+	BkError err;
+
+	assert_true(load_record(
+		f, "20261124T051200Z-00000001",
+		"{\"oid\":16390,\"path_hex\":\"2f7372762f7473FF\"}",
+		"{\"path\":\"base\",\"mode\":\"0700\"},"
+		"{\"path_hex\":\"626173652f31\",\"mode\":\"0750\"},"
+		"{\"path_hex\":\"70675f74626c7370632f31363339302f6e6f6ee9\","
+		"\"mode\":\"0700\"}",
+		"{\"path\":\"PG_VERSION\",\"size\":3,\"mode\":\"0600\",\"mtime\":1,"
+		"\"encoding\":\"whole\",\"sha256\":\"" SHA_ZERO "\"},"
+		"{\"path_hex\":\"" LATIN1_FILE_HEX "\",\"size\":5,\"mode\":\"0640\","
+		"\"mtime\":2,\"encoding\":\"whole\",\"sha256\":\"" SHA_ZERO "\"}",
+		&record, &err));
+	assert_int_equal(record->tablespace_count, 1);
+	assert_int_equal(record->tablespaces[0].oid, 16390);
+	assert_string_equal(record->tablespaces[0].path, "/srv/ts\xff");
+	assert_int_equal(record->directory_count, 3);
+	assert_string_equal(record->directories[0].path, "base");
+	assert_string_equal(record->directories[1].path, "base/1");
+	assert_int_equal(record->directories[1].mode, 0750);
+	assert_string_equal(record->directories[2].path, "pg_tblspc/16390/non\xe9");
+	assert_int_equal(record->file_count, 2);
+	/* Sorted by their bytes: 'P' before 'b'. */
+	assert_string_equal(record->files[0].path, "PG_VERSION");
+	assert_string_equal(record->files[1].path, "base/1/caf\xe9");
+	assert_int_equal(record->files[1].size, 5);
+	assert_int_equal(record->files[1].mode, 0640);
+	assert_ptr_equal(bk_snapshot_record_file(record, "base/1/caf\xe9"),
+					 &record->files[1]);
+	bk_snapshot_record_free(record);
+
+	/* Why: the same path as raw bytes is not JSON to the parser. */
+	record = NULL;
+	assert_false(load_record(f, "20261124T051200Z-00000002", "", "",
+							 "{\"path\":\"base/1/caf\xe9\",\"size\":0,"
+							 "\"mode\":\"0600\",\"mtime\":1,"
+							 "\"encoding\":\"whole\",\"sha256\":\"" SHA_ZERO
+							 "\"}",
+							 &record, &err));
+	assert_error_contains(&err, "not JSON");
+	assert_null(record);
+}
+
+/* A path_hex that is not a path's bytes in hex is refused, naming it. */
+static void
+test_record_bad_hex_paths(void **state)
+{
+	WalFixture *f = *state;
+	static const struct
+	{
+		const char *tablespaces;
+		const char *directories;
+		const char *files;
+		const char *message;
+	} cases[] = {
+		/* An odd number of digits, not hex, a NUL byte, empty, a number. */
+		{"{\"oid\":16390,\"path_hex\":\"2f73727\"}", "", "",
+		 "\"path_hex\" \"2f73727\" is not a path's bytes in hex"},
+		{"", "{\"path_hex\":\"62617365zz\",\"mode\":\"0700\"}", "",
+		 "\"path_hex\" \"62617365zz\" is not a path's bytes in hex"},
+		{"", "",
+		 "{\"path_hex\":\"626100\",\"size\":0,\"mode\":\"0600\","
+		 "\"mtime\":1,\"encoding\":\"whole\",\"sha256\":\"" SHA_ZERO "\"}",
+		 "\"path_hex\" \"626100\" is not a path's bytes in hex"},
+		{"", "{\"path_hex\":\"\",\"mode\":\"0700\"}", "",
+		 "\"path_hex\" \"\" is not a path's bytes in hex"},
+		{"{\"oid\":16390,\"path_hex\":47}", "", "",
+		 "\"path_hex\" \"(not a string)\" is not a path's bytes in hex"},
+		/* Both keys: which one holds the path is not clear. */
+		{"", "",
+		 "{\"path\":\"PG_VERSION\",\"path_hex\":\"" LATIN1_FILE_HEX "\","
+		 "\"size\":0,\"mode\":\"0600\",\"mtime\":1,\"encoding\":\"whole\","
+		 "\"sha256\":\"" SHA_ZERO "\"}",
+		 "an entry has both \"path\" and \"path_hex\""},
+		/* Decoded, a path is checked as any other. */
+		{"", "{\"path_hex\":\"2e2e2f6574630a\",\"mode\":\"0700\"}", "",
+		 "a directory has an unsafe path"},
+		{"{\"oid\":16390,\"path_hex\":\"7473ff\"}", "", "",
+		 "a tablespace lacks an oid or an absolute path"},
+	};
+
+	for (size_t caseIdx = 0; caseIdx < sizeof(cases) / sizeof(cases[0]);
+		 caseIdx++)
+	{
+		BkSnapRecord *record = NULL;
+		char id[64];
+		BkError err;
+
+		snprintf(id, sizeof(id), "20261124T051200Z-%08zx", 0x100 + caseIdx);
+		assert_false(load_record(f, id, cases[caseIdx].tablespaces,
+								 cases[caseIdx].directories,
+								 cases[caseIdx].files, &record, &err));
+		assert_error_contains(&err, "its record (snapshot.json) is invalid");
+		assert_error_contains(&err, cases[caseIdx].message);
+		assert_null(record);
+	}
+}
+
+/*
+ * The backup_manifest bk restore writes names a file that is not UTF-8 by
+ * Encoded-Path, as PostgreSQL's own does, so that it is JSON and
+ * pg_verifybackup finds the file.
+ */
+static void
+test_restore_manifest_encoded_path(void **state)
+{
+	Restore *r = calloc(1, sizeof(*r));
+	BkSnapRecord *record = calloc(1, sizeof(*record));
+	char *dir = test_mkdtemp();
+	char path[PATH_MAX];
+	char *text = NULL;
+	size_t len = 0;
+	BkError err;
+
+	(void) state;
+	assert_non_null(r);
+	assert_non_null(record);
+	record->file_count = 2;
+	record->files = calloc(2, sizeof(BkSnapFile));
+	r->results = calloc(2, sizeof(FileResult));
+	assert_non_null(record->files);
+	assert_non_null(r->results);
+	record->files[0].path = strdup("PG_VERSION");
+	record->files[0].size = 3;
+	record->files[1].path = strdup("base/1/caf\xe9");
+	record->files[1].size = 5;
+	record->start_timeline = 1;
+	record->start_lsn = 0x5000028;
+	record->stop_lsn = 0x6000100;
+	r->record = record;
+	bk_strlcpy(r->pgdata, dir, sizeof(r->pgdata));
+
+	assert_true(restore_write_manifest(r, &err));
+	snprintf(path, sizeof(path), "%s/backup_manifest", dir);
+	assert_true(bk_read_file(path, 65536, &text, &len, &err));
+	assert_true(bk_manifest_check(text, len, &err));
+	assert_non_null(strstr(text, "{ \"Path\": \"PG_VERSION\", "));
+	assert_non_null(
+		strstr(text, "{ \"Encoded-Path\": \"" LATIN1_FILE_HEX "\", "));
+	assert_null(strstr(text, "caf\xe9"));
+
+	free(text);
+	bk_snapshot_record_free(record);
+	free(r->results);
+	free(r);
+	test_rmdir(dir);
+	free(dir);
+}
+
 static void
 test_restore_command_repo(void **state)
 {
@@ -1829,6 +2034,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
 		cmocka_unit_test(test_restore_command_repo),
+		cmocka_unit_test_setup_teardown(test_record_hex_paths, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_record_bad_hex_paths, wal_setup,
+										wal_teardown),
+		cmocka_unit_test(test_restore_manifest_encoded_path),
 		cmocka_unit_test(test_waldump_xact_time),
 		cmocka_unit_test_setup_teardown(test_time_target_gap, wal_setup,
 										wal_teardown),

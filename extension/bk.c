@@ -211,6 +211,7 @@ bk_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(BkSharedState)));
+	RequestNamedLWLockTranche(BK_SNAPSHOT_LOCK_TRANCHE, 1);
 }
 
 /*
@@ -232,6 +233,8 @@ bk_shmem_startup(void)
 		memset(bk_shared, 0, sizeof(BkSharedState));
 		SpinLockInit(&bk_shared->mutex);
 		bk_shared->last_archived_end_lsn = InvalidXLogRecPtr;
+		bk_shared->snapshot_signal_lock =
+			&(GetNamedLWLockTranche(BK_SNAPSHOT_LOCK_TRANCHE))->lock;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

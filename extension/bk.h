@@ -31,6 +31,7 @@
 #include "nodes/pg_list.h"
 #include "postmaster/pgarch.h"
 #include "storage/block.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 
 #include "bk_error.h"
@@ -51,6 +52,9 @@
 #define BK_SNAPSHOT_ID_LEN    32
 #define BK_SNAPSHOT_LABEL_LEN 256
 
+/* The LWLock tranche of snapshot_signal_lock (BkSharedState). */
+#define BK_SNAPSHOT_LOCK_TRANCHE "bk snapshot"
+
 /* Most processes that copy one snapshot's files (bk.snapshot_jobs). */
 #define BK_SNAPSHOT_MAX_JOBS 32
 
@@ -68,6 +72,11 @@ typedef enum BkSnapshotState
  * One snapshot, as the requesting backend, the worker and the progress view
  * see it.  The worker owns the progress fields; cancel_requested is the only
  * field another process writes while it runs.
+ *
+ * pid is the worker's while it is alive: the worker sets it, and clears it
+ * under snapshot_signal_lock before it exits (snap_forget_worker_pid).  So
+ * a process that holds that lock and finds pid set is signalling a process
+ * that has not exited, whose PID cannot belong to anyone else yet.
  */
 typedef struct BkSnapshotSlot
 {
@@ -170,6 +179,12 @@ typedef struct BkSharedState
 
 	/* Written by bk_snapshot() and the snapshot workers. */
 	BkSnapshotSlot snapshots[BK_SNAPSHOT_SLOTS];
+
+	/*
+	 * Held (shared) by whoever signals a snapshot worker, across the kill(),
+	 * and (exclusive) by the worker to clear its pid before it exits.
+	 */
+	LWLock *snapshot_signal_lock;
 } BkSharedState;
 
 /* The shared status; NULL unless bk is in shared_preload_libraries. */

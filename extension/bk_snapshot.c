@@ -375,6 +375,15 @@ snap_result_datum(FunctionCallInfo fcinfo, const BkSnapshotSlot *slot)
  * bk_snapshot_cancel(id)
  *		Ask a running snapshot to stop: backup mode ends, the snapshot is
  *		marked cancelled and never becomes restorable.
+ *
+ * The worker's PID is signalled while snapshot_signal_lock is held, and the
+ * worker clears its PID under that lock before it exits: a PID read under
+ * the lock is that of a live worker, not one the kernel may since have given
+ * to another process (which SIGINT would kill).  This is how PostgreSQL
+ * signals other backends safely (CancelVirtualTransaction, CancelDBBackends:
+ * kill under ProcArrayLock, which a backend takes to leave the proc array
+ * before it exits).  A background worker handle would not do: it lives in
+ * the caller's memory, and the caller may be gone (wait => false).
  */
 Datum
 bk_snapshot_cancel(PG_FUNCTION_ARGS)
@@ -389,6 +398,7 @@ bk_snapshot_cancel(PG_FUNCTION_ARGS)
 				 errmsg("bk snapshots are not available"),
 				 errhint("Add bk to shared_preload_libraries and restart the "
 						 "server.")));
+	LWLockAcquire(bk_shared->snapshot_signal_lock, LW_SHARED);
 	SpinLockAcquire(&bk_shared->mutex);
 	for (int slotIdx = 0; slotIdx < BK_SNAPSHOT_SLOTS; slotIdx++)
 	{
@@ -402,15 +412,38 @@ bk_snapshot_cancel(PG_FUNCTION_ARGS)
 		found = true;
 	}
 	SpinLockRelease(&bk_shared->mutex);
+
+	/*
+	 * SIGINT cancels whatever the worker waits on (a checkpoint, Kafka).  No
+	 * PID yet: the worker has not started, and finds the request when it
+	 * does.
+	 */
+	if (pid != 0)
+		kill(pid, SIGINT);
+	LWLockRelease(bk_shared->snapshot_signal_lock);
 	if (!found)
 	{
 		ereport(NOTICE, (errmsg("no running bk snapshot \"%s\"", id)));
 		PG_RETURN_BOOL(false);
 	}
-	/* SIGINT cancels whatever the worker waits on (a checkpoint, Kafka). */
-	if (pid != 0)
-		kill(pid, SIGINT);
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * snap_forget_worker_pid
+ *		The worker's last word in its slot before it exits: its PID is no
+ *		longer to be signalled.  Waits for a cancel that is signalling it.
+ */
+void
+snap_forget_worker_pid(BkSnapshotSlot *slot)
+{
+	LWLockAcquire(bk_shared->snapshot_signal_lock, LW_EXCLUSIVE);
+	SpinLockAcquire(&bk_shared->mutex);
+	/* The slot may hold a newer snapshot by now, with its own worker. */
+	if (slot->pid == MyProcPid)
+		slot->pid = 0;
+	SpinLockRelease(&bk_shared->mutex);
+	LWLockRelease(bk_shared->snapshot_signal_lock);
 }
 
 /*

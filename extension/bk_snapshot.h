@@ -334,6 +334,7 @@ snap_item_path(SnapWork *work, const SnapWorkItem *item)
 extern void snap_worker_init(BackgroundWorker *worker, const char *function);
 extern void snap_worker_connect(Oid database);
 extern void snap_fail_unfinished(BkSnapshotSlot *slot, const char *error);
+extern void snap_forget_worker_pid(BkSnapshotSlot *slot);
 extern const char *snap_state_name(BkSnapshotState state);
 extern void snap_set_phase(BkSnapshotSlot *slot, const char *phase);
 extern void snap_add_progress(BkSnapshotSlot *slot, int64 read, int64 sent,

@@ -189,6 +189,8 @@ snap_stop_on_exit(int code, Datum arg)
 						 "the snapshot worker exited before it finished "
 						 "(terminated, could not connect, or the server shut "
 						 "down: the server log says why)");
+	/* Last: bk_snapshot_cancel signals this PID until it is cleared. */
+	snap_forget_worker_pid(run->slot);
 }
 
 /* Helpers take no more files once this is set. */

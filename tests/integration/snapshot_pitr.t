@@ -14,6 +14,8 @@
 #     and leaves a directory the postgres user starts and feeds through
 #     bk wal-get;
 #   - a cancelled snapshot and one killed mid-way are never restorable;
+#   - bk_snapshot_cancel never signals a PID its worker has given up (a
+#     kill() held back by strace while the worker exits);
 #   - one corrupted chunk in the repository makes bk verify and bk restore
 #     fail naming the file; so does a missing range of a file sent in
 #     ranges (bk.snapshot_range_size).
@@ -413,6 +415,60 @@ if ok "$([[ -n "$terminated" ]]; echo $?)" "a snapshot worker is terminated mid-
         'interrupted|worker exited before it finished' "saying it was interrupted"
     wait_for 60 "the helper to stop" helpers_gone
     ok $? "its helper stops with it"
+fi
+
+# bk_snapshot_cancel never signals a PID the worker no longer has.  The
+# canceller's kill() is held back 5 s (strace) while the worker is
+# terminated: the worker must not be able to exit (and free its PID) before
+# the signal is sent.  Once it is gone, a process started on its PID
+# (ns_last_pid) must not get the SIGINT.  Without the lock the worker exits
+# at once, and the delayed kill() hits the new process.
+cancel_race=""
+if start_frozen; then
+    wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$FROZEN_ID'")"
+    PGAPPNAME=bk_cancel_race psql_q -c "SELECT pg_sleep(2)" -c "SELECT bk_snapshot_cancel('$FROZEN_ID')" \
+        >"$dir/cancel-race.out" 2>&1 &
+    canceller=$!
+    cpid=""
+    for _ in $(seq 1 100); do
+        cpid="$(psql_q -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'bk_cancel_race'")"
+        [[ -n "$cpid" ]] && break
+        sleep 0.02
+    done
+    strace -qq -p "$cpid" -e trace=kill -e inject=kill:delay_enter=5000000 -o "$dir/cancel-race.strace" &
+    tracer=$!
+    calling() { [[ "$(psql_q -c "SELECT query FROM pg_stat_activity WHERE pid = $cpid")" == *bk_snapshot_cancel* ]]; }
+    wait_for 30 "the canceller to call bk_snapshot_cancel" calling
+    sleep 0.5 # it reaches kill() at once, and stays there 5 s
+    psql_q -c "SELECT pg_terminate_backend($wpid)" >/dev/null
+    kill -CONT "$FROZEN_HELPER"
+    worker_gone() { ! kill -0 "$wpid" 2>/dev/null; }
+    wait_for 60 "worker $wpid to exit" worker_gone
+    # A process on the worker's PID, which says if SIGINT reaches it.
+    echo $((wpid - 1)) >/proc/sys/kernel/ns_last_pid
+    perl -e '$SIG{INT} = sub { open(my $f, ">", $ARGV[0]); print $f "SIGINT\n"; exit 1 }; sleep 30' \
+        "$dir/reused-pid.sig" &
+    sleeper=$!
+    wait "$canceller"
+    sleep 0.5
+    kill "$tracer" 2>/dev/null
+    if [[ "$sleeper" == "$wpid" ]]; then
+        cancel_race="$FROZEN_ID"
+    else
+        diag "another process took PID $wpid first (the new one is $sleeper)"
+    fi
+    like "$(cat "$dir/cancel-race.strace")" "kill\\($wpid, SIGINT\\) += 0 \\(DELAYED\\)" \
+        "the canceller's kill() of worker $wpid was held back"
+    kill "$sleeper" 2>/dev/null
+    wait "$sleeper" 2>/dev/null
+    like "$(wait_snapshot "$FROZEN_ID")" '^(cancelled|failed)$' "the snapshot ends, cancelled or failed"
+fi
+if [[ -n "$cancel_race" ]]; then
+    [[ ! -e "$dir/reused-pid.sig" ]]
+    ok $? "bk_snapshot_cancel's SIGINT reached the worker, not the process that later got its PID"
+else
+    skip "bk_snapshot_cancel's SIGINT reached the worker, not the process that later got its PID" \
+        "no frozen snapshot, or the worker's PID went to another process first"
 fi
 
 killed="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"

@@ -77,6 +77,8 @@ static bool bk_check_kafka_properties(char **newval, void **extra,
 static bool bk_check_topic_prefix(char **newval, void **extra,
 								  GucSource source);
 static bool bk_check_source_id(char **newval, void **extra, GucSource source);
+static bool bk_check_snapshot_range_size(int *newval, void **extra,
+										 GucSource source);
 static void bk_shmem_request(void);
 static void bk_shmem_startup(void);
 
@@ -184,9 +186,9 @@ _PG_init(void)
 		"The ranges of one file are read, checked and encoded by several "
 		"copying processes at once (bk.snapshot_jobs), so one large relation "
 		"file does not serialise a snapshot. 0 sends every file as one "
-		"object.",
+		"object; otherwise at least 1MB.",
 		&bk_snapshot_range_blocks, (128 * 1024 * 1024) / BLCKSZ, 0, INT_MAX / 2,
-		PGC_USERSET, GUC_UNIT_BLOCKS, NULL, NULL, NULL);
+		PGC_USERSET, GUC_UNIT_BLOCKS, bk_check_snapshot_range_size, NULL, NULL);
 
 	MarkGUCPrefixReserved("bk");
 
@@ -336,6 +338,25 @@ bk_check_source_id(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * bk_check_snapshot_range_size
+ *		0, or ranges of at least BK_SNAPSHOT_RANGE_MIN_BYTES.  One block per
+ *		range would make a 100 GB database 13 million work-list items in
+ *		shared memory and as many objects and record entries; the value is
+ *		refused at SET time rather than when a snapshot lists its files.
+ */
+static bool
+bk_check_snapshot_range_size(int *newval, void **extra, GucSource source)
+{
+	if (*newval == 0 || (int64) *newval * BLCKSZ >= BK_SNAPSHOT_RANGE_MIN_BYTES)
+		return true;
+	GUC_check_errdetail("The smallest range is %dMB (%lldkB was given); 0 "
+						"sends every file as one object.",
+						BK_SNAPSHOT_RANGE_MIN_BYTES / (1024 * 1024),
+						(long long) *newval * BLCKSZ / 1024);
+	return false;
 }
 
 /*

@@ -55,6 +55,13 @@
 /* The LWLock tranche of snapshot_signal_lock (BkSharedState). */
 #define BK_SNAPSHOT_LOCK_TRANCHE "bk snapshot"
 
+/*
+ * bk.snapshot_range_size is 0 (files are never split) or at least this:
+ * smaller ranges only multiply a snapshot's objects, its record's entries
+ * and its work list, without reading any faster.
+ */
+#define BK_SNAPSHOT_RANGE_MIN_BYTES (1024 * 1024)
+
 /* Most processes that copy one snapshot's files (bk.snapshot_jobs). */
 #define BK_SNAPSHOT_MAX_JOBS 32
 

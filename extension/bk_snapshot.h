@@ -130,6 +130,15 @@
  */
 #define SNAP_KAFKA_WINDOW_BYTES (16 * 1024 * 1024)
 
+/*
+ * Most ranges one snapshot's work list may hold.  Each is an item in
+ * dynamic shared memory (about 170 bytes), an object and an entry of the
+ * record: a million is 1 TB at the smallest range size, 128 TB at the
+ * default.  Beyond that the snapshot fails as it lists its files, before
+ * it copies any, naming bk.snapshot_range_size.
+ */
+#define SNAP_MAX_RANGES 1000000
+
 /* Checksum failures reported per file before we stop listing them. */
 #define FAILURES_LISTED_PER_FILE 5
 

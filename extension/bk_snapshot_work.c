@@ -79,6 +79,7 @@ snap_build_work(SnapRun *run)
 	Size path_pos = 0;
 	int64 bytes_total = 0;
 	int files = 0;
+	int64 range_items = 0;
 	off_t range_size = (off_t) run->slot->range_blocks * BLCKSZ;
 
 	foreach (cell, run->entries)
@@ -87,10 +88,29 @@ snap_build_work(SnapRun *run)
 
 		if (!entry->is_dir)
 		{
+			int file_ranges = snap_file_ranges(entry->size, range_size);
+
 			files++;
-			count += Max(snap_file_ranges(entry->size, range_size), 1);
+			count += Max(file_ranges, 1);
+			range_items += file_ranges;
 			paths_len += strlen(entry->path) + 1;
 			bytes_total += entry->size;
+
+			/*
+			 * Checked as the list grows: the items are counted in an int
+			 * and allocated in one piece of shared memory.
+			 */
+			if (range_items > SNAP_MAX_RANGES)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("bk.snapshot_range_size of %lldkB cuts this "
+								"snapshot's files into more than %d ranges",
+								(long long) range_size / 1024, SNAP_MAX_RANGES),
+						 errdetail("Each range is an item of the work list "
+								   "in shared memory, an object and an entry "
+								   "of the snapshot's record."),
+						 errhint("Raise bk.snapshot_range_size, or set it "
+								 "to 0 to send every file as one object.")));
 		}
 	}
 	SpinLockAcquire(&bk_shared->mutex);

@@ -54,6 +54,14 @@ BEGIN READ ONLY;
 SELECT * FROM bk_snapshot();
 ROLLBACK;
 SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
+-- bk.snapshot_range_size is 0 (files are not split) or at least 1MB: a
+-- smaller range only multiplies the work list, the objects and the record.
+SET bk.snapshot_range_size = 1;
+SET bk.snapshot_range_size = '512kB';
+SET bk.snapshot_range_size = '1MB';
+SHOW bk.snapshot_range_size;
+SET bk.snapshot_range_size = 0;
+RESET bk.snapshot_range_size;
 
 -- A full snapshot, then an incremental one on top of it.
 SELECT snapshot_kind, parent_id IS NULL AS no_parent, state,

@@ -171,10 +171,11 @@ declare -A SNAP DIGEST PARENT KIND
 declare -A SOURCES
 SOURCES[main]="$source_id"
 SOURCES[nock]="$(q nock -c "SELECT system_identifier FROM pg_control_system()")"
-# The cluster without checksums is copied by two processes in 256 kB
-# ranges: every relation file above that is read by both at once, and each
-# range keeps its own page digests for the next snapshot.
-declare -A RANGE_SIZE=([main]=0 [nock]=256kB)
+# The cluster without checksums is copied by two processes in 1 MB ranges
+# (the smallest bk.snapshot_range_size): every relation file above that is
+# read by both at once, and each range keeps its own page digests for the
+# next snapshot.
+declare -A RANGE_SIZE=([main]=0 [nock]=1MB)
 snapshot() { # CLUSTER NAME KIND: take it, note its moment's digest
     local cluster="$1" name="$2" kind="$3" out
     out="$(q "$cluster" -c "SET bk.snapshot_jobs = 2" -c "SET bk.snapshot_range_size = '${RANGE_SIZE[$cluster]}'" \

@@ -190,9 +190,10 @@ moment_with_digest m0
 # ---- full snapshot, with DDL while it runs
 # The full snapshot is copied by two processes, the incremental by three.
 # Files above bk.snapshot_range_size go in ranges, read by several
-# processes at once: 1 MB ranges for the full, 256 kB for the incremental
-# (whose parent's ranges are then not its own), none for the differential
-# (whole files patched over a parent sent in ranges).
+# processes at once: 1 MB ranges for the full, 1.5 MB for the incremental
+# (whose ranges then straddle its parent's: the page digests of one range
+# come from two of the parent's), none for the differential (whole files
+# patched over a parent sent in ranges).
 full="$(psql_q -c "SET bk.snapshot_jobs = 2" -c "SET bk.snapshot_range_size = '1MB'" \
     -c "SELECT snapshot_id FROM bk_snapshot(label => 'pitr full', wait => false)")"
 like "$full" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "full snapshot started: $full"
@@ -223,7 +224,7 @@ ok $? "a table truncated, one dropped, a database created with STRATEGY FILE_COP
 psql_q -d bk_pitr_db3 -c "UPDATE d2 SET v = 'db3' WHERE id <= 10" >/dev/null
 moment_with_digest m2
 
-out="$(psql_q -c "SET bk.snapshot_jobs = 3" -c "SET bk.snapshot_range_size = '256kB'" \
+out="$(psql_q -c "SET bk.snapshot_jobs = 3" -c "SET bk.snapshot_range_size = '1536kB'" \
     -c "SELECT snapshot_id || ' ' || parent_id || ' ' || state FROM bk_snapshot('incr', 'pitr incr')")"
 incr="${out%% *}"
 like "$out" "^[^ ]+ $full complete$" "the incremental snapshot builds on the full one"

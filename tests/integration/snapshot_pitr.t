@@ -16,6 +16,8 @@
 #   - a cancelled snapshot and one killed mid-way are never restorable;
 #   - bk_snapshot_cancel never signals a PID its worker has given up (a
 #     kill() held back by strace while the worker exits);
+#   - a tablespace path and file names that are not UTF-8 (Latin-1) are
+#     verified and restored byte for byte;
 #   - one corrupted chunk in the repository makes bk verify and bk restore
 #     fail naming the file; so does a missing range of a file sent in
 #     ranges (bk.snapshot_range_size).
@@ -52,11 +54,14 @@ cleanup() {
     [[ -n "$workload_pid" ]] && kill "$workload_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
     for d in "$dir"/restored-*; do [[ -d "$d" ]] && stop_restored "$d"; done
-    psql_q -c "DROP DATABASE IF EXISTS bk_pitr_db2" -c "DROP DATABASE IF EXISTS bk_pitr_db3" >/dev/null 2>&1
-    psql_q -c "DROP TABLE IF EXISTS t_main, t_ts, t_toast, t_unlogged, t_trunc, t_drop, t_ddl" \
-        -c "DROP TABLESPACE IF EXISTS bk_pitr_ts" -c "DROP EXTENSION IF EXISTS bk" >/dev/null 2>&1
+    psql_q -c "DROP DATABASE IF EXISTS bk_pitr_db2" -c "DROP DATABASE IF EXISTS bk_pitr_db3" \
+        -c "DROP DATABASE IF EXISTS bk_pitr_ascii" >/dev/null 2>&1
+    psql_q -c "DROP TABLE IF EXISTS t_main, t_ts, t_toast, t_unlogged, t_trunc, t_drop, t_ddl, t_latin1" \
+        -c "DROP TABLESPACE IF EXISTS bk_pitr_ts" -c "DROP TABLESPACE IF EXISTS bk_pitr_latin1" \
+        -c "DROP EXTENSION IF EXISTS bk" >/dev/null 2>&1
     : >"$BK_PGDATA/bk_test.conf"
-    rm -rf "$BK_PGDATA/.bk_dotdir" "$BK_PGDATA/.bk_dotfile" "$BK_PGDATA/bk_vanishing.log"
+    rm -rf "$BK_PGDATA/.bk_dotdir" "$BK_PGDATA/.bk_dotfile" "$BK_PGDATA/bk_vanishing.log" \
+        "$BK_PGDATA/bk_dir_"$'caf\xe9'
     "$SERVICES" restart pg >/dev/null 2>&1
     bk_test_repo_remove
     rm -rf "$dir"
@@ -544,6 +549,53 @@ sys.exit(0 if [s["restorable"] for s in d["sources"][0]["snapshots"] if s["id"] 
     ok $? "without the vanished file"
     rm -rf "$dir/restored-vanished" "$dir/ts1-vanished"
 fi
+
+# ---- names that are not UTF-8: a tablespace created under a Latin-1 path
+# (from a SQL_ASCII database, which takes any bytes), and a directory and a
+# file with Latin-1 names left in the data directory.  JSON is UTF-8, so the
+# record gives these paths as path_hex: bk verify and bk restore read it and
+# restore the exact bytes, and the restored backup_manifest names the file
+# by Encoded-Path, as pg_verifybackup expects.
+latin1=$'caf\xe9'
+install -d -o postgres -m 700 "$dir/ts-$latin1" "$BK_PGDATA/bk_dir_$latin1"
+as_postgres sh -c "echo latin1 >'$BK_PGDATA/bk_dir_$latin1/$latin1.txt'"
+psql_q -c "CREATE DATABASE bk_pitr_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" \
+    >/dev/null &&
+    PGCLIENTENCODING=SQL_ASCII psql_q -d bk_pitr_ascii \
+        -c "CREATE TABLESPACE bk_pitr_latin1 LOCATION '$dir/ts-$latin1'" >/dev/null &&
+    psql_q -c "CREATE TABLE t_latin1 TABLESPACE bk_pitr_latin1 AS SELECT g AS id FROM generate_series(1, 1000) g" \
+        >/dev/null
+ok $? "a tablespace under a Latin-1 path with a table, and Latin-1 names in the data directory"
+out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full', 'latin1 names')")"
+latin1_snap="${out%% *}"
+like "$out" ' complete$' "a full snapshot of them completes ($latin1_snap)"
+latin1_restorable() {
+    "$BK" list --config "$dir/bk.conf" --source "$source_id" --json >"$dir/list-latin1.json" 2>/dev/null &&
+        python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+sys.exit(0 if [s["restorable"] for s in d["sources"][0]["snapshots"] if s["id"] == sys.argv[2]] == [True] else 1)' \
+            "$dir/list-latin1.json" "$latin1_snap"
+}
+wait_for 120 "snapshot $latin1_snap restorable" latin1_restorable
+ok $? "bk list calls it restorable"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+like "$out" "snapshot $latin1_snap: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt: OK" \
+    "bk verify reads its record and rebuilds every file" || diag "$(grep -F "$latin1_snap" <<<"$out" | tail -n 5)"
+"$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-latin1" \
+    --tablespace-map "$dir/ts1=$dir/ts1-latin1" --tablespace-map "$dir/ts-$latin1=$dir/ts-latin1-restored" \
+    --snapshot "$latin1_snap" --target immediate >"$dir/restore-latin1.log" 2>&1
+ok $? "bk restore restores it, mapping the Latin-1 tablespace by its exact path" ||
+    diag "$(tail -n 5 "$dir/restore-latin1.log")"
+is "$(cat "$dir/restored-latin1/bk_dir_$latin1/$latin1.txt" 2>&1)" latin1 \
+    "the Latin-1 file is back under its exact name, in its Latin-1 directory"
+latin1_oid="$(psql_q -c "SELECT oid FROM pg_tablespace WHERE spcname = 'bk_pitr_latin1'")"
+is "$(readlink "$dir/restored-latin1/pg_tblspc/$latin1_oid")" "$dir/ts-latin1-restored" \
+    "the Latin-1 tablespace's link points where --tablespace-map put it"
+is "$(grep -c '"Encoded-Path": "626b5f6469725f636166e92f636166e92e747874"' "$dir/restored-latin1/backup_manifest")" 1 \
+    "the restored backup_manifest names the Latin-1 file by Encoded-Path"
+as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$dir/restored-latin1" >"$dir/verify-latin1.log" 2>&1
+ok $? "pg_verifybackup accepts the restored directory" || diag "$(tail -n 5 "$dir/verify-latin1.log")"
+rm -rf "$dir/restored-latin1" "$dir/ts1-latin1" "$dir/ts-latin1-restored" "$BK_PGDATA/bk_dir_$latin1"
+psql_q -c "DROP TABLE t_latin1" -c "DROP TABLESPACE bk_pitr_latin1" -c "DROP DATABASE bk_pitr_ascii" >/dev/null
 
 # ---- one corrupted chunk (of a range): verify and restore fail, naming the file
 victim="$(find "$repo_files/$source_id/snapshot/$full/range/base" -type f -size +100k | head -n 1)"

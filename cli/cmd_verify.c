@@ -74,9 +74,23 @@ bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 	va_end(args);
 	verifier->problems++;
 	if (verifier->json)
+	{
+		/*
+		 * JSON strings are UTF-8, file names need not be: jansson refuses a
+		 * message naming a Latin-1 file, which would drop the problem from
+		 * the list while it still counts.
+		 */
+		char *object_text = bk_utf8_readable(object);
+		char *message_text = bk_utf8_readable(message);
+
 		json_array_append_new(
 			verifier->problem_list,
-			json_pack("{s:s, s:s}", "object", object, "problem", message));
+			json_pack("{s:s, s:s}", "object",
+					  object_text ? object_text : "(out of memory)", "problem",
+					  message_text ? message_text : "(out of memory)"));
+		free(object_text);
+		free(message_text);
+	}
 	else
 		printf("  PROBLEM %s: %s\n", object, message);
 }

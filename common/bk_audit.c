@@ -71,38 +71,6 @@ text_add_str(JsonText *text, const char *str)
 	text_add(text, str, strlen(str));
 }
 
-/* Length of the valid UTF-8 sequence at s (at most len bytes), or 0. */
-static size_t
-utf8_sequence(const unsigned char *s, size_t len)
-{
-	size_t need;
-	uint32_t code;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xC2 && s[0] <= 0xDF)
-		need = 2, code = s[0] & 0x1F;
-	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
-		need = 3, code = s[0] & 0x0F;
-	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
-		need = 4, code = s[0] & 0x07;
-	else
-		return 0;
-	if (len < need)
-		return 0;
-	for (size_t pos = 1; pos < need; pos++)
-	{
-		if ((s[pos] & 0xC0) != 0x80)
-			return 0;
-		code = (code << 6) | (s[pos] & 0x3F);
-	}
-	/* Overlong forms, surrogates and values above U+10FFFF are not UTF-8. */
-	if ((need == 3 && code < 0x800) || (need == 4 && code < 0x10000) ||
-		(code >= 0xD800 && code <= 0xDFFF) || code > 0x10FFFF)
-		return 0;
-	return need;
-}
-
 /* A JSON string literal of len bytes of str. */
 static void
 text_add_quoted(JsonText *text, const char *str, size_t len)
@@ -153,7 +121,7 @@ text_add_quoted(JsonText *text, const char *str, size_t len)
 			}
 			pos++;
 		}
-		else if ((seq = utf8_sequence(s + pos, len - pos)) > 0)
+		else if ((seq = bk_utf8_sequence(s + pos, len - pos)) > 0)
 		{
 			text_add(text, str + pos, seq);
 			pos += seq;

@@ -57,6 +57,70 @@ bk_hex_decode(const char *hex, uint8_t *out, size_t len)
 	return true;
 }
 
+size_t
+bk_utf8_sequence(const unsigned char *s, size_t len)
+{
+	size_t need;
+	uint32_t code;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF)
+		need = 2, code = s[0] & 0x1F;
+	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+		need = 3, code = s[0] & 0x0F;
+	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+		need = 4, code = s[0] & 0x07;
+	else
+		return 0;
+	if (len < need)
+		return 0;
+	for (size_t pos = 1; pos < need; pos++)
+	{
+		if ((s[pos] & 0xC0) != 0x80)
+			return 0;
+		code = (code << 6) | (s[pos] & 0x3F);
+	}
+	/* Overlong forms, surrogates and values above U+10FFFF are not UTF-8. */
+	if ((need == 3 && code < 0x800) || (need == 4 && code < 0x10000) ||
+		(code >= 0xD800 && code <= 0xDFFF) || code > 0x10FFFF)
+		return 0;
+	return need;
+}
+
+char *
+bk_utf8_readable(const char *text)
+{
+	size_t len = strlen(text);
+	/* At worst every byte becomes four. */
+	char *out = malloc(4 * len + 1);
+	size_t used = 0;
+	size_t pos = 0;
+
+	if (out == NULL)
+		return NULL;
+	while (pos < len)
+	{
+		size_t seq =
+			bk_utf8_sequence((const unsigned char *) text + pos, len - pos);
+
+		if (seq > 0)
+		{
+			memcpy(out + used, text + pos, seq);
+			used += seq;
+			pos += seq;
+		}
+		else
+		{
+			snprintf(out + used, 5, "\\x%02x", (unsigned char) text[pos]);
+			used += 4;
+			pos++;
+		}
+	}
+	out[used] = '\0';
+	return out;
+}
+
 /* write(2), or pwrite(2) at offset when offset is not -1, until done. */
 static bool
 write_loop(int fd, const void *buf, size_t len, int64_t offset,

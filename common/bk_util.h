@@ -65,6 +65,17 @@ extern void bk_hex_encode(const uint8_t *data, size_t len, char *out);
 /* Decode exactly len bytes from hex text; false if not exactly 2*len hex digits. */
 extern bool bk_hex_decode(const char *hex, uint8_t *out, size_t len);
 
+/* Length of the valid UTF-8 sequence at s (at most len bytes), or 0. */
+extern size_t bk_utf8_sequence(const unsigned char *s, size_t len);
+
+/*
+ * A malloc'd copy of text for a JSON string, which must be UTF-8: each byte
+ * that is not part of valid UTF-8 (a file name in Latin-1, say) is written
+ * as the four characters \xNN, so a message naming such a file still
+ * reads.  NULL if memory ran out.
+ */
+extern char *bk_utf8_readable(const char *text);
+
 /* write(2) until done, retrying EINTR and short writes. */
 /* The same at offset (pwrite). */
 extern bool bk_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset,

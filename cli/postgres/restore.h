@@ -150,6 +150,14 @@ extern void restore_report(const Restore *r, uint64_t removed);
 extern bool restore_resolve_owner(Restore *r, BkError *err);
 extern bool restore_resolve_path(const Restore *r, const char *rel, char *out,
 								 size_t out_len, BkError *err);
+/*
+ * path under key in a JSON report, or, when it is not UTF-8 (JSON text is,
+ * file names need not be), its bytes in hex under key_hex, as the snapshot
+ * record does with path_hex.
+ */
+extern void restore_json_path(json_t *object, const char *key,
+							  const char *path);
+
 extern bool restore_set_owner_path(const Restore *r, const char *path,
 								   bool follow, BkError *err);
 extern bool restore_skipped_file(const char *path);

@@ -8,9 +8,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bk_util.h"
+
 #include "restore.h"
 
 /* ------------------------------------------------------------ output */
+
+void
+restore_json_path(json_t *object, const char *key, const char *path)
+{
+	json_t *text = json_string(path); /* NULL unless UTF-8 */
+	char hex_key[64];
+	char *hex;
+
+	if (text != NULL)
+	{
+		json_object_set_new(object, key, text);
+		return;
+	}
+	hex = malloc(2 * strlen(path) + 1);
+	if (hex == NULL)
+		return;
+	bk_hex_encode((const uint8_t *) path, strlen(path), hex);
+	snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+	json_object_set_new(object, hex_key, json_string(hex));
+	free(hex);
+}
 
 static const char *
 target_setting(const Restore *r)
@@ -62,12 +85,14 @@ restore_report(const Restore *r, uint64_t removed)
 				chain, bk_snapshot_json(&r->catalog.snapshots[index]));
 		}
 		for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
-			json_array_append_new(
-				tablespaces,
-				json_pack("{s:I, s:s, s:s}", "oid",
-						  (json_int_t) r->tablespaces[spcIdx].oid, "original",
-						  r->tablespaces[spcIdx].original, "location",
-						  r->tablespaces[spcIdx].location));
+		{
+			json_t *spc = json_pack("{s:I}", "oid",
+									(json_int_t) r->tablespaces[spcIdx].oid);
+
+			restore_json_path(spc, "original", r->tablespaces[spcIdx].original);
+			restore_json_path(spc, "location", r->tablespaces[spcIdx].location);
+			json_array_append_new(tablespaces, spc);
+		}
 		json_object_set_new(target, "type",
 							r->target.type == BK_PG_TARGET_NONE
 								? json_string("end of archive")
@@ -82,16 +107,17 @@ restore_report(const Restore *r, uint64_t removed)
 		if (found[0] != '\0')
 			json_object_set_new(target, "found_at_lsn", json_string(found));
 		out = json_pack(
-			"{s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, "
+			"{s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:b, "
 			"s:o, s:o, s:b}",
-			"source", r->source, "pgdata", r->pgdata, "snapshot", chosen->id,
-			"chain", chain, "tablespaces", tablespaces, "files",
+			"source", r->source, "snapshot", chosen->id, "chain", chain,
+			"tablespaces", tablespaces, "files",
 			(json_int_t) r->record->file_count, "files_written",
 			(json_int_t) written, "files_unchanged", (json_int_t) kept,
 			"files_removed", (json_int_t) removed, "bytes",
 			(json_int_t) r->record->bytes, "bytes_written", (json_int_t) bytes,
 			"delta", r->delta, "target", target, "recovery_settings",
 			json_incref(r->settings), "archive", r->archive);
+		restore_json_path(out, "pgdata", r->pgdata);
 		json_object_set_new(out, "hint_bit_differences",
 							json_integer((json_int_t) mismatches));
 		json_object_set_new(

@@ -28,6 +28,7 @@
 #include "target.h"
 #include "testrepo.h"
 #include "times.h"
+#include "verify.h"
 #include "wal_catalog.h"
 
 #define SOURCE   "test-source"
@@ -1958,6 +1959,48 @@ test_restore_manifest_encoded_path(void **state)
 	free(dir);
 }
 
+/*
+ * JSON reports name paths that need not be UTF-8: the restore report gives
+ * such a path's bytes in hex under key_hex, and a verify problem names a
+ * Latin-1 file with \xNN for each stray byte, instead of jansson refusing
+ * the string and the entry going missing.
+ */
+static void
+test_json_output_non_utf8(void **state)
+{
+	json_t *spc = json_object();
+	BkVerifier verifier = {.json = true};
+	char *readable;
+
+	(void) state;
+	restore_json_path(spc, "original", "/srv/ts\xff");
+	restore_json_path(spc, "location", "/srv/caf\xc3\xa9");
+	assert_null(json_object_get(spc, "original"));
+	assert_string_equal(json_string_value(json_object_get(spc, "original_hex")),
+						"2f7372762f7473ff");
+	assert_string_equal(json_string_value(json_object_get(spc, "location")),
+						"/srv/caf\xc3\xa9");
+	assert_null(json_object_get(spc, "location_hex"));
+	json_decref(spc);
+
+	readable = bk_utf8_readable("caf\xe9 caf\xc3\xa9 \xc3 \xed\xa0\x80");
+	assert_non_null(readable);
+	assert_string_equal(readable, "caf\\xe9 caf\xc3\xa9 \\xc3 \\xed\\xa0\\x80");
+	free(readable);
+
+	verifier.problem_list = json_array();
+	bk_verify_problem(&verifier, "snap/data/base/1/caf%E9",
+					  "snapshot x, file \"%s\": its object is missing",
+					  "base/1/caf\xe9");
+	assert_int_equal(verifier.problems, 1);
+	assert_int_equal(json_array_size(verifier.problem_list), 1);
+	assert_string_equal(
+		json_string_value(json_object_get(
+			json_array_get(verifier.problem_list, 0), "problem")),
+		"snapshot x, file \"base/1/caf\\xe9\": its object is missing");
+	json_decref(verifier.problem_list);
+}
+
 static void
 test_restore_command_repo(void **state)
 {
@@ -2039,6 +2082,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_record_bad_hex_paths, wal_setup,
 										wal_teardown),
 		cmocka_unit_test(test_restore_manifest_encoded_path),
+		cmocka_unit_test(test_json_output_non_utf8),
 		cmocka_unit_test(test_waldump_xact_time),
 		cmocka_unit_test_setup_teardown(test_time_target_gap, wal_setup,
 										wal_teardown),

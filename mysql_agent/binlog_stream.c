@@ -39,6 +39,12 @@
 #include "agent.h"
 #include "bk_util.h"
 
+/* What to do when the server's binlog is another history than the archive's. */
+#define SECOND_HISTORY_HINT                                                    \
+	"bk does not archive a second history under the same names.  Give the "    \
+	"agent a new source_id and take a snapshot; the old archive stays "        \
+	"restorable."
+
 /* The pending range and where the stream stands. */
 typedef struct Stream
 {
@@ -814,11 +820,7 @@ check_resume_gtid(Stream *stream, BkError *err)
 								text[0] ? text : "(empty)",
 								ours[0] ? ours : "(empty)",
 								stream->position.file) ||
-				   bk_error_hint(err,
-								 "bk does not archive a second history under"
-								 " the same names.  Give the agent a new"
-								 " source_id and take a snapshot; the old"
-								 " archive stays restorable.");
+				   bk_error_hint(err, SECOND_HISTORY_HINT);
 		case BINLOG_RESUME_UNPLACED:
 			audit_reset(stream,
 						"the server cannot place the archive's end in its"
@@ -837,11 +839,7 @@ check_resume_gtid(Stream *stream, BkError *err)
 								stream->position.file, stream->position.offset,
 								ours[0] ? ours : "(empty)",
 								stream->position.file) ||
-				   bk_error_hint(err,
-								 "bk does not archive a second history under"
-								 " the same names.  Give the agent a new"
-								 " source_id and take a snapshot; the old"
-								 " archive stays restorable.");
+				   bk_error_hint(err, SECOND_HISTORY_HINT);
 	}
 	return bk_error_set(err, BK_ERR_INTERNAL,
 						"unknown verdict on the resume position");
@@ -1000,11 +998,7 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 							" \"%s\", where the archive ends: RESET MASTER"
 							" (or a new server) reused the binlog names",
 							newest, stream->position.file) ||
-			   bk_error_hint(err,
-							 "bk does not archive a second history under"
-							 " the same names.  Give the agent a new source_id"
-							 " and take a snapshot; the old archive stays"
-							 " restorable.");
+			   bk_error_hint(err, SECOND_HISTORY_HINT);
 	}
 	if (!has && stream->len == 0 && oldest[0] != '\0')
 	{

@@ -530,18 +530,35 @@ pwrite_direct(int fd, const char *buf, size_t len, uint64_t offset)
  * The file system refused O_DIRECT: this upload, and every later one of
  * the repository, goes on with buffered appends, starting with the bytes
  * still held in the tail (everything before them is on disk).
+ *
+ * The file is first cut to those flushed bytes: a refused write may have
+ * put whole blocks past them (a short write, then EINVAL), a failed finish
+ * its padded block, an earlier try of this part of the tail.  The upload
+ * stays direct until the tail is on: a retried write or finish comes back
+ * here and appends it again, rather than go on without it.
  */
 static bool
 fall_back_to_buffered(LocalUpload *upload, BkError *err)
 {
 	LocalState *state = upload->base.repo->state;
+	int fd;
 
 	state->direct_refused = true;
-	upload->direct = false;
+	fd = open(upload->base.where, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || ftruncate(fd, (off_t) upload->flushed) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not write spool file \"%s\": %s",
+					 upload->base.where, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	close(fd);
 	if (upload->tail_len > 0 &&
 		!bk_spool_append(upload->base.where, upload->tail, upload->tail_len,
 						 err))
 		return false;
+	upload->direct = false;
 	upload->tail_len = 0;
 	return true;
 }

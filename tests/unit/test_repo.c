@@ -43,6 +43,9 @@
 static int direct_opens;          /* open() calls asking for O_DIRECT */
 static bool refuse_direct_open;   /* those fail with EINVAL */
 static bool refuse_direct_pwrite; /* pwrite() on such a descriptor too */
+static bool short_direct_pwrite;  /* the next one writes one block, then
+								   * the file system refuses O_DIRECT */
+static int fail_append_opens;     /* so many O_APPEND opens fail (ENOSPC) */
 
 extern int __real_open(const char *path, int flags, ...);
 extern ssize_t __real_pwrite(int fd, const void *buf, size_t len, off_t offset);
@@ -61,6 +64,12 @@ __wrap_open(const char *path, int flags, ...)
 		va_start(args, flags);
 		mode = (mode_t) va_arg(args, int);
 		va_end(args);
+	}
+	if ((flags & O_APPEND) != 0 && fail_append_opens > 0)
+	{
+		fail_append_opens--;
+		errno = ENOSPC;
+		return -1;
 	}
 	if ((flags & O_DIRECT) != 0)
 	{
@@ -81,6 +90,13 @@ __wrap_pwrite(int fd, const void *buf, size_t len, off_t offset)
 	{
 		errno = EINVAL;
 		return -1;
+	}
+	if (short_direct_pwrite && len > 4096 &&
+		(fcntl(fd, F_GETFL) & O_DIRECT) != 0)
+	{
+		short_direct_pwrite = false;
+		refuse_direct_pwrite = true;
+		return __real_pwrite(fd, buf, 4096, offset);
 	}
 	return __real_pwrite(fd, buf, len, offset);
 }
@@ -139,6 +155,8 @@ setup(void **state)
 	direct_opens = 0;
 	refuse_direct_open = false;
 	refuse_direct_pwrite = false;
+	short_direct_pwrite = false;
+	fail_append_opens = 0;
 	f->repo = open_repo(f, f->location, true, &err);
 	if (f->repo == NULL)
 		print_message("%s\n", err.message);
@@ -957,6 +975,107 @@ test_direct_fails_midway(void **state)
 	bk_repo_upload_free(upload);
 }
 
+/* Commit upload as snapshot object name and check it reads back as want. */
+static void
+commit_and_check(Fixture *f, BkRepoUpload *upload, const char *name,
+				 const uint8_t *want, size_t want_len)
+{
+	BkObjectIdentity identity;
+	BkRepoReader *reader;
+	BkPutResult result;
+	BkRepoStat stat;
+	uint8_t *back = malloc(want_len + 1);
+	BkError err;
+
+	memset(&identity, 0, sizeof(identity));
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, name, &identity,
+									  &result, &err));
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 name, &stat, &err));
+	assert_true(stat.exists);
+	assert_int_equal(stat.size, want_len);
+	reader = bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, SOURCE,
+								 BK_KIND_SNAPSHOT, name, &err);
+	assert_non_null(reader);
+	assert_true(bk_repo_reader_read(reader, 0, back, want_len, &err));
+	assert_memory_equal(back, want, want_len);
+	bk_repo_reader_close(reader);
+	free(back);
+}
+
+/*
+ * The switch to buffered writes fails as it appends the bytes held for
+ * the next block (ENOSPC): a retried finish, or a retried write, still
+ * stores them, once and in order, never an object without them.
+ */
+static void
+test_direct_fallback_retried(void **state)
+{
+	Fixture *f = *state;
+	uint8_t chunk[256];
+	BkRepoUpload *upload;
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	test_fill(chunk, sizeof(chunk), 11, false);
+
+	/* Refused at finish, the tail's append fails, finish is retried. */
+	upload = bk_repo_upload_begin(f->repo, "t.1.1", &err);
+	assert_non_null(upload);
+	assert_true(bk_repo_upload_write(upload, chunk, 100, &err));
+	refuse_direct_open = true;
+	fail_append_opens = 1;
+	assert_false(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	commit_and_check(f, upload, "fallback/finish", chunk, 100);
+	bk_repo_upload_free(upload);
+	bk_repo_close(f->repo);
+
+	/* Refused at a write, the tail's append fails, the write is retried. */
+	refuse_direct_open = false;
+	f->repo = open_repo(f, f->location, false, &err);
+	assert_non_null(f->repo);
+	assert_true(bk_repo_spool_open(f->repo, "unit-1", &err));
+	upload = bk_repo_upload_begin(f->repo, "t.2.1", &err);
+	assert_non_null(upload);
+	assert_true(bk_repo_upload_write(upload, chunk, 100, &err));
+	refuse_direct_open = true;
+	fail_append_opens = 1;
+	assert_false(bk_repo_upload_write(upload, chunk + 100, 50, &err));
+	assert_true(bk_repo_upload_write(upload, chunk + 100, 50, &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	commit_and_check(f, upload, "fallback/write", chunk, 150);
+	bk_repo_upload_free(upload);
+}
+
+/*
+ * O_DIRECT refused after a short write put a block on disk, before the
+ * upload had any (a file system that takes some O_DIRECT writes and not
+ * others): the buffered writes start where the object's bytes end, not
+ * after that block.
+ */
+static void
+test_direct_refused_after_short_write(void **state)
+{
+	Fixture *f = *state;
+	uint8_t data[3 * 4096 + 17];
+	BkRepoUpload *upload;
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	test_fill(data, sizeof(data), 12, false);
+	upload = bk_repo_upload_begin(f->repo, "t.1.1", &err);
+	assert_non_null(upload);
+	short_direct_pwrite = true;
+	assert_true(bk_repo_upload_write(upload, data, sizeof(data), &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	commit_and_check(f, upload, "fallback/short", data, sizeof(data));
+	bk_repo_upload_free(upload);
+}
+
 /*
  * Which multipart uploads housekeeping may abort: a day old at least,
  * whatever abandon_after says (it once was abandon_after, so a shipper
@@ -1144,6 +1263,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_direct_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_fails_midway, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_direct_fallback_retried, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_direct_refused_after_short_write,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
 										teardown),
 		cmocka_unit_test(test_stale_uploads),

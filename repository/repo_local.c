@@ -693,6 +693,12 @@ local_upload_finish(BkRepoUpload *base, BkError *err)
 	bool refused = false;
 	int fd = -1;
 
+	/*
+	 * Durable already, and maybe committed: its spool file is then an
+	 * object too, which a padded last block would corrupt.
+	 */
+	if (upload->finished)
+		return true;
 	if (upload->direct && upload->tail_len > 0)
 	{
 		fd = open_direct(upload, &refused, err);

@@ -46,11 +46,25 @@ static bool refuse_direct_pwrite; /* pwrite() on such a descriptor too */
 static bool short_direct_pwrite;  /* the next one writes one block, then
 								   * the file system refuses O_DIRECT */
 static int fail_append_opens;     /* so many O_APPEND opens fail (ENOSPC) */
+static bool fail_ftruncate;       /* ftruncate() fails with EIO */
 
 extern int __real_open(const char *path, int flags, ...);
 extern ssize_t __real_pwrite(int fd, const void *buf, size_t len, off_t offset);
 extern int __wrap_open(const char *path, int flags, ...);
 extern ssize_t __wrap_pwrite(int fd, const void *buf, size_t len, off_t offset);
+extern int __real_ftruncate(int fd, off_t length);
+extern int __wrap_ftruncate(int fd, off_t length);
+
+int
+__wrap_ftruncate(int fd, off_t length)
+{
+	if (fail_ftruncate)
+	{
+		errno = EIO;
+		return -1;
+	}
+	return __real_ftruncate(fd, length);
+}
 
 int
 __wrap_open(const char *path, int flags, ...)
@@ -157,6 +171,7 @@ setup(void **state)
 	refuse_direct_pwrite = false;
 	short_direct_pwrite = false;
 	fail_append_opens = 0;
+	fail_ftruncate = false;
 	f->repo = open_repo(f, f->location, true, &err);
 	if (f->repo == NULL)
 		print_message("%s\n", err.message);
@@ -1051,6 +1066,34 @@ test_direct_fallback_retried(void **state)
 }
 
 /*
+ * finish called again once the upload is committed (its spool file is then
+ * the object too): the object is left as it is, never written again, not
+ * even for a moment padded to a block.
+ */
+static void
+test_finish_after_commit(void **state)
+{
+	Fixture *f = *state;
+	uint8_t chunk[100];
+	BkRepoUpload *upload;
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	test_fill(chunk, sizeof(chunk), 13, false);
+	upload = bk_repo_upload_begin(f->repo, "t.1.1", &err);
+	assert_non_null(upload);
+	assert_true(bk_repo_upload_write(upload, chunk, sizeof(chunk), &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	commit_and_check(f, upload, "refinish", chunk, sizeof(chunk));
+	fail_ftruncate = true;
+	(void) bk_repo_upload_finish(upload, &err);
+	fail_ftruncate = false;
+	commit_and_check(f, upload, "refinish", chunk, sizeof(chunk));
+	bk_repo_upload_free(upload);
+}
+
+/*
  * O_DIRECT refused after a short write put a block on disk, before the
  * upload had any (a file system that takes some O_DIRECT writes and not
  * others): the buffered writes start where the object's bytes end, not
@@ -1267,6 +1310,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_direct_refused_after_short_write,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_finish_after_commit, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
 										teardown),
 		cmocka_unit_test(test_stale_uploads),

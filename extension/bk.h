@@ -249,6 +249,8 @@ extern uint64 bk_block_digest(const uint8 *block);
 extern void bk_blockmap_start(BkBlockMap *map, uint64 file_size);
 extern void bk_blockmap_add(BkBlockMap *map, const uint8 *data, size_t len);
 extern void bk_blockmap_release(BkBlockMap *map);
+/* A file's path as bk's tables store it (text columns). */
+extern char *bk_path_as_text(const char *path);
 extern bool bk_blockmap_load(const char *table, const char *snapshot_id,
 							 const char *path, BkBlockMap *map);
 extern void bk_blockmap_writer_init(BkBlockMapWriter *writer, const char *table,

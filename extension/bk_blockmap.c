@@ -44,6 +44,7 @@
 
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -144,6 +145,33 @@ bk_blockmap_release(BkBlockMap *map)
 }
 
 /*
+ * bk_path_as_text
+ *		A file's path as bk_snapshot_history.file_list and
+ *		bk_snapshot_blocks.path keep it: as it is when it is valid text in
+ *		the database's encoding, otherwise "\x" and its bytes in hex.  File
+ *		names are bytes; stored raw in a text column, one that is not valid
+ *		text makes a dump of the database fail to load ("invalid byte
+ *		sequence").  A path that starts with "\x" itself is hex-encoded too,
+ *		so the two forms never meet.  Paths are only compared in this form,
+ *		never turned back into file names.
+ */
+char *
+bk_path_as_text(const char *path)
+{
+	size_t len = strlen(path);
+	char *text;
+
+	if (strncmp(path, "\\x", 2) != 0 &&
+		pg_verify_mbstr(GetDatabaseEncoding(), path, (int) len, true))
+		return pstrdup(path);
+	text = palloc(2 * len + 3);
+	text[0] = '\\';
+	text[1] = 'x';
+	bk_hex_encode((const uint8 *) path, len, text + 2);
+	return text;
+}
+
+/*
  * bk_blockmap_load
  *		The map snapshot_id kept for path, into map; false if it kept none,
  *		or only part of one.  A file the snapshot read in ranges has one row
@@ -164,10 +192,11 @@ bk_blockmap_load(const char *table, const char *snapshot_id, const char *path,
 					 "WHERE snapshot_id = $1 AND path = $2 "
 					 "ORDER BY first_block",
 					 table);
-	if (SPI_execute_with_args(sql.data, 2, (Oid[]){TEXTOID, TEXTOID},
-							  (Datum[]){CStringGetTextDatum(snapshot_id),
-										CStringGetTextDatum(path)},
-							  NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(
+			sql.data, 2, (Oid[]){TEXTOID, TEXTOID},
+			(Datum[]){CStringGetTextDatum(snapshot_id),
+					  CStringGetTextDatum(bk_path_as_text(path))},
+			NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the page digests of snapshot %s",
 			 snapshot_id);
 	pfree(sql.data);
@@ -243,7 +272,7 @@ bk_blockmap_queue(BkBlockMapWriter *writer, const char *path,
 	SET_VARSIZE(value, VARHDRSZ + len);
 	for (uint32 idx = 0; idx < map->count; idx++)
 		bk_put_be64(out + (size_t) idx * DIGEST_BYTES, map->digests[idx]);
-	writer->paths = lappend(writer->paths, pstrdup(path));
+	writer->paths = lappend(writer->paths, bk_path_as_text(path));
 	writer->first_blocks = lappend_int(writer->first_blocks, (int) first_block);
 	writer->values = lappend(writer->values, value);
 	writer->queued_bytes += len;

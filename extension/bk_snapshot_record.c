@@ -204,7 +204,7 @@ snap_record_file(SnapRun *run, SnapWorkItem *item)
 					 "\"Checksum-Algorithm\": \"%s\", \"Checksum\": \"%s\" }",
 					 (long long) item->size, mtime_text,
 					 item->range_count == 0 ? "SHA256" : "CRC32C", hex);
-	appendStringInfo(&run->file_list, "%s\n", path);
+	appendStringInfo(&run->file_list, "%s\n", bk_path_as_text(path));
 	run->files++;
 	run->bytes += item->size;
 }

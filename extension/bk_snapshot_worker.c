@@ -440,12 +440,20 @@ snap_cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
+/* Is path in the parent's file list (which keeps bk_path_as_text forms)? */
 bool
 snap_parent_has(SnapRun *run, const char *path)
 {
-	return run->parent_files != NULL &&
-		   bsearch(&path, run->parent_files, run->parent_file_count,
-				   sizeof(char *), snap_cmp_str) != NULL;
+	char *text;
+	bool found;
+
+	if (run->parent_files == NULL)
+		return false;
+	text = bk_path_as_text(path);
+	found = bsearch(&text, run->parent_files, run->parent_file_count,
+					sizeof(char *), snap_cmp_str) != NULL;
+	pfree(text);
+	return found;
 }
 
 /*

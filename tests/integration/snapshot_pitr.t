@@ -569,14 +569,29 @@ ok $? "a tablespace under a Latin-1 path with a table, and Latin-1 names in the 
 out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full', 'latin1 names')")"
 latin1_snap="${out%% *}"
 like "$out" ' complete$' "a full snapshot of them completes ($latin1_snap)"
+# The history keeps file names in a text column: one that is not valid text
+# there would make a dump of the database fail to load.  convert_to checks
+# the text as a restore of the dump would.
+is "$(psql_q -c "SELECT convert_to(file_list, 'UTF8') IS NOT NULL AND position('\\x626b5f6469725f636166e92f636166e92e747874' IN file_list) > 0
+                 FROM bk_snapshot_history WHERE snapshot_id = '$latin1_snap'" 2>&1)" t \
+    "its history row is valid text, the Latin-1 name in hex"
+is "$(psql_q -c "SELECT count(*) FILTER (WHERE convert_to(path, 'UTF8') IS NULL) FROM bk_snapshot_blocks" 2>&1)" 0 \
+    "and so are the page-digest rows"
 latin1_restorable() {
     "$BK" list --config "$dir/bk.conf" --source "$source_id" --json >"$dir/list-latin1.json" 2>/dev/null &&
         python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
 sys.exit(0 if [s["restorable"] for s in d["sources"][0]["snapshots"] if s["id"] == sys.argv[2]] == [True] else 1)' \
-            "$dir/list-latin1.json" "$latin1_snap"
+            "$dir/list-latin1.json" "${1:-$latin1_snap}"
 }
 wait_for 120 "snapshot $latin1_snap restorable" latin1_restorable
 ok $? "bk list calls it restorable"
+out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('incr', 'latin1 incremental')")"
+latin1_incr="${out%% *}"
+like "$out" ' complete$' "an incremental snapshot on top of it completes (its parent's Latin-1 name found in hex)"
+is "$(psql_q -c "SELECT count(*) FILTER (WHERE convert_to(path, 'UTF8') IS NULL) FROM bk_snapshot_blocks" 2>&1)" 0 \
+    "its page-digest rows are valid text too"
+wait_for 120 "snapshot $latin1_incr restorable" latin1_restorable "$latin1_incr"
+ok $? "bk list calls the incremental restorable"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 like "$out" "snapshot $latin1_snap: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt: OK" \
     "bk verify reads its record and rebuilds every file" || diag "$(grep -F "$latin1_snap" <<<"$out" | tail -n 5)"

@@ -826,6 +826,38 @@ test_many_open_uploads(void **state)
 	free(uploads);
 }
 
+/* Commit upload as snapshot object name and check it reads back as want. */
+static void
+commit_and_check(Fixture *f, BkRepoUpload *upload, const char *name,
+				 const uint8_t *want, size_t want_len)
+{
+	BkObjectIdentity identity;
+	BkRepoReader *reader;
+	BkPutResult result;
+	BkRepoStat stat;
+	uint8_t *back = malloc(want_len + 1);
+	BkError err;
+
+	memset(&identity, 0, sizeof(identity));
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, name, &identity,
+									  &result, &err));
+	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 name, &stat, &err));
+	assert_true(stat.exists);
+	assert_int_equal(stat.size, want_len);
+	if (want_len > 0)
+	{
+		reader = bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									 BK_KIND_SNAPSHOT, name, &err);
+		assert_non_null(reader);
+		assert_true(bk_repo_reader_read(reader, 0, back, want_len, &err));
+		assert_memory_equal(back, want, want_len);
+		bk_repo_reader_close(reader);
+	}
+	free(back);
+}
+
 /*
  * Store size bytes written in pieces of piece bytes as object name, and
  * check that what reads back is what was written.
@@ -835,16 +867,10 @@ store_and_check(Fixture *f, const char *name, size_t size, size_t piece,
 				uint64_t seed)
 {
 	uint8_t *data = malloc(size + 1);
-	uint8_t *back = malloc(size + 1);
-	BkObjectIdentity identity;
 	BkRepoUpload *upload;
-	BkRepoReader *reader;
-	BkPutResult result;
-	BkRepoStat stat;
 	BkError err;
 	char tag[64];
 
-	memset(&identity, 0, sizeof(identity));
 	test_fill(data, size, seed, false);
 	snprintf(tag, sizeof(tag), "t.%llu.1", (unsigned long long) seed);
 	upload = bk_repo_upload_begin(f->repo, tag, &err);
@@ -859,27 +885,9 @@ store_and_check(Fixture *f, const char *name, size_t size, size_t piece,
 	}
 	if (!bk_repo_upload_finish(upload, &err))
 		fail_msg("%s: %s", name, err.message);
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
-									  BK_KIND_SNAPSHOT, name, &identity,
-									  &result, &err));
-	assert_int_equal(result, BK_PUT_CREATED);
+	commit_and_check(f, upload, name, data, size);
 	bk_repo_upload_free(upload);
-
-	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
-							 name, &stat, &err));
-	assert_true(stat.exists);
-	assert_int_equal(stat.size, size);
-	if (size > 0)
-	{
-		reader = bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, SOURCE,
-									 BK_KIND_SNAPSHOT, name, &err);
-		assert_non_null(reader);
-		assert_true(bk_repo_reader_read(reader, 0, back, size, &err));
-		assert_memory_equal(back, data, size);
-		bk_repo_reader_close(reader);
-	}
 	free(data);
-	free(back);
 }
 
 /*
@@ -988,35 +996,6 @@ test_direct_fails_midway(void **state)
 	assert_false(bk_repo_upload_write(upload, chunk, sizeof(chunk), &err));
 	assert_non_null(strstr(err.message, "could not write spool file"));
 	bk_repo_upload_free(upload);
-}
-
-/* Commit upload as snapshot object name and check it reads back as want. */
-static void
-commit_and_check(Fixture *f, BkRepoUpload *upload, const char *name,
-				 const uint8_t *want, size_t want_len)
-{
-	BkObjectIdentity identity;
-	BkRepoReader *reader;
-	BkPutResult result;
-	BkRepoStat stat;
-	uint8_t *back = malloc(want_len + 1);
-	BkError err;
-
-	memset(&identity, 0, sizeof(identity));
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
-									  BK_KIND_SNAPSHOT, name, &identity,
-									  &result, &err));
-	assert_true(bk_repo_stat(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
-							 name, &stat, &err));
-	assert_true(stat.exists);
-	assert_int_equal(stat.size, want_len);
-	reader = bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, SOURCE,
-								 BK_KIND_SNAPSHOT, name, &err);
-	assert_non_null(reader);
-	assert_true(bk_repo_reader_read(reader, 0, back, want_len, &err));
-	assert_memory_equal(back, want, want_len);
-	bk_repo_reader_close(reader);
-	free(back);
 }
 
 /*

@@ -783,18 +783,12 @@ static int
 expire(Fixture *f, int64_t retain_full)
 {
 	BkRetention policy = {.retain_full = retain_full};
-	int saved = dup(STDOUT_FILENO);
-	int quiet = open("/dev/null", O_WRONLY);
+	int saved = test_stdout_quiet();
 	int status;
 	BkError err;
 
-	fflush(stdout);
-	dup2(quiet, STDOUT_FILENO);
 	status = bk_mariadb_expire("bk expire", f->repo, SOURCE, &policy, &err);
-	fflush(stdout);
-	dup2(saved, STDOUT_FILENO);
-	close(saved);
-	close(quiet);
+	test_stdout_restore(saved);
 	return status;
 }
 

@@ -731,18 +731,12 @@ expire(WalFixture *f, int64_t retain_full, int64_t retain_days)
 {
 	BkRetention policy = {.retain_full = retain_full,
 						  .retain_days = retain_days};
-	int saved = dup(STDOUT_FILENO);
-	int quiet = open("/dev/null", O_WRONLY);
+	int saved = test_stdout_quiet();
 	int status;
 	BkError err;
 
-	fflush(stdout);
-	dup2(quiet, STDOUT_FILENO);
 	status = bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err);
-	fflush(stdout);
-	dup2(saved, STDOUT_FILENO);
-	close(saved);
-	close(quiet);
+	test_stdout_restore(saved);
 	return status;
 }
 

@@ -4,6 +4,7 @@
  */
 #include "testutil.h"
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,4 +193,24 @@ put_le64(uint8_t *p, uint64_t v)
 {
 	put_le32(p, (uint32_t) v);
 	put_le32(p + 4, (uint32_t) (v >> 32));
+}
+
+int
+test_stdout_quiet(void)
+{
+	int saved = dup(STDOUT_FILENO);
+	int quiet = open("/dev/null", O_WRONLY);
+
+	fflush(stdout);
+	dup2(quiet, STDOUT_FILENO);
+	close(quiet);
+	return saved;
+}
+
+void
+test_stdout_restore(int saved)
+{
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
 }

@@ -66,6 +66,13 @@ extern void test_fix_crc(uint8_t *frame, size_t len);
 extern char *test_mkdtemp(void);
 extern void test_rmdir(const char *dir);
 
+/*
+ * stdout to /dev/null until test_stdout_restore(saved): a command's report
+ * kept out of the TAP output.
+ */
+extern int test_stdout_quiet(void);
+extern void test_stdout_restore(int saved);
+
 /* Assert that err's message contains needle (prints both otherwise). */
 #define assert_error_contains(err, needle)                                     \
 	do                                                                         \

@@ -497,6 +497,22 @@ open_direct(LocalUpload *upload, bool *refused, BkError *err)
 	return fd;
 }
 
+/*
+ * The repository's aligned buffer, allocated on first use; under
+ * direct_lock.  Only a repository that stores objects ever needs it.
+ */
+static bool
+direct_buffer_ready(LocalState *state, BkError *err)
+{
+	if (state->direct_buffer != NULL)
+		return true;
+	if (posix_memalign((void **) &state->direct_buffer, DIRECT_ALIGN,
+					   DIRECT_BUFFER) == 0)
+		return true;
+	state->direct_buffer = NULL;
+	return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+}
+
 /* pwrite(2) of whole aligned blocks; errno is pwrite's when false. */
 static bool
 pwrite_direct(int fd, const char *buf, size_t len, uint64_t offset)
@@ -580,14 +596,8 @@ write_direct(LocalUpload *upload, const char *data, size_t len, BkError *err)
 	if (fd < 0)
 		return refused ? -1 : 0;
 	pthread_mutex_lock(&state->direct_lock);
-	if (state->direct_buffer == NULL &&
-		posix_memalign((void **) &state->direct_buffer, DIRECT_ALIGN,
-					   DIRECT_BUFFER) != 0)
-	{
-		state->direct_buffer = NULL;
-		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	if (!direct_buffer_ready(state, err))
 		result = 0;
-	}
 	while (result == 1 && len > 0)
 	{
 		size_t fill = upload->tail_len;
@@ -637,13 +647,9 @@ finish_direct(LocalUpload *upload, int fd, BkError *err)
 	bool written;
 
 	pthread_mutex_lock(&state->direct_lock);
-	if (state->direct_buffer == NULL &&
-		posix_memalign((void **) &state->direct_buffer, DIRECT_ALIGN,
-					   DIRECT_BUFFER) != 0)
+	if (!direct_buffer_ready(state, err))
 	{
-		state->direct_buffer = NULL;
 		pthread_mutex_unlock(&state->direct_lock);
-		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		return 0;
 	}
 	memcpy(state->direct_buffer, upload->tail, upload->tail_len);

@@ -287,6 +287,7 @@ typedef struct SnapRun
 	StringInfoData label;
 	StringInfoData tablespace_map;
 	bool backup_started;
+	bool record_sending; /* the record may be out: cancel is held off */
 
 	/* What the snapshot holds, as it is built. */
 	List *entries; /* SnapEntry * */
@@ -357,6 +358,7 @@ extern void snap_release(SnapRun *run);
 extern void snap_sql_begin(void);
 extern void snap_sql_end(void);
 extern void snap_fail_stale_history(SnapRun *run);
+extern void snap_mark_record_sent(SnapRun *run);
 extern int snap_cmp_str(const void *a, const void *b);
 extern bool snap_parent_has(SnapRun *run, const char *path);
 

@@ -385,13 +385,24 @@ snap_send_record(SnapRun *run)
  * snap_send_own_objects
  *		After every data file: label, map, manifest, then the record, whose
  *		arrival is what makes the snapshot complete.
+ *
+ * Once the record is handed to Kafka, the repository may hold a restorable
+ * snapshot whatever happens next here, and bk expire takes it as the
+ * source's newest.  So from then on a cancel waits until the outcome is
+ * recorded (snap_release_cancel), and the history row says, before the
+ * record goes, that it may be out: should the snapshot still fail (Kafka
+ * times out, the server stops), no diff or incr builds on an older parent
+ * that expire may remove (snap_prepare).
  */
 void
 snap_send_own_objects(SnapRun *run)
 {
 	snap_set_phase(run->slot, "sending label, map and manifest");
 	snap_send_manifest(run);
+	HOLD_CANCEL_INTERRUPTS();
+	run->record_sending = true;
 	snap_set_phase(run->slot, "sending record");
+	snap_mark_record_sent(run);
 	snap_send_record(run);
 }
 

@@ -491,6 +491,13 @@ snap_interrupted(void *arg)
 {
 	SnapRun *run = arg;
 
+	/*
+	 * Once the record may be out, only the server's end stops the wait: a
+	 * cancel then would leave a snapshot the repository may hold but the
+	 * history calls cancelled (snap_send_own_objects).
+	 */
+	if (run->record_sending)
+		return ProcDiePending || !PostmasterIsAlive();
 	/* A helper also stops when another process gave the snapshot up. */
 	return run->slot->cancel_requested || QueryCancelPending ||
 		   ProcDiePending || !PostmasterIsAlive() ||

@@ -15,6 +15,9 @@ static char *snap_extension_table(const char *name, const char *column);
 static void snap_prepare(SnapRun *run);
 static void snap_finish_record(SnapRun *run, BkSnapshotState state,
 							   const char *error);
+static void snap_release_cancel(SnapRun *run);
+static void snap_refuse_after_unknown(SnapRun *run, const char *table,
+									  TimestampTz parent_start);
 
 /*
  * bk_snapshot_worker_main
@@ -80,6 +83,7 @@ snap_run(SnapRun *run)
 		snap_prepare(run);
 		snap_take(run);
 		snap_finish_record(run, BK_SNAPSHOT_COMPLETE, NULL);
+		snap_release_cancel(run);
 	}
 	PG_CATCH();
 	{
@@ -119,6 +123,7 @@ snap_run(SnapRun *run)
 		snap_finish_record(
 			run, cancelled ? BK_SNAPSHOT_CANCELLED : BK_SNAPSHOT_FAILED,
 			edata->message);
+		snap_release_cancel(run);
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
@@ -357,21 +362,26 @@ snap_prepare(SnapRun *run)
 
 	snap_sql_begin();
 	/* SPI calls switch to SPI's own context: copy what must outlive it. */
-	run->history_table = MemoryContextStrdup(
-		TopMemoryContext,
-		snap_extension_table("bk_snapshot_history", "snapshot_id"));
+	/* Newest change last: an old version names its oldest missing piece. */
 	run->blocks_table = MemoryContextStrdup(
 		TopMemoryContext,
 		snap_extension_table("bk_snapshot_blocks", "first_block"));
+	run->history_table = MemoryContextStrdup(
+		TopMemoryContext,
+		snap_extension_table("bk_snapshot_history", "record_sent"));
 	table = run->history_table;
 	snap_fail_stale_history(run);
 	bk_blockmap_prune(run->blocks_table, run->history_table);
+	/* Kept even if this snapshot is refused below. */
+	snap_sql_end();
+	snap_sql_begin();
 	bk_blockmap_writer_init(&run->map_writer, run->blocks_table, run->id);
 	if (strcmp(run->kind, "full") != 0)
 	{
 		initStringInfo(&sql);
 		appendStringInfo(&sql,
-						 "SELECT snapshot_id, start_lsn, file_list FROM %s "
+						 "SELECT snapshot_id, start_lsn, file_list, start_time "
+						 "FROM %s "
 						 "WHERE state = 'complete' AND ($1 OR kind = 'full') "
 						 "ORDER BY start_time DESC LIMIT 1",
 						 table);
@@ -394,8 +404,12 @@ snap_prepare(SnapRun *run)
 			TupleDesc desc = SPI_tuptable->tupdesc;
 			bool isnull;
 			char *files;
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			MemoryContext old;
 
+			snap_refuse_after_unknown(
+				run, table,
+				DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull)));
+			old = MemoryContextSwitchTo(TopMemoryContext);
 			run->parent_id = SPI_getvalue(tuple, desc, 1);
 			run->parent_start_lsn =
 				DatumGetLSN(SPI_getbinval(tuple, desc, 2, &isnull));
@@ -432,6 +446,100 @@ snap_prepare(SnapRun *run)
 			run->parent_id ? NULL : "  n ", false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the snapshot in its history");
 	snap_sql_end();
+}
+
+/*
+ * snap_refuse_after_unknown
+ *		A diff or incr must not build on its parent when a later snapshot
+ *		that could have been its parent (a full, for a diff) failed or was
+ *		cancelled after its record went to Kafka: the repository may hold
+ *		that one, bk expire then counts it as the newest and may remove the
+ *		parent chosen here.  A newer complete snapshot ends the doubt.
+ */
+static void
+snap_refuse_after_unknown(SnapRun *run, const char *table,
+						  TimestampTz parent_start)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT snapshot_id, state, kind FROM %s "
+					 "WHERE record_sent AND state <> 'complete' "
+					 "AND ($1 OR kind = 'full') AND start_time > $2 "
+					 "ORDER BY start_time DESC LIMIT 1",
+					 table);
+	if (SPI_execute_with_args(
+			sql.data, 2, (Oid[]){BOOLOID, TIMESTAMPTZOID},
+			(Datum[]){BoolGetDatum(strcmp(run->kind, "incr") == 0),
+					  TimestampTzGetDatum(parent_start)},
+			NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the snapshot history");
+	if (SPI_processed == 0)
+		return;
+	ereport(
+		ERROR,
+		(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		 errmsg("cannot take a%s %s snapshot: the outcome of %s snapshot "
+				"%s is not known",
+				strcmp(run->kind, "incr") == 0 ? "n" : "", run->kind,
+				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+		 errdetail("It %s after its record was sent to Kafka, so the "
+				   "repository may hold it as the newest snapshot, and "
+				   "bk expire may remove the older parent this snapshot "
+				   "would build on.",
+				   strcmp(SPI_getvalue(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 2),
+						  "cancelled") == 0
+					   ? "was cancelled"
+					   : "failed"),
+		 errhint("Take a full snapshot: SELECT * FROM bk_snapshot('full')."
+				 " Diff and incr snapshots build on it again.")));
+}
+
+/*
+ * snap_mark_record_sent
+ *		Commit, before the record goes to Kafka, that it may be out, with
+ *		the LSNs and start time it names: whatever the end, the row then
+ *		says which snapshot the repository may hold, and where it falls
+ *		among the others (snap_refuse_after_unknown).
+ */
+void
+snap_mark_record_sent(SnapRun *run)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "UPDATE %s SET record_sent = true, start_lsn = $2, "
+					 "stop_lsn = $3, start_time = $4 WHERE snapshot_id = $1",
+					 run->history_table);
+	snap_sql_begin();
+	if (SPI_execute_with_args(
+			sql.data, 4, (Oid[]){TEXTOID, PG_LSNOID, PG_LSNOID, TIMESTAMPTZOID},
+			(Datum[]){CStringGetTextDatum(run->id), LSNGetDatum(run->start_lsn),
+					  LSNGetDatum(run->stop_lsn),
+					  TimestampTzGetDatum(run->start_time)},
+			NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != 1)
+		elog(ERROR, "could not update the snapshot history");
+	snap_sql_end();
+}
+
+/*
+ * snap_release_cancel
+ *		End the hold on cancel that began with the record: the outcome is
+ *		recorded, and a cancel that came meanwhile has nothing left to stop.
+ */
+static void
+snap_release_cancel(SnapRun *run)
+{
+	if (!run->record_sending)
+		return;
+	run->record_sending = false;
+	QueryCancelPending = false;
+	RESUME_CANCEL_INTERRUPTS();
 }
 
 int

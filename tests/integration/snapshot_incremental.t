@@ -22,8 +22,8 @@
 #
 # Also: a bk extension older than its library (0.1, before the page-digest
 # table) makes bk_snapshot() fail with the fix in the hint, and
-# ALTER EXTENSION bk UPDATE brings it to 0.3 (0.2 kept page digests per
-# file only).
+# ALTER EXTENSION bk UPDATE brings it to 0.4 (0.2 kept page digests per
+# file only; 0.3's history cannot say that a record may be out).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -81,9 +81,13 @@ q main -c "ALTER EXTENSION bk UPDATE TO '0.2'" >/dev/null
 out="$(q main -c "SELECT state FROM bk_snapshot()" 2>&1)"
 like "$out" 'table "bk_snapshot_blocks" or its column "first_block" is missing' \
     "and on version 0.2 (page digests not kept per range)"
+q main -c "ALTER EXTENSION bk UPDATE TO '0.3'" >/dev/null
+out="$(q main -c "SELECT state FROM bk_snapshot()" 2>&1)"
+like "$out" 'table "bk_snapshot_history" or its column "record_sent" is missing' \
+    "and on version 0.3 (the history cannot say a record may be out)"
 q main -c "ALTER EXTENSION bk UPDATE" >/dev/null
 is "$(q main -c "SELECT extversion FROM pg_extension WHERE extname = 'bk'")|$(q main -c "SELECT relpersistence FROM pg_class WHERE relname = 'bk_snapshot_blocks'")" \
-    "0.3|u" "ALTER EXTENSION bk UPDATE brings it to 0.3, with the unlogged page-digest table"
+    "0.4|u" "ALTER EXTENSION bk UPDATE brings it to 0.4, with the unlogged page-digest table"
 is "$(q main -c "SELECT has_table_privilege('public', 'bk_snapshot_blocks', 'SELECT')")" f \
     "PUBLIC cannot read the page digests"
 

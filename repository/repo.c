@@ -527,6 +527,8 @@ visit_frames(BkRepoReader *reader, bool headers_only, BkFrameVisitor fn,
 	if (size == 0)
 		return bk_error_set(err, BK_ERR_FORMAT, "object file \"%s\" is empty",
 							where);
+	/* Headers alone skip most bytes: nothing to read ahead then. */
+	reader->in_order = !headers_only;
 	while (pos < size)
 	{
 		uint8_t fixed[BK_FRAME_FIXED_LEN];

@@ -111,6 +111,7 @@ struct BkRepoReader
 	const BkRepo *repo;
 	uint64_t size;
 	char where[4096]; /* for messages */
+	bool in_order;    /* every byte will be read, in order: read ahead */
 };
 
 struct BkRepoUpload

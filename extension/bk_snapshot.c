@@ -374,7 +374,8 @@ snap_result_datum(FunctionCallInfo fcinfo, const BkSnapshotSlot *slot)
 /*
  * bk_snapshot_cancel(id)
  *		Ask a running snapshot to stop: backup mode ends, the snapshot is
- *		marked cancelled and never becomes restorable.
+ *		marked cancelled and never becomes restorable.  Once its record is
+ *		on its way the request is too late (snap_send_own_objects).
  *
  * The worker's PID is signalled while snapshot_signal_lock is held, and the
  * worker clears its PID under that lock before it exits: a PID read under

@@ -400,9 +400,10 @@ snap_send_own_objects(SnapRun *run)
 	snap_set_phase(run->slot, "sending label, map and manifest");
 	snap_send_manifest(run);
 	HOLD_CANCEL_INTERRUPTS();
-	run->record_sending = true;
 	snap_set_phase(run->slot, "sending record");
 	snap_mark_record_sent(run);
+	/* Only once the mark is committed: the history then says so. */
+	run->record_sending = true;
 	snap_send_record(run);
 }
 

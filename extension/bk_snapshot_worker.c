@@ -88,7 +88,13 @@ snap_run(SnapRun *run)
 	PG_CATCH();
 	{
 		ErrorData *edata;
-		bool cancelled = run->slot->cancel_requested;
+
+		/*
+		 * Once the record may be out a cancel is held off and stops
+		 * nothing: what failed then was not the cancel, and the snapshot
+		 * may be restorable (a cancelled one never is).
+		 */
+		bool cancelled = run->slot->cancel_requested && !run->record_sending;
 
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
@@ -109,7 +115,12 @@ snap_run(SnapRun *run)
 				(errmsg("bk: snapshot %s %s", run->id,
 						cancelled ? "cancelled" : "failed"),
 				 errdetail("%s", edata->message),
-				 get_backup_status() == SESSION_BACKUP_NONE
+				 run->record_sending
+					 ? errhint("Its record may have reached Kafka: the "
+							   "repository may hold it (bk list says), and "
+							   "diff and incr snapshots are refused until a "
+							   "newer full snapshot completes.")
+				 : get_backup_status() == SESSION_BACKUP_NONE
 					 ? errhint("Backup mode has ended; this snapshot will "
 							   "never be restorable.")
 					 : errhint("Backup mode is still active.")));
@@ -525,12 +536,23 @@ snap_mark_record_sent(SnapRun *run)
 		SPI_processed != 1)
 		elog(ERROR, "could not update the snapshot history");
 	snap_sql_end();
+
+	/*
+	 * Durable before the record goes, whatever synchronous_commit says: an
+	 * asynchronous commit lost in a crash would leave a snapshot the
+	 * repository may hold, failed as stale without the mark.
+	 */
+	XLogFlush(XactLastCommitEnd);
 }
 
 /*
  * snap_release_cancel
  *		End the hold on cancel that began with the record: the outcome is
  *		recorded, and a cancel that came meanwhile has nothing left to stop.
+ *
+ * An ERROR resets QueryCancelHoldoffCount (errfinish): in the error handler
+ * the hold is already gone, and another decrement would wrap the count
+ * (or fail its assertion).
  */
 static void
 snap_release_cancel(SnapRun *run)
@@ -539,7 +561,8 @@ snap_release_cancel(SnapRun *run)
 		return;
 	run->record_sending = false;
 	QueryCancelPending = false;
-	RESUME_CANCEL_INTERRUPTS();
+	if (QueryCancelHoldoffCount > 0)
+		RESUME_CANCEL_INTERRUPTS();
 }
 
 int
@@ -574,6 +597,9 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 {
 	StringInfoData sql;
 	const char *state_name = snap_state_name(state);
+	/* An ERROR resets these (errfinish); the caller's holds must stay. */
+	uint32 interrupt_holdoff = InterruptHoldoffCount;
+	uint32 cancel_holdoff = QueryCancelHoldoffCount;
 
 	SpinLockAcquire(&bk_shared->mutex);
 	run->slot->state = state;
@@ -636,6 +662,8 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 	}
 	PG_CATCH();
 	{
+		InterruptHoldoffCount = interrupt_holdoff;
+		QueryCancelHoldoffCount = cancel_holdoff;
 		/* The snapshot itself is decided; failing to record it is logged. */
 		EmitErrorReport();
 		FlushErrorState();

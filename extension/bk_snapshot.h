@@ -320,7 +320,8 @@ typedef struct PlainSource
 	int fd;           /* -1: the file vanished, its part reads as zeros */
 	uint64 file_base; /* where in the file its part starts */
 	uint64 file_len;
-	uint64 pos; /* plaintext bytes handed out so far */
+	uint64 advised; /* read ahead asked up to this file offset */
+	uint64 pos;     /* plaintext bytes handed out so far */
 	uint64 total;
 	bool counts_as_read; /* the file part is data read (not the spool) */
 	BkBlockMap *map;     /* page digests of the file part, or NULL */

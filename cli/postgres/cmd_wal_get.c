@@ -207,6 +207,7 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 	BkWalFileType type = bk_wal_file_type(file, &timeline, &log, &seg);
 	BkWalCatalog catalog;
 	const BkWalTimeline *tl;
+	const BkWalTimeline *unknown;
 	char why[512];
 	char text[1024];
 
@@ -256,6 +257,29 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 			bk_wal_catalog_free(&catalog);
 			return rebuild_history(program, repo, decoder, source, file,
 								   timeline, descendant, dest, err);
+		}
+		/*
+		 * A later timeline whose history could not be read may descend
+		 * from this one: "not found" would make PostgreSQL stop probing
+		 * here and never see it.
+		 */
+		unknown = bk_wal_later_unknown_history(&catalog, timeline);
+		if (unknown != NULL)
+		{
+			bk_error_set(err, BK_ERR_SEQUENCE,
+						 "history file \"%s\" is not in the archive of source "
+						 "\"%s\", and bk cannot tell whether timeline "
+						 "%" PRIu32 " descends from timeline %" PRIu32 ": %s",
+						 file, source, unknown->timeline, timeline,
+						 unknown->history_problem);
+			bk_error_hint(err,
+						  "Recovery cannot choose its timeline without "
+						  "knowing. Set key_file if it is missing, or check "
+						  "%08" PRIX32 ".history with \"bk verify --source "
+						  "%s\", and retry.",
+						  unknown->timeline, source);
+			bk_wal_catalog_free(&catalog);
+			return fail(program, err);
 		}
 		if (timeline > 1 && tl != NULL && tl->segments > 0)
 		{

@@ -735,11 +735,23 @@ bk_wal_path(const BkWalCatalog *catalog, uint32_t from_timeline,
 	}
 }
 
+const BkWalTimeline *
+bk_wal_later_unknown_history(const BkWalCatalog *catalog, uint32_t timeline)
+{
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+		if (catalog->timelines[tlIdx].timeline > timeline &&
+			catalog->timelines[tlIdx].has_history &&
+			!catalog->timelines[tlIdx].history_known)
+			return &catalog->timelines[tlIdx];
+	return NULL;
+}
+
 bool
 bk_wal_segment_is_hole(const BkWalCatalog *catalog, uint32_t timeline,
 					   uint64_t segno, char *why, size_t why_len)
 {
 	const BkWalTimeline *tl = bk_wal_timeline(catalog, timeline);
+	const BkWalTimeline *unknown;
 	uint32_t segment_size = catalog->segment_size;
 	char first[32];
 	char lsn[BK_LSN_TEXT_SIZE];
@@ -753,17 +765,14 @@ bk_wal_segment_is_hole(const BkWalCatalog *catalog, uint32_t timeline,
 		return true;
 	}
 	/* A timeline whose branch points are unknown could branch anywhere. */
-	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
-		if (catalog->timelines[tlIdx].timeline > timeline &&
-			catalog->timelines[tlIdx].has_history &&
-			!catalog->timelines[tlIdx].history_known)
-		{
-			snprintf(why, why_len,
-					 "bk cannot tell whether timeline %" PRIu32 " needs it: %s",
-					 catalog->timelines[tlIdx].timeline,
-					 catalog->timelines[tlIdx].history_problem);
-			return true;
-		}
+	unknown = bk_wal_later_unknown_history(catalog, timeline);
+	if (unknown != NULL)
+	{
+		snprintf(why, why_len,
+				 "bk cannot tell whether timeline %" PRIu32 " needs it: %s",
+				 unknown->timeline, unknown->history_problem);
+		return true;
+	}
 	if (tl->segments > 0 && segno < tl->first_segno)
 	{
 		bk_wal_segment_name(timeline, tl->first_segno, segment_size, first);

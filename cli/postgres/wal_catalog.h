@@ -143,6 +143,15 @@ extern uint32_t bk_wal_latest_timeline(const BkWalCatalog *catalog);
 extern uint32_t bk_wal_history_descendant(const BkWalCatalog *catalog,
 										  uint32_t timeline);
 
+/*
+ * A timeline later than `timeline` whose history file is archived but whose
+ * branch points could not be read (no metadata and no key, or the object
+ * is unreadable), or NULL.  Such a timeline may descend from `timeline`
+ * anywhere: nothing about `timeline` can be called the end of the archive.
+ */
+extern const BkWalTimeline *
+bk_wal_later_unknown_history(const BkWalCatalog *catalog, uint32_t timeline);
+
 /* What a walk along the history found. */
 typedef struct BkWalPath
 {

@@ -1230,6 +1230,46 @@ test_wal_missing_history(void **state)
 }
 
 /*
+ * As above, but timeline 3's history cannot be read (archived without
+ * branch points and no key, or its object unreadable): bk cannot tell
+ * whether timeline 3 descends from timeline 2, so 00000002.history must
+ * not be "not found", which would make PostgreSQL stop probing there and
+ * promote without timeline 3.
+ */
+static void
+test_wal_missing_history_unknown_descendant(void **state)
+{
+	WalFixture *f = *state;
+	const char *history3 = "1\t0/4800000\tno recovery target specified\n"
+						   "\n"
+						   "2\t0/4900000\tno recovery target specified\n";
+	char path[1024];
+	char got[4096];
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_history_text(f, 3, "", history3);
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 3, segno);
+
+	/* No branch-points metadata and no key: unknown, so fatal. */
+	assert_int_equal(wal_get(f, "00000002.history", false, got, sizeof(got)),
+					 200);
+	/* With the key, bk reads the file and rebuilds timeline 2's. */
+	assert_int_equal(wal_get(f, "00000002.history", true, got, sizeof(got)), 0);
+	assert_string_equal(got, "1\t0/4800000\tno recovery target specified\n");
+
+	/* The object is there but unreadable: fatal, never "not found". */
+	snprintf(path, sizeof(path), "%s/%s/wal/00000003.history", f->location,
+			 SOURCE);
+	assert_int_equal(truncate(path, 10), 0);
+	assert_int_equal(wal_get(f, "00000002.history", true, got, sizeof(got)),
+					 200);
+	/* A timeline after every known one is still free. */
+	assert_int_equal(wal_get(f, "00000004.history", true, got, sizeof(got)), 1);
+}
+
+/*
  * A history file archived without branch points (too many for the
  * metadata, or bk 0.1): read with the key, unknown without it.
  */
@@ -2066,6 +2106,9 @@ main(void)
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_wal_missing_history_unknown_descendant, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,

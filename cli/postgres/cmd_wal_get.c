@@ -40,9 +40,14 @@
  * segments X+1 .. X+N of the same timeline into bk-prefetch/ beside DEST,
  * each atomically (temporary file, fsync, rename), under a lock so that
  * concurrent calls never duplicate the work; the lock file names the
- * segment being fetched.  A later call moves its segment from there into
- * DEST if the spooled file has the object's size (waiting for a prefetch
- * of exactly that segment in flight), and otherwise decrypts it as usual.
+ * segment being fetched.  Beside each spooled segment, "<segment>.id" names
+ * the archived object it was decrypted from (key id and fingerprint),
+ * written before the segment.  A later call moves its segment from there
+ * into DEST if the spooled file has the object's size and was decrypted
+ * from the object the archive holds now (waiting for a prefetch of exactly
+ * that segment in flight), and otherwise decrypts it as usual: a copy
+ * spooled before an operator replaced the archived one (two conflicting
+ * copies, the wrong one moved out) is never served.
  * Nothing the prefetcher does changes an exit status: a segment it could
  * not fetch is fetched, and its failure reported, by the call that needs
  * it.
@@ -75,6 +80,7 @@
 #define PREFETCH_DIR     "bk-prefetch"
 #define PREFETCH_LOCK    ".lock"
 #define PREFETCH_LOG     "prefetch.log"
+#define PREFETCH_ID      ".id"
 #define PREFETCH_MAX     1000
 #define PREFETCH_WAIT_MS 60000
 
@@ -385,15 +391,57 @@ prefetcher_current(const char *spool_dir, char *current, size_t len)
 	close(fd);
 }
 
+/* An archived object's identity as text: key id, then fingerprint. */
+#define IDENTITY_TEXT_LEN (2 * (BK_KEY_ID_LEN + BK_FINGERPRINT_LEN))
+
+static void
+identity_text(const uint8_t *key_id, const uint8_t *fingerprint, char *out)
+{
+	bk_hex_encode(key_id, BK_KEY_ID_LEN, out);
+	bk_hex_encode(fingerprint, BK_FINGERPRINT_LEN, out + 2 * BK_KEY_ID_LEN);
+}
+
+/* Was the spooled file at path decrypted from the object of identity? */
+static bool
+spooled_from(const char *path, const BkObjectIdentity *identity)
+{
+	char id_path[4200];
+	char want[IDENTITY_TEXT_LEN + 1];
+	char *text = NULL;
+	size_t len = 0;
+	BkError err;
+	bool same;
+
+	snprintf(id_path, sizeof(id_path), "%s%s", path, PREFETCH_ID);
+	identity_text(identity->key_id, identity->fingerprint, want);
+	same = bk_read_file(id_path, 4096, &text, &len, &err) &&
+		   len == IDENTITY_TEXT_LEN && memcmp(text, want, len) == 0;
+	free(text);
+	return same;
+}
+
+/* Remove a spooled segment and what names its object. */
+static void
+unspool(const char *path)
+{
+	char id_path[4200];
+
+	snprintf(id_path, sizeof(id_path), "%s%s", path, PREFETCH_ID);
+	unlink(path);
+	unlink(id_path);
+}
+
 /*
  * Serve file from the spool if a prefetcher put it there with the object's
- * size; waits while a prefetcher is fetching exactly this file.
+ * size, decrypted from the object of identity (the archived one); waits
+ * while a prefetcher is fetching exactly this file.
  */
 static bool
 serve_from_spool(const char *spool_dir, const char *file, const char *dest,
-				 uint64_t expected_size)
+				 uint64_t expected_size, const BkObjectIdentity *identity)
 {
 	char path[4096];
+	char id_path[4200];
 	char dest_dir[4096];
 	char current[64];
 	struct stat st;
@@ -401,6 +449,7 @@ serve_from_spool(const char *spool_dir, const char *file, const char *dest,
 	const char *slash;
 
 	snprintf(path, sizeof(path), "%s/%s", spool_dir, file);
+	snprintf(id_path, sizeof(id_path), "%s%s", path, PREFETCH_ID);
 	for (;;)
 	{
 		if (stat(path, &st) == 0)
@@ -410,13 +459,14 @@ serve_from_spool(const char *spool_dir, const char *file, const char *dest,
 			return false;
 		usleep(20 * 1000);
 	}
-	if ((uint64_t) st.st_size != expected_size)
+	if ((uint64_t) st.st_size != expected_size || !spooled_from(path, identity))
 	{
-		unlink(path);
+		unspool(path);
 		return false;
 	}
 	if (rename(path, dest) != 0)
 		return false;
+	unlink(id_path);
 	slash = strrchr(dest, '/');
 	if (slash == NULL)
 		bk_strlcpy(dest_dir, ".", sizeof(dest_dir));
@@ -440,8 +490,14 @@ drop_stale(const char *spool_dir, uint64_t segno, uint32_t segment_size)
 		uint32_t seg;
 		char path[4096];
 
-		if (bk_wal_file_type(entry->d_name, &timeline, &log, &seg) !=
-				BK_WAL_SEGMENT ||
+		BkWalFileType type =
+			bk_wal_file_type(entry->d_name, &timeline, &log, &seg);
+
+		/* Segments, and the files naming their objects. */
+		if ((type != BK_WAL_SEGMENT &&
+			 (type != BK_WAL_OTHER ||
+			  strlen(entry->d_name) != 24 + strlen(PREFETCH_ID) ||
+			  strcmp(entry->d_name + 24, PREFETCH_ID) != 0)) ||
 			bk_wal_segno(log, seg, segment_size) >= segno)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", spool_dir, entry->d_name);
@@ -504,8 +560,12 @@ prefetch_segments(const BkRepo *repo, BkDecoder *decoder, const char *source,
 	{
 		char name[32];
 		char spool_path[4096];
+		char id_path[4200];
+		char text[IDENTITY_TEXT_LEN + 1];
 		struct stat st;
 		BkRepoStat stat_object;
+		BkObjectIdentity identity;
+		const BkObjectTracker *decrypted;
 		BkError err;
 
 		bk_wal_segment_name(timeline, segno + (uint64_t) ahead, segment_size,
@@ -520,11 +580,36 @@ prefetch_segments(const BkRepo *repo, BkDecoder *decoder, const char *source,
 		if (ftruncate(lock_fd, 0) != 0 ||
 			pwrite(lock_fd, name, strlen(name), 0) != (ssize_t) strlen(name))
 			break;
-		if (!bk_repo_decrypt_to_file(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+		/* What names the object goes first: a segment never lacks it. */
+		snprintf(id_path, sizeof(id_path), "%s%s", spool_path, PREFETCH_ID);
+		if (!bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+									 name, &identity, NULL, &err))
+		{
+			fprintf(stderr, "bk wal-get --prefetch: %s: %s\n", name,
+					err.message);
+			break;
+		}
+		identity_text(identity.key_id, identity.fingerprint, text);
+		if (!bk_write_file_durable(id_path, text, IDENTITY_TEXT_LEN, 0600,
+								   &err) ||
+			!bk_repo_decrypt_to_file(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
 									 name, decoder, spool_path, NULL, &err))
 		{
 			fprintf(stderr, "bk wal-get --prefetch: %s: %s\n", name,
 					err.message);
+			unspool(spool_path);
+			break;
+		}
+		/* Replaced between the two reads: keep nothing. */
+		decrypted = bk_decoder_object(decoder);
+		if (memcmp(decrypted->key_id, identity.key_id, BK_KEY_ID_LEN) != 0 ||
+			memcmp(decrypted->fingerprint, identity.fingerprint,
+				   BK_FINGERPRINT_LEN) != 0)
+		{
+			fprintf(stderr,
+					"bk wal-get --prefetch: %s changed while it was read\n",
+					name);
+			unspool(spool_path);
 			break;
 		}
 	}
@@ -750,8 +835,8 @@ bk_cmd_wal_get(int argc, char **argv)
 							value, sizeof(value)))
 				segment_size = (uint32_t) strtoul(value, NULL, 10);
 			spool_dir_of(dest, spool_dir, sizeof(spool_dir));
-			served =
-				serve_from_spool(spool_dir, file, dest, object->object_size);
+			served = serve_from_spool(spool_dir, file, dest,
+									  object->object_size, &identity);
 		}
 		free(object);
 		bk_error_clear(&err); /* decrypting below reports any problem */

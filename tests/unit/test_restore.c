@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1135,19 +1136,24 @@ test_snapshot_path_encode(void **state)
 	assert_false(bk_snapshot_path_encode(".", out, 3));
 }
 
-/* bk wal-get FILE into the fixture's directory, as PostgreSQL runs it. */
+/*
+ * bk wal-get FILE into the fixture's directory, as PostgreSQL runs it, with
+ * --prefetch prefetch unless 0.
+ */
 static int
-wal_get(WalFixture *f, const char *file, bool with_key, char *got,
-		size_t got_len)
+wal_get_prefetch(WalFixture *f, const char *file, bool with_key, int prefetch,
+				 char *got, size_t got_len)
 {
 	char config[600];
 	char key[600];
 	char dest[600];
+	char count[16];
 	char *text = NULL;
 	size_t len = 0;
 	char *argv[] = {"bk",        "--config", config, "--repo",
 					f->location, "--source", SOURCE, (char *) file,
-					dest,        NULL,       NULL,   NULL};
+					dest,        NULL,       NULL,   NULL,
+					NULL,        NULL};
 	int argc = 9;
 	int status;
 	BkError err;
@@ -1165,6 +1171,12 @@ wal_get(WalFixture *f, const char *file, bool with_key, char *got,
 		argv[argc++] = "--key-file";
 		argv[argc++] = key;
 	}
+	if (prefetch > 0)
+	{
+		snprintf(count, sizeof(count), "%d", prefetch);
+		argv[argc++] = "--prefetch";
+		argv[argc++] = count;
+	}
 	unlink(dest);
 	status = bk_cmd_wal_get(argc, argv);
 	got[0] = '\0';
@@ -1172,6 +1184,98 @@ wal_get(WalFixture *f, const char *file, bool with_key, char *got,
 		snprintf(got, got_len, "%.*s", (int) len, text);
 	free(text);
 	return status;
+}
+
+static int
+wal_get(WalFixture *f, const char *file, bool with_key, char *got,
+		size_t got_len)
+{
+	return wal_get_prefetch(f, file, with_key, 0, got, got_len);
+}
+
+/*
+ * Wait (10 s at most) until no prefetcher holds the spool's lock, and
+ * until spooled (if not NULL) is there.  The prefetcher is detached: give
+ * it time to start.
+ */
+static void
+wait_prefetcher(WalFixture *f, const char *spooled)
+{
+	char path[700];
+
+	for (int tries = 0; spooled != NULL && access(spooled, F_OK) != 0; tries++)
+	{
+		if (tries == 1000)
+			fail_msg("the prefetcher did not spool %s", spooled);
+		usleep(10 * 1000);
+	}
+	usleep(100 * 1000);
+	snprintf(path, sizeof(path), "%s/bk-prefetch/.lock", f->dir);
+	for (int tries = 0; tries < 1000; tries++)
+	{
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		bool free_now = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+
+		if (fd >= 0)
+			close(fd);
+		if (free_now)
+			return;
+		usleep(10 * 1000);
+	}
+	fail_msg("the prefetcher did not finish");
+}
+
+/*
+ * A segment spooled by --prefetch is served only if it was decrypted from
+ * the object the archive holds now.  A copy left in the spool from before
+ * (two conflicting copies, the archived one moved out and the other put in
+ * its place, recovery restarted) has the same size, and serving it would
+ * feed PostgreSQL the WAL of the copy the operator removed.
+ */
+static void
+test_wal_prefetch_stale_spool(void **state)
+{
+	WalFixture *f = *state;
+	char spool[700];
+	char path[800];
+	char name[32];
+	char meta[256];
+	char got[4096];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+
+	/* Segment 1 is served; the prefetcher spools segment 2. */
+	bk_wal_segment_name(1, 1, SEG_SIZE, name);
+	assert_int_equal(wal_get_prefetch(f, name, true, 1, got, sizeof(got)), 0);
+	assert_string_equal(got, "not really WAL");
+	bk_wal_segment_name(1, 2, SEG_SIZE, name);
+	snprintf(spool, sizeof(spool), "%s/bk-prefetch", f->dir);
+	snprintf(path, sizeof(path), "%s/%s", spool, name);
+	wait_prefetcher(f, path);
+	/* ... and it is served from there (moved out of the spool). */
+	assert_int_equal(wal_get_prefetch(f, name, true, 1, got, sizeof(got)), 0);
+	assert_string_equal(got, "not really WAL");
+	assert_int_not_equal(access(path, F_OK), 0);
+
+	/*
+	 * Segment 3 was spooled from the copy archived then; the operator
+	 * replaces that copy with another of the same size.
+	 */
+	bk_wal_segment_name(1, 3, SEG_SIZE, name);
+	snprintf(path, sizeof(path), "%s/%s", spool, name);
+	wait_prefetcher(f, path);
+	assert_true(bk_repo_delete(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+							   name, &err));
+	snprintf(meta, sizeof(meta),
+			 "type=segment\ntimeline=1\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 SEG_SIZE);
+	archive_content(f, name, meta, "the other copy");
+	assert_int_equal(wal_get_prefetch(f, name, true, 1, got, sizeof(got)), 0);
+	assert_string_equal(got, "the other copy");
+	wait_prefetcher(f, NULL);
 }
 
 /*
@@ -2104,6 +2208,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expire_removes_oldest_wal_first,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
+		cmocka_unit_test_setup_teardown(test_wal_prefetch_stale_spool,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(

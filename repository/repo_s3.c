@@ -563,6 +563,15 @@ static void
 call_describe(const S3State *state, const S3Call *call, char *out,
 			  size_t out_len)
 {
+	/* A listing names its prefix: "the bucket" alone says nothing. */
+	for (int queryIdx = 0; call->key == NULL && queryIdx < call->query_count;
+		 queryIdx++)
+		if (strcmp(call->query[queryIdx].name, "prefix") == 0)
+		{
+			snprintf(out, out_len, "%s s3://%s/%s (listing)", call->method,
+					 state->bucket, call->query[queryIdx].value);
+			return;
+		}
 	snprintf(out, out_len, "%s s3://%s/%s", call->method, state->bucket,
 			 call->key ? call->key : "");
 }
@@ -710,10 +719,17 @@ call_for_xml(S3State *state, S3Call *call, BkXmlElementFn fn, void *arg,
 		call_free(call);
 		return false;
 	}
-	ok = call->status == 200
-			 ? bk_xml_parse(call->reply.data ? call->reply.data : "",
-							call->reply.len, fn, arg, err)
-			 : call_failed(state, call, err);
+	if (call->status != 200)
+		ok = call_failed(state, call, err);
+	else if (!(ok = bk_xml_parse(call->reply.data ? call->reply.data : "",
+								 call->reply.len, fn, arg, err)) &&
+			 err->code == BK_ERR_FORMAT)
+	{
+		char what[BK_REPO_KEY_MAX + 700];
+
+		call_describe(state, call, what, sizeof(what));
+		bk_error_prefix(err, "%s: ", what);
+	}
 	call_free(call);
 	return ok;
 }
@@ -994,26 +1010,23 @@ s3_describe(const BkRepo *repo, const char *key, char *out, size_t out_len)
 
 typedef struct ListPage
 {
-	const S3State *state;
 	const char *full_prefix;
 	size_t full_prefix_len;
 	BkRepoListFn fn;
 	void *arg;
-	char key[BK_REPO_KEY_MAX + 600];
-	uint64_t size;
-	int64_t stored_ms;
-	bool truncated;
-	char next_token[2048];
 } ListPage;
 
 /*
- * Keys that are not ours are left out: outside the prefix, or with a name
- * component starting with "." (a store's own temporary names, as the
- * directory backend skips its dot files).
+ * One entry of a page (BkS3ListFn).  Keys that are not ours are left out:
+ * outside the prefix, or with a name component starting with "." (a
+ * store's own temporary names, as the directory backend skips its dot
+ * files).
  */
 static bool
-list_emit(ListPage *page, const char *key, bool is_prefix, BkError *err)
+list_emit(void *arg, const char *key, bool is_prefix, uint64_t size,
+		  const char *last_modified, BkError *err)
 {
+	ListPage *page = arg;
 	char name[BK_REPO_KEY_MAX + 600];
 	size_t len;
 	BkRepoEntry entry = {.name = name, .is_prefix = is_prefix};
@@ -1028,56 +1041,34 @@ list_emit(ListPage *page, const char *key, bool is_prefix, BkError *err)
 		return true;
 	if (!is_prefix)
 	{
-		entry.size = page->size;
-		entry.stored_ms = page->stored_ms;
+		entry.size = size;
+		entry.stored_ms = parse_iso8601_ms(last_modified);
 	}
 	return page->fn(page->arg, &entry, err);
 }
 
-static bool
-list_element(void *arg, const char *path, const char *text, BkError *err)
-{
-	ListPage *page = arg;
-
-	if (strcmp(path, "ListBucketResult/Contents/Key") == 0)
-		bk_strlcpy(page->key, text, sizeof(page->key));
-	else if (strcmp(path, "ListBucketResult/Contents/Size") == 0)
-		page->size = strtoull(text, NULL, 10);
-	else if (strcmp(path, "ListBucketResult/Contents/LastModified") == 0)
-		page->stored_ms = parse_iso8601_ms(text);
-	else if (strcmp(path, "ListBucketResult/Contents") == 0)
-	{
-		bool ok = list_emit(page, page->key, false, err);
-
-		page->key[0] = '\0';
-		page->size = 0;
-		page->stored_ms = 0;
-		return ok;
-	}
-	else if (strcmp(path, "ListBucketResult/CommonPrefixes/Prefix") == 0)
-		return list_emit(page, text, true, err);
-	else if (strcmp(path, "ListBucketResult/IsTruncated") == 0)
-		page->truncated = strcmp(text, "true") == 0;
-	else if (strcmp(path, "ListBucketResult/NextContinuationToken") == 0)
-		bk_strlcpy(page->next_token, text, sizeof(page->next_token));
-	return true;
-}
-
-/* Every key under full_prefix (paged: ListObjectsV2 and continuation). */
+/*
+ * Every key under full_prefix (paged: ListObjectsV2 and continuation).  A
+ * page that cannot be read whole is an error naming the listing, never
+ * taken for its end (bk_s3_list_parse).
+ */
 static bool
 list_keys(S3State *state, const char *full_prefix, bool recursive,
 		  BkRepoListFn fn, void *arg, BkError *err)
 {
-	ListPage page = {.state = state,
-					 .full_prefix = full_prefix,
+	ListPage page = {.full_prefix = full_prefix,
 					 .full_prefix_len = strlen(full_prefix),
 					 .fn = fn,
 					 .arg = arg};
 	char token[2048] = "";
+	char next_token[sizeof(token)];
+	bool truncated;
+	int pages = 0;
 
 	do
 	{
 		S3Call call = {.method = "GET"};
+		bool ok;
 
 		call.query[call.query_count++] = (BkSigV4Pair){"list-type", "2"};
 		call.query[call.query_count++] = (BkSigV4Pair){"prefix", full_prefix};
@@ -1089,17 +1080,26 @@ list_keys(S3State *state, const char *full_prefix, bool recursive,
 		if (token[0])
 			call.query[call.query_count++] =
 				(BkSigV4Pair){"continuation-token", token};
-		page.truncated = false;
-		page.next_token[0] = '\0';
-		if (!call_for_xml(state, &call, list_element, &page, err))
+		pages++;
+		if (!s3_call(state, &call, err))
+			ok = false;
+		else if (call.status != 200)
+			ok = call_failed(state, &call, err);
+		else
+			ok = bk_s3_list_parse(call.reply.data ? call.reply.data : "",
+								  call.reply.len, list_emit, &page, &truncated,
+								  next_token, sizeof(next_token), err);
+		call_free(&call);
+		if (!ok)
+		{
+			/* A listing callback's own error stands as it is. */
+			if (err->code == BK_ERR_FORMAT)
+				bk_error_prefix(err, "GET s3://%s/%s (listing, page %d): ",
+								state->bucket, full_prefix, pages);
 			return false;
-		if (page.truncated && page.next_token[0] == '\0')
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"the store said a listing of \"%s\" goes on "
-								"but gave no continuation token",
-								full_prefix);
-		bk_strlcpy(token, page.next_token, sizeof(token));
-	} while (page.truncated);
+		}
+		bk_strlcpy(token, next_token, sizeof(token));
+	} while (truncated);
 	return true;
 }
 

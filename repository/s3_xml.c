@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <expat.h>
 
@@ -126,6 +127,127 @@ bk_xml_parse(const char *data, size_t len, BkXmlElementFn fn, void *arg,
 	XML_ParserFree(state.parser);
 	free(state.text);
 	return ok && !state.failed;
+}
+
+/* ------------------------------------------------------------ listings */
+
+/* Longest key kept: S3's limit is 1024 bytes, other stores' no more. */
+#define LIST_KEY_MAX 4096
+
+typedef struct ListParse
+{
+	BkS3ListFn fn;
+	void *arg;
+	bool root_seen;
+	bool truncated_seen;
+	bool truncated;
+	char *token;
+	size_t token_len;
+	bool token_seen;
+	char key[LIST_KEY_MAX];
+	uint64_t size;
+	char last_modified[64];
+} ListParse;
+
+/* Copy text into out (out_len bytes) or say what does not fit. */
+static bool
+list_copy(char *out, size_t out_len, const char *text, const char *what,
+		  BkError *err)
+{
+	size_t len = strlen(text);
+
+	if (len >= out_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"S3 listing has a %s of %zu bytes, more than the "
+							"%zu bk keeps",
+							what, len, out_len - 1);
+	memcpy(out, text, len + 1);
+	return true;
+}
+
+static bool
+list_parse_element(void *arg, const char *path, const char *text, BkError *err)
+{
+	ListParse *page = arg;
+
+	if (strncmp(path, "ListBucketResult", 16) != 0 ||
+		(path[16] != '\0' && path[16] != '/'))
+		return true; /* the root is checked when the parse ends */
+	if (strcmp(path, "ListBucketResult") == 0)
+		page->root_seen = true;
+	else if (strcmp(path, "ListBucketResult/Contents/Key") == 0)
+		return list_copy(page->key, sizeof(page->key), text, "key", err);
+	else if (strcmp(path, "ListBucketResult/Contents/Size") == 0)
+		page->size = strtoull(text, NULL, 10);
+	else if (strcmp(path, "ListBucketResult/Contents/LastModified") == 0)
+		snprintf(page->last_modified, sizeof(page->last_modified), "%s", text);
+	else if (strcmp(path, "ListBucketResult/Contents") == 0)
+	{
+		bool ok;
+
+		if (page->key[0] == '\0')
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"S3 listing has an entry without a key");
+		ok = page->fn(page->arg, page->key, false, page->size,
+					  page->last_modified, err);
+		page->key[0] = '\0';
+		page->size = 0;
+		page->last_modified[0] = '\0';
+		return ok;
+	}
+	else if (strcmp(path, "ListBucketResult/CommonPrefixes/Prefix") == 0)
+		return page->fn(page->arg, text, true, 0, "", err);
+	else if (strcmp(path, "ListBucketResult/IsTruncated") == 0)
+	{
+		page->truncated_seen = true;
+		if (strcasecmp(text, "true") == 0)
+			page->truncated = true;
+		else if (strcasecmp(text, "false") == 0)
+			page->truncated = false;
+		else
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"S3 listing says IsTruncated \"%.64s\"", text);
+	}
+	else if (strcmp(path, "ListBucketResult/NextContinuationToken") == 0)
+	{
+		page->token_seen = true;
+		return list_copy(page->token, page->token_len, text,
+						 "continuation token", err);
+	}
+	return true;
+}
+
+bool
+bk_s3_list_parse(const char *data, size_t len, BkS3ListFn fn, void *arg,
+				 bool *truncated, char *token, size_t token_len, BkError *err)
+{
+	ListParse *page = calloc(1, sizeof(*page));
+	bool ok;
+
+	if (page == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	page->fn = fn;
+	page->arg = arg;
+	page->token = token;
+	page->token_len = token_len;
+	token[0] = '\0';
+	ok = bk_xml_parse(data, len, list_parse_element, page, err);
+	if (ok && !page->root_seen)
+		ok = bk_error_set(err, BK_ERR_FORMAT,
+						  "the store's answer is not a listing (no "
+						  "ListBucketResult): %.*s",
+						  (int) (len < 120 ? len : 120), data);
+	else if (ok && !page->truncated_seen)
+		ok = bk_error_set(err, BK_ERR_FORMAT,
+						  "S3 listing does not say whether it goes on (no "
+						  "IsTruncated)");
+	else if (ok && page->truncated && (!page->token_seen || token[0] == '\0'))
+		ok = bk_error_set(err, BK_ERR_FORMAT,
+						  "S3 listing goes on but gives no continuation "
+						  "token");
+	*truncated = ok && page->truncated;
+	free(page);
+	return ok;
 }
 
 /* ------------------------------------------------------------ writing */

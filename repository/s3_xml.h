@@ -9,7 +9,9 @@
 #ifndef BK_S3_XML_H
 #define BK_S3_XML_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bk_error.h"
 
@@ -24,6 +26,28 @@ typedef bool (*BkXmlElementFn)(void *arg, const char *path, const char *text,
 /* Parse a whole document; a malformed one is BK_ERR_FORMAT. */
 extern bool bk_xml_parse(const char *data, size_t len, BkXmlElementFn fn,
 						 void *arg, BkError *err);
+
+/*
+ * One entry of a ListObjectsV2 page: an object (its key, size and
+ * LastModified text) or, with is_prefix, a common prefix (size 0,
+ * last_modified "").  Return false (with err set) to stop.
+ */
+typedef bool (*BkS3ListFn)(void *arg, const char *key, bool is_prefix,
+						   uint64_t size, const char *last_modified,
+						   BkError *err);
+
+/*
+ * Read one ListObjectsV2 page (ListBucketResult): every entry to fn, in
+ * order, then *truncated and, if so, the continuation token into token
+ * (token_len bytes).  Whatever would make a page pass for the last one or
+ * lose keys is BK_ERR_FORMAT, never a shorter listing: a document that is
+ * not a ListBucketResult, an IsTruncated that is neither true nor false,
+ * a key or a token longer than bk keeps, a page that goes on without a
+ * token.
+ */
+extern bool bk_s3_list_parse(const char *data, size_t len, BkS3ListFn fn,
+							 void *arg, bool *truncated, char *token,
+							 size_t token_len, BkError *err);
 
 /* An ETag as the store returned it, quotes included, and its terminator. */
 #define BK_S3_ETAG_MAX 256

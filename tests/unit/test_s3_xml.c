@@ -113,12 +113,135 @@ test_complete_body_long_etags(void **state)
 	free(etags);
 }
 
+/* Entries of a listing page, "key:size:last_modified" or "key/", by "|". */
+static bool
+collect_entry(void *arg, const char *key, bool is_prefix, uint64_t size,
+			  const char *last_modified, BkError *err)
+{
+	char *out = arg;
+	size_t len = strlen(out);
+
+	if (is_prefix)
+		snprintf(out + len, 4096 - len, "%s%s/", len ? "|" : "", key);
+	else
+		snprintf(out + len, 4096 - len, "%s%s:%llu:%s", len ? "|" : "", key,
+				 (unsigned long long) size, last_modified);
+	return true;
+}
+
+#define LIST_HEAD                                                              \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult "           \
+	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>"
+
+/* Parse body as one page: true or false, entries and token. */
+static bool
+list_page(const char *body, char *entries, bool *truncated, char *token,
+		  size_t token_len, BkError *err)
+{
+	entries[0] = '\0';
+	*truncated = true;
+	return bk_s3_list_parse(body, strlen(body), collect_entry, entries,
+							truncated, token, token_len, err);
+}
+
+/* A page, then the last page. */
+static void
+test_list_pages(void **state)
+{
+	char entries[4096];
+	char token[64];
+	bool truncated;
+	BkError err;
+
+	if (!list_page(LIST_HEAD
+				   "<Prefix>s/wal/</Prefix><KeyCount>3</KeyCount>"
+				   "<IsTruncated>true</IsTruncated>"
+				   "<Contents><Key>s/wal/A</Key><LastModified>"
+				   "2026-12-03T01:02:03.456Z</LastModified><Size>10"
+				   "</Size></Contents>"
+				   "<Contents><Key>s/wal/B&amp;C</Key><Size>0</Size>"
+				   "</Contents>"
+				   "<CommonPrefixes><Prefix>s/wal/d/</Prefix>"
+				   "</CommonPrefixes>"
+				   "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs"
+				   "2J/wm36Hy4vbOwM=</NextContinuationToken>"
+				   "</ListBucketResult>",
+				   entries, &truncated, token, sizeof(token), &err))
+		fail_msg("%s", err.message);
+	assert_string_equal(entries, "s/wal/A:10:2026-12-03T01:02:03.456Z|"
+								 "s/wal/B&C:0:|s/wal/d//");
+	assert_true(truncated);
+	assert_string_equal(token, "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=");
+
+	if (!list_page(LIST_HEAD "<IsTruncated>false</IsTruncated>"
+							 "<Contents><Key>s/wal/E</Key><Size>1</Size>"
+							 "</Contents></ListBucketResult>",
+				   entries, &truncated, token, sizeof(token), &err))
+		fail_msg("%s", err.message);
+	assert_string_equal(entries, "s/wal/E:1:");
+	assert_false(truncated);
+}
+
+/*
+ * What the parser of the listing took for a complete last page, so that
+ * every key after it was silently missing (a WAL segment then looked
+ * beyond the end of the archive): each is an error now.
+ */
+static void
+test_list_page_never_passes_for_last(void **state)
+{
+	char long_token[200];
+	char body[1024];
+	char entries[4096];
+	char token[64];
+	bool truncated;
+	BkError err;
+	static const char *refused[] = {
+		/* Not a listing at all: a 200 with an error document, a proxy's. */
+		"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>"
+		"<Message>Access Denied</Message></Error>",
+		"<html><body>Service unavailable</body></html>",
+		/* Cut short. */
+		LIST_HEAD "<IsTruncated>false</IsTruncated><Contents><Key>s/wal/A",
+		"",
+		/* Not saying whether it goes on, or saying it oddly. */
+		LIST_HEAD "<Contents><Key>s/wal/A</Key></Contents></ListBucketResult>",
+		LIST_HEAD "<IsTruncated>1</IsTruncated></ListBucketResult>",
+		/* Going on without a token. */
+		LIST_HEAD "<IsTruncated>true</IsTruncated></ListBucketResult>",
+		LIST_HEAD "<IsTruncated>true</IsTruncated><NextContinuationToken>"
+				  "</NextContinuationToken></ListBucketResult>",
+	};
+
+	for (size_t idx = 0; idx < sizeof(refused) / sizeof(refused[0]); idx++)
+	{
+		if (list_page(refused[idx], entries, &truncated, token, sizeof(token),
+					  &err))
+			fail_msg("page %zu taken: %s", idx, refused[idx]);
+		assert_int_equal(err.code, BK_ERR_FORMAT);
+		assert_false(truncated);
+	}
+
+	/* A token longer than kept is refused, never cut (a wrong page next). */
+	memset(long_token, 'x', sizeof(long_token) - 1);
+	long_token[sizeof(long_token) - 1] = '\0';
+	snprintf(body, sizeof(body),
+			 LIST_HEAD "<IsTruncated>true</IsTruncated><NextContinuationToken>"
+					   "%s</NextContinuationToken></ListBucketResult>",
+			 long_token);
+	assert_false(
+		list_page(body, entries, &truncated, token, sizeof(token), &err));
+	assert_non_null(strstr(err.message, "continuation token"));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_delete_body_escapes),
 		cmocka_unit_test(test_complete_body_long_etags),
+		cmocka_unit_test(test_list_pages),
+		cmocka_unit_test(test_list_page_never_passes_for_last),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

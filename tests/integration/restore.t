@@ -428,7 +428,8 @@ wal_get --prefetch 3 "$first_seg" pg_wal/RECOVERYXLOG
 is $? 0 "wal-get --prefetch 3 serves $first_seg"
 spooled() { for n in 1 2 3; do test -f "$dir/pf/pg_wal/bk-prefetch/$(next_seg "$first_seg" $n)" || return 1; done; }
 wait_for 60 "three segments prefetched" spooled
-ok $? "and a background process spools the next three into pg_wal/bk-prefetch"
+ok $? "and a background process spools the next three into pg_wal/bk-prefetch" ||
+    diag "$(ls -la "$dir/pf/pg_wal/bk-prefetch" 2>&1; cat "$dir/pf/pg_wal/bk-prefetch/prefetch.log" 2>&1)"
 second="$(next_seg "$first_seg" 1)"
 wal_get --prefetch 3 "$second" pg_wal/RECOVERYXLOG
 is $? 0 "the next call succeeds"

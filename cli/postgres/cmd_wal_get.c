@@ -76,6 +76,8 @@
 #define EXIT_RESTORED       0
 #define EXIT_NOT_IN_ARCHIVE 1
 #define EXIT_FATAL          200
+/* absent_file_status: the file was archived meanwhile, serve it (internal) */
+#define EXIT_APPEARED (-1)
 
 #define PREFETCH_DIR     "bk-prefetch"
 #define PREFETCH_LOCK    ".lock"
@@ -246,6 +248,39 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 		return fail(program, err);
 	}
 	tl = bk_wal_timeline(&catalog, timeline);
+
+	/*
+	 * The listing has it although the read did not find it: archived in
+	 * between (the shipper commits at any moment), or a store whose reads
+	 * lag its listings.  Either way not the end of the archive: read again.
+	 */
+	if (type == BK_WAL_SEGMENT
+			? catalog.segment_size != 0 &&
+				  bk_wal_has_segment(
+					  &catalog, timeline,
+					  bk_wal_segno(log, seg, catalog.segment_size))
+			: tl != NULL && tl->has_history)
+	{
+		BkRepoStat again;
+
+		bk_wal_catalog_free(&catalog);
+		if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, file,
+						  &again, err))
+			return fail(program, err);
+		if (again.exists)
+			return EXIT_APPEARED;
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "WAL file \"%s\" of source \"%s\" is listed in "
+					 "repository %s, but reading it finds nothing",
+					 file, source, bk_repo_location(repo));
+		bk_error_hint(err,
+					  "The repository's listing and its reads disagree (an "
+					  "object store whose reads lag its listings, or the "
+					  "file was removed meanwhile). Retry; if it persists, "
+					  "check it with \"bk verify --source %s\".",
+					  source);
+		return fail(program, err);
+	}
 	if (type == BK_WAL_HISTORY)
 	{
 		uint32_t descendant =
@@ -812,11 +847,17 @@ bk_cmd_wal_get(int argc, char **argv)
 									&err);
 		bk_decoder_free(decoder);
 		bk_keyring_free(ring);
-		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
-			clear_spool(dest);
-		bk_repo_close(repo);
-		bk_cli_config_free(&config);
-		return status;
+		decoder = NULL;
+		ring = NULL;
+		if (status != EXIT_APPEARED)
+		{
+			if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
+				clear_spool(dest);
+			bk_repo_close(repo);
+			bk_cli_config_free(&config);
+			return status;
+		}
+		status = EXIT_FATAL; /* served below, as if found at first */
 	}
 
 	/* A segment a prefetcher already decrypted and verified. */

@@ -8,6 +8,7 @@
  */
 #include "testutil.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1279,6 +1280,63 @@ test_wal_prefetch_stale_spool(void **state)
 }
 
 /*
+ * stat() of a path ending in stat_miss_suffix fails with ENOENT the next
+ * stat_misses times (linked with --wrap=stat): the directory backend's read
+ * of one object says "absent" while its listing (lstat) has it, as when the
+ * shipper commits the object in between, or a store's reads lag its
+ * listings.
+ */
+static const char *stat_miss_suffix;
+static int stat_misses;
+extern int __real_stat(const char *path, struct stat *st);
+extern int __wrap_stat(const char *path, struct stat *st);
+
+int
+__wrap_stat(const char *path, struct stat *st)
+{
+	size_t len = strlen(path);
+
+	if (stat_misses > 0 && stat_miss_suffix != NULL &&
+		len >= strlen(stat_miss_suffix) &&
+		strcmp(path + len - strlen(stat_miss_suffix), stat_miss_suffix) == 0)
+	{
+		stat_misses--;
+		errno = ENOENT;
+		return -1;
+	}
+	return __real_stat(path, st);
+}
+
+/*
+ * The newest segment is archived between wal-get's read and its listing:
+ * "not found" (exit 1) would end recovery before WAL the archive holds.
+ * It is served; and when the read keeps missing what the listing has,
+ * wal-get stops (exit 200) naming the file, never exit 1.
+ */
+static void
+test_wal_listed_but_not_read(void **state)
+{
+	WalFixture *f = *state;
+	char name[32];
+	char got[4096];
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	bk_wal_segment_name(1, 3, SEG_SIZE, name);
+	stat_miss_suffix = name;
+	stat_misses = 1;
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 0);
+	assert_string_equal(got, "not really WAL");
+	assert_int_equal(stat_misses, 0);
+
+	stat_misses = 2;
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 200);
+	assert_string_equal(got, "");
+	stat_misses = 0;
+	stat_miss_suffix = NULL;
+}
+
+/*
  * Timeline 2's server died before archiving 00000002.history: timeline 3
  * branched off timeline 2 in the segment where timeline 2 began, so no
  * timeline 2 segment is archived either, and timeline 2 is known only from
@@ -2210,6 +2268,8 @@ main(void)
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_prefetch_stale_spool,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_listed_but_not_read, wal_setup,
+										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_missing_history, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(

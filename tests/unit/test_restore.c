@@ -1336,6 +1336,12 @@ test_wal_listed_but_not_read(void **state)
 	stat_miss_suffix = NULL;
 }
 
+/* 00000003.history of the two tests below: timeline 2 began in 0/48... */
+static const char HISTORY3_AFTER_MISSING_2[] =
+	"1\t0/4800000\tno recovery target specified\n"
+	"\n"
+	"2\t0/4900000\tno recovery target specified\n";
+
 /*
  * Timeline 2's server died before archiving 00000002.history: timeline 3
  * branched off timeline 2 in the segment where timeline 2 began, so no
@@ -1348,9 +1354,7 @@ static void
 test_wal_missing_history(void **state)
 {
 	WalFixture *f = *state;
-	const char *history3 = "1\t0/4800000\tno recovery target specified\n"
-						   "\n"
-						   "2\t0/4900000\tno recovery target specified\n";
+	const char *history3 = HISTORY3_AFTER_MISSING_2;
 	BkWalCatalog catalog;
 	const BkWalTimeline *tl2;
 	BkWalPath path;
@@ -1402,9 +1406,7 @@ static void
 test_wal_missing_history_unknown_descendant(void **state)
 {
 	WalFixture *f = *state;
-	const char *history3 = "1\t0/4800000\tno recovery target specified\n"
-						   "\n"
-						   "2\t0/4900000\tno recovery target specified\n";
+	const char *history3 = HISTORY3_AFTER_MISSING_2;
 	char path[1024];
 	char got[4096];
 

@@ -285,23 +285,31 @@ local_stat(const BkRepo *repo, const char *key, BkRepoStat *stat_out,
 }
 
 /*
- * Keep a window of read-ahead in front of a read ending at read_end.  Only
- * advice: a kernel or file system that ignores it costs nothing but time.
+ * Keep read-ahead in front of a read of len bytes at offset: asked up to a
+ * window past its end whenever less than half of that is left, the window
+ * being READ_AHEAD_WINDOW or the read's length if larger.  Measured from
+ * the read, not from what was asked before: a frame may be larger than
+ * READ_AHEAD_WINDOW (chunk_size up to 16 MiB), and a window moved on by its
+ * own length then only ever covered the frame being read, never the next
+ * one while this one is decoded.  Only advice: a kernel or file system
+ * that ignores it costs nothing but time.
  */
 static void
-reader_advise(LocalReader *reader, uint64_t read_end)
+reader_advise(LocalReader *reader, uint64_t offset, size_t len)
 {
-	uint64_t len;
+	uint64_t read_end = offset + len;
+	uint64_t window = len > READ_AHEAD_WINDOW ? len : READ_AHEAD_WINDOW;
+	uint64_t want_end = read_end + window;
 
-	if (reader->advised_end >= reader->base.size ||
-		reader->advised_end > read_end + READ_AHEAD_WINDOW / 2)
+	if (want_end > reader->base.size)
+		want_end = reader->base.size;
+	if (reader->advised_end >= want_end ||
+		reader->advised_end > read_end + window / 2)
 		return;
-	len = reader->base.size - reader->advised_end;
-	if (len > READ_AHEAD_WINDOW)
-		len = READ_AHEAD_WINDOW;
-	(void) posix_fadvise(reader->fd, (off_t) reader->advised_end, (off_t) len,
+	(void) posix_fadvise(reader->fd, (off_t) reader->advised_end,
+						 (off_t) (want_end - reader->advised_end),
 						 POSIX_FADV_WILLNEED);
-	reader->advised_end += len;
+	reader->advised_end = want_end;
 }
 
 static BkRepoReader *
@@ -350,7 +358,7 @@ local_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 	size_t done = 0;
 
 	if (base->in_order)
-		reader_advise(reader, offset + len);
+		reader_advise(reader, offset, len);
 	while (done < len)
 	{
 		ssize_t got = pread(reader->fd, (uint8_t *) buf + done, len - done,

@@ -115,6 +115,22 @@ __wrap_pwrite(int fd, const void *buf, size_t len, off_t offset)
 	return __real_pwrite(fd, buf, len, offset);
 }
 
+/*
+ * posix_fadvise(WILLNEED) calls: how far the read-ahead asked so far
+ * reaches (test_read_ahead_large_frames).
+ */
+static uint64_t advised_to;
+extern int __real_posix_fadvise(int fd, off_t offset, off_t len, int advice);
+extern int __wrap_posix_fadvise(int fd, off_t offset, off_t len, int advice);
+
+int
+__wrap_posix_fadvise(int fd, off_t offset, off_t len, int advice)
+{
+	if (advice == POSIX_FADV_WILLNEED && (uint64_t) (offset + len) > advised_to)
+		advised_to = (uint64_t) (offset + len);
+	return __real_posix_fadvise(fd, offset, len, advice);
+}
+
 typedef struct Fixture
 {
 	char *dir;
@@ -931,6 +947,90 @@ test_object_lengths(void **state)
 		assert_true(direct_opens > 0);
 }
 
+/* Where a frame read by test_read_ahead_large_frames ends. */
+typedef struct ReadAheadVisit
+{
+	uint64_t pos;
+	uint64_t size;
+	int frames;
+} ReadAheadVisit;
+
+static bool
+check_read_ahead(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	ReadAheadVisit *visit = arg;
+	uint64_t want;
+
+	visit->pos += len;
+	visit->frames++;
+	/* The next frame whole is asked for (one the size of this one). */
+	want = visit->pos + len;
+	if (want > visit->size)
+		want = visit->size;
+	if (advised_to < want)
+		fail_msg("after frame %d (read up to %llu), read-ahead reaches only "
+				 "%llu",
+				 visit->frames, (unsigned long long) visit->pos,
+				 (unsigned long long) advised_to);
+	return true;
+}
+
+/*
+ * An object read whole, in order, is read ahead of its reads, whatever its
+ * frames' size: with chunk_size 16 MiB (the largest) and data that does not
+ * compress, a frame is larger than the 8 MiB window, and once a frame is
+ * read the next one must be asked for whole, so that it is read while this
+ * one is decoded (the window used to cover only the frame being read).
+ */
+static void
+test_read_ahead_large_frames(void **state)
+{
+	Fixture *f = *state;
+	const uint32_t payload = 16 * 1024 * 1024;
+	const uint64_t frame_len =
+		BK_FRAME_FIXED_LEN + (uint64_t) payload + BK_FRAME_TRAILER_LEN;
+	ReadAheadVisit visit = {.size = 3 * frame_len};
+	char path[1200];
+	uint8_t fixed[BK_FRAME_FIXED_LEN] = {0};
+	BkError err;
+	int fd;
+
+	if (s3_endpoint())
+		return; /* the directory backend's reader */
+	snprintf(path, sizeof(path), "%s/%s", f->location, SOURCE);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/%s/wal", f->location, SOURCE);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/%s/wal/large-frames", f->location, SOURCE);
+	/* Frames only as visit_frames sees them: magic and lengths (sparse). */
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t) visit.size), 0);
+	memcpy(fixed, BK_FRAME_MAGIC, 4);
+	bk_put_be32(fixed + BK_OFF_HEADER_LEN, BK_FRAME_FIXED_LEN);
+	bk_put_be32(fixed + BK_OFF_PAYLOAD_LEN, payload);
+	for (int frameIdx = 0; frameIdx < 3; frameIdx++)
+		assert_int_equal(
+			pwrite(fd, fixed, sizeof(fixed), (off_t) (frameIdx * frame_len)),
+			(ssize_t) sizeof(fixed));
+	assert_int_equal(close(fd), 0);
+
+	advised_to = 0;
+	if (!bk_repo_read_frames(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_WAL,
+							 "large-frames", false, check_read_ahead, &visit,
+							 &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(visit.frames, 3);
+
+	/* Headers alone skip most bytes: nothing is asked for. */
+	advised_to = 0;
+	visit = (ReadAheadVisit){.size = 0};
+	assert_true(bk_repo_read_frames(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									BK_KIND_WAL, "large-frames", true,
+									check_read_ahead, &visit, &err));
+	assert_int_equal(advised_to, 0);
+}
+
 /*
  * A file system that refuses O_DIRECT, when the spool file is opened or
  * at its first write, or only at the last (padded) block of an object
@@ -1282,6 +1382,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_object_lengths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead_large_frames, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_direct_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_fails_midway, setup,
 										teardown),

@@ -14,7 +14,7 @@
 
 static bool snap_load_parent_map(SnapRun *run, const char *path);
 static void snap_read_ahead(int fd, uint64 *advised, uint64 read_end,
-							uint64 file_end);
+							uint64 read_len, uint64 file_end);
 static bool snap_scan_incremental(SnapRun *run, SnapWorkItem *item,
 								  const char *path, int fd, int64 *blocks,
 								  uint8 **header, size_t *header_len,
@@ -262,7 +262,7 @@ snap_scan_incremental(SnapRun *run, SnapWorkItem *item, const char *path,
 
 		CHECK_FOR_INTERRUPTS();
 		snap_read_ahead(fd, &advised, (uint64) (base + first) * BLCKSZ + want,
-						(uint64) (base + nblocks) * BLCKSZ);
+						want, (uint64) (base + nblocks) * BLCKSZ);
 		while (got < want)
 		{
 			ssize_t n = pread(fd, run->block_buffer + got, want - got,
@@ -412,7 +412,8 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 
 		if (source->fd >= 0)
 			snap_read_ahead(source->fd, &source->advised,
-							source->file_base + file_pos + chunk_len,
+							source->file_base + file_pos + chunk_len - filled,
+							chunk_len - filled,
 							source->file_base + source->file_len);
 		while (source->fd >= 0 && filled < chunk_len &&
 			   file_pos < source->file_len)
@@ -510,18 +511,18 @@ snap_next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
  *		too: a system call only.
  */
 static void
-snap_read_ahead(int fd, uint64 *advised, uint64 read_end, uint64 file_end)
+snap_read_ahead(int fd, uint64 *advised, uint64 read_end, uint64 read_len,
+				uint64 file_end)
 {
-	uint64 len;
+	/* At least the read itself ahead: a chunk may be larger (16 MiB). */
+	uint64 window = Max(SNAP_READ_AHEAD, read_len);
+	uint64 want_end = Min(file_end, read_end + window);
 
-	if (*advised >= file_end || *advised > read_end + SNAP_READ_AHEAD / 2)
+	if (*advised >= want_end || *advised > read_end + window / 2)
 		return;
-	if (*advised < read_end)
-		*advised = read_end;
-	len = Min(SNAP_READ_AHEAD, file_end - *advised);
-	(void) posix_fadvise(fd, (off_t) *advised, (off_t) len,
+	(void) posix_fadvise(fd, (off_t) *advised, (off_t) (want_end - *advised),
 						 POSIX_FADV_WILLNEED);
-	*advised += len;
+	*advised = want_end;
 }
 
 /* libbk callback: stop sending? (cancel, or the server wants us gone) */

@@ -749,6 +749,7 @@ bk_cmd_wal_get(int argc, char **argv)
 	BkDecoder *decoder = NULL;
 	uint32_t segment_size = 0;
 	bool served = false;
+	bool looked_again = false; /* after EXIT_APPEARED */
 	BkRepoStat object_stat;
 	ConflictProbe conflict = {0};
 	BkError err;
@@ -802,12 +803,15 @@ bk_cmd_wal_get(int argc, char **argv)
 
 	bk_cli_config_init(&config);
 	if (!bk_common_config(&common, &config, &err) ||
-		(repo = bk_cli_repo_open(&config, false, &err)) == NULL ||
-		!bk_repo_stat(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, file,
+		(repo = bk_cli_repo_open(&config, false, &err)) == NULL)
+		goto done;
+look:
+	if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, file,
 					  &object_stat, &err))
 		goto done;
 
 	/* Two different copies: never pick one silently. */
+	memset(&conflict, 0, sizeof(conflict));
 	conflict.file = file;
 	snprintf(conflict.prefix, sizeof(conflict.prefix), "%s.", file);
 	if (!bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL,
@@ -849,15 +853,28 @@ bk_cmd_wal_get(int argc, char **argv)
 		bk_keyring_free(ring);
 		decoder = NULL;
 		ring = NULL;
-		if (status != EXIT_APPEARED)
+		if (status == EXIT_APPEARED && !looked_again)
 		{
-			if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
-				clear_spool(dest);
-			bk_repo_close(repo);
-			bk_cli_config_free(&config);
-			return status;
+			/* Archived meanwhile: look again, conflicting copies too. */
+			looked_again = true;
+			status = EXIT_FATAL;
+			goto look;
 		}
-		status = EXIT_FATAL; /* served below, as if found at first */
+		if (status == EXIT_APPEARED)
+		{
+			bk_error_set(&err, BK_ERR_SEQUENCE,
+						 "WAL file \"%s\" of source \"%s\" keeps "
+						 "appearing and vanishing in repository %s",
+						 file, source, bk_repo_location(repo));
+			bk_error_hint(&err, "The repository's listing and its reads "
+								"disagree; retry, and check the store.");
+			goto done;
+		}
+		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
+			clear_spool(dest);
+		bk_repo_close(repo);
+		bk_cli_config_free(&config);
+		return status;
 	}
 
 	/* A segment a prefetcher already decrypted and verified. */

@@ -65,7 +65,7 @@ typedef struct LocalReader
 
 /*
  * How far ahead of its reads a reader asks the kernel to read.  Objects are
- * read frame by frame (up to 1 MiB each), and each frame is decoded before
+ * read frame by frame (1 MiB by default), and each frame is decoded before
  * the next is read; the device's own read-ahead (often 128 KiB) makes most
  * of every read wait for the disk.  Asking for the next window while the
  * current one is decoded overlaps the two: a restore from a repository no

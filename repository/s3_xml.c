@@ -208,6 +208,13 @@ list_parse_element(void *arg, const char *path, const char *text, BkError *err)
 			return bk_error_set(err, BK_ERR_FORMAT,
 								"S3 listing says IsTruncated \"%.64s\"", text);
 	}
+	else if (strcmp(path, "ListBucketResult/EncodingType") == 0)
+		/* bk never asks for encoded keys: taken as they are, they would
+		 * name objects that do not exist. */
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"S3 listing has its keys encoded (EncodingType "
+							"\"%.32s\"), which bk did not ask for",
+							text);
 	else if (strcmp(path, "ListBucketResult/NextContinuationToken") == 0)
 	{
 		page->token_seen = true;

@@ -211,6 +211,10 @@ test_list_page_never_passes_for_last(void **state)
 		LIST_HEAD "<IsTruncated>true</IsTruncated></ListBucketResult>",
 		LIST_HEAD "<IsTruncated>true</IsTruncated><NextContinuationToken>"
 				  "</NextContinuationToken></ListBucketResult>",
+		/* Keys URL-encoded, which bk never asks for. */
+		LIST_HEAD "<EncodingType>url</EncodingType><IsTruncated>false"
+				  "</IsTruncated><Contents><Key>s/wal/a%2Bb</Key></Contents>"
+				  "</ListBucketResult>",
 	};
 
 	for (size_t idx = 0; idx < sizeof(refused) / sizeof(refused[0]); idx++)

@@ -462,8 +462,9 @@ snap_prepare(SnapRun *run)
 /*
  * snap_refuse_after_unknown
  *		A diff or incr must not build on its parent when a later snapshot
- *		that could have been its parent (a full, for a diff) failed or was
- *		cancelled after its record went to Kafka: the repository may hold
+ *		that could have been its parent (a full, for a diff) did not
+ *		complete after its record went to Kafka (a cancel is held off by
+ *		then, so it failed): the repository may hold
  *		that one, bk expire then counts it as the newest and may remove the
  *		parent chosen here.  A newer complete snapshot ends the doubt.
  */
@@ -475,7 +476,7 @@ snap_refuse_after_unknown(SnapRun *run, const char *table,
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT snapshot_id, state, kind FROM %s "
+					 "SELECT snapshot_id, kind FROM %s "
 					 "WHERE record_sent AND state <> 'complete' "
 					 "AND ($1 OR kind = 'full') AND start_time > $2 "
 					 "ORDER BY start_time DESC LIMIT 1",
@@ -494,17 +495,12 @@ snap_refuse_after_unknown(SnapRun *run, const char *table,
 		 errmsg("cannot take a%s %s snapshot: the outcome of %s snapshot "
 				"%s is not known",
 				strcmp(run->kind, "incr") == 0 ? "n" : "", run->kind,
-				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
 				SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-		 errdetail("It %s after its record was sent to Kafka, so the "
-				   "repository may hold it as the newest snapshot, and "
-				   "bk expire may remove the older parent this snapshot "
-				   "would build on.",
-				   strcmp(SPI_getvalue(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 2),
-						  "cancelled") == 0
-					   ? "was cancelled"
-					   : "failed"),
+		 errdetail("It ended without completing after its record was sent "
+				   "to Kafka, so the repository may hold it as the newest "
+				   "snapshot, and bk expire may remove the older parent "
+				   "this snapshot would build on."),
 		 errhint("Take a full snapshot: SELECT * FROM bk_snapshot('full')."
 				 " Diff and incr snapshots build on it again.")));
 }

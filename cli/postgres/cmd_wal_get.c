@@ -436,6 +436,13 @@ identity_text(const uint8_t *key_id, const uint8_t *fingerprint, char *out)
 	bk_hex_encode(fingerprint, BK_FINGERPRINT_LEN, out + 2 * BK_KEY_ID_LEN);
 }
 
+/* "<segment>.id" beside the spooled segment at path. */
+static void
+spool_id_path(const char *path, char *out, size_t len)
+{
+	snprintf(out, len, "%s%s", path, PREFETCH_ID);
+}
+
 /* Was the spooled file at path decrypted from the object of identity? */
 static bool
 spooled_from(const char *path, const BkObjectIdentity *identity)
@@ -447,7 +454,7 @@ spooled_from(const char *path, const BkObjectIdentity *identity)
 	BkError err;
 	bool same;
 
-	snprintf(id_path, sizeof(id_path), "%s%s", path, PREFETCH_ID);
+	spool_id_path(path, id_path, sizeof(id_path));
 	identity_text(identity->key_id, identity->fingerprint, want);
 	same = bk_read_file(id_path, 4096, &text, &len, &err) &&
 		   len == IDENTITY_TEXT_LEN && memcmp(text, want, len) == 0;
@@ -461,7 +468,7 @@ unspool(const char *path)
 {
 	char id_path[4200];
 
-	snprintf(id_path, sizeof(id_path), "%s%s", path, PREFETCH_ID);
+	spool_id_path(path, id_path, sizeof(id_path));
 	unlink(path);
 	unlink(id_path);
 }
@@ -484,7 +491,7 @@ serve_from_spool(const char *spool_dir, const char *file, const char *dest,
 	const char *slash;
 
 	snprintf(path, sizeof(path), "%s/%s", spool_dir, file);
-	snprintf(id_path, sizeof(id_path), "%s%s", path, PREFETCH_ID);
+	spool_id_path(path, id_path, sizeof(id_path));
 	for (;;)
 	{
 		if (stat(path, &st) == 0)
@@ -616,7 +623,7 @@ prefetch_segments(const BkRepo *repo, BkDecoder *decoder, const char *source,
 			pwrite(lock_fd, name, strlen(name), 0) != (ssize_t) strlen(name))
 			break;
 		/* What names the object goes first: a segment never lacks it. */
-		snprintf(id_path, sizeof(id_path), "%s%s", spool_path, PREFETCH_ID);
+		spool_id_path(spool_path, id_path, sizeof(id_path));
 		if (!bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
 									 name, &identity, NULL, &err))
 		{

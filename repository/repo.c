@@ -945,6 +945,27 @@ bk_repo_upload_write(BkRepoUpload *upload, const void *data, size_t len,
 }
 
 bool
+bk_repo_upload_seal(BkRepoUpload *upload, BkError *err)
+{
+	return upload->repo->backend->upload_seal == NULL ||
+		   upload->repo->backend->upload_seal(upload, err);
+}
+
+void
+bk_repo_batch_begin(BkRepo *repo)
+{
+	if (repo->backend->batch_begin != NULL)
+		repo->backend->batch_begin(repo);
+}
+
+bool
+bk_repo_batch_end(BkRepo *repo, BkError *err)
+{
+	return repo->backend->batch_end == NULL ||
+		   repo->backend->batch_end(repo, err);
+}
+
+bool
 bk_repo_upload_finish(BkRepoUpload *upload, BkError *err)
 {
 	return upload->repo->backend->upload_finish(upload, err);

@@ -267,6 +267,14 @@ extern BkRepoUpload *bk_repo_upload_begin(BkRepo *repo, const char *tag,
 										  BkError *err);
 extern bool bk_repo_upload_write(BkRepoUpload *upload, const void *data,
 								 size_t len, BkError *err);
+/*
+ * Everything is written, nothing more will be; not yet durable.  Optional
+ * before bk_repo_upload_finish: uploads sealed together, then finished one
+ * after another, share the file system's work of making them durable (one
+ * journal commit on ext4 for the directory backend) instead of paying it
+ * each.
+ */
+extern bool bk_repo_upload_seal(BkRepoUpload *upload, BkError *err);
 /* Everything is written: make the spooled bytes durable. */
 extern bool bk_repo_upload_finish(BkRepoUpload *upload, BkError *err);
 /* Where it is spooled, for messages. */
@@ -298,6 +306,18 @@ extern bool bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area,
 								  const char *name,
 								  const BkObjectIdentity *identity,
 								  BkPutResult *result, BkError *err);
+
+/*
+ * Commits in a batch.  Between bk_repo_batch_begin and bk_repo_batch_end, a
+ * commit's result (CREATED, or a copy found in place) is not yet durable: it
+ * is once bk_repo_batch_end returns true, which syncs each directory the
+ * batch committed into once, instead of once per object.  Nothing may be
+ * reported archived before then; on false, nothing committed in the batch
+ * may be taken as durable.  Backends whose every commit is durable in itself
+ * (S3) ignore batches.  bk_repo_upload_quarantine is not for use in a batch.
+ */
+extern void bk_repo_batch_begin(BkRepo *repo);
+extern bool bk_repo_batch_end(BkRepo *repo, BkError *err);
 
 /* The key (docs/repository-layout.md) the last commit stored or found. */
 extern const char *bk_repo_upload_key(const BkRepoUpload *upload);

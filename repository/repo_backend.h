@@ -83,13 +83,19 @@ typedef struct BkRepoBackend
 	BkRepoUpload *(*upload_begin)(BkRepo *repo, const char *tag, BkError *err);
 	bool (*upload_write)(BkRepoUpload *upload, const void *data, size_t len,
 						 BkError *err);
+	/* Optional (NULL: nothing to do): all written, not yet durable. */
+	bool (*upload_seal)(BkRepoUpload *upload, BkError *err);
 	bool (*upload_finish)(BkRepoUpload *upload, BkError *err);
 	/*
 	 * Commit as key unless it exists: *created false then (the caller
-	 * compares identities).  Durable when it returns true with *created.
+	 * compares identities).  Durable when it returns true with *created,
+	 * or, between batch_begin and batch_end, once batch_end returns true.
 	 */
 	bool (*upload_commit)(BkRepoUpload *upload, const char *key, bool *created,
 						  BkError *err);
+	/* Optional (NULL: every commit is durable in itself). */
+	void (*batch_begin)(BkRepo *repo);
+	bool (*batch_end)(BkRepo *repo, BkError *err);
 	void (*upload_free)(BkRepoUpload *upload);
 
 	bool (*delete)(BkRepo *repo, const char *key, BkError *err);

@@ -54,6 +54,10 @@ typedef struct LocalState
 	bool direct_refused;         /* the spool's file system refused O_DIRECT */
 	char *direct_buffer;         /* DIRECT_BUFFER bytes, aligned; or NULL */
 	pthread_mutex_t direct_lock; /* over direct_buffer */
+	bool batch_open;             /* commits defer their directory sync */
+	char **batch_dirs;           /* directories to sync at the batch's end */
+	size_t batch_dir_count;
+	size_t batch_dir_cap;
 } LocalState;
 
 typedef struct LocalReader
@@ -82,7 +86,8 @@ typedef struct LocalUpload
 {
 	BkRepoUpload base;
 	bool spooled;     /* the spool file exists */
-	bool finished;    /* fsynced: no more writes */
+	bool sealed;      /* all written, tail included: no more writes */
+	bool finished;    /* sealed and fsynced */
 	bool direct;      /* written with O_DIRECT: on disk up to flushed */
 	uint64_t flushed; /* bytes on disk, a multiple of DIRECT_ALIGN */
 	size_t tail_len;  /* bytes after flushed, held in tail */
@@ -159,6 +164,9 @@ local_close(BkRepo *repo)
 		close(state->spool_lock_fd);
 	pthread_mutex_destroy(&state->direct_lock);
 	free(state->direct_buffer);
+	for (size_t dirIdx = 0; dirIdx < state->batch_dir_count; dirIdx++)
+		free(state->batch_dirs[dirIdx]);
+	free(state->batch_dirs);
 	free(state);
 	repo->state = NULL;
 }
@@ -718,7 +726,7 @@ local_upload_write(BkRepoUpload *base, const void *data, size_t len,
 {
 	LocalUpload *upload = (LocalUpload *) base;
 
-	if (upload->finished)
+	if (upload->sealed)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"spool file \"%s\" is already finished",
 							upload->base.where);
@@ -734,42 +742,57 @@ local_upload_write(BkRepoUpload *base, const void *data, size_t len,
 	return bk_spool_append(upload->base.where, data, len, err);
 }
 
+/*
+ * Everything written, the O_DIRECT tail included (its last block padded, the
+ * file cut to length), but not fsynced: uploads sealed together and then
+ * finished one after another make ext4 commit its journal once for all of
+ * them, not once each.
+ */
 static bool
-local_upload_finish(BkRepoUpload *base, BkError *err)
+local_upload_seal(BkRepoUpload *base, BkError *err)
 {
 	LocalUpload *upload = (LocalUpload *) base;
 	bool refused = false;
-	int fd = -1;
 
 	/*
-	 * Durable already, and maybe committed: its spool file is then an
-	 * object too, which a padded last block would corrupt.
+	 * Sealed already, and maybe committed: its spool file is then an object
+	 * too, which a padded last block would corrupt.
 	 */
-	if (upload->finished)
+	if (upload->sealed)
 		return true;
 	if (upload->direct && upload->tail_len > 0)
 	{
-		fd = open_direct(upload, &refused, err);
+		int fd = open_direct(upload, &refused, err);
+
 		if (fd < 0 && !refused)
 			return false;
 		if (fd >= 0)
 		{
 			int finished = finish_direct(upload, fd, err);
 
-			if (finished != 1)
-			{
-				close(fd);
-				fd = -1;
-				if (finished == 0)
-					return false;
-				refused = true;
-			}
+			close(fd);
+			if (finished == 0)
+				return false;
+			refused = finished == -1;
 		}
 	}
 	if (refused && !fall_back_to_buffered(upload, err))
 		return false;
-	if (fd < 0)
-		fd = open(upload->base.where, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	upload->sealed = true;
+	return true;
+}
+
+static bool
+local_upload_finish(BkRepoUpload *base, BkError *err)
+{
+	LocalUpload *upload = (LocalUpload *) base;
+	int fd;
+
+	if (upload->finished)
+		return true;
+	if (!local_upload_seal(base, err))
+		return false;
+	fd = open(upload->base.where, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not open spool file \"%s\": %s",
@@ -789,6 +812,63 @@ local_upload_finish(BkRepoUpload *base, BkError *err)
 							upload->base.where, strerror(errno));
 	upload->finished = true;
 	return true;
+}
+
+/*
+ * Where a commit's directory is made durable: now, or, in a batch, once for
+ * every commit into it when the batch ends (local_batch_end).
+ */
+static bool
+sync_commit_dir(LocalState *state, const char *dir, BkError *err)
+{
+	char *copy;
+
+	if (!state->batch_open)
+		return bk_fsync_dir(dir, err);
+	for (size_t dirIdx = 0; dirIdx < state->batch_dir_count; dirIdx++)
+		if (strcmp(state->batch_dirs[dirIdx], dir) == 0)
+			return true;
+	if (state->batch_dir_count == state->batch_dir_cap)
+	{
+		size_t cap = state->batch_dir_cap ? state->batch_dir_cap * 2 : 16;
+		char **dirs = realloc(state->batch_dirs, cap * sizeof(*dirs));
+
+		if (dirs == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		state->batch_dirs = dirs;
+		state->batch_dir_cap = cap;
+	}
+	copy = strdup(dir);
+	if (copy == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	state->batch_dirs[state->batch_dir_count++] = copy;
+	return true;
+}
+
+static void
+local_batch_begin(BkRepo *repo)
+{
+	LocalState *state = repo->state;
+
+	state->batch_open = true;
+}
+
+/* Sync every directory the batch committed into, each once; then close it. */
+static bool
+local_batch_end(BkRepo *repo, BkError *err)
+{
+	LocalState *state = repo->state;
+	bool ok = true;
+
+	for (size_t dirIdx = 0; dirIdx < state->batch_dir_count; dirIdx++)
+	{
+		if (ok && !bk_fsync_dir(state->batch_dirs[dirIdx], err))
+			ok = false;
+		free(state->batch_dirs[dirIdx]);
+	}
+	state->batch_dir_count = 0;
+	state->batch_open = false;
+	return ok;
 }
 
 static bool
@@ -812,10 +892,15 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 	/* link(2) never replaces an existing object: it fails with EEXIST. */
 	if (link(upload->base.where, final) != 0)
 	{
+		/*
+		 * The copy in place may be one whose name is not durable yet (another
+		 * shipper's commit, between its link and its directory sync): sync
+		 * the directory before reporting this one a duplicate.
+		 */
 		if (errno == EEXIST)
 		{
 			*created = false;
-			return true;
+			return sync_commit_dir(base->repo->state, dir, err);
 		}
 		/* A component longer than the file system takes: never will. */
 		bk_error_set(err, errno == ENAMETOOLONG ? BK_ERR_REFUSED : BK_ERR_IO,
@@ -826,7 +911,7 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 							   "the same file system as the objects.");
 		return false;
 	}
-	if (!bk_fsync_dir(dir, err))
+	if (!sync_commit_dir(base->repo->state, dir, err))
 		return false;
 	*created = true;
 	return true;
@@ -941,8 +1026,11 @@ const BkRepoBackend bk_repo_directory_backend = {
 	.spool_open = local_spool_open,
 	.upload_begin = local_upload_begin,
 	.upload_write = local_upload_write,
+	.upload_seal = local_upload_seal,
 	.upload_finish = local_upload_finish,
 	.upload_commit = local_upload_commit,
+	.batch_begin = local_batch_begin,
+	.batch_end = local_batch_end,
 	.upload_free = local_upload_free,
 	.delete = local_delete,
 	.delete_prefix = local_delete_prefix,

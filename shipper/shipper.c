@@ -20,6 +20,18 @@
  * not yet durable (audit_hold), so a crash re-reads it and the re-send
  * produces the event again (as a duplicate).
  *
+ * Commits go in batches too, for the same reason: the directory backend's
+ * fsync of a file and of its directory each cost a journal commit, and a
+ * snapshot's thousand small objects paid two each.  An attempt whose last
+ * chunk arrived is sealed (all its bytes written, not yet durable) and
+ * queued; when the consumer has nothing more at hand, or after
+ * COMMIT_BATCH_MAX attempts or COMMIT_BATCH_MS, the queued attempts are
+ * fsynced and committed one after another (the first fsync commits the
+ * journal for all of them), their directories synced once each
+ * (bk_repo_batch_end), and only then reported, in the order they completed.
+ * A queued attempt stays open, so it holds its partition's offset back until
+ * it is durable, exactly as before it completed.
+ *
  * Offsets.  Chunks of several objects and attempts interleave in a
  * partition, so a partition's committed offset is the oldest first offset of
  * any attempt not yet durable (or the next offset when none is open).  A
@@ -115,6 +127,8 @@
 #define POLL_MS            200
 #define AUDIT_BATCH_MAX    256
 #define AUDIT_BATCH_MS     200
+#define COMMIT_BATCH_MAX   256
+#define COMMIT_BATCH_MS    200
 #define COMMITTED_QUERY_MS 5000
 #define ASSIGNED_UNKNOWN   (-1)
 #define ASSIGNED_AT_LOW    (-2) /* nothing committed: starts at the low mark */
@@ -144,6 +158,12 @@ typedef struct Attempt
 	BkRepoUpload *upload; /* spooled as its chunks arrive */
 	BkSha256 *stored_sha; /* SHA-256 of the stored bytes, for the audit */
 	uint64_t stored_bytes;
+	bool queued; /* complete and sealed, in the commit batch */
+	/* Once stored (commit_flush), until reported: */
+	BkPutResult result;
+	uint8_t stored_digest[BK_SHA256_LEN];
+	double commit_seconds;
+	char *refusal; /* the repository refuses it for good: why; or NULL */
 } Attempt;
 
 /* One assigned partition. */
@@ -180,6 +200,11 @@ typedef struct Shipper
 	BkMetrics *metrics;      /* NULL: no metrics_listen */
 	int audit_queued;        /* events in the open audit batch; 0: none open */
 	int64_t audit_opened_ms; /* when the open batch was begun */
+	/* The commit batch: complete attempts, in the order they completed. */
+	Attempt *commit_queue[COMMIT_BATCH_MAX];
+	Partition *commit_partitions[COMMIT_BATCH_MAX];
+	int commit_queued;
+	int64_t commit_opened_ms;
 	int64_t last_commit_ms;
 	uint64_t archived;
 	uint64_t duplicates;
@@ -366,6 +391,7 @@ attempt_free(Attempt *attempt)
 {
 	bk_repo_upload_free(attempt->upload);
 	bk_sha256_free(attempt->stored_sha);
+	free(attempt->refusal);
 	free(attempt);
 }
 
@@ -565,6 +591,8 @@ update_lag_metrics(Shipper *shipper)
 	free(lags);
 }
 
+static bool commit_flush(Shipper *shipper);
+
 static void
 rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			 rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -591,6 +619,10 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		return;
 	}
 	/* Revoked (or an error): commit what is durable, forget the rest. */
+	if (shipper->fatal)
+		shipper->commit_queued = 0; /* their attempts are dropped below */
+	else if (!commit_flush(shipper))
+		shipper->fatal = true;
 	if (!audit_flush(shipper))
 		shipper->fatal = true;
 	commit_offsets(shipper, NULL);
@@ -780,6 +812,12 @@ abandon_stalled(Shipper *shipper, Partition *p, int64_t message_time)
 	{
 		Attempt *next = attempt->next;
 
+		/* Complete: waits for the commit batch, not for chunks. */
+		if (attempt->queued)
+		{
+			attempt = next;
+			continue;
+		}
 		if (bk_kafka_attempt_stalled(&attempt->broker_time, message_time,
 									 attempt->local_ms, now,
 									 shipper->config->abandon_after_ms) &&
@@ -814,9 +852,11 @@ abandon_stalled_all(Shipper *shipper)
 static Attempt *
 attempt_find(Partition *p, const BkFrame *frame)
 {
+	/* A complete one takes no more chunks: a later one is a stray. */
 	for (Attempt *attempt = p->attempts; attempt != NULL;
 		 attempt = attempt->next)
-		if (bk_tracker_same_attempt(&attempt->tracker, frame))
+		if (!attempt->queued &&
+			bk_tracker_same_attempt(&attempt->tracker, frame))
 			return attempt;
 	return NULL;
 }
@@ -897,20 +937,51 @@ reject_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 	return ok;
 }
 
-/* A complete attempt: make it durable, report it, let offsets move past it. */
+/*
+ * A complete attempt: all its bytes written, not yet durable; it joins the
+ * commit batch (commit_flush), still open so that it holds its partition's
+ * offset back.
+ */
 static bool
-finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
+queue_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
+{
+	BkError err;
+
+	if (shipper->commit_queued == COMMIT_BATCH_MAX && !commit_flush(shipper))
+		return false;
+	bk_error_clear(&err);
+	if (!bk_repo_upload_seal(attempt->upload, &err))
+	{
+		shipper_log(LOG_ERROR,
+					"could not archive %s object \"%s\" of source \"%s\": %s",
+					bk_kind_name(attempt->tracker.kind), attempt->tracker.name,
+					attempt->tracker.source, err.message);
+		bk_metrics_error(shipper->metrics, error_kind(&err));
+		return false;
+	}
+	if (shipper->commit_queued == 0)
+		shipper->commit_opened_ms = bk_monotonic_ms();
+	attempt->queued = true;
+	shipper->commit_queue[shipper->commit_queued] = attempt;
+	shipper->commit_partitions[shipper->commit_queued] = p;
+	shipper->commit_queued++;
+	return true;
+}
+
+/*
+ * Store a queued attempt with put-if-absent, in the open repository batch:
+ * durable once the batch ends.  A name the repository refuses for good sets
+ * attempt->refusal and is not a failure: report_attempt keeps it in
+ * rejected/.
+ */
+static bool
+store_attempt(Shipper *shipper, Attempt *attempt)
 {
 	const BkObjectTracker *object = &attempt->tracker;
 	BkObjectIdentity identity;
-	BkPutResult result;
 	BkPutResult conflict_result; /* kept, or kept before: either is fine */
-	uint8_t stored_digest[BK_SHA256_LEN];
-	const char *event_name;
-	BkAuditEvent *event;
 	BkError err;
 	double commit_started = bk_metrics_clock();
-	double commit_seconds;
 
 	bk_error_clear(&err);
 	memcpy(identity.key_id, object->key_id, BK_KEY_ID_LEN);
@@ -920,18 +991,23 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	 * Put-if-absent: a re-send with the same content is a duplicate; other
 	 * content under the same name is kept beside it, as a conflict copy.
 	 */
-	if (!bk_sha256_final(attempt->stored_sha, stored_digest, &err) ||
+	if (!bk_sha256_final(attempt->stored_sha, attempt->stored_digest, &err) ||
 		!bk_repo_upload_finish(attempt->upload, &err) ||
 		!bk_repo_upload_commit(attempt->upload, BK_REPO_ARCHIVE, object->source,
-							   object->kind, object->name, &identity, &result,
-							   &err) ||
-		(result == BK_PUT_EXISTS_DIFFERENT &&
+							   object->kind, object->name, &identity,
+							   &attempt->result, &err) ||
+		(attempt->result == BK_PUT_EXISTS_DIFFERENT &&
 		 !bk_repo_upload_commit(attempt->upload, BK_REPO_CONFLICTS,
 								object->source, object->kind, object->name,
 								&identity, &conflict_result, &err)))
 	{
 		if (err.code == BK_ERR_REFUSED)
-			return reject_attempt(shipper, p, attempt, err.message);
+		{
+			attempt->refusal = strdup(err.message);
+			if (attempt->refusal != NULL)
+				return true;
+			bk_error_set(&err, BK_ERR_NOMEM, "out of memory");
+		}
 		shipper_log(LOG_ERROR,
 					"could not archive %s object \"%s\" of source \"%s\": %s",
 					bk_kind_name(object->kind), object->name, object->source,
@@ -939,15 +1015,28 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 		bk_metrics_error(shipper->metrics, error_kind(&err));
 		return false;
 	}
-	commit_seconds = bk_metrics_clock() - commit_started;
-	switch (result)
+	attempt->commit_seconds = bk_metrics_clock() - commit_started;
+	return true;
+}
+
+/* A stored attempt, durable now: report it, let offsets move past it. */
+static bool
+report_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
+{
+	const BkObjectTracker *object = &attempt->tracker;
+	const char *event_name;
+	BkAuditEvent *event;
+
+	if (attempt->refusal != NULL)
+		return reject_attempt(shipper, p, attempt, attempt->refusal);
+	switch (attempt->result)
 	{
 		case BK_PUT_CREATED:
 			event_name = "archived";
 			shipper->archived++;
 			bk_metrics_object(shipper->metrics, BK_METRICS_ARCHIVED,
 							  object->source, attempt->last_timestamp,
-							  attempt->stored_bytes, commit_seconds);
+							  attempt->stored_bytes, attempt->commit_seconds);
 			shipper_log(LOG_INFO,
 						"archived %s \"%s\" of source \"%s\": %" PRIu64
 						" bytes in %" PRIu32 " chunks, %" PRIu64
@@ -962,7 +1051,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 			shipper->duplicates++;
 			bk_metrics_object(shipper->metrics, BK_METRICS_DUPLICATE,
 							  object->source, attempt->last_timestamp,
-							  attempt->stored_bytes, commit_seconds);
+							  attempt->stored_bytes, attempt->commit_seconds);
 			shipper_log(LOG_INFO,
 						"%s \"%s\" of source \"%s\" was already archived with "
 						"identical content; this re-send is not stored again",
@@ -974,7 +1063,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 			shipper->conflicts++;
 			bk_metrics_object(shipper->metrics, BK_METRICS_CONFLICT,
 							  object->source, attempt->last_timestamp,
-							  attempt->stored_bytes, commit_seconds);
+							  attempt->stored_bytes, attempt->commit_seconds);
 			shipper_log(
 				LOG_ERROR,
 				"ALARM: %s \"%s\" of source \"%s\" arrived with content "
@@ -995,7 +1084,7 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	bk_audit_int(event, "size", (int64_t) object->object_size);
 	bk_audit_int(event, "stored_size", (int64_t) attempt->stored_bytes);
 	bk_audit_int(event, "chunks", object->chunk_count);
-	bk_audit_hex(event, "stored_sha256", stored_digest, BK_SHA256_LEN);
+	bk_audit_hex(event, "stored_sha256", attempt->stored_digest, BK_SHA256_LEN);
 	bk_audit_meta(event, "meta", object->meta, object->meta_len);
 	bk_audit_string(event, "topic", p->topic);
 	bk_audit_int(event, "partition", p->partition);
@@ -1007,6 +1096,48 @@ finish_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 	attempt_unlink(p, attempt);
 	attempt_free(attempt);
 	return true;
+}
+
+/*
+ * Store every queued attempt in one repository batch, then report them in
+ * the order they completed.  False (the shipper stops) when one could not be
+ * stored or the batch not made durable: every queued attempt is then still
+ * open and holds its partition's offset, so a restart re-reads them.
+ */
+static bool
+commit_flush(Shipper *shipper)
+{
+	int queued = shipper->commit_queued;
+	int stored = 0;
+	BkError err;
+	bool ok;
+
+	if (queued == 0)
+		return true;
+	shipper->commit_queued = 0;
+	bk_repo_batch_begin(shipper->repo);
+	while (stored < queued &&
+		   store_attempt(shipper, shipper->commit_queue[stored]))
+		stored++;
+	bk_error_clear(&err);
+	ok = bk_repo_batch_end(shipper->repo, &err) && stored == queued;
+	if (stored == queued && !ok)
+	{
+		shipper_log(LOG_ERROR,
+					"could not make %d archived object%s durable: %s", queued,
+					queued == 1 ? "" : "s", err.message);
+		bk_metrics_error(shipper->metrics, error_kind(&err));
+	}
+	for (int queueIdx = 0; queueIdx < queued; queueIdx++)
+	{
+		Attempt *attempt = shipper->commit_queue[queueIdx];
+
+		attempt->queued = false;
+		if (ok && !report_attempt(shipper, shipper->commit_partitions[queueIdx],
+								  attempt))
+			ok = false;
+	}
+	return ok;
 }
 
 static bool
@@ -1106,7 +1237,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	attempt->last_timestamp = timestamp;
 	attempt->broker_time = broker_time;
 	attempt->local_ms = bk_monotonic_ms();
-	if (attempt->tracker.complete && !finish_attempt(shipper, p, attempt))
+	if (attempt->tracker.complete && !queue_attempt(shipper, p, attempt))
 		return false;
 	return abandon_stalled(shipper, p, broker_time);
 }
@@ -1401,9 +1532,11 @@ main(int argc, char **argv)
 
 	while (!stop_requested && !shipper.fatal)
 	{
-		/* With audit events queued, only take what is already at hand. */
+		/* With a batch open, only take what is already at hand. */
 		rd_kafka_message_t *msg = rd_kafka_consumer_poll(
-			shipper.consumer, shipper.audit_queued > 0 ? 0 : POLL_MS);
+			shipper.consumer,
+			shipper.audit_queued > 0 || shipper.commit_queued > 0 ? 0
+																  : POLL_MS);
 		bool idle = msg == NULL;
 
 		if (msg != NULL)
@@ -1423,6 +1556,11 @@ main(int argc, char **argv)
 			}
 			rd_kafka_message_destroy(msg);
 		}
+		if (!shipper.fatal && shipper.commit_queued > 0 &&
+			(idle || shipper.commit_queued >= COMMIT_BATCH_MAX ||
+			 bk_monotonic_ms() - shipper.commit_opened_ms >= COMMIT_BATCH_MS) &&
+			!commit_flush(&shipper))
+			shipper.fatal = true;
 		if (shipper.audit_queued > 0 &&
 			(idle || shipper.audit_queued >= AUDIT_BATCH_MAX ||
 			 bk_monotonic_ms() - shipper.audit_opened_ms >= AUDIT_BATCH_MS) &&
@@ -1447,6 +1585,8 @@ main(int argc, char **argv)
 					"lost: fix the cause and start bk-shipper again.");
 		exit_code = shipper.exit_code ? shipper.exit_code : BK_EXIT_FAILURE;
 	}
+	else if (!commit_flush(&shipper))
+		exit_code = BK_EXIT_FAILURE;
 	if (!audit_flush(&shipper))
 		exit_code = BK_EXIT_FAILURE;
 	commit_offsets(&shipper, NULL);

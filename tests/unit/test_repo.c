@@ -131,6 +131,36 @@ __wrap_posix_fadvise(int fd, off_t offset, off_t len, int advice)
 	return __real_posix_fadvise(fd, offset, len, advice);
 }
 
+/*
+ * fsync() calls, files and directories apart, and whether a failure is
+ * injected into the next directory fsync (test_batch_commit).
+ */
+static int file_fsyncs;
+static int dir_fsyncs;
+static bool fail_dir_fsync;
+extern int __real_fsync(int fd);
+extern int __wrap_fsync(int fd);
+
+int
+__wrap_fsync(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+	{
+		dir_fsyncs++;
+		if (fail_dir_fsync)
+		{
+			fail_dir_fsync = false;
+			errno = EIO;
+			return -1;
+		}
+	}
+	else
+		file_fsyncs++;
+	return __real_fsync(fd);
+}
+
 typedef struct Fixture
 {
 	char *dir;
@@ -188,6 +218,7 @@ setup(void **state)
 	short_direct_pwrite = false;
 	fail_append_opens = 0;
 	fail_ftruncate = false;
+	fail_dir_fsync = false;
 	f->repo = open_repo(f, f->location, true, &err);
 	if (f->repo == NULL)
 		print_message("%s\n", err.message);
@@ -1149,6 +1180,126 @@ test_direct_fallback_retried(void **state)
  * the object too): the object is left as it is, never written again, not
  * even for a moment padded to a block.
  */
+/* Spool content as an upload, sealed: all written, nothing fsynced yet. */
+static BkRepoUpload *
+sealed_upload(Fixture *f, const char *tag, const uint8_t *content, size_t len)
+{
+	BkRepoUpload *upload = bk_repo_upload_begin(f->repo, tag, NULL);
+	BkError err;
+
+	assert_non_null(upload);
+	assert_true(bk_repo_upload_write(upload, content, len, &err));
+	assert_true(bk_repo_upload_seal(upload, &err));
+	/* Sealed twice is sealed; nothing more may be written. */
+	assert_true(bk_repo_upload_seal(upload, &err));
+	assert_false(bk_repo_upload_write(upload, content, 1, &err));
+	return upload;
+}
+
+/*
+ * Commits in a batch: each upload's bytes are fsynced before its name is
+ * linked, and the directories are synced once each, when the batch ends,
+ * not once per object.  A duplicate found in place syncs its directory too,
+ * in a batch or not: the copy in place may be another commit's whose name is
+ * not durable yet.  A directory sync that fails fails the batch.
+ */
+static void
+test_batch_commit(void **state)
+{
+	Fixture *f = *state;
+	uint8_t content[3][5000];
+	const char *names[3] = {"a", "b", "c"};
+	BkRepoUpload *uploads[3];
+	BkObjectIdentity identity;
+	BkPutResult result;
+	BkRepoUpload *again;
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	memset(&identity, 0, sizeof(identity));
+	for (int objIdx = 0; objIdx < 3; objIdx++)
+	{
+		char tag[16];
+
+		test_fill(content[objIdx], sizeof(content[objIdx]),
+				  (uint64_t) objIdx + 40, false);
+		snprintf(tag, sizeof(tag), "t.1.%d", objIdx);
+		uploads[objIdx] =
+			sealed_upload(f, tag, content[objIdx], sizeof(content[objIdx]));
+	}
+	/* The directories made first: creating one syncs its parent. */
+	for (int kindIdx = 0; kindIdx < 2; kindIdx++)
+	{
+		again = sealed_upload(f, "t.1.8", content[0], sizeof(content[0]));
+		assert_true(bk_repo_upload_finish(again, &err));
+		assert_true(
+			bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+								  kindIdx ? BK_KIND_WAL : BK_KIND_SNAPSHOT,
+								  kindIdx ? "000000010000000000000000" : "seed",
+								  &identity, &result, &err));
+		bk_repo_upload_free(again);
+	}
+	file_fsyncs = dir_fsyncs = 0;
+	bk_repo_batch_begin(f->repo);
+	for (int objIdx = 0; objIdx < 3; objIdx++)
+	{
+		assert_true(bk_repo_upload_finish(uploads[objIdx], &err));
+		assert_int_equal(file_fsyncs, objIdx + 1);
+		/* Two snapshot objects and one WAL segment: two directories. */
+		assert_true(bk_repo_upload_commit(
+			uploads[objIdx], BK_REPO_ARCHIVE, SOURCE,
+			objIdx == 2 ? BK_KIND_WAL : BK_KIND_SNAPSHOT,
+			objIdx == 2 ? "000000010000000000000001" : names[objIdx], &identity,
+			&result, &err));
+		assert_int_equal(result, BK_PUT_CREATED);
+	}
+	/* A copy in place found in the batch: its directory is synced with it. */
+	again = sealed_upload(f, "t.1.9", content[0], sizeof(content[0]));
+	assert_true(bk_repo_upload_finish(again, &err));
+	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, "a", &identity, &result,
+									  &err));
+	assert_int_not_equal(result, BK_PUT_CREATED); /* not frames: differs */
+	bk_repo_upload_free(again);
+	assert_int_equal(dir_fsyncs, 0);
+	assert_true(bk_repo_batch_end(f->repo, &err));
+	assert_int_equal(dir_fsyncs, 2);
+	for (int objIdx = 0; objIdx < 2; objIdx++)
+		commit_and_check(f, uploads[objIdx], names[objIdx], content[objIdx],
+						 sizeof(content[objIdx]));
+
+	/* Out of a batch, every commit syncs its directory, one that finds a
+	 * copy in place too. */
+	dir_fsyncs = 0;
+	again = sealed_upload(f, "t.1.10", content[1], sizeof(content[1]));
+	assert_true(bk_repo_upload_finish(again, &err));
+	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, "b", &identity, &result,
+									  &err));
+	assert_int_not_equal(result, BK_PUT_CREATED);
+	assert_int_equal(dir_fsyncs, 1);
+	bk_repo_upload_free(again);
+
+	/* A failed directory sync fails the batch, and the next one is new. */
+	again = sealed_upload(f, "t.1.11", content[2], sizeof(content[2]));
+	assert_true(bk_repo_upload_finish(again, &err));
+	bk_repo_batch_begin(f->repo);
+	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, "d", &identity, &result,
+									  &err));
+	fail_dir_fsync = true;
+	assert_false(bk_repo_batch_end(f->repo, &err));
+	assert_non_null(strstr(err.message, "fsync"));
+	dir_fsyncs = 0;
+	bk_repo_batch_begin(f->repo);
+	assert_true(bk_repo_batch_end(f->repo, &err));
+	assert_int_equal(dir_fsyncs, 0);
+	bk_repo_upload_free(again);
+	for (int objIdx = 0; objIdx < 3; objIdx++)
+		bk_repo_upload_free(uploads[objIdx]);
+}
+
 static void
 test_finish_after_commit(void **state)
 {
@@ -1393,6 +1544,7 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_finish_after_commit, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_batch_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
 										teardown),
 		cmocka_unit_test(test_stale_uploads),

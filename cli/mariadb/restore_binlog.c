@@ -127,9 +127,15 @@ follow_gtid_list(Scan *scan, uint64_t offset, const uint8_t *event,
 	if (scan->previous != NULL && scan->file_gtids_known &&
 		!bk_gtid_list_follows(&scan->file_gtids, &listed, differs,
 							  sizeof(differs)) &&
-		/* A position in the file before is reached without this one. */
+		/*
+		 * A position in the file before is reached without this one, but
+		 * only up to where that file is archived: a position past it, in
+		 * the range lost, needs the transactions the list says are missing.
+		 */
 		!(r->target.type == TARGET_POSITION &&
-		  bk_binlog_file_compare(r->target.file, scan->file->name) < 0))
+		  (bk_binlog_file_compare(r->target.file, scan->previous->name) < 0 ||
+		   (strcmp(r->target.file, scan->previous->name) == 0 &&
+			r->target.pos <= scan->previous->covered_end))))
 		return bk_error_set(err, BK_ERR_NOT_FOUND,
 							"binlog %s does not follow %s in the archive:"
 							" its GTID list says the server had logged %s"

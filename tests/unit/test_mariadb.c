@@ -574,6 +574,14 @@ test_gtid_list_continuity(void **state)
 	snprintf(expect, sizeof(expect), "mariadb-bin.000001:%zu", cut);
 	assert_true(plan_target(f, TARGET_POSITION, expect, &err));
 	assert_int_equal(f->groups, 2);
+	/*
+	 * A position in 000001 past its archived end, where 0-1-3 ended: the
+	 * transaction is in the lost range, so the target is not reached.
+	 */
+	snprintf(expect, sizeof(expect), "mariadb-bin.000001:%zu",
+			 cut + 2 * BK_BINLOG_HEADER_LEN + 13 + 8);
+	assert_false(plan_target(f, TARGET_POSITION, expect, &err));
+	assert_error_contains(&err, "does not follow");
 
 	/* The range arrives: 000002 follows 000001. */
 	archive_binlog_part(f, "mariadb-bin.000001", first, cut, len1, T0900 + 120,

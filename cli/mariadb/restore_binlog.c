@@ -74,6 +74,8 @@ typedef struct Scan
 	BkGtidList file_gtids;
 	bool file_gtids_known;
 	bool list_seen; /* the file's GTID list was met */
+	/* The snapshot's position was met in its file and checked there. */
+	bool snapshot_checked;
 } Scan;
 
 static int
@@ -160,6 +162,84 @@ follow_gtid_list(Scan *scan, uint64_t offset, const uint8_t *event,
 }
 
 /*
+ * check_snapshot_point
+ *		The archived file is the one the snapshot was taken of: an event of
+ *		it starts at the snapshot's position (offset: where the first event
+ *		at or after it starts, or the file's archived end), and the GTID
+ *		state the file reached there (its GTID list followed with every
+ *		transaction before) is the snapshot's.  A RESET MASTER, or another
+ *		server under the same source id, writes the file names again; the
+ *		agent does not archive that history, but the snapshots it takes of
+ *		it name the old history's files, and replaying those on top of the
+ *		snapshot would restore transactions of a history it never had.
+ */
+static bool
+check_snapshot_point(Scan *scan, uint64_t offset, BkError *err)
+{
+	MariadbRestore *r = scan->r;
+	const char *name = scan->file->name;
+	uint64_t pos = r->snapshot->binlog_pos;
+	BkGtidState want;
+	char reached[BK_BINLOG_GTID_STATE_MAX];
+	bool same = true;
+
+	scan->snapshot_checked = true;
+	if (offset != pos)
+		return bk_error_set(err, BK_ERR_CONFLICT,
+							"snapshot %s was taken at %s:%" PRIu64
+							", but no event of the archived %s starts there:"
+							" the archived file is of another binlog history"
+							" (the source was reset with RESET MASTER, or"
+							" replaced, since the agent archived it)",
+							r->snapshot->id, name, pos, name) ||
+			   bk_error_hint(err,
+							 "Restore an older snapshot of the archived"
+							 " history (--snapshot), or the snapshot alone"
+							 " (--target immediate); archive the source under"
+							 " a new source id.");
+	if (!scan->file_gtids_known)
+		return true; /* a file without a GTID list: nothing to compare */
+	if (!bk_gtid_state_parse(r->snapshot->gtid, &want, err))
+		return bk_error_prefix(err, "snapshot %s: ", r->snapshot->id);
+	for (int idx = 0; idx < want.count && same; idx++)
+	{
+		bool found = false;
+
+		for (int have = 0; have < scan->file_gtids.count; have++)
+			if (scan->file_gtids.gtids[have].domain == want.gtids[idx].domain &&
+				scan->file_gtids.gtids[have].server == want.gtids[idx].server)
+				found = scan->file_gtids.gtids[have].seq == want.gtids[idx].seq;
+		same = found;
+	}
+	for (int have = 0; have < scan->file_gtids.count && same; have++)
+	{
+		bool found = false;
+
+		for (int idx = 0; idx < want.count; idx++)
+			found |=
+				want.gtids[idx].domain == scan->file_gtids.gtids[have].domain;
+		same = found;
+	}
+	if (same)
+		return true;
+	if (!bk_gtid_list_format(&scan->file_gtids, reached, sizeof(reached)))
+		bk_strlcpy(reached, "(too long to show)", sizeof(reached));
+	bk_error_set(err, BK_ERR_CONFLICT,
+				 "snapshot %s was taken at %s:%" PRIu64 " with GTID state"
+				 " %s, but the archived %s had logged %s there: the"
+				 " archived file is of another binlog history (the source"
+				 " was reset with RESET MASTER, or replaced, since the agent"
+				 " archived it)",
+				 r->snapshot->id, name, pos,
+				 r->snapshot->gtid[0] ? r->snapshot->gtid : "(none)", name,
+				 reached[0] ? reached : "no GTID");
+	return bk_error_hint(err, "Restore an older snapshot of the archived"
+							  " history (--snapshot), or the snapshot alone"
+							  " (--target immediate); archive the source"
+							  " under a new source id.");
+}
+
+/*
  * scan_event
  *		Follow transactions and decide where the target ends
  *		(BkBinlogEventFn).
@@ -178,6 +258,10 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		scan->checksum_alg = bk_binlog_fde_checksum_alg(event, header->length);
 	if (header->length > r->largest_event)
 		r->largest_event = header->length;
+	if (scan->first && !scan->snapshot_checked &&
+		offset >= r->snapshot->binlog_pos &&
+		!check_snapshot_point(scan, offset, err))
+		return false;
 	if (scan->stopped)
 		return true;
 	if (header->type == BK_BINLOG_GTID_LIST_EVENT && !scan->list_seen &&
@@ -489,7 +573,8 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 									file, fd, replay->path, &events, scan_event,
 									&scan, err);
 		close(fd);
-		if (!ok)
+		if (!ok || (scan.first && !scan.snapshot_checked &&
+					!check_snapshot_point(&scan, file->covered_end, err)))
 			return false;
 		if (scan.first && r->target.type == TARGET_TIME &&
 			scan.newest_in_snapshot >= scan.target_second)

@@ -123,14 +123,15 @@ archive_binlog_range(Fixture *f, const char *file, uint64_t start, uint64_t end)
 }
 
 /*
- * plan_target
- *		restore_plan_replay from a snapshot at the start of
- *		mariadb-bin.000001 to the target (position: "FILE:POS"; time: an
- *		ISO 8601 time).
+ * plan_from
+ *		restore_plan_replay from a snapshot at mariadb-bin.000001:
+ *		snapshot_pos with GTID state snapshot_gtid to the target (position:
+ *		"FILE:POS"; time: an ISO 8601 time).  plan_target: from the start
+ *		of the file.
  */
 static bool
-plan_target(Fixture *f, RestoreTargetType type, const char *target,
-			BkError *err)
+plan_from(Fixture *f, uint64_t snapshot_pos, const char *snapshot_gtid,
+		  RestoreTargetType type, const char *target, BkError *err)
 {
 	MariadbRestore *r = calloc(1, sizeof(*r));
 	MariadbSnapshot snap = {0};
@@ -139,7 +140,8 @@ plan_target(Fixture *f, RestoreTargetType type, const char *target,
 	bk_strlcpy(snap.id, "20261124T051200Z-0000abcd", sizeof(snap.id));
 	bk_strlcpy(snap.binlog_file, "mariadb-bin.000001",
 			   sizeof(snap.binlog_file));
-	snap.binlog_pos = 4;
+	snap.binlog_pos = snapshot_pos;
+	bk_strlcpy(snap.gtid, snapshot_gtid, sizeof(snap.gtid));
 	r->program = "test";
 	r->source = SOURCE;
 	r->work_parent = f->dir;
@@ -166,6 +168,13 @@ plan_target(Fixture *f, RestoreTargetType type, const char *target,
 	binlog_catalog_free(&r->binlog);
 	free(r);
 	return ok;
+}
+
+static bool
+plan_target(Fixture *f, RestoreTargetType type, const char *target,
+			BkError *err)
+{
+	return plan_from(f, 4, "", type, target, err);
 }
 
 static bool
@@ -626,6 +635,59 @@ test_gtid_list_transaction_cut(void **state)
 	assert_error_contains(&err, "0-1-3 (reached 0-1-2)");
 }
 
+/*
+ * The snapshot was taken of another history of the same file name: the
+ * source was reset (RESET MASTER) or replaced after the agent archived
+ * mariadb-bin.000001, and the agent, refusing to archive the new history
+ * under the old names, goes on taking snapshots of the source.  The new
+ * snapshot's coordinates then point into the archived file of the old
+ * history: a restore must not replay the old history's transactions on
+ * top of it.  The archive tells: the snapshot's position is not an event
+ * boundary of the archived file, or the GTID state the file reached there
+ * is not the snapshot's.
+ */
+static void
+test_snapshot_of_another_history(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	/* After the GTID list and the first transaction (0-1-1). */
+	uint64_t at = BK_BINLOG_MAGIC_LEN + BK_BINLOG_HEADER_LEN + 4 +
+				  2 * BK_BINLOG_HEADER_LEN + 13 + 8;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3",
+						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+
+	/* The snapshot of this history: 0-1-2 to 0-1-4 are replayed. */
+	assert_true(plan_from(f, at, "0-1-1", TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->groups, 3);
+
+	/* Another history: its state at that position was 0-1-7. */
+	assert_false(plan_from(f, at, "0-1-7", TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_error_contains(&err, "0-1-7");
+	assert_error_contains(&err, "0-1-1");
+	assert_false(plan_from(f, at, "0-1-7", TARGET_POSITION,
+						   "mariadb-bin.000002:4", &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	/* A domain the archive never had, or no GTID at all. */
+	assert_false(plan_from(f, at, "0-1-1,1-1-5", TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_false(plan_from(f, at, "", TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	/* A position inside an event of the archived file. */
+	assert_false(plan_from(f, at + BK_BINLOG_HEADER_LEN, "0-1-1", TARGET_LATEST,
+						   NULL, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_error_contains(&err, "no event");
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -930,6 +992,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_gtid_list_continuity, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_list_transaction_cut, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_of_another_history, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),

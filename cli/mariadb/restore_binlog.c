@@ -644,10 +644,16 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 
 /* ------------------------------------------------------------------ replay */
 
+/*
+ * A command line of any length: replay names every rebuilt file on it, and
+ * one dropped would replay the files before it only, without a word.
+ */
 typedef struct Argv
 {
-	char *items[8192];
+	char **items; /* NULL-terminated */
 	int count;
+	int cap;
+	bool failed; /* an item could not be added: the line is not run */
 } Argv;
 
 static void argv_add(Argv *argv, const char *fmt, ...)
@@ -659,14 +665,31 @@ argv_add(Argv *argv, const char *fmt, ...)
 	va_list ap;
 	char *item = NULL;
 
-	if (argv->count + 1 >= (int) (sizeof(argv->items) / sizeof(argv->items[0])))
+	if (argv->failed)
 		return;
+	if (argv->count + 2 > argv->cap)
+	{
+		int cap = argv->cap ? argv->cap * 2 : 16;
+		char **grown = realloc(argv->items, (size_t) cap * sizeof(char *));
+
+		if (grown == NULL)
+		{
+			argv->failed = true;
+			return;
+		}
+		argv->items = grown;
+		argv->cap = cap;
+	}
 	va_start(ap, fmt);
 	if (vasprintf(&item, fmt, ap) < 0)
 		item = NULL;
 	va_end(ap);
-	if (item != NULL)
-		argv->items[argv->count++] = item;
+	if (item == NULL)
+	{
+		argv->failed = true;
+		return;
+	}
+	argv->items[argv->count++] = item;
 	argv->items[argv->count] = NULL;
 }
 
@@ -675,7 +698,8 @@ argv_free(Argv *argv)
 {
 	for (int idx = 0; idx < argv->count; idx++)
 		free(argv->items[idx]);
-	argv->count = 0;
+	free(argv->items);
+	memset(argv, 0, sizeof(*argv));
 }
 
 static void
@@ -698,8 +722,16 @@ static pid_t
 spawn(const MariadbRestore *r, Argv *argv, int in_fd, int out_fd, int err_fd,
 	  bool password, BkError *err)
 {
-	pid_t pid = fork();
+	pid_t pid;
 
+	if (argv->failed || argv->items == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM,
+					 "out of memory building the command line of %s",
+					 argv->items != NULL ? argv->items[0] : "a replay tool");
+		return -1;
+	}
+	pid = fork();
 	if (pid < 0)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not start %s: %s", argv->items[0],

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "binlog_catalog.h"
@@ -688,6 +689,93 @@ test_snapshot_of_another_history(void **state)
 	assert_error_contains(&err, "no event");
 }
 
+/* An executable shell script at dir/name. */
+static void
+write_script(const char *dir, const char *name, const char *text)
+{
+	char path[1024];
+	FILE *out;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	out = fopen(path, "w");
+	assert_non_null(out);
+	fputs(text, out);
+	assert_int_equal(fclose(out), 0);
+	assert_int_equal(chmod(path, 0700), 0);
+}
+
+/*
+ * Replay hands every rebuilt file to mariadb-binlog on its command line.
+ * A replay of more files than a fixed argument table holds lost the later
+ * ones without a word: mariadb-binlog replayed the first files only, both
+ * tools exited 0, and on a target without log_bin (where the GTID check
+ * after replay does not run) the restore reported success, short.  The
+ * tools here are stand-ins that count what they are given.
+ */
+static void
+test_replay_passes_every_file(void **state)
+{
+	Fixture *f = *state;
+	enum
+	{
+		FILES = 9000
+	};
+	MariadbRestore *r = calloc(1, sizeof(*r));
+	MariadbSnapshot snap = {0};
+	char bin[600], count_file[600], path[1200];
+	char *old_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+	BinlogFile file = {0};
+	FILE *in;
+	long given = -1;
+	BkError err;
+
+	snprintf(bin, sizeof(bin), "%s/bin", f->dir);
+	assert_int_equal(mkdir(bin, 0700), 0);
+	snprintf(count_file, sizeof(count_file), "%s/count", f->dir);
+	write_script(bin, "mariadb-binlog",
+				 "#!/bin/sh\n"
+				 "n=0\n"
+				 "for a in \"$@\"; do\n"
+				 "  case \"$a\" in --*) ;; *) n=$((n+1)) ;; esac\n"
+				 "done\n"
+				 "echo $n > \"$BK_TEST_COUNT_FILE\"\n");
+	write_script(bin, "mariadb", "#!/bin/sh\ncat > /dev/null\n");
+	snprintf(path, sizeof(path), "%s:%s", bin, old_path ? old_path : "");
+	setenv("PATH", path, 1);
+	setenv("BK_TEST_COUNT_FILE", count_file, 1);
+
+	bk_strlcpy(file.name, "mariadb-bin.000001", sizeof(file.name));
+	bk_strlcpy(snap.binlog_file, file.name, sizeof(snap.binlog_file));
+	snap.binlog_pos = 4;
+	r->program = "test";
+	r->user = "root";
+	r->socket = "/nonexistent/mysqld.sock";
+	r->snapshot = &snap;
+	r->max_packet = 1ULL << 30;
+	r->replay = calloc(FILES, sizeof(ReplayFile));
+	for (int idx = 0; idx < FILES; idx++)
+	{
+		r->replay[idx].file = &file;
+		snprintf(r->replay[idx].path, sizeof(r->replay[idx].path),
+				 "%s/work/mariadb-bin.%06d", f->dir, idx + 1);
+	}
+	r->replay_count = FILES;
+
+	bk_error_clear(&err);
+	assert_true(restore_replay(r, &err));
+	if (old_path != NULL)
+		setenv("PATH", old_path, 1);
+	free(old_path);
+	unsetenv("BK_TEST_COUNT_FILE");
+	in = fopen(count_file, "r");
+	assert_non_null(in);
+	assert_int_equal(fscanf(in, "%ld", &given), 1);
+	fclose(in);
+	assert_int_equal(given, FILES);
+	free(r->replay);
+	free(r);
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -994,6 +1082,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_gtid_list_transaction_cut, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_of_another_history, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_replay_passes_every_file, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),

@@ -239,8 +239,21 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 		if (tables_checked)
 			(*tables_checked)++;
 	}
-	if (out_dir != NULL && !bk_fsync_dir(out_dir, err))
-		goto done;
+	/*
+	 * Durable once said written: each data file's name is in DIR/data,
+	 * DIR/data's in DIR, and DIR's in the directory that holds it.
+	 */
+	if (out_dir != NULL)
+	{
+		char data_dir[4096];
+		char parent[4096];
+
+		snprintf(data_dir, sizeof(data_dir), "%s/data", out_dir);
+		bk_dir_of(out_dir, parent, sizeof(parent));
+		if (!bk_fsync_dir(data_dir, err) || !bk_fsync_dir(out_dir, err) ||
+			!bk_fsync_dir(parent, err))
+			goto done;
+	}
 	ok = true;
 done:
 	json_decref(record);

@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "binlog_catalog.h"
+#include "bk_crypto.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "engine.h"
@@ -779,6 +781,86 @@ test_replay_passes_every_file(void **state)
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
+/* The paths fsync() was called on (through /proc/self/fd), in order. */
+static char synced[64][1024];
+static int synced_count;
+
+extern int __real_fsync(int fd);
+extern int __wrap_fsync(int fd);
+
+int
+__wrap_fsync(int fd)
+{
+	char link[64];
+	ssize_t len;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if (synced_count < 64 &&
+		(len = readlink(link, synced[synced_count], sizeof(synced[0]) - 1)) > 0)
+		synced[synced_count++][len] = '\0';
+	return __real_fsync(fd);
+}
+
+static bool
+was_synced(const char *path)
+{
+	char real[PATH_MAX];
+
+	if (realpath(path, real) == NULL)
+		return false;
+	for (int idx = 0; idx < synced_count; idx++)
+		if (strcmp(synced[idx], real) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * bk snapshot-get says it wrote the snapshot: a crash right after must not
+ * lose a file of it.  Each data file is created in DIR/data, so that
+ * directory must be synced for the file's name to last, and DIR itself
+ * in the directory that holds it.
+ */
+static void
+test_snapshot_get_durable(void **state)
+{
+	Fixture *f = *state;
+	const char *rows = "1\talpha\n2\tbeta\n";
+	uint8_t digest[BK_SHA256_LEN];
+	char hex[2 * BK_SHA256_LEN + 1];
+	char record[1024], out_dir[600], path[700];
+	uint64_t tables = 0;
+	BkError err;
+
+	assert_true(bk_sha256(rows, strlen(rows), digest, &err));
+	bk_hex_encode(digest, BK_SHA256_LEN, hex);
+	snprintf(record, sizeof(record),
+			 "{\"format\": 1, \"engine\": \"mariadb\", \"snapshot_id\":"
+			 " \"%s\", \"tables\": [{\"index\": 1, \"database\": \"d\","
+			 " \"name\": \"t\", \"rows\": 2, \"bytes\": %zu,"
+			 " \"parts\": 1, \"sha256\": \"%s\"}]}",
+			 SNAP_NEW, strlen(rows), hex);
+	archive(f, BK_KIND_SNAPSHOT, SNAP_NEW "/schema.json",
+			"snapshot=" SNAP_NEW "\nengine=mariadb", (const uint8_t *) "{}", 2);
+	archive(f, BK_KIND_SNAPSHOT, SNAP_NEW "/data/000001.000001",
+			"snapshot=" SNAP_NEW "\nengine=mariadb", (const uint8_t *) rows,
+			strlen(rows));
+	archive(f, BK_KIND_SNAPSHOT, SNAP_NEW "/" BK_SNAPSHOT_RECORD,
+			"snapshot=" SNAP_NEW "\nengine=mariadb\ntype=record",
+			(const uint8_t *) record, strlen(record));
+
+	snprintf(out_dir, sizeof(out_dir), "%s/out", f->dir);
+	synced_count = 0;
+	assert_true(mariadb_snapshot_check(f->repo, SOURCE, f->decoder, SNAP_NEW,
+									   out_dir, &tables, &err));
+	assert_int_equal(tables, 1);
+	snprintf(path, sizeof(path), "%s/data/000001.tsv", out_dir);
+	assert_true(was_synced(path));
+	snprintf(path, sizeof(path), "%s/data", out_dir);
+	assert_true(was_synced(path));
+	assert_true(was_synced(out_dir));
+	assert_true(was_synced(f->dir));
+}
+
 /* A snapshot object; the record's metadata as the agent writes it. */
 static void
 archive_snapshot_object(Fixture *f, const char *id, const char *part,
@@ -1084,6 +1166,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_of_another_history, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_replay_passes_every_file, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),

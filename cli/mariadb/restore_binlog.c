@@ -487,6 +487,49 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	bk_gtid_state_format(&scan.state, r->final_gtid, sizeof(r->final_gtid));
 	if (r->target.type == TARGET_IMMEDIATE)
 		return true;
+	if (r->target.type == TARGET_POSITION)
+	{
+		/*
+		 * Files are ordered by number: one of another name would pass for
+		 * the archived file of its number, never stop the replay there,
+		 * and have all of that file replayed, past the position.
+		 */
+		const char *dot_target = strrchr(r->target.file, '.');
+		const char *dot_snap = strrchr(r->snapshot->binlog_file, '.');
+
+		if (dot_target == NULL || dot_snap == NULL ||
+			dot_target - r->target.file !=
+				dot_snap - r->snapshot->binlog_file ||
+			strncmp(r->target.file, r->snapshot->binlog_file,
+					(size_t) (dot_snap - r->snapshot->binlog_file)) != 0)
+			return bk_error_set(
+					   err, BK_ERR_NOT_FOUND,
+					   "--target-position names binlog %s, but the"
+					   " binlog files of source \"%s\" are named"
+					   " %.*s.NNNNNN",
+					   r->target.file, r->source,
+					   dot_snap ? (int) (dot_snap - r->snapshot->binlog_file)
+								: (int) strlen(r->snapshot->binlog_file),
+					   r->snapshot->binlog_file) ||
+				   bk_error_hint(err,
+								 "Give the file and position the source's"
+								 " SHOW MASTER STATUS printed; \"bk list"
+								 " --source %s\" shows the archived files.",
+								 r->source);
+		/* mariadb-bin.42 is the archive's mariadb-bin.000042. */
+		for (int idx = 0; idx < r->binlog.file_count; idx++)
+		{
+			const char *name = r->binlog.files[idx].name;
+			const char *dot = strrchr(name, '.');
+
+			if (dot != NULL &&
+				strtoull(dot + 1, NULL, 10) ==
+					strtoull(dot_target + 1, NULL, 10) &&
+				dot - name == dot_target - r->target.file &&
+				strncmp(name, r->target.file, (size_t) (dot - name)) == 0)
+				bk_strlcpy(r->target.file, name, sizeof(r->target.file));
+		}
+	}
 	if (r->target.type == TARGET_GTID)
 	{
 		/* The snapshot may hold the target already. */

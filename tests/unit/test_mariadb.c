@@ -691,6 +691,45 @@ test_snapshot_of_another_history(void **state)
 	assert_error_contains(&err, "no event");
 }
 
+/*
+ * A position names a binlog file: one of another name (a typo, or the
+ * server's binlog base name from another host) with the same number as an
+ * archived file ordered with it by number only, so the replay never
+ * stopped in the file and took all of it, past the position given.
+ */
+static void
+test_target_position_other_file_name(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	/* After the GTID list and the first transaction (0-1-1). */
+	uint64_t at = BK_BINLOG_MAGIC_LEN + BK_BINLOG_HEADER_LEN + 4 +
+				  2 * BK_BINLOG_HEADER_LEN + 13 + 8;
+	char target[64];
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3",
+						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+
+	snprintf(target, sizeof(target), "mariadb-bin.000001:%" PRIu64, at);
+	assert_true(plan_target(f, TARGET_POSITION, target, &err));
+	assert_int_equal(f->groups, 1);
+	snprintf(target, sizeof(target), "mysql-bin.000001:%" PRIu64, at);
+	assert_false(plan_target(f, TARGET_POSITION, target, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "mysql-bin.000001");
+	assert_error_contains(&err, "mariadb-bin.");
+	/* The number without its leading zeros is the same file. */
+	snprintf(target, sizeof(target), "mariadb-bin.1:%" PRIu64, at);
+	assert_true(plan_target(f, TARGET_POSITION, target, &err));
+	assert_int_equal(f->groups, 1);
+}
+
 /* An executable shell script at dir/name. */
 static void
 write_script(const char *dir, const char *name, const char *text)
@@ -1165,6 +1204,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_of_another_history, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_target_position_other_file_name,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_passes_every_file, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,

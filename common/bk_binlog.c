@@ -96,6 +96,51 @@ bk_binlog_crc_ok(const uint8_t *event, size_t len)
 }
 
 /*
+ * bk_binlog_rotate_read
+ *		The position and file name of a ROTATE event.  A made-up one may end
+ *		with a CRC-32 or not; the name alone cannot tell (about one CRC in
+ *		60000 is four bytes a file name may hold, "4074" say, and the name
+ *		with them still looks like one), the CRC-32 itself can.
+ */
+bool
+bk_binlog_rotate_read(const uint8_t *event, size_t len, int checksum_alg,
+					  uint64_t *pos, char *name, size_t name_len, BkError *err)
+{
+	size_t body;
+	bool with_crc;
+
+	if (len < BK_BINLOG_HEADER_LEN + 8)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"ROTATE event of %zu bytes, too short for its"
+							" position",
+							len);
+	body = len - BK_BINLOG_HEADER_LEN;
+	if (checksum_alg < 0)
+		with_crc =
+			body >= 8 + BK_BINLOG_CHECKSUM_LEN && bk_binlog_crc_ok(event, len);
+	else
+		with_crc = checksum_alg == BK_BINLOG_CHECKSUM_CRC32;
+	if (with_crc)
+	{
+		if (body < 8 + BK_BINLOG_CHECKSUM_LEN)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"ROTATE event of %zu bytes, too short for its"
+								" position and checksum",
+								len);
+		body -= BK_BINLOG_CHECKSUM_LEN;
+	}
+	if (body - 8 >= name_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"ROTATE event names a file of %zu bytes; at most"
+							" %zu",
+							body - 8, name_len - 1);
+	*pos = get_le64(event + BK_BINLOG_HEADER_LEN);
+	memcpy(name, event + BK_BINLOG_HEADER_LEN + 8, body - 8);
+	name[body - 8] = '\0';
+	return true;
+}
+
+/*
  * bk_gtid_state_set
  *		Record gtid as its domain's newest.
  */

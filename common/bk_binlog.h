@@ -80,6 +80,20 @@ extern int bk_binlog_fde_checksum_alg(const uint8_t *event, size_t len);
 extern bool bk_binlog_crc_ok(const uint8_t *event, size_t len);
 
 /*
+ * The position and the file name a ROTATE event carries (body: position,
+ * 8 bytes, then the name up to the checksum).  checksum_alg says whether
+ * the event ends with a CRC-32, for a ROTATE of the file itself; -1 for
+ * one the server made up for the stream (artificial), which carries a
+ * CRC-32 or not whatever the stream's setting: its own last four bytes
+ * tell, being the CRC-32 of the rest or not.  Fails on a body too short or
+ * a name longer than name_len - 1; whether the name is one bk archives is
+ * the caller's check (bk_binlog_file_name_valid).
+ */
+extern bool bk_binlog_rotate_read(const uint8_t *event, size_t len,
+								  int checksum_alg, uint64_t *pos, char *name,
+								  size_t name_len, BkError *err);
+
+/*
  * GTID state: the last GTID seen per replication domain, as MariaDB prints
  * it ("0-1-42,1-2-7", domains in ascending order).
  */

@@ -543,25 +543,16 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 	if (header.type == BK_BINLOG_ROTATE_EVENT &&
 		(header.flags & BK_BINLOG_F_ARTIFICIAL || header.next_pos == 0))
 	{
-		/* Body: position u64, then the file name up to the checksum. */
-		size_t body = header.length - BK_BINLOG_HEADER_LEN;
+		/*
+		 * Made up by the server: with a CRC-32 or without, whatever the
+		 * stream's setting; the CRC-32 itself tells.
+		 */
 		char name[BK_BINLOG_FILE_NAME_MAX + 1];
-		const uint8_t *p = event + BK_BINLOG_HEADER_LEN;
-		uint64_t pos = 0;
+		uint64_t pos;
 
-		if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 &&
-			body >= 8 + BK_BINLOG_CHECKSUM_LEN && header.timestamp != 0)
-			body -= BK_BINLOG_CHECKSUM_LEN;
-		if (body < 8 || body - 8 >= sizeof(name))
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"malformed ROTATE event from the server");
-		for (int idx = 7; idx >= 0; idx--)
-			pos = (pos << 8) | p[idx];
-		memcpy(name, p + 8, body - 8);
-		name[body - 8] = '\0';
-		/* The artificial ROTATE may or may not carry a checksum. */
-		if (!bk_binlog_file_name_valid(name) && body - 8 >= 4)
-			name[body - 8 - 4] = '\0';
+		if (!bk_binlog_rotate_read(event, header.length, -1, &pos, name,
+								   sizeof(name), err))
+			return bk_error_prefix(err, "from the server: ");
 		if (!bk_binlog_file_name_valid(name))
 			return bk_error_set(err, BK_ERR_FORMAT,
 								"the server names a binlog file \"%s\" that"
@@ -616,16 +607,13 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 
 	if (header.type == BK_BINLOG_ROTATE_EVENT)
 	{
-		size_t body = header.length - BK_BINLOG_HEADER_LEN - 8;
+		uint64_t pos;
 
-		if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
-			body -= BK_BINLOG_CHECKSUM_LEN;
-		if (body >= sizeof(stream->next_file))
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"binlog \"%s\": ROTATE names a file too long",
-								stream->position.file);
-		memcpy(stream->next_file, event + BK_BINLOG_HEADER_LEN + 8, body);
-		stream->next_file[body] = '\0';
+		if (!bk_binlog_rotate_read(event, header.length, stream->checksum_alg,
+								   &pos, stream->next_file,
+								   sizeof(stream->next_file), err))
+			return bk_error_prefix(err,
+								   "binlog \"%s\": ", stream->position.file);
 		stream->closing = "rotate";
 		stream->file_closed = true;
 		return range_flush(stream, true, err);

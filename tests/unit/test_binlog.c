@@ -527,6 +527,96 @@ test_transaction_end_time(void **state)
 	assert_int_equal(txn.end_time, 50);
 }
 
+/*
+ * make_rotate
+ *		A ROTATE as the server sends it: artificial (timestamp 0, next_pos
+ *		0, LOG_EVENT_ARTIFICIAL_F) or the file's own; with or without a
+ *		CRC-32.  Returns its length.
+ */
+static size_t
+make_rotate(uint8_t *out, uint32_t server, bool artificial, uint64_t pos,
+			const char *name, bool with_crc, uint64_t offset)
+{
+	size_t name_len = strlen(name);
+	size_t len = BK_BINLOG_HEADER_LEN + 8 + name_len +
+				 (with_crc ? BK_BINLOG_CHECKSUM_LEN : 0);
+
+	put_le32(out, artificial ? 0 : 1764000000);
+	out[4] = BK_BINLOG_ROTATE_EVENT;
+	put_le32(out + 5, server);
+	put_le32(out + 9, (uint32_t) len);
+	put_le32(out + 13, artificial ? 0 : (uint32_t) (offset + len));
+	out[17] = artificial ? BK_BINLOG_F_ARTIFICIAL : 0;
+	out[18] = 0;
+	put_le64(out + BK_BINLOG_HEADER_LEN, pos);
+	memcpy(out + BK_BINLOG_HEADER_LEN + 8, name, name_len);
+	if (with_crc)
+		put_le32(out + len - 4,
+				 (uint32_t) crc32(crc32(0L, Z_NULL, 0), out, (uInt) (len - 4)));
+	return len;
+}
+
+static void
+test_rotate(void **state)
+{
+	/*
+	 * Server ids whose artificial ROTATE of "mariadb-bin.000042" at 4 has
+	 * a CRC-32 made of bytes a file name may hold, ending the name in
+	 * digits: "4074" and "y..2".  About one made-up ROTATE in 60000 is
+	 * like this: the name with its checksum is still a valid name.
+	 */
+	static const uint32_t servers[] = {10022, 61022, 1};
+	uint8_t event[512];
+	char name[BK_BINLOG_FILE_NAME_MAX + 1];
+	char long_name[BK_BINLOG_FILE_NAME_MAX + 2];
+	uint64_t pos;
+	size_t len;
+	BkError err;
+
+	(void) state;
+	for (size_t idx = 0; idx < sizeof(servers) / sizeof(servers[0]); idx++)
+	{
+		/* Artificial, with a checksum: the CRC is not part of the name. */
+		len = make_rotate(event, servers[idx], true, 4, "mariadb-bin.000042",
+						  true, 0);
+		assert_true(bk_binlog_rotate_read(event, len, -1, &pos, name,
+										  sizeof(name), &err));
+		assert_string_equal(name, "mariadb-bin.000042");
+		assert_int_equal(pos, 4);
+
+		/* Artificial, without one: the whole body after the position. */
+		len = make_rotate(event, servers[idx], true, 1234567,
+						  "mariadb-bin.000042", false, 0);
+		assert_true(bk_binlog_rotate_read(event, len, -1, &pos, name,
+										  sizeof(name), &err));
+		assert_string_equal(name, "mariadb-bin.000042");
+		assert_int_equal(pos, 1234567);
+	}
+
+	/* The file's own ROTATE: the stream's checksum setting decides. */
+	len = make_rotate(event, 10022, false, 4, "mariadb-bin.000043", true, 900);
+	assert_true(bk_binlog_rotate_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+									  &pos, name, sizeof(name), &err));
+	assert_string_equal(name, "mariadb-bin.000043");
+	len = make_rotate(event, 10022, false, 4, "mariadb-bin.000043", false, 900);
+	assert_true(bk_binlog_rotate_read(event, len, BK_BINLOG_CHECKSUM_OFF, &pos,
+									  name, sizeof(name), &err));
+	assert_string_equal(name, "mariadb-bin.000043");
+
+	/* A body shorter than the position, a name too long: refused. */
+	len = make_rotate(event, 1, true, 4, "", false, 0);
+	assert_false(bk_binlog_rotate_read(event, len - 1, -1, &pos, name,
+									   sizeof(name), &err));
+	memset(long_name, 'a', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	len = make_rotate(event, 1, true, 4, long_name, false, 0);
+	assert_false(
+		bk_binlog_rotate_read(event, len, -1, &pos, name, sizeof(name), &err));
+	len = make_rotate(event, 1, false, 4, long_name, true, 900);
+	assert_false(bk_binlog_rotate_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+									   &pos, name, sizeof(name), &err));
+}
+
 int
 main(void)
 {
@@ -539,6 +629,7 @@ main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_transactions),
 		cmocka_unit_test(test_transaction_end_time),
+		cmocka_unit_test(test_rotate),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

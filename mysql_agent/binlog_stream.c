@@ -75,7 +75,9 @@ typedef struct Stream
 	 * received, so is in the pending range or before it: a heartbeat at the
 	 * stream's position says the server had nothing more when it sent it,
 	 * and an event stamped S was written at S or later, after everything
-	 * written before S.  Sent as complete-until=, because a range's send
+	 * written before S, but no later than it arrived (a stamp can be in
+	 * the future: bk_binlog_complete_until).  Sent as complete-until=,
+	 * because a range's send
 	 * time proves nothing when the agent was behind (a catch-up after a
 	 * restart that stalls leaves the archive short of what it was sent at).
 	 */
@@ -336,8 +338,8 @@ range_append(Stream *stream, const uint8_t *event, size_t len,
 		stream->first_event_time = header->timestamp;
 	}
 	stream->last_event_time = header->timestamp;
-	if ((int64_t) header->timestamp * 1000 > stream->complete_until_ms)
-		stream->complete_until_ms = (int64_t) header->timestamp * 1000;
+	stream->complete_until_ms = bk_binlog_complete_until(
+		stream->complete_until_ms, header->timestamp, bk_wall_ms());
 	stream->range_events++;
 	return true;
 }

@@ -871,6 +871,55 @@ local_batch_end(BkRepo *repo, BkError *err)
 	return ok;
 }
 
+/*
+ * A copy found in place counts only once it is durable.  The shipper that
+ * linked it may have crashed before fsyncing its directory (or inside
+ * make_dirs, before fsyncing a new directory's parent), or another shipper
+ * may not have got there yet; a power failure could then still take it,
+ * after the caller has called this re-send a duplicate and committed the
+ * Kafka offsets past it.  So its directory and every one above it, up to
+ * the root, are fsynced; the file itself was fsynced before it was linked.
+ * A directory gone meanwhile ("bk expire") took the copy with it: the
+ * caller then finds it missing and commits again.
+ */
+static bool
+fsync_up_to_root(const BkRepo *repo, const char *dir, BkError *err)
+{
+	const char *root = state_of(repo)->root;
+	char path[LOCAL_PATH];
+	char parent[LOCAL_PATH];
+
+	bk_strlcpy(path, dir, sizeof(path));
+	for (;;)
+	{
+		int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0)
+		{
+			if (errno == ENOENT)
+				return true;
+			return bk_error_set(err, BK_ERR_IO,
+								"could not open directory \"%s\" to fsync "
+								"it: %s",
+								path, strerror(errno));
+		}
+		if (fsync(fd) != 0)
+		{
+			int save_errno = errno;
+
+			close(fd);
+			return bk_error_set(err, BK_ERR_IO,
+								"could not fsync directory \"%s\": %s", path,
+								strerror(save_errno));
+		}
+		close(fd);
+		if (strlen(path) <= strlen(root))
+			return true;
+		bk_dir_of(path, parent, sizeof(parent));
+		bk_strlcpy(path, parent, sizeof(path));
+	}
+}
+
 static bool
 local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 					BkError *err)
@@ -900,7 +949,7 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 		if (errno == EEXIST)
 		{
 			*created = false;
-			return sync_commit_dir(base->repo->state, dir, err);
+			return fsync_up_to_root(base->repo, dir, err);
 		}
 		/* A component longer than the file system takes: never will. */
 		bk_error_set(err, errno == ENAMETOOLONG ? BK_ERR_REFUSED : BK_ERR_IO,

@@ -132,8 +132,9 @@ __wrap_posix_fadvise(int fd, off_t offset, off_t len, int advice)
 }
 
 /*
- * fsync() calls, files and directories apart, and whether a failure is
- * injected into the next directory fsync (test_batch_commit).
+ * fsync(2) calls (--wrap=fsync), files and directories apart; the next
+ * directory fsync fails on demand, as a crash between a link and its
+ * directory's fsync would leave an object in place never made durable.
  */
 static int file_fsyncs;
 static int dir_fsyncs;
@@ -218,6 +219,7 @@ setup(void **state)
 	short_direct_pwrite = false;
 	fail_append_opens = 0;
 	fail_ftruncate = false;
+	file_fsyncs = dir_fsyncs = 0;
 	fail_dir_fsync = false;
 	f->repo = open_repo(f, f->location, true, &err);
 	if (f->repo == NULL)
@@ -388,6 +390,62 @@ test_put_if_absent(void **state)
 									BK_KIND_WAL, "000000010000000000000009",
 									&err));
 	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+}
+
+/*
+ * A copy already in place counts as archived only once it is durable: the
+ * copy a shipper linked before it crashed (or that another shipper linked
+ * and has not yet fsynced) may not survive a power loss, and calling the
+ * re-send a duplicate lets the shipper commit the Kafka offset past it.
+ */
+static void
+test_existing_copy_made_durable(void **state)
+{
+	Fixture *f = *state;
+	BkObjectIdentity first_id;
+	BkObjectIdentity again_id;
+	BkRepoUpload *first;
+	BkRepoUpload *again;
+	BkPutResult result;
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	/* Its directory made (durably) by an earlier object. */
+	first = upload_object(f, "t.0.0", "000000010000000000000002", "other",
+						  &first_id);
+	assert_true(bk_repo_upload_commit(first, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000002",
+									  &first_id, &result, &err));
+	bk_repo_upload_free(first);
+
+	/* Linked, but its directory never fsynced (a crash right there). */
+	first = upload_object(f, "t.0.1", "000000010000000000000001", "first",
+						  &first_id);
+	fail_dir_fsync = true;
+	assert_false(bk_repo_upload_commit(first, BK_REPO_ARCHIVE, SOURCE,
+									   BK_KIND_WAL, "000000010000000000000001",
+									   &first_id, &result, &err));
+	fail_dir_fsync = false;
+	bk_repo_upload_free(first);
+
+	/* The re-send finds it in place: made durable before it counts. */
+	again = upload_object(f, "t.0.2", "000000010000000000000001", "first",
+						  &again_id);
+	dir_fsyncs = 0;
+	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, "000000010000000000000001",
+									  &again_id, &result, &err));
+	assert_int_equal(result, BK_PUT_EXISTS_IDENTICAL);
+	assert_true(dir_fsyncs > 0);
+
+	/* And if that cannot be done, the re-send is not called archived. */
+	fail_dir_fsync = true;
+	assert_false(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
+									   BK_KIND_WAL, "000000010000000000000001",
+									   &again_id, &result, &err));
+	fail_dir_fsync = false;
+	bk_repo_upload_free(again);
 }
 
 static void
@@ -1254,7 +1312,11 @@ test_batch_commit(void **state)
 			&result, &err));
 		assert_int_equal(result, BK_PUT_CREATED);
 	}
-	/* A copy in place found in the batch: its directory is synced with it. */
+	assert_int_equal(dir_fsyncs, 0);
+	/*
+	 * A copy found in place is made durable at once, its directory and
+	 * those above it (test_existing_copy_made_durable), batch or not.
+	 */
 	again = sealed_upload(f, "t.1.9", content[0], sizeof(content[0]));
 	assert_true(bk_repo_upload_finish(again, &err));
 	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
@@ -1262,22 +1324,22 @@ test_batch_commit(void **state)
 									  &err));
 	assert_int_not_equal(result, BK_PUT_CREATED); /* not frames: differs */
 	bk_repo_upload_free(again);
-	assert_int_equal(dir_fsyncs, 0);
+	assert_true(dir_fsyncs > 0);
+	dir_fsyncs = 0;
 	assert_true(bk_repo_batch_end(f->repo, &err));
 	assert_int_equal(dir_fsyncs, 2);
 	for (int objIdx = 0; objIdx < 2; objIdx++)
 		commit_and_check(f, uploads[objIdx], names[objIdx], content[objIdx],
 						 sizeof(content[objIdx]));
 
-	/* Out of a batch, every commit syncs its directory, one that finds a
-	 * copy in place too. */
+	/* Out of a batch, every commit syncs its directory. */
 	dir_fsyncs = 0;
 	again = sealed_upload(f, "t.1.10", content[1], sizeof(content[1]));
 	assert_true(bk_repo_upload_finish(again, &err));
 	assert_true(bk_repo_upload_commit(again, BK_REPO_ARCHIVE, SOURCE,
-									  BK_KIND_SNAPSHOT, "b", &identity, &result,
+									  BK_KIND_SNAPSHOT, "e", &identity, &result,
 									  &err));
-	assert_int_not_equal(result, BK_PUT_CREATED);
+	assert_int_equal(result, BK_PUT_CREATED);
 	assert_int_equal(dir_fsyncs, 1);
 	bk_repo_upload_free(again);
 
@@ -1523,6 +1585,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_existing_copy_made_durable, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_substituted_object, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_unreadable_copy_in_place, setup,

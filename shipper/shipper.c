@@ -593,6 +593,45 @@ update_lag_metrics(Shipper *shipper)
 
 static bool commit_flush(Shipper *shipper);
 
+/*
+ * Take (assign) or give up the partitions of a rebalance, as its protocol
+ * wants it: kafka_properties may choose a cooperative assignment strategy
+ * (cooperative-sticky), whose changes are incremental, and librdkafka then
+ * refuses rd_kafka_assign().  A refusal would leave the shipper consuming
+ * nothing while it says the partitions are its own: it stops instead.
+ */
+static void
+assignment_change(Shipper *shipper, rd_kafka_t *rk,
+				  rd_kafka_topic_partition_list_t *parts, bool take)
+{
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+	const char *problem = NULL;
+
+	if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+	{
+		error = take ? rd_kafka_incremental_assign(rk, parts)
+					 : rd_kafka_incremental_unassign(rk, parts);
+		if (error != NULL)
+			problem = rd_kafka_error_string(error);
+	}
+	else
+	{
+		kerr = rd_kafka_assign(rk, take ? parts : NULL);
+		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+			problem = rd_kafka_err2str(kerr);
+	}
+	if (problem != NULL)
+	{
+		shipper_log(LOG_ERROR, "could not %s %d partitions: %s",
+					take ? "take" : "give up", parts->cnt, problem);
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
+		shipper->fatal = true;
+	}
+	if (error != NULL)
+		rd_kafka_error_destroy(error);
+}
+
 static void
 rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			 rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -614,7 +653,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			partition_add(shipper, parts->elems[itemIdx].topic,
 						  parts->elems[itemIdx].partition);
 		shipper_log(LOG_INFO, "assigned %d partitions:%s", parts->cnt, summary);
-		rd_kafka_assign(rk, parts);
+		assignment_change(shipper, rk, parts, true);
 		query_assigned_offsets(shipper, parts);
 		return;
 	}
@@ -631,7 +670,7 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 					   parts->elems[itemIdx].partition);
 	shipper_log(LOG_INFO, "revoked %d partitions (%s):%s", parts->cnt,
 				rd_kafka_err2str(err), summary);
-	rd_kafka_assign(rk, NULL);
+	assignment_change(shipper, rk, parts, false);
 }
 
 /*

@@ -847,7 +847,8 @@ capture_accounts(SnapRun *run, BkError *err)
 /*
  * consistent_point
  *		Every reader in one snapshot with the coordinates, under a brief
- *		BLOCK_COMMIT; metadata locks on every table; then the stage ends.
+ *		BLOCK_COMMIT; metadata locks on every table; then the stage ends,
+ *		and the GTID state at the coordinates is read.
  */
 static bool
 consistent_point(SnapRun *run, BkError *err)
@@ -883,11 +884,6 @@ consistent_point(SnapRun *run, BkError *err)
 							" is off, so no point in time after the snapshot"
 							" could be restored");
 
-	if (!agent_binlog_gtid_pos(run->readers[0], run->binlog_file,
-							   run->binlog_pos, run->gtid, sizeof(run->gtid),
-							   &found, err))
-		return false;
-
 	/* Every reader holds a metadata lock on every table from now on. */
 	for (int idx = 0; idx < run->reader_count; idx++)
 		for (int tableIdx = 0; tableIdx < run->table_count; tableIdx++)
@@ -908,6 +904,27 @@ consistent_point(SnapRun *run, BkError *err)
 	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
 		return false;
 	run->stage_open = false;
+
+	/*
+	 * The GTID state at the snapshot's position, read once commits flow
+	 * again: BINLOG_GTID_POS reads the binlog file from its start (up to
+	 * max_binlog_size), and under BLOCK_COMMIT every commit on the server
+	 * would wait for that scan.  The position is fixed, so the answer is
+	 * the same.  No answer (NULL: the file purged meanwhile, or no event
+	 * boundary there) fails the snapshot: a restore could not tell which
+	 * transactions it holds.
+	 */
+	if (!agent_binlog_gtid_pos(run->readers[0], run->binlog_file,
+							   run->binlog_pos, run->gtid, sizeof(run->gtid),
+							   &found, err))
+		return false;
+	if (!found)
+		return bk_error_set(err, BK_ERR_IO,
+							"the server has no GTID state at the snapshot's"
+							" binlog position %s:%" PRIu64
+							" (BINLOG_GTID_POS returned NULL; the file was"
+							" purged meanwhile?): take the snapshot again",
+							run->binlog_file, run->binlog_pos);
 	return true;
 }
 

@@ -900,6 +900,93 @@ raise_packet_limit(MariadbRestore *r, BkError *err)
 	return true;
 }
 
+/*
+ * The client reads the option files (groups [mysql], [mariadb-client],
+ * [client], [client-server] and [client-mariadb]), which is how it gets
+ * the password when no --mysql-password-file is given.  Two options there
+ * would lose transactions without a word: "force" carries on after a
+ * statement fails (and the client exits 0), "one-database" skips every
+ * statement outside the database named on the command line, which here is
+ * none.  The first is turned off on the command line (--skip-force); the
+ * second cannot be, so a restore it would empty is refused before it
+ * starts.  mariadb --print-defaults lists what the option files give.
+ */
+static bool
+client_defaults_checked(const MariadbRestore *r, BkError *err)
+{
+	Argv argv = {0};
+	int out_pipe[2];
+	int devnull;
+	pid_t pid;
+	char buf[4096];
+	char *text = NULL;
+	size_t len = 0;
+	ssize_t got;
+	int status;
+	bool ok = true;
+
+	if (pipe2(out_pipe, O_CLOEXEC) != 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
+							strerror(errno));
+	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	argv_add(&argv, "mariadb");
+	argv_add(&argv, "--print-defaults");
+	pid = spawn(r, &argv, -1, out_pipe[1], devnull, false, err);
+	close(devnull);
+	close(out_pipe[1]);
+	while (pid > 0 && (got = read(out_pipe[0], buf, sizeof(buf))) != 0)
+	{
+		char *grown;
+
+		if (got < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		grown = realloc(text, len + (size_t) got + 1);
+		if (grown == NULL)
+		{
+			ok = bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+			break;
+		}
+		text = grown;
+		memcpy(text + len, buf, (size_t) got);
+		len += (size_t) got;
+		text[len] = '\0';
+	}
+	close(out_pipe[0]);
+	status = pid > 0 ? wait_status(pid) : -1;
+	argv_free(&argv);
+	if (pid < 0)
+		ok = false;
+	else if (ok && status != 0)
+		ok = bk_error_set(err, BK_ERR_CONFIG,
+						  "mariadb --print-defaults failed (exit %d): the "
+						  "option files the replay client would read could "
+						  "not be checked",
+						  status);
+	for (char *word = text ? strtok(text, " \t\n") : NULL; ok && word != NULL;
+		 word = strtok(NULL, " \t\n"))
+		if (strcmp(word, "--one-database") == 0 || strcmp(word, "-o") == 0)
+		{
+			ok = bk_error_set(
+				err, BK_ERR_CONFIG,
+				"the option files give the mariadb client one-database, which "
+				"would skip every replayed statement");
+			bk_error_hint(
+				err, "Remove one-database from the option files the mariadb "
+					 "client reads (\"mariadb --print-defaults\" shows what "
+					 "they give).");
+		}
+	if (text != NULL)
+	{
+		explicit_bzero(text, len); /* it lists the password too */
+		free(text);
+	}
+	return ok;
+}
+
 bool
 restore_replay(MariadbRestore *r, BkError *err)
 {
@@ -917,7 +1004,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 	if (r->replay_count == 0)
 		return true;
 	restore_mark_step(r, "binlog replay");
-	if (!raise_packet_limit(r, err))
+	if (!client_defaults_checked(r, err) || !raise_packet_limit(r, err))
 		return false;
 	if (pipe2(data_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
 		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
@@ -926,6 +1013,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 	binlog_argv(r, &binlog);
 	argv_add(&client, "mariadb");
 	argv_add(&client, "--binary-mode");
+	argv_add(&client, "--skip-force"); /* client_defaults_checked */
 	argv_add(&client, "--max-allowed-packet=1073741824");
 	argv_add(&client, "--user=%s", r->user);
 	/* Explicit, so MYSQL_HOST and the like cannot redirect the replay. */

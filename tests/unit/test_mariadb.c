@@ -746,6 +746,74 @@ write_script(const char *dir, const char *name, const char *text)
 }
 
 /*
+ * Stand-ins for mariadb-binlog and mariadb first on PATH, and a restore that
+ * replays files files from them (freed with replay_done).
+ */
+static MariadbRestore *
+replay_setup(Fixture *f, int files, const char *binlog_script,
+			 const char *client_script, char **old_path)
+{
+	MariadbRestore *r = calloc(1, sizeof(*r));
+	static MariadbSnapshot snap;
+	static BinlogFile file;
+	char bin[600], path[1200];
+
+	*old_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+	snprintf(bin, sizeof(bin), "%s/bin", f->dir);
+	assert_int_equal(mkdir(bin, 0700), 0);
+	write_script(bin, "mariadb-binlog", binlog_script);
+	write_script(bin, "mariadb", client_script);
+	snprintf(path, sizeof(path), "%s:%s", bin, *old_path ? *old_path : "");
+	setenv("PATH", path, 1);
+
+	memset(&file, 0, sizeof(file));
+	memset(&snap, 0, sizeof(snap));
+	bk_strlcpy(file.name, "mariadb-bin.000001", sizeof(file.name));
+	bk_strlcpy(snap.binlog_file, file.name, sizeof(snap.binlog_file));
+	snap.binlog_pos = 4;
+	r->program = "test";
+	r->user = "root";
+	r->socket = "/nonexistent/mysqld.sock";
+	r->snapshot = &snap;
+	r->max_packet = 1ULL << 30;
+	r->replay = calloc((size_t) files, sizeof(ReplayFile));
+	for (int idx = 0; idx < files; idx++)
+	{
+		r->replay[idx].file = &file;
+		snprintf(r->replay[idx].path, sizeof(r->replay[idx].path),
+				 "%s/work/mariadb-bin.%06d", f->dir, idx + 1);
+	}
+	r->replay_count = files;
+	return r;
+}
+
+static void
+replay_done(MariadbRestore *r, char *old_path)
+{
+	if (old_path != NULL)
+		setenv("PATH", old_path, 1);
+	free(old_path);
+	free(r->replay);
+	free(r);
+}
+
+/* The first number in file, or -1. */
+static long
+number_in(const char *file)
+{
+	FILE *in = fopen(file, "r");
+	long value = -1;
+
+	if (in != NULL)
+	{
+		if (fscanf(in, "%ld", &value) != 1)
+			value = -1;
+		fclose(in);
+	}
+	return value;
+}
+
+/*
  * Replay hands every rebuilt file to mariadb-binlog on its command line.
  * A replay of more files than a fixed argument table holds lost the later
  * ones without a word: mariadb-binlog replayed the first files only, both
@@ -761,60 +829,78 @@ test_replay_passes_every_file(void **state)
 	{
 		FILES = 9000
 	};
-	MariadbRestore *r = calloc(1, sizeof(*r));
-	MariadbSnapshot snap = {0};
-	char bin[600], count_file[600], path[1200];
-	char *old_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
-	BinlogFile file = {0};
-	FILE *in;
-	long given = -1;
+	char count_file[600];
+	char *old_path;
+	MariadbRestore *r;
 	BkError err;
 
-	snprintf(bin, sizeof(bin), "%s/bin", f->dir);
-	assert_int_equal(mkdir(bin, 0700), 0);
 	snprintf(count_file, sizeof(count_file), "%s/count", f->dir);
-	write_script(bin, "mariadb-binlog",
-				 "#!/bin/sh\n"
-				 "n=0\n"
-				 "for a in \"$@\"; do\n"
-				 "  case \"$a\" in --*) ;; *) n=$((n+1)) ;; esac\n"
-				 "done\n"
-				 "echo $n > \"$BK_TEST_COUNT_FILE\"\n");
-	write_script(bin, "mariadb", "#!/bin/sh\ncat > /dev/null\n");
-	snprintf(path, sizeof(path), "%s:%s", bin, old_path ? old_path : "");
-	setenv("PATH", path, 1);
 	setenv("BK_TEST_COUNT_FILE", count_file, 1);
-
-	bk_strlcpy(file.name, "mariadb-bin.000001", sizeof(file.name));
-	bk_strlcpy(snap.binlog_file, file.name, sizeof(snap.binlog_file));
-	snap.binlog_pos = 4;
-	r->program = "test";
-	r->user = "root";
-	r->socket = "/nonexistent/mysqld.sock";
-	r->snapshot = &snap;
-	r->max_packet = 1ULL << 30;
-	r->replay = calloc(FILES, sizeof(ReplayFile));
-	for (int idx = 0; idx < FILES; idx++)
-	{
-		r->replay[idx].file = &file;
-		snprintf(r->replay[idx].path, sizeof(r->replay[idx].path),
-				 "%s/work/mariadb-bin.%06d", f->dir, idx + 1);
-	}
-	r->replay_count = FILES;
-
+	r = replay_setup(f, FILES,
+					 "#!/bin/sh\n"
+					 "n=0\n"
+					 "for a in \"$@\"; do\n"
+					 "  case \"$a\" in --*) ;; *) n=$((n+1)) ;; esac\n"
+					 "done\n"
+					 "echo $n > \"$BK_TEST_COUNT_FILE\"\n",
+					 "#!/bin/sh\ncat > /dev/null\n", &old_path);
 	bk_error_clear(&err);
 	assert_true(restore_replay(r, &err));
-	if (old_path != NULL)
-		setenv("PATH", old_path, 1);
-	free(old_path);
+	replay_done(r, old_path);
 	unsetenv("BK_TEST_COUNT_FILE");
-	in = fopen(count_file, "r");
-	assert_non_null(in);
-	assert_int_equal(fscanf(in, "%ld", &given), 1);
-	fclose(in);
-	assert_int_equal(given, FILES);
-	free(r->replay);
-	free(r);
+	assert_int_equal(number_in(count_file), FILES);
+}
+
+/*
+ * The replay client reads the option files (that is how ~/.my.cnf gives it
+ * the password).  "force" there made it carry on past a failed statement
+ * and exit 0, and "one-database" made it skip every statement: a restore
+ * short by any number of transactions, reported complete.  force is turned
+ * off on the client's command line; one-database refuses the restore
+ * before anything is replayed.  The client here is a stand-in whose
+ * --print-defaults says what BK_TEST_DEFAULTS holds.
+ */
+static void
+test_replay_client_option_files(void **state)
+{
+	Fixture *f = *state;
+	char args_file[600];
+	char *old_path;
+	MariadbRestore *r;
+	char *args;
+	size_t len;
+	BkError err;
+
+	snprintf(args_file, sizeof(args_file), "%s/client-args", f->dir);
+	setenv("BK_TEST_ARGS_FILE", args_file, 1);
+	r = replay_setup(
+		f, 2, "#!/bin/sh\necho 'SELECT 1;'\n",
+		"#!/bin/sh\n"
+		"if [ \"$1\" = --print-defaults ]; then\n"
+		"  echo 'mariadb would have been started with the following "
+		"arguments:'\n"
+		"  echo \"$BK_TEST_DEFAULTS\"\n"
+		"  exit 0\n"
+		"fi\n"
+		"echo \"$@\" > \"$BK_TEST_ARGS_FILE\"\n"
+		"cat > /dev/null\n",
+		&old_path);
+
+	setenv("BK_TEST_DEFAULTS", "--password=x --one-database --force", 1);
+	bk_error_clear(&err);
+	assert_false(restore_replay(r, &err));
+	assert_non_null(strstr(err.message, "one-database"));
+	assert_int_equal(access(args_file, F_OK), -1); /* nothing replayed */
+
+	setenv("BK_TEST_DEFAULTS", "--password=x --force", 1);
+	bk_error_clear(&err);
+	assert_true(restore_replay(r, &err));
+	assert_true(bk_read_file(args_file, 4096, &args, &len, &err));
+	assert_non_null(strstr(args, " --skip-force"));
+	free(args);
+	replay_done(r, old_path);
+	unsetenv("BK_TEST_DEFAULTS");
+	unsetenv("BK_TEST_ARGS_FILE");
 }
 
 #define SNAP_NEW "20261124T051200Z-0000abcd"
@@ -1207,6 +1293,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_target_position_other_file_name,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_passes_every_file, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_replay_client_option_files, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),

@@ -16,9 +16,31 @@
 #undef main
 
 #include <librdkafka/rdkafka_mock.h>
+#include <sys/stat.h>
 
 #define TOPIC    "bk.wal"
 #define MESSAGES 10
+
+#define BATCH_TOPIC "bk.batch.wal"
+#define AUDIT_TOPIC "bk.batch.audit"
+
+/* Directory fsyncs fail while set (--wrap=fsync): test_commit_batch. */
+static bool fail_dir_fsync;
+extern int __real_fsync(int fd);
+extern int __wrap_fsync(int fd);
+
+int
+__wrap_fsync(int fd)
+{
+	struct stat st;
+
+	if (fail_dir_fsync && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+	{
+		errno = EIO;
+		return -1;
+	}
+	return __real_fsync(fd);
+}
 
 static rd_kafka_t *mock_owner;
 static rd_kafka_mock_cluster_t *mock;
@@ -170,12 +192,205 @@ test_cooperative_assignment(void **state)
 	run_strategy("cooperative-sticky");
 }
 
+/* WAL segment n's name. */
+static void
+segment_name(int n, char *out, size_t out_len)
+{
+	snprintf(out, out_len, "0000000100000000%08X", n);
+}
+
+/* Produce segments first .. first + count - 1, one frame each. */
+static void
+produce_segments(const BkKey *key, int first, int count)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *producer;
+	char errstr[256];
+
+	rd_kafka_conf_set(conf, "bootstrap.servers", brokers, NULL, 0);
+	rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
+	producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	assert_non_null(producer);
+	for (int segIdx = first; segIdx < first + count; segIdx++)
+	{
+		char name[32];
+		uint8_t content[3000];
+		FrameList frames;
+
+		segment_name(segIdx, name, sizeof(name));
+		test_fill(content, sizeof(content), (uint64_t) segIdx, true);
+		test_encode(key, BK_CHUNK_SIZE_MIN, name, content, sizeof(content),
+					&frames);
+		assert_int_equal(frames.count, 1);
+		assert_int_equal(
+			rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(BATCH_TOPIC),
+							  RD_KAFKA_V_PARTITION(0),
+							  RD_KAFKA_V_VALUE(frames.data[0], frames.len[0]),
+							  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+							  RD_KAFKA_V_END),
+			RD_KAFKA_RESP_ERR_NO_ERROR);
+		test_frames_free(&frames);
+	}
+	assert_int_equal(rd_kafka_flush(producer, 10000),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_destroy(producer);
+}
+
+/* Hand the shipper count messages of BATCH_TOPIC, as its main loop would. */
+static void
+handle_messages(Shipper *shipper, int count)
+{
+	int64_t deadline = bk_monotonic_ms() + 20000;
+	int handled = 0;
+
+	while (handled < count && bk_monotonic_ms() < deadline)
+	{
+		rd_kafka_message_t *msg =
+			rd_kafka_consumer_poll(shipper->consumer, 100);
+
+		if (msg == NULL)
+			continue;
+		if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			assert_true(handle_message(shipper, msg));
+			handled++;
+		}
+		rd_kafka_message_destroy(msg);
+	}
+	assert_int_equal(handled, count);
+}
+
+static bool
+segment_archived(Shipper *shipper, int n)
+{
+	char name[32];
+	BkRepoStat stat;
+	BkError err;
+
+	segment_name(n, name, sizeof(name));
+	assert_true(bk_repo_stat(shipper->repo, BK_REPO_ARCHIVE, "test-source",
+							 BK_KIND_WAL, name, &stat, &err));
+	return stat.exists;
+}
+
+/*
+ * Objects that complete together are committed together, and until their
+ * batch is durable they hold the partition's offset back, as objects still
+ * arriving do: nothing is reported (no audit event), nothing is visible in
+ * the repository, and the offset to commit stays at the first one.  A batch
+ * that cannot be made durable reports nothing and moves no offset.
+ */
+static void
+test_commit_batch(void **state)
+{
+	char *dir = test_mkdtemp();
+	char location[600];
+	BkRepoOptions options;
+	BkKafkaSettings settings;
+	BkCliConfig config;
+	Shipper shipper;
+	rd_kafka_conf_t *conf;
+	rd_kafka_topic_partition_list_t *subscription;
+	Partition *p;
+	BkKey key;
+	BkKeyring ring;
+	char errstr[256];
+	BkError err;
+
+	log_level = LOG_ERROR;
+	test_key(&key, &ring);
+	assert_int_equal(rd_kafka_mock_topic_create(mock, BATCH_TOPIC, 1, 1), 0);
+	assert_int_equal(rd_kafka_mock_topic_create(mock, AUDIT_TOPIC, 1, 1), 0);
+	produce_segments(&key, 1, 3);
+
+	bk_cli_config_init(&config);
+	memset(&shipper, 0, sizeof(shipper));
+	shipper.config = &config;
+	shipper.sink.log_fn = kafka_log;
+	bk_strlcpy(shipper.instance_id, "unit-shipper",
+			   sizeof(shipper.instance_id));
+	bk_strlcpy(shipper.topics[0], BATCH_TOPIC, sizeof(shipper.topics[0]));
+	shipper.topic_kinds[0] = BK_KIND_WAL;
+	bk_strlcpy(shipper.audit_topic, AUDIT_TOPIC, sizeof(shipper.audit_topic));
+	snprintf(location, sizeof(location), "%s/repo", dir);
+	bk_repo_options_init(&options);
+	shipper.repo = bk_repo_open_with(location, &options, true, &err);
+	assert_non_null(shipper.repo);
+	assert_true(bk_repo_spool_open(shipper.repo, "unit-shipper", &err));
+	memset(&settings, 0, sizeof(settings));
+	settings.brokers = brokers;
+	settings.properties = "linger.ms=0;log_level=0";
+	shipper.audit = bk_producer_new(&settings, &err);
+	assert_non_null(shipper.audit);
+
+	conf = rd_kafka_conf_new();
+	rd_kafka_conf_set(conf, "bootstrap.servers", brokers, NULL, 0);
+	rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
+	rd_kafka_conf_set(conf, "group.id", "batch", NULL, 0);
+	rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+	rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", NULL, 0);
+	rd_kafka_conf_set_opaque(conf, &shipper);
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	shipper.consumer =
+		rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	assert_non_null(shipper.consumer);
+	rd_kafka_poll_set_consumer(shipper.consumer);
+	subscription = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(subscription, BATCH_TOPIC,
+									  RD_KAFKA_PARTITION_UA);
+	assert_int_equal(rd_kafka_subscribe(shipper.consumer, subscription),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_topic_partition_list_destroy(subscription);
+
+	/* Three complete objects: queued, not stored, the offset held at 0. */
+	handle_messages(&shipper, 3);
+	p = partition_find(&shipper, BATCH_TOPIC, 0);
+	assert_non_null(p);
+	assert_int_equal(shipper.commit_queued, 3);
+	assert_int_equal(shipper.audit_queued, 0);
+	assert_false(segment_archived(&shipper, 1));
+	assert_int_equal(partition_safe_offset(p), 0);
+
+	/* The batch: all three durable, then reported, in order. */
+	assert_true(commit_flush(&shipper));
+	assert_int_equal(shipper.commit_queued, 0);
+	assert_int_equal(shipper.archived, 3);
+	for (int segIdx = 1; segIdx <= 3; segIdx++)
+		assert_true(segment_archived(&shipper, segIdx));
+	assert_int_equal(shipper.audit_queued, 3);
+	assert_int_equal(partition_safe_offset(p), 0); /* events not acked yet */
+	assert_true(audit_flush(&shipper));
+	assert_int_equal(partition_safe_offset(p), 3);
+
+	/* A batch whose directory cannot be synced: nothing reported, held. */
+	produce_segments(&key, 4, 2);
+	handle_messages(&shipper, 2);
+	fail_dir_fsync = true;
+	assert_false(commit_flush(&shipper));
+	fail_dir_fsync = false;
+	assert_int_equal(shipper.archived, 3);
+	assert_int_equal(shipper.audit_queued, 0);
+	assert_int_equal(partition_safe_offset(p), 3);
+
+	rd_kafka_consumer_close(shipper.consumer);
+	rd_kafka_destroy(shipper.consumer);
+	while (shipper.partitions != NULL)
+		partition_drop(&shipper, shipper.partitions->topic,
+					   shipper.partitions->partition);
+	bk_producer_free(shipper.audit);
+	bk_repo_close(shipper.repo);
+	bk_cli_config_free(&config);
+	test_rmdir(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_eager_assignment),
 		cmocka_unit_test(test_cooperative_assignment),
+		cmocka_unit_test(test_commit_batch),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

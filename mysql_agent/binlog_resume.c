@@ -7,10 +7,17 @@
  * topic.  The agent reads it back from the tail of every partition (a
  * source's ranges share one partition, keyed by the source id): a window of
  * the newest messages first, widened until a range of the source turns up or
- * the partition's start is reached.  Only a range's last chunk counts: the
- * producer is idempotent and ordered, so once the last chunk is in Kafka
- * every earlier chunk is too.  Frames are read without a key (the agent has
- * only the public key): name and metadata are in the frame header.
+ * the partition's start is reached.  A range counts only when every chunk
+ * of one attempt of it was read, in order: its last chunk alone is not
+ * enough.  An idempotent producer keeps Kafka's order, but does not promise
+ * that a chunk whose delivery failed (a timeout, a permanent error) is not
+ * followed by later chunks that were delivered; an agent stopped before its
+ * retry sent the range again would otherwise resume after a range the
+ * shipper can never assemble, and the archive would have a hole there.
+ * Each window reaches up to the partition's end, so a range whose chunks
+ * straddle two windows is read whole in the wider one.  Frames are read
+ * without a key (the agent has only the public key): name and metadata are
+ * in the frame header.
  *
  * The local state file (state_dir/binlog.position) is a hint only: it can
  * say that Kafka lost messages (retention, a recreated topic), never decide
@@ -30,6 +37,17 @@
 
 #define RESUME_WINDOW_FIRST 512
 #define STATE_FILE_NAME     "binlog.position"
+#define RESUME_ATTEMPTS                                                        \
+	16 /* attempts followed at once (one sends at a
+								* time; older ones are given up) */
+
+/* An attempt of a range, as its chunks are read. */
+typedef struct ResumeAttempt
+{
+	uint8_t id[BK_ATTEMPT_ID_LEN];
+	uint32_t next_index; /* the chunk expected next; UINT32_MAX: broken */
+	bool used;
+} ResumeAttempt;
 
 typedef struct ResumeScan
 {
@@ -42,6 +60,8 @@ typedef struct ResumeScan
 	bool has_gtid_list; /* a range of an older agent has none */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1]; /* closed=rotate: next-file */
 	bool closed; /* the range ends its file (ROTATE or STOP) */
+	ResumeAttempt attempts[RESUME_ATTEMPTS];
+	int attempt_next; /* the slot a new attempt takes */
 } ResumeScan;
 
 /*
@@ -58,8 +78,44 @@ position_after(const char *file, uint64_t offset,
 }
 
 /*
+ * attempt_complete
+ *		Follow the chunks of frame's attempt; true when frame is the last
+ *		chunk and every chunk before it was read, in order.
+ */
+static bool
+attempt_complete(ResumeScan *scan, const BkFrame *frame)
+{
+	ResumeAttempt *attempt = NULL;
+
+	for (int idx = 0; idx < RESUME_ATTEMPTS; idx++)
+		if (scan->attempts[idx].used &&
+			memcmp(scan->attempts[idx].id, frame->attempt_id,
+				   BK_ATTEMPT_ID_LEN) == 0)
+			attempt = &scan->attempts[idx];
+	if (frame->chunk_index == 0)
+	{
+		if (attempt == NULL)
+		{
+			attempt = &scan->attempts[scan->attempt_next];
+			scan->attempt_next = (scan->attempt_next + 1) % RESUME_ATTEMPTS;
+			memcpy(attempt->id, frame->attempt_id, BK_ATTEMPT_ID_LEN);
+			attempt->used = true;
+		}
+		attempt->next_index = 1;
+	}
+	else if (attempt == NULL)
+		return false; /* its chunk 0 is before the window */
+	else if (attempt->next_index == frame->chunk_index)
+		attempt->next_index++;
+	else
+		attempt->next_index = UINT32_MAX; /* a chunk missing */
+	return frame->chunk_index + 1 == frame->chunk_count &&
+		   attempt->next_index == frame->chunk_count;
+}
+
+/*
  * scan_message
- *		Keep the message if it is the last chunk of a newer range of ours.
+ *		Keep the message if it completes a newer range of ours.
  */
 static void
 scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
@@ -77,8 +133,7 @@ scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
 	if (frame.kind != BK_KIND_BINLOG ||
 		frame.source_len != strlen(scan->source) ||
 		memcmp(frame.source, scan->source, frame.source_len) != 0 ||
-		frame.chunk_index + 1 != frame.chunk_count ||
-		frame.name_len >= sizeof(name))
+		!attempt_complete(scan, &frame) || frame.name_len >= sizeof(name))
 		return;
 	memcpy(name, frame.name, frame.name_len);
 	name[frame.name_len] = '\0';
@@ -287,8 +342,9 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 
 			memset(&window_scan, 0, sizeof(window_scan));
 			window_scan.source = scan.source;
-			ok = scan_partition(rk, agent->binlog_topic, partition, from,
-								scanned_from, &window_scan, timeout_ms, err);
+			/* To the end: a range cut by the last window is read whole. */
+			ok = scan_partition(rk, agent->binlog_topic, partition, from, high,
+								&window_scan, timeout_ms, err);
 			if (ok && window_scan.found)
 			{
 				/* The newest window that holds one of ours has the newest. */

@@ -1281,6 +1281,30 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	return abandon_stalled(shipper, p, broker_time);
 }
 
+/*
+ * Leave the group and free what shipper_setup made: what is not durable is
+ * forgotten, and read again by whoever takes its partitions.
+ */
+static void
+shipper_close(Shipper *shipper)
+{
+	if (shipper->consumer != NULL)
+	{
+		rd_kafka_consumer_close(shipper->consumer);
+		rd_kafka_destroy(shipper->consumer);
+		shipper->consumer = NULL;
+	}
+	while (shipper->partitions != NULL)
+		partition_drop(shipper, shipper->partitions->topic,
+					   shipper->partitions->partition);
+	bk_producer_free(shipper->audit);
+	shipper->audit = NULL;
+	bk_repo_close(shipper->repo);
+	shipper->repo = NULL;
+	bk_metrics_stop(shipper->metrics);
+	shipper->metrics = NULL;
+}
+
 /* ------------------------------------------------------------ main */
 
 static const char *shipper_help =
@@ -1637,17 +1661,7 @@ main(int argc, char **argv)
 				shipper.rejected, shipper.abandoned);
 
 cleanup:
-	if (shipper.consumer != NULL)
-	{
-		rd_kafka_consumer_close(shipper.consumer);
-		rd_kafka_destroy(shipper.consumer);
-	}
-	while (shipper.partitions != NULL)
-		partition_drop(&shipper, shipper.partitions->topic,
-					   shipper.partitions->partition);
-	bk_producer_free(shipper.audit);
-	bk_repo_close(shipper.repo);
-	bk_metrics_stop(shipper.metrics);
+	shipper_close(&shipper);
 	bk_cli_config_free(&config);
 	return exit_code;
 }

@@ -638,6 +638,26 @@ test_gtid_list_transaction_cut(void **state)
 	assert_error_contains(&err, "0-1-3 (reached 0-1-2)");
 }
 
+/* Where the first transaction (0-1-1) of build_two_files' first file ends. */
+#define AFTER_FIRST_TRANSACTION                                                \
+	(BK_BINLOG_MAGIC_LEN + BK_BINLOG_HEADER_LEN + 4 +                          \
+	 2 * BK_BINLOG_HEADER_LEN + 13 + 8)
+
+/* Both files of build_two_files archived whole, the first closed by ROTATE. */
+static void
+archive_both_files(Fixture *f)
+{
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3",
+						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+}
+
 /*
  * The snapshot was taken of another history of the same file name: the
  * source was reset (RESET MASTER) or replaced after the agent archived
@@ -653,19 +673,11 @@ static void
 test_snapshot_of_another_history(void **state)
 {
 	Fixture *f = *state;
-	uint8_t first[512], second[256];
-	size_t len1, len2, cut;
 	/* After the GTID list and the first transaction (0-1-1). */
-	uint64_t at = BK_BINLOG_MAGIC_LEN + BK_BINLOG_HEADER_LEN + 4 +
-				  2 * BK_BINLOG_HEADER_LEN + 13 + 8;
+	uint64_t at = AFTER_FIRST_TRANSACTION;
 	BkError err;
 
-	build_two_files(first, &len1, &cut, second, &len2);
-	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
-						"0-1-3",
-						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
-	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
-						"0-1-4", "\ncomplete-until=1795514400000");
+	archive_both_files(f);
 
 	/* The snapshot of this history: 0-1-2 to 0-1-4 are replayed. */
 	assert_true(plan_from(f, at, "0-1-1", TARGET_LATEST, NULL, &err));
@@ -701,20 +713,12 @@ static void
 test_target_position_other_file_name(void **state)
 {
 	Fixture *f = *state;
-	uint8_t first[512], second[256];
-	size_t len1, len2, cut;
 	/* After the GTID list and the first transaction (0-1-1). */
-	uint64_t at = BK_BINLOG_MAGIC_LEN + BK_BINLOG_HEADER_LEN + 4 +
-				  2 * BK_BINLOG_HEADER_LEN + 13 + 8;
+	uint64_t at = AFTER_FIRST_TRANSACTION;
 	char target[64];
 	BkError err;
 
-	build_two_files(first, &len1, &cut, second, &len2);
-	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
-						"0-1-3",
-						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
-	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
-						"0-1-4", "\ncomplete-until=1795514400000");
+	archive_both_files(f);
 
 	snprintf(target, sizeof(target), "mariadb-bin.000001:%" PRIu64, at);
 	assert_true(plan_target(f, TARGET_POSITION, target, &err));

@@ -89,18 +89,16 @@ teardown(void **state)
 
 /*
  * A consumer set up as shipper_setup sets it up (its callbacks, opaque and
- * group settings), with the assignment strategy kafka_properties chose;
- * polled until it has consumed every message or 20 s passed.  Returns the
- * messages consumed.
+ * group settings), in group, with the assignment strategy kafka_properties
+ * chose (""; librdkafka's default), subscribed to topic.
  */
-static int
-consume_as_shipper(Shipper *shipper, const char *strategy)
+static void
+subscribe_as_shipper(Shipper *shipper, const char *topic, const char *group,
+					 const char *strategy)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_topic_partition_list_t *subscription;
 	char errstr[256];
-	int64_t deadline = bk_monotonic_ms() + 20000;
-	int consumed = 0;
 
 #define SET(key, value)                                                        \
 	assert_int_equal(                                                          \
@@ -108,7 +106,7 @@ consume_as_shipper(Shipper *shipper, const char *strategy)
 		RD_KAFKA_CONF_OK)
 	SET("bootstrap.servers", brokers);
 	SET("log_level", "0");
-	SET("group.id", strategy[0] ? strategy : "eager");
+	SET("group.id", group);
 	SET("group.instance.id", "unit-shipper");
 	SET("enable.auto.commit", "false");
 	SET("enable.auto.offset.store", "false");
@@ -124,12 +122,25 @@ consume_as_shipper(Shipper *shipper, const char *strategy)
 	assert_non_null(shipper->consumer);
 	rd_kafka_poll_set_consumer(shipper->consumer);
 	subscription = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(subscription, TOPIC,
+	rd_kafka_topic_partition_list_add(subscription, topic,
 									  RD_KAFKA_PARTITION_UA);
 	assert_int_equal(rd_kafka_subscribe(shipper->consumer, subscription),
 					 RD_KAFKA_RESP_ERR_NO_ERROR);
 	rd_kafka_topic_partition_list_destroy(subscription);
+}
 
+/*
+ * Subscribed to TOPIC as the shipper, polled until every message was
+ * consumed or 20 s passed.  Returns the messages consumed.
+ */
+static int
+consume_as_shipper(Shipper *shipper, const char *strategy)
+{
+	int64_t deadline = bk_monotonic_ms() + 20000;
+	int consumed = 0;
+
+	subscribe_as_shipper(shipper, TOPIC, strategy[0] ? strategy : "eager",
+						 strategy);
 	while (consumed < MESSAGES && !shipper->fatal &&
 		   bk_monotonic_ms() < deadline)
 	{
@@ -143,16 +154,6 @@ consume_as_shipper(Shipper *shipper, const char *strategy)
 		rd_kafka_message_destroy(msg);
 	}
 	return consumed;
-}
-
-static void
-close_shipper(Shipper *shipper)
-{
-	rd_kafka_consumer_close(shipper->consumer);
-	rd_kafka_destroy(shipper->consumer);
-	while (shipper->partitions != NULL)
-		partition_drop(shipper, shipper->partitions->topic,
-					   shipper->partitions->partition);
 }
 
 static void
@@ -172,7 +173,7 @@ run_strategy(const char *strategy)
 	assert_non_null(partition_find(&shipper, TOPIC, 0));
 	assert_non_null(partition_find(&shipper, TOPIC, 1));
 	/* Closing gives them up as cleanly. */
-	close_shipper(&shipper);
+	shipper_close(&shipper);
 	assert_false(shipper.fatal);
 	assert_null(shipper.partitions);
 	bk_cli_config_free(&config);
@@ -289,12 +290,9 @@ test_commit_batch(void **state)
 	BkKafkaSettings settings;
 	BkCliConfig config;
 	Shipper shipper;
-	rd_kafka_conf_t *conf;
-	rd_kafka_topic_partition_list_t *subscription;
 	Partition *p;
 	BkKey key;
 	BkKeyring ring;
-	char errstr[256];
 	BkError err;
 
 	log_level = LOG_ERROR;
@@ -323,24 +321,7 @@ test_commit_batch(void **state)
 	shipper.audit = bk_producer_new(&settings, &err);
 	assert_non_null(shipper.audit);
 
-	conf = rd_kafka_conf_new();
-	rd_kafka_conf_set(conf, "bootstrap.servers", brokers, NULL, 0);
-	rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
-	rd_kafka_conf_set(conf, "group.id", "batch", NULL, 0);
-	rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-	rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", NULL, 0);
-	rd_kafka_conf_set_opaque(conf, &shipper);
-	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-	shipper.consumer =
-		rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-	assert_non_null(shipper.consumer);
-	rd_kafka_poll_set_consumer(shipper.consumer);
-	subscription = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(subscription, BATCH_TOPIC,
-									  RD_KAFKA_PARTITION_UA);
-	assert_int_equal(rd_kafka_subscribe(shipper.consumer, subscription),
-					 RD_KAFKA_RESP_ERR_NO_ERROR);
-	rd_kafka_topic_partition_list_destroy(subscription);
+	subscribe_as_shipper(&shipper, BATCH_TOPIC, "batch", "");
 
 	/* Three complete objects: queued, not stored, the offset held at 0. */
 	handle_messages(&shipper, 3);
@@ -372,13 +353,7 @@ test_commit_batch(void **state)
 	assert_int_equal(shipper.audit_queued, 0);
 	assert_int_equal(partition_safe_offset(p), 3);
 
-	rd_kafka_consumer_close(shipper.consumer);
-	rd_kafka_destroy(shipper.consumer);
-	while (shipper.partitions != NULL)
-		partition_drop(&shipper, shipper.partitions->topic,
-					   shipper.partitions->partition);
-	bk_producer_free(shipper.audit);
-	bk_repo_close(shipper.repo);
+	shipper_close(&shipper);
 	bk_cli_config_free(&config);
 	test_rmdir(dir);
 	free(dir);

@@ -109,6 +109,16 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 			char buf[SNAPSHOT_LABEL_MAX + 2];
 			bool ok;
 
+			if (json_is_string(value) &&
+				json_string_length(value) >= sizeof(buf))
+			{
+				/* Cut short, "00…01x" would pass for 1: refused whole. */
+				json_decref(obj);
+				return bk_error_set(err, BK_ERR_USAGE,
+									"bk_snapshot: the value of option \"%s\""
+									" is too long",
+									key);
+			}
 			if (json_is_string(value))
 				bk_strlcpy(buf, json_string_value(value), sizeof(buf));
 			else if (json_is_boolean(value))

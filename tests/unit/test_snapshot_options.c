@@ -95,6 +95,18 @@ test_bad_values(void **state)
 		snprintf(text, sizeof(text), "{\"label\":\"%s\"}", label);
 		assert_refused(text, "label is longer than 200 bytes");
 	}
+	/* A long value is refused whole, never judged by its start. */
+	{
+		char zeros[SNAPSHOT_LABEL_MAX + 1]; /* cut after its "1" before */
+		char text[sizeof(zeros) + 32];
+
+		memset(zeros, '0', sizeof(zeros) - 1);
+		zeros[sizeof(zeros) - 1] = '\0';
+		snprintf(text, sizeof(text), "{\"jobs\":\"%s1x\"}", zeros);
+		assert_refused(text, "value of option \"jobs\" is too long");
+		snprintf(text, sizeof(text), "jobs=%s1x", zeros);
+		assert_refused(text, "jobs must be from 1 to 16");
+	}
 }
 
 /*

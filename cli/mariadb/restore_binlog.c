@@ -34,6 +34,7 @@
  * --binary-mode.  A replay that fails is traced back to the event it
  * failed on.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -42,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -901,6 +903,40 @@ raise_packet_limit(MariadbRestore *r, BkError *err)
 }
 
 /*
+ * Whether a word of mariadb --print-defaults is one-database as the
+ * client's option parser takes it: after "--", any number of "loose-", then
+ * any prefix of the name (the parser takes a unique one; "o" is), in any
+ * case, "_" for "-", with or without a value.  Option files give long
+ * options only: "-o" in the output is a piece of some value.
+ */
+static bool
+names_one_database(const char *word)
+{
+	static const char full[] = "one-database";
+	const char *name;
+	size_t len;
+
+	if (strncmp(word, "--", 2) != 0)
+		return false;
+	name = word + 2;
+	while (strncasecmp(name, "loose", 5) == 0 &&
+		   (name[5] == '-' || name[5] == '_'))
+		name += 6;
+	len = strcspn(name, "=");
+	if (len == 0 || len > sizeof(full) - 1)
+		return false;
+	for (size_t pos = 0; pos < len; pos++)
+	{
+		char c =
+			name[pos] == '_' ? '-' : (char) tolower((unsigned char) name[pos]);
+
+		if (c != full[pos])
+			return false;
+	}
+	return true;
+}
+
+/*
  * The client reads the option files (groups [mysql], [mariadb-client],
  * [client], [client-server] and [client-mariadb]), which is how it gets
  * the password when no --mysql-password-file is given.  Two options there
@@ -968,7 +1004,7 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 						  status);
 	for (char *word = text ? strtok(text, " \t\n") : NULL; ok && word != NULL;
 		 word = strtok(NULL, " \t\n"))
-		if (strcmp(word, "--one-database") == 0 || strcmp(word, "-o") == 0)
+		if (names_one_database(word))
 		{
 			ok = bk_error_set(
 				err, BK_ERR_CONFIG,

@@ -864,6 +864,15 @@ test_replay_passes_every_file(void **state)
  * before anything is replayed.  The client here is a stand-in whose
  * --print-defaults says what BK_TEST_DEFAULTS holds.
  */
+/* Ways the option files can give the client one-database. */
+static const char *const one_database_forms[] = {
+	"--loose-one-database",
+	"--one_database",
+	"--user=u --LOOSE_One_Database --host=h",
+	"--one-data",
+	"--loose-o",
+};
+
 static void
 test_replay_client_option_files(void **state)
 {
@@ -896,7 +905,23 @@ test_replay_client_option_files(void **state)
 	assert_non_null(strstr(err.message, "one-database"));
 	assert_int_equal(access(args_file, F_OK), -1); /* nothing replayed */
 
-	setenv("BK_TEST_DEFAULTS", "--password=x --force", 1);
+	/*
+	 * The client takes the option by any of these too (tried against
+	 * MariaDB 10.11's: "loose-", "_" for "-", any case, a unique prefix).
+	 */
+	for (size_t formIdx = 0;
+		 formIdx < sizeof(one_database_forms) / sizeof(one_database_forms[0]);
+		 formIdx++)
+	{
+		setenv("BK_TEST_DEFAULTS", one_database_forms[formIdx], 1);
+		bk_error_clear(&err);
+		assert_false(restore_replay(r, &err));
+		assert_non_null(strstr(err.message, "one-database"));
+		assert_int_equal(access(args_file, F_OK), -1);
+	}
+
+	/* No option file can give "-o": in a value, it is not the option. */
+	setenv("BK_TEST_DEFAULTS", "--password=se cret -o x --force", 1);
 	bk_error_clear(&err);
 	assert_true(restore_replay(r, &err));
 	assert_true(bk_read_file(args_file, 4096, &args, &len, &err));

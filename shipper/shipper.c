@@ -1649,7 +1649,10 @@ main(int argc, char **argv)
 		exit_code = shipper.exit_code ? shipper.exit_code : BK_EXIT_FAILURE;
 	}
 	else if (!commit_flush(&shipper))
+	{
+		shipper.fatal = true; /* commit no offset after it (commit_offsets) */
 		exit_code = BK_EXIT_FAILURE;
+	}
 	if (!audit_flush(&shipper))
 		exit_code = BK_EXIT_FAILURE;
 	commit_offsets(&shipper, NULL);

@@ -992,10 +992,18 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 		text[len] = '\0';
 	}
 	close(out_pipe[0]);
+	explicit_bzero(buf, sizeof(buf)); /* the password may be in it */
 	status = pid > 0 ? wait_status(pid) : -1;
 	argv_free(&argv);
 	if (pid < 0)
 		ok = false;
+	else if (ok && status == 127)
+	{
+		ok = bk_error_set(err, BK_ERR_CONFIG,
+						  "the mariadb client, which replays the binlog, is "
+						  "not on PATH");
+		bk_error_hint(err, "Install it (Debian: mariadb-client).");
+	}
 	else if (ok && status != 0)
 		ok = bk_error_set(err, BK_ERR_CONFIG,
 						  "mariadb --print-defaults failed (exit %d): the "

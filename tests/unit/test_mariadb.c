@@ -927,6 +927,12 @@ test_replay_client_option_files(void **state)
 	assert_true(bk_read_file(args_file, 4096, &args, &len, &err));
 	assert_non_null(strstr(args, " --skip-force"));
 	free(args);
+
+	/* No client at all: said so, not "failed". */
+	setenv("PATH", "/nonexistent", 1);
+	bk_error_clear(&err);
+	assert_false(restore_replay(r, &err));
+	assert_non_null(strstr(err.message, "not on PATH"));
 	replay_done(r, old_path);
 	unsetenv("BK_TEST_DEFAULTS");
 	unsetenv("BK_TEST_ARGS_FILE");

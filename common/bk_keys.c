@@ -385,14 +385,15 @@ keyring_parse(const char *path, char *text, BkKeyring *ring,
 				"key file \"%s\" line %d: expected \"name = value\" "
 				"or a [bk-private-key]/[bk-public-key] header",
 				path, line_no);
+		*eq = '\0';
+		name = trim(content);
+		value = trim(eq + 1);
+		/* The name only: the value may be a private key. */
 		if (!in_section)
 			return bk_error_set(err, BK_ERR_KEY,
 								"key file \"%s\" line %d: \"%s\" outside a "
 								"[bk-private-key] or [bk-public-key] section",
-								path, line_no, content);
-		*eq = '\0';
-		name = trim(content);
-		value = trim(eq + 1);
+								path, line_no, name);
 		if (strcmp(name, "key-id") == 0)
 		{
 			ok = parse_hex_value(path, line_no, name, value, section->stated_id,

@@ -56,6 +56,18 @@ expect_load_error(const char *path, BkKeyUse use, const char *needle)
 	assert_error_contains(&err, needle);
 }
 
+/* Loading fails, and nothing of secret appears in the error. */
+static void
+expect_no_secret(const char *path, BkKeyUse use, const char *secret)
+{
+	BkError err;
+
+	bk_error_clear(&err);
+	assert_null(bk_keyring_load(path, use, &err));
+	assert_null(strstr(err.message, secret));
+	assert_null(strstr(err.hint, secret));
+}
+
 static void
 test_write_and_load(void **state)
 {
@@ -241,10 +253,23 @@ test_malformed_files(void **state)
 					  "line 2: private-key must be 64 hex digits");
 	write_text(path, "# nothing here\n\n", 0600);
 	expect_load_error(path, BK_KEYS_FOR_RESTORE, "holds no key");
-	write_text(path, "private-key = 00\n", 0600);
-	expect_load_error(
-		path, BK_KEYS_FOR_RESTORE,
-		"line 1: \"private-key = 00\" outside a [bk-private-key]");
+	/*
+	 * A key line before its section header: the message names the setting,
+	 * never its value, which is the secret itself (it reaches the server
+	 * log and bk_status() when a source is pointed at such a file).
+	 */
+	write_text(
+		path,
+		"private-key = "
+		"300bb465e254c1b6ea4933540f962e6b9036c25ad0e495147cc5030b55167660\n"
+		"[bk-private-key]\n",
+		0600);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE,
+					  "line 1: \"private-key\" outside a [bk-private-key]");
+	expect_no_secret(path, BK_KEYS_FOR_SOURCE,
+					 "300bb465e254c1b6ea4933540f962e6b9036c25ad0e495147cc5030b"
+					 "55167660");
+	expect_no_secret(path, BK_KEYS_FOR_RESTORE, "300bb465e254c1b6");
 	write_text(
 		path,
 		"[bk-private-key]\nkey-id = 0000000000000000\nprivate-key = "

@@ -432,6 +432,21 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 	return true;
 }
 
+/*
+ * The timeline recovery from snapshot follows: what --target-timeline
+ * says, 'latest' being the newest in the archive and 'current' the
+ * snapshot's own (snapshot NULL: 0, not known yet).
+ */
+static uint32_t
+recovery_timeline_of(const Restore *r, const BkSnapshot *snapshot)
+{
+	if (strcmp(r->target_timeline, "latest") == 0)
+		return bk_wal_latest_timeline(&r->catalog.wal);
+	if (strcmp(r->target_timeline, "current") == 0)
+		return snapshot != NULL ? snapshot->timeline : 0;
+	return (uint32_t) strtoul(r->target_timeline, NULL, 10);
+}
+
 bool
 restore_choose_snapshot(Restore *r, BkError *err)
 {
@@ -439,8 +454,14 @@ restore_choose_snapshot(Restore *r, BkError *err)
 	int count;
 	bool ok;
 
+	r->chosen = -1;
+	/* --target immediate recovers on the snapshot's own timeline. */
 	if (!bk_pg_choose_snapshot(&r->catalog, r->source, &r->target,
-							   r->snapshot_id, &r->chosen, err))
+							   r->snapshot_id,
+							   r->target.type == BK_PG_TARGET_IMMEDIATE
+								   ? 0
+								   : recovery_timeline_of(r, NULL),
+							   &r->chosen, err))
 		return false;
 	if (r->chosen >= 0)
 		return true;
@@ -874,15 +895,11 @@ restore_check_wal_path(Restore *r, BkError *err)
 	uint32_t to_timeline;
 	uint64_t to_segno = BK_WAL_END;
 	BkWalPath path;
+	char why[256];
 
 	if (wal->segment_size == 0)
 		return true; /* no WAL: the snapshot was not restorable anyway */
-	if (strcmp(r->target_timeline, "latest") == 0)
-		to_timeline = bk_wal_latest_timeline(wal);
-	else if (strcmp(r->target_timeline, "current") == 0)
-		to_timeline = snapshot->timeline;
-	else
-		to_timeline = (uint32_t) strtoul(r->target_timeline, NULL, 10);
+	to_timeline = recovery_timeline_of(r, snapshot);
 	switch (r->target.type)
 	{
 		case BK_PG_TARGET_LSN:
@@ -918,6 +935,33 @@ restore_check_wal_path(Restore *r, BkError *err)
 								  "--target-timeline, or a snapshot taken on "
 								  "it; \"bk list\" shows timelines and their "
 								  "branch points.");
+	}
+	/*
+	 * Reachable from the snapshot's start is not enough: recovery becomes
+	 * consistent only at the snapshot's end-of-backup record, which it
+	 * never replays if to_timeline left the snapshot's timeline before it
+	 * (PostgreSQL would replay to the target and then fail, "requested
+	 * recovery stop point is before consistent recovery point", after the
+	 * whole restore).
+	 */
+	if (!bk_wal_history_holds(wal, snapshot->timeline, snapshot->stop_lsn,
+							  to_timeline, why, sizeof(why)))
+	{
+		char stop[BK_LSN_TEXT_SIZE];
+
+		bk_format_lsn(snapshot->stop_lsn, stop, sizeof(stop));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "snapshot %s (timeline %" PRIu32 ", stop %s) cannot "
+					 "reach the target on timeline %" PRIu32
+					 " (recovery_target_timeline = '%s'): %s, so recovery "
+					 "along timeline %" PRIu32 " never replays the end of "
+					 "the snapshot and never becomes consistent",
+					 snapshot->id, snapshot->timeline, stop, to_timeline,
+					 r->target_timeline, why, to_timeline);
+		return bk_error_hint(err, "Choose an older snapshot with --snapshot "
+								  "(\"bk list\" shows timelines and their "
+								  "branch points), or the timeline with "
+								  "--target-timeline.");
 	}
 	r->recovery_timeline = to_timeline;
 	if (path.missing == 0)

@@ -169,7 +169,7 @@ check_named(const BkSnapshotCatalog *catalog, const char *source,
 bool
 bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog, const char *source,
 					  const BkPgTarget *target, const char *snapshot_id,
-					  int *chosen, BkError *err)
+					  uint32_t timeline, int *chosen, BkError *err)
 {
 	BkSnapshot **restorable;
 	int count;
@@ -197,12 +197,23 @@ bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog, const char *source,
 		free(restorable);
 		return true; /* the WAL decides */
 	}
-	for (int snapIdx = count - 1; snapIdx >= 0; snapIdx--)
-		if (bk_pg_target_fits(target, restorable[snapIdx]))
-		{
+	/*
+	 * Stop points on different timelines do not compare: a snapshot of a
+	 * timeline another one left before the snapshot's stop (after a restore
+	 * to an earlier point) can end at a lower LSN, or earlier, than the
+	 * target and still never become consistent along the timeline recovery
+	 * follows.  The newest one that can, first.
+	 */
+	for (int snapIdx = count - 1; snapIdx >= 0 && *chosen < 0; snapIdx--)
+		if (bk_pg_target_fits(target, restorable[snapIdx]) &&
+			(timeline == 0 ||
+			 bk_wal_history_holds(&catalog->wal, restorable[snapIdx]->timeline,
+								  restorable[snapIdx]->stop_lsn, timeline, NULL,
+								  0)))
 			*chosen = (int) (restorable[snapIdx] - catalog->snapshots);
-			break;
-		}
+	for (int snapIdx = count - 1; snapIdx >= 0 && *chosen < 0; snapIdx--)
+		if (bk_pg_target_fits(target, restorable[snapIdx]))
+			*chosen = (int) (restorable[snapIdx] - catalog->snapshots);
 	if (*chosen < 0)
 	{
 		char oldest_lsn[BK_LSN_TEXT_SIZE];

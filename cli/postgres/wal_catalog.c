@@ -735,6 +735,51 @@ bk_wal_path(const BkWalCatalog *catalog, uint32_t from_timeline,
 	}
 }
 
+bool
+bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
+					 uint64_t lsn, uint32_t to_timeline, char *why,
+					 size_t why_len)
+{
+	const BkWalTimeline *to = bk_wal_timeline(catalog, to_timeline);
+	char text[256];
+	char at[BK_LSN_TEXT_SIZE];
+	char end[BK_LSN_TEXT_SIZE];
+
+	if (timeline == to_timeline)
+		return true;
+	if (to == NULL || !to->history_known)
+		snprintf(text, sizeof(text),
+				 "the branch points of timeline %" PRIu32 " are not known",
+				 to_timeline);
+	else
+	{
+		snprintf(text, sizeof(text),
+				 "timeline %" PRIu32 " is not in the history of timeline "
+				 "%" PRIu32,
+				 timeline, to_timeline);
+		for (int ancIdx = 0; ancIdx < to->ancestor_count; ancIdx++)
+		{
+			if (to->ancestors[ancIdx].timeline != timeline)
+				continue;
+			if (lsn <= to->ancestors[ancIdx].end_lsn)
+				return true;
+			bk_format_lsn(lsn, at, sizeof(at));
+			bk_format_lsn(to->ancestors[ancIdx].end_lsn, end, sizeof(end));
+			snprintf(text, sizeof(text),
+					 "timeline %" PRIu32 " left timeline %" PRIu32
+					 " at %s, before %s",
+					 ancIdx + 1 < to->ancestor_count
+						 ? to->ancestors[ancIdx + 1].timeline
+						 : to_timeline,
+					 timeline, end, at);
+			break;
+		}
+	}
+	if (why != NULL)
+		bk_strlcpy(why, text, why_len);
+	return false;
+}
+
 const BkWalTimeline *
 bk_wal_later_unknown_history(const BkWalCatalog *catalog, uint32_t timeline)
 {

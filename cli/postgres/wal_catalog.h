@@ -185,6 +185,19 @@ extern void bk_wal_path(const BkWalCatalog *catalog, uint32_t from_timeline,
 						uint64_t to_segno, BkWalPath *path);
 
 /*
+ * Does recovery along to_timeline's history replay the WAL of timeline up
+ * to lsn?  It does when timeline is to_timeline, or an ancestor of it that
+ * its history leaves at lsn or later.  A snapshot whose stop point it does
+ * not replay never becomes consistent along to_timeline: recovery follows
+ * the next timeline from the branch point, and the snapshot's end-of-backup
+ * record is not there.  False with why (may be NULL) when it does not, or
+ * when to_timeline's branch points are not known.
+ */
+extern bool bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
+								 uint64_t lsn, uint32_t to_timeline, char *why,
+								 size_t why_len);
+
+/*
  * A segment PostgreSQL asked for is not archived: is it beyond the end of
  * what the archive holds for its timeline (false), or a hole the archive
  * must not have (true, with why)?  See cmd_wal_get.c.

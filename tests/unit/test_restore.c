@@ -182,34 +182,34 @@ test_choose_snapshot(void **state)
 
 	/* The end of the archive: the newest restorable one. */
 	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_NONE, NULL, &err));
-	assert_true(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									  &chosen, &err));
 	assert_int_equal(chosen, 3);
 
 	/* An LSN: the newest that stops at or before it, skipping the broken. */
 	assert_true(
 		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "0/6000000", &err));
-	assert_true(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									  &chosen, &err));
 	assert_int_equal(chosen, 1);
 	assert_true(
 		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "0/3000000", &err));
-	assert_true(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									  &chosen, &err));
 	assert_int_equal(chosen, 1);
 
 	/* A time: 01:30 is served by the one that stopped just after 01:00. */
 	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
 								   "2026-11-24 01:30:00+00", &err));
-	assert_true(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									  &chosen, &err));
 	assert_int_equal(chosen, 1);
 
 	/* Before the oldest stop point: nothing can, and bk says why. */
 	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
 								   "2026-11-24 00:00:00+00", &err));
-	assert_false(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									   &chosen, &err));
 	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
 	assert_error_contains(&err, "no restorable snapshot of source "
 								"\"test-source\" ends at or before");
@@ -218,36 +218,37 @@ test_choose_snapshot(void **state)
 	/* A named one: it must restore, and stop before the target. */
 	assert_true(
 		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "0/4000000", &err));
-	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
-									   catalog.snapshots[2].id, &chosen, &err));
+	assert_false(bk_pg_choose_snapshot(
+		&catalog, SOURCE, &target, catalog.snapshots[2].id, 0, &chosen, &err));
 	assert_error_contains(&err, "is not restorable: incomplete: no record");
-	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
-									   catalog.snapshots[3].id, &chosen, &err));
+	assert_false(bk_pg_choose_snapshot(
+		&catalog, SOURCE, &target, catalog.snapshots[3].id, 0, &chosen, &err));
 	assert_error_contains(&err, "after the target 0/4000000");
 	assert_true(err.hint[0] != '\0');
-	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
-									  catalog.snapshots[0].id, &chosen, &err));
+	assert_true(bk_pg_choose_snapshot(
+		&catalog, SOURCE, &target, catalog.snapshots[0].id, 0, &chosen, &err));
 	assert_int_equal(chosen, 0);
-	assert_false(bk_pg_choose_snapshot(
-		&catalog, SOURCE, &target, "20200101T000000Z-00000000", &chosen, &err));
+	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target,
+									   "20200101T000000Z-00000000", 0, &chosen,
+									   &err));
 	assert_error_contains(&err, "has no snapshot");
 
 	/* An xid: the catalog cannot say, the WAL will. */
 	assert_true(bk_pg_target_parse(&target, BK_PG_TARGET_XID, "742", &err));
-	assert_true(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_true(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									  &chosen, &err));
 	assert_int_equal(chosen, -1);
 
 	/* Nothing restorable at all. */
 	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
 		catalog.snapshots[snapIdx].restorable = false;
-	assert_false(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									   &chosen, &err));
 	assert_error_contains(&err, "has 4 snapshots, none of them restorable");
 	free(catalog.snapshots);
 	catalog.count = 0;
-	assert_false(
-		bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, &chosen, &err));
+	assert_false(bk_pg_choose_snapshot(&catalog, SOURCE, &target, NULL, 0,
+									   &chosen, &err));
 	assert_error_contains(&err, "holds no snapshot");
 }
 
@@ -1547,6 +1548,121 @@ test_recovery_timeline(void **state)
 	free(r);
 }
 
+/*
+ * Timeline 2 branched off timeline 1 at 0/3800000 (a restore to that
+ * point, promoted), while timeline 1's server went on: full P ended before
+ * the branch, S started before it (in the segment that holds it) and
+ * ended after it, K started and ended after it.  Recovery along timeline
+ * 2 leaves timeline 1 at the branch point, so it never replays S's or K's
+ * end-of-backup record: neither can become consistent there, and only P
+ * serves a target on timeline 2.  On timeline 1, K is the newest.
+ */
+#define SNAP_BP "20261101T000000Z-000000b1"
+#define SNAP_BS "20261102T000000Z-000000b2"
+#define SNAP_BK "20261103T000000Z-000000b3"
+
+static void
+branch_restore_begin(WalFixture *f, Restore *r)
+{
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/3800000");
+	for (uint64_t segno = 3; segno <= 5; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, SNAP_BP, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_BS, "full", NULL, 1, "0/3000028", "0/4000100", 1,
+					 1);
+	archive_snapshot(f, SNAP_BK, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->chosen = -1;
+	r->target_timeline = "latest";
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, &err));
+	for (int snapIdx = 0; snapIdx < r->catalog.count; snapIdx++)
+		assert_true(r->catalog.snapshots[snapIdx].restorable);
+}
+
+/* A snapshot that ends past the branch point is refused before anything
+ * is written, not accepted for a recovery that cannot become consistent. */
+static void
+test_snapshot_ends_past_branch(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkError err;
+
+	branch_restore_begin(f, r);
+	r->chosen = bk_snapshot_catalog_find(&r->catalog, SNAP_BS);
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "timeline 2 left timeline 1 at 0/3800000, "
+								"before 0/4000100");
+	r->target.type = BK_PG_TARGET_LSN;
+	r->target.lsn = 0x4400000;
+	assert_false(restore_check_wal_path(r, &err));
+
+	/* Along timeline 1 it is consistent at its stop. */
+	r->target_timeline = "1";
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 1);
+	r->target_timeline = "current";
+	assert_true(restore_check_wal_path(r, &err));
+
+	/* P ends before the branch: it serves timeline 2. */
+	r->target_timeline = "latest";
+	r->chosen = bk_snapshot_catalog_find(&r->catalog, SNAP_BP);
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 2);
+	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
+/* The choice: the newest snapshot on the history of the timeline
+ * recovery follows, not the newest of all. */
+static void
+test_choose_snapshot_on_timeline(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkError err;
+
+	branch_restore_begin(f, r);
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BP);
+	assert_true(restore_check_wal_path(r, &err));
+
+	/* An LSN on timeline 2, after S's stop: still P. */
+	assert_true(
+		bk_pg_target_parse(&r->target, BK_PG_TARGET_LSN, "0/4400000", &err));
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BP);
+	assert_true(restore_check_wal_path(r, &err));
+
+	/* Timeline 1 (named, or the snapshot's own): the newest, K. */
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_NONE, NULL, &err));
+	r->target_timeline = "1";
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BK);
+	r->target_timeline = "current";
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BK);
+	/* Immediate: consistency on the snapshot's own timeline. */
+	r->target_timeline = "latest";
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_IMMEDIATE,
+								   "immediate", &err));
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BK);
+	assert_true(restore_check_wal_path(r, &err));
+	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
 /* ----------------------------------- a time target before a WAL gap */
 
 #define XACT_LINE(xid, lsn, desc)                                              \
@@ -2281,6 +2397,10 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_ends_past_branch,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_choose_snapshot_on_timeline,
+										wal_setup, wal_teardown),
 		cmocka_unit_test(test_restore_command_repo),
 		cmocka_unit_test_setup_teardown(test_record_hex_paths, wal_setup,
 										wal_teardown),

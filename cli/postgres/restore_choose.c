@@ -963,6 +963,36 @@ restore_check_wal_path(Restore *r, BkError *err)
 								  "branch points), or the timeline with "
 								  "--target-timeline.");
 	}
+	/*
+	 * An xid or restore point was found on the snapshot's timeline: a
+	 * timeline that left it before the record never replays it, and may
+	 * stop somewhere else (xids go on from the branch point, so the new
+	 * timeline gives the same xid to another transaction).
+	 */
+	if ((r->target.type == BK_PG_TARGET_XID ||
+		 r->target.type == BK_PG_TARGET_NAME) &&
+		r->found_lsn != 0 &&
+		!bk_wal_history_holds(wal, snapshot->timeline, r->found_lsn + 1,
+							  to_timeline, why, sizeof(why)))
+	{
+		char found[BK_LSN_TEXT_SIZE];
+
+		bk_format_lsn(r->found_lsn, found, sizeof(found));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "%s \"%s\" was found at %s on timeline %" PRIu32
+					 ", which recovery along timeline %" PRIu32
+					 " (recovery_target_timeline = '%s') never replays: %s",
+					 r->target.type == BK_PG_TARGET_XID
+						 ? "the commit or abort record of transaction"
+						 : "the restore point",
+					 r->target.text, found, snapshot->timeline, to_timeline,
+					 r->target_timeline, why);
+		return bk_error_hint(err,
+							 "Restore along the timeline that holds it with "
+							 "--target-timeline %" PRIu32 ", or name the "
+							 "snapshot with --snapshot.",
+							 snapshot->timeline);
+	}
 	r->recovery_timeline = to_timeline;
 	if (path.missing == 0)
 		return true;

@@ -2007,6 +2007,48 @@ test_time_target_gap_outage(void **state)
 }
 
 /*
+ * Timeline 2 branched off timeline 1 at 0/3800000; timeline 1's server
+ * went on and committed transaction 742 at 0/3900000.  Timeline 2 never
+ * had that commit (and reuses xid 742 for a transaction of its own), so a
+ * recovery along timeline 2 told to stop at xid 742 would not stop where
+ * bk found it: refused, naming the timeline that holds it.
+ */
+static void
+test_xid_target_past_branch(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 3, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("742", "0/03900000",
+						   "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+	archive_history(f, 2, "1:0/3800000");
+	archive_dump(f, 2, 3, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 2, 4, "2026-11-24T06:00:00.000Z", "");
+	gap_begin(&g, f);
+
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "742", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(g.r->chosen, 0);
+	assert_true(g.r->found_lsn == 0x3900000);
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_error_contains(&err, "timeline 2 left timeline 1 at 0/3800000, "
+								"before 0/3900001");
+	assert_non_null(strstr(err.hint, "--target-timeline 1"));
+
+	/* Along timeline 1, where it was found, it is reached. */
+	g.r->target_timeline = "1";
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 1);
+	gap_end(&g);
+}
+
+/*
  * Timeline 2 branched off timeline 1 at 0/3800000 and lost its segment 5:
  * recovery on timeline 2 reads timeline 1's segments 1-2, then timeline
  * 2's 3-4.  Timeline 1's own segment 3 holds, after the branch point, a
@@ -2415,6 +2457,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_timelines,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_xid_target_past_branch, wal_setup,
+										wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

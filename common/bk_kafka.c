@@ -175,6 +175,8 @@ conf_build(const BkKafkaSettings *settings, const char *const *defaults,
 {
 	rd_kafka_conf_t *conf;
 	ConfApply apply;
+	char value[16];
+	size_t value_size;
 
 	if (settings->brokers == NULL || settings->brokers[0] == '\0')
 	{
@@ -199,6 +201,24 @@ conf_build(const BkKafkaSettings *settings, const char *const *defaults,
 	if (!bk_config_parse_properties(settings->properties, conf_apply_one,
 									&apply, err))
 		goto fail;
+
+	/*
+	 * The user's properties win, but not over the log queue: without it
+	 * librdkafka calls the log callback from its own threads, where a
+	 * PostgreSQL process must run none of its code and the sinks'
+	 * buffers have no lock (bk_kafka.h).
+	 */
+	value_size = sizeof(value);
+	if (rd_kafka_conf_get(conf, "log.queue", value, &value_size) !=
+			RD_KAFKA_CONF_OK ||
+		strcmp(value, "true") != 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "Kafka property log.queue must stay true for bk");
+		bk_error_hint(err, "Remove log.queue from the Kafka properties: bk "
+						   "serves librdkafka's logs on its own thread.");
+		goto fail;
+	}
 	rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
 	return conf;
 

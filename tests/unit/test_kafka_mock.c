@@ -323,6 +323,12 @@ test_configuration_checks(void **state)
 	expect_producer_error("acks=1", "acks must stay \"all\"");
 	expect_producer_error("enable.idempotence=false",
 						  "enable.idempotence must stay true");
+	/* Logs from librdkafka's threads would run host code there. */
+	expect_producer_error("log.queue=false", "log.queue must stay true");
+	assert_null(bk_kafka_conf_new(
+		&(BkKafkaSettings){.brokers = brokers, .properties = "log.queue=false"},
+		&err));
+	assert_error_contains(&err, "log.queue must stay true");
 	expect_producer_error("no.such.property=1",
 						  "Kafka property \"no.such.property\"");
 	expect_producer_error("linger.ms", "is not \"key=value\"");

@@ -378,6 +378,7 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	char message_max[32];
 	char timeout[32];
 	char idempotence[16];
+	char partitioner[32] = "";
 	long value;
 	size_t needed;
 
@@ -454,6 +455,26 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 					 value);
 		bk_error_hint(err, "Remove acks from the Kafka properties: an archived "
 						   "segment must be on every in-sync replica.");
+		goto fail;
+	}
+	/*
+	 * Every chunk of an object must reach the same partition, where the
+	 * shipper assembles it: partitioned by key, as every partitioner but
+	 * "random" does for a non-empty key.  Spread at random, each chunk is
+	 * acknowledged, and the object reported archived, yet no shipper ever
+	 * sees it whole.
+	 */
+	if (!conf_get_string(producer->template_conf, "partitioner", partitioner,
+						 sizeof(partitioner)) ||
+		strcmp(partitioner, "random") == 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "Kafka property partitioner must keep a key's messages "
+					 "in one partition for bk (found \"%s\")",
+					 partitioner);
+		bk_error_hint(err, "Remove partitioner from the Kafka properties: the "
+						   "shipper assembles each object from one "
+						   "partition.");
 		goto fail;
 	}
 	if (!conf_get_long(producer->template_conf, "message.max.bytes", &value,

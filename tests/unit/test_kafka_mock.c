@@ -323,6 +323,12 @@ test_configuration_checks(void **state)
 	expect_producer_error("acks=1", "acks must stay \"all\"");
 	expect_producer_error("enable.idempotence=false",
 						  "enable.idempotence must stay true");
+	/*
+	 * Chunks of one object spread over partitions would each be
+	 * acknowledged, yet no shipper could assemble the object.
+	 */
+	expect_producer_error("partitioner=random",
+						  "partitioner must keep a key's messages");
 	/* Logs from librdkafka's threads would run host code there. */
 	expect_producer_error("log.queue=false", "log.queue must stay true");
 	assert_null(bk_kafka_conf_new(

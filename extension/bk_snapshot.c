@@ -17,7 +17,9 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "mb/pg_wchar.h"
+#include "postmaster/pgarch.h"
 
 #include "bk_snapshot.h"
 
@@ -31,6 +33,28 @@ static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
 							   const BkSnapshotSlot *slot);
+
+/*
+ * Is the WAL archived, and by bk?  A snapshot is restorable only with the
+ * WAL from its start to its stop in the repository, and only bk's archive
+ * module puts it there.  archive_library may name the module as "bk",
+ * "$libdir/bk" or a path, with or without ".so".
+ */
+static bool
+snap_wal_archived_by_bk(void)
+{
+	const char *name;
+	size_t len;
+
+	if (!XLogArchivingActive() || XLogArchiveLibrary == NULL)
+		return false;
+	name = strrchr(XLogArchiveLibrary, '/');
+	name = name ? name + 1 : XLogArchiveLibrary;
+	len = strlen(name);
+	if (len > 3 && strcmp(name + len - 3, ".so") == 0)
+		len -= 3;
+	return len == 2 && strncmp(name, "bk", 2) == 0;
+}
 
 /*
  * bk_snapshot(kind, label, wait, fast)
@@ -125,6 +149,18 @@ bk_snapshot(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("bk snapshots cannot be taken during recovery"),
 						errhint("Take the snapshot on the primary.")));
+	if (!snap_wal_archived_by_bk())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bk snapshots need WAL archived through bk"),
+				 errdetail("archive_mode is \"%s\" and archive_library is "
+						   "\"%s\": the WAL from the snapshot's start to its "
+						   "stop would never reach the repository, so the "
+						   "snapshot could never be restored.",
+						   XLogArchivingActive() ? "on" : "off",
+						   XLogArchiveLibrary ? XLogArchiveLibrary : ""),
+				 errhint("Set archive_mode = on (restart) and archive_library "
+						 "= 'bk' (reload).")));
 
 	/*
 	 * The worker writes in a transaction of its own (the history, the page

@@ -387,6 +387,19 @@ reload_until bk.kafka_brokers "$BK_KAFKA_BROKERS"
 wait_for 90 "backlog drained" no_backlog
 ok $? "configured again, the backlog drains"
 
+# ------------------------------------------------------------------ (g2) snapshots need bk archiving
+# Its WAL would never reach the repository: a snapshot that could never be
+# restored is refused before it starts.
+qp -c "ALTER SYSTEM SET archive_library = ''" >/dev/null
+reload_until archive_library ""
+out="$(q -c "SELECT bk_snapshot()" 2>&1)"
+like "$out" 'ERROR:  bk snapshots need WAL archived through bk' \
+    "without archive_library = 'bk', bk_snapshot() is refused"
+like "$out" "HINT:  Set archive_mode = on \\(restart\\) and archive_library = 'bk'" \
+    "and says what to set"
+qp -c "ALTER SYSTEM RESET archive_library" >/dev/null
+reload_until archive_library bk
+
 # ------------------------------------------------------------------ (h) archive_library only
 as_pg sed -i '/^shared_preload_libraries/d' "$CONF"
 "$SERVICES" restart pg >"$dir/restart.log" 2>&1

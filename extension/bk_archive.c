@@ -609,18 +609,15 @@ bk_readahead_take(const char *file, const char *path, const char *topic,
 	return false;
 }
 
-/* qsort comparator for file names. */
-static int
-bk_name_cmp(const void *a, const void *b)
-{
-	return strcmp((const char *) a, (const char *) b);
-}
-
 /*
  * bk_ready_segments_after
  *		Up to max WAL segments (not history, backup or partial files) whose
  *		.ready file says they wait for archiving, other than file, oldest
  *		first: the order PostgreSQL will ask for them.
+ *
+ * Only the max oldest names are kept while the directory is read, in
+ * order: a backlog of a million segments costs this call a million
+ * comparisons, not a million names in memory and a sort.
  */
 static int
 bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
@@ -629,8 +626,6 @@ bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
 	DIR *dir;
 	struct dirent *de;
 	int count = 0;
-	int cap = 256;
-	char(*all)[BK_FILE_NAME_LEN] = palloc(cap * BK_FILE_NAME_LEN);
 
 	/* A listing that fails only means no read-ahead this time (LOG). */
 	dir = AllocateDir(XLOGDIR "/archive_status");
@@ -638,6 +633,7 @@ bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
 	{
 		size_t len = strlen(de->d_name);
 		char name[BK_FILE_NAME_LEN];
+		int pos;
 
 		if (len != XLOG_FNAME_LEN + 6 ||
 			strcmp(de->d_name + XLOG_FNAME_LEN, ".ready") != 0)
@@ -646,20 +642,20 @@ bk_ready_segments_after(const char *file, char names[][BK_FILE_NAME_LEN],
 		name[XLOG_FNAME_LEN] = '\0';
 		if (!IsXLogFileName(name) || strcmp(name, file) == 0)
 			continue;
-		if (count == cap)
-		{
-			cap *= 2;
-			all = repalloc(all, cap * BK_FILE_NAME_LEN);
-		}
-		strlcpy(all[count++], name, BK_FILE_NAME_LEN);
+		/* Where it goes among the oldest kept so far, if at all. */
+		pos = count;
+		while (pos > 0 && strcmp(name, names[pos - 1]) < 0)
+			pos--;
+		if (pos >= max)
+			continue;
+		if (count < max)
+			count++;
+		memmove(names[pos + 1], names[pos],
+				(size_t) (count - 1 - pos) * BK_FILE_NAME_LEN);
+		strlcpy(names[pos], name, BK_FILE_NAME_LEN);
 	}
 	if (dir != NULL)
 		FreeDir(dir);
-	qsort(all, count, BK_FILE_NAME_LEN, bk_name_cmp);
-	if (count > max)
-		count = max;
-	memcpy(names, all, (size_t) count * BK_FILE_NAME_LEN);
-	pfree(all);
 	return count;
 }
 

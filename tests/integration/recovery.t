@@ -224,7 +224,11 @@ as_postgres "$BK_PGBIN/initdb" -D "$foreign" -A trust -U postgres --locale=C >"$
     echo "port = $foreign_port"
     echo "listen_addresses = '127.0.0.1'"
     echo "unix_socket_directories = ''"
-    bk_test_pg_settings | grep -v '^archive_library'
+    # It archives through bk too (bk_snapshot() refuses without), as two
+    # clusters misconfigured with one source id would: its WAL is far older
+    # than the source's newest, which still says whose the source is.
+    echo "archive_mode = on"
+    bk_test_pg_settings
     echo "bk.source_id = '$source_id'"
 } >>"$foreign/postgresql.conf"
 install -o postgres -m 644 /dev/null "$dir/foreign.log"

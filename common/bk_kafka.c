@@ -164,6 +164,12 @@ conf_apply_one(void *arg, const char *key, const char *value, BkError *err)
 	return true;
 }
 
+static bool
+conf_get_string(rd_kafka_conf_t *conf, const char *key, char *buf, size_t size)
+{
+	return rd_kafka_conf_get(conf, key, buf, &size) == RD_KAFKA_CONF_OK;
+}
+
 /*
  * conf_build
  *		Base settings, then role defaults, then the user's properties (which
@@ -176,7 +182,6 @@ conf_build(const BkKafkaSettings *settings, const char *const *defaults,
 	rd_kafka_conf_t *conf;
 	ConfApply apply;
 	char value[16];
-	size_t value_size;
 
 	if (settings->brokers == NULL || settings->brokers[0] == '\0')
 	{
@@ -208,9 +213,7 @@ conf_build(const BkKafkaSettings *settings, const char *const *defaults,
 	 * PostgreSQL process must run none of its code and the sinks'
 	 * buffers have no lock (bk_kafka.h).
 	 */
-	value_size = sizeof(value);
-	if (rd_kafka_conf_get(conf, "log.queue", value, &value_size) !=
-			RD_KAFKA_CONF_OK ||
+	if (!conf_get_string(conf, "log.queue", value, sizeof(value)) ||
 		strcmp(value, "true") != 0)
 	{
 		bk_error_set(err, BK_ERR_CONFIG,
@@ -302,12 +305,6 @@ conf_get_long(rd_kafka_conf_t *conf, const char *key, long *value, BkError *err)
 							"Kafka property %s unreadable", key);
 	*value = strtol(buf, &end, 10);
 	return true;
-}
-
-static bool
-conf_get_string(rd_kafka_conf_t *conf, const char *key, char *buf, size_t size)
-{
-	return rd_kafka_conf_get(conf, key, buf, &size) == RD_KAFKA_CONF_OK;
 }
 
 static void

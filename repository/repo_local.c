@@ -892,27 +892,12 @@ fsync_up_to_root(const BkRepo *repo, const char *dir, BkError *err)
 	bk_strlcpy(path, dir, sizeof(path));
 	for (;;)
 	{
-		int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat st;
 
-		if (fd < 0)
-		{
-			if (errno == ENOENT)
-				return true;
-			return bk_error_set(err, BK_ERR_IO,
-								"could not open directory \"%s\" to fsync "
-								"it: %s",
-								path, strerror(errno));
-		}
-		if (fsync(fd) != 0)
-		{
-			int save_errno = errno;
-
-			close(fd);
-			return bk_error_set(err, BK_ERR_IO,
-								"could not fsync directory \"%s\": %s", path,
-								strerror(save_errno));
-		}
-		close(fd);
+		if (stat(path, &st) != 0 && errno == ENOENT)
+			return true;
+		if (!bk_fsync_dir(path, err))
+			return false;
 		if (strlen(path) <= strlen(root))
 			return true;
 		bk_dir_of(path, parent, sizeof(parent));

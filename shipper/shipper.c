@@ -976,6 +976,18 @@ reject_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 	return ok;
 }
 
+/* An object the repository could not take: logged, counted; false. */
+static bool
+archive_failed(Shipper *shipper, const BkObjectTracker *object,
+			   const BkError *err)
+{
+	shipper_log(
+		LOG_ERROR, "could not archive %s object \"%s\" of source \"%s\": %s",
+		bk_kind_name(object->kind), object->name, object->source, err->message);
+	bk_metrics_error(shipper->metrics, error_kind(err));
+	return false;
+}
+
 /*
  * A complete attempt: all its bytes written, not yet durable; it joins the
  * commit batch (commit_flush), still open so that it holds its partition's
@@ -990,14 +1002,7 @@ queue_attempt(Shipper *shipper, Partition *p, Attempt *attempt)
 		return false;
 	bk_error_clear(&err);
 	if (!bk_repo_upload_seal(attempt->upload, &err))
-	{
-		shipper_log(LOG_ERROR,
-					"could not archive %s object \"%s\" of source \"%s\": %s",
-					bk_kind_name(attempt->tracker.kind), attempt->tracker.name,
-					attempt->tracker.source, err.message);
-		bk_metrics_error(shipper->metrics, error_kind(&err));
-		return false;
-	}
+		return archive_failed(shipper, &attempt->tracker, &err);
 	if (shipper->commit_queued == 0)
 		shipper->commit_opened_ms = bk_monotonic_ms();
 	attempt->queued = true;
@@ -1047,12 +1052,7 @@ store_attempt(Shipper *shipper, Attempt *attempt)
 				return true;
 			bk_error_set(&err, BK_ERR_NOMEM, "out of memory");
 		}
-		shipper_log(LOG_ERROR,
-					"could not archive %s object \"%s\" of source \"%s\": %s",
-					bk_kind_name(object->kind), object->name, object->source,
-					err.message);
-		bk_metrics_error(shipper->metrics, error_kind(&err));
-		return false;
+		return archive_failed(shipper, object, &err);
 	}
 	attempt->commit_seconds = bk_metrics_clock() - commit_started;
 	return true;

@@ -175,6 +175,11 @@ follow_gtid_list(Scan *scan, uint64_t offset, const uint8_t *event,
  *		it name the old history's files, and replaying those on top of the
  *		snapshot would restore transactions of a history it never had.
  */
+static const char another_history_hint[] =
+	"Restore an older snapshot of the archived history (--snapshot), or the"
+	" snapshot alone (--target immediate); archive the source under a new"
+	" source id.";
+
 static bool
 check_snapshot_point(Scan *scan, uint64_t offset, BkError *err)
 {
@@ -194,11 +199,7 @@ check_snapshot_point(Scan *scan, uint64_t offset, BkError *err)
 							" (the source was reset with RESET MASTER, or"
 							" replaced, since the agent archived it)",
 							r->snapshot->id, name, pos, name) ||
-			   bk_error_hint(err,
-							 "Restore an older snapshot of the archived"
-							 " history (--snapshot), or the snapshot alone"
-							 " (--target immediate); archive the source under"
-							 " a new source id.");
+			   bk_error_hint(err, "%s", another_history_hint);
 	if (!scan->file_gtids_known)
 		return true; /* a file without a GTID list: nothing to compare */
 	if (!bk_gtid_state_parse(r->snapshot->gtid, &want, err))
@@ -235,10 +236,7 @@ check_snapshot_point(Scan *scan, uint64_t offset, BkError *err)
 				 r->snapshot->id, name, pos,
 				 r->snapshot->gtid[0] ? r->snapshot->gtid : "(none)", name,
 				 reached[0] ? reached : "no GTID");
-	return bk_error_hint(err, "Restore an older snapshot of the archived"
-							  " history (--snapshot), or the snapshot alone"
-							  " (--target immediate); archive the source"
-							  " under a new source id.");
+	return bk_error_hint(err, "%s", another_history_hint);
 }
 
 /*

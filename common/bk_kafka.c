@@ -32,6 +32,39 @@
 #define PRODUCER_TIMEOUT_SLACK_MS 2000
 /* How long to wait for reports of purged messages before giving up on them. */
 #define PRODUCER_DRAIN_MS 1000
+/* How long a topic's partition count is used before it is read again. */
+#define PARTITION_COUNT_MAX_AGE_MS 60000
+/* Topics whose partition count a producer keeps (WAL, snapshot, audit). */
+#define PARTITION_COUNT_TOPICS 4
+
+typedef int32_t (*PartitionerFn)(const rd_kafka_topic_t *rkt, const void *key,
+								 size_t key_len, int32_t partition_count,
+								 void *rkt_opaque, void *msg_opaque);
+
+/*
+ * librdkafka's partitioners by their property name.  "random" is missing on
+ * purpose: it spreads one key over every partition.
+ */
+static const struct
+{
+	const char *name;
+	PartitionerFn fn;
+} partitioners[] = {
+	{"consistent_random", rd_kafka_msg_partitioner_consistent_random},
+	{"consistent", rd_kafka_msg_partitioner_consistent},
+	{"murmur2_random", rd_kafka_msg_partitioner_murmur2_random},
+	{"murmur2", rd_kafka_msg_partitioner_murmur2},
+	{"fnv1a_random", rd_kafka_msg_partitioner_fnv1a_random},
+	{"fnv1a", rd_kafka_msg_partitioner_fnv1a},
+};
+
+/* A topic's partition count, and when it was read (bk_monotonic_ms). */
+typedef struct PartitionCount
+{
+	char topic[256];
+	int32_t count;
+	int64_t read_ms;
+} PartitionCount;
 
 struct BkProducer
 {
@@ -41,6 +74,8 @@ struct BkProducer
 	rd_kafka_topic_t *known_topic; /* made known by bk_producer_connect */
 	int timeout_ms;                /* message.timeout.ms in effect */
 	size_t message_max;            /* message.max.bytes in effect */
+	PartitionerFn partitioner;     /* the partitioner property's function */
+	PartitionCount partition_counts[PARTITION_COUNT_TOPICS];
 
 	/* Delivery state of the current send. */
 	uint32_t generation;
@@ -459,11 +494,18 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	 * shipper assembles it: partitioned by key, as every partitioner but
 	 * "random" does for a non-empty key.  Spread at random, each chunk is
 	 * acknowledged, and the object reported archived, yet no shipper ever
-	 * sees it whole.
+	 * sees it whole.  bk applies the partitioner itself, once per object
+	 * (object_partition).
 	 */
-	if (!conf_get_string(producer->template_conf, "partitioner", partitioner,
-						 sizeof(partitioner)) ||
-		strcmp(partitioner, "random") == 0)
+	if (conf_get_string(producer->template_conf, "partitioner", partitioner,
+						sizeof(partitioner)))
+	{
+		for (size_t fnIdx = 0;
+			 fnIdx < sizeof(partitioners) / sizeof(partitioners[0]); fnIdx++)
+			if (strcmp(partitioner, partitioners[fnIdx].name) == 0)
+				producer->partitioner = partitioners[fnIdx].fn;
+	}
+	if (producer->partitioner == NULL)
 	{
 		bk_error_set(err, BK_ERR_CONFIG,
 					 "Kafka property partitioner must keep a key's messages "
@@ -565,6 +607,8 @@ producer_disconnect(BkProducer *producer)
 	producer->rk = NULL;
 	/* Reports still arriving belong to a generation no one waits for. */
 	producer->generation++;
+	/* A failed send may come from a stale count: the next handle reads it. */
+	memset(producer->partition_counts, 0, sizeof(producer->partition_counts));
 }
 
 bool
@@ -783,6 +827,131 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 }
 
 /*
+ * read_partition_count
+ *		Ask the brokers how many partitions a topic has, for at most
+ *		message.timeout.ms.
+ */
+static bool
+read_partition_count(BkProducer *producer, rd_kafka_topic_t *rkt,
+					 int32_t *count, BkInterruptFn interrupted,
+					 void *interrupt_arg, BkError *err)
+{
+	int64_t deadline = bk_monotonic_ms() + producer->timeout_ms;
+	const char *topic = rd_kafka_topic_name(rkt);
+	int wait_ms = 100;
+
+	for (;;)
+	{
+		const struct rd_kafka_metadata *metadata = NULL;
+		rd_kafka_resp_err_t kerr;
+
+		/*
+		 * The call blocks: short waits first, so that an interrupt is seen
+		 * soon, longer ones for a slow link.
+		 */
+		kerr = rd_kafka_metadata(producer->rk, 0, rkt, &metadata, wait_ms);
+		wait_ms = wait_ms < 1000 ? wait_ms * 2 : 1000;
+		if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (metadata->topic_cnt == 1)
+			{
+				kerr = metadata->topics[0].err;
+				*count = metadata->topics[0].partition_cnt;
+			}
+			else
+				kerr = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+			rd_kafka_metadata_destroy(metadata);
+			if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR && *count > 0)
+				return true;
+		}
+		if (interrupted != NULL && interrupted(interrupt_arg))
+			return bk_error_set(err, BK_ERR_INTERRUPTED,
+								"reading the partitions of Kafka topic \"%s\" "
+								"was interrupted",
+								topic);
+		if (bk_monotonic_ms() >= deadline)
+		{
+			bk_error_set(err, BK_ERR_TIMEOUT,
+						 "could not read the partitions of Kafka topic \"%s\" "
+						 "within %d ms: %s",
+						 topic, producer->timeout_ms,
+						 kerr == RD_KAFKA_RESP_ERR_NO_ERROR
+							 ? "the topic has no partitions"
+							 : rd_kafka_err2str(kerr));
+			return bk_error_hint(err, "Check that Kafka is up and reachable "
+									  "and that the topic exists (bk init "
+									  "creates it); the object will be sent "
+									  "again.");
+		}
+		/* An error answered at once (no such topic yet) must not spin. */
+		if (kerr != RD_KAFKA_RESP_ERR__TIMED_OUT)
+			rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+	}
+}
+
+/*
+ * object_partition
+ *		The one partition every message of an object goes to.
+ *
+ * librdkafka partitions a message when it is queued, by the partition count
+ * it knows at that moment.  Partitions added to the topic while an object is
+ * being sent would change that count between two of its chunks and split
+ * the object over two partitions: every chunk acknowledged, the segment
+ * reported archived, and no shipper ever seeing it whole.  So bk applies the
+ * configured partitioner itself, once per object, over a count read from
+ * the brokers at most PARTITION_COUNT_MAX_AGE_MS ago.  Partitions are only
+ * ever added, so an older count still names a partition that exists, and a
+ * key maps where librdkafka would have put it.
+ */
+static bool
+object_partition(BkProducer *producer, const char *topic, const char *key,
+				 size_t key_len, int32_t *partition, BkInterruptFn interrupted,
+				 void *interrupt_arg, BkError *err)
+{
+	PartitionCount *entry = NULL;
+	int64_t now = bk_monotonic_ms();
+	rd_kafka_topic_t *rkt;
+	bool ok = true;
+
+	for (int countIdx = 0; countIdx < PARTITION_COUNT_TOPICS; countIdx++)
+	{
+		PartitionCount *candidate = &producer->partition_counts[countIdx];
+
+		if (strcmp(candidate->topic, topic) == 0)
+		{
+			entry = candidate;
+			break;
+		}
+		if (entry == NULL || candidate->read_ms < entry->read_ms)
+			entry = candidate; /* the oldest, replaced if topic is new */
+	}
+	rkt = rd_kafka_topic_new(producer->rk, topic, NULL);
+	if (rkt == NULL)
+		return bk_error_set(err, BK_ERR_KAFKA,
+							"could not open Kafka topic \"%s\": %s", topic,
+							rd_kafka_err2str(rd_kafka_last_error()));
+	if (strcmp(entry->topic, topic) != 0 || entry->count <= 0 ||
+		now - entry->read_ms >= PARTITION_COUNT_MAX_AGE_MS)
+	{
+		int32_t count = 0;
+
+		ok = read_partition_count(producer, rkt, &count, interrupted,
+								  interrupt_arg, err);
+		if (ok)
+		{
+			bk_strlcpy(entry->topic, topic, sizeof(entry->topic));
+			entry->count = count;
+			entry->read_ms = now;
+		}
+	}
+	if (ok)
+		*partition =
+			producer->partitioner(rkt, key, key_len, entry->count, NULL, NULL);
+	rd_kafka_topic_destroy(rkt);
+	return ok;
+}
+
+/*
  * batch_produce
  *		Queue every message next yields, within the memory window; fails
  *		(and abandons the batch) as soon as anything in the batch failed.
@@ -794,11 +963,15 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 {
 	OutMessage out;
 	bool end = false;
+	int32_t partition = RD_KAFKA_PARTITION_UA;
 
 	if (!producer->batch_open)
 		return bk_error_set(err, BK_ERR_INTERNAL, "no Kafka batch is open");
 	bk_strlcpy(producer->batch_topic, topic, sizeof(producer->batch_topic));
 	producer->batch_objects++;
+	if (!object_partition(producer, topic, key, key_len, &partition,
+						  interrupted, interrupt_arg, err))
+		goto abandon;
 	for (;;)
 	{
 		rd_kafka_resp_err_t kerr;
@@ -852,7 +1025,7 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 			}
 			kerr = rd_kafka_producev(
 				producer->rk, RD_KAFKA_V_TOPIC(topic),
-				RD_KAFKA_V_KEY(key, key_len),
+				RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, key_len),
 				RD_KAFKA_V_VALUE((void *) out.value, out.len),
 				RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 				RD_KAFKA_V_HEADERS(out.headers),

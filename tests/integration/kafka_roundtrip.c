@@ -3,7 +3,9 @@
  *		Integration test against the real broker (scripts/services): a
  *		multi-chunk object goes out through bk's producer and comes back
  *		through a real librdkafka consumer, byte-identical; the Kafka headers
- *		carry the metadata; and no plaintext is anywhere on the topic.
+ *		carry the metadata; no plaintext is anywhere on the topic; and an
+ *		object stays in one partition when partitions are added to its
+ *		topic while it is being sent.
  *
  *	   kafka_roundtrip BROKERS TOPIC_PREFIX      (prints TAP)
  */
@@ -213,6 +215,183 @@ round_trip(BkProducer *producer, const char *brokers, const char *topic,
 	free(decoded);
 }
 
+/* Frames of one object; after grow_after chunks, the topic gets partitions. */
+typedef struct GrowingSource
+{
+	EncodeSource frames;
+	rd_kafka_t *rk;
+	const char *topic;
+	uint32_t chunks;
+	uint32_t grow_after;
+	bool grown;
+} GrowingSource;
+
+/* Add partitions to topic until it has total, and wait until rk sees them. */
+static bool
+grow_topic(rd_kafka_t *rk, const char *topic, int total)
+{
+	rd_kafka_NewPartitions_t *request;
+	rd_kafka_queue_t *queue = rd_kafka_queue_new(rk);
+	rd_kafka_event_t *event;
+	rd_kafka_topic_t *rkt;
+	char errstr[256];
+	bool grown = false;
+	int64_t deadline;
+
+	request = rd_kafka_NewPartitions_new(topic, total, errstr, sizeof(errstr));
+	rd_kafka_CreatePartitions(rk, &request, 1, NULL, queue);
+	event = rd_kafka_queue_poll(queue, 30000);
+	if (event != NULL)
+	{
+		const rd_kafka_CreatePartitions_result_t *result =
+			rd_kafka_event_CreatePartitions_result(event);
+		const rd_kafka_topic_result_t **topics;
+		size_t count = 0;
+
+		if (result != NULL)
+		{
+			topics = rd_kafka_CreatePartitions_result_topics(result, &count);
+			grown = count == 1 && rd_kafka_topic_result_error(topics[0]) ==
+									  RD_KAFKA_RESP_ERR_NO_ERROR;
+			if (!grown && count == 1)
+				fprintf(stderr, "# CreatePartitions: %s\n",
+						rd_kafka_topic_result_error_string(topics[0]));
+		}
+		rd_kafka_event_destroy(event);
+	}
+	rd_kafka_NewPartitions_destroy(request);
+	rd_kafka_queue_destroy(queue);
+	if (!grown)
+		return false;
+
+	/* The handle's own metadata: what librdkafka partitions messages by. */
+	rkt = rd_kafka_topic_new(rk, topic, NULL);
+	deadline = bk_monotonic_ms() + 30000;
+	grown = false;
+	while (!grown && bk_monotonic_ms() < deadline)
+	{
+		const struct rd_kafka_metadata *metadata;
+
+		if (rd_kafka_metadata(rk, 0, rkt, &metadata, 5000) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			grown = metadata->topic_cnt == 1 &&
+					metadata->topics[0].partition_cnt == total;
+			rd_kafka_metadata_destroy(metadata);
+		}
+		if (!grown)
+			usleep(100 * 1000);
+	}
+	rd_kafka_topic_destroy(rkt);
+	return grown;
+}
+
+static bool
+next_frame_growing(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
+				   BkError *err)
+{
+	GrowingSource *source = arg;
+
+	if (source->chunks == source->grow_after && !source->grown)
+	{
+		source->grown = true;
+		if (!grow_topic(source->rk, source->topic, 2))
+			return bk_error_set(err, BK_ERR_KAFKA,
+								"could not add a partition to \"%s\"",
+								source->topic);
+	}
+	if (!next_frame(&source->frames, frame, len, info, err))
+		return false;
+	if (*frame != NULL)
+		source->chunks++;
+	return true;
+}
+
+static int64_t
+partition_messages(rd_kafka_t *rk, const char *topic, int32_t partition)
+{
+	int64_t low;
+	int64_t high;
+
+	if (rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high,
+										 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return -1;
+	return high - low;
+}
+
+/*
+ * Partitions added to the topic in the middle of an object: librdkafka
+ * partitions each message by the count it knows when the message is queued,
+ * so the chunks queued after the change went by the new count to another
+ * partition.  Every chunk was acknowledged and the object reported sent,
+ * yet no shipper could ever assemble it.  The key is one that two
+ * partitions map elsewhere than one does.
+ */
+static void
+partitions_added_mid_object(BkProducer *producer, const char *prefix,
+							const BkKey *key, const uint8_t *data, size_t size)
+{
+	BkObjectInfo info = {.kind = BK_KIND_WAL,
+						 .source_id = "grow",
+						 .name = "000000010000000000000007",
+						 .size = size};
+	BkTopicPolicy policy = {0};
+	GrowingSource source = {0};
+	BkSendStats stats = {0};
+	rd_kafka_t *rk = bk_producer_handle(producer);
+	char topic[BK_TOPIC_NAME_MAX + 1];
+	char grow_prefix[128];
+	char source_key[64];
+	uint32_t expected_chunks = (uint32_t) ((size + CHUNK - 1) / CHUNK);
+	BkError err;
+
+	bk_error_clear(&err);
+	for (int keyIdx = 0;; keyIdx++)
+	{
+		snprintf(source_key, sizeof(source_key), "grow-%d", keyIdx);
+		if (rd_kafka_msg_partitioner_consistent(
+				NULL, source_key, strlen(source_key), 2, NULL, NULL) == 1)
+			break;
+	}
+	snprintf(grow_prefix, sizeof(grow_prefix), "%s-grow", prefix);
+	policy.prefix = grow_prefix;
+	policy.partitions = 1;
+	policy.chunk_size = CHUNK;
+	if (!bk_topics_ensure(rk, &policy, true, NULL, NULL, NULL, &err))
+	{
+		ok(false, "one-partition topics under %s: %s", grow_prefix,
+		   err.message);
+		return;
+	}
+	bk_topic_name(grow_prefix, BK_TOPIC_WAL, topic, sizeof(topic), &err);
+
+	source.frames.enc = bk_encoder_new(key, CHUNK, &err);
+	source.frames.data = data;
+	source.rk = rk;
+	source.topic = topic;
+	source.grow_after = 2;
+	if (source.frames.enc == NULL ||
+		!bk_encoder_begin(source.frames.enc, &info, &err))
+	{
+		ok(false, "grow: encoder: %s", err.message);
+		return;
+	}
+	ok(bk_producer_send_object(producer, topic, source_key, strlen(source_key),
+							   next_frame_growing, &source, NULL, NULL, &stats,
+							   &err) &&
+		   source.grown,
+	   "a partition added after chunk 2 of %" PRIu32
+	   ": the object still sent%s%s",
+	   expected_chunks, err.code ? ": " : "", err.code ? err.message : "");
+	bk_encoder_free(source.frames.enc);
+	ok(partition_messages(rk, topic, 0) == expected_chunks &&
+		   partition_messages(rk, topic, 1) == 0 && stats.partition == 0 &&
+		   stats.last_offset - stats.first_offset == expected_chunks - 1,
+	   "every chunk in the partition its first chunk went to (partition 0: "
+	   "%" PRId64 ", partition 1: %" PRId64 ")",
+	   partition_messages(rk, topic, 0), partition_messages(rk, topic, 1));
+}
+
 /* Count how often needle occurs in the output of a shell command. */
 static long
 count_in_command_output(const char *command, const char *needle)
@@ -307,6 +486,7 @@ main(int argc, char **argv)
 			   0);
 	round_trip(producer, brokers, topic, &key, &ring, "exactly-one-chunk", data,
 			   CHUNK);
+	partitions_added_mid_object(producer, prefix, &key, data, size);
 
 	snprintf(command, sizeof(command),
 			 "kcat -C -b '%s' -t '%s' -o beginning -e -q -f '%%s' 2>/dev/null",

@@ -158,6 +158,28 @@ test_broker_down_bounded(void **state)
 
 	producer = bk_producer_new(&settings, &err);
 	assert_non_null(producer);
+	/* Down before the producer knew the topic: its partitions are unknown. */
+	rd_kafka_mock_broker_set_down(mock, 1);
+	source_begin(&source, 200 * 1024);
+	start = bk_monotonic_ms();
+	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+										 &source, NULL, NULL, NULL, &err));
+	elapsed = bk_monotonic_ms() - start;
+	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_contains(&err, "could not read the partitions of Kafka topic "
+								"\"bk.wal\" within 2000 ms");
+	assert_true(strstr(err.hint, "Check that Kafka is up") != NULL);
+	assert_true(elapsed >= TIMEOUT_MS - 100);
+	assert_true(elapsed < TIMEOUT_MS + 3000);
+	source_end(&source);
+
+	/* Down after a send: the chunks are queued and time out. */
+	rd_kafka_mock_broker_set_up(mock, 1);
+	source_begin(&source, 200 * 1024);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, NULL, &err))
+		fail_msg("%s", err.message);
+	source_end(&source);
 	rd_kafka_mock_broker_set_down(mock, 1);
 	source_begin(&source, 200 * 1024);
 	start = bk_monotonic_ms();
@@ -263,15 +285,19 @@ test_fatal_error_recreates_handle(void **state)
 	bk_producer_free(producer);
 }
 
-static int interrupt_calls;
+static int64_t interrupt_at_ms;
 
 static bool
 interrupt_after_a_while(void *arg)
 {
-	return ++interrupt_calls > 5;
+	return bk_monotonic_ms() >= interrupt_at_ms;
 }
 
-/* A shutdown request ends the wait at once, never after the full timeout. */
+/*
+ * A shutdown request ends the wait at once, never after the full timeout:
+ * while the topic's partitions are read, and while chunks wait for their
+ * acknowledgements.
+ */
 static void
 test_interrupt(void **state)
 {
@@ -282,19 +308,34 @@ test_interrupt(void **state)
 	int64_t start;
 
 	assert_non_null(producer);
-	rd_kafka_mock_broker_set_down(mock, 1);
-	source_begin(&source, 10 * 1024);
-	interrupt_calls = 0;
-	start = bk_monotonic_ms();
-	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
-										 &source, interrupt_after_a_while, NULL,
-										 NULL, &err));
-	assert_int_equal(err.code, BK_ERR_INTERRUPTED);
-	assert_error_contains(&err, "was interrupted");
+	for (int round = 0; round < 2; round++)
+	{
+		if (round == 1)
+		{
+			/* The partition count known: the chunks themselves wait. */
+			source_begin(&source, 10 * 1024);
+			if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+										 &source, NULL, NULL, NULL, &err))
+				fail_msg("%s", err.message);
+			source_end(&source);
+		}
+		rd_kafka_mock_broker_set_down(mock, 1);
+		source_begin(&source, 10 * 1024);
+		start = bk_monotonic_ms();
+		interrupt_at_ms = start + 300;
+		assert_false(bk_producer_send_object(
+			producer, TOPIC, "mock", 4, next_frame, &source,
+			interrupt_after_a_while, NULL, NULL, &err));
+		assert_int_equal(err.code, BK_ERR_INTERRUPTED);
+		assert_error_contains(&err, round == 0
+										? "reading the partitions"
+										: "waiting for Kafka to acknowledge");
+		assert_error_contains(&err, "was interrupted");
+		assert_true(bk_monotonic_ms() - start < 3000);
+		rd_kafka_mock_broker_set_up(mock, 1);
+		source_end(&source);
+	}
 	bk_producer_free(producer);
-	assert_true(bk_monotonic_ms() - start < 3000);
-	rd_kafka_mock_broker_set_up(mock, 1);
-	source_end(&source);
 }
 
 static void

@@ -1934,31 +1934,20 @@ typedef struct DeleteBatch
 	BkXmlBody xml;
 	int count;
 	const char *full_prefix;
-	char error_key[1024];
-	char error_code[128];
-	char error_message[512];
 } DeleteBatch;
 
-static bool
-delete_result_element(void *arg, const char *path, const char *text,
-					  BkError *err)
-{
-	DeleteBatch *batch = arg;
-
-	if (strcmp(path, "DeleteResult/Error/Key") == 0)
-		bk_strlcpy(batch->error_key, text, sizeof(batch->error_key));
-	else if (strcmp(path, "DeleteResult/Error/Code") == 0)
-		bk_strlcpy(batch->error_code, text, sizeof(batch->error_code));
-	else if (strcmp(path, "DeleteResult/Error/Message") == 0)
-		bk_strlcpy(batch->error_message, text, sizeof(batch->error_message));
-	return true;
-}
-
-/* DeleteObjects for the keys gathered: one request per 1000. */
+/*
+ * DeleteObjects for the keys gathered: one request per 1000.  Its 200 says
+ * only that the request was read: the reply lists each key the store did
+ * not delete, and a batch with one of them fails, naming it, so nothing
+ * still in the bucket is reported removed.
+ */
 static bool
 delete_batch_send(DeleteBatch *batch, BkError *err)
 {
+	S3State *state = batch->state;
 	S3Call call = {.method = "POST", .has_body = true};
+	BkS3DeleteResult result;
 	uint8_t md5[16];
 	unsigned int md5_len = 0;
 	char md5_text[32];
@@ -1976,12 +1965,43 @@ delete_batch_send(DeleteBatch *batch, BkError *err)
 	call.headers[call.header_count++] = (BkSigV4Pair){"content-md5", md5_text};
 	call.headers[call.header_count++] =
 		(BkSigV4Pair){"content-type", "application/xml"};
-	batch->error_code[0] = '\0';
-	ok = call_for_xml(batch->state, &call, delete_result_element, batch, err);
-	if (ok && batch->error_code[0])
-		ok = bk_error_set(err, BK_ERR_IO, "could not delete s3://%s/%s: %s: %s",
-						  batch->state->bucket, batch->error_key,
-						  batch->error_code, batch->error_message);
+	if (!s3_call(state, &call, err))
+		ok = false;
+	/* A 200 whose body is an <Error> (s3_call read its code) is a refusal. */
+	else if (call.status != 200 || call.error_code[0])
+		ok = call_failed(state, &call, err);
+	else if (!bk_s3_delete_result_parse(call.reply.data ? call.reply.data : "",
+										call.reply.len, &result, err))
+		ok = bk_error_prefix(err, "POST s3://%s/ (DeleteObjects under %s): ",
+							 state->bucket, batch->full_prefix);
+	else if (result.not_deleted > 0)
+	{
+		bk_error_set(
+			err,
+			strcmp(result.first_code, "AccessDenied") == 0 ? BK_ERR_CONFIG
+														   : BK_ERR_IO,
+			"could not delete %d of %d objects under s3://%s/%s; "
+			"first: %s: %s%s%s",
+			result.not_deleted, batch->count, state->bucket, batch->full_prefix,
+			result.first_key[0] ? result.first_key : "(no key)",
+			result.first_code[0] ? result.first_code : "(no code)",
+			result.first_message[0] ? ": " : "", result.first_message);
+		if (strcmp(result.first_code, "AccessDenied") == 0)
+			ok = bk_error_hint(err,
+							   "The credentials lack s3:DeleteObject on "
+							   "bucket \"%s\" (README, \"Permissions\"); "
+							   "those objects are still there, and a run "
+							   "after the fix removes them.",
+							   state->bucket);
+		else
+			ok = bk_error_hint(err,
+							   "Those objects are still in the bucket; run "
+							   "the removal (bk expire) again once the store "
+							   "takes the deletes: it removes what is left.");
+	}
+	else
+		ok = true;
+	call_free(&call);
 	batch->count = 0;
 	batch->xml.len = 0;
 	return ok;

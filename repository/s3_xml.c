@@ -257,6 +257,71 @@ bk_s3_list_parse(const char *data, size_t len, BkS3ListFn fn, void *arg,
 	return ok;
 }
 
+/* ------------------------------------------------------------ deleting */
+
+typedef struct DeleteParse
+{
+	BkS3DeleteResult *result;
+	bool root_seen;
+	/* The <Error> element being read, or the root one of an error reply. */
+	char key[sizeof(((BkS3DeleteResult *) 0)->first_key)];
+	char code[sizeof(((BkS3DeleteResult *) 0)->first_code)];
+	char message[sizeof(((BkS3DeleteResult *) 0)->first_message)];
+} DeleteParse;
+
+static bool
+delete_parse_element(void *arg, const char *path, const char *text,
+					 BkError *err)
+{
+	DeleteParse *reply = arg;
+	BkS3DeleteResult *result = reply->result;
+
+	if (strcmp(path, "DeleteResult") == 0)
+		reply->root_seen = true;
+	else if (strcmp(path, "DeleteResult/Error/Key") == 0)
+		snprintf(reply->key, sizeof(reply->key), "%s", text);
+	else if (strcmp(path, "DeleteResult/Error/Code") == 0 ||
+			 strcmp(path, "Error/Code") == 0)
+		snprintf(reply->code, sizeof(reply->code), "%s", text);
+	else if (strcmp(path, "DeleteResult/Error/Message") == 0 ||
+			 strcmp(path, "Error/Message") == 0)
+		snprintf(reply->message, sizeof(reply->message), "%s", text);
+	else if (strcmp(path, "DeleteResult/Error") == 0)
+	{
+		if (strcmp(reply->code, "NoSuchKey") != 0 && result->not_deleted++ == 0)
+		{
+			memcpy(result->first_key, reply->key, sizeof(reply->key));
+			memcpy(result->first_code, reply->code, sizeof(reply->code));
+			memcpy(result->first_message, reply->message,
+				   sizeof(reply->message));
+		}
+		reply->key[0] = reply->code[0] = reply->message[0] = '\0';
+	}
+	return true;
+}
+
+bool
+bk_s3_delete_result_parse(const char *data, size_t len,
+						  BkS3DeleteResult *result, BkError *err)
+{
+	DeleteParse reply = {.result = result};
+
+	memset(result, 0, sizeof(*result));
+	if (!bk_xml_parse(data, len, delete_parse_element, &reply, err))
+		return false;
+	if (reply.root_seen)
+		return true;
+	if (reply.code[0])
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"the store answered with an error, not a "
+							"DeleteResult: %s%s%s",
+							reply.code, reply.message[0] ? ": " : "",
+							reply.message);
+	return bk_error_set(err, BK_ERR_FORMAT,
+						"the store's answer is not a DeleteResult: %.*s",
+						(int) (len < 120 ? len : 120), data);
+}
+
 /* ------------------------------------------------------------ writing */
 
 static bool

@@ -49,6 +49,30 @@ extern bool bk_s3_list_parse(const char *data, size_t len, BkS3ListFn fn,
 							 void *arg, bool *truncated, char *token,
 							 size_t token_len, BkError *err);
 
+/*
+ * What a DeleteObjects reply (DeleteResult) says the store did not delete:
+ * its <Error> elements, each naming a key the store kept, counted, and the
+ * first one's key, code and message, for the error that names it.  A
+ * NoSuchKey there is not one: the key is gone, which is what a delete
+ * wants (a DELETE's 404 is success too).  Texts longer than kept are cut:
+ * they only go into a message.
+ */
+typedef struct BkS3DeleteResult
+{
+	int not_deleted;
+	char first_key[1025]; /* S3's longest key, 1024 bytes */
+	char first_code[128];
+	char first_message[512];
+} BkS3DeleteResult;
+
+/*
+ * Read a DeleteObjects reply.  A document that is not a DeleteResult (a
+ * 200 whose body is an <Error>, a proxy's page) says nothing of what was
+ * deleted: BK_ERR_FORMAT, never taken for "all deleted".
+ */
+extern bool bk_s3_delete_result_parse(const char *data, size_t len,
+									  BkS3DeleteResult *result, BkError *err);
+
 /* An ETag as the store returned it, quotes included, and its terminator. */
 #define BK_S3_ETAG_MAX 256
 

@@ -2,7 +2,8 @@
  * test_s3_xml.c
  *		The XML bodies of S3 requests: every text escaped, whatever its
  *		length, and read back by expat (the parser the S3 backend reads
- *		replies with) as the text that went in.
+ *		replies with) as the text that went in.  And the replies read:
+ *		listing pages and DeleteObjects results.
  */
 #include "testutil.h"
 
@@ -238,6 +239,81 @@ test_list_page_never_passes_for_last(void **state)
 	assert_non_null(strstr(err.message, "continuation token"));
 }
 
+#define DELETE_HEAD                                                            \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult "               \
+	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+
+/*
+ * A DeleteObjects 200 holds per-key errors beside the deleted keys: each
+ * one is a key still there, counted, the first named (a 200 was taken for
+ * every key deleted).  NoSuchKey is a key gone, as a delete wants.
+ */
+static void
+test_delete_result_errors(void **state)
+{
+	static const char *body = DELETE_HEAD
+		"<Deleted><Key>p/s/snapshot/1/a</Key></Deleted>"
+		"<Error><Key>p/s/snapshot/1/b&amp;c</Key><Code>AccessDenied</Code>"
+		"<Message>Access Denied</Message></Error>"
+		"<Error><Key>p/s/snapshot/1/gone</Key><Code>NoSuchKey</Code>"
+		"<Message>The specified key does not exist.</Message></Error>"
+		"<Error><Key>p/s/snapshot/1/d</Key><Code>InternalError</Code>"
+		"<Message>We encountered an internal error.</Message></Error>"
+		"</DeleteResult>";
+	BkS3DeleteResult result;
+	BkError err;
+
+	if (!bk_s3_delete_result_parse(body, strlen(body), &result, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(result.not_deleted, 2);
+	assert_string_equal(result.first_key, "p/s/snapshot/1/b&c");
+	assert_string_equal(result.first_code, "AccessDenied");
+	assert_string_equal(result.first_message, "Access Denied");
+
+	/* Quiet mode: an empty result is every key deleted. */
+	if (!bk_s3_delete_result_parse(DELETE_HEAD "</DeleteResult>",
+								   strlen(DELETE_HEAD "</DeleteResult>"),
+								   &result, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(result.not_deleted, 0);
+
+	/* An <Error> without a key or code still counts. */
+	body = DELETE_HEAD "<Error><Message>no</Message></Error></DeleteResult>";
+	assert_true(bk_s3_delete_result_parse(body, strlen(body), &result, &err));
+	assert_int_equal(result.not_deleted, 1);
+	assert_string_equal(result.first_key, "");
+	assert_string_equal(result.first_message, "no");
+}
+
+/* What says nothing of what was deleted is never "all deleted". */
+static void
+test_delete_result_refused(void **state)
+{
+	static const char *refused[] = {
+		/* A 200 whose body is an error document. */
+		"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>"
+		"<Message>Access Denied</Message></Error>",
+		"<html><body>Service unavailable</body></html>",
+		"<ListBucketResult></ListBucketResult>",
+		DELETE_HEAD "<Error><Key>a</Key>",
+		"",
+	};
+	BkS3DeleteResult result;
+	BkError err;
+
+	for (size_t idx = 0; idx < sizeof(refused) / sizeof(refused[0]); idx++)
+	{
+		if (bk_s3_delete_result_parse(refused[idx], strlen(refused[idx]),
+									  &result, &err))
+			fail_msg("reply %zu taken: %s", idx, refused[idx]);
+		assert_int_equal(err.code, BK_ERR_FORMAT);
+	}
+	/* The error document's code is told. */
+	assert_false(bk_s3_delete_result_parse(refused[0], strlen(refused[0]),
+										   &result, &err));
+	assert_non_null(strstr(err.message, "AccessDenied: Access Denied"));
+}
+
 int
 main(void)
 {
@@ -246,6 +322,8 @@ main(void)
 		cmocka_unit_test(test_complete_body_long_etags),
 		cmocka_unit_test(test_list_pages),
 		cmocka_unit_test(test_list_page_never_passes_for_last),
+		cmocka_unit_test(test_delete_result_errors),
+		cmocka_unit_test(test_delete_result_refused),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

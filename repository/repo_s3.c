@@ -10,7 +10,9 @@
  *					 with it too, after a HEAD): 200 is created, 412 means an
  *					 object exists and repo.c compares identities.  A 200 is
  *					 the store's promise that the object is durable; that is
- *					 what "archived" means here.
+ *					 what "archived" means here.  A completion whose 200 was
+ *					 lost is sent again and finds NoSuchUpload: then the
+ *					 object's ETag says whether it holds our parts.
  *	 integrity       every PUT and part carries Content-MD5, computed as the
  *					 spool is written, so the store refuses bytes that
  *					 changed on the way.
@@ -1115,12 +1117,16 @@ s3_list(const BkRepo *repo, const char *prefix, bool recursive, BkRepoListFn fn,
 
 /* ------------------------------------------------------------ reading */
 
+/* Size and time of full; its ETag into etag (BK_S3_ETAG_MAX) unless NULL. */
 static bool
-head_object(S3State *state, const char *full, BkRepoStat *stat, BkError *err)
+head_object(S3State *state, const char *full, BkRepoStat *stat, char *etag,
+			BkError *err)
 {
 	S3Call call = {.method = "HEAD", .key = full, .head = true};
 
 	memset(stat, 0, sizeof(*stat));
+	if (etag != NULL)
+		etag[0] = '\0';
 	if (!s3_call(state, &call, err))
 		return false;
 	if (call.status == 404)
@@ -1150,6 +1156,8 @@ head_object(S3State *state, const char *full, BkRepoStat *stat, BkError *err)
 	stat->exists = true;
 	stat->size = call.content_length;
 	stat->stored_ms = call.last_modified_ms;
+	if (etag != NULL)
+		bk_strlcpy(etag, call.etag, BK_S3_ETAG_MAX);
 	call_free(&call);
 	return true;
 }
@@ -1160,7 +1168,7 @@ s3_stat(const BkRepo *repo, const char *key, BkRepoStat *stat, BkError *err)
 	char full[BK_REPO_KEY_MAX + 600];
 
 	return full_key(state_of(repo), key, full, sizeof(full), err) &&
-		   head_object(state_of(repo), full, stat, err);
+		   head_object(state_of(repo), full, stat, NULL, err);
 }
 
 /*
@@ -1751,6 +1759,74 @@ upload_parts(PartUploads *parts, BkError *err)
 }
 
 /*
+ * The ETag S3 stores give an object completed from these parts: the MD5 of
+ * the parts' MD5s, "-", their count (AWS S3, MinIO, Ceph RGW).  Without
+ * quotes.
+ */
+static void
+multipart_etag(const uint8_t (*part_md5)[16], int count,
+			   char out[BK_S3_ETAG_MAX])
+{
+	uint8_t digest[16];
+	unsigned int digest_len = 0;
+	char hex[33];
+
+	EVP_Digest(part_md5, (size_t) count * 16, digest, &digest_len, EVP_md5(),
+			   NULL);
+	bk_hex_encode(digest, sizeof(digest), hex);
+	snprintf(out, BK_S3_ETAG_MAX, "%s-%d", hex, count);
+}
+
+/* Is the stored ETag (quoted, or not) expected, hex case aside? */
+static bool
+etag_is(const char *stored, const char *expected)
+{
+	size_t len = strlen(stored);
+
+	if (len >= 2 && stored[0] == '"' && stored[len - 1] == '"')
+	{
+		stored++;
+		len -= 2;
+	}
+	return len > 0 && len == strlen(expected) &&
+		   strncasecmp(stored, expected, len) == 0;
+}
+
+/*
+ * The completion was answered NoSuchUpload: the upload is gone.  Either an
+ * earlier try of this completion reached the store and succeeded and its
+ * answer was lost (a connection reset, a timeout: s3_call sent it again),
+ * or the upload was aborted (housekeeping elsewhere).  The object in place
+ * tells which.  With the ETag our parts give it (each part's MD5 checked by
+ * the store as it came), it holds our bytes, and the store's HEAD shows it
+ * committed: created, as the lost 200 said.  Another object is a copy found
+ * in place, as after a 412: repo.c reads it and compares identities (ours
+ * too, on a store whose ETags are not MD5s, then a re-send).  None: the
+ * completion failed, as the store said.
+ */
+static bool
+completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
+				bool *created, BkError *err)
+{
+	S3State *state = state_of(upload->base.repo);
+	BkRepoStat stat;
+	char stored[BK_S3_ETAG_MAX];
+	char ours[BK_S3_ETAG_MAX];
+
+	if (!head_object(state, full, &stat, stored, err))
+		return bk_error_prefix(err,
+							   "s3://%s/%s: the multipart upload was gone "
+							   "at its completion, and the object could not "
+							   "be looked up: ",
+							   state->bucket, full);
+	if (!stat.exists)
+		return call_failed(state, completion, err);
+	multipart_etag(upload->part_md5, upload->part_count, ours);
+	*created = etag_is(stored, ours);
+	return true;
+}
+
+/*
  * A multipart upload of the spooled object as full, if absent: a HEAD
  * first (a re-send of a large object then costs no upload), and the
  * completion with If-None-Match too, for the race of two shippers.
@@ -1767,7 +1843,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	bool ok = false;
 
 	*created = false;
-	if (!head_object(state, full, &stat, err))
+	if (!head_object(state, full, &stat, NULL, err))
 		return false;
 	if (stat.exists)
 		return true;
@@ -1826,6 +1902,9 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	if (call.status == 412 ||
 		strcmp(call.error_code, "PreconditionFailed") == 0)
 		ok = true;
+	else if (strcmp(call.error_code, "NoSuchUpload") == 0 ||
+			 (call.status == 404 && call.error_code[0] == '\0'))
+		ok = completion_lost(upload, full, &call, created, err);
 	else if (call.status != 200 || call.error_code[0])
 		call_failed(state, &call, err);
 	else

@@ -1,0 +1,975 @@
+/*
+ * test_s3_faults.c
+ *		The S3 backend against a small S3 store of this test's own, on a
+ *		loopback port the kernel picks, which answers as a real store does
+ *		and fails as a real one may: a reply lost after the request took
+ *		effect, an upload aborted under a shipper, a DeleteObjects 200 that
+ *		did not delete everything.  Faults s3proxy cannot be made to show
+ *		(tests/integration/s3.t runs test_repo on a real one).
+ *
+ * The store keeps objects (key, size, ETag; the bytes only of objects put
+ * whole, which is what a reader needs) and one multipart upload at a time,
+ * computes ETags as AWS S3 does, and serves one request per connection,
+ * one connection at a time.
+ */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "bk_util.h"
+#include "repo.h"
+#include "repo_backend.h"
+
+#define BUCKET        "bucket"
+#define STORE_OBJECTS 16
+#define PART_SIZE     ((size_t) 5 << 20)
+
+typedef enum CompletionFault
+{
+	COMPLETION_OK,
+	/* Completed, and the connection closed before the answer. */
+	COMPLETION_REPLY_LOST,
+	/* The upload aborted just before (housekeeping elsewhere). */
+	COMPLETION_UPLOAD_ABORTED,
+	/* The same, and another shipper's object put in place meanwhile. */
+	COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE,
+} CompletionFault;
+
+typedef struct StoredObject
+{
+	char key[1100];
+	uint8_t *data; /* NULL for a multipart object */
+	size_t len;
+	char etag[80]; /* quoted */
+} StoredObject;
+
+typedef struct FakeStore
+{
+	int listen_fd;
+	int port;
+	pthread_t thread;
+	volatile bool stop;
+
+	StoredObject objects[STORE_OBJECTS];
+	int object_count;
+
+	char upload_id[32]; /* "" if no upload is open */
+	int upload_serial;
+	uint8_t part_md5[4][16];
+	size_t part_len[4];
+	int part_count;
+
+	CompletionFault completion_fault;
+	int completions; /* CompleteMultipartUpload requests */
+	int heads;
+	const char *delete_reply; /* the DeleteObjects answer's body */
+	int deletes;              /* DeleteObjects requests */
+
+	/*
+	 * What the store did not expect, said here and checked by the test's
+	 * thread: cmocka's asserts are not for other threads.
+	 */
+	char unexpected[512];
+} FakeStore;
+
+/* One request, read whole. */
+typedef struct Request
+{
+	char method[16];
+	char key[1100]; /* decoded, without "/bucket/"; "" for the bucket */
+	char query[4096];
+	char range[64];
+	bool if_none_match;
+	uint8_t *body;
+	size_t body_len;
+} Request;
+
+/* ------------------------------------------------------------ helpers */
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode len bytes of in into out. */
+static void
+url_decode(const char *in, size_t len, char *out, size_t out_len)
+{
+	size_t got = 0;
+
+	for (size_t pos = 0; pos < len && got + 1 < out_len; pos++)
+	{
+		if (in[pos] == '%' && pos + 2 < len && hex_value(in[pos + 1]) >= 0 &&
+			hex_value(in[pos + 2]) >= 0)
+		{
+			out[got++] =
+				(char) (hex_value(in[pos + 1]) * 16 + hex_value(in[pos + 2]));
+			pos += 2;
+		}
+		else
+			out[got++] = in[pos];
+	}
+	out[got] = '\0';
+}
+
+/* The decoded value of query parameter name, or NULL if absent. */
+static const char *
+query_get(const Request *request, const char *name, char *out, size_t out_len)
+{
+	size_t name_len = strlen(name);
+
+	for (const char *param = request->query; *param;)
+	{
+		size_t len = strcspn(param, "&");
+
+		if (strncmp(param, name, name_len) == 0 &&
+			(param[name_len] == '=' || name_len == len))
+		{
+			const char *value =
+				param[name_len] == '=' ? param + name_len + 1 : param + len;
+
+			url_decode(value, (size_t) (param + len - value), out, out_len);
+			return out;
+		}
+		param += len;
+		if (*param == '&')
+			param++;
+	}
+	return NULL;
+}
+
+static void
+md5_hex(const void *data, size_t len, char out[33])
+{
+	uint8_t digest[16];
+	unsigned int digest_len = 0;
+
+	EVP_Digest(data, len, digest, &digest_len, EVP_md5(), NULL);
+	bk_hex_encode(digest, sizeof(digest), out);
+}
+
+static StoredObject *
+object_find(FakeStore *store, const char *key)
+{
+	for (int objIdx = 0; objIdx < store->object_count; objIdx++)
+		if (strcmp(store->objects[objIdx].key, key) == 0)
+			return &store->objects[objIdx];
+	return NULL;
+}
+
+/*
+ * Put (replacing) an object; data NULL for one completed from parts.
+ * NULL if the store is full.
+ */
+static StoredObject *
+object_put(FakeStore *store, const char *key, const uint8_t *data, size_t len,
+		   const char *etag)
+{
+	StoredObject *object = object_find(store, key);
+
+	if (object == NULL)
+	{
+		if (store->object_count == STORE_OBJECTS)
+			return NULL;
+		object = &store->objects[store->object_count++];
+	}
+	free(object->data);
+	bk_strlcpy(object->key, key, sizeof(object->key));
+	object->data = NULL;
+	if (data != NULL && (object->data = malloc(len + 1)) != NULL)
+		memcpy(object->data, data, len);
+	object->len = len;
+	bk_strlcpy(object->etag, etag, sizeof(object->etag));
+	return object;
+}
+
+static void
+object_remove(FakeStore *store, const char *key)
+{
+	StoredObject *object = object_find(store, key);
+
+	if (object == NULL)
+		return;
+	free(object->data);
+	*object = store->objects[--store->object_count];
+	memset(&store->objects[store->object_count], 0, sizeof(*object));
+}
+
+/* ------------------------------------------------------------ the wire */
+
+static bool
+send_all(int fd, const void *data, size_t len)
+{
+	const char *pos = data;
+
+	while (len > 0)
+	{
+		ssize_t sent = send(fd, pos, len, MSG_NOSIGNAL);
+
+		if (sent <= 0)
+			return false;
+		pos += sent;
+		len -= (size_t) sent;
+	}
+	return true;
+}
+
+/* An answer: status, extra header lines ("" or each ending "\r\n"), body. */
+static void
+reply(int fd, int status, const char *headers, const void *body,
+	  size_t body_len, bool head)
+{
+	char head_text[1024];
+	int len = snprintf(head_text, sizeof(head_text),
+					   "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n"
+					   "Connection: close\r\n%s\r\n",
+					   status, body_len, headers);
+
+	if (send_all(fd, head_text, (size_t) len) && !head && body_len > 0)
+		send_all(fd, body, body_len);
+}
+
+static void
+reply_xml(int fd, int status, const char *xml)
+{
+	reply(fd, status, "Content-Type: application/xml\r\n", xml, strlen(xml),
+		  false);
+}
+
+static void
+reply_error(int fd, int status, const char *code)
+{
+	char xml[512];
+
+	snprintf(xml, sizeof(xml),
+			 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s"
+			 "</Code><Message>%s, said the test store</Message></Error>",
+			 code, code);
+	reply_xml(fd, status, xml);
+}
+
+/* Read one request from fd; false if the client went away. */
+static bool
+request_read(int fd, Request *request)
+{
+	char head[16384];
+	char request_line[8192];
+	size_t got = 0;
+	char *end = NULL;
+	char *target;
+	char *query;
+	char *space;
+	size_t content_length = 0;
+	size_t body_have;
+
+	memset(request, 0, sizeof(*request));
+	while (end == NULL)
+	{
+		ssize_t len;
+
+		if (got + 1 >= sizeof(head))
+			return false;
+		len = recv(fd, head + got, sizeof(head) - 1 - got, 0);
+		if (len <= 0)
+			return false;
+		got += (size_t) len;
+		head[got] = '\0';
+		end = strstr(head, "\r\n\r\n");
+	}
+	body_have = got - (size_t) (end + 4 - head);
+	end[2] = '\0'; /* every header line ends "\r\n" */
+
+	for (char *line = strstr(head, "\r\n") + 2; *line;
+		 line = strstr(line, "\r\n") + 2)
+	{
+		if (strncasecmp(line, "Content-Length:", 15) == 0)
+			content_length = strtoull(line + 15, NULL, 10);
+		else if (strncasecmp(line, "If-None-Match: *", 16) == 0)
+			request->if_none_match = true;
+		else if (strncasecmp(line, "Range: ", 7) == 0)
+			sscanf(line + 7, "%63[^\r]", request->range);
+	}
+
+	/* "METHOD /bucket/key?query HTTP/1.1" */
+	snprintf(request_line, sizeof(request_line), "%.*s",
+			 (int) strcspn(head, "\r"), head);
+	target = strchr(request_line, ' ');
+	if (target == NULL || (space = strchr(target + 1, ' ')) == NULL)
+		return false;
+	*target++ = '\0';
+	*space = '\0';
+	bk_strlcpy(request->method, request_line, sizeof(request->method));
+	query = strchr(target, '?');
+	if (query != NULL)
+	{
+		*query++ = '\0';
+		bk_strlcpy(request->query, query, sizeof(request->query));
+	}
+	if (strncmp(target, "/" BUCKET "/", strlen(BUCKET) + 2) != 0)
+		return false;
+	target += strlen(BUCKET) + 2;
+	url_decode(target, strlen(target), request->key, sizeof(request->key));
+
+	request->body = malloc(content_length + 1);
+	if (request->body == NULL)
+		return false;
+	request->body_len = content_length;
+	memcpy(request->body, end + 4, body_have);
+	while (body_have < content_length)
+	{
+		ssize_t len =
+			recv(fd, request->body + body_have, content_length - body_have, 0);
+
+		if (len <= 0)
+		{
+			free(request->body);
+			return false;
+		}
+		body_have += (size_t) len;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------ the store */
+
+/* A request the store cannot answer: told to the test, refused. */
+static void
+store_unexpected(FakeStore *store, int fd, const Request *request,
+				 const char *why)
+{
+	if (store->unexpected[0] == '\0')
+		snprintf(store->unexpected, sizeof(store->unexpected), "%s %s?%s: %s",
+				 request->method, request->key, request->query, why);
+	reply_error(fd, 400, "InvalidRequest");
+}
+
+/* Text as XML carries it (keys such as "b&c"). */
+static size_t
+xml_escaped(char *out, size_t out_len, const char *text)
+{
+	size_t len = 0;
+
+	for (; *text && len + 6 < out_len; text++)
+	{
+		const char *entity = *text == '&'   ? "&amp;"
+							 : *text == '<' ? "&lt;"
+							 : *text == '>' ? "&gt;"
+											: NULL;
+
+		if (entity != NULL)
+			len += (size_t) snprintf(out + len, out_len - len, "%s", entity);
+		else
+			out[len++] = *text;
+	}
+	out[len] = '\0';
+	return len;
+}
+
+static void
+serve_listing(FakeStore *store, int fd, const Request *request)
+{
+	char prefix[1100] = "";
+	char key[4096];
+	char *xml = malloc(65536);
+	size_t len;
+
+	if (xml == NULL)
+	{
+		store_unexpected(store, fd, request, "out of memory");
+		return;
+	}
+	query_get(request, "prefix", prefix, sizeof(prefix));
+	len = (size_t) snprintf(xml, 65536,
+							"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+							"<ListBucketResult><Name>" BUCKET
+							"</Name><IsTruncated>false</IsTruncated>");
+	for (int objIdx = 0; objIdx < store->object_count; objIdx++)
+	{
+		const StoredObject *object = &store->objects[objIdx];
+
+		if (strncmp(object->key, prefix, strlen(prefix)) != 0)
+			continue;
+		xml_escaped(key, sizeof(key), object->key);
+		len += (size_t) snprintf(
+			xml + len, 65536 - len,
+			"<Contents><Key>%s</Key><Size>%zu</Size><LastModified>"
+			"2026-01-02T03:04:05.000Z</LastModified></Contents>",
+			key, object->len);
+	}
+	snprintf(xml + len, 65536 - len, "</ListBucketResult>");
+	reply_xml(fd, 200, xml);
+	free(xml);
+}
+
+static void
+serve_get(FakeStore *store, int fd, const Request *request)
+{
+	const StoredObject *object = object_find(store, request->key);
+	size_t first = 0;
+	size_t last;
+	char headers[256];
+
+	if (object == NULL)
+	{
+		reply_error(fd, 404, "NoSuchKey");
+		return;
+	}
+	if (object->data == NULL)
+	{
+		store_unexpected(store, fd, request,
+						 "a read of an object whose bytes it did not keep");
+		return;
+	}
+	if (object->len == 0)
+	{
+		reply(fd, request->range[0] ? 416 : 200, "", "", 0, false);
+		return;
+	}
+	last = object->len - 1;
+	if (request->range[0])
+	{
+		if (sscanf(request->range, "bytes=%zu-%zu", &first, &last) != 2 ||
+			first >= object->len)
+		{
+			store_unexpected(store, fd, request, "a range it cannot serve");
+			return;
+		}
+		if (last >= object->len)
+			last = object->len - 1;
+	}
+	snprintf(headers, sizeof(headers),
+			 "ETag: %s\r\nContent-Range: bytes %zu-%zu/%zu\r\n", object->etag,
+			 first, last, object->len);
+	reply(fd, request->range[0] ? 206 : 200, headers, object->data + first,
+		  last - first + 1, false);
+}
+
+static void
+serve_complete(FakeStore *store, int fd, const Request *request)
+{
+	char upload_id[64] = "";
+	uint8_t *md5s = (uint8_t *) store->part_md5;
+	uint8_t digest[16];
+	unsigned int digest_len = 0;
+	char hex[33];
+	char etag[80];
+	char xml[1024];
+	size_t len = 0;
+
+	store->completions++;
+	query_get(request, "uploadId", upload_id, sizeof(upload_id));
+	if (store->completion_fault == COMPLETION_UPLOAD_ABORTED ||
+		store->completion_fault == COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE)
+	{
+		store->upload_id[0] = '\0';
+		if (store->completion_fault ==
+				COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE &&
+			object_put(store, request->key, NULL, PART_SIZE + 1,
+					   "\"0123456789abcdef0123456789abcdef-2\"") == NULL)
+		{
+			store_unexpected(store, fd, request, "full");
+			return;
+		}
+		store->completion_fault = COMPLETION_OK;
+	}
+	if (store->upload_id[0] == '\0' || strcmp(upload_id, store->upload_id) != 0)
+	{
+		reply_error(fd, 404, "NoSuchUpload");
+		return;
+	}
+	if (request->if_none_match && object_find(store, request->key) != NULL)
+	{
+		reply_error(fd, 412, "PreconditionFailed");
+		return;
+	}
+	/* AWS S3's ETag of a multipart object: MD5 of the parts' MD5s, count. */
+	EVP_Digest(md5s, (size_t) store->part_count * 16, digest, &digest_len,
+			   EVP_md5(), NULL);
+	bk_hex_encode(digest, sizeof(digest), hex);
+	snprintf(etag, sizeof(etag), "\"%s-%d\"", hex, store->part_count);
+	for (int partIdx = 0; partIdx < store->part_count; partIdx++)
+		len += store->part_len[partIdx];
+	if (object_put(store, request->key, NULL, len, etag) == NULL)
+	{
+		store_unexpected(store, fd, request, "full");
+		return;
+	}
+	store->upload_id[0] = '\0';
+	if (store->completion_fault == COMPLETION_REPLY_LOST)
+	{
+		/* Done, and the answer never leaves: the connection just closes. */
+		store->completion_fault = COMPLETION_OK;
+		return;
+	}
+	snprintf(xml, sizeof(xml),
+			 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+			 "<CompleteMultipartUploadResult><Bucket>" BUCKET "</Bucket><Key>"
+			 "%s</Key><ETag>&quot;%s-%d&quot;</ETag>"
+			 "</CompleteMultipartUploadResult>",
+			 request->key, hex, store->part_count);
+	reply_xml(fd, 200, xml);
+}
+
+static void
+serve(FakeStore *store, int fd, const Request *request)
+{
+	char value[64];
+	char hex[33];
+	char headers[256];
+	StoredObject *object;
+
+	if (strcmp(request->method, "HEAD") == 0)
+	{
+		store->heads++;
+		object = object_find(store, request->key);
+		if (object == NULL)
+			reply(fd, 404, "", "", 0, true);
+		else
+		{
+			snprintf(headers, sizeof(headers), "ETag: %s\r\n", object->etag);
+			reply(fd, 200, headers, "", object->len, true);
+		}
+	}
+	else if (strcmp(request->method, "GET") == 0 &&
+			 query_get(request, "uploads", value, sizeof(value)))
+		reply_xml(fd, 200,
+				  "<ListMultipartUploadsResult><Bucket>" BUCKET
+				  "</Bucket><IsTruncated>false</IsTruncated>"
+				  "</ListMultipartUploadsResult>");
+	else if (strcmp(request->method, "GET") == 0 && request->key[0] == '\0')
+		serve_listing(store, fd, request);
+	else if (strcmp(request->method, "GET") == 0)
+		serve_get(store, fd, request);
+	else if (strcmp(request->method, "PUT") == 0 &&
+			 query_get(request, "partNumber", value, sizeof(value)))
+	{
+		int number = atoi(value);
+		char upload_id[64] = "";
+
+		query_get(request, "uploadId", upload_id, sizeof(upload_id));
+		if (store->upload_id[0] == '\0' ||
+			strcmp(upload_id, store->upload_id) != 0)
+		{
+			reply_error(fd, 404, "NoSuchUpload");
+			return;
+		}
+		if (number < 1 || number > 4)
+		{
+			store_unexpected(store, fd, request, "a part beyond the 4th");
+			return;
+		}
+		EVP_Digest(request->body, request->body_len,
+				   store->part_md5[number - 1], NULL, EVP_md5(), NULL);
+		store->part_len[number - 1] = request->body_len;
+		if (number > store->part_count)
+			store->part_count = number;
+		md5_hex(request->body, request->body_len, hex);
+		snprintf(headers, sizeof(headers), "ETag: \"%s\"\r\n", hex);
+		reply(fd, 200, headers, "", 0, false);
+	}
+	else if (strcmp(request->method, "PUT") == 0)
+	{
+		char etag[40];
+
+		if (request->if_none_match && object_find(store, request->key))
+		{
+			reply_error(fd, 412, "PreconditionFailed");
+			return;
+		}
+		md5_hex(request->body, request->body_len, hex);
+		snprintf(etag, sizeof(etag), "\"%s\"", hex);
+		if (object_put(store, request->key, request->body, request->body_len,
+					   etag) == NULL)
+		{
+			store_unexpected(store, fd, request, "full");
+			return;
+		}
+		snprintf(headers, sizeof(headers), "ETag: %s\r\n", etag);
+		reply(fd, 200, headers, "", 0, false);
+	}
+	else if (strcmp(request->method, "POST") == 0 &&
+			 query_get(request, "uploads", value, sizeof(value)))
+	{
+		char xml[512];
+
+		snprintf(store->upload_id, sizeof(store->upload_id), "upload-%d",
+				 ++store->upload_serial);
+		store->part_count = 0;
+		snprintf(xml, sizeof(xml),
+				 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+				 "<InitiateMultipartUploadResult><Bucket>" BUCKET
+				 "</Bucket><Key>%s</Key><UploadId>%s</UploadId>"
+				 "</InitiateMultipartUploadResult>",
+				 request->key, store->upload_id);
+		reply_xml(fd, 200, xml);
+	}
+	else if (strcmp(request->method, "POST") == 0 &&
+			 query_get(request, "uploadId", value, sizeof(value)))
+		serve_complete(store, fd, request);
+	else if (strcmp(request->method, "POST") == 0 &&
+			 query_get(request, "delete", value, sizeof(value)))
+	{
+		store->deletes++;
+		reply_xml(fd, 200, store->delete_reply);
+	}
+	else if (strcmp(request->method, "DELETE") == 0 &&
+			 query_get(request, "uploadId", value, sizeof(value)))
+	{
+		if (strcmp(value, store->upload_id) == 0)
+			store->upload_id[0] = '\0';
+		reply(fd, 204, "", "", 0, false);
+	}
+	else if (strcmp(request->method, "DELETE") == 0)
+	{
+		object_remove(store, request->key);
+		reply(fd, 204, "", "", 0, false);
+	}
+	else
+		store_unexpected(store, fd, request, "not a request it knows");
+}
+
+static void *
+store_run(void *arg)
+{
+	FakeStore *store = arg;
+
+	while (!store->stop)
+	{
+		struct pollfd pfd = {.fd = store->listen_fd, .events = POLLIN};
+		Request request;
+		int fd;
+
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		fd = accept(store->listen_fd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		if (request_read(fd, &request))
+		{
+			serve(store, fd, &request);
+			free(request.body);
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+static void
+store_start(FakeStore *store)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET};
+	socklen_t addr_len = sizeof(addr);
+
+	memset(store, 0, sizeof(*store));
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	store->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(store->listen_fd >= 0);
+	/* Port 0: one the kernel picks, nobody else's. */
+	assert_int_equal(
+		bind(store->listen_fd, (struct sockaddr *) &addr, sizeof(addr)), 0);
+	assert_int_equal(listen(store->listen_fd, 16), 0);
+	assert_int_equal(
+		getsockname(store->listen_fd, (struct sockaddr *) &addr, &addr_len), 0);
+	store->port = ntohs(addr.sin_port);
+	assert_int_equal(pthread_create(&store->thread, NULL, store_run, store), 0);
+}
+
+static void
+store_stop(FakeStore *store)
+{
+	store->stop = true;
+	pthread_join(store->thread, NULL);
+	close(store->listen_fd);
+	for (int objIdx = 0; objIdx < store->object_count; objIdx++)
+		free(store->objects[objIdx].data);
+}
+
+/* ------------------------------------------------------------ fixture */
+
+typedef struct Fixture
+{
+	FakeStore store;
+	char *dir;
+	char endpoint[64];
+	char spool[4200];
+	BkRepoOptions options;
+	BkRepo *repo;
+} Fixture;
+
+static int
+setup(void **state)
+{
+	Fixture *f = calloc(1, sizeof(*f));
+	BkError err;
+
+	assert_non_null(f);
+	store_start(&f->store);
+	f->dir = test_mkdtemp();
+	snprintf(f->spool, sizeof(f->spool), "%s/spool", f->dir);
+	snprintf(f->endpoint, sizeof(f->endpoint), "http://127.0.0.1:%d",
+			 f->store.port);
+	setenv("AWS_ACCESS_KEY_ID", "test-key-id", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "test-secret", 1);
+	unsetenv("AWS_SESSION_TOKEN");
+	bk_repo_options_init(&f->options);
+	f->options.s3_endpoint = f->endpoint;
+	f->options.s3_uri_style = "path";
+	f->options.spool_dir = f->spool;
+	f->options.s3_part_size = PART_SIZE;
+	/* Long enough for a retry or two, short if something hangs. */
+	f->options.s3_timeout_ms = 5000;
+	f->repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, true, &err);
+	if (f->repo == NULL)
+		fail_msg("%s", err.message);
+	if (!bk_repo_spool_open(f->repo, "unit-1", &err))
+		fail_msg("%s", err.message);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	Fixture *f = *state;
+
+	bk_repo_close(f->repo);
+	store_stop(&f->store);
+	if (f->store.unexpected[0])
+		fail_msg("the test store: %s", f->store.unexpected);
+	test_rmdir(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/*
+ * Spool two parts' worth (a multipart upload) and commit it as key, as the
+ * backend does for repo.c: ok, and whether it created the object.
+ */
+static bool
+commit_multipart(Fixture *f, const char *key, bool *created, BkError *err)
+{
+	size_t len = PART_SIZE + 4096;
+	uint8_t *data = malloc(len);
+	BkRepoUpload *upload;
+	bool ok;
+
+	assert_non_null(data);
+	test_fill(data, len, 42, false);
+	upload = bk_repo_upload_begin(f->repo, "tag-1", err);
+	assert_non_null(upload);
+	assert_true(bk_repo_upload_write(upload, data, len, err));
+	assert_true(bk_repo_upload_finish(upload, err));
+	*created = false;
+	ok = f->repo->backend->upload_commit(upload, key, created, err);
+	bk_repo_upload_free(upload);
+	free(data);
+	return ok;
+}
+
+/* ------------------------------------------------------------ tests */
+
+/*
+ * The completion reached the store and took effect; its answer was lost
+ * and the retry found NoSuchUpload.  The object in place has the ETag of
+ * our parts: stored, now, not failed until a shipper restart re-sent it.
+ */
+static void
+test_completion_reply_lost(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+
+	f->store.completion_fault = COMPLETION_REPLY_LOST;
+	f->store.heads = 0;
+	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_true(created);
+	/* Sent again after the lost answer; then a HEAD looked (the first is
+	 * the one before every multipart upload). */
+	assert_int_equal(f->store.completions, 2);
+	assert_int_equal(f->store.heads, 2);
+	assert_non_null(
+		object_find(&f->store, "pre/src/wal/000000010000000000000001"));
+
+	/* Without the fault: one completion, created. */
+	f->store.completions = 0;
+	if (!commit_multipart(f, "src/wal/000000010000000000000002", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_true(created);
+	assert_int_equal(f->store.completions, 1);
+}
+
+/*
+ * The upload aborted under the shipper, and nothing in place: the
+ * completion failed, as the store says.  Never stored.
+ */
+static void
+test_completion_upload_aborted(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+
+	f->store.completion_fault = COMPLETION_UPLOAD_ABORTED;
+	assert_false(commit_multipart(f, "src/wal/000000010000000000000001",
+								  &created, &err));
+	assert_false(created);
+	assert_error_contains(&err, "NoSuchUpload");
+	assert_null(object_find(&f->store, "pre/src/wal/000000010000000000000001"));
+}
+
+/*
+ * The upload aborted, and another object (another shipper's, other bytes)
+ * in place: a copy found in place, as after a 412, which repo.c reads to
+ * compare; not created.
+ */
+static void
+test_completion_other_object_in_place(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+
+	f->store.completion_fault = COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE;
+	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_false(created);
+	assert_string_equal(
+		object_find(&f->store, "pre/src/wal/000000010000000000000001")->etag,
+		"\"0123456789abcdef0123456789abcdef-2\"");
+}
+
+/* Three objects of a snapshot, for a prefix to remove. */
+static void
+put_snapshot_objects(Fixture *f)
+{
+	static const char *names[] = {"a", "b&c", "d"};
+
+	for (size_t idx = 0; idx < 3; idx++)
+	{
+		char key[256];
+
+		snprintf(key, sizeof(key), "pre/src/snapshot/s1/%s", names[idx]);
+		assert_non_null(
+			object_put(&f->store, key, (const uint8_t *) "x", 1, "\"e\""));
+	}
+}
+
+#define DELETE_RESULT(errors)                                                  \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult "               \
+	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">" errors                \
+	"</DeleteResult>"
+
+/*
+ * A DeleteObjects 200 that names a key it did not delete: the removal
+ * fails, naming how many, the first key, its code and message, so bk
+ * expire does not report removed what is still there.
+ */
+static void
+test_delete_prefix_key_refused(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+
+	put_snapshot_objects(f);
+	f->store.delete_reply = DELETE_RESULT(
+		"<Error><Key>pre/src/snapshot/s1/b&amp;c</Key><Code>AccessDenied"
+		"</Code><Message>Access Denied</Message></Error>");
+	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
+									   BK_KIND_SNAPSHOT, "s1/", &err));
+	assert_int_equal(f->store.deletes, 1);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "could not delete 1 of 3 objects under "
+								"s3://" BUCKET "/pre/src/snapshot/s1/");
+	assert_error_contains(&err, "first: pre/src/snapshot/s1/b&c: "
+								"AccessDenied: Access Denied");
+	assert_non_null(strstr(err.hint, "s3:DeleteObject"));
+
+	/* Any other code too, with what to do. */
+	f->store.delete_reply = DELETE_RESULT(
+		"<Error><Key>pre/src/snapshot/s1/d</Key><Code>InternalError</Code>"
+		"<Message>We encountered an internal error.</Message></Error>"
+		"<Error><Key>pre/src/snapshot/s1/a</Key><Code>InternalError</Code>"
+		"<Message>We encountered an internal error.</Message></Error>");
+	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
+									   BK_KIND_SNAPSHOT, "s1/", &err));
+	assert_int_equal(err.code, BK_ERR_IO);
+	assert_error_contains(&err, "could not delete 2 of 3 objects");
+	assert_error_contains(&err, "first: pre/src/snapshot/s1/d: InternalError");
+	assert_non_null(strstr(err.hint, "removes what is left"));
+}
+
+/*
+ * A 200 whose body is no DeleteResult says nothing of what was deleted: an
+ * error, not success.  A NoSuchKey is a key gone: success.
+ */
+static void
+test_delete_prefix_not_a_result(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+
+	put_snapshot_objects(f);
+	f->store.delete_reply =
+		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>"
+		"AccessDenied</Code><Message>Access Denied</Message></Error>";
+	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
+									   BK_KIND_SNAPSHOT, "s1/", &err));
+	assert_error_contains(&err, "AccessDenied");
+
+	f->store.delete_reply = "<html><body>It worked!</body></html>";
+	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
+									   BK_KIND_SNAPSHOT, "s1/", &err));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_error_contains(&err, "not a DeleteResult");
+
+	f->store.delete_reply = DELETE_RESULT(
+		"<Error><Key>pre/src/snapshot/s1/a</Key><Code>NoSuchKey</Code>"
+		"<Message>The specified key does not exist.</Message></Error>");
+	if (!bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
+							   BK_KIND_SNAPSHOT, "s1/", &err))
+		fail_msg("%s", err.message);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_completion_reply_lost, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_completion_upload_aborted, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_completion_other_object_in_place,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_prefix_key_refused, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_delete_prefix_not_a_result, setup,
+										teardown),
+	};
+
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

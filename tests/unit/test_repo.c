@@ -8,7 +8,7 @@
  *		spool and its lock, housekeeping, rejected messages, and names that
  *		would escape their place.
  *
- * With BK_TEST_S3_ENDPOINT set (tests/integration/s3_repository.t, against
+ * With BK_TEST_S3_ENDPOINT set (tests/integration/s3.t, against
  * a real s3proxy) the same tests run on the S3 backend, each in its own
  * prefix of BK_S3_BUCKET, plus what only an object store has: multipart
  * uploads and their part sizes, parallel range reads, refused credentials,

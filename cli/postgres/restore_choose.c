@@ -877,6 +877,83 @@ check_time_before_gap(Restore *r, const BkSnapshot *snapshot,
 }
 
 /*
+ * A timeline other than except along which recovery from snapshot becomes
+ * consistent (bk_snapshot_consistent_along), the lowest; 0 if none.
+ */
+static uint32_t
+other_consistent_timeline(const Restore *r, const BkSnapshot *snapshot,
+						  uint32_t except)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+
+	for (int tlIdx = 0; tlIdx < wal->timeline_count; tlIdx++)
+		if (wal->timelines[tlIdx].timeline != except &&
+			bk_snapshot_consistent_along(wal, snapshot,
+										 wal->timelines[tlIdx].timeline, NULL))
+			return wal->timelines[tlIdx].timeline;
+	return 0;
+}
+
+/*
+ * The timeline --target immediate recovers along: the snapshot's own, so
+ * that no later timeline is followed (recovery stops at consistency), or,
+ * when its own copy of the WAL up to the stop is not archived whole (a
+ * later timeline branched off in the segment that holds the stop, and the
+ * old timeline's copy of it is only a .partial), a later timeline that
+ * holds that WAL: its history leaves the snapshot's timeline at or after
+ * the stop, so it replays the same records up to there.
+ */
+static uint32_t
+immediate_timeline(const Restore *r, const BkSnapshot *snapshot)
+{
+	uint32_t other;
+
+	if (bk_snapshot_consistent_along(&r->catalog.wal, snapshot,
+									 snapshot->timeline, NULL))
+		return snapshot->timeline;
+	other = other_consistent_timeline(r, snapshot, snapshot->timeline);
+	return other != 0 ? other : snapshot->timeline;
+}
+
+/*
+ * The refusal of a snapshot whose WAL up to its stop point recovery along
+ * to_timeline cannot read; ready is that walk (bk_wal_backup_readable).
+ */
+static bool
+set_unready_error(const Restore *r, const BkSnapshot *snapshot,
+				  uint32_t to_timeline, const BkWalPath *ready, BkError *err)
+{
+	char name[32];
+	char start[BK_LSN_TEXT_SIZE];
+	char stop[BK_LSN_TEXT_SIZE];
+	uint32_t other = other_consistent_timeline(r, snapshot, to_timeline);
+
+	if (ready->missing > 0)
+		bk_strlcpy(name, ready->first_missing, sizeof(name));
+	else
+		bk_wal_segment_name(to_timeline, ready->first_beyond_segno,
+							r->catalog.wal.segment_size, name);
+	bk_format_lsn(snapshot->start_lsn, start, sizeof(start));
+	bk_format_lsn(snapshot->stop_lsn, stop, sizeof(stop));
+	bk_error_set(err, BK_ERR_SEQUENCE,
+				 "WAL file %s is missing from the archive of source \"%s\": "
+				 "recovery from snapshot %s (start %s, stop %s, timeline "
+				 "%" PRIu32 ") along timeline %" PRIu32
+				 " (recovery_target_timeline = '%s') needs it to become "
+				 "consistent",
+				 name, r->source, snapshot->id, start, stop, snapshot->timeline,
+				 to_timeline, r->target_timeline);
+	if (other != 0)
+		return bk_error_hint(err,
+							 "Timeline %" PRIu32 " holds the snapshot's WAL "
+							 "up to its stop, archived: restore along it with "
+							 "--target-timeline %" PRIu32 ", or choose another "
+							 "snapshot with --snapshot.",
+							 other, other);
+	return hint_missing(r, err);
+}
+
+/*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
  *		the target, following the timelines' branch points (the history
@@ -895,6 +972,7 @@ restore_check_wal_path(Restore *r, BkError *err)
 	uint32_t to_timeline;
 	uint64_t to_segno = BK_WAL_END;
 	BkWalPath path;
+	BkWalPath ready;
 	char why[256];
 
 	if (wal->segment_size == 0)
@@ -915,7 +993,7 @@ restore_check_wal_path(Restore *r, BkError *err)
 			break;
 		case BK_PG_TARGET_IMMEDIATE:
 			to_segno = bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
-			to_timeline = snapshot->timeline;
+			to_timeline = immediate_timeline(r, snapshot);
 			break;
 		default:
 			break;
@@ -963,6 +1041,15 @@ restore_check_wal_path(Restore *r, BkError *err)
 								  "branch points), or the timeline with "
 								  "--target-timeline.");
 	}
+	/*
+	 * Nor does it without every segment up to the stop, as recovery along
+	 * to_timeline reads them: the snapshot may be restorable only along
+	 * another timeline (the segment holding its stop archived whole only
+	 * there), and the walk to the target below does not see a segment
+	 * past the end of to_timeline's archive as missing.
+	 */
+	if (!bk_snapshot_consistent_along(wal, snapshot, to_timeline, &ready))
+		return set_unready_error(r, snapshot, to_timeline, &ready, err);
 	/*
 	 * An xid or restore point was found on the snapshot's timeline: a
 	 * timeline that left it before the record never replays it, and may

@@ -44,6 +44,27 @@ bk_snapshot_wal_range(const BkSnapshot *snapshot, uint32_t segment_size,
 		*last_segno = *first_segno;
 }
 
+bool
+bk_snapshot_consistent_along(const BkWalCatalog *wal,
+							 const BkSnapshot *snapshot, uint32_t timeline,
+							 BkWalPath *path)
+{
+	BkWalPath ignored;
+	uint64_t first;
+	uint64_t last;
+
+	if (path == NULL)
+		path = &ignored;
+	memset(path, 0, sizeof(*path));
+	if (wal->segment_size == 0 ||
+		!bk_wal_history_holds(wal, snapshot->timeline, snapshot->stop_lsn,
+							  timeline, NULL, 0))
+		return false;
+	bk_snapshot_wal_range(snapshot, wal->segment_size, &first, &last);
+	return bk_wal_backup_readable(wal, snapshot->timeline, first, last,
+								  timeline, path);
+}
+
 const char *
 bk_snapshot_problem_name(BkSnapshotProblem problem)
 {
@@ -264,14 +285,25 @@ judge_identity(const BkRepo *repo, const BkSnapshotCatalog *catalog,
 	return true;
 }
 
-/* Criterion 3: every segment from start to stop on the snapshot's timeline. */
+/*
+ * Criterion 3: every segment from start to stop is archived, on the
+ * snapshot's timeline or along a later timeline that left it at or after
+ * the stop point.  A promotion in the segment that holds the stop leaves
+ * the old timeline's copy of that segment as .partial only (the promoted
+ * server archives it so), while the new timeline's copy, which recovery
+ * along it reads, holds the same WAL up to the branch point.
+ */
 static bool
 judge_wal(const BkSnapshotCatalog *catalog, BkSnapshot *snapshot)
 {
-	uint32_t segment_size = catalog->wal.segment_size;
+	const BkWalCatalog *wal = &catalog->wal;
+	uint32_t segment_size = wal->segment_size;
 	uint64_t first;
 	uint64_t last;
 	BkWalPath path;
+	char first_name[32];
+	char last_name[32];
+	char absent[32];
 
 	if (segment_size == 0)
 	{
@@ -279,32 +311,29 @@ judge_wal(const BkSnapshotCatalog *catalog, BkSnapshot *snapshot)
 				 "no WAL is archived for this source");
 		return false;
 	}
+	if (bk_snapshot_consistent_along(wal, snapshot, snapshot->timeline, &path))
+		return true;
+	for (int tlIdx = 0; tlIdx < wal->timeline_count; tlIdx++)
+		if (wal->timelines[tlIdx].timeline != snapshot->timeline &&
+			bk_snapshot_consistent_along(wal, snapshot,
+										 wal->timelines[tlIdx].timeline, NULL))
+			return true;
 	bk_snapshot_wal_range(snapshot, segment_size, &first, &last);
-	bk_wal_path(&catalog->wal, snapshot->timeline, first, snapshot->timeline,
-				last, &path);
-	if (!path.reachable || path.missing > 0 || path.beyond_end)
-	{
-		char first_name[32];
-		char last_name[32];
-		char absent[32];
-
-		bk_wal_segment_name(snapshot->timeline, first, segment_size,
-							first_name);
-		bk_wal_segment_name(snapshot->timeline, last, segment_size, last_name);
-		if (path.missing > 0)
-			bk_strlcpy(absent, path.first_missing, sizeof(absent));
-		else if (path.beyond_end)
-			bk_wal_segment_name(snapshot->timeline, path.first_beyond_segno,
-								segment_size, absent);
-		else
-			bk_strlcpy(absent, first_name, sizeof(absent));
-		snprintf(snapshot->reason, sizeof(snapshot->reason),
-				 "WAL segment %s is not archived (it needs %s .. %s to "
-				 "reach consistency)",
-				 absent, first_name, last_name);
-		return false;
-	}
-	return true;
+	/* The reason: what its own timeline lacks. */
+	bk_wal_segment_name(snapshot->timeline, first, segment_size, first_name);
+	bk_wal_segment_name(snapshot->timeline, last, segment_size, last_name);
+	if (path.missing > 0)
+		bk_strlcpy(absent, path.first_missing, sizeof(absent));
+	else if (path.beyond_end)
+		bk_wal_segment_name(snapshot->timeline, path.first_beyond_segno,
+							segment_size, absent);
+	else
+		bk_strlcpy(absent, first_name, sizeof(absent));
+	snprintf(snapshot->reason, sizeof(snapshot->reason),
+			 "WAL segment %s is not archived (it needs %s .. %s to reach "
+			 "consistency)",
+			 absent, first_name, last_name);
+	return false;
 }
 
 static void

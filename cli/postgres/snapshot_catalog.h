@@ -19,7 +19,9 @@
  *		names, is verify's and restore's job);
  *	 2. its parent, if any, is restorable;
  *	 3. the WAL from the segment holding start-lsn through the segment
- *		holding the last byte before stop-lsn is archived on its timeline;
+ *		holding the last byte before stop-lsn is archived on its timeline,
+ *		or along a later timeline that left it at or after stop-lsn (whose
+ *		copy of the segment where it branched off recovery reads);
  *	 4. it is of the database system whose WAL the source holds (its
  *		system identifier matches the newest WAL's and the WAL's at its
  *		start), so a second cluster misconfigured with the same source id
@@ -148,5 +150,16 @@ extern uint64_t bk_lsn_segno(uint64_t lsn, uint32_t segment_size);
 extern void bk_snapshot_wal_range(const BkSnapshot *snapshot,
 								  uint32_t segment_size, uint64_t *first_segno,
 								  uint64_t *last_segno);
+
+/*
+ * Does recovery from snapshot along timeline become consistent?  It does
+ * when timeline's history replays the snapshot's timeline up to its stop
+ * point (bk_wal_history_holds) and every segment from its start to its stop
+ * is archived as recovery along timeline reads them
+ * (bk_wal_backup_readable).  path (may be NULL): that walk.
+ */
+extern bool bk_snapshot_consistent_along(const BkWalCatalog *wal,
+										 const BkSnapshot *snapshot,
+										 uint32_t timeline, BkWalPath *path);
 
 #endif /* BK_SNAPSHOT_CATALOG_H */

@@ -202,14 +202,16 @@ bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog, const char *source,
 	 * timeline another one left before the snapshot's stop (after a restore
 	 * to an earlier point) can end at a lower LSN, or earlier, than the
 	 * target and still never become consistent along the timeline recovery
-	 * follows.  The newest one that can, first.
+	 * follows; nor does one whose WAL up to its stop is archived only along
+	 * another timeline (the old timeline's copy of the segment where a later
+	 * one branched off, archived as .partial).  The newest one that can,
+	 * first.
 	 */
 	for (int snapIdx = count - 1; snapIdx >= 0 && *chosen < 0; snapIdx--)
 		if (bk_pg_target_fits(target, restorable[snapIdx]) &&
 			(timeline == 0 ||
-			 bk_wal_history_holds(&catalog->wal, restorable[snapIdx]->timeline,
-								  restorable[snapIdx]->stop_lsn, timeline, NULL,
-								  0)))
+			 bk_snapshot_consistent_along(&catalog->wal, restorable[snapIdx],
+										  timeline, NULL)))
 			*chosen = (int) (restorable[snapIdx] - catalog->snapshots);
 	for (int snapIdx = count - 1; snapIdx >= 0 && *chosen < 0; snapIdx--)
 		if (bk_pg_target_fits(target, restorable[snapIdx]))

@@ -60,10 +60,11 @@ extern bool bk_pg_restorable_by_stop(const BkSnapshotCatalog *catalog,
 /*
  * Which snapshot restores source to target: snapshot_id if given (checked:
  * restorable, and fits the target), else the newest restorable one that
- * fits and that recovery along timeline (0: the snapshot's own) replays to
- * its stop point (bk_wal_history_holds); if none is, the newest that fits,
- * which restore_check_wal_path then refuses with the reason.  *chosen is
- * its index in the catalog, or -1 for an xid or name target without
+ * fits and that recovery along timeline (0: any; restorable says one does)
+ * replays to its stop point with the WAL archived
+ * (bk_snapshot_consistent_along); if none is, the newest that fits, which
+ * restore_check_wal_path then refuses with the reason.  *chosen is its
+ * index in the catalog, or -1 for an xid or name target without
  * snapshot_id (the WAL decides).  BK_ERR_NOT_FOUND, with a hint, when none
  * can.
  */

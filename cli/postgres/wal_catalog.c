@@ -780,6 +780,25 @@ bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
 	return false;
 }
 
+bool
+bk_wal_backup_readable(const BkWalCatalog *catalog, uint32_t timeline,
+					   uint64_t first_segno, uint64_t last_segno,
+					   uint32_t to_timeline, BkWalPath *path)
+{
+	BkWalPath own;
+
+	bk_wal_path(catalog, timeline, first_segno, to_timeline, last_segno, path);
+	if (!path->reachable || path->missing > 0)
+		return false;
+	if (!path->beyond_end)
+		return true;
+	if (timeline == to_timeline)
+		return false;
+	/* XLogFileReadAnyTLI: to_timeline's file not found, the older ones. */
+	bk_wal_path(catalog, timeline, first_segno, timeline, last_segno, &own);
+	return own.reachable && own.missing == 0 && !own.beyond_end;
+}
+
 const BkWalTimeline *
 bk_wal_later_unknown_history(const BkWalCatalog *catalog, uint32_t timeline)
 {

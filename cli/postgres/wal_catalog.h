@@ -198,6 +198,24 @@ extern bool bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
 								 size_t why_len);
 
 /*
+ * Can recovery along to_timeline read every segment a snapshot of timeline
+ * needs to become consistent, first_segno..last_segno (its start to its
+ * stop)?  It reads them as bk_wal_path walks them: an ancestor's below its
+ * branch point, the next timeline's from the segment that holds it.  So
+ * the segment where to_timeline branched off comes from to_timeline, whose
+ * copy holds the same bytes up to the branch point, even when the
+ * ancestor's copy was archived only as .partial.  When to_timeline has
+ * nothing archived from there on (bk wal-get answers "not found", not a
+ * hole), PostgreSQL asks for the ancestor's file next: timeline's own
+ * segments, all archived, do then.  path: the walk along to_timeline, which
+ * names what is missing when false.
+ */
+extern bool bk_wal_backup_readable(const BkWalCatalog *catalog,
+								   uint32_t timeline, uint64_t first_segno,
+								   uint64_t last_segno, uint32_t to_timeline,
+								   BkWalPath *path);
+
+/*
  * A segment PostgreSQL asked for is not archived: is it beyond the end of
  * what the archive holds for its timeline (false), or a hole the archive
  * must not have (true, with why)?  See cmd_wal_get.c.

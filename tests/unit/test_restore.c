@@ -1663,6 +1663,135 @@ test_choose_snapshot_on_timeline(void **state)
 	free(r);
 }
 
+/*
+ * Timeline 2 branched off timeline 1 at 0/4800000, in segment 4, and
+ * timeline 1's server stopped there: timeline 1's segment 4 is archived only
+ * as 000000010000000000000004.partial (by the promoted server), while
+ * timeline 2's segment 4 holds the same bytes up to the branch point.
+ * Snapshot B ends in segment 4 before the branch point, E starts in it and
+ * ends exactly at it, A ends one byte past it.  Recovery along timeline 2
+ * reads timeline 2's segment 4 (PostgreSQL asks for the newest timeline's
+ * file first), so B and E become consistent there; A never does.
+ */
+#define SNAP_PB "20261101T000000Z-000000c1"
+#define SNAP_PE "20261102T000000Z-000000c2"
+#define SNAP_PA "20261103T000000Z-000000c3"
+
+static void
+branch_partial_begin(WalFixture *f, Restore *r)
+{
+	char meta[256];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	snprintf(meta, sizeof(meta),
+			 "type=partial\ntimeline=1\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 SEG_SIZE);
+	archive(f, "000000010000000000000004.partial", meta);
+	archive_history(f, 2, "1:0/4800000");
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, SNAP_PB, "full", NULL, 1, "0/3000028", "0/4000100", 1,
+					 1);
+	archive_snapshot(f, SNAP_PE, "full", NULL, 1, "0/4000028", "0/4800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_PA, "full", NULL, 1, "0/3000028", "0/4800001", 1,
+					 1);
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->chosen = -1;
+	r->target_timeline = "latest";
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, &err));
+}
+
+/* A snapshot that ends in the branch segment, at or before the branch
+ * point, restores along the new timeline. */
+static void
+test_snapshot_ends_in_branch_segment(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	const BkSnapshot *a;
+	BkWalPath path;
+	char got[64];
+	BkError err;
+
+	branch_partial_begin(f, r);
+	assert_true(
+		bk_wal_history_holds(&r->catalog.wal, 1, 0x4800000, 2, NULL, 0));
+	assert_false(
+		bk_wal_history_holds(&r->catalog.wal, 1, 0x4800001, 2, NULL, 0));
+	/* The segments from B's start to its stop: timeline 2's segment 4. */
+	bk_wal_path(&r->catalog.wal, 1, 3, 2, 4, &path);
+	assert_true(path.reachable);
+	assert_int_equal(path.missing, 0);
+	assert_false(path.beyond_end);
+	assert_int_equal(path.end_timeline, 2);
+	/* What restore_command is asked for segment 4: timeline 2's file
+	 * first, served; timeline 1's is not found (exit 1), not a hole. */
+	assert_int_equal(
+		wal_get(f, "000000020000000000000004", true, got, sizeof(got)), 0);
+	assert_string_equal(got, "not really WAL");
+	assert_int_equal(
+		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 1);
+
+	assert_true(
+		r->catalog.snapshots[bk_snapshot_catalog_find(&r->catalog, SNAP_PB)]
+			.restorable);
+	assert_true(
+		r->catalog.snapshots[bk_snapshot_catalog_find(&r->catalog, SNAP_PE)]
+			.restorable);
+	a = &r->catalog.snapshots[bk_snapshot_catalog_find(&r->catalog, SNAP_PA)];
+	assert_false(a->restorable);
+	assert_non_null(strstr(a->reason, "000000010000000000000004"));
+
+	/* The end of the archive: E, the newest, along timeline 2. */
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_PE);
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 2);
+
+	/* An LSN between B's stop and E's: B. */
+	assert_true(
+		bk_pg_target_parse(&r->target, BK_PG_TARGET_LSN, "0/4400000", &err));
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_PB);
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 2);
+
+	/* Immediate: consistent along timeline 2, not its own (timeline 1's
+	 * segment 4 is not archived whole). */
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_IMMEDIATE,
+								   "immediate", &err));
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_PE);
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 2);
+
+	/* Along timeline 1 only its .partial holds segment 4: refused before
+	 * anything is written, pointing at timeline 2. */
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_NONE, NULL, &err));
+	r->target_timeline = "1";
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "WAL file 000000010000000000000004 is "
+								"missing from the archive");
+	assert_non_null(strstr(err.hint, "--target-timeline 2"));
+
+	/* A ends past the branch point: not restorable at all. */
+	r->target_timeline = "latest";
+	r->snapshot_id = SNAP_PA;
+	assert_false(restore_choose_snapshot(r, &err));
+	assert_error_contains(&err, "is not restorable");
+	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
 /* ----------------------------------- a time target before a WAL gap */
 
 #define XACT_LINE(xid, lsn, desc)                                              \
@@ -2442,6 +2571,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_past_branch,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_choose_snapshot_on_timeline,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_ends_in_branch_segment,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_restore_command_repo),
 		cmocka_unit_test_setup_teardown(test_record_hex_paths, wal_setup,

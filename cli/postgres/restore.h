@@ -94,7 +94,8 @@ typedef struct Restore
 	BkDecoder *decoder;
 	BkSnapshotCatalog catalog;
 	int chosen;
-	uint64_t found_lsn; /* where an xid or name target was found */
+	uint64_t found_lsn;      /* where an xid or name target was found */
+	uint32_t found_timeline; /* ... on the WAL of this timeline */
 	/* The timeline restore_check_wal_path checked the WAL up to (0: none) */
 	uint32_t recovery_timeline;
 	BkSnapRecord **chain;

@@ -255,25 +255,35 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 }
 
 /*
- * Decrypt timeline's segments first..last into dir, stopping at the first
- * one not archived; *end is one past the last decrypted.
+ * Decrypt segments first..last into dir as recovery along timeline `along`
+ * reads them (bk_wal_segment_timeline: the segment where a timeline
+ * branched off from the new timeline's copy, which holds the old one's WAL
+ * up to the branch point even when the old timeline's copy was archived
+ * only as .partial), each named as a segment of `timeline`, stopping at the
+ * first one not archived; *end is one past the last decrypted.  pg_waldump
+ * --timeline only builds file names from the timeline, and the timeline ids
+ * in the page headers rise along the history, as it requires.
  */
 static bool
-decrypt_segments(Restore *r, const char *dir, uint32_t timeline, uint64_t first,
-				 uint64_t last, uint64_t *end, BkError *err)
+decrypt_segments(Restore *r, const char *dir, uint32_t timeline, uint32_t along,
+				 uint64_t first, uint64_t last, uint64_t *end, BkError *err)
 {
 	uint32_t segment_size = r->catalog.wal.segment_size;
 
 	*end = first;
 	for (uint64_t segno = first; segno <= last; segno++)
 	{
+		uint32_t source_timeline =
+			bk_wal_segment_timeline(&r->catalog.wal, along, segno);
 		char name[32];
+		char dest_name[32];
 		char dest[RESTORE_PATH_MAX];
 
-		if (!bk_wal_has_segment(&r->catalog.wal, timeline, segno))
+		if (!bk_wal_has_segment(&r->catalog.wal, source_timeline, segno))
 			break;
-		bk_wal_segment_name(timeline, segno, segment_size, name);
-		if (!restore_join_path(dest, sizeof(dest), dir, name, err))
+		bk_wal_segment_name(source_timeline, segno, segment_size, name);
+		bk_wal_segment_name(timeline, segno, segment_size, dest_name);
+		if (!restore_join_path(dest, sizeof(dest), dir, dest_name, err))
 			return false;
 		if (!bk_repo_decrypt_to_file(r->repo, BK_REPO_ARCHIVE, r->source,
 									 BK_KIND_WAL, name, r->decoder, dest, NULL,
@@ -317,9 +327,10 @@ waldump_dir(char *out, size_t out_len, BkError *err)
 }
 
 /*
- * Search the window [from, to) of timeline for the target's record,
- * WALDUMP_BATCH segments at a time (plus one, for a record that crosses
- * into the next batch), so the temporary space stays bounded.
+ * Search the window [from, to) of the WAL recovery along timeline reads
+ * (its history's: each ancestor's up to where it branched off) for the
+ * target's record, WALDUMP_BATCH segments at a time (plus one, for a record
+ * that crosses into the next batch), so the temporary space stays bounded.
  */
 static bool
 search_window(Restore *r, const char *waldump, const char *tmp_dir,
@@ -339,8 +350,8 @@ search_window(Restore *r, const char *waldump, const char *tmp_dir,
 
 		if (batch_last > last)
 			batch_last = last;
-		if (!decrypt_segments(r, tmp_dir, timeline, batch, batch_last + 1,
-							  &decrypted_end, err))
+		if (!decrypt_segments(r, tmp_dir, timeline, timeline, batch,
+							  batch_last + 1, &decrypted_end, err))
 			return false;
 		gap = decrypted_end <= batch_last;
 		if (decrypted_end > batch &&
@@ -360,16 +371,114 @@ search_window(Restore *r, const char *waldump, const char *tmp_dir,
 	return true;
 }
 
-/* Find which snapshot an xid or restore point name needs. */
+/*
+ * The timeline recovery from snapshot follows: what --target-timeline
+ * says, 'latest' being the newest in the archive and 'current' the
+ * snapshot's own (snapshot NULL: 0, not known yet).
+ */
+static uint32_t
+recovery_timeline_of(const Restore *r, const BkSnapshot *snapshot)
+{
+	if (strcmp(r->target_timeline, "latest") == 0)
+		return bk_wal_latest_timeline(&r->catalog.wal);
+	if (strcmp(r->target_timeline, "current") == 0)
+		return snapshot != NULL ? snapshot->timeline : 0;
+	return (uint32_t) strtoul(r->target_timeline, NULL, 10);
+}
+
+/*
+ * The end of the WAL archived along timeline's history after snapshot's
+ * stop: one past the last segment bk_wal_path walks to (holes in it end
+ * the search where they are); the stop itself if none.
+ */
+static uint64_t
+archive_end_along(const Restore *r, const BkSnapshot *snapshot,
+				  uint32_t timeline)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	BkWalPath path;
+
+	bk_wal_path(wal, snapshot->timeline,
+				bk_lsn_segno(snapshot->stop_lsn, wal->segment_size), timeline,
+				BK_WAL_END, &path);
+	if (!path.reachable || path.end_segno == BK_WAL_END)
+		return snapshot->stop_lsn;
+	return (path.end_segno + 1) * (uint64_t) wal->segment_size;
+}
+
+/*
+ * search_along
+ *		Search the WAL recovery along timeline replays for the target's
+ *		record: from the stop of each snapshot that becomes consistent along
+ *		it (own_only: of each snapshot taken on it) to the next one's stop
+ *		or the end of the archive, the newest first, skipping what lies
+ *		below skip_below; the WAL is timeline's history's, each ancestor's up
+ *		to where it branched off and the next timeline's from there, as
+ *		recovery reads it.  Sets r->chosen, r->found_lsn and
+ *		r->found_timeline when found.
+ */
+static bool
+search_along(Restore *r, const char *waldump, const char *tmp_dir,
+			 BkSnapshot **restorable, int count, uint32_t timeline,
+			 bool own_only, uint64_t skip_below, bool *found, BkError *err)
+{
+	BkSnapshot *next = NULL;
+
+	for (int snapIdx = count - 1; snapIdx >= 0 && !*found; snapIdx--)
+	{
+		BkSnapshot *snapshot = restorable[snapIdx];
+		uint64_t from = snapshot->stop_lsn;
+		uint64_t to;
+
+		if (own_only ? snapshot->timeline != timeline
+					 : !bk_snapshot_consistent_along(&r->catalog.wal, snapshot,
+													 timeline, NULL))
+			continue;
+		/* Stops along one history are points of it: they compare. */
+		to = next != NULL ? next->stop_lsn
+						  : archive_end_along(r, snapshot, timeline);
+		next = snapshot;
+		if (from < skip_below)
+			from = skip_below;
+		if (to <= from)
+			continue;
+		if (!search_window(r, waldump, tmp_dir, timeline, from, to, found,
+						   &r->found_lsn, err))
+			return false;
+		if (*found)
+		{
+			r->chosen = (int) (snapshot - r->catalog.snapshots);
+			r->found_timeline =
+				bk_wal_lsn_timeline(&r->catalog.wal, timeline, r->found_lsn);
+		}
+	}
+	return true;
+}
+
+/*
+ * locate_in_wal
+ *		Find which snapshot an xid or restore point name needs, in the WAL
+ *		recovery along the timeline it follows replays ('current': each
+ *		timeline along its own snapshots), the newest first.
+ *
+ *		Not found there, along every other timeline, reading only the WAL
+ *		off the recovery timeline's history: a record there (on the old
+ *		timeline after the branch point, say, where the new timeline may
+ *		have given the xid to another transaction) is what
+ *		restore_check_wal_path refuses, naming the timeline that holds it
+ *		(--target-timeline), rather than "not found".
+ */
 static bool
 locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 {
+	const BkWalCatalog *wal = &r->catalog.wal;
+	uint32_t recovery_timeline = recovery_timeline_of(r, NULL);
 	char waldump[RESTORE_PATH_MAX];
 	char tmp_dir[RESTORE_PATH_MAX];
 	bool found = false;
 	bool ok = true;
 
-	if (r->catalog.wal.segment_size == 0)
+	if (wal->segment_size == 0)
 		return bk_error_set(err, BK_ERR_NOT_FOUND,
 							"source \"%s\" has no archived WAL to search",
 							r->source);
@@ -384,30 +493,22 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 				r->target.type == BK_PG_TARGET_XID ? "the commit of transaction"
 												   : "the restore point",
 				r->target.text);
-	for (int windowIdx = count - 1; windowIdx >= 0 && !found; windowIdx--)
+	if (recovery_timeline != 0)
+		ok = search_along(r, waldump, tmp_dir, restorable, count,
+						  recovery_timeline, false, 0, &found, err);
+	for (int tlIdx = wal->timeline_count - 1; ok && tlIdx >= 0 && !found;
+		 tlIdx--)
 	{
-		BkSnapshot *snapshot = restorable[windowIdx];
-		uint64_t from = snapshot->stop_lsn;
-		uint64_t to = 0;
+		uint32_t timeline = wal->timelines[tlIdx].timeline;
 
-		if (windowIdx < count - 1)
-			to = restorable[windowIdx + 1]->stop_lsn;
-		else
-			for (int tlIdx = 0; tlIdx < r->catalog.wal.timeline_count; tlIdx++)
-				if (r->catalog.wal.timelines[tlIdx].timeline ==
-					snapshot->timeline)
-					to = (r->catalog.wal.timelines[tlIdx].last_segno + 1) *
-						 (uint64_t) r->catalog.wal.segment_size;
-		if (to <= from)
-			continue;
-		if (!search_window(r, waldump, tmp_dir, snapshot->timeline, from, to,
-						   &found, &r->found_lsn, err))
-		{
-			ok = false;
-			break;
-		}
-		if (found)
-			r->chosen = (int) (snapshot - r->catalog.snapshots);
+		if (recovery_timeline == 0)
+			ok = search_along(r, waldump, tmp_dir, restorable, count, timeline,
+							  true, 0, &found, err);
+		else if (timeline != recovery_timeline)
+			ok = search_along(
+				r, waldump, tmp_dir, restorable, count, timeline, false,
+				bk_wal_shared_until(wal, timeline, recovery_timeline), &found,
+				err);
 	}
 	bk_remove_tree(tmp_dir, NULL);
 	if (!ok)
@@ -432,21 +533,6 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 	return true;
 }
 
-/*
- * The timeline recovery from snapshot follows: what --target-timeline
- * says, 'latest' being the newest in the archive and 'current' the
- * snapshot's own (snapshot NULL: 0, not known yet).
- */
-static uint32_t
-recovery_timeline_of(const Restore *r, const BkSnapshot *snapshot)
-{
-	if (strcmp(r->target_timeline, "latest") == 0)
-		return bk_wal_latest_timeline(&r->catalog.wal);
-	if (strcmp(r->target_timeline, "current") == 0)
-		return snapshot != NULL ? snapshot->timeline : 0;
-	return (uint32_t) strtoul(r->target_timeline, NULL, 10);
-}
-
 bool
 restore_choose_snapshot(Restore *r, BkError *err)
 {
@@ -455,7 +541,9 @@ restore_choose_snapshot(Restore *r, BkError *err)
 	bool ok;
 
 	r->chosen = -1;
-	/* --target immediate recovers on the snapshot's own timeline. */
+	r->found_lsn = 0;
+	r->found_timeline = 0;
+	/* --target immediate: the timeline restore_check_wal_path picks. */
 	if (!bk_pg_choose_snapshot(&r->catalog, r->source, &r->target,
 							   r->snapshot_id,
 							   r->target.type == BK_PG_TARGET_IMMEDIATE
@@ -658,7 +746,8 @@ gap_scan_batch(Restore *r, const char *waldump, const char *tmp_dir,
 	bool ok = true;
 
 	/* One segment more, if archived, for a record that crosses into it. */
-	if (!decrypt_segments(r, tmp_dir, timeline, first, last + 1, &end, err))
+	if (!decrypt_segments(r, tmp_dir, timeline, r->recovery_timeline, first,
+						  last + 1, &end, err))
 		return false;
 	/* Recovery must reach consistency first: a commit before the stop
 	 * would end it too early, never at the target. */
@@ -973,6 +1062,8 @@ restore_check_wal_path(Restore *r, BkError *err)
 	uint64_t to_segno = BK_WAL_END;
 	BkWalPath path;
 	BkWalPath ready;
+	uint32_t found_timeline =
+		r->found_timeline != 0 ? r->found_timeline : snapshot->timeline;
 	char why[256];
 
 	if (wal->segment_size == 0)
@@ -1015,6 +1106,37 @@ restore_check_wal_path(Restore *r, BkError *err)
 								  "branch points.");
 	}
 	/*
+	 * An xid or restore point was found on a timeline that recovery along
+	 * to_timeline leaves before the record (the search found it only off
+	 * to_timeline's history): recovery never replays it, and may stop
+	 * somewhere else (xids go on from the branch point, so the new timeline
+	 * gives the same xid to another transaction).
+	 */
+	if ((r->target.type == BK_PG_TARGET_XID ||
+		 r->target.type == BK_PG_TARGET_NAME) &&
+		r->found_lsn != 0 &&
+		!bk_wal_history_holds(wal, found_timeline, r->found_lsn + 1,
+							  to_timeline, why, sizeof(why)))
+	{
+		char found[BK_LSN_TEXT_SIZE];
+
+		bk_format_lsn(r->found_lsn, found, sizeof(found));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "%s \"%s\" was found at %s on timeline %" PRIu32
+					 ", which recovery along timeline %" PRIu32
+					 " (recovery_target_timeline = '%s') never replays: %s",
+					 r->target.type == BK_PG_TARGET_XID
+						 ? "the commit or abort record of transaction"
+						 : "the restore point",
+					 r->target.text, found, found_timeline, to_timeline,
+					 r->target_timeline, why);
+		return bk_error_hint(err,
+							 "Restore along the timeline that holds it with "
+							 "--target-timeline %" PRIu32 ", or name the "
+							 "snapshot with --snapshot.",
+							 found_timeline);
+	}
+	/*
 	 * Reachable from the snapshot's start is not enough: recovery becomes
 	 * consistent only at the snapshot's end-of-backup record, which it
 	 * never replays if to_timeline left the snapshot's timeline before it
@@ -1050,36 +1172,6 @@ restore_check_wal_path(Restore *r, BkError *err)
 	 */
 	if (!bk_snapshot_consistent_along(wal, snapshot, to_timeline, &ready))
 		return set_unready_error(r, snapshot, to_timeline, &ready, err);
-	/*
-	 * An xid or restore point was found on the snapshot's timeline: a
-	 * timeline that left it before the record never replays it, and may
-	 * stop somewhere else (xids go on from the branch point, so the new
-	 * timeline gives the same xid to another transaction).
-	 */
-	if ((r->target.type == BK_PG_TARGET_XID ||
-		 r->target.type == BK_PG_TARGET_NAME) &&
-		r->found_lsn != 0 &&
-		!bk_wal_history_holds(wal, snapshot->timeline, r->found_lsn + 1,
-							  to_timeline, why, sizeof(why)))
-	{
-		char found[BK_LSN_TEXT_SIZE];
-
-		bk_format_lsn(r->found_lsn, found, sizeof(found));
-		bk_error_set(err, BK_ERR_NOT_FOUND,
-					 "%s \"%s\" was found at %s on timeline %" PRIu32
-					 ", which recovery along timeline %" PRIu32
-					 " (recovery_target_timeline = '%s') never replays: %s",
-					 r->target.type == BK_PG_TARGET_XID
-						 ? "the commit or abort record of transaction"
-						 : "the restore point",
-					 r->target.text, found, snapshot->timeline, to_timeline,
-					 r->target_timeline, why);
-		return bk_error_hint(err,
-							 "Restore along the timeline that holds it with "
-							 "--target-timeline %" PRIu32 ", or name the "
-							 "snapshot with --snapshot.",
-							 snapshot->timeline);
-	}
 	r->recovery_timeline = to_timeline;
 	if (path.missing == 0)
 		return true;

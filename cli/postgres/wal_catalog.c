@@ -780,6 +780,66 @@ bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
 	return false;
 }
 
+uint32_t
+bk_wal_segment_timeline(const BkWalCatalog *catalog, uint32_t to_timeline,
+						uint64_t segno)
+{
+	const BkWalTimeline *to = bk_wal_timeline(catalog, to_timeline);
+
+	if (to == NULL || !to->history_known || catalog->segment_size == 0)
+		return to_timeline;
+	for (int ancIdx = 0; ancIdx < to->ancestor_count; ancIdx++)
+		if (segno < to->ancestors[ancIdx].end_lsn / catalog->segment_size)
+			return to->ancestors[ancIdx].timeline;
+	return to_timeline;
+}
+
+uint32_t
+bk_wal_lsn_timeline(const BkWalCatalog *catalog, uint32_t to_timeline,
+					uint64_t lsn)
+{
+	const BkWalTimeline *to = bk_wal_timeline(catalog, to_timeline);
+
+	if (to == NULL || !to->history_known)
+		return to_timeline;
+	for (int ancIdx = 0; ancIdx < to->ancestor_count; ancIdx++)
+		if (lsn < to->ancestors[ancIdx].end_lsn)
+			return to->ancestors[ancIdx].timeline;
+	return to_timeline;
+}
+
+/* Step step of recovery along timeline: the step's timeline and its end. */
+static BkTimelineBranch
+history_step(const BkWalCatalog *catalog, uint32_t timeline, int step)
+{
+	const BkWalTimeline *tl = bk_wal_timeline(catalog, timeline);
+	int ancestors = tl != NULL && tl->history_known ? tl->ancestor_count : 0;
+
+	if (step < ancestors)
+		return tl->ancestors[step];
+	return (BkTimelineBranch){step == ancestors ? timeline : 0, UINT64_MAX};
+}
+
+uint64_t
+bk_wal_shared_until(const BkWalCatalog *catalog, uint32_t a, uint32_t b)
+{
+	uint64_t shared = 0;
+
+	if (a == b)
+		return UINT64_MAX;
+	for (int step = 0;; step++)
+	{
+		BkTimelineBranch on_a = history_step(catalog, a, step);
+		BkTimelineBranch on_b = history_step(catalog, b, step);
+
+		if (on_a.timeline != on_b.timeline || on_a.timeline == 0)
+			return shared;
+		if (on_a.end_lsn != on_b.end_lsn)
+			return on_a.end_lsn < on_b.end_lsn ? on_a.end_lsn : on_b.end_lsn;
+		shared = on_a.end_lsn;
+	}
+}
+
 bool
 bk_wal_backup_readable(const BkWalCatalog *catalog, uint32_t timeline,
 					   uint64_t first_segno, uint64_t last_segno,

@@ -198,6 +198,29 @@ extern bool bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
 								 size_t why_len);
 
 /*
+ * Recovery along to_timeline: the timeline whose file of segment segno it
+ * reads (PostgreSQL asks for the newest timeline of the history that began
+ * at or before the segment first, so the segment where a timeline branched
+ * off is read from the new timeline, whose copy holds the old one's WAL up
+ * to the branch point), and the timeline whose WAL holds the record at lsn.
+ * to_timeline itself when its branch points are not known.
+ */
+extern uint32_t bk_wal_segment_timeline(const BkWalCatalog *catalog,
+										uint32_t to_timeline, uint64_t segno);
+extern uint32_t bk_wal_lsn_timeline(const BkWalCatalog *catalog,
+									uint32_t to_timeline, uint64_t lsn);
+
+/*
+ * Up to which LSN recovery along timeline a and along timeline b replay the
+ * same WAL: where their histories part (the older's end where the newer
+ * left it, or where each left a common ancestor, the earlier).  0 when
+ * they share nothing bk knows of (a history file not read), UINT64_MAX for
+ * a == b.
+ */
+extern uint64_t bk_wal_shared_until(const BkWalCatalog *catalog, uint32_t a,
+									uint32_t b);
+
+/*
  * Can recovery along to_timeline read every segment a snapshot of timeline
  * needs to become consistent, first_segno..last_segno (its start to its
  * stop)?  It reads them as bk_wal_path walks them: an ancestor's below its

@@ -1881,13 +1881,15 @@ test_waldump_xact_time(void **state)
  * A stand-in for pg_waldump: each archived "segment" holds the lines
  * pg_waldump would print for it (bk selects the records by LSN, as with
  * the real one); each run is logged with its time zone, its range and the
- * segments it was given.
+ * segments it was given, and a segment it would not open (named for
+ * another timeline than --timeline) too.
  */
 static const char fake_waldump[] =
 	"#!/bin/sh\n"
 	"while [ $# -gt 0 ]; do\n"
 	"	case \"$1\" in\n"
 	"	--path) dir=\"$2\"; shift ;;\n"
+	"	--timeline) tli=$(printf %08X \"$2\"); shift ;;\n"
 	"	--start) start=\"$2\"; shift ;;\n"
 	"	--end) end=\"$2\"; shift ;;\n"
 	"	esac\n"
@@ -1895,7 +1897,12 @@ static const char fake_waldump[] =
 	"done\n"
 	"files=$(cd \"$dir\" && ls)\n"
 	"echo \"TZ=$TZ start=$start end=$end files=\"$files >>\"$BK_FAKE_LOG\"\n"
-	"for f in $files; do cat \"$dir/$f\"; done\n"
+	"for f in $files; do\n"
+	"	case \"$f\" in\n"
+	"	\"$tli\"*) cat \"$dir/$f\" ;;\n"
+	"	*) echo \"not on timeline $tli: $f\" >>\"$BK_FAKE_LOG\" ;;\n"
+	"	esac\n"
+	"done\n"
 	"exit 1\n";
 
 typedef struct GapFixture
@@ -2174,6 +2181,114 @@ test_xid_target_past_branch(void **state)
 	g.r->target_timeline = "1";
 	assert_true(restore_check_wal_path(g.r, &err));
 	assert_int_equal(g.r->recovery_timeline, 1);
+	gap_end(&g);
+}
+
+#define RESTORE_POINT_LINE(name, lsn)                                          \
+	"rmgr: XLOG        len (rec/tot):     98/    98, tx:          0, "         \
+	"lsn: " lsn ", prev 0/00000000, desc: RESTORE_POINT " name "\n"
+
+/*
+ * Timeline 2 branched off timeline 1 at 0/3800000, in segment 3, and
+ * timeline 1's server stopped there: its segment 3 is archived only as
+ * .partial, timeline 2's copy holds timeline 1's commit of 741 (0/3100000)
+ * and, after the branch point, timeline 2's own commit of 743 and a
+ * restore point; its segment 4 the commit of 744.  Recovery along timeline
+ * 2 replays them all: the search reads what it reads, timeline 1's
+ * segments 1-2, then timeline 2's from 3.
+ */
+static void
+test_xid_target_on_new_timeline(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	char *text = NULL;
+	size_t len = 0;
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("740", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_content(f, "000000010000000000000003.partial",
+					"type=partial\ntimeline=1\nsegment-size=16777216\n"
+					"system-identifier=7441\n"
+					"created=2026-11-24T06:00:00.000Z",
+					XACT_LINE("741", "0/03100000",
+							  "COMMIT 2026-11-24 05:12:00.000000 UTC"));
+	archive_history(f, 2, "1:0/3800000");
+	archive_dump(
+		f, 2, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
+			XACT_LINE("743", "0/03900000",
+					  "COMMIT 2026-11-24 05:50:00.000000 UTC")
+				RESTORE_POINT_LINE("before_drop", "0/03A00000"));
+	archive_dump(f, 2, 4, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("744", "0/04100000",
+						   "COMMIT 2026-11-24 05:55:00.000000 UTC"));
+	gap_begin(&g, f);
+
+	/* A commit on timeline 2, after the branch point. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "744", &err));
+	unlink(g.log);
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(g.r->chosen, 0);
+	assert_true(g.r->found_lsn == 0x4100000);
+	assert_int_equal(g.r->found_timeline, 2);
+	assert_true(bk_read_file(g.log, 65536, &text, &len, &err));
+	snprintf(runs, sizeof(runs), "%.*s", (int) len, text);
+	free(text);
+	/* One run along timeline 2's history: timeline 1's segments 1-2 and
+	 * timeline 2's 3-4, as segments of timeline 2 for pg_waldump. */
+	assert_string_equal(runs, "TZ=UTC start=0/1000100 end=0/5000000 "
+							  "files=000000020000000000000001 "
+							  "000000020000000000000002 "
+							  "000000020000000000000003 "
+							  "000000020000000000000004\n");
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+
+	/* Timeline 2's own, in the segment where it branched off. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "743", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x3900000);
+	assert_int_equal(g.r->found_timeline, 2);
+	assert_true(restore_check_wal_path(g.r, &err));
+
+	/* Timeline 1's, before the branch point, in timeline 2's copy of the
+	 * segment (timeline 1's is a .partial). */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "741", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x3100000);
+	assert_int_equal(g.r->found_timeline, 1);
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+
+	/* A restore point on timeline 2. */
+	g.r->chosen = -1;
+	assert_true(bk_pg_target_parse(&g.r->target, BK_PG_TARGET_NAME,
+								   "before_drop", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x3A00000);
+	assert_true(restore_check_wal_path(g.r, &err));
+
+	/* Along timeline 1 it is never replayed: refused, naming timeline 2. */
+	g.r->chosen = -1;
+	g.r->target_timeline = "1";
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "744", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(g.r->found_timeline, 2);
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_error_contains(&err, "found at 0/4100000 on timeline 2");
+	assert_non_null(strstr(err.hint, "--target-timeline 2"));
 	gap_end(&g);
 }
 
@@ -2590,6 +2705,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_past_branch, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_xid_target_on_new_timeline,
+										wal_setup, wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

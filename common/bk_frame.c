@@ -66,8 +66,14 @@ bk_source_id_valid(const char *id, size_t len)
 {
 	if (len == 0 || len > BK_SOURCE_ID_MAX)
 		return false;
-	if ((len == 1 && id[0] == '.') ||
-		(len == 2 && id[0] == '.' && id[1] == '.'))
+	/*
+	 * Not "." or "..", nor any name led by a dot: a source id is a directory
+	 * (S3: a key component) of the repository, where dot names are the
+	 * backend's own.  Listings skip them, so such a source's archive would
+	 * never be listed, verified or expired, and ".spool" would put its
+	 * objects among the shippers' spools, which housekeeping empties.
+	 */
+	if (id[0] == '.')
 		return false;
 	for (size_t pos = 0; pos < len; pos++)
 	{

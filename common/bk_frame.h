@@ -146,9 +146,10 @@ extern bool bk_frame_parse_header(const uint8_t *buf, size_t len,
 
 /*
  * Object names and source ids are used as repository paths, so they are
- * restricted: source ids are [A-Za-z0-9._-], 1..128 bytes, not "." or "..";
- * object names are relative paths of [A-Za-z0-9._+-] components separated
- * by '/', with no empty, "." or ".." component, 1..1024 bytes.
+ * restricted: source ids are [A-Za-z0-9._-], 1..128 bytes, not led by ".";
+ * object names are relative paths of printable ASCII components (0x20-0x7E
+ * but the backslash) separated by '/', with no empty, "." or ".." component,
+ * 1..1024 bytes.
  */
 extern bool bk_source_id_valid(const char *id, size_t len);
 extern bool bk_object_name_valid(const char *name, size_t len);

@@ -333,7 +333,7 @@ bk_check_source_id(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail(
 			"A source id is 1 to %d characters from A-Z a-z 0-9 . _ -, and "
-			"not \".\" or \"..\".",
+			"does not start with \".\".",
 			BK_SOURCE_ID_MAX);
 		return false;
 	}

@@ -663,6 +663,13 @@ test_name_rules(void **state)
 	assert_true(bk_source_id_valid("7301234567890123456", 19));
 	assert_false(bk_source_id_valid("..", 2));
 	assert_false(bk_source_id_valid("a/b", 3));
+	/* Dot names are the repository's own: ".spool" holds the shippers'
+	 * spools, which housekeeping empties, and listings skip them. */
+	assert_false(bk_source_id_valid(".", 1));
+	assert_false(bk_source_id_valid(".spool", 6));
+	assert_false(bk_source_id_valid(".db1", 4));
+	assert_true(bk_source_id_valid("db1.example", 11));
+	assert_true(bk_source_id_valid("a..b", 4));
 }
 
 static void

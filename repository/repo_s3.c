@@ -34,6 +34,7 @@
  */
 #include "repo_backend.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -43,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -824,11 +826,29 @@ load_credentials(S3State *state, const BkRepoOptions *options, BkError *err)
 							  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.");
 }
 
+/*
+ * Is "host[:port]" a loopback address: localhost, an IPv4 address in
+ * 127.0.0.0/8, or [::1]?  The whole host is compared, so that a name such
+ * as localhost.example.net or 127.0.0.1.example.net, which resolves
+ * anywhere, never passes for loopback.
+ */
 static bool
 loopback_host(const char *host)
 {
-	return strncmp(host, "127.", 4) == 0 ||
-		   strncmp(host, "localhost", 9) == 0 || strncmp(host, "[::1]", 5) == 0;
+	char name[256];
+	size_t name_len = strcspn(host, ":");
+	struct in_addr addr;
+
+	if (strncmp(host, "[::1]", 5) == 0)
+		return host[5] == '\0' || host[5] == ':';
+	if (name_len >= sizeof(name))
+		return false;
+	memcpy(name, host, name_len);
+	name[name_len] = '\0';
+	if (strcasecmp(name, "localhost") == 0)
+		return true;
+	return inet_pton(AF_INET, name, &addr) == 1 &&
+		   (ntohl(addr.s_addr) >> 24) == 127;
 }
 
 static bool

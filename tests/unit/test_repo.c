@@ -1579,6 +1579,62 @@ test_s3_wrong_secret(void **state)
 	assert_error_contains(&err, "not loopback");
 }
 
+/*
+ * Plain http only to loopback, judged on the whole host: a name that merely
+ * starts like one (localhost.example.net, 127.0.0.1.example.net) resolves
+ * anywhere.  No request is made: the endpoint is refused before, and the
+ * hosts that pass stop at the missing credentials.
+ */
+static void
+test_s3_plain_http_loopback_only(void **state)
+{
+	static const char *const refused[] = {
+		"http://localhost.example.net", "http://localhost.example.net:9000",
+		"http://127.0.0.1.example.net", "http://127.example.net",
+		"http://[::1].example.net",     "http://[::1]x:80",
+		"http://s3.example.com",        "http://10.0.0.1:9000",
+		"http://localhostx:9000",
+	};
+	static const char *const loopback[] = {
+		"http://localhost", "http://localhost:9000", "http://LOCALHOST:9000",
+		"http://127.0.0.1", "http://127.0.0.1:9000", "http://127.1.2.3:80",
+		"http://[::1]",     "http://[::1]:9000",
+	};
+	const char *names[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"};
+	char *saved[2];
+	BkRepoOptions options;
+	BkError err;
+
+	for (int idx = 0; idx < 2; idx++)
+	{
+		saved[idx] = getenv(names[idx]) ? strdup(getenv(names[idx])) : NULL;
+		unsetenv(names[idx]);
+	}
+	bk_repo_options_init(&options);
+	for (size_t idx = 0; idx < sizeof(refused) / sizeof(refused[0]); idx++)
+	{
+		options.s3_endpoint = refused[idx];
+		bk_error_clear(&err);
+		assert_null(bk_repo_open_with("s3://bk-unit/p", &options, false, &err));
+		if (strstr(err.message, "not loopback") == NULL)
+			fail_msg("%s: %s", refused[idx], err.message);
+	}
+	for (size_t idx = 0; idx < sizeof(loopback) / sizeof(loopback[0]); idx++)
+	{
+		options.s3_endpoint = loopback[idx];
+		bk_error_clear(&err);
+		assert_null(bk_repo_open_with("s3://bk-unit/p", &options, false, &err));
+		if (strstr(err.message, "no S3 credentials") == NULL)
+			fail_msg("%s: %s", loopback[idx], err.message);
+	}
+	for (int idx = 0; idx < 2; idx++)
+		if (saved[idx] != NULL)
+		{
+			setenv(names[idx], saved[idx], 1);
+			free(saved[idx]);
+		}
+}
+
 int
 main(void)
 {
@@ -1612,6 +1668,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
 										teardown),
 		cmocka_unit_test(test_stale_uploads),
+		cmocka_unit_test(test_s3_plain_http_loopback_only),
 		/* Only on S3 (the last ones): they stand for nothing on a directory. */
 		cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_s3_wrong_secret, setup, teardown),

@@ -62,9 +62,13 @@ static const char usage_text[] =
 	"  control_user         OS user of mariadbd allowed on the socket [mysql]\n"
 	"  roles                roles allowed to call bk functions [bk_admin]\n"
 	"  kafka_properties, topic_prefix, chunk_size, kafka_timeout\n"
+	"  topic_partitions, topic_replication_factor, topic_retention,\n"
+	"  audit_retention     (for the topics it creates when missing)\n"
 	"\n"
-	"Exit status: 0 after a clean stop, 3 for a bad configuration or key,\n"
-	"1 otherwise.\n";
+	"Exit status: 0 after a clean stop; 2 a bad option; 3 a bad\n"
+	"configuration or key; 5 Kafka unreachable at the start or the final\n"
+	"flush, or state_dir or control_socket not writable; 1 otherwise.  A\n"
+	"MariaDB server that is down is waited for, not an exit.\n";
 
 /*
  * agent_log
@@ -411,10 +415,19 @@ agent_config_set(void *arg, const char *key, const char *value, BkError *err)
 		free(list);
 		return true;
 	}
-	if (strcmp(key, "repository") == 0 || strcmp(key, "group_id") == 0)
+	/*
+	 * Settings of bk-shipper (and bk) that bk_cli_config_set knows but the
+	 * agent has no use for: refused, not silently ignored, like any setting
+	 * that does nothing here.
+	 */
+	if (strcmp(key, "repository") == 0 || strcmp(key, "group_id") == 0 ||
+		strcmp(key, "shipper_id") == 0 || strcmp(key, "abandon_after") == 0 ||
+		strcmp(key, "metrics_listen") == 0 || strcmp(key, "spool_dir") == 0 ||
+		strncmp(key, "s3_", 3) == 0)
 		return bk_error_set(err, BK_ERR_CONFIG,
-							"%s is a shipper setting; the agent does not read"
-							" the repository",
+							"%s is a bk-shipper setting; the agent does not"
+							" use it (it sends to Kafka and never reads the"
+							" repository)",
 							key);
 	if (!bk_cli_config_set(&config->common, key, value, err))
 	{

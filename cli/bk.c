@@ -45,7 +45,7 @@ usage(FILE *out)
 			BK_VERSION);
 	for (size_t cmdIdx = 0; cmdIdx < sizeof(commands) / sizeof(commands[0]);
 		 cmdIdx++)
-		fprintf(out, "  %-10s %s\n", commands[cmdIdx].name,
+		fprintf(out, "  %-12s %s\n", commands[cmdIdx].name,
 				commands[cmdIdx].summary);
 	fprintf(out, "\n\"bk COMMAND --help\" describes a command's options.\n");
 }

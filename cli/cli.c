@@ -351,7 +351,10 @@ bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
 						 "chunk_size, kafka_timeout, topic_partitions, "
 						 "topic_replication_factor, topic_retention, "
 						 "audit_retention, shipper_id, abandon_after, "
-						 "metrics_listen.");
+						 "metrics_listen, spool_dir, s3_endpoint, s3_region, "
+						 "s3_uri_style, s3_access_key_file, s3_ca_file, "
+						 "s3_verify_tls, s3_storage_class, s3_timeout, "
+						 "s3_part_size, s3_read_jobs.");
 }
 
 static bool

@@ -63,9 +63,10 @@ expire_option(void *arg, int code, const char *value)
 
 			if (end == value || *end != '\0' || number < 1 || number > 100000)
 				return bk_cli_usage_error(
-					ex->program, "%s must be a number from 1 to 100000",
-					code == OPT_RETAIN_FULL ? "--retain-full"
-											: "--retain-days");
+					ex->program,
+					"%s must be a number from 1 to 100000, not \"%s\"",
+					code == OPT_RETAIN_FULL ? "--retain-full" : "--retain-days",
+					value);
 			if (code == OPT_RETAIN_FULL)
 				ex->policy.retain_full = number;
 			else
@@ -94,9 +95,11 @@ parse_options(ExpireOptions *ex, int argc, char **argv)
 
 	if (status != BK_COMMAND_RUN)
 		return status;
-	if (ex->source == NULL ||
-		!bk_source_id_valid(ex->source, strlen(ex->source)))
+	if (ex->source == NULL)
 		return bk_cli_usage_error(ex->program, "--source S is required");
+	if (!bk_source_id_valid(ex->source, strlen(ex->source)))
+		return bk_cli_usage_error(ex->program, "invalid source id \"%s\"",
+								  ex->source);
 	if ((ex->policy.retain_full > 0) == (ex->policy.retain_days > 0))
 		return bk_cli_usage_error(ex->program,
 								  "give exactly one of --retain-full and "

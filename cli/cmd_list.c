@@ -19,7 +19,7 @@
 #include "engine.h"
 
 static const char *list_help =
-	"Usage: bk list [--config FILE] [--repo DIR] [--source S] [--json]\n\n"
+	"Usage: bk list [--config FILE] [--repo LOCATION] [--source S] [--json]\n\n"
 	"Shows, per source, the archived WAL (timelines, ranges, gaps, "
 	"conflicts), the\nsnapshots and whether each can be restored, the "
 	"restorable window, and the\nachieved RPO (the age of the newest "

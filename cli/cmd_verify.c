@@ -22,7 +22,7 @@
 #include "verify.h"
 
 static const char *verify_help =
-	"Usage: bk verify [--config FILE] [--repo DIR] [--key-file FILE] "
+	"Usage: bk verify [--config FILE] [--repo LOCATION] [--key-file FILE] "
 	"[--source S] [--repair] [--json]\n\n"
 	"Checks every archived object without restoring: structure, checksums, "
 	"WAL\ngaps, and whether each snapshot is complete and restorable; with "

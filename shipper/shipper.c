@@ -1308,7 +1308,7 @@ shipper_close(Shipper *shipper)
 /* ------------------------------------------------------------ main */
 
 static const char *shipper_help =
-	"Usage: bk-shipper --config FILE [--brokers LIST] [--repo DIR]\n"
+	"Usage: bk-shipper [--config FILE] [--brokers LIST] [--repo LOCATION]\n"
 	"                  [--metrics-listen ADDR:PORT]\n\n"
 	"Consumes bk frames from Kafka and archives them in the repository, "
 	"until\nSIGTERM or SIGINT. Needs no key.\n\n"

@@ -37,7 +37,9 @@ static const char binlog_get_help[] =
 	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
 	"check (the message names the missing range); 1 not in the archive;\n"
 	"2 usage; 3 configuration or key.\n"
-	"\n" BK_COMMON_HELP;
+	"\n"
+	"  --source S        the source id (the agent's source_id; "
+	"required)\n" BK_COMMON_HELP;
 
 typedef struct RebuildState
 {

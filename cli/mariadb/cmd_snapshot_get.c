@@ -41,7 +41,10 @@ static const char snapshot_get_help[] =
 	"\n"
 	"Exit status: 0 written; 4 a part is missing or fails a check; 1 no such\n"
 	"snapshot; 2 usage; 3 configuration or key.\n"
-	"\n" BK_COMMON_HELP;
+	"\n"
+	"  --source S        the source id (the agent's source_id; required)\n"
+	"  --snapshot ID     this snapshot instead of the newest complete one\n"
+	"                    (bk list shows them)\n" BK_COMMON_HELP;
 
 typedef struct PartSink
 {

@@ -159,8 +159,11 @@ restore_option(void *arg, int code, const char *value)
 		{
 			char *eq = strchr(value, '=');
 
-			if (eq == NULL || value[0] != '/' || eq[1] != '/' ||
-				r->map_count == TABLESPACE_MAPS_MAX)
+			if (r->map_count == TABLESPACE_MAPS_MAX)
+				return bk_cli_usage_error(r->program,
+										  "at most %d --tablespace-map options",
+										  TABLESPACE_MAPS_MAX);
+			if (eq == NULL || value[0] != '/' || eq[1] != '/')
 				return bk_cli_usage_error(
 					r->program,
 					"--tablespace-map expects OLD=NEW, two absolute "

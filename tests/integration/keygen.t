@@ -62,4 +62,70 @@ like "$(cat "$dir/stderr")" 'chunk_size must be a size' "and says what a good va
 "$BK" init --config "$dir/missing.conf" >/dev/null 2>"$dir/stderr"
 is $? 3 "a missing config file exits 3"
 like "$(cat "$dir/stderr")" 'could not open' "and says it could not be opened"
+
+# Bad input on the command line: refused (exit 2, or 200 for wal-get), the
+# message naming the option and the value, nothing touched.
+SHIPPER="$ROOT/shipper/bk-shipper"
+AGENT="$ROOT/mysql_agent/bk-mysql-agent"
+"$BK" expire --repo "$dir/none" --source .spool --retain-full 1 >/dev/null 2>"$dir/stderr"
+is $? 2 "bk expire with an invalid source id exits 2"
+like "$(cat "$dir/stderr")" 'invalid source id "\.spool"' "and names the id, not a missing --source"
+"$BK" expire --repo "$dir/none" --source s --retain-full 2x >/dev/null 2>"$dir/stderr"
+is $? 2 "bk expire --retain-full 2x exits 2"
+like "$(cat "$dir/stderr")" '--retain-full must be a number from 1 to 100000, not "2x"' "and names the value"
+"$BK" expire --repo "$dir/none" --source s --retain-full 1 --retain-days 1 >/dev/null 2>"$dir/stderr"
+is $? 2 "bk expire with both policies exits 2"
+maps=()
+for n in $(seq 65); do maps+=(--tablespace-map "/old$n=/new$n"); done
+"$BK" restore --repo "$dir/none" --source s --pgdata "$dir/pg" "${maps[@]}" >/dev/null 2>"$dir/stderr"
+is $? 2 "bk restore with 65 --tablespace-map exits 2"
+like "$(cat "$dir/stderr")" 'at most 64 --tablespace-map' "and says how many are allowed"
+[[ ! -e "$dir/pg" ]]
+ok $? "and creates nothing"
+for bad in "--jobs 0" "--jobs 3x" "--prefetch -1" "--target-timeline 0" "--target latest" "--target-lsn 1/2/3" "--target-xid 2"; do
+    # shellcheck disable=SC2086
+    "$BK" restore --repo "$dir/none" --source s --pgdata "$dir/pg" $bad >/dev/null 2>"$dir/stderr"
+    is $? 2 "bk restore $bad exits 2"
+done
+"$BK" restore --repo "$dir/none" --source s --pgdata "$dir/pg" --target-time '2026-02-30 10:00' --target-lsn 0/1 >/dev/null 2>"$dir/stderr"
+is $? 2 "bk restore with two targets exits 2"
+"$BK" restore --source s --mysql-socket /nonexistent --mysql-host h >/dev/null 2>"$dir/stderr"
+is $? 2 "bk restore with --mysql-socket and --mysql-host exits 2"
+"$BK" restore --source s --mysql-host h --mysql-port 70000 >/dev/null 2>"$dir/stderr"
+is $? 2 "bk restore --mysql-port 70000 exits 2"
+like "$(cat "$dir/stderr")" 'invalid --mysql-port "70000"' "and names the value"
+"$BK" wal-get --repo "$dir/none" --source s --prefetch -1 000000010000000000000001 "$dir/x" >/dev/null 2>"$dir/stderr"
+is $? 200 "bk wal-get --prefetch -1 exits 200 (recovery stops, never ends early)"
+like "$(cat "$dir/stderr")" '--prefetch must be from 0 to 1000, not "-1"' "and names the value"
+printf 'repository = %s/none\nbogus_setting = 1\n' "$dir" >"$dir/bad.conf"
+"$BK" list --config "$dir/bad.conf" >/dev/null 2>"$dir/stderr"
+is $? 3 "bk list with an unknown setting exits 3"
+like "$(cat "$dir/stderr")" 'HINT: Known settings: .*s3_endpoint' "and the hint lists the S3 settings too"
+
+"$SHIPPER" --frobnicate >/dev/null 2>"$dir/stderr"
+is $? 2 "bk-shipper with an unknown option exits 2"
+like "$(cat "$dir/stderr")" 'unknown option.*--frobnicate' "and names it"
+"$SHIPPER" --config "$dir/none.conf" >/dev/null 2>"$dir/stderr"
+is $? 3 "bk-shipper with a missing configuration file exits 3"
+"$SHIPPER" --repo "$dir/none" --metrics-listen localhost:9187 >/dev/null 2>"$dir/stderr"
+is $? 3 "bk-shipper --metrics-listen with a host name exits 3"
+like "$(cat "$dir/stderr")" 'metrics_listen must be an IPv4 address' "and says what it takes"
+
+"$AGENT" --frobnicate >/dev/null 2>"$dir/stderr"
+is $? 2 "bk-mysql-agent with an unknown option exits 2"
+"$AGENT" >/dev/null 2>"$dir/stderr"
+is $? 2 "bk-mysql-agent without --config exits 2"
+like "$(cat "$dir/stderr")" '--config FILE is required' "and says so"
+"$BK" keygen --out "$dir/agent-key" >/dev/null 2>&1
+for setting in "metrics_listen = 127.0.0.1:9187" "shipper_id = a" "abandon_after = 1h" "spool_dir = /x" "s3_region = eu-west-1" "repository = /x"; do
+    printf 'source_id = db1\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver_id = 42\n%s\n' \
+        "$dir/agent-key.pub" "$setting" >"$dir/agent.conf"
+    "$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
+    is $? 3 "bk-mysql-agent refuses the shipper's \"${setting%% *}\" (exit 3)"
+    like "$(cat "$dir/stderr")" "line 5: ${setting%% *} is a bk-shipper setting" "and names it and its line"
+done
+printf 'source_id = .db1\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver_id = 42\n' "$dir/agent-key.pub" >"$dir/agent.conf"
+"$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
+is $? 3 "bk-mysql-agent refuses a source_id led by a dot (exit 3)"
+like "$(cat "$dir/stderr")" 'source_id ".db1" is not valid: 1-128 bytes' "and says what a source id is"
 done_testing

@@ -98,8 +98,9 @@ _PG_init(void)
 	DefineCustomStringVariable(
 		"bk.kafka_properties",
 		"librdkafka properties for bk, as key=value pairs separated by ;.",
-		"For TLS, SASL and tuning. bk keeps enable.idempotence=true and "
-		"acks=all whatever is given here.",
+		"For TLS, SASL and tuning. A value that would weaken "
+		"enable.idempotence=true or acks=all, or sets partitioner=random or "
+		"log.queue=false, is refused.",
 		&bk_kafka_properties, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 		bk_check_kafka_properties, NULL, NULL);
 

@@ -40,7 +40,7 @@ static const char snapshot_get_help[] =
 	"CHARACTER SET binary).  Needs the private key.\n"
 	"\n"
 	"Exit status: 0 written; 4 a part is missing or fails a check; 1 no such\n"
-	"snapshot; 2 usage; 3 configuration or key.\n"
+	"snapshot; 2 usage (DIR exists already); 3 configuration or key.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; required)\n"
 	"  --snapshot ID     this snapshot instead of the newest complete one\n"
@@ -218,7 +218,10 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 		snprintf(data_dir, sizeof(data_dir), "%s/data", out_dir);
 		if (mkdir(out_dir, 0700) != 0)
 		{
-			bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s", out_dir,
+			/* DIR there already is a bad argument (exit 2), not an
+			 * unreachable repository (exit 5). */
+			bk_error_set(err, errno == EEXIST ? BK_ERR_USAGE : BK_ERR_IO,
+						 "could not create \"%s\": %s", out_dir,
 						 strerror(errno));
 			bk_error_hint(err, "DIR must not exist yet.");
 			goto done;

@@ -1019,6 +1019,16 @@ test_snapshot_get_durable(void **state)
 	assert_true(was_synced(path));
 	assert_true(was_synced(out_dir));
 	assert_true(was_synced(f->dir));
+
+	/* DIR must be new: one that exists is a usage error (exit 2), not an
+	 * unreachable repository (exit 5), and what is in it stays. */
+	bk_error_clear(&err);
+	assert_false(mariadb_snapshot_check(f->repo, SOURCE, f->decoder, SNAP_NEW,
+										out_dir, &tables, &err));
+	assert_int_equal(err.code, BK_ERR_USAGE);
+	assert_non_null(strstr(err.hint, "must not exist"));
+	snprintf(path, sizeof(path), "%s/data/000001.tsv", out_dir);
+	assert_int_equal(access(path, F_OK), 0);
 }
 
 /* A snapshot object; the record's metadata as the agent writes it. */

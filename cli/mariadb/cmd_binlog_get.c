@@ -35,8 +35,9 @@ static const char binlog_get_help[] =
 	"and can be replayed with mariadb-binlog.  Needs the private key.\n"
 	"\n"
 	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
-	"check (the message names the missing range); 1 not in the archive;\n"
-	"2 usage; 3 configuration or key.\n"
+	"check (the message names the missing range); 1 not in the archive, or\n"
+	"OUT could not be written; 2 usage; 3 configuration or key;\n"
+	"5 repository unreachable.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; "
 	"required)\n" BK_COMMON_HELP;
@@ -285,6 +286,7 @@ fail:
 		close(fd);
 		unlink(tmp_path);
 	}
+	bk_command_local_io(&ctx, &err);
 	status = bk_cli_report_error(argv[0], &err);
 done:
 	binlog_catalog_free(&catalog);

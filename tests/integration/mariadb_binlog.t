@@ -290,6 +290,10 @@ ok $? "and writes nothing"
 out="$(bkc binlog-get --source "$source_id" mariadb-bin.999999 "$dir/out/unknown" 2>&1)"
 is $? 1 "binlog-get of a file the archive does not hold exits 1"
 like "$out" 'is not in the archive' "saying so"
+closed="$(cd "$dir/out" && find . -maxdepth 1 -type f -regex '.*\.[0-9][0-9][0-9][0-9][0-9][0-9]$' -printf '%f\n' | sort | head -n 1)"
+out="$(bkc binlog-get --source "$source_id" "$closed" "$dir/no/such/dir/$closed" 2>&1)"
+is $? 1 "binlog-get of $closed into a directory that does not exist exits 1, not 5: the repository answers"
+like "$out" 'could not create' "naming what it could not create"
 
 # ---------------------------------------------------------------- bk_status() through bk_udf.so
 

@@ -167,6 +167,9 @@ wait_for 60 "the snapshot archived" snapshot_listed
 ok $? "bk list shows the snapshot once the shipper archived it"
 out="$("$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" --snapshot "$snap_id" "$dir/snap" 2>&1)"
 ok $? "bk snapshot-get rebuilds it, every table checked against its record" || diag "$out"
+out="$("$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" --snapshot "$snap_id" "$dir/snap" 2>&1)"
+is $? 2 "bk snapshot-get into a DIR that exists exits 2 (usage), not 5" || diag "$out"
+like "$out" 'DIR must not exist yet' "and says DIR must be new"
 
 index_of() { # table name -> NNNNNN of its data file
     python3 -c 'import json,sys

@@ -75,7 +75,7 @@ static const char restore_help[] =
 	"Exit status: 0 restored; 1 the target is not restorable or the restore\n"
 	"failed (the server then holds the database bk_restore_incomplete, which\n"
 	"says which step failed); 2 usage; 3 configuration or key; 4 the archive\n"
-	"failed a check.\n"
+	"failed a check; 5 the repository unreachable.\n"
 	"\n" BK_COMMON_HELP;
 
 enum
@@ -760,6 +760,7 @@ bk_mariadb_restore(int argc, char **argv)
 	{
 		restore_put_back_settings(r);
 		restore_mark_failed(r, &err);
+		bk_command_local_io(&r->ctx, &err); /* --work-dir, not the repo */
 		status = bk_cli_report_error(argv[0], &err);
 		if (r->marked)
 			fprintf(stderr,

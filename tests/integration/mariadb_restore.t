@@ -329,6 +329,9 @@ like "$out" "\"dry_run\": true.*\"gtid\": \"$(cat "$dir/m3.gtid")\".*\"transacti
     "--dry-run --json gives the plan as JSON" || diag "$out"
 out="$(restore --target-time yesterday 2>&1)"
 is "$?" 2 "a bad --target-time is a usage error"
+out="$(restore --dry-run --work-dir "$dir/no/such/dir" 2>&1)"
+is "$?" 1 "a --work-dir that does not exist exits 1, not 5 (the repository answers)" || diag "$out"
+like "$out" 'could not create a work directory' "and says what failed"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/pgdata" 2>&1)"
 like "$out" "is a MariaDB source" "--pgdata for a MariaDB source says what to do" || diag "$out"
 

@@ -29,6 +29,28 @@ trim(char *s)
 	return s;
 }
 
+/*
+ * Cut an unquoted value at a comment: a '#' after white space, as in
+ * "server_id = 4242   # unique".  A '#' inside a word stays, so
+ * "sasl.password=ab#c" is whole; a value holding " #" is written quoted.
+ */
+static void
+strip_comment(char *value)
+{
+	char *end;
+
+	/* value is inside its line, after the '=': value[-1] can be read. */
+	for (char *p = value; *p != '\0'; p++)
+		if (*p == '#' && isspace((unsigned char) p[-1]))
+		{
+			*p = '\0';
+			break;
+		}
+	end = value + strlen(value);
+	while (end > value && isspace((unsigned char) end[-1]))
+		*--end = '\0';
+}
+
 bool
 bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 					 BkError *err)
@@ -99,9 +121,10 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 		}
 		if (value[0] == '"')
 		{
-			size_t value_len = strlen(value);
+			char *close = strrchr(value + 1, '"');
+			char *rest = close != NULL ? close + 1 : NULL;
 
-			if (value_len < 2 || value[value_len - 1] != '"')
+			if (close == NULL)
 			{
 				bk_error_set(err, BK_ERR_CONFIG,
 							 "\"%s\" line %d: unterminated quoted value", path,
@@ -109,9 +132,22 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 				free(text);
 				return false;
 			}
-			value[value_len - 1] = '\0';
+			while (isspace((unsigned char) *rest))
+				rest++;
+			if (*rest != '\0' && *rest != '#')
+			{
+				bk_error_set(err, BK_ERR_CONFIG,
+							 "\"%s\" line %d: \"%s\" after the closing quote "
+							 "(a comment starts with #)",
+							 path, line_no, rest);
+				free(text);
+				return false;
+			}
+			*close = '\0';
 			value++;
 		}
+		else
+			strip_comment(value);
 		if (!setter(arg, key, value, err))
 		{
 			bk_error_prefix(err, "\"%s\" line %d: ", path, line_no);

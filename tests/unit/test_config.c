@@ -102,6 +102,36 @@ test_file(void **state)
 	assert_error_contains(&err, "line 2: a NUL byte");
 	assert_int_equal(err.code, BK_ERR_CONFIG);
 
+	/*
+	 * A comment after a value, as the README's examples write them: from a
+	 * '#' that follows white space.  One inside a word is part of the
+	 * value, and a quoted value keeps its " #".
+	 */
+	text = "source_id = db1.example          # its name in the archive\n"
+		   "server_id = 4242\t# unique\n"
+		   "a = x#y\n"
+		   "b = \"x # y\"\n"
+		   "c = \"  q  \"   # after the quote\n"
+		   "d = # nothing but a comment\n"
+		   "e=#x\n"
+		   "kafka_properties = sasl.password=p#w;ssl.ca.location=/ca # TLS\n";
+	memset(&c, 0, sizeof(c));
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	assert_true(bk_config_parse_file(path, collect, &c, &err));
+	assert_int_equal(c.count, 8);
+	assert_string_equal(c.values[0], "db1.example");
+	assert_string_equal(c.values[1], "4242");
+	assert_string_equal(c.values[2], "x#y");
+	assert_string_equal(c.values[3], "x # y");
+	assert_string_equal(c.values[4], "  q  ");
+	assert_string_equal(c.values[5], "");
+	assert_string_equal(c.values[6], "#x");
+	assert_string_equal(c.values[7], "sasl.password=p#w;ssl.ca.location=/ca");
+	text = "a = \"x\" y\n";
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	assert_error_contains(&err, "line 1: \"y\" after the closing quote");
+
 	sprintf(path, "%s/none.conf", dir);
 	assert_false(bk_config_parse_file(path, collect, &c, &err));
 	assert_error_contains(&err, "could not open");

@@ -6,15 +6,19 @@
 #   make demo       the main job on the embedded default (local Kafka, local
 #                   repository)
 #   make install    install bk, bk-shipper, bk-mysql-agent, the PostgreSQL
-#                   extension, the MariaDB UDF library bk_udf.so and the
-#                   systemd units (install-units: only the units)
+#                   extension, the MariaDB UDF library bk_udf.so, the
+#                   systemd units (install-units: only the units) and the
+#                   documentation the units name (DOCDIR)
 #   make format     clang-format every C file
 #   make bench      benchmarks (bench/, on demand; results in BENCHMARKS.md)
 #   make fuzz-long  a long fuzzing campaign
 
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
-# The units run $(BINDIR)/...: install rewrites their /usr/local/bin.
+# The units' Documentation= (README.md, installed with docs/).
+DOCDIR ?= $(PREFIX)/share/doc/bk
+# The units run $(BINDIR)/...: install rewrites their /usr/local/bin, and
+# their documentation's /usr/local/share/doc/bk.
 SYSTEMD_UNIT_DIR ?= /lib/systemd/system
 UNITS = shipper/bk-shipper@.service mysql_agent/bk-mysql-agent.service
 
@@ -37,6 +41,10 @@ install: all install-units
 	install -m 0755 cli/bk $(DESTDIR)$(BINDIR)/bk
 	install -m 0755 shipper/bk-shipper $(DESTDIR)$(BINDIR)/bk-shipper
 	install -m 0755 mysql_agent/bk-mysql-agent $(DESTDIR)$(BINDIR)/bk-mysql-agent
+	install -d $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR)/extension
+	install -m 0644 README.md BENCHMARKS.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
+	install -m 0644 extension/README.md $(DESTDIR)$(DOCDIR)/extension/
 	$(MAKE) -C mysql_udf install
 	$(MAKE) -C extension install
 
@@ -45,7 +53,8 @@ install-units:
 	install -d $(DESTDIR)$(SYSTEMD_UNIT_DIR)
 	for unit in $(UNITS); do \
 		dest=$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$${unit##*/}; \
-		sed 's|/usr/local/bin/|$(BINDIR)/|g' $$unit >$$dest && \
+		sed -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+			-e 's|/usr/local/share/doc/bk/|$(DOCDIR)/|g' $$unit >$$dest && \
 		chmod 0644 $$dest || exit 1; \
 	done
 

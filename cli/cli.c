@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <getopt.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -456,6 +457,27 @@ bk_cli_usage_error(const char *program, const char *fmt, ...)
 	va_end(args);
 	fprintf(stderr, "\nTry \"%s --help\" for more information.\n", program);
 	return BK_EXIT_USAGE;
+}
+
+bool
+bk_cli_option_repeat(const struct option *options, int index, const char *value,
+					 const char **seen, const char *const *repeatable,
+					 BkError *err)
+{
+	if (index < 0 || index >= BK_CLI_OPTIONS_MAX ||
+		options[index].has_arg != required_argument || value == NULL)
+		return true;
+	for (int nameIdx = 0; repeatable != NULL && repeatable[nameIdx] != NULL;
+		 nameIdx++)
+		if (strcmp(options[index].name, repeatable[nameIdx]) == 0)
+			return true;
+	if (seen[index] != NULL && strcmp(seen[index], value) != 0)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"--%s is given twice (\"%s\" and \"%s\"); give "
+							"it once",
+							options[index].name, seen[index], value);
+	seen[index] = value;
+	return true;
 }
 
 /* ------------------------------------------------------------ memory */

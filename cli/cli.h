@@ -128,4 +128,21 @@ extern char *bk_cli_strdup(const char *text);
 extern int bk_cli_usage_error(const char *program, const char *fmt, ...)
 	BK_PRINTF(2, 3);
 
+/* Entries of an option table bk_cli_option_repeat can follow. */
+#define BK_CLI_OPTIONS_MAX 64
+
+/*
+ * An option that takes a value, given a second time with another value
+ * ("--source a ... --source b"): which one wins is not what the operator
+ * meant, so it is a usage error naming both.  index is getopt_long's
+ * longindex into options (-1 for a short option: not followed); seen holds
+ * BK_CLI_OPTIONS_MAX values, NULL at first; names in repeatable (NULL-
+ * terminated, or NULL) may be given many times.  False, with err set
+ * (BK_ERR_USAGE), for a second different value.
+ */
+struct option;
+extern bool bk_cli_option_repeat(const struct option *options, int index,
+								 const char *value, const char **seen,
+								 const char *const *repeatable, BkError *err);
+
 #endif /* BK_CLI_H */

@@ -76,17 +76,26 @@ bk_command_parse_args(int argc, char **argv, const struct option *options,
 					  void *arg, const char *arg_names, int arg_count,
 					  char **args)
 {
+	static const char *const repeatable[] = {"tablespace-map", NULL};
+	const char *seen[BK_CLI_OPTIONS_MAX] = {0};
 	const char *program = argv[0];
 	int code;
+	int index = -1;
 
 	optind = 1;
 	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	while ((code = getopt_long(argc, argv, "", options, &index)) != -1)
 	{
+		BkError err;
 		int status;
 
 		if (code == '?' || code == ':')
 			return bk_cli_bad_option(program, argv[optind - 1]);
+		/* A second, other value of a one-value option: which one? */
+		if (!bk_cli_option_repeat(options, index, optarg, seen, repeatable,
+								  &err))
+			return bk_cli_usage_error(program, "%s", err.message);
+		index = -1;
 		if (bk_common_option(common, code, optarg))
 			continue;
 		status = fn(arg, code, optarg);

@@ -894,9 +894,20 @@ main(int argc, char **argv)
 	int status = BK_EXIT_OK;
 	uid_t allowed[2];
 	int n_allowed = 0;
+	int index = -1;
+	const char *seen[BK_CLI_OPTIONS_MAX] = {0};
 
-	while ((opt = getopt_long(argc, argv, "c:b:h", options, NULL)) != -1)
+	while ((opt = getopt_long(argc, argv, "c:b:h", options, &index)) != -1)
 	{
+		/* -c and -b are --config and --brokers: one value each too. */
+		for (int optIdx = 0; index < 0 && options[optIdx].name != NULL;
+			 optIdx++)
+			if (options[optIdx].val == opt)
+				index = optIdx;
+		if (opt != '?' &&
+			!bk_cli_option_repeat(options, index, optarg, seen, NULL, &err))
+			return bk_cli_usage_error(AGENT_PROGRAM, "%s", err.message);
+		index = -1;
 		switch (opt)
 		{
 			case 'c':

@@ -1507,11 +1507,17 @@ main(int argc, char **argv)
 	BkError err;
 	struct sigaction action;
 	int code;
+	int index = -1;
+	const char *seen[BK_CLI_OPTIONS_MAX] = {0};
 	int exit_code = BK_EXIT_OK;
 
 	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	while ((code = getopt_long(argc, argv, "", options, &index)) != -1)
 	{
+		if (code != '?' &&
+			!bk_cli_option_repeat(options, index, optarg, seen, NULL, &err))
+			return bk_cli_usage_error(PROGRAM, "%s", err.message);
+		index = -1;
 		switch (code)
 		{
 			case 'c':

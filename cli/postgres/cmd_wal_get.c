@@ -762,12 +762,18 @@ bk_cmd_wal_get(int argc, char **argv)
 	BkError err;
 	int status = EXIT_FATAL;
 	int code;
+	int index = -1;
+	const char *seen[BK_CLI_OPTIONS_MAX] = {0};
 
 	bk_error_clear(&err);
 	optind = 1;
 	opterr = 0;
-	while ((code = getopt_long(argc, argv, "", options, NULL)) != -1)
+	while ((code = getopt_long(argc, argv, "", options, &index)) != -1)
 	{
+		if (code != '?' &&
+			!bk_cli_option_repeat(options, index, optarg, seen, NULL, &err))
+			return fail(argv[0], &err);
+		index = -1;
 		if (code == 's')
 			source = optarg;
 		else if (code == 'p')

@@ -124,6 +124,20 @@ for setting in "metrics_listen = 127.0.0.1:9187" "shipper_id = a" "abandon_after
     is $? 3 "bk-mysql-agent refuses the shipper's \"${setting%% *}\" (exit 3)"
     like "$(cat "$dir/stderr")" "line 5: ${setting%% *} is a bk-shipper setting" "and names it and its line"
 done
+# One option, two values: refused, naming both, whatever the program.
+"$BK" list --repo "$dir/none" --source a --source b >/dev/null 2>"$dir/stderr"
+is $? 2 "bk list --source a --source b exits 2"
+like "$(cat "$dir/stderr")" '--source is given twice \("a" and "b"\)' "and names both values"
+"$BK" restore --repo "$dir/none" --source s --pgdata "$dir/pg1" --pgdata "$dir/pg2" >/dev/null 2>"$dir/stderr"
+is $? 2 "bk restore with two --pgdata exits 2"
+"$BK" wal-get --repo "$dir/none" --source a --source b 000000010000000000000001 "$dir/x" >/dev/null 2>"$dir/stderr"
+is $? 200 "bk wal-get with two --source exits 200"
+"$SHIPPER" --repo "$dir/r1" --repo "$dir/r2" >/dev/null 2>"$dir/stderr"
+is $? 2 "bk-shipper with two --repo exits 2"
+[[ ! -e "$dir/r1" && ! -e "$dir/r2" ]]
+ok $? "and creates neither repository"
+"$AGENT" --config "$dir/a.conf" -c "$dir/b.conf" >/dev/null 2>"$dir/stderr"
+is $? 2 "bk-mysql-agent with --config and -c of different files exits 2"
 printf 'source_id = .db1\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver_id = 42\n' "$dir/agent-key.pub" >"$dir/agent.conf"
 "$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
 is $? 3 "bk-mysql-agent refuses a source_id led by a dot (exit 3)"

@@ -2639,12 +2639,76 @@ test_restore_command_repo(void **state)
 	free(r);
 }
 
+/* Each option that takes a value once: a second, other value is refused. */
+static int
+store_last(void *arg, int code, const char *value)
+{
+	if (value != NULL)
+		*(const char **) arg = value;
+	return BK_EXIT_OK;
+}
+
+static void
+test_option_given_twice(void **state)
+{
+	static const struct option options[] = {
+		{"source", required_argument, NULL, 's'},
+		{"tablespace-map", required_argument, NULL, 't'},
+		{"dry-run", no_argument, NULL, 'd'},
+		BK_COMMON_LONG_OPTIONS,
+		{NULL, 0, NULL, 0}};
+	char *twice[] = {"bk test", "--source", "a", "--source=b", NULL};
+	char *same[] = {"bk test", "--source", "a", "--source", "a", NULL};
+	char *repeatable[] = {
+		"bk test", "--tablespace-map", "/a=/b",     "--tablespace-map",
+		"/c=/d",   "--dry-run",        "--dry-run", NULL};
+	char *config[] = {"bk test", "--config", "x.conf", "--repo",
+					  "/r",      "--config", "y.conf", NULL};
+	const char *last = NULL;
+	BkCommonOptions common;
+	BkError err;
+
+	memset(&common, 0, sizeof(common));
+	assert_int_equal(
+		bk_command_parse(4, twice, options, "", &common, store_last, &last),
+		BK_EXIT_USAGE);
+	memset(&common, 0, sizeof(common));
+	assert_int_equal(
+		bk_command_parse(5, same, options, "", &common, store_last, &last),
+		BK_COMMAND_RUN);
+	assert_string_equal(last, "a");
+	memset(&common, 0, sizeof(common));
+	assert_int_equal(bk_command_parse(7, repeatable, options, "", &common,
+									  store_last, &last),
+					 BK_COMMAND_RUN);
+	assert_string_equal(last, "/c=/d");
+	memset(&common, 0, sizeof(common));
+	assert_int_equal(
+		bk_command_parse(7, config, options, "", &common, store_last, &last),
+		BK_EXIT_USAGE);
+
+	/* The message names the option and both values. */
+	{
+		const char *seen[BK_CLI_OPTIONS_MAX] = {0};
+
+		assert_true(bk_cli_option_repeat(options, 0, "a", seen, NULL, &err));
+		assert_true(bk_cli_option_repeat(options, 0, "a", seen, NULL, &err));
+		assert_false(bk_cli_option_repeat(options, 0, "b", seen, NULL, &err));
+		assert_int_equal(err.code, BK_ERR_USAGE);
+		assert_string_equal(err.message, "--source is given twice (\"a\" "
+										 "and \"b\"); give it once");
+		/* A short option (no long index) is not followed. */
+		assert_true(bk_cli_option_repeat(options, -1, "c", seen, NULL, &err));
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timestamps),
 		cmocka_unit_test(test_target_parse),
+		cmocka_unit_test(test_option_given_twice),
 		cmocka_unit_test(test_choose_snapshot),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test_setup_teardown(test_wal_gap, wal_setup, wal_teardown),

@@ -204,7 +204,8 @@ attempt_ms=$((second - first - 1000))
 ok $((attempt_ms > (KAFKA_TIMEOUT_S + 3) * 1000 || attempt_ms < KAFKA_TIMEOUT_S * 1000 - 500)) \
     "an attempt gives up after bk.kafka_timeout = ${KAFKA_TIMEOUT_S}s, plus slack (took $attempt_ms ms)"
 like "$(log_since "$log_start" | grep -A1 -F "could not archive \"$segment\"" | grep DETAIL | head -n 1)" \
-    'DETAIL:  Kafka did not acknowledge .* Message timed out' "the DETAIL says Kafka did not acknowledge"
+    'DETAIL:  Could not read the partitions of Kafka topic "[^"]*" within [0-9]+ ms' \
+    "the DETAIL says Kafka did not answer in time"
 like "$(log_since "$log_start" | grep -A2 -F "could not archive \"$segment\"" | grep HINT | head -n 1)" \
     'HINT:  .*Check that Kafka is up and reachable' "the HINT says what to do"
 test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"

@@ -98,8 +98,10 @@ parse_options(ExpireOptions *ex, int argc, char **argv)
 	if (ex->source == NULL)
 		return bk_cli_usage_error(ex->program, "--source S is required");
 	if (!bk_source_id_valid(ex->source, strlen(ex->source)))
-		return bk_cli_usage_error(ex->program, "invalid source id \"%s\"",
-								  ex->source);
+		return bk_cli_usage_error(
+			ex->program,
+			"invalid source id \"%s\": a source id is " BK_SOURCE_ID_RULE,
+			ex->source);
 	if ((ex->policy.retain_full > 0) == (ex->policy.retain_days > 0))
 		return bk_cli_usage_error(ex->program,
 								  "give exactly one of --retain-full and "

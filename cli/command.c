@@ -176,8 +176,10 @@ bk_command_open(BkCommandContext *ctx, const char *program,
 		return bk_repo_sources(ctx->repo, &ctx->sources, &ctx->source_count,
 							   err);
 	if (!bk_source_id_valid(only_source, strlen(only_source)))
-		return bk_error_set(err, BK_ERR_USAGE, "invalid source id \"%s\"",
-							only_source);
+		return bk_error_set(
+			err, BK_ERR_USAGE,
+			"invalid source id \"%s\": a source id is " BK_SOURCE_ID_RULE,
+			only_source);
 	ctx->sources = bk_cli_alloc_zero(1, sizeof(char *));
 	ctx->sources[0] = bk_cli_strdup(only_source);
 	ctx->source_count = 1;

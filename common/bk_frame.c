@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <lz4.h>
 
@@ -74,6 +75,18 @@ bk_source_id_valid(const char *id, size_t len)
 	 * objects among the shippers' spools, which housekeeping empties.
 	 */
 	if (id[0] == '.')
+		return false;
+	/*
+	 * Nor a name the repository keeps at its top level: a source "rejected"
+	 * would put its archive among the rejected messages, which listings skip
+	 * as not a source; "bk-repository" is the marker, a file where the
+	 * source's directory would have to be.  In any letter case, since a
+	 * shared file system may compare names without it.
+	 */
+	if ((len == strlen(BK_REPO_MARKER_NAME) &&
+		 strncasecmp(id, BK_REPO_MARKER_NAME, len) == 0) ||
+		(len == strlen(BK_REPO_REJECTED_NAME) &&
+		 strncasecmp(id, BK_REPO_REJECTED_NAME, len) == 0))
 		return false;
 	for (size_t pos = 0; pos < len; pos++)
 	{

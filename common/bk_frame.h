@@ -48,6 +48,20 @@
 #define BK_ATTEMPT_ID_LEN  16
 #define BK_FINGERPRINT_LEN 32
 
+/*
+ * The repository's own top-level names besides source directories (dot names
+ * aside): its marker object and the directory of rejected messages.  Source
+ * ids are directories at that level, so these are not valid source ids.
+ */
+#define BK_REPO_MARKER_NAME   "bk-repository"
+#define BK_REPO_REJECTED_NAME "rejected"
+
+/* What bk_source_id_valid accepts, for messages (1-BK_SOURCE_ID_MAX). */
+#define BK_SOURCE_ID_RULE                                                      \
+	"1-128 bytes of A-Z a-z 0-9 . _ -, not starting with \".\", other "        \
+	"than \"" BK_REPO_MARKER_NAME "\" and \"" BK_REPO_REJECTED_NAME            \
+	"\" (the repository's own names, in any letter case)"
+
 #define BK_CHUNK_SIZE_MIN     4096
 #define BK_CHUNK_SIZE_MAX     (16 * 1024 * 1024)
 #define BK_CHUNK_SIZE_DEFAULT (1024 * 1024)
@@ -146,7 +160,9 @@ extern bool bk_frame_parse_header(const uint8_t *buf, size_t len,
 
 /*
  * Object names and source ids are used as repository paths, so they are
- * restricted: source ids are [A-Za-z0-9._-], 1..128 bytes, not led by ".";
+ * restricted: source ids are [A-Za-z0-9._-], 1..128 bytes, not led by ".",
+ * and not one of the repository's own top-level names (BK_REPO_MARKER_NAME,
+ * BK_REPO_REJECTED_NAME) in any letter case;
  * object names are relative paths of printable ASCII components (0x20-0x7E
  * but the backslash) separated by '/', with no empty, "." or ".." component,
  * 1..1024 bytes.

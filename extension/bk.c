@@ -332,10 +332,7 @@ bk_check_source_id(char **newval, void **extra, GucSource source)
 		return true;
 	if (!bk_source_id_valid(*newval, strlen(*newval)))
 	{
-		GUC_check_errdetail(
-			"A source id is 1 to %d characters from A-Z a-z 0-9 . _ -, and "
-			"does not start with \".\".",
-			BK_SOURCE_ID_MAX);
+		GUC_check_errdetail("A source id is " BK_SOURCE_ID_RULE ".");
 		return false;
 	}
 	return true;

@@ -335,10 +335,9 @@ agent_config_set(void *arg, const char *key, const char *value, BkError *err)
 	if (strcmp(key, "source_id") == 0)
 	{
 		if (!bk_source_id_valid(value, strlen(value)))
-			return bk_error_set(err, BK_ERR_CONFIG,
-								"source_id \"%s\" is not valid: 1-%d bytes of"
-								" A-Z a-z 0-9 . _ -, not starting with \".\"",
-								value, BK_SOURCE_ID_MAX);
+			return bk_error_set(
+				err, BK_ERR_CONFIG,
+				"source_id \"%s\" is not valid: " BK_SOURCE_ID_RULE, value);
 		return set_text(&config->source_id, value, err);
 	}
 	if (strcmp(key, "mysql_host") == 0)

@@ -337,7 +337,8 @@ collect_source(void *arg, const BkRepoEntry *entry, BkError *err)
 	SourceList *sources = arg;
 	char **grown;
 
-	if (!entry->is_prefix || strncmp(entry->name, "rejected", 9) == 0 ||
+	/* Not a source: "rejected", dot names, anything not bk's. */
+	if (!entry->is_prefix ||
 		!bk_source_id_valid(entry->name, strlen(entry->name)))
 		return true;
 	grown = realloc(sources->list,

@@ -20,11 +20,11 @@
 	(BK_SOURCE_ID_MAX + BK_OBJECT_NAME_MAX + 2 * BK_ATTEMPT_ID_LEN + 64)
 
 /* The marker object every repository has; its content says the format. */
-#define BK_REPO_MARKER_KEY  "bk-repository"
+#define BK_REPO_MARKER_KEY  BK_REPO_MARKER_NAME
 #define BK_REPO_MARKER_TEXT "bk repository 1\n"
 
 /* Where rejected messages go. */
-#define BK_REPO_REJECTED_PREFIX "rejected/"
+#define BK_REPO_REJECTED_PREFIX BK_REPO_REJECTED_NAME "/"
 
 /*
  * Is key (below the repository root) one bk uploads objects to:

@@ -144,11 +144,12 @@ local_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		return bk_error_set(err, BK_ERR_CONFIG, "repository path too long");
 	memcpy(state->root, location, root_len);
 	state->root[root_len] = '\0';
-	if (create && (!make_dirs(state->root, err) ||
-				   !key_path(repo, SPOOL_DIR, sub, sizeof(sub), err) ||
-				   !make_dirs(sub, err) ||
-				   !key_path(repo, "rejected", sub, sizeof(sub), err) ||
-				   !make_dirs(sub, err)))
+	if (create &&
+		(!make_dirs(state->root, err) ||
+		 !key_path(repo, SPOOL_DIR, sub, sizeof(sub), err) ||
+		 !make_dirs(sub, err) ||
+		 !key_path(repo, BK_REPO_REJECTED_NAME, sub, sizeof(sub), err) ||
+		 !make_dirs(sub, err)))
 		return false;
 	return true;
 }

@@ -80,6 +80,8 @@ ALTER SYSTEM SET bk.wait_for = 'nowhere';
 ALTER SYSTEM SET bk.source_id = '../x';
 ALTER SYSTEM SET bk.source_id = '..';
 ALTER SYSTEM SET bk.source_id = '.spool';
+ALTER SYSTEM SET bk.source_id = 'rejected';
+ALTER SYSTEM SET bk.source_id = 'BK-Repository';
 ALTER SYSTEM SET bk.kafka_properties = 'novalue';
 ALTER SYSTEM SET bk.kafka_properties = 'no.such.property=1';
 ALTER SYSTEM SET bk.kafka_properties = 'acks=1';

@@ -238,8 +238,10 @@ parse_options(Restore *r, int argc, char **argv)
 		return bk_cli_usage_error(program,
 								  "--source and --pgdata are required");
 	if (!bk_source_id_valid(r->source, strlen(r->source)))
-		return bk_cli_usage_error(program, "invalid source id \"%s\"",
-								  r->source);
+		return bk_cli_usage_error(
+			program,
+			"invalid source id \"%s\": a source id is " BK_SOURCE_ID_RULE,
+			r->source);
 	if (r->target_option != NULL)
 	{
 		BkError err;

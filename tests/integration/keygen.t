@@ -142,4 +142,14 @@ printf 'source_id = .db1\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver_id 
 "$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
 is $? 3 "bk-mysql-agent refuses a source_id led by a dot (exit 3)"
 like "$(cat "$dir/stderr")" 'source_id ".db1" is not valid: 1-128 bytes' "and says what a source id is"
+# The repository's own top-level names are not source ids: a source
+# "rejected" would archive among the rejected messages, which bk list and
+# bk verify skip.
+printf 'source_id = rejected\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver_id = 42\n' "$dir/agent-key.pub" >"$dir/agent.conf"
+"$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
+is $? 3 "bk-mysql-agent refuses source_id rejected (exit 3)"
+like "$(cat "$dir/stderr")" 'source_id "rejected" is not valid: .*other than "bk-repository" and "rejected"' "and says which names are the repository's"
+"$BK" expire --repo "$dir/none" --source BK-Repository --retain-full 1 >/dev/null 2>"$dir/stderr"
+is $? 2 "bk expire --source BK-Repository exits 2"
+like "$(cat "$dir/stderr")" 'invalid source id "BK-Repository"' "and names the id"
 done_testing

@@ -670,6 +670,26 @@ test_name_rules(void **state)
 	assert_false(bk_source_id_valid(".db1", 4));
 	assert_true(bk_source_id_valid("db1.example", 11));
 	assert_true(bk_source_id_valid("a..b", 4));
+	/* The repository's own top-level names: its marker and the rejected
+	 * messages' directory, in any letter case (a shared file system may
+	 * not tell them apart); names that only begin with them are fine. */
+	assert_false(bk_source_id_valid("rejected", 8));
+	assert_false(bk_source_id_valid("Rejected", 8));
+	assert_false(bk_source_id_valid("bk-repository", 13));
+	assert_false(bk_source_id_valid("BK-REPOSITORY", 13));
+	assert_true(bk_source_id_valid("rejected2", 9));
+	assert_true(bk_source_id_valid("rejecte", 7));
+	assert_true(bk_source_id_valid("bk-repository.old", 17));
+	/* len bounds the id: a prefix of a longer buffer is judged alone. */
+	assert_false(bk_source_id_valid("rejected/x", 8));
+	assert_true(bk_source_id_valid("rejected", 7));
+	/* The rule messages state matches the length limit. */
+	{
+		char limit[32];
+
+		snprintf(limit, sizeof(limit), "1-%d bytes ", BK_SOURCE_ID_MAX);
+		assert_true(strncmp(BK_SOURCE_ID_RULE, limit, strlen(limit)) == 0);
+	}
 }
 
 static void

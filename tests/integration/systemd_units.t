@@ -7,8 +7,8 @@
 #   the test.  Broken copies (an unknown directive, a bad value, a missing
 #   binary) must be refused, so the check cannot pass vacuously.
 #   ExecStart's options are the binary's own; every unit has the same
-#   hardening and does not restart on exit 3, which is what its binary
-#   returns for a bad configuration; make install installs every binary a
+#   hardening and does not restart on exit 2 or 3, which is what its binary
+#   returns for a bad option and a bad configuration; make install installs every binary a
 #   unit runs, and every unit.
 #
 # Needs no server and no root: systemd-analyze (Debian package systemd)
@@ -30,7 +30,7 @@ fi
 # What every unit must say (the hardening both daemons share).
 REQUIRED=(
     "Restart=on-failure"
-    "RestartPreventExitStatus=3"
+    "RestartPreventExitStatus=2 3"
     "UMask=0077"
     "NoNewPrivileges=yes"
     "CapabilityBoundingSet="
@@ -146,6 +146,14 @@ for unit in "${units[@]}"; do
     status=$?
     is "$status" 0 "$unit: its binary accepts ExecStart's options (${command[0]##*/} ${command[*]:1} --help)"
     like "$help" '^Usage: ' "$unit: and prints its usage"
+
+    # A drop-in's ExecStart= with an option the binary does not take: exit 2,
+    # which the unit must not restart either (it would fail the same way
+    # until systemd's start limit).
+    "${command[0]}" --no-such-option >/dev/null 2>"$dir/stderr"
+    is $? 2 "$unit: an unknown option makes ${command[0]##*/} exit 2, which the unit does not restart"
+    [[ " $(sed -n 's/^RestartPreventExitStatus=//p' "$ROOT/$unit") " == *" 2 "* ]]
+    ok $? "$unit: RestartPreventExitStatus= names 2"
 
     "${command[0]}" --config "$dir/missing.conf" >/dev/null 2>"$dir/stderr"
     is $? 3 "$unit: a missing configuration makes ${command[0]##*/} exit 3, which the unit does not restart"

@@ -34,13 +34,21 @@ days_in_month(int year, int month)
 bool
 bk_parse_timestamp(const char *text, int64_t *us)
 {
-	return bk_parse_timestamp_zone(text, false, us);
+	return bk_timestamp_parse(text, false, us, NULL);
 }
 
 bool
 bk_parse_timestamp_zone(const char *text, bool default_utc, int64_t *us)
 {
+	return bk_timestamp_parse(text, default_utc, us, NULL);
+}
+
+bool
+bk_timestamp_parse(const char *text, bool default_utc, int64_t *us,
+				   BkError *err)
+{
 	const char *p = text;
+	const char *zone;
 	struct tm tm = {0};
 	int year;
 	int month;
@@ -56,25 +64,44 @@ bk_parse_timestamp_zone(const char *text, bool default_utc, int64_t *us)
 	if (text == NULL || !parse_digits(&p, 4, &year) || *p++ != '-' ||
 		!parse_digits(&p, 2, &month) || *p++ != '-' ||
 		!parse_digits(&p, 2, &day) || (*p != 'T' && *p != ' '))
-		return false;
+		return bk_error_set(err, BK_ERR_USAGE,
+							"it does not start with a date, YYYY-MM-DD, and"
+							" \"T\" or a space");
 	p++;
 	if (!parse_digits(&p, 2, &hour) || *p++ != ':' ||
 		!parse_digits(&p, 2, &minute))
-		return false;
+		return bk_error_set(err, BK_ERR_USAGE,
+							"its time of day is not HH:MM[:SS[.FFFFFF]]");
 	if (*p == ':')
 	{
 		p++;
 		if (!parse_digits(&p, 2, &second))
-			return false;
+			return bk_error_set(err, BK_ERR_USAGE,
+								"its seconds are not two digits");
 		if (*p == '.')
 		{
+			const char *digits = ++p;
 			int64_t scale = 100000;
 
-			p++;
 			if (*p < '0' || *p > '9')
-				return false;
+				return bk_error_set(err, BK_ERR_USAGE,
+									"no digit follows its decimal point");
 			for (; *p >= '0' && *p <= '9'; p++)
 			{
+				/*
+				 * PostgreSQL keeps microseconds (as do commit times) and
+				 * rounds finer digits: .1234567 is .123457, after the time
+				 * written, and a commit at .123457 would be replayed though
+				 * it came later; cut to .123456 it would not be what
+				 * PostgreSQL makes of the same text.  So digits after the
+				 * sixth may only be zeros, which change nothing.
+				 */
+				if (p - digits >= 6 && *p != '0')
+					return bk_error_set(
+						err, BK_ERR_USAGE,
+						"it has more than 6 fractional digits (\"%.*s\"):"
+						" PostgreSQL keeps microseconds, so give 6 at most",
+						(int) strspn(digits, "0123456789"), digits);
 				fraction_us += (*p - '0') * scale;
 				scale /= 10;
 			}
@@ -82,38 +109,56 @@ bk_parse_timestamp_zone(const char *text, bool default_utc, int64_t *us)
 	}
 	while (*p == ' ')
 		p++;
-	if (*p == 'Z' && p[1] == '\0')
-	{
+	zone = p;
+	if ((*p == 'Z' && p[1] == '\0') || strcmp(p, "UTC") == 0 ||
+		strcmp(p, "GMT") == 0)
 		has_zone = true;
-		p++;
-	}
-	else if (strcmp(p, "UTC") == 0 || strcmp(p, "GMT") == 0)
-	{
-		has_zone = true;
-		p += 3;
-	}
 	else if (*p == '+' || *p == '-')
 	{
 		int sign = *p == '-' ? -1 : 1;
 		int zone_hours;
 		int zone_minutes = 0;
+		bool zone_whole;
 
+		/*
+		 * +HH, +HHMM or +HH:MM, all of it: "+05:" (minutes cut off) is not
+		 * guessed to mean +05:00.
+		 */
 		p++;
-		if (!parse_digits(&p, 2, &zone_hours) || zone_hours > 15)
-			return false;
-		if (*p == ':')
+		zone_whole = parse_digits(&p, 2, &zone_hours);
+		if (zone_whole && *p == ':')
+		{
 			p++;
-		if (*p != '\0' &&
-			(!parse_digits(&p, 2, &zone_minutes) || zone_minutes > 59))
-			return false;
+			zone_whole = parse_digits(&p, 2, &zone_minutes);
+		}
+		else if (zone_whole && *p != '\0')
+			zone_whole = parse_digits(&p, 2, &zone_minutes);
+		if (!zone_whole || *p != '\0')
+			return bk_error_set(err, BK_ERR_USAGE,
+								"its zone \"%s\" is not Z, UTC, GMT, +HH, "
+								"+HHMM or +HH:MM (or - for west of UTC)",
+								zone);
+		if (zone_hours > 15 || zone_minutes > 59)
+			return bk_error_set(err, BK_ERR_USAGE,
+								"its zone \"%s\" is beyond 15:59 hours"
+								" from UTC",
+								zone);
 		has_zone = true;
 		offset_s = sign * (zone_hours * 3600 + zone_minutes * 60);
 	}
+	else if (*p != '\0')
+		return bk_error_set(err, BK_ERR_USAGE,
+							"its zone \"%s\" is not Z, UTC, GMT, +HH, +HHMM"
+							" or +HH:MM (or - for west of UTC)",
+							zone);
 	/* As PostgreSQL's timestamptz input: real dates, zones within 15:59. */
-	if (*p != '\0' || month < 1 || month > 12 || day < 1 ||
-		day > days_in_month(year, month) || hour > 23 || minute > 59 ||
-		second > 60)
-		return false;
+	if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month))
+		return bk_error_set(err, BK_ERR_USAGE, "%04d-%02d-%02d is not a date",
+							year, month, day);
+	if (hour > 23 || minute > 59 || second > 60)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"%02d:%02d:%02d is not a time of day", hour, minute,
+							second);
 	tm.tm_year = year - 1900;
 	tm.tm_mon = month - 1;
 	tm.tm_mday = day;

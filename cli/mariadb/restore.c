@@ -130,12 +130,12 @@ set_target(MariadbRestore *r, RestoreTargetType type, const char *text)
 	switch (type)
 	{
 		case TARGET_TIME:
-			if (!bk_parse_timestamp_zone(text, true, &r->target.time_us))
+			if (!bk_timestamp_parse(text, true, &r->target.time_us, &err))
 				return bk_cli_usage_error(r->program,
-										  "invalid --target-time \"%s\": give"
-										  " an ISO 8601 time such as"
+										  "invalid --target-time \"%s\": %s;"
+										  " give an ISO 8601 time such as"
 										  " 2026-12-02T10:00:00Z",
-										  text);
+										  text, err.message);
 			break;
 		case TARGET_POSITION:
 		{

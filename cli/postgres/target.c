@@ -31,11 +31,12 @@ bk_pg_target_parse(BkPgTarget *target, BkPgTargetType type, const char *text,
 			time_t seconds;
 			struct tm tm;
 
-			if (!bk_parse_timestamp(text, &target->time_us))
-				return bk_error_set(err, BK_ERR_USAGE,
-									"--target-time \"%s\" is not a timestamp "
-									"such as \"2026-11-24 05:12:00+00\"",
-									text);
+			if (!bk_timestamp_parse(text, false, &target->time_us, err))
+				return bk_error_prefix(
+					err,
+					"--target-time \"%s\" is not a timestamp "
+					"such as \"2026-11-24 05:12:00+00\": ",
+					text);
 			/* Written with an explicit zone, so that PostgreSQL reads the
 			 * moment bk chose the snapshot for, whatever its TimeZone. */
 			seconds = (time_t) (target->time_us / 1000000);

@@ -84,6 +84,32 @@ test_timestamps(void **state)
 	assert_false(bk_parse_timestamp("yesterday", &us));
 	assert_false(bk_parse_timestamp("2026-11-24 05:12:00Z junk", &us));
 	assert_false(bk_parse_timestamp("", &us));
+
+	/* A zone written whole: no colon without minutes, no stray digits. */
+	assert_false(bk_parse_timestamp("2026-11-24 10:12:00+05:", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 10:12:00+05:3", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 10:12:00+05:3030", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 10:12:00+053", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 10:12:00+5", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 10:12:00+", &us));
+	assert_true(bk_parse_timestamp("2026-11-24 10:12:00+05", &us));
+	assert_true(us == utc);
+	assert_true(bk_parse_timestamp("2026-11-24 10:42:00+05:30", &us));
+	assert_true(us == utc);
+	assert_true(bk_parse_timestamp("2026-11-24 10:42:00+0530", &us));
+	assert_true(us == utc);
+
+	/* Microseconds at most, as PostgreSQL keeps them: finer digits would be
+	 * rounded (by PostgreSQL) or cut (by bk) to another target; zeros are
+	 * the same moment. */
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00.1234567+00", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00.9999995+00", &us));
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00.0000001+00", &us));
+	assert_true(bk_parse_timestamp("2026-11-24 05:12:00.123456000+00", &us));
+	assert_true(us == utc + 123456);
+	assert_true(bk_parse_timestamp("2026-11-24 05:12:00.1+00", &us));
+	assert_true(us == utc + 100000);
+	assert_false(bk_parse_timestamp("2026-11-24 05:12:00.+00", &us));
 }
 
 /* ------------------------------------------------------------ targets */
@@ -102,6 +128,16 @@ test_target_parse(void **state)
 									"2026-02-30 00:00:00", &err));
 	assert_error_contains(&err, "--target-time \"2026-02-30 00:00:00\" is "
 								"not a timestamp");
+	assert_error_contains(&err, "2026-02-30 is not a date");
+	/* The message says what is wrong with the text. */
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
+									"2026-11-24 10:12:00+05:", &err));
+	assert_error_contains(&err, "its zone \"+05:\" is not Z, UTC, GMT, +HH, "
+								"+HHMM or +HH:MM");
+	assert_false(bk_pg_target_parse(&target, BK_PG_TARGET_TIME,
+									"2026-11-24 05:12:00.1234567+00", &err));
+	assert_error_contains(&err, "more than 6 fractional digits (\"1234567\")");
+	assert_true(err.code == BK_ERR_USAGE);
 
 	assert_true(
 		bk_pg_target_parse(&target, BK_PG_TARGET_LSN, "16/B374D848", &err));

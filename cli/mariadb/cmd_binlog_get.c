@@ -10,6 +10,12 @@
  * magic to the file's end, and a range sent twice equal to the bytes it
  * overlaps.  A file that is missing, has a hole, or is not complete yet is
  * refused with the range that is missing; nothing is written then.
+ *
+ * OUT must not exist: the file is put there with link(2), which never
+ * replaces one.  bk wal-get overwrites because PostgreSQL's restore_command
+ * contract asks it to; binlog-get is run by hand, where OUT may be a file
+ * that matters (the server's own binlog, a copy being compared), and
+ * bk restore rebuilds the files it replays itself, in its own directory.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "binlog_catalog.h"
@@ -34,10 +41,12 @@ static const char binlog_get_help[] =
 	"file (as \"mariadb-binlog --read-from-remote-server --raw\" writes it)\n"
 	"and can be replayed with mariadb-binlog.  Needs the private key.\n"
 	"\n"
+	"OUT must not exist: bk binlog-get never replaces a file.\n"
+	"\n"
 	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
 	"check (the message names the missing range); 1 not in the archive, or\n"
-	"OUT could not be written; 2 usage; 3 configuration or key;\n"
-	"5 repository unreachable.\n"
+	"OUT could not be written; 2 usage (OUT exists already); 3 configuration\n"
+	"or key; 5 repository unreachable.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; "
 	"required)\n" BK_COMMON_HELP;
@@ -193,6 +202,86 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 	return true;
 }
 
+/*
+ * refuse_existing_out
+ *		OUT there already (a file, a link, anything) is a bad argument, exit
+ *		2: it is never replaced.
+ */
+static bool
+refuse_existing_out(const char *out_path, BkError *err)
+{
+	struct stat st;
+
+	if (lstat(out_path, &st) != 0)
+		return true;
+	bk_error_set(err, BK_ERR_USAGE, "\"%s\" exists already", out_path);
+	return bk_error_hint(err, "bk binlog-get never replaces a file: remove it,"
+							  " or give another OUT.");
+}
+
+/*
+ * publish_out
+ *		Give the complete, synced tmp_path the name out_path unless that
+ *		name is taken, then sync the directory.
+ *
+ * link(2) fails on a name that exists, where rename(2) would replace it
+ * (and a check before a rename leaves a window).  A file system without
+ * hard links (vfat) gets the check and the rename.
+ */
+static bool
+publish_out(const char *tmp_path, const char *out_path, BkError *err)
+{
+	char dir[4096];
+
+	if (link(tmp_path, out_path) == 0)
+	{
+		if (unlink(tmp_path) != 0)
+			return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s",
+								tmp_path, strerror(errno));
+		bk_dir_of(out_path, dir, sizeof(dir));
+		return bk_fsync_dir(dir, err);
+	}
+	if (errno == EEXIST)
+		return refuse_existing_out(out_path, err);
+	if (errno != EPERM && errno != ENOTSUP && errno != ENOSYS)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not link \"%s\" to \"%s\": %s", tmp_path,
+							out_path, strerror(errno));
+	return refuse_existing_out(out_path, err) &&
+		   bk_rename_durable(tmp_path, out_path, err);
+}
+
+bool
+mariadb_binlog_write(const BkRepo *repo, const char *source, BkDecoder *decoder,
+					 const BinlogFile *file, const char *out_path,
+					 uint64_t *events, BkError *err)
+{
+	char tmp_path[4096];
+	int fd;
+	bool ok;
+
+	if (!refuse_existing_out(out_path, err))
+		return false;
+	if ((size_t) snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", out_path,
+						  (int) getpid()) >= sizeof(tmp_path))
+		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"",
+							out_path);
+	fd = open(tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+							tmp_path, strerror(errno));
+	ok = mariadb_binlog_rebuild(repo, source, decoder, file, fd, tmp_path,
+								events, NULL, NULL, err);
+	if (ok && fsync(fd) != 0)
+		ok = bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s",
+						  tmp_path, strerror(errno));
+	close(fd);
+	ok = ok && publish_out(tmp_path, out_path, err);
+	if (!ok)
+		unlink(tmp_path);
+	return ok;
+}
+
 int
 bk_cmd_binlog_get(int argc, char **argv)
 {
@@ -203,8 +292,6 @@ bk_cmd_binlog_get(int argc, char **argv)
 	BinlogCatalog catalog = {0};
 	const BinlogFile *file;
 	uint64_t events = 0;
-	char tmp_path[4096];
-	int fd = -1;
 	BkError err;
 	int status;
 
@@ -221,6 +308,9 @@ bk_cmd_binlog_get(int argc, char **argv)
 								  "\"%s\" is not a binlog file name (such as"
 								  " mariadb-bin.000042)",
 								  args[0]);
+	/* Before the repository is read: a name taken is known at once. */
+	if (!refuse_existing_out(args[1], &err))
+		goto fail;
 	if (!bk_command_open(&ctx, argv[0], &common, source, BK_KEY_USED, &err))
 		goto fail;
 	if (ctx.decoder == NULL)
@@ -249,27 +339,8 @@ bk_cmd_binlog_get(int argc, char **argv)
 		goto fail;
 	}
 
-	snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", args[1],
-			 (int) getpid());
-	fd = open(tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-	{
-		bk_error_set(&err, BK_ERR_IO, "could not create \"%s\": %s", tmp_path,
-					 strerror(errno));
-		goto fail;
-	}
-	if (!mariadb_binlog_rebuild(ctx.repo, source, ctx.decoder, file, fd,
-								tmp_path, &events, NULL, NULL, &err))
-		goto fail;
-	if (fsync(fd) != 0)
-	{
-		bk_error_set(&err, BK_ERR_IO, "could not fsync \"%s\": %s", tmp_path,
-					 strerror(errno));
-		goto fail;
-	}
-	close(fd);
-	fd = -1;
-	if (!bk_rename_durable(tmp_path, args[1], &err))
+	if (!mariadb_binlog_write(ctx.repo, source, ctx.decoder, file, args[1],
+							  &events, &err))
 		goto fail;
 	fprintf(stderr,
 			"%s: wrote %s (%" PRIu64 " bytes, %" PRIu64
@@ -281,11 +352,6 @@ bk_cmd_binlog_get(int argc, char **argv)
 	goto done;
 
 fail:
-	if (fd >= 0)
-	{
-		close(fd);
-		unlink(tmp_path);
-	}
 	bk_command_local_io(&ctx, &err);
 	status = bk_cli_report_error(argv[0], &err);
 done:

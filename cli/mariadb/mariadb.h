@@ -34,6 +34,17 @@ extern bool mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 								   int fd, const char *path, uint64_t *events,
 								   BkBinlogEventFn fn, void *arg, BkError *err);
 
+/*
+ * bk binlog-get's work: rebuild file (mariadb_binlog_rebuild) into a new
+ * file next to out_path, synced, and give it that name, which must not be
+ * taken (BK_ERR_USAGE, before anything is read, and again when the file is
+ * complete: it is never replaced).  Nothing is left behind on failure.
+ */
+extern bool mariadb_binlog_write(const BkRepo *repo, const char *source,
+								 BkDecoder *decoder, const BinlogFile *file,
+								 const char *out_path, uint64_t *events,
+								 BkError *err);
+
 /* bk expire of a MariaDB source (expire.c). */
 extern int bk_mariadb_expire(const char *program, BkRepo *repo,
 							 const char *source, const BkRetention *retention,

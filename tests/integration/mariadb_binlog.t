@@ -206,6 +206,8 @@ check_files() {
     fi
     wait_for 90 "$* archived" all_archived "$@"
     for f in "$@"; do
+        # A fresh copy each time (binlog-get never replaces a file).
+        rm -f "$dir/out/$f"
         if ! bkc binlog-get --source "$source_id" "$f" "$dir/out/$f" 2>>"$dir/get.err"; then
             bad+=("$f (binlog-get failed: $(tail -n 1 "$dir/get.err"))")
         elif ! cmp -s "$dir/out/$f" "$binlog_dir/$f"; then
@@ -294,6 +296,14 @@ closed="$(cd "$dir/out" && find . -maxdepth 1 -type f -regex '.*\.[0-9][0-9][0-9
 out="$(bkc binlog-get --source "$source_id" "$closed" "$dir/no/such/dir/$closed" 2>&1)"
 is $? 1 "binlog-get of $closed into a directory that does not exist exits 1, not 5: the repository answers"
 like "$out" 'could not create' "naming what it could not create"
+# OUT there already (the server's own binlog, say) is never replaced.
+cp "$dir/out/$closed" "$dir/out/kept"
+printf 'x' >>"$dir/out/kept"
+out="$(bkc binlog-get --source "$source_id" "$closed" "$dir/out/kept" 2>&1)"
+is $? 2 "binlog-get of $closed onto a file that exists exits 2"
+like "$out" '"[^"]*/out/kept" exists already' "naming it"
+cmp -s "$dir/out/kept" <(cat "$dir/out/$closed"; printf 'x')
+ok $? "and leaves it as it was"
 
 # ---------------------------------------------------------------- bk_status() through bk_udf.so
 

@@ -1031,6 +1031,78 @@ test_snapshot_get_durable(void **state)
 	assert_int_equal(access(path, F_OK), 0);
 }
 
+/*
+ * bk binlog-get is run by hand, and OUT may be a file that matters (the
+ * server's own binlog): it is written when new, and an OUT that exists is
+ * a usage error (exit 2) that leaves it as it was, as bk snapshot-get's DIR.
+ * bk restore does not go through it.
+ */
+static void
+test_binlog_get_keeps_existing_out(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char out_path[600], tmp_path[700];
+	char *data = NULL;
+	size_t data_len = 0;
+	uint64_t events = 0;
+	FILE *keep;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3", "\nclosed=rotate");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_true(file->complete);
+
+	/* A new OUT: the file, nothing else left beside it. */
+	snprintf(out_path, sizeof(out_path), "%s/mariadb-bin.000001", f->dir);
+	assert_true(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									 out_path, &events, &err));
+	assert_true(bk_read_file(out_path, 1 << 20, &data, &data_len, &err));
+	assert_int_equal(data_len, len1);
+	assert_memory_equal(data, first, len1);
+	free(data);
+	snprintf(tmp_path, sizeof(tmp_path), "%s.bk-tmp.%d", out_path,
+			 (int) getpid());
+	assert_int_not_equal(access(tmp_path, F_OK), 0);
+
+	/* Again onto a file that exists: refused, the file as it was. */
+	keep = fopen(out_path, "w");
+	assert_non_null(keep);
+	fputs("the DBA's own file\n", keep);
+	assert_int_equal(fclose(keep), 0);
+	bk_error_clear(&err);
+	assert_false(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									  out_path, &events, &err));
+	assert_int_equal(err.code, BK_ERR_USAGE);
+	assert_error_contains(&err, "exists already");
+	assert_non_null(strstr(err.hint, "never replaces a file"));
+	assert_true(bk_read_file(out_path, 1 << 20, &data, &data_len, &err));
+	assert_int_equal(data_len, strlen("the DBA's own file\n"));
+	assert_memory_equal(data, "the DBA's own file\n", data_len);
+	free(data);
+	assert_int_not_equal(access(tmp_path, F_OK), 0);
+
+	/* A dangling symbolic link is a name taken too: never followed. */
+	assert_int_equal(unlink(out_path), 0);
+	assert_int_equal(symlink("nowhere", out_path), 0);
+	bk_error_clear(&err);
+	assert_false(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									  out_path, &events, &err));
+	assert_int_equal(err.code, BK_ERR_USAGE);
+	snprintf(tmp_path, sizeof(tmp_path), "%s/nowhere", f->dir);
+	assert_int_not_equal(access(tmp_path, F_OK), 0);
+	binlog_catalog_free(&catalog);
+}
+
 /* A snapshot object; the record's metadata as the agent writes it. */
 static void
 archive_snapshot_object(Fixture *f, const char *id, const char *part,
@@ -1343,6 +1415,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_binlog_get_keeps_existing_out,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_before_time, setup,

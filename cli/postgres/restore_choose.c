@@ -462,11 +462,14 @@ search_along(Restore *r, const char *waldump, const char *tmp_dir,
  *		timeline along its own snapshots), the newest first.
  *
  *		Not found there, along every other timeline, reading only the WAL
- *		off the recovery timeline's history: a record there (on the old
- *		timeline after the branch point, say, where the new timeline may
- *		have given the xid to another transaction) is what
- *		restore_check_wal_path refuses, naming the timeline that holds it
- *		(--target-timeline), rather than "not found".
+ *		off the recovery timeline's history, from the segment where they
+ *		part (which the recovery timeline may not have archived yet, so
+ *		that recovery reads the other timeline's copy of it): a record
+ *		before the branch point is one recovery reaches; one after it (on
+ *		the old timeline, where the new timeline may have given the xid to
+ *		another transaction) is what restore_check_wal_path refuses,
+ *		naming the timeline that holds it (--target-timeline), rather than
+ *		"not found".
  */
 static bool
 locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
@@ -505,10 +508,21 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 			ok = search_along(r, waldump, tmp_dir, restorable, count, timeline,
 							  true, 0, &found, err);
 		else if (timeline != recovery_timeline)
-			ok = search_along(
-				r, waldump, tmp_dir, restorable, count, timeline, false,
-				bk_wal_shared_until(wal, timeline, recovery_timeline), &found,
-				err);
+		{
+			/*
+			 * From the start of the segment where the histories part, not
+			 * the branch point: when the recovery timeline has not
+			 * archived that segment yet, recovery reads this timeline's
+			 * copy (XLogFileReadAnyTLI), whose WAL up to the branch point
+			 * the search along the recovery timeline could not read.
+			 */
+			uint64_t shared =
+				bk_wal_shared_until(wal, timeline, recovery_timeline);
+
+			ok = search_along(r, waldump, tmp_dir, restorable, count, timeline,
+							  false, shared - shared % wal->segment_size,
+							  &found, err);
+		}
 	}
 	bk_remove_tree(tmp_dir, NULL);
 	if (!ok)

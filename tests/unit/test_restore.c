@@ -2386,6 +2386,54 @@ test_time_target_gap_timelines(void **state)
 }
 
 /*
+ * Timeline 2 branched off timeline 1 at 0/3800000 (a restore to an earlier
+ * moment: timeline 1 went on and its segment 3 is archived whole), and
+ * timeline 2 has archived nothing yet but its history.  Recovery along
+ * timeline 2 asks for its segment 3, is told "not found", and reads
+ * timeline 1's, which holds timeline 2's history up to the branch point:
+ * a commit there (741 at 0/3100000) is reached and must be found, as it
+ * was before the search followed the recovery timeline.
+ */
+static void
+test_xid_target_in_branch_segment_not_yet_archived(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(
+		f, 1, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
+			XACT_LINE("742", "0/03900000",
+					  "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+	archive_history(f, 2, "1:0/3800000");
+	gap_begin(&g, f);
+
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "741", &err));
+	if (!restore_choose_snapshot(g.r, &err))
+		fail_msg("741 not found: %s", err.message);
+	assert_int_equal(g.r->chosen, 0);
+	assert_true(g.r->found_lsn == 0x3100000);
+	assert_int_equal(g.r->found_timeline, 1);
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+
+	/* Past the branch point, on timeline 1 only: refused as before. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "742", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x3900000);
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_non_null(strstr(err.hint, "--target-timeline 1"));
+	gap_end(&g);
+}
+
+/*
  * restore_command names the repository given with --repo: a directory by
  * its absolute path, an S3 location as given (realpath() of it failed, and
  * only after the whole data directory was written).
@@ -2807,6 +2855,9 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_on_new_timeline,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_xid_target_in_branch_segment_not_yet_archived, wal_setup,
+			wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

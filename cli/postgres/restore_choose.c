@@ -1057,6 +1057,89 @@ set_unready_error(const Restore *r, const BkSnapshot *snapshot,
 }
 
 /*
+ * check_old_timeline_copy
+ *		Where recovery along r->recovery_timeline runs past what that
+ *		timeline's history has archived (the end of the archive, or a target
+ *		beyond it), PostgreSQL asks for the next segment of the older
+ *		timelines too (bk_wal_old_copy): when one of them has archived it
+ *		(the old timeline went on after the branch point, and the new one
+ *		has not archived the segment where it began yet), recovery replays
+ *		that copy, then the old timeline's later segments, past the branch
+ *		point: the WAL of another history, silently.  Refused before anything
+ *		is written, unless the target stops recovery first: --target
+ *		immediate (at the snapshot's stop, at or before the branch point),
+ *		an xid or restore point found before where the copy leaves the
+ *		history, a time target with a commit after it in the segments before
+ *		(gap_scan).  An LSN target is refused: recovery stops after the
+ *		first record at or past it, which may be the first one past the
+ *		branch point.
+ */
+static bool
+check_old_timeline_copy(Restore *r, const BkSnapshot *snapshot,
+						const BkWalPath *path, uint64_t to_segno, BkError *err)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	uint32_t to_timeline = r->recovery_timeline;
+	uint64_t segno;
+	uint64_t valid_until;
+	uint32_t old;
+	char wanted[32];
+	char copy[32];
+	char until[BK_LSN_TEXT_SIZE];
+
+	if (path->beyond_end)
+		segno = path->first_beyond_segno;
+	else if (to_segno == BK_WAL_END && path->end_segno != BK_WAL_END)
+		segno = path->end_segno + 1;
+	else
+		return true; /* the target lies in what is archived */
+	old = bk_wal_old_copy(wal, to_timeline, segno, &valid_until);
+	if (old == 0)
+		return true;
+	bk_wal_segment_name(bk_wal_segment_timeline(wal, to_timeline, segno), segno,
+						wal->segment_size, wanted);
+	bk_wal_segment_name(old, segno, wal->segment_size, copy);
+	bk_format_lsn(valid_until, until, sizeof(until));
+	if (r->target.type == BK_PG_TARGET_IMMEDIATE ||
+		((r->target.type == BK_PG_TARGET_XID ||
+		  r->target.type == BK_PG_TARGET_NAME) &&
+		 r->found_lsn != 0 && r->found_lsn < valid_until))
+		return true;
+	if (r->target.type == BK_PG_TARGET_TIME)
+	{
+		BkWalPath before = *path;
+		GapScan scan;
+		bool nothing_between;
+
+		/* The segments before it, as before a gap there. */
+		before.first_missing_timeline =
+			bk_wal_segment_timeline(wal, to_timeline, segno);
+		before.first_missing_segno = segno;
+		if (!gap_scan(r, snapshot, &before, &scan, &nothing_between, err))
+			return bk_error_prefix(err,
+								   "checking whether recovery to %s stops "
+								   "before WAL file %s: ",
+								   r->target.text, wanted);
+		if (scan.found)
+			return true;
+	}
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "WAL file %s is not archived yet: recovery along timeline "
+				 "%" PRIu32 " (recovery_target_timeline = '%s') would be told "
+				 "it is beyond the end of the archive and read %s instead, "
+				 "whose WAL from %s on (and timeline %" PRIu32
+				 "'s later segments) timeline %" PRIu32 " never had",
+				 wanted, to_timeline, r->target_timeline, copy, until, old,
+				 to_timeline);
+	return bk_error_hint(err,
+						 "Wait until the source archives %s, restore along "
+						 "timeline %" PRIu32 " with --target-timeline %" PRIu32
+						 ", or choose a target recovery reaches before "
+						 "segment %s.",
+						 wanted, old, old, wanted);
+}
+
+/*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
  *		the target, following the timelines' branch points (the history
@@ -1188,7 +1271,7 @@ restore_check_wal_path(Restore *r, BkError *err)
 		return set_unready_error(r, snapshot, to_timeline, &ready, err);
 	r->recovery_timeline = to_timeline;
 	if (path.missing == 0)
-		return true;
+		return check_old_timeline_copy(r, snapshot, &path, to_segno, err);
 	if (r->target.type == BK_PG_TARGET_TIME)
 		return check_time_before_gap(r, snapshot, &path, err);
 	set_missing_error(r, snapshot, &path, err);

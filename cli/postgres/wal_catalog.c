@@ -808,6 +808,42 @@ bk_wal_lsn_timeline(const BkWalCatalog *catalog, uint32_t to_timeline,
 	return to_timeline;
 }
 
+uint32_t
+bk_wal_old_copy(const BkWalCatalog *catalog, uint32_t to_timeline,
+				uint64_t segno, uint64_t *valid_until)
+{
+	const BkWalTimeline *to = bk_wal_timeline(catalog, to_timeline);
+	uint32_t wanted;
+	uint32_t before;
+	char why[256];
+
+	*valid_until = 0;
+	if (to == NULL || !to->history_known || catalog->segment_size == 0 ||
+		segno == 0)
+		return 0;
+	wanted = bk_wal_segment_timeline(catalog, to_timeline, segno);
+	if (bk_wal_has_segment(catalog, wanted, segno) ||
+		bk_wal_segment_is_hole(catalog, wanted, segno, why, sizeof(why)))
+		return 0;
+	/* The timeline of the file of the segment before: curFileTLI. */
+	before = bk_wal_segment_timeline(catalog, to_timeline, segno - 1);
+	for (int ancIdx = to->ancestor_count - 1; ancIdx >= 0; ancIdx--)
+	{
+		uint32_t timeline = to->ancestors[ancIdx].timeline;
+
+		if (timeline >= wanted)
+			continue; /* began after the segment, or wanted itself */
+		if (timeline < before)
+			break;
+		if (bk_wal_has_segment(catalog, timeline, segno))
+		{
+			*valid_until = to->ancestors[ancIdx].end_lsn;
+			return timeline;
+		}
+	}
+	return 0;
+}
+
 /* Step step of recovery along timeline: the step's timeline and its end. */
 static BkTimelineBranch
 history_step(const BkWalCatalog *catalog, uint32_t timeline, int step)

@@ -211,6 +211,21 @@ extern uint32_t bk_wal_lsn_timeline(const BkWalCatalog *catalog,
 									uint32_t to_timeline, uint64_t lsn);
 
 /*
+ * Recovery along to_timeline asks for segment segno, which the timeline it
+ * belongs to (bk_wal_segment_timeline) has not archived, and bk wal-get
+ * answers "not found" (beyond the end of the archive, no hole):
+ * PostgreSQL then asks for the same segment of the older timelines of the
+ * history, newest first, none older than the one it read the segment
+ * before from (XLogFileReadAnyTLI), and replays the first it gets.  Such a
+ * copy holds to_timeline's WAL only up to where the history leaves its
+ * timeline; past that, WAL to_timeline never had.  The timeline of the copy
+ * it would read, with *valid_until that point, or 0 if none is archived.
+ */
+extern uint32_t bk_wal_old_copy(const BkWalCatalog *catalog,
+								uint32_t to_timeline, uint64_t segno,
+								uint64_t *valid_until);
+
+/*
  * Up to which LSN recovery along timeline a and along timeline b replay the
  * same WAL: where their histories part (the older's end where the newer
  * left it, or where each left a common ancestor, the earlier).  0 when

@@ -2434,6 +2434,91 @@ test_xid_target_in_branch_segment_not_yet_archived(void **state)
 }
 
 /*
+ * Timeline 2 branched off timeline 1 at 0/3800000 (a restore to an earlier
+ * moment; timeline 1 went on: its segments 3-5 are archived whole), and has
+ * archived nothing but its history yet.  Recovery along timeline 2 asks for
+ * 000000020000000000000003, is told it is beyond the end of the archive,
+ * and reads 000000010000000000000003 instead (XLogFileReadAnyTLI), then
+ * timeline 1's segments 4 and 5: it would replay timeline 1's WAL after the
+ * branch point, which timeline 2 never had, and end at timeline 1's end.
+ * Refused before anything is written, unless the target stops recovery
+ * before it reads that copy.
+ */
+static void
+test_recovery_would_read_old_timeline_past_branch(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("740", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(
+		f, 1, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
+			XACT_LINE("742", "0/03900000",
+					  "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+	archive_dump(f, 1, 4, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 5, "2026-11-24T06:00:00.000Z", "");
+	archive_history(f, 2, "1:0/3800000");
+	gap_begin(&g, f);
+
+	/* The end of the archive along timeline 2: refused. */
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_error_contains(&err, "000000020000000000000003");
+	assert_error_contains(&err, "000000010000000000000003");
+	assert_non_null(strstr(err.hint, "--target-timeline 1"));
+	/* Along timeline 1, named, it is what recovery replays. */
+	g.r->target_timeline = "1";
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 1);
+	g.r->target_timeline = "latest";
+
+	/* An LSN recovery reaches before segment 3: never reads it. */
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN, "0/2800000", &err));
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+	/* In segment 3: read from timeline 1's copy; refused. */
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN, "0/3100000", &err));
+	assert_false(restore_check_wal_path(g.r, &err));
+
+	/* A time recovery stops at before segment 3 (the commit of 05:10). */
+	assert_true(
+		gap_check(&g, "2026-11-24 05:05:00+00", runs, sizeof(runs), &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+	/* One it would go past segment 2 for: refused. */
+	assert_false(
+		gap_check(&g, "2026-11-24 05:11:00+00", runs, sizeof(runs), &err));
+	assert_non_null(strstr(err.hint, "--target-timeline 1"));
+
+	/* An xid found before the branch point: recovery stops there. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "741", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x3100000);
+	assert_true(restore_check_wal_path(g.r, &err));
+
+	/* Once timeline 2 archives its segment 3, the end of the archive is
+	 * what it holds. */
+	archive_dump(f, 2, 3, "2026-11-24T06:00:00.000Z", "");
+	bk_wal_catalog_free(&g.r->catalog.wal);
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &g.r->catalog.wal, &err));
+	g.r->found_lsn = 0;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_NONE, NULL, &err));
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 2);
+	gap_end(&g);
+}
+
+/*
  * restore_command names the repository given with --repo: a directory by
  * its absolute path, an S3 location as given (realpath() of it failed, and
  * only after the whole data directory was written).
@@ -2857,6 +2942,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_xid_target_in_branch_segment_not_yet_archived, wal_setup,
+			wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_recovery_would_read_old_timeline_past_branch, wal_setup,
 			wal_teardown),
 	};
 

@@ -51,6 +51,32 @@ strip_comment(char *value)
 		*--end = '\0';
 }
 
+/*
+ * The quote that closes a quoted value (value[0] is the opening one): the
+ * first one followed by nothing but white space, or by a comment, so that
+ * a comment that quotes words ("# the \"main\" one") is not taken into the
+ * value; a value may hold quotes ("a=\"b c\""), none followed by " #".
+ * Without one, the last quote (what follows it is refused), or NULL.
+ */
+static char *
+closing_quote(char *value)
+{
+	char *last = NULL;
+
+	for (char *quote = strchr(value + 1, '"'); quote != NULL;
+		 quote = strchr(quote + 1, '"'))
+	{
+		const char *rest = quote + 1;
+
+		while (isspace((unsigned char) *rest))
+			rest++;
+		if (*rest == '\0' || *rest == '#')
+			return quote;
+		last = quote;
+	}
+	return last;
+}
+
 bool
 bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 					 BkError *err)
@@ -121,8 +147,8 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 		}
 		if (value[0] == '"')
 		{
-			char *close = strrchr(value + 1, '"');
-			char *rest = close != NULL ? close + 1 : NULL;
+			char *close = closing_quote(value);
+			char *rest;
 
 			if (close == NULL)
 			{
@@ -132,6 +158,7 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 				free(text);
 				return false;
 			}
+			rest = close + 1;
 			while (isspace((unsigned char) *rest))
 				rest++;
 			if (*rest != '\0' && *rest != '#')

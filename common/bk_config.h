@@ -23,7 +23,8 @@ typedef bool (*BkConfigSetter)(void *arg, const char *key, const char *value,
  * A file of "key = value" lines.  '#' starts a comment line, and a comment
  * after a value when it follows white space ("a = b  # why"; "a = b#c" is
  * "b#c").  Values may be double-quoted to keep leading or trailing spaces,
- * or " #"; a comment may follow the closing quote.  Errors name the file
+ * or " #"; a comment may follow the closing quote (the first quote that
+ * only white space or a comment follows).  Errors name the file
  * and line.
  */
 extern bool bk_config_parse_file(const char *path, BkConfigSetter setter,

@@ -127,6 +127,22 @@ test_file(void **state)
 	assert_string_equal(c.values[5], "");
 	assert_string_equal(c.values[6], "#x");
 	assert_string_equal(c.values[7], "sasl.password=p#w;ssl.ca.location=/ca");
+	/*
+	 * The comment after a quoted value may quote words itself: the value
+	 * ends at the first quote a comment (or the end of the line) follows,
+	 * not at the comment's last quote.
+	 */
+	text = "repository = \"/srv/bk\"  # the \"main\" one\n"
+		   "key_file = \"/etc/bk/key\"  # the \"restore\" key\"\n"
+		   "kafka_properties = \"sasl.jaas.config=x password=\"p w\";\"\n";
+	memset(&c, 0, sizeof(c));
+	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
+	if (!bk_config_parse_file(path, collect, &c, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(c.count, 3);
+	assert_string_equal(c.values[0], "/srv/bk");
+	assert_string_equal(c.values[1], "/etc/bk/key");
+	assert_string_equal(c.values[2], "sasl.jaas.config=x password=\"p w\";");
 	text = "a = \"x\" y\n";
 	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
 	assert_false(bk_config_parse_file(path, collect, &c, &err));

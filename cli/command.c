@@ -187,20 +187,6 @@ bk_command_open(BkCommandContext *ctx, const char *program,
 }
 
 void
-bk_command_local_io(const BkCommandContext *ctx, BkError *err)
-{
-	BkError probe_err;
-	BkRepo *probe;
-
-	if (err->code != BK_ERR_IO || ctx->repo == NULL)
-		return;
-	probe = bk_cli_repo_open(&ctx->config, false, &probe_err);
-	if (probe != NULL)
-		err->code = BK_ERR_INTERNAL;
-	bk_repo_close(probe);
-}
-
-void
 bk_command_close(BkCommandContext *ctx)
 {
 	bk_repo_free_list(ctx->sources, ctx->source_count);

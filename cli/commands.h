@@ -142,13 +142,6 @@ extern bool bk_command_open(BkCommandContext *ctx, const char *program,
 							BkError *err);
 extern void bk_command_close(BkCommandContext *ctx);
 
-/*
- * Exit 5 says the repository is unreachable.  An I/O error while it still
- * answers was local (the output file or directory: a full disk, a missing
- * directory, permissions): make it exit 1, the message saying what failed.
- */
-extern void bk_command_local_io(const BkCommandContext *ctx, BkError *err);
-
 extern int bk_cmd_keygen(int argc, char **argv);
 extern int bk_cmd_init(int argc, char **argv);
 extern int bk_cmd_wal_get(int argc, char **argv);

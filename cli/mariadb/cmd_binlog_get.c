@@ -44,9 +44,10 @@ static const char binlog_get_help[] =
 	"OUT must not exist: bk binlog-get never replaces a file.\n"
 	"\n"
 	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
-	"check (the message names the missing range); 1 not in the archive, or\n"
-	"OUT could not be written; 2 usage (OUT exists already); 3 configuration\n"
-	"or key; 5 repository unreachable.\n"
+	"check (the message names the missing range); 1 not in the archive (and\n"
+	"nothing else); 2 usage (OUT exists already); 3 configuration or key;\n"
+	"5 the repository unreachable, or OUT could not be written (the message\n"
+	"names the path): fix it and try again.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; "
 	"required)\n" BK_COMMON_HELP;
@@ -352,7 +353,6 @@ bk_cmd_binlog_get(int argc, char **argv)
 	goto done;
 
 fail:
-	bk_command_local_io(&ctx, &err);
 	status = bk_cli_report_error(argv[0], &err);
 done:
 	binlog_catalog_free(&catalog);

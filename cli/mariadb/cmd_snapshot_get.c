@@ -40,8 +40,9 @@ static const char snapshot_get_help[] =
 	"CHARACTER SET binary).  Needs the private key.\n"
 	"\n"
 	"Exit status: 0 written; 4 a part is missing or fails a check; 1 no such\n"
-	"snapshot, or DIR could not be written; 2 usage (DIR exists already);\n"
-	"3 configuration or key; 5 repository unreachable.\n"
+	"snapshot; 2 usage (DIR exists already); 3 configuration or key; 5 the\n"
+	"repository unreachable, or DIR could not be written (the message names\n"
+	"the path): fix it and try again.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; required)\n"
 	"  --snapshot ID     this snapshot instead of the newest complete one\n"
@@ -361,7 +362,6 @@ bk_cmd_snapshot_get(int argc, char **argv)
 	status = BK_EXIT_OK;
 	goto done;
 fail:
-	bk_command_local_io(&ctx, &err);
 	status = bk_cli_report_error(argv[0], &err);
 done:
 	mariadb_snapshot_catalog_free(&catalog);

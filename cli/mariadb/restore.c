@@ -760,7 +760,6 @@ bk_mariadb_restore(int argc, char **argv)
 	{
 		restore_put_back_settings(r);
 		restore_mark_failed(r, &err);
-		bk_command_local_io(&r->ctx, &err); /* --work-dir, not the repo */
 		status = bk_cli_report_error(argv[0], &err);
 		if (r->marked)
 			fprintf(stderr,

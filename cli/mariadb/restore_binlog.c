@@ -351,7 +351,8 @@ make_work_dir(MariadbRestore *r, BkError *err)
 	snprintf(r->work_dir, sizeof(r->work_dir), "%s/bk-restore-XXXXXX", parent);
 	if (mkdtemp(r->work_dir) == NULL)
 	{
-		bk_error_set(err, BK_ERR_IO,
+		/* Local, not the repository: exit 1 ("the restore failed"), not 5. */
+		bk_error_set(err, BK_ERR_INTERNAL,
 					 "could not create a work directory in \"%s\": %s", parent,
 					 strerror(errno));
 		r->work_dir[0] = '\0';

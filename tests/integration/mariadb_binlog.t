@@ -294,7 +294,7 @@ is $? 1 "binlog-get of a file the archive does not hold exits 1"
 like "$out" 'is not in the archive' "saying so"
 closed="$(cd "$dir/out" && find . -maxdepth 1 -type f -regex '.*\.[0-9][0-9][0-9][0-9][0-9][0-9]$' -printf '%f\n' | sort | head -n 1)"
 out="$(bkc binlog-get --source "$source_id" "$closed" "$dir/no/such/dir/$closed" 2>&1)"
-is $? 1 "binlog-get of $closed into a directory that does not exist exits 1, not 5: the repository answers"
+is $? 5 "binlog-get of $closed into a directory that does not exist exits 5 (fix and retry), never 1 (not in the archive)"
 like "$out" 'could not create' "naming what it could not create"
 # OUT there already (the server's own binlog, say) is never replaced.
 cp "$dir/out/$closed" "$dir/out/kept"

@@ -863,6 +863,22 @@ read_partition_count(BkProducer *producer, rd_kafka_topic_t *rkt,
 			rd_kafka_metadata_destroy(metadata);
 			if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR && *count > 0)
 				return true;
+			/*
+			 * Refusals waiting does not change, which librdkafka itself
+			 * fails a message on at once: no ACL for the topic, a name
+			 * the brokers reject.
+			 */
+			if (kerr == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+				kerr == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION)
+			{
+				bk_error_set(err, BK_ERR_KAFKA,
+							 "Kafka refused to describe topic \"%s\": %s",
+							 topic, rd_kafka_err2str(kerr));
+				return bk_error_hint(
+					err, "Grant the producer's principal Describe and "
+						 "Write on the topic (or fix the topic name); the "
+						 "object will be sent again.");
+			}
 		}
 		if (interrupted != NULL && interrupted(interrupt_arg))
 			return bk_error_set(err, BK_ERR_INTERRUPTED,

@@ -256,6 +256,39 @@ test_permanent_error_reported(void **state)
 	bk_producer_free(producer);
 }
 
+/*
+ * A topic the brokers refuse to describe (no ACL for it): the metadata says
+ * so at once, and waiting does not change it.  Reported at once, as the
+ * refusal it is, not after message.timeout.ms as a Kafka that did not
+ * answer.
+ */
+static void
+test_topic_refused_at_once(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	EncodeSource source;
+	BkError err;
+	int64_t start;
+
+	assert_non_null(producer);
+	assert_int_equal(rd_kafka_mock_topic_create(mock, "bk.denied", 1, 1), 0);
+	rd_kafka_mock_topic_set_error(mock, "bk.denied",
+								  RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+	source_begin(&source, 10 * 1024);
+	start = bk_monotonic_ms();
+	assert_false(bk_producer_send_object(producer, "bk.denied", "mock", 4,
+										 next_frame, &source, NULL, NULL, NULL,
+										 &err));
+	assert_true(bk_monotonic_ms() - start < TIMEOUT_MS / 2);
+	assert_int_equal(err.code, BK_ERR_KAFKA);
+	assert_error_contains(&err, "\"bk.denied\"");
+	assert_error_contains(&err, "Topic authorization failed");
+	assert_true(strstr(err.hint, "Describe") != NULL);
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
 /* After a fatal error the handle is replaced before the next send. */
 static void
 test_fatal_error_recreates_handle(void **state)
@@ -721,6 +754,7 @@ main(void)
 		cmocka_unit_test(test_broker_down_bounded),
 		cmocka_unit_test(test_transient_errors_retried),
 		cmocka_unit_test(test_permanent_error_reported),
+		cmocka_unit_test(test_topic_refused_at_once),
 		cmocka_unit_test(test_fatal_error_recreates_handle),
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),

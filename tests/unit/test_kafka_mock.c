@@ -155,6 +155,7 @@ test_broker_down_bounded(void **state)
 	BkError err;
 	int64_t start;
 	int64_t elapsed;
+	bool sent;
 
 	producer = bk_producer_new(&settings, &err);
 	assert_non_null(producer);
@@ -162,9 +163,12 @@ test_broker_down_bounded(void **state)
 	rd_kafka_mock_broker_set_down(mock, 1);
 	source_begin(&source, 200 * 1024);
 	start = bk_monotonic_ms();
-	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
-										 &source, NULL, NULL, NULL, &err));
+	sent = bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								   &source, NULL, NULL, NULL, &err);
 	elapsed = bk_monotonic_ms() - start;
+	/* Up again before any assert, so that a failure here fails no other. */
+	rd_kafka_mock_broker_set_up(mock, 1);
+	assert_false(sent);
 	assert_int_equal(err.code, BK_ERR_TIMEOUT);
 	assert_error_contains(&err, "could not read the partitions of Kafka topic "
 								"\"bk.wal\" within 2000 ms");
@@ -173,8 +177,13 @@ test_broker_down_bounded(void **state)
 	assert_true(elapsed < TIMEOUT_MS + 3000);
 	source_end(&source);
 
-	/* Down after a send: the chunks are queued and time out. */
-	rd_kafka_mock_broker_set_up(mock, 1);
+	/*
+	 * Down after a send: the chunks are queued and time out.  librdkafka
+	 * reports them timed out, or, its timeout scan lagging while it backs
+	 * off reconnecting to the dead broker (about half the runs here), not
+	 * at all, and bk gives up after message.timeout.ms plus slack
+	 * (report_silence): a timeout either way, within the bound.
+	 */
 	source_begin(&source, 200 * 1024);
 	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
 								 &source, NULL, NULL, NULL, &err))
@@ -183,13 +192,18 @@ test_broker_down_bounded(void **state)
 	rd_kafka_mock_broker_set_down(mock, 1);
 	source_begin(&source, 200 * 1024);
 	start = bk_monotonic_ms();
-	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
-										 &source, NULL, NULL, NULL, &err));
+	sent = bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								   &source, NULL, NULL, NULL, &err);
 	elapsed = bk_monotonic_ms() - start;
+	rd_kafka_mock_broker_set_up(mock, 1);
+	assert_false(sent);
 	assert_int_equal(err.code, BK_ERR_TIMEOUT);
-	assert_error_contains(&err, "Kafka did not acknowledge chunk");
+	if (strstr(err.message, "no delivery report from Kafka for chunk") == NULL)
+	{
+		assert_error_contains(&err, "Kafka did not acknowledge chunk");
+		assert_error_contains(&err, "Message timed out");
+	}
 	assert_error_contains(&err, "of \"000000010000000000000001\"");
-	assert_error_contains(&err, "Message timed out");
 	assert_true(strstr(err.hint, "message.timeout.ms (2000 ms)") != NULL);
 	/* Bounded: the timeout plus slack, never librdkafka's default 300 s. */
 	assert_true(elapsed >= TIMEOUT_MS - 100);
@@ -197,7 +211,6 @@ test_broker_down_bounded(void **state)
 	source_end(&source);
 
 	/* The broker comes back: the next attempt succeeds on a fresh handle. */
-	rd_kafka_mock_broker_set_up(mock, 1);
 	source_begin(&source, 200 * 1024);
 	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
 								 &source, NULL, NULL, NULL, &err))

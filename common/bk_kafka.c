@@ -985,7 +985,14 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 		return bk_error_set(err, BK_ERR_INTERNAL, "no Kafka batch is open");
 	bk_strlcpy(producer->batch_topic, topic, sizeof(producer->batch_topic));
 	producer->batch_objects++;
-	if (!object_partition(producer, topic, key, key_len, &partition,
+	/*
+	 * A message without a key (a single one: objects always have one) is
+	 * left to librdkafka, as before: there is no key to partition by, and
+	 * the partitioners' random fallback reads the topic's partitions, which
+	 * only librdkafka may do, under the topic's lock.
+	 */
+	if (key_len > 0 &&
+		!object_partition(producer, topic, key, key_len, &partition,
 						  interrupted, interrupt_arg, err))
 		goto abandon;
 	for (;;)

@@ -302,6 +302,52 @@ test_topic_refused_at_once(void **state)
 	bk_producer_free(producer);
 }
 
+/*
+ * Messages without a key (bk_kafka.h allows them for single messages) are
+ * partitioned by librdkafka, as before bk chose partitions: there is no key
+ * to apply a partitioner to, and librdkafka's random partitioner may only
+ * run inside librdkafka (it reads the topic's partitions under the topic's
+ * lock).  Its sticky partitioner puts a burst of them in one partition;
+ * random per message, 24 of them would all but never share one of 4.
+ */
+static void
+test_keyless_messages_left_to_librdkafka(void **state)
+{
+	BkKafkaSettings settings =
+		settings_for_test("sticky.partitioning.linger.ms=60000");
+	BkProducer *producer = bk_producer_new(&settings, NULL);
+	int used = 0;
+	BkError err;
+
+	assert_non_null(producer);
+	assert_int_equal(rd_kafka_mock_topic_create(mock, "bk.keyless", 4, 1), 0);
+	/* First the partitions' leaders known, whose partitions stick. */
+	if (!bk_producer_send_message(producer, "bk.keyless", NULL, "event", 5,
+								  NULL, NULL, &err) ||
+		!bk_producer_batch_begin(producer, &err))
+		fail_msg("%s", err.message);
+	for (int msgIdx = 0; msgIdx < 24; msgIdx++)
+		if (!bk_producer_batch_add_message(producer, "bk.keyless",
+										   msgIdx % 2 ? NULL : "", "event", 5,
+										   &err))
+			fail_msg("%s", err.message);
+	if (!bk_producer_batch_wait(producer, NULL, NULL, NULL, &err))
+		fail_msg("%s", err.message);
+	for (int32_t partition = 0; partition < 4; partition++)
+	{
+		int64_t low = 0;
+		int64_t high = 0;
+
+		assert_int_equal(rd_kafka_query_watermark_offsets(
+							 bk_producer_handle(producer), "bk.keyless",
+							 partition, &low, &high, TIMEOUT_MS),
+						 RD_KAFKA_RESP_ERR_NO_ERROR);
+		used += high > low;
+	}
+	assert_int_equal(used, 1);
+	bk_producer_free(producer);
+}
+
 /* After a fatal error the handle is replaced before the next send. */
 static void
 test_fatal_error_recreates_handle(void **state)
@@ -768,6 +814,7 @@ main(void)
 		cmocka_unit_test(test_transient_errors_retried),
 		cmocka_unit_test(test_permanent_error_reported),
 		cmocka_unit_test(test_topic_refused_at_once),
+		cmocka_unit_test(test_keyless_messages_left_to_librdkafka),
 		cmocka_unit_test(test_fatal_error_recreates_handle),
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),

@@ -4,10 +4,12 @@
  *
  * A range counts as archived once Kafka acknowledged it, so the position to
  * resume from is the end of the newest range of this source in the binlog
- * topic.  The agent reads it back from the tail of every partition (a
- * source's ranges share one partition, keyed by the source id): a window of
- * the newest messages first, widened until a range of the source turns up or
- * the partition's start is reached.  A range counts only when every chunk
+ * topic.  The agent reads it back from the tail of every partition, and the
+ * newest range of all wins: a source's ranges go to the partition its id
+ * maps to, and after partitions are added to the topic its later ranges may
+ * go to another (each range stays whole in one).  In each partition, a
+ * window of the newest messages first, widened until a range of the source
+ * turns up or the partition's start is reached.  A range counts only when every chunk
  * of one attempt of it was read, in order: its last chunk alone is not
  * enough.  An idempotent producer keeps Kafka's order, but does not promise
  * that a chunk whose delivery failed (a timeout, a permanent error) is not

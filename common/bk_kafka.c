@@ -899,9 +899,12 @@ read_partition_count(BkProducer *producer, rd_kafka_topic_t *rkt,
 									  "creates it); the object will be sent "
 									  "again.");
 		}
-		/* An error answered at once (no such topic yet) must not spin. */
+		/*
+		 * An error answered at once (no such topic yet) backs off as the
+		 * waits grow: a couple of requests a second, not twenty.
+		 */
 		if (kerr != RD_KAFKA_RESP_ERR__TIMED_OUT)
-			rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+			rd_kafka_poll(producer->rk, wait_ms < 500 ? wait_ms : 500);
 	}
 }
 

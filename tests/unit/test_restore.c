@@ -2329,6 +2329,24 @@ test_xid_target_on_new_timeline(void **state)
 }
 
 /*
+ * Timeline 1's segments 1-3: commits of 740 (0/2000100, 05:10), 741
+ * (0/3100000, 05:12) and 742 (0/3900000, 05:50).
+ */
+static void
+archive_timeline1_commits(WalFixture *f)
+{
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("740", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(
+		f, 1, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
+			XACT_LINE("742", "0/03900000",
+					  "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+}
+
+/*
  * Timeline 2 branched off timeline 1 at 0/3800000 and lost its segment 5:
  * recovery on timeline 2 reads timeline 1's segments 1-2, then timeline
  * 2's 3-4.  Timeline 1's own segment 3 holds, after the branch point, a
@@ -2342,15 +2360,7 @@ test_time_target_gap_timelines(void **state)
 	char runs[4096];
 	BkError err;
 
-	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
-	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
-				 XACT_LINE("740", "0/02000100",
-						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
-	archive_dump(
-		f, 1, 3, "2026-11-24T06:00:00.000Z",
-		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
-			XACT_LINE("742", "0/03900000",
-					  "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+	archive_timeline1_commits(f);
 	archive_history(f, 2, "1:0/3800000");
 	archive_dump(f, 2, 3, "2026-11-24T06:00:00.000Z",
 				 XACT_LINE("741", "0/03100000",
@@ -2452,15 +2462,7 @@ test_recovery_would_read_old_timeline_past_branch(void **state)
 	char runs[4096];
 	BkError err;
 
-	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
-	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
-				 XACT_LINE("740", "0/02000100",
-						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
-	archive_dump(
-		f, 1, 3, "2026-11-24T06:00:00.000Z",
-		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
-			XACT_LINE("742", "0/03900000",
-					  "COMMIT 2026-11-24 05:50:00.000000 UTC"));
+	archive_timeline1_commits(f);
 	archive_dump(f, 1, 4, "2026-11-24T06:00:00.000Z", "");
 	archive_dump(f, 1, 5, "2026-11-24T06:00:00.000Z", "");
 	archive_history(f, 2, "1:0/3800000");
@@ -2518,11 +2520,6 @@ test_recovery_would_read_old_timeline_past_branch(void **state)
 	gap_end(&g);
 }
 
-/*
- * restore_command names the repository given with --repo: a directory by
- * its absolute path, an S3 location as given (realpath() of it failed, and
- * only after the whole data directory was written).
- */
 /* ------------------------------------------------------------ record */
 
 /*

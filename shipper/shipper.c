@@ -1322,7 +1322,12 @@ static const char *shipper_help =
 	"                    e.g. 127.0.0.1:9187 or [::1]:9187; \"\": none "
 	"(metrics_listen)\n"
 	"  --verbose         log every message handled\n"
-	"  --help            this help\n";
+	"  --help            this help\n"
+	"\n"
+	"Exit status: 0 after a clean stop; 2 a bad option; 3 a bad\n"
+	"configuration, or another shipper with the same shipper_id; 5 Kafka or\n"
+	"the repository unreachable at the start; 1 an error while running (the\n"
+	"log names it; offsets of what is not durable stay uncommitted).\n";
 
 static bool
 shipper_setup(Shipper *shipper, BkError *err)

@@ -10,7 +10,8 @@
  * The store keeps objects (key, size, ETag; the bytes only of objects put
  * whole, which is what a reader needs) and one multipart upload at a time,
  * computes ETags as AWS S3 does, and serves one request per connection,
- * one connection at a time.
+ * one connection at a time, in a thread of its own: what it shares with
+ * the test's thread is under its lock, or atomic.
  */
 #include "testutil.h"
 
@@ -18,6 +19,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +61,16 @@ typedef struct FakeStore
 	int listen_fd;
 	int port;
 	pthread_t thread;
-	volatile bool stop;
+	atomic_bool stop;
+
+	/*
+	 * Held by the store's thread while it serves a request, and by the
+	 * test's thread to set a fault or look at the objects (store_set_*,
+	 * store_etag, store_put): everything from here to the counters.  Never
+	 * held across a request to the store, nor around a cmocka assert (a
+	 * failed one would leave it held).
+	 */
+	pthread_mutex_t lock;
 
 	StoredObject objects[STORE_OBJECTS];
 	int object_count;
@@ -71,16 +82,19 @@ typedef struct FakeStore
 	int part_count;
 
 	CompletionFault completion_fault;
-	int completions; /* CompleteMultipartUpload requests */
-	int heads;
 	const char *delete_reply; /* the DeleteObjects answer's body */
-	int deletes;              /* DeleteObjects requests */
 
 	/*
 	 * What the store did not expect, said here and checked by the test's
-	 * thread: cmocka's asserts are not for other threads.
+	 * thread (once the store's has ended): cmocka's asserts are not for
+	 * other threads.
 	 */
 	char unexpected[512];
+
+	/* Counted by the store's thread, read and reset by the test's. */
+	atomic_int completions; /* CompleteMultipartUpload requests */
+	atomic_int heads;
+	atomic_int deletes; /* DeleteObjects requests */
 } FakeStore;
 
 /* One request, read whole. */
@@ -664,7 +678,9 @@ store_run(void *arg)
 			continue;
 		if (request_read(fd, &request))
 		{
+			pthread_mutex_lock(&store->lock);
 			serve(store, fd, &request);
+			pthread_mutex_unlock(&store->lock);
 			free(request.body);
 		}
 		close(fd);
@@ -679,6 +695,11 @@ store_start(FakeStore *store)
 	socklen_t addr_len = sizeof(addr);
 
 	memset(store, 0, sizeof(*store));
+	atomic_init(&store->stop, false);
+	atomic_init(&store->completions, 0);
+	atomic_init(&store->heads, 0);
+	atomic_init(&store->deletes, 0);
+	assert_int_equal(pthread_mutex_init(&store->lock, NULL), 0);
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	store->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(store->listen_fd >= 0);
@@ -700,6 +721,52 @@ store_stop(FakeStore *store)
 	close(store->listen_fd);
 	for (int objIdx = 0; objIdx < store->object_count; objIdx++)
 		free(store->objects[objIdx].data);
+	pthread_mutex_destroy(&store->lock);
+}
+
+/* The test's thread: the fault of the next completions. */
+static void
+store_set_fault(FakeStore *store, CompletionFault fault)
+{
+	pthread_mutex_lock(&store->lock);
+	store->completion_fault = fault;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* The test's thread: the body of the next DeleteObjects answers. */
+static void
+store_set_delete_reply(FakeStore *store, const char *xml)
+{
+	pthread_mutex_lock(&store->lock);
+	store->delete_reply = xml;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* The test's thread: is key stored, and its ETag (quoted) if so. */
+static bool
+store_etag(FakeStore *store, const char *key, char etag[80])
+{
+	const StoredObject *object;
+
+	pthread_mutex_lock(&store->lock);
+	object = object_find(store, key);
+	if (object != NULL)
+		bk_strlcpy(etag, object->etag, 80);
+	pthread_mutex_unlock(&store->lock);
+	return object != NULL;
+}
+
+/* The test's thread: put an object in place; false if the store is full. */
+static bool
+store_put(FakeStore *store, const char *key, const uint8_t *data, size_t len,
+		  const char *etag)
+{
+	bool ok;
+
+	pthread_mutex_lock(&store->lock);
+	ok = object_put(store, key, data, len, etag) != NULL;
+	pthread_mutex_unlock(&store->lock);
+	return ok;
 }
 
 /* ------------------------------------------------------------ fixture */
@@ -798,8 +865,9 @@ test_completion_reply_lost(void **state)
 	Fixture *f = *state;
 	bool created;
 	BkError err;
+	char etag[80];
 
-	f->store.completion_fault = COMPLETION_REPLY_LOST;
+	store_set_fault(&f->store, COMPLETION_REPLY_LOST);
 	f->store.heads = 0;
 	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
 						  &err))
@@ -809,8 +877,8 @@ test_completion_reply_lost(void **state)
 	 * the one before every multipart upload). */
 	assert_int_equal(f->store.completions, 2);
 	assert_int_equal(f->store.heads, 2);
-	assert_non_null(
-		object_find(&f->store, "pre/src/wal/000000010000000000000001"));
+	assert_true(
+		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
 
 	/* Without the fault: one completion, created. */
 	f->store.completions = 0;
@@ -831,13 +899,15 @@ test_completion_upload_aborted(void **state)
 	Fixture *f = *state;
 	bool created;
 	BkError err;
+	char etag[80];
 
-	f->store.completion_fault = COMPLETION_UPLOAD_ABORTED;
+	store_set_fault(&f->store, COMPLETION_UPLOAD_ABORTED);
 	assert_false(commit_multipart(f, "src/wal/000000010000000000000001",
 								  &created, &err));
 	assert_false(created);
 	assert_error_contains(&err, "NoSuchUpload");
-	assert_null(object_find(&f->store, "pre/src/wal/000000010000000000000001"));
+	assert_false(
+		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
 }
 
 /*
@@ -851,15 +921,16 @@ test_completion_other_object_in_place(void **state)
 	Fixture *f = *state;
 	bool created;
 	BkError err;
+	char etag[80];
 
-	f->store.completion_fault = COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE;
+	store_set_fault(&f->store, COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE);
 	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
 						  &err))
 		fail_msg("%s", err.message);
 	assert_false(created);
-	assert_string_equal(
-		object_find(&f->store, "pre/src/wal/000000010000000000000001")->etag,
-		"\"0123456789abcdef0123456789abcdef-2\"");
+	assert_true(
+		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
+	assert_string_equal(etag, "\"0123456789abcdef0123456789abcdef-2\"");
 }
 
 /* Three objects of a snapshot, for a prefix to remove. */
@@ -873,8 +944,8 @@ put_snapshot_objects(Fixture *f)
 		char key[256];
 
 		snprintf(key, sizeof(key), "pre/src/snapshot/s1/%s", names[idx]);
-		assert_non_null(
-			object_put(&f->store, key, (const uint8_t *) "x", 1, "\"e\""));
+		assert_true(
+			store_put(&f->store, key, (const uint8_t *) "x", 1, "\"e\""));
 	}
 }
 
@@ -895,9 +966,11 @@ test_delete_prefix_key_refused(void **state)
 	BkError err;
 
 	put_snapshot_objects(f);
-	f->store.delete_reply = DELETE_RESULT(
-		"<Error><Key>pre/src/snapshot/s1/b&amp;c</Key><Code>AccessDenied"
-		"</Code><Message>Access Denied</Message></Error>");
+	store_set_delete_reply(
+		&f->store,
+		DELETE_RESULT(
+			"<Error><Key>pre/src/snapshot/s1/b&amp;c</Key><Code>AccessDenied"
+			"</Code><Message>Access Denied</Message></Error>"));
 	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
 									   BK_KIND_SNAPSHOT, "s1/", &err));
 	assert_int_equal(f->store.deletes, 1);
@@ -909,11 +982,13 @@ test_delete_prefix_key_refused(void **state)
 	assert_non_null(strstr(err.hint, "s3:DeleteObject"));
 
 	/* Any other code too, with what to do. */
-	f->store.delete_reply = DELETE_RESULT(
-		"<Error><Key>pre/src/snapshot/s1/d</Key><Code>InternalError</Code>"
-		"<Message>We encountered an internal error.</Message></Error>"
-		"<Error><Key>pre/src/snapshot/s1/a</Key><Code>InternalError</Code>"
-		"<Message>We encountered an internal error.</Message></Error>");
+	store_set_delete_reply(
+		&f->store,
+		DELETE_RESULT(
+			"<Error><Key>pre/src/snapshot/s1/d</Key><Code>InternalError</Code>"
+			"<Message>We encountered an internal error.</Message></Error>"
+			"<Error><Key>pre/src/snapshot/s1/a</Key><Code>InternalError</Code>"
+			"<Message>We encountered an internal error.</Message></Error>"));
 	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
 									   BK_KIND_SNAPSHOT, "s1/", &err));
 	assert_int_equal(err.code, BK_ERR_IO);
@@ -933,22 +1008,25 @@ test_delete_prefix_not_a_result(void **state)
 	BkError err;
 
 	put_snapshot_objects(f);
-	f->store.delete_reply =
+	store_set_delete_reply(
+		&f->store,
 		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>"
-		"AccessDenied</Code><Message>Access Denied</Message></Error>";
+		"AccessDenied</Code><Message>Access Denied</Message></Error>");
 	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
 									   BK_KIND_SNAPSHOT, "s1/", &err));
 	assert_error_contains(&err, "AccessDenied");
 
-	f->store.delete_reply = "<html><body>It worked!</body></html>";
+	store_set_delete_reply(&f->store, "<html><body>It worked!</body></html>");
 	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
 									   BK_KIND_SNAPSHOT, "s1/", &err));
 	assert_int_equal(err.code, BK_ERR_FORMAT);
 	assert_error_contains(&err, "not a DeleteResult");
 
-	f->store.delete_reply = DELETE_RESULT(
-		"<Error><Key>pre/src/snapshot/s1/a</Key><Code>NoSuchKey</Code>"
-		"<Message>The specified key does not exist.</Message></Error>");
+	store_set_delete_reply(
+		&f->store,
+		DELETE_RESULT(
+			"<Error><Key>pre/src/snapshot/s1/a</Key><Code>NoSuchKey</Code>"
+			"<Message>The specified key does not exist.</Message></Error>"));
 	if (!bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
 							   BK_KIND_SNAPSHOT, "s1/", &err))
 		fail_msg("%s", err.message);

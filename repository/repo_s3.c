@@ -12,7 +12,10 @@
  *					 the store's promise that the object is durable; that is
  *					 what "archived" means here.  A completion whose 200 was
  *					 lost is sent again and finds NoSuchUpload: then the
- *					 object's ETag says whether it holds our parts.
+ *					 object's ETag says whether it holds our parts.  A PUT
+ *					 whose 200 was lost is sent again and finds a 412: then
+ *					 the object's x-amz-meta-bk-put-id, random for each
+ *					 commit, says whether it is our PUT's.
  *	 integrity       every PUT and part carries Content-MD5, computed as the
  *					 spool is written, so the store refuses bytes that
  *					 changed on the way.
@@ -71,6 +74,7 @@
 #define S3_DELETE_BATCH   1000
 #define S3_HANDLE_POOL    (S3_MAX_JOBS + 4)
 #define S3_KEY_MAX        1024 /* AWS S3's, MinIO's and Ceph RGW's longest */
+#define S3_PUT_ID_LEN     32   /* hex digits of x-amz-meta-bk-put-id */
 #define SPOOL_LOCK_NAME   ".lock"
 
 typedef struct S3State
@@ -169,8 +173,10 @@ typedef struct S3Call
 	uint64_t range_total; /* of Content-Range; UINT64_MAX if none */
 	int64_t last_modified_ms;
 	char etag[BK_S3_ETAG_MAX];
+	char put_id[S3_PUT_ID_LEN + 1]; /* x-amz-meta-bk-put-id, or "" */
 	char error_code[128];
 	char error_message[512];
+	int sends; /* by s3_call: more than one, an earlier one may have acted */
 	/* Read position in the body while sending. */
 	uint64_t sent;
 } S3Call;
@@ -315,6 +321,7 @@ header_seen(char *data, size_t size, size_t count, void *arg)
 
 		call->status = space ? strtol(space + 1, NULL, 10) : 0;
 		call->etag[0] = '\0';
+		call->put_id[0] = '\0';
 		call->content_length = 0;
 		call->range_total = UINT64_MAX;
 		return size * count;
@@ -327,6 +334,8 @@ header_seen(char *data, size_t size, size_t count, void *arg)
 		value++;
 	if (strcasecmp(line, "ETag") == 0)
 		bk_strlcpy(call->etag, value, sizeof(call->etag));
+	else if (strcasecmp(line, "x-amz-meta-bk-put-id") == 0)
+		bk_strlcpy(call->put_id, value, sizeof(call->put_id));
 	else if (strcasecmp(line, "Content-Length") == 0)
 		call->content_length = strtoull(value, NULL, 10);
 	else if (strcasecmp(line, "Content-Range") == 0)
@@ -511,6 +520,7 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	call->into_overflow = false;
 	call->reply.len = 0;
 	call->etag[0] = '\0';
+	call->put_id[0] = '\0';
 	curl_easy_setopt(handle, CURLOPT_URL, url);
 	curl_easy_setopt(handle, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
@@ -606,6 +616,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 		uint32_t jitter;
 
 		attempts++;
+		call->sends = attempts;
 		code = call_once(state, handle, call, err);
 		if (code == CURLE_OK)
 		{
@@ -1137,16 +1148,22 @@ s3_list(const BkRepo *repo, const char *prefix, bool recursive, BkRepoListFn fn,
 
 /* ------------------------------------------------------------ reading */
 
-/* Size and time of full; its ETag into etag (BK_S3_ETAG_MAX) unless NULL. */
+/*
+ * Size and time of full; its ETag into etag (BK_S3_ETAG_MAX) and its
+ * x-amz-meta-bk-put-id into put_id (S3_PUT_ID_LEN + 1, "" if none) unless
+ * NULL.
+ */
 static bool
 head_object(S3State *state, const char *full, BkRepoStat *stat, char *etag,
-			BkError *err)
+			char *put_id, BkError *err)
 {
 	S3Call call = {.method = "HEAD", .key = full, .head = true};
 
 	memset(stat, 0, sizeof(*stat));
 	if (etag != NULL)
 		etag[0] = '\0';
+	if (put_id != NULL)
+		put_id[0] = '\0';
 	if (!s3_call(state, &call, err))
 		return false;
 	if (call.status == 404)
@@ -1178,6 +1195,8 @@ head_object(S3State *state, const char *full, BkRepoStat *stat, char *etag,
 	stat->stored_ms = call.last_modified_ms;
 	if (etag != NULL)
 		bk_strlcpy(etag, call.etag, BK_S3_ETAG_MAX);
+	if (put_id != NULL)
+		bk_strlcpy(put_id, call.put_id, S3_PUT_ID_LEN + 1);
 	call_free(&call);
 	return true;
 }
@@ -1188,7 +1207,7 @@ s3_stat(const BkRepo *repo, const char *key, BkRepoStat *stat, BkError *err)
 	char full[BK_REPO_KEY_MAX + 600];
 
 	return full_key(state_of(repo), key, full, sizeof(full), err) &&
-		   head_object(state_of(repo), full, stat, NULL, err);
+		   head_object(state_of(repo), full, stat, NULL, NULL, err);
 }
 
 /*
@@ -1413,12 +1432,13 @@ s3_reader_close(BkRepoReader *base)
 /* ------------------------------------------------------------ writing */
 
 /* PUT of body (memory or a file range), with its MD5; replaces unless
- * if_absent.  call gets the answer (the caller frees it). */
+ * if_absent; put_id, unless NULL, as its x-amz-meta-bk-put-id.  call gets
+ * the answer (the caller frees it). */
 static bool
 put_object(S3State *state, const char *full, const uint8_t *body, int fd,
 		   uint64_t offset, uint64_t len, const uint8_t md5[16], bool if_absent,
-		   const BkSigV4Pair *query, int query_count, S3Call *call,
-		   BkError *err)
+		   const char *put_id, const BkSigV4Pair *query, int query_count,
+		   S3Call *call, BkError *err)
 {
 	char md5_text[32];
 
@@ -1436,6 +1456,9 @@ put_object(S3State *state, const char *full, const uint8_t *body, int fd,
 	if (if_absent)
 		call->headers[call->header_count++] =
 			(BkSigV4Pair){"if-none-match", "*"};
+	if (put_id != NULL)
+		call->headers[call->header_count++] =
+			(BkSigV4Pair){"x-amz-meta-bk-put-id", put_id};
 	if (state->storage_class[0] && query_count == 0)
 		call->headers[call->header_count++] =
 			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
@@ -1458,8 +1481,8 @@ s3_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
 	if (!full_key(state, key, full, sizeof(full), err))
 		return false;
 	EVP_Digest(data, len, md5, &md5_len, EVP_md5(), NULL);
-	ok = put_object(state, full, data, -1, 0, len, md5, false, NULL, 0, &call,
-					err);
+	ok = put_object(state, full, data, -1, 0, len, md5, false, NULL, NULL, 0,
+					&call, err);
 	if (ok && call.status != 200)
 		ok = call_failed(state, &call, err);
 	call_free(&call);
@@ -1735,9 +1758,9 @@ part_worker(void *arg)
 			len = upload->size - offset;
 		snprintf(number, sizeof(number), "%d", partIdx + 1);
 		bk_error_clear(&err);
-		ok =
-			put_object(parts->state, parts->full, NULL, upload->fd, offset, len,
-					   upload->part_md5[partIdx], false, query, 2, &call, &err);
+		ok = put_object(parts->state, parts->full, NULL, upload->fd, offset,
+						len, upload->part_md5[partIdx], false, NULL, query, 2,
+						&call, &err);
 		if (ok && (call.status != 200 || call.etag[0] == '\0'))
 			ok = call_failed(parts->state, &call, &err);
 		if (ok)
@@ -1833,7 +1856,7 @@ completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
 	char stored[BK_S3_ETAG_MAX];
 	char ours[BK_S3_ETAG_MAX];
 
-	if (!head_object(state, full, &stat, stored, err))
+	if (!head_object(state, full, &stat, stored, NULL, err))
 		return bk_error_prefix(err,
 							   "s3://%s/%s: the multipart upload was gone "
 							   "at its completion, and the object could not "
@@ -1863,7 +1886,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	bool ok = false;
 
 	*created = false;
-	if (!head_object(state, full, &stat, NULL, err))
+	if (!head_object(state, full, &stat, NULL, NULL, err))
 		return false;
 	if (stat.exists)
 		return true;
@@ -1942,6 +1965,33 @@ done:
 	return ok;
 }
 
+/*
+ * The PUT of full was answered 412 when s3_call sent it again: an earlier
+ * send may have reached the store and created the object, its answer lost
+ * (a connection reset, a timeout, a 5xx after the write).  The object's
+ * x-amz-meta-bk-put-id tells: this commit's put_id (random) is our own
+ * write, created, as the lost 200 said.  Another one, or none, is a copy
+ * found in place, as after a first 412 (repo.c compares identities).  Its
+ * ETag would not tell: the MD5 of our body is also that of the same bytes
+ * archived before, by a shipper that sent them before a restart.
+ */
+static bool
+put_answer_lost(S3State *state, const char *full, const char *put_id,
+				bool *created, BkError *err)
+{
+	BkRepoStat stat;
+	char stored[S3_PUT_ID_LEN + 1];
+
+	if (!head_object(state, full, &stat, NULL, stored, err))
+		return bk_error_prefix(err,
+							   "s3://%s/%s: the PUT, sent again, found the "
+							   "object in place, which could not be looked up "
+							   "to tell whether an earlier send created it: ",
+							   state->bucket, full);
+	*created = stat.exists && strcmp(stored, put_id) == 0;
+	return true;
+}
+
 static bool
 s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 				 BkError *err)
@@ -1949,6 +1999,8 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 	S3Upload *upload = (S3Upload *) base;
 	S3State *state = state_of(base->repo);
 	char full[BK_REPO_KEY_MAX + 600];
+	uint8_t nonce[S3_PUT_ID_LEN / 2];
+	char put_id[S3_PUT_ID_LEN + 1]; /* a single PUT's */
 	S3Call call;
 	bool ok;
 
@@ -1967,6 +2019,10 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 							"s3://%s/%s: a key longer than %d bytes, which "
 							"S3 stores refuse",
 							state->bucket, full, S3_KEY_MAX);
+	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not draw random bytes");
+	bk_hex_encode(nonce, sizeof(nonce), put_id);
 	upload->fd = open(upload->path, O_RDONLY | O_CLOEXEC);
 	if (upload->fd < 0)
 		return bk_error_set(err, BK_ERR_IO,
@@ -1977,11 +2033,14 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 	else
 	{
 		ok = put_object(state, full, NULL, upload->fd, 0, upload->size,
-						upload->part_md5[0], true, NULL, 0, &call, err);
+						upload->part_md5[0], true, put_id, NULL, 0, &call, err);
 		if (ok)
 		{
 			if (call.status == 200)
 				*created = true;
+			/* At the first send, an object that was there before. */
+			else if (call.status == 412 && call.sends > 1)
+				ok = put_answer_lost(state, full, put_id, created, err);
 			else if (call.status != 412)
 				ok = call_failed(state, &call, err);
 		}

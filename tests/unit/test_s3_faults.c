@@ -3,15 +3,16 @@
  *		The S3 backend against a small S3 store of this test's own, on a
  *		loopback port the kernel picks, which answers as a real store does
  *		and fails as a real one may: a reply lost after the request took
- *		effect, an upload aborted under a shipper, a DeleteObjects 200 that
- *		did not delete everything.  Faults s3proxy cannot be made to show
- *		(tests/integration/s3.t runs test_repo on a real one).
+ *		effect (a PUT's, a completion's), an upload aborted under a
+ *		shipper, another copy put in place meanwhile, a DeleteObjects 200
+ *		that did not delete everything.  Faults s3proxy cannot be made to
+ *		show (tests/integration/s3.t runs test_repo on a real one).
  *
- * The store keeps objects (key, size, ETag; the bytes only of objects put
- * whole, which is what a reader needs) and one multipart upload at a time,
- * computes ETags as AWS S3 does, and serves one request per connection,
- * one connection at a time, in a thread of its own: what it shares with
- * the test's thread is under its lock, or atomic.
+ * The store keeps objects (key, size, ETag, x-amz-meta-bk-put-id; the bytes
+ * only of objects put whole, which is what a reader needs) and one
+ * multipart upload at a time, computes ETags as AWS S3 does, and serves one
+ * request per connection, one connection at a time, in a thread of its
+ * own: what it shares with the test's thread is under its lock, or atomic.
  */
 #include "testutil.h"
 
@@ -48,12 +49,28 @@ typedef enum CompletionFault
 	COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE,
 } CompletionFault;
 
+typedef enum PutFault
+{
+	PUT_OK,
+	/* Stored, and the connection closed before the answer. */
+	PUT_REPLY_LOST,
+	/*
+	 * Not stored, the connection closed: the same bytes put in place
+	 * meanwhile by another PUT (a shipper before a restart).
+	 */
+	PUT_LOST_OTHER_IN_PLACE,
+} PutFault;
+
+/* The x-amz-meta-bk-put-id of PUT_LOST_OTHER_IN_PLACE's object. */
+#define OTHER_PUT_ID "0123456789abcdef0123456789abcdef"
+
 typedef struct StoredObject
 {
 	char key[1100];
 	uint8_t *data; /* NULL for a multipart object */
 	size_t len;
-	char etag[80]; /* quoted */
+	char etag[80];   /* quoted */
+	char put_id[64]; /* x-amz-meta-bk-put-id, "" if none */
 } StoredObject;
 
 typedef struct FakeStore
@@ -82,6 +99,8 @@ typedef struct FakeStore
 	int part_count;
 
 	CompletionFault completion_fault;
+	PutFault put_fault;
+	bool reads_denied;        /* HEAD and GET: 403 AccessDenied */
 	const char *delete_reply; /* the DeleteObjects answer's body */
 
 	/*
@@ -93,6 +112,7 @@ typedef struct FakeStore
 
 	/* Counted by the store's thread, read and reset by the test's. */
 	atomic_int completions; /* CompleteMultipartUpload requests */
+	atomic_int puts;        /* PutObject requests */
 	atomic_int heads;
 	atomic_int deletes; /* DeleteObjects requests */
 } FakeStore;
@@ -104,6 +124,7 @@ typedef struct Request
 	char key[1100]; /* decoded, without "/bucket/"; "" for the bucket */
 	char query[4096];
 	char range[64];
+	char put_id[64]; /* x-amz-meta-bk-put-id */
 	bool if_none_match;
 	uint8_t *body;
 	size_t body_len;
@@ -212,6 +233,7 @@ object_put(FakeStore *store, const char *key, const uint8_t *data, size_t len,
 		memcpy(object->data, data, len);
 	object->len = len;
 	bk_strlcpy(object->etag, etag, sizeof(object->etag));
+	object->put_id[0] = '\0';
 	return object;
 }
 
@@ -320,6 +342,8 @@ request_read(int fd, Request *request)
 			request->if_none_match = true;
 		else if (strncasecmp(line, "Range: ", 7) == 0)
 			sscanf(line + 7, "%63[^\r]", request->range);
+		else if (strncasecmp(line, "x-amz-meta-bk-put-id: ", 22) == 0)
+			sscanf(line + 22, "%63[^\r]", request->put_id);
 	}
 
 	/* "METHOD /bucket/key?query HTTP/1.1" */
@@ -550,7 +574,14 @@ serve(FakeStore *store, int fd, const Request *request)
 	char headers[256];
 	StoredObject *object;
 
-	if (strcmp(request->method, "HEAD") == 0)
+	if (store->reads_denied &&
+		(strcmp(request->method, "HEAD") == 0 ||
+		 (strcmp(request->method, "GET") == 0 && request->key[0] != '\0')))
+	{
+		store->heads += strcmp(request->method, "HEAD") == 0;
+		reply_error(fd, 403, "AccessDenied");
+	}
+	else if (strcmp(request->method, "HEAD") == 0)
 	{
 		store->heads++;
 		object = object_find(store, request->key);
@@ -558,7 +589,10 @@ serve(FakeStore *store, int fd, const Request *request)
 			reply(fd, 404, "", "", 0, true);
 		else
 		{
-			snprintf(headers, sizeof(headers), "ETag: %s\r\n", object->etag);
+			snprintf(headers, sizeof(headers), "ETag: %s\r\n%s%s%s",
+					 object->etag,
+					 object->put_id[0] ? "x-amz-meta-bk-put-id: " : "",
+					 object->put_id, object->put_id[0] ? "\r\n" : "");
 			reply(fd, 200, headers, "", object->len, true);
 		}
 	}
@@ -602,7 +636,10 @@ serve(FakeStore *store, int fd, const Request *request)
 	else if (strcmp(request->method, "PUT") == 0)
 	{
 		char etag[40];
+		PutFault fault = store->put_fault;
 
+		store->puts++;
+		store->put_fault = PUT_OK;
 		if (request->if_none_match && object_find(store, request->key))
 		{
 			reply_error(fd, 412, "PreconditionFailed");
@@ -610,12 +647,22 @@ serve(FakeStore *store, int fd, const Request *request)
 		}
 		md5_hex(request->body, request->body_len, hex);
 		snprintf(etag, sizeof(etag), "\"%s\"", hex);
-		if (object_put(store, request->key, request->body, request->body_len,
-					   etag) == NULL)
+		object = object_put(store, request->key, request->body,
+							request->body_len, etag);
+		if (object == NULL)
 		{
 			store_unexpected(store, fd, request, "full");
 			return;
 		}
+		/* Gone before the answer: just the connection closing. */
+		if (fault == PUT_LOST_OTHER_IN_PLACE)
+		{
+			bk_strlcpy(object->put_id, OTHER_PUT_ID, sizeof(object->put_id));
+			return;
+		}
+		bk_strlcpy(object->put_id, request->put_id, sizeof(object->put_id));
+		if (fault == PUT_REPLY_LOST)
+			return;
 		snprintf(headers, sizeof(headers), "ETag: %s\r\n", etag);
 		reply(fd, 200, headers, "", 0, false);
 	}
@@ -697,6 +744,7 @@ store_start(FakeStore *store)
 	memset(store, 0, sizeof(*store));
 	atomic_init(&store->stop, false);
 	atomic_init(&store->completions, 0);
+	atomic_init(&store->puts, 0);
 	atomic_init(&store->heads, 0);
 	atomic_init(&store->deletes, 0);
 	assert_int_equal(pthread_mutex_init(&store->lock, NULL), 0);
@@ -733,6 +781,24 @@ store_set_fault(FakeStore *store, CompletionFault fault)
 	pthread_mutex_unlock(&store->lock);
 }
 
+/* The test's thread: the fault of the next PutObject. */
+static void
+store_set_put_fault(FakeStore *store, PutFault fault)
+{
+	pthread_mutex_lock(&store->lock);
+	store->put_fault = fault;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* The test's thread: refuse reads of objects, or no longer. */
+static void
+store_deny_reads(FakeStore *store, bool denied)
+{
+	pthread_mutex_lock(&store->lock);
+	store->reads_denied = denied;
+	pthread_mutex_unlock(&store->lock);
+}
+
 /* The test's thread: the body of the next DeleteObjects answers. */
 static void
 store_set_delete_reply(FakeStore *store, const char *xml)
@@ -752,6 +818,20 @@ store_etag(FakeStore *store, const char *key, char etag[80])
 	object = object_find(store, key);
 	if (object != NULL)
 		bk_strlcpy(etag, object->etag, 80);
+	pthread_mutex_unlock(&store->lock);
+	return object != NULL;
+}
+
+/* The test's thread: is key stored, and its x-amz-meta-bk-put-id if so. */
+static bool
+store_put_id(FakeStore *store, const char *key, char put_id[64])
+{
+	const StoredObject *object;
+
+	pthread_mutex_lock(&store->lock);
+	object = object_find(store, key);
+	if (object != NULL)
+		bk_strlcpy(put_id, object->put_id, 64);
 	pthread_mutex_unlock(&store->lock);
 	return object != NULL;
 }
@@ -828,13 +908,13 @@ teardown(void **state)
 }
 
 /*
- * Spool two parts' worth (a multipart upload) and commit it as key, as the
- * backend does for repo.c: ok, and whether it created the object.
+ * Spool len bytes and commit them as key, as the backend does for repo.c:
+ * ok, and whether it created the object.
  */
 static bool
-commit_multipart(Fixture *f, const char *key, bool *created, BkError *err)
+commit_spooled(Fixture *f, const char *key, size_t len, bool *created,
+			   BkError *err)
 {
-	size_t len = PART_SIZE + 4096;
 	uint8_t *data = malloc(len);
 	BkRepoUpload *upload;
 	bool ok;
@@ -850,6 +930,20 @@ commit_multipart(Fixture *f, const char *key, bool *created, BkError *err)
 	bk_repo_upload_free(upload);
 	free(data);
 	return ok;
+}
+
+/* Two parts' worth: a multipart upload. */
+static bool
+commit_multipart(Fixture *f, const char *key, bool *created, BkError *err)
+{
+	return commit_spooled(f, key, PART_SIZE + 4096, created, err);
+}
+
+/* Less than a part: one PUT. */
+static bool
+commit_single(Fixture *f, const char *key, bool *created, BkError *err)
+{
+	return commit_spooled(f, key, 4096, created, err);
 }
 
 /* ------------------------------------------------------------ tests */
@@ -931,6 +1025,107 @@ test_completion_other_object_in_place(void **state)
 	assert_true(
 		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
 	assert_string_equal(etag, "\"0123456789abcdef0123456789abcdef-2\"");
+}
+
+/*
+ * The PUT reached the store and took effect; its answer was lost and the
+ * retry found the object in place (412).  It is this PUT's own object
+ * (x-amz-meta-bk-put-id ours): created, not a copy found in place, which
+ * repo.c would then report a duplicate of itself.
+ */
+static void
+test_put_reply_lost(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char put_id[64];
+
+	store_set_put_fault(&f->store, PUT_REPLY_LOST);
+	f->store.puts = 0; /* the repository's marker, at setup */
+	f->store.heads = 0;
+	if (!commit_single(f, "src/wal/000000010000000000000001", &created, &err))
+		fail_msg("%s", err.message);
+	assert_true(created);
+	/* Sent again after the lost answer, refused; then a HEAD looked. */
+	assert_int_equal(f->store.puts, 2);
+	assert_int_equal(f->store.heads, 1);
+	assert_true(store_put_id(&f->store, "pre/src/wal/000000010000000000000001",
+							 put_id));
+	assert_int_equal(strlen(put_id), 32);
+	assert_string_not_equal(put_id, OTHER_PUT_ID);
+
+	/* Without the fault: one PUT, created, no HEAD. */
+	f->store.puts = 0;
+	f->store.heads = 0;
+	if (!commit_single(f, "src/wal/000000010000000000000002", &created, &err))
+		fail_msg("%s", err.message);
+	assert_true(created);
+	assert_int_equal(f->store.puts, 1);
+	assert_int_equal(f->store.heads, 0);
+}
+
+/*
+ * The PUT's answer lost, and the object in place could not be looked up
+ * (reads refused): whose it is cannot be told, which is said, as an error,
+ * neither created nor a copy found in place.
+ */
+static void
+test_put_reply_lost_object_unreadable(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+
+	store_set_put_fault(&f->store, PUT_REPLY_LOST);
+	store_deny_reads(&f->store, true);
+	f->store.puts = 0; /* the repository's marker, at setup */
+	f->store.heads = 0;
+	assert_false(
+		commit_single(f, "src/wal/000000010000000000000001", &created, &err));
+	assert_false(created);
+	assert_int_equal(f->store.puts, 2);
+	assert_int_equal(f->store.heads, 1);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "the PUT, sent again, found the object in "
+								"place, which could not be looked up");
+	assert_error_contains(&err, "AccessDenied");
+	store_deny_reads(&f->store, false);
+}
+
+/*
+ * The PUT's first send never took effect, and the same bytes were put in
+ * place meanwhile by another PUT: the retry's 412 is a copy found in place
+ * (repo.c compares identities: a duplicate), though its ETag is our MD5.
+ * And a 412 at the first send is one at once, without a HEAD.
+ */
+static void
+test_put_other_copy_in_place(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char put_id[64];
+
+	store_set_put_fault(&f->store, PUT_LOST_OTHER_IN_PLACE);
+	f->store.puts = 0; /* the repository's marker, at setup */
+	f->store.heads = 0;
+	if (!commit_single(f, "src/wal/000000010000000000000001", &created, &err))
+		fail_msg("%s", err.message);
+	assert_false(created);
+	assert_int_equal(f->store.puts, 2);
+	assert_int_equal(f->store.heads, 1);
+	assert_true(store_put_id(&f->store, "pre/src/wal/000000010000000000000001",
+							 put_id));
+	assert_string_equal(put_id, OTHER_PUT_ID);
+
+	f->store.puts = 0;
+	f->store.heads = 0;
+	if (!commit_single(f, "src/wal/000000010000000000000001", &created, &err))
+		fail_msg("%s", err.message);
+	assert_false(created);
+	assert_int_equal(f->store.puts, 1);
+	assert_int_equal(f->store.heads, 0);
 }
 
 /* Three objects of a snapshot, for a prefix to remove. */
@@ -1042,6 +1237,11 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_completion_other_object_in_place,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_reply_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_other_copy_in_place, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_delete_prefix_key_refused, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_delete_prefix_not_a_result, setup,

@@ -422,6 +422,23 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	if (!bk_snapshot_catalog_load(repo, source, NULL, &ex->catalog, err) ||
 		!build_view(ex, err))
 		goto fail;
+
+	/*
+	 * A record that could not be read says nothing of its snapshot, which
+	 * would count as one without a record: removed, with the WAL from its
+	 * start, if older than those kept; and what builds on it too.
+	 */
+	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+		if (ex->catalog.snapshots[snapIdx].record_error != BK_OK)
+		{
+			bk_error_set(err, ex->catalog.snapshots[snapIdx].record_error,
+						 "nothing removed: snapshot %s of source %s: %s",
+						 ex->catalog.snapshots[snapIdx].id, source,
+						 ex->catalog.snapshots[snapIdx].reason);
+			bk_error_hint(err, "What a snapshot is decides what stays.  Run "
+							   "bk expire again once the repository answers.");
+			goto fail;
+		}
 	if (!bk_retention_decide(ex->view, ex->catalog.count, policy, now_ms,
 							 ex->verdicts))
 		snprintf(note, sizeof(note),

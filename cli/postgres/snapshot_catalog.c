@@ -152,6 +152,9 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 	{
 		snprintf(snapshot->reason, sizeof(snapshot->reason),
 				 "its record cannot be read: %s", err.message);
+		/* Not what it holds (frames, metadata): whether it could be read. */
+		if (err.code != BK_ERR_FORMAT && err.code != BK_ERR_SEQUENCE)
+			snapshot->record_error = err.code;
 		free(object);
 		return;
 	}

@@ -60,6 +60,12 @@ typedef struct BkSnapshot
 
 	/* From the record's metadata (valid when has_record). */
 	bool has_record;
+	/*
+	 * Reading the record failed for another reason than what it holds (an
+	 * I/O error, a store that did not answer): the code, else BK_OK.  The
+	 * snapshot may well be complete; only its reason says why not.
+	 */
+	BkErrorCode record_error;
 	char kind[8]; /* full, diff, incr */
 	char parent[BK_SNAPSHOT_ID_MAX + 1];
 	uint64_t start_lsn;

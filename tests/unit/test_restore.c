@@ -1152,6 +1152,59 @@ test_expire_removes_oldest_wal_first(void **state)
 	bk_wal_catalog_free(&catalog);
 }
 
+/* The directory backend, but reading what is under one key fails. */
+static BkRepoReader *
+reader_open_failing(const BkRepo *repo, const char *key, BkError *err)
+{
+	if (strstr(key, failing_key) != NULL)
+	{
+		bk_error_set(err, BK_ERR_IO, "injected failure reading %s", key);
+		return NULL;
+	}
+	return real_backend->reader_open(repo, key, err);
+}
+
+/*
+ * Fulls F1 and F2, --retain-full 2 keeps both.  Reading F1's record fails
+ * (an I/O error, a store that does not answer): that says nothing of F1,
+ * so expire must not take F1 for a snapshot without a record, older than
+ * the one kept, and remove it with the WAL from its start.  It fails,
+ * naming the record, and removes nothing.
+ */
+static void
+test_expire_unreadable_record_removes_nothing(void **state)
+{
+	WalFixture *f = *state;
+	char record[128];
+	BkRepoBackend failing;
+	int status;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_F1, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_F2, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	test_age_snapshot(f->location, SOURCE, SNAP_F1, 25);
+	snprintf(record, sizeof(record), "%s/" BK_SNAPSHOT_RECORD, SNAP_F1);
+	real_backend = f->repo->backend;
+	failing = *real_backend;
+	failing.reader_open = reader_open_failing;
+	failing_key = record;
+	f->repo->backend = &failing;
+	status = expire(f, 2, 0);
+	f->repo->backend = real_backend;
+	assert_int_not_equal(status, 0);
+	assert_true(record_exists(f, SNAP_F1));
+	assert_true(segment_exists(f, 1, 1));
+
+	/* Readable again: both fulls stay, as the policy says. */
+	assert_int_equal(expire(f, 2, 0), 0);
+	assert_true(record_exists(f, SNAP_F1));
+	assert_true(record_exists(f, SNAP_F2));
+	assert_true(segment_exists(f, 1, 1));
+}
+
 /* ------------------------------------------------- object names of files */
 
 static void
@@ -2899,6 +2952,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_oldest_wal_first,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_unreadable_record_removes_nothing, wal_setup,
+			wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_prefetch_stale_spool,
 										wal_setup, wal_teardown),

@@ -123,13 +123,16 @@ bk_cmd_expire(int argc, char **argv)
 	if (status != BK_COMMAND_RUN)
 		return status;
 	ex.policy.json = ex.common.json;
-	if (!bk_command_open(&ctx, ex.program, &ex.common, ex.source, BK_KEY_NONE,
-						 &err) ||
+	if (!bk_command_open(&ctx, ex.program, &ex.common, ex.source,
+						 BK_KEY_OPTIONAL, &err) ||
 		(engine = bk_engine_for(ctx.repo, ex.source, &err)) == NULL)
 		status = bk_cli_report_error(ex.program, &err);
 	else
+	{
+		ex.policy.decoder = ctx.decoder;
 		status =
 			engine->expire(ex.program, ctx.repo, ex.source, &ex.policy, &err);
+	}
 	bk_command_close(&ctx);
 	return status;
 }

@@ -32,6 +32,12 @@ typedef struct BkRetention
 	int64_t retain_days; /* everything to restore the last D days, or 0 */
 	bool dry_run;
 	bool json;
+	/*
+	 * The key, when one is configured (may be NULL): bk reads a history
+	 * file archived without its branch points itself, so that it knows
+	 * which snapshots the source's timeline descends from.
+	 */
+	BkDecoder *decoder;
 } BkRetention;
 
 typedef struct BkEngine

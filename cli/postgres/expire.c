@@ -38,6 +38,12 @@ typedef struct Expire
 	BkSnapshotCatalog catalog;
 	BkRetentionSnapshot *view; /* the catalog, as retention.c sees it */
 	BkVerdict *verdicts;
+	/*
+	 * The newest timeline's branch points are unknown (its history file was
+	 * archived without them, or cannot be read), and snapshots lie on
+	 * other timelines: it may descend from any of them, or none.
+	 */
+	bool history_unknown;
 } Expire;
 
 /* The start time a snapshot id encodes ("YYYYMMDDTHHMMSSZ-..."), in us. */
@@ -301,8 +307,9 @@ remove_snapshot(Expire *ex, const BkSnapshot *snapshot, BkError *err)
  * Does the snapshot end where the newest timeline does not pass (a restore
  * to an earlier moment branched off before its end)?  Known only from
  * that timeline's branch points: without them (a history file archived
- * without them, and expire has no key) bk cannot tell, and the snapshot
- * counts as on it.
+ * without them and no key configured, or one that cannot be read) bk
+ * cannot tell, and the snapshot counts as on it here, for the parents the
+ * source may name; build_view then counts it as off it for the policy.
  */
 static bool
 off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
@@ -398,6 +405,57 @@ build_view(Expire *ex, BkError *err)
 	}
 	mark_next_parents(ex, false); /* of an incr */
 	mark_next_parents(ex, true);  /* of a diff */
+
+	/*
+	 * Which snapshots the source's timeline passes through is unknown
+	 * without its branch points: none ends on it for sure but those on it
+	 * (off_latest_timeline counts the others as on it, which marks more
+	 * parents above, but would let the policy keep a full past the branch
+	 * and remove the one the timeline descends from).
+	 */
+	{
+		uint32_t latest = bk_wal_latest_timeline(&ex->catalog.wal);
+		const BkWalTimeline *tl = bk_wal_timeline(&ex->catalog.wal, latest);
+
+		for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+			if (tl != NULL && !tl->history_known &&
+				ex->catalog.snapshots[snapIdx].restorable &&
+				ex->catalog.snapshots[snapIdx].timeline != latest)
+			{
+				ex->view[snapIdx].off_latest = true;
+				ex->history_unknown = true;
+			}
+	}
+	return true;
+}
+
+/*
+ * With the newest timeline's history unknown, --retain-full keeps what
+ * restores that timeline only if it keeps a full on it: which full on
+ * another timeline it descends from, bk cannot tell.  Else nothing goes.
+ */
+static bool
+history_unknown_keeps_all(Expire *ex, char *note, size_t note_len)
+{
+	uint32_t latest = bk_wal_latest_timeline(&ex->catalog.wal);
+	const BkWalTimeline *tl = bk_wal_timeline(&ex->catalog.wal, latest);
+
+	if (!ex->history_unknown || ex->policy->retain_full == 0)
+		return false;
+	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+		if (ex->verdicts[snapIdx] == BK_VERDICT_KEEP &&
+			ex->catalog.snapshots[snapIdx].restorable &&
+			ex->catalog.snapshots[snapIdx].timeline == latest &&
+			strcmp(ex->catalog.snapshots[snapIdx].kind, "full") == 0)
+			return false;
+	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+		ex->verdicts[snapIdx] = BK_VERDICT_KEEP;
+	snprintf(note, note_len,
+			 "nothing removed: which snapshot the source's timeline %u "
+			 "descends from is unknown (%s)",
+			 latest,
+			 tl->has_history ? tl->history_problem
+							 : "its history file is not archived");
 	return true;
 }
 
@@ -419,7 +477,8 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	int64_t now_ms = bk_wall_ms();
 	int status;
 
-	if (!bk_snapshot_catalog_load(repo, source, NULL, &ex->catalog, err) ||
+	if (!bk_snapshot_catalog_load(repo, source, policy->decoder, &ex->catalog,
+								  err) ||
 		!build_view(ex, err))
 		goto fail;
 
@@ -445,7 +504,7 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 				 "nothing removed: source %s has no restorable %ssnapshot to "
 				 "anchor the retention",
 				 source, policy->retain_full > 0 ? "full " : "");
-	else
+	else if (!history_unknown_keeps_all(ex, note, sizeof(note)))
 		cutoff =
 			wal_cutoff(ex, &guard_us, &cutoff_timeline, note, sizeof(note));
 

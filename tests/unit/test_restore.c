@@ -1205,6 +1205,68 @@ test_expire_unreadable_record_removes_nothing(void **state)
 	assert_true(segment_exists(f, 1, 1));
 }
 
+/*
+ * Fulls P, K1 and K2 on timeline 1; a restore from P to 0/3800000 made
+ * timeline 2, whose history file was archived without its branch points
+ * (the source could not parse it, or they did not fit), and expire has no
+ * key to read it: which fulls timeline 2 passes through is unknown.  Only
+ * P restores it, with timeline 1's WAL from its start and timeline 2's.
+ * Unknown must not read as "every full is on it": expire keeps P, or
+ * removes nothing, under either policy.
+ */
+#define SNAP_OLD "20261031T000000Z-00000001"
+
+static void
+test_expire_unknown_history_keeps_current_timeline(void **state)
+{
+	WalFixture *f = *state;
+	BkRetention policy = {.retain_full = 1};
+	const char *old_object = SNAP_OLD "/" BK_SNAPSHOT_DATA "/000001";
+	BkError err;
+	int saved;
+	int status;
+
+	for (uint64_t segno = 1; segno <= 7; segno++)
+		archive_segment(f, 1, segno);
+	archive_history_text(f, 2, "",
+						 "1\t0/3800000\tbefore 2000-01-01 00:00:00+00\n");
+	for (uint64_t segno = 3; segno <= 4; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_C, "full", NULL, 1, "0/6000028", "0/6800000", 1,
+					 1);
+	archive_arriving(f, SNAP_OLD, 1); /* abandoned long ago */
+	test_age_snapshot(f->location, SOURCE, SNAP_OLD, 25);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(object_exists(f, BK_KIND_SNAPSHOT, old_object));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(segment_exists(f, 2, 3));
+	assert_int_equal(expire(f, 0, 1), 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(segment_exists(f, 2, 3));
+
+	/* With the key, bk reads the history file: P stays, as the one the
+	 * source's timeline descends from, and the abandoned snapshot goes. */
+	policy.decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(policy.decoder);
+	saved = test_stdout_quiet();
+	status = bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	test_stdout_restore(saved);
+	bk_decoder_free(policy.decoder);
+	assert_int_equal(status, 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_C));
+	assert_true(record_exists(f, SNAP_K)); /* newer than P */
+	assert_false(object_exists(f, BK_KIND_SNAPSHOT, old_object));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(segment_exists(f, 2, 3));
+}
+
 /* ------------------------------------------------- object names of files */
 
 static void
@@ -2954,6 +3016,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_unreadable_record_removes_nothing, wal_setup,
+			wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_unknown_history_keeps_current_timeline, wal_setup,
 			wal_teardown),
 		cmocka_unit_test(test_snapshot_path_encode),
 		cmocka_unit_test_setup_teardown(test_wal_prefetch_stale_spool,

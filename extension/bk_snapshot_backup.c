@@ -166,6 +166,7 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 	{
 		char *name = lfirst(cell);
 		char full[MAXPGPATH];
+		int full_len;
 		const char *rel;
 		struct stat st;
 		SnapEntry *entry;
@@ -173,7 +174,7 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 		int oidchars;
 		ForkNumber fork;
 
-		snprintf(full, sizeof(full), "%s/%s", path, name);
+		full_len = snprintf(full, sizeof(full), "%s/%s", path, name);
 		rel = top ? name : full + 2; /* without "./" */
 
 		for (int idx = 0; exclude_files[idx] != NULL; idx++)
@@ -199,6 +200,22 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 		}
 		if (skip)
 			continue;
+
+		/*
+		 * Cut short, the path would name another file or none at all: the
+		 * file would be left out as if it had vanished, or another one
+		 * copied in its place.  No object name could hold it anyway.
+		 */
+		if (full_len >= (int) sizeof(full))
+			ereport(ERROR,
+					(errcode(ERRCODE_NAME_TOO_LONG),
+					 errmsg("a path in the data directory is too long for a "
+							"snapshot: \"%s/%s\"",
+							path, name),
+					 errdetail("Every object of a snapshot is named by its "
+							   "file's path; no object name can hold this "
+							   "one."),
+					 errhint("Move the file out of the data directory.")));
 
 		if (lstat(full, &st) != 0)
 		{

@@ -64,6 +64,7 @@ cleanup() {
         -c "DROP EXTENSION IF EXISTS bk" -c "DROP FUNCTION IF EXISTS bk_test_hold, bk_test_fail" >/dev/null 2>&1
     : >"$BK_PGDATA/bk_test.conf"
     rm -rf "$BK_PGDATA/.bk_dotdir" "$BK_PGDATA/.bk_dotfile" "$BK_PGDATA/bk_vanishing.log" \
+        "$BK_PGDATA/bk_long_path" \
         "$BK_PGDATA/bk_dir_"$'caf\xe9'
     "$SERVICES" restart pg >/dev/null 2>&1
     bk_test_repo_remove
@@ -605,6 +606,21 @@ sys.exit(0 if [s["restorable"] for s in d["sources"][0]["snapshots"] if s["id"] 
     ok $? "without the vanished file"
     rm -rf "$dir/restored-vanished" "$dir/ts1-vanished"
 fi
+
+# ---- a path too long for any object name (a file under a deep directory
+# left in the data directory) fails the snapshot as it lists its files,
+# naming the path.  The walk cut such a path short to MAXPGPATH: the cut
+# path named no file, so the file was left out as if it had vanished and
+# the snapshot completed without it.
+long_rel="bk_long_path"
+for _ in 1 2 3 4 5; do long_rel+="/$(printf 'd%.0s' $(seq 1 200))"; done
+install -d -o postgres -m 700 "$BK_PGDATA/$long_rel"
+as_postgres sh -c "echo long >'$BK_PGDATA/$long_rel/bk_long_file'"
+id="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'long path', wait => false)")"
+is "$(wait_snapshot "$id")" failed "a snapshot of a file whose path is too long fails"
+like "$(psql_q -c "SELECT error FROM bk_snapshot_history WHERE snapshot_id = '$id'")" \
+    'too long for a snapshot: "\./bk_long_path/d+/.*/bk_long_file"$' "naming the file"
+rm -rf "$BK_PGDATA/bk_long_path"
 
 # ---- names that are not UTF-8: a tablespace created under a Latin-1 path
 # (from a SQL_ASCII database, which takes any bytes), and a directory and a

@@ -126,12 +126,12 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 		if (*line == '\0' || *line == '#')
 			continue;
 		eq = strchr(line, '=');
+		/* Never the line's text: it may be a secret (a credentials file). */
 		if (eq == NULL)
 		{
-			bk_error_set(
-				err, BK_ERR_CONFIG,
-				"\"%s\" line %d: expected \"key = value\", found \"%s\"", path,
-				line_no, line);
+			bk_error_set(err, BK_ERR_CONFIG,
+						 "\"%s\" line %d: expected \"key = value\"", path,
+						 line_no);
 			free(text);
 			return false;
 		}
@@ -164,9 +164,9 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 			if (*rest != '\0' && *rest != '#')
 			{
 				bk_error_set(err, BK_ERR_CONFIG,
-							 "\"%s\" line %d: \"%s\" after the closing quote "
-							 "(a comment starts with #)",
-							 path, line_no, rest);
+							 "\"%s\" line %d: text after the closing quote of "
+							 "%s (a comment starts with #)",
+							 path, line_no, key);
 				free(text);
 				return false;
 			}

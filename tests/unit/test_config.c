@@ -86,8 +86,9 @@ test_file(void **state)
 	text = "just words\n";
 	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
 	assert_false(bk_config_parse_file(path, collect, &c, &err));
-	assert_error_contains(
-		&err, "line 1: expected \"key = value\", found \"just words\"");
+	assert_error_contains(&err, "line 1: expected \"key = value\"");
+	/* Never the line itself: in a credentials file it may be the secret. */
+	assert_null(strstr(err.message, "just words"));
 
 	text = "a = \"open\n";
 	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
@@ -146,7 +147,8 @@ test_file(void **state)
 	text = "a = \"x\" y\n";
 	assert_true(bk_write_file_durable(path, text, strlen(text), 0644, &err));
 	assert_false(bk_config_parse_file(path, collect, &c, &err));
-	assert_error_contains(&err, "line 1: \"y\" after the closing quote");
+	assert_error_contains(&err, "line 1: text after the closing quote of a");
+	assert_null(strstr(err.message, "\"y\""));
 
 	sprintf(path, "%s/none.conf", dir);
 	assert_false(bk_config_parse_file(path, collect, &c, &err));

@@ -1635,6 +1635,49 @@ test_s3_plain_http_loopback_only(void **state)
 		}
 }
 
+/*
+ * A credentials file whose lines are not "key = value" is refused without
+ * repeating any of it: such a line is likely the secret itself (an s3fs
+ * passwd file, "ID:SECRET", or a "=" left out), and the message reaches
+ * the journal.
+ */
+static void
+test_s3_malformed_credentials_file_unprinted(void **state)
+{
+	static const char *const texts[] = {
+		"AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+		"access_key_id = AKIAIOSFODNN7EXAMPLE\n"
+		"secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+		"access_key_id = AKIAIOSFODNN7EXAMPLE\n"
+		"secret_access_key = \"wJalrXUtnFEMI\"/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+	};
+	char *dir = test_mkdtemp();
+	char path[700];
+	BkRepoOptions options;
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/s3.key", dir);
+	bk_repo_options_init(&options);
+	options.s3_endpoint = "http://127.0.0.1:9";
+	options.s3_access_key_file = path;
+	for (size_t idx = 0; idx < sizeof(texts) / sizeof(texts[0]); idx++)
+	{
+		unlink(path);
+		assert_true(bk_write_file_durable(path, texts[idx], strlen(texts[idx]),
+										  0600, &err));
+		bk_error_clear(&err);
+		assert_null(bk_repo_open_with("s3://bk-unit/p", &options, false, &err));
+		assert_int_equal(err.code, BK_ERR_CONFIG);
+		assert_error_contains(&err, "s3.key");
+		if (strstr(err.message, "K7MDENG") != NULL ||
+			strstr(err.hint, "K7MDENG") != NULL)
+			fail_msg("the secret in the error: %s (%s)", err.message, err.hint);
+	}
+	unlink(path);
+	test_rmdir(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -1669,6 +1712,7 @@ main(void)
 										teardown),
 		cmocka_unit_test(test_stale_uploads),
 		cmocka_unit_test(test_s3_plain_http_loopback_only),
+		cmocka_unit_test(test_s3_malformed_credentials_file_unprinted),
 		/* Only on S3 (the last ones): they stand for nothing on a directory. */
 		cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_s3_wrong_secret, setup, teardown),

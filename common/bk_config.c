@@ -192,6 +192,7 @@ bk_config_parse_properties(const char *text, BkConfigSetter setter, void *arg,
 {
 	char item[CONFIG_VALUE_MAX];
 	size_t item_len = 0;
+	int number = 0;
 
 	if (text == NULL)
 		return true;
@@ -210,11 +211,18 @@ bk_config_parse_properties(const char *text, BkConfigSetter setter, void *arg,
 			trimmed = trim(item);
 			if (*trimmed != '\0')
 			{
+				number++;
 				eq = strchr(trimmed, '=');
+				/*
+				 * By its place, never its text: a ";" left unescaped in a
+				 * password makes the password's end such a piece.
+				 */
 				if (eq == NULL || eq == trimmed)
-					return bk_error_set(
-						err, BK_ERR_CONFIG,
-						"Kafka property \"%s\" is not \"key=value\"", trimmed);
+					return bk_error_set(err, BK_ERR_CONFIG,
+										"Kafka property %d of the list is not "
+										"\"key=value\"; a \";\" inside a value "
+										"is written \"\\;\"",
+										number);
 				*eq = '\0';
 				if (!setter(arg, trim(trimmed), trim(eq + 1), err))
 					return false;

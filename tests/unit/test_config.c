@@ -51,8 +51,22 @@ test_properties(void **state)
 
 	assert_false(bk_config_parse_properties("novalue", collect, &c, &err));
 	assert_error_contains(&err,
-						  "Kafka property \"novalue\" is not \"key=value\"");
+						  "Kafka property 1 of the list is not \"key=value\"");
 	assert_false(bk_config_parse_properties("=x", collect, &c, &err));
+	/*
+	 * A ";" left unescaped in a password cuts it in two: the error names
+	 * the piece by its place, never by its text, which is the secret's end.
+	 */
+	assert_false(bk_config_parse_properties(
+		"security.protocol=SASL_SSL;sasl.password=hun;ter2;linger.ms=5",
+		collect, &c, &err));
+	assert_error_contains(&err,
+						  "Kafka property 3 of the list is not \"key=value\"");
+	assert_null(strstr(err.message, "ter2"));
+	assert_null(strstr(err.hint, "ter2"));
+	assert_false(bk_config_parse_properties("sasl.password=a;=hunter2", collect,
+											&c, &err));
+	assert_null(strstr(err.message, "hunter2"));
 	assert_true(bk_config_parse_properties(NULL, collect, &c, &err));
 }
 

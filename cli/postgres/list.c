@@ -152,6 +152,12 @@ catalog_print(const BkWalCatalog *catalog, int64_t now_ms)
 		if (tl->segments == 0)
 		{
 			printf("  WAL timeline %" PRIu32 ": no segment", tl->timeline);
+			if (tl->gap_count > 0)
+			{
+				bk_wal_segment_name(tl->timeline, tl->first_gap_segno,
+									catalog->segment_size, gap);
+				printf(", %" PRIu64 " MISSING (first: %s)", tl->gap_count, gap);
+			}
 			if (tl->partials > 0)
 				printf(", %" PRIu64 " partial", tl->partials);
 			print_branches(tl);

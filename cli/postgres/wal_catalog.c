@@ -308,6 +308,39 @@ link_histories(BkWalCatalog *catalog, BkError *err)
 	return true;
 }
 
+/*
+ * The first segment of tl the archive must hold: its first archived one,
+ * or, when the archive holds its parent's WAL from before the segment
+ * where tl branched off, that segment (recovery goes on into tl there,
+ * and bk wal-get calls anything of tl before its first archived segment a
+ * hole).  False when neither: nothing of tl is needed yet.
+ */
+static bool
+needed_from(const BkWalCatalog *catalog, const BkWalTimeline *tl, int depth,
+			uint64_t *segno)
+{
+	const BkWalTimeline *parent;
+	uint64_t parent_segno;
+	uint64_t branch_segno;
+	bool found = tl->segments > 0;
+
+	if (found)
+		*segno = tl->first_segno;
+	if (!tl->history_known || tl->parent == 0 ||
+		depth > catalog->timeline_count)
+		return found;
+	parent = bk_wal_timeline(catalog, tl->parent);
+	branch_segno = tl->begin_lsn / catalog->segment_size;
+	if (parent != NULL &&
+		needed_from(catalog, parent, depth + 1, &parent_segno) &&
+		parent_segno < branch_segno && (!found || branch_segno < *segno))
+	{
+		*segno = branch_segno;
+		found = true;
+	}
+	return found;
+}
+
 /* Missing segments per timeline, now that branch points are known. */
 static void
 count_gaps(BkWalCatalog *catalog)
@@ -315,16 +348,19 @@ count_gaps(BkWalCatalog *catalog)
 	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
 	{
 		BkWalTimeline *tl = &catalog->timelines[tlIdx];
-		uint64_t hi;
+		bool has_hi = tl->segments > 0;
+		uint64_t lo;
+		uint64_t hi = tl->last_segno;
 
-		if (tl->segments == 0)
-			continue;
-		hi = tl->last_segno;
 		if (tl->needed_until >= catalog->segment_size &&
-			tl->needed_until / catalog->segment_size - 1 > hi)
+			(!has_hi || tl->needed_until / catalog->segment_size - 1 > hi))
+		{
 			hi = tl->needed_until / catalog->segment_size - 1;
-		tl->gap_count =
-			missing_in_range(tl, tl->first_segno, hi, &tl->first_gap_segno);
+			has_hi = true;
+		}
+		if (!has_hi || !needed_from(catalog, tl, 0, &lo))
+			continue;
+		tl->gap_count = missing_in_range(tl, lo, hi, &tl->first_gap_segno);
 	}
 }
 

@@ -86,8 +86,9 @@ typedef struct BkWalTimeline
 
 	/*
 	 * Segments missing where the archive must have them: from the first
-	 * archived segment up to the last one, or up to the branch point of a
-	 * later timeline.
+	 * archived segment (or from the segment where it branched off its
+	 * parent, when the archive holds the parent's WAL from before that)
+	 * up to the last one, or up to the branch point of a later timeline.
 	 */
 	uint64_t gap_count;
 	uint64_t first_gap_segno;

@@ -716,6 +716,117 @@ test_wal_timelines(void **state)
 	bk_wal_catalog_free(&catalog);
 }
 
+/* bk verify of the fixture's source without the key: its problems, as JSON. */
+static char *
+verify_problems(WalFixture *f, uint64_t *problems)
+{
+	BkVerifier verifier = {.json = true};
+	BkError err;
+	char *text;
+
+	verifier.problem_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	*problems = verifier.problems;
+	text = json_dumps(verifier.problem_list, 0);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+	return text;
+}
+
+/*
+ * Timeline 2 branched off timeline 1 at 0/4800000, in segment 4, whose
+ * timeline 2 copy never reached the archive; timeline 2's archive starts
+ * at segment 5.  Recovery along timeline 2 from timeline 1's WAL needs
+ * 000000020000000000000004, and bk wal-get calls it a hole (fatal): it is
+ * a gap, that bk list and bk verify must show, not where timeline 2's
+ * archive starts.  Once timeline 1's WAL before the branch is gone (as
+ * expire leaves it), timeline 2 starting at segment 5 is no gap.
+ */
+static void
+test_wal_branch_segment_missing(void **state)
+{
+	WalFixture *f = *state;
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl2;
+	uint64_t problems;
+	char why[256];
+	char *text;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/4800000");
+	for (uint64_t segno = 5; segno <= 6; segno++)
+		archive_segment(f, 2, segno);
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 1);
+	assert_non_null(strstr(text, "000000020000000000000004"));
+	free(text);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_true(bk_wal_segment_is_hole(&catalog, 2, 4, why, sizeof(why)));
+	tl2 = bk_wal_timeline(&catalog, 2);
+	assert_int_equal(tl2->gap_count, 1);
+	assert_int_equal(tl2->first_gap_segno, 4);
+	assert_int_equal(bk_wal_timeline(&catalog, 1)->gap_count, 0);
+	bk_wal_catalog_free(&catalog);
+
+	/* Timeline 1 before the branch removed: timeline 2 starts at 5. */
+	for (uint64_t segno = 1; segno <= 3; segno++)
+	{
+		char name[32];
+
+		bk_wal_segment_name(1, segno, SEG_SIZE, name);
+		assert_true(bk_repo_delete(f->repo, BK_REPO_ARCHIVE, SOURCE,
+								   BK_KIND_WAL, name, &err));
+	}
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(bk_wal_timeline(&catalog, 2)->gap_count, 0);
+	bk_wal_catalog_free(&catalog);
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 0);
+	free(text);
+}
+
+/*
+ * Timeline 2 branched off timeline 1 in segment 4 and timeline 3 off
+ * timeline 2 in segment 6; none of timeline 2's WAL was archived.
+ * Recovery along timeline 3 from timeline 1 needs timeline 2's segments
+ * 4 and 5: a gap, though timeline 2 has no segment to start from.
+ */
+static void
+test_wal_timeline_lost_between(void **state)
+{
+	WalFixture *f = *state;
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl2;
+	BkWalPath path;
+	uint64_t problems;
+	char *text;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/4800000");
+	archive_history(f, 3, "1:0/4800000,2:0/6800000");
+	for (uint64_t segno = 6; segno <= 7; segno++)
+		archive_segment(f, 3, segno);
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 1);
+	assert_non_null(strstr(text, "000000020000000000000004"));
+	free(text);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	bk_wal_path(&catalog, 1, 1, 3, BK_WAL_END, &path);
+	assert_int_equal(path.missing, 2);
+	tl2 = bk_wal_timeline(&catalog, 2);
+	assert_int_equal(tl2->gap_count, 2);
+	assert_int_equal(tl2->first_gap_segno, 4);
+	assert_int_equal(bk_wal_timeline(&catalog, 3)->gap_count, 0);
+	bk_wal_catalog_free(&catalog);
+}
+
 /* ------------------------------------------------------------ expire */
 
 /*
@@ -2995,6 +3106,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_gap, wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_timelines, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_branch_segment_missing,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_timeline_lost_between,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_arriving,

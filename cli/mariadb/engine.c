@@ -187,6 +187,8 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 	MariadbSnapshotCatalog snapshots;
 	const BinlogFile *newest;
 	const MariadbSnapshot *oldest_restorable = NULL;
+	const char *until_file = NULL;
+	uint64_t until_pos = 0;
 
 	if (!binlog_catalog_load(repo, source, &catalog, err))
 		return false;
@@ -195,10 +197,9 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 		binlog_catalog_free(&catalog);
 		return false;
 	}
+	/* From there to where the archive carries it, as bk restore says. */
 	for (int idx = 0; idx < snapshots.count && !oldest_restorable; idx++)
 	{
-		const char *until_file;
-		uint64_t until_pos;
 		char problem[256];
 
 		if (snapshots.snapshots[idx].complete &&
@@ -248,8 +249,7 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 						  oldest_restorable->binlog_file, "pos",
 						  (json_int_t) oldest_restorable->binlog_pos,
 						  "snapshot", oldest_restorable->id, "to", "file",
-						  newest->name, "pos",
-						  (json_int_t) newest->covered_end));
+						  until_file, "pos", (json_int_t) until_pos));
 		else
 			json_object_set_new(into, "restorable", json_null());
 	}
@@ -293,7 +293,7 @@ bk_mariadb_list(const BkRepo *repo, const char *source, BkDecoder *decoder,
 				   " (snapshot %s) to %s:%" PRIu64 "\n",
 				   oldest_restorable->binlog_file,
 				   oldest_restorable->binlog_pos, oldest_restorable->id,
-				   newest->name, newest->covered_end);
+				   until_file, until_pos);
 		else
 			printf("  restorable: nothing (no complete snapshot the archived"
 				   " binlog carries forward)\n");

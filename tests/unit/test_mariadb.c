@@ -1385,6 +1385,44 @@ test_expire_binlog_by_position(void **state)
 	mariadb_snapshot_catalog_free(&catalog);
 }
 
+/*
+ * 000003 never reached the archive: the snapshot at 000001:4 restores up
+ * to 000002:4 only (bk restore refuses anything past it), so bk list must
+ * not call the archive restorable to the end of 000004.
+ */
+static void
+test_list_restorable_stops_at_hole(void **state)
+{
+	Fixture *f = *state;
+	json_t *item = json_object();
+	json_t *restorable;
+	BkError err;
+	int saved;
+
+	archive_binlog_start(f, "mariadb-bin.000001", true);
+	archive_binlog_start(f, "mariadb-bin.000002", true);
+	archive_binlog_start(f, "mariadb-bin.000004", false);
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000001\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	saved = test_stdout_quiet();
+	assert_true(bk_engine_mariadb.list(f->repo, SOURCE, NULL, item, 0, &err));
+	test_stdout_restore(saved);
+	restorable = json_object_get(item, "restorable");
+	assert_non_null(restorable);
+	assert_string_equal(json_string_value(json_object_get(
+							json_object_get(restorable, "from"), "snapshot")),
+						SNAP_OLD);
+	assert_string_equal(json_string_value(json_object_get(
+							json_object_get(restorable, "to"), "file")),
+						"mariadb-bin.000002");
+	assert_int_equal(json_integer_value(json_object_get(
+						 json_object_get(restorable, "to"), "pos")),
+					 4);
+	json_decref(item);
+}
+
 int
 main(void)
 {
@@ -1427,6 +1465,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_list_restorable_stops_at_hole,
+										setup, teardown),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -308,7 +308,47 @@ typedef struct VerifyWalk
 	BkVerifier *verifier;
 	const BkRepo *repo;
 	const char *source;
+	int kind;
 } VerifyWalk;
+
+/*
+ * A copy of an archived object that arrived with different content, kept
+ * in the conflicts area: bk restore reads the archived copy, which may be
+ * the other server's.  A copy whose archived object is gone (bk expire
+ * removed the range) stands for nothing a restore reads.
+ */
+static bool
+report_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	VerifyWalk *walk = arg;
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char where[4096];
+	char *dot;
+	BkRepoStat stat;
+
+	if (entry->is_prefix)
+		return true;
+	bk_strlcpy(name, entry->name, sizeof(name));
+	dot = strrchr(name, '.');
+	if (dot != NULL)
+		*dot = '\0';
+	if (!bk_repo_stat(walk->repo, BK_REPO_ARCHIVE, walk->source, walk->kind,
+					  name, &stat, err))
+		return false;
+	if (!stat.exists)
+		return true;
+	bk_repo_describe(walk->repo, BK_REPO_CONFLICTS, walk->source, walk->kind,
+					 entry->name, where, sizeof(where));
+	bk_verify_problem(walk->verifier, entry->name,
+					  "a second copy with different content is kept at "
+					  "\"%s\" (two servers archive under one source id, or "
+					  "the object was sent again with other content); bk "
+					  "restore reads the archived copy: keep the copy of the "
+					  "server whose history you restore, and move the other "
+					  "out of the repository",
+					  where);
+	return true;
+}
 
 static void
 verify_gap(void *arg, const char *file, const char *what)
@@ -529,6 +569,16 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	binlog_catalog_free(&catalog);
 	free(walk);
 	free(previous_end);
+	for (int kindIdx = 0; kindIdx < 2; kindIdx++)
+	{
+		VerifyWalk conflicts = {verifier, repo, source,
+								kindIdx == 0 ? BK_KIND_BINLOG
+											 : BK_KIND_SNAPSHOT};
+
+		if (!bk_repo_list(repo, BK_REPO_CONFLICTS, source, conflicts.kind, "",
+						  true, report_conflict, &conflicts, err))
+			return false;
+	}
 	return verify_snapshots(verifier, repo, source, err);
 }
 

@@ -29,11 +29,55 @@ stop_at_first(void *arg, const BkRepoEntry *entry, BkError *err)
 	return bk_error_set(err, BK_ERR_INTERNAL, "found");
 }
 
+/*
+ * The first snapshot object whose metadata can be read says whether the
+ * snapshots are MariaDB's (engine=mariadb, on every object the agent
+ * sends).
+ */
+typedef struct SnapshotEngine
+{
+	const BkRepo *repo;
+	const char *source;
+	bool read;
+	bool mariadb;
+} SnapshotEngine;
+
+static bool
+read_snapshot_engine(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	SnapshotEngine *look = arg;
+	BkObjectIdentity identity;
+	BkObjectTracker *object;
+	BkError unreadable;
+	char engine[16];
+
+	if (entry->is_prefix)
+		return true;
+	object = bk_cli_alloc(sizeof(*object));
+	if (bk_repo_object_identity(look->repo, BK_REPO_ARCHIVE, look->source,
+								BK_KIND_SNAPSHOT, entry->name, &identity,
+								object, &unreadable))
+	{
+		look->read = true;
+		look->mariadb = bk_meta_get(object->meta, object->meta_len, "engine",
+									engine, sizeof(engine)) &&
+						strcmp(engine, "mariadb") == 0;
+	}
+	free(object);
+	return !look->read || bk_error_set(err, BK_ERR_INTERNAL, "found");
+}
+
+/*
+ * A MariaDB source: binlog archived, or snapshots of MariaDB's (a source
+ * whose binlog never reached the archive is still MariaDB's, and its
+ * snapshots are checked as such).
+ */
 static bool
 bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
 				 BkError *err)
 {
 	AnyFound any = {false};
+	SnapshotEngine look = {repo, source, false, false};
 	BkError stop;
 
 	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG, "", false,
@@ -43,7 +87,15 @@ bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
 		*err = stop;
 		return false;
 	}
-	*holds = any.found;
+	if (!any.found &&
+		!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
+					  read_snapshot_engine, &look, &stop) &&
+		!look.read)
+	{
+		*err = stop;
+		return false;
+	}
+	*holds = any.found || look.mariadb;
 	return true;
 }
 

@@ -1494,6 +1494,41 @@ test_verify_reports_conflict_copy(void **state)
 	free(problems);
 }
 
+/*
+ * A MariaDB source whose binlog never reached the archive (every range
+ * rejected, say) holds only snapshots.  It is still MariaDB's: taken for
+ * a PostgreSQL source, its records read as snapshots "without start-lsn",
+ * not a problem, and bk verify with the key said every object was checked
+ * and decrypted while it never opened one, whatever they held.
+ */
+static void
+test_snapshots_without_binlog_are_mariadb(void **state)
+{
+	Fixture *f = *state;
+	const BkEngine *engine;
+	BkVerifier verifier = {
+		.ring = &f->ring, .decoder = f->decoder, .json = true};
+	BkError err;
+
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000001\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	engine = bk_engine_for(f->repo, SOURCE, &err);
+	assert_non_null(engine);
+	assert_string_equal(engine->name, "mariadb");
+
+	/* Its record ("{}" here) is read and checked with the key. */
+	verifier.problem_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(engine->verify(&verifier, f->repo, SOURCE, &err));
+	assert_true(verifier.problems > 0);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+}
+
 int
 main(void)
 {
@@ -1540,6 +1575,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_reports_conflict_copy,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_snapshots_without_binlog_are_mariadb, setup, teardown),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -96,6 +96,32 @@ bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 }
 
 void
+bk_verify_note(BkVerifier *verifier, const char *object, const char *fmt, ...)
+{
+	char message[BK_ERROR_MESSAGE_MAX + 1024];
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(message, sizeof(message), fmt, args);
+	va_end(args);
+	if (verifier->json)
+	{
+		char *object_text = bk_utf8_readable(object);
+		char *message_text = bk_utf8_readable(message);
+
+		json_array_append_new(
+			verifier->note_list,
+			json_pack("{s:s, s:s}", "object",
+					  object_text ? object_text : "(out of memory)", "note",
+					  message_text ? message_text : "(out of memory)"));
+		free(object_text);
+		free(message_text);
+	}
+	else
+		printf("  note: %s\n", message);
+}
+
+void
 bk_verify_conflict(BkVerifier *verifier, const char *object,
 				   const char *verdict, json_t *copies)
 {
@@ -124,6 +150,7 @@ verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	if (engine == NULL)
 		return false;
 	verifier->problem_list = json_array();
+	verifier->note_list = json_array();
 	verifier->conflict_list = json_array();
 	verifier->snapshot_list = json_array();
 	if (!verifier->json)
@@ -133,12 +160,12 @@ verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	{
 		json_array_append_new(
 			sources_json,
-			json_pack("{s:s, s:s, s:I, s:b, s:o, s:o, s:o}", "source", source,
-					  "engine", engine->name, "objects",
+			json_pack("{s:s, s:s, s:I, s:b, s:o, s:o, s:o, s:o}", "source",
+					  source, "engine", engine->name, "objects",
 					  (json_int_t) (verifier->objects - objects_before), "ok",
 					  verifier->problems == problems_before, "problems",
-					  verifier->problem_list, "conflicts",
-					  verifier->conflict_list, "snapshots",
+					  verifier->problem_list, "notes", verifier->note_list,
+					  "conflicts", verifier->conflict_list, "snapshots",
 					  verifier->snapshot_list));
 		return true;
 	}
@@ -150,6 +177,7 @@ verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
 							  : " (no key: contents not decrypted)",
 			   verifier->problems == problems_before ? "OK" : "PROBLEMS FOUND");
 	json_decref(verifier->problem_list);
+	json_decref(verifier->note_list);
 	json_decref(verifier->conflict_list);
 	json_decref(verifier->snapshot_list);
 	return ok;

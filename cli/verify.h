@@ -23,6 +23,7 @@ typedef struct BkVerifier
 	uint64_t stored_bytes; /* plaintext bytes of those */
 	uint64_t problems;
 	json_t *problem_list; /* of the current source */
+	json_t *note_list;    /* what was not checked, and why */
 	json_t *conflict_list;
 	json_t *snapshot_list;
 	uint64_t snapshot_files; /* rebuilt and checked */
@@ -32,6 +33,13 @@ typedef struct BkVerifier
 /* A problem with object (a name), said as the output format wants. */
 extern void bk_verify_problem(BkVerifier *verifier, const char *object,
 							  const char *fmt, ...) BK_PRINTF(3, 4);
+
+/*
+ * Something about object that was not checked (not a problem), said as the
+ * output format wants: text prints it, --json lists it under "notes".
+ */
+extern void bk_verify_note(BkVerifier *verifier, const char *object,
+						   const char *fmt, ...) BK_PRINTF(3, 4);
 
 /* Two copies of object: the verdict, and the copies' details (JSON). */
 extern void bk_verify_conflict(BkVerifier *verifier, const char *object,

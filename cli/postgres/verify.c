@@ -797,10 +797,11 @@ check_wal_catalog(BkVerifier *verifier, const BkWalCatalog *catalog)
 			snprintf(name, sizeof(name), "%08X.history", tl->timeline);
 			if (verifier->ring != NULL)
 				bk_verify_problem(verifier, name, "%s", tl->history_problem);
-			else if (!verifier->json)
-				printf("  note: the branch points of timeline %" PRIu32
-					   " are not checked without the key: %s\n",
-					   tl->timeline, tl->history_problem);
+			else
+				bk_verify_note(verifier, name,
+							   "the branch points of timeline %" PRIu32
+							   " are not checked without the key: %s",
+							   tl->timeline, tl->history_problem);
 		}
 		if (tl->gap_count == 0)
 			continue;

@@ -1738,6 +1738,42 @@ test_wal_history_without_branch_points(void **state)
 }
 
 /*
+ * bk verify without the key cannot tell whether timeline 1's segment 2 is
+ * needed (timeline 2's branch points are unknown): no problem, but its
+ * output must say what it did not check, in --json as in text, or a
+ * monitor reading "ok": true takes the WAL for checked.
+ */
+static void
+test_verify_notes_unchecked_history(void **state)
+{
+	WalFixture *f = *state;
+	BkVerifier verifier = {.json = true};
+	json_t *note;
+	BkError err;
+
+	archive_segment(f, 1, 1);
+	archive_history_text(f, 2, "", "1\t0/3000028\tno recovery target\n");
+	archive_segment(f, 2, 3);
+	verifier.problem_list = json_array();
+	verifier.note_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	assert_int_equal(verifier.problems, 0);
+	assert_int_equal(json_array_size(verifier.note_list), 1);
+	note = json_array_get(verifier.note_list, 0);
+	assert_string_equal(json_string_value(json_object_get(note, "object")),
+						"00000002.history");
+	assert_non_null(strstr(json_string_value(json_object_get(note, "note")),
+						   "the branch points of timeline 2 are not checked "
+						   "without the key"));
+	json_decref(verifier.problem_list);
+	json_decref(verifier.note_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+}
+
+/*
  * What bk restore tells PostgreSQL to follow: the timeline it checked the
  * WAL path to, by its id.  With 'latest', PostgreSQL would probe
  * 00000002.history first and, finding none (timeline 2's server died before
@@ -3146,6 +3182,8 @@ main(void)
 			test_wal_missing_history_unknown_descendant, wal_setup,
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_notes_unchecked_history,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),

@@ -442,7 +442,7 @@ verify_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 
 static bool
 verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
-				 BkError *err)
+				 const BinlogCatalog *binlog, BkError *err)
 {
 	MariadbSnapshotCatalog snapshots;
 	SnapshotObjects check = {verifier, repo, source};
@@ -462,6 +462,27 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		if (snap->has_record && !snap->complete)
 			bk_verify_problem(verifier, snap->id, "snapshot not complete: %s",
 							  snap->reason);
+		/*
+		 * The archive goes on past its binlog file, yet not from the
+		 * snapshot's position: bk restore cannot carry it forward.  (Its
+		 * file not archived that far yet is the end of the archive.)
+		 */
+		if (snap->complete && snap->binlog_file[0] != '\0' &&
+			binlog->file_count > 0 &&
+			bk_binlog_file_compare(binlog->files[binlog->file_count - 1].name,
+								   snap->binlog_file) > 0)
+		{
+			const char *until_file;
+			uint64_t until_pos;
+			char reach[256];
+
+			if (!mariadb_snapshot_reach(snap, binlog, &until_file, &until_pos,
+										reach, sizeof(reach)))
+				bk_verify_problem(verifier, snap->id,
+								  "snapshot cannot be carried forward by the "
+								  "archived binlog: %s",
+								  reach);
+		}
 		if (!snap->complete || verifier->decoder == NULL)
 			continue;
 		bk_error_clear(&problem);
@@ -539,6 +560,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	FileGtids *walk = bk_cli_alloc_zero(1, sizeof(FileGtids));
 	BkGtidList *previous_end = bk_cli_alloc_zero(1, sizeof(BkGtidList));
 	bool previous_known = false;
+	bool ok;
 
 	if (!binlog_catalog_load(repo, source, &catalog, err))
 	{
@@ -618,7 +640,6 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		*previous_end = walk->reached;
 	}
 	describe_gaps(&catalog, verify_gap, verifier);
-	binlog_catalog_free(&catalog);
 	free(walk);
 	free(previous_end);
 	for (int kindIdx = 0; kindIdx < 2; kindIdx++)
@@ -629,9 +650,14 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 
 		if (!bk_repo_list(repo, BK_REPO_CONFLICTS, source, conflicts.kind, "",
 						  true, report_conflict, &conflicts, err))
+		{
+			binlog_catalog_free(&catalog);
 			return false;
+		}
 	}
-	return verify_snapshots(verifier, repo, source, err);
+	ok = verify_snapshots(verifier, repo, source, &catalog, err);
+	binlog_catalog_free(&catalog);
+	return ok;
 }
 
 const BkEngine bk_engine_mariadb = {

@@ -1529,6 +1529,60 @@ test_snapshots_without_binlog_are_mariadb(void **state)
 	json_decref(verifier.snapshot_list);
 }
 
+/* bk verify of the source without the key: its problems, as JSON text. */
+static char *
+verify_problems_keyless(Fixture *f)
+{
+	BkVerifier verifier = {.json = true};
+	BkError err;
+	char *text;
+
+	verifier.problem_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(bk_engine_mariadb.verify(&verifier, f->repo, SOURCE, &err));
+	text = json_dumps(verifier.problem_list, 0);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+	return text;
+}
+
+/*
+ * Every range of mariadb-bin.000003, the first file, was lost; the archive
+ * starts with 000004.  No gap shows (nothing archived before 000004), yet
+ * the complete snapshot at 000003:4 cannot be carried forward: bk restore
+ * refuses every target but "immediate".  bk verify must say so.  A
+ * snapshot whose file the archive has not reached yet is its end, not a
+ * problem.
+ */
+static void
+test_verify_snapshot_not_carried_forward(void **state)
+{
+	Fixture *f = *state;
+	char *problems;
+
+	archive_binlog_start(f, "mariadb-bin.000004", false);
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_NEW, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000005\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	problems = verify_problems_keyless(f);
+	assert_string_equal(problems, "[]");
+	free(problems);
+
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000003\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	problems = verify_problems_keyless(f);
+	assert_non_null(strstr(problems, SNAP_OLD));
+	assert_non_null(strstr(problems, "cannot be carried forward"));
+	assert_non_null(strstr(problems, "mariadb-bin.000003"));
+	assert_null(strstr(problems, SNAP_NEW));
+	free(problems);
+}
+
 int
 main(void)
 {
@@ -1577,6 +1631,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_snapshots_without_binlog_are_mariadb, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_verify_snapshot_not_carried_forward, setup, teardown),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -3,12 +3,16 @@
  *		The MariaDB engine (engine.h): a source whose archive holds binlog
  *		ranges.  bk list shows each file's coverage and every gap; bk verify
  *		checks every range (keyless, and with the key every chunk, event
- *		position and CRC-32) and reports gaps; bk expire is expire.c.
+ *		position and CRC-32, and that a range sent again equals the bytes
+ *		it overlaps) and reports gaps; bk expire is expire.c.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "binlog_catalog.h"
 #include "bk_util.h"
@@ -552,6 +556,56 @@ follow_file_gtids(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	return true;
 }
 
+/* A range off the file's chain that overlaps it: sent again. */
+static bool
+has_resent_range(const BinlogFile *file)
+{
+	for (int idx = 0; idx < file->range_count; idx++)
+		if (!file->ranges[idx].in_chain &&
+			file->ranges[idx].start < file->covered_end)
+			return true;
+	return false;
+}
+
+/*
+ * Rebuild file as bk restore does, in a scratch file: a range sent again
+ * must equal the bytes of the chain it overlaps, or the restore fails
+ * (two histories of the file: a server crash with sync_binlog=0 rewrote
+ * its tail).  False (err set) only when no scratch file can be made.
+ */
+static bool
+check_resent_ranges(BkVerifier *verifier, const BkRepo *repo,
+					const char *source, const BinlogFile *file, BkError *err)
+{
+	const char *tmp_root = getenv("TMPDIR");
+	char path[4096];
+	uint64_t events;
+	BkError problem;
+	int fd;
+
+	if (tmp_root == NULL || tmp_root[0] == '\0')
+		tmp_root = "/tmp";
+	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+	{
+		snprintf(path, sizeof(path), "%s/bk-verify.XXXXXX", tmp_root);
+		fd = mkstemp(path);
+		if (fd >= 0)
+			unlink(path);
+	}
+	if (fd < 0)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not create a temporary file in %s: %s",
+							tmp_root, strerror(errno));
+	bk_error_clear(&problem);
+	if (!mariadb_binlog_rebuild(repo, source, verifier->decoder, file, fd,
+								"(temporary file)", &events, NULL, NULL,
+								&problem))
+		bk_verify_problem(verifier, file->name, "%s", problem.message);
+	close(fd);
+	return true;
+}
+
 static bool
 bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				  BkError *err)
@@ -575,6 +629,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			fileIdx > 0 ? &catalog.files[fileIdx - 1] : NULL;
 		int checksum_alg = BK_BINLOG_CHECKSUM_OFF;
 		bool followed = file->gap_end == 0;
+		uint64_t problems_before = verifier->problems;
 
 		memset(walk, 0, sizeof(*walk));
 		walk->verifier = verifier;
@@ -638,6 +693,16 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		}
 		previous_known = verifier->decoder != NULL && followed && walk->known;
 		*previous_end = walk->reached;
+		/* Each range checked alone: now the ranges sent again. */
+		if (verifier->decoder != NULL &&
+			verifier->problems == problems_before && has_resent_range(file) &&
+			!check_resent_ranges(verifier, repo, source, file, err))
+		{
+			binlog_catalog_free(&catalog);
+			free(walk);
+			free(previous_end);
+			return false;
+		}
 	}
 	describe_gaps(&catalog, verify_gap, verifier);
 	free(walk);

@@ -1583,6 +1583,48 @@ test_verify_snapshot_not_carried_forward(void **state)
 	free(problems);
 }
 
+/*
+ * mariadb-bin.000001 archived whole, and its first transaction archived
+ * again as a range of its own with other bytes: the server crashed with
+ * sync_binlog=0 and wrote that part of the file anew.  Each range holds
+ * valid events; bk restore, rebuilding the file, finds the two copies of
+ * the same bytes differ and stops.  bk verify must find it too.
+ */
+static void
+test_verify_resent_range_differs(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], other[512];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	size_t other_len = BK_BINLOG_MAGIC_LEN;
+	size_t cut;
+	char *problems;
+	BkError err;
+
+	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(first, &len, T0900, NULL, 0);
+	memcpy(other, first, len);
+	other_len = len;
+	add_transaction(first, &len, 1, T0900, T0900);
+	add_transaction(other, &other_len, 1, T0900 + 1, T0900 + 1);
+	cut = len;
+	assert_int_equal(other_len, cut);
+	add_transaction(first, &len, 2, T0900 + 60, T0900 + 60);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len, T0900 + 60,
+						"0-1-2", "");
+	problems = verify_problems(f);
+	assert_string_equal(problems, "[]");
+	free(problems);
+
+	archive_binlog_part(f, "mariadb-bin.000001", other, 0, cut, T0900 + 1,
+						"0-1-1", "");
+	assert_false(plan(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, "differs from the other archived copy");
+	problems = verify_problems(f);
+	assert_non_null(strstr(problems, "differs from the other archived copy"));
+	free(problems);
+}
+
 int
 main(void)
 {
@@ -1633,6 +1675,8 @@ main(void)
 			test_snapshots_without_binlog_are_mariadb, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_verify_snapshot_not_carried_forward, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verify_resent_range_differs, setup,
+										teardown),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -863,7 +863,16 @@ bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				check.sysid_mismatches,
 				check.sysid_mismatches == 1 ? " is" : "s are",
 				check.first_foreign, catalog.system_identifier, source);
-		conflicts.majority_sysid = check.majority_sysid;
+		/*
+		 * The source's system is its newest segment's, as for every other
+		 * check here, not that of whichever object was listed last (the
+		 * listing has no order: a stray segment of another cluster, or a
+		 * history file's text read as a page header).
+		 */
+		conflicts.majority_sysid =
+			catalog.system_identifier[0] != '\0'
+				? strtoull(catalog.system_identifier, NULL, 10)
+				: check.majority_sysid;
 		ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL, "",
 						  false, check_conflict, &conflicts, err);
 	}

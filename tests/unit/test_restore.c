@@ -827,6 +827,188 @@ test_wal_timeline_lost_between(void **state)
 	bk_wal_catalog_free(&catalog);
 }
 
+/* The directory backend, but listing in descending name order. */
+typedef struct ListedEntry
+{
+	char *name;
+	BkRepoEntry entry;
+} ListedEntry;
+
+typedef struct Listed
+{
+	ListedEntry *entries;
+	size_t count;
+} Listed;
+
+static bool
+collect_entry(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	Listed *listed = arg;
+
+	listed->entries = realloc(listed->entries,
+							  (listed->count + 1) * sizeof(*listed->entries));
+	assert_non_null(listed->entries);
+	listed->entries[listed->count].name = strdup(entry->name);
+	listed->entries[listed->count].entry = *entry;
+	listed->count++;
+	return true;
+}
+
+static int
+entry_desc_cmp(const void *a, const void *b)
+{
+	return -strcmp(((const ListedEntry *) a)->name,
+				   ((const ListedEntry *) b)->name);
+}
+
+static const BkRepoBackend *listing_backend;
+
+static bool
+list_descending(const BkRepo *repo, const char *prefix, bool recursive,
+				BkRepoListFn fn, void *arg, BkError *err)
+{
+	Listed listed = {0};
+	bool ok = listing_backend->list(repo, prefix, recursive, collect_entry,
+									&listed, err);
+
+	if (listed.count > 0)
+		qsort(listed.entries, listed.count, sizeof(*listed.entries),
+			  entry_desc_cmp);
+	for (size_t idx = 0; idx < listed.count; idx++)
+	{
+		listed.entries[idx].entry.name = listed.entries[idx].name;
+		if (ok && !fn(arg, &listed.entries[idx].entry, err))
+			ok = false;
+		free(listed.entries[idx].name);
+	}
+	free(listed.entries);
+	return ok;
+}
+
+#define SMALL_SEG 4096u
+
+/*
+ * Segment segno of timeline 1 (of SMALL_SEG bytes) of database system
+ * sysid, with the long page header that says so; in the conflicts area
+ * when conflict (after the archived copy refused it).
+ */
+static void
+archive_small_segment(WalFixture *f, uint64_t segno, const char *sysid,
+					  bool conflict)
+{
+	uint8_t *content = calloc(1, SMALL_SEG);
+	uint64_t lsn = segno * SMALL_SEG;
+	uint64_t system = strtoull(sysid, NULL, 10);
+	char name[32];
+	char meta[512];
+	BkObjectInfo info = {.kind = BK_KIND_WAL, .source_id = SOURCE};
+	BkObjectIdentity identity = {0};
+	BkRepoUpload *upload;
+	BkPutResult result;
+	FrameList frames;
+	BkFrame last;
+	char tag[32];
+	BkError err;
+
+	content[0] = 0x10; /* xlp_magic of PostgreSQL 15 */
+	content[1] = 0xD1;
+	content[2] = 0x02; /* XLP_LONG_HEADER */
+	content[4] = 1;    /* timeline */
+	for (int byte = 0; byte < 8; byte++)
+	{
+		content[8 + byte] = (uint8_t) (lsn >> (8 * byte));
+		content[24 + byte] = (uint8_t) (system >> (8 * byte));
+	}
+	content[33] = SMALL_SEG >> 8;
+	content[37] = 8192 >> 8;
+	bk_wal_segment_name(1, segno, SMALL_SEG, name);
+	snprintf(meta, sizeof(meta),
+			 "type=segment\ntimeline=1\nsegment-size=%u\n"
+			 "system-identifier=%s\nlsn-start=%X/%X\n"
+			 "created=2026-11-24T05:12:00.000Z",
+			 SMALL_SEG, sysid, (unsigned) (lsn >> 32), (unsigned) lsn);
+	info.name = name;
+	info.meta = meta;
+	info.size = SMALL_SEG;
+	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info, content, &frames);
+	snprintf(tag, sizeof(tag), "u%d", f->uploads++);
+	upload = bk_repo_upload_begin(f->repo, tag, &err);
+	assert_non_null(upload);
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
+										 frames.len[frameIdx], &err));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_frame_parse(frames.data[frames.count - 1],
+							   frames.len[frames.count - 1], &last, &err));
+	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
+	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, name, &identity, &result,
+									  &err));
+	if (conflict)
+	{
+		assert_int_equal(result, BK_PUT_EXISTS_DIFFERENT);
+		assert_true(bk_repo_upload_commit(upload, BK_REPO_CONFLICTS, SOURCE,
+										  BK_KIND_WAL, name, &identity, &result,
+										  &err));
+	}
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+	test_frames_free(&frames);
+	free(content);
+}
+
+/*
+ * Segments 2 and 3 are of the source's system (7441), segment 1 of another
+ * cluster (9999) that archived under the same source id, and so is a
+ * second copy of segment 3.  bk verify must say the archived copy of
+ * segment 3 fits the source and the other does not, whatever order the
+ * store lists the WAL in: told the reverse, the operator would put the
+ * other cluster's WAL in place and restore it.
+ */
+static void
+test_verify_conflict_verdict_any_order(void **state)
+{
+	WalFixture *f = *state;
+	BkRepoBackend descending;
+	BkVerifier verifier = {.ring = &f->ring, .json = true};
+	const char *verdict;
+	BkError err;
+
+	archive_small_segment(f, 1, "9999", false);
+	archive_small_segment(f, 2, "7441", false);
+	archive_small_segment(f, 3, "7441", false);
+	archive_small_segment(f, 3, "9999", true);
+
+	verifier.decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(verifier.decoder);
+	verifier.problem_list = json_array();
+	verifier.note_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	listing_backend = f->repo->backend;
+	descending = *listing_backend;
+	descending.list = list_descending;
+	f->repo->backend = &descending;
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	f->repo->backend = listing_backend;
+
+	assert_int_equal(json_array_size(verifier.conflict_list), 1);
+	verdict = json_string_value(
+		json_object_get(json_array_get(verifier.conflict_list, 0), "verdict"));
+	assert_non_null(verdict);
+	assert_non_null(strstr(verdict, "the archived copy"));
+	assert_non_null(strstr(verdict, "fits this source's history, the "
+									"conflict copy"));
+	assert_null(strstr(verdict, "move the archived copy away"));
+	bk_decoder_free(verifier.decoder);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.note_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+}
+
 /* ------------------------------------------------------------ expire */
 
 /*
@@ -3145,6 +3327,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_branch_segment_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_timeline_lost_between,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_conflict_verdict_any_order,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

@@ -803,6 +803,32 @@ check_wal_catalog(BkVerifier *verifier, const BkWalCatalog *catalog)
 							   " are not checked without the key: %s",
 							   tl->timeline, tl->history_problem);
 		}
+		/*
+		 * WAL of a later timeline without the history file that says where
+		 * it branched off, while the archive holds WAL of an earlier one:
+		 * recovery from that WAL never reaches it (bk restore refuses,
+		 * PostgreSQL would stay on the earlier timeline).
+		 */
+		if (tl->segments > 0 && !tl->has_history && tl->timeline > 1 &&
+			bk_wal_history_descendant(catalog, tl->timeline) == 0)
+			for (int lowerIdx = 0; lowerIdx < tlIdx; lowerIdx++)
+				if (catalog->timelines[lowerIdx].segments > 0)
+				{
+					char name[32];
+
+					snprintf(name, sizeof(name), "%08X.history", tl->timeline);
+					bk_verify_problem(
+						verifier, name,
+						"timeline %" PRIu32 " has WAL archived but not its "
+						"history file: nothing tells where it branched off, "
+						"so recovery from timeline %" PRIu32
+						"'s WAL cannot reach it; put %s back in the archive "
+						"(from pg_wal of the server that created timeline "
+						"%" PRIu32 ")",
+						tl->timeline, catalog->timelines[lowerIdx].timeline,
+						name, tl->timeline);
+					break;
+				}
 		if (tl->gap_count == 0)
 			continue;
 		bk_wal_segment_name(tl->timeline, tl->first_gap_segno,

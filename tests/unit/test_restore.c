@@ -827,6 +827,40 @@ test_wal_timeline_lost_between(void **state)
 	bk_wal_catalog_free(&catalog);
 }
 
+/*
+ * Timeline 2's WAL is archived, its history file is not (its message was
+ * rejected): bk cannot tell where timeline 2 branched off timeline 1, and
+ * recovery from timeline 1 never reaches it.  bk verify must say so.  An
+ * archive that begins on timeline 2 (bk installed after a promotion) needs
+ * no history file.
+ */
+static void
+test_verify_history_file_missing(void **state)
+{
+	WalFixture *f = *state;
+	uint64_t problems;
+	char *text;
+
+	for (uint64_t segno = 4; segno <= 5; segno++)
+		archive_segment(f, 2, segno);
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 0);
+	free(text);
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 1);
+	assert_non_null(strstr(text, "00000002.history"));
+	assert_non_null(strstr(text, "has WAL archived but not its history"));
+	free(text);
+
+	archive_history(f, 2, "1:0/4800000");
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 0);
+	free(text);
+}
+
 /* The directory backend, but listing in descending name order. */
 typedef struct ListedEntry
 {
@@ -3329,6 +3363,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_timeline_lost_between,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_conflict_verdict_any_order,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_history_file_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

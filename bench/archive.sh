@@ -55,7 +55,8 @@
 #                            bk-noship-jobs1: bk.archive_jobs = 1, one
 #                            encoding thread; bk-chunk4m:
 #                            bk.chunk_size = 4MB; bk-inflightN: N produce
-#                            requests in flight instead of one)
+#                            requests in flight instead of one;
+#                            bk-lingerN: linger.ms=N instead of 5)
 #   ARCHIVE_PROFILE          1: one more bk run under perf record -a [1]
 #   ARCHIVE_PRODUCE_RUNS     bk_test_produce runs [2]
 #   ARCHIVE_TPS_SECONDS      pgbench -T per TPS run [60]
@@ -389,7 +390,7 @@ run_contender() {
         off=("${ARCHIVING_OFF[@]}")
         on=("archive_library = ''" "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'")
         ;;
-    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1 | bk-inflight*)
+    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger*)
         bk_setup_prefix "$tag"
         if [[ "$name" == bk-noflush ]]; then
             # An experiment, not a configuration to use: the broker
@@ -407,6 +408,8 @@ run_contender() {
         [[ "$name" == *-jobs1 ]] && STATIC+=("bk.archive_jobs = 1")
         [[ "$name" == bk-inflight* ]] &&
             STATIC+=("bk.kafka_properties = 'max.in.flight.requests.per.connection=${name#bk-inflight}'")
+        [[ "$name" == bk-linger* ]] &&
+            STATIC+=("bk.kafka_properties = 'linger.ms=${name#bk-linger}'")
         off=("archive_library = 'bk'" "bk.kafka_brokers = ''")
         on=("archive_library = 'bk'" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'")
         if [[ "$name" == bk-profile ]]; then

@@ -291,6 +291,11 @@ bk_check_kafka_properties(char **newval, void **extra, GucSource source)
 		producer = bk_producer_new(&settings, &err);
 	if (producer == NULL)
 	{
+		/*
+		 * Not PostgreSQL's own message, which quotes the whole value: it
+		 * may hold sasl.password, and a postgresql.conf reload logs it.
+		 */
+		GUC_check_errmsg("invalid value for parameter \"bk.kafka_properties\"");
 		GUC_check_errdetail("%s", bk_sentence(err.message));
 		if (err.hint[0] != '\0')
 			GUC_check_errhint("%s", err.hint);

@@ -145,7 +145,13 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 	snapshot->has_record = false;
 	snprintf(name, sizeof(name), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
 	if (object == NULL)
+	{
+		/* Unread, not absent: bk expire must not take it for abandoned. */
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its record cannot be read: out of memory");
+		snapshot->record_error = BK_ERR_NOMEM;
 		return;
+	}
 	if (!bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source,
 								 BK_KIND_SNAPSHOT, name, &identity, object,
 								 &err))

@@ -62,6 +62,27 @@ verify_option(void *arg, int code, const char *value)
 	return BK_EXIT_OK;
 }
 
+/*
+ * Append {"object": object, field: message} to list.  JSON strings are
+ * UTF-8, file names need not be: jansson refuses a message naming a
+ * Latin-1 file, which would drop the entry from the list while it still
+ * counts.
+ */
+static void
+json_list_append(json_t *list, const char *object, const char *field,
+				 const char *message)
+{
+	char *object_text = bk_utf8_readable(object);
+	char *message_text = bk_utf8_readable(message);
+
+	json_array_append_new(
+		list, json_pack("{s:s, s:s}", "object",
+						object_text ? object_text : "(out of memory)", field,
+						message_text ? message_text : "(out of memory)"));
+	free(object_text);
+	free(message_text);
+}
+
 void
 bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 				  ...)
@@ -74,23 +95,7 @@ bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 	va_end(args);
 	verifier->problems++;
 	if (verifier->json)
-	{
-		/*
-		 * JSON strings are UTF-8, file names need not be: jansson refuses a
-		 * message naming a Latin-1 file, which would drop the problem from
-		 * the list while it still counts.
-		 */
-		char *object_text = bk_utf8_readable(object);
-		char *message_text = bk_utf8_readable(message);
-
-		json_array_append_new(
-			verifier->problem_list,
-			json_pack("{s:s, s:s}", "object",
-					  object_text ? object_text : "(out of memory)", "problem",
-					  message_text ? message_text : "(out of memory)"));
-		free(object_text);
-		free(message_text);
-	}
+		json_list_append(verifier->problem_list, object, "problem", message);
 	else
 		printf("  PROBLEM %s: %s\n", object, message);
 }
@@ -105,18 +110,7 @@ bk_verify_note(BkVerifier *verifier, const char *object, const char *fmt, ...)
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
 	if (verifier->json)
-	{
-		char *object_text = bk_utf8_readable(object);
-		char *message_text = bk_utf8_readable(message);
-
-		json_array_append_new(
-			verifier->note_list,
-			json_pack("{s:s, s:s}", "object",
-					  object_text ? object_text : "(out of memory)", "note",
-					  message_text ? message_text : "(out of memory)"));
-		free(object_text);
-		free(message_text);
-	}
+		json_list_append(verifier->note_list, object, "note", message);
 	else
 		printf("  note: %s\n", message);
 }

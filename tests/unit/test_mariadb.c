@@ -1437,49 +1437,19 @@ test_verify_reports_conflict_copy(void **state)
 	const char *meta = "type=binlog-range\nbinlog-file=mariadb-bin.000001\n"
 					   "start=0\nend=4\nevents=0\ngtid=\n"
 					   "created=2026-11-24T05:12:00.000Z\nclosed=rotate";
-	BkObjectInfo info = {.kind = BK_KIND_BINLOG,
-						 .source_id = SOURCE,
-						 .name = name,
-						 .meta = meta,
-						 .size = 4};
-	BkObjectIdentity identity = {0};
-	BkRepoUpload *upload;
-	BkPutResult result;
-	FrameList frames;
-	BkFrame last;
-	BkError err;
 	char *problems;
+	BkError err;
 
 	archive_binlog_start(f, "mariadb-bin.000001", true);
 	problems = verify_problems(f);
 	assert_string_equal(problems, "[]");
 	free(problems);
 
-	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info,
-					   (const uint8_t *) "\xfe"
-										 "BIN",
-					   &frames);
-	upload = bk_repo_upload_begin(f->repo, "conflict", &err);
-	assert_non_null(upload);
-	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
-		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
-										 frames.len[frameIdx], &err));
-	assert_true(bk_repo_upload_finish(upload, &err));
-	assert_true(bk_frame_parse(frames.data[frames.count - 1],
-							   frames.len[frames.count - 1], &last, &err));
-	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
-	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
-	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
-									  BK_KIND_BINLOG, name, &identity, &result,
-									  &err));
-	assert_int_equal(result, BK_PUT_EXISTS_DIFFERENT);
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_CONFLICTS, SOURCE,
-									  BK_KIND_BINLOG, name, &identity, &result,
-									  &err));
-	assert_int_equal(result, BK_PUT_CREATED);
-	bk_repo_upload_free(upload);
-	test_frames_free(&frames);
+	test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_BINLOG, SOURCE,
+						  name, meta,
+						  (const uint8_t *) "\xfe"
+											"BIN",
+						  4);
 
 	problems = verify_problems(f);
 	assert_non_null(strstr(problems, "a second copy with different content"));

@@ -935,14 +935,6 @@ archive_small_segment(WalFixture *f, uint64_t segno, const char *sysid,
 	uint64_t system = strtoull(sysid, NULL, 10);
 	char name[32];
 	char meta[512];
-	BkObjectInfo info = {.kind = BK_KIND_WAL, .source_id = SOURCE};
-	BkObjectIdentity identity = {0};
-	BkRepoUpload *upload;
-	BkPutResult result;
-	FrameList frames;
-	BkFrame last;
-	char tag[32];
-	BkError err;
 
 	content[0] = 0x10; /* xlp_magic of PostgreSQL 15 */
 	content[1] = 0xD1;
@@ -961,35 +953,12 @@ archive_small_segment(WalFixture *f, uint64_t segno, const char *sysid,
 			 "system-identifier=%s\nlsn-start=%X/%X\n"
 			 "created=2026-11-24T05:12:00.000Z",
 			 SMALL_SEG, sysid, (unsigned) (lsn >> 32), (unsigned) lsn);
-	info.name = name;
-	info.meta = meta;
-	info.size = SMALL_SEG;
-	test_encode_object(&f->key, BK_CHUNK_SIZE_MIN, &info, content, &frames);
-	snprintf(tag, sizeof(tag), "u%d", f->uploads++);
-	upload = bk_repo_upload_begin(f->repo, tag, &err);
-	assert_non_null(upload);
-	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
-		assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
-										 frames.len[frameIdx], &err));
-	assert_true(bk_repo_upload_finish(upload, &err));
-	assert_true(bk_frame_parse(frames.data[frames.count - 1],
-							   frames.len[frames.count - 1], &last, &err));
-	memcpy(identity.key_id, last.key_id, BK_KEY_ID_LEN);
-	memcpy(identity.fingerprint, last.fingerprint, BK_FINGERPRINT_LEN);
-	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
-	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
-									  BK_KIND_WAL, name, &identity, &result,
-									  &err));
 	if (conflict)
-	{
-		assert_int_equal(result, BK_PUT_EXISTS_DIFFERENT);
-		assert_true(bk_repo_upload_commit(upload, BK_REPO_CONFLICTS, SOURCE,
-										  BK_KIND_WAL, name, &identity, &result,
-										  &err));
-	}
-	assert_int_equal(result, BK_PUT_CREATED);
-	bk_repo_upload_free(upload);
-	test_frames_free(&frames);
+		test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_WAL,
+							  SOURCE, name, meta, content, SMALL_SEG);
+	else
+		test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
+							name, meta, content, SMALL_SEG);
 	free(content);
 }
 

@@ -14,10 +14,15 @@
 #include "bk_frame.h"
 #include "testrepo.h"
 
-void
-test_archive_object(BkRepo *repo, const BkKey *key, int *tag_counter, int kind,
+/*
+ * Encode content and commit it under name as a shipper does; when the
+ * archive already holds another object of that name, keep it among the
+ * conflicts instead (as the shipper does), if conflict says one is expected.
+ */
+static void
+archive_or_conflict(BkRepo *repo, const BkKey *key, int *tag_counter, int kind,
 					const char *source, const char *name, const char *meta,
-					const uint8_t *content, size_t len)
+					const uint8_t *content, size_t len, bool conflict)
 {
 	BkObjectInfo info = {.kind = kind,
 						 .source_id = source,
@@ -47,9 +52,34 @@ test_archive_object(BkRepo *repo, const BkKey *key, int *tag_counter, int kind,
 	memcpy(identity.attempt_id, last.attempt_id, BK_ATTEMPT_ID_LEN);
 	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, source, kind,
 									  name, &identity, &result, &err));
+	if (conflict)
+	{
+		assert_int_equal(result, BK_PUT_EXISTS_DIFFERENT);
+		assert_true(bk_repo_upload_commit(upload, BK_REPO_CONFLICTS, source,
+										  kind, name, &identity, &result,
+										  &err));
+	}
 	assert_int_equal(result, BK_PUT_CREATED);
 	bk_repo_upload_free(upload);
 	test_frames_free(&frames);
+}
+
+void
+test_archive_object(BkRepo *repo, const BkKey *key, int *tag_counter, int kind,
+					const char *source, const char *name, const char *meta,
+					const uint8_t *content, size_t len)
+{
+	archive_or_conflict(repo, key, tag_counter, kind, source, name, meta,
+						content, len, false);
+}
+
+void
+test_archive_conflict(BkRepo *repo, const BkKey *key, int *tag_counter,
+					  int kind, const char *source, const char *name,
+					  const char *meta, const uint8_t *content, size_t len)
+{
+	archive_or_conflict(repo, key, tag_counter, kind, source, name, meta,
+						content, len, true);
 }
 
 static struct timespec aged_time[2];

@@ -25,6 +25,17 @@ extern void test_archive_object(BkRepo *repo, const BkKey *key,
 								const uint8_t *content, size_t len);
 
 /*
+ * The same, where the archive already holds another object of that name:
+ * the commit must find it (BK_PUT_EXISTS_DIFFERENT), and content is then
+ * kept among the conflicts, as a shipper keeps a second copy.
+ */
+extern void test_archive_conflict(BkRepo *repo, const BkKey *key,
+								  int *tag_counter, int kind,
+								  const char *source, const char *name,
+								  const char *meta, const uint8_t *content,
+								  size_t len);
+
+/*
  * Make every object of snapshot id of source in the directory repository
  * at location look stored hours ago: the store's time of an object there
  * is its file's modification time.

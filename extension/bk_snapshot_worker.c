@@ -597,14 +597,6 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 	uint32 interrupt_holdoff = InterruptHoldoffCount;
 	uint32 cancel_holdoff = QueryCancelHoldoffCount;
 
-	SpinLockAcquire(&bk_shared->mutex);
-	run->slot->state = state;
-	run->slot->stop_time = GetCurrentTimestamp();
-	strlcpy(run->slot->phase, state_name, sizeof(run->slot->phase));
-	if (error != NULL)
-		strlcpy(run->slot->error, error, sizeof(run->slot->error));
-	SpinLockRelease(&bk_shared->mutex);
-
 	PG_TRY();
 	{
 		/* Without the history table (prepare failed early) there is no row. */
@@ -652,9 +644,6 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 				bk_blockmap_prune(run->blocks_table, run->history_table);
 			snap_sql_end();
 		}
-
-		if (run->producer != NULL)
-			snap_announce_end(run, state_name, error);
 	}
 	PG_CATCH();
 	{
@@ -666,5 +655,35 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 		AbortOutOfAnyTransaction();
 	}
 	PG_END_TRY();
+
+	/*
+	 * Only now does bk_snapshot(), waiting on the slot, learn the outcome:
+	 * once it returns, bk_snapshot_history says the same, for the caller's
+	 * next statement and for the parent the next diff or incr picks.
+	 */
+	SpinLockAcquire(&bk_shared->mutex);
+	run->slot->state = state;
+	run->slot->stop_time = GetCurrentTimestamp();
+	strlcpy(run->slot->phase, state_name, sizeof(run->slot->phase));
+	if (error != NULL)
+		strlcpy(run->slot->error, error, sizeof(run->slot->error));
+	SpinLockRelease(&bk_shared->mutex);
+
+	if (run->producer != NULL)
+	{
+		PG_TRY();
+		{
+			snap_announce_end(run, state_name, error);
+		}
+		PG_CATCH();
+		{
+			InterruptHoldoffCount = interrupt_holdoff;
+			QueryCancelHoldoffCount = cancel_holdoff;
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+		}
+		PG_END_TRY();
+	}
 	bk_kafka_log_flush();
 }

@@ -160,3 +160,24 @@ CREATE EXTENSION bk;
 SELECT * FROM bk_snapshot('full', 'caf' || chr(233));
 \c :regress_db
 DROP DATABASE regress_bk_ascii;
+
+-- bk_snapshot() returns only once bk_snapshot_history says how the
+-- snapshot ended: with the history update slowed down (a trigger sleeps
+-- 1 s), the caller's next statement must still read "complete", as must
+-- the next diff or incr when it picks its parent.
+CREATE FUNCTION bk_regress_slow_history() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NEW.state = 'complete' THEN
+        PERFORM pg_sleep(1);
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER bk_regress_slow BEFORE UPDATE ON bk_snapshot_history
+    FOR EACH ROW EXECUTE FUNCTION bk_regress_slow_history();
+SELECT snapshot_kind, state FROM bk_snapshot('incr');
+SELECT kind, state, file_list IS NOT NULL AS lists_files
+FROM bk_snapshot_history ORDER BY requested_time DESC LIMIT 1;
+DROP TRIGGER bk_regress_slow ON bk_snapshot_history;
+DROP FUNCTION bk_regress_slow_history();

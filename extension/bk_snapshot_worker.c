@@ -584,6 +584,21 @@ snap_parent_has(SnapRun *run, const char *path)
 }
 
 /*
+ * An error while recording the end: the snapshot itself is decided, so the
+ * error is logged and cleared.  An ERROR resets the hold-off counts
+ * (errfinish); the caller's holds are put back.
+ */
+static void
+snap_finish_error(uint32 interrupt_holdoff, uint32 cancel_holdoff)
+{
+	InterruptHoldoffCount = interrupt_holdoff;
+	QueryCancelHoldoffCount = cancel_holdoff;
+	EmitErrorReport();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+}
+
+/*
  * snap_finish_record
  *		The end, everywhere: shared memory, the history table, the audit
  *		topic.  Called for success and (from the error handler) failure.
@@ -647,12 +662,7 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 	}
 	PG_CATCH();
 	{
-		InterruptHoldoffCount = interrupt_holdoff;
-		QueryCancelHoldoffCount = cancel_holdoff;
-		/* The snapshot itself is decided; failing to record it is logged. */
-		EmitErrorReport();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
+		snap_finish_error(interrupt_holdoff, cancel_holdoff);
 	}
 	PG_END_TRY();
 
@@ -677,11 +687,7 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 		}
 		PG_CATCH();
 		{
-			InterruptHoldoffCount = interrupt_holdoff;
-			QueryCancelHoldoffCount = cancel_holdoff;
-			EmitErrorReport();
-			FlushErrorState();
-			AbortOutOfAnyTransaction();
+			snap_finish_error(interrupt_holdoff, cancel_holdoff);
 		}
 		PG_END_TRY();
 	}

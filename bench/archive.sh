@@ -56,7 +56,9 @@
 #                            encoding thread; bk-chunk4m:
 #                            bk.chunk_size = 4MB; bk-inflightN: N produce
 #                            requests in flight instead of one;
-#                            bk-lingerN: linger.ms=N instead of 5)
+#                            bk-lingerN: linger.ms=N instead of 5;
+#                            bk-msgsN: batch.num.messages=N; bk-msgsN-chunkM:
+#                            the same with bk.chunk_size = M MB)
 #   ARCHIVE_PROFILE          1: one more bk run under perf record -a [1]
 #   ARCHIVE_PRODUCE_RUNS     bk_test_produce runs [2]
 #   ARCHIVE_TPS_SECONDS      pgbench -T per TPS run [60]
@@ -390,7 +392,7 @@ run_contender() {
         off=("${ARCHIVING_OFF[@]}")
         on=("archive_library = ''" "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'")
         ;;
-    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger*)
+    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger* | bk-msgs*)
         bk_setup_prefix "$tag"
         if [[ "$name" == bk-noflush ]]; then
             # An experiment, not a configuration to use: the broker
@@ -410,6 +412,12 @@ run_contender() {
             STATIC+=("bk.kafka_properties = 'max.in.flight.requests.per.connection=${name#bk-inflight}'")
         [[ "$name" == bk-linger* ]] &&
             STATIC+=("bk.kafka_properties = 'linger.ms=${name#bk-linger}'")
+        if [[ "$name" == bk-msgs* ]]; then
+            local msgs=${name#bk-msgs}
+            STATIC+=("bk.kafka_properties = 'batch.num.messages=${msgs%%-*}'")
+            [[ "$name" == *-chunk* ]] &&
+                STATIC+=("bk.chunk_size = '${name##*-chunk}MB'")
+        fi
         off=("archive_library = 'bk'" "bk.kafka_brokers = ''")
         on=("archive_library = 'bk'" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'")
         if [[ "$name" == bk-profile ]]; then

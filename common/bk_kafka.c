@@ -415,9 +415,10 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	size_t needed;
 
 	/*
-	 * One produce request in flight per broker, carrying up to
-	 * BK_KAFKA_BATCH_CHUNKS chunks: the broker appends (and, on a single
-	 * node, fsyncs) once per request, not once per chunk, which was most of
+	 * One produce request in flight per broker, carrying up to batch.size
+	 * bytes (BK_KAFKA_BATCH_CHUNKS chunks that did not compress, more that
+	 * did, unless the caller bounds the count): the broker appends (and, on
+	 * a single node, fsyncs) once per request, not once per chunk, which was most of
 	 * its CPU per archived segment.  A pipeline of five gains little; and with
 	 * five, librdkafka 2.0's broker thread spins while it waits for a free
 	 * slot: it burned as much CPU as compressing and encrypting (48% of a
@@ -441,8 +442,33 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 							  message_max,
 							  "linger.ms",
 							  "5",
+							  NULL, /* batch.num.messages, when the caller */
+							  NULL, /* bounds it (below) */
 							  NULL,
 							  NULL};
+	char request_messages[16];
+
+	/*
+	 * With librdkafka 2.0, a producer whose in-flight request carries five
+	 * messages or more spins its broker thread (poll with no timeout) until
+	 * the acknowledgement, as long as more messages wait: the idempotent
+	 * producer's limit of five requests in flight per partition is checked
+	 * against the messages in flight, after the thread's next wake-up was
+	 * set to "now".  With at most four messages per request the next request
+	 * is built while one is in flight and the thread sleeps until the
+	 * broker answers.  Compressed WAL chunks are a third of their size, so
+	 * batch.size alone let eleven into a request: the archiver's broker
+	 * thread spent 15 ms of CPU per segment spinning (BENCHMARKS.md).
+	 */
+	if (settings->request_messages > 0)
+	{
+		size_t slot = sizeof(defaults) / sizeof(defaults[0]) - 4;
+
+		snprintf(request_messages, sizeof(request_messages), "%d",
+				 settings->request_messages);
+		defaults[slot] = "batch.num.messages";
+		defaults[slot + 1] = request_messages;
+	}
 
 	needed = bk_kafka_message_max(settings->chunk_size);
 	snprintf(message_max, sizeof(message_max), "%zu",

@@ -118,6 +118,9 @@ typedef struct BkKafkaSettings
 	int timeout_ms;         /* delivery bound; 0: default */
 	uint32_t chunk_size;    /* to size and check message.max.bytes */
 	size_t window_bytes;    /* producers: bytes in flight; 0: 64 MiB */
+	int request_messages;   /* producers: messages per produce request at
+							 * most (batch.num.messages); 0: as many as
+							 * batch.size holds */
 	BkKafkaLogFn log_fn;    /* NULL: stderr */
 	void *log_arg;
 } BkKafkaSettings;

@@ -319,6 +319,8 @@ bk_archiver_ready(const char *topic, BkKafkaSettings *settings, BkError *err)
 {
 	bk_source_kafka_settings(settings, "bk-archiver");
 	settings->window_bytes = BK_ARCHIVE_WINDOW_BYTES;
+	/* Keeps librdkafka's broker thread from spinning (bk_producer_new). */
+	settings->request_messages = BK_KAFKA_BATCH_CHUNKS;
 	return bk_source_key(NULL, err) && bk_ensure_encode_pool(err) &&
 		   bk_ensure_producer(settings, err) &&
 		   bk_producer_connect(producer, topic, err);

@@ -47,7 +47,7 @@
 #   ARCHIVE_CONTENDERS       [basic pgbr-sync pgbr-async2 pgbr-async1 bk]
 #   ARCHIVE_EXTRA            contenders run once after those rounds
 #                            [bk-noship bk-batch1 bk-noflush bk-chunk4m]
-#                            (bk-batch1: bk.archive_batch = 1, one segment
+#                            (bk-batchN: bk.archive_batch = N; 1: one segment
 #                            per archive call; bk-noship: the
 #                            shipper starts only once the archiver is done;
 #                            bk-noflush: bk with the topics' per-message flush
@@ -392,7 +392,7 @@ run_contender() {
         off=("${ARCHIVING_OFF[@]}")
         on=("archive_library = ''" "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'")
         ;;
-    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch1 | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger* | bk-msgs*)
+    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch* | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger* | bk-msgs*)
         bk_setup_prefix "$tag"
         if [[ "$name" == bk-noflush ]]; then
             # An experiment, not a configuration to use: the broker
@@ -406,7 +406,7 @@ run_contender() {
         fi
         bk_static_conf
         [[ "$name" == bk-chunk4m ]] && STATIC+=("bk.chunk_size = '4MB'")
-        [[ "$name" == bk-batch1 ]] && STATIC+=("bk.archive_batch = 1")
+        [[ "$name" == bk-batch* ]] && STATIC+=("bk.archive_batch = ${name#bk-batch}")
         [[ "$name" == *-jobs1 ]] && STATIC+=("bk.archive_jobs = 1")
         [[ "$name" == bk-inflight* ]] &&
             STATIC+=("bk.kafka_properties = 'max.in.flight.requests.per.connection=${name#bk-inflight}'")

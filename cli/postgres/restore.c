@@ -348,6 +348,7 @@ bk_pg_restore(int argc, char **argv)
 		goto fail;
 	restore_warn_unreadable(r);
 	restore_warn_target_beyond_archive(r);
+	restore_warn_checksum_failures(r);
 	restore_report(r, removed);
 	status = BK_EXIT_OK;
 	goto done;

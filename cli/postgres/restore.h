@@ -165,6 +165,7 @@ extern bool restore_skipped_file(const char *path);
 extern bool restore_sync_files(Restore *r, BkError *err);
 extern void restore_warn_target_beyond_archive(const Restore *r);
 extern void restore_warn_unreadable(const Restore *r);
+extern void restore_warn_checksum_failures(const Restore *r);
 extern bool restore_write_label_and_map(Restore *r, BkError *err);
 extern bool restore_write_manifest(Restore *r, BkError *err);
 extern bool restore_write_recovery_settings(Restore *r, BkError *err);

@@ -64,7 +64,11 @@ restore_report(const Restore *r, uint64_t removed)
 	uint64_t kept = atomic_load(&r->files_kept);
 	uint64_t bytes = atomic_load(&r->bytes_written);
 	uint64_t mismatches = atomic_load(&r->hint_bit_mismatches);
+	uint64_t failures = 0;
 	char found[32] = "";
+
+	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+		failures += r->chain[linkIdx]->checksum_failure_count;
 
 	if (r->target.type == BK_PG_TARGET_XID ||
 		r->target.type == BK_PG_TARGET_NAME)
@@ -120,6 +124,8 @@ restore_report(const Restore *r, uint64_t removed)
 		restore_json_path(out, "pgdata", r->pgdata);
 		json_object_set_new(out, "hint_bit_differences",
 							json_integer((json_int_t) mismatches));
+		json_object_set_new(out, "checksum_failures",
+							json_integer((json_int_t) failures));
 		json_object_set_new(
 			out, "bytes_decrypted",
 			json_integer((json_int_t) atomic_load(&r->bytes_decrypted)));
@@ -161,6 +167,10 @@ restore_report(const Restore *r, uint64_t removed)
 			   "without a new LSN were not sent\n",
 			   mismatches, mismatches == 1 ? "" : "s",
 			   mismatches == 1 ? "s" : "");
+	if (failures > 0)
+		printf("  WARNING: %" PRIu64 " page%s read with a failing checksum "
+			   "(see above)\n",
+			   failures, failures == 1 ? "" : "s");
 	if (r->target.type == BK_PG_TARGET_NONE)
 		printf("  target: the end of the archived WAL\n");
 	else
@@ -206,6 +216,22 @@ restore_warn_target_beyond_archive(const Restore *r)
 				"archived WAL (read by the source at %s): recovery cannot "
 				"reach it until the source archives a later segment\n",
 				r->program, r->target.time_text, catalog->wal.newest_created);
+}
+
+/*
+ * Warn when a snapshot of the chain read pages whose checksum failed: the
+ * restored cluster has them as the source had them, and the DBA should
+ * know before relying on it.
+ */
+void
+restore_warn_checksum_failures(const Restore *r)
+{
+	char message[BK_ERROR_MESSAGE_MAX];
+
+	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+		if (bk_snapshot_record_checksum_note(r->chain[linkIdx], message,
+											 sizeof(message)))
+			fprintf(stderr, "%s: WARNING: %s\n", r->program, message);
 }
 
 /* Warn when the server will not be able to read what restore_command needs. */

@@ -166,7 +166,30 @@ bk_snapshot_record_free(BkSnapRecord *record)
 	free(record->files);
 	free(record->directories);
 	free(record->tablespaces);
+	free(record->checksum_failure_path);
 	free(record);
+}
+
+bool
+bk_snapshot_record_checksum_note(const BkSnapRecord *record, char *out,
+								 size_t out_len)
+{
+	size_t count = record->checksum_failure_count;
+
+	out[0] = '\0';
+	if (count == 0)
+		return false;
+	snprintf(out, out_len,
+			 "snapshot %s read %zu page%s whose checksum failed twice (the "
+			 "record lists up to 5 per file; first: \"%s\" block %" PRIu32
+			 "): they were corrupt in the source when it ran, and a restore "
+			 "brings them back as read; check the source with pg_amcheck, "
+			 "and take a new full snapshot once it is repaired",
+			 record->id, count, count == 1 ? "" : "s",
+			 record->checksum_failure_path ? record->checksum_failure_path
+										   : "?",
+			 record->checksum_failure_block);
+	return true;
 }
 
 static bool
@@ -483,6 +506,38 @@ parse_tablespaces(json_t *tablespaces, BkSnapRecord *record, BkError *err)
 	return true;
 }
 
+/*
+ * The pages the snapshot read with a failing checksum: counted, and the
+ * first kept to name it.  A list that is not one, or an entry without a
+ * path, is a record bk did not write.
+ */
+static bool
+parse_checksum_failures(json_t *failures, BkSnapRecord *record, BkError *err)
+{
+	json_t *first;
+	json_t *block;
+	char what[BK_ERROR_MESSAGE_MAX / 2];
+
+	if (failures != NULL && !json_is_array(failures))
+		return record_bad(err, record->id,
+						  "\"checksum_failures\" is not an array");
+	record->checksum_failure_count = json_array_size(failures);
+	if (record->checksum_failure_count == 0)
+		return true;
+	first = json_array_get(failures, 0);
+	block = json_object_get(first, "block");
+	if (!record_path(first, &record->checksum_failure_path, what, sizeof(what),
+					 err))
+		return what[0] == '\0' ? false : record_bad(err, record->id, what);
+	if (record->checksum_failure_path == NULL || !json_is_integer(block) ||
+		json_integer_value(block) < 0 ||
+		json_integer_value(block) > (json_int_t) UINT32_MAX)
+		return record_bad(err, record->id,
+						  "a checksum failure lacks a path or a block number");
+	record->checksum_failure_block = (uint32_t) json_integer_value(block);
+	return true;
+}
+
 static bool
 json_lsn(json_t *root, const char *key, uint64_t *lsn)
 {
@@ -609,8 +664,9 @@ bk_snapshot_record_load(const BkRepo *repo, BkDecoder *decoder,
 	record->data_checksums =
 		json_is_true(json_object_get(root, "data_checksums"));
 	record->page_digests = json_is_true(json_object_get(root, "page_digests"));
-	record->checksum_failure_count =
-		json_array_size(json_object_get(root, "checksum_failures"));
+	if (!parse_checksum_failures(json_object_get(root, "checksum_failures"),
+								 record, err))
+		goto done;
 	if (!parse_files(json_object_get(root, "files"), record, err) ||
 		!parse_directories(json_object_get(root, "directories"), record, err) ||
 		!parse_tablespaces(json_object_get(root, "tablespaces"), record, err))

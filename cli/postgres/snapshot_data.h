@@ -114,7 +114,13 @@ typedef struct BkSnapRecord
 	BkSnapDirectory *directories;
 	size_t tablespace_count;
 	BkSnapTablespace *tablespaces;
+	/*
+	 * Pages whose checksum failed twice while the snapshot read them, as
+	 * the record lists them (up to five per file), and the first of them.
+	 */
 	size_t checksum_failure_count;
+	char *checksum_failure_path; /* NULL when none is listed */
+	uint32_t checksum_failure_block;
 	uint64_t bytes; /* sum of file sizes */
 } BkSnapRecord;
 
@@ -162,6 +168,14 @@ extern bool bk_snapshot_record_load(const BkRepo *repo, BkDecoder *decoder,
 									const char *source, const char *id,
 									BkSnapRecord **record, BkError *err);
 extern void bk_snapshot_record_free(BkSnapRecord *record);
+
+/*
+ * What a record's checksum failures mean for the data it restores, as one
+ * sentence naming the snapshot, the count and the first page, into out;
+ * false (out empty) when the snapshot read no page that failed.
+ */
+extern bool bk_snapshot_record_checksum_note(const BkSnapRecord *record,
+											 char *out, size_t out_len);
 
 /* The record's entry for path, or NULL. */
 extern const BkSnapFile *bk_snapshot_record_file(const BkSnapRecord *record,

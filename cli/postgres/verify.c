@@ -659,6 +659,15 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			{
 				/* Every object the record names must be there. */
 				const BkSnapRecord *record = check.records[snapIdx];
+				char failures[BK_ERROR_MESSAGE_MAX];
+
+				/*
+				 * Not a problem of the archive, which holds what the source
+				 * had; but the data it restores is damaged there.
+				 */
+				if (bk_snapshot_record_checksum_note(record, failures,
+													 sizeof(failures)))
+					bk_verify_note(verifier, record_name, "%s", failures);
 
 				for (size_t fileIdx = 0; fileIdx < record->file_count;
 					 fileIdx++)

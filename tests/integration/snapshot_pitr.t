@@ -21,6 +21,8 @@
 #     snapshots until a newer full;
 #   - a tablespace path and file names that are not UTF-8 (Latin-1) are
 #     verified and restored byte for byte;
+#   - a page whose checksum fails in the source is kept as read; bk verify
+#     notes it and bk restore warns, naming the page;
 #   - one corrupted chunk in the repository makes bk verify and bk restore
 #     fail naming the file; so does a missing range of a file sent in
 #     ranges (bk.snapshot_range_size).
@@ -683,6 +685,32 @@ as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$dir/restored-latin1" >"
 ok $? "pg_verifybackup accepts the restored directory" || diag "$(tail -n 5 "$dir/verify-latin1.log")"
 rm -rf "$dir/restored-latin1" "$dir/ts1-latin1" "$dir/ts-latin1-restored" "$BK_PGDATA/bk_dir_$latin1"
 psql_q -c "DROP TABLE t_latin1" -c "DROP TABLESPACE bk_pitr_latin1" -c "DROP DATABASE bk_pitr_ascii" >/dev/null
+
+# ---- a page whose checksum fails in the source (bytes of a table's page
+# overwritten on disk behind the server): the snapshot keeps the page as
+# read, and bk verify and bk restore say so, naming it
+psql_q -c "CREATE TABLE t_bad_page AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 1000) g" \
+    -c "CHECKPOINT" >/dev/null
+bad_rel="$(psql_q -c "SELECT pg_relation_filepath('t_bad_page')")"
+printf 'bk test: not what the checksum covers' |
+    dd of="$BK_PGDATA/$bad_rel" bs=1 seek=4096 conv=notrunc status=none
+out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full', 'bad page')" 2>&1)"
+bad_snap="${out%% *}"
+like "$out" ' complete$' "a snapshot that reads a page with a failing checksum completes"
+wait_for 120 "snapshot $bad_snap restorable" latin1_restorable "$bad_snap"
+ok $? "bk list calls it restorable"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+like "$out" "note: snapshot $bad_snap read 1 page whose checksum failed twice .*first: \"$bad_rel\" block 0" \
+    "bk verify notes the page, naming it" || diag "$(grep -F "$bad_snap" <<<"$out" | tail -n 5)"
+like "$out" "snapshot $bad_snap: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt: OK" \
+    "and finds no problem in the snapshot: the archive holds what the source had"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad-page" \
+    --tablespace-map "$dir/ts1=$dir/ts1-bad-page" --snapshot "$bad_snap" --target immediate 2>&1)"
+is $? 0 "bk restore restores it"
+like "$out" "WARNING: snapshot $bad_snap read 1 page whose checksum failed twice .*first: \"$bad_rel\" block 0" \
+    "and warns, naming the page" || diag "$(tail -n 5 <<<"$out")"
+rm -rf "$dir/restored-bad-page" "$dir/ts1-bad-page"
+psql_q -c "DROP TABLE t_bad_page" >/dev/null
 
 # ---- one corrupted chunk (of a range): verify and restore fail, naming the file
 victim="$(find "$repo_files/$source_id/snapshot/$full/range/base" -type f -size +100k | head -n 1)"

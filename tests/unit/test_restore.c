@@ -1020,10 +1020,27 @@ test_verify_conflict_verdict_any_order(void **state)
  * data objects of the objects the record counts arrive; no record when
  * kind is NULL.
  */
+static void archive_snapshot_record(WalFixture *f, const char *id,
+									const char *kind, const char *parent,
+									uint32_t timeline, const char *start_lsn,
+									const char *stop_lsn, int objects,
+									int present, const char *record);
+
 static void
 archive_snapshot(WalFixture *f, const char *id, const char *kind,
 				 const char *parent, uint32_t timeline, const char *start_lsn,
 				 const char *stop_lsn, int objects, int present)
+{
+	archive_snapshot_record(f, id, kind, parent, timeline, start_lsn, stop_lsn,
+							objects, present, "{}");
+}
+
+/* archive_snapshot, with record as the body of its snapshot.json. */
+static void
+archive_snapshot_record(WalFixture *f, const char *id, const char *kind,
+						const char *parent, uint32_t timeline,
+						const char *start_lsn, const char *stop_lsn,
+						int objects, int present, const char *record)
 {
 	const char *parts[] = {BK_SNAPSHOT_LABEL, BK_SNAPSHOT_MAP,
 						   BK_SNAPSHOT_MANIFEST};
@@ -1057,7 +1074,7 @@ archive_snapshot(WalFixture *f, const char *id, const char *kind,
 			 objects, f->system ? f->system : "7441", SEG_SIZE);
 	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, id);
 	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
-						name, meta, (const uint8_t *) "{}", 2);
+						name, meta, (const uint8_t *) record, strlen(record));
 }
 
 /* bk expire on the fixture's repository, its report out of the TAP. */
@@ -2973,10 +2990,26 @@ test_recovery_would_read_old_timeline_past_branch(void **state)
  * A record as the extension writes it, with tablespaces, directories and
  * files spliced in, archived as snapshot id's snapshot.json and loaded.
  */
+static bool load_record_failures(WalFixture *f, const char *id,
+								 const char *tablespaces,
+								 const char *directories, const char *files,
+								 const char *failures, BkSnapRecord **record,
+								 BkError *err);
+
 static bool
 load_record(WalFixture *f, const char *id, const char *tablespaces,
 			const char *directories, const char *files, BkSnapRecord **record,
 			BkError *err)
+{
+	return load_record_failures(f, id, tablespaces, directories, files, "",
+								record, err);
+}
+
+/* load_record, with failures as the record's checksum_failures list. */
+static bool
+load_record_failures(WalFixture *f, const char *id, const char *tablespaces,
+					 const char *directories, const char *files,
+					 const char *failures, BkSnapRecord **record, BkError *err)
 {
 	char json[4096];
 	char name[128];
@@ -2996,8 +3029,8 @@ load_record(WalFixture *f, const char *id, const char *tablespaces,
 			 "\"segment_size\":16777216,\"block_size\":8192,"
 			 "\"data_checksums\":true,\"page_digests\":true,"
 			 "\"tablespaces\":[%s],\"directories\":[%s],\"files\":[%s],"
-			 "\"bytes_read\":0,\"bytes_sent\":0,\"checksum_failures\":[]}",
-			 id, tablespaces, directories, files);
+			 "\"bytes_read\":0,\"bytes_sent\":0,\"checksum_failures\":[%s]}",
+			 id, tablespaces, directories, files, failures);
 	snprintf(name, sizeof(name), "%s/%s", id, BK_SNAPSHOT_RECORD);
 	snprintf(meta, sizeof(meta), "snapshot=%s\nkind=full", id);
 	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
@@ -3064,6 +3097,109 @@ test_record_hex_paths(void **state)
 							 &record, &err));
 	assert_error_contains(&err, "not JSON");
 	assert_null(record);
+}
+
+/*
+ * Pages whose checksum failed while the snapshot read them: the record
+ * lists them, and bk verify and bk restore must say so (the restored
+ * cluster has them as read), naming the first.  A list entry without a
+ * block number is not what the extension writes.
+ */
+static void
+test_record_checksum_failures(void **state)
+{
+	WalFixture *f = *state;
+	BkSnapRecord *record = NULL;
+	char note[BK_ERROR_MESSAGE_MAX];
+	BkError err;
+
+	assert_true(
+		load_record(f, "20261124T051200Z-00000003", "", "", "", &record, &err));
+	assert_int_equal(record->checksum_failure_count, 0);
+	assert_false(bk_snapshot_record_checksum_note(record, note, sizeof(note)));
+	assert_string_equal(note, "");
+	bk_snapshot_record_free(record);
+
+	record = NULL;
+	assert_true(load_record_failures(
+		f, "20261124T051200Z-00000004", "", "", "",
+		"{\"path\":\"base/16384/16385\",\"block\":7},"
+		"{\"path_hex\":\"" LATIN1_FILE_HEX "\",\"block\":0}",
+		&record, &err));
+	assert_int_equal(record->checksum_failure_count, 2);
+	assert_string_equal(record->checksum_failure_path, "base/16384/16385");
+	assert_int_equal(record->checksum_failure_block, 7);
+	assert_true(bk_snapshot_record_checksum_note(record, note, sizeof(note)));
+	assert_non_null(strstr(note, "snapshot 20261124T051200Z-00000004 read 2 "
+								 "pages whose checksum failed"));
+	assert_non_null(strstr(note, "first: \"base/16384/16385\" block 7"));
+	bk_snapshot_record_free(record);
+
+	record = NULL;
+	assert_false(load_record_failures(f, "20261124T051200Z-00000005", "", "",
+									  "", "{\"path\":\"base/1/2\"}", &record,
+									  &err));
+	assert_error_contains(&err, "a checksum failure lacks a path or a block");
+	assert_null(record);
+}
+
+/*
+ * bk verify with the key: a snapshot whose record lists pages that failed
+ * their checksum is noted (the archive holds what the source had, so it is
+ * no problem of the archive), in --json as in text.
+ */
+static void
+test_verify_notes_checksum_failures(void **state)
+{
+	WalFixture *f = *state;
+	BkVerifier verifier = {.ring = &f->ring, .json = true};
+	const char *id = "20261101T000000Z-0000000a";
+	char record[2048];
+	bool found = false;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 2; segno++)
+		archive_segment(f, 1, segno);
+	snprintf(record, sizeof(record),
+			 "{\"format\":3,\"snapshot\":\"%s\",\"source\":\"" SOURCE "\","
+			 "\"kind\":\"full\",\"parent\":null,\"label\":\"\","
+			 "\"start_lsn\":\"0/1000028\",\"stop_lsn\":\"0/1800000\","
+			 "\"start_timeline\":1,\"stop_timeline\":1,"
+			 "\"start_time\":\"2020-11-24T00:00:00.000Z\","
+			 "\"stop_time\":\"2020-11-24T00:01:00.000Z\","
+			 "\"system_identifier\":\"7441\",\"pg_version\":150020,"
+			 "\"segment_size\":%u,\"block_size\":8192,"
+			 "\"data_checksums\":true,\"page_digests\":true,"
+			 "\"tablespaces\":[],\"directories\":[],\"files\":[],"
+			 "\"bytes_read\":0,\"bytes_sent\":0,\"checksum_failures\":"
+			 "[{\"path\":\"base/16384/16385\",\"block\":7}]}",
+			 id, SEG_SIZE);
+	archive_snapshot_record(f, id, "full", NULL, 1, "0/1000028", "0/1800000", 0,
+							0, record);
+
+	verifier.decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(verifier.decoder);
+	verifier.problem_list = json_array();
+	verifier.note_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	for (size_t noteIdx = 0; noteIdx < json_array_size(verifier.note_list);
+		 noteIdx++)
+	{
+		const char *text = json_string_value(json_object_get(
+			json_array_get(verifier.note_list, noteIdx), "note"));
+
+		if (text != NULL && strstr(text, "read 1 page whose checksum failed") &&
+			strstr(text, "first: \"base/16384/16385\" block 7"))
+			found = true;
+	}
+	assert_true(found);
+	bk_decoder_free(verifier.decoder);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.note_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
 }
 
 /* A path_hex that is not a path's bytes in hex is refused, naming it. */
@@ -3383,6 +3519,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_in_branch_segment,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_restore_command_repo),
+		cmocka_unit_test_setup_teardown(test_record_checksum_failures,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_notes_checksum_failures,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_record_hex_paths, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_record_bad_hex_paths, wal_setup,

@@ -716,23 +716,52 @@ test_wal_timelines(void **state)
 	bk_wal_catalog_free(&catalog);
 }
 
+/*
+ * A verifier reporting in --json, with the key (a decoder of the fixture's
+ * ring) when ring is not NULL; verifier_close frees what it holds.
+ */
+static void
+verifier_open(BkVerifier *verifier, const BkKeyring *ring)
+{
+	BkError err;
+
+	memset(verifier, 0, sizeof(*verifier));
+	verifier->json = true;
+	if (ring != NULL)
+	{
+		verifier->ring = ring;
+		verifier->decoder = bk_decoder_new(ring, &err);
+		assert_non_null(verifier->decoder);
+	}
+	verifier->problem_list = json_array();
+	verifier->note_list = json_array();
+	verifier->conflict_list = json_array();
+	verifier->snapshot_list = json_array();
+}
+
+static void
+verifier_close(BkVerifier *verifier)
+{
+	bk_decoder_free(verifier->decoder);
+	json_decref(verifier->problem_list);
+	json_decref(verifier->note_list);
+	json_decref(verifier->conflict_list);
+	json_decref(verifier->snapshot_list);
+}
+
 /* bk verify of the fixture's source without the key: its problems, as JSON. */
 static char *
 verify_problems(WalFixture *f, uint64_t *problems)
 {
-	BkVerifier verifier = {.json = true};
+	BkVerifier verifier;
 	BkError err;
 	char *text;
 
-	verifier.problem_list = json_array();
-	verifier.conflict_list = json_array();
-	verifier.snapshot_list = json_array();
+	verifier_open(&verifier, NULL);
 	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
 	*problems = verifier.problems;
 	text = json_dumps(verifier.problem_list, 0);
-	json_decref(verifier.problem_list);
-	json_decref(verifier.conflict_list);
-	json_decref(verifier.snapshot_list);
+	verifier_close(&verifier);
 	return text;
 }
 
@@ -975,7 +1004,7 @@ test_verify_conflict_verdict_any_order(void **state)
 {
 	WalFixture *f = *state;
 	BkRepoBackend descending;
-	BkVerifier verifier = {.ring = &f->ring, .json = true};
+	BkVerifier verifier;
 	const char *verdict;
 	BkError err;
 
@@ -984,12 +1013,7 @@ test_verify_conflict_verdict_any_order(void **state)
 	archive_small_segment(f, 3, "7441", false);
 	archive_small_segment(f, 3, "9999", true);
 
-	verifier.decoder = bk_decoder_new(&f->ring, &err);
-	assert_non_null(verifier.decoder);
-	verifier.problem_list = json_array();
-	verifier.note_list = json_array();
-	verifier.conflict_list = json_array();
-	verifier.snapshot_list = json_array();
+	verifier_open(&verifier, &f->ring);
 	listing_backend = f->repo->backend;
 	descending = *listing_backend;
 	descending.list = list_descending;
@@ -1005,11 +1029,7 @@ test_verify_conflict_verdict_any_order(void **state)
 	assert_non_null(strstr(verdict, "fits this source's history, the "
 									"conflict copy"));
 	assert_null(strstr(verdict, "move the archived copy away"));
-	bk_decoder_free(verifier.decoder);
-	json_decref(verifier.problem_list);
-	json_decref(verifier.note_list);
-	json_decref(verifier.conflict_list);
-	json_decref(verifier.snapshot_list);
+	verifier_close(&verifier);
 }
 
 /* ------------------------------------------------------------ expire */
@@ -1949,17 +1969,14 @@ static void
 test_verify_notes_unchecked_history(void **state)
 {
 	WalFixture *f = *state;
-	BkVerifier verifier = {.json = true};
+	BkVerifier verifier;
 	json_t *note;
 	BkError err;
 
 	archive_segment(f, 1, 1);
 	archive_history_text(f, 2, "", "1\t0/3000028\tno recovery target\n");
 	archive_segment(f, 2, 3);
-	verifier.problem_list = json_array();
-	verifier.note_list = json_array();
-	verifier.conflict_list = json_array();
-	verifier.snapshot_list = json_array();
+	verifier_open(&verifier, NULL);
 	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
 	assert_int_equal(verifier.problems, 0);
 	assert_int_equal(json_array_size(verifier.note_list), 1);
@@ -1969,10 +1986,7 @@ test_verify_notes_unchecked_history(void **state)
 	assert_non_null(strstr(json_string_value(json_object_get(note, "note")),
 						   "the branch points of timeline 2 are not checked "
 						   "without the key"));
-	json_decref(verifier.problem_list);
-	json_decref(verifier.note_list);
-	json_decref(verifier.conflict_list);
-	json_decref(verifier.snapshot_list);
+	verifier_close(&verifier);
 }
 
 /*
@@ -3152,7 +3166,7 @@ static void
 test_verify_notes_checksum_failures(void **state)
 {
 	WalFixture *f = *state;
-	BkVerifier verifier = {.ring = &f->ring, .json = true};
+	BkVerifier verifier;
 	const char *id = "20261101T000000Z-0000000a";
 	char record[2048];
 	bool found = false;
@@ -3177,12 +3191,7 @@ test_verify_notes_checksum_failures(void **state)
 	archive_snapshot_record(f, id, "full", NULL, 1, "0/1000028", "0/1800000", 0,
 							0, record);
 
-	verifier.decoder = bk_decoder_new(&f->ring, &err);
-	assert_non_null(verifier.decoder);
-	verifier.problem_list = json_array();
-	verifier.note_list = json_array();
-	verifier.conflict_list = json_array();
-	verifier.snapshot_list = json_array();
+	verifier_open(&verifier, &f->ring);
 	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
 	for (size_t noteIdx = 0; noteIdx < json_array_size(verifier.note_list);
 		 noteIdx++)
@@ -3195,11 +3204,7 @@ test_verify_notes_checksum_failures(void **state)
 			found = true;
 	}
 	assert_true(found);
-	bk_decoder_free(verifier.decoder);
-	json_decref(verifier.problem_list);
-	json_decref(verifier.note_list);
-	json_decref(verifier.conflict_list);
-	json_decref(verifier.snapshot_list);
+	verifier_close(&verifier);
 }
 
 /* A path_hex that is not a path's bytes in hex is refused, naming it. */

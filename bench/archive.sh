@@ -65,7 +65,7 @@
 #   ARCHIVE_TPS_ROUNDS       rounds of (true, bk, bk-noship) [5]
 #   ARCHIVE_TPS_MODES        [true bk bk-noship]
 #   ARCHIVE_FIRST_ROUNDS     server starts per contender in phase "first" [3]
-#   ARCHIVE_FIRST_CONTENDERS [bk pgbr-sync pgbr-async2]
+#   ARCHIVE_FIRST_CONTENDERS [bk pgbr-sync pgbr-async2] (and bk-msgsN)
 #   ARCHIVE_PHASES           [backlog codec archive produce tps first]; without backlog,
 #                            ARCHIVE_TEMPLATE=DIR reuses a kept template
 #   ARCHIVE_KEEP             1: keep the work directory (template, logs) [0]
@@ -1033,9 +1033,15 @@ first_phase() {
                 pgbr stanza-create >"$WORK/pgbr-stanza-$tag.out" 2>&1 ||
                     { cat "$WORK/pgbr-stanza-$tag.out"; exit 1; }
                 ;;
-            bk)
+            bk | bk-msgs*)
                 bk_setup_prefix "$tag"
-                bk_pg_conf "archive_library = 'bk'"
+                if [[ "$c" == bk-msgs* ]]; then
+                    local msgs=${c#bk-msgs}
+                    bk_pg_conf "archive_library = 'bk'" \
+                        "bk.kafka_properties = 'batch.num.messages=${msgs%%-*}'"
+                else
+                    bk_pg_conf "archive_library = 'bk'"
+                fi
                 start_shipper
                 "$SERVICES" start pg >/dev/null
                 ;;

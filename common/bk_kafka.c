@@ -418,13 +418,13 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	 * One produce request in flight per broker, carrying up to batch.size
 	 * bytes (BK_KAFKA_BATCH_CHUNKS chunks that did not compress, more that
 	 * did, unless the caller bounds the count): the broker appends (and, on
-	 * a single node, fsyncs) once per request, not once per chunk, which was most of
-	 * its CPU per archived segment.  A pipeline of five gains little; and with
-	 * five, librdkafka 2.0's broker thread spins while it waits for a free
-	 * slot: it burned as much CPU as compressing and encrypting (48% of a
-	 * snapshot worker's samples, against 9-14% with one).  One round trip
-	 * per MiB still allows ~500 MB/s at 2 ms per acknowledgement; a
-	 * high-latency link can raise it through the Kafka properties.
+	 * a single node, fsyncs) once per request, not once per chunk, which
+	 * was most of its CPU per archived segment.  A pipeline of five gains
+	 * little, and puts five messages or more in flight, which makes
+	 * librdkafka 2.0's broker thread spin (below): it burned as much CPU as
+	 * compressing and encrypting (48% of a snapshot worker's samples,
+	 * against 9-14% with one).  A high-latency link can raise it through
+	 * the Kafka properties, or (better) raise the chunk size.
 	 */
 	const char *defaults[] = {"max.in.flight.requests.per.connection",
 							  "1",
@@ -442,8 +442,8 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 							  message_max,
 							  "linger.ms",
 							  "5",
-							  NULL, /* batch.num.messages, when the caller */
-							  NULL, /* bounds it (below) */
+							  NULL, /* the optional pair (below), then the */
+							  NULL, /* end */
 							  NULL,
 							  NULL};
 	char request_messages[16];
@@ -458,12 +458,15 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	 * is built while one is in flight and the thread sleeps until the
 	 * broker answers.  Compressed WAL chunks are a third of their size, so
 	 * batch.size alone let eleven into a request: the archiver's broker
-	 * thread spent 15 ms of CPU per segment spinning (BENCHMARKS.md).
+	 * thread spent 15 ms of CPU per segment spinning (BENCHMARKS.md).  The
+	 * price: a round trip carries at most four chunks.
 	 */
 	if (settings->request_messages > 0)
 	{
-		size_t slot = sizeof(defaults) / sizeof(defaults[0]) - 4;
+		size_t slot = 0;
 
+		while (defaults[slot] != NULL)
+			slot += 2;
 		snprintf(request_messages, sizeof(request_messages), "%d",
 				 settings->request_messages);
 		defaults[slot] = "batch.num.messages";

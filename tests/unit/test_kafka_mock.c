@@ -145,6 +145,49 @@ test_send_acknowledged(void **state)
 	bk_producer_free(producer);
 }
 
+/*
+ * request_messages caps the messages of one produce request
+ * (batch.num.messages: with five or more in flight librdkafka 2.0's broker
+ * thread spins); 0 leaves librdkafka's default, and the user's Kafka
+ * properties still win.
+ */
+static void
+test_request_messages(void **state)
+{
+	static const struct
+	{
+		int request_messages;
+		const char *properties;
+		const char *expected;
+	} cases[] = {
+		{4, NULL, "4"},
+		{4, "batch.num.messages=100", "100"},
+		{0, NULL, "10000"},
+	};
+
+	for (size_t caseIdx = 0; caseIdx < sizeof(cases) / sizeof(cases[0]);
+		 caseIdx++)
+	{
+		BkKafkaSettings settings = settings_for_test(cases[caseIdx].properties);
+		BkProducer *producer;
+		char value[32];
+		size_t value_len = sizeof(value);
+		BkError err;
+
+		settings.request_messages = cases[caseIdx].request_messages;
+		producer = bk_producer_new(&settings, &err);
+		assert_non_null(producer);
+		if (!bk_producer_connect(producer, NULL, &err))
+			fail_msg("%s", err.message);
+		assert_int_equal(
+			rd_kafka_conf_get(rd_kafka_conf(bk_producer_handle(producer)),
+							  "batch.num.messages", value, &value_len),
+			RD_KAFKA_CONF_OK);
+		assert_string_equal(value, cases[caseIdx].expected);
+		bk_producer_free(producer);
+	}
+}
+
 /* Broker down: a clear timeout error within the bound, then recovery. */
 static void
 test_broker_down_bounded(void **state)
@@ -810,6 +853,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_send_acknowledged),
+		cmocka_unit_test(test_request_messages),
 		cmocka_unit_test(test_broker_down_bounded),
 		cmocka_unit_test(test_transient_errors_retried),
 		cmocka_unit_test(test_permanent_error_reported),

@@ -56,6 +56,36 @@ target_setting(const Restore *r)
 	return NULL;
 }
 
+/*
+ * The snapshots of the chain that read pages whose checksum failed: for
+ * each, how many its record lists and the first.  A page still damaged is
+ * listed again by every later snapshot that read it, so the counts are not
+ * added up.
+ */
+static json_t *
+checksum_failures_json(const Restore *r)
+{
+	json_t *list = json_array();
+
+	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+	{
+		const BkSnapRecord *record = r->chain[linkIdx];
+		json_t *entry;
+
+		if (record->checksum_failure_count == 0)
+			continue;
+		entry = json_pack(
+			"{s:s, s:I, s:I}", "snapshot", record->id, "pages_listed",
+			(json_int_t) record->checksum_failure_count, "first_block",
+			(json_int_t) record->checksum_failure_block);
+		if (record->checksum_failure_path != NULL)
+			restore_json_path(entry, "first_path",
+							  record->checksum_failure_path);
+		json_array_append_new(list, entry);
+	}
+	return list;
+}
+
 void
 restore_report(const Restore *r, uint64_t removed)
 {
@@ -64,11 +94,12 @@ restore_report(const Restore *r, uint64_t removed)
 	uint64_t kept = atomic_load(&r->files_kept);
 	uint64_t bytes = atomic_load(&r->bytes_written);
 	uint64_t mismatches = atomic_load(&r->hint_bit_mismatches);
-	uint64_t failures = 0;
+	bool failures = false;
 	char found[32] = "";
 
 	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
-		failures += r->chain[linkIdx]->checksum_failure_count;
+		if (r->chain[linkIdx]->checksum_failure_count > 0)
+			failures = true;
 
 	if (r->target.type == BK_PG_TARGET_XID ||
 		r->target.type == BK_PG_TARGET_NAME)
@@ -125,7 +156,7 @@ restore_report(const Restore *r, uint64_t removed)
 		json_object_set_new(out, "hint_bit_differences",
 							json_integer((json_int_t) mismatches));
 		json_object_set_new(out, "checksum_failures",
-							json_integer((json_int_t) failures));
+							checksum_failures_json(r));
 		json_object_set_new(
 			out, "bytes_decrypted",
 			json_integer((json_int_t) atomic_load(&r->bytes_decrypted)));
@@ -167,10 +198,9 @@ restore_report(const Restore *r, uint64_t removed)
 			   "without a new LSN were not sent\n",
 			   mismatches, mismatches == 1 ? "" : "s",
 			   mismatches == 1 ? "s" : "");
-	if (failures > 0)
-		printf("  WARNING: %" PRIu64 " page%s read with a failing checksum "
-			   "(see above)\n",
-			   failures, failures == 1 ? "" : "s");
+	if (failures)
+		printf("  WARNING: the snapshot read pages whose checksum failed in "
+			   "the source (see above)\n");
 	if (r->target.type == BK_PG_TARGET_NONE)
 		printf("  target: the end of the archived WAL\n");
 	else

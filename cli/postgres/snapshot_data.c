@@ -180,12 +180,12 @@ bk_snapshot_record_checksum_note(const BkSnapRecord *record, char *out,
 	if (count == 0)
 		return false;
 	snprintf(out, out_len,
-			 "snapshot %s read %zu page%s whose checksum failed twice (the "
-			 "record lists up to 5 per file; first: \"%s\" block %" PRIu32
-			 "): they were corrupt in the source when it ran, and a restore "
-			 "brings them back as read; check the source with pg_amcheck, "
-			 "and take a new full snapshot once it is repaired",
-			 record->id, count, count == 1 ? "" : "s",
+			 "snapshot %s read pages whose checksum failed twice: its record "
+			 "lists %zu (up to 5 per file or range), the first \"%s\" block "
+			 "%" PRIu32 "; they were corrupt in the source when it ran, and "
+			 "a restore brings them back as read; check the source with "
+			 "pg_amcheck, and take a new full snapshot once it is repaired",
+			 record->id, count,
 			 record->checksum_failure_path ? record->checksum_failure_path
 										   : "?",
 			 record->checksum_failure_block);

@@ -116,7 +116,8 @@ typedef struct BkSnapRecord
 	BkSnapTablespace *tablespaces;
 	/*
 	 * Pages whose checksum failed twice while the snapshot read them, as
-	 * the record lists them (up to five per file), and the first of them.
+	 * many as the record lists (up to five per file or range: a lower
+	 * bound), and the first of them.
 	 */
 	size_t checksum_failure_count;
 	char *checksum_failure_path; /* NULL when none is listed */

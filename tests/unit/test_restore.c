@@ -736,7 +736,7 @@ verifier_open(BkVerifier *verifier, const BkKeyring *ring)
 	verifier->problem_list = json_array();
 	verifier->note_list = json_array();
 	verifier->conflict_list = json_array();
-	verifier->snapshot_list = json_array();
+	/* bk_pg_verify makes its snapshot_list itself. */
 }
 
 static void
@@ -3144,9 +3144,10 @@ test_record_checksum_failures(void **state)
 	assert_string_equal(record->checksum_failure_path, "base/16384/16385");
 	assert_int_equal(record->checksum_failure_block, 7);
 	assert_true(bk_snapshot_record_checksum_note(record, note, sizeof(note)));
-	assert_non_null(strstr(note, "snapshot 20261124T051200Z-00000004 read 2 "
-								 "pages whose checksum failed"));
-	assert_non_null(strstr(note, "first: \"base/16384/16385\" block 7"));
+	assert_non_null(strstr(note, "snapshot 20261124T051200Z-00000004 read "
+								 "pages whose checksum failed twice: its "
+								 "record lists 2 (up to 5 per file or range), "
+								 "the first \"base/16384/16385\" block 7"));
 	bk_snapshot_record_free(record);
 
 	record = NULL;
@@ -3199,8 +3200,10 @@ test_verify_notes_checksum_failures(void **state)
 		const char *text = json_string_value(json_object_get(
 			json_array_get(verifier.note_list, noteIdx), "note"));
 
-		if (text != NULL && strstr(text, "read 1 page whose checksum failed") &&
-			strstr(text, "first: \"base/16384/16385\" block 7"))
+		if (text != NULL &&
+			strstr(text, "read pages whose checksum failed twice: its record "
+						 "lists 1 (up to 5 per file or range), the first "
+						 "\"base/16384/16385\" block 7"))
 			found = true;
 	}
 	assert_true(found);

@@ -65,7 +65,7 @@
 #   ARCHIVE_TPS_ROUNDS       rounds of (true, bk, bk-noship) [5]
 #   ARCHIVE_TPS_MODES        [true bk bk-noship]
 #   ARCHIVE_FIRST_ROUNDS     server starts per contender in phase "first" [3]
-#   ARCHIVE_FIRST_CONTENDERS [bk pgbr-sync pgbr-async2] (and bk-msgsN)
+#   ARCHIVE_FIRST_CONTENDERS [bk pgbr-sync pgbr-async2] (and bk-msgsN[-chunkM])
 #   ARCHIVE_PHASES           [backlog codec archive produce tps first]; without backlog,
 #                            ARCHIVE_TEMPLATE=DIR reuses a kept template
 #   ARCHIVE_KEEP             1: keep the work directory (template, logs) [0]
@@ -206,6 +206,18 @@ kafka_config_alter() { # TOPIC KEY=VALUE
 bk_pg_conf() { # extra lines...
     bk_static_conf
     pg_conf "${STATIC[@]}" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'" "$@"
+}
+
+# The settings of a bk-msgsN[-chunkM] contender (none for any other name):
+# batch.num.messages=N, and bk.chunk_size = M MB.
+BK_MSGS_CONF=()
+bk_msgs_conf() { # NAME -> BK_MSGS_CONF
+    BK_MSGS_CONF=()
+    [[ "$1" == bk-msgs* ]] || return 0
+    local msgs=${1#bk-msgs}
+    BK_MSGS_CONF+=("bk.kafka_properties = 'batch.num.messages=${msgs%%-*}'")
+    [[ "$1" == *-chunk* ]] && BK_MSGS_CONF+=("bk.chunk_size = '${1##*-chunk}MB'")
+    return 0
 }
 
 # ---------------------------------------------------------------- pgBackRest
@@ -412,12 +424,8 @@ run_contender() {
             STATIC+=("bk.kafka_properties = 'max.in.flight.requests.per.connection=${name#bk-inflight}'")
         [[ "$name" == bk-linger* ]] &&
             STATIC+=("bk.kafka_properties = 'linger.ms=${name#bk-linger}'")
-        if [[ "$name" == bk-msgs* ]]; then
-            local msgs=${name#bk-msgs}
-            STATIC+=("bk.kafka_properties = 'batch.num.messages=${msgs%%-*}'")
-            [[ "$name" == *-chunk* ]] &&
-                STATIC+=("bk.chunk_size = '${name##*-chunk}MB'")
-        fi
+        bk_msgs_conf "$name"
+        STATIC+=("${BK_MSGS_CONF[@]}")
         off=("archive_library = 'bk'" "bk.kafka_brokers = ''")
         on=("archive_library = 'bk'" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'")
         if [[ "$name" == bk-profile ]]; then
@@ -1035,13 +1043,8 @@ first_phase() {
                 ;;
             bk | bk-msgs*)
                 bk_setup_prefix "$tag"
-                if [[ "$c" == bk-msgs* ]]; then
-                    local msgs=${c#bk-msgs}
-                    bk_pg_conf "archive_library = 'bk'" \
-                        "bk.kafka_properties = 'batch.num.messages=${msgs%%-*}'"
-                else
-                    bk_pg_conf "archive_library = 'bk'"
-                fi
+                bk_msgs_conf "$c"
+                bk_pg_conf "archive_library = 'bk'" "${BK_MSGS_CONF[@]}"
                 start_shipper
                 "$SERVICES" start pg >/dev/null
                 ;;

@@ -29,7 +29,10 @@
 #               two processes copy), pgbr-p1 and pgbr-p2 (pgbackrest backup
 #               --type=full into a fresh repository, process-max 1 / 2),
 #               basebackup (pg_basebackup -Ft --compress=server-lz4
-#               --wal-method=none --checkpoint=fast);
+#               --wal-method=none --checkpoint=fast); bk-msgsN and
+#               bk-lingerN (bk with bk.kafka_properties =
+#               'batch.num.messages=N', messages per produce request, or
+#               'linger.ms=N' for its step; full only);
 #      change:  one row on every k-th heap page of pgbench_accounts and
 #               bench_random (k = 100 / SNAP_CHANGE_PCT) is updated (HOT, so
 #               the heap pages change and the indexes do not), CHECKPOINT;
@@ -73,6 +76,9 @@
 #   BENCH_SETTLE       seconds of rest before each timed step, so that
 #                      memory freed before it is in the same state for every
 #                      contender (bench/lib.sh, settle) [5]
+#   SNAP_PROFILE       1: every bk full step under perf record -a (no call
+#                      chains), its samples reported by process and thread
+#                      [0]
 #   SNAP_KEEP          1: keep the work directory [0]
 set -euo pipefail
 shopt -s nullglob
@@ -90,6 +96,7 @@ RANGE_SIZE=${SNAP_RANGE_SIZE:-}
 DROP_CACHES=${SNAP_DROP_CACHES:-0}
 STEP_TIMEOUT=${SNAP_TIMEOUT:-3600}
 KEEP=${SNAP_KEEP:-0}
+PROFILE=${SNAP_PROFILE:-0}
 
 [[ "$SCALE" =~ ^[1-9][0-9]*$ && "$RANDOM_MB" =~ ^[0-9]+$ && "$RUNS" =~ ^[1-9][0-9]*$ ]] ||
     { echo "SNAP_SCALE, SNAP_RANDOM_MB and SNAP_RUNS must be whole numbers" >&2; exit 2; }
@@ -101,7 +108,9 @@ fi
 for c in "${CONTENDERS[@]}"; do
     case "$c" in
     bk | bk-j2 | pgbr-p1 | pgbr-p2 | basebackup) ;;
-    *) echo "unknown contender \"$c\" (have: bk bk-j2 pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
+    bk-msgs[1-9]* | bk-linger[0-9]*)
+        [[ "$c" =~ ^bk-(msgs|linger)[0-9]+$ ]] || { echo "bad contender \"$c\" (bk-msgsN, bk-lingerN: N a number)" >&2; exit 2; } ;;
+    *) echo "unknown contender \"$c\" (have: bk bk-j2 bk-msgsN bk-lingerN pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
     esac
 done
 has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
@@ -231,6 +240,7 @@ bk_snapshot_step() { # KIND [JOBS]
     local kind="$1" jobs="${2:-1}" out t1 rec deadline restorable=""
     BK_RECORD_S=""
     prepare_step
+    profile_start
     meter_start
     out=$(psql -X -q -t -A -v ON_ERROR_STOP=1 -c "SET bk.snapshot_jobs = $jobs" \
         ${RANGE_SIZE:+-c "SET bk.snapshot_range_size = '$RANGE_SIZE'"} \
@@ -258,7 +268,53 @@ bk_snapshot_step() { # KIND [JOBS]
         (($(now_s) < deadline)) || die "snapshot $BK_ID not restorable after $STEP_TIMEOUT s (bk list: ${restorable:-?}; record present: $([[ -e "$rec" ]] && echo yes || echo no))"
     done
     meter_stop
+    profile_stop
     BK_STORED=$(dusb "$BK_REPO/$SID/snapshot/$BK_ID")
+}
+
+# profile_start / profile_stop: with SNAP_PROFILE=1, the step under perf
+# record -a; the report gives the samples of every process and thread
+# group, librdkafka's threads apart (they name themselves rdk:...).  The
+# snapshot worker has exited by then: PostgreSQL's processes are also
+# known by their name (postgres, and rdk:... outside the broker and the
+# shipper).
+PERF_PID=""
+PERF_N=0
+profile_start() {
+    [[ "$PROFILE" == 1 ]] || return 0
+    PERF_N=$((PERF_N + 1))
+    PERF_DATA="$WORK/perf-$PERF_N.data"
+    perf record -e cpu-clock -F 999 -a -o "$PERF_DATA" >"$WORK/perf-$PERF_N.out" 2>&1 &
+    PERF_PID=$!
+    nap 1
+}
+profile_stop() {
+    [[ -n "$PERF_PID" ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    [[ -s "$PERF_DATA" ]] || { echo "  no perf data: $(cat "$WORK/perf-$PERF_N.out")"; return 0; }
+    local pm ours="" f line
+    read -r pm <"$BK_PGDATA/postmaster.pid"
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        # shellcheck disable=SC2086
+        set -- ${line##*) }
+        [[ "$2" == "$pm" ]] && ours="$ours,${f:6:-5}"
+    done
+    echo "  profile ($PERF_DATA; the 1 s before the step included): samples by process"
+    perf script -i "$PERF_DATA" -F comm,pid,tid 2>/dev/null |
+        awk -v k="$KAFKA_PID" -v s="$SHIPPER_PID" -v pm="$pm" -v ours="$ours," '
+            { n++; p = $NF; sub(/\/.*/, "", p); comm = $0; sub(/[ \t]+[0-9]+\/[0-9]+[ \t]*$/, "", comm); sub(/^[ \t]+/, "", comm)
+              if (p == k) who = "Kafka broker"
+              else if (p == s) who = "bk-shipper" (comm ~ /^rdk:/ ? ", librdkafka threads" : "")
+              else if (p == 0) who = "idle (swapper)"
+              else if (p == pm || index(ours, "," p ",") || comm == "postgres" || comm ~ /^rdk:/)
+                  who = "PostgreSQL pid " p (comm ~ /^rdk:/ ? ", librdkafka threads" : "")
+              else if (comm ~ /^kworker|^ksoftirq|^jbd2|^kdamond|^rcu/) who = "kernel threads"
+              else who = "other: " comm
+              c[who]++ }
+            END { for (w in c) printf "    %6.2f%%  %6d  %s\n", 100 * c[w] / n, c[w], w }' | sort -rn | head -14 || true
 }
 bk_cpu_report() { # prints the CPU lines of a bk step
     echo "  CPU: ours $(secs_of $((D_PG + D_KAFKA + D_SHIPPER))) s (PostgreSQL $(secs_of "$D_PG") s, broker $(secs_of "$D_KAFKA") s, shipper $(secs_of "$D_SHIPPER") s);" \
@@ -401,11 +457,23 @@ full_step() { # CONTENDER RUN
     section "full backup: $c, run $run"
     db=$(db_bytes)
     case "$c" in
-    bk | bk-j2)
-        # The run's last bk full (bk or bk-j2) is the incremental's parent.
-        if [[ "$c" == bk ]]; then bk_snapshot_step full 1; else bk_snapshot_step full 2; fi
-        BKFULL_ID[$run]=$BK_ID
-        BKFULL_START[$run]=$BK_START
+    bk | bk-j2 | bk-msgs* | bk-linger*)
+        if [[ "$c" == bk-msgs* || "$c" == bk-linger* ]]; then
+            local prop="batch.num.messages=${c#bk-msgs}"
+            [[ "$c" == bk-linger* ]] && prop="linger.ms=${c#bk-linger}"
+            # ALTER SYSTEM runs outside a transaction: a statement of its own.
+            psql_q "ALTER SYSTEM SET bk.kafka_properties = '$prop'"
+            psql_q "SELECT pg_reload_conf()" >/dev/null
+            nap 0.5
+            bk_snapshot_step full 1
+            psql_q "ALTER SYSTEM RESET bk.kafka_properties"
+            psql_q "SELECT pg_reload_conf()" >/dev/null
+        else
+            # The run's last bk full (bk or bk-j2) is the incremental's parent.
+            if [[ "$c" == bk ]]; then bk_snapshot_step full 1; else bk_snapshot_step full 2; fi
+            BKFULL_ID[$run]=$BK_ID
+            BKFULL_START[$run]=$BK_START
+        fi
         echo "snapshot $BK_ID: $BK_FILES files, read $BK_READ bytes, sent $BK_SENT bytes ($(calc "$BK_SENT / $BK_READ" 3) of read), start $BK_START, stop $BK_STOP"
         echo "  bk_snapshot() returned after $BK_RETURNED_S s ($(mb "$(calc "$db / $BK_RETURNED_S" 0)") MB/s of the database);" \
             "its record in the repository after $BK_RECORD_S s; restorable after $D_SECS s ($(mb "$(calc "$db / $D_SECS" 0)") MB/s); stored $BK_STORED bytes"
@@ -756,11 +824,11 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
     DB_INCR[$run]=$(db_bytes)
     for c in "${ORDER[@]}"; do
-        [[ "$c" == basebackup || "$c" == bk-j2 ]] || incr_step "$c" "$run"
+        [[ "$c" == basebackup || "$c" == bk-j2 || "$c" == bk-msgs* || "$c" == bk-linger* ]] || incr_step "$c" "$run"
     done
     for state in full incr; do
         for c in "${CONTENDERS[@]}"; do
-            [[ "$c" == basebackup || "$c" == bk-j2 ]] || restore_step "$c" "$state" "$run"
+            [[ "$c" == basebackup || "$c" == bk-j2 || "$c" == bk-msgs* || "$c" == bk-linger* ]] || restore_step "$c" "$state" "$run"
         done
         rm -rf "$WORK"/restore-*-"$state" "$WORK"/hashes-*-"$state"
     done

@@ -28,6 +28,8 @@
 #define PRODUCER_WINDOW_BYTES (64 * 1024 * 1024)
 /* Granularity of waiting, so interrupts are seen quickly. */
 #define PRODUCER_POLL_MS 50
+/* linger.ms unless the caller asks for more (BkKafkaSettings.linger_ms). */
+#define PRODUCER_LINGER_MS_DEFAULT 5
 /* Slack beyond message.timeout.ms before we stop waiting for reports. */
 #define PRODUCER_TIMEOUT_SLACK_MS 2000
 /* How long to wait for reports of purged messages before giving up on them. */
@@ -411,6 +413,7 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	char timeout[32];
 	char idempotence[16];
 	char partitioner[32] = "";
+	char linger[16];
 	long value;
 	size_t needed;
 
@@ -441,7 +444,7 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 							  "batch.size",
 							  message_max,
 							  "linger.ms",
-							  "5",
+							  linger,
 							  NULL, /* the optional pair (below), then the */
 							  NULL, /* end */
 							  NULL,
@@ -473,6 +476,9 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 		defaults[slot + 1] = request_messages;
 	}
 
+	snprintf(linger, sizeof(linger), "%d",
+			 settings->linger_ms > 0 ? settings->linger_ms
+									 : PRODUCER_LINGER_MS_DEFAULT);
 	needed = bk_kafka_message_max(settings->chunk_size);
 	snprintf(message_max, sizeof(message_max), "%zu",
 			 bk_kafka_batch_max(settings->chunk_size));
@@ -569,6 +575,28 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	/* A message always goes when nothing is in flight, whatever the bound. */
 	producer->window_bytes = settings->window_bytes > 0 ? settings->window_bytes
 														: PRODUCER_WINDOW_BYTES;
+
+	/*
+	 * Lingering longer than the default, librdkafka sends a request once a
+	 * full one is queued (or on a flush).  A window that fills before two
+	 * full requests and one more message are queued or in flight would then
+	 * leave a partly filled request waiting out linger.ms each time it
+	 * fills, with nothing in flight: widen it to that.
+	 */
+	if (!conf_get_long(producer->template_conf, "linger.ms", &value, err))
+		goto fail;
+	if (value > PRODUCER_LINGER_MS_DEFAULT)
+	{
+		long batch_bytes;
+		size_t floor_bytes;
+
+		if (!conf_get_long(producer->template_conf, "batch.size", &batch_bytes,
+						   err))
+			goto fail;
+		floor_bytes = 2 * (size_t) batch_bytes + producer->message_max;
+		if (producer->window_bytes < floor_bytes)
+			producer->window_bytes = floor_bytes;
+	}
 	if (producer->timeout_ms <= 0)
 	{
 		bk_error_set(

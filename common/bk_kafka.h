@@ -121,6 +121,8 @@ typedef struct BkKafkaSettings
 	int request_messages;   /* producers: messages per produce request at
 							 * most (batch.num.messages); 0: as many as
 							 * batch.size holds */
+	int linger_ms;          /* producers: how long a partly filled produce
+							 * request waits for more (linger.ms); 0: 5 */
 	BkKafkaLogFn log_fn;    /* NULL: stderr */
 	void *log_arg;
 } BkKafkaSettings;

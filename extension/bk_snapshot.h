@@ -131,6 +131,18 @@
 #define SNAP_KAFKA_WINDOW_BYTES (16 * 1024 * 1024)
 
 /*
+ * How long a partly filled produce request waits for more (linger.ms).  A
+ * copying process queues files back to back and flushes once, at the end,
+ * so a long linger costs no latency; librdkafka's default short one let its
+ * broker thread poll without sleeping whenever a request of five messages
+ * or more was in flight and another was ready behind it (the idempotent
+ * producer counts its limit of five requests in flight in messages): 40%
+ * of the worker's CPU (BENCHMARKS.md).  With the first message waiting
+ * less than this, the thread sleeps until the broker answers.
+ */
+#define SNAP_KAFKA_LINGER_MS 1000
+
+/*
  * Most ranges one snapshot's work list may hold.  Each is an item in
  * dynamic shared memory (about 170 bytes), an object and an entry of the
  * record: a million is 1 TB at the smallest range size, 128 TB at the

@@ -160,6 +160,7 @@ snap_open_sender(SnapRun *run, const char *client_id)
 				 err.hint[0] ? errhint("%s", err.hint) : 0));
 	bk_source_kafka_settings(&settings, client_id);
 	settings.window_bytes = SNAP_KAFKA_WINDOW_BYTES;
+	settings.linger_ms = SNAP_KAFKA_LINGER_MS;
 	run->chunk_size = (uint32) bk_chunk_size;
 	run->producer = bk_producer_new(&settings, &err);
 	if (run->producer != NULL)

@@ -617,6 +617,69 @@ test_batch_end_not_lingering(void **state)
 	bk_producer_free(producer);
 }
 
+/*
+ * A producer that lingers long (the snapshot worker's) sends a request only
+ * once a full one is queued.  Its window must hold two full requests and a
+ * message, or every time it filled, the request queued behind it would wait
+ * out linger.ms with nothing in flight: here a window of one byte, widened,
+ * sends five chunks at once where it would have taken five lingers.
+ */
+static void
+test_long_linger_widens_window(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer;
+	EncodeSource source;
+	BkSendStats stats;
+	BkError err;
+	char value[32];
+	size_t value_len = sizeof(value);
+	int64_t elapsed_ms = 0;
+
+	settings.linger_ms = 1500;
+	settings.window_bytes = 1;
+	producer = bk_producer_new(&settings, &err);
+	assert_non_null(producer);
+	/* The first batch connects and learns the topic; the second is timed. */
+	for (int round = 0; round < 2; round++)
+	{
+		int64_t started = bk_monotonic_ms();
+
+		assert_true(bk_producer_batch_begin(producer, &err));
+		source_begin(&source, 5 * 64 * 1024);
+		if (!bk_producer_batch_add(producer, TOPIC, "src/obj", 7, next_frame,
+								   &source, NULL, NULL, NULL, &err) ||
+			!bk_producer_batch_wait(producer, NULL, NULL, &stats, &err))
+			fail_msg("%s", err.message);
+		elapsed_ms = bk_monotonic_ms() - started;
+		source_end(&source);
+		assert_int_equal(stats.messages, 5);
+	}
+	assert_int_equal(
+		rd_kafka_conf_get(rd_kafka_conf(bk_producer_handle(producer)),
+						  "linger.ms", value, &value_len),
+		RD_KAFKA_CONF_OK);
+	assert_int_equal((int) strtod(value, NULL), 1500);
+	if (elapsed_ms >= 750)
+		fail_msg("five chunks took %lld ms with linger.ms 1500",
+				 (long long) elapsed_ms);
+	bk_producer_free(producer);
+
+	/* The user's properties still win. */
+	settings.properties = "linger.ms=20";
+	producer = bk_producer_new(&settings, &err);
+	assert_non_null(producer);
+	if (!bk_producer_connect(producer, NULL, &err))
+		fail_msg("%s", err.message);
+	value_len = sizeof(value);
+	assert_int_equal(
+		rd_kafka_conf_get(rd_kafka_conf(bk_producer_handle(producer)),
+						  "linger.ms", value, &value_len),
+		RD_KAFKA_CONF_OK);
+	assert_int_equal((int) strtod(value, NULL), 20);
+	bk_producer_free(producer);
+}
+
 /* Auditors see metadata in headers, never data. */
 static void
 test_frame_headers(void **state)
@@ -864,6 +927,7 @@ main(void)
 		cmocka_unit_test(test_configuration_checks),
 		cmocka_unit_test(test_batch),
 		cmocka_unit_test(test_batch_end_not_lingering),
+		cmocka_unit_test(test_long_linger_widens_window),
 		cmocka_unit_test(test_frame_headers),
 		cmocka_unit_test(test_batch_limits),
 		cmocka_unit_test(test_give_up_by_broker_time),

@@ -731,17 +731,10 @@ profile_report() { # TAG ARCHIVER_PID KAFKA_PID
     local tag="$1" arch="$2" kp="$3" data="$WORK/perf-$1.data"
     section "profile of the bk run (perf record -e cpu-clock -a -g)"
     [[ -s "$data" ]] || { echo "no perf data"; cat "$WORK/perf-$tag.out"; return 0; }
-    local pm ours="" f line
-    read -r pm <"$BK_PGDATA/postmaster.pid"
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$f" || continue
-        # shellcheck disable=SC2086
-        set -- ${line##*) }
-        [[ "$2" == "$pm" ]] && ours="$ours,${f:6:-5}"
-    done
-    echo "samples by process (archiver pid $arch, broker pid $kp, shipper pid $SHIPPER_PID, postmaster $pm):"
+    pg_children
+    echo "samples by process (archiver pid $arch, broker pid $kp, shipper pid $SHIPPER_PID, postmaster $PG_PM):"
     perf script -i "$data" -F comm,pid,tid 2>/dev/null |
-        awk -v a="$arch" -v k="$kp" -v s="$SHIPPER_PID" -v pm="$pm" -v ours="$ours," '
+        awk -v a="$arch" -v k="$kp" -v s="$SHIPPER_PID" -v pm="$PG_PM" -v ours="$PG_CHILDREN" '
             { n++; p = $NF; sub(/\/.*/, "", p); comm = $0; sub(/[ \t]+[0-9]+\/[0-9]+[ \t]*$/, "", comm); sub(/^[ \t]+/, "", comm)
               if (p == a) { who = "archiver (" (comm ~ /^rdk:/ ? "librdkafka threads" : "main thread") ")" }
               else if (p == k) who = "Kafka broker (ours)"

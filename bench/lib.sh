@@ -100,6 +100,20 @@ pg_tree_ticks() {
         fi
     done
 }
+# PG_PM and PG_CHILDREN: the postmaster of $BK_PGDATA and its live
+# children, as ",pid,pid,...," (for index() in awk).
+pg_children() {
+    local f line
+    PG_CHILDREN=","
+    read -r PG_PM <"$BK_PGDATA/postmaster.pid" || return 0
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        # shellcheck disable=SC2086
+        set -- ${line##*) }
+        [[ "$2" == "$PG_PM" ]] && PG_CHILDREN="$PG_CHILDREN${f:6:-5},"
+    done
+    return 0
+}
 # KB: a "VmXXX:" line ($2) of /proc/$1/status in kB; empty when gone.
 proc_vm() {
     local key value

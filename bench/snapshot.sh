@@ -29,10 +29,11 @@
 #               two processes copy), pgbr-p1 and pgbr-p2 (pgbackrest backup
 #               --type=full into a fresh repository, process-max 1 / 2),
 #               basebackup (pg_basebackup -Ft --compress=server-lz4
-#               --wal-method=none --checkpoint=fast); bk-msgsN and
-#               bk-lingerN (bk with bk.kafka_properties =
+#               --wal-method=none --checkpoint=fast); bk-msgsN,
+#               bk-lingerN and bk-chunkN (bk with bk.kafka_properties =
 #               'batch.num.messages=N', messages per produce request, or
-#               'linger.ms=N' for its step; full only);
+#               'linger.ms=N', or bk.chunk_size = 'N MB', for its step;
+#               full only);
 #      change:  one row on every k-th heap page of pgbench_accounts and
 #               bench_random (k = 100 / SNAP_CHANGE_PCT) is updated (HOT, so
 #               the heap pages change and the indexes do not), CHECKPOINT;
@@ -76,9 +77,10 @@
 #   BENCH_SETTLE       seconds of rest before each timed step, so that
 #                      memory freed before it is in the same state for every
 #                      contender (bench/lib.sh, settle) [5]
-#   SNAP_PROFILE       1: every bk full step under perf record -a (no call
-#                      chains), its samples reported by process and thread
-#                      [0]
+#   SNAP_PROFILE       1: every bk snapshot step (full and incremental)
+#                      under perf record -a (no call chains), its samples
+#                      reported by process and thread, with what the disk
+#                      read, wrote and how busy it was [0]
 #   SNAP_KEEP          1: keep the work directory [0]
 set -euo pipefail
 shopt -s nullglob
@@ -108,12 +110,19 @@ fi
 for c in "${CONTENDERS[@]}"; do
     case "$c" in
     bk | bk-j2 | pgbr-p1 | pgbr-p2 | basebackup) ;;
-    bk-msgs[1-9]* | bk-linger[0-9]*)
-        [[ "$c" =~ ^bk-(msgs|linger)[0-9]+$ ]] || { echo "bad contender \"$c\" (bk-msgsN, bk-lingerN: N a number)" >&2; exit 2; } ;;
-    *) echo "unknown contender \"$c\" (have: bk bk-j2 bk-msgsN bk-lingerN pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
+    bk-msgs* | bk-linger* | bk-chunk*)
+        [[ "$c" =~ ^bk-(msgs|linger|chunk)[0-9]+$ ]] || { echo "bad contender \"$c\" (bk-msgsN, bk-lingerN, bk-chunkN: N a number)" >&2; exit 2; } ;;
+    *) echo "unknown contender \"$c\" (have: bk bk-j2 bk-msgsN bk-lingerN bk-chunkN pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
     esac
 done
 has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
+# Contenders with no incremental and no restore of their own.
+full_only() {
+    case "$1" in
+    basebackup | bk-j2 | bk-msgs* | bk-linger* | bk-chunk*) return 0 ;;
+    esac
+    return 1
+}
 [[ "$(id -u)" == 0 ]] || { echo "run as root (PostgreSQL and pgBackRest run as postgres)" >&2; exit 2; }
 
 # A PostgreSQL and a Kafka of our own, on ports nobody else uses (the tests
@@ -287,24 +296,30 @@ profile_start() {
     perf record -e cpu-clock -F 999 -a -o "$PERF_DATA" >"$WORK/perf-$PERF_N.out" 2>&1 &
     PERF_PID=$!
     nap 1
+    disk_stats
+    DISK0=("${DISK[@]}")
+    DISK_T0=$EPOCHREALTIME
+}
+# DISK: sectors read, sectors written, milliseconds with I/O in flight, of
+# the device that holds the work directory (/proc/diskstats).
+DISK_DEV=$(basename "$(df --output=source /tmp | tail -1)")
+disk_stats() {
+    DISK=($(awk -v d="$DISK_DEV" '$3 == d { print $6, $10, $13 }' /proc/diskstats))
+    ((${#DISK[@]} == 3)) || DISK=(0 0 0)
 }
 profile_stop() {
     [[ -n "$PERF_PID" ]] || return 0
+    local secs
+    disk_stats
+    secs=$(calc "$EPOCHREALTIME - $DISK_T0" 3)
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=""
     [[ -s "$PERF_DATA" ]] || { echo "  no perf data: $(cat "$WORK/perf-$PERF_N.out")"; return 0; }
-    local pm ours="" f line
-    read -r pm <"$BK_PGDATA/postmaster.pid"
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$f" || continue
-        # shellcheck disable=SC2086
-        set -- ${line##*) }
-        [[ "$2" == "$pm" ]] && ours="$ours,${f:6:-5}"
-    done
+    pg_children
     echo "  profile ($PERF_DATA; the 1 s before the step included): samples by process"
     perf script -i "$PERF_DATA" -F comm,pid,tid 2>/dev/null |
-        awk -v k="$KAFKA_PID" -v s="$SHIPPER_PID" -v pm="$pm" -v ours="$ours," '
+        awk -v k="$KAFKA_PID" -v s="$SHIPPER_PID" -v pm="$PG_PM" -v ours="$PG_CHILDREN" '
             { n++; p = $NF; sub(/\/.*/, "", p); comm = $0; sub(/[ \t]+[0-9]+\/[0-9]+[ \t]*$/, "", comm); sub(/^[ \t]+/, "", comm)
               if (p == k) who = "Kafka broker"
               else if (p == s) who = "bk-shipper" (comm ~ /^rdk:/ ? ", librdkafka threads" : "")
@@ -315,6 +330,8 @@ profile_stop() {
               else who = "other: " comm
               c[who]++ }
             END { for (w in c) printf "    %6.2f%%  %6d  %s\n", 100 * c[w] / n, c[w], w }' | sort -rn | head -14 || true
+    echo "  disk $DISK_DEV in these $secs s: read $(mb $(((DISK[0] - DISK0[0]) * 512))) MB, wrote $(mb $(((DISK[1] - DISK0[1]) * 512))) MB," \
+        "busy (I/O in flight) $(calc "($((DISK[2] - DISK0[2])) / 10) / $secs" 1)% of the time"
 }
 bk_cpu_report() { # prints the CPU lines of a bk step
     echo "  CPU: ours $(secs_of $((D_PG + D_KAFKA + D_SHIPPER))) s (PostgreSQL $(secs_of "$D_PG") s, broker $(secs_of "$D_KAFKA") s, shipper $(secs_of "$D_SHIPPER") s);" \
@@ -457,16 +474,17 @@ full_step() { # CONTENDER RUN
     section "full backup: $c, run $run"
     db=$(db_bytes)
     case "$c" in
-    bk | bk-j2 | bk-msgs* | bk-linger*)
-        if [[ "$c" == bk-msgs* || "$c" == bk-linger* ]]; then
-            local prop="batch.num.messages=${c#bk-msgs}"
-            [[ "$c" == bk-linger* ]] && prop="linger.ms=${c#bk-linger}"
+    bk | bk-j2 | bk-msgs* | bk-linger* | bk-chunk*)
+        if [[ "$c" == bk-msgs* || "$c" == bk-linger* || "$c" == bk-chunk* ]]; then
+            local guc=bk.kafka_properties value="batch.num.messages=${c#bk-msgs}"
+            [[ "$c" == bk-linger* ]] && value="linger.ms=${c#bk-linger}"
+            [[ "$c" == bk-chunk* ]] && guc=bk.chunk_size value="${c#bk-chunk}MB"
             # ALTER SYSTEM runs outside a transaction: a statement of its own.
-            psql_q "ALTER SYSTEM SET bk.kafka_properties = '$prop'"
+            psql_q "ALTER SYSTEM SET $guc = '$value'"
             psql_q "SELECT pg_reload_conf()" >/dev/null
             nap 0.5
             bk_snapshot_step full 1
-            psql_q "ALTER SYSTEM RESET bk.kafka_properties"
+            psql_q "ALTER SYSTEM RESET $guc"
             psql_q "SELECT pg_reload_conf()" >/dev/null
         else
             # The run's last bk full (bk or bk-j2) is the incremental's parent.
@@ -657,7 +675,7 @@ restore_step() { # CONTENDER STATE RUN
 
 summary() {
     section "summary (best run of each; every run listed in order)"
-    gawk -v aim_tp=1.5 -v aim_incr=1.2 '
+    gawk -v aim_full=1.3 -v aim_restore=1.5 -v aim_incr=1.2 '
         function best(ph, c, key,    i, b) { b = ""; for (i = 1; i <= n[ph, c]; i++) if (b == "" || v[ph, c, i, key] + 0 < b + 0) b = v[ph, c, i, key]; return b }
         function bestrow(ph, c, key,    i, bi, b) { b = ""; bi = 0; for (i = 1; i <= n[ph, c]; i++) if (b == "" || v[ph, c, i, key] + 0 < b + 0) { b = v[ph, c, i, key]; bi = i }; return bi }
         function runs(ph, c, key,    i, s) { s = ""; for (i = 1; i <= n[ph, c]; i++) s = s sprintf(" %.1f", v[ph, c, i, key]); return s }
@@ -683,7 +701,7 @@ summary() {
               r = best("full", c, "seconds") / best("full", bk, "seconds"); r2 = best("full", c, "seconds") / best("full", bk, "returned_s")
               key = bk "_over_" c; gsub("-", "_", key); rat = rat sprintf(" full_%s=%.2f full_returned_%s=%.2f", key, r, key, r2)
               printf "  throughput %-5s / %-10s = %.2fx until restorable%s; %.2fx until bk_snapshot() returned\n", bk, c, r,
-                     c ~ /^pgbr/ ? sprintf(" (aim >= %.1fx: %s)", aim_tp, verdict(r, aim_tp, 0)) : "", r2 } }
+                     c ~ /^pgbr/ ? sprintf(" (aim >= %.1fx: %s)", aim_full, verdict(r, aim_full, 0)) : "", r2 } }
 
           print ""
           print "incremental (changed bytes = pages whose LSN moved since the bk full started x 8192):"
@@ -710,7 +728,7 @@ summary() {
                      v[ph, c, i, "cpu_s"], v[ph, c, i, "machine_cpu_s"], v[ph, c, i, "peak_kb"] }
             if (n[ph, "bk"]) for (j = 1; j <= m; j++) { c = cs[j]; if (c == "bk") continue
               r = best(ph, c, "seconds") / best(ph, "bk", "seconds")
-              printf "  throughput bk / %-10s = %.2fx (aim >= %.1fx: %s)\n", c, r, aim_tp, verdict(r, aim_tp, 0)
+              printf "  throughput bk / %-10s = %.2fx (aim >= %.1fx: %s)\n", c, r, aim_restore, verdict(r, aim_restore, 0)
               key = ph "_bk_over_" c; gsub("-", "_", key); rat = rat sprintf(" %s=%.2f", key, r) } }
           print ""
           print (bad == "") ? "all checks passed (ok=1 everywhere)" : "CHECKS FAILED in:" bad
@@ -824,11 +842,11 @@ for ((run = 1; run <= RUNS; run++)); do
     fi
     DB_INCR[$run]=$(db_bytes)
     for c in "${ORDER[@]}"; do
-        [[ "$c" == basebackup || "$c" == bk-j2 || "$c" == bk-msgs* || "$c" == bk-linger* ]] || incr_step "$c" "$run"
+        full_only "$c" || incr_step "$c" "$run"
     done
     for state in full incr; do
         for c in "${CONTENDERS[@]}"; do
-            [[ "$c" == basebackup || "$c" == bk-j2 || "$c" == bk-msgs* || "$c" == bk-linger* ]] || restore_step "$c" "$state" "$run"
+            full_only "$c" || restore_step "$c" "$state" "$run"
         done
         rm -rf "$WORK"/restore-*-"$state" "$WORK"/hashes-*-"$state"
     done

@@ -578,10 +578,11 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 
 	/*
 	 * Lingering longer than the default, librdkafka sends a request once a
-	 * full one is queued (or on a flush).  A window that fills before two
-	 * full requests and one more message are queued or in flight would then
-	 * leave a partly filled request waiting out linger.ms each time it
-	 * fills, with nothing in flight: widen it to that.
+	 * full one is queued (or on a flush).  A window smaller than a full
+	 * request would leave a partly filled one waiting out linger.ms each
+	 * time it fills, with nothing in flight; one smaller than two full
+	 * requests and one more message (of this chunk size) would leave none
+	 * ready behind the request in flight.  Widen it to that.
 	 */
 	if (!conf_get_long(producer->template_conf, "linger.ms", &value, err))
 		goto fail;
@@ -593,7 +594,7 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 		if (!conf_get_long(producer->template_conf, "batch.size", &batch_bytes,
 						   err))
 			goto fail;
-		floor_bytes = 2 * (size_t) batch_bytes + producer->message_max;
+		floor_bytes = 2 * (size_t) batch_bytes + needed;
 		if (producer->window_bytes < floor_bytes)
 			producer->window_bytes = floor_bytes;
 	}

@@ -620,9 +620,10 @@ test_batch_end_not_lingering(void **state)
 /*
  * A producer that lingers long (the snapshot worker's) sends a request only
  * once a full one is queued.  Its window must hold two full requests and a
- * message, or every time it filled, the request queued behind it would wait
- * out linger.ms with nothing in flight: here a window of one byte, widened,
- * sends five chunks at once where it would have taken five lingers.
+ * message, or every time it filled, a partly filled request would wait out
+ * linger.ms with nothing in flight: here a window of one byte, widened,
+ * sends more than two full requests (batch.size is 1,000,000 bytes at this
+ * chunk size) without a single wait, where each chunk would have waited.
  */
 static void
 test_long_linger_widens_window(void **state)
@@ -646,14 +647,14 @@ test_long_linger_widens_window(void **state)
 		int64_t started = bk_monotonic_ms();
 
 		assert_true(bk_producer_batch_begin(producer, &err));
-		source_begin(&source, 5 * 64 * 1024);
+		source_begin(&source, 48 * 64 * 1024);
 		if (!bk_producer_batch_add(producer, TOPIC, "src/obj", 7, next_frame,
 								   &source, NULL, NULL, NULL, &err) ||
 			!bk_producer_batch_wait(producer, NULL, NULL, &stats, &err))
 			fail_msg("%s", err.message);
 		elapsed_ms = bk_monotonic_ms() - started;
 		source_end(&source);
-		assert_int_equal(stats.messages, 5);
+		assert_int_equal(stats.messages, 48);
 	}
 	assert_int_equal(
 		rd_kafka_conf_get(rd_kafka_conf(bk_producer_handle(producer)),
@@ -661,7 +662,7 @@ test_long_linger_widens_window(void **state)
 		RD_KAFKA_CONF_OK);
 	assert_int_equal((int) strtod(value, NULL), 1500);
 	if (elapsed_ms >= 750)
-		fail_msg("five chunks took %lld ms with linger.ms 1500",
+		fail_msg("48 chunks took %lld ms with linger.ms 1500",
 				 (long long) elapsed_ms);
 	bk_producer_free(producer);
 

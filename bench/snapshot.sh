@@ -154,6 +154,7 @@ cleanup() {
     trap - EXIT INT TERM
     echo
     echo "== cleaning up"
+    if [[ -n "${PERF_PID:-}" ]]; then kill -INT "$PERF_PID" 2>/dev/null || true; fi
     stop_shipper
     bench_finish "$KEEP"
     exit "$rc"
@@ -305,7 +306,7 @@ profile_start() {
 DISK_DEV=$(basename "$(df --output=source /tmp | tail -1)")
 disk_stats() {
     DISK=($(awk -v d="$DISK_DEV" '$3 == d { print $6, $10, $13 }' /proc/diskstats))
-    ((${#DISK[@]} == 3)) || DISK=(0 0 0)
+    ((${#DISK[@]} == 3)) || DISK=()
 }
 profile_stop() {
     [[ -n "$PERF_PID" ]] || return 0
@@ -330,8 +331,12 @@ profile_stop() {
               else who = "other: " comm
               c[who]++ }
             END { for (w in c) printf "    %6.2f%%  %6d  %s\n", 100 * c[w] / n, c[w], w }' | sort -rn | head -14 || true
-    echo "  disk $DISK_DEV in these $secs s: read $(mb $(((DISK[0] - DISK0[0]) * 512))) MB, wrote $(mb $(((DISK[1] - DISK0[1]) * 512))) MB," \
-        "busy (I/O in flight) $(calc "($((DISK[2] - DISK0[2])) / 10) / $secs" 1)% of the time"
+    if ((${#DISK[@]} == 3 && ${#DISK0[@]} == 3)); then
+        echo "  disk $DISK_DEV in these $secs s: read $(mb $(((DISK[0] - DISK0[0]) * 512))) MB, wrote $(mb $(((DISK[1] - DISK0[1]) * 512))) MB," \
+            "busy (I/O in flight) $(calc "($((DISK[2] - DISK0[2])) / 10) / $secs" 1)% of the time"
+    else
+        echo "  disk: no statistics for \"$DISK_DEV\" (the device of /tmp) in /proc/diskstats"
+    fi
 }
 bk_cpu_report() { # prints the CPU lines of a bk step
     echo "  CPU: ours $(secs_of $((D_PG + D_KAFKA + D_SHIPPER))) s (PostgreSQL $(secs_of "$D_PG") s, broker $(secs_of "$D_KAFKA") s, shipper $(secs_of "$D_SHIPPER") s);" \
@@ -486,12 +491,15 @@ full_step() { # CONTENDER RUN
             bk_snapshot_step full 1
             psql_q "ALTER SYSTEM RESET $guc"
             psql_q "SELECT pg_reload_conf()" >/dev/null
+        elif [[ "$c" == bk ]]; then
+            bk_snapshot_step full 1
         else
-            # The run's last bk full (bk or bk-j2) is the incremental's parent.
-            if [[ "$c" == bk ]]; then bk_snapshot_step full 1; else bk_snapshot_step full 2; fi
-            BKFULL_ID[$run]=$BK_ID
-            BKFULL_START[$run]=$BK_START
+            bk_snapshot_step full 2
         fi
+        # The run's last bk full (of any bk contender) is the incremental's
+        # parent: the changed pages are counted from its start.
+        BKFULL_ID[$run]=$BK_ID
+        BKFULL_START[$run]=$BK_START
         echo "snapshot $BK_ID: $BK_FILES files, read $BK_READ bytes, sent $BK_SENT bytes ($(calc "$BK_SENT / $BK_READ" 3) of read), start $BK_START, stop $BK_STOP"
         echo "  bk_snapshot() returned after $BK_RETURNED_S s ($(mb "$(calc "$db / $BK_RETURNED_S" 0)") MB/s of the database);" \
             "its record in the repository after $BK_RECORD_S s; restorable after $D_SECS s ($(mb "$(calc "$db / $D_SECS" 0)") MB/s); stored $BK_STORED bytes"

@@ -59,7 +59,7 @@ int bk_wait_for = BK_WAIT_FOR_KAFKA;
 int bk_repository_timeout_ms = 60000;
 int bk_archive_batch = 8;
 int bk_archive_jobs = 2;
-int bk_snapshot_jobs = 1;
+int bk_snapshot_jobs = 2;
 int bk_snapshot_range_blocks = (128 * 1024 * 1024) / BLCKSZ;
 
 static const struct config_enum_entry bk_wait_for_options[] = {
@@ -171,6 +171,13 @@ _PG_init(void)
 		&bk_archive_jobs, 2, 1, BK_ENCODE_JOBS_MAX, PGC_SIGHUP, 0, NULL, NULL,
 		NULL);
 
+	/*
+	 * Two by default: a broker handles one produce request per connection
+	 * at a time (receive, append, fsync), and each copying process has a
+	 * connection of its own, so a second one keeps the broker busy while
+	 * the first waits; it was faster than one even with the broker and the
+	 * shipper on the same two cores (BENCHMARKS.md).
+	 */
 	DefineCustomIntVariable(
 		"bk.snapshot_jobs",
 		"How many processes copy the files of one snapshot.",
@@ -178,7 +185,7 @@ _PG_init(void)
 		"cores: its background worker and bk.snapshot_jobs - 1 helper "
 		"workers, each with its own Kafka producer. Helpers count against "
 		"max_worker_processes.",
-		&bk_snapshot_jobs, 1, 1, BK_SNAPSHOT_MAX_JOBS, PGC_USERSET, 0, NULL,
+		&bk_snapshot_jobs, 2, 1, BK_SNAPSHOT_MAX_JOBS, PGC_USERSET, 0, NULL,
 		NULL, NULL);
 
 	DefineCustomIntVariable(

@@ -199,10 +199,6 @@ bk_static_conf() { # -> STATIC: the settings of a server archiving with bk, but 
         "bk.topic_prefix = '$BK_PREFIX'"
         "bk.key_file = '$WORK/bk.key.pub'")
 }
-kafka_config_alter() { # TOPIC KEY=VALUE
-    java -cp "$BK_KAFKA_LIBS/*" kafka.admin.ConfigCommand --bootstrap-server "$BK_KAFKA_BROKERS" \
-        --entity-type topics --entity-name "$1" --alter --add-config "$2" 2>&1 | grep -E '^Completed|rror' | sed 's/^/  /'
-}
 bk_pg_conf() { # extra lines...
     bk_static_conf
     pg_conf "${STATIC[@]}" "bk.kafka_brokers = '$BK_KAFKA_BROKERS'" "$@"

@@ -114,6 +114,12 @@ pg_children() {
     done
     return 0
 }
+# kafka_config_alter TOPIC KEY=VALUE: a topic's configuration, changed with
+# Kafka's own tool (BK_KAFKA_LIBS, BK_KAFKA_BROKERS from scripts/services).
+kafka_config_alter() {
+    java -cp "$BK_KAFKA_LIBS/*" kafka.admin.ConfigCommand --bootstrap-server "$BK_KAFKA_BROKERS" \
+        --entity-type topics --entity-name "$1" --alter --add-config "$2" 2>&1 | grep -E '^Completed|rror' | sed 's/^/  /'
+}
 # KB: a "VmXXX:" line ($2) of /proc/$1/status in kB; empty when gone.
 proc_vm() {
     local key value

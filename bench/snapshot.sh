@@ -23,24 +23,28 @@
 #      SNAP_DROP_CACHES=1.  MB/s everywhere = database size / seconds.
 #   3. per run (SNAP_RUNS, interleaved; the backup steps in an order rotated
 #      by one contender each run):
-#      full:    bk (SELECT * FROM bk_snapshot('full'); the clock stops when
+#      full:    bk (SELECT * FROM bk_snapshot('full') with the server's
+#               settings, bk.snapshot_jobs 2 by default; the clock stops when
 #               the call returned, and again when "bk list" says the snapshot
-#               is restorable), bk-j2 (the same with bk.snapshot_jobs = 2:
-#               two processes copy), pgbr-p1 and pgbr-p2 (pgbackrest backup
+#               is restorable), bk-jN (the same with bk.snapshot_jobs = N:
+#               N processes copy), pgbr-p1 and pgbr-p2 (pgbackrest backup
 #               --type=full into a fresh repository, process-max 1 / 2),
 #               basebackup (pg_basebackup -Ft --compress=server-lz4
 #               --wal-method=none --checkpoint=fast); bk-msgsN,
 #               bk-lingerN and bk-chunkN (bk with bk.kafka_properties =
 #               'batch.num.messages=N', messages per produce request, or
 #               'linger.ms=N', or bk.chunk_size = 'N MB', for its step;
-#               full only);
+#               full only), bk-noflush (bk with the broker's flush of
+#               every message turned off on the snapshot and WAL topics for
+#               its step: an experiment that shows what the broker's
+#               fsyncs cost; not durable on one node; full only);
 #      change:  one row on every k-th heap page of pgbench_accounts and
 #               bench_random (k = 100 / SNAP_CHANGE_PCT) is updated (HOT, so
 #               the heap pages change and the indexes do not), CHECKPOINT;
 #               the changed pages are counted with pageinspect: every page of
 #               every relation's main fork whose LSN is at or after the bk
 #               full's start LSN;
-#      incr:    bk (bk_snapshot('incr'), on the run's last bk or bk-j2 full:
+#      incr:    bk (bk_snapshot('incr'), on the run's last bk full:
 #               bytes_sent, and what the repository stores) against pgbackrest backup --type=incr (file-level:
 #               every changed file again) on each pgBackRest repository;
 #      restore: of the full and of the incremental: bk restore --snapshot ID
@@ -67,7 +71,7 @@
 #   SNAP_RUNS          runs, interleaved [2]
 #   SNAP_CHANGE_PCT    percent of the heap pages changed before the
 #                      incrementals [5]
-#   SNAP_CONTENDERS    [bk bk-j2 pgbr-p1 pgbr-p2 basebackup]
+#   SNAP_CONTENDERS    [bk bk-j1 pgbr-p1 pgbr-p2 basebackup]
 #   SNAP_BK_JOBS       bk restore --jobs; empty: bk's default (2) []
 #   SNAP_RANGE_SIZE    bk.snapshot_range_size for bk's snapshots (0: every
 #                      file one object); empty: the server's default []
@@ -92,7 +96,7 @@ SCALE=${SNAP_SCALE:-50}
 RANDOM_MB=${SNAP_RANDOM_MB:-400}
 RUNS=${SNAP_RUNS:-2}
 CHANGE_PCT=${SNAP_CHANGE_PCT:-5}
-read -r -a CONTENDERS <<<"${SNAP_CONTENDERS:-bk bk-j2 pgbr-p1 pgbr-p2 basebackup}"
+read -r -a CONTENDERS <<<"${SNAP_CONTENDERS:-bk bk-j1 pgbr-p1 pgbr-p2 basebackup}"
 BK_JOBS=${SNAP_BK_JOBS:-}
 RANGE_SIZE=${SNAP_RANGE_SIZE:-}
 DROP_CACHES=${SNAP_DROP_CACHES:-0}
@@ -109,17 +113,17 @@ fi
 [[ -z "$BK_JOBS" || "$BK_JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "SNAP_BK_JOBS must be a number" >&2; exit 2; }
 for c in "${CONTENDERS[@]}"; do
     case "$c" in
-    bk | bk-j2 | pgbr-p1 | pgbr-p2 | basebackup) ;;
-    bk-msgs* | bk-linger* | bk-chunk*)
-        [[ "$c" =~ ^bk-(msgs|linger|chunk)[0-9]+$ ]] || { echo "bad contender \"$c\" (bk-msgsN, bk-lingerN, bk-chunkN: N a number)" >&2; exit 2; } ;;
-    *) echo "unknown contender \"$c\" (have: bk bk-j2 bk-msgsN bk-lingerN bk-chunkN pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
+    bk | pgbr-p1 | pgbr-p2 | basebackup | bk-noflush) ;;
+    bk-j* | bk-msgs* | bk-linger* | bk-chunk*)
+        [[ "$c" =~ ^bk-(j|msgs|linger|chunk)[1-9][0-9]*$ ]] || { echo "bad contender \"$c\" (bk-jN, bk-msgsN, bk-lingerN, bk-chunkN: N a number from 1)" >&2; exit 2; } ;;
+    *) echo "unknown contender \"$c\" (have: bk bk-jN bk-msgsN bk-lingerN bk-chunkN bk-noflush pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
     esac
 done
 has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
 # Contenders with no incremental and no restore of their own.
 full_only() {
     case "$1" in
-    basebackup | bk-j2 | bk-msgs* | bk-linger* | bk-chunk*) return 0 ;;
+    basebackup | bk-j* | bk-msgs* | bk-linger* | bk-chunk* | bk-noflush) return 0 ;;
     esac
     return 1
 }
@@ -244,15 +248,15 @@ db_bytes() { psql_q "SELECT sum(pg_database_size(oid)) FROM pg_database"; }
 # ---------------------------------------------------------------- bk
 
 # BK_ID BK_STATE BK_START BK_STOP BK_FILES BK_READ BK_SENT BK_RETURNED_S
-# BK_RECORD_S BK_STORED: one bk_snapshot() of KIND copied by JOBS processes,
-# timed until it is restorable.
+# BK_RECORD_S BK_STORED: one bk_snapshot() of KIND copied by JOBS processes
+# (none: the server's setting), timed until it is restorable.
 bk_snapshot_step() { # KIND [JOBS]
-    local kind="$1" jobs="${2:-1}" out t1 rec deadline restorable=""
+    local kind="$1" jobs="${2:-}" out t1 rec deadline restorable=""
     BK_RECORD_S=""
     prepare_step
     profile_start
     meter_start
-    out=$(psql -X -q -t -A -v ON_ERROR_STOP=1 -c "SET bk.snapshot_jobs = $jobs" \
+    out=$(psql -X -q -t -A -v ON_ERROR_STOP=1 ${jobs:+-c "SET bk.snapshot_jobs = $jobs"} \
         ${RANGE_SIZE:+-c "SET bk.snapshot_range_size = '$RANGE_SIZE'"} \
         -c "SELECT snapshot_id, state, start_lsn, stop_lsn, files, bytes_read, bytes_sent FROM bk_snapshot(kind => '$kind')") ||
         die "bk_snapshot(kind => '$kind') failed"
@@ -479,8 +483,17 @@ full_step() { # CONTENDER RUN
     section "full backup: $c, run $run"
     db=$(db_bytes)
     case "$c" in
-    bk | bk-j2 | bk-msgs* | bk-linger* | bk-chunk*)
-        if [[ "$c" == bk-msgs* || "$c" == bk-linger* || "$c" == bk-chunk* ]]; then
+    bk | bk-j* | bk-msgs* | bk-linger* | bk-chunk* | bk-noflush)
+        if [[ "$c" == bk-noflush ]]; then
+            local topic
+            for topic in "$BK_PREFIX.snapshot" "$BK_PREFIX.wal"; do
+                kafka_config_alter "$topic" flush.messages=9223372036854775807
+            done
+            bk_snapshot_step full
+            for topic in "$BK_PREFIX.snapshot" "$BK_PREFIX.wal"; do
+                kafka_config_alter "$topic" flush.messages=1
+            done
+        elif [[ "$c" == bk-msgs* || "$c" == bk-linger* || "$c" == bk-chunk* ]]; then
             local guc=bk.kafka_properties value="batch.num.messages=${c#bk-msgs}"
             [[ "$c" == bk-linger* ]] && value="linger.ms=${c#bk-linger}"
             [[ "$c" == bk-chunk* ]] && guc=bk.chunk_size value="${c#bk-chunk}MB"
@@ -488,13 +501,13 @@ full_step() { # CONTENDER RUN
             psql_q "ALTER SYSTEM SET $guc = '$value'"
             psql_q "SELECT pg_reload_conf()" >/dev/null
             nap 0.5
-            bk_snapshot_step full 1
+            bk_snapshot_step full
             psql_q "ALTER SYSTEM RESET $guc"
             psql_q "SELECT pg_reload_conf()" >/dev/null
-        elif [[ "$c" == bk ]]; then
-            bk_snapshot_step full 1
+        elif [[ "$c" == bk-j* ]]; then
+            bk_snapshot_step full "${c#bk-j}"
         else
-            bk_snapshot_step full 2
+            bk_snapshot_step full
         fi
         # The run's last bk full (of any bk contender) is the incremental's
         # parent: the changed pages are counted from its start.
@@ -703,12 +716,11 @@ summary() {
                    v["full", c, i, "stored_bytes"] / 1e6, v["full", c, i, "ours_cpu_s"], v["full", c, i, "machine_cpu_s"]
             if (c ~ /^bk/) { i = bestrow("full", c, "returned_s")
               printf "  %-22s %9.2f %8.1f  %-18s\n", c " (call returned)", v["full", c, i, "returned_s"], v["full", c, i, "returned_mb_per_s"], runs("full", c, "returned_s") } }
-          split("bk bk-j2", bks, " ")
-          for (b = 1; b <= 2; b++) { bk = bks[b]; if (!n["full", bk]) continue
+          for (b = 1; b <= m; b++) { bk = cs[b]; if (bk !~ /^bk/) continue
             for (j = 1; j <= m; j++) { c = cs[j]; if (c ~ /^bk/) continue
               r = best("full", c, "seconds") / best("full", bk, "seconds"); r2 = best("full", c, "seconds") / best("full", bk, "returned_s")
               key = bk "_over_" c; gsub("-", "_", key); rat = rat sprintf(" full_%s=%.2f full_returned_%s=%.2f", key, r, key, r2)
-              printf "  throughput %-5s / %-10s = %.2fx until restorable%s; %.2fx until bk_snapshot() returned\n", bk, c, r,
+              printf "  throughput %-10s / %-10s = %.2fx until restorable%s; %.2fx until bk_snapshot() returned\n", bk, c, r,
                      c ~ /^pgbr/ ? sprintf(" (aim >= %.1fx: %s)", aim_full, verdict(r, aim_full, 0)) : "", r2 } }
 
           print ""
@@ -843,7 +855,7 @@ for ((run = 1; run <= RUNS; run++)); do
     for c in "${ORDER[@]}"; do
         full_step "$c" "$run"
     done
-    if has bk || has bk-j2; then
+    if [[ -n "${BKFULL_START[$run]:-}" ]]; then
         change_pages "$run" "${BKFULL_START[$run]}"
     else
         change_pages "$run" "$(psql_q "SELECT pg_current_wal_lsn()")"

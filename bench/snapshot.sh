@@ -119,7 +119,6 @@ for c in "${CONTENDERS[@]}"; do
     *) echo "unknown contender \"$c\" (have: bk bk-jN bk-msgsN bk-lingerN bk-chunkN bk-noflush pgbr-p1 pgbr-p2 basebackup)" >&2; exit 2 ;;
     esac
 done
-has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
 # Contenders with no incremental and no restore of their own.
 full_only() {
     case "$1" in
@@ -289,9 +288,8 @@ bk_snapshot_step() { # KIND [JOBS]
 # profile_start / profile_stop: with SNAP_PROFILE=1, the step under perf
 # record -a; the report gives the samples of every process and thread
 # group, librdkafka's threads apart (they name themselves rdk:...).  The
-# snapshot worker has exited by then: PostgreSQL's processes are also
-# known by their name (postgres, and rdk:... outside the broker and the
-# shipper).
+# snapshot worker has exited by then, so PostgreSQL's processes are known by
+# their name: postgres, and rdk:... outside the broker and the shipper.
 PERF_PID=""
 PERF_N=0
 profile_start() {
@@ -321,15 +319,14 @@ profile_stop() {
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=""
     [[ -s "$PERF_DATA" ]] || { echo "  no perf data: $(cat "$WORK/perf-$PERF_N.out")"; return 0; }
-    pg_children
     echo "  profile ($PERF_DATA; the 1 s before the step included): samples by process"
     perf script -i "$PERF_DATA" -F comm,pid,tid 2>/dev/null |
-        awk -v k="$KAFKA_PID" -v s="$SHIPPER_PID" -v pm="$PG_PM" -v ours="$PG_CHILDREN" '
+        awk -v k="$KAFKA_PID" -v s="$SHIPPER_PID" '
             { n++; p = $NF; sub(/\/.*/, "", p); comm = $0; sub(/[ \t]+[0-9]+\/[0-9]+[ \t]*$/, "", comm); sub(/^[ \t]+/, "", comm)
               if (p == k) who = "Kafka broker"
               else if (p == s) who = "bk-shipper" (comm ~ /^rdk:/ ? ", librdkafka threads" : "")
               else if (p == 0) who = "idle (swapper)"
-              else if (p == pm || index(ours, "," p ",") || comm == "postgres" || comm ~ /^rdk:/)
+              else if (comm == "postgres" || comm ~ /^rdk:/)
                   who = "PostgreSQL pid " p (comm ~ /^rdk:/ ? ", librdkafka threads" : "")
               else if (comm ~ /^kworker|^ksoftirq|^jbd2|^kdamond|^rcu/) who = "kernel threads"
               else who = "other: " comm

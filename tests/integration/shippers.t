@@ -23,7 +23,7 @@ source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
 SERVICES="$ROOT/scripts/services"
 source "$ROOT/tests/lib/bk_env.sh"
-PGBENCH_SECONDS=${PGBENCH_SECONDS:-40}
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-30}
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-shippers-test.XXXXXX")"
 chmod 755 "$dir"
@@ -35,7 +35,10 @@ pgbench_pid=""
 psql_q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
 as_postgres() { runuser -u postgres -- "$@"; }
 cleanup() {
-    [[ -n "$pgbench_pid" ]] && kill "$pgbench_pid" 2>/dev/null
+    [[ -n "$pgbench_pid" ]] && kill "$pgbench_pid" 2>/dev/null && wait "$pgbench_pid" 2>/dev/null
+    # The cluster is shared: the pgbench tables would be copied by every
+    # later test's snapshots and restores.
+    pgbench -i -I d >/dev/null 2>&1
     for pid in "$first_pid" "$second_pid" "$other_pid"; do
         [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null
     done

@@ -27,6 +27,9 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "access/xlog.h"
 #include "fmgr.h"
@@ -49,6 +52,8 @@ BkSharedState *bk_shared = NULL;
 
 char *bk_kafka_brokers = NULL;
 char *bk_kafka_properties = NULL;
+char *bk_kafka_properties_file = NULL;
+const char *bk_kafka_file_properties = NULL;
 char *bk_topic_prefix = NULL;
 char *bk_source_id_setting = NULL;
 char *bk_key_file = NULL;
@@ -74,6 +79,9 @@ static bool bk_check_one_property(void *arg, const char *key, const char *value,
 								  BkError *err);
 static bool bk_check_kafka_properties(char **newval, void **extra,
 									  GucSource source);
+static bool bk_check_kafka_properties_file(char **newval, void **extra,
+										   GucSource source);
+static void bk_assign_kafka_properties_file(const char *newval, void *extra);
 static bool bk_check_topic_prefix(char **newval, void **extra,
 								  GucSource source);
 static bool bk_check_source_id(char **newval, void **extra, GucSource source);
@@ -103,6 +111,21 @@ _PG_init(void)
 		"log.queue=false, is refused.",
 		&bk_kafka_properties, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 		bk_check_kafka_properties, NULL, NULL);
+
+	/*
+	 * PostgreSQL logs the new value of every parameter a reload changes, so
+	 * a sasl.password in bk.kafka_properties ends up in the server log; in
+	 * this file it does not.
+	 */
+	DefineCustomStringVariable(
+		"bk.kafka_properties_file",
+		"File of further librdkafka properties for bk, such as passwords.",
+		"One key=value per line (or several separated by ;), # comments; "
+		"applied after bk.kafka_properties. Read at start and reload; it "
+		"must be owned by the server's user with mode 0600 or less, or by "
+		"root with 0640 or less.",
+		&bk_kafka_properties_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+		bk_check_kafka_properties_file, bk_assign_kafka_properties_file, NULL);
 
 	DefineCustomStringVariable(
 		"bk.topic_prefix", "Prefix of the Kafka topics bk uses.",
@@ -270,7 +293,7 @@ bk_check_one_property(void *arg, const char *key, const char *value,
 }
 
 /*
- * bk_check_kafka_properties
+ * bk_properties_valid
  *		Build (but do not start) a producer with these properties: catches
  *		bad syntax, unknown properties, bad values and properties that would
  *		weaken what "acknowledged" means, exactly as the archiver would.
@@ -281,35 +304,204 @@ bk_check_one_property(void *arg, const char *key, const char *value,
  * so that this check does not depend on the order settings are loaded in.
  */
 static bool
-bk_check_kafka_properties(char **newval, void **extra, GucSource source)
+bk_properties_valid(const char *properties, BkError *err)
 {
 	BkKafkaSettings settings = {0};
 	BkProducer *producer;
+
+	settings.brokers = "localhost";
+	settings.properties = properties;
+	settings.chunk_size = BK_CHUNK_SIZE_MIN;
+	bk_error_clear(err);
+	if (!bk_config_parse_properties(properties, bk_check_one_property, NULL,
+									err) ||
+		(producer = bk_producer_new(&settings, err)) == NULL)
+		return false;
+	bk_producer_free(producer);
+	return true;
+}
+
+static bool
+bk_check_kafka_properties(char **newval, void **extra, GucSource source)
+{
+	BkError err;
+
+	if (*newval == NULL || (*newval)[0] == '\0' ||
+		bk_properties_valid(*newval, &err))
+		return true;
+
+	/*
+	 * Not PostgreSQL's own message, which quotes the whole value: it may
+	 * hold sasl.password.
+	 */
+	GUC_check_errmsg("invalid value for parameter \"bk.kafka_properties\"");
+	GUC_check_errdetail("%s", bk_sentence(err.message));
+	if (err.hint[0] != '\0')
+		GUC_check_errhint("%s", err.hint);
+	return false;
+}
+
+/*
+ * bk_read_properties_file
+ *		The properties of path as one ";"-separated list (malloc'd): its
+ *		lines, without blank lines and "#" comments.  Refuses a file others
+ *		could read, by the rule PostgreSQL applies to ssl_key_file.
+ */
+#define BK_PROPERTIES_FILE_MAX (64 * 1024)
+
+static char *
+bk_read_properties_file(const char *path, BkError *err)
+{
+	struct stat st;
+	char *text;
+	char *list;
+	size_t len = 0;
+	size_t list_len = 0;
+	ssize_t got;
+	int fd;
+
+	/* O_NONBLOCK: a FIFO put there must not hang the postmaster. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
+					 strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
+		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))) ||
+		(st.st_uid != geteuid() && st.st_uid != 0))
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "\"%s\" may be read or changed by others than the "
+					 "server's user",
+					 path);
+		bk_error_hint(err, "Make it owned by the server's user with mode 0600 "
+						   "or less, or by root with mode 0640 or less.");
+		close(fd);
+		return NULL;
+	}
+	if (st.st_size > BK_PROPERTIES_FILE_MAX)
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is larger than %d bytes", path,
+					 BK_PROPERTIES_FILE_MAX);
+		close(fd);
+		return NULL;
+	}
+	text = malloc(BK_PROPERTIES_FILE_MAX + 1);
+	list = malloc(BK_PROPERTIES_FILE_MAX + 2);
+	if (text == NULL || list == NULL)
+	{
+		free(text);
+		free(list);
+		close(fd);
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	while (len < BK_PROPERTIES_FILE_MAX &&
+		   (got = read(fd, text + len, BK_PROPERTIES_FILE_MAX - len)) != 0)
+	{
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+		{
+			bk_error_set(err, BK_ERR_IO, "could not read \"%s\": %s", path,
+						 strerror(errno));
+			free(text);
+			free(list);
+			close(fd);
+			return NULL;
+		}
+		len += (size_t) got;
+	}
+	close(fd);
+	text[len] = '\0';
+	for (char *line = text, *next; line != NULL; line = next)
+	{
+		const char *start = line;
+
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
+		while (*start == ' ' || *start == '\t' || *start == '\r')
+			start++;
+		if (*start == '\0' || *start == '#')
+			continue;
+		if (list_len > 0)
+			list[list_len++] = ';';
+		memcpy(list + list_len, start, strlen(start));
+		list_len += strlen(start);
+	}
+	list[list_len] = '\0';
+	explicit_bzero(text, len);
+	free(text);
+	return list;
+}
+
+/*
+ * bk_check_kafka_properties_file
+ *		Read and check the file at start and at every reload, in every
+ *		process, as bk.kafka_properties is checked; its list becomes the
+ *		setting's extra, so the archiver never reads the file itself.
+ */
+static bool
+bk_check_kafka_properties_file(char **newval, void **extra, GucSource source)
+{
+	char *list;
+	char *copy;
 	BkError err;
 
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
-	settings.brokers = "localhost";
-	settings.properties = *newval;
-	settings.chunk_size = BK_CHUNK_SIZE_MIN;
 	bk_error_clear(&err);
-	producer = NULL;
-	if (bk_config_parse_properties(*newval, bk_check_one_property, NULL, &err))
-		producer = bk_producer_new(&settings, &err);
-	if (producer == NULL)
+	if (!is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("It must be an absolute path.");
+		return false;
+	}
+	list = bk_read_properties_file(*newval, &err);
+	if (list != NULL && !bk_properties_valid(list, &err))
+	{
+		explicit_bzero(list, strlen(list));
+		free(list);
+		list = NULL;
+		bk_error_prefix(&err, "\"%s\": ", *newval);
+	}
+	if (list == NULL)
 	{
 		/*
-		 * Not PostgreSQL's own message, which quotes the whole value: it
-		 * may hold sasl.password, and a postgresql.conf reload logs it.
+		 * The checks quote only values librdkafka validates (numbers,
+		 * names), never a password.
 		 */
-		GUC_check_errmsg("invalid value for parameter \"bk.kafka_properties\"");
 		GUC_check_errdetail("%s", bk_sentence(err.message));
 		if (err.hint[0] != '\0')
 			GUC_check_errhint("%s", err.hint);
 		return false;
 	}
-	bk_producer_free(producer);
+	/* PostgreSQL frees an extra with free(). */
+	copy = strdup(list);
+	explicit_bzero(list, strlen(list));
+	free(list);
+	if (copy == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	*extra = copy;
 	return true;
+}
+
+static void
+bk_assign_kafka_properties_file(const char *newval, void *extra)
+{
+	bk_kafka_file_properties = extra;
 }
 
 /*

@@ -200,6 +200,8 @@ extern BkSharedState *bk_shared;
 /* Settings (bk.c). */
 extern char *bk_kafka_brokers;
 extern char *bk_kafka_properties;
+extern char *bk_kafka_properties_file;
+extern const char *bk_kafka_file_properties; /* its list, or NULL */
 extern char *bk_topic_prefix;
 extern char *bk_source_id_setting;
 extern char *bk_key_file;

@@ -789,6 +789,43 @@ done:
 }
 
 /*
+ * bk_source_kafka_properties
+ *		bk.kafka_properties followed by the list of bk.kafka_properties_file
+ *		(later properties win), joined once per change of either.
+ */
+static const char *
+bk_source_kafka_properties(void)
+{
+	static char *joined = NULL;
+	static char *joined_own = NULL;
+	static char *joined_file = NULL;
+	const char *own = bk_kafka_properties ? bk_kafka_properties : "";
+	const char *file = bk_kafka_file_properties;
+
+	if (file == NULL || file[0] == '\0')
+		return own;
+	if (own[0] == '\0')
+		return file;
+	if (joined == NULL || strcmp(joined_own, own) != 0 ||
+		strcmp(joined_file, file) != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		if (joined != NULL)
+		{
+			pfree(joined);
+			pfree(joined_own);
+			pfree(joined_file);
+		}
+		joined = psprintf("%s;%s", own, file);
+		joined_own = pstrdup(own);
+		joined_file = pstrdup(file);
+		MemoryContextSwitchTo(old);
+	}
+	return joined;
+}
+
+/*
  * bk_source_kafka_settings
  *		The Kafka settings of this server's producers, from the bk.* settings
  *		(the archiver's and the snapshot worker's).
@@ -798,7 +835,7 @@ bk_source_kafka_settings(BkKafkaSettings *settings, const char *client_id)
 {
 	memset(settings, 0, sizeof(*settings));
 	settings->brokers = bk_kafka_brokers;
-	settings->properties = bk_kafka_properties;
+	settings->properties = bk_source_kafka_properties();
 	settings->client_id = client_id;
 	settings->timeout_ms = bk_kafka_timeout_ms;
 	settings->chunk_size = (uint32) bk_chunk_size;

@@ -87,6 +87,8 @@ ALTER SYSTEM SET bk.kafka_properties = 'no.such.property=1';
 ALTER SYSTEM SET bk.kafka_properties = 'acks=1';
 ALTER SYSTEM SET bk.kafka_properties = 'enable.idempotence=false';
 ALTER SYSTEM SET bk.kafka_properties = 'plugin.library.paths=libx.so';
+ALTER SYSTEM SET bk.kafka_properties_file = 'kafka.properties';
+ALTER SYSTEM SET bk.kafka_properties_file = '/nonexistent/kafka.properties';
 ALTER SYSTEM SET bk.target_rpo = -1;
 ALTER SYSTEM SET bk.target_rpo = '2d';
 ALTER SYSTEM SET bk.kafka_timeout = '100ms';

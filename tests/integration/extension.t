@@ -9,6 +9,9 @@
 #     not restart; a fast shutdown is not held up; the backlog drains once
 #     Kafka is back;
 #   - a private key file or a missing key file is refused, WAL kept;
+#   - bk.kafka_properties_file: refused when others may read it; its
+#     properties applied, read again at reload, a bad one refused; the
+#     password in it never in the server log;
 #   - bk.target_rpo ships a lone INSERT on an idle server within the target,
 #     and does not keep switching on an idle server;
 #   - bk.wait_for = 'repository' waits for the shipper's audit event of this
@@ -76,7 +79,8 @@ log_epoch() { date -d "$(cut -d' ' -f1-3 <<<"$1")" +%s%3N; }
 cleanup() {
     qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
         -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
-        -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null 2>&1
+        -c "ALTER SYSTEM RESET bk.repository_timeout" \
+        -c "ALTER SYSTEM RESET bk.kafka_properties_file" >/dev/null 2>&1
     qp -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS contrib_regression" \
         >/dev/null 2>&1
     qp -c "DROP ROLE IF EXISTS bk_admin" >/dev/null 2>&1
@@ -108,7 +112,8 @@ ok $? "bk init creates the topics $prefix.*" || diag "$(cat "$dir/init.log")"
 # Leftovers of an interrupted earlier run would override bk_test.conf.
 qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
     -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
-    -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null 2>&1
+    -c "ALTER SYSTEM RESET bk.repository_timeout" \
+    -c "ALTER SYSTEM RESET bk.kafka_properties_file" >/dev/null 2>&1
 # Other tests leave it behind owned by root; this one writes it as postgres.
 rm -f "$CONF"
 as_pg tee "$CONF" >/dev/null <<CONF
@@ -291,6 +296,49 @@ like "$(wal_headers | grep -F "bk-object=$segment," | head -n 1)" "bk-key-id=$ne
     "a key file rewritten in place is reloaded: $segment is sealed to key $new_key_id"
 is "$(status key_id)" "$new_key_id" "bk_status() reports the new key id"
 cat "$dir/old.key.pub" >"$dir/bk.key.pub"
+
+# ------------------------------------------------------------------ (d2) Kafka properties from a file
+# PostgreSQL logs the new value of every parameter a reload changes: a
+# password in bk.kafka_properties would be in the server log.  In the file
+# bk.kafka_properties_file names, only the path is.
+secret="bk-test-secret-$$-$RANDOM"
+props="$dir/kafka.properties"
+printf '# passwords and the like\nsasl.password=%s\n\n  message.max.bytes=100000\n' "$secret" >"$props"
+chown postgres "$props"
+chmod 644 "$props"
+like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
+    "may be read or changed by others than the server's user" \
+    "a properties file others may read is refused"
+chmod 600 "$props"
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" >/dev/null
+ok $? "a properties file of mode 0600 owned by postgres is accepted"
+reload_until bk.kafka_properties_file "$props"
+segment="$(switch_wal)"
+wait_for 30 "the file's message.max.bytes refusing 1 MiB chunks" log_has "$log_start" \
+    "above the producer's message.max.bytes of 100000"
+ok $? "the archiver applies the file's properties (its message.max.bytes refuses 1 MiB chunks)"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "$segment is kept"
+printf 'sasl.password=%s\n' "$secret" >"$props"
+qp -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 90 "backlog drained" no_backlog
+ok $? "the file is read again at reload: with message.max.bytes gone, the backlog drains"
+log_since "$log_start" | grep -qF -- "$secret"
+isnt $? 0 "the password in the file is nowhere in the server log"
+printf 'acks=1\n' >"$props"
+log_start="$(log_size)"
+qp -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 "the bad file refused at reload" log_has "$log_start" "must stay \"all\" for bk"
+ok $? "a file that would weaken acks is refused at reload, naming the file" ||
+    diag "$(log_since "$log_start" | tail -n 5)"
+like "$(log_since "$log_start" | grep -F 'must stay "all"' | head -n 1)" "\"$props\": Kafka property acks" \
+    "the message names the file and the property"
+segment="$(switch_wal)"
+wait_for 60 "$segment archived" archived_at_least "$segment"
+ok $? "the archiver keeps the last good properties and goes on archiving"
+qp -c "ALTER SYSTEM RESET bk.kafka_properties_file" >/dev/null
+reload_until bk.kafka_properties_file ""
 
 # ------------------------------------------------------------------ (e) target RPO
 qp -c "ALTER SYSTEM SET bk.target_rpo = '${TARGET_RPO_S}s'" >/dev/null

@@ -10,7 +10,9 @@ cd "$ROOT/tests/fuzz" || bail_out "no tests/fuzz"
 
 seconds="${FUZZ_SECONDS:-60}"
 corpus="$(mktemp -d "${TMPDIR:-/tmp}/bk-fuzz.XXXXXX")"
-trap 'rm -rf "$corpus"' EXIT
+frame_pid=""
+text_pid=""
+trap 'kill $frame_pid $text_pid 2>/dev/null; rm -rf "$corpus"' EXIT
 mkdir -p "$corpus/frame" "$corpus/text"
 
 make -s all seeds >/dev/null 2>&1

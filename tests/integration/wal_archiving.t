@@ -31,6 +31,7 @@ log="$dir/shipper.log"
 MARKER="BK-WAL-MARKER-$$-$RANDOM-$RANDOM"
 shipper_pid=""
 restored_pid=""
+pgbench_pid=""
 
 psql_q() { psql -X -A -t -q -v ON_ERROR_STOP=1 -c "$1"; }
 as_postgres() { runuser -u postgres -- "$@"; }
@@ -39,6 +40,7 @@ start_shipper() {
     shipper_pid=$!
 }
 cleanup() {
+    [[ -n "$pgbench_pid" ]] && kill "$pgbench_pid" 2>/dev/null && wait "$pgbench_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
     [[ -n "$restored_pid" ]] && as_postgres "$BK_PGBIN/pg_ctl" -D "$dir/restored" -m immediate stop >/dev/null 2>&1
     "$SERVICES" status kafka >/dev/null 2>&1 || "$SERVICES" start kafka >/dev/null 2>&1
@@ -115,6 +117,7 @@ for round in 1 2 3; do
 done
 wait "$pgbench_pid"
 ok $? "pgbench ran ${PGBENCH_SECONDS}s ($(grep -o 'tps = [0-9.]*' "$dir/pgbench1.out" | head -1))"
+pgbench_pid=""
 switch_and_wait 120
 ok $? "PostgreSQL archived everything through the last switched segment"
 
@@ -164,6 +167,7 @@ like "$(psql_q "SELECT last_failure FROM bk_status()")" 'Kafka|timed out|broker'
 ok $? "Kafka started again"
 wait "$pgbench_pid"
 ok $? "pgbench kept running through the outage ($(grep -o 'tps = [0-9.]*' "$dir/pgbench2.out" | head -1))"
+pgbench_pid=""
 switch_and_wait 300
 ok $? "the archiver caught up after the outage"
 no_ready() { [[ "$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')" == 0 ]]; }
@@ -194,6 +198,7 @@ if [[ "$(bk_test_backend)" == s3 ]]; then
     ok $? "the object store started again after 20 s"
     wait "$pgbench_pid"
     ok $? "pgbench kept running through the store's outage ($(grep -o 'tps = [0-9.]*' "$dir/pgbench3.out" | head -1))"
+    pgbench_pid=""
     switch_and_wait 300
     ok $? "the archiver and the shipper caught up after the store's outage"
     wait_for 120 "backlog drained" no_ready

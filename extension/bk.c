@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "access/parallel.h"
 #include "access/xlog.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -120,10 +121,10 @@ _PG_init(void)
 	DefineCustomStringVariable(
 		"bk.kafka_properties_file",
 		"File of further librdkafka properties for bk, such as passwords.",
-		"One key=value per line (or several separated by ;), # comments; "
-		"applied after bk.kafka_properties. Read at start and reload; it "
-		"must be owned by the server's user with mode 0600 or less, or by "
-		"root with 0640 or less.",
+		"One key=value per line, taken literally; lines starting with # are "
+		"comments. Applied after bk.kafka_properties. Read at start and "
+		"reload; it must be owned by the server's user with mode 0600 or "
+		"less, or by root with 0640 or less.",
 		&bk_kafka_properties_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 		bk_check_kafka_properties_file, bk_assign_kafka_properties_file, NULL);
 
@@ -287,7 +288,7 @@ bk_check_one_property(void *arg, const char *key, const char *value,
 		bk_error_set(err, BK_ERR_CONFIG,
 					 "Kafka property \"%s\" is not supported inside PostgreSQL",
 					 key);
-		return bk_error_hint(err, "Remove it from bk.kafka_properties.");
+		return bk_error_hint(err, "Remove it from the Kafka properties.");
 	}
 	return true;
 }
@@ -343,9 +344,12 @@ bk_check_kafka_properties(char **newval, void **extra, GucSource source)
 
 /*
  * bk_read_properties_file
- *		The properties of path as one ";"-separated list (malloc'd): its
- *		lines, without blank lines and "#" comments.  Refuses a file others
- *		could read, by the rule PostgreSQL applies to ssl_key_file.
+ *		The properties of path as one list in bk.kafka_properties' syntax
+ *		(malloc'd): one property per line, taken literally (its ";" and "\\"
+ *		escaped), without blank lines and lines whose first non-blank
+ *		character is "#".  Refuses a file others may read or change, by the
+ *		rule PostgreSQL applies to ssl_key_file.  Errors name the file and a
+ *		line number, never a line's text.
  */
 #define BK_PROPERTIES_FILE_MAX (64 * 1024)
 
@@ -353,11 +357,11 @@ static char *
 bk_read_properties_file(const char *path, BkError *err)
 {
 	struct stat st;
-	char *text;
-	char *list;
+	char *text = NULL;
+	char *list = NULL;
 	size_t len = 0;
 	size_t list_len = 0;
-	ssize_t got;
+	int line_no = 0;
 	int fd;
 
 	/* O_NONBLOCK: a FIFO put there must not hang the postmaster. */
@@ -368,11 +372,16 @@ bk_read_properties_file(const char *path, BkError *err)
 					 strerror(errno));
 		return NULL;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+	if (fstat(fd, &st) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
+					 strerror(errno));
+		goto failed;
+	}
+	if (!S_ISREG(st.st_mode))
 	{
 		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is not a regular file", path);
-		close(fd);
-		return NULL;
+		goto failed;
 	}
 	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
 		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))) ||
@@ -384,64 +393,93 @@ bk_read_properties_file(const char *path, BkError *err)
 					 path);
 		bk_error_hint(err, "Make it owned by the server's user with mode 0600 "
 						   "or less, or by root with mode 0640 or less.");
-		close(fd);
-		return NULL;
+		goto failed;
 	}
-	if (st.st_size > BK_PROPERTIES_FILE_MAX)
-	{
-		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is larger than %d bytes", path,
-					 BK_PROPERTIES_FILE_MAX);
-		close(fd);
-		return NULL;
-	}
-	text = malloc(BK_PROPERTIES_FILE_MAX + 1);
-	list = malloc(BK_PROPERTIES_FILE_MAX + 2);
+	/* One byte more than allowed: a file that grew meanwhile is refused. */
+	text = malloc(BK_PROPERTIES_FILE_MAX + 2);
+	/* Escaping at most doubles a line; ";" replaces its newline. */
+	list = malloc(2 * BK_PROPERTIES_FILE_MAX + 2);
 	if (text == NULL || list == NULL)
 	{
-		free(text);
-		free(list);
-		close(fd);
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-		return NULL;
+		goto failed;
 	}
-	while (len < BK_PROPERTIES_FILE_MAX &&
-		   (got = read(fd, text + len, BK_PROPERTIES_FILE_MAX - len)) != 0)
+	for (;;)
 	{
+		ssize_t got = read(fd, text + len, BK_PROPERTIES_FILE_MAX + 1 - len);
+
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
 		{
 			bk_error_set(err, BK_ERR_IO, "could not read \"%s\": %s", path,
 						 strerror(errno));
-			free(text);
-			free(list);
-			close(fd);
-			return NULL;
+			goto failed;
 		}
+		if (got == 0)
+			break;
 		len += (size_t) got;
+		if (len > BK_PROPERTIES_FILE_MAX)
+		{
+			bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is larger than %d bytes",
+						 path, BK_PROPERTIES_FILE_MAX);
+			goto failed;
+		}
 	}
 	close(fd);
+	fd = -1;
+	if (memchr(text, '\0', len) != NULL)
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" contains a NUL byte", path);
+		goto failed;
+	}
 	text[len] = '\0';
 	for (char *line = text, *next; line != NULL; line = next)
 	{
-		const char *start = line;
+		char *start = line;
+		char *end;
 
+		line_no++;
 		next = strchr(line, '\n');
 		if (next != NULL)
 			*next++ = '\0';
-		while (*start == ' ' || *start == '\t' || *start == '\r')
+		while (*start == ' ' || *start == '\t')
 			start++;
+		end = start + strlen(start);
+		while (end > start &&
+			   (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+			end--;
+		*end = '\0';
 		if (*start == '\0' || *start == '#')
 			continue;
+		if (*start == '=' || strchr(start, '=') == NULL)
+		{
+			bk_error_set(err, BK_ERR_CONFIG,
+						 "\"%s\" line %d is not \"key=value\"", path, line_no);
+			goto failed;
+		}
 		if (list_len > 0)
 			list[list_len++] = ';';
-		memcpy(list + list_len, start, strlen(start));
-		list_len += strlen(start);
+		for (const char *c = start; *c != '\0'; c++)
+		{
+			if (*c == ';' || *c == '\\')
+				list[list_len++] = '\\';
+			list[list_len++] = *c;
+		}
 	}
 	list[list_len] = '\0';
 	explicit_bzero(text, len);
 	free(text);
 	return list;
+
+failed:
+	if (fd >= 0)
+		close(fd);
+	if (text != NULL)
+		explicit_bzero(text, len);
+	free(text);
+	free(list);
+	return NULL;
 }
 
 /*
@@ -457,7 +495,12 @@ bk_check_kafka_properties_file(char **newval, void **extra, GucSource source)
 	char *copy;
 	BkError err;
 
-	if (*newval == NULL || (*newval)[0] == '\0')
+	/*
+	 * A parallel worker restores its leader's settings, which would read the
+	 * file again; it never sends to Kafka, and a file changed since the last
+	 * reload must not fail parallel queries.
+	 */
+	if (*newval == NULL || (*newval)[0] == '\0' || InitializingParallelWorker)
 		return true;
 	bk_error_clear(&err);
 	if (!is_absolute_path(*newval))

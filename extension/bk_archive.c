@@ -84,6 +84,7 @@
 #include "utils/timestamp.h"
 
 #include "bk.h"
+#include "bk_config.h"
 #include "bk_encode_pool.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
@@ -788,10 +789,37 @@ done:
 	return true;
 }
 
+/* Appends text to a list in bk.kafka_properties' syntax, ";" and "\\" escaped. */
+static void
+bk_append_escaped(StringInfo list, const char *text)
+{
+	for (const char *c = text; *c != '\0'; c++)
+	{
+		if (*c == ';' || *c == '\\')
+			appendStringInfoChar(list, '\\');
+		appendStringInfoChar(list, *c);
+	}
+}
+
+static bool
+bk_append_property(void *arg, const char *key, const char *value, BkError *err)
+{
+	StringInfo list = arg;
+
+	if (list->len > 0)
+		appendStringInfoChar(list, ';');
+	bk_append_escaped(list, key);
+	appendStringInfoChar(list, '=');
+	bk_append_escaped(list, value);
+	return true;
+}
+
 /*
  * bk_source_kafka_properties
- *		bk.kafka_properties followed by the list of bk.kafka_properties_file
- *		(later properties win), joined once per change of either.
+ *		bk.kafka_properties followed by the properties of
+ *		bk.kafka_properties_file (later ones win), built once per change of
+ *		either.  The first is rewritten property by property, so that a
+ *		backslash at its end cannot escape the ";" that joins the two.
  */
 static const char *
 bk_source_kafka_properties(void)
@@ -801,27 +829,40 @@ bk_source_kafka_properties(void)
 	static char *joined_file = NULL;
 	const char *own = bk_kafka_properties ? bk_kafka_properties : "";
 	const char *file = bk_kafka_file_properties;
+	MemoryContext old;
+	StringInfoData list;
+	BkError err;
+	char *new_own;
+	char *new_file;
 
 	if (file == NULL || file[0] == '\0')
 		return own;
 	if (own[0] == '\0')
 		return file;
-	if (joined == NULL || strcmp(joined_own, own) != 0 ||
-		strcmp(joined_file, file) != 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	if (joined != NULL && strcmp(joined_own, own) == 0 &&
+		strcmp(joined_file, file) == 0)
+		return joined;
 
-		if (joined != NULL)
-		{
-			pfree(joined);
-			pfree(joined_own);
-			pfree(joined_file);
-		}
-		joined = psprintf("%s;%s", own, file);
-		joined_own = pstrdup(own);
-		joined_file = pstrdup(file);
-		MemoryContextSwitchTo(old);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	initStringInfo(&list);
+	/* Checked when it was set: it parses. */
+	(void) bk_config_parse_properties(own, bk_append_property, &list, &err);
+	appendStringInfo(&list, ";%s", file);
+	new_own = pstrdup(own);
+	new_file = pstrdup(file);
+	MemoryContextSwitchTo(old);
+	if (joined != NULL)
+	{
+		explicit_bzero(joined, strlen(joined));
+		pfree(joined);
+		explicit_bzero(joined_own, strlen(joined_own));
+		pfree(joined_own);
+		explicit_bzero(joined_file, strlen(joined_file));
+		pfree(joined_file);
 	}
+	joined = list.data;
+	joined_own = new_own;
+	joined_file = new_file;
 	return joined;
 }
 

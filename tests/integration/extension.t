@@ -10,8 +10,9 @@
 #     Kafka is back;
 #   - a private key file or a missing key file is refused, WAL kept;
 #   - bk.kafka_properties_file: refused when others may read it; its
-#     properties applied, read again at reload, a bad one refused; the
-#     password in it never in the server log;
+#     properties applied literally, read again at reload, a bad one refused
+#     without failing parallel queries; the password in it never in the
+#     server log nor in an error (a password in bk.kafka_properties is);
 #   - bk.target_rpo ships a lone INSERT on an idle server within the target,
 #     and does not keep switching on an idle server;
 #   - bk.wait_for = 'repository' waits for the shipper's audit event of this
@@ -80,7 +81,8 @@ cleanup() {
     qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
         -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
         -c "ALTER SYSTEM RESET bk.repository_timeout" \
-        -c "ALTER SYSTEM RESET bk.kafka_properties_file" >/dev/null 2>&1
+        -c "ALTER SYSTEM RESET bk.kafka_properties_file" \
+        -c "ALTER SYSTEM RESET bk.kafka_properties" >/dev/null 2>&1
     qp -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS contrib_regression" \
         >/dev/null 2>&1
     qp -c "DROP ROLE IF EXISTS bk_admin" >/dev/null 2>&1
@@ -113,7 +115,8 @@ ok $? "bk init creates the topics $prefix.*" || diag "$(cat "$dir/init.log")"
 qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" \
     -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
     -c "ALTER SYSTEM RESET bk.repository_timeout" \
-    -c "ALTER SYSTEM RESET bk.kafka_properties_file" >/dev/null 2>&1
+    -c "ALTER SYSTEM RESET bk.kafka_properties_file" \
+    -c "ALTER SYSTEM RESET bk.kafka_properties" >/dev/null 2>&1
 # Other tests leave it behind owned by root; this one writes it as postgres.
 rm -f "$CONF"
 as_pg tee "$CONF" >/dev/null <<CONF
@@ -299,20 +302,39 @@ cat "$dir/old.key.pub" >"$dir/bk.key.pub"
 
 # ------------------------------------------------------------------ (d2) Kafka properties from a file
 # PostgreSQL logs the new value of every parameter a reload changes: a
-# password in bk.kafka_properties would be in the server log.  In the file
-# bk.kafka_properties_file names, only the path is.
+# password in bk.kafka_properties is in the server log (the control below
+# shows this grep would see it).  In the file bk.kafka_properties_file
+# names, only the path is.
 secret="bk-test-secret-$$-$RANDOM"
+control="bk-test-control-$$-$RANDOM"
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.kafka_properties = 'sasl.password=$control'" >/dev/null
+reload_until bk.kafka_properties "sasl.password=$control"
+wait_for 10 "the control password logged" log_has "$log_start" "$control"
+ok $? "control: a password in bk.kafka_properties is written to the server log at reload"
+qp -c "ALTER SYSTEM RESET bk.kafka_properties" >/dev/null
+reload_until bk.kafka_properties ""
+
 props="$dir/kafka.properties"
-printf '# passwords and the like\nsasl.password=%s\n\n  message.max.bytes=100000\n' "$secret" >"$props"
+# The password holds ";", "\" and " #": one property per line, literally.
+printf '# passwords and the like\nsasl.password=%s;x\\y #z\n\n  message.max.bytes=100000\n' "$secret" >"$props"
 chown postgres "$props"
 chmod 644 "$props"
 like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
     "may be read or changed by others than the server's user" \
     "a properties file others may read is refused"
+chmod 640 "$props"
+like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
+    "may be read or changed by others than the server's user" \
+    "so is one of mode 0640 owned by postgres"
+chown root:postgres "$props"
+qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" >/dev/null
+ok $? "one of mode 0640 owned by root (group postgres) is accepted"
+chown postgres "$props"
 chmod 600 "$props"
 log_start="$(log_size)"
 qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" >/dev/null
-ok $? "a properties file of mode 0600 owned by postgres is accepted"
+ok $? "one of mode 0600 owned by postgres is accepted"
 reload_until bk.kafka_properties_file "$props"
 segment="$(switch_wal)"
 wait_for 30 "the file's message.max.bytes refusing 1 MiB chunks" log_has "$log_start" \
@@ -320,23 +342,41 @@ wait_for 30 "the file's message.max.bytes refusing 1 MiB chunks" log_has "$log_s
 ok $? "the archiver applies the file's properties (its message.max.bytes refuses 1 MiB chunks)"
 test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
 ok $? "$segment is kept"
-printf 'sasl.password=%s\n' "$secret" >"$props"
+printf 'sasl.password=%s;x\\y #z\n' "$secret" >"$props"
 qp -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 90 "backlog drained" no_backlog
 ok $? "the file is read again at reload: with message.max.bytes gone, the backlog drains"
-log_since "$log_start" | grep -qF -- "$secret"
-isnt $? 0 "the password in the file is nowhere in the server log"
+
+# A refused file that holds the password: the messages name the file, a
+# line and a property, never the password.
+printf 'sasl.password=%s\nacks=1\n' "$secret" >"$props"
+out="$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)"
+like "$out" "\"$props\": Kafka property acks must stay \"all\" for bk" \
+    "a file that would weaken acks is refused, naming the file and the property"
+printf 'security.protocol=SASL_SSL\\\nsasl.password=%s\nno.such.property=%s\n' "$secret" "$secret" >"$props"
+out="$out$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)"
+like "$out" 'Invalid value .SASL_SSL\\. for configuration property .security.protocol.' \
+    "a line that ends in a backslash stays one property (its value refused alone)"
+printf 'sasl.password=%s\nno equals sign %s\n' "$secret" "$secret" >"$props"
+out="$out$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)"
+like "$out" "\"$props\" line 2 is not \"key=value\"" "a line without \"=\" is refused by its number"
+unlike "$out" "$secret" "none of these errors shows the password"
+
 printf 'acks=1\n' >"$props"
 log_start="$(log_size)"
 qp -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 "the bad file refused at reload" log_has "$log_start" "must stay \"all\" for bk"
-ok $? "a file that would weaken acks is refused at reload, naming the file" ||
+ok $? "a file that would weaken acks is refused at reload" ||
     diag "$(log_since "$log_start" | tail -n 5)"
-like "$(log_since "$log_start" | grep -F 'must stay "all"' | head -n 1)" "\"$props\": Kafka property acks" \
-    "the message names the file and the property"
 segment="$(switch_wal)"
 wait_for 60 "$segment archived" archived_at_least "$segment"
 ok $? "the archiver keeps the last good properties and goes on archiving"
+# Parallel workers restore the leader's settings; they must not read the
+# (now refused) file again and fail the query.
+is "$(qp -c "SET force_parallel_mode = on" -c "SELECT count(*) > 0 FROM pg_class" 2>&1)" t \
+    "parallel queries run while the file is refused"
+log_since "$log_start_all" | grep -qF -- "$secret"
+isnt $? 0 "the password in the file is nowhere in the server log"
 qp -c "ALTER SYSTEM RESET bk.kafka_properties_file" >/dev/null
 reload_until bk.kafka_properties_file ""
 

@@ -186,6 +186,21 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 	return true;
 }
 
+size_t
+bk_config_escape_property(const char *text, char *out)
+{
+	size_t len = 0;
+
+	for (const char *c = text; *c != '\0'; c++)
+	{
+		if (*c == ';' || *c == '\\')
+			out[len++] = '\\';
+		out[len++] = *c;
+	}
+	out[len] = '\0';
+	return len;
+}
+
 bool
 bk_config_parse_properties(const char *text, BkConfigSetter setter, void *arg,
 						   BkError *err)

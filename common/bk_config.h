@@ -11,6 +11,7 @@
 #ifndef BK_CONFIG_H
 #define BK_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bk_error.h"
@@ -37,6 +38,14 @@ extern bool bk_config_parse_file(const char *path, BkConfigSetter setter,
  */
 extern bool bk_config_parse_properties(const char *text, BkConfigSetter setter,
 									   void *arg, BkError *err);
+
+/*
+ * text written into out for such a list, ";" and "\\" escaped, so that
+ * bk_config_parse_properties reads it back literally.  out must have room
+ * for 2 * strlen(text) + 1 bytes; it is NUL-terminated.  Returns the bytes
+ * written, the NUL not counted.
+ */
+extern size_t bk_config_escape_property(const char *text, char *out);
 
 /* "1048576", "64kB", "1MB", "1MiB", "2GB": bytes (binary multiples). */
 extern bool bk_parse_size(const char *text, uint64_t *bytes);

@@ -460,12 +460,7 @@ bk_read_properties_file(const char *path, BkError *err)
 		}
 		if (list_len > 0)
 			list[list_len++] = ';';
-		for (const char *c = start; *c != '\0'; c++)
-		{
-			if (*c == ';' || *c == '\\')
-				list[list_len++] = '\\';
-			list[list_len++] = *c;
-		}
+		list_len += bk_config_escape_property(start, list + list_len);
 	}
 	list[list_len] = '\0';
 	explicit_bzero(text, len);

@@ -789,16 +789,12 @@ done:
 	return true;
 }
 
-/* Appends text to a list in bk.kafka_properties' syntax, ";" and "\\" escaped. */
+/* Appends text to a list in bk.kafka_properties' syntax, escaped. */
 static void
 bk_append_escaped(StringInfo list, const char *text)
 {
-	for (const char *c = text; *c != '\0'; c++)
-	{
-		if (*c == ';' || *c == '\\')
-			appendStringInfoChar(list, '\\');
-		appendStringInfoChar(list, *c);
-	}
+	enlargeStringInfo(list, 2 * (int) strlen(text));
+	list->len += (int) bk_config_escape_property(text, list->data + list->len);
 }
 
 static bool

@@ -70,6 +70,28 @@ test_properties(void **state)
 	assert_true(bk_config_parse_properties(NULL, collect, &c, &err));
 }
 
+/* What bk_config_escape_property writes, the parser reads back literally. */
+static void
+test_escape_property(void **state)
+{
+	const char *value = "a;b\\c\\;d\\ #e;";
+	char escaped[64];
+	char list[160];
+	Collected c = {0};
+	BkError err;
+
+	assert_int_equal(bk_config_escape_property(value, escaped),
+					 strlen(value) + 6);
+	assert_string_equal(escaped, "a\\;b\\\\c\\\\\\;d\\\\ #e\\;");
+	snprintf(list, sizeof(list), "sasl.password=%s;linger.ms=5", escaped);
+	assert_true(bk_config_parse_properties(list, collect, &c, &err));
+	assert_int_equal(c.count, 2);
+	assert_string_equal(c.values[0], value);
+	assert_string_equal(c.values[1], "5");
+	assert_int_equal(bk_config_escape_property("", escaped), 0);
+	assert_string_equal(escaped, "");
+}
+
 static void
 test_file(void **state)
 {
@@ -223,6 +245,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_properties),
+		cmocka_unit_test(test_escape_property),
 		cmocka_unit_test(test_file),
 		cmocka_unit_test(test_sizes_durations_bools),
 	};

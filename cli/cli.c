@@ -502,6 +502,16 @@ bk_cli_alloc(size_t size)
 }
 
 void *
+bk_cli_realloc(void *block, size_t size)
+{
+	void *grown = realloc(block, size ? size : 1);
+
+	if (grown == NULL)
+		out_of_memory(size);
+	return grown;
+}
+
+void *
 bk_cli_alloc_zero(size_t count, size_t size)
 {
 	void *block = calloc(count ? count : 1, size ? size : 1);

@@ -122,6 +122,7 @@ extern int bk_cli_exit_code(BkErrorCode code);
 extern void bk_cli_alloc_init(void);
 extern void *bk_cli_alloc(size_t size);
 extern void *bk_cli_alloc_zero(size_t count, size_t size);
+extern void *bk_cli_realloc(void *block, size_t size);
 extern char *bk_cli_strdup(const char *text);
 
 /* Print a usage error ("bk init: unknown option ...") and return BK_EXIT_USAGE. */

@@ -29,7 +29,9 @@ static const char *verify_help =
 	"the private\nkey also decrypts everything, checks each object's "
 	"authentication tags,\nfingerprint and WAL page headers, and rebuilds "
 	"every file of every snapshot\nto check it against the snapshot's "
-	"record.  Exit status 4 when anything is\nwrong.\n\n"
+	"record (a file an incremental snapshot did\nnot change is checked "
+	"once, in its parent).  Exit\nstatus 4 when "
+	"anything is wrong.\n\n"
 	"  --source S        only this source\n"
 	"  --repair          also remove uploads nobody will finish (spools of\n"
 	"                    shippers that stopped; on S3, multipart uploads\n"
@@ -212,6 +214,12 @@ bk_cmd_verify(int argc, char **argv)
 	}
 	verifier.ring = ctx.ring;
 	verifier.decoder = ctx.decoder;
+	/*
+	 * Every decrypted frame's CRC too: an object decrypted is then checked
+	 * for all its keyless check would find, and is not read twice.
+	 */
+	if (ctx.decoder != NULL)
+		bk_decoder_check_crc(ctx.decoder, true);
 	verifier.json = common.json;
 	sources_json = json_array();
 	for (int sourceIdx = 0; sourceIdx < ctx.source_count; sourceIdx++)

@@ -19,8 +19,7 @@ typedef struct BkVerifier
 	const BkKeyring *ring; /* NULL: no key, keyless checks only */
 	BkDecoder *decoder;
 	bool json;
-	uint64_t objects;      /* checked */
-	uint64_t stored_bytes; /* plaintext bytes of those */
+	uint64_t objects; /* checked */
 	uint64_t problems;
 	json_t *problem_list; /* of the current source */
 	json_t *note_list;    /* what was not checked, and why */

@@ -301,33 +301,77 @@ done:
 	return ok;
 }
 
-bool
-bk_unseal_data_key(const uint8_t recipient_private[BK_X25519_KEY_LEN],
-				   const uint8_t recipient_public[BK_X25519_KEY_LEN],
-				   const uint8_t ephemeral_public[BK_X25519_KEY_LEN],
-				   const uint8_t sealed[BK_SEALED_KEY_LEN], const uint8_t *aad,
-				   size_t aad_len, uint8_t data_key[BK_DATA_KEY_LEN],
-				   BkError *err)
+/*
+ * A private key loaded once: OpenSSL 3 builds a key object through its
+ * provider machinery, which costs more than the X25519 agreement itself,
+ * and a restore or verify opens one envelope per object.
+ */
+struct BkUnsealer
 {
 	EVP_PKEY *own;
+	uint8_t recipient_public[BK_X25519_KEY_LEN];
+	BkAead *aead;
+};
+
+BkUnsealer *
+bk_unsealer_new(const uint8_t recipient_private[BK_X25519_KEY_LEN],
+				const uint8_t recipient_public[BK_X25519_KEY_LEN], BkError *err)
+{
+	BkUnsealer *unsealer = calloc(1, sizeof(*unsealer));
+
+	if (unsealer == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	memcpy(unsealer->recipient_public, recipient_public, BK_X25519_KEY_LEN);
+	unsealer->own = EVP_PKEY_new_raw_private_key(
+		EVP_PKEY_X25519, NULL, recipient_private, BK_X25519_KEY_LEN);
+	if (unsealer->own == NULL)
+	{
+		bk_error_set_openssl(err, BK_ERR_KEY, "loading the X25519 private key");
+		bk_unsealer_free(unsealer);
+		return NULL;
+	}
+	unsealer->aead = bk_aead_new(err);
+	if (unsealer->aead == NULL)
+	{
+		bk_unsealer_free(unsealer);
+		return NULL;
+	}
+	return unsealer;
+}
+
+void
+bk_unsealer_free(BkUnsealer *unsealer)
+{
+	if (unsealer == NULL)
+		return;
+	EVP_PKEY_free(unsealer->own);
+	bk_aead_free(unsealer->aead);
+	free(unsealer);
+}
+
+bool
+bk_unsealer_open(BkUnsealer *unsealer,
+				 const uint8_t ephemeral_public[BK_X25519_KEY_LEN],
+				 const uint8_t sealed[BK_SEALED_KEY_LEN], const uint8_t *aad,
+				 size_t aad_len, uint8_t data_key[BK_DATA_KEY_LEN],
+				 BkError *err)
+{
 	uint8_t secret[BK_X25519_KEY_LEN];
 	uint8_t kek[BK_DATA_KEY_LEN];
-	BkAead *aead = NULL;
 	bool ok = false;
 
-	own = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, recipient_private,
-									   BK_X25519_KEY_LEN);
-	if (own == NULL)
-		return bk_error_set_openssl(err, BK_ERR_KEY,
-									"loading the X25519 private key");
-	if (!x25519_derive(own, ephemeral_public, secret, BK_ERR_AUTH, err))
+	if (!x25519_derive(unsealer->own, ephemeral_public, secret, BK_ERR_AUTH,
+					   err))
 		goto done;
-	if (!seal_kek(secret, ephemeral_public, recipient_public, kek, err))
+	if (!seal_kek(secret, ephemeral_public, unsealer->recipient_public, kek,
+				  err))
 		goto done;
-	aead = bk_aead_new(err);
-	if (aead == NULL || !bk_aead_set_key(aead, kek, err))
+	if (!bk_aead_set_key(unsealer->aead, kek, err))
 		goto done;
-	if (!bk_aead_decrypt(aead, seal_nonce, aad, aad_len, sealed,
+	if (!bk_aead_decrypt(unsealer->aead, seal_nonce, aad, aad_len, sealed,
 						 BK_DATA_KEY_LEN, data_key, sealed + BK_DATA_KEY_LEN,
 						 err))
 	{
@@ -338,10 +382,28 @@ bk_unseal_data_key(const uint8_t recipient_private[BK_X25519_KEY_LEN],
 	}
 	ok = true;
 done:
-	bk_aead_free(aead);
-	EVP_PKEY_free(own);
 	bk_secure_wipe(secret, sizeof(secret));
 	bk_secure_wipe(kek, sizeof(kek));
+	return ok;
+}
+
+bool
+bk_unseal_data_key(const uint8_t recipient_private[BK_X25519_KEY_LEN],
+				   const uint8_t recipient_public[BK_X25519_KEY_LEN],
+				   const uint8_t ephemeral_public[BK_X25519_KEY_LEN],
+				   const uint8_t sealed[BK_SEALED_KEY_LEN], const uint8_t *aad,
+				   size_t aad_len, uint8_t data_key[BK_DATA_KEY_LEN],
+				   BkError *err)
+{
+	BkUnsealer *unsealer =
+		bk_unsealer_new(recipient_private, recipient_public, err);
+	bool ok;
+
+	if (unsealer == NULL)
+		return false;
+	ok = bk_unsealer_open(unsealer, ephemeral_public, sealed, aad, aad_len,
+						  data_key, err);
+	bk_unsealer_free(unsealer);
 	return ok;
 }
 

@@ -91,6 +91,22 @@ bk_unseal_data_key(const uint8_t recipient_private[BK_X25519_KEY_LEN],
 				   BkError *err);
 
 /*
+ * The same with the private key loaded once, for many envelopes (a
+ * decoder keeps one per key of its ring).
+ */
+typedef struct BkUnsealer BkUnsealer;
+extern BkUnsealer *
+bk_unsealer_new(const uint8_t recipient_private[BK_X25519_KEY_LEN],
+				const uint8_t recipient_public[BK_X25519_KEY_LEN],
+				BkError *err);
+extern void bk_unsealer_free(BkUnsealer *unsealer);
+extern bool bk_unsealer_open(BkUnsealer *unsealer,
+							 const uint8_t ephemeral_public[BK_X25519_KEY_LEN],
+							 const uint8_t sealed[BK_SEALED_KEY_LEN],
+							 const uint8_t *aad, size_t aad_len,
+							 uint8_t data_key[BK_DATA_KEY_LEN], BkError *err);
+
+/*
  * AES-256-GCM with one key and many nonces: one context per object keeps the
  * key schedule across chunks.
  */

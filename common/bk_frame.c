@@ -367,7 +367,8 @@ frame_check_crc(const uint8_t *buf, size_t len, BkError *err)
  * frame_parse
  *		bk_frame_parse, optionally without the CRC: the keyed decoder skips it
  *		because the GCM tag covers every byte the CRC does, and computes it
- *		only when something fails, to tell corruption from tampering.
+ *		only when something fails, to tell corruption from tampering (or
+ *		always, for bk verify: bk_decoder_check_crc).
  */
 static bool
 frame_parse(const uint8_t *buf, size_t len, BkFrame *frame, bool check_crc,
@@ -920,8 +921,12 @@ struct BkDecoder
 	BkObjectTracker tracker;
 	BkAead *aead;
 	BkSha256 *sha;
-	bool failed;   /* an error happened: reset before reuse */
-	bool verified; /* complete and fingerprint checked */
+	/* Per slot of ring, made when first used, for the key it held then. */
+	BkUnsealer *unsealers[BK_KEYRING_MAX];
+	uint8_t unsealer_key_ids[BK_KEYRING_MAX][BK_KEY_ID_LEN];
+	bool check_crc; /* CRC-32C of every frame too, not only its tag */
+	bool failed;    /* an error happened: reset before reuse */
+	bool verified;  /* complete and fingerprint checked */
 	uint8_t *plain;
 	size_t plain_cap;
 	uint8_t *scratch;
@@ -957,6 +962,8 @@ bk_decoder_free(BkDecoder *dec)
 		return;
 	bk_aead_free(dec->aead);
 	bk_sha256_free(dec->sha);
+	for (int keyIdx = 0; keyIdx < BK_KEYRING_MAX; keyIdx++)
+		bk_unsealer_free(dec->unsealers[keyIdx]);
 	if (dec->plain != NULL)
 		bk_secure_wipe(dec->plain, dec->plain_cap);
 	free(dec->plain);
@@ -964,6 +971,12 @@ bk_decoder_free(BkDecoder *dec)
 		bk_secure_wipe(dec->scratch, dec->scratch_cap);
 	free(dec->scratch);
 	free(dec);
+}
+
+void
+bk_decoder_check_crc(BkDecoder *dec, bool on)
+{
+	dec->check_crc = on;
 }
 
 void
@@ -995,6 +1008,8 @@ static bool
 decoder_open_envelope(BkDecoder *dec, const BkFrame *frame, BkError *err)
 {
 	const BkKey *key = bk_keyring_find(dec->ring, frame->key_id);
+	BkUnsealer **unsealer;
+	int slot;
 	uint8_t seal_aad[SEAL_AAD_LEN];
 	uint8_t data_key[BK_DATA_KEY_LEN];
 	char id_hex[BK_KEY_ID_HEX_LEN + 1];
@@ -1020,9 +1035,24 @@ decoder_open_envelope(BkDecoder *dec, const BkFrame *frame, BkError *err)
 		   BK_KEY_ID_LEN);
 	memcpy(seal_aad + sizeof(SEAL_AAD_DOMAIN) - 1 + BK_KEY_ID_LEN,
 		   frame->attempt_id, BK_ATTEMPT_ID_LEN);
-	if (!bk_unseal_data_key(key->private_key, key->public_key, frame->envelope,
-							frame->envelope + BK_X25519_KEY_LEN, seal_aad,
-							sizeof(seal_aad), data_key, err))
+	slot = (int) (key - dec->ring->keys);
+	unsealer = &dec->unsealers[slot];
+	if (*unsealer != NULL &&
+		memcmp(dec->unsealer_key_ids[slot], key->id, BK_KEY_ID_LEN) != 0)
+	{
+		bk_unsealer_free(*unsealer);
+		*unsealer = NULL;
+	}
+	if (*unsealer == NULL)
+	{
+		*unsealer = bk_unsealer_new(key->private_key, key->public_key, err);
+		if (*unsealer == NULL)
+			return false;
+		memcpy(dec->unsealer_key_ids[slot], key->id, BK_KEY_ID_LEN);
+	}
+	if (!bk_unsealer_open(*unsealer, frame->envelope,
+						  frame->envelope + BK_X25519_KEY_LEN, seal_aad,
+						  sizeof(seal_aad), data_key, err))
 	{
 		bk_error_set(err, BK_ERR_AUTH,
 					 "object \"%.*s\": the data key sealed to key %s does not "
@@ -1046,7 +1076,7 @@ decoder_push(BkDecoder *dec, const uint8_t *buf, size_t len,
 	if (dec->failed)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"decoder used after an error without a reset");
-	if (!frame_parse(buf, len, &frame, false, err))
+	if (!frame_parse(buf, len, &frame, dec->check_crc, err))
 		goto failed;
 	first = !dec->tracker.started;
 	if (!bk_tracker_accept(&dec->tracker, &frame, err))

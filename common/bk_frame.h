@@ -287,6 +287,13 @@ typedef struct BkDecoder BkDecoder;
 extern BkDecoder *bk_decoder_new(const BkKeyring *ring, BkError *err);
 extern void bk_decoder_free(BkDecoder *dec);
 
+/*
+ * Also check every frame's CRC-32C (off by default: the tag already
+ * authenticates everything but the CRC itself).  bk verify turns it on, so
+ * that decrypting an object checks everything its keyless check does.
+ */
+extern void bk_decoder_check_crc(BkDecoder *dec, bool on);
+
 /* Forget the current object; the next frame must be a chunk 0. */
 extern void bk_decoder_reset(BkDecoder *dec);
 

@@ -439,8 +439,6 @@ verify_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 							  BK_KIND_SNAPSHOT, entry->name, entry->name,
 							  &object, &problem))
 		bk_verify_problem(check->verifier, entry->name, "%s", problem.message);
-	else
-		check->verifier->stored_bytes += object.object_size;
 	return true;
 }
 
@@ -658,7 +656,6 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				followed = false;
 				continue;
 			}
-			verifier->stored_bytes += object.object_size;
 			if (verifier->decoder != NULL)
 			{
 				uint8_t *data = NULL;

@@ -152,17 +152,27 @@ check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
 	bk_repo_describe(repo, area, source, BK_KIND_WAL, name, report->where,
 					 sizeof(report->where));
 	bk_error_clear(&err);
-	if (!bk_repo_check_object(repo, area, source, BK_KIND_WAL, name,
-							  expect_name, &report->object, &err))
+	if (verifier->ring == NULL)
 	{
-		bk_strlcpy(report->problem, err.message, sizeof(report->problem));
-		return;
+		if (!bk_repo_check_object(repo, area, source, BK_KIND_WAL, name,
+								  expect_name, &report->object, &err))
+		{
+			bk_strlcpy(report->problem, err.message, sizeof(report->problem));
+			return;
+		}
+		verifier->objects++;
 	}
-	verifier->objects++;
-	if (verifier->ring != NULL)
+	else
 	{
+		/*
+		 * One read: the decoder checks every frame's CRC as well (verify
+		 * turns that on), the sequence and completeness, every tag and the
+		 * fingerprint, which is all the keyless check does but the name.
+		 */
 		DecodeVisit visit = {verifier, report, true};
+		const BkObjectTracker *object;
 
+		verifier->objects++;
 		bk_decoder_reset(verifier->decoder);
 		if (!bk_repo_read_frames(repo, area, source, BK_KIND_WAL, name, false,
 								 decode_frame, &visit, &err) ||
@@ -170,6 +180,19 @@ check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
 		{
 			snprintf(report->problem, sizeof(report->problem), "%s: %s", path,
 					 err.message);
+			return;
+		}
+		object = bk_decoder_object(verifier->decoder);
+		report->object = *object;
+		if (strcmp(object->source, source) != 0 ||
+			object->kind != BK_KIND_WAL ||
+			strcmp(object->name, expect_name) != 0)
+		{
+			snprintf(report->problem, sizeof(report->problem),
+					 "\"%s\" holds %s object \"%s\" of source \"%s\", not "
+					 "the one its name says",
+					 path, bk_kind_name(object->kind), object->name,
+					 object->source);
 			return;
 		}
 		report->decrypted = true;
@@ -323,6 +346,17 @@ check_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 
 /* ------------------------------------------------------------ snapshots */
 
+/*
+ * An object listed under a snapshot.  checked: read already, decrypted with
+ * the CRC of every frame checked, which is everything its keyless check
+ * would see (or its problem is reported), so it is not read a second time.
+ */
+typedef struct SnapshotObject
+{
+	char *name;
+	bool checked;
+} SnapshotObject;
+
 typedef struct SnapshotCheck
 {
 	BkVerifier *verifier;
@@ -330,10 +364,19 @@ typedef struct SnapshotCheck
 	const char *source;
 	BkSnapshotCatalog *catalog;
 	BkSnapRecord **records; /* per catalog index; NULL if not loaded */
+	/*
+	 * Per catalog index, per file of its record: rebuilt (or read) in this
+	 * run and found to be what the record says.  NULL until checked.
+	 */
+	bool **file_ok;
 	int tmp_fd;             /* scratch file for rebuilt files */
+	SnapshotObject *listed; /* the current snapshot's objects, by name */
+	size_t listed_count;
+	size_t listed_cap;
 	uint64_t objects;
 	uint64_t problems;
 	uint64_t files;
+	uint64_t files_as_parent; /* of those, unchanged since a checked parent */
 } SnapshotCheck;
 
 static void snapshot_problem(SnapshotCheck *check, const char *object,
@@ -352,32 +395,154 @@ snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
 	bk_verify_problem(check->verifier, object, "%s", message);
 }
 
-/* Keyless: one object of a snapshot parses, passes its CRCs, is whole. */
+/* One object listed under the current snapshot: remember its name. */
 static bool
-check_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
+collect_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 {
 	SnapshotCheck *check = arg;
-	BkObjectTracker *tracker;
-	BkError problem;
 
 	if (entry->is_prefix)
 		return true;
-	tracker = bk_cli_alloc(sizeof(*tracker));
+	if (check->listed_count == check->listed_cap)
+	{
+		check->listed_cap = check->listed_cap ? 2 * check->listed_cap : 256;
+		check->listed = bk_cli_realloc(
+			check->listed, check->listed_cap * sizeof(*check->listed));
+	}
+	check->listed[check->listed_count].name = bk_cli_strdup(entry->name);
+	check->listed[check->listed_count].checked = false;
+	check->listed_count++;
 	check->objects++;
 	check->verifier->objects++;
-	if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
-							  BK_KIND_SNAPSHOT, entry->name, entry->name,
-							  tracker, &problem))
-		snapshot_problem(check, entry->name, "%s", problem.message);
-	else
-		check->verifier->stored_bytes += tracker->object_size;
-	free(tracker);
 	return true;
+}
+
+static int
+snapshot_object_cmp(const void *a, const void *b)
+{
+	return strcmp(((const SnapshotObject *) a)->name,
+				  ((const SnapshotObject *) b)->name);
+}
+
+static void
+forget_listed(SnapshotCheck *check)
+{
+	for (size_t objIdx = 0; objIdx < check->listed_count; objIdx++)
+		free(check->listed[objIdx].name);
+	check->listed_count = 0;
+}
+
+/* The listed object called name, or NULL: it is not stored. */
+static SnapshotObject *
+find_listed(SnapshotCheck *check, const char *name)
+{
+	SnapshotObject key = {.name = (char *) name};
+
+	if (check->listed_count == 0)
+		return NULL;
+	return bsearch(&key, check->listed, check->listed_count, sizeof(key),
+				   snapshot_object_cmp);
+}
+
+static void
+mark_checked(SnapshotCheck *check, const char *name)
+{
+	SnapshotObject *object = find_listed(check, name);
+
+	if (object != NULL)
+		object->checked = true;
+}
+
+/*
+ * Keyless, for every listed object nothing read yet: it parses, passes its
+ * CRCs, is whole, and is the object its name says.
+ */
+static void
+check_unread_objects(SnapshotCheck *check)
+{
+	BkObjectTracker *tracker = bk_cli_alloc(sizeof(*tracker));
+
+	for (size_t objIdx = 0; objIdx < check->listed_count; objIdx++)
+	{
+		const char *name = check->listed[objIdx].name;
+		BkError problem;
+
+		if (check->listed[objIdx].checked)
+			continue;
+		if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
+								  BK_KIND_SNAPSHOT, name, name, tracker,
+								  &problem))
+			snapshot_problem(check, name, "%s", problem.message);
+	}
+	free(tracker);
+}
+
+/*
+ * Name of part partIdx of file's objects in snapshot id: its one object,
+ * or that of its range partIdx.  False when that part has no object (an
+ * incremental file or range without changed blocks) or its name does not
+ * fit; *offset gets where the part starts.
+ */
+static bool
+file_part_name(const char *id, const BkSnapFile *file, size_t partIdx,
+			   char *name, size_t name_len, uint64_t *offset, bool *too_long)
+{
+	*offset = 0;
+	*too_long = false;
+	if (file->range_count > 0)
+	{
+		const BkSnapRange *range = &file->ranges[partIdx];
+
+		*offset = range->offset;
+		if (file->incremental && range->blocks == 0)
+			return false;
+		*too_long = !bk_snapshot_range_name(id, file->path, range->offset, name,
+											name_len);
+	}
+	else
+	{
+		if (file->incremental && file->blocks == 0)
+			return false;
+		*too_long = !bk_snapshot_data_name(id, file->path, name, name_len);
+	}
+	return !*too_long;
 }
 
 static bool
 discard_sink(void *arg, const uint8_t *data, size_t len, BkError *err)
 {
+	return true;
+}
+
+/*
+ * Whether file, incremental without a changed block, must rebuild to
+ * exactly what parent_file (the same path in the parent snapshot) rebuilt
+ * to.  Its rebuild is the parent's, cut or extended to its size: with the
+ * same size and the same SHA-256 (of the file, or of each range) in both
+ * records, a parent found to rebuild to its record's content proves the
+ * child's too, and reading the whole chain again would add nothing.
+ */
+static bool
+same_as_parent(const BkSnapFile *file, const BkSnapFile *parent_file)
+{
+	if (!file->incremental || file->blocks != 0 ||
+		file->size != parent_file->size ||
+		file->has_sha256 != parent_file->has_sha256 ||
+		file->range_count != parent_file->range_count)
+		return false;
+	if (file->has_sha256)
+		return memcmp(file->sha256, parent_file->sha256, BK_SHA256_LEN) == 0;
+	if (file->range_count == 0)
+		return false; /* nothing to compare */
+	for (size_t rangeIdx = 0; rangeIdx < file->range_count; rangeIdx++)
+	{
+		const BkSnapRange *mine = &file->ranges[rangeIdx];
+		const BkSnapRange *theirs = &parent_file->ranges[rangeIdx];
+
+		if (mine->offset != theirs->offset || mine->length != theirs->length ||
+			memcmp(mine->sha256, theirs->sha256, BK_SHA256_LEN) != 0)
+			return false;
+	}
 	return true;
 }
 
@@ -389,6 +554,9 @@ check_snapshot_files(SnapshotCheck *check, int index)
 	BkSnapRecord *record = check->records[index];
 	BkSnapRecord **chain;
 	int chain_len = 0;
+	bool *file_ok;
+	const BkSnapRecord *parent = NULL;
+	const bool *parent_ok = NULL; /* NULL: the parent's files not checked */
 	char name[BK_OBJECT_NAME_MAX + 1];
 	char *text;
 	size_t len;
@@ -405,6 +573,14 @@ check_snapshot_files(SnapshotCheck *check, int index)
 	for (int link = index, slot = chain_len - 1; link >= 0;
 		 link = check->catalog->snapshots[link].parent_index, slot--)
 		chain[slot] = check->records[link];
+	free(check->file_ok[index]);
+	file_ok = bk_cli_alloc_zero(record->file_count, sizeof(bool));
+	check->file_ok[index] = file_ok;
+	if (chain_len > 1)
+	{
+		parent = chain[chain_len - 2];
+		parent_ok = check->file_ok[snapshot->parent_index];
+	}
 
 	/* Label, map and manifest decrypt; the manifest is PostgreSQL's. */
 	{
@@ -414,6 +590,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		for (size_t partIdx = 0; partIdx < 3; partIdx++)
 		{
 			snprintf(name, sizeof(name), "%s/%s", snapshot->id, parts[partIdx]);
+			mark_checked(check, name);
 			if (!bk_snapshot_read_small(check->repo, check->verifier->decoder,
 										check->source, name,
 										BK_RECORD_MAX_BYTES, &text, &len, &err))
@@ -435,12 +612,26 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		uint8_t digest[BK_SHA256_LEN];
 		BkFileChecksum rebuilt;
 		uint64_t size = 0;
+		uint64_t problems_before = check->problems;
 
 		if (!bk_snapshot_data_name(snapshot->id, file->path, name,
 								   sizeof(name)))
 			bk_strlcpy(name, file->path, sizeof(name));
 		check->files++;
 		check->verifier->snapshot_files++;
+		if (parent_ok != NULL)
+		{
+			const BkSnapFile *parent_file =
+				bk_snapshot_record_file(parent, file->path);
+
+			if (parent_file != NULL && parent_ok[parent_file - parent->files] &&
+				same_as_parent(file, parent_file))
+			{
+				check->files_as_parent++;
+				file_ok[fileIdx] = true;
+				continue;
+			}
+		}
 		if (!file->incremental)
 		{
 			/*
@@ -463,6 +654,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 					!bk_snapshot_range_name(snapshot->id, file->path, offset,
 											name, sizeof(name)))
 					bk_strlcpy(name, file->path, sizeof(name));
+				mark_checked(check, name);
 				if (!bk_snapshot_read_object(
 						check->repo, check->verifier->decoder, check->source,
 						name, discard_sink, NULL, digest, &size, &err))
@@ -483,6 +675,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 									 " differs from the record's",
 									 snapshot->id, file->path, offset);
 			}
+			file_ok[fileIdx] = check->problems == problems_before;
 			continue;
 		}
 		if (ftruncate(check->tmp_fd, 0) != 0 ||
@@ -491,8 +684,22 @@ check_snapshot_files(SnapshotCheck *check, int index)
 									  check->tmp_fd, "(temporary file)", false,
 									  &rebuilt, NULL, &err))
 		{
+			/* Maybe a parent's object: the file's own get their check. */
 			snapshot_problem(check, name, "%s", err.message);
 			continue;
+		}
+		/* Rebuilt: the file's own objects in this snapshot were all read. */
+		for (size_t partIdx = 0;
+			 partIdx < (file->range_count > 0 ? file->range_count : 1);
+			 partIdx++)
+		{
+			char part_name[BK_OBJECT_NAME_MAX + 1];
+			uint64_t offset;
+			bool too_long;
+
+			if (file_part_name(snapshot->id, file, partIdx, part_name,
+							   sizeof(part_name), &offset, &too_long))
+				mark_checked(check, part_name);
 		}
 		if (file->has_sha256 &&
 			memcmp(rebuilt.sha256, file->sha256, BK_SHA256_LEN) != 0)
@@ -505,7 +712,10 @@ check_snapshot_files(SnapshotCheck *check, int index)
 								 snapshot->id, file->path);
 			else
 				check->verifier->hint_bit_differences++;
+			continue;
 		}
+		/* Compared with the record: its SHA-256, or its ranges' on the way. */
+		file_ok[fileIdx] = file->has_sha256 || file->range_count > 0;
 	}
 	if (ftruncate(check->tmp_fd, 0) != 0)
 		snapshot_problem(check, snapshot->id,
@@ -556,6 +766,8 @@ load_chain_records(SnapshotCheck *check, int index)
 		{
 			bk_snapshot_record_free(check->records[snapIdx]);
 			check->records[snapIdx] = NULL;
+			free(check->file_ok[snapIdx]);
+			check->file_ok[snapIdx] = NULL;
 		}
 		else if (check->records[snapIdx] == NULL && snapIdx != index &&
 				 !bk_snapshot_record_load(check->repo, check->verifier->decoder,
@@ -605,12 +817,15 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		return false;
 	check.records =
 		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
+	check.file_ok =
+		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(bool *));
 	if (verifier->ring != NULL && catalog.count > 0)
 	{
 		check.tmp_fd = open_scratch();
 		if (check.tmp_fd < 0)
 		{
 			free(check.records);
+			free(check.file_ok);
 			bk_snapshot_catalog_free(&catalog);
 			return bk_error_set(err, BK_ERR_IO,
 								"could not create a temporary file: %s",
@@ -623,13 +838,19 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		uint64_t problems_before = check.problems;
 		uint64_t objects_before = check.objects;
 		uint64_t files_before = check.files;
+		uint64_t as_parent_before = check.files_as_parent;
+		uint64_t as_parent;
 		char record_name[BK_OBJECT_NAME_MAX + 1];
 		BkError record_err;
 
 		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
+		forget_listed(&check);
 		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
-						  prefix, true, check_snapshot_object, &check, err))
+						  prefix, true, collect_snapshot_object, &check, err))
 			goto fail;
+		if (check.listed_count > 0)
+			qsort(check.listed, check.listed_count, sizeof(*check.listed),
+				  snapshot_object_cmp);
 		snprintf(record_name, sizeof(record_name), "%s/%s", snapshot->id,
 				 BK_SNAPSHOT_RECORD);
 		if (!snapshot->has_record)
@@ -647,6 +868,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		if (snapshot->has_record && verifier->ring != NULL)
 		{
 			load_chain_records(&check, snapIdx);
+			mark_checked(&check, record_name);
 			if (check.records[snapIdx] == NULL &&
 				!bk_snapshot_record_load(repo, verifier->decoder, source,
 										 snapshot->id, &check.records[snapIdx],
@@ -673,59 +895,62 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					 fileIdx++)
 				{
 					const BkSnapFile *file = &record->files[fileIdx];
-					char name[BK_OBJECT_NAME_MAX + 1];
-					BkRepoStat stat;
-					BkError stat_err;
+					size_t parts =
+						file->range_count > 0 ? file->range_count : 1;
 
-					if (file->incremental && file->blocks == 0)
-						continue;
-					for (size_t rangeIdx = 0; rangeIdx < file->range_count;
-						 rangeIdx++)
+					for (size_t partIdx = 0; partIdx < parts; partIdx++)
 					{
-						const BkSnapRange *range = &file->ranges[rangeIdx];
+						char name[BK_OBJECT_NAME_MAX + 1];
+						uint64_t offset;
+						bool too_long;
 
-						if (file->incremental && range->blocks == 0)
+						if (!file_part_name(snapshot->id, file, partIdx, name,
+											sizeof(name), &offset, &too_long) &&
+							!too_long)
 							continue;
-						if (!bk_snapshot_range_name(snapshot->id, file->path,
-													range->offset, name,
-													sizeof(name)) ||
-							!bk_repo_stat(repo, BK_REPO_ARCHIVE, source,
-										  BK_KIND_SNAPSHOT, name, &stat,
-										  &stat_err) ||
-							!stat.exists)
-							snapshot_problem(
-								&check, name,
-								"snapshot %s, file \"%s\": the "
-								"object of its range at %" PRIu64 " is missing",
-								snapshot->id, file->path, range->offset);
+						if (too_long)
+							bk_strlcpy(name, file->path, sizeof(name));
+						else if (find_listed(&check, name) != NULL)
+							continue;
+						if (file->range_count > 0)
+							snapshot_problem(&check, name,
+											 "snapshot %s, file \"%s\": the "
+											 "object of its range at %" PRIu64
+											 " is missing",
+											 snapshot->id, file->path, offset);
+						else
+							snapshot_problem(&check, name,
+											 "snapshot %s, file \"%s\": its "
+											 "object is missing",
+											 snapshot->id, file->path);
 					}
-					if (file->range_count > 0)
-						continue;
-					if (!bk_snapshot_data_name(snapshot->id, file->path, name,
-											   sizeof(name)) ||
-						!bk_repo_stat(repo, BK_REPO_ARCHIVE, source,
-									  BK_KIND_SNAPSHOT, name, &stat,
-									  &stat_err) ||
-						!stat.exists)
-						snapshot_problem(&check, name,
-										 "snapshot %s, file \"%s\": its "
-										 "object is missing",
-										 snapshot->id, file->path);
 				}
 				check_snapshot_files(&check, snapIdx);
 			}
 		}
+		check_unread_objects(&check);
+		as_parent = check.files_as_parent - as_parent_before;
 		if (verifier->json)
 			json_array_append_new(
 				verifier->snapshot_list,
 				json_pack(
-					"{s:s, s:s, s:b, s:b, s:I, s:I, s:b}", "id", snapshot->id,
-					"kind", snapshot->kind[0] ? snapshot->kind : "unknown",
-					"complete", snapshot->complete, "restorable",
-					snapshot->restorable, "objects",
-					(json_int_t) (check.objects - objects_before),
+					"{s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:b}", "id",
+					snapshot->id, "kind",
+					snapshot->kind[0] ? snapshot->kind : "unknown", "complete",
+					snapshot->complete, "restorable", snapshot->restorable,
+					"objects", (json_int_t) (check.objects - objects_before),
 					"files_checked", (json_int_t) (check.files - files_before),
+					"files_unchanged_since_parent", (json_int_t) as_parent,
 					"ok", check.problems == problems_before));
+		else if (snapshot->has_record && as_parent > 0)
+			printf("  snapshot %s: %" PRIu64 " objects checked%s, %" PRIu64
+				   " files rebuilt, %" PRIu64
+				   " unchanged since snapshot %s (checked there): %s\n",
+				   snapshot->id, check.objects - objects_before,
+				   verifier->ring ? " and decrypted" : "",
+				   check.files - files_before - as_parent, as_parent,
+				   catalog.snapshots[snapshot->parent_index].id,
+				   check.problems == problems_before ? "OK" : "PROBLEMS FOUND");
 		else if (snapshot->has_record)
 			printf("  snapshot %s: %" PRIu64 " objects checked%s, %" PRIu64
 				   " files rebuilt: %s\n",
@@ -737,9 +962,15 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_SNAPSHOT, "",
 					  true, report_snapshot_conflict, &check, err);
 fail:
+	forget_listed(&check);
+	free(check.listed);
 	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
+	{
 		bk_snapshot_record_free(check.records[snapIdx]);
+		free(check.file_ok[snapIdx]);
+	}
 	free(check.records);
+	free(check.file_ok);
 	if (check.tmp_fd >= 0)
 		close(check.tmp_fd);
 	bk_snapshot_catalog_free(&catalog);
@@ -775,7 +1006,6 @@ check_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 		bk_verify_problem(check->verifier, entry->name, "%s", report->problem);
 		return true;
 	}
-	check->verifier->stored_bytes += report->object.object_size;
 	if (report->decrypted && report->page_seg_size != 0)
 		check->majority_sysid = report->page_sysid;
 	/* Every WAL object of a source is of one database system. */

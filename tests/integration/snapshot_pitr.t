@@ -751,6 +751,27 @@ isnt $? 0 "bk restore refuses the snapshot that lacks it"
 ok $? "and leaves nothing that could start"
 mv "$dir/gone-range" "$gone"
 
+# ---- with the key, verify reads each object once, decrypting it: what only
+# the keyless checks would see must still be found.  A frame whose CRC-32C
+# alone is damaged (its tag still holds), and an object the record does not
+# name (a copy of another under a new name), in the incremental snapshot
+crc_victim="$(find "$repo_files/$source_id/snapshot/$incr/data" -type f | head -n 1)"
+crc_victim_name="${crc_victim#"$repo_files/$source_id/snapshot/"}"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
+cp "$crc_victim" "$dir/stray-copy"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$dir/stray-copy"
+cp "$dir/stray-copy" "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on a frame whose CRC alone is damaged"
+like "$out" "PROBLEM $crc_victim_name: .*frame checksum mismatch" \
+    "naming the object and the checksum" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
+like "$out" "PROBLEM $incr/data/bk_stray_object: .* not the one its name says" \
+    "and checks an object the snapshot's record does not name"
+like "$out" "snapshot $incr: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt(, [0-9]+ unchanged since snapshot $full \\(checked there\\))?: PROBLEMS FOUND" \
+    "and says the snapshot has problems"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
+rm -f "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
+
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"
 shipper_pid=""

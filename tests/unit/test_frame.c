@@ -617,6 +617,107 @@ test_keyring_rotation(void **state)
 	test_frames_free(&new_frames);
 }
 
+/* Decode every frame of one object with dec, which is reused; true if OK. */
+static bool
+decode_with(BkDecoder *dec, const FrameList *frames, BkError *err)
+{
+	bk_decoder_reset(dec);
+	for (int frameIdx = 0; frameIdx < frames->count; frameIdx++)
+	{
+		const uint8_t *plain;
+		size_t plain_len;
+
+		if (!bk_decoder_push(dec, frames->data[frameIdx], frames->len[frameIdx],
+							 &plain, &plain_len, err))
+			return false;
+	}
+	return bk_decoder_finish(dec, err);
+}
+
+/*
+ * One decoder keeps each key's private key loaded across objects: objects
+ * of two keys, alternating, all open; a ring slot that now holds another
+ * key is not opened with the old one's.
+ */
+static void
+test_decoder_reused_across_keys(void **state)
+{
+	BkKey first;
+	BkKey second;
+	BkKey third;
+	BkKeyring ring_of_two;
+	BkDecoder *dec;
+	uint8_t data[5000];
+	FrameList first_frames;
+	FrameList second_frames;
+	FrameList third_frames;
+	BkError err;
+
+	test_key(&first, NULL);
+	test_key(&second, NULL);
+	test_key(&third, NULL);
+	memset(&ring_of_two, 0, sizeof(ring_of_two));
+	ring_of_two.keys[0] = first;
+	ring_of_two.keys[1] = second;
+	ring_of_two.count = 2;
+	test_fill(data, sizeof(data), 9, false);
+	test_encode(&first, CHUNK, "first", data, sizeof(data), &first_frames);
+	test_encode(&second, CHUNK, "second", data, sizeof(data), &second_frames);
+	test_encode(&third, CHUNK, "third", data, sizeof(data), &third_frames);
+	dec = bk_decoder_new(&ring_of_two, &err);
+	assert_non_null(dec);
+	for (int round = 0; round < 3; round++)
+	{
+		if (!decode_with(dec, &first_frames, &err) ||
+			!decode_with(dec, &second_frames, &err))
+			fail_msg("decode failed: %s", err.message);
+	}
+	/* The second slot now holds the third key (the ring is borrowed). */
+	ring_of_two.keys[1] = third;
+	if (!decode_with(dec, &third_frames, &err))
+		fail_msg("decode after the ring changed failed: %s", err.message);
+	bk_error_clear(&err);
+	assert_false(decode_with(dec, &second_frames, &err));
+	assert_int_equal(err.code, BK_ERR_KEY);
+	assert_error_contains(&err, "which is not in the keyring");
+	bk_decoder_free(dec);
+	test_frames_free(&first_frames);
+	test_frames_free(&second_frames);
+	test_frames_free(&third_frames);
+}
+
+/*
+ * A frame whose CRC alone is wrong decrypts (the tag does not cover the
+ * CRC); bk_decoder_check_crc makes the decoder refuse it, as the keyless
+ * check would.
+ */
+static void
+test_decoder_check_crc(void **state)
+{
+	uint8_t data[CHUNK * 2];
+	FrameList frames;
+	BkDecoder *dec;
+	BkError err;
+
+	test_fill(data, sizeof(data), 10, false);
+	test_encode(&key, CHUNK, "seg", data, sizeof(data), &frames);
+	frames.data[1][frames.len[1] - 1] ^= 0x01;
+	dec = bk_decoder_new(&ring, &err);
+	assert_non_null(dec);
+	if (!decode_with(dec, &frames, &err))
+		fail_msg("decode without the CRC check failed: %s", err.message);
+	bk_decoder_check_crc(dec, true);
+	bk_error_clear(&err);
+	assert_false(decode_with(dec, &frames, &err));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_error_contains(&err, "frame checksum mismatch");
+	frames.data[1][frames.len[1] - 1] ^= 0x01;
+	if (!decode_with(dec, &frames, &err))
+		fail_msg("decode of the repaired frame failed: %s", err.message);
+	bk_decoder_free(dec);
+	test_frames_free(&frames);
+}
+
 /* The encoder refuses what would make an unparseable frame. */
 static void
 test_encoder_rejects_bad_input(void **state)
@@ -773,6 +874,8 @@ main(void)
 		cmocka_unit_test(test_decoder_reports_corruption),
 		cmocka_unit_test(test_reject_unknown_key),
 		cmocka_unit_test(test_keyring_rotation),
+		cmocka_unit_test(test_decoder_reused_across_keys),
+		cmocka_unit_test(test_decoder_check_crc),
 		cmocka_unit_test(test_encoder_rejects_bad_input),
 		cmocka_unit_test(test_name_rules),
 		cmocka_unit_test(test_crc32c_known_values),

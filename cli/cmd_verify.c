@@ -9,10 +9,13 @@
  * PostgreSQL's WAL and snapshots in postgres/verify.c.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -23,7 +26,7 @@
 
 static const char *verify_help =
 	"Usage: bk verify [--config FILE] [--repo LOCATION] [--key-file FILE] "
-	"[--source S] [--repair] [--json]\n\n"
+	"[--source S] [--jobs N] [--repair] [--json]\n\n"
 	"Checks every archived object without restoring: structure, checksums, "
 	"WAL\ngaps, and whether each snapshot is complete and restorable; with "
 	"the private\nkey also decrypts everything, checks each object's "
@@ -33,32 +36,49 @@ static const char *verify_help =
 	"once, in its parent).  Exit\nstatus 4 when "
 	"anything is wrong.\n\n"
 	"  --source S        only this source\n"
+	"  --jobs N          objects checked in parallel (default 2, at most "
+	"64; more\n"
+	"                    for an object store far away)\n"
 	"  --repair          also remove uploads nobody will finish (spools of\n"
 	"                    shippers that stopped; on S3, multipart uploads\n"
 	"                    of bk objects begun more than a day "
 	"ago)\n" BK_COMMON_HELP;
 
 #define OPT_REPAIR (OPT_COMMAND_BASE + 1)
+#define OPT_JOBS   (OPT_COMMAND_BASE + 2)
 
 static const struct option verify_options[] = {
 	{"source", required_argument, NULL, 's'},
 	{"repair", no_argument, NULL, OPT_REPAIR},
+	{"jobs", required_argument, NULL, OPT_JOBS},
 	BK_COMMON_LONG_OPTIONS,
 	{NULL, 0, NULL, 0}};
 
 typedef struct VerifyOptions
 {
+	const char *program;
 	const char *only_source;
 	bool repair;
+	int jobs;
 } VerifyOptions;
 
 static int
 verify_option(void *arg, int code, const char *value)
 {
 	VerifyOptions *options = arg;
+	uint64_t number;
 
 	if (code == OPT_REPAIR)
 		options->repair = true;
+	else if (code == OPT_JOBS)
+	{
+		if (!bk_parse_u64(value, &number) || number < 1 ||
+			number > BK_VERIFY_JOBS_MAX)
+			return bk_cli_usage_error(options->program,
+									  "--jobs must be from 1 to %d, not \"%s\"",
+									  BK_VERIFY_JOBS_MAX, value);
+		options->jobs = (int) number;
+	}
 	else
 		options->only_source = value;
 	return BK_EXIT_OK;
@@ -95,11 +115,13 @@ bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 	va_start(args, fmt);
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
+	bk_verify_lock(verifier);
 	verifier->problems++;
 	if (verifier->json)
 		json_list_append(verifier->problem_list, object, "problem", message);
 	else
 		printf("  PROBLEM %s: %s\n", object, message);
+	bk_verify_unlock(verifier);
 }
 
 void
@@ -111,16 +133,19 @@ bk_verify_note(BkVerifier *verifier, const char *object, const char *fmt, ...)
 	va_start(args, fmt);
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
+	bk_verify_lock(verifier);
 	if (verifier->json)
 		json_list_append(verifier->note_list, object, "note", message);
 	else
 		printf("  note: %s\n", message);
+	bk_verify_unlock(verifier);
 }
 
 void
 bk_verify_conflict(BkVerifier *verifier, const char *object,
 				   const char *verdict, json_t *copies)
 {
+	bk_verify_lock(verifier);
 	verifier->problems++;
 	if (verifier->json)
 		json_array_append_new(verifier->conflict_list,
@@ -130,6 +155,109 @@ bk_verify_conflict(BkVerifier *verifier, const char *object,
 	{
 		printf("  CONFLICT %s: %s\n", object, verdict);
 		json_decref(copies);
+	}
+	bk_verify_unlock(verifier);
+}
+
+void
+bk_verify_lock(BkVerifier *verifier)
+{
+	pthread_mutex_lock(&verifier->lock);
+}
+
+void
+bk_verify_unlock(BkVerifier *verifier)
+{
+	pthread_mutex_unlock(&verifier->lock);
+}
+
+typedef struct VerifyRun
+{
+	size_t count;
+	atomic_size_t next;
+	BkVerifyTask task;
+	void *arg;
+} VerifyRun;
+
+typedef struct VerifyThread
+{
+	VerifyRun *run;
+	BkVerifyWorker *worker;
+} VerifyThread;
+
+static void *
+verify_thread(void *arg)
+{
+	VerifyThread *thread = arg;
+	VerifyRun *run = thread->run;
+
+	for (;;)
+	{
+		size_t index = atomic_fetch_add(&run->next, 1);
+
+		if (index >= run->count)
+			break;
+		run->task(run->arg, thread->worker, index);
+	}
+	return NULL;
+}
+
+void
+bk_verify_parallel(BkVerifier *verifier, size_t count, BkVerifyTask task,
+				   void *arg)
+{
+	VerifyRun run = {.count = count, .task = task, .arg = arg};
+	VerifyThread threads[BK_VERIFY_JOBS_MAX];
+	pthread_t ids[BK_VERIFY_JOBS_MAX];
+	int started = 0;
+	int wanted = verifier->jobs < 1 ? 1 : verifier->jobs;
+
+	atomic_init(&run.next, 0);
+	if ((size_t) wanted > count)
+		wanted = (int) count;
+	/* The calling thread is the first worker; threads for the others. */
+	for (int jobIdx = 1; jobIdx < wanted; jobIdx++)
+	{
+		threads[jobIdx].run = &run;
+		threads[jobIdx].worker = &verifier->workers[jobIdx];
+		if (pthread_create(&ids[jobIdx], NULL, verify_thread,
+						   &threads[jobIdx]) != 0)
+			break; /* fewer threads: the work gets done all the same */
+		started++;
+	}
+	threads[0].run = &run;
+	threads[0].worker = &verifier->workers[0];
+	verify_thread(&threads[0]);
+	for (int jobIdx = 1; jobIdx <= started; jobIdx++)
+		pthread_join(ids[jobIdx], NULL);
+}
+
+/* A decoder for each worker (with the key), checking CRCs as well. */
+static bool
+verify_workers_start(BkVerifier *verifier, BkError *err)
+{
+	if (verifier->ring == NULL)
+		return true;
+	for (int jobIdx = 0; jobIdx < verifier->jobs; jobIdx++)
+	{
+		verifier->workers[jobIdx].decoder = bk_decoder_new(verifier->ring, err);
+		if (verifier->workers[jobIdx].decoder == NULL)
+			return false;
+		bk_decoder_check_crc(verifier->workers[jobIdx].decoder, true);
+	}
+	return true;
+}
+
+static void
+verify_workers_stop(BkVerifier *verifier)
+{
+	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
+	{
+		bk_decoder_free(verifier->workers[jobIdx].decoder);
+		verifier->workers[jobIdx].decoder = NULL;
+		if (verifier->workers[jobIdx].scratch_fd >= 0)
+			close(verifier->workers[jobIdx].scratch_fd);
+		verifier->workers[jobIdx].scratch_fd = -1;
 	}
 }
 
@@ -183,9 +311,10 @@ int
 bk_cmd_verify(int argc, char **argv)
 {
 	BkCommonOptions common = {0};
-	VerifyOptions options = {0};
+	VerifyOptions options = {.program = argv[0],
+							 .jobs = BK_VERIFY_JOBS_DEFAULT};
 	BkCommandContext ctx = {0};
-	BkVerifier verifier = {0};
+	BkVerifier verifier = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	json_t *sources_json = NULL;
 	uint64_t rejected = 0;
 	int64_t rejected_oldest_ms = 0;
@@ -194,6 +323,8 @@ bk_cmd_verify(int argc, char **argv)
 	int status;
 
 	bk_error_clear(&err);
+	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
+		verifier.workers[jobIdx].scratch_fd = -1;
 	status = bk_command_parse(argc, argv, verify_options, verify_help, &common,
 							  verify_option, &options);
 	if (status != BK_COMMAND_RUN)
@@ -220,6 +351,9 @@ bk_cmd_verify(int argc, char **argv)
 	 */
 	if (ctx.decoder != NULL)
 		bk_decoder_check_crc(ctx.decoder, true);
+	verifier.jobs = options.jobs;
+	if (!verify_workers_start(&verifier, &err))
+		goto fail;
 	verifier.json = common.json;
 	sources_json = json_array();
 	for (int sourceIdx = 0; sourceIdx < ctx.source_count; sourceIdx++)
@@ -275,6 +409,7 @@ bk_cmd_verify(int argc, char **argv)
 fail:
 	status = bk_cli_report_error(argv[0], &err);
 done:
+	verify_workers_stop(&verifier);
 	json_decref(sources_json);
 	bk_command_close(&ctx);
 	return status;

@@ -6,6 +6,8 @@
 #ifndef BK_VERIFY_H
 #define BK_VERIFY_H
 
+#include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -14,10 +16,29 @@
 #include "bk_error.h"
 #include "bk_keys.h"
 
+#define BK_VERIFY_JOBS_DEFAULT 2
+#define BK_VERIFY_JOBS_MAX     64
+
+/* What one verify thread has of its own. */
+typedef struct BkVerifyWorker
+{
+	BkDecoder *decoder; /* NULL without the key */
+	int scratch_fd;     /* for the engine, -1 until it opens one */
+} BkVerifyWorker;
+
 typedef struct BkVerifier
 {
 	const BkKeyring *ring; /* NULL: no key, keyless checks only */
-	BkDecoder *decoder;
+	BkDecoder *decoder;    /* the main thread's */
+	int jobs;              /* --jobs: threads of bk_verify_parallel */
+	BkVerifyWorker workers[BK_VERIFY_JOBS_MAX];
+	/*
+	 * Held by the functions below while they count and report, so that
+	 * bk_verify_parallel's tasks may call them; taken by tasks themselves
+	 * (bk_verify_lock) only around totals of their own, never around
+	 * those calls.
+	 */
+	pthread_mutex_t lock;
 	bool json;
 	uint64_t objects; /* checked */
 	uint64_t problems;
@@ -43,5 +64,19 @@ extern void bk_verify_note(BkVerifier *verifier, const char *object,
 /* Two copies of object: the verdict, and the copies' details (JSON). */
 extern void bk_verify_conflict(BkVerifier *verifier, const char *object,
 							   const char *verdict, json_t *copies);
+
+extern void bk_verify_lock(BkVerifier *verifier);
+extern void bk_verify_unlock(BkVerifier *verifier);
+
+/*
+ * Run task(arg, worker, index) for every index below count, on up to
+ * verifier->jobs threads, each with its own worker; returns when all are
+ * done.  Tasks report through the functions above.  Indexes are handed out
+ * in order, so checks that fetch objects keep that many requests in flight
+ * (an object store answers each after a round trip).
+ */
+typedef void (*BkVerifyTask)(void *arg, BkVerifyWorker *worker, size_t index);
+extern void bk_verify_parallel(BkVerifier *verifier, size_t count,
+							   BkVerifyTask task, void *arg);
 
 #endif /* BK_VERIFY_H */

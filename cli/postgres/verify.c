@@ -29,6 +29,13 @@
  * changed without moving a page's LSN and were legitimately not sent.  A
  * snapshot without a record is reported but is not a problem: it was
  * cancelled, failed, or is still arriving.
+ *
+ * With the key every object is read once: its decoder checks every frame's
+ * CRC as well, so decrypting it finds all its keyless check would, and only
+ * objects nothing decrypted (no record names them) get a keyless read.  An
+ * incremental file unchanged since its parent, whose copy was found good in
+ * this run, is not rebuilt again (same_as_parent).  WAL objects, the files
+ * of a snapshot and its unread objects are checked by --jobs threads.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -93,7 +100,7 @@ le64(const uint8_t *p)
 
 typedef struct DecodeVisit
 {
-	BkVerifier *verifier;
+	BkDecoder *decoder;
 	ObjectReport *report;
 	bool first;
 } DecodeVisit;
@@ -105,8 +112,7 @@ decode_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
 	const uint8_t *plain;
 	size_t plain_len;
 
-	if (!bk_decoder_push(visit->verifier->decoder, frame, len, &plain,
-						 &plain_len, err))
+	if (!bk_decoder_push(visit->decoder, frame, len, &plain, &plain_len, err))
 		return false;
 	if (visit->first && plain_len >= WAL_LONG_HEADER_LEN)
 	{
@@ -134,12 +140,12 @@ parse_lsn(const char *text)
 
 /*
  * Check one stored WAL object (name in area, which must be the object
- * expect_name says); fills report.
+ * expect_name says) with decoder (NULL without the key); fills report.
  */
 static void
-check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
-			 const char *source, const char *name, const char *expect_name,
-			 ObjectReport *report)
+check_object(BkVerifier *verifier, BkDecoder *decoder, const BkRepo *repo,
+			 BkRepoArea area, const char *source, const char *name,
+			 const char *expect_name, ObjectReport *report)
 {
 	BkError err;
 	uint32_t tli;
@@ -152,7 +158,10 @@ check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
 	bk_repo_describe(repo, area, source, BK_KIND_WAL, name, report->where,
 					 sizeof(report->where));
 	bk_error_clear(&err);
-	if (verifier->ring == NULL)
+	bk_verify_lock(verifier);
+	verifier->objects++;
+	bk_verify_unlock(verifier);
+	if (decoder == NULL)
 	{
 		if (!bk_repo_check_object(repo, area, source, BK_KIND_WAL, name,
 								  expect_name, &report->object, &err))
@@ -160,7 +169,6 @@ check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
 			bk_strlcpy(report->problem, err.message, sizeof(report->problem));
 			return;
 		}
-		verifier->objects++;
 	}
 	else
 	{
@@ -169,20 +177,19 @@ check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
 		 * turns that on), the sequence and completeness, every tag and the
 		 * fingerprint, which is all the keyless check does but the name.
 		 */
-		DecodeVisit visit = {verifier, report, true};
+		DecodeVisit visit = {decoder, report, true};
 		const BkObjectTracker *object;
 
-		verifier->objects++;
-		bk_decoder_reset(verifier->decoder);
+		bk_decoder_reset(decoder);
 		if (!bk_repo_read_frames(repo, area, source, BK_KIND_WAL, name, false,
 								 decode_frame, &visit, &err) ||
-			!bk_decoder_finish(verifier->decoder, &err))
+			!bk_decoder_finish(decoder, &err))
 		{
 			snprintf(report->problem, sizeof(report->problem), "%s: %s", path,
 					 err.message);
 			return;
 		}
-		object = bk_decoder_object(verifier->decoder);
+		object = bk_decoder_object(decoder);
 		report->object = *object;
 		if (strcmp(object->source, source) != 0 ||
 			object->kind != BK_KIND_WAL ||
@@ -196,8 +203,7 @@ check_object(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
 			return;
 		}
 		report->decrypted = true;
-		memcpy(report->digest, bk_decoder_digest(verifier->decoder),
-			   BK_SHA256_LEN);
+		memcpy(report->digest, bk_decoder_digest(decoder), BK_SHA256_LEN);
 
 		if (type == BK_WAL_SEGMENT || type == BK_WAL_PARTIAL)
 		{
@@ -298,10 +304,10 @@ check_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 		*dot = '\0';
 	first = bk_cli_alloc_zero(1, sizeof(*first));
 	second = bk_cli_alloc_zero(1, sizeof(*second));
-	check_object(verifier, check->repo, BK_REPO_ARCHIVE, check->source, name,
-				 name, first);
-	check_object(verifier, check->repo, BK_REPO_CONFLICTS, check->source,
-				 entry->name, name, second);
+	check_object(verifier, verifier->decoder, check->repo, BK_REPO_ARCHIVE,
+				 check->source, name, name, first);
+	check_object(verifier, verifier->decoder, check->repo, BK_REPO_CONFLICTS,
+				 check->source, entry->name, name, second);
 	if (verifier->ring == NULL)
 		snprintf(verdict, sizeof(verdict),
 				 "two copies; decrypt them with the key (--key-file) to tell "
@@ -369,12 +375,10 @@ typedef struct SnapshotCheck
 	 * run and found to be what the record says.  NULL until checked.
 	 */
 	bool **file_ok;
-	int tmp_fd;             /* scratch file for rebuilt files */
 	SnapshotObject *listed; /* the current snapshot's objects, by name */
 	size_t listed_count;
 	size_t listed_cap;
 	uint64_t objects;
-	uint64_t problems;
 	uint64_t files;
 	uint64_t files_as_parent; /* of those, unchanged since a checked parent */
 } SnapshotCheck;
@@ -391,7 +395,6 @@ snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
 	va_start(args, fmt);
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
-	check->problems++;
 	bk_verify_problem(check->verifier, object, "%s", message);
 }
 
@@ -454,26 +457,23 @@ mark_checked(SnapshotCheck *check, const char *name)
 }
 
 /*
- * Keyless, for every listed object nothing read yet: it parses, passes its
+ * Keyless, for a listed object nothing read yet: it parses, passes its
  * CRCs, is whole, and is the object its name says.
  */
 static void
-check_unread_objects(SnapshotCheck *check)
+check_unread_object(void *arg, BkVerifyWorker *worker, size_t objIdx)
 {
-	BkObjectTracker *tracker = bk_cli_alloc(sizeof(*tracker));
+	SnapshotCheck *check = arg;
+	const char *name = check->listed[objIdx].name;
+	BkObjectTracker *tracker;
+	BkError problem;
 
-	for (size_t objIdx = 0; objIdx < check->listed_count; objIdx++)
-	{
-		const char *name = check->listed[objIdx].name;
-		BkError problem;
-
-		if (check->listed[objIdx].checked)
-			continue;
-		if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
-								  BK_KIND_SNAPSHOT, name, name, tracker,
-								  &problem))
-			snapshot_problem(check, name, "%s", problem.message);
-	}
+	if (check->listed[objIdx].checked)
+		return;
+	tracker = bk_cli_alloc(sizeof(*tracker));
+	if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
+							  BK_KIND_SNAPSHOT, name, name, tracker, &problem))
+		snapshot_problem(check, name, "%s", problem.message);
 	free(tracker);
 }
 
@@ -546,17 +546,214 @@ same_as_parent(const BkSnapFile *file, const BkSnapFile *parent_file)
 	return true;
 }
 
+/* A temporary file, gone when closed. */
+static int
+open_scratch(void)
+{
+	const char *tmp_root = getenv("TMPDIR");
+	char path[4096];
+	int fd;
+
+	if (tmp_root == NULL || tmp_root[0] == '\0')
+		tmp_root = "/tmp";
+	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "%s/bk-verify.XXXXXX", tmp_root);
+	fd = mkstemp(path);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+/* How a snapshot's file came out (FilesTask.state). */
+typedef enum FileState
+{
+	FILE_FAILED = 0, /* a problem, or nothing to compare with */
+	FILE_OK,         /* rebuilt or read, and what the record says */
+	FILE_AS_PARENT,  /* unchanged since the parent, whose copy was checked */
+} FileState;
+
+/* The files of one snapshot, checked by bk_verify_parallel. */
+typedef struct FilesTask
+{
+	SnapshotCheck *check;
+	const BkSnapshot *snapshot;
+	const BkSnapRecord *record;
+	BkSnapRecord **chain;
+	int chain_len;
+	const BkSnapRecord *parent;
+	const bool *parent_ok; /* NULL: the parent's files not checked */
+	uint8_t *state;        /* FileState per file of record */
+} FilesTask;
+
+/* A file sent whole, in one object or one per range. */
+static bool
+check_whole_file(FilesTask *task, BkVerifyWorker *worker,
+				 const BkSnapFile *file)
+{
+	SnapshotCheck *check = task->check;
+	const char *id = task->snapshot->id;
+	size_t parts = file->range_count > 0 ? file->range_count : 1;
+	bool good = true;
+
+	for (size_t partIdx = 0; partIdx < parts; partIdx++)
+	{
+		const BkSnapRange *range =
+			file->range_count > 0 ? &file->ranges[partIdx] : NULL;
+		uint64_t offset = range != NULL ? range->offset : 0;
+		uint64_t length = range != NULL ? range->length : file->size;
+		/* Each object's digest is its bytes' SHA-256. */
+		const uint8_t *want = range != NULL      ? range->sha256
+							  : file->has_sha256 ? file->sha256
+												 : NULL;
+		char name[BK_OBJECT_NAME_MAX + 1];
+		uint8_t digest[BK_SHA256_LEN];
+		uint64_t size = 0;
+		BkError err;
+
+		if (!(range != NULL
+				  ? bk_snapshot_range_name(id, file->path, offset, name,
+										   sizeof(name))
+				  : bk_snapshot_data_name(id, file->path, name, sizeof(name))))
+			bk_strlcpy(name, file->path, sizeof(name));
+		mark_checked(check, name);
+		/* Every part, even after a bad one: each is reported. */
+		if (!bk_snapshot_read_object(check->repo, worker->decoder,
+									 check->source, name, discard_sink, NULL,
+									 digest, &size, &err))
+			snapshot_problem(check, name, "snapshot %s, file \"%s\": %s", id,
+							 file->path, err.message);
+		else if (size != length)
+			snapshot_problem(check, name,
+							 "snapshot %s, file \"%s\": %" PRIu64
+							 " bytes from %" PRIu64
+							 ", the record says %" PRIu64,
+							 id, file->path, size, offset, length);
+		else if (want != NULL && memcmp(digest, want, BK_SHA256_LEN) != 0)
+			snapshot_problem(check, name,
+							 "snapshot %s, file \"%s\": the SHA-256 of its "
+							 "bytes from %" PRIu64 " differs from the record's",
+							 id, file->path, offset);
+		else
+			continue;
+		good = false;
+	}
+	return good;
+}
+
+/* An incremental file, rebuilt through its chain in the worker's scratch. */
+static FileState
+check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
+					   const BkSnapFile *file, const char *name)
+{
+	SnapshotCheck *check = task->check;
+	BkFileChecksum rebuilt;
+	BkError err;
+	bool rebuilt_ok;
+
+	if (worker->scratch_fd < 0)
+	{
+		worker->scratch_fd = open_scratch();
+		if (worker->scratch_fd < 0)
+		{
+			snapshot_problem(check, name,
+							 "snapshot %s, file \"%s\": could not create a "
+							 "temporary file to rebuild it in (TMPDIR): %s",
+							 task->snapshot->id, file->path, strerror(errno));
+			return FILE_FAILED;
+		}
+	}
+	rebuilt_ok = bk_snapshot_rebuild_file(
+		check->repo, worker->decoder, check->source, task->chain,
+		task->chain_len, file, worker->scratch_fd, "(temporary file)", false,
+		&rebuilt, NULL, &err);
+	/* Its bytes are not kept: jobs files' worth of disk at most. */
+	if (ftruncate(worker->scratch_fd, 0) != 0 && rebuilt_ok)
+	{
+		snapshot_problem(check, name, "could not truncate a temporary file: %s",
+						 strerror(errno));
+		return FILE_FAILED;
+	}
+	if (!rebuilt_ok)
+	{
+		/* Maybe a parent's object: the file's own get their check. */
+		snapshot_problem(check, name, "%s", err.message);
+		return FILE_FAILED;
+	}
+	/* Rebuilt: the file's own objects in this snapshot were all read. */
+	for (size_t partIdx = 0;
+		 partIdx < (file->range_count > 0 ? file->range_count : 1); partIdx++)
+	{
+		char part_name[BK_OBJECT_NAME_MAX + 1];
+		uint64_t offset;
+		bool too_long;
+
+		if (file_part_name(task->snapshot->id, file, partIdx, part_name,
+						   sizeof(part_name), &offset, &too_long))
+			mark_checked(check, part_name);
+	}
+	if (file->has_sha256 &&
+		memcmp(rebuilt.sha256, file->sha256, BK_SHA256_LEN) != 0)
+	{
+		if (task->record->data_checksums || task->record->page_digests)
+			snapshot_problem(check, name,
+							 "snapshot %s, file \"%s\": the file rebuilt "
+							 "through its incremental chain differs from the "
+							 "one the snapshot read",
+							 task->snapshot->id, file->path);
+		else
+		{
+			bk_verify_lock(check->verifier);
+			check->verifier->hint_bit_differences++;
+			bk_verify_unlock(check->verifier);
+		}
+		return FILE_FAILED;
+	}
+	/* Compared with the record: its SHA-256, or its ranges' on the way. */
+	return file->has_sha256 || file->range_count > 0 ? FILE_OK : FILE_FAILED;
+}
+
+static void
+check_snapshot_file(void *arg, BkVerifyWorker *worker, size_t fileIdx)
+{
+	FilesTask *task = arg;
+	const BkSnapFile *file = &task->record->files[fileIdx];
+	char name[BK_OBJECT_NAME_MAX + 1];
+
+	if (task->parent_ok != NULL)
+	{
+		const BkSnapFile *parent_file =
+			bk_snapshot_record_file(task->parent, file->path);
+
+		if (parent_file != NULL &&
+			task->parent_ok[parent_file - task->parent->files] &&
+			same_as_parent(file, parent_file))
+		{
+			task->state[fileIdx] = FILE_AS_PARENT;
+			return;
+		}
+	}
+	if (!file->incremental)
+	{
+		task->state[fileIdx] =
+			check_whole_file(task, worker, file) ? FILE_OK : FILE_FAILED;
+		return;
+	}
+	if (!bk_snapshot_data_name(task->snapshot->id, file->path, name,
+							   sizeof(name)))
+		bk_strlcpy(name, file->path, sizeof(name));
+	task->state[fileIdx] = check_incremental_file(task, worker, file, name);
+}
+
 /* Keyed: every file of the snapshot rebuilt and checked against the record. */
 static void
 check_snapshot_files(SnapshotCheck *check, int index)
 {
 	const BkSnapshot *snapshot = &check->catalog->snapshots[index];
 	BkSnapRecord *record = check->records[index];
-	BkSnapRecord **chain;
-	int chain_len = 0;
+	FilesTask task = {.check = check, .snapshot = snapshot, .record = record};
 	bool *file_ok;
-	const BkSnapRecord *parent = NULL;
-	const bool *parent_ok = NULL; /* NULL: the parent's files not checked */
 	char name[BK_OBJECT_NAME_MAX + 1];
 	char *text;
 	size_t len;
@@ -565,21 +762,20 @@ check_snapshot_files(SnapshotCheck *check, int index)
 	for (int link = index; link >= 0;
 		 link = check->catalog->snapshots[link].parent_index)
 	{
-		if (check->records[link] == NULL || chain_len > check->catalog->count)
+		if (check->records[link] == NULL ||
+			task.chain_len > check->catalog->count)
 			return; /* reported already: parent missing or unreadable */
-		chain_len++;
+		task.chain_len++;
 	}
-	chain = bk_cli_alloc_zero((size_t) chain_len, sizeof(*chain));
-	for (int link = index, slot = chain_len - 1; link >= 0;
+	task.chain =
+		bk_cli_alloc_zero((size_t) task.chain_len, sizeof(*task.chain));
+	for (int link = index, slot = task.chain_len - 1; link >= 0;
 		 link = check->catalog->snapshots[link].parent_index, slot--)
-		chain[slot] = check->records[link];
-	free(check->file_ok[index]);
-	file_ok = bk_cli_alloc_zero(record->file_count, sizeof(bool));
-	check->file_ok[index] = file_ok;
-	if (chain_len > 1)
+		task.chain[slot] = check->records[link];
+	if (task.chain_len > 1)
 	{
-		parent = chain[chain_len - 2];
-		parent_ok = check->file_ok[snapshot->parent_index];
+		task.parent = task.chain[task.chain_len - 2];
+		task.parent_ok = check->file_ok[snapshot->parent_index];
 	}
 
 	/* Label, map and manifest decrypt; the manifest is PostgreSQL's. */
@@ -606,122 +802,22 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		}
 	}
 
+	task.state = bk_cli_alloc_zero(record->file_count, sizeof(uint8_t));
+	bk_verify_parallel(check->verifier, record->file_count, check_snapshot_file,
+					   &task);
+	free(check->file_ok[index]);
+	file_ok = bk_cli_alloc_zero(record->file_count, sizeof(bool));
 	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
 	{
-		const BkSnapFile *file = &record->files[fileIdx];
-		uint8_t digest[BK_SHA256_LEN];
-		BkFileChecksum rebuilt;
-		uint64_t size = 0;
-		uint64_t problems_before = check->problems;
-
-		if (!bk_snapshot_data_name(snapshot->id, file->path, name,
-								   sizeof(name)))
-			bk_strlcpy(name, file->path, sizeof(name));
-		check->files++;
-		check->verifier->snapshot_files++;
-		if (parent_ok != NULL)
-		{
-			const BkSnapFile *parent_file =
-				bk_snapshot_record_file(parent, file->path);
-
-			if (parent_file != NULL && parent_ok[parent_file - parent->files] &&
-				same_as_parent(file, parent_file))
-			{
-				check->files_as_parent++;
-				file_ok[fileIdx] = true;
-				continue;
-			}
-		}
-		if (!file->incremental)
-		{
-			/*
-			 * Sent whole, in one object or one per range: each object's
-			 * digest is its bytes' SHA-256.
-			 */
-			size_t parts = file->range_count > 0 ? file->range_count : 1;
-
-			for (size_t partIdx = 0; partIdx < parts; partIdx++)
-			{
-				const BkSnapRange *range =
-					file->range_count > 0 ? &file->ranges[partIdx] : NULL;
-				uint64_t offset = range != NULL ? range->offset : 0;
-				uint64_t length = range != NULL ? range->length : file->size;
-				const uint8_t *want = range != NULL      ? range->sha256
-									  : file->has_sha256 ? file->sha256
-														 : NULL;
-
-				if (range != NULL &&
-					!bk_snapshot_range_name(snapshot->id, file->path, offset,
-											name, sizeof(name)))
-					bk_strlcpy(name, file->path, sizeof(name));
-				mark_checked(check, name);
-				if (!bk_snapshot_read_object(
-						check->repo, check->verifier->decoder, check->source,
-						name, discard_sink, NULL, digest, &size, &err))
-					snapshot_problem(check, name,
-									 "snapshot %s, file \"%s\": %s",
-									 snapshot->id, file->path, err.message);
-				else if (size != length)
-					snapshot_problem(
-						check, name,
-						"snapshot %s, file \"%s\": %" PRIu64
-						" bytes from %" PRIu64 ", the record says %" PRIu64,
-						snapshot->id, file->path, size, offset, length);
-				else if (want != NULL &&
-						 memcmp(digest, want, BK_SHA256_LEN) != 0)
-					snapshot_problem(check, name,
-									 "snapshot %s, file \"%s\": the SHA-256 of "
-									 "its bytes from %" PRIu64
-									 " differs from the record's",
-									 snapshot->id, file->path, offset);
-			}
-			file_ok[fileIdx] = check->problems == problems_before;
-			continue;
-		}
-		if (ftruncate(check->tmp_fd, 0) != 0 ||
-			!bk_snapshot_rebuild_file(check->repo, check->verifier->decoder,
-									  check->source, chain, chain_len, file,
-									  check->tmp_fd, "(temporary file)", false,
-									  &rebuilt, NULL, &err))
-		{
-			/* Maybe a parent's object: the file's own get their check. */
-			snapshot_problem(check, name, "%s", err.message);
-			continue;
-		}
-		/* Rebuilt: the file's own objects in this snapshot were all read. */
-		for (size_t partIdx = 0;
-			 partIdx < (file->range_count > 0 ? file->range_count : 1);
-			 partIdx++)
-		{
-			char part_name[BK_OBJECT_NAME_MAX + 1];
-			uint64_t offset;
-			bool too_long;
-
-			if (file_part_name(snapshot->id, file, partIdx, part_name,
-							   sizeof(part_name), &offset, &too_long))
-				mark_checked(check, part_name);
-		}
-		if (file->has_sha256 &&
-			memcmp(rebuilt.sha256, file->sha256, BK_SHA256_LEN) != 0)
-		{
-			if (record->data_checksums || record->page_digests)
-				snapshot_problem(check, name,
-								 "snapshot %s, file \"%s\": the file rebuilt "
-								 "through its incremental chain differs from "
-								 "the one the snapshot read",
-								 snapshot->id, file->path);
-			else
-				check->verifier->hint_bit_differences++;
-			continue;
-		}
-		/* Compared with the record: its SHA-256, or its ranges' on the way. */
-		file_ok[fileIdx] = file->has_sha256 || file->range_count > 0;
+		file_ok[fileIdx] = task.state[fileIdx] != FILE_FAILED;
+		if (task.state[fileIdx] == FILE_AS_PARENT)
+			check->files_as_parent++;
 	}
-	if (ftruncate(check->tmp_fd, 0) != 0)
-		snapshot_problem(check, snapshot->id,
-						 "could not truncate a temporary "
-						 "file");
-	free(chain);
+	check->file_ok[index] = file_ok;
+	check->files += record->file_count;
+	check->verifier->snapshot_files += record->file_count;
+	free(task.state);
+	free(task.chain);
 }
 
 /* A copy of a snapshot object that arrived with different content. */
@@ -779,25 +875,6 @@ load_chain_records(SnapshotCheck *check, int index)
 	free(in_chain);
 }
 
-static int
-open_scratch(void)
-{
-	const char *tmp_root = getenv("TMPDIR");
-	char path[4096];
-	int fd;
-
-	if (tmp_root == NULL || tmp_root[0] == '\0')
-		tmp_root = "/tmp";
-	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	snprintf(path, sizeof(path), "%s/bk-verify.XXXXXX", tmp_root);
-	fd = mkstemp(path);
-	if (fd >= 0)
-		unlink(path);
-	return fd;
-}
-
 static bool
 verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				 BkError *err)
@@ -806,12 +883,10 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	SnapshotCheck check = {.verifier = verifier,
 						   .repo = repo,
 						   .source = source,
-						   .catalog = &catalog,
-						   .tmp_fd = -1};
+						   .catalog = &catalog};
 	bool ok = false;
 	char prefix[BK_SNAPSHOT_ID_MAX + 2];
 
-	verifier->snapshot_list = json_array();
 	if (!bk_snapshot_catalog_load(repo, source, verifier->decoder, &catalog,
 								  err))
 		return false;
@@ -819,10 +894,12 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
 	check.file_ok =
 		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(bool *));
-	if (verifier->ring != NULL && catalog.count > 0)
+	/* Where files are rebuilt: said now rather than for every file. */
+	if (verifier->ring != NULL && catalog.count > 0 &&
+		verifier->workers[0].scratch_fd < 0)
 	{
-		check.tmp_fd = open_scratch();
-		if (check.tmp_fd < 0)
+		verifier->workers[0].scratch_fd = open_scratch();
+		if (verifier->workers[0].scratch_fd < 0)
 		{
 			free(check.records);
 			free(check.file_ok);
@@ -835,7 +912,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
 	{
 		BkSnapshot *snapshot = &catalog.snapshots[snapIdx];
-		uint64_t problems_before = check.problems;
+		uint64_t problems_before = verifier->problems;
 		uint64_t objects_before = check.objects;
 		uint64_t files_before = check.files;
 		uint64_t as_parent_before = check.files_as_parent;
@@ -928,7 +1005,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				check_snapshot_files(&check, snapIdx);
 			}
 		}
-		check_unread_objects(&check);
+		bk_verify_parallel(verifier, check.listed_count, check_unread_object,
+						   &check);
 		as_parent = check.files_as_parent - as_parent_before;
 		if (verifier->json)
 			json_array_append_new(
@@ -941,7 +1019,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					"objects", (json_int_t) (check.objects - objects_before),
 					"files_checked", (json_int_t) (check.files - files_before),
 					"files_unchanged_since_parent", (json_int_t) as_parent,
-					"ok", check.problems == problems_before));
+					"ok", verifier->problems == problems_before));
 		else if (snapshot->has_record && as_parent > 0)
 			printf("  snapshot %s: %" PRIu64 " objects checked%s, %" PRIu64
 				   " files rebuilt, %" PRIu64
@@ -950,14 +1028,16 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				   verifier->ring ? " and decrypted" : "",
 				   check.files - files_before - as_parent, as_parent,
 				   catalog.snapshots[snapshot->parent_index].id,
-				   check.problems == problems_before ? "OK" : "PROBLEMS FOUND");
+				   verifier->problems == problems_before ? "OK"
+														 : "PROBLEMS FOUND");
 		else if (snapshot->has_record)
 			printf("  snapshot %s: %" PRIu64 " objects checked%s, %" PRIu64
 				   " files rebuilt: %s\n",
 				   snapshot->id, check.objects - objects_before,
 				   verifier->ring ? " and decrypted" : "",
 				   check.files - files_before,
-				   check.problems == problems_before ? "OK" : "PROBLEMS FOUND");
+				   verifier->problems == problems_before ? "OK"
+														 : "PROBLEMS FOUND");
 	}
 	ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_SNAPSHOT, "",
 					  true, report_snapshot_conflict, &check, err);
@@ -971,8 +1051,6 @@ fail:
 	}
 	free(check.records);
 	free(check.file_ok);
-	if (check.tmp_fd >= 0)
-		close(check.tmp_fd);
 	bk_snapshot_catalog_free(&catalog);
 	return ok;
 }
@@ -984,28 +1062,49 @@ typedef struct WalCheck
 	const BkRepo *repo;
 	const char *source;
 	const BkWalCatalog *catalog;
-	ObjectReport *report;
+	char **names; /* listed, checked by bk_verify_parallel */
+	size_t name_count;
+	size_t name_cap;
+	/* Under the verifier's lock: */
 	uint64_t majority_sysid;
 	uint64_t sysid_mismatches;
 	char first_foreign[BK_OBJECT_NAME_MAX + 1];
 } WalCheck;
 
 static bool
-check_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
+collect_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 {
 	WalCheck *check = arg;
-	ObjectReport *report = check->report;
-	char sysid[32];
 
 	if (entry->is_prefix)
 		return true;
-	check_object(check->verifier, check->repo, BK_REPO_ARCHIVE, check->source,
-				 entry->name, entry->name, report);
+	if (check->name_count == check->name_cap)
+	{
+		check->name_cap = check->name_cap ? 2 * check->name_cap : 256;
+		check->names = bk_cli_realloc(check->names,
+									  check->name_cap * sizeof(*check->names));
+	}
+	check->names[check->name_count++] = bk_cli_strdup(entry->name);
+	return true;
+}
+
+static void
+check_wal_object(void *arg, BkVerifyWorker *worker, size_t index)
+{
+	WalCheck *check = arg;
+	const char *name = check->names[index];
+	ObjectReport *report = bk_cli_alloc_zero(1, sizeof(*report));
+	char sysid[32];
+
+	check_object(check->verifier, worker->decoder, check->repo, BK_REPO_ARCHIVE,
+				 check->source, name, name, report);
 	if (!report->ok)
 	{
-		bk_verify_problem(check->verifier, entry->name, "%s", report->problem);
-		return true;
+		bk_verify_problem(check->verifier, name, "%s", report->problem);
+		free(report);
+		return;
 	}
+	bk_verify_lock(check->verifier);
 	if (report->decrypted && report->page_seg_size != 0)
 		check->majority_sysid = report->page_sysid;
 	/* Every WAL object of a source is of one database system. */
@@ -1014,9 +1113,9 @@ check_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 					"system-identifier", sysid, sizeof(sysid)) &&
 		strcmp(sysid, check->catalog->system_identifier) != 0 &&
 		check->sysid_mismatches++ == 0)
-		bk_strlcpy(check->first_foreign, entry->name,
-				   sizeof(check->first_foreign));
-	return true;
+		bk_strlcpy(check->first_foreign, name, sizeof(check->first_foreign));
+	bk_verify_unlock(check->verifier);
+	free(report);
 }
 
 /* What the catalog says is missing, and histories it could not read. */
@@ -1107,15 +1206,16 @@ bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		.verifier = verifier, .repo = repo, .source = source};
 	bool ok;
 
-	check.report = bk_cli_alloc_zero(1, sizeof(*check.report));
 	if (!bk_wal_catalog_load(repo, source, verifier->decoder, &catalog, err))
-	{
-		free(check.report);
 		return false;
-	}
 	ok = bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
-					  check_wal_object, &check, err);
-	free(check.report);
+					  collect_wal_object, &check, err);
+	if (ok)
+		bk_verify_parallel(verifier, check.name_count, check_wal_object,
+						   &check);
+	for (size_t nameIdx = 0; nameIdx < check.name_count; nameIdx++)
+		free(check.names[nameIdx]);
+	free(check.names);
 	if (ok)
 	{
 		check_wal_catalog(verifier, &catalog);

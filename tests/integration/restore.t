@@ -214,6 +214,9 @@ like "$out" "snapshot $snap2: [0-9]+ objects checked and decrypted, [1-9][0-9]* 
     "including the files of the incremental snapshot, through its chain (not again those its parent checked)"
 "$BK" verify --config "$dir/keyless.conf" --source "$source_id" >"$dir/verify-keyless.log" 2>&1
 is $? 0 "bk verify without a key checks structure, CRCs and completeness"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 0 2>&1)"
+is $? 2 "bk verify --jobs 0 is a usage error"
+like "$out" "--jobs must be from 1 to 64, not \"0\"" "naming the range"
 
 # ---- restore to each moment and compare
 restore_and_check() { # NAME EXPECTED-SNAPSHOT DIGEST-OF DESCRIPTION [bk restore options]

@@ -761,7 +761,7 @@ crc_victim_name="${crc_victim#"$repo_files/$source_id/snapshot/"}"
 cp "$crc_victim" "$dir/stray-copy"
 "$ROOT/tests/lib/tamper_frame.py" --crc-only "$dir/stray-copy"
 cp "$dir/stray-copy" "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
-out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 1 2>&1)"
 is $? 4 "bk verify fails on a frame whose CRC alone is damaged"
 like "$out" "PROBLEM $crc_victim_name: .*frame checksum mismatch" \
     "naming the object and the checksum" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
@@ -769,6 +769,11 @@ like "$out" "PROBLEM $incr/data/bk_stray_object: .* not the one its name says" \
     "and checks an object the snapshot's record does not name"
 like "$out" "snapshot $incr: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt(, [0-9]+ unchanged since snapshot $full \\(checked there\\))?: PROBLEMS FOUND" \
     "and says the snapshot has problems"
+# The same findings whatever the number of threads (each object's problem
+# is one line; their order is not fixed).
+out4="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 4 2>&1)"
+is $? 4 "bk verify --jobs 4 fails too"
+is "$(sort <<<"$out4")" "$(sort <<<"$out")" "and reports exactly what --jobs 1 does"
 "$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
 rm -f "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
 

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -499,6 +500,27 @@ bk_cli_alloc(size_t size)
 	if (block == NULL)
 		out_of_memory(size);
 	return block;
+}
+
+int
+bk_cli_open_scratch(const char **dir)
+{
+	const char *tmp_root = getenv("TMPDIR");
+	char path[4096];
+	int fd;
+
+	if (tmp_root == NULL || tmp_root[0] == '\0')
+		tmp_root = "/tmp";
+	if (dir != NULL)
+		*dir = tmp_root;
+	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "%s/bk-scratch.XXXXXX", tmp_root);
+	fd = mkstemp(path);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
 }
 
 void *

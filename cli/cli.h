@@ -125,6 +125,13 @@ extern void *bk_cli_alloc_zero(size_t count, size_t size);
 extern void *bk_cli_realloc(void *block, size_t size);
 extern char *bk_cli_strdup(const char *text);
 
+/*
+ * A temporary file in $TMPDIR (default /tmp), gone when closed: O_TMPFILE,
+ * or a file unlinked at once where that is not supported.  -1 (errno set)
+ * on failure; *dir (may be NULL) gets the directory, for messages.
+ */
+extern int bk_cli_open_scratch(const char **dir);
+
 /* Print a usage error ("bk init: unknown option ...") and return BK_EXIT_USAGE. */
 extern int bk_cli_usage_error(const char *program, const char *fmt, ...)
 	BK_PRINTF(2, 3);

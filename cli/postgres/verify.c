@@ -38,7 +38,6 @@
  * of a snapshot and its unread objects are checked by --jobs threads.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -546,26 +545,6 @@ same_as_parent(const BkSnapFile *file, const BkSnapFile *parent_file)
 	return true;
 }
 
-/* A temporary file, gone when closed. */
-static int
-open_scratch(void)
-{
-	const char *tmp_root = getenv("TMPDIR");
-	char path[4096];
-	int fd;
-
-	if (tmp_root == NULL || tmp_root[0] == '\0')
-		tmp_root = "/tmp";
-	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	snprintf(path, sizeof(path), "%s/bk-verify.XXXXXX", tmp_root);
-	fd = mkstemp(path);
-	if (fd >= 0)
-		unlink(path);
-	return fd;
-}
-
 /* How a snapshot's file came out (FilesTask.state). */
 typedef enum FileState
 {
@@ -654,13 +633,16 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 
 	if (worker->scratch_fd < 0)
 	{
-		worker->scratch_fd = open_scratch();
+		const char *tmp_root;
+
+		worker->scratch_fd = bk_cli_open_scratch(&tmp_root);
 		if (worker->scratch_fd < 0)
 		{
 			snapshot_problem(check, name,
 							 "snapshot %s, file \"%s\": could not create a "
-							 "temporary file to rebuild it in (TMPDIR): %s",
-							 task->snapshot->id, file->path, strerror(errno));
+							 "temporary file in %s to rebuild it in: %s",
+							 task->snapshot->id, file->path, tmp_root,
+							 strerror(errno));
 			return FILE_FAILED;
 		}
 	}
@@ -898,15 +880,17 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	if (verifier->ring != NULL && catalog.count > 0 &&
 		verifier->workers[0].scratch_fd < 0)
 	{
-		verifier->workers[0].scratch_fd = open_scratch();
+		const char *tmp_root;
+
+		verifier->workers[0].scratch_fd = bk_cli_open_scratch(&tmp_root);
 		if (verifier->workers[0].scratch_fd < 0)
 		{
 			free(check.records);
 			free(check.file_ok);
 			bk_snapshot_catalog_free(&catalog);
 			return bk_error_set(err, BK_ERR_IO,
-								"could not create a temporary file: %s",
-								strerror(errno));
+								"could not create a temporary file in %s: %s",
+								tmp_root, strerror(errno));
 		}
 	}
 	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)

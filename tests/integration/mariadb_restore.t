@@ -445,6 +445,14 @@ victim="$dir/repo-bad/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}"
 out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-bad" --source "$source_id" 2>&1)"
 is $? 4 "bk verify finds the corrupted range (exit 4)"
 like "$out" "$first_m3_file/$(basename "${ranges[1]}")" "... and names it" || diag "$out"
+# With the key verify reads each range once, decrypting it: a CRC-32C that
+# alone is damaged (the tag still holds) must be found all the same.
+cp -a "$repo" "$dir/repo-crc"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$dir/repo-crc/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}")"
+out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-crc" --source "$source_id" 2>&1)"
+is $? 4 "bk verify finds a range whose CRC alone is damaged (exit 4)"
+like "$out" "$first_m3_file/$(basename "${ranges[1]}").*frame checksum mismatch" "... and names it and the checksum" || diag "$out"
+rm -rf "$dir/repo-crc"
 target_reset
 out="$(restore --repo "$dir/repo-bad" --target-position "$(cat "$dir/m3.position")" 2>&1)"
 is $? 4 "bk restore refuses the corrupted range (exit 4)"

@@ -32,7 +32,8 @@
  *
  * With the key every object is read once: its decoder checks every frame's
  * CRC as well, so decrypting it finds all its keyless check would, and only
- * objects nothing decrypted (no record names them) get a keyless read.  An
+ * objects nothing decrypted (no record names them, or a rebuild failed
+ * before reaching them) get a keyless read.  An
  * incremental file unchanged since its parent, whose copy was found good in
  * this run, is not rebuilt again (same_as_parent).  WAL objects, the files
  * of a snapshot and its unread objects are checked by --jobs threads.
@@ -548,7 +549,7 @@ same_as_parent(const BkSnapFile *file, const BkSnapFile *parent_file)
 /* How a snapshot's file came out (FilesTask.state). */
 typedef enum FileState
 {
-	FILE_FAILED = 0, /* a problem, or nothing to compare with */
+	FILE_FAILED = 0, /* a problem, or an incremental with nothing to compare */
 	FILE_OK,         /* rebuilt or read, and what the record says */
 	FILE_AS_PARENT,  /* unchanged since the parent, whose copy was checked */
 } FileState;

@@ -502,17 +502,21 @@ bk_cli_alloc(size_t size)
 	return block;
 }
 
-int
-bk_cli_open_scratch(const char **dir)
+const char *
+bk_cli_scratch_dir(void)
 {
 	const char *tmp_root = getenv("TMPDIR");
+
+	return tmp_root == NULL || tmp_root[0] == '\0' ? "/tmp" : tmp_root;
+}
+
+int
+bk_cli_open_scratch(void)
+{
+	const char *tmp_root = bk_cli_scratch_dir();
 	char path[4096];
 	int fd;
 
-	if (tmp_root == NULL || tmp_root[0] == '\0')
-		tmp_root = "/tmp";
-	if (dir != NULL)
-		*dir = tmp_root;
 	fd = open(tmp_root, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd >= 0)
 		return fd;

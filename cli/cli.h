@@ -125,12 +125,15 @@ extern void *bk_cli_alloc_zero(size_t count, size_t size);
 extern void *bk_cli_realloc(void *block, size_t size);
 extern char *bk_cli_strdup(const char *text);
 
+/* Where temporary files go: $TMPDIR, default /tmp. */
+extern const char *bk_cli_scratch_dir(void);
+
 /*
- * A temporary file in $TMPDIR (default /tmp), gone when closed: O_TMPFILE,
+ * A temporary file in bk_cli_scratch_dir(), gone when closed: O_TMPFILE,
  * or a file unlinked at once where that is not supported.  -1 (errno set)
- * on failure; *dir (may be NULL) gets the directory, for messages.
+ * on failure.
  */
-extern int bk_cli_open_scratch(const char **dir);
+extern int bk_cli_open_scratch(void);
 
 /* Print a usage error ("bk init: unknown option ...") and return BK_EXIT_USAGE. */
 extern int bk_cli_usage_error(const char *program, const char *fmt, ...)

@@ -160,6 +160,31 @@ bk_verify_conflict(BkVerifier *verifier, const char *object,
 }
 
 void
+bk_verify_local_failure(BkVerifier *verifier, const BkError *err)
+{
+	bk_verify_lock(verifier);
+	if (!verifier->local_failed)
+	{
+		verifier->local_failed = true;
+		verifier->local_error = *err;
+	}
+	bk_verify_unlock(verifier);
+}
+
+bool
+bk_verify_local_failed(BkVerifier *verifier, BkError *err)
+{
+	bool failed;
+
+	bk_verify_lock(verifier);
+	failed = verifier->local_failed;
+	if (failed && err != NULL)
+		*err = verifier->local_error;
+	bk_verify_unlock(verifier);
+	return failed;
+}
+
+void
 bk_verify_lock(BkVerifier *verifier)
 {
 	pthread_mutex_lock(&verifier->lock);

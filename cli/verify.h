@@ -48,6 +48,13 @@ typedef struct BkVerifier
 	json_t *snapshot_list;
 	uint64_t snapshot_files; /* rebuilt and checked */
 	uint64_t hint_bit_differences;
+	/*
+	 * The first failure of this host rather than of the archive (a
+	 * temporary file it could not write), under the lock: the engine stops
+	 * and returns it as its error.
+	 */
+	bool local_failed;
+	BkError local_error;
 } BkVerifier;
 
 /* A problem with object (a name), said as the output format wants. */
@@ -64,6 +71,14 @@ extern void bk_verify_note(BkVerifier *verifier, const char *object,
 /* Two copies of object: the verdict, and the copies' details (JSON). */
 extern void bk_verify_conflict(BkVerifier *verifier, const char *object,
 							   const char *verdict, json_t *copies);
+
+/*
+ * Record a failure of this host (not a problem of the archive); only the
+ * first is kept.  bk_verify_local_failed says whether one was recorded,
+ * and copies it into err.
+ */
+extern void bk_verify_local_failure(BkVerifier *verifier, const BkError *err);
+extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
 
 extern void bk_verify_lock(BkVerifier *verifier);
 extern void bk_verify_unlock(BkVerifier *verifier);

@@ -129,11 +129,14 @@ bool
 mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 					   BkDecoder *decoder, const BinlogFile *file, int fd,
 					   const char *tmp_path, uint64_t *events,
-					   BkBinlogEventFn fn, void *arg, BkError *err)
+					   BkBinlogEventFn fn, void *arg, bool *fd_failed,
+					   BkError *err)
 {
 	RebuildState rebuilt = {BK_BINLOG_CHECKSUM_OFF, 0, fn, arg};
 	RebuildState *state = &rebuilt;
 
+	if (fd_failed != NULL)
+		*fd_failed = false;
 	for (int pass = 0; pass < 2; pass++)
 	{
 		for (int idx = 0; idx < file->range_count; idx++)
@@ -164,8 +167,14 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 			{
 				ok = bk_binlog_walk(file->name, range->start, data, len,
 									&state->checksum_alg, visit_event, state,
-									err) &&
-					 bk_pwrite_all(fd, data, len, range->start, tmp_path, err);
+									err);
+				if (ok &&
+					!bk_pwrite_all(fd, data, len, range->start, tmp_path, err))
+				{
+					ok = false;
+					if (fd_failed != NULL)
+						*fd_failed = true;
+				}
 			}
 			else
 			{
@@ -182,10 +191,14 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 									  range->name, file->covered_end);
 				else if (pread(fd, have, len, (off_t) range->start) !=
 						 (ssize_t) len)
+				{
 					ok = bk_error_set(err, BK_ERR_IO,
 									  "could not read back"
 									  " \"%s\": %s",
 									  tmp_path, strerror(errno));
+					if (fd_failed != NULL)
+						*fd_failed = true;
+				}
 				else if (memcmp(have, data, len) != 0)
 					ok = bk_error_set(err, BK_ERR_CONFLICT,
 									  "binlog range %s differs from the other"
@@ -272,7 +285,7 @@ mariadb_binlog_write(const BkRepo *repo, const char *source, BkDecoder *decoder,
 		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
 							tmp_path, strerror(errno));
 	ok = mariadb_binlog_rebuild(repo, source, decoder, file, fd, tmp_path,
-								events, NULL, NULL, err);
+								events, NULL, NULL, NULL, err);
 	if (ok && fsync(fd) != 0)
 		ok = bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s",
 						  tmp_path, strerror(errno));

@@ -568,26 +568,38 @@ has_resent_range(const BinlogFile *file)
  * Rebuild file as bk restore does, in a scratch file: a range sent again
  * must equal the bytes of the chain it overlaps, or the restore fails
  * (two histories of the file: a server crash with sync_binlog=0 rewrote
- * its tail).  False (err set) only when no scratch file can be made.
+ * its tail).  False (err set) only when the scratch file fails (this
+ * host's failure, not the archive's).
  */
 static bool
 check_resent_ranges(BkVerifier *verifier, const BkRepo *repo,
 					const char *source, const BinlogFile *file, BkError *err)
 {
-	const char *tmp_root;
 	uint64_t events;
 	BkError problem;
-	int fd = bk_cli_open_scratch(&tmp_root);
+	bool scratch_failed;
+	int fd = bk_cli_open_scratch();
 
 	if (fd < 0)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not create a temporary file in %s: %s",
-							tmp_root, strerror(errno));
+							bk_cli_scratch_dir(), strerror(errno));
 	bk_error_clear(&problem);
 	if (!mariadb_binlog_rebuild(repo, source, verifier->decoder, file, fd,
 								"(temporary file)", &events, NULL, NULL,
-								&problem))
+								&scratch_failed, &problem))
+	{
+		if (scratch_failed)
+		{
+			close(fd);
+			*err = problem;
+			return bk_error_prefix(err,
+								   "could not rebuild binlog \"%s\" "
+								   "to check it (TMPDIR=%s): ",
+								   file->name, bk_cli_scratch_dir());
+		}
 		bk_verify_problem(verifier, file->name, "%s", problem.message);
+	}
 	close(fd);
 	return true;
 }

@@ -27,12 +27,15 @@ extern bool mariadb_snapshot_check(const BkRepo *repo, const char *source,
  * the chain from 0 to file->covered_end, every chunk authenticated, every
  * event walked (position, CRC-32) and passed to fn when not NULL; then
  * every range sent again compared with the bytes it overlaps.  Ranges past
- * a gap are left out.  *events counts the events.
+ * a gap are left out.  *events counts the events.  *fd_failed (may be
+ * NULL) says whether a failure was fd's (writing or reading it back) rather
+ * than the archive's.
  */
 extern bool mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 								   BkDecoder *decoder, const BinlogFile *file,
 								   int fd, const char *path, uint64_t *events,
-								   BkBinlogEventFn fn, void *arg, BkError *err);
+								   BkBinlogEventFn fn, void *arg,
+								   bool *fd_failed, BkError *err);
 
 /*
  * bk binlog-get's work: rebuild file (mariadb_binlog_rebuild) into a new

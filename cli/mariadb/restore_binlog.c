@@ -615,7 +615,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		scan.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
 		ok = mariadb_binlog_rebuild(r->ctx.repo, r->source, r->ctx.decoder,
 									file, fd, replay->path, &events, scan_event,
-									&scan, err);
+									&scan, NULL, err);
 		close(fd);
 		if (!ok || (scan.first && !scan.snapshot_checked &&
 					!check_snapshot_point(&scan, file->covered_end, err)))

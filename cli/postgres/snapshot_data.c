@@ -707,6 +707,7 @@ typedef struct FileWriter
 	uint64_t offset;   /* where buf[0] goes */
 	uint64_t wb_start; /* the run written since writeback last started */
 	uint64_t wb_end;
+	bool failed; /* a write to fd failed */
 } FileWriter;
 
 static void
@@ -733,7 +734,10 @@ writer_flush(FileWriter *writer, BkError *err)
 		return true;
 	if (!bk_pwrite_all(writer->fd, writer->buf, writer->len, writer->offset,
 					   writer->path, err))
+	{
+		writer->failed = true;
 		return false;
+	}
 	writer_wrote(writer, writer->offset, writer->len);
 	writer->offset += writer->len;
 	writer->len = 0;
@@ -756,7 +760,10 @@ writer_write(FileWriter *writer, const uint8_t *data, size_t len,
 		{
 			if (!bk_pwrite_all(writer->fd, data, len, offset, writer->path,
 							   err))
+			{
+				writer->failed = true;
 				return false;
+			}
 			writer_wrote(writer, offset, len);
 			return true;
 		}
@@ -1178,7 +1185,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 						 int chain_len, const BkSnapFile *file, int fd,
 						 const char *fd_path, bool writeback,
 						 BkFileChecksum *sum, uint64_t *bytes_read,
-						 BkError *err)
+						 bool *fd_failed, BkError *err)
 {
 	const BkSnapRecord *target = chain[chain_len - 1];
 	int base = chain_len - 1;
@@ -1196,6 +1203,8 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	uint64_t largest;
 	bool ok = false;
 
+	if (fd_failed != NULL)
+		*fd_failed = false;
 	/* Down the chain to the snapshot that sent this file whole. */
 	while (entry->incremental)
 	{
@@ -1226,7 +1235,9 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	{
 		bk_error_set(err, BK_ERR_IO, "could not truncate \"%s\": %s", fd_path,
 					 strerror(errno));
-		return rebuild_failed(err, target->id, file->path);
+		writer.failed = true;
+		rebuild_failed(err, target->id, file->path);
+		goto done;
 	}
 	/* Sent in ranges, and restored from them alone: its CRC as written. */
 	memset(sum, 0, sizeof(*sum));
@@ -1255,6 +1266,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 		{
 			bk_error_set(err, BK_ERR_IO, "could not resize \"%s\": %s", fd_path,
 						 strerror(errno));
+			writer.failed = true;
 			rebuild_failed(err, chain[step]->id, file->path);
 			goto done;
 		}
@@ -1273,6 +1285,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 
 		if (!bk_snapshot_file_hash(fd, fd_path, file, sum, &matches, err))
 		{
+			writer.failed = true;
 			rebuild_failed(err, target->id, file->path);
 			goto done;
 		}
@@ -1288,6 +1301,8 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	}
 	ok = true;
 done:
+	if (fd_failed != NULL)
+		*fd_failed = writer.failed;
 	free(writer.buf);
 	return ok;
 }

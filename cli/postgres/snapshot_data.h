@@ -200,7 +200,9 @@ extern bool bk_snapshot_path_safe(const char *path);
  * it is written (sync_file_range), nothing waits for it: the caller
  * fsyncs.  A file of the target snapshot sent in ranges is checked here,
  * range by range, against the record (the caller has no SHA-256 of the
- * whole to compare: has_sha256 is false).
+ * whole to compare: has_sha256 is false).  *fd_failed (may be NULL) says
+ * whether a failure was fd's (writing, resizing or reading it back) rather
+ * than the repository's or its data's.
  */
 extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 									 const char *source,
@@ -208,7 +210,7 @@ extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 									 const BkSnapFile *file, int fd,
 									 const char *fd_path, bool writeback,
 									 BkFileChecksum *sum, uint64_t *bytes_read,
-									 BkError *err);
+									 bool *fd_failed, BkError *err);
 
 /* SHA-256 of a file's first size bytes (fails if shorter). */
 extern bool bk_sha256_fd(int fd, const char *path, uint8_t out[BK_SHA256_LEN],

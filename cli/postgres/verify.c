@@ -381,6 +381,7 @@ typedef struct SnapshotCheck
 	uint64_t objects;
 	uint64_t files;
 	uint64_t files_as_parent; /* of those, unchanged since a checked parent */
+	const char *scratch_dir;  /* where the workers' scratch files are */
 } SnapshotCheck;
 
 static void snapshot_problem(SnapshotCheck *check, const char *object,
@@ -622,6 +623,44 @@ check_whole_file(FilesTask *task, BkVerifyWorker *worker,
 	return good;
 }
 
+/*
+ * After an incremental file failed to rebuild: its own objects in this
+ * snapshot, each read with the key and reported if it fails.  False when
+ * none failed, and the cause is in a parent.
+ */
+static bool
+report_own_objects(FilesTask *task, BkVerifyWorker *worker,
+				   const BkSnapFile *file)
+{
+	SnapshotCheck *check = task->check;
+	bool found = false;
+
+	for (size_t partIdx = 0;
+		 partIdx < (file->range_count > 0 ? file->range_count : 1); partIdx++)
+	{
+		char part_name[BK_OBJECT_NAME_MAX + 1];
+		uint64_t offset;
+		uint64_t size = 0;
+		bool too_long;
+		BkError err;
+
+		if (!file_part_name(task->snapshot->id, file, partIdx, part_name,
+							sizeof(part_name), &offset, &too_long) ||
+			find_listed(check, part_name) == NULL)
+			continue; /* missing ones are reported with the record */
+		mark_checked(check, part_name);
+		if (!bk_snapshot_read_object(check->repo, worker->decoder,
+									 check->source, part_name, discard_sink,
+									 NULL, NULL, &size, &err))
+		{
+			snapshot_problem(check, part_name, "snapshot %s, file \"%s\": %s",
+							 task->snapshot->id, file->path, err.message);
+			found = true;
+		}
+	}
+	return found;
+}
+
 /* An incremental file, rebuilt through its chain in the worker's scratch. */
 static FileState
 check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
@@ -631,37 +670,40 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 	BkFileChecksum rebuilt;
 	BkError err;
 	bool rebuilt_ok;
+	bool scratch_failed;
 
-	if (worker->scratch_fd < 0)
-	{
-		const char *tmp_root;
-
-		worker->scratch_fd = bk_cli_open_scratch(&tmp_root);
-		if (worker->scratch_fd < 0)
-		{
-			snapshot_problem(check, name,
-							 "snapshot %s, file \"%s\": could not create a "
-							 "temporary file in %s to rebuild it in: %s",
-							 task->snapshot->id, file->path, tmp_root,
-							 strerror(errno));
-			return FILE_FAILED;
-		}
-	}
+	/* This host's disk failed: the run stops, nothing more to learn. */
+	if (bk_verify_local_failed(check->verifier, NULL))
+		return FILE_FAILED;
 	rebuilt_ok = bk_snapshot_rebuild_file(
 		check->repo, worker->decoder, check->source, task->chain,
 		task->chain_len, file, worker->scratch_fd, "(temporary file)", false,
-		&rebuilt, NULL, &err);
+		&rebuilt, NULL, &scratch_failed, &err);
 	/* Its bytes are not kept: jobs files' worth of disk at most. */
-	if (ftruncate(worker->scratch_fd, 0) != 0 && rebuilt_ok)
+	if (!scratch_failed && ftruncate(worker->scratch_fd, 0) != 0)
 	{
-		snapshot_problem(check, name, "could not truncate a temporary file: %s",
-						 strerror(errno));
+		bk_error_set(&err, BK_ERR_IO,
+					 "could not truncate a temporary file in %s: %m",
+					 check->scratch_dir);
+		scratch_failed = true;
+	}
+	if (scratch_failed)
+	{
+		bk_error_prefix(&err,
+						"could not rebuild files to check them "
+						"(TMPDIR=%s): ",
+						check->scratch_dir);
+		bk_verify_local_failure(check->verifier, &err);
 		return FILE_FAILED;
 	}
 	if (!rebuilt_ok)
 	{
-		/* Maybe a parent's object: the file's own get their check. */
-		snapshot_problem(check, name, "%s", err.message);
+		/*
+		 * Said once: by the damaged object of its own if it has one, else
+		 * here (a parent's object, reported with the parent too).
+		 */
+		if (!report_own_objects(task, worker, file))
+			snapshot_problem(check, name, "%s", err.message);
 		return FILE_FAILED;
 	}
 	/* Rebuilt: the file's own objects in this snapshot were all read. */
@@ -877,21 +919,27 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(BkSnapRecord *));
 	check.file_ok =
 		bk_cli_alloc_zero((size_t) catalog.count + 1, sizeof(bool *));
-	/* Where files are rebuilt: said now rather than for every file. */
-	if (verifier->ring != NULL && catalog.count > 0 &&
-		verifier->workers[0].scratch_fd < 0)
+	/*
+	 * Every worker's scratch file, made now: one that cannot be is this
+	 * host's failure, said once, not a problem of each file it would hold.
+	 */
+	check.scratch_dir = bk_cli_scratch_dir();
+	for (int jobIdx = 0; verifier->ring != NULL && catalog.count > 0 &&
+						 jobIdx < (verifier->jobs < 1 ? 1 : verifier->jobs);
+		 jobIdx++)
 	{
-		const char *tmp_root;
-
-		verifier->workers[0].scratch_fd = bk_cli_open_scratch(&tmp_root);
-		if (verifier->workers[0].scratch_fd < 0)
+		if (verifier->workers[jobIdx].scratch_fd >= 0)
+			continue;
+		verifier->workers[jobIdx].scratch_fd = bk_cli_open_scratch();
+		if (verifier->workers[jobIdx].scratch_fd < 0)
 		{
-			free(check.records);
-			free(check.file_ok);
-			bk_snapshot_catalog_free(&catalog);
-			return bk_error_set(err, BK_ERR_IO,
-								"could not create a temporary file in %s: %s",
-								tmp_root, strerror(errno));
+			bk_error_set(err, BK_ERR_IO,
+						 "could not create a temporary file in %s to rebuild "
+						 "files in: %s",
+						 check.scratch_dir, strerror(errno));
+			bk_error_hint(err, "Set TMPDIR to a writable directory with "
+							   "room for the largest files.");
+			goto fail;
 		}
 	}
 	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
@@ -988,6 +1036,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					}
 				}
 				check_snapshot_files(&check, snapIdx);
+				if (bk_verify_local_failed(verifier, err))
+					goto fail;
 			}
 		}
 		bk_verify_parallel(verifier, check.listed_count, check_unread_object,

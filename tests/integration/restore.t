@@ -217,6 +217,24 @@ is $? 0 "bk verify without a key checks structure, CRCs and completeness"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 0 2>&1)"
 is $? 2 "bk verify --jobs 0 is a usage error"
 like "$out" "--jobs must be from 1 to 64, not \"0\"" "naming the range"
+# This host's temporary space failing is not damage in the archive: a
+# run-time error (exit 5) naming TMPDIR, never a PROBLEM (exit 4).
+out="$(TMPDIR="$dir/no-such-dir" "$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 3 2>&1)"
+is $? 5 "bk verify with a TMPDIR it cannot write to fails with exit 5"
+like "$out" "could not create a temporary file in $dir/no-such-dir to rebuild files in" \
+    "naming the directory"
+unlike "$out" "PROBLEM" "and reporting no problem of the archive"
+mkdir -p "$dir/tiny-tmp"
+if mount -t tmpfs -o size=16k bk-tiny-tmp "$dir/tiny-tmp" 2>/dev/null; then
+    out="$(TMPDIR="$dir/tiny-tmp" "$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+    is $? 5 "bk verify whose TMPDIR fills up while it rebuilds a file fails with exit 5"
+    like "$out" "could not rebuild files to check them \\(TMPDIR=$dir/tiny-tmp\\): .*No space left on device" \
+        "naming TMPDIR and the cause"
+    unlike "$out" "PROBLEM" "and reporting no problem of the archive"
+    umount "$dir/tiny-tmp"
+else
+    skip "bk verify with a full TMPDIR" "cannot mount a 16 kB tmpfs here (not root?)"
+fi
 
 # ---- restore to each moment and compare
 restore_and_check() { # NAME EXPECTED-SNAPSHOT DIGEST-OF DESCRIPTION [bk restore options]

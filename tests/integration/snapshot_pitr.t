@@ -765,6 +765,7 @@ out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 1 2>&1)
 is $? 4 "bk verify fails on a frame whose CRC alone is damaged"
 like "$out" "PROBLEM $crc_victim_name: .*frame checksum mismatch" \
     "naming the object and the checksum" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
+is "$(grep -c "PROBLEM $crc_victim_name:" <<<"$out")" 1 "once"
 like "$out" "PROBLEM $incr/data/bk_stray_object: .* not the one its name says" \
     "and checks an object the snapshot's record does not name"
 like "$out" "snapshot $incr: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt(, [0-9]+ unchanged since snapshot $full \\(checked there\\))?: PROBLEMS FOUND" \
@@ -776,6 +777,21 @@ is $? 4 "bk verify --jobs 4 fails too"
 is "$(sort <<<"$out4")" "$(sort <<<"$out")" "and reports exactly what --jobs 1 does"
 "$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
 rm -f "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
+
+# ---- a file the incremental did not change is checked once, in the full
+# snapshot; but when the full's copy is damaged, the incremental's (rebuilt
+# from it) cannot be counted as checked there, and is reported too
+am_file="$(psql_q -c "SELECT pg_relation_filepath('pg_am')")"
+am_object="$repo_files/$source_id/snapshot/$full/data/$am_file"
+"$ROOT/tests/lib/tamper_frame.py" "$am_object"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on the full snapshot's damaged copy of pg_am"
+like "$out" "PROBLEM $full/data/$am_file: " "naming the full snapshot's object" ||
+    diag "$(grep -F "$am_file" <<<"$out" | tail -n 5)"
+like "$out" "PROBLEM $incr/data/$am_file: snapshot $full, file \"$am_file\"" \
+    "and the incremental's unchanged copy, which rebuilds from it"
+is "$(grep -c "PROBLEM $full/data/$am_file:" <<<"$out")" 1 "the damaged object is reported once"
+"$ROOT/tests/lib/tamper_frame.py" "$am_object" # the same flip again: undone
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

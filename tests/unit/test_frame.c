@@ -680,6 +680,12 @@ test_decoder_reused_across_keys(void **state)
 	assert_false(decode_with(dec, &second_frames, &err));
 	assert_int_equal(err.code, BK_ERR_KEY);
 	assert_error_contains(&err, "which is not in the keyring");
+	/* Back again: the slot's cached key (the third's) must not be used. */
+	ring_of_two.keys[1] = second;
+	if (!decode_with(dec, &second_frames, &err))
+		fail_msg("decode after the slot changed back failed: %s", err.message);
+	if (!decode_with(dec, &first_frames, &err))
+		fail_msg("decode with the untouched slot failed: %s", err.message);
 	bk_decoder_free(dec);
 	test_frames_free(&first_frames);
 	test_frames_free(&second_frames);

@@ -820,6 +820,41 @@ test_crc32c_known_values(void **state)
 }
 
 /* The CRC of parts read apart, combined, is the CRC of the whole. */
+/*
+ * Long buffers take the three-stream path: at every length and alignment
+ * around its block sizes (3 x 256, 3 x 8192 bytes) it must give what
+ * seven bytes at a time (the one-byte instruction only) give.
+ */
+static void
+test_crc32c_long_buffers(void **state)
+{
+	static const size_t lengths[] = {0,     1,     255,   767,   768,
+									 769,   775,   1536,  24575, 24576,
+									 24577, 24583, 25344, 49152, 100003};
+	size_t size = 100003 + 16;
+	uint8_t *data = malloc(size);
+
+	assert_non_null(data);
+	test_fill(data, size, 11, false);
+	for (size_t lenIdx = 0; lenIdx < sizeof(lengths) / sizeof(lengths[0]);
+		 lenIdx++)
+	{
+		for (size_t offset = 0; offset < 9; offset += 3)
+		{
+			size_t len = lengths[lenIdx];
+			uint32_t piecewise = 0x12345678;
+
+			for (size_t done = 0; done < len; done += 7)
+				piecewise = bk_crc32c(piecewise, data + offset + done,
+									  len - done < 7 ? len - done : 7);
+			if (bk_crc32c(0x12345678, data + offset, len) != piecewise)
+				fail_msg("CRC-32C of %zu bytes at offset %zu differs", len,
+						 offset);
+		}
+	}
+	free(data);
+}
+
 static void
 test_crc32c_combine(void **state)
 {
@@ -886,6 +921,7 @@ main(void)
 		cmocka_unit_test(test_name_rules),
 		cmocka_unit_test(test_crc32c_known_values),
 		cmocka_unit_test(test_crc32c_combine),
+		cmocka_unit_test(test_crc32c_long_buffers),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

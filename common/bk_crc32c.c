@@ -47,6 +47,23 @@ gf2_matrix_square(uint32_t *square, const uint32_t *matrix)
 		square[row] = gf2_matrix_times(matrix, matrix[row]);
 }
 
+/* odd: the operator that appends four zero bits (even: scratch). */
+static void
+gf2_four_zero_bits(uint32_t *even, uint32_t *odd)
+{
+	uint32_t row = 1;
+
+	/* One zero bit, then two, then four. */
+	odd[0] = CRC32C_POLY_REFLECTED;
+	for (int bit = 1; bit < 32; bit++)
+	{
+		odd[bit] = row;
+		row <<= 1;
+	}
+	gf2_matrix_square(even, odd);
+	gf2_matrix_square(odd, even);
+}
+
 /*
  * The three streams of the SSE 4.2 path: LONG_BLOCK bytes each while the
  * buffer is long enough, then SHORT_BLOCK.  crc32c_long_zeros[k][byte] is
@@ -74,17 +91,8 @@ static void
 crc32c_zeros_operator(uint32_t *even, size_t len)
 {
 	uint32_t odd[32];
-	uint32_t row = 1;
 
-	/* One zero bit, then two, then four. */
-	odd[0] = CRC32C_POLY_REFLECTED;
-	for (int bit = 1; bit < 32; bit++)
-	{
-		odd[bit] = row;
-		row <<= 1;
-	}
-	gf2_matrix_square(even, odd);
-	gf2_matrix_square(odd, even);
+	gf2_four_zero_bits(even, odd);
 	/* Eight bits (one byte), then each square doubles the length. */
 	for (;;)
 	{
@@ -263,19 +271,10 @@ bk_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
 {
 	uint32_t even[32];
 	uint32_t odd[32];
-	uint32_t row = 1;
 
 	if (len_b == 0)
 		return crc_a;
-	/* The operator for one zero bit, then two, then four. */
-	odd[0] = CRC32C_POLY_REFLECTED;
-	for (int bit = 1; bit < 32; bit++)
-	{
-		odd[bit] = row;
-		row <<= 1;
-	}
-	gf2_matrix_square(even, odd);
-	gf2_matrix_square(odd, even);
+	gf2_four_zero_bits(even, odd);
 	/* Apply len_b zero bytes to crc_a, one bit of len_b at a time. */
 	do
 	{

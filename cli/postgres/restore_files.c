@@ -104,7 +104,7 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 							write_path, strerror(errno));
 	if (!bk_snapshot_rebuild_file(r->repo, decoder, r->source, r->chain,
 								  r->chain_len, file, fd, write_path, true,
-								  &result->sum, &decrypted, NULL, err))
+								  &result->sum, &decrypted, NULL, NULL, err))
 		goto failed;
 	if (file->has_sha256 && !digest_equal(result->sum.sha256, file->sha256))
 	{

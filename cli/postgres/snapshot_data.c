@@ -1112,7 +1112,17 @@ typedef struct Rebuild
 	WholeSink whole;
 	uint8_t *digest; /* a whole object's SHA-256 (not ranged), or NULL */
 	uint64_t *bytes_read;
+	char *failed_object; /* the caller's, or NULL */
 } Rebuild;
+
+/* Said to the caller: the object an apply failed on. */
+static bool
+object_failed(Rebuild *rb, const char *name)
+{
+	if (rb->failed_object != NULL)
+		bk_strlcpy(rb->failed_object, name, BK_OBJECT_NAME_MAX + 1);
+	return false;
+}
 
 /* A whole object (or range): written at its offset, checked by its size. */
 static bool
@@ -1127,22 +1137,28 @@ apply_whole(void *arg, const char *name, uint64_t start, uint64_t end,
 	if (!bk_snapshot_read_object(rb->repo, rb->decoder, rb->source, name,
 								 whole_sink, &rb->whole, digest, &size, err) ||
 		!writer_flush(rb->writer, err))
-		return false;
+		return object_failed(rb, name);
 	if (rb->bytes_read != NULL)
 		*rb->bytes_read += size;
 	if (size != end - start)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"object \"%s\" holds %" PRIu64
-							" bytes, the record says %" PRIu64,
-							name, size, end - start);
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "object \"%s\" holds %" PRIu64
+					 " bytes, the record says %" PRIu64,
+					 name, size, end - start);
+		return object_failed(rb, name);
+	}
 	if (range_index < 0 && rb->digest != NULL)
 		memcpy(rb->digest, digest, BK_SHA256_LEN);
 	else if (memcmp(digest, rb->entry->ranges[range_index].sha256,
 					BK_SHA256_LEN) != 0)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"object \"%s\": its SHA-256 differs from the "
-							"record's for that range",
-							name);
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "object \"%s\": its SHA-256 differs from the "
+					 "record's for that range",
+					 name);
+		return object_failed(rb, name);
+	}
 	return true;
 }
 
@@ -1170,12 +1186,15 @@ apply_incremental(void *arg, const char *name, uint64_t start, uint64_t end,
 		 writer_flush(rb->writer, err);
 	free(incr.numbers);
 	if (!ok)
-		return false;
+		return object_failed(rb, name);
 	if (rb->bytes_read != NULL)
 		*rb->bytes_read += size;
 	if (incr.header_have < BK_INCR_HEADER_LEN ||
 		incr.data_have != (uint64_t) incr.block_count * incr.block_size)
-		return incr_bad(err, "it ends before the blocks its header announces");
+	{
+		incr_bad(err, "it ends before the blocks its header announces");
+		return object_failed(rb, name);
+	}
 	return true;
 }
 
@@ -1185,7 +1204,7 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 						 int chain_len, const BkSnapFile *file, int fd,
 						 const char *fd_path, bool writeback,
 						 BkFileChecksum *sum, uint64_t *bytes_read,
-						 bool *fd_failed, BkError *err)
+						 bool *fd_failed, char *failed_object, BkError *err)
 {
 	const BkSnapRecord *target = chain[chain_len - 1];
 	int base = chain_len - 1;
@@ -1199,12 +1218,15 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 				  .writer = &writer,
 				  .whole = {.writer = &writer},
 				  .digest = sum->sha256,
-				  .bytes_read = bytes_read};
+				  .bytes_read = bytes_read,
+				  .failed_object = failed_object};
 	uint64_t largest;
 	bool ok = false;
 
 	if (fd_failed != NULL)
 		*fd_failed = false;
+	if (failed_object != NULL)
+		failed_object[0] = '\0';
 	/* Down the chain to the snapshot that sent this file whole. */
 	while (entry->incremental)
 	{

@@ -202,15 +202,15 @@ extern bool bk_snapshot_path_safe(const char *path);
  * range by range, against the record (the caller has no SHA-256 of the
  * whole to compare: has_sha256 is false).  *fd_failed (may be NULL) says
  * whether a failure was fd's (writing, resizing or reading it back) rather
- * than the repository's or its data's.
+ * than the repository's or its data's.  failed_object (may be NULL; room
+ * for BK_OBJECT_NAME_MAX + 1) gets the name of the object that failed,
+ * when one did, else "".
  */
-extern bool bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
-									 const char *source,
-									 BkSnapRecord *const *chain, int chain_len,
-									 const BkSnapFile *file, int fd,
-									 const char *fd_path, bool writeback,
-									 BkFileChecksum *sum, uint64_t *bytes_read,
-									 bool *fd_failed, BkError *err);
+extern bool bk_snapshot_rebuild_file(
+	const BkRepo *repo, BkDecoder *decoder, const char *source,
+	BkSnapRecord *const *chain, int chain_len, const BkSnapFile *file, int fd,
+	const char *fd_path, bool writeback, BkFileChecksum *sum,
+	uint64_t *bytes_read, bool *fd_failed, char *failed_object, BkError *err);
 
 /* SHA-256 of a file's first size bytes (fails if shorter). */
 extern bool bk_sha256_fd(int fd, const char *path, uint8_t out[BK_SHA256_LEN],

@@ -625,15 +625,16 @@ check_whole_file(FilesTask *task, BkVerifyWorker *worker,
 
 /*
  * After an incremental file failed to rebuild: its own objects in this
- * snapshot, each read with the key and reported if it fails.  False when
- * none failed, and the cause is in a parent.
+ * snapshot, each read with the key and reported if it fails (a missing one
+ * was reported with the record).  True when failed_object (the one the
+ * rebuild stopped at) is one of them, reported already.
  */
 static bool
 report_own_objects(FilesTask *task, BkVerifyWorker *worker,
-				   const BkSnapFile *file)
+				   const BkSnapFile *file, const char *failed_object)
 {
 	SnapshotCheck *check = task->check;
-	bool found = false;
+	bool reported = false;
 
 	for (size_t partIdx = 0;
 		 partIdx < (file->range_count > 0 ? file->range_count : 1); partIdx++)
@@ -645,20 +646,22 @@ report_own_objects(FilesTask *task, BkVerifyWorker *worker,
 		BkError err;
 
 		if (!file_part_name(task->snapshot->id, file, partIdx, part_name,
-							sizeof(part_name), &offset, &too_long) ||
-			find_listed(check, part_name) == NULL)
-			continue; /* missing ones are reported with the record */
-		mark_checked(check, part_name);
-		if (!bk_snapshot_read_object(check->repo, worker->decoder,
-									 check->source, part_name, discard_sink,
-									 NULL, NULL, &size, &err))
+							sizeof(part_name), &offset, &too_long))
+			continue;
+		if (find_listed(check, part_name) != NULL)
 		{
+			mark_checked(check, part_name);
+			if (bk_snapshot_read_object(check->repo, worker->decoder,
+										check->source, part_name, discard_sink,
+										NULL, NULL, &size, &err))
+				continue;
 			snapshot_problem(check, part_name, "snapshot %s, file \"%s\": %s",
 							 task->snapshot->id, file->path, err.message);
-			found = true;
 		}
+		if (strcmp(part_name, failed_object) == 0)
+			reported = true;
 	}
-	return found;
+	return reported;
 }
 
 /* An incremental file, rebuilt through its chain in the worker's scratch. */
@@ -669,6 +672,8 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 	SnapshotCheck *check = task->check;
 	BkFileChecksum rebuilt;
 	BkError err;
+	BkError local_err;
+	char failed_object[BK_OBJECT_NAME_MAX + 1];
 	bool rebuilt_ok;
 	bool scratch_failed;
 
@@ -678,31 +683,34 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 	rebuilt_ok = bk_snapshot_rebuild_file(
 		check->repo, worker->decoder, check->source, task->chain,
 		task->chain_len, file, worker->scratch_fd, "(temporary file)", false,
-		&rebuilt, NULL, &scratch_failed, &err);
+		&rebuilt, NULL, &scratch_failed, failed_object, &err);
+	if (scratch_failed)
+		local_err = err;
 	/* Its bytes are not kept: jobs files' worth of disk at most. */
-	if (!scratch_failed && ftruncate(worker->scratch_fd, 0) != 0)
+	else if (ftruncate(worker->scratch_fd, 0) != 0)
 	{
-		bk_error_set(&err, BK_ERR_IO,
-					 "could not truncate a temporary file in %s: %m",
-					 check->scratch_dir);
+		bk_error_set(&local_err, BK_ERR_IO,
+					 "could not truncate a temporary file in %s: %s",
+					 check->scratch_dir, strerror(errno));
 		scratch_failed = true;
 	}
 	if (scratch_failed)
 	{
-		bk_error_prefix(&err,
+		bk_error_prefix(&local_err,
 						"could not rebuild files to check them "
 						"(TMPDIR=%s): ",
 						check->scratch_dir);
-		bk_verify_local_failure(check->verifier, &err);
+		bk_verify_local_failure(check->verifier, &local_err);
 		return FILE_FAILED;
 	}
 	if (!rebuilt_ok)
 	{
 		/*
-		 * Said once: by the damaged object of its own if it has one, else
-		 * here (a parent's object, reported with the parent too).
+		 * Said once: by its own objects that fail, and by the rebuild
+		 * unless it stopped at one of them (a parent's object is reported
+		 * with the parent too: that snapshot cannot restore it either).
 		 */
-		if (!report_own_objects(task, worker, file))
+		if (!report_own_objects(task, worker, file, failed_object))
 			snapshot_problem(check, name, "%s", err.message);
 		return FILE_FAILED;
 	}

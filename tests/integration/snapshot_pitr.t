@@ -778,6 +778,31 @@ is "$(sort <<<"$out4")" "$(sort <<<"$out")" "and reports exactly what --jobs 1 d
 "$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
 rm -f "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
 
+# A damaged object of a relation file the incremental changed (it existed
+# in the full, so only its changed blocks were sent): the file's rebuild
+# fails on it, and it is reported once all the same.
+snap_root="$repo_files/$source_id/snapshot"
+incr_victim=""
+while read -r f; do
+    rel="${f#"$snap_root/$incr/"}"
+    path="${rel#*/}"
+    [[ "$rel" == range/* ]] && path="${path%/*}"
+    # A relation's file (other files are always sent whole).
+    [[ "$path" =~ ^base/[0-9]+/[0-9]+(\.[0-9]+)?$ ]] || continue
+    if [[ -e "$snap_root/$full/data/$path" || -d "$snap_root/$full/range/$path" ]]; then
+        incr_victim="$f"
+        break
+    fi
+done < <(find "$snap_root/$incr/data" "$snap_root/$incr/range" -type f 2>/dev/null | sort)
+isnt "$incr_victim" "" "the incremental holds changed blocks of a relation file the full snapshot had (${incr_victim#"$snap_root/"})"
+incr_victim_name="${incr_victim#"$snap_root/"}"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$incr_victim"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on it"
+is "$(grep -c "PROBLEM $incr_victim_name: .*frame checksum mismatch" <<<"$out")" 1 \
+    "naming it and the checksum, once" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$incr_victim"
+
 # ---- a file the incremental did not change is checked once, in the full
 # snapshot; but when the full's copy is damaged, the incremental's (rebuilt
 # from it) cannot be counted as checked there, and is reported too

@@ -819,7 +819,6 @@ test_crc32c_known_values(void **state)
 					 0xE3069283);
 }
 
-/* The CRC of parts read apart, combined, is the CRC of the whole. */
 /*
  * Long buffers take the three-stream path: at every length and alignment
  * around its block sizes (3 x 256, 3 x 8192 bytes) it must give what
@@ -855,6 +854,7 @@ test_crc32c_long_buffers(void **state)
 	free(data);
 }
 
+/* The CRC of parts read apart, combined, is the CRC of the whole. */
 static void
 test_crc32c_combine(void **state)
 {

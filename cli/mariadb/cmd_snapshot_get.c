@@ -92,7 +92,8 @@ write_memory(const char *dir, const char *name, const uint8_t *data, size_t len,
  */
 static bool
 check_table(const BkRepo *repo, const char *source, BkDecoder *decoder,
-			const char *id, json_t *table, const char *out_dir, BkError *err)
+			const char *id, json_t *table, const char *out_dir,
+			const MariadbCheckHooks *hooks, char *failed_object, BkError *err)
 {
 	int index = (int) json_integer_value(json_object_get(table, "index"));
 	int parts = (int) json_integer_value(json_object_get(table, "parts"));
@@ -109,12 +110,22 @@ check_table(const BkRepo *repo, const char *source, BkDecoder *decoder,
 	char path[4096];
 	bool ok = true;
 
+	/* What a failure is reported under: the record, the table's first
+	 * part, or the part that failed. */
+	snprintf(failed_object, BK_OBJECT_NAME_MAX + 1, "%s/%s", id,
+			 BK_SNAPSHOT_RECORD);
 	if (index <= 0 || parts < 0 || want_sha == NULL || db == NULL ||
 		name == NULL)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"snapshot %s: a table entry of its record is"
 							" malformed",
 							id);
+	if (parts > 0)
+		snprintf(failed_object, BK_OBJECT_NAME_MAX + 1, "%s/data/%06d.%06d", id,
+				 index, 1);
+	else
+		snprintf(failed_object, BK_OBJECT_NAME_MAX + 1, "%s/data/%06d", id,
+				 index);
 	sink.sha = bk_sha256_new(err);
 	if (sink.sha == NULL)
 		return false;
@@ -136,8 +147,12 @@ check_table(const BkRepo *repo, const char *source, BkDecoder *decoder,
 		char object[BK_OBJECT_NAME_MAX + 1];
 
 		snprintf(object, sizeof(object), "%s/data/%06d.%06d", id, index, part);
+		if (hooks != NULL && hooks->object_read != NULL)
+			hooks->object_read(hooks->arg, object);
 		ok = bk_repo_decrypt(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
 							 object, decoder, part_sink, &sink, err);
+		if (!ok)
+			bk_strlcpy(failed_object, object, BK_OBJECT_NAME_MAX + 1);
 		if (!ok && err->code == BK_ERR_NOT_FOUND)
 			bk_error_set(err, BK_ERR_SEQUENCE,
 						 "snapshot %s: part %d of %d of table `%s`.`%s` (%s)"
@@ -175,7 +190,8 @@ check_table(const BkRepo *repo, const char *source, BkDecoder *decoder,
 bool
 mariadb_snapshot_check(const BkRepo *repo, const char *source,
 					   BkDecoder *decoder, const char *id, const char *out_dir,
-					   uint64_t *tables_checked, BkError *err)
+					   const MariadbCheckHooks *hooks, uint64_t *tables_checked,
+					   BkError *err)
 {
 	char object[BK_OBJECT_NAME_MAX + 1];
 	uint8_t *record_text = NULL;
@@ -188,11 +204,15 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 	bool ok = false;
 
 	snprintf(object, sizeof(object), "%s/%s", id, BK_SNAPSHOT_RECORD);
+	if (hooks != NULL && hooks->object_read != NULL)
+		hooks->object_read(hooks->arg, object);
 	if (!bk_repo_decrypt_to_memory(
 			repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, object, decoder,
 			64 * 1024 * 1024, &record_text, &record_len, err))
 		return bk_error_prefix(err, "snapshot %s: ", id);
 	snprintf(object, sizeof(object), "%s/schema.json", id);
+	if (hooks != NULL && hooks->object_read != NULL)
+		hooks->object_read(hooks->arg, object);
 	if (!bk_repo_decrypt_to_memory(
 			repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, object, decoder,
 			512 * 1024 * 1024, &schema_text, &schema_len, err))
@@ -242,10 +262,19 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 	}
 	json_array_foreach(json_object_get(record, "tables"), idx, table)
 	{
-		if (!check_table(repo, source, decoder, id, table, out_dir, err))
+		char failed_object[BK_OBJECT_NAME_MAX + 1];
+
+		if (check_table(repo, source, decoder, id, table, out_dir, hooks,
+						failed_object, err))
+		{
+			if (tables_checked)
+				(*tables_checked)++;
+			continue;
+		}
+		if (hooks == NULL || hooks->table_failed == NULL)
 			goto done;
-		if (tables_checked)
-			(*tables_checked)++;
+		hooks->table_failed(hooks->arg, failed_object, err);
+		bk_error_clear(err);
 	}
 	/*
 	 * Durable once said written: each data file's name is in DIR/data,
@@ -355,7 +384,7 @@ bk_cmd_snapshot_get(int argc, char **argv)
 		goto fail;
 	}
 	if (!mariadb_snapshot_check(ctx.repo, args.source, ctx.decoder, id, dir[0],
-								&tables, &err))
+								NULL, &tables, &err))
 		goto fail;
 	fprintf(stderr, "%s: wrote snapshot %s (%" PRIu64 " tables) to %s\n",
 			argv[0], id, tables, dir[0]);

@@ -13,13 +13,27 @@
 #include "repo.h"
 
 /*
+ * For bk verify: told each object mariadb_snapshot_check decrypts (or
+ * tries to), and each table that fails, after which it goes on with the
+ * next table instead of stopping.
+ */
+typedef struct MariadbCheckHooks
+{
+	void (*object_read)(void *arg, const char *object);
+	void (*table_failed)(void *arg, const char *object, const BkError *err);
+	void *arg;
+} MariadbCheckHooks;
+
+/*
  * Decrypt a snapshot and check every table against its record (rows,
  * bytes, SHA-256, every part present); with out_dir (which must not exist),
- * write schema.json, snapshot.json and data/NNNNNN.tsv there.
+ * write schema.json, snapshot.json and data/NNNNNN.tsv there.  hooks may
+ * be NULL.  *tables_checked counts the tables found good.
  */
 extern bool mariadb_snapshot_check(const BkRepo *repo, const char *source,
 								   BkDecoder *decoder, const char *id,
 								   const char *out_dir,
+								   const MariadbCheckHooks *hooks,
 								   uint64_t *tables_checked, BkError *err);
 
 /*

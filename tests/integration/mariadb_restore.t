@@ -453,6 +453,22 @@ out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-crc" --source "$so
 is $? 4 "bk verify finds a range whose CRC alone is damaged (exit 4)"
 like "$out" "$first_m3_file/$(basename "${ranges[1]}").*frame checksum mismatch" "... and names it and the checksum" || diag "$out"
 rm -rf "$dir/repo-crc"
+# A snapshot's objects are read once with the key too: a part whose tag
+# fails and another table's part whose CRC-32C alone fails are both named,
+# each once (the check goes on after the first table that fails).
+snap_parts=("$repo/$source_id/snapshot/$snap2/data"/*)
+first_part="$(basename "${snap_parts[0]}")"
+last_part="$(basename "${snap_parts[-1]}")"
+isnt "${first_part%%.*}" "${last_part%%.*}" "snapshot $snap2 has parts of several tables ($first_part, $last_part)"
+cp -a "$repo" "$dir/repo-snapbad"
+"$ROOT/tests/lib/tamper_frame.py" "$dir/repo-snapbad/$source_id/snapshot/$snap2/data/$first_part"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$dir/repo-snapbad/$source_id/snapshot/$snap2/data/$last_part"
+out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-snapbad" --source "$source_id" 2>&1)"
+is $? 4 "bk verify finds damaged snapshot parts (exit 4)"
+is "$(grep -c "PROBLEM $snap2/data/$first_part: " <<<"$out")" 1 "... the part whose tag fails, once" || diag "$out"
+is "$(grep -c "PROBLEM $snap2/data/$last_part: .*frame checksum mismatch" <<<"$out")" 1 \
+    "... and the other table's part whose CRC alone fails, once" || diag "$out"
+rm -rf "$dir/repo-snapbad"
 target_reset
 out="$(restore --repo "$dir/repo-bad" --target-position "$(cat "$dir/m3.position")" 2>&1)"
 is $? 4 "bk restore refuses the corrupted range (exit 4)"

@@ -1022,7 +1022,7 @@ test_snapshot_get_durable(void **state)
 	snprintf(out_dir, sizeof(out_dir), "%s/out", f->dir);
 	synced_count = 0;
 	assert_true(mariadb_snapshot_check(f->repo, SOURCE, f->decoder, SNAP_NEW,
-									   out_dir, &tables, &err));
+									   out_dir, NULL, &tables, &err));
 	assert_int_equal(tables, 1);
 	snprintf(path, sizeof(path), "%s/data/000001.tsv", out_dir);
 	assert_true(was_synced(path));
@@ -1035,7 +1035,7 @@ test_snapshot_get_durable(void **state)
 	 * unreachable repository (exit 5), and what is in it stays. */
 	bk_error_clear(&err);
 	assert_false(mariadb_snapshot_check(f->repo, SOURCE, f->decoder, SNAP_NEW,
-										out_dir, &tables, &err));
+										out_dir, NULL, &tables, &err));
 	assert_int_equal(err.code, BK_ERR_USAGE);
 	assert_non_null(strstr(err.hint, "must not exist"));
 	snprintf(path, sizeof(path), "%s/data/000001.tsv", out_dir);

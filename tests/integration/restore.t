@@ -73,6 +73,7 @@ cleanup() {
     : >"$BK_PGDATA/bk_test.conf"
     "$SERVICES" restart pg >/dev/null 2>&1
     bk_test_repo_remove
+    mountpoint -q "$dir/tiny-tmp" 2>/dev/null && umount "$dir/tiny-tmp"
     rm -rf "$dir"
 }
 trap cleanup EXIT

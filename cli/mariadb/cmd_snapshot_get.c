@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,33 @@ check_table(const BkRepo *repo, const char *source, BkDecoder *decoder,
 	return true;
 }
 
+/* The tables of one snapshot, checked by MariadbCheckHooks.run_tables. */
+typedef struct TablesTask
+{
+	const BkRepo *repo;
+	const char *source;
+	const char *id;
+	json_t *tables; /* only read, from every thread */
+	const MariadbCheckHooks *hooks;
+	atomic_uint_fast64_t good;
+} TablesTask;
+
+static void
+check_table_task(void *ctx, BkDecoder *decoder, size_t index)
+{
+	TablesTask *task = ctx;
+	char failed_object[BK_OBJECT_NAME_MAX + 1];
+	BkError err;
+
+	bk_error_clear(&err);
+	if (check_table(task->repo, task->source, decoder, task->id,
+					json_array_get(task->tables, index), NULL, task->hooks,
+					failed_object, &err))
+		atomic_fetch_add(&task->good, 1);
+	else if (task->hooks->table_failed != NULL)
+		task->hooks->table_failed(task->hooks->arg, failed_object, &err);
+}
+
 /*
  * mariadb_snapshot_check
  *		Decrypt and check a whole snapshot; with out_dir, write it there.
@@ -259,6 +287,22 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 							 data_dir, strerror(errno));
 			goto done;
 		}
+	}
+	if (hooks != NULL && hooks->run_tables != NULL && out_dir == NULL)
+	{
+		TablesTask task = {.repo = repo,
+						   .source = source,
+						   .id = id,
+						   .tables = json_object_get(record, "tables"),
+						   .hooks = hooks};
+
+		atomic_init(&task.good, 0);
+		hooks->run_tables(hooks->arg, json_array_size(task.tables),
+						  check_table_task, &task);
+		if (tables_checked)
+			*tables_checked += atomic_load(&task.good);
+		ok = true;
+		goto done;
 	}
 	json_array_foreach(json_object_get(record, "tables"), idx, table)
 	{

@@ -475,6 +475,57 @@ snapshot_table_failed(void *arg, const char *object, const BkError *err)
 	bk_verify_problem(objects->verifier, object, "%s", err->message);
 }
 
+/* A snapshot's tables on bk verify's threads, each with its decoder. */
+typedef struct TablesRun
+{
+	MariadbTableFn fn;
+	void *ctx;
+} TablesRun;
+
+static void
+run_table(void *arg, BkVerifyWorker *worker, size_t index)
+{
+	TablesRun *run = arg;
+
+	run->fn(run->ctx, worker->decoder, index);
+}
+
+static void
+snapshot_run_tables(void *arg, size_t count, MariadbTableFn fn, void *ctx)
+{
+	SnapshotObjects *objects = arg;
+	TablesRun run = {fn, ctx};
+
+	/* Without the workers' decoders (a verifier of the unit tests): here. */
+	if (objects->verifier->workers[0].decoder == NULL)
+	{
+		for (size_t index = 0; index < count; index++)
+			fn(ctx, objects->verifier->decoder, index);
+		return;
+	}
+	bk_verify_parallel(objects->verifier, count, run_table, &run);
+}
+
+/* Keyless, for a listed object nothing decrypted. */
+static void
+check_unread_object(void *arg, BkVerifyWorker *worker, size_t index)
+{
+	SnapshotObjects *objects = arg;
+	BkObjectTracker *tracker;
+	BkError problem;
+
+	if (objects->read[index])
+		return;
+	tracker = bk_cli_alloc(sizeof(*tracker));
+	bk_error_clear(&problem);
+	if (!bk_repo_check_object(objects->repo, BK_REPO_ARCHIVE, objects->source,
+							  BK_KIND_SNAPSHOT, objects->names[index],
+							  objects->names[index], tracker, &problem))
+		bk_verify_problem(objects->verifier, objects->names[index], "%s",
+						  problem.message);
+	free(tracker);
+}
+
 static bool
 verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				 const BinlogCatalog *binlog, BkError *err)
@@ -483,7 +534,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	SnapshotObjects objects = {
 		.verifier = verifier, .repo = repo, .source = source};
 	MariadbCheckHooks hooks = {snapshot_object_read, snapshot_table_failed,
-							   &objects};
+							   snapshot_run_tables, &objects};
 	bool ok = false;
 
 	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
@@ -535,21 +586,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		verifier->snapshot_files += tables;
 	}
 	mariadb_snapshot_catalog_free(&snapshots);
-	for (size_t objIdx = 0; objIdx < objects.count; objIdx++)
-	{
-		BkObjectTracker object;
-		BkError problem;
-
-		verifier->objects++;
-		if (objects.read[objIdx])
-			continue;
-		bk_error_clear(&problem);
-		if (!bk_repo_check_object(repo, BK_REPO_ARCHIVE, source,
-								  BK_KIND_SNAPSHOT, objects.names[objIdx],
-								  objects.names[objIdx], &object, &problem))
-			bk_verify_problem(verifier, objects.names[objIdx], "%s",
-							  problem.message);
-	}
+	verifier->objects += objects.count;
+	bk_verify_parallel(verifier, objects.count, check_unread_object, &objects);
 	ok = true;
 done:
 	for (size_t objIdx = 0; objIdx < objects.count; objIdx++)

@@ -17,10 +17,18 @@
  * tries to), and each table that fails, after which it goes on with the
  * next table instead of stopping.
  */
+typedef void (*MariadbTableFn)(void *ctx, BkDecoder *decoder, size_t index);
 typedef struct MariadbCheckHooks
 {
 	void (*object_read)(void *arg, const char *object);
 	void (*table_failed)(void *arg, const char *object, const BkError *err);
+	/*
+	 * Runs fn(ctx, decoder, index) for every index below count and returns
+	 * when all are done, on threads each with its own decoder: the tables
+	 * are then checked that way (object_read and table_failed called from
+	 * those threads).  NULL: one after another on the caller's decoder.
+	 */
+	void (*run_tables)(void *arg, size_t count, MariadbTableFn fn, void *ctx);
 	void *arg;
 } MariadbCheckHooks;
 

@@ -468,6 +468,12 @@ is $? 4 "bk verify finds damaged snapshot parts (exit 4)"
 is "$(grep -c "PROBLEM $snap2/data/$first_part: " <<<"$out")" 1 "... the part whose tag fails, once" || diag "$out"
 is "$(grep -c "PROBLEM $snap2/data/$last_part: .*frame checksum mismatch" <<<"$out")" 1 \
     "... and the other table's part whose CRC alone fails, once" || diag "$out"
+# Tables are checked on --jobs threads: the same findings whatever their
+# number (the order of the lines is not fixed).
+out1="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-snapbad" --source "$source_id" --jobs 1 2>&1)"
+out4="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-snapbad" --source "$source_id" --jobs 4 2>&1)"
+is "$(sort <<<"$out4")" "$(sort <<<"$out1")" "... bk verify --jobs 4 reports exactly what --jobs 1 does"
+is "$(sort <<<"$out")" "$(sort <<<"$out1")" "... and so does the default (2)"
 rm -rf "$dir/repo-snapbad"
 target_reset
 out="$(restore --repo "$dir/repo-bad" --target-position "$(cat "$dir/m3.position")" 2>&1)"

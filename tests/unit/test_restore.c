@@ -726,6 +726,8 @@ verifier_open(BkVerifier *verifier, const BkKeyring *ring)
 	BkError err;
 
 	memset(verifier, 0, sizeof(*verifier));
+	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
+		verifier->workers[jobIdx].scratch_fd = -1; /* none open yet */
 	verifier->json = true;
 	if (ring != NULL)
 	{
@@ -742,6 +744,9 @@ verifier_open(BkVerifier *verifier, const BkKeyring *ring)
 static void
 verifier_close(BkVerifier *verifier)
 {
+	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
+		if (verifier->workers[jobIdx].scratch_fd >= 0)
+			close(verifier->workers[jobIdx].scratch_fd);
 	bk_decoder_free(verifier->decoder);
 	json_decref(verifier->problem_list);
 	json_decref(verifier->note_list);

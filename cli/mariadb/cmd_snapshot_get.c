@@ -207,7 +207,7 @@ check_table_task(void *ctx, BkDecoder *decoder, size_t index)
 					json_array_get(task->tables, index), NULL, task->hooks,
 					failed_object, &err))
 		atomic_fetch_add(&task->good, 1);
-	else if (task->hooks->table_failed != NULL)
+	else
 		task->hooks->table_failed(task->hooks->arg, failed_object, &err);
 }
 
@@ -288,7 +288,8 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 			goto done;
 		}
 	}
-	if (hooks != NULL && hooks->run_tables != NULL && out_dir == NULL)
+	if (hooks != NULL && hooks->run_tables != NULL &&
+		hooks->table_failed != NULL && out_dir == NULL)
 	{
 		TablesTask task = {.repo = repo,
 						   .source = source,
@@ -315,7 +316,8 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 				(*tables_checked)++;
 			continue;
 		}
-		if (hooks == NULL || hooks->table_failed == NULL)
+		/* A directory being written stops at its first failure. */
+		if (hooks == NULL || hooks->table_failed == NULL || out_dir != NULL)
 			goto done;
 		hooks->table_failed(hooks->arg, failed_object, err);
 		bk_error_clear(err);

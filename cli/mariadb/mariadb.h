@@ -15,7 +15,8 @@
 /*
  * For bk verify: told each object mariadb_snapshot_check decrypts (or
  * tries to), and each table that fails, after which it goes on with the
- * next table instead of stopping.
+ * next table instead of stopping (not when it writes a directory: that
+ * stops at the first failure).  run_tables is used only with table_failed.
  */
 typedef void (*MariadbTableFn)(void *ctx, BkDecoder *decoder, size_t index);
 typedef struct MariadbCheckHooks
@@ -36,7 +37,8 @@ typedef struct MariadbCheckHooks
  * Decrypt a snapshot and check every table against its record (rows,
  * bytes, SHA-256, every part present); with out_dir (which must not exist),
  * write schema.json, snapshot.json and data/NNNNNN.tsv there.  hooks may
- * be NULL.  *tables_checked counts the tables found good.
+ * be NULL.  *tables_checked counts the tables found good, even in a
+ * snapshot where another failed.
  */
 extern bool mariadb_snapshot_check(const BkRepo *repo, const char *source,
 								   BkDecoder *decoder, const char *id,

@@ -817,7 +817,12 @@ connect_agent(UdfCall *call, void *thd, const char *path)
 	return fd;
 }
 
-/* Send the whole request; false (error raised) on failure or kill. */
+/*
+ * Send the whole request; false (error raised) on failure or kill.  An
+ * agent that refuses the caller (its uid, too many calls) answers and
+ * closes without reading the request: a send that finds the connection
+ * closed stops there, and the reply, already waiting, is read next.
+ */
 static bool
 send_request(UdfCall *call, void *thd, int fd, const char *request, size_t len)
 {
@@ -833,6 +838,8 @@ send_request(UdfCall *call, void *thd, int fd, const char *request, size_t len)
 			sent += (size_t) n;
 			continue;
 		}
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+			return true; /* receive_reply reads its answer, or says none */
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
 			return raise_error(call,
 							   "could not send the request to "

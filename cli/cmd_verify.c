@@ -257,6 +257,128 @@ bk_verify_parallel(BkVerifier *verifier, size_t count, BkVerifyTask task,
 		pthread_join(ids[jobIdx], NULL);
 }
 
+/* ------------------------------------------------- listed snapshot objects */
+
+static void
+listing_clear(BkVerifyListing *listing)
+{
+	for (size_t objIdx = 0; objIdx < listing->count; objIdx++)
+		free(listing->names[objIdx]);
+	listing->count = 0;
+}
+
+static bool
+listing_add(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	BkVerifyListing *listing = arg;
+
+	if (entry->is_prefix)
+		return true;
+	if (listing->count == listing->cap)
+	{
+		listing->cap = listing->cap ? 2 * listing->cap : 256;
+		listing->names =
+			bk_cli_realloc(listing->names, listing->cap * sizeof(char *));
+	}
+	listing->names[listing->count++] = bk_cli_strdup(entry->name);
+	return true;
+}
+
+static int
+listing_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+bool
+bk_verify_list_objects(BkVerifyListing *listing, const BkRepo *repo,
+					   const char *source, const char *prefix, BkError *err)
+{
+	listing_clear(listing);
+	free(listing->read);
+	listing->read = NULL;
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, prefix,
+					  true, listing_add, listing, err))
+		return false;
+	if (listing->count > 0)
+		qsort(listing->names, listing->count, sizeof(char *), listing_name_cmp);
+	listing->read = bk_cli_alloc_zero(listing->count, sizeof(bool));
+	return true;
+}
+
+/* The index of name in listing, or -1: it is not stored. */
+static ssize_t
+listing_find(const BkVerifyListing *listing, const char *name)
+{
+	char **found;
+
+	if (listing->count == 0)
+		return -1;
+	found = bsearch(&name, listing->names, listing->count, sizeof(char *),
+					listing_name_cmp);
+	return found == NULL ? -1 : found - listing->names;
+}
+
+bool
+bk_verify_listed(const BkVerifyListing *listing, const char *name)
+{
+	return listing_find(listing, name) >= 0;
+}
+
+void
+bk_verify_mark_read(BkVerifyListing *listing, const char *name)
+{
+	ssize_t index = listing_find(listing, name);
+
+	if (index >= 0)
+		listing->read[index] = true;
+}
+
+typedef struct UnreadRun
+{
+	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
+	const BkVerifyListing *listing;
+} UnreadRun;
+
+static void
+check_unread_object(void *arg, BkVerifyWorker *worker, size_t index)
+{
+	UnreadRun *run = arg;
+	const char *name = run->listing->names[index];
+	BkObjectTracker *tracker;
+	BkError problem;
+
+	(void) worker;
+	if (run->listing->read[index])
+		return;
+	tracker = bk_cli_alloc(sizeof(*tracker));
+	bk_error_clear(&problem);
+	if (!bk_repo_check_object(run->repo, BK_REPO_ARCHIVE, run->source,
+							  BK_KIND_SNAPSHOT, name, name, tracker, &problem))
+		bk_verify_problem(run->verifier, name, "%s", problem.message);
+	free(tracker);
+}
+
+void
+bk_verify_unread_objects(BkVerifier *verifier, const BkRepo *repo,
+						 const char *source, BkVerifyListing *listing)
+{
+	UnreadRun run = {verifier, repo, source, listing};
+
+	bk_verify_parallel(verifier, listing->count, check_unread_object, &run);
+}
+
+void
+bk_verify_listing_free(BkVerifyListing *listing)
+{
+	listing_clear(listing);
+	free(listing->names);
+	free(listing->read);
+	memset(listing, 0, sizeof(*listing));
+}
+
 /* A decoder for each worker (with the key), checking CRCs as well. */
 static bool
 verify_workers_start(BkVerifier *verifier, BkError *err)

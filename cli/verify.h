@@ -15,6 +15,7 @@
 #include "bk_crypto.h"
 #include "bk_error.h"
 #include "bk_keys.h"
+#include "repo.h"
 
 #define BK_VERIFY_JOBS_DEFAULT 2
 #define BK_VERIFY_JOBS_MAX     64
@@ -93,5 +94,47 @@ extern void bk_verify_unlock(BkVerifier *verifier);
 typedef void (*BkVerifyTask)(void *arg, BkVerifyWorker *worker, size_t index);
 extern void bk_verify_parallel(BkVerifier *verifier, size_t count,
 							   BkVerifyTask task, void *arg);
+
+/*
+ * The snapshot objects listed under a prefix of one source.  A check that
+ * reads an object with the key (every frame's CRC checked as well) marks it
+ * read; bk_verify_unread_objects then gives every other listed object the
+ * keyless check, so that each object is read once.
+ */
+typedef struct BkVerifyListing
+{
+	char **names; /* sorted */
+	bool *read;   /* per name: read (or tried) by a check with the key */
+	size_t count;
+	size_t cap;
+} BkVerifyListing;
+
+/*
+ * List the snapshot objects of source whose names start with prefix ("" or
+ * ending with "/"), replacing what listing held; none marked read.
+ */
+extern bool bk_verify_list_objects(BkVerifyListing *listing, const BkRepo *repo,
+								   const char *source, const char *prefix,
+								   BkError *err);
+
+/* Whether name is listed. */
+extern bool bk_verify_listed(const BkVerifyListing *listing, const char *name);
+
+/*
+ * Mark name read, if listed.  Tasks of bk_verify_parallel may call this:
+ * each name is its own flag.
+ */
+extern void bk_verify_mark_read(BkVerifyListing *listing, const char *name);
+
+/*
+ * The keyless check (it parses, passes its CRCs, is whole and is the object
+ * its name says) of every listed object not marked read, on the verifier's
+ * threads; problems are reported under the object's name.
+ */
+extern void bk_verify_unread_objects(BkVerifier *verifier, const BkRepo *repo,
+									 const char *source,
+									 BkVerifyListing *listing);
+
+extern void bk_verify_listing_free(BkVerifyListing *listing);
 
 #endif /* BK_VERIFY_H */

@@ -422,49 +422,15 @@ verify_gap(void *arg, const char *file, const char *what)
 typedef struct SnapshotObjects
 {
 	BkVerifier *verifier;
-	const BkRepo *repo;
-	const char *source;
-	char **names; /* listed, sorted */
-	bool *read;   /* per name: decrypted (or tried) by a snapshot's check */
-	size_t count;
-	size_t cap;
+	BkVerifyListing listing;
 } SnapshotObjects;
-
-static bool
-collect_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
-{
-	SnapshotObjects *objects = arg;
-
-	if (entry->is_prefix)
-		return true;
-	if (objects->count == objects->cap)
-	{
-		objects->cap = objects->cap ? 2 * objects->cap : 256;
-		objects->names =
-			bk_cli_realloc(objects->names, objects->cap * sizeof(char *));
-	}
-	objects->names[objects->count++] = bk_cli_strdup(entry->name);
-	return true;
-}
-
-static int
-name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *) a, *(char *const *) b);
-}
 
 static void
 snapshot_object_read(void *arg, const char *object)
 {
 	SnapshotObjects *objects = arg;
-	const char *key = object;
-	char **found = objects->count == 0
-					   ? NULL
-					   : bsearch(&key, objects->names, objects->count,
-								 sizeof(char *), name_cmp);
 
-	if (found != NULL)
-		objects->read[found - objects->names] = true;
+	bk_verify_mark_read(&objects->listing, object);
 }
 
 static void
@@ -506,43 +472,18 @@ snapshot_run_tables(void *arg, size_t count, MariadbTableFn fn, void *ctx)
 	bk_verify_parallel(objects->verifier, count, run_table, &run);
 }
 
-/* Keyless, for a listed object nothing decrypted. */
-static void
-check_unread_object(void *arg, BkVerifyWorker *worker, size_t index)
-{
-	SnapshotObjects *objects = arg;
-	BkObjectTracker *tracker;
-	BkError problem;
-
-	if (objects->read[index])
-		return;
-	tracker = bk_cli_alloc(sizeof(*tracker));
-	bk_error_clear(&problem);
-	if (!bk_repo_check_object(objects->repo, BK_REPO_ARCHIVE, objects->source,
-							  BK_KIND_SNAPSHOT, objects->names[index],
-							  objects->names[index], tracker, &problem))
-		bk_verify_problem(objects->verifier, objects->names[index], "%s",
-						  problem.message);
-	free(tracker);
-}
-
 static bool
 verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				 const BinlogCatalog *binlog, BkError *err)
 {
 	MariadbSnapshotCatalog snapshots;
-	SnapshotObjects objects = {
-		.verifier = verifier, .repo = repo, .source = source};
+	SnapshotObjects objects = {.verifier = verifier};
 	MariadbCheckHooks hooks = {snapshot_object_read, snapshot_table_failed,
 							   snapshot_run_tables, &objects};
 	bool ok = false;
 
-	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
-					  collect_snapshot_object, &objects, err))
+	if (!bk_verify_list_objects(&objects.listing, repo, source, "", err))
 		goto done;
-	if (objects.count > 0)
-		qsort(objects.names, objects.count, sizeof(char *), name_cmp);
-	objects.read = bk_cli_alloc_zero(objects.count, sizeof(bool));
 	if (!mariadb_snapshot_catalog_load(repo, source, &snapshots, err))
 		goto done;
 	for (int idx = 0; idx < snapshots.count; idx++)
@@ -586,14 +527,11 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		verifier->snapshot_files += tables;
 	}
 	mariadb_snapshot_catalog_free(&snapshots);
-	verifier->objects += objects.count;
-	bk_verify_parallel(verifier, objects.count, check_unread_object, &objects);
+	verifier->objects += objects.listing.count;
+	bk_verify_unread_objects(verifier, repo, source, &objects.listing);
 	ok = true;
 done:
-	for (size_t objIdx = 0; objIdx < objects.count; objIdx++)
-		free(objects.names[objIdx]);
-	free(objects.names);
-	free(objects.read);
+	bk_verify_listing_free(&objects.listing);
 	return ok;
 }
 

@@ -352,17 +352,6 @@ check_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 
 /* ------------------------------------------------------------ snapshots */
 
-/*
- * An object listed under a snapshot.  checked: read already, decrypted with
- * the CRC of every frame checked, which is everything its keyless check
- * would see (or its problem is reported), so it is not read a second time.
- */
-typedef struct SnapshotObject
-{
-	char *name;
-	bool checked;
-} SnapshotObject;
-
 typedef struct SnapshotCheck
 {
 	BkVerifier *verifier;
@@ -375,13 +364,10 @@ typedef struct SnapshotCheck
 	 * run and found to be what the record says.  NULL until checked.
 	 */
 	bool **file_ok;
-	SnapshotObject *listed; /* the current snapshot's objects, by name */
-	size_t listed_count;
-	size_t listed_cap;
+	BkVerifyListing listing; /* the current snapshot's objects */
 	uint64_t objects;
 	uint64_t files;
 	uint64_t files_as_parent; /* of those, unchanged since a checked parent */
-	const char *scratch_dir;  /* where the workers' scratch files are */
 } SnapshotCheck;
 
 static void snapshot_problem(SnapshotCheck *check, const char *object,
@@ -397,85 +383,6 @@ snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
 	bk_verify_problem(check->verifier, object, "%s", message);
-}
-
-/* One object listed under the current snapshot: remember its name. */
-static bool
-collect_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
-{
-	SnapshotCheck *check = arg;
-
-	if (entry->is_prefix)
-		return true;
-	if (check->listed_count == check->listed_cap)
-	{
-		check->listed_cap = check->listed_cap ? 2 * check->listed_cap : 256;
-		check->listed = bk_cli_realloc(
-			check->listed, check->listed_cap * sizeof(*check->listed));
-	}
-	check->listed[check->listed_count].name = bk_cli_strdup(entry->name);
-	check->listed[check->listed_count].checked = false;
-	check->listed_count++;
-	check->objects++;
-	check->verifier->objects++;
-	return true;
-}
-
-static int
-snapshot_object_cmp(const void *a, const void *b)
-{
-	return strcmp(((const SnapshotObject *) a)->name,
-				  ((const SnapshotObject *) b)->name);
-}
-
-static void
-forget_listed(SnapshotCheck *check)
-{
-	for (size_t objIdx = 0; objIdx < check->listed_count; objIdx++)
-		free(check->listed[objIdx].name);
-	check->listed_count = 0;
-}
-
-/* The listed object called name, or NULL: it is not stored. */
-static SnapshotObject *
-find_listed(SnapshotCheck *check, const char *name)
-{
-	SnapshotObject key = {.name = (char *) name};
-
-	if (check->listed_count == 0)
-		return NULL;
-	return bsearch(&key, check->listed, check->listed_count, sizeof(key),
-				   snapshot_object_cmp);
-}
-
-static void
-mark_checked(SnapshotCheck *check, const char *name)
-{
-	SnapshotObject *object = find_listed(check, name);
-
-	if (object != NULL)
-		object->checked = true;
-}
-
-/*
- * Keyless, for a listed object nothing read yet: it parses, passes its
- * CRCs, is whole, and is the object its name says.
- */
-static void
-check_unread_object(void *arg, BkVerifyWorker *worker, size_t objIdx)
-{
-	SnapshotCheck *check = arg;
-	const char *name = check->listed[objIdx].name;
-	BkObjectTracker *tracker;
-	BkError problem;
-
-	if (check->listed[objIdx].checked)
-		return;
-	tracker = bk_cli_alloc(sizeof(*tracker));
-	if (!bk_repo_check_object(check->repo, BK_REPO_ARCHIVE, check->source,
-							  BK_KIND_SNAPSHOT, name, name, tracker, &problem))
-		snapshot_problem(check, name, "%s", problem.message);
-	free(tracker);
 }
 
 /*
@@ -598,7 +505,7 @@ check_whole_file(FilesTask *task, BkVerifyWorker *worker,
 										   sizeof(name))
 				  : bk_snapshot_data_name(id, file->path, name, sizeof(name))))
 			bk_strlcpy(name, file->path, sizeof(name));
-		mark_checked(check, name);
+		bk_verify_mark_read(&check->listing, name);
 		/* Every part, even after a bad one: each is reported. */
 		if (!bk_snapshot_read_object(check->repo, worker->decoder,
 									 check->source, name, discard_sink, NULL,
@@ -648,9 +555,9 @@ report_own_objects(FilesTask *task, BkVerifyWorker *worker,
 		if (!file_part_name(task->snapshot->id, file, partIdx, part_name,
 							sizeof(part_name), &offset, &too_long))
 			continue;
-		if (find_listed(check, part_name) != NULL)
+		if (bk_verify_listed(&check->listing, part_name))
 		{
-			mark_checked(check, part_name);
+			bk_verify_mark_read(&check->listing, part_name);
 			if (bk_snapshot_read_object(check->repo, worker->decoder,
 										check->source, part_name, discard_sink,
 										NULL, NULL, &size, &err))
@@ -691,7 +598,7 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 	{
 		bk_error_set(&local_err, BK_ERR_IO,
 					 "could not truncate a temporary file in %s: %s",
-					 check->scratch_dir, strerror(errno));
+					 bk_cli_scratch_dir(), strerror(errno));
 		scratch_failed = true;
 	}
 	if (scratch_failed)
@@ -699,7 +606,7 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 		bk_error_prefix(&local_err,
 						"could not rebuild files to check them "
 						"(TMPDIR=%s): ",
-						check->scratch_dir);
+						bk_cli_scratch_dir());
 		bk_verify_local_failure(check->verifier, &local_err);
 		return FILE_FAILED;
 	}
@@ -724,7 +631,7 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 
 		if (file_part_name(task->snapshot->id, file, partIdx, part_name,
 						   sizeof(part_name), &offset, &too_long))
-			mark_checked(check, part_name);
+			bk_verify_mark_read(&check->listing, part_name);
 	}
 	if (file->has_sha256 &&
 		memcmp(rebuilt.sha256, file->sha256, BK_SHA256_LEN) != 0)
@@ -819,7 +726,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		for (size_t partIdx = 0; partIdx < 3; partIdx++)
 		{
 			snprintf(name, sizeof(name), "%s/%s", snapshot->id, parts[partIdx]);
-			mark_checked(check, name);
+			bk_verify_mark_read(&check->listing, name);
 			if (!bk_snapshot_read_small(check->repo, check->verifier->decoder,
 										check->source, name,
 										BK_RECORD_MAX_BYTES, &text, &len, &err))
@@ -931,7 +838,6 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	 * Every worker's scratch file, made now: one that cannot be is this
 	 * host's failure, said once, not a problem of each file it would hold.
 	 */
-	check.scratch_dir = bk_cli_scratch_dir();
 	for (int jobIdx = 0; verifier->ring != NULL && catalog.count > 0 &&
 						 jobIdx < (verifier->jobs < 1 ? 1 : verifier->jobs);
 		 jobIdx++)
@@ -944,7 +850,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			bk_error_set(err, BK_ERR_IO,
 						 "could not create a temporary file in %s to rebuild "
 						 "files in: %s",
-						 check.scratch_dir, strerror(errno));
+						 bk_cli_scratch_dir(), strerror(errno));
 			bk_error_hint(err, "Set TMPDIR to a writable directory with "
 							   "room for the largest files.");
 			goto fail;
@@ -962,13 +868,10 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		BkError record_err;
 
 		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
-		forget_listed(&check);
-		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
-						  prefix, true, collect_snapshot_object, &check, err))
+		if (!bk_verify_list_objects(&check.listing, repo, source, prefix, err))
 			goto fail;
-		if (check.listed_count > 0)
-			qsort(check.listed, check.listed_count, sizeof(*check.listed),
-				  snapshot_object_cmp);
+		check.objects += check.listing.count;
+		verifier->objects += check.listing.count;
 		snprintf(record_name, sizeof(record_name), "%s/%s", snapshot->id,
 				 BK_SNAPSHOT_RECORD);
 		if (!snapshot->has_record)
@@ -986,7 +889,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		if (snapshot->has_record && verifier->ring != NULL)
 		{
 			load_chain_records(&check, snapIdx);
-			mark_checked(&check, record_name);
+			bk_verify_mark_read(&check.listing, record_name);
 			if (check.records[snapIdx] == NULL &&
 				!bk_snapshot_record_load(repo, verifier->decoder, source,
 										 snapshot->id, &check.records[snapIdx],
@@ -1028,7 +931,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 							continue;
 						if (too_long)
 							bk_strlcpy(name, file->path, sizeof(name));
-						else if (find_listed(&check, name) != NULL)
+						else if (bk_verify_listed(&check.listing, name))
 							continue;
 						if (file->range_count > 0)
 							snapshot_problem(&check, name,
@@ -1048,8 +951,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					goto fail;
 			}
 		}
-		bk_verify_parallel(verifier, check.listed_count, check_unread_object,
-						   &check);
+		bk_verify_unread_objects(verifier, repo, source, &check.listing);
 		as_parent = check.files_as_parent - as_parent_before;
 		if (verifier->json)
 			json_array_append_new(
@@ -1085,8 +987,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_SNAPSHOT, "",
 					  true, report_snapshot_conflict, &check, err);
 fail:
-	forget_listed(&check);
-	free(check.listed);
+	bk_verify_listing_free(&check.listing);
 	for (int snapIdx = 0; snapIdx < catalog.count; snapIdx++)
 	{
 		bk_snapshot_record_free(check.records[snapIdx]);

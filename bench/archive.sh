@@ -58,7 +58,8 @@
 #                            requests in flight instead of one;
 #                            bk-lingerN: linger.ms=N instead of 5;
 #                            bk-msgsN: batch.num.messages=N; bk-msgsN-chunkM:
-#                            the same with bk.chunk_size = M MB)
+#                            the same with bk.chunk_size = M MB;
+#                            bk-prodN: bk.archive_producers = N)
 #   ARCHIVE_PROFILE          1: one more bk run under perf record -a [1]
 #   ARCHIVE_PRODUCE_RUNS     bk_test_produce runs [2]
 #   ARCHIVE_TPS_SECONDS      pgbench -T per TPS run [60]
@@ -400,7 +401,7 @@ run_contender() {
         off=("${ARCHIVING_OFF[@]}")
         on=("archive_library = ''" "archive_command = 'pgbackrest --config=$PGBR_CONF --stanza=bench archive-push %p'")
         ;;
-    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch* | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger* | bk-msgs*)
+    bk | bk-profile | bk-noflush | bk-chunk4m | bk-noship | bk-batch* | bk-jobs1 | bk-noship-jobs1 | bk-inflight* | bk-linger* | bk-msgs* | bk-prod*)
         bk_setup_prefix "$tag"
         if [[ "$name" == bk-noflush ]]; then
             # An experiment, not a configuration to use: the broker
@@ -415,6 +416,7 @@ run_contender() {
         bk_static_conf
         [[ "$name" == bk-chunk4m ]] && STATIC+=("bk.chunk_size = '4MB'")
         [[ "$name" == bk-batch* ]] && STATIC+=("bk.archive_batch = ${name#bk-batch}")
+        [[ "$name" == bk-prod* ]] && STATIC+=("bk.archive_producers = ${name#bk-prod}")
         [[ "$name" == *-jobs1 ]] && STATIC+=("bk.archive_jobs = 1")
         [[ "$name" == bk-inflight* ]] &&
             STATIC+=("bk.kafka_properties = 'max.in.flight.requests.per.connection=${name#bk-inflight}'")

@@ -848,6 +848,13 @@ batch_abandon(BkProducer *producer)
 	producer->batch_open = false;
 }
 
+void
+bk_producer_batch_abandon(BkProducer *producer)
+{
+	if (producer->batch_open)
+		batch_abandon(producer);
+}
+
 bool
 bk_producer_batch_begin(BkProducer *producer, BkError *err)
 {
@@ -1146,6 +1153,8 @@ bool
 bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 					   void *interrupt_arg, BkSendStats *stats, BkError *err)
 {
+	bool served = false;
+
 	if (!producer->batch_open)
 		return bk_error_set(err, BK_ERR_INTERNAL, "no Kafka batch is open");
 	while (producer->acked + producer->failed < producer->produced)
@@ -1162,8 +1171,13 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 			send_failure(producer, err);
 			goto abandon;
 		}
-		if (bk_monotonic_ms() - producer->last_progress_ms >
-			producer->timeout_ms + PRODUCER_TIMEOUT_SLACK_MS)
+		/*
+		 * Silence counts only once the reports waiting are served: a caller
+		 * with several producers waits on them in turn, and this one's
+		 * acknowledgements may have come while it waited on another.
+		 */
+		if (served && bk_monotonic_ms() - producer->last_progress_ms >
+						  producer->timeout_ms + PRODUCER_TIMEOUT_SLACK_MS)
 		{
 			report_silence(producer, err);
 			goto abandon;
@@ -1178,6 +1192,7 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 		 * goes on.  Every message of this producer belongs to the batch.
 		 */
 		(void) rd_kafka_flush(producer->rk, PRODUCER_POLL_MS);
+		served = true;
 	}
 	if (producer->failed > 0)
 	{

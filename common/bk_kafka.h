@@ -227,6 +227,8 @@ extern bool bk_producer_send_object(BkProducer *producer, const char *topic,
  * abandoned: purged, and the handle replaced.
  */
 extern bool bk_producer_batch_begin(BkProducer *producer, BkError *err);
+/* Give up the open batch now, if there is one (as the next begin would). */
+extern void bk_producer_batch_abandon(BkProducer *producer);
 extern bool bk_producer_batch_add(BkProducer *producer, const char *topic,
 								  const char *key, size_t key_len,
 								  BkNextFrameFn next, void *next_arg,

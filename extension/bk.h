@@ -211,6 +211,9 @@ extern int bk_target_rpo_s;
 extern int bk_wait_for;
 extern int bk_repository_timeout_ms;
 extern int bk_archive_batch;
+/* Kafka producers of the archiver's batches: bk.archive_producers. */
+#define BK_ARCHIVE_PRODUCERS_MAX 4
+extern int bk_archive_producers;
 extern int bk_archive_jobs;
 extern int bk_snapshot_jobs;
 extern int bk_snapshot_range_blocks;

@@ -152,8 +152,13 @@ typedef struct BkFileReader
 static MemoryContext archive_context = NULL;
 
 /* Library objects: malloc'd by libbk, kept across calls. */
-static BkProducer *producer = NULL;
-static char *producer_brokers = NULL; /* settings it was made with */
+/*
+ * The archiver's producers: bk.archive_producers of them.  The first sends
+ * single segments; a batch's segments go over all of them in turn.
+ */
+static BkProducer *producers[BK_ARCHIVE_PRODUCERS_MAX];
+static int producer_count = 0;
+static char *producer_brokers = NULL; /* settings they were made with */
 static char *producer_properties = NULL;
 static int producer_timeout_ms = 0;
 static int producer_chunk_size = 0;
@@ -219,6 +224,7 @@ static bool bk_readahead_take(const char *file, const char *path,
 static int bk_ready_segments_after(const char *file,
 								   char names[][BK_FILE_NAME_LEN], int max);
 static bool bk_ensure_producer(const BkKafkaSettings *settings, BkError *err);
+static void bk_free_producers(void);
 static bool bk_ensure_encode_pool(BkError *err);
 static bool bk_archiver_ready(const char *topic, BkKafkaSettings *settings,
 							  BkError *err);
@@ -322,9 +328,13 @@ bk_archiver_ready(const char *topic, BkKafkaSettings *settings, BkError *err)
 	settings->window_bytes = BK_ARCHIVE_WINDOW_BYTES;
 	/* Keeps librdkafka's broker thread from spinning (bk_producer_new). */
 	settings->request_messages = BK_KAFKA_BATCH_CHUNKS;
-	return bk_source_key(NULL, err) && bk_ensure_encode_pool(err) &&
-		   bk_ensure_producer(settings, err) &&
-		   bk_producer_connect(producer, topic, err);
+	if (!bk_source_key(NULL, err) || !bk_ensure_encode_pool(err) ||
+		!bk_ensure_producer(settings, err))
+		return false;
+	for (int prodIdx = 0; prodIdx < producer_count; prodIdx++)
+		if (!bk_producer_connect(producers[prodIdx], topic, err))
+			return false;
+	return true;
 }
 
 /*
@@ -502,9 +512,10 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 		goto fail;
 
 	memset(&stats, 0, sizeof(stats));
-	if (!bk_producer_send_object(producer, topic, source_id, strlen(source_id),
-								 bk_encode_pool_next, encode_pool,
-								 bk_interrupted, NULL, &stats, err))
+	if (!bk_producer_send_object(producers[0], topic, source_id,
+								 strlen(source_id), bk_encode_pool_next,
+								 encode_pool, bk_interrupted, NULL, &stats,
+								 err))
 		goto fail;
 	bk_kafka_log_flush();
 
@@ -684,7 +695,8 @@ bk_archive_batch_internal(const char *file, const char *path,
 	int count;
 	int in_batch = 0;
 	int room = Min(bk_archive_batch, BK_READAHEAD_MAX) - 1;
-	BkSendStats stats;
+	int used = 0; /* producers with a batch open */
+	int64 start_ms = bk_monotonic_ms();
 	bool ok = false;
 
 	/* The cache holds only one batch: what is left of the last one is stale. */
@@ -754,24 +766,48 @@ bk_archive_batch_internal(const char *file, const char *path,
 			goto done;
 	}
 
-	if (!bk_producer_batch_begin(producer, err))
-		goto done;
+	/*
+	 * The segments go over the producers in turn, in the pool's order: while
+	 * one producer's window is full, the others' requests are on their way,
+	 * and the broker handles a request of each connection at once.
+	 */
 	for (int fileIdx = 0; fileIdx < in_batch; fileIdx++)
-		if (!bk_producer_batch_add(producer, topic, source_id,
+	{
+		BkProducer *segment_producer = producers[fileIdx % producer_count];
+
+		if (fileIdx < producer_count)
+		{
+			if (!bk_producer_batch_begin(segment_producer, err))
+				goto done;
+			used++;
+		}
+		if (!bk_producer_batch_add(segment_producer, topic, source_id,
 								   strlen(source_id), bk_encode_pool_next,
 								   encode_pool, bk_interrupted, NULL,
 								   &sent[fileIdx].sent, err))
 			goto done;
-	memset(&stats, 0, sizeof(stats));
-	if (!bk_producer_batch_wait(producer, bk_interrupted, NULL, &stats, err))
-		goto done;
+	}
+	for (int prodIdx = 0; prodIdx < used; prodIdx++)
+	{
+		BkSendStats stats;
+
+		memset(&stats, 0, sizeof(stats));
+		if (!bk_producer_batch_wait(producers[prodIdx], bk_interrupted, NULL,
+									&stats, err))
+			goto done;
+	}
 	bk_kafka_log_flush();
 	ok = true;
 
 done:
 	/* The pool must not read a file again once it is closed. */
 	if (!ok)
+	{
 		bk_encode_pool_reset(encode_pool);
+		/* Nothing of a failed batch goes out later, nor holds memory. */
+		for (int prodIdx = 0; prodIdx < used; prodIdx++)
+			bk_producer_batch_abandon(producers[prodIdx]);
+	}
 	for (int fileIdx = 0; fileIdx < in_batch; fileIdx++)
 		CloseTransientFile(readers[fileIdx].fd);
 	if (!ok)
@@ -785,7 +821,7 @@ done:
 			(errmsg_internal("bk: archived \"%s\" and %d more segment%s in one "
 							 "batch to \"%s\" in " INT64_FORMAT " ms",
 							 file, in_batch - 1, in_batch == 2 ? "" : "s",
-							 topic, stats.elapsed_ms)));
+							 topic, bk_monotonic_ms() - start_ms)));
 	return true;
 }
 
@@ -880,6 +916,18 @@ bk_source_kafka_settings(BkKafkaSettings *settings, const char *client_id)
 	settings->log_arg = NULL;
 }
 
+/* Free the producers: none until bk_ensure_producer makes them again. */
+static void
+bk_free_producers(void)
+{
+	for (int prodIdx = 0; prodIdx < producer_count; prodIdx++)
+	{
+		bk_producer_free(producers[prodIdx]);
+		producers[prodIdx] = NULL;
+	}
+	producer_count = 0;
+}
+
 /*
  * bk_ensure_producer
  *		A producer made with the current settings (made now if the settings
@@ -888,23 +936,30 @@ bk_source_kafka_settings(BkKafkaSettings *settings, const char *client_id)
 static bool
 bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 {
-	if (producer != NULL && bk_str_equal(producer_brokers, settings->brokers) &&
+	if (producer_count == bk_archive_producers &&
+		bk_str_equal(producer_brokers, settings->brokers) &&
 		bk_str_equal(producer_properties, settings->properties) &&
 		producer_timeout_ms == settings->timeout_ms &&
 		producer_chunk_size == (int) settings->chunk_size)
 		return true;
 
-	if (producer != NULL)
+	if (producer_count > 0)
 	{
-		bk_producer_free(producer);
-		producer = NULL;
+		bk_free_producers();
 		bk_kafka_log_flush();
 	}
 	/* Sent with other settings: not what the operator asks for now. */
 	sent_ahead_count = 0;
-	producer = bk_producer_new(settings, err);
-	if (producer == NULL)
-		return false;
+	for (int prodIdx = 0; prodIdx < bk_archive_producers; prodIdx++)
+	{
+		producers[prodIdx] = bk_producer_new(settings, err);
+		if (producers[prodIdx] == NULL)
+		{
+			bk_free_producers();
+			return false;
+		}
+		producer_count++;
+	}
 
 	if (producer_brokers)
 		pfree(producer_brokers);
@@ -1024,11 +1079,7 @@ static void
 bk_drop_library_state(void)
 {
 	bk_confirm_reset();
-	if (producer != NULL)
-	{
-		bk_producer_free(producer);
-		producer = NULL;
-	}
+	bk_free_producers();
 	bk_encode_pool_free(encode_pool);
 	encode_pool = NULL;
 }

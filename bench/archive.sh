@@ -761,7 +761,7 @@ profile_report() { # TAG ARCHIVER_PID KAFKA_PID
     fi
     local log="$BK_SERVICES_DIR/pg/postgresql.log"
     echo "archive calls (bk DEBUG1 lines):"
-    { grep -oE 'bk: archived "[0-9A-F]{24}" and [0-9]+ more segments? in one batch to "[^"]*" in [0-9]+ ms' "$log" || true; } |
+    { grep -oE 'bk: archived "[0-9A-F]{24}" and [0-9]+ more segments? in one batch to "[^"]*" (over [0-9]+ producers? )?in [0-9]+ ms' "$log" || true; } |
         gawk '{ n++; more += $5; ms += $(NF - 1) } END {
              if (n) printf "  %d batches of %.1f segments on average, %.1f ms each (%.1f ms per segment)\n", n, 1 + more / n, ms / n, ms / (n + more) }'
     echo "  $({ grep -cE 'bk: archived "[0-9A-F]{24}": ' "$log" || true; }) calls sent one segment alone;" \

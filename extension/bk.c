@@ -64,7 +64,7 @@ int bk_target_rpo_s = 0;
 int bk_wait_for = BK_WAIT_FOR_KAFKA;
 int bk_repository_timeout_ms = 60000;
 int bk_archive_batch = 8;
-int bk_archive_producers = 1;
+int bk_archive_producers = 2;
 int bk_archive_jobs = 2;
 int bk_snapshot_jobs = 2;
 int bk_snapshot_range_blocks = (128 * 1024 * 1024) / BLCKSZ;
@@ -195,7 +195,7 @@ _PG_init(void)
 		"(receive, append, fsync): with more producers, the segments of a "
 		"batch go over them in turn and their requests are handled "
 		"together. Each producer keeps up to 8 MiB of frames in flight.",
-		&bk_archive_producers, 1, 1, BK_ARCHIVE_PRODUCERS_MAX, PGC_SIGHUP, 0,
+		&bk_archive_producers, 2, 1, BK_ARCHIVE_PRODUCERS_MAX, PGC_SIGHUP, 0,
 		NULL, NULL, NULL);
 
 	DefineCustomIntVariable(

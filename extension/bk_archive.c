@@ -18,11 +18,11 @@
  * as a BkError, which is logged as a WARNING naming the file, what failed
  * and what to do.
  *
- * The library objects (producer, encoding pool, key) live in the archiver from
- * the first archive call to the archiver's exit, malloc'd by libbk, never
- * palloc'd: they must survive the per-call memory context, and librdkafka
- * must not be created in the postmaster (its threads would not survive
- * fork).  They are recreated when a setting they depend on changes, and
+ * The library objects (producers, encoding pool, key) live in the archiver
+ * from the first archive call to the archiver's exit, malloc'd by libbk,
+ * never palloc'd: they must survive the per-call memory context, and
+ * librdkafka must not be created in the postmaster (its threads would not
+ * survive fork).  They are recreated when a setting they depend on changes, and
  * dropped after an unexpected ERROR so the next call starts clean.
  *
  * Only the archiver's own thread ever calls PostgreSQL.  librdkafka's
@@ -42,13 +42,15 @@
  * true at once.  A segment sent ahead counts only if its file is still the
  * same (device, inode, size, modification and change time to the
  * nanosecond) and it went to the topic and under the source id now in
- * effect, through the producer now in use; otherwise it is simply sent
+ * effect, through the producers now in use; otherwise it is simply sent
  * again, which the shipper recognises as an identical re-send.  Nothing is
  * ever reported archived before Kafka acknowledged it.  With bk.wait_for =
  * 'repository' every file waits for its own confirmation, so nothing sent
- * ahead counts.  When a batch fails, the archiver goes back to one segment
- * per call for a minute, so that a segment that cannot be read or sent
- * fails alone, under its own name.
+ * ahead counts.  A batch's segments go over bk.archive_producers producers
+ * in turn: a broker handles one request per connection at a time, so more
+ * connections let it handle several at once.  When a batch fails, the
+ * archiver goes back to one segment per call for a minute, so that a
+ * segment that cannot be read or sent fails alone, under its own name.
  *
  * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a
  * flag private to pgarch.c), then runs one last archiving cycle in which a
@@ -94,7 +96,8 @@
 #include "bk_util.h"
 
 /*
- * Bytes of frames the archiver's producer keeps queued or in flight.  One
+ * Bytes of frames each of the archiver's producers keeps queued or in
+ * flight (bk.archive_producers of them).  One
  * produce request of up to BK_KAFKA_BATCH_CHUNKS chunks is in flight at a
  * time (bk_kafka.c), so two requests' worth keep the connection busy; more
  * would only raise the archiver's memory, which must stay small next to the
@@ -818,10 +821,11 @@ done:
 	for (int fileIdx = 1; fileIdx < in_batch; fileIdx++)
 		sent_ahead[sent_ahead_count++] = sent[fileIdx];
 	ereport(DEBUG1,
-			(errmsg_internal("bk: archived \"%s\" and %d more segment%s in one "
-							 "batch to \"%s\" in " INT64_FORMAT " ms",
-							 file, in_batch - 1, in_batch == 2 ? "" : "s",
-							 topic, bk_monotonic_ms() - start_ms)));
+			(errmsg_internal(
+				"bk: archived \"%s\" and %d more segment%s in one "
+				"batch to \"%s\" over %d producer%s in " INT64_FORMAT " ms",
+				file, in_batch - 1, in_batch == 2 ? "" : "s", topic, used,
+				used == 1 ? "" : "s", bk_monotonic_ms() - start_ms)));
 	return true;
 }
 

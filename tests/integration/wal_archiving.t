@@ -6,6 +6,8 @@
 #   - the shipper is killed with SIGKILL several times meanwhile;
 #   - the broker is stopped for 20 s during pgbench: PostgreSQL keeps the
 #     segments, nothing is lost, the archiver catches up afterwards;
+#   - a backlog goes out in batches over bk.archive_producers producers
+#     (the default 2 here, 1 with S3), every segment archived and intact;
 #   - a unique marker written into a table never appears in plaintext in a
 #     topic or in the repository;
 #   - a cluster recovered from a base backup with restore_command =
@@ -85,6 +87,12 @@ bk.kafka_timeout = '5s'
 wal_keep_size = '8GB'
 max_wal_size = '2GB'
 CONF
+# The default (2) with a directory, one producer with S3: both are covered.
+producers=2
+if [[ "$(bk_test_backend)" == s3 ]]; then
+    producers=1
+    echo "bk.archive_producers = 1" >>"$BK_PGDATA/bk_test.conf"
+fi
 "$SERVICES" restart pg >/dev/null
 ok $? "PostgreSQL restarted with archive_library = 'bk'"
 source_id="$(psql_q "SELECT system_identifier FROM pg_control_system()")"
@@ -146,6 +154,37 @@ ok $((checked < 5)) "PostgreSQL reports $checked segments archived"
 is "$missing" "0" "every one of them is in the repository"
 is "$differ" "0" "bk wal-get, run as postgres, returns each byte-identical to pg_wal"
 
+no_ready() { [[ "$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')" == 0 ]]; }
+# ---- a backlog, sent in batches over the archiver's producers
+# (before the broker's outage: a failed batch turns batches off for a minute)
+# Archiving is switched off (no broker) while segments complete, then on.
+pglog="$(dirname "$BK_PGDATA")/postgresql.log"
+log_lines_before="$(wc -l <"$pglog")"
+cp "$BK_PGDATA/bk_test.conf" "$dir/bk_test.conf.saved"
+sed -i "s/^bk.kafka_brokers = .*/bk.kafka_brokers = ''/" "$BK_PGDATA/bk_test.conf"
+echo "log_min_messages = debug1" >>"$BK_PGDATA/bk_test.conf"
+psql_q "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+for round in 1 2 3 4 5 6; do
+    psql_q "INSERT INTO bk_marker SELECT md5(g::text) FROM generate_series(1, 20000) g; SELECT pg_switch_wal()" >/dev/null
+done
+ready="$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')"
+ok $((ready < 4)) "a backlog of $ready segments waits while archiving is off"
+sed "s/^bk.kafka_brokers = ''/bk.kafka_brokers = '$BK_KAFKA_BROKERS'/" \
+    "$BK_PGDATA/bk_test.conf" >"$dir/bk_test.conf.on"
+cp "$dir/bk_test.conf.on" "$BK_PGDATA/bk_test.conf"
+psql_q "SELECT pg_reload_conf()" >/dev/null
+wait_for 120 "backlog drained" no_ready
+ok $? "the backlog is archived once archiving is on again"
+batches="$(tail -n +"$((log_lines_before + 1))" "$pglog" |
+    grep -cE "more segments? in one batch to \"[^\"]*\" over $producers producers? in")"
+ok $((batches == 0)) "it went out in batches over $producers producer(s) ($batches batches)"
+read -r checked missing differ <<<"$(check_archived_segments)"
+is "$missing" "0" "every segment of the backlog is in the repository ($checked checked)"
+is "$differ" "0" "and restores byte-identical"
+cp "$dir/bk_test.conf.saved" "$BK_PGDATA/bk_test.conf"
+psql_q "SELECT pg_reload_conf()" >/dev/null
+
 # ---- the broker is down for 20 s (four times bk.kafka_timeout) during pgbench
 pgbench -T 45 -c 2 -j 2 -n >"$dir/pgbench2.out" 2>&1 &
 pgbench_pid=$!
@@ -170,7 +209,6 @@ ok $? "pgbench kept running through the outage ($(grep -o 'tps = [0-9.]*' "$dir/
 pgbench_pid=""
 switch_and_wait 300
 ok $? "the archiver caught up after the outage"
-no_ready() { [[ "$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')" == 0 ]]; }
 wait_for 120 "backlog drained" no_ready
 ok $? "no .ready file is left"
 read -r checked missing differ <<<"$(check_archived_segments)"

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -579,6 +580,64 @@ test_batch(void **state)
 }
 
 /*
+ * Batches open on two producers, waited on in turn (the archiver with
+ * bk.archive_producers = 2): acknowledgements that came while the caller
+ * was busy elsewhere, longer than the timeout, are progress, not silence.
+ */
+static void
+test_batches_on_two_producers(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producers[2];
+	EncodeSource sources[2];
+	BkSendStats stats;
+	BkError err;
+
+	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
+	{
+		producers[prodIdx] = bk_producer_new(&settings, NULL);
+		assert_non_null(producers[prodIdx]);
+		assert_true(bk_producer_batch_begin(producers[prodIdx], &err));
+		source_begin(&sources[prodIdx], 100 * 1024);
+		if (!bk_producer_batch_add(producers[prodIdx], TOPIC, "src/obj", 7,
+								   next_frame, &sources[prodIdx], NULL, NULL,
+								   NULL, &err))
+			fail_msg("%s", err.message);
+	}
+	/* Neither producer is polled for longer than timeout and slack. */
+	usleep((TIMEOUT_MS + 2000 + 500) * 1000);
+	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
+	{
+		if (!bk_producer_batch_wait(producers[prodIdx], NULL, NULL, &stats,
+									&err))
+			fail_msg("producer %d: %s", prodIdx, err.message);
+		assert_int_equal(stats.messages, 2);
+		source_end(&sources[prodIdx]);
+	}
+
+	/* A failed batch given up at once: the producer sends again after. */
+	assert_true(bk_producer_batch_begin(producers[1], &err));
+	source_begin(&sources[1], 10 * 1024);
+	assert_true(bk_producer_batch_add(producers[1], TOPIC, "src/obj", 7,
+									  next_frame, &sources[1], NULL, NULL, NULL,
+									  &err));
+	bk_producer_batch_abandon(producers[1]);
+	bk_producer_batch_abandon(producers[1]); /* none open: nothing done */
+	source_end(&sources[1]);
+	assert_true(bk_producer_batch_begin(producers[1], &err));
+	source_begin(&sources[1], 10 * 1024);
+	assert_true(bk_producer_batch_add(producers[1], TOPIC, "src/obj", 7,
+									  next_frame, &sources[1], NULL, NULL, NULL,
+									  &err));
+	if (!bk_producer_batch_wait(producers[1], NULL, NULL, &stats, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(stats.messages, 1);
+	source_end(&sources[1]);
+	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
+		bk_producer_free(producers[prodIdx]);
+}
+
+/*
  * Once a batch's last object is queued nothing more is coming: waiting for
  * the acknowledgements must send the last, partly filled produce request at
  * once, not after linger.ms (here far longer than a mock round trip).
@@ -929,6 +988,7 @@ main(void)
 		cmocka_unit_test(test_batch),
 		cmocka_unit_test(test_batch_end_not_lingering),
 		cmocka_unit_test(test_long_linger_widens_window),
+		cmocka_unit_test(test_batches_on_two_producers),
 		cmocka_unit_test(test_frame_headers),
 		cmocka_unit_test(test_batch_limits),
 		cmocka_unit_test(test_give_up_by_broker_time),

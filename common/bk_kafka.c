@@ -30,8 +30,6 @@
 #define PRODUCER_POLL_MS 50
 /* linger.ms unless the caller asks for more (BkKafkaSettings.linger_ms). */
 #define PRODUCER_LINGER_MS_DEFAULT 5
-/* Slack beyond message.timeout.ms before we stop waiting for reports. */
-#define PRODUCER_TIMEOUT_SLACK_MS 2000
 /* How long to wait for reports of purged messages before giving up on them. */
 #define PRODUCER_DRAIN_MS 1000
 /* How long a topic's partition count is used before it is read again. */
@@ -1177,7 +1175,7 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 		 * acknowledgements may have come while it waited on another.
 		 */
 		if (served && bk_monotonic_ms() - producer->last_progress_ms >
-						  producer->timeout_ms + PRODUCER_TIMEOUT_SLACK_MS)
+						  producer->timeout_ms + BK_KAFKA_TIMEOUT_SLACK_MS)
 		{
 			report_silence(producer, err);
 			goto abandon;

@@ -37,6 +37,11 @@
 #define BK_KAFKA_MESSAGE_OVERHEAD (16 * 1024)
 
 #define BK_KAFKA_TIMEOUT_DEFAULT_MS 30000
+/*
+ * A producer's wait for delivery reports gives up after message.timeout.ms
+ * plus this much without any (librdkafka's own timeout scan may lag).
+ */
+#define BK_KAFKA_TIMEOUT_SLACK_MS 2000
 
 /* Largest Kafka message (value, key, headers, overhead) for a chunk size. */
 extern size_t bk_kafka_message_max(uint32_t chunk_size);

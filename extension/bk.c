@@ -191,10 +191,11 @@ _PG_init(void)
 		"bk.archive_producers",
 		"How many Kafka producers (broker connections) carry a batch's "
 		"segments.",
-		"A broker handles one produce request per connection at a time "
-		"(receive, append, fsync): with more producers, the segments of a "
-		"batch go over them in turn and their requests are handled "
-		"together. Each producer keeps up to 8 MiB of frames in flight.",
+		"A broker works through one connection's produce requests one at a "
+		"time: with more producers, the segments of a batch go over them in "
+		"turn and their requests overlap. Each producer keeps up to 8 MiB of "
+		"frames in flight. Used only with bk.archive_batch above 1 and "
+		"bk.wait_for = kafka.",
 		&bk_archive_producers, 2, 1, BK_ARCHIVE_PRODUCERS_MAX, PGC_SIGHUP, 0,
 		NULL, NULL, NULL);
 

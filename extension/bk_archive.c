@@ -47,8 +47,9 @@
  * ever reported archived before Kafka acknowledged it.  With bk.wait_for =
  * 'repository' every file waits for its own confirmation, so nothing sent
  * ahead counts.  A batch's segments go over bk.archive_producers producers
- * in turn: a broker handles one request per connection at a time, so more
- * connections let it handle several at once.  When a batch fails, the
+ * in turn: a broker works through one connection's requests one at a time,
+ * so with more connections their transfers, appends and acknowledgements
+ * overlap.  When a batch fails, the
  * archiver goes back to one segment per call for a minute, so that a
  * segment that cannot be read or sent fails alone, under its own name.
  *
@@ -699,7 +700,7 @@ bk_archive_batch_internal(const char *file, const char *path,
 	int in_batch = 0;
 	int room = Min(bk_archive_batch, BK_READAHEAD_MAX) - 1;
 	int used = 0; /* producers with a batch open */
-	int64 start_ms = bk_monotonic_ms();
+	int64 start_ms;
 	bool ok = false;
 
 	/* The cache holds only one batch: what is left of the last one is stale. */
@@ -768,6 +769,8 @@ bk_archive_batch_internal(const char *file, const char *path,
 		if (!bk_encode_pool_add(encode_pool, &info, bk_read_wal, reader, err))
 			goto done;
 	}
+
+	start_ms = bk_monotonic_ms();
 
 	/*
 	 * The segments go over the producers in turn, in the pool's order: while
@@ -940,7 +943,12 @@ bk_free_producers(void)
 static bool
 bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 {
-	if (producer_count == bk_archive_producers &&
+	/* Without batches, only the first would ever send. */
+	int wanted = bk_wait_for == BK_WAIT_FOR_KAFKA && bk_archive_batch > 1
+					 ? bk_archive_producers
+					 : 1;
+
+	if (producer_count == wanted &&
 		bk_str_equal(producer_brokers, settings->brokers) &&
 		bk_str_equal(producer_properties, settings->properties) &&
 		producer_timeout_ms == settings->timeout_ms &&
@@ -954,7 +962,7 @@ bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 	}
 	/* Sent with other settings: not what the operator asks for now. */
 	sent_ahead_count = 0;
-	for (int prodIdx = 0; prodIdx < bk_archive_producers; prodIdx++)
+	for (int prodIdx = 0; prodIdx < wanted; prodIdx++)
 	{
 		producers[prodIdx] = bk_producer_new(settings, err);
 		if (producers[prodIdx] == NULL)

@@ -579,10 +579,38 @@ test_batch(void **state)
 	bk_producer_free(producer);
 }
 
+/* The end offset of TOPIC's one partition, asked through producer. */
+static int64_t
+topic_high(BkProducer *producer)
+{
+	int64_t low = 0;
+	int64_t high = 0;
+
+	assert_int_equal(
+		rd_kafka_query_watermark_offsets(bk_producer_handle(producer), TOPIC, 0,
+										 &low, &high, TIMEOUT_MS),
+		RD_KAFKA_RESP_ERR_NO_ERROR);
+	return high;
+}
+
+/* A batch begun on producer with one object of size bytes in it. */
+static void
+batch_with_object(BkProducer *producer, EncodeSource *source, size_t size)
+{
+	BkError err;
+
+	assert_true(bk_producer_batch_begin(producer, &err));
+	source_begin(source, size);
+	if (!bk_producer_batch_add(producer, TOPIC, "src/obj", 7, next_frame,
+							   source, NULL, NULL, NULL, &err))
+		fail_msg("%s", err.message);
+}
+
 /*
  * Batches open on two producers, waited on in turn (the archiver with
  * bk.archive_producers = 2): acknowledgements that came while the caller
- * was busy elsewhere, longer than the timeout, are progress, not silence.
+ * was busy elsewhere, longer than the timeout, are progress, not silence;
+ * and a failed batch's other producer is given up with nothing delivered.
  */
 static void
 test_batches_on_two_producers(void **state)
@@ -592,20 +620,17 @@ test_batches_on_two_producers(void **state)
 	EncodeSource sources[2];
 	BkSendStats stats;
 	BkError err;
+	int64_t high_before;
+	int64_t start_ms;
 
 	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
 	{
 		producers[prodIdx] = bk_producer_new(&settings, NULL);
 		assert_non_null(producers[prodIdx]);
-		assert_true(bk_producer_batch_begin(producers[prodIdx], &err));
-		source_begin(&sources[prodIdx], 100 * 1024);
-		if (!bk_producer_batch_add(producers[prodIdx], TOPIC, "src/obj", 7,
-								   next_frame, &sources[prodIdx], NULL, NULL,
-								   NULL, &err))
-			fail_msg("%s", err.message);
+		batch_with_object(producers[prodIdx], &sources[prodIdx], 100 * 1024);
 	}
 	/* Neither producer is polled for longer than timeout and slack. */
-	usleep((TIMEOUT_MS + 2000 + 500) * 1000);
+	usleep((TIMEOUT_MS + BK_KAFKA_TIMEOUT_SLACK_MS + 500) * 1000);
 	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
 	{
 		if (!bk_producer_batch_wait(producers[prodIdx], NULL, NULL, &stats,
@@ -615,24 +640,39 @@ test_batches_on_two_producers(void **state)
 		source_end(&sources[prodIdx]);
 	}
 
-	/* A failed batch given up at once: the producer sends again after. */
-	assert_true(bk_producer_batch_begin(producers[1], &err));
-	source_begin(&sources[1], 10 * 1024);
-	assert_true(bk_producer_batch_add(producers[1], TOPIC, "src/obj", 7,
-									  next_frame, &sources[1], NULL, NULL, NULL,
-									  &err));
+	/*
+	 * The broker goes away with a batch open on each (the archiver's failed
+	 * batch): the first wait fails within its bound, the other batch is
+	 * given up at once, nothing of either is delivered later, and both
+	 * producers send again once the broker is back.
+	 */
+	high_before = topic_high(producers[0]);
+	rd_kafka_mock_broker_set_down(mock, 1);
+	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
+		batch_with_object(producers[prodIdx], &sources[prodIdx], 10 * 1024);
+	start_ms = bk_monotonic_ms();
+	assert_false(bk_producer_batch_wait(producers[0], NULL, NULL, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_true(bk_monotonic_ms() - start_ms <
+				TIMEOUT_MS + BK_KAFKA_TIMEOUT_SLACK_MS + 1500);
 	bk_producer_batch_abandon(producers[1]);
+	assert_false(bk_producer_batch_wait(producers[1], NULL, NULL, NULL, &err));
+	assert_error_contains(&err, "no Kafka batch is open");
 	bk_producer_batch_abandon(producers[1]); /* none open: nothing done */
-	source_end(&sources[1]);
-	assert_true(bk_producer_batch_begin(producers[1], &err));
-	source_begin(&sources[1], 10 * 1024);
-	assert_true(bk_producer_batch_add(producers[1], TOPIC, "src/obj", 7,
-									  next_frame, &sources[1], NULL, NULL, NULL,
-									  &err));
-	if (!bk_producer_batch_wait(producers[1], NULL, NULL, &stats, &err))
-		fail_msg("%s", err.message);
-	assert_int_equal(stats.messages, 1);
-	source_end(&sources[1]);
+	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
+		source_end(&sources[prodIdx]);
+	rd_kafka_mock_broker_set_up(mock, 1);
+	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
+	{
+		batch_with_object(producers[prodIdx], &sources[prodIdx], 10 * 1024);
+		if (!bk_producer_batch_wait(producers[prodIdx], NULL, NULL, &stats,
+									&err))
+			fail_msg("producer %d after the outage: %s", prodIdx, err.message);
+		assert_int_equal(stats.messages, 1);
+		source_end(&sources[prodIdx]);
+	}
+	sleep(1); /* anything given up that still went out would be there now */
+	assert_int_equal(topic_high(producers[0]) - high_before, 2);
 	for (int prodIdx = 0; prodIdx < 2; prodIdx++)
 		bk_producer_free(producers[prodIdx]);
 }

@@ -184,6 +184,43 @@ bk_verify_local_failed(BkVerifier *verifier, BkError *err)
 	return failed;
 }
 
+/* A failure to read, rather than what was read found wrong. */
+static bool
+read_failure(const BkError *err)
+{
+	switch (err->code)
+	{
+		case BK_ERR_IO:
+		case BK_ERR_TIMEOUT:
+		case BK_ERR_NOMEM:
+		case BK_ERR_CRYPTO:
+		case BK_ERR_INTERRUPTED:
+			return true;
+		default:
+			return false;
+	}
+}
+
+void
+bk_verify_object_failed(BkVerifier *verifier, const char *object,
+						const BkError *err)
+{
+	BkError failure;
+
+	if (!read_failure(err))
+	{
+		bk_verify_problem(verifier, object, "%s", err->message);
+		return;
+	}
+	failure = *err;
+	bk_error_prefix(&failure, "could not check \"%s\": ", object);
+	if (failure.hint[0] == '\0')
+		bk_error_hint(&failure, "This says nothing about the object: bk verify "
+								"stopped before checking everything. Run it "
+								"again once the repository can be read.");
+	bk_verify_local_failure(verifier, &failure);
+}
+
 void
 bk_verify_lock(BkVerifier *verifier)
 {
@@ -198,6 +235,7 @@ bk_verify_unlock(BkVerifier *verifier)
 
 typedef struct VerifyRun
 {
+	BkVerifier *verifier;
 	size_t count;
 	atomic_size_t next;
 	BkVerifyTask task;
@@ -220,7 +258,8 @@ verify_thread(void *arg)
 	{
 		size_t index = atomic_fetch_add(&run->next, 1);
 
-		if (index >= run->count)
+		/* After a failure to read, the run stops: nothing more is taken. */
+		if (index >= run->count || bk_verify_local_failed(run->verifier, NULL))
 			break;
 		run->task(run->arg, thread->worker, index);
 	}
@@ -231,7 +270,8 @@ void
 bk_verify_parallel(BkVerifier *verifier, size_t count, BkVerifyTask task,
 				   void *arg)
 {
-	VerifyRun run = {.count = count, .task = task, .arg = arg};
+	VerifyRun run = {
+		.verifier = verifier, .count = count, .task = task, .arg = arg};
 	VerifyThread threads[BK_VERIFY_JOBS_MAX];
 	pthread_t ids[BK_VERIFY_JOBS_MAX];
 	int started = 0;
@@ -357,7 +397,7 @@ check_unread_object(void *arg, BkVerifyWorker *worker, size_t index)
 	bk_error_clear(&problem);
 	if (!bk_repo_check_object(run->repo, BK_REPO_ARCHIVE, run->source,
 							  BK_KIND_SNAPSHOT, name, name, tracker, &problem))
-		bk_verify_problem(run->verifier, name, "%s", problem.message);
+		bk_verify_object_failed(run->verifier, name, &problem);
 	free(tracker);
 }
 
@@ -505,7 +545,8 @@ bk_cmd_verify(int argc, char **argv)
 	sources_json = json_array();
 	for (int sourceIdx = 0; sourceIdx < ctx.source_count; sourceIdx++)
 		if (!verify_source(&verifier, ctx.repo, ctx.sources[sourceIdx],
-						   sources_json, &err))
+						   sources_json, &err) ||
+			bk_verify_local_failed(&verifier, &err))
 			goto fail;
 
 	/*
@@ -555,6 +596,14 @@ bk_cmd_verify(int argc, char **argv)
 
 fail:
 	status = bk_cli_report_error(argv[0], &err);
+	/* Damage found before the run stopped outranks why it stopped. */
+	if (verifier.problems > 0)
+	{
+		fprintf(stderr,
+				"%s: %" PRIu64 " problem%s found before it stopped (above)\n",
+				argv[0], verifier.problems, verifier.problems == 1 ? "" : "s");
+		status = BK_EXIT_INTEGRITY;
+	}
 done:
 	verify_workers_stop(&verifier);
 	json_decref(sources_json);

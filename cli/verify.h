@@ -81,6 +81,18 @@ extern void bk_verify_conflict(BkVerifier *verifier, const char *object,
 extern void bk_verify_local_failure(BkVerifier *verifier, const BkError *err);
 extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
 
+/*
+ * Reading or checking object failed with err.  Damage (a bad format, tag,
+ * sequence or size, a missing or conflicting object) is a problem of the
+ * archive, reported under object.  A failure to read at all (the repository
+ * did not answer, or this host ran out of memory or failed in OpenSSL) says
+ * nothing about the object: it is recorded as bk_verify_local_failure, the
+ * verifier's threads take no more tasks, and the run stops with it (exit 5),
+ * so that an outage of the store is never reported as damage.
+ */
+extern void bk_verify_object_failed(BkVerifier *verifier, const char *object,
+									const BkError *err);
+
 extern void bk_verify_lock(BkVerifier *verifier);
 extern void bk_verify_unlock(BkVerifier *verifier);
 

@@ -438,7 +438,7 @@ snapshot_table_failed(void *arg, const char *object, const BkError *err)
 {
 	SnapshotObjects *objects = arg;
 
-	bk_verify_problem(objects->verifier, object, "%s", err->message);
+	bk_verify_object_failed(objects->verifier, object, err);
 }
 
 /* A snapshot's tables on bk verify's threads, each with its decoder. */
@@ -492,6 +492,12 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		BkError problem;
 		uint64_t tables = 0;
 
+		/* An object that could not be read: the run stops with that. */
+		if (bk_verify_local_failed(verifier, err))
+		{
+			mariadb_snapshot_catalog_free(&snapshots);
+			goto done;
+		}
 		/* A record without all its objects: bk restore will not use it. */
 		if (snap->has_record && !snap->complete)
 			bk_verify_problem(verifier, snap->id, "snapshot not complete: %s",
@@ -523,7 +529,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		/* Tables that fail are reported by the hook; this is the rest. */
 		if (!mariadb_snapshot_check(repo, source, verifier->decoder, snap->id,
 									NULL, &hooks, &tables, &problem))
-			bk_verify_problem(verifier, snap->id, "%s", problem.message);
+			bk_verify_object_failed(verifier, snap->id, &problem);
 		verifier->snapshot_files += tables;
 	}
 	mariadb_snapshot_catalog_free(&snapshots);
@@ -636,7 +642,7 @@ check_resent_ranges(BkVerifier *verifier, const BkRepo *repo,
 								   "to check it (TMPDIR=%s): ",
 								   file->name, bk_cli_scratch_dir());
 		}
-		bk_verify_problem(verifier, file->name, "%s", problem.message);
+		bk_verify_object_failed(verifier, file->name, &problem);
 	}
 	close(fd);
 	return true;
@@ -667,6 +673,14 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		bool followed = file->gap_end == 0;
 		uint64_t problems_before = verifier->problems;
 
+		/* An object that could not be read: the run stops with that. */
+		if (bk_verify_local_failed(verifier, err))
+		{
+			binlog_catalog_free(&catalog);
+			free(walk);
+			free(previous_end);
+			return false;
+		}
 		memset(walk, 0, sizeof(*walk));
 		walk->verifier = verifier;
 		walk->file = file;
@@ -695,7 +709,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 									  BK_KIND_BINLOG, range->name, range->name,
 									  &object, &problem))
 			{
-				bk_verify_problem(verifier, range->name, "%s", problem.message);
+				bk_verify_object_failed(verifier, range->name, &problem);
 				followed = false;
 				continue;
 			}
@@ -709,8 +723,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 											   BK_KIND_BINLOG, range->name,
 											   verifier->decoder, (size_t) want,
 											   &data, &len, &problem))
-					bk_verify_problem(verifier, range->name, "%s",
-									  problem.message);
+					bk_verify_object_failed(verifier, range->name, &problem);
 				else if (len != want)
 					bk_verify_problem(verifier, range->name,
 									  "holds %zu bytes, its name says %" PRIu64,

@@ -68,6 +68,7 @@ typedef struct ObjectReport
 	char where[4096]; /* for messages */
 	bool ok;
 	char problem[BK_ERROR_MESSAGE_MAX];
+	BkErrorCode problem_code; /* of the read that failed; FORMAT otherwise */
 	BkObjectTracker object;
 	bool decrypted;
 	uint8_t digest[BK_SHA256_LEN];
@@ -155,6 +156,7 @@ check_object(BkVerifier *verifier, BkDecoder *decoder, const BkRepo *repo,
 	const char *path = report->where;
 
 	memset(report, 0, sizeof(*report));
+	report->problem_code = BK_ERR_FORMAT;
 	bk_repo_describe(repo, area, source, BK_KIND_WAL, name, report->where,
 					 sizeof(report->where));
 	bk_error_clear(&err);
@@ -167,6 +169,7 @@ check_object(BkVerifier *verifier, BkDecoder *decoder, const BkRepo *repo,
 								  expect_name, &report->object, &err))
 		{
 			bk_strlcpy(report->problem, err.message, sizeof(report->problem));
+			report->problem_code = err.code;
 			return;
 		}
 	}
@@ -187,6 +190,7 @@ check_object(BkVerifier *verifier, BkDecoder *decoder, const BkRepo *repo,
 		{
 			snprintf(report->problem, sizeof(report->problem), "%s: %s", path,
 					 err.message);
+			report->problem_code = err.code;
 			return;
 		}
 		object = bk_decoder_object(decoder);
@@ -510,8 +514,10 @@ check_whole_file(FilesTask *task, BkVerifyWorker *worker,
 		if (!bk_snapshot_read_object(check->repo, worker->decoder,
 									 check->source, name, discard_sink, NULL,
 									 digest, &size, &err))
-			snapshot_problem(check, name, "snapshot %s, file \"%s\": %s", id,
-							 file->path, err.message);
+		{
+			bk_error_prefix(&err, "snapshot %s, file \"%s\": ", id, file->path);
+			bk_verify_object_failed(check->verifier, name, &err);
+		}
 		else if (size != length)
 			snapshot_problem(check, name,
 							 "snapshot %s, file \"%s\": %" PRIu64
@@ -562,8 +568,10 @@ report_own_objects(FilesTask *task, BkVerifyWorker *worker,
 										check->source, part_name, discard_sink,
 										NULL, NULL, &size, &err))
 				continue;
-			snapshot_problem(check, part_name, "snapshot %s, file \"%s\": %s",
-							 task->snapshot->id, file->path, err.message);
+			bk_error_prefix(&err,
+							"snapshot %s, file \"%s\": ", task->snapshot->id,
+							file->path);
+			bk_verify_object_failed(check->verifier, part_name, &err);
 		}
 		if (strcmp(part_name, failed_object) == 0)
 			reported = true;
@@ -618,7 +626,7 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 		 * with the parent too: that snapshot cannot restore it either).
 		 */
 		if (!report_own_objects(task, worker, file, failed_object))
-			snapshot_problem(check, name, "%s", err.message);
+			bk_verify_object_failed(check->verifier, name, &err);
 		return FILE_FAILED;
 	}
 	/* Rebuilt: the file's own objects in this snapshot were all read. */
@@ -731,8 +739,8 @@ check_snapshot_files(SnapshotCheck *check, int index)
 										check->source, name,
 										BK_RECORD_MAX_BYTES, &text, &len, &err))
 			{
-				snapshot_problem(check, name, "snapshot %s: %s", snapshot->id,
-								 err.message);
+				bk_error_prefix(&err, "snapshot %s: ", snapshot->id);
+				bk_verify_object_failed(check->verifier, name, &err);
 				continue;
 			}
 			if (partIdx == 2 && !bk_manifest_check(text, len, &err))
@@ -867,6 +875,9 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		char record_name[BK_OBJECT_NAME_MAX + 1];
 		BkError record_err;
 
+		/* An object that could not be read: the run stops with that. */
+		if (bk_verify_local_failed(verifier, err))
+			goto fail;
 		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
 		if (!bk_verify_list_objects(&check.listing, repo, source, prefix, err))
 			goto fail;
@@ -896,7 +907,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 										 &record_err))
 			{
 				check.records[snapIdx] = NULL;
-				snapshot_problem(&check, record_name, "%s", record_err.message);
+				bk_verify_object_failed(verifier, record_name, &record_err);
 			}
 			else
 			{
@@ -984,6 +995,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				   verifier->problems == problems_before ? "OK"
 														 : "PROBLEMS FOUND");
 	}
+	if (bk_verify_local_failed(verifier, err))
+		goto fail;
 	ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_SNAPSHOT, "",
 					  true, report_snapshot_conflict, &check, err);
 fail:
@@ -1044,7 +1057,10 @@ check_wal_object(void *arg, BkVerifyWorker *worker, size_t index)
 				 check->source, name, name, report);
 	if (!report->ok)
 	{
-		bk_verify_problem(check->verifier, name, "%s", report->problem);
+		BkError failure;
+
+		bk_error_set(&failure, report->problem_code, "%s", report->problem);
+		bk_verify_object_failed(check->verifier, name, &failure);
 		free(report);
 		return;
 	}
@@ -1160,6 +1176,9 @@ bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	for (size_t nameIdx = 0; nameIdx < check.name_count; nameIdx++)
 		free(check.names[nameIdx]);
 	free(check.names);
+	/* An object that could not be read: the run stops with that. */
+	if (ok && bk_verify_local_failed(verifier, err))
+		ok = false;
 	if (ok)
 	{
 		check_wal_catalog(verifier, &catalog);

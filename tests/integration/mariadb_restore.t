@@ -445,6 +445,30 @@ victim="$dir/repo-bad/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}"
 out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-bad" --source "$source_id" 2>&1)"
 is $? 4 "bk verify finds the corrupted range (exit 4)"
 like "$out" "$first_m3_file/$(basename "${ranges[1]}")" "... and names it" || diag "$out"
+# An object the repository cannot read at all (EIO, injected with
+# LD_PRELOAD) is not damage: verify stops with exit 5 naming it.  Damage
+# found before it stopped still decides the exit status (4), and is said.
+eio_part="$(basename "${ranges[2]}")"
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/$first_m3_file/$eio_part" \
+    "$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 5 "bk verify of a binlog range the repository cannot read fails with exit 5"
+like "$out" "$first_m3_file/$eio_part.*Input/output error" \
+    "... naming the range and the cause" || diag "$out"
+unlike "$out" "PROBLEM" "... and reporting no damage"
+snap_parts_all=("$repo/$source_id/snapshot/$snap2/data"/*)
+eio_snap_part="$(basename "${snap_parts_all[0]}")"
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/$snap2/data/$eio_snap_part" \
+    "$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 5 "bk verify of a snapshot part the repository cannot read fails with exit 5"
+like "$out" "could not check \"$snap2/data/$eio_snap_part\": .*Input/output error" \
+    "... naming the part and the cause" || diag "$out"
+unlike "$out" "PROBLEM" "... and reporting no damage"
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/$snap2/data/$eio_snap_part" \
+    "$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-bad" --source "$source_id" 2>&1)"
+is $? 4 "damage found before an object could not be read: exit 4"
+like "$out" "PROBLEM $first_m3_file/$(basename "${ranges[1]}")" "... the damage is reported" || diag "$out"
+like "$out" "could not check \"$snap2/data/$eio_snap_part\".*[0-9]+ problems? found before it stopped" \
+    "... and why the run stopped, after how many problems" || diag "$out"
 # With the key verify reads each range once, decrypting it: a CRC-32C that
 # alone is damaged (the tag still holds) must be found all the same.
 cp -a "$repo" "$dir/repo-crc"

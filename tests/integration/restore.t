@@ -237,6 +237,37 @@ else
     skip "bk verify with a full TMPDIR" "cannot mount a 16 kB tmpfs here (not root?)"
 fi
 
+# An object the repository cannot read at all (EIO from its disk, injected
+# with LD_PRELOAD) says nothing about the object: bk verify stops with exit
+# 5 naming it, and reports no damage, with the key and without.
+if [[ "$(bk_test_backend)" == directory ]]; then
+    eio_verify() { # CONFIG PATH-FRAGMENT [ARGS]
+        local config="$1" fragment="$2"
+        shift 2
+        LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="$fragment" \
+            "$BK" verify --config "$config" --source "$source_id" "$@" 2>&1
+    }
+    eio_seg="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)"
+    out="$(eio_verify "$dir/bk.conf" "/wal/$eio_seg")"
+    is $? 5 "bk verify of a WAL object the repository cannot read fails with exit 5"
+    like "$out" "could not check \"$eio_seg\": .*Input/output error" "naming the object and the cause"
+    unlike "$out" "PROBLEM" "and reporting no damage"
+    out="$(eio_verify "$dir/keyless.conf" "/wal/$eio_seg" --jobs 1)"
+    is $? 5 "the same without the key (keyless check, one thread)"
+    unlike "$out" "PROBLEM" "no damage reported there either"
+    eio_rel="$(psql_q -c "SELECT pg_relation_filepath('r_main')")"
+    out="$(eio_verify "$dir/bk.conf" "/snapshot/$snap1/data/$eio_rel")"
+    is $? 5 "bk verify of a snapshot object the repository cannot read fails with exit 5"
+    like "$out" "could not check \"$snap1/data/$eio_rel\": .*Input/output error" "naming the object"
+    unlike "$out" "PROBLEM" "and reporting no damage"
+    like "$out" "stopped before checking everything" "saying the run is not complete"
+    out="$(eio_verify "$dir/keyless.conf" "/snapshot/$snap1/data/$eio_rel")"
+    is $? 5 "without the key too (the keyless check of the snapshot's objects)"
+    unlike "$out" "PROBLEM" "with no damage reported"
+else
+    skip "bk verify of an object the repository cannot read" "needs a directory repository (EIO injected into open)"
+fi
+
 # ---- restore to each moment and compare
 restore_and_check() { # NAME EXPECTED-SNAPSHOT DIGEST-OF DESCRIPTION [bk restore options]
     local name="$1" expected="$2" digest_of="$3" desc="$4"

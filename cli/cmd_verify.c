@@ -184,11 +184,10 @@ bk_verify_local_failed(BkVerifier *verifier, BkError *err)
 	return failed;
 }
 
-/* A failure to read, rather than what was read found wrong. */
-static bool
-read_failure(const BkError *err)
+bool
+bk_verify_read_failure(BkErrorCode code)
 {
-	switch (err->code)
+	switch (code)
 	{
 		case BK_ERR_IO:
 		case BK_ERR_TIMEOUT:
@@ -207,17 +206,19 @@ bk_verify_object_failed(BkVerifier *verifier, const char *object,
 {
 	BkError failure;
 
-	if (!read_failure(err))
+	if (!bk_verify_read_failure(err->code))
 	{
 		bk_verify_problem(verifier, object, "%s", err->message);
 		return;
 	}
 	failure = *err;
 	bk_error_prefix(&failure, "could not check \"%s\": ", object);
-	if (failure.hint[0] == '\0')
-		bk_error_hint(&failure, "This says nothing about the object: bk verify "
-								"stopped before checking everything. Run it "
-								"again once the repository can be read.");
+	bk_error_hint(&failure,
+				  "%s%sbk verify stopped before checking everything: the "
+				  "object could not be read, which is not damage. Fix what "
+				  "the message names (the repository's disk, the object "
+				  "store, the network, this host) and run it again.",
+				  err->hint, err->hint[0] != '\0' ? " " : "");
 	bk_verify_local_failure(verifier, &failure);
 }
 
@@ -457,6 +458,7 @@ verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	uint64_t objects_before = verifier->objects;
 	uint64_t problems_before = verifier->problems;
 	bool ok;
+	bool stopped;
 
 	if (engine == NULL)
 		return false;
@@ -467,31 +469,40 @@ verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
 	if (!verifier->json)
 		printf("source %s\n", source);
 	ok = engine->verify(verifier, repo, source, err);
-	if (ok && verifier->json)
+	/*
+	 * An object it could not read stopped the run (whatever error the
+	 * engine then returned): what was found so far is still reported, as
+	 * not complete, and that failure is the error.
+	 */
+	stopped = bk_verify_local_failed(verifier, err);
+	if ((ok || stopped) && verifier->json)
 	{
 		json_array_append_new(
 			sources_json,
-			json_pack("{s:s, s:s, s:I, s:b, s:o, s:o, s:o, s:o}", "source",
+			json_pack("{s:s, s:s, s:I, s:b, s:b, s:o, s:o, s:o, s:o}", "source",
 					  source, "engine", engine->name, "objects",
 					  (json_int_t) (verifier->objects - objects_before), "ok",
-					  verifier->problems == problems_before, "problems",
-					  verifier->problem_list, "notes", verifier->note_list,
-					  "conflicts", verifier->conflict_list, "snapshots",
+					  !stopped && verifier->problems == problems_before,
+					  "complete", !stopped, "problems", verifier->problem_list,
+					  "notes", verifier->note_list, "conflicts",
+					  verifier->conflict_list, "snapshots",
 					  verifier->snapshot_list));
-		return true;
+		return !stopped;
 	}
-	if (ok)
+	if (ok || stopped)
 		printf("  %" PRIu64 " object%s checked%s: %s\n",
 			   verifier->objects - objects_before,
 			   verifier->objects - objects_before == 1 ? "" : "s",
 			   verifier->ring ? " and decrypted"
 							  : " (no key: contents not decrypted)",
-			   verifier->problems == problems_before ? "OK" : "PROBLEMS FOUND");
+			   stopped ? "STOPPED, not every object was checked"
+			   : verifier->problems == problems_before ? "OK"
+													   : "PROBLEMS FOUND");
 	json_decref(verifier->problem_list);
 	json_decref(verifier->note_list);
 	json_decref(verifier->conflict_list);
 	json_decref(verifier->snapshot_list);
-	return ok;
+	return ok && !stopped;
 }
 
 int
@@ -508,6 +519,7 @@ bk_cmd_verify(int argc, char **argv)
 	char rejected_since[40] = "";
 	BkError err;
 	int status;
+	bool stopped = false; /* by an object it could not read */
 
 	bk_error_clear(&err);
 	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
@@ -543,19 +555,24 @@ bk_cmd_verify(int argc, char **argv)
 		goto fail;
 	verifier.json = common.json;
 	sources_json = json_array();
-	for (int sourceIdx = 0; sourceIdx < ctx.source_count; sourceIdx++)
+	for (int sourceIdx = 0; sourceIdx < ctx.source_count && !stopped;
+		 sourceIdx++)
 		if (!verify_source(&verifier, ctx.repo, ctx.sources[sourceIdx],
-						   sources_json, &err) ||
-			bk_verify_local_failed(&verifier, &err))
-			goto fail;
+						   sources_json, &err))
+		{
+			/* Stopped: what was found is reported below, then why. */
+			if (!bk_verify_local_failed(&verifier, NULL))
+				goto fail;
+			stopped = true;
+		}
 
 	/*
 	 * Messages the shipper rejected (they failed its keyless checks) are
 	 * not archived; an object they belonged to shows as missing above.
 	 * Said here so that nobody has to know to look in rejected/.
 	 */
-	if (!bk_repo_rejected_summary(ctx.repo, &rejected, &rejected_oldest_ms,
-								  &err))
+	if (!stopped && !bk_repo_rejected_summary(ctx.repo, &rejected,
+											  &rejected_oldest_ms, &err))
 		goto fail;
 	if (rejected > 0)
 		bk_format_time_utc(rejected_oldest_ms, rejected_since,
@@ -563,9 +580,13 @@ bk_cmd_verify(int argc, char **argv)
 	if (common.json)
 	{
 		json_t *result = json_pack(
-			"{s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:o}}",
+			"{s:s, s:b, s:b, s:o, s:b, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:o}}",
 			"repository", bk_repo_location(ctx.repo), "ok",
-			verifier.problems == 0, "decrypted", ctx.ring != NULL, "objects",
+			!stopped && verifier.problems == 0, "complete", !stopped, "stopped",
+			stopped ? json_pack("{s:s, s:s}", "error", err.message, "hint",
+								err.hint)
+					: json_null(),
+			"decrypted", ctx.ring != NULL, "objects",
 			(json_int_t) verifier.objects, "snapshot_files_checked",
 			(json_int_t) verifier.snapshot_files, "hint_bit_differences",
 			(json_int_t) verifier.hint_bit_differences, "problems",
@@ -586,24 +607,30 @@ bk_cmd_verify(int argc, char **argv)
 				   "file, and the shipper's log says more)\n",
 				   rejected, rejected == 1 ? "" : "s", rejected_since,
 				   bk_repo_location(ctx.repo));
-		printf("%s: %" PRIu64 " object%s, %" PRIu64 " problem%s\n",
-			   verifier.problems == 0 ? "OK" : "FAILED", verifier.objects,
-			   verifier.objects == 1 ? "" : "s", verifier.problems,
-			   verifier.problems == 1 ? "" : "s");
+		printf("%s: %" PRIu64 " object%s, %" PRIu64 " problem%s%s\n",
+			   verifier.problems > 0 ? "FAILED"
+			   : stopped             ? "STOPPED"
+									 : "OK",
+			   verifier.objects, verifier.objects == 1 ? "" : "s",
+			   verifier.problems, verifier.problems == 1 ? "" : "s",
+			   stopped ? " before it stopped (not every object was checked)"
+					   : "");
 	}
+	fflush(stdout);
 	status = verifier.problems == 0 ? BK_EXIT_OK : BK_EXIT_INTEGRITY;
+	if (stopped)
+	{
+		int stopped_status = bk_cli_report_error(argv[0], &err);
+
+		/* Damage found before it stopped outranks why it stopped. */
+		if (verifier.problems == 0)
+			status = stopped_status;
+	}
 	goto done;
 
 fail:
+	fflush(stdout);
 	status = bk_cli_report_error(argv[0], &err);
-	/* Damage found before the run stopped outranks why it stopped. */
-	if (verifier.problems > 0)
-	{
-		fprintf(stderr,
-				"%s: %" PRIu64 " problem%s found before it stopped (above)\n",
-				argv[0], verifier.problems, verifier.problems == 1 ? "" : "s");
-		status = BK_EXIT_INTEGRITY;
-	}
 done:
 	verify_workers_stop(&verifier);
 	json_decref(sources_json);

@@ -87,11 +87,15 @@ extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
  * archive, reported under object.  A failure to read at all (the repository
  * did not answer, or this host ran out of memory or failed in OpenSSL) says
  * nothing about the object: it is recorded as bk_verify_local_failure, the
- * verifier's threads take no more tasks, and the run stops with it (exit 5),
- * so that an outage of the store is never reported as damage.
+ * verifier's threads take no more tasks, and the run stops with it (its
+ * error's exit status, 5 for I/O), so that an outage of the store is never
+ * reported as damage.
  */
 extern void bk_verify_object_failed(BkVerifier *verifier, const char *object,
 									const BkError *err);
+
+/* Whether code says a read failed, rather than what was read is wrong. */
+extern bool bk_verify_read_failure(BkErrorCode code);
 
 extern void bk_verify_lock(BkVerifier *verifier);
 extern void bk_verify_unlock(BkVerifier *verifier);

@@ -692,7 +692,9 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			walk->previous = previous;
 			walk->previous_end = previous_end;
 		}
-		for (int idx = 0; idx < file->range_count; idx++)
+		for (int idx = 0;
+			 idx < file->range_count && !bk_verify_local_failed(verifier, NULL);
+			 idx++)
 		{
 			const BinlogRange *range = &file->ranges[idx];
 			BkObjectTracker object;
@@ -749,6 +751,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		/* Each range checked alone: now the ranges sent again. */
 		if (verifier->decoder != NULL &&
 			verifier->problems == problems_before && has_resent_range(file) &&
+			!bk_verify_local_failed(verifier, NULL) &&
 			!check_resent_ranges(verifier, repo, source, file, err))
 		{
 			binlog_catalog_free(&catalog);
@@ -757,9 +760,15 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			return false;
 		}
 	}
-	describe_gaps(&catalog, verify_gap, verifier);
 	free(walk);
 	free(previous_end);
+	/* An object that could not be read: the run stops with that. */
+	if (bk_verify_local_failed(verifier, err))
+	{
+		binlog_catalog_free(&catalog);
+		return false;
+	}
+	describe_gaps(&catalog, verify_gap, verifier);
 	for (int kindIdx = 0; kindIdx < 2; kindIdx++)
 	{
 		VerifyWalk conflicts = {verifier, repo, source,

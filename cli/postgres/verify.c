@@ -312,6 +312,22 @@ check_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 				 check->source, name, name, first);
 	check_object(verifier, verifier->decoder, check->repo, BK_REPO_CONFLICTS,
 				 check->source, entry->name, name, second);
+	/* A copy that could not be read must not decide which copy to keep. */
+	for (int copyIdx = 0; copyIdx < 2; copyIdx++)
+	{
+		ObjectReport *copy = copyIdx == 0 ? first : second;
+
+		if (!copy->ok && bk_verify_read_failure(copy->problem_code))
+		{
+			bk_error_set(err, copy->problem_code, "%s", copy->problem);
+			bk_verify_object_failed(verifier, copyIdx == 0 ? name : entry->name,
+									err);
+			free(first);
+			free(second);
+			(void) bk_verify_local_failed(verifier, err);
+			return false; /* the run stops with that */
+		}
+	}
 	if (verifier->ring == NULL)
 		snprintf(verdict, sizeof(verdict),
 				 "two copies; decrypt them with the key (--key-file) to tell "
@@ -504,6 +520,9 @@ check_whole_file(FilesTask *task, BkVerifyWorker *worker,
 		uint64_t size = 0;
 		BkError err;
 
+		/* An object that could not be read stopped the run. */
+		if (bk_verify_local_failed(check->verifier, NULL))
+			return false;
 		if (!(range != NULL
 				  ? bk_snapshot_range_name(id, file->path, offset, name,
 										   sizeof(name))
@@ -558,6 +577,8 @@ report_own_objects(FilesTask *task, BkVerifyWorker *worker,
 		bool too_long;
 		BkError err;
 
+		if (bk_verify_local_failed(check->verifier, NULL))
+			return true; /* stopped: nothing more is said */
 		if (!file_part_name(task->snapshot->id, file, partIdx, part_name,
 							sizeof(part_name), &offset, &too_long))
 			continue;
@@ -731,7 +752,9 @@ check_snapshot_files(SnapshotCheck *check, int index)
 		static const char *const parts[] = {BK_SNAPSHOT_LABEL, BK_SNAPSHOT_MAP,
 											BK_SNAPSHOT_MANIFEST};
 
-		for (size_t partIdx = 0; partIdx < 3; partIdx++)
+		for (size_t partIdx = 0;
+			 partIdx < 3 && !bk_verify_local_failed(check->verifier, NULL);
+			 partIdx++)
 		{
 			snprintf(name, sizeof(name), "%s/%s", snapshot->id, parts[partIdx]);
 			bk_verify_mark_read(&check->listing, name);
@@ -885,6 +908,15 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		verifier->objects += check.listing.count;
 		snprintf(record_name, sizeof(record_name), "%s/%s", snapshot->id,
 				 BK_SNAPSHOT_RECORD);
+		/* Its record could not be read: not an incomplete snapshot. */
+		if (!snapshot->has_record &&
+			bk_verify_read_failure(snapshot->record_error))
+		{
+			bk_error_set(&record_err, snapshot->record_error, "%s",
+						 snapshot->reason);
+			bk_verify_object_failed(verifier, record_name, &record_err);
+			goto fail;
+		}
 		if (!snapshot->has_record)
 		{
 			if (!verifier->json)
@@ -963,6 +995,9 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			}
 		}
 		bk_verify_unread_objects(verifier, repo, source, &check.listing);
+		/* Stopped in this snapshot: no verdict on it. */
+		if (bk_verify_local_failed(verifier, err))
+			goto fail;
 		as_parent = check.files_as_parent - as_parent_before;
 		if (verifier->json)
 			json_array_append_new(

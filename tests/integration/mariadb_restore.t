@@ -463,12 +463,14 @@ is $? 5 "bk verify of a snapshot part the repository cannot read fails with exit
 like "$out" "could not check \"$snap2/data/$eio_snap_part\": .*Input/output error" \
     "... naming the part and the cause" || diag "$out"
 unlike "$out" "PROBLEM" "... and reporting no damage"
+unlike "$out" ": OK" "... nor calling the source OK" || diag "$out"
 out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/$snap2/data/$eio_snap_part" \
     "$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-bad" --source "$source_id" 2>&1)"
 is $? 4 "damage found before an object could not be read: exit 4"
 like "$out" "PROBLEM $first_m3_file/$(basename "${ranges[1]}")" "... the damage is reported" || diag "$out"
-like "$out" "could not check \"$snap2/data/$eio_snap_part\".*[0-9]+ problems? found before it stopped" \
-    "... and why the run stopped, after how many problems" || diag "$out"
+like "$out" "FAILED: [0-9]+ objects, [0-9]+ problems? before it stopped" \
+    "... its summary counts them, and says the run stopped" || diag "$out"
+like "$out" "could not check \"$snap2/data/$eio_snap_part\"" "... and why it stopped" || diag "$out"
 # With the key verify reads each range once, decrypting it: a CRC-32C that
 # alone is damaged (the tag still holds) must be found all the same.
 cp -a "$repo" "$dir/repo-crc"

@@ -261,9 +261,19 @@ if [[ "$(bk_test_backend)" == directory ]]; then
     like "$out" "could not check \"$snap1/data/$eio_rel\": .*Input/output error" "naming the object"
     unlike "$out" "PROBLEM" "and reporting no damage"
     like "$out" "stopped before checking everything" "saying the run is not complete"
+    like "$out" "STOPPED: [0-9]+ objects, 0 problems before it stopped" "in its summary too"
+    unlike "$out" ": OK" "and calling nothing it did not finish OK"
     out="$(eio_verify "$dir/keyless.conf" "/snapshot/$snap1/data/$eio_rel")"
     is $? 5 "without the key too (the keyless check of the snapshot's objects)"
     unlike "$out" "PROBLEM" "with no damage reported"
+    unlike "$out" ": OK" "and nothing called OK"
+    LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/snapshot/$snap1/data/$eio_rel" \
+        "$BK" verify --config "$dir/bk.conf" --source "$source_id" --json >"$dir/verify-eio.json" 2>/dev/null
+    is $? 5 "bk verify --json that stops: exit 5"
+    is "$(json_get "$dir/verify-eio.json" "(d['ok'], d['complete'], d['sources'][0]['complete'])")" \
+        "(False, False, False)" "and its document says the run is not complete"
+    like "$(json_get "$dir/verify-eio.json" "d['stopped']['error']")" \
+        "could not check \"$snap1/data/$eio_rel\"" "and why it stopped"
 else
     skip "bk verify of an object the repository cannot read" "needs a directory repository (EIO injected into open)"
 fi

@@ -1129,7 +1129,13 @@ check_wal_catalog(BkVerifier *verifier, const BkWalCatalog *catalog)
 
 			snprintf(name, sizeof(name), "%08X.history", tl->timeline);
 			if (verifier->ring != NULL)
-				bk_verify_problem(verifier, name, "%s", tl->history_problem);
+			{
+				BkError history_err;
+
+				bk_error_set(&history_err, tl->history_error, "%s",
+							 tl->history_problem);
+				bk_verify_object_failed(verifier, name, &history_err);
+			}
 			else
 				bk_verify_note(verifier, name,
 							   "the branch points of timeline %" PRIu32

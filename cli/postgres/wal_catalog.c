@@ -249,8 +249,12 @@ load_history(const BkRepo *repo, const char *source, BkDecoder *decoder,
 done:
 	tl->history_known = ok;
 	if (!ok)
+	{
 		snprintf(tl->history_problem, sizeof(tl->history_problem),
 				 "history file %s: %s", name, problem.message);
+		tl->history_error =
+			problem.code != BK_OK ? problem.code : BK_ERR_FORMAT;
+	}
 	return true;
 }
 

@@ -72,6 +72,7 @@ typedef struct BkWalTimeline
 	bool has_history;          /* TTTTTTTT.history is archived */
 	bool history_known;        /* ... and its branch points were read */
 	char history_problem[256]; /* why not, if has_history && !known */
+	BkErrorCode history_error; /* and the code of that failure */
 	int ancestor_count;
 	BkTimelineBranch *ancestors; /* oldest first; the last is its parent */
 	uint32_t parent;             /* 0: none, or unknown */

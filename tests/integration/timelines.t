@@ -112,6 +112,13 @@ tl2_seg="$(rpsql -c "SELECT pg_walfile_name(pg_switch_wal())")"
 tl2_archived() { test -f "$repo/$source_id/wal/00000002.history" && test -f "$repo/$source_id/wal/$tl2_seg"; }
 wait_for 120 "timeline 2 archived" tl2_archived
 ok $? "timeline 2's history file and segments are archived under the same source"
+# A history file the repository cannot read (EIO, injected with LD_PRELOAD)
+# says nothing about the archive: bk verify stops with exit 5 naming it.
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/wal/00000002.history" \
+    "$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 5 "bk verify with a history file it cannot read fails with exit 5"
+like "$out" "could not check \"00000002.history\": .*Input/output error" "naming it and the cause" || diag "$out"
+unlike "$out" "PROBLEM" "and reporting no damage"
 stop_cluster "$r2"
 rm -rf "$r2"
 

@@ -86,10 +86,10 @@ extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
  * sequence or size, a missing or conflicting object) is a problem of the
  * archive, reported under object.  A failure to read at all (the repository
  * did not answer or refused bk's credentials, or this host ran out of memory
- * or failed in OpenSSL) says nothing about the object: it is recorded as bk_verify_local_failure, the
- * verifier's threads take no more tasks, and the run stops with it (its
- * error's exit status, 5 for I/O), so that an outage of the store is never
- * reported as damage.
+ * or failed in OpenSSL) says nothing about the object: it is recorded as
+ * bk_verify_local_failure, the verifier's threads take no more tasks, and
+ * the run stops with it (its error's exit status, 5 for I/O), so that an
+ * outage of the store is never reported as damage.
  */
 extern void bk_verify_object_failed(BkVerifier *verifier, const char *object,
 									const BkError *err);

@@ -22,8 +22,8 @@
  * from the first archive call to the archiver's exit, malloc'd by libbk,
  * never palloc'd: they must survive the per-call memory context, and
  * librdkafka must not be created in the postmaster (its threads would not
- * survive fork).  They are recreated when a setting they depend on changes, and
- * dropped after an unexpected ERROR so the next call starts clean.
+ * survive fork).  They are recreated when a setting they depend on changes,
+ * and dropped after an unexpected ERROR so the next call starts clean.
  *
  * Only the archiver's own thread ever calls PostgreSQL.  librdkafka's
  * threads never call back into us: libbk serves delivery reports and logs
@@ -49,9 +49,9 @@
  * ahead counts.  A batch's segments go over bk.archive_producers producers
  * in turn: a broker works through one connection's requests one at a time,
  * so with more connections their transfers, appends and acknowledgements
- * overlap.  When a batch fails, the
- * archiver goes back to one segment per call for a minute, so that a
- * segment that cannot be read or sent fails alone, under its own name.
+ * overlap.  When a batch fails, the archiver goes back to one segment per
+ * call for a minute, so that a segment that cannot be read or sent fails
+ * alone, under its own name.
  *
  * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a
  * flag private to pgarch.c), then runs one last archiving cycle in which a
@@ -98,11 +98,10 @@
 
 /*
  * Bytes of frames each of the archiver's producers keeps queued or in
- * flight (bk.archive_producers of them).  One
- * produce request of up to BK_KAFKA_BATCH_CHUNKS chunks is in flight at a
- * time (bk_kafka.c), so two requests' worth keep the connection busy; more
- * would only raise the archiver's memory, which must stay small next to the
- * database.
+ * flight (bk.archive_producers of them).  One produce request of up to
+ * BK_KAFKA_BATCH_CHUNKS chunks is in flight at a time (bk_kafka.c), so two
+ * requests' worth keep the connection busy; more would only raise the
+ * archiver's memory, which must stay small next to the database.
  */
 #define BK_ARCHIVE_WINDOW_BYTES (8 * 1024 * 1024)
 
@@ -155,9 +154,9 @@ typedef struct BkFileReader
 /* Per-call memory, reset after every archive call. */
 static MemoryContext archive_context = NULL;
 
-/* Library objects: malloc'd by libbk, kept across calls. */
 /*
- * The archiver's producers: bk.archive_producers of them.  The first sends
+ * Library objects: malloc'd by libbk, kept across calls.  The producers:
+ * bk.archive_producers of them (one without batches).  The first sends
  * single segments; a batch's segments go over all of them in turn.
  */
 static BkProducer *producers[BK_ARCHIVE_PRODUCERS_MAX];
@@ -775,7 +774,8 @@ bk_archive_batch_internal(const char *file, const char *path,
 	/*
 	 * The segments go over the producers in turn, in the pool's order: while
 	 * one producer's window is full, the others' requests are on their way,
-	 * and the broker handles a request of each connection at once.
+	 * and the broker's work on one connection's request overlaps the
+	 * others' transfers and acknowledgements.
 	 */
 	for (int fileIdx = 0; fileIdx < in_batch; fileIdx++)
 	{

@@ -299,7 +299,7 @@ bk_verify_parallel(BkVerifier *verifier, size_t count, BkVerifyTask task,
 		pthread_join(ids[jobIdx], NULL);
 }
 
-/* ------------------------------------------------- listed snapshot objects */
+/* ------------------------------------------------------- listed objects */
 
 static void
 listing_clear(BkVerifyListing *listing)
@@ -334,13 +334,15 @@ listing_name_cmp(const void *a, const void *b)
 
 bool
 bk_verify_list_objects(BkVerifyListing *listing, const BkRepo *repo,
-					   const char *source, const char *prefix, BkError *err)
+					   const char *source, int kind, const char *prefix,
+					   bool recursive, BkError *err)
 {
 	listing_clear(listing);
 	free(listing->read);
 	listing->read = NULL;
-	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, prefix,
-					  true, listing_add, listing, err))
+	listing->kind = kind;
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, kind, prefix, recursive,
+					  listing_add, listing, err))
 		return false;
 	if (listing->count > 0)
 		qsort(listing->names, listing->count, sizeof(char *), listing_name_cmp);
@@ -398,7 +400,8 @@ check_unread_object(void *arg, BkVerifyWorker *worker, size_t index)
 	tracker = bk_cli_alloc(sizeof(*tracker));
 	bk_error_clear(&problem);
 	if (!bk_repo_check_object(run->repo, BK_REPO_ARCHIVE, run->source,
-							  BK_KIND_SNAPSHOT, name, name, tracker, &problem))
+							  run->listing->kind, name, name, tracker,
+							  &problem))
 		bk_verify_object_failed(run->verifier, name, &problem);
 	free(tracker);
 }

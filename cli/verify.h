@@ -112,13 +112,14 @@ extern void bk_verify_parallel(BkVerifier *verifier, size_t count,
 							   BkVerifyTask task, void *arg);
 
 /*
- * The snapshot objects listed under a prefix of one source.  A check that
- * reads an object with the key (every frame's CRC checked as well) marks it
- * read; bk_verify_unread_objects then gives every other listed object the
- * keyless check, so that each object is read once.
+ * The objects of one kind listed under a prefix of one source.  A check
+ * that reads an object with the key (every frame's CRC checked as well)
+ * marks it read; bk_verify_unread_objects then gives every other listed
+ * object the keyless check, so that each object is read once.
  */
 typedef struct BkVerifyListing
 {
+	int kind;     /* BK_KIND_* */
 	char **names; /* sorted */
 	bool *read;   /* per name: read (or tried) by a check with the key */
 	size_t count;
@@ -126,11 +127,13 @@ typedef struct BkVerifyListing
 } BkVerifyListing;
 
 /*
- * List the snapshot objects of source whose names start with prefix ("" or
- * ending with "/"), replacing what listing held; none marked read.
+ * List the objects of (source, kind) whose names start with prefix ("" or
+ * ending with "/"; recursive: under deeper "/" too), replacing what listing
+ * held; none marked read.
  */
 extern bool bk_verify_list_objects(BkVerifyListing *listing, const BkRepo *repo,
-								   const char *source, const char *prefix,
+								   const char *source, int kind,
+								   const char *prefix, bool recursive,
 								   BkError *err);
 
 /* Whether name is listed. */

@@ -482,7 +482,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 							   snapshot_run_tables, &objects};
 	bool ok = false;
 
-	if (!bk_verify_list_objects(&objects.listing, repo, source, "", err))
+	if (!bk_verify_list_objects(&objects.listing, repo, source,
+								BK_KIND_SNAPSHOT, "", true, err))
 		goto done;
 	if (!mariadb_snapshot_catalog_load(repo, source, &snapshots, err))
 		goto done;

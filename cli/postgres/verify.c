@@ -902,7 +902,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		if (bk_verify_local_failed(verifier, err))
 			goto fail;
 		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
-		if (!bk_verify_list_objects(&check.listing, repo, source, prefix, err))
+		if (!bk_verify_list_objects(&check.listing, repo, source,
+									BK_KIND_SNAPSHOT, prefix, true, err))
 			goto fail;
 		check.objects += check.listing.count;
 		verifier->objects += check.listing.count;
@@ -1054,37 +1055,18 @@ typedef struct WalCheck
 	const BkRepo *repo;
 	const char *source;
 	const BkWalCatalog *catalog;
-	char **names; /* listed, checked by bk_verify_parallel */
-	size_t name_count;
-	size_t name_cap;
+	BkVerifyListing listing; /* checked by bk_verify_parallel */
 	/* Under the verifier's lock: */
 	uint64_t majority_sysid;
 	uint64_t sysid_mismatches;
 	char first_foreign[BK_OBJECT_NAME_MAX + 1];
 } WalCheck;
 
-static bool
-collect_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
-{
-	WalCheck *check = arg;
-
-	if (entry->is_prefix)
-		return true;
-	if (check->name_count == check->name_cap)
-	{
-		check->name_cap = check->name_cap ? 2 * check->name_cap : 256;
-		check->names = bk_cli_realloc(check->names,
-									  check->name_cap * sizeof(*check->names));
-	}
-	check->names[check->name_count++] = bk_cli_strdup(entry->name);
-	return true;
-}
-
 static void
 check_wal_object(void *arg, BkVerifyWorker *worker, size_t index)
 {
 	WalCheck *check = arg;
-	const char *name = check->names[index];
+	const char *name = check->listing.names[index];
 	ObjectReport *report = bk_cli_alloc_zero(1, sizeof(*report));
 	char sysid[32];
 
@@ -1209,14 +1191,12 @@ bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 
 	if (!bk_wal_catalog_load(repo, source, verifier->decoder, &catalog, err))
 		return false;
-	ok = bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
-					  collect_wal_object, &check, err);
+	ok = bk_verify_list_objects(&check.listing, repo, source, BK_KIND_WAL, "",
+								false, err);
 	if (ok)
-		bk_verify_parallel(verifier, check.name_count, check_wal_object,
+		bk_verify_parallel(verifier, check.listing.count, check_wal_object,
 						   &check);
-	for (size_t nameIdx = 0; nameIdx < check.name_count; nameIdx++)
-		free(check.names[nameIdx]);
-	free(check.names);
+	bk_verify_listing_free(&check.listing);
 	/* An object that could not be read: the run stops with that. */
 	if (ok && bk_verify_local_failed(verifier, err))
 		ok = false;

@@ -9,12 +9,15 @@
  * written, which would make every thread wait for the disk file by file;
  * the kernel is only asked to start writing it out (sync_file_range
  * SYNC_FILE_RANGE_WRITE, as it is written and once more when it is
- * complete).  Once every file is written, restore_sync_files fsyncs every
- * file and every directory that got entries, on --jobs threads, before
- * anything declares the restore complete (restore.c).  A write error the
- * kernel met while writing a file out is reported by the next fsync of
- * the file, through a descriptor opened after it (Linux 4.16 and later,
- * while it keeps the file's inode: what sync_pgdata relies on too).
+ * complete), and what it has written out is dropped from the page cache as
+ * the file goes on (snapshot_data.c, FileWriter: a write error seen there
+ * fails the file at once).  Once every file is written, restore_sync_files
+ * fsyncs every file and every directory that got entries, on --jobs
+ * threads, before anything declares the restore complete (restore.c).  A
+ * write error the kernel met while writing a file out is otherwise reported
+ * by the next fsync of the file, through a descriptor opened after it
+ * (Linux 4.16 and later, while it keeps the file's inode: what sync_pgdata
+ * relies on too).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,7 +80,7 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0 &&
-			bk_snapshot_file_hash(fd, path, file, &existing, &matches,
+			bk_snapshot_file_hash(fd, path, file, true, &existing, &matches,
 								  &hash_err) &&
 			matches)
 		{

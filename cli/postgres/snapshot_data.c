@@ -695,36 +695,89 @@ done:
  * (sync_file_range SYNC_FILE_RANGE_WRITE, as PostgreSQL's pg_flush_data
  * does), so that the fsync the restore does later finds little left to
  * write; its errors are left to that fsync.
+ *
+ * With drop_behind on as well (a restore), each step, once the next one
+ * is on its way, is waited for and dropped from the page cache
+ * (POSIX_FADV_DONTNEED).  A restore of a cluster larger than memory gains
+ * nothing from keeping what it wrote cached, and taking fresh pages for
+ * every byte is most of a buffered restore's CPU: the kernel allocates,
+ * fills and later reclaims each one (and on a virtual machine that reports
+ * free memory to its host, faults each one in from the host first).
+ * Dropped pages are free again at once, so the restore writes through a
+ * few steps' worth of warm pages.  The wait (SYNC_FILE_RANGE_WAIT_AFTER)
+ * reports a write error the kernel met, and also marks it seen: the later
+ * fsync, through another descriptor, would not report it again, so that
+ * error fails the file here.
  */
 typedef struct FileWriter
 {
 	int fd;
 	const char *path;
 	bool writeback;
+	bool drop_behind;
 	size_t cap; /* size of buf, once allocated */
 	uint8_t *buf;
 	size_t len;
 	uint64_t offset;   /* where buf[0] goes */
 	uint64_t wb_start; /* the run written since writeback last started */
 	uint64_t wb_end;
+	uint64_t drop_start; /* drop_behind: the step on its way to disk */
+	uint64_t drop_len;
 	bool failed; /* a write to fd failed */
 } FileWriter;
 
-static void
-writer_wrote(FileWriter *writer, uint64_t offset, size_t len)
+/* drop_behind: wait for the step on its way to disk, then drop it. */
+static bool
+writer_drop_step(FileWriter *writer, BkError *err)
 {
-	if (!writer->writeback)
-		return;
-	if (offset != writer->wb_end)
-		writer->wb_start = offset;
-	writer->wb_end = offset + len;
-	if (writer->wb_end - writer->wb_start >= WRITEBACK_STEP)
+	if (writer->drop_len == 0)
+		return true;
+	if (sync_file_range(writer->fd, (off_t) writer->drop_start,
+						(off_t) writer->drop_len,
+						SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+							SYNC_FILE_RANGE_WAIT_AFTER) != 0)
 	{
-		(void) sync_file_range(writer->fd, (off_t) writer->wb_start,
-							   (off_t) (writer->wb_end - writer->wb_start),
-							   SYNC_FILE_RANGE_WRITE);
-		writer->wb_start = writer->wb_end;
+		if (errno != ENOSYS && errno != EINVAL && errno != ESPIPE &&
+			errno != EOPNOTSUPP)
+		{
+			writer->failed = true;
+			return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s",
+								writer->path, strerror(errno));
+		}
+		/* No sync_file_range here: the pages stay, the fsync writes them. */
+		writer->drop_behind = false;
+		return true;
 	}
+	(void) posix_fadvise(writer->fd, (off_t) writer->drop_start,
+						 (off_t) writer->drop_len, POSIX_FADV_DONTNEED);
+	writer->drop_len = 0;
+	return true;
+}
+
+static bool
+writer_wrote(FileWriter *writer, uint64_t offset, size_t len, BkError *err)
+{
+	uint64_t run_start = writer->wb_start;
+
+	if (!writer->writeback)
+		return true;
+	if (offset != writer->wb_end)
+		run_start = writer->wb_start = offset;
+	writer->wb_end = offset + len;
+	if (writer->wb_end - writer->wb_start < WRITEBACK_STEP)
+		return true;
+	(void) sync_file_range(writer->fd, (off_t) run_start,
+						   (off_t) (writer->wb_end - run_start),
+						   SYNC_FILE_RANGE_WRITE);
+	writer->wb_start = writer->wb_end;
+	if (!writer->drop_behind)
+		return true;
+	/* This step is on its way: the one before it should be on disk. */
+	if (!writer_drop_step(writer, err))
+		return false;
+	writer->drop_start = run_start;
+	writer->drop_len = writer->wb_end - run_start;
+	return true;
 }
 
 static bool
@@ -738,7 +791,8 @@ writer_flush(FileWriter *writer, BkError *err)
 		writer->failed = true;
 		return false;
 	}
-	writer_wrote(writer, writer->offset, writer->len);
+	if (!writer_wrote(writer, writer->offset, writer->len, err))
+		return false;
 	writer->offset += writer->len;
 	writer->len = 0;
 	return true;
@@ -764,8 +818,7 @@ writer_write(FileWriter *writer, const uint8_t *data, size_t len,
 				writer->failed = true;
 				return false;
 			}
-			writer_wrote(writer, offset, len);
-			return true;
+			return writer_wrote(writer, offset, len, err);
 		}
 	}
 	while (len > 0)
@@ -973,12 +1026,14 @@ done:
 
 bool
 bk_snapshot_file_hash(int fd, const char *path, const BkSnapFile *file,
-					  BkFileChecksum *sum, bool *matches, BkError *err)
+					  bool drop, BkFileChecksum *sum, bool *matches,
+					  BkError *err)
 {
 	bool ranged = file->range_count > 0;
 	BkSha256 *sha = NULL; /* of the file, or of the current range */
 	uint8_t *buf = malloc(IO_BUFFER_SIZE);
 	uint64_t offset = 0;
+	uint64_t dropped = 0;
 	size_t rangeIdx = 0;
 	bool ok = false;
 
@@ -1017,6 +1072,13 @@ bk_snapshot_file_hash(int fd, const char *path, const BkSnapFile *file,
 		if (ranged)
 			sum->crc32c = bk_crc32c(sum->crc32c, buf, (size_t) got);
 		offset += (uint64_t) got;
+		if (drop && offset - dropped >= WRITEBACK_STEP)
+		{
+			(void) posix_fadvise(fd, (off_t) dropped,
+								 (off_t) (offset - dropped),
+								 POSIX_FADV_DONTNEED);
+			dropped = offset;
+		}
 		if (ranged && offset == end)
 		{
 			uint8_t digest[BK_SHA256_LEN];
@@ -1209,7 +1271,10 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	const BkSnapRecord *target = chain[chain_len - 1];
 	int base = chain_len - 1;
 	const BkSnapFile *entry = file;
-	FileWriter writer = {.fd = fd, .path = fd_path, .writeback = writeback};
+	FileWriter writer = {.fd = fd,
+						 .path = fd_path,
+						 .writeback = writeback,
+						 .drop_behind = writeback};
 	Rebuild rb = {.repo = repo,
 				  .decoder = decoder,
 				  .source = source,
@@ -1305,7 +1370,8 @@ bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 	{
 		bool matches;
 
-		if (!bk_snapshot_file_hash(fd, fd_path, file, sum, &matches, err))
+		if (!bk_snapshot_file_hash(fd, fd_path, file, writeback, sum, &matches,
+								   err))
 		{
 			writer.failed = true;
 			rebuild_failed(err, target->id, file->path);

@@ -140,11 +140,16 @@ extern bool bk_snapshot_range_name(const char *id, const char *path,
  * Read fd's first file->size bytes once: sum gets their checksum (see
  * BkFileChecksum), and *matches whether they are what the snapshot read
  * (the record's SHA-256 of the file, or of each of its ranges; true when
- * the record has neither).
+ * the record has neither).  drop (a restore's file, or one --delta
+ * checks: nothing reads it again soon): what has been read is dropped from
+ * the page cache as it goes, since reading through a few warm pages costs
+ * less than taking fresh ones.  Not for a scratch file, whose dirty pages
+ * the kernel would start writing out to drop them.
  */
 extern bool bk_snapshot_file_hash(int fd, const char *path,
-								  const BkSnapFile *file, BkFileChecksum *sum,
-								  bool *matches, BkError *err);
+								  const BkSnapFile *file, bool drop,
+								  BkFileChecksum *sum, bool *matches,
+								  BkError *err);
 
 /*
  * Decrypt snapshot object name of source into sink (repo.h), checking
@@ -197,8 +202,9 @@ extern bool bk_snapshot_path_safe(const char *path);
  * the plaintext bytes decrypted.  Pieces that continue one another are
  * written together, up to 1 MiB at a time.  writeback (a restore, not a
  * scratch file): the kernel is asked to start writing the file to disk as
- * it is written (sync_file_range), nothing waits for it: the caller
- * fsyncs.  A file of the target snapshot sent in ranges is checked here,
+ * it is written (sync_file_range), and the caller fsyncs; what is written
+ * out is dropped from the page cache as the file goes on, 8 MiB at a time
+ * (a patched file is read back from disk for its digest).  A file of the target snapshot sent in ranges is checked here,
  * range by range, against the record (the caller has no SHA-256 of the
  * whole to compare: has_sha256 is false).  *fd_failed (may be NULL) says
  * whether a failure was fd's (writing, resizing or reading it back) rather

@@ -2,8 +2,11 @@
  * bk_test_eio.c
  *		Fault injection for the integration tests, loaded with LD_PRELOAD:
  *		open() of a path that ends with $BK_TEST_EIO_PATH fails with EIO, as
- *		on a disk or a network file system that cannot be read.  Every other
- *		open() is the C library's.
+ *		on a disk or a network file system that cannot be read; and
+ *		sync_file_range() that waits for the writing out of a file whose path
+ *		ends with $BK_TEST_EIO_WRITEBACK fails with EIO, as when the disk
+ *		failed a write the page cache had already taken.  Every other call
+ *		is the C library's.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -13,10 +16,14 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 typedef int (*OpenFn)(const char *path, int flags, ...);
+typedef int (*SyncFileRangeFn)(int fd, off_t offset, off_t nbytes,
+							   unsigned int flags);
 
 extern int open(const char *path, int flags, ...);
 extern int __open_2(const char *path, int flags);
@@ -69,4 +76,41 @@ int
 __open_2(const char *path, int flags)
 {
 	return open_or_fail(path, flags, 0);
+}
+
+/* Does the file open on fd have a path that ends with suffix? */
+static int
+fd_path_ends_with(int fd, const char *suffix)
+{
+	char link[64];
+	char path[4096];
+	ssize_t len;
+	size_t suffix_len = strlen(suffix);
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	len = readlink(link, path, sizeof(path) - 1);
+	if (len < 0)
+		return 0;
+	path[len] = '\0';
+	return (size_t) len >= suffix_len &&
+		   strcmp(path + len - suffix_len, suffix) == 0;
+}
+
+int
+sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags)
+{
+	static SyncFileRangeFn real_sync_file_range;
+	const char *suffix = getenv("BK_TEST_EIO_WRITEBACK");
+
+	if (suffix != NULL && suffix[0] != '\0' &&
+		(flags & SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+		fd_path_ends_with(fd, suffix))
+	{
+		errno = EIO;
+		return -1;
+	}
+	if (real_sync_file_range == NULL)
+		real_sync_file_range =
+			(SyncFileRangeFn) dlsym(RTLD_NEXT, "sync_file_range");
+	return real_sync_file_range(fd, offset, nbytes, flags);
 }

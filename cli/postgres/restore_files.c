@@ -6,18 +6,20 @@
  *
  * Durability is batched as PostgreSQL's sync_pgdata (initdb -S,
  * pg_basebackup, pg_rewind) does it: a file is not fsynced as it is
- * written, which would make every thread wait for the disk file by file;
- * the kernel is only asked to start writing it out (sync_file_range
- * SYNC_FILE_RANGE_WRITE, as it is written and once more when it is
- * complete), and what it has written out is dropped from the page cache as
- * the file goes on (snapshot_data.c, FileWriter: a write error seen there
- * fails the file at once).  Once every file is written, restore_sync_files
- * fsyncs every file and every directory that got entries, on --jobs
- * threads, before anything declares the restore complete (restore.c).  A
- * write error the kernel met while writing a file out is otherwise reported
- * by the next fsync of the file, through a descriptor opened after it
- * (Linux 4.16 and later, while it keeps the file's inode: what sync_pgdata
- * relies on too).
+ * written, which would make every thread wait for the disk's cache flush
+ * file by file; the kernel is asked to start writing it out as it is
+ * written (sync_file_range SYNC_FILE_RANGE_WRITE, in 8 MiB steps and once
+ * more when it is complete), and each step, once the next is on its way, is
+ * waited for and dropped from the page cache (snapshot_data.c, FileWriter:
+ * a write error that wait reports fails the file at once).  Once every file
+ * is written, restore_sync_files fsyncs every file and every directory that
+ * got entries, on --jobs threads, before anything declares the restore
+ * complete (restore.c).  A write error the kernel met while writing out
+ * what was not waited for is reported by the next fsync of the file,
+ * through a descriptor opened after it (Linux 4.16 and later, while it
+ * keeps the file's inode: what sync_pgdata relies on too).  A file whose
+ * writing or fsync failed is cut to nothing, so that a rerun with --delta
+ * rewrites it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -154,6 +156,14 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 	return true;
 
 failed:
+	/*
+	 * Cut it to nothing, so that bk restore --delta rewrites it: after a
+	 * write error the page cache may still hold what was to be written,
+	 * clean and marked as such, and a later read would find the recorded
+	 * content there while the disk does not have it.
+	 */
+	if (ftruncate(fd, 0) != 0)
+		(void) unlink(write_path);
 	close(fd);
 	return false;
 }
@@ -353,9 +363,15 @@ sync_worker(void *arg)
 
 			/* pg_control is durable before restore_install_pg_control. */
 			ok = restore_resolve_path(
-					 r, strcmp(rel, PG_CONTROL) == 0 ? PG_CONTROL_TEMP : rel,
-					 path, sizeof(path), &err) &&
-				 bk_fsync_file(path, &err);
+				r, strcmp(rel, PG_CONTROL) == 0 ? PG_CONTROL_TEMP : rel, path,
+				sizeof(path), &err);
+			/* Unsynced: cut it, so --delta does not take it as restored. */
+			if (ok && !bk_fsync_file(path, &err))
+			{
+				if (truncate(path, 0) != 0)
+					(void) unlink(path);
+				ok = false;
+			}
 		}
 		else if (slot - r->work_count < run->dir_count)
 			ok = bk_fsync_dir(run->dirs[slot - r->work_count], &err);

@@ -694,7 +694,8 @@ done:
  * start writing each WRITEBACK_STEP of a run of consecutive writes to disk
  * (sync_file_range SYNC_FILE_RANGE_WRITE, as PostgreSQL's pg_flush_data
  * does), so that the fsync the restore does later finds little left to
- * write; its errors are left to that fsync.
+ * write; its errors are left to that fsync, but for those the wait below
+ * reports.
  *
  * With drop_behind on as well (a restore), each step, once the next one
  * is on its way, is waited for and dropped from the page cache
@@ -757,17 +758,18 @@ writer_drop_step(FileWriter *writer, BkError *err)
 static bool
 writer_wrote(FileWriter *writer, uint64_t offset, size_t len, BkError *err)
 {
-	uint64_t run_start = writer->wb_start;
+	uint64_t step_start;
 
 	if (!writer->writeback)
 		return true;
 	if (offset != writer->wb_end)
-		run_start = writer->wb_start = offset;
+		writer->wb_start = offset;
 	writer->wb_end = offset + len;
 	if (writer->wb_end - writer->wb_start < WRITEBACK_STEP)
 		return true;
-	(void) sync_file_range(writer->fd, (off_t) run_start,
-						   (off_t) (writer->wb_end - run_start),
+	step_start = writer->wb_start;
+	(void) sync_file_range(writer->fd, (off_t) step_start,
+						   (off_t) (writer->wb_end - step_start),
 						   SYNC_FILE_RANGE_WRITE);
 	writer->wb_start = writer->wb_end;
 	if (!writer->drop_behind)
@@ -775,8 +777,8 @@ writer_wrote(FileWriter *writer, uint64_t offset, size_t len, BkError *err)
 	/* This step is on its way: the one before it should be on disk. */
 	if (!writer_drop_step(writer, err))
 		return false;
-	writer->drop_start = run_start;
-	writer->drop_len = writer->wb_end - run_start;
+	writer->drop_start = step_start;
+	writer->drop_len = writer->wb_end - step_start;
 	return true;
 }
 

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 typedef int (*OpenFn)(const char *path, int flags, ...);
-typedef int (*SyncFileRangeFn)(int fd, off_t offset, off_t nbytes,
+typedef int (*SyncFileRangeFn)(int fd, off64_t offset, off64_t nbytes,
 							   unsigned int flags);
 
 extern int open(const char *path, int flags, ...);
@@ -97,7 +97,7 @@ fd_path_ends_with(int fd, const char *suffix)
 }
 
 int
-sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags)
+sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags)
 {
 	static SyncFileRangeFn real_sync_file_range;
 	const char *suffix = getenv("BK_TEST_EIO_WRITEBACK");

@@ -306,10 +306,15 @@ restore_and_check() { # NAME EXPECTED-SNAPSHOT DIGEST-OF DESCRIPTION [bk restore
         # a time; a patched file read back the same way): most of it is
         # not cached any more.
         local wide_size wide_cached
-        wide_size="$(stat -c %s "$target/$wide_rel")"
-        wide_cached="$(fincore --bytes --noheadings --output RES "$target/$wide_rel")"
-        ((wide_size > 32 * 1024 * 1024 && wide_cached * 2 < wide_size))
-        ok $? "the restore left most of a $wide_size-byte file out of the page cache ($wide_cached bytes cached, $name)"
+        if [[ "$(stat -f -c %T "$target")" == tmpfs ]]; then
+            skip "the restore leaves a large file out of the page cache ($name)" \
+                "$target is on tmpfs, whose pages are the file"
+        else
+            wide_size="$(stat -c %s "$target/$wide_rel")"
+            wide_cached="$(fincore --bytes --noheadings --output RES "$target/$wide_rel")"
+            [[ "$wide_cached" =~ ^[0-9]+$ ]] && ((wide_size > 32 * 1024 * 1024 && wide_cached * 2 < wide_size))
+            ok $? "the restore left most of a $wide_size-byte file out of the page cache ($wide_cached bytes cached, $name)"
+        fi
     fi
     is "$(stat -c '%U %a' "$target")" "postgres 700" "the restored directory belongs to postgres, mode 0700 ($name)"
     is "$(readlink "$target/pg_tblspc/$(ls "$target/pg_tblspc")")" "$dir/ts-$name" \
@@ -365,6 +370,15 @@ like "$out" "could not write \"$dir/r-eio/$wide_rel\": Input/output error" "nami
 like "$out" "the restore is incomplete: \"$dir/r-eio\" will not start" "and saying the directory will not start"
 [[ ! -e "$dir/r-eio/global/pg_control" ]]
 ok $? "and it has no pg_control"
+# The page cache may still hold what the disk failed to write, clean: a
+# rerun with --delta must not find the file there and keep it.
+[[ -e "$dir/r-eio/$wide_rel" && ! -s "$dir/r-eio/$wide_rel" ]]
+ok $? "the file it could not write is cut to nothing, so that --delta rewrites it"
+"$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-eio" \
+    --tablespace-map "$dir/ts1=$dir/ts-eio" --snapshot "$snap1" --delta >"$dir/restore-eio-delta.out" 2>&1
+ok $? "bk restore --delta over it then completes" || diag "$(tail -n 5 "$dir/restore-eio-delta.out")"
+as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$dir/r-eio" >"$dir/verifybackup-eio.log" 2>&1
+ok $? "and pg_verifybackup accepts what it restored" || diag "$(tail -n 5 "$dir/verifybackup-eio.log")"
 rm -rf "$dir/r-eio" "$dir/ts-eio"
 
 for m in m3 m4; do

@@ -537,8 +537,8 @@ bk_sql_quote_ident(char *out, size_t out_len, const char *name)
  * a virtual machine that reports free memory to its host costs several
  * times more again.  Keeping up to KEEP_TRIM_THRESHOLD of freed memory
  * makes every batch reuse the pages of the one before.  The memory kept is
- * what the process had in use at its peak, which the in-flight window
- * bounds, so the process's peak size does not change.
+ * at most what the process had in use at its peak, which the in-flight
+ * window bounds.
  */
 void
 bk_malloc_keep_freed(void)

@@ -206,10 +206,10 @@ extern bool bk_snapshot_path_safe(const char *path);
  * out is dropped from the page cache as the file goes on, 8 MiB at a time
  * (a patched file is read back from disk for its digest).  A file of the
  * target snapshot sent in ranges is checked here, range by range, against
- * the record (the caller has no SHA-256 of the
- * whole to compare: has_sha256 is false).  *fd_failed (may be NULL) says
- * whether a failure was fd's (writing, resizing or reading it back) rather
- * than the repository's or its data's.  failed_object (may be NULL; room
+ * the record (the caller has no SHA-256 of the whole to compare:
+ * has_sha256 is false).  *fd_failed (may be NULL) says whether a failure
+ * was fd's (writing, resizing or reading it back) rather than the
+ * repository's or its data's.  failed_object (may be NULL; room
  * for BK_OBJECT_NAME_MAX + 1) gets the name of the object that failed,
  * when one did, else "".
  */

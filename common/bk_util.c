@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,49 +514,4 @@ bk_sql_quote_ident(char *out, size_t out_len, const char *name)
 	out[used++] = '`';
 	out[used] = '\0';
 	return true;
-}
-
-/*
- * Allocations up to this size come from the heap, not from a mapping of
- * their own (a frame's copy is at most a 16 MiB chunk).
- */
-#define KEEP_MMAP_THRESHOLD (32 * 1024 * 1024)
-
-/*
- * Free memory at the top of a heap that a trim keeps: about the most
- * frames a process has in flight (the archiver's producers take 8 MiB
- * each, at most 4; a producer that sets no window, as the agent's, takes
- * up to 64 MiB).
- */
-#define KEEP_TOP_PAD (64 * 1024 * 1024)
-
-/* A heap is trimmed once this much is free at its top. */
-#define KEEP_TRIM_THRESHOLD (KEEP_TOP_PAD + 32 * 1024 * 1024)
-
-/*
- * librdkafka copies every message it is given (RD_KAFKA_MSG_F_COPY): one
- * allocation of about a chunk per frame, freed when the broker has
- * acknowledged it.  With glibc's defaults the first such allocations are
- * mappings of their own, and once its adaptive threshold has moved them
- * to the heap, the heap is trimmed back to the kernel each time a batch
- * has been acknowledged and freed.  Either way the next batch's copies
- * land in fresh pages, each faulted in and zeroed by the kernel: 1,356
- * page faults (5.3 MiB) per 16 MiB WAL segment in the archiver, measured,
- * which on a virtual machine that reports free memory to its host costs
- * several times more again.
- *
- * A trim gives back everything above the top pad, so the pad, not the
- * trim threshold, is what stays: KEEP_TOP_PAD lets every batch reuse the
- * pages of the one before.  Only pages the process has used are kept (the
- * pad is address space until touched), so its peak size is what its
- * in-flight window made it, as before; what changes is that it stays
- * there between batches.  Setting any of these turns glibc's adaptive
- * thresholds off.
- */
-void
-bk_malloc_keep_freed(void)
-{
-	(void) mallopt(M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD);
-	(void) mallopt(M_TOP_PAD, KEEP_TOP_PAD);
-	(void) mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD);
 }

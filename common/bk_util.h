@@ -143,11 +143,4 @@ extern void bk_strlcpy(char *dst, const char *src, size_t size);
  */
 extern bool bk_sql_quote_ident(char *out, size_t out_len, const char *name);
 
-/*
- * Keep freed memory in this process for its next allocations instead of
- * giving it back to the kernel at once: for processes that send frames to
- * Kafka (see bk_util.c).
- */
-extern void bk_malloc_keep_freed(void);
-
 #endif /* BK_UTIL_H */

@@ -263,8 +263,6 @@ _PG_archive_module_init(ArchiveModuleCallbacks *cb)
 	cb->archive_file_cb = bk_archive_file;
 	cb->shutdown_cb = bk_archive_shutdown;
 
-	/* Frames copied into librdkafka reuse the pages of the batch before. */
-	bk_malloc_keep_freed();
 	archive_context = AllocSetContextCreate(TopMemoryContext, "bk archive",
 											ALLOCSET_DEFAULT_SIZES);
 	kafka_logs = calloc(1, sizeof(BkLogBuffer));

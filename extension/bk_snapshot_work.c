@@ -428,8 +428,6 @@ bk_snapshot_helper_main(Datum main_arg)
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	/* Frames copied into librdkafka reuse the pages of the ones before. */
-	bk_malloc_keep_freed();
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	if (bk_shared == NULL || args.slot_index < 0 ||
 		args.slot_index >= BK_SNAPSHOT_SLOTS || args.helper < 0 ||

@@ -32,8 +32,6 @@ bk_snapshot_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGINT, StatementCancelHandler);
 	BackgroundWorkerUnblockSignals();
-	/* Frames copied into librdkafka reuse the pages of the ones before. */
-	bk_malloc_keep_freed();
 	if (bk_shared == NULL || slot_index < 0 || slot_index >= BK_SNAPSHOT_SLOTS)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
 						errmsg("bk snapshot worker started without its slot")));

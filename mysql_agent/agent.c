@@ -927,8 +927,6 @@ main(int argc, char **argv)
 		return bk_cli_usage_error(AGENT_PROGRAM, "unexpected argument \"%s\"",
 								  argv[optind]);
 
-	/* Frames copied into librdkafka reuse the pages of the ones before. */
-	bk_malloc_keep_freed();
 	memset(&agent, 0, sizeof(agent));
 	pthread_mutex_init(&agent.status.lock, NULL);
 	pthread_mutex_init(&agent.snapshot_lock, NULL);

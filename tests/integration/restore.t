@@ -33,7 +33,8 @@
 #   - a restore leaves most of a large file it wrote out of the page cache
 #     (written out and dropped as it goes), and a write error the disk
 #     reports while bk restore waits for it (EIO injected with LD_PRELOAD)
-#     fails the restore, naming the file;
+#     fails the restore, naming the file, and leaves that file empty so
+#     that --delta rewrites it;
 #   - under strace, a restore fsyncs every file and directory it wrote
 #     before it renames anything into place (backup_label, the recovery
 #     settings, the manifest, pg_control last) and before its report.

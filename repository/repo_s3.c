@@ -20,7 +20,11 @@
  *					 spool is written, so the store refuses bytes that
  *					 changed on the way.
  *	 reads           range GETs; a reader keeps a window that is fetched by
- *					 several parallel range GETs (s3_read_jobs).
+ *					 several parallel range GETs (s3_read_jobs).  A reader that
+ *					 will read every byte in order (a restore's, a verify's)
+ *					 has the next window fetched by a thread of its own while
+ *					 it decodes this one, so that the store's answer and the
+ *					 reader's work overlap.
  *	 failures        connection errors, 5xx, 429, SlowDown and RequestTimeout
  *					 are retried with exponential backoff and jitter until
  *					 s3_timeout; anything else is an error at once, so a
@@ -44,6 +48,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +112,13 @@ typedef struct S3State
 	int pool_count;
 } S3State;
 
+typedef enum S3AheadState
+{
+	AHEAD_NONE,    /* nothing fetched ahead */
+	AHEAD_RUNNING, /* a thread fetches it: join before touching it */
+	AHEAD_DONE,    /* fetched, or failed with ahead_err */
+} S3AheadState;
+
 typedef struct S3Reader
 {
 	BkRepoReader base;
@@ -114,6 +126,15 @@ typedef struct S3Reader
 	uint8_t *window;
 	uint64_t window_start;
 	size_t window_len;
+	/* The window after this one, while this one is read (in_order only). */
+	uint8_t *ahead;
+	uint64_t ahead_start; /* where window ends */
+	size_t ahead_len;
+	S3AheadState ahead_state;
+	pthread_t ahead_thread;
+	bool ahead_ok;
+	BkError ahead_err;
+	atomic_bool ahead_cancel; /* set when the reader no longer wants it */
 } S3Reader;
 
 /*
@@ -160,6 +181,8 @@ typedef struct S3Call
 	uint64_t body_len;
 	bool has_body;
 	bool head;
+	/* Set by another thread: give up (NULL: never). */
+	atomic_bool *cancel;
 	/* Where a successful GET's body goes (exactly into_len bytes). */
 	uint8_t *into;
 	size_t into_len;
@@ -444,6 +467,20 @@ transient_curl(CURLcode code)
 	}
 }
 
+/* Progress callback: a nonzero answer makes curl give the transfer up. */
+static int
+transfer_cancelled(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+				   curl_off_t ultotal, curl_off_t ulnow)
+{
+	S3Call *call = arg;
+
+	(void) dltotal;
+	(void) dlnow;
+	(void) ultotal;
+	(void) ulnow;
+	return atomic_load(call->cancel) ? 1 : 0;
+}
+
 /* Build, sign and send call once; false only if it could not be sent. */
 static CURLcode
 call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
@@ -533,6 +570,11 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, header_seen);
 	curl_easy_setopt(handle, CURLOPT_HEADERDATA, call);
 	curl_easy_setopt(handle, CURLOPT_FILETIME, 1L);
+	/* Handles are pooled: every call sets what the last one may have. */
+	curl_easy_setopt(handle, CURLOPT_NOPROGRESS, call->cancel ? 0L : 1L);
+	curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION,
+					 call->cancel ? transfer_cancelled : NULL);
+	curl_easy_setopt(handle, CURLOPT_XFERINFODATA, call);
 	curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(handle, CURLOPT_SSL_VERIFYPEER,
 					 state->verify_tls ? 1L : 0L);
@@ -615,6 +657,11 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 		int64_t delay;
 		uint32_t jitter;
 
+		if (call->cancel != NULL && atomic_load(call->cancel))
+		{
+			handle_give_back(state, handle);
+			return bk_error_set(err, BK_ERR_IO, "%s: given up", what);
+		}
 		attempts++;
 		call->sends = attempts;
 		code = call_once(state, handle, call, err);
@@ -666,7 +713,12 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 								 "reachable; bk retries for s3_timeout.",
 								 state->base_url);
 		}
-		usleep((useconds_t) delay * 1000);
+		/* A reader that gave up should not wait out the whole delay. */
+		for (int64_t slept = 0;
+			 slept < delay && !(call->cancel && atomic_load(call->cancel));
+			 slept += 50)
+			usleep((useconds_t) (delay - slept < 50 ? delay - slept : 50) *
+				   1000);
 	}
 }
 
@@ -1286,10 +1338,14 @@ fail:
 /* One range GET of exactly len bytes at offset into buf. */
 static bool
 get_range(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
-		  size_t len, BkError *err)
+		  size_t len, atomic_bool *cancel, BkError *err)
 {
 	char range[64];
-	S3Call call = {.method = "GET", .key = full, .into = buf, .into_len = len};
+	S3Call call = {.method = "GET",
+				   .key = full,
+				   .cancel = cancel,
+				   .into = buf,
+				   .into_len = len};
 
 	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, offset,
 			 offset + len - 1);
@@ -1321,6 +1377,7 @@ typedef struct RangeJob
 	uint64_t offset;
 	uint8_t *buf;
 	size_t len;
+	atomic_bool *cancel;
 	bool ok;
 	BkError err;
 } RangeJob;
@@ -1332,14 +1389,14 @@ range_job_run(void *arg)
 
 	bk_error_clear(&job->err);
 	job->ok = get_range(job->state, job->full, job->offset, job->buf, job->len,
-						&job->err);
+						job->cancel, &job->err);
 	return NULL;
 }
 
 /* len bytes at offset, by up to read_jobs parallel range GETs. */
 static bool
 get_parallel(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
-			 size_t len, BkError *err)
+			 size_t len, atomic_bool *cancel, BkError *err)
 {
 	RangeJob jobs[S3_MAX_JOBS];
 	pthread_t threads[S3_MAX_JOBS];
@@ -1351,7 +1408,7 @@ get_parallel(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
 	if ((size_t) count > len / S3_MIN_PIECE)
 		count = (int) (len / S3_MIN_PIECE);
 	if (count <= 1)
-		return get_range(state, full, offset, buf, len, err);
+		return get_range(state, full, offset, buf, len, cancel, err);
 	piece = (len + (size_t) count - 1) / (size_t) count;
 	for (int jobIdx = 0; jobIdx < count; jobIdx++)
 	{
@@ -1362,7 +1419,8 @@ get_parallel(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
 					   .full = full,
 					   .offset = offset + start,
 					   .buf = buf + start,
-					   .len = start + piece > len ? len - start : piece};
+					   .len = start + piece > len ? len - start : piece,
+					   .cancel = cancel};
 		/* The first piece is fetched by this thread. */
 		if (jobIdx > 0 && pthread_create(&threads[jobIdx], NULL, range_job_run,
 										 &jobs[jobIdx]) == 0)
@@ -1383,6 +1441,97 @@ get_parallel(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
 	return ok;
 }
 
+static void *
+ahead_run(void *arg)
+{
+	S3Reader *reader = arg;
+
+	bk_error_clear(&reader->ahead_err);
+	reader->ahead_ok =
+		get_parallel(state_of(reader->base.repo), reader->key,
+					 reader->ahead_start, reader->ahead, reader->ahead_len,
+					 &reader->ahead_cancel, &reader->ahead_err);
+	return NULL;
+}
+
+/*
+ * Start fetching the window after this one, if the reader reads every
+ * byte in order and there is one.  Without memory or a thread the reads
+ * go on as before, one window at a time.
+ */
+static void
+ahead_start(S3Reader *reader)
+{
+	uint64_t next = reader->window_start + reader->window_len;
+
+	if (!reader->base.in_order || reader->ahead_state != AHEAD_NONE ||
+		reader->window_len == 0 || next >= reader->base.size)
+		return;
+	if (reader->ahead == NULL && (reader->ahead = malloc(S3_WINDOW)) == NULL)
+		return;
+	reader->ahead_start = next;
+	reader->ahead_len = reader->base.size - next < S3_WINDOW
+							? (size_t) (reader->base.size - next)
+							: S3_WINDOW;
+	atomic_store(&reader->ahead_cancel, false);
+	if (pthread_create(&reader->ahead_thread, NULL, ahead_run, reader) == 0)
+		reader->ahead_state = AHEAD_RUNNING;
+}
+
+/* Wait for the fetch ahead; give it up first unless wanted. */
+static void
+ahead_join(S3Reader *reader, bool wanted)
+{
+	if (reader->ahead_state != AHEAD_RUNNING)
+		return;
+	if (!wanted)
+		atomic_store(&reader->ahead_cancel, true);
+	pthread_join(reader->ahead_thread, NULL);
+	reader->ahead_state = AHEAD_DONE;
+}
+
+/*
+ * Serve a read that ends in the window fetched ahead (and may start in
+ * this one), which then becomes this one; false if it does not apply.
+ */
+static bool
+read_from_ahead(S3Reader *reader, uint64_t offset, uint8_t *buf, size_t len,
+				bool *ok, BkError *err)
+{
+	uint64_t end = offset + len;
+	size_t head = 0;
+	uint8_t *swap;
+
+	if (reader->ahead_state == AHEAD_NONE || offset < reader->window_start ||
+		end <= reader->ahead_start ||
+		end > reader->ahead_start + reader->ahead_len)
+		return false;
+	ahead_join(reader, true);
+	reader->ahead_state = AHEAD_NONE;
+	if (!reader->ahead_ok)
+	{
+		/* It was retried for s3_timeout already: this read fails. */
+		*err = reader->ahead_err;
+		*ok = false;
+		return true;
+	}
+	if (offset < reader->ahead_start)
+	{
+		head = (size_t) (reader->ahead_start - offset);
+		memcpy(buf, reader->window + (offset - reader->window_start), head);
+	}
+	memcpy(buf + head, reader->ahead + (offset + head - reader->ahead_start),
+		   len - head);
+	swap = reader->window;
+	reader->window = reader->ahead;
+	reader->ahead = swap;
+	reader->window_start = reader->ahead_start;
+	reader->window_len = reader->ahead_len;
+	*ok = true;
+	ahead_start(reader);
+	return true;
+}
+
 static bool
 s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 			   BkError *err)
@@ -1390,6 +1539,7 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 	S3Reader *reader = (S3Reader *) base;
 	S3State *state = state_of(base->repo);
 	size_t window_len;
+	bool ok;
 
 	if (len == 0)
 		return true;
@@ -1398,25 +1548,33 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 							"%s: read past its end (%zu bytes at %" PRIu64
 							" of %" PRIu64 ")",
 							base->where, len, offset, base->size);
+	/* The first read after the open (in_order is known by then). */
+	ahead_start(reader);
 	if (reader->window != NULL && offset >= reader->window_start &&
 		offset + len <= reader->window_start + reader->window_len)
 	{
 		memcpy(buf, reader->window + (offset - reader->window_start), len);
 		return true;
 	}
+	if (read_from_ahead(reader, offset, buf, len, &ok, err))
+		return ok;
+	/* Any other read: what was fetched ahead is not the next window. */
+	ahead_join(reader, false);
+	reader->ahead_state = AHEAD_NONE;
 	/* Large reads go straight to the caller's buffer. */
 	if (len >= S3_WINDOW)
-		return get_parallel(state, reader->key, offset, buf, len, err);
+		return get_parallel(state, reader->key, offset, buf, len, NULL, err);
 	window_len = base->size - offset < S3_WINDOW
 					 ? (size_t) (base->size - offset)
 					 : S3_WINDOW;
 	reader->window_len = 0;
 	if (!get_parallel(state, reader->key, offset, reader->window, window_len,
-					  err))
+					  NULL, err))
 		return false;
 	reader->window_start = offset;
 	reader->window_len = window_len;
 	memcpy(buf, reader->window, len);
+	ahead_start(reader);
 	return true;
 }
 
@@ -1425,6 +1583,8 @@ s3_reader_close(BkRepoReader *base)
 {
 	S3Reader *reader = (S3Reader *) base;
 
+	ahead_join(reader, false);
+	free(reader->ahead);
 	free(reader->window);
 	free(reader);
 }

@@ -101,6 +101,7 @@ typedef struct FakeStore
 	CompletionFault completion_fault;
 	PutFault put_fault;
 	bool reads_denied;        /* HEAD and GET: 403 AccessDenied */
+	bool reads_slowed_down;   /* GET: 503 SlowDown */
 	const char *delete_reply; /* the DeleteObjects answer's body */
 
 	/*
@@ -114,7 +115,8 @@ typedef struct FakeStore
 	atomic_int completions; /* CompleteMultipartUpload requests */
 	atomic_int puts;        /* PutObject requests */
 	atomic_int heads;
-	atomic_int deletes; /* DeleteObjects requests */
+	atomic_int deletes;        /* DeleteObjects requests */
+	atomic_llong farthest_get; /* the largest first byte a GET asked for */
 } FakeStore;
 
 /* One request, read whole. */
@@ -492,6 +494,8 @@ serve_get(FakeStore *store, int fd, const Request *request)
 		}
 		if (last >= object->len)
 			last = object->len - 1;
+		if ((long long) first > store->farthest_get)
+			store->farthest_get = (long long) first;
 	}
 	snprintf(headers, sizeof(headers),
 			 "ETag: %s\r\nContent-Range: bytes %zu-%zu/%zu\r\n", object->etag,
@@ -581,6 +585,9 @@ serve(FakeStore *store, int fd, const Request *request)
 		store->heads += strcmp(request->method, "HEAD") == 0;
 		reply_error(fd, 403, "AccessDenied");
 	}
+	else if (store->reads_slowed_down && strcmp(request->method, "GET") == 0 &&
+			 request->key[0] != '\0')
+		reply_error(fd, 503, "SlowDown");
 	else if (strcmp(request->method, "HEAD") == 0)
 	{
 		store->heads++;
@@ -747,6 +754,7 @@ store_start(FakeStore *store)
 	atomic_init(&store->puts, 0);
 	atomic_init(&store->heads, 0);
 	atomic_init(&store->deletes, 0);
+	atomic_init(&store->farthest_get, 0);
 	assert_int_equal(pthread_mutex_init(&store->lock, NULL), 0);
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	store->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -796,6 +804,15 @@ store_deny_reads(FakeStore *store, bool denied)
 {
 	pthread_mutex_lock(&store->lock);
 	store->reads_denied = denied;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* The test's thread: answer reads with 503 SlowDown, or no longer. */
+static void
+store_slow_down_reads(FakeStore *store, bool slowed_down)
+{
+	pthread_mutex_lock(&store->lock);
+	store->reads_slowed_down = slowed_down;
 	pthread_mutex_unlock(&store->lock);
 }
 
@@ -1227,6 +1244,165 @@ test_delete_prefix_not_a_result(void **state)
 		fail_msg("%s", err.message);
 }
 
+/* ------------------------------------------------------------ reads */
+
+/* Larger than two of the reader's 16 MiB windows, ending mid-window. */
+#define LARGE_OBJECT_LEN ((size_t) 40 * 1024 * 1024 + 12345)
+#define READ_WINDOW      ((size_t) 16 * 1024 * 1024)
+
+/* An object of LARGE_OBJECT_LEN bytes at key (the caller frees them). */
+static uint8_t *
+put_large_object(Fixture *f, const char *key)
+{
+	uint8_t *data = malloc(LARGE_OBJECT_LEN);
+
+	assert_non_null(data);
+	test_fill(data, LARGE_OBJECT_LEN, 7, false);
+	assert_true(store_put(&f->store, key, data, LARGE_OBJECT_LEN, "\"l\""));
+	return data;
+}
+
+/* A reader of every byte in order, as visit_frames opens one. */
+static BkRepoReader *
+open_in_order(Fixture *f, const char *key)
+{
+	BkError err;
+	BkRepoReader *reader = f->repo->backend->reader_open(f->repo, key, &err);
+
+	if (reader == NULL)
+		fail_msg("%s", err.message);
+	assert_int_equal(reader->size, LARGE_OBJECT_LEN);
+	reader->in_order = true;
+	return reader;
+}
+
+/* Wait up to 5 s for a GET that asks for byte first or a later one. */
+static bool
+store_saw_get_from(FakeStore *store, size_t first)
+{
+	for (int waited = 0; waited < 5000; waited += 10)
+	{
+		if (store->farthest_get >= (long long) first)
+			return true;
+		usleep(10 * 1000);
+	}
+	return false;
+}
+
+/*
+ * A reader of every byte in order has the next window asked for before it
+ * reads there, and what it reads is the object whatever the reads' sizes
+ * and where they fall: across a window's end, backwards, larger than a
+ * window, up to the last byte.
+ */
+static void
+test_read_ahead(void **state)
+{
+	Fixture *f = *state;
+	uint8_t *data = put_large_object(f, "pre/src/large");
+	uint8_t *back = malloc(LARGE_OBJECT_LEN);
+	static const size_t pieces[] = {999999, 3 * 1024 * 1024 + 1, 4096, 1};
+	BkRepoReader *reader;
+	size_t pos = 0;
+	BkError err;
+
+	assert_non_null(back);
+	reader = open_in_order(f, "src/large");
+	/* The open asked for the first window only. */
+	assert_true(f->store.farthest_get < (long long) READ_WINDOW);
+	assert_true(bk_repo_reader_read(reader, 0, back, 100, &err));
+	if (!store_saw_get_from(&f->store, READ_WINDOW))
+		fail_msg("the second window was not asked for ahead of its reads");
+	for (int pieceIdx = 0; pos < LARGE_OBJECT_LEN; pieceIdx++)
+	{
+		size_t take = pieces[pieceIdx % 4];
+
+		if (take > LARGE_OBJECT_LEN - pos)
+			take = LARGE_OBJECT_LEN - pos;
+		if (!bk_repo_reader_read(reader, pos, back + pos, take, &err))
+			fail_msg("%zu bytes at %zu: %s", take, pos, err.message);
+		pos += take;
+	}
+	assert_memory_equal(back, data, LARGE_OBJECT_LEN);
+
+	/* Backwards, across the first window's end, then a read of 17 MiB. */
+	memset(back, 0, LARGE_OBJECT_LEN);
+	assert_true(bk_repo_reader_read(reader, 1000, back + 1000, 5000, &err));
+	assert_true(bk_repo_reader_read(reader, READ_WINDOW - 10,
+									back + READ_WINDOW - 10, 20, &err));
+	assert_true(bk_repo_reader_read(reader, 3, back + 3,
+									READ_WINDOW + 1024 * 1024, &err));
+	assert_memory_equal(back + 3, data + 3, READ_WINDOW + 1024 * 1024);
+	bk_repo_reader_close(reader);
+
+	/* An object read by frames' headers only is not read ahead. */
+	f->store.farthest_get = 0;
+	reader = f->repo->backend->reader_open(f->repo, "src/large", &err);
+	assert_non_null(reader);
+	assert_true(bk_repo_reader_read(reader, 0, back, 100, &err));
+	usleep(200 * 1000);
+	assert_true(f->store.farthest_get < (long long) READ_WINDOW);
+	bk_repo_reader_close(reader);
+	free(back);
+	free(data);
+}
+
+/*
+ * A window asked for ahead that the store refused fails the read that
+ * needs it, with the store's answer, and no other read.
+ */
+static void
+test_read_ahead_refused(void **state)
+{
+	Fixture *f = *state;
+	uint8_t *data = put_large_object(f, "pre/src/large");
+	uint8_t back[64];
+	BkRepoReader *reader;
+	BkError err;
+
+	reader = open_in_order(f, "src/large");
+	store_deny_reads(&f->store, true);
+	assert_true(bk_repo_reader_read(reader, 0, back, 20, &err));
+	usleep(200 * 1000); /* the refusal arrives meanwhile */
+	assert_true(bk_repo_reader_read(reader, READ_WINDOW - 60, back, 50, &err));
+	assert_memory_equal(back, data + READ_WINDOW - 60, 50);
+	assert_false(bk_repo_reader_read(reader, READ_WINDOW - 10, back, 20, &err));
+	assert_error_contains(&err, "AccessDenied");
+	assert_error_contains(&err, "pre/src/large");
+	store_deny_reads(&f->store, false);
+	/* Read again, it is asked for again. */
+	assert_true(bk_repo_reader_read(reader, READ_WINDOW - 10, back, 20, &err));
+	assert_memory_equal(back, data + READ_WINDOW - 10, 20);
+	bk_repo_reader_close(reader);
+	free(data);
+}
+
+/*
+ * A reader closed while the store answers its fetch ahead with errors that
+ * are retried (503 SlowDown, for s3_timeout: 5 s here) does not wait for
+ * them: a restore that failed elsewhere stops at once.
+ */
+static void
+test_read_ahead_given_up(void **state)
+{
+	Fixture *f = *state;
+	uint8_t *data = put_large_object(f, "pre/src/large");
+	uint8_t back[64];
+	BkRepoReader *reader;
+	int64_t started;
+	BkError err;
+
+	reader = open_in_order(f, "src/large");
+	store_slow_down_reads(&f->store, true);
+	assert_true(bk_repo_reader_read(reader, 0, back, 20, &err));
+	usleep(300 * 1000); /* a few refusals and a backoff */
+	started = bk_monotonic_ms();
+	bk_repo_reader_close(reader);
+	assert_true(bk_monotonic_ms() - started < 1000);
+	store_slow_down_reads(&f->store, false);
+	free(data);
+}
+
 int
 main(void)
 {
@@ -1245,6 +1421,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_delete_prefix_key_refused, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_delete_prefix_not_a_result, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead_refused, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead_given_up, setup,
 										teardown),
 	};
 

@@ -37,7 +37,9 @@
  *
  * Thread safety: restores read from several threads; each request takes a
  * curl handle from a pool (connections are reused per handle) and nothing
- * else is shared but read-only settings.
+ * else is shared but read-only settings.  A reader's fetch ahead runs on a
+ * thread of the reader's own, which writes only the next window and its
+ * result, read by the reader once it has joined that thread.
  */
 #include "repo_backend.h"
 
@@ -116,7 +118,8 @@ typedef enum S3AheadState
 {
 	AHEAD_NONE,    /* nothing fetched ahead */
 	AHEAD_RUNNING, /* a thread fetches it: join before touching it */
-	AHEAD_DONE,    /* fetched, or failed with ahead_err */
+	AHEAD_DONE,    /* fetched (ahead_ok), not yet made the window */
+	AHEAD_OFF,     /* no memory or thread for it: one window at a time */
 } S3AheadState;
 
 typedef struct S3Reader
@@ -126,7 +129,10 @@ typedef struct S3Reader
 	uint8_t *window;
 	uint64_t window_start;
 	size_t window_len;
-	/* The window after this one, while this one is read (in_order only). */
+	/*
+	 * The window after this one, fetched while this one is read (in_order
+	 * only): a reader of a large object holds two windows.
+	 */
 	uint8_t *ahead;
 	uint64_t ahead_start; /* where window ends */
 	size_t ahead_len;
@@ -570,7 +576,7 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, header_seen);
 	curl_easy_setopt(handle, CURLOPT_HEADERDATA, call);
 	curl_easy_setopt(handle, CURLOPT_FILETIME, 1L);
-	/* Handles are pooled: every call sets what the last one may have. */
+	/* Called about once a second at least, and as data arrives. */
 	curl_easy_setopt(handle, CURLOPT_NOPROGRESS, call->cancel ? 0L : 1L);
 	curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION,
 					 call->cancel ? transfer_cancelled : NULL);
@@ -635,7 +641,8 @@ call_describe(const S3State *state, const S3Call *call, char *out,
 /*
  * Send call, retrying what a retry can fix until s3_timeout.  true once
  * the store answered (any status: the caller judges it); false if it could
- * not be reached in time, or the request itself is wrong.
+ * not be reached in time, the request itself is wrong, or call->cancel was
+ * set (within about a second: curl looks at it that often).
  */
 static bool
 s3_call(S3State *state, S3Call *call, BkError *err)
@@ -714,8 +721,8 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 								 state->base_url);
 		}
 		/* A reader that gave up should not wait out the whole delay. */
-		for (int64_t slept = 0;
-			 slept < delay && !(call->cancel && atomic_load(call->cancel));
+		for (int64_t slept = 0; slept < delay && !(call->cancel != NULL &&
+												   atomic_load(call->cancel));
 			 slept += 50)
 			usleep((useconds_t) (delay - slept < 50 ? delay - slept : 50) *
 				   1000);
@@ -1456,11 +1463,11 @@ ahead_run(void *arg)
 
 /*
  * Start fetching the window after this one, if the reader reads every
- * byte in order and there is one.  Without memory or a thread the reads
- * go on as before, one window at a time.
+ * byte in order and there is one.  Without memory or a thread the reader
+ * goes on as before, one window at a time.
  */
 static void
-ahead_start(S3Reader *reader)
+fetch_ahead(S3Reader *reader)
 {
 	uint64_t next = reader->window_start + reader->window_len;
 
@@ -1468,7 +1475,10 @@ ahead_start(S3Reader *reader)
 		reader->window_len == 0 || next >= reader->base.size)
 		return;
 	if (reader->ahead == NULL && (reader->ahead = malloc(S3_WINDOW)) == NULL)
+	{
+		reader->ahead_state = AHEAD_OFF;
 		return;
+	}
 	reader->ahead_start = next;
 	reader->ahead_len = reader->base.size - next < S3_WINDOW
 							? (size_t) (reader->base.size - next)
@@ -1476,6 +1486,12 @@ ahead_start(S3Reader *reader)
 	atomic_store(&reader->ahead_cancel, false);
 	if (pthread_create(&reader->ahead_thread, NULL, ahead_run, reader) == 0)
 		reader->ahead_state = AHEAD_RUNNING;
+	else
+	{
+		free(reader->ahead);
+		reader->ahead = NULL;
+		reader->ahead_state = AHEAD_OFF;
+	}
 }
 
 /* Wait for the fetch ahead; give it up first unless wanted. */
@@ -1490,9 +1506,21 @@ ahead_join(S3Reader *reader, bool wanted)
 	reader->ahead_state = AHEAD_DONE;
 }
 
+/* Forget what was fetched ahead (it is not the next window). */
+static void
+ahead_drop(S3Reader *reader)
+{
+	ahead_join(reader, false);
+	if (reader->ahead_state == AHEAD_DONE)
+		reader->ahead_state = AHEAD_NONE;
+}
+
 /*
- * Serve a read that ends in the window fetched ahead (and may start in
- * this one), which then becomes this one; false if it does not apply.
+ * Serve a read that ends in the window fetched ahead and starts in this
+ * one or in that one; false if it does not apply.  The window fetched
+ * ahead becomes this one once a read starts in it: visit_frames reads a
+ * frame's header and then the frame from the same place, so a read that
+ * only ends there is often followed by one from the same place.
  */
 static bool
 read_from_ahead(S3Reader *reader, uint64_t offset, uint8_t *buf, size_t len,
@@ -1502,15 +1530,16 @@ read_from_ahead(S3Reader *reader, uint64_t offset, uint8_t *buf, size_t len,
 	size_t head = 0;
 	uint8_t *swap;
 
-	if (reader->ahead_state == AHEAD_NONE || offset < reader->window_start ||
-		end <= reader->ahead_start ||
+	if ((reader->ahead_state != AHEAD_RUNNING &&
+		 reader->ahead_state != AHEAD_DONE) ||
+		offset < reader->window_start || end <= reader->ahead_start ||
 		end > reader->ahead_start + reader->ahead_len)
 		return false;
 	ahead_join(reader, true);
-	reader->ahead_state = AHEAD_NONE;
 	if (!reader->ahead_ok)
 	{
-		/* It was retried for s3_timeout already: this read fails. */
+		/* It failed as this read would have: the read fails. */
+		reader->ahead_state = AHEAD_NONE;
 		*err = reader->ahead_err;
 		*ok = false;
 		return true;
@@ -1522,13 +1551,16 @@ read_from_ahead(S3Reader *reader, uint64_t offset, uint8_t *buf, size_t len,
 	}
 	memcpy(buf + head, reader->ahead + (offset + head - reader->ahead_start),
 		   len - head);
+	*ok = true;
+	if (offset < reader->ahead_start)
+		return true;
 	swap = reader->window;
 	reader->window = reader->ahead;
 	reader->ahead = swap;
 	reader->window_start = reader->ahead_start;
 	reader->window_len = reader->ahead_len;
-	*ok = true;
-	ahead_start(reader);
+	reader->ahead_state = AHEAD_NONE;
+	fetch_ahead(reader);
 	return true;
 }
 
@@ -1548,19 +1580,17 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 							"%s: read past its end (%zu bytes at %" PRIu64
 							" of %" PRIu64 ")",
 							base->where, len, offset, base->size);
-	/* The first read after the open (in_order is known by then). */
-	ahead_start(reader);
 	if (reader->window != NULL && offset >= reader->window_start &&
 		offset + len <= reader->window_start + reader->window_len)
 	{
 		memcpy(buf, reader->window + (offset - reader->window_start), len);
+		/* The first read after the open: in_order is known by then. */
+		fetch_ahead(reader);
 		return true;
 	}
 	if (read_from_ahead(reader, offset, buf, len, &ok, err))
 		return ok;
-	/* Any other read: what was fetched ahead is not the next window. */
-	ahead_join(reader, false);
-	reader->ahead_state = AHEAD_NONE;
+	ahead_drop(reader);
 	/* Large reads go straight to the caller's buffer. */
 	if (len >= S3_WINDOW)
 		return get_parallel(state, reader->key, offset, buf, len, NULL, err);
@@ -1574,7 +1604,7 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 	reader->window_start = offset;
 	reader->window_len = window_len;
 	memcpy(buf, reader->window, len);
-	ahead_start(reader);
+	fetch_ahead(reader);
 	return true;
 }
 
@@ -1583,7 +1613,7 @@ s3_reader_close(BkRepoReader *base)
 {
 	S3Reader *reader = (S3Reader *) base;
 
-	ahead_join(reader, false);
+	ahead_drop(reader);
 	free(reader->ahead);
 	free(reader->window);
 	free(reader);

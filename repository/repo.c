@@ -488,6 +488,18 @@ bk_repo_reader_open(const BkRepo *repo, BkRepoArea area, const char *source,
 	return repo->backend->reader_open(repo, key, err);
 }
 
+void
+bk_repo_prefetch(const BkRepo *repo, BkRepoArea area, const char *source,
+				 int kind, const char *name)
+{
+	char key[BK_REPO_KEY_MAX];
+	BkError err;
+
+	if (repo->backend->prefetch != NULL &&
+		object_key(area, source, kind, name, key, sizeof(key), &err))
+		repo->backend->prefetch(repo, key);
+}
+
 uint64_t
 bk_repo_reader_size(const BkRepoReader *reader)
 {

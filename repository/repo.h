@@ -173,6 +173,13 @@ extern uint64_t bk_repo_reader_size(const BkRepoReader *reader);
 extern bool bk_repo_reader_read(BkRepoReader *reader, uint64_t offset,
 								void *buf, size_t len, BkError *err);
 extern void bk_repo_reader_close(BkRepoReader *reader);
+/*
+ * A hint: the object will be opened soon, start opening it (an object
+ * store's first GET) so that the open finds it done.  Nothing is reported;
+ * the open reports what it would have.
+ */
+extern void bk_repo_prefetch(const BkRepo *repo, BkRepoArea area,
+							 const char *source, int kind, const char *name);
 
 /*
  * Read a stored object frame by frame.  fn gets each frame (a buffer valid

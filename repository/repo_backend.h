@@ -74,6 +74,12 @@ typedef struct BkRepoBackend
 	bool (*reader_read)(BkRepoReader *reader, uint64_t offset, void *buf,
 						size_t len, BkError *err);
 	void (*reader_close)(BkRepoReader *reader);
+	/*
+	 * Optional (NULL: nothing to gain): start opening key, which will be
+	 * opened soon, so that a later reader_open of it finds it open.  A
+	 * hint: it may do nothing, and reports nothing.
+	 */
+	void (*prefetch)(const BkRepo *repo, const char *key);
 
 	/* A small object written whole and durably; replaces. */
 	bool (*put_small)(BkRepo *repo, const char *key, const void *data,

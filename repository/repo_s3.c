@@ -80,9 +80,22 @@
 #define S3_REPLY_MAX      ((size_t) 16 * 1024 * 1024)
 #define S3_DELETE_BATCH   1000
 #define S3_HANDLE_POOL    (S3_MAX_JOBS + 4)
+#define S3_PREFETCHES     8    /* objects opened ahead at a time */
 #define S3_KEY_MAX        1024 /* AWS S3's, MinIO's and Ceph RGW's longest */
 #define S3_PUT_ID_LEN     32   /* hex digits of x-amz-meta-bk-put-id */
 #define SPOOL_LOCK_NAME   ".lock"
+
+/* An object opened ahead of its reader_open (s3_prefetch). */
+typedef struct S3Prefetch
+{
+	bool used;  /* the thread opens key, or has: join it */
+	bool taken; /* a reader_open of key waits for it */
+	char key[BK_REPO_KEY_MAX];
+	const BkRepo *repo;
+	pthread_t thread;
+	struct S3Reader *reader; /* the thread's result; NULL: err */
+	BkError err;
+} S3Prefetch;
 
 typedef struct S3State
 {
@@ -112,6 +125,11 @@ typedef struct S3State
 	pthread_mutex_t pool_lock;
 	CURL *pool[S3_HANDLE_POOL];
 	int pool_count;
+
+	/* Under prefetch_lock: used and taken, and key while used. */
+	pthread_mutex_t prefetch_lock;
+	S3Prefetch prefetches[S3_PREFETCHES];
+	atomic_bool closing; /* opens ahead give up */
 } S3State;
 
 typedef enum S3AheadState
@@ -122,7 +140,9 @@ typedef enum S3AheadState
 	AHEAD_OFF,     /* no memory or thread for it: one window at a time */
 } S3AheadState;
 
-typedef struct S3Reader
+typedef struct S3Reader S3Reader;
+
+struct S3Reader
 {
 	BkRepoReader base;
 	char key[BK_REPO_KEY_MAX + 512];
@@ -141,7 +161,7 @@ typedef struct S3Reader
 	bool ahead_ok;
 	BkError ahead_err;
 	atomic_bool ahead_cancel; /* set when the reader no longer wants it */
-} S3Reader;
+};
 
 /*
  * Its spool file is open only while a chunk is written and while it is
@@ -1002,6 +1022,8 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 	if (state == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&state->pool_lock, NULL);
+	pthread_mutex_init(&state->prefetch_lock, NULL);
+	atomic_init(&state->closing, false);
 	state->spool_lock_fd = -1;
 	repo->state = state;
 	pthread_once(&curl_once, curl_init_once);
@@ -1073,6 +1095,8 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		   load_credentials(state, options, err);
 }
 
+static void s3_reader_close(BkRepoReader *base);
+
 static void
 s3_close(BkRepo *repo)
 {
@@ -1080,6 +1104,16 @@ s3_close(BkRepo *repo)
 
 	if (state == NULL)
 		return;
+	/* Objects opened ahead and never asked for. */
+	atomic_store(&state->closing, true);
+	for (int slot = 0; slot < S3_PREFETCHES; slot++)
+		if (state->prefetches[slot].used)
+		{
+			pthread_join(state->prefetches[slot].thread, NULL);
+			if (state->prefetches[slot].reader != NULL)
+				s3_reader_close(&state->prefetches[slot].reader->base);
+		}
+	pthread_mutex_destroy(&state->prefetch_lock);
 	for (int handleIdx = 0; handleIdx < state->pool_count; handleIdx++)
 		curl_easy_cleanup(state->pool[handleIdx]);
 	if (state->spool_lock_fd >= 0)
@@ -1275,12 +1309,13 @@ s3_stat(const BkRepo *repo, const char *key, BkRepoStat *stat, BkError *err)
  * requests; most objects (WAL, small relation files) fit in it.
  */
 static BkRepoReader *
-s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
+open_reader(const BkRepo *repo, const char *key, atomic_bool *cancel,
+			BkError *err)
 {
 	S3State *state = state_of(repo);
 	S3Reader *reader = calloc(1, sizeof(*reader));
 	char range[64];
-	S3Call call = {.method = "GET"};
+	S3Call call = {.method = "GET", .cancel = cancel};
 
 	if (reader == NULL || (reader->window = malloc(S3_WINDOW)) == NULL)
 	{
@@ -1340,6 +1375,98 @@ fail:
 	free(reader->window);
 	free(reader);
 	return NULL;
+}
+
+static void *
+prefetch_run(void *arg)
+{
+	S3Prefetch *prefetch = arg;
+
+	bk_error_clear(&prefetch->err);
+	prefetch->reader = (S3Reader *) open_reader(
+		prefetch->repo, prefetch->key, &state_of(prefetch->repo)->closing,
+		&prefetch->err);
+	return NULL;
+}
+
+/*
+ * Start opening key on a thread of its own, unless it is being opened
+ * already or S3_PREFETCHES objects are: a restore of many small files
+ * waits for each one's first GET otherwise, file after file.
+ */
+static void
+s3_prefetch(const BkRepo *repo, const char *key)
+{
+	S3State *state = state_of(repo);
+	S3Prefetch *free_slot = NULL;
+
+	if (strlen(key) >= BK_REPO_KEY_MAX)
+		return;
+	pthread_mutex_lock(&state->prefetch_lock);
+	for (int slot = 0; slot < S3_PREFETCHES; slot++)
+	{
+		S3Prefetch *prefetch = &state->prefetches[slot];
+
+		if (!prefetch->used && free_slot == NULL)
+			free_slot = prefetch;
+		else if (prefetch->used && !prefetch->taken &&
+				 strcmp(prefetch->key, key) == 0)
+		{
+			free_slot = NULL;
+			break;
+		}
+	}
+	if (free_slot != NULL)
+	{
+		bk_strlcpy(free_slot->key, key, sizeof(free_slot->key));
+		free_slot->repo = repo;
+		free_slot->reader = NULL;
+		free_slot->taken = false;
+		free_slot->used = pthread_create(&free_slot->thread, NULL, prefetch_run,
+										 free_slot) == 0;
+	}
+	pthread_mutex_unlock(&state->prefetch_lock);
+}
+
+/* An open of key started by s3_prefetch, now ours; NULL if none. */
+static S3Prefetch *
+prefetch_take(S3State *state, const char *key)
+{
+	S3Prefetch *found = NULL;
+
+	pthread_mutex_lock(&state->prefetch_lock);
+	for (int slot = 0; slot < S3_PREFETCHES && found == NULL; slot++)
+	{
+		S3Prefetch *prefetch = &state->prefetches[slot];
+
+		if (prefetch->used && !prefetch->taken &&
+			strcmp(prefetch->key, key) == 0)
+		{
+			prefetch->taken = true;
+			found = prefetch;
+		}
+	}
+	pthread_mutex_unlock(&state->prefetch_lock);
+	return found;
+}
+
+static BkRepoReader *
+s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
+{
+	S3State *state = state_of(repo);
+	S3Prefetch *prefetch = prefetch_take(state, key);
+	S3Reader *reader;
+
+	if (prefetch == NULL)
+		return open_reader(repo, key, NULL, err);
+	pthread_join(prefetch->thread, NULL);
+	reader = prefetch->reader;
+	if (reader == NULL)
+		*err = prefetch->err; /* what this open would have said */
+	pthread_mutex_lock(&state->prefetch_lock);
+	prefetch->used = false;
+	pthread_mutex_unlock(&state->prefetch_lock);
+	return reader != NULL ? &reader->base : NULL;
 }
 
 /* One range GET of exactly len bytes at offset into buf. */
@@ -2492,6 +2619,7 @@ const BkRepoBackend bk_repo_s3_backend = {
 	.list = s3_list,
 	.stat = s3_stat,
 	.reader_open = s3_reader_open,
+	.prefetch = s3_prefetch,
 	.reader_read = s3_reader_read,
 	.reader_close = s3_reader_close,
 	.put_small = s3_put_small,

@@ -1262,6 +1262,54 @@ apply_incremental(void *arg, const char *name, uint64_t start, uint64_t end,
 	return true;
 }
 
+/* The repository of the objects bk_snapshot_prefetch_file hints at. */
+typedef struct PrefetchHint
+{
+	const BkRepo *repo;
+	const char *source;
+} PrefetchHint;
+
+static bool
+prefetch_object(void *arg, const char *name, uint64_t start, uint64_t end,
+				int range_index, BkError *err)
+{
+	PrefetchHint *hint = arg;
+
+	(void) start;
+	(void) end;
+	(void) range_index;
+	(void) err;
+	bk_repo_prefetch(hint->repo, BK_REPO_ARCHIVE, hint->source,
+					 BK_KIND_SNAPSHOT, name);
+	return true;
+}
+
+void
+bk_snapshot_prefetch_file(const BkRepo *repo, const char *source,
+						  BkSnapRecord *const *chain, int chain_len,
+						  const BkSnapFile *file)
+{
+	PrefetchHint hint = {.repo = repo, .source = source};
+	const BkSnapFile *entry = file;
+	int base = chain_len - 1;
+	BkError err;
+
+	/* The objects in the order bk_snapshot_rebuild_file opens them. */
+	while (entry != NULL && entry->incremental && base > 0)
+		entry = bk_snapshot_record_file(chain[--base], file->path);
+	if (entry == NULL || entry->incremental)
+		return; /* the rebuild reports it */
+	(void) each_object(chain[base]->id, entry, prefetch_object, &hint, &err);
+	for (int step = base + 1; step < chain_len; step++)
+	{
+		entry = bk_snapshot_record_file(chain[step], file->path);
+		if (entry == NULL)
+			return;
+		(void) each_object(chain[step]->id, entry, prefetch_object, &hint,
+						   &err);
+	}
+}
+
 bool
 bk_snapshot_rebuild_file(const BkRepo *repo, BkDecoder *decoder,
 						 const char *source, BkSnapRecord *const *chain,

@@ -219,6 +219,14 @@ extern bool bk_snapshot_rebuild_file(
 	const char *fd_path, bool writeback, BkFileChecksum *sum,
 	uint64_t *bytes_read, bool *fd_failed, char *failed_object, BkError *err);
 
+/*
+ * Hint that bk_snapshot_rebuild_file of file will follow soon: start
+ * opening its objects (on an object store, their first GETs).
+ */
+extern void bk_snapshot_prefetch_file(const BkRepo *repo, const char *source,
+									  BkSnapRecord *const *chain, int chain_len,
+									  const BkSnapFile *file);
+
 /* SHA-256 of a file's first size bytes (fails if shorter). */
 extern bool bk_sha256_fd(int fd, const char *path, uint8_t out[BK_SHA256_LEN],
 						 BkError *err);

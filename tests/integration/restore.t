@@ -582,6 +582,24 @@ ok $? "the half-restored directory has no pg_control and no backup_label"
 cp "$dir/victim.orig" "$victim"
 rm -rf "$dir/r-corrupt" "$dir/ts-corrupt"
 
+# ---- a small file's object cut short: the restore fails naming it (from
+# S3, that object is opened ahead of its turn, and what its open found is
+# what is reported)
+short_rel="$(psql_q -c "SELECT pg_relation_filepath('r_ts_pkey')")"
+short="$repo_files/$source_id/snapshot/$snap1/data/$short_rel"
+[[ -f "$short" && $(stat -c %s "$short") -lt 1048576 ]]
+ok $? "r_ts_pkey is one small object ($short_rel)"
+cp "$short" "$dir/short.orig"
+truncate -s -100 "$short"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-short" \
+    --tablespace-map "$dir/ts1=$dir/ts-short" --target-time "${M_TIME[m1]}" 2>&1)"
+is $? 4 "bk restore of a snapshot with an object cut short fails (exit 4)"
+like "$out" "snapshot $snap1, file \"$short_rel\": .*truncated" "naming the snapshot, the file and what is wrong"
+[[ ! -e "$dir/r-short/global/pg_control" && ! -e "$dir/r-short/backup_label" ]]
+ok $? "the half-restored directory has no pg_control and no backup_label"
+cp "$dir/short.orig" "$short"
+rm -rf "$dir/r-short" "$dir/ts-short"
+
 # ---- bk expire
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-days 7 --dry-run 2>&1)"
 is $? 0 "expire --retain-days 7 --dry-run"

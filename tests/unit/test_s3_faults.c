@@ -1526,6 +1526,103 @@ test_read_ahead_given_up(void **state)
 	free(data);
 }
 
+/* Wait up to 5 s for count GETs of objects since the last reset. */
+static bool
+store_saw_gets(FakeStore *store, int count)
+{
+	for (int waited = 0; waited < 5000; waited += 10)
+	{
+		if (store_get_count(store) >= count)
+			return true;
+		usleep(10 * 1000);
+	}
+	return false;
+}
+
+/*
+ * Objects opened ahead (a restore's small files) are asked for at once, up
+ * to eight at a time, and their opens find them done without another
+ * GET; the open of a missing one says what it would have said.
+ */
+static void
+test_prefetch(void **state)
+{
+	Fixture *f = *state;
+	uint8_t small[5000];
+	uint8_t back[sizeof(small)];
+	size_t first[STORE_GETS];
+	size_t last[STORE_GETS];
+	BkRepoReader *reader;
+	char key[64];
+	BkError err;
+
+	test_fill(small, sizeof(small), 3, false);
+	for (int objIdx = 0; objIdx < 10; objIdx++)
+	{
+		snprintf(key, sizeof(key), "pre/src/small-%d", objIdx);
+		small[0] = (uint8_t) objIdx;
+		assert_true(store_put(&f->store, key, small, sizeof(small), "\"s\""));
+	}
+	store_take_gets(&f->store, first, last, STORE_GETS);
+	for (int objIdx = 0; objIdx < 10; objIdx++)
+	{
+		snprintf(key, sizeof(key), "src/small-%d", objIdx);
+		f->repo->backend->prefetch(f->repo, key);
+	}
+	assert_true(store_saw_gets(&f->store, 8));
+	usleep(100 * 1000);
+	assert_int_equal(store_get_count(&f->store), 8);
+	for (int objIdx = 0; objIdx < 10; objIdx++)
+	{
+		snprintf(key, sizeof(key), "src/small-%d", objIdx);
+		reader = f->repo->backend->reader_open(f->repo, key, &err);
+		if (reader == NULL)
+			fail_msg("%s: %s", key, err.message);
+		assert_int_equal(reader->size, sizeof(small));
+		assert_true(bk_repo_reader_read(reader, 0, back, sizeof(back), &err));
+		small[0] = (uint8_t) objIdx;
+		assert_memory_equal(back, small, sizeof(small));
+		bk_repo_reader_close(reader);
+	}
+	/* The two beyond the eighth were opened when asked for. */
+	assert_int_equal(store_get_count(&f->store), 10);
+
+	f->repo->backend->prefetch(f->repo, "src/absent");
+	assert_true(store_saw_gets(&f->store, 11));
+	reader = f->repo->backend->reader_open(f->repo, "src/absent", &err);
+	assert_null(reader);
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "no object s3://" BUCKET "/pre/src/absent");
+	assert_int_equal(store_get_count(&f->store), 11);
+}
+
+/*
+ * Opens ahead that nobody asked for are given up when the repository is
+ * closed, even while the store answers them with 503s, retried for
+ * s3_timeout (5 s here): within about a second.
+ */
+static void
+test_prefetch_unclaimed(void **state)
+{
+	Fixture *f = *state;
+	uint8_t small[100] = {0};
+	int64_t started;
+
+	assert_true(
+		store_put(&f->store, "pre/src/small", small, sizeof(small), "\"s\""));
+	store_slow_down_reads(&f->store, true);
+	f->store.slow_downs = 0;
+	f->repo->backend->prefetch(f->repo, "src/small");
+	for (int waited = 0; f->store.slow_downs < 2 && waited < 5000; waited += 10)
+		usleep(10 * 1000);
+	assert_true(f->store.slow_downs >= 2);
+	started = bk_monotonic_ms();
+	bk_repo_close(f->repo);
+	f->repo = NULL;
+	assert_true(bk_monotonic_ms() - started < 1500);
+	store_slow_down_reads(&f->store, false);
+}
+
 int
 main(void)
 {
@@ -1549,6 +1646,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_read_ahead_refused, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_given_up, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_unclaimed, setup,
 										teardown),
 	};
 

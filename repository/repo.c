@@ -500,6 +500,13 @@ bk_repo_prefetch(const BkRepo *repo, BkRepoArea area, const char *source,
 		repo->backend->prefetch(repo, key);
 }
 
+void
+bk_repo_prefetch_end(BkRepo *repo)
+{
+	if (repo->backend->prefetch_end != NULL)
+		repo->backend->prefetch_end(repo);
+}
+
 uint64_t
 bk_repo_reader_size(const BkRepoReader *reader)
 {

@@ -176,10 +176,15 @@ extern void bk_repo_reader_close(BkRepoReader *reader);
 /*
  * A hint: the object will be opened soon, start opening it (an object
  * store's first GET) so that the open finds it done.  Nothing is reported;
- * the open reports what it would have.
+ * the open reports what it would have.  Up to BK_REPO_PREFETCHES objects
+ * are opened ahead at a time, each holding a thread and what it read
+ * until its open, bk_repo_prefetch_end or bk_repo_close.
  */
+#define BK_REPO_PREFETCHES 8
 extern void bk_repo_prefetch(const BkRepo *repo, BkRepoArea area,
 							 const char *source, int kind, const char *name);
+/* Give up the objects opened ahead that were not opened, and wait. */
+extern void bk_repo_prefetch_end(BkRepo *repo);
 
 /*
  * Read a stored object frame by frame.  fn gets each frame (a buffer valid

@@ -80,6 +80,8 @@ typedef struct BkRepoBackend
 	 * hint: it may do nothing, and reports nothing.
 	 */
 	void (*prefetch)(const BkRepo *repo, const char *key);
+	/* With prefetch: give up the opens nobody took over, and wait. */
+	void (*prefetch_end)(BkRepo *repo);
 
 	/* A small object written whole and durably; replaces. */
 	bool (*put_small)(BkRepo *repo, const char *key, const void *data,

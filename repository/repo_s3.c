@@ -24,7 +24,11 @@
  *					 will read every byte in order (a restore's, a verify's)
  *					 has the next window fetched by a thread of its own while
  *					 it decodes this one, so that the store's answer and the
- *					 reader's work overlap.
+ *					 reader's work overlap.  A caller about to open many
+ *					 small objects (a restore) hints which ones
+ *					 (s3_prefetch): up to BK_REPO_PREFETCHES are opened on
+ *					 threads of their own, and the open that comes for one
+ *					 takes it over.
  *	 failures        connection errors, 5xx, 429, SlowDown and RequestTimeout
  *					 are retried with exponential backoff and jitter until
  *					 s3_timeout; anything else is an error at once, so a
@@ -37,9 +41,10 @@
  *
  * Thread safety: restores read from several threads; each request takes a
  * curl handle from a pool (connections are reused per handle) and nothing
- * else is shared but read-only settings.  A reader's fetch ahead runs on a
- * thread of the reader's own, which writes only the next window and its
- * result, read by the reader once it has joined that thread.
+ * else is shared but read-only settings and the prefetch slots, under
+ * prefetch_lock.  A reader's fetch ahead and an open ahead run on threads
+ * of their own, which write only their result (the next window, the
+ * opened reader), read by whoever joins the thread.
  */
 #include "repo_backend.h"
 
@@ -80,16 +85,25 @@
 #define S3_REPLY_MAX      ((size_t) 16 * 1024 * 1024)
 #define S3_DELETE_BATCH   1000
 #define S3_HANDLE_POOL    (S3_MAX_JOBS + 4)
-#define S3_PREFETCHES     8    /* objects opened ahead at a time */
 #define S3_KEY_MAX        1024 /* AWS S3's, MinIO's and Ceph RGW's longest */
 #define S3_PUT_ID_LEN     32   /* hex digits of x-amz-meta-bk-put-id */
 #define SPOOL_LOCK_NAME   ".lock"
 
+/*
+ * An open ahead that ended and was not taken over within this many later
+ * hints was not wanted after all (its file was taken before its hint was
+ * given, or failed first): its slot may go to another.  Hints come an
+ * object at a time, several for a file restored through a chain.
+ */
+#define S3_PREFETCH_STALE (4 * BK_REPO_PREFETCHES)
+
 /* An object opened ahead of its reader_open (s3_prefetch). */
 typedef struct S3Prefetch
 {
-	bool used;  /* the thread opens key, or has: join it */
-	bool taken; /* a reader_open of key waits for it */
+	bool used;     /* the thread opens key, or has: join it */
+	bool taken;    /* a reader_open of key (or the end) joins it */
+	bool finished; /* the thread has ended */
+	uint64_t hint; /* which hint it was, counted from the first */
 	char key[BK_REPO_KEY_MAX];
 	const BkRepo *repo;
 	pthread_t thread;
@@ -126,10 +140,11 @@ typedef struct S3State
 	CURL *pool[S3_HANDLE_POOL];
 	int pool_count;
 
-	/* Under prefetch_lock: used and taken, and key while used. */
+	/* Under prefetch_lock: each slot's flags, and its key while used. */
 	pthread_mutex_t prefetch_lock;
-	S3Prefetch prefetches[S3_PREFETCHES];
-	atomic_bool closing; /* opens ahead give up */
+	S3Prefetch prefetches[BK_REPO_PREFETCHES];
+	uint64_t hints;
+	atomic_bool prefetch_cancel; /* opens ahead give up */
 } S3State;
 
 typedef enum S3AheadState
@@ -140,9 +155,7 @@ typedef enum S3AheadState
 	AHEAD_OFF,     /* no memory or thread for it: one window at a time */
 } S3AheadState;
 
-typedef struct S3Reader S3Reader;
-
-struct S3Reader
+typedef struct S3Reader
 {
 	BkRepoReader base;
 	char key[BK_REPO_KEY_MAX + 512];
@@ -161,7 +174,7 @@ struct S3Reader
 	bool ahead_ok;
 	BkError ahead_err;
 	atomic_bool ahead_cancel; /* set when the reader no longer wants it */
-};
+} S3Reader;
 
 /*
  * Its spool file is open only while a chunk is written and while it is
@@ -1023,7 +1036,7 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&state->pool_lock, NULL);
 	pthread_mutex_init(&state->prefetch_lock, NULL);
-	atomic_init(&state->closing, false);
+	atomic_init(&state->prefetch_cancel, false);
 	state->spool_lock_fd = -1;
 	repo->state = state;
 	pthread_once(&curl_once, curl_init_once);
@@ -1095,7 +1108,7 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		   load_credentials(state, options, err);
 }
 
-static void s3_reader_close(BkRepoReader *base);
+static void s3_prefetch_end(BkRepo *repo);
 
 static void
 s3_close(BkRepo *repo)
@@ -1104,15 +1117,7 @@ s3_close(BkRepo *repo)
 
 	if (state == NULL)
 		return;
-	/* Objects opened ahead and never asked for. */
-	atomic_store(&state->closing, true);
-	for (int slot = 0; slot < S3_PREFETCHES; slot++)
-		if (state->prefetches[slot].used)
-		{
-			pthread_join(state->prefetches[slot].thread, NULL);
-			if (state->prefetches[slot].reader != NULL)
-				s3_reader_close(&state->prefetches[slot].reader->base);
-		}
+	s3_prefetch_end(repo);
 	pthread_mutex_destroy(&state->prefetch_lock);
 	for (int handleIdx = 0; handleIdx < state->pool_count; handleIdx++)
 		curl_easy_cleanup(state->pool[handleIdx]);
@@ -1377,54 +1382,118 @@ fail:
 	return NULL;
 }
 
+static void s3_reader_close(BkRepoReader *base);
+
 static void *
 prefetch_run(void *arg)
 {
 	S3Prefetch *prefetch = arg;
+	S3State *state = state_of(prefetch->repo);
 
 	bk_error_clear(&prefetch->err);
 	prefetch->reader = (S3Reader *) open_reader(
-		prefetch->repo, prefetch->key, &state_of(prefetch->repo)->closing,
-		&prefetch->err);
+		prefetch->repo, prefetch->key, &state->prefetch_cancel, &prefetch->err);
+	pthread_mutex_lock(&state->prefetch_lock);
+	prefetch->finished = true;
+	pthread_mutex_unlock(&state->prefetch_lock);
 	return NULL;
+}
+
+/* Join a slot's thread and close what it opened: nobody will take it. */
+static void
+prefetch_discard(S3Prefetch *prefetch)
+{
+	pthread_join(prefetch->thread, NULL);
+	if (prefetch->reader != NULL)
+		s3_reader_close(&prefetch->reader->base);
+	prefetch->reader = NULL;
 }
 
 /*
  * Start opening key on a thread of its own, unless it is being opened
- * already or S3_PREFETCHES objects are: a restore of many small files
- * waits for each one's first GET otherwise, file after file.
+ * already or BK_REPO_PREFETCHES objects are: a restore of many small files
+ * waits for each one's first GET otherwise, file after file.  With every
+ * slot used, one whose open is stale (S3_PREFETCH_STALE) goes to this one.
  */
 static void
 s3_prefetch(const BkRepo *repo, const char *key)
 {
 	S3State *state = state_of(repo);
-	S3Prefetch *free_slot = NULL;
+	S3Prefetch *slot = NULL;
+	S3Prefetch *stale = NULL;
 
 	if (strlen(key) >= BK_REPO_KEY_MAX)
 		return;
 	pthread_mutex_lock(&state->prefetch_lock);
-	for (int slot = 0; slot < S3_PREFETCHES; slot++)
+	state->hints++;
+	for (int slotIdx = 0; slotIdx < BK_REPO_PREFETCHES; slotIdx++)
 	{
-		S3Prefetch *prefetch = &state->prefetches[slot];
+		S3Prefetch *prefetch = &state->prefetches[slotIdx];
 
-		if (!prefetch->used && free_slot == NULL)
-			free_slot = prefetch;
-		else if (prefetch->used && !prefetch->taken &&
-				 strcmp(prefetch->key, key) == 0)
+		if (!prefetch->used)
 		{
-			free_slot = NULL;
-			break;
+			if (slot == NULL)
+				slot = prefetch;
 		}
+		else if (strcmp(prefetch->key, key) == 0)
+		{
+			pthread_mutex_unlock(&state->prefetch_lock);
+			return; /* opened already, or being */
+		}
+		else if (!prefetch->taken && prefetch->finished &&
+				 prefetch->hint + S3_PREFETCH_STALE < state->hints &&
+				 (stale == NULL || prefetch->hint < stale->hint))
+			stale = prefetch;
 	}
-	if (free_slot != NULL)
+	if (slot == NULL && stale != NULL)
 	{
-		bk_strlcpy(free_slot->key, key, sizeof(free_slot->key));
-		free_slot->repo = repo;
-		free_slot->reader = NULL;
-		free_slot->taken = false;
-		free_slot->used = pthread_create(&free_slot->thread, NULL, prefetch_run,
-										 free_slot) == 0;
+		/* Its thread has ended: the join returns at once. */
+		prefetch_discard(stale);
+		stale->used = false;
+		slot = stale;
 	}
+	if (slot != NULL)
+	{
+		bk_strlcpy(slot->key, key, sizeof(slot->key));
+		slot->repo = repo;
+		slot->reader = NULL;
+		slot->taken = false;
+		slot->finished = false;
+		slot->hint = state->hints;
+		slot->used =
+			pthread_create(&slot->thread, NULL, prefetch_run, slot) == 0;
+	}
+	pthread_mutex_unlock(&state->prefetch_lock);
+}
+
+/*
+ * Give up the opens ahead nobody took over, and wait for their threads:
+ * once a restore's files are written, and before the repository closes.
+ */
+static void
+s3_prefetch_end(BkRepo *repo)
+{
+	S3State *state = state_of(repo);
+	bool ours[BK_REPO_PREFETCHES] = {false};
+
+	pthread_mutex_lock(&state->prefetch_lock);
+	for (int slotIdx = 0; slotIdx < BK_REPO_PREFETCHES; slotIdx++)
+		if (state->prefetches[slotIdx].used &&
+			!state->prefetches[slotIdx].taken)
+		{
+			state->prefetches[slotIdx].taken = true;
+			ours[slotIdx] = true;
+		}
+	pthread_mutex_unlock(&state->prefetch_lock);
+	atomic_store(&state->prefetch_cancel, true);
+	for (int slotIdx = 0; slotIdx < BK_REPO_PREFETCHES; slotIdx++)
+		if (ours[slotIdx])
+			prefetch_discard(&state->prefetches[slotIdx]);
+	atomic_store(&state->prefetch_cancel, false);
+	pthread_mutex_lock(&state->prefetch_lock);
+	for (int slotIdx = 0; slotIdx < BK_REPO_PREFETCHES; slotIdx++)
+		if (ours[slotIdx])
+			state->prefetches[slotIdx].used = false;
 	pthread_mutex_unlock(&state->prefetch_lock);
 }
 
@@ -1435,9 +1504,10 @@ prefetch_take(S3State *state, const char *key)
 	S3Prefetch *found = NULL;
 
 	pthread_mutex_lock(&state->prefetch_lock);
-	for (int slot = 0; slot < S3_PREFETCHES && found == NULL; slot++)
+	for (int slotIdx = 0; slotIdx < BK_REPO_PREFETCHES && found == NULL;
+		 slotIdx++)
 	{
-		S3Prefetch *prefetch = &state->prefetches[slot];
+		S3Prefetch *prefetch = &state->prefetches[slotIdx];
 
 		if (prefetch->used && !prefetch->taken &&
 			strcmp(prefetch->key, key) == 0)
@@ -1462,11 +1532,21 @@ s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
 	pthread_join(prefetch->thread, NULL);
 	reader = prefetch->reader;
 	if (reader == NULL)
-		*err = prefetch->err; /* what this open would have said */
+		*err = prefetch->err;
 	pthread_mutex_lock(&state->prefetch_lock);
 	prefetch->used = false;
 	pthread_mutex_unlock(&state->prefetch_lock);
-	return reader != NULL ? &reader->base : NULL;
+	if (reader != NULL)
+		return &reader->base;
+	/*
+	 * What the store answered is what this open would have found; a
+	 * failure of that moment (memory, the connection, a store that did not
+	 * answer in time since the hint) is tried again now.
+	 */
+	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_IO ||
+		err->code == BK_ERR_TIMEOUT)
+		return open_reader(repo, key, NULL, err);
+	return NULL;
 }
 
 /* One range GET of exactly len bytes at offset into buf. */
@@ -2620,6 +2700,7 @@ const BkRepoBackend bk_repo_s3_backend = {
 	.stat = s3_stat,
 	.reader_open = s3_reader_open,
 	.prefetch = s3_prefetch,
+	.prefetch_end = s3_prefetch_end,
 	.reader_read = s3_reader_read,
 	.reader_close = s3_reader_close,
 	.put_small = s3_put_small,

@@ -384,6 +384,7 @@ fail:
 				r->program, r->pgdata[0] ? r->pgdata : r->pgdata_arg);
 	}
 done:
+	bk_repo_close(r->repo);
 	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
 		bk_snapshot_record_free(r->chain[linkIdx]);
 	free(r->chain);

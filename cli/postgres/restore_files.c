@@ -169,26 +169,32 @@ failed:
 }
 
 /*
- * A file this many times --jobs places further in the work list is
- * opened ahead when a thread takes one: the small files, which come
- * last, spend more time waiting for an object store's first answer than
- * being written, and opening them ahead lets the threads go on meanwhile.
+ * The objects of a file twice --jobs places further in the work list (at
+ * most BK_REPO_PREFETCHES) are opened ahead when a thread takes one: the
+ * small files, which come last, spend more time waiting for an object
+ * store's first answer than being written, and opening them ahead lets
+ * the threads go on meanwhile.  Larger objects are read ahead as they are
+ * read (a window at a time) instead.
  */
-#define PREFETCH_LEAD     2
-#define PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024) /* larger: read ahead */
+#define PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024)
 
 static void
 restore_prefetch(Restore *r, size_t slot)
 {
-	const BkSnapFile *file;
+	size_t lead = 2 * (size_t) r->jobs;
+	size_t ahead;
 
+	if (lead > BK_REPO_PREFETCHES)
+		lead = BK_REPO_PREFETCHES;
+	ahead = slot + lead;
 	/* --delta keeps most files without reading their objects. */
-	if (slot >= r->work_count || r->delta)
+	if (ahead >= r->work_count || r->delta ||
+		atomic_load(&r->next_work) > ahead ||
+		r->record->files[r->work[ahead]].size > PREFETCH_MAX_SIZE)
 		return;
-	file = &r->record->files[r->work[slot]];
-	if (file->size <= PREFETCH_MAX_SIZE)
-		bk_snapshot_prefetch_file(r->repo, r->source, r->chain, r->chain_len,
-								  file);
+	bk_snapshot_prefetch_file(r->repo, r->source, r->chain, r->chain_len,
+							  &r->record->files[r->work[ahead]],
+							  PREFETCH_MAX_SIZE);
 }
 
 static void *
@@ -208,7 +214,7 @@ restore_worker(void *arg)
 
 		if (slot >= r->work_count || atomic_load(&r->abort))
 			break;
-		restore_prefetch(r, slot + PREFETCH_LEAD * (size_t) r->jobs);
+		restore_prefetch(r, slot);
 		failed = !restore_file(r, decoder, r->work[slot], &err);
 	}
 	if (failed)
@@ -262,6 +268,7 @@ restore_files(Restore *r, BkError *err)
 	}
 	for (int jobIdx = 0; jobIdx < started; jobIdx++)
 		pthread_join(threads[jobIdx], NULL);
+	bk_repo_prefetch_end(r->repo);
 	pthread_mutex_destroy(&r->error_lock);
 	if (r->first_error.code != BK_OK)
 	{

@@ -1262,11 +1262,12 @@ apply_incremental(void *arg, const char *name, uint64_t start, uint64_t end,
 	return true;
 }
 
-/* The repository of the objects bk_snapshot_prefetch_file hints at. */
+/* The objects bk_snapshot_prefetch_file hints at. */
 typedef struct PrefetchHint
 {
 	const BkRepo *repo;
 	const char *source;
+	uint64_t max_size;
 } PrefetchHint;
 
 static bool
@@ -1275,21 +1276,21 @@ prefetch_object(void *arg, const char *name, uint64_t start, uint64_t end,
 {
 	PrefetchHint *hint = arg;
 
-	(void) start;
-	(void) end;
 	(void) range_index;
 	(void) err;
-	bk_repo_prefetch(hint->repo, BK_REPO_ARCHIVE, hint->source,
-					 BK_KIND_SNAPSHOT, name);
+	/* A large object is read ahead as it is read: no slot for it. */
+	if (end - start <= hint->max_size)
+		bk_repo_prefetch(hint->repo, BK_REPO_ARCHIVE, hint->source,
+						 BK_KIND_SNAPSHOT, name);
 	return true;
 }
 
 void
 bk_snapshot_prefetch_file(const BkRepo *repo, const char *source,
 						  BkSnapRecord *const *chain, int chain_len,
-						  const BkSnapFile *file)
+						  const BkSnapFile *file, uint64_t max_size)
 {
-	PrefetchHint hint = {.repo = repo, .source = source};
+	PrefetchHint hint = {.repo = repo, .source = source, .max_size = max_size};
 	const BkSnapFile *entry = file;
 	int base = chain_len - 1;
 	BkError err;
@@ -1303,8 +1304,8 @@ bk_snapshot_prefetch_file(const BkRepo *repo, const char *source,
 	for (int step = base + 1; step < chain_len; step++)
 	{
 		entry = bk_snapshot_record_file(chain[step], file->path);
-		if (entry == NULL)
-			return;
+		if (entry == NULL || !entry->incremental)
+			return; /* the rebuild reports it */
 		(void) each_object(chain[step]->id, entry, prefetch_object, &hint,
 						   &err);
 	}

@@ -221,11 +221,13 @@ extern bool bk_snapshot_rebuild_file(
 
 /*
  * Hint that bk_snapshot_rebuild_file of file will follow soon: start
- * opening its objects (on an object store, their first GETs).
+ * opening its objects of at most max_size bytes of data (on an object
+ * store, their first GETs).
  */
 extern void bk_snapshot_prefetch_file(const BkRepo *repo, const char *source,
 									  BkSnapRecord *const *chain, int chain_len,
-									  const BkSnapFile *file);
+									  const BkSnapFile *file,
+									  uint64_t max_size);
 
 /* SHA-256 of a file's first size bytes (fails if shorter). */
 extern bool bk_sha256_fd(int fd, const char *path, uint8_t out[BK_SHA256_LEN],

@@ -583,8 +583,8 @@ cp "$dir/victim.orig" "$victim"
 rm -rf "$dir/r-corrupt" "$dir/ts-corrupt"
 
 # ---- a small file's object cut short: the restore fails naming it (from
-# S3, that object is opened ahead of its turn, and what its open found is
-# what is reported)
+# S3, that object is opened ahead of its turn, and the reading of what that
+# open found fails the restore)
 short_rel="$(psql_q -c "SELECT pg_relation_filepath('r_ts_pkey')")"
 short="$repo_files/$source_id/snapshot/$snap1/data/$short_rel"
 [[ -f "$short" && $(stat -c %s "$short") -lt 1048576 ]]

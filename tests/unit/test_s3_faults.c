@@ -103,6 +103,7 @@ typedef struct FakeStore
 	PutFault put_fault;
 	bool reads_denied;        /* HEAD and GET: 403 AccessDenied */
 	bool reads_slowed_down;   /* GET: 503 SlowDown */
+	int get_delay_ms;         /* before answering a GET */
 	const char *delete_reply; /* the DeleteObjects answer's body */
 
 	/*
@@ -473,6 +474,8 @@ serve_get(FakeStore *store, int fd, const Request *request)
 	size_t last;
 	char headers[256];
 
+	if (store->get_delay_ms > 0)
+		usleep((useconds_t) store->get_delay_ms * 1000);
 	if (object == NULL)
 	{
 		reply_error(fd, 404, "NoSuchKey");
@@ -884,6 +887,15 @@ store_farthest_get(FakeStore *store)
 			farthest = store->get_first[getIdx];
 	pthread_mutex_unlock(&store->lock);
 	return farthest;
+}
+
+/* The test's thread: wait ms before answering each GET, or no longer. */
+static void
+store_delay_gets(FakeStore *store, int ms)
+{
+	pthread_mutex_lock(&store->lock);
+	store->get_delay_ms = ms;
+	pthread_mutex_unlock(&store->lock);
 }
 
 /* The test's thread: the body of the next DeleteObjects answers. */
@@ -1542,7 +1554,8 @@ store_saw_gets(FakeStore *store, int count)
 /*
  * Objects opened ahead (a restore's small files) are asked for at once, up
  * to eight at a time, and their opens find them done without another
- * GET; the open of a missing one says what it would have said.
+ * GET; the open of a missing one says what it would have said; an object
+ * hinted twice, and opened while its GET is on its way, is asked for once.
  */
 static void
 test_prefetch(void **state)
@@ -1557,14 +1570,14 @@ test_prefetch(void **state)
 	BkError err;
 
 	test_fill(small, sizeof(small), 3, false);
-	for (int objIdx = 0; objIdx < 10; objIdx++)
+	for (int objIdx = 0; objIdx < 9; objIdx++)
 	{
 		snprintf(key, sizeof(key), "pre/src/small-%d", objIdx);
 		small[0] = (uint8_t) objIdx;
 		assert_true(store_put(&f->store, key, small, sizeof(small), "\"s\""));
 	}
 	store_take_gets(&f->store, first, last, STORE_GETS);
-	for (int objIdx = 0; objIdx < 10; objIdx++)
+	for (int objIdx = 0; objIdx < 9; objIdx++)
 	{
 		snprintf(key, sizeof(key), "src/small-%d", objIdx);
 		f->repo->backend->prefetch(f->repo, key);
@@ -1572,7 +1585,7 @@ test_prefetch(void **state)
 	assert_true(store_saw_gets(&f->store, 8));
 	usleep(100 * 1000);
 	assert_int_equal(store_get_count(&f->store), 8);
-	for (int objIdx = 0; objIdx < 10; objIdx++)
+	for (int objIdx = 0; objIdx < 9; objIdx++)
 	{
 		snprintf(key, sizeof(key), "src/small-%d", objIdx);
 		reader = f->repo->backend->reader_open(f->repo, key, &err);
@@ -1584,16 +1597,78 @@ test_prefetch(void **state)
 		assert_memory_equal(back, small, sizeof(small));
 		bk_repo_reader_close(reader);
 	}
-	/* The two beyond the eighth were opened when asked for. */
-	assert_int_equal(store_get_count(&f->store), 10);
+	/* The one beyond the eighth was opened when asked for. */
+	assert_int_equal(store_get_count(&f->store), 9);
 
 	f->repo->backend->prefetch(f->repo, "src/absent");
-	assert_true(store_saw_gets(&f->store, 11));
+	assert_true(store_saw_gets(&f->store, 10));
 	reader = f->repo->backend->reader_open(f->repo, "src/absent", &err);
 	assert_null(reader);
 	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
 	assert_error_contains(&err, "no object s3://" BUCKET "/pre/src/absent");
-	assert_int_equal(store_get_count(&f->store), 11);
+	assert_int_equal(store_get_count(&f->store), 10);
+
+	store_take_gets(&f->store, first, last, STORE_GETS);
+	store_delay_gets(&f->store, 300);
+	f->repo->backend->prefetch(f->repo, "src/small-4");
+	f->repo->backend->prefetch(f->repo, "src/small-4");
+	reader = f->repo->backend->reader_open(f->repo, "src/small-4", &err);
+	store_delay_gets(&f->store, 0);
+	if (reader == NULL)
+		fail_msg("%s", err.message);
+	assert_true(bk_repo_reader_read(reader, 0, back, sizeof(back), &err));
+	small[0] = 4;
+	assert_memory_equal(back, small, sizeof(back));
+	bk_repo_reader_close(reader);
+	assert_int_equal(store_get_count(&f->store), 1);
+}
+
+/*
+ * Opens ahead that were not taken over: given up by bk_repo_prefetch_end
+ * (their slots free again), or, once done and stale (32 hints later),
+ * given to a new hint when every slot is used.
+ */
+static void
+test_prefetch_not_taken(void **state)
+{
+	Fixture *f = *state;
+	uint8_t small[100] = {0};
+	size_t first[STORE_GETS];
+	size_t last[STORE_GETS];
+	char key[64];
+
+	for (int objIdx = 0; objIdx < 10; objIdx++)
+	{
+		snprintf(key, sizeof(key), "pre/src/small-%d", objIdx);
+		assert_true(store_put(&f->store, key, small, sizeof(small), "\"s\""));
+	}
+	store_take_gets(&f->store, first, last, STORE_GETS);
+	for (int objIdx = 0; objIdx < 8; objIdx++)
+	{
+		snprintf(key, sizeof(key), "src/small-%d", objIdx);
+		f->repo->backend->prefetch(f->repo, key);
+	}
+	assert_true(store_saw_gets(&f->store, 8));
+	bk_repo_prefetch_end(f->repo);
+	for (int objIdx = 0; objIdx < 8; objIdx++)
+	{
+		snprintf(key, sizeof(key), "src/small-%d", objIdx);
+		f->repo->backend->prefetch(f->repo, key);
+	}
+	assert_true(store_saw_gets(&f->store, 16));
+	usleep(100 * 1000);
+
+	/*
+	 * Every slot used and done, hinted 9th to 16th: hints are dropped
+	 * until the oldest is stale, more than 32 hints after its own.
+	 */
+	for (int hintIdx = 0; hintIdx < 25; hintIdx++)
+		f->repo->backend->prefetch(f->repo, "src/small-8");
+	assert_int_equal(store_get_count(&f->store), 16);
+	f->repo->backend->prefetch(f->repo, "src/small-9");
+	assert_true(store_saw_gets(&f->store, 17));
+	usleep(100 * 1000);
+	assert_int_equal(store_get_count(&f->store), 17);
 }
 
 /*
@@ -1607,6 +1682,7 @@ test_prefetch_unclaimed(void **state)
 	Fixture *f = *state;
 	uint8_t small[100] = {0};
 	int64_t started;
+	int gets;
 
 	assert_true(
 		store_put(&f->store, "pre/src/small", small, sizeof(small), "\"s\""));
@@ -1620,6 +1696,10 @@ test_prefetch_unclaimed(void **state)
 	bk_repo_close(f->repo);
 	f->repo = NULL;
 	assert_true(bk_monotonic_ms() - started < 1500);
+	/* Given up: nothing more is asked for. */
+	gets = store_get_count(&f->store);
+	usleep(500 * 1000);
+	assert_int_equal(store_get_count(&f->store), gets);
 	store_slow_down_reads(&f->store, false);
 }
 
@@ -1648,6 +1728,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_read_ahead_given_up, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_not_taken, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_unclaimed, setup,
 										teardown),
 	};

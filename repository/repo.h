@@ -178,12 +178,17 @@ extern void bk_repo_reader_close(BkRepoReader *reader);
  * store's first GET) so that the open finds it done.  Nothing is reported;
  * the open reports what it would have.  Up to BK_REPO_PREFETCHES objects
  * are opened ahead at a time, each holding a thread and what it read
- * until its open, bk_repo_prefetch_end or bk_repo_close.
+ * until its open, bk_repo_prefetch_end or bk_repo_close (or, with every
+ * place taken, until it is stale and a new hint takes its place).
  */
 #define BK_REPO_PREFETCHES 8
 extern void bk_repo_prefetch(const BkRepo *repo, BkRepoArea area,
 							 const char *source, int kind, const char *name);
-/* Give up the objects opened ahead that were not opened, and wait. */
+/*
+ * Give up the objects opened ahead that were not opened, and wait.  Not
+ * while other threads hint or open objects of repo: its give-up applies to
+ * the opens it starts meanwhile too.
+ */
 extern void bk_repo_prefetch_end(BkRepo *repo);
 
 /*

@@ -44,7 +44,8 @@
  * else is shared but read-only settings and the prefetch slots, under
  * prefetch_lock.  A reader's fetch ahead and an open ahead run on threads
  * of their own, which write only their result (the next window, the
- * opened reader), read by whoever joins the thread.
+ * opened reader), read by whoever joins the thread, and, for an open
+ * ahead, that it has finished, under prefetch_lock.
  */
 #include "repo_backend.h"
 
@@ -92,10 +93,13 @@
 /*
  * An open ahead that ended and was not taken over within this many later
  * hints was not wanted after all (its file was taken before its hint was
- * given, or failed first): its slot may go to another.  Hints come an
- * object at a time, several for a file restored through a chain.
+ * given, or failed first): with every slot used, its slot may go to
+ * another.  Hints come an object at a time, several for a file restored
+ * through a chain, and hints dropped while every slot is used count too:
+ * far more than a restore's lead, so that an open about to be taken over
+ * is not thrown away.
  */
-#define S3_PREFETCH_STALE (4 * BK_REPO_PREFETCHES)
+#define S3_PREFETCH_STALE (16 * BK_REPO_PREFETCHES)
 
 /* An object opened ahead of its reader_open (s3_prefetch). */
 typedef struct S3Prefetch
@@ -1422,8 +1426,6 @@ s3_prefetch(const BkRepo *repo, const char *key)
 	S3Prefetch *slot = NULL;
 	S3Prefetch *stale = NULL;
 
-	if (strlen(key) >= BK_REPO_KEY_MAX)
-		return;
 	pthread_mutex_lock(&state->prefetch_lock);
 	state->hints++;
 	for (int slotIdx = 0; slotIdx < BK_REPO_PREFETCHES; slotIdx++)
@@ -1447,7 +1449,10 @@ s3_prefetch(const BkRepo *repo, const char *key)
 	}
 	if (slot == NULL && stale != NULL)
 	{
-		/* Its thread has ended: the join returns at once. */
+		/*
+		 * Setting finished was its thread's last step: the join waits
+		 * only for it to exit, which takes no lock of ours.
+		 */
 		prefetch_discard(stale);
 		stale->used = false;
 		slot = stale;
@@ -1539,9 +1544,11 @@ s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
 	if (reader != NULL)
 		return &reader->base;
 	/*
-	 * What the store answered is what this open would have found; a
-	 * failure of that moment (memory, the connection, a store that did not
-	 * answer in time since the hint) is tried again now.
+	 * A refusal (403, 404, a bad reply) is what this open would have
+	 * found; a failure that may have passed since the hint (memory, the
+	 * connection, a store that did not answer in time, an answer bk does
+	 * not expect) is tried again now: against a store that is down, the
+	 * open may then take twice s3_timeout.
 	 */
 	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_IO ||
 		err->code == BK_ERR_TIMEOUT)

@@ -174,7 +174,8 @@ failed:
  * small files, which come last, spend more time waiting for an object
  * store's first answer than being written, and opening them ahead lets
  * the threads go on meanwhile.  Larger objects are read ahead as they are
- * read (a window at a time) instead.
+ * read (a window at a time) instead.  A file a thread has taken already is
+ * not hinted.
  */
 #define PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024)
 

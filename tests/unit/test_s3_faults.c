@@ -104,6 +104,7 @@ typedef struct FakeStore
 	bool reads_denied;        /* HEAD and GET: 403 AccessDenied */
 	bool reads_slowed_down;   /* GET: 503 SlowDown */
 	int get_delay_ms;         /* before answering a GET */
+	int gets_refused;         /* the next ones: 400 InvalidRequest */
 	const char *delete_reply; /* the DeleteObjects answer's body */
 
 	/*
@@ -476,6 +477,12 @@ serve_get(FakeStore *store, int fd, const Request *request)
 
 	if (store->get_delay_ms > 0)
 		usleep((useconds_t) store->get_delay_ms * 1000);
+	if (store->gets_refused > 0)
+	{
+		store->gets_refused--;
+		reply_error(fd, 400, "InvalidRequest");
+		return;
+	}
 	if (object == NULL)
 	{
 		reply_error(fd, 404, "NoSuchKey");
@@ -887,6 +894,15 @@ store_farthest_get(FakeStore *store)
 			farthest = store->get_first[getIdx];
 	pthread_mutex_unlock(&store->lock);
 	return farthest;
+}
+
+/* The test's thread: answer the next count GETs of objects with a 400. */
+static void
+store_refuse_gets(FakeStore *store, int count)
+{
+	pthread_mutex_lock(&store->lock);
+	store->gets_refused = count;
+	pthread_mutex_unlock(&store->lock);
 }
 
 /* The test's thread: wait ms before answering each GET, or no longer. */
@@ -1708,6 +1724,49 @@ test_prefetch_unclaimed(void **state)
 	store_slow_down_reads(&f->store, false);
 }
 
+/*
+ * An open ahead that failed in a way that may have passed by the time of
+ * the open (here an answer bk does not expect, a 400) is tried again by
+ * the open; one the store refused (403) is the open's answer, not tried
+ * again.
+ */
+static void
+test_prefetch_failed(void **state)
+{
+	Fixture *f = *state;
+	uint8_t small[100];
+	uint8_t back[sizeof(small)];
+	size_t first[STORE_GETS];
+	size_t last[STORE_GETS];
+	BkRepoReader *reader;
+	BkError err;
+
+	test_fill(small, sizeof(small), 5, false);
+	assert_true(
+		store_put(&f->store, "pre/src/small", small, sizeof(small), "\"s\""));
+	store_take_gets(&f->store, first, last, STORE_GETS);
+	store_refuse_gets(&f->store, 1);
+	f->repo->backend->prefetch(f->repo, "src/small");
+	assert_true(store_saw_gets(&f->store, 1));
+	reader = f->repo->backend->reader_open(f->repo, "src/small", &err);
+	if (reader == NULL)
+		fail_msg("%s", err.message);
+	assert_true(bk_repo_reader_read(reader, 0, back, sizeof(back), &err));
+	assert_memory_equal(back, small, sizeof(small));
+	bk_repo_reader_close(reader);
+	assert_int_equal(store_get_count(&f->store), 2);
+
+	store_deny_reads(&f->store, true);
+	f->repo->backend->prefetch(f->repo, "src/small");
+	assert_true(store_saw_gets(&f->store, 3));
+	reader = f->repo->backend->reader_open(f->repo, "src/small", &err);
+	assert_null(reader);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "AccessDenied");
+	assert_int_equal(store_get_count(&f->store), 3);
+	store_deny_reads(&f->store, false);
+}
+
 int
 main(void)
 {
@@ -1735,6 +1794,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_not_taken, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_prefetch_failed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_unclaimed, setup,
 										teardown),
 	};

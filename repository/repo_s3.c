@@ -1312,6 +1312,15 @@ s3_stat(const BkRepo *repo, const char *key, BkRepoStat *stat, BkError *err)
 		   head_object(state_of(repo), full, stat, NULL, NULL, err);
 }
 
+/* The length of a window that starts at offset: the rest, at most a window. */
+static size_t
+window_len_at(const S3Reader *reader, uint64_t offset)
+{
+	return reader->base.size - offset < S3_WINDOW
+			   ? (size_t) (reader->base.size - offset)
+			   : S3_WINDOW;
+}
+
 /*
  * Open by reading the first window: one GET answers both the size (its
  * Content-Range) and the first bytes, where a HEAD and a GET took two
@@ -1366,14 +1375,11 @@ open_reader(const BkRepo *repo, const char *key, atomic_bool *cancel,
 		call_failed(state, &call, err);
 		goto fail;
 	}
-	if (reader->window_len !=
-		(reader->base.size < S3_WINDOW ? reader->base.size : S3_WINDOW))
+	if (reader->window_len != window_len_at(reader, 0))
 	{
-		bk_error_set(err, BK_ERR_FORMAT,
-					 "%s: the store sent %zu bytes of its first %zu",
-					 reader->base.where, reader->window_len,
-					 (size_t) (reader->base.size < S3_WINDOW ? reader->base.size
-															 : S3_WINDOW));
+		bk_error_set(
+			err, BK_ERR_FORMAT, "%s: the store sent %zu bytes of its first %zu",
+			reader->base.where, reader->window_len, window_len_at(reader, 0));
 		goto fail;
 	}
 	call_free(&call);
@@ -1694,9 +1700,7 @@ fetch_ahead(S3Reader *reader)
 		return;
 	}
 	reader->ahead_start = next;
-	reader->ahead_len = reader->base.size - next < S3_WINDOW
-							? (size_t) (reader->base.size - next)
-							: S3_WINDOW;
+	reader->ahead_len = window_len_at(reader, next);
 	atomic_store(&reader->ahead_cancel, false);
 	if (pthread_create(&reader->ahead_thread, NULL, ahead_run, reader) == 0)
 		reader->ahead_state = AHEAD_RUNNING;
@@ -1798,7 +1802,11 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 		offset + len <= reader->window_start + reader->window_len)
 	{
 		memcpy(buf, reader->window + (offset - reader->window_start), len);
-		/* The first read after the open: in_order is known by then. */
+		/*
+		 * After the open (in_order is known by the first read) and after
+		 * a read that only ended in the window fetched ahead, nothing is
+		 * fetched ahead yet: start it (at once back when it is).
+		 */
 		fetch_ahead(reader);
 		return true;
 	}
@@ -1808,9 +1816,7 @@ s3_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 	/* Large reads go straight to the caller's buffer. */
 	if (len >= S3_WINDOW)
 		return get_parallel(state, reader->key, offset, buf, len, NULL, err);
-	window_len = base->size - offset < S3_WINDOW
-					 ? (size_t) (base->size - offset)
-					 : S3_WINDOW;
+	window_len = window_len_at(reader, offset);
 	reader->window_len = 0;
 	if (!get_parallel(state, reader->key, offset, reader->window, window_len,
 					  NULL, err))

@@ -58,6 +58,19 @@ bk_snapshot_range_name(const char *id, const char *path, uint64_t offset,
 			   out_len - end;
 }
 
+/* SHA-256 of no bytes. */
+static const uint8_t empty_sha256[BK_SHA256_LEN] = {
+	0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4,
+	0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b,
+	0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55};
+
+bool
+bk_snapshot_file_empty(const BkSnapFile *file)
+{
+	return file->size == 0 && file->range_count == 0 && file->has_sha256 &&
+		   memcmp(file->sha256, empty_sha256, BK_SHA256_LEN) == 0;
+}
+
 bool
 bk_snapshot_path_safe(const char *path)
 {

@@ -183,6 +183,13 @@ extern void bk_snapshot_record_free(BkSnapRecord *record);
 extern bool bk_snapshot_record_checksum_note(const BkSnapRecord *record,
 											 char *out, size_t out_len);
 
+/*
+ * The record says the file is empty: its size is 0 and its SHA-256 that
+ * of no bytes.  A restore makes it without reading its object, which
+ * holds nothing more (bk verify still reads and checks it).
+ */
+extern bool bk_snapshot_file_empty(const BkSnapFile *file);
+
 /* The record's entry for path, or NULL. */
 extern const BkSnapFile *bk_snapshot_record_file(const BkSnapRecord *record,
 												 const char *path);

@@ -23,6 +23,8 @@
 #   - one corrupted chunk (a payload byte flipped, the CRC fixed so that
 #     only the key can tell) makes bk verify and bk restore fail with exit 4,
 #     naming the file, and leaves nothing that could start;
+#   - an empty file is made from the record, its object not read (that
+#     object cut short, the restore succeeds; bk verify reports it);
 #   - bk wal-get --prefetch spools the next segments, serves them from
 #     there byte-identical, and keeps its exit codes;
 #   - bk expire keeps what the kept snapshots need and removes the rest;
@@ -599,6 +601,27 @@ like "$out" "snapshot $snap1, file \"$short_rel\": .*truncated" "naming the snap
 ok $? "the half-restored directory has no pg_control and no backup_label"
 cp "$dir/short.orig" "$short"
 rm -rf "$dir/r-short" "$dir/ts-short"
+
+# ---- an empty file is made from the record, its object not read (an object
+# store's round trip per empty file); bk verify still reads that object
+empty_rel="$(psql_q -c "SELECT pg_relation_filepath('pg_largeobject')")"
+empty="$repo_files/$source_id/snapshot/$snap1/data/$empty_rel"
+[[ -f "$empty" ]]
+ok $? "pg_largeobject has an object in the snapshot ($empty_rel)"
+cp "$empty" "$dir/empty.orig"
+truncate -s 20 "$empty"
+"$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-empty" \
+    --tablespace-map "$dir/ts1=$dir/ts-empty" --target-time "${M_TIME[m1]}" >"$dir/r-empty.log" 2>&1
+is $? 0 "bk restore does not read the object of an empty file"
+[[ -f "$dir/r-empty/$empty_rel" && ! -s "$dir/r-empty/$empty_rel" ]]
+ok $? "the file is there, empty"
+[[ "$(stat -c %a "$dir/r-empty/$empty_rel")" == 600 ]]
+ok $? "with the mode the record gives it"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify reads it and fails (exit 4)"
+like "$out" "snapshot $snap1, file \"$empty_rel\"" "naming the snapshot and the file"
+cp "$dir/empty.orig" "$empty"
+rm -rf "$dir/r-empty" "$dir/ts-empty"
 
 # ---- bk expire
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-days 7 --dry-run 2>&1)"

@@ -6,6 +6,31 @@
 
 #include <stddef.h>
 
+static bool
+stop_at_first(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	(void) entry;
+	*(bool *) arg = true;
+	return bk_error_set(err, BK_ERR_INTERRUPTED, "found one");
+}
+
+bool
+bk_engine_has_any(const BkRepo *repo, const char *source, int kind, bool *found,
+				  BkError *err)
+{
+	BkError stop;
+
+	*found = false;
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, kind, "", false,
+					  stop_at_first, found, &stop) &&
+		!*found)
+	{
+		*err = stop;
+		return false;
+	}
+	return true;
+}
+
 /* Asked in order: the first whose archive the repository holds. */
 static const BkEngine *const engines[] = {&bk_engine_mariadb,
 										  &bk_engine_postgresql};

@@ -71,6 +71,10 @@ typedef struct BkEngine
 extern const BkEngine *bk_engine_for(const BkRepo *repo, const char *source,
 									 BkError *err);
 
+/* Has the archive anything of (source, kind)?  For the engines' holds. */
+extern bool bk_engine_has_any(const BkRepo *repo, const char *source, int kind,
+							  bool *found, BkError *err);
+
 /* The engines bk knows, for messages. */
 extern const BkEngine bk_engine_postgresql;
 extern const BkEngine bk_engine_mariadb;

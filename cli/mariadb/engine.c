@@ -20,18 +20,6 @@
 #include "mariadb.h"
 #include "snapshot_catalog.h"
 
-typedef struct AnyFound
-{
-	bool found;
-} AnyFound;
-
-static bool
-stop_at_first(void *arg, const BkRepoEntry *entry, BkError *err)
-{
-	((AnyFound *) arg)->found = true;
-	return bk_error_set(err, BK_ERR_INTERNAL, "found");
-}
-
 /*
  * The first snapshot object whose metadata can be read says whether the
  * snapshots are MariaDB's (engine=mariadb, on every object the agent
@@ -73,32 +61,40 @@ read_snapshot_engine(void *arg, const BkRepoEntry *entry, BkError *err)
 /*
  * A MariaDB source: binlog archived, or snapshots of MariaDB's (a source
  * whose binlog never reached the archive is still MariaDB's, and its
- * snapshots are checked as such).
+ * snapshots are checked as such).  A source with WAL archived is
+ * PostgreSQL's, and its snapshots are not looked at: the look lists their
+ * objects, a page of up to a thousand names from an object store, before
+ * every bk restore, list, verify and expire.
  */
 static bool
 bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
 				 BkError *err)
 {
-	AnyFound any = {false};
+	bool binlog;
+	bool wal;
 	SnapshotEngine look = {repo, source, false, false};
 	BkError stop;
 
-	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG, "", false,
-					  stop_at_first, &any, &stop) &&
-		!any.found)
-	{
-		*err = stop;
+	*holds = false;
+	if (!bk_engine_has_any(repo, source, BK_KIND_BINLOG, &binlog, err))
 		return false;
+	if (binlog)
+	{
+		*holds = true;
+		return true;
 	}
-	if (!any.found &&
-		!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
+	if (!bk_engine_has_any(repo, source, BK_KIND_WAL, &wal, err))
+		return false;
+	if (wal)
+		return true;
+	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
 					  read_snapshot_engine, &look, &stop) &&
 		!look.read)
 	{
 		*err = stop;
 		return false;
 	}
-	*holds = any.found || look.mariadb;
+	*holds = look.mariadb;
 	return true;
 }
 

@@ -1510,6 +1510,29 @@ test_snapshots_without_binlog_are_mariadb(void **state)
 	json_decref(verifier.snapshot_list);
 }
 
+/*
+ * A source with WAL archived is PostgreSQL's, decided without listing its
+ * snapshots' objects (a page of up to a thousand names from an object
+ * store before every command): even a snapshot object that says
+ * engine=mariadb does not make it MariaDB's.
+ */
+static void
+test_wal_makes_postgresql(void **state)
+{
+	Fixture *f = *state;
+	const BkEngine *engine;
+	BkError err;
+
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive(f, BK_KIND_WAL, "000000010000000000000001",
+			"segment-size=16777216\nsystem-identifier=7\n"
+			"created=2026-11-24T05:12:00.000Z",
+			(const uint8_t *) "wal", 3);
+	engine = bk_engine_for(f->repo, SOURCE, &err);
+	assert_non_null(engine);
+	assert_string_equal(engine->name, "postgresql");
+}
+
 /* bk verify of the source without the key: its problems, as JSON text. */
 static char *
 verify_problems_keyless(Fixture *f)
@@ -1642,6 +1665,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_snapshots_without_binlog_are_mariadb, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wal_makes_postgresql, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(
 			test_verify_snapshot_not_carried_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_resent_range_differs, setup,

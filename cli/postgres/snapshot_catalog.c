@@ -14,6 +14,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,11 +504,78 @@ take_snapshot_id(void *arg, const BkRepoEntry *entry, BkError *err)
 	return true;
 }
 
+/*
+ * Each snapshot's objects are listed, and its record's metadata read, on
+ * up to this many threads: from an object store every snapshot costs a
+ * round trip per thousand objects and one for the record, which one after
+ * another made a restore's planning grow with the number of snapshots
+ * kept.
+ */
+#define SNAPSHOT_LOAD_THREADS 8
+
+/* The snapshots of a catalog being loaded: slots claimed by the threads. */
+typedef struct SnapshotLoad
+{
+	const BkRepo *repo;
+	const char *source;
+	BkSnapshotCatalog *catalog;
+	atomic_int next;
+	atomic_bool failed;
+	pthread_mutex_t error_lock;
+	BkError first_error;
+} SnapshotLoad;
+
+/* What is present of one snapshot, and its record's metadata. */
+static bool
+load_snapshot(SnapshotLoad *load, BkSnapshot *snapshot, BkError *err)
+{
+	char prefix[BK_SNAPSHOT_ID_MAX + 2];
+
+	snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
+	if (!bk_repo_list(load->repo, BK_REPO_ARCHIVE, load->source,
+					  BK_KIND_SNAPSHOT, prefix, true, take_snapshot_object,
+					  snapshot, err))
+		return false;
+	if (snapshot->has_record)
+		load_record_meta(load->repo, load->source, snapshot);
+	judge_complete(snapshot);
+	return true;
+}
+
+static void *
+load_snapshots(void *arg)
+{
+	SnapshotLoad *load = arg;
+	BkError err;
+
+	for (;;)
+	{
+		int slot = atomic_fetch_add(&load->next, 1);
+
+		if (slot >= load->catalog->count || atomic_load(&load->failed))
+			break;
+		if (!load_snapshot(load, &load->catalog->snapshots[slot], &err))
+		{
+			pthread_mutex_lock(&load->error_lock);
+			if (!atomic_load(&load->failed))
+				load->first_error = err;
+			atomic_store(&load->failed, true);
+			pthread_mutex_unlock(&load->error_lock);
+			break;
+		}
+	}
+	return NULL;
+}
+
 bool
 bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
 						 BkDecoder *decoder, BkSnapshotCatalog *catalog,
 						 BkError *err)
 {
+	SnapshotLoad load = {.repo = repo, .source = source, .catalog = catalog};
+	pthread_t threads[SNAPSHOT_LOAD_THREADS];
+	int started = 0;
+
 	memset(catalog, 0, sizeof(*catalog));
 	catalog->window_snapshot = -1;
 	bk_strlcpy(catalog->source, source, sizeof(catalog->source));
@@ -517,21 +586,23 @@ bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
 		bk_snapshot_catalog_free(catalog);
 		return false;
 	}
-	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+	atomic_init(&load.next, 0);
+	atomic_init(&load.failed, false);
+	pthread_mutex_init(&load.error_lock, NULL);
+	/* The calling thread loads too: without threads it loads them all. */
+	while (started < SNAPSHOT_LOAD_THREADS - 1 &&
+		   started < catalog->count - 1 &&
+		   pthread_create(&threads[started], NULL, load_snapshots, &load) == 0)
+		started++;
+	load_snapshots(&load);
+	for (int threadIdx = 0; threadIdx < started; threadIdx++)
+		pthread_join(threads[threadIdx], NULL);
+	pthread_mutex_destroy(&load.error_lock);
+	if (atomic_load(&load.failed))
 	{
-		BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
-		char prefix[BK_SNAPSHOT_ID_MAX + 2];
-
-		snprintf(prefix, sizeof(prefix), "%s/", snapshot->id);
-		if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
-						  prefix, true, take_snapshot_object, snapshot, err))
-		{
-			bk_snapshot_catalog_free(catalog);
-			return false;
-		}
-		if (snapshot->has_record)
-			load_record_meta(repo, source, snapshot);
-		judge_complete(snapshot);
+		*err = load.first_error;
+		bk_snapshot_catalog_free(catalog);
+		return false;
 	}
 	if (catalog->count > 0)
 		qsort(catalog->snapshots, (size_t) catalog->count,

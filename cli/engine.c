@@ -31,15 +31,31 @@ bk_engine_has_any(const BkRepo *repo, const char *source, int kind, bool *found,
 	return true;
 }
 
-/* Asked in order: the first whose archive the repository holds. */
+/*
+ * Asked in order: the first whose archive the repository holds.  An
+ * engine's log decides, with one listing stopped after its first page.
+ * Only a source with no log archived has its snapshots looked at, which
+ * from an object store costs a page of up to a thousand names and a read,
+ * before every bk restore, list, verify and expire.
+ */
 static const BkEngine *const engines[] = {&bk_engine_mariadb,
 										  &bk_engine_postgresql};
+#define ENGINE_COUNT (sizeof(engines) / sizeof(engines[0]))
 
 const BkEngine *
 bk_engine_for(const BkRepo *repo, const char *source, BkError *err)
 {
-	for (size_t engineIdx = 0; engineIdx < sizeof(engines) / sizeof(engines[0]);
-		 engineIdx++)
+	for (size_t engineIdx = 0; engineIdx < ENGINE_COUNT; engineIdx++)
+	{
+		bool found;
+
+		if (!bk_engine_has_any(repo, source, engines[engineIdx]->log_kind,
+							   &found, err))
+			return NULL;
+		if (found)
+			return engines[engineIdx];
+	}
+	for (size_t engineIdx = 0; engineIdx < ENGINE_COUNT; engineIdx++)
 	{
 		bool holds = false;
 

@@ -44,7 +44,16 @@ typedef struct BkEngine
 {
 	const char *name; /* "postgresql" */
 
-	/* Does the repository hold this engine's archive of source? */
+	/*
+	 * The log only this engine archives (BK_KIND_WAL, BK_KIND_BINLOG): a
+	 * source with any of it archived is this engine's.
+	 */
+	int log_kind;
+
+	/*
+	 * Does the repository hold this engine's archive of source, when no
+	 * engine's log is archived for it (its snapshots alone)?
+	 */
 	bool (*holds)(const BkRepo *repo, const char *source, bool *holds,
 				  BkError *err);
 
@@ -66,12 +75,13 @@ typedef struct BkEngine
 
 /*
  * The engine whose archive the repository holds for source; NULL with err
- * set when it holds nothing of it.
+ * set when it holds nothing of it.  The engine whose log is archived;
+ * otherwise the first whose holds says so.
  */
 extern const BkEngine *bk_engine_for(const BkRepo *repo, const char *source,
 									 BkError *err);
 
-/* Has the archive anything of (source, kind)?  For the engines' holds. */
+/* Has the archive anything of (source, kind)? */
 extern bool bk_engine_has_any(const BkRepo *repo, const char *source, int kind,
 							  bool *found, BkError *err);
 

@@ -59,34 +59,18 @@ read_snapshot_engine(void *arg, const BkRepoEntry *entry, BkError *err)
 }
 
 /*
- * A MariaDB source: binlog archived, or snapshots of MariaDB's (a source
- * whose binlog never reached the archive is still MariaDB's, and its
- * snapshots are checked as such).  A source with WAL archived is
- * PostgreSQL's, and its snapshots are not looked at: the look lists their
- * objects, a page of up to a thousand names from an object store, before
- * every bk restore, list, verify and expire.
+ * Without binlog archived (engine.c looks for it first), a source whose
+ * snapshots are MariaDB's: one whose binlog never reached the archive is
+ * still MariaDB's, and its snapshots are checked as such.
  */
 static bool
 bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
 				 BkError *err)
 {
-	bool binlog;
-	bool wal;
 	SnapshotEngine look = {repo, source, false, false};
 	BkError stop;
 
 	*holds = false;
-	if (!bk_engine_has_any(repo, source, BK_KIND_BINLOG, &binlog, err))
-		return false;
-	if (binlog)
-	{
-		*holds = true;
-		return true;
-	}
-	if (!bk_engine_has_any(repo, source, BK_KIND_WAL, &wal, err))
-		return false;
-	if (wal)
-		return true;
 	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT, "", true,
 					  read_snapshot_engine, &look, &stop) &&
 		!look.read)
@@ -786,6 +770,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 
 const BkEngine bk_engine_mariadb = {
 	.name = "mariadb",
+	.log_kind = BK_KIND_BINLOG,
 	.holds = bk_mariadb_holds,
 	.list = bk_mariadb_list,
 	.verify = bk_mariadb_verify,

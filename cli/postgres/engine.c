@@ -5,22 +5,16 @@
  */
 #include "pg_engine.h"
 
+/* Snapshots without WAL (engine.c has looked for WAL already). */
 bool
 bk_pg_holds(const BkRepo *repo, const char *source, bool *holds, BkError *err)
 {
-	bool wal;
-	bool snapshots = false;
-
-	if (!bk_engine_has_any(repo, source, BK_KIND_WAL, &wal, err) ||
-		(!wal &&
-		 !bk_engine_has_any(repo, source, BK_KIND_SNAPSHOT, &snapshots, err)))
-		return false;
-	*holds = wal || snapshots;
-	return true;
+	return bk_engine_has_any(repo, source, BK_KIND_SNAPSHOT, holds, err);
 }
 
 const BkEngine bk_engine_postgresql = {
 	.name = "postgresql",
+	.log_kind = BK_KIND_WAL,
 	.holds = bk_pg_holds,
 	.list = bk_pg_list,
 	.verify = bk_pg_verify,

@@ -501,7 +501,7 @@ bk_repo_prefetch(const BkRepo *repo, BkRepoArea area, const char *source,
 }
 
 void
-bk_repo_prefetch_end(BkRepo *repo)
+bk_repo_prefetch_end(const BkRepo *repo)
 {
 	if (repo->backend->prefetch_end != NULL)
 		repo->backend->prefetch_end(repo);

@@ -189,7 +189,7 @@ extern void bk_repo_prefetch(const BkRepo *repo, BkRepoArea area,
  * while other threads hint or open objects of repo: its give-up applies to
  * the opens it starts meanwhile too.
  */
-extern void bk_repo_prefetch_end(BkRepo *repo);
+extern void bk_repo_prefetch_end(const BkRepo *repo);
 
 /*
  * Read a stored object frame by frame.  fn gets each frame (a buffer valid

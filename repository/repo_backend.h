@@ -81,7 +81,7 @@ typedef struct BkRepoBackend
 	 */
 	void (*prefetch)(const BkRepo *repo, const char *key);
 	/* With prefetch: give up the opens nobody took over, and wait. */
-	void (*prefetch_end)(BkRepo *repo);
+	void (*prefetch_end)(const BkRepo *repo);
 
 	/* A small object written whole and durably; replaces. */
 	bool (*put_small)(BkRepo *repo, const char *key, const void *data,

@@ -1112,7 +1112,7 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		   load_credentials(state, options, err);
 }
 
-static void s3_prefetch_end(BkRepo *repo);
+static void s3_prefetch_end(const BkRepo *repo);
 
 static void
 s3_close(BkRepo *repo)
@@ -1482,7 +1482,7 @@ s3_prefetch(const BkRepo *repo, const char *key)
  * once a restore's files are written, and before the repository closes.
  */
 static void
-s3_prefetch_end(BkRepo *repo)
+s3_prefetch_end(const BkRepo *repo)
 {
 	S3State *state = state_of(repo);
 	bool ours[BK_REPO_PREFETCHES] = {false};

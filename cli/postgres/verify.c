@@ -683,6 +683,46 @@ check_incremental_file(FilesTask *task, BkVerifyWorker *worker,
 	return file->has_sha256 || file->range_count > 0 ? FILE_OK : FILE_FAILED;
 }
 
+/* Unchanged since the parent, whose copy this run found good: not read. */
+static bool
+checked_with_parent(const FilesTask *task, const BkSnapFile *file)
+{
+	const BkSnapFile *parent_file;
+
+	if (task->parent_ok == NULL)
+		return false;
+	parent_file = bk_snapshot_record_file(task->parent, file->path);
+	return parent_file != NULL &&
+		   task->parent_ok[parent_file - task->parent->files] &&
+		   same_as_parent(file, parent_file);
+}
+
+/*
+ * The objects of a file twice --jobs places further (at most
+ * BK_REPO_PREFETCHES) are opened ahead, as bk restore does: from an
+ * object store, the many small files would each wait for the store's
+ * first answer.  Larger objects are read ahead as they are read instead.
+ */
+#define PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024)
+
+static void
+prefetch_file(const FilesTask *task, size_t fileIdx)
+{
+	const SnapshotCheck *check = task->check;
+	size_t lead =
+		2 * (size_t) (check->verifier->jobs < 1 ? 1 : check->verifier->jobs);
+	const BkSnapFile *file;
+
+	if (lead > BK_REPO_PREFETCHES)
+		lead = BK_REPO_PREFETCHES;
+	if (fileIdx + lead >= task->record->file_count)
+		return;
+	file = &task->record->files[fileIdx + lead];
+	if (file->size <= PREFETCH_MAX_SIZE && !checked_with_parent(task, file))
+		bk_snapshot_prefetch_file(check->repo, check->source, task->chain,
+								  task->chain_len, file, PREFETCH_MAX_SIZE);
+}
+
 static void
 check_snapshot_file(void *arg, BkVerifyWorker *worker, size_t fileIdx)
 {
@@ -690,18 +730,11 @@ check_snapshot_file(void *arg, BkVerifyWorker *worker, size_t fileIdx)
 	const BkSnapFile *file = &task->record->files[fileIdx];
 	char name[BK_OBJECT_NAME_MAX + 1];
 
-	if (task->parent_ok != NULL)
+	prefetch_file(task, fileIdx);
+	if (checked_with_parent(task, file))
 	{
-		const BkSnapFile *parent_file =
-			bk_snapshot_record_file(task->parent, file->path);
-
-		if (parent_file != NULL &&
-			task->parent_ok[parent_file - task->parent->files] &&
-			same_as_parent(file, parent_file))
-		{
-			task->state[fileIdx] = FILE_AS_PARENT;
-			return;
-		}
+		task->state[fileIdx] = FILE_AS_PARENT;
+		return;
 	}
 	if (!file->incremental)
 	{
@@ -776,6 +809,8 @@ check_snapshot_files(SnapshotCheck *check, int index)
 	task.state = bk_cli_alloc_zero(record->file_count, sizeof(uint8_t));
 	bk_verify_parallel(check->verifier, record->file_count, check_snapshot_file,
 					   &task);
+	/* Opens hinted for files never taken (the run stopped). */
+	bk_repo_prefetch_end(check->repo);
 	free(check->file_ok[index]);
 	file_ok = bk_cli_alloc_zero(record->file_count, sizeof(bool));
 	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)

@@ -175,34 +175,24 @@ failed:
 }
 
 /*
- * The objects of a file twice --jobs places further in the work list (at
- * most BK_REPO_PREFETCHES) are opened ahead when a thread takes one: the
- * small files, which come last, spend more time waiting for an object
- * store's first answer than being written, and opening them ahead lets
- * the threads go on meanwhile.  Larger objects are read ahead as they are
- * read (a window at a time) instead.  A file a thread has taken already is
- * not hinted.
+ * bk_snapshot_prefetch_file: a file already taken is not hinted, nor one
+ * whose object is not read.
  */
-#define PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024)
-
 static void
 restore_prefetch(Restore *r, size_t slot)
 {
-	size_t lead = 2 * (size_t) r->jobs;
-	size_t ahead;
+	size_t ahead = slot + bk_snapshot_prefetch_lead(r->jobs);
+	const BkSnapFile *file;
 
-	if (lead > BK_REPO_PREFETCHES)
-		lead = BK_REPO_PREFETCHES;
-	ahead = slot + lead;
 	/* --delta keeps most files without reading their objects. */
 	if (ahead >= r->work_count || r->delta ||
-		atomic_load(&r->next_work) > ahead ||
-		r->record->files[r->work[ahead]].size > PREFETCH_MAX_SIZE ||
-		bk_snapshot_file_empty(&r->record->files[r->work[ahead]]))
+		atomic_load(&r->next_work) > ahead)
 		return;
-	bk_snapshot_prefetch_file(r->repo, r->source, r->chain, r->chain_len,
-							  &r->record->files[r->work[ahead]],
-							  PREFETCH_MAX_SIZE);
+	file = &r->record->files[r->work[ahead]];
+	if (file->size <= BK_SNAPSHOT_PREFETCH_MAX_SIZE &&
+		!bk_snapshot_file_empty(file))
+		bk_snapshot_prefetch_file(r->repo, r->source, r->chain, r->chain_len,
+								  file, BK_SNAPSHOT_PREFETCH_MAX_SIZE);
 }
 
 static void *

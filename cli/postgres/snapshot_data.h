@@ -230,7 +230,23 @@ extern bool bk_snapshot_rebuild_file(
  * Hint that bk_snapshot_rebuild_file of file will follow soon: start
  * opening its objects of at most max_size bytes of data (on an object
  * store, their first GETs).
+ *
+ * bk restore and bk verify hint the file bk_snapshot_prefetch_lead(jobs)
+ * places after the one a thread takes, with max_size
+ * BK_SNAPSHOT_PREFETCH_MAX_SIZE: the many small files would each wait for
+ * an object store's first answer, and opening them ahead lets the threads
+ * go on meanwhile.  Larger objects are read ahead as they are read (a
+ * window at a time) instead.
  */
+#define BK_SNAPSHOT_PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024)
+static inline size_t
+bk_snapshot_prefetch_lead(int jobs)
+{
+	size_t lead = 2 * (size_t) (jobs < 1 ? 1 : jobs);
+
+	return lead < BK_REPO_PREFETCHES ? lead : BK_REPO_PREFETCHES;
+}
+
 extern void bk_snapshot_prefetch_file(const BkRepo *repo, const char *source,
 									  BkSnapRecord *const *chain, int chain_len,
 									  const BkSnapFile *file,

@@ -697,30 +697,22 @@ checked_with_parent(const FilesTask *task, const BkSnapFile *file)
 		   same_as_parent(file, parent_file);
 }
 
-/*
- * The objects of a file twice --jobs places further (at most
- * BK_REPO_PREFETCHES) are opened ahead, as bk restore does: from an
- * object store, the many small files would each wait for the store's
- * first answer.  Larger objects are read ahead as they are read instead.
- */
-#define PREFETCH_MAX_SIZE ((uint64_t) 1024 * 1024)
-
+/* As bk restore does (bk_snapshot_prefetch_file). */
 static void
 prefetch_file(const FilesTask *task, size_t fileIdx)
 {
 	const SnapshotCheck *check = task->check;
-	size_t lead =
-		2 * (size_t) (check->verifier->jobs < 1 ? 1 : check->verifier->jobs);
+	size_t ahead = fileIdx + bk_snapshot_prefetch_lead(check->verifier->jobs);
 	const BkSnapFile *file;
 
-	if (lead > BK_REPO_PREFETCHES)
-		lead = BK_REPO_PREFETCHES;
-	if (fileIdx + lead >= task->record->file_count)
+	if (ahead >= task->record->file_count)
 		return;
-	file = &task->record->files[fileIdx + lead];
-	if (file->size <= PREFETCH_MAX_SIZE && !checked_with_parent(task, file))
+	file = &task->record->files[ahead];
+	if (file->size <= BK_SNAPSHOT_PREFETCH_MAX_SIZE &&
+		!checked_with_parent(task, file))
 		bk_snapshot_prefetch_file(check->repo, check->source, task->chain,
-								  task->chain_len, file, PREFETCH_MAX_SIZE);
+								  task->chain_len, file,
+								  BK_SNAPSHOT_PREFETCH_MAX_SIZE);
 }
 
 static void

@@ -633,21 +633,36 @@ restore_step() { # CONTENDER RUN
     rm -rf "$dir"
 }
 
-# Before the first restores: one untimed bk restore through each s3proxy,
-# so that neither JVM serves its first reads cold (the JIT has compiled the
-# GET path), as in every later run.
+# Before the first restores: untimed restores through each s3proxy, so that
+# neither JVM serves its first reads cold (the JIT has compiled the GET
+# path), as in every later run: one by each bk contender, then one by
+# pgBackRest (whole-object GETs, where bk's are ranges), then bk once more.
+# With a single warm-up restore, s3proxy still spent 1.5-1.6 s of CPU on
+# the first timed bk restore against 0.7-0.9 s on the third, and 1.2-1.4 s
+# against 0.6-1.1 s on pgBackRest's (bench/results/s3-20261205T18*).
 warm_up() {
-    local c
-    section "warm-up (untimed): one bk restore through each s3proxy"
-    for c in bk-s3 bk-s3-http; do
-        [[ " ${RESTORES[*]} " == *" $c "* ]] || continue
-        rm -rf "$WORK/restore-warm"
-        install -d -o postgres -g postgres -m 700 "$WORK/restore-warm"
-        local t0=$EPOCHREALTIME
-        "$BK" restore --config "$(restore_conf "$c")" --source "$SID" --pgdata "$WORK/restore-warm" \
-            --snapshot "${SNAP_OF[bk-s3-1]}" --jobs "${BK_JOBS:-2}" >"$WORK/warm-$c.out" 2>&1 ||
-            { cat "$WORK/warm-$c.out"; die "bk restore (warm-up, $c)"; }
-        echo "  $c: $(calc "$EPOCHREALTIME - $t0" 2) s"
+    local c step
+    section "warm-up (untimed): restores through each s3proxy"
+    for step in bk pgbr bk; do
+        for c in bk-s3 bk-s3-http pgbr-s3; do
+            [[ " ${RESTORES[*]} " == *" $c "* && "$c" == "$step"-* ]] || continue
+            rm -rf "$WORK/restore-warm"
+            install -d -o postgres -g postgres -m 700 "$WORK/restore-warm"
+            local t0=$EPOCHREALTIME
+            if [[ "$c" == pgbr-s3 ]]; then
+                local tag=pgbr-p2
+                has_backup pgbr-p2 || tag=pgbr-p1
+                runuser -u postgres -- pgbackrest --config="$(pgbr_conf_path "$tag" 1)" --stanza=bench \
+                    --pg1-path="$WORK/restore-warm" --set="${PGBR_LABEL_OF[$tag-1]}" --process-max=2 \
+                    restore >"$WORK/warm-$c.out" 2>&1 ||
+                    { cat "$WORK/warm-$c.out"; die "pgbackrest restore (warm-up)"; }
+            else
+                "$BK" restore --config "$(restore_conf "$c")" --source "$SID" --pgdata "$WORK/restore-warm" \
+                    --snapshot "${SNAP_OF[bk-s3-1]}" --jobs "${BK_JOBS:-2}" >"$WORK/warm-$c.out" 2>&1 ||
+                    { cat "$WORK/warm-$c.out"; die "bk restore (warm-up, $c)"; }
+            fi
+            echo "  $c: $(calc "$EPOCHREALTIME - $t0" 2) s"
+        done
     done
     rm -rf "$WORK/restore-warm"
 }

@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -493,6 +494,8 @@ typedef struct FilesTask
 	const BkSnapRecord *parent;
 	const bool *parent_ok; /* NULL: the parent's files not checked */
 	uint8_t *state;        /* FileState per file of record */
+	/* Files are taken in order: every one below this has been. */
+	atomic_size_t taken;
 } FilesTask;
 
 /* A file sent whole, in one object or one per range. */
@@ -697,15 +700,22 @@ checked_with_parent(const FilesTask *task, const BkSnapFile *file)
 		   same_as_parent(file, parent_file);
 }
 
-/* As bk restore does (bk_snapshot_prefetch_file). */
+/*
+ * As bk restore does (bk_snapshot_prefetch_file): a file already taken is
+ * not hinted, nor one unchanged since its parent.
+ */
 static void
-prefetch_file(const FilesTask *task, size_t fileIdx)
+prefetch_file(FilesTask *task, size_t fileIdx)
 {
 	const SnapshotCheck *check = task->check;
 	size_t ahead = fileIdx + bk_snapshot_prefetch_lead(check->verifier->jobs);
+	size_t taken = atomic_load(&task->taken);
 	const BkSnapFile *file;
 
-	if (ahead >= task->record->file_count)
+	while (taken < fileIdx + 1 &&
+		   !atomic_compare_exchange_weak(&task->taken, &taken, fileIdx + 1))
+		;
+	if (ahead >= task->record->file_count || taken > ahead)
 		return;
 	file = &task->record->files[ahead];
 	if (file->size <= BK_SNAPSHOT_PREFETCH_MAX_SIZE &&
@@ -799,6 +809,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 	}
 
 	task.state = bk_cli_alloc_zero(record->file_count, sizeof(uint8_t));
+	atomic_init(&task.taken, 0);
 	bk_verify_parallel(check->verifier, record->file_count, check_snapshot_file,
 					   &task);
 	/* Opens hinted for files never taken (the run stopped). */

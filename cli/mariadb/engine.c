@@ -23,7 +23,10 @@
 /*
  * The first snapshot object whose metadata can be read says whether the
  * snapshots are MariaDB's (engine=mariadb, on every object the agent
- * sends).
+ * sends).  One that holds something else (a format error) or is gone is
+ * passed over; one the repository could not read (an I/O error, a store
+ * that did not answer) is remembered: if no object could be read, that
+ * says nothing of the engine.
  */
 typedef struct SnapshotEngine
 {
@@ -31,6 +34,8 @@ typedef struct SnapshotEngine
 	const char *source;
 	bool read;
 	bool mariadb;
+	bool failed;
+	BkError failure; /* the last read that failed, when failed */
 } SnapshotEngine;
 
 static bool
@@ -54,6 +59,13 @@ read_snapshot_engine(void *arg, const BkRepoEntry *entry, BkError *err)
 									engine, sizeof(engine)) &&
 						strcmp(engine, "mariadb") == 0;
 	}
+	else if (unreadable.code != BK_ERR_FORMAT &&
+			 unreadable.code != BK_ERR_SEQUENCE &&
+			 unreadable.code != BK_ERR_NOT_FOUND)
+	{
+		look->failed = true;
+		look->failure = unreadable;
+	}
 	free(object);
 	return !look->read || bk_error_set(err, BK_ERR_INTERNAL, "found");
 }
@@ -67,7 +79,7 @@ static bool
 bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
 				 BkError *err)
 {
-	SnapshotEngine look = {repo, source, false, false};
+	SnapshotEngine look = {.repo = repo, .source = source};
 	BkError stop;
 
 	*holds = false;
@@ -76,6 +88,15 @@ bk_mariadb_holds(const BkRepo *repo, const char *source, bool *holds,
 		!look.read)
 	{
 		*err = stop;
+		return false;
+	}
+	if (!look.read && look.failed)
+	{
+		*err = look.failure;
+		bk_error_prefix(err,
+						"could not tell whose snapshots source \"%s\" "
+						"holds: ",
+						source);
 		return false;
 	}
 	*holds = look.mariadb;

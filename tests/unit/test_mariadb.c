@@ -1533,6 +1533,38 @@ test_wal_makes_postgresql(void **state)
 	assert_string_equal(engine->name, "postgresql");
 }
 
+/*
+ * A source with MariaDB's snapshots and no binlog, whose snapshot objects
+ * cannot be read (a store that does not answer): that says nothing of
+ * whose snapshots they are.  The engine is not guessed (PostgreSQL's
+ * would take MariaDB's snapshots for its own): the failure is the answer,
+ * naming the source and what failed.
+ */
+static void
+test_unreadable_snapshots_no_engine(void **state)
+{
+	Fixture *f = *state;
+	const BkEngine *engine;
+	BkError err;
+
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000001\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	test_repo_faults(f->repo, TEST_FAIL_READS, "/snapshot/");
+	engine = bk_engine_for(f->repo, SOURCE, &err);
+	test_repo_faults_end(f->repo);
+	assert_null(engine);
+	assert_int_equal(err.code, BK_ERR_IO);
+	assert_non_null(strstr(err.message, "could not tell whose snapshots"));
+	assert_non_null(strstr(err.message, "injected failure reading"));
+
+	/* Readable again: MariaDB's. */
+	engine = bk_engine_for(f->repo, SOURCE, &err);
+	assert_non_null(engine);
+	assert_string_equal(engine->name, "mariadb");
+}
+
 /* bk verify of the source without the key: its problems, as JSON text. */
 static char *
 verify_problems_keyless(Fixture *f)
@@ -1667,6 +1699,8 @@ main(void)
 			test_snapshots_without_binlog_are_mariadb, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wal_makes_postgresql, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_snapshots_no_engine,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_verify_snapshot_not_carried_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_resent_range_differs, setup,

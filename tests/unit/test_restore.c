@@ -1390,28 +1390,6 @@ test_expire_keeps_other_system(void **state)
 	assert_true(segment_exists(f, 1, 5));
 }
 
-/* The directory backend, but removing what is under one key fails. */
-static const BkRepoBackend *real_backend;
-static const char *failing_key;
-
-static bool
-delete_failing(BkRepo *repo, const char *key, BkError *err)
-{
-	if (strstr(key, failing_key) != NULL)
-		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
-							key);
-	return real_backend->delete (repo, key, err);
-}
-
-static bool
-delete_prefix_failing(BkRepo *repo, const char *prefix, BkError *err)
-{
-	if (strstr(prefix, failing_key) != NULL)
-		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
-							prefix);
-	return real_backend->delete_prefix(repo, prefix, err);
-}
-
 /*
  * Expire stopped part way (here: removing I fails): what it removed must
  * not be what a snapshot left behind builds on.  I on F, both expired for
@@ -1424,7 +1402,6 @@ test_expire_removes_dependents_first(void **state)
 	const char *snap_f = "20261101T000000Z-0000000f";
 	const char *snap_i = "20261102T000000Z-0000000a";
 	const char *snap_g = "20261103T000000Z-0000000b";
-	BkRepoBackend failing;
 	int status;
 
 	for (uint64_t segno = 1; segno <= 6; segno++)
@@ -1435,14 +1412,9 @@ test_expire_removes_dependents_first(void **state)
 					 1);
 	archive_snapshot(f, snap_g, "full", NULL, 1, "0/5000028", "0/5800000", 1,
 					 1);
-	real_backend = f->repo->backend;
-	failing = *real_backend;
-	failing.delete = delete_failing;
-	failing.delete_prefix = delete_prefix_failing;
-	failing_key = snap_i;
-	f->repo->backend = &failing;
+	test_repo_faults(f->repo, TEST_FAIL_DELETES, snap_i);
 	status = expire(f, 1, 0);
-	f->repo->backend = real_backend;
+	test_repo_faults_end(f->repo);
 	assert_int_not_equal(status, 0);
 	assert_true(record_exists(f, snap_i));
 	assert_true(record_exists(f, snap_f));
@@ -1466,7 +1438,6 @@ static void
 test_expire_removes_oldest_wal_first(void **state)
 {
 	WalFixture *f = *state;
-	BkRepoBackend failing;
 	BkWalCatalog catalog;
 	BkError err;
 	int status;
@@ -1475,31 +1446,15 @@ test_expire_removes_oldest_wal_first(void **state)
 		archive_segment(f, 1, segno);
 	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/7000028", "0/7800000", 1,
 					 1);
-	real_backend = f->repo->backend;
-	failing = *real_backend;
-	failing.delete = delete_failing;
-	failing_key = "000000010000000000000004";
-	f->repo->backend = &failing;
+	test_repo_faults(f->repo, TEST_FAIL_DELETES, "000000010000000000000004");
 	status = expire(f, 1, 0);
-	f->repo->backend = real_backend;
+	test_repo_faults_end(f->repo);
 	assert_int_not_equal(status, 0);
 	for (uint64_t segno = 1; segno <= 8; segno++)
 		assert_int_equal(segment_exists(f, 1, segno), segno >= 4);
 	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
 	assert_int_equal(bk_wal_timeline(&catalog, 1)->gap_count, 0);
 	bk_wal_catalog_free(&catalog);
-}
-
-/* The directory backend, but reading what is under one key fails. */
-static BkRepoReader *
-reader_open_failing(const BkRepo *repo, const char *key, BkError *err)
-{
-	if (strstr(key, failing_key) != NULL)
-	{
-		bk_error_set(err, BK_ERR_IO, "injected failure reading %s", key);
-		return NULL;
-	}
-	return real_backend->reader_open(repo, key, err);
 }
 
 /*
@@ -1514,7 +1469,6 @@ test_expire_unreadable_record_removes_nothing(void **state)
 {
 	WalFixture *f = *state;
 	char record[128];
-	BkRepoBackend failing;
 	int status;
 
 	for (uint64_t segno = 1; segno <= 6; segno++)
@@ -1525,13 +1479,9 @@ test_expire_unreadable_record_removes_nothing(void **state)
 					 1);
 	test_age_snapshot(f->location, SOURCE, SNAP_F1, 25);
 	snprintf(record, sizeof(record), "%s/" BK_SNAPSHOT_RECORD, SNAP_F1);
-	real_backend = f->repo->backend;
-	failing = *real_backend;
-	failing.reader_open = reader_open_failing;
-	failing_key = record;
-	f->repo->backend = &failing;
+	test_repo_faults(f->repo, TEST_FAIL_READS, record);
 	status = expire(f, 2, 0);
-	f->repo->backend = real_backend;
+	test_repo_faults_end(f->repo);
 	assert_int_not_equal(status, 0);
 	assert_true(record_exists(f, SNAP_F1));
 	assert_true(segment_exists(f, 1, 1));

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "bk_frame.h"
+#include "repo_backend.h"
 #include "testrepo.h"
 
 /*
@@ -104,4 +105,61 @@ test_age_snapshot(const char *location, const char *source, const char *id,
 	aged_time[0].tv_sec = time(NULL) - (time_t) hours * 3600;
 	aged_time[1] = aged_time[0];
 	assert_int_equal(nftw(dir, age_entry, 16, FTW_PHYS), 0);
+}
+
+/* ------------------------------------------------------- injected faults */
+
+static const BkRepoBackend *real_backend;
+static BkRepoBackend faulty_backend;
+static const char *fault_key_part;
+
+static BkRepoReader *
+reader_open_failing(const BkRepo *repo, const char *key, BkError *err)
+{
+	if (strstr(key, fault_key_part) != NULL)
+	{
+		bk_error_set(err, BK_ERR_IO, "injected failure reading %s", key);
+		return NULL;
+	}
+	return real_backend->reader_open(repo, key, err);
+}
+
+static bool
+delete_failing(BkRepo *repo, const char *key, BkError *err)
+{
+	if (strstr(key, fault_key_part) != NULL)
+		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
+							key);
+	return real_backend->delete (repo, key, err);
+}
+
+static bool
+delete_prefix_failing(BkRepo *repo, const char *prefix, BkError *err)
+{
+	if (strstr(prefix, fault_key_part) != NULL)
+		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
+							prefix);
+	return real_backend->delete_prefix(repo, prefix, err);
+}
+
+void
+test_repo_faults(BkRepo *repo, int what, const char *key_part)
+{
+	real_backend = repo->backend;
+	faulty_backend = *real_backend;
+	fault_key_part = key_part;
+	if (what & TEST_FAIL_READS)
+		faulty_backend.reader_open = reader_open_failing;
+	if (what & TEST_FAIL_DELETES)
+	{
+		faulty_backend.delete = delete_failing;
+		faulty_backend.delete_prefix = delete_prefix_failing;
+	}
+	repo->backend = &faulty_backend;
+}
+
+void
+test_repo_faults_end(BkRepo *repo)
+{
+	repo->backend = real_backend;
 }

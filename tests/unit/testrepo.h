@@ -43,4 +43,17 @@ extern void test_archive_conflict(BkRepo *repo, const BkKey *key,
 extern void test_age_snapshot(const char *location, const char *source,
 							  const char *id, int hours);
 
+/*
+ * From now on, the calls named in what (TEST_FAIL_READS: opening an
+ * object to read it; TEST_FAIL_DELETES: removing an object or a prefix)
+ * on a key that contains key_part fail with BK_ERR_IO ("injected failure
+ * reading/removing <key>"), as with a store that does not answer; every
+ * other call is the backend's.  Until test_repo_faults_end.  One
+ * repository at a time.
+ */
+#define TEST_FAIL_READS   1
+#define TEST_FAIL_DELETES 2
+extern void test_repo_faults(BkRepo *repo, int what, const char *key_part);
+extern void test_repo_faults_end(BkRepo *repo);
+
 #endif /* BK_TEST_REPO_H */

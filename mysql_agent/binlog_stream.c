@@ -223,7 +223,8 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	 * list, the mark would go with the second range, unseen.  The list
 	 * follows the format description directly, so the range waits an
 	 * instant (a timer or a reconnection meanwhile sends nothing; at a
-	 * stop, the next start streams the file's start again).
+	 * stop, the next start streams the file's start again; a file purged
+	 * before the reconnection is a gap from its start: stream_open).
 	 */
 	if (binlog_gtids_list_due(&stream->gtids))
 		return true;
@@ -977,6 +978,23 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 	if (!server_has_file(stream, stream->position.file, &has, &reset, oldest,
 						 newest, sizeof(newest), err))
 		return false;
+	if (!has && !reset && stream->len > 0 &&
+		binlog_gtids_list_due(&stream->gtids))
+	{
+		/*
+		 * The connection broke between the file's format description and
+		 * its GTID list, and the file was purged before we were back: the
+		 * range held for the list (range_flush) is the magic and the
+		 * format description (and a start of encryption), no transaction,
+		 * and the list will never come.  Nothing of the file reached the archive, so it is purged
+		 * from its start, as below; waiting for it would wait forever.
+		 */
+		stream->len = 0;
+		stream->range_events = 0;
+		stream->range_start = 0;
+		stream->position.offset = BK_BINLOG_MAGIC_LEN;
+		binlog_gtids_file_ended(&stream->gtids);
+	}
 	if (reset)
 	{
 		audit_reset(stream,

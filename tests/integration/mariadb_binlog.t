@@ -11,7 +11,10 @@
 #   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
 #   byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
 #   a binlog-gap audit event, a GAP in bk list, bk verify exit 4, and
-#   archiving goes on after the gap; another server's lower GTID in a
+#   archiving goes on after the gap; the connection cut (by a proxy)
+#   between a file's format description and its GTID list and the file
+#   purged before the agent is back: the same gap, from the file's start,
+#   and streaming goes on; another server's lower GTID in a
 #   domain (a failover without gtid_strict_mode) across an agent restart:
 #   no discontinuity, no gap; RESET MASTER while the agent is
 #   stopped after a ROTATE: the name it resumes at written again, an ERROR,
@@ -68,6 +71,7 @@ MARKER="BK-BINLOG-MARKER-$$-$RANDOM-$RANDOM"
 agent_pid=""
 shipper_pid=""
 workload_pid=""
+proxy_pid=""
 old_packet="$(my 'SELECT @@global.max_allowed_packet')"
 old_strict="$(my 'SELECT @@global.gtid_strict_mode')"
 created_function=""
@@ -83,6 +87,7 @@ cleanup() {
         wait "$agent_pid" 2>/dev/null
     fi
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
+    [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
     [[ "$old_packet" =~ ^[0-9]+$ ]] && my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
     [[ "$old_strict" =~ ^[01]$ ]] && my "SET GLOBAL gtid_strict_mode = $old_strict" >/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
@@ -518,6 +523,52 @@ workload 2 >/dev/null
 my "FLUSH BINARY LOGS" >/dev/null
 mapfile -t files < <(closed_since "$resumed")
 check_files "archiving goes on after the gaps" "${files[@]}"
+
+# ------------------------------ connection lost before a file's GTID list, file purged
+# The agent holds a file's first range until the file's GTID list, which
+# follows the format description, has arrived.  A connection that breaks
+# between the two (cut here by tests/lib/binlog_cut_proxy.py, between the
+# agent and the server's socket), and a purge of that file before the agent
+# is back, must be a purge gap like any other, not a file the agent waits
+# for forever.
+stop_agent TERM
+rm -f "$dir/proxy.sock"
+python3 "$ROOT/tests/lib/binlog_cut_proxy.py" "$dir/proxy.sock" "$MYSQL_UNIX_PORT" \
+    "$dir/proxy.armed" "$dir/proxy.cut" "$dir/proxy.hold" 2>>"$dir/proxy.log" &
+proxy_pid=$!
+wait_for 10 "the proxy's socket" test -S "$dir/proxy.sock"
+agent_conf "mysql_socket = $dir/proxy.sock" >"$dir/agent-proxy.conf"
+start_agent "$dir/agent-proxy.conf"
+ok $? "the agent streams through the cutting proxy"
+touch "$dir/proxy.armed" "$dir/proxy.hold"
+held="$(current_file)"
+my "FLUSH BINARY LOGS" >/dev/null
+fde_cut="$(current_file)"
+wait_for 30 "the cut after $fde_cut's format description" test -e "$dir/proxy.cut"
+ok $? "the connection is cut after $fde_cut's format description, before its GTID list"
+workload 2 >/dev/null # in $fde_cut: transactions the archive never sees
+my "FLUSH BINARY LOGS" >/dev/null
+resumed="$(current_file)"
+workload 2 >/dev/null
+out="$(my "PURGE BINARY LOGS TO '$resumed'")"
+ok $? "PURGE BINARY LOGS TO '$resumed' while the agent waits to reconnect" || diag "$out"
+rm -f "$dir/proxy.hold"
+wait_for 60 "the purge of $fde_cut reported" grep -q "ERROR: the binlog file \"$fde_cut\", where the archive ends (offset 4), is no longer on the server: it was purged" "$alog"
+ok $? "the agent reports $fde_cut purged from its start, as a gap" || diag "$(tail -n 5 "$alog")"
+wait_for 30 "binlog-gap audit event" audit_gap "$fde_cut"
+ok $? "with a binlog-gap audit event naming $fde_cut"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+check_files "after the gap at a file's start" "$resumed"
+out="$(bkc list --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $resumed: files between $held and $resumed are missing" \
+    "bk list shows the GAP of $fde_cut" || diag "$out"
+stop_agent TERM
+kill "$proxy_pid" 2>/dev/null
+wait "$proxy_pid" 2>/dev/null
+proxy_pid=""
+start_agent
+ok $? "the agent streams from the server's socket again"
 
 # ---------------------------------------------------------------- mariadbd restarted
 # Cleanly: the file ends with STOP, the agent reconnects without calling it

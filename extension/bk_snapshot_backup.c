@@ -264,8 +264,22 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 			run->entries = lappend(run->entries, entry);
 			continue;
 		}
-		if (S_ISLNK(st.st_mode))
-			continue; /* other symlinks are not PostgreSQL's */
+		/*
+		 * Other links, sockets and FIFOs are not PostgreSQL's: skipped, as
+		 * pg_basebackup skips them, and said, as it says it.
+		 */
+		if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+		{
+			ereport(WARNING,
+					(errmsg("bk: snapshot %s skips \"%s\": %s", run->id, rel,
+							S_ISLNK(st.st_mode) ? "a symbolic link"
+												: "not a regular file"),
+					 errdetail("A snapshot holds the data directory's "
+							   "regular files and directories, tablespaces "
+							   "and pg_wal; a restore will not have this "
+							   "entry.")));
+			continue;
+		}
 
 		entry = palloc0(sizeof(SnapEntry));
 		entry->path = pstrdup(rel);
@@ -301,8 +315,6 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 			}
 			continue;
 		}
-		if (!S_ISREG(st.st_mode))
-			continue;
 		entry->size = st.st_size;
 		if (in_database_dir &&
 			parse_filename_for_nontemp_relation(name, &oidchars, &fork))

@@ -313,21 +313,30 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 						 "%" PRIu32 " descends from timeline %" PRIu32 ": %s",
 						 file, source, unknown->timeline, timeline,
 						 unknown->history_problem);
-			bk_error_hint(err,
-						  "Recovery cannot choose its timeline without "
-						  "knowing. Set key_file if it is missing, or check "
-						  "%08" PRIX32 ".history with \"bk verify --source "
-						  "%s\", and retry.",
-						  unknown->timeline, source);
+			if (unknown->has_history)
+				bk_error_hint(err,
+							  "Recovery cannot choose its timeline without "
+							  "knowing. Set key_file if it is missing, or "
+							  "check %08" PRIX32 ".history with \"bk verify "
+							  "--source %s\", and retry.",
+							  unknown->timeline, source);
+			else
+				bk_error_hint(err,
+							  "Recovery cannot choose its timeline without "
+							  "knowing. If a shipper is still storing it, "
+							  "retry; if it was lost, put %08" PRIX32
+							  ".history back (from pg_wal of the server "
+							  "that created the timeline).",
+							  unknown->timeline);
 			bk_wal_catalog_free(&catalog);
 			return fail(program, err);
 		}
-		if (timeline > 1 && tl != NULL && tl->segments > 0)
+		if (timeline > 1 && tl != NULL &&
+			(tl->segments > 0 || tl->partials > 0))
 		{
 			bk_error_set(err, BK_ERR_NOT_FOUND,
 						 "history file \"%s\" is missing from the archive of "
-						 "source \"%s\", which holds timeline %" PRIu32
-						 " segments",
+						 "source \"%s\", which holds WAL of timeline %" PRIu32,
 						 file, source, timeline);
 			bk_error_hint(err,
 						  "Recovery cannot follow timeline %" PRIu32

@@ -18,6 +18,9 @@
 /* History files are a few lines; anything larger is not one. */
 #define HISTORY_FILE_MAX (1024 * 1024)
 
+static bool history_missing(const BkWalCatalog *catalog,
+							const BkWalTimeline *tl);
+
 /* ------------------------------------------------------------ names */
 
 static bool
@@ -549,6 +552,17 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 		}
 	if (!link_histories(catalog, err))
 		goto fail;
+	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
+	{
+		BkWalTimeline *tl = &catalog->timelines[tlIdx];
+
+		if (history_missing(catalog, tl))
+			snprintf(tl->history_problem, sizeof(tl->history_problem),
+					 "its WAL is archived, but neither %08" PRIX32
+					 ".history nor a later timeline's history that lists "
+					 "it is",
+					 tl->timeline);
+	}
 	if (catalog->segment_size != 0)
 		count_gaps(catalog);
 	return true;
@@ -935,14 +949,32 @@ bk_wal_backup_readable(const BkWalCatalog *catalog, uint32_t timeline,
 	return own.reachable && own.missing == 0 && !own.beyond_end;
 }
 
+/*
+ * A timeline after the first with WAL archived (segments, or a .partial)
+ * but neither its history file nor a descendant's that lists it: where it
+ * branched off is unknown.  Its history is still on its way (the shipper
+ * has not stored it yet) or was lost.
+ */
+static bool
+history_missing(const BkWalCatalog *catalog, const BkWalTimeline *tl)
+{
+	return tl->timeline > 1 && !tl->has_history &&
+		   (tl->segments > 0 || tl->partials > 0) &&
+		   bk_wal_history_descendant(catalog, tl->timeline) == 0;
+}
+
 const BkWalTimeline *
 bk_wal_later_unknown_history(const BkWalCatalog *catalog, uint32_t timeline)
 {
 	for (int tlIdx = 0; tlIdx < catalog->timeline_count; tlIdx++)
-		if (catalog->timelines[tlIdx].timeline > timeline &&
-			catalog->timelines[tlIdx].has_history &&
-			!catalog->timelines[tlIdx].history_known)
-			return &catalog->timelines[tlIdx];
+	{
+		const BkWalTimeline *tl = &catalog->timelines[tlIdx];
+
+		if (tl->timeline > timeline &&
+			((tl->has_history && !tl->history_known) ||
+			 history_missing(catalog, tl)))
+			return tl;
+	}
 	return NULL;
 }
 

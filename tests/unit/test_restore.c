@@ -1874,6 +1874,59 @@ test_wal_missing_history_unknown_descendant(void **state)
 }
 
 /*
+ * Timeline 3's WAL is archived but no history file says where it branched
+ * off (00000003.history still on its way to the repository, or lost), and
+ * timeline 2 left nothing.  PostgreSQL, looking for the latest timeline,
+ * asks for 00000002.history: "not found" would make it stop probing there
+ * and recover along timeline 1 only, where 000000010000000000000004 "not
+ * found" would end recovery without timeline 3's WAL.  Both are fatal.
+ * The same for a timeline whose only trace is a .partial.
+ */
+static void
+test_wal_later_timeline_without_history(void **state)
+{
+	WalFixture *f = *state;
+	char got[4096];
+	char meta[256];
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 3, segno);
+
+	assert_int_equal(wal_get(f, "00000002.history", true, got, sizeof(got)),
+					 200);
+	assert_int_equal(
+		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 200);
+	/* Archived segments are still served; its own history is missing. */
+	assert_int_equal(
+		wal_get(f, "000000010000000000000003", true, got, sizeof(got)), 0);
+	assert_int_equal(wal_get(f, "00000003.history", true, got, sizeof(got)),
+					 200);
+	/* The next free timeline, at promotion: still not found. */
+	assert_int_equal(wal_get(f, "00000004.history", true, got, sizeof(got)), 1);
+
+	/* Once the history is there, timeline 2's is rebuilt from it. */
+	archive_history_text(f, 3, "1:0/4800000,2:0/4900000",
+						 HISTORY3_AFTER_MISSING_2);
+	assert_int_equal(wal_get(f, "00000002.history", true, got, sizeof(got)), 0);
+	assert_int_equal(
+		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 1);
+
+	/* A later timeline known only by a .partial: fatal as well. */
+	snprintf(meta, sizeof(meta),
+			 "type=partial\ntimeline=5\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 SEG_SIZE);
+	archive(f, "000000050000000000000007.partial", meta);
+	assert_int_equal(wal_get(f, "00000004.history", true, got, sizeof(got)),
+					 200);
+	assert_int_equal(wal_get(f, "00000005.history", true, got, sizeof(got)),
+					 200);
+	assert_int_equal(wal_get(f, "00000006.history", true, got, sizeof(got)), 1);
+}
+
+/*
  * A history file archived without branch points (too many for the
  * metadata, or bk 0.1): read with the key, unknown without it.
  */
@@ -3469,6 +3522,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_wal_missing_history_unknown_descendant, wal_setup,
 			wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_later_timeline_without_history,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_notes_unchecked_history,

@@ -447,6 +447,21 @@ bk_cli_report_error(const char *program, const BkError *err)
 	return bk_cli_exit_code(err->code);
 }
 
+/*
+ * For commands whose exit status 1 says only "not in the archive" (a
+ * script fetches until it sees it): any other failure that would exit 1
+ * (out of memory, a library failure, an interrupt) exits 5, try again.
+ */
+int
+bk_cli_report_absent_error(const char *program, const BkError *err)
+{
+	int status = bk_cli_report_error(program, err);
+
+	if (status == BK_EXIT_FAILURE && err->code != BK_ERR_NOT_FOUND)
+		status = BK_EXIT_UNAVAILABLE;
+	return status;
+}
+
 int
 bk_cli_usage_error(const char *program, const char *fmt, ...)
 {

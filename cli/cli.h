@@ -110,6 +110,13 @@ extern void bk_cli_topic_policy(const BkCliConfig *config,
  * the exit code for the error's class.
  */
 extern int bk_cli_report_error(const char *program, const BkError *err);
+
+/*
+ * The same, for commands whose exit status 1 means "not in the archive" and
+ * nothing else: another failure that would exit 1 exits 5.
+ */
+extern int bk_cli_report_absent_error(const char *program, const BkError *err);
+
 extern int bk_cli_exit_code(BkErrorCode code);
 
 /*

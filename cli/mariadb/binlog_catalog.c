@@ -68,7 +68,12 @@ catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (!bk_repo_object_identity(build->repo, BK_REPO_ARCHIVE, build->source,
 								 BK_KIND_BINLOG, entry->name, &identity,
 								 &object, err))
+	{
+		/* Listed, then gone (bk expire meanwhile): not "not archived". */
+		if (err->code == BK_ERR_NOT_FOUND)
+			err->code = BK_ERR_SEQUENCE;
 		return bk_error_prefix(err, "binlog range %s: ", entry->name);
+	}
 	if (!bk_meta_get(object.meta, object.meta_len, "closed", range.closed,
 					 sizeof(range.closed)))
 		range.closed[0] = '\0';

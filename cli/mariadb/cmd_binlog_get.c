@@ -46,8 +46,8 @@ static const char binlog_get_help[] =
 	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
 	"check (the message names the missing range); 1 not in the archive (and\n"
 	"nothing else); 2 usage (OUT exists already); 3 configuration or key;\n"
-	"5 the repository unreachable, or OUT could not be written (the message\n"
-	"names the path): fix it and try again.\n"
+	"5 the repository unreachable, OUT could not be written, or another\n"
+	"failure (the message names it): fix it and try again.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; "
 	"required)\n" BK_COMMON_HELP;
@@ -154,7 +154,16 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 			if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
 										   BK_KIND_BINLOG, range->name, decoder,
 										   (size_t) want, &data, &len, err))
+			{
+				/*
+				 * Listed, then gone (bk expire meanwhile): data missing
+				 * from what the archive said it holds, not a file that is
+				 * not in the archive.
+				 */
+				if (err->code == BK_ERR_NOT_FOUND)
+					err->code = BK_ERR_SEQUENCE;
 				return bk_error_prefix(err, "binlog range %s: ", range->name);
+			}
 			if (len != want)
 			{
 				free(data);
@@ -366,7 +375,7 @@ bk_cmd_binlog_get(int argc, char **argv)
 	goto done;
 
 fail:
-	status = bk_cli_report_error(argv[0], &err);
+	status = bk_cli_report_absent_error(argv[0], &err);
 done:
 	binlog_catalog_free(&catalog);
 	bk_command_close(&ctx);

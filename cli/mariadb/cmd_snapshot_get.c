@@ -41,9 +41,10 @@ static const char snapshot_get_help[] =
 	"CHARACTER SET binary).  Needs the private key.\n"
 	"\n"
 	"Exit status: 0 written; 4 a part is missing or fails a check; 1 no such\n"
-	"snapshot; 2 usage (DIR exists already); 3 configuration or key; 5 the\n"
-	"repository unreachable, or DIR could not be written (the message names\n"
-	"the path): fix it and try again.\n"
+	"snapshot (and nothing else); 2 usage (DIR exists already); 3\n"
+	"configuration or key; 5 the repository unreachable, DIR could not be\n"
+	"written, or another failure (the message names it): fix it and try\n"
+	"again.\n"
 	"\n"
 	"  --source S        the source id (the agent's source_id; required)\n"
 	"  --snapshot ID     this snapshot instead of the newest complete one\n"
@@ -437,7 +438,7 @@ bk_cmd_snapshot_get(int argc, char **argv)
 	status = BK_EXIT_OK;
 	goto done;
 fail:
-	status = bk_cli_report_error(argv[0], &err);
+	status = bk_cli_report_absent_error(argv[0], &err);
 done:
 	mariadb_snapshot_catalog_free(&catalog);
 	bk_command_close(&ctx);

@@ -22,6 +22,7 @@
 #include "bk_crypto.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
+#include "cli.h"
 #include "engine.h"
 #include "mariadb.h"
 #include "repo.h"
@@ -1114,6 +1115,65 @@ test_binlog_get_keeps_existing_out(void **state)
 	binlog_catalog_free(&catalog);
 }
 
+/*
+ * bk binlog-get exits 1 only for a file that is not in the archive: a
+ * script may fetch files until it sees 1.  A range the catalog listed
+ * that is gone when it is read (bk expire meanwhile) is missing data
+ * (exit 4), and a failure of another kind exits 5, never 1.
+ */
+static void
+test_binlog_get_gone_range_is_not_absent(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char out_path[600], range_path[1200];
+	uint64_t events = 0;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	archive_binlog_part(f, "mariadb-bin.000001", first, cut, len1, T0900 + 120,
+						"0-1-3", "\nclosed=rotate");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_true(file->complete);
+	assert_int_equal(file->range_count, 2);
+
+	snprintf(range_path, sizeof(range_path), "%s/%s/binlog/%s", f->location,
+			 SOURCE, file->ranges[1].name);
+	assert_int_equal(unlink(range_path), 0);
+	snprintf(out_path, sizeof(out_path), "%s/mariadb-bin.000001", f->dir);
+	bk_error_clear(&err);
+	assert_false(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									  out_path, &events, &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, file->ranges[1].name);
+	assert_int_equal(bk_cli_exit_code(err.code), BK_EXIT_INTEGRITY);
+	assert_int_not_equal(access(out_path, F_OK), 0);
+	binlog_catalog_free(&catalog);
+
+	/* The exit statuses of the failures bk_cli_exit_code calls 1. */
+	bk_error_set(&err, BK_ERR_NOT_FOUND, "binlog \"x\" is not in the archive");
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_FAILURE);
+	bk_error_set(&err, BK_ERR_NOMEM, "out of memory");
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_UNAVAILABLE);
+	bk_error_set(&err, BK_ERR_INTERNAL, "an OpenSSL call failed");
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_UNAVAILABLE);
+	bk_error_set(&err, BK_ERR_FORMAT, "a frame is damaged");
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_INTEGRITY);
+}
+
 /* A snapshot object; the record's metadata as the agent writes it. */
 static void
 archive_snapshot_object(Fixture *f, const char *id, const char *part,
@@ -1681,6 +1741,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_get_keeps_existing_out,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_binlog_get_gone_range_is_not_absent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_before_time, setup,

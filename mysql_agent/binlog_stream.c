@@ -720,6 +720,23 @@ server_has_file(Stream *stream, const char *file, bool *has, bool *reset,
 }
 
 /*
+ * file_follows
+ *		next is the binlog file the server opens after file: the same base
+ *		name, the number one higher.
+ */
+static bool
+file_follows(const char *file, const char *next)
+{
+	const char *dot = strrchr(file, '.');
+	const char *next_dot = strrchr(next, '.');
+
+	if (dot == NULL || next_dot == NULL || dot - file != next_dot - next ||
+		strncmp(file, next, (size_t) (dot - file)) != 0)
+		return false;
+	return strtoull(next_dot + 1, NULL, 10) == strtoull(dot + 1, NULL, 10) + 1;
+}
+
+/*
  * check_resume_gtid
  *		Resuming inside a file: the server's GTID state at that position
  *		(BINLOG_GTID_POS, the values bound) must be the one the archive
@@ -1008,6 +1025,26 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 							newest, stream->position.file) ||
 			   bk_error_hint(err, SECOND_HISTORY_HINT);
 	}
+	if (!has && !reset && stream->len == 0 && stream->file_closed &&
+		oldest[0] != '\0' && file_follows(stream->position.file, oldest))
+	{
+		/*
+		 * The file ended (ROTATE or STOP) and was archived to its end, and
+		 * only then purged: nothing is missing.  Streaming goes on at the
+		 * next file, whose GTID list follow_gtids checks against what the
+		 * archive reached.
+		 */
+		agent_log("INFO",
+				  "binlog \"%s\" was archived to its end before it was"
+				  " purged; streaming continues with \"%s\"",
+				  stream->position.file, oldest);
+		bk_strlcpy(stream->position.file, oldest,
+				   sizeof(stream->position.file));
+		stream->position.offset = 4;
+		stream->range_start = 0;
+		stream->file_closed = false;
+		has = true;
+	}
 	if (!has && stream->len == 0 && oldest[0] != '\0')
 	{
 		/*
@@ -1035,8 +1072,11 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 					"binlog purged before it was archived; streaming continues"
 					" after the gap",
 					&stream->position);
-		snprintf(stream->gap_before, sizeof(stream->gap_before), "%s:%" PRIu64,
-				 stream->position.file, stream->position.offset);
+		/* A gap whose mark has not gone out yet keeps its start. */
+		if (stream->gap_before[0] == '\0')
+			snprintf(stream->gap_before, sizeof(stream->gap_before),
+					 "%s:%" PRIu64, stream->position.file,
+					 stream->position.offset);
 		bk_strlcpy(stream->position.file, oldest,
 				   sizeof(stream->position.file));
 		stream->position.offset = 4;

@@ -14,7 +14,8 @@
 #   archiving goes on after the gap; the connection cut (by a proxy)
 #   between a file's format description and its GTID list and the file
 #   purged before the agent is back: the same gap, from the file's start,
-#   and streaming goes on; another server's lower GTID in a
+#   and streaming goes on; a file archived to its STOP, then purged while
+#   the agent is down: no gap; another server's lower GTID in a
 #   domain (a failover without gtid_strict_mode) across an agent restart:
 #   no discontinuity, no gap; RESET MASTER while the agent is
 #   stopped after a ROTATE: the name it resumes at written again, an ERROR,
@@ -540,7 +541,7 @@ wait_for 10 "the proxy's socket" test -S "$dir/proxy.sock"
 agent_conf "mysql_socket = $dir/proxy.sock" >"$dir/agent-proxy.conf"
 start_agent "$dir/agent-proxy.conf"
 ok $? "the agent streams through the cutting proxy"
-touch "$dir/proxy.armed" "$dir/proxy.hold"
+echo fde >"$dir/proxy.armed"
 held="$(current_file)"
 my "FLUSH BINARY LOGS" >/dev/null
 fde_cut="$(current_file)"
@@ -563,6 +564,42 @@ check_files "after the gap at a file's start" "$resumed"
 out="$(bkc list --source "$source_id" 2>&1)"
 like "$out" "GAP: binlog $resumed: files between $held and $resumed are missing" \
     "bk list shows the GAP of $fde_cut" || diag "$out"
+
+# ------------------------------ a file archived to its end, purged while the agent is down
+# A clean shutdown ends the file with STOP.  The agent that archived the
+# file to its end (the connection cut right after the STOP, and the agent
+# stopped before it saw the next file) resumes at that end; the file purged
+# meanwhile is not a gap: nothing of it is missing.
+gap_lines() { bkc list --source "$source_id" 2>&1 | grep -c 'GAP'; }
+stop_gaps="$(gap_lines)"
+stopped="$(current_file)"
+workload 2 >/dev/null
+rm -f "$dir/proxy.cut"
+echo stop >"$dir/proxy.armed"
+"$SERVICES" stop mariadb >/dev/null 2>&1 && "$SERVICES" start mariadb >/dev/null 2>&1
+ok $? "mariadbd restarted cleanly: $stopped ends with STOP"
+wait_for 90 "the cut after $stopped's STOP" test -e "$dir/proxy.cut"
+ok $? "the connection is cut after $stopped's STOP, before the next file"
+wait_for 30 "$stopped archived to its end" all_archived "$stopped"
+ok $? "$stopped is archived to its end"
+stop_agent TERM
+ok $? "the agent stops before it sees the next file"
+after_stop="$(current_file)"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+out="$(my "PURGE BINARY LOGS TO '$after_stop'")"
+ok $? "PURGE BINARY LOGS TO '$after_stop' ($stopped, archived to its end)" || diag "$out"
+purge_errors="$(grep -c 'is no longer on the server: it was purged' "$alog")"
+rm -f "$dir/proxy.hold"
+start_agent "$dir/agent-proxy.conf"
+ok $? "the agent starts again"
+wait_for 30 "the purged file seen as complete" grep -qF "binlog \"$stopped\" was archived to its end before it was purged; streaming continues with \"$after_stop\"" "$alog"
+ok $? "the agent says $stopped was archived to its end, and goes on with $after_stop" || diag "$(tail -n 5 "$alog")"
+is "$(grep -c 'is no longer on the server: it was purged' "$alog")" "$purge_errors" "no purge ERROR"
+audit_gap "$stopped"
+isnt $? 0 "no binlog-gap audit event naming $stopped"
+check_files "after the purge of a file archived to its end" "$after_stop"
+is "$(gap_lines)" "$stop_gaps" "bk list shows no new gap"
 stop_agent TERM
 kill "$proxy_pid" 2>/dev/null
 wait "$proxy_pid" 2>/dev/null

@@ -3,13 +3,19 @@
 
 Forwards connections from a Unix socket to the real MariaDB server's Unix
 socket, unchanged.  While the file ARMED exists, the first binlog event
-packet that is a file's own format description (the event at offset 4 of a
-file, not the one the server makes up on a resume) is forwarded and then
-both connections are closed: the agent has the file's start but not the
-GTID list that follows it.  ARMED is removed and CUT written (the
-connection count) when that happens.  While the file HOLD exists, a new
-connection is accepted but not forwarded: it waits, so the test can change
-the server (purge binlogs) before the agent is back.
+packet of the kind ARMED names is forwarded, then both connections are
+closed:
+
+  fde   a file's own format description (the event at offset 4 of a file,
+        not the one the server makes up on a resume): the agent has the
+        file's start but not the GTID list that follows it;
+  stop  a STOP event (a clean shutdown ends the file with it): the agent
+        has the file to its end, but nothing of the next one.
+
+When that happens ARMED is removed, and CUT (the connection count) and
+HOLD are written.  While HOLD exists, a new connection is closed at once,
+so the test can change the server (purge binlogs) or stop the agent before
+the agent is back; the test removes HOLD.
 
 usage: binlog_cut_proxy.py LISTEN_SOCKET SERVER_SOCKET ARMED CUT HOLD
 """
@@ -17,26 +23,45 @@ import os
 import socket
 import sys
 import threading
-import time
 
+STOP_EVENT = 3
 FORMAT_DESCRIPTION_EVENT = 15
 BINLOG_MAGIC_LEN = 4
 
 
-def file_start_fde(payload):
-    """A replication event packet holding a file's own format description.
+def event_of(payload):
+    """(type, event_size, next_pos) of a replication event packet, or None.
 
     The payload is the OK byte and the event: timestamp (4 bytes), type (1),
     server_id (4), event_size (4), log_pos (4, the next event's offset),
     flags (2).
     """
     if len(payload) < 20 or payload[0] != 0:
-        return False
-    if payload[5] != FORMAT_DESCRIPTION_EVENT:
-        return False
+        return None
     size = int.from_bytes(payload[10:14], "little")
-    next_pos = int.from_bytes(payload[14:18], "little")
-    return size == len(payload) - 1 and next_pos == BINLOG_MAGIC_LEN + size
+    if size != len(payload) - 1:
+        return None
+    return payload[5], size, int.from_bytes(payload[14:18], "little")
+
+
+def cuts_here(kind, payload):
+    event = event_of(payload)
+    if event is None:
+        return False
+    etype, size, next_pos = event
+    if kind == "fde":
+        return etype == FORMAT_DESCRIPTION_EVENT and next_pos == BINLOG_MAGIC_LEN + size
+    if kind == "stop":
+        return etype == STOP_EVENT and next_pos != 0
+    return False
+
+
+def armed_kind(armed):
+    try:
+        with open(armed) as f:
+            return f.read().strip() or "fde"
+    except OSError:
+        return None
 
 
 def close_both(a, b):
@@ -60,7 +85,8 @@ def client_to_server(client, server):
     close_both(client, server)
 
 
-def server_to_client(server, client, armed, cut, count):
+def server_to_client(server, client, paths, count):
+    armed, cut, hold = paths
     buf = b""
     try:
         while True:
@@ -74,7 +100,9 @@ def server_to_client(server, client, armed, cut, count):
                     break
                 packet, buf = buf[: 4 + length], buf[4 + length :]
                 client.sendall(packet)
-                if os.path.exists(armed) and file_start_fde(packet[4:]):
+                kind = armed_kind(armed)
+                if kind is not None and cuts_here(kind, packet[4:]):
+                    open(hold, "w").close()
                     os.unlink(armed)
                     with open(cut, "w") as out:
                         out.write("%d\n" % count)
@@ -85,9 +113,10 @@ def server_to_client(server, client, armed, cut, count):
     close_both(server, client)
 
 
-def serve(conn, server_path, armed, cut, hold, count):
-    while os.path.exists(hold):
-        time.sleep(0.05)
+def serve(conn, server_path, paths, count):
+    if os.path.exists(paths[2]):
+        conn.close()
+        return
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         server.connect(server_path)
@@ -95,13 +124,14 @@ def serve(conn, server_path, armed, cut, hold, count):
         conn.close()
         return
     threading.Thread(target=client_to_server, args=(conn, server), daemon=True).start()
-    server_to_client(server, conn, armed, cut, count)
+    server_to_client(server, conn, paths, count)
 
 
 def main():
     if len(sys.argv) != 6:
         sys.exit(__doc__)
-    listen_path, server_path, armed, cut, hold = sys.argv[1:]
+    listen_path, server_path = sys.argv[1:3]
+    paths = tuple(sys.argv[3:6])
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(listen_path)
     listener.listen(16)
@@ -110,9 +140,7 @@ def main():
         conn, _ = listener.accept()
         count += 1
         threading.Thread(
-            target=serve,
-            args=(conn, server_path, armed, cut, hold, count),
-            daemon=True,
+            target=serve, args=(conn, server_path, paths, count), daemon=True
         ).start()
 
 

@@ -634,8 +634,8 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 
 /*
  * check_server
- *		What must hold before streaming: log_bin on; and what is reported
- *		loudly but does not stop it (sync_binlog=0).
+ *		What must hold before streaming: log_bin on, encrypt_binlog off;
+ *		and what is reported loudly but does not stop it (sync_binlog=0).
  */
 static bool
 check_server(Stream *stream, BkError *err)
@@ -643,17 +643,21 @@ check_server(Stream *stream, BkError *err)
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	bool log_bin;
+	bool encrypted;
 	long sync_binlog;
 
 	if (mysql_query(stream->conn,
-					"SELECT @@global.log_bin, @@global.sync_binlog") != 0 ||
+					"SELECT @@global.log_bin, @@global.sync_binlog,"
+					" @@global.encrypt_binlog") != 0 ||
 		(res = mysql_store_result(stream->conn)) == NULL)
 		return bk_error_set(err, BK_ERR_IO,
-							"reading log_bin and sync_binlog: %s",
+							"reading log_bin, sync_binlog and encrypt_binlog:"
+							" %s",
 							mysql_error(stream->conn));
 	row = mysql_fetch_row(res);
 	log_bin = row && row[0] && strcmp(row[0], "1") == 0;
 	sync_binlog = row && row[1] ? strtol(row[1], NULL, 10) : 0;
+	encrypted = row && row[2] && strcmp(row[2], "1") == 0;
 	mysql_free_result(res);
 	if (!log_bin)
 	{
@@ -668,6 +672,28 @@ check_server(Stream *stream, BkError *err)
 			   bk_error_hint(err,
 							 "Start mariadbd with log_bin (for example"
 							 " log_bin=mariadb-bin in its configuration).");
+	}
+	if (encrypted)
+	{
+		/*
+		 * The dump thread decrypts what it sends but keeps the file's
+		 * START_ENCRYPTION event: the archive would be neither the file
+		 * nor a binlog mariadb-binlog can replay, and a dump resumed
+		 * inside a file does not continue the file's positions.
+		 */
+		agent_audit(stream->agent, "binlog-encrypted",
+					"encrypt_binlog is ON: bk cannot archive an encrypted"
+					" binlog",
+					NULL);
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the server has encrypt_binlog ON: bk cannot"
+							" archive an encrypted binlog (the replication"
+							" stream is not the file, and could not be"
+							" replayed)") ||
+			   bk_error_hint(err,
+							 "Turn encrypt_binlog off for this server: bk"
+							 " encrypts everything it archives with its own"
+							 " key.");
 	}
 	if (sync_binlog == 0)
 	{

@@ -25,7 +25,9 @@
 #   refused with an ERROR and a binlog-reset audit event; the same when
 #   the new file has no event starting at the archive's end
 #   (BINLOG_GTID_POS is NULL), the audit event sent once however often the
-#   agent retries; no plaintext in the topic or the repository.
+#   agent retries; no plaintext in the topic or the repository; a server
+#   with encrypt_binlog ON and one with log_bin OFF refused, naming the
+#   setting.
 #
 # Expects MariaDB and Kafka from scripts/services (MariaDB started with
 # BK_AGENT_SOCKET in its environment, the path the agent's control socket
@@ -89,6 +91,7 @@ cleanup() {
     fi
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     [[ -n "$proxy_pid" ]] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
+    BK_SERVICES_DIR="$dir/other" BK_MYSQL_PORT="$((MYSQL_TCP_PORT + 2))" "$SERVICES" stop mariadb >/dev/null 2>&1
     [[ "$old_packet" =~ ^[0-9]+$ ]] && my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
     [[ "$old_strict" =~ ^[01]$ ]] && my "SET GLOBAL gtid_strict_mode = $old_strict" >/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
@@ -903,5 +906,37 @@ stop_agent TERM
 is $? 0 "the agent stops cleanly"
 [[ ! -e "$BK_MYSQL_AGENT_SOCKET" ]]
 ok $? "and removes its control socket"
+
+# ---------------------------------------------------------------- servers the agent refuses
+# A server whose binlog is encrypted (encrypt_binlog, keys from the
+# file_key_management plugin) and one with no binlog at all: the agent
+# streams nothing from either, and says why in an ERROR naming the setting
+# (again at every retry, so a server fixed meanwhile is picked up).  Each is
+# a fresh server of its own, beside the shared one.
+OTHER_PORT=$((MYSQL_TCP_PORT + 2))
+other_services() { BK_SERVICES_DIR="$dir/other" BK_MYSQL_PORT="$OTHER_PORT" "$SERVICES" "$@"; }
+# refused_by SETTING PATTERN MARIADBD-OPTIONS
+refused_by() {
+    other_services stop mariadb >/dev/null 2>&1
+    rm -rf "$dir/other/mariadb" "$dir/other-state"
+    BK_MARIADB_ARGS="$3" other_services start mariadb >>"$dir/other-start.log" 2>&1
+    ok $? "a server with $1 starts" || diag "$(tail -n 5 "$dir/other-start.log")"
+    agent_conf "mysql_socket = $dir/other/mariadb/mysqld.sock" \
+        "control_socket = $dir/other-agent.sock" "state_dir = $dir/other-state" \
+        >"$dir/agent-other.conf"
+    : >"$dir/agent-other.log"
+    "$AGENT" --config "$dir/agent-other.conf" >>"$dir/agent-other.log" 2>&1 &
+    agent_pid=$!
+    wait_for 30 "the refusal of $1" grep -Eq "$2" "$dir/agent-other.log"
+    ok $? "the agent refuses a server with $1, naming it" || diag "$(tail -n 5 "$dir/agent-other.log")"
+    grep -q 'streaming the binlog from' "$dir/agent-other.log"
+    isnt $? 0 "... and streams nothing from it"
+    stop_agent TERM
+}
+printf '1;%s\n' "$(openssl rand -hex 32)" >"$dir/binlog-keys.txt"
+refused_by "encrypt_binlog ON" "ERROR: the server has encrypt_binlog ON" \
+    "--plugin-load-add=file_key_management.so --file-key-management-filename=$dir/binlog-keys.txt --encrypt-binlog=ON"
+refused_by "log_bin OFF" "ERROR: the server has log_bin OFF" "--skip-log-bin"
+other_services stop mariadb >/dev/null 2>&1
 
 done_testing

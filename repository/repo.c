@@ -162,8 +162,13 @@ bk_repo_describe(const BkRepo *repo, BkRepoArea area, const char *source,
 bool
 bk_spool_create(const char *path, mode_t mode, BkError *err)
 {
+	/*
+	 * Never an existing file: spools are emptied when opened, so a name
+	 * taken is another live upload's (its object then cut short) or, once
+	 * linked, an archived object's second name.
+	 */
 	int fd =
-		open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+		open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 	bool ok;
 
 	if (fd < 0)

@@ -888,14 +888,13 @@ abandon_stalled_all(Shipper *shipper)
 	return true;
 }
 
+/* The open or queued (complete, being stored) attempt a frame belongs to. */
 static Attempt *
 attempt_find(Partition *p, const BkFrame *frame)
 {
-	/* A complete one takes no more chunks: a later one is a stray. */
 	for (Attempt *attempt = p->attempts; attempt != NULL;
 		 attempt = attempt->next)
-		if (!attempt->queued &&
-			bk_tracker_same_attempt(&attempt->tracker, frame))
+		if (bk_tracker_same_attempt(&attempt->tracker, frame))
 			return attempt;
 	return NULL;
 }
@@ -1221,17 +1220,26 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	}
 
 	attempt = attempt_find(p, &frame);
+	/*
+	 * A chunk its attempt has already taken: the idempotent producer can
+	 * append a request twice (a producer epoch bumped while it was in
+	 * flight), and a consumer whose offset was reset is handed messages
+	 * again.  The copy is skipped: it cannot change what was taken, and
+	 * giving the attempt up for it would drop an object every chunk of
+	 * which Kafka acknowledged, its offsets then committed past it.
+	 */
+	if (attempt != NULL &&
+		(attempt->queued || frame.chunk_index < attempt->tracker.next_index))
+	{
+		shipper_log(LOG_INFO,
+					"skipping chunk %" PRIu32 " of \"%.*s\" at %s [%" PRId32
+					"] offset %" PRId64 ": its attempt has it already",
+					frame.chunk_index, (int) frame.name_len, frame.name,
+					p->topic, p->partition, msg->offset);
+		return abandon_stalled(shipper, p, broker_time);
+	}
 	if (frame.chunk_index == 0)
 	{
-		if (attempt != NULL)
-		{
-			/* Kafka never hands one message twice in a session: a replay. */
-			if (!abandon_attempt(shipper, p, attempt,
-								 "its chunk 0 arrived twice"))
-				return false;
-			return reject_message(
-				shipper, p, msg, "duplicate chunk 0 of an attempt in progress");
-		}
 		attempt = attempt_start(shipper, p, msg, &frame, &err);
 		if (attempt == NULL)
 		{

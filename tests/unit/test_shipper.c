@@ -23,6 +23,8 @@
 
 #define BATCH_TOPIC "bk.batch.wal"
 #define AUDIT_TOPIC "bk.batch.audit"
+/* test_repeated_chunks: its own topic, as its own group (AUDIT_TOPIC too). */
+#define REPEAT_TOPIC "bk.repeat.wal"
 
 /* Directory fsyncs fail while set (--wrap=fsync): test_commit_batch. */
 static bool fail_dir_fsync;
@@ -200,9 +202,9 @@ segment_name(int n, char *out, size_t out_len)
 	snprintf(out, out_len, "0000000100000000%08X", n);
 }
 
-/* Produce segments first .. first + count - 1, one frame each. */
-static void
-produce_segments(const BkKey *key, int first, int count)
+/* A producer of the mock cluster. */
+static rd_kafka_t *
+mock_producer(void)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *producer;
@@ -212,6 +214,36 @@ produce_segments(const BkKey *key, int first, int count)
 	rd_kafka_conf_set(conf, "log_level", "0", NULL, 0);
 	producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	assert_non_null(producer);
+	return producer;
+}
+
+/* Produce one frame to partition 0 of topic. */
+static void
+produce_frame(rd_kafka_t *producer, const char *topic, const uint8_t *frame,
+			  size_t len)
+{
+	assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(topic),
+									   RD_KAFKA_V_PARTITION(0),
+									   RD_KAFKA_V_VALUE((void *) frame, len),
+									   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									   RD_KAFKA_V_END),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void
+producer_done(rd_kafka_t *producer)
+{
+	assert_int_equal(rd_kafka_flush(producer, 10000),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_destroy(producer);
+}
+
+/* Produce segments first .. first + count - 1, one frame each. */
+static void
+produce_segments(const BkKey *key, int first, int count)
+{
+	rd_kafka_t *producer = mock_producer();
+
 	for (int segIdx = first; segIdx < first + count; segIdx++)
 	{
 		char name[32];
@@ -223,18 +255,10 @@ produce_segments(const BkKey *key, int first, int count)
 		test_encode(key, BK_CHUNK_SIZE_MIN, name, content, sizeof(content),
 					&frames);
 		assert_int_equal(frames.count, 1);
-		assert_int_equal(
-			rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(BATCH_TOPIC),
-							  RD_KAFKA_V_PARTITION(0),
-							  RD_KAFKA_V_VALUE(frames.data[0], frames.len[0]),
-							  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-							  RD_KAFKA_V_END),
-			RD_KAFKA_RESP_ERR_NO_ERROR);
+		produce_frame(producer, BATCH_TOPIC, frames.data[0], frames.len[0]);
 		test_frames_free(&frames);
 	}
-	assert_int_equal(rd_kafka_flush(producer, 10000),
-					 RD_KAFKA_RESP_ERR_NO_ERROR);
-	rd_kafka_destroy(producer);
+	producer_done(producer);
 }
 
 /* Hand the shipper count messages of BATCH_TOPIC, as its main loop would. */
@@ -275,6 +299,41 @@ segment_archived(Shipper *shipper, int n)
 }
 
 /*
+ * A shipper of topic (a WAL topic) into DIR/repo, reporting to AUDIT_TOPIC,
+ * subscribed in group.
+ */
+static void
+batch_shipper_open(Shipper *shipper, BkCliConfig *config, const char *dir,
+				   const char *topic, const char *group)
+{
+	char location[600];
+	BkRepoOptions options;
+	BkKafkaSettings settings;
+	BkError err;
+
+	bk_cli_config_init(config);
+	memset(shipper, 0, sizeof(*shipper));
+	shipper->config = config;
+	shipper->sink.log_fn = kafka_log;
+	bk_strlcpy(shipper->instance_id, "unit-shipper",
+			   sizeof(shipper->instance_id));
+	bk_strlcpy(shipper->topics[0], topic, sizeof(shipper->topics[0]));
+	shipper->topic_kinds[0] = BK_KIND_WAL;
+	bk_strlcpy(shipper->audit_topic, AUDIT_TOPIC, sizeof(shipper->audit_topic));
+	snprintf(location, sizeof(location), "%s/repo", dir);
+	bk_repo_options_init(&options);
+	shipper->repo = bk_repo_open_with(location, &options, true, &err);
+	assert_non_null(shipper->repo);
+	assert_true(bk_repo_spool_open(shipper->repo, "unit-shipper", &err));
+	memset(&settings, 0, sizeof(settings));
+	settings.brokers = brokers;
+	settings.properties = "linger.ms=0;log_level=0";
+	shipper->audit = bk_producer_new(&settings, &err);
+	assert_non_null(shipper->audit);
+	subscribe_as_shipper(shipper, topic, group, "");
+}
+
+/*
  * Objects that complete together are committed together, and until their
  * batch is durable they hold the partition's offset back, as objects still
  * arriving do: nothing is reported (no audit event), nothing is visible in
@@ -285,15 +344,11 @@ static void
 test_commit_batch(void **state)
 {
 	char *dir = test_mkdtemp();
-	char location[600];
-	BkRepoOptions options;
-	BkKafkaSettings settings;
 	BkCliConfig config;
 	Shipper shipper;
 	Partition *p;
 	BkKey key;
 	BkKeyring ring;
-	BkError err;
 
 	log_level = LOG_ERROR;
 	test_key(&key, &ring);
@@ -301,27 +356,7 @@ test_commit_batch(void **state)
 	assert_int_equal(rd_kafka_mock_topic_create(mock, AUDIT_TOPIC, 1, 1), 0);
 	produce_segments(&key, 1, 3);
 
-	bk_cli_config_init(&config);
-	memset(&shipper, 0, sizeof(shipper));
-	shipper.config = &config;
-	shipper.sink.log_fn = kafka_log;
-	bk_strlcpy(shipper.instance_id, "unit-shipper",
-			   sizeof(shipper.instance_id));
-	bk_strlcpy(shipper.topics[0], BATCH_TOPIC, sizeof(shipper.topics[0]));
-	shipper.topic_kinds[0] = BK_KIND_WAL;
-	bk_strlcpy(shipper.audit_topic, AUDIT_TOPIC, sizeof(shipper.audit_topic));
-	snprintf(location, sizeof(location), "%s/repo", dir);
-	bk_repo_options_init(&options);
-	shipper.repo = bk_repo_open_with(location, &options, true, &err);
-	assert_non_null(shipper.repo);
-	assert_true(bk_repo_spool_open(shipper.repo, "unit-shipper", &err));
-	memset(&settings, 0, sizeof(settings));
-	settings.brokers = brokers;
-	settings.properties = "linger.ms=0;log_level=0";
-	shipper.audit = bk_producer_new(&settings, &err);
-	assert_non_null(shipper.audit);
-
-	subscribe_as_shipper(&shipper, BATCH_TOPIC, "batch", "");
+	batch_shipper_open(&shipper, &config, dir, BATCH_TOPIC, "batch");
 
 	/* Three complete objects: queued, not stored, the offset held at 0. */
 	handle_messages(&shipper, 3);
@@ -359,6 +394,126 @@ test_commit_batch(void **state)
 	free(dir);
 }
 
+/* The next count messages of the shipper's consumer, not handled. */
+static void
+fetch_messages(Shipper *shipper, rd_kafka_message_t **out, int count)
+{
+	int64_t deadline = bk_monotonic_ms() + 20000;
+	int got = 0;
+
+	while (got < count && bk_monotonic_ms() < deadline)
+	{
+		rd_kafka_message_t *msg =
+			rd_kafka_consumer_poll(shipper->consumer, 100);
+
+		if (msg == NULL)
+			continue;
+		if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			out[got++] = msg;
+		else
+			rd_kafka_message_destroy(msg);
+	}
+	assert_int_equal(got, count);
+}
+
+/* The segment is archived, and its object passes the keyless check. */
+static void
+assert_segment_whole(Shipper *shipper, int n, uint64_t size)
+{
+	char name[32];
+	BkRepoStat stat;
+	BkObjectTracker object;
+	BkError err;
+
+	segment_name(n, name, sizeof(name));
+	assert_true(bk_repo_stat(shipper->repo, BK_REPO_ARCHIVE, "test-source",
+							 BK_KIND_WAL, name, &stat, &err));
+	assert_true(stat.exists);
+	assert_int_equal(stat.size, size);
+	if (!bk_repo_check_object(shipper->repo, BK_REPO_ARCHIVE, "test-source",
+							  BK_KIND_WAL, name, name, &object, &err))
+		fail_msg("%s", err.message);
+}
+
+/*
+ * A chunk handed twice is skipped, not a reason to give its attempt up.
+ * The idempotent producer can append a request twice (c0 c1 c0 c1 c2: every
+ * chunk acknowledged); given up, the object was never stored while the
+ * offsets were committed past it.  And a chunk handed again while its
+ * attempt, complete, waits in the commit batch (a consumer's offset reset)
+ * used to start the attempt again over the same spool file, cutting the
+ * queued object short before it was stored.
+ */
+static void
+test_repeated_chunks(void **state)
+{
+	char *dir = test_mkdtemp();
+	const int order[] = {0, 1, 0, 1, 2};
+	BkCliConfig config;
+	Shipper shipper;
+	Partition *p;
+	BkKey key;
+	BkKeyring ring;
+	FrameList three, two;
+	uint8_t content[10000];
+	char name[32];
+	rd_kafka_message_t *msgs[7];
+	rd_kafka_t *producer;
+	uint64_t size_three = 0, size_two = 0;
+
+	log_level = LOG_ERROR;
+	test_key(&key, &ring);
+	assert_int_equal(rd_kafka_mock_topic_create(mock, REPEAT_TOPIC, 1, 1), 0);
+	segment_name(70, name, sizeof(name));
+	test_fill(content, sizeof(content), 70, false);
+	test_encode(&key, BK_CHUNK_SIZE_MIN, name, content, sizeof(content),
+				&three);
+	assert_int_equal(three.count, 3);
+	segment_name(71, name, sizeof(name));
+	test_fill(content, 6000, 71, false);
+	test_encode(&key, BK_CHUNK_SIZE_MIN, name, content, 6000, &two);
+	assert_int_equal(two.count, 2);
+	producer = mock_producer();
+	for (int msgIdx = 0; msgIdx < 5; msgIdx++)
+		produce_frame(producer, REPEAT_TOPIC, three.data[order[msgIdx]],
+					  three.len[order[msgIdx]]);
+	produce_frame(producer, REPEAT_TOPIC, two.data[0], two.len[0]);
+	produce_frame(producer, REPEAT_TOPIC, two.data[1], two.len[1]);
+	producer_done(producer);
+	for (int chunk = 0; chunk < 3; chunk++)
+		size_three += three.len[chunk];
+	size_two = two.len[0] + two.len[1];
+
+	batch_shipper_open(&shipper, &config, dir, REPEAT_TOPIC, "repeated");
+	fetch_messages(&shipper, msgs, 7);
+	for (int msgIdx = 0; msgIdx < 7; msgIdx++)
+		assert_true(handle_message(&shipper, msgs[msgIdx]));
+	assert_int_equal(shipper.commit_queued, 2);
+	/* Segment 71's chunks again (an offset reset), its attempt queued. */
+	assert_true(handle_message(&shipper, msgs[5]));
+	assert_true(handle_message(&shipper, msgs[6]));
+	assert_int_equal(shipper.commit_queued, 2);
+	assert_true(commit_flush(&shipper));
+	assert_true(audit_flush(&shipper));
+	assert_int_equal(shipper.archived, 2);
+	assert_int_equal(shipper.abandoned, 0);
+	assert_int_equal(shipper.rejected, 0);
+	assert_segment_whole(&shipper, 70, size_three);
+	assert_segment_whole(&shipper, 71, size_two);
+	p = partition_find(&shipper, REPEAT_TOPIC, 0);
+	assert_non_null(p);
+	assert_int_equal(partition_safe_offset(p), 7);
+
+	for (int msgIdx = 0; msgIdx < 7; msgIdx++)
+		rd_kafka_message_destroy(msgs[msgIdx]);
+	test_frames_free(&three);
+	test_frames_free(&two);
+	shipper_close(&shipper);
+	bk_cli_config_free(&config);
+	test_rmdir(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -366,6 +521,7 @@ main(void)
 		cmocka_unit_test(test_eager_assignment),
 		cmocka_unit_test(test_cooperative_assignment),
 		cmocka_unit_test(test_commit_batch),
+		cmocka_unit_test(test_repeated_chunks),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -56,10 +56,13 @@
  * another's acknowledged objects in flight.  On a topic without
  * LogAppendTime nothing is given up (the topic check refuses such a topic,
  * and the shipper warns once per partition).  Chunks of an object whose
- * every chunk the broker acknowledged are never that far apart: each chunk
- * is acknowledged within the source's Kafka timeout of the one before, and
- * handled here once the few messages between them are, so no acknowledged
- * object is ever given up.
+ * every chunk the broker acknowledged are never that far apart while the
+ * source keeps going: each chunk is acknowledged within the source's Kafka
+ * timeout of the one before, and handled here once the few messages
+ * between them are.  A source that stops mid-object for longer than
+ * abandon_after (a suspended host, a stopped process, hung storage) and
+ * then sends the rest is the exception: nothing bounds that gap on the
+ * source's side yet, so abandon_after must stay far above any such pause.
  * Giving up earlier, say when the same name starts again, would discard the
  * first of two sources that collide on one source id, and both copies must
  * be kept.

@@ -676,10 +676,10 @@ check_server(Stream *stream, BkError *err)
 	if (encrypted)
 	{
 		/*
-		 * The dump thread decrypts what it sends but keeps the file's
-		 * START_ENCRYPTION event: the archive would be neither the file
-		 * nor a binlog mariadb-binlog can replay, and a dump resumed
-		 * inside a file does not continue the file's positions.
+		 * The dump thread sends an encrypted binlog's events decrypted
+		 * (the server's sql_repl.cc), after the file's START_ENCRYPTION
+		 * event: what the agent would archive is not the file, and not a
+		 * binlog mariadb-binlog could replay.
 		 */
 		agent_audit(stream->agent, "binlog-encrypted",
 					"encrypt_binlog is ON: bk cannot archive an encrypted"
@@ -1028,8 +1028,8 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		 * The connection broke between the file's format description and
 		 * its GTID list, and the file was purged before we were back: the
 		 * range held for the list (range_flush) is the magic and the
-		 * format description (and a start of encryption), no transaction,
-		 * and the list will never come.  Nothing of the file reached the archive, so it is purged
+		 * format description, no transaction, and the list will never
+		 * come.  Nothing of the file reached the archive, so it is purged
 		 * from its start, as below; waiting for it would wait forever.
 		 */
 		stream->len = 0;

@@ -71,8 +71,8 @@ typedef struct BkWalTimeline
 	/* From its history file (every timeline but the first has one). */
 	bool has_history;          /* TTTTTTTT.history is archived */
 	bool history_known;        /* ... and its branch points were read */
-	char history_problem[256]; /* why not, if has_history && !known, or
-								* if WAL is archived without a history */
+	char history_problem[256]; /* why not: has_history && !known, or WAL
+								* archived without a history file */
 	BkErrorCode history_error; /* and the code of that failure */
 	int ancestor_count;
 	BkTimelineBranch *ancestors; /* oldest first; the last is its parent */
@@ -150,8 +150,9 @@ extern uint32_t bk_wal_history_descendant(const BkWalCatalog *catalog,
  * A timeline later than `timeline` whose history file is archived but whose
  * branch points could not be read (no metadata and no key, or the object
  * is unreadable), or whose WAL is archived without its history file or a
- * later timeline's that lists it, or NULL.  Such a timeline may descend from `timeline`
- * anywhere: nothing about `timeline` can be called the end of the archive.
+ * later timeline's that lists it, or NULL.  Such a timeline may descend
+ * from `timeline` anywhere: nothing about `timeline` can be called the end
+ * of the archive.
  */
 extern const BkWalTimeline *
 bk_wal_later_unknown_history(const BkWalCatalog *catalog, uint32_t timeline);

@@ -61,6 +61,7 @@ typedef struct Stream
 	int checksum_alg;
 	bool file_closed;     /* the newest event was a ROTATE or a STOP */
 	bool lost_connection; /* the dump connection broke while streaming */
+	bool torn_file;       /* the server found the file cut mid-event */
 
 	uint8_t *buf; /* the pending range */
 	size_t len;
@@ -763,6 +764,26 @@ file_follows(const char *file, const char *next)
 }
 
 /*
+ * next_file_name
+ *		The name of the binlog file the server opens after file: the number
+ *		one higher, in at least as many digits.
+ */
+static bool
+next_file_name(const char *file, char *out, size_t out_len)
+{
+	const char *dot = strrchr(file, '.');
+	int digits;
+	int n;
+
+	if (dot == NULL || dot[1] == '\0')
+		return false;
+	digits = (int) strlen(dot + 1);
+	n = snprintf(out, out_len, "%.*s.%0*llu", (int) (dot - file), file, digits,
+				 strtoull(dot + 1, NULL, 10) + 1);
+	return n > 0 && (size_t) n < out_len && bk_binlog_file_name_valid(out);
+}
+
+/*
  * check_resume_gtid
  *		Resuming inside a file: the server's GTID state at that position
  *		(BINLOG_GTID_POS, the values bound) must be the one the archive
@@ -1038,6 +1059,38 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		stream->position.offset = BK_BINLOG_MAGIC_LEN;
 		binlog_gtids_file_ended(&stream->gtids);
 	}
+	if (stream->torn_file && has && stream->len == 0 &&
+		bk_binlog_file_compare(newest, stream->position.file) > 0)
+	{
+		char next[BK_BINLOG_FILE_NAME_MAX + 1];
+
+		/*
+		 * The file ends in the middle of an event and the server writes a
+		 * later one: the server stopped (crashed) while it wrote that
+		 * event, whose transaction never committed (its binlog write did
+		 * not complete), and it went on in a new file.  The file is
+		 * archived up to its last whole event, as the stream of any file
+		 * a crash left without ROTATE or STOP; the next file's GTID list
+		 * (follow_gtids) says whether a transaction is missing after all.
+		 */
+		stream->torn_file = false;
+		if (!next_file_name(stream->position.file, next, sizeof(next)))
+			return bk_error_set(err, BK_ERR_INTERNAL,
+								"cannot name the binlog file after \"%s\"",
+								stream->position.file);
+		agent_log("WARNING",
+				  "binlog \"%s\" is cut short in the middle of an event at"
+				  " offset %" PRIu64 " (the server crashed while it wrote"
+				  " it): archived up to its last whole event; streaming"
+				  " continues with \"%s\"",
+				  stream->position.file, stream->position.offset, next);
+		if (!stream_switch_file(stream, next, BK_BINLOG_MAGIC_LEN, err))
+			return false;
+		if (!server_has_file(stream, stream->position.file, &has, &reset,
+							 oldest, newest, sizeof(newest), err))
+			return false;
+	}
+	stream->torn_file = false;
 	if (reset)
 	{
 		audit_reset(stream,
@@ -1205,7 +1258,16 @@ stream_receive(Stream *stream, BkError *err)
 									  code == 1927;
 			if (agent_stop_requested)
 				break;
-			if (code == 1236)
+			/*
+			 * A file that ends in the middle of an event: what a crash
+			 * leaves when it stops the server while it writes (stream_open
+			 * goes on with the next file, if there is one).
+			 */
+			stream->torn_file =
+				code == 1236 &&
+				strstr(mysql_error(stream->conn),
+					   "truncated in the middle of event") != NULL;
+			if (code == 1236 && !stream->torn_file)
 				agent_audit(stream->agent, "binlog-gap",
 							mysql_error(stream->conn), &stream->position);
 			return bk_error_set(err, BK_ERR_IO,

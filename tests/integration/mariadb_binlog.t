@@ -25,7 +25,9 @@
 #   refused with an ERROR and a binlog-reset audit event; the same when
 #   the new file has no event starting at the archive's end
 #   (BINLOG_GTID_POS is NULL), the audit event sent once however often the
-#   agent retries; no plaintext in the topic or the repository; a server
+#   agent retries; no plaintext in the topic or the repository; a file
+#   cut short mid-event (what a crash leaves): archived to its last whole
+#   event, streaming goes on with the next file; a server
 #   with encrypt_binlog ON and one with log_bin OFF refused, naming the
 #   setting.
 #
@@ -658,6 +660,47 @@ cmp -s "$dir/out/$crashed.crashed" "$dir/remote-$crashed"
 ok $? "... byte-identical to mariadb-binlog --read-from-remote-server --raw" ||
     diag "$(cmp "$dir/out/$crashed.crashed" "$dir/remote-$crashed" 2>&1; cat "$dir/remote.err")"
 is "$(gaps)" "$gaps_before" "across a server crash: no new gap"
+
+# ---------------------------------------------------------------- a file cut short mid-event
+# What a crash leaves when it stops the server in the middle of writing an
+# event: the file ends inside it, and the server goes on in a new file.
+# Made here by cutting the STOP event a clean shutdown wrote (the agent,
+# stopped before, never saw it).  The server refuses to stream past it; the
+# agent archives the file up to its last whole event, as a file a crash
+# left without ROTATE or STOP, and goes on with the next file instead of
+# retrying the refusal forever.
+torn="$(current_file)"
+workload 3 >/dev/null
+wait_for 30 "the workload archived" archive_holds "$torn"
+stop_agent TERM
+"$SERVICES" stop mariadb >/dev/null 2>&1
+torn_size="$(stat -c %s "$binlog_dir/$torn")"
+truncate -s "$((torn_size - 10))" "$binlog_dir/$torn"
+ok $? "$torn cut 10 bytes short (inside its STOP event)"
+"$SERVICES" start mariadb >/dev/null 2>&1
+ok $? "mariadbd starts again"
+after_torn="$(current_file)"
+start_agent
+ok $? "the agent starts again"
+wait_for 60 "the cut file reported" grep -qF "binlog \"$torn\" is cut short in the middle of an event" "$alog"
+ok $? "the agent reports $torn cut short, and goes on" || diag "$(tail -n 5 "$alog")"
+torn_unclosed() { audit | grep '"event":"binlog-unclosed-file"' | grep -q "\"binlog_file\":\"$torn\""; }
+wait_for 30 "the audit event" torn_unclosed
+ok $? "... with a binlog-unclosed-file audit event naming $torn"
+audit_gap "$torn"
+isnt $? 0 "... and no binlog-gap event"
+workload 3 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+check_files "after the file cut short" "$after_torn"
+rm -f "$dir/out/$torn.torn"
+bkc binlog-get --source "$source_id" "$torn" "$dir/out/$torn.torn" >/dev/null 2>&1
+ok $? "$torn is complete in the archive (a later file follows it)"
+torn_got="$(stat -c %s "$dir/out/$torn.torn" 2>/dev/null || echo 0)"
+ok "$( ((torn_got > 4 && torn_got < torn_size - 10)); echo $?)" \
+    "... up to its last whole event ($torn_got of $((torn_size - 10)) bytes)"
+cmp -s "$dir/out/$torn.torn" <(head -c "$torn_got" "$binlog_dir/$torn")
+ok $? "... byte-identical to the file's first $torn_got bytes"
+is "$(gaps)" "$gaps_before" "a file cut short: no new gap"
 
 # ---------------------------------------------------------------- the broker down 30 s
 # The agent cannot send: it retries the same range and reads no further

@@ -1270,14 +1270,15 @@ stream_receive(Stream *stream, BkError *err)
 			if (code == 1236 && !stream->torn_file)
 				agent_audit(stream->agent, "binlog-gap",
 							mysql_error(stream->conn), &stream->position);
-			return bk_error_set(err, BK_ERR_IO,
-								"reading the binlog at %s:%" PRIu64 ": %s%s",
-								stream->position.file, stream->position.offset,
-								code ? mysql_error(stream->conn)
-									 : "the server ended the stream",
-								code == 1236 ? " (the file was purged or the"
-											   " server's binlog was reset)"
-											 : "");
+			return bk_error_set(
+				err, BK_ERR_IO, "reading the binlog at %s:%" PRIu64 ": %s%s",
+				stream->position.file, stream->position.offset,
+				code ? mysql_error(stream->conn)
+					 : "the server ended the stream",
+				stream->torn_file ? " (a crash cut the file short)"
+				: code == 1236    ? " (the file was purged or the"
+									" server's binlog was reset)"
+								  : "");
 		}
 		if (event->raw_data_ofs > event->raw_data_size)
 		{

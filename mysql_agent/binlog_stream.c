@@ -747,23 +747,6 @@ server_has_file(Stream *stream, const char *file, bool *has, bool *reset,
 }
 
 /*
- * file_follows
- *		next is the binlog file the server opens after file: the same base
- *		name, the number one higher.
- */
-static bool
-file_follows(const char *file, const char *next)
-{
-	const char *dot = strrchr(file, '.');
-	const char *next_dot = strrchr(next, '.');
-
-	if (dot == NULL || next_dot == NULL || dot - file != next_dot - next ||
-		strncmp(file, next, (size_t) (dot - file)) != 0)
-		return false;
-	return strtoull(next_dot + 1, NULL, 10) == strtoull(dot + 1, NULL, 10) + 1;
-}
-
-/*
  * next_file_name
  *		The name of the binlog file the server opens after file: the number
  *		one higher, in at least as many digits.
@@ -781,6 +764,19 @@ next_file_name(const char *file, char *out, size_t out_len)
 	n = snprintf(out, out_len, "%.*s.%0*llu", (int) (dot - file), file, digits,
 				 strtoull(dot + 1, NULL, 10) + 1);
 	return n > 0 && (size_t) n < out_len && bk_binlog_file_name_valid(out);
+}
+
+/*
+ * file_follows
+ *		next is the binlog file the server opens after file.
+ */
+static bool
+file_follows(const char *file, const char *next)
+{
+	char expected[BK_BINLOG_FILE_NAME_MAX + 1];
+
+	return next_file_name(file, expected, sizeof(expected)) &&
+		   strcmp(expected, next) == 0;
 }
 
 /*

@@ -36,6 +36,19 @@
 #define PARTITION_COUNT_MAX_AGE_MS 60000
 /* Topics whose partition count a producer keeps (WAL, snapshot, audit). */
 #define PARTITION_COUNT_TOPICS 4
+/*
+ * Partitions whose newest acknowledgement a producer keeps per batch, to
+ * time chunks against the one before (BK_CHUNK_GAP_MAX_MS).  Objects are
+ * keyed by source id, so a batch writes one partition per topic.
+ */
+#define ACK_TIME_SLOTS 16
+/*
+ * A message's opaque: the send's generation in the high 32 bits, then this
+ * flag when the message is a chunk after the first of its object, then its
+ * index among the messages of the send.
+ */
+#define TAG_CONTINUES  ((uintptr_t) 1 << 31)
+#define TAG_INDEX_MASK ((uintptr_t) 0x7fffffff)
 
 typedef int32_t (*PartitionerFn)(const rd_kafka_topic_t *rkt, const void *key,
 								 size_t key_len, int32_t partition_count,
@@ -66,6 +79,15 @@ typedef struct PartitionCount
 	int64_t read_ms;
 } PartitionCount;
 
+/* A partition's newest acknowledged message in the current send. */
+typedef struct AckTime
+{
+	const rd_kafka_topic_t *rkt;
+	int32_t partition;
+	uint32_t index;      /* among the messages of the send */
+	int64_t broker_time; /* its append time, -1 when the broker gave none */
+} AckTime;
+
 struct BkProducer
 {
 	BkKafkaLogSink sink; /* first: the handle's opaque (bk_kafka.h) */
@@ -90,6 +112,15 @@ struct BkProducer
 	int32_t partition;
 	int64_t first_offset;
 	int64_t last_offset;
+
+	/* Broker time between chunks of an object (BK_CHUNK_GAP_MAX_MS). */
+	int64_t chunk_gap_max_ms;
+	AckTime ack_times[ACK_TIME_SLOTS];
+	int ack_time_count;
+	int ack_time_next; /* slot to reuse when all are taken */
+	int64_t gap_ms;    /* > 0: the first gap found too long */
+	uint32_t gap_chunk;
+	char gap_object[BK_OBJECT_NAME_MAX + 1];
 
 	bool fatal;
 	char fatal_text[512];
@@ -342,6 +373,92 @@ conf_get_long(rd_kafka_conf_t *conf, const char *key, long *value, BkError *err)
 	return true;
 }
 
+/* The slot of a partition's newest acknowledgement in this send. */
+static AckTime *
+ack_time_slot(BkProducer *producer, const rd_kafka_message_t *msg)
+{
+	AckTime *slot;
+
+	for (int slotIdx = 0; slotIdx < producer->ack_time_count; slotIdx++)
+		if (producer->ack_times[slotIdx].rkt == msg->rkt &&
+			producer->ack_times[slotIdx].partition == msg->partition)
+			return &producer->ack_times[slotIdx];
+	/*
+	 * More partitions than slots (never with bk's keys): the oldest slot
+	 * is taken over.  Its partition's next chunk then finds another index
+	 * and goes unchecked; that object is timed no worse than before.
+	 */
+	if (producer->ack_time_count < ACK_TIME_SLOTS)
+		slot = &producer->ack_times[producer->ack_time_count++];
+	else
+	{
+		slot = &producer->ack_times[producer->ack_time_next];
+		producer->ack_time_next =
+			(producer->ack_time_next + 1) % ACK_TIME_SLOTS;
+	}
+	slot->rkt = msg->rkt;
+	slot->partition = msg->partition;
+	slot->index = UINT32_MAX;
+	slot->broker_time = -1;
+	return slot;
+}
+
+/*
+ * note_ack_time
+ *		Time an acknowledged chunk against the chunk of its object before it
+ *		(BK_CHUNK_GAP_MAX_MS), by the broker's append times.  The idempotent
+ *		producer reports a partition's messages in the order they were
+ *		produced, and an object's chunks are produced one after another
+ *		into one partition, so the partition's previous report is that
+ *		chunk's.  A topic without LogAppendTime gives no broker time: its
+ *		shipper gives nothing up, and there is nothing to check.
+ */
+static void
+note_ack_time(BkProducer *producer, const rd_kafka_message_t *msg,
+			  uintptr_t tag)
+{
+	AckTime *slot = ack_time_slot(producer, msg);
+	uint32_t index = (uint32_t) (tag & TAG_INDEX_MASK);
+	int64_t broker_time = bk_kafka_broker_time(msg);
+
+	if ((tag & TAG_CONTINUES) != 0 && slot->index + 1 == index &&
+		slot->broker_time >= 0 && broker_time >= 0 &&
+		broker_time - slot->broker_time > producer->chunk_gap_max_ms &&
+		producer->gap_ms == 0)
+	{
+		rd_kafka_headers_t *headers = NULL;
+		const void *value = NULL;
+		size_t len = 0;
+
+		producer->gap_ms = broker_time - slot->broker_time;
+		producer->gap_chunk = index;
+		bk_strlcpy(producer->gap_object, "?", sizeof(producer->gap_object));
+		if (rd_kafka_message_headers(msg, &headers) ==
+				RD_KAFKA_RESP_ERR_NO_ERROR &&
+			rd_kafka_header_get_last(headers, "bk-object", &value, &len) ==
+				RD_KAFKA_RESP_ERR_NO_ERROR &&
+			value != NULL && len < sizeof(producer->gap_object))
+		{
+			/* Object names are printable ASCII (bk_frame.h). */
+			memcpy(producer->gap_object, value, len);
+			producer->gap_object[len] = '\0';
+		}
+		if (headers != NULL &&
+			rd_kafka_header_get_last(headers, "bk-chunk-index", &value, &len) ==
+				RD_KAFKA_RESP_ERR_NO_ERROR &&
+			value != NULL && len > 0 && len < 11)
+		{
+			char number[12];
+
+			memcpy(number, value, len);
+			number[len] = '\0';
+			producer->gap_chunk = (uint32_t) strtoul(number, NULL, 10);
+		}
+	}
+	slot->index = index;
+	slot->broker_time = broker_time;
+}
+
 static void
 dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
@@ -363,7 +480,7 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 					: sizeof(producer->first_error_key) - 1;
 
 			producer->first_error = msg->err;
-			producer->first_error_chunk = (uint32_t) tag;
+			producer->first_error_chunk = (uint32_t) (tag & TAG_INDEX_MASK);
 			/* Keys are source ids and object names: printable ASCII. */
 			for (size_t pos = 0; pos < key_len; pos++)
 			{
@@ -377,6 +494,7 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 		return;
 	}
 	producer->acked++;
+	note_ack_time(producer, msg, tag);
 	producer->partition = msg->partition;
 	if (producer->first_offset < 0 || msg->offset < producer->first_offset)
 		producer->first_offset = msg->offset;
@@ -571,6 +689,9 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 		goto fail;
 	producer->timeout_ms = (int) value;
 	/* A message always goes when nothing is in flight, whatever the bound. */
+	producer->chunk_gap_max_ms = settings->chunk_gap_max_ms > 0
+									 ? settings->chunk_gap_max_ms
+									 : BK_CHUNK_GAP_MAX_MS;
 	producer->window_bytes = settings->window_bytes > 0 ? settings->window_bytes
 														: PRODUCER_WINDOW_BYTES;
 
@@ -732,6 +853,7 @@ typedef struct OutMessage
 	rd_kafka_headers_t *headers;
 	const char *description; /* "chunk 3 of 16 of \"name\"", for errors */
 	const char *object;      /* "\"name\"", or NULL for a single message */
+	bool continues;          /* a chunk after the first of its object */
 } OutMessage;
 
 typedef bool (*NextMessageFn)(void *arg, OutMessage *out, bool *end,
@@ -769,6 +891,22 @@ send_failure(BkProducer *producer, BkError *err)
 				 producer->first_error_chunk, producer->object);
 	else
 		bk_strlcpy(failed, "the message", sizeof(failed));
+	if (producer->failed == 0 && !producer->fatal && producer->gap_ms > 0)
+	{
+		bk_error_set(err, BK_ERR_KAFKA,
+					 "Kafka appended chunk %" PRIu32 " of \"%s\" on topic "
+					 "\"%s\" %" PRId64 " ms after the chunk before it, by the "
+					 "broker's clock: more than the %" PRId64 " ms a source "
+					 "may leave between two chunks of an object, after which "
+					 "a shipper may give the object up",
+					 producer->gap_chunk, producer->gap_object, topic,
+					 producer->gap_ms, producer->chunk_gap_max_ms);
+		bk_error_hint(err, "The source was paused or suspended mid-object, or "
+						   "Kafka stalled. Nothing was reported sent: WAL and "
+						   "binlog are sent again as a new attempt; a snapshot "
+						   "stops and can be taken again.");
+		return false;
+	}
 	if (producer->fatal)
 		return bk_error_set(err, BK_ERR_KAFKA,
 							"Kafka producer failed fatally while sending %s to "
@@ -878,6 +1016,9 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	producer->first_offset = -1;
 	producer->last_offset = -1;
 	producer->partition = -1;
+	producer->ack_time_count = 0;
+	producer->ack_time_next = 0;
+	producer->gap_ms = 0;
 	producer->batch_start_ms = bk_monotonic_ms();
 	producer->last_progress_ms = producer->batch_start_ms;
 	producer->batch_objects = 0;
@@ -1087,7 +1228,8 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 				producer->what, out.len);
 			goto abandon;
 		}
-		tag = ((uintptr_t) producer->generation << 32) | producer->produced;
+		tag = ((uintptr_t) producer->generation << 32) |
+			  (out.continues ? TAG_CONTINUES : 0) | producer->produced;
 		for (;;)
 		{
 			if (interrupted != NULL && interrupted(interrupt_arg))
@@ -1099,7 +1241,7 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 							 producer->what);
 				goto abandon;
 			}
-			if (producer->failed > 0 || producer->fatal)
+			if (producer->failed > 0 || producer->fatal || producer->gap_ms > 0)
 			{
 				if (out.headers)
 					rd_kafka_headers_destroy(out.headers);
@@ -1164,7 +1306,7 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 						 producer->what);
 			goto abandon;
 		}
-		if (producer->fatal)
+		if (producer->fatal || producer->gap_ms > 0)
 		{
 			send_failure(producer, err);
 			goto abandon;
@@ -1192,7 +1334,7 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 		(void) rd_kafka_flush(producer->rk, PRODUCER_POLL_MS);
 		served = true;
 	}
-	if (producer->failed > 0)
+	if (producer->failed > 0 || producer->gap_ms > 0)
 	{
 		send_failure(producer, err);
 		goto abandon;
@@ -1248,6 +1390,7 @@ next_frame_message(void *arg, OutMessage *out, bool *end, BkError *err)
 			 (int) info.name_len, info.name);
 	out->description = source->description;
 	out->object = source->object;
+	out->continues = info.chunk_index > 0;
 	source->bytes += len;
 	return true;
 }
@@ -1310,6 +1453,7 @@ next_single_message(void *arg, OutMessage *out, bool *end, BkError *err)
 	out->headers = NULL;
 	out->description = "the message";
 	out->object = NULL;
+	out->continues = false;
 	return true;
 }
 

@@ -43,6 +43,20 @@
  */
 #define BK_KAFKA_TIMEOUT_SLACK_MS 2000
 
+/*
+ * The longest the broker's clock may run between two consecutive chunks of
+ * one object that a producer reports acknowledged.  A shipper gives an
+ * attempt up when its next chunk is abandon_after late by the broker's
+ * clock (bk_kafka_attempt_stalled), so an object whose source paused that
+ * long between two chunks (a suspended host, a stopped process) and then
+ * sent the rest would be acknowledged by Kafka and never stored.  The
+ * producer reads the broker's append time of every chunk from its delivery
+ * report and fails the send when two chunks of one object lie further
+ * apart than this; the caller sends the object again, as after any failed
+ * send.  Shippers' abandon_after must be longer (the shipper warns).
+ */
+#define BK_CHUNK_GAP_MAX_MS ((int64_t) 60 * 1000)
+
 /* Largest Kafka message (value, key, headers, overhead) for a chunk size. */
 extern size_t bk_kafka_message_max(uint32_t chunk_size);
 
@@ -117,18 +131,20 @@ typedef struct BkKafkaLogSink
 
 typedef struct BkKafkaSettings
 {
-	const char *brokers;    /* bootstrap.servers */
-	const char *properties; /* "key=value;..." passed to librdkafka */
-	const char *client_id;  /* NULL: "bk" */
-	int timeout_ms;         /* delivery bound; 0: default */
-	uint32_t chunk_size;    /* to size and check message.max.bytes */
-	size_t window_bytes;    /* producers: bytes in flight; 0: 64 MiB */
-	int request_messages;   /* producers: messages per produce request at
+	const char *brokers;      /* bootstrap.servers */
+	const char *properties;   /* "key=value;..." passed to librdkafka */
+	const char *client_id;    /* NULL: "bk" */
+	int timeout_ms;           /* delivery bound; 0: default */
+	uint32_t chunk_size;      /* to size and check message.max.bytes */
+	size_t window_bytes;      /* producers: bytes in flight; 0: 64 MiB */
+	int request_messages;     /* producers: messages per produce request at
 							 * most (batch.num.messages); 0: as many as
 							 * batch.size holds */
-	int linger_ms;          /* producers: how long a partly filled produce
+	int linger_ms;            /* producers: how long a partly filled produce
 							 * request waits for more (linger.ms); 0: 5 */
-	BkKafkaLogFn log_fn;    /* NULL: stderr */
+	int64_t chunk_gap_max_ms; /* producers: 0: BK_CHUNK_GAP_MAX_MS (only
+							   * tests set another) */
+	BkKafkaLogFn log_fn;      /* NULL: stderr */
 	void *log_arg;
 } BkKafkaSettings;
 
@@ -208,8 +224,8 @@ typedef struct BkSendStats
 /*
  * Produce every frame of an object to topic with this key, and wait until the
  * broker has acknowledged all of them.  Returns true only then.  On any
- * failure (a delivery error, the timeout with no progress, an interrupt)
- * nothing still queued is left behind, and the error names the object, the
+ * failure (a delivery error, the timeout with no progress, an interrupt,
+ * two chunks appended more than BK_CHUNK_GAP_MAX_MS apart) nothing still queued is left behind, and the error names the object, the
  * chunk and the Kafka error.  After a fatal producer error the handle is
  * recreated, so the next call starts clean.
  */

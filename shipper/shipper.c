@@ -59,10 +59,12 @@
  * every chunk the broker acknowledged are never that far apart while the
  * source keeps going: each chunk is acknowledged within the source's Kafka
  * timeout of the one before, and handled here once the few messages
- * between them are.  A source that stops mid-object for longer than
- * abandon_after (a suspended host, a stopped process, hung storage) and
- * then sends the rest is the exception: nothing bounds that gap on the
- * source's side yet, so abandon_after must stay far above any such pause.
+ * between them are.  A source that stops mid-object (a suspended host, a
+ * stopped process, hung storage) and then sends the rest does not report
+ * the object sent when two of its chunks were appended more than
+ * BK_CHUNK_GAP_MAX_MS apart by the broker's clock: it sends the object
+ * again.  So abandon_after must be longer than that (a warning at start
+ * says so); it gives up only attempts their source gave up too.
  * Giving up earlier, say when the same name starts again, would discard the
  * first of two sources that collide on one source id, and both copies must
  * be kept.
@@ -1500,6 +1502,15 @@ shipper_setup(Shipper *shipper, BkError *err)
 		shipper->config->group_id ? shipper->config->group_id
 								  : BK_GROUP_ID_DEFAULT,
 		shipper->instance_id);
+	if (shipper->config->abandon_after_ms <= BK_CHUNK_GAP_MAX_MS)
+		shipper_log(LOG_WARNING,
+					"abandon_after (%" PRId64 " ms) is not above the %" PRId64
+					" ms a source may leave between two chunks of an object: "
+					"an object whose source pauses longer than abandon_after "
+					"mid-object can be given up after Kafka acknowledged it. "
+					"Set abandon_after above %" PRId64 " s outside tests.",
+					shipper->config->abandon_after_ms, BK_CHUNK_GAP_MAX_MS,
+					BK_CHUNK_GAP_MAX_MS / 1000);
 	return true;
 }
 

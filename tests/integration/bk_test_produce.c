@@ -8,14 +8,19 @@
  *					  [--chunk-size N] [--segment-size N] [--system-id N]
  *					  [--name NAME] [--stop-after-chunks N]
  *					  [--tamper-chunk I --tamper-offset O [--fix-crc]]
+ *					  [--pause-after-chunks N --pause-ms MS [--pause-file F]]
+ *					  [--chunk-gap-max MS]
  *					  FILE...
  *
  * Each FILE becomes one object named after its base name (or --name), with
  * the metadata a PostgreSQL source writes.  --stop-after-chunks sends only the
  * first N chunks, like an archiver that crashed mid-object.  --tamper-chunk
  * flips one bit of chunk I at byte offset O of the frame; with --fix-crc the
- * CRC-32C is recomputed so only the AEAD can notice.  Prints one line per
- * object: name, attempt id, chunks sent.
+ * CRC-32C is recomputed so only the AEAD can notice.  --pause-after-chunks
+ * stops for --pause-ms after the first N chunks of each object, like a
+ * source host suspended mid-object, creating --pause-file when the pause
+ * starts; --chunk-gap-max replaces the producer's BK_CHUNK_GAP_MAX_MS.
+ * Prints one line per object: name, attempt id, chunks sent (or "failed").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bk_crc32c.h"
@@ -46,7 +52,28 @@ typedef struct Sender
 	int64_t tamper_chunk;
 	int64_t tamper_offset;
 	bool fix_crc;
+	int64_t pause_after;
+	int64_t pause_ms;
+	const char *pause_file;
 } Sender;
+
+/* Stop for pause_ms, as a suspended host does, saying so in pause_file. */
+static void
+pause_sending(Sender *sender)
+{
+	struct timespec delay = {.tv_sec = sender->pause_ms / 1000,
+							 .tv_nsec = (sender->pause_ms % 1000) * 1000000};
+
+	if (sender->pause_file != NULL)
+	{
+		FILE *file = fopen(sender->pause_file, "w");
+
+		if (file != NULL)
+			fclose(file);
+	}
+	while (nanosleep(&delay, &delay) != 0 && errno == EINTR)
+		;
+}
 
 static bool
 next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
@@ -62,6 +89,8 @@ next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 		*frame = NULL;
 		return true;
 	}
+	if (sender->pause_after >= 0 && sender->sent == sender->pause_after)
+		pause_sending(sender);
 	chunk_len = bk_encoder_next_chunk_len(sender->enc);
 	got = read(sender->fd, sender->buf, chunk_len);
 	if (got != (ssize_t) chunk_len)
@@ -106,6 +135,10 @@ main(int argc, char **argv)
 		{"tamper-chunk", required_argument, NULL, 't'},
 		{"tamper-offset", required_argument, NULL, 'o'},
 		{"fix-crc", no_argument, NULL, 'f'},
+		{"pause-after-chunks", required_argument, NULL, 'P'},
+		{"pause-ms", required_argument, NULL, 'm'},
+		{"pause-file", required_argument, NULL, 'F'},
+		{"chunk-gap-max", required_argument, NULL, 'G'},
 		{NULL, 0, NULL, 0}};
 	const char *brokers = NULL;
 	const char *prefix = "bk";
@@ -115,7 +148,8 @@ main(int argc, char **argv)
 	uint32_t chunk_size = BK_CHUNK_SIZE_DEFAULT;
 	uint64_t segment_size = 16 * 1024 * 1024;
 	const char *system_id = "7000000000000000001";
-	Sender sender = {.stop_after = -1, .tamper_chunk = -1};
+	Sender sender = {.stop_after = -1, .tamper_chunk = -1, .pause_after = -1};
+	int64_t chunk_gap_max_ms = 0;
 	BkKafkaSettings settings = {0};
 	BkProducer *producer;
 	BkKeyring *ring;
@@ -163,6 +197,18 @@ main(int argc, char **argv)
 			case 'f':
 				sender.fix_crc = true;
 				break;
+			case 'P':
+				sender.pause_after = strtoll(optarg, NULL, 10);
+				break;
+			case 'm':
+				sender.pause_ms = strtoll(optarg, NULL, 10);
+				break;
+			case 'F':
+				sender.pause_file = optarg;
+				break;
+			case 'G':
+				chunk_gap_max_ms = strtoll(optarg, NULL, 10);
+				break;
 			default:
 				return 2;
 		}
@@ -184,6 +230,7 @@ main(int argc, char **argv)
 	settings.chunk_size = chunk_size;
 	settings.timeout_ms = 20000;
 	settings.log_fn = quiet;
+	settings.chunk_gap_max_ms = chunk_gap_max_ms;
 	producer = bk_producer_new(&settings, &err);
 	sender.enc =
 		producer ? bk_encoder_new(&ring->keys[0], chunk_size, &err) : NULL;
@@ -240,7 +287,11 @@ main(int argc, char **argv)
 									 next_frame, &sender, NULL, NULL, NULL,
 									 &err))
 		{
-			fprintf(stderr, "%s: %s\n", name, err.message);
+			bk_hex_encode(bk_encoder_attempt_id(sender.enc), BK_ATTEMPT_ID_LEN,
+						  attempt_hex);
+			printf("%s %s failed\n", name, attempt_hex);
+			fprintf(stderr, "%s: %s%s%s\n", name, err.message,
+					err.hint[0] ? "\nHINT: " : "", err.hint);
 			return 1;
 		}
 		close(sender.fd);

@@ -5,7 +5,8 @@
 #   archiving, byte-identical wal-get, audit events; identical re-sends;
 #   conflicting copies; a corrupted message (rejected, reported, kept, never
 #   archived); a tampered message with a valid CRC (caught by the key at
-#   verify and restore); a half-sent attempt (given up); SIGKILL in the
+#   verify and restore); a half-sent attempt (given up); a source paused
+#   mid-object (sends it again, nothing lost); SIGKILL in the
 #   middle of objects (nothing lost, nothing duplicated); SIGTERM and a fast
 #   restart; memory bounded by configuration, not object size; no plaintext
 #   anywhere.
@@ -269,6 +270,37 @@ ok $? "once the cause is fixed, a restart archives the object whose first chunk 
 "$BK" wal-get --config "$dir/bk.conf" --source "fatal-$source_id" "$(seg 40)" "$dir/out/fatal"
 cmp -s "$dir/wal/$(seg 40)" "$dir/out/fatal"
 ok $? "and it restores byte-identical"
+
+# ---- a source paused mid-object sends the object again, nothing is lost
+# Kafka acknowledges every chunk of an object whose source stopped between
+# two of them, but the shipper gives the attempt up once a later message
+# is abandon_after newer than its last chunk.  The source must not report
+# such an object sent: it finds the gap in the broker's append times and
+# fails the send.  Its bound (60 s) is lowered to 2 s here, under this
+# shipper's abandon_after of 3 s.
+like "$(cat "$log")" 'abandon_after \(3000 ms\) is not above the 60000 ms' \
+    "the shipper warns that its abandon_after is below the sources' chunk gap"
+"$FAKE_WAL" "$dir/wal" 1 41 2 --segment-size "$SEG" >/dev/null
+paused="paused-$source_id"
+produce --source "$paused" --pause-after-chunks 3 --pause-ms 8000 --pause-file "$dir/paused" \
+    --chunk-gap-max 2000 "$dir/wal/$(seg 41)" >"$dir/paused.out" 2>"$dir/paused.err" &
+paused_pid=$!
+wait_for 30 "the source to pause" test -f "$dir/paused"
+sleep 4 # past abandon_after in broker time; the next message carries the clock
+produce --source "$paused" "$dir/wal/$(seg 42)" >/dev/null
+wait "$paused_pid"
+is $? 1 "a source paused mid-object longer than its chunk gap does not report the object sent"
+like "$(cat "$dir/paused.err")" "Kafka appended chunk 3 of \"$(seg 41)\" .* after the chunk before it" \
+    "and says why"
+paused_attempt="$(awk '{print $2}' "$dir/paused.out")"
+wait_for 30 "abandoned event" audit_has "\"attempt\":\"$paused_attempt\".*\"event\":\"abandoned\""
+ok $? "the shipper gave that attempt up meanwhile"
+produce --source "$paused" "$dir/wal/$(seg 41)" >/dev/null
+wait_for 30 "segment 41 archived" test -f "$repo/$paused/wal/$(seg 41)"
+ok $? "the object sent again is archived"
+"$BK" wal-get --config "$dir/bk.conf" --source "$paused" "$(seg 41)" "$dir/out/paused"
+cmp -s "$dir/wal/$(seg 41)" "$dir/out/paused"
+ok $? "and restores byte-identical"
 
 # ---- the archive checks out end to end
 out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"

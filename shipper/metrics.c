@@ -57,6 +57,7 @@ typedef struct MetricsData
 	uint64_t conflicts;
 	uint64_t rejected;
 	uint64_t abandoned;
+	uint64_t messages_lost;
 	uint64_t archived_bytes;
 	uint64_t errors[BK_METRICS_ERROR_KINDS];
 	uint64_t commit_buckets[COMMIT_BUCKETS]; /* not cumulative */
@@ -176,6 +177,16 @@ bk_metrics_abandoned(BkMetrics *metrics)
 		return;
 	pthread_mutex_lock(&metrics->lock);
 	metrics->data.abandoned++;
+	pthread_mutex_unlock(&metrics->lock);
+}
+
+void
+bk_metrics_messages_lost(BkMetrics *metrics, uint64_t count)
+{
+	if (metrics == NULL)
+		return;
+	pthread_mutex_lock(&metrics->lock);
+	metrics->data.messages_lost += count;
 	pthread_mutex_unlock(&metrics->lock);
 }
 
@@ -310,6 +321,9 @@ metrics_format(const MetricsData *data, FILE *out)
 	put_counter(out, "bk_shipper_attempts_abandoned_total",
 				"Object attempts given up (their chunks stopped).",
 				data->abandoned);
+	put_counter(out, "bk_shipper_messages_lost_total",
+				"Messages Kafka removed (retention) before they were stored.",
+				data->messages_lost);
 	put_counter(out, "bk_shipper_archived_bytes_total",
 				"Bytes (frames, as stored) of the objects archived.",
 				data->archived_bytes);

@@ -69,6 +69,8 @@ extern void bk_metrics_object(BkMetrics *metrics, BkMetricsOutcome outcome,
 							  uint64_t stored_bytes, double commit_seconds);
 extern void bk_metrics_rejected(BkMetrics *metrics);
 extern void bk_metrics_abandoned(BkMetrics *metrics);
+/* Messages Kafka removed before this shipper read them (retention). */
+extern void bk_metrics_messages_lost(BkMetrics *metrics, uint64_t count);
 extern void bk_metrics_error(BkMetrics *metrics, BkMetricsError kind);
 
 /* Replace the lag of every assigned partition (revoked ones disappear). */

@@ -181,7 +181,8 @@ typedef struct Partition
 	int64_t next_offset; /* after the last message handled; -1: none */
 	int64_t committed;   /* last committed; -1: none */
 	/* The group's committed offset when assigned, ASSIGNED_AT_LOW or
-	 * ASSIGNED_UNKNOWN: for the lag metric only. */
+	 * ASSIGNED_UNKNOWN: for the lag metric, and where the partition's
+	 * first message is expected (check_offset_gap). */
 	int64_t assigned_offset;
 	bool warned_create_time; /* a message without broker time was seen */
 	int64_t broker_time;     /* of the newest message handled; -1: none */
@@ -216,9 +217,10 @@ typedef struct Shipper
 	uint64_t conflicts;
 	uint64_t rejected;
 	uint64_t abandoned;
-	bool fatal;    /* stop: an error that must not be skipped */
-	bool fenced;   /* another consumer took our group.instance.id */
-	int exit_code; /* for a fatal error that is not BK_EXIT_FAILURE */
+	uint64_t messages_lost; /* removed by Kafka before we read them */
+	bool fatal;             /* stop: an error that must not be skipped */
+	bool fenced;            /* another consumer took our group.instance.id */
+	int exit_code;          /* for a fatal error that is not BK_EXIT_FAILURE */
 } Shipper;
 
 static void shipper_log(LogLevel level, const char *fmt, ...) BK_PRINTF(2, 3);
@@ -510,12 +512,13 @@ commit_offsets(Shipper *shipper, const Partition *only)
 }
 
 /*
- * For the lag metric: where the group stood in each newly assigned
- * partition.  Until this shipper commits in a partition, that is the only
- * committed offset it knows, and an idle partition would otherwise show no
- * lag at all after a restart.  One request per rebalance, on a copy of the
- * list so that the assignment itself is left as it was.  A failure only
- * leaves those partitions out of the metric.
+ * Where the group stood in each newly assigned partition: the offset its
+ * first message should have (check_offset_gap), and for the lag metric.
+ * Until this shipper commits in a partition, that is the only committed
+ * offset it knows, and an idle partition would otherwise show no lag at
+ * all after a restart.  One request per rebalance, on a copy of the list so
+ * that the assignment itself is left as it was.  A failure leaves those
+ * partitions out of the metric, and their first message unchecked.
  */
 static void
 query_assigned_offsets(Shipper *shipper,
@@ -524,14 +527,12 @@ query_assigned_offsets(Shipper *shipper,
 	rd_kafka_topic_partition_list_t *query;
 	rd_kafka_resp_err_t kerr;
 
-	if (shipper->metrics == NULL)
-		return;
 	query = rd_kafka_topic_partition_list_copy(parts);
 	kerr = rd_kafka_committed(shipper->consumer, query, COMMITTED_QUERY_MS);
 	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
 		shipper_log(LOG_WARNING,
-					"could not read the group's committed offsets for the "
-					"lag metric: %s",
+					"could not read the group's committed offsets (for the "
+					"lag metric and the check for messages Kafka removed): %s",
 					rd_kafka_err2str(kerr));
 	else
 		for (int itemIdx = 0; itemIdx < query->cnt; itemIdx++)
@@ -1183,6 +1184,55 @@ commit_flush(Shipper *shipper)
 	return ok;
 }
 
+/*
+ * check_offset_gap
+ *		Report messages Kafka removed before this shipper read them.  bk's
+ *		topics hold no control records (its producers are idempotent, never
+ *		transactional) and are never compacted (the topic check refuses
+ *		it), so a partition's offsets follow each other without holes: a
+ *		message past the offset expected (after the last one handled, or
+ *		the group's committed offset for the first one) means the messages
+ *		between are gone.  Retention removed them while no shipper read the
+ *		partition (all stopped, or lagging more than topic_retention), or
+ *		someone deleted records; librdkafka then resumes at the oldest
+ *		message left (auto.offset.reset) and says so only in a warning.
+ *		They may be chunks of objects their sources count as archived, so
+ *		this is an ERROR, an audit event and a metric; the shipper goes on
+ *		with what is left, as stopping would lose nothing less.
+ */
+static bool
+check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
+{
+	int64_t expected = p->next_offset >= 0       ? p->next_offset
+					   : p->assigned_offset >= 0 ? p->assigned_offset
+												 : -1;
+	BkAuditEvent *event;
+
+	if (expected < 0 || msg->offset <= expected)
+		return true;
+	shipper->messages_lost += (uint64_t) (msg->offset - expected);
+	bk_metrics_messages_lost(shipper->metrics,
+							 (uint64_t) (msg->offset - expected));
+	shipper_log(LOG_ERROR,
+				"%s [%" PRId32 "]: Kafka no longer holds offsets %" PRId64
+				" to %" PRId64 " (%" PRId64
+				" messages), which no shipper stored: retention removed them "
+				"first (shippers stopped or lagging longer than the topic's "
+				"retention) or records were deleted. Objects their sources "
+				"count as archived may be lost: run \"bk verify\" and "
+				"\"bk list\" to find gaps, take new snapshots of the "
+				"sources concerned, and keep topic_retention above any "
+				"shipper outage.",
+				p->topic, p->partition, expected, msg->offset - 1,
+				msg->offset - expected);
+	event = bk_audit_begin("messages-lost", "unknown");
+	bk_audit_string(event, "topic", p->topic);
+	bk_audit_int(event, "partition", p->partition);
+	bk_audit_int(event, "first_offset", expected);
+	bk_audit_int(event, "last_offset", msg->offset - 1);
+	return audit_send(shipper, p, msg->offset, "unknown", event);
+}
+
 static bool
 handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 {
@@ -1201,6 +1251,8 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_MEMORY);
 		return false;
 	}
+	if (!check_offset_gap(shipper, p, msg))
+		return false;
 	p->next_offset = msg->offset + 1;
 	p->broker_time = broker_time;
 	if (broker_time < 0 && !p->warned_create_time)
@@ -1692,9 +1744,10 @@ main(int argc, char **argv)
 	shipper_log(LOG_INFO,
 				"stopped: %" PRIu64 " archived, %" PRIu64
 				" duplicates, %" PRIu64 " conflicts, %" PRIu64
-				" rejected, %" PRIu64 " given up",
+				" rejected, %" PRIu64 " given up, %" PRIu64
+				" messages lost in Kafka",
 				shipper.archived, shipper.duplicates, shipper.conflicts,
-				shipper.rejected, shipper.abandoned);
+				shipper.rejected, shipper.abandoned, shipper.messages_lost);
 
 cleanup:
 	shipper_close(&shipper);

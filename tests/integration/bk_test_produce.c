@@ -11,6 +11,7 @@
  *					  [--pause-after-chunks N --pause-ms MS [--pause-file F]]
  *					  [--chunk-gap-max MS]
  *					  FILE...
+ *	  bk_test_produce --brokers B --prefix P --delete-records
  *
  * Each FILE becomes one object named after its base name (or --name), with
  * the metadata a PostgreSQL source writes.  --stop-after-chunks sends only the
@@ -21,6 +22,10 @@
  * source host suspended mid-object, creating --pause-file when the pause
  * starts; --chunk-gap-max replaces the producer's BK_CHUNK_GAP_MAX_MS.
  * Prints one line per object: name, attempt id, chunks sent (or "failed").
+ *
+ * --delete-records removes every message of the WAL topic (Kafka's
+ * DeleteRecords, up to each partition's high watermark), as retention would
+ * while no shipper reads the topic.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +117,84 @@ next_frame(void *arg, const uint8_t **frame, size_t *len, BkFrame *info,
 	return true;
 }
 
+/* Delete every record of topic, as retention removes old log segments. */
+static int
+delete_records(const char *brokers, const char *topic)
+{
+	BkKafkaSettings settings = {.brokers = brokers};
+	BkError err;
+	rd_kafka_t *rk;
+	rd_kafka_topic_t *rkt;
+	const struct rd_kafka_metadata *metadata = NULL;
+	rd_kafka_topic_partition_list_t *before;
+	rd_kafka_DeleteRecords_t *request;
+	rd_kafka_queue_t *queue;
+	rd_kafka_event_t *event;
+	const rd_kafka_topic_partition_list_t *offsets;
+	int status = 0;
+
+	bk_error_clear(&err);
+	rk = bk_kafka_admin_new(&settings, &err);
+	if (rk == NULL)
+	{
+		fprintf(stderr, "%s\n", err.message);
+		return 1;
+	}
+	rkt = rd_kafka_topic_new(rk, topic, NULL);
+	if (rd_kafka_metadata(rk, 0, rkt, &metadata, 10000) !=
+			RD_KAFKA_RESP_ERR_NO_ERROR ||
+		metadata->topic_cnt != 1 || metadata->topics[0].partition_cnt < 1)
+	{
+		fprintf(stderr, "no metadata for topic %s\n", topic);
+		return 1;
+	}
+	before =
+		rd_kafka_topic_partition_list_new(metadata->topics[0].partition_cnt);
+	for (int partIdx = 0; partIdx < metadata->topics[0].partition_cnt;
+		 partIdx++)
+		rd_kafka_topic_partition_list_add(
+			before, topic, metadata->topics[0].partitions[partIdx].id)
+			->offset = RD_KAFKA_OFFSET_END;
+	rd_kafka_metadata_destroy(metadata);
+	rd_kafka_topic_destroy(rkt);
+	request = rd_kafka_DeleteRecords_new(before);
+	rd_kafka_topic_partition_list_destroy(before);
+	queue = rd_kafka_queue_new(rk);
+	rd_kafka_DeleteRecords(rk, &request, 1, NULL, queue);
+	event = rd_kafka_queue_poll(queue, 30000);
+	if (event == NULL || rd_kafka_event_error(event))
+	{
+		fprintf(stderr, "DeleteRecords failed: %s\n",
+				event ? rd_kafka_event_error_string(event) : "no answer");
+		status = 1;
+	}
+	else
+	{
+		offsets = rd_kafka_DeleteRecords_result_offsets(
+			rd_kafka_event_DeleteRecords_result(event));
+		for (int itemIdx = 0; itemIdx < offsets->cnt; itemIdx++)
+		{
+			if (offsets->elems[itemIdx].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				fprintf(stderr, "DeleteRecords of partition %d: %s\n",
+						offsets->elems[itemIdx].partition,
+						rd_kafka_err2str(offsets->elems[itemIdx].err));
+				status = 1;
+			}
+			else
+				printf("partition %d starts at %" PRId64 "\n",
+					   offsets->elems[itemIdx].partition,
+					   offsets->elems[itemIdx].offset);
+		}
+	}
+	if (event != NULL)
+		rd_kafka_event_destroy(event);
+	rd_kafka_DeleteRecords_destroy(request);
+	rd_kafka_queue_destroy(queue);
+	bk_kafka_admin_free(rk);
+	return status;
+}
+
 static void
 quiet(void *arg, int level, const char *facility, const char *message)
 {
@@ -139,6 +222,7 @@ main(int argc, char **argv)
 		{"pause-ms", required_argument, NULL, 'm'},
 		{"pause-file", required_argument, NULL, 'F'},
 		{"chunk-gap-max", required_argument, NULL, 'G'},
+		{"delete-records", no_argument, NULL, 'D'},
 		{NULL, 0, NULL, 0}};
 	const char *brokers = NULL;
 	const char *prefix = "bk";
@@ -150,6 +234,7 @@ main(int argc, char **argv)
 	const char *system_id = "7000000000000000001";
 	Sender sender = {.stop_after = -1, .tamper_chunk = -1, .pause_after = -1};
 	int64_t chunk_gap_max_ms = 0;
+	bool delete = false;
 	BkKafkaSettings settings = {0};
 	BkProducer *producer;
 	BkKeyring *ring;
@@ -209,9 +294,22 @@ main(int argc, char **argv)
 			case 'G':
 				chunk_gap_max_ms = strtoll(optarg, NULL, 10);
 				break;
+			case 'D':
+				delete = true;
+				break;
 			default:
 				return 2;
 		}
+	}
+	if (delete &&brokers != NULL)
+	{
+		bk_error_clear(&err);
+		if (!bk_topic_name(prefix, BK_TOPIC_WAL, topic, sizeof(topic), &err))
+		{
+			fprintf(stderr, "%s\n", err.message);
+			return 1;
+		}
+		return delete_records(brokers, topic);
 	}
 	if (brokers == NULL || key_path == NULL || source == NULL || optind >= argc)
 	{

@@ -6,7 +6,8 @@
 #   conflicting copies; a corrupted message (rejected, reported, kept, never
 #   archived); a tampered message with a valid CRC (caught by the key at
 #   verify and restore); a half-sent attempt (given up); a source paused
-#   mid-object (sends it again, nothing lost); SIGKILL in the
+#   mid-object (sends it again, nothing lost); messages Kafka removed
+#   unread (reported); SIGKILL in the
 #   middle of objects (nothing lost, nothing duplicated); SIGTERM and a fast
 #   restart; memory bounded by configuration, not object size; no plaintext
 #   anywhere.
@@ -301,6 +302,31 @@ ok $? "the object sent again is archived"
 "$BK" wal-get --config "$dir/bk.conf" --source "$paused" "$(seg 41)" "$dir/out/paused"
 cmp -s "$dir/wal/$(seg 41)" "$dir/out/paused"
 ok $? "and restores byte-identical"
+
+# ---- messages Kafka removed before any shipper stored them are reported
+# With every shipper stopped longer than the topic's retention, Kafka drops
+# messages no shipper read.  The objects in them are lost, and the
+# restarted shipper must say so, not resume quietly at the oldest message
+# left (librdkafka's auto.offset.reset).
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+"$FAKE_WAL" "$dir/wal" 1 43 2 --segment-size "$SEG" >/dev/null
+produce --source "$paused" "$dir/wal/$(seg 43)" >/dev/null
+"$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --delete-records >"$dir/deleted" 2>&1
+ok $? "Kafka deletes every message of the WAL topic, as retention would"
+start_shipper
+produce --source "$paused" "$dir/wal/$(seg 44)" >/dev/null
+wait_for 30 "segment 44 archived" test -f "$repo/$paused/wal/$(seg 44)"
+ok $? "the restarted shipper archives what comes next"
+like "$(grep ERROR "$log")" "Kafka no longer holds offsets [0-9]+ to [0-9]+ \(16 messages\), which no shipper stored" \
+    "it logs an ERROR naming the 16 chunks of segment 43 Kafka removed"
+wait_for 30 "messages-lost event" audit_has '"event":"messages-lost"'
+ok $? "and reports them on the audit topic"
+[[ ! -e "$repo/$paused/wal/$(seg 43)" ]]
+ok $? "segment 43, removed from Kafka unread, is not in the repository"
+produce --source "$paused" "$dir/wal/$(seg 43)" >/dev/null
+wait_for 30 "segment 43 archived" test -f "$repo/$paused/wal/$(seg 43)"
+ok $? "sent again from the source, it is archived"
 
 # ---- the archive checks out end to end
 out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"

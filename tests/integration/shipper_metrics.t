@@ -173,6 +173,7 @@ ok $? "the stalled attempt counts in bk_shipper_attempts_abandoned_total"
 wait_for 30 "the lag back to 0" wal_lag_all_zero
 ok $? "and the lag is back to 0"
 is "$(metric bk_shipper_objects_archived_total "$dir/now.prom")" 4 "the next object was archived"
+is "$(metric bk_shipper_messages_lost_total "$dir/now.prom")" 0 "no message lost in Kafka"
 
 # ---- a corrupted message
 produce --tamper-chunk 2 --tamper-offset 300 "$dir/wal/$(seg 6)" >/dev/null

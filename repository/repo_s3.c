@@ -1026,6 +1026,8 @@ bucket_name_valid(const char *name, size_t len)
 	return true;
 }
 
+static bool probe_put_if_absent(S3State *state, BkError *err);
+
 static bool
 s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 {
@@ -1109,7 +1111,8 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 	state->stale_upload_ms =
 		bk_repo_stale_upload_ms(options ? options->s3_stale_upload_ms : 0);
 	return parse_endpoint(state, options, err) &&
-		   load_credentials(state, options, err);
+		   load_credentials(state, options, err) &&
+		   (!create || probe_put_if_absent(state, err));
 }
 
 static void s3_prefetch_end(const BkRepo *repo);
@@ -1897,6 +1900,82 @@ s3_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
 		ok = call_failed(state, &call, err);
 	call_free(&call);
 	return ok;
+}
+
+/*
+ * probe_put_if_absent
+ *		Check, once per writer (a shipper's start), that the store honours
+ *		"If-None-Match: *" on PUT, which put-if-absent rests on.  A store
+ *		that ignores it (older S3-compatible stores did, and answer 200)
+ *		would let a conflicting copy (two sources on one id, a tampered
+ *		re-send) overwrite an archived object, and a re-sent PUT whose
+ *		first 200 was lost would never be recognised.  Two conditional PUTs
+ *		of one probe key under ".bk-probe/" (dot names are never listed as
+ *		repository content): the second must be refused with 412.  The
+ *		probe is then deleted; a delete that fails leaves one empty object
+ *		of no consequence behind.
+ */
+static bool
+probe_put_if_absent(S3State *state, BkError *err)
+{
+	uint8_t nonce[16];
+	char hex[2 * sizeof(nonce) + 1];
+	char full[BK_REPO_KEY_MAX + 600];
+	uint8_t md5[16];
+	S3Call call;
+	S3Call delete_call = {.method = "DELETE", .key = full};
+	BkError ignored;
+	bool honoured;
+
+	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
+		return bk_error_set(err, BK_ERR_CRYPTO, "no random bytes for a probe");
+	bk_hex_encode(nonce, sizeof(nonce), hex);
+	snprintf(full, sizeof(full), "%s.bk-probe/%s", state->prefix, hex);
+	EVP_Digest("", 0, md5, NULL, EVP_md5(), NULL);
+	/* The first: created (or 412 when a lost 200 made s3_call send it
+	 * again: ours all the same). */
+	if (!put_object(state, full, (const uint8_t *) "", -1, 0, 0, md5, true,
+					NULL, NULL, 0, &call, err))
+		return false;
+	if (call.status != 200 && !(call.status == 412 && call.sends > 1))
+	{
+		bool ok = call_failed(state, &call, err);
+
+		call_free(&call);
+		return ok;
+	}
+	call_free(&call);
+	if (!put_object(state, full, (const uint8_t *) "", -1, 0, 0, md5, true,
+					NULL, NULL, 0, &call, err))
+		return false;
+	honoured = call.status == 412 ||
+			   strcmp(call.error_code, "PreconditionFailed") == 0;
+	if (!honoured && call.status != 200)
+	{
+		bool ok = call_failed(state, &call, err);
+
+		call_free(&call);
+		return ok;
+	}
+	call_free(&call);
+	bk_error_clear(&ignored);
+	if (s3_call(state, &delete_call, &ignored))
+		call_free(&delete_call);
+	if (!honoured)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "the store at %s does not honour \"If-None-Match: *\" "
+					 "on PUT: a second conditional PUT of s3://%s/%s was "
+					 "accepted",
+					 state->endpoint_host, state->bucket, full);
+		bk_error_hint(err,
+					  "bk-shipper relies on conditional writes never to "
+					  "overwrite an archived object. Use a store that "
+					  "supports them (AWS S3, MinIO, Ceph RGW, s3proxy) or a "
+					  "directory repository.");
+		return false;
+	}
+	return true;
 }
 
 static bool

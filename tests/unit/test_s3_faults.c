@@ -101,11 +101,13 @@ typedef struct FakeStore
 
 	CompletionFault completion_fault;
 	PutFault put_fault;
-	bool reads_denied;        /* HEAD and GET: 403 AccessDenied */
-	bool reads_slowed_down;   /* GET: 503 SlowDown */
-	int get_delay_ms;         /* before answering a GET */
-	int gets_refused;         /* the next ones: 400 InvalidRequest */
-	const char *delete_reply; /* the DeleteObjects answer's body */
+	bool reads_denied;          /* HEAD and GET: 403 AccessDenied */
+	bool if_none_match_ignored; /* PUT: as stores without conditional
+								 * writes, always 200 */
+	bool reads_slowed_down;     /* GET: 503 SlowDown */
+	int get_delay_ms;           /* before answering a GET */
+	int gets_refused;           /* the next ones: 400 InvalidRequest */
+	const char *delete_reply;   /* the DeleteObjects answer's body */
 
 	/*
 	 * What the store did not expect, said here and checked by the test's
@@ -685,7 +687,8 @@ serve(FakeStore *store, int fd, const Request *request)
 
 		store->puts++;
 		store->put_fault = PUT_OK;
-		if (request->if_none_match && object_find(store, request->key))
+		if (request->if_none_match && !store->if_none_match_ignored &&
+			object_find(store, request->key))
 		{
 			reply_error(fd, 412, "PreconditionFailed");
 			return;
@@ -1259,6 +1262,41 @@ put_snapshot_objects(Fixture *f)
 	}
 }
 
+/*
+ * A store that ignores "If-None-Match: *" (answers 200, overwrites) would
+ * let a conflicting copy replace an archived object: a writer's open (a
+ * shipper's start) refuses it, naming the store and the probe.  A store
+ * that honours it keeps nothing of the probe.
+ */
+static void
+test_put_if_absent_ignored(void **state)
+{
+	Fixture *f = *state;
+	BkRepo *repo;
+	BkError err;
+	bool probe_left = false;
+
+	pthread_mutex_lock(&f->store.lock);
+	for (int objIdx = 0; objIdx < f->store.object_count; objIdx++)
+		probe_left |= strstr(f->store.objects[objIdx].key, "bk-probe") != NULL;
+	f->store.if_none_match_ignored = true;
+	pthread_mutex_unlock(&f->store.lock);
+	assert_false(probe_left);
+
+	bk_error_clear(&err);
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, true, &err);
+	assert_null(repo);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(
+		strstr(err.message, "does not honour \"If-None-Match: *\""));
+	assert_non_null(strstr(err.message, "s3://" BUCKET "/pre/.bk-probe/"));
+
+	/* Readers do not write: they open as before. */
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);
+	assert_non_null(repo);
+	bk_repo_close(repo);
+}
+
 #define DELETE_RESULT(errors)                                                  \
 	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult "               \
 	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">" errors                \
@@ -1784,6 +1822,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_put_reply_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_if_absent_ignored, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_put_other_copy_in_place, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_delete_prefix_key_refused, setup,

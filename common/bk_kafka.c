@@ -38,8 +38,12 @@
 #define PARTITION_COUNT_TOPICS 4
 /*
  * Partitions whose newest acknowledgement a producer keeps per batch, to
- * time chunks against the one before (BK_CHUNK_GAP_MAX_MS).  Objects are
- * keyed by source id, so a batch writes one partition per topic.
+ * time chunks against the one before (BK_CHUNK_GAP_MAX_MS).  WAL and
+ * binlog objects are keyed by source id (one partition per topic), but a
+ * snapshot's by file, so its batch spreads over every partition: the slot
+ * acknowledged least recently is the one taken over, never that of an
+ * object whose chunks are still being acknowledged (objects of a batch are
+ * produced one after another, so only the newest few are in flight).
  */
 #define ACK_TIME_SLOTS 16
 /*
@@ -85,7 +89,9 @@ typedef struct AckTime
 	const rd_kafka_topic_t *rkt;
 	int32_t partition;
 	uint32_t index;      /* among the messages of the send */
-	int64_t broker_time; /* its append time, -1 when the broker gave none */
+	int64_t broker_time; /* the newest append time the broker gave in this
+						  * partition (a report may carry none): -1 none */
+	uint32_t used;       /* the producer's acked count when last updated */
 } AckTime;
 
 struct BkProducer
@@ -117,8 +123,7 @@ struct BkProducer
 	int64_t chunk_gap_max_ms;
 	AckTime ack_times[ACK_TIME_SLOTS];
 	int ack_time_count;
-	int ack_time_next; /* slot to reuse when all are taken */
-	int64_t gap_ms;    /* > 0: the first gap found too long */
+	int64_t gap_ms; /* > 0: the first gap found too long */
 	uint32_t gap_chunk;
 	char gap_object[BK_OBJECT_NAME_MAX + 1];
 
@@ -383,18 +388,15 @@ ack_time_slot(BkProducer *producer, const rd_kafka_message_t *msg)
 		if (producer->ack_times[slotIdx].rkt == msg->rkt &&
 			producer->ack_times[slotIdx].partition == msg->partition)
 			return &producer->ack_times[slotIdx];
-	/*
-	 * More partitions than slots (never with bk's keys): the oldest slot
-	 * is taken over.  Its partition's next chunk then finds another index
-	 * and goes unchecked; that object is timed no worse than before.
-	 */
 	if (producer->ack_time_count < ACK_TIME_SLOTS)
 		slot = &producer->ack_times[producer->ack_time_count++];
 	else
 	{
-		slot = &producer->ack_times[producer->ack_time_next];
-		producer->ack_time_next =
-			(producer->ack_time_next + 1) % ACK_TIME_SLOTS;
+		/* The least recently acknowledged partition's (see above). */
+		slot = &producer->ack_times[0];
+		for (int slotIdx = 1; slotIdx < ACK_TIME_SLOTS; slotIdx++)
+			if (producer->ack_times[slotIdx].used < slot->used)
+				slot = &producer->ack_times[slotIdx];
 	}
 	slot->rkt = msg->rkt;
 	slot->partition = msg->partition;
@@ -456,7 +458,14 @@ note_ack_time(BkProducer *producer, const rd_kafka_message_t *msg,
 		}
 	}
 	slot->index = index;
-	slot->broker_time = broker_time;
+	slot->used = producer->acked;
+	/*
+	 * A report without broker time (a message acknowledged implicitly, or
+	 * as a duplicate) keeps the time before: the next gap measured can
+	 * then only come out longer than it was, never shorter.
+	 */
+	if (broker_time >= 0)
+		slot->broker_time = broker_time;
 }
 
 static void
@@ -689,9 +698,18 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 		goto fail;
 	producer->timeout_ms = (int) value;
 	/* A message always goes when nothing is in flight, whatever the bound. */
-	producer->chunk_gap_max_ms = settings->chunk_gap_max_ms > 0
-									 ? settings->chunk_gap_max_ms
-									 : BK_CHUNK_GAP_MAX_MS;
+	/*
+	 * Without a pause, two chunks of an object are appended at most about
+	 * message.timeout.ms apart (the second is queued once the first is
+	 * acknowledged, or before, and is appended within the timeout or
+	 * fails): a bound below twice that would fail sends over a slow link
+	 * forever.
+	 */
+	producer->chunk_gap_max_ms =
+		settings->chunk_gap_max_ms > 0 ? settings->chunk_gap_max_ms
+		: 2 * (int64_t) producer->timeout_ms > BK_CHUNK_GAP_MAX_MS
+			? 2 * (int64_t) producer->timeout_ms
+			: BK_CHUNK_GAP_MAX_MS;
 	producer->window_bytes = settings->window_bytes > 0 ? settings->window_bytes
 														: PRODUCER_WINDOW_BYTES;
 
@@ -1017,7 +1035,6 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	producer->last_offset = -1;
 	producer->partition = -1;
 	producer->ack_time_count = 0;
-	producer->ack_time_next = 0;
 	producer->gap_ms = 0;
 	producer->batch_start_ms = bk_monotonic_ms();
 	producer->last_progress_ms = producer->batch_start_ms;

@@ -52,8 +52,11 @@
  * sent the rest would be acknowledged by Kafka and never stored.  The
  * producer reads the broker's append time of every chunk from its delivery
  * report and fails the send when two chunks of one object lie further
- * apart than this; the caller sends the object again, as after any failed
- * send.  Shippers' abandon_after must be longer (the shipper warns).
+ * apart than this, or than twice message.timeout.ms when that is longer
+ * (a slow link takes up to the timeout per chunk, and must not fail every
+ * send); the caller sends the object again, as after any failed send.
+ * Shippers' abandon_after must be longer than both (the shipper warns
+ * below this one).
  */
 #define BK_CHUNK_GAP_MAX_MS ((int64_t) 60 * 1000)
 

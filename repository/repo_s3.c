@@ -480,7 +480,8 @@ call_path(const S3State *state, const S3Call *call, char *out, size_t out_len)
 static bool
 transient_status(const S3Call *call)
 {
-	if (call->status >= 500 || call->status == 429)
+	/* 501 Not Implemented: a feature the store lacks, for good. */
+	if ((call->status >= 500 && call->status != 501) || call->status == 429)
 		return true;
 	return strcmp(call->error_code, "SlowDown") == 0 ||
 		   strcmp(call->error_code, "RequestTimeout") == 0 ||
@@ -1922,60 +1923,63 @@ probe_put_if_absent(S3State *state, BkError *err)
 	char hex[2 * sizeof(nonce) + 1];
 	char full[BK_REPO_KEY_MAX + 600];
 	uint8_t md5[16];
-	S3Call call;
+	long answers[2] = {0, 0};
 	S3Call delete_call = {.method = "DELETE", .key = full};
 	BkError ignored;
-	bool honoured;
 
 	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
 		return bk_error_set(err, BK_ERR_CRYPTO, "no random bytes for a probe");
 	bk_hex_encode(nonce, sizeof(nonce), hex);
 	snprintf(full, sizeof(full), "%s.bk-probe/%s", state->prefix, hex);
 	EVP_Digest("", 0, md5, NULL, EVP_md5(), NULL);
-	/* The first: created (or 412 when a lost 200 made s3_call send it
-	 * again: ours all the same). */
-	if (!put_object(state, full, (const uint8_t *) "", -1, 0, 0, md5, true,
-					NULL, NULL, 0, &call, err))
-		return false;
-	if (call.status != 200 && !(call.status == 412 && call.sends > 1))
+	for (int putIdx = 0; putIdx < 2; putIdx++)
 	{
-		bool ok = call_failed(state, &call, err);
+		S3Call call;
+		bool ok = put_object(state, full, (const uint8_t *) "", -1, 0, 0, md5,
+							 true, NULL, NULL, 0, &call, err);
 
+		if (ok && (call.status == 412 ||
+				   strcmp(call.error_code, "PreconditionFailed") == 0))
+			answers[putIdx] = 412;
+		else if (ok && (call.status == 200 || call.status == 501))
+			answers[putIdx] = call.status;
+		else if (ok)
+			ok = call_failed(state, &call, err);
 		call_free(&call);
-		return ok;
+		if (!ok)
+			return false;
+		/*
+		 * 412 to the first: a lost 200 made s3_call send it again, and
+		 * the key is random, so it found our own write.  501 Not
+		 * Implemented: the store says it has no conditional writes.
+		 */
+		if (answers[putIdx] == 501 ||
+			(putIdx == 0 && answers[0] == 412 && call.sends <= 1))
+			break;
 	}
-	call_free(&call);
-	if (!put_object(state, full, (const uint8_t *) "", -1, 0, 0, md5, true,
-					NULL, NULL, 0, &call, err))
-		return false;
-	honoured = call.status == 412 ||
-			   strcmp(call.error_code, "PreconditionFailed") == 0;
-	if (!honoured && call.status != 200)
-	{
-		bool ok = call_failed(state, &call, err);
-
-		call_free(&call);
-		return ok;
-	}
-	call_free(&call);
 	bk_error_clear(&ignored);
-	if (s3_call(state, &delete_call, &ignored))
-		call_free(&delete_call);
-	if (!honoured)
-	{
-		bk_error_set(err, BK_ERR_CONFIG,
-					 "the store at %s does not honour \"If-None-Match: *\" "
-					 "on PUT: a second conditional PUT of s3://%s/%s was "
-					 "accepted",
-					 state->endpoint_host, state->bucket, full);
-		bk_error_hint(err,
-					  "bk-shipper relies on conditional writes never to "
-					  "overwrite an archived object. Use a store that "
-					  "supports them (AWS S3, MinIO, Ceph RGW, s3proxy) or a "
-					  "directory repository.");
-		return false;
-	}
-	return true;
+	(void) s3_call(state, &delete_call, &ignored);
+	call_free(&delete_call);
+	if (answers[1] == 412)
+		return true;
+	if (answers[0] == 412)
+		return bk_error_set(err, BK_ERR_IO,
+							"the store at %s refused a conditional PUT of "
+							"s3://%s/%s, a key nobody else writes",
+							state->endpoint_host, state->bucket, full);
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "the store at %s does not honour \"If-None-Match: *\" on "
+				 "PUT: %s conditional PUT of s3://%s/%s was %s",
+				 state->endpoint_host, answers[0] == 501 ? "a" : "a second",
+				 state->bucket, full,
+				 answers[0] == 501 || answers[1] == 501
+					 ? "answered 501 Not Implemented"
+					 : "accepted");
+	bk_error_hint(err, "bk-shipper relies on conditional writes never to "
+					   "overwrite an archived object. Use a store that "
+					   "supports them (AWS S3, MinIO, Ceph RGW, s3proxy) or a "
+					   "directory repository.");
+	return false;
 }
 
 static bool

@@ -1198,7 +1198,10 @@ commit_flush(Shipper *shipper)
  *		message left (auto.offset.reset) and says so only in a warning.
  *		They may be chunks of objects their sources count as archived, so
  *		this is an ERROR, an audit event and a metric; the shipper goes on
- *		with what is left, as stopping would lose nothing less.
+ *		with what is left, as stopping would lose nothing less.  The hole
+ *		may also cover messages of objects already stored (the committed
+ *		offset stays behind attempts still open), so the count is of
+ *		messages not known to be stored, an upper bound of what is lost.
  */
 static bool
 check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
@@ -1216,10 +1219,11 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	shipper_log(LOG_ERROR,
 				"%s [%" PRId32 "]: Kafka no longer holds offsets %" PRId64
 				" to %" PRId64 " (%" PRId64
-				" messages), which no shipper stored: retention removed them "
-				"first (shippers stopped or lagging longer than the topic's "
-				"retention) or records were deleted. Objects their sources "
-				"count as archived may be lost: run \"bk verify\" and "
+				" messages), which this group had not committed as stored: "
+				"retention removed them first (shippers stopped or lagging "
+				"longer than the topic's retention) or records were "
+				"deleted. Objects their sources count as archived may be "
+				"lost: run \"bk verify\" and "
 				"\"bk list\" to find gaps, take new snapshots of the "
 				"sources concerned, and keep topic_retention above any "
 				"shipper outage.",
@@ -1230,7 +1234,11 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	bk_audit_int(event, "partition", p->partition);
 	bk_audit_int(event, "first_offset", expected);
 	bk_audit_int(event, "last_offset", msg->offset - 1);
-	return audit_send(shipper, p, msg->offset, "unknown", event);
+	/*
+	 * Held at the hole's start: a crash before the event is acknowledged
+	 * restarts there, and finds the hole again.
+	 */
+	return audit_send(shipper, p, expected, "unknown", event);
 }
 
 static bool
@@ -1293,6 +1301,19 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 					"] offset %" PRId64 ": its attempt has it already",
 					frame.chunk_index, (int) frame.name_len, frame.name,
 					p->topic, p->partition, msg->offset);
+		/*
+		 * A copy of the attempt's newest chunk times the attempt from now
+		 * on: its source's delivery report carried this copy's broker
+		 * time, and measured the gap to the next chunk from it
+		 * (BK_CHUNK_GAP_MAX_MS), so the wait for that chunk starts here.
+		 */
+		if (!attempt->queued &&
+			frame.chunk_index + 1 == attempt->tracker.next_index)
+		{
+			if (broker_time > attempt->broker_time)
+				attempt->broker_time = broker_time;
+			attempt->local_ms = bk_monotonic_ms();
+		}
 		return abandon_stalled(shipper, p, broker_time);
 	}
 	if (frame.chunk_index == 0)

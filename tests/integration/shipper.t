@@ -318,7 +318,7 @@ start_shipper
 produce --source "$paused" "$dir/wal/$(seg 44)" >/dev/null
 wait_for 30 "segment 44 archived" test -f "$repo/$paused/wal/$(seg 44)"
 ok $? "the restarted shipper archives what comes next"
-like "$(grep ERROR "$log")" "Kafka no longer holds offsets [0-9]+ to [0-9]+ \(16 messages\), which no shipper stored" \
+like "$(grep ERROR "$log")" "Kafka no longer holds offsets [0-9]+ to [0-9]+ \(16 messages\), which this group had not committed as stored" \
     "it logs an ERROR naming the 16 chunks of segment 43 Kafka removed"
 wait_for 30 "messages-lost event" audit_has '"event":"messages-lost"'
 ok $? "and reports them on the audit topic"

@@ -101,13 +101,14 @@ typedef struct FakeStore
 
 	CompletionFault completion_fault;
 	PutFault put_fault;
-	bool reads_denied;          /* HEAD and GET: 403 AccessDenied */
-	bool if_none_match_ignored; /* PUT: as stores without conditional
+	bool reads_denied;                /* HEAD and GET: 403 AccessDenied */
+	bool if_none_match_ignored;       /* PUT: as stores without conditional
 								 * writes, always 200 */
-	bool reads_slowed_down;     /* GET: 503 SlowDown */
-	int get_delay_ms;           /* before answering a GET */
-	int gets_refused;           /* the next ones: 400 InvalidRequest */
-	const char *delete_reply;   /* the DeleteObjects answer's body */
+	bool if_none_match_unimplemented; /* PUT with it: 501 */
+	bool reads_slowed_down;           /* GET: 503 SlowDown */
+	int get_delay_ms;                 /* before answering a GET */
+	int gets_refused;                 /* the next ones: 400 InvalidRequest */
+	const char *delete_reply;         /* the DeleteObjects answer's body */
 
 	/*
 	 * What the store did not expect, said here and checked by the test's
@@ -687,6 +688,11 @@ serve(FakeStore *store, int fd, const Request *request)
 
 		store->puts++;
 		store->put_fault = PUT_OK;
+		if (request->if_none_match && store->if_none_match_unimplemented)
+		{
+			reply_error(fd, 501, "NotImplemented");
+			return;
+		}
 		if (request->if_none_match && !store->if_none_match_ignored &&
 			object_find(store, request->key))
 		{
@@ -1265,8 +1271,9 @@ put_snapshot_objects(Fixture *f)
 /*
  * A store that ignores "If-None-Match: *" (answers 200, overwrites) would
  * let a conflicting copy replace an archived object: a writer's open (a
- * shipper's start) refuses it, naming the store and the probe.  A store
- * that honours it keeps nothing of the probe.
+ * shipper's start) refuses it, naming the store and the probe; so does
+ * one that answers 501 (not retried as other 5xx are, until s3_timeout).
+ * A store that honours it keeps nothing of the probe.
  */
 static void
 test_put_if_absent_ignored(void **state)
@@ -1290,6 +1297,17 @@ test_put_if_absent_ignored(void **state)
 	assert_non_null(
 		strstr(err.message, "does not honour \"If-None-Match: *\""));
 	assert_non_null(strstr(err.message, "s3://" BUCKET "/pre/.bk-probe/"));
+	assert_non_null(strstr(err.message, "was accepted"));
+
+	/* One that says it has no such writes (501): the same, at once. */
+	pthread_mutex_lock(&f->store.lock);
+	f->store.if_none_match_ignored = false;
+	f->store.if_none_match_unimplemented = true;
+	pthread_mutex_unlock(&f->store.lock);
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, true, &err);
+	assert_null(repo);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "answered 501 Not Implemented"));
 
 	/* Readers do not write: they open as before. */
 	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);

@@ -97,6 +97,8 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			.stop_us = finished,
 			.stop_order = binlog_order(snap->binlog_file, snap->binlog_pos),
 			.stored_ms = snap->stored_ms,
+			/* Another engine's, under this source id by mistake. */
+			.foreign = snap->other_engine,
 		};
 	}
 	anchored = bk_retention_decide(view, snapshots.count, policy, bk_wall_ms(),
@@ -173,6 +175,19 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			if (!policy->dry_run &&
 				!bk_repo_delete(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
 								file->ranges[idx].name, err))
+			{
+				status = bk_cli_report_error(program, err);
+				goto done;
+			}
+		}
+		/* Differing copies of its ranges (conflicts) go with it. */
+		if (!policy->dry_run)
+		{
+			char prefix[BK_BINLOG_FILE_NAME_MAX + 2];
+
+			snprintf(prefix, sizeof(prefix), "%s/", file->name);
+			if (!bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
+									   BK_KIND_BINLOG, prefix, err))
 			{
 				status = bk_cli_report_error(program, err);
 				goto done;

@@ -87,6 +87,9 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 								 &object, err))
 		return bk_error_prefix(err, "snapshot record %s: ", entry->name);
 	snap->has_record = true;
+	snap->other_engine = !bk_meta_get(object.meta, object.meta_len, "engine",
+									  value, sizeof(value)) ||
+						 strcmp(value, "mariadb") != 0;
 	if (bk_meta_get(object.meta, object.meta_len, "objects", value,
 					sizeof(value)))
 		snap->data_expected = (int64_t) strtoull(value, NULL, 10);
@@ -136,6 +139,10 @@ judge_complete(MariadbSnapshot *snap)
 		snprintf(snap->reason, sizeof(snap->reason),
 				 "no record (snapshot.json): the snapshot failed, was"
 				 " cancelled, or is still arriving");
+	else if (snap->other_engine)
+		snprintf(snap->reason, sizeof(snap->reason),
+				 "its record is not a MariaDB snapshot's (no engine=mariadb):"
+				 " another database archives under this source id");
 	else if (!snap->has_schema)
 		snprintf(snap->reason, sizeof(snap->reason),
 				 "its schema.json is missing");

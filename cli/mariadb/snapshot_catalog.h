@@ -27,6 +27,12 @@ typedef struct MariadbSnapshot
 	 */
 	bool complete;
 	bool has_record;
+	/*
+	 * Its record is another engine's (no engine=mariadb: a PostgreSQL
+	 * cluster archiving under the same source id by mistake).  Never
+	 * judged complete, and bk expire leaves it alone.
+	 */
+	bool other_engine;
 	bool has_schema;
 	int64_t data_expected; /* the record's count, or -1 if it has none */
 	uint64_t data_objects; /* data/ objects in the repository */

@@ -81,7 +81,9 @@ wal_cutoff(const Expire *ex, int64_t *guard_us, uint32_t *timeline, char *note,
 		const BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
 		int64_t start_us;
 
-		if (ex->verdicts[snapIdx] == BK_VERDICT_EXPIRE)
+		/* Another engine's needs none of this WAL. */
+		if (ex->verdicts[snapIdx] == BK_VERDICT_EXPIRE ||
+			snapshot->other_engine)
 			continue;
 		if (snapshot->start_lsn != BK_LSN_INVALID)
 		{
@@ -396,7 +398,8 @@ build_view(Expire *ex, BkError *err)
 			.stop_order = snapshot->stop_lsn,
 			.stored_ms = snapshot->stored_ms,
 			.off_latest = off_latest_timeline(&ex->catalog.wal, snapshot),
-			.foreign = snapshot->problem == BK_SNAP_CONFLICT ||
+			.foreign = snapshot->other_engine ||
+					   snapshot->problem == BK_SNAP_CONFLICT ||
 					   (snapshot->system_identifier[0] != '\0' &&
 						ex->catalog.wal.system_identifier[0] != '\0' &&
 						strcmp(snapshot->system_identifier,

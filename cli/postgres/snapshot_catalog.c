@@ -167,6 +167,10 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 		return;
 	}
 	snapshot->has_record = true;
+	/* PostgreSQL's records carry no engine; the MariaDB agent's do. */
+	meta_text(object, "engine", value, sizeof(value));
+	snapshot->other_engine =
+		value[0] != '\0' && strcmp(value, "postgresql") != 0;
 	meta_text(object, "kind", snapshot->kind, sizeof(snapshot->kind));
 	meta_text(object, "parent", snapshot->parent, sizeof(snapshot->parent));
 	meta_text(object, "start-lsn", value, sizeof(value));

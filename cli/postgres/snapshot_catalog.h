@@ -80,6 +80,12 @@ typedef struct BkSnapshot
 	uint64_t bytes;
 	uint32_t segment_size;
 	char system_identifier[32];
+	/*
+	 * The record names another engine (engine=mariadb: a MariaDB server
+	 * archiving under the same source id by mistake): bk expire leaves
+	 * the snapshot alone.  Valid whether or not has_record.
+	 */
+	bool other_engine;
 
 	/* What is present. */
 	uint64_t data_objects;

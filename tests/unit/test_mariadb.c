@@ -9,6 +9,7 @@
  */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -1393,6 +1394,108 @@ archive_complete_snapshot(Fixture *f, const char *id, int file_no)
 	archive_snapshot_object(f, id, BK_SNAPSHOT_RECORD, record);
 }
 
+/* Differing copies of binlog file's ranges in the conflicts area. */
+static int
+conflict_copies(Fixture *f, const char *file)
+{
+	char path[1024];
+	DIR *dir;
+	struct dirent *entry;
+	int count = 0;
+
+	snprintf(path, sizeof(path), "%s/%s/conflicts/binlog/%s", f->location,
+			 SOURCE, file);
+	dir = opendir(path);
+	if (dir == NULL)
+		return 0;
+	while ((entry = readdir(dir)) != NULL)
+		count += entry->d_name[0] != '.';
+	closedir(dir);
+	return count;
+}
+
+/* A differing copy of binlog file's first range (archive_binlog_start). */
+static void
+archive_conflict_start(Fixture *f, const char *file)
+{
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[256];
+
+	snprintf(name, sizeof(name), "%s/0000000000-0000000004", file);
+	snprintf(meta, sizeof(meta),
+			 "type=binlog-range\nbinlog-file=%s\nstart=0\nend=4\nevents=0\n"
+			 "gtid=\ncreated=2026-11-24T05:12:00.000Z\nclosed=rotate",
+			 file);
+	test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_BINLOG, SOURCE,
+						  name, meta,
+						  (const uint8_t *) "\xfe"
+											"BIN",
+						  4);
+}
+
+/*
+ * A binlog file expired takes the differing copies of its ranges with it
+ * (kept in conflicts/ by the shipper): they were kept for good before.
+ */
+static void
+test_expire_removes_binlog_conflicts(void **state)
+{
+	Fixture *f = *state;
+
+	archive_binlog_files(f, 3);
+	archive_conflict_start(f, "mariadb-bin.000001");
+	archive_conflict_start(f, "mariadb-bin.000002");
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 1);
+	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 1);
+
+	assert_int_equal(expire(f, 1), 0);
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 0);
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 1);
+}
+
+/*
+ * A PostgreSQL cluster archives snapshots under this MariaDB source's id
+ * (source_id set alike by mistake): its record has no engine=mariadb and
+ * no schema.json beside it, so it looked incomplete, and once older than
+ * the kept snapshot and a day old, it was removed.  It is another
+ * engine's: bk expire leaves it, and the catalog says why it is not one.
+ */
+static void
+test_expire_keeps_other_engine(void **state)
+{
+	Fixture *f = *state;
+	const char *other = "20261101T000000Z-0000beef";
+	MariadbSnapshotCatalog catalog;
+	const MariadbSnapshot *snap;
+
+	archive_binlog_files(f, 3);
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	archive(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000beef/snapshot.json",
+			"snapshot=20261101T000000Z-0000beef\nkind=full\n"
+			"start-lsn=0/2000028\nstop-lsn=0/2000100\ntimeline=1\n"
+			"objects=1",
+			(const uint8_t *) "{}", 2);
+	archive(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000beef/data/000001",
+			"snapshot=20261101T000000Z-0000beef", (const uint8_t *) "{}", 2);
+	test_age_snapshot(f->location, SOURCE, other, 48);
+
+	snap = load_snapshot(f, &catalog, other);
+	assert_true(snap->other_engine);
+	assert_false(snap->complete);
+	assert_non_null(strstr(snap->reason, "not a MariaDB snapshot's"));
+	mariadb_snapshot_catalog_free(&catalog);
+
+	assert_int_equal(expire(f, 1), 0);
+	assert_true(
+		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000beef/snapshot.json"));
+	assert_true(
+		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000beef/data/000001"));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+}
+
 /*
  * The agent host's clock stepped back nine days after snapshot S: R,
  * started since, has an id older than S's.  While the store writes R's
@@ -1749,6 +1852,10 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,

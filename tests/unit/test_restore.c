@@ -1355,6 +1355,38 @@ test_expire_keeps_arriving_snapshot_with_older_id(void **state)
 }
 
 /*
+ * A MariaDB server archives snapshots under this PostgreSQL source's id
+ * (source_id set alike by mistake): its record, without start-lsn, looks
+ * like no record at all, and a day after its last object such a snapshot
+ * was removed as abandoned.  It is another engine's: bk expire leaves it.
+ */
+static void
+test_expire_keeps_other_engine(void **state)
+{
+	WalFixture *f = *state;
+	const char *other = "20261101T000000Z-0000000d";
+	char name[128];
+
+	for (uint64_t segno = 1; segno <= 8; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, "20261110T000000Z-0000000b", "full", NULL, 1,
+					 "0/5000028", "0/5800000", 1, 1);
+	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, other);
+	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
+						name,
+						"snapshot=20261101T000000Z-0000000d\nengine=mariadb\n"
+						"type=record\nobjects=0\nbinlog-file=mariadb-bin."
+						"000001\nbinlog-pos=4",
+						(const uint8_t *) "{}", 2);
+	test_age_snapshot(f->location, SOURCE, other, 48);
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, other));
+	assert_false(segment_exists(f, 1, 4));
+	assert_true(segment_exists(f, 1, 5));
+}
+
+/*
  * A second cluster archives under the same source id (bk.source_id set
  * alike on both): its WAL is now the newest, so the first cluster's
  * snapshots are conflicts, not restorable, and its snapshot is.  Neither
@@ -3494,6 +3526,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_full_of_current_timeline, wal_setup,
 			wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_system,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(

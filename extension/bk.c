@@ -288,15 +288,26 @@ bk_shmem_startup(void)
 
 /*
  * bk_check_one_property
- *		Refuse librdkafka plugins: librdkafka loads them (dlopen) as soon as
+ *		Refuse what would run foreign code in a server process or take over
+ *		its signals: librdkafka plugins, which it loads (dlopen) as soon as
  *		the property is set, and this hook runs in every server process,
- *		the postmaster included.
+ *		the postmaster included; an OpenSSL engine library; the shell
+ *		command it runs to renew Kerberos tickets; and the signal it would
+ *		install a handler of its own for, process-wide (in the archiver,
+ *		one PostgreSQL's shutdown relies on).
  */
 static bool
 bk_check_one_property(void *arg, const char *key, const char *value,
 					  BkError *err)
 {
-	if (strcmp(key, "plugin.library.paths") == 0)
+	static const char *const refused[] = {
+		"plugin.library.paths", "ssl.engine.location",
+		"sasl.kerberos.kinit.cmd", "internal.termination.signal"};
+	bool is_refused = false;
+
+	for (size_t keyIdx = 0; keyIdx < lengthof(refused); keyIdx++)
+		is_refused |= strcmp(key, refused[keyIdx]) == 0;
+	if (is_refused)
 	{
 		bk_error_set(err, BK_ERR_CONFIG,
 					 "Kafka property \"%s\" is not supported inside PostgreSQL",

@@ -289,8 +289,16 @@ static int
 coord_compare(const char *file_a, uint64_t pos_a, const char *file_b,
 			  uint64_t pos_b)
 {
+	const char *dot_a = strrchr(file_a, '.');
+	const char *dot_b = strrchr(file_b, '.');
 	int order = bk_binlog_file_compare(file_a, file_b);
 
+	/* One file spelled two ways (mariadb-bin.1, mariadb-bin.000001). */
+	if (order != 0 && dot_a != NULL && dot_b != NULL &&
+		dot_a - file_a == dot_b - file_b &&
+		strncmp(file_a, file_b, (size_t) (dot_a - file_a)) == 0 &&
+		strtoull(dot_a + 1, NULL, 10) == strtoull(dot_b + 1, NULL, 10))
+		order = 0;
 	if (order != 0)
 		return order;
 	return pos_a < pos_b ? -1 : pos_a > pos_b;
@@ -665,6 +673,7 @@ run(MariadbRestore *r, BkError *err)
 	 * time target inside the second a snapshot was taken needs the one
 	 * before it.
 	 */
+	restore_target_file_normalize(r);
 	if (!choose_snapshot(r, r->snapshots.count, err))
 		return false;
 	while (!restore_plan_replay(r, err))

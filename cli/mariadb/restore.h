@@ -142,6 +142,7 @@ typedef struct MariadbRestore
 } MariadbRestore;
 
 /* restore_binlog.c */
+extern void restore_target_file_normalize(MariadbRestore *r);
 extern bool restore_plan_replay(MariadbRestore *r, BkError *err);
 extern bool restore_replay(MariadbRestore *r, BkError *err);
 extern void restore_remove_work_dir(MariadbRestore *r);

@@ -466,6 +466,36 @@ refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
 						 r->source);
 }
 
+/*
+ * restore_target_file_normalize
+ *		mariadb-bin.42 in --target-position is the archive's
+ *		mariadb-bin.000042: spelled as the archive and the snapshots spell
+ *		it before anything compares it, or two spellings of one file would
+ *		order by name and the position within it be passed over.
+ */
+void
+restore_target_file_normalize(MariadbRestore *r)
+{
+	const char *dot_target = strrchr(r->target.file, '.');
+
+	if (r->target.type != TARGET_POSITION || dot_target == NULL)
+		return;
+	for (int idx = 0; idx < r->binlog.file_count; idx++)
+	{
+		const char *name = r->binlog.files[idx].name;
+		const char *dot = strrchr(name, '.');
+
+		if (dot != NULL &&
+			strtoull(dot + 1, NULL, 10) == strtoull(dot_target + 1, NULL, 10) &&
+			dot - name == dot_target - r->target.file &&
+			strncmp(name, r->target.file, (size_t) (dot - name)) == 0)
+		{
+			bk_strlcpy(r->target.file, name, sizeof(r->target.file));
+			return;
+		}
+	}
+}
+
 bool
 restore_plan_replay(MariadbRestore *r, BkError *err)
 {
@@ -490,6 +520,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		return true;
 	if (r->target.type == TARGET_POSITION)
 	{
+		restore_target_file_normalize(r);
 		/*
 		 * Files are ordered by number: one of another name would pass for
 		 * the archived file of its number, never stop the replay there,
@@ -517,19 +548,6 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 								 " SHOW MASTER STATUS printed; \"bk list"
 								 " --source %s\" shows the archived files.",
 								 r->source);
-		/* mariadb-bin.42 is the archive's mariadb-bin.000042. */
-		for (int idx = 0; idx < r->binlog.file_count; idx++)
-		{
-			const char *name = r->binlog.files[idx].name;
-			const char *dot = strrchr(name, '.');
-
-			if (dot != NULL &&
-				strtoull(dot + 1, NULL, 10) ==
-					strtoull(dot_target + 1, NULL, 10) &&
-				dot - name == dot_target - r->target.file &&
-				strncmp(name, r->target.file, (size_t) (dot - name)) == 0)
-				bk_strlcpy(r->target.file, name, sizeof(r->target.file));
-		}
 	}
 	if (r->target.type == TARGET_GTID)
 	{

@@ -1812,6 +1812,116 @@ test_verify_resent_range_differs(void **state)
 	free(problems);
 }
 
+/*
+ * bk restore with these options on the fixture's repository, against a
+ * server that is not there: what it decides before it connects.  Its
+ * messages go to f->dir/restore.err.
+ */
+static int
+restore_to(Fixture *f, const char *target_option, const char *target)
+{
+	char config[600];
+	char key[600];
+	char *argv[] = {"bk",
+					"--config",
+					config,
+					"--repo",
+					f->location,
+					"--source",
+					SOURCE,
+					"--key-file",
+					key,
+					"--mysql-socket",
+					"/nonexistent/bk-test.sock",
+					(char *) target_option,
+					(char *) target,
+					NULL};
+	BkError err;
+
+	char messages[700];
+	int saved;
+	int out;
+	int status;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(key, sizeof(key), "%s/key", f->dir);
+	snprintf(messages, sizeof(messages), "%s/restore.err", f->dir);
+	if (access(config, F_OK) != 0)
+	{
+		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+		assert_true(bk_key_write_files(&f->key, key, &err));
+	}
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	out = open(messages, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && out >= 0);
+	dup2(out, STDERR_FILENO);
+	close(out);
+	status =
+		bk_mariadb_restore((int) (sizeof(argv) / sizeof(argv[0])) - 1, argv);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	return status;
+}
+
+/* What the last restore_to said. */
+static char *
+restore_messages(Fixture *f)
+{
+	char path[700];
+	char *text = NULL;
+	size_t len = 0;
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/restore.err", f->dir);
+	assert_true(bk_read_file(path, 1 << 20, &text, &len, &err));
+	return text;
+}
+
+/*
+ * --target-position before the only snapshot, its file spelled short
+ * (mariadb-bin.1 for mariadb-bin.000001): the snapshot was taken for one at
+ * or before it (the names compared as text, not the positions), and the
+ * restore went on to bring back every transaction between the target and
+ * the snapshot.  Both spellings are refused the same way.
+ */
+static void
+test_target_position_short_file_name(void **state)
+{
+	Fixture *f = *state;
+	char meta[512];
+	char target[64];
+	uint64_t snap_pos =
+		AFTER_FIRST_TRANSACTION + 2 * BK_BINLOG_HEADER_LEN + 13 + 8;
+	int status_full;
+	int status_short;
+	char *said;
+
+	archive_both_files(f);
+	snprintf(meta, sizeof(meta),
+			 "type=record\nobjects=0\nbinlog-file=mariadb-bin.000001\n"
+			 "binlog-pos=%" PRIu64 "\ngtid=0-1-2\n"
+			 "consistent-at=2026-11-24T09:01:30.000Z",
+			 snap_pos);
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_NEW, BK_SNAPSHOT_RECORD, meta);
+
+	snprintf(target, sizeof(target), "mariadb-bin.000001:%d",
+			 (int) AFTER_FIRST_TRANSACTION);
+	status_full = restore_to(f, "--target-position", target);
+	said = restore_messages(f);
+	assert_non_null(strstr(said, "no snapshot of source"));
+	free(said);
+	snprintf(target, sizeof(target), "mariadb-bin.1:%d",
+			 (int) AFTER_FIRST_TRANSACTION);
+	status_short = restore_to(f, "--target-position", target);
+	said = restore_messages(f);
+	assert_non_null(strstr(said, "no snapshot of source"));
+	free(said);
+	assert_int_equal(status_short, status_full);
+}
+
 int
 main(void)
 {
@@ -1855,6 +1965,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
 										teardown),

@@ -32,7 +32,8 @@ static const char restore_help[] =
 	"by --mysql-socket or --mysql-host, as they were at the target moment:\n"
 	"loads the newest complete snapshot at or before it, then replays the\n"
 	"archived binlog from the snapshot's coordinates up to the target.\n"
-	"Everything is decrypted and checked before the server is touched.\n"
+	"The binlog is decrypted and checked, and every snapshot part found,\n"
+	"before the server is touched; the parts are decrypted as they load.\n"
 	"\n"
 	"Target (at most one; default: everything archived):\n"
 	"  --target-time TS          every transaction that committed at or "
@@ -65,6 +66,8 @@ static const char restore_help[] =
 	"  --force                   restore into a server that holds databases:\n"
 	"                            the snapshot's databases are dropped first,\n"
 	"                            and RESET MASTER if its binlog holds GTIDs\n"
+	"                            (a damaged part found while loading leaves\n"
+	"                            them dropped: bk verify first)\n"
 	"  --dry-run                 check everything and print the plan; change\n"
 	"                            nothing\n"
 	"\n"
@@ -73,9 +76,10 @@ static const char restore_help[] =
 	"than YES, and be of the snapshot's version or newer.\n"
 	"\n"
 	"Exit status: 0 restored; 1 the target is not restorable or the restore\n"
-	"failed (the server then holds the database bk_restore_incomplete, which\n"
-	"says which step failed); 2 usage; 3 configuration or key; 4 the archive\n"
-	"failed a check; 5 the repository unreachable.\n"
+	"failed; 2 usage; 3 configuration or key; 4 the archive failed a check;\n"
+	"5 the repository unreachable.  A restore that failed after its first\n"
+	"write, whatever the status, leaves the database bk_restore_incomplete,\n"
+	"which says which step failed.\n"
 	"\n" BK_COMMON_HELP;
 
 enum
@@ -704,7 +708,8 @@ run(MariadbRestore *r, BkError *err)
 	json_array_foreach(tables, idx, table) r->bytes_total +=
 		(uint64_t) json_integer_value(json_object_get(table, "bytes"));
 	r->conn = restore_connect(r, false, err);
-	if (r->conn == NULL || !restore_check_server(r, err))
+	if (r->conn == NULL || !restore_check_server(r, err) ||
+		!restore_check_replay(r, err))
 		return false;
 	print_plan(r);
 	if (r->dry_run)

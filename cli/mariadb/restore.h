@@ -14,9 +14,11 @@
  *	 restore_data.c     table data, loaded in parallel
  *	 restore_indexes.c  plain secondary indexes built after the data
  *
- * Everything is read and checked (every snapshot object and binlog range
- * decrypted, every event's CRC, the target within the archive) before the
- * server is touched; from the first write on, the server holds a database
+ * The binlog is read and checked (every range decrypted, every event's
+ * CRC, the target within the archive), the snapshot's record and schema
+ * decrypted and every data part found, and what the replay needs checked,
+ * before the server is touched; the data parts are decrypted and checked
+ * as they load.  From the first write on, the server holds a database
  * bk_restore_incomplete until the restore ends well.
  */
 #ifndef BK_MARIADB_RESTORE_H
@@ -143,6 +145,7 @@ typedef struct MariadbRestore
 
 /* restore_binlog.c */
 extern void restore_target_file_normalize(MariadbRestore *r);
+extern bool restore_check_replay(MariadbRestore *r, BkError *err);
 extern bool restore_plan_replay(MariadbRestore *r, BkError *err);
 extern bool restore_replay(MariadbRestore *r, BkError *err);
 extern void restore_remove_work_dir(MariadbRestore *r);

@@ -891,20 +891,22 @@ locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
  *		mariadb-binlog writes a row event as a BINLOG statement in base64:
  *		the server must take a packet 4/3 the size of the largest event.
  */
+#define REPLAY_PACKET_LIMIT (1024ULL * 1024 * 1024)
+
+static uint64_t
+packet_needed(const MariadbRestore *r)
+{
+	return r->largest_event / 3 * 4 + 64 * 1024;
+}
+
 static bool
 raise_packet_limit(MariadbRestore *r, BkError *err)
 {
-	uint64_t need = r->largest_event / 3 * 4 + 64 * 1024;
-	uint64_t limit = 1024ULL * 1024 * 1024;
+	uint64_t limit = REPLAY_PACKET_LIMIT;
 	char sql[128];
 
-	if (need <= r->max_packet)
+	if (packet_needed(r) <= r->max_packet)
 		return true;
-	if (need > limit)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"an event of %" PRIu64 " bytes is too large to"
-							" replay (max_allowed_packet is at most 1 GiB)",
-							r->largest_event);
 	snprintf(sql, sizeof(sql), "SET GLOBAL max_allowed_packet = %" PRIu64,
 			 limit);
 	if (!restore_sql(r, r->conn, sql, "raising max_allowed_packet for replay",
@@ -1046,6 +1048,56 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 		free(text);
 	}
 	return ok;
+}
+
+/* The replay's mariadb-binlog starts (not on PATH: exit 127). */
+static bool
+binlog_tool_runs(const MariadbRestore *r, BkError *err)
+{
+	Argv argv = {0};
+	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	pid_t pid;
+	int status;
+
+	argv_add(&argv, "mariadb-binlog");
+	argv_add(&argv, "--version");
+	pid = spawn(r, &argv, -1, devnull, devnull, false, err);
+	close(devnull);
+	argv_free(&argv);
+	if (pid < 0)
+		return false;
+	status = wait_status(pid);
+	if (status == 127)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"mariadb-binlog, which reads the binlog for the "
+							"replay, is not on PATH") ||
+			   bk_error_hint(err, "Install it (Debian: mariadb-client).");
+	if (status != 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"mariadb-binlog --version failed (exit %d)",
+							status);
+	return true;
+}
+
+/*
+ * restore_check_replay
+ *		What the replay needs, checked before anything is written (with
+ *		--force, before any database is dropped): an event the server can
+ *		take, the two client tools, and option files that would not skip
+ *		what is replayed.  Found only at the replay, after hours of
+ *		loading, each would leave a half-restored server.
+ */
+bool
+restore_check_replay(MariadbRestore *r, BkError *err)
+{
+	if (r->replay_count == 0)
+		return true;
+	if (packet_needed(r) > REPLAY_PACKET_LIMIT)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"an event of %" PRIu64 " bytes is too large to"
+							" replay (max_allowed_packet is at most 1 GiB)",
+							r->largest_event);
+	return client_defaults_checked(r, err) && binlog_tool_runs(r, err);
 }
 
 bool

@@ -951,6 +951,56 @@ test_replay_client_option_files(void **state)
 	unsetenv("BK_TEST_ARGS_FILE");
 }
 
+/*
+ * What the replay needs is checked before the load (restore_check_replay,
+ * before --force drops anything): found at the replay, after hours of
+ * loading, a missing mariadb-binlog, option files giving one-database or
+ * an event too large for any packet left a half-restored server.
+ */
+static void
+test_check_replay_before_load(void **state)
+{
+	Fixture *f = *state;
+	char path[700];
+	char *old_path;
+	MariadbRestore *r;
+	BkError err;
+
+	r = replay_setup(
+		f, 1, "#!/bin/sh\nexit 0\n",
+		"#!/bin/sh\n"
+		"[ \"$1\" = --print-defaults ] && echo \"$BK_TEST_DEFAULTS\"\n"
+		"exit 0\n",
+		&old_path);
+	setenv("BK_TEST_DEFAULTS", "--password=x", 1);
+	bk_error_clear(&err);
+	assert_true(restore_check_replay(r, &err));
+
+	setenv("BK_TEST_DEFAULTS", "--one-database", 1);
+	assert_false(restore_check_replay(r, &err));
+	assert_non_null(strstr(err.message, "one-database"));
+	setenv("BK_TEST_DEFAULTS", "--password=x", 1);
+
+	r->largest_event = 900ULL * 1024 * 1024;
+	bk_error_clear(&err);
+	assert_false(restore_check_replay(r, &err));
+	assert_non_null(strstr(err.message, "too large to replay"));
+	r->largest_event = 0;
+
+	/* Only the stand-in client on PATH, no mariadb-binlog. */
+	snprintf(path, sizeof(path), "%s/bin/mariadb-binlog", f->dir);
+	assert_int_equal(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/bin", f->dir);
+	setenv("PATH", path, 1);
+	bk_error_clear(&err);
+	assert_false(restore_check_replay(r, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "mariadb-binlog"));
+	assert_non_null(strstr(err.message, "not on PATH"));
+	replay_done(r, old_path);
+	unsetenv("BK_TEST_DEFAULTS");
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -1968,6 +2018,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_check_replay_before_load, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,

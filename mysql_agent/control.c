@@ -807,7 +807,13 @@ bk_control_stop(BkControl *control)
 /* Roles looked at in all, against grant cycles and huge role graphs. */
 #define ROLES_MAX 256
 
-/* Is name (user name, or a role) one of roles?  See control.h. */
+/*
+ * Is name one of roles?  See control.h.  An account (host set) matches
+ * "name@host" only: an account may share a role's name (MariaDB keeps a
+ * role as name@''), and whoever may CREATE USER could otherwise make
+ * 'bk_admin'@'%' and pass for the role without being granted it.  A role
+ * (host NULL) matches a bare entry.
+ */
 static bool
 name_listed(const char *name, const char *host, const char *const *roles,
 			int n_roles)
@@ -819,7 +825,7 @@ name_listed(const char *name, const char *host, const char *const *roles,
 		const char *entry = roles[i];
 		const char *at = strchr(entry, '@');
 
-		if (at == NULL && strcmp(entry, name) == 0)
+		if (at == NULL && host == NULL && strcmp(entry, name) == 0)
 			return true;
 		if (at != NULL && host != NULL && (size_t) (at - entry) == name_len &&
 			strncmp(entry, name, name_len) == 0 && strcmp(at + 1, host) == 0)

@@ -85,9 +85,10 @@ extern void bk_control_stop(BkControl *control);
 
 /*
  * May the SQL account user@host call bk functions?  True if the account is
- * one of roles (an entry "name" matches the user name on any host,
- * "name@host" exactly) or has been granted one of them, directly or through
- * up to three levels of roles granted to roles (mysql.roles_mapping).
+ * one of roles (an entry "name@host", exactly) or has been granted one of
+ * them (an entry "name", a role), directly or through up to three levels
+ * of roles granted to roles (mysql.roles_mapping).  An account named like
+ * a role is not that role.
  * False with err set otherwise: BK_ERR_USAGE for a refusal (the message
  * says which GRANT fixes it), BK_ERR_IO if the server could not be asked.
  * conn must not be used by another thread meanwhile.

@@ -159,6 +159,11 @@ ok $? "the agent saw the USAGE-only caller's own account"
 my "GRANT bk_admin TO bk_udf_usage@'127.0.0.1'" >/dev/null
 like "$(my --user bk_udf_usage 'SELECT bk_status()')" '"user":"bk_udf_usage"' \
     "granted bk_admin, the same account is allowed"
+# An account may share the role's name (MariaDB keeps the role as
+# bk_admin@''): whoever may CREATE USER could pass for the role so.
+my "CREATE USER bk_admin@'127.0.0.1'" >/dev/null
+like "$(my --user bk_admin 'SELECT bk_status()')" "user 'bk_admin'@'127.0.0.1' is not allowed to call bk functions" \
+    "an account named like the role, not granted it, is refused"
 my "CREATE ROLE bk_udf_outer; GRANT bk_admin TO bk_udf_outer;
     CREATE USER bk_udf_nested@'127.0.0.1'; GRANT bk_udf_outer TO bk_udf_nested@'127.0.0.1'" >/dev/null
 like "$(my --user bk_udf_nested 'SELECT bk_status()')" '"user":"bk_udf_nested"' \

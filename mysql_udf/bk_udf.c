@@ -364,7 +364,17 @@ build_request(UdfCall *call, void *thd, UDF_ARGS *args, size_t *request_len)
 		user = "", user_len = 0;
 	if (host == NULL)
 		host = "", host_len = 0;
-	if (args->arg_count == 1 && args->args[0] != NULL)
+	/*
+	 * NULL is refused, not taken for no argument: bk_snapshot(@opts) with
+	 * @opts unset would start a default snapshot the caller did not ask
+	 * for (PostgreSQL's bk_snapshot(NULL) is an error too).
+	 */
+	if (args->arg_count == 1 && args->args[0] == NULL)
+	{
+		raise_error(call, "the argument is NULL");
+		return NULL;
+	}
+	if (args->arg_count == 1)
 	{
 		arg = args->args[0];
 		arg_len = args->lengths[0];
@@ -373,6 +383,23 @@ build_request(UdfCall *call, void *thd, UDF_ARGS *args, size_t *request_len)
 			raise_error(call, "the argument is %lu bytes long; at most %d",
 						(unsigned long) arg_len, MAX_ARGUMENT_LEN);
 			return NULL;
+		}
+		/* Text in another character set would reach the agent altered. */
+		for (size_t pos = 0; pos < arg_len;)
+		{
+			size_t n = utf8_sequence_length((const unsigned char *) arg + pos,
+											arg_len - pos);
+
+			if (n == 0)
+			{
+				raise_error(call,
+							"the argument is not UTF-8 (byte %lu); give it "
+							"as UTF-8 text (SET NAMES utf8mb4, or "
+							"CONVERT(... USING utf8mb4))",
+							(unsigned long) pos + 1);
+				return NULL;
+			}
+			pos += n;
 		}
 	}
 

@@ -113,7 +113,13 @@ is "$(($(count '^call ') - before))" 0 "EXPLAIN and WHERE 0 do not call the agen
 out="$(my "SELECT bk_snapshot(CONCAT('q\"', CHAR(92), 'n', CHAR(10), 'é'))")"
 is "$out" '{"snapshot":'"$(count '^snapshot ')"',"args":"q\"\\n\né"}' \
     "quotes, backslashes, control characters and UTF-8 survive the round trip"
-is "$(my 'SELECT bk_snapshot(NULL)' | sed 's/.*"args"://')" 'null}' "NULL argument sent as null"
+is "$(my 'SELECT bk_snapshot()' | sed 's/.*"args"://')" 'null}' "no argument sent as null"
+before="$(count '^call ')"
+like "$(my 'SELECT bk_snapshot(NULL)')" "bk_snapshot: the argument is NULL" \
+    "a NULL argument (an unset variable, say) is refused, not taken for none"
+like "$(my "SELECT bk_snapshot(UNHEX('6C6162656C3D636166E9'))")" "bk_snapshot: the argument is not UTF-8 \\(byte 10\\)" \
+    "an argument that is not UTF-8 is refused, not altered"
+is "$(($(count '^call ') - before))" 0 "neither reaches the agent"
 is "$(my 'SELECT bk_snapshot_cancel(42)')" '{"cancelled":"42"}' "bk_snapshot_cancel(42): integer id as text"
 
 # ---- argument checks (x_init)

@@ -922,16 +922,16 @@ raise_packet_limit(MariadbRestore *r, BkError *err)
 }
 
 /*
- * Whether a word of mariadb --print-defaults is one-database as the
- * client's option parser takes it: after "--", any number of "loose-", then
+ * Whether a word of mariadb --print-defaults is option full (given at
+ * least shortest of its characters) as the client's option parser takes
+ * it: after "--", any number of "loose-", then
  * any prefix of the name (the parser takes a unique one; "o" is), in any
  * case, "_" for "-", with or without a value.  Option files give long
  * options only: "-o" in the output is a piece of some value.
  */
 static bool
-names_one_database(const char *word)
+names_option(const char *word, const char *full, size_t shortest)
 {
-	static const char full[] = "one-database";
 	const char *name;
 	size_t len;
 
@@ -942,7 +942,7 @@ names_one_database(const char *word)
 		   (name[5] == '-' || name[5] == '_'))
 		name += 6;
 	len = strcspn(name, "=");
-	if (len == 0 || len > sizeof(full) - 1)
+	if (len < shortest || len > strlen(full))
 		return false;
 	for (size_t pos = 0; pos < len; pos++)
 	{
@@ -955,6 +955,19 @@ names_one_database(const char *word)
 	return true;
 }
 
+static bool
+names_one_database(const char *word)
+{
+	return names_option(word, "one-database", 1);
+}
+
+/* "pa" is also pager's: "pas" and longer are password's alone. */
+static bool
+names_password(const char *word)
+{
+	return names_option(word, "password", 3);
+}
+
 /*
  * The client reads the option files (groups [mysql], [mariadb-client],
  * [client], [client-server] and [client-mariadb]), which is how it gets
@@ -965,6 +978,9 @@ names_one_database(const char *word)
  * none.  The first is turned off on the command line (--skip-force); the
  * second cannot be, so a restore it would empty is refused before it
  * starts.  mariadb --print-defaults lists what the option files give.
+ * A password there wins over MYSQL_PWD, through which the client gets
+ * --mysql-password-file's: the replay would log in with another password
+ * than bk's own connection, and fail after the whole load; refused too.
  */
 static bool
 client_defaults_checked(const MariadbRestore *r, BkError *err)
@@ -1031,7 +1047,20 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 						  status);
 	for (char *word = text ? strtok(text, " \t\n") : NULL; ok && word != NULL;
 		 word = strtok(NULL, " \t\n"))
-		if (names_one_database(word))
+		if (r->password_file != NULL && names_password(word))
+		{
+			ok = bk_error_set(
+				err, BK_ERR_CONFIG,
+				"the option files give the mariadb client a password, which "
+				"it would use for the binlog replay instead of the one in "
+				"%s",
+				r->password_file);
+			bk_error_hint(
+				err, "Remove the password from the option files the mariadb "
+					 "client reads (\"mariadb --print-defaults\" shows what "
+					 "they give), or leave out --mysql-password-file.");
+		}
+		else if (names_one_database(word))
 		{
 			ok = bk_error_set(
 				err, BK_ERR_CONFIG,

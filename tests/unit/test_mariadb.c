@@ -981,6 +981,21 @@ test_check_replay_before_load(void **state)
 	assert_non_null(strstr(err.message, "one-database"));
 	setenv("BK_TEST_DEFAULTS", "--password=x", 1);
 
+	/*
+	 * With --mysql-password-file, a password in the option files would
+	 * win over it for the replay (MYSQL_PWD counts only without one):
+	 * Access denied after the whole load.
+	 */
+	r->password_file = "/etc/bk/mysql-password";
+	setenv("BK_TEST_DEFAULTS", "--user=u --loose-pass=y", 1);
+	bk_error_clear(&err);
+	assert_false(restore_check_replay(r, &err));
+	assert_non_null(strstr(err.message, "a password, which it would use"));
+	setenv("BK_TEST_DEFAULTS", "--user=u --pager=less", 1);
+	assert_true(restore_check_replay(r, &err));
+	r->password_file = NULL;
+	setenv("BK_TEST_DEFAULTS", "--password=x", 1);
+
 	r->largest_event = 900ULL * 1024 * 1024;
 	bk_error_clear(&err);
 	assert_false(restore_check_replay(r, &err));

@@ -241,7 +241,8 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 				   "parent, is not there yet)";
 		case BK_VERDICT_FOREIGN:
 			return "kept: of another database system than the source's "
-				   "newest WAL (a conflict): never removed";
+				   "newest log, or of another engine (a conflict under one "
+				   "source id): never removed";
 		case BK_VERDICT_EXPIRE:
 			break;
 	}

@@ -53,6 +53,56 @@ remove_snapshot(BkRepo *repo, const char *source, const char *id, BkError *err)
 								 BK_KIND_SNAPSHOT, prefix, err);
 }
 
+/* Binlog files with conflict copies (BkRepoListFn). */
+typedef struct ConflictFiles
+{
+	char **names;
+	int count;
+} ConflictFiles;
+
+static bool
+conflict_file_add(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ConflictFiles *files = arg;
+	char **grown;
+
+	if (!entry->is_prefix)
+		return true;
+	grown = realloc(files->names, (size_t) (files->count + 1) * sizeof(char *));
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	files->names = grown;
+	if ((files->names[files->count] = strdup(entry->name)) == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	files->count++;
+	return true;
+}
+
+/* Remove the conflict copies of every binlog file before keep_from. */
+static bool
+remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
+					   BkError *err)
+{
+	ConflictFiles files = {0};
+	bool ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_BINLOG, "",
+						   false, conflict_file_add, &files, err);
+
+	for (int fileIdx = 0; ok && fileIdx < files.count; fileIdx++)
+	{
+		char prefix[BK_BINLOG_FILE_NAME_MAX + 2];
+
+		if (bk_binlog_file_compare(files.names[fileIdx], keep_from) >= 0)
+			continue;
+		snprintf(prefix, sizeof(prefix), "%s/", files.names[fileIdx]);
+		ok = bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
+								   BK_KIND_BINLOG, prefix, err);
+	}
+	for (int fileIdx = 0; fileIdx < files.count; fileIdx++)
+		free(files.names[fileIdx]);
+	free(files.names);
+	return ok;
+}
+
 int
 bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				  const BkRetention *policy, BkError *err)
@@ -161,6 +211,18 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				   snap->id, snap->binlog_file, snap->binlog_pos, reason);
 	}
 
+	/*
+	 * Differing copies (conflicts) of the ranges of those files go first:
+	 * once a file's ranges are gone, it is no longer listed, and its
+	 * copies would stay for good.  Copies of files removed before are
+	 * swept the same way.
+	 */
+	if (oldest_kept != NULL && !policy->dry_run &&
+		!remove_conflict_copies(repo, source, oldest_kept->binlog_file, err))
+	{
+		status = bk_cli_report_error(program, err);
+		goto done;
+	}
 	/* Binlog files before the oldest kept snapshot's own file. */
 	for (int fileIdx = 0; oldest_kept != NULL && fileIdx < binlog.file_count;
 		 fileIdx++)
@@ -175,19 +237,6 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			if (!policy->dry_run &&
 				!bk_repo_delete(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
 								file->ranges[idx].name, err))
-			{
-				status = bk_cli_report_error(program, err);
-				goto done;
-			}
-		}
-		/* Differing copies of its ranges (conflicts) go with it. */
-		if (!policy->dry_run)
-		{
-			char prefix[BK_BINLOG_FILE_NAME_MAX + 2];
-
-			snprintf(prefix, sizeof(prefix), "%s/", file->name);
-			if (!bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
-									   BK_KIND_BINLOG, prefix, err))
 			{
 				status = bk_cli_report_error(program, err);
 				goto done;

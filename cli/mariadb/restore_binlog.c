@@ -1079,6 +1079,96 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 	return ok;
 }
 
+/* The replay's client, reading from its stdin. */
+static void
+client_argv(const MariadbRestore *r, Argv *argv)
+{
+	argv_add(argv, "mariadb");
+	argv_add(argv, "--binary-mode");
+	argv_add(argv, "--skip-force"); /* client_defaults_checked */
+	argv_add(argv, "--max-allowed-packet=1073741824");
+	argv_add(argv, "--user=%s", r->user);
+	/* Explicit, so MYSQL_HOST and the like cannot redirect the replay. */
+	if (r->socket != NULL)
+	{
+		argv_add(argv, "--protocol=SOCKET");
+		argv_add(argv, "--host=localhost");
+		argv_add(argv, "--socket=%s", r->socket);
+	}
+	else
+	{
+		argv_add(argv, "--protocol=TCP");
+		argv_add(argv, "--host=%s", r->host);
+		argv_add(argv, "--port=%u", r->port);
+	}
+}
+
+/*
+ * The replay's client, run as the replay runs it, logs in and runs a
+ * statement: the option files' own errors (an option it does not know, a
+ * value it refuses) and another password than bk's fail it here, not
+ * after the load.  Its first line of errors is the message.
+ */
+static bool
+client_probe(const MariadbRestore *r, BkError *err)
+{
+	Argv argv = {0};
+	int err_pipe[2];
+	int devnull;
+	pid_t pid;
+	char said[512];
+	size_t said_len = 0;
+	ssize_t got;
+	int status;
+
+	if (pipe2(err_pipe, O_CLOEXEC) != 0)
+		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
+							strerror(errno));
+	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	client_argv(r, &argv);
+	argv_add(&argv, "--execute=SELECT 1");
+	pid = spawn(r, &argv, -1, devnull, err_pipe[1], true, err);
+	close(devnull);
+	close(err_pipe[1]);
+	while (pid > 0 && (got = read(err_pipe[0], said + said_len,
+								  sizeof(said) - 1 - said_len)) != 0)
+	{
+		if (got < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		said_len += (size_t) got;
+		if (said_len == sizeof(said) - 1)
+		{
+			char drain[512];
+
+			/* The rest is not needed, but the child must not block. */
+			while ((got = read(err_pipe[0], drain, sizeof(drain))) > 0 ||
+				   (got < 0 && errno == EINTR))
+				;
+			break;
+		}
+	}
+	close(err_pipe[0]);
+	argv_free(&argv);
+	if (pid < 0)
+		return false;
+	status = wait_status(pid);
+	said[said_len] = '\0';
+	said[strcspn(said, "\n")] = '\0';
+	if (status == 0)
+		return true;
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "the mariadb client, run as the binlog replay runs it, "
+				 "failed (exit %d)%s%s",
+				 status, said[0] ? ": " : "", said);
+	return bk_error_hint(
+		err, "Check the option files it reads (\"mariadb --print-defaults\" "
+			 "shows what they give) and the account's password.");
+}
+
 /* The replay's mariadb-binlog starts (not on PATH: exit 127). */
 static bool
 binlog_tool_runs(const MariadbRestore *r, BkError *err)
@@ -1088,7 +1178,10 @@ binlog_tool_runs(const MariadbRestore *r, BkError *err)
 	pid_t pid;
 	int status;
 
+	/* As the replay runs it: option files would fail it on what they give
+	 * the client ([client] default-character-set, say). */
 	argv_add(&argv, "mariadb-binlog");
+	argv_add(&argv, "--no-defaults");
 	argv_add(&argv, "--version");
 	pid = spawn(r, &argv, -1, devnull, devnull, false, err);
 	close(devnull);
@@ -1112,9 +1205,10 @@ binlog_tool_runs(const MariadbRestore *r, BkError *err)
  * restore_check_replay
  *		What the replay needs, checked before anything is written (with
  *		--force, before any database is dropped): an event the server can
- *		take, the two client tools, and option files that would not skip
- *		what is replayed.  Found only at the replay, after hours of
- *		loading, each would leave a half-restored server.
+ *		take, the two client tools, option files that would not skip what
+ *		is replayed, and the client logging in as it will for the replay.
+ *		Found only at the replay, after hours of loading, each would leave
+ *		a half-restored server.
  */
 bool
 restore_check_replay(MariadbRestore *r, BkError *err)
@@ -1126,7 +1220,8 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 							"an event of %" PRIu64 " bytes is too large to"
 							" replay (max_allowed_packet is at most 1 GiB)",
 							r->largest_event);
-	return client_defaults_checked(r, err) && binlog_tool_runs(r, err);
+	return client_defaults_checked(r, err) && binlog_tool_runs(r, err) &&
+		   client_probe(r, err);
 }
 
 bool
@@ -1153,24 +1248,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 							strerror(errno));
 	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	binlog_argv(r, &binlog);
-	argv_add(&client, "mariadb");
-	argv_add(&client, "--binary-mode");
-	argv_add(&client, "--skip-force"); /* client_defaults_checked */
-	argv_add(&client, "--max-allowed-packet=1073741824");
-	argv_add(&client, "--user=%s", r->user);
-	/* Explicit, so MYSQL_HOST and the like cannot redirect the replay. */
-	if (r->socket != NULL)
-	{
-		argv_add(&client, "--protocol=SOCKET");
-		argv_add(&client, "--host=localhost");
-		argv_add(&client, "--socket=%s", r->socket);
-	}
-	else
-	{
-		argv_add(&client, "--protocol=TCP");
-		argv_add(&client, "--host=%s", r->host);
-		argv_add(&client, "--port=%u", r->port);
-	}
+	client_argv(r, &client);
 	binlog_pid = spawn(r, &binlog, -1, data_pipe[1], err_pipe[1], false, err);
 	if (binlog_pid > 0)
 		client_pid =

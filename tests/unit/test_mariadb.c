@@ -969,7 +969,14 @@ test_check_replay_before_load(void **state)
 	r = replay_setup(
 		f, 1, "#!/bin/sh\nexit 0\n",
 		"#!/bin/sh\n"
-		"[ \"$1\" = --print-defaults ] && echo \"$BK_TEST_DEFAULTS\"\n"
+		"[ \"$1\" = --print-defaults ] && echo \"$BK_TEST_DEFAULTS\" && exit "
+		"0\n"
+		"for a in \"$@\"; do\n"
+		"  if [ \"$a\" = '--execute=SELECT 1' ] && [ -n \"$BK_TEST_LOGIN\" ]; "
+		"then\n"
+		"    echo \"$BK_TEST_LOGIN\" >&2; exit 1\n"
+		"  fi\n"
+		"done\n"
 		"exit 0\n",
 		&old_path);
 	setenv("BK_TEST_DEFAULTS", "--password=x", 1);
@@ -995,6 +1002,18 @@ test_check_replay_before_load(void **state)
 	assert_true(restore_check_replay(r, &err));
 	r->password_file = NULL;
 	setenv("BK_TEST_DEFAULTS", "--password=x", 1);
+
+	/*
+	 * The client, run as the replay runs it, cannot log in (the option
+	 * files give it an option it does not know, another password): said
+	 * now, with its message.
+	 */
+	setenv("BK_TEST_LOGIN", "ERROR 1045 (28000): Access denied for user", 1);
+	bk_error_clear(&err);
+	assert_false(restore_check_replay(r, &err));
+	assert_non_null(strstr(err.message, "run as the binlog replay runs it"));
+	assert_non_null(strstr(err.message, "Access denied for user"));
+	unsetenv("BK_TEST_LOGIN");
 
 	r->largest_event = 900ULL * 1024 * 1024;
 	bk_error_clear(&err);
@@ -1501,24 +1520,34 @@ archive_conflict_start(Fixture *f, const char *file)
 /*
  * A binlog file expired takes the differing copies of its ranges with it
  * (kept in conflicts/ by the shipper): they were kept for good before.
+ * So do the copies left of a file expired before (no longer in the
+ * archive).
  */
 static void
 test_expire_removes_binlog_conflicts(void **state)
 {
 	Fixture *f = *state;
 
-	archive_binlog_files(f, 3);
+	BkError err;
+
+	archive_binlog_files(f, 4);
 	archive_conflict_start(f, "mariadb-bin.000001");
 	archive_conflict_start(f, "mariadb-bin.000002");
-	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	archive_conflict_start(f, "mariadb-bin.000003");
+	/* File 1 went before, its copy left behind (as before this fix). */
+	assert_true(bk_repo_delete(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_BINLOG,
+							   "mariadb-bin.000001/0000000000-0000000004",
+							   &err));
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 3);
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 1);
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 1);
 
 	assert_int_equal(expire(f, 1), 0);
-	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_false(binlog_exists(f, "mariadb-bin.000002"));
+	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 0);
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 0);
-	assert_true(binlog_exists(f, "mariadb-bin.000002"));
-	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 1);
+	assert_true(binlog_exists(f, "mariadb-bin.000003"));
+	assert_int_equal(conflict_copies(f, "mariadb-bin.000003"), 1);
 }
 
 /*

@@ -291,7 +291,8 @@ bk_shmem_startup(void)
  *		Refuse what would run foreign code in a server process or take over
  *		its signals: librdkafka plugins, which it loads (dlopen) as soon as
  *		the property is set, and this hook runs in every server process,
- *		the postmaster included; an OpenSSL engine library; the shell
+ *		the postmaster included; an OpenSSL engine or provider library
+ *		(a provider named by its path is loaded from it); the shell
  *		command it runs to renew Kerberos tickets; and the signal it would
  *		install a handler of its own for, process-wide (in the archiver,
  *		one PostgreSQL's shutdown relies on).
@@ -301,7 +302,7 @@ bk_check_one_property(void *arg, const char *key, const char *value,
 					  BkError *err)
 {
 	static const char *const refused[] = {
-		"plugin.library.paths", "ssl.engine.location",
+		"plugin.library.paths", "ssl.engine.location", "ssl.providers",
 		"sasl.kerberos.kinit.cmd", "internal.termination.signal"};
 	bool is_refused = false;
 

@@ -300,6 +300,27 @@ snap_make_id(char *out, size_t len)
 			 hex);
 }
 
+/* Is id of snap_make_id's form? */
+static bool
+snap_id_valid(const char *id)
+{
+	static const char form[] = "ddddddddTddddddZ-xxxxxxxx";
+
+	if (strlen(id) != sizeof(form) - 1)
+		return false;
+	for (size_t pos = 0; pos < sizeof(form) - 1; pos++)
+	{
+		char c = id[pos];
+
+		if (form[pos] == 'd' ? !(c >= '0' && c <= '9')
+			: form[pos] == 'x'
+				? !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))
+				: c != form[pos])
+			return false;
+	}
+	return true;
+}
+
 /*
  * snap_fail_unfinished
  *		Fail a snapshot whose worker is gone (or going) without having
@@ -429,6 +450,13 @@ bk_snapshot_cancel(PG_FUNCTION_ARGS)
 	int pid = 0;
 	bool found = false;
 
+	/* A typo is not "no such snapshot running": said as an error. */
+	if (!snap_id_valid(id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid snapshot id \"%s\"", id),
+				 errhint("A snapshot id reads like 20261124T051200Z-0a1b2c3d; "
+						 "bk_snapshot_progress lists the running ones.")));
 	if (bk_shared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -27,6 +27,18 @@ SELECT has_function_privilege('public', 'bk_status()', 'execute')
 SELECT has_function_privilege('bk_admin', 'bk_status()', 'execute')
     AS bk_admin_may_execute;
 SELECT rolcanlogin FROM pg_roles WHERE rolname = 'bk_admin';
+-- bk_monitor: bk_status() and the snapshots' progress, no snapshot.
+SELECT has_function_privilege('bk_monitor', 'bk_status()', 'execute')
+    AS bk_monitor_may_execute,
+       has_table_privilege('bk_monitor', 'bk_snapshot_progress', 'select')
+    AS bk_monitor_reads_progress,
+       has_function_privilege('bk_monitor',
+           'bk_snapshot(text,text,boolean,boolean)', 'execute')
+    AS bk_monitor_may_snapshot,
+       has_function_privilege('bk_monitor', 'bk_snapshot_cancel(text)',
+           'execute')
+    AS bk_monitor_may_cancel;
+SELECT rolcanlogin FROM pg_roles WHERE rolname = 'bk_monitor';
 
 CREATE ROLE regress_bk_user;
 SET ROLE regress_bk_user;
@@ -88,6 +100,7 @@ ALTER SYSTEM SET bk.kafka_properties = 'acks=1';
 ALTER SYSTEM SET bk.kafka_properties = 'enable.idempotence=false';
 ALTER SYSTEM SET bk.kafka_properties = 'plugin.library.paths=libx.so';
 ALTER SYSTEM SET bk.kafka_properties = 'ssl.engine.location=/tmp/x.so';
+ALTER SYSTEM SET bk.kafka_properties = 'ssl.providers=/tmp/x.so';
 ALTER SYSTEM SET bk.kafka_properties = 'sasl.kerberos.kinit.cmd=touch /tmp/x';
 ALTER SYSTEM SET bk.kafka_properties = 'internal.termination.signal=12';
 ALTER SYSTEM SET bk.kafka_properties_file = 'kafka.properties';

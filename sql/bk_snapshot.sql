@@ -54,6 +54,8 @@ BEGIN READ ONLY;
 SELECT * FROM bk_snapshot();
 ROLLBACK;
 SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
+SELECT bk_snapshot_cancel('20261124T000000Z-0000000');
+SELECT bk_snapshot_cancel('x');
 -- bk.snapshot_range_size is 0 (files are not split) or at least 1MB: a
 -- smaller range only multiplies the work list, the objects and the record.
 SET bk.snapshot_range_size = 1;

@@ -85,7 +85,7 @@ cleanup() {
         -c "ALTER SYSTEM RESET bk.kafka_properties" >/dev/null 2>&1
     qp -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS contrib_regression" \
         >/dev/null 2>&1
-    qp -c "DROP ROLE IF EXISTS bk_admin" >/dev/null 2>&1
+    qp -c "DROP ROLE IF EXISTS bk_admin" -c "DROP ROLE IF EXISTS bk_monitor" >/dev/null 2>&1
     as_pg sh -c ": >'$CONF'"
     "$SERVICES" restart pg >/dev/null 2>&1
     kafka_topics --delete --topic "$prefix\..*" >/dev/null
@@ -190,8 +190,10 @@ test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
 isnt $? 0 "$segment was archived in the archiver's last cycle (no .ready left)"
 "$SERVICES" start pg >"$dir/start.log" 2>&1
 ok $? "PostgreSQL starts again" || diag "$(cat "$dir/start.log")"
-archived_at_least "$segment"
-ok $? "pg_stat_archiver (kept across the clean shutdown) agrees"
+# Not pg_stat_archiver: PostgreSQL 15 writes its statistics at shutdown
+# before the archiver's last cycle, so it may not count this segment.
+wal_headers | grep -qF "bk-object=$segment,"
+ok $? "its chunks are on $prefix.wal"
 
 # ------------------------------------------------------------------ (b) Kafka unreachable
 archiver_pid="$(qp -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")"

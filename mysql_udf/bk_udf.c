@@ -100,6 +100,9 @@ typedef struct UdfCall
 	bool failed;          /* ... and the call failed (error already raised) */
 	char *result;         /* malloc'd result JSON text */
 	size_t result_len;
+	char *first_arg; /* the first row's argument (malloc'd), or NULL */
+	size_t first_arg_len;
+	bool first_arg_kept; /* first_arg holds it (not NULL, not out of memory) */
 } UdfCall;
 
 /* What an argument check accepts. */
@@ -217,6 +220,7 @@ udf_deinit(UDF_INIT *initid)
 	if (call == NULL)
 		return;
 	free(call->result);
+	free(call->first_arg);
 	free(call);
 	initid->ptr = NULL;
 }
@@ -1006,9 +1010,30 @@ udf_call(UDF_INIT *initid, UDF_ARGS *args, unsigned long *length, char *is_null,
 	size_t reply_len = 0;
 	int fd;
 
+	/*
+	 * One call per statement, made at the first row: a later row with
+	 * another argument (SELECT bk_snapshot_cancel(id) FROM t) would get the
+	 * first row's answer as its own.
+	 */
+	if (call->done && !call->failed && call->first_arg_kept &&
+		(args->args[0] == NULL || args->lengths[0] != call->first_arg_len ||
+		 memcmp(args->args[0], call->first_arg, call->first_arg_len) != 0))
+	{
+		raise_error(call, "one statement makes one call: a row gives "
+						  "another argument than the first row, whose call "
+						  "was made");
+		call->failed = true;
+	}
 	if (!call->done)
 	{
 		call->done = true;
+		if (args->arg_count == 1 && args->args[0] != NULL &&
+			(call->first_arg = malloc(args->lengths[0] + 1)) != NULL)
+		{
+			memcpy(call->first_arg, args->args[0], args->lengths[0]);
+			call->first_arg_len = args->lengths[0];
+			call->first_arg_kept = true;
+		}
 		thd = call->api.current_thd();
 		if (thd == NULL)
 			raise_error(call, "no current connection");

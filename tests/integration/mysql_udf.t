@@ -43,7 +43,8 @@ cleanup() {
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     my "DROP FUNCTION IF EXISTS bk_snapshot; DROP FUNCTION IF EXISTS bk_snapshot_cancel;
         DROP FUNCTION IF EXISTS bk_status; DROP USER IF EXISTS bk_udf_usage@'127.0.0.1';
-        DROP USER IF EXISTS bk_udf_nested@'127.0.0.1'; DROP ROLE IF EXISTS bk_udf_outer" >/dev/null
+        DROP USER IF EXISTS bk_udf_nested@'127.0.0.1'; DROP ROLE IF EXISTS bk_udf_outer;
+        DROP USER IF EXISTS bk_admin@'127.0.0.1'" >/dev/null
     [[ -n "${created_role:-}" ]] && my "DROP ROLE IF EXISTS bk_admin" >/dev/null
     rm -rf "$dir"
 }
@@ -121,6 +122,11 @@ like "$(my "SELECT bk_snapshot(UNHEX('6C6162656C3D636166E9'))")" "bk_snapshot: t
     "an argument that is not UTF-8 is refused, not altered"
 is "$(($(count '^call ') - before))" 0 "neither reaches the agent"
 is "$(my 'SELECT bk_snapshot_cancel(42)')" '{"cancelled":"42"}' "bk_snapshot_cancel(42): integer id as text"
+before="$(count '^call ')"
+like "$(my 'SELECT bk_snapshot_cancel(seq) FROM mysql.seq_1_to_3')" \
+    "bk_snapshot_cancel: one statement makes one call: a row gives another argument than the first row, whose call was made" \
+    "rows with different arguments are refused, not all given the first row's answer"
+is "$(($(count '^call ') - before))" 1 "... after the one call the first row made"
 
 # ---- argument checks (x_init)
 # (The client echoes the statement before an error at prepare time.)

@@ -15,6 +15,8 @@
  *                                       be held off while it is read;
  *                                       accounts on their connection)
  *   BACKUP STAGE BLOCK_COMMIT          (commits wait, for a moment)
+ *   XA RECOVER lists nothing           (else the attempt is undone and
+ *                                       tried again once those end)
  *                                      START TRANSACTION WITH CONSISTENT
  *                                      SNAPSHOT, each: one and the same state
  *                                      reader 1: Binlog_snapshot_file/_position,
@@ -111,6 +113,12 @@ typedef struct SnapRun
 	BkEncoder *encoder;
 	char topic[BK_TOPIC_NAME_MAX + 1];
 	bool stage_open; /* BACKUP STAGE not yet ended */
+	/*
+	 * XA transactions found prepared under BLOCK_COMMIT, one per line in
+	 * XA RECOVER's SQL form: the attempt cannot be the consistent point.
+	 */
+	bool xa_blocked;
+	char xa_prepared[2048];
 	BkError worker_error;
 	bool worker_failed;      /* guarded by job->lock */
 	unsigned int last_errno; /* of the last statement that failed */
@@ -845,6 +853,142 @@ capture_accounts(SnapRun *run, BkError *err)
 /* ------------------------------------------------------------ consistent point */
 
 /*
+ * A transaction prepared with XA PREPARE is in the binlog (since MariaDB
+ * 10.5, its changes are logged at the prepare) but not readable by another
+ * session until XA COMMIT, which is logged on its own, later.  A snapshot
+ * taken while one is prepared would hold none of its changes, and a restore
+ * replaying the binlog from the snapshot's position would meet its XA COMMIT
+ * with no prepared transaction to commit: the replay fails (XAER_NOTA)
+ * after the whole load.  So the consistent point is taken only when no XA
+ * transaction is prepared.  Under BLOCK_COMMIT none can be prepared or
+ * ended (both wait for the stage), so XA RECOVER's answer holds until the
+ * readers have started.  A prepared transaction found there ends the
+ * attempt; the snapshot waits for it to end (a transaction manager commits
+ * within moments) and tries again, SNAPSHOT_LOCK_WAIT_S at most.
+ */
+
+/*
+ * xa_prepared_now
+ *		The prepared XA transactions, one xid per line (SQL form), as many
+ *		whole lines as fit; an empty string when there are none.
+ */
+static bool
+xa_prepared_now(SnapRun *run, char *out, size_t outlen, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	size_t used = 0;
+
+	out[0] = '\0';
+	res = run_query(run, run->control, "XA RECOVER FORMAT='SQL'", true, err);
+	if (res == NULL)
+		return false;
+	while ((row = mysql_fetch_row(res)) != NULL)
+	{
+		const char *xid = row[3] ? row[3] : "?";
+		size_t len = strlen(xid);
+
+		if (used + len + 2 > outlen)
+			continue; /* listed in part; the first ones are enough */
+		memcpy(out + used, xid, len);
+		used += len;
+		out[used++] = '\n';
+		out[used] = '\0';
+	}
+	mysql_free_result(res);
+	return true;
+}
+
+/*
+ * xa_still_prepared
+ *		The first xid of before (lines) that now still lists, or NULL.
+ */
+static const char *
+xa_still_prepared(const char *before, const char *now, char *xid, size_t len)
+{
+	for (const char *line = before; *line != '\0';)
+	{
+		const char *end = strchr(line, '\n');
+		size_t n = (size_t) (end - line);
+
+		for (const char *other = now; *other != '\0';)
+		{
+			const char *other_end = strchr(other, '\n');
+
+			if ((size_t) (other_end - other) == n &&
+				memcmp(other, line, n) == 0)
+			{
+				snprintf(xid, len, "%.*s", (int) n, line);
+				return xid;
+			}
+			other = other_end + 1;
+		}
+		line = end + 1;
+	}
+	return NULL;
+}
+
+/*
+ * xa_give_up
+ *		The error for XA transactions still prepared when the wait ends.
+ */
+static bool
+xa_give_up(SnapRun *run, const char *xid, int count, BkError *err)
+{
+	bk_error_set(err, BK_ERR_TIMEOUT,
+				 "snapshot %s: XA transaction %s (one of %d prepared at the"
+				 " consistent point) was still prepared after waiting %d s:"
+				 " a logical snapshot cannot read a prepared transaction's"
+				 " changes, and a restore could not replay its XA COMMIT",
+				 run->job->id, xid, count, SNAPSHOT_LOCK_WAIT_S);
+	return bk_error_hint(err, "XA RECOVER lists the prepared transactions;"
+							  " a transaction manager that died leaves them"
+							  " prepared for good.  Have it recover them, or"
+							  " end them with XA COMMIT or XA ROLLBACK, then"
+							  " take the snapshot again.");
+}
+
+/*
+ * xa_wait_ended
+ *		Commits flowing again (the attempt undone), wait until none of the
+ *		transactions found prepared is prepared any longer; false, saying
+ *		which one stayed, when deadline_ms (monotonic) comes first.  Even
+ *		when they ended, the deadline bounds the attempts: a server where
+ *		other XA transactions are prepared at every attempt fails too.
+ */
+static bool
+xa_wait_ended(SnapRun *run, int64_t deadline_ms, BkError *err)
+{
+	char before[sizeof(run->xa_prepared)];
+	char now[sizeof(run->xa_prepared)];
+	char xid[sizeof(run->xa_prepared)];
+	int count = 0;
+
+	bk_strlcpy(before, run->xa_prepared, sizeof(before));
+	for (const char *c = before; *c != '\0'; c++)
+		count += *c == '\n';
+	for (;;)
+	{
+		bool expired = bk_monotonic_ms() >= deadline_ms;
+
+		if (!xa_prepared_now(run, now, sizeof(now), err))
+			return false;
+		if (xa_still_prepared(before, now, xid, sizeof(xid)) == NULL)
+		{
+			if (!expired)
+				return true;
+			snprintf(xid, sizeof(xid), "%.*s", (int) strcspn(before, "\n"),
+					 before);
+			break;
+		}
+		if (expired)
+			break;
+		usleep(100 * 1000);
+	}
+	return xa_give_up(run, xid, count, err);
+}
+
+/*
  * consistent_point
  *		Every reader in one snapshot with the coordinates, under a brief
  *		BLOCK_COMMIT; metadata locks on every table; then the stage ends,
@@ -859,6 +1003,16 @@ consistent_point(SnapRun *run, BkError *err)
 
 	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_COMMIT", err))
 		return false;
+	if (!xa_prepared_now(run, run->xa_prepared, sizeof(run->xa_prepared), err))
+		return false;
+	if (run->xa_prepared[0] != '\0')
+	{
+		run->xa_blocked = true;
+		return bk_error_set(err, BK_ERR_TIMEOUT,
+							"snapshot %s: XA transactions are prepared at the"
+							" consistent point",
+							run->job->id);
+	}
 	for (int idx = 0; idx < run->reader_count; idx++)
 		if (!run_statement(run, run->readers[idx],
 						   "START TRANSACTION WITH CONSISTENT SNAPSHOT", err))
@@ -1490,6 +1644,8 @@ snapshot_run(SnapRun *run, BkError *err)
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	int64_t finished_ms;
+	int64_t xa_deadline_ms = 0;
+	int deadlocks = 0;
 
 	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
 	if (!bk_topic_name(run->agent->config.common.topic_prefix
@@ -1541,18 +1697,42 @@ snapshot_run(SnapRun *run, BkError *err)
 	 * and tries again.  A lock wait timeout (LOCK TABLES) is not retried:
 	 * it fails the snapshot at once, with what to do.
 	 */
-	for (int attempt = 1;; attempt++)
+	while (!capture_consistent(run, err))
 	{
-		if (capture_consistent(run, err))
-			break;
+		if (run->xa_blocked)
+		{
+			/* XA transactions prepared: wait for them, then again. */
+			if (xa_deadline_ms == 0)
+			{
+				char listed[sizeof(run->xa_prepared)];
+
+				bk_strlcpy(listed, run->xa_prepared, sizeof(listed));
+				for (char *c = listed; *c != '\0'; c++)
+					if (*c == '\n')
+						*c = c[1] == '\0' ? '\0' : ' ';
+				xa_deadline_ms =
+					bk_monotonic_ms() + SNAPSHOT_LOCK_WAIT_S * 1000;
+				agent_log("INFO",
+						  "snapshot %s: waiting up to %d s for the XA"
+						  " transactions prepared at the consistent point to"
+						  " end: %s",
+						  job->id, SNAPSHOT_LOCK_WAIT_S, listed);
+			}
+			run->xa_blocked = false;
+			snapshot_reset_attempt(run);
+			bk_error_clear(err);
+			if (!xa_wait_ended(run, xa_deadline_ms, err))
+				return false;
+			continue;
+		}
 		if (run->last_errno != 1213 /* ER_LOCK_DEADLOCK */ ||
-			attempt == SNAPSHOT_ATTEMPTS || job->cancel)
+			++deadlocks == SNAPSHOT_ATTEMPTS || job->cancel)
 			return false;
 		agent_log("WARNING", "snapshot %s: %s; trying again (%d of %d)",
-				  job->id, err->message, attempt + 1, SNAPSHOT_ATTEMPTS);
+				  job->id, err->message, deadlocks + 1, SNAPSHOT_ATTEMPTS);
 		snapshot_reset_attempt(run);
 		bk_error_clear(err);
-		usleep((useconds_t) attempt * 300 * 1000);
+		usleep((useconds_t) deadlocks * 300 * 1000);
 	}
 	agent_log("INFO",
 			  "snapshot %s: consistent at %s:%" PRIu64 " (GTID %s),"

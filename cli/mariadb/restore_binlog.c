@@ -1296,6 +1296,18 @@ restore_replay(MariadbRestore *r, BkError *err)
 						  where[0] ? " at " : "", where, binlog_status,
 						  client_status,
 						  messages && messages[0] ? messages : "no message");
+		/*
+		 * Older agents took snapshots while XA transactions were
+		 * prepared: the XA COMMIT after the snapshot has nothing to
+		 * commit.
+		 */
+		if (messages && strstr(messages, "ERROR 1397 ") != NULL)
+			bk_error_hint(err, "The snapshot was most likely taken while"
+							   " this XA transaction was prepared (older"
+							   " agents did not wait for prepared XA"
+							   " transactions to end), so it holds none of"
+							   " its changes.  Restore from a later snapshot"
+							   " (--snapshot).");
 	}
 	else if (messages_len > 0)
 		fprintf(stderr, "%s: replay said: %s\n", r->program, messages);

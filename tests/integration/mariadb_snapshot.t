@@ -52,6 +52,7 @@ drop_test_accounts() {
 # shellcheck disable=SC2329 # called by the trap
 cleanup() {
     for pid in "${workload_pids[@]}"; do kill "$pid" 2>/dev/null; done
+    my "XA ROLLBACK 'bks_dangling'" >/dev/null 2>&1
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP DATABASE IF EXISTS ${db}_sb;
@@ -310,6 +311,21 @@ elapsed=$((SECONDS - start))
 like "$out" 'ERROR.*(lock|Lock)' "LOCK TABLES t WRITE; SELECT bk_snapshot() fails with a lock message" || diag "$out"
 ((elapsed < 30))
 ok $? "... within the lock wait, not a hang (${elapsed}s)"
+
+# An XA transaction left prepared (its transaction manager gone): a logical
+# snapshot cannot read its changes, nor a restore replay its XA COMMIT.
+# The snapshot waits for it to end, then fails naming it.
+my "XA START 'bks_dangling'; INSERT INTO $db.ledger (a, b, note) VALUES (0, 0, 'xa');
+    XA END 'bks_dangling'; XA PREPARE 'bks_dangling'" >/dev/null
+start=$SECONDS
+out="$(my "SELECT bk_snapshot('label=xa-dangling')")"
+elapsed=$((SECONDS - start))
+like "$out" "ERROR.*XA transaction 'bks_dangling' .*was still prepared after waiting 10 s" \
+    "a snapshot while an XA transaction stays prepared fails, naming it" || diag "$out"
+((elapsed >= 9 && elapsed < 30))
+ok $? "... after waiting 10 s for it to end (${elapsed}s)"
+is "$(my "XA ROLLBACK 'bks_dangling'; SELECT COUNT(*) FROM $db.ledger WHERE note = 'xa'")" 0 \
+    "... and the transaction is left to its owner: still prepared, rolled back here"
 
 # A snapshot waiting for a table lock held elsewhere, killed.
 (my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(8)" >/dev/null) &

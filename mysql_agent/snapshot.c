@@ -24,6 +24,8 @@
  *                                      every reader touches every table: its
  *                                      metadata lock keeps DDL off them until
  *                                      the snapshot ends
+ *                                      tables without transactions read:
+ *                                      their writes wait from BLOCK_DDL on
  *   BACKUP STAGE END                   (commits and other DDL go on)
  *   (accounts connection: UNLOCK TABLES; account statements go on)
  *                                      tables read in parallel, largest first
@@ -33,8 +35,8 @@
  * (lock_wait_timeout), so a session holding LOCK TABLES or a running
  * mariabackup makes the snapshot fail at once with a message that says so,
  * never hang.  Tables of engines without transactions (Aria, MyISAM) are
- * read in the same pass but are not covered by the consistent read: the
- * record names them.
+ * not covered by the consistent read: they are read before the stage ends,
+ * while their writes and every commit wait.
  *
  * Values are read byte-exact: query text in utf8mb4, results unconverted
  * (character_set_results NULL), UTC session time zone, lengths from the
@@ -63,6 +65,8 @@
 #include "bk_util.h"
 #include "snapshot.h"
 #include "snapshot_meta.h"
+
+typedef struct Worker Worker;
 
 /* One table (or view-less object with rows) to copy. */
 typedef struct SnapTable
@@ -96,7 +100,9 @@ typedef struct SnapRun
 	json_t *schema;
 	SnapTable *tables;
 	int table_count;
-	int next_table; /* guarded by job->lock */
+	int next_table;  /* guarded by job->lock */
+	int table_end;   /* the tables being copied end here */
+	Worker *workers; /* one per reader, made at the first copy */
 	char binlog_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	uint64_t binlog_pos;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
@@ -991,15 +997,14 @@ xa_wait_ended(SnapRun *run, int64_t deadline_ms, BkError *err)
 /*
  * consistent_point
  *		Every reader in one snapshot with the coordinates, under a brief
- *		BLOCK_COMMIT; metadata locks on every table; then the stage ends,
- *		and the GTID state at the coordinates is read.
+ *		BLOCK_COMMIT; metadata locks on every table.  The stage is ended by
+ *		end_consistent_point, once the tables without transactions are read.
  */
 static bool
 consistent_point(SnapRun *run, BkError *err)
 {
 	MYSQL_RES *res;
 	MYSQL_ROW row;
-	bool found;
 
 	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_COMMIT", err))
 		return false;
@@ -1055,6 +1060,19 @@ consistent_point(SnapRun *run, BkError *err)
 				return false;
 			mysql_free_result(touch);
 		}
+	return true;
+}
+
+/*
+ * end_consistent_point
+ *		Commits, DDL and writes to tables without transactions go on; the
+ *		GTID state at the coordinates is read.
+ */
+static bool
+end_consistent_point(SnapRun *run, BkError *err)
+{
+	bool found;
+
 	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
 		return false;
 	run->stage_open = false;
@@ -1084,7 +1102,7 @@ consistent_point(SnapRun *run, BkError *err)
 
 /* ------------------------------------------------------------ table data */
 
-typedef struct Worker
+struct Worker
 {
 	SnapRun *run;
 	MYSQL *conn;
@@ -1097,7 +1115,7 @@ typedef struct Worker
 	pthread_t thread;
 	bool ok;
 	BkError err;
-} Worker;
+};
 
 /*
  * buf_reserve
@@ -1301,7 +1319,7 @@ worker_main(void *arg)
 		SnapTable *t = NULL;
 
 		pthread_mutex_lock(&run->job->lock);
-		if (!run->worker_failed && run->next_table < run->table_count)
+		if (!run->worker_failed && run->next_table < run->table_end)
 			t = &run->tables[run->next_table++];
 		pthread_mutex_unlock(&run->job->lock);
 		if (t == NULL)
@@ -1330,51 +1348,86 @@ compare_size(const void *a, const void *b)
 }
 
 /*
- * copy_tables
- *		One thread per reader connection.
+ * workers_open
+ *		A producer and an encoder for each reader connection, once.
  */
 static bool
-copy_tables(SnapRun *run, BkError *err)
+workers_open(SnapRun *run, BkError *err)
 {
-	Worker workers[SNAPSHOT_JOBS_MAX];
 	BkKafkaSettings settings;
-	bool ok = true;
-	int started = 0;
-	SnapTable *order;
 
-	/* Largest first, so one big table does not start last. */
-	order = malloc(sizeof(SnapTable) *
-				   (size_t) (run->table_count ? run->table_count : 1));
-	if (order == NULL)
+	if (run->workers != NULL)
+		return true;
+	run->workers = calloc((size_t) run->reader_count, sizeof(Worker));
+	if (run->workers == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	memcpy(order, run->tables, sizeof(SnapTable) * (size_t) run->table_count);
-	qsort(order, (size_t) run->table_count, sizeof(SnapTable), compare_size);
-	memcpy(run->tables, order, sizeof(SnapTable) * (size_t) run->table_count);
-	free(order);
-
 	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
-	memset(workers, 0, sizeof(workers));
-	for (int idx = 0; idx < run->reader_count && ok; idx++)
+	for (int idx = 0; idx < run->reader_count; idx++)
 	{
-		Worker *w = &workers[idx];
+		Worker *w = &run->workers[idx];
 
 		w->run = run;
 		w->conn = run->readers[idx];
 		w->part_size = SNAPSHOT_PART_DEFAULT;
-		bk_error_clear(&w->err);
 		w->producer = bk_producer_new(&settings, err);
-		w->encoder =
-			w->producer
-				? bk_encoder_new(&run->agent->keyring->keys[0],
-								 run->agent->config.common.chunk_size, err)
-				: NULL;
-		if (w->encoder == NULL ||
-			pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		if (w->producer == NULL)
+			return false;
+		w->encoder = bk_encoder_new(&run->agent->keyring->keys[0],
+									run->agent->config.common.chunk_size, err);
+		if (w->encoder == NULL)
+			return false;
+	}
+	return true;
+}
+
+static void
+workers_free(SnapRun *run)
+{
+	if (run->workers == NULL)
+		return;
+	for (int idx = 0; idx < run->reader_count; idx++)
+	{
+		Worker *w = &run->workers[idx];
+
+		if (w->encoder)
+			bk_encoder_free(w->encoder);
+		if (w->producer)
+			bk_producer_free(w->producer);
+		free(w->buf);
+	}
+	free(run->workers);
+	run->workers = NULL;
+}
+
+/*
+ * copy_tables
+ *		The tables from first to end, largest first, one thread per reader
+ *		connection.
+ */
+static bool
+copy_tables(SnapRun *run, int first, int end, BkError *err)
+{
+	bool ok = true;
+	int started = 0;
+
+	if (first >= end)
+		return true;
+	if (!workers_open(run, err))
+		return false;
+	/* Largest first, so one big table does not start last. */
+	qsort(run->tables + first, (size_t) (end - first), sizeof(SnapTable),
+		  compare_size);
+	run->next_table = first;
+	run->table_end = end;
+	for (int idx = 0; idx < run->reader_count; idx++)
+	{
+		Worker *w = &run->workers[idx];
+
+		bk_error_clear(&w->err);
+		if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
 		{
-			ok = false;
-			if (err->code == BK_OK)
-				bk_error_set(err, BK_ERR_INTERNAL,
-							 "could not start a copy thread");
+			ok = bk_error_set(err, BK_ERR_INTERNAL,
+							  "could not start a copy thread");
 			pthread_mutex_lock(&run->job->lock);
 			run->worker_failed = true;
 			pthread_mutex_unlock(&run->job->lock);
@@ -1384,22 +1437,36 @@ copy_tables(SnapRun *run, BkError *err)
 	}
 	for (int idx = 0; idx < started; idx++)
 	{
-		pthread_join(workers[idx].thread, NULL);
-		if (!workers[idx].ok && ok)
+		pthread_join(run->workers[idx].thread, NULL);
+		if (!run->workers[idx].ok && ok)
 		{
-			*err = workers[idx].err;
+			*err = run->workers[idx].err;
 			ok = false;
 		}
 	}
-	for (int idx = 0; idx < run->reader_count; idx++)
-	{
-		if (workers[idx].encoder)
-			bk_encoder_free(workers[idx].encoder);
-		if (workers[idx].producer)
-			bk_producer_free(workers[idx].producer);
-		free(workers[idx].buf);
-	}
 	return ok;
+}
+
+/*
+ * tables_without_transactions_first
+ *		Put the tables the consistent read does not cover first, and say
+ *		how many there are.
+ */
+static int
+tables_without_transactions_first(SnapRun *run)
+{
+	int count = 0;
+
+	for (int idx = 0; idx < run->table_count; idx++)
+		if (!run->tables[idx].transactional)
+		{
+			SnapTable moved = run->tables[idx];
+
+			memmove(&run->tables[count + 1], &run->tables[count],
+					sizeof(SnapTable) * (size_t) (idx - count));
+			run->tables[count++] = moved;
+		}
+	return count;
 }
 
 /* ------------------------------------------------------------ record */
@@ -1420,7 +1487,6 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 {
 	json_t *record;
 	json_t *tables = json_array();
-	json_t *not_consistent = json_array();
 	char started[40], finished[40], consistent[40];
 	char *text;
 	bool ok;
@@ -1433,17 +1499,11 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 		SnapTable *t = &run->tables[idx];
 
 		json_array_append_new(
-			tables,
-			json_pack("{s:i, s:s, s:s, s:I, s:I, s:i, s:s, s:b}", "index",
-					  t->index, "database", t->database, "name", t->name,
-					  "rows", (json_int_t) t->rows, "bytes",
-					  (json_int_t) t->bytes, "parts", t->parts, "sha256",
-					  t->sha256, "consistent", t->transactional));
-		if (!t->transactional)
-			json_array_append_new(not_consistent,
-								  json_pack("{s:s, s:s, s:s}", "database",
-											t->database, "name", t->name,
-											"engine", t->engine));
+			tables, json_pack("{s:i, s:s, s:s, s:I, s:I, s:i, s:s, s:b}",
+							  "index", t->index, "database", t->database,
+							  "name", t->name, "rows", (json_int_t) t->rows,
+							  "bytes", (json_int_t) t->bytes, "parts", t->parts,
+							  "sha256", t->sha256, "consistent", true));
 	}
 	record = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s,"
 					   " s:s, s:o, s:o, s:s}",
@@ -1454,7 +1514,7 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 					   "binlog_file", run->binlog_file, "binlog_pos",
 					   (json_int_t) run->binlog_pos, "gtid", run->gtid,
 					   "server_version", run->server_version, "tables", tables,
-					   "not_consistent", not_consistent, "data_format",
+					   "not_consistent", json_array(), "data_format",
 					   "LOAD DATA INFILE defaults: FIELDS TERMINATED BY '\\t'"
 					   " ESCAPED BY '\\\\' LINES TERMINATED BY '\\n', NULL as"
 					   " \\N, CHARACTER SET binary");
@@ -1646,6 +1706,7 @@ snapshot_run(SnapRun *run, BkError *err)
 	int64_t finished_ms;
 	int64_t xa_deadline_ms = 0;
 	int deadlocks = 0;
+	int without_transactions;
 
 	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
 	if (!bk_topic_name(run->agent->config.common.topic_prefix
@@ -1688,6 +1749,9 @@ snapshot_run(SnapRun *run, BkError *err)
 						   err))
 			return false;
 	}
+	/* Producers too: the first tables are read while commits wait. */
+	if (!workers_open(run, err))
+		return false;
 
 	/*
 	 * A DDL statement already running when BLOCK_DDL is taken (an ALTER
@@ -1734,6 +1798,31 @@ snapshot_run(SnapRun *run, BkError *err)
 		bk_error_clear(err);
 		usleep((useconds_t) deadlocks * 300 * 1000);
 	}
+
+	/*
+	 * Tables without transactions (Aria, MyISAM, MEMORY) are outside the
+	 * consistent read: read later, they would hold changes the binlog after
+	 * the consistent point holds too, and a restore would apply those twice
+	 * (a duplicate key stops the replay; an UPDATE of a counter counts
+	 * twice).  Their writes wait from BLOCK_DDL (BACKUP STAGE FLUSH blocks
+	 * new ones; BLOCK_DDL waits for those running) until the stage ends,
+	 * so read now, under BLOCK_COMMIT, they are as at the consistent point.
+	 * Commits wait meanwhile: the time is logged.
+	 */
+	without_transactions = tables_without_transactions_first(run);
+	if (without_transactions > 0)
+	{
+		int64_t since = bk_monotonic_ms();
+
+		if (!copy_tables(run, 0, without_transactions, err))
+			return false;
+		agent_log("INFO",
+				  "snapshot %s: %d table(s) without transactions read at the"
+				  " consistent point; commits waited %" PRId64 " ms for them",
+				  job->id, without_transactions, bk_monotonic_ms() - since);
+	}
+	if (!end_consistent_point(run, err))
+		return false;
 	agent_log("INFO",
 			  "snapshot %s: consistent at %s:%" PRIu64 " (GTID %s),"
 			  " %d tables, %d jobs",
@@ -1761,7 +1850,8 @@ snapshot_run(SnapRun *run, BkError *err)
 			return false;
 	}
 
-	if (!send_schema(run, err) || !copy_tables(run, err))
+	if (!send_schema(run, err) ||
+		!copy_tables(run, without_transactions, run->table_count, err))
 		return false;
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_query(run->readers[idx],
@@ -1803,6 +1893,7 @@ snapshot_cleanup(SnapRun *run)
 		mysql_close(run->accounts); /* and its lock with it */
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_close(run->readers[idx]);
+	workers_free(run);
 	free_tables(run);
 	json_decref(run->schema);
 	if (run->encoder)

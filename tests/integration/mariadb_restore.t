@@ -12,6 +12,8 @@
 #    a view calling a stored function (created after the function);
 #    secondary indexes that are built after the data, and some that cannot be
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
+#    MyISAM and Aria tables written all through the first snapshot, and an
+#    XA transaction prepared when it starts (the snapshot waits for it);
 #  - a workload of sysbench plus fixture changes, with DDL mid-way, a binlog
 #    rotation and a server restart; at each moment the test records the
 #    time, SHOW MASTER STATUS, @@gtid_binlog_pos and a fingerprint
@@ -145,6 +147,9 @@ CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW
   INSERT INTO audit (what) VALUES (CONCAT('order ', NEW.id));
 INSERT INTO orders (amount) VALUES (10), (20);
 CREATE TABLE ticks (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6)) ENGINE=InnoDB;
+CREATE TABLE counters (id INT PRIMARY KEY, n INT) ENGINE=MyISAM;
+INSERT INTO counters VALUES (1, 0);
+CREATE TABLE visits (id INT AUTO_INCREMENT PRIMARY KEY, n INT) ENGINE=Aria;
 CREATE EVENT tick ON SCHEDULE EVERY 1 SECOND DISABLE DO INSERT INTO ticks (at) VALUES (NOW(6));
 CREATE VIEW v_orders AS SELECT id, amount FROM orders WHERE amount > 0;
 CREATE VIEW v_big AS SELECT id FROM v_orders WHERE amount > 15;
@@ -244,9 +249,25 @@ my "XA START 'bkr_xa1'; INSERT INTO $db.orders (amount) VALUES (35); XA END 'bkr
     XA PREPARE 'bkr_xa1'" >/dev/null
 (sleep 3 && my "XA COMMIT 'bkr_xa1'" >/dev/null) &
 xa_committer=$!
+# Tables without transactions (MyISAM, Aria) written all along: read after
+# the consistent point, they would hold writes the replay applies again.
+nontx_writes() {
+    local i=0
+    while [[ ! -e "$dir/nontx.stop" ]]; do
+        my "USE $db; UPDATE counters SET n = n + 1 WHERE id = 1; INSERT INTO visits (n) VALUES ($i)" >/dev/null
+        i=$((i + 1))
+    done
+}
+nontx_writes &
+nontx_writer=$!
+sleep 0.5
 result="$(my "SELECT bk_snapshot('jobs=2')")"
 like "$result" '"snapshot_id":"' "a snapshot under the workload" || diag "$result"
-wait "$xa_committer"
+sleep 0.5
+touch "$dir/nontx.stop"
+wait "$xa_committer" "$nontx_writer"
+like "$(cat "$dir/agent.log")" "[0-9]+ table\(s\) without transactions read at the consistent point; commits waited [0-9]+ ms" \
+    "... the MyISAM and Aria tables were read at its consistent point"
 like "$(cat "$dir/agent.log")" "waiting up to 10 s for the XA transactions prepared at the consistent point to end: 'bkr_xa1'" \
     "... waited for the XA transaction prepared at its consistent point to commit"
 snap1="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"

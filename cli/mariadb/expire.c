@@ -123,6 +123,23 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 		status = bk_cli_report_error(program, err);
 		goto done;
 	}
+	/*
+	 * A record the repository could not read says nothing of its snapshot,
+	 * which would count as one without a record: removed if older than
+	 * those kept.  (A damaged one is what it is: not complete.)
+	 */
+	for (int idx = 0; idx < snapshots.count; idx++)
+		if (snapshots.snapshots[idx].record_error != BK_OK)
+		{
+			bk_error_set(err, snapshots.snapshots[idx].record_error,
+						 "nothing removed: snapshot %s of source %s: %s",
+						 snapshots.snapshots[idx].id, source,
+						 snapshots.snapshots[idx].reason);
+			bk_error_hint(err, "What a snapshot is decides what stays.  Run "
+							   "bk expire again once the repository answers.");
+			status = bk_cli_report_error(program, err);
+			goto done;
+		}
 	view = bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*view));
 	verdicts =
 		bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*verdicts));

@@ -85,7 +85,21 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (!bk_repo_object_identity(build->repo, BK_REPO_ARCHIVE, build->source,
 								 BK_KIND_SNAPSHOT, entry->name, &identity,
 								 &object, err))
-		return bk_error_prefix(err, "snapshot record %s: ", entry->name);
+	{
+		/*
+		 * One snapshot's record does not stop the catalog (every restore
+		 * of the source would be refused): that snapshot is not complete.
+		 * Whether its header was damaged or the repository failed is kept,
+		 * for bk expire.
+		 */
+		snap->record_unreadable = true;
+		if (err->code != BK_ERR_FORMAT && err->code != BK_ERR_SEQUENCE)
+			snap->record_error = err->code;
+		snprintf(snap->reason, sizeof(snap->reason),
+				 "its record cannot be read: %s", err->message);
+		bk_error_clear(err);
+		return true;
+	}
 	snap->has_record = true;
 	snap->other_engine = !bk_meta_get(object.meta, object.meta_len, "engine",
 									  value, sizeof(value)) ||
@@ -135,6 +149,8 @@ static void
 judge_complete(MariadbSnapshot *snap)
 {
 	snap->complete = false;
+	if (snap->record_unreadable)
+		return; /* the reason says why */
 	if (!snap->has_record)
 		snprintf(snap->reason, sizeof(snap->reason),
 				 "no record (snapshot.json): the snapshot failed, was"

@@ -33,6 +33,14 @@ typedef struct MariadbSnapshot
 	 * judged complete, and bk expire leaves it alone.
 	 */
 	bool other_engine;
+	/*
+	 * Its record is there but could not be read: damaged (BK_OK here: the
+	 * snapshot is not complete, like one without a record) or unread (the
+	 * repository failed: what the snapshot is is unknown, and bk expire
+	 * removes nothing).  reason says which.
+	 */
+	bool record_unreadable;
+	BkErrorCode record_error;
 	bool has_schema;
 	int64_t data_expected; /* the record's count, or -1 if it has none */
 	uint64_t data_objects; /* data/ objects in the repository */

@@ -1591,6 +1591,62 @@ test_expire_keeps_other_engine(void **state)
 }
 
 /*
+ * One snapshot's record is damaged (its header overwritten): the others,
+ * the catalog and bk expire go on, as PostgreSQL's do; that snapshot is
+ * not complete, saying why, and goes like any unfinished one older than
+ * the kept snapshots.  A record the repository cannot read at all (an I/O
+ * error) says nothing of its snapshot: bk expire removes nothing.
+ */
+static void
+test_damaged_record_is_not_complete(void **state)
+{
+	Fixture *f = *state;
+	const char *damaged = "20261101T000000Z-0000aaaa";
+	MariadbSnapshotCatalog catalog;
+	const MariadbSnapshot *snap;
+	char path[1024];
+	char *problems;
+	FILE *file;
+
+	archive_binlog_files(f, 3);
+	archive_complete_snapshot(f, damaged, 1);
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 damaged, BK_SNAPSHOT_RECORD);
+	file = fopen(path, "r+");
+	assert_non_null(file);
+	assert_int_equal(fwrite("garbage!", 1, 8, file), 8);
+	assert_int_equal(fclose(file), 0);
+	test_age_snapshot(f->location, SOURCE, damaged, 48);
+
+	snap = load_snapshot(f, &catalog, damaged);
+	assert_false(snap->complete);
+	assert_non_null(strstr(snap->reason, "its record cannot be read"));
+	assert_true(catalog.snapshots[1].complete);
+	mariadb_snapshot_catalog_free(&catalog);
+	problems = verify_problems_as(f, false);
+	assert_non_null(strstr(problems, "0000aaaa/snapshot.json"));
+	free(problems);
+
+	/* Unreadable: nothing removed, the snapshot named. */
+	test_repo_faults(f->repo, TEST_FAIL_READS, "0000aaaa/snapshot.json");
+	assert_int_not_equal(expire(f, 1), 0);
+	test_repo_faults_end(f->repo);
+	assert_true(exists(f, BK_KIND_SNAPSHOT,
+					   "20261101T000000Z-0000aaaa/"
+					   "schema.json"));
+	assert_true(binlog_exists(f, "mariadb-bin.000001"));
+
+	/* Damaged: it goes, with the binlog before the kept snapshot. */
+	assert_int_equal(expire(f, 1), 0);
+	assert_false(exists(f, BK_KIND_SNAPSHOT,
+						"20261101T000000Z-0000aaaa/"
+						"schema.json"));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+}
+
+/*
  * The agent host's clock stepped back nine days after snapshot S: R,
  * started since, has an id older than S's.  While the store writes R's
  * objects, R stays; once it wrote none for a day, R was abandoned and
@@ -2058,6 +2114,8 @@ main(void)
 			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_record_is_not_complete,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,

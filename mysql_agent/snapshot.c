@@ -14,6 +14,8 @@
  *   every definition captured          (SHOW CREATE is not MVCC: DDL must
  *                                       be held off while it is read;
  *                                       accounts on their connection)
+ *   (locker connection: LOCK TABLES ... READ on the tables without
+ *    transactions; their writes wait from here)
  *   BACKUP STAGE BLOCK_COMMIT          (commits wait, for a moment)
  *   XA RECOVER lists nothing           (else the attempt is undone and
  *                                       tried again once those end)
@@ -21,13 +23,12 @@
  *                                      SNAPSHOT, each: one and the same state
  *                                      reader 1: Binlog_snapshot_file/_position,
  *                                      BINLOG_GTID_POS(): the coordinates
- *                                      every reader touches every table: its
- *                                      metadata lock keeps DDL off them until
- *                                      the snapshot ends
- *                                      tables without transactions read:
- *                                      their writes wait from BLOCK_DDL on
+ *                                      every reader touches every table it
+ *                                      reads: its metadata lock keeps DDL off
+ *                                      them until the snapshot ends
  *   BACKUP STAGE END                   (commits and other DDL go on)
  *   (accounts connection: UNLOCK TABLES; account statements go on)
+ *   (locker: the locked tables read, then UNLOCK TABLES)
  *                                      tables read in parallel, largest first
  *
  * BACKUP STAGE runs on its own connection because it auto-commits: on a
@@ -35,8 +36,9 @@
  * (lock_wait_timeout), so a session holding LOCK TABLES or a running
  * mariabackup makes the snapshot fail at once with a message that says so,
  * never hang.  Tables of engines without transactions (Aria, MyISAM) are
- * not covered by the consistent read: they are read before the stage ends,
- * while their writes and every commit wait.
+ * not covered by the consistent read: they are held still by a read lock
+ * from before the consistent point until they are read (remote ones,
+ * FEDERATED, CONNECT, SPIDER, are read later, as they are then).
  *
  * Values are read byte-exact: query text in utf8mb4, results unconverted
  * (character_set_results NULL), UTC session time zone, lengths from the
@@ -76,7 +78,14 @@ typedef struct SnapTable
 	char *name;
 	char *type; /* BASE TABLE, SYSTEM VERSIONED, SEQUENCE */
 	char *engine;
+	/*
+	 * In the consistent read (InnoDB, MyRocks); else read under a table
+	 * read lock taken before the consistent point (MyISAM, Aria, MEMORY,
+	 * ...), unless remote (FEDERATED, CONNECT, SPIDER: their data lives
+	 * elsewhere and is read after, outside the snapshot).
+	 */
 	bool transactional;
+	bool remote;
 	uint64_t estimated_rows;
 	char *select_sql; /* identifiers quoted */
 	json_t *dumped_columns;
@@ -95,6 +104,9 @@ typedef struct SnapRun
 	MYSQL *control;
 	MYSQL *accounts; /* reads the accounts, holding their tables */
 	bool accounts_locked;
+	MYSQL *locker;     /* holds and reads the tables without transactions */
+	int locked_count;  /* those tables, first in tables[] once locked */
+	int64_t locked_ms; /* when their read lock was granted */
 	MYSQL *readers[SNAPSHOT_JOBS_MAX];
 	int reader_count;
 	json_t *schema;
@@ -589,7 +601,11 @@ capture_tables(SnapRun *run, BkError *err)
 		t->type = strdup(row[2]);
 		t->engine = strdup(row[3]);
 		t->estimated_rows = strtoull(row[4], NULL, 10);
-		t->transactional = strcmp(row[3], "InnoDB") == 0;
+		t->transactional = strcasecmp(row[3], "InnoDB") == 0 ||
+						   strcasecmp(row[3], "ROCKSDB") == 0;
+		t->remote = strcasecmp(row[3], "FEDERATED") == 0 ||
+					strcasecmp(row[3], "CONNECT") == 0 ||
+					strcasecmp(row[3], "SPIDER") == 0;
 		t->dumped_columns = json_array();
 		json_array_append_new(
 			array,
@@ -739,6 +755,82 @@ unlock_account_tables(SnapRun *run)
 	if (run->accounts_locked)
 		mysql_query(run->accounts, "UNLOCK TABLES");
 	run->accounts_locked = false;
+}
+
+/*
+ * Tables without transactions (MyISAM, Aria, MEMORY, ...) are outside the
+ * consistent read.  Read after the consistent point, they would hold
+ * writes the binlog after it holds too, and a restore would apply them
+ * twice (a duplicate key stops the replay; n = n + 1 counts twice).  The
+ * backup stages do not hold all their writes (Aria's go on under
+ * BLOCK_DDL and then wait at commit under BLOCK_COMMIT, holding their
+ * table lock), so before BLOCK_COMMIT one connection takes a read lock on
+ * all of them: writes wait for it before they change anything, and what
+ * it reads after the consistent point is the tables as they were there.
+ * It reads them once commits go on again, then lets their writes go on.
+ * Readers must not touch them meanwhile: a writer waiting for the lock
+ * holds other sessions' reads of the table back too.
+ */
+
+/*
+ * lock_tables_without_transactions
+ *		Put the tables to lock first in tables[] and read-lock them on the
+ *		locker connection (DDL is held off: the list stays true).
+ */
+static bool
+lock_tables_without_transactions(SnapRun *run, BkError *err)
+{
+	size_t cap = 64, len;
+	char *sql;
+	bool ok;
+
+	run->locked_count = 0;
+	for (int idx = 0; idx < run->table_count; idx++)
+		if (!run->tables[idx].transactional && !run->tables[idx].remote)
+		{
+			SnapTable moved = run->tables[idx];
+
+			memmove(&run->tables[run->locked_count + 1],
+					&run->tables[run->locked_count],
+					sizeof(SnapTable) * (size_t) (idx - run->locked_count));
+			run->tables[run->locked_count++] = moved;
+		}
+	if (run->locked_count == 0)
+		return true;
+	if (run->locker == NULL &&
+		(run->locker = snapshot_connect(run, err)) == NULL)
+		return false;
+	for (int idx = 0; idx < run->locked_count; idx++)
+		cap += 2 * (2 * strlen(run->tables[idx].database) + 3) +
+			   2 * (2 * strlen(run->tables[idx].name) + 3) + 16;
+	sql = malloc(cap);
+	if (sql == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	len = (size_t) snprintf(sql, cap, "LOCK TABLES ");
+	for (int idx = 0; idx < run->locked_count; idx++)
+	{
+		SnapTable *t = &run->tables[idx];
+		char db[2 * 256 + 3], name[2 * 256 + 3];
+
+		bk_sql_quote_ident(db, sizeof(db), t->database);
+		bk_sql_quote_ident(name, sizeof(name), t->name);
+		len += (size_t) snprintf(sql + len, cap - len, "%s%s.%s READ",
+								 idx ? ", " : "", db, name);
+	}
+	ok = run_statement(run, run->locker, sql, err);
+	free(sql);
+	if (!ok)
+		return false;
+	run->locked_ms = bk_monotonic_ms();
+	return true;
+}
+
+static void
+unlock_tables_without_transactions(SnapRun *run)
+{
+	if (run->locker != NULL && run->locked_ms != 0)
+		mysql_query(run->locker, "UNLOCK TABLES");
+	run->locked_ms = 0;
 }
 
 /*
@@ -939,19 +1031,32 @@ xa_still_prepared(const char *before, const char *now, char *xid, size_t len)
  *		The error for XA transactions still prepared when the wait ends.
  */
 static bool
-xa_give_up(SnapRun *run, const char *xid, int count, BkError *err)
+xa_give_up(SnapRun *run, const char *xid, int count, bool ended, BkError *err)
 {
-	bk_error_set(err, BK_ERR_TIMEOUT,
-				 "snapshot %s: XA transaction %s (one of %d prepared at the"
-				 " consistent point) was still prepared after waiting %d s:"
-				 " a logical snapshot cannot read a prepared transaction's"
-				 " changes, and a restore could not replay its XA COMMIT",
-				 run->job->id, xid, count, SNAPSHOT_LOCK_WAIT_S);
+	if (ended)
+		bk_error_set(err, BK_ERR_TIMEOUT,
+					 "snapshot %s: XA transactions were prepared at every"
+					 " attempt at the consistent point for %d s (%d at the"
+					 " last one, among them %s): a logical snapshot cannot"
+					 " read a prepared transaction's changes, and a restore"
+					 " could not replay its XA COMMIT",
+					 run->job->id, SNAPSHOT_LOCK_WAIT_S, count, xid);
+	else
+		bk_error_set(err, BK_ERR_TIMEOUT,
+					 "snapshot %s: XA transaction %s (one of %d prepared at"
+					 " the consistent point) was still prepared after"
+					 " waiting %d s: a logical snapshot cannot read a"
+					 " prepared transaction's changes, and a restore could"
+					 " not replay its XA COMMIT",
+					 run->job->id, xid, count, SNAPSHOT_LOCK_WAIT_S);
 	return bk_error_hint(err, "XA RECOVER lists the prepared transactions;"
 							  " a transaction manager that died leaves them"
-							  " prepared for good.  Have it recover them, or"
-							  " end them with XA COMMIT or XA ROLLBACK, then"
-							  " take the snapshot again.");
+							  " prepared for good (even read-only ones, which"
+							  " bk cannot tell apart).  Have it recover them,"
+							  " or end them with XA COMMIT or XA ROLLBACK,"
+							  " then take the snapshot again.  A server where"
+							  " XA transactions are prepared at every moment"
+							  " cannot be snapshotted this way.");
 }
 
 /*
@@ -969,6 +1074,7 @@ xa_wait_ended(SnapRun *run, int64_t deadline_ms, BkError *err)
 	char now[sizeof(run->xa_prepared)];
 	char xid[sizeof(run->xa_prepared)];
 	int count = 0;
+	bool ended = false;
 
 	bk_strlcpy(before, run->xa_prepared, sizeof(before));
 	for (const char *c = before; *c != '\0'; c++)
@@ -985,20 +1091,57 @@ xa_wait_ended(SnapRun *run, int64_t deadline_ms, BkError *err)
 				return true;
 			snprintf(xid, sizeof(xid), "%.*s", (int) strcspn(before, "\n"),
 					 before);
+			ended = true;
 			break;
 		}
 		if (expired)
 			break;
 		usleep(100 * 1000);
 	}
-	return xa_give_up(run, xid, count, err);
+	return xa_give_up(run, xid, count, ended, err);
+}
+
+/*
+ * end_consistent_point
+ *		Commits and DDL go on; the GTID state at the coordinates is read.
+ */
+static bool
+end_consistent_point(SnapRun *run, BkError *err)
+{
+	bool found;
+
+	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
+		return false;
+	run->stage_open = false;
+
+	/*
+	 * The GTID state at the snapshot's position, read once commits flow
+	 * again: BINLOG_GTID_POS reads the binlog file from its start (up to
+	 * max_binlog_size), and under BLOCK_COMMIT every commit on the server
+	 * would wait for that scan.  The position is fixed, so the answer is
+	 * the same.  No answer (NULL: the file purged meanwhile, or no event
+	 * boundary there) fails the snapshot: a restore could not tell which
+	 * transactions it holds.
+	 */
+	if (!agent_binlog_gtid_pos(run->readers[0], run->binlog_file,
+							   run->binlog_pos, run->gtid, sizeof(run->gtid),
+							   &found, err))
+		return false;
+	if (!found)
+		return bk_error_set(err, BK_ERR_IO,
+							"the server has no GTID state at the snapshot's"
+							" binlog position %s:%" PRIu64
+							" (BINLOG_GTID_POS returned NULL; the file was"
+							" purged meanwhile?): take the snapshot again",
+							run->binlog_file, run->binlog_pos);
+	return true;
 }
 
 /*
  * consistent_point
  *		Every reader in one snapshot with the coordinates, under a brief
- *		BLOCK_COMMIT; metadata locks on every table.  The stage is ended by
- *		end_consistent_point, once the tables without transactions are read.
+ *		BLOCK_COMMIT; metadata locks on every table; then the stage ends,
+ *		and the GTID state at the coordinates is read.
  */
 static bool
 consistent_point(SnapRun *run, BkError *err)
@@ -1043,9 +1186,13 @@ consistent_point(SnapRun *run, BkError *err)
 							" is off, so no point in time after the snapshot"
 							" could be restored");
 
-	/* Every reader holds a metadata lock on every table from now on. */
+	/*
+	 * Every reader holds a metadata lock on every table it may read from
+	 * now on (the locked ones are the locker's).
+	 */
 	for (int idx = 0; idx < run->reader_count; idx++)
-		for (int tableIdx = 0; tableIdx < run->table_count; tableIdx++)
+		for (int tableIdx = run->locked_count; tableIdx < run->table_count;
+			 tableIdx++)
 		{
 			SnapTable *t = &run->tables[tableIdx];
 			char db[2 * 256 + 3], name[2 * 256 + 3];
@@ -1060,44 +1207,7 @@ consistent_point(SnapRun *run, BkError *err)
 				return false;
 			mysql_free_result(touch);
 		}
-	return true;
-}
-
-/*
- * end_consistent_point
- *		Commits, DDL and writes to tables without transactions go on; the
- *		GTID state at the coordinates is read.
- */
-static bool
-end_consistent_point(SnapRun *run, BkError *err)
-{
-	bool found;
-
-	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
-		return false;
-	run->stage_open = false;
-
-	/*
-	 * The GTID state at the snapshot's position, read once commits flow
-	 * again: BINLOG_GTID_POS reads the binlog file from its start (up to
-	 * max_binlog_size), and under BLOCK_COMMIT every commit on the server
-	 * would wait for that scan.  The position is fixed, so the answer is
-	 * the same.  No answer (NULL: the file purged meanwhile, or no event
-	 * boundary there) fails the snapshot: a restore could not tell which
-	 * transactions it holds.
-	 */
-	if (!agent_binlog_gtid_pos(run->readers[0], run->binlog_file,
-							   run->binlog_pos, run->gtid, sizeof(run->gtid),
-							   &found, err))
-		return false;
-	if (!found)
-		return bk_error_set(err, BK_ERR_IO,
-							"the server has no GTID state at the snapshot's"
-							" binlog position %s:%" PRIu64
-							" (BINLOG_GTID_POS returned NULL; the file was"
-							" purged meanwhile?): take the snapshot again",
-							run->binlog_file, run->binlog_pos);
-	return true;
+	return end_consistent_point(run, err);
 }
 
 /* ------------------------------------------------------------ table data */
@@ -1401,11 +1511,11 @@ workers_free(SnapRun *run)
 
 /*
  * copy_tables
- *		The tables from first to end, largest first, one thread per reader
- *		connection.
+ *		The tables from first to end, largest first, on the connections of
+ *		the first threads workers, one thread each.
  */
 static bool
-copy_tables(SnapRun *run, int first, int end, BkError *err)
+copy_tables(SnapRun *run, int first, int end, int threads, BkError *err)
 {
 	bool ok = true;
 	int started = 0;
@@ -1419,7 +1529,7 @@ copy_tables(SnapRun *run, int first, int end, BkError *err)
 		  compare_size);
 	run->next_table = first;
 	run->table_end = end;
-	for (int idx = 0; idx < run->reader_count; idx++)
+	for (int idx = 0; idx < threads; idx++)
 	{
 		Worker *w = &run->workers[idx];
 
@@ -1447,28 +1557,6 @@ copy_tables(SnapRun *run, int first, int end, BkError *err)
 	return ok;
 }
 
-/*
- * tables_without_transactions_first
- *		Put the tables the consistent read does not cover first, and say
- *		how many there are.
- */
-static int
-tables_without_transactions_first(SnapRun *run)
-{
-	int count = 0;
-
-	for (int idx = 0; idx < run->table_count; idx++)
-		if (!run->tables[idx].transactional)
-		{
-			SnapTable moved = run->tables[idx];
-
-			memmove(&run->tables[count + 1], &run->tables[count],
-					sizeof(SnapTable) * (size_t) (idx - count));
-			run->tables[count++] = moved;
-		}
-	return count;
-}
-
 /* ------------------------------------------------------------ record */
 
 static void
@@ -1487,6 +1575,7 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 {
 	json_t *record;
 	json_t *tables = json_array();
+	json_t *not_consistent = json_array();
 	char started[40], finished[40], consistent[40];
 	char *text;
 	bool ok;
@@ -1503,7 +1592,12 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 							  "index", t->index, "database", t->database,
 							  "name", t->name, "rows", (json_int_t) t->rows,
 							  "bytes", (json_int_t) t->bytes, "parts", t->parts,
-							  "sha256", t->sha256, "consistent", true));
+							  "sha256", t->sha256, "consistent", !t->remote));
+		if (t->remote)
+			json_array_append_new(not_consistent,
+								  json_pack("{s:s, s:s, s:s}", "database",
+											t->database, "name", t->name,
+											"engine", t->engine));
 	}
 	record = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s,"
 					   " s:s, s:o, s:o, s:s}",
@@ -1514,7 +1608,7 @@ send_record(SnapRun *run, int64_t finished_ms, BkError *err)
 					   "binlog_file", run->binlog_file, "binlog_pos",
 					   (json_int_t) run->binlog_pos, "gtid", run->gtid,
 					   "server_version", run->server_version, "tables", tables,
-					   "not_consistent", json_array(), "data_format",
+					   "not_consistent", not_consistent, "data_format",
 					   "LOAD DATA INFILE defaults: FIELDS TERMINATED BY '\\t'"
 					   " ESCAPED BY '\\\\' LINES TERMINATED BY '\\n', NULL as"
 					   " \\N, CHARACTER SET binary");
@@ -1642,6 +1736,7 @@ capture_consistent(SnapRun *run, BkError *err)
 		return false;
 	run->schema = json_object();
 	if (!capture_databases(run, err) || !capture_tables(run, err) ||
+		!lock_tables_without_transactions(run, err) ||
 		!capture_accounts(run, err))
 		return false;
 	for (size_t idx = 0; idx < sizeof(show_specs) / sizeof(show_specs[0]);
@@ -1686,6 +1781,7 @@ snapshot_reset_attempt(SnapRun *run)
 		mysql_query(run->control, "BACKUP STAGE END");
 	run->stage_open = false;
 	unlock_account_tables(run);
+	unlock_tables_without_transactions(run);
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_query(run->readers[idx], "ROLLBACK");
 	free_tables(run);
@@ -1706,7 +1802,6 @@ snapshot_run(SnapRun *run, BkError *err)
 	int64_t finished_ms;
 	int64_t xa_deadline_ms = 0;
 	int deadlocks = 0;
-	int without_transactions;
 
 	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
 	if (!bk_topic_name(run->agent->config.common.topic_prefix
@@ -1799,30 +1894,6 @@ snapshot_run(SnapRun *run, BkError *err)
 		usleep((useconds_t) deadlocks * 300 * 1000);
 	}
 
-	/*
-	 * Tables without transactions (Aria, MyISAM, MEMORY) are outside the
-	 * consistent read: read later, they would hold changes the binlog after
-	 * the consistent point holds too, and a restore would apply those twice
-	 * (a duplicate key stops the replay; an UPDATE of a counter counts
-	 * twice).  Their writes wait from BLOCK_DDL (BACKUP STAGE FLUSH blocks
-	 * new ones; BLOCK_DDL waits for those running) until the stage ends,
-	 * so read now, under BLOCK_COMMIT, they are as at the consistent point.
-	 * Commits wait meanwhile: the time is logged.
-	 */
-	without_transactions = tables_without_transactions_first(run);
-	if (without_transactions > 0)
-	{
-		int64_t since = bk_monotonic_ms();
-
-		if (!copy_tables(run, 0, without_transactions, err))
-			return false;
-		agent_log("INFO",
-				  "snapshot %s: %d table(s) without transactions read at the"
-				  " consistent point; commits waited %" PRId64 " ms for them",
-				  job->id, without_transactions, bk_monotonic_ms() - since);
-	}
-	if (!end_consistent_point(run, err))
-		return false;
 	agent_log("INFO",
 			  "snapshot %s: consistent at %s:%" PRIu64 " (GTID %s),"
 			  " %d tables, %d jobs",
@@ -1850,8 +1921,29 @@ snapshot_run(SnapRun *run, BkError *err)
 			return false;
 	}
 
-	if (!send_schema(run, err) ||
-		!copy_tables(run, without_transactions, run->table_count, err))
+	if (!send_schema(run, err))
+		return false;
+	if (run->locked_count > 0)
+	{
+		/* On the connection that holds them, as they were at the point. */
+		MYSQL *reader = run->workers[0].conn;
+		bool copied;
+
+		run->workers[0].conn = run->locker;
+		copied = copy_tables(run, 0, run->locked_count, 1, err);
+		run->workers[0].conn = reader;
+		if (!copied)
+			return false;
+		agent_log("INFO",
+				  "snapshot %s: %d table(s) without transactions read under"
+				  " a read lock taken before the consistent point; their"
+				  " writes waited %" PRId64 " ms",
+				  job->id, run->locked_count,
+				  bk_monotonic_ms() - run->locked_ms);
+		unlock_tables_without_transactions(run);
+	}
+	if (!copy_tables(run, run->locked_count, run->table_count,
+					 run->reader_count, err))
 		return false;
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_query(run->readers[idx],
@@ -1891,6 +1983,8 @@ snapshot_cleanup(SnapRun *run)
 	}
 	if (run->accounts != NULL)
 		mysql_close(run->accounts); /* and its lock with it */
+	if (run->locker != NULL)
+		mysql_close(run->locker); /* the same */
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_close(run->readers[idx]);
 	workers_free(run);

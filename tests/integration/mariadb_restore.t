@@ -150,6 +150,8 @@ CREATE TABLE ticks (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6)) ENGINE=In
 CREATE TABLE counters (id INT PRIMARY KEY, n INT) ENGINE=MyISAM;
 INSERT INTO counters VALUES (1, 0);
 CREATE TABLE visits (id INT AUTO_INCREMENT PRIMARY KEY, n INT) ENGINE=Aria;
+CREATE TABLE tally (id INT PRIMARY KEY, n INT) ENGINE=Aria;
+INSERT INTO tally VALUES (1, 0);
 CREATE EVENT tick ON SCHEDULE EVERY 1 SECOND DISABLE DO INSERT INTO ticks (at) VALUES (NOW(6));
 CREATE VIEW v_orders AS SELECT id, amount FROM orders WHERE amount > 0;
 CREATE VIEW v_big AS SELECT id FROM v_orders WHERE amount > 15;
@@ -258,16 +260,26 @@ nontx_writes() {
         i=$((i + 1))
     done
 }
+# Aria writes hold their table lock while they run, past BLOCK_DDL: slow
+# ones are nearly always running when the snapshot reaches its consistent
+# point.
+slow_aria_writes() {
+    while [[ ! -e "$dir/nontx.stop" ]]; do
+        my "UPDATE $db.tally SET n = n + 1 WHERE id = 1 AND SLEEP(0.3) = 0" >/dev/null
+    done
+}
 nontx_writes &
 nontx_writer=$!
+slow_aria_writes &
+aria_writer=$!
 sleep 0.5
 result="$(my "SELECT bk_snapshot('jobs=2')")"
 like "$result" '"snapshot_id":"' "a snapshot under the workload" || diag "$result"
 sleep 0.5
 touch "$dir/nontx.stop"
-wait "$xa_committer" "$nontx_writer"
-like "$(cat "$dir/agent.log")" "[0-9]+ table\(s\) without transactions read at the consistent point; commits waited [0-9]+ ms" \
-    "... the MyISAM and Aria tables were read at its consistent point"
+wait "$xa_committer" "$nontx_writer" "$aria_writer"
+like "$(cat "$dir/agent.log")" "[0-9]+ table\(s\) without transactions read under a read lock taken before the consistent point; their writes waited [0-9]+ ms" \
+    "... the MyISAM and Aria tables were read as they were at its consistent point"
 like "$(cat "$dir/agent.log")" "waiting up to 10 s for the XA transactions prepared at the consistent point to end: 'bkr_xa1'" \
     "... waited for the XA transaction prepared at its consistent point to commit"
 snap1="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"
@@ -285,7 +297,10 @@ my "USE $db; ALTER TABLE orders ADD COLUMN note VARCHAR(20) DEFAULT 'n';
 "${sb[@]}" --threads=2 --time=2 run >>"$dir/sb.log" 2>&1
 # The server logs ALTER EVENT as written: without DEFINER, replay (like a
 # replica) would make the replaying account its definer (README).
-my "USE $db; ALTER DEFINER = root@'127.0.0.1' EVENT tick DISABLE; SELECT NEXTVAL(seq)" >/dev/null
+out="$(my "USE $db; ALTER DEFINER = root@'127.0.0.1' EVENT tick DISABLE; SELECT NEXTVAL(seq)")"
+ok $? "the event disabled again" || diag "$out"
+is "$(my "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '$db' AND EVENT_NAME = 'tick'")" \
+    DISABLED "... and the server says so"
 ticks="$(my "SELECT COUNT(*) FROM $db.ticks")"
 [[ "$ticks" -gt 0 ]]
 ok $? "the event fired while enabled ($ticks rows)"

@@ -86,6 +86,7 @@ typedef struct SnapTable
 	 */
 	bool transactional;
 	bool remote;
+	bool no_data; /* MERGE: its rows are its children's, copied as theirs */
 	uint64_t estimated_rows;
 	char *select_sql; /* identifiers quoted */
 	json_t *dumped_columns;
@@ -200,9 +201,11 @@ run_sql(SnapRun *run, MYSQL *conn, const char *sql, MYSQL_RES **rows,
 		if (code == 1205 /* ER_LOCK_WAIT_TIMEOUT */)
 			bk_error_hint(err,
 						  "Another session holds a lock the snapshot needs"
-						  " (LOCK TABLES, a long DDL, or a backup such as"
-						  " mariabackup running BACKUP STAGE); bk waits at"
-						  " most %d s.  Try again when it is released.",
+						  " (LOCK TABLES, a long DDL, a long write to a"
+						  " table without transactions such as MyISAM or"
+						  " Aria, or a backup such as mariabackup running"
+						  " BACKUP STAGE); bk waits at most %d s.  Try again"
+						  " when it is released.",
 						  SNAPSHOT_LOCK_WAIT_S);
 		return false;
 	}
@@ -606,6 +609,7 @@ capture_tables(SnapRun *run, BkError *err)
 		t->remote = strcasecmp(row[3], "FEDERATED") == 0 ||
 					strcasecmp(row[3], "CONNECT") == 0 ||
 					strcasecmp(row[3], "SPIDER") == 0;
+		t->no_data = strcasecmp(row[3], "MRG_MyISAM") == 0;
 		t->dumped_columns = json_array();
 		json_array_append_new(
 			array,
@@ -786,7 +790,8 @@ lock_tables_without_transactions(SnapRun *run, BkError *err)
 
 	run->locked_count = 0;
 	for (int idx = 0; idx < run->table_count; idx++)
-		if (!run->tables[idx].transactional && !run->tables[idx].remote)
+		if (!run->tables[idx].transactional && !run->tables[idx].remote &&
+			!run->tables[idx].no_data)
 		{
 			SnapTable moved = run->tables[idx];
 
@@ -797,9 +802,6 @@ lock_tables_without_transactions(SnapRun *run, BkError *err)
 		}
 	if (run->locked_count == 0)
 		return true;
-	if (run->locker == NULL &&
-		(run->locker = snapshot_connect(run, err)) == NULL)
-		return false;
 	for (int idx = 0; idx < run->locked_count; idx++)
 		cap += 2 * (2 * strlen(run->tables[idx].database) + 3) +
 			   2 * (2 * strlen(run->tables[idx].name) + 3) + 16;
@@ -1102,17 +1104,13 @@ xa_wait_ended(SnapRun *run, int64_t deadline_ms, BkError *err)
 }
 
 /*
- * end_consistent_point
- *		Commits and DDL go on; the GTID state at the coordinates is read.
+ * read_gtid_state
+ *		The GTID state at the coordinates.
  */
 static bool
-end_consistent_point(SnapRun *run, BkError *err)
+read_gtid_state(SnapRun *run, BkError *err)
 {
 	bool found;
-
-	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
-		return false;
-	run->stage_open = false;
 
 	/*
 	 * The GTID state at the snapshot's position, read once commits flow
@@ -1140,8 +1138,7 @@ end_consistent_point(SnapRun *run, BkError *err)
 /*
  * consistent_point
  *		Every reader in one snapshot with the coordinates, under a brief
- *		BLOCK_COMMIT; metadata locks on every table; then the stage ends,
- *		and the GTID state at the coordinates is read.
+ *		BLOCK_COMMIT; metadata locks on every table; then the stage ends.
  */
 static bool
 consistent_point(SnapRun *run, BkError *err)
@@ -1199,6 +1196,8 @@ consistent_point(SnapRun *run, BkError *err)
 			char sql[1100];
 			MYSQL_RES *touch;
 
+			if (t->no_data)
+				continue; /* opening it opens its (locked) children */
 			bk_sql_quote_ident(db, sizeof(db), t->database);
 			bk_sql_quote_ident(name, sizeof(name), t->name);
 			snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.%s LIMIT 0", db, name);
@@ -1207,7 +1206,10 @@ consistent_point(SnapRun *run, BkError *err)
 				return false;
 			mysql_free_result(touch);
 		}
-	return end_consistent_point(run, err);
+	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
+		return false;
+	run->stage_open = false;
+	return true;
 }
 
 /* ------------------------------------------------------------ table data */
@@ -1363,6 +1365,23 @@ copy_table(Worker *w, SnapTable *t, BkError *err)
 
 	if (sha == NULL)
 		return false;
+	if (t->no_data)
+	{
+		/*
+		 * Reading a MERGE table reads its children again (and loading the
+		 * rows would add them to a child): none, and no lock either (under
+		 * BACKUP STAGE its lock waits for the stage).
+		 */
+		ok = bk_sha256_final(sha, digest, err);
+		bk_sha256_free(sha);
+		if (!ok)
+			return false;
+		bk_hex_encode(digest, BK_SHA256_LEN, t->sha256);
+		pthread_mutex_lock(&w->run->job->lock);
+		w->run->job->tables_done++;
+		pthread_mutex_unlock(&w->run->job->lock);
+		return true;
+	}
 	if (mysql_real_query(w->conn, t->select_sql, strlen(t->select_sql)) != 0 ||
 		(res = mysql_use_result(w->conn)) == NULL)
 	{
@@ -1736,7 +1755,6 @@ capture_consistent(SnapRun *run, BkError *err)
 		return false;
 	run->schema = json_object();
 	if (!capture_databases(run, err) || !capture_tables(run, err) ||
-		!lock_tables_without_transactions(run, err) ||
 		!capture_accounts(run, err))
 		return false;
 	for (size_t idx = 0; idx < sizeof(show_specs) / sizeof(show_specs[0]);
@@ -1746,7 +1764,8 @@ capture_consistent(SnapRun *run, BkError *err)
 	pthread_mutex_lock(&job->lock);
 	job->tables_total = run->table_count;
 	pthread_mutex_unlock(&job->lock);
-	if (!consistent_point(run, err))
+	if (!lock_tables_without_transactions(run, err) ||
+		!consistent_point(run, err))
 		return false;
 	unlock_account_tables(run);
 	return true;
@@ -1844,8 +1863,8 @@ snapshot_run(SnapRun *run, BkError *err)
 						   err))
 			return false;
 	}
-	/* Producers too: the first tables are read while commits wait. */
-	if (!workers_open(run, err))
+	run->locker = snapshot_connect(run, err);
+	if (run->locker == NULL || !workers_open(run, err))
 		return false;
 
 	/*
@@ -1894,6 +1913,31 @@ snapshot_run(SnapRun *run, BkError *err)
 		usleep((useconds_t) deadlocks * 300 * 1000);
 	}
 
+	/*
+	 * The tables without transactions first: writes to them wait until
+	 * they are read.  Then the GTID state, which reads the binlog file.
+	 */
+	if (run->locked_count > 0)
+	{
+		/* On the connection that holds them, as they were at the point. */
+		MYSQL *reader = run->workers[0].conn;
+		bool copied;
+
+		run->workers[0].conn = run->locker;
+		copied = copy_tables(run, 0, run->locked_count, 1, err);
+		run->workers[0].conn = reader;
+		if (!copied)
+			return false;
+		agent_log("INFO",
+				  "snapshot %s: %d table(s) without transactions read under"
+				  " a read lock taken before the consistent point and held"
+				  " %" PRId64 " ms (writes to them waited)",
+				  job->id, run->locked_count,
+				  bk_monotonic_ms() - run->locked_ms);
+		unlock_tables_without_transactions(run);
+	}
+	if (!read_gtid_state(run, err))
+		return false;
 	agent_log("INFO",
 			  "snapshot %s: consistent at %s:%" PRIu64 " (GTID %s),"
 			  " %d tables, %d jobs",
@@ -1902,8 +1946,8 @@ snapshot_run(SnapRun *run, BkError *err)
 	{
 		/*
 		 * The record, sent last, must carry the GTID state in its
-		 * metadata: fail now, before the data is copied, if it cannot
-		 * (its other fields at their longest).
+		 * metadata: fail now, before the bulk of the data is copied, if it
+		 * cannot (its other fields at their longest).
 		 */
 		SnapshotRecordMeta longest = {.objects = UINT64_MAX,
 									  .binlog_file = run->binlog_file,
@@ -1923,25 +1967,6 @@ snapshot_run(SnapRun *run, BkError *err)
 
 	if (!send_schema(run, err))
 		return false;
-	if (run->locked_count > 0)
-	{
-		/* On the connection that holds them, as they were at the point. */
-		MYSQL *reader = run->workers[0].conn;
-		bool copied;
-
-		run->workers[0].conn = run->locker;
-		copied = copy_tables(run, 0, run->locked_count, 1, err);
-		run->workers[0].conn = reader;
-		if (!copied)
-			return false;
-		agent_log("INFO",
-				  "snapshot %s: %d table(s) without transactions read under"
-				  " a read lock taken before the consistent point; their"
-				  " writes waited %" PRId64 " ms",
-				  job->id, run->locked_count,
-				  bk_monotonic_ms() - run->locked_ms);
-		unlock_tables_without_transactions(run);
-	}
 	if (!copy_tables(run, run->locked_count, run->table_count,
 					 run->reader_count, err))
 		return false;
@@ -2010,6 +2035,15 @@ snapshot_thread(void *arg)
 	run.started_ms = bk_wall_ms();
 	bk_error_clear(&err);
 	ok = snapshot_run(&run, &err);
+	if (!ok)
+	{
+		/* Commits, DDL and writes go on before anything else is said. */
+		if (run.stage_open)
+			mysql_query(run.control, "BACKUP STAGE END");
+		run.stage_open = false;
+		unlock_account_tables(&run);
+		unlock_tables_without_transactions(&run);
+	}
 	pthread_mutex_lock(&job->lock);
 	if (ok)
 		job->state = SNAPSHOT_DONE;

@@ -13,7 +13,8 @@
 #    secondary indexes that are built after the data, and some that cannot be
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
 #    MyISAM and Aria tables written all through the first snapshot, and an
-#    XA transaction prepared when it starts (the snapshot waits for it);
+#    XA transaction prepared when it starts (the snapshot waits for it); a
+#    MERGE table over two MyISAM tables;
 #  - a workload of sysbench plus fixture changes, with DDL mid-way, a binlog
 #    rotation and a server restart; at each moment the test records the
 #    time, SHOW MASTER STATUS, @@gtid_binlog_pos and a fingerprint
@@ -152,6 +153,10 @@ INSERT INTO counters VALUES (1, 0);
 CREATE TABLE visits (id INT AUTO_INCREMENT PRIMARY KEY, n INT) ENGINE=Aria;
 CREATE TABLE tally (id INT PRIMARY KEY, n INT) ENGINE=Aria;
 INSERT INTO tally VALUES (1, 0);
+CREATE TABLE part1 (id INT NOT NULL) ENGINE=MyISAM;
+CREATE TABLE part2 (id INT NOT NULL) ENGINE=MyISAM;
+INSERT INTO part1 VALUES (1), (2); INSERT INTO part2 VALUES (3);
+CREATE TABLE parts (id INT NOT NULL) ENGINE=MERGE UNION=(part1, part2) INSERT_METHOD=LAST;
 CREATE EVENT tick ON SCHEDULE EVERY 1 SECOND DISABLE DO INSERT INTO ticks (at) VALUES (NOW(6));
 CREATE VIEW v_orders AS SELECT id, amount FROM orders WHERE amount > 0;
 CREATE VIEW v_big AS SELECT id FROM v_orders WHERE amount > 15;
@@ -278,12 +283,12 @@ like "$result" '"snapshot_id":"' "a snapshot under the workload" || diag "$resul
 sleep 0.5
 touch "$dir/nontx.stop"
 wait "$xa_committer" "$nontx_writer" "$aria_writer"
-like "$(cat "$dir/agent.log")" "[0-9]+ table\(s\) without transactions read under a read lock taken before the consistent point; their writes waited [0-9]+ ms" \
+like "$(cat "$dir/agent.log")" "[0-9]+ table\(s\) without transactions read under a read lock taken before the consistent point and held [0-9]+ ms" \
     "... the MyISAM and Aria tables were read as they were at its consistent point"
 like "$(cat "$dir/agent.log")" "waiting up to 10 s for the XA transactions prepared at the consistent point to end: 'bkr_xa1'" \
     "... waited for the XA transaction prepared at its consistent point to commit"
 snap1="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"
-my "USE $db; INSERT INTO nopk VALUES (3, 'z'); DELETE FROM nopk WHERE a = 1 LIMIT 1;
+my "USE $db; INSERT INTO nopk VALUES (3, 'z'); DELETE FROM nopk WHERE a = 1 LIMIT 1; INSERT INTO parts VALUES (4);
     UPDATE blobs SET b = CONCAT(b, 0x00) WHERE id = 1; CALL add_order(40)" >/dev/null
 "${sb[@]}" --threads=2 --time=2 run >>"$dir/sb.log" 2>&1
 moment m1

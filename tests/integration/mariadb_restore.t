@@ -14,7 +14,8 @@
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
 #    MyISAM and Aria tables written all through the first snapshot, and an
 #    XA transaction prepared when it starts (the snapshot waits for it); a
-#    MERGE table over two MyISAM tables;
+#    MERGE table over two MyISAM tables; a sequence allocating new batches
+#    during the first snapshot and after it;
 #  - a workload of sysbench plus fixture changes, with DDL mid-way, a binlog
 #    rotation and a server restart; at each moment the test records the
 #    time, SHOW MASTER STATUS, @@gtid_binlog_pos and a fingerprint
@@ -261,7 +262,8 @@ xa_committer=$!
 nontx_writes() {
     local i=0
     while [[ ! -e "$dir/nontx.stop" ]]; do
-        my "USE $db; UPDATE counters SET n = n + 1 WHERE id = 1; INSERT INTO visits (n) VALUES ($i)" >/dev/null
+        my "USE $db; UPDATE counters SET n = n + 1 WHERE id = 1; INSERT INTO visits (n) VALUES ($i);
+            SELECT NEXTVAL(seq)" >/dev/null
         i=$((i + 1))
     done
 }
@@ -289,6 +291,7 @@ like "$(cat "$dir/agent.log")" "waiting up to 10 s for the XA transactions prepa
     "... waited for the XA transaction prepared at its consistent point to commit"
 snap1="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"
 my "USE $db; INSERT INTO nopk VALUES (3, 'z'); DELETE FROM nopk WHERE a = 1 LIMIT 1; INSERT INTO parts VALUES (4);
+    SELECT NEXTVAL(seq) FROM seq_1_to_7;
     UPDATE blobs SET b = CONCAT(b, 0x00) WHERE id = 1; CALL add_order(40)" >/dev/null
 "${sb[@]}" --threads=2 --time=2 run >>"$dir/sb.log" 2>&1
 moment m1

@@ -1789,6 +1789,20 @@ free_tables(SnapRun *run)
 }
 
 /*
+ * release_locks
+ *		Commits, DDL, account statements and writes go on.
+ */
+static void
+release_locks(SnapRun *run)
+{
+	if (run->stage_open)
+		mysql_query(run->control, "BACKUP STAGE END");
+	run->stage_open = false;
+	unlock_account_tables(run);
+	unlock_tables_without_transactions(run);
+}
+
+/*
  * snapshot_reset_attempt
  *		Undo a failed attempt at the consistent point: the stage ended, the
  *		readers' transactions rolled back, what was captured dropped.
@@ -1796,11 +1810,7 @@ free_tables(SnapRun *run)
 static void
 snapshot_reset_attempt(SnapRun *run)
 {
-	if (run->stage_open)
-		mysql_query(run->control, "BACKUP STAGE END");
-	run->stage_open = false;
-	unlock_account_tables(run);
-	unlock_tables_without_transactions(run);
+	release_locks(run);
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_query(run->readers[idx], "ROLLBACK");
 	free_tables(run);
@@ -2036,14 +2046,7 @@ snapshot_thread(void *arg)
 	bk_error_clear(&err);
 	ok = snapshot_run(&run, &err);
 	if (!ok)
-	{
-		/* Commits, DDL and writes go on before anything else is said. */
-		if (run.stage_open)
-			mysql_query(run.control, "BACKUP STAGE END");
-		run.stage_open = false;
-		unlock_account_tables(&run);
-		unlock_tables_without_transactions(&run);
-	}
+		release_locks(&run); /* before anything else is said */
 	pthread_mutex_lock(&job->lock);
 	if (ok)
 		job->state = SNAPSHOT_DONE;

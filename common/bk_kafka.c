@@ -468,6 +468,15 @@ note_ack_time(BkProducer *producer, const rd_kafka_message_t *msg,
 		slot->broker_time = broker_time;
 }
 
+/* bk_kafka_last_ack_ms: set by whichever thread serves a producer's reports. */
+static int64_t last_ack_ms = 0;
+
+int64_t
+bk_kafka_last_ack_ms(void)
+{
+	return __atomic_load_n(&last_ack_ms, __ATOMIC_RELAXED);
+}
+
 static void
 dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
@@ -503,6 +512,8 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 		return;
 	}
 	producer->acked++;
+	__atomic_store_n(&last_ack_ms, producer->last_progress_ms,
+					 __ATOMIC_RELAXED);
 	note_ack_time(producer, msg, tag);
 	producer->partition = msg->partition;
 	if (producer->first_offset < 0 || msg->offset < producer->first_offset)

@@ -85,6 +85,14 @@ extern size_t bk_kafka_batch_max(uint32_t chunk_size);
 extern int64_t bk_kafka_broker_time(const rd_kafka_message_t *msg);
 
 /*
+ * When a chunk of any producer of this process was last acknowledged
+ * (bk_monotonic_ms), 0 if none was: how a caller that may cut a send short
+ * (the archiver at shutdown) tells a slow Kafka from one that stopped
+ * answering.
+ */
+extern int64_t bk_kafka_last_ack_ms(void);
+
+/*
  * The shipper's rule for giving up an object attempt whose chunks stopped
  * coming, applied to each open attempt of a partition: true when both
  * clocks say more than abandon_after_ms passed since the attempt's newest

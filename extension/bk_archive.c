@@ -58,13 +58,16 @@
  * failing file is tried three times, a second apart.  With Kafka unreachable
  * each try would wait bk.kafka_timeout, holding up the shutdown.  So we
  * chain our own SIGUSR2 handler in front of PostgreSQL's, and the interrupt
- * callback abandons a send once shutdown was requested: at once when the
- * last attempt failed already (Kafka is down, the final cycle cannot
- * succeed), otherwise after a short grace period, long enough to ship a
- * segment or two to a healthy broker in that last cycle, short enough that
- * a broker that just went away delays a fast shutdown by seconds, not
- * minutes.  A SIGTERM (ShutdownRequestPending) or a dead postmaster
- * interrupts at once.
+ * callback abandons a send once shutdown was requested and Kafka has
+ * acknowledged nothing for a short grace period: a broker that went away
+ * delays a fast shutdown by seconds, not minutes, and after one attempt of
+ * the final cycle failed the others fail at once.  While Kafka keeps
+ * acknowledging, the final cycle archives every ready file, in batches, as
+ * PostgreSQL's own archive_command would: a segment left in pg_wal is
+ * archived only when this server next runs as a primary, and a switchover
+ * that makes it a standby never archives it (a promoted standby archives
+ * only the WAL it wrote itself).  A SIGTERM (ShutdownRequestPending) or a
+ * dead postmaster interrupts at once.
  */
 #include "postgres.h"
 
@@ -112,7 +115,7 @@
  */
 #define BK_ARCHIVE_FRAME_BYTES (16 * 1024 * 1024)
 
-/* How long the final archiving cycle at shutdown may spend on one send. */
+/* How long the final archiving cycle waits for an acknowledgement. */
 #define BK_SHUTDOWN_GRACE_MS 3000
 
 /* Kafka log messages kept per library call; the rest are counted. */
@@ -208,8 +211,11 @@ static int sent_ahead_count = 0;
 #define BK_READAHEAD_BACKOFF_MS 60000
 static int64 readahead_off_until_ms = 0;
 
-/* Failed attempts since the last success, for the log and for shutdown. */
+/* Failed attempts since the last success, for the log. */
 static int consecutive_failures = 0;
+
+/* Failed attempts in the final cycle: the rest of it is abandoned at once. */
+static int failures_since_stop = 0;
 
 static bool bk_archive_configured(void);
 static bool bk_archive_file(const char *file, const char *path);
@@ -409,6 +415,8 @@ bk_archive_file(const char *file, const char *path)
 		bk_drop_library_state();
 		bk_record_failure(file, edata->message);
 		consecutive_failures++;
+		if (stop_requested)
+			failures_since_stop++;
 
 		MemoryContextSwitchTo(oldcontext);
 		MemoryContextReset(archive_context);
@@ -426,6 +434,8 @@ bk_archive_file(const char *file, const char *path)
 	if (!archived)
 	{
 		consecutive_failures++;
+		if (stop_requested)
+			failures_since_stop++;
 		bk_report_failure(file, &err);
 	}
 	else if (consecutive_failures > 0)
@@ -480,8 +490,7 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 	if (bk_readahead_take(file, path, topic, source_id))
 		return true;
 	if (bk_wait_for == BK_WAIT_FOR_KAFKA && bk_archive_batch > 1 &&
-		wal.is_segment && !stop_requested &&
-		bk_monotonic_ms() >= readahead_off_until_ms)
+		wal.is_segment && bk_monotonic_ms() >= readahead_off_until_ms)
 	{
 		if (bk_archive_batch_internal(file, path, source_id, topic, err))
 			return true;
@@ -1279,8 +1288,9 @@ bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
  * bk_interrupted
  *		Should the current send be abandoned (BkInterruptFn)?  Yes at once on
  *		SIGTERM or postmaster death; once the archiver was told to finish
- *		(SIGUSR2), at once if the last attempt failed, else after a grace
- *		period.
+ *		(SIGUSR2), at once if an attempt of the final cycle failed, else when
+ *		Kafka acknowledged nothing for BK_SHUTDOWN_GRACE_MS since the stop
+ *		was seen.
  */
 static bool
 bk_interrupted(void *arg)
@@ -1291,12 +1301,13 @@ bk_interrupted(void *arg)
 	{
 		int64 now = bk_monotonic_ms();
 
-		if (consecutive_failures > 0)
+		if (failures_since_stop > 0)
 			return true;
 
 		if (stop_seen_ms == 0)
 			stop_seen_ms = now;
-		return now - stop_seen_ms >= BK_SHUTDOWN_GRACE_MS;
+		return now - Max(stop_seen_ms, bk_kafka_last_ack_ms()) >=
+			   BK_SHUTDOWN_GRACE_MS;
 	}
 	return false;
 }
@@ -1312,7 +1323,8 @@ bk_report_failure(const char *file, const BkError *err)
 
 	if (hint == NULL && err->code == BK_ERR_INTERRUPTED)
 		hint = "The server is shutting down. The file stays in pg_wal and is "
-			   "archived after the next start.";
+			   "archived when this server next runs as a primary: start it "
+			   "as one before making it a standby, or the archive has a gap.";
 	ereport(WARNING, (errcode(bk_sqlstate(err->code)),
 					  errmsg("bk: could not archive \"%s\"", file),
 					  errdetail("%s", bk_sentence(err->message[0] != '\0'

@@ -82,7 +82,8 @@ cleanup() {
         -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
         -c "ALTER SYSTEM RESET bk.repository_timeout" \
         -c "ALTER SYSTEM RESET bk.kafka_properties_file" \
-        -c "ALTER SYSTEM RESET bk.kafka_properties" >/dev/null 2>&1
+        -c "ALTER SYSTEM RESET bk.kafka_properties" \
+        -c "ALTER SYSTEM RESET bk.chunk_size" >/dev/null 2>&1
     qp -c "DROP DATABASE IF EXISTS $DB" -c "DROP DATABASE IF EXISTS contrib_regression" \
         >/dev/null 2>&1
     qp -c "DROP ROLE IF EXISTS bk_admin" -c "DROP ROLE IF EXISTS bk_monitor" >/dev/null 2>&1
@@ -116,7 +117,8 @@ qp -c "ALTER SYSTEM RESET bk.kafka_brokers" -c "ALTER SYSTEM RESET bk.key_file" 
     -c "ALTER SYSTEM RESET bk.target_rpo" -c "ALTER SYSTEM RESET bk.wait_for" \
     -c "ALTER SYSTEM RESET bk.repository_timeout" \
     -c "ALTER SYSTEM RESET bk.kafka_properties_file" \
-    -c "ALTER SYSTEM RESET bk.kafka_properties" >/dev/null 2>&1
+    -c "ALTER SYSTEM RESET bk.kafka_properties" \
+    -c "ALTER SYSTEM RESET bk.chunk_size" >/dev/null 2>&1
 # Other tests leave it behind owned by root; this one writes it as postgres.
 rm -f "$CONF"
 as_pg tee "$CONF" >/dev/null <<CONF
@@ -194,6 +196,44 @@ ok $? "PostgreSQL starts again" || diag "$(cat "$dir/start.log")"
 # before the archiver's last cycle, so it may not count this segment.
 wal_headers | grep -qF "bk-object=$segment,"
 ok $? "its chunks are on $prefix.wal"
+
+# A backlog at a fast shutdown, Kafka up: the last cycle archives all of it
+# while Kafka acknowledges, however long that takes, as archive_command
+# would.  What it left would be archived only when this server next runs as
+# a primary; after a switchover that makes it a standby, never.  Small
+# chunks make each segment hundreds of acknowledgements, so that the backlog
+# takes longer than the 3 s a send may wait for one.  The archiver is
+# stopped (SIGSTOP) while the backlog builds and until the shutdown asked
+# it to finish.
+qp -c "ALTER SYSTEM SET bk.chunk_size = '8kB'" >/dev/null
+reload_until bk.chunk_size 8kB
+archiver_pid="$(qp -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")"
+kill -STOP "$archiver_pid"
+for _ in $(seq 1 16); do
+    segment="$(switch_wal)"
+done
+backlog="$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')"
+ok $((backlog >= 16 ? 0 : 1)) "a backlog of $backlog segments, the archiver stopped"
+log_start="$(log_size)"
+t0="$(now_ms)"
+as_pg "$BK_PGBIN/pg_ctl" -D "$BK_PGDATA" -m fast -w -t 120 stop >"$dir/stop.log" 2>&1 &
+stop_pid=$!
+wait_for 30 "the shutdown checkpoint" log_has "$log_start" "checkpoint complete"
+sleep 1 # the postmaster asks the archiver to finish after the checkpoint
+kill -CONT "$archiver_pid"
+wait "$stop_pid"
+ok $? "pg_ctl -m fast stop with the backlog" || diag "$(cat "$dir/stop.log")"
+stop_ms=$(($(now_ms) - t0))
+ok $((stop_ms > 5000 ? 0 : 1)) "the shutdown took $stop_ms ms, more than the 3 s grace and the 1 s wait (the check below needs that)"
+left="$(ls "$BK_PGDATA/pg_wal/archive_status" | grep '\.ready$')"
+is "$(grep -c . <<<"$left")" 0 "the last cycle archived every segment of the backlog" ||
+    diag "left: $left" "$(log_since "$log_start" | grep -A2 'could not archive' | head -n 6)"
+"$SERVICES" start pg >"$dir/start.log" 2>&1
+ok $? "PostgreSQL starts again" || diag "$(cat "$dir/start.log")"
+wal_headers | grep -qF "bk-object=$segment,"
+ok $? "the last segment of the backlog is on $prefix.wal"
+qp -c "ALTER SYSTEM RESET bk.chunk_size" >/dev/null
+reload_until bk.chunk_size 1MB
 
 # ------------------------------------------------------------------ (b) Kafka unreachable
 archiver_pid="$(qp -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")"

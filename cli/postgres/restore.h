@@ -82,6 +82,8 @@ typedef struct Restore
 	int map_count;
 	bool delta;
 	bool archive;
+	bool no_prefetch; /* the target is just before a gap: recovery_prefetch
+					   * off, or recovery reads into the gap and fails */
 	int jobs;
 	const char *owner;
 	int prefetch;

@@ -734,7 +734,7 @@ gap_scan_line(const char *line, void *arg)
 		scan->last_us = us;
 	}
 	/*
-	 * recoveryStopsBefore: with recovery_target_inclusive on (bk leaves it
+	 * recoveryStopsBefore: with recovery_target_inclusive on (bk writes it
 	 * at that default) recovery stops before the first commit or abort
 	 * whose time is after the target; off, at an equal time too.  "After"
 	 * is right for both.
@@ -938,6 +938,7 @@ check_time_before_gap(Restore *r, const BkSnapshot *snapshot,
 				"the target time: recovery stops before it, at or before the "
 				"commit or abort at %s (%s), which comes after the target\n",
 				r->program, path->first_missing, lsn, when);
+		r->no_prefetch = true;
 		return true;
 	}
 	set_missing_error(r, snapshot, path, err);

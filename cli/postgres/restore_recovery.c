@@ -162,8 +162,24 @@ static const char *const managed_settings[] = {"restore_command",
 											   "recovery_target_timeline",
 											   "recovery_target_action",
 											   "recovery_target_inclusive",
+											   "recovery_min_apply_delay",
+											   "recovery_prefetch",
 											   "archive_mode",
 											   NULL};
+
+/*
+ * The recovery targets, each written: empty but the one chosen.  The
+ * restored postgresql.conf (or a file it includes) may hold one from an
+ * earlier point-in-time recovery of the source, which PostgreSQL ignores
+ * once out of recovery; postgresql.auto.conf is read last, so an empty value
+ * here cancels it, where leaving the key out would let recovery stop at that
+ * old target (or refuse to start, two targets being set).  The empty ones
+ * come first: PostgreSQL refuses a second target once one is set, even an
+ * empty one.
+ */
+static const char *const target_settings[] = {
+	"recovery_target",     "recovery_target_time", "recovery_target_lsn",
+	"recovery_target_xid", "recovery_target_name", NULL};
 
 static bool
 managed_line(const char *line, size_t len)
@@ -212,6 +228,9 @@ restore_write_recovery_settings(Restore *r, BkError *err)
 	char *text;
 	const char *line;
 	char timeline[16];
+	char xid[24];
+	const char *target_key = NULL;
+	const char *target_value = NULL;
 
 	if (!restore_join_path(path, sizeof(path), r->pgdata,
 						   "postgresql.auto.conf", err))
@@ -243,24 +262,49 @@ restore_write_recovery_settings(Restore *r, BkError *err)
 	switch (r->target.type)
 	{
 		case BK_PG_TARGET_TIME:
-			add_setting(r, text, size, "recovery_target_time",
-						r->target.time_text);
+			target_key = "recovery_target_time";
+			target_value = r->target.time_text;
 			break;
 		case BK_PG_TARGET_LSN:
-			add_setting(r, text, size, "recovery_target_lsn", r->target.text);
+			target_key = "recovery_target_lsn";
+			target_value = r->target.text;
 			break;
 		case BK_PG_TARGET_XID:
-			add_setting(r, text, size, "recovery_target_xid", r->target.text);
+			/*
+			 * As bk read it (decimal): PostgreSQL reads the text in base 0,
+			 * so "01366" would be an octal xid to it.
+			 */
+			snprintf(xid, sizeof(xid), "%" PRIu64, r->target.xid);
+			target_key = "recovery_target_xid";
+			target_value = xid;
 			break;
 		case BK_PG_TARGET_NAME:
-			add_setting(r, text, size, "recovery_target_name", r->target.text);
+			target_key = "recovery_target_name";
+			target_value = r->target.text;
 			break;
 		case BK_PG_TARGET_IMMEDIATE:
-			add_setting(r, text, size, "recovery_target", "immediate");
+			target_key = "recovery_target";
+			target_value = "immediate";
 			break;
 		case BK_PG_TARGET_NONE:
 			break;
 	}
+	for (int keyIdx = 0; target_settings[keyIdx] != NULL; keyIdx++)
+		if (target_key == NULL || strcmp(target_settings[keyIdx], target_key))
+			add_setting(r, text, size, target_settings[keyIdx], "");
+	if (target_key != NULL)
+		add_setting(r, text, size, target_key, target_value);
+	/* bk's targets are inclusive; a delay would hold recent commits back. */
+	add_setting(r, text, size, "recovery_target_inclusive", "on");
+	add_setting(r, text, size, "recovery_min_apply_delay", "0");
+	/*
+	 * Prefetching decodes WAL ahead of replay, up to wal_decode_buffer_size:
+	 * past a stop record close to the gap it asks for the missing file,
+	 * which bk wal-get makes fatal.  Off, recovery reads only what it
+	 * replays.
+	 */
+	if (r->no_prefetch)
+		add_setting(r, text, size, "recovery_prefetch", "off");
 	/*
 	 * The timeline whose WAL path restore_check_wal_path checked, by its
 	 * id: 'latest' would leave PostgreSQL to find it by probing history

@@ -737,6 +737,8 @@ restore_and_check gap-before "$snap4" gap-before "gap-before (${M_TIME[gap-befor
     --target-time "${M_TIME[gap-before]}"
 like "$(cat "$dir/restore-gap-before.err")" "WARNING: WAL file $lost_seg is missing from the archive, after the target time: recovery stops before it" \
     "with a warning naming the lost segment"
+grep -qx "recovery_prefetch = 'off'" "$dir/r-gap-before/postgresql.auto.conf"
+ok $? "and recovery_prefetch = 'off', so that reading ahead cannot ask for it"
 cleanup_restore gap-before
 mv "$dir/lost-segment" "$repo_files/$source_id/wal/$lost_seg"
 DIGEST_SQL="$DIGEST_SQL_BEFORE_GAP"

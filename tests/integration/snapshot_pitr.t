@@ -306,6 +306,15 @@ restore_and_check() {
     cat >>"$target/postgresql.auto.conf" <<CONF
 port = $restored_port
 CONF
+    # What an earlier point-in-time recovery of the source may leave in its
+    # postgresql.conf: PostgreSQL ignores it out of recovery, and bk's
+    # settings must override it (else recovery stops there, or refuses two
+    # targets).
+    cat >>"$target/postgresql.conf" <<CONF
+recovery_target_name = 'bk_test_stale_target'
+recovery_target_inclusive = off
+recovery_min_apply_delay = '1d'
+CONF
     install -o postgres -m 644 /dev/null "$dir/restored-$name.log"
     as_postgres "$BK_PGBIN/pg_ctl" -D "$target" -l "$dir/restored-$name.log" -w -t 300 start >/dev/null 2>&1
     ok $? "the restored cluster starts as postgres and recovers ($name)" || {

@@ -2071,8 +2071,35 @@ test_recovery_timeline(void **state)
 	snprintf(path, sizeof(path), "%s/postgresql.auto.conf", f->dir);
 	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
 	assert_non_null(strstr(conf, "recovery_target_timeline = '3'\n"));
+	/* No target: each written empty, so that none in postgresql.conf
+	 * applies; bk's own semantics written whatever that file says. */
+	assert_non_null(strstr(conf, "recovery_target = ''\n"
+								 "recovery_target_time = ''\n"
+								 "recovery_target_lsn = ''\n"
+								 "recovery_target_xid = ''\n"
+								 "recovery_target_name = ''\n"
+								 "recovery_target_inclusive = 'on'\n"
+								 "recovery_min_apply_delay = '0'\n"));
+	assert_null(strstr(conf, "recovery_target_action"));
 	free(conf);
 	json_decref(r->settings);
+
+	/* An xid as bk read it: PostgreSQL would read "01366" as octal. */
+	r->target.type = BK_PG_TARGET_XID;
+	r->target.xid = 1366;
+	r->target.text = "01366";
+	assert_true(restore_write_recovery_settings(r, &err));
+	assert_true(bk_read_file(path, 65536, &conf, &len, &err));
+	/* The empty ones first: PostgreSQL refuses one after a target is set. */
+	assert_non_null(strstr(conf, "recovery_target = ''\n"
+								 "recovery_target_time = ''\n"
+								 "recovery_target_lsn = ''\n"
+								 "recovery_target_name = ''\n"
+								 "recovery_target_xid = '1366'\n"));
+	assert_non_null(strstr(conf, "recovery_target_action = 'promote'\n"));
+	free(conf);
+	json_decref(r->settings);
+	r->target.type = BK_PG_TARGET_NONE;
 
 	/* An LSN target on timeline 3; 'current' is the snapshot's timeline. */
 	r->target.type = BK_PG_TARGET_LSN;
@@ -2603,12 +2630,15 @@ test_time_target_gap(void **state)
 		gap_check(&g, "2026-11-24 05:20:30+00", runs, sizeof(runs), &err));
 	assert_non_null(strstr(err.hint, "2026-11-24T05:20:30.000000Z"));
 
-	/* A commit after the target before the gap: recovery stops there. */
+	/* A commit after the target before the gap: recovery stops there,
+	 * without reading ahead into the gap. */
+	assert_false(g.r->no_prefetch);
 	assert_true(
 		gap_check(&g, "2026-11-24 05:20:00+00", runs, sizeof(runs), &err));
 	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
 							  "files=000000010000000000000004\n");
 	assert_int_equal(g.r->recovery_timeline, 1);
+	assert_true(g.r->no_prefetch);
 
 	/* Segment 4 archived before the target: refused without reading. */
 	assert_false(

@@ -59,6 +59,7 @@ typedef struct RestoreTablespace
 	uint32_t oid;
 	char original[RESTORE_PATH_MAX];
 	char location[RESTORE_PATH_MAX];
+	bool mapped; /* location given by --tablespace-map */
 } RestoreTablespace;
 
 /* The checksum of one restored file, for the manifest. */

@@ -102,6 +102,7 @@ restore_plan_tablespaces(Restore *r, BkError *err)
 			{
 				bk_strlcpy(spc->location, r->maps[mapIdx].new_path,
 						   sizeof(spc->location));
+				spc->mapped = true;
 				r->maps[mapIdx].used = true;
 			}
 	}
@@ -148,6 +149,22 @@ check_no_server(const char *pgdata, BkError *err)
 	return true;
 }
 
+/*
+ * Is location where --pgdata's own link for tablespace oid points: the
+ * tablespace of the directory --delta rewrites, not somebody else's?
+ */
+static bool
+linked_from_pgdata(Restore *r, uint32_t oid, const char *location)
+{
+	char link[RESTORE_PATH_MAX];
+	char linked[PATH_MAX];
+	char wanted[PATH_MAX];
+
+	snprintf(link, sizeof(link), "%s/pg_tblspc/%" PRIu32, r->pgdata_arg, oid);
+	return realpath(link, linked) != NULL &&
+		   realpath(location, wanted) != NULL && strcmp(linked, wanted) == 0;
+}
+
 /* Refuse what must be refused before anything is created. */
 bool
 restore_check_targets(Restore *r, BkError *err)
@@ -190,7 +207,9 @@ restore_check_targets(Restore *r, BkError *err)
 								"tablespace location \"%s\" is not a "
 								"directory",
 								spc->location);
-		if (restore_dir_not_empty(spc->location) && !r->delta)
+		if (!restore_dir_not_empty(spc->location))
+			continue;
+		if (!r->delta)
 		{
 			bk_error_set(err, BK_ERR_USAGE,
 						 "the location \"%s\" of tablespace %" PRIu32
@@ -200,6 +219,26 @@ restore_check_targets(Restore *r, BkError *err)
 								 "Restore it elsewhere with --tablespace-map "
 								 "%s=NEW, or pass --delta to reuse it.",
 								 spc->original);
+		}
+		/*
+		 * --delta removes what the snapshot does not have.  Unmapped, the
+		 * location is the source's own: on the source's host that is the
+		 * live cluster's tablespace, which no check of --pgdata protects.
+		 */
+		if (!spc->mapped && !linked_from_pgdata(r, spc->oid, spc->location))
+		{
+			bk_error_set(err, BK_ERR_USAGE,
+						 "--delta would rewrite the location \"%s\" of "
+						 "tablespace %" PRIu32
+						 ", which --pgdata does not link to and "
+						 "--tablespace-map does not name",
+						 spc->location, spc->oid);
+			return bk_error_hint(err,
+								 "It may be the source's own tablespace, in "
+								 "use. Restore it elsewhere with "
+								 "--tablespace-map %s=NEW, or name it there "
+								 "(%s=%s) to reuse it.",
+								 spc->original, spc->original, spc->original);
 		}
 	}
 	return true;
@@ -379,6 +418,15 @@ restore_remove_extra(Restore *r, const char *dir_path, const char *rel_dir,
 			break;
 		}
 		if (lstat(path, &st) != 0)
+			continue;
+		/*
+		 * The top of a tablespace location holds one directory per server
+		 * version and catalog (PG_15_...); another server's is not ours to
+		 * remove.
+		 */
+		if (restore_is_tablespace_link(r, rel_dir) &&
+			!restore_record_has_directory(r->record, rel) &&
+			!restore_record_has_below(r->record, rel))
 			continue;
 		if (restore_is_tablespace_link(r, rel))
 		{

@@ -371,8 +371,23 @@ is "$(cat "$delta_dir/.bk_dotdir/.inner" "$delta_dir/.bk_dotfile" 2>&1 | tr '\n'
     "files whose names start with a dot are restored"
 want="$(sha256sum <"$delta_dir/$t_main_file")"
 printf 'X' | dd of="$delta_dir/$t_main_file" bs=1 seek=1048600 conv=notrunc status=none
+# Unmapped, the tablespace's location is the source's own, in use: --delta
+# must not rewrite it (it would remove what the snapshot does not have).
+ts_before="$(find "$dir/ts1" -type f | sort | xargs sha256sum | sha256sum)"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$delta_dir" \
+    --snapshot "$full" --target immediate --delta 2>&1)"
+isnt $? 0 "--delta without --tablespace-map is refused: the location is the source's tablespace"
+like "$out" "--delta would rewrite the location \"$dir/ts1\" of tablespace [0-9]+, which --pgdata does not link to" \
+    "saying which location and why" || diag "$out"
+is "$(find "$dir/ts1" -type f | sort | xargs sha256sum | sha256sum)" "$ts_before" \
+    "the source's tablespace is untouched"
+# Another server's directory in the location (pg_upgrade leaves the old one).
+mkdir -p "$dir/ts1-delta/PG_14_202107181/16384"
+echo other >"$dir/ts1-delta/PG_14_202107181/16384/1259"
 delta_restore --delta --json >"$dir/delta-2.json" 2>"$dir/delta-2.log"
 ok $? "--delta over it" || diag "$(tail -n 5 "$dir/delta-2.log")"
+is "$(cat "$dir/ts1-delta/PG_14_202107181/16384/1259" 2>&1)" other \
+    "another server's directory in the tablespace's location is left alone"
 # Written again: that file, pg_control (always) and postgresql.auto.conf
 # (the restore rewrote it with its recovery settings).
 is "$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["files_written"], d["files_unchanged"] > 0)' "$dir/delta-2.json")" \

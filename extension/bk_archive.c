@@ -411,8 +411,12 @@ bk_archive_file(const char *file, const char *path)
 		/*
 		 * An ERROR never comes from inside a library call (no callback of
 		 * ours ereports), but start the next call from fresh objects anyway.
+		 * One segment per call for a while, as after a failed batch: a batch
+		 * holds many files open, and an ERROR such as "exceeded
+		 * maxAllocatedDescs" would otherwise come back at every call.
 		 */
 		bk_drop_library_state();
+		readahead_off_until_ms = bk_monotonic_ms() + BK_READAHEAD_BACKOFF_MS;
 		bk_record_failure(file, edata->message);
 		consecutive_failures++;
 		if (stop_requested)

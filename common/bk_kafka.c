@@ -140,6 +140,7 @@ struct BkProducer
 	char object[BK_OBJECT_NAME_MAX + 8]; /* its object, quoted */
 	bool chunked;                        /* object messages, not single */
 	char first_error_key[BK_OBJECT_NAME_MAX + BK_SOURCE_ID_MAX + 2];
+	char first_error_object[BK_OBJECT_NAME_MAX + 1]; /* its bk-object */
 };
 
 size_t
@@ -406,6 +407,41 @@ ack_time_slot(BkProducer *producer, const rd_kafka_message_t *msg)
 }
 
 /*
+ * The object a chunk belongs to and its index there, by its bk-object and
+ * bk-chunk-index headers: object "?" and *chunk unchanged where missing.
+ */
+static void
+message_chunk(const rd_kafka_message_t *msg, char *object, size_t object_len,
+			  uint32_t *chunk)
+{
+	rd_kafka_headers_t *headers = NULL;
+	const void *value = NULL;
+	size_t len = 0;
+
+	bk_strlcpy(object, "?", object_len);
+	if (rd_kafka_message_headers(msg, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	if (rd_kafka_header_get_last(headers, "bk-object", &value, &len) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR &&
+		value != NULL && len < object_len)
+	{
+		/* Object names are printable ASCII (bk_frame.h). */
+		memcpy(object, value, len);
+		object[len] = '\0';
+	}
+	if (rd_kafka_header_get_last(headers, "bk-chunk-index", &value, &len) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR &&
+		value != NULL && len > 0 && len < 11)
+	{
+		char number[12];
+
+		memcpy(number, value, len);
+		number[len] = '\0';
+		*chunk = (uint32_t) strtoul(number, NULL, 10);
+	}
+}
+
+/*
  * note_ack_time
  *		Time an acknowledged chunk against the chunk of its object before it
  *		(BK_CHUNK_GAP_MAX_MS), by the broker's append times.  The idempotent
@@ -428,34 +464,10 @@ note_ack_time(BkProducer *producer, const rd_kafka_message_t *msg,
 		broker_time - slot->broker_time > producer->chunk_gap_max_ms &&
 		producer->gap_ms == 0)
 	{
-		rd_kafka_headers_t *headers = NULL;
-		const void *value = NULL;
-		size_t len = 0;
-
 		producer->gap_ms = broker_time - slot->broker_time;
 		producer->gap_chunk = index;
-		bk_strlcpy(producer->gap_object, "?", sizeof(producer->gap_object));
-		if (rd_kafka_message_headers(msg, &headers) ==
-				RD_KAFKA_RESP_ERR_NO_ERROR &&
-			rd_kafka_header_get_last(headers, "bk-object", &value, &len) ==
-				RD_KAFKA_RESP_ERR_NO_ERROR &&
-			value != NULL && len < sizeof(producer->gap_object))
-		{
-			/* Object names are printable ASCII (bk_frame.h). */
-			memcpy(producer->gap_object, value, len);
-			producer->gap_object[len] = '\0';
-		}
-		if (headers != NULL &&
-			rd_kafka_header_get_last(headers, "bk-chunk-index", &value, &len) ==
-				RD_KAFKA_RESP_ERR_NO_ERROR &&
-			value != NULL && len > 0 && len < 11)
-		{
-			char number[12];
-
-			memcpy(number, value, len);
-			number[len] = '\0';
-			producer->gap_chunk = (uint32_t) strtoul(number, NULL, 10);
-		}
+		message_chunk(msg, producer->gap_object, sizeof(producer->gap_object),
+					  &producer->gap_chunk);
 	}
 	slot->index = index;
 	slot->used = producer->acked;
@@ -508,6 +520,9 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 					c >= 0x20 && c < 0x7f ? c : '?';
 			}
 			producer->first_error_key[key_len] = '\0';
+			message_chunk(msg, producer->first_error_object,
+						  sizeof(producer->first_error_object),
+						  &producer->first_error_chunk);
 		}
 		return;
 	}
@@ -911,7 +926,11 @@ send_failure(BkProducer *producer, BkError *err)
 	char failed[BK_OBJECT_NAME_MAX + BK_SOURCE_ID_MAX + 64];
 	const char *topic = producer->batch_topic;
 
-	if (producer->chunked && producer->batch_objects > 1)
+	if (producer->chunked && producer->batch_objects > 1 &&
+		strcmp(producer->first_error_object, "?") != 0)
+		snprintf(failed, sizeof(failed), "chunk %" PRIu32 " of \"%s\"",
+				 producer->first_error_chunk, producer->first_error_object);
+	else if (producer->chunked && producer->batch_objects > 1)
 		snprintf(failed, sizeof(failed),
 				 "a chunk of the object with key \"%s\"",
 				 producer->first_error_key);
@@ -1042,6 +1061,7 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	producer->inflight_bytes = 0;
 	producer->first_error = RD_KAFKA_RESP_ERR_NO_ERROR;
 	producer->first_error_key[0] = '\0';
+	producer->first_error_object[0] = '\0';
 	producer->first_offset = -1;
 	producer->last_offset = -1;
 	producer->partition = -1;

@@ -199,14 +199,28 @@ target_search_line(const char *line, void *arg)
 		return true;
 	if (search->r->target.type == BK_PG_TARGET_XID)
 	{
-		/* "tx:        748, lsn: ..., desc: COMMIT ..." */
-		const char *tx = strstr(line, "tx:");
+		/*
+		 * "tx:        748, lsn: ..., desc: COMMIT ...", or for a prepared
+		 * transaction, whose COMMIT PREPARED or ROLLBACK PREPARED is logged
+		 * by a session with no xid of its own, "tx:          0, ...,
+		 * desc: COMMIT_PREPARED 748: ...": recovery stops at either.
+		 */
+		const char *desc = strstr(line, "desc: ");
+		const char *xid_text = NULL;
 		unsigned long long line_xid;
 
-		if (tx == NULL || sscanf(tx + 3, "%llu", &line_xid) != 1 ||
-			line_xid != (uint32_t) search->r->target.xid ||
-			(strstr(line, "desc: COMMIT") == NULL &&
-			 strstr(line, "desc: ABORT") == NULL))
+		if (desc == NULL)
+			return true;
+		desc += 6;
+		if (strncmp(desc, "COMMIT_PREPARED ", 16) == 0 ||
+			strncmp(desc, "ABORT_PREPARED ", 15) == 0)
+			xid_text = strchr(desc, ' ');
+		else if ((strncmp(desc, "COMMIT", 6) == 0 ||
+				  strncmp(desc, "ABORT", 5) == 0) &&
+				 (xid_text = strstr(line, "tx:")) != NULL)
+			xid_text += 3;
+		if (xid_text == NULL || sscanf(xid_text, "%llu", &line_xid) != 1 ||
+			line_xid != (uint32_t) search->r->target.xid)
 			return true;
 	}
 	else if (strcmp(match, search->wanted) != 0)
@@ -226,8 +240,7 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 			   uint64_t match_from, uint64_t match_to, bool *found,
 			   uint64_t *found_lsn, BkError *err)
 {
-	char xid[32];
-	const char *filter[4] = {NULL};
+	const char *filter[2] = {NULL};
 	TargetSearch search = {.r = r,
 						   .match_from = match_from,
 						   .match_to = match_to,
@@ -238,10 +251,8 @@ waldump_search(const Restore *r, const char *waldump, const char *dir,
 		return true;
 	if (r->target.type == BK_PG_TARGET_XID)
 	{
-		snprintf(xid, sizeof(xid), "%" PRIu32, (uint32_t) r->target.xid);
+		/* Not --xid: a prepared transaction's end is not logged under it. */
 		filter[0] = "--rmgr=Transaction";
-		filter[1] = "--xid";
-		filter[2] = xid;
 		snprintf(search.wanted, sizeof(search.wanted), "rmgr: Transaction ");
 	}
 	else

@@ -2768,6 +2768,43 @@ test_xid_target_past_branch(void **state)
 	gap_end(&g);
 }
 
+/*
+ * Transaction 745 was prepared in segment 2 and committed with COMMIT
+ * PREPARED in segment 3, by a session without an xid of its own: that
+ * record is "tx: 0", the prepared xid in its description, and recovery
+ * stops at it.  It was "not in the archived WAL" before.
+ */
+static void
+test_xid_target_prepared(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("745", "0/02000100",
+						   "PREPARE gid bk-2pc: "
+						   "2026-11-24 05:40:00.000000 "
+						   "UTC"));
+	archive_dump(
+		f, 1, 3, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("0", "0/03000100", "COMMIT 2026-11-24 05:49:00.000000 UTC")
+			XACT_LINE("0", "0/03000200",
+					  "COMMIT_PREPARED 745: 2026-11-24 "
+					  "05:50:00.000000 UTC"));
+	gap_begin(&g, f);
+
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "745", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(g.r->chosen, 0);
+	assert_true(g.r->found_lsn == 0x3000200);
+	assert_true(restore_check_wal_path(g.r, &err));
+	gap_end(&g);
+}
+
 #define RESTORE_POINT_LINE(name, lsn)                                          \
 	"rmgr: XLOG        len (rec/tot):     98/    98, tx:          0, "         \
 	"lsn: " lsn ", prev 0/00000000, desc: RESTORE_POINT " name "\n"
@@ -3619,6 +3656,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_time_target_gap_timelines,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_past_branch, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_xid_target_prepared, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_on_new_timeline,
 										wal_setup, wal_teardown),

@@ -31,6 +31,59 @@ days_in_month(int year, int month)
 	return month == 2 && leap ? 29 : days[month - 1];
 }
 
+/*
+ * The instant a wall-clock time without a zone names in the local time
+ * zone.  mktime's guess is not used: around a daylight-saving change a time
+ * may name two instants (the hour repeated in autumn) or none (the hour
+ * skipped in spring), and glibc picks one of the two by the zone's history,
+ * or moves a skipped time by an hour.  Both are refused, asking for a zone.
+ */
+static bool
+local_seconds(const struct tm *wall, time_t *seconds, BkError *err)
+{
+	struct tm expected = *wall;
+	time_t as_utc;
+	time_t found[2];
+	int count = 0;
+
+	/* What the fields name once normalised (second 60 is the next minute). */
+	as_utc = timegm(&expected);
+	gmtime_r(&as_utc, &expected);
+	for (int isdst = 0; isdst <= 1; isdst++)
+	{
+		struct tm guess = *wall;
+		struct tm back;
+		time_t t;
+
+		guess.tm_isdst = isdst;
+		t = mktime(&guess);
+		if (t == (time_t) -1 || localtime_r(&t, &back) == NULL)
+			continue;
+		if (back.tm_isdst != isdst || back.tm_year != expected.tm_year ||
+			back.tm_mon != expected.tm_mon ||
+			back.tm_mday != expected.tm_mday ||
+			back.tm_hour != expected.tm_hour ||
+			back.tm_min != expected.tm_min || back.tm_sec != expected.tm_sec)
+			continue;
+		if (count == 0 || found[0] != t)
+			found[count++] = t;
+	}
+	if (count == 1)
+	{
+		*seconds = found[0];
+		return true;
+	}
+	if (count == 0)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"it names no time in the local time zone (a "
+							"daylight-saving change skips it): give its "
+							"zone, e.g. +01:00 or Z");
+	return bk_error_set(err, BK_ERR_USAGE,
+						"it names two times in the local time zone (a "
+						"daylight-saving change repeats it): give its zone, "
+						"e.g. +01:00 or +02:00");
+}
+
 bool
 bk_parse_timestamp(const char *text, int64_t *us)
 {
@@ -59,7 +112,7 @@ bk_timestamp_parse(const char *text, bool default_utc, int64_t *us,
 	int64_t fraction_us = 0;
 	bool has_zone = false;
 	int64_t offset_s = 0;
-	time_t seconds;
+	time_t seconds = 0;
 
 	if (text == NULL || !parse_digits(&p, 4, &year) || *p++ != '-' ||
 		!parse_digits(&p, 2, &month) || *p++ != '-' ||
@@ -167,11 +220,8 @@ bk_timestamp_parse(const char *text, bool default_utc, int64_t *us,
 	tm.tm_sec = second;
 	if (has_zone || default_utc)
 		seconds = timegm(&tm) - (time_t) offset_s;
-	else
-	{
-		tm.tm_isdst = -1;
-		seconds = mktime(&tm);
-	}
+	else if (!local_seconds(&tm, &seconds, err))
+		return false;
 	*us = (int64_t) seconds * 1000000 + fraction_us;
 	return true;
 }

@@ -43,7 +43,9 @@ test_timestamps(void **state)
 {
 	int64_t us;
 	int64_t utc;
+	int64_t want;
 	char text[BK_TIMESTAMP_TEXT_SIZE];
+	BkError err;
 
 	/* The same moment, as ISO 8601 and as PostgreSQL writes it. */
 	assert_true(bk_parse_timestamp("2026-11-24T05:12:00Z", &utc));
@@ -68,6 +70,29 @@ test_timestamps(void **state)
 	tzset();
 	assert_true(bk_parse_timestamp("2026-11-24 10:42:00", &us));
 	assert_true(us == utc);
+
+	/*
+	 * Around a daylight-saving change a local time names two instants, or
+	 * none: refused, asking for the zone (glibc picked one, by the zone's
+	 * history, or moved a skipped time by an hour).
+	 */
+	setenv("TZ", "America/New_York", 1);
+	tzset();
+	assert_false(bk_timestamp_parse("2026-11-01 01:30:00", false, &us, &err));
+	assert_error_contains(&err, "names two times in the local time zone");
+	assert_false(bk_timestamp_parse("2026-03-08 02:30:00", false, &us, &err));
+	assert_error_contains(&err, "names no time in the local time zone");
+	assert_true(bk_parse_timestamp("2026-11-01 03:30:00", &us));
+	assert_true(bk_parse_timestamp("2026-11-01T08:30:00Z", &want));
+	assert_true(us == want);
+	assert_true(bk_parse_timestamp("2026-07-01 12:00:00.5", &us));
+	assert_true(bk_parse_timestamp("2026-07-01T16:00:00.5Z", &want));
+	assert_true(us == want);
+	setenv("TZ", "Europe/Berlin", 1);
+	tzset();
+	assert_false(bk_timestamp_parse("2026-10-25 02:30:00", false, &us, &err));
+	assert_error_contains(&err, "names two times");
+	assert_true(bk_parse_timestamp("2026-10-25 02:30:00+01", &us));
 	setenv("TZ", "UTC", 1);
 	tzset();
 

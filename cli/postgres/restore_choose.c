@@ -398,6 +398,19 @@ recovery_timeline_of(const Restore *r, const BkSnapshot *snapshot)
 }
 
 /*
+ * --target immediate follows the timeline --target-timeline names by its
+ * id; with 'latest' or 'current' (the default), the snapshot's own
+ * (immediate_timeline).
+ */
+static bool
+immediate_on_named_timeline(const Restore *r)
+{
+	return r->target.type == BK_PG_TARGET_IMMEDIATE &&
+		   strcmp(r->target_timeline, "latest") != 0 &&
+		   strcmp(r->target_timeline, "current") != 0;
+}
+
+/*
  * The end of the WAL archived along timeline's history after snapshot's
  * stop: one past the last segment bk_wal_path walks to (holes in it end
  * the search where they are); the stop itself if none.
@@ -568,10 +581,14 @@ restore_choose_snapshot(Restore *r, BkError *err)
 	r->chosen = -1;
 	r->found_lsn = 0;
 	r->found_timeline = 0;
-	/* --target immediate: the timeline restore_check_wal_path picks. */
+	/*
+	 * --target immediate: the timeline restore_check_wal_path picks, unless
+	 * --target-timeline names one, whose snapshots alone are candidates.
+	 */
 	if (!bk_pg_choose_snapshot(&r->catalog, r->source, &r->target,
 							   r->snapshot_id,
-							   r->target.type == BK_PG_TARGET_IMMEDIATE
+							   r->target.type == BK_PG_TARGET_IMMEDIATE &&
+									   !immediate_on_named_timeline(r)
 								   ? 0
 								   : recovery_timeline_of(r, NULL),
 							   &r->chosen, err))
@@ -1193,7 +1210,8 @@ restore_check_wal_path(Restore *r, BkError *err)
 			break;
 		case BK_PG_TARGET_IMMEDIATE:
 			to_segno = bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
-			to_timeline = immediate_timeline(r, snapshot);
+			if (!immediate_on_named_timeline(r))
+				to_timeline = immediate_timeline(r, snapshot);
 			break;
 		default:
 			break;

@@ -2265,6 +2265,20 @@ test_choose_snapshot_on_timeline(void **state)
 	assert_true(restore_choose_snapshot(r, &err));
 	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BK);
 	assert_true(restore_check_wal_path(r, &err));
+	/* Immediate, timeline 2 named: the newest snapshot on its history, P,
+	 * recovered along timeline 2 (K, the newest of all, was chosen and
+	 * recovered along timeline 1 before). */
+	r->target_timeline = "2";
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_BP);
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 2);
+	/* Named with a snapshot off its history: refused, not recovered along
+	 * another timeline. */
+	r->snapshot_id = SNAP_BK;
+	assert_false(restore_choose_snapshot(r, &err) &&
+				 restore_check_wal_path(r, &err));
+	r->snapshot_id = NULL;
 	bk_snapshot_catalog_free(&r->catalog);
 	free(r);
 }

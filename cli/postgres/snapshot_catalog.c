@@ -384,7 +384,13 @@ judge_restorable(const BkRepo *repo, BkSnapshotCatalog *catalog, int index,
 		}
 		judge_restorable(repo, catalog, snapshot->parent_index, depth + 1);
 		parent = &catalog->snapshots[snapshot->parent_index];
-		if (!parent->restorable)
+		/*
+		 * A parent lacking only WAL of its own (between its start and its
+		 * stop) is still a base: recovery of this snapshot starts at this
+		 * one's start, and every page changed since the parent's start is
+		 * in this one, so none of the parent's WAL is replayed.
+		 */
+		if (!parent->restorable && parent->problem != BK_SNAP_WAL_MISSING)
 		{
 			snapshot->problem = BK_SNAP_PARENT_MISSING;
 			snprintf(snapshot->reason, sizeof(snapshot->reason),

@@ -1226,6 +1226,43 @@ test_expire_keeps_parent_of_newer(void **state)
 	bk_snapshot_catalog_free(&catalog);
 }
 
+/*
+ * Segment 2, in P's own WAL (P ends at 0/2800000), was never archived: P is
+ * not restorable, but C, built on it, is (recovery of C starts at C's
+ * start, and C holds every page changed since P's start).  It was refused
+ * as "its parent is not restorable" before.
+ */
+static void
+test_child_of_parent_without_wal(void **state)
+{
+	WalFixture *f = *state;
+	BkSnapshotCatalog catalog;
+	const BkSnapshot *p;
+	const BkSnapshot *c;
+	BkError err;
+
+	archive_segment(f, 1, 1);
+	for (uint64_t segno = 3; segno <= 5; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/2800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_C, "incr", SNAP_P, 1, "0/4000028", "0/4800000", 1,
+					 1);
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	p = &catalog.snapshots[bk_snapshot_catalog_find(&catalog, SNAP_P)];
+	c = &catalog.snapshots[bk_snapshot_catalog_find(&catalog, SNAP_C)];
+	assert_false(p->restorable);
+	assert_int_equal(p->problem, BK_SNAP_WAL_MISSING);
+	assert_true(c->restorable);
+	bk_snapshot_catalog_free(&catalog);
+
+	/* And bk expire keeps P for it. */
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_C));
+}
+
 /* The same with C still arriving: its record is there, a data object not. */
 static void
 test_expire_keeps_parent_of_arriving(void **state)
@@ -3624,6 +3661,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_verify_conflict_verdict_any_order,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_history_file_missing,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

@@ -480,6 +480,45 @@ search_along(Restore *r, const char *waldump, const char *tmp_dir,
 }
 
 /*
+ * check_name_once
+ *		A restore point name may be used again (a daily "before_batch"):
+ *		recovery stops at the first one it replays.  After the chosen
+ *		snapshot's stop, the search found the first; one between its start
+ *		and its stop, while it was taken, would stop recovery before it is
+ *		consistent (a FATAL error once the whole restore is done).  Refused,
+ *		giving the LSN of the one found.
+ */
+static bool
+check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
+				BkError *err)
+{
+	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	bool again = false;
+	uint64_t again_lsn = 0;
+	char lsn[BK_LSN_TEXT_SIZE];
+	char found[BK_LSN_TEXT_SIZE];
+
+	if (!search_window(r, waldump, tmp_dir, snapshot->timeline,
+					   snapshot->start_lsn, snapshot->stop_lsn, &again,
+					   &again_lsn, err))
+		return false;
+	if (!again)
+		return true;
+	bk_format_lsn(again_lsn, lsn, sizeof(lsn));
+	bk_format_lsn(r->found_lsn, found, sizeof(found));
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "the restore point \"%s\" found at %s was also created at "
+				 "%s, while snapshot %s was being taken: recovery from it "
+				 "would stop there, before it is consistent",
+				 r->target.text, found, lsn, snapshot->id);
+	return bk_error_hint(err,
+						 "Restore to --target-lsn %s, the restore point "
+						 "found, or name an older snapshot with --snapshot "
+						 "to stop at an earlier use of the name.",
+						 found);
+}
+
+/*
  * locate_in_wal
  *		Find which snapshot an xid or restore point name needs, in the WAL
  *		recovery along the timeline it follows replays ('current': each
@@ -548,6 +587,8 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 							  &found, err);
 		}
 	}
+	if (ok && found && r->target.type == BK_PG_TARGET_NAME)
+		ok = check_name_once(r, waldump, tmp_dir, err);
 	bk_remove_tree(tmp_dir, NULL);
 	if (!ok)
 		return false;

@@ -2886,6 +2886,45 @@ test_xid_target_prepared(void **state)
 	"lsn: " lsn ", prev 0/00000000, desc: RESTORE_POINT " name "\n"
 
 /*
+ * The restore point "daily" was created while the snapshot was taken
+ * (0/1000080, before its stop at 0/1000100) and again after it: recovery
+ * from that snapshot stops at the first, before it is consistent, a FATAL
+ * error after the whole restore.  Refused before anything is written.
+ */
+static void
+test_name_target_reused(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z",
+				 RESTORE_POINT_LINE("daily", "0/01000080"));
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 RESTORE_POINT_LINE("daily", "0/02000100")
+					 RESTORE_POINT_LINE("weekly", "0/02000200"));
+	archive_dump(f, 1, 3, "2026-11-24T06:00:00.000Z", "");
+	gap_begin(&g, f);
+
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_NAME, "daily", &err));
+	assert_false(restore_choose_snapshot(g.r, &err));
+	assert_error_contains(&err, "the restore point \"daily\" found at "
+								"0/2000100 was also created at 0/1000080, "
+								"while snapshot");
+	assert_non_null(strstr(err.hint, "--target-lsn 0/2000100"));
+
+	/* A name used once: found, accepted. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_NAME, "weekly", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x2000200);
+	gap_end(&g);
+}
+
+/*
  * Timeline 2 branched off timeline 1 at 0/3800000, in segment 3, and
  * timeline 1's server stopped there: its segment 3 is archived only as
  * .partial, timeline 2's copy holds timeline 1's commit of 741 (0/3100000)
@@ -3736,6 +3775,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_xid_target_past_branch, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_prepared, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_name_target_reused, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_on_new_timeline,
 										wal_setup, wal_teardown),

@@ -63,6 +63,7 @@ int bk_kafka_timeout_ms = 10000;
 int bk_target_rpo_s = 0;
 int bk_wait_for = BK_WAIT_FOR_KAFKA;
 int bk_repository_timeout_ms = 60000;
+int bk_shutdown_timeout_ms = 30000;
 int bk_archive_batch = 8;
 int bk_archive_producers = 2;
 int bk_archive_jobs = 2;
@@ -177,6 +178,15 @@ _PG_init(void)
 		"How long bk.wait_for = repository waits for the shipper.", NULL,
 		&bk_repository_timeout_ms, 60000, 1000, 3600000, PGC_SIGHUP,
 		GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable(
+		"bk.shutdown_timeout",
+		"How long the archiver's last cycle at a shutdown may keep archiving.",
+		"PostgreSQL waits for that cycle before it finishes shutting down, "
+		"and pg_ctl gives up waiting after 60 s by default. Files left are "
+		"archived when the server next runs as a primary.",
+		&bk_shutdown_timeout_ms, 30000, 0, 86400000, PGC_SIGHUP, GUC_UNIT_MS,
+		NULL, NULL, NULL);
 
 	DefineCustomIntVariable(
 		"bk.archive_batch",

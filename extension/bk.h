@@ -210,6 +210,7 @@ extern int bk_kafka_timeout_ms;
 extern int bk_target_rpo_s;
 extern int bk_wait_for;
 extern int bk_repository_timeout_ms;
+extern int bk_shutdown_timeout_ms;
 extern int bk_archive_batch;
 /* Kafka producers of the archiver's batches: bk.archive_producers. */
 #define BK_ARCHIVE_PRODUCERS_MAX 4

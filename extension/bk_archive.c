@@ -61,9 +61,13 @@
  * callback abandons a send once shutdown was requested and Kafka has
  * acknowledged nothing for a short grace period: a broker that went away
  * delays a fast shutdown by seconds, not minutes, and after one attempt of
- * the final cycle failed the others fail at once.  While Kafka keeps
- * acknowledging, the final cycle archives every ready file, in batches, as
- * PostgreSQL's own archive_command would: a segment left in pg_wal is
+ * the final cycle failed that way the others fail at once.  While Kafka
+ * keeps acknowledging, the final cycle archives the ready files, in
+ * batches, as PostgreSQL's own archive_command would, for up to
+ * bk.shutdown_timeout: PostgreSQL waits for the archiver, and pg_ctl gives
+ * up after 60 s by default (a restart then does not start the server), so
+ * a large backlog after a Kafka outage must not hold a shutdown for its
+ * whole length.  A segment left in pg_wal is
  * archived only when this server next runs as a primary, and a switchover
  * that makes it a standby never archives it (a promoted standby archives
  * only the WAL it wrote itself).  A SIGTERM (ShutdownRequestPending) or a
@@ -214,7 +218,10 @@ static int64 readahead_off_until_ms = 0;
 /* Failed attempts since the last success, for the log. */
 static int consecutive_failures = 0;
 
-/* Failed attempts in the final cycle: the rest of it is abandoned at once. */
+/*
+ * Attempts of the final cycle that Kafka's silence failed: the rest of it is
+ * abandoned at once.
+ */
 static int failures_since_stop = 0;
 
 static bool bk_archive_configured(void);
@@ -419,8 +426,6 @@ bk_archive_file(const char *file, const char *path)
 		readahead_off_until_ms = bk_monotonic_ms() + BK_READAHEAD_BACKOFF_MS;
 		bk_record_failure(file, edata->message);
 		consecutive_failures++;
-		if (stop_requested)
-			failures_since_stop++;
 
 		MemoryContextSwitchTo(oldcontext);
 		MemoryContextReset(archive_context);
@@ -438,7 +443,13 @@ bk_archive_file(const char *file, const char *path)
 	if (!archived)
 	{
 		consecutive_failures++;
-		if (stop_requested)
+		/*
+		 * Kafka silent: the retries would wait again.  Not an ERROR, nor a
+		 * failure Kafka answered (a retry goes one file at a time, or may
+		 * find the error gone, and fails fast if not).
+		 */
+		if (stop_requested &&
+			(err.code == BK_ERR_INTERRUPTED || err.code == BK_ERR_TIMEOUT))
 			failures_since_stop++;
 		bk_report_failure(file, &err);
 	}
@@ -1292,9 +1303,10 @@ bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
  * bk_interrupted
  *		Should the current send be abandoned (BkInterruptFn)?  Yes at once on
  *		SIGTERM or postmaster death; once the archiver was told to finish
- *		(SIGUSR2), at once if an attempt of the final cycle failed, else when
- *		Kafka acknowledged nothing for BK_SHUTDOWN_GRACE_MS since the stop
- *		was seen.
+ *		(SIGUSR2), at once if Kafka's silence failed an attempt of the final
+ *		cycle or bk.shutdown_timeout has passed since the stop was seen,
+ *		else when Kafka acknowledged nothing for BK_SHUTDOWN_GRACE_MS since
+ *		then.
  */
 static bool
 bk_interrupted(void *arg)
@@ -1310,6 +1322,8 @@ bk_interrupted(void *arg)
 
 		if (stop_seen_ms == 0)
 			stop_seen_ms = now;
+		if (now - stop_seen_ms >= bk_shutdown_timeout_ms)
+			return true;
 		return now - Max(stop_seen_ms, bk_kafka_last_ack_ms()) >=
 			   BK_SHUTDOWN_GRACE_MS;
 	}

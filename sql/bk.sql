@@ -109,6 +109,7 @@ ALTER SYSTEM SET bk.target_rpo = -1;
 ALTER SYSTEM SET bk.target_rpo = '2d';
 ALTER SYSTEM SET bk.kafka_timeout = '100ms';
 ALTER SYSTEM SET bk.repository_timeout = 0;
+ALTER SYSTEM SET bk.shutdown_timeout = '2d';
 ALTER SYSTEM SET bk.no_such_setting = 1;
 
 -- Good values are written (and removed again at once).

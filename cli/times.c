@@ -31,42 +31,70 @@ days_in_month(int year, int month)
 	return month == 2 && leap ? 29 : days[month - 1];
 }
 
+/* "+HH:MM" for a UTC offset in seconds. */
+static void
+format_offset(long offset, char *out, size_t out_len)
+{
+	long minutes = (offset < 0 ? -offset : offset) / 60;
+
+	snprintf(out, out_len, "%c%02ld:%02ld", offset < 0 ? '-' : '+',
+			 minutes / 60, minutes % 60);
+}
+
 /*
  * The instant a wall-clock time without a zone names in the local time
- * zone.  mktime's guess is not used: around a daylight-saving change a time
- * may name two instants (the hour repeated in autumn) or none (the hour
- * skipped in spring), and glibc picks one of the two by the zone's history,
- * or moves a skipped time by an hour.  Both are refused, asking for a zone.
+ * zone.  mktime's guess is not used: where the zone's offset changes (a
+ * daylight-saving change, or a new standard offset) a time may name two
+ * instants (the hour repeated) or none (the hour skipped), and glibc picks
+ * one of the two by the zone's history, or moves a skipped time.  So each
+ * offset the zone has within a day either side is tried, and a time that
+ * comes back as written under more than one, or under none, is refused,
+ * asking for the zone.
  */
 static bool
 local_seconds(const struct tm *wall, time_t *seconds, BkError *err)
 {
 	struct tm expected = *wall;
 	time_t as_utc;
-	time_t found[2];
+	long offsets[3];
+	int offset_count = 0;
+	time_t found[3];
+	long found_offset[3];
 	int count = 0;
+	char first[16];
+	char second[16];
 
 	/* What the fields name once normalised (second 60 is the next minute). */
 	as_utc = timegm(&expected);
 	gmtime_r(&as_utc, &expected);
-	for (int isdst = 0; isdst <= 1; isdst++)
+	for (int day = -1; day <= 1; day++)
 	{
-		struct tm guess = *wall;
-		struct tm back;
-		time_t t;
+		time_t t = as_utc + day * 86400;
+		struct tm local;
+		bool known = false;
 
-		guess.tm_isdst = isdst;
-		t = mktime(&guess);
-		if (t == (time_t) -1 || localtime_r(&t, &back) == NULL)
+		if (localtime_r(&t, &local) == NULL)
 			continue;
-		if (back.tm_isdst != isdst || back.tm_year != expected.tm_year ||
+		for (int offIdx = 0; offIdx < offset_count; offIdx++)
+			known |= offsets[offIdx] == local.tm_gmtoff;
+		if (!known)
+			offsets[offset_count++] = local.tm_gmtoff;
+	}
+	for (int offIdx = 0; offIdx < offset_count; offIdx++)
+	{
+		time_t t = as_utc - offsets[offIdx];
+		struct tm back;
+
+		if (localtime_r(&t, &back) == NULL ||
+			back.tm_gmtoff != offsets[offIdx] ||
+			back.tm_year != expected.tm_year ||
 			back.tm_mon != expected.tm_mon ||
 			back.tm_mday != expected.tm_mday ||
 			back.tm_hour != expected.tm_hour ||
 			back.tm_min != expected.tm_min || back.tm_sec != expected.tm_sec)
 			continue;
-		if (count == 0 || found[0] != t)
-			found[count++] = t;
+		found_offset[count] = offsets[offIdx];
+		found[count++] = t;
 	}
 	if (count == 1)
 	{
@@ -76,12 +104,15 @@ local_seconds(const struct tm *wall, time_t *seconds, BkError *err)
 	if (count == 0)
 		return bk_error_set(err, BK_ERR_USAGE,
 							"it names no time in the local time zone (a "
-							"daylight-saving change skips it): give its "
-							"zone, e.g. +01:00 or Z");
+							"change of its UTC offset skips it): give its "
+							"zone");
+	format_offset(found_offset[0], first, sizeof(first));
+	format_offset(found_offset[1], second, sizeof(second));
 	return bk_error_set(err, BK_ERR_USAGE,
 						"it names two times in the local time zone (a "
-						"daylight-saving change repeats it): give its zone, "
-						"e.g. +01:00 or +02:00");
+						"change of its UTC offset repeats it), at %s and at "
+						"%s: give its zone",
+						first, second);
 }
 
 bool

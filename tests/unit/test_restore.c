@@ -91,8 +91,19 @@ test_timestamps(void **state)
 	setenv("TZ", "Europe/Berlin", 1);
 	tzset();
 	assert_false(bk_timestamp_parse("2026-10-25 02:30:00", false, &us, &err));
-	assert_error_contains(&err, "names two times");
+	assert_error_contains(&err, "names two times in the local time zone (a "
+								"change of its UTC offset repeats it), at "
+								"+02:00 and at +01:00");
 	assert_true(bk_parse_timestamp("2026-10-25 02:30:00+01", &us));
+	/* Not daylight saving: Moscow's standard offset went from +04 to +03
+	 * at 02:00 on 2014-10-26, repeating 01:00 to 02:00. */
+	setenv("TZ", "Europe/Moscow", 1);
+	tzset();
+	assert_false(bk_timestamp_parse("2014-10-26 01:30:00", false, &us, &err));
+	assert_error_contains(&err, "at +04:00 and at +03:00");
+	assert_true(bk_parse_timestamp("2014-10-26 03:30:00", &us));
+	assert_true(bk_parse_timestamp("2014-10-26T00:30:00Z", &want));
+	assert_true(us == want);
 	setenv("TZ", "UTC", 1);
 	tzset();
 

@@ -505,6 +505,16 @@ check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
 	if (!again)
 		return true;
 	bk_format_lsn(again_lsn, lsn, sizeof(lsn));
+	if (r->found_lsn == 0) /* --snapshot: not searched for after it */
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "the restore point \"%s\" was created at %s, while "
+					 "snapshot %s was being taken: recovery from it would "
+					 "stop there, before it is consistent",
+					 r->target.text, lsn, snapshot->id);
+		return bk_error_hint(err, "Name an older snapshot with --snapshot, "
+								  "or restore by --target-lsn.");
+	}
 	bk_format_lsn(r->found_lsn, found, sizeof(found));
 	bk_error_set(err, BK_ERR_NOT_FOUND,
 				 "the restore point \"%s\" found at %s was also created at "
@@ -516,6 +526,24 @@ check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
 						 "found, or name an older snapshot with --snapshot "
 						 "to stop at an earlier use of the name.",
 						 found);
+}
+
+/* check_name_once for the snapshot --snapshot named (no search before). */
+static bool
+check_named_snapshot(Restore *r, BkError *err)
+{
+	char waldump[RESTORE_PATH_MAX];
+	char tmp_dir[RESTORE_PATH_MAX];
+	bool ok;
+
+	if (r->catalog.wal.segment_size == 0)
+		return true; /* no WAL: refused later, as not restorable */
+	find_pg_waldump(waldump, sizeof(waldump));
+	if (!waldump_dir(tmp_dir, sizeof(tmp_dir), err))
+		return false;
+	ok = check_name_once(r, waldump, tmp_dir, err);
+	bk_remove_tree(tmp_dir, NULL);
+	return ok;
 }
 
 /*
@@ -634,6 +662,8 @@ restore_choose_snapshot(Restore *r, BkError *err)
 								   : recovery_timeline_of(r, NULL),
 							   &r->chosen, err))
 		return false;
+	if (r->chosen >= 0 && r->target.type == BK_PG_TARGET_NAME)
+		return check_named_snapshot(r, err);
 	if (r->chosen >= 0)
 		return true;
 	/* An xid or a restore point name: the WAL says which snapshot. */

@@ -2926,6 +2926,14 @@ test_name_target_reused(void **state)
 								"while snapshot");
 	assert_non_null(strstr(err.hint, "--target-lsn 0/2000100"));
 
+	/* The same snapshot named with --snapshot: refused too. */
+	g.r->chosen = -1;
+	g.r->snapshot_id = g.snapshot.id;
+	assert_false(restore_choose_snapshot(g.r, &err));
+	assert_error_contains(&err, "the restore point \"daily\" was created "
+								"at 0/1000080, while snapshot");
+	g.r->snapshot_id = NULL;
+
 	/* A name used once: found, accepted. */
 	g.r->chosen = -1;
 	assert_true(

@@ -1371,6 +1371,21 @@ restore_check_wal_path(Restore *r, BkError *err)
 	if (!bk_snapshot_consistent_along(wal, snapshot, to_timeline, &ready))
 		return set_unready_error(r, snapshot, to_timeline, &ready, err);
 	r->recovery_timeline = to_timeline;
+	if (path.missing == 0 && to_segno != BK_WAL_END)
+	{
+		BkWalPath on;
+
+		/*
+		 * The target in the last segment before a gap: reading ahead (up to
+		 * wal_decode_buffer_size) from a stop close to its end would ask
+		 * for the missing one (restore_write_recovery_settings).
+		 */
+		bk_wal_path(wal, snapshot->timeline,
+					bk_lsn_segno(snapshot->start_lsn, wal->segment_size),
+					to_timeline, BK_WAL_END, &on);
+		if (on.missing > 0 && on.first_missing_segno == to_segno + 1)
+			r->no_prefetch = true;
+	}
 	if (path.missing == 0)
 		return check_old_timeline_copy(r, snapshot, &path, to_segno, err);
 	if (r->target.type == BK_PG_TARGET_TIME)

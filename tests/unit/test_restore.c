@@ -2814,6 +2814,34 @@ test_time_target_gap_outage(void **state)
 }
 
 /*
+ * Segment 5 is missing, 6 archived: an LSN target in segment 4 is reached,
+ * but PostgreSQL reading ahead from it would ask for segment 5 (fatal), so
+ * prefetching is turned off; a target in segment 3 needs nothing of it.
+ */
+static void
+test_lsn_target_before_gap_no_prefetch(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 4; segno++)
+		archive_dump(f, 1, segno, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 6, "2026-11-24T06:00:00.000Z", "");
+	gap_begin(&g, f);
+
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN, "0/3F00000", &err));
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_false(g.r->no_prefetch);
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN, "0/4F00000", &err));
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_true(g.r->no_prefetch);
+	gap_end(&g);
+}
+
+/*
  * Timeline 2 branched off timeline 1 at 0/3800000; timeline 1's server
  * went on and committed transaction 742 at 0/3900000.  Timeline 2 never
  * had that commit (and reuses xid 742 for a transaction of its own), so a
@@ -3795,6 +3823,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_prepared, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_lsn_target_before_gap_no_prefetch,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_name_target_reused, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_on_new_timeline,

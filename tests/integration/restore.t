@@ -538,7 +538,11 @@ ok $? "none of the refusals created the target"
 first_seg="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)"
 mkdir -p "$dir/pf/pg_wal" "$dir/direct"
 wal_get() { (cd "$dir/pf" && "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$@"); }
-next_seg() { printf '%s%08X' "${1:0:16}" $((16#${1:16:8} + $2)); }
+# next_seg NAME N: the segment N after NAME (16 MiB segments: 256 a log id).
+next_seg() {
+    local n=$((16#${1:8:8} * 256 + 16#${1:16:8} + $2))
+    printf '%s%08X%08X' "${1:0:8}" $((n / 256)) $((n % 256))
+}
 wal_get --prefetch 3 "$first_seg" pg_wal/RECOVERYXLOG
 is $? 0 "wal-get --prefetch 3 serves $first_seg"
 spooled() { for n in 1 2 3; do test -f "$dir/pf/pg_wal/bk-prefetch/$(next_seg "$first_seg" $n)" || return 1; done; }

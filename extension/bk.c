@@ -184,7 +184,8 @@ _PG_init(void)
 		"How long the archiver's last cycle at a shutdown may keep archiving.",
 		"PostgreSQL waits for that cycle before it finishes shutting down, "
 		"and pg_ctl gives up waiting after 60 s by default. Files left are "
-		"archived when the server next runs as a primary.",
+		"archived when the server next runs as a primary. 0 archives "
+		"nothing more once the shutdown is asked.",
 		&bk_shutdown_timeout_ms, 30000, 0, 86400000, PGC_SIGHUP, GUC_UNIT_MS,
 		NULL, NULL, NULL);
 

@@ -493,14 +493,21 @@ check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
 				BkError *err)
 {
 	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	uint32_t along = recovery_timeline_of(r, snapshot);
 	bool again = false;
 	uint64_t again_lsn = 0;
 	char lsn[BK_LSN_TEXT_SIZE];
 	char found[BK_LSN_TEXT_SIZE];
 
-	if (!search_window(r, waldump, tmp_dir, snapshot->timeline,
-					   snapshot->start_lsn, snapshot->stop_lsn, &again,
-					   &again_lsn, err))
+	/*
+	 * As recovery reads it: a snapshot whose stop segment its own timeline
+	 * archived only as .partial is read from the later timeline's copy.
+	 */
+	if (along == 0 ||
+		!bk_snapshot_consistent_along(&r->catalog.wal, snapshot, along, NULL))
+		along = snapshot->timeline;
+	if (!search_window(r, waldump, tmp_dir, along, snapshot->start_lsn,
+					   snapshot->stop_lsn, &again, &again_lsn, err))
 		return false;
 	if (!again)
 		return true;
@@ -537,7 +544,7 @@ check_named_snapshot(Restore *r, BkError *err)
 	bool ok;
 
 	if (r->catalog.wal.segment_size == 0)
-		return true; /* no WAL: refused later, as not restorable */
+		return true; /* no WAL: nothing to search (and not restorable) */
 	find_pg_waldump(waldump, sizeof(waldump));
 	if (!waldump_dir(tmp_dir, sizeof(tmp_dir), err))
 		return false;

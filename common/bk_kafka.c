@@ -26,6 +26,8 @@
 
 /* Bytes queued but not yet acknowledged, per producer: bounds memory. */
 #define PRODUCER_WINDOW_BYTES (64 * 1024 * 1024)
+/* Requests of request_messages queued at most (BkKafkaSettings). */
+#define PRODUCER_WINDOW_REQUESTS 16
 /* Granularity of waiting, so interrupts are seen quickly. */
 #define PRODUCER_POLL_MS 50
 /* linger.ms unless the caller asks for more (BkKafkaSettings.linger_ms). */
@@ -112,6 +114,8 @@ struct BkProducer
 	uint32_t failed;
 	size_t inflight_bytes;
 	size_t window_bytes; /* bound on inflight_bytes */
+	size_t inflight_messages;
+	size_t window_messages; /* bound on inflight_messages; 0: none */
 	int64_t last_progress_ms;
 	rd_kafka_resp_err_t first_error;
 	uint32_t first_error_chunk;
@@ -499,6 +503,7 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	if ((uint32_t) (tag >> 32) != producer->generation)
 		return;
 	producer->inflight_bytes -= msg->len + msg->key_len;
+	producer->inflight_messages--;
 	producer->last_progress_ms = bk_monotonic_ms();
 	if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
@@ -738,6 +743,19 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 			: BK_CHUNK_GAP_MAX_MS;
 	producer->window_bytes = settings->window_bytes > 0 ? settings->window_bytes
 														: PRODUCER_WINDOW_BYTES;
+	/*
+	 * With requests capped at request_messages and one in flight, a message
+	 * waits its turn behind every request queued before it, while
+	 * message.timeout.ms runs from the moment it was queued.  Bytes alone do
+	 * not bound that wait: small, compressible chunks (a switched segment
+	 * under bk.chunk_size = 8kB) put thousands of frames into the byte
+	 * window, and the last ones timed out on a loaded machine.  Sixteen
+	 * requests' worth keeps the connection busy.
+	 */
+	producer->window_messages =
+		settings->request_messages > 0
+			? (size_t) settings->request_messages * PRODUCER_WINDOW_REQUESTS
+			: 0;
 
 	/*
 	 * Lingering longer than the default, librdkafka sends a request once a
@@ -1059,6 +1077,7 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	producer->acked = 0;
 	producer->failed = 0;
 	producer->inflight_bytes = 0;
+	producer->inflight_messages = 0;
 	producer->first_error = RD_KAFKA_RESP_ERR_NO_ERROR;
 	producer->first_error_key[0] = '\0';
 	producer->first_error_object[0] = '\0';
@@ -1297,7 +1316,9 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 				goto abandon;
 			}
 			/* Bound memory: wait for acknowledgements before queueing more. */
-			if (producer->inflight_bytes >= producer->window_bytes)
+			if (producer->inflight_bytes >= producer->window_bytes ||
+				(producer->window_messages > 0 &&
+				 producer->inflight_messages >= producer->window_messages))
 			{
 				rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
 				continue;
@@ -1328,6 +1349,7 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 		}
 		producer->produced++;
 		producer->inflight_bytes += out.len + key_len;
+		producer->inflight_messages++;
 		rd_kafka_poll(producer->rk, 0);
 	}
 	return true;

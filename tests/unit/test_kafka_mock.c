@@ -189,6 +189,46 @@ test_request_messages(void **state)
 	}
 }
 
+/*
+ * Many small, compressible chunks with requests capped at four messages: a
+ * 4 MiB object of zeros in 4 KiB chunks is 1024 tiny frames, far below the
+ * byte window.  Queued all at once behind one request in flight at a time,
+ * 10 ms a round trip, the last ones waited past message.timeout.ms and the
+ * send failed ("Message timed out").  The message window keeps each one's
+ * wait short.
+ */
+static void
+test_small_chunks_not_timed_out(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkObjectInfo info = {.kind = BK_KIND_WAL,
+						 .source_id = "mock",
+						 .name = "000000010000000000000001",
+						 .size = 4 * 1024 * 1024};
+	BkProducer *producer;
+	EncodeSource source;
+	BkSendStats stats;
+	BkError err;
+
+	settings.chunk_size = 4096;
+	settings.request_messages = 4;
+	producer = bk_producer_new(&settings, &err);
+	assert_non_null(producer);
+	source.enc = bk_encoder_new(&key, 4096, &err);
+	assert_non_null(source.enc);
+	source.data = calloc(1, info.size);
+	source.offset = 0;
+	assert_true(bk_encoder_begin(source.enc, &info, &err));
+	rd_kafka_mock_broker_set_rtt(mock, 1, 10);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, &stats, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(stats.messages, 1024);
+	rd_kafka_mock_broker_set_rtt(mock, 1, 0);
+	source_end(&source);
+	bk_producer_free(producer);
+}
+
 /* Broker down: a clear timeout error within the bound, then recovery. */
 static void
 test_broker_down_bounded(void **state)
@@ -1018,6 +1058,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_send_acknowledged),
 		cmocka_unit_test(test_request_messages),
+		cmocka_unit_test(test_small_chunks_not_timed_out),
 		cmocka_unit_test(test_broker_down_bounded),
 		cmocka_unit_test(test_transient_errors_retried),
 		cmocka_unit_test(test_permanent_error_reported),

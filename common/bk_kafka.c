@@ -410,6 +410,32 @@ ack_time_slot(BkProducer *producer, const rd_kafka_message_t *msg)
 	return slot;
 }
 
+void
+bk_kafka_header_string(const rd_kafka_message_t *msg, const char *name,
+					   char *out, size_t out_len)
+{
+	rd_kafka_headers_t *headers = NULL;
+	const void *value;
+	size_t size;
+
+	out[0] = '\0';
+	if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		rd_kafka_header_get_last(headers, name, &value, &size) ==
+			RD_KAFKA_RESP_ERR_NO_ERROR &&
+		value != NULL)
+	{
+		size_t copy = size < out_len - 1 ? size : out_len - 1;
+
+		for (size_t pos = 0; pos < copy; pos++)
+		{
+			char c = ((const char *) value)[pos];
+
+			out[pos] = c >= 0x20 && c < 0x7f ? c : '?';
+		}
+		out[copy] = '\0';
+	}
+}
+
 /*
  * The object a chunk belongs to and its index there, by its bk-object and
  * bk-chunk-index headers: object "?" and *chunk unchanged where missing.
@@ -418,31 +444,14 @@ static void
 message_chunk(const rd_kafka_message_t *msg, char *object, size_t object_len,
 			  uint32_t *chunk)
 {
-	rd_kafka_headers_t *headers = NULL;
-	const void *value = NULL;
-	size_t len = 0;
+	char number[12];
 
-	bk_strlcpy(object, "?", object_len);
-	if (rd_kafka_message_headers(msg, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return;
-	if (rd_kafka_header_get_last(headers, "bk-object", &value, &len) ==
-			RD_KAFKA_RESP_ERR_NO_ERROR &&
-		value != NULL && len < object_len)
-	{
-		/* Object names are printable ASCII (bk_frame.h). */
-		memcpy(object, value, len);
-		object[len] = '\0';
-	}
-	if (rd_kafka_header_get_last(headers, "bk-chunk-index", &value, &len) ==
-			RD_KAFKA_RESP_ERR_NO_ERROR &&
-		value != NULL && len > 0 && len < 11)
-	{
-		char number[12];
-
-		memcpy(number, value, len);
-		number[len] = '\0';
+	bk_kafka_header_string(msg, "bk-object", object, object_len);
+	if (object[0] == '\0')
+		bk_strlcpy(object, "?", object_len);
+	bk_kafka_header_string(msg, "bk-chunk-index", number, sizeof(number));
+	if (number[0] != '\0')
 		*chunk = (uint32_t) strtoul(number, NULL, 10);
-	}
 }
 
 /*

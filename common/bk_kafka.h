@@ -85,6 +85,13 @@ extern size_t bk_kafka_batch_max(uint32_t chunk_size);
 extern int64_t bk_kafka_broker_time(const rd_kafka_message_t *msg);
 
 /*
+ * The last header name of msg, as text: bytes outside printable ASCII
+ * become '?', cut to out_len - 1; "" when msg has none.
+ */
+extern void bk_kafka_header_string(const rd_kafka_message_t *msg,
+								   const char *name, char *out, size_t out_len);
+
+/*
  * When a chunk of any producer of this process was last acknowledged
  * (bk_monotonic_ms), 0 if none was: how a caller that may cut a send short
  * (the archiver at shutdown) tells a slow Kafka from one that stopped

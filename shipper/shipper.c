@@ -733,30 +733,6 @@ consumer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 /* ------------------------------------------------------------ messages */
 
-static void
-header_string(rd_kafka_message_t *msg, const char *name, char *out,
-			  size_t out_len)
-{
-	rd_kafka_headers_t *headers = NULL;
-	const void *value;
-	size_t size;
-
-	out[0] = '\0';
-	if (rd_kafka_message_headers(msg, &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-		rd_kafka_header_get_last(headers, name, &value, &size) ==
-			RD_KAFKA_RESP_ERR_NO_ERROR)
-	{
-		size_t copy = size < out_len - 1 ? size : out_len - 1;
-
-		for (size_t pos = 0; pos < copy; pos++)
-			out[pos] = ((const char *) value)[pos] >= 0x20 &&
-							   ((const char *) value)[pos] < 0x7f
-						   ? ((const char *) value)[pos]
-						   : '?';
-		out[copy] = '\0';
-	}
-}
-
 /*
  * The rejected event of what was kept in rejected/ at offset, keyed by its
  * source, or "unknown" when it names none.
@@ -789,8 +765,8 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	char object[BK_OBJECT_NAME_MAX + 1];
 	BkError err;
 
-	header_string(msg, "bk-source", source, sizeof(source));
-	header_string(msg, "bk-object", object, sizeof(object));
+	bk_kafka_header_string(msg, "bk-source", source, sizeof(source));
+	bk_kafka_header_string(msg, "bk-object", object, sizeof(object));
 	shipper->rejected++;
 	bk_metrics_rejected(shipper->metrics);
 	shipper_log(LOG_WARNING,

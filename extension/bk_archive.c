@@ -67,11 +67,11 @@
  * bk.shutdown_timeout: PostgreSQL waits for the archiver, and pg_ctl gives
  * up after 60 s by default (a restart then does not start the server), so
  * a large backlog after a Kafka outage must not hold a shutdown for its
- * whole length.  A segment left in pg_wal is
- * archived only when this server next runs as a primary, and a switchover
- * that makes it a standby never archives it (a promoted standby archives
- * only the WAL it wrote itself).  A SIGTERM (ShutdownRequestPending) or a
- * dead postmaster interrupts at once.
+ * whole length.  A segment left in pg_wal is archived only when this server
+ * next runs as a primary, and a switchover that makes it a standby never
+ * archives it (a promoted standby archives only the WAL it wrote itself).
+ * A SIGTERM (ShutdownRequestPending) or a dead postmaster interrupts at
+ * once.
  */
 #include "postgres.h"
 

@@ -423,17 +423,7 @@ bk_kafka_header_string(const rd_kafka_message_t *msg, const char *name,
 		rd_kafka_header_get_last(headers, name, &value, &size) ==
 			RD_KAFKA_RESP_ERR_NO_ERROR &&
 		value != NULL)
-	{
-		size_t copy = size < out_len - 1 ? size : out_len - 1;
-
-		for (size_t pos = 0; pos < copy; pos++)
-		{
-			char c = ((const char *) value)[pos];
-
-			out[pos] = c >= 0x20 && c < 0x7f ? c : '?';
-		}
-		out[copy] = '\0';
-	}
+		bk_printable_copy(out, out_len, value, size);
 }
 
 /*

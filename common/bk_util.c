@@ -121,6 +121,20 @@ bk_utf8_readable(const char *text)
 	return out;
 }
 
+void
+bk_printable_copy(char *out, size_t out_len, const char *text, size_t len)
+{
+	size_t copy = len < out_len - 1 ? len : out_len - 1;
+
+	for (size_t pos = 0; pos < copy; pos++)
+	{
+		char c = text[pos];
+
+		out[pos] = c >= 0x20 && c < 0x7f ? c : '?';
+	}
+	out[copy] = '\0';
+}
+
 /* write(2), or pwrite(2) at offset when offset is not -1, until done. */
 static bool
 write_loop(int fd, const void *buf, size_t len, int64_t offset,

@@ -76,6 +76,15 @@ extern size_t bk_utf8_sequence(const unsigned char *s, size_t len);
  */
 extern char *bk_utf8_readable(const char *text);
 
+/*
+ * Copy len bytes of text from another party (a Kafka header, an audit
+ * event's field) for a log line: at most out_len - 1 of them, each byte
+ * outside printable ASCII written as '?', so no newline or escape sequence
+ * reaches the log.
+ */
+extern void bk_printable_copy(char *out, size_t out_len, const char *text,
+							  size_t len);
+
 /* write(2) until done, retrying EINTR and short writes. */
 /* The same at offset (pwrite). */
 extern bool bk_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset,

@@ -11,6 +11,11 @@
  *	 {"event": "archived" | "duplicate" | "conflict", "source": ..., "kind": "wal",
  *	  "object": <file name>, "attempt": <32 hex digits>, ...}
  *
+ * and every attempt it gave up (its chunks stopped arriving for longer than
+ * its abandon_after) with an "abandoned" event, which ends the wait at once:
+ * that attempt will never be stored, and waiting out bk.repository_timeout
+ * would only delay the retry.
+ *
  * Matching the attempt id (not just the name) makes sure the event is about
  * the bytes we just sent, not an older attempt at the same file.
  *
@@ -43,9 +48,10 @@
 /* What an audit message says about our attempt. */
 typedef enum BkAuditVerdict
 {
-	BK_AUDIT_OTHER,   /* about something else, or not an event */
-	BK_AUDIT_STORED,  /* "archived" or "duplicate": durable */
-	BK_AUDIT_CONFLICT /* durable, kept beside a different copy */
+	BK_AUDIT_OTHER,    /* about something else, or not an event */
+	BK_AUDIT_STORED,   /* "archived" or "duplicate": durable */
+	BK_AUDIT_CONFLICT, /* durable, kept beside a different copy */
+	BK_AUDIT_ABANDONED /* the shipper gave this attempt up: never stored */
 } BkAuditVerdict;
 
 typedef enum BkAuditField
@@ -55,11 +61,15 @@ typedef enum BkAuditField
 	BK_AUDIT_KIND,
 	BK_AUDIT_OBJECT,
 	BK_AUDIT_ATTEMPT,
+	BK_AUDIT_REASON, /* optional: why an attempt was given up */
 	BK_AUDIT_FIELDS
 } BkAuditField;
 
+/* Fields every event about an attempt has: those before BK_AUDIT_REASON. */
+#define BK_AUDIT_REQUIRED_FIELDS BK_AUDIT_REASON
+
 static const char *const bk_audit_field_names[BK_AUDIT_FIELDS] = {
-	"event", "source", "kind", "object", "attempt"};
+	"event", "source", "kind", "object", "attempt", "reason"};
 
 /* State of the JSON semantic actions: top-level string fields only. */
 typedef struct BkAuditParse
@@ -92,7 +102,8 @@ static int bk_slice_ms(int64 deadline);
 static BkAuditVerdict bk_audit_event_matches(const void *payload, size_t len,
 											 const char *source_id,
 											 const char *object,
-											 const char *attempt_hex);
+											 const char *attempt_hex,
+											 char *reason, size_t reason_size);
 static void bk_audit_object_start(void *state);
 static void bk_audit_object_end(void *state);
 static void bk_audit_field_start(void *state, char *fname, bool isnull);
@@ -227,9 +238,9 @@ bk_confirm_wait(const char *source_id, const char *object,
 {
 	int64 deadline = bk_monotonic_ms() + timeout_ms;
 	MemoryContext event_context;
-	bool confirmed = false;
 	BkAuditVerdict verdict = BK_AUDIT_OTHER;
 	char last_error[256] = "";
+	char reason[256] = "";
 
 	if (consumer.rk == NULL || !consumer.assigned)
 		return bk_error_set(err, BK_ERR_INTERNAL,
@@ -238,7 +249,7 @@ bk_confirm_wait(const char *source_id, const char *object,
 
 	event_context = AllocSetContextCreate(
 		CurrentMemoryContext, "bk audit event", ALLOCSET_SMALL_SIZES);
-	while (!confirmed)
+	while (verdict == BK_AUDIT_OTHER)
 	{
 		rd_kafka_message_t *msg;
 
@@ -277,8 +288,8 @@ bk_confirm_wait(const char *source_id, const char *object,
 			MemoryContext oldcontext = MemoryContextSwitchTo(event_context);
 
 			verdict = bk_audit_event_matches(msg->payload, msg->len, source_id,
-											 object, attempt_hex);
-			confirmed = verdict != BK_AUDIT_OTHER;
+											 object, attempt_hex, reason,
+											 sizeof(reason));
 			MemoryContextSwitchTo(oldcontext);
 			MemoryContextReset(event_context);
 		}
@@ -289,6 +300,21 @@ bk_confirm_wait(const char *source_id, const char *object,
 	}
 	MemoryContextDelete(event_context);
 	bk_consumer_unassign();
+
+	if (verdict == BK_AUDIT_ABANDONED)
+	{
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "the shipper gave up \"%s\" (attempt %s) although Kafka "
+					 "acknowledged it: %s",
+					 object, attempt_hex,
+					 reason[0] ? reason : "no reason given");
+		bk_error_hint(err,
+					  "The shipper gives an object up when its chunks stop "
+					  "arriving for longer than its abandon_after (the "
+					  "archiver was paused, or Kafka stalled). The segment "
+					  "stays in pg_wal and is sent again.");
+		return false;
+	}
 
 	/*
 	 * The shipper keeps a conflicting copy beside the first one: our bytes
@@ -308,7 +334,7 @@ bk_confirm_wait(const char *source_id, const char *object,
 					 "\"bk verify --source %s\" with the key to tell the "
 					 "copies apart.",
 					 source_id)));
-	return confirmed;
+	return verdict != BK_AUDIT_OTHER;
 }
 
 /*
@@ -428,11 +454,13 @@ bk_slice_ms(int64 deadline)
 
 /*
  * bk_audit_event_matches
- *		Is this audit message the shipper's confirmation of our attempt?
+ *		Is this audit message the shipper's word about our attempt?  For an
+ *		"abandoned" event, its reason (if any) is copied to reason.
  */
 static BkAuditVerdict
 bk_audit_event_matches(const void *payload, size_t len, const char *source_id,
-					   const char *object, const char *attempt_hex)
+					   const char *object, const char *attempt_hex,
+					   char *reason, size_t reason_size)
 {
 	BkAuditParse parse;
 	JsonSemAction sem;
@@ -481,7 +509,7 @@ bk_audit_event_matches(const void *payload, size_t len, const char *source_id,
 	if (!parsed)
 		return BK_AUDIT_OTHER;
 
-	for (int fieldIdx = 0; fieldIdx < BK_AUDIT_FIELDS; fieldIdx++)
+	for (int fieldIdx = 0; fieldIdx < BK_AUDIT_REQUIRED_FIELDS; fieldIdx++)
 		if (parse.values[fieldIdx] == NULL)
 			return BK_AUDIT_OTHER;
 	if (strcmp(parse.values[BK_AUDIT_SOURCE], source_id) != 0 ||
@@ -494,6 +522,14 @@ bk_audit_event_matches(const void *payload, size_t len, const char *source_id,
 		return BK_AUDIT_STORED;
 	if (strcmp(event, "conflict") == 0)
 		return BK_AUDIT_CONFLICT;
+	if (strcmp(event, "abandoned") == 0)
+	{
+		if (parse.values[BK_AUDIT_REASON] != NULL)
+			bk_printable_copy(reason, reason_size,
+							  parse.values[BK_AUDIT_REASON],
+							  strlen(parse.values[BK_AUDIT_REASON]));
+		return BK_AUDIT_ABANDONED;
+	}
 	return BK_AUDIT_OTHER;
 }
 

@@ -16,7 +16,8 @@
 #   - bk.target_rpo ships a lone INSERT on an idle server within the target,
 #     and does not keep switching on an idle server;
 #   - bk.wait_for = 'repository' waits for the shipper's audit event of this
-#     very attempt, and gives up after bk.repository_timeout.
+#     very attempt, stops at once when the shipper gave the attempt up, and
+#     gives up after bk.repository_timeout.
 # At the end the server gets its plain configuration back.  Needs root (to
 # install the extension and to run things as the postgres OS user).
 set -uo pipefail
@@ -517,6 +518,26 @@ wait_for 15 "$segment archived" archived_at_least "$segment"
 ok $? "a conflict event for this attempt confirms it too: both copies are in the repository"
 wait_for 10 "conflict warning" log_has "$log_start" "is in the repository only as a conflicting copy"
 ok $? "and the server log warns that another server archives onto this source id"
+
+# An attempt the shipper gave up (its chunks stopped arriving for longer than
+# abandon_after) will never be stored: the archiver stops waiting at once,
+# well before bk.repository_timeout (30 s), and sends the segment again.
+log_start="$(log_size)"
+segment="$(switch_wal)"
+wait_for 30 "chunks of $segment" has_attempt "$segment"
+attempt="$(attempt_of "$segment")"
+printf '%s\n' "{\"event\":\"abandoned\",\"source\":\"$sysid\",\"kind\":\"wal\",\"object\":\"$segment\",\"attempt\":\"$attempt\",\"chunks\":3,\"chunk_count\":16,\"reason\":\"no chunk for longer than abandon_after\\nforged line\"}" | audit
+wait_for 15 "the give-up reported" log_has "$log_start" \
+    "The shipper gave up \"$segment\" (attempt $attempt) although Kafka acknowledged it: no chunk for longer than abandon_after?forged line"
+ok $? "an abandoned event for this attempt fails it at once, with the shipper's reason (a newline in it made harmless)"
+archived_at_least "$segment"
+isnt $? 0 "$segment is not reported archived"
+new_attempt() { [[ -n "$(attempt_of "$segment")" && "$(attempt_of "$segment")" != "$attempt" ]]; }
+wait_for 30 "a new attempt at $segment" new_attempt
+ok $? "the archiver sends $segment again"
+printf '%s\n' "{\"event\":\"archived\",\"source\":\"$sysid\",\"kind\":\"wal\",\"object\":\"$segment\",\"attempt\":\"$(attempt_of "$segment")\"}" | audit
+wait_for 15 "$segment archived" archived_at_least "$segment"
+ok $? "and the new attempt, once stored, is archived"
 
 log_start="$(log_size)"
 qp -c "ALTER SYSTEM SET bk.repository_timeout = '2s'" >/dev/null

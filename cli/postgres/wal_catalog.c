@@ -1033,6 +1033,23 @@ bk_wal_segment_is_hole(const BkWalCatalog *catalog, uint32_t timeline,
 				 tl->needed_by, timeline, lsn, timeline);
 		return true;
 	}
+	/*
+	 * A later timeline branched off this one, so it had WAL archived up to
+	 * there; with none left, it was removed (bk expire, once no kept
+	 * snapshot needed it, perhaps under a running restore) or lost.  A
+	 * restore along it can only have started from its own snapshot, whose
+	 * WAL is gone: never the end of the archive.
+	 */
+	if (tl->segments == 0 && tl->needed_by != 0)
+	{
+		snprintf(why, why_len,
+				 "timeline %" PRIu32 " has no segment left in the archive, "
+				 "although timeline %" PRIu32 " branched off it: its WAL "
+				 "was removed (by bk expire, once no kept snapshot needed "
+				 "it) or lost",
+				 timeline, tl->needed_by);
+		return true;
+	}
 	if (tl->segments == 0 && tl->has_history && tl->history_known &&
 		segno < tl->begin_lsn / segment_size)
 	{

@@ -1274,6 +1274,48 @@ test_child_of_parent_without_wal(void **state)
 	assert_true(record_exists(f, SNAP_C));
 }
 
+/*
+ * A restore along timeline 1 from P (after timeline 2 branched off it) is
+ * running when bk expire, keeping only the newer K on timeline 2, removes
+ * P and every timeline 1 segment.  Timeline 1 is then known only from
+ * timeline 2's history: the segment the recovery asks for next was
+ * archived and removed, and must never read as the end of the archive.
+ */
+static void
+test_expired_timeline_is_hole(void **state)
+{
+	WalFixture *f = *state;
+	BkWalCatalog catalog;
+	char why[256];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 10; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/3800000");
+	for (uint64_t segno = 3; segno <= 20; segno++)
+		archive_segment(f, 2, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_K, "full", NULL, 2, "0/F000028", "0/F800000", 1,
+					 1);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	/* Timeline 1 past its last segment: the end, while it has segments. */
+	assert_false(bk_wal_segment_is_hole(&catalog, 1, 11, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, SNAP_P));
+	assert_false(segment_exists(f, 1, 7));
+	assert_false(segment_exists(f, 1, 10));
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 7, why, sizeof(why)));
+	assert_non_null(strstr(why, "no segment left"));
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 11, why, sizeof(why)));
+	/* Timeline 2 past its end is still the end. */
+	assert_false(bk_wal_segment_is_hole(&catalog, 2, 21, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+}
+
 /* The same with C still arriving: its record is there, a data object not. */
 static void
 test_expire_keeps_parent_of_arriving(void **state)
@@ -3749,6 +3791,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_verify_history_file_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expired_timeline_is_hole,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

@@ -305,6 +305,68 @@ mariadb_binlog_write(const BkRepo *repo, const char *source, BkDecoder *decoder,
 	return ok;
 }
 
+/*
+ * mariadb_binlog_get_file
+ *		The file binlog-get is asked for, or NULL with err set.  Only a file
+ *		after the newest archived one is "not in the archive" (BK_ERR_NOT_FOUND,
+ *		exit 1), so that a script can fetch files until it sees 1: one before
+ *		the first (removed by bk expire, or never archived), one missing
+ *		between archived files, and a source without binlog (a mistyped
+ *		--source) are missing data (exit 4), as an incomplete file is.
+ */
+const BinlogFile *
+mariadb_binlog_get_file(const BinlogCatalog *catalog, const char *source,
+						const char *name, BkError *err)
+{
+	const BinlogFile *file = binlog_catalog_file(catalog, name);
+	const char *first;
+	const char *last;
+
+	if (file != NULL)
+	{
+		if (file->gap_end == 0 && file->covered_end != 0 && file->complete)
+			return file;
+		refuse_incomplete(file, source, err);
+		return NULL;
+	}
+	if (catalog->file_count == 0)
+	{
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "binlog \"%s\" is not in the archive: source \"%s\" has "
+					 "no binlog archived",
+					 name, source);
+		bk_error_hint(err, "Check --source (\"bk list\" names the sources) "
+						   "and that bk-mysql-agent streams this server.");
+		return NULL;
+	}
+	first = catalog->files[0].name;
+	last = catalog->files[catalog->file_count - 1].name;
+	if (bk_binlog_file_compare(name, last) > 0)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "binlog \"%s\" is not in the archive of source \"%s\"",
+					 name, source);
+		bk_error_hint(err, "The archive holds %s to %s.", first, last);
+		return NULL;
+	}
+	if (bk_binlog_file_compare(name, first) < 0)
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "binlog \"%s\" comes before the first archived file of "
+					 "source \"%s\" (%s): the archive does not reach back "
+					 "that far",
+					 name, source, first);
+	else
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "binlog \"%s\" is missing from the archive of source "
+					 "\"%s\", which holds files on both sides of it (%s to "
+					 "%s)",
+					 name, source, first, last);
+	bk_error_hint(err, "It was removed (bk expire keeps the binlog from the "
+					   "oldest kept snapshot on) or never archived: \"bk "
+					   "list\" shows the archive's files and gaps.");
+	return NULL;
+}
+
 int
 bk_cmd_binlog_get(int argc, char **argv)
 {
@@ -344,23 +406,9 @@ bk_cmd_binlog_get(int argc, char **argv)
 	}
 	if (!binlog_catalog_load(ctx.repo, source, &catalog, &err))
 		goto fail;
-	file = binlog_catalog_file(&catalog, args[0]);
+	file = mariadb_binlog_get_file(&catalog, source, args[0], &err);
 	if (file == NULL)
-	{
-		bk_error_set(&err, BK_ERR_NOT_FOUND,
-					 "binlog \"%s\" is not in the archive of source \"%s\"",
-					 args[0], source);
-		if (catalog.file_count > 0)
-			bk_error_hint(&err, "The archive holds %s to %s.",
-						  catalog.files[0].name,
-						  catalog.files[catalog.file_count - 1].name);
 		goto fail;
-	}
-	if (file->gap_end != 0 || file->covered_end == 0 || !file->complete)
-	{
-		refuse_incomplete(file, source, &err);
-		goto fail;
-	}
 
 	if (!mariadb_binlog_write(ctx.repo, source, ctx.decoder, file, args[1],
 							  &events, &err))

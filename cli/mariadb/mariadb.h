@@ -62,6 +62,15 @@ extern bool mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 								   bool *fd_failed, BkError *err);
 
 /*
+ * The complete file bk binlog-get is asked for, or NULL with err set:
+ * BK_ERR_NOT_FOUND (exit 1) only for a file after the newest archived one.
+ */
+extern const BinlogFile *mariadb_binlog_get_file(const BinlogCatalog *catalog,
+												 const char *source,
+												 const char *name,
+												 BkError *err);
+
+/*
  * bk binlog-get's work: rebuild file (mariadb_binlog_rebuild) into a new
  * file next to out_path, synced, and give it that name, which must not be
  * taken (BK_ERR_USAGE, before anything is read, and again when the file is

@@ -1259,6 +1259,69 @@ test_binlog_get_gone_range_is_not_absent(void **state)
 					 BK_EXIT_INTEGRITY);
 }
 
+/*
+ * Only a file after the newest archived one is "not in the archive" (exit
+ * 1, where a script fetching file after file stops).  A file bk expire
+ * removed while a script replays forward, one missing between archived
+ * files, or a source without binlog (a mistyped --source) is missing data
+ * (exit 4): taken for the end, it would cut the replay short.
+ */
+static void
+test_binlog_get_end_only_after_newest(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	char path[1200];
+	BkError err;
+
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000001", &err));
+	assert_int_equal(bk_cli_exit_code(err.code), BK_EXIT_INTEGRITY);
+	assert_error_contains(&err, "has no binlog archived");
+	binlog_catalog_free(&catalog);
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3", "\nclosed=rotate");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\nclosed=rotate");
+	archive_binlog_part(f, "mariadb-bin.000004", second, 0, len2, T0900 + 400,
+						"0-1-5", "\ncomplete-until=1795514400000");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	assert_non_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000002", &err));
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000005", &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_FAILURE);
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000003", &err));
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_INTEGRITY);
+	assert_error_contains(&err, "holds files on both sides of it");
+	binlog_catalog_free(&catalog);
+
+	/* bk expire removes the oldest file while a script replays forward. */
+	snprintf(path, sizeof(path), "%s/%s/binlog/mariadb-bin.000001", f->location,
+			 SOURCE);
+	assert_true(bk_remove_tree(path, &err));
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000001", &err));
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_INTEGRITY);
+	assert_error_contains(&err, "comes before the first archived file");
+	binlog_catalog_free(&catalog);
+}
+
 /* A snapshot object; the record's metadata as the agent writes it. */
 static void
 archive_snapshot_object(Fixture *f, const char *id, const char *part,
@@ -2106,6 +2169,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_binlog_get_gone_range_is_not_absent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_binlog_get_end_only_after_newest,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_before_time, setup,

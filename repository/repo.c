@@ -281,11 +281,24 @@ bk_repo_open_with(const char *location, const BkRepoOptions *options,
 	if (marker == NULL && err->code != BK_ERR_NOT_FOUND &&
 		err->code != BK_ERR_IO)
 		goto fail;
+	/*
+	 * Any other refusal (a wrong region, a redirect, a 400) or I/O error:
+	 * its own words name the cause, which "not a repository" would hide.
+	 */
+	if (marker == NULL && err->code == BK_ERR_IO)
+	{
+		bk_error_prefix(err, "could not read the marker %s of \"%s\": ",
+						BK_REPO_MARKER_KEY, repo->location);
+		if (err->hint[0] == '\0')
+			bk_error_hint(err, "Check the repository setting (--repo) and "
+							   "that its store or file system answers.");
+		goto fail;
+	}
 	if (marker == NULL)
 	{
 		bk_error_set(err, BK_ERR_IO,
-					 "\"%s\" is not a bk repository, or is not reachable: "
-					 "its marker %s cannot be read",
+					 "\"%s\" is not a bk repository: its marker %s is not "
+					 "there",
 					 repo->location, BK_REPO_MARKER_KEY);
 		bk_error_hint(err, "Check the repository setting (--repo); "
 						   "bk-shipper creates the repository when it first "

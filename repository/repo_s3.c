@@ -1028,6 +1028,8 @@ bucket_name_valid(const char *name, size_t len)
 }
 
 static bool probe_put_if_absent(S3State *state, BkError *err);
+static bool probe_complete_if_absent(S3State *state, const char *full,
+									 BkError *err);
 
 static bool
 s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
@@ -1914,7 +1916,8 @@ s3_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
  *		of one probe key under ".bk-probe/" (dot names are never listed as
  *		repository content): the second must be refused with 412.  The
  *		probe is then deleted; a delete that fails leaves one empty object
- *		of no consequence behind.
+ *		of no consequence behind.  The same check follows for multipart
+ *		completions (probe_complete_if_absent).
  */
 static bool
 probe_put_if_absent(S3State *state, BkError *err)
@@ -1957,11 +1960,18 @@ probe_put_if_absent(S3State *state, BkError *err)
 			(putIdx == 0 && answers[0] == 412 && call.sends <= 1))
 			break;
 	}
+	if (answers[1] == 412)
+	{
+		bool ok = probe_complete_if_absent(state, full, err);
+
+		bk_error_clear(&ignored);
+		(void) s3_call(state, &delete_call, &ignored);
+		call_free(&delete_call);
+		return ok;
+	}
 	bk_error_clear(&ignored);
 	(void) s3_call(state, &delete_call, &ignored);
 	call_free(&delete_call);
-	if (answers[1] == 412)
-		return true;
 	if (answers[0] == 412)
 		return bk_error_set(err, BK_ERR_IO,
 							"the store at %s refused a conditional PUT of "
@@ -2038,11 +2048,11 @@ s3_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
 	}
 	/*
 	 * Multipart uploads nobody will complete (a shipper killed mid-upload)
-	 * cost storage until aborted; a day old, they cannot be a running
-	 * shipper's (bk_repo_stale_upload_ms).
+	 * are aborted by bk_repo_clean_uploads, which the shipper calls next
+	 * and only warns about: a store that cannot list them, or credentials
+	 * without s3:ListBucketMultipartUploads, must not stop archiving.
 	 */
-	return empty_spool(state->spool, err) &&
-		   abort_stale_uploads(state, state->stale_upload_ms, NULL, err);
+	return empty_spool(state->spool, err);
 }
 
 /* Size of part partIdx (from 0): doubles every 1000 parts, so 10,000 parts
@@ -2202,6 +2212,115 @@ abort_upload(S3State *state, const char *full, const char *upload_id)
 	bk_error_clear(&ignored);
 	s3_call(state, &call, &ignored);
 	call_free(&call);
+}
+
+/* Start a multipart upload of full: its UploadId in reply. */
+static bool
+initiate_upload(S3State *state, const char *full, MultipartReply *reply,
+				BkError *err)
+{
+	S3Call call = {.method = "POST", .key = full, .has_body = true};
+
+	memset(reply, 0, sizeof(*reply));
+	call.body = (const uint8_t *) "";
+	call.query[call.query_count++] = (BkSigV4Pair){"uploads", ""};
+	if (state->storage_class[0])
+		call.headers[call.header_count++] =
+			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
+	if (!call_for_xml(state, &call, multipart_element, reply, err))
+		return false;
+	if (reply->upload_id[0] == '\0')
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"s3://%s/%s: the store started a multipart upload "
+							"without an UploadId",
+							state->bucket, full);
+	return true;
+}
+
+/*
+ * Complete upload_id with the parts xml lists, only if full does not exist
+ * ("If-None-Match: *"); call gets the answer (the caller frees it).
+ */
+static bool
+complete_upload(S3State *state, const char *full, const char *upload_id,
+				const BkXmlBody *xml, S3Call *call, BkError *err)
+{
+	memset(call, 0, sizeof(*call));
+	call->method = "POST";
+	call->key = full;
+	call->has_body = true;
+	call->body = (const uint8_t *) xml->data;
+	call->body_len = xml->len;
+	call->query[call->query_count++] = (BkSigV4Pair){"uploadId", upload_id};
+	call->headers[call->header_count++] =
+		(BkSigV4Pair){"content-type", "application/xml"};
+	call->headers[call->header_count++] = (BkSigV4Pair){"if-none-match", "*"};
+	return s3_call(state, call, err);
+}
+
+/*
+ * probe_complete_if_absent
+ *		Check that the store honours "If-None-Match: *" on
+ *		CompleteMultipartUpload too, for the objects larger than
+ *		s3_part_size that go in parts.  Some stores honour it on PUT only
+ *		(several S3 emulators did until recently): there a second copy of a
+ *		name, completed while the first was being written, would silently
+ *		replace it.  A one-part upload completed onto full, the probe object
+ *		that exists, must be refused with 412; the upload is aborted either
+ *		way.
+ */
+static bool
+probe_complete_if_absent(S3State *state, const char *full, BkError *err)
+{
+	MultipartReply reply;
+	S3Call call;
+	char etags[1][BK_S3_ETAG_MAX];
+	BkSigV4Pair query[2];
+	BkXmlBody xml = {0};
+	uint8_t md5[16];
+	bool refused = false;
+	bool ok;
+
+	if (!initiate_upload(state, full, &reply, err))
+		return false;
+	query[0] = (BkSigV4Pair){"partNumber", "1"};
+	query[1] = (BkSigV4Pair){"uploadId", reply.upload_id};
+	EVP_Digest("x", 1, md5, NULL, EVP_md5(), NULL);
+	ok = put_object(state, full, (const uint8_t *) "x", -1, 0, 1, md5, false,
+					NULL, query, 2, &call, err);
+	if (ok && (call.status != 200 || call.etag[0] == '\0'))
+		ok = call_failed(state, &call, err);
+	if (ok)
+		bk_strlcpy(etags[0], call.etag, sizeof(etags[0]));
+	call_free(&call);
+	if (ok && bk_s3_complete_body(&xml, etags, 1, err))
+	{
+		ok = complete_upload(state, full, reply.upload_id, &xml, &call, err);
+		if (ok && (call.status == 412 ||
+				   strcmp(call.error_code, "PreconditionFailed") == 0))
+			refused = true;
+		else if (ok && (call.status != 200 || call.error_code[0]))
+			ok = call_failed(state, &call, err);
+		call_free(&call);
+	}
+	else
+		ok = false;
+	free(xml.data);
+	/* After a 200 nothing is left to abort; the store answers 404. */
+	abort_upload(state, full, reply.upload_id);
+	if (!ok || refused)
+		return ok;
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "the store at %s does not honour \"If-None-Match: *\" on "
+				 "CompleteMultipartUpload: a conditional completion onto "
+				 "s3://%s/%s, which exists, was accepted",
+				 state->endpoint_host, state->bucket, full);
+	bk_error_hint(err, "Objects larger than s3_part_size are uploaded in "
+					   "parts, and a completion that replaces an archived "
+					   "object would lose it. Use a store that supports "
+					   "conditional writes on both (AWS S3, MinIO, Ceph RGW, "
+					   "s3proxy) or a directory repository.");
+	return false;
 }
 
 /* Parts sent at once by one multipart upload. */
@@ -2374,7 +2493,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	MultipartReply reply;
 	PartUploads parts = {0};
 	BkRepoStat stat;
-	S3Call call = {.method = "POST", .key = full, .has_body = true};
+	S3Call call;
 	BkXmlBody xml = {0};
 	bool ok = false;
 
@@ -2384,20 +2503,8 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	if (stat.exists)
 		return true;
 
-	/* Initiate. */
-	memset(&reply, 0, sizeof(reply));
-	call.body = (const uint8_t *) "";
-	call.query[call.query_count++] = (BkSigV4Pair){"uploads", ""};
-	if (state->storage_class[0])
-		call.headers[call.header_count++] =
-			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
-	if (!call_for_xml(state, &call, multipart_element, &reply, err))
+	if (!initiate_upload(state, full, &reply, err))
 		return false;
-	if (reply.upload_id[0] == '\0')
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"s3://%s/%s: the store started a multipart upload "
-							"without an UploadId",
-							state->bucket, full);
 
 	/* Parts, with their MD5s, several at once; their ETags complete it. */
 	parts.upload = upload;
@@ -2415,17 +2522,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 		goto done;
 
 	/* Complete, if nobody else did meanwhile. */
-	memset(&call, 0, sizeof(call));
-	call.method = "POST";
-	call.key = full;
-	call.has_body = true;
-	call.body = (const uint8_t *) xml.data;
-	call.body_len = xml.len;
-	call.query[call.query_count++] = (BkSigV4Pair){"uploadId", reply.upload_id};
-	call.headers[call.header_count++] =
-		(BkSigV4Pair){"content-type", "application/xml"};
-	call.headers[call.header_count++] = (BkSigV4Pair){"if-none-match", "*"};
-	if (!s3_call(state, &call, err))
+	if (!complete_upload(state, full, reply.upload_id, &xml, &call, err))
 	{
 		call_free(&call);
 		goto done;

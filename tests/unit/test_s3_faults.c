@@ -101,14 +101,17 @@ typedef struct FakeStore
 
 	CompletionFault completion_fault;
 	PutFault put_fault;
-	bool reads_denied;                /* HEAD and GET: 403 AccessDenied */
-	bool if_none_match_ignored;       /* PUT: as stores without conditional
+	bool reads_denied;          /* HEAD and GET: 403 AccessDenied */
+	bool upload_listing_denied; /* ListMultipartUploads: 403 AccessDenied */
+	bool if_none_match_ignored; /* PUT: as stores without conditional
 								 * writes, always 200 */
-	bool if_none_match_unimplemented; /* PUT with it: 501 */
-	bool reads_slowed_down;           /* GET: 503 SlowDown */
-	int get_delay_ms;                 /* before answering a GET */
-	int gets_refused;                 /* the next ones: 400 InvalidRequest */
-	const char *delete_reply;         /* the DeleteObjects answer's body */
+	bool if_none_match_unimplemented;    /* PUT with it: 501 */
+	bool complete_if_none_match_ignored; /* CompleteMultipartUpload: the
+										  * condition ignored, PUT's kept */
+	bool reads_slowed_down;              /* GET: 503 SlowDown */
+	int get_delay_ms;                    /* before answering a GET */
+	int gets_refused;                    /* the next ones: 400 InvalidRequest */
+	const char *delete_reply;            /* the DeleteObjects answer's body */
 
 	/*
 	 * What the store did not expect, said here and checked by the test's
@@ -554,7 +557,8 @@ serve_complete(FakeStore *store, int fd, const Request *request)
 		reply_error(fd, 404, "NoSuchUpload");
 		return;
 	}
-	if (request->if_none_match && object_find(store, request->key) != NULL)
+	if (request->if_none_match && !store->complete_if_none_match_ignored &&
+		object_find(store, request->key) != NULL)
 	{
 		reply_error(fd, 412, "PreconditionFailed");
 		return;
@@ -644,6 +648,10 @@ serve(FakeStore *store, int fd, const Request *request)
 			reply(fd, 200, headers, "", object->len, true);
 		}
 	}
+	else if (strcmp(request->method, "GET") == 0 &&
+			 query_get(request, "uploads", value, sizeof(value)) &&
+			 store->upload_listing_denied)
+		reply_error(fd, 403, "AccessDenied");
 	else if (strcmp(request->method, "GET") == 0 &&
 			 query_get(request, "uploads", value, sizeof(value)))
 		reply_xml(fd, 200,
@@ -1086,7 +1094,9 @@ test_completion_reply_lost(void **state)
 	char etag[80];
 
 	store_set_fault(&f->store, COMPLETION_REPLY_LOST);
+	/* Not the probe's at the repository's opening. */
 	f->store.heads = 0;
+	f->store.completions = 0;
 	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
 						  &err))
 		fail_msg("%s", err.message);
@@ -1312,6 +1322,91 @@ test_put_if_absent_ignored(void **state)
 	/* Readers do not write: they open as before. */
 	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);
 	assert_non_null(repo);
+	bk_repo_close(repo);
+}
+
+/*
+ * A store that honours If-None-Match on PUT but not on the completion of a
+ * multipart upload (several S3 emulators did so until recently): a second
+ * copy of a name larger than a part would replace the first.  The opening
+ * for writing probes a completion too, and refuses such a store.
+ */
+static void
+test_complete_if_absent_ignored(void **state)
+{
+	Fixture *f = *state;
+	BkRepo *repo;
+	BkError err;
+	bool probe_left = false;
+
+	pthread_mutex_lock(&f->store.lock);
+	f->store.complete_if_none_match_ignored = true;
+	pthread_mutex_unlock(&f->store.lock);
+	bk_error_clear(&err);
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, true, &err);
+	assert_null(repo);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "does not honour \"If-None-Match: "
+										"*\" on CompleteMultipartUpload"));
+	assert_non_null(strstr(err.message, "s3://" BUCKET "/pre/.bk-probe/"));
+	pthread_mutex_lock(&f->store.lock);
+	for (int objIdx = 0; objIdx < f->store.object_count; objIdx++)
+		probe_left |= strstr(f->store.objects[objIdx].key, "bk-probe") != NULL;
+	pthread_mutex_unlock(&f->store.lock);
+	assert_false(probe_left);
+
+	/* Readers do not write: they open as before. */
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);
+	assert_non_null(repo);
+	bk_repo_close(repo);
+}
+
+/*
+ * A store that refuses to read the marker for a reason of its own (here a
+ * 400; a wrong region or a redirect in practice): its words reach the
+ * user, not "not a bk repository", which points at the wrong setting.
+ */
+static void
+test_marker_refusal_named(void **state)
+{
+	Fixture *f = *state;
+	BkRepo *repo;
+	BkError err;
+
+	store_refuse_gets(&f->store, 1);
+	bk_error_clear(&err);
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);
+	assert_null(repo);
+	assert_int_equal(err.code, BK_ERR_IO);
+	assert_non_null(strstr(err.message, "could not read the marker"));
+	assert_non_null(strstr(err.message, "InvalidRequest"));
+	assert_null(strstr(err.message, "not a bk repository"));
+}
+
+/*
+ * Credentials without s3:ListBucketMultipartUploads (or a store without
+ * ListMultipartUploads): the shipper's spool still opens, and only the
+ * housekeeping of stale uploads fails (the shipper warns about it).
+ */
+static void
+test_upload_listing_denied(void **state)
+{
+	Fixture *f = *state;
+	BkRepo *repo;
+	uint64_t removed = 0;
+	BkError err;
+
+	pthread_mutex_lock(&f->store.lock);
+	f->store.upload_listing_denied = true;
+	pthread_mutex_unlock(&f->store.lock);
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, true, &err);
+	if (repo == NULL)
+		fail_msg("%s", err.message);
+	if (!bk_repo_spool_open(repo, "unit-2", &err))
+		fail_msg("%s", err.message);
+	bk_error_clear(&err);
+	assert_false(bk_repo_clean_uploads(repo, &removed, &err));
+	assert_non_null(strstr(err.message, "AccessDenied"));
 	bk_repo_close(repo);
 }
 
@@ -1840,6 +1935,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_put_reply_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_complete_if_absent_ignored, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_marker_refusal_named, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_upload_listing_denied, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent_ignored, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_put_other_copy_in_place, setup,

@@ -52,7 +52,8 @@ id_start_us(const char *id, int64_t *us)
 {
 	char text[32];
 
-	if (strlen(id) < 16 || id[8] != 'T' || id[15] != 'Z')
+	if (strlen(id) < BK_SNAPSHOT_ID_SECONDS_LEN || id[8] != 'T' ||
+		id[15] != 'Z')
 		return false;
 	snprintf(text, sizeof(text), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", id, id + 4,
 			 id + 6, id + 9, id + 11, id + 13);
@@ -336,9 +337,10 @@ off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
  * The extension takes the newest complete snapshot in its history table
  * for an incr, the newest complete full for a diff, newest by start time
  * (snap_prepare in bk_snapshot_worker.c).  bk sees that history in the
- * records: newest by id, which is the start time from the same clock,
- * among the snapshots the source's current timeline passes through (a
- * restore to an earlier moment rolls the table back with the database).
+ * records: newest in the catalog's order, by start time from the same
+ * clock (the id's second, then the record's start-time), among the
+ * snapshots the source's current timeline passes through (a restore to an
+ * earlier moment rolls the table back with the database).
  * When that one ended on an earlier timeline than the source's, the source
  * was restored since, maybe from it with --target immediate, or to a
  * moment between its end and the commit that marked it complete: the

@@ -205,10 +205,30 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 	free(object);
 }
 
+/*
+ * Oldest start first.  An id is its start in whole seconds and random hex
+ * ("YYYYMMDDTHHMMSSZ-xxxxxxxx"), so snapshots started within one second
+ * (small databases, scripts) would sort by chance, while the extension
+ * takes the newest by its exact start time as the next parent.  Within one
+ * second the records' start times (microseconds, the same clock) decide;
+ * one without a known start (its record not there yet) comes after.
+ */
 static int
 snapshot_cmp(const void *a, const void *b)
 {
-	return strcmp(((const BkSnapshot *) a)->id, ((const BkSnapshot *) b)->id);
+	const BkSnapshot *left = a;
+	const BkSnapshot *right = b;
+	bool left_known = left->start_us != BK_TIME_UNKNOWN;
+	bool right_known = right->start_us != BK_TIME_UNKNOWN;
+	int cmp = strncmp(left->id, right->id, BK_SNAPSHOT_ID_SECONDS_LEN);
+
+	if (cmp != 0)
+		return cmp;
+	if (left_known != right_known)
+		return left_known ? -1 : 1;
+	if (left_known && left->start_us != right->start_us)
+		return left->start_us < right->start_us ? -1 : 1;
+	return strcmp(left->id, right->id);
 }
 
 int

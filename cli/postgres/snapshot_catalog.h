@@ -42,6 +42,8 @@
 #include "wal_catalog.h"
 
 #define BK_SNAPSHOT_ID_MAX 64
+/* An id's leading start time in whole seconds: "YYYYMMDDTHHMMSSZ". */
+#define BK_SNAPSHOT_ID_SECONDS_LEN 16
 #define BK_LSN_INVALID     UINT64_MAX
 
 /* Why a snapshot cannot be restored. */

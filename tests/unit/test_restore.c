@@ -579,7 +579,8 @@ typedef struct WalFixture
 	BkKeyring ring;
 	BkRepo *repo;
 	int uploads;
-	const char *system; /* what archived objects say; NULL: 7441 */
+	const char *system;     /* what archived objects say; NULL: 7441 */
+	const char *start_time; /* records' start-time; NULL: 2020-11-24 */
 } WalFixture;
 
 static int
@@ -1126,13 +1127,14 @@ archive_snapshot_record(WalFixture *f, const char *id, const char *kind,
 		return;
 	snprintf(meta, sizeof(meta),
 			 "snapshot=%s\nkind=%s\n%s%s%sstart-lsn=%s\nstop-lsn=%s\n"
-			 "timeline=%u\nstart-time=2020-11-24T00:00:00.000Z\n"
+			 "timeline=%u\nstart-time=%s\n"
 			 "stop-time=2020-11-24T00:01:00.000Z\nobjects=%d\nfiles=%d\n"
 			 "bytes=4\nsystem-identifier=%s\npg-version=160000\n"
 			 "segment-size=%u",
 			 id, kind, parent ? "parent=" : "", parent ? parent : "",
-			 parent ? "\n" : "", start_lsn, stop_lsn, timeline, objects,
-			 objects, f->system ? f->system : "7441", SEG_SIZE);
+			 parent ? "\n" : "", start_lsn, stop_lsn, timeline,
+			 f->start_time ? f->start_time : "2020-11-24T00:00:00.000Z",
+			 objects, objects, f->system ? f->system : "7441", SEG_SIZE);
 	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, id);
 	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
 						name, meta, (const uint8_t *) record, strlen(record));
@@ -1314,6 +1316,43 @@ test_expired_timeline_is_hole(void **state)
 	/* Timeline 2 past its end is still the end. */
 	assert_false(bk_wal_segment_is_hole(&catalog, 2, 21, why, sizeof(why)));
 	bk_wal_catalog_free(&catalog);
+}
+
+/*
+ * Two snapshots started within one second: their ids sort by their random
+ * suffixes, while the extension takes the newest by its exact start time
+ * as the next parent.  The catalog (bk list, bk expire's next parents, bk
+ * restore's newest) orders them by the records' start times; one whose
+ * record is not there yet comes after.
+ */
+static void
+test_catalog_order_within_second(void **state)
+{
+	WalFixture *f = *state;
+	BkSnapshotCatalog catalog;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	f->start_time = "2026-11-01T00:00:00.100Z";
+	archive_snapshot(f, "20261101T000000Z-ffffffff", "full", NULL, 1,
+					 "0/1000028", "0/1800000", 1, 1);
+	f->start_time = "2026-11-01T00:00:00.600Z";
+	archive_snapshot(f, "20261101T000000Z-00000001", "full", NULL, 1,
+					 "0/2000028", "0/2800000", 1, 1);
+	/* Still being taken: no record yet. */
+	archive_snapshot(f, "20261101T000000Z-00000000", NULL, NULL, 1, NULL, NULL,
+					 1, 1);
+	archive_snapshot(f, "20261031T235959Z-fffffffe", "full", NULL, 1,
+					 "0/1000028", "0/1800000", 1, 1);
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(catalog.count, 4);
+	assert_string_equal(catalog.snapshots[0].id, "20261031T235959Z-fffffffe");
+	assert_string_equal(catalog.snapshots[1].id, "20261101T000000Z-ffffffff");
+	assert_string_equal(catalog.snapshots[2].id, "20261101T000000Z-00000001");
+	assert_string_equal(catalog.snapshots[3].id, "20261101T000000Z-00000000");
+	bk_snapshot_catalog_free(&catalog);
 }
 
 /* The same with C still arriving: its record is there, a data object not. */
@@ -3793,6 +3832,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_timeline_is_hole,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_catalog_order_within_second,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

@@ -84,7 +84,8 @@ extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
 /*
  * Reading or checking object failed with err.  Damage (a bad format, tag,
  * sequence or size, a missing or conflicting object) is a problem of the
- * archive, reported under object.  A failure to read at all (the repository
+ * archive, reported under object.  An object not found when read was
+ * listed before, and removed meanwhile (bk expire): a note, not a problem.  A failure to read at all (the repository
  * did not answer or refused bk's credentials, or this host ran out of memory
  * or failed in OpenSSL) says nothing about the object: it is recorded as
  * bk_verify_local_failure, the verifier's threads take no more tasks, and

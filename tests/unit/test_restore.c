@@ -1074,6 +1074,56 @@ test_verify_conflict_verdict_any_order(void **state)
 	verifier_close(&verifier);
 }
 
+/*
+ * bk expire removes the oldest WAL between verify's listing and its read
+ * of it: a note (removed meanwhile), not a problem (exit 4, "damage"), so
+ * that a verify scheduled beside expire raises no false integrity alarm.
+ */
+static int vanish_after_listings;
+static char vanish_path[1024];
+
+static bool
+list_then_remove(const BkRepo *repo, const char *prefix, bool recursive,
+				 BkRepoListFn fn, void *arg, BkError *err)
+{
+	bool ok = listing_backend->list(repo, prefix, recursive, fn, arg, err);
+
+	if (strstr(prefix, "/wal/") != NULL && --vanish_after_listings == 0)
+		unlink(vanish_path);
+	return ok;
+}
+
+static void
+test_verify_object_removed_meanwhile(void **state)
+{
+	WalFixture *f = *state;
+	BkRepoBackend removing;
+	BkVerifier verifier;
+	char *notes;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	snprintf(vanish_path, sizeof(vanish_path),
+			 "%s/" SOURCE "/wal/000000010000000000000001", f->location);
+	/* The third listing of WAL is the one whose objects are read. */
+	vanish_after_listings = 3;
+	verifier_open(&verifier, &f->ring);
+	listing_backend = f->repo->backend;
+	removing = *listing_backend;
+	removing.list = list_then_remove;
+	f->repo->backend = &removing;
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	f->repo->backend = listing_backend;
+	assert_int_not_equal(access(vanish_path, F_OK), 0);
+	assert_int_equal(verifier.problems, 0);
+	notes = json_dumps(verifier.note_list, 0);
+	assert_non_null(strstr(notes, "gone when read"));
+	assert_non_null(strstr(notes, "000000010000000000000001"));
+	free(notes);
+	verifier_close(&verifier);
+}
+
 /* ------------------------------------------------------------ expire */
 
 /*
@@ -3834,6 +3884,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expired_timeline_is_hole,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_catalog_order_within_second,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_object_removed_meanwhile,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

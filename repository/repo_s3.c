@@ -115,6 +115,14 @@ typedef struct S3Prefetch
 	BkError err;
 } S3Prefetch;
 
+/* What requests are signed with. */
+typedef struct S3Credentials
+{
+	char access_key_id[256];
+	char secret_access_key[256];
+	char session_token[4096];
+} S3Credentials;
+
 typedef struct S3State
 {
 	bool https;
@@ -128,9 +136,13 @@ typedef struct S3State
 	char region[64];
 	char ca_file[1024];
 	char storage_class[64];
-	char access_key_id[256];
-	char secret_access_key[256];
-	char session_token[4096];
+	/*
+	 * Under credentials_lock: s3_access_key_file reloads them when the
+	 * store says a session token expired, while other threads sign.
+	 */
+	pthread_mutex_t credentials_lock;
+	S3Credentials credentials;
+	char credentials_file[1024]; /* s3_access_key_file, or "" */
 	char spool_root[1024];
 	char spool[1100]; /* spool_root/<shipper id>, once opened */
 	int spool_lock_fd;
@@ -476,6 +488,19 @@ call_path(const S3State *state, const S3Call *call, char *out, size_t out_len)
 	return out;
 }
 
+/*
+ * The store refused the credentials' session token as expired (AWS S3
+ * answers 400 ExpiredToken; some stores 403 or "TokenRefreshRequired").
+ */
+static bool
+token_expired(const S3Call *call)
+{
+	return strcmp(call->error_code, "ExpiredToken") == 0 ||
+		   strcmp(call->error_code, "TokenRefreshRequired") == 0;
+}
+
+static bool reload_credentials(S3State *state);
+
 /* What a retry can fix: the store or the network, not the request. */
 static bool
 transient_status(const S3Call *call)
@@ -540,13 +565,17 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	int header_count = 0;
 	struct curl_slist *list = NULL;
 	BkSigV4Request request;
+	S3Credentials signing;
 	BkSigV4Credentials credentials = {
-		state->access_key_id, state->secret_access_key, state->region, "s3"};
+		signing.access_key_id, signing.secret_access_key, state->region, "s3"};
 	struct tm tm;
 	time_t now = time(NULL);
 	CURLcode code;
 	curl_off_t filetime = -1;
 
+	pthread_mutex_lock(&state->credentials_lock);
+	signing = state->credentials;
+	pthread_mutex_unlock(&state->credentials_lock);
 	gmtime_r(&now, &tm);
 	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
 	call_path(state, call, path, sizeof(path));
@@ -569,9 +598,9 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	headers[header_count++] = (BkSigV4Pair){
 		"x-amz-content-sha256",
 		call->has_body ? BK_SIGV4_UNSIGNED_PAYLOAD : BK_SIGV4_EMPTY_SHA256};
-	if (state->session_token[0])
+	if (signing.session_token[0])
 		headers[header_count++] =
-			(BkSigV4Pair){"x-amz-security-token", state->session_token};
+			(BkSigV4Pair){"x-amz-security-token", signing.session_token};
 	for (int headerIdx = 0; headerIdx < call->header_count; headerIdx++)
 		headers[header_count++] = call->headers[headerIdx];
 	request = (BkSigV4Request){call->method,      path,    call->query,
@@ -579,7 +608,10 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 							   headers[2].value};
 	if (!bk_sigv4_authorization(&request, &credentials, amz_date, authorization,
 								sizeof(authorization), NULL, 0, err))
+	{
+		OPENSSL_cleanse(&signing, sizeof(signing));
 		return CURLE_ABORTED_BY_CALLBACK;
+	}
 	for (int headerIdx = 0; headerIdx < header_count; headerIdx++)
 	{
 		snprintf(line, sizeof(line), "%s: %s", headers[headerIdx].name,
@@ -590,6 +622,8 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	list = curl_slist_append(list, line);
 	OPENSSL_cleanse(line, sizeof(line));
 	OPENSSL_cleanse(authorization, sizeof(authorization));
+	/* headers point into it (the session token) until here. */
+	OPENSSL_cleanse(&signing, sizeof(signing));
 	/* No "Expect: 100-continue" round trip; no default content type. */
 	list = curl_slist_append(list, "Expect:");
 	if (call->has_body && strcmp(call->method, "POST") != 0)
@@ -687,6 +721,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 {
 	int64_t deadline = bk_monotonic_ms() + state->timeout_ms;
 	int attempts = 0;
+	bool reloaded = false;
 	CURL *handle;
 	char what[BK_REPO_KEY_MAX + 700];
 	char last[512] = "";
@@ -713,6 +748,17 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 		if (code == CURLE_OK)
 		{
 			read_error_reply(call);
+			/*
+			 * Temporary credentials ran out: once per call, read them
+			 * again from s3_access_key_file, which whatever issues them
+			 * keeps fresh, and send again if they changed.
+			 */
+			if (token_expired(call) && !reloaded)
+			{
+				reloaded = true;
+				if (reload_credentials(state))
+					continue;
+			}
 			if (!transient_status(call))
 			{
 				handle_give_back(state, handle);
@@ -784,7 +830,7 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 
 	call_describe(state, call, what, sizeof(what));
 	if (call->status == 403 || call->status == 401 ||
-		strcmp(call->error_code, "NoSuchBucket") == 0)
+		strcmp(call->error_code, "NoSuchBucket") == 0 || token_expired(call))
 		code = BK_ERR_CONFIG;
 	/*
 	 * The key, for good.  Not InvalidArgument: stores send it for settings
@@ -803,6 +849,14 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 					  "key id and secret in s3_access_key_file (or "
 					  "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), and "
 					  "s3_region.");
+	else if (token_expired(call))
+		bk_error_hint(err,
+					  "The credentials' session token expired. bk reads "
+					  "s3_access_key_file again when the store says so: "
+					  "have whatever issues the credentials rewrite it "
+					  "before they expire. AWS_* variables cannot be renewed "
+					  "in a running process: use the file, or long-lived "
+					  "keys.");
 	else if (strcmp(call->error_code, "AccessDenied") == 0)
 		bk_error_hint(err,
 					  "The credentials are valid but lack a permission "
@@ -867,15 +921,17 @@ md5_base64(const uint8_t digest[16], char out[32])
 static bool
 credentials_setter(void *arg, const char *key, const char *value, BkError *err)
 {
-	S3State *state = arg;
+	S3Credentials *credentials = arg;
 
 	if (strcmp(key, "access_key_id") == 0)
-		bk_strlcpy(state->access_key_id, value, sizeof(state->access_key_id));
+		bk_strlcpy(credentials->access_key_id, value,
+				   sizeof(credentials->access_key_id));
 	else if (strcmp(key, "secret_access_key") == 0)
-		bk_strlcpy(state->secret_access_key, value,
-				   sizeof(state->secret_access_key));
+		bk_strlcpy(credentials->secret_access_key, value,
+				   sizeof(credentials->secret_access_key));
 	else if (strcmp(key, "session_token") == 0)
-		bk_strlcpy(state->session_token, value, sizeof(state->session_token));
+		bk_strlcpy(credentials->session_token, value,
+				   sizeof(credentials->session_token));
 	else
 		return bk_error_set(err, BK_ERR_CONFIG,
 							"unknown key \"%s\" (access_key_id, "
@@ -884,46 +940,87 @@ credentials_setter(void *arg, const char *key, const char *value, BkError *err)
 	return true;
 }
 
+/* Read s3_access_key_file into credentials. */
+static bool
+read_credentials_file(const char *file, S3Credentials *credentials,
+					  BkError *err)
+{
+	struct stat st;
+
+	memset(credentials, 0, sizeof(*credentials));
+	if (stat(file, &st) != 0)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"could not read s3_access_key_file \"%s\": %s",
+							file, strerror(errno));
+	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "s3_access_key_file \"%s\" is accessible by group or "
+					 "others (mode %04o)",
+					 file, (unsigned int) (st.st_mode & 07777));
+		return bk_error_hint(err, "Run \"chmod 600 %s\"; it holds a secret.",
+							 file);
+	}
+	if (!bk_config_parse_file(file, credentials_setter, credentials, err))
+		return false;
+	if (!credentials->access_key_id[0] || !credentials->secret_access_key[0])
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"s3_access_key_file \"%s\" must set "
+							"access_key_id and secret_access_key",
+							file);
+	return true;
+}
+
+/*
+ * The store said the session token expired: read s3_access_key_file again.
+ * True if it now holds other credentials (the request is worth sending
+ * again); false without a file, or when it is unreadable or unchanged, and
+ * the answer stands.
+ */
+static bool
+reload_credentials(S3State *state)
+{
+	S3Credentials fresh;
+	BkError ignored;
+	bool changed = false;
+
+	if (state->credentials_file[0] == '\0')
+		return false;
+	bk_error_clear(&ignored);
+	if (read_credentials_file(state->credentials_file, &fresh, &ignored))
+	{
+		pthread_mutex_lock(&state->credentials_lock);
+		changed = memcmp(&fresh, &state->credentials, sizeof(fresh)) != 0;
+		if (changed)
+			state->credentials = fresh;
+		pthread_mutex_unlock(&state->credentials_lock);
+	}
+	OPENSSL_cleanse(&fresh, sizeof(fresh));
+	return changed;
+}
+
 static bool
 load_credentials(S3State *state, const BkRepoOptions *options, BkError *err)
 {
 	const char *file = options ? options->s3_access_key_file : NULL;
+	S3Credentials *credentials = &state->credentials;
 
 	if (file != NULL && file[0])
 	{
-		struct stat st;
-
-		if (stat(file, &st) != 0)
-			return bk_error_set(err, BK_ERR_CONFIG,
-								"could not read s3_access_key_file \"%s\": %s",
-								file, strerror(errno));
-		if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-		{
-			bk_error_set(err, BK_ERR_CONFIG,
-						 "s3_access_key_file \"%s\" is accessible by group or "
-						 "others (mode %04o)",
-						 file, (unsigned int) (st.st_mode & 07777));
-			return bk_error_hint(
-				err, "Run \"chmod 600 %s\"; it holds a secret.", file);
-		}
-		if (!bk_config_parse_file(file, credentials_setter, state, err))
-			return false;
-		if (!state->access_key_id[0] || !state->secret_access_key[0])
-			return bk_error_set(err, BK_ERR_CONFIG,
-								"s3_access_key_file \"%s\" must set "
-								"access_key_id and secret_access_key",
-								file);
-		return true;
+		bk_strlcpy(state->credentials_file, file,
+				   sizeof(state->credentials_file));
+		return read_credentials_file(file, credentials, err);
 	}
 	if (getenv("AWS_ACCESS_KEY_ID") && getenv("AWS_SECRET_ACCESS_KEY"))
 	{
-		bk_strlcpy(state->access_key_id, getenv("AWS_ACCESS_KEY_ID"),
-				   sizeof(state->access_key_id));
-		bk_strlcpy(state->secret_access_key, getenv("AWS_SECRET_ACCESS_KEY"),
-				   sizeof(state->secret_access_key));
+		bk_strlcpy(credentials->access_key_id, getenv("AWS_ACCESS_KEY_ID"),
+				   sizeof(credentials->access_key_id));
+		bk_strlcpy(credentials->secret_access_key,
+				   getenv("AWS_SECRET_ACCESS_KEY"),
+				   sizeof(credentials->secret_access_key));
 		if (getenv("AWS_SESSION_TOKEN"))
-			bk_strlcpy(state->session_token, getenv("AWS_SESSION_TOKEN"),
-					   sizeof(state->session_token));
+			bk_strlcpy(credentials->session_token, getenv("AWS_SESSION_TOKEN"),
+					   sizeof(credentials->session_token));
 		return true;
 	}
 	bk_error_set(err, BK_ERR_CONFIG,
@@ -1045,6 +1142,7 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&state->pool_lock, NULL);
 	pthread_mutex_init(&state->prefetch_lock, NULL);
+	pthread_mutex_init(&state->credentials_lock, NULL);
 	atomic_init(&state->prefetch_cancel, false);
 	state->spool_lock_fd = -1;
 	repo->state = state;
@@ -1134,8 +1232,8 @@ s3_close(BkRepo *repo)
 	if (state->spool_lock_fd >= 0)
 		close(state->spool_lock_fd);
 	pthread_mutex_destroy(&state->pool_lock);
-	OPENSSL_cleanse(state->secret_access_key, sizeof(state->secret_access_key));
-	OPENSSL_cleanse(state->session_token, sizeof(state->session_token));
+	pthread_mutex_destroy(&state->credentials_lock);
+	OPENSSL_cleanse(&state->credentials, sizeof(state->credentials));
 	free(state);
 	repo->state = NULL;
 }
@@ -1272,27 +1370,45 @@ head_object(S3State *state, const char *full, BkRepoStat *stat, char *etag,
 		etag[0] = '\0';
 	if (put_id != NULL)
 		put_id[0] = '\0';
-	if (!s3_call(state, &call, err))
-		return false;
-	if (call.status == 404)
-	{
-		call_free(&call);
-		return true;
-	}
-	if (call.status != 200)
+	for (int attempt = 0;; attempt++)
 	{
 		/*
 		 * A HEAD's refusal has no body to say why: ask again with a GET
 		 * of one byte, whose error document names the cause.
 		 */
 		S3Call probe = {.method = "GET", .key = full};
+		bool answered;
 
+		if (!s3_call(state, &call, err))
+			return false;
+		if (call.status == 404)
+		{
+			call_free(&call);
+			return true;
+		}
+		if (call.status == 200)
+			break;
 		probe.headers[probe.header_count++] =
 			(BkSigV4Pair){"range", "bytes=0-0"};
-		if (s3_call(state, &probe, err) && probe.status >= 400 &&
-			probe.error_code[0])
+		answered = s3_call(state, &probe, err);
+		/*
+		 * The GET got through (its s3_call read the credentials again
+		 * after an expired token): the refusal is gone, HEAD again.
+		 */
+		if (answered && attempt == 0 &&
+			(probe.status == 404 || probe.status == 206 || probe.status == 200))
+		{
+			call_free(&probe);
+			call_free(&call);
+			memset(&call, 0, sizeof(call));
+			call.method = "HEAD";
+			call.key = full;
+			call.head = true;
+			continue;
+		}
+		if (answered && probe.status >= 400 && probe.error_code[0])
 			call_failed(state, &probe, err);
-		else
+		else if (answered)
 			call_failed(state, &call, err);
 		call_free(&probe);
 		call_free(&call);

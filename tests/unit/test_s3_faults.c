@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -103,6 +104,7 @@ typedef struct FakeStore
 	PutFault put_fault;
 	bool reads_denied;          /* HEAD and GET: 403 AccessDenied */
 	bool upload_listing_denied; /* ListMultipartUploads: 403 AccessDenied */
+	char expired_token[64];     /* requests with this session token: 400 */
 	bool if_none_match_ignored; /* PUT: as stores without conditional
 								 * writes, always 200 */
 	bool if_none_match_unimplemented;    /* PUT with it: 501 */
@@ -141,6 +143,7 @@ typedef struct Request
 	char query[4096];
 	char range[64];
 	char put_id[64]; /* x-amz-meta-bk-put-id */
+	char token[64];  /* x-amz-security-token */
 	bool if_none_match;
 	uint8_t *body;
 	size_t body_len;
@@ -360,6 +363,8 @@ request_read(int fd, Request *request)
 			sscanf(line + 7, "%63[^\r]", request->range);
 		else if (strncasecmp(line, "x-amz-meta-bk-put-id: ", 22) == 0)
 			sscanf(line + 22, "%63[^\r]", request->put_id);
+		else if (strncasecmp(line, "x-amz-security-token: ", 22) == 0)
+			sscanf(line + 22, "%63[^\r]", request->token);
 	}
 
 	/* "METHOD /bucket/key?query HTTP/1.1" */
@@ -620,9 +625,12 @@ serve(FakeStore *store, int fd, const Request *request)
 	StoredObject *object;
 
 	log_get(store, request);
-	if (store->reads_denied &&
-		(strcmp(request->method, "HEAD") == 0 ||
-		 (strcmp(request->method, "GET") == 0 && request->key[0] != '\0')))
+	if (store->expired_token[0] &&
+		strcmp(request->token, store->expired_token) == 0)
+		reply_error(fd, 400, "ExpiredToken");
+	else if (store->reads_denied &&
+			 (strcmp(request->method, "HEAD") == 0 ||
+			  (strcmp(request->method, "GET") == 0 && request->key[0] != '\0')))
 	{
 		store->heads += strcmp(request->method, "HEAD") == 0;
 		reply_error(fd, 403, "AccessDenied");
@@ -1410,6 +1418,65 @@ test_upload_listing_denied(void **state)
 	bk_repo_close(repo);
 }
 
+/* Write an s3_access_key_file with session token token, mode 0600. */
+static void
+write_key_file(const char *path, const char *token)
+{
+	FILE *file = fopen(path, "w");
+
+	assert_non_null(file);
+	fprintf(file,
+			"access_key_id = test-key-id\nsecret_access_key = test-secret\n"
+			"session_token = %s\n",
+			token);
+	assert_int_equal(fclose(file), 0);
+	assert_int_equal(chmod(path, 0600), 0);
+}
+
+/*
+ * Temporary credentials expire under a long-running shipper or restore.
+ * bk reads s3_access_key_file again when the store says the token expired
+ * and sends the request again; while the file still holds the expired
+ * token, the error says what to do (a configuration error, exit 3).
+ */
+static void
+test_expired_token_reloaded(void **state)
+{
+	Fixture *f = *state;
+	BkRepoOptions options = f->options;
+	char key_file[600];
+	BkRepo *repo;
+	BkRepoStat stat;
+	BkError err;
+
+	snprintf(key_file, sizeof(key_file), "%s/s3.key", f->dir);
+	write_key_file(key_file, "token-1");
+	options.s3_access_key_file = key_file;
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &options, false, &err);
+	if (repo == NULL)
+		fail_msg("%s", err.message);
+
+	pthread_mutex_lock(&f->store.lock);
+	bk_strlcpy(f->store.expired_token, "token-1",
+			   sizeof(f->store.expired_token));
+	pthread_mutex_unlock(&f->store.lock);
+	bk_error_clear(&err);
+	assert_false(bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+							  "000000010000000000000001", &stat, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "ExpiredToken"));
+	assert_non_null(strstr(err.hint, "reads s3_access_key_file again"));
+
+	/* Whatever issues the credentials rewrote the file: used at once. */
+	write_key_file(key_file, "token-2");
+	bk_error_clear(&err);
+	if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+					  "000000010000000000000001", &stat, &err))
+		fail_msg("%s", err.message);
+	assert_false(stat.exists);
+	bk_repo_close(repo);
+}
+
 #define DELETE_RESULT(errors)                                                  \
 	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult "               \
 	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">" errors                \
@@ -1940,6 +2007,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_marker_refusal_named, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_upload_listing_denied, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_expired_token_reloaded, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent_ignored, setup,
 										teardown),

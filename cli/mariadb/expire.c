@@ -78,15 +78,28 @@ conflict_file_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	return true;
 }
 
-/* Remove the conflict copies of every binlog file before keep_from. */
+static int
+conflict_file_cmp(const void *a, const void *b)
+{
+	return bk_binlog_file_compare(*(char *const *) a, *(char *const *) b);
+}
+
+/*
+ * Remove the conflict copies of every binlog file before keep_from (only
+ * say so with dry_run), and report each file whose copies go: in json, or
+ * as a line of text.
+ */
 static bool
 remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
-					   BkError *err)
+					   bool dry_run, json_t *json, BkError *err)
 {
 	ConflictFiles files = {0};
 	bool ok = bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_BINLOG, "",
 						   false, conflict_file_add, &files, err);
 
+	if (ok && files.count > 1)
+		qsort(files.names, (size_t) files.count, sizeof(files.names[0]),
+			  conflict_file_cmp);
 	for (int fileIdx = 0; ok && fileIdx < files.count; fileIdx++)
 	{
 		char prefix[BK_BINLOG_FILE_NAME_MAX + 2];
@@ -94,8 +107,15 @@ remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
 		if (bk_binlog_file_compare(files.names[fileIdx], keep_from) >= 0)
 			continue;
 		snprintf(prefix, sizeof(prefix), "%s/", files.names[fileIdx]);
-		ok = bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
-								   BK_KIND_BINLOG, prefix, err);
+		ok = dry_run || bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
+											  BK_KIND_BINLOG, prefix, err);
+		if (ok && json != NULL)
+			json_array_append_new(json, json_string(files.names[fileIdx]));
+		else if (ok)
+			printf("  %s the conflicting copies of binlog %s: before "
+				   "snapshot file %s\n",
+				   dry_run ? "would remove" : "removed", files.names[fileIdx],
+				   keep_from);
 	}
 	for (int fileIdx = 0; fileIdx < files.count; fileIdx++)
 		free(files.names[fileIdx]);
@@ -113,6 +133,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	BkVerdict *verdicts = NULL;
 	const MariadbSnapshot *oldest_kept = NULL;
 	json_t *result = NULL, *snaps_json = NULL, *files_json = NULL;
+	json_t *conflicts_json = NULL;
 	uint64_t removed_snapshots = 0, removed_ranges = 0, freed = 0;
 	bool anchored;
 	int status = BK_EXIT_OK;
@@ -234,8 +255,11 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	 * copies would stay for good.  Copies of files removed before are
 	 * swept the same way.
 	 */
-	if (oldest_kept != NULL && !policy->dry_run &&
-		!remove_conflict_copies(repo, source, oldest_kept->binlog_file, err))
+	if (policy->json)
+		conflicts_json = json_array();
+	if (oldest_kept != NULL &&
+		!remove_conflict_copies(repo, source, oldest_kept->binlog_file,
+								policy->dry_run, conflicts_json, err))
 	{
 		status = bk_cli_report_error(program, err);
 		goto done;
@@ -271,13 +295,14 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	if (policy->json)
 	{
 		result = json_pack(
-			"{s:s, s:s, s:b, s:o, s:o, s:I, s:I, s:s?}", "source", source,
+			"{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?}", "source", source,
 			"engine", "mariadb", "dry_run", policy->dry_run, "snapshots",
 			snaps_json, "binlog_files_removed", files_json,
+			"binlog_conflict_copies_removed", conflicts_json,
 			"binlog_ranges_removed", (json_int_t) removed_ranges,
 			"snapshots_removed", (json_int_t) removed_snapshots, "keep_from",
 			oldest_kept ? oldest_kept->binlog_file : NULL);
-		snaps_json = files_json = NULL;
+		snaps_json = files_json = conflicts_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));
 		printf("\n");
 	}
@@ -295,6 +320,7 @@ done:
 	json_decref(result);
 	json_decref(snaps_json);
 	json_decref(files_json);
+	json_decref(conflicts_json);
 	free(view);
 	free(verdicts);
 	mariadb_snapshot_catalog_free(&snapshots);

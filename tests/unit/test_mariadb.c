@@ -1493,6 +1493,35 @@ expire(Fixture *f, int64_t retain_full)
 	return status;
 }
 
+/* bk expire --json [--dry-run]: its report, parsed. */
+static json_t *
+expire_json(Fixture *f, int64_t retain_full, bool dry_run)
+{
+	BkRetention policy = {
+		.retain_full = retain_full, .json = true, .dry_run = dry_run};
+	FILE *out = tmpfile();
+	int saved;
+	json_t *report;
+	json_error_t error;
+	BkError err;
+
+	assert_non_null(out);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	assert_true(dup2(fileno(out), STDOUT_FILENO) >= 0);
+	assert_int_equal(
+		bk_mariadb_expire("bk expire", f->repo, SOURCE, &policy, &err), 0);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	rewind(out);
+	report = json_loadf(out, 0, &error);
+	fclose(out);
+	if (report == NULL)
+		fail_msg("bk expire --json: %s", error.text);
+	return report;
+}
+
 static bool
 exists(Fixture *f, int kind, const char *name)
 {
@@ -1605,7 +1634,22 @@ test_expire_removes_binlog_conflicts(void **state)
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 1);
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 1);
 
-	assert_int_equal(expire(f, 1), 0);
+	/* Said, in a dry run too (which removes nothing), and then done. */
+	for (int run = 0; run < 2; run++)
+	{
+		json_t *report = expire_json(f, 1, run == 0);
+		json_t *copies =
+			json_object_get(report, "binlog_conflict_copies_removed");
+
+		assert_int_equal(json_array_size(copies), 2);
+		assert_string_equal(json_string_value(json_array_get(copies, 0)),
+							"mariadb-bin.000001");
+		assert_string_equal(json_string_value(json_array_get(copies, 1)),
+							"mariadb-bin.000002");
+		json_decref(report);
+		assert_int_equal(conflict_copies(f, "mariadb-bin.000002"),
+						 run == 0 ? 1 : 0);
+	}
 	assert_false(binlog_exists(f, "mariadb-bin.000002"));
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000002"), 0);
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 0);

@@ -15,6 +15,7 @@ typedef struct CatalogBuild
 	const BkRepo *repo;
 	const char *source;
 	BinlogCatalog *catalog;
+	bool vanished; /* a range listed was gone when its header was read */
 } CatalogBuild;
 
 /*
@@ -71,7 +72,10 @@ catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	{
 		/* Listed, then gone (bk expire meanwhile): not "not archived". */
 		if (err->code == BK_ERR_NOT_FOUND)
+		{
 			err->code = BK_ERR_SEQUENCE;
+			build->vanished = true;
+		}
 		return bk_error_prefix(err, "binlog range %s: ", entry->name);
 	}
 	if (!bk_meta_get(object.meta, object.meta_len, "closed", range.closed,
@@ -199,14 +203,24 @@ bool
 binlog_catalog_load(const BkRepo *repo, const char *source,
 					BinlogCatalog *catalog, BkError *err)
 {
-	CatalogBuild build = {repo, source, catalog};
+	CatalogBuild build = {repo, source, catalog, false};
 
-	memset(catalog, 0, sizeof(*catalog));
-	if (!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG, "", true,
-					  catalog_add, &build, err))
+	/*
+	 * A range removed between the listing and the read of its header (bk
+	 * expire, which removes the oldest files, running meanwhile): list
+	 * once more, so that reading the files expire keeps does not fail.
+	 */
+	for (int attempt = 0;; attempt++)
 	{
+		memset(catalog, 0, sizeof(*catalog));
+		build.vanished = false;
+		if (bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG, "",
+						 true, catalog_add, &build, err))
+			break;
 		binlog_catalog_free(catalog);
-		return false;
+		if (!build.vanished || attempt > 0)
+			return false;
+		bk_error_clear(err);
 	}
 	qsort(catalog->files, (size_t) catalog->file_count, sizeof(BinlogFile),
 		  compare_files);

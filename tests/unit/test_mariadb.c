@@ -27,6 +27,7 @@
 #include "engine.h"
 #include "mariadb.h"
 #include "repo.h"
+#include "repo_backend.h"
 #include "restore.h"
 #include "snapshot_catalog.h"
 #include "testrepo.h"
@@ -1556,6 +1557,78 @@ archive_binlog_files(Fixture *f, int count)
 	}
 }
 
+/*
+ * The listing of the binlog, with the first range of file 000001 removed
+ * (as bk expire does) after it was listed and before its header is read,
+ * in the first listing only.
+ */
+static const BkRepoBackend *real_backend;
+static int binlog_listings;
+static char vanishing_path[1200];
+
+typedef struct VanishingList
+{
+	BkRepoListFn fn;
+	void *arg;
+} VanishingList;
+
+static bool
+remove_then_take(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	VanishingList *list = arg;
+
+	if (binlog_listings == 1 &&
+		strncmp(entry->name, "mariadb-bin.000001/", 19) == 0)
+		unlink(vanishing_path);
+	return list->fn(list->arg, entry, err);
+}
+
+static bool
+list_removing(const BkRepo *repo, const char *prefix, bool recursive,
+			  BkRepoListFn fn, void *arg, BkError *err)
+{
+	VanishingList list = {fn, arg};
+
+	if (strstr(prefix, "/binlog/") == NULL)
+		return real_backend->list(repo, prefix, recursive, fn, arg, err);
+	binlog_listings++;
+	return real_backend->list(repo, prefix, recursive, remove_then_take, &list,
+							  err);
+}
+
+/*
+ * bk expire removes the oldest binlog file while a restore or binlog-get
+ * of a kept one loads the catalog: the catalog lists once more instead of
+ * failing (exit 4) over a file nobody asked for.
+ */
+static void
+test_binlog_catalog_lists_again(void **state)
+{
+	Fixture *f = *state;
+	BkRepoBackend removing;
+	BinlogCatalog catalog = {0};
+	BkError err;
+
+	archive_binlog_files(f, 3);
+	snprintf(vanishing_path, sizeof(vanishing_path),
+			 "%s/%s/binlog/mariadb-bin.000001/0000000000-0000000004",
+			 f->location, SOURCE);
+	assert_int_equal(access(vanishing_path, F_OK), 0);
+	real_backend = f->repo->backend;
+	removing = *real_backend;
+	removing.list = list_removing;
+	f->repo->backend = &removing;
+	binlog_listings = 0;
+	bk_error_clear(&err);
+	if (!binlog_catalog_load(f->repo, SOURCE, &catalog, &err))
+		fail_msg("%s", err.message);
+	f->repo->backend = real_backend;
+	assert_int_equal(binlog_listings, 2);
+	assert_null(binlog_catalog_file(&catalog, "mariadb-bin.000001"));
+	assert_non_null(binlog_catalog_file(&catalog, "mariadb-bin.000002"));
+	binlog_catalog_free(&catalog);
+}
+
 /* A complete snapshot at the start of binlog file number file_no. */
 static void
 archive_complete_snapshot(Fixture *f, const char *id, int file_no)
@@ -2225,6 +2298,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_record_is_not_complete,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_binlog_catalog_lists_again, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,

@@ -1,7 +1,8 @@
 /*
  * bk_snapshot.c
  *		SELECT bk_snapshot(): the SQL functions (bk_snapshot,
- *		bk_snapshot_cancel, bk_snapshot_progress) and the shared-memory slot
+ *		bk_snapshot_cancel, bk_snapshot_progress), the procedure
+ *		bk_snapshot_wait, and the shared-memory slot
  *		through which a caller starts, watches and cancels the background
  *		worker that takes the snapshot.
  *
@@ -19,6 +20,7 @@
 
 #include "access/xlog.h"
 #include "mb/pg_wchar.h"
+#include "nodes/parsenodes.h"
 #include "postmaster/pgarch.h"
 
 #include "bk_snapshot.h"
@@ -26,6 +28,7 @@
 PG_FUNCTION_INFO_V1(bk_snapshot);
 PG_FUNCTION_INFO_V1(bk_snapshot_cancel);
 PG_FUNCTION_INFO_V1(bk_snapshot_progress);
+PG_FUNCTION_INFO_V1(bk_snapshot_wait);
 
 static int snap_allocate_slot(void);
 static void snap_make_id(char *out, size_t len);
@@ -492,6 +495,104 @@ bk_snapshot_cancel(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	}
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * bk_snapshot_wait(id), a procedure
+ *		CALL bk_snapshot_wait(id): wait until a snapshot started with
+ *		bk_snapshot(wait => false) ends, without holding a snapshot of the
+ *		database meanwhile; an error if it failed or was cancelled.
+ *
+ * A function called by SELECT runs under its statement's snapshot, which
+ * holds back the xmin horizon for the whole call: a bk_snapshot() that
+ * waits the hours a large backup takes keeps VACUUM from removing dead
+ * rows in every database and makes CREATE INDEX CONCURRENTLY wait.  A
+ * procedure called by CALL outside a transaction block may commit, which
+ * releases the portal's snapshot (SPI_commit); it then waits in a
+ * transaction that takes none, reading shared memory only.  Cancelling the
+ * wait (Ctrl-C, statement_timeout) does not cancel the snapshot.
+ */
+Datum
+bk_snapshot_wait(PG_FUNCTION_ARGS)
+{
+	char id[BK_SNAPSHOT_ID_LEN];
+	char *arg;
+	BkSnapshotSlot copy;
+
+	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
+		castNode(CallContext, fcinfo->context)->atomic)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("bk_snapshot_wait() must be called with CALL "
+						"outside a transaction block"),
+				 errdetail("It commits the calling transaction so as to "
+						   "hold no snapshot of the database while it "
+						   "waits."),
+				 errhint("Run \"CALL bk_snapshot_wait(id)\" on its own, in "
+						 "autocommit mode.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("snapshot id must not be NULL")));
+	arg = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!snap_id_valid(arg))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid snapshot id \"%s\"", arg),
+				 errhint("A snapshot id reads like 20261124T051200Z-0a1b2c3d; "
+						 "bk_snapshot_progress lists the recent ones.")));
+	if (bk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bk snapshots are not available"),
+				 errhint("Add bk to shared_preload_libraries and restart the "
+						 "server.")));
+	/* The argument lives in the transaction that SPI_commit ends. */
+	strlcpy(id, arg, sizeof(id));
+
+	SPI_connect_ext(SPI_OPT_NONATOMIC);
+	SPI_commit();
+	for (;;)
+	{
+		bool found = false;
+
+		SpinLockAcquire(&bk_shared->mutex);
+		for (int slotIdx = 0; slotIdx < BK_SNAPSHOT_SLOTS; slotIdx++)
+			if (strcmp(bk_shared->snapshots[slotIdx].id, id) == 0)
+			{
+				copy = bk_shared->snapshots[slotIdx];
+				found = true;
+				break;
+			}
+		SpinLockRelease(&bk_shared->mutex);
+		if (!found)
+			ereport(
+				ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("no bk snapshot \"%s\" in bk_snapshot_progress", id),
+				 errhint("It ended before eight newer ones, or before "
+						 "the server last started: bk_snapshot_history "
+						 "says how it ended.")));
+		if (copy.state == BK_SNAPSHOT_COMPLETE ||
+			copy.state == BK_SNAPSHOT_FAILED ||
+			copy.state == BK_SNAPSHOT_CANCELLED)
+			break;
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_finish();
+	if (copy.state == BK_SNAPSHOT_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("bk snapshot %s failed", copy.id),
+				 errdetail("%s", copy.error),
+				 copy.error_hint[0] ? errhint("%s", copy.error_hint) : 0));
+	if (copy.state == BK_SNAPSHOT_CANCELLED)
+		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
+						errmsg("bk snapshot %s was cancelled", copy.id)));
+	PG_RETURN_VOID();
 }
 
 /*

@@ -8,7 +8,9 @@
  * would die with its session.  The worker takes no snapshot while it copies
  * files (it opens short transactions only to read and record the snapshot
  * history), survives the caller, and can be watched (bk_snapshot_progress)
- * and cancelled (bk_snapshot_cancel).
+ * and cancelled (bk_snapshot_cancel).  A caller that waits in SELECT
+ * bk_snapshot() holds its statement's snapshot all the while; CALL
+ * bk_snapshot_wait(id) waits holding none (it commits first).
  *
  * Why not PostgreSQL's own BASE_BACKUP with a bk backup target: a backup
  * target (BaseBackupAddTarget) is reachable only through the replication

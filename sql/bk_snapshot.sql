@@ -12,7 +12,8 @@ CREATE EXTENSION IF NOT EXISTS bk;
 SELECT p.oid::regprocedure AS function, p.proretset, p.provolatile,
        p.proisstrict, pg_get_function_arguments(p.oid) AS arguments
 FROM pg_proc p
-WHERE p.proname IN ('bk_snapshot', 'bk_snapshot_cancel', 'bk_snapshot_progress')
+WHERE p.proname IN ('bk_snapshot', 'bk_snapshot_cancel', 'bk_snapshot_progress',
+                    'bk_snapshot_wait')
 ORDER BY 1;
 SELECT a.name, format_type(a.type, NULL) AS type
 FROM pg_proc p,
@@ -27,7 +28,8 @@ SELECT f AS object,
        has_function_privilege('public', f, 'execute') AS public_may,
        has_function_privilege('bk_admin', f, 'execute') AS bk_admin_may
 FROM unnest(ARRAY['bk_snapshot(text,text,boolean,boolean)',
-                  'bk_snapshot_cancel(text)', 'bk_snapshot_progress()']) AS f;
+                  'bk_snapshot_cancel(text)', 'bk_snapshot_progress()',
+                  'bk_snapshot_wait(text)']) AS f;
 SELECT has_table_privilege('public', 'bk_snapshot_history', 'select') AS public_reads_history,
        has_table_privilege('bk_admin', 'bk_snapshot_history', 'select') AS bk_admin_reads_history,
        has_table_privilege('bk_admin', 'bk_snapshot_history', 'insert') AS bk_admin_writes_history,

@@ -18,6 +18,8 @@
 #   - bk.wait_for = 'repository' waits for the shipper's audit event of this
 #     very attempt, stops at once when the shipper gave the attempt up, and
 #     gives up after bk.repository_timeout.
+#   - CALL bk_snapshot_wait(id) waits for a snapshot holding no snapshot of
+#     the database (no backend_xmin), unlike a waiting SELECT.
 # At the end the server gets its plain configuration back.  Needs root (to
 # install the extension and to run things as the postgres OS user).
 set -uo pipefail
@@ -551,6 +553,49 @@ qp -c "ALTER SYSTEM RESET bk.wait_for" -c "ALTER SYSTEM RESET bk.repository_time
 reload_until bk.wait_for kafka
 wait_for 90 "backlog drained" no_backlog
 ok $? "with bk.wait_for = kafka again, the backlog drains"
+
+# ------------------------------------------------------------------ (f2) waiting without holding back vacuum
+# A SELECT waits under its statement's snapshot, which keeps VACUUM from
+# removing dead rows for the hours a large snapshot takes.  CALL
+# bk_snapshot_wait(id) commits first and waits holding none.  The worker is
+# held at the history table (another session locks it) so that the wait is
+# long enough to look at.
+lock_log="$dir/history-lock.log"
+q -c "BEGIN" -c "LOCK TABLE bk_snapshot_history IN ACCESS EXCLUSIVE MODE" \
+    -c "SELECT pg_sleep(8)" -c "COMMIT" >"$lock_log" 2>&1 &
+lock_pid=$!
+history_locked() {
+    [[ "$(q -c "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                WHERE c.relname = 'bk_snapshot_history' AND l.mode = 'AccessExclusiveLock'
+                  AND l.granted")" == 1 ]]
+}
+wait_for 10 "the history table locked" history_locked
+snap_id="$(q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+like "$snap_id" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "bk_snapshot(wait => false) returns at once ($snap_id)"
+wait_log="$dir/snapshot-wait.log"
+q -c "CALL bk_snapshot_wait('$snap_id')" >"$wait_log" 2>&1 &
+wait_pid=$!
+waiting_backend() {
+    [[ -n "$(q -c "SELECT pid FROM pg_stat_activity
+                   WHERE query LIKE 'CALL bk_snapshot_wait(%' AND pid <> pg_backend_pid()")" ]]
+}
+wait_for 10 "the CALL running" waiting_backend
+is "$(q -c "SELECT state FROM bk_snapshot_progress WHERE snapshot_id = '$snap_id'")" "running" \
+    "the snapshot is still running (its worker waits for the history table)"
+is "$(q -c "SELECT backend_xmin IS NULL AND backend_xid IS NULL FROM pg_stat_activity
+            WHERE query LIKE 'CALL bk_snapshot_wait(%' AND pid <> pg_backend_pid()")" "t" \
+    "CALL bk_snapshot_wait(id) waits holding no snapshot (no backend_xmin)"
+wait "$lock_pid"
+wait "$wait_pid"
+ok $? "bk_snapshot_wait returns once the snapshot is complete" || diag "$(cat "$wait_log" "$lock_log")"
+is "$(q -c "SELECT state FROM bk_snapshot_progress WHERE snapshot_id = '$snap_id'")" "complete" \
+    "and it is"
+out="$(q -c "BEGIN" -c "CALL bk_snapshot_wait('$snap_id')" 2>&1)"
+like "$out" 'ERROR:  bk_snapshot_wait\(\) must be called with CALL outside a transaction block' \
+    "inside a transaction block it is refused: it must commit to hold no snapshot"
+out="$(q -c "CALL bk_snapshot_wait('20200101T000000Z-00000000')" 2>&1)"
+like "$out" 'ERROR:  no bk snapshot "20200101T000000Z-00000000" in bk_snapshot_progress' \
+    "an id it does not know is an error naming it"
 
 # ------------------------------------------------------------------ (g) not configured
 log_start="$(log_size)"

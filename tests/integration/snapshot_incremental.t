@@ -22,9 +22,9 @@
 #
 # Also: a bk extension older than its library (0.1, before the page-digest
 # table) makes bk_snapshot() fail with the fix in the hint, and
-# ALTER EXTENSION bk UPDATE brings it to 0.5 (0.2 kept page digests per
+# ALTER EXTENSION bk UPDATE brings it to 0.6 (0.2 kept page digests per
 # file only; 0.3's history cannot say that a record may be out; 0.4 has
-# no bk_monitor role).
+# no bk_monitor role; 0.5 no bk_snapshot_wait).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -88,9 +88,12 @@ like "$out" 'table "bk_snapshot_history" or its column "record_sent" is missing'
     "and on version 0.3 (the history cannot say a record may be out)"
 q main -c "ALTER EXTENSION bk UPDATE" >/dev/null
 is "$(q main -c "SELECT extversion FROM pg_extension WHERE extname = 'bk'")|$(q main -c "SELECT relpersistence FROM pg_class WHERE relname = 'bk_snapshot_blocks'")" \
-    "0.5|u" "ALTER EXTENSION bk UPDATE brings it to 0.5, with the unlogged page-digest table"
+    "0.6|u" "ALTER EXTENSION bk UPDATE brings it to 0.6, with the unlogged page-digest table"
 is "$(q main -c "SELECT has_table_privilege('public', 'bk_snapshot_blocks', 'SELECT')")" f \
     "PUBLIC cannot read the page digests"
+is "$(q main -c "SELECT has_function_privilege('public', 'bk_snapshot_wait(text)', 'EXECUTE'),
+                        has_function_privilege('bk_admin', 'bk_snapshot_wait(text)', 'EXECUTE')")" "f|t" \
+    "the update adds CALL bk_snapshot_wait(id) for bk_admin, not PUBLIC"
 
 # ---- a cluster without data checksums
 install -d -o postgres -m 700 "$nock_data"

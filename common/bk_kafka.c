@@ -926,8 +926,9 @@ hint_unacknowledged(BkProducer *producer, BkError *err)
 {
 	bk_error_hint(err,
 				  "The brokers did not acknowledge within message.timeout.ms "
-				  "(%d ms). Check that Kafka is up and reachable; the object "
-				  "will be sent again.",
+				  "(%d ms). Check that Kafka is up and reachable: WAL and "
+				  "binlog are sent again; a snapshot stops and can be taken "
+				  "again.",
 				  producer->timeout_ms);
 }
 
@@ -1146,8 +1147,9 @@ read_partition_count(BkProducer *producer, rd_kafka_topic_t *rkt,
 							 topic, rd_kafka_err2str(kerr));
 				return bk_error_hint(
 					err, "Grant the producer's principal Describe and "
-						 "Write on the topic (or fix the topic name); the "
-						 "object will be sent again.");
+						 "Write on the topic (or fix the topic name): WAL "
+						 "and binlog are sent again; a snapshot stops and "
+						 "can be taken again.");
 			}
 		}
 		if (interrupted != NULL && interrupted(interrupt_arg))

@@ -36,6 +36,9 @@ static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
 							   const BkSnapshotSlot *slot);
+static void snap_report_failure(const BkSnapshotSlot *slot);
+static void snap_check_id_argument(const char *id);
+static void snap_require_shared(void);
 
 /*
  * Is the WAL archived, and by bk?  A snapshot is restorable only with the
@@ -213,15 +216,8 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	SpinLockAcquire(&bk_shared->mutex);
 	copy = *slot;
 	SpinLockRelease(&bk_shared->mutex);
-	if (wait && copy.state == BK_SNAPSHOT_FAILED)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("bk snapshot %s failed", copy.id),
-				 errdetail("%s", copy.error),
-				 copy.error_hint[0] ? errhint("%s", copy.error_hint) : 0));
-	if (wait && copy.state == BK_SNAPSHOT_CANCELLED)
-		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
-						errmsg("bk snapshot %s was cancelled", copy.id)));
+	if (wait)
+		snap_report_failure(&copy);
 	return snap_result_datum(fcinfo, &copy);
 }
 
@@ -399,6 +395,48 @@ snap_state_name(BkSnapshotState state)
 	return "unknown";
 }
 
+/* A snapshot that ended failed or cancelled, as the caller's error. */
+static void
+snap_report_failure(const BkSnapshotSlot *slot)
+{
+	if (slot->state == BK_SNAPSHOT_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("bk snapshot %s failed", slot->id),
+				 errdetail("%s", slot->error),
+				 slot->error_hint[0] ? errhint("%s", slot->error_hint) : 0));
+	if (slot->state == BK_SNAPSHOT_CANCELLED)
+		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
+						errmsg("bk snapshot %s was cancelled", slot->id)));
+}
+
+/* Without the shared slots (bk not preloaded) there are no snapshots. */
+static void
+snap_require_shared(void)
+{
+	if (bk_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bk snapshots are not available"),
+				 errhint("Add bk to shared_preload_libraries and restart the "
+						 "server.")));
+}
+
+/*
+ * An id argument, checked: a typo is not "no such snapshot running".
+ */
+static void
+snap_check_id_argument(const char *id)
+{
+	if (!snap_id_valid(id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid snapshot id \"%s\"", id),
+				 errhint("A snapshot id reads like 20261124T051200Z-0a1b2c3d; "
+						 "bk_snapshot_progress lists the recent ones.")));
+	snap_require_shared();
+}
+
 /* The row bk_snapshot() returns. */
 static Datum
 snap_result_datum(FunctionCallInfo fcinfo, const BkSnapshotSlot *slot)
@@ -453,19 +491,7 @@ bk_snapshot_cancel(PG_FUNCTION_ARGS)
 	int pid = 0;
 	bool found = false;
 
-	/* A typo is not "no such snapshot running": said as an error. */
-	if (!snap_id_valid(id))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid snapshot id \"%s\"", id),
-				 errhint("A snapshot id reads like 20261124T051200Z-0a1b2c3d; "
-						 "bk_snapshot_progress lists the running ones.")));
-	if (bk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("bk snapshots are not available"),
-				 errhint("Add bk to shared_preload_libraries and restart the "
-						 "server.")));
+	snap_check_id_argument(id);
 	LWLockAcquire(bk_shared->snapshot_signal_lock, LW_SHARED);
 	SpinLockAcquire(&bk_shared->mutex);
 	for (int slotIdx = 0; slotIdx < BK_SNAPSHOT_SLOTS; slotIdx++)
@@ -534,18 +560,7 @@ bk_snapshot_wait(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						errmsg("snapshot id must not be NULL")));
 	arg = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (!snap_id_valid(arg))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid snapshot id \"%s\"", arg),
-				 errhint("A snapshot id reads like 20261124T051200Z-0a1b2c3d; "
-						 "bk_snapshot_progress lists the recent ones.")));
-	if (bk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("bk snapshots are not available"),
-				 errhint("Add bk to shared_preload_libraries and restart the "
-						 "server.")));
+	snap_check_id_argument(arg);
 	/* The argument lives in the transaction that SPI_commit ends. */
 	strlcpy(id, arg, sizeof(id));
 
@@ -583,15 +598,7 @@ bk_snapshot_wait(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_finish();
-	if (copy.state == BK_SNAPSHOT_FAILED)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("bk snapshot %s failed", copy.id),
-				 errdetail("%s", copy.error),
-				 copy.error_hint[0] ? errhint("%s", copy.error_hint) : 0));
-	if (copy.state == BK_SNAPSHOT_CANCELLED)
-		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
-						errmsg("bk snapshot %s was cancelled", copy.id)));
+	snap_report_failure(&copy);
 	PG_RETURN_VOID();
 }
 
@@ -622,12 +629,7 @@ bk_snapshot_progress(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	BkSnapshotSlot slots[BK_SNAPSHOT_SLOTS];
 
-	if (bk_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("bk snapshots are not available"),
-				 errhint("Add bk to shared_preload_libraries and restart the "
-						 "server.")));
+	snap_require_shared();
 	InitMaterializedSRF(fcinfo, 0);
 	SpinLockAcquire(&bk_shared->mutex);
 	memcpy(slots, bk_shared->snapshots, sizeof(slots));

@@ -369,10 +369,11 @@ snap_send_record(SnapRun *run)
 		"start-lsn=%s\nstop-lsn=%X/%X\ntimeline=%u\n"
 		"start-time=%s\nstop-time=%s\nobjects=" INT64_FORMAT
 		"\nfiles=" INT64_FORMAT "\nbytes=" INT64_FORMAT
-		"\nsystem-identifier=" UINT64_FORMAT "\npg-version=%d\nsegment-size=%d",
+		"\nsystem-identifier=" UINT64_FORMAT "\npg-version=%d\nsegment-size=%d"
+		"\nhistory-database=%u",
 		lsn, LSN_FORMAT_ARGS(run->stop_lsn), run->start_tli, start_time,
 		stop_time, run->objects, run->files, run->bytes, GetSystemIdentifier(),
-		PG_VERSION_NUM, wal_segment_size);
+		PG_VERSION_NUM, wal_segment_size, MyDatabaseId);
 	{
 		uint8 digest[BK_SHA256_LEN];
 

@@ -347,9 +347,16 @@ off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
  * restored table then has it running, so the one before it is the newest
  * complete the source knows, and is marked too.  Without restores these
  * are the newest snapshots, which the policy keeps anyway.
+ *
+ * Each database where the extension is installed keeps a history of its
+ * own: snapshots taken from two databases of one cluster form two
+ * histories, and the newest of each is marked (the records say which,
+ * history-database).  Records older than that field belong to none; they
+ * are one history when no record names a database.
  */
 static void
-mark_next_parents(Expire *ex, bool fulls_only)
+mark_next_parents_of(Expire *ex, bool fulls_only, bool any_database,
+					 uint32_t database)
 {
 	uint32_t latest = bk_wal_latest_timeline(&ex->catalog.wal);
 	int marked = 0;
@@ -361,13 +368,40 @@ mark_next_parents(Expire *ex, bool fulls_only)
 		BkRetentionSnapshot *view = &ex->view[snapIdx];
 
 		if (!snapshot->has_record || view->off_latest || view->foreign ||
-			(fulls_only && strcmp(snapshot->kind, "full") != 0))
+			(fulls_only && strcmp(snapshot->kind, "full") != 0) ||
+			(!any_database && snapshot->history_database != database))
 			continue;
 		view->next_parent = true;
 		marked++;
 		if (latest == 0 || snapshot->timeline == latest)
 			break;
 	}
+}
+
+static void
+mark_next_parents(Expire *ex, bool fulls_only)
+{
+	bool named = false;
+
+	/* Each database named by a record, once (its newest record first). */
+	for (int snapIdx = ex->catalog.count - 1; snapIdx >= 0; snapIdx--)
+	{
+		uint32_t database = ex->catalog.snapshots[snapIdx].history_database;
+		bool seen = false;
+
+		if (database == 0 || !ex->catalog.snapshots[snapIdx].has_record)
+			continue;
+		named = true;
+		for (int laterIdx = snapIdx + 1; laterIdx < ex->catalog.count;
+			 laterIdx++)
+			seen |=
+				ex->catalog.snapshots[laterIdx].has_record &&
+				ex->catalog.snapshots[laterIdx].history_database == database;
+		if (!seen)
+			mark_next_parents_of(ex, fulls_only, false, database);
+	}
+	if (!named)
+		mark_next_parents_of(ex, fulls_only, true, 0);
 }
 
 /* The catalog as the retention decision sees it. */

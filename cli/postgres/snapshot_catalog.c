@@ -189,6 +189,8 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 	if (!bk_parse_timestamp(snapshot->stop_time, &snapshot->stop_us))
 		snapshot->stop_us = BK_TIME_UNKNOWN;
 	snapshot->files = meta_u64(object, "files");
+	snapshot->history_database =
+		(uint32_t) meta_u64(object, "history-database");
 	snapshot->objects = meta_u64(object, "objects");
 	snapshot->bytes = meta_u64(object, "bytes");
 	snapshot->segment_size = (uint32_t) meta_u64(object, "segment-size");
@@ -682,6 +684,10 @@ bk_snapshot_json(const BkSnapshot *snapshot)
 	json_object_set_new(item, "timeline",
 						snapshot->has_record ? json_integer(snapshot->timeline)
 											 : json_null());
+	json_object_set_new(item, "history_database",
+						snapshot->history_database != 0
+							? json_integer(snapshot->history_database)
+							: json_null());
 	json_object_set_new(item, "start_time", text_or_null(snapshot->start_time));
 	json_object_set_new(item, "stop_time", text_or_null(snapshot->stop_time));
 	json_object_set_new(item, "files",

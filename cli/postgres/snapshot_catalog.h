@@ -73,6 +73,12 @@ typedef struct BkSnapshot
 	uint64_t start_lsn;
 	uint64_t stop_lsn;
 	uint32_t timeline;
+	/*
+	 * The OID of the database whose bk_snapshot_history chose its parent
+	 * (each database with the extension keeps its own), or 0 in records
+	 * older than this field.
+	 */
+	uint32_t history_database;
 	char start_time[BK_TIMESTAMP_TEXT_SIZE];
 	char stop_time[BK_TIMESTAMP_TEXT_SIZE];
 	int64_t start_us; /* microseconds since the epoch, or BK_TIME_UNKNOWN */

@@ -261,6 +261,11 @@ all_restorable() {
 }
 wait_for 180 "every snapshot restorable" all_restorable
 ok $? "bk list calls every snapshot of both clusters restorable"
+# Each database with the extension keeps its own history: the records say
+# which one chose the parent, so that bk expire keeps each one's newest.
+is "$(json_get "$dir/list-main.json" "sorted(set(s['history_database'] for s in d['sources'][0]['snapshots'] if s['id'] in '${SNAP[main.full]} ${SNAP[main.incr3]}'))")" \
+    "[$(q main -c "SELECT oid FROM pg_database WHERE datname = current_database()")]" \
+    "the records name the database whose history chose their parents"
 
 restore_and_check() { # CLUSTER NAME
     local cluster="$1" name="$2" target="$dir/restored-$1-$2" got log

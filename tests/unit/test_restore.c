@@ -579,8 +579,9 @@ typedef struct WalFixture
 	BkKeyring ring;
 	BkRepo *repo;
 	int uploads;
-	const char *system;     /* what archived objects say; NULL: 7441 */
-	const char *start_time; /* records' start-time; NULL: 2020-11-24 */
+	const char *system;           /* what archived objects say; NULL: 7441 */
+	const char *start_time;       /* records' start-time; NULL: 2020-11-24 */
+	const char *history_database; /* records' history-database, or NULL */
 } WalFixture;
 
 static int
@@ -1180,11 +1181,13 @@ archive_snapshot_record(WalFixture *f, const char *id, const char *kind,
 			 "timeline=%u\nstart-time=%s\n"
 			 "stop-time=2020-11-24T00:01:00.000Z\nobjects=%d\nfiles=%d\n"
 			 "bytes=4\nsystem-identifier=%s\npg-version=160000\n"
-			 "segment-size=%u",
+			 "segment-size=%u%s%s",
 			 id, kind, parent ? "parent=" : "", parent ? parent : "",
 			 parent ? "\n" : "", start_lsn, stop_lsn, timeline,
 			 f->start_time ? f->start_time : "2020-11-24T00:00:00.000Z",
-			 objects, objects, f->system ? f->system : "7441", SEG_SIZE);
+			 objects, objects, f->system ? f->system : "7441", SEG_SIZE,
+			 f->history_database ? "\nhistory-database=" : "",
+			 f->history_database ? f->history_database : "");
 	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, id);
 	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
 						name, meta, (const uint8_t *) record, strlen(record));
@@ -1403,6 +1406,40 @@ test_catalog_order_within_second(void **state)
 	assert_string_equal(catalog.snapshots[2].id, "20261101T000000Z-00000001");
 	assert_string_equal(catalog.snapshots[3].id, "20261101T000000Z-00000000");
 	bk_snapshot_catalog_free(&catalog);
+}
+
+/*
+ * The extension installed in two databases of one cluster: each keeps its
+ * own history, so A's next diff or incr takes A's newest full as its
+ * parent although B took a newer one.  --retain-full 1 keeps B's (the
+ * newest) and must keep A's too, or A's next snapshots name a parent that
+ * is gone.  Records say which history they belong to (history-database).
+ */
+static void
+test_expire_keeps_next_parent_per_database(void **state)
+{
+	WalFixture *f = *state;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	f->history_database = "16384";
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	f->history_database = "16385";
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/3000028", "0/3800000", 1,
+					 1);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_P));
+
+	/* From one database, the older full goes as before. */
+	f->history_database = "16384";
+	archive_snapshot(f, SNAP_C, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_C));
 }
 
 /* The same with C still arriving: its record is there, a data object not. */
@@ -3885,6 +3922,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_catalog_order_within_second,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_next_parent_per_database, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_object_removed_meanwhile,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,

@@ -36,7 +36,7 @@ static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
 							   const BkSnapshotSlot *slot);
-static void snap_report_failure(const BkSnapshotSlot *slot);
+static void snap_report_end(const BkSnapshotSlot *slot);
 static void snap_check_id_argument(const char *id);
 static void snap_require_shared(void);
 
@@ -217,7 +217,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	copy = *slot;
 	SpinLockRelease(&bk_shared->mutex);
 	if (wait)
-		snap_report_failure(&copy);
+		snap_report_end(&copy);
 	return snap_result_datum(fcinfo, &copy);
 }
 
@@ -395,10 +395,27 @@ snap_state_name(BkSnapshotState state)
 	return "unknown";
 }
 
-/* A snapshot that ended failed or cancelled, as the caller's error. */
+/*
+ * How a snapshot ended, to the caller who waited: an error if it failed or
+ * was cancelled; a warning if it read pages whose checksum failed, which
+ * the worker could only say in the server log.
+ */
 static void
-snap_report_failure(const BkSnapshotSlot *slot)
+snap_report_end(const BkSnapshotSlot *slot)
 {
+	if (slot->state == BK_SNAPSHOT_COMPLETE && slot->checksum_failures > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("bk snapshot %s read " INT64_FORMAT
+						" page%s whose checksum failed",
+						slot->id, slot->checksum_failures,
+						slot->checksum_failures == 1 ? "" : "s"),
+				 errdetail("It is complete and keeps the pages as read; the "
+						   "server log names them, and so do bk verify and "
+						   "bk restore."),
+				 errhint("The data files of this cluster are damaged: check "
+						 "it (pg_amcheck --all), repair it, then take a new "
+						 "full snapshot.")));
 	if (slot->state == BK_SNAPSHOT_FAILED)
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
@@ -598,7 +615,7 @@ bk_snapshot_wait(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_finish();
-	snap_report_failure(&copy);
+	snap_report_end(&copy);
 	PG_RETURN_VOID();
 }
 

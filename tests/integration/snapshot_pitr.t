@@ -735,9 +735,11 @@ psql_q -c "CREATE TABLE t_bad_page WITH (autovacuum_enabled = off) AS
 bad_rel="$(psql_q -c "SELECT pg_relation_filepath('t_bad_page')")"
 printf 'bk test: not what the checksum covers' |
     dd of="$BK_PGDATA/$bad_rel" bs=1 seek=4096 conv=notrunc status=none
-out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full', 'bad page')" 2>&1)"
+out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full', 'bad page')" 2>"$dir/bad-page.err")"
 bad_snap="${out%% *}"
 like "$out" ' complete$' "a snapshot that reads a page with a failing checksum completes"
+like "$(cat "$dir/bad-page.err")" "WARNING:  bk snapshot $bad_snap read 1 page whose checksum failed" \
+    "and the caller is warned, not only the server log"
 wait_for 120 "snapshot $bad_snap restorable" latin1_restorable "$bad_snap"
 ok $? "bk list calls it restorable"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"

@@ -548,6 +548,28 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 								 " SHOW MASTER STATUS printed; \"bk list"
 								 " --source %s\" shows the archived files.",
 								 r->source);
+		/*
+		 * A position past the end of a file the server closed (its chain
+		 * ends with ROTATE or STOP) is not in its binlog at all: a mistyped position or file number
+		 * would otherwise be planned up to that file's end, silently.
+		 */
+		const BinlogFile *target_file =
+			binlog_catalog_file(&r->binlog, r->target.file);
+
+		if (target_file != NULL && target_file->closed &&
+			target_file->gap_end == 0 &&
+			r->target.pos > target_file->covered_end)
+			return bk_error_set(err, BK_ERR_NOT_FOUND,
+								"--target-position %s:%" PRIu64
+								" is past the end of binlog %s, which the "
+								"server closed at %" PRIu64,
+								r->target.file, r->target.pos, r->target.file,
+								target_file->covered_end) ||
+				   bk_error_hint(err,
+								 "Give a position SHOW MASTER STATUS or "
+								 "SHOW BINLOG EVENTS printed; \"bk list "
+								 "--source %s\" shows the archived files.",
+								 r->source);
 	}
 	if (r->target.type == TARGET_GTID)
 	{

@@ -190,6 +190,29 @@ plan(Fixture *f, RestoreTargetType type, const char *position, BkError *err)
 }
 
 /*
+ * A position past the end of a file the server closed is in no binlog: a
+ * mistyped position (or file number) is refused, not planned silently up
+ * to that file's end.
+ */
+static void
+test_position_past_closed_file_refused(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+
+	archive_binlog_start(f, "mariadb-bin.000001", true);
+	archive_binlog_start(f, "mariadb-bin.000002", true);
+	archive_binlog_start(f, "mariadb-bin.000003", false);
+	assert_true(plan(f, TARGET_POSITION, "mariadb-bin.000002:4", &err));
+	assert_false(plan(f, TARGET_POSITION, "mariadb-bin.000002:99999", &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "--target-position mariadb-bin.000002:99999 "
+								"is past the end of binlog "
+								"mariadb-bin.000002, which the server "
+								"closed at 4");
+}
+
+/*
  * A file whose message was rejected never reaches the archive: a restore
  * to the latest must not end silently before it, as if the archive ended
  * there.  An explicit target past the hole stays refused, and one with no
@@ -2256,6 +2279,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_position_past_closed_file_refused,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_gap_before_after_rotate, setup,

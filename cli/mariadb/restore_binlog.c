@@ -64,6 +64,7 @@ typedef struct Scan
 	bool stopped;
 	bool passed; /* a GTID target's domain went past it */
 	BkGtid passed_gtid;
+	bool passed_reached; /* ... after reaching it: not one moment's GTIDs */
 	bool reached[BK_BINLOG_DOMAINS_MAX];
 	uint32_t newest_in_snapshot; /* latest end stamp before the snapshot */
 	uint64_t target_second;
@@ -313,6 +314,7 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 				scan->stopped = true;
 				scan->passed = true;
 				scan->passed_gtid = scan->txn.gtid;
+				scan->passed_reached = scan->reached[domain];
 				return true;
 			}
 			take(scan, end, scan->txn.end_time);
@@ -419,6 +421,19 @@ refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
 	if (r->groups > 0)
 		bk_format_time_utc((int64_t) r->last_group_time * 1000, when,
 						   sizeof(when));
+	if (scan->passed && scan->passed_reached)
+	{
+		bk_error_set(
+			err, BK_ERR_NOT_FOUND,
+			"GTID target %s is not one moment of the binlog: domain "
+			"%" PRIu32 " reached its GTID and went on with %" PRIu32 "-%" PRIu32
+			"-%" PRIu64 " before every domain of the target was reached",
+			r->target.text, scan->passed_gtid.domain, scan->passed_gtid.domain,
+			scan->passed_gtid.server, scan->passed_gtid.seq);
+		return bk_error_hint(err, "Give the GTIDs of one moment, as the "
+								  "server printed them in @@gtid_binlog_pos, "
+								  "or one domain's GTID alone.");
+	}
 	if (scan->passed)
 		bk_error_set(
 			err, BK_ERR_NOT_FOUND,

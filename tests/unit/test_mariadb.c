@@ -158,6 +158,8 @@ plan_from(Fixture *f, uint64_t snapshot_pos, const char *snapshot_gtid,
 	r->target.text = target ? target : "latest";
 	if (type == TARGET_TIME)
 		assert_true(bk_parse_timestamp_zone(target, true, &r->target.time_us));
+	else if (type == TARGET_GTID)
+		assert_true(bk_gtid_state_parse(target, &r->target.gtid, err));
 	else if (target != NULL)
 	{
 		const char *colon = strrchr(target, ':');
@@ -572,6 +574,43 @@ build_two_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
 	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
 	add_gtid_list(second, len2, T0900 + 120, &reached, 1);
 	add_transaction(second, len2, 4, T0900 + 300, T0900 + 300);
+}
+
+/*
+ * A GTID target of two domains that no moment of the binlog had: domain 0
+ * reaches 0-1-1 and goes on with 0-1-2 before domain 5 reaches 5-1-1.
+ * 0-1-1 is in the archive: the refusal says the GTIDs are not one moment,
+ * not that the target is missing.  Those of one moment go through.
+ */
+static void
+test_gtid_target_not_one_moment(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[512];
+	uint8_t gtid[13] = {1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0};
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	BkError err;
+
+	memcpy(bytes, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(bytes, &len, T0900, NULL, 0);
+	add_transaction(bytes, &len, 1, T0900, T0900);
+	add_transaction(bytes, &len, 2, T0900 + 60, T0900 + 60);
+	/* 5-1-1 */
+	add_event(bytes, &len, BK_BINLOG_GTID_EVENT, T0900 + 120, gtid,
+			  sizeof(gtid));
+	add_event(bytes, &len, BK_BINLOG_XID_EVENT, T0900 + 120,
+			  (const uint8_t *) "\1\0\0\0\0\0\0\0", 8);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900 + 120,
+						 "\ncomplete-until=1795514400000");
+
+	assert_false(plan_target(f, TARGET_GTID, "0-1-1,5-1-1", &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "GTID target 0-1-1,5-1-1 is not one moment "
+								"of the binlog: domain 0 reached its GTID "
+								"and went on with 0-1-2");
+	assert_non_null(strstr(err.hint, "@@gtid_binlog_pos"));
+	assert_true(plan_target(f, TARGET_GTID, "0-1-2,5-1-1", &err));
+	assert_int_equal(f->groups, 3);
 }
 
 static void
@@ -2281,6 +2320,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_position_past_closed_file_refused,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gtid_target_not_one_moment, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_gap_before_after_rotate, setup,

@@ -564,7 +564,7 @@ report(const MariadbRestore *r)
 	{
 		json_t *out = json_pack(
 			"{s:s, s:s, s:s, s:{s:s, s:I}, s:s, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:{s:s, s:I}, s:s, s:s, s:f, s:f, s:O, s:b, s:I}",
+			" s:I, s:{s:s, s:I}, s:s, s:s, s:f, s:f, s:O, s:b, s:I, s:o}",
 			"source", r->source, "snapshot", snap->id, "target",
 			r->target.text ? r->target.text : "latest", "from", "file",
 			snap->binlog_file, "pos", (json_int_t) snap->binlog_pos,
@@ -581,7 +581,8 @@ report(const MariadbRestore *r)
 			r->load_seconds, "replay_seconds", r->replay_seconds,
 			"existing_accounts_kept", r->kept_accounts, "event_scheduler_off",
 			r->scheduler_was_on, "tables_indexed_after_load",
-			(json_int_t) atomic_load(&r->indexes_deferred));
+			(json_int_t) atomic_load(&r->indexes_deferred), "xa_prepared",
+			r->xa_prepared ? json_incref(r->xa_prepared) : json_array());
 
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		printf("\n");
@@ -623,6 +624,19 @@ report(const MariadbRestore *r)
 			printf(" `%s`.`%s`",
 				   json_string_value(json_object_get(table, "database")),
 				   json_string_value(json_object_get(table, "name")));
+		printf("\n");
+	}
+	if (json_array_size(r->xa_prepared) > 0)
+	{
+		size_t idx;
+		json_t *xid;
+
+		printf("  WARNING: %zu XA transaction(s) left prepared, as on the"
+			   " source at the target; each holds its locks until XA COMMIT"
+			   " or XA ROLLBACK ends it:",
+			   json_array_size(r->xa_prepared));
+		json_array_foreach(r->xa_prepared, idx, xid)
+			printf(" '%s'", json_string_value(xid));
 		printf("\n");
 	}
 	if (r->scheduler_was_on)
@@ -789,6 +803,7 @@ done:
 	json_decref(r->schema);
 	json_decref(r->record);
 	json_decref(r->kept_accounts);
+	json_decref(r->xa_prepared);
 	free(r->replay);
 	free(r->work);
 	if (r->password != NULL)

@@ -137,6 +137,7 @@ typedef struct MariadbRestore
 
 	/* Report. */
 	json_t *kept_accounts;
+	json_t *xa_prepared; /* XA transactions the replay left prepared */
 	uint64_t accounts_created;
 	uint64_t objects_created;
 	double load_seconds;
@@ -166,6 +167,7 @@ extern void restore_mark_failed(MariadbRestore *r, const BkError *err);
 extern bool restore_unmark(MariadbRestore *r, BkError *err);
 extern bool restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err);
 extern bool restore_finish_server(MariadbRestore *r, BkError *err);
+extern bool restore_find_xa_prepared(MariadbRestore *r, BkError *err);
 extern void restore_put_back_settings(MariadbRestore *r);
 
 /* restore_schema.c */

@@ -556,5 +556,48 @@ restore_finish_server(MariadbRestore *r, BkError *err)
 		!restore_sql_params(r->conn, "SET GLOBAL gtid_slave_pos = ?", 1, &gtid,
 							"setting gtid_slave_pos", err))
 		return false;
+	return restore_find_xa_prepared(r, err);
+}
+
+/*
+ * restore_find_xa_prepared
+ *		A target between an XA PREPARE and its XA COMMIT leaves that
+ *		transaction prepared on the restored server, as the source had it
+ *		then.  It holds its locks until someone ends it, and a server taking
+ *		over would block on them: the report names each one.
+ */
+bool
+restore_find_xa_prepared(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+
+	if (mysql_query(r->conn, "XA RECOVER") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not list prepared XA transactions (XA "
+							"RECOVER): %s",
+							mysql_error(r->conn));
+	/* formatID, gtrid_length, bqual_length, data (gtrid then bqual). */
+	while ((row = mysql_fetch_row(res)) != NULL)
+	{
+		unsigned long *lengths = mysql_fetch_lengths(res);
+		long gtrid_length = row[1] ? strtol(row[1], NULL, 10) : 0;
+		char *readable;
+		char xid[256];
+
+		if (row[3] == NULL || lengths == NULL || gtrid_length < 0 ||
+			(unsigned long) gtrid_length > lengths[3])
+			continue;
+		snprintf(xid, sizeof(xid), "%.*s", (int) gtrid_length, row[3]);
+		readable = bk_utf8_readable(xid);
+		if (readable == NULL)
+			continue;
+		if (r->xa_prepared == NULL)
+			r->xa_prepared = json_array();
+		json_array_append_new(r->xa_prepared, json_string(readable));
+		free(readable);
+	}
+	mysql_free_result(res);
 	return true;
 }

@@ -603,4 +603,24 @@ out="$(restore --target-position "$(cat "$dir/m1.position")" 2>&1)"
 is $? 1 "a moment before the oldest kept snapshot is refused"
 like "$out" "restorable window is from" "... with the window in the message" || diag "$out"
 
+# ---------------------------------------------------------------- a cut inside an XA transaction
+# A target between XA PREPARE and XA COMMIT restores the transaction
+# prepared, as the source had it then: it holds its locks until someone
+# ends it, so the report names it.
+my "XA START 'bkr_xa2'; INSERT INTO $db.orders (amount) VALUES (71); XA END 'bkr_xa2';
+    XA PREPARE 'bkr_xa2'" >/dev/null
+sleep 1.1
+my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/xa.position"
+my "XA COMMIT 'bkr_xa2'" >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+xa_archived() { restore --dry-run --target-position "$(cat "$dir/xa.position")" >/dev/null 2>&1; }
+wait_for 60 "the prepared XA transaction archived" xa_archived
+target_reset
+out="$(restore --target-position "$(cat "$dir/xa.position")" 2>&1)"
+ok $? "a restore to a moment an XA transaction was prepared" || diag "$out"
+like "$out" "WARNING: 1 XA transaction\\(s\\) left prepared, as on the source at the target; .*: 'bkr_xa2'" \
+    "... says the transaction is left prepared, naming it" || diag "$out"
+like "$(tmy "XA RECOVER")" "bkr_xa2" "... and the target has it prepared"
+tmy "XA ROLLBACK 'bkr_xa2'" >/dev/null
+
 done_testing

@@ -706,11 +706,81 @@ bk_binlog_walk(const char *file, uint64_t file_offset, const uint8_t *data,
 }
 
 /*
- * query_ends_group
- *		Is the text of a Query event one that ends a group?
+ * The longest statement text that ends a group.  The server writes an XA
+ * COMMIT or ROLLBACK of its own, with the XID in hex: "XA ROLLBACK
+ * X'gtrid',X'bqual',formatID", the two parts 64 bytes at most each, so 287
+ * bytes.  A compressed text declared longer ends nothing and is not
+ * decompressed: no statement of a group needs more than this much memory.
+ */
+#define QUERY_END_TEXT_MAX 512
+
+/*
+ * compressed_text
+ *		The text of a Query_compressed event into buf (QUERY_END_TEXT_MAX
+ *		bytes), as MariaDB's binlog_buf_compress wrote it (sql/log_event.cc):
+ *		a byte 0x80 | alg << 4 | n (alg 0 is zlib, the only one there is),
+ *		the text's length in its n bytes (1 to 4, high byte first), then
+ *		zlib's stream of the text.  *text_len is the length declared; the
+ *		text is decompressed only when it may end a group (*text_len at
+ *		most QUERY_END_TEXT_MAX).  A text the server itself could not read
+ *		back (it checks the same) fails: its CRC-32 held, so the server
+ *		wrote it so, and taking it for a statement that ends nothing could
+ *		move a group's end.
  */
 static bool
-query_ends_group(const uint8_t *event, size_t len, int checksum_alg)
+compressed_text(const uint8_t *data, size_t len, char *buf, size_t *text_len,
+				BkError *err)
+{
+	unsigned int alg, n;
+	uint32_t declared = 0;
+	uLongf out_len;
+	int rc;
+
+	if (len < 1 || (data[0] & 0x80) == 0)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Query_compressed event whose text is not"
+							" marked compressed");
+	alg = (data[0] >> 4) & 0x07;
+	n = data[0] & 0x07;
+	if (alg != 0)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Query_compressed event with compression"
+							" algorithm %u; MariaDB writes only 0 (zlib)",
+							alg);
+	if (n < 1 || n > 4 || len < 1 + (size_t) n)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Query_compressed event whose text length is"
+							" %u bytes long, or cut short",
+							n);
+	for (unsigned int idx = 0; idx < n; idx++)
+		declared = declared << 8 | data[1 + idx];
+	if (declared == 0)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Query_compressed event declaring an empty text");
+	*text_len = declared;
+	if (declared > QUERY_END_TEXT_MAX)
+		return true;
+	out_len = declared;
+	rc = uncompress((Bytef *) buf, &out_len, data + 1 + n,
+					(uLong) (len - 1 - n));
+	if (rc != Z_OK || out_len != declared)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Query_compressed event whose text does not"
+							" decompress to the %" PRIu32 " bytes it declares"
+							" (zlib: %s)",
+							declared, rc == Z_OK ? "shorter" : zError(rc));
+	return true;
+}
+
+/*
+ * query_ends_group
+ *		Does the text of a Query event, or of a Query_compressed one, end a
+ *		group?  Only a group that is not standalone asks: a compressed text
+ *		is decompressed only then.
+ */
+static bool
+query_ends_group(const uint8_t *event, size_t len, uint8_t type,
+				 int checksum_alg, bool *ends, BkError *err)
 {
 	/* thread id 4, exec time 4, db length 1, error code 2, status length 2 */
 	const size_t post_header = 13;
@@ -719,25 +789,37 @@ query_ends_group(const uint8_t *event, size_t len, int checksum_alg)
 	size_t text_at;
 	const char *text;
 	size_t text_len;
+	char buf[QUERY_END_TEXT_MAX];
 
+	*ends = false;
 	if (checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
 	{
 		if (body_len < BK_BINLOG_CHECKSUM_LEN)
-			return false;
+			return true;
 		body_len -= BK_BINLOG_CHECKSUM_LEN;
 	}
 	if (body_len < post_header)
-		return false;
+		return true;
 	text_at = post_header + get_le16(body + 11) + body[8] + 1;
 	if (text_at > body_len)
-		return false;
+		return true;
 	text = (const char *) body + text_at;
 	text_len = body_len - text_at;
+	if (type == BK_BINLOG_QUERY_COMPRESSED_EVENT)
+	{
+		if (!compressed_text(body + text_at, text_len, buf, &text_len, err))
+			return false;
+		if (text_len > QUERY_END_TEXT_MAX)
+			return true;
+		text = buf;
+	}
 	if ((text_len == 6 && strncasecmp(text, "COMMIT", 6) == 0) ||
 		(text_len == 8 && strncasecmp(text, "ROLLBACK", 8) == 0))
-		return true;
-	return (text_len > 10 && strncasecmp(text, "XA COMMIT ", 10) == 0) ||
-		   (text_len > 12 && strncasecmp(text, "XA ROLLBACK ", 12) == 0);
+		*ends = true;
+	else
+		*ends = (text_len > 10 && strncasecmp(text, "XA COMMIT ", 10) == 0) ||
+				(text_len > 12 && strncasecmp(text, "XA ROLLBACK ", 12) == 0);
+	return true;
 }
 
 /*
@@ -751,17 +833,20 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 	BkBinlogEventHeader header;
 	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
 	uint32_t until;
+	bool query;
 
 	*ended = false;
 	if (!bk_binlog_header_parse(event, len, &header, err))
 		return false;
+	/* A compressed statement is the same Query event, its text packed. */
+	query = header.type == BK_BINLOG_QUERY_EVENT ||
+			header.type == BK_BINLOG_QUERY_COMPRESSED_EVENT;
 	/*
 	 * Event timestamps are when the statement started; a Query event is
 	 * written when its statement has ended, exec_time seconds later.
 	 */
 	until = header.timestamp;
-	if (header.type == BK_BINLOG_QUERY_EVENT &&
-		len >= BK_BINLOG_HEADER_LEN + 8 &&
+	if (query && len >= BK_BINLOG_HEADER_LEN + 8 &&
 		get_le32(body + 4) <= UINT32_MAX - until)
 		until += get_le32(body + 4);
 	if (header.type == BK_BINLOG_GTID_EVENT || until > txn->end_time)
@@ -784,9 +869,14 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 			*ended = txn->in_group;
 			break;
 		case BK_BINLOG_QUERY_EVENT:
-			*ended =
-				txn->in_group &&
-				(txn->standalone || query_ends_group(event, len, checksum_alg));
+		case BK_BINLOG_QUERY_COMPRESSED_EVENT:
+			if (!txn->in_group)
+				break;
+			if (txn->standalone)
+				*ended = true;
+			else if (!query_ends_group(event, len, header.type, checksum_alg,
+									   ended, err))
+				return false;
 			break;
 		default:
 			break;

@@ -43,6 +43,19 @@
 #define BK_BINLOG_GTID_EVENT               162
 #define BK_BINLOG_GTID_LIST_EVENT          163
 #define BK_BINLOG_START_ENCRYPTION_EVENT   164
+/*
+ * With log_bin_compress=ON the server logs a statement of at least
+ * log_bin_compress_min_len bytes as a Query_compressed event, and the rows
+ * of a row event likewise: the same events with part of the body
+ * compressed (bk_binlog_txn_feed reads the text of the Query ones).
+ */
+#define BK_BINLOG_QUERY_COMPRESSED_EVENT          165
+#define BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT     166
+#define BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT    167
+#define BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT    168
+#define BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1  169
+#define BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT_V1 170
+#define BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1 171
 
 /* Header flags. */
 #define BK_BINLOG_F_IN_USE 0x0001 /* format description: file still open */
@@ -218,9 +231,11 @@ extern bool bk_binlog_walk(const char *file, uint64_t file_offset,
  * that event and one Query event; any other group ends with an XID event
  * (commit of a transactional engine), a Query event "COMMIT" or
  * "ROLLBACK" (other engines), an XA PREPARE event, or a Query event
- * "XA COMMIT ..." / "XA ROLLBACK ...".  A group's end is where a restore
- * may stop: the binlog is in commit order, so everything before the end
- * of a group committed before it.
+ * "XA COMMIT ..." / "XA ROLLBACK ...".  A Query_compressed event
+ * (log_bin_compress) is a Query event: its text is decompressed where it
+ * is read.  Row events, compressed or not, end nothing.  A group's end is
+ * where a restore may stop: the binlog is in commit order, so everything
+ * before the end of a group committed before it.
  */
 typedef struct BkBinlogTxn
 {
@@ -244,6 +259,8 @@ typedef struct BkBinlogTxn
  * whether it ends a group, whose GTID is then txn->gtid.  An event that
  * ends a group it is not in (a COMMIT with no GTID before it in what was
  * fed) is not an end: feeding starts at a group boundary.
+ *
+ * A Query_compressed text that does not decompress fails (BK_ERR_FORMAT).
  */
 extern bool bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event,
 							   size_t len, int checksum_alg, bool *ended,

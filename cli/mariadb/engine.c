@@ -593,7 +593,8 @@ follow_file_gtids(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	}
 	if (!bk_binlog_txn_feed(&walk->txn, event, header->length,
 							*walk->checksum_alg, &ended, err))
-		return false;
+		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
+							   walk->file->name, offset);
 	if (ended && walk->known)
 		return bk_gtid_list_note(&walk->reached, &walk->txn.gtid, err);
 	return true;

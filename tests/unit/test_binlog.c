@@ -458,7 +458,8 @@ restamp(uint8_t *event, size_t len, uint32_t stamp, uint32_t exec_time)
 	uLong crc;
 
 	put_le32(event, stamp);
-	if (event[4] == BK_BINLOG_QUERY_EVENT)
+	if (event[4] == BK_BINLOG_QUERY_EVENT ||
+		event[4] == BK_BINLOG_QUERY_COMPRESSED_EVENT)
 		put_le32(event + BK_BINLOG_HEADER_LEN + 4, exec_time);
 	crc = crc32(crc32(0L, Z_NULL, 0), event, (uInt) (len - 4));
 	put_le32(event + len - 4, (uint32_t) crc);
@@ -525,6 +526,216 @@ test_transaction_end_time(void **state)
 	restamp(buf, len, 50, 0);
 	feed(&txn, buf, len);
 	assert_int_equal(txn.end_time, 50);
+}
+
+/*
+ * A standalone group as MariaDB 10.11.19 logged it with log_bin_compress=ON
+ * (mariadb-bin.000002, offsets 500 to 831): the GTID event of 0-1-2 ("ddl")
+ * and the Query_compressed event of "CREATE TABLE cz.bigddl (...)", 352
+ * bytes of text in 217 (length in 2 bytes, high byte first); then a
+ * Write_rows_compressed event of a MyISAM insert (offset 1178).
+ */
+static const uint8_t real_ddl_gtid[42] = {
+	0xa6, 0x28, 0x15, 0x6b, 0xa2, 0x01, 0x00, 0x00, 0x00, 0x2a, 0x00,
+	0x00, 0x00, 0x1e, 0x02, 0x00, 0x00, 0x08, 0x00, 0x02, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x29, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x6d, 0xcf, 0x4f, 0xc1,
+};
+
+static const uint8_t real_ddl_query[289] = {
+	0xa6, 0x28, 0x15, 0x6b, 0xa5, 0x01, 0x00, 0x00, 0x00, 0x21, 0x01, 0x00,
+	0x00, 0x3f, 0x03, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x23, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x01, 0x01, 0x00, 0x00, 0x20, 0x54, 0x00, 0x00, 0x00, 0x00, 0x06, 0x03,
+	0x73, 0x74, 0x64, 0x04, 0x21, 0x00, 0x21, 0x00, 0x08, 0x00, 0x81, 0x0c,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x82, 0x01, 0x60, 0x78,
+	0x9c, 0x8d, 0xcf, 0xcd, 0x4a, 0xc4, 0x30, 0x14, 0x05, 0xe0, 0x57, 0x39,
+	0xbb, 0xce, 0x80, 0xc8, 0x30, 0xb8, 0x75, 0x91, 0x69, 0x33, 0x5a, 0x6c,
+	0xab, 0x86, 0x2a, 0xcc, 0x2a, 0x64, 0x26, 0xd7, 0xb6, 0xd0, 0x24, 0x92,
+	0xdc, 0xe2, 0xcf, 0xd3, 0x1b, 0x05, 0x17, 0x6e, 0x64, 0xe0, 0xac, 0x2e,
+	0x87, 0xef, 0x72, 0x4a, 0x25, 0x45, 0x2f, 0xd1, 0x8b, 0x5d, 0x23, 0x71,
+	0xfa, 0xbc, 0x3c, 0x4e, 0x83, 0xb5, 0x33, 0x56, 0x93, 0x45, 0xdd, 0xf5,
+	0x78, 0x50, 0x75, 0x2b, 0xd4, 0x01, 0x77, 0xf2, 0x70, 0x01, 0xa3, 0xa3,
+	0xe1, 0x91, 0xa2, 0x9e, 0x83, 0x1f, 0xf4, 0x29, 0xcc, 0x8b, 0xf3, 0xda,
+	0x1b, 0x47, 0xda, 0x2f, 0xee, 0x98, 0xef, 0xc1, 0x13, 0x9e, 0x85, 0x2a,
+	0x6f, 0x85, 0x5a, 0x6d, 0x37, 0x9b, 0x35, 0x2a, 0xb9, 0x17, 0x4f, 0x4d,
+	0x8f, 0x22, 0x05, 0x47, 0xb0, 0xf4, 0x62, 0x96, 0x99, 0xc1, 0xf4, 0xce,
+	0xc8, 0x0e, 0x15, 0x67, 0x98, 0xfc, 0x16, 0xfe, 0x33, 0x5d, 0x88, 0x7f,
+	0xe1, 0xb3, 0xcc, 0x31, 0x12, 0xfd, 0xec, 0xfb, 0xc5, 0xae, 0xb6, 0x6b,
+	0xc8, 0xee, 0xa6, 0xee, 0xe4, 0x75, 0xed, 0x7d, 0xa8, 0x76, 0x28, 0xef,
+	0xdb, 0x56, 0xe6, 0x46, 0x61, 0xf0, 0xcd, 0xa0, 0xaa, 0x1a, 0x24, 0x36,
+	0x4c, 0x8e, 0x3c, 0x23, 0x05, 0xf0, 0x68, 0x18, 0x53, 0x4e, 0xca, 0x85,
+	0x61, 0x20, 0x0b, 0x93, 0xf0, 0xb8, 0x50, 0xfc, 0xc8, 0x2f, 0xdd, 0x6b,
+	0xa4, 0x94, 0xc8, 0x16, 0x5f, 0x5c, 0x4d, 0x77, 0x5e, 0xbb, 0xd6, 0xd5,
+	0x17,
+};
+
+static const uint8_t real_rows[52] = {
+	0xa6, 0x28, 0x15, 0x6b, 0xa6, 0x01, 0x00, 0x00, 0x00, 0x34, 0x00,
+	0x00, 0x00, 0xce, 0x04, 0x00, 0x00, 0x00, 0x00, 0x12, 0x00, 0x00,
+	0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x03, 0x81, 0x6a, 0x78, 0x9c,
+	0xfb, 0xc3, 0xc8, 0xc0, 0xc0, 0x90, 0x52, 0x41, 0x07, 0x00, 0x00,
+	0xd0, 0x56, 0x30, 0x42, 0x0b, 0x19, 0x80, 0xc5,
+};
+
+/*
+ * make_compressed_query
+ *		A Query_compressed event: a Query event's layout up to the db name,
+ *		then the text as MariaDB's binlog_buf_compress writes it: 0x80 | n,
+ *		the text's length in n bytes, high byte first, then a zlib stream.
+ *		n of 0 takes the fewest bytes the length needs.
+ */
+static size_t
+make_compressed_query(uint8_t *out, uint64_t offset, const char *text, int n)
+{
+	uint8_t body[1024];
+	size_t text_len = strlen(text);
+	uLongf zlen = sizeof(body) - 32;
+	size_t used;
+
+	if (n == 0)
+		n = text_len > 0xffffff ? 4
+			: text_len > 0xffff ? 3
+			: text_len > 0xff   ? 2
+								: 1;
+	memset(body, 0, 13);
+	body[8] = 2; /* db "db" */
+	used = 13;
+	memcpy(body + used, "db", 3);
+	used += 3;
+	body[used++] = (uint8_t) (0x80 | n);
+	for (int idx = n - 1; idx >= 0; idx--)
+		body[used++] = (uint8_t) (text_len >> (8 * idx));
+	assert_int_equal(
+		compress(body + used, &zlen, (const Bytef *) text, (uLong) text_len),
+		Z_OK);
+	used += zlen;
+	return make_event(out, BK_BINLOG_QUERY_COMPRESSED_EVENT, 1, offset, body,
+					  used);
+}
+
+/* Feed one event that the parser must refuse; its message. */
+static const char *
+feed_refused(BkBinlogTxn *txn, const uint8_t *event, size_t len, BkError *err)
+{
+	bool ended = true;
+
+	assert_false(bk_binlog_txn_feed(txn, event, len, BK_BINLOG_CHECKSUM_CRC32,
+									&ended, err));
+	assert_false(ended);
+	return err->message;
+}
+
+/*
+ * test_compressed_query
+ *		A Query_compressed event (log_bin_compress=ON, any statement of
+ *		log_bin_compress_min_len bytes or more) is a Query event: it ends a
+ *		standalone group, its exec_time counts, and its text, once
+ *		decompressed, is read for COMMIT, ROLLBACK and XA COMMIT/ROLLBACK.
+ *		Compressed row events end nothing.
+ */
+static void
+test_compressed_query(void **state)
+{
+	uint8_t buf[1024];
+	uint8_t file[512];
+	char long_text[400];
+	BkBinlogTxn txn = {0};
+	int alg = BK_BINLOG_CHECKSUM_CRC32;
+	Walked walked = {0};
+	BkError err;
+	size_t len;
+
+	(void) state;
+	/* The server's own events: well formed, and the DDL ends its group. */
+	memcpy(file, real_ddl_gtid, sizeof(real_ddl_gtid));
+	memcpy(file + sizeof(real_ddl_gtid), real_ddl_query,
+		   sizeof(real_ddl_query));
+	assert_true(bk_binlog_walk("mariadb-bin.000002", 500, file,
+							   sizeof(real_ddl_gtid) + sizeof(real_ddl_query),
+							   &alg, count_events, &walked, &err));
+	assert_int_equal(walked.events, 2);
+	assert_int_equal(real_ddl_query[4], BK_BINLOG_QUERY_COMPRESSED_EVENT);
+	assert_false(feed(&txn, real_ddl_gtid, sizeof(real_ddl_gtid)));
+	assert_true(txn.standalone);
+	assert_true(feed(&txn, real_ddl_query, sizeof(real_ddl_query)));
+	assert_int_equal(txn.gtid.domain, 0);
+	assert_int_equal(txn.gtid.server, 1);
+	assert_int_equal(txn.gtid.seq, 2);
+	assert_false(txn.in_group);
+
+	/* Its exec_time counts: a long ALTER ends when it ended. */
+	memcpy(buf, real_ddl_query, sizeof(real_ddl_query));
+	len = make_standalone_gtid(file, 4, 3);
+	restamp(file, len, 100, 0);
+	feed(&txn, file, len);
+	restamp(buf, sizeof(real_ddl_query), 100, 8);
+	assert_true(feed(&txn, buf, sizeof(real_ddl_query)));
+	assert_int_equal(txn.end_time, 108);
+
+	/*
+	 * Row events, compressed or not, end nothing; the COMMIT (or XID)
+	 * after them does.  The server's Write_rows_compressed first.
+	 */
+	len = make_gtid(buf, 100, 0, 1, 4);
+	feed(&txn, buf, len);
+	assert_int_equal(real_rows[4], BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT);
+	assert_false(feed(&txn, real_rows, sizeof(real_rows)));
+	for (uint8_t type = BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT;
+		 type <= BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1; type++)
+	{
+		len = make_event(buf, type, 1, 200, (const uint8_t *) "rows", 4);
+		assert_false(feed(&txn, buf, len));
+	}
+	len = make_compressed_query(buf, 300, "COMMIT", 0);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.seq, 4);
+
+	/* The texts that end a group, compressed; the length in 1 to 4 bytes. */
+	len = make_gtid(buf, 400, 0, 1, 5);
+	feed(&txn, buf, len);
+	len = make_compressed_query(buf, 500, "BEGIN", 0);
+	assert_false(feed(&txn, buf, len));
+	len = make_compressed_query(buf, 600, "ROLLBACK TO `sp1`", 3);
+	assert_false(feed(&txn, buf, len));
+	len = make_compressed_query(buf, 700, "ROLLBACK", 4);
+	assert_true(feed(&txn, buf, len));
+	len = make_gtid(buf, 800, 0, 1, 6);
+	feed(&txn, buf, len);
+	len = make_compressed_query(buf, 900, "XA COMMIT X'31',X'',1", 2);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.seq, 6);
+
+	/* A statement of 300 bytes: its length in two bytes, high first. */
+	memset(long_text, ' ', sizeof(long_text));
+	memcpy(long_text, "XA ROLLBACK X'", 14);
+	long_text[300] = '\0';
+	len = make_gtid(buf, 1000, 0, 1, 7);
+	feed(&txn, buf, len);
+	len = make_compressed_query(buf, 1100, long_text, 0);
+	assert_int_equal(buf[BK_BINLOG_HEADER_LEN + 16], 0x82);
+	assert_int_equal(buf[BK_BINLOG_HEADER_LEN + 17], 300 >> 8);
+	assert_int_equal(buf[BK_BINLOG_HEADER_LEN + 18], 300 & 0xff);
+	assert_true(feed(&txn, buf, len));
+
+	/*
+	 * A text that does not decompress to the length it declares, or
+	 * compressed another way than zlib: refused, not taken for a
+	 * statement that ends nothing.
+	 */
+	len = make_gtid(buf, 1200, 0, 1, 8);
+	feed(&txn, buf, len);
+	len = make_compressed_query(buf, 1300, "COMMIT", 0);
+	buf[BK_BINLOG_HEADER_LEN + 17] = 7; /* "COMMIT" is 6 bytes */
+	restamp(buf, len, 1764000000, 0);
+	assert_non_null(
+		strstr(feed_refused(&txn, buf, len, &err), "does not decompress"));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	len = make_compressed_query(buf, 1300, "COMMIT", 0);
+	buf[BK_BINLOG_HEADER_LEN + 16] = 0x91; /* algorithm 1 */
+	restamp(buf, len, 1764000000, 0);
+	assert_non_null(
+		strstr(feed_refused(&txn, buf, len, &err), "compression algorithm 1"));
 }
 
 /*
@@ -654,6 +865,7 @@ main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_transactions),
 		cmocka_unit_test(test_transaction_end_time),
+		cmocka_unit_test(test_compressed_query),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_complete_until),
 	};

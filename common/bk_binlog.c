@@ -834,6 +834,7 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
 	uint32_t until;
 	bool query;
+	BkGtid open;
 
 	*ended = false;
 	if (!bk_binlog_header_parse(event, len, &header, err))
@@ -857,12 +858,40 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 			/* seq 8, domain 4, flags 1 */
 			if (len < BK_BINLOG_HEADER_LEN + 13)
 				return bk_error_set(err, BK_ERR_FORMAT, "GTID event truncated");
-			txn->in_group = true;
+			open = txn->gtid;
 			txn->gtid.seq = get_le64(body);
 			txn->gtid.domain = get_le32(body + 8);
 			txn->gtid.server = header.server_id;
 			txn->standalone = (body[12] & 0x01) != 0;
 			txn->start_time = header.timestamp;
+			/*
+			 * The server writes a group whole, under one lock: a group still
+			 * open here was ended by an event bk does not take for an end.
+			 * Merged with this one, its end would move to this one's, and a
+			 * target between them would be silently missed.  The new group
+			 * is followed all the same, for a caller that reports and goes
+			 * on.
+			 */
+			if (txn->in_group)
+				return bk_error_set(
+					err, BK_ERR_FORMAT,
+					"the transaction of GTID %" PRIu32 "-%" PRIu32 "-%" PRIu64
+					" is not ended before the GTID event of"
+					" %" PRIu32 "-%" PRIu32 "-%" PRIu64 ": an event bk does"
+					" not know ends it, and bk cannot tell where",
+					open.domain, open.server, open.seq, txn->gtid.domain,
+					txn->gtid.server, txn->gtid.seq);
+			txn->in_group = true;
+			break;
+		case BK_BINLOG_FORMAT_DESCRIPTION_EVENT:
+			/*
+			 * A file's first event.  Groups never span files: one still open
+			 * was cut short by a crash of the server, which rolled it back
+			 * (so do replicas, when the restarted server's format
+			 * description comes), or its archive lost the file's tail (the
+			 * next file's GTID list shows it).  Either way it did not end.
+			 */
+			txn->in_group = false;
 			break;
 		case BK_BINLOG_XID_EVENT:
 		case BK_BINLOG_XA_PREPARE_EVENT:

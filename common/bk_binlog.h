@@ -260,7 +260,13 @@ typedef struct BkBinlogTxn
  * ends a group it is not in (a COMMIT with no GTID before it in what was
  * fed) is not an end: feeding starts at a group boundary.
  *
- * A Query_compressed text that does not decompress fails (BK_ERR_FORMAT).
+ * A GTID event while a group is open fails (BK_ERR_FORMAT, naming both
+ * GTIDs; the caller adds the file and offset): the server writes groups
+ * whole, so something ended the open one that bk did not see, and merging
+ * the two would move its end.  txn then follows the new group.  A format
+ * description event (a file's start) drops an open group as not ended: a
+ * crash of the server cut it short, and the server rolled it back.  A
+ * Query_compressed text that does not decompress fails too.
  */
 extern bool bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event,
 							   size_t len, int checksum_alg, bool *ended,

@@ -745,8 +745,16 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 					bk_verify_problem(verifier, range->name, "%s",
 									  problem.message);
 				free(data);
+				/*
+				 * Where the walk stopped is unknown: the next range starts
+				 * outside any group, or a group left open here would be
+				 * reported again at its first GTID.
+				 */
 				if (range->in_chain)
+				{
 					followed = false;
+					walk->txn.in_group = false;
+				}
 			}
 		}
 		previous_known = verifier->decoder != NULL && followed && walk->known;

@@ -739,6 +739,68 @@ test_compressed_query(void **state)
 }
 
 /*
+ * test_group_not_ended
+ *		A GTID event while a group is open: something ended it that the
+ *		parser did not see (an event type it does not know), and taking the
+ *		two groups for one would put a restore's cut, its GTID state and
+ *		its time in the wrong place.  Refused, naming both GTIDs; the new
+ *		group is followed, for a caller that reports and goes on.  A
+ *		format description is another matter: a group open when one comes
+ *		was cut short by a crash of the server (which rolled it back, as do
+ *		replicas: "Rolling back unfinished transaction"), or lost its tail
+ *		with an archived range: it ends nothing and is dropped.
+ */
+static void
+test_group_not_ended(void **state)
+{
+	uint8_t buf[1024];
+	BkBinlogTxn txn = {0};
+	BkError err;
+	size_t len;
+
+	(void) state;
+	len = make_gtid(buf, 4, 0, 1, 50);
+	feed(&txn, buf, len);
+	len = make_event(buf, 19, 1, 100, (const uint8_t *) "table map", 9);
+	assert_false(feed(&txn, buf, len));
+	len = make_gtid(buf, 200, 0, 1, 51);
+	assert_non_null(strstr(feed_refused(&txn, buf, len, &err),
+						   "0-1-50 is not ended before the GTID event of"
+						   " 0-1-51"));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_true(txn.in_group);
+	assert_int_equal(txn.gtid.seq, 51);
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 300,
+					 (const uint8_t *) "12345678", 8);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.seq, 51);
+
+	/* A standalone group whose statement is not there: the same. */
+	len = make_standalone_gtid(buf, 400, 52);
+	feed(&txn, buf, len);
+	len = make_gtid(buf, 500, 0, 1, 53);
+	assert_non_null(strstr(feed_refused(&txn, buf, len, &err), "0-1-52"));
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 600,
+					 (const uint8_t *) "12345678", 8);
+	assert_true(feed(&txn, buf, len));
+
+	/* A group cut short by a crash: the next file's start drops it. */
+	len = make_gtid(buf, 700, 0, 1, 60);
+	feed(&txn, buf, len);
+	memset(buf + 100, 0, 100);
+	len = make_event(buf, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 1, 4, buf + 100,
+					 57 + 1);
+	assert_false(feed(&txn, buf, len));
+	assert_false(txn.in_group);
+	len = make_gtid(buf, 300, 0, 1, 61);
+	assert_false(feed(&txn, buf, len));
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 400,
+					 (const uint8_t *) "12345678", 8);
+	assert_true(feed(&txn, buf, len));
+	assert_int_equal(txn.gtid.seq, 61);
+}
+
+/*
  * make_rotate
  *		A ROTATE as the server sends it: artificial (timestamp 0, next_pos
  *		0, LOG_EVENT_ARTIFICIAL_F) or the file's own; with or without a
@@ -866,6 +928,7 @@ main(void)
 		cmocka_unit_test(test_transactions),
 		cmocka_unit_test(test_transaction_end_time),
 		cmocka_unit_test(test_compressed_query),
+		cmocka_unit_test(test_group_not_ended),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_complete_until),
 	};

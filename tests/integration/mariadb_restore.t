@@ -44,7 +44,7 @@ chmod 755 "$dir"
 source "$ROOT/tests/lib/bk_env.sh"
 # shellcheck source=SCRIPTDIR/../lib/mariadb.sh
 source "$ROOT/tests/lib/mariadb.sh"
-AGENT=/usr/local/bin/bk-mysql-agent
+AGENT="$BK_AGENT_BIN"
 agent_pid=""
 shipper_pid=""
 db=bkrestore_$$

@@ -4,8 +4,9 @@
 # "scripts/services env", with ROOT, SERVICES and dir (the test's own fresh
 # directory) set.
 #
-#   bk_test_init NAME        install bk; key pair, $dir/bk.conf, topics; sets
-#                            prefix and repo (one prefix per run: tests never
+#   bk_test_init NAME        install bk (BK_TEST_TREE=1: build it); key
+#                            pair, $dir/bk.conf, topics; sets prefix and
+#                            repo (one prefix per run: tests never
 #                            see each other's messages); the repository is on
 #                            the backend BK_TEST_BACKEND names
 #                            (tests/lib/repo_backend.sh: repo_files)
@@ -18,8 +19,20 @@
 #                            the test cluster archives through bk (plus the
 #                            given settings), restarted; sets source_id
 
-BK=/usr/local/bin/bk
-SHIPPER=/usr/local/bin/bk-shipper
+# The binaries the tests run: those "make install" puts in /usr/local/bin,
+# or with BK_TEST_TREE=1 the tree's own build, installed nowhere (a clone
+# tested on a machine whose installed bk others use; the MariaDB UDF
+# library and the PostgreSQL extension the servers load stay the installed
+# ones, so only changes outside them are tested that way).
+if [[ "${BK_TEST_TREE:-0}" == 1 ]]; then
+    BK="$ROOT/cli/bk"
+    SHIPPER="$ROOT/shipper/bk-shipper"
+    BK_AGENT_BIN="$ROOT/mysql_agent/bk-mysql-agent"
+else
+    BK=/usr/local/bin/bk
+    SHIPPER=/usr/local/bin/bk-shipper
+    BK_AGENT_BIN=/usr/local/bin/bk-mysql-agent
+fi
 source "$ROOT/tests/lib/repo_backend.sh"
 
 bk_test_config() {
@@ -39,7 +52,11 @@ CONF
 bk_test_init() {
     prefix="bkit-$1-$$-$RANDOM"
     bk_test_repo "$prefix"
-    make -s -C "$ROOT" install >/dev/null
+    if [[ "${BK_TEST_TREE:-0}" == 1 ]]; then
+        make -s -C "$ROOT" >/dev/null
+    else
+        make -s -C "$ROOT" install >/dev/null
+    fi
     "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
     # bk wal-get runs as postgres in the clusters the tests restore.
     chown postgres "$dir/bk.key"

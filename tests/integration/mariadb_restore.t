@@ -17,7 +17,10 @@
 #    MERGE table over two MyISAM tables; a sequence allocating new batches
 #    during the first snapshot and after it;
 #  - a workload of sysbench plus fixture changes, with DDL mid-way, a binlog
-#    rotation and a server restart; at each moment the test records the
+#    rotation and a server restart; compressed binlog events
+#    (log_bin_compress) in the second moment's workload, whose last event is
+#    a long DDL (Query_compressed), replayed from the first snapshot, and a
+#    snapshot taken right after it; at each moment the test records the
 #    time, SHOW MASTER STATUS, @@gtid_binlog_pos and a fingerprint
 #    (CHECKSUM TABLE of every table, the history of versioned tables,
 #    SHOW CREATE of every object); bk restore to the time, the position
@@ -77,7 +80,7 @@ cleanup() {
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     my "XA ROLLBACK 'bkr_xa1'" >/dev/null 2>&1
-    my "SET GLOBAL event_scheduler = OFF; DROP DATABASE IF EXISTS $db;
+    my "SET GLOBAL log_bin_compress = OFF; SET GLOBAL event_scheduler = OFF; DROP DATABASE IF EXISTS $db;
         DROP DATABASE IF EXISTS ${db}_sb; DROP DATABASE IF EXISTS ${db}_new;
         DROP USER IF EXISTS bkr_app@'%'; DROP ROLE IF EXISTS bkr_reader;
         DROP ROLE IF EXISTS $role" >/dev/null
@@ -218,19 +221,21 @@ moment() {
     sleep 1.1
 }
 
-# Restore to a moment three ways and compare.
+# Restore to a moment three ways and compare; the options after the name
+# are the restores' too (--snapshot, say).
 check_moment() {
     local name="$1" how out
+    shift
     for how in time position gtid; do
         target_reset
         case "$how" in
-            time) out="$(TZ=America/New_York restore --target-time "$(cat "$dir/$name.time")" --json 2>&1)" ;;
-            position) out="$(restore --target-position "$(cat "$dir/$name.position")" 2>&1)" ;;
+            time) out="$(TZ=America/New_York restore "$@" --target-time "$(cat "$dir/$name.time")" --json 2>&1)" ;;
+            position) out="$(restore "$@" --target-position "$(cat "$dir/$name.position")" 2>&1)" ;;
             gtid) # over TCP this time
                 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-host 127.0.0.1 \
-                    --mysql-port "$TARGET_PORT" --target-gtid "$(cat "$dir/$name.gtid")" 2>&1)" ;;
+                    --mysql-port "$TARGET_PORT" "$@" --target-gtid "$(cat "$dir/$name.gtid")" 2>&1)" ;;
         esac
-        ok $? "$name: bk restore --target-$how" || diag "$out"
+        ok $? "$name: bk restore ${*:+$* }--target-$how" || diag "$out"
         [[ "$how" == time ]] && like "$out" '"tables_indexed_after_load": [2-9]' \
             "$name: the sysbench tables got their secondary index after the data"
         fingerprint tmy >"$dir/$name.$how.fp"
@@ -297,7 +302,11 @@ my "USE $db; INSERT INTO nopk VALUES (3, 'z'); DELETE FROM nopk WHERE a = 1 LIMI
 moment m1
 my "FLUSH BINARY LOGS" >/dev/null
 
-# ---------------------------------------------------------------- moment 2: DDL, event firing
+# ---------------------------------------------------------------- moment 2: DDL, event firing, compression
+# With log_bin_compress the server logs every statement of at least
+# log_bin_compress_min_len bytes (256) as a Query_compressed event, and
+# compresses the rows of row events: on for this moment's workload.
+my "SET GLOBAL log_bin_compress = ON" >/dev/null
 my "USE $db; ALTER TABLE orders ADD COLUMN note VARCHAR(20) DEFAULT 'n';
     CREATE TABLE later (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO later VALUES (1);
     CREATE DATABASE ${db}_new; CREATE TABLE ${db}_new.t (x INT) ENGINE=InnoDB;
@@ -312,12 +321,24 @@ is "$(my "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '$db
 ticks="$(my "SELECT COUNT(*) FROM $db.ticks")"
 [[ "$ticks" -gt 0 ]]
 ok $? "the event fired while enabled ($ticks rows)"
+# The last event before m2: a DDL long enough to be compressed.  A
+# standalone group ends with its statement; one not seen to end would
+# merge into the next group, and a restore to m2 would leave it out.
+out="$(my "CREATE TABLE $db.compressed_ddl (id INT PRIMARY KEY,
+    first_column_with_a_long_name VARCHAR(100) DEFAULT 'a default long enough to be compressed',
+    second_column_with_a_long_name VARCHAR(100) DEFAULT 'and another one, longer still than the first',
+    third_column_with_a_long_name INT DEFAULT 42) ENGINE=InnoDB COMMENT 'logged as Query_compressed'")"
+ok $? "a long DDL with log_bin_compress on" || diag "$out"
 moment m2
+m2_file="$(cut -d: -f1 "$dir/m2.position")"
+is "$(my "SHOW BINLOG EVENTS IN '$m2_file'" | awk -F'\t' -v end="$(cut -d: -f2 "$dir/m2.position")" '$5 == end {print $3}')" \
+    Query_compressed "... the last event before m2 is a Query_compressed event"
 # A second snapshot, in the quiet after m2: it holds m2's state.
 result2="$(my "SELECT bk_snapshot('jobs=2')")"
 snap2="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result2")"
 [[ -n "$snap2" ]]
 ok $? "a second snapshot after m2" || diag "$result2"
+my "SET GLOBAL log_bin_compress = OFF" >/dev/null
 
 # ---------------------------------------------------------------- moment 3: rotation, restart
 my "FLUSH BINARY LOGS" >/dev/null
@@ -341,6 +362,9 @@ archived() { "$BK" list --config "$dir/bk.conf" --source "$source_id" --json |
     grep -q "$(cut -d: -f1 "$dir/m3.position")"; }
 sleep 2
 for m in m1 m2 m3; do check_moment "$m"; done
+# snap2 holds m2 already (it was taken right after the compressed DDL, and
+# m3 is restored from it): from snap1 the replay goes through the DDL.
+check_moment m2 --snapshot "$snap1"
 
 # ---------------------------------------------------------------- immediate: the load alone, not logged
 target_reset

@@ -863,6 +863,7 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 			txn->gtid.domain = get_le32(body + 8);
 			txn->gtid.server = header.server_id;
 			txn->standalone = (body[12] & 0x01) != 0;
+			txn->ddl = (body[12] & 0x20) != 0;
 			txn->start_time = header.timestamp;
 			/*
 			 * The server writes a group whole, under one lock: a group still

@@ -241,6 +241,11 @@ typedef struct BkBinlogTxn
 {
 	bool in_group;
 	bool standalone;
+	/*
+	 * Its GTID event's FL_DDL flag: a DDL statement.  A DDL group that is
+	 * not standalone is CREATE TABLE ... SELECT logged with its rows.
+	 */
+	bool ddl;
 	BkGtid gtid;         /* of the group in progress, or of the last ended */
 	uint32_t start_time; /* timestamp of its GTID event */
 	/*

@@ -135,6 +135,13 @@ typedef struct MariadbRestore
 	atomic_uint_fast64_t indexes_deferred; /* tables whose indexes came after */
 	uint64_t bytes_total;
 
+	/*
+	 * The first group to replay that mariadb-binlog's output splits in two
+	 * (CREATE TABLE ... SELECT with its rows): its GTID and "file:end".
+	 */
+	char split_group_gtid[64];
+	char split_group_at[BK_BINLOG_FILE_NAME_MAX + 32];
+
 	/* Report. */
 	json_t *kept_accounts;
 	json_t *xa_prepared; /* XA transactions the replay left prepared */

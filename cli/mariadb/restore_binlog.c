@@ -101,6 +101,14 @@ take(Scan *scan, uint64_t end, uint32_t stamp)
 
 	bk_strlcpy(r->cut_file, scan->file->name, sizeof(r->cut_file));
 	r->cut_pos = end;
+	if (scan->txn.ddl && !scan->txn.standalone && r->split_group_gtid[0] == 0)
+	{
+		snprintf(r->split_group_at, sizeof(r->split_group_at), "%s:%" PRIu64,
+				 scan->file->name, end);
+		snprintf(r->split_group_gtid, sizeof(r->split_group_gtid),
+				 "%" PRIu32 "-%" PRIu32 "-%" PRIu64, scan->txn.gtid.domain,
+				 scan->txn.gtid.server, scan->txn.gtid.seq);
+	}
 	r->groups++;
 	r->last_group_time = stamp;
 	bk_gtid_state_set(&scan->state, &scan->txn.gtid);
@@ -1252,6 +1260,28 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 {
 	if (r->replay_count == 0)
 		return true;
+	/*
+	 * CREATE TABLE ... SELECT logged with its rows is one group, which
+	 * mariadb-binlog's output replays as two transactions: the CREATE
+	 * commits by itself under the group's GTID and the rows take the next
+	 * sequence number (MDEV-29803).  A target that logs binlog then holds
+	 * a GTID history that is not the source's: gtid_strict_mode stops the
+	 * replay after the whole load, and without it a sequence number is
+	 * logged twice.  Refused before anything is written; a target without
+	 * log_bin replays it right.
+	 */
+	if (r->log_bin && r->split_group_gtid[0] != '\0')
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the binlog to replay holds CREATE TABLE ... "
+							"SELECT with its rows (GTID %s, ending at %s), "
+							"which replaying into a server with log_bin on "
+							"would log as two transactions: the restored "
+							"binlog's GTIDs would not be the source's",
+							r->split_group_gtid, r->split_group_at) ||
+			   bk_error_hint(err, "Restore into a server started with log_bin "
+								  "off (the data and gtid_slave_pos come out "
+								  "right; turn log_bin on afterwards), or to a "
+								  "target before that transaction.");
 	if (packet_needed(r) > REPLAY_PACKET_LIMIT)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"an event of %" PRIu64 " bytes is too large to"

@@ -142,7 +142,8 @@ typedef struct S3State
 	 */
 	pthread_mutex_t credentials_lock;
 	S3Credentials credentials;
-	char credentials_file[1024]; /* s3_access_key_file, or "" */
+	uint64_t credentials_generation; /* counts the reloads that changed them */
+	char credentials_file[1024];     /* s3_access_key_file, or "" */
 	char spool_root[1024];
 	char spool[1100]; /* spool_root/<shipper id>, once opened */
 	int spool_lock_fd;
@@ -255,6 +256,7 @@ typedef struct S3Call
 	char error_code[128];
 	char error_message[512];
 	int sends; /* by s3_call: more than one, an earlier one may have acted */
+	uint64_t signed_generation; /* of the credentials the last send used */
 	/* Read position in the body while sending. */
 	uint64_t sent;
 } S3Call;
@@ -499,7 +501,7 @@ token_expired(const S3Call *call)
 		   strcmp(call->error_code, "TokenRefreshRequired") == 0;
 }
 
-static bool reload_credentials(S3State *state);
+static bool reload_credentials(S3State *state, uint64_t signed_generation);
 
 /* What a retry can fix: the store or the network, not the request. */
 static bool
@@ -575,6 +577,7 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 
 	pthread_mutex_lock(&state->credentials_lock);
 	signing = state->credentials;
+	call->signed_generation = state->credentials_generation;
 	pthread_mutex_unlock(&state->credentials_lock);
 	gmtime_r(&now, &tm);
 	strftime(amz_date, sizeof(amz_date), "%Y%m%dT%H%M%SZ", &tm);
@@ -756,7 +759,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 			if (token_expired(call) && !reloaded)
 			{
 				reloaded = true;
-				if (reload_credentials(state))
+				if (reload_credentials(state, call->signed_generation))
 					continue;
 			}
 			if (!transient_status(call))
@@ -972,29 +975,33 @@ read_credentials_file(const char *file, S3Credentials *credentials,
 }
 
 /*
- * The store said the session token expired: read s3_access_key_file again.
- * True if it now holds other credentials (the request is worth sending
- * again); false without a file, or when it is unreadable or unchanged, and
- * the answer stands.
+ * The store said the session token of the credentials of generation
+ * signed_generation expired: read s3_access_key_file again.  True if
+ * there are other credentials than those now (the request is worth sending
+ * again): the file holds new ones, or another thread loaded them since this
+ * request was signed.  False without a file, or when it is unreadable or
+ * unchanged, and the answer stands.
  */
 static bool
-reload_credentials(S3State *state)
+reload_credentials(S3State *state, uint64_t signed_generation)
 {
 	S3Credentials fresh;
 	BkError ignored;
-	bool changed = false;
+	bool loaded;
+	bool changed;
 
 	if (state->credentials_file[0] == '\0')
 		return false;
 	bk_error_clear(&ignored);
-	if (read_credentials_file(state->credentials_file, &fresh, &ignored))
+	loaded = read_credentials_file(state->credentials_file, &fresh, &ignored);
+	pthread_mutex_lock(&state->credentials_lock);
+	if (loaded && memcmp(&fresh, &state->credentials, sizeof(fresh)) != 0)
 	{
-		pthread_mutex_lock(&state->credentials_lock);
-		changed = memcmp(&fresh, &state->credentials, sizeof(fresh)) != 0;
-		if (changed)
-			state->credentials = fresh;
-		pthread_mutex_unlock(&state->credentials_lock);
+		state->credentials = fresh;
+		state->credentials_generation++;
 	}
+	changed = state->credentials_generation != signed_generation;
+	pthread_mutex_unlock(&state->credentials_lock);
 	OPENSSL_cleanse(&fresh, sizeof(fresh));
 	return changed;
 }

@@ -105,6 +105,7 @@ typedef struct FakeStore
 	bool reads_denied;          /* HEAD and GET: 403 AccessDenied */
 	bool upload_listing_denied; /* ListMultipartUploads: 403 AccessDenied */
 	char expired_token[64];     /* requests with this session token: 400 */
+	int expired_delay_ms;       /* before answering ExpiredToken */
 	bool if_none_match_ignored; /* PUT: as stores without conditional
 								 * writes, always 200 */
 	bool if_none_match_unimplemented;    /* PUT with it: 501 */
@@ -627,7 +628,11 @@ serve(FakeStore *store, int fd, const Request *request)
 	log_get(store, request);
 	if (store->expired_token[0] &&
 		strcmp(request->token, store->expired_token) == 0)
+	{
+		if (store->expired_delay_ms > 0)
+			usleep((useconds_t) store->expired_delay_ms * 1000);
 		reply_error(fd, 400, "ExpiredToken");
+	}
 	else if (store->reads_denied &&
 			 (strcmp(request->method, "HEAD") == 0 ||
 			  (strcmp(request->method, "GET") == 0 && request->key[0] != '\0')))
@@ -1434,6 +1439,33 @@ write_key_file(const char *path, const char *token)
 }
 
 /*
+ * The repository opened with credentials from key_file (session token
+ * "token-1"), whose requests the store then answers ExpiredToken, after
+ * delay_ms.
+ */
+static BkRepo *
+open_with_expiring_token(Fixture *f, char *key_file, size_t key_file_len,
+						 int delay_ms)
+{
+	BkRepoOptions options = f->options;
+	BkRepo *repo;
+	BkError err;
+
+	snprintf(key_file, key_file_len, "%s/s3.key", f->dir);
+	write_key_file(key_file, "token-1");
+	options.s3_access_key_file = key_file;
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &options, false, &err);
+	if (repo == NULL)
+		fail_msg("%s", err.message);
+	pthread_mutex_lock(&f->store.lock);
+	bk_strlcpy(f->store.expired_token, "token-1",
+			   sizeof(f->store.expired_token));
+	f->store.expired_delay_ms = delay_ms;
+	pthread_mutex_unlock(&f->store.lock);
+	return repo;
+}
+
+/*
  * Temporary credentials expire under a long-running shipper or restore.
  * bk reads s3_access_key_file again when the store says the token expired
  * and sends the request again; while the file still holds the expired
@@ -1443,23 +1475,11 @@ static void
 test_expired_token_reloaded(void **state)
 {
 	Fixture *f = *state;
-	BkRepoOptions options = f->options;
 	char key_file[600];
-	BkRepo *repo;
+	BkRepo *repo = open_with_expiring_token(f, key_file, sizeof(key_file), 0);
 	BkRepoStat stat;
 	BkError err;
 
-	snprintf(key_file, sizeof(key_file), "%s/s3.key", f->dir);
-	write_key_file(key_file, "token-1");
-	options.s3_access_key_file = key_file;
-	repo = bk_repo_open_with("s3://" BUCKET "/pre", &options, false, &err);
-	if (repo == NULL)
-		fail_msg("%s", err.message);
-
-	pthread_mutex_lock(&f->store.lock);
-	bk_strlcpy(f->store.expired_token, "token-1",
-			   sizeof(f->store.expired_token));
-	pthread_mutex_unlock(&f->store.lock);
 	bk_error_clear(&err);
 	assert_false(bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
 							  "000000010000000000000001", &stat, &err));
@@ -1474,6 +1494,66 @@ test_expired_token_reloaded(void **state)
 					  "000000010000000000000001", &stat, &err))
 		fail_msg("%s", err.message);
 	assert_false(stat.exists);
+	bk_repo_close(repo);
+}
+
+/* A reader of an object that is not there, on a thread of its own. */
+typedef struct TokenRace
+{
+	BkRepo *repo;
+	BkError err;
+	bool ok;
+} TokenRace;
+
+static void *
+token_race_reader(void *arg)
+{
+	TokenRace *race = arg;
+	BkRepoReader *reader;
+
+	bk_error_clear(&race->err);
+	reader =
+		bk_repo_reader_open(race->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+							"000000010000000000000001", &race->err);
+	/* Not there: the right answer once the credentials work. */
+	race->ok = reader == NULL && race->err.code == BK_ERR_NOT_FOUND;
+	if (reader != NULL)
+		bk_repo_reader_close(reader);
+	return NULL;
+}
+
+/*
+ * Two requests signed with the expired token (a multipart upload's parts,
+ * a prefetch) while the file is renewed: the first to hear ExpiredToken
+ * loads the new credentials; the second finds the file equal to what is
+ * loaded, and must still send again, for it signed with the old ones.
+ */
+static void
+test_expired_token_two_threads(void **state)
+{
+	Fixture *f = *state;
+	char key_file[600];
+	pthread_t threads[2];
+	TokenRace races[2];
+	BkRepo *repo = open_with_expiring_token(f, key_file, sizeof(key_file), 300);
+
+	for (int threadIdx = 0; threadIdx < 2; threadIdx++)
+	{
+		races[threadIdx].repo = repo;
+		assert_int_equal(pthread_create(&threads[threadIdx], NULL,
+										token_race_reader, &races[threadIdx]),
+						 0);
+	}
+	usleep(100 * 1000);
+	write_key_file(key_file, "token-2");
+	for (int threadIdx = 0; threadIdx < 2; threadIdx++)
+		pthread_join(threads[threadIdx], NULL);
+	pthread_mutex_lock(&f->store.lock);
+	f->store.expired_delay_ms = 0;
+	pthread_mutex_unlock(&f->store.lock);
+	for (int threadIdx = 0; threadIdx < 2; threadIdx++)
+		if (!races[threadIdx].ok)
+			fail_msg("thread %d: %s", threadIdx, races[threadIdx].err.message);
 	bk_repo_close(repo);
 }
 
@@ -2009,6 +2089,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_upload_listing_denied, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expired_token_reloaded, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_expired_token_two_threads, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent_ignored, setup,
 										teardown),

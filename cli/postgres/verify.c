@@ -393,6 +393,9 @@ typedef struct SnapshotCheck
 
 static void snapshot_problem(SnapshotCheck *check, const char *object,
 							 const char *fmt, ...) BK_PRINTF(3, 4);
+static void snapshot_object_failed(SnapshotCheck *check,
+								   const char *snapshot_id, const char *object,
+								   const BkError *err);
 
 static void
 snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
@@ -404,6 +407,38 @@ snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
 	bk_verify_problem(check->verifier, object, "%s", message);
+}
+
+/*
+ * An object of a snapshot could not be read.  bk expire removes a
+ * snapshot's record, then its objects: an object gone now, of a snapshot
+ * whose record is gone too, was removed while bk verify read it (listed,
+ * then gone), which is a note.  Anything else is reported as it is.
+ */
+static void
+snapshot_object_failed(SnapshotCheck *check, const char *snapshot_id,
+					   const char *object, const BkError *err)
+{
+	char record[BK_SNAPSHOT_ID_MAX + 32];
+	BkRepoStat object_stat, record_stat;
+	BkError stat_err;
+
+	snprintf(record, sizeof(record), "%s/%s", snapshot_id, BK_SNAPSHOT_RECORD);
+	if ((err->code == BK_ERR_SEQUENCE || err->code == BK_ERR_NOT_FOUND) &&
+		bk_repo_stat(check->repo, BK_REPO_ARCHIVE, check->source,
+					 BK_KIND_SNAPSHOT, object, &object_stat, &stat_err) &&
+		!object_stat.exists &&
+		bk_repo_stat(check->repo, BK_REPO_ARCHIVE, check->source,
+					 BK_KIND_SNAPSHOT, record, &record_stat, &stat_err) &&
+		!record_stat.exists)
+	{
+		bk_verify_note(check->verifier, object,
+					   "%s: snapshot %s was removed while bk verify read it "
+					   "(by bk expire?); not checked",
+					   object, snapshot_id);
+		return;
+	}
+	bk_verify_object_failed(check->verifier, object, err);
 }
 
 /*
@@ -538,7 +573,7 @@ check_whole_file(FilesTask *task, BkVerifyWorker *worker,
 									 digest, &size, &err))
 		{
 			bk_error_prefix(&err, "snapshot %s, file \"%s\": ", id, file->path);
-			bk_verify_object_failed(check->verifier, name, &err);
+			snapshot_object_failed(check, id, name, &err);
 		}
 		else if (size != length)
 			snapshot_problem(check, name,
@@ -595,7 +630,7 @@ report_own_objects(FilesTask *task, BkVerifyWorker *worker,
 			bk_error_prefix(&err,
 							"snapshot %s, file \"%s\": ", task->snapshot->id,
 							file->path);
-			bk_verify_object_failed(check->verifier, part_name, &err);
+			snapshot_object_failed(check, task->snapshot->id, part_name, &err);
 		}
 		if (strcmp(part_name, failed_object) == 0)
 			reported = true;
@@ -798,7 +833,7 @@ check_snapshot_files(SnapshotCheck *check, int index)
 										BK_RECORD_MAX_BYTES, &text, &len, &err))
 			{
 				bk_error_prefix(&err, "snapshot %s: ", snapshot->id);
-				bk_verify_object_failed(check->verifier, name, &err);
+				snapshot_object_failed(check, snapshot->id, name, &err);
 				continue;
 			}
 			if (partIdx == 2 && !bk_manifest_check(text, len, &err))
@@ -978,7 +1013,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 										 &record_err))
 			{
 				check.records[snapIdx] = NULL;
-				bk_verify_object_failed(verifier, record_name, &record_err);
+				snapshot_object_failed(&check, snapshot->id, record_name,
+									   &record_err);
 			}
 			else
 			{

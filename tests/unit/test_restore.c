@@ -1330,6 +1330,97 @@ test_child_of_parent_without_wal(void **state)
 }
 
 /*
+ * The same for a snapshot: bk expire removes its record, then its
+ * objects, between verify's listing of the snapshot and its reads.  A
+ * note; but an object missing from a snapshot whose record is still there
+ * stays a problem.
+ */
+static char vanish_record[1024];
+
+static bool
+list_then_remove_snapshot(const BkRepo *repo, const char *prefix,
+						  bool recursive, BkRepoListFn fn, void *arg,
+						  BkError *err)
+{
+	bool ok = listing_backend->list(repo, prefix, recursive, fn, arg, err);
+
+	if (strstr(prefix, "/snapshot/" SNAP_P) != NULL &&
+		--vanish_after_listings == 0)
+	{
+		if (vanish_record[0])
+			unlink(vanish_record);
+		unlink(vanish_path);
+	}
+	return ok;
+}
+
+static void
+verify_snapshot_removing(WalFixture *f, bool with_record, uint64_t *problems,
+						 char **notes)
+{
+	BkRepoBackend removing;
+	BkVerifier verifier;
+	char snapshot_dir[1024];
+	BkError err;
+
+	/* What the run before left of it goes first. */
+	snprintf(snapshot_dir, sizeof(snapshot_dir),
+			 "%s/" SOURCE "/snapshot/" SNAP_P, f->location);
+	assert_true(bk_remove_tree(snapshot_dir, &err));
+	archive_snapshot_record(
+		f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 0, 0,
+		"{\"format\":3,\"snapshot\":\"" SNAP_P "\",\"kind\":\"full\","
+		"\"start_lsn\":\"0/1000028\",\"stop_lsn\":\"0/1800000\","
+		"\"start_timeline\":1,\"stop_timeline\":1,"
+		"\"system_identifier\":\"7441\",\"pg_version\":150020,"
+		"\"block_size\":8192,\"data_checksums\":true,"
+		"\"tablespaces\":[],\"directories\":[],\"files\":[],"
+		"\"bytes_read\":0,\"bytes_sent\":0,\"checksum_failures\":[]}");
+	snprintf(vanish_path, sizeof(vanish_path),
+			 "%s/" SOURCE "/snapshot/" SNAP_P "/" BK_SNAPSHOT_LABEL,
+			 f->location);
+	snprintf(vanish_record, sizeof(vanish_record),
+			 "%s/" SOURCE "/snapshot/" SNAP_P "/" BK_SNAPSHOT_RECORD,
+			 with_record ? "" : f->location);
+	if (with_record)
+		vanish_record[0] = '\0';
+	/* The second listing of the snapshot is the one its reads follow. */
+	vanish_after_listings = 2;
+	verifier_open(&verifier, &f->ring);
+	listing_backend = f->repo->backend;
+	removing = *listing_backend;
+	removing.list = list_then_remove_snapshot;
+	f->repo->backend = &removing;
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	f->repo->backend = listing_backend;
+	assert_int_not_equal(access(vanish_path, F_OK), 0);
+	*problems = verifier.problems;
+	*notes = json_dumps(verifier.note_list, 0);
+	verifier_close(&verifier);
+}
+
+static void
+test_verify_snapshot_removed_meanwhile(void **state)
+{
+	WalFixture *f = *state;
+	uint64_t problems;
+	char *notes;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	verify_snapshot_removing(f, false, &problems, &notes);
+	assert_int_equal(problems, 0);
+	assert_non_null(strstr(notes, "was removed while bk verify read it"));
+	free(notes);
+
+	/* Its record still there: the label's absence is damage. */
+	verify_snapshot_removing(f, true, &problems, &notes);
+	assert_true(problems > 0);
+	assert_null(strstr(notes, "was removed while bk verify read it"));
+	free(notes);
+}
+
+/*
  * A restore along timeline 1 from P (after timeline 2 branched off it) is
  * running when bk expire, keeping only the newer K on timeline 2, removes
  * P and every timeline 1 segment.  Timeline 1 is then known only from
@@ -3926,6 +4017,8 @@ main(void)
 			test_expire_keeps_next_parent_per_database, wal_setup,
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_object_removed_meanwhile,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_snapshot_removed_meanwhile,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

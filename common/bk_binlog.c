@@ -773,14 +773,72 @@ compressed_text(const uint8_t *data, size_t len, char *buf, size_t *text_len,
 }
 
 /*
+ * The first bytes (at most prefix_len) of a compressed text too long to
+ * decompress whole, into prefix; *got says how many.  Nothing on a damaged
+ * stream: the caller reads that as a statement it does not know.
+ */
+static void
+compressed_prefix(const uint8_t *data, size_t len, char *prefix,
+				  size_t prefix_len, size_t *got)
+{
+	unsigned int n = data[0] & 0x07;
+	z_stream stream;
+
+	*got = 0;
+	memset(&stream, 0, sizeof(stream));
+	if (len < 1 + (size_t) n || inflateInit(&stream) != Z_OK)
+		return;
+	stream.next_in = (Bytef *) (data + 1 + n);
+	stream.avail_in = (uInt) (len - 1 - n);
+	stream.next_out = (Bytef *) prefix;
+	stream.avail_out = (uInt) prefix_len;
+	(void) inflate(&stream, Z_SYNC_FLUSH);
+	*got = prefix_len - stream.avail_out;
+	inflateEnd(&stream);
+}
+
+/* Is text a CREATE TABLE statement (not of a temporary table)? */
+static bool
+creates_table(const char *text, size_t text_len)
+{
+	char word[16];
+	size_t at = 0;
+	int words = 0;
+
+	/* "CREATE [OR REPLACE] TABLE", words apart by white space. */
+	while (words < 4)
+	{
+		size_t word_len = 0;
+
+		while (at < text_len && isspace((unsigned char) text[at]))
+			at++;
+		while (at < text_len && !isspace((unsigned char) text[at]) &&
+			   word_len < sizeof(word) - 1)
+			word[word_len++] = text[at++];
+		word[word_len] = '\0';
+		if (word_len == 0)
+			return false;
+		words++;
+		if (words == 1 && strcasecmp(word, "CREATE") != 0)
+			return false;
+		if (words > 1 && strcasecmp(word, "TABLE") == 0)
+			return true;
+		if (words > 1 && strcasecmp(word, "OR") != 0 &&
+			strcasecmp(word, "REPLACE") != 0)
+			return false;
+	}
+	return false;
+}
+
+/*
  * query_ends_group
  *		Does the text of a Query event, or of a Query_compressed one, end a
- *		group?  Only a group that is not standalone asks: a compressed text
- *		is decompressed only then.
+ *		group, and is it a CREATE TABLE?  Only a group that is not
+ *		standalone asks: a compressed text is decompressed only then.
  */
 static bool
 query_ends_group(const uint8_t *event, size_t len, uint8_t type,
-				 int checksum_alg, bool *ends, BkError *err)
+				 int checksum_alg, bool *ends, bool *creates, BkError *err)
 {
 	/* thread id 4, exec time 4, db length 1, error code 2, status length 2 */
 	const size_t post_header = 13;
@@ -792,6 +850,7 @@ query_ends_group(const uint8_t *event, size_t len, uint8_t type,
 	char buf[QUERY_END_TEXT_MAX];
 
 	*ends = false;
+	*creates = false;
 	if (checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
 	{
 		if (body_len < BK_BINLOG_CHECKSUM_LEN)
@@ -807,12 +866,20 @@ query_ends_group(const uint8_t *event, size_t len, uint8_t type,
 	text_len = body_len - text_at;
 	if (type == BK_BINLOG_QUERY_COMPRESSED_EVENT)
 	{
-		if (!compressed_text(body + text_at, text_len, buf, &text_len, err))
+		size_t stored_len = text_len;
+
+		if (!compressed_text(body + text_at, stored_len, buf, &text_len, err))
 			return false;
 		if (text_len > QUERY_END_TEXT_MAX)
+		{
+			/* Too long to end a group; its first words still tell. */
+			compressed_prefix(body + text_at, stored_len, buf, 64, &text_len);
+			*creates = creates_table(buf, text_len);
 			return true;
+		}
 		text = buf;
 	}
+	*creates = creates_table(text, text_len);
 	if ((text_len == 6 && strncasecmp(text, "COMMIT", 6) == 0) ||
 		(text_len == 8 && strncasecmp(text, "ROLLBACK", 8) == 0))
 		*ends = true;
@@ -864,6 +931,8 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 			txn->gtid.server = header.server_id;
 			txn->standalone = (body[12] & 0x01) != 0;
 			txn->ddl = (body[12] & 0x20) != 0;
+			txn->created_table = false;
+			txn->table_created_with_rows = false;
 			txn->start_time = header.timestamp;
 			/*
 			 * The server writes a group whole, under one lock: a group still
@@ -900,13 +969,25 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 			break;
 		case BK_BINLOG_QUERY_EVENT:
 		case BK_BINLOG_QUERY_COMPRESSED_EVENT:
+		{
+			bool creates;
+
 			if (!txn->in_group)
 				break;
 			if (txn->standalone)
 				*ended = true;
 			else if (!query_ends_group(event, len, header.type, checksum_alg,
-									   ended, err))
+									   ended, &creates, err))
 				return false;
+			else
+				txn->created_table |= creates;
+			break;
+		}
+		case BK_BINLOG_WRITE_ROWS_EVENT_V1:
+		case BK_BINLOG_WRITE_ROWS_EVENT:
+		case BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT:
+		case BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1:
+			txn->table_created_with_rows |= txn->in_group && txn->created_table;
 			break;
 		default:
 			break;

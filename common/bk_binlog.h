@@ -43,6 +43,9 @@
 #define BK_BINLOG_GTID_EVENT               162
 #define BK_BINLOG_GTID_LIST_EVENT          163
 #define BK_BINLOG_START_ENCRYPTION_EVENT   164
+/* Rows inserted, as row-based logging writes them (v1: MySQL 5.1 era). */
+#define BK_BINLOG_WRITE_ROWS_EVENT_V1 23
+#define BK_BINLOG_WRITE_ROWS_EVENT    30
 /*
  * With log_bin_compress=ON the server logs a statement of at least
  * log_bin_compress_min_len bytes as a Query_compressed event, and the rows
@@ -242,10 +245,15 @@ typedef struct BkBinlogTxn
 	bool in_group;
 	bool standalone;
 	/*
-	 * Its GTID event's FL_DDL flag: a DDL statement.  A DDL group that is
-	 * not standalone is CREATE TABLE ... SELECT logged with its rows.
+	 * Its GTID event's FL_DDL flag (DDL, or a temporary table created or
+	 * dropped in it), and whether, not standalone, it logged a CREATE TABLE
+	 * statement and then rows: CREATE TABLE ... SELECT under row-based
+	 * logging, one group that mariadb-binlog's output replays as two
+	 * transactions.
 	 */
 	bool ddl;
+	bool created_table;
+	bool table_created_with_rows;
 	BkGtid gtid;         /* of the group in progress, or of the last ended */
 	uint32_t start_time; /* timestamp of its GTID event */
 	/*

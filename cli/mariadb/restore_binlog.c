@@ -101,7 +101,8 @@ take(Scan *scan, uint64_t end, uint32_t stamp)
 
 	bk_strlcpy(r->cut_file, scan->file->name, sizeof(r->cut_file));
 	r->cut_pos = end;
-	if (scan->txn.ddl && !scan->txn.standalone && r->split_group_gtid[0] == 0)
+	if (scan->txn.ddl && scan->txn.table_created_with_rows &&
+		r->split_group_gtid[0] == 0)
 	{
 		snprintf(r->split_group_at, sizeof(r->split_group_at), "%s:%" PRIu64,
 				 scan->file->name, end);

@@ -7,6 +7,7 @@
  */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -800,6 +801,96 @@ test_group_not_ended(void **state)
 	assert_int_equal(txn.gtid.seq, 61);
 }
 
+/* A GTID event with the flags given (FL_DDL 0x20, FL_STANDALONE 1). */
+static size_t
+make_flagged_gtid(uint8_t *out, uint64_t offset, uint64_t seq, uint8_t flags)
+{
+	size_t len = make_gtid(out, offset, 0, 1, seq);
+	uLong crc;
+
+	out[BK_BINLOG_HEADER_LEN + 12] = flags;
+	crc = crc32(crc32(0L, Z_NULL, 0), out, (uInt) (len - 4));
+	put_le32(out + len - 4, (uint32_t) crc);
+	return len;
+}
+
+/*
+ * test_create_table_select
+ *		CREATE TABLE ... SELECT under row-based logging is one group (FL_DDL,
+ *		not standalone): the CREATE TABLE statement, then its rows, then the
+ *		commit; mariadb-binlog's output replays it as two transactions.  A
+ *		group that created a temporary table (FL_DDL too) and wrote rows is
+ *		not one, nor is a CREATE TABLE ... SELECT that wrote no row; a long
+ *		compressed CREATE TABLE statement is recognised by its first words.
+ */
+static void
+test_create_table_select(void **state)
+{
+	uint8_t buf[2048];
+	char long_create[600];
+	BkBinlogTxn txn = {0};
+	size_t len;
+
+	len = make_flagged_gtid(buf, 100, 50, 0x20);
+	feed(&txn, buf, len);
+	len = make_query(buf, 200, "db", "CREATE TABLE `t2` (`a` int)");
+	assert_false(feed(&txn, buf, len));
+	len = make_event(buf, BK_BINLOG_WRITE_ROWS_EVENT, 1, 300,
+					 (const uint8_t *) "rows", 4);
+	assert_false(feed(&txn, buf, len));
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 400,
+					 (const uint8_t *) "12345678", 8);
+	assert_true(feed(&txn, buf, len));
+	assert_true(txn.ddl);
+	assert_true(txn.table_created_with_rows);
+
+	/* A temporary table in a transaction that wrote rows. */
+	len = make_flagged_gtid(buf, 500, 51, 0x20);
+	feed(&txn, buf, len);
+	len = make_query(buf, 600, "db", "BEGIN");
+	feed(&txn, buf, len);
+	len = make_query(buf, 700, "db", "CREATE TEMPORARY TABLE tmp (a INT)");
+	feed(&txn, buf, len);
+	len = make_event(buf, BK_BINLOG_WRITE_ROWS_EVENT, 1, 800,
+					 (const uint8_t *) "rows", 4);
+	feed(&txn, buf, len);
+	len = make_query(buf, 900, "db", "COMMIT");
+	assert_true(feed(&txn, buf, len));
+	assert_true(txn.ddl);
+	assert_false(txn.table_created_with_rows);
+
+	/* CREATE TABLE ... SELECT of no row. */
+	len = make_flagged_gtid(buf, 1000, 52, 0x20);
+	feed(&txn, buf, len);
+	len = make_query(buf, 1100, "db", "CREATE OR REPLACE TABLE t3 (a INT)");
+	feed(&txn, buf, len);
+	len = make_query(buf, 1200, "db", "COMMIT");
+	assert_true(feed(&txn, buf, len));
+	assert_false(txn.table_created_with_rows);
+
+	/* Compressed, too long to decompress whole. */
+	snprintf(long_create, sizeof(long_create), "  create\ttable `t4` (%*s)",
+			 540, "a INT");
+	len = make_flagged_gtid(buf, 1300, 53, 0x20);
+	feed(&txn, buf, len);
+	len = make_compressed_query(buf, 1400, long_create, 0);
+	assert_false(feed(&txn, buf, len));
+	len = make_event(buf, BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT, 1, 1500,
+					 (const uint8_t *) "rows", 4);
+	feed(&txn, buf, len);
+	len = make_event(buf, BK_BINLOG_XID_EVENT, 1, 1600,
+					 (const uint8_t *) "12345678", 8);
+	assert_true(feed(&txn, buf, len));
+	assert_true(txn.table_created_with_rows);
+
+	/* A standalone DDL group. */
+	len = make_flagged_gtid(buf, 1700, 54, 0x21);
+	feed(&txn, buf, len);
+	len = make_query(buf, 1800, "db", "CREATE TABLE t5 (a INT)");
+	assert_true(feed(&txn, buf, len));
+	assert_false(txn.table_created_with_rows);
+}
+
 /*
  * make_rotate
  *		A ROTATE as the server sends it: artificial (timestamp 0, next_pos
@@ -929,6 +1020,7 @@ main(void)
 		cmocka_unit_test(test_transaction_end_time),
 		cmocka_unit_test(test_compressed_query),
 		cmocka_unit_test(test_group_not_ended),
+		cmocka_unit_test(test_create_table_select),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_complete_until),
 	};

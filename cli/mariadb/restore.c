@@ -633,10 +633,10 @@ report(const MariadbRestore *r)
 
 		printf("  WARNING: %zu XA transaction(s) left prepared, as on the"
 			   " source at the target; each holds its locks until XA COMMIT"
-			   " or XA ROLLBACK ends it:",
+			   " or XA ROLLBACK of it ends it:",
 			   json_array_size(r->xa_prepared));
 		json_array_foreach(r->xa_prepared, idx, xid)
-			printf(" '%s'", json_string_value(xid));
+			printf(" %s", json_string_value(xid));
 		printf("\n");
 	}
 	if (r->scheduler_was_on)

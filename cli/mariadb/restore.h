@@ -174,7 +174,7 @@ extern void restore_mark_failed(MariadbRestore *r, const BkError *err);
 extern bool restore_unmark(MariadbRestore *r, BkError *err);
 extern bool restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err);
 extern bool restore_finish_server(MariadbRestore *r, BkError *err);
-extern bool restore_find_xa_prepared(MariadbRestore *r, BkError *err);
+extern void restore_find_xa_prepared(MariadbRestore *r);
 extern void restore_put_back_settings(MariadbRestore *r);
 
 /* restore_schema.c */

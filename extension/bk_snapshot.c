@@ -30,6 +30,9 @@ PG_FUNCTION_INFO_V1(bk_snapshot_cancel);
 PG_FUNCTION_INFO_V1(bk_snapshot_progress);
 PG_FUNCTION_INFO_V1(bk_snapshot_wait);
 
+/* How long bk_snapshot_wait waits for a worker that has not started. */
+#define BK_SNAPSHOT_START_WAIT_MS 60000
+
 static int snap_allocate_slot(void);
 static void snap_make_id(char *out, size_t len);
 static void snap_wait_for_worker(BkSnapshotSlot *slot,
@@ -561,6 +564,7 @@ bk_snapshot_wait(PG_FUNCTION_ARGS)
 	char id[BK_SNAPSHOT_ID_LEN];
 	char *arg;
 	BkSnapshotSlot copy;
+	TimestampTz waited_since;
 
 	if (fcinfo->context == NULL || !IsA(fcinfo->context, CallContext) ||
 		castNode(CallContext, fcinfo->context)->atomic)
@@ -583,6 +587,7 @@ bk_snapshot_wait(PG_FUNCTION_ARGS)
 
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 	SPI_commit();
+	waited_since = GetCurrentTimestamp();
 	for (;;)
 	{
 		bool found = false;
@@ -608,6 +613,23 @@ bk_snapshot_wait(PG_FUNCTION_ARGS)
 			copy.state == BK_SNAPSHOT_FAILED ||
 			copy.state == BK_SNAPSHOT_CANCELLED)
 			break;
+
+		/*
+		 * A worker that never started (the postmaster could not fork it)
+		 * leaves the slot starting for good; bk_snapshot() would have seen
+		 * it through its worker handle, which only that caller has.
+		 */
+		if (copy.state == BK_SNAPSHOT_STARTING && copy.pid == 0 &&
+			TimestampDifferenceExceeds(waited_since, GetCurrentTimestamp(),
+									   BK_SNAPSHOT_START_WAIT_MS))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the worker of bk snapshot %s has not started in "
+							"%d s",
+							id, BK_SNAPSHOT_START_WAIT_MS / 1000),
+					 errhint("The server log says why the postmaster could "
+							 "not start it (max_worker_processes, a failed "
+							 "fork).")));
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200L,
 						 PG_WAIT_EXTENSION);

@@ -50,8 +50,7 @@ source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
 source "$ROOT/tests/lib/repo_backend.sh"
 SERVICES="$ROOT/scripts/services"
-BK=/usr/local/bin/bk
-SHIPPER=/usr/local/bin/bk-shipper
+source "$ROOT/tests/lib/bk_bin.sh"
 FIXTURE="$ROOT/tests/integration/bk_test_snapshot"
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-restore-test.XXXXXX")"
@@ -86,7 +85,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- set up: bk installed, key, topics, shipper, PostgreSQL archiving through bk
-make -s -C "$ROOT" install >/dev/null && make -s -C "$ROOT/tests/integration" bk_test_snapshot >/dev/null
+bk_test_build && make -s -C "$ROOT/tests/integration" bk_test_snapshot >/dev/null
 ok $? "bk, bk-shipper, the extension and the snapshot fixture are built and installed"
 "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
 chown postgres "$dir/bk.key" # restore_command runs as postgres

@@ -40,8 +40,7 @@ source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
 source "$ROOT/tests/lib/repo_backend.sh"
 SERVICES="$ROOT/scripts/services"
-BK=/usr/local/bin/bk
-SHIPPER=/usr/local/bin/bk-shipper
+source "$ROOT/tests/lib/bk_bin.sh"
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-pitr-test.XXXXXX")"
 chmod 755 "$dir"
@@ -77,7 +76,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- set up: bk installed and configured, topics, shipper, PostgreSQL
-make -s -C "$ROOT" install >/dev/null
+bk_test_build
 "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
 chown postgres "$dir/bk.key"
 cat >"$dir/bk.conf" <<CONF

@@ -21,8 +21,7 @@ source "$ROOT/tests/lib/tap.sh"
 eval "$("$ROOT/scripts/services" env)"
 source "$ROOT/tests/lib/repo_backend.sh"
 SERVICES="$ROOT/scripts/services"
-BK=/usr/local/bin/bk
-SHIPPER=/usr/local/bin/bk-shipper
+source "$ROOT/tests/lib/bk_bin.sh"
 PGBENCH_SECONDS="${PGBENCH_SECONDS:-40}"
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-wal-test.XXXXXX")"
@@ -59,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- set up: extension installed, key pair, topics, shipper, PostgreSQL
-make -s -C "$ROOT" install >/dev/null
+bk_test_build
 ok $? "bk, bk-shipper and the extension are installed"
 "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
 chown postgres "$dir/bk.key"    # restore_command runs as postgres

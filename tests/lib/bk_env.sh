@@ -19,20 +19,7 @@
 #                            the test cluster archives through bk (plus the
 #                            given settings), restarted; sets source_id
 
-# The binaries the tests run: those "make install" puts in /usr/local/bin,
-# or with BK_TEST_TREE=1 the tree's own build, installed nowhere (a clone
-# tested on a machine whose installed bk others use; the MariaDB UDF
-# library and the PostgreSQL extension the servers load stay the installed
-# ones, so only changes outside them are tested that way).
-if [[ "${BK_TEST_TREE:-0}" == 1 ]]; then
-    BK="$ROOT/cli/bk"
-    SHIPPER="$ROOT/shipper/bk-shipper"
-    BK_AGENT_BIN="$ROOT/mysql_agent/bk-mysql-agent"
-else
-    BK=/usr/local/bin/bk
-    SHIPPER=/usr/local/bin/bk-shipper
-    BK_AGENT_BIN=/usr/local/bin/bk-mysql-agent
-fi
+source "$ROOT/tests/lib/bk_bin.sh"
 source "$ROOT/tests/lib/repo_backend.sh"
 
 bk_test_config() {
@@ -52,11 +39,7 @@ CONF
 bk_test_init() {
     prefix="bkit-$1-$$-$RANDOM"
     bk_test_repo "$prefix"
-    if [[ "${BK_TEST_TREE:-0}" == 1 ]]; then
-        make -s -C "$ROOT" >/dev/null
-    else
-        make -s -C "$ROOT" install >/dev/null
-    fi
+    bk_test_build
     "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
     # bk wal-get runs as postgres in the clusters the tests restore.
     chown postgres "$dir/bk.key"

@@ -212,7 +212,7 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
  * ("YYYYMMDDTHHMMSSZ-xxxxxxxx"), so snapshots started within one second
  * (small databases, scripts) would sort by chance, while the extension
  * takes the newest by its exact start time as the next parent.  Within one
- * second the records' start times (microseconds, the same clock) decide;
+ * second the records' start times (milliseconds, the same clock) decide;
  * one without a known start (its record not there yet) comes after.
  */
 static int

@@ -329,6 +329,9 @@ off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
 	return true; /* its timeline is not in the newest one's history */
 }
 
+/* Snapshot histories (databases) bk expire tells apart. */
+#define BK_EXPIRE_HISTORIES_MAX 64
+
 /*
  * Mark the snapshots the source may name as the parent of its next diff or
  * incr snapshot, or of one it is taking now, whose record (sent last) is
@@ -351,12 +354,12 @@ off_latest_timeline(const BkWalCatalog *wal, const BkSnapshot *snapshot)
  * Each database where the extension is installed keeps a history of its
  * own: snapshots taken from two databases of one cluster form two
  * histories, and the newest of each is marked (the records say which,
- * history-database).  Records older than that field belong to none; they
- * are one history when no record names a database.
+ * history-database).
  */
+
 static void
-mark_next_parents_of(Expire *ex, bool fulls_only, bool any_database,
-					 uint32_t database)
+mark_next_parents_of(Expire *ex, bool fulls_only, uint32_t database,
+					 bool with_unnamed)
 {
 	uint32_t latest = bk_wal_latest_timeline(&ex->catalog.wal);
 	int marked = 0;
@@ -369,7 +372,8 @@ mark_next_parents_of(Expire *ex, bool fulls_only, bool any_database,
 
 		if (!snapshot->has_record || view->off_latest || view->foreign ||
 			(fulls_only && strcmp(snapshot->kind, "full") != 0) ||
-			(!any_database && snapshot->history_database != database))
+			(snapshot->history_database != database &&
+			 !(with_unnamed && snapshot->history_database == 0)))
 			continue;
 		view->next_parent = true;
 		marked++;
@@ -381,27 +385,41 @@ mark_next_parents_of(Expire *ex, bool fulls_only, bool any_database,
 static void
 mark_next_parents(Expire *ex, bool fulls_only)
 {
-	bool named = false;
+	uint32_t databases[BK_EXPIRE_HISTORIES_MAX];
+	int count = 0;
+	bool too_many = false;
 
-	/* Each database named by a record, once (its newest record first). */
-	for (int snapIdx = ex->catalog.count - 1; snapIdx >= 0; snapIdx--)
+	/* The databases the records name, each once. */
+	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
 	{
 		uint32_t database = ex->catalog.snapshots[snapIdx].history_database;
 		bool seen = false;
 
 		if (database == 0 || !ex->catalog.snapshots[snapIdx].has_record)
 			continue;
-		named = true;
-		for (int laterIdx = snapIdx + 1; laterIdx < ex->catalog.count;
-			 laterIdx++)
-			seen |=
-				ex->catalog.snapshots[laterIdx].has_record &&
-				ex->catalog.snapshots[laterIdx].history_database == database;
-		if (!seen)
-			mark_next_parents_of(ex, fulls_only, false, database);
+		for (int idx = 0; idx < count; idx++)
+			seen |= databases[idx] == database;
+		if (seen)
+			continue;
+		if (count == BK_EXPIRE_HISTORIES_MAX)
+			too_many = true;
+		else
+			databases[count++] = database;
 	}
-	if (!named)
-		mark_next_parents_of(ex, fulls_only, true, 0);
+	/*
+	 * Records without the field (older bk) joined the one history the
+	 * others name, the usual case (the extension in one database); with
+	 * several, which one they belong to is unknown, and they are one more.
+	 */
+	for (int idx = 0; idx < count; idx++)
+		mark_next_parents_of(ex, fulls_only, databases[idx], count == 1);
+	if (count != 1)
+		mark_next_parents_of(ex, fulls_only, 0, false);
+	/* More databases than that: every snapshot may be one's next parent. */
+	if (too_many)
+		for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
+			if (ex->catalog.snapshots[snapIdx].has_record)
+				ex->view[snapIdx].next_parent = true;
 }
 
 /* The catalog as the retention decision sees it. */

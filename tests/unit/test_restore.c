@@ -1533,6 +1533,43 @@ test_expire_keeps_next_parent_per_database(void **state)
 	assert_true(record_exists(f, SNAP_C));
 }
 
+/*
+ * Records older than history-database next to new ones.  With one
+ * database named, they are of its history: the newest of all is its next
+ * parent, and an older full goes as before (nothing kept for good).  With
+ * two named, which history they belong to is unknown: the newest of them
+ * is kept too.
+ */
+static void
+test_expire_next_parent_unnamed_records(void **state)
+{
+	WalFixture *f = *state;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	f->history_database = NULL;
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	f->history_database = "16384";
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/3000028", "0/3800000", 1,
+					 1);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_K));
+
+	/* The same unnamed full again, and a second database's. */
+	f->history_database = NULL;
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	f->history_database = "16385";
+	archive_snapshot(f, SNAP_C, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_C));
+}
+
 /* The same with C still arriving: its record is there, a data object not. */
 static void
 test_expire_keeps_parent_of_arriving(void **state)
@@ -4016,6 +4053,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_next_parent_per_database, wal_setup,
 			wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_next_parent_unnamed_records,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_object_removed_meanwhile,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_snapshot_removed_meanwhile,

@@ -508,22 +508,12 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	{
 		if (producer->failed++ == 0)
 		{
-			size_t key_len =
-				msg->key_len < sizeof(producer->first_error_key) - 1
-					? msg->key_len
-					: sizeof(producer->first_error_key) - 1;
-
 			producer->first_error = msg->err;
 			producer->first_error_chunk = (uint32_t) (tag & TAG_INDEX_MASK);
 			/* Keys are source ids and object names: printable ASCII. */
-			for (size_t pos = 0; pos < key_len; pos++)
-			{
-				char c = ((const char *) msg->key)[pos];
-
-				producer->first_error_key[pos] =
-					c >= 0x20 && c < 0x7f ? c : '?';
-			}
-			producer->first_error_key[key_len] = '\0';
+			bk_printable_copy(producer->first_error_key,
+							  sizeof(producer->first_error_key),
+							  (const char *) msg->key, msg->key_len);
 			message_chunk(msg, producer->first_error_object,
 						  sizeof(producer->first_error_object),
 						  &producer->first_error_chunk);

@@ -44,7 +44,7 @@
 #define BK_SNAPSHOT_ID_MAX 64
 /* An id's leading start time in whole seconds: "YYYYMMDDTHHMMSSZ". */
 #define BK_SNAPSHOT_ID_SECONDS_LEN 16
-#define BK_LSN_INVALID     UINT64_MAX
+#define BK_LSN_INVALID             UINT64_MAX
 
 /* Why a snapshot cannot be restored. */
 typedef enum BkSnapshotProblem

@@ -1499,6 +1499,15 @@ test_catalog_order_within_second(void **state)
 	bk_snapshot_catalog_free(&catalog);
 }
 
+/* A full snapshot taken from database (history-database), or NULL. */
+static void
+archive_full_from(WalFixture *f, const char *id, const char *database,
+				  const char *start_lsn, const char *stop_lsn)
+{
+	f->history_database = database;
+	archive_snapshot(f, id, "full", NULL, 1, start_lsn, stop_lsn, 1, 1);
+}
+
 /*
  * The extension installed in two databases of one cluster: each keeps its
  * own history, so A's next diff or incr takes A's newest full as its
@@ -1513,20 +1522,14 @@ test_expire_keeps_next_parent_per_database(void **state)
 
 	for (uint64_t segno = 1; segno <= 6; segno++)
 		archive_segment(f, 1, segno);
-	f->history_database = "16384";
-	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
-					 1);
-	f->history_database = "16385";
-	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/3000028", "0/3800000", 1,
-					 1);
+	archive_full_from(f, SNAP_P, "16384", "0/1000028", "0/1800000");
+	archive_full_from(f, SNAP_K, "16385", "0/3000028", "0/3800000");
 	assert_int_equal(expire(f, 1, 0), 0);
 	assert_true(record_exists(f, SNAP_K));
 	assert_true(record_exists(f, SNAP_P));
 
 	/* From one database, the older full goes as before. */
-	f->history_database = "16384";
-	archive_snapshot(f, SNAP_C, "full", NULL, 1, "0/5000028", "0/5800000", 1,
-					 1);
+	archive_full_from(f, SNAP_C, "16384", "0/5000028", "0/5800000");
 	assert_int_equal(expire(f, 1, 0), 0);
 	assert_false(record_exists(f, SNAP_P));
 	assert_true(record_exists(f, SNAP_K));
@@ -1547,30 +1550,25 @@ test_expire_next_parent_unnamed_records(void **state)
 
 	for (uint64_t segno = 1; segno <= 6; segno++)
 		archive_segment(f, 1, segno);
-	f->history_database = NULL;
-	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
-					 1);
-	f->history_database = "16384";
-	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/3000028", "0/3800000", 1,
-					 1);
+	archive_full_from(f, SNAP_P, NULL, "0/1000028", "0/1800000");
+	archive_full_from(f, SNAP_K, "16384", "0/3000028", "0/3800000");
 	assert_int_equal(expire(f, 1, 0), 0);
 	assert_false(record_exists(f, SNAP_P));
 	assert_true(record_exists(f, SNAP_K));
 
 	/* The same unnamed full again, and a second database's. */
-	f->history_database = NULL;
-	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
-					 1);
-	f->history_database = "16385";
-	archive_snapshot(f, SNAP_C, "full", NULL, 1, "0/5000028", "0/5800000", 1,
-					 1);
+	archive_full_from(f, SNAP_P, NULL, "0/1000028", "0/1800000");
+	archive_full_from(f, SNAP_C, "16385", "0/5000028", "0/5800000");
 	assert_int_equal(expire(f, 1, 0), 0);
 	assert_true(record_exists(f, SNAP_P));
 	assert_true(record_exists(f, SNAP_K));
 	assert_true(record_exists(f, SNAP_C));
 }
 
-/* The same with C still arriving: its record is there, a data object not. */
+/*
+ * test_expire_keeps_parent_of_newer's case with C still arriving: its
+ * record is there, a data object not.
+ */
 static void
 test_expire_keeps_parent_of_arriving(void **state)
 {

@@ -432,6 +432,7 @@ bk_cli_exit_code(BkErrorCode code)
 		case BK_ERR_KAFKA:
 		case BK_ERR_TIMEOUT:
 		case BK_ERR_IO:
+		case BK_ERR_STORE:
 			return BK_EXIT_UNAVAILABLE;
 		default:
 			return BK_EXIT_FAILURE;
@@ -460,6 +461,21 @@ bk_cli_report_absent_error(const char *program, const BkError *err)
 	if (status == BK_EXIT_FAILURE && err->code != BK_ERR_NOT_FOUND)
 		status = BK_EXIT_UNAVAILABLE;
 	return status;
+}
+
+int
+bk_cli_report_restore_error(const char *program, const BkError *err,
+							bool repo_open)
+{
+	BkError local = *err;
+
+	/*
+	 * A script retries on 5 ("the repository could not be read"): a full
+	 * or failing target disk stays full or failing.
+	 */
+	if (repo_open && local.code == BK_ERR_IO)
+		local.code = BK_ERR_INTERNAL;
+	return bk_cli_report_error(program, &local);
 }
 
 int

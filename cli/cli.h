@@ -117,6 +117,15 @@ extern int bk_cli_report_error(const char *program, const BkError *err);
  */
 extern int bk_cli_report_absent_error(const char *program, const BkError *err);
 
+/*
+ * The same, for bk restore: once the repository is open (repo_open), its
+ * failures are BK_ERR_STORE, BK_ERR_TIMEOUT or BK_ERR_CONFIG (exit 5 or
+ * 3), and BK_ERR_IO is this host's own files (the target, a work
+ * directory), which a retry cannot fix: exit 1.
+ */
+extern int bk_cli_report_restore_error(const char *program, const BkError *err,
+									   bool repo_open);
+
 extern int bk_cli_exit_code(BkErrorCode code);
 
 /*

@@ -191,6 +191,7 @@ bk_verify_read_failure(BkErrorCode code)
 	{
 		case BK_ERR_CONFIG: /* refused: a store's 403, a permission */
 		case BK_ERR_IO:
+		case BK_ERR_STORE:
 		case BK_ERR_TIMEOUT:
 		case BK_ERR_NOMEM:
 		case BK_ERR_CRYPTO:

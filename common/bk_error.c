@@ -119,6 +119,8 @@ bk_error_code_name(BkErrorCode code)
 			return "internal";
 		case BK_ERR_REFUSED:
 			return "refused";
+		case BK_ERR_STORE:
+			return "store";
 	}
 	return "unknown";
 }

@@ -36,7 +36,15 @@ typedef enum BkErrorCode
 	BK_ERR_CONFLICT,    /* same object name, different content */
 	BK_ERR_NOT_FOUND,
 	BK_ERR_INTERNAL,
-	BK_ERR_REFUSED /* a name the storage refuses for good: too long */
+	BK_ERR_REFUSED, /* a name the storage refuses for good: too long */
+	/*
+	 * The repository's storage failed to list, stat or read (an object
+	 * store's error or lost connection, the repository disk's I/O error):
+	 * kept apart from BK_ERR_IO, which is this host's own files, so that a
+	 * restore tells "try again when the repository answers" (exit 5) from
+	 * a failure of its target (exit 1).
+	 */
+	BK_ERR_STORE
 } BkErrorCode;
 
 #define BK_ERROR_MESSAGE_MAX 1024

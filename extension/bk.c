@@ -695,6 +695,7 @@ bk_sqlstate(BkErrorCode code)
 	switch (code)
 	{
 		case BK_ERR_IO:
+		case BK_ERR_STORE:
 			return ERRCODE_IO_ERROR;
 		case BK_ERR_USAGE:
 		case BK_ERR_CONFIG:

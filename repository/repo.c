@@ -279,13 +279,13 @@ bk_repo_open_with(const char *location, const BkRepoOptions *options,
 	marker = repo->backend->reader_open(repo, BK_REPO_MARKER_KEY, err);
 	/* Refused credentials or an unreachable store say so themselves. */
 	if (marker == NULL && err->code != BK_ERR_NOT_FOUND &&
-		err->code != BK_ERR_IO)
+		err->code != BK_ERR_STORE)
 		goto fail;
 	/*
 	 * Any other refusal (a wrong region, a redirect, a 400) or I/O error:
 	 * its own words name the cause, which "not a repository" would hide.
 	 */
-	if (marker == NULL && err->code == BK_ERR_IO)
+	if (marker == NULL && err->code == BK_ERR_STORE)
 	{
 		bk_error_prefix(err, "could not read the marker %s of \"%s\": ",
 						BK_REPO_MARKER_KEY, repo->location);

@@ -192,7 +192,7 @@ list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
 	{
 		if (errno == ENOENT)
 			return true; /* nothing stored there */
-		return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+		return bk_error_set(err, BK_ERR_STORE, "could not open \"%s\": %s",
 							dir_path, strerror(errno));
 	}
 	/* A listing that skipped what it could not read would look complete. */
@@ -207,8 +207,9 @@ list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
 		if ((entry = readdir(dir)) == NULL)
 		{
 			if (errno != 0)
-				ok = bk_error_set(err, BK_ERR_IO, "could not read \"%s\": %s",
-								  dir_path, strerror(errno));
+				ok =
+					bk_error_set(err, BK_ERR_STORE, "could not read \"%s\": %s",
+								 dir_path, strerror(errno));
 			break;
 		}
 		/* Dot names are the backend's own (spools, temporary files). */
@@ -227,8 +228,8 @@ list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
 		{
 			if (errno == ENOENT)
 				continue; /* removed meanwhile */
-			ok = bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
-							  strerror(errno));
+			ok = bk_error_set(err, BK_ERR_STORE, "could not stat \"%s\": %s",
+							  path, strerror(errno));
 			break;
 		}
 		if (S_ISDIR(st.st_mode))
@@ -282,8 +283,8 @@ local_stat(const BkRepo *repo, const char *key, BkRepoStat *stat_out,
 	{
 		if (errno == ENOENT || errno == ENOTDIR)
 			return true;
-		return bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
-							strerror(errno));
+		return bk_error_set(err, BK_ERR_STORE, "could not stat \"%s\": %s",
+							path, strerror(errno));
 	}
 	if (!S_ISREG(st.st_mode))
 		return true;
@@ -339,14 +340,14 @@ local_reader_open(const BkRepo *repo, const char *key, BkError *err)
 	reader->fd = open(reader->base.where, O_RDONLY | O_CLOEXEC);
 	if (reader->fd < 0)
 	{
-		bk_error_set(err, errno == ENOENT ? BK_ERR_NOT_FOUND : BK_ERR_IO,
+		bk_error_set(err, errno == ENOENT ? BK_ERR_NOT_FOUND : BK_ERR_STORE,
 					 "could not open \"%s\": %s", reader->base.where,
 					 strerror(errno));
 		goto fail;
 	}
 	if (fstat(reader->fd, &st) != 0)
 	{
-		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s",
+		bk_error_set(err, BK_ERR_STORE, "could not stat \"%s\": %s",
 					 reader->base.where, strerror(errno));
 		close(reader->fd);
 		goto fail;
@@ -377,7 +378,7 @@ local_reader_read(BkRepoReader *base, uint64_t offset, void *buf, size_t len,
 			continue;
 		if (got <= 0)
 			return bk_error_set(
-				err, BK_ERR_IO, "could not read \"%s\": %s", base->where,
+				err, BK_ERR_STORE, "could not read \"%s\": %s", base->where,
 				got < 0 ? strerror(errno) : "unexpected end of file");
 		done += (size_t) got;
 	}

@@ -743,7 +743,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 		if (call->cancel != NULL && atomic_load(call->cancel))
 		{
 			handle_give_back(state, handle);
-			return bk_error_set(err, BK_ERR_IO, "%s: given up", what);
+			return bk_error_set(err, BK_ERR_STORE, "%s: given up", what);
 		}
 		attempts++;
 		call->sends = attempts;
@@ -783,7 +783,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 								code == CURLE_PEER_FAILED_VERIFICATION ||
 										code == CURLE_SSL_CACERT_BADFILE
 									? BK_ERR_CONFIG
-									: BK_ERR_IO,
+									: BK_ERR_STORE,
 								"%s: %s", what, curl_easy_strerror(code));
 		}
 		else
@@ -829,7 +829,7 @@ static bool
 call_failed(const S3State *state, const S3Call *call, BkError *err)
 {
 	char what[BK_REPO_KEY_MAX + 700];
-	BkErrorCode code = BK_ERR_IO;
+	BkErrorCode code = BK_ERR_STORE;
 
 	call_describe(state, call, what, sizeof(what));
 	if (call->status == 403 || call->status == 401 ||
@@ -1685,7 +1685,7 @@ s3_reader_open(const BkRepo *repo, const char *key, BkError *err)
 	 * not expect) is tried again now: against a store that is down, the
 	 * open may then take twice s3_timeout.
 	 */
-	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_IO ||
+	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_STORE ||
 		err->code == BK_ERR_TIMEOUT)
 		return open_reader(repo, key, NULL, err);
 	return NULL;
@@ -2096,7 +2096,7 @@ probe_put_if_absent(S3State *state, BkError *err)
 	(void) s3_call(state, &delete_call, &ignored);
 	call_free(&delete_call);
 	if (answers[0] == 412)
-		return bk_error_set(err, BK_ERR_IO,
+		return bk_error_set(err, BK_ERR_STORE,
 							"the store at %s refused a conditional PUT of "
 							"s3://%s/%s, a key nobody else writes",
 							state->endpoint_host, state->bucket, full);
@@ -2850,7 +2850,7 @@ delete_batch_send(DeleteBatch *batch, BkError *err)
 		bk_error_set(
 			err,
 			strcmp(result.first_code, "AccessDenied") == 0 ? BK_ERR_CONFIG
-														   : BK_ERR_IO,
+														   : BK_ERR_STORE,
 			"could not delete %d of %d objects under s3://%s/%s; "
 			"first: %s: %s%s%s",
 			result.not_deleted, batch->count, state->bucket, batch->full_prefix,

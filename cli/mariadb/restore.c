@@ -380,6 +380,37 @@ describe_window(const MariadbRestore *r, char *out, size_t out_len)
 }
 
 /*
+ * A snapshot whose record the repository failed to read (its store or
+ * disk, a refused permission; not one removed meanwhile) is "not
+ * complete", and choosing around it would silently restore from an older
+ * snapshot, or say none fits (exit 1).  Whether it fits is unknown: stop
+ * with the repository's failure (exit 5, or 3 for a refusal), unless
+ * --snapshot names another.
+ */
+static bool
+refuse_unread_records(MariadbRestore *r, BkError *err)
+{
+	for (int idx = r->snapshots.count - 1; idx >= 0; idx--)
+	{
+		const MariadbSnapshot *snap = &r->snapshots.snapshots[idx];
+
+		if (!snap->record_unreadable || snap->record_error == BK_OK ||
+			snap->record_error == BK_ERR_NOT_FOUND ||
+			(r->snapshot_id != NULL && strcmp(snap->id, r->snapshot_id) != 0))
+			continue;
+		bk_error_set(err, snap->record_error,
+					 "snapshot %s of source \"%s\": %s", snap->id, r->source,
+					 snap->reason);
+		return bk_error_hint(err,
+							 "The repository failed to read it, which says "
+							 "nothing of the snapshot. Fix what the message "
+							 "names and run bk restore again, or name "
+							 "another snapshot with --snapshot.");
+	}
+	return true;
+}
+
+/*
  * choose_snapshot
  *		The named snapshot, or the newest complete one at or before the
  *		target whose binlog the archive carries on from.
@@ -692,7 +723,8 @@ run(MariadbRestore *r, BkError *err)
 	 * before it.
 	 */
 	restore_target_file_normalize(r);
-	if (!choose_snapshot(r, r->snapshots.count, err))
+	if (!refuse_unread_records(r, err) ||
+		!choose_snapshot(r, r->snapshots.count, err))
 		return false;
 	while (!restore_plan_replay(r, err))
 	{
@@ -788,7 +820,8 @@ bk_mariadb_restore(int argc, char **argv)
 	{
 		restore_put_back_settings(r);
 		restore_mark_failed(r, &err);
-		status = bk_cli_report_error(argv[0], &err);
+		status =
+			bk_cli_report_restore_error(argv[0], &err, r->ctx.repo != NULL);
 		if (r->marked)
 			fprintf(stderr,
 					"%s: the target server holds an incomplete restore: drop"

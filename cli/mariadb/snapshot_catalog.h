@@ -44,7 +44,7 @@ typedef struct MariadbSnapshot
 	bool has_schema;
 	int64_t data_expected; /* the record's count, or -1 if it has none */
 	uint64_t data_objects; /* data/ objects in the repository */
-	char reason[160];      /* why it is not complete */
+	char reason[512];      /* why it is not complete */
 	char binlog_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	uint64_t binlog_pos;
 	char gtid[BK_BINLOG_GTID_STATE_MAX];

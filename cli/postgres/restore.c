@@ -256,6 +256,38 @@ parse_options(Restore *r, int argc, char **argv)
 }
 
 /*
+ * A snapshot whose record the repository failed to read (its store or
+ * disk, a refused permission; not one removed meanwhile) looks like one
+ * that cannot be restored, and choosing around it would silently restore
+ * from an older snapshot, or say none fits (exit 1).  Whether it fits is
+ * unknown: stop with the repository's failure (exit 5, or 3 for a
+ * refusal), unless --snapshot names another.
+ */
+static bool
+refuse_unread_records(Restore *r, BkError *err)
+{
+	for (int snapIdx = r->catalog.count - 1; snapIdx >= 0; snapIdx--)
+	{
+		const BkSnapshot *snapshot = &r->catalog.snapshots[snapIdx];
+
+		if (snapshot->record_error == BK_OK ||
+			snapshot->record_error == BK_ERR_NOT_FOUND ||
+			(r->snapshot_id != NULL &&
+			 strcmp(snapshot->id, r->snapshot_id) != 0))
+			continue;
+		bk_error_set(err, snapshot->record_error,
+					 "snapshot %s of source \"%s\": %s", snapshot->id,
+					 r->source, snapshot->reason);
+		return bk_error_hint(err,
+							 "The repository failed to read it, which says "
+							 "nothing of the snapshot. Fix what the message "
+							 "names and run bk restore again, or name "
+							 "another snapshot with --snapshot.");
+	}
+	return true;
+}
+
+/*
  * refuse_other_engine
  *		A MariaDB source restores into a server, not a data directory.
  */
@@ -319,8 +351,9 @@ bk_pg_restore(int argc, char **argv)
 		!restore_resolve_owner(r, &err) ||
 		!bk_snapshot_catalog_load(r->repo, r->source, r->decoder, &r->catalog,
 								  &err) ||
-		!restore_choose_snapshot(r, &err) || !restore_check_wal_path(r, &err) ||
-		!restore_load_chain(r, &err) || !restore_plan_tablespaces(r, &err))
+		!refuse_unread_records(r, &err) || !restore_choose_snapshot(r, &err) ||
+		!restore_check_wal_path(r, &err) || !restore_load_chain(r, &err) ||
+		!restore_plan_tablespaces(r, &err))
 		goto fail;
 	if (r->archive)
 		fprintf(stderr,
@@ -354,21 +387,7 @@ bk_pg_restore(int argc, char **argv)
 	goto done;
 
 fail:
-	/*
-	 * Exit 5 means the repository is unreachable.  An I/O error while the
-	 * repository still answers was local (the target directory: a full
-	 * disk, permissions): exit 1, with the message saying what failed.
-	 */
-	if (err.code == BK_ERR_IO && r->config.repository != NULL)
-	{
-		BkError probe_err;
-		BkRepo *probe = bk_cli_repo_open(&r->config, false, &probe_err);
-
-		if (probe != NULL)
-			err.code = BK_ERR_INTERNAL;
-		bk_repo_close(probe);
-	}
-	status = bk_cli_report_error(r->program, &err);
+	status = bk_cli_report_restore_error(r->program, &err, r->repo != NULL);
 	if (started_writing)
 	{
 		char temp[RESTORE_PATH_MAX];

@@ -32,6 +32,8 @@
 #     last commit, a target time after that commit is refused before
 #     anything is written, naming the lost segment, and one before it
 #     restores;
+#   - an object the repository cannot read (EIO from its disk) makes bk
+#     verify and bk restore exit 5 (the repository failed), naming it;
 #   - a restore leaves most of a large file it wrote out of the page cache
 #     (written out and dropped as it goes), and a write error the disk
 #     reports while bk restore waits for it (EIO injected with LD_PRELOAD)
@@ -285,6 +287,17 @@ if [[ "$(bk_test_backend)" == directory ]]; then
         "(False, False, False)" "and its document says the run is not complete"
     like "$(json_get "$dir/verify-eio.json" "d['stopped']['error']")" \
         "could not check \"$snap1/data/$eio_rel\"" "and why it stopped"
+    # bk restore of that snapshot: the repository failed, not the target
+    # nor the archive, so exit 5 (a script retries), naming the object.
+    out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/snapshot/$snap1/data/$eio_rel" \
+        "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-repo-eio" \
+        --tablespace-map "$dir/ts1=$dir/ts-repo-eio" --snapshot "$snap1" 2>&1)"
+    is $? 5 "bk restore that cannot read one snapshot object from the repository fails with exit 5" ||
+        diag "$out"
+    like "$out" "snapshot $snap1, file \"$eio_rel\": .*/snapshot/$snap1/data/$eio_rel.*Input/output error" \
+        "naming the snapshot, the file, the object and the cause"
+    like "$out" "the restore is incomplete: \"$dir/r-repo-eio\" will not start" "and saying the directory will not start"
+    rm -rf "$dir/r-repo-eio" "$dir/ts-repo-eio"
 else
     skip "bk verify of an object the repository cannot read" "needs a directory repository (EIO injected into open)"
 fi

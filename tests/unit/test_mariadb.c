@@ -1323,6 +1323,65 @@ test_binlog_get_gone_range_is_not_absent(void **state)
 }
 
 /*
+ * bk restore tells the repository's failure (exit 5: a script retries)
+ * from its own host's (exit 1: the target or a work directory, which a
+ * retry cannot fix), by the error's class alone.  A range the repository's
+ * disk cannot read (ELOOP, as root, where chmod 000 would not stop reads)
+ * is the repository's, named; a file the restore cannot create is local.
+ */
+static void
+test_restore_store_failure_not_local(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char out_path[600], range_path[1200];
+	uint64_t events = 0;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	archive_binlog_part(f, "mariadb-bin.000001", first, cut, len1, T0900 + 120,
+						"0-1-3", "\nclosed=rotate");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_int_equal(file->range_count, 2);
+
+	snprintf(range_path, sizeof(range_path), "%s/%s/binlog/%s", f->location,
+			 SOURCE, file->ranges[1].name);
+	assert_int_equal(unlink(range_path), 0);
+	assert_int_equal(symlink(range_path, range_path), 0);
+	snprintf(out_path, sizeof(out_path), "%s/mariadb-bin.000001", f->dir);
+	bk_error_clear(&err);
+	assert_false(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									  out_path, &events, &err));
+	assert_int_equal(err.code, BK_ERR_STORE);
+	assert_error_contains(&err, file->ranges[1].name);
+	assert_int_equal(bk_cli_report_restore_error("bk restore", &err, true),
+					 BK_EXIT_UNAVAILABLE);
+
+	/* This host's file: exit 1, once the repository was open. */
+	assert_int_equal(unlink(range_path), 0);
+	snprintf(out_path, sizeof(out_path), "%s/no-such-dir/mariadb-bin.000001",
+			 f->dir);
+	bk_error_clear(&err);
+	assert_false(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									  out_path, &events, &err));
+	assert_int_equal(err.code, BK_ERR_IO);
+	assert_error_contains(&err, "no-such-dir");
+	assert_int_equal(bk_cli_report_restore_error("bk restore", &err, true),
+					 BK_EXIT_FAILURE);
+	/* Unless the repository itself could not be opened. */
+	assert_int_equal(bk_cli_report_restore_error("bk restore", &err, false),
+					 BK_EXIT_UNAVAILABLE);
+	binlog_catalog_free(&catalog);
+}
+
+/*
  * Only a file after the newest archived one is "not in the archive" (exit
  * 1, where a script fetching file after file stops).  A file bk expire
  * removed while a script replays forward, one missing between archived
@@ -2110,7 +2169,7 @@ test_unreadable_snapshots_no_engine(void **state)
 	engine = bk_engine_for(f->repo, SOURCE, &err);
 	test_repo_faults_end(f->repo);
 	assert_null(engine);
-	assert_int_equal(err.code, BK_ERR_IO);
+	assert_int_equal(err.code, BK_ERR_STORE);
 	assert_non_null(strstr(err.message, "could not tell whose snapshots"));
 	assert_non_null(strstr(err.message, "injected failure reading"));
 
@@ -2352,6 +2411,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_binlog_get_gone_range_is_not_absent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore_store_failure_not_local,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_get_end_only_after_newest,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,

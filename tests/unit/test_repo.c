@@ -553,7 +553,7 @@ test_unreadable_copy_in_place(void **state)
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(symlink(path, path), 0);
 	assert_false(commit_wal(f, "t.2.3", name, "four", &result, &err));
-	assert_int_equal(err.code, BK_ERR_IO);
+	assert_int_equal(err.code, BK_ERR_STORE);
 	assert_error_contains(&err, "could not read the copy already archived");
 
 	/* Gone on both tries (a name that stays taken, the file it names not). */

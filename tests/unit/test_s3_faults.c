@@ -1390,7 +1390,7 @@ test_marker_refusal_named(void **state)
 	bk_error_clear(&err);
 	repo = bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);
 	assert_null(repo);
-	assert_int_equal(err.code, BK_ERR_IO);
+	assert_int_equal(err.code, BK_ERR_STORE);
 	assert_non_null(strstr(err.message, "could not read the marker"));
 	assert_non_null(strstr(err.message, "InvalidRequest"));
 	assert_null(strstr(err.message, "not a bk repository"));
@@ -1599,7 +1599,7 @@ test_delete_prefix_key_refused(void **state)
 			"<Message>We encountered an internal error.</Message></Error>"));
 	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, "src",
 									   BK_KIND_SNAPSHOT, "s1/", &err));
-	assert_int_equal(err.code, BK_ERR_IO);
+	assert_int_equal(err.code, BK_ERR_STORE);
 	assert_error_contains(&err, "could not delete 2 of 3 objects");
 	assert_error_contains(&err, "first: pre/src/snapshot/s1/d: InternalError");
 	assert_non_null(strstr(err.hint, "removes what is left"));

@@ -118,7 +118,7 @@ reader_open_failing(const BkRepo *repo, const char *key, BkError *err)
 {
 	if (strstr(key, fault_key_part) != NULL)
 	{
-		bk_error_set(err, BK_ERR_IO, "injected failure reading %s", key);
+		bk_error_set(err, BK_ERR_STORE, "injected failure reading %s", key);
 		return NULL;
 	}
 	return real_backend->reader_open(repo, key, err);
@@ -128,7 +128,7 @@ static bool
 delete_failing(BkRepo *repo, const char *key, BkError *err)
 {
 	if (strstr(key, fault_key_part) != NULL)
-		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
+		return bk_error_set(err, BK_ERR_STORE, "injected failure removing %s",
 							key);
 	return real_backend->delete (repo, key, err);
 }
@@ -137,7 +137,7 @@ static bool
 delete_prefix_failing(BkRepo *repo, const char *prefix, BkError *err)
 {
 	if (strstr(prefix, fault_key_part) != NULL)
-		return bk_error_set(err, BK_ERR_IO, "injected failure removing %s",
+		return bk_error_set(err, BK_ERR_STORE, "injected failure removing %s",
 							prefix);
 	return real_backend->delete_prefix(repo, prefix, err);
 }

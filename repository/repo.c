@@ -103,6 +103,18 @@ bk_repo_key_is_bk(const char *key)
 	const char *slash;
 	size_t len;
 
+	/* A start-up probe of the store (repo_s3.c): its upload too. */
+	if (strncmp(key, BK_REPO_PROBE_PREFIX, strlen(BK_REPO_PROBE_PREFIX)) == 0)
+	{
+		const char *hex = key + strlen(BK_REPO_PROBE_PREFIX);
+
+		if (strlen(hex) != BK_REPO_PROBE_HEX_LEN)
+			return false;
+		for (const char *p = hex; *p != '\0'; p++)
+			if (!isxdigit((unsigned char) *p))
+				return false;
+		return true;
+	}
 	/* An object the repository refused, kept (bk_repo_upload_quarantine). */
 	if (strncmp(key, BK_REPO_REJECTED_PREFIX,
 				strlen(BK_REPO_REJECTED_PREFIX)) == 0 &&

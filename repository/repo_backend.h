@@ -27,6 +27,14 @@
 #define BK_REPO_REJECTED_PREFIX BK_REPO_REJECTED_NAME "/"
 
 /*
+ * Where the S3 backend probes the store's conditional writes: random keys
+ * of 32 hex digits, never listed as content, but bk's for housekeeping (a
+ * probe whose multipart abort failed leaves an upload behind).
+ */
+#define BK_REPO_PROBE_PREFIX  ".bk-probe/"
+#define BK_REPO_PROBE_HEX_LEN 32
+
+/*
  * Is key (below the repository root) one bk uploads objects to:
  * "<source>/<kind>/<name>", "<source>/conflicts/<kind>/<name>.<attempt>"
  * or "rejected/<topic>.<partition>.<offset>"?

@@ -2045,7 +2045,7 @@ s3_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
 static bool
 probe_put_if_absent(S3State *state, BkError *err)
 {
-	uint8_t nonce[16];
+	uint8_t nonce[BK_REPO_PROBE_HEX_LEN / 2];
 	char hex[2 * sizeof(nonce) + 1];
 	char full[BK_REPO_KEY_MAX + 600];
 	uint8_t md5[16];
@@ -2056,7 +2056,8 @@ probe_put_if_absent(S3State *state, BkError *err)
 	if (RAND_bytes(nonce, sizeof(nonce)) != 1)
 		return bk_error_set(err, BK_ERR_CRYPTO, "no random bytes for a probe");
 	bk_hex_encode(nonce, sizeof(nonce), hex);
-	snprintf(full, sizeof(full), "%s.bk-probe/%s", state->prefix, hex);
+	snprintf(full, sizeof(full), "%s" BK_REPO_PROBE_PREFIX "%s", state->prefix,
+			 hex);
 	EVP_Digest("", 0, md5, NULL, EVP_md5(), NULL);
 	for (int putIdx = 0; putIdx < 2; putIdx++)
 	{

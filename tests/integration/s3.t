@@ -10,7 +10,8 @@
 #   - a credentials file others can read, a missing bucket, plain http to a
 #     host that is not loopback: refused with exit 3, saying what to fix;
 #   - a store that is down: bk retries for s3_timeout, then exits 5 naming
-#     the store.
+#     the store; bk wal-get exits 200 then (and with a wrong secret), never
+#     1, which would end recovery there.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -66,6 +67,10 @@ like "$out" "check the access key id and secret" "and saying what to check"
 unlike "$out" "wrong/Secret|$SECRET" "without printing a secret"
 out="$("$BK" list --config "$dir/wrong.conf" 2>&1)"
 is $? 3 "bk list with a wrong secret exits 3"
+mkdir -p "$dir/wal-get"
+"$BK" wal-get --config "$dir/wrong.conf" --source 7301234567890123456 \
+    000000010000000000000002 "$dir/wal-get/RECOVERYXLOG" >/dev/null 2>&1
+is $? 200 "bk wal-get with a wrong secret exits 200 (recovery stops), never 1"
 unlike "$out" "wrong/Secret|$SECRET" "and prints no secret either"
 # The same through the environment, no file.
 grep -v '^s3_access_key_file' "$dir/bk.conf" >"$dir/env.conf"
@@ -109,6 +114,13 @@ is $? 5 "the store down: bk list exits 5"
 ok $((SECONDS - started < 2 || SECONDS - started > 20)) "after retrying for s3_timeout ($((SECONDS - started)) s)"
 like "$out" "did not answer successfully in 3 s" "saying the store did not answer"
 like "$out" "$BK_S3_ENDPOINT" "naming it"
+# bk wal-get's 1 tells PostgreSQL "past the end of the archive", and
+# recovery would end there: a store that does not answer is never that.
+mkdir -p "$dir/wal-get"
+"$BK" wal-get --config "$dir/bk.conf" --source 7301234567890123456 \
+    000000010000000000000002 "$dir/wal-get/RECOVERYXLOG" >"$dir/wal-get.out" 2>&1
+is $? 200 "the store down: bk wal-get exits 200 (recovery stops), never 1" ||
+    diag "$(cat "$dir/wal-get.out")"
 "$SERVICES" start s3 >/dev/null
 ok $? "the store started again"
 out="$("$BK" list --config "$dir/bk.conf" 2>&1)"

@@ -1429,6 +1429,8 @@ test_stale_uploads(void **state)
 		SOURCE "/conflicts/wal/000000010000000000000001."
 			   "0123456789abcdef0123456789abcdef",
 		"rejected/bk.snapshot.2.77",
+		/* A start-up probe's: its upload, if its abort failed. */
+		".bk-probe/0123456789abcdef0123456789ABCDEF",
 	};
 	static const char *const theirs[] = {
 		"bk-repository",
@@ -1442,6 +1444,10 @@ test_stale_uploads(void **state)
 		SOURCE "/conflicts/wal/000000010000000000000001.nothex",
 		SOURCE "/conflicts/logs/x.0123456789abcdef0123456789abcdef",
 		".spool/" SOURCE "/wal/x",
+		".bk-probe/",
+		".bk-probe/0123456789abcdef",
+		".bk-probe/0123456789abcdef0123456789abcdefx",
+		".bk-probe/0123456789abcdef0123456789abcdef/x",
 		"../" SOURCE "/wal/x",
 		SOURCE "/wal/../../etc/passwd",
 		"",

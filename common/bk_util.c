@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -348,14 +349,36 @@ bk_write_file_durable(const char *path, const void *data, size_t len,
 	/* A dot name: a crash leaves nothing a listing would take for data. */
 	bk_dir_of(path, dir, sizeof(dir));
 	base = base ? base + 1 : path;
-	if (snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", dir, base,
-				 (int) getpid()) >= (int) sizeof(tmp))
-		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s", tmp,
-							strerror(errno));
+	/*
+	 * The temporary file is always a new one (O_EXCL, O_NOFOLLOW) under a
+	 * random name: root writes files (bk restore's backup_label) into
+	 * directories their owner can write, and a name the owner could guess
+	 * and plant as a symbolic link would have root truncate and write
+	 * whatever it points to.  A random name also keeps two writers of one
+	 * path (shippers on other hosts, with equal process ids) out of each
+	 * other's temporary file.
+	 */
+	for (int attempt = 0;; attempt++)
+	{
+		uint64_t suffix;
+
+		if (getentropy(&suffix, sizeof(suffix)) != 0)
+			return bk_error_set(err, BK_ERR_INTERNAL,
+								"could not get random bytes: %s",
+								strerror(errno));
+		if (snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%016" PRIx64, dir, base,
+					 suffix) >= (int) sizeof(tmp))
+			return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"",
+								path);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				  mode);
+		if (fd >= 0)
+			break;
+		if (errno != EEXIST || attempt >= 8)
+			return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
+								tmp, strerror(errno));
+	}
 	if (fchmod(fd, mode) != 0)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s", tmp,

@@ -1684,6 +1684,62 @@ test_s3_malformed_credentials_file_unprinted(void **state)
 	free(dir);
 }
 
+/*
+ * bk_write_file_durable never writes through a name planted in its
+ * directory: bk restore runs as root and writes backup_label into a
+ * directory its owner can write.  The old temporary name (".<name>.tmp.<pid>")
+ * is planted as a symbolic link to a file of someone else's; that file
+ * must be untouched and the written file whole, with its mode.
+ */
+static void
+test_write_file_durable_no_follow(void **state)
+{
+	char *dir = test_mkdtemp();
+	char victim[4096];
+	char planted[4096];
+	char path[4096];
+	char *data = NULL;
+	size_t len = 0;
+	struct stat st;
+	BkError err;
+
+	(void) state;
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	snprintf(path, sizeof(path), "%s/backup_label", dir);
+	snprintf(planted, sizeof(planted), "%s/.backup_label.tmp.%d", dir,
+			 (int) getpid());
+	bk_error_clear(&err);
+	assert_true(bk_write_file_durable(victim, "precious\n", 9, 0644, &err));
+	assert_int_equal(symlink(victim, planted), 0);
+
+	bk_error_clear(&err);
+	if (!bk_write_file_durable(path, "LABEL\n", 6, 0600, &err))
+		fail_msg("bk_write_file_durable: %s", err.message);
+	assert_true(bk_read_file(victim, 4096, &data, &len, &err));
+	assert_int_equal(len, 9);
+	assert_memory_equal(data, "precious\n", 9);
+	free(data);
+	assert_int_equal(lstat(victim, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_true(bk_read_file(path, 4096, &data, &len, &err));
+	assert_int_equal(len, 6);
+	assert_memory_equal(data, "LABEL\n", 6);
+	free(data);
+
+	/* Written again, over the last copy: still whole. */
+	assert_true(bk_write_file_durable(path, "LABEL 2\n", 8, 0600, &err));
+	assert_true(bk_read_file(path, 4096, &data, &len, &err));
+	assert_int_equal(len, 8);
+	free(data);
+
+	unlink(planted);
+	test_rmdir(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -1719,6 +1775,7 @@ main(void)
 		cmocka_unit_test(test_stale_uploads),
 		cmocka_unit_test(test_s3_plain_http_loopback_only),
 		cmocka_unit_test(test_s3_malformed_credentials_file_unprinted),
+		cmocka_unit_test(test_write_file_durable_no_follow),
 		/* Only on S3 (the last ones): they stand for nothing on a directory. */
 		cmocka_unit_test_setup_teardown(test_s3_multipart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_s3_wrong_secret, setup, teardown),

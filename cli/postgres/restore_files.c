@@ -154,8 +154,16 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		goto failed;
 	}
 	if (close(fd) != 0)
-		return bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s",
-							write_path, strerror(errno));
+	{
+		/*
+		 * A deferred write error (NFS): the page cache may hold what the
+		 * disk does not, as below.  Removed, so --delta rewrites it.
+		 */
+		bk_error_set(err, BK_ERR_IO, "could not write \"%s\": %s", write_path,
+					 strerror(errno));
+		(void) unlink(write_path);
+		return false;
+	}
 	atomic_fetch_add(&r->files_written, 1);
 	atomic_fetch_add(&r->bytes_written, file->size);
 	atomic_fetch_add(&r->bytes_decrypted, decrypted);

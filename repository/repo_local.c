@@ -28,12 +28,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bk_util.h"
@@ -42,6 +44,13 @@
 #define LOCK_NAME          ".lock"
 #define SPOOL_LOCK_TRIES   20
 #define SPOOL_LOCK_WAIT_US 100000
+/*
+ * Where housekeeping moves a stopped shipper's spool before emptying it,
+ * and how old such a directory must be (not touched for that long) before
+ * another housekeeping takes over one its cleaner left behind.
+ */
+#define SPOOL_TRASH_PREFIX ".trash-"
+#define SPOOL_TRASH_AGE_S  600
 #define LOCAL_PATH         4096
 #define DIRECT_ALIGN       4096
 #define DIRECT_BUFFER      (1024 * 1024)
@@ -440,15 +449,23 @@ empty_spool(const char *spool, uint64_t *removed, BkError *err)
 	return true;
 }
 
-/* Open (creating) and try to lock a spool's lock file; -1 if held. */
+/*
+ * Open (creating) and try to lock a spool's lock file; -1 if held, -3 if
+ * the spool was moved away meanwhile (housekeeping took it, see
+ * local_clean_uploads: the lock then held is not this spool's).
+ */
 static int
 lock_spool(const char *spool, BkError *err)
 {
 	char lock_path[LOCAL_PATH + 16];
+	struct stat locked;
+	struct stat named;
 	int fd;
 
 	snprintf(lock_path, sizeof(lock_path), "%s/" LOCK_NAME, spool);
 	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0 && errno == ENOENT)
+		return -3;
 	if (fd < 0)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", lock_path,
@@ -460,6 +477,12 @@ lock_spool(const char *spool, BkError *err)
 		close(fd);
 		return -1;
 	}
+	if (fstat(fd, &locked) != 0 || lstat(lock_path, &named) != 0 ||
+		locked.st_dev != named.st_dev || locked.st_ino != named.st_ino)
+	{
+		close(fd);
+		return -3;
+	}
 	return fd;
 }
 
@@ -470,20 +493,23 @@ local_spool_open(BkRepo *repo, const char *shipper_id, BkError *err)
 	char key[LOCAL_PATH];
 
 	snprintf(key, sizeof(key), SPOOL_DIR "/%s", shipper_id);
-	if (!key_path(repo, key, state->spool, sizeof(state->spool), err) ||
-		!make_dirs(state->spool, err))
+	if (!key_path(repo, key, state->spool, sizeof(state->spool), err))
 		return false;
 	/*
 	 * Housekeeping by another shipper holds the lock for as long as it
-	 * takes to empty the spool; a shipper with the same id holds it for
-	 * good.  So a few tries before calling it a duplicate.
+	 * takes to move the spool aside (one rename); a shipper with the same
+	 * id holds it for good.  So a few tries before calling it a duplicate,
+	 * and the spool made again when housekeeping moved it.
 	 */
 	for (int attempt = 0; attempt < SPOOL_LOCK_TRIES; attempt++)
 	{
+		if (!make_dirs(state->spool, err))
+			return false;
 		state->spool_lock_fd = lock_spool(state->spool, err);
-		if (state->spool_lock_fd != -1)
+		if (state->spool_lock_fd >= 0 || state->spool_lock_fd == -2)
 			break;
-		usleep(SPOOL_LOCK_WAIT_US);
+		if (state->spool_lock_fd == -1)
+			usleep(SPOOL_LOCK_WAIT_US);
 	}
 	if (state->spool_lock_fd == -2)
 		return false;
@@ -1003,9 +1029,64 @@ local_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
 }
 
 /*
+ * A stopped shipper's spool, locked by us (lock_fd): moved aside in one
+ * rename, the lock released, then emptied and removed.  Its owner,
+ * starting meanwhile, waits for a rename, not for the removal of every
+ * file (thousands of them on a network file system take seconds), and is
+ * not taken for a duplicate of itself.
+ */
+static bool
+clean_spool(const char *spools, const char *spool, int lock_fd,
+			uint64_t *removed, BkError *err)
+{
+	char trash[LOCAL_PATH + 64];
+	uint64_t suffix;
+	bool ok;
+
+	if (getentropy(&suffix, sizeof(suffix)) != 0 ||
+		snprintf(trash, sizeof(trash), "%s/" SPOOL_TRASH_PREFIX "%016" PRIx64,
+				 spools, suffix) >= (int) sizeof(trash) ||
+		rename(spool, trash) != 0)
+	{
+		/* Emptied in place, under the lock, as before. */
+		ok = empty_spool(spool, removed, err);
+		close(lock_fd);
+		return ok;
+	}
+	close(lock_fd);
+	return empty_spool(trash, removed, err) && bk_remove_tree(trash, err);
+}
+
+/*
+ * A spool moved aside whose cleaner stopped before removing it (nothing
+ * touched it for SPOOL_TRASH_AGE_S): taken over by a rename of our own, so
+ * that two housekeepings never remove one directory together.
+ */
+static bool
+clean_trash(const char *spools, const char *name, uint64_t *removed,
+			BkError *err)
+{
+	char path[LOCAL_PATH + 256];
+	char trash[LOCAL_PATH + 64];
+	struct stat st;
+	uint64_t suffix;
+
+	snprintf(path, sizeof(path), "%s/%s", spools, name);
+	if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+		time(NULL) - st.st_mtime < SPOOL_TRASH_AGE_S)
+		return true;
+	if (getentropy(&suffix, sizeof(suffix)) != 0 ||
+		snprintf(trash, sizeof(trash), "%s/" SPOOL_TRASH_PREFIX "%016" PRIx64,
+				 spools, suffix) >= (int) sizeof(trash) ||
+		rename(path, trash) != 0)
+		return true; /* another housekeeping took it */
+	return empty_spool(trash, removed, err) && bk_remove_tree(trash, err);
+}
+
+/*
  * The spools of shippers that are not running: their lock can be taken.
- * Held while they are emptied, so a shipper starting meanwhile waits for
- * nothing and finds an empty spool.
+ * Each is moved aside under its lock and emptied after (clean_spool), so a
+ * shipper starting meanwhile finds a new, empty spool.
  */
 static bool
 local_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
@@ -1029,6 +1110,12 @@ local_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
 		struct stat st;
 		int fd;
 
+		if (strncmp(entry->d_name, SPOOL_TRASH_PREFIX,
+					strlen(SPOOL_TRASH_PREFIX)) == 0)
+		{
+			ok = clean_trash(spools, entry->d_name, removed, err);
+			continue;
+		}
 		if (entry->d_name[0] == '.')
 			continue;
 		snprintf(spool, sizeof(spool), "%s/%s", spools, entry->d_name);
@@ -1039,10 +1126,7 @@ local_clean_uploads(BkRepo *repo, uint64_t *removed, BkError *err)
 		if (fd == -2)
 			ok = false;
 		else if (fd >= 0)
-		{
-			ok = empty_spool(spool, removed, err);
-			close(fd);
-		}
+			ok = clean_spool(spools, spool, fd, removed, err);
 	}
 	closedir(dir);
 	return ok;

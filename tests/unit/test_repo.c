@@ -26,6 +26,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bk_util.h"
@@ -758,6 +760,41 @@ test_spools(void **state)
 	/* Once it stopped (its lock released), the upload is removed. */
 	free(left); /* the process "died": nothing cleaned up after it */
 	bk_repo_close(other);
+	assert_true(bk_repo_clean_uploads(f->repo, &removed, &err));
+	assert_int_equal(removed, 1);
+	assert_int_not_equal(access(path, F_OK), 0);
+	/*
+	 * The spool was moved aside under its lock and removed whole: its
+	 * owner, starting while housekeeping empties it, never waits for that.
+	 */
+	snprintf(path, sizeof(path), "%s/.spool/unit-2", f->location);
+	assert_int_not_equal(access(path, F_OK), 0);
+	other = open_repo(f, f->location, true, &err);
+	assert_true(bk_repo_spool_open(other, "unit-2", &err));
+	bk_repo_close(other);
+
+	/*
+	 * A spool moved aside by a housekeeping that stopped before removing
+	 * it: taken over once untouched for ten minutes, never sooner (its
+	 * cleaner may still be at work).
+	 */
+	snprintf(path, sizeof(path), "%s/.spool/.trash-0123456789abcdef",
+			 f->location);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/.spool/.trash-0123456789abcdef/t.3.1",
+			 f->location);
+	assert_true(bk_write_file_durable(path, "x", 1, 0644, &err));
+	snprintf(path, sizeof(path), "%s/.spool/.trash-0123456789abcdef",
+			 f->location);
+	assert_true(bk_repo_clean_uploads(f->repo, &removed, &err));
+	assert_int_equal(removed, 0);
+	assert_int_equal(access(path, F_OK), 0);
+	{
+		struct timeval old_times[2] = {{time(NULL) - 3600, 0},
+									   {time(NULL) - 3600, 0}};
+
+		assert_int_equal(utimes(path, old_times), 0);
+	}
 	assert_true(bk_repo_clean_uploads(f->repo, &removed, &err));
 	assert_int_equal(removed, 1);
 	assert_int_not_equal(access(path, F_OK), 0);

@@ -998,6 +998,80 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 }
 
 /*
+ * bk_binlog_query_read
+ *		The parts of a Query event a reader of statements needs.
+ */
+bool
+bk_binlog_query_read(const uint8_t *event, size_t len, int checksum_alg,
+					 BkBinlogQuery *query, BkError *err)
+{
+	/* thread id 4, exec time 4, db length 1, error code 2, status length 2 */
+	const size_t post_header = 13;
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+	size_t body_len;
+	size_t db_at, text_at;
+
+	memset(query, 0, sizeof(*query));
+	body_len = len > BK_BINLOG_HEADER_LEN ? len - BK_BINLOG_HEADER_LEN : 0;
+	if (checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
+		body_len = body_len >= BK_BINLOG_CHECKSUM_LEN
+					   ? body_len - BK_BINLOG_CHECKSUM_LEN
+					   : 0;
+	if (body_len < post_header)
+		return bk_error_set(err, BK_ERR_FORMAT, "Query event truncated");
+	query->thread_id = get_le32(body);
+	db_at = post_header + get_le16(body + 11);
+	text_at = db_at + body[8] + 1;
+	if (text_at > body_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Query event shorter than its status variables"
+							" and database name");
+	query->db = (const char *) body + db_at;
+	query->db_len = body[8];
+	query->text = (const char *) body + text_at;
+	query->text_len = body_len - text_at;
+	if (event[4] == BK_BINLOG_QUERY_COMPRESSED_EVENT)
+	{
+		const uint8_t *packed = body + text_at;
+		size_t packed_len = body_len - text_at;
+		char first[QUERY_END_TEXT_MAX];
+		size_t declared;
+		uLongf out_len;
+
+		/* Checks the header, and reads a short text whole. */
+		if (!compressed_text(packed, packed_len, first, &declared, err))
+			return false;
+		query->text_buf = malloc(declared);
+		if (query->text_buf == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM,
+								"out of memory for a statement of %zu bytes",
+								declared);
+		out_len = declared;
+		if (uncompress((Bytef *) query->text_buf, &out_len,
+					   packed + 1 + (packed[0] & 0x07),
+					   (uLong) (packed_len - 1 - (packed[0] & 0x07))) != Z_OK ||
+			out_len != declared)
+		{
+			bk_binlog_query_free(query);
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"Query_compressed event whose text does not"
+								" decompress to the %zu bytes it declares",
+								declared);
+		}
+		query->text = query->text_buf;
+		query->text_len = declared;
+	}
+	return true;
+}
+
+void
+bk_binlog_query_free(BkBinlogQuery *query)
+{
+	free(query->text_buf);
+	query->text_buf = NULL;
+}
+
+/*
  * bk_binlog_file_name_valid
  *		A binlog file name: one object-name component, ending in ".<digits>".
  */

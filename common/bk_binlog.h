@@ -64,6 +64,12 @@
 #define BK_BINLOG_F_IN_USE 0x0001 /* format description: file still open */
 #define BK_BINLOG_F_ARTIFICIAL                                                 \
 	0x0020 /* made up by the sender, not in the file */
+/*
+ * A Query event whose statement depends on its session (the server's
+ * LOG_EVENT_THREAD_SPECIFIC_F): it used a temporary table, or
+ * CONNECTION_ID().
+ */
+#define BK_BINLOG_F_THREAD_SPECIFIC 0x0004
 
 /* Checksum algorithms of the format description event. */
 #define BK_BINLOG_CHECKSUM_OFF   0
@@ -284,6 +290,27 @@ typedef struct BkBinlogTxn
 extern bool bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event,
 							   size_t len, int checksum_alg, bool *ended,
 							   BkError *err);
+
+/*
+ * A Query or Query_compressed event: its session's thread id, its default
+ * database and its statement (a compressed one decompressed into
+ * text_buf, which bk_binlog_query_free frees).  Fails on an event too
+ * short for its own lengths, or a text that does not decompress.
+ */
+typedef struct BkBinlogQuery
+{
+	uint32_t thread_id;
+	const char *db; /* not NUL-terminated */
+	size_t db_len;
+	const char *text; /* not NUL-terminated */
+	size_t text_len;
+	char *text_buf;
+} BkBinlogQuery;
+
+extern bool bk_binlog_query_read(const uint8_t *event, size_t len,
+								 int checksum_alg, BkBinlogQuery *query,
+								 BkError *err);
+extern void bk_binlog_query_free(BkBinlogQuery *query);
 
 /* "mariadb-bin.000042": a name bk accepts as a binlog file name. */
 extern bool bk_binlog_file_name_valid(const char *name);

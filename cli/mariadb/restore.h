@@ -121,6 +121,14 @@ typedef struct MariadbRestore
 	bool marked;            /* bk_restore_incomplete exists */
 	uint64_t max_packet;    /* the server's max_allowed_packet */
 	uint64_t packet_before; /* to put back, or 0 */
+	/*
+	 * slave_run_triggers_for_rbr and slave_exec_mode as the server has
+	 * them, and which of them (bits, in restore_binlog.c's order) the
+	 * replay changed, to put back.
+	 */
+	char triggers_setting[32];
+	char exec_mode_setting[32];
+	unsigned int settings_changed;
 
 	/* Data loading (restore_data.c). */
 	pthread_mutex_t lock;
@@ -141,6 +149,24 @@ typedef struct MariadbRestore
 	 */
 	char split_group_gtid[64];
 	char split_group_at[BK_BINLOG_FILE_NAME_MAX + 32];
+	/*
+	 * The first group to replay with a statement on a temporary table its
+	 * session created before the snapshot: its GTID, the statement's
+	 * "file:offset", the session's thread id and the table's db.name.
+	 */
+	char temp_table_gtid[64];
+	char temp_table_at[BK_BINLOG_FILE_NAME_MAX + 32];
+	uint32_t temp_table_thread;
+	char temp_table_name[520];
+	/*
+	 * The same for the first group to replay that drops such a table at
+	 * the end of its session: a target that never had the table logs
+	 * nothing for it.
+	 */
+	char temp_drop_gtid[64];
+	char temp_drop_at[BK_BINLOG_FILE_NAME_MAX + 32];
+	uint32_t temp_drop_thread;
+	char temp_drop_name[520];
 
 	/* Report. */
 	json_t *kept_accounts;

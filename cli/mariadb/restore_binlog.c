@@ -35,6 +35,7 @@
  * failed on.
  */
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -52,6 +53,19 @@
 #include "mariadb.h"
 #include "restore.h"
 #include "times.h"
+
+/*
+ * A temporary table a session created, as statement-based logging (MIXED
+ * or STATEMENT) logs it: the session's thread id, the table's database
+ * and name, and whether it was created before the snapshot's position.
+ */
+typedef struct TempTable
+{
+	uint32_t thread;
+	bool before_snapshot;
+	char db[256];
+	char name[256];
+} TempTable;
 
 typedef struct Scan
 {
@@ -79,6 +93,16 @@ typedef struct Scan
 	bool list_seen; /* the file's GTID list was met */
 	/* The snapshot's position was met in its file and checked there. */
 	bool snapshot_checked;
+	/* Temporary tables open in their sessions (statement-based logging). */
+	TempTable *temps;
+	int temp_count;
+	int temp_cap;
+	/* The group in progress uses one created before the snapshot. */
+	bool temp_use;
+	bool temp_use_drops; /* ... a DROP TEMPORARY TABLE IF EXISTS of it */
+	uint64_t temp_use_at;
+	uint32_t temp_use_thread;
+	char temp_use_name[520];
 } Scan;
 
 static int
@@ -109,6 +133,28 @@ take(Scan *scan, uint64_t end, uint32_t stamp)
 		snprintf(r->split_group_gtid, sizeof(r->split_group_gtid),
 				 "%" PRIu32 "-%" PRIu32 "-%" PRIu64, scan->txn.gtid.domain,
 				 scan->txn.gtid.server, scan->txn.gtid.seq);
+	}
+	if (scan->temp_use && r->temp_table_gtid[0] == 0 && !scan->temp_use_drops)
+	{
+		snprintf(r->temp_table_at, sizeof(r->temp_table_at), "%s:%" PRIu64,
+				 scan->file->name, scan->temp_use_at);
+		snprintf(r->temp_table_gtid, sizeof(r->temp_table_gtid),
+				 "%" PRIu32 "-%" PRIu32 "-%" PRIu64, scan->txn.gtid.domain,
+				 scan->txn.gtid.server, scan->txn.gtid.seq);
+		r->temp_table_thread = scan->temp_use_thread;
+		bk_strlcpy(r->temp_table_name, scan->temp_use_name,
+				   sizeof(r->temp_table_name));
+	}
+	if (scan->temp_use && r->temp_drop_gtid[0] == 0 && scan->temp_use_drops)
+	{
+		snprintf(r->temp_drop_at, sizeof(r->temp_drop_at), "%s:%" PRIu64,
+				 scan->file->name, scan->temp_use_at);
+		snprintf(r->temp_drop_gtid, sizeof(r->temp_drop_gtid),
+				 "%" PRIu32 "-%" PRIu32 "-%" PRIu64, scan->txn.gtid.domain,
+				 scan->txn.gtid.server, scan->txn.gtid.seq);
+		r->temp_drop_thread = scan->temp_use_thread;
+		bk_strlcpy(r->temp_drop_name, scan->temp_use_name,
+				   sizeof(r->temp_drop_name));
 	}
 	r->groups++;
 	r->last_group_time = stamp;
@@ -249,6 +295,297 @@ check_snapshot_point(Scan *scan, uint64_t offset, BkError *err)
 	return bk_error_hint(err, "%s", another_history_hint);
 }
 
+/* ------------------------------------------------------- temporary tables */
+
+/*
+ * Under binlog_format MIXED or STATEMENT the server logs CREATE TEMPORARY
+ * TABLE and the statements that use the table as statements of their
+ * session (thread id), which the replay's mariadb-binlog output keeps
+ * apart (pseudo_thread_id).  A replay starting at the snapshot's position
+ * never runs a CREATE TEMPORARY TABLE logged before it: a later statement
+ * of that session on the table fails the replay after the whole load, or,
+ * when a real table has the same name, runs on that one, silently.  The
+ * scan follows, from the start of the snapshot's file, which temporary
+ * tables each session has open, and the plan names the first group to
+ * replay that uses one created before the snapshot; restore_check_replay
+ * refuses it before the server is touched.  One created in an older file
+ * is not seen: its statement fails the replay, and the failure's hint
+ * says why.
+ */
+
+typedef struct Words
+{
+	const char *text;
+	size_t len;
+	size_t at;
+} Words;
+
+static bool
+identifier_char(unsigned char c)
+{
+	return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+/*
+ * The next word of a statement into out: an identifier (without its
+ * backquotes) or one other character.  Comments are skipped, but the text
+ * of a versioned one is read: the server logs the DROP of a session's
+ * tables with TEMPORARY inside one (of MySQL version 40005).  False at the
+ * end.
+ */
+static bool
+next_word(Words *words, char *out, size_t out_len)
+{
+	const char *text = words->text;
+	size_t len = words->len;
+	size_t used = 0;
+
+	for (;;)
+	{
+		while (words->at < len && isspace((unsigned char) text[words->at]))
+			words->at++;
+		if (words->at >= len)
+			return false;
+		if (len - words->at >= 3 && strncmp(text + words->at, "/*!", 3) == 0)
+		{
+			words->at += 3;
+			while (words->at < len && isdigit((unsigned char) text[words->at]))
+				words->at++;
+		}
+		else if (len - words->at >= 2 &&
+				 strncmp(text + words->at, "/*", 2) == 0)
+		{
+			const char *close =
+				memmem(text + words->at + 2, len - words->at - 2, "*/", 2);
+
+			words->at = close ? (size_t) (close - text) + 2 : len;
+		}
+		else if (len - words->at >= 2 &&
+				 strncmp(text + words->at, "*/", 2) == 0)
+			words->at += 2;
+		else
+			break;
+	}
+	if (text[words->at] == '`')
+	{
+		words->at++;
+		while (words->at < len)
+		{
+			if (text[words->at] == '`' &&
+				(words->at + 1 >= len || text[words->at + 1] != '`'))
+				break;
+			if (text[words->at] == '`')
+				words->at++;
+			if (used + 1 < out_len)
+				out[used++] = text[words->at];
+			words->at++;
+		}
+		words->at++;
+	}
+	else if (identifier_char((unsigned char) text[words->at]))
+		while (words->at < len &&
+			   identifier_char((unsigned char) text[words->at]))
+		{
+			if (used + 1 < out_len)
+				out[used++] = text[words->at];
+			words->at++;
+		}
+	else
+		out[used++] = text[words->at++];
+	out[used] = '\0';
+	return true;
+}
+
+/* A table name, [db.]name, the database defaulting to the session's. */
+static bool
+next_table(Words *words, const BkBinlogQuery *query, char *db, char *name)
+{
+	Words after;
+	char dot[4];
+
+	if (!next_word(words, name, 256))
+		return false;
+	after = *words;
+	if (next_word(&after, dot, sizeof(dot)) && strcmp(dot, ".") == 0)
+	{
+		bk_strlcpy(db, name, 256);
+		*words = after;
+		return next_word(words, name, 256);
+	}
+	snprintf(db, 256, "%.*s", (int) query->db_len, query->db);
+	return true;
+}
+
+/* Does text name the table (a whole word, in any quoting)? */
+static bool
+mentions(const BkBinlogQuery *query, const char *name)
+{
+	size_t name_len = strlen(name);
+	const char *text = query->text;
+	const char *end = text + query->text_len;
+
+	if (name_len == 0)
+		return false;
+	for (const char *at = text;
+		 (at = memmem(at, (size_t) (end - at), name, name_len)) != NULL; at++)
+		if ((at == text || !identifier_char((unsigned char) at[-1])) &&
+			(at + name_len == end ||
+			 !identifier_char((unsigned char) at[name_len])))
+			return true;
+	return false;
+}
+
+static void
+temp_add(Scan *scan, uint32_t thread, bool before, const char *db,
+		 const char *name)
+{
+	TempTable *temp;
+
+	if (scan->temp_count == scan->temp_cap)
+	{
+		int cap = scan->temp_cap ? scan->temp_cap * 2 : 16;
+		TempTable *grown = bk_cli_alloc_zero((size_t) cap, sizeof(TempTable));
+
+		if (scan->temps != NULL)
+			memcpy(grown, scan->temps,
+				   (size_t) scan->temp_count * sizeof(TempTable));
+		free(scan->temps);
+		scan->temps = grown;
+		scan->temp_cap = cap;
+	}
+	temp = &scan->temps[scan->temp_count++];
+	temp->thread = thread;
+	temp->before_snapshot = before;
+	bk_strlcpy(temp->db, db, sizeof(temp->db));
+	bk_strlcpy(temp->name, name, sizeof(temp->name));
+}
+
+static void
+temp_drop(Scan *scan, uint32_t thread, const char *db, const char *name)
+{
+	for (int idx = 0; idx < scan->temp_count; idx++)
+		if (scan->temps[idx].thread == thread &&
+			strcmp(scan->temps[idx].db, db) == 0 &&
+			strcmp(scan->temps[idx].name, name) == 0)
+		{
+			scan->temps[idx] = scan->temps[--scan->temp_count];
+			return;
+		}
+}
+
+/*
+ * follow_temp_tables
+ *		A statement of a session that uses temporary tables (the event's
+ *		LOG_EVENT_THREAD_SPECIFIC_F): the tables it creates and drops, and
+ *		whether, after the snapshot's position, it names one its session
+ *		created before it.
+ */
+static bool
+follow_temp_tables(Scan *scan, uint64_t offset, const uint8_t *event,
+				   uint32_t len, BkError *err)
+{
+	bool before = scan->first && offset < scan->r->snapshot->binlog_pos;
+	BkBinlogQuery query;
+	Words words;
+	char word[256], db[256], name[256];
+	bool drop_if_exists = false;
+
+	if (!bk_binlog_query_read(event, len, scan->checksum_alg, &query, err))
+		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
+							   scan->file->name, offset);
+	words = (Words){query.text, query.text_len, 0};
+	if (next_word(&words, word, sizeof(word)) && strcasecmp(word, "DROP") == 0)
+	{
+		Words peek = words;
+		char second[16], third[16];
+
+		/* DROP TEMPORARY TABLE IF EXISTS, as a session's end logs it */
+		drop_if_exists = next_word(&peek, second, sizeof(second)) &&
+						 strcasecmp(second, "TEMPORARY") == 0 &&
+						 next_word(&peek, third, sizeof(third)) &&
+						 strcasecmp(third, "TABLE") == 0 &&
+						 next_word(&peek, second, sizeof(second)) &&
+						 strcasecmp(second, "IF") == 0;
+	}
+	/*
+	 * A DROP ... IF EXISTS of a table the target never had runs, but the
+	 * server logs nothing for it: the target's GTIDs would miss its own.
+	 */
+	for (int idx = 0; idx < scan->temp_count && !before && !scan->temp_use;
+		 idx++)
+	{
+		const TempTable *temp = &scan->temps[idx];
+
+		if (temp->thread == query.thread_id && temp->before_snapshot &&
+			mentions(&query, temp->name))
+		{
+			scan->temp_use = true;
+			scan->temp_use_drops = drop_if_exists;
+			scan->temp_use_at = offset;
+			scan->temp_use_thread = query.thread_id;
+			snprintf(scan->temp_use_name, sizeof(scan->temp_use_name), "%s.%s",
+					 temp->db, temp->name);
+		}
+	}
+	words.at = 0;
+	if (next_word(&words, word, sizeof(word)) &&
+		strcasecmp(word, "CREATE") == 0)
+	{
+		while (
+			next_word(&words, word, sizeof(word)) &&
+			(strcasecmp(word, "OR") == 0 || strcasecmp(word, "REPLACE") == 0))
+			;
+		if (strcasecmp(word, "TEMPORARY") == 0 &&
+			next_word(&words, word, sizeof(word)) &&
+			strcasecmp(word, "TABLE") == 0)
+		{
+			Words peek = words;
+
+			if (next_word(&peek, word, sizeof(word)) &&
+				strcasecmp(word, "IF") == 0 &&
+				next_word(&peek, word, sizeof(word)) &&
+				next_word(&peek, word, sizeof(word)))
+				words = peek; /* IF NOT EXISTS */
+			if (next_table(&words, &query, db, name))
+			{
+				temp_drop(scan, query.thread_id, db, name);
+				temp_add(scan, query.thread_id, before, db, name);
+			}
+		}
+	}
+	else if (strcasecmp(word, "DROP") == 0)
+	{
+		bool temporary = false;
+
+		while (next_word(&words, word, sizeof(word)))
+		{
+			if (strcasecmp(word, "TEMPORARY") == 0)
+				temporary = true;
+			else if (strcasecmp(word, "TABLE") == 0 ||
+					 strcasecmp(word, "TABLES") == 0)
+				break;
+		}
+		if (temporary)
+		{
+			Words peek = words;
+
+			if (next_word(&peek, word, sizeof(word)) &&
+				strcasecmp(word, "IF") == 0 &&
+				next_word(&peek, word, sizeof(word)))
+				words = peek; /* IF EXISTS */
+			while (next_table(&words, &query, db, name))
+			{
+				temp_drop(scan, query.thread_id, db, name);
+				if (!next_word(&words, word, sizeof(word)) ||
+					strcmp(word, ",") != 0)
+					break;
+			}
+		}
+	}
+	bk_binlog_query_free(&query);
+	return true;
+}
+
 /*
  * scan_event
  *		Follow transactions and decide where the target ends
@@ -265,7 +602,22 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	int domain;
 
 	if (header->type == BK_BINLOG_FORMAT_DESCRIPTION_EVENT)
+	{
 		scan->checksum_alg = bk_binlog_fde_checksum_alg(event, header->length);
+		/*
+		 * created (after the binlog and server versions) is set in the
+		 * first file of a server's start: no session, no temporary table
+		 * goes on from before it.
+		 */
+		if (header->length >= BK_BINLOG_HEADER_LEN + 56 &&
+			(event[BK_BINLOG_HEADER_LEN + 52] |
+			 event[BK_BINLOG_HEADER_LEN + 53] |
+			 event[BK_BINLOG_HEADER_LEN + 54] |
+			 event[BK_BINLOG_HEADER_LEN + 55]) != 0)
+			scan->temp_count = 0;
+	}
+	if (header->type == BK_BINLOG_GTID_EVENT)
+		scan->temp_use = scan->temp_use_drops = false;
 	if (header->length > r->largest_event)
 		r->largest_event = header->length;
 	if (scan->first && !scan->snapshot_checked &&
@@ -276,6 +628,11 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		return true;
 	if (header->type == BK_BINLOG_GTID_LIST_EVENT && !scan->list_seen &&
 		!follow_gtid_list(scan, offset, event, header->length, err))
+		return false;
+	if ((header->type == BK_BINLOG_QUERY_EVENT ||
+		 header->type == BK_BINLOG_QUERY_COMPRESSED_EVENT) &&
+		(header->flags & BK_BINLOG_F_THREAD_SPECIFIC) != 0 &&
+		!follow_temp_tables(scan, offset, event, header->length, err))
 		return false;
 	if (!bk_binlog_txn_feed(&scan->txn, event, header->length,
 							scan->checksum_alg, &ended, err))
@@ -520,10 +877,21 @@ restore_target_file_normalize(MariadbRestore *r)
 	}
 }
 
+static bool plan_replay(MariadbRestore *r, Scan *scan, BkError *err);
+
 bool
 restore_plan_replay(MariadbRestore *r, BkError *err)
 {
 	Scan scan = {0};
+	bool ok = plan_replay(r, &scan, err);
+
+	free(scan.temps);
+	return ok;
+}
+
+static bool
+plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
+{
 	const char *until_file = NULL;
 	uint64_t until_pos = 0;
 	char problem[256];
@@ -533,13 +901,13 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	int first_index = -1, last_index = -1;
 	bool reached;
 
-	scan.r = r;
-	scan.target_second = r->target.type == TARGET_TIME
-							 ? (uint64_t) (r->target.time_us / 1000000)
-							 : 0;
-	if (!bk_gtid_state_parse(r->snapshot->gtid, &scan.state, err))
+	scan->r = r;
+	scan->target_second = r->target.type == TARGET_TIME
+							  ? (uint64_t) (r->target.time_us / 1000000)
+							  : 0;
+	if (!bk_gtid_state_parse(r->snapshot->gtid, &scan->state, err))
 		return bk_error_prefix(err, "snapshot %s: ", r->snapshot->id);
-	bk_gtid_state_format(&scan.state, r->final_gtid, sizeof(r->final_gtid));
+	bk_gtid_state_format(&scan->state, r->final_gtid, sizeof(r->final_gtid));
 	if (r->target.type == TARGET_IMMEDIATE)
 		return true;
 	if (r->target.type == TARGET_POSITION)
@@ -604,12 +972,12 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		{
 			const BkGtid *want = &r->target.gtid.gtids[idx];
 
-			for (int have = 0; have < scan.state.count; have++)
-				if (scan.state.gtids[have].domain == want->domain &&
-					scan.state.gtids[have].seq == want->seq &&
-					scan.state.gtids[have].server == want->server)
-					scan.reached[idx] = true;
-			all &= scan.reached[idx];
+			for (int have = 0; have < scan->state.count; have++)
+				if (scan->state.gtids[have].domain == want->domain &&
+					scan->state.gtids[have].seq == want->seq &&
+					scan->state.gtids[have].server == want->server)
+					scan->reached[idx] = true;
+			all &= scan->reached[idx];
 		}
 		if (all)
 			return true;
@@ -655,7 +1023,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		return false;
 	r->replay = bk_cli_alloc_zero((size_t) (last_index - first_index + 1),
 								  sizeof(ReplayFile));
-	for (int idx = first_index; idx <= last_index && !scan.stopped; idx++)
+	for (int idx = first_index; idx <= last_index && !scan->stopped; idx++)
 	{
 		const BinlogFile *file = &r->binlog.files[idx];
 		ReplayFile *replay = &r->replay[r->replay_count];
@@ -672,25 +1040,25 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 		replay->file = file;
 		replay->size = file->covered_end;
 		r->replay_count++;
-		scan.previous = scan.file;
-		scan.file = file;
-		scan.first = idx == first_index;
-		scan.list_seen = false;
-		scan.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
+		scan->previous = scan->file;
+		scan->file = file;
+		scan->first = idx == first_index;
+		scan->list_seen = false;
+		scan->checksum_alg = BK_BINLOG_CHECKSUM_OFF;
 		ok = mariadb_binlog_rebuild(r->ctx.repo, r->source, r->ctx.decoder,
 									file, fd, replay->path, &events, scan_event,
-									&scan, NULL, err);
+									scan, NULL, err);
 		close(fd);
-		if (!ok || (scan.first && !scan.snapshot_checked &&
-					!check_snapshot_point(&scan, file->covered_end, err)))
+		if (!ok || (scan->first && !scan->snapshot_checked &&
+					!check_snapshot_point(scan, file->covered_end, err)))
 			return false;
-		if (scan.first && r->target.type == TARGET_TIME &&
-			scan.newest_in_snapshot >= scan.target_second)
+		if (scan->first && r->target.type == TARGET_TIME &&
+			scan->newest_in_snapshot >= scan->target_second)
 		{
 			char when[64];
 
 			/* restore.c then tries the snapshot before this one. */
-			bk_format_time_utc((int64_t) scan.newest_in_snapshot * 1000, when,
+			bk_format_time_utc((int64_t) scan->newest_in_snapshot * 1000, when,
 							   sizeof(when));
 			r->too_new = true;
 			return bk_error_set(err, BK_ERR_NOT_FOUND,
@@ -706,7 +1074,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 			sent = file->last->created;
 		file_complete_until(file, &complete_ms, &guessed);
 	}
-	reached = scan.stopped && !scan.passed;
+	reached = scan->stopped && !scan->passed;
 	if (r->target.type == TARGET_TIME && !reached)
 	{
 		/*
@@ -723,7 +1091,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	else if (r->target.type == TARGET_LATEST)
 		reached = true; /* the end of the archive: no hole before it */
 	if (!reached)
-		return refuse_target(r, &scan, until_file, until_pos, sent, complete_ms,
+		return refuse_target(r, scan, until_file, until_pos, sent, complete_ms,
 							 guessed, err);
 
 	/* Cut: files after the last transaction go, the last is truncated. */
@@ -746,7 +1114,7 @@ restore_plan_replay(MariadbRestore *r, BkError *err)
 	for (int idx = 0; idx < r->replay_count; idx++)
 		r->replay_bytes +=
 			r->replay[idx].size - (idx == 0 ? r->snapshot->binlog_pos : 0);
-	bk_gtid_state_format(&scan.state, r->final_gtid, sizeof(r->final_gtid));
+	bk_gtid_state_format(&scan->state, r->final_gtid, sizeof(r->final_gtid));
 	return true;
 }
 
@@ -965,6 +1333,109 @@ raise_packet_limit(MariadbRestore *r, BkError *err)
 			" bytes); it is put back afterwards\n",
 			r->program, r->max_packet, r->largest_event);
 	return true;
+}
+
+/*
+ * Two settings of the target server alone, global only, decide how it
+ * applies the row events the replay's BINLOG statements carry, as they do
+ * for a replica's:
+ *
+ *	 slave_run_triggers_for_rbr  ENFORCE fires the target's triggers for
+ *								 every row, although the source logged what
+ *								 its triggers did as rows of their own: an
+ *								 AFTER trigger writing another table fails
+ *								 the replay (ERROR 1442), a BEFORE trigger
+ *								 that changes NEW applies its change twice,
+ *								 silently
+ *	 slave_exec_mode			 IDEMPOTENT skips a row that is already
+ *								 there or missing, without a word: a replay
+ *								 that does not match the snapshot would end
+ *								 well
+ *
+ * Both are set to the defaults (NO, STRICT) for the replay and put back
+ * afterwards.
+ */
+typedef struct ReplaySetting
+{
+	const char *name;
+	const char *replay_value;
+	size_t offset; /* of the server's value in MariadbRestore */
+} ReplaySetting;
+
+static const ReplaySetting replay_settings[] = {
+	{"slave_run_triggers_for_rbr", "NO",
+	 offsetof(MariadbRestore, triggers_setting)},
+	{"slave_exec_mode", "STRICT", offsetof(MariadbRestore, exec_mode_setting)},
+};
+
+#define REPLAY_SETTINGS (sizeof(replay_settings) / sizeof(replay_settings[0]))
+
+static const char *
+server_setting(const MariadbRestore *r, const ReplaySetting *setting)
+{
+	return (const char *) r + setting->offset;
+}
+
+static bool
+set_replay_settings(MariadbRestore *r, BkError *err)
+{
+	for (size_t idx = 0; idx < REPLAY_SETTINGS; idx++)
+	{
+		const ReplaySetting *setting = &replay_settings[idx];
+		const char *server = server_setting(r, setting);
+		char sql[128];
+
+		/* Read by restore_check_server. */
+		if (server[0] == '\0' || strcasecmp(server, setting->replay_value) == 0)
+			continue;
+		snprintf(sql, sizeof(sql), "SET GLOBAL %s = %s", setting->name,
+				 setting->replay_value);
+		if (!restore_sql(r, r->conn, sql, "setting the replay's settings", err))
+			return false;
+		r->settings_changed |= 1u << idx;
+		fprintf(stderr,
+				"%s: %s set from %s to %s for the replay (the source "
+				"logged what it applied); it is put back afterwards\n",
+				r->program, setting->name, server, setting->replay_value);
+	}
+	return true;
+}
+
+static void
+put_back_replay_settings(MariadbRestore *r)
+{
+	for (size_t idx = 0; idx < REPLAY_SETTINGS; idx++)
+	{
+		const ReplaySetting *setting = &replay_settings[idx];
+		const char *values[1] = {server_setting(r, setting)};
+		char sql[128];
+		BkError ignore;
+
+		if ((r->settings_changed & (1u << idx)) == 0)
+			continue;
+		snprintf(sql, sizeof(sql), "SET GLOBAL %s = ?", setting->name);
+		if (!restore_sql_params(r->conn, sql, 1, values,
+								"putting back a replay setting", &ignore))
+			fprintf(stderr, "%s: WARNING: %s; set %s back to %s by hand\n",
+					r->program, ignore.message, setting->name, values[0]);
+		r->settings_changed &= ~(1u << idx);
+	}
+}
+
+static void
+put_back_packet_limit(MariadbRestore *r)
+{
+	char sql[128];
+	BkError ignore;
+
+	if (r->packet_before == 0)
+		return;
+	snprintf(sql, sizeof(sql), "SET GLOBAL max_allowed_packet = %" PRIu64,
+			 r->packet_before);
+	if (!restore_sql(r, r->conn, sql, "putting back max_allowed_packet",
+					 &ignore))
+		fprintf(stderr, "%s: WARNING: %s\n", r->program, ignore.message);
+	r->packet_before = 0;
 }
 
 /*
@@ -1283,6 +1754,45 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 								  "off (the data and gtid_slave_pos come out "
 								  "right; turn log_bin on afterwards), or to a "
 								  "target before that transaction.");
+	/* follow_temp_tables */
+	if (r->temp_table_gtid[0] != '\0')
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the binlog to replay holds a statement on"
+							" temporary table %s (GTID %s, at %s, thread"
+							" %" PRIu32 "), which its session created before"
+							" snapshot %s at %s:%" PRIu64 ": the replay"
+							" starts after the CREATE TEMPORARY TABLE and"
+							" would fail there, or use another table of that"
+							" name",
+							r->temp_table_name, r->temp_table_gtid,
+							r->temp_table_at, r->temp_table_thread,
+							r->snapshot->id, r->snapshot->binlog_file,
+							r->snapshot->binlog_pos) ||
+			   bk_error_hint(err, "Restore to a target before that"
+								  " transaction, or from a snapshot taken"
+								  " after the session ended (--snapshot).  "
+								  "With binlog_format=ROW the source logs"
+								  " no statement on temporary tables.");
+	if (r->log_bin && r->temp_drop_gtid[0] != '\0')
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"the binlog to replay holds the DROP of"
+							" temporary table %s at the end of its session"
+							" (GTID %s, at %s, thread %" PRIu32 "), which the"
+							" session created before snapshot %s at"
+							" %s:%" PRIu64 ": the target never has the table"
+							" and, with log_bin on, would log nothing for"
+							" it, so its binlog's GTIDs would not be the"
+							" source's",
+							r->temp_drop_name, r->temp_drop_gtid,
+							r->temp_drop_at, r->temp_drop_thread,
+							r->snapshot->id, r->snapshot->binlog_file,
+							r->snapshot->binlog_pos) ||
+			   bk_error_hint(err, "Restore into a server started with log_bin"
+								  " off, to a target before that transaction,"
+								  " or from a snapshot taken after the session"
+								  " ended (--snapshot).  With"
+								  " binlog_format=ROW the source logs no"
+								  " statement on temporary tables.");
 	if (packet_needed(r) > REPLAY_PACKET_LIMIT)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"an event of %" PRIu64 " bytes is too large to"
@@ -1311,6 +1821,12 @@ restore_replay(MariadbRestore *r, BkError *err)
 	restore_mark_step(r, "binlog replay");
 	if (!client_defaults_checked(r, err) || !raise_packet_limit(r, err))
 		return false;
+	if (!set_replay_settings(r, err))
+	{
+		put_back_packet_limit(r);
+		put_back_replay_settings(r);
+		return false;
+	}
 	if (pipe2(data_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
 		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
 							strerror(errno));
@@ -1369,7 +1885,15 @@ restore_replay(MariadbRestore *r, BkError *err)
 		 * prepared: the XA COMMIT after the snapshot has nothing to
 		 * commit.
 		 */
-		if (messages && strstr(messages, "ERROR 1397 ") != NULL)
+		if (messages && strstr(messages, "ERROR 1146 ") != NULL)
+			bk_error_hint(err, "If the table is a temporary one, its session"
+							   " created it before the binlog file the"
+							   " snapshot was taken in (binlog_format MIXED"
+							   " or STATEMENT logs statements on temporary"
+							   " tables): restore to a target before that"
+							   " statement, or from a snapshot taken after"
+							   " the session ended (--snapshot).");
+		else if (messages && strstr(messages, "ERROR 1397 ") != NULL)
 			bk_error_hint(err, "The snapshot was most likely taken while"
 							   " this XA transaction was prepared (older"
 							   " agents did not wait for prepared XA"
@@ -1382,16 +1906,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 	free(messages);
 	argv_free(&binlog);
 	argv_free(&client);
-	if (r->packet_before != 0)
-	{
-		char sql[128];
-		BkError ignore;
-
-		snprintf(sql, sizeof(sql), "SET GLOBAL max_allowed_packet = %" PRIu64,
-				 r->packet_before);
-		if (!restore_sql(r, r->conn, sql, "putting back max_allowed_packet",
-						 &ignore))
-			fprintf(stderr, "%s: WARNING: %s\n", r->program, ignore.message);
-	}
+	put_back_packet_limit(r);
+	put_back_replay_settings(r);
 	return ok;
 }

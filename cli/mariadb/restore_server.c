@@ -289,10 +289,12 @@ restore_check_server(MariadbRestore *r, BkError *err)
 	bool local_infile, secure_timestamp;
 	char scheduler[16];
 
-	if (mysql_query(r->conn,
-					"SELECT VERSION(), @@log_bin, @@gtid_binlog_pos,"
-					" @@event_scheduler, @@secure_timestamp, @@local_infile,"
-					" @@max_allowed_packet") != 0 ||
+	if (mysql_query(
+			r->conn,
+			"SELECT VERSION(), @@log_bin, @@gtid_binlog_pos,"
+			" @@event_scheduler, @@secure_timestamp, @@local_infile,"
+			" @@max_allowed_packet, @@global.slave_run_triggers_for_rbr,"
+			" @@global.slave_exec_mode") != 0 ||
 		(res = mysql_store_result(r->conn)) == NULL ||
 		(row = mysql_fetch_row(res)) == NULL)
 		return bk_error_set(err, BK_ERR_INTERNAL,
@@ -306,6 +308,10 @@ restore_check_server(MariadbRestore *r, BkError *err)
 	secure_timestamp = row[4] != NULL && strcmp(row[4], "YES") == 0;
 	local_infile = strcmp(row[5], "1") == 0;
 	r->max_packet = strtoull(row[6], NULL, 10);
+	bk_strlcpy(r->triggers_setting, row[7] ? row[7] : "",
+			   sizeof(r->triggers_setting));
+	bk_strlcpy(r->exec_mode_setting, row[8] ? row[8] : "",
+			   sizeof(r->exec_mode_setting));
 	mysql_free_result(res);
 	r->scheduler_was_on = strcmp(scheduler, "ON") == 0;
 

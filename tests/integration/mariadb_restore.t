@@ -669,4 +669,63 @@ like "$out" "holds CREATE TABLE \\.\\.\\. SELECT with its rows \\(GTID [0-9]+-[0
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... before the target server is touched"
 
+# ---------------------------------------------------------------- a temporary table, the target's own settings
+# Under binlog_format MIXED a session's statements on its temporary tables
+# are logged as statements: one created before a snapshot and used after
+# it cannot be replayed from the snapshot (its CREATE is before the
+# replay's start), and is refused naming it.  (Its DROP at the session's
+# end, which the target would not log, is refused too.)  Row events replayed by
+# BINLOG statements follow two settings of the target alone:
+# slave_run_triggers_for_rbr = ENFORCE fires its triggers again for rows
+# the source logged with what its triggers did (a BEFORE trigger doubling
+# a value, silently; an AFTER one failing), and slave_exec_mode =
+# IDEMPOTENT would skip rows that do not match; the replay sets both to
+# the defaults and puts them back.
+my "USE $db; CREATE TABLE doubled (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
+    CREATE TABLE from_staged (id INT PRIMARY KEY, amount INT) ENGINE=InnoDB;
+    CREATE TRIGGER doubled_bi BEFORE INSERT ON doubled FOR EACH ROW SET NEW.v = NEW.v * 2" >/dev/null
+coproc TEMP_SESSION { timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+    -u root -N -B >/dev/null 2>&1; }
+temp_in="${TEMP_SESSION[1]}"
+echo "SET SESSION binlog_format = 'MIXED'; USE $db;
+      CREATE TEMPORARY TABLE staged (id INT PRIMARY KEY, amount INT); INSERT INTO staged VALUES (1, 81), (2, 82);" >&"$temp_in"
+staged() { [[ "$(my "SHOW BINLOG EVENTS IN '$(my 'SHOW MASTER STATUS' | cut -f1)'" | grep -c 'INSERT INTO staged')" -ge 1 ]]; }
+wait_for 30 "the temporary table filled" staged
+result3="$(my "SELECT bk_snapshot('jobs=2')")"
+snap3="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result3")"
+[[ -n "$snap3" ]]
+ok $? "a snapshot while a session holds a temporary table (binlog_format MIXED)" || diag "$result3"
+my "INSERT INTO $db.doubled VALUES (1, 5); INSERT INTO $db.orders (amount) VALUES (90)" >/dev/null
+my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/trig.position"
+echo "INSERT INTO from_staged SELECT * FROM staged;" >&"$temp_in"
+exec {temp_in}>&-
+wait "$TEMP_SESSION_PID" 2>/dev/null
+my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/temp.position"
+is "$(my "SELECT COUNT(*) FROM $db.from_staged")" 2 "... which the session used after it"
+my "FLUSH BINARY LOGS" >/dev/null
+target_reset
+temp_archived() {
+    restore --dry-run --snapshot "$snap3" --target-position "$(cat "$dir/temp.position")" >/dev/null 2>&1
+    [[ $? -ne 1 ]]
+}
+wait_for 60 "the snapshot and the session's statements archived" temp_archived
+out="$(restore --snapshot "$snap3" --target-position "$(cat "$dir/temp.position")" 2>&1)"
+is $? 3 "a replay through a statement on a temporary table created before the snapshot is refused"
+like "$out" "statement on temporary table $db\\.staged \\(GTID [0-9]+-[0-9]+-[0-9]+, at mariadb-bin\\.[0-9]+:[0-9]+, thread [0-9]+\\), which its session created before snapshot $snap3" \
+    "... naming the table, the transaction and the snapshot" || diag "$out"
+like "$out" "binlog_format=ROW" "... and what avoids it" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+tmy "SET GLOBAL slave_run_triggers_for_rbr = ENFORCE, slave_exec_mode = IDEMPOTENT" >/dev/null
+out="$(restore --snapshot "$snap3" --target-position "$(cat "$dir/trig.position")" 2>&1)"
+ok $? "a restore before it, into a target with slave_run_triggers_for_rbr=ENFORCE, slave_exec_mode=IDEMPOTENT" ||
+    diag "$out"
+like "$out" "slave_run_triggers_for_rbr set from ENFORCE to NO for the replay" "... says it set them for the replay" ||
+    diag "$out"
+is "$(tmy "SELECT v FROM $db.doubled WHERE id = 1")" 10 "... a BEFORE trigger's change is not applied twice"
+is "$(tmy "SELECT COUNT(*) FROM $db.audit")" "$(tmy "SELECT COUNT(*) FROM $db.orders")" \
+    "... nor an AFTER trigger's row (one audit row per order)"
+is "$(tmy "SELECT @@slave_run_triggers_for_rbr, @@slave_exec_mode")" "ENFORCE	IDEMPOTENT" \
+    "... and the target's settings are put back"
+
 done_testing

@@ -716,6 +716,7 @@ like "$out" "statement on temporary table $db\\.staged \\(GTID [0-9]+-[0-9]+-[0-
 like "$out" "binlog_format=ROW" "... and what avoids it" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... before the target server is touched"
+target_reset # the refusal above is proven apart from what follows
 tmy "SET GLOBAL slave_run_triggers_for_rbr = ENFORCE, slave_exec_mode = IDEMPOTENT" >/dev/null
 out="$(restore --snapshot "$snap3" --target-position "$(cat "$dir/trig.position")" 2>&1)"
 ok $? "a restore before it, into a target with slave_run_triggers_for_rbr=ENFORCE, slave_exec_mode=IDEMPOTENT" ||

@@ -35,6 +35,8 @@ PG_FUNCTION_INFO_V1(bk_snapshot_wait);
 
 static int snap_allocate_slot(void);
 static void snap_make_id(char *out, size_t len);
+static void snap_wait_for_startup(BkSnapshotSlot *slot,
+								  BackgroundWorkerHandle *handle);
 static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
@@ -208,10 +210,16 @@ bk_snapshot(PG_FUNCTION_ARGS)
 		SpinLockAcquire(&bk_shared->mutex);
 		slot->state = BK_SNAPSHOT_FREE;
 		SpinLockRelease(&bk_shared->mutex);
-		ereport(ERROR, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						errmsg("could not start the bk snapshot worker"),
-						errhint("Raise max_worker_processes.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start the bk snapshot worker"),
+				 errdetail("All %d background worker slots "
+						   "(max_worker_processes) are in use.",
+						   max_worker_processes),
+				 errhint("Raise max_worker_processes (restart), or retry "
+						 "once other background workers have ended.")));
 	}
+	snap_wait_for_startup(slot, handle);
 
 	if (wait)
 		snap_wait_for_worker(slot, handle);
@@ -341,6 +349,54 @@ snap_fail_unfinished(BkSnapshotSlot *slot, const char *error)
 		strlcpy(slot->error, error, sizeof(slot->error));
 	}
 	SpinLockRelease(&bk_shared->mutex);
+}
+
+/*
+ * snap_wait_for_startup
+ *		Wait until the postmaster has started the worker, even for a caller
+ *		that does not wait for the snapshot.
+ *
+ * A worker the postmaster cannot start (fork() fails, no free child
+ * process slot) is forgotten without ever running: it never claims its
+ * slot, and only this caller's handle can tell.  Not waiting here left the
+ * slot "starting" for good, and every later bk_snapshot() refused as
+ * already running until a restart.  The wait is short: the postmaster
+ * starts a registered worker at once.
+ */
+static void
+snap_wait_for_startup(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
+{
+	pid_t pid;
+	BgwHandleStatus status = WaitForBackgroundWorkerStartup(handle, &pid);
+	bool never_ran;
+
+	if (status == BGWH_STARTED)
+		return;
+
+	/*
+	 * Stopped: the worker may also have run and ended already, and then it
+	 * claimed the slot (or failed it on its way out).
+	 */
+	SpinLockAcquire(&bk_shared->mutex);
+	never_ran = slot->state == BK_SNAPSHOT_STARTING && slot->pid == 0;
+	SpinLockRelease(&bk_shared->mutex);
+	if (status == BGWH_STOPPED && !never_ran)
+		return;
+	snap_fail_unfinished(slot, status == BGWH_POSTMASTER_DIED
+								   ? "the postmaster died before the snapshot "
+									 "worker started"
+								   : "the snapshot worker did not start");
+	if (status == BGWH_POSTMASTER_DIED)
+		ereport(ERROR, (errcode(ERRCODE_ADMIN_SHUTDOWN),
+						errmsg("the postmaster died before the bk snapshot "
+							   "worker started")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("the bk snapshot worker did not start"),
+			 errdetail("The postmaster could not start it: no process slot "
+					   "was free, or fork() failed."),
+			 errhint("The server log says why.  Raise max_worker_processes "
+					 "(or max_connections) if slots ran out, then retry.")));
 }
 
 /*

@@ -541,6 +541,25 @@ out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>&1)"
 unlike "$(grep -A3 "\"$cancelled\"" <<<"$out" | tr -d '\n')" '"restorable": true' \
     "bk list does not call the cancelled snapshot restorable"
 
+# A worker the postmaster cannot start (its fork() fails: the postmaster's
+# RLIMIT_NPROC is lowered for a moment) is forgotten without ever running.
+# A caller that does not wait is told, and the slot does not stay
+# "starting", which would refuse every later snapshot until a restart.
+# prlimit runs as postgres: root here may lack CAP_SYS_RESOURCE.
+postmaster="$(head -n 1 "$BK_PGDATA/postmaster.pid")"
+nproc_soft="$(as_postgres prlimit --pid "$postmaster" --nproc --noheadings --raw -o SOFT)"
+out="$(psql_q -c "\\! runuser -u postgres -- prlimit --pid $postmaster --nproc=1:" \
+    -c "SELECT snapshot_id FROM bk_snapshot(wait => false)" -c "SELECT pg_sleep(2)" 2>&1)"
+as_postgres prlimit --pid "$postmaster" --nproc="$nproc_soft:"
+is "$(as_postgres prlimit --pid "$postmaster" --nproc --noheadings --raw -o SOFT)" "$nproc_soft" \
+    "the postmaster's RLIMIT_NPROC is back"
+like "$out" 'ERROR:  the bk snapshot worker did not start' "a worker that cannot be forked fails bk_snapshot(wait => false)"
+like "$out" 'max_worker_processes' "naming max_worker_processes"
+is "$(psql_q -c "SELECT count(*) FROM bk_snapshot_progress WHERE state IN ('starting', 'running')")" 0 \
+    "no slot is left starting"
+out="$(psql_q -c "SELECT state FROM bk_snapshot()" 2>&1)"
+is "$out" complete "the next snapshot runs"
+
 # ---- once its record is sent, a snapshot's outcome is kept, or doubted
 # The record is what makes a snapshot restorable.  A cancel that comes while
 # it is sent waits for the outcome: the mark that the record may be out is

@@ -249,6 +249,8 @@ extern void bk_kafka_log_flush(void);
 /* bk_snapshot.c */
 extern PGDLLEXPORT void bk_snapshot_worker_main(Datum main_arg);
 extern PGDLLEXPORT void bk_snapshot_helper_main(Datum main_arg);
+extern PGDLLEXPORT void bk_snapshot_cleanup_main(Datum main_arg);
+extern bool bk_snapshot_start_cleanup(void);
 
 /* bk_blockmap.c */
 extern uint64 bk_block_digest(const uint8 *block);

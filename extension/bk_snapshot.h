@@ -153,6 +153,15 @@
  */
 #define SNAP_MAX_RANGES 1000000
 
+/*
+ * The running snapshot's database and id, while its history row says
+ * "running": what tells, after a crash-restart has wiped shared memory,
+ * which row to fail (bk_snapshot_start_cleanup).  Under pg_stat_tmp, whose
+ * contents neither snapshots nor base backups copy, and which PostgreSQL
+ * does not empty at start (pg_stat_statements keeps its texts there).
+ */
+#define SNAP_RUNNING_FILE PG_STAT_TMP_DIR "/bk_snapshot.running"
+
 /* Checksum failures reported per file before we stop listing them. */
 #define FAILURES_LISTED_PER_FILE 5
 

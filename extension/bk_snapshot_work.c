@@ -194,9 +194,10 @@ snap_build_work(SnapRun *run)
  * snap_stop_on_exit
  *		However the worker ends: its helpers take no more files, and a
  *		snapshot it could not record (FATAL: terminated, its database would
- *		not take the connection, or the server shuts down) is failed in shared memory, so it neither shows as running
- *		forever nor blocks the next bk_snapshot().  The history row is
- *		failed by the next snapshot (snap_fail_stale_history).
+ *		not take the connection, or the server shuts down) is failed in
+ *		shared memory, so it neither shows as running forever nor blocks the
+ *		next bk_snapshot().  The history row was failed just before, while
+ *		the connection could still write (snap_fail_history_on_exit).
  */
 void
 snap_stop_on_exit(int code, Datum arg)

@@ -18,6 +18,13 @@ static void snap_finish_record(SnapRun *run, BkSnapshotState state,
 static void snap_release_cancel(SnapRun *run);
 static void snap_refuse_after_unknown(SnapRun *run, const char *table,
 									  TimestampTz parent_start);
+static void snap_fail_history_on_exit(int code, Datum arg);
+static void snap_write_running_file(SnapRun *run);
+static bool snap_read_running_file(Oid *database, char *id, size_t id_len);
+static void snap_remove_running_file(const char *id);
+static bool snap_id_live(const char *id);
+static void snap_fail_history_row(const char *table, const char *id,
+								  const char *error);
 
 /*
  * bk_snapshot_worker_main
@@ -54,6 +61,15 @@ bk_snapshot_worker_main(Datum main_arg)
 	 */
 	before_shmem_exit(snap_stop_on_exit, PointerGetDatum(run));
 	snap_worker_connect(bk_shared->snapshots[slot_index].database);
+
+	/*
+	 * Registered after connecting, so that it runs before the connection's
+	 * own exit callbacks (ShutdownPostgres, the statistics) while it can
+	 * still write: a FATAL (terminated, server shut down) fails the
+	 * history row at once instead of leaving it "running" until the next
+	 * snapshot.
+	 */
+	before_shmem_exit(snap_fail_history_on_exit, PointerGetDatum(run));
 
 	SpinLockAcquire(&bk_shared->mutex);
 	strlcpy(run->id, run->slot->id, sizeof(run->id));
@@ -441,6 +457,8 @@ snap_prepare(SnapRun *run)
 			SpinLockRelease(&bk_shared->mutex);
 		}
 	}
+	/* Before the row: no "running" row without it. */
+	snap_write_running_file(run);
 	initStringInfo(&sql);
 	appendStringInfo(
 		&sql,
@@ -659,6 +677,7 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 			if (run->blocks_table != NULL)
 				bk_blockmap_prune(run->blocks_table, run->history_table);
 			snap_sql_end();
+			snap_remove_running_file(run->id);
 		}
 	}
 	PG_CATCH();
@@ -693,4 +712,226 @@ snap_finish_record(SnapRun *run, BkSnapshotState state, const char *error)
 		PG_END_TRY();
 	}
 	bk_kafka_log_flush();
+}
+
+/*
+ * snap_fail_history_on_exit
+ *		A worker leaving before it recorded how its snapshot ended (a FATAL:
+ *		terminated, or the server shuts down) fails the history row itself,
+ *		in a transaction of its own, as PostgreSQL removes a session's
+ *		temporary tables on exit.  An error here is a FATAL (proc_exit is in
+ *		progress): the row then waits for the next snapshot, as before.
+ */
+static void
+snap_fail_history_on_exit(int code, Datum arg)
+{
+	SnapRun *run = (SnapRun *) DatumGetPointer(arg);
+	bool unfinished;
+
+	if (run->history_table == NULL)
+		return; /* no row yet */
+	SpinLockAcquire(&bk_shared->mutex);
+	unfinished = run->slot->state == BK_SNAPSHOT_STARTING ||
+				 run->slot->state == BK_SNAPSHOT_RUNNING;
+	SpinLockRelease(&bk_shared->mutex);
+	if (!unfinished)
+		return;
+	AbortOutOfAnyTransaction();
+	snap_sql_begin();
+	snap_fail_history_row(run->history_table, run->id,
+						  "the snapshot worker exited before it finished "
+						  "(terminated, or the server shut down: the server "
+						  "log says why)");
+	snap_sql_end();
+	snap_remove_running_file(run->id);
+}
+
+/*
+ * snap_fail_history_row
+ *		Fail a snapshot's history row if it still says "running" (inside
+ *		the caller's SPI transaction).
+ */
+static void
+snap_fail_history_row(const char *table, const char *id, const char *error)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "UPDATE %s SET state = 'failed', stop_time = now(), "
+					 "error = $2 WHERE snapshot_id = $1 AND state = 'running'",
+					 table);
+	if (SPI_execute_with_args(
+			sql.data, 2, (Oid[]){TEXTOID, TEXTOID},
+			(Datum[]){CStringGetTextDatum(id), CStringGetTextDatum(error)},
+			NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update the snapshot history");
+	if (SPI_processed > 0)
+		ereport(LOG, (errmsg("bk: snapshot %s failed: %s", id, error)));
+}
+
+/*
+ * snap_write_running_file
+ *		Note the database and id of this snapshot, durably, before its
+ *		history row says "running".
+ */
+static void
+snap_write_running_file(SnapRun *run)
+{
+	char tmp[MAXPGPATH];
+	char content[64 + BK_SNAPSHOT_ID_LEN];
+	int len;
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", SNAP_RUNNING_FILE);
+	len = snprintf(content, sizeof(content), "%u %s\n", MyDatabaseId, run->id);
+	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not create \"%s\": %m", tmp)));
+	errno = 0;
+	if (write(fd, content, len) != len)
+	{
+		if (errno == 0)
+			errno = ENOSPC;
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not write \"%s\": %m", tmp)));
+	}
+	if (pg_fsync(fd) != 0)
+		ereport(ERROR, (errcode_for_file_access(),
+						errmsg("could not fsync \"%s\": %m", tmp)));
+	CloseTransientFile(fd);
+	durable_rename(tmp, SNAP_RUNNING_FILE, ERROR);
+}
+
+/*
+ * snap_read_running_file
+ *		The database and id the file names; false without a file (or with
+ *		one that names none: removed).
+ */
+static bool
+snap_read_running_file(Oid *database, char *id, size_t id_len)
+{
+	char content[64 + BK_SNAPSHOT_ID_LEN];
+	char read_id[BK_SNAPSHOT_ID_LEN + 1];
+	ssize_t len;
+	int fd;
+
+	fd = OpenTransientFile(SNAP_RUNNING_FILE, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		if (errno != ENOENT)
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not open \"%s\": %m", SNAP_RUNNING_FILE)));
+		return false;
+	}
+	len = read(fd, content, sizeof(content) - 1);
+	CloseTransientFile(fd);
+	content[Max(len, 0)] = '\0';
+	if (sscanf(content, "%u %" CppAsString2(BK_SNAPSHOT_ID_LEN) "s", database,
+			   read_id) != 2 ||
+		strlen(read_id) >= id_len)
+	{
+		ereport(LOG, (errmsg("bk: removing \"%s\", which names no snapshot",
+							 SNAP_RUNNING_FILE)));
+		unlink(SNAP_RUNNING_FILE);
+		return false;
+	}
+	strlcpy(id, read_id, id_len);
+	return true;
+}
+
+/*
+ * snap_remove_running_file
+ *		Remove the file if it still names this snapshot (a newer snapshot
+ *		may have written its own since).
+ */
+static void
+snap_remove_running_file(const char *id)
+{
+	Oid database;
+	char named[BK_SNAPSHOT_ID_LEN];
+
+	if (snap_read_running_file(&database, named, sizeof(named)) &&
+		strcmp(named, id) == 0 && unlink(SNAP_RUNNING_FILE) != 0 &&
+		errno != ENOENT)
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not remove \"%s\": %m", SNAP_RUNNING_FILE)));
+}
+
+/* Is a worker running the snapshot id? */
+static bool
+snap_id_live(const char *id)
+{
+	bool live = false;
+
+	SpinLockAcquire(&bk_shared->mutex);
+	for (int slotIdx = 0; slotIdx < BK_SNAPSHOT_SLOTS; slotIdx++)
+		if (strcmp(bk_shared->snapshots[slotIdx].id, id) == 0 &&
+			(bk_shared->snapshots[slotIdx].state == BK_SNAPSHOT_STARTING ||
+			 bk_shared->snapshots[slotIdx].state == BK_SNAPSHOT_RUNNING))
+			live = true;
+	SpinLockRelease(&bk_shared->mutex);
+	return live;
+}
+
+/*
+ * bk_snapshot_start_cleanup
+ *		From the RPO worker, which starts with the server and again after
+ *		every crash-restart: if the running-snapshot file names a snapshot
+ *		no worker runs, the server (re)started while it ran, and a worker
+ *		connected to its database fails its history row.  True once
+ *		nothing is left to do; false to be called again (no worker slot
+ *		free yet).
+ */
+bool
+bk_snapshot_start_cleanup(void)
+{
+	BackgroundWorker worker;
+	Oid database;
+	char id[BK_SNAPSHOT_ID_LEN];
+
+	if (!snap_read_running_file(&database, id, sizeof(id)) || snap_id_live(id))
+		return true;
+	snap_worker_init(&worker, "bk_snapshot_cleanup_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "bk snapshot %s cleanup", id);
+	strlcpy(worker.bgw_type, "bk snapshot cleanup", BGW_MAXLEN);
+	worker.bgw_main_arg = ObjectIdGetDatum(database);
+	StaticAssertStmt(BK_SNAPSHOT_ID_LEN <= BGW_EXTRALEN,
+					 "a snapshot id must fit in bgw_extra");
+	memcpy(worker.bgw_extra, id, sizeof(id));
+	return RegisterDynamicBackgroundWorker(&worker, NULL);
+}
+
+/*
+ * bk_snapshot_cleanup_main
+ *		Fail the history row of a snapshot whose worker died with the server
+ *		(SIGKILL, a crash of any backend, an immediate shutdown): nothing
+ *		else would before the next snapshot, and a DBA would see it
+ *		"running" until then.
+ */
+void
+bk_snapshot_cleanup_main(Datum main_arg)
+{
+	char id[BK_SNAPSHOT_ID_LEN];
+	char *table;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	memcpy(id, MyBgworkerEntry->bgw_extra, sizeof(id));
+	id[sizeof(id) - 1] = '\0';
+	snap_worker_connect(DatumGetObjectId(main_arg));
+	snap_sql_begin();
+	table = snap_extension_table("bk_snapshot_history", "record_sent");
+	/* A snapshot started since, under this id, is not ours to fail. */
+	if (!snap_id_live(id))
+		snap_fail_history_row(table, id,
+							  "the snapshot worker died: the server "
+							  "restarted while it ran (a process crashed, "
+							  "or an immediate shutdown)");
+	snap_sql_end();
+	snap_remove_running_file(id);
+	proc_exit(0);
 }

@@ -104,6 +104,7 @@ bk_worker_main(Datum main_arg)
 	TimestampTz last_sample = 0;
 	XLogRecPtr pending_switch_lsn = InvalidXLogRecPtr;
 	TimestampTz pending_since = 0;
+	bool snapshot_cleaned = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -127,6 +128,14 @@ bk_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+
+		/*
+		 * A snapshot that was running when the server last stopped or
+		 * crashed: its history row is failed once per start, which this
+		 * worker sees first.
+		 */
+		if (!snapshot_cleaned && !RecoveryInProgress())
+			snapshot_cleaned = bk_snapshot_start_cleanup();
 
 		now = GetCurrentTimestamp();
 		if (now - last_sample >= BK_SAMPLE_INTERVAL_MS * (int64) 1000)

@@ -531,6 +531,13 @@ kill -KILL "$wpid" 2>/dev/null
 ok $? "a snapshot worker is killed mid-way (the server restarts its backends)"
 server_up() { psql_q -c "SELECT 1" >/dev/null 2>&1; }
 wait_for 60 "server back" server_up
+# The crash-restart wiped the shared slot, not the history row: it is failed
+# once the server is back, not left "running" until the next snapshot.
+history_of() { psql_q -c "SELECT $2 FROM bk_snapshot_history WHERE snapshot_id = '$1'"; }
+killed_failed() { [[ "$(history_of "$killed" state)" == failed ]]; }
+wait_for 60 "the history to fail snapshot $killed" killed_failed
+ok $? "the killed snapshot's history row is failed after the restart"
+like "$(history_of "$killed" error)" 'worker died' "saying its worker died"
 for id in "$cancelled" ${helper_failed:+"$helper_failed"} ${terminated:+"$terminated"} "$killed"; do
     out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad" \
         --snapshot "$id" 2>&1)"
@@ -540,6 +547,27 @@ done
 out="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>&1)"
 unlike "$(grep -A3 "\"$cancelled\"" <<<"$out" | tr -d '\n')" '"restorable": true' \
     "bk list does not call the cancelled snapshot restorable"
+
+# A worker ended by a FATAL outside the copy loop (terminated while a
+# trigger holds its history update): its history row is failed as it
+# exits, not left "running" until the next snapshot.
+psql_q >/dev/null <<'SQL'
+CREATE FUNCTION bk_test_stall() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN PERFORM pg_sleep(60); RETURN NEW; END$$;
+CREATE TRIGGER bk_test_stall BEFORE UPDATE OF record_sent ON bk_snapshot_history
+    FOR EACH ROW WHEN (NEW.label = 'fatal' AND NEW.record_sent) EXECUTE FUNCTION bk_test_stall();
+SQL
+fatal="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot('full', 'fatal', wait => false)")"
+stalled() {
+    [[ "$(psql_q -c "SELECT a.wait_event FROM bk_snapshot_progress p JOIN pg_stat_activity a USING (pid)
+        WHERE p.snapshot_id = '$fatal'")" == PgSleep ]]
+}
+wait_for 120 "snapshot $fatal to stall in its history update" stalled
+psql_q -c "SELECT pg_terminate_backend(pid) FROM bk_snapshot_progress WHERE snapshot_id = '$fatal'" >/dev/null
+is "$(wait_snapshot "$fatal")" failed "a worker terminated outside the copy loop fails its snapshot"
+is "$(history_of "$fatal" state)" failed "and its history row at once"
+like "$(history_of "$fatal" error)" 'worker exited before it finished' "saying why"
+psql_q -c "DROP TRIGGER bk_test_stall ON bk_snapshot_history" -c "DROP FUNCTION bk_test_stall" >/dev/null
 
 # A worker the postmaster cannot start (its fork() fails: the postmaster's
 # RLIMIT_NPROC is lowered for a moment) is forgotten without ever running.

@@ -397,6 +397,56 @@ snap_wait_for_helpers(SnapRun *run)
 }
 
 /*
+ * snap_error_is_stop
+ *		Was this error a process being asked to stop (bk_snapshot_cancel,
+ *		or another copying process giving up), rather than a failure of its
+ *		own?  A termination (SIGTERM) reaches the copy loop as the same
+ *		"interrupted" error, with the die request still pending: a failure.
+ */
+bool
+snap_error_is_stop(const ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED && !ProcDiePending;
+}
+
+/*
+ * snap_helper_failure
+ *		Has a helper failed of itself (an error, or it died while copying)?
+ *		Then true, with what the leader would have reported.  Read before
+ *		snap_stop_helpers, which terminates them all.
+ */
+bool
+snap_helper_failure(SnapRun *run, char *error, size_t len)
+{
+	pid_t pid;
+
+	if (run->work == NULL)
+		return false;
+	SpinLockAcquire(&run->work->mutex);
+	if (run->work->helper_error[0] != '\0' && run->work->helper_error_own)
+		snprintf(error, len, "helper %d of snapshot %s failed: %s",
+				 run->work->helper_error_helper + 1, run->id,
+				 run->work->helper_error);
+	else
+		error[0] = '\0';
+	SpinLockRelease(&run->work->mutex);
+	if (error[0] != '\0')
+		return true;
+	for (int helper = 0; helper < run->helper_count; helper++)
+		if (snap_helper_state(run->work, helper) == SNAP_HELPER_COPYING &&
+			GetBackgroundWorkerPid(run->helpers[helper], &pid) ==
+				BGWH_STOPPED &&
+			snap_helper_state(run->work, helper) == SNAP_HELPER_COPYING)
+		{
+			snprintf(error, len,
+					 "helper %d of snapshot %s exited while copying",
+					 helper + 1, run->id);
+			return true;
+		}
+	return false;
+}
+
+/*
  * snap_stop_helpers
  *		The leader is failing: helpers stop taking files, are told to exit,
  *		and are waited for, so no helper sends for a snapshot that is over.
@@ -493,8 +543,12 @@ bk_snapshot_helper_main(Datum main_arg)
 		snap_close_spool(run);
 		SpinLockAcquire(&work->mutex);
 		if (work->helper_error[0] == '\0')
+		{
 			strlcpy(work->helper_error, edata->message,
 					sizeof(work->helper_error));
+			work->helper_error_helper = args.helper;
+			work->helper_error_own = !snap_error_is_stop(edata);
+		}
 		work->helper_state[args.helper] = SNAP_HELPER_FAILED;
 		work->stop = true;
 		SpinLockRelease(&work->mutex);

@@ -104,17 +104,30 @@ snap_run(SnapRun *run)
 	PG_CATCH();
 	{
 		ErrorData *edata;
-
-		/*
-		 * Once the record may be out a cancel is held off and stops
-		 * nothing: what failed then was not the cancel, and the snapshot
-		 * may be restorable (a cancelled one never is).
-		 */
-		bool cancelled = run->slot->cancel_requested && !run->record_sending;
+		bool cancelled;
+		char helper_error[BK_FAILURE_LEN];
 
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
 		FlushErrorState();
+
+		/*
+		 * Cancelled only if the cancel is what stopped us: a failure that
+		 * came first (here, or in a helper) while a cancel was on its way
+		 * is what the DBA must see, not "cancelled".  Once the record may
+		 * be out a cancel is held off and stops nothing: what failed then
+		 * was not the cancel, and the snapshot may be restorable (a
+		 * cancelled one never is).
+		 */
+		cancelled = run->slot->cancel_requested && !run->record_sending &&
+					snap_error_is_stop(edata);
+		if (cancelled &&
+			snap_helper_failure(run, helper_error, sizeof(helper_error)))
+		{
+			cancelled = false;
+			edata->message = pstrdup(helper_error);
+			edata->hint = NULL;
+		}
 
 		/*
 		 * The cancel request (SIGINT) has done its work; left pending, it

@@ -465,6 +465,29 @@ if ok "$([[ -n "$terminated" ]]; echo $?)" "a snapshot worker is terminated mid-
     ok $? "its helper stops with it"
 fi
 
+# A failure that comes before a cancel takes effect is the outcome, not
+# "cancelled": the helper is terminated (a failure) while the worker is
+# frozen, then the snapshot is cancelled, then the worker goes on and meets
+# the cancel first.
+raced=""
+if start_frozen; then
+    wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$FROZEN_ID'")"
+    kill -STOP "$wpid"
+    kill -TERM "$FROZEN_HELPER"
+    kill -CONT "$FROZEN_HELPER"
+    wait_for 60 "the helper to stop" helpers_gone
+    is "$(psql_q -c "SELECT bk_snapshot_cancel('$FROZEN_ID')")" t "the snapshot is cancelled after its helper failed"
+    kill -CONT "$wpid"
+    raced="$FROZEN_ID"
+fi
+if ok "$([[ -n "$raced" ]]; echo $?)" "a helper fails, then its snapshot is cancelled"; then
+    is "$(wait_snapshot "$raced")" failed "the snapshot is failed, not cancelled"
+    like "$(psql_q -c "SELECT error FROM bk_snapshot_progress WHERE snapshot_id = '$raced'")" \
+        'helper 1 of snapshot' "naming the helper's failure"
+    is "$(psql_q -c "SELECT state FROM bk_snapshot_history WHERE snapshot_id = '$raced'")" failed \
+        "and so does its history"
+fi
+
 # bk_snapshot_cancel never signals a PID the worker no longer has.  The
 # canceller's kill() is held back 5 s (strace) while the worker is
 # terminated: the worker must not be able to exit (and free its PID) before

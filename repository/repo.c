@@ -20,6 +20,7 @@
 #include "bk_util.h"
 
 #define CONFLICTS_WORD "conflicts"
+#define EXPIRED_WORD   "expired"
 
 /* ------------------------------------------------------------ keys */
 
@@ -40,7 +41,10 @@ key_printf(char *out, size_t out_len, BkError *err, const char *fmt, ...)
 	return true;
 }
 
-/* "<source>/<kind>/" or "<source>/conflicts/<kind>/", checked. */
+/*
+ * "<source>/<kind>/", "<source>/conflicts/<kind>/" or
+ * "<source>/expired/<kind>/", checked.
+ */
 static bool
 kind_prefix(BkRepoArea area, const char *source, int kind, char *out,
 			size_t out_len, BkError *err)
@@ -50,11 +54,12 @@ kind_prefix(BkRepoArea area, const char *source, int kind, char *out,
 							source);
 	if (bk_kind_name(kind) == NULL)
 		return bk_error_set(err, BK_ERR_USAGE, "unknown object kind %d", kind);
-	return area == BK_REPO_CONFLICTS
-			   ? key_printf(out, out_len, err, "%s/%s/%s/", source,
-							CONFLICTS_WORD, bk_kind_name(kind))
-			   : key_printf(out, out_len, err, "%s/%s/", source,
-							bk_kind_name(kind));
+	if (area == BK_REPO_CONFLICTS || area == BK_REPO_EXPIRED)
+		return key_printf(out, out_len, err, "%s/%s/%s/", source,
+						  area == BK_REPO_CONFLICTS ? CONFLICTS_WORD
+													: EXPIRED_WORD,
+						  bk_kind_name(kind));
+	return key_printf(out, out_len, err, "%s/%s/", source, bk_kind_name(kind));
 }
 
 /*
@@ -1106,6 +1111,20 @@ bk_repo_upload_free(BkRepoUpload *upload)
 {
 	if (upload != NULL)
 		upload->repo->backend->upload_free(upload);
+}
+
+bool
+bk_repo_put_record(BkRepo *repo, BkRepoArea area, const char *source, int kind,
+				   const char *name, const void *data, size_t len, BkError *err)
+{
+	char key[BK_REPO_KEY_MAX];
+
+	/* A replacing write would break put-if-absent's guarantees there. */
+	if (area != BK_REPO_EXPIRED)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"records are written to the expired area only");
+	return object_key(area, source, kind, name, key, sizeof(key), err) &&
+		   repo->backend->put_small(repo, key, data, len, err);
 }
 
 /* Where a rejected message's bytes, and why, are kept. */

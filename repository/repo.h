@@ -28,6 +28,9 @@
  * conflicts (second copies that arrived with different content, kept for
  * bk verify to judge; their names get ".<attempt id>" appended).  Messages
  * the shipper rejects are kept apart, per topic, partition and offset.
+ * A third area, expired, holds small records bk itself writes (never
+ * frames): what bk expire removed, so that a restore reading it meanwhile
+ * can tell removed WAL from WAL not archived yet.
  *
  * The backend is chosen by the repository setting: a directory, or
  * "s3://BUCKET/PREFIX" for an S3-compatible object store (repo_s3.c).
@@ -48,8 +51,9 @@ typedef struct BkRepoUpload BkRepoUpload;
 
 typedef enum BkRepoArea
 {
-	BK_REPO_ARCHIVE,  /* what restores read */
-	BK_REPO_CONFLICTS /* second copies with different content */
+	BK_REPO_ARCHIVE,   /* what restores read */
+	BK_REPO_CONFLICTS, /* second copies with different content */
+	BK_REPO_EXPIRED    /* bk's records of what bk expire removed */
 } BkRepoArea;
 
 /*
@@ -341,6 +345,16 @@ extern const char *bk_repo_upload_key(const BkRepoUpload *upload);
 
 /* Free an upload; what is still spooled is removed. */
 extern void bk_repo_upload_free(BkRepoUpload *upload);
+
+/*
+ * A small record of the expired area, written whole, replacing any of that
+ * name, durable when it returns (on a directory: a temporary file, fsync,
+ * rename, fsync of the directory; on S3: one PUT).  The archive and the
+ * conflicts take objects only by put-if-absent, so they refuse it.
+ */
+extern bool bk_repo_put_record(BkRepo *repo, BkRepoArea area,
+							   const char *source, int kind, const char *name,
+							   const void *data, size_t len, BkError *err);
 
 /* Keep a rejected message's bytes and the reason, durably. */
 extern bool bk_repo_quarantine(BkRepo *repo, const char *topic,

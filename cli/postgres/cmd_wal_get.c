@@ -18,8 +18,9 @@
  *			   copies, a source that is not in the repository or has no
  *			   WAL (a mistyped --source must not end recovery), a segment
  *			   before the archive's start, a gap inside the archived range,
- *			   or a segment below a point where a later timeline branched
- *			   off (that timeline's history says the WAL must exist).
+ *			   a segment below a point where a later timeline branched
+ *			   off (that timeline's history says the WAL must exist), or
+ *			   one bk expire recorded it removed (wal_catalog.h).
  *			   PostgreSQL stops recovery with a FATAL error and the message
  *			   below says why.
  *
@@ -216,6 +217,7 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 	BkWalCatalog catalog;
 	const BkWalTimeline *tl;
 	const BkWalTimeline *unknown;
+	const BkWalExpired *expired;
 	char why[512];
 	char text[1024];
 
@@ -350,6 +352,25 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 		fprintf(stderr, "%s: \"%s\" is not in the archive of source \"%s\"\n",
 				program, file, source);
 		return EXIT_NOT_IN_ARCHIVE;
+	}
+	expired = bk_wal_expired(&catalog, timeline);
+	if (expired != NULL &&
+		bk_wal_segno(log, seg, catalog.segment_size) <= expired->through_segno)
+	{
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "WAL file \"%s\" of source \"%s\" was removed by bk "
+					 "expire (it removed timeline %" PRIu32 "'s WAL up to %s), "
+					 "so it is not the end of the archive",
+					 file, source, timeline, expired->through);
+		bk_error_hint(err,
+					  "Recovery cannot go on: the retention no longer keeps "
+					  "the snapshot it started from, or the WAL that "
+					  "snapshot needs. Restore again from a snapshot \"bk "
+					  "list --source %s\" shows, and keep bk expire from "
+					  "removing the one a restore is using.",
+					  source);
+		bk_wal_catalog_free(&catalog);
+		return fail(program, err);
 	}
 	if (catalog.segment_size == 0 ||
 		bk_wal_segment_is_hole(&catalog, timeline,

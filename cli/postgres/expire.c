@@ -15,7 +15,10 @@
  * A snapshot's record goes first, so a removal cut short leaves an
  * incomplete snapshot, never one that looks restorable with objects
  * missing; snapshots go newest first, so never a parent before the
- * snapshots built on it; then the WAL, which they needed.
+ * snapshots built on it; then the WAL, which they needed.  Before any
+ * WAL segment goes, the last one of each timeline is recorded
+ * (bk_wal_expired_record), so that a restore reading it meanwhile stops
+ * rather than take it for the end of the archive.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -146,6 +149,7 @@ typedef struct WalDoomed
 	uint64_t segno;
 	uint32_t timeline;
 	uint64_t size;
+	bool segment;     /* a whole segment, not a .partial or .backup */
 	char *entry_name; /* as listed: "<name>.<attempt>" in conflicts */
 	char *name;       /* the WAL file's name */
 } WalDoomed;
@@ -211,6 +215,7 @@ judge_wal_object(void *arg, const BkRepoEntry *entry, BkError *err)
 	doomed->segno = segno;
 	doomed->timeline = timeline;
 	doomed->size = entry->size;
+	doomed->segment = type == BK_WAL_SEGMENT;
 	doomed->entry_name = strdup(entry->name);
 	doomed->name = strdup(name);
 	if (doomed->entry_name == NULL || doomed->name == NULL)
@@ -250,6 +255,41 @@ doomed_free(WalRemoval *removal)
 }
 
 /*
+ * Record, for each timeline, the last whole segment about to go, before
+ * any goes (bk_wal_expired_record): a restore reading the timeline
+ * meanwhile is told the segment was removed, never that the archive ends
+ * there.  A .partial or .backup file is no segment PostgreSQL asks for.
+ * doomed is sorted by segment, so the last of a timeline is its highest.
+ */
+static bool
+record_expired(WalRemoval *removal, BkError *err)
+{
+	Expire *ex = removal->ex;
+
+	for (size_t idx = 0; idx < removal->doomed_count; idx++)
+	{
+		const WalDoomed *doomed = &removal->doomed[idx];
+		bool last = true;
+
+		if (!doomed->segment)
+			continue;
+		for (size_t later = idx + 1; later < removal->doomed_count && last;
+			 later++)
+			last = !(removal->doomed[later].segment &&
+					 removal->doomed[later].timeline == doomed->timeline);
+		if (last &&
+			!bk_wal_expired_record(ex->repo, ex->source, doomed->name, err))
+		{
+			bk_error_hint(err, "bk expire removes no WAL it has not "
+							   "recorded. Run it again once the repository "
+							   "answers.");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
  * The WAL of area before the cutoff, oldest first: expire stopped part way
  * leaves the archive starting later, never with a hole that bk list and
  * bk verify would report as a gap.  Listed whole before the first removal.
@@ -266,6 +306,8 @@ remove_wal(WalRemoval *removal, BkRepoArea area, BkError *err)
 	if (ok && removal->doomed_count > 0)
 		qsort(removal->doomed, removal->doomed_count, sizeof(*removal->doomed),
 			  doomed_cmp);
+	if (ok && !ex->policy->dry_run)
+		ok = record_expired(removal, err);
 	for (size_t idx = 0; ok && idx < removal->doomed_count; idx++)
 	{
 		const WalDoomed *doomed = &removal->doomed[idx];

@@ -430,6 +430,52 @@ count_entry(void *arg, const BkRepoEntry *entry, BkError *err)
 	return true;
 }
 
+/* The record's timeline in catalog->expired, or NULL. */
+static BkWalExpired *
+expired_entry(const BkWalCatalog *catalog, uint32_t timeline)
+{
+	for (int recIdx = 0; recIdx < catalog->expired_count; recIdx++)
+		if (catalog->expired[recIdx].timeline == timeline)
+			return &catalog->expired[recIdx];
+	return NULL;
+}
+
+/*
+ * A record of bk expire (wal_catalog.h): its timeline's entry raised to it.
+ * bk writes segment names only; anything else there is not its record.
+ */
+static bool
+list_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	BkWalCatalog *catalog = arg;
+	BkWalExpired *record;
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+
+	if (entry->is_prefix ||
+		bk_wal_file_type(entry->name, &timeline, &log, &seg) != BK_WAL_SEGMENT)
+		return true;
+	record = expired_entry(catalog, timeline);
+	if (record == NULL)
+	{
+		BkWalExpired *grown =
+			realloc(catalog->expired,
+					(size_t) (catalog->expired_count + 1) * sizeof(*grown));
+
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		catalog->expired = grown;
+		record = &grown[catalog->expired_count++];
+		memset(record, 0, sizeof(*record));
+		record->timeline = timeline;
+	}
+	/* One timeline, fixed-width upper-case hex: names sort as segments. */
+	if (strcmp(entry->name, record->through) > 0)
+		bk_strlcpy(record->through, entry->name, sizeof(record->through));
+	return true;
+}
+
 bool
 bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 					BkWalCatalog *catalog, BkError *err)
@@ -444,7 +490,9 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 		!bk_repo_list(repo, BK_REPO_CONFLICTS, source, BK_KIND_WAL, "", false,
 					  count_entry, &catalog->conflicts, err) ||
 		!bk_repo_list(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, "", false,
-					  list_wal_object, &listing, err))
+					  list_wal_object, &listing, err) ||
+		!bk_repo_list(repo, BK_REPO_EXPIRED, source, BK_KIND_WAL, "", false,
+					  list_expired_record, catalog, err))
 	{
 		free(listing.entries);
 		bk_wal_catalog_free(catalog);
@@ -565,6 +613,22 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 	}
 	if (catalog->segment_size != 0)
 		count_gaps(catalog);
+	/* Numbered by the segment size: without one, nothing to compare. */
+	for (int recIdx = 0; recIdx < catalog->expired_count; recIdx++)
+	{
+		BkWalExpired *record = &catalog->expired[recIdx];
+		uint32_t timeline;
+		uint32_t log;
+		uint32_t seg;
+
+		(void) bk_wal_file_type(record->through, &timeline, &log, &seg);
+		record->through_segno =
+			catalog->segment_size
+				? bk_wal_segno(log, seg, catalog->segment_size)
+				: 0;
+	}
+	if (catalog->segment_size == 0)
+		catalog->expired_count = 0;
 	return true;
 
 oom:
@@ -586,6 +650,95 @@ bk_wal_catalog_free(BkWalCatalog *catalog)
 	free(catalog->timelines);
 	catalog->timelines = NULL;
 	catalog->timeline_count = 0;
+	free(catalog->expired);
+	catalog->expired = NULL;
+	catalog->expired_count = 0;
+}
+
+const BkWalExpired *
+bk_wal_expired(const BkWalCatalog *catalog, uint32_t timeline)
+{
+	return expired_entry(catalog, timeline);
+}
+
+/* The records of one timeline bk expire listed. */
+typedef struct ExpiredRecords
+{
+	uint32_t timeline;
+	char highest[32];
+	char (*names)[32];
+	size_t count;
+	size_t cap;
+} ExpiredRecords;
+
+static bool
+collect_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ExpiredRecords *records = arg;
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+
+	if (entry->is_prefix ||
+		bk_wal_file_type(entry->name, &timeline, &log, &seg) !=
+			BK_WAL_SEGMENT ||
+		timeline != records->timeline)
+		return true;
+	if (records->count == records->cap)
+	{
+		size_t cap = records->cap ? records->cap * 2 : 8;
+		char(*grown)[32] = realloc(records->names, cap * sizeof(*grown));
+
+		if (grown == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		records->names = grown;
+		records->cap = cap;
+	}
+	bk_strlcpy(records->names[records->count++], entry->name, 32);
+	if (strcmp(entry->name, records->highest) > 0)
+		bk_strlcpy(records->highest, entry->name, sizeof(records->highest));
+	return true;
+}
+
+bool
+bk_wal_expired_record(BkRepo *repo, const char *source, const char *name,
+					  BkError *err)
+{
+	ExpiredRecords records = {0};
+	uint32_t log;
+	uint32_t seg;
+	char text[160];
+	bool ok;
+
+	if (bk_wal_file_type(name, &records.timeline, &log, &seg) != BK_WAL_SEGMENT)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"\"%s\" is not a WAL segment's name", name);
+	snprintf(text, sizeof(text),
+			 "bk expire removed the WAL segments of timeline %" PRIu32
+			 " up to %s\n",
+			 records.timeline, name);
+	ok = bk_repo_put_record(repo, BK_REPO_EXPIRED, source, BK_KIND_WAL, name,
+							text, strlen(text), err);
+	if (!ok)
+		bk_error_prefix(err,
+						"could not record in repository %s that bk expire "
+						"removes source \"%s\"'s WAL up to %s: ",
+						bk_repo_location(repo), source, name);
+
+	/*
+	 * Only one record per timeline is needed, the highest.  One written
+	 * meanwhile by another bk expire is either listed here (then the
+	 * higher stays) or was written after the listing (then nothing listed
+	 * is above it): the highest record is never removed.
+	 */
+	ok = ok && bk_repo_list(repo, BK_REPO_EXPIRED, source, BK_KIND_WAL, "",
+							false, collect_expired_record, &records, err);
+	for (size_t recIdx = 0; ok && recIdx < records.count; recIdx++)
+		if (strcmp(records.names[recIdx], records.highest) < 0)
+			ok = bk_repo_delete(repo, BK_REPO_EXPIRED, source, BK_KIND_WAL,
+								records.names[recIdx], err);
+	free(records.names);
+	return ok;
 }
 
 /* ------------------------------------------------------------ questions */
@@ -984,10 +1137,23 @@ bk_wal_segment_is_hole(const BkWalCatalog *catalog, uint32_t timeline,
 {
 	const BkWalTimeline *tl = bk_wal_timeline(catalog, timeline);
 	const BkWalTimeline *unknown;
+	const BkWalExpired *expired = bk_wal_expired(catalog, timeline);
 	uint32_t segment_size = catalog->segment_size;
 	char first[32];
 	char lsn[BK_LSN_TEXT_SIZE];
 
+	/*
+	 * Archived once and removed: whatever is left of the timeline (maybe
+	 * nothing, maybe no later timeline needs it), not the end.
+	 */
+	if (expired != NULL && segno <= expired->through_segno)
+	{
+		snprintf(why, why_len,
+				 "bk expire removed it (it removed timeline %" PRIu32
+				 "'s WAL up to %s)",
+				 timeline, expired->through);
+		return true;
+	}
 	if (tl == NULL)
 	{
 		snprintf(why, why_len,

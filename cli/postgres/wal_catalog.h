@@ -21,7 +21,8 @@
  *
  * Everything is derived from the objects themselves (names, keyless
  * metadata, history files), so the catalog can never disagree with what a
- * restore would find.
+ * restore would find; and from bk expire's records of what it removed,
+ * which only the objects' absence can no longer tell (BkWalExpired).
  */
 #ifndef BK_WAL_CATALOG_H
 #define BK_WAL_CATALOG_H
@@ -96,6 +97,19 @@ typedef struct BkWalTimeline
 	uint64_t first_gap_segno;
 } BkWalTimeline;
 
+/*
+ * What bk expire removed of a timeline, from its records in the expired
+ * area (<source>/expired/wal/, one per timeline, named after the last
+ * segment removed): every segment of the timeline up to that one was
+ * archived once, so one missing now is gone, never past the end.
+ */
+typedef struct BkWalExpired
+{
+	uint32_t timeline;
+	uint64_t through_segno; /* the last segment removed */
+	char through[32];       /* its name */
+} BkWalExpired;
+
 typedef struct BkWalCatalog
 {
 	char source[BK_SOURCE_ID_MAX + 1];
@@ -112,6 +126,8 @@ typedef struct BkWalCatalog
 	char newest_name[BK_OBJECT_NAME_MAX + 1]; /* newest segment */
 	int64_t newest_archived_ms; /* when the store committed it: shown only */
 	char newest_created[64];    /* its "created" metadata */
+	int expired_count;
+	BkWalExpired *expired; /* by timeline; empty when segment_size is 0 */
 } BkWalCatalog;
 
 /*
@@ -257,6 +273,25 @@ extern bool bk_wal_backup_readable(const BkWalCatalog *catalog,
 								   uint32_t timeline, uint64_t first_segno,
 								   uint64_t last_segno, uint32_t to_timeline,
 								   BkWalPath *path);
+
+/* What bk expire removed of timeline, or NULL if it recorded nothing. */
+extern const BkWalExpired *bk_wal_expired(const BkWalCatalog *catalog,
+										  uint32_t timeline);
+
+/*
+ * bk expire is about to remove segments of a timeline, up to segment name
+ * (the last of them): record it in the expired area, durably, before the
+ * first removal.  A restore reading that timeline meanwhile (from a
+ * snapshot expired since) would otherwise find no segment of it left, and
+ * a leaf timeline (none branched off it) with none left reads as one whose
+ * archive ends before the segment asked: PostgreSQL would end recovery
+ * and promote there.  A record never goes down: each is a key of its own,
+ * named by its segment, and only records below the highest one listed
+ * after this one was written are removed, so two bk expire runs at once
+ * keep the higher.
+ */
+extern bool bk_wal_expired_record(BkRepo *repo, const char *source,
+								  const char *name, BkError *err);
 
 /*
  * A segment PostgreSQL asked for is not archived: is it beyond the end of

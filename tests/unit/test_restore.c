@@ -1089,7 +1089,9 @@ list_then_remove(const BkRepo *repo, const char *prefix, bool recursive,
 {
 	bool ok = listing_backend->list(repo, prefix, recursive, fn, arg, err);
 
-	if (strstr(prefix, "/wal/") != NULL && --vanish_after_listings == 0)
+	/* Listings of WAL objects; bk expire's records are not. */
+	if (strstr(prefix, "/wal/") != NULL &&
+		strstr(prefix, "/expired/") == NULL && --vanish_after_listings == 0)
 		unlink(vanish_path);
 	return ok;
 }
@@ -1453,6 +1455,15 @@ test_expired_timeline_is_hole(void **state)
 	assert_false(record_exists(f, SNAP_P));
 	assert_false(segment_exists(f, 1, 7));
 	assert_false(segment_exists(f, 1, 10));
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 7, why, sizeof(why)));
+	assert_non_null(strstr(why, "bk expire removed it"));
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 11, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	/* Without bk expire's record (a repository expired by an older bk). */
+	assert_true(bk_repo_delete(f->repo, BK_REPO_EXPIRED, SOURCE, BK_KIND_WAL,
+							   "00000001000000000000000A", &err));
 	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
 	assert_true(bk_wal_segment_is_hole(&catalog, 1, 7, why, sizeof(why)));
 	assert_non_null(strstr(why, "no segment left"));
@@ -2323,6 +2334,180 @@ test_wal_later_timeline_without_history(void **state)
 	assert_int_equal(wal_get(f, "00000005.history", true, got, sizeof(got)),
 					 200);
 	assert_int_equal(wal_get(f, "00000006.history", true, got, sizeof(got)), 1);
+}
+
+/*
+ * Timelines 2 and 3 both branched off timeline 1: 2 at 0/3800000 (a
+ * restore to a moment, then a snapshot P on it), 3 at 0/2800000 (a later
+ * restore from before that), where the source goes on and takes K.  No
+ * timeline branched off 2: a leaf.  A restore from P along timeline 2 is
+ * running when bk expire, keeping only K, removes P and every segment
+ * before K's start, all of timeline 2's among them.  Only its history file
+ * is left, which says nothing of how far its WAL went: the segment the
+ * recovery asks for next must be a hole, never the end of the archive.
+ */
+static void
+expired_leaf_fixture(WalFixture *f)
+{
+	for (uint64_t segno = 1; segno <= 10; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/3800000");
+	for (uint64_t segno = 3; segno <= 8; segno++)
+		archive_segment(f, 2, segno);
+	archive_history(f, 3, "1:0/2800000");
+	for (uint64_t segno = 2; segno <= 20; segno++)
+		archive_segment(f, 3, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 2, "0/5000028", "0/5800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_K, "full", NULL, 3, "0/F000028", "0/F800000", 1,
+					 1);
+}
+
+static void
+test_expired_leaf_timeline_is_hole(void **state)
+{
+	WalFixture *f = *state;
+	BkWalCatalog catalog;
+	char got[4096];
+	char why[256];
+	BkError err;
+
+	expired_leaf_fixture(f);
+	/* Past timeline 2's newest segment: the end, as it should be. */
+	assert_int_equal(
+		wal_get(f, "000000020000000000000009", true, got, sizeof(got)), 1);
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, SNAP_P));
+	assert_true(record_exists(f, SNAP_K));
+	for (uint64_t segno = 3; segno <= 8; segno++)
+		assert_false(segment_exists(f, 2, segno));
+	assert_true(segment_exists(f, 3, 15));
+
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(bk_wal_timeline(&catalog, 2)->segments, 0);
+	assert_true(bk_wal_segment_is_hole(&catalog, 2, 6, why, sizeof(why)));
+	assert_non_null(strstr(why, "bk expire removed it"));
+	assert_true(bk_wal_segment_is_hole(&catalog, 2, 8, why, sizeof(why)));
+	/* Past what expire removed: what the timeline never archived. */
+	assert_false(bk_wal_segment_is_hole(&catalog, 2, 9, why, sizeof(why)));
+	assert_false(bk_wal_segment_is_hole(&catalog, 3, 21, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	/* What PostgreSQL sees: recovery stops instead of promoting. */
+	assert_int_equal(
+		wal_get(f, "000000020000000000000006", true, got, sizeof(got)), 200);
+	assert_int_equal(
+		wal_get(f, "000000020000000000000008", true, got, sizeof(got)), 200);
+	assert_int_equal(
+		wal_get(f, "000000020000000000000009", true, got, sizeof(got)), 1);
+	assert_int_equal(
+		wal_get(f, "00000003000000000000000F", true, got, sizeof(got)), 0);
+	assert_int_equal(
+		wal_get(f, "000000030000000000000015", true, got, sizeof(got)), 1);
+}
+
+/* bk expire's records of timeline, as listed: "name name ...". */
+typedef struct ExpiredListing
+{
+	uint32_t timeline;
+	char names[1024];
+	int count;
+} ExpiredListing;
+
+static bool
+list_expired(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ExpiredListing *listing = arg;
+	char prefix[16];
+
+	(void) err;
+	snprintf(prefix, sizeof(prefix), "%08X", listing->timeline);
+	if (entry->is_prefix || strncmp(entry->name, prefix, 8) != 0)
+		return true;
+	snprintf(listing->names + strlen(listing->names),
+			 sizeof(listing->names) - strlen(listing->names), "%s%s",
+			 listing->count++ ? " " : "", entry->name);
+	return true;
+}
+
+static const char *
+expired_records(WalFixture *f, uint32_t timeline, ExpiredListing *listing)
+{
+	BkError err;
+
+	memset(listing, 0, sizeof(*listing));
+	listing->timeline = timeline;
+	assert_true(bk_repo_list(f->repo, BK_REPO_EXPIRED, SOURCE, BK_KIND_WAL, "",
+							 false, list_expired, listing, &err));
+	return listing->names;
+}
+
+/*
+ * bk expire records what it is about to remove before it removes it, a
+ * dry run nothing; a record never goes down, whatever order two bk expire
+ * runs write theirs in; a lower record left beside a higher one (a run cut
+ * short between its write and its clean-up) does not count.
+ */
+static void
+test_expired_record_never_lowered(void **state)
+{
+	WalFixture *f = *state;
+	BkRetention dry = {.retain_full = 1, .dry_run = true};
+	ExpiredListing listing;
+	BkWalCatalog catalog;
+	char why[256];
+	int saved;
+	BkError err;
+
+	expired_leaf_fixture(f);
+	saved = test_stdout_quiet();
+	assert_int_equal(bk_pg_expire("bk expire", f->repo, SOURCE, &dry, &err), 0);
+	test_stdout_restore(saved);
+	assert_true(segment_exists(f, 2, 8));
+	assert_string_equal(expired_records(f, 2, &listing), "");
+	assert_string_equal(expired_records(f, 3, &listing), "");
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_string_equal(expired_records(f, 1, &listing),
+						"00000001000000000000000A");
+	assert_string_equal(expired_records(f, 2, &listing),
+						"000000020000000000000008");
+	assert_string_equal(expired_records(f, 3, &listing),
+						"00000003000000000000000E");
+
+	/* Another bk expire, which listed before this one removed anything. */
+	assert_true(bk_wal_expired_record(f->repo, SOURCE,
+									  "000000020000000000000005", &err));
+	assert_string_equal(expired_records(f, 2, &listing),
+						"000000020000000000000008");
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(bk_wal_expired(&catalog, 2)->through_segno, 8);
+	assert_true(bk_wal_segment_is_hole(&catalog, 2, 8, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	/* A higher one raises it; the lower goes. */
+	assert_true(bk_wal_expired_record(f->repo, SOURCE,
+									  "00000002000000000000000B", &err));
+	assert_string_equal(expired_records(f, 2, &listing),
+						"00000002000000000000000B");
+
+	/* A lower one left beside it: the higher counts. */
+	assert_true(bk_repo_put_record(f->repo, BK_REPO_EXPIRED, SOURCE,
+								   BK_KIND_WAL, "000000020000000000000003", "x",
+								   1, &err));
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_int_equal(bk_wal_expired(&catalog, 2)->through_segno, 11);
+	assert_string_equal(bk_wal_expired(&catalog, 2)->through,
+						"00000002000000000000000B");
+	assert_true(bk_wal_segment_is_hole(&catalog, 2, 11, why, sizeof(why)));
+	assert_false(bk_wal_segment_is_hole(&catalog, 2, 12, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	/* Records are the repository's own: only the expired area takes them. */
+	assert_false(bk_repo_put_record(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									BK_KIND_WAL, "000000020000000000000003",
+									"x", 1, &err));
 }
 
 /*
@@ -4095,6 +4280,10 @@ main(void)
 			test_wal_missing_history_unknown_descendant, wal_setup,
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_later_timeline_without_history,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expired_leaf_timeline_is_hole,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expired_record_never_lowered,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
 										wal_setup, wal_teardown),

@@ -655,6 +655,8 @@ is "$(json_get "$dir/expire-dry.json" "sorted(s['id'] for s in d['snapshots'] if
     "expire --retain-full 1 --dry-run would remove the older full snapshot and its incremental"
 test -d "$repo_files/$source_id/snapshot/$snap1"
 ok $? "a dry run removes nothing"
+test ! -e "$repo_files/$source_id/expired"
+ok $? "and records nothing"
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
 is $? 0 "expire --retain-full 1"
 like "$out" "keep   snapshot $snap4" "keeps the newest full snapshot"
@@ -663,6 +665,17 @@ ok $? "removes the older snapshots"
 start_seg="$(grep -o 'START WAL LOCATION: [^ ]* (file [0-9A-F]*' "$dir/base-s4/backup_label" | sed 's/.*file //')"
 oldest_wal="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | head -n 1)"
 is "$oldest_wal" "$start_seg" "and the WAL before the kept snapshot's start segment, not one segment more"
+# Before removing WAL, bk expire recorded the last segment it removes of
+# the timeline: a restore still reading that WAL stops there, never
+# promotes as at the end of the archive.
+expired_rec="$(ls "$repo_files/$source_id/expired/wal" 2>/dev/null)"
+like "$expired_rec" "^${start_seg:0:8}[0-9A-F]{16}\$" \
+    "bk expire recorded the last WAL segment it removed ($expired_rec)"
+[[ "$expired_rec" < "$start_seg" && ! -e "$repo_files/$source_id/wal/$expired_rec" ]]
+ok $? "one before the kept snapshot's start segment, removed"
+out="$("$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$expired_rec" "$dir/wal-get-expired" 2>&1)"
+is $? 200 "bk wal-get of it exits 200 (recovery stops), not 1"
+like "$out" "was removed by bk expire" "saying bk expire removed it"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-x" \
     --target-time "${M_TIME[m3]}" 2>&1)"
 is $? 1 "after expiry, a moment before the kept snapshot can no longer be restored"

@@ -325,6 +325,7 @@ bk_pg_restore(int argc, char **argv)
 	r->jobs = JOBS_DEFAULT;
 	r->prefetch = PREFETCH_DEFAULT;
 	r->chosen = -1;
+	r->pgdata_fd = -1;
 	bk_cli_config_init(&r->config);
 	status = parse_options(r, argc, argv);
 	if (status != BK_COMMAND_RUN)
@@ -377,7 +378,7 @@ bk_pg_restore(int argc, char **argv)
 		!restore_write_label_and_map(r, &err) ||
 		!restore_write_recovery_settings(r, &err) ||
 		!restore_write_manifest(r, &err) ||
-		!restore_install_pg_control(r, &err))
+		!restore_install_pg_control(r, &err) || !restore_hand_over(r, &err))
 		goto fail;
 	restore_warn_unreadable(r);
 	restore_warn_target_beyond_archive(r);
@@ -387,6 +388,7 @@ bk_pg_restore(int argc, char **argv)
 	goto done;
 
 fail:
+	restore_show_paths(r, &err);
 	status = bk_cli_report_restore_error(r->program, &err, r->repo != NULL);
 	if (started_writing)
 	{
@@ -398,11 +400,16 @@ fail:
 			unlink(temp);
 		fprintf(stderr,
 				"%s: the restore is incomplete: \"%s\" will not start (its "
-				"global/pg_control is written last). Fix the cause and run "
+				"global/pg_control is written last%s). Fix the cause and run "
 				"bk restore again, with --delta to reuse what was restored.\n",
-				r->program, r->pgdata[0] ? r->pgdata : r->pgdata_arg);
+				r->program,
+				r->pgdata_shown[0] ? r->pgdata_shown : r->pgdata_arg,
+				r->protect ? ", and it stays root's until the restore "
+							 "completes"
+						   : "");
 	}
 done:
+	restore_close_roots(r);
 	bk_repo_close(r->repo);
 	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
 		bk_snapshot_record_free(r->chain[linkIdx]);

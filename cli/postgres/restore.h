@@ -58,7 +58,10 @@ typedef struct RestoreTablespace
 {
 	uint32_t oid;
 	char original[RESTORE_PATH_MAX];
-	char location[RESTORE_PATH_MAX];
+	char location[RESTORE_PATH_MAX];  /* as given: the link's target */
+	char canonical[RESTORE_PATH_MAX]; /* location without links, . or // */
+	char root[32]; /* restore_open_root's name for it, while restoring */
+	int fd;
 	bool mapped; /* location given by --tablespace-map */
 } RestoreTablespace;
 
@@ -104,10 +107,22 @@ typedef struct Restore
 	BkSnapRecord **chain;
 	int chain_len;
 	const BkSnapRecord *record; /* chain[chain_len - 1] */
+	/*
+	 * Where files are written: the directory restore_prepare_target opened,
+	 * through /proc/self/fd (restore_open_root), so that renaming a parent
+	 * of --pgdata cannot point bk elsewhere half way.
+	 */
 	char pgdata[RESTORE_PATH_MAX];
+	char pgdata_shown[RESTORE_PATH_MAX]; /* --pgdata without links */
+	int pgdata_fd;
 	RestoreTablespace *tablespaces;
 	int tablespace_count;
 	bool set_owner;
+	/*
+	 * The owner is another user: the target stays bk's own, mode 0700, until
+	 * restore_hand_over gives it to the owner once everything is durable.
+	 */
+	bool protect;
 	uid_t uid;
 	gid_t gid;
 	FileResult *results; /* parallel to record->files */
@@ -162,8 +177,17 @@ extern bool restore_resolve_path(const Restore *r, const char *rel, char *out,
 extern void restore_json_path(json_t *object, const char *key,
 							  const char *path);
 
-extern bool restore_set_owner_path(const Restore *r, const char *path,
-								   bool follow, BkError *err);
+extern bool restore_canonical_path(const char *path, char *out, size_t out_len,
+								   BkError *err);
+extern bool restore_open_root(Restore *r, const char *canonical, int *fd,
+							  char *root, size_t root_len, BkError *err);
+extern bool restore_ensure_dir(const Restore *r, const char *path, int mode,
+							   BkError *err);
+extern bool restore_hand_over(Restore *r, BkError *err);
+extern bool restore_take_back(Restore *r, BkError *err);
+extern bool restore_chmod_file(const char *path, mode_t mode, BkError *err);
+extern void restore_close_roots(Restore *r);
+extern void restore_show_paths(const Restore *r, BkError *err);
 extern bool restore_skipped_file(const char *path);
 extern bool restore_sync_files(Restore *r, BkError *err);
 extern void restore_warn_target_beyond_archive(const Restore *r);

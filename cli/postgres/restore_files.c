@@ -67,9 +67,6 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 		!restore_resolve_path(r, pg_control ? PG_CONTROL_TEMP : file->path,
 							  write_path, sizeof(write_path), err))
 		return false;
-	if (lstat(write_path, &st) == 0 && !S_ISREG(st.st_mode) &&
-		!bk_remove_tree(write_path, err))
-		return false;
 
 	/* --delta: a file that already has the recorded content stays. */
 	if (r->delta && !pg_control &&
@@ -86,22 +83,33 @@ restore_file(Restore *r, BkDecoder *decoder, size_t file_index, BkError *err)
 								  &hash_err) &&
 			matches)
 		{
-			close(fd);
+			bool set;
+
 			result->sum = existing;
 			times[0].tv_sec = times[1].tv_sec = (time_t) file->mtime;
 			times[0].tv_nsec = times[1].tv_nsec = 0;
-			if (chmod(path, file->mode) != 0 ||
-				utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) != 0)
-				return bk_error_set(err, BK_ERR_IO,
-									"could not set mode or time of \"%s\": %s",
-									path, strerror(errno));
-			atomic_fetch_add(&r->files_kept, 1);
-			return restore_set_owner_path(r, path, false, err);
+			set = fchmod(fd, file->mode) == 0 && futimens(fd, times) == 0;
+			if (!set)
+				bk_error_set(err, BK_ERR_IO,
+							 "could not set mode or time of \"%s\": %s", path,
+							 strerror(errno));
+			close(fd);
+			if (set)
+				atomic_fetch_add(&r->files_kept, 1);
+			return set;
 		}
 		if (fd >= 0)
 			close(fd);
 	}
 
+	/*
+	 * What is there goes, and the file is made anew: never written through
+	 * an inode that may have other names (--delta over a directory that
+	 * pg_upgrade --link shares with another cluster, or a link its owner
+	 * made), nor through a symbolic link.
+	 */
+	if (lstat(write_path, &st) == 0 && !bk_remove_tree(write_path, err))
+		return false;
 	fd = open(write_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 			  0600);
 	if (fd < 0)
@@ -363,7 +371,7 @@ sync_collect_dirs(SyncRun *run, BkError *err)
 			return false;
 	}
 	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
-		if (!sync_add_dir(run, r->tablespaces[spcIdx].location, err))
+		if (!sync_add_dir(run, r->tablespaces[spcIdx].root, err))
 			return false;
 	if (!restore_join_path(path, sizeof(path), r->pgdata, "pg_tblspc", err) ||
 		!sync_add_dir(run, path, err) || !sync_add_dir(run, r->pgdata, err))

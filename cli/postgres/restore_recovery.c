@@ -354,9 +354,8 @@ restore_write_label_and_map(Restore *r, BkError *err)
 								 err))
 		return bk_error_prefix(err,
 							   "snapshot %s, backup_label: ", r->record->id);
-	if (chmod(path, 0600) != 0 || !restore_set_owner_path(r, path, false, err))
-		return bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\"",
-							path);
+	if (!restore_chmod_file(path, 0600, err))
+		return false;
 	if (r->tablespace_count == 0)
 		return true;
 	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)

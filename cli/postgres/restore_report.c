@@ -152,7 +152,7 @@ restore_report(const Restore *r, uint64_t removed)
 			(json_int_t) r->record->bytes, "bytes_written", (json_int_t) bytes,
 			"delta", r->delta, "target", target, "recovery_settings",
 			json_incref(r->settings), "archive", r->archive);
-		restore_json_path(out, "pgdata", r->pgdata);
+		restore_json_path(out, "pgdata", r->pgdata_shown);
 		json_object_set_new(out, "hint_bit_differences",
 							json_integer((json_int_t) mismatches));
 		json_object_set_new(out, "checksum_failures",
@@ -168,7 +168,8 @@ restore_report(const Restore *r, uint64_t removed)
 		return;
 	}
 	printf("restored snapshot %s (%s, stop %s) of source %s into %s\n",
-		   chosen->id, chosen->kind, chosen->stop_time, r->source, r->pgdata);
+		   chosen->id, chosen->kind, chosen->stop_time, r->source,
+		   r->pgdata_shown);
 	if (r->chain_len > 1)
 	{
 		printf("  chain:");
@@ -213,7 +214,7 @@ restore_report(const Restore *r, uint64_t removed)
 		   r->set_owner
 			   ? (getpwuid(r->uid) ? getpwuid(r->uid)->pw_name : "the owner")
 			   : "the owner",
-		   r->pgdata);
+		   r->pgdata_shown);
 }
 
 /*
@@ -307,5 +308,6 @@ restore_resolve_owner(Restore *r, BkError *err)
 	r->set_owner = true;
 	r->uid = pw->pw_uid;
 	r->gid = pw->pw_gid;
+	r->protect = pw->pw_uid != geteuid();
 	return true;
 }

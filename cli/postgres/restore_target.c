@@ -165,6 +165,90 @@ linked_from_pgdata(Restore *r, uint32_t oid, const char *location)
 		   realpath(location, wanted) != NULL && strcmp(linked, wanted) == 0;
 }
 
+/* Is path a or inside b?  (both canonical) */
+static bool
+path_within(const char *a, const char *b)
+{
+	size_t len = strlen(b);
+
+	return strcmp(b, "/") == 0 ||
+		   (strncmp(a, b, len) == 0 && (a[len] == '/' || a[len] == '\0'));
+}
+
+/*
+ * Compared without links, "." or "//": no tablespace in the data directory
+ * or the data directory in one, no tablespace in another, no two in one
+ * place.  Each would have bk write one tree over another (and --delta
+ * remove one's files as extra to the other).
+ */
+static bool
+check_locations(Restore *r, BkError *err)
+{
+	if (!restore_canonical_path(r->pgdata_arg, r->pgdata_shown,
+								sizeof(r->pgdata_shown), err))
+		return bk_error_prefix(err, "--pgdata: ");
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		RestoreTablespace *spc = &r->tablespaces[spcIdx];
+
+		if (!restore_canonical_path(spc->location, spc->canonical,
+									sizeof(spc->canonical), err))
+			return bk_error_prefix(err, "tablespace %" PRIu32 ": ", spc->oid);
+		if (path_within(spc->canonical, r->pgdata_shown))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"tablespace %" PRIu32 " would be restored to "
+								"\"%s\" (\"%s\"), inside the data "
+								"directory \"%s\"",
+								spc->oid, spc->location, spc->canonical,
+								r->pgdata_shown) ||
+				   bk_error_hint(err,
+								 "Restore it elsewhere with "
+								 "--tablespace-map %s=NEW.",
+								 spc->original);
+		if (path_within(r->pgdata_shown, spc->canonical))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"the data directory \"%s\" would be inside "
+								"the location \"%s\" (\"%s\") of "
+								"tablespace %" PRIu32,
+								r->pgdata_shown, spc->location, spc->canonical,
+								spc->oid) ||
+				   bk_error_hint(err,
+								 "Restore it elsewhere with "
+								 "--tablespace-map %s=NEW.",
+								 spc->original);
+	}
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+		for (int otherIdx = 0; otherIdx < r->tablespace_count; otherIdx++)
+		{
+			RestoreTablespace *spc = &r->tablespaces[spcIdx];
+			RestoreTablespace *other = &r->tablespaces[otherIdx];
+			bool same = strcmp(spc->canonical, other->canonical) == 0;
+
+			if (otherIdx == spcIdx || (same && otherIdx < spcIdx) ||
+				!path_within(spc->canonical, other->canonical))
+				continue;
+			if (same)
+				bk_error_set(err, BK_ERR_USAGE,
+							 "tablespaces %" PRIu32 " (\"%s\") and %" PRIu32
+							 " (\"%s\") would both be restored to \"%s\"",
+							 spc->oid, spc->location, other->oid,
+							 other->location, spc->canonical);
+			else
+				bk_error_set(err, BK_ERR_USAGE,
+							 "tablespace %" PRIu32 " would be restored to "
+							 "\"%s\", inside the location \"%s\" of "
+							 "tablespace %" PRIu32,
+							 spc->oid, spc->canonical, other->canonical,
+							 other->oid);
+			return bk_error_hint(err,
+								 "Give each tablespace its own location with "
+								 "--tablespace-map (their locations in the "
+								 "snapshot: %s and %s).",
+								 spc->original, other->original);
+		}
+	return true;
+}
+
 /* Refuse what must be refused before anything is created. */
 bool
 restore_check_targets(Restore *r, BkError *err)
@@ -241,23 +325,40 @@ restore_check_targets(Restore *r, BkError *err)
 								 spc->original, spc->original, spc->original);
 		}
 	}
-	return true;
+	return check_locations(r, err);
 }
 
+/*
+ * Open --pgdata and every tablespace location, made as needed, and make
+ * them bk's own until restore_hand_over (restore_paths.c says why).
+ */
 bool
 restore_prepare_target(Restore *r, BkError *err)
 {
 	char path[RESTORE_PATH_MAX];
 
-	if (!bk_mkdirs(r->pgdata_arg, 0700, false, err))
+	if (!restore_open_root(r, r->pgdata_shown, &r->pgdata_fd, r->pgdata,
+						   sizeof(r->pgdata), err))
 		return false;
-	if (realpath(r->pgdata_arg, r->pgdata) == NULL)
-		return bk_error_set(err, BK_ERR_IO, "could not resolve \"%s\": %s",
-							r->pgdata_arg, strerror(errno));
-	if (chmod(r->pgdata, 0700) != 0)
-		return bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s",
-							r->pgdata, strerror(errno));
-	if (!restore_set_owner_path(r, r->pgdata, true, err))
+	/* Empty when checked, before it was bk's: still empty now? */
+	if (!r->delta && restore_dir_not_empty(r->pgdata))
+		return bk_error_set(err, BK_ERR_USAGE,
+							"the target directory \"%s\" is not empty",
+							r->pgdata_shown);
+	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
+	{
+		RestoreTablespace *spc = &r->tablespaces[spcIdx];
+
+		if (!restore_open_root(r, spc->canonical, &spc->fd, spc->root,
+							   sizeof(spc->root), err))
+			return false;
+		if (!r->delta && restore_dir_not_empty(spc->root))
+			return bk_error_set(err, BK_ERR_USAGE,
+								"the location \"%s\" of tablespace %" PRIu32
+								" is not empty",
+								spc->location, spc->oid);
+	}
+	if (!restore_take_back(r, err))
 		return false;
 
 	/* A half-restored directory must not start: pg_control goes first. */
@@ -273,28 +374,6 @@ restore_prepare_target(Restore *r, BkError *err)
 		if (unlink(path) == 0 && !bk_fsync_dir(global_dir, err))
 			return false;
 	}
-
-	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
-	{
-		RestoreTablespace *spc = &r->tablespaces[spcIdx];
-		size_t pgdata_len = strlen(r->pgdata);
-
-		if (strncmp(spc->location, r->pgdata, pgdata_len) == 0 &&
-			(spc->location[pgdata_len] == '/' ||
-			 spc->location[pgdata_len] == '\0'))
-			return bk_error_set(err, BK_ERR_USAGE,
-								"tablespace %" PRIu32 " would be restored to "
-								"\"%s\", inside the data directory",
-								spc->oid, spc->location);
-		if (!bk_mkdirs(spc->location, 0700, false, err))
-			return false;
-		if (chmod(spc->location, 0700) != 0)
-			return bk_error_set(err, BK_ERR_IO,
-								"could not set mode of \"%s\": %s",
-								spc->location, strerror(errno));
-		if (!restore_set_owner_path(r, spc->location, true, err))
-			return false;
-	}
 	return true;
 }
 
@@ -308,8 +387,7 @@ restore_create_directories(Restore *r, BkError *err)
 
 	restore_sort_directories(record);
 	if (!restore_join_path(path, sizeof(path), r->pgdata, "pg_tblspc", err) ||
-		!bk_mkdirs(path, 0700, false, err) ||
-		!restore_set_owner_path(r, path, true, err))
+		!restore_ensure_dir(r, path, -1, err))
 		return false;
 	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
 	{
@@ -332,52 +410,30 @@ restore_create_directories(Restore *r, BkError *err)
 			return bk_error_set(err, BK_ERR_IO,
 								"could not create symbolic link \"%s\": %s",
 								link_path, strerror(errno));
-		if (!restore_set_owner_path(r, link_path, false, err))
-			return false;
 	}
 	for (size_t dirIdx = 0; dirIdx < record->directory_count; dirIdx++)
 	{
 		const BkSnapDirectory *dir = &record->directories[dirIdx];
-		struct stat st;
 
 		if (restore_is_tablespace_link(r, dir->path))
 			continue;
-		if (!restore_resolve_path(r, dir->path, path, sizeof(path), err))
-			return false;
-		if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-		{
-			if (!r->delta)
-				return bk_error_set(err, BK_ERR_IO,
-									"\"%s\" exists and is not a directory",
-									path);
-			if (!bk_remove_tree(path, err))
-				return false;
-		}
-		if (!bk_mkdirs(path, 0700, false, err))
-			return false;
-		if (chmod(path, dir->mode) != 0)
-			return bk_error_set(err, BK_ERR_IO,
-								"could not set mode of \"%s\": %s", path,
-								strerror(errno));
-		if (!restore_set_owner_path(r, path, true, err))
+		if (!restore_resolve_path(r, dir->path, path, sizeof(path), err) ||
+			!restore_ensure_dir(r, path, (int) dir->mode, err))
 			return false;
 	}
 	/* Parents of files the record lists without their directory. */
+	link_path[0] = '\0';
 	for (size_t fileIdx = 0; fileIdx < record->file_count; fileIdx++)
 	{
-		char *slash;
-		struct stat st;
-
 		if (!restore_resolve_path(r, record->files[fileIdx].path, path,
 								  sizeof(path), err))
 			return false;
-		slash = strrchr(path, '/');
-		*slash = '\0';
-		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		*strrchr(path, '/') = '\0';
+		if (strcmp(path, link_path) == 0)
 			continue;
-		if (!bk_mkdirs(path, 0700, false, err) ||
-			!restore_set_owner_path(r, path, true, err))
+		if (!restore_ensure_dir(r, path, -1, err))
 			return false;
+		bk_strlcpy(link_path, path, sizeof(link_path));
 	}
 	return true;
 }
@@ -432,8 +488,8 @@ restore_remove_extra(Restore *r, const char *dir_path, const char *rel_dir,
 		{
 			for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
 				if (strtoul(rel + 10, NULL, 10) == r->tablespaces[spcIdx].oid)
-					ok = restore_remove_extra(
-						r, r->tablespaces[spcIdx].location, rel, removed, err);
+					ok = restore_remove_extra(r, r->tablespaces[spcIdx].root,
+											  rel, removed, err);
 			continue;
 		}
 		if (S_ISDIR(st.st_mode))

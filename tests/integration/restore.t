@@ -332,6 +332,9 @@ restore_and_check() { # NAME EXPECTED-SNAPSHOT DIGEST-OF DESCRIPTION [bk restore
         fi
     fi
     is "$(stat -c '%U %a' "$target")" "postgres 700" "the restored directory belongs to postgres, mode 0700 ($name)"
+    is "$(stat -c '%U %a' "$dir/ts-$name")" "postgres 700" "so does its tablespace location ($name)"
+    is "$(find "$target" "$dir/ts-$name" ! -user postgres | head -n 3)" "" \
+        "every file, directory and link of the restored tree belongs to postgres ($name)"
     is "$(readlink "$target/pg_tblspc/$(ls "$target/pg_tblspc")")" "$dir/ts-$name" \
         "its tablespace is where --tablespace-map put it ($name)"
     as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$target" >"$dir/verifybackup-$name.log" 2>&1
@@ -473,12 +476,35 @@ like "$out" "the location \"$dir/ts-end\" of tablespace [0-9]+ is not empty" "sa
 rm -rf "$dir/r-fresh"
 touch "$dir/r-end/stray-file"
 mkdir -p "$dir/r-end/base/stray-dir"
+# What the owner may leave in a --delta target is never followed: links
+# where directories belong, and a file with another name outside.
+rm -rf "$dir/planted-a" "$dir/planted-b" "$dir/r-end/pg_tblspc.was" "$dir/outside"
+install -d -m 755 "$dir/planted-a" "$dir/planted-b"
+echo planted >"$dir/planted-a/marker"
+echo planted >"$dir/planted-b/marker"
+mv "$dir/r-end/pg_tblspc" "$dir/r-end/pg_tblspc.was"
+as_postgres ln -s "$dir/planted-a" "$dir/r-end/pg_tblspc"
+rm -rf "$dir/r-end/base/1"
+as_postgres ln -s "$dir/planted-b" "$dir/r-end/base/1"
+install -d -o postgres -m 700 "$dir/outside"
+as_postgres ln "$dir/r-end/PG_VERSION" "$dir/outside/link"
+as_postgres sh -c "echo 'not the version' >'$dir/outside/link'"
 KEEP_TARGET=1 restore_and_check end "$snap1" m1 "m1 again with --delta over the promoted cluster" \
     --target-time "${M_TIME[m1]}" --delta
 like "$(json_get "$dir/restore-end.json" "(d['files_unchanged'], d['files_removed'])")" '^\([1-9][0-9]*, [1-9][0-9]*\)$' \
     "--delta kept unchanged files and removed what the snapshot does not have"
 [[ ! -e "$dir/r-end/stray-file" && ! -e "$dir/r-end/base/stray-dir" ]]
 ok $? "a stray file and directory are gone"
+is "$(stat -c '%U %a' "$dir/planted-a" "$dir/planted-b" | tr '\n' ' ')" "root 755 root 755 " \
+    "directories that links in the target pointed to keep their owner and mode"
+is "$(ls -A "$dir/planted-a" "$dir/planted-b" | tr '\n' ' ')" "$dir/planted-a: marker  $dir/planted-b: marker " \
+    "and nothing was written into them"
+[[ -d "$dir/r-end/pg_tblspc" && ! -L "$dir/r-end/pg_tblspc" && -d "$dir/r-end/base/1" && ! -L "$dir/r-end/base/1" ]]
+ok $? "the links were replaced by directories"
+is "$(cat "$dir/outside/link")" "not the version" \
+    "a differing file is written anew: its other name (a hard link) keeps its content"
+is "$(cat "$dir/r-end/PG_VERSION")" 15 "and the restored file has the recorded one"
+rm -rf "$dir/planted-a" "$dir/planted-b" "$dir/outside"
 cleanup_restore end
 
 # ---- run as postgres: no ownership change needed
@@ -597,6 +623,13 @@ like "$out" "snapshot $snap1, file \"$victim_rel\"" "naming the snapshot and the
 like "$out" "will not start" "and saying the directory cannot start"
 [[ ! -e "$dir/r-corrupt/global/pg_control" && ! -e "$dir/r-corrupt/backup_label" ]]
 ok $? "the half-restored directory has no pg_control and no backup_label"
+# Run as root, bk works where postgres cannot reach (a superuser of
+# another cluster runs programs as postgres): until the restore completes,
+# the directory and its tablespace are root's, mode 0700.
+is "$(stat -c '%U %a' "$dir/r-corrupt" "$dir/ts-corrupt" | tr '\n' ' ')" "root 700 root 700 " \
+    "and it, and its tablespace location, are still root's, mode 0700"
+runuser -u postgres -- test -x "$dir/r-corrupt"
+isnt $? 0 "postgres cannot reach into it"
 cp "$dir/victim.orig" "$victim"
 rm -rf "$dir/r-corrupt" "$dir/ts-corrupt"
 

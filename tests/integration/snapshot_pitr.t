@@ -775,6 +775,22 @@ ok $? "bk list calls the incremental restorable"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 like "$out" "snapshot $latin1_snap: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt: OK" \
     "bk verify reads its record and rebuilds every file" || diag "$(grep -F "$latin1_snap" <<<"$out" | tail -n 5)"
+# Two tablespaces into one location (written differently): refused before
+# anything is created.
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-twice" \
+    --tablespace-map "$dir/ts1=$dir/ts-twice" --tablespace-map "$dir/ts-$latin1=$dir/./ts-twice/" \
+    --snapshot "$latin1_snap" --target immediate 2>&1)"
+is $? 2 "two tablespaces mapped to one location are refused (exit 2)"
+like "$out" "tablespaces [0-9]+ \\(\"$dir/ts-twice\"\\) and [0-9]+ \\(\"$dir/\\./ts-twice/\"\\) would both be restored to \"$dir/ts-twice\"|tablespaces [0-9]+ \\(\"$dir/\\./ts-twice/\"\\) and [0-9]+ \\(\"$dir/ts-twice\"\\) would both be restored to \"$dir/ts-twice\"" \
+    "naming both and the one location" || diag "$out"
+[[ ! -e "$dir/restored-twice" && ! -e "$dir/ts-twice" ]]
+ok $? "nothing was created"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-twice" \
+    --tablespace-map "$dir/ts1=$dir/ts-outer" --tablespace-map "$dir/ts-$latin1=$dir/ts-outer//inner" \
+    --snapshot "$latin1_snap" --target immediate 2>&1)"
+is $? 2 "a tablespace mapped inside another's location is refused (exit 2)"
+like "$out" "inside the location \"$dir/ts-outer\" of tablespace" "saying so" || diag "$out"
+rm -rf "$dir/restored-twice" "$dir/ts-twice" "$dir/ts-outer"
 "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-latin1" \
     --tablespace-map "$dir/ts1=$dir/ts1-latin1" --tablespace-map "$dir/ts-$latin1=$dir/ts-latin1-restored" \
     --snapshot "$latin1_snap" --target immediate >"$dir/restore-latin1.log" 2>&1

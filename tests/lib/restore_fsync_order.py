@@ -16,6 +16,9 @@
 #   - each later file was fsynced under its temporary name before its
 #     rename;
 #   - nothing was fsynced after the report went to standard output.
+# bk names paths under the directories it opened as /proc/self/fd/N/...:
+# such a name is read as the one under PGDATA or a tablespace directory
+# whose parent exists.
 # Prints what it checked; exits 1 naming every problem.
 import os
 import re
@@ -56,6 +59,21 @@ def events(log):
     return out
 
 
+PROC_FD = re.compile(r"^/proc/self/fd/\d+(/.*)?$")
+
+
+def shown(path, tops):
+    """A /proc/self/fd/N path as the directory it names."""
+    m = PROC_FD.match(path)
+    if not m:
+        return path
+    for top in tops:
+        candidate = top + (m.group(1) or "")
+        if os.path.isdir(os.path.dirname(candidate)):
+            return candidate
+    return path
+
+
 def main():
     log, pgdata, spcs = sys.argv[1], sys.argv[2].rstrip("/"), sys.argv[3:]
     problems = []
@@ -77,7 +95,8 @@ def main():
         elif call.startswith("rename") and ok:
             names = STRING.findall(text)
             if len(names) >= 2:
-                renames.append((index, names[0], names[1]))
+                renames.append((index, shown(names[0], [pgdata] + spcs),
+                                shown(names[1], [pgdata] + spcs)))
         elif call == "write" and text.startswith("1<"):
             stdout_writes.append(index)
     for path in fsync_failed:

@@ -36,6 +36,94 @@
 #define SOURCE   "test-source"
 #define SEG_SIZE 16777216u
 
+/* ------------------------------------------------------------ target paths */
+
+/* Links, "." and "//" resolved where the path exists; ".." beyond refused. */
+static void
+test_canonical_path(void **state)
+{
+	char base[] = "/tmp/bk-test-canon-XXXXXX";
+	char real[PATH_MAX];
+	char in[PATH_MAX];
+	char out[PATH_MAX];
+	char want[PATH_MAX];
+	BkError err;
+
+	(void) state;
+	assert_non_null(mkdtemp(base));
+	assert_non_null(realpath(base, real));
+	snprintf(in, sizeof(in), "%s/dir", base);
+	assert_int_equal(mkdir(in, 0700), 0);
+	snprintf(want, sizeof(want), "%s/link", base);
+	assert_int_equal(symlink(in, want), 0);
+
+	snprintf(in, sizeof(in), "%s//./link/new/./x//", base);
+	assert_true(restore_canonical_path(in, out, sizeof(out), &err));
+	snprintf(want, sizeof(want), "%s/dir/new/x", real);
+	assert_string_equal(out, want);
+	snprintf(in, sizeof(in), "%s/link/../dir", base);
+	assert_true(restore_canonical_path(in, out, sizeof(out), &err));
+	snprintf(want, sizeof(want), "%s/dir", real);
+	assert_string_equal(out, want);
+	snprintf(in, sizeof(in), "%s/new/../dir", base);
+	assert_false(restore_canonical_path(in, out, sizeof(out), &err));
+	assert_non_null(strstr(err.message, "\"..\" follows"));
+
+	snprintf(in, sizeof(in), "rm -rf '%s'", base);
+	assert_int_equal(system(in), 0);
+}
+
+/*
+ * The opened target is where bk writes, whatever its parents become; and a
+ * link where a directory was when the path was resolved is refused.
+ */
+static void
+test_open_root(void **state)
+{
+	char base[] = "/tmp/bk-test-root-XXXXXX";
+	char canonical[PATH_MAX];
+	char path[PATH_MAX];
+	char moved[PATH_MAX];
+	char root[32];
+	Restore r = {.program = "bk", .pgdata_fd = -1};
+	struct stat st;
+	BkError err;
+	int fd;
+
+	(void) state;
+	assert_non_null(mkdtemp(base));
+	snprintf(path, sizeof(path), "%s/parent/data", base);
+	assert_true(
+		restore_canonical_path(path, canonical, sizeof(canonical), &err));
+	assert_true(
+		restore_open_root(&r, canonical, &fd, root, sizeof(root), &err));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+
+	/* Its parent renamed, a link in its place: bk still writes into it. */
+	snprintf(path, sizeof(path), "%s/parent", base);
+	snprintf(moved, sizeof(moved), "%s/moved", base);
+	assert_int_equal(rename(path, moved), 0);
+	snprintf(moved, sizeof(moved), "%s/elsewhere", base);
+	assert_int_equal(mkdir(moved, 0700), 0);
+	assert_int_equal(symlink(moved, path), 0);
+	snprintf(path, sizeof(path), "%s/file", root);
+	assert_int_equal(close(open(path, O_CREAT | O_WRONLY, 0600)), 0);
+	snprintf(path, sizeof(path), "%s/moved/data/file", base);
+	assert_int_equal(stat(path, &st), 0);
+	snprintf(path, sizeof(path), "%s/elsewhere/data", base);
+	assert_int_equal(stat(path, &st), -1);
+	close(fd);
+
+	/* Opened again by the path resolved before: the link is refused. */
+	assert_false(
+		restore_open_root(&r, canonical, &fd, root, sizeof(root), &err));
+	assert_non_null(strstr(err.message, "is no longer a directory"));
+
+	snprintf(path, sizeof(path), "rm -rf '%s'", base);
+	assert_int_equal(system(path), 0);
+}
+
 /* ------------------------------------------------------------ timestamps */
 
 static void
@@ -4309,6 +4397,8 @@ main(void)
 		cmocka_unit_test(test_restore_manifest_encoded_path),
 		cmocka_unit_test(test_json_output_non_utf8),
 		cmocka_unit_test(test_waldump_xact_time),
+		cmocka_unit_test(test_canonical_path),
+		cmocka_unit_test(test_open_root),
 		cmocka_unit_test_setup_teardown(test_time_target_gap, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_outage, wal_setup,

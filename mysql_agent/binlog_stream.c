@@ -511,9 +511,10 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 
 	if (!bk_binlog_header_parse(event, avail, &header, err))
 		return false;
-	if (header.length > avail)
+	/* One packet, one event: more bytes would be a protocol unknown here. */
+	if (header.length != avail)
 		return bk_error_set(err, BK_ERR_FORMAT,
-							"the server sent %zu bytes of a %" PRIu32
+							"the server sent %zu bytes for a %" PRIu32
 							"-byte event",
 							avail, header.length);
 
@@ -1234,19 +1235,33 @@ stream_close(Stream *stream)
 
 /*
  * stream_receive
- *		Fetch and handle events until stopped or an error.
+ *		Read and handle events until stopped or an error.
+ *
+ *		The packets are read raw (mysql_net_read_packet), not through
+ *		mariadb_rpl_fetch: that parses every event's body, and refuses
+ *		valid events it does not know or misreads (a statement-logged LOAD
+ *		DATA's Begin_load_query holds the file's raw bytes, which it reads
+ *		as a string; Append_block, Delete_file and Incident it does not
+ *		know at all), and the agent would fail at the same position for
+ *		ever.  The agent only needs the common header, which stream_event
+ *		parses, and checks positions and CRC-32s itself.  One packet is one
+ *		event: a 0x00 byte, then the event as in the file (no semi-sync
+ *		header: the agent never sets @rpl_semi_sync_slave); an EOF packet
+ *		ends the stream; an error packet (0xFF) is the server's refusal,
+ *		with its code and text in mysql_errno() and mysql_error().
  */
 static bool
 stream_receive(Stream *stream, BkError *err)
 {
-	MARIADB_RPL_EVENT *event = NULL;
-
 	while (!agent_stop_requested)
 	{
-		event = mariadb_rpl_fetch(stream->rpl, event);
-		if (event == NULL)
+		unsigned long len = mysql_net_read_packet(stream->conn);
+		const uint8_t *packet = stream->conn->net.read_pos;
+
+		if (len == packet_error || (len < 9 && packet[0] == 0xFE))
 		{
-			unsigned int code = mysql_errno(stream->conn);
+			unsigned int code =
+				len == packet_error ? mysql_errno(stream->conn) : 0;
 
 			/* CR_SERVER_GONE_ERROR, CR_SERVER_LOST, a shutdown or a kill */
 			stream->lost_connection = code == 0 || code == 2006 ||
@@ -1276,29 +1291,25 @@ stream_receive(Stream *stream, BkError *err)
 									" server's binlog was reset)"
 								  : "");
 		}
-		if (event->raw_data_ofs > event->raw_data_size)
-		{
-			mariadb_free_rpl_event(event);
+		if (len == 0 || packet[0] != 0x00)
 			return bk_error_set(err, BK_ERR_FORMAT,
-								"malformed replication packet");
-		}
-		if (!stream_event(stream, event->raw_data + event->raw_data_ofs,
-						  event->raw_data_size - event->raw_data_ofs, err))
-		{
-			mariadb_free_rpl_event(event);
+								"reading the binlog at %s:%" PRIu64
+								": the server sent a packet of %lu bytes"
+								" starting with 0x%02x, not an event",
+								stream->position.file, stream->position.offset,
+								len, len ? packet[0] : 0) ||
+				   bk_error_hint(err, "The agent reconnects and asks for the"
+									  " same position again; if this goes"
+									  " on, report it with the server's"
+									  " version.");
+		if (!stream_event(stream, packet + 1, len - 1, err))
 			return false;
-		}
 		if (stream->len > 0 &&
 			bk_monotonic_ms() - stream->range_first_ms >=
 				stream->agent->config.range_interval &&
 			!range_flush(stream, true, err))
-		{
-			mariadb_free_rpl_event(event);
 			return false;
-		}
 	}
-	if (event != NULL)
-		mariadb_free_rpl_event(event);
 	return true;
 }
 

@@ -9,7 +9,8 @@
 #   and a USAGE-only account refused; the agent stopped with SIGTERM
 #   mid-workload, the shipper SIGKILLed three times mid-workload, the agent
 #   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
-#   byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
+#   byte-identical; a statement-logged LOAD DATA (Begin_load_query and
+#   Append_block events) archived byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
 #   a binlog-gap audit event, a GAP in bk list, bk verify exit 4, and
 #   archiving goes on after the gap; the connection cut (by a proxy)
 #   between a file's format description and its GTID list and the file
@@ -399,6 +400,39 @@ my "FLUSH BINARY LOGS" >/dev/null
 mapfile -t files < <(closed_since "$mark")
 check_files "after shipper kills" "${files[@]}"
 no_gap "after shipper kills"
+
+# ---------------------------------------------------------------- statement-logged LOAD DATA
+# LOAD DATA logged as a statement carries the loaded file in the binlog: a
+# Begin_load_query event with its first block, Append_block events with the
+# rest, an Execute_load_query event.  Valid events, archived like any
+# other; the agent never stalls on an event type it does not parse.
+
+mark="$(current_file)"
+python3 -c '
+import sys
+with open(sys.argv[1], "w") as f:
+    for i in range(20000):
+        f.write("%d,load-%d-%s\n" % (i, i, "x" * 30))
+' "$dir/load.csv"
+load_errors="$(grep -c 'ERROR: reading the binlog' "$alog")"
+out="$(timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+    -u root --connect-timeout=10 --local-infile=1 -N -B -e "
+    SET SESSION binlog_format = STATEMENT;
+    LOAD DATA LOCAL INFILE '$dir/load.csv' INTO TABLE $db.t
+        FIELDS TERMINATED BY ',' (n, s);
+    INSERT INTO $db.t (n, s) VALUES (-1, 'after the load')" 2>&1)"
+ok $? "LOAD DATA of a $(stat -c %s "$dir/load.csv")-byte file, logged as a statement" ||
+    diag "$out"
+my "FLUSH BINARY LOGS" >/dev/null
+load_events="$(mariadb-binlog --no-defaults "$binlog_dir/$mark" 2>&1)"
+like "$load_events" 'Begin_load_query' "$mark holds a Begin_load_query event"
+like "$load_events" 'Append_block' "and Append_block events (the file is larger than a block)"
+like "$load_events" 'Execute_load_query' "and an Execute_load_query event"
+mapfile -t files < <(closed_since "$mark")
+check_files "statement-logged LOAD DATA" "${files[@]}"
+is "$(grep -c 'ERROR: reading the binlog' "$alog")" "$load_errors" \
+    "no error reading the binlog" || diag "$(grep 'ERROR: reading the binlog' "$alog" | tail -n 3)"
+no_gap "statement-logged LOAD DATA"
 
 # ---------------------------------------------------------------- SIGKILL while 64 MiB streams
 

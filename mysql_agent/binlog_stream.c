@@ -93,6 +93,13 @@ typedef struct Stream
 	 */
 	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
 	/*
+	 * Where the archive ended in a file purged before its end was archived,
+	 * while the stream goes on with the next file: whether anything is
+	 * missing is that file's GTID list's to say (follow_gtids), not the
+	 * purge's.  Empty file: none pending.
+	 */
+	BinlogPosition purged_end;
+	/*
 	 * Where the agent last refused to stream another history under the
 	 * archive's names and said so with a binlog-reset audit event: it
 	 * retries that refusal every backoff until given a new source_id, and
@@ -434,6 +441,54 @@ audit_reset(Stream *stream, const char *detail, const char *server_gtid)
 }
 
 /*
+ * report_purge_gap
+ *		The server purged its binlog from end on before the archive got
+ *		there: say so everywhere (an ERROR saying what to do, bk_status(),
+ *		a binlog-gap audit event), and mark the next range sent with where
+ *		the archive ends (gap-before=); a gap whose mark has not gone out
+ *		yet keeps its start.  next: the file streaming goes on with;
+ *		missing: the GTIDs that prove the gap, when a GTID list did, else
+ *		NULL (whole files are gone).
+ */
+static void
+report_purge_gap(Stream *stream, const BinlogPosition *end, const char *next,
+				 const char *missing)
+{
+	BkError gap;
+
+	bk_error_clear(&gap);
+	if (missing != NULL)
+		bk_error_set(&gap, BK_ERR_NOT_FOUND,
+					 "the binlog file \"%s\", where the archive ends (offset"
+					 " %" PRIu64 "), is no longer on the server: it was purged"
+					 " before bk archived its end, and the GTID list of"
+					 " \"%s\" names transactions the archive lacks (%s), so"
+					 " the archive has a gap up to \"%s\", where streaming"
+					 " continues",
+					 end->file, end->offset, next, missing, next);
+	else
+		bk_error_set(&gap, BK_ERR_NOT_FOUND,
+					 "the binlog file \"%s\", where the archive ends (offset"
+					 " %" PRIu64 "), is no longer on the server: it was purged"
+					 " before bk archived it, so the archive has a gap up to"
+					 " \"%s\", where streaming continues",
+					 end->file, end->offset, next);
+	bk_error_hint(&gap,
+				  "No point in time inside the gap can be restored,"
+				  " nor anything after it from older snapshots: take a new"
+				  " snapshot now (SELECT bk_snapshot()), and keep binlogs"
+				  " until bk archived them (binlog_expire_logs_seconds).");
+	agent_report_error(stream->agent, &gap);
+	agent_audit(stream->agent, "binlog-gap",
+				"binlog purged before it was archived; streaming continues"
+				" after the gap",
+				end);
+	if (stream->gap_before[0] == '\0')
+		snprintf(stream->gap_before, sizeof(stream->gap_before), "%s:%" PRIu64,
+				 end->file, end->offset);
+}
+
+/*
  * follow_gtids
  *		Follow the GTIDs of the stream (binlog_gtids.h).  A file's GTID_LIST
  *		is the server's account of everything logged before the file: it
@@ -463,6 +518,41 @@ follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
 	if (!binlog_gtids_event(&stream->gtids, event, header->length, &follows,
 							differs, sizeof(differs), err))
 		return false;
+	if (header->type == BK_BINLOG_GTID_LIST_EVENT &&
+		stream->purged_end.file[0] != '\0')
+	{
+		/*
+		 * The file before was purged after the archive's end, before the
+		 * rest of it arrived (stream_open): the list says whether the
+		 * server logged any transaction there.  If not, all that is
+		 * missing is the file's closing event (a ROTATE, or nothing after
+		 * a crash), and the file is archived as one a crash left without
+		 * it.
+		 */
+		if (follows)
+			agent_log("WARNING",
+					  "binlog \"%s\" was purged before the agent archived"
+					  " its end (the archive ends at offset %" PRIu64 "),"
+					  " but the GTID list of \"%s\" shows that no"
+					  " transaction is missing: no gap; \"%s\" is archived"
+					  " without its closing event",
+					  stream->purged_end.file, stream->purged_end.offset,
+					  stream->position.file, stream->purged_end.file);
+		else
+			report_purge_gap(stream, &stream->purged_end, stream->position.file,
+							 differs);
+		memset(&stream->purged_end, 0, sizeof(stream->purged_end));
+		return true;
+	}
+	if (stream->purged_end.file[0] != '\0' &&
+		header->type != BK_BINLOG_FORMAT_DESCRIPTION_EVENT &&
+		header->type != BK_BINLOG_START_ENCRYPTION_EVENT)
+	{
+		/* No list where MariaDB writes one: nothing proves there is no gap. */
+		report_purge_gap(stream, &stream->purged_end, stream->position.file,
+						 NULL);
+		memset(&stream->purged_end, 0, sizeof(stream->purged_end));
+	}
 	if (follows)
 		return true;
 	if (!binlog_gtids_format(&stream->gtids, theirs, sizeof(theirs)))
@@ -1101,6 +1191,36 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 							newest, stream->position.file) ||
 			   bk_error_hint(err, SECOND_HISTORY_HINT);
 	}
+	if (!has && !reset && stream->len == 0 && !stream->file_closed &&
+		oldest[0] != '\0' && file_follows(stream->position.file, oldest) &&
+		stream->gtids.known == BINLOG_GTIDS_EXACT &&
+		stream->purged_end.file[0] == '\0')
+	{
+		/*
+		 * Purged before its end was archived, but the next file is still
+		 * there: its GTID list is the server's account of everything it
+		 * logged before it, and the archive knows exactly what it reached
+		 * (every server's last GTID per domain), so that list tells whether
+		 * any transaction after the archive's end is missing
+		 * (follow_gtids), as the purge alone cannot: the agent may have
+		 * stopped caught up at the file's end, before the server rotated.
+		 * Known only by each domain's newest GTID, another server's
+		 * transactions could go unseen: a gap, below.
+		 */
+		stream->purged_end = stream->position;
+		agent_log("WARNING",
+				  "binlog \"%s\", where the archive ends (offset %" PRIu64
+				  "), is no longer on the server: streaming continues with"
+				  " \"%s\", whose GTID list tells whether any transaction is"
+				  " missing",
+				  stream->position.file, stream->position.offset, oldest);
+		bk_strlcpy(stream->position.file, oldest,
+				   sizeof(stream->position.file));
+		stream->position.offset = 4;
+		stream->range_start = 0;
+		stream->file_closed = false;
+		has = true;
+	}
 	if (!has && !reset && stream->len == 0 && stream->file_closed &&
 		oldest[0] != '\0' && file_follows(stream->position.file, oldest))
 	{
@@ -1127,32 +1247,16 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		 * Purged before it was archived: the archive has a gap that no
 		 * waiting can fill.  Say so everywhere, then archive what the server
 		 * still has, so the next snapshot is covered again; bk list and bk
-		 * verify show the gap (the missing file numbers).
+		 * verify show the gap (the missing file numbers).  A file purged
+		 * after its predecessor was (the next file's list never came): the
+		 * archive ends in that predecessor.
 		 */
-		BkError gap;
-
-		bk_error_clear(&gap);
-		bk_error_set(&gap, BK_ERR_NOT_FOUND,
-					 "the binlog file \"%s\", where the archive ends (offset"
-					 " %" PRIu64 "), is no longer on the server: it was purged"
-					 " before bk archived it, so the archive has a gap up to"
-					 " \"%s\", where streaming continues",
-					 stream->position.file, stream->position.offset, oldest);
-		bk_error_hint(&gap,
-					  "No point in time inside the gap can be restored,"
-					  " nor anything after it from older snapshots: take a new"
-					  " snapshot now (SELECT bk_snapshot()), and keep binlogs"
-					  " until bk archived them (binlog_expire_logs_seconds).");
-		agent_report_error(agent, &gap);
-		agent_audit(agent, "binlog-gap",
-					"binlog purged before it was archived; streaming continues"
-					" after the gap",
-					&stream->position);
-		/* A gap whose mark has not gone out yet keeps its start. */
-		if (stream->gap_before[0] == '\0')
-			snprintf(stream->gap_before, sizeof(stream->gap_before),
-					 "%s:%" PRIu64, stream->position.file,
-					 stream->position.offset);
+		report_purge_gap(stream,
+						 stream->purged_end.file[0] != '\0'
+							 ? &stream->purged_end
+							 : &stream->position,
+						 oldest, NULL);
+		memset(&stream->purged_end, 0, sizeof(stream->purged_end));
 		bk_strlcpy(stream->position.file, oldest,
 				   sizeof(stream->position.file));
 		stream->position.offset = 4;

@@ -10,13 +10,16 @@
 #   mid-workload, the shipper SIGKILLed three times mid-workload, the agent
 #   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
 #   byte-identical; a statement-logged LOAD DATA (Begin_load_query and
-#   Append_block events) archived byte-identical; binlogs PURGEd while the agent is stopped: a loud ERROR,
-#   a binlog-gap audit event, a GAP in bk list, bk verify exit 4, and
-#   archiving goes on after the gap; the connection cut (by a proxy)
-#   between a file's format description and its GTID list and the file
-#   purged before the agent is back: the same gap, from the file's start,
-#   and streaming goes on; a file archived to its STOP, then purged while
-#   the agent is down: no gap; another server's lower GTID in a
+#   Append_block events) archived byte-identical; binlogs PURGEd while the
+#   agent is stopped (transactions unseen): a loud ERROR, a binlog-gap
+#   audit event, a GAP in bk list, bk verify exit 4, and archiving goes on
+#   after the gap; the connection cut (by a proxy) between a file's format
+#   description and its GTID list and the file purged before the agent is
+#   back: the same gap, from the file's start, and streaming goes on; a
+#   file archived to its STOP, then purged while the agent is down: no gap;
+#   the agent stopped caught up at the end of the file being written, the
+#   file then rotated and purged: the next file's GTID list shows nothing
+#   missing, no gap; another server's lower GTID in a
 #   domain (a failover without gtid_strict_mode) across an agent restart:
 #   no discontinuity, no gap; RESET MASTER while the agent is
 #   stopped after a ROTATE: the name it resumes at written again, an ERROR,
@@ -521,8 +524,9 @@ purge_gap() {
     ok $? "agent stopped; PURGE BINARY LOGS TO '$resumed' ($cut not archived to its end)" || diag "$out"
     start_agent
     ok $? "the agent starts again after the purge"
-    like "$(cat "$alog")" "ERROR: the binlog file \"$cut\", where the archive ends \(offset [0-9]+\), is no longer on the server: it was purged" \
-        "the agent logs a loud ERROR naming $cut"
+    # Decided at once (whole files missing), or by the next file's GTID list.
+    wait_for 30 "the ERROR naming $cut" grep -qE "ERROR: the binlog file \"$cut\", where the archive ends \(offset [0-9]+\), is no longer on the server: it was purged" "$alog"
+    ok $? "the agent logs a loud ERROR naming $cut" || diag "$(tail -n 5 "$alog")"
     wait_for 30 "binlog-gap audit event" audit_gap "$cut"
     ok $? "a binlog-gap audit event naming $cut is on $prefix.audit"
     workload 3 >/dev/null
@@ -645,6 +649,57 @@ wait "$proxy_pid" 2>/dev/null
 proxy_pid=""
 start_agent
 ok $? "the agent streams from the server's socket again"
+
+# ------------------------------ a file purged after the archive's end: the GTID list decides
+# The agent stopped caught up at the end of the file the server writes; the
+# server then rotates and purges that file.  The archive lacks only the
+# file's ROTATE: the next file's GTID list shows that no transaction is
+# missing, so there is no gap.  (Transactions written after the archive's
+# end and purged unseen are a gap: purge_gap 1 above.)
+gaps_before="$(gap_lines)"
+caught="$(current_file)"
+workload 2 >/dev/null
+caught_end="$(my 'SHOW MASTER STATUS' | cut -f2)"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+archived_to() {
+    [[ "$(bkc list --source "$source_id" --json 2>/dev/null |
+        json_get "print(max([f['archived_to'] for f in d['sources'][0]['binlog_files'] if f['name'] == '$1'] or [0]))")" == "$2" ]]
+}
+wait_for 30 "$caught archived up to $caught_end" archived_to "$caught" "$caught_end"
+ok $? "the agent caught up at $caught:$caught_end"
+stop_agent TERM
+ok $? "the agent stops there"
+my "FLUSH BINARY LOGS" >/dev/null
+after_caught="$(current_file)"
+cp "$binlog_dir/$caught" "$dir/caught.copy"
+# The stopped agent's dump thread holds the file until it notices (PURGE
+# then leaves it, with a warning).
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+caught_purged() {
+    my "PURGE BINARY LOGS TO '$after_caught'" >/dev/null &&
+        ! my 'SHOW BINARY LOGS' | cut -f1 | grep -qx -- "$caught"
+}
+wait_for 30 "$caught purged" caught_purged
+ok $? "FLUSH BINARY LOGS, PURGE BINARY LOGS TO '$after_caught': only $caught's ROTATE was not archived" ||
+    diag "$(my 'SHOW BINARY LOGS')"
+purge_errors="$(grep -c 'is no longer on the server: it was purged' "$alog")"
+start_agent
+ok $? "the agent starts again"
+wait_for 30 "the GTID list's verdict" grep -qF "binlog \"$caught\" was purged before the agent archived its end (the archive ends at offset $caught_end), but the GTID list of \"$after_caught\" shows that no transaction is missing: no gap" "$alog"
+ok $? "the agent says $after_caught's GTID list shows nothing missing" || diag "$(tail -n 5 "$alog")"
+is "$(grep -c 'is no longer on the server: it was purged' "$alog")" "$purge_errors" "no purge ERROR"
+audit_gap "$caught"
+isnt $? 0 "no binlog-gap audit event naming $caught"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+check_files "after the purge of a file caught up to its end" "$after_caught"
+is "$(gap_lines)" "$gaps_before" "bk list shows no new gap"
+rm -f "$dir/out/$caught"
+out="$(bkc binlog-get --source "$source_id" "$caught" "$dir/out/$caught" 2>&1)"
+ok $? "$caught is complete in the archive (a later file follows it)" || diag "$out"
+cmp -s "$dir/out/$caught" <(head -c "$caught_end" "$dir/caught.copy")
+ok $? "... byte-identical to the server's file up to its ROTATE" ||
+    diag "$(cmp "$dir/out/$caught" <(head -c "$caught_end" "$dir/caught.copy") 2>&1)"
 
 # ---------------------------------------------------------------- mariadbd restarted
 # Cleanly: the file ends with STOP, the agent reconnects without calling it

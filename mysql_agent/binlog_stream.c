@@ -106,6 +106,12 @@ typedef struct Stream
 	 * one event is the news, not one every 30 s.  Empty file: none yet.
 	 */
 	BinlogPosition reset_audited;
+	/*
+	 * The same for a read that fails where the archive ends (the server's
+	 * refusal, error 1236, or an event the agent cannot check): retried
+	 * with growing backoff, and one binlog-read-error event per position.
+	 */
+	BinlogPosition read_error_audited;
 
 	BkEncoder *encoder;
 	size_t encoded;   /* bytes of buf handed to the encoder */
@@ -441,6 +447,95 @@ audit_reset(Stream *stream, const char *detail, const char *server_gtid)
 }
 
 /*
+ * event_type_name
+ *		MariaDB's name of a binlog event type (log_event.h), for messages.
+ */
+static const char *
+event_type_name(unsigned int type)
+{
+	switch (type)
+	{
+		case 2:
+			return "Query";
+		case 3:
+			return "Stop";
+		case 4:
+			return "Rotate";
+		case 5:
+			return "Intvar";
+		case 9:
+			return "Append_block";
+		case 11:
+			return "Delete_file";
+		case 13:
+			return "Rand";
+		case 14:
+			return "User_var";
+		case 15:
+			return "Format_desc";
+		case 16:
+			return "Xid";
+		case 17:
+			return "Begin_load_query";
+		case 18:
+			return "Execute_load_query";
+		case 19:
+			return "Table_map";
+		case 23:
+			return "Write_rows_v1";
+		case 24:
+			return "Update_rows_v1";
+		case 25:
+			return "Delete_rows_v1";
+		case 26:
+			return "Incident";
+		case 27:
+			return "Heartbeat";
+		case 160:
+			return "Annotate_rows";
+		case 161:
+			return "Binlog_checkpoint";
+		case 162:
+			return "Gtid";
+		case 163:
+			return "Gtid_list";
+		case 164:
+			return "Start_encryption";
+		case 165:
+			return "Query_compressed";
+		case 166:
+		case 169:
+			return "Write_rows_compressed";
+		case 167:
+		case 170:
+			return "Update_rows_compressed";
+		case 168:
+		case 171:
+			return "Delete_rows_compressed";
+	}
+	return "unknown";
+}
+
+/*
+ * audit_read_error
+ *		The binlog-read-error audit event for a read that failed at where,
+ *		once for that position (Stream.read_error_audited), as audit_reset:
+ *		the agent retries it, and the log line and bk_status() say it on
+ *		every retry.
+ */
+static void
+audit_read_error(Stream *stream, const BinlogPosition *where,
+				 const char *detail)
+{
+	if (strcmp(stream->read_error_audited.file, where->file) == 0 &&
+		stream->read_error_audited.offset == where->offset)
+		return;
+	if (agent_audit_gtids(stream->agent, "binlog-read-error", detail, where,
+						  NULL, NULL))
+		stream->read_error_audited = *where;
+}
+
+/*
  * report_purge_gap
  *		The server purged its binlog from end on before the archive got
  *		there: say so everywhere (an ERROR saying what to do, bk_status(),
@@ -673,19 +768,16 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 		return true;
 
 	if (header.next_pos != offset + header.length)
-		return bk_error_set(
-			err, BK_ERR_FORMAT,
-			"binlog \"%s\": an event of type %u claims to end at"
-			" %" PRIu32 ", but the stream stands at %" PRIu64
-			" and the event is %" PRIu32 " bytes long: events are missing",
-			stream->position.file, header.type, header.next_pos, offset,
-			header.length);
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"it claims to end at %" PRIu32
+							", but it is %" PRIu32
+							" bytes long: events are missing",
+							header.next_pos, header.length);
 	if (stream->checksum_alg == BK_BINLOG_CHECKSUM_CRC32 &&
 		!bk_binlog_crc_ok(event, header.length))
 		return bk_error_set(err, BK_ERR_FORMAT,
-							"binlog \"%s\": the CRC-32 of the event at offset"
-							" %" PRIu64 " is wrong",
-							stream->position.file, offset);
+							"its CRC-32 is wrong: the event was damaged"
+							" on the server's disk or on the way");
 	if (!follow_gtids(stream, &header, event, err))
 		return false;
 	if (!bk_gtid_state_apply(&stream->gtid, event, header.length, err))
@@ -707,8 +799,7 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 		if (!bk_binlog_rotate_read(event, header.length, stream->checksum_alg,
 								   &pos, stream->next_file,
 								   sizeof(stream->next_file), err))
-			return bk_error_prefix(err,
-								   "binlog \"%s\": ", stream->position.file);
+			return false;
 		stream->closing = "rotate";
 		stream->file_closed = true;
 		return range_flush(stream, true, err);
@@ -1357,6 +1448,8 @@ stream_close(Stream *stream)
 static bool
 stream_receive(Stream *stream, BkError *err)
 {
+	BinlogPosition at;
+
 	while (!agent_stop_requested)
 	{
 		unsigned long len = mysql_net_read_packet(stream->conn);
@@ -1382,18 +1475,33 @@ stream_receive(Stream *stream, BkError *err)
 				code == 1236 &&
 				strstr(mysql_error(stream->conn),
 					   "truncated in the middle of event") != NULL;
-			if (code == 1236 && !stream->torn_file)
-				agent_audit(stream->agent, "binlog-gap",
-							mysql_error(stream->conn), &stream->position);
-			return bk_error_set(
+			bk_error_set(
 				err, BK_ERR_IO, "reading the binlog at %s:%" PRIu64 ": %s%s",
 				stream->position.file, stream->position.offset,
 				code ? mysql_error(stream->conn)
 					 : "the server ended the stream",
-				stream->torn_file ? " (a crash cut the file short)"
-				: code == 1236    ? " (the file was purged or the"
-									" server's binlog was reset)"
-								  : "");
+				stream->torn_file ? " (a crash cut the file short)" : "");
+			if (code != 1236 || stream->torn_file)
+				return false;
+			/*
+			 * The server refuses to send the binlog from there: a file
+			 * purged, or a binlog reset, between SHOW BINARY LOGS and the
+			 * dump (the next attempt sees it by name), an event that fails
+			 * its CRC check, an event larger than max_allowed_packet.  Its
+			 * text says which; the rest is a guess, so it goes in the hint.
+			 */
+			audit_read_error(stream, &stream->position,
+							 mysql_error(stream->conn));
+			return bk_error_hint(
+				err,
+				"The server refused to send its binlog from there (error"
+				" 1236), for the reason it gives.  A file purged or a binlog"
+				" reset meanwhile is seen at the next attempt; a failed CRC"
+				" check is a damaged binlog file: check it with"
+				" mariadb-binlog --verify-binlog-checksum "
+				"--start-position=%" PRIu64
+				" %s.  The agent retries, less often each time.",
+				stream->position.offset, stream->position.file);
 		}
 		if (len == 0 || packet[0] != 0x00)
 			return bk_error_set(err, BK_ERR_FORMAT,
@@ -1406,8 +1514,28 @@ stream_receive(Stream *stream, BkError *err)
 									  " same position again; if this goes"
 									  " on, report it with the server's"
 									  " version.");
+		at = stream->position;
 		if (!stream_event(stream, packet + 1, len - 1, err))
-			return false;
+		{
+			unsigned int type = len > 5 ? packet[5] : 0;
+
+			if (err->code != BK_ERR_FORMAT)
+				return false;
+			/* Where and what, before the check that failed. */
+			bk_error_prefix(err,
+							"reading the binlog at %s:%" PRIu64
+							", a %s event (type %u): ",
+							at.file, at.offset, event_type_name(type), type);
+			audit_read_error(stream, &at, err->message);
+			return bk_error_hint(
+				err,
+				"The agent archives nothing past an event it cannot check: it"
+				" reconnects and reads it again, less often each time.  If"
+				" this goes on, check the server's file there with"
+				" mariadb-binlog --verify-binlog-checksum "
+				"--start-position=%" PRIu64 " %s.",
+				at.offset, at.file);
+		}
 		if (stream->len > 0 &&
 			bk_monotonic_ms() - stream->range_first_ms >=
 				stream->agent->config.range_interval &&
@@ -1429,7 +1557,10 @@ binlog_stream_run(Agent *agent, BkError *err)
 	Stream stream;
 	bool have_position = false;
 	int64_t backoff_ms = 1000;
+	BinlogPosition failed_at; /* where the previous attempt failed */
 	bool ok = true;
+
+	memset(&failed_at, 0, sizeof(failed_at));
 
 	memset(&stream, 0, sizeof(stream));
 	stream.agent = agent;
@@ -1442,18 +1573,32 @@ binlog_stream_run(Agent *agent, BkError *err)
 	while (!agent_stop_requested)
 	{
 		BkError step;
+		int64_t opened_ms = 0;
 
 		bk_error_clear(&step);
 		stream.lost_connection = false;
 		if (stream_open(&stream, &have_position, &step))
 		{
-			backoff_ms = 1000;
+			opened_ms = bk_monotonic_ms();
 			if (stream_receive(&stream, &step))
 				break;
 		}
 		stream_close(&stream);
 		if (agent_stop_requested)
 			break;
+		/*
+		 * The backoff starts again at 1 s when the stream got somewhere:
+		 * past where it failed before, or streaming a while.  A failure
+		 * at the same position again and again (a refusal, an event that
+		 * cannot be read) heals only by someone's action, not by retrying
+		 * every second: that backoff grows, up to AGENT_RETRY_MAX_MS.
+		 */
+		if (opened_ms != 0 &&
+			(strcmp(stream.position.file, failed_at.file) != 0 ||
+			 stream.position.offset != failed_at.offset ||
+			 bk_monotonic_ms() - opened_ms >= AGENT_RETRY_MAX_MS))
+			backoff_ms = 1000;
+		failed_at = stream.position;
 		if (step.code == BK_ERR_IO && stream.lost_connection)
 		{
 			/*

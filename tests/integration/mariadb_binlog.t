@@ -10,7 +10,11 @@
 #   mid-workload, the shipper SIGKILLed three times mid-workload, the agent
 #   SIGKILLed while a 64 MiB BLOB transaction streams: no gap, still
 #   byte-identical; a statement-logged LOAD DATA (Begin_load_query and
-#   Append_block events) archived byte-identical; binlogs PURGEd while the
+#   Append_block events) archived byte-identical; an event damaged on the
+#   server's disk refused (by the server, error 1236, and by the agent's
+#   CRC-32 check): retried with a growing backoff, one binlog-read-error
+#   audit event, the event and what to do in the log, archived once
+#   repaired; binlogs PURGEd while the
 #   agent is stopped (transactions unseen): a loud ERROR, a binlog-gap
 #   audit event, a GAP in bk list, bk verify exit 4, and archiving goes on
 #   after the gap; the connection cut (by a proxy) between a file's format
@@ -83,6 +87,7 @@ workload_pid=""
 proxy_pid=""
 old_packet="$(my 'SELECT @@global.max_allowed_packet')"
 old_strict="$(my 'SELECT @@global.gtid_strict_mode')"
+old_verify="$(my 'SELECT @@global.master_verify_checksum')"
 created_function=""
 role="bk_test_binlog_$$"
 
@@ -100,6 +105,7 @@ cleanup() {
     BK_SERVICES_DIR="$dir/other" BK_MYSQL_PORT="$((MYSQL_TCP_PORT + 2))" "$SERVICES" stop mariadb >/dev/null 2>&1
     [[ "$old_packet" =~ ^[0-9]+$ ]] && my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
     [[ "$old_strict" =~ ^[01]$ ]] && my "SET GLOBAL gtid_strict_mode = $old_strict" >/dev/null
+    [[ "$old_verify" =~ ^[01]$ ]] && my "SET GLOBAL master_verify_checksum = $old_verify" >/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
         DROP USER IF EXISTS bk_binlog_usage@'127.0.0.1'" >/dev/null
     [[ -n "$created_function" ]] && my "DROP FUNCTION IF EXISTS bk_status" >/dev/null
@@ -436,6 +442,55 @@ check_files "statement-logged LOAD DATA" "${files[@]}"
 is "$(grep -c 'ERROR: reading the binlog' "$alog")" "$load_errors" \
     "no error reading the binlog" || diag "$(grep 'ERROR: reading the binlog' "$alog" | tail -n 3)"
 no_gap "statement-logged LOAD DATA"
+
+# ---------------------------------------------------------------- a damaged event
+# An event damaged on the server's disk, in the part of a file the agent
+# has not read: with master_verify_checksum the server refuses to send it
+# (error 1236), without it the agent's own CRC-32 check refuses it.  Either
+# way the agent retries at that position, less often each time, sends one
+# binlog-read-error audit event for it, and says which event, where, and
+# what to do; once the file is repaired, archiving goes on.
+
+stop_agent TERM
+damaged="$(current_file)"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+read -r dpos _ < <(my "SHOW BINLOG EVENTS IN '$damaged'" |
+    awk -F'\t' '$3 ~ /^Write_rows/ {print $2, $5}' | tail -n 1)
+dbyte=$((dpos + 40))
+dorig="$(od -An -tu1 -j "$dbyte" -N1 "$binlog_dir/$damaged" | tr -d ' ')"
+dput() { printf '%b' "$(printf '\\%03o' "$1")" | dd of="$binlog_dir/$damaged" bs=1 seek="$dbyte" conv=notrunc status=none; }
+dput $(((dorig + 1) % 256))
+ok $? "one byte of the Write_rows event at $damaged:$dpos changed on disk"
+my "SET GLOBAL master_verify_checksum = ON" >/dev/null
+refused="reading the binlog at $damaged:$dpos: [^\"]*did not pass crc check"
+start_agent
+ok $? "the agent starts again"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+refusals_at_least() { (($(grep -c "$refused" "$alog") >= $1)); }
+wait_for 30 "three refusals" refusals_at_least 3
+ok $? "the server refuses to send the damaged event, the agent retries" || diag "$(tail -n 5 "$alog")"
+like "$(grep "$refused" "$alog" | tail -n 1)" \
+    "ERROR: reading the binlog at $damaged:$dpos: .*did not pass crc check.* HINT: .*mariadb-binlog --verify-binlog-checksum --start-position=$dpos $damaged" \
+    "the server's own text first, then what to do"
+unlike "$(grep "$refused" "$alog" | tail -n 1)" 'was purged or' "no guess that the file was purged"
+is "$(grep -A1 "$refused" "$alog" | grep -o 'retrying in [0-9]* ms' | head -n 3 | tr '\n' ' ')" \
+    "retrying in 1000 ms retrying in 2000 ms retrying in 4000 ms " "the backoff grows at the same position"
+read_errors() { audit | grep '"event":"binlog-read-error"' | grep -c "\"binlog_file\":\"$damaged\",\"binlog_pos\":$dpos"; }
+is "$(read_errors)" 1 "one binlog-read-error audit event for $damaged:$dpos"
+audit | grep '"event":"binlog-gap"' | grep -q "\"binlog_file\":\"$damaged\""
+isnt $? 0 "and no binlog-gap event"
+my "SET GLOBAL master_verify_checksum = OFF" >/dev/null
+crc_wrong="reading the binlog at $damaged:$dpos, a Write_rows_v1 event (type 23): its CRC-32 is wrong"
+wait_for 30 "the agent's own CRC check" grep -q "$crc_wrong" "$alog"
+ok $? "without master_verify_checksum, the agent's own check refuses it, naming the event" ||
+    diag "$(tail -n 5 "$alog")"
+like "$(grep "$crc_wrong" "$alog" | tail -n 1)" \
+    "HINT: .*mariadb-binlog --verify-binlog-checksum --start-position=$dpos $damaged" "and what to do"
+is "$(read_errors)" 1 "still one binlog-read-error audit event for $damaged:$dpos"
+dput "$dorig"
+ok $? "the byte repaired"
+check_files "after the damaged event was repaired" "$damaged"
 
 # ---------------------------------------------------------------- SIGKILL while 64 MiB streams
 

@@ -401,12 +401,14 @@ fail:
 		fprintf(stderr,
 				"%s: the restore is incomplete: \"%s\" will not start (its "
 				"global/pg_control is written last%s). Fix the cause and run "
-				"bk restore again, with --delta to reuse what was restored.\n",
+				"bk restore again%s, with --delta to reuse what was "
+				"restored.\n",
 				r->program,
 				r->pgdata_shown[0] ? r->pgdata_shown : r->pgdata_arg,
 				r->protect ? ", and it stays root's until the restore "
 							 "completes"
-						   : "");
+						   : "",
+				r->protect ? " as root" : "");
 	}
 done:
 	restore_close_roots(r);

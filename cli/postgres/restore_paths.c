@@ -42,12 +42,16 @@ restore_resolve_path(const Restore *r, const char *rel, char *out,
 			for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
 				if (r->tablespaces[spcIdx].oid == oid)
 				{
+					const RestoreTablespace *spc = &r->tablespaces[spcIdx];
+
 					if (*end == '\0')
 						return restore_join_path(out, out_len, r->pgdata, rel,
 												 err);
-					return restore_join_path(out, out_len,
-											 r->tablespaces[spcIdx].location,
-											 end + 1, err);
+					/* Through the open location once there is one. */
+					return restore_join_path(
+						out, out_len,
+						spc->root[0] != '\0' ? spc->root : spc->location,
+						end + 1, err);
 				}
 	}
 	return restore_join_path(out, out_len, r->pgdata, rel, err);
@@ -388,7 +392,10 @@ restore_show_paths(const Restore *r, BkError *err)
 	}
 }
 
-/* The length of the root (--pgdata, a tablespace location) path is under. */
+/*
+ * The length of the root (--pgdata, a tablespace location) path is under;
+ * 0 for a path under none, which bk never makes.
+ */
 static size_t
 root_length(const Restore *r, const char *path)
 {
@@ -403,7 +410,10 @@ root_length(const Restore *r, const char *path)
 			path[spc_len] == '/')
 			return spc_len;
 	}
-	return len;
+	if (strncmp(path, r->pgdata, len) == 0 &&
+		(path[len] == '/' || path[len] == '\0'))
+		return len;
+	return 0;
 }
 
 /*
@@ -421,6 +431,11 @@ restore_ensure_dir(const Restore *r, const char *path, int mode, BkError *err)
 
 	if (len >= sizeof(partial))
 		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
+	if (root_length(r, path) == 0)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"\"%s\" is neither in the target directory nor "
+							"in a tablespace location",
+							path);
 	for (size_t pos = root_length(r, path) + 1; pos <= len; pos++)
 	{
 		struct stat st;

@@ -124,6 +124,65 @@ test_open_root(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/*
+ * A tablespace location reached through a symbolic link (a linked parent,
+ * as /var/lib/postgresql -> /data/pg): its directories are made in the
+ * opened location, the link is neither refused nor, under --delta,
+ * replaced by an empty directory.
+ */
+static void
+test_tablespace_through_link(void **state)
+{
+	char base[] = "/tmp/bk-test-spclink-XXXXXX";
+	char path[PATH_MAX];
+	char canonical[PATH_MAX];
+	RestoreTablespace spc = {.oid = 16384, .fd = -1};
+	Restore r = {.program = "bk", .pgdata_fd = -1};
+	struct stat st;
+	BkError err;
+
+	(void) state;
+	assert_non_null(mkdtemp(base));
+	snprintf(path, sizeof(path), "%s/real", base);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(canonical, sizeof(canonical), "%s/link", base);
+	assert_int_equal(symlink(path, canonical), 0);
+
+	snprintf(path, sizeof(path), "%s/data", base);
+	assert_true(restore_canonical_path(path, r.pgdata_shown,
+									   sizeof(r.pgdata_shown), &err));
+	assert_true(restore_open_root(&r, r.pgdata_shown, &r.pgdata_fd, r.pgdata,
+								  sizeof(r.pgdata), &err));
+	snprintf(spc.location, sizeof(spc.location), "%s/link/ts", base);
+	bk_strlcpy(spc.original, spc.location, sizeof(spc.original));
+	assert_true(restore_canonical_path(spc.location, spc.canonical,
+									   sizeof(spc.canonical), &err));
+	assert_true(restore_open_root(&r, spc.canonical, &spc.fd, spc.root,
+								  sizeof(spc.root), &err));
+	r.tablespaces = &spc;
+	r.tablespace_count = 1;
+
+	for (int delta = 0; delta <= 1; delta++)
+	{
+		r.delta = delta;
+		assert_true(restore_resolve_path(&r, "pg_tblspc/16384/PG_15_1/5", path,
+										 sizeof(path), &err));
+		if (!restore_ensure_dir(&r, path, 0700, &err))
+			fail_msg("delta %d: %s", delta, err.message);
+		snprintf(path, sizeof(path), "%s/link", base);
+		assert_int_equal(lstat(path, &st), 0);
+		assert_true(S_ISLNK(st.st_mode));
+		snprintf(path, sizeof(path), "%s/real/ts/PG_15_1/5", base);
+		assert_int_equal(lstat(path, &st), 0);
+		assert_true(S_ISDIR(st.st_mode));
+	}
+
+	close(spc.fd);
+	close(r.pgdata_fd);
+	snprintf(path, sizeof(path), "rm -rf '%s'", base);
+	assert_int_equal(system(path), 0);
+}
+
 /* ------------------------------------------------------------ timestamps */
 
 static void
@@ -4399,6 +4458,7 @@ main(void)
 		cmocka_unit_test(test_waldump_xact_time),
 		cmocka_unit_test(test_canonical_path),
 		cmocka_unit_test(test_open_root),
+		cmocka_unit_test(test_tablespace_through_link),
 		cmocka_unit_test_setup_teardown(test_time_target_gap, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_outage, wal_setup,

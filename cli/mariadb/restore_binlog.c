@@ -416,22 +416,54 @@ next_table(Words *words, const BkBinlogQuery *query, char *db, char *name)
 	return true;
 }
 
-/* Does text name the table (a whole word, in any quoting)? */
+/*
+ * Does the statement name the table: an identifier (backquoted or not)
+ * equal to it, outside string literals and comments?  A column, an alias
+ * or another database's table of that name still counts: a refusal the
+ * DBA can read beats a replay that runs on the wrong table.
+ */
 static bool
 mentions(const BkBinlogQuery *query, const char *name)
 {
-	size_t name_len = strlen(name);
-	const char *text = query->text;
-	const char *end = text + query->text_len;
+	Words words = {query->text, query->text_len, 0};
+	char word[256];
 
-	if (name_len == 0)
+	if (name[0] == '\0')
 		return false;
-	for (const char *at = text;
-		 (at = memmem(at, (size_t) (end - at), name, name_len)) != NULL; at++)
-		if ((at == text || !identifier_char((unsigned char) at[-1])) &&
-			(at + name_len == end ||
-			 !identifier_char((unsigned char) at[name_len])))
+	while (next_word(&words, word, sizeof(word)))
+	{
+		const char *text = words.text;
+		size_t len = words.len;
+		bool line_comment = strcmp(word, "#") == 0 ||
+							(strcmp(word, "-") == 0 && words.at < len &&
+							 text[words.at] == '-' &&
+							 (words.at + 1 >= len ||
+							  isspace((unsigned char) text[words.at + 1])));
+
+		if (line_comment)
+		{
+			while (words.at < len && text[words.at] != '\n')
+				words.at++;
+			continue;
+		}
+		if (strcmp(word, "'") == 0 || strcmp(word, "\"") == 0)
+		{
+			/* A literal: to its closing quote ('' and \' stay inside). */
+			while (words.at < len)
+			{
+				if (text[words.at] == '\\')
+					words.at += 2;
+				else if (text[words.at] == word[0] && words.at + 1 < len &&
+						 text[words.at + 1] == word[0])
+					words.at += 2;
+				else if (text[words.at++] == word[0])
+					break;
+			}
+			continue;
+		}
+		if (strcmp(word, name) == 0)
 			return true;
+	}
 	return false;
 }
 
@@ -1828,8 +1860,14 @@ restore_replay(MariadbRestore *r, BkError *err)
 		return false;
 	}
 	if (pipe2(data_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
-		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
-							strerror(errno));
+	{
+		bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
+					 strerror(errno));
+		/* Nothing replayed: the target's settings as they were. */
+		put_back_packet_limit(r);
+		put_back_replay_settings(r);
+		return false;
+	}
 	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	binlog_argv(r, &binlog);
 	client_argv(r, &client);

@@ -46,6 +46,8 @@ typedef struct Fixture
 	BkDecoder *decoder;
 	int uploads;
 	int groups; /* transactions the last plan replays */
+	/* the temporary table from before the snapshot it uses, if any */
+	char temp_table[520];
 } Fixture;
 
 static int
@@ -171,6 +173,7 @@ plan_from(Fixture *f, uint64_t snapshot_pos, const char *snapshot_gtid,
 	bk_error_clear(err);
 	ok = restore_plan_replay(r, err);
 	f->groups = (int) r->groups;
+	bk_strlcpy(f->temp_table, r->temp_table_name, sizeof(f->temp_table));
 	restore_remove_work_dir(r);
 	free(r->replay);
 	binlog_catalog_free(&r->binlog);
@@ -405,6 +408,86 @@ test_time_target_in_complete_archive(void **state)
 	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:40:00", &err));
 	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:40:01", &err));
 	assert_error_contains(&err, "only up to 2026-11-24T09:40:00.000Z");
+}
+
+/*
+ * A Query event of session thread, database db, that uses temporary
+ * tables (LOG_EVENT_THREAD_SPECIFIC_F), as statement-based logging writes
+ * it.
+ */
+static void
+add_query(uint8_t *file, size_t *len, uint32_t thread, const char *db,
+		  const char *text)
+{
+	uint8_t body[512] = {0};
+	size_t db_len = strlen(db);
+	size_t text_len = strlen(text);
+	size_t start = *len;
+
+	put_le32(body, thread);
+	body[8] = (uint8_t) db_len;
+	memcpy(body + 13, db, db_len + 1);
+	memcpy(body + 13 + db_len + 1, text, text_len);
+	add_event(file, len, BK_BINLOG_QUERY_EVENT, T0900, body,
+			  13 + db_len + 1 + text_len);
+	file[start + 17] = BK_BINLOG_F_THREAD_SPECIFIC;
+}
+
+/*
+ * Under MIXED logging, session 7 created temporary table tmp before the
+ * snapshot; after it, the session's statement is statement-logged.  Only
+ * one that names the table (not a string or a comment holding the word)
+ * is the replay's problem.
+ */
+static void
+test_temp_table_from_before_snapshot(void **state)
+{
+	Fixture *f = *state;
+	static const struct
+	{
+		const char *text;
+		bool uses;
+	} cases[] = {
+		{"INSERT INTO t SELECT * FROM tmp", true},
+		{"INSERT INTO t SELECT * FROM `tmp` WHERE a > 0", true},
+		{"INSERT INTO t VALUES ('tmp')", false},
+		{"INSERT INTO t VALUES ('it''s tmp'), (\"tmp\")", false},
+		{"INSERT INTO t SELECT * FROM other -- tmp\n", false},
+		{"INSERT INTO t /* tmp */ SELECT * FROM other # tmp", false},
+	};
+
+	for (size_t caseIdx = 0; caseIdx < sizeof(cases) / sizeof(cases[0]);
+		 caseIdx++)
+	{
+		uint8_t bytes[2048];
+		size_t len = BK_BINLOG_MAGIC_LEN;
+		size_t snapshot_pos;
+		uint8_t gtid[13] = {2};
+		BkError err;
+
+		memcpy(bytes,
+			   "\xfe"
+			   "bin",
+			   BK_BINLOG_MAGIC_LEN);
+		add_query(bytes, &len, 7, "d", "CREATE TEMPORARY TABLE tmp (a INT)");
+		snapshot_pos = len;
+		add_event(bytes, &len, BK_BINLOG_GTID_EVENT, T0900, gtid, sizeof(gtid));
+		add_query(bytes, &len, 7, "d", cases[caseIdx].text);
+		add_event(bytes, &len, BK_BINLOG_XID_EVENT, T0900,
+				  (const uint8_t *) "\1\0\0\0\0\0\0\0", 8);
+		archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900, "");
+		if (!plan_from(f, snapshot_pos, "0-1-1", TARGET_LATEST, NULL, &err))
+			fail_msg("%s: %s", cases[caseIdx].text, err.message);
+		if (cases[caseIdx].uses)
+			assert_string_equal(f->temp_table, "d.tmp");
+		else if (f->temp_table[0] != '\0')
+			fail_msg("\"%s\" taken for a use of %s", cases[caseIdx].text,
+					 f->temp_table);
+		/* The next case's file in place of this one. */
+		teardown(state);
+		setup(state);
+		f = *state;
+	}
 }
 
 /* A range of an older agent, without complete-until: its newest event. */
@@ -2386,6 +2469,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_gap_before_after_rotate, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_needs_complete_archive,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_temp_table_from_before_snapshot,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_in_complete_archive,
 										setup, teardown),

@@ -1029,6 +1029,25 @@ local_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
 }
 
 /*
+ * Empty and remove a spool moved aside; one another housekeeping took over
+ * meanwhile (clean_trash) is its to remove.
+ */
+static bool
+empty_trash(const char *trash, uint64_t *removed, BkError *err)
+{
+	if (access(trash, F_OK) != 0 && errno == ENOENT)
+		return true;
+	if (empty_spool(trash, removed, err) && bk_remove_tree(trash, err))
+		return true;
+	if (access(trash, F_OK) != 0 && errno == ENOENT)
+	{
+		bk_error_clear(err);
+		return true;
+	}
+	return false;
+}
+
+/*
  * A stopped shipper's spool, locked by us (lock_fd): moved aside in one
  * rename, the lock released, then emptied and removed.  Its owner,
  * starting meanwhile, waits for a rename, not for the removal of every
@@ -1043,10 +1062,15 @@ clean_spool(const char *spools, const char *spool, int lock_fd,
 	uint64_t suffix;
 	bool ok;
 
+	/*
+	 * Touched first: a spool untouched for long would otherwise look, once
+	 * renamed, like trash its cleaner left (clean_trash), and another
+	 * housekeeping could take it from under us.
+	 */
 	if (getentropy(&suffix, sizeof(suffix)) != 0 ||
 		snprintf(trash, sizeof(trash), "%s/" SPOOL_TRASH_PREFIX "%016" PRIx64,
 				 spools, suffix) >= (int) sizeof(trash) ||
-		rename(spool, trash) != 0)
+		utimensat(AT_FDCWD, spool, NULL, 0) != 0 || rename(spool, trash) != 0)
 	{
 		/* Emptied in place, under the lock, as before. */
 		ok = empty_spool(spool, removed, err);
@@ -1054,7 +1078,7 @@ clean_spool(const char *spools, const char *spool, int lock_fd,
 		return ok;
 	}
 	close(lock_fd);
-	return empty_spool(trash, removed, err) && bk_remove_tree(trash, err);
+	return empty_trash(trash, removed, err);
 }
 
 /*
@@ -1080,7 +1104,7 @@ clean_trash(const char *spools, const char *name, uint64_t *removed,
 				 spools, suffix) >= (int) sizeof(trash) ||
 		rename(path, trash) != 0)
 		return true; /* another housekeeping took it */
-	return empty_spool(trash, removed, err) && bk_remove_tree(trash, err);
+	return empty_trash(trash, removed, err);
 }
 
 /*

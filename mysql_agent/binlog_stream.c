@@ -45,6 +45,14 @@
 	"agent a new source_id and take a snapshot; the old archive stays "        \
 	"restorable."
 
+/*
+ * A read of a heartbeat that took this long waited for it (one served from
+ * the connection's buffer takes microseconds), and the most its transit
+ * from the server is taken to have lasted.
+ */
+#define HEARTBEAT_WAITED_MS         2
+#define HEARTBEAT_TRANSIT_MARGIN_MS 50
+
 /* The pending range and where the stream stands. */
 typedef struct Stream
 {
@@ -83,6 +91,9 @@ typedef struct Stream
 	 * restart that stalls leaves the archive short of what it was sent at).
 	 */
 	int64_t complete_until_ms;
+	/* When the read of the current packet began, and whether it waited. */
+	int64_t read_started_ms;
+	bool read_waited;
 	const char *closing; /* "rotate" or "stop" when the range ends the file */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	/*
@@ -720,9 +731,21 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 				header.next_pos == stream->position.offset)
 			{
 				int64_t now = bk_wall_ms();
+				int64_t sent_after =
+					stream->read_started_ms - HEARTBEAT_TRANSIT_MARGIN_MS;
 
-				if (now > stream->complete_until_ms)
-					stream->complete_until_ms = now;
+				/*
+				 * The server sent it when it had nothing more, but a
+				 * commit written after that and before now is still
+				 * behind it in the stream.  Only a heartbeat that arrived
+				 * while the agent was waiting for it was sent after the
+				 * read began (less its time in transit): what was written
+				 * before that is here.  One read from a buffer proves
+				 * nothing new; the next heartbeat will.
+				 */
+				if (stream->read_waited &&
+					sent_after > stream->complete_until_ms)
+					stream->complete_until_ms = sent_after;
 				pthread_mutex_lock(&agent->status.lock);
 				agent->status.caught_up_at_ms = now;
 				pthread_mutex_unlock(&agent->status.lock);
@@ -1452,8 +1475,14 @@ stream_receive(Stream *stream, BkError *err)
 
 	while (!agent_stop_requested)
 	{
+		int64_t read_started_ms = bk_wall_ms();
 		unsigned long len = mysql_net_read_packet(stream->conn);
 		const uint8_t *packet = stream->conn->net.read_pos;
+
+		/* Whether the packet arrived after the read began (heartbeats). */
+		stream->read_started_ms = read_started_ms;
+		stream->read_waited =
+			bk_wall_ms() - read_started_ms >= HEARTBEAT_WAITED_MS;
 
 		if (len == packet_error || (len < 9 && packet[0] == 0xFE))
 		{

@@ -1306,12 +1306,24 @@ batch_produce(BkProducer *producer, const char *topic, const char *key,
 				send_failure(producer, err);
 				goto abandon;
 			}
-			/* Bound memory: wait for acknowledgements before queueing more. */
+			/*
+			 * Bound memory: wait for acknowledgements before queueing more,
+			 * as long as bk_producer_batch_wait would: librdkafka's timeout
+			 * scan can lag while it backs off reconnecting to a dead broker.
+			 */
 			if (producer->inflight_bytes >= producer->window_bytes ||
 				(producer->window_messages > 0 &&
 				 producer->inflight_messages >= producer->window_messages))
 			{
 				rd_kafka_poll(producer->rk, PRODUCER_POLL_MS);
+				if (bk_monotonic_ms() - producer->last_progress_ms >
+					producer->timeout_ms + BK_KAFKA_TIMEOUT_SLACK_MS)
+				{
+					if (out.headers)
+						rd_kafka_headers_destroy(out.headers);
+					report_silence(producer, err);
+					goto abandon;
+				}
 				continue;
 			}
 			kerr = rd_kafka_producev(

@@ -303,6 +303,55 @@ test_broker_down_bounded(void **state)
 	bk_producer_free(producer);
 }
 
+/*
+ * An object larger than the producer's window, the broker down: the send
+ * waits for room in the window, and gives up within the same bound as the
+ * wait for the last acknowledgement (librdkafka's timeout scan lags in
+ * about half the runs while it backs off reconnecting, and the wait for
+ * room had no bound of its own: up to 10 s was seen).  Several tries, since
+ * the lag comes and goes; it did not come in twelve tries of the code before
+ * the bound, so this guards the bound rather than proving its absence.
+ */
+static void
+test_broker_down_window_bounded(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	BkProducer *producer;
+	EncodeSource source;
+	BkError err;
+
+	(void) state;
+	settings.window_bytes = 256 * 1024;
+	producer = bk_producer_new(&settings, &err);
+	assert_non_null(producer);
+	source_begin(&source, 200 * 1024);
+	if (!bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, NULL, &err))
+		fail_msg("%s", err.message);
+	source_end(&source);
+	for (int attempt = 0; attempt < 3; attempt++)
+	{
+		int64_t start;
+		int64_t elapsed;
+		bool sent;
+
+		rd_kafka_mock_broker_set_down(mock, 1);
+		source_begin(&source, 4 * 1024 * 1024);
+		start = bk_monotonic_ms();
+		sent = bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+									   &source, NULL, NULL, NULL, &err);
+		elapsed = bk_monotonic_ms() - start;
+		rd_kafka_mock_broker_set_up(mock, 1);
+		source_end(&source);
+		assert_false(sent);
+		assert_int_equal(err.code, BK_ERR_TIMEOUT);
+		if (elapsed >= TIMEOUT_MS + 3000)
+			fail_msg("attempt %d gave up after %" PRId64 " ms: %s", attempt,
+					 elapsed, err.message);
+	}
+	bk_producer_free(producer);
+}
+
 /* Transient broker errors are retried by the idempotent producer. */
 static void
 test_transient_errors_retried(void **state)
@@ -1060,6 +1109,7 @@ main(void)
 		cmocka_unit_test(test_request_messages),
 		cmocka_unit_test(test_small_chunks_not_timed_out),
 		cmocka_unit_test(test_broker_down_bounded),
+		cmocka_unit_test(test_broker_down_window_bounded),
 		cmocka_unit_test(test_transient_errors_retried),
 		cmocka_unit_test(test_permanent_error_reported),
 		cmocka_unit_test(test_topic_refused_at_once),

@@ -712,9 +712,10 @@ bk_encoder_begin(BkEncoder *enc, const BkObjectInfo *info, BkError *err)
 	if (!bk_meta_valid(info->meta, meta_len))
 		return bk_error_set(err, BK_ERR_USAGE,
 							"invalid metadata for object \"%s\"", info->name);
-	chunk_count = info->size == 0
-					  ? 1
-					  : (info->size + enc->chunk_size - 1) / enc->chunk_size;
+	/* Not size + chunk_size - 1: that wraps for sizes near 2^64. */
+	chunk_count = info->size == 0 ? 1
+								  : info->size / enc->chunk_size +
+										(info->size % enc->chunk_size != 0);
 	if (chunk_count > UINT32_MAX)
 		return bk_error_set(err, BK_ERR_USAGE,
 							"object \"%s\" of %" PRIu64
@@ -821,6 +822,20 @@ bk_encoder_chunk(BkEncoder *enc, const uint8_t *plain, size_t len,
 	return true;
 }
 
+/*
+ * A chunk failed after the digest took its bytes, perhaps before its nonce
+ * was used up: the object cannot go on (a next chunk would repeat that
+ * nonce, or count those bytes twice).  Its key goes; a new begin starts
+ * again under a new one.
+ */
+static bool
+encoder_failed(BkEncoder *enc)
+{
+	enc->active = false;
+	bk_secure_wipe(enc->data_key, BK_DATA_KEY_LEN);
+	return false;
+}
+
 bool
 bk_encoder_chunk_into(BkEncoder *enc, const uint8_t *plain, size_t len,
 					  uint8_t *out, size_t out_cap, size_t *frame_len,
@@ -855,7 +870,7 @@ bk_encoder_chunk_into(BkEncoder *enc, const uint8_t *plain, size_t len,
 		memcpy(out, enc->frame, enc->header_len);
 
 	if (!bk_sha256_update(enc->sha, plain, len, err))
-		return false;
+		return encoder_failed(enc);
 	memset(hdr + BK_OFF_FINGERPRINT, 0, BK_FINGERPRINT_LEN);
 	if (last)
 	{
@@ -864,7 +879,7 @@ bk_encoder_chunk_into(BkEncoder *enc, const uint8_t *plain, size_t len,
 			!bk_hmac_sha256(enc->recipient.fingerprint_key,
 							BK_FINGERPRINT_KEY_LEN, enc->digest, BK_SHA256_LEN,
 							hdr + BK_OFF_FINGERPRINT, err))
-			return false;
+			return encoder_failed(enc);
 	}
 
 	if (len > 0)
@@ -893,7 +908,7 @@ bk_encoder_chunk_into(BkEncoder *enc, const uint8_t *plain, size_t len,
 	if (!bk_aead_encrypt(enc->aead, hdr + BK_OFF_NONCE, hdr, enc->header_len,
 						 payload_src, payload_len, payload,
 						 payload + payload_len, err))
-		return false;
+		return encoder_failed(enc);
 	total = (size_t) enc->header_len + payload_len + BK_FRAME_TRAILER_LEN;
 	bk_put_be32(hdr + total - BK_FRAME_CRC_LEN,
 				bk_crc32c(0, hdr, total - BK_FRAME_CRC_LEN));

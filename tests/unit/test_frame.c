@@ -746,6 +746,14 @@ test_encoder_rejects_bad_input(void **state)
 	info.meta = "Bad=key";
 	assert_false(bk_encoder_begin(enc, &info, &err));
 	assert_error_contains(&err, "invalid metadata");
+	/*
+	 * A size whose chunk count wraps to 0 when rounded up: never an object
+	 * without a last chunk (whose indexes would wrap, repeating nonces).
+	 */
+	info.meta = NULL;
+	info.size = UINT64_MAX - 10;
+	assert_false(bk_encoder_begin(enc, &info, &err));
+	assert_error_contains(&err, "needs more than 2^32 chunks");
 	bk_encoder_free(enc);
 	assert_null(bk_encoder_new(&key, 100, &err));
 	assert_int_equal(err.code, BK_ERR_CONFIG);

@@ -13,7 +13,8 @@
  * they are under the session settings they were created with (sql_mode,
  * character sets, time zone): bk pastes nothing into them.  Accounts that
  * already exist on the target (root, say) are kept as they are, grants
- * included, and listed in the report.
+ * included, and listed in the report.  PUBLIC is not an account (below):
+ * its grants are always replayed.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -122,6 +123,21 @@ item_string(json_t *item, const char *key)
 	return value ? value : "";
 }
 
+/*
+ * is_public
+ *		MariaDB 10.11 stores the grants of PUBLIC (GRANT ... TO PUBLIC) in
+ *		mysql.global_priv as User 'PUBLIC', Host '' with is_role true, from
+ *		the first such grant on; it cannot be created (CREATE ROLE PUBLIC is
+ *		ERROR 1959), and a target that has the row holds its own grants, not
+ *		the source's.  So it is never created nor kept: its grants are
+ *		replayed, which creates the row where it is missing.
+ */
+static bool
+is_public(const char *user, const char *host)
+{
+	return strcmp(user, "PUBLIC") == 0 && host[0] == '\0';
+}
+
 static bool
 account_exists(MariadbRestore *r, const char *user, const char *host,
 			   bool *exists, BkError *err)
@@ -179,6 +195,11 @@ restore_create_accounts(MariadbRestore *r, BkError *err)
 						? "; a server with skip_name_resolve ignores accounts"
 						  " whose host is a name"
 						: "");
+			continue;
+		}
+		if (is_public(user, host))
+		{
+			json_object_set_new(item, "restored", json_true());
 			continue;
 		}
 		if (!account_exists(r, user, host, &exists, err))

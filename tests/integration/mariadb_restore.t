@@ -8,7 +8,8 @@
 #    TIMESTAMPs in a DST fall-back hour; id 0 in an AUTO_INCREMENT column;
 #    zero dates; INVISIBLE and generated columns; a sequence; a
 #    system-versioned table with history; a trigger writing an audit row;
-#    an event firing every second; users, roles and grants; a view on a view;
+#    an event firing every second; users, roles and grants (a grant to
+#    PUBLIC, which a fresh target has no row for); a view on a view;
 #    a view calling a stored function (created after the function);
 #    secondary indexes that are built after the data, and some that cannot be
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
@@ -84,6 +85,7 @@ cleanup() {
         DROP DATABASE IF EXISTS ${db}_sb; DROP DATABASE IF EXISTS ${db}_new;
         DROP USER IF EXISTS bkr_app@'%'; DROP ROLE IF EXISTS bkr_reader;
         DROP ROLE IF EXISTS $role" >/dev/null
+    my "REVOKE ALL PRIVILEGES ON $db.v_orders FROM PUBLIC" >/dev/null 2>&1
     target_services stop mariadb >/dev/null 2>&1
     rm -rf "$dir"
 }
@@ -172,7 +174,8 @@ GRANT SELECT ON $db.* TO bkr_reader;
 CREATE USER bkr_app@'%' IDENTIFIED BY 'app-secret';
 GRANT bkr_reader TO bkr_app@'%';
 GRANT EXECUTE ON PROCEDURE $db.add_order TO bkr_app@'%';
-SET DEFAULT ROLE bkr_reader FOR bkr_app@'%'")"
+SET DEFAULT ROLE bkr_reader FOR bkr_app@'%';
+GRANT SELECT ON $db.v_orders TO PUBLIC")"
 ok $? "fixtures created" || bail_out "$out"
 
 sb=(sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1
@@ -205,7 +208,7 @@ fingerprint_sql() {
         "$conn" "SELECT TRIGGER_NAME, ACTION_STATEMENT, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '$d' ORDER BY 1"
         "$conn" "SELECT EVENT_NAME, EVENT_DEFINITION, STATUS, INTERVAL_VALUE, INTERVAL_FIELD, DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '$d' ORDER BY 1"
     done
-    for a in "bkr_app@'%'" "bkr_reader"; do "$conn" "SHOW GRANTS FOR $a"; done
+    for a in "bkr_app@'%'" "bkr_reader" PUBLIC; do "$conn" "SHOW GRANTS FOR $a"; done
 }
 fingerprint() { fingerprint_sql "$1" 2>&1 | LC_ALL=C sort; }
 

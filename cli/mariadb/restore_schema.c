@@ -138,6 +138,14 @@ is_public(const char *user, const char *host)
 	return strcmp(user, "PUBLIC") == 0 && host[0] == '\0';
 }
 
+/*
+ * A role name is char(128) in utf8mb3 (MariaDB 10.11): up to 384 bytes, 512
+ * counted in utf8mb4 as the agent does; quoted, every byte may be a doubled
+ * backtick, with the two backticks around it and the NUL.
+ */
+#define ROLE_NAME_MAX   (128 * 4)
+#define ROLE_QUOTED_MAX (2 * ROLE_NAME_MAX + 3)
+
 static bool
 account_exists(MariadbRestore *r, const char *user, const char *host,
 			   bool *exists, BkError *err)
@@ -175,7 +183,7 @@ restore_create_accounts(MariadbRestore *r, BkError *err)
 		const char *user = item_string(item, "user");
 		const char *host = item_string(item, "host");
 		bool role = json_is_true(json_object_get(item, "role"));
-		char what[600];
+		char what[2048];
 		bool exists;
 
 		snprintf(what, sizeof(what), "account '%s'@'%s'", user, host);
@@ -211,8 +219,8 @@ restore_create_accounts(MariadbRestore *r, BkError *err)
 		}
 		if (role)
 		{
-			char quoted[2 * 128 + 3];
-			char sql[300];
+			char quoted[ROLE_QUOTED_MAX];
+			char sql[sizeof(quoted) + 16];
 
 			if (!bk_sql_quote_ident(quoted, sizeof(quoted), user))
 				return bk_error_set(err, BK_ERR_FORMAT, "%s: name too long",
@@ -229,6 +237,129 @@ restore_create_accounts(MariadbRestore *r, BkError *err)
 	return true;
 }
 
+/*
+ * source_role_grant
+ *		How the source's account user@host held role (its grants as
+ *		captured, SHOW GRANTS output): ROLE_HELD_ADMIN, ROLE_HELD, or
+ *		ROLE_NOT_HELD (the account is not in the snapshot, or holds it not).
+ */
+typedef enum RoleHeld
+{
+	ROLE_NOT_HELD,
+	ROLE_HELD,
+	ROLE_HELD_ADMIN
+} RoleHeld;
+
+static RoleHeld
+source_role_grant(MariadbRestore *r, const char *user, const char *host,
+				  const char *quoted_role)
+{
+	static const char admin[] = " WITH ADMIN OPTION";
+	size_t idx;
+	json_t *item;
+	RoleHeld held = ROLE_NOT_HELD;
+	char prefix[ROLE_QUOTED_MAX + 16];
+
+	/* SHOW GRANTS says "GRANT `role` TO `user`@`host` [WITH ADMIN OPTION]". */
+	snprintf(prefix, sizeof(prefix), "GRANT %s TO ", quoted_role);
+	json_array_foreach(json_object_get(r->schema, "accounts"), idx, item)
+	{
+		size_t grantIdx;
+		json_t *grant;
+
+		if (json_is_true(json_object_get(item, "role")) ||
+			strcmp(item_string(item, "user"), user) != 0 ||
+			strcmp(item_string(item, "host"), host) != 0)
+			continue;
+		json_array_foreach(json_object_get(item, "grants"), grantIdx, grant)
+		{
+			char *text;
+			size_t len;
+
+			if (!restore_text(grant, &text, &len))
+				continue;
+			if (strncmp(text, prefix, strlen(prefix)) == 0)
+				held = len >= strlen(admin) &&
+							   strcmp(text + len - strlen(admin), admin) == 0
+						   ? ROLE_HELD_ADMIN
+						   : ROLE_HELD;
+			free(text);
+			if (held != ROLE_NOT_HELD)
+				return held;
+		}
+	}
+	return held;
+}
+
+/*
+ * drop_role_admin
+ *		CREATE ROLE grants the new role, WITH ADMIN OPTION, to the account
+ *		that runs it: the restoring account would end up holding every role
+ *		of the source.  It needs the admin option until the grants are
+ *		replayed (granting a role takes it, whatever else the account
+ *		holds); then each role it created is taken back from it, or only
+ *		the admin option, unless the same account on the source held it so.
+ */
+static bool
+drop_role_admin(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	char *current;
+	char *at;
+	size_t idx;
+	json_t *item;
+	bool ok = true;
+
+	if (mysql_query(r->conn, "SELECT CURRENT_USER()") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"reading the restoring account: %s (error %u)",
+							mysql_error(r->conn), mysql_errno(r->conn));
+	row = mysql_fetch_row(res);
+	current = bk_cli_alloc_zero(1, row && row[0] ? strlen(row[0]) + 1 : 1);
+	if (row && row[0])
+		strcpy(current, row[0]);
+	mysql_free_result(res);
+	/* user@host: a user name may hold '@', a host name not. */
+	at = strrchr(current, '@');
+	if (at == NULL)
+	{
+		free(current);
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"reading the restoring account: CURRENT_USER()"
+							" gave no user@host");
+	}
+	*at = '\0';
+	json_array_foreach(json_object_get(r->schema, "accounts"), idx, item)
+	{
+		const char *user = item_string(item, "user");
+		char quoted[ROLE_QUOTED_MAX];
+		char sql[sizeof(quoted) + 64];
+		char what[ROLE_QUOTED_MAX + 128];
+		RoleHeld held;
+
+		if (!ok)
+			break;
+		if (!json_is_true(json_object_get(item, "role")) ||
+			!json_is_true(json_object_get(item, "restored")) ||
+			is_public(user, item_string(item, "host")))
+			continue;
+		if (!bk_sql_quote_ident(quoted, sizeof(quoted), user))
+			continue; /* not created either (restore_create_accounts) */
+		held = source_role_grant(r, current, at + 1, quoted);
+		if (held == ROLE_HELD_ADMIN)
+			continue;
+		snprintf(sql, sizeof(sql), "REVOKE %s%s FROM CURRENT_USER",
+				 held == ROLE_HELD ? "ADMIN OPTION FOR " : "", quoted);
+		snprintf(what, sizeof(what),
+				 "taking role %s back from the restoring account", quoted);
+		ok = restore_sql(r, r->conn, sql, what, err);
+	}
+	free(current);
+	return ok;
+}
+
 bool
 restore_grant(MariadbRestore *r, BkError *err)
 {
@@ -241,7 +372,7 @@ restore_grant(MariadbRestore *r, BkError *err)
 	{
 		size_t grantIdx;
 		json_t *grant;
-		char what[600];
+		char what[2048];
 
 		if (!json_is_true(json_object_get(item, "restored")))
 			continue;
@@ -257,7 +388,7 @@ restore_grant(MariadbRestore *r, BkError *err)
 				return false;
 		}
 	}
-	return true;
+	return drop_role_admin(r, err);
 }
 
 bool

@@ -9,7 +9,9 @@
 #    zero dates; INVISIBLE and generated columns; a sequence; a
 #    system-versioned table with history; a trigger writing an audit row;
 #    an event firing every second; users, roles and grants (a grant to
-#    PUBLIC, which a fresh target has no row for); a view on a view;
+#    PUBLIC, which a fresh target has no row for; a role with a 128-character
+#    name of 3-byte characters; no role left to the restoring account); a
+#    view on a view;
 #    a view calling a stored function (created after the function);
 #    secondary indexes that are built after the data, and some that cannot be
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
@@ -53,6 +55,8 @@ agent_pid=""
 shipper_pid=""
 db=bkrestore_$$
 role="bk_restore_role_$$"
+# A role name as long as the server allows, of 3-byte characters (384 bytes).
+longrole="$(printf '名%.0s' {1..128})"
 TARGET_PORT=$((MYSQL_TCP_PORT + 1))
 TARGET_DIR="$dir/target"
 TARGET_SOCKET="$TARGET_DIR/mariadb/mysqld.sock"
@@ -84,7 +88,7 @@ cleanup() {
     my "SET GLOBAL log_bin_compress = OFF; SET GLOBAL event_scheduler = OFF; DROP DATABASE IF EXISTS $db;
         DROP DATABASE IF EXISTS ${db}_sb; DROP DATABASE IF EXISTS ${db}_new;
         DROP USER IF EXISTS bkr_app@'%'; DROP ROLE IF EXISTS bkr_reader;
-        DROP ROLE IF EXISTS $role" >/dev/null
+        DROP ROLE IF EXISTS $role; DROP ROLE IF EXISTS \`$longrole\`" >/dev/null
     my "REVOKE ALL PRIVILEGES ON $db.v_orders FROM PUBLIC" >/dev/null 2>&1
     target_services stop mariadb >/dev/null 2>&1
     rm -rf "$dir"
@@ -175,7 +179,10 @@ CREATE USER bkr_app@'%' IDENTIFIED BY 'app-secret';
 GRANT bkr_reader TO bkr_app@'%';
 GRANT EXECUTE ON PROCEDURE $db.add_order TO bkr_app@'%';
 SET DEFAULT ROLE bkr_reader FOR bkr_app@'%';
-GRANT SELECT ON $db.v_orders TO PUBLIC")"
+GRANT SELECT ON $db.v_orders TO PUBLIC;
+CREATE ROLE \`$longrole\`;
+GRANT SELECT ON $db.orders TO \`$longrole\`;
+GRANT \`$longrole\` TO bkr_app@'%'")"
 ok $? "fixtures created" || bail_out "$out"
 
 sb=(sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1
@@ -208,7 +215,12 @@ fingerprint_sql() {
         "$conn" "SELECT TRIGGER_NAME, ACTION_STATEMENT, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '$d' ORDER BY 1"
         "$conn" "SELECT EVENT_NAME, EVENT_DEFINITION, STATUS, INTERVAL_VALUE, INTERVAL_FIELD, DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '$d' ORDER BY 1"
     done
-    for a in "bkr_app@'%'" "bkr_reader" PUBLIC; do "$conn" "SHOW GRANTS FOR $a"; done
+    for a in "bkr_app@'%'" "bkr_reader" PUBLIC "\`$longrole\`"; do "$conn" "SHOW GRANTS FOR $a"; done
+    # The roles root@localhost holds: none on the source (the test creates
+    # them as root@127.0.0.1), none after a restore run as root@localhost
+    # (CREATE ROLE gives the new role to the account that runs it).
+    "$conn" "SELECT 'root@localhost holds', Role, Admin_option FROM mysql.roles_mapping
+             WHERE User = 'root' AND Host = 'localhost' ORDER BY Role"
 }
 fingerprint() { fingerprint_sql "$1" 2>&1 | LC_ALL=C sort; }
 

@@ -64,6 +64,7 @@
 #include "bk_audit.h"
 #include "bk_config.h"
 #include "bk_crypto.h"
+#include "bk_mariadb_part.h"
 #include "bk_util.h"
 #include "snapshot.h"
 #include "snapshot_meta.h"
@@ -1224,6 +1225,7 @@ struct Worker
 	size_t len;
 	size_t cap;
 	uint64_t part_size;
+	uint64_t row_number; /* of the row being appended, from 1: for errors */
 	pthread_t thread;
 	bool ok;
 	BkError err;
@@ -1303,10 +1305,23 @@ append_row(Worker *w, MYSQL_ROW row, unsigned long *lengths,
 		   unsigned int fields, BkError *err)
 {
 	size_t need = 1;
+	uint64_t least = 1;
 	uint8_t *out;
 
 	for (unsigned int idx = 0; idx < fields; idx++)
+	{
 		need += row[idx] ? 2 * lengths[idx] + 1 : 3;
+		least += row[idx] ? (uint64_t) lengths[idx] + 1 : 3;
+	}
+	/* Before its room is reserved: twice what no part could hold anyway. */
+	if (least > BK_MARIADB_PART_MAX)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"row %" PRIu64 " takes %" PRIu64 " bytes or more"
+							" in LOAD DATA form, more than a snapshot part"
+							" may hold (%" PRIu64 " bytes, the most bk"
+							" restore loads): a logical snapshot cannot hold"
+							" this table",
+							w->row_number, least, BK_MARIADB_PART_MAX);
 	if (!buf_reserve(w, need, err))
 		return false;
 	out = w->buf + w->len;
@@ -1327,25 +1342,60 @@ append_row(Worker *w, MYSQL_ROW row, unsigned long *lengths,
 	return true;
 }
 
+/*
+ * flush_part
+ *		The first len bytes of the buffer as the table's next part; what
+ *		follows them stays for the part after.
+ */
 static bool
-flush_part(Worker *w, SnapTable *t, BkSha256 *sha, BkError *err)
+flush_part(Worker *w, SnapTable *t, BkSha256 *sha, size_t len, BkError *err)
 {
 	char part[64];
 
-	if (w->len == 0)
+	if (len == 0)
 		return true;
 	snprintf(part, sizeof(part), "data/%06d.%06d", t->index, t->parts + 1);
-	if (!bk_sha256_update(sha, w->buf, w->len, err) ||
-		!send_object(w->run, w->producer, w->encoder, part, w->buf, w->len,
-					 NULL, err))
+	if (!bk_sha256_update(sha, w->buf, len, err) ||
+		!send_object(w->run, w->producer, w->encoder, part, w->buf, len, NULL,
+					 err))
 		return false;
 	t->parts++;
-	t->bytes += w->len;
+	t->bytes += len;
 	pthread_mutex_lock(&w->run->job->lock);
-	w->run->job->bytes += w->len;
+	w->run->job->bytes += len;
 	pthread_mutex_unlock(&w->run->job->lock);
-	w->len = 0;
+	memmove(w->buf, w->buf + len, w->len - len);
+	w->len -= len;
 	return true;
+}
+
+/*
+ * place_row
+ *		The row just appended after before bytes of the part: a part ends
+ *		before it if with it the part would be larger than bk restore loads
+ *		(a row is never split); a row larger than that alone fails the
+ *		snapshot here, rather than a restore after it.
+ */
+static bool
+place_row(Worker *w, SnapTable *t, BkSha256 *sha, size_t before, BkError *err)
+{
+	uint64_t row_len = w->len - before;
+
+	switch (bk_mariadb_part_row(before, row_len))
+	{
+		case BK_MARIADB_PART_ROW_APPEND:
+			return true;
+		case BK_MARIADB_PART_ROW_NEW_PART:
+			return flush_part(w, t, sha, before, err);
+		case BK_MARIADB_PART_ROW_TOO_LARGE:
+			break;
+	}
+	return bk_error_set(err, BK_ERR_FORMAT,
+						"row %" PRIu64 " takes %" PRIu64 " bytes in LOAD DATA"
+						" form, more than a snapshot part may hold (%" PRIu64
+						" bytes, the most bk restore loads): a logical"
+						" snapshot cannot hold this table",
+						w->row_number, row_len, BK_MARIADB_PART_MAX);
 }
 
 /*
@@ -1393,10 +1443,14 @@ copy_table(Worker *w, SnapTable *t, BkError *err)
 	fields = mysql_num_fields(res);
 	while (ok && (row = mysql_fetch_row(res)) != NULL)
 	{
-		ok = append_row(w, row, mysql_fetch_lengths(res), fields, err);
+		size_t before = w->len;
+
+		w->row_number = t->rows + 1;
+		ok = append_row(w, row, mysql_fetch_lengths(res), fields, err) &&
+			 place_row(w, t, sha, before, err);
 		t->rows++;
 		if (ok && w->len >= w->part_size)
-			ok = flush_part(w, t, sha, err);
+			ok = flush_part(w, t, sha, w->len, err);
 		if (++since_check == 1000)
 		{
 			since_check = 0;
@@ -1418,7 +1472,7 @@ copy_table(Worker *w, SnapTable *t, BkError *err)
 	}
 	mysql_free_result(res);
 	if (ok)
-		ok = flush_part(w, t, sha, err);
+		ok = flush_part(w, t, sha, w->len, err);
 	if (ok)
 		ok = bk_sha256_final(sha, digest, err);
 	bk_sha256_free(sha);

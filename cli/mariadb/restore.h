@@ -34,14 +34,15 @@
 
 #include "binlog_catalog.h"
 #include "bk_binlog.h"
+#include "bk_mariadb_part.h"
 #include "commands.h"
 #include "snapshot_catalog.h"
 
 #define RESTORE_JOBS_DEFAULT 2
 #define RESTORE_JOBS_MAX     32
 #define RESTORE_MARKER_DB    "bk_restore_incomplete"
-/* Largest decrypted snapshot part bk accepts (the agent cuts at 32 MiB). */
-#define RESTORE_PART_MAX (256u * 1024 * 1024)
+/* Largest decrypted snapshot part bk loads (the agent keeps within it). */
+#define RESTORE_PART_MAX BK_MARIADB_PART_MAX
 
 typedef enum RestoreTargetType
 {

@@ -21,6 +21,7 @@
 
 #include "binlog_catalog.h"
 #include "bk_crypto.h"
+#include "bk_mariadb_part.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "cli.h"
@@ -2456,10 +2457,38 @@ test_target_position_short_file_name(void **state)
 	assert_int_equal(status_short, status_full);
 }
 
+/*
+ * The limit the agent cuts parts within is the one bk restore loads up to,
+ * and a row is never split: a part ends before a row that would take it
+ * past the limit, and a row larger than the limit alone has no part.
+ */
+static void
+test_part_limit(void **state)
+{
+	const uint64_t max = BK_MARIADB_PART_MAX;
+
+	(void) state;
+	assert_int_equal(RESTORE_PART_MAX, BK_MARIADB_PART_MAX);
+	assert_int_equal(bk_mariadb_part_row(0, 100), BK_MARIADB_PART_ROW_APPEND);
+	assert_int_equal(bk_mariadb_part_row(max - 100, 100),
+					 BK_MARIADB_PART_ROW_APPEND);
+	assert_int_equal(bk_mariadb_part_row(max - 100, 101),
+					 BK_MARIADB_PART_ROW_NEW_PART);
+	/* A part cut at 32 MiB, then a row of 230 MiB: the part ends first. */
+	assert_int_equal(bk_mariadb_part_row(32u << 20, 230u << 20),
+					 BK_MARIADB_PART_ROW_NEW_PART);
+	assert_int_equal(bk_mariadb_part_row(0, max), BK_MARIADB_PART_ROW_APPEND);
+	assert_int_equal(bk_mariadb_part_row(0, max + 1),
+					 BK_MARIADB_PART_ROW_TOO_LARGE);
+	assert_int_equal(bk_mariadb_part_row(10, max + 1),
+					 BK_MARIADB_PART_ROW_TOO_LARGE);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_part_limit),
 		cmocka_unit_test_setup_teardown(test_position_past_closed_file_refused,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_target_not_one_moment, setup,

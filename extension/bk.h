@@ -239,6 +239,7 @@ extern bool bk_confirm_prepare(const BkKafkaSettings *settings,
 extern bool bk_confirm_wait(const char *source_id, const char *object,
 							const char *attempt_hex, int timeout_ms,
 							BkInterruptFn interrupted, BkError *err);
+extern int64 bk_confirm_last_progress_ms(void);
 extern void bk_confirm_reset(void);
 
 /* Kafka log messages collected during a library call (bk_archive.c). */

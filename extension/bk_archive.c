@@ -59,7 +59,8 @@
  * each try would wait bk.kafka_timeout, holding up the shutdown.  So we
  * chain our own SIGUSR2 handler in front of PostgreSQL's, and the interrupt
  * callback abandons a send once shutdown was requested and Kafka has
- * acknowledged nothing for a short grace period: a broker that went away
+ * acknowledged nothing for a short grace period (nor, while waiting for the
+ * shipper's confirmation, answered that wait): a broker that went away
  * delays a fast shutdown by seconds, not minutes, and after one attempt of
  * the final cycle failed that way the others fail at once.  While Kafka
  * keeps acknowledging, the final cycle archives the ready files, in
@@ -1306,7 +1307,9 @@ bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
  *		(SIGUSR2), at once if Kafka's silence failed an attempt of the final
  *		cycle or bk.shutdown_timeout has passed since the stop was seen,
  *		else when Kafka acknowledged nothing for BK_SHUTDOWN_GRACE_MS since
- *		then.
+ *		then, nor answered a wait for the shipper's confirmation
+ *		(bk_confirm.c): that wait gets no acknowledgement, however long the
+ *		shipper takes.
  */
 static bool
 bk_interrupted(void *arg)
@@ -1324,7 +1327,8 @@ bk_interrupted(void *arg)
 			stop_seen_ms = now;
 		if (now - stop_seen_ms >= bk_shutdown_timeout_ms)
 			return true;
-		return now - Max(stop_seen_ms, bk_kafka_last_ack_ms()) >=
+		return now - Max(Max(stop_seen_ms, bk_kafka_last_ack_ms()),
+						 bk_confirm_last_progress_ms()) >=
 			   BK_SHUTDOWN_GRACE_MS;
 	}
 	return false;

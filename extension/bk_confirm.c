@@ -29,6 +29,18 @@
  * The JSON is parsed with PostgreSQL's own parser (common/jsonapi.h), on
  * the archiver's thread, in a memory context reset after every message.  A
  * message that is not JSON, or is about something else, is skipped.
+ *
+ * Shutdown.  Once PostgreSQL asked the archiver to finish, bk_interrupted
+ * abandons a send when Kafka has been silent for a few seconds, so that an
+ * unreachable broker does not hold the shutdown up.  While we wait here,
+ * Kafka acknowledges nothing (our chunks are all acknowledged) and the
+ * shipper may well take longer than that to store the file (an object
+ * store, fsync, its audit batches, a pause).  So the wait shows Kafka's
+ * life itself: every audit message read, and once a second the end offset
+ * of the audit topic asked from the broker, count as progress
+ * (bk_confirm_last_progress_ms).  A healthy Kafka thus lets the final cycle
+ * wait for a slow shipper, up to bk.shutdown_timeout; a broker gone quiet
+ * still ends the wait within the grace period.
  */
 #include "postgres.h"
 
@@ -43,6 +55,9 @@
 
 /* Longest single blocking librdkafka call, so interrupts are seen. */
 #define BK_CONFIRM_SLICE_MS 500
+
+/* How often a wait asks the broker for the audit topic's end. */
+#define BK_CONFIRM_PROBE_MS 1000
 
 /* Fields of an audit event we look at. */
 /* What an audit message says about our attempt. */
@@ -96,8 +111,12 @@ typedef struct BkAuditConsumer
 
 static BkAuditConsumer consumer;
 
+/* When Kafka last answered the consumer during a wait (monotonic ms). */
+static int64 confirm_progress_ms = 0;
+
 static bool bk_consumer_ensure(const BkKafkaSettings *settings, BkError *err);
 static void bk_consumer_unassign(void);
+static void bk_confirm_probe(int64 deadline);
 static int bk_slice_ms(int64 deadline);
 static BkAuditVerdict bk_audit_event_matches(const void *payload, size_t len,
 											 const char *source_id,
@@ -237,6 +256,7 @@ bk_confirm_wait(const char *source_id, const char *object,
 				BkInterruptFn interrupted, BkError *err)
 {
 	int64 deadline = bk_monotonic_ms() + timeout_ms;
+	int64 next_probe_ms = bk_monotonic_ms() + BK_CONFIRM_PROBE_MS;
 	MemoryContext event_context;
 	BkAuditVerdict verdict = BK_AUDIT_OTHER;
 	char last_error[256] = "";
@@ -277,6 +297,11 @@ bk_confirm_wait(const char *source_id, const char *object,
 						  "the segment stays in pg_wal and will be retried.");
 			break;
 		}
+		if (bk_monotonic_ms() >= next_probe_ms)
+		{
+			bk_confirm_probe(deadline);
+			next_probe_ms = bk_monotonic_ms() + BK_CONFIRM_PROBE_MS;
+		}
 		msg = rd_kafka_consumer_poll(consumer.rk,
 									 Min(100, bk_slice_ms(deadline)));
 		rd_kafka_poll(consumer.rk, 0);
@@ -286,6 +311,8 @@ bk_confirm_wait(const char *source_id, const char *object,
 		if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
 			MemoryContext oldcontext = MemoryContextSwitchTo(event_context);
+
+			confirm_progress_ms = bk_monotonic_ms();
 
 			verdict = bk_audit_event_matches(msg->payload, msg->len, source_id,
 											 object, attempt_hex, reason,
@@ -335,6 +362,17 @@ bk_confirm_wait(const char *source_id, const char *object,
 					 "copies apart.",
 					 source_id)));
 	return verdict != BK_AUDIT_OTHER;
+}
+
+/*
+ * bk_confirm_last_progress_ms
+ *		When Kafka last answered a confirmation wait (an audit message, or
+ *		the audit topic's end offset), in bk_monotonic_ms time; 0 if never.
+ */
+int64
+bk_confirm_last_progress_ms(void)
+{
+	return confirm_progress_ms;
 }
 
 /*
@@ -436,6 +474,25 @@ bk_consumer_unassign(void)
 	if (consumer.rk != NULL && consumer.assigned)
 		rd_kafka_assign(consumer.rk, NULL);
 	consumer.assigned = false;
+}
+
+/*
+ * bk_confirm_probe
+ *		Ask the broker for the end of the audit topic's first partition: an
+ *		answer shows Kafka alive while no audit message arrives.  The offsets
+ *		themselves are not needed (the consumer reads every event).
+ */
+static void
+bk_confirm_probe(int64 deadline)
+{
+	int64_t low;
+	int64_t high;
+
+	if (rd_kafka_query_watermark_offsets(consumer.rk, consumer.topic, 0, &low,
+										 &high, bk_slice_ms(deadline)) ==
+		RD_KAFKA_RESP_ERR_NO_ERROR)
+		confirm_progress_ms = bk_monotonic_ms();
+	rd_kafka_poll(consumer.rk, 0);
 }
 
 /*

@@ -11,7 +11,9 @@
 #   - a unique marker written into a table never appears in plaintext in a
 #     topic or in the repository;
 #   - a cluster recovered from a base backup with restore_command =
-#     'bk wal-get ...' replays the archive to its end and has the data.
+#     'bk wal-get ...' replays the archive to its end and has the data;
+#   - with bk.wait_for = repository, a fast shutdown archives the last
+#     segment although the shipper confirms it only 5 s later.
 # With BK_TEST_BACKEND=s3 (wal_archiving_s3.t) the repository is a bucket
 # of the real s3proxy, and the object store itself is also stopped for 20 s
 # under pgbench while the shipper is killed: nothing lost, offsets held.
@@ -309,6 +311,47 @@ like "$(cat "$dir/restored.log")" 'restored log file "[0-9A-F]{24}" from archive
     "its log shows WAL restored from the archive"
 as_postgres "$BK_PGBIN/pg_ctl" -D "$dir/restored" -m fast stop >/dev/null
 restored_pid=""
+
+# ---- bk.wait_for = repository: a fast shutdown waits for a slow shipper
+# While the archiver waits for the shipper's confirmation Kafka acknowledges
+# nothing, yet a healthy Kafka must let the shutdown's last archiving cycle
+# wait for a shipper slower than the 3 s a send may go without an
+# acknowledgement: the shipper is stopped (SIGSTOP) for 5 s from the shutdown.
+echo "bk.wait_for = 'repository'" >>"$BK_PGDATA/bk_test.conf"
+psql_q "SELECT pg_reload_conf()" >/dev/null
+waits_for_repository() { [[ "$(psql_q "SHOW bk.wait_for")" == repository ]]; }
+wait_for 30 "bk.wait_for = repository after reload" waits_for_repository
+switch_and_wait 120
+ok $? "with bk.wait_for = repository, a segment is archived"
+log_bytes="$(stat -c %s "$pglog")"
+kill -STOP "$shipper_pid"
+seg="$(psql_q "INSERT INTO bk_marker VALUES ('last'); SELECT pg_walfile_name(pg_switch_wal())")"
+on_kafka() {
+    kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -o -64 -e -q -f '%h\n' 2>/dev/null |
+        grep -qF "bk-object=$seg,"
+}
+wait_for 60 "$seg on $prefix.wal" on_kafka
+ok $? "$seg is on $prefix.wal, the shipper stopped"
+(
+    sleep 5
+    kill -CONT "$shipper_pid"
+) &
+cont_pid=$!
+t0=${EPOCHREALTIME//[.,]/}
+as_postgres "$BK_PGBIN/pg_ctl" -D "$BK_PGDATA" -m fast -w -t 90 stop >"$dir/stop.log" 2>&1
+ok $? "pg_ctl -m fast stop while the shipper is stopped" || diag "$(cat "$dir/stop.log")"
+stop_ms=$(((${EPOCHREALTIME//[.,]/} - t0) / 1000))
+wait "$cont_pid"
+test -f "$BK_PGDATA/pg_wal/archive_status/$seg.ready"
+isnt $? 0 "$seg was archived in the last cycle, after the shipper resumed ($stop_ms ms)" ||
+    diag "$(tail -c +$((log_bytes + 1)) "$pglog" | grep -A2 'could not archive' | head -n 6)"
+test -f "$repo_files/$source_id/wal/$seg"
+ok $? "the shipper stored $seg"
+tail -c +$((log_bytes + 1)) "$pglog" | grep -qF "could not archive \"$seg\""
+isnt $? 0 "no failed attempt at $seg in the server log (no interrupted wait)"
+sed -i "/^bk.wait_for = /d" "$BK_PGDATA/bk_test.conf"
+"$SERVICES" start pg >"$dir/start.log" 2>&1
+ok $? "PostgreSQL starts again" || diag "$(cat "$dir/start.log")"
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

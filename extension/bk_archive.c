@@ -120,6 +120,25 @@
  */
 #define BK_ARCHIVE_FRAME_BYTES (16 * 1024 * 1024)
 
+/*
+ * What to do about a file that cannot be read whole.  PostgreSQL retries
+ * the same file for ever and archives nothing after it, so the WARNING must
+ * say how archiving goes on.  A truncated file cannot be archived as it
+ * is: only an intact copy of it, or giving it up (a gap that a new
+ * snapshot makes harmless for restores after it), moves on.
+ * README.md, "Troubleshooting", says the same at more length.
+ */
+#define BK_HINT_UNREADABLE                                                     \
+	"Check the disk and the file (the kernel log, the file system). "          \
+	"PostgreSQL retries this file and archives nothing after it until it "     \
+	"can be read whole."
+#define BK_HINT_TRUNCATED                                                      \
+	"The file was truncated, and PostgreSQL retries it and archives nothing "  \
+	"after it until it is whole. Copy the complete file over it from a "       \
+	"standby's pg_wal or another intact copy; if there is none, rename its "   \
+	".ready file in pg_wal/archive_status to .done and take a new snapshot "   \
+	"at once: restores cannot pass this gap."
+
 /* How long the final archiving cycle waits for an acknowledgement. */
 #define BK_SHUTDOWN_GRACE_MS 3000
 
@@ -596,6 +615,7 @@ bk_open_wal_file(const char *path, bool is_segment, struct stat *st,
 	{
 		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
 					 strerror(errno));
+		bk_error_hint(err, BK_HINT_UNREADABLE);
 		CloseTransientFile(fd);
 		return -1;
 	}
@@ -605,6 +625,7 @@ bk_open_wal_file(const char *path, bool is_segment, struct stat *st,
 					 "WAL segment \"%s\" has %lld bytes, not the %d of "
 					 "wal_segment_size",
 					 path, (long long) st->st_size, wal_segment_size);
+		bk_error_hint(err, BK_HINT_TRUNCATED);
 		CloseTransientFile(fd);
 		return -1;
 	}
@@ -1285,16 +1306,22 @@ bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0)
-			return bk_error_set(
-				err, BK_ERR_IO, "could not read \"%s\" at offset %llu: %s",
-				reader->path, (unsigned long long) (offset + done),
-				strerror(errno));
+		{
+			bk_error_set(err, BK_ERR_IO,
+						 "could not read \"%s\" at offset %llu: %s",
+						 reader->path, (unsigned long long) (offset + done),
+						 strerror(errno));
+			return bk_error_hint(err, BK_HINT_UNREADABLE);
+		}
 		if (got == 0)
-			return bk_error_set(
+		{
+			bk_error_set(
 				err, BK_ERR_IO,
 				"\"%s\" ended at byte %llu of %llu while being archived",
 				reader->path, (unsigned long long) (offset + done),
 				(unsigned long long) reader->size);
+			return bk_error_hint(err, BK_HINT_TRUNCATED);
+		}
 		done += (size_t) got;
 	}
 	return true;

@@ -8,6 +8,7 @@
 #     segment and its .ready file stay, the log says why, the archiver does
 #     not restart; a fast shutdown is not held up; the backlog drains once
 #     Kafka is back;
+#   - a truncated segment's WARNING says how archiving can go on;
 #   - a private key file or a missing key file is refused, WAL kept;
 #   - bk.kafka_properties_file: refused when others may read it; its
 #     properties applied literally, read again at reload, a bad one refused
@@ -33,6 +34,7 @@ PGLOG="$BK_SERVICES_DIR/pg/postgresql.log"
 CONF="$BK_PGDATA/bk_test.conf"
 KAFKA_TIMEOUT_S=3
 TARGET_RPO_S=5
+TRUNCATED=0000FFFF0000000000000001
 
 if [[ "$(id -u)" != 0 ]]; then
     echo "1..0 # SKIP needs root (make install of the extension, runuser postgres)"
@@ -91,6 +93,7 @@ cleanup() {
         >/dev/null 2>&1
     qp -c "DROP ROLE IF EXISTS bk_admin" -c "DROP ROLE IF EXISTS bk_monitor" >/dev/null 2>&1
     as_pg sh -c ": >'$CONF'"
+    rm -f "$BK_PGDATA/pg_wal/archive_status/$TRUNCATED.ready" "$BK_PGDATA/pg_wal/$TRUNCATED"
     "$SERVICES" restart pg >/dev/null 2>&1
     kafka_topics --delete --topic "$prefix\..*" >/dev/null
     rm -rf "$dir"
@@ -328,6 +331,27 @@ wait_for 90 "backlog drained" no_backlog
 ok $? "with Kafka back, the backlog drains"
 wait_for 10 "$segment archived" archived_at_least "$segment"
 ok $? "$segment is archived after all"
+
+# ------------------------------------------------------------------ (c2) a truncated segment
+# PostgreSQL retries a file that cannot be archived for ever, archiving
+# nothing after it: the WARNING must say how to get going again.  A segment
+# of a timeline this server never uses, so that PostgreSQL never writes it.
+log_start="$(log_size)"
+as_pg sh -c "head -c 8192 /dev/zero >'$BK_PGDATA/pg_wal/$TRUNCATED' &&
+    touch '$BK_PGDATA/pg_wal/archive_status/$TRUNCATED.ready'"
+switch_wal >/dev/null
+wait_for 60 "an attempt at $TRUNCATED" log_has "$log_start" "could not archive \"$TRUNCATED\""
+ok $? "archiving the truncated segment $TRUNCATED fails"
+report="$(log_since "$log_start" | grep -A2 -F "could not archive \"$TRUNCATED\"" | head -n 3)"
+like "$report" 'DETAIL:  WAL segment "[^"]*" has 8192 bytes, not the [0-9]+ of wal_segment_size' \
+    "the DETAIL says it is too short"
+like "$(grep HINT <<<"$report")" \
+    "HINT:  The file was truncated, and PostgreSQL retries it and archives nothing after it until it is whole. Copy the complete file over it from a standby's pg_wal .* rename its .ready file in pg_wal/archive_status to .done and take a new snapshot" \
+    "the HINT says what to do"
+rm -f "$BK_PGDATA/pg_wal/archive_status/$TRUNCATED.ready" "$BK_PGDATA/pg_wal/$TRUNCATED"
+segment="$(switch_wal)"
+wait_for 90 "$segment archived" archived_at_least "$segment"
+ok $? "without it, archiving goes on"
 
 # ------------------------------------------------------------------ (d) key files
 cp "$dir/bk.key" "$dir/private.key"

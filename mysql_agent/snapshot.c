@@ -1873,6 +1873,8 @@ snapshot_reset_attempt(SnapRun *run)
 	run->binlog_file[0] = '\0';
 	run->binlog_pos = 0;
 	run->gtid[0] = '\0';
+	/* A later failure that is no statement's is not this deadlock again. */
+	run->last_errno = 0;
 }
 
 static bool

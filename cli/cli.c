@@ -478,6 +478,21 @@ bk_cli_report_restore_error(const char *program, const BkError *err,
 	return bk_cli_report_error(program, &local);
 }
 
+bool
+bk_cli_check_record_read(const char *id, const char *source, BkErrorCode code,
+						 const char *reason, const char *wanted, BkError *err)
+{
+	if (code == BK_OK || code == BK_ERR_NOT_FOUND ||
+		(wanted != NULL && strcmp(id, wanted) != 0))
+		return true;
+	bk_error_set(err, code, "snapshot %s of source \"%s\": %s", id, source,
+				 reason);
+	return bk_error_hint(err, "The repository failed to read it, which says "
+							  "nothing of the snapshot. Fix what the message "
+							  "names and run bk restore again, or name "
+							  "another snapshot with --snapshot.");
+}
+
 int
 bk_cli_usage_error(const char *program, const char *fmt, ...)
 {

@@ -126,6 +126,18 @@ extern int bk_cli_report_absent_error(const char *program, const BkError *err);
 extern int bk_cli_report_restore_error(const char *program, const BkError *err,
 									   bool repo_open);
 
+/*
+ * bk restore, choosing a snapshot: one whose record the repository failed
+ * to read (code: its failure; not BK_ERR_NOT_FOUND, a record removed
+ * meanwhile) may be the one that fits, and choosing around it would
+ * restore from an older snapshot, or say none fits.  False, with the
+ * repository's failure in err (exit 5, or 3 for a refusal), unless
+ * wanted (--snapshot) names another.
+ */
+extern bool bk_cli_check_record_read(const char *id, const char *source,
+									 BkErrorCode code, const char *reason,
+									 const char *wanted, BkError *err);
+
 extern int bk_cli_exit_code(BkErrorCode code);
 
 /*

@@ -379,14 +379,7 @@ describe_window(const MariadbRestore *r, char *out, size_t out_len)
 				 oldest->started, until_file, until_pos, r->source);
 }
 
-/*
- * A snapshot whose record the repository failed to read (its store or
- * disk, a refused permission; not one removed meanwhile) is "not
- * complete", and choosing around it would silently restore from an older
- * snapshot, or say none fits (exit 1).  Whether it fits is unknown: stop
- * with the repository's failure (exit 5, or 3 for a refusal), unless
- * --snapshot names another.
- */
+/* bk_cli_check_record_read, for every snapshot of the catalog. */
 static bool
 refuse_unread_records(MariadbRestore *r, BkError *err)
 {
@@ -394,18 +387,10 @@ refuse_unread_records(MariadbRestore *r, BkError *err)
 	{
 		const MariadbSnapshot *snap = &r->snapshots.snapshots[idx];
 
-		if (!snap->record_unreadable || snap->record_error == BK_OK ||
-			snap->record_error == BK_ERR_NOT_FOUND ||
-			(r->snapshot_id != NULL && strcmp(snap->id, r->snapshot_id) != 0))
-			continue;
-		bk_error_set(err, snap->record_error,
-					 "snapshot %s of source \"%s\": %s", snap->id, r->source,
-					 snap->reason);
-		return bk_error_hint(err,
-							 "The repository failed to read it, which says "
-							 "nothing of the snapshot. Fix what the message "
-							 "names and run bk restore again, or name "
-							 "another snapshot with --snapshot.");
+		if (snap->record_unreadable &&
+			!bk_cli_check_record_read(snap->id, r->source, snap->record_error,
+									  snap->reason, r->snapshot_id, err))
+			return false;
 	}
 	return true;
 }

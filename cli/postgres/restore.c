@@ -255,14 +255,7 @@ parse_options(Restore *r, int argc, char **argv)
 	return BK_COMMAND_RUN;
 }
 
-/*
- * A snapshot whose record the repository failed to read (its store or
- * disk, a refused permission; not one removed meanwhile) looks like one
- * that cannot be restored, and choosing around it would silently restore
- * from an older snapshot, or say none fits (exit 1).  Whether it fits is
- * unknown: stop with the repository's failure (exit 5, or 3 for a
- * refusal), unless --snapshot names another.
- */
+/* bk_cli_check_record_read, for every snapshot of the catalog. */
 static bool
 refuse_unread_records(Restore *r, BkError *err)
 {
@@ -270,19 +263,10 @@ refuse_unread_records(Restore *r, BkError *err)
 	{
 		const BkSnapshot *snapshot = &r->catalog.snapshots[snapIdx];
 
-		if (snapshot->record_error == BK_OK ||
-			snapshot->record_error == BK_ERR_NOT_FOUND ||
-			(r->snapshot_id != NULL &&
-			 strcmp(snapshot->id, r->snapshot_id) != 0))
-			continue;
-		bk_error_set(err, snapshot->record_error,
-					 "snapshot %s of source \"%s\": %s", snapshot->id,
-					 r->source, snapshot->reason);
-		return bk_error_hint(err,
-							 "The repository failed to read it, which says "
-							 "nothing of the snapshot. Fix what the message "
-							 "names and run bk restore again, or name "
-							 "another snapshot with --snapshot.");
+		if (!bk_cli_check_record_read(snapshot->id, r->source,
+									  snapshot->record_error, snapshot->reason,
+									  r->snapshot_id, err))
+			return false;
 	}
 	return true;
 }

@@ -417,6 +417,27 @@ root_length(const Restore *r, const char *path)
 }
 
 /*
+ * Set path's mode through the file opened without following a link
+ * (flags: O_DIRECTORY for a directory), never through a link planted there.
+ */
+static bool
+chmod_opened(const char *path, int flags, mode_t mode, BkError *err)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | flags);
+
+	if (fd < 0 || fchmod(fd, mode) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s", path,
+					 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	close(fd);
+	return true;
+}
+
+/*
  * path, under a root, a real directory, made as needed, each component
  * looked at without following it: under --delta a link or file where a
  * directory belongs (left by the owner) is removed, never followed.  mode
@@ -427,7 +448,6 @@ restore_ensure_dir(const Restore *r, const char *path, int mode, BkError *err)
 {
 	char partial[RESTORE_PATH_MAX];
 	size_t len = strlen(path);
-	int fd;
 
 	if (len >= sizeof(partial))
 		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", path);
@@ -460,37 +480,14 @@ restore_ensure_dir(const Restore *r, const char *path, int mode, BkError *err)
 								"could not create directory \"%s\": %s",
 								partial, strerror(errno));
 	}
-	if (mode < 0)
-		return true;
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fchmod(fd, (mode_t) mode) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s", path,
-					 strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	close(fd);
-	return true;
+	return mode < 0 || chmod_opened(path, O_DIRECTORY, (mode_t) mode, err);
 }
 
 /* A file bk wrote: its mode, through the file, never a link. */
 bool
 restore_chmod_file(const char *path, mode_t mode, BkError *err)
 {
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-
-	if (fd < 0 || fchmod(fd, mode) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not set mode of \"%s\": %s", path,
-					 strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	close(fd);
-	return true;
+	return chmod_opened(path, 0, mode, err);
 }
 
 /*

@@ -19,6 +19,7 @@ static void snap_release_cancel(SnapRun *run);
 static void snap_refuse_after_unknown(SnapRun *run, const char *table,
 									  TimestampTz parent_start);
 static void snap_fail_history_on_exit(int code, Datum arg);
+static void snap_cleanup_on_exit(int code, Datum arg);
 static void snap_write_running_file(SnapRun *run);
 static bool snap_read_running_file(Oid *database, char *id, size_t id_len);
 static void snap_remove_running_file(const char *id);
@@ -919,6 +920,28 @@ bk_snapshot_start_cleanup(void)
 }
 
 /*
+ * snap_cleanup_on_exit
+ *		A cleanup worker that failed (its database dropped since, or bk
+ *		dropped from it: nothing left to fail; a shutdown under it) still
+ *		removes the file, or it would fail again at every start of the
+ *		server.  A row it could not fail is failed by the next snapshot in
+ *		its database, which fails every row of a snapshot no longer running.
+ */
+static void
+snap_cleanup_on_exit(int code, Datum arg)
+{
+	const char *id = (const char *) DatumGetPointer(arg);
+
+	if (code == 0)
+		return;
+	snap_remove_running_file(id);
+	ereport(LOG, (errmsg("bk: gave up failing the history row of snapshot %s, "
+						 "whose worker died with the server (see the error "
+						 "above); the next snapshot in its database fails it",
+						 id)));
+}
+
+/*
  * bk_snapshot_cleanup_main
  *		Fail the history row of a snapshot whose worker died with the server
  *		(SIGKILL, a crash of any backend, an immediate shutdown): nothing
@@ -928,13 +951,15 @@ bk_snapshot_start_cleanup(void)
 void
 bk_snapshot_cleanup_main(Datum main_arg)
 {
-	char id[BK_SNAPSHOT_ID_LEN];
+	static char id[BK_SNAPSHOT_ID_LEN]; /* read by snap_cleanup_on_exit */
 	char *table;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	memcpy(id, MyBgworkerEntry->bgw_extra, sizeof(id));
 	id[sizeof(id) - 1] = '\0';
+	/* Before connecting: the database may be gone (a FATAL there). */
+	before_shmem_exit(snap_cleanup_on_exit, PointerGetDatum(id));
 	snap_worker_connect(DatumGetObjectId(main_arg));
 	snap_sql_begin();
 	table = snap_extension_table("bk_snapshot_history", "record_sent");

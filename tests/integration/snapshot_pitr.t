@@ -561,6 +561,20 @@ killed_failed() { [[ "$(history_of "$killed" state)" == failed ]]; }
 wait_for 60 "the history to fail snapshot $killed" killed_failed
 ok $? "the killed snapshot's history row is failed after the restart"
 like "$(history_of "$killed" error)" 'worker died' "saying its worker died"
+# The file that made that happen names a database dropped since (the
+# server stopped while the snapshot ran; the database went before the
+# restart): the cleanup fails once, says so and removes the file, instead
+# of failing again at every start of the server.
+running="$BK_PGDATA/pg_stat_tmp/bk_snapshot.running"
+pglog="$(dirname "$BK_PGDATA")/postgresql.log"
+as_postgres sh -c "echo '4000000000 bk_test_gone' >'$running'"
+log_lines="$(wc -l <"$pglog")"
+"$SERVICES" restart pg >/dev/null
+running_gone() { [[ ! -e "$running" ]]; }
+wait_for 60 "the cleanup to remove $running" running_gone
+ok $? "a cleanup whose database is gone removes the running-snapshot file"
+like "$(tail -n +"$((log_lines + 1))" "$pglog")" 'gave up failing the history row of snapshot bk_test_gone' \
+    "and says it gave up"
 for id in "$cancelled" ${helper_failed:+"$helper_failed"} ${terminated:+"$terminated"} "$killed"; do
     out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad" \
         --snapshot "$id" 2>&1)"

@@ -196,11 +196,15 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	 * the oldest by id, which comes from the agent host's clock, and sorts
 	 * a snapshot taken after that clock stepped back before the ones it
 	 * follows.  (A record without a binlog file orders first, and then
-	 * no binlog goes.)
+	 * no binlog goes.)  One that stays while its parts still arrive counts
+	 * once its record names its position: it may end before every complete
+	 * one (the part it lacks travels on a partition that lags), and the
+	 * policy keeps it once complete.
 	 */
 	for (int idx = 0; anchored && idx < snapshots.count; idx++)
 		if (verdicts[idx] != BK_VERDICT_EXPIRE &&
-			snapshots.snapshots[idx].complete &&
+			snapshots.snapshots[idx].has_record &&
+			!snapshots.snapshots[idx].other_engine &&
 			(oldest_kept == NULL ||
 			 view[idx].stop_order < binlog_order(oldest_kept->binlog_file,
 												 oldest_kept->binlog_pos)))

@@ -2095,6 +2095,33 @@ test_expire_binlog_by_position(void **state)
 }
 
 /*
+ * Snapshot O ended at 000001; its record arrived, one data part is still on
+ * its way (another partition lags).  N, taken after it, is complete at
+ * 000003.  --retain-full 2 keeps both: O as arriving (not complete yet).
+ * The binlog O's record names must stay, or O, once its part arrives,
+ * never restores although the policy keeps it.
+ */
+static void
+test_expire_keeps_binlog_of_arriving_record(void **state)
+{
+	Fixture *f = *state;
+	const char *snap_o = "20261101T000000Z-0000abcd";
+
+	archive_binlog_files(f, 4);
+	archive_snapshot_object(f, snap_o, "schema.json", NULL);
+	archive_snapshot_object(f, snap_o, BK_SNAPSHOT_RECORD,
+							"type=record\nobjects=1\n"
+							"binlog-file=mariadb-bin.000001\nbinlog-pos=4\n"
+							"tables=1\nrows=1");
+	archive_complete_snapshot(f, "20261105T000000Z-0000abcd", 3);
+	assert_int_equal(expire(f, 2), 0);
+	assert_true(exists(f, BK_KIND_SNAPSHOT,
+					   "20261101T000000Z-0000abcd/" BK_SNAPSHOT_RECORD));
+	assert_true(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+}
+
+/*
  * 000003 never reached the archive: the snapshot at 000001:4 restores up
  * to 000002:4 only (bk restore refuses anything past it), so bk list must
  * not call the archive restorable to the end of 000004.
@@ -2549,6 +2576,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_binlog_of_arriving_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_list_restorable_stops_at_hole,

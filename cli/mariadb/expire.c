@@ -7,10 +7,11 @@
  * Binlog goes file by file, only for files older than the binlog file of
  * the kept snapshot earliest in the binlog: that file is kept whole (a
  * restore rebuilds it from offset 0, its format description included), and
- * so is everything after it.  With no restorable snapshot to anchor the
- * policy, nothing is removed.  A snapshot's record goes first, so a
- * removal cut short leaves an incomplete snapshot, never one that looks
- * restorable with parts missing.
+ * so is everything after it; while a snapshot without a record yet stays,
+ * so is every file the agent sent a range of after it began.  With no
+ * restorable snapshot to anchor the policy, nothing is removed.  A
+ * snapshot's record goes first, so a removal cut short leaves an
+ * incomplete snapshot, never one that looks restorable with parts missing.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,6 +36,41 @@ binlog_order(const char *file, uint64_t pos)
 	uint64_t number = dot ? strtoull(dot + 1, NULL, 10) : 0;
 
 	return (number << 32) | (pos & 0xffffffffu);
+}
+
+/* The start time a snapshot id encodes ("YYYYMMDDTHHMMSSZ-..."), in us. */
+static bool
+id_start_us(const char *id, int64_t *us)
+{
+	char text[32];
+
+	if (strlen(id) < 16 || id[8] != 'T' || id[15] != 'Z')
+		return false;
+	snprintf(text, sizeof(text), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", id, id + 4,
+			 id + 6, id + 9, id + 11, id + 13);
+	return bk_parse_timestamp(text, us);
+}
+
+/*
+ * May a snapshot that began at guard_us (and whose record, naming its
+ * binlog position, is not there) need file?  Only if the agent sent a range
+ * of it after that, less a minute for the time between the snapshot's id
+ * and its position: the range holding the position, or any after it, was
+ * sent after the snapshot began.  A range that does not say when is taken
+ * for one sent since.
+ */
+static bool
+file_after_guard(const BinlogFile *file, int64_t guard_us)
+{
+	for (int idx = 0; idx < file->range_count; idx++)
+	{
+		int64_t created_us;
+
+		if (!bk_parse_timestamp(file->ranges[idx].created, &created_us) ||
+			created_us >= guard_us - (int64_t) 60 * 1000000)
+			return true;
+	}
+	return false;
 }
 
 static bool
@@ -132,6 +168,9 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	BkRetentionSnapshot *view = NULL;
 	BkVerdict *verdicts = NULL;
 	const MariadbSnapshot *oldest_kept = NULL;
+	const char *keep_from = NULL; /* the first binlog file that stays */
+	const char *arriving = NULL;  /* a snapshot without record that stays */
+	int64_t guard_us = BK_TIME_UNKNOWN;
 	json_t *result = NULL, *snaps_json = NULL, *files_json = NULL;
 	json_t *conflicts_json = NULL;
 	uint64_t removed_snapshots = 0, removed_ranges = 0, freed = 0;
@@ -210,6 +249,49 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 												 oldest_kept->binlog_pos)))
 			oldest_kept = &snapshots.snapshots[idx];
 
+	/*
+	 * A snapshot that stays without a record (still arriving: the record is
+	 * sent last, and may lag on its partition) says nothing of where it is
+	 * in the binlog, and may end before every snapshot kept: taken before
+	 * one whose record came first, or before the agent host's clock stepped
+	 * back.  Binlog the agent sent after it began stays (file_after_guard);
+	 * without a start time in its id, none goes.
+	 */
+	for (int idx = 0; oldest_kept != NULL && idx < snapshots.count; idx++)
+	{
+		int64_t start_us;
+
+		if (verdicts[idx] == BK_VERDICT_EXPIRE ||
+			snapshots.snapshots[idx].has_record)
+			continue;
+		if (!id_start_us(snapshots.snapshots[idx].id, &start_us))
+		{
+			arriving = snapshots.snapshots[idx].id;
+			guard_us = BK_TIME_UNKNOWN;
+			break;
+		}
+		if (arriving == NULL || start_us < guard_us)
+		{
+			arriving = snapshots.snapshots[idx].id;
+			guard_us = start_us;
+		}
+	}
+	if (oldest_kept != NULL)
+		keep_from = oldest_kept->binlog_file;
+	for (int fileIdx = 0; arriving != NULL && fileIdx < binlog.file_count;
+		 fileIdx++)
+	{
+		const BinlogFile *file = &binlog.files[fileIdx];
+
+		if (bk_binlog_file_compare(file->name, keep_from) >= 0)
+			break;
+		if (guard_us == BK_TIME_UNKNOWN || file_after_guard(file, guard_us))
+		{
+			keep_from = file->name;
+			break;
+		}
+	}
+
 	if (policy->json)
 	{
 		snaps_json = json_array();
@@ -261,20 +343,21 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	 */
 	if (policy->json)
 		conflicts_json = json_array();
-	if (oldest_kept != NULL &&
-		!remove_conflict_copies(repo, source, oldest_kept->binlog_file,
-								policy->dry_run, conflicts_json, err))
+	if (keep_from != NULL &&
+		!remove_conflict_copies(repo, source, keep_from, policy->dry_run,
+								conflicts_json, err))
 	{
 		status = bk_cli_report_error(program, err);
 		goto done;
 	}
-	/* Binlog files before the oldest kept snapshot's own file. */
-	for (int fileIdx = 0; oldest_kept != NULL && fileIdx < binlog.file_count;
+	/* Binlog files before keep_from: the oldest kept snapshot's own file,
+	 * or one a snapshot still arriving may need. */
+	for (int fileIdx = 0; keep_from != NULL && fileIdx < binlog.file_count;
 		 fileIdx++)
 	{
 		const BinlogFile *file = &binlog.files[fileIdx];
 
-		if (bk_binlog_file_compare(file->name, oldest_kept->binlog_file) >= 0)
+		if (bk_binlog_file_compare(file->name, keep_from) >= 0)
 			break;
 		for (int idx = 0; idx < file->range_count; idx++)
 		{
@@ -296,16 +379,21 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				   file->range_count, file->range_count == 1 ? "" : "s",
 				   oldest_kept->id, oldest_kept->binlog_file);
 	}
+	if (!policy->json && oldest_kept != NULL &&
+		keep_from != oldest_kept->binlog_file)
+		printf("  binlog from %s stays: snapshot %s, still arriving, has no "
+			   "record yet to say where it is in the binlog\n",
+			   keep_from, arriving);
 	if (policy->json)
 	{
-		result = json_pack(
-			"{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?}", "source", source,
-			"engine", "mariadb", "dry_run", policy->dry_run, "snapshots",
-			snaps_json, "binlog_files_removed", files_json,
-			"binlog_conflict_copies_removed", conflicts_json,
-			"binlog_ranges_removed", (json_int_t) removed_ranges,
-			"snapshots_removed", (json_int_t) removed_snapshots, "keep_from",
-			oldest_kept ? oldest_kept->binlog_file : NULL);
+		result = json_pack("{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?}",
+						   "source", source, "engine", "mariadb", "dry_run",
+						   policy->dry_run, "snapshots", snaps_json,
+						   "binlog_files_removed", files_json,
+						   "binlog_conflict_copies_removed", conflicts_json,
+						   "binlog_ranges_removed", (json_int_t) removed_ranges,
+						   "snapshots_removed", (json_int_t) removed_snapshots,
+						   "keep_from", keep_from);
 		snaps_json = files_json = conflicts_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));
 		printf("\n");

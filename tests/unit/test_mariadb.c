@@ -2034,8 +2034,10 @@ test_damaged_record_is_not_complete(void **state)
 /*
  * The agent host's clock stepped back nine days after snapshot S: R,
  * started since, has an id older than S's.  While the store writes R's
- * objects, R stays; once it wrote none for a day, R was abandoned and
- * goes.
+ * objects, R stays, and so does the binlog the agent sent since R's id
+ * (R has no record yet to say where it is in the binlog); once the store
+ * wrote none of R's objects for a day, R was abandoned and goes, and the
+ * binlog before S's file with it.
  */
 static void
 test_expire_keeps_arriving_snapshot_with_older_id(void **state)
@@ -2049,13 +2051,45 @@ test_expire_keeps_arriving_snapshot_with_older_id(void **state)
 	assert_int_equal(expire(f, 1), 0);
 	assert_true(
 		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000abcd/schema.json"));
-	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000001"));
 	assert_true(binlog_exists(f, "mariadb-bin.000002"));
 
 	test_age_snapshot(f->location, SOURCE, snap_r, 25);
 	assert_int_equal(expire(f, 1), 0);
 	assert_false(
 		exists(f, BK_KIND_SNAPSHOT, "20261101T000000Z-0000abcd/schema.json"));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+}
+
+/*
+ * Snapshot O was taken before N, but only N's record has arrived: O's
+ * lags on its partition.  --retain-full 2 keeps N, and O as arriving;
+ * where O is in the binlog is unknown until its record comes, so the
+ * binlog the agent sent after O began stays.  Binlog sent before O began
+ * (every range here, at 05:12 on 24 November) cannot hold O's position,
+ * and goes when O's id says it began later.
+ */
+static void
+test_expire_keeps_binlog_of_arriving_snapshot(void **state)
+{
+	Fixture *f = *state;
+
+	archive_binlog_files(f, 4);
+	archive_snapshot_object(f, "20261124T050000Z-0000abcd", "schema.json",
+							NULL);
+	archive_complete_snapshot(f, "20261125T000000Z-0000abcd", 3);
+	assert_int_equal(expire(f, 2), 0);
+	assert_true(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(binlog_exists(f, "mariadb-bin.000002"));
+
+	test_age_snapshot(f->location, SOURCE, "20261124T050000Z-0000abcd", 25);
+	archive_snapshot_object(f, "20261124T060000Z-0000abcd", "schema.json",
+							NULL);
+	assert_int_equal(expire(f, 2), 0);
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_false(binlog_exists(f, "mariadb-bin.000002"));
+	assert_true(binlog_exists(f, "mariadb-bin.000003"));
 }
 
 /*
@@ -2578,6 +2612,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_binlog_of_arriving_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keeps_binlog_of_arriving_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_check_parts, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_list_restorable_stops_at_hole,

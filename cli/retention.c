@@ -4,6 +4,7 @@
  */
 #include "retention.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,4 +252,16 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 	return policy->retain_full > 0
 			   ? "expired: older than the full snapshots kept"
 			   : "expired: not needed for the retention window";
+}
+
+bool
+bk_retention_id_start_us(const char *id, int64_t *us)
+{
+	char text[32];
+
+	if (strlen(id) < 16 || id[8] != 'T' || id[15] != 'Z')
+		return false;
+	snprintf(text, sizeof(text), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", id, id + 4,
+			 id + 6, id + 9, id + 11, id + 13);
+	return bk_parse_timestamp(text, us);
 }

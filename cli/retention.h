@@ -106,6 +106,12 @@ extern bool bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 								const BkRetention *policy, int64_t now_ms,
 								BkVerdict *verdicts);
 
+/*
+ * The start time a snapshot id encodes ("YYYYMMDDTHHMMSSZ-...", from the
+ * source host's clock), in microseconds; false for an id that encodes none.
+ */
+extern bool bk_retention_id_start_us(const char *id, int64_t *us);
+
 /* Why a verdict, in words ("kept: retention", "expired: ..."). */
 extern const char *bk_retention_reason(const BkRetentionSnapshot *snapshot,
 									   BkVerdict verdict,

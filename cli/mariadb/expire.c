@@ -38,19 +38,6 @@ binlog_order(const char *file, uint64_t pos)
 	return (number << 32) | (pos & 0xffffffffu);
 }
 
-/* The start time a snapshot id encodes ("YYYYMMDDTHHMMSSZ-..."), in us. */
-static bool
-id_start_us(const char *id, int64_t *us)
-{
-	char text[32];
-
-	if (strlen(id) < 16 || id[8] != 'T' || id[15] != 'Z')
-		return false;
-	snprintf(text, sizeof(text), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", id, id + 4,
-			 id + 6, id + 9, id + 11, id + 13);
-	return bk_parse_timestamp(text, us);
-}
-
 /*
  * May a snapshot that began at guard_us (and whose record, naming its
  * binlog position, is not there) need file?  Only if the agent sent a range
@@ -264,7 +251,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 		if (verdicts[idx] == BK_VERDICT_EXPIRE ||
 			snapshots.snapshots[idx].has_record)
 			continue;
-		if (!id_start_us(snapshots.snapshots[idx].id, &start_us))
+		if (!bk_retention_id_start_us(snapshots.snapshots[idx].id, &start_us))
 		{
 			arriving = snapshots.snapshots[idx].id;
 			guard_us = BK_TIME_UNKNOWN;
@@ -350,8 +337,10 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 		status = bk_cli_report_error(program, err);
 		goto done;
 	}
-	/* Binlog files before keep_from: the oldest kept snapshot's own file,
-	 * or one a snapshot still arriving may need. */
+	/*
+	 * Binlog files before keep_from: the oldest kept snapshot's own file, or
+	 * one a snapshot still arriving may need.
+	 */
 	for (int fileIdx = 0; keep_from != NULL && fileIdx < binlog.file_count;
 		 fileIdx++)
 	{

@@ -49,20 +49,6 @@ typedef struct Expire
 	bool history_unknown;
 } Expire;
 
-/* The start time a snapshot id encodes ("YYYYMMDDTHHMMSSZ-..."), in us. */
-static bool
-id_start_us(const char *id, int64_t *us)
-{
-	char text[32];
-
-	if (strlen(id) < BK_SNAPSHOT_ID_SECONDS_LEN || id[8] != 'T' ||
-		id[15] != 'Z')
-		return false;
-	snprintf(text, sizeof(text), "%.4s-%.2s-%.2sT%.2s:%.2s:%.2sZ", id, id + 4,
-			 id + 6, id + 9, id + 11, id + 13);
-	return bk_parse_timestamp(text, us);
-}
-
 /*
  * The first segment number to keep: that of the oldest start LSN among the
  * snapshots that stay.  A snapshot that stays but has no record yet (so no
@@ -98,7 +84,7 @@ wal_cutoff(const Expire *ex, int64_t *guard_us, uint32_t *timeline, char *note,
 			}
 			continue;
 		}
-		if (!id_start_us(snapshot->id, &start_us))
+		if (!bk_retention_id_start_us(snapshot->id, &start_us))
 		{
 			snprintf(note, note_len,
 					 "no WAL removed: snapshot %s, still arriving, has no "

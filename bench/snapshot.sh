@@ -795,7 +795,8 @@ echo "PostgreSQL $PGPORT (data $BK_PGDATA), Kafka $BK_KAFKA_BROKERS"
 
 "$BK" keygen --out "$WORK/bk.key" >/dev/null
 chmod 644 "$WORK/bk.key.pub"
-chown postgres "$WORK/bk.key" # the restore_command bk restore writes runs as postgres
+# Root's: bk restore runs as root, the restore_command it writes as postgres.
+chgrp postgres "$WORK/bk.key" && chmod 0640 "$WORK/bk.key"
 BK_REPO="$WORK/bk-repo"
 BK_CONF="$WORK/bk.conf"
 BK_PREFIX="bkbench-snap-$$"

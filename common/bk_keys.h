@@ -16,7 +16,9 @@
  * Files are text, one "[bk-private-key]" or "[bk-public-key]" section per
  * key, with "name = value" lines.  A keyring is a private key file with
  * several sections (concatenate them to rotate).  A file that holds a
- * private key must not be accessible by group or others.
+ * private key must be owned by the user bk runs as and accessible by it
+ * alone, or owned by root and accessible by nobody else but its group, which
+ * may read it.
  */
 #ifndef BK_KEYS_H
 #define BK_KEYS_H
@@ -69,7 +71,8 @@ extern bool bk_key_write_files(const BkKey *key, const char *path,
 /*
  * Load a key file for a use.  For BK_KEYS_FOR_SOURCE, a file holding any
  * private key is refused (database hosts hold public keys only).  A file
- * holding a private key that group or others can access is refused.  The
+ * holding a private key is refused unless owned by the effective user, mode
+ * 0600 or less, or by root, mode 0640 or less (libpq's rule for sslkey).  The
  * keyring is malloc'd; free with bk_keyring_free (which wipes it).
  */
 extern BkKeyring *bk_keyring_load(const char *path, BkKeyUse use, BkError *err);

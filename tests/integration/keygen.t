@@ -49,6 +49,29 @@ like "$(cat "$dir/out")" 'keygen' "and lists the commands"
 ok $? "bk keygen --help exits 0"
 like "$(cat "$dir/out")" 'Usage: bk keygen --out FILE' "and shows the usage"
 
+# A private key file is its user's, or root's (whose group may read it):
+# another owner could replace the keys bk trusts.  Root's bk refuses one
+# postgres owns (the README's restore host), and reads, as postgres does,
+# one of root's in group postgres.
+if [[ "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1; then
+    chmod 755 "$dir"
+    mkdir "$dir/repo" && printf 'bk repository 1\n' >"$dir/repo/bk-repository"
+    chown postgres "$dir/key"
+    "$BK" verify --repo "$dir/repo" --key-file "$dir/key" >/dev/null 2>"$dir/stderr"
+    is $? 3 "root's bk verify with a private key postgres owns exits 3"
+    like "$(cat "$dir/stderr")" "private key file \"$dir/key\" is owned by \"postgres\" \\(uid [0-9]+\\), not by \"root\"" \
+        "and names the file and its owner"
+    like "$(cat "$dir/stderr")" "HINT: .*chown root $dir/key" "and says how to give it to root"
+    chown root:postgres "$dir/key" && chmod 0640 "$dir/key"
+    "$BK" verify --repo "$dir/repo" --key-file "$dir/key" >/dev/null 2>"$dir/stderr"
+    is $? 0 "root's key, mode 0640 in group postgres, serves root's bk verify"
+    runuser -u postgres -- "$BK" verify --repo "$dir/repo" --key-file "$dir/key" >/dev/null 2>"$dir/stderr"
+    is $? 0 "and postgres's"
+    chmod 0600 "$dir/key"
+else
+    skip "a private key file of another owner" "needs root and a postgres user"
+fi
+
 # A config file with an unknown setting is refused, naming file and line.
 printf 'kafka_brokers = 127.0.0.1:1\nkafka_broker = typo\n' >"$dir/bad.conf"
 "$BK" init --config "$dir/bad.conf" >/dev/null 2>"$dir/stderr"

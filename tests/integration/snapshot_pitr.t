@@ -78,7 +78,8 @@ trap cleanup EXIT
 # ---- set up: bk installed and configured, topics, shipper, PostgreSQL
 bk_test_build
 "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
-chown postgres "$dir/bk.key"
+# Root's, readable by restore_command, which runs as postgres (README).
+chgrp postgres "$dir/bk.key" && chmod 0640 "$dir/bk.key"
 cat >"$dir/bk.conf" <<CONF
 kafka_brokers = $BK_KAFKA_BROKERS
 topic_prefix = $prefix

@@ -63,7 +63,8 @@ trap cleanup EXIT
 bk_test_build
 ok $? "bk, bk-shipper and the extension are installed"
 "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
-chown postgres "$dir/bk.key"    # restore_command runs as postgres
+# Root's, readable by restore_command, which runs as postgres (README).
+chgrp postgres "$dir/bk.key" && chmod 0640 "$dir/bk.key"
 cat >"$dir/bk.conf" <<CONF
 kafka_brokers = $BK_KAFKA_BROKERS
 topic_prefix = $prefix

@@ -41,8 +41,10 @@ bk_test_init() {
     bk_test_repo "$prefix"
     bk_test_build
     "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1
-    # bk wal-get runs as postgres in the clusters the tests restore.
-    chown postgres "$dir/bk.key"
+    # Root's key, which bk wal-get reads as postgres in the clusters the
+    # tests restore: the README's set-up (a key postgres owned would be
+    # refused to root's bk restore).
+    chgrp postgres "$dir/bk.key" && chmod 0640 "$dir/bk.key"
     bk_test_config "$dir/bk.conf" "$1-$$"
     "$BK" init --config "$dir/bk.conf" >/dev/null
 }

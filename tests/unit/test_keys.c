@@ -5,10 +5,13 @@
  */
 #include "testutil.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bk_keys.h"
@@ -123,6 +126,19 @@ test_write_and_load(void **state)
 }
 
 static void
+expect_loads(const char *path)
+{
+	BkError err;
+	BkKeyring *ring;
+
+	bk_error_clear(&err);
+	ring = bk_keyring_load(path, BK_KEYS_FOR_RESTORE, &err);
+	if (ring == NULL)
+		fail_msg("loading \"%s\": %s", path, err.message);
+	bk_keyring_free(ring);
+}
+
+static void
 test_refuses_readable_private_key(void **state)
 {
 	char path[512];
@@ -133,21 +149,125 @@ test_refuses_readable_private_key(void **state)
 	path_in(path, "loose");
 	assert_true(bk_key_generate(&key, &err));
 	assert_true(bk_key_write_files(&key, path, &err));
-	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(chmod(path, 0604), 0);
 	snprintf(
 		expected, sizeof(expected),
-		"private key file \"%s\" is accessible by group or others (mode 0640)",
+		"private key file \"%s\" is accessible by group or others (mode 0604)",
 		path);
 	expect_load_error(path, BK_KEYS_FOR_RESTORE, expected);
-	assert_int_equal(chmod(path, 0604), 0);
-	expect_load_error(path, BK_KEYS_FOR_RESTORE, "(mode 0604)");
+	assert_int_equal(chmod(path, 0660), 0);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE, "(mode 0660)");
+	assert_int_equal(chmod(path, 0650), 0);
+	expect_load_error(path, BK_KEYS_FOR_RESTORE, "(mode 0650)");
+	/* Its group may read a file of root's, never one of another owner. */
+	assert_int_equal(chmod(path, 0640), 0);
+	if (geteuid() == 0)
+		expect_loads(path);
+	else
+		expect_load_error(path, BK_KEYS_FOR_RESTORE, "(mode 0640)");
 	assert_int_equal(chmod(path, 0600), 0);
-	{
-		BkKeyring *ring = bk_keyring_load(path, BK_KEYS_FOR_RESTORE, &err);
+	expect_loads(path);
+}
 
-		assert_non_null(ring);
-		bk_keyring_free(ring);
+/*
+ * As user "nobody", in a child: its own key and one of root's that its group
+ * may read load, one of root's it cannot read is not even opened, and one of
+ * a third user is refused.  0 when all held, else the number of the check.
+ */
+static int
+load_as_nobody(const struct passwd *nobody, const char *own,
+			   const char *roots_readable, const char *third)
+{
+	BkError err;
+	BkKeyring *ring;
+
+	if (setgroups(0, NULL) != 0 ||
+		setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) != 0 ||
+		setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) != 0)
+		return 1;
+	if ((ring = bk_keyring_load(own, BK_KEYS_FOR_RESTORE, &err)) == NULL)
+		return 2;
+	bk_keyring_free(ring);
+	if ((ring = bk_keyring_load(roots_readable, BK_KEYS_FOR_RESTORE, &err)) ==
+		NULL)
+		return 3;
+	bk_keyring_free(ring);
+	if (bk_keyring_load(third, BK_KEYS_FOR_RESTORE, &err) != NULL ||
+		strstr(err.message, "uid 0") != NULL ||
+		strstr(err.message, "nor by root") == NULL)
+		return 4;
+	return 0;
+}
+
+/*
+ * A private key file another user owns is refused, whatever its mode: its
+ * owner could replace the keys a restore trusts (root restoring with a key
+ * postgres owns).  Needs root, to give files away.
+ */
+static void
+test_refuses_private_key_of_another_user(void **state)
+{
+	char path[512];
+	char link_path[512];
+	char roots[512];
+	char third[512];
+	char expected[900];
+	struct passwd *nobody = getpwnam("nobody");
+	BkKey key;
+	BkError err;
+	pid_t pid;
+	int status;
+
+	if (geteuid() != 0 || nobody == NULL || nobody->pw_uid == 0)
+	{
+		skip();
+		return;
 	}
+	path_in(path, "theirs");
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_int_equal(chown(path, nobody->pw_uid, (gid_t) -1), 0);
+	snprintf(expected, sizeof(expected),
+			 "private key file \"%s\" is owned by \"nobody\" (uid %u), not "
+			 "by \"root\" (uid 0), whom bk runs as",
+			 path, (unsigned int) nobody->pw_uid);
+	bk_error_clear(&err);
+	assert_null(bk_keyring_load(path, BK_KEYS_FOR_RESTORE, &err));
+	assert_int_equal(err.code, BK_ERR_KEY);
+	assert_error_contains(&err, expected);
+	assert_non_null(strstr(err.hint, "chown root"));
+
+	/*
+	 * A link put in the key's place leads only to what passes the owner
+	 * check: a file of root's is its own key, one of nobody's is refused.
+	 */
+	path_in(link_path, "link");
+	assert_int_equal(symlink(path, link_path), 0);
+	assert_int_equal(lchown(link_path, nobody->pw_uid, (gid_t) -1), 0);
+	expect_load_error(link_path, BK_KEYS_FOR_RESTORE, "is owned by \"nobody\"");
+	assert_int_equal(chown(path, 0, (gid_t) -1), 0);
+	expect_loads(link_path);
+	expect_loads(path);
+
+	/* The same rule for a user other than root. */
+	path_in(roots, "roots");
+	assert_true(bk_key_write_files(&key, roots, &err));
+	assert_int_equal(chown(roots, 0, nobody->pw_gid), 0);
+	assert_int_equal(chmod(roots, 0640), 0);
+	path_in(third, "third");
+	assert_true(bk_key_write_files(&key, third, &err));
+	assert_int_equal(chown(third, nobody->pw_uid + 1, nobody->pw_gid), 0);
+	assert_int_equal(chmod(third, 0640), 0);
+	assert_int_equal(chown(path, nobody->pw_uid, (gid_t) -1), 0);
+	assert_int_equal(chmod(dir, 0711), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(load_as_nobody(nobody, path, roots, third));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 static void
@@ -319,6 +439,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_write_and_load),
 		cmocka_unit_test(test_refuses_readable_private_key),
+		cmocka_unit_test(test_refuses_private_key_of_another_user),
 		cmocka_unit_test(test_source_refuses_private_key),
 		cmocka_unit_test(test_restore_refuses_public_key),
 		cmocka_unit_test(test_keyring_of_several_keys),

@@ -5,8 +5,10 @@
  *		on a disk or a network file system that cannot be read; and
  *		sync_file_range() that waits for the writing out of a file whose path
  *		ends with $BK_TEST_EIO_WRITEBACK fails with EIO, as when the disk
- *		failed a write the page cache had already taken.  Every other call
- *		is the C library's.
+ *		failed a write the page cache had already taken; and close() of a
+ *		file open for writing whose path ends with $BK_TEST_EIO_CLOSE
+ *		closes it and fails with EIO, as NFS reports a write error it
+ *		deferred to the close.  Every other call is the C library's.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -24,6 +26,7 @@
 typedef int (*OpenFn)(const char *path, int flags, ...);
 typedef int (*SyncFileRangeFn)(int fd, off64_t offset, off64_t nbytes,
 							   unsigned int flags);
+typedef int (*CloseFn)(int fd);
 
 extern int open(const char *path, int flags, ...);
 extern int __open_2(const char *path, int flags);
@@ -113,4 +116,30 @@ sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags)
 		real_sync_file_range =
 			(SyncFileRangeFn) dlsym(RTLD_NEXT, "sync_file_range");
 	return real_sync_file_range(fd, offset, nbytes, flags);
+}
+
+int
+close(int fd)
+{
+	static CloseFn real_close;
+	const char *suffix = getenv("BK_TEST_EIO_CLOSE");
+	int save_errno = errno;
+	int flags;
+	int fail;
+	int rc;
+
+	/* Decided before the descriptor goes, which takes its path with it. */
+	fail = suffix != NULL && suffix[0] != '\0' &&
+		   (flags = fcntl(fd, F_GETFL)) >= 0 &&
+		   (flags & O_ACCMODE) != O_RDONLY && fd_path_ends_with(fd, suffix);
+	if (real_close == NULL)
+		real_close = (CloseFn) dlsym(RTLD_NEXT, "close");
+	/* A close() that succeeds leaves errno as it was. */
+	errno = save_errno;
+	/* Linux closes the descriptor even when close() reports an error. */
+	rc = real_close(fd);
+	if (rc != 0 || !fail)
+		return rc;
+	errno = EIO;
+	return -1;
 }

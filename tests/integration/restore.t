@@ -393,9 +393,22 @@ ok $? "and it has no pg_control"
 # rerun with --delta must not find the file there and keep it.
 [[ -e "$dir/r-eio/$wide_rel" && ! -s "$dir/r-eio/$wide_rel" ]]
 ok $? "the file it could not write is cut to nothing, so that --delta rewrites it"
+# A write error NFS reports only at close() (EIO from close, injected with
+# LD_PRELOAD), while --delta rewrites that file: the restore fails naming
+# it, and removes it rather than leave the page cache's copy to a later
+# --delta, which would find the recorded content there and keep it.
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_CLOSE="/$wide_rel" \
+    "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-eio" \
+    --tablespace-map "$dir/ts1=$dir/ts-eio" --snapshot "$snap1" --delta 2>&1)"
+is $? 1 "a restore whose close() of a file reports a deferred write error fails with exit 1"
+like "$out" "could not write \"$dir/r-eio/$wide_rel\": Input/output error" "naming the file and the cause"
+[[ ! -e "$dir/r-eio/$wide_rel" ]]
+ok $? "and removes that file, so that --delta rewrites it"
 "$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-eio" \
     --tablespace-map "$dir/ts1=$dir/ts-eio" --snapshot "$snap1" --delta >"$dir/restore-eio-delta.out" 2>&1
 ok $? "bk restore --delta over it then completes" || diag "$(tail -n 5 "$dir/restore-eio-delta.out")"
+[[ -s "$dir/r-eio/$wide_rel" ]]
+ok $? "writing that file again"
 as_postgres "$BK_PGBIN/pg_verifybackup" --no-parse-wal "$dir/r-eio" >"$dir/verifybackup-eio.log" 2>&1
 ok $? "and pg_verifybackup accepts what it restored" || diag "$(tail -n 5 "$dir/verifybackup-eio.log")"
 rm -rf "$dir/r-eio" "$dir/ts-eio"

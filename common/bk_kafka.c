@@ -879,6 +879,15 @@ bk_producer_free(BkProducer *producer)
 	free(producer);
 }
 
+int64_t
+bk_producer_send_wait_max_ms(const BkProducer *producer, uint64_t bytes)
+{
+	uint64_t windows = bytes / producer->window_bytes + 1;
+
+	return (int64_t) windows *
+		   ((int64_t) producer->timeout_ms + BK_KAFKA_TIMEOUT_SLACK_MS);
+}
+
 rd_kafka_t *
 bk_producer_handle(BkProducer *producer)
 {

@@ -212,6 +212,18 @@ extern bool bk_producer_connect(BkProducer *producer, const char *topic,
  */
 extern void bk_producer_free(BkProducer *producer);
 
+/*
+ * About the longest bk_producer_send_object of an object of this many bytes
+ * may wait on the brokers before it returns, acknowledged or failed: every
+ * message is acknowledged or fails within message.timeout.ms of being
+ * queued (plus the slack librdkafka's timeout scan may take), and a window
+ * of bytes at most is queued at a time.  For a caller that must tell a
+ * peer how long it may stop reading meanwhile.  A bound on messages in
+ * flight (request_messages) is not counted.
+ */
+extern int64_t bk_producer_send_wait_max_ms(const BkProducer *producer,
+											uint64_t bytes);
+
 /* The underlying handle, for admin requests (topic set-up). */
 extern rd_kafka_t *bk_producer_handle(BkProducer *producer);
 

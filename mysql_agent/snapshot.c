@@ -262,14 +262,38 @@ snapshot_connect(SnapRun *run, BkError *err)
 {
 	MYSQL *conn = agent_connect(run->agent, err);
 	char sql[96];
+	char write_timeout[96];
+	int64_t write_s;
 
 	if (conn == NULL)
 		return NULL;
 	snprintf(sql, sizeof(sql), "SET SESSION lock_wait_timeout = %d",
 			 SNAPSHOT_LOCK_WAIT_S);
+
+	/*
+	 * Rows stream (mysql_use_result): while a part is sent to Kafka, the
+	 * reader (or the locker) reads nothing, and once the socket buffers
+	 * are full the server waits to write the rest of the result.  It gives
+	 * up after net_write_timeout (60 s by default), and the snapshot fails
+	 * with a lost connection, though the send may legitimately take longer:
+	 * a part of up to BK_MARIADB_PART_MAX bytes waits on the brokers up to
+	 * about message.timeout.ms (kafka_timeout, 30 s by default) per window
+	 * in flight before the send fails by itself.  Allow the server that,
+	 * and its default on top; a Kafka that does not answer then fails the
+	 * snapshot with Kafka's error, not the server's.  net_read_timeout is
+	 * left alone: it bounds the server's read of a statement or of LOAD
+	 * DATA LOCAL's data, and these connections send statements only.
+	 */
+	write_s = bk_producer_send_wait_max_ms(run->producer, BK_MARIADB_PART_MAX);
+	write_s = write_s / 1000 + 60;
+	if (write_s > SNAPSHOT_NET_WRITE_TIMEOUT_MAX_S)
+		write_s = SNAPSHOT_NET_WRITE_TIMEOUT_MAX_S;
+	snprintf(write_timeout, sizeof(write_timeout),
+			 "SET SESSION net_write_timeout = %" PRId64, write_s);
 	if (!run_statement(run, conn, "SET NAMES utf8mb4", err) ||
 		!run_statement(run, conn, "SET character_set_results = NULL", err) ||
 		!run_statement(run, conn, sql, err) ||
+		!run_statement(run, conn, write_timeout, err) ||
 		!run_statement(run, conn, "SET SESSION sql_mode = ''", err))
 	{
 		mysql_close(conn);

@@ -19,6 +19,8 @@
 #define SNAPSHOT_PART_DEFAULT ((uint64_t) 32 * 1024 * 1024)
 #define SNAPSHOT_LOCK_WAIT_S  10
 #define SNAPSHOT_ATTEMPTS     5 /* tries at the consistent point */
+/* The server's largest net_write_timeout (a year). */
+#define SNAPSHOT_NET_WRITE_TIMEOUT_MAX_S 31536000
 
 typedef enum SnapshotState
 {

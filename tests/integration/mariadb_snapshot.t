@@ -15,6 +15,9 @@
 #    lock wait; KILL QUERY, max_statement_time (SET STATEMENT ... FOR), or
 #    the client going away, ends a waiting snapshot promptly and the agent
 #    cancels it;
+#  - a reader that stops reading (the agent stopped 3 s while a reader
+#    streams 96 MB) under a server net_write_timeout of 1 s: the snapshot
+#    still succeeds (the agent sets its own);
 #  - once per statement (FROM seq_1_to_5), a USAGE-only user refused,
 #    DROP FUNCTION during a snapshot leaves the server up;
 #  - no plaintext in Kafka or the repository; bk verify checks it all.
@@ -53,6 +56,8 @@ drop_test_accounts() {
 cleanup() {
     for pid in "${workload_pids[@]}"; do kill "$pid" 2>/dev/null; done
     my "XA ROLLBACK 'bks_dangling'" >/dev/null 2>&1
+    [[ -n "${old_nwt:-}" ]] && my "SET GLOBAL net_write_timeout = $old_nwt" >/dev/null
+    [[ -n "$agent_pid" ]] && kill -CONT "$agent_pid" 2>/dev/null
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP DATABASE IF EXISTS ${db}_sb;
@@ -443,6 +448,41 @@ wait "$dropper"
 is "$(my 'SELECT 1')" 1 "DROP FUNCTION during a snapshot: the server is still up"
 unlike "$(grep -i 'got signal\|segfault' "$BK_SERVICES_DIR/mariadb/error.log")" 'signal' "... and logged no crash"
 my "CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so'" >/dev/null
+
+# ---------------------------------------------------------------- a slow consumer
+# A reader streams its rows (mysql_use_result) and reads none while it sends
+# a part to Kafka; the server gives up writing after net_write_timeout and
+# the snapshot failed, though Kafka may take longer (up to kafka_timeout per
+# window).  The agent sets a session net_write_timeout above that.  Here the
+# server's default is 1 s and the agent stops reading for 3 s, stopped
+# while a reader streams 96 MB (the socket buffers hold a few).
+old_nwt="$(my 'SELECT @@GLOBAL.net_write_timeout')"
+my "SET SESSION sql_log_bin = 0;
+    CREATE TABLE $db.wide (id INT PRIMARY KEY, v VARBINARY(1000)) ENGINE=InnoDB;
+    INSERT INTO $db.wide SELECT seq, REPEAT('w', 1000) FROM $db.seq_1_to_96000" >/dev/null
+my "SET GLOBAL net_write_timeout = 1" >/dev/null
+my "SELECT bk_snapshot('jobs=2,label=slow-consumer')" >"$dir/slow.out" 2>&1 &
+caller=$!
+reading_wide="USER = '$agent_user' AND INFO LIKE 'SELECT \`id\`, \`v\` FROM %.\`wide\`'"
+stopped=0
+for ((i = 0; i < 3000; i++)); do # polled without a pause: caught early
+    if [[ "$(my "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE $reading_wide")" -gt 0 ]]; then
+        kill -STOP "$agent_pid" && stopped=1
+        sleep 3
+        waited="$(my "SELECT ROUND(MAX(TIME_MS)) FROM information_schema.PROCESSLIST WHERE $reading_wide")"
+        kill -CONT "$agent_pid"
+        break
+    fi
+done
+wait "$caller"
+my "SET GLOBAL net_write_timeout = $old_nwt" >/dev/null
+is "$stopped" 1 "the agent stopped while a reader streams a 96 MB table"
+[[ "${waited:-0}" =~ ^[0-9]+$ && "$waited" -ge 2000 ]]
+ok $? "... and the server waited to write to it for more than its net_write_timeout of 1 s (${waited:-none} ms)"
+like "$(cat "$dir/slow.out")" '"snapshot_id"' \
+    "a snapshot whose readers stop reading for longer than the server's net_write_timeout succeeds" ||
+    diag "$(cat "$dir/slow.out"; tail -n 5 "$dir/agent.log")"
+my "SET SESSION sql_log_bin = 0; DROP TABLE $db.wide" >/dev/null
 
 # ---------------------------------------------------------------- secrets
 wait_for 30 "the shipper caught up" "$BK" binlog-get --config "$dir/bk.conf" --source "$source_id" "$snap_file" "$dir/again"

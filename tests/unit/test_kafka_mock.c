@@ -147,6 +147,48 @@ test_send_acknowledged(void **state)
 }
 
 /*
+ * How long a send may wait on the brokers, for a peer that must wait as
+ * long (the MariaDB snapshot's net_write_timeout): message.timeout.ms in
+ * effect (the user's property wins) plus the slack, for each window of
+ * bytes an object fills, and one more.
+ */
+static void
+test_send_wait_max(void **state)
+{
+	static const struct
+	{
+		const char *properties;
+		size_t window_bytes;
+		uint64_t bytes;
+		int64_t expected;
+	} cases[] = {
+		{NULL, 0, 1, TIMEOUT_MS + BK_KAFKA_TIMEOUT_SLACK_MS},
+		{NULL, 0, 256 * 1024 * 1024,
+		 5 * (TIMEOUT_MS + BK_KAFKA_TIMEOUT_SLACK_MS)},
+		{"message.timeout.ms=5000", 0, 256 * 1024 * 1024,
+		 5 * (5000 + BK_KAFKA_TIMEOUT_SLACK_MS)},
+		{NULL, 1024 * 1024, 3 * 1024 * 1024,
+		 4 * (TIMEOUT_MS + BK_KAFKA_TIMEOUT_SLACK_MS)},
+	};
+
+	for (size_t caseIdx = 0; caseIdx < sizeof(cases) / sizeof(cases[0]);
+		 caseIdx++)
+	{
+		BkKafkaSettings settings = settings_for_test(cases[caseIdx].properties);
+		BkProducer *producer;
+		BkError err;
+
+		settings.window_bytes = cases[caseIdx].window_bytes;
+		producer = bk_producer_new(&settings, &err);
+		assert_non_null(producer);
+		assert_int_equal(
+			bk_producer_send_wait_max_ms(producer, cases[caseIdx].bytes),
+			cases[caseIdx].expected);
+		bk_producer_free(producer);
+	}
+}
+
+/*
  * request_messages caps the messages of one produce request
  * (batch.num.messages: with five or more in flight librdkafka 2.0's broker
  * thread spins); 0 leaves librdkafka's default, and the user's Kafka
@@ -1107,6 +1149,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_send_acknowledged),
 		cmocka_unit_test(test_request_messages),
+		cmocka_unit_test(test_send_wait_max),
 		cmocka_unit_test(test_small_chunks_not_timed_out),
 		cmocka_unit_test(test_broker_down_bounded),
 		cmocka_unit_test(test_broker_down_window_bounded),

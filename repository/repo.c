@@ -567,10 +567,13 @@ bk_repo_reader_close(BkRepoReader *reader)
 		reader->repo->backend->reader_close(reader);
 }
 
-/* The frames of one open object, in order (the layout of an object). */
+/*
+ * The frames of one open object, in order (the layout of an object); with
+ * first_only, its first frame alone.
+ */
 static bool
-visit_frames(BkRepoReader *reader, bool headers_only, BkFrameVisitor fn,
-			 void *arg, BkError *err)
+visit_some_frames(BkRepoReader *reader, bool headers_only, bool first_only,
+				  BkFrameVisitor fn, void *arg, BkError *err)
 {
 	const char *where = reader->where;
 	uint64_t size = reader->size;
@@ -583,7 +586,7 @@ visit_frames(BkRepoReader *reader, bool headers_only, BkFrameVisitor fn,
 		return bk_error_set(err, BK_ERR_FORMAT, "object file \"%s\" is empty",
 							where);
 	/* Headers alone skip most bytes: nothing to read ahead then. */
-	reader->in_order = !headers_only;
+	reader->in_order = !headers_only && !first_only;
 	while (pos < size)
 	{
 		uint8_t fixed[BK_FRAME_FIXED_LEN];
@@ -650,11 +653,20 @@ visit_frames(BkRepoReader *reader, bool headers_only, BkFrameVisitor fn,
 			!fn(arg, buf, want, err))
 			goto done;
 		pos += frame_len;
+		if (first_only)
+			break;
 	}
 	ok = true;
 done:
 	free(buf);
 	return ok;
+}
+
+static bool
+visit_frames(BkRepoReader *reader, bool headers_only, BkFrameVisitor fn,
+			 void *arg, BkError *err)
+{
+	return visit_some_frames(reader, headers_only, false, fn, arg, err);
 }
 
 bool
@@ -832,6 +844,113 @@ bk_repo_decrypt(const BkRepo *repo, BkRepoArea area, const char *source,
 						   kind, name, err);
 	bk_repo_reader_close(reader);
 	return ok;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+typedef struct HeadVisit
+{
+	BkDecoder *decoder;
+	const char *where;
+} HeadVisit;
+
+/* Chunk 0, whole: its CRC, then its tag, which covers its whole header. */
+static bool
+authenticate_head(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	HeadVisit *visit = arg;
+	BkFrame parsed;
+	const uint8_t *plain;
+	size_t plain_len;
+
+	if (!bk_frame_parse(frame, len, &parsed, err) ||
+		!bk_decoder_push(visit->decoder, frame, len, &plain, &plain_len, err))
+		return bk_error_prefix(err, "\"%s\": ", visit->where);
+	return true;
+}
+
+static bool
+meta_altered(const char *where, const char *source, const char *what,
+			 BkError *err)
+{
+	bk_error_set(err, BK_ERR_AUTH,
+				 "the metadata of \"%s\" read to plan does not match %s: "
+				 "the repository was altered or damaged",
+				 where, what);
+	return bk_error_hint(err,
+						 "Nothing was taken from it. Run \"bk verify "
+						 "--source %s\" to find what else changed, and "
+						 "restore from a repository you trust.",
+						 source);
+}
+
+bool
+bk_repo_object_meta(const BkRepo *repo, BkRepoArea area, const char *source,
+					int kind, const char *name, BkDecoder *decoder,
+					BkObjectTracker *object, BkError *err)
+{
+	BkObjectIdentity identity;
+	HeadVisit visit = {.decoder = decoder};
+	const BkObjectTracker *head;
+	BkRepoReader *reader;
+	bool ok;
+
+	if (!bk_repo_object_identity(repo, area, source, kind, name, &identity,
+								 object, err))
+		return false;
+	if (decoder == NULL)
+		return true;
+	reader = bk_repo_reader_open(repo, area, source, kind, name, err);
+	if (reader == NULL)
+		return false;
+	visit.where = reader->where;
+	bk_decoder_reset(decoder);
+	ok = visit_some_frames(reader, false, true, authenticate_head, &visit, err);
+	if (!ok && (err->code == BK_ERR_AUTH || err->code == BK_ERR_FORMAT))
+		bk_error_hint(err,
+					  "Its header (metadata included) is not the one its "
+					  "source wrote: the repository was altered or damaged. "
+					  "Nothing was taken from it; run \"bk verify --source "
+					  "%s\" to find what else changed.",
+					  source);
+	ok = ok && decoded_object_is(bk_decoder_object(decoder), reader->where,
+								 source, kind, name, err);
+	head = bk_decoder_object(decoder);
+	/* The keyless read saw every frame agree with its chunk 0 (the
+	 * tracker), so this chunk 0 is every frame's header. */
+	if (ok &&
+		(head->meta_len != object->meta_len ||
+		 memcmp(head->meta, object->meta, object->meta_len) != 0 ||
+		 memcmp(head->attempt_id, object->attempt_id, BK_ATTEMPT_ID_LEN) != 0 ||
+		 memcmp(head->key_id, object->key_id, BK_KEY_ID_LEN) != 0))
+		ok = meta_altered(reader->where, source,
+						  "its authenticated header (chunk 0)", err);
+	bk_decoder_reset(decoder);
+	bk_repo_reader_close(reader);
+	return ok;
+}
+
+bool
+bk_repo_meta_digest(const BkObjectTracker *object,
+					uint8_t digest[BK_SHA256_LEN], BkError *err)
+{
+	return bk_sha256(object->meta, object->meta_len, digest, err);
+}
+
+bool
+bk_repo_meta_agrees(const BkDecoder *decoder,
+					const uint8_t planned[BK_SHA256_LEN], const char *source,
+					BkError *err)
+{
+	const BkObjectTracker *object = bk_decoder_object(decoder);
+	uint8_t digest[BK_SHA256_LEN];
+
+	if (!bk_repo_meta_digest(object, digest, err))
+		return false;
+	if (memcmp(digest, planned, BK_SHA256_LEN) == 0)
+		return true;
+	return meta_altered(object->name, source,
+						"what decrypting it authenticated", err);
 }
 
 typedef struct FileSink

@@ -235,6 +235,37 @@ extern bool bk_repo_check_object(const BkRepo *repo, BkRepoArea area,
 								 const char *expect_name,
 								 BkObjectTracker *object, BkError *err);
 
+/*
+ * The metadata of a stored object, to plan by.  Without keys it is
+ * bk_repo_object_identity's: every frame's header read, their CRCs not
+ * checked, so nothing is authenticated (bit rot, or anyone who can write
+ * to the repository, can change it).  With decoder (may be NULL) chunk 0
+ * is read whole and authenticated too (its CRC, and its AEAD tag, whose
+ * associated data is the whole header), and must be this object (source,
+ * kind, name) of the same attempt, key and metadata: then the metadata is
+ * authentic, every frame carrying chunk 0's.  That costs one chunk read
+ * and decrypted (the source's chunk_size, 1 MiB by default, 16 MiB at
+ * most), and an envelope opened.  A disagreement is BK_ERR_AUTH, naming
+ * the object.  The decoder is left reset.
+ */
+extern bool bk_repo_object_meta(const BkRepo *repo, BkRepoArea area,
+								const char *source, int kind, const char *name,
+								BkDecoder *decoder, BkObjectTracker *object,
+								BkError *err);
+
+/*
+ * A plan made from keyless metadata, checked once the object is decrypted
+ * anyway: keep the SHA-256 of the metadata planned by
+ * (bk_repo_meta_digest), and after bk_repo_decrypt* of that object ask
+ * whether the decoder authenticated the same (bk_repo_meta_agrees;
+ * BK_ERR_AUTH naming the object otherwise).
+ */
+extern bool bk_repo_meta_digest(const BkObjectTracker *object,
+								uint8_t digest[BK_SHA256_LEN], BkError *err);
+extern bool bk_repo_meta_agrees(const BkDecoder *decoder,
+								const uint8_t planned[BK_SHA256_LEN],
+								const char *source, BkError *err);
+
 /* Where decrypted bytes go, in order; false (with err set) to stop. */
 typedef bool (*BkPlainSink)(void *arg, const uint8_t *data, size_t len,
 							BkError *err);

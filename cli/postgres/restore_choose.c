@@ -1427,6 +1427,14 @@ restore_load_chain(Restore *r, BkError *err)
 									 snapshot->id, &record, err))
 			return false;
 		r->chain[slot] = record;
+		/*
+		 * The choice of this chain (stop time and LSN against the target,
+		 * timeline, parent) was made from the record's keyless metadata:
+		 * it holds only if that is what the record's header authenticates.
+		 */
+		if (!bk_repo_meta_agrees(r->decoder, snapshot->meta_digest, r->source,
+								 err))
+			return bk_error_prefix(err, "snapshot %s: ", snapshot->id);
 		if (strcmp(record->kind, snapshot->kind) != 0 ||
 			strcmp(record->parent, snapshot->parent) != 0 ||
 			record->start_lsn != snapshot->start_lsn ||

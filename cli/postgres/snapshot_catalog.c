@@ -134,7 +134,10 @@ meta_u64(const BkObjectTracker *object, const char *key)
 	return strtoull(value, NULL, 10);
 }
 
-/* Read the record's keyless metadata. */
+/*
+ * Read the record's keyless metadata (not authenticated: a restore checks
+ * it when it decrypts the record, restore_load_chain).
+ */
 static void
 load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 {
@@ -163,6 +166,14 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 		/* Not what it holds (frames, metadata): whether it could be read. */
 		if (err.code != BK_ERR_FORMAT && err.code != BK_ERR_SEQUENCE)
 			snapshot->record_error = err.code;
+		free(object);
+		return;
+	}
+	if (!bk_repo_meta_digest(object, snapshot->meta_digest, &err))
+	{
+		snprintf(snapshot->reason, sizeof(snapshot->reason),
+				 "its record cannot be read: %s", err.message);
+		snapshot->record_error = err.code;
 		free(object);
 		return;
 	}

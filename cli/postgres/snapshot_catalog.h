@@ -89,6 +89,12 @@ typedef struct BkSnapshot
 	uint32_t segment_size;
 	char system_identifier[32];
 	/*
+	 * SHA-256 of the record's metadata read here, without keys: a restore
+	 * plans by it, and checks it against what decrypting the record
+	 * authenticates (bk_repo_meta_agrees) before it trusts the plan.
+	 */
+	uint8_t meta_digest[BK_SHA256_LEN];
+	/*
 	 * The record names another engine (engine=mariadb: a MariaDB server
 	 * archiving under the same source id by mistake): bk expire leaves
 	 * the snapshot alone.  Valid whether or not has_record.

@@ -187,21 +187,32 @@ missing_in_range(const BkWalTimeline *tl, uint64_t from, uint64_t to,
 	return to - from + 1 - present;
 }
 
-/* Read a WAL object's keyless metadata. */
+/*
+ * Read a WAL object's metadata: with decoder (may be NULL) authenticated
+ * (bk_repo_object_meta), else keyless.  whole: without a key, read every
+ * byte and check every frame's CRC (bk_repo_check_object), for objects
+ * small enough that this costs nothing more than their headers.
+ */
 static bool
 object_meta(const BkRepo *repo, const char *source, const char *name,
-			BkObjectTracker *object, BkError *err)
+			BkDecoder *decoder, bool whole, BkObjectTracker *object,
+			BkError *err)
 {
-	BkObjectIdentity identity;
-
-	return bk_repo_object_identity(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
-								   name, &identity, object, err);
+	if (decoder == NULL && whole)
+		return bk_repo_check_object(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL,
+									name, name, object, err);
+	return bk_repo_object_meta(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, name,
+							   decoder, object, err);
 }
 
 /*
  * The branch points of timeline tl, from its history object's metadata, or
  * with the key from its content.  A problem is recorded in tl, not
- * returned: one unreadable history file must not hide the rest.
+ * returned: one unreadable history file must not hide the rest.  With the
+ * key the metadata is authenticated first (the file is one small chunk):
+ * branch points decide where a missing segment is the end of the archive
+ * (bk wal-get's exit 1, which ends recovery), so an altered one must not
+ * be believed; without it, every frame's CRC is checked.
  */
 static bool
 load_history(const BkRepo *repo, const char *source, BkDecoder *decoder,
@@ -216,7 +227,7 @@ load_history(const BkRepo *repo, const char *source, BkDecoder *decoder,
 
 	snprintf(name, sizeof(name), "%08X.history", tl->timeline);
 	bk_error_clear(&problem);
-	if (!object_meta(repo, source, name, &object, &problem))
+	if (!object_meta(repo, source, name, decoder, true, &object, &problem))
 		goto done;
 	value_len = object.meta_len + 1;
 	value = malloc(value_len);
@@ -522,7 +533,9 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 			newest = &entries[entry_count - 1];
 		snprintf(name, sizeof(name), "%08X%08X%08X%s", newest->timeline,
 				 newest->log, newest->seg, newest->partial ? ".partial" : "");
-		if (!object_meta(repo, source, name, &object, err))
+		/* Authenticated with the key: the segment size numbers every
+		 * segment, and so places every gap and branch point. */
+		if (!object_meta(repo, source, name, decoder, false, &object, err))
 			goto fail;
 		if (!bk_meta_get(object.meta, object.meta_len, "segment-size", value,
 						 sizeof(value)))
@@ -1238,7 +1251,7 @@ bk_wal_segment_system_id(const BkRepo *repo, const char *source,
 
 	out[0] = '\0';
 	bk_wal_segment_name(timeline, segno, segment_size, name);
-	if (!object_meta(repo, source, name, &object, &err) ||
+	if (!object_meta(repo, source, name, NULL, false, &object, &err) ||
 		!bk_meta_get(object.meta, object.meta_len, "system-identifier", out,
 					 out_len))
 		out[0] = '\0';

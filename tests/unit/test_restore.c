@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bk_crc32c.h"
 #include "bk_keys.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
@@ -4354,6 +4355,240 @@ test_option_given_twice(void **state)
 	}
 }
 
+/* ------------------------------------------- metadata planning trusts */
+
+/*
+ * Change from into to (as long) in every frame header of the stored object
+ * <kind>/<name> of the fixture's directory repository: as bit rot would
+ * (fix_crc false), or as anyone who can write to the repository can
+ * (fix_crc true: a CRC can be recomputed, an AEAD tag cannot).
+ */
+static void
+alter_stored_meta(WalFixture *f, const char *kind, const char *name,
+				  const char *from, const char *to, bool fix_crc)
+{
+	char path[1024];
+	char *data;
+	size_t len;
+	size_t pos = 0;
+	int altered = 0;
+	BkError err;
+
+	assert_int_equal(strlen(from), strlen(to));
+	snprintf(path, sizeof(path), "%s/" SOURCE "/%s/%s", f->location, kind,
+			 name);
+	assert_true(bk_read_file(path, 64 * 1024 * 1024, &data, &len, &err));
+	while (pos < len)
+	{
+		uint8_t *frame = (uint8_t *) data + pos;
+		uint32_t header_len = bk_get_be32(frame + BK_OFF_HEADER_LEN);
+		uint32_t payload_len = bk_get_be32(frame + BK_OFF_PAYLOAD_LEN);
+		size_t covered = (size_t) header_len + payload_len + BK_GCM_TAG_LEN;
+
+		for (size_t at = BK_FRAME_FIXED_LEN; at + strlen(from) <= header_len;
+			 at++)
+			if (memcmp(frame + at, from, strlen(from)) == 0)
+			{
+				memcpy(frame + at, to, strlen(to));
+				altered++;
+			}
+		if (fix_crc)
+			bk_put_be32(frame + covered, bk_crc32c(0, frame, covered));
+		pos += covered + BK_FRAME_CRC_LEN;
+	}
+	assert_true(altered > 0);
+	assert_true(bk_write_file_durable(path, data, len, 0644, &err));
+	free(data);
+}
+
+/*
+ * Timeline 2 branched off timeline 1 in segment 4, so timeline 1's
+ * segment 3, not archived, is a hole: bk wal-get must exit 200, never 1.
+ * Someone lowers the branch point in 00000002.history's metadata (the
+ * CRC recomputed): with it, segment 3 would lie past what timeline 1 is
+ * needed for, "the end of the archive", and recovery would end and
+ * promote there.  With the key the metadata is authenticated, and
+ * timeline 2's history is unknown: a hole, and the reason says why.  A
+ * damaged header (CRC not recomputed) is caught without the key too.
+ */
+static void
+test_wal_altered_branch_points(void **state)
+{
+	WalFixture *f = *state;
+	BkDecoder *decoder;
+	BkWalCatalog catalog;
+	const BkWalTimeline *tl2;
+	char why[512];
+	BkError err;
+
+	decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(decoder);
+	for (uint64_t segno = 1; segno <= 2; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/4800000");
+	for (uint64_t segno = 4; segno <= 5; segno++)
+		archive_segment(f, 2, segno);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 3, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+
+	alter_stored_meta(f, "wal", "00000002.history", "branch-points=1:0/4800000",
+					  "branch-points=1:0/2800000", true);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
+	tl2 = bk_wal_timeline(&catalog, 2);
+	assert_non_null(tl2);
+	assert_false(tl2->history_known);
+	assert_int_equal(tl2->history_error, BK_ERR_AUTH);
+	assert_non_null(strstr(tl2->history_problem, "failed authentication"));
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 3, why, sizeof(why)));
+	assert_non_null(strstr(why, "00000002.history"));
+	bk_wal_catalog_free(&catalog);
+
+	/* Damaged, not forged: the CRC says so, key or not. */
+	alter_stored_meta(f, "wal", "00000002.history", "branch-points=1:0/2800000",
+					  "branch-points=1:0/1800000", false);
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_false(bk_wal_timeline(&catalog, 2)->history_known);
+	assert_true(bk_wal_segment_is_hole(&catalog, 1, 3, why, sizeof(why)));
+	bk_wal_catalog_free(&catalog);
+	bk_decoder_free(decoder);
+}
+
+/*
+ * The segment size numbers every segment, and so places every gap and
+ * branch point: read from the newest segment's metadata, it is
+ * authenticated when the key is at hand, and an altered one refused,
+ * naming the object.
+ */
+static void
+test_wal_altered_segment_size(void **state)
+{
+	WalFixture *f = *state;
+	BkDecoder *decoder;
+	BkWalCatalog catalog;
+	BkVerifier verifier;
+	char *text;
+	BkError err;
+
+	decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(decoder);
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	alter_stored_meta(f, "wal", "000000010000000000000003",
+					  "segment-size=16777216", "segment-size=33554432", true);
+	assert_false(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
+	assert_int_equal(err.code, BK_ERR_AUTH);
+	assert_non_null(strstr(err.message, "000000010000000000000003"));
+	assert_non_null(strstr(err.message, "failed authentication"));
+	bk_decoder_free(decoder);
+
+	/* bk verify with the key goes on, and reports that segment (the
+	 * others it reports: the fixture's segments are not 16 MiB). */
+	verifier_open(&verifier, &f->ring);
+	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
+		assert_non_null(verifier.workers[jobIdx].decoder =
+							bk_decoder_new(&f->ring, &err));
+	assert_true(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	text = json_dumps(verifier.problem_list, 0);
+	assert_non_null(strstr(text, "000000010000000000000003\\\" chunk 0 of 1 "
+								 "failed authentication"));
+	free(text);
+	for (int jobIdx = 0; jobIdx < BK_VERIFY_JOBS_MAX; jobIdx++)
+		bk_decoder_free(verifier.workers[jobIdx].decoder);
+	verifier_close(&verifier);
+}
+
+/*
+ * A time target chooses the newest snapshot that stopped before it, by the
+ * stop-time in its record's metadata.  Snapshot S stopped at 00:01:00,
+ * after the target 00:00:30: nothing fits.  A record altered in place
+ * fails its tag when the restore decrypts it; but one the plan read that
+ * is not the one decrypted later (another attempt at the record, sealed
+ * with the public key, swapped in while the plan is made and back
+ * after) would pass, and the restore would go on from a snapshot chosen
+ * by metadata it never authenticated: refused, naming the snapshot.
+ */
+static void
+test_restore_swapped_record_meta(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	const char *id = "20201124T000000Z-0000000a";
+	char record[2048];
+	char name[128];
+	char path[1024];
+	char meta[1024];
+	char *genuine;
+	size_t genuine_len;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	snprintf(record, sizeof(record),
+			 "{\"format\":3,\"snapshot\":\"%s\",\"source\":\"" SOURCE "\","
+			 "\"kind\":\"full\",\"parent\":null,\"label\":\"\","
+			 "\"start_lsn\":\"0/1000028\",\"stop_lsn\":\"0/1800000\","
+			 "\"start_timeline\":1,\"stop_timeline\":1,"
+			 "\"start_time\":\"2020-11-24T00:00:00.000Z\","
+			 "\"stop_time\":\"2020-11-24T00:01:00.000Z\","
+			 "\"system_identifier\":\"7441\",\"pg_version\":150020,"
+			 "\"segment_size\":%u,\"block_size\":8192,"
+			 "\"data_checksums\":true,\"page_digests\":true,"
+			 "\"tablespaces\":[],\"directories\":[],\"files\":[],"
+			 "\"bytes_read\":0,\"bytes_sent\":0,\"checksum_failures\":[]}",
+			 id, SEG_SIZE);
+	archive_snapshot_record(f, id, "full", NULL, 1, "0/1000028", "0/1800000", 0,
+							0, record);
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->target_timeline = "latest";
+	r->decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(r->decoder);
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_TIME,
+								   "2020-11-24 00:00:30+00", &err));
+	assert_true(bk_snapshot_catalog_load(f->repo, SOURCE, r->decoder,
+										 &r->catalog, &err));
+	assert_false(restore_choose_snapshot(r, &err));
+	bk_snapshot_catalog_free(&r->catalog);
+
+	/* Another attempt at the record, whose metadata says 00:00:10. */
+	snprintf(name, sizeof(name), "%s/%s", id, BK_SNAPSHOT_RECORD);
+	snprintf(path, sizeof(path), "%s/" SOURCE "/snapshot/%s", f->location,
+			 name);
+	assert_true(bk_read_file(path, 1024 * 1024, &genuine, &genuine_len, &err));
+	assert_int_equal(unlink(path), 0);
+	snprintf(meta, sizeof(meta),
+			 "snapshot=%s\nkind=full\nstart-lsn=0/1000028\n"
+			 "stop-lsn=0/1800000\ntimeline=1\n"
+			 "start-time=2020-11-24T00:00:00.000Z\n"
+			 "stop-time=2020-11-24T00:00:10.000Z\nobjects=0\nfiles=0\n"
+			 "bytes=4\nsystem-identifier=7441\npg-version=160000\n"
+			 "segment-size=%u",
+			 id, SEG_SIZE);
+	test_archive_object(f->repo, &f->key, &f->uploads, BK_KIND_SNAPSHOT, SOURCE,
+						name, meta, (const uint8_t *) record, strlen(record));
+	assert_true(bk_snapshot_catalog_load(f->repo, SOURCE, r->decoder,
+										 &r->catalog, &err));
+	assert_true(restore_choose_snapshot(r, &err));
+	assert_int_equal(r->chosen, 0);
+
+	/* The genuine record back before the restore decrypts it. */
+	assert_true(bk_write_file_durable(path, genuine, genuine_len, 0644, &err));
+	free(genuine);
+	assert_false(restore_load_chain(r, &err));
+	assert_int_equal(err.code, BK_ERR_AUTH);
+	assert_non_null(strstr(err.message, id));
+	assert_non_null(strstr(err.message, "altered or damaged"));
+
+	for (int linkIdx = 0; linkIdx < r->chain_len; linkIdx++)
+		bk_snapshot_record_free(r->chain[linkIdx]);
+	free(r->chain);
+	bk_snapshot_catalog_free(&r->catalog);
+	bk_decoder_free(r->decoder);
+	free(r);
+}
+
 int
 main(void)
 {
@@ -4481,6 +4716,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_recovery_would_read_old_timeline_past_branch, wal_setup,
 			wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_altered_branch_points,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_altered_segment_size,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_restore_swapped_record_meta,
+										wal_setup, wal_teardown),
 	};
 
 	setenv("TZ", "UTC", 1);

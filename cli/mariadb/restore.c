@@ -497,6 +497,23 @@ load_snapshot_json(MariadbRestore *r, const char *name, BkError *err)
 	return value;
 }
 
+/*
+ * check_planned_record
+ *		The snapshot was chosen, and the replay planned from its position and
+ *		GTID state, by its record's keyless metadata.  The record was just
+ *		decrypted (load_snapshot_json, whose tag covers the metadata it was
+ *		stored with): the plan holds only if that is what it read, not
+ *		another attempt at the record in its place meanwhile.
+ */
+static bool
+check_planned_record(MariadbRestore *r, BkError *err)
+{
+	if (bk_repo_meta_agrees(r->ctx.decoder, r->snapshot->meta_digest, r->source,
+							err))
+		return true;
+	return bk_error_prefix(err, "snapshot %s: ", r->snapshot->id);
+}
+
 static void
 format_binlog_time(uint32_t seconds, char *out, size_t out_len)
 {
@@ -732,6 +749,7 @@ run(MariadbRestore *r, BkError *err)
 	 * load half way, after --force dropped the databases.
 	 */
 	if ((r->record = load_snapshot_json(r, BK_SNAPSHOT_RECORD, err)) == NULL ||
+		!check_planned_record(r, err) ||
 		(r->schema = load_snapshot_json(r, "schema.json", err)) == NULL ||
 		!restore_check_parts(r, err))
 		return false;

@@ -100,6 +100,8 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 		bk_error_clear(err);
 		return true;
 	}
+	if (!bk_repo_meta_digest(&object, snap->meta_digest, err))
+		return false;
 	snap->has_record = true;
 	snap->other_engine = !bk_meta_get(object.meta, object.meta_len, "engine",
 									  value, sizeof(value)) ||

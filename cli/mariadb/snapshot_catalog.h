@@ -58,6 +58,13 @@ typedef struct MariadbSnapshot
 	char finished[40];
 	uint64_t tables;
 	uint64_t rows;
+	/*
+	 * SHA-256 of the record's metadata read here, without keys, which the
+	 * fields above come from: bk restore plans by them (where the replay
+	 * starts, the GTID state, whether the snapshot fits the target) and
+	 * checks them against what decrypting the record authenticates.
+	 */
+	uint8_t meta_digest[BK_SHA256_LEN];
 	uint64_t objects;
 	uint64_t stored_bytes;
 	int64_t stored_ms; /* when the store wrote its newest object */

@@ -41,6 +41,13 @@ typedef struct BinlogRange
 	char created[40]; /* when the agent sent it (ISO 8601), or "" */
 	/* "file:offset" where the archive ended before a purge gap, or "" */
 	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
+	/*
+	 * SHA-256 of the metadata the fields above come from, read without
+	 * keys: whoever rebuilds the range checks that decrypting it
+	 * authenticates the same (mariadb_binlog_rebuild), so that no plan
+	 * rests on metadata the range did not carry.
+	 */
+	uint8_t meta_digest[BK_SHA256_LEN];
 } BinlogRange;
 
 typedef struct BinlogFile
@@ -75,6 +82,19 @@ typedef struct BinlogCatalog
 extern bool binlog_catalog_load(const BkRepo *repo, const char *source,
 								BinlogCatalog *catalog, BkError *err);
 extern void binlog_catalog_free(BinlogCatalog *catalog);
+
+/*
+ * A file that is not closed is complete when the next file follows it
+ * directly (follows_directly): that rests on the metadata of the next
+ * file's first ranges (no gap-before=), which whoever serves the file
+ * without reading the next one must authenticate (bk_repo_object_meta):
+ * else a purge gap removed from it would pass a truncated file for a
+ * whole one.  BK_ERR_AUTH if it is not what the catalog read.
+ */
+extern bool
+binlog_catalog_check_successor(const BkRepo *repo, const char *source,
+							   BkDecoder *decoder, const BinlogCatalog *catalog,
+							   const BinlogFile *file, BkError *err);
 
 /* The file of that name, or NULL. */
 extern const BinlogFile *binlog_catalog_file(const BinlogCatalog *catalog,

@@ -167,6 +167,13 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 					err->code = BK_ERR_SEQUENCE;
 				return bk_error_prefix(err, "binlog range %s: ", range->name);
 			}
+			/* What the plan read of it (closed, complete-until...) is
+			 * what its tag just authenticated, not another attempt's. */
+			if (!bk_repo_meta_agrees(decoder, range->meta_digest, source, err))
+			{
+				free(data);
+				return bk_error_prefix(err, "binlog range %s: ", range->name);
+			}
 			if (len != want)
 			{
 				free(data);
@@ -410,7 +417,9 @@ bk_cmd_binlog_get(int argc, char **argv)
 	if (!binlog_catalog_load(ctx.repo, source, &catalog, &err))
 		goto fail;
 	file = mariadb_binlog_get_file(&catalog, source, args[0], &err);
-	if (file == NULL)
+	if (file == NULL ||
+		!binlog_catalog_check_successor(ctx.repo, source, ctx.decoder, &catalog,
+										file, &err))
 		goto fail;
 
 	if (!mariadb_binlog_write(ctx.repo, source, ctx.decoder, file, args[1],

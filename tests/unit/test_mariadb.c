@@ -25,6 +25,7 @@
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "cli.h"
+#include "commands.h"
 #include "engine.h"
 #include "mariadb.h"
 #include "repo.h"
@@ -1466,6 +1467,146 @@ test_restore_store_failure_not_local(void **state)
 }
 
 /*
+ * bk binlog-get FILE OUT on the fixture's repository, its messages in
+ * f->dir/binlog-get.err; the exit status.
+ */
+static int
+binlog_get_to(Fixture *f, const char *file, const char *out)
+{
+	char config[600];
+	char key[600];
+	char messages[700];
+	char *argv[] = {"bk binlog-get", "--config",   config,
+					"--repo",        f->location,  "--source",
+					SOURCE,          "--key-file", key,
+					(char *) file,   (char *) out, NULL};
+	int saved;
+	int fd;
+	int status;
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(key, sizeof(key), "%s/key", f->dir);
+	snprintf(messages, sizeof(messages), "%s/binlog-get.err", f->dir);
+	if (access(config, F_OK) != 0)
+	{
+		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+		assert_true(bk_key_write_files(&f->key, key, &err));
+	}
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	fd = open(messages, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	status =
+		bk_cmd_binlog_get((int) (sizeof(argv) / sizeof(argv[0])) - 1, argv);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	return status;
+}
+
+/*
+ * mariadb-bin.000001 has no ROTATE (the server crashed), and the agent
+ * marked mariadb-bin.000002's first range gap-before= (the server purged
+ * the rest of 000001 before it was read): 000001 is cut, and bk
+ * binlog-get refuses it.  Someone renames that key in the range's
+ * metadata (the CRC recomputed): without it, 000002 follows 000001
+ * directly, 000001 looks complete, and the truncated file would be served
+ * as whole, though binlog-get never decrypts 000002.  It authenticates
+ * what the completeness rests on: refused, and OUT never written.
+ */
+static void
+test_binlog_get_altered_successor(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	char out_path[600];
+	char name[128];
+	char gap[128];
+	char *messages;
+	size_t messages_len;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	snprintf(gap, sizeof(gap), "\ngap-before=mariadb-bin.000001:%zu", cut);
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", gap);
+	snprintf(out_path, sizeof(out_path), "%s/mariadb-bin.000001", f->dir);
+	assert_int_equal(binlog_get_to(f, "mariadb-bin.000001", out_path),
+					 BK_EXIT_INTEGRITY);
+	assert_int_not_equal(access(out_path, F_OK), 0);
+
+	snprintf(name, sizeof(name), "mariadb-bin.000002/%010d-%010zu", 0, len2);
+	test_alter_stored(f->location, SOURCE, "binlog", name,
+					  "\ngap-before=", "\ngap-befora=", true);
+	assert_int_equal(binlog_get_to(f, "mariadb-bin.000001", out_path),
+					 BK_EXIT_INTEGRITY);
+	assert_int_not_equal(access(out_path, F_OK), 0);
+	snprintf(out_path, sizeof(out_path), "%s/binlog-get.err", f->dir);
+	assert_true(bk_read_file(out_path, 65536, &messages, &messages_len, &err));
+	assert_non_null(strstr(messages, name));
+	assert_non_null(strstr(messages, "failed authentication"));
+	free(messages);
+}
+
+/*
+ * What decides whether a file is complete and where it ends (closed=,
+ * complete-until=...) is read from its ranges' metadata without keys.
+ * Rebuilding a file decrypts its ranges: one whose authenticated
+ * metadata is not what the catalog read (another attempt at the range
+ * put in its place meanwhile) is refused, naming it.
+ */
+static void
+test_binlog_rebuild_swapped_range(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char out_path[600];
+	char name[128];
+	char path[1200];
+	uint64_t events = 0;
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3", "");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+	/* Another attempt at 000001's range, which says it was closed. */
+	snprintf(name, sizeof(name), "mariadb-bin.000001/%010d-%010zu", 0, len1);
+	snprintf(path, sizeof(path), "%s/%s/binlog/%s", f->location, SOURCE, name);
+	assert_int_equal(unlink(path), 0);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3", "\nclosed=rotate");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_true(file->closed);
+
+	/* The first attempt back in its place before it is read. */
+	assert_int_equal(unlink(path), 0);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3", "");
+	snprintf(out_path, sizeof(out_path), "%s/mariadb-bin.000001", f->dir);
+	bk_error_clear(&err);
+	assert_false(mariadb_binlog_write(f->repo, SOURCE, f->decoder, file,
+									  out_path, &events, &err));
+	assert_int_equal(err.code, BK_ERR_AUTH);
+	assert_error_contains(&err, name);
+	assert_error_contains(&err, "altered or damaged");
+	assert_int_not_equal(access(out_path, F_OK), 0);
+	binlog_catalog_free(&catalog);
+}
+
+/*
  * Only a file after the newest archived one is "not in the archive" (exit
  * 1, where a script fetching file after file stops).  A file bk expire
  * removed while a script replays forward, one missing between archived
@@ -2589,6 +2730,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_restore_store_failure_not_local,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_get_end_only_after_newest,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_binlog_get_altered_successor,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_binlog_rebuild_swapped_range,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,
 										teardown),

@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bk_crc32c.h"
 #include "bk_keys.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
@@ -4358,50 +4357,6 @@ test_option_given_twice(void **state)
 /* ------------------------------------------- metadata planning trusts */
 
 /*
- * Change from into to (as long) in every frame header of the stored object
- * <kind>/<name> of the fixture's directory repository: as bit rot would
- * (fix_crc false), or as anyone who can write to the repository can
- * (fix_crc true: a CRC can be recomputed, an AEAD tag cannot).
- */
-static void
-alter_stored_meta(WalFixture *f, const char *kind, const char *name,
-				  const char *from, const char *to, bool fix_crc)
-{
-	char path[1024];
-	char *data;
-	size_t len;
-	size_t pos = 0;
-	int altered = 0;
-	BkError err;
-
-	assert_int_equal(strlen(from), strlen(to));
-	snprintf(path, sizeof(path), "%s/" SOURCE "/%s/%s", f->location, kind,
-			 name);
-	assert_true(bk_read_file(path, 64 * 1024 * 1024, &data, &len, &err));
-	while (pos < len)
-	{
-		uint8_t *frame = (uint8_t *) data + pos;
-		uint32_t header_len = bk_get_be32(frame + BK_OFF_HEADER_LEN);
-		uint32_t payload_len = bk_get_be32(frame + BK_OFF_PAYLOAD_LEN);
-		size_t covered = (size_t) header_len + payload_len + BK_GCM_TAG_LEN;
-
-		for (size_t at = BK_FRAME_FIXED_LEN; at + strlen(from) <= header_len;
-			 at++)
-			if (memcmp(frame + at, from, strlen(from)) == 0)
-			{
-				memcpy(frame + at, to, strlen(to));
-				altered++;
-			}
-		if (fix_crc)
-			bk_put_be32(frame + covered, bk_crc32c(0, frame, covered));
-		pos += covered + BK_FRAME_CRC_LEN;
-	}
-	assert_true(altered > 0);
-	assert_true(bk_write_file_durable(path, data, len, 0644, &err));
-	free(data);
-}
-
-/*
  * Timeline 2 branched off timeline 1 in segment 4, so timeline 1's
  * segment 3, not archived, is a hole: bk wal-get must exit 200, never 1.
  * Someone lowers the branch point in 00000002.history's metadata (the
@@ -4432,8 +4387,9 @@ test_wal_altered_branch_points(void **state)
 	assert_true(bk_wal_segment_is_hole(&catalog, 1, 3, why, sizeof(why)));
 	bk_wal_catalog_free(&catalog);
 
-	alter_stored_meta(f, "wal", "00000002.history", "branch-points=1:0/4800000",
-					  "branch-points=1:0/2800000", true);
+	test_alter_stored(f->location, SOURCE, "wal", "00000002.history",
+					  "branch-points=1:0/4800000", "branch-points=1:0/2800000",
+					  true);
 	assert_true(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
 	tl2 = bk_wal_timeline(&catalog, 2);
 	assert_non_null(tl2);
@@ -4445,8 +4401,9 @@ test_wal_altered_branch_points(void **state)
 	bk_wal_catalog_free(&catalog);
 
 	/* Damaged, not forged: the CRC says so, key or not. */
-	alter_stored_meta(f, "wal", "00000002.history", "branch-points=1:0/2800000",
-					  "branch-points=1:0/1800000", false);
+	test_alter_stored(f->location, SOURCE, "wal", "00000002.history",
+					  "branch-points=1:0/2800000", "branch-points=1:0/1800000",
+					  false);
 	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
 	assert_false(bk_wal_timeline(&catalog, 2)->history_known);
 	assert_true(bk_wal_segment_is_hole(&catalog, 1, 3, why, sizeof(why)));
@@ -4474,7 +4431,7 @@ test_wal_altered_segment_size(void **state)
 	assert_non_null(decoder);
 	for (uint64_t segno = 1; segno <= 3; segno++)
 		archive_segment(f, 1, segno);
-	alter_stored_meta(f, "wal", "000000010000000000000003",
+	test_alter_stored(f->location, SOURCE, "wal", "000000010000000000000003",
 					  "segment-size=16777216", "segment-size=33554432", true);
 	assert_false(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
 	assert_int_equal(err.code, BK_ERR_AUTH);

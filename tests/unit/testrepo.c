@@ -7,11 +7,14 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bk_crc32c.h"
 #include "bk_frame.h"
+#include "bk_util.h"
 #include "repo_backend.h"
 #include "testrepo.h"
 
@@ -105,6 +108,44 @@ test_age_snapshot(const char *location, const char *source, const char *id,
 	aged_time[0].tv_sec = time(NULL) - (time_t) hours * 3600;
 	aged_time[1] = aged_time[0];
 	assert_int_equal(nftw(dir, age_entry, 16, FTW_PHYS), 0);
+}
+
+void
+test_alter_stored(const char *location, const char *source, const char *kind,
+				  const char *name, const char *from, const char *to,
+				  bool fix_crc)
+{
+	char path[1024];
+	char *data;
+	size_t len;
+	size_t pos = 0;
+	int altered = 0;
+	BkError err;
+
+	assert_int_equal(strlen(from), strlen(to));
+	snprintf(path, sizeof(path), "%s/%s/%s/%s", location, source, kind, name);
+	assert_true(bk_read_file(path, 64 * 1024 * 1024, &data, &len, &err));
+	while (pos < len)
+	{
+		uint8_t *frame = (uint8_t *) data + pos;
+		uint32_t header_len = bk_get_be32(frame + BK_OFF_HEADER_LEN);
+		uint32_t payload_len = bk_get_be32(frame + BK_OFF_PAYLOAD_LEN);
+		size_t covered = (size_t) header_len + payload_len + BK_GCM_TAG_LEN;
+
+		for (size_t at = BK_FRAME_FIXED_LEN; at + strlen(from) <= header_len;
+			 at++)
+			if (memcmp(frame + at, from, strlen(from)) == 0)
+			{
+				memcpy(frame + at, to, strlen(to));
+				altered++;
+			}
+		if (fix_crc)
+			bk_put_be32(frame + covered, bk_crc32c(0, frame, covered));
+		pos += covered + BK_FRAME_CRC_LEN;
+	}
+	assert_true(altered > 0);
+	assert_true(bk_write_file_durable(path, data, len, 0644, &err));
+	free(data);
 }
 
 /* ------------------------------------------------------- injected faults */

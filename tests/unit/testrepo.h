@@ -8,6 +8,7 @@
 #ifndef BK_TEST_REPO_H
 #define BK_TEST_REPO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,16 @@ extern void test_archive_conflict(BkRepo *repo, const BkKey *key,
  */
 extern void test_age_snapshot(const char *location, const char *source,
 							  const char *id, int hours);
+
+/*
+ * Change from into to (as long) in every frame header of the object
+ * <source>/<kind>/<name> of the directory repository at location: as bit
+ * rot would (fix_crc false), or as anyone who can write to the repository
+ * can (fix_crc true: a CRC can be recomputed, an AEAD tag cannot).
+ */
+extern void test_alter_stored(const char *location, const char *source,
+							  const char *kind, const char *name,
+							  const char *from, const char *to, bool fix_crc);
 
 /*
  * From now on, the calls named in what (TEST_FAIL_READS: opening an

@@ -647,6 +647,67 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 	return true;
 }
 
+/*
+ * authenticate_records
+ *		A restore point name may be used again, and recovery stops at the
+ *		first use after the snapshot it starts from; the search settles on
+ *		a snapshot by windows that end at the next snapshot's stop, among
+ *		the restorable ones.  So which use a restore reaches rests on every
+ *		snapshot's record metadata (its stop LSN, timeline, whether it is
+ *		complete), read without keys: each is authenticated first (chunk 0
+ *		of each record), and a record that is there but cannot be read
+ *		refuses the search, since it might hide the snapshot of a later use.
+ */
+static bool
+authenticate_records(Restore *r, BkError *err)
+{
+	BkObjectTracker *object = malloc(sizeof(*object));
+	uint8_t digest[BK_SHA256_LEN];
+	char name[BK_SNAPSHOT_ID_MAX + 32];
+	bool ok = true;
+
+	if (object == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	for (int snapIdx = 0; ok && snapIdx < r->catalog.count; snapIdx++)
+	{
+		const BkSnapshot *snapshot = &r->catalog.snapshots[snapIdx];
+
+		if (!snapshot->record_listed)
+			continue;
+		if (!snapshot->meta_read)
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "snapshot %s: %s, so bk cannot tell which use of "
+						 "the restore point \"%s\" recovery from each "
+						 "snapshot reaches",
+						 snapshot->id, snapshot->reason, r->target.text);
+			ok = bk_error_hint(err,
+							   "Name the snapshot to restore from with "
+							   "--snapshot, or restore by --target-lsn; \"bk "
+							   "verify --source %s\" checks the record.",
+							   r->source);
+			break;
+		}
+		snprintf(name, sizeof(name), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
+		ok = (bk_repo_object_meta(r->repo, BK_REPO_ARCHIVE, r->source,
+								  BK_KIND_SNAPSHOT, name, r->decoder, object,
+								  err) &&
+			  bk_repo_meta_digest(object, digest, err)) ||
+			 bk_error_prefix(err, "snapshot %s: ", snapshot->id);
+		if (ok && memcmp(digest, snapshot->meta_digest, BK_SHA256_LEN) != 0)
+		{
+			bk_error_set(err, BK_ERR_AUTH,
+						 "snapshot %s: its record changed since the catalog "
+						 "was read: the repository was altered meanwhile",
+						 snapshot->id);
+			ok =
+				bk_error_hint(err, "Run \"bk verify --source %s\".", r->source);
+		}
+	}
+	free(object);
+	return ok;
+}
+
 bool
 restore_choose_snapshot(Restore *r, BkError *err)
 {
@@ -674,7 +735,9 @@ restore_choose_snapshot(Restore *r, BkError *err)
 	if (r->chosen >= 0)
 		return true;
 	/* An xid or a restore point name: the WAL says which snapshot. */
-	if (!bk_pg_restorable_by_stop(&r->catalog, &restorable, &count, err))
+	if ((r->target.type == BK_PG_TARGET_NAME && r->decoder != NULL &&
+		 !authenticate_records(r, err)) ||
+		!bk_pg_restorable_by_stop(&r->catalog, &restorable, &count, err))
 		return false;
 	ok = locate_in_wal(r, restorable, count, err);
 	free(restorable);

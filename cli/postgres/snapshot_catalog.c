@@ -107,7 +107,10 @@ take_snapshot_object(void *arg, const BkRepoEntry *entry, BkError *err)
 			0)
 		snapshot->data_objects++;
 	else if (strcmp(part, BK_SNAPSHOT_RECORD) == 0)
+	{
 		snapshot->has_record = true; /* confirmed by load_record_meta */
+		snapshot->record_listed = true;
+	}
 	else if (strcmp(part, BK_SNAPSHOT_LABEL) == 0)
 		snapshot->has_label = true;
 	else if (strcmp(part, BK_SNAPSHOT_MAP) == 0)
@@ -177,6 +180,7 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 		free(object);
 		return;
 	}
+	snapshot->meta_read = true;
 	snapshot->has_record = true;
 	/* PostgreSQL's records carry no engine; the MariaDB agent's do. */
 	meta_text(object, "engine", value, sizeof(value));

@@ -94,6 +94,8 @@ typedef struct BkSnapshot
 	 * authenticates (bk_repo_meta_agrees) before it trusts the plan.
 	 */
 	uint8_t meta_digest[BK_SHA256_LEN];
+	bool record_listed; /* snapshot.json is among its objects */
+	bool meta_read;     /* ... and its metadata was read: meta_digest */
 	/*
 	 * The record names another engine (engine=mariadb: a MariaDB server
 	 * archiving under the same source id by mistake): bk expire leaves

@@ -4546,6 +4546,54 @@ test_restore_swapped_record_meta(void **state)
 	free(r);
 }
 
+/*
+ * A restore point name used again: recovery stops at the first use after
+ * the snapshot it starts from, and the search settles on the snapshot
+ * whose window (up to the next snapshot's stop) holds a use.  A later
+ * snapshot's stop LSN moved up in its record's metadata (the CRC
+ * recomputed) would widen the window of the one before it, and the
+ * restore would stop at an older use.  With a name target every record's
+ * metadata is authenticated before the search: refused, naming it.
+ */
+static void
+test_name_target_altered_record(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	char name[128];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/2000028", "0/2800000", 1,
+					 1);
+	snprintf(name, sizeof(name), "%s/%s", SNAP_K, BK_SNAPSHOT_RECORD);
+	test_alter_stored(f->location, SOURCE, "snapshot", name,
+					  "stop-lsn=0/2800000", "stop-lsn=0/2F00000", true);
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->target_timeline = "latest";
+	r->common.json = true; /* no progress line */
+	r->decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(r->decoder);
+	assert_true(
+		bk_pg_target_parse(&r->target, BK_PG_TARGET_NAME, "daily", &err));
+	assert_true(bk_snapshot_catalog_load(f->repo, SOURCE, r->decoder,
+										 &r->catalog, &err));
+	assert_int_equal(r->catalog.count, 2);
+	assert_false(restore_choose_snapshot(r, &err));
+	assert_int_equal(err.code, BK_ERR_AUTH);
+	assert_error_contains(&err, SNAP_K);
+	assert_error_contains(&err, "failed authentication");
+
+	bk_snapshot_catalog_free(&r->catalog);
+	bk_decoder_free(r->decoder);
+	free(r);
+}
+
 int
 main(void)
 {
@@ -4678,6 +4726,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_wal_altered_segment_size,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_restore_swapped_record_meta,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_name_target_altered_record,
 										wal_setup, wal_teardown),
 	};
 

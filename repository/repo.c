@@ -898,15 +898,19 @@ bk_repo_object_meta(const BkRepo *repo, BkRepoArea area, const char *source,
 	if (decoder == NULL)
 		return bk_repo_object_identity(repo, area, source, kind, name,
 									   &identity, object, err);
-	/* One reader for both reads: an object store's first GET holds chunk
-	 * 0 already. */
+	/*
+	 * One reader for both reads, chunk 0 first: an object store's first
+	 * GET holds it, and the headers' walk may move the window past it (an
+	 * object larger than a window).
+	 */
 	reader = bk_repo_reader_open(repo, area, source, kind, name, err);
 	if (reader == NULL)
 		return false;
 	visit.where = reader->where;
 	bk_decoder_reset(decoder);
-	ok = track_object(reader, true, object, err) &&
-		 visit_some_frames(reader, false, true, authenticate_head, &visit, err);
+	ok = visit_some_frames(reader, false, true, authenticate_head, &visit,
+						   err) &&
+		 track_object(reader, true, object, err);
 	if (!ok && (err->code == BK_ERR_AUTH || err->code == BK_ERR_FORMAT))
 		bk_error_hint(err,
 					  "Its header (metadata included) is not the one its "

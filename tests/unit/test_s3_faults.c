@@ -1796,6 +1796,76 @@ test_read_ahead(void **state)
 }
 
 /*
+ * Authenticating an object's metadata (bk_repo_object_meta with a key)
+ * reads its chunk 0 from the reader's first window, where the object
+ * begins.  A WAL segment larger than a window (wal_segment_size 32 MiB and
+ * up) has frame headers past it: once the headers' walk moved the window
+ * there, chunk 0 cost a second GET of a whole window.
+ */
+static void
+test_object_meta_one_first_window(void **state)
+{
+	Fixture *f = *state;
+	static const char name[] = "000000010000000000000001";
+	size_t len = (size_t) 32 * 1024 * 1024;
+	uint8_t *content = malloc(len);
+	BkObjectInfo info = {.kind = BK_KIND_WAL,
+						 .source_id = "src",
+						 .name = name,
+						 .meta = "segment-size=33554432",
+						 .size = len};
+	FrameList frames;
+	size_t total = 0;
+	uint8_t *object;
+	size_t first[STORE_GETS];
+	size_t last[STORE_GETS];
+	int count;
+	int from_start = 0;
+	BkKey key;
+	BkKeyring ring;
+	BkDecoder *decoder;
+	BkObjectTracker *tracker = malloc(sizeof(*tracker));
+	BkError err;
+
+	assert_non_null(content);
+	assert_non_null(tracker);
+	test_fill(content, len, 11, false);
+	test_key(&key, &ring);
+	test_encode_object(&key, 1024 * 1024, &info, content, &frames);
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+		total += frames.len[frameIdx];
+	/* What makes the case: frame headers past the first window. */
+	assert_true(total > READ_WINDOW + 1024 * 1024);
+	object = malloc(total);
+	assert_non_null(object);
+	total = 0;
+	for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+	{
+		memcpy(object + total, frames.data[frameIdx], frames.len[frameIdx]);
+		total += frames.len[frameIdx];
+	}
+	assert_true(store_put(&f->store, "pre/src/wal/000000010000000000000001",
+						  object, total, "\"w\""));
+	decoder = bk_decoder_new(&ring, &err);
+	assert_non_null(decoder);
+	store_take_gets(&f->store, first, last, STORE_GETS);
+	if (!bk_repo_object_meta(f->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL, name,
+							 decoder, tracker, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(tracker->meta_len, strlen(info.meta));
+	count = store_take_gets(&f->store, first, last, STORE_GETS);
+	for (int getIdx = 0; getIdx < count && getIdx < STORE_GETS; getIdx++)
+		if (first[getIdx] == 0)
+			from_start++;
+	assert_int_equal(from_start, 1);
+	bk_decoder_free(decoder);
+	test_frames_free(&frames);
+	free(tracker);
+	free(object);
+	free(content);
+}
+
+/*
  * A window asked for ahead that the store refused fails the read that
  * needs it, with the store's answer, and no other read; read again, it is
  * asked for again.
@@ -2101,6 +2171,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_delete_prefix_not_a_result, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_object_meta_one_first_window,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_refused, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_given_up, setup,

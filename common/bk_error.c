@@ -80,6 +80,13 @@ bk_error_set_openssl(BkError *err, BkErrorCode code, const char *what)
 	return bk_error_set(err, code, "%s failed: %s", what, detail);
 }
 
+bool
+bk_error_is_damage(const BkError *err)
+{
+	return err->code == BK_ERR_AUTH || err->code == BK_ERR_FORMAT ||
+		   err->code == BK_ERR_SEQUENCE || err->code == BK_ERR_KEY;
+}
+
 const char *
 bk_error_code_name(BkErrorCode code)
 {

@@ -87,6 +87,13 @@ extern bool bk_error_prefix(BkError *err, const char *fmt, ...) BK_PRINTF(2, 3);
 extern bool bk_error_set_openssl(BkError *err, BkErrorCode code,
 								 const char *what);
 
+/*
+ * The object read is at fault, not the way to it: its bytes (malformed,
+ * out of sequence, failing its tag) or its key (not in the keyring).
+ * Reading another object may succeed; reading this one again will not.
+ */
+extern bool bk_error_is_damage(const BkError *err);
+
 /* Short name of a code, for logs and JSON ("format", "auth", ...). */
 extern const char *bk_error_code_name(BkErrorCode code);
 

@@ -929,9 +929,7 @@ load_chain_records(SnapshotCheck *check, int index)
 static bool
 authentication_failure(const BkVerifier *verifier, const BkError *err)
 {
-	return verifier->decoder != NULL &&
-		   (err->code == BK_ERR_AUTH || err->code == BK_ERR_FORMAT ||
-			err->code == BK_ERR_SEQUENCE || err->code == BK_ERR_KEY);
+	return verifier->decoder != NULL && bk_error_is_damage(err);
 }
 
 static bool

@@ -487,6 +487,57 @@ list_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
 	return true;
 }
 
+/* Newer segments tried for the catalog's metadata when the newest fails. */
+#define NEWEST_SEGMENT_TRIES 4
+
+/*
+ * newest_segment_meta
+ *		The metadata of the newest segment that gives it (whole segments
+ *		first, then a .partial), its entry and name: with decoder,
+ *		authenticated.  A segment that is damaged or sealed to a key not in
+ *		the keyring is passed over for the one before it, NEWEST_SEGMENT_TRIES
+ *		at most; any other failure (the store did not answer) is returned,
+ *		and so is the newest's failure when none passes.
+ */
+static bool
+newest_segment_meta(const BkRepo *repo, const char *source, BkDecoder *decoder,
+					const SegmentEntry *entries, size_t entry_count,
+					const SegmentEntry **newest, char *name, size_t name_len,
+					BkObjectTracker *object, BkError *err)
+{
+	BkError first;
+	int tries = 0;
+
+	bk_error_clear(&first);
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t entryIdx = entry_count; entryIdx > 0; entryIdx--)
+		{
+			const SegmentEntry *e = &entries[entryIdx - 1];
+
+			/* Whole segments first; a .partial only when there are none. */
+			if (e->partial != (pass == 1))
+				continue;
+			snprintf(name, name_len, "%08X%08X%08X%s", e->timeline, e->log,
+					 e->seg, e->partial ? ".partial" : "");
+			if (object_meta(repo, source, name, decoder, false, object, err))
+			{
+				*newest = e;
+				return true;
+			}
+			if (!bk_error_is_damage(err))
+				return false;
+			if (tries == 0)
+				first = *err;
+			if (++tries == NEWEST_SEGMENT_TRIES)
+			{
+				*err = first;
+				return false;
+			}
+		}
+	*err = first;
+	return false;
+}
+
 bool
 bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 					BkWalCatalog *catalog, BkError *err)
@@ -514,28 +565,25 @@ bk_wal_catalog_load(const BkRepo *repo, const char *source, BkDecoder *decoder,
 
 	if (entry_count > 0)
 	{
-		const SegmentEntry *newest = NULL;
+		const SegmentEntry *newest;
 		char name[32];
 		char value[32];
 		BkObjectTracker object;
 
 		qsort(entries, entry_count, sizeof(*entries), segment_entry_cmp);
 
-		/* The segment size (needed to number segments), the identity and
-		 * the age: from the newest segment's metadata. */
-		for (size_t entryIdx = entry_count; entryIdx > 0; entryIdx--)
-			if (!entries[entryIdx - 1].partial)
-			{
-				newest = &entries[entryIdx - 1];
-				break;
-			}
-		if (newest == NULL)
-			newest = &entries[entry_count - 1];
-		snprintf(name, sizeof(name), "%08X%08X%08X%s", newest->timeline,
-				 newest->log, newest->seg, newest->partial ? ".partial" : "");
-		/* Authenticated with the key: the segment size numbers every
-		 * segment, and so places every gap and branch point. */
-		if (!object_meta(repo, source, name, decoder, false, &object, err))
+		/*
+		 * The segment size (needed to number segments), the identity and
+		 * the age: from the newest segment's metadata, authenticated with
+		 * the key: the segment size numbers every segment, and so places
+		 * every gap and branch point.  A newest segment that is damaged, or
+		 * sealed to a key not in the keyring (a rotation under way), must
+		 * not stop every restore, most of which never read it: the next
+		 * older ones may give it, the cluster's segment size being one.
+		 * Reading the damaged one still fails.
+		 */
+		if (!newest_segment_meta(repo, source, decoder, entries, entry_count,
+								 &newest, name, sizeof(name), &object, err))
 			goto fail;
 		if (!bk_meta_get(object.meta, object.meta_len, "segment-size", value,
 						 sizeof(value)))

@@ -4433,6 +4433,25 @@ test_wal_altered_segment_size(void **state)
 		archive_segment(f, 1, segno);
 	test_alter_stored(f->location, SOURCE, "wal", "000000010000000000000003",
 					  "segment-size=16777216", "segment-size=33554432", true);
+	/*
+	 * The altered size is not believed: it comes from the segment before,
+	 * which authenticates (a damaged newest segment must not stop every
+	 * restore).
+	 */
+	assert_true(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
+	assert_int_equal(catalog.segment_size, 16777216);
+	assert_string_equal(catalog.newest_name, "000000010000000000000002");
+	bk_wal_catalog_free(&catalog);
+	/* None authenticates: the newest's failure is the error. */
+	for (uint64_t segno = 1; segno <= 2; segno++)
+	{
+		char seg_name[32];
+
+		snprintf(seg_name, sizeof(seg_name), "00000001%016" PRIX64, segno);
+		test_alter_stored(f->location, SOURCE, "wal", seg_name,
+						  "segment-size=16777216", "segment-size=33554432",
+						  true);
+	}
 	assert_false(bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err));
 	assert_int_equal(err.code, BK_ERR_AUTH);
 	assert_non_null(strstr(err.message, "000000010000000000000003"));

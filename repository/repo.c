@@ -958,6 +958,26 @@ bk_repo_meta_agrees(const BkDecoder *decoder,
 						"what decrypting it authenticated", err);
 }
 
+bool
+bk_repo_meta_still(const BkRepo *repo, BkRepoArea area, const char *source,
+				   int kind, const char *name, BkDecoder *decoder,
+				   const uint8_t planned[BK_SHA256_LEN], BkError *err)
+{
+	BkObjectTracker *object = malloc(sizeof(*object));
+	uint8_t digest[BK_SHA256_LEN];
+	bool ok;
+
+	if (object == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	ok = bk_repo_object_meta(repo, area, source, kind, name, decoder, object,
+							 err) &&
+		 bk_repo_meta_digest(object, digest, err);
+	free(object);
+	if (ok && memcmp(digest, planned, BK_SHA256_LEN) != 0)
+		ok = meta_altered(name, source, "what it authenticates now", err);
+	return ok;
+}
+
 typedef struct FileSink
 {
 	int fd;

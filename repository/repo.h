@@ -266,6 +266,17 @@ extern bool bk_repo_meta_agrees(const BkDecoder *decoder,
 								const uint8_t planned[BK_SHA256_LEN],
 								const char *source, BkError *err);
 
+/*
+ * A plan made from keyless metadata, checked without decrypting the rest:
+ * the object's metadata, authenticated with decoder (bk_repo_object_meta),
+ * must still be what was planned by (BK_ERR_AUTH naming the object).
+ */
+extern bool bk_repo_meta_still(const BkRepo *repo, BkRepoArea area,
+							   const char *source, int kind, const char *name,
+							   BkDecoder *decoder,
+							   const uint8_t planned[BK_SHA256_LEN],
+							   BkError *err);
+
 /* Where decrypted bytes go, in order; false (with err set) to stop. */
 typedef bool (*BkPlainSink)(void *arg, const uint8_t *data, size_t len,
 							BkError *err);

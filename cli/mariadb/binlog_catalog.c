@@ -272,36 +272,22 @@ binlog_catalog_check_successor(const BkRepo *repo, const char *source,
 							   const BinlogFile *file, BkError *err)
 {
 	const BinlogFile *next;
-	BkObjectTracker *object;
-	uint8_t digest[BK_SHA256_LEN];
-	bool ok = true;
 
 	if (file->closed || !file->complete ||
 		file + 1 >= catalog->files + catalog->file_count)
 		return true;
 	next = file + 1;
-	object = malloc(sizeof(*object));
-	if (object == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	for (int idx = 0; ok && idx < next->range_count; idx++)
+	for (int idx = 0; idx < next->range_count; idx++)
 	{
 		const BinlogRange *range = &next->ranges[idx];
 
-		if (range->start != 0)
-			continue;
-		ok = (bk_repo_object_meta(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
-								  range->name, decoder, object, err) &&
-			  bk_repo_meta_digest(object, digest, err)) ||
-			 bk_error_prefix(err, "binlog range %s: ", range->name);
-		if (ok && memcmp(digest, range->meta_digest, BK_SHA256_LEN) != 0)
-		{
-			bk_error_set(err, BK_ERR_AUTH,
-						 "binlog range %s changed since the catalog was read: "
-						 "whether binlog \"%s\" is complete rests on it",
-						 range->name, file->name);
-			ok = bk_error_hint(err, "Run \"bk verify --source %s\".", source);
-		}
+		if (range->start == 0 &&
+			!bk_repo_meta_still(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
+								range->name, decoder, range->meta_digest, err))
+			return bk_error_prefix(err,
+								   "whether binlog \"%s\" is complete rests "
+								   "on its successor's first range: ",
+								   file->name);
 	}
-	free(object);
-	return ok;
+	return true;
 }

@@ -661,14 +661,9 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 static bool
 authenticate_records(Restore *r, BkError *err)
 {
-	BkObjectTracker *object = malloc(sizeof(*object));
-	uint8_t digest[BK_SHA256_LEN];
 	char name[BK_SNAPSHOT_ID_MAX + 32];
-	bool ok = true;
 
-	if (object == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	for (int snapIdx = 0; ok && snapIdx < r->catalog.count; snapIdx++)
+	for (int snapIdx = 0; snapIdx < r->catalog.count; snapIdx++)
 	{
 		const BkSnapshot *snapshot = &r->catalog.snapshots[snapIdx];
 
@@ -681,31 +676,19 @@ authenticate_records(Restore *r, BkError *err)
 						 "the restore point \"%s\" recovery from each "
 						 "snapshot reaches",
 						 snapshot->id, snapshot->reason, r->target.text);
-			ok = bk_error_hint(err,
-							   "Name the snapshot to restore from with "
-							   "--snapshot, or restore by --target-lsn; \"bk "
-							   "verify --source %s\" checks the record.",
-							   r->source);
-			break;
+			return bk_error_hint(err,
+								 "Name the snapshot to restore from with "
+								 "--snapshot, or restore by --target-lsn; \"bk "
+								 "verify --source %s\" checks the record.",
+								 r->source);
 		}
 		snprintf(name, sizeof(name), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
-		ok = (bk_repo_object_meta(r->repo, BK_REPO_ARCHIVE, r->source,
-								  BK_KIND_SNAPSHOT, name, r->decoder, object,
-								  err) &&
-			  bk_repo_meta_digest(object, digest, err)) ||
-			 bk_error_prefix(err, "snapshot %s: ", snapshot->id);
-		if (ok && memcmp(digest, snapshot->meta_digest, BK_SHA256_LEN) != 0)
-		{
-			bk_error_set(err, BK_ERR_AUTH,
-						 "snapshot %s: its record changed since the catalog "
-						 "was read: the repository was altered meanwhile",
-						 snapshot->id);
-			ok =
-				bk_error_hint(err, "Run \"bk verify --source %s\".", r->source);
-		}
+		if (!bk_repo_meta_still(r->repo, BK_REPO_ARCHIVE, r->source,
+								BK_KIND_SNAPSHOT, name, r->decoder,
+								snapshot->meta_digest, err))
+			return bk_error_prefix(err, "snapshot %s: ", snapshot->id);
 	}
-	free(object);
-	return ok;
+	return true;
 }
 
 bool

@@ -263,6 +263,7 @@ snapshot_connect(SnapRun *run, BkError *err)
 	MYSQL *conn = agent_connect(run->agent, err);
 	char sql[96];
 	char write_timeout[96];
+	char idle_timeout[64];
 	int64_t write_s;
 
 	if (conn == NULL)
@@ -290,10 +291,22 @@ snapshot_connect(SnapRun *run, BkError *err)
 		write_s = SNAPSHOT_NET_WRITE_TIMEOUT_MAX_S;
 	snprintf(write_timeout, sizeof(write_timeout),
 			 "SET SESSION net_write_timeout = %" PRId64, write_s);
+	/*
+	 * A connection waits idle while the others work: the control and
+	 * accounts connections until the end, the readers while the locker
+	 * reads the tables without transactions, each reader once the tables
+	 * left are the others'.  That lasts as long as the largest table takes
+	 * to read, and the server drops a connection idle for wait_timeout (8 h
+	 * by default, often lowered to minutes): the snapshot failed then.  So
+	 * the longest the server allows; an agent that dies closes them.
+	 */
+	snprintf(idle_timeout, sizeof(idle_timeout),
+			 "SET SESSION wait_timeout = %d", SNAPSHOT_WAIT_TIMEOUT_S);
 	if (!run_statement(run, conn, "SET NAMES utf8mb4", err) ||
 		!run_statement(run, conn, "SET character_set_results = NULL", err) ||
 		!run_statement(run, conn, sql, err) ||
 		!run_statement(run, conn, write_timeout, err) ||
+		!run_statement(run, conn, idle_timeout, err) ||
 		!run_statement(run, conn, "SET SESSION sql_mode = ''", err))
 	{
 		mysql_close(conn);

@@ -21,6 +21,8 @@
 #define SNAPSHOT_ATTEMPTS     5 /* tries at the consistent point */
 /* The server's largest net_write_timeout (a year). */
 #define SNAPSHOT_NET_WRITE_TIMEOUT_MAX_S 31536000
+/* The server's largest wait_timeout on Linux (a year). */
+#define SNAPSHOT_WAIT_TIMEOUT_S 31536000
 
 typedef enum SnapshotState
 {

@@ -16,8 +16,8 @@
 #    the client going away, ends a waiting snapshot promptly and the agent
 #    cancels it;
 #  - a reader that stops reading (the agent stopped 3 s while a reader
-#    streams 96 MB) under a server net_write_timeout of 1 s: the snapshot
-#    still succeeds (the agent sets its own);
+#    streams 96 MB) under a server net_write_timeout and wait_timeout of
+#    1 s: the snapshot still succeeds (the agent sets its own);
 #  - once per statement (FROM seq_1_to_5), a USAGE-only user refused,
 #    DROP FUNCTION during a snapshot leaves the server up;
 #  - no plaintext in Kafka or the repository; bk verify checks it all.
@@ -57,6 +57,7 @@ cleanup() {
     for pid in "${workload_pids[@]}"; do kill "$pid" 2>/dev/null; done
     my "XA ROLLBACK 'bks_dangling'" >/dev/null 2>&1
     [[ -n "${old_nwt:-}" ]] && my "SET GLOBAL net_write_timeout = $old_nwt" >/dev/null
+    [[ -n "${old_wt:-}" ]] && my "SET GLOBAL wait_timeout = $old_wt" >/dev/null
     [[ -n "$agent_pid" ]] && kill -CONT "$agent_pid" 2>/dev/null
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
@@ -455,12 +456,15 @@ my "CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so'" >/dev/null
 # the snapshot failed, though Kafka may take longer (up to kafka_timeout per
 # window).  The agent sets a session net_write_timeout above that.  Here the
 # server's default is 1 s and the agent stops reading for 3 s, stopped
-# while a reader streams 96 MB (the socket buffers hold a few).
+# while a reader streams 96 MB (the socket buffers hold a few).  Its other
+# connections wait idle meanwhile, and the server's wait_timeout is 1 s
+# too: the agent sets its own there as well.
 old_nwt="$(my 'SELECT @@GLOBAL.net_write_timeout')"
+old_wt="$(my 'SELECT @@GLOBAL.wait_timeout')"
 my "SET SESSION sql_log_bin = 0;
     CREATE TABLE $db.wide (id INT PRIMARY KEY, v VARBINARY(1000)) ENGINE=InnoDB;
     INSERT INTO $db.wide SELECT seq, REPEAT('w', 1000) FROM $db.seq_1_to_96000" >/dev/null
-my "SET GLOBAL net_write_timeout = 1" >/dev/null
+my "SET GLOBAL net_write_timeout = 1, GLOBAL wait_timeout = 1" >/dev/null
 my "SELECT bk_snapshot('jobs=2,label=slow-consumer')" >"$dir/slow.out" 2>&1 &
 caller=$!
 reading_wide="USER = '$agent_user' AND INFO LIKE 'SELECT \`id\`, \`v\` FROM %.\`wide\`'"
@@ -475,12 +479,12 @@ for ((i = 0; i < 3000; i++)); do # polled without a pause: caught early
     fi
 done
 wait "$caller"
-my "SET GLOBAL net_write_timeout = $old_nwt" >/dev/null
+my "SET GLOBAL net_write_timeout = $old_nwt, GLOBAL wait_timeout = $old_wt" >/dev/null
 is "$stopped" 1 "the agent stopped while a reader streams a 96 MB table"
 [[ "${waited:-0}" =~ ^[0-9]+$ && "$waited" -ge 2000 ]]
 ok $? "... and the server waited to write to it for more than its net_write_timeout of 1 s (${waited:-none} ms)"
 like "$(cat "$dir/slow.out")" '"snapshot_id"' \
-    "a snapshot whose readers stop reading for longer than the server's net_write_timeout succeeds" ||
+    "a snapshot whose connections stop for longer than the server's net_write_timeout and wait_timeout succeeds" ||
     diag "$(cat "$dir/slow.out"; tail -n 5 "$dir/agent.log")"
 my "SET SESSION sql_log_bin = 0; DROP TABLE $db.wide" >/dev/null
 

@@ -1463,6 +1463,7 @@ consistent_point(SnapRun *run, BkError *err)
 	MYSQL_ROW row;
 	int64_t blocked_ms;
 	int statements = 0;
+	int touched = 0; /* tables the readers lock (MERGE ones are not) */
 
 	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_COMMIT", err))
 		return false;
@@ -1511,12 +1512,14 @@ consistent_point(SnapRun *run, BkError *err)
 	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
 		return false;
 	run->stage_open = false;
+	for (int idx = run->locked_count; idx < run->table_count; idx++)
+		touched += run->tables[idx].no_data ? 0 : 1;
 	agent_log("INFO",
 			  "snapshot %s: commits waited %" PRId64 " ms (BACKUP STAGE"
 			  " BLOCK_COMMIT to END): %d reader(s) took metadata locks on"
 			  " %d table(s) in %d statement(s) each",
 			  run->job->id, bk_monotonic_ms() - blocked_ms, run->reader_count,
-			  run->table_count - run->locked_count, statements);
+			  touched, statements);
 	return true;
 }
 

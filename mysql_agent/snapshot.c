@@ -1368,6 +1368,17 @@ mdl_reader_run(MdlReader *r)
 	return ok;
 }
 
+/* r failed (its err says why): the others stop at their next batch. */
+static void
+mdl_reader_failed(MdlReader *r)
+{
+	r->ok = false;
+	r->failed_ms = bk_monotonic_ms();
+	pthread_mutex_lock(&r->run->job->lock);
+	r->run->mdl_failed = true;
+	pthread_mutex_unlock(&r->run->job->lock);
+}
+
 static void *
 mdl_reader_main(void *arg)
 {
@@ -1375,12 +1386,7 @@ mdl_reader_main(void *arg)
 
 	r->ok = mdl_reader_run(r);
 	if (!r->ok)
-	{
-		r->failed_ms = bk_monotonic_ms();
-		pthread_mutex_lock(&r->run->job->lock);
-		r->run->mdl_failed = true;
-		pthread_mutex_unlock(&r->run->job->lock);
-	}
+		mdl_reader_failed(r);
 	return NULL;
 }
 
@@ -1414,13 +1420,9 @@ lock_metadata(SnapRun *run, int *statements, BkError *err)
 
 		if (pthread_create(&r->thread, NULL, mdl_reader_main, r) != 0)
 		{
-			r->ok = false;
-			r->failed_ms = bk_monotonic_ms();
 			bk_error_set(&r->err, BK_ERR_INTERNAL,
 						 "could not start a thread for the metadata locks");
-			pthread_mutex_lock(&run->job->lock);
-			run->mdl_failed = true;
-			pthread_mutex_unlock(&run->job->lock);
+			mdl_reader_failed(r);
 			break;
 		}
 		started++;

@@ -4414,8 +4414,9 @@ test_wal_altered_branch_points(void **state)
 /*
  * The segment size numbers every segment, and so places every gap and
  * branch point: read from the newest segment's metadata, it is
- * authenticated when the key is at hand, and an altered one refused,
- * naming the object.
+ * authenticated when the key is at hand.  An altered one is not believed:
+ * the segments before it give it; when none passes, the newest's failure is
+ * the error, naming it.
  */
 static void
 test_wal_altered_segment_size(void **state)

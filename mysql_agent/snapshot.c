@@ -16,17 +16,22 @@
  *                                       accounts on their connection)
  *   (locker connection: LOCK TABLES ... READ on the tables without
  *    transactions; their writes wait from here)
+ *                                      START TRANSACTION READ ONLY, each:
+ *                                      no read view yet; every reader
+ *                                      touches every table it reads: its
+ *                                      metadata lock keeps DDL off them
+ *                                      until the snapshot ends (250 tables
+ *                                      a statement, readers at once)
  *   BACKUP STAGE BLOCK_COMMIT          (commits wait, for a moment)
  *   XA RECOVER lists nothing           (else the attempt is undone and
  *                                       tried again once those end)
- *                                      START TRANSACTION WITH CONSISTENT
- *                                      SNAPSHOT, each: one and the same state
- *                                      reader 1: Binlog_snapshot_file/_position,
- *                                      BINLOG_GTID_POS(): the coordinates
- *                                      every reader touches every table it
- *                                      reads: its metadata lock keeps DDL off
- *                                      them until the snapshot ends (250
- *                                      tables a statement, readers at once)
+ *                                      each reads one row of an InnoDB
+ *                                      table: its read view, one and the
+ *                                      same state
+ *   Binlog_snapshot_file/_position:    (the binlog's last commit; with
+ *   the coordinates                     MyRocks tables the readers start
+ *                                       WITH CONSISTENT SNAPSHOT here and
+ *                                       lock metadata only then)
  *   BACKUP STAGE END                   (commits and other DDL go on)
  *   (accounts connection: UNLOCK TABLES; account statements go on)
  *   (locker: the locked tables read, then UNLOCK TABLES)
@@ -144,6 +149,15 @@ typedef struct SnapRun
 	bool worker_failed;      /* guarded by job->lock */
 	unsigned int last_errno; /* of the last statement that failed */
 	bool mdl_failed;         /* a reader's metadata locks; job->lock */
+	/*
+	 * The readers took their metadata locks under BLOCK_DDL, before
+	 * commits were blocked, in transactions without a read view yet (no
+	 * engine but InnoDB has a consistent read to capture): see
+	 * consistent_point().
+	 */
+	bool locked_before_commits;
+	int64_t mdl_ms;     /* how long taking them took */
+	int mdl_statements; /* per reader */
 } SnapRun;
 
 /* ------------------------------------------------------------ helpers */
@@ -1226,8 +1240,8 @@ read_gtid_state(SnapRun *run, BkError *err)
 }
 
 /*
- * Metadata locks at the consistent point: every commit on the server waits
- * while they are taken, so they go in batches, every reader at once.  One
+ * Metadata locks: DDL waits while they are taken (and with MyRocks tables
+ * every commit too), so they go in batches, every reader at once.  One
  * statement reads no row of up to MDL_BATCH_TABLES tables,
  * "(SELECT 1 FROM a LIMIT 0) UNION ALL (SELECT 1 FROM b LIMIT 0) ...",
  * which opens each of them and keeps its shared metadata lock to the end of
@@ -1454,17 +1468,115 @@ lock_metadata(SnapRun *run, int *statements, BkError *err)
 }
 
 /*
+ * take_metadata_locks
+ *		lock_metadata(), timed for the log.
+ */
+static bool
+take_metadata_locks(SnapRun *run, BkError *err)
+{
+	int64_t begun_ms = bk_monotonic_ms();
+
+	if (!lock_metadata(run, &run->mdl_statements, err))
+		return false;
+	run->mdl_ms = bk_monotonic_ms() - begun_ms;
+	return true;
+}
+
+/*
+ * Metadata locks before commits are blocked.  Taken under BLOCK_COMMIT,
+ * they held every commit on the server for as long as the server took to
+ * open every table for every reader: about a millisecond a table once the
+ * tables outnumber table_open_cache and table_definition_cache, a minute
+ * at 30,000 tables.  They need no more than BLOCK_DDL (nothing can change
+ * a definition from there), so the readers take them in plain
+ * transactions before BLOCK_COMMIT.  What makes the snapshot consistent is
+ * not the transaction's start but its InnoDB read view, which InnoDB
+ * creates at the transaction's first consistent read, and "SELECT 1 FROM t
+ * LIMIT 0" reads no row: under BLOCK_COMMIT, one read of a row of an
+ * InnoDB table creates it, on every reader in turn, and every reader sees
+ * one and the same state, that of the binlog's last commit then.
+ *
+ * MyRocks makes its snapshot by its own rules, which nothing here checks,
+ * so a snapshot with MyRocks tables takes them as before: every reader
+ * starts with START TRANSACTION WITH CONSISTENT SNAPSHOT under
+ * BLOCK_COMMIT, and takes its metadata locks there.
+ */
+
+/* Only InnoDB tables in the consistent read (or none)? */
+static bool
+only_innodb_consistent(const SnapRun *run)
+{
+	for (int idx = run->locked_count; idx < run->table_count; idx++)
+		if (run->tables[idx].transactional &&
+			strcasecmp(run->tables[idx].engine, "InnoDB") != 0)
+			return false;
+	return true;
+}
+
+/*
+ * lock_metadata_early
+ *		Every reader in a transaction without a read view, holding its
+ *		metadata locks, with commits going on.
+ */
+static bool
+lock_metadata_early(SnapRun *run, BkError *err)
+{
+	for (int idx = 0; idx < run->reader_count; idx++)
+		if (!run_statement(run, run->readers[idx],
+						   "START TRANSACTION READ ONLY", err))
+			return false;
+	return take_metadata_locks(run, err);
+}
+
+/*
+ * create_read_views
+ *		Under BLOCK_COMMIT: every reader's InnoDB read view, by a read of
+ *		one row of the first InnoDB table (a sequence's reads are not
+ *		consistent reads).  Without an InnoDB table there is no consistent
+ *		read to capture.
+ */
+static bool
+create_read_views(SnapRun *run, BkError *err)
+{
+	const SnapTable *t = NULL;
+	char db[2 * 256 + 3], name[2 * 256 + 3];
+	char sql[sizeof(db) + sizeof(name) + 32];
+
+	for (int idx = run->locked_count; idx < run->table_count && !t; idx++)
+		if (strcasecmp(run->tables[idx].engine, "InnoDB") == 0 &&
+			strcmp(run->tables[idx].type, "SEQUENCE") != 0)
+			t = &run->tables[idx];
+	if (t == NULL)
+		return true;
+	if (!bk_sql_quote_ident(db, sizeof(db), t->database) ||
+		!bk_sql_quote_ident(name, sizeof(name), t->name))
+		return bk_error_set(err, BK_ERR_INTERNAL, "name too long: `%s`.`%s`",
+							t->database, t->name);
+	snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.%s LIMIT 1", db, name);
+	for (int idx = 0; idx < run->reader_count; idx++)
+	{
+		MYSQL_RES *res = run_query(run, run->readers[idx], sql, true, err);
+
+		if (res == NULL)
+			return false;
+		mysql_free_result(res);
+	}
+	return true;
+}
+
+/*
  * consistent_point
  *		Every reader in one snapshot with the coordinates, under a brief
- *		BLOCK_COMMIT; metadata locks on every table; then the stage ends.
+ *		BLOCK_COMMIT (with MyRocks tables, metadata locks on every table
+ *		there too); then the stage ends.
  */
 static bool
 consistent_point(SnapRun *run, BkError *err)
 {
+	MYSQL *position_conn = run->readers[0];
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	int64_t blocked_ms;
-	int statements = 0;
 	int touched = 0; /* tables the readers lock (MERGE ones are not) */
 
 	if (!run_statement(run, run->control, "BACKUP STAGE BLOCK_COMMIT", err))
@@ -1480,14 +1592,29 @@ consistent_point(SnapRun *run, BkError *err)
 							" consistent point",
 							run->job->id);
 	}
-	for (int idx = 0; idx < run->reader_count; idx++)
-		if (!run_statement(run, run->readers[idx],
-						   "START TRANSACTION WITH CONSISTENT SNAPSHOT", err))
+	if (run->locked_before_commits)
+	{
+		if (!create_read_views(run, err))
 			return false;
+
+		/*
+		 * The binlog's last commit, as the server reports it to a session
+		 * that never started a consistent snapshot nor committed anything:
+		 * the control connection.  With commits blocked it is the state
+		 * the read views see.
+		 */
+		position_conn = run->control;
+	}
+	else
+		for (int idx = 0; idx < run->reader_count; idx++)
+			if (!run_statement(run, run->readers[idx],
+							   "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+							   err))
+				return false;
 	run->consistent_ms = bk_wall_ms();
 
-	res = run_query(run, run->readers[0],
-					"SHOW STATUS LIKE 'binlog_snapshot_%'", true, err);
+	res = run_query(run, position_conn, "SHOW STATUS LIKE 'binlog_snapshot_%'",
+					true, err);
 	if (res == NULL)
 		return false;
 	while ((row = mysql_fetch_row(res)) != NULL)
@@ -1509,7 +1636,7 @@ consistent_point(SnapRun *run, BkError *err)
 	 * Every reader holds a metadata lock on every table it may read from
 	 * now on (the locked ones are the locker's).
 	 */
-	if (!lock_metadata(run, &statements, err))
+	if (!run->locked_before_commits && !take_metadata_locks(run, err))
 		return false;
 	if (!run_statement(run, run->control, "BACKUP STAGE END", err))
 		return false;
@@ -1518,10 +1645,13 @@ consistent_point(SnapRun *run, BkError *err)
 		touched += run->tables[idx].no_data ? 0 : 1;
 	agent_log("INFO",
 			  "snapshot %s: commits waited %" PRId64 " ms (BACKUP STAGE"
-			  " BLOCK_COMMIT to END): %d reader(s) took metadata locks on"
-			  " %d table(s) in %d statement(s) each",
+			  " BLOCK_COMMIT to END); %d reader(s) took metadata locks on"
+			  " %d table(s) in %d statement(s) each in %" PRId64 " ms, %s",
 			  run->job->id, bk_monotonic_ms() - blocked_ms, run->reader_count,
-			  touched, statements);
+			  touched, run->mdl_statements, run->mdl_ms,
+			  run->locked_before_commits
+				  ? "before commits were blocked"
+				  : "while commits were blocked (MyRocks tables)");
 	return true;
 }
 
@@ -2130,8 +2260,12 @@ capture_consistent(SnapRun *run, BkError *err)
 	pthread_mutex_lock(&job->lock);
 	job->tables_total = run->table_count;
 	pthread_mutex_unlock(&job->lock);
-	if (!lock_tables_without_transactions(run, err) ||
-		!consistent_point(run, err))
+	if (!lock_tables_without_transactions(run, err))
+		return false;
+	run->locked_before_commits = only_innodb_consistent(run);
+	if (run->locked_before_commits && !lock_metadata_early(run, err))
+		return false;
+	if (!consistent_point(run, err))
 		return false;
 	unlock_account_tables(run);
 	return true;

@@ -58,6 +58,8 @@ cleanup() {
     my "XA ROLLBACK 'bks_dangling'" >/dev/null 2>&1
     [[ -n "${old_nwt:-}" ]] && my "SET GLOBAL net_write_timeout = $old_nwt" >/dev/null
     [[ -n "${old_wt:-}" ]] && my "SET GLOBAL wait_timeout = $old_wt" >/dev/null
+    [[ -n "${old_toc:-}" ]] && my "SET GLOBAL table_open_cache = $old_toc" >/dev/null
+    [[ -n "${old_tdc:-}" ]] && my "SET GLOBAL table_definition_cache = $old_tdc" >/dev/null
     [[ -n "$agent_pid" ]] && kill -CONT "$agent_pid" 2>/dev/null
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
@@ -124,6 +126,15 @@ out="$(my "CREATE DATABASE $db;
 ok $? "test tables created" || bail_out "$out"
 marker="bk-plaintext-marker-$RANDOM$RANDOM"
 my "INSERT INTO $db.marker VALUES ('$marker')" >/dev/null
+# 600 more tables, more than the server's table caches hold (lowered while
+# the snapshot runs): the readers' metadata locks take a while, the server
+# opening each table anew, long enough for transfers to commit meanwhile.
+# A read view made then, before commits were blocked, would miss them,
+# though the coordinates come after them.
+python3 -c 'print("".join("CREATE TABLE pad_%03d (id INT PRIMARY KEY) ENGINE=InnoDB;" % i for i in range(600)))' |
+    sed "1s/^/USE $db;/" | my_script >/dev/null
+is "$(my "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$db' AND TABLE_NAME LIKE 'pad\\_%'")" 600 \
+    "600 more tables for the metadata locks to take time"
 my "FLUSH BINARY LOGS" >/dev/null
 first_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
 
@@ -153,8 +164,12 @@ for w in w1 w2; do
         "$db" <"$dir/$w.sql" >"$dir/$w.out" 2>&1 &
     workload_pids+=($!)
 done
+old_toc="$(my 'SELECT @@table_open_cache')"
+old_tdc="$(my 'SELECT @@table_definition_cache')"
+my "SET GLOBAL table_open_cache = 10; SET GLOBAL table_definition_cache = 400" >/dev/null
 sleep 1
 result="$(my "SELECT bk_snapshot('jobs=2,label=bank')")"
+my "SET GLOBAL table_open_cache = $old_toc; SET GLOBAL table_definition_cache = $old_tdc" >/dev/null
 like "$result" '^\{"binlog_file":"[^"]+","binlog_pos":[0-9]+,.*"snapshot_id":"[0-9TZ]+-[0-9a-f]{8}"' \
     "bk_snapshot() under load returns the snapshot's id and binlog coordinates" || diag "$result"
 busy="$(wc -l <"$dir/w1.out") $(my "SELECT COUNT(*) FROM $db.ledger")"
@@ -219,6 +234,13 @@ for f in $files; do
 done
 is "$committed" "$ledger_rows" \
     "the archived binlog commits exactly the snapshot's transfers before $snap_file:$snap_pos"
+
+# The metadata locks were taken before commits were blocked: commits did
+# not wait for the server to open every table for each reader.
+mdl_line="$(grep "snapshot $snap_id: commits waited" "$dir/agent.log")"
+like "$mdl_line" 'took metadata locks on [0-9]+ table\(s\) in [0-9]+ statement\(s\) each in [0-9]+ ms, before commits were blocked' \
+    "the readers took their metadata locks before commits were blocked" || diag "$mdl_line"
+diag "$(sed -n 's/.*\(commits waited [0-9]* ms\).* each in \([0-9]*\) ms.*/\1; the metadata locks took \2 ms/p' <<<"$mdl_line")"
 
 # ---------------------------------------------------------------- accounts
 # BACKUP STAGE BLOCK_DDL does not hold account statements off: one logged

@@ -78,16 +78,12 @@ closing_quote(char *value)
 }
 
 bool
-bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
-					 BkError *err)
+bk_config_parse_text(const char *path, char *text, size_t len,
+					 BkConfigSetter setter, void *arg, BkError *err)
 {
-	char *text;
-	size_t len;
 	char *next;
 	int line_no = 0;
 
-	if (!bk_read_file(path, CONFIG_FILE_MAX, &text, &len, err))
-		return bk_error_prefix(err, "configuration file: ");
 	/* Text only: C strings would silently drop whatever follows a NUL. */
 	{
 		const char *nul = memchr(text, '\0', len);
@@ -101,7 +97,6 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 						 "\"%s\" line %d: a NUL byte; a configuration file "
 						 "is text",
 						 path, line_no + 1);
-			free(text);
 			return false;
 		}
 	}
@@ -132,7 +127,6 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 			bk_error_set(err, BK_ERR_CONFIG,
 						 "\"%s\" line %d: expected \"key = value\"", path,
 						 line_no);
-			free(text);
 			return false;
 		}
 		*eq = '\0';
@@ -142,7 +136,6 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 		{
 			bk_error_set(err, BK_ERR_CONFIG, "\"%s\" line %d: empty key", path,
 						 line_no);
-			free(text);
 			return false;
 		}
 		if (value[0] == '"')
@@ -155,7 +148,6 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 				bk_error_set(err, BK_ERR_CONFIG,
 							 "\"%s\" line %d: unterminated quoted value", path,
 							 line_no);
-				free(text);
 				return false;
 			}
 			rest = close + 1;
@@ -167,7 +159,6 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 							 "\"%s\" line %d: text after the closing quote of "
 							 "%s (a comment starts with #)",
 							 path, line_no, key);
-				free(text);
 				return false;
 			}
 			*close = '\0';
@@ -176,14 +167,24 @@ bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
 		else
 			strip_comment(value);
 		if (!setter(arg, key, value, err))
-		{
-			bk_error_prefix(err, "\"%s\" line %d: ", path, line_no);
-			free(text);
-			return false;
-		}
+			return bk_error_prefix(err, "\"%s\" line %d: ", path, line_no);
 	}
-	free(text);
 	return true;
+}
+
+bool
+bk_config_parse_file(const char *path, BkConfigSetter setter, void *arg,
+					 BkError *err)
+{
+	char *text;
+	size_t len;
+	bool ok;
+
+	if (!bk_read_file(path, CONFIG_FILE_MAX, &text, &len, err))
+		return bk_error_prefix(err, "configuration file: ");
+	ok = bk_config_parse_text(path, text, len, setter, arg, err);
+	free(text);
+	return ok;
 }
 
 size_t

@@ -32,6 +32,15 @@ extern bool bk_config_parse_file(const char *path, BkConfigSetter setter,
 								 void *arg, BkError *err);
 
 /*
+ * The same for text already read from path (len bytes, NUL-terminated),
+ * which is cut into lines in place: a file read with checks of its own,
+ * such as a secret file (bk_secret_file.h).  path only names it in errors.
+ */
+extern bool bk_config_parse_text(const char *path, char *text, size_t len,
+								 BkConfigSetter setter, void *arg,
+								 BkError *err);
+
+/*
  * librdkafka properties as "key=value;key=value".  A literal ';' inside a
  * value is written "\;" and a literal backslash "\\".  Empty items are
  * ignored, so a trailing ';' is fine.

@@ -11,13 +11,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bk_secret_file.h"
 #include "bk_util.h"
 
 #define KEY_FILE_MAX         (256 * 1024)
@@ -439,76 +439,6 @@ keyring_parse(const char *path, char *text, BkKeyring *ring,
 	return true;
 }
 
-/* "\"postgres\" (uid 26)", or "uid 26" for a uid without a name. */
-static void
-describe_user(uid_t uid, char *out, size_t out_len)
-{
-	struct passwd entry;
-	struct passwd *pw = NULL;
-	char buf[1024];
-
-	/* getpwuid_r: bk wal-get may load a keyring beside other threads. */
-	if (getpwuid_r(uid, &entry, buf, sizeof(buf), &pw) == 0 && pw != NULL)
-		snprintf(out, out_len, "\"%s\" (uid %u)", pw->pw_name,
-				 (unsigned int) uid);
-	else
-		snprintf(out, out_len, "uid %u", (unsigned int) uid);
-}
-
-/*
- * private_key_file_ok
- *		The rule libpq applies to sslkey and PostgreSQL to ssl_key_file: a
- *		private key file is owned by the user bk runs as, who alone may
- *		access it (mode 0600 or less), or by root, whose group may read it
- *		too (0640 or less; for root as well, so that one root-owned file of
- *		group postgres serves root's bk restore and postgres's bk wal-get).
- *
- * Whoever owns the file can replace or swap it, and so decides which keys
- * bk trusts: a key postgres owns, read by root's bk restore, is in the hands
- * of every database superuser (COPY ... TO PROGRAM runs as postgres).  st is
- * the opened file's, the one bk reads: a link or a renamed directory on the
- * way can only lead to a file that passes this check.
- */
-static bool
-private_key_file_ok(const char *path, const struct stat *st, BkError *err)
-{
-	uid_t euid = geteuid();
-	char owner[320];
-	char runner[320];
-
-	if (st->st_uid != euid && st->st_uid != 0)
-	{
-		describe_user(st->st_uid, owner, sizeof(owner));
-		describe_user(euid, runner, sizeof(runner));
-		bk_error_set(err, BK_ERR_KEY,
-					 "private key file \"%s\" is owned by %s, not by %s, "
-					 "whom bk runs as%s",
-					 path, owner, runner, euid == 0 ? "" : ", nor by root");
-		return bk_error_hint(
-			err,
-			"Its owner could replace the keys bk trusts.  As root, run "
-			"\"chown root %s\" (mode 0600, or 0640 to let its group read "
-			"it: group postgres for bk wal-get), or give bk a copy owned "
-			"by %s with --key-file.",
-			path, runner);
-	}
-	if ((st->st_uid == 0 &&
-		 (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0) ||
-		(st->st_uid != 0 && (st->st_mode & (S_IRWXG | S_IRWXO)) != 0))
-	{
-		bk_error_set(err, BK_ERR_KEY,
-					 "private key file \"%s\" is accessible by group or others "
-					 "(mode %04o)",
-					 path, (unsigned int) (st->st_mode & 07777));
-		return bk_error_hint(err,
-							 "Run \"chmod 600 %s\": a private key must be "
-							 "readable by its owner only (if root owns it, "
-							 "0640 lets its group read it too).",
-							 path);
-	}
-	return true;
-}
-
 BkKeyring *
 bk_keyring_load(const char *path, BkKeyUse use, BkError *err)
 {
@@ -596,7 +526,8 @@ bk_keyring_load(const char *path, BkKeyUse use, BkError *err)
 					  path, path);
 		goto fail;
 	}
-	if (any_private && !private_key_file_ok(path, &st, err))
+	if (any_private &&
+		!bk_secret_file_ok(path, &st, BK_SECRET_PRIVATE_KEY, err))
 		goto fail;
 	if (use == BK_KEYS_FOR_SOURCE && ring->count != 1)
 	{

@@ -18,7 +18,7 @@
  * several sections (concatenate them to rotate).  A file that holds a
  * private key must be owned by the user bk runs as and accessible by it
  * alone, or owned by root and accessible by nobody else but its group, which
- * may read it.
+ * may read it (bk_secret_file.h).
  */
 #ifndef BK_KEYS_H
 #define BK_KEYS_H

@@ -1,0 +1,165 @@
+/*
+ * bk_secret_file.c
+ *		The owner and mode rule of files that hold secrets, and reading
+ *		them.  See bk_secret_file.h.
+ */
+#include "bk_secret_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bk_crypto.h"
+
+/* How the messages name each kind of file, and what its owner controls. */
+typedef struct SecretFileKind
+{
+	const char *name;       /* "private key file \"PATH\" ..." */
+	BkErrorCode code;       /* the class of the error (the CLI's exit) */
+	const char *owner_can;  /* "Its owner could ..." */
+	const char *copy_where; /* "... give bk a copy owned by USER ..." */
+	const char *mode_why;   /* "Run \"chmod 600 PATH\": ..." */
+} SecretFileKind;
+
+static const SecretFileKind kinds[] = {
+	[BK_SECRET_PRIVATE_KEY] = {"private key file", BK_ERR_KEY,
+							   "replace the keys bk trusts", "with --key-file",
+							   "a private key must be readable by its owner "
+							   "only"},
+	[BK_SECRET_S3_CREDENTIALS] = {"s3_access_key_file", BK_ERR_CONFIG,
+								  "replace the credentials bk signs its "
+								  "requests with",
+								  "in s3_access_key_file",
+								  "credentials must be readable by their "
+								  "owner only"},
+};
+
+/* "\"postgres\" (uid 26)", or "uid 26" for a uid without a name. */
+static void
+describe_user(uid_t uid, char *out, size_t out_len)
+{
+	struct passwd entry;
+	struct passwd *pw = NULL;
+	char buf[1024];
+
+	/* getpwuid_r: bk wal-get may load a keyring beside other threads. */
+	if (getpwuid_r(uid, &entry, buf, sizeof(buf), &pw) == 0 && pw != NULL)
+		snprintf(out, out_len, "\"%s\" (uid %u)", pw->pw_name,
+				 (unsigned int) uid);
+	else
+		snprintf(out, out_len, "uid %u", (unsigned int) uid);
+}
+
+bool
+bk_secret_file_ok(const char *path, const struct stat *st, BkSecretFile what,
+				  BkError *err)
+{
+	const SecretFileKind *kind = &kinds[what];
+	uid_t euid = geteuid();
+	char owner[320];
+	char runner[320];
+
+	if (st->st_uid != euid && st->st_uid != 0)
+	{
+		describe_user(st->st_uid, owner, sizeof(owner));
+		describe_user(euid, runner, sizeof(runner));
+		bk_error_set(err, kind->code,
+					 "%s \"%s\" is owned by %s, not by %s, whom bk runs as%s",
+					 kind->name, path, owner, runner,
+					 euid == 0 ? "" : ", nor by root");
+		return bk_error_hint(
+			err,
+			"Its owner could %s.  As root, run \"chown root %s\" (mode 0600, "
+			"or 0640 to let its group read it: group postgres for bk "
+			"wal-get), or give bk a copy owned by %s %s.",
+			kind->owner_can, path, runner, kind->copy_where);
+	}
+	if ((st->st_uid == 0 &&
+		 (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0) ||
+		(st->st_uid != 0 && (st->st_mode & (S_IRWXG | S_IRWXO)) != 0))
+	{
+		bk_error_set(err, kind->code,
+					 "%s \"%s\" is accessible by group or others (mode %04o)",
+					 kind->name, path, (unsigned int) (st->st_mode & 07777));
+		return bk_error_hint(err,
+							 "Run \"chmod 600 %s\": %s (if root owns it, "
+							 "0640 lets its group read it too).",
+							 path, kind->mode_why);
+	}
+	return true;
+}
+
+bool
+bk_secret_file_read(const char *path, BkSecretFile what, size_t max_len,
+					char **data, size_t *len, BkError *err)
+{
+	const SecretFileKind *kind = &kinds[what];
+	struct stat st;
+	char *buf;
+	size_t done = 0;
+	int fd;
+
+	/* O_NONBLOCK: a FIFO put in its place must not hang bk. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return bk_error_set(err, kind->code, "could not open %s \"%s\": %s",
+							kind->name, path, strerror(errno));
+	/* The descriptor's: the file checked is the file read. */
+	if (fstat(fd, &st) != 0)
+	{
+		int save_errno = errno;
+
+		close(fd);
+		return bk_error_set(err, kind->code, "could not stat %s \"%s\": %s",
+							kind->name, path, strerror(save_errno));
+	}
+	if (!S_ISREG(st.st_mode) || (size_t) st.st_size > max_len)
+	{
+		close(fd);
+		return bk_error_set(err, kind->code,
+							"%s \"%s\" is not a regular file of at most %zu "
+							"bytes",
+							kind->name, path, max_len);
+	}
+	if (!bk_secret_file_ok(path, &st, what, err))
+	{
+		close(fd);
+		return false;
+	}
+	buf = malloc((size_t) st.st_size + 1);
+	if (buf == NULL)
+	{
+		close(fd);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory reading \"%s\"",
+							path);
+	}
+	while (done < (size_t) st.st_size)
+	{
+		ssize_t got = read(fd, buf + done, (size_t) st.st_size - done);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+		{
+			int save_errno = errno;
+
+			bk_secure_wipe(buf, done);
+			free(buf);
+			close(fd);
+			return bk_error_set(err, kind->code, "could not read %s \"%s\": %s",
+								kind->name, path,
+								got == 0 ? "file shrank while reading"
+										 : strerror(save_errno));
+		}
+		done += (size_t) got;
+	}
+	close(fd);
+	buf[done] = '\0';
+	*data = buf;
+	*len = done;
+	return true;
+}

@@ -72,6 +72,7 @@
 #include <openssl/sha.h>
 
 #include "bk_config.h"
+#include "bk_secret_file.h"
 #include "bk_util.h"
 #include "s3_sign.h"
 #include "s3_xml.h"
@@ -89,6 +90,9 @@
 #define S3_KEY_MAX        1024 /* AWS S3's, MinIO's and Ceph RGW's longest */
 #define S3_PUT_ID_LEN     32   /* hex digits of x-amz-meta-bk-put-id */
 #define SPOOL_LOCK_NAME   ".lock"
+
+/* access_key_id, secret_access_key and a session token of a few kB. */
+#define S3_CREDENTIALS_FILE_MAX (64 * 1024)
 
 /*
  * An open ahead that ended and was not taken over within this many later
@@ -257,6 +261,8 @@ typedef struct S3Call
 	char error_message[512];
 	int sends; /* by s3_call: more than one, an earlier one may have acted */
 	uint64_t signed_generation; /* of the credentials the last send used */
+	/* Why s3_access_key_file could not be read again, after ExpiredToken. */
+	BkError reload_error;
 	/* Read position in the body while sending. */
 	uint64_t sent;
 } S3Call;
@@ -501,7 +507,8 @@ token_expired(const S3Call *call)
 		   strcmp(call->error_code, "TokenRefreshRequired") == 0;
 }
 
-static bool reload_credentials(S3State *state, uint64_t signed_generation);
+static bool reload_credentials(S3State *state, uint64_t signed_generation,
+							   BkError *reload_err);
 
 /* What a retry can fix: the store or the network, not the request. */
 static bool
@@ -730,6 +737,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 	char last[512] = "";
 
 	call_describe(state, call, what, sizeof(what));
+	bk_error_clear(&call->reload_error);
 	handle = handle_take(state);
 	if (handle == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM,
@@ -759,7 +767,8 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 			if (token_expired(call) && !reloaded)
 			{
 				reloaded = true;
-				if (reload_credentials(state, call->signed_generation))
+				if (reload_credentials(state, call->signed_generation,
+									   &call->reload_error))
 					continue;
 			}
 			if (!transient_status(call))
@@ -842,6 +851,21 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 	 */
 	else if (strcmp(call->error_code, "KeyTooLongError") == 0)
 		code = BK_ERR_REFUSED;
+	/*
+	 * The file could not be read again (it went, or is refused now: another
+	 * owner): that, not the expiry, is what to fix.
+	 */
+	if (token_expired(call) && call->reload_error.code != BK_OK)
+	{
+		bk_error_set(err, code,
+					 "%s: HTTP %ld %s (the credentials expired), and "
+					 "reading them again failed: %s",
+					 what, call->status, call->error_code,
+					 call->reload_error.message);
+		if (call->reload_error.hint[0])
+			bk_error_hint(err, "%s", call->reload_error.hint);
+		return false;
+	}
 	bk_error_set(err, code, "%s: HTTP %ld%s%s%s%s", what, call->status,
 				 call->error_code[0] ? " " : "", call->error_code,
 				 call->error_message[0] ? ": " : "", call->error_message);
@@ -943,28 +967,29 @@ credentials_setter(void *arg, const char *key, const char *value, BkError *err)
 	return true;
 }
 
-/* Read s3_access_key_file into credentials. */
+/*
+ * Read s3_access_key_file into credentials.  The file is held to the rule of
+ * private key files (bk_secret_file.h): its owner decides which credentials
+ * sign bk's requests, and so which account, bucket and objects a restore
+ * running as root reads.
+ */
 static bool
 read_credentials_file(const char *file, S3Credentials *credentials,
 					  BkError *err)
 {
-	struct stat st;
+	char *text;
+	size_t len;
+	bool ok;
 
 	memset(credentials, 0, sizeof(*credentials));
-	if (stat(file, &st) != 0)
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"could not read s3_access_key_file \"%s\": %s",
-							file, strerror(errno));
-	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-	{
-		bk_error_set(err, BK_ERR_CONFIG,
-					 "s3_access_key_file \"%s\" is accessible by group or "
-					 "others (mode %04o)",
-					 file, (unsigned int) (st.st_mode & 07777));
-		return bk_error_hint(err, "Run \"chmod 600 %s\"; it holds a secret.",
-							 file);
-	}
-	if (!bk_config_parse_file(file, credentials_setter, credentials, err))
+	if (!bk_secret_file_read(file, BK_SECRET_S3_CREDENTIALS,
+							 S3_CREDENTIALS_FILE_MAX, &text, &len, err))
+		return false;
+	ok = bk_config_parse_text(file, text, len, credentials_setter, credentials,
+							  err);
+	OPENSSL_cleanse(text, len);
+	free(text);
+	if (!ok)
 		return false;
 	if (!credentials->access_key_id[0] || !credentials->secret_access_key[0])
 		return bk_error_set(err, BK_ERR_CONFIG,
@@ -979,21 +1004,21 @@ read_credentials_file(const char *file, S3Credentials *credentials,
  * signed_generation expired: read s3_access_key_file again.  True if
  * there are other credentials than those now (the request is worth sending
  * again): the file holds new ones, or another thread loaded them since this
- * request was signed.  False without a file, or when it is unreadable or
- * unchanged, and the answer stands.
+ * request was signed.  False without a file, or when it is unreadable,
+ * refused (reload_err says why) or unchanged, and the answer stands.
  */
 static bool
-reload_credentials(S3State *state, uint64_t signed_generation)
+reload_credentials(S3State *state, uint64_t signed_generation,
+				   BkError *reload_err)
 {
 	S3Credentials fresh;
-	BkError ignored;
 	bool loaded;
 	bool changed;
 
+	bk_error_clear(reload_err);
 	if (state->credentials_file[0] == '\0')
 		return false;
-	bk_error_clear(&ignored);
-	loaded = read_credentials_file(state->credentials_file, &fresh, &ignored);
+	loaded = read_credentials_file(state->credentials_file, &fresh, reload_err);
 	pthread_mutex_lock(&state->credentials_lock);
 	if (loaded && memcmp(&fresh, &state->credentials, sizeof(fresh)) != 0)
 	{

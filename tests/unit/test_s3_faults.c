@@ -17,9 +17,12 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -1557,6 +1561,202 @@ test_expired_token_two_threads(void **state)
 	bk_repo_close(repo);
 }
 
+/* Open the store's repository with credentials from key_file, or NULL. */
+static BkRepo *
+open_with_key_file(Fixture *f, const char *key_file, BkError *err)
+{
+	BkRepoOptions options = f->options;
+
+	options.s3_access_key_file = key_file;
+	bk_error_clear(err);
+	return bk_repo_open_with("s3://" BUCKET "/pre", &options, false, err);
+}
+
+/*
+ * As user "nobody", in a child: its own credentials file and one of root's
+ * that its group may read are used, one of a third user is refused.  0 when
+ * all held, else the number of the check.
+ */
+static int
+open_as_nobody(Fixture *f, const struct passwd *nobody, const char *own,
+			   const char *roots_readable, const char *third)
+{
+	BkRepo *repo;
+	BkError err;
+
+	if (setgroups(0, NULL) != 0 ||
+		setresgid(nobody->pw_gid, nobody->pw_gid, nobody->pw_gid) != 0 ||
+		setresuid(nobody->pw_uid, nobody->pw_uid, nobody->pw_uid) != 0)
+		return 1;
+	if ((repo = open_with_key_file(f, own, &err)) == NULL)
+		return 2;
+	bk_repo_close(repo);
+	if ((repo = open_with_key_file(f, roots_readable, &err)) == NULL)
+		return 3;
+	bk_repo_close(repo);
+	if (open_with_key_file(f, third, &err) != NULL ||
+		strstr(err.message, "uid 0") != NULL ||
+		strstr(err.message, "nor by root") == NULL)
+		return 4;
+	return 0;
+}
+
+/*
+ * s3_access_key_file is held to the rule of private key files: whoever owns
+ * it chooses the credentials bk signs with (and so what a restore running
+ * as root reads), so a file of another user is refused whatever its mode,
+ * and one of root's may be read by its group (0640: one file of group
+ * postgres for root's bk restore and postgres's bk wal-get).  Needs root,
+ * to give files away.
+ */
+static void
+test_credentials_file_owner(void **state)
+{
+	Fixture *f = *state;
+	struct passwd *nobody = getpwnam("nobody");
+	char path[600];
+	char roots[600];
+	char third[600];
+	char expected[900];
+	BkRepo *repo;
+	BkRepoStat stat;
+	BkError err;
+	pid_t pid;
+	int status;
+
+	if (geteuid() != 0 || nobody == NULL || nobody->pw_uid == 0)
+	{
+		skip();
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/s3.key", f->dir);
+	write_key_file(path, "token-1");
+	assert_int_equal(chown(path, nobody->pw_uid, (gid_t) -1), 0);
+	snprintf(expected, sizeof(expected),
+			 "s3_access_key_file \"%s\" is owned by \"nobody\" (uid %u), not "
+			 "by \"root\" (uid 0), whom bk runs as",
+			 path, (unsigned int) nobody->pw_uid);
+	assert_null(open_with_key_file(f, path, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, expected);
+	assert_non_null(strstr(err.hint, "chown root"));
+	assert_non_null(strstr(err.hint, "s3_access_key_file"));
+
+	/* Root's, readable by its group: used. */
+	assert_int_equal(chown(path, 0, nobody->pw_gid), 0);
+	assert_int_equal(chmod(path, 0640), 0);
+	repo = open_with_key_file(f, path, &err);
+	if (repo == NULL)
+		fail_msg("%s", err.message);
+	if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+					  "000000010000000000000001", &stat, &err))
+		fail_msg("%s", err.message);
+	assert_false(stat.exists);
+	bk_repo_close(repo);
+	/* Its group may read it, never write it. */
+	assert_int_equal(chmod(path, 0660), 0);
+	assert_null(open_with_key_file(f, path, &err));
+	assert_error_contains(&err, "(mode 0660)");
+
+	/* The same rule for a user other than root. */
+	snprintf(roots, sizeof(roots), "%s/roots.key", f->dir);
+	write_key_file(roots, "token-1");
+	assert_int_equal(chown(roots, 0, nobody->pw_gid), 0);
+	assert_int_equal(chmod(roots, 0640), 0);
+	snprintf(third, sizeof(third), "%s/third.key", f->dir);
+	write_key_file(third, "token-1");
+	assert_int_equal(chown(third, nobody->pw_uid + 1, nobody->pw_gid), 0);
+	assert_int_equal(chmod(third, 0640), 0);
+	assert_int_equal(chown(path, nobody->pw_uid, (gid_t) -1), 0);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(chmod(f->dir, 0711), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(open_as_nobody(f, nobody, path, roots, third));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(chmod(f->dir, 0700), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void
+on_alarm(int signo)
+{
+	(void) signo;
+}
+
+/*
+ * A FIFO in the credentials file's place is refused at once: opening it to
+ * read would wait for a writer forever.  An alarm ends such a wait, so that
+ * a regression fails instead of hanging the test.
+ */
+static void
+test_credentials_file_fifo(void **state)
+{
+	Fixture *f = *state;
+	struct sigaction action = {.sa_handler = on_alarm};
+	struct sigaction saved;
+	char path[600];
+	int64_t started;
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/s3.key", f->dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	sigemptyset(&action.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &action, &saved), 0);
+	alarm(5);
+	started = bk_monotonic_ms();
+	assert_null(open_with_key_file(f, path, &err));
+	alarm(0);
+	assert_int_equal(sigaction(SIGALRM, &saved, NULL), 0);
+	assert_true(bk_monotonic_ms() - started < 2000);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "is not a regular file");
+	assert_error_contains(&err, path);
+}
+
+/*
+ * Read again after ExpiredToken, the file is held to the same rule: one
+ * another user put there is not used, and the error names it instead of
+ * the expiry.  Needs root, to give the file away.
+ */
+static void
+test_expired_token_reload_refused(void **state)
+{
+	Fixture *f = *state;
+	struct passwd *nobody = getpwnam("nobody");
+	char key_file[600];
+	BkRepoStat stat;
+	BkRepo *repo;
+	BkError err;
+
+	if (geteuid() != 0 || nobody == NULL || nobody->pw_uid == 0)
+	{
+		skip();
+		return;
+	}
+	repo = open_with_expiring_token(f, key_file, sizeof(key_file), 0);
+	write_key_file(key_file, "token-2");
+	assert_int_equal(chown(key_file, nobody->pw_uid, (gid_t) -1), 0);
+	bk_error_clear(&err);
+	assert_false(bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+							  "000000010000000000000001", &stat, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "ExpiredToken");
+	assert_error_contains(&err, "is owned by \"nobody\"");
+	assert_non_null(strstr(err.hint, "chown root"));
+
+	/* Given back to root: used at once. */
+	assert_int_equal(chown(key_file, 0, (gid_t) -1), 0);
+	bk_error_clear(&err);
+	if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+					  "000000010000000000000001", &stat, &err))
+		fail_msg("%s", err.message);
+	assert_false(stat.exists);
+	bk_repo_close(repo);
+}
+
 #define DELETE_RESULT(errors)                                                  \
 	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult "               \
 	"xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">" errors                \
@@ -2162,6 +2362,12 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expired_token_two_threads, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_credentials_file_owner, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_credentials_file_fifo, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_expired_token_reload_refused,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent_ignored, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_put_other_copy_in_place, setup,

@@ -18,9 +18,9 @@
 #      with archive_library = 'bk'; two shippers read the same topics in two
 #      consumer groups, one into a directory repository, one into
 #      s3://BUCKET/PREFIX on the TLS s3proxy (spool_dir under the work
-#      directory, credentials in a mode 0600 s3_access_key_file).  Only the
-#      shipper of the step being measured runs; the other catches up
-#      (untimed) before its own step.
+#      directory, credentials in an s3_access_key_file of root's, mode
+#      0640, group postgres).  Only the shipper of the step being measured
+#      runs; the other catches up (untimed) before its own step.
 #   2. the database: pgbench -i -s S3B_SCALE -F 90 and bench_random,
 #      S3B_RANDOM_MB MiB of random bytes (as bench/snapshot.sh builds it),
 #      frozen and checkpointed; about 1 GB by default, in RAM.
@@ -817,7 +817,9 @@ start_tls_s3proxy
 
 "$BK" keygen --out "$WORK/bk.key" >/dev/null
 chmod 644 "$WORK/bk.key.pub"
-chown postgres "$WORK/bk.key"
+# Root's, readable by group postgres: root's bk restore and postgres's bk
+# wal-get (the restore_command) both read it, and refuse one postgres owns.
+chgrp postgres "$WORK/bk.key" && chmod 0640 "$WORK/bk.key"
 BK_PREFIX="bkbench-s3-$$"
 BK_REPO_DIR="$WORK/bk-repo"
 S3_PREFIX="bkbench-s3-$$"
@@ -828,7 +830,7 @@ PGBR_FILES="$BK_S3_DATA_DIR/$BK_S3_BUCKET/$PGBR_PREFIX"
     umask 077
     printf 'access_key_id = %s\nsecret_access_key = %s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$WORK/s3.key"
 )
-chown postgres "$WORK/s3.key" # bk wal-get (the restore_command) runs as postgres
+chgrp postgres "$WORK/s3.key" && chmod 0640 "$WORK/s3.key" # as bk.key
 install -d -m 700 "$WORK/spool"
 common_conf="kafka_brokers = $BK_KAFKA_BROKERS
 topic_prefix = $BK_PREFIX

@@ -7,8 +7,9 @@
 #     message naming the refusal, after one request, not a retry storm;
 #   - a secret is never printed: not in errors, logs, --help or the
 #     process title;
-#   - a credentials file others can read, a missing bucket, plain http to a
-#     host that is not loopback: refused with exit 3, saying what to fix;
+#   - a credentials file others can read or another user owns, a missing
+#     bucket, plain http to a host that is not loopback: refused with exit
+#     3, saying what to fix;
 #   - a store that is down: bk retries for s3_timeout, then exits 5 naming
 #     the store; bk wal-get exits 200 then (and with a wrong secret), never
 #     1, which would end recovery there.
@@ -93,7 +94,18 @@ out="$("$BK" list --config "$dir/bk.conf" 2>&1)"
 is $? 3 "a credentials file readable by others: exit 3"
 like "$out" "accessible by group or others" "saying so"
 like "$out" "chmod 600" "and how to fix it"
-chmod 600 "$dir/s3.key"
+chmod 640 "$dir/s3.key"
+# One postgres owns: any database superuser could choose what root's bk
+# reads (COPY ... TO PROGRAM runs as postgres).
+chown postgres "$dir/s3.key"
+out="$("$BK" list --config "$dir/bk.conf" 2>&1)"
+is $? 3 "a credentials file postgres owns, for root's bk list: exit 3"
+like "$out" "is owned by \"postgres\" \\(uid [0-9]+\\), not by \"root\"" \
+    "naming its owner and bk's user"
+like "$out" "chown root" "and how to fix it"
+chown root "$dir/s3.key"
+out="$("$BK" list --config "$dir/bk.conf" 2>&1)"
+is $? 0 "root's, readable by group postgres: bk list works" || diag "$out"
 
 # A bucket that does not exist; plain http to a host that is not loopback.
 sed "s|^repository = .*|repository = s3://no-such-bucket-$$/x|" "$dir/bk.conf" >"$dir/nobucket.conf"

@@ -12,8 +12,9 @@
 #     repo_conf   the configuration lines the backend needs, for bk.conf
 #                 (on S3 the smallest part size, so WAL segments and
 #                 snapshot files go up as multipart uploads)
-#   On S3 the credentials go in $dir/s3.key (mode 0600, owned by postgres,
-#   which runs bk wal-get), never in bk.conf or the environment of bk.
+#   On S3 the credentials go in $dir/s3.key (root's, mode 0640, group
+#   postgres, which runs bk wal-get: the README's set-up, as for the key),
+#   never in bk.conf or the environment of bk.
 
 bk_test_backend() { echo "${BK_TEST_BACKEND:-directory}"; }
 
@@ -27,7 +28,7 @@ bk_test_repo() {
             printf 'access_key_id = %s\nsecret_access_key = %s\n' \
                 "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$dir/s3.key"
         )
-        chown postgres "$dir/s3.key"
+        chgrp postgres "$dir/s3.key" && chmod 0640 "$dir/s3.key"
         repo_conf="s3_endpoint = $BK_S3_ENDPOINT
 s3_region = $BK_S3_REGION
 s3_uri_style = path

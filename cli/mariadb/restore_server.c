@@ -279,6 +279,82 @@ check_empty(MariadbRestore *r, BkError *err)
 							  " and created again.");
 }
 
+/*
+ * check_engines
+ *		Every engine of the snapshot's tables is one the target has.  A
+ *		CREATE TABLE of an engine the server lacks fails (the restore's
+ *		sql_mode has NO_ENGINE_SUBSTITUTION, so no table silently becomes
+ *		InnoDB), but only after the target was written to: refuse before.
+ *		The first such engine is named, with up to three of its tables.
+ */
+static bool
+check_engines(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	char have[1024] = "";
+	size_t have_len = 0;
+	const char *lacking = NULL;
+	char names[2048] = ""; /* three names of at most 256 + 1 + 256 bytes */
+	size_t names_len = 0;
+	int count = 0;
+	size_t idx;
+	json_t *table;
+
+	if (mysql_query(r->conn,
+					"SELECT ENGINE FROM information_schema.ENGINES"
+					" WHERE SUPPORT IN ('YES', 'DEFAULT') ORDER BY 1") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not list the target's storage engines: %s",
+							mysql_error(r->conn));
+	/* ",InnoDB,Aria,...,": a whole name is found between commas. */
+	have[have_len++] = ',';
+	while ((row = mysql_fetch_row(res)) != NULL)
+		if (row[0] != NULL && have_len + strlen(row[0]) + 2 < sizeof(have))
+			have_len += (size_t) snprintf(
+				have + have_len, sizeof(have) - have_len, "%s,", row[0]);
+	mysql_free_result(res);
+
+	json_array_foreach(json_object_get(r->schema, "tables"), idx, table)
+	{
+		const char *engine =
+			json_string_value(json_object_get(table, "engine"));
+		char quoted[160];
+
+		if (engine == NULL || engine[0] == '\0' ||
+			(lacking != NULL && strcasecmp(engine, lacking) != 0))
+			continue;
+		snprintf(quoted, sizeof(quoted), ",%s,", engine);
+		if (strcasestr(have, quoted) != NULL)
+			continue;
+		lacking = engine;
+		if (++count <= 3)
+			names_len += (size_t) snprintf(
+				names + names_len, sizeof(names) - names_len, "%s%s.%s",
+				names_len ? ", " : "",
+				json_string_value(json_object_get(table, "database")),
+				json_string_value(json_object_get(table, "name")));
+	}
+	if (lacking == NULL)
+		return true;
+	bk_error_set(err, BK_ERR_CONFIG,
+				 "the snapshot has %d table(s) of engine %s (%s%s), which"
+				 " the target server does not have: no plugin of it is"
+				 " loaded",
+				 count, lacking, names, count > 3 ? ", ..." : "");
+	if (strcasecmp(lacking, "ROCKSDB") == 0)
+		return bk_error_hint(err, "Load MyRocks on the target at its start"
+								  " (plugin_load_add = ha_rocksdb; the"
+								  " Debian package mariadb-plugin-rocksdb"
+								  " does it), restart it and restore again.");
+	return bk_error_hint(err,
+						 "Load the plugin of engine %s on the target"
+						 " (plugin_load_add in its configuration), restart"
+						 " it and restore again.",
+						 lacking);
+}
+
 bool
 restore_check_server(MariadbRestore *r, BkError *err)
 {
@@ -325,7 +401,8 @@ restore_check_server(MariadbRestore *r, BkError *err)
 			   bk_error_hint(err, "Restore into MariaDB %d.%d or newer.",
 							 major_minor(source_version) / 100,
 							 major_minor(source_version) % 100);
-	if (!check_privileges(r, err) || !check_empty(r, err))
+	if (!check_privileges(r, err) || !check_empty(r, err) ||
+		!check_engines(r, err))
 		return false;
 	if (!local_infile)
 		return bk_error_set(err, BK_ERR_CONFIG,

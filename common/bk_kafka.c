@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bk_audit.h"
 #include "bk_config.h"
 #include "bk_util.h"
 
@@ -134,6 +135,16 @@ struct BkProducer
 	bool fatal;
 	char fatal_text[512];
 	char last_broker_error[512];
+
+	/* Fatal errors raised as alarms (BkKafkaAlarm). */
+	BkKafkaAlarmFn alarm_fn;
+	void *alarm_arg;
+	char audit_topic[256]; /* "": no producer-fatal event */
+	char source_id[BK_SOURCE_ID_MAX + 1];
+	bool audit_pending;       /* an alarm's event Kafka has not taken yet */
+	uint32_t audit_fatals;    /* fatal errors the pending event stands for */
+	BkKafkaAlarm audit_alarm; /* the first of them */
+	bool audit_sending;       /* sending it: no second attempt inside */
 
 	/* The batch being sent (one object, or many: bk_producer_batch_*). */
 	bool batch_open;
@@ -639,6 +650,15 @@ bk_producer_new(const BkKafkaSettings *settings, BkError *err)
 	}
 	producer->sink.log_fn = settings->log_fn ? settings->log_fn : default_log;
 	producer->sink.log_arg = settings->log_arg;
+	producer->alarm_fn = settings->alarm_fn;
+	producer->alarm_arg = settings->alarm_arg;
+	if (settings->audit_topic != NULL && settings->source_id != NULL)
+	{
+		bk_strlcpy(producer->audit_topic, settings->audit_topic,
+				   sizeof(producer->audit_topic));
+		bk_strlcpy(producer->source_id, settings->source_id,
+				   sizeof(producer->source_id));
+	}
 	producer->template_conf = conf_build(settings, defaults, err);
 	if (producer->template_conf == NULL)
 	{
@@ -816,12 +836,123 @@ producer_connect(BkProducer *producer, BkError *err)
 	return true;
 }
 
+/*
+ * raise_alarm
+ *		A handle failed fatally (bk_kafka.h, BkKafkaAlarm): tell the host
+ *		once, and keep the audit event for the next send.  Silence here
+ *		would leave a DBA to find the hole at restore time.
+ */
+static void
+raise_alarm(BkProducer *producer, rd_kafka_resp_err_t kerr, const char *detail,
+			const char *topic)
+{
+	BkKafkaAlarm alarm;
+
+	memset(&alarm, 0, sizeof(alarm));
+	bk_strlcpy(alarm.topic, topic, sizeof(alarm.topic));
+	bk_strlcpy(alarm.error, rd_kafka_err2name(kerr), sizeof(alarm.error));
+	bk_strlcpy(alarm.detail, detail, sizeof(alarm.detail));
+	alarm.wall_ms = bk_wall_ms();
+	snprintf(alarm.message, sizeof(alarm.message),
+			 "the Kafka producer failed fatally (%s) while sending to topic "
+			 "\"%s\": messages Kafka acknowledged earlier may be lost: %s",
+			 alarm.error, alarm.topic, alarm.detail);
+	bk_strlcpy(alarm.hint,
+			   "The brokers lost or reordered acknowledged messages (an "
+			   "unclean leader election, a broker that lost its log). "
+			   "Check the repository for a gap since the last object known "
+			   "archived with \"bk list\" and \"bk verify\", and take a "
+			   "new snapshot (SELECT bk_snapshot()). What was not "
+			   "acknowledged is sent again.",
+			   sizeof(alarm.hint));
+	if (producer->alarm_fn != NULL)
+		producer->alarm_fn(producer->alarm_arg, &alarm);
+	else
+	{
+		char line[sizeof(alarm.message) + sizeof(alarm.hint) + 8];
+
+		snprintf(line, sizeof(line), "%s. %s", alarm.message, alarm.hint);
+		producer->sink.log_fn(producer->sink.log_arg, 3, "FATAL", line);
+	}
+	if (producer->audit_topic[0] == '\0')
+		return;
+	if (!producer->audit_pending)
+	{
+		producer->audit_alarm = alarm;
+		producer->audit_fatals = 0;
+	}
+	producer->audit_pending = true;
+	producer->audit_fatals++;
+}
+
+/*
+ * send_alarm_audit
+ *		Send the producer-fatal event of the alarms raised since the last
+ *		one Kafka took, on a fresh handle.  Kept for the next send when
+ *		Kafka does not take it, so that each fatal error gets its event.
+ */
+static void
+send_alarm_audit(BkProducer *producer)
+{
+	BkAuditEvent *event;
+	const BkKafkaAlarm *alarm = &producer->audit_alarm;
+	char found[40];
+	char *json;
+	size_t len;
+	BkError err;
+
+	event = bk_audit_begin(BK_AUDIT_PRODUCER_FATAL, producer->source_id);
+	bk_audit_string(event, "topic", alarm->topic);
+	bk_audit_string(event, "error", alarm->error);
+	bk_audit_string(event, "detail", alarm->detail);
+	bk_format_time_utc(alarm->wall_ms, found, sizeof(found));
+	bk_audit_string(event, "found", found);
+	bk_audit_int(event, "fatal_errors", producer->audit_fatals);
+	json = bk_audit_finish(event, bk_wall_ms(), &len);
+	if (json == NULL)
+		return; /* out of memory: kept for the next send */
+	bk_error_clear(&err);
+	producer->audit_sending = true;
+	if (bk_producer_send_message(producer, producer->audit_topic,
+								 producer->source_id, json, len, NULL, NULL,
+								 &err))
+		producer->audit_pending = false;
+	else
+	{
+		char line[BK_ERROR_MESSAGE_MAX + 128];
+
+		snprintf(line, sizeof(line),
+				 "could not send the %s audit event, sent again before the "
+				 "next object: %s",
+				 BK_AUDIT_PRODUCER_FATAL, err.message);
+		producer->sink.log_fn(producer->sink.log_arg, 4, "FATAL", line);
+	}
+	producer->audit_sending = false;
+	free(json);
+}
+
 /* Purge everything queued or in flight and destroy the handle, bounded. */
 static void
 producer_disconnect(BkProducer *producer)
 {
+	char detail[512];
+	char topic[256];
+	rd_kafka_resp_err_t fatal;
+
 	if (producer->rk == NULL)
 		return;
+	/*
+	 * Read before destroying: the handle is the only record of it, and the
+	 * error callback may not have been served.  The topic is that of the
+	 * send that found it; detail names the partition.
+	 */
+	fatal = rd_kafka_fatal_error(producer->rk, detail, sizeof(detail));
+	bk_strlcpy(topic,
+			   producer->batch_topic[0] ? producer->batch_topic
+			   : producer->known_topic
+				   ? rd_kafka_topic_name(producer->known_topic)
+				   : "(none)",
+			   sizeof(topic));
 	if (producer->known_topic != NULL)
 	{
 		rd_kafka_topic_destroy(producer->known_topic);
@@ -837,6 +968,8 @@ producer_disconnect(BkProducer *producer)
 	producer->generation++;
 	/* A failed send may come from a stale count: the next handle reads it. */
 	memset(producer->partition_counts, 0, sizeof(producer->partition_counts));
+	if (fatal != RD_KAFKA_RESP_ERR_NO_ERROR)
+		raise_alarm(producer, fatal, detail, topic);
 }
 
 bool
@@ -1069,6 +1202,12 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	if (producer->rk != NULL && rd_kafka_fatal_error(producer->rk, NULL, 0) !=
 									RD_KAFKA_RESP_ERR_NO_ERROR)
 		producer_disconnect(producer);
+	/*
+	 * The event of a fatal error goes before anything else this producer
+	 * sends (a batch of its own, so not from inside another).
+	 */
+	if (producer->audit_pending && !producer->audit_sending)
+		send_alarm_audit(producer);
 	if (!producer_connect(producer, err))
 		return false;
 	producer->generation++;

@@ -147,6 +147,41 @@ typedef struct BkKafkaLogSink
 	void *log_arg;
 } BkKafkaLogSink;
 
+/*
+ * A fatal error of an idempotent producer (librdkafka's
+ * RD_KAFKA_RESP_ERR__FATAL, read with rd_kafka_fatal_error).  librdkafka
+ * raises one when the brokers' state of the producer's sequence no longer
+ * matches what they acknowledged (OUT_OF_ORDER_SEQUENCE_NUMBER after an
+ * unclean leader election, a broker that lost or truncated its log): a
+ * message Kafka acknowledged earlier, whose source was told it is archived
+ * (PostgreSQL may have recycled the WAL segment), may be gone.  The handle
+ * can never send again; the producer replaces it and sends what was not
+ * acknowledged, but only a repository check can tell whether something
+ * acknowledged is missing, and only a new snapshot makes up for it.
+ */
+typedef struct BkKafkaAlarm
+{
+	char topic[256];    /* the topic of the send that found it */
+	char error[64];     /* librdkafka's name of the error */
+	char detail[512];   /* librdkafka's text, naming the partition */
+	char message[1024]; /* a log line: topic, error and detail */
+	char hint[512];     /* what the DBA must do */
+	int64_t wall_ms;    /* when it was found (bk_wall_ms) */
+} BkKafkaAlarm;
+
+/*
+ * Called once per fatal error, on the caller's thread inside a bk_producer_*
+ * call, after the failed handle was destroyed.  It must not use the
+ * producer that calls it.
+ */
+typedef void (*BkKafkaAlarmFn)(void *arg, const BkKafkaAlarm *alarm);
+
+/*
+ * The audit event a producer sends for each fatal error
+ * (docs/audit-events.md).
+ */
+#define BK_AUDIT_PRODUCER_FATAL "producer-fatal"
+
 typedef struct BkKafkaSettings
 {
 	const char *brokers;      /* bootstrap.servers */
@@ -164,6 +199,16 @@ typedef struct BkKafkaSettings
 							   * tests set another) */
 	BkKafkaLogFn log_fn;      /* NULL: stderr */
 	void *log_arg;
+	/* producers: fatal errors (BkKafkaAlarm); NULL: log_fn, level 3 */
+	BkKafkaAlarmFn alarm_fn;
+	void *alarm_arg;
+	/*
+	 * producers: where the producer-fatal audit event of a fatal error goes,
+	 * keyed by source_id; NULL: no event.  It is sent before the next send
+	 * that follows the error, on the new handle, until Kafka takes it.
+	 */
+	const char *audit_topic;
+	const char *source_id;
 } BkKafkaSettings;
 
 /*
@@ -257,7 +302,8 @@ typedef struct BkSendStats
  * failure (a delivery error, the timeout with no progress, an interrupt,
  * two chunks appended more than BK_CHUNK_GAP_MAX_MS apart) nothing still queued is left behind, and the error names the object, the
  * chunk and the Kafka error.  After a fatal producer error the handle is
- * recreated, so the next call starts clean.
+ * recreated, so the next call starts clean, and the error is raised as an
+ * alarm (BkKafkaAlarm) once.
  */
 extern bool bk_producer_send_object(BkProducer *producer, const char *topic,
 									const char *key, size_t key_len,

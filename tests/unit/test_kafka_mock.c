@@ -1015,6 +1015,106 @@ consume_first(rd_kafka_t **consumer, const char *topic)
 	return msg;
 }
 
+/* What the alarm callback saw. */
+typedef struct AlarmSeen
+{
+	int count;
+	BkKafkaAlarm last;
+} AlarmSeen;
+
+static void
+count_alarm(void *arg, const BkKafkaAlarm *alarm)
+{
+	AlarmSeen *seen = arg;
+
+	seen->count++;
+	seen->last = *alarm;
+}
+
+static bool
+send_one(BkProducer *producer, BkError *err)
+{
+	EncodeSource source;
+	bool ok;
+
+	source_begin(&source, 10 * 1024);
+	ok = bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
+								 &source, NULL, NULL, NULL, err);
+	source_end(&source);
+	return ok;
+}
+
+/*
+ * A real fatal idempotence error: the broker answers a produce request
+ * after an acknowledged one with OUT_OF_ORDER_SEQUENCE_NUMBER, what a
+ * leader that lost acknowledged messages answers.  librdkafka makes it
+ * fatal; the send fails, the alarm is raised once (callback and one
+ * producer-fatal audit event), the handle is replaced and the object is
+ * sent again, and later sends raise nothing more.
+ */
+static void
+test_fatal_error_raises_alarm(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	AlarmSeen seen = {0};
+	BkProducer *producer;
+	rd_kafka_t *consumer;
+	rd_kafka_message_t *msg;
+	int64_t low = -1;
+	int64_t high = -1;
+	char *event;
+	BkError err;
+
+	assert_int_equal(rd_kafka_mock_topic_create(mock, "bk.audit", 1, 1), 0);
+	settings.alarm_fn = count_alarm;
+	settings.alarm_arg = &seen;
+	settings.audit_topic = "bk.audit";
+	settings.source_id = "mock";
+	producer = bk_producer_new(&settings, NULL);
+	assert_non_null(producer);
+	if (!send_one(producer, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(seen.count, 0);
+
+	rd_kafka_mock_push_request_errors(
+		mock, 0 /* Produce */, 1,
+		RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+	assert_false(send_one(producer, &err));
+	assert_non_null(strstr(err.message, "failed fatally"));
+	assert_int_equal(seen.count, 1);
+	assert_string_equal(seen.last.error, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+	assert_string_equal(seen.last.topic, TOPIC);
+	assert_non_null(strstr(seen.last.message, TOPIC));
+	assert_non_null(strstr(seen.last.hint, "bk verify"));
+	assert_non_null(strstr(seen.last.hint, "bk_snapshot()"));
+
+	/* Sent again on a new handle; nothing raised twice. */
+	for (int sendIdx = 0; sendIdx < 2; sendIdx++)
+		if (!send_one(producer, &err))
+			fail_msg("%s", err.message);
+	assert_int_equal(seen.count, 1);
+	bk_producer_free(producer);
+	assert_int_equal(seen.count, 1);
+
+	/* Exactly one audit event, naming the topic and the error. */
+	msg = consume_first(&consumer, "bk.audit");
+	assert_int_equal(rd_kafka_query_watermark_offsets(consumer, "bk.audit", 0,
+													  &low, &high, 5000),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(high - low, 1);
+	event = strndup(msg->payload, msg->len);
+	assert_non_null(strstr(event, "\"event\":\"producer-fatal\""));
+	assert_non_null(strstr(event, "\"source\":\"mock\""));
+	assert_non_null(strstr(event, "\"topic\":\"" TOPIC "\""));
+	assert_non_null(
+		strstr(event, "\"error\":\"OUT_OF_ORDER_SEQUENCE_NUMBER\""));
+	assert_non_null(strstr(event, "\"fatal_errors\":1"));
+	free(event);
+	rd_kafka_message_destroy(msg);
+	rd_kafka_consumer_close(consumer);
+	rd_kafka_destroy(consumer);
+}
+
 /*
  * The shipper gives up an attempt by broker time, never by a producer's
  * clock.  A source whose clock runs 2 h fast writes CreateTime stamps
@@ -1158,6 +1258,7 @@ main(void)
 		cmocka_unit_test(test_topic_refused_at_once),
 		cmocka_unit_test(test_keyless_messages_left_to_librdkafka),
 		cmocka_unit_test(test_fatal_error_recreates_handle),
+		cmocka_unit_test(test_fatal_error_raises_alarm),
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),
 		cmocka_unit_test(test_batch),

@@ -109,6 +109,57 @@ agent_report_error(Agent *agent, const BkError *err)
 }
 
 /*
+ * agent_kafka_alarm
+ *		A producer failed fatally (BkKafkaAlarm): something Kafka
+ *		acknowledged may be lost.  Said as loudly as the agent can without
+ *		stopping, and kept in bk_status() until a snapshot makes up for it;
+ *		the producer sends the audit event itself.
+ */
+static void
+agent_kafka_alarm(void *arg, const BkKafkaAlarm *alarm)
+{
+	Agent *agent = arg;
+
+	agent_log("ERROR", "%s HINT: %s", alarm->message, alarm->hint);
+	pthread_mutex_lock(&agent->status.lock);
+	bk_strlcpy(agent->status.last_error, alarm->message,
+			   sizeof(agent->status.last_error));
+	agent->status.last_error_at_ms = alarm->wall_ms;
+	bk_strlcpy(agent->status.kafka_alarm, alarm->message,
+			   sizeof(agent->status.kafka_alarm));
+	agent->status.kafka_alarm_at_ms = alarm->wall_ms;
+	pthread_mutex_unlock(&agent->status.lock);
+}
+
+void
+agent_kafka_alarms(Agent *agent, BkKafkaSettings *settings)
+{
+	settings->alarm_fn = agent_kafka_alarm;
+	settings->alarm_arg = agent;
+	settings->audit_topic = agent->audit_topic;
+	settings->source_id = agent->config.source_id;
+}
+
+/*
+ * agent_snapshot_completed
+ *		A snapshot taken wholly after an alarm holds everything a gap
+ *		before it could have lost: the alarm is over.  One that started
+ *		before it may rely on what was lost, so it is not.
+ */
+void
+agent_snapshot_completed(Agent *agent, int64_t started_ms)
+{
+	pthread_mutex_lock(&agent->status.lock);
+	if (agent->status.kafka_alarm_at_ms > 0 &&
+		agent->status.kafka_alarm_at_ms < started_ms)
+	{
+		agent->status.kafka_alarm[0] = '\0';
+		agent->status.kafka_alarm_at_ms = 0;
+	}
+	pthread_mutex_unlock(&agent->status.lock);
+}
+
+/*
  * agent_audit
  *		An audit event about the stream (metadata only), best effort: the
  *		log line and bk_status() carry the same news.
@@ -564,6 +615,7 @@ agent_setup_kafka(Agent *agent, BkError *err)
 		!bk_topic_name(policy.prefix, BK_TOPIC_AUDIT, agent->audit_topic,
 					   sizeof(agent->audit_topic), err))
 		return false;
+	agent_kafka_alarms(agent, &settings);
 	admin = bk_kafka_admin_new(&settings, err);
 	if (admin == NULL)
 		return false;
@@ -658,6 +710,11 @@ agent_status_json(Agent *agent)
 						status->last_error[0] ? json_string(status->last_error)
 											  : json_null());
 	json_set_time(obj, "last_error_at", status->last_error_at_ms);
+	json_object_set_new(obj, "kafka_alarm",
+						status->kafka_alarm[0]
+							? json_string(status->kafka_alarm)
+							: json_null());
+	json_set_time(obj, "kafka_alarm_at", status->kafka_alarm_at_ms);
 	pthread_mutex_unlock(&status->lock);
 	pthread_mutex_lock(&agent->snapshot_lock);
 	json_object_set_new(obj, "snapshot",

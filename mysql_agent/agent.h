@@ -81,6 +81,13 @@ typedef struct AgentStatus
 	uint64_t bytes_sent;
 	char last_error[BK_ERROR_MESSAGE_MAX];
 	int64_t last_error_at_ms;
+	/*
+	 * The last fatal Kafka producer error (BkKafkaAlarm): acknowledged
+	 * messages may be lost.  Kept until a snapshot that started after it
+	 * completes.
+	 */
+	char kafka_alarm[BK_ERROR_MESSAGE_MAX];
+	int64_t kafka_alarm_at_ms;
 } AgentStatus;
 
 struct SnapshotJob;
@@ -105,6 +112,15 @@ extern void agent_log(const char *level, const char *fmt, ...) BK_PRINTF(2, 3);
 
 /* Record an error in the status (bk_status().last_error) and log it. */
 extern void agent_report_error(Agent *agent, const BkError *err);
+
+/*
+ * Have a producer's fatal errors raised as the agent's alarm: logged,
+ * kept for bk_status(), and sent as producer-fatal audit events.
+ */
+extern void agent_kafka_alarms(Agent *agent, BkKafkaSettings *settings);
+
+/* A snapshot that started at started_ms completed: it covers older alarms. */
+extern void agent_snapshot_completed(Agent *agent, int64_t started_ms);
 
 /* Send an audit event (kind of trouble, details) about the stream. */
 extern void agent_audit(Agent *agent, const char *event, const char *detail,

@@ -1987,6 +1987,7 @@ workers_open(SnapRun *run, BkError *err)
 	if (run->workers == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
+	agent_kafka_alarms(run->agent, &settings);
 	for (int idx = 0; idx < run->reader_count; idx++)
 	{
 		Worker *w = &run->workers[idx];
@@ -2335,6 +2336,7 @@ snapshot_run(SnapRun *run, BkError *err)
 	int deadlocks = 0;
 
 	bk_cli_kafka_settings(&run->agent->config.common, &settings, AGENT_PROGRAM);
+	agent_kafka_alarms(run->agent, &settings);
 	if (!bk_topic_name(run->agent->config.common.topic_prefix
 						   ? run->agent->config.common.topic_prefix
 						   : BK_TOPIC_PREFIX_DEFAULT,
@@ -2560,10 +2562,13 @@ snapshot_thread(void *arg)
 	}
 	pthread_mutex_unlock(&job->lock);
 	if (ok)
+	{
 		agent_log("INFO",
 				  "snapshot %s done: %d tables, %" PRIu64 " rows, %" PRIu64
 				  " bytes",
 				  job->id, job->tables_done, job->rows, job->bytes);
+		agent_snapshot_completed(job->agent, run.started_ms);
+	}
 	else
 		agent_log("ERROR", "snapshot %s %s: %s", job->id,
 				  job->cancel ? "cancelled" : "failed", job->error);

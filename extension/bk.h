@@ -178,6 +178,14 @@ typedef struct BkSharedState
 	TimestampTz last_failed_time;
 	char last_failure[BK_FAILURE_LEN];
 
+	/*
+	 * The last fatal Kafka producer error of any process (BkKafkaAlarm):
+	 * acknowledged WAL or snapshot files may be lost.  Cleared when a
+	 * snapshot that started after it completes.
+	 */
+	char kafka_alarm[BK_FAILURE_LEN];
+	TimestampTz kafka_alarm_time;
+
 	/* Written by the worker. */
 	uint64 forced_switches;
 	int rpo_next;  /* where the next sample goes */
@@ -246,6 +254,15 @@ extern void bk_confirm_reset(void);
 extern void bk_kafka_log_collect(void *arg, int level, const char *facility,
 								 const char *message);
 extern void bk_kafka_log_flush(void);
+
+/*
+ * Fatal producer errors (BkKafkaAlarm) of this process: kept in the shared
+ * status at once, logged as a WARNING by the next bk_kafka_log_flush.
+ */
+extern void bk_kafka_alarm_collect(void *arg, const BkKafkaAlarm *alarm);
+
+/* A snapshot that started at start_time completed: older alarms are over. */
+extern void bk_kafka_alarm_covered(TimestampTz start_time);
 
 /* bk_snapshot.c */
 extern PGDLLEXPORT void bk_snapshot_worker_main(Datum main_arg);

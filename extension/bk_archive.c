@@ -202,6 +202,10 @@ static BkEncodePool *encode_pool = NULL;
 
 static BkLogBuffer *kafka_logs = NULL;
 
+/* Fatal producer errors not logged yet (bk_kafka_alarm_collect). */
+static BkKafkaAlarm pending_alarm;
+static int pending_alarms = 0;
+
 /* Shutdown: set by our SIGUSR2 handler, which then calls PostgreSQL's. */
 static volatile sig_atomic_t stop_requested = false;
 static pqsigfunc prev_sigusr2 = NULL;
@@ -959,6 +963,10 @@ bk_source_kafka_properties(void)
 void
 bk_source_kafka_settings(BkKafkaSettings *settings, const char *client_id)
 {
+	static char alarm_source_id[BK_SOURCE_ID_MAX + 1];
+	static char alarm_audit_topic[BK_TOPIC_NAME_MAX + 1];
+	BkError err;
+
 	memset(settings, 0, sizeof(*settings));
 	settings->brokers = bk_kafka_brokers;
 	settings->properties = bk_source_kafka_properties();
@@ -967,6 +975,17 @@ bk_source_kafka_settings(BkKafkaSettings *settings, const char *client_id)
 	settings->chunk_size = (uint32) bk_chunk_size;
 	settings->log_fn = bk_kafka_log_collect;
 	settings->log_arg = NULL;
+	settings->alarm_fn = bk_kafka_alarm_collect;
+	settings->alarm_arg = NULL;
+	/* Copied by bk_producer_new: the producer sends the alarm's event. */
+	bk_effective_source_id(alarm_source_id, sizeof(alarm_source_id));
+	bk_error_clear(&err);
+	if (bk_topic_name(bk_topic_prefix, BK_TOPIC_AUDIT, alarm_audit_topic,
+					  sizeof(alarm_audit_topic), &err))
+	{
+		settings->audit_topic = alarm_audit_topic;
+		settings->source_id = alarm_source_id;
+	}
 }
 
 /* Free the producers: none until bk_ensure_producer makes them again. */
@@ -1455,9 +1474,52 @@ bk_kafka_log_collect(void *arg, int level, const char *facility,
 }
 
 /*
+ * bk_kafka_alarm_collect
+ *		A producer of this process failed fatally (BkKafkaAlarm): Kafka may
+ *		have lost WAL PostgreSQL was told is archived.  Called inside a
+ *		libbk call, so no ereport here: the shared status is set now (a
+ *		spinlock and a copy), the WARNING waits for bk_kafka_log_flush.
+ */
+void
+bk_kafka_alarm_collect(void *arg, const BkKafkaAlarm *alarm)
+{
+	if (pending_alarms++ == 0)
+		pending_alarm = *alarm;
+	if (bk_shared == NULL)
+		return;
+	SpinLockAcquire(&bk_shared->mutex);
+	strlcpy(bk_shared->kafka_alarm, alarm->message,
+			sizeof(bk_shared->kafka_alarm));
+	bk_shared->kafka_alarm_time =
+		time_t_to_timestamptz((pg_time_t) (alarm->wall_ms / 1000));
+	SpinLockRelease(&bk_shared->mutex);
+}
+
+/*
+ * bk_kafka_alarm_covered
+ *		A snapshot taken wholly after an alarm holds what a gap before it
+ *		could have lost; one that started before may rely on it.
+ */
+void
+bk_kafka_alarm_covered(TimestampTz start_time)
+{
+	if (bk_shared == NULL)
+		return;
+	SpinLockAcquire(&bk_shared->mutex);
+	if (bk_shared->kafka_alarm_time != 0 &&
+		bk_shared->kafka_alarm_time < start_time)
+	{
+		bk_shared->kafka_alarm[0] = '\0';
+		bk_shared->kafka_alarm_time = 0;
+	}
+	SpinLockRelease(&bk_shared->mutex);
+}
+
+/*
  * bk_kafka_log_flush
  *		Log what librdkafka said during the last library calls: errors and
- *		warnings as LOG, the rest as DEBUG1.
+ *		warnings as LOG, the rest as DEBUG1; a fatal producer error as a
+ *		WARNING with what to do.
  */
 void
 bk_kafka_log_flush(void)
@@ -1465,6 +1527,19 @@ bk_kafka_log_flush(void)
 	int count;
 	int dropped;
 
+	if (pending_alarms > 0)
+	{
+		BkKafkaAlarm alarm = pending_alarm;
+		int more = pending_alarms - 1;
+
+		pending_alarms = 0;
+		ereport(WARNING, (errmsg("bk: %s", alarm.message),
+						  more > 0 ? errdetail("%d more fatal producer errors "
+											   "followed.",
+											   more)
+								   : 0,
+						  errhint("%s", alarm.hint)));
+	}
 	if (kafka_logs == NULL ||
 		(kafka_logs->count == 0 && kafka_logs->dropped == 0))
 		return;

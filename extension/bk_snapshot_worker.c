@@ -100,6 +100,7 @@ snap_run(SnapRun *run)
 		snap_prepare(run);
 		snap_take(run);
 		snap_finish_record(run, BK_SNAPSHOT_COMPLETE, NULL);
+		bk_kafka_alarm_covered(run->start_time);
 		snap_release_cancel(run);
 	}
 	PG_CATCH();

@@ -152,8 +152,20 @@ bk_status(PG_FUNCTION_ARGS)
 		bk_text_or_null(snap->last_failed_file, &nulls[COL_LAST_FAILED_FILE]);
 	values[COL_LAST_FAILED_TIME] =
 		bk_time_or_null(snap->last_failed_time, &nulls[COL_LAST_FAILED_TIME]);
-	values[COL_LAST_FAILURE] =
-		bk_text_or_null(snap->last_failure, &nulls[COL_LAST_FAILURE]);
+	/*
+	 * A fatal producer error outranks any failure since: shown first until
+	 * a snapshot covers it (no new column, so no extension upgrade).
+	 */
+	if (snap->kafka_alarm[0] != '\0')
+		values[COL_LAST_FAILURE] = CStringGetTextDatum(psprintf(
+			"%s (at %s; shown until a snapshot started after it "
+			"completes)%s%s",
+			snap->kafka_alarm, timestamptz_to_str(snap->kafka_alarm_time),
+			snap->last_failure[0] ? "; last failure: " : "",
+			snap->last_failure));
+	else
+		values[COL_LAST_FAILURE] =
+			bk_text_or_null(snap->last_failure, &nulls[COL_LAST_FAILURE]);
 	values[COL_BACKLOG] = Int32GetDatum(bk_count_ready());
 
 	if (bk_current_rpo(snap, now, &rpo_usecs))

@@ -512,6 +512,24 @@ bk_repo_stat(const BkRepo *repo, BkRepoArea area, const char *source, int kind,
 		   repo->backend->stat(repo, key, stat, err);
 }
 
+bool
+bk_repo_read_gone(const BkRepo *repo, BkRepoArea area, const char *source,
+				  int kind, const char *name, BkError *err)
+{
+	BkRepoStat stat;
+	BkError stat_err;
+
+	if (err->code == BK_ERR_NOT_FOUND)
+		return true;
+	/* Out of memory or told to stop: nothing was said of the object. */
+	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_INTERRUPTED ||
+		!bk_repo_stat(repo, area, source, kind, name, &stat, &stat_err) ||
+		stat.exists)
+		return false;
+	err->code = BK_ERR_NOT_FOUND;
+	return true;
+}
+
 BkRepoReader *
 bk_repo_reader_open(const BkRepo *repo, BkRepoArea area, const char *source,
 					int kind, const char *name, BkError *err)

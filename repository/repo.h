@@ -168,6 +168,19 @@ extern bool bk_repo_stat(const BkRepo *repo, BkRepoArea area,
 						 const char *source, int kind, const char *name,
 						 BkRepoStat *stat, BkError *err);
 
+/*
+ * A read of an object that was listed failed with err: is the object gone,
+ * removed since the listing (by a bk expire running meanwhile)?  NOT_FOUND
+ * says so.  After another failure the object is looked up, since an object
+ * store answers a read of a removed object's later bytes with an error of
+ * its own: gone only if the store answers that it holds no such object.
+ * When gone, err's code becomes BK_ERR_NOT_FOUND (its message stays);
+ * otherwise err is left as it was, and says what failed.
+ */
+extern bool bk_repo_read_gone(const BkRepo *repo, BkRepoArea area,
+							  const char *source, int kind, const char *name,
+							  BkError *err);
+
 /* An object opened for reading; NULL with BK_ERR_NOT_FOUND if absent. */
 extern BkRepoReader *bk_repo_reader_open(const BkRepo *repo, BkRepoArea area,
 										 const char *source, int kind,

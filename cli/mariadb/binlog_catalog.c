@@ -15,7 +15,8 @@ typedef struct CatalogBuild
 	const BkRepo *repo;
 	const char *source;
 	BinlogCatalog *catalog;
-	bool vanished; /* a range listed was gone when its header was read */
+	bool vanished;       /* a range listed was gone when its header was read */
+	bool leave_out_gone; /* ... and is left out (bk expire) */
 } CatalogBuild;
 
 /*
@@ -71,10 +72,19 @@ catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
 								 &object, err))
 	{
 		/* Listed, then gone (bk expire meanwhile): not "not archived". */
-		if (err->code == BK_ERR_NOT_FOUND)
+		if (bk_repo_read_gone(build->repo, BK_REPO_ARCHIVE, build->source,
+							  BK_KIND_BINLOG, entry->name, err))
 		{
-			err->code = BK_ERR_SEQUENCE;
 			build->vanished = true;
+			if (build->leave_out_gone)
+			{
+				if (build->catalog->gone++ == 0)
+					bk_strlcpy(build->catalog->first_gone, entry->name,
+							   sizeof(build->catalog->first_gone));
+				bk_error_clear(err);
+				return true;
+			}
+			err->code = BK_ERR_SEQUENCE;
 		}
 		return bk_error_prefix(err, "binlog range %s: ", entry->name);
 	}
@@ -201,11 +211,11 @@ follows_directly(const BinlogFile *prev, const BinlogFile *next)
  * binlog_catalog_load
  *		List the source's binlog objects and chain each file's ranges.
  */
-bool
-binlog_catalog_load(const BkRepo *repo, const char *source,
-					BinlogCatalog *catalog, BkError *err)
+static bool
+load_catalog(const BkRepo *repo, const char *source, BinlogCatalog *catalog,
+			 bool leave_out_gone, BkError *err)
 {
-	CatalogBuild build = {repo, source, catalog, false};
+	CatalogBuild build = {repo, source, catalog, false, leave_out_gone};
 
 	/*
 	 * A range removed between the listing and the read of its header (bk
@@ -246,6 +256,20 @@ binlog_catalog_load(const BkRepo *repo, const char *source,
 					file->gap_end == 0 && file->covered_end > 0;
 	}
 	return true;
+}
+
+bool
+binlog_catalog_load(const BkRepo *repo, const char *source,
+					BinlogCatalog *catalog, BkError *err)
+{
+	return load_catalog(repo, source, catalog, false, err);
+}
+
+bool
+binlog_catalog_load_expiring(const BkRepo *repo, const char *source,
+							 BinlogCatalog *catalog, BkError *err)
+{
+	return load_catalog(repo, source, catalog, true, err);
 }
 
 void

@@ -76,11 +76,25 @@ typedef struct BinlogCatalog
 	int file_count;
 	uint64_t objects;
 	uint64_t stored_bytes;
+	/* binlog_catalog_load_expiring: ranges listed, then gone when read. */
+	uint64_t gone;
+	char first_gone[BK_OBJECT_NAME_MAX + 1];
 } BinlogCatalog;
 
 /* Read the catalog of source; an empty catalog when nothing is stored. */
 extern bool binlog_catalog_load(const BkRepo *repo, const char *source,
 								BinlogCatalog *catalog, BkError *err);
+
+/*
+ * The same for bk expire: a range listed, then gone when its header is
+ * read (another bk expire removing the same source's old files), is left
+ * out, as a listing a moment later would have it, and counted in gone;
+ * never an error.  Not for restores and binlog-get: a file there with
+ * ranges left out would look shorter, or absent, and a script fetching
+ * file after file would take that for the end of the archive.
+ */
+extern bool binlog_catalog_load_expiring(const BkRepo *repo, const char *source,
+										 BinlogCatalog *catalog, BkError *err);
 extern void binlog_catalog_free(BinlogCatalog *catalog);
 
 /*

@@ -164,7 +164,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	bool anchored;
 	int status = BK_EXIT_OK;
 
-	if (!binlog_catalog_load(repo, source, &binlog, err) ||
+	if (!binlog_catalog_load_expiring(repo, source, &binlog, err) ||
 		!mariadb_snapshot_catalog_load(repo, source, &snapshots, err))
 	{
 		status = bk_cli_report_error(program, err);
@@ -174,9 +174,33 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	 * A record the repository could not read says nothing of its snapshot,
 	 * which would count as one without a record: removed if older than
 	 * those kept.  (A damaged one is what it is: not complete.)
+	 *
+	 * One listed, then gone when read, and binlog ranges likewise, were
+	 * removed meanwhile by another bk expire (two cron jobs, a cron job
+	 * and a manual run, hosts sharing a bucket): they count as gone, as a
+	 * listing a moment later would have them.  That only ever makes
+	 * snapshots not restorable, which restore nothing any more anyway: the
+	 * decision then keeps older ones, and the binlog from the oldest kept
+	 * one's file, not less.  Another expire removes a snapshot's record
+	 * first, and whole binlog files, oldest first.
 	 */
+	if (binlog.gone > 0)
+		fprintf(stderr,
+				"%s: note: %" PRIu64 " binlog range%s of source %s (%s%s) "
+				"%s removed after %s listed (by a bk expire running "
+				"meanwhile?): counted as gone\n",
+				program, binlog.gone, binlog.gone == 1 ? "" : "s", source,
+				binlog.first_gone, binlog.gone == 1 ? "" : ", ...",
+				binlog.gone == 1 ? "was" : "were",
+				binlog.gone == 1 ? "it was" : "they were");
 	for (int idx = 0; idx < snapshots.count; idx++)
-		if (snapshots.snapshots[idx].record_error != BK_OK)
+		if (snapshots.snapshots[idx].record_error == BK_ERR_NOT_FOUND)
+			fprintf(stderr,
+					"%s: note: snapshot %s of source %s: %s; counted as a "
+					"snapshot without a record\n",
+					program, snapshots.snapshots[idx].id, source,
+					snapshots.snapshots[idx].reason);
+		else if (snapshots.snapshots[idx].record_error != BK_OK)
 		{
 			bk_error_set(err, snapshots.snapshots[idx].record_error,
 						 "nothing removed: snapshot %s of source %s: %s",

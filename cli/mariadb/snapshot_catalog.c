@@ -93,10 +93,18 @@ snapshot_add(void *arg, const BkRepoEntry *entry, BkError *err)
 		 * for bk expire.
 		 */
 		snap->record_unreadable = true;
+		/* Listed, then gone: removed meanwhile, record first (bk expire). */
+		if (bk_repo_read_gone(build->repo, BK_REPO_ARCHIVE, build->source,
+							  BK_KIND_SNAPSHOT, entry->name, err))
+			snprintf(snap->reason, sizeof(snap->reason),
+					 "its record was removed after it was listed (by a bk "
+					 "expire running meanwhile?): %s",
+					 err->message);
+		else
+			snprintf(snap->reason, sizeof(snap->reason),
+					 "its record cannot be read: %s", err->message);
 		if (err->code != BK_ERR_FORMAT && err->code != BK_ERR_SEQUENCE)
 			snap->record_error = err->code;
-		snprintf(snap->reason, sizeof(snap->reason),
-				 "its record cannot be read: %s", err->message);
 		bk_error_clear(err);
 		return true;
 	}

@@ -37,7 +37,9 @@ typedef struct MariadbSnapshot
 	 * Its record is there but could not be read: damaged (BK_OK here: the
 	 * snapshot is not complete, like one without a record) or unread (the
 	 * repository failed: what the snapshot is is unknown, and bk expire
-	 * removes nothing).  reason says which.
+	 * removes nothing), or gone (BK_ERR_NOT_FOUND: listed, then removed
+	 * before it was read, as bk expire removes a snapshot, record first).
+	 * reason says which.
 	 */
 	bool record_unreadable;
 	BkErrorCode record_error;

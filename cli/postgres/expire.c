@@ -571,9 +571,27 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	 * A record that could not be read says nothing of its snapshot, which
 	 * would count as one without a record: removed, with the WAL from its
 	 * start, if older than those kept; and what builds on it too.
+	 *
+	 * One listed, then gone when read, was removed meanwhile: by another
+	 * bk expire (two cron jobs, a cron job and a manual run, hosts sharing
+	 * a bucket), which takes a snapshot's record first, then the rest.
+	 * The snapshot is then what such a removal cut short leaves, one
+	 * without a record, and counts as one: it restores nothing any more,
+	 * with or without this run.  That only ever takes restorable
+	 * snapshots away from the decision, which then keeps older ones, not
+	 * fewer: the fulls kept are the newest restorable ones, the window's
+	 * anchor the newest restorable one before it, and the WAL goes only
+	 * before the oldest start of what stays (a snapshot without a record
+	 * that stays keeps the WAL created since its id's time).
 	 */
 	for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
-		if (ex->catalog.snapshots[snapIdx].record_error != BK_OK)
+		if (ex->catalog.snapshots[snapIdx].record_error == BK_ERR_NOT_FOUND)
+			fprintf(stderr,
+					"%s: note: snapshot %s of source %s: %s; counted as a "
+					"snapshot without a record\n",
+					program, ex->catalog.snapshots[snapIdx].id, source,
+					ex->catalog.snapshots[snapIdx].reason);
+		else if (ex->catalog.snapshots[snapIdx].record_error != BK_OK)
 		{
 			bk_error_set(err, ex->catalog.snapshots[snapIdx].record_error,
 						 "nothing removed: snapshot %s of source %s: %s",

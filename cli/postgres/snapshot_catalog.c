@@ -164,8 +164,19 @@ load_record_meta(const BkRepo *repo, const char *source, BkSnapshot *snapshot)
 								 BK_KIND_SNAPSHOT, name, &identity, object,
 								 &err))
 	{
-		snprintf(snapshot->reason, sizeof(snapshot->reason),
-				 "its record cannot be read: %s", err.message);
+		/*
+		 * Listed, then gone: removed meanwhile (by a bk expire), as a
+		 * removal takes the record first.  BK_ERR_NOT_FOUND says so.
+		 */
+		if (bk_repo_read_gone(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
+							  name, &err))
+			snprintf(snapshot->reason, sizeof(snapshot->reason),
+					 "its record was removed after it was listed (by a bk "
+					 "expire running meanwhile?): %s",
+					 err.message);
+		else
+			snprintf(snapshot->reason, sizeof(snapshot->reason),
+					 "its record cannot be read: %s", err.message);
 		/* Not what it holds (frames, metadata): whether it could be read. */
 		if (err.code != BK_ERR_FORMAT && err.code != BK_ERR_SEQUENCE)
 			snapshot->record_error = err.code;

@@ -66,6 +66,8 @@ typedef struct BkSnapshot
 	 * Reading the record failed for another reason than what it holds (an
 	 * I/O error, a store that did not answer): the code, else BK_OK.  The
 	 * snapshot may well be complete; only its reason says why not.
+	 * BK_ERR_NOT_FOUND: listed, then gone when read (bk_repo_read_gone),
+	 * removed meanwhile as bk expire removes it, its record first.
 	 */
 	BkErrorCode record_error;
 	char kind[8]; /* full, diff, incr */

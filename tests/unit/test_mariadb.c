@@ -2173,6 +2173,178 @@ test_damaged_record_is_not_complete(void **state)
 }
 
 /*
+ * Two bk expire runs at once on one repository (two cron jobs, a cron job
+ * and a manual run, hosts sharing a bucket).  Snapshots S1, S2 and S3 at
+ * binlog files 1, 2 and 3; --retain-full 1 keeps S3 and the binlog from
+ * file 3.  The second run (B) runs whole while the first (A) lists the
+ * snapshots, just before A reads S2's record: the record A listed is gone
+ * when read.  That is what another expire did, not a repository that
+ * failed: A goes on, dry run or not, and the policy's result stays.
+ */
+#define SNAP_S1 "20261101T000000Z-0000e001"
+#define SNAP_S2 "20261102T000000Z-0000e002"
+#define SNAP_S3 "20261103T000000Z-0000e003"
+
+static Fixture *beside_fixture;
+static bool beside_fired;
+static int beside_status;
+static int beside_binlog_listings;
+
+typedef struct BesideList
+{
+	BkRepoListFn fn;
+	void *arg;
+} BesideList;
+
+static bool
+expire_then_take(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	BesideList *list = arg;
+
+	if (!beside_fired && strcmp(entry->name, SNAP_S2 "/snapshot.json") == 0)
+	{
+		BkRetention policy = {.retain_full = 1};
+		BkError beside_err;
+
+		beside_fired = true;
+		beside_status =
+			bk_mariadb_expire("bk expire (beside)", beside_fixture->repo,
+							  SOURCE, &policy, &beside_err);
+	}
+	return list->fn(list->arg, entry, err);
+}
+
+/*
+ * B removing the binlog oldest file first, A listing it as B goes: at A's
+ * listing n, file n's first range goes just before A reads it.
+ */
+static bool
+remove_nth_then_take(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	BesideList *list = arg;
+	char file[32];
+	char path[1200];
+
+	snprintf(file, sizeof(file), "mariadb-bin.%06d/", beside_binlog_listings);
+	if (strncmp(entry->name, file, strlen(file)) == 0)
+	{
+		snprintf(path, sizeof(path), "%s/%s/binlog/%s0000000000-0000000004",
+				 beside_fixture->location, SOURCE, file);
+		unlink(path);
+	}
+	return list->fn(list->arg, entry, err);
+}
+
+static bool
+list_beside(const BkRepo *repo, const char *prefix, bool recursive,
+			BkRepoListFn fn, void *arg, BkError *err)
+{
+	BesideList list = {fn, arg};
+
+	if (strstr(prefix, "/binlog/") != NULL && beside_binlog_listings >= 0)
+	{
+		beside_binlog_listings++;
+		return real_backend->list(repo, prefix, recursive, remove_nth_then_take,
+								  &list, err);
+	}
+	if (strstr(prefix, "/snapshot/") != NULL)
+		return real_backend->list(repo, prefix, recursive, expire_then_take,
+								  &list, err);
+	return real_backend->list(repo, prefix, recursive, fn, arg, err);
+}
+
+/* bk expire --retain-full 1 (A) with the hooks; A's exit status. */
+static int
+expire_beside(Fixture *f, bool dry_run, bool binlog_goes)
+{
+	BkRetention policy = {.retain_full = 1, .dry_run = dry_run};
+	BkRepoBackend hooked;
+	int saved;
+	int status;
+	BkError err;
+
+	beside_fixture = f;
+	beside_fired = binlog_goes;
+	beside_status = -1;
+	beside_binlog_listings = binlog_goes ? 0 : -1;
+	real_backend = f->repo->backend;
+	hooked = *real_backend;
+	hooked.list = list_beside;
+	f->repo->backend = &hooked;
+	saved = test_stdout_quiet();
+	status = bk_mariadb_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	test_stdout_restore(saved);
+	f->repo->backend = real_backend;
+	if (status != 0)
+		print_message("# bk expire: %s\n", err.message);
+	return status;
+}
+
+static void
+archive_beside_fixture(Fixture *f)
+{
+	archive_binlog_files(f, 4);
+	archive_complete_snapshot(f, SNAP_S1, 1);
+	archive_complete_snapshot(f, SNAP_S2, 2);
+	archive_complete_snapshot(f, SNAP_S3, 3);
+	test_age_snapshot(f->location, SOURCE, SNAP_S1, 48);
+	test_age_snapshot(f->location, SOURCE, SNAP_S2, 48);
+}
+
+static void
+assert_expired_beside(Fixture *f)
+{
+	assert_false(exists(f, BK_KIND_SNAPSHOT, SNAP_S1 "/schema.json"));
+	assert_false(exists(f, BK_KIND_SNAPSHOT, SNAP_S2 "/schema.json"));
+	assert_true(exists(f, BK_KIND_SNAPSHOT, SNAP_S3 "/snapshot.json"));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_false(binlog_exists(f, "mariadb-bin.000002"));
+	assert_true(binlog_exists(f, "mariadb-bin.000003"));
+	assert_true(binlog_exists(f, "mariadb-bin.000004"));
+}
+
+static void
+test_expire_record_gone_when_read(void **state)
+{
+	Fixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(expire_beside(f, false, false), 0);
+	assert_true(beside_fired);
+	assert_int_equal(beside_status, 0);
+	assert_expired_beside(f);
+}
+
+static void
+test_expire_dry_run_record_gone_when_read(void **state)
+{
+	Fixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(expire_beside(f, true, false), 0);
+	assert_true(beside_fired);
+	assert_int_equal(beside_status, 0);
+	assert_expired_beside(f);
+}
+
+/*
+ * B removes binlog files while A lists them, so a range A listed is gone
+ * when read, in every listing A would make: A counts it as gone, and still
+ * keeps the binlog from the kept snapshot's file.  Restores and binlog-get
+ * list once more, and then stop (test_binlog_catalog_lists_again).
+ */
+static void
+test_expire_binlog_gone_when_read(void **state)
+{
+	Fixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(expire_beside(f, false, true), 0);
+	assert_true(beside_binlog_listings >= 1);
+	assert_expired_beside(f);
+}
+
+/*
  * The agent host's clock stepped back nine days after snapshot S: R,
  * started since, has an id older than S's.  While the store writes R's
  * objects, R stays, and so does the binlog the agent sent since R's id
@@ -2747,6 +2919,12 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_catalog_lists_again, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_expire_record_gone_when_read,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_dry_run_record_gone_when_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_binlog_gone_when_read,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2012,6 +2013,206 @@ test_expire_removes_oldest_wal_first(void **state)
 	assert_true(bk_wal_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
 	assert_int_equal(bk_wal_timeline(&catalog, 1)->gap_count, 0);
 	bk_wal_catalog_free(&catalog);
+}
+
+/*
+ * Two bk expire runs at once on one repository (two cron jobs, a cron job
+ * and a manual run, hosts sharing a bucket).  Full F, incr I on it, fulls
+ * G and H; --retain-full 1 keeps H, and F, I, G and the WAL before H's
+ * start go.  The second run (B) runs whole while the first (A) loads its
+ * catalog, between A's listing of a snapshot and its read of the record:
+ * the record A listed is gone when read.  That is what another expire
+ * did, not a repository that failed: A goes on, and both leave what the
+ * policy keeps.
+ */
+#define SNAP_CF "20261101T000000Z-000000d1"
+#define SNAP_CI "20261102T000000Z-000000d2"
+#define SNAP_CG "20261103T000000Z-000000d3"
+#define SNAP_CH "20261104T000000Z-000000d4"
+
+static const BkRepoBackend *beside_backend;
+static BkRepoBackend beside_hooked;
+static const char *beside_prefix; /* B runs after this listing ... */
+static const char *beside_delete; /* ... or after this removal */
+static atomic_bool beside_fired;
+static BkRetention beside_policy;
+static int beside_status;
+static WalFixture *beside_fixture;
+
+static void
+run_beside(void)
+{
+	BkError err;
+
+	beside_status = bk_pg_expire("bk expire (beside)", beside_fixture->repo,
+								 SOURCE, &beside_policy, &err);
+}
+
+static bool
+list_then_expire(const BkRepo *repo, const char *prefix, bool recursive,
+				 BkRepoListFn fn, void *arg, BkError *err)
+{
+	bool ok = beside_backend->list(repo, prefix, recursive, fn, arg, err);
+
+	if (beside_prefix != NULL && strstr(prefix, beside_prefix) != NULL &&
+		!atomic_exchange(&beside_fired, true))
+		run_beside();
+	return ok;
+}
+
+static bool
+delete_then_expire(BkRepo *repo, const char *key, BkError *err)
+{
+	bool ok = beside_backend->delete (repo, key, err);
+
+	if (beside_delete != NULL && strstr(key, beside_delete) != NULL &&
+		!atomic_exchange(&beside_fired, true))
+		run_beside();
+	return ok;
+}
+
+/* The record is gone when A opens it; the store says so its own way. */
+static BkRepoReader *
+open_removed(const BkRepo *repo, const char *key, BkError *err)
+{
+	char path[1200];
+
+	if (beside_prefix == NULL || strstr(key, beside_prefix) == NULL ||
+		strstr(key, BK_SNAPSHOT_RECORD) == NULL)
+		return beside_backend->reader_open(repo, key, err);
+	snprintf(path, sizeof(path), "%s/%s", beside_fixture->location, key);
+	assert_int_equal(unlink(path), 0);
+	bk_error_set(err, BK_ERR_STORE, "GET %s: HTTP 503 SlowDown", key);
+	return NULL;
+}
+
+static void
+archive_beside_fixture(WalFixture *f)
+{
+	for (uint64_t segno = 1; segno <= 8; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_CF, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_CI, "incr", SNAP_CF, 1, "0/3000028", "0/3800000",
+					 1, 1);
+	archive_snapshot(f, SNAP_CG, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_CH, "full", NULL, 1, "0/7000028", "0/7800000", 1,
+					 1);
+	test_age_snapshot(f->location, SOURCE, SNAP_CF, 48);
+	test_age_snapshot(f->location, SOURCE, SNAP_CI, 48);
+	test_age_snapshot(f->location, SOURCE, SNAP_CG, 48);
+}
+
+/*
+ * bk expire (A, dry_run or not) with B (dry_run or not) run once where
+ * the hooks say; A's exit status.
+ */
+static int
+expire_beside(WalFixture *f, bool a_dry_run, bool b_dry_run,
+			  const char *after_listing, const char *after_delete,
+			  bool open_gone)
+{
+	BkRetention policy = {.retain_full = 1, .dry_run = a_dry_run};
+	int saved;
+	int status;
+	BkError err;
+
+	beside_fixture = f;
+	beside_policy = (BkRetention){.retain_full = 1, .dry_run = b_dry_run};
+	beside_prefix = after_listing;
+	beside_delete = after_delete;
+	beside_status = -1;
+	atomic_store(&beside_fired, open_gone);
+	beside_backend = f->repo->backend;
+	beside_hooked = *beside_backend;
+	beside_hooked.list = list_then_expire;
+	beside_hooked.delete = delete_then_expire;
+	if (open_gone)
+		beside_hooked.reader_open = open_removed;
+	f->repo->backend = &beside_hooked;
+	saved = test_stdout_quiet();
+	status = bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	test_stdout_restore(saved);
+	f->repo->backend = beside_backend;
+	if (status != 0)
+		print_message("# bk expire: %s\n", err.message);
+	return status;
+}
+
+/* What --retain-full 1 leaves of archive_beside_fixture's. */
+static void
+assert_expired_beside(WalFixture *f)
+{
+	assert_false(record_exists(f, SNAP_CF));
+	assert_false(record_exists(f, SNAP_CI));
+	assert_false(record_exists(f, SNAP_CG));
+	assert_true(record_exists(f, SNAP_CH));
+	assert_false(object_exists(f, BK_KIND_SNAPSHOT,
+							   SNAP_CF "/" BK_SNAPSHOT_DATA "/000001"));
+	assert_false(segment_exists(f, 1, 6));
+	assert_true(segment_exists(f, 1, 7));
+	assert_true(segment_exists(f, 1, 8));
+}
+
+static void
+test_expire_record_gone_when_read(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(
+		expire_beside(f, false, false, "/snapshot/" SNAP_CI "/", NULL, false),
+		0);
+	assert_int_equal(beside_status, 0);
+	assert_expired_beside(f);
+}
+
+/* A dry run beside a run that removes: A says, B removes, neither fails. */
+static void
+test_expire_dry_run_record_gone_when_read(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(
+		expire_beside(f, true, false, "/snapshot/" SNAP_CI "/", NULL, false),
+		0);
+	assert_int_equal(beside_status, 0);
+	assert_expired_beside(f);
+}
+
+/* B starts while A removes: after A removed G's record. */
+static void
+test_expire_beside_removal(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(expire_beside(f, false, false, NULL,
+								   SNAP_CG "/" BK_SNAPSHOT_RECORD, false),
+					 0);
+	assert_int_equal(beside_status, 0);
+	assert_expired_beside(f);
+}
+
+/*
+ * An object store answers the read of an object removed meanwhile with an
+ * error of its own (a 404 for a later byte range is not "no such object"
+ * at the open): it is gone when looked up, and counts as gone.  One still
+ * there when the read fails is test_expire_unreadable_record_removes_
+ * nothing's: the run stops.
+ */
+static void
+test_expire_record_gone_store_error(void **state)
+{
+	WalFixture *f = *state;
+
+	archive_beside_fixture(f);
+	assert_int_equal(
+		expire_beside(f, false, false, "/snapshot/" SNAP_CI "/", NULL, true),
+		0);
+	assert_expired_beside(f);
 }
 
 /*
@@ -4673,6 +4874,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_expire_unreadable_record_removes_nothing, wal_setup,
 			wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_record_gone_when_read,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_dry_run_record_gone_when_read, wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_beside_removal, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_record_gone_store_error,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_unknown_history_keeps_current_timeline, wal_setup,
 			wal_teardown),

@@ -302,8 +302,10 @@ bk_remove_tree(const char *path, BkError *err)
 		DIR *dir = opendir(path);
 		struct dirent *entry;
 
+		/* Gone meanwhile (another removal of it, bk expire's): removed. */
 		if (dir == NULL)
-			return bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
+			return errno == ENOENT ||
+				   bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s",
 								path, strerror(errno));
 		while ((entry = readdir(dir)) != NULL)
 		{
@@ -326,7 +328,7 @@ bk_remove_tree(const char *path, BkError *err)
 			}
 		}
 		closedir(dir);
-		if (rmdir(path) != 0)
+		if (rmdir(path) != 0 && errno != ENOENT)
 			return bk_error_set(err, BK_ERR_IO, "could not remove \"%s\": %s",
 								path, strerror(errno));
 		return true;

@@ -991,6 +991,23 @@ local_upload_free(BkRepoUpload *base)
 
 /* ------------------------------------------------------------ deleting */
 
+/*
+ * Make a removal from dir durable.  A dir gone meanwhile (another bk
+ * expire removed the snapshot it belonged to) took the removal with it.
+ */
+static bool
+dir_synced_or_gone(const char *dir, BkError *err)
+{
+	if (bk_fsync_dir(dir, err))
+		return true;
+	if (access(dir, F_OK) != 0 && errno == ENOENT)
+	{
+		bk_error_clear(err);
+		return true;
+	}
+	return false;
+}
+
 static bool
 local_delete(BkRepo *repo, const char *key, BkError *err)
 {
@@ -1007,7 +1024,7 @@ local_delete(BkRepo *repo, const char *key, BkError *err)
 							strerror(errno));
 	}
 	bk_dir_of(path, dir, sizeof(dir));
-	return bk_fsync_dir(dir, err);
+	return dir_synced_or_gone(dir, err);
 }
 
 static bool
@@ -1025,7 +1042,7 @@ local_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
 	if (!bk_remove_tree(path, err))
 		return false;
 	bk_dir_of(path, dir, sizeof(dir));
-	return access(dir, F_OK) != 0 || bk_fsync_dir(dir, err);
+	return dir_synced_or_gone(dir, err);
 }
 
 /*

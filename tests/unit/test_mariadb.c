@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "binlog_catalog.h"
@@ -2345,6 +2346,91 @@ test_expire_binlog_gone_when_read(void **state)
 }
 
 /*
+ * The same with two processes, as two cron jobs run: both start at once,
+ * round after round.  Neither may fail over what the other removed, and
+ * together they leave what the policy keeps.
+ */
+#define BESIDE_ROUNDS  30
+#define BESIDE_OBJECTS 16
+
+static void
+archive_snapshot_with_data(Fixture *f, const char *id, int file_no)
+{
+	char record[256];
+	char part[64];
+
+	for (int objectIdx = 0; objectIdx < BESIDE_OBJECTS; objectIdx++)
+	{
+		snprintf(part, sizeof(part), "data/%06d", objectIdx + 1);
+		archive_snapshot_object(f, id, part, NULL);
+	}
+	snprintf(record, sizeof(record),
+			 "type=record\nobjects=%d\nbinlog-file=mariadb-bin.%06d\n"
+			 "binlog-pos=4\ntables=0\nrows=0",
+			 BESIDE_OBJECTS, file_no);
+	archive_snapshot_object(f, id, "schema.json", NULL);
+	archive_snapshot_object(f, id, BK_SNAPSHOT_RECORD, record);
+}
+
+static void
+test_expire_two_processes(void **state)
+{
+	(void) state;
+	for (int round = 0; round < BESIDE_ROUNDS; round++)
+	{
+		void *fixture;
+		Fixture *f;
+		int start[2];
+		pid_t pids[2];
+
+		setup(&fixture);
+		f = fixture;
+		archive_binlog_files(f, 4);
+		archive_snapshot_with_data(f, SNAP_S1, 1);
+		archive_snapshot_with_data(f, SNAP_S2, 2);
+		archive_snapshot_with_data(f, SNAP_S3, 3);
+		test_age_snapshot(f->location, SOURCE, SNAP_S1, 48);
+		test_age_snapshot(f->location, SOURCE, SNAP_S2, 48);
+		assert_int_equal(pipe(start), 0);
+		fflush(NULL);
+		for (int run = 0; run < 2; run++)
+		{
+			pids[run] = fork();
+			assert_true(pids[run] >= 0);
+			if (pids[run] == 0)
+			{
+				BkRetention policy = {.retain_full = 1};
+				int quiet = open("/dev/null", O_WRONLY);
+				char go;
+				BkError err;
+
+				dup2(quiet, STDOUT_FILENO);
+				/* Both wait for the same bytes: they start together. */
+				if (read(start[0], &go, 1) != 1)
+					_exit(99);
+				_exit(bk_mariadb_expire("bk expire", f->repo, SOURCE, &policy,
+										&err));
+			}
+		}
+		assert_int_equal(write(start[1], "gg", 2), 2);
+		close(start[0]);
+		close(start[1]);
+		for (int run = 0; run < 2; run++)
+		{
+			int status;
+
+			assert_int_equal(waitpid(pids[run], &status, 0), pids[run]);
+			assert_true(WIFEXITED(status));
+			if (WEXITSTATUS(status) != 0)
+				fail_msg("round %d: bk expire %d exited with %d", round, run,
+						 WEXITSTATUS(status));
+		}
+		assert_expired_beside(f);
+		teardown(&fixture);
+	}
+}
+
+/*
  * The agent host's clock stepped back nine days after snapshot S: R,
  * started since, has an id older than S's.  While the store writes R's
  * objects, R stays, and so does the binlog the agent sent since R's id
@@ -2925,6 +3011,7 @@ main(void)
 			test_expire_dry_run_record_gone_when_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_gone_when_read,
 										setup, teardown),
+		cmocka_unit_test(test_expire_two_processes),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2213,6 +2214,81 @@ test_expire_record_gone_store_error(void **state)
 		expire_beside(f, false, false, "/snapshot/" SNAP_CI "/", NULL, true),
 		0);
 	assert_expired_beside(f);
+}
+
+/*
+ * The same with two processes, as two cron jobs run: both start at once,
+ * on a directory repository, round after round.  Neither may fail over
+ * what the other removed (a record, a snapshot's directory half emptied,
+ * a WAL segment), and together they leave what the policy keeps.
+ */
+#define BESIDE_ROUNDS 40
+
+static pid_t
+fork_expire(WalFixture *f, int start_fd)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+	{
+		BkRetention policy = {.retain_full = 1};
+		char go;
+		BkError err;
+		int quiet = open("/dev/null", O_WRONLY);
+
+		dup2(quiet, STDOUT_FILENO);
+		/* Both wait for the same byte, so that they start together. */
+		if (read(start_fd, &go, 1) != 1)
+			_exit(99);
+		_exit(bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err));
+	}
+	return pid;
+}
+
+static void
+test_expire_two_processes(void **state)
+{
+	(void) state;
+	for (int round = 0; round < BESIDE_ROUNDS; round++)
+	{
+		void *fixture;
+		WalFixture *f;
+		int start[2];
+		pid_t pids[2];
+
+		wal_setup(&fixture);
+		f = fixture;
+		for (uint64_t segno = 1; segno <= 8; segno++)
+			archive_segment(f, 1, segno);
+		archive_snapshot(f, SNAP_CF, "full", NULL, 1, "0/1000028", "0/1800000",
+						 24, 24);
+		archive_snapshot(f, SNAP_CI, "incr", SNAP_CF, 1, "0/3000028",
+						 "0/3800000", 24, 24);
+		archive_snapshot(f, SNAP_CG, "full", NULL, 1, "0/5000028", "0/5800000",
+						 24, 24);
+		archive_snapshot(f, SNAP_CH, "full", NULL, 1, "0/7000028", "0/7800000",
+						 1, 1);
+		assert_int_equal(pipe(start), 0);
+		fflush(NULL);
+		for (int run = 0; run < 2; run++)
+			pids[run] = fork_expire(f, start[0]);
+		assert_int_equal(write(start[1], "gg", 2), 2);
+		close(start[0]);
+		close(start[1]);
+		for (int run = 0; run < 2; run++)
+		{
+			int status;
+
+			assert_int_equal(waitpid(pids[run], &status, 0), pids[run]);
+			assert_true(WIFEXITED(status));
+			if (WEXITSTATUS(status) != 0)
+				fail_msg("round %d: bk expire %d exited with %d", round, run,
+						 WEXITSTATUS(status));
+		}
+		assert_expired_beside(f);
+		wal_teardown(&fixture);
+	}
 }
 
 /*
@@ -4882,6 +4958,7 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_record_gone_store_error,
 										wal_setup, wal_teardown),
+		cmocka_unit_test(test_expire_two_processes),
 		cmocka_unit_test_setup_teardown(
 			test_expire_unknown_history_keeps_current_timeline, wal_setup,
 			wal_teardown),

@@ -33,7 +33,8 @@
 #  - refusals that change nothing: a target server that is not empty, a
 #    target past the archive, a gap, a file that lost its last range (its
 #    ROTATE with it: the next file's GTID list tells), a corrupted range
-#    (bk verify names them), a --dry-run; bk expire, then a restore to the oldest kept moment.
+#    (bk verify names them), a --dry-run; bk expire (two runs and a dry
+#    run at once), then a restore to the oldest kept moment.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -625,8 +626,23 @@ like "$out" "keep +snapshot $snap1" "bk expire --retain-full 1 keeps the older s
     diag "$out"
 
 # ---------------------------------------------------------------- bk expire
+# With a second run and a dry run at the same time (two cron jobs, or a
+# cron job and a manual run): none fails over what another removed while
+# it read; between them they say what they removed.
+"$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 \
+    >"$dir/expire-beside.log" 2>&1 &
+beside_pid=$!
+"$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 --dry-run \
+    >"$dir/expire-dry-beside.log" 2>&1 &
+dry_pid=$!
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
 ok $? "bk expire --retain-full 1" || diag "$out"
+wait "$beside_pid"
+ok $? "... a second one at the same time succeeds too" || diag "$(cat "$dir/expire-beside.log")"
+wait "$dry_pid"
+ok $? "... and so does a dry run beside them" || diag "$(cat "$dir/expire-dry-beside.log")"
+out="$out
+$(cat "$dir/expire-beside.log")"
 like "$out" "removed snapshot $snap1" "... removes the older snapshot" || diag "$out"
 like "$out" "removed binlog" "... and the binlog files before the kept snapshot's" || diag "$out"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"

@@ -27,7 +27,8 @@
 #     object cut short, the restore succeeds; bk verify reports it);
 #   - bk wal-get --prefetch spools the next segments, serves them from
 #     there byte-identical, and keeps its exit codes;
-#   - bk expire keeps what the kept snapshots need and removes the rest;
+#   - bk expire keeps what the kept snapshots need and removes the rest,
+#     with a second run and a dry run at the same time (none fails);
 #   - with a WAL segment lost after a segment archived seconds after its
 #     last commit, a target time after that commit is refused before
 #     anything is written, naming the lost segment, and one before it
@@ -704,9 +705,22 @@ test -d "$repo_files/$source_id/snapshot/$snap1"
 ok $? "a dry run removes nothing"
 test ! -e "$repo_files/$source_id/expired"
 ok $? "and records nothing"
+# Two runs at once (two cron jobs, or a cron job and a manual run), and a
+# dry run beside them: what one removes between another's listing and its
+# read is gone, not damage, and no run fails over it.
+"$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 \
+    >"$dir/expire-beside.log" 2>&1 &
+beside_pid=$!
+"$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 --dry-run \
+    >"$dir/expire-dry-beside.log" 2>&1 &
+dry_pid=$!
 out="$("$BK" expire --config "$dir/bk.conf" --source "$source_id" --retain-full 1 2>&1)"
 is $? 0 "expire --retain-full 1"
 like "$out" "keep   snapshot $snap4" "keeps the newest full snapshot"
+wait "$beside_pid"
+is $? 0 "a second bk expire at the same time succeeds too" || diag "$(cat "$dir/expire-beside.log")"
+wait "$dry_pid"
+is $? 0 "and so does a dry run beside them" || diag "$(cat "$dir/expire-dry-beside.log")"
 [[ -z "$(find "$repo_files/$source_id/snapshot/$snap1" "$repo_files/$source_id/snapshot/$snap2" -type f 2>/dev/null)" ]]
 ok $? "removes the older snapshots"
 start_seg="$(grep -o 'START WAL LOCATION: [^ ]* (file [0-9A-F]*' "$dir/base-s4/backup_label" | sed 's/.*file //')"

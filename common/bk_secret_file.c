@@ -21,21 +21,32 @@ typedef struct SecretFileKind
 	const char *name;       /* "private key file \"PATH\" ..." */
 	BkErrorCode code;       /* the class of the error (the CLI's exit) */
 	const char *owner_can;  /* "Its owner could ..." */
+	const char *group_for;  /* "... to let its group read it: ..." */
 	const char *copy_where; /* "... give bk a copy owned by USER ..." */
 	const char *mode_why;   /* "Run \"chmod 600 PATH\": ..." */
 } SecretFileKind;
 
 static const SecretFileKind kinds[] = {
 	[BK_SECRET_PRIVATE_KEY] = {"private key file", BK_ERR_KEY,
-							   "replace the keys bk trusts", "with --key-file",
+							   "replace the keys bk trusts",
+							   "group postgres for bk wal-get",
+							   "with --key-file",
 							   "a private key must be readable by its owner "
 							   "only"},
 	[BK_SECRET_S3_CREDENTIALS] = {"s3_access_key_file", BK_ERR_CONFIG,
 								  "replace the credentials bk signs its "
 								  "requests with",
+								  "group postgres for bk wal-get",
 								  "in s3_access_key_file",
 								  "credentials must be readable by their "
 								  "owner only"},
+	[BK_SECRET_KAFKA_PROPERTIES] = {"Kafka properties file", BK_ERR_CONFIG,
+									"replace the credentials and settings "
+									"bk connects to Kafka with",
+									"group postgres for the server",
+									"in bk.kafka_properties_file",
+									"Kafka credentials must be readable by "
+									"their owner only"},
 };
 
 /* "\"postgres\" (uid 26)", or "uid 26" for a uid without a name. */
@@ -74,9 +85,9 @@ bk_secret_file_ok(const char *path, const struct stat *st, BkSecretFile what,
 		return bk_error_hint(
 			err,
 			"Its owner could %s.  As root, run \"chown root %s\" (mode 0600, "
-			"or 0640 to let its group read it: group postgres for bk "
-			"wal-get), or give bk a copy owned by %s %s.",
-			kind->owner_can, path, runner, kind->copy_where);
+			"or 0640 to let its group read it: %s), or give bk a copy owned "
+			"by %s %s.",
+			kind->owner_can, path, kind->group_for, runner, kind->copy_where);
 	}
 	if ((st->st_uid == 0 &&
 		 (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0) ||

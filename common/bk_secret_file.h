@@ -1,7 +1,7 @@
 /*
  * bk_secret_file.h
- *		Files that hold a secret bk trusts: private key files and the S3
- *		credentials file.
+ *		Files that hold a secret bk trusts: private key files, the S3
+ *		credentials file and the Kafka properties file.
  *
  * Whoever owns such a file can replace it, and so decides what bk trusts:
  * which keys decrypt a restore, which credentials sign the requests to the
@@ -25,8 +25,9 @@
 /* What the file is, for the rule's messages and error code. */
 typedef enum BkSecretFile
 {
-	BK_SECRET_PRIVATE_KEY,   /* key_file, --key-file: BK_ERR_KEY */
-	BK_SECRET_S3_CREDENTIALS /* s3_access_key_file: BK_ERR_CONFIG */
+	BK_SECRET_PRIVATE_KEY,      /* key_file, --key-file: BK_ERR_KEY */
+	BK_SECRET_S3_CREDENTIALS,   /* s3_access_key_file: BK_ERR_CONFIG */
+	BK_SECRET_KAFKA_PROPERTIES, /* bk.kafka_properties_file: BK_ERR_CONFIG */
 } BkSecretFile;
 
 /*

@@ -27,9 +27,6 @@
 #include "postgres.h"
 
 #include <ctype.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "access/parallel.h"
 #include "access/xlog.h"
@@ -45,6 +42,7 @@
 #include "bk_encode_pool.h"
 #include "bk_frame.h"
 #include "bk_kafka.h"
+#include "bk_secret_file.h"
 #include "bk_topics.h"
 
 PG_MODULE_MAGIC;
@@ -384,86 +382,32 @@ bk_check_kafka_properties(char **newval, void **extra, GucSource source)
  *		(malloc'd): one property per line, taken literally (its ";" and "\\"
  *		escaped), without blank lines and lines whose first non-blank
  *		character is "#".  Refuses a file others may read or change, by the
- *		rule PostgreSQL applies to ssl_key_file.  Errors name the file and a
- *		line number, never a line's text.
+ *		rule of private key files (bk_secret_file.h), which PostgreSQL
+ *		applies to ssl_key_file.  Errors name the file and a line number,
+ *		never a line's text.
  */
 #define BK_PROPERTIES_FILE_MAX (64 * 1024)
 
 static char *
 bk_read_properties_file(const char *path, BkError *err)
 {
-	struct stat st;
 	char *text = NULL;
 	char *list = NULL;
 	size_t len = 0;
 	size_t list_len = 0;
 	int line_no = 0;
-	int fd;
 
-	/* O_NONBLOCK: a FIFO put there must not hang the postmaster. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not open \"%s\": %s", path,
-					 strerror(errno));
+	/* The rule of private key files; a FIFO never hangs the postmaster. */
+	if (!bk_secret_file_read(path, BK_SECRET_KAFKA_PROPERTIES,
+							 BK_PROPERTIES_FILE_MAX, &text, &len, err))
 		return NULL;
-	}
-	if (fstat(fd, &st) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s", path,
-					 strerror(errno));
-		goto failed;
-	}
-	if (!S_ISREG(st.st_mode))
-	{
-		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is not a regular file", path);
-		goto failed;
-	}
-	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
-		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))) ||
-		(st.st_uid != geteuid() && st.st_uid != 0))
-	{
-		bk_error_set(err, BK_ERR_CONFIG,
-					 "\"%s\" may be read or changed by others than the "
-					 "server's user",
-					 path);
-		bk_error_hint(err, "Make it owned by the server's user with mode 0600 "
-						   "or less, or by root with mode 0640 or less.");
-		goto failed;
-	}
-	/* One byte more than allowed: a file that grew meanwhile is refused. */
-	text = malloc(BK_PROPERTIES_FILE_MAX + 2);
 	/* Escaping at most doubles a line; ";" replaces its newline. */
-	list = malloc(2 * BK_PROPERTIES_FILE_MAX + 2);
-	if (text == NULL || list == NULL)
+	list = malloc(2 * len + 2);
+	if (list == NULL)
 	{
 		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
 		goto failed;
 	}
-	for (;;)
-	{
-		ssize_t got = read(fd, text + len, BK_PROPERTIES_FILE_MAX + 1 - len);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-		{
-			bk_error_set(err, BK_ERR_IO, "could not read \"%s\": %s", path,
-						 strerror(errno));
-			goto failed;
-		}
-		if (got == 0)
-			break;
-		len += (size_t) got;
-		if (len > BK_PROPERTIES_FILE_MAX)
-		{
-			bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is larger than %d bytes",
-						 path, BK_PROPERTIES_FILE_MAX);
-			goto failed;
-		}
-	}
-	close(fd);
-	fd = -1;
 	if (memchr(text, '\0', len) != NULL)
 	{
 		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" contains a NUL byte", path);
@@ -504,8 +448,6 @@ bk_read_properties_file(const char *path, BkError *err)
 	return list;
 
 failed:
-	if (fd >= 0)
-		close(fd);
 	if (text != NULL)
 		explicit_bzero(text, len);
 	free(text);

@@ -10,10 +10,11 @@
 #     Kafka is back;
 #   - a truncated segment's WARNING says how archiving can go on;
 #   - a private key file or a missing key file is refused, WAL kept;
-#   - bk.kafka_properties_file: refused when others may read it; its
-#     properties applied literally, read again at reload, a bad one refused
-#     without failing parallel queries; the password in it never in the
-#     server log nor in an error (a password in bk.kafka_properties is);
+#   - bk.kafka_properties_file: refused when others may read it or
+#     another user owns it; its properties applied literally, read again
+#     at reload, a bad one refused without failing parallel queries; the
+#     password in it never in the server log nor in an error (a password
+#     in bk.kafka_properties is);
 #   - bk.target_rpo ships a lone INSERT on an idle server within the target,
 #     and does not keep switching on an idle server;
 #   - bk.wait_for = 'repository' waits for the shipper's audit event of this
@@ -418,12 +419,18 @@ printf '# passwords and the like\nsasl.password=%s;x\\y #z\n\n  message.max.byte
 chown postgres "$props"
 chmod 644 "$props"
 like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
-    "may be read or changed by others than the server's user" \
+    "Kafka properties file \"$props\" is accessible by group or others \\(mode 0644\\)" \
     "a properties file others may read is refused"
 chmod 640 "$props"
 like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
-    "may be read or changed by others than the server's user" \
+    "is accessible by group or others \\(mode 0640\\)" \
     "so is one of mode 0640 owned by postgres"
+chown nobody "$props"
+chmod 600 "$props"
+like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
+    "is owned by \"nobody\" \\(uid [0-9]+\\), not by \"postgres\" \\(uid [0-9]+\\), whom bk runs as, nor by root" \
+    "so is one of mode 0600 owned by another user, its owner named"
+chmod 640 "$props"
 chown root:postgres "$props"
 qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" >/dev/null
 ok $? "one of mode 0640 owned by root (group postgres) is accepted"

@@ -422,7 +422,8 @@ bool
 bk_read_file(const char *path, size_t max_len, char **data, size_t *len,
 			 BkError *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put in its place must not hang bk. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	struct stat st;
 	char *buf;
 	size_t done = 0;

@@ -128,7 +128,8 @@ extern bool bk_remove_tree(const char *path, BkError *err);
 
 /*
  * Read a whole small file (at most max_len bytes) into a malloc'd,
- * NUL-terminated buffer.  Fails cleanly on larger files.
+ * NUL-terminated buffer.  Fails cleanly on larger files, and at once on
+ * anything but a regular file (a FIFO is opened without waiting).
  */
 extern bool bk_read_file(const char *path, size_t max_len, char **data,
 						 size_t *len, BkError *err);

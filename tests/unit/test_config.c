@@ -5,9 +5,12 @@
  */
 #include "testutil.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bk_config.h"
 #include "bk_util.h"
@@ -90,6 +93,45 @@ test_escape_property(void **state)
 	assert_string_equal(c.values[1], "5");
 	assert_int_equal(bk_config_escape_property("", escaped), 0);
 	assert_string_equal(escaped, "");
+}
+
+static void
+on_alarm(int signo)
+{
+	(void) signo;
+}
+
+/*
+ * A FIFO in a configuration file's place is refused at once: opening it to
+ * read would wait for a writer forever.  An alarm ends such a wait, so that
+ * a regression fails instead of hanging the test.
+ */
+static void
+test_file_fifo(void **state)
+{
+	char *dir = test_mkdtemp();
+	char path[512];
+	struct sigaction action = {.sa_handler = on_alarm};
+	struct sigaction saved;
+	Collected c = {0};
+	int64_t started;
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/bk.conf", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	sigemptyset(&action.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &action, &saved), 0);
+	alarm(5);
+	started = bk_monotonic_ms();
+	assert_false(bk_config_parse_file(path, collect, &c, &err));
+	alarm(0);
+	assert_int_equal(sigaction(SIGALRM, &saved, NULL), 0);
+	assert_true(bk_monotonic_ms() - started < 2000);
+	assert_error_contains(&err, "is not a regular file");
+	assert_int_equal(c.count, 0);
+	unlink(path);
+	test_rmdir(dir);
+	free(dir);
 }
 
 static void
@@ -247,6 +289,7 @@ main(void)
 		cmocka_unit_test(test_properties),
 		cmocka_unit_test(test_escape_property),
 		cmocka_unit_test(test_file),
+		cmocka_unit_test(test_file_fifo),
 		cmocka_unit_test(test_sizes_durations_bools),
 	};
 

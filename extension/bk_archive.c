@@ -192,6 +192,8 @@ static char *producer_brokers = NULL; /* settings they were made with */
 static char *producer_properties = NULL;
 static int producer_timeout_ms = 0;
 static int producer_chunk_size = 0;
+static char *producer_audit_topic = NULL; /* of their producer-fatal events */
+static char *producer_source_id = NULL;
 
 static BkKeyring *keyring = NULL;
 static char *keyring_path = NULL;
@@ -1017,7 +1019,9 @@ bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 		bk_str_equal(producer_brokers, settings->brokers) &&
 		bk_str_equal(producer_properties, settings->properties) &&
 		producer_timeout_ms == settings->timeout_ms &&
-		producer_chunk_size == (int) settings->chunk_size)
+		producer_chunk_size == (int) settings->chunk_size &&
+		bk_str_equal(producer_audit_topic, settings->audit_topic) &&
+		bk_str_equal(producer_source_id, settings->source_id))
 		return true;
 
 	if (producer_count > 0)
@@ -1047,6 +1051,14 @@ bk_ensure_producer(const BkKafkaSettings *settings, BkError *err)
 		TopMemoryContext, settings->properties ? settings->properties : "");
 	producer_timeout_ms = settings->timeout_ms;
 	producer_chunk_size = (int) settings->chunk_size;
+	if (producer_audit_topic)
+		pfree(producer_audit_topic);
+	if (producer_source_id)
+		pfree(producer_source_id);
+	producer_audit_topic = MemoryContextStrdup(
+		TopMemoryContext, settings->audit_topic ? settings->audit_topic : "");
+	producer_source_id = MemoryContextStrdup(
+		TopMemoryContext, settings->source_id ? settings->source_id : "");
 	return true;
 }
 

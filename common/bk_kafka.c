@@ -145,6 +145,7 @@ struct BkProducer
 	uint32_t audit_fatals;    /* fatal errors the pending event stands for */
 	BkKafkaAlarm audit_alarm; /* the first of them */
 	bool audit_sending;       /* sending it: no second attempt inside */
+	int64_t audit_retry_ms;   /* bk_monotonic_ms: no attempt before */
 
 	/* The batch being sent (one object, or many: bk_producer_batch_*). */
 	bool batch_open;
@@ -886,14 +887,32 @@ raise_alarm(BkProducer *producer, rd_kafka_resp_err_t kerr, const char *detail,
 }
 
 /*
+ * The producer-fatal event goes before the next object, which waits for
+ * it: an audit topic Kafka cannot take (its partition without a leader, a
+ * missing ACL) must not hold WAL back for kafka_timeout at every send.  So
+ * an attempt waits ALARM_AUDIT_WAIT_MS at most, and after a failed one the
+ * next waits ALARM_AUDIT_RETRY_MS.
+ */
+#define ALARM_AUDIT_WAIT_MS  2000
+#define ALARM_AUDIT_RETRY_MS 60000
+
+static bool
+alarm_audit_deadline(void *arg)
+{
+	return bk_monotonic_ms() >= *(const int64_t *) arg;
+}
+
+/*
  * send_alarm_audit
  *		Send the producer-fatal event of the alarms raised since the last
- *		one Kafka took, on a fresh handle.  Kept for the next send when
+ *		one Kafka took, on a fresh handle.  Kept for a later send when
  *		Kafka does not take it, so that each fatal error gets its event.
  */
 static void
 send_alarm_audit(BkProducer *producer)
 {
+	int64_t deadline_ms;
+
 	BkAuditEvent *event;
 	const BkKafkaAlarm *alarm = &producer->audit_alarm;
 	char found[40];
@@ -913,18 +932,21 @@ send_alarm_audit(BkProducer *producer)
 		return; /* out of memory: kept for the next send */
 	bk_error_clear(&err);
 	producer->audit_sending = true;
+	deadline_ms = bk_monotonic_ms() + ALARM_AUDIT_WAIT_MS;
 	if (bk_producer_send_message(producer, producer->audit_topic,
-								 producer->source_id, json, len, NULL, NULL,
-								 &err))
+								 producer->source_id, json, len,
+								 alarm_audit_deadline, &deadline_ms, &err))
 		producer->audit_pending = false;
 	else
 	{
 		char line[BK_ERROR_MESSAGE_MAX + 128];
 
+		producer->audit_retry_ms = bk_monotonic_ms() + ALARM_AUDIT_RETRY_MS;
 		snprintf(line, sizeof(line),
-				 "could not send the %s audit event, sent again before the "
-				 "next object: %s",
-				 BK_AUDIT_PRODUCER_FATAL, err.message);
+				 "could not send the %s audit event within %d ms, sent again "
+				 "before an object in %d s: %s",
+				 BK_AUDIT_PRODUCER_FATAL, ALARM_AUDIT_WAIT_MS,
+				 ALARM_AUDIT_RETRY_MS / 1000, err.message);
 		producer->sink.log_fn(producer->sink.log_arg, 4, "FATAL", line);
 	}
 	producer->audit_sending = false;
@@ -1206,7 +1228,8 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	 * The event of a fatal error goes before anything else this producer
 	 * sends (a batch of its own, so not from inside another).
 	 */
-	if (producer->audit_pending && !producer->audit_sending)
+	if (producer->audit_pending && !producer->audit_sending &&
+		bk_monotonic_ms() >= producer->audit_retry_ms)
 		send_alarm_audit(producer);
 	if (!producer_connect(producer, err))
 		return false;

@@ -1243,6 +1243,56 @@ test_give_up_needs_both_clocks(void **state)
 	assert_int_equal(attempt_time, -1);
 }
 
+/*
+ * An audit topic Kafka cannot take (no leader for its partition) holds the
+ * next object back for a bounded moment only, not for kafka_timeout: the
+ * producer-fatal event waits 2 s at most, and is not tried again before a
+ * minute has passed.
+ */
+static void
+test_fatal_alarm_audit_topic_stuck(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	AlarmSeen seen = {0};
+	BkProducer *producer;
+	int64_t start;
+	BkError err;
+
+	assert_int_equal(rd_kafka_mock_topic_create(mock, "bk.audit.stuck", 1, 1),
+					 0);
+	rd_kafka_mock_topic_set_error(mock, "bk.audit.stuck",
+								  RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
+	settings.timeout_ms = 10000;
+	settings.alarm_fn = count_alarm;
+	settings.alarm_arg = &seen;
+	settings.audit_topic = "bk.audit.stuck";
+	settings.source_id = "mock";
+	producer = bk_producer_new(&settings, NULL);
+	assert_non_null(producer);
+	if (!send_one(producer, &err))
+		fail_msg("%s", err.message);
+	rd_kafka_mock_push_request_errors(
+		mock, 0 /* Produce */, 1,
+		RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+	assert_false(send_one(producer, &err));
+	assert_int_equal(seen.count, 1);
+
+	/* The event cannot go: the object goes after 2 s, not 10. */
+	start = bk_monotonic_ms();
+	if (!send_one(producer, &err))
+		fail_msg("%s", err.message);
+	assert_true(bk_monotonic_ms() - start < 6000);
+	/* Not tried again before a minute: no wait at all. */
+	start = bk_monotonic_ms();
+	if (!send_one(producer, &err))
+		fail_msg("%s", err.message);
+	assert_true(bk_monotonic_ms() - start < 1500);
+	assert_int_equal(seen.count, 1);
+	bk_producer_free(producer);
+	rd_kafka_mock_topic_set_error(mock, "bk.audit.stuck",
+								  RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
 int
 main(void)
 {
@@ -1259,6 +1309,7 @@ main(void)
 		cmocka_unit_test(test_keyless_messages_left_to_librdkafka),
 		cmocka_unit_test(test_fatal_error_recreates_handle),
 		cmocka_unit_test(test_fatal_error_raises_alarm),
+		cmocka_unit_test(test_fatal_alarm_audit_topic_stuck),
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),
 		cmocka_unit_test(test_batch),

@@ -1502,8 +1502,10 @@ bk_kafka_alarm_collect(void *arg, const BkKafkaAlarm *alarm)
 	SpinLockAcquire(&bk_shared->mutex);
 	strlcpy(bk_shared->kafka_alarm, alarm->message,
 			sizeof(bk_shared->kafka_alarm));
+	/* To the millisecond: a snapshot begun just before must not clear it. */
 	bk_shared->kafka_alarm_time =
-		time_t_to_timestamptz((pg_time_t) (alarm->wall_ms / 1000));
+		time_t_to_timestamptz((pg_time_t) (alarm->wall_ms / 1000)) +
+		(TimestampTz) (alarm->wall_ms % 1000) * 1000;
 	SpinLockRelease(&bk_shared->mutex);
 }
 

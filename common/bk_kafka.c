@@ -909,7 +909,7 @@ alarm_audit_deadline(void *arg)
  *		Kafka does not take it, so that each fatal error gets its event.
  */
 static void
-send_alarm_audit(BkProducer *producer)
+send_alarm_audit(BkProducer *producer, bool last)
 {
 	int64_t deadline_ms;
 
@@ -942,11 +942,18 @@ send_alarm_audit(BkProducer *producer)
 		char line[BK_ERROR_MESSAGE_MAX + 128];
 
 		producer->audit_retry_ms = bk_monotonic_ms() + ALARM_AUDIT_RETRY_MS;
-		snprintf(line, sizeof(line),
-				 "could not send the %s audit event within %d ms, sent again "
-				 "before an object in %d s: %s",
-				 BK_AUDIT_PRODUCER_FATAL, ALARM_AUDIT_WAIT_MS,
-				 ALARM_AUDIT_RETRY_MS / 1000, err.message);
+		if (last)
+			snprintf(line, sizeof(line),
+					 "could not send the %s audit event within %d ms before "
+					 "the producer closed; it is lost (the alarm was "
+					 "logged): %s",
+					 BK_AUDIT_PRODUCER_FATAL, ALARM_AUDIT_WAIT_MS, err.message);
+		else
+			snprintf(line, sizeof(line),
+					 "could not send the %s audit event within %d ms, sent "
+					 "again before an object in %d s: %s",
+					 BK_AUDIT_PRODUCER_FATAL, ALARM_AUDIT_WAIT_MS,
+					 ALARM_AUDIT_RETRY_MS / 1000, err.message);
 		producer->sink.log_fn(producer->sink.log_arg, 4, "FATAL", line);
 	}
 	producer->audit_sending = false;
@@ -1029,7 +1036,14 @@ bk_producer_free(BkProducer *producer)
 {
 	if (producer == NULL)
 		return;
+	/* May find a fatal error, and so raise the alarm. */
 	producer_disconnect(producer);
+	/* The alarm's event, unsent: one last attempt, bounded, on a new handle. */
+	if (producer->audit_pending && !producer->audit_sending)
+	{
+		send_alarm_audit(producer, true);
+		producer_disconnect(producer);
+	}
 	rd_kafka_conf_destroy(producer->template_conf);
 	free(producer);
 }
@@ -1230,7 +1244,7 @@ bk_producer_batch_begin(BkProducer *producer, BkError *err)
 	 */
 	if (producer->audit_pending && !producer->audit_sending &&
 		bk_monotonic_ms() >= producer->audit_retry_ms)
-		send_alarm_audit(producer);
+		send_alarm_audit(producer, false);
 	if (!producer_connect(producer, err))
 		return false;
 	producer->generation++;

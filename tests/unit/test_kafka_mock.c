@@ -1293,6 +1293,55 @@ test_fatal_alarm_audit_topic_stuck(void **state)
 								  RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
+/*
+ * A producer closed with an alarm's event unsent (the error found by its
+ * last send) still sends it: the agent closes a snapshot's producer at
+ * the snapshot's end, the archiver its producers at a reload.
+ */
+static void
+test_fatal_alarm_event_sent_at_free(void **state)
+{
+	BkKafkaSettings settings = settings_for_test(NULL);
+	AlarmSeen seen = {0};
+	BkProducer *producer;
+	rd_kafka_t *consumer;
+	rd_kafka_message_t *msg;
+	int64_t low = -1;
+	int64_t high = -1;
+	char *event;
+	BkError err;
+
+	assert_int_equal(rd_kafka_mock_topic_create(mock, "bk.audit.free", 1, 1),
+					 0);
+	settings.alarm_fn = count_alarm;
+	settings.alarm_arg = &seen;
+	settings.audit_topic = "bk.audit.free";
+	settings.source_id = "mock";
+	producer = bk_producer_new(&settings, NULL);
+	assert_non_null(producer);
+	if (!send_one(producer, &err))
+		fail_msg("%s", err.message);
+	rd_kafka_mock_push_request_errors(
+		mock, 0 /* Produce */, 1,
+		RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+	assert_false(send_one(producer, &err));
+	assert_int_equal(seen.count, 1);
+	bk_producer_free(producer);
+	assert_int_equal(seen.count, 1);
+
+	msg = consume_first(&consumer, "bk.audit.free");
+	event = strndup(msg->payload, msg->len);
+	assert_non_null(strstr(event, "\"event\":\"producer-fatal\""));
+	free(event);
+	assert_int_equal(rd_kafka_query_watermark_offsets(consumer, "bk.audit.free",
+													  0, &low, &high, 5000),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(high - low, 1);
+	rd_kafka_message_destroy(msg);
+	rd_kafka_consumer_close(consumer);
+	rd_kafka_destroy(consumer);
+}
+
 int
 main(void)
 {
@@ -1310,6 +1359,7 @@ main(void)
 		cmocka_unit_test(test_fatal_error_recreates_handle),
 		cmocka_unit_test(test_fatal_error_raises_alarm),
 		cmocka_unit_test(test_fatal_alarm_audit_topic_stuck),
+		cmocka_unit_test(test_fatal_alarm_event_sent_at_free),
 		cmocka_unit_test(test_interrupt),
 		cmocka_unit_test(test_configuration_checks),
 		cmocka_unit_test(test_batch),

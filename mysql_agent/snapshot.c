@@ -95,7 +95,8 @@ typedef struct SnapTable
 	bool remote;
 	bool no_data; /* MERGE: its rows are its children's, copied as theirs */
 	uint64_t estimated_rows;
-	char *select_sql; /* identifiers quoted */
+	uint64_t data_length; /* bytes, as the engine's statistics say */
+	char *select_sql;     /* identifiers quoted */
 	json_t *dumped_columns;
 
 	/* Results, written by the job thread that copied the table. */
@@ -269,7 +270,7 @@ run_statement(SnapRun *run, MYSQL *conn, const char *sql, BkError *err)
 /*
  * snapshot_connect
  *		A connection for the snapshot: utf8mb4 queries, unconverted results,
- *		UTC, short lock waits.
+ *		UTC, short lock waits, no query cache.
  */
 static MYSQL *
 snapshot_connect(SnapRun *run, BkError *err)
@@ -323,6 +324,28 @@ snapshot_connect(SnapRun *run, BkError *err)
 		!run_statement(run, conn, idle_timeout, err) ||
 		!run_statement(run, conn, "SET SESSION sql_mode = ''", err))
 	{
+		mysql_close(conn);
+		return NULL;
+	}
+
+	/*
+	 * The query cache, where a DBA turned it on, must not serve or store
+	 * these statements.  Storing a result checks with InnoDB whether its
+	 * tables may be cached, and InnoDB then makes the transaction's read
+	 * view: a reader's first metadata-lock statement (LIMIT 0, meant to
+	 * read nothing) would fix its view before commits are blocked, and the
+	 * snapshot would miss what commits until then, though its coordinates
+	 * come after.  A result served from the cache opens no table, so it
+	 * takes no metadata lock either.  A server built without the query
+	 * cache has no such variable, and nothing to turn off.
+	 */
+	if (mysql_query(conn, "SET SESSION query_cache_type = OFF") != 0 &&
+		mysql_errno(conn) != 1193 /* ER_UNKNOWN_SYSTEM_VARIABLE */)
+	{
+		bk_error_set(err, BK_ERR_IO,
+					 "snapshot %s: could not turn the query cache off for the"
+					 " snapshot's connection: %s",
+					 run->job->id, mysql_error(conn));
 		mysql_close(conn);
 		return NULL;
 	}
@@ -639,7 +662,8 @@ capture_tables(SnapRun *run, BkError *err)
 
 	list = run_query(run, run->control,
 					 "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE,"
-					 " IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0)"
+					 " IFNULL(ENGINE, ''), IFNULL(TABLE_ROWS, 0),"
+					 " IFNULL(DATA_LENGTH, 0)"
 					 " FROM information_schema.TABLES WHERE TABLE_TYPE IN"
 					 " ('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE') AND"
 					 " TABLE_SCHEMA NOT IN " EXCLUDED_SCHEMAS
@@ -680,6 +704,7 @@ capture_tables(SnapRun *run, BkError *err)
 		t->type = strdup(row[2]);
 		t->engine = strdup(row[3]);
 		t->estimated_rows = strtoull(row[4], NULL, 10);
+		t->data_length = strtoull(row[5], NULL, 10);
 		t->transactional = strcasecmp(row[3], "InnoDB") == 0 ||
 						   strcasecmp(row[3], "ROCKSDB") == 0;
 		t->remote = strcasecmp(row[3], "FEDERATED") == 0 ||
@@ -1531,9 +1556,12 @@ lock_metadata_early(SnapRun *run, BkError *err)
 /*
  * create_read_views
  *		Under BLOCK_COMMIT: every reader's InnoDB read view, by a read of
- *		one row of the first InnoDB table (a sequence's reads are not
- *		consistent reads).  Without an InnoDB table there is no consistent
- *		read to capture.
+ *		one row of the smallest InnoDB table (a sequence's reads are not
+ *		consistent reads).  The read skips the records it cannot see,
+ *		deleted ones not yet purged among them, while every commit on the
+ *		server waits: the smallest table has the fewest (a queue table's
+ *		head can hold millions).  Without an InnoDB table there is no
+ *		consistent read to capture.
  */
 static bool
 create_read_views(SnapRun *run, BkError *err)
@@ -1542,10 +1570,15 @@ create_read_views(SnapRun *run, BkError *err)
 	char db[2 * 256 + 3], name[2 * 256 + 3];
 	char sql[sizeof(db) + sizeof(name) + 32];
 
-	for (int idx = run->locked_count; idx < run->table_count && !t; idx++)
-		if (strcasecmp(run->tables[idx].engine, "InnoDB") == 0 &&
-			strcmp(run->tables[idx].type, "SEQUENCE") != 0)
-			t = &run->tables[idx];
+	for (int idx = run->locked_count; idx < run->table_count; idx++)
+	{
+		const SnapTable *c = &run->tables[idx];
+
+		if (strcasecmp(c->engine, "InnoDB") == 0 &&
+			strcmp(c->type, "SEQUENCE") != 0 &&
+			(t == NULL || c->data_length < t->data_length))
+			t = c;
+	}
 	if (t == NULL)
 		return true;
 	if (!bk_sql_quote_ident(db, sizeof(db), t->database) ||

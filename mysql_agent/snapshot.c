@@ -22,6 +22,9 @@
  *                                      metadata lock keeps DDL off them
  *                                      until the snapshot ends (250 tables
  *                                      a statement, readers at once)
+ *   (servers connection: LOCK TABLES mysql.servers READ, the server
+ *    definitions read; CREATE/ALTER/DROP SERVER, which no binlog holds,
+ *    wait from here)
  *   BACKUP STAGE BLOCK_COMMIT          (commits wait, for a moment)
  *   XA RECOVER lists nothing           (else the attempt is undone and
  *                                       tried again once those end)
@@ -32,6 +35,7 @@
  *   the coordinates                     MyRocks tables the readers start
  *                                       WITH CONSISTENT SNAPSHOT here and
  *                                       lock metadata only then)
+ *   (servers connection: UNLOCK TABLES; server statements go on)
  *   BACKUP STAGE END                   (commits and other DDL go on)
  *   (accounts connection: UNLOCK TABLES; account statements go on)
  *   (locker: the locked tables read, then UNLOCK TABLES)
@@ -113,6 +117,8 @@ typedef struct SnapRun
 	MYSQL *control;
 	MYSQL *accounts; /* reads the accounts, holding their tables */
 	bool accounts_locked;
+	MYSQL *servers; /* reads mysql.servers, holding it to the point */
+	bool servers_locked;
 	MYSQL *locker;     /* holds and reads the tables without transactions */
 	int locked_count;  /* those tables, first in tables[] once locked */
 	int64_t locked_ms; /* when their read lock was granted */
@@ -1079,6 +1085,92 @@ capture_accounts(SnapRun *run, BkError *err)
 	return true;
 }
 
+/*
+ * The definitions of CREATE SERVER (mysql.servers), which FEDERATED and
+ * SPIDER tables name in CONNECTION.  MariaDB writes CREATE, ALTER and DROP
+ * SERVER to no binlog, so no replay after the snapshot carries them: the
+ * snapshot holds them as they are at its consistent point, and a restore
+ * to any later point has those.  BACKUP STAGE BLOCK_DDL does not hold
+ * them off, so they are read under a read lock on mysql.servers kept
+ * until the coordinates are read: a server statement waits for it before
+ * it changes anything.  The lock is taken only then, just before
+ * BLOCK_COMMIT, on a connection of its own: a server statement waiting
+ * for it holds the server's cache of definitions (THR_LOCK_servers)
+ * meanwhile, and opening a FEDERATED or SPIDER table that is not open yet
+ * waits for that cache, so nothing the snapshot does while the lock is
+ * held may open one (the definitions and the readers' metadata locks are
+ * taken before, the MyRocks path's metadata locks after it is released).
+ *
+ * Every value is read as stored, with its length; the password is a
+ * secret: it goes to the schema (encrypted like everything else) and
+ * never into a log line or an error.
+ */
+static bool
+capture_servers(SnapRun *run, BkError *err)
+{
+	static const char *const names[] = {"name",     "wrapper", "host",
+										"database", "user",    "password",
+										"port",     "socket",  "owner"};
+	MYSQL_RES *list;
+	MYSQL_ROW row;
+	json_t *array;
+
+	if (!run_statement(run, run->servers, "LOCK TABLES mysql.servers READ",
+					   err))
+		return bk_error_hint(err, "The agent's MariaDB user needs LOCK TABLES"
+								  " and SELECT on the mysql schema, to hold"
+								  " CREATE/ALTER/DROP SERVER off while it"
+								  " reads the server definitions.");
+	run->servers_locked = true;
+	list = run_query(run, run->servers,
+					 "SELECT Server_name, Wrapper, Host, Db, Username,"
+					 " Password, Port, Socket, Owner FROM mysql.servers"
+					 " ORDER BY Server_name",
+					 true, err);
+	if (list == NULL)
+		return bk_error_hint(err, "The agent's MariaDB user needs SELECT on"
+								  " mysql.servers to capture the server"
+								  " definitions.");
+	array = json_array();
+	while ((row = mysql_fetch_row(list)) != NULL)
+	{
+		unsigned long *lengths = mysql_fetch_lengths(list);
+		json_t *item = json_object();
+
+		for (size_t idx = 0; idx < sizeof(names) / sizeof(names[0]); idx++)
+		{
+			json_t *value;
+
+			if (strcmp(names[idx], "port") == 0)
+				value =
+					json_integer(row[idx] ? strtoll(row[idx], NULL, 10) : 0);
+			else
+				value = json_text(row[idx] ? row[idx] : "",
+								  row[idx] ? lengths[idx] : 0);
+			if (value == NULL)
+			{
+				json_decref(item);
+				json_decref(array);
+				mysql_free_result(list);
+				return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+			}
+			json_object_set_new(item, names[idx], value);
+		}
+		json_array_append_new(array, item);
+	}
+	mysql_free_result(list);
+	json_object_set_new(run->schema, "servers", array);
+	return true;
+}
+
+static void
+unlock_servers(SnapRun *run)
+{
+	if (run->servers_locked)
+		mysql_query(run->servers, "UNLOCK TABLES");
+	run->servers_locked = false;
+}
+
 /* ------------------------------------------------------------ consistent point */
 
 /*
@@ -1658,6 +1750,12 @@ consistent_point(SnapRun *run, BkError *err)
 			run->binlog_pos = strtoull(row[1], NULL, 10);
 	}
 	mysql_free_result(res);
+	/*
+	 * Server statements go on from here: the definitions captured are
+	 * those at the coordinates.  Before the MyRocks path's metadata locks,
+	 * which may open FEDERATED and SPIDER tables (see capture_servers).
+	 */
+	unlock_servers(run);
 	if (run->binlog_file[0] == '\0' || run->binlog_pos == 0)
 		return bk_error_set(err, BK_ERR_CONFIG,
 							"the server reports no binlog position for the"
@@ -2299,7 +2397,7 @@ capture_consistent(SnapRun *run, BkError *err)
 	run->locked_before_commits = only_innodb_consistent(run);
 	if (run->locked_before_commits && !lock_metadata_early(run, err))
 		return false;
-	if (!consistent_point(run, err))
+	if (!capture_servers(run, err) || !consistent_point(run, err))
 		return false;
 	unlock_account_tables(run);
 	return true;
@@ -2324,7 +2422,7 @@ free_tables(SnapRun *run)
 
 /*
  * release_locks
- *		Commits, DDL, account statements and writes go on.
+ *		Commits, DDL, account and server statements and writes go on.
  */
 static void
 release_locks(SnapRun *run)
@@ -2333,6 +2431,7 @@ release_locks(SnapRun *run)
 		mysql_query(run->control, "BACKUP STAGE END");
 	run->stage_open = false;
 	unlock_account_tables(run);
+	unlock_servers(run);
 	unlock_tables_without_transactions(run);
 }
 
@@ -2389,6 +2488,9 @@ snapshot_run(SnapRun *run, BkError *err)
 		return false;
 	run->accounts = snapshot_connect(run, err);
 	if (run->accounts == NULL)
+		return false;
+	run->servers = snapshot_connect(run, err);
+	if (run->servers == NULL)
 		return false;
 	res = run_query(run, run->control, "SELECT VERSION()", true, err);
 	if (res == NULL)
@@ -2555,6 +2657,8 @@ snapshot_cleanup(SnapRun *run)
 	}
 	if (run->accounts != NULL)
 		mysql_close(run->accounts); /* and its lock with it */
+	if (run->servers != NULL)
+		mysql_close(run->servers); /* the same */
 	if (run->locker != NULL)
 		mysql_close(run->locker); /* the same */
 	for (int idx = 0; idx < run->reader_count; idx++)

@@ -768,9 +768,9 @@ run(MariadbRestore *r, BkError *err)
 		return false;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (!restore_set_gtid_binlog_state(r, err) ||
-		!restore_create_accounts(r, err) || !restore_create_tables(r, err) ||
-		!restore_load_data(r, err) || !restore_create_objects(r, err) ||
-		!restore_grant(r, err))
+		!restore_create_accounts(r, err) || !restore_create_servers(r, err) ||
+		!restore_create_tables(r, err) || !restore_load_data(r, err) ||
+		!restore_create_objects(r, err) || !restore_grant(r, err))
 		return false;
 	r->load_seconds = seconds_since(&start);
 	clock_gettime(CLOCK_MONOTONIC, &start);

@@ -207,6 +207,7 @@ extern void restore_put_back_settings(MariadbRestore *r);
 /* restore_schema.c */
 extern bool restore_text(json_t *value, char **text, size_t *len);
 extern bool restore_create_accounts(MariadbRestore *r, BkError *err);
+extern bool restore_create_servers(MariadbRestore *r, BkError *err);
 extern bool restore_create_tables(MariadbRestore *r, BkError *err);
 extern bool restore_create_objects(MariadbRestore *r, BkError *err);
 extern bool restore_grant(MariadbRestore *r, BkError *err);

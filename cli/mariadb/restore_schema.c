@@ -3,7 +3,9 @@
  *		The definitions of a MariaDB snapshot (schema.json), created on the
  *		target server in the order that lets each one load:
  *
- *	 accounts (before anything with a DEFINER names them), databases,
+ *	 accounts (before anything with a DEFINER names them), the server
+ *	 definitions of CREATE SERVER (a FEDERATED or SPIDER table names one in
+ *	 CONNECTION, and its CREATE TABLE may need it), databases,
  *	 tables and sequences, then the data (restore_data.c), then views
  *	 (several passes: a view may read another), procedures and functions,
  *	 triggers (after the data, so loading fires none), events (with the
@@ -389,6 +391,154 @@ restore_grant(MariadbRestore *r, BkError *err)
 		}
 	}
 	return drop_role_admin(r, err);
+}
+
+/*
+ * The options of CREATE SERVER, in the order of the server's own
+ * mysql.servers, with the schema.json key of each (port apart: a number).
+ */
+static const struct
+{
+	const char *option;
+	const char *key;
+} server_options[] = {{"HOST", "host"},     {"DATABASE", "database"},
+					  {"USER", "user"},     {"PASSWORD", "password"},
+					  {"SOCKET", "socket"}, {"OWNER", "owner"}};
+
+/*
+ * append_literal
+ *		A string literal for the target's connection: its bytes escaped by
+ *		the client library for the connection's character set and sql_mode
+ *		(NO_BACKSLASH_ESCAPES), between single quotes.
+ */
+static size_t
+append_literal(MYSQL *conn, char *out, const char *text, size_t len)
+{
+	size_t used = 0;
+
+	out[used++] = '\'';
+	used +=
+		mysql_real_escape_string(conn, out + used, text, (unsigned long) len);
+	out[used++] = '\'';
+	return used;
+}
+
+/*
+ * create_server
+ *		CREATE SERVER of one definition of schema.json: every option given,
+ *		as the source stored it (an option not given there is stored as ''
+ *		or 0, which is what the statement gives).  The options are
+ *		literals of the grammar, not expressions, so they cannot be bound:
+ *		each is escaped for the connection instead.  The statement holds
+ *		the password: it is wiped after use, and a failure names the
+ *		server and the server's error, never the statement (a syntax
+ *		error's message quotes it).
+ */
+static bool
+create_server(MariadbRestore *r, json_t *item, const char *what, BkError *err)
+{
+	char *values[sizeof(server_options) / sizeof(server_options[0]) + 2];
+	size_t lens[sizeof(values) / sizeof(values[0])];
+	size_t count = sizeof(values) / sizeof(values[0]);
+	size_t cap = 128, used;
+	json_t *port = json_object_get(item, "port");
+	char *sql;
+	bool ok = true;
+
+	memset(values, 0, sizeof(values));
+	/* values[0] the name, [1] the wrapper, then the options. */
+	for (size_t idx = 0; idx < count; idx++)
+	{
+		const char *key =
+			idx == 0 ? "name"
+					 : (idx == 1 ? "wrapper" : server_options[idx - 2].key);
+		json_t *value = json_object_get(item, key);
+
+		if (value == NULL && idx > 1)
+			value = json_string(""); /* not stored: as CREATE SERVER does */
+		else
+			json_incref(value);
+		if (!restore_text(value, &values[idx], &lens[idx]) ||
+			(idx == 0 && lens[idx] == 0))
+			ok = false;
+		json_decref(value);
+		if (ok)
+			cap += 2 * lens[idx] + 32;
+	}
+	if (!ok || (port != NULL &&
+				(!json_is_integer(port) || json_integer_value(port) < 0 ||
+				 json_integer_value(port) > INT32_MAX)))
+	{
+		for (size_t idx = 0; idx < count; idx++)
+			if (values[idx] != NULL)
+			{
+				explicit_bzero(values[idx], lens[idx]);
+				free(values[idx]);
+			}
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"%s: its definition in schema.json is malformed",
+							what);
+	}
+	sql = bk_cli_alloc_zero(cap, 1);
+	used = (size_t) snprintf(sql, cap, "CREATE SERVER ");
+	used += append_literal(r->conn, sql + used, values[0], lens[0]);
+	used += (size_t) snprintf(sql + used, cap - used, " FOREIGN DATA WRAPPER ");
+	used += append_literal(r->conn, sql + used, values[1], lens[1]);
+	used += (size_t) snprintf(sql + used, cap - used, " OPTIONS (PORT %" PRId64,
+							  port ? (int64_t) json_integer_value(port) : 0);
+	for (size_t idx = 2; idx < count; idx++)
+	{
+		used += (size_t) snprintf(sql + used, cap - used, ", %s ",
+								  server_options[idx - 2].option);
+		used += append_literal(r->conn, sql + used, values[idx], lens[idx]);
+	}
+	used += (size_t) snprintf(sql + used, cap - used, ")");
+	if (mysql_real_query(r->conn, sql, (unsigned long) used) != 0)
+	{
+		unsigned int code = mysql_errno(r->conn);
+
+		/* ER_PARSE_ERROR and ER_SYNTAX_ERROR quote the statement. */
+		if (code == 1064 || code == 1149)
+			ok = bk_error_set(err, BK_ERR_INTERNAL,
+							  "%s: CREATE SERVER was refused as a syntax"
+							  " error (error %u)",
+							  what, code);
+		else
+			ok = bk_error_set(err, BK_ERR_INTERNAL, "%s: %s (error %u)", what,
+							  mysql_error(r->conn), code);
+	}
+	else
+		mysql_free_result(mysql_store_result(r->conn));
+	explicit_bzero(sql, cap);
+	free(sql);
+	for (size_t idx = 0; idx < count; idx++)
+	{
+		explicit_bzero(values[idx], lens[idx]);
+		free(values[idx]);
+	}
+	return ok;
+}
+
+bool
+restore_create_servers(MariadbRestore *r, BkError *err)
+{
+	size_t idx;
+	json_t *item;
+	char what[300];
+
+	/* Snapshots of agents before server definitions were captured: none. */
+	if (json_array_size(json_object_get(r->schema, "servers")) == 0)
+		return true;
+	restore_mark_step(r, "server definitions");
+	json_array_foreach(json_object_get(r->schema, "servers"), idx, item)
+	{
+		snprintf(what, sizeof(what), "server `%.200s`",
+				 item_string(item, "name"));
+		if (!create_server(r, item, what, err))
+			return false;
+		r->objects_created++;
+	}
+	return true;
 }
 
 bool

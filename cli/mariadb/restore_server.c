@@ -280,6 +280,57 @@ check_empty(MariadbRestore *r, BkError *err)
 }
 
 /*
+ * check_servers
+ *		No server definition (CREATE SERVER) of the snapshot's names exists
+ *		on the target, unless --force, which drops them (drop_for_force):
+ *		refused before anything is written, like a database.
+ */
+static bool
+check_servers(MariadbRestore *r, BkError *err)
+{
+	size_t idx;
+	json_t *item;
+	char found[1024] = "";
+	size_t used = 0;
+	uint64_t count = 0;
+
+	if (r->force)
+		return true;
+	json_array_foreach(json_object_get(r->schema, "servers"), idx, item)
+	{
+		const char *name = json_string_value(json_object_get(item, "name"));
+		BkError probe;
+
+		if (name == NULL)
+			continue; /* not a name the target can hold: CREATE fails */
+		if (!restore_sql_params(r->conn,
+								"SELECT 1 FROM mysql.servers WHERE"
+								" Server_name = ?",
+								1, &name, "looking up a server definition",
+								&probe))
+		{
+			if (probe.code == BK_ERR_NOT_FOUND)
+				continue;
+			*err = probe;
+			return false;
+		}
+		count++;
+		if (used < sizeof(found) - 80)
+			used += (size_t) snprintf(found + used, sizeof(found) - used,
+									  "%s%.70s", used ? ", " : "", name);
+	}
+	if (count == 0)
+		return true;
+	bk_error_set(err, BK_ERR_INTERNAL,
+				 "the target server already has %" PRIu64
+				 " of the snapshot's server definitions (CREATE SERVER): %s",
+				 count, found);
+	return bk_error_hint(err, "Drop them on the target (DROP SERVER), or"
+							  " pass --force: they are then dropped and"
+							  " created again.");
+}
+
+/*
  * check_engines
  *		Every engine of the snapshot's tables is one the target has.  A
  *		CREATE TABLE of an engine the server lacks fails (the restore's
@@ -402,7 +453,7 @@ restore_check_server(MariadbRestore *r, BkError *err)
 							 major_minor(source_version) / 100,
 							 major_minor(source_version) % 100);
 	if (!check_privileges(r, err) || !check_empty(r, err) ||
-		!check_engines(r, err))
+		!check_servers(r, err) || !check_engines(r, err))
 		return false;
 	if (!local_infile)
 		return bk_error_set(err, BK_ERR_CONFIG,
@@ -433,7 +484,8 @@ restore_check_server(MariadbRestore *r, BkError *err)
 
 /*
  * drop_for_force
- *		--force: the snapshot's databases and an old marker go first.
+ *		--force: the snapshot's databases, its server definitions and an old
+ *		marker go first.
  */
 static bool
 drop_for_force(MariadbRestore *r, BkError *err)
@@ -457,6 +509,17 @@ drop_for_force(MariadbRestore *r, BkError *err)
 			continue;
 		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", quoted);
 		if (!restore_sql(r, r->conn, sql, "--force: dropping a database", err))
+			return false;
+	}
+	json_array_foreach(json_object_get(r->schema, "servers"), idx, db)
+	{
+		const char *name = json_string_value(json_object_get(db, "name"));
+
+		if (name == NULL || !bk_sql_quote_ident(quoted, sizeof(quoted), name))
+			continue;
+		snprintf(sql, sizeof(sql), "DROP SERVER IF EXISTS %s", quoted);
+		if (!restore_sql(r, r->conn, sql,
+						 "--force: dropping a server definition", err))
 			return false;
 	}
 	return true;

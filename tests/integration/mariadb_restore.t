@@ -13,6 +13,8 @@
 #    name of 3-byte characters; no role left to the restoring account); a
 #    view on a view;
 #    a view calling a stored function (created after the function);
+#    a server definition (CREATE SERVER, its password holding a quote and a
+#    backslash) that a FEDERATED table names in CONNECTION;
 #    secondary indexes that are built after the data, and some that cannot be
 #    (a prefix, DESC, and plain ones between them: SHOW CREATE must not change);
 #    MyISAM and Aria tables written all through the first snapshot, and an
@@ -69,6 +71,12 @@ tmy() {
 tmy_force() {
     timeout 120 mariadb --no-defaults --protocol=SOCKET -h localhost -S "$TARGET_SOCKET" -u root --force -N -B -r -e "$1" 2>&1
 }
+fed_server="bkr_srv_$$"
+# A FEDERATED (FederatedX) engine on the source and each target.
+federated_engine() {
+    [[ "$("$1" "SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'FEDERATED'")" =~ YES|DEFAULT ]] ||
+        "$1" "INSTALL SONAME 'ha_federatedx'"
+}
 target_services() {
     BK_SERVICES_DIR="$TARGET_DIR" BK_MYSQL_PORT="$TARGET_PORT" "$SERVICES" "$@"
 }
@@ -78,7 +86,7 @@ target_reset() {
     target_services stop mariadb >/dev/null 2>&1
     rm -rf "${TARGET_DIR:?}/mariadb"
     target_services start mariadb >>"$dir/target-start.log" 2>&1 &&
-        tmy "SET GLOBAL gtid_strict_mode = 1" >/dev/null
+        tmy "SET GLOBAL gtid_strict_mode = 1" >/dev/null && federated_engine tmy >/dev/null
 }
 
 # shellcheck disable=SC2329 # called by the trap
@@ -89,6 +97,7 @@ cleanup() {
     my "SET GLOBAL log_bin_compress = OFF; SET GLOBAL event_scheduler = OFF; DROP DATABASE IF EXISTS $db;
         DROP DATABASE IF EXISTS ${db}_sb; DROP DATABASE IF EXISTS ${db}_new;
         DROP USER IF EXISTS bkr_app@'%'; DROP ROLE IF EXISTS bkr_reader;
+        DROP USER IF EXISTS bkr_fed@'127.0.0.1'; DROP SERVER IF EXISTS $fed_server;
         DROP ROLE IF EXISTS $role; DROP ROLE IF EXISTS \`$longrole\`" >/dev/null
     my "REVOKE ALL PRIVILEGES ON $db.v_orders FROM PUBLIC" >/dev/null 2>&1
     target_services stop mariadb >/dev/null 2>&1
@@ -125,6 +134,8 @@ ok $? "bk-mysql-agent streams" || bail_out "$(cat "$dir/agent.log")"
 bk_test_start_shipper
 
 # ---------------------------------------------------------------- fixtures
+out="$(federated_engine my)"
+ok $? "the FEDERATED engine on the source" || bail_out "$out"
 out="$(my "SET GLOBAL event_scheduler = ON;
 CREATE DATABASE $db CHARACTER SET utf8mb4;
 USE $db;
@@ -185,6 +196,20 @@ CREATE ROLE \`$longrole\`;
 GRANT SELECT ON $db.orders TO \`$longrole\`;
 GRANT \`$longrole\` TO bkr_app@'%'")"
 ok $? "fixtures created" || bail_out "$out"
+# A server definition and a FEDERATED table naming it, reading an empty
+# table of the source (a restore loads what the snapshot read of a
+# FEDERATED table into it, which writes to its remote table).  The password
+# is fed'pw\x.  MariaDB does not log CREATE, ALTER or DROP SERVER in the
+# binlog: a restore holds the definitions of its snapshot, so they stay
+# unchanged here.
+out="$(my "CREATE USER bkr_fed@'127.0.0.1' IDENTIFIED BY 'fed''pw\\\\x';
+CREATE TABLE $db.fed_remote (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+GRANT SELECT ON $db.fed_remote TO bkr_fed@'127.0.0.1';
+CREATE SERVER $fed_server FOREIGN DATA WRAPPER mysql OPTIONS (HOST '127.0.0.1', PORT $MYSQL_TCP_PORT,
+  USER 'bkr_fed', PASSWORD 'fed''pw\\\\x', DATABASE '$db');
+CREATE TABLE $db.fed (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=FEDERATED CONNECTION='$fed_server/fed_remote';
+SELECT COUNT(*) FROM $db.fed")"
+is "$out" 0 "a server definition and a FEDERATED table using it" || bail_out "$out"
 
 sb=(sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1
     --mysql-port="$MYSQL_TCP_PORT" --mysql-user=root --mysql-db="${db}_sb"
@@ -216,6 +241,8 @@ fingerprint_sql() {
         "$conn" "SELECT TRIGGER_NAME, ACTION_STATEMENT, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '$d' ORDER BY 1"
         "$conn" "SELECT EVENT_NAME, EVENT_DEFINITION, STATUS, INTERVAL_VALUE, INTERVAL_FIELD, DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '$d' ORDER BY 1"
     done
+    "$conn" "SELECT Server_name, Wrapper, Host, Db, Username, HEX(Password), Port, Socket, Owner
+             FROM mysql.servers WHERE Server_name LIKE 'bkr%'"
     for a in "bkr_app@'%'" "bkr_reader" PUBLIC "\`$longrole\`"; do "$conn" "SHOW GRANTS FOR $a"; done
     # The roles root@localhost holds: none on the source (the test creates
     # them as root@127.0.0.1), none after a restore run as root@localhost
@@ -408,6 +435,16 @@ ok $? "--force restores over it (the snapshot's databases dropped first)" || dia
 fingerprint tmy >"$dir/force.fp"
 cmp -s "$dir/m3.fp" "$dir/force.fp"
 ok $? "... exactly" || diag "$(diff "$dir/m3.fp" "$dir/force.fp" | head)"
+target_reset
+tmy "CREATE SERVER $fed_server FOREIGN DATA WRAPPER mysql OPTIONS (HOST 'elsewhere')" >/dev/null
+out="$(restore --target immediate 2>&1)"
+is "$?" 1 "a target server that already has a server definition of the snapshot's is refused"
+like "$out" "already has 1 of the snapshot's server definitions \\(CREATE SERVER\\): $fed_server" \
+    "... naming it" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before anything is written"
+grep -qF "fed'pw" "$dir/agent.log"
+is "$?" 1 "the server definitions' passwords never reach the agent's log"
 
 target_reset
 out="$(restore --target-time 2099-01-01T00:00:00Z 2>&1)"

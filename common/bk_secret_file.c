@@ -47,6 +47,12 @@ static const SecretFileKind kinds[] = {
 									"in bk.kafka_properties_file",
 									"Kafka credentials must be readable by "
 									"their owner only"},
+	[BK_SECRET_MARIADB_PASSWORD] = {"MariaDB password file", BK_ERR_CONFIG,
+									"read the password and change it",
+									"the group of the user bk runs as",
+									"in its place",
+									"a password must be readable by its owner "
+									"only"},
 };
 
 /* "\"postgres\" (uid 26)", or "uid 26" for a uid without a name. */

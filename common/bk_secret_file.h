@@ -1,7 +1,8 @@
 /*
  * bk_secret_file.h
  *		Files that hold a secret bk trusts: private key files, the S3
- *		credentials file and the Kafka properties file.
+ *		credentials file, the Kafka properties file and MariaDB password
+ *		files.
  *
  * Whoever owns such a file can replace it, and so decides what bk trusts:
  * which keys decrypt a restore, which credentials sign the requests to the
@@ -28,6 +29,8 @@ typedef enum BkSecretFile
 	BK_SECRET_PRIVATE_KEY,      /* key_file, --key-file: BK_ERR_KEY */
 	BK_SECRET_S3_CREDENTIALS,   /* s3_access_key_file: BK_ERR_CONFIG */
 	BK_SECRET_KAFKA_PROPERTIES, /* bk.kafka_properties_file: BK_ERR_CONFIG */
+	BK_SECRET_MARIADB_PASSWORD, /* mysql_password_file, --mysql-password-file:
+								 * BK_ERR_CONFIG */
 } BkSecretFile;
 
 /*

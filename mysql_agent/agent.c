@@ -33,6 +33,7 @@
 #include "agent.h"
 #include "bk_audit.h"
 #include "bk_config.h"
+#include "bk_secret_file.h"
 #include "bk_util.h"
 #include "control.h"
 #include "snapshot.h"
@@ -552,29 +553,20 @@ agent_config_load(Agent *agent, const char *path, const char *brokers,
 
 /*
  * load_password
- *		mysql_password_file: first line, mode 0600 like a private key.
+ *		mysql_password_file: its first line, the file held to the rule of
+ *		private key files (bk_secret_file.h).
  */
 static bool
 load_password(Agent *agent, BkError *err)
 {
 	const char *path = agent->config.mysql_password_file;
-	struct stat st;
 	char *data = NULL;
 	size_t len = 0;
 
 	if (path == NULL)
 		return true;
-	if (stat(path, &st) != 0)
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"could not stat mysql_password_file \"%s\": %s",
-							path, strerror(errno));
-	if (st.st_mode & (S_IRWXG | S_IRWXO))
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"mysql_password_file \"%s\" is readable by others"
-							" (mode %04o)",
-							path, (unsigned) (st.st_mode & 07777)) ||
-			   bk_error_hint(err, "chmod 600 %s", path);
-	if (!bk_read_file(path, 4096, &data, &len, err))
+	if (!bk_secret_file_read(path, BK_SECRET_MARIADB_PASSWORD, 4096, &data,
+							 &len, err))
 		return false;
 	data[strcspn(data, "\r\n")] = '\0';
 	agent->mysql_password = data;

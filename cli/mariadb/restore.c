@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bk_secret_file.h"
 #include "bk_snapshot_format.h"
 #include "bk_util.h"
 #include "mariadb.h"
@@ -257,33 +258,27 @@ restore_option(void *arg, int code, const char *value)
 
 /*
  * read_password
- *		The first line of --mysql-password-file, which others must not read.
+ *		The first line of --mysql-password-file, held to the rule of private
+ *		key files (bk_secret_file.h).
  */
 static bool
 read_password(MariadbRestore *r, BkError *err)
 {
-	struct stat st;
 	char *data = NULL;
 	size_t len = 0;
+	size_t kept;
 
 	if (r->password_file == NULL)
 		return true;
-	if (stat(r->password_file, &st) != 0)
-		return bk_error_set(err, BK_ERR_CONFIG, "could not read \"%s\": %s",
-							r->password_file, strerror(errno));
-	if ((st.st_mode & 0077) != 0)
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"password file \"%s\" is readable by others"
-							" (mode %04o)",
-							r->password_file,
-							(unsigned) (st.st_mode & 07777)) ||
-			   bk_error_hint(err, "chmod 600 %s", r->password_file);
-	if (!bk_read_file(r->password_file, 4096, &data, &len, err))
+	if (!bk_secret_file_read(r->password_file, BK_SECRET_MARIADB_PASSWORD, 4096,
+							 &data, &len, err))
 		return false;
-	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
-		len--;
-	r->password = bk_cli_alloc_zero(len + 1, 1);
-	memcpy(r->password, data, len);
+	kept = len;
+	while (kept > 0 && (data[kept - 1] == '\n' || data[kept - 1] == '\r'))
+		kept--;
+	r->password = bk_cli_alloc_zero(kept + 1, 1);
+	memcpy(r->password, data, kept);
+	bk_secure_wipe(data, len);
 	free(data);
 	return true;
 }

@@ -467,6 +467,21 @@ is "$?" 1 "a --work-dir that does not exist exits 1, not 5 (the repository answe
 like "$out" 'could not create a work directory' "and says what failed"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/pgdata" 2>&1)"
 like "$out" "is a MariaDB source" "--pgdata for a MariaDB source says what to do" || diag "$out"
+# The password file is held to the rule of private key files: owned by
+# bk's user (here root) or root, readable by nobody else.
+printf 'not-the-password\n' >"$dir/mysql.password"
+chmod 644 "$dir/mysql.password"
+out="$(restore --dry-run --mysql-password-file "$dir/mysql.password" 2>&1)"
+is "$?" 3 "a password file others may read is refused (exit 3)" || diag "$out"
+like "$out" "MariaDB password file \"$dir/mysql.password\" is accessible by group or others" \
+    "and the message names it"
+chmod 600 "$dir/mysql.password"
+chown nobody "$dir/mysql.password"
+out="$(restore --dry-run --mysql-password-file "$dir/mysql.password" 2>&1)"
+is "$?" 3 "a password file another user owns is refused (exit 3)" || diag "$out"
+like "$out" "is owned by \"nobody\" \\(uid [0-9]+\\), not by \"root\"" \
+    "and the message names its owner"
+rm -f "$dir/mysql.password"
 
 # ---------------------------------------------------------------- one second, another zone
 # The restore host's TZ is not UTC; the targets carry their own zones.

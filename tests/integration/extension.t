@@ -426,10 +426,10 @@ like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
     "is accessible by group or others \\(mode 0640\\)" \
     "so is one of mode 0640 owned by postgres"
 chown nobody "$props"
-chmod 600 "$props"
+chmod 644 "$props"
 like "$(qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" 2>&1)" \
     "is owned by \"nobody\" \\(uid [0-9]+\\), not by \"postgres\" \\(uid [0-9]+\\), whom bk runs as, nor by root" \
-    "so is one of mode 0600 owned by another user, its owner named"
+    "so is one another user owns (mode 0644: postgres may read it), its owner named"
 chmod 640 "$props"
 chown root:postgres "$props"
 qp -c "ALTER SYSTEM SET bk.kafka_properties_file = '$props'" >/dev/null

@@ -612,6 +612,7 @@ report(const MariadbRestore *r)
 			(json_int_t) atomic_load(&r->indexes_deferred), "xa_prepared",
 			r->xa_prepared ? json_incref(r->xa_prepared) : json_array());
 
+		json_object_set(out, "remote_tables_not_loaded", r->remote_left);
 		json_dumpf(out, stdout, JSON_INDENT(2));
 		printf("\n");
 		json_decref(out);
@@ -652,6 +653,19 @@ report(const MariadbRestore *r)
 			printf(" `%s`.`%s`",
 				   json_string_value(json_object_get(table, "database")),
 				   json_string_value(json_object_get(table, "name")));
+		printf("\n");
+	}
+	if (json_array_size(r->remote_left) > 0)
+	{
+		size_t idx;
+		json_t *table;
+
+		printf("  rows of remote tables (FEDERATED, SPIDER) not loaded: they"
+			   " live on the servers the tables name, which loading would"
+			   " write to:");
+		json_array_foreach(r->remote_left, idx, table) printf(
+			" `%s`.`%s`", json_string_value(json_object_get(table, "database")),
+			json_string_value(json_object_get(table, "name")));
 		printf("\n");
 	}
 	if (json_array_size(r->xa_prepared) > 0)
@@ -792,6 +806,7 @@ bk_mariadb_restore(int argc, char **argv)
 	r->jobs = RESTORE_JOBS_DEFAULT;
 	r->user = "root";
 	r->kept_accounts = json_array();
+	r->remote_left = json_array();
 	pthread_mutex_init(&r->lock, NULL);
 	status = bk_command_parse(argc, argv, restore_options, restore_help,
 							  &r->common, restore_option, r);
@@ -834,6 +849,7 @@ done:
 	json_decref(r->schema);
 	json_decref(r->record);
 	json_decref(r->kept_accounts);
+	json_decref(r->remote_left);
 	json_decref(r->xa_prepared);
 	free(r->replay);
 	free(r->work);

@@ -171,6 +171,7 @@ typedef struct MariadbRestore
 
 	/* Report. */
 	json_t *kept_accounts;
+	json_t *remote_left; /* FEDERATED, SPIDER tables: rows not loaded */
 	json_t *xa_prepared; /* XA transactions the replay left prepared */
 	uint64_t accounts_created;
 	uint64_t objects_created;

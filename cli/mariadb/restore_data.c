@@ -521,6 +521,25 @@ restore_check_parts(MariadbRestore *r, BkError *err)
 						 r->source);
 }
 
+/*
+ * table_is_remote
+ *		A FEDERATED or SPIDER table: its rows live on the servers it names.
+ *		The snapshot read them, as they were then; loading them into the
+ *		restored table would insert them into those servers' tables, on
+ *		which the restore has no business (duplicates, or a refusal that
+ *		fails the restore).  Its definition is restored, its rows are not.
+ */
+static bool
+table_is_remote(const MariadbRestore *r, json_t *record_table)
+{
+	json_t *table = schema_table(r, record_table);
+	const char *engine =
+		table ? json_string_value(json_object_get(table, "engine")) : NULL;
+
+	return engine != NULL && (strcasecmp(engine, "FEDERATED") == 0 ||
+							  strcasecmp(engine, "SPIDER") == 0);
+}
+
 bool
 restore_load_data(MariadbRestore *r, BkError *err)
 {
@@ -535,7 +554,19 @@ restore_load_data(MariadbRestore *r, BkError *err)
 
 	restore_mark_step(r, "table data");
 	r->work = bk_cli_alloc_zero(count ? count : 1, sizeof(json_t *));
-	json_array_foreach(tables, idx, table) r->work[r->work_count++] = table;
+	json_array_foreach(tables, idx, table)
+	{
+		if (table_is_remote(r, table))
+		{
+			json_array_append_new(r->remote_left,
+								  json_pack("{s:O, s:O}", "database",
+											json_object_get(table, "database"),
+											"name",
+											json_object_get(table, "name")));
+			continue;
+		}
+		r->work[r->work_count++] = table;
+	}
 	qsort(r->work, r->work_count, sizeof(json_t *), larger_first);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (int job = 0; job < r->jobs && (size_t) job < r->work_count; job++)

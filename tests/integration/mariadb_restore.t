@@ -196,20 +196,21 @@ CREATE ROLE \`$longrole\`;
 GRANT SELECT ON $db.orders TO \`$longrole\`;
 GRANT \`$longrole\` TO bkr_app@'%'")"
 ok $? "fixtures created" || bail_out "$out"
-# A server definition and a FEDERATED table naming it, reading an empty
-# table of the source (a restore loads what the snapshot read of a
-# FEDERATED table into it, which writes to its remote table).  The password
-# is fed'pw\x.  MariaDB does not log CREATE, ALTER or DROP SERVER in the
+# A server definition and a FEDERATED table naming it, reading two rows of
+# a table of the source, on which its account may only SELECT: a restore
+# must not load what the snapshot read of a FEDERATED table into it, which
+# would insert the rows into its remote table.  The password is fed'pw\x.  MariaDB does not log CREATE, ALTER or DROP SERVER in the
 # binlog: a restore holds the definitions of its snapshot, so they stay
 # unchanged here.
 out="$(my "CREATE USER bkr_fed@'127.0.0.1' IDENTIFIED BY 'fed''pw\\\\x';
 CREATE TABLE $db.fed_remote (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+INSERT INTO $db.fed_remote VALUES (1, 'one'), (2, 'two');
 GRANT SELECT ON $db.fed_remote TO bkr_fed@'127.0.0.1';
 CREATE SERVER $fed_server FOREIGN DATA WRAPPER mysql OPTIONS (HOST '127.0.0.1', PORT $MYSQL_TCP_PORT,
   USER 'bkr_fed', PASSWORD 'fed''pw\\\\x', DATABASE '$db');
 CREATE TABLE $db.fed (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=FEDERATED CONNECTION='$fed_server/fed_remote';
 SELECT COUNT(*) FROM $db.fed")"
-is "$out" 0 "a server definition and a FEDERATED table using it" || bail_out "$out"
+is "$out" 2 "a server definition and a FEDERATED table using it" || bail_out "$out"
 
 sb=(sysbench oltp_read_write --db-driver=mysql --mysql-host=127.0.0.1
     --mysql-port="$MYSQL_TCP_PORT" --mysql-user=root --mysql-db="${db}_sb"
@@ -413,6 +414,10 @@ check_moment m2 --snapshot "$snap1"
 target_reset
 out="$(restore --target immediate 2>&1)"
 ok $? "--target immediate restores the newest snapshot alone" || diag "$out"
+like "$out" "rows of remote tables \\(FEDERATED, SPIDER\\) not loaded: .* \`$db\`\\.\`fed\`" \
+    "the FEDERATED table's rows are not loaded: they are its remote table's" || diag "$out"
+is "$(my "SELECT GROUP_CONCAT(id ORDER BY id) FROM $db.fed_remote")" "1,2" \
+    "... which holds its two rows, no more"
 fingerprint tmy >"$dir/immediate.fp"
 cmp -s "$dir/m2.fp" "$dir/immediate.fp"
 ok $? "... which holds m2's state" || diag "$(diff "$dir/m2.fp" "$dir/immediate.fp" | head)"

@@ -5,15 +5,12 @@
  */
 #include "bk_secret_file.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pwd.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "bk_crypto.h"
+#include "bk_util.h"
 
 /* How the messages name each kind of file, and what its owner controls. */
 typedef struct SecretFileKind
@@ -110,73 +107,36 @@ bk_secret_file_ok(const char *path, const struct stat *st, BkSecretFile what,
 	return true;
 }
 
+/* bk_read_file_checked's check: the rule, and whether it refused. */
+typedef struct SecretCheck
+{
+	BkSecretFile what;
+	bool refused;
+} SecretCheck;
+
+static bool
+secret_check(const char *path, const struct stat *st, void *arg, BkError *err)
+{
+	SecretCheck *check = arg;
+
+	check->refused = !bk_secret_file_ok(path, st, check->what, err);
+	return !check->refused;
+}
+
 bool
 bk_secret_file_read(const char *path, BkSecretFile what, size_t max_len,
 					char **data, size_t *len, BkError *err)
 {
-	const SecretFileKind *kind = &kinds[what];
-	struct stat st;
-	char *buf;
-	size_t done = 0;
-	int fd;
+	SecretCheck check = {what, false};
 
-	/* O_NONBLOCK: a FIFO put in its place must not hang bk. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return bk_error_set(err, kind->code, "could not open %s \"%s\": %s",
-							kind->name, path, strerror(errno));
-	/* The descriptor's: the file checked is the file read. */
-	if (fstat(fd, &st) != 0)
+	if (bk_read_file_checked(path, max_len, secret_check, &check, data, len,
+							 err))
+		return true;
+	/* The rule's message names the file; the others name it here. */
+	if (!check.refused && err->code != BK_ERR_NOMEM)
 	{
-		int save_errno = errno;
-
-		close(fd);
-		return bk_error_set(err, kind->code, "could not stat %s \"%s\": %s",
-							kind->name, path, strerror(save_errno));
+		err->code = kinds[what].code;
+		bk_error_prefix(err, "%s: ", kinds[what].name);
 	}
-	if (!S_ISREG(st.st_mode) || (size_t) st.st_size > max_len)
-	{
-		close(fd);
-		return bk_error_set(err, kind->code,
-							"%s \"%s\" is not a regular file of at most %zu "
-							"bytes",
-							kind->name, path, max_len);
-	}
-	if (!bk_secret_file_ok(path, &st, what, err))
-	{
-		close(fd);
-		return false;
-	}
-	buf = malloc((size_t) st.st_size + 1);
-	if (buf == NULL)
-	{
-		close(fd);
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory reading \"%s\"",
-							path);
-	}
-	while (done < (size_t) st.st_size)
-	{
-		ssize_t got = read(fd, buf + done, (size_t) st.st_size - done);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-		{
-			int save_errno = errno;
-
-			bk_secure_wipe(buf, done);
-			free(buf);
-			close(fd);
-			return bk_error_set(err, kind->code, "could not read %s \"%s\": %s",
-								kind->name, path,
-								got == 0 ? "file shrank while reading"
-										 : strerror(save_errno));
-		}
-		done += (size_t) got;
-	}
-	close(fd);
-	buf[done] = '\0';
-	*data = buf;
-	*len = done;
-	return true;
+	return false;
 }

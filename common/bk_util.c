@@ -422,6 +422,13 @@ bool
 bk_read_file(const char *path, size_t max_len, char **data, size_t *len,
 			 BkError *err)
 {
+	return bk_read_file_checked(path, max_len, NULL, NULL, data, len, err);
+}
+
+bool
+bk_read_file_checked(const char *path, size_t max_len, BkFileCheck check,
+					 void *check_arg, char **data, size_t *len, BkError *err)
+{
 	/* O_NONBLOCK: a FIFO put in its place must not hang bk. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	struct stat st;
@@ -444,6 +451,12 @@ bk_read_file(const char *path, size_t max_len, char **data, size_t *len,
 							"\"%s\" is not a regular file of at most %zu bytes",
 							path, max_len);
 	}
+	/* The descriptor's: the file checked is the file read. */
+	if (check != NULL && !check(path, &st, check_arg, err))
+	{
+		close(fd);
+		return false;
+	}
 	buf = malloc((size_t) st.st_size + 1);
 	if (buf == NULL)
 	{
@@ -461,6 +474,8 @@ bk_read_file(const char *path, size_t max_len, char **data, size_t *len,
 		{
 			int save_errno = errno;
 
+			/* It may hold a secret (bk_secret_file_read). */
+			explicit_bzero(buf, done);
 			free(buf);
 			close(fd);
 			return bk_error_set(

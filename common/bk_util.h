@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "bk_error.h"
@@ -133,6 +134,16 @@ extern bool bk_remove_tree(const char *path, BkError *err);
  */
 extern bool bk_read_file(const char *path, size_t max_len, char **data,
 						 size_t *len, BkError *err);
+
+/*
+ * The same, with check called on the opened file's fstat before anything
+ * is read (NULL: none); its refusal is the error.
+ */
+typedef bool (*BkFileCheck)(const char *path, const struct stat *st, void *arg,
+							BkError *err);
+extern bool bk_read_file_checked(const char *path, size_t max_len,
+								 BkFileCheck check, void *check_arg,
+								 char **data, size_t *len, BkError *err);
 
 /* Milliseconds: monotonic for deadlines, wall clock for timestamps. */
 extern int64_t bk_monotonic_ms(void);

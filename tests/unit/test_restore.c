@@ -2935,6 +2935,80 @@ test_expired_record_never_lowered(void **state)
 }
 
 /*
+ * What bk expire leaves of a timeline it removed only part of, under a
+ * running restore: the source's current timeline 3, with K on it, and
+ * the leaf timeline 2 (abandoned by the restore to an earlier point that
+ * started timeline 3), whose newest segments lie past K's start.  A
+ * restore from P (expired meanwhile) along either asks for a segment that
+ * is gone: below the first one kept, never the end of the archive,
+ * whether expire finished or was cut short, and in a repository an older
+ * bk expired (no record): the keys alone tell it there.
+ */
+static void
+test_expired_kept_part_is_hole(void **state)
+{
+	WalFixture *f = *state;
+	char got[4096];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_history(f, 2, "1:0/3800000");
+	for (uint64_t segno = 3; segno <= 18; segno++)
+		archive_segment(f, 2, segno);
+	archive_history(f, 3, "1:0/2800000");
+	for (uint64_t segno = 2; segno <= 20; segno++)
+		archive_segment(f, 3, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 3, "0/5000028", "0/5800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_K, "full", NULL, 3, "0/F000028", "0/F800000", 1,
+					 1);
+
+	/* Cut short before timeline 3's segment 9: it starts there. */
+	test_repo_faults(f->repo, TEST_FAIL_DELETES, "000000030000000000000009");
+	assert_int_not_equal(expire(f, 1, 0), 0);
+	test_repo_faults_end(f->repo);
+	assert_false(segment_exists(f, 3, 7));
+	assert_true(segment_exists(f, 3, 9));
+	assert_int_equal(
+		wal_get(f, "000000030000000000000007", true, got, sizeof(got)), 200);
+	assert_int_equal(
+		wal_get(f, "000000030000000000000009", true, got, sizeof(got)), 0);
+
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_false(record_exists(f, SNAP_P));
+	assert_false(segment_exists(f, 3, 14));
+	assert_true(segment_exists(f, 3, 15));
+	assert_false(segment_exists(f, 2, 14));
+	assert_true(segment_exists(f, 2, 15));
+	for (int pass = 0; pass < 2; pass++)
+	{
+		assert_int_equal(
+			wal_get(f, "000000030000000000000007", true, got, sizeof(got)),
+			200);
+		assert_int_equal(
+			wal_get(f, "00000003000000000000000E", true, got, sizeof(got)),
+			200);
+		assert_int_equal(
+			wal_get(f, "000000020000000000000009", true, got, sizeof(got)),
+			200);
+		/* Past the newest segment of each: the end. */
+		assert_int_equal(
+			wal_get(f, "000000030000000000000015", true, got, sizeof(got)), 1);
+		assert_int_equal(
+			wal_get(f, "000000020000000000000013", true, got, sizeof(got)), 1);
+
+		/* The same in a repository an older bk expired: no record. */
+		assert_true(bk_repo_delete(f->repo, BK_REPO_EXPIRED, SOURCE,
+								   BK_KIND_WAL, "00000003000000000000000E",
+								   &err));
+		assert_true(bk_repo_delete(f->repo, BK_REPO_EXPIRED, SOURCE,
+								   BK_KIND_WAL, "00000002000000000000000E",
+								   &err));
+	}
+}
+
+/*
  * A history file archived without branch points (too many for the
  * metadata, or bk 0.1): read with the key, unknown without it.
  */
@@ -4977,6 +5051,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expired_leaf_timeline_is_hole,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_record_never_lowered,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expired_kept_part_is_hole,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_history_without_branch_points,
 										wal_setup, wal_teardown),

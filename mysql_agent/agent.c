@@ -870,6 +870,26 @@ control_snapshot_cancel(Agent *agent, const BkControlRequest *req, BkError *err)
 }
 
 /*
+ * control_authorize
+ *		May the caller's SQL account call bk functions (BkControlAuthorize)?
+ *		The UDF cannot guard itself: the agent asks the server.
+ */
+static bool
+control_authorize(void *arg, const BkControlRequest *req, BkError *err)
+{
+	Agent *agent = arg;
+
+	return bk_control_auth_check(agent->auth, req->user, req->host, err);
+}
+
+/* The authorization connection (BkControlConnect). */
+static MYSQL *
+control_connect(void *arg, BkError *err)
+{
+	return agent_connect(arg, err);
+}
+
+/*
  * control_handler
  *		Answer one call of a bk_udf.so function (BkControlHandler).
  */
@@ -878,19 +898,6 @@ control_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
 				BkError *err)
 {
 	Agent *agent = arg;
-	MYSQL *conn;
-	bool allowed;
-
-	/* Authorisation first: the UDF cannot guard itself. */
-	conn = agent_connect(agent, err);
-	if (conn == NULL)
-		return NULL;
-	allowed = bk_control_authorize(conn, req->user, req->host,
-								   (const char *const *) agent->config.roles,
-								   agent->config.n_roles, err);
-	mysql_close(conn);
-	if (!allowed)
-		return NULL;
 
 	if (strcmp(req->op, "status") == 0)
 	{
@@ -1022,8 +1029,13 @@ main(int argc, char **argv)
 					  " processes of uid %d may use the control socket",
 					  agent.config.control_user, (int) getuid());
 	}
-	control = bk_control_start(agent.config.control_socket, allowed, n_allowed,
-							   control_handler, control_log, &agent, &err);
+	agent.auth = bk_control_auth_new(control_connect, &agent,
+									 (const char *const *) agent.config.roles,
+									 agent.config.n_roles, &err);
+	if (agent.auth != NULL)
+		control = bk_control_start(agent.config.control_socket, allowed,
+								   n_allowed, control_authorize,
+								   control_handler, control_log, &agent, &err);
 	if (control == NULL)
 	{
 		status = bk_cli_report_error(AGENT_PROGRAM, &err);
@@ -1040,6 +1052,7 @@ main(int argc, char **argv)
 done:
 	if (control != NULL)
 		bk_control_stop(control);
+	bk_control_auth_free(agent.auth);
 	if (agent.snapshot != NULL)
 	{
 		agent.snapshot->cancel = true;

@@ -91,6 +91,7 @@ typedef struct AgentStatus
 } AgentStatus;
 
 struct SnapshotJob;
+struct BkControlAuth;
 
 typedef struct Agent
 {
@@ -103,6 +104,7 @@ typedef struct Agent
 	AgentStatus status;
 	pthread_mutex_t snapshot_lock;
 	struct SnapshotJob *snapshot; /* the running or the last snapshot */
+	struct BkControlAuth *auth;   /* who may call: control.h */
 } Agent;
 
 extern volatile sig_atomic_t agent_stop_requested;

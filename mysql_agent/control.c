@@ -8,12 +8,20 @@
  * - One accept thread polls the listening socket and a stop pipe.  For each
  *	 connection it checks the peer's uid (SO_PEERCRED: the kernel's word,
  *	 so only mariadbd's OS user, or whoever the configuration names, can
- *	 talk to us) and the number of calls in progress, then hands the
- *	 connection to a detached thread.  Refusals get an error reply at once,
- *	 so the SQL caller sees why.
+ *	 talk to us) and the number of connections not yet authorized, then
+ *	 hands the connection to a detached thread.  Refusals get an error
+ *	 reply at once, so the SQL caller sees why.
  * - The call thread reads one request line (at most 64 KiB, within 5 s: a
  *	 silent or flooding peer cannot hold a thread), validates it with
- *	 jansson, runs the handler, and writes one reply line.  The handler may
+ *	 jansson, asks the authorizer whether the SQL account may call, and
+ *	 only then takes one of the BK_CONTROL_MAX_CALLS slots: any SQL account
+ *	 can make mariadbd connect to us, and were the slots taken before the
+ *	 check, a few sessions looping on a refused bk_status() would keep the
+ *	 DBA's calls out.  Then it runs the handler and writes one reply line.
+ *	 A call that finds no slot free, or the authorizer busy, gets a "busy"
+ *	 reply, which the UDF retries for a while.  Refusals are logged at most
+ *	 once a minute with a count, so a flood cannot fill the journal (which
+ *	 would then drop the agent's own errors).  The handler may
  *	 take hours (a snapshot); it polls bk_control_peer_gone(), which sees
  *	 the UDF's socket close on KILL QUERY, max_statement_time or disconnect
  *	 (POLLRDHUP), so the work is cancelled when nobody waits for it any
@@ -25,10 +33,10 @@
  *	 can connect before listen(), so no connection sees a wider mode, and
  *	 the process-wide umask (shared with every other thread) is not touched.
  *
- * bk_control_authorize() answers the other question, whether the SQL
- * account may call bk functions, from mysql.roles_mapping with a prepared
- * statement (the account names come from the request, so nothing is pasted
- * into SQL text).
+ * bk_control_auth_check() answers the other question, whether the SQL
+ * account may call bk functions, from mysql.roles_mapping with a statement
+ * prepared once on a connection kept open (the account names come from the
+ * request, so nothing is pasted into SQL text).
  */
 #include "control.h"
 
@@ -62,13 +70,20 @@ struct BkControl
 	ino_t socket_ino; /* removes ours only, not a successor's */
 	uid_t *allowed_uids;
 	int n_allowed;
+	BkControlAuthorize authorize;
 	BkControlHandler handler;
 	BkControlLog log;
 	void *arg;
 	pthread_t accept_thread;
 	pthread_mutex_t lock;
 	pthread_cond_t idle; /* signalled when active drops */
-	int active;          /* calls in progress, under lock */
+	int active;          /* call threads, under lock */
+	int pending;         /* ... of them not yet authorized */
+	int running;         /* ... of them authorized: at most MAX_CALLS */
+	/* Refusals not logged yet, under lock: see note_refusal. */
+	int64_t refusal_logged_ms; /* when a refusal line was last logged */
+	int refused;               /* refusals since, not logged */
+	char refused_last[BK_ERROR_MESSAGE_MAX + 256]; /* the last of them */
 	atomic_bool stopping;
 };
 
@@ -78,6 +93,8 @@ struct BkControlCall
 	int fd;
 	uid_t peer_uid;
 	pid_t peer_pid;
+	bool pending; /* counted in control->pending */
+	bool running; /* counted in control->running */
 };
 
 static const char *const known_ops[] = {"snapshot", "snapshot_cancel",
@@ -149,27 +166,104 @@ write_all(int fd, const char *buf, size_t len, int timeout_ms)
 	return true;
 }
 
-/* Send {"ok":false,"error":message}; failures are only logged. */
+/*
+ * Send {"ok":false,"error":message}, with "busy":true if busy (the UDF
+ * then tries again); failures are only logged.  A message the reply
+ * cannot carry (invalid UTF-8, no memory) is replaced by a fixed one: the
+ * caller must get an answer, not a closed connection.
+ */
 static void
-reply_error(BkControl *control, int fd, const char *message)
+reply_error(BkControl *control, int fd, const char *message, bool busy)
 {
+	static const char fallback[] =
+		"{\"ok\":false,\"error\":\"bk-mysql-agent could not build its error "
+		"reply (see the agent's log)\"}\n";
 	json_t *reply = json_pack("{s:b,s:s}", "ok", 0, "error", message);
-	char *text = reply != NULL ? json_dumps(reply, JSON_COMPACT) : NULL;
-	char *line = text != NULL ? malloc(strlen(text) + 2) : NULL;
+	char *text;
+	char *line = NULL;
+	const char *out = fallback;
 
-	if (line == NULL)
-		control_log(control, "could not build the error reply \"%s\"", message);
-	else
+	if (reply != NULL && busy)
+		json_object_set_new(reply, "busy", json_true());
+	text = reply != NULL ? json_dumps(reply, JSON_COMPACT) : NULL;
+	if (text != NULL && (line = malloc(strlen(text) + 2)) != NULL)
 	{
 		sprintf(line, "%s\n", text);
-		if (!write_all(fd, line, strlen(line), REPLY_TIMEOUT_MS))
-			control_log(
-				control, "could not send the error reply \"%s\": %s", message,
-				errno == EPIPE ? "the caller has gone" : strerror(errno));
+		out = line;
 	}
+	else
+		control_log(control, "could not build the error reply \"%s\"", message);
+	if (!write_all(fd, out, strlen(out), REPLY_TIMEOUT_MS))
+		control_log(control, "could not send the error reply \"%s\": %s",
+					message,
+					errno == EPIPE ? "the caller has gone" : strerror(errno));
 	free(line);
 	free(text);
 	json_decref(reply);
+}
+
+/*
+ * A call was refused (who: the caller, message: why).  The first refusal
+ * after a quiet minute is logged at once; the next ones are counted and
+ * logged as one line a minute later (flush_refusals): a flood of refused
+ * callers costs a line a minute, not one each.
+ */
+static void
+note_refusal(BkControl *control, const char *who, const char *message)
+{
+	char line[sizeof(control->refused_last) + 128];
+	int64_t now = now_ms();
+	bool log_now;
+
+	pthread_mutex_lock(&control->lock);
+	log_now = control->refusal_logged_ms == 0 ||
+			  now - control->refusal_logged_ms >= BK_CONTROL_REFUSAL_LOG_MS;
+	if (log_now)
+	{
+		if (control->refused > 0)
+			snprintf(line, sizeof(line),
+					 "call from %s refused: %s (and %d more refused in the "
+					 "last minute)",
+					 who, message, control->refused);
+		else
+			snprintf(line, sizeof(line), "call from %s refused: %s", who,
+					 message);
+		control->refused = 0;
+		control->refusal_logged_ms = now;
+	}
+	else
+	{
+		control->refused++;
+		snprintf(control->refused_last, sizeof(control->refused_last),
+				 "%s (%s)", who, message);
+	}
+	pthread_mutex_unlock(&control->lock);
+	if (log_now)
+		control_log(control, "%s", line);
+}
+
+/* Log the refusals note_refusal counted, once their minute is over. */
+static void
+flush_refusals(BkControl *control)
+{
+	char line[sizeof(control->refused_last) + 128];
+	int64_t now = now_ms();
+	bool log_now;
+
+	pthread_mutex_lock(&control->lock);
+	log_now = control->refused > 0 &&
+			  now - control->refusal_logged_ms >= BK_CONTROL_REFUSAL_LOG_MS;
+	if (log_now)
+	{
+		snprintf(line, sizeof(line),
+				 "%d calls refused in the last minute, last from %s",
+				 control->refused, control->refused_last);
+		control->refused = 0;
+		control->refusal_logged_ms = now;
+	}
+	pthread_mutex_unlock(&control->lock);
+	if (log_now)
+		control_log(control, "%s", line);
 }
 
 /*
@@ -374,6 +468,38 @@ error_text(const BkError *err, char *buf, size_t size)
 
 /* ---------------------------------------------------------------- calls */
 
+/*
+ * Authorize the call, then take a slot for it; false with err set
+ * (BK_ERR_TIMEOUT: busy) if either fails.  The call stops counting as
+ * pending either way.
+ */
+static bool
+admit(BkControlCall *call, const BkControlRequest *req, BkError *err)
+{
+	BkControl *control = call->control;
+	bool allowed = control->authorize == NULL ||
+				   control->authorize(control->arg, req, err);
+
+	pthread_mutex_lock(&control->lock);
+	control->pending--;
+	call->pending = false;
+	if (allowed && control->running >= BK_CONTROL_MAX_CALLS)
+	{
+		bk_error_set(err, BK_ERR_TIMEOUT,
+					 "too many bk function calls in progress (%d); try "
+					 "again later",
+					 BK_CONTROL_MAX_CALLS);
+		allowed = false;
+	}
+	else if (allowed)
+	{
+		control->running++;
+		call->running = true;
+	}
+	pthread_mutex_unlock(&control->lock);
+	return allowed;
+}
+
 /* Read, validate, handle and answer one call. */
 static void
 serve_call(BkControlCall *call)
@@ -391,7 +517,7 @@ serve_call(BkControlCall *call)
 	bk_error_clear(&err);
 	if (buf == NULL)
 	{
-		reply_error(control, call->fd, "bk-mysql-agent: out of memory");
+		reply_error(control, call->fd, "bk-mysql-agent: out of memory", false);
 		return;
 	}
 	len = read_request(call->fd, buf, BK_CONTROL_MAX_REQUEST + 1, &err);
@@ -399,7 +525,7 @@ serve_call(BkControlCall *call)
 	{
 		control_log(control, "call from pid %d: %s", (int) call->peer_pid,
 					err.message);
-		reply_error(control, call->fd, err.message);
+		reply_error(control, call->fd, err.message, false);
 		goto done;
 	}
 	root = json_loadb(buf, (size_t) len, JSON_REJECT_DUPLICATES, &jerr);
@@ -408,14 +534,25 @@ serve_call(BkControlCall *call)
 		bk_error_set(&err, BK_ERR_FORMAT, "malformed request: %s", jerr.text);
 		control_log(control, "call from pid %d: %s", (int) call->peer_pid,
 					err.message);
-		reply_error(control, call->fd, err.message);
+		reply_error(control, call->fd, err.message, false);
 		goto done;
 	}
 	if (!parse_request(root, &req, &err))
 	{
 		control_log(control, "call from pid %d: %s", (int) call->peer_pid,
 					err.message);
-		reply_error(control, call->fd, err.message);
+		reply_error(control, call->fd, err.message, false);
+		goto done;
+	}
+	if (!admit(call, &req, &err))
+	{
+		char who[BK_ERROR_MESSAGE_MAX];
+
+		/* The account names are the server's: no quote can be inside. */
+		snprintf(who, sizeof(who), "'%.64s'@'%.64s'", req.user, req.host);
+		error_text(&err, message, sizeof(message));
+		note_refusal(control, who, message);
+		reply_error(control, call->fd, message, err.code == BK_ERR_TIMEOUT);
 		goto done;
 	}
 
@@ -428,7 +565,7 @@ serve_call(BkControlCall *call)
 					 "why",
 					 req.op);
 	error_text(&err, message, sizeof(message));
-	reply_error(control, call->fd, message);
+	reply_error(control, call->fd, message, false);
 
 done:
 	free(result);
@@ -445,8 +582,12 @@ call_thread(void *p)
 
 	serve_call(call);
 	close(call->fd);
-	free(call);
 	pthread_mutex_lock(&control->lock);
+	if (call->pending)
+		control->pending--;
+	if (call->running)
+		control->running--;
+	free(call);
 	control->active--;
 	pthread_cond_broadcast(&control->idle);
 	pthread_mutex_unlock(&control->lock);
@@ -485,6 +626,7 @@ dispatch(BkControl *control, int fd)
 	pthread_attr_t attr;
 	pthread_t thread;
 	char message[128];
+	char who[32];
 	int rc;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0)
@@ -502,25 +644,28 @@ dispatch(BkControl *control, int fd)
 					"%s (pid %d); the allowed uids are set by the agent's "
 					"configuration",
 					message, (int) cred.pid);
-		reply_error(control, fd, message);
+		reply_error(control, fd, message, false);
 		close(fd);
 		return;
 	}
 
+	/* Not yet authorized: bounded apart from the authorized calls. */
 	pthread_mutex_lock(&control->lock);
-	if (control->active >= BK_CONTROL_MAX_CALLS)
+	if (control->pending >= BK_CONTROL_MAX_PENDING)
 	{
 		pthread_mutex_unlock(&control->lock);
 		snprintf(message, sizeof(message),
-				 "too many bk function calls in progress (%d); try again "
-				 "later",
-				 BK_CONTROL_MAX_CALLS);
-		control_log(control, "%s", message);
-		reply_error(control, fd, message);
+				 "too many bk function calls waiting for authorization "
+				 "(%d); try again later",
+				 BK_CONTROL_MAX_PENDING);
+		snprintf(who, sizeof(who), "pid %d", (int) cred.pid);
+		note_refusal(control, who, message);
+		reply_error(control, fd, message, true);
 		close(fd);
 		return;
 	}
 	control->active++;
+	control->pending++;
 	pthread_mutex_unlock(&control->lock);
 
 	call = malloc(sizeof(BkControlCall));
@@ -531,6 +676,8 @@ dispatch(BkControl *control, int fd)
 		call->fd = fd;
 		call->peer_uid = cred.uid;
 		call->peer_pid = cred.pid;
+		call->pending = true;
+		call->running = false;
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		rc = pthread_create(&thread, &attr, call_thread, call);
@@ -540,10 +687,11 @@ dispatch(BkControl *control, int fd)
 		free(call);
 	}
 	control_log(control, "could not start a call thread: %s", strerror(rc));
-	reply_error(control, fd, "bk-mysql-agent could not start a thread");
+	reply_error(control, fd, "bk-mysql-agent could not start a thread", false);
 	close(fd);
 	pthread_mutex_lock(&control->lock);
 	control->active--;
+	control->pending--;
 	pthread_cond_broadcast(&control->idle);
 	pthread_mutex_unlock(&control->lock);
 }
@@ -561,7 +709,11 @@ accept_thread(void *p)
 			{.fd = control->stop_pipe[0], .events = POLLIN}};
 		int fd;
 
-		if (poll(pfd, 2, -1) < 0)
+		/* A second's timeout: counted refusals are logged on time. */
+		int ready = poll(pfd, 2, 1000);
+
+		flush_refusals(control);
+		if (ready < 0)
 		{
 			if (errno == EINTR)
 				continue;
@@ -694,8 +846,9 @@ open_listener(BkControl *control, BkError *err)
 
 BkControl *
 bk_control_start(const char *socket_path, const uid_t *allowed_uids,
-				 int n_allowed, BkControlHandler handler, BkControlLog log,
-				 void *arg, BkError *err)
+				 int n_allowed, BkControlAuthorize authorize,
+				 BkControlHandler handler, BkControlLog log, void *arg,
+				 BkError *err)
 {
 	BkControl *control;
 	int rc;
@@ -725,6 +878,7 @@ bk_control_start(const char *socket_path, const uid_t *allowed_uids,
 		memcpy(control->allowed_uids, allowed_uids,
 			   sizeof(uid_t) * (size_t) n_allowed);
 	control->n_allowed = n_allowed;
+	control->authorize = authorize;
 	control->handler = handler;
 	control->log = log;
 	control->arg = arg;
@@ -906,35 +1060,112 @@ granted_roles(MYSQL_STMT *stmt, const char *grantee, const char *host,
 	return true;
 }
 
-bool
-bk_control_authorize(MYSQL *conn, const char *user, const char *host,
-					 const char *const *roles, int n_roles, BkError *err)
+/* The question asked of the server, prepared once per connection. */
+static const char roles_query[] =
+	"SELECT Role FROM mysql.roles_mapping WHERE User = ? AND Host = ?";
+
+struct BkControlAuth
 {
-	static const char query[] =
-		"SELECT Role FROM mysql.roles_mapping WHERE User = ? AND Host = ?";
+	BkControlConnect connect;
+	void *arg;
+	char **roles;
+	int n_roles;
+	pthread_mutex_t lock; /* one check at a time on conn */
+	MYSQL *conn;          /* NULL until needed, or after a failure */
+	MYSQL_STMT *stmt;     /* roles_query, prepared on conn */
+};
+
+BkControlAuth *
+bk_control_auth_new(BkControlConnect connect, void *arg,
+					const char *const *roles, int n_roles, BkError *err)
+{
+	BkControlAuth *auth = calloc(1, sizeof(BkControlAuth));
+
+	if (auth == NULL ||
+		(auth->roles = calloc((size_t) n_roles + 1, sizeof(char *))) == NULL)
+	{
+		free(auth);
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	auth->connect = connect;
+	auth->arg = arg;
+	for (int i = 0; i < n_roles; i++)
+	{
+		if ((auth->roles[i] = strdup(roles[i])) == NULL)
+		{
+			auth->n_roles = i;
+			bk_control_auth_free(auth);
+			bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+			return NULL;
+		}
+	}
+	auth->n_roles = n_roles;
+	pthread_mutex_init(&auth->lock, NULL);
+	return auth;
+}
+
+/* Close the connection (lost or failed): the next check opens another. */
+static void
+auth_disconnect(BkControlAuth *auth)
+{
+	if (auth->stmt != NULL)
+		mysql_stmt_close(auth->stmt);
+	if (auth->conn != NULL)
+		mysql_close(auth->conn);
+	auth->stmt = NULL;
+	auth->conn = NULL;
+}
+
+void
+bk_control_auth_free(BkControlAuth *auth)
+{
+	if (auth == NULL)
+		return;
+	auth_disconnect(auth);
+	for (int i = 0; i < auth->n_roles; i++)
+		free(auth->roles[i]);
+	free(auth->roles);
+	pthread_mutex_destroy(&auth->lock);
+	free(auth);
+}
+
+/* Connect and prepare roles_query, unless done; false with err set. */
+static bool
+auth_connect(BkControlAuth *auth, BkError *err)
+{
+	if (auth->stmt != NULL)
+		return true;
+	auth->conn = auth->connect(auth->arg, err);
+	if (auth->conn == NULL)
+		return false;
+	auth->stmt = mysql_stmt_init(auth->conn);
+	if (auth->stmt == NULL)
+	{
+		auth_disconnect(auth);
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	}
+	if (mysql_stmt_prepare(auth->stmt, roles_query, sizeof(roles_query) - 1) !=
+		0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not read mysql.roles_mapping: %s",
+					 mysql_stmt_error(auth->stmt));
+		auth_disconnect(auth);
+		return false;
+	}
+	return true;
+}
+
+/* The role check proper, with the prepared statement; see control.h. */
+static bool
+authorize_stmt(MYSQL_STMT *stmt, const char *user, const char *host,
+			   const char *const *roles, int n_roles, BkError *err)
+{
 	char *found[ROLES_MAX];
 	int n_found = 0;
 	int level_start = 0;
 	bool allowed = false;
-	bool ok = true;
-	MYSQL_STMT *stmt;
-
-	if (user[0] == '\0')
-		return bk_error_set(err, BK_ERR_USAGE,
-							"anonymous accounts may not call bk functions");
-	if (name_listed(user, host, roles, n_roles))
-		return true;
-
-	stmt = mysql_stmt_init(conn);
-	if (stmt == NULL)
-		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-	if (mysql_stmt_prepare(stmt, query, sizeof(query) - 1) != 0)
-	{
-		bk_error_set(err, BK_ERR_IO, "could not read mysql.roles_mapping: %s",
-					 mysql_stmt_error(stmt));
-		mysql_stmt_close(stmt);
-		return false;
-	}
+	bool ok;
 
 	/* Breadth first: the account's own roles, then roles of those roles. */
 	ok = granted_roles(stmt, user, host, found, &n_found, err);
@@ -950,7 +1181,6 @@ bk_control_authorize(MYSQL *conn, const char *user, const char *host,
 			ok = granted_roles(stmt, found[i], "", found, &n_found, err);
 		level_start = level_end;
 	}
-	mysql_stmt_close(stmt);
 	for (int i = 0; i < n_found; i++)
 		free(found[i]);
 	if (!ok)
@@ -963,4 +1193,55 @@ bk_control_authorize(MYSQL *conn, const char *user, const char *host,
 				 user, host, n_roles > 0 ? roles[0] : "bk_admin",
 				 n_roles > 0 ? roles[0] : "bk_admin", user, host);
 	return false;
+}
+
+bool
+bk_control_auth_check(BkControlAuth *auth, const char *user, const char *host,
+					  BkError *err)
+{
+	const char *const *roles = (const char *const *) auth->roles;
+	struct timespec deadline;
+	bool allowed = false;
+	int rc;
+
+	if (user[0] == '\0')
+		return bk_error_set(err, BK_ERR_USAGE,
+							"anonymous accounts may not call bk functions");
+	if (name_listed(user, host, roles, auth->n_roles))
+		return true;
+
+	/* Bounded: a hung server must not pile up call threads behind it. */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += BK_CONTROL_AUTH_WAIT_MS / 1000;
+	deadline.tv_nsec += (long) (BK_CONTROL_AUTH_WAIT_MS % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L)
+	{
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	rc = pthread_mutex_timedlock(&auth->lock, &deadline);
+	if (rc == ETIMEDOUT)
+		return bk_error_set(err, BK_ERR_TIMEOUT,
+							"bk-mysql-agent is busy checking other calls "
+							"(waited %d ms); try again later",
+							BK_CONTROL_AUTH_WAIT_MS);
+	if (rc != 0)
+		return bk_error_set(err, BK_ERR_INTERNAL, "pthread_mutex_timedlock: %s",
+							strerror(rc));
+	/*
+	 * A failure may be a connection the server closed (a restart,
+	 * wait_timeout): the statement is tried once more on a new one.
+	 */
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		if (!auth_connect(auth, err))
+			break;
+		allowed =
+			authorize_stmt(auth->stmt, user, host, roles, auth->n_roles, err);
+		if (allowed || err->code != BK_ERR_IO)
+			break;
+		auth_disconnect(auth);
+	}
+	pthread_mutex_unlock(&auth->lock);
+	return allowed;
 }

@@ -10,7 +10,7 @@
  * BK_CONTROL_MAX_CALLS at once); only peers whose uid (SO_PEERCRED) is in
  * the allowed list get that far.  The handler decides, per call, whether
  * the SQL account that called the function may do so:
- * bk_control_authorize() answers that from the server's role grants.
+ * bk_control_auth_check() answers that from the server's role grants.
  */
 #ifndef BK_CONTROL_H
 #define BK_CONTROL_H
@@ -23,8 +23,21 @@
 
 #include "bk_error.h"
 
-/* Calls in progress at once; more are refused with an error reply. */
+/*
+ * Authorized calls in progress at once; more get a "busy" reply.  Calls
+ * not yet authorized do not count: a flood of refused callers cannot take
+ * the slots of an authorized one.
+ */
 #define BK_CONTROL_MAX_CALLS 16
+/*
+ * Connections being read or authorized at once (authorization is one
+ * short query); more get a "busy" reply, which the UDF retries.
+ */
+#define BK_CONTROL_MAX_PENDING 64
+/* Longest wait for the authorization connection before a "busy" reply. */
+#define BK_CONTROL_AUTH_WAIT_MS 2000
+/* Refused calls are logged once per this many ms, with a count. */
+#define BK_CONTROL_REFUSAL_LOG_MS 60000
 /* Longest request line accepted, '\n' included. */
 #define BK_CONTROL_MAX_REQUEST (64 * 1024)
 /* Longest reply the UDF accepts; a longer result becomes an error reply. */
@@ -63,16 +76,27 @@ typedef char *(*BkControlHandler)(void *arg, BkControlCall *call,
 /* Where log lines go (refused peers, failed replies); may be NULL: stderr. */
 typedef void (*BkControlLog)(void *arg, const char *message);
 
+/*
+ * May req's account call at all?  Runs in the call's thread before the
+ * call takes one of the BK_CONTROL_MAX_CALLS slots.  Returns false with
+ * err set to refuse: BK_ERR_TIMEOUT means "busy, try again" (the reply
+ * says so and the UDF retries), anything else is a refusal.  Refusals are
+ * logged, at most one line per BK_CONTROL_REFUSAL_LOG_MS.
+ */
+typedef bool (*BkControlAuthorize)(void *arg, const BkControlRequest *req,
+								   BkError *err);
+
 typedef struct BkControl BkControl;
 
 /*
  * Listen on socket_path (mode 0660; its directory must exist) and serve
  * calls until bk_control_stop().  A stale socket file left by a dead agent
- * is replaced; a live one is an error.  handler and log get arg.  Returns
- * NULL with err set on failure.
+ * is replaced; a live one is an error.  authorize (NULL: everyone), handler
+ * and log get arg.  Returns NULL with err set on failure.
  */
 extern BkControl *bk_control_start(const char *socket_path,
 								   const uid_t *allowed_uids, int n_allowed,
+								   BkControlAuthorize authorize,
 								   BkControlHandler handler, BkControlLog log,
 								   void *arg, BkError *err);
 
@@ -84,17 +108,37 @@ extern BkControl *bk_control_start(const char *socket_path,
 extern void bk_control_stop(BkControl *control);
 
 /*
- * May the SQL account user@host call bk functions?  True if the account is
- * one of roles (an entry "name@host", exactly) or has been granted one of
- * them (an entry "name", a role), directly or through up to three levels
- * of roles granted to roles (mysql.roles_mapping).  An account named like
- * a role is not that role.
- * False with err set otherwise: BK_ERR_USAGE for a refusal (the message
- * says which GRANT fixes it), BK_ERR_IO if the server could not be asked.
- * conn must not be used by another thread meanwhile.
+ * bk_control_auth: whether an SQL account may call bk functions, asked of
+ * the server on one connection kept open, with the statement prepared
+ * once.  Calls take turns on it (a mutex, waited for at most
+ * BK_CONTROL_AUTH_WAIT_MS); a lost connection is opened again.
  */
-extern bool bk_control_authorize(MYSQL *conn, const char *user,
-								 const char *host, const char *const *roles,
-								 int n_roles, BkError *err);
+typedef struct BkControlAuth BkControlAuth;
+
+/* Open a connection to the server; NULL with err set on failure. */
+typedef MYSQL *(*BkControlConnect)(void *arg, BkError *err);
+
+/*
+ * An authorizer against roles (copied), connecting with connect(arg) at
+ * the first check.  NULL with err set when out of memory.
+ */
+extern BkControlAuth *bk_control_auth_new(BkControlConnect connect, void *arg,
+										  const char *const *roles, int n_roles,
+										  BkError *err);
+extern void bk_control_auth_free(BkControlAuth *auth);
+
+/*
+ * May the SQL account user@host call bk functions?  True if the account is
+ * one of the roles (an entry "name@host", exactly) or has been granted one
+ * of them (an entry "name", a role), directly or through up to three
+ * levels of roles granted to roles (mysql.roles_mapping).  An account
+ * named like a role is not that role.
+ * False with err set otherwise: BK_ERR_USAGE for a refusal (the message
+ * says which GRANT fixes it), BK_ERR_TIMEOUT if other checks held the
+ * connection too long (busy), BK_ERR_IO if the server could not be asked.
+ * Thread-safe.
+ */
+extern bool bk_control_auth_check(BkControlAuth *auth, const char *user,
+								  const char *host, BkError *err);
 
 #endif /* BK_CONTROL_H */

@@ -75,6 +75,15 @@
 #define QUICK_CALL_TIMEOUT_MS (60 * 1000)
 #endif
 #define MAX_REPLY_LEN (1024 * 1024)
+/*
+ * A "busy" reply (the agent's call slots or its authorization connection
+ * taken, a flood of other callers, say) is retried this long, waiting
+ * BUSY_BACKOFF_MS at first and twice as long each time, up to a second.
+ */
+#ifndef BUSY_RETRY_MS
+#define BUSY_RETRY_MS (15 * 1000)
+#endif
+#define BUSY_BACKOFF_MS 50
 /* The server truncates error messages at 512 bytes (ERRMSGSIZE). */
 #define MESSAGE_MAX 512
 
@@ -642,13 +651,21 @@ key_is(const char *p, const char *end, const char *word)
 	return (size_t) (end - p) == len + 2 && memcmp(p + 1, word, len) == 0;
 }
 
+/* What handle_reply made of a reply. */
+typedef enum ReplyOutcome
+{
+	REPLY_OK,     /* the result is kept */
+	REPLY_FAILED, /* the error is raised */
+	REPLY_BUSY    /* the agent asks to try again: nothing raised */
+} ReplyOutcome;
+
 /*
  * Take the reply line apart: {"ok":true,"result":V} keeps V's text as the
- * call's result, {"ok":false,"error":"..."} raises the message.  Returns
- * true on success.
+ * call's result, {"ok":false,"error":"..."} raises the message, unless it
+ * also says "busy":true and retry is set (REPLY_BUSY).
  */
-static bool
-handle_reply(UdfCall *call, const char *reply, size_t len)
+static ReplyOutcome
+handle_reply(UdfCall *call, const char *reply, size_t len, bool retry)
 {
 	const char *end = reply + len;
 	const char *p = skip_space(reply, end);
@@ -656,6 +673,7 @@ handle_reply(UdfCall *call, const char *reply, size_t len)
 	const char *result_end = NULL;
 	const char *error = NULL;
 	const char *error_end = NULL;
+	bool busy = false;
 	int ok = -1;
 
 	if (p >= end || *p != '{')
@@ -690,6 +708,8 @@ handle_reply(UdfCall *call, const char *reply, size_t len)
 			result = value, result_end = value_end;
 		else if (key_is(key, key_end, "error") && *value == '"')
 			error = value, error_end = value_end;
+		else if (key_is(key, key_end, "busy"))
+			busy = value_end - value == 4 && memcmp(value, "true", 4) == 0;
 		p = skip_space(value_end, end);
 		if (p < end && *p == ',')
 			p = skip_space(p + 1, end);
@@ -704,25 +724,35 @@ handle_reply(UdfCall *call, const char *reply, size_t len)
 		call->result_len = (size_t) (result_end - result);
 		call->result = malloc(call->result_len + 1);
 		if (call->result == NULL)
-			return raise_error(call, "out of memory");
+		{
+			raise_error(call, "out of memory");
+			return REPLY_FAILED;
+		}
 		memcpy(call->result, result, call->result_len);
 		call->result[call->result_len] = '\0';
-		return true;
+		return REPLY_OK;
 	}
+	if (ok == 0 && busy && retry)
+		return REPLY_BUSY;
 	if (ok == 0 && error != NULL)
 	{
 		char text[MESSAGE_MAX - 64];
 
 		decode_string(error, error_end, text, sizeof(text));
-		return raise_error(call, "%s", text);
+		raise_error(call, "%s", text);
+		return REPLY_FAILED;
 	}
 	if (ok == 0)
-		return raise_error(call, "bk-mysql-agent refused the call without "
-								 "saying why (see the agent's log)");
+	{
+		raise_error(call, "bk-mysql-agent refused the call without saying "
+						  "why (see the agent's log)");
+		return REPLY_FAILED;
+	}
 
 malformed:
-	return raise_error(call, "malformed reply from bk-mysql-agent (see the "
-							 "agent's log)");
+	raise_error(call, "malformed reply from bk-mysql-agent (see the agent's "
+					  "log)");
+	return REPLY_FAILED;
 }
 
 /* ---------------------------------------------------------------- socket */
@@ -995,6 +1025,59 @@ receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 }
 
 /*
+ * Wait ms before asking a busy agent again, a tick at a time; false (error
+ * raised) if the statement is killed meanwhile.
+ */
+static bool
+busy_wait(UdfCall *call, void *thd, int ms)
+{
+	for (int waited = 0; waited < ms; waited += TICK_MS)
+	{
+		if (abandoned(call, thd))
+			return false;
+		poll(NULL, 0, ms - waited < TICK_MS ? ms - waited : TICK_MS);
+	}
+	return !abandoned(call, thd);
+}
+
+/*
+ * Send the request and take the reply apart, again while the agent says
+ * it is busy (for BUSY_RETRY_MS at most, with a growing wait between
+ * tries: the agent is busy when many calls come at once).  The error, if
+ * any, is raised.
+ */
+static void
+ask_agent(UdfCall *call, void *thd, const char *request, size_t request_len)
+{
+	int64_t give_up = monotonic_ms() + BUSY_RETRY_MS;
+	/* Spread the retries of callers refused together. */
+	int backoff = BUSY_BACKOFF_MS + (int) (monotonic_ms() % BUSY_BACKOFF_MS);
+
+	for (;;)
+	{
+		bool retry = monotonic_ms() < give_up;
+		ReplyOutcome outcome = REPLY_FAILED;
+		char *reply = NULL;
+		size_t reply_len = 0;
+		int fd = connect_agent(call, thd, agent_socket_path());
+
+		if (fd >= 0)
+		{
+			/* Closing fd before a reply is how the agent learns to cancel. */
+			if (send_request(call, thd, fd, request, request_len))
+				reply = receive_reply(call, thd, fd, &reply_len);
+			close(fd);
+		}
+		if (reply != NULL)
+			outcome = handle_reply(call, reply, reply_len, retry);
+		free(reply);
+		if (outcome != REPLY_BUSY || !busy_wait(call, thd, backoff))
+			return;
+		backoff = backoff * 2 < 1000 ? backoff * 2 : 1000;
+	}
+}
+
+/*
  * Common x(): ask the agent at the first row, return the cached result for
  * every row.  On failure the SQL error is raised and NULL returned.
  */
@@ -1005,10 +1088,7 @@ udf_call(UDF_INIT *initid, UDF_ARGS *args, unsigned long *length, char *is_null,
 	UdfCall *call = (UdfCall *) initid->ptr;
 	void *thd;
 	char *request;
-	char *reply = NULL;
 	size_t request_len = 0;
-	size_t reply_len = 0;
-	int fd;
 
 	/*
 	 * One call per statement, made at the first row: a later row with
@@ -1040,18 +1120,8 @@ udf_call(UDF_INIT *initid, UDF_ARGS *args, unsigned long *length, char *is_null,
 		else if ((request = build_request(call, thd, args, &request_len)) !=
 				 NULL)
 		{
-			fd = connect_agent(call, thd, agent_socket_path());
-			if (fd >= 0)
-			{
-				/* Closing fd before a reply is how the agent learns to cancel. */
-				if (send_request(call, thd, fd, request, request_len))
-					reply = receive_reply(call, thd, fd, &reply_len);
-				close(fd);
-			}
+			ask_agent(call, thd, request, request_len);
 			free(request);
-			if (reply != NULL)
-				handle_reply(call, reply, reply_len);
-			free(reply);
 		}
 	}
 	if (call->failed)

@@ -7,8 +7,9 @@
  *   bk_test_control --socket PATH --allow-uid UID --mysql-port PORT
  *                   [--mysql-host HOST] [--mysql-user USER]
  *
- * Every call is first authorized with bk_control_authorize() against the
- * role bk_admin (on a connection of its own to the server), then:
+ * Every call is first authorized with bk_control_auth_check() against the
+ * role bk_admin (the agent's own code: one connection to the server, kept
+ * open), then:
  *
  *   status           {"agent":"test","user":U,"host":H,"connection_id":N}
  *   snapshot         {"snapshot":N,"args":A}, N counting snapshot calls;
@@ -41,6 +42,8 @@ static const char *server_user = "root";
 static unsigned int server_port;
 static atomic_int snapshots;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static BkControlAuth *auth;
+static const char *const roles[] = {"bk_admin"};
 
 /* One event line on stdout, whole lines only. */
 static void event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -65,29 +68,33 @@ log_line(void *arg, const char *message)
 	event("log %s", message);
 }
 
-/* Ask the server whether the caller holds bk_admin. */
-static bool
-authorize(const BkControlRequest *req, BkError *err)
+/* The authorization connection (BkControlConnect). */
+static MYSQL *
+connect_server(void *arg, BkError *err)
 {
-	static const char *const roles[] = {"bk_admin"};
-	MYSQL *conn;
-	bool ok;
+	MYSQL *conn = mysql_init(NULL);
 
-	mysql_thread_init();
-	conn = mysql_init(NULL);
 	if (conn == NULL || mysql_real_connect(conn, server_host, server_user, NULL,
 										   NULL, server_port, NULL, 0) == NULL)
 	{
 		bk_error_set(err, BK_ERR_IO, "test agent: cannot connect: %s",
 					 conn != NULL ? mysql_error(conn) : "out of memory");
 		mysql_close(conn);
-		mysql_thread_end();
-		return false;
+		return NULL;
 	}
-	ok = bk_control_authorize(conn, req->user, req->host, roles, 1, err);
-	mysql_close(conn);
-	mysql_thread_end();
-	return ok;
+	return conn;
+}
+
+/* Ask the server whether the caller holds bk_admin (BkControlAuthorize). */
+static bool
+authorize(void *arg, const BkControlRequest *req, BkError *err)
+{
+	event("call %s %s %s %s", req->op, req->user, req->host,
+		  req->args != NULL ? req->args : "(null)");
+	if (bk_control_auth_check(auth, req->user, req->host, err))
+		return true;
+	event("refused %s", err->message);
+	return false;
 }
 
 static char *
@@ -97,13 +104,6 @@ handler(void *arg, BkControlCall *call, const BkControlRequest *req,
 	json_t *result;
 	char *text;
 
-	event("call %s %s %s %s", req->op, req->user, req->host,
-		  req->args != NULL ? req->args : "(null)");
-	if (!authorize(req, err))
-	{
-		event("refused %s", err->message);
-		return NULL;
-	}
 	if (strcmp(req->op, "status") == 0)
 		result = json_pack("{s:s,s:s,s:s,s:I}", "agent", "test", "user",
 						   req->user, "host", req->host, "connection_id",
@@ -196,8 +196,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "bk_test_control: mysql_library_init failed\n");
 		return 1;
 	}
-	control = bk_control_start(socket_path, &allowed, 1, handler, log_line,
-							   NULL, &err);
+	auth = bk_control_auth_new(connect_server, NULL, roles, 1, &err);
+	control = auth == NULL
+				  ? NULL
+				  : bk_control_start(socket_path, &allowed, 1, authorize,
+									 handler, log_line, NULL, &err);
 	if (control == NULL)
 	{
 		fprintf(stderr, "bk_test_control: %s\n", err.message);
@@ -206,6 +209,7 @@ main(int argc, char **argv)
 	event("ready");
 	sigwait(&stop_signals, &signo);
 	bk_control_stop(control);
+	bk_control_auth_free(auth);
 	mysql_library_end();
 	event("stopped");
 	return 0;

@@ -168,6 +168,37 @@ is "$out" "ERROR 1105 (HY000) at line 1: bk_status: user 'bk_udf_usage'@'127.0.0
     "a USAGE-only account is refused with the GRANT to run"
 grep -q '^call status bk_udf_usage 127.0.0.1 ' "$log"
 ok $? "the agent saw the USAGE-only caller's own account"
+
+# A flood of refused callers (48 USAGE-only sessions calling bk_status() in
+# a loop) neither keeps the DBA's calls out nor floods the agent's log.
+log_before="$(count '^log ')"
+flood_pids=()
+for _ in $(seq 1 48); do
+    yes 'SELECT bk_status();' | head -n 400 |
+        timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+            -u bk_udf_usage --force -N -B >/dev/null 2>&1 &
+    flood_pids+=($!)
+done
+# shellcheck disable=SC2317 # called through wait_for
+flood_started() { test "$(count '^refused ')" -gt 200; }
+wait_for 30 "the flood to reach the agent" flood_started
+dba_ok=0
+dba_errors=""
+for _ in $(seq 1 50); do
+    out="$(my 'SELECT bk_status()')"
+    if [[ "$out" == '{"agent":"test","user":"root"'* ]]; then
+        dba_ok=$((dba_ok + 1))
+    else
+        dba_errors="$out"
+    fi
+done
+is "$dba_ok" 50 "48 refused callers in a loop: all 50 calls of the DBA go through" ||
+    diag "last error: $dba_errors"
+ok $(($(count '^refused ') > 1000 ? 0 : 1)) "... while the refused callers were at it ($(count '^refused ') refused)"
+wait "${flood_pids[@]}"
+log_lines=$(($(count '^log ') - log_before))
+ok $((log_lines <= 2 ? 0 : 1)) "... and the refusals made $log_lines log lines (at most 2)" ||
+    diag "$(grep '^log ' "$log" | tail -n 5)"
 my "GRANT bk_admin TO bk_udf_usage@'127.0.0.1'" >/dev/null
 like "$(my --user bk_udf_usage 'SELECT bk_status()')" '"user":"bk_udf_usage"' \
     "granted bk_admin, the same account is allowed"

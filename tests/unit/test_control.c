@@ -3,8 +3,9 @@
  *		bk-mysql-agent's control socket (mysql_agent/control.c): a request's
  *		round trip to the handler and back, handler errors, malformed and
  *		oversize requests, a peer that goes away while its call runs, a peer
- *		whose uid is not allowed, stale and live socket files, and a stop
- *		with a call in progress.
+ *		whose uid is not allowed, stale and live socket files, a stop
+ *		with a call in progress, and a flood of refused callers, which
+ *		neither keeps an authorized caller out nor floods the log.
  */
 #include "testutil.h"
 
@@ -34,12 +35,14 @@ static pthread_cond_t seen_cond = PTHREAD_COND_INITIALIZER;
 static bool waiting;        /* a "wait" call has started */
 static bool saw_peer_gone;  /* ... and then saw bk_control_peer_gone() */
 static char last_log[1024]; /* the last log line */
+static int log_lines;       /* log lines so far */
 
 static void
 test_log(void *arg, const char *message)
 {
 	pthread_mutex_lock(&seen_lock);
 	snprintf(last_log, sizeof(last_log), "%s", message);
+	log_lines++;
 	pthread_mutex_unlock(&seen_lock);
 }
 
@@ -98,8 +101,8 @@ setup(void **state)
 
 	dir = test_mkdtemp();
 	snprintf(socket_path, sizeof(socket_path), "%s/agent.sock", dir);
-	control = bk_control_start(socket_path, &me, 1, test_handler, test_log,
-							   NULL, &err);
+	control = bk_control_start(socket_path, &me, 1, NULL, test_handler,
+							   test_log, NULL, &err);
 	if (control == NULL)
 		fail_msg("bk_control_start: %s", err.message);
 	return 0;
@@ -354,8 +357,8 @@ test_uid_not_allowed(void **state)
 	char expected[64];
 
 	snprintf(path, sizeof(path), "%s/strict.sock", dir);
-	strict =
-		bk_control_start(path, &other, 1, test_handler, test_log, NULL, &err);
+	strict = bk_control_start(path, &other, 1, NULL, test_handler, test_log,
+							  NULL, &err);
 	if (strict == NULL)
 		fail_msg("bk_control_start: %s", err.message);
 	reply = exchange(path, wait_request, strlen(wait_request));
@@ -382,8 +385,8 @@ test_socket_files(void **state)
 	FILE *f;
 
 	/* A live agent on the path: refused, and its socket stays. */
-	second =
-		bk_control_start(socket_path, &me, 1, test_handler, NULL, NULL, &err);
+	second = bk_control_start(socket_path, &me, 1, NULL, test_handler, NULL,
+							  NULL, &err);
 	assert_null(second);
 	assert_error_contains(&err, "another bk-mysql-agent listens on");
 	assert_int_equal(stat(socket_path, &st), 0);
@@ -394,7 +397,8 @@ test_socket_files(void **state)
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	assert_int_equal(bind(fd, (struct sockaddr *) &addr, sizeof(addr)), 0);
 	close(fd);
-	second = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	second =
+		bk_control_start(path, &me, 1, NULL, test_handler, NULL, NULL, &err);
 	if (second == NULL)
 		fail_msg("bk_control_start over a stale socket: %s", err.message);
 	assert_int_equal(stat(path, &st), 0);
@@ -405,13 +409,15 @@ test_socket_files(void **state)
 	/* A regular file is not ours to remove. */
 	f = fopen(path, "w");
 	fclose(f);
-	second = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	second =
+		bk_control_start(path, &me, 1, NULL, test_handler, NULL, NULL, &err);
 	assert_null(second);
 	assert_error_contains(&err, "exists and is not a socket");
 
 	/* A directory that does not exist. */
 	snprintf(path, sizeof(path), "%s/nodir/agent.sock", dir);
-	second = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	second =
+		bk_control_start(path, &me, 1, NULL, test_handler, NULL, NULL, &err);
 	assert_null(second);
 	assert_error_contains(&err, "could not bind the control socket");
 }
@@ -428,7 +434,7 @@ test_stop_with_call(void **state)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/busy.sock", dir);
-	busy = bk_control_start(path, &me, 1, test_handler, NULL, NULL, &err);
+	busy = bk_control_start(path, &me, 1, NULL, test_handler, NULL, NULL, &err);
 	if (busy == NULL)
 		fail_msg("bk_control_start: %s", err.message);
 	waiting = saw_peer_gone = false;
@@ -447,6 +453,105 @@ test_stop_with_call(void **state)
 	close(fd);
 }
 
+/*
+ * User "evil" is refused after 20 ms (a role query on a loaded server),
+ * "busy" is told to try again, anyone else is allowed (BkControlAuthorize).
+ */
+static bool
+flood_authorize(void *arg, const BkControlRequest *req, BkError *err)
+{
+	if (strcmp(req->user, "busy") == 0)
+		return bk_error_set(err, BK_ERR_TIMEOUT, "busy, try again");
+	if (strcmp(req->user, "evil") != 0)
+		return true;
+	poll(NULL, 0, 20);
+	return bk_error_set(err, BK_ERR_USAGE, "user 'evil' is not allowed");
+}
+
+static const char evil_request[] =
+	"{\"version\":1,\"op\":\"status\",\"user\":\"evil\",\"host\":\"%\","
+	"\"connection_id\":1,\"args\":null}\n";
+
+/* One of the flood's callers: 10 refused calls in a row. */
+static void *
+evil_caller(void *arg)
+{
+	const char *path = arg;
+
+	for (int i = 0; i < 10; i++)
+	{
+		char *reply = exchange(path, evil_request, strlen(evil_request));
+
+		if (strstr(reply, "is not allowed") == NULL)
+			fail_msg("evil caller: \"%s\"", reply);
+		free(reply);
+	}
+	return NULL;
+}
+
+/*
+ * 48 callers that are refused, calling all the time, while an authorized
+ * one calls: its calls all go through (the refused ones never take the
+ * slots of authorized calls), and the 480 refusals make one log line, not
+ * 480.  A "busy" refusal says so in the reply.
+ */
+static void
+test_flood_of_refused_callers(void **state)
+{
+	static const char ok_request[] =
+		"{\"version\":1,\"op\":\"status\",\"user\":\"dba\",\"host\":\"%\","
+		"\"connection_id\":2,\"args\":null}\n";
+	static const char busy_request[] =
+		"{\"version\":1,\"op\":\"status\",\"user\":\"busy\",\"host\":"
+		"\"%\",\"connection_id\":3,\"args\":null}\n";
+	pthread_t callers[48];
+	char path[300];
+	uid_t me = getuid();
+	BkControl *flooded;
+	BkError err;
+	json_t *root;
+	char *reply;
+	int lines_before;
+
+	snprintf(path, sizeof(path), "%s/flood.sock", dir);
+	flooded = bk_control_start(path, &me, 1, flood_authorize, test_handler,
+							   test_log, NULL, &err);
+	if (flooded == NULL)
+		fail_msg("bk_control_start: %s", err.message);
+	pthread_mutex_lock(&seen_lock);
+	lines_before = log_lines;
+	pthread_mutex_unlock(&seen_lock);
+	for (int i = 0; i < 48; i++)
+		assert_int_equal(
+			pthread_create(&callers[i], NULL, evil_caller, (void *) path), 0);
+	poll(NULL, 0, 50);
+	for (int i = 0; i < 50; i++)
+	{
+		reply = exchange(path, ok_request, strlen(ok_request));
+		root = parse_reply(reply);
+		if (!json_is_true(json_object_get(root, "ok")))
+			fail_msg("authorized call %d refused: %s", i, reply);
+		json_decref(root);
+		free(reply);
+	}
+	for (int i = 0; i < 48; i++)
+		pthread_join(callers[i], NULL);
+
+	reply = exchange(path, busy_request, strlen(busy_request));
+	root = parse_reply(reply);
+	assert_true(json_is_true(json_object_get(root, "busy")));
+	assert_string_equal(json_string_value(json_object_get(root, "error")),
+						"busy, try again");
+	json_decref(root);
+	free(reply);
+	bk_control_stop(flooded);
+
+	pthread_mutex_lock(&seen_lock);
+	if (log_lines - lines_before != 1)
+		fail_msg("%d log lines for 481 refusals", log_lines - lines_before);
+	pthread_mutex_unlock(&seen_lock);
+}
+
 int
 main(void)
 {
@@ -459,6 +564,7 @@ main(void)
 		cmocka_unit_test(test_uid_not_allowed),
 		cmocka_unit_test(test_socket_files),
 		cmocka_unit_test(test_stop_with_call),
+		cmocka_unit_test(test_flood_of_refused_callers),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

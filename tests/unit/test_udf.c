@@ -12,7 +12,8 @@
  * KILL QUERY ends a waiting bk_snapshot() and the agent sees its caller
  * gone, and so does max_statement_time, which kills softly; no agent is a
  * clear error; one call per statement; malformed
- * replies are errors, never crashes.
+ * replies are errors, never crashes; a "busy" agent is asked again, for a
+ * while.
  */
 #include "testutil.h"
 
@@ -23,6 +24,9 @@
 #include <unistd.h>
 
 #include "test_udf_agent.h"
+
+/* A shorter retry of busy replies, so that giving up is tested quickly. */
+#define BUSY_RETRY_MS 1500
 
 /* The UDF itself, its static helpers included. */
 #include "../../mysql_udf/bk_udf.c"
@@ -444,7 +448,8 @@ test_malformed_replies(void **state)
 		server.message[0] = '\0';
 		/* The exact length: no terminator to stop a runaway scan. */
 		copy = realloc(copy, strlen(bad[idx]) ? strlen(bad[idx]) : 1);
-		assert_false(handle_reply(&call, copy, strlen(bad[idx])));
+		assert_int_equal(handle_reply(&call, copy, strlen(bad[idx]), false),
+						 REPLY_FAILED);
 		assert_true(call.failed);
 		assert_true(server.message[0] != '\0');
 		free(call.result);
@@ -460,10 +465,69 @@ test_malformed_replies(void **state)
 		memset(&call, 0, sizeof(call));
 		call.function = "bk_status";
 		call.api.message = my_message;
-		assert_false(handle_reply(&call, reply, sizeof(reply) - 1));
+		assert_int_equal(handle_reply(&call, reply, sizeof(reply) - 1, false),
+						 REPLY_FAILED);
 		assert_string_equal(server.message,
 							"bk_status: a b\xc3\xa9 c\xef\xbf\xbd");
 	}
+}
+
+/*
+ * A "busy" reply (a flood of other callers) is retried: the call succeeds
+ * once the agent has room, with no error raised meanwhile.
+ */
+static void
+test_busy_retried(void **state)
+{
+	char *result;
+
+	server.user = "busy";
+	server.user_len = 4;
+	udf_agent_set_busy(3);
+	result = call_status(1);
+	if (result == NULL)
+		fail_msg("bk_status() failed: %s", server.message);
+	assert_int_equal(server.messages, 0);
+	/* Three busy replies, then the call that went through. */
+	assert_int_equal(udf_agent_calls(), 4 + 1);
+	free(result);
+}
+
+/* ... for BUSY_RETRY_MS, then the busy error is the SQL error. */
+static void
+test_busy_gives_up(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.user = "busy";
+	server.user_len = 4;
+	udf_agent_set_busy(-1);
+	result = call_status(1);
+	assert_null(result);
+	assert_message("bk_status: the test agent is busy");
+	assert_int_equal(server.messages, 1);
+	assert_true(monotonic_ms() - start >= BUSY_RETRY_MS);
+	assert_true(monotonic_ms() - start < BUSY_RETRY_MS + 3000);
+	assert_true(udf_agent_calls() > 2);
+}
+
+/* ... and a KILL QUERY meanwhile ends the wait. */
+static void
+test_busy_killed(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.user = "busy";
+	server.user_len = 4;
+	udf_agent_set_busy(-1);
+	server.killed_at_ms = start + 300;
+	server.killed_state = KILL_QUERY_HARD;
+	result = call_status(1);
+	assert_null(result);
+	assert_message("bk_status: query killed");
+	assert_true(monotonic_ms() - start < 1000);
 }
 
 int
@@ -479,6 +543,9 @@ main(void)
 		cmocka_unit_test_setup(test_client_gone, reset),
 		cmocka_unit_test_setup(test_no_agent, reset),
 		cmocka_unit_test_setup(test_malformed_replies, reset),
+		cmocka_unit_test_setup(test_busy_retried, reset),
+		cmocka_unit_test_setup(test_busy_gives_up, reset),
+		cmocka_unit_test_setup(test_busy_killed, reset),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -24,6 +24,26 @@ static char last_user[1024];
 static char last_host[1024];
 static uint64_t last_connection_id;
 static bool last_had_args;
+static int busy_left; /* busy replies still to give; -1: always */
+
+/* User "busy" gets busy replies while busy_left says so (BkControlAuthorize). */
+static bool
+udf_authorize(void *arg, const BkControlRequest *req, BkError *err)
+{
+	bool busy;
+
+	if (strcmp(req->user, "busy") != 0)
+		return true;
+	pthread_mutex_lock(&seen_lock);
+	busy = busy_left != 0;
+	if (busy_left > 0)
+		busy_left--;
+	calls++;
+	pthread_mutex_unlock(&seen_lock);
+	if (!busy)
+		return true;
+	return bk_error_set(err, BK_ERR_TIMEOUT, "the test agent is busy");
+}
 
 /*
  * status and snapshot_cancel: echo the op and account; with user "hang",
@@ -72,7 +92,8 @@ udf_agent_start(const char *path)
 	BkError err;
 
 	bk_error_clear(&err);
-	control = bk_control_start(path, &self, 1, udf_handler, NULL, NULL, &err);
+	control = bk_control_start(path, &self, 1, udf_authorize, udf_handler, NULL,
+							   NULL, &err);
 	if (control == NULL)
 		fail_msg("bk_control_start: %s", err.message);
 }
@@ -93,6 +114,15 @@ udf_agent_reset(void)
 	last_user[0] = last_host[0] = '\0';
 	last_connection_id = 0;
 	last_had_args = false;
+	busy_left = 0;
+	pthread_mutex_unlock(&seen_lock);
+}
+
+void
+udf_agent_set_busy(int times)
+{
+	pthread_mutex_lock(&seen_lock);
+	busy_left = times;
 	pthread_mutex_unlock(&seen_lock);
 }
 

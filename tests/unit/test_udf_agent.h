@@ -17,6 +17,12 @@ extern void udf_agent_stop(void);
 /* Forget the calls seen so far. */
 extern void udf_agent_reset(void);
 
+/*
+ * The next times calls of user "busy" get a "busy" reply (-1: all); each
+ * counts as a call.
+ */
+extern void udf_agent_set_busy(int times);
+
 /* Handler calls since the reset. */
 extern int udf_agent_calls(void);
 

@@ -397,7 +397,18 @@ build_request(UdfCall *call, void *thd, UDF_ARGS *args, size_t *request_len)
 						(unsigned long) arg_len, MAX_ARGUMENT_LEN);
 			return NULL;
 		}
-		/* Text in another character set would reach the agent altered. */
+		/*
+		 * Text in another character set would reach the agent altered.
+		 * UTF-16, UCS-2 and UTF-32 text is full of NUL bytes, which are
+		 * valid UTF-8 but which the agent refuses in a request.
+		 */
+		if (memchr(arg, '\0', arg_len) != NULL)
+		{
+			raise_error(call, "the argument contains a NUL byte (UTF-16 or "
+							  "UTF-32?): give it as utf8mb4 (CONVERT(... "
+							  "USING utf8mb4))");
+			return NULL;
+		}
 		for (size_t pos = 0; pos < arg_len;)
 		{
 			size_t n = utf8_sequence_length((const unsigned char *) arg + pos,
@@ -573,8 +584,9 @@ hex4(const char *p, const char *end)
 
 /*
  * Decode the JSON string [p, end) (quotes included) into out (size bytes,
- * NUL-terminated, cut short if needed).  Line breaks and other control
- * characters become spaces: the text ends up in a one-line SQL error.
+ * NUL-terminated, cut short if needed, on a character boundary).  Line
+ * breaks and other control characters become spaces: the text ends up in
+ * a one-line SQL error.
  */
 static void
 decode_string(const char *p, const char *end, char *out, size_t size)
@@ -638,6 +650,22 @@ decode_string(const char *p, const char *end, char *out, size_t size)
 				out[n++] = p[-1];
 				break;
 		}
+	}
+	/*
+	 * Cut short in the middle of a character (raw UTF-8 bytes are copied
+	 * one at a time): back up to its first byte, or the server would show
+	 * a broken character, or refuse the message.
+	 */
+	if (p < end && n > 0)
+	{
+		size_t start = n;
+
+		while (start > 0 && ((unsigned char) out[start - 1] & 0xC0) == 0x80)
+			start--;
+		if (start > 0 && (unsigned char) out[start - 1] >= 0xC0 &&
+			utf8_sequence_length((unsigned char *) out + start - 1,
+								 n - (start - 1)) == 0)
+			n = start - 1;
 	}
 	out[n] = '\0';
 }

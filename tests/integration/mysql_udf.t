@@ -120,7 +120,10 @@ like "$(my 'SELECT bk_snapshot(NULL)')" "bk_snapshot: the argument is NULL" \
     "a NULL argument (an unset variable, say) is refused, not taken for none"
 like "$(my "SELECT bk_snapshot(UNHEX('6C6162656C3D636166E9'))")" "bk_snapshot: the argument is not UTF-8 \\(byte 10\\)" \
     "an argument that is not UTF-8 is refused, not altered"
-is "$(($(count '^call ') - before))" 0 "neither reaches the agent"
+like "$(my "SELECT bk_snapshot(CONVERT('label=x' USING utf16))")" \
+    "bk_snapshot: the argument contains a NUL byte \\(UTF-16 or UTF-32\\?\\): give it as utf8mb4" \
+    "a UTF-16 argument is refused with what to do"
+is "$(($(count '^call ') - before))" 0 "none of them reaches the agent"
 is "$(my 'SELECT bk_snapshot_cancel(42)')" '{"cancelled":"42"}' "bk_snapshot_cancel(42): integer id as text"
 before="$(count '^call ')"
 like "$(my 'SELECT bk_snapshot_cancel(seq) FROM mysql.seq_1_to_3')" \

@@ -13,7 +13,8 @@
  * gone, and so does max_statement_time, which kills softly; no agent is a
  * clear error; one call per statement; malformed
  * replies are errors, never crashes; a "busy" agent is asked again, for a
- * while.
+ * while; a NUL byte (UTF-16 text) is refused; an error cut short is cut on
+ * a character boundary.
  */
 #include "testutil.h"
 
@@ -472,6 +473,24 @@ test_malformed_replies(void **state)
 	}
 }
 
+/* Is text valid UTF-8? */
+static bool
+valid_utf8(const char *text)
+{
+	size_t len = strlen(text);
+
+	for (size_t pos = 0; pos < len;)
+	{
+		size_t n =
+			utf8_sequence_length((const unsigned char *) text + pos, len - pos);
+
+		if (n == 0)
+			return false;
+		pos += n;
+	}
+	return true;
+}
+
 /*
  * A "busy" reply (a flood of other callers) is retried: the call succeeds
  * once the agent has room, with no error raised meanwhile.
@@ -530,6 +549,50 @@ test_busy_killed(void **state)
 	assert_true(monotonic_ms() - start < 1000);
 }
 
+/*
+ * UTF-16 text is full of NUL bytes, valid UTF-8 that the agent refuses:
+ * the UDF says what to do instead, and does not call.
+ */
+static void
+test_nul_argument(void **state)
+{
+	static const char utf16[] = "\0l\0a\0b\0e\0l\0=\0x";
+	char *result;
+
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit, utf16,
+					  sizeof(utf16) - 1, 1);
+	assert_null(result);
+	assert_message("bk_snapshot: the argument contains a NUL byte (UTF-16 or "
+				   "UTF-32?): give it as utf8mb4");
+	assert_int_equal(udf_agent_calls(), 0);
+}
+
+/* An agent's error longer than the server takes is cut between characters. */
+static void
+test_long_error_cut_on_boundary(void **state)
+{
+	char reply[4096];
+	UdfCall call;
+	int n;
+
+	for (int shift = 0; shift < 4; shift++)
+	{
+		n = snprintf(reply, sizeof(reply), "{\"ok\":false,\"error\":\"%.*s",
+					 shift, "xxx");
+		for (int i = 0; i < 300; i++)
+			n += snprintf(reply + n, sizeof(reply) - n, "\xe2\x82\xac");
+		n += snprintf(reply + n, sizeof(reply) - n, "\"}");
+		memset(&call, 0, sizeof(call));
+		call.function = "bk_status";
+		call.api.message = my_message;
+		assert_int_equal(handle_reply(&call, reply, (size_t) n, false),
+						 REPLY_FAILED);
+		if (!valid_utf8(server.message))
+			fail_msg("shift %d: the message is not valid UTF-8", shift);
+		assert_true(strlen(server.message) > 400);
+	}
+}
+
 int
 main(void)
 {
@@ -546,6 +609,8 @@ main(void)
 		cmocka_unit_test_setup(test_busy_retried, reset),
 		cmocka_unit_test_setup(test_busy_gives_up, reset),
 		cmocka_unit_test_setup(test_busy_killed, reset),
+		cmocka_unit_test_setup(test_nul_argument, reset),
+		cmocka_unit_test_setup(test_long_error_cut_on_boundary, reset),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -293,7 +293,11 @@ agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos, char *out,
 /*
  * agent_connect
  *		A connection to the source server: UTC, binary-safe, bounded waits,
- *		packets as large as any event.
+ *		packets as large as any event, and no LOAD DATA LOCAL: the agent
+ *		never loads files, and a server asking for one (another local user
+ *		on the port while mariadbd restarts) would be sent the password
+ *		file or the Kafka properties.  Whether Connector/C allows it by
+ *		default depends on its build, so it is said here.
  */
 MYSQL *
 agent_connect(Agent *agent, BkError *err)
@@ -302,6 +306,7 @@ agent_connect(Agent *agent, BkError *err)
 	MYSQL *conn = mysql_init(NULL);
 	unsigned long max_packet = 1024UL * 1024 * 1024;
 	unsigned int connect_timeout = 10;
+	unsigned int local_infile = 0;
 	unsigned int read_timeout =
 		(unsigned int) (config->heartbeat * 3 / 1000) + 10;
 
@@ -310,6 +315,7 @@ agent_connect(Agent *agent, BkError *err)
 		bk_error_set(err, BK_ERR_NOMEM, "mysql_init failed");
 		return NULL;
 	}
+	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
 	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
 	mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);
 	mysql_optionsv(conn, MYSQL_OPT_READ_TIMEOUT, &read_timeout);

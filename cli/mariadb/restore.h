@@ -189,6 +189,12 @@ extern void restore_remove_work_dir(MariadbRestore *r);
 /* restore_server.c */
 /* A connection to the target; loading ones are set up for loading. */
 extern MYSQL *restore_connect(MariadbRestore *r, bool loading, BkError *err);
+/*
+ * Make conn refuse any LOAD DATA LOCAL file request (the server asking for
+ * a file of its choice) until another handler is set: restore_connect does
+ * it, and restore_data.c after each of its own LOAD DATA statements.
+ */
+extern void restore_refuse_local_infile(MYSQL *conn);
 extern bool restore_session_setup(MariadbRestore *r, MYSQL *conn, BkError *err);
 extern bool restore_sql(MariadbRestore *r, MYSQL *conn, const char *sql,
 						const char *what, BkError *err);

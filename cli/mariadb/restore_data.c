@@ -364,7 +364,8 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 							  db, name, part, parts,
 							  (uint64_t) mysql_affected_rows(conn),
 							  fetch->lines);
-		mysql_set_local_infile_default(conn);
+		/* Not the default handler, which would send any file asked for. */
+		restore_refuse_local_infile(conn);
 		free(fetch->data);
 		fetch->data = NULL;
 		rows += fetch->lines;

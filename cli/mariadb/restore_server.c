@@ -16,6 +16,7 @@
  * which step runs or failed; it is dropped as the last step.
  */
 #include <ctype.h>
+#include <errmsg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,12 +93,52 @@ restore_sql_params(MYSQL *conn, const char *sql, int count,
 	return ok;
 }
 
+/*
+ * A LOAD DATA LOCAL request bk did not make (the target, or whoever holds
+ * its address, asking for a file of ours): refused.  Connector/C's default
+ * handler would read and send any file bk can read, a key file included.
+ */
+static int
+refuse_infile_init(void **ptr, const char *filename, void *userdata)
+{
+	*ptr = NULL;
+	return 1;
+}
+
+static int
+refuse_infile_read(void *ptr, char *buf, unsigned int len)
+{
+	return -1;
+}
+
+static void
+refuse_infile_end(void *ptr)
+{
+}
+
+static int
+refuse_infile_error(void *ptr, char *msg, unsigned int len)
+{
+	snprintf(msg, len,
+			 "bk refuses a LOAD DATA LOCAL request it did not make itself");
+	return CR_UNKNOWN_ERROR;
+}
+
+void
+restore_refuse_local_infile(MYSQL *conn)
+{
+	mysql_set_local_infile_handler(conn, refuse_infile_init, refuse_infile_read,
+								   refuse_infile_end, refuse_infile_error,
+								   NULL);
+}
+
 MYSQL *
 restore_connect(MariadbRestore *r, bool loading, BkError *err)
 {
 	MYSQL *conn = mysql_init(NULL);
 	unsigned int timeout = 10;
-	unsigned int local_infile = 1;
+	/* Only the loading connections send files, and only bk's own. */
+	unsigned int local_infile = loading ? 1 : 0;
 	unsigned long packet = 1024UL * 1024 * 1024;
 	unsigned int protocol =
 		r->socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
@@ -111,7 +152,6 @@ restore_connect(MariadbRestore *r, bool loading, BkError *err)
 	/* The password may come from ~/.my.cnf, as for the mariadb client. */
 	mysql_optionsv(conn, MYSQL_READ_DEFAULT_GROUP, "client");
 	mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
 	mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
 	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &packet);
 	/*
@@ -119,6 +159,13 @@ restore_connect(MariadbRestore *r, bool loading, BkError *err)
 	 * environment must never send a restore to another server.
 	 */
 	mysql_optionsv(conn, MYSQL_OPT_PROTOCOL, &protocol);
+	/*
+	 * ~/.my.cnf is read at connect time and may say local-infile: the
+	 * option is set again, and the handler refuses every file bk itself
+	 * does not hand over (restore_data.c installs its own per LOAD DATA).
+	 */
+	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
+	restore_refuse_local_infile(conn);
 	if (mysql_real_connect(conn, r->socket ? "localhost" : r->host, r->user,
 						   r->password, NULL, r->port, r->socket, 0) == NULL)
 	{

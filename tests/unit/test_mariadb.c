@@ -5,7 +5,8 @@
  *		stops being continuous and what a restore to the latest does there;
  *		when a snapshot whose objects arrive apart is complete, and the
  *		check of its parts before a restore touches the server; what
- *		bk expire keeps when the agent host's clock stepped back.
+ *		bk expire keeps when the agent host's clock stepped back; that
+ *		bk restore's connections send no file a server asks for.
  */
 #include "testutil.h"
 
@@ -13,9 +14,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2944,6 +2948,202 @@ test_part_limit(void **state)
 					 BK_MARIADB_PART_ROW_TOO_LARGE);
 }
 
+/* ------------------------------------------- a server asking for files */
+
+/*
+ * A fake server on 127.0.0.1 that lets one client in and answers its first
+ * query with a LOAD DATA LOCAL request for file (a hostile server, or
+ * another local user holding the target's port): sent[] gets what the
+ * client sends back, sent_len -1 if it hung up before answering.
+ */
+typedef struct FakeServer
+{
+	int listen_fd;
+	int port;
+	const char *file;
+	char sent[256];
+	int sent_len;
+	pthread_t thread;
+} FakeServer;
+
+static void
+fake_packet(int fd, int seq, const void *payload, size_t len)
+{
+	unsigned char head[4] = {len & 0xFF, (len >> 8) & 0xFF, (len >> 16) & 0xFF,
+							 (unsigned char) seq};
+
+	assert_int_equal(write(fd, head, 4), 4);
+	assert_int_equal(write(fd, payload, len), (ssize_t) len);
+}
+
+/* One packet's payload into buf; its length, or -1 on EOF. */
+static int
+fake_read_packet(int fd, int *seq, char *buf, size_t size)
+{
+	unsigned char head[4];
+	size_t len;
+	size_t got = 0;
+
+	while (got < 4)
+	{
+		ssize_t n = read(fd, head + got, 4 - got);
+
+		if (n <= 0)
+			return -1;
+		got += (size_t) n;
+	}
+	len = head[0] | head[1] << 8 | head[2] << 16;
+	*seq = head[3];
+	got = 0;
+	while (got < len)
+	{
+		char skip[512];
+		size_t want = len - got;
+		ssize_t n;
+
+		/* Only the first size bytes are kept. */
+		if (got < size)
+			n = read(fd, buf + got, want < size - got ? want : size - got);
+		else
+			n = read(fd, skip, want < sizeof(skip) ? want : sizeof(skip));
+		if (n <= 0)
+			return -1;
+		got += (size_t) n;
+	}
+	return (int) len;
+}
+
+static void *
+fake_server_thread(void *arg)
+{
+	/* Protocol 10: version, id, scramble, capabilities, charset, ... */
+	static const unsigned char greeting[] = "\x0a"
+											"5.5.5-10.11.0-fake\0"
+											"\x07\0\0\0"
+											"abcdefgh\0"
+											"\x8d\xa2"
+											"\x21"
+											"\x02\0"
+											"\x0a\0"
+											"\x15"
+											"\0\0\0\0\0\0\0\0\0\0"
+											"ijklmnopqrst\0"
+											"mysql_native_password";
+	static const char ok[] = "\x00\x00\x00\x02\x00\x00\x00";
+	static const char refusal[] = "\xff\x28\x04#HY000fake server";
+	FakeServer *fake = arg;
+	char buf[4096];
+	char request[256];
+	int fd = accept(fake->listen_fd, NULL, NULL);
+	int seq;
+	int len;
+
+	fake->sent_len = -1;
+	if (fd < 0)
+		return NULL;
+	fake_packet(fd, 0, greeting, sizeof(greeting));
+	if (fake_read_packet(fd, &seq, buf, sizeof(buf)) < 0)
+		goto done;
+	fake_packet(fd, seq + 1, ok, sizeof(ok) - 1);
+	if (fake_read_packet(fd, &seq, buf, sizeof(buf)) < 0 || buf[0] != 3)
+		goto done;
+	len = snprintf(request, sizeof(request), "\xfb%s", fake->file);
+	fake_packet(fd, seq + 1, request, (size_t) len);
+	fake->sent_len = 0;
+	while ((len = fake_read_packet(fd, &seq, buf, sizeof(buf))) > 0)
+	{
+		memcpy(fake->sent + fake->sent_len, buf,
+			   (size_t) len < sizeof(fake->sent) - 1 - fake->sent_len
+				   ? (size_t) len
+				   : sizeof(fake->sent) - 1 - fake->sent_len);
+		fake->sent_len += len;
+	}
+	if (len == 0)
+		fake_packet(fd, seq + 1, refusal, sizeof(refusal) - 1);
+done:
+	close(fd);
+	return NULL;
+}
+
+static void
+fake_server_start(FakeServer *fake, const char *file)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+							   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t addr_len = sizeof(addr);
+
+	memset(fake, 0, sizeof(*fake));
+	fake->file = file;
+	fake->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fake->listen_fd >= 0);
+	assert_int_equal(
+		bind(fake->listen_fd, (struct sockaddr *) &addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fake->listen_fd, 4), 0);
+	assert_int_equal(
+		getsockname(fake->listen_fd, (struct sockaddr *) &addr, &addr_len), 0);
+	fake->port = ntohs(addr.sin_port);
+	assert_int_equal(
+		pthread_create(&fake->thread, NULL, fake_server_thread, fake), 0);
+}
+
+static void
+fake_server_stop(FakeServer *fake)
+{
+	pthread_join(fake->thread, NULL);
+	close(fake->listen_fd);
+}
+
+/*
+ * bk restore's connections, the loading ones too, do not send a file the
+ * server asks for: restore_connect sets a handler that refuses, which
+ * restore_data.c puts back after each of its own LOAD DATA statements
+ * (the default handler would read the file, a key file, say).
+ */
+static void
+test_restore_connection_refuses_file_requests(void **state)
+{
+	char secret[PATH_MAX];
+	char *tmp = test_mkdtemp();
+	FILE *f;
+
+	snprintf(secret, sizeof(secret), "%s/secret", tmp);
+	f = fopen(secret, "w");
+	assert_non_null(f);
+	fputs("the-secret\n", f);
+	fclose(f);
+	for (int loading = 0; loading <= 1; loading++)
+	{
+		MariadbRestore r;
+		FakeServer fake;
+		BkError err;
+		MYSQL *conn;
+
+		memset(&r, 0, sizeof(r));
+		fake_server_start(&fake, secret);
+		r.host = "127.0.0.1";
+		r.port = (unsigned int) fake.port;
+		r.user = "bk";
+		r.password = "pw";
+		bk_error_clear(&err);
+		conn = restore_connect(&r, loading, &err);
+		/* A loading connection's set-up is the query the fake answers. */
+		if (loading)
+			assert_null(conn);
+		else
+		{
+			assert_non_null(conn);
+			assert_int_not_equal(mysql_query(conn, "SELECT 1"), 0);
+			mysql_close(conn);
+		}
+		fake_server_stop(&fake);
+		if (fake.sent_len > 0)
+			fail_msg("loading=%d: the client sent %d bytes: \"%s\"", loading,
+					 fake.sent_len, fake.sent);
+		assert_int_equal(fake.sent_len, 0);
+	}
+	test_rmdir(tmp);
+}
+
 int
 main(void)
 {
@@ -3040,6 +3240,7 @@ main(void)
 			test_verify_snapshot_not_carried_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_resent_range_differs, setup,
 										teardown),
+		cmocka_unit_test(test_restore_connection_refuses_file_requests),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -11,6 +11,62 @@
 
 #include <openssl/err.h>
 
+/*
+ * text was cut to fit size bytes: drop a character left incomplete at its
+ * end, so that the message stays valid UTF-8 (a JSON reply, for one,
+ * cannot carry a broken character).
+ */
+static void
+trim_partial_utf8(char *text)
+{
+	size_t len = strlen(text);
+	size_t start = len;
+	size_t need;
+	unsigned char lead;
+
+	while (start > 0 && len - start < 3 &&
+		   ((unsigned char) text[start - 1] & 0xC0) == 0x80)
+		start--;
+	if (start == 0)
+		return;
+	lead = (unsigned char) text[start - 1];
+	if (lead < 0xC0)
+		return;
+	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+	if (len - (start - 1) < need)
+		text[start - 1] = '\0';
+}
+
+size_t
+bk_text_excerpt(char *buf, size_t size, const char *text, size_t max_chars)
+{
+	size_t len = 0;
+	size_t chars = 0;
+
+	if (size == 0)
+		return 0;
+	/* Whole characters only, and room for "...". */
+	while (text[len] != '\0' && chars < max_chars)
+	{
+		size_t n = 1;
+
+		while (((unsigned char) text[len + n] & 0xC0) == 0x80)
+			n++;
+		if (len + n + 4 > size)
+			break;
+		len += n;
+		chars++;
+	}
+	memcpy(buf, text, len);
+	if (text[len] != '\0' && size >= 4)
+	{
+		memcpy(buf + len, "...", 3);
+		len += 3;
+	}
+	buf[len] = '\0';
+	return len;
+}
+
 void
 bk_error_clear(BkError *err)
 {
@@ -31,7 +87,9 @@ bk_error_set(BkError *err, BkErrorCode code, const char *fmt, ...)
 	err->code = code;
 	err->hint[0] = '\0';
 	va_start(args, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, args);
+	if (vsnprintf(err->message, sizeof(err->message), fmt, args) >=
+		(int) sizeof(err->message))
+		trim_partial_utf8(err->message);
 	va_end(args);
 	return false;
 }
@@ -44,7 +102,9 @@ bk_error_hint(BkError *err, const char *fmt, ...)
 	if (err == NULL)
 		return false;
 	va_start(args, fmt);
-	vsnprintf(err->hint, sizeof(err->hint), fmt, args);
+	if (vsnprintf(err->hint, sizeof(err->hint), fmt, args) >=
+		(int) sizeof(err->hint))
+		trim_partial_utf8(err->hint);
 	va_end(args);
 	return false;
 }
@@ -63,6 +123,8 @@ bk_error_prefix(BkError *err, const char *fmt, ...)
 	va_end(args);
 	prefix_len = strlen(joined);
 	bk_strlcpy(joined + prefix_len, err->message, sizeof(joined) - prefix_len);
+	if (prefix_len + strlen(err->message) >= sizeof(joined))
+		trim_partial_utf8(joined);
 	memcpy(err->message, joined, sizeof(err->message));
 	return false;
 }

@@ -17,6 +17,7 @@
 #define BK_ERROR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum BkErrorCode
 {
@@ -82,6 +83,19 @@ extern bool bk_error_hint(BkError *err, const char *fmt, ...) BK_PRINTF(2, 3);
  * lower layers need not know which object they were working on.
  */
 extern bool bk_error_prefix(BkError *err, const char *fmt, ...) BK_PRINTF(2, 3);
+
+/*
+ * Messages cut to fit (BK_ERROR_MESSAGE_MAX, BK_ERROR_HINT_MAX) are cut
+ * between UTF-8 characters, never inside one.
+ */
+
+/*
+ * Copy at most max_chars UTF-8 characters of text into buf (size bytes),
+ * with "..." if text is longer: for messages that echo what a caller
+ * gave, however long.  Returns the length copied.
+ */
+extern size_t bk_text_excerpt(char *buf, size_t size, const char *text,
+							  size_t max_chars);
 
 /* Append OpenSSL's queued error text, if any, to the message. */
 extern bool bk_error_set_openssl(BkError *err, BkErrorCode code,

@@ -861,9 +861,13 @@ control_snapshot_cancel(Agent *agent, const BkControlRequest *req, BkError *err)
 	job = agent->snapshot;
 	if (job == NULL || strcmp(job->id, req->args) != 0)
 	{
+		/* The caller's text, however long: 64 characters of it. */
+		char id[64 * 4 + 4];
+
 		pthread_mutex_unlock(&agent->snapshot_lock);
+		bk_text_excerpt(id, sizeof(id), req->args, 64);
 		bk_error_set(err, BK_ERR_NOT_FOUND, "no snapshot \"%s\" on this agent",
-					 req->args);
+					 id);
 		return NULL;
 	}
 	job->cancel = true;

@@ -12,6 +12,22 @@
 #include "bk_util.h"
 #include "snapshot_options.h"
 
+/*
+ * What the caller gave, in a message: 64 characters at most, so that a
+ * long argument cannot crowd the message out (the server keeps 512 bytes).
+ * A compound literal: the buffer lives until the end of the statement.
+ */
+#define EXCERPT_CHARS 64
+#define EXCERPT(text)                                                          \
+	excerpt((char[EXCERPT_CHARS * 4 + 4]){0}, EXCERPT_CHARS * 4 + 4, (text))
+
+static const char *
+excerpt(char *buf, size_t size, const char *text)
+{
+	bk_text_excerpt(buf, size, text, EXCERPT_CHARS);
+	return buf;
+}
+
 static bool
 set_option(SnapshotOptions *options, const char *key, const char *value,
 		   unsigned *seen, BkError *err)
@@ -23,7 +39,7 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 		{
 			if (*seen & (1U << idx))
 				return bk_error_set(err, BK_ERR_USAGE,
-									"bk_snapshot: option \"%s\" is given"
+									"option \"%s\" is given"
 									" twice (duplicate)",
 									key);
 			*seen |= 1U << idx;
@@ -32,9 +48,9 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 	{
 		if (!bk_parse_bool(value, &options->wait))
 			return bk_error_set(err, BK_ERR_USAGE,
-								"bk_snapshot: wait must be true or false, not"
+								"wait must be true or false, not"
 								" \"%s\"",
-								value);
+								EXCERPT(value));
 		return true;
 	}
 	if (strcmp(key, "jobs") == 0)
@@ -43,9 +59,9 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 
 		if (!bk_parse_u64(value, &jobs) || jobs < 1 || jobs > SNAPSHOT_JOBS_MAX)
 			return bk_error_set(err, BK_ERR_USAGE,
-								"bk_snapshot: jobs must be from 1 to %d, not"
+								"jobs must be from 1 to %d, not"
 								" \"%s\"",
-								SNAPSHOT_JOBS_MAX, value);
+								SNAPSHOT_JOBS_MAX, EXCERPT(value));
 		options->jobs = (int) jobs;
 		return true;
 	}
@@ -53,22 +69,22 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 	{
 		if (strlen(value) > SNAPSHOT_LABEL_MAX)
 			return bk_error_set(err, BK_ERR_USAGE,
-								"bk_snapshot: label is longer than %d bytes",
+								"label is longer than %d bytes",
 								SNAPSHOT_LABEL_MAX);
 		/* It goes into log lines, the record and audit events as is. */
 		for (const unsigned char *c = (const unsigned char *) value; *c; c++)
 			if (*c < 0x20 || *c == 0x7F)
 				return bk_error_set(err, BK_ERR_USAGE,
-									"bk_snapshot: label contains the control"
+									"label contains the control"
 									" character 0x%02x; use printable text",
 									*c);
 		bk_strlcpy(options->label, value, sizeof(options->label));
 		return true;
 	}
 	return bk_error_set(err, BK_ERR_USAGE,
-						"bk_snapshot: unknown option \"%s\" (known: wait, jobs,"
+						"unknown option \"%s\" (known: wait, jobs,"
 						" label)",
-						key);
+						EXCERPT(key));
 }
 
 /*
@@ -100,7 +116,7 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 		{
 			json_decref(obj);
 			return bk_error_set(err, BK_ERR_USAGE,
-								"bk_snapshot: options are not a JSON object:"
+								"options are not a JSON object:"
 								" %s",
 								jerr.text);
 		}
@@ -115,9 +131,9 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 				/* Cut short, "00…01x" would pass for 1: refused whole. */
 				json_decref(obj);
 				return bk_error_set(err, BK_ERR_USAGE,
-									"bk_snapshot: the value of option \"%s\""
+									"the value of option \"%s\""
 									" is too long",
-									key);
+									EXCERPT(key));
 			}
 			if (json_is_string(value))
 				bk_strlcpy(buf, json_string_value(value), sizeof(buf));
@@ -131,9 +147,9 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 			{
 				json_decref(obj);
 				return bk_error_set(err, BK_ERR_USAGE,
-									"bk_snapshot: option \"%s\" has a value of"
+									"option \"%s\" has a value of"
 									" the wrong type",
-									key);
+									EXCERPT(key));
 			}
 			ok = set_option(options, key, buf, &seen, err);
 			if (!ok)
@@ -160,8 +176,8 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 			while (*item == ' ')
 				item++;
 			if (eq == NULL)
-				ok = bk_error_set(err, BK_ERR_USAGE,
-								  "bk_snapshot: \"%s\" is not key=value", item);
+				ok = bk_error_set(err, BK_ERR_USAGE, "\"%s\" is not key=value",
+								  EXCERPT(item));
 			else
 			{
 				*eq = '\0';

@@ -54,6 +54,9 @@ static char *
 test_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
 			 BkError *err)
 {
+	if (strcmp(req->op, "snapshot_cancel") == 0 && req->args != NULL &&
+		strcmp(req->args, "bad-utf8") == 0)
+		return bk_error_set(err, BK_ERR_INTERNAL, "a stray byte \xff"), NULL;
 	if (strcmp(req->op, "snapshot_cancel") == 0)
 	{
 		bk_error_set(err, BK_ERR_NOT_FOUND, "no snapshot %s", req->args);
@@ -326,6 +329,10 @@ wait_flag(bool *flag)
 	return value;
 }
 
+static const char bad_utf8_request[] =
+	"{\"version\":1,\"op\":\"snapshot_cancel\",\"user\":\"u\",\"host\":"
+	"\"h\",\"connection_id\":1,\"args\":\"bad-utf8\"}\n";
+
 static const char wait_request[] =
 	"{\"version\":1,\"op\":\"snapshot\",\"user\":\"u\",\"host\":\"h\","
 	"\"connection_id\":1,\"args\":\"wait\"}\n";
@@ -552,6 +559,71 @@ test_flood_of_refused_callers(void **state)
 	pthread_mutex_unlock(&seen_lock);
 }
 
+/* Is text valid UTF-8 (as jansson sees it)? */
+static bool
+valid_utf8(const char *text)
+{
+	json_t *str = json_string(text);
+
+	json_decref(str);
+	return str != NULL;
+}
+
+/*
+ * A message cut to fit BK_ERROR_MESSAGE_MAX (or the hint's size) is cut
+ * between characters, however the cut falls, and bk_error_prefix too.
+ */
+static void
+test_error_cut_on_boundary(void **state)
+{
+	char euros[1200 * 3 + 1];
+	BkError err;
+
+	for (int i = 0; i < 1200; i++)
+		memcpy(euros + 3 * i, "\xe2\x82\xac", 3);
+	euros[sizeof(euros) - 1] = '\0';
+	for (int shift = 0; shift < 3; shift++)
+	{
+		bk_error_set(&err, BK_ERR_USAGE, "%.*s%s", shift, "xx", euros);
+		assert_true(valid_utf8(err.message));
+		assert_true(strlen(err.message) >= BK_ERROR_MESSAGE_MAX - 4);
+		bk_error_hint(&err, "%.*s%s", shift, "xx", euros);
+		assert_true(valid_utf8(err.hint));
+		assert_true(strlen(err.hint) >= BK_ERROR_HINT_MAX - 4);
+		bk_error_set(&err, BK_ERR_USAGE, "%s", euros + 3 * 700);
+		bk_error_prefix(&err, "%.*s%.*s: ", shift, "xx", 300, euros);
+		assert_true(valid_utf8(err.message));
+	}
+}
+
+/*
+ * An error echoing a long argument of multi-byte characters (the handler
+ * says "no snapshot <id>") still reaches the caller as a reply: it used to
+ * be cut inside a character, and the reply, which must be valid UTF-8,
+ * was not sent at all.  An error that is not UTF-8 gets a fixed reply.
+ */
+static void
+test_error_reply_always_sent(void **state)
+{
+	char request[4096];
+	char *reply;
+	int n;
+
+	n = snprintf(request, sizeof(request),
+				 "{\"version\":1,\"op\":\"snapshot_cancel\",\"user\":\"u\","
+				 "\"host\":\"h\",\"connection_id\":1,\"args\":\"x");
+	for (int i = 0; i < 340; i++)
+		n += snprintf(request + n, sizeof(request) - n, "\xe2\x82\xac");
+	n += snprintf(request + n, sizeof(request) - n, "\"}\n");
+	reply = exchange(socket_path, request, (size_t) n);
+	assert_error_reply(reply, "no snapshot x\xe2\x82\xac");
+	free(reply);
+
+	reply = exchange(socket_path, bad_utf8_request, strlen(bad_utf8_request));
+	assert_error_reply(reply, "bk-mysql-agent could not build its error reply");
+	free(reply);
+}
+
 int
 main(void)
 {
@@ -565,6 +637,8 @@ main(void)
 		cmocka_unit_test(test_socket_files),
 		cmocka_unit_test(test_stop_with_call),
 		cmocka_unit_test(test_flood_of_refused_callers),
+		cmocka_unit_test(test_error_cut_on_boundary),
+		cmocka_unit_test(test_error_reply_always_sent),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

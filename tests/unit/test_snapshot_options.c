@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "snapshot_options.h"
 
 static void
@@ -142,6 +144,37 @@ test_duplicate_keys(void **state)
 	assert_refused("label=a, label=b", "duplicate");
 }
 
+/*
+ * A message quotes at most 64 characters of what the caller gave, cut
+ * between characters, and does not repeat the function's name, which the
+ * UDF puts first ("bk_snapshot: bk_snapshot: ..." before).
+ */
+static void
+test_caller_text_capped(void **state)
+{
+	char text[300 * 3 + 8];
+	SnapshotOptions options;
+	BkError err;
+	json_t *str;
+	int n = 0;
+
+	for (int i = 0; i < 300; i++)
+		n += snprintf(text + n, sizeof(text) - n, "\xe2\x82\xac");
+	snprintf(text + n, sizeof(text) - n, "=1");
+	bk_error_clear(&err);
+	assert_false(snapshot_parse_options(text, &options, &err));
+	assert_non_null(strstr(err.message, "unknown option \"\xe2\x82\xac"));
+	assert_non_null(strstr(err.message, "\xe2\x82\xac...\" (known:"));
+	assert_true(strlen(err.message) < 64 * 3 + 100);
+	str = json_string(err.message);
+	assert_non_null(str);
+	json_decref(str);
+	assert_true(strncmp(err.message, "bk_snapshot", 11) != 0);
+	assert_refused("jobs=x", "jobs must be from 1 to 16");
+	assert_true(snapshot_parse_options("wait=x", &options, &err) == false);
+	assert_true(strncmp(err.message, "wait must be", 12) == 0);
+}
+
 int
 main(void)
 {
@@ -152,6 +185,7 @@ main(void)
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_label_control_characters),
 		cmocka_unit_test(test_duplicate_keys),
+		cmocka_unit_test(test_caller_text_capped),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -753,16 +753,19 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 				 BkError *err)
 {
 	SnapshotOptions options;
+	SnapshotJob *last;
 	SnapshotJob *job;
 	json_t *answer;
 	char *text;
 
 	if (!snapshot_parse_options(req->args, &options, err))
 		return NULL;
+	/* One bk_snapshot() at a time replaces the job; see Agent. */
+	pthread_mutex_lock(&agent->snapshot_start_lock);
 	pthread_mutex_lock(&agent->snapshot_lock);
-	if (agent->snapshot != NULL)
+	last = agent->snapshot;
+	if (last != NULL)
 	{
-		SnapshotJob *last = agent->snapshot;
 		bool running;
 
 		pthread_mutex_lock(&last->lock);
@@ -771,6 +774,7 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 		if (running)
 		{
 			pthread_mutex_unlock(&agent->snapshot_lock);
+			pthread_mutex_unlock(&agent->snapshot_start_lock);
 			bk_error_set(err, BK_ERR_USAGE,
 						 "snapshot %s is still running: one snapshot at a time",
 						 last->id);
@@ -780,19 +784,28 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 						  last->id);
 			return NULL;
 		}
-		snapshot_join(last);
-		agent->snapshot = NULL;
-		/* Its own caller may still be reading it: the last one frees it. */
-		if (last->users > 0)
-			last->replaced = true;
-		else
-			snapshot_free(last);
 	}
+	pthread_mutex_unlock(&agent->snapshot_lock);
+	/*
+	 * Done, but its thread may still be sending its snapshot-end audit
+	 * event, which waits out kafka_timeout when Kafka is down: joined
+	 * without snapshot_lock, which bk_status() and bk_snapshot_cancel()
+	 * take.  snapshot_start_lock makes this call the only one to join it.
+	 */
+	if (last != NULL)
+		snapshot_join(last);
 	job = snapshot_start(agent, &options, err);
+	pthread_mutex_lock(&agent->snapshot_lock);
+	/* Its own caller may still be reading it: the last one frees it. */
+	if (last != NULL && last->users > 0)
+		last->replaced = true;
+	else if (last != NULL)
+		snapshot_free(last);
 	agent->snapshot = job;
 	if (job != NULL)
 		job->users++;
 	pthread_mutex_unlock(&agent->snapshot_lock);
+	pthread_mutex_unlock(&agent->snapshot_start_lock);
 	if (job == NULL)
 		return NULL;
 
@@ -996,6 +1009,7 @@ main(int argc, char **argv)
 	memset(&agent, 0, sizeof(agent));
 	pthread_mutex_init(&agent.status.lock, NULL);
 	pthread_mutex_init(&agent.snapshot_lock, NULL);
+	pthread_mutex_init(&agent.snapshot_start_lock, NULL);
 	bk_error_clear(&err);
 	if (!agent_config_load(&agent, config_path, brokers, &err) ||
 		!load_password(&agent, &err))

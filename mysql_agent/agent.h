@@ -103,6 +103,13 @@ typedef struct Agent
 	char *mysql_password;
 	AgentStatus status;
 	pthread_mutex_t snapshot_lock;
+	/*
+	 * Held by bk_snapshot() while it replaces the last job (joining its
+	 * thread, which may still be sending its audit event) and starts the
+	 * next: snapshot_lock is not held meanwhile, so bk_status() and
+	 * bk_snapshot_cancel() do not wait for that.
+	 */
+	pthread_mutex_t snapshot_start_lock;
 	struct SnapshotJob *snapshot; /* the running or the last snapshot */
 	struct BkControlAuth *auth;   /* who may call: control.h */
 } Agent;

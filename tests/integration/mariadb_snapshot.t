@@ -495,6 +495,12 @@ wait_for 20 "the snapshot cancelled" cancelled_by_id
 ok $? "... and the snapshot ends cancelled" || diag "$(my 'SELECT bk_status()')"
 like "$(my "SELECT bk_snapshot_cancel('20000101T000000Z-00000000')")" 'ERROR.*no snapshot' \
     "cancelling an unknown id is an error"
+# The agent's message used to be cut inside a character: no reply at all.
+is "$(my "SELECT bk_snapshot_cancel(REPEAT('€', 340))")" \
+    "ERROR 1105 (HY000) at line 1: bk_snapshot_cancel: no snapshot \"$(printf '€%.0s' $(seq 1 64))...\" on this agent" \
+    "a long id of multi-byte characters: its first 64 characters are quoted"
+like "$(my "SELECT bk_snapshot('{\"€€\": 1}')")" '^ERROR 1105 \(HY000\) at line 1: bk_snapshot: unknown option "€€"' \
+    "an agent's message is not prefixed twice with the function's name"
 wait "$locker"
 like "$(my 'SELECT bk_status()')" '"rpo_seconds":[0-9]+' "bk_status() reports the current RPO"
 

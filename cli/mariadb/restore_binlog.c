@@ -1842,6 +1842,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 	pid_t binlog_pid, client_pid = -1;
 	char *messages = NULL;
 	size_t messages_len = 0, messages_cap = 0;
+	bool messages_lost = false; /* out of memory keeping them */
 	char buf[4096];
 	ssize_t got;
 	int binlog_status, client_status;
@@ -1887,12 +1888,21 @@ restore_replay(MariadbRestore *r, BkError *err)
 				continue;
 			break;
 		}
+		if (messages_lost)
+			continue; /* drained: the tools must not block on stderr */
 		if (messages_len + (size_t) got + 1 > messages_cap)
 		{
-			messages_cap = (messages_len + (size_t) got + 1) * 2;
-			messages = realloc(messages, messages_cap);
-			if (messages == NULL)
-				break;
+			size_t cap = (messages_len + (size_t) got + 1) * 2;
+			char *grown = realloc(messages, cap);
+
+			if (grown == NULL)
+			{
+				/* What was kept stays; the replay goes on. */
+				messages_lost = true;
+				continue;
+			}
+			messages = grown;
+			messages_cap = cap;
 		}
 		memcpy(messages + messages_len, buf, (size_t) got);
 		messages_len += (size_t) got;
@@ -1914,10 +1924,13 @@ restore_replay(MariadbRestore *r, BkError *err)
 			locate_line(r, strtol(at_line + 9, NULL, 10), where, sizeof(where));
 		ok = bk_error_set(err, BK_ERR_INTERNAL,
 						  "binlog replay failed%s%s (mariadb-binlog exit %d,"
-						  " mariadb exit %d): %s",
+						  " mariadb exit %d): %s%s",
 						  where[0] ? " at " : "", where, binlog_status,
 						  client_status,
-						  messages && messages[0] ? messages : "no message");
+						  messages && messages[0] ? messages : "no message",
+						  messages_lost ? " (out of memory: the tools' later"
+										  " messages were lost)"
+										: "");
 		/*
 		 * Older agents took snapshots while XA transactions were
 		 * prepared: the XA COMMIT after the snapshot has nothing to
@@ -1939,8 +1952,17 @@ restore_replay(MariadbRestore *r, BkError *err)
 							   " its changes.  Restore from a later snapshot"
 							   " (--snapshot).");
 	}
-	else if (messages_len > 0)
-		fprintf(stderr, "%s: replay said: %s\n", r->program, messages);
+	else
+	{
+		if (messages_len > 0)
+			fprintf(stderr, "%s: replay said: %s\n", r->program, messages);
+		if (messages_lost)
+			fprintf(stderr,
+					"%s: WARNING: out of memory keeping what the replay's"
+					" tools said: their later messages were lost (both"
+					" ended well)\n",
+					r->program);
+	}
 	free(messages);
 	argv_free(&binlog);
 	argv_free(&client);

@@ -35,6 +35,7 @@
  * failed on.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -762,13 +763,33 @@ make_work_dir(MariadbRestore *r, BkError *err)
 	return true;
 }
 
+/*
+ * restore_remove_work_dir
+ *		Everything in the work directory goes: the rebuilt binlog, and the
+ *		files mariadb-binlog writes there (--local-load: the file of a LOAD
+ *		DATA logged as a statement, for the client to load), plaintext
+ *		rows all.  mkdtemp made it private to this run, so nothing in it is
+ *		anyone else's.
+ */
 void
 restore_remove_work_dir(MariadbRestore *r)
 {
-	for (int idx = 0; idx < r->replay_count; idx++)
-		unlink(r->replay[idx].path);
-	if (r->work_dir[0] != '\0')
-		rmdir(r->work_dir);
+	DIR *dir;
+	struct dirent *entry;
+
+	if (r->work_dir[0] == '\0')
+		return;
+	dir = opendir(r->work_dir);
+	while (dir != NULL && (entry = readdir(dir)) != NULL)
+		if (strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0)
+			unlinkat(dirfd(dir), entry->d_name, 0);
+	if (dir != NULL)
+		closedir(dir);
+	if (rmdir(r->work_dir) != 0 && errno != ENOENT)
+		fprintf(stderr,
+				"%s: WARNING: could not remove the work directory \"%s\": %s;"
+				" it holds plaintext binlog and rows: remove it by hand\n",
+				r->program, r->work_dir, strerror(errno));
 }
 
 /*
@@ -1210,11 +1231,27 @@ argv_free(Argv *argv)
 	memset(argv, 0, sizeof(*argv));
 }
 
+/*
+ * mariadb-binlog as the replay runs it, and binlog_tool_runs before it:
+ *
+ *	 --local-load	the file of a LOAD DATA logged as a statement
+ *					(binlog_format STATEMENT or MIXED) is written out for
+ *					the client to load, by default in TMPDIR, and never
+ *					removed: plaintext rows, outside the private work
+ *					directory, which restore_remove_work_dir empties
+ */
 static void
-binlog_argv(const MariadbRestore *r, Argv *argv)
+binlog_tool_argv(const MariadbRestore *r, Argv *argv)
 {
 	argv_add(argv, "mariadb-binlog");
 	argv_add(argv, "--no-defaults");
+	argv_add(argv, "--local-load=%s", r->work_dir);
+}
+
+static void
+binlog_argv(const MariadbRestore *r, Argv *argv)
+{
+	binlog_tool_argv(r, argv);
 	argv_add(argv, "--start-position=%" PRIu64, r->snapshot->binlog_pos);
 	for (int idx = 0; idx < r->replay_count; idx++)
 		argv_add(argv, "%s", r->replay[idx].path);
@@ -1259,6 +1296,12 @@ spawn(const MariadbRestore *r, Argv *argv, int in_fd, int out_fd, int err_fd,
 		unsetenv("MYSQL_UNIX_PORT");
 		if (password && r->password != NULL)
 			setenv("MYSQL_PWD", r->password, 1);
+		/*
+		 * Whatever a tool spills (mariadb-binlog's caches of large events)
+		 * is plaintext too: into the private work directory.
+		 */
+		if (r->work_dir[0] != '\0')
+			setenv("TMPDIR", r->work_dir, 1);
 		signal(SIGPIPE, SIG_DFL);
 		execvp(argv->items[0], argv->items);
 		fprintf(stderr, "could not run %s: %s\n", argv->items[0],
@@ -1727,10 +1770,11 @@ binlog_tool_runs(const MariadbRestore *r, BkError *err)
 	pid_t pid;
 	int status;
 
-	/* As the replay runs it: option files would fail it on what they give
-	 * the client ([client] default-character-set, say). */
-	argv_add(&argv, "mariadb-binlog");
-	argv_add(&argv, "--no-defaults");
+	/*
+	 * As the replay runs it: option files would fail it on what they give
+	 * the client ([client] default-character-set, say).
+	 */
+	binlog_tool_argv(r, &argv);
 	argv_add(&argv, "--version");
 	pid = spawn(r, &argv, -1, devnull, devnull, false, err);
 	close(devnull);

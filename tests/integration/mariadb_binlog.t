@@ -433,7 +433,10 @@ out="$(timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_
 ok $? "LOAD DATA of a $(stat -c %s "$dir/load.csv")-byte file, logged as a statement" ||
     diag "$out"
 my "FLUSH BINARY LOGS" >/dev/null
-load_events="$(mariadb-binlog --no-defaults "$binlog_dir/$mark" 2>&1)"
+# mariadb-binlog writes the loaded file out (SQL_LOAD_MB-*), by default in
+# TMPDIR, and leaves it there: into the test's directory instead.
+mkdir -p "$dir/load-files"
+load_events="$(mariadb-binlog --no-defaults --local-load="$dir/load-files" "$binlog_dir/$mark" 2>&1)"
 like "$load_events" 'Begin_load_query' "$mark holds a Begin_load_query event"
 like "$load_events" 'Append_block' "and Append_block events (the file is larger than a block)"
 like "$load_events" 'Execute_load_query' "and an Execute_load_query event"

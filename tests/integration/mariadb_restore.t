@@ -36,7 +36,9 @@
 #    target past the archive, a gap, a file that lost its last range (its
 #    ROTATE with it: the next file's GTID list tells), a corrupted range
 #    (bk verify names them), a --dry-run; bk expire (two runs and a dry
-#    run at once), then a restore to the oldest kept moment.
+#    run at once), then a restore to the oldest kept moment;
+#  - a LOAD DATA logged as a statement, replayed with its rows and no file
+#    of them left in TMPDIR or the work directory.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -816,5 +818,38 @@ is "$(tmy "SELECT COUNT(*) FROM $db.audit")" "$(tmy "SELECT COUNT(*) FROM $db.or
     "... nor an AFTER trigger's row (one audit row per order)"
 is "$(tmy "SELECT @@slave_run_triggers_for_rbr, @@slave_exec_mode")" "ENFORCE	IDEMPOTENT" \
     "... and the target's settings are put back"
+
+# ---------------------------------------------------------------- LOAD DATA logged as a statement
+# A LOAD DATA logged as a statement carries the loaded file in the binlog:
+# mariadb-binlog writes it out (SQL_LOAD_MB-*) for the client to load.  The
+# rows are plaintext: they stay in the restore's private work directory,
+# never in TMPDIR, and go with it.
+result4="$(my "SELECT bk_snapshot('jobs=2')")"
+snap4="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result4")"
+[[ -n "$snap4" ]]
+ok $? "a snapshot before a statement-logged LOAD DATA" || diag "$result4"
+seq 1 500 | sed 's/$/,750/' >"$dir/orders.csv"
+out="$(timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
+    -u root --connect-timeout=10 --local-infile=1 -N -B -e "
+    SET SESSION binlog_format = STATEMENT;
+    CREATE TABLE $db.loaded (id INT PRIMARY KEY, amount INT) ENGINE=InnoDB;
+    LOAD DATA LOCAL INFILE '$dir/orders.csv' INTO TABLE $db.loaded FIELDS TERMINATED BY ','" 2>&1)"
+ok $? "500 rows loaded by LOAD DATA, logged as a statement" || diag "$out"
+my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/load.position"
+my "FLUSH BINARY LOGS" >/dev/null
+load_archived() {
+    restore --dry-run --snapshot "$snap4" --target-position "$(cat "$dir/load.position")" >/dev/null 2>&1
+    [[ $? -ne 1 ]]
+}
+target_reset
+wait_for 60 "the snapshot and the LOAD DATA archived" load_archived
+mkdir -p "$dir/restore-tmp" "$dir/restore-work"
+out="$(TMPDIR="$dir/restore-tmp" restore --snapshot "$snap4" --work-dir "$dir/restore-work" \
+    --target-position "$(cat "$dir/load.position")" 2>&1)"
+ok $? "a restore through the statement-logged LOAD DATA" || diag "$out"
+is "$(tmy "SELECT COUNT(*), SUM(amount) FROM $db.loaded")" "500	375000" "... loads its rows" || diag "$out"
+is "$(find "$dir/restore-tmp" "$dir/restore-work" -mindepth 1 | wc -l)" 0 \
+    "... and leaves no file in TMPDIR or the work directory" ||
+    diag "$(find "$dir/restore-tmp" "$dir/restore-work" -mindepth 1 -ls)"
 
 done_testing

@@ -11,6 +11,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -55,6 +56,12 @@ typedef struct Fixture
 	int groups; /* transactions the last plan replays */
 	/* the temporary table from before the snapshot it uses, if any */
 	char temp_table[520];
+	/*
+	 * Set: a file is left in the plan's work directory before it is
+	 * removed, as mariadb-binlog --local-load leaves one; work_dir is it.
+	 */
+	bool leave_load_file;
+	char work_dir[4096];
 } Fixture;
 
 static int
@@ -181,6 +188,18 @@ plan_from(Fixture *f, uint64_t snapshot_pos, const char *snapshot_gtid,
 	ok = restore_plan_replay(r, err);
 	f->groups = (int) r->groups;
 	bk_strlcpy(f->temp_table, r->temp_table_name, sizeof(f->temp_table));
+	bk_strlcpy(f->work_dir, r->work_dir, sizeof(f->work_dir));
+	if (f->leave_load_file && r->work_dir[0] != '\0')
+	{
+		char path[4200];
+		FILE *load;
+
+		snprintf(path, sizeof(path), "%s/SQL_LOAD_MB-1-0", r->work_dir);
+		load = fopen(path, "w");
+		assert_non_null(load);
+		fputs("1,plaintext row\n", load);
+		fclose(load);
+	}
 	restore_remove_work_dir(r);
 	free(r->replay);
 	binlog_catalog_free(&r->binlog);
@@ -701,6 +720,25 @@ test_gtid_target_not_one_moment(void **state)
 	assert_non_null(strstr(err.hint, "@@gtid_binlog_pos"));
 	assert_true(plan_target(f, TARGET_GTID, "0-1-2,5-1-1", &err));
 	assert_int_equal(f->groups, 3);
+}
+
+/*
+ * mariadb-binlog --local-load writes the file of a LOAD DATA logged as a
+ * statement into the work directory: plaintext rows, which go with it.
+ */
+static void
+test_work_dir_removed_whole(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+	struct stat st;
+
+	archive_binlog_start(f, "mariadb-bin.000001", false);
+	f->leave_load_file = true;
+	assert_true(plan(f, TARGET_LATEST, NULL, &err));
+	assert_true(f->work_dir[0] != '\0');
+	assert_int_equal(stat(f->work_dir, &st), -1);
+	assert_int_equal(errno, ENOENT);
 }
 
 static void
@@ -3152,6 +3190,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_position_past_closed_file_refused,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_target_not_one_moment, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_work_dir_removed_whole, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
 										teardown),

@@ -168,6 +168,13 @@ typedef struct MariadbRestore
 	char temp_drop_at[BK_BINLOG_FILE_NAME_MAX + 32];
 	uint32_t temp_drop_thread;
 	char temp_drop_name[520];
+	/*
+	 * The first group to replay whose sequence number is not above its
+	 * domain's last: its GTID, that last GTID, and "file:end".
+	 */
+	char backwards_gtid[64];
+	char backwards_after[64];
+	char backwards_at[BK_BINLOG_FILE_NAME_MAX + 32];
 
 	/* Report. */
 	json_t *kept_accounts;

@@ -104,6 +104,15 @@ typedef struct Scan
 	uint64_t temp_use_at;
 	uint32_t temp_use_thread;
 	char temp_use_name[520];
+	/*
+	 * The first transaction after the snapshot whose sequence number is
+	 * not above its domain's last (note_backwards), counted among those
+	 * taken (0: none met yet): it is replayed if that count is reached.
+	 */
+	uint64_t backwards_group;
+	BkGtid backwards_gtid;
+	BkGtid backwards_after;
+	char backwards_at[BK_BINLOG_FILE_NAME_MAX + 32]; /* "file:end" */
 } Scan;
 
 static int
@@ -620,6 +629,36 @@ follow_temp_tables(Scan *scan, uint64_t offset, const uint8_t *event,
 }
 
 /*
+ * note_backwards
+ *		A source with gtid_strict_mode off (MariaDB's default) logs a
+ *		sequence number not above its domain's last when a session sets
+ *		gtid_seq_no, or a replica's own writes meet its source's.  A target
+ *		with log_bin and gtid_strict_mode on refuses to log it, which would
+ *		stop the replay there, after the load: the first one that would be
+ *		replayed is kept for restore_check_replay.  Against the state taken
+ *		so far, which starts as the snapshot's: what the target's binlog
+ *		holds when it comes.
+ */
+static void
+note_backwards(Scan *scan, uint64_t end)
+{
+	const BkGtid *gtid = &scan->txn.gtid;
+
+	if (scan->backwards_group != 0)
+		return;
+	for (int idx = 0; idx < scan->state.count; idx++)
+		if (scan->state.gtids[idx].domain == gtid->domain &&
+			gtid->seq <= scan->state.gtids[idx].seq)
+		{
+			scan->backwards_group = scan->r->groups + 1;
+			scan->backwards_gtid = *gtid;
+			scan->backwards_after = scan->state.gtids[idx];
+			snprintf(scan->backwards_at, sizeof(scan->backwards_at),
+					 "%s:%" PRIu64, scan->file->name, end);
+		}
+}
+
+/*
  * scan_event
  *		Follow transactions and decide where the target ends
  *		(BkBinlogEventFn).
@@ -684,6 +723,7 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 			scan->newest_in_snapshot = scan->txn.end_time;
 		return true;
 	}
+	note_backwards(scan, end);
 	switch (r->target.type)
 	{
 		case TARGET_TIME:
@@ -1168,6 +1208,21 @@ plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
 		r->replay_bytes +=
 			r->replay[idx].size - (idx == 0 ? r->snapshot->binlog_pos : 0);
 	bk_gtid_state_format(&scan->state, r->final_gtid, sizeof(r->final_gtid));
+	/* Taken: the scan stops at the first transaction it does not take. */
+	if (scan->backwards_group != 0 && scan->backwards_group <= r->groups)
+	{
+		const BkGtid *gtid = &scan->backwards_gtid;
+		const BkGtid *after = &scan->backwards_after;
+
+		snprintf(r->backwards_gtid, sizeof(r->backwards_gtid),
+				 "%" PRIu32 "-%" PRIu32 "-%" PRIu64, gtid->domain, gtid->server,
+				 gtid->seq);
+		snprintf(r->backwards_after, sizeof(r->backwards_after),
+				 "%" PRIu32 "-%" PRIu32 "-%" PRIu64, after->domain,
+				 after->server, after->seq);
+		bk_strlcpy(r->backwards_at, scan->backwards_at,
+				   sizeof(r->backwards_at));
+	}
 	return true;
 }
 
@@ -1234,17 +1289,26 @@ argv_free(Argv *argv)
 /*
  * mariadb-binlog as the replay runs it, and binlog_tool_runs before it:
  *
- *	 --local-load	the file of a LOAD DATA logged as a statement
- *					(binlog_format STATEMENT or MIXED) is written out for
- *					the client to load, by default in TMPDIR, and never
- *					removed: plaintext rows, outside the private work
- *					directory, which restore_remove_work_dir empties
+ *	 --local-load			  the file of a LOAD DATA logged as a statement
+ *							  (binlog_format STATEMENT or MIXED) is written
+ *							  out for the client to load, by default in
+ *							  TMPDIR, and never removed: plaintext rows,
+ *							  outside the private work directory, which
+ *							  restore_remove_work_dir empties
+ *	 --skip-gtid-strict-mode  on by default, it stops at a sequence number
+ *							  not above its domain's last, which a source
+ *							  with gtid_strict_mode off may log, after
+ *							  everything before it was applied; the scan
+ *							  checks the events are the archive's and
+ *							  continuous, and restore_check_replay refuses
+ *							  what a strict target would stop at
  */
 static void
 binlog_tool_argv(const MariadbRestore *r, Argv *argv)
 {
 	argv_add(argv, "mariadb-binlog");
 	argv_add(argv, "--no-defaults");
+	argv_add(argv, "--skip-gtid-strict-mode");
 	argv_add(argv, "--local-load=%s", r->work_dir);
 }
 
@@ -1772,7 +1836,8 @@ binlog_tool_runs(const MariadbRestore *r, BkError *err)
 
 	/*
 	 * As the replay runs it: option files would fail it on what they give
-	 * the client ([client] default-character-set, say).
+	 * the client ([client] default-character-set, say), and one older than
+	 * 10.11 on --skip-gtid-strict-mode.
 	 */
 	binlog_tool_argv(r, &argv);
 	argv_add(&argv, "--version");
@@ -1789,9 +1854,55 @@ binlog_tool_runs(const MariadbRestore *r, BkError *err)
 			   bk_error_hint(err, "Install it (Debian: mariadb-client).");
 	if (status != 0)
 		return bk_error_set(err, BK_ERR_CONFIG,
-							"mariadb-binlog --version failed (exit %d)",
-							status);
+							"mariadb-binlog --version failed (exit %d), run"
+							" with the options the replay needs"
+							" (--skip-gtid-strict-mode, --local-load)",
+							status) ||
+			   bk_error_hint(err, "Install the mariadb-binlog of MariaDB"
+								  " 10.11 or newer.");
 	return true;
+}
+
+/*
+ * check_gtid_order
+ *		The binlog to replay logs a sequence number not above its domain's
+ *		last (note_backwards), which a target with log_bin on logs only
+ *		with gtid_strict_mode off: with it on, the replay would stop there
+ *		after the whole load.
+ */
+static bool
+check_gtid_order(MariadbRestore *r, BkError *err)
+{
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	bool strict;
+
+	if (mysql_query(r->conn, "SELECT @@global.gtid_strict_mode") != 0 ||
+		(res = mysql_store_result(r->conn)) == NULL)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"could not read the target server's"
+							" gtid_strict_mode: %s",
+							mysql_error(r->conn));
+	row = mysql_fetch_row(res);
+	strict = row != NULL && row[0] != NULL && strcmp(row[0], "1") == 0;
+	mysql_free_result(res);
+	if (!strict)
+		return true;
+	return bk_error_set(err, BK_ERR_CONFIG,
+						"the binlog to replay logs GTID %s after %s (the"
+						" transaction ending at %s), a sequence number not"
+						" above its domain's last, as a source with"
+						" gtid_strict_mode off may: the target, with log_bin"
+						" and gtid_strict_mode on, would refuse to log it and"
+						" stop the replay there, after the whole load",
+						r->backwards_gtid, r->backwards_after,
+						r->backwards_at) ||
+		   bk_error_hint(err, "SET GLOBAL gtid_strict_mode = OFF on the target"
+							  " for the restore (its binlog then logs the"
+							  " source's GTIDs as the source did; turn it back"
+							  " on afterwards), restore into a server with"
+							  " log_bin off, or to a target before that"
+							  " transaction.");
 }
 
 /*
@@ -1869,6 +1980,8 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 								  " ended (--snapshot).  With"
 								  " binlog_format=ROW the source logs no"
 								  " statement on temporary tables.");
+	if (r->log_bin && r->backwards_gtid[0] != '\0' && !check_gtid_order(r, err))
+		return false;
 	if (packet_needed(r) > REPLAY_PACKET_LIMIT)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"an event of %" PRIu64 " bytes is too large to"

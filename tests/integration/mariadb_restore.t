@@ -38,7 +38,10 @@
 #    (bk verify names them), a --dry-run; bk expire (two runs and a dry
 #    run at once), then a restore to the oldest kept moment;
 #  - a LOAD DATA logged as a statement, replayed with its rows and no file
-#    of them left in TMPDIR or the work directory.
+#    of them left in TMPDIR or the work directory; a GTID logged below its
+#    domain's last (SET gtid_seq_no on a source with gtid_strict_mode off):
+#    refused before anything is written into a target with gtid_strict_mode
+#    on, replayed whole into one with it off.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -96,6 +99,7 @@ cleanup() {
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     my "XA ROLLBACK 'bkr_xa1'" >/dev/null 2>&1
+    [[ -n "${source_strict:-}" ]] && my "SET GLOBAL gtid_strict_mode = $source_strict" >/dev/null
     my "SET GLOBAL log_bin_compress = OFF; SET GLOBAL event_scheduler = OFF; DROP DATABASE IF EXISTS $db;
         DROP DATABASE IF EXISTS ${db}_sb; DROP DATABASE IF EXISTS ${db}_new;
         DROP USER IF EXISTS bkr_app@'%'; DROP ROLE IF EXISTS bkr_reader;
@@ -819,11 +823,16 @@ is "$(tmy "SELECT COUNT(*) FROM $db.audit")" "$(tmy "SELECT COUNT(*) FROM $db.or
 is "$(tmy "SELECT @@slave_run_triggers_for_rbr, @@slave_exec_mode")" "ENFORCE	IDEMPOTENT" \
     "... and the target's settings are put back"
 
-# ---------------------------------------------------------------- LOAD DATA logged as a statement
+# ---------------------------------------------------------------- LOAD DATA logged as a statement, GTIDs out of order
 # A LOAD DATA logged as a statement carries the loaded file in the binlog:
 # mariadb-binlog writes it out (SQL_LOAD_MB-*) for the client to load.  The
 # rows are plaintext: they stay in the restore's private work directory,
-# never in TMPDIR, and go with it.
+# never in TMPDIR, and go with it.  A source with gtid_strict_mode off may
+# log a sequence number below its domain's last (SET gtid_seq_no, a
+# replica's local writes): mariadb-binlog's own strict check would stop the
+# replay there, after the load; a target with log_bin and gtid_strict_mode
+# on would refuse it there too, so that one is refused before it is
+# touched, naming the GTIDs.
 result4="$(my "SELECT bk_snapshot('jobs=2')")"
 snap4="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result4")"
 [[ -n "$snap4" ]]
@@ -836,13 +845,22 @@ out="$(timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_
     LOAD DATA LOCAL INFILE '$dir/orders.csv' INTO TABLE $db.loaded FIELDS TERMINATED BY ','" 2>&1)"
 ok $? "500 rows loaded by LOAD DATA, logged as a statement" || diag "$out"
 my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/load.position"
+source_strict="$(my 'SELECT @@global.gtid_strict_mode')"
+low_seq=$(($(my "SELECT @@gtid_binlog_pos" | sed 's/.*-//') - 3))
+out="$(my "SET GLOBAL gtid_strict_mode = 0;
+    SET SESSION gtid_seq_no = $low_seq; INSERT INTO $db.loaded VALUES (1001, 1);
+    SET GLOBAL gtid_strict_mode = $source_strict; INSERT INTO $db.loaded VALUES (1002, 2)")"
+ok $? "a transaction logged with sequence number $low_seq, below its domain's last, then one after it" ||
+    diag "$out"
+my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/backwards.position"
+my 'SELECT @@gtid_binlog_pos' >"$dir/backwards.gtid"
 my "FLUSH BINARY LOGS" >/dev/null
-load_archived() {
-    restore --dry-run --snapshot "$snap4" --target-position "$(cat "$dir/load.position")" >/dev/null 2>&1
+backwards_archived() {
+    restore --dry-run --snapshot "$snap4" --target-position "$(cat "$dir/backwards.position")" >/dev/null 2>&1
     [[ $? -ne 1 ]]
 }
 target_reset
-wait_for 60 "the snapshot and the LOAD DATA archived" load_archived
+wait_for 60 "the snapshot, the LOAD DATA and the GTIDs out of order archived" backwards_archived
 mkdir -p "$dir/restore-tmp" "$dir/restore-work"
 out="$(TMPDIR="$dir/restore-tmp" restore --snapshot "$snap4" --work-dir "$dir/restore-work" \
     --target-position "$(cat "$dir/load.position")" 2>&1)"
@@ -851,5 +869,20 @@ is "$(tmy "SELECT COUNT(*), SUM(amount) FROM $db.loaded")" "500	375000" "... loa
 is "$(find "$dir/restore-tmp" "$dir/restore-work" -mindepth 1 | wc -l)" 0 \
     "... and leaves no file in TMPDIR or the work directory" ||
     diag "$(find "$dir/restore-tmp" "$dir/restore-work" -mindepth 1 -ls)"
+target_reset
+out="$(restore --snapshot "$snap4" --target-position "$(cat "$dir/backwards.position")" 2>&1)"
+is $? 3 "a replay of GTIDs out of order into a target with log_bin and gtid_strict_mode on is refused"
+like "$out" "logs GTID [0-9]+-[0-9]+-$low_seq after [0-9]+-[0-9]+-[0-9]+ \\(the transaction ending at mariadb-bin\\.[0-9]+:[0-9]+\\)" \
+    "... naming the GTIDs" || diag "$out"
+like "$out" "SET GLOBAL gtid_strict_mode = OFF" "... and what to do" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+target_reset
+tmy "SET GLOBAL gtid_strict_mode = 0" >/dev/null
+out="$(restore --snapshot "$snap4" --target-position "$(cat "$dir/backwards.position")" 2>&1)"
+ok $? "the same restore into a target with gtid_strict_mode off" || diag "$out"
+is "$(tmy "SELECT COUNT(*), SUM(amount) FROM $db.loaded")" "502	375003" "... replays every row" || diag "$out"
+is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(cat "$dir/backwards.gtid")" \
+    "... and the target's binlog ends at the source's GTID"
 
 done_testing

@@ -56,6 +56,10 @@ typedef struct Fixture
 	int groups; /* transactions the last plan replays */
 	/* the temporary table from before the snapshot it uses, if any */
 	char temp_table[520];
+	/* the GTID it replays after its domain's last, that one, and where */
+	char backwards[64];
+	char backwards_after[64];
+	char backwards_at[64];
 	/*
 	 * Set: a file is left in the plan's work directory before it is
 	 * removed, as mariadb-binlog --local-load leaves one; work_dir is it.
@@ -188,6 +192,10 @@ plan_from(Fixture *f, uint64_t snapshot_pos, const char *snapshot_gtid,
 	ok = restore_plan_replay(r, err);
 	f->groups = (int) r->groups;
 	bk_strlcpy(f->temp_table, r->temp_table_name, sizeof(f->temp_table));
+	bk_strlcpy(f->backwards, r->backwards_gtid, sizeof(f->backwards));
+	bk_strlcpy(f->backwards_after, r->backwards_after,
+			   sizeof(f->backwards_after));
+	bk_strlcpy(f->backwards_at, r->backwards_at, sizeof(f->backwards_at));
 	bk_strlcpy(f->work_dir, r->work_dir, sizeof(f->work_dir));
 	if (f->leave_load_file && r->work_dir[0] != '\0')
 	{
@@ -720,6 +728,50 @@ test_gtid_target_not_one_moment(void **state)
 	assert_non_null(strstr(err.hint, "@@gtid_binlog_pos"));
 	assert_true(plan_target(f, TARGET_GTID, "0-1-2,5-1-1", &err));
 	assert_int_equal(f->groups, 3);
+}
+
+/*
+ * 0-1-3 after 0-1-6 in domain 0, as a source with gtid_strict_mode off
+ * logs a session's SET gtid_seq_no: a replay through it is planned (no
+ * strict mode of mariadb-binlog's stops it), and the plan names it for
+ * restore_check_replay; one that stops before it names nothing.  Against
+ * the snapshot's GTID state too: 0-1-5 after a snapshot at 0-1-9.
+ */
+static void
+test_gtid_backwards_noted(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[512];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	uint64_t listed = 9;
+	size_t end;
+	char at[64];
+	BkError err;
+
+	memcpy(bytes, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(bytes, &len, T0900, &listed, 1);
+	add_transaction(bytes, &len, 5, T0900, T0900);
+	add_transaction(bytes, &len, 6, T0900 + 60, T0900 + 60);
+	add_transaction(bytes, &len, 3, T0900 + 120, T0900 + 120);
+	end = len;
+	add_transaction(bytes, &len, 7, T0900 + 180, T0900 + 180);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900 + 180,
+						 "\ncomplete-until=1795514400000");
+	snprintf(at, sizeof(at), "mariadb-bin.000001:%zu", end);
+
+	assert_true(plan_from(f, 4, "", TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->groups, 4);
+	assert_string_equal(f->backwards, "0-1-3");
+	assert_string_equal(f->backwards_after, "0-1-6");
+	assert_string_equal(f->backwards_at, at);
+	/* Up to 09:02:00: 0-1-3 (09:02:00) is met, but not replayed. */
+	assert_true(plan_from(f, 4, "", TARGET_TIME, "2026-11-24 09:02:00", &err));
+	assert_int_equal(f->groups, 2);
+	assert_string_equal(f->backwards, "");
+	/* The first of the replay is not above the snapshot's. */
+	assert_true(plan_from(f, 4, "0-1-9", TARGET_LATEST, NULL, &err));
+	assert_string_equal(f->backwards, "0-1-5");
+	assert_string_equal(f->backwards_after, "0-1-9");
 }
 
 /*
@@ -3190,6 +3242,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_position_past_closed_file_refused,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_target_not_one_moment, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_gtid_backwards_noted, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_work_dir_removed_whole, setup,
 										teardown),

@@ -687,18 +687,29 @@ restore_unmark(MariadbRestore *r, BkError *err)
 	return true;
 }
 
+/*
+ * restore_set_gtid_binlog_state
+ *		The target's binlog starts from the snapshot's GTID state.  Its own
+ *		GTIDs go (RESET MASTER, which restore_check_server allows only under
+ *		--force) even when the snapshot has none, taken before the source
+ *		logged any: replay would otherwise log after them (gtid_strict_mode
+ *		refuses the source's lower sequence numbers), and the target would
+ *		end at neither history's state.
+ */
 bool
 restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err)
 {
 	const char *gtid = r->snapshot->gtid;
 
-	if (!r->log_bin || gtid[0] == '\0')
+	if (!r->log_bin)
 		return true;
 	restore_mark_step(r, "GTID state");
 	if (r->binlog_gtid_pos[0] != '\0' &&
 		!restore_sql(r, r->conn, "RESET MASTER",
 					 "--force: RESET MASTER on the target", err))
 		return false;
+	if (gtid[0] == '\0')
+		return true; /* the state RESET MASTER leaves, or the target had */
 	return restore_sql_params(r->conn, "SET GLOBAL gtid_binlog_state = ?", 1,
 							  &gtid,
 							  "setting gtid_binlog_state to the"

@@ -41,7 +41,10 @@
 #    of them left in TMPDIR or the work directory; a GTID logged below its
 #    domain's last (SET gtid_seq_no on a source with gtid_strict_mode off):
 #    refused before anything is written into a target with gtid_strict_mode
-#    on, replayed whole into one with it off.
+#    on, replayed whole into one with it off;
+#  - a snapshot taken right after RESET MASTER (no GTID), restored with
+#    --force over a target whose binlog holds GTIDs of its own: the
+#    target ends at the source's GTID state, not its own.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -884,5 +887,56 @@ ok $? "the same restore into a target with gtid_strict_mode off" || diag "$out"
 is "$(tmy "SELECT COUNT(*), SUM(amount) FROM $db.loaded")" "502	375003" "... replays every row" || diag "$out"
 is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(cat "$dir/backwards.gtid")" \
     "... and the target's binlog ends at the source's GTID"
+
+# ---------------------------------------------------------------- a snapshot without GTIDs, a target with its own
+# A snapshot of a source that had logged no GTID yet (a new server, or
+# just after RESET MASTER) has an empty GTID state; a target whose binlog
+# holds GTIDs of its own needs RESET MASTER all the same, which --force
+# does: else replay would log after the target's own GTIDs
+# (gtid_strict_mode refuses the source's), and the target would end at
+# neither history's state.  A new source id and agent state: the agent does
+# not archive a second history under the same names.
+kill "$agent_pid" && wait "$agent_pid" 2>/dev/null
+agent_pid=""
+streams="$(grep -c "streaming the binlog from" "$dir/agent.log")"
+out="$(my "RESET MASTER; SELECT @@gtid_binlog_pos")"
+is "$out" "" "the source's binlog reset: no GTID logged" || diag "$out"
+source_id="mdbr-reset-$$"
+bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $MYSQL_TCP_PORT" "mysql_user = root" \
+    "server_id = $((5000 + $$ % 1000))" "state_dir = $dir/agent-state-reset" "control_user = $(id -un)" \
+    "roles = $role" >"$dir/agent.conf"
+start_agent
+wait_for 30 "agent streaming the reset binlog" streaming_since "$((streams + 1))"
+result5="$(my "SELECT bk_snapshot('jobs=2')")"
+snap5="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result5")"
+[[ -n "$snap5" && -z "$(my "SELECT @@gtid_binlog_pos")" ]]
+ok $? "a snapshot of the source before any GTID" || diag "$result5"
+my "INSERT INTO $db.orders (amount) VALUES (100)" >/dev/null
+reset_gtid="$(my "SELECT @@gtid_binlog_pos")"
+my "FLUSH BINARY LOGS" >/dev/null
+reset_archived() {
+    restore --dry-run --snapshot "$snap5" --target-gtid "$reset_gtid" >/dev/null 2>&1
+    [[ $? -ne 1 ]]
+}
+# The dry run checks the target too: a fresh one, as the restore's.
+target_reset
+wait_for 60 "the snapshot and the transaction after it archived" reset_archived
+ok $? "... both archived"
+tmy "CREATE DATABASE bkr_own; DROP DATABASE bkr_own" >/dev/null
+own="$(tmy "SELECT @@gtid_binlog_pos")"
+out="$(restore --snapshot "$snap5" 2>&1)"
+is $? 1 "without --force, a target whose binlog holds GTIDs ($own) is refused"
+like "$out" "already holds GTIDs.*pass --force \\(which does it\\)" "... saying --force does RESET MASTER" ||
+    diag "$out"
+out="$(restore --force --snapshot "$snap5" 2>&1)"
+ok $? "--force: restore of the snapshot without GTIDs, and the transaction after it" || diag "$out"
+is "$(tmy 'SELECT @@gtid_binlog_pos, @@gtid_slave_pos')" "$reset_gtid	$reset_gtid" \
+    "... the target's binlog and replica GTID positions are the source's ($reset_gtid)"
+is "$(tmy "SELECT COUNT(*) FROM $db.orders WHERE amount = 100")" 1 "... with the transaction replayed"
+target_reset
+tmy "CREATE DATABASE bkr_own; DROP DATABASE bkr_own" >/dev/null
+out="$(restore --force --snapshot "$snap5" --target immediate 2>&1)"
+ok $? "--force --target immediate: the snapshot without GTIDs alone" || diag "$out"
+is "$(tmy 'SELECT @@gtid_binlog_pos')" "" "... the target's binlog holds none of its own GTIDs: the source had none"
 
 done_testing

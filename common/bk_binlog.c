@@ -161,10 +161,13 @@ bk_binlog_complete_until(int64_t current_ms, uint32_t event_time,
 
 /*
  * bk_gtid_state_set
- *		Record gtid as its domain's newest.
+ *		Record gtid as its domain's newest.  A domain past the
+ *		BK_BINLOG_DOMAINS_MAX the state holds is refused: dropped, it would
+ *		leave a GTID state short of a domain (a restore's final state, a
+ *		replica position) with nothing said.
  */
-void
-bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid)
+bool
+bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid, BkError *err)
 {
 	int idx;
 
@@ -173,17 +176,23 @@ bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid)
 		if (state->gtids[idx].domain == gtid->domain)
 		{
 			state->gtids[idx] = *gtid;
-			return;
+			return true;
 		}
 		if (state->gtids[idx].domain > gtid->domain)
 			break;
 	}
 	if (state->count == BK_BINLOG_DOMAINS_MAX)
-		return; /* bk_gtid_state_apply refuses this case first */
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"GTID %" PRIu32 "-%" PRIu32 "-%" PRIu64
+							" is of a GTID domain past the %d that bk"
+							" handles",
+							gtid->domain, gtid->server, gtid->seq,
+							BK_BINLOG_DOMAINS_MAX);
 	memmove(&state->gtids[idx + 1], &state->gtids[idx],
 			(size_t) (state->count - idx) * sizeof(BkGtid));
 	state->gtids[idx] = *gtid;
 	state->count++;
+	return true;
 }
 
 /*
@@ -303,11 +312,11 @@ bk_gtid_state_parse(const char *text, BkGtidState *state, BkError *err)
 				return bk_error_set(err, BK_ERR_USAGE,
 									"GTID list names domain %" PRIu32 " twice",
 									gtid.domain);
-		if (state->count == BK_BINLOG_DOMAINS_MAX)
-			return bk_error_set(err, BK_ERR_USAGE,
-								"GTID list has more than %d domains",
-								BK_BINLOG_DOMAINS_MAX);
-		bk_gtid_state_set(state, &gtid);
+		if (!bk_gtid_state_set(state, &gtid, err))
+		{
+			err->code = BK_ERR_USAGE; /* a text given, not a binlog read */
+			return false;
+		}
 	}
 	return true;
 }
@@ -354,17 +363,10 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 	if (header.type == BK_BINLOG_GTID_EVENT)
 	{
 		BkGtid gtid;
-		bool known = false;
 
-		if (!bk_binlog_gtid_read(event, len, &gtid, err))
+		if (!bk_binlog_gtid_read(event, len, &gtid, err) ||
+			!bk_gtid_state_set(state, &gtid, err))
 			return false;
-		for (int idx = 0; idx < state->count; idx++)
-			known |= state->gtids[idx].domain == gtid.domain;
-		if (!known && state->count == BK_BINLOG_DOMAINS_MAX)
-			return bk_error_set(err, BK_ERR_FORMAT,
-								"more than %d GTID domains in one binlog",
-								BK_BINLOG_DOMAINS_MAX);
-		bk_gtid_state_set(state, &gtid);
 	}
 	else if (header.type == BK_BINLOG_GTID_LIST_EVENT)
 	{
@@ -405,15 +407,8 @@ bk_gtid_state_apply(BkGtidState *state, const uint8_t *event, size_t len,
 				known = true;
 				*have = gtid;
 			}
-			if (known)
-				continue;
-			if (state->count == BK_BINLOG_DOMAINS_MAX)
-				return bk_error_set(err, BK_ERR_FORMAT,
-									"GTID list event with more than %d"
-									" domains; bk handles at most %d",
-									BK_BINLOG_DOMAINS_MAX,
-									BK_BINLOG_DOMAINS_MAX);
-			bk_gtid_state_set(state, &gtid);
+			if (!known && !bk_gtid_state_set(state, &gtid, err))
+				return bk_error_prefix(err, "GTID list event: ");
 		}
 	}
 	return true;

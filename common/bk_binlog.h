@@ -144,7 +144,9 @@ typedef struct BkGtidState
 	BkGtid gtids[BK_BINLOG_DOMAINS_MAX];
 } BkGtidState;
 
-extern void bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid);
+/* False past BK_BINLOG_DOMAINS_MAX domains: nothing is dropped unsaid. */
+extern bool bk_gtid_state_set(BkGtidState *state, const BkGtid *gtid,
+							  BkError *err);
 extern bool bk_gtid_state_format(const BkGtidState *state, char *out,
 								 size_t out_len);
 extern bool bk_gtid_state_parse(const char *text, BkGtidState *state,

@@ -126,13 +126,25 @@ target_domain(const MariadbRestore *r, uint32_t domain)
 
 /*
  * take
- *		The transaction just ended is part of the restore.
+ *		The transaction just ended, at end, is part of the restore.  Its
+ *		domain is one more of the GTID state the target ends with: past the
+ *		domains that state holds, the plan fails rather than leave one out.
  */
-static void
-take(Scan *scan, uint64_t end, uint32_t stamp)
+static bool
+take(Scan *scan, uint64_t end, uint32_t stamp, BkError *err)
 {
 	MariadbRestore *r = scan->r;
 
+	if (!bk_gtid_state_set(&scan->state, &scan->txn.gtid, err))
+		return bk_error_prefix(err,
+							   "binlog \"%s\", the transaction ending at"
+							   " %" PRIu64 ": ",
+							   scan->file->name, end) ||
+			   bk_error_hint(err,
+							 "bk restores at most %d GTID domains: restore"
+							 " to a target before this transaction (an"
+							 " earlier --target-position, -time or -gtid).",
+							 BK_BINLOG_DOMAINS_MAX);
 	bk_strlcpy(r->cut_file, scan->file->name, sizeof(r->cut_file));
 	r->cut_pos = end;
 	if (scan->txn.ddl && scan->txn.table_created_with_rows &&
@@ -168,7 +180,7 @@ take(Scan *scan, uint64_t end, uint32_t stamp)
 	}
 	r->groups++;
 	r->last_group_time = stamp;
-	bk_gtid_state_set(&scan->state, &scan->txn.gtid);
+	return true;
 }
 
 /*
@@ -756,7 +768,8 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 				scan->passed_reached = scan->reached[domain];
 				return true;
 			}
-			take(scan, end, scan->txn.end_time);
+			if (!take(scan, end, scan->txn.end_time, err))
+				return false;
 			if (domain >= 0 &&
 				scan->txn.gtid.seq == r->target.gtid.gtids[domain].seq &&
 				scan->txn.gtid.server == r->target.gtid.gtids[domain].server)
@@ -772,8 +785,7 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		default:
 			break;
 	}
-	take(scan, end, scan->txn.end_time);
-	return true;
+	return take(scan, end, scan->txn.end_time, err);
 }
 
 /*

@@ -7,6 +7,7 @@
  */
 #include "testutil.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,63 @@ test_gtid_state(void **state)
 }
 
 /*
+ * A state holds BK_BINLOG_DOMAINS_MAX domains: one more is refused, naming
+ * the limit, never dropped (a restore's final GTID state would lack it),
+ * whether set, read from a GTID event or parsed; a domain it holds still
+ * moves on.
+ */
+static void
+test_gtid_state_domains_max(void **state)
+{
+	uint8_t event[64];
+	size_t len;
+	BkGtidState gtids = {0}, before;
+	BkGtid gtid;
+	char text[BK_BINLOG_GTID_STATE_MAX];
+	size_t used = 0;
+	BkError err;
+
+	for (uint32_t domain = 0; domain < BK_BINLOG_DOMAINS_MAX; domain++)
+	{
+		gtid = (BkGtid){.domain = domain, .server = 1, .seq = 1};
+		assert_true(bk_gtid_state_set(&gtids, &gtid, &err));
+		used +=
+			(size_t) snprintf(text + used, sizeof(text) - used,
+							  "%s%" PRIu32 "-1-1", domain ? "," : "", domain);
+	}
+	assert_int_equal(gtids.count, BK_BINLOG_DOMAINS_MAX);
+	before = gtids;
+	gtid = (BkGtid){.domain = BK_BINLOG_DOMAINS_MAX, .server = 1, .seq = 1};
+	assert_false(bk_gtid_state_set(&gtids, &gtid, &err));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_error_contains(&err, "GTID 64-1-1 is of a GTID domain past the 64"
+								" that bk handles");
+	assert_memory_equal(&gtids, &before, sizeof(gtids));
+	/* The largest domain number too. */
+	gtid = (BkGtid){.domain = UINT32_MAX, .server = 1, .seq = 1};
+	assert_false(bk_gtid_state_set(&gtids, &gtid, &err));
+	assert_memory_equal(&gtids, &before, sizeof(gtids));
+	gtid = (BkGtid){.domain = 7, .server = 2, .seq = 9};
+	assert_true(bk_gtid_state_set(&gtids, &gtid, &err));
+	assert_true(gtids.gtids[7].server == 2 && gtids.gtids[7].seq == 9);
+
+	len = make_gtid(event, 4, BK_BINLOG_DOMAINS_MAX, 1, 1);
+	assert_false(bk_gtid_state_apply(&gtids, event, len, &err));
+	assert_error_contains(&err, "past the 64 that bk handles");
+	len = make_gtid(event, 4, 3, 1, 2);
+	assert_true(bk_gtid_state_apply(&gtids, event, len, &err));
+
+	assert_true(bk_gtid_state_parse(text, &gtids, &err));
+	assert_int_equal(gtids.count, BK_BINLOG_DOMAINS_MAX);
+	snprintf(text + used, sizeof(text) - used, ",%d-1-1",
+			 BK_BINLOG_DOMAINS_MAX);
+	assert_false(bk_gtid_state_parse(text, &gtids, &err));
+	assert_int_equal(err.code, BK_ERR_USAGE);
+	assert_error_contains(&err, "past the 64 that bk handles");
+	(void) state;
+}
+
+/*
  * A file's GTID list against what the file before reached: every server's
  * last GTID per domain, so a missing transaction shows even when another
  * server's entry of its domain is newer or higher.
@@ -259,9 +317,9 @@ test_gtid_list_follows(void **state)
 
 	/* The agent's per-domain form. */
 	gtid = (BkGtid){.domain = 0, .server = 1, .seq = 11};
-	bk_gtid_state_set(&reached_state, &gtid);
+	assert_true(bk_gtid_state_set(&reached_state, &gtid, &err));
 	gtid = (BkGtid){.domain = 1, .server = 1, .seq = 3};
-	bk_gtid_state_set(&reached_state, &gtid);
+	assert_true(bk_gtid_state_set(&reached_state, &gtid, &err));
 	listed_state = reached_state;
 	assert_true(bk_gtid_state_follows(&reached_state, &listed_state));
 	listed_state.count = 1;
@@ -1013,6 +1071,7 @@ main(void)
 		cmocka_unit_test(test_header_and_crc),
 		cmocka_unit_test(test_walk),
 		cmocka_unit_test(test_gtid_state),
+		cmocka_unit_test(test_gtid_state_domains_max),
 		cmocka_unit_test(test_gtid_list_follows),
 		cmocka_unit_test(test_gtid_list_text),
 		cmocka_unit_test(test_names),

@@ -694,6 +694,50 @@ build_two_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
 }
 
 /*
+ * 65 transactions in 65 GTID domains after the snapshot: the GTID state
+ * the target would end with cannot hold the last domain.  The plan fails
+ * naming the limit, where it once left the domain out of the final state
+ * (a log_bin target then failed at the end, "skipped or repeated"; one
+ * without, its gtid_slave_pos short of a domain).  A target before the
+ * 65th domain's transaction goes through.
+ */
+static void
+test_gtid_domains_past_the_limit(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[8192];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	size_t before_last = 0;
+	char target[64];
+	BkError err;
+
+	memcpy(bytes, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(bytes, &len, T0900, NULL, 0);
+	for (uint32_t domain = 0; domain <= BK_BINLOG_DOMAINS_MAX; domain++)
+	{
+		uint8_t gtid[13] = {1};
+
+		put_le32(gtid + 8, domain);
+		before_last = len;
+		add_event(bytes, &len, BK_BINLOG_GTID_EVENT, T0900, gtid, sizeof(gtid));
+		add_event(bytes, &len, BK_BINLOG_XID_EVENT, T0900,
+				  (const uint8_t *) "\1\0\0\0\0\0\0\0", 8);
+	}
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900,
+						 "\ncomplete-until=1795510800000");
+
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_error_contains(&err, "binlog \"mariadb-bin.000001\"");
+	assert_error_contains(&err, "GTID 64-1-1 is of a GTID domain past the 64"
+								" that bk handles");
+	assert_non_null(strstr(err.hint, "at most 64 GTID domains"));
+	snprintf(target, sizeof(target), "mariadb-bin.000001:%zu", before_last);
+	assert_true(plan_target(f, TARGET_POSITION, target, &err));
+	assert_int_equal(f->groups, BK_BINLOG_DOMAINS_MAX);
+}
+
+/*
  * A GTID target of two domains that no moment of the binlog had: domain 0
  * reaches 0-1-1 and goes on with 0-1-2 before domain 5 reaches 5-1-1.
  * 0-1-1 is in the archive: the refusal says the GTIDs are not one moment,
@@ -3241,6 +3285,8 @@ main(void)
 		cmocka_unit_test(test_part_limit),
 		cmocka_unit_test_setup_teardown(test_position_past_closed_file_refused,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gtid_domains_past_the_limit, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_target_not_one_moment, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_backwards_noted, setup,

@@ -149,8 +149,14 @@ compare_files(const void *a, const void *b)
 
 /*
  * chain_file
- *		Follow the ranges from 0: at each point take the range that starts
- *		there and reaches furthest.
+ *		Follow the ranges from 0: at each point take, of the ranges that
+ *		hold it, the one that reaches furthest (of those, the one starting
+ *		latest: there, when one does), from that point on.  A range sent
+ *		again from an older position need not start where a range ends
+ *		([a,c) sent, then [a,b) and [b,d) again): the chain goes on at c
+ *		with the rest of [b,d).  Taken so, each range of the chain starts
+ *		after the one before (one starting before it and reaching further
+ *		would have been taken instead), so in the sorted order.
  */
 static void
 chain_file(BinlogFile *file)
@@ -165,12 +171,18 @@ chain_file(BinlogFile *file)
 		BinlogRange *best = NULL;
 
 		for (int idx = 0; idx < file->range_count; idx++)
-			if (file->ranges[idx].start == at &&
-				(best == NULL || file->ranges[idx].end > best->end))
-				best = &file->ranges[idx];
+		{
+			BinlogRange *range = &file->ranges[idx];
+
+			if (range->start <= at && range->end > at &&
+				(best == NULL || range->end > best->end ||
+				 (range->end == best->end && range->start > best->start)))
+				best = range;
+		}
 		if (best == NULL)
 			break;
 		best->in_chain = true;
+		best->chain_start = at;
 		last = best;
 		at = best->end;
 	}

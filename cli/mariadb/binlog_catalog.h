@@ -6,9 +6,10 @@
  * Built without keys, from object names and the metadata in frame headers
  * (docs/frame-format.md, section 9), so bk list and bk verify see gaps and
  * coverage with or without the private key.  A file is covered from 0 to
- * the end of the longest chain of ranges that each start where the one
- * before ends (ranges sent again after a crash may overlap; their bytes are
- * compared when the file is rebuilt).  A file is complete when that chain
+ * the end of the longest chain of ranges that each go on where the one
+ * before ends: ranges sent again (after a crash, or from an older
+ * acknowledged position) overlap, and one that holds that point goes on
+ * with its rest; overlapping bytes are compared when the file is rebuilt.  A file is complete when that chain
  * ends with the file's ROTATE or STOP event, or, for a file a crash left
  * without one, when the file numbered next follows it in the archive and
  * the agent did not mark that file's first range gap-before= (the server
@@ -28,7 +29,13 @@ typedef struct BinlogRange
 	char name[BK_OBJECT_NAME_MAX + 1];
 	uint64_t start;
 	uint64_t end;
-	bool in_chain;   /* part of the chain from 0 */
+	bool in_chain; /* part of the chain from 0 */
+	/*
+	 * Where its part of the chain starts: start, or, for a range sent
+	 * again that the chain goes on with, the end of the range before it
+	 * (the bytes before are the chain's already, compared on rebuild).
+	 */
+	uint64_t chain_start;
 	char closed[16]; /* "rotate", "stop" or "" */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	char gtid[BK_BINLOG_GTID_STATE_MAX];

@@ -125,8 +125,42 @@ refuse_incomplete(const BinlogFile *file, const char *source, BkError *err)
 }
 
 /*
+ * same_as_rebuilt
+ *		The len bytes of range at offset equal what fd holds there: a range
+ *		sent again must not be of another history of the file.
+ */
+static bool
+same_as_rebuilt(int fd, const uint8_t *data, size_t len, uint64_t offset,
+				const BinlogRange *range, const BinlogFile *file,
+				const char *tmp_path, bool *fd_failed, BkError *err)
+{
+	uint8_t *have = malloc(len ? len : 1);
+	bool ok = true;
+
+	if (have == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	if (pread(fd, have, len, (off_t) offset) != (ssize_t) len)
+	{
+		ok = bk_error_set(err, BK_ERR_IO, "could not read back \"%s\": %s",
+						  tmp_path, strerror(errno));
+		if (fd_failed != NULL)
+			*fd_failed = true;
+	}
+	else if (memcmp(have, data, len) != 0)
+		ok = bk_error_set(err, BK_ERR_CONFLICT,
+						  "binlog range %s differs from the other archived"
+						  " copy of the same bytes of \"%s\"",
+						  range->name, file->name);
+	free(have);
+	return ok;
+}
+
+/*
  * mariadb_binlog_rebuild
  *		Decrypt the chain into fd, then compare the ranges off the chain.
+ *		A range the chain goes on with past its start (sent again from an
+ *		older position) is compared up to there, and only its rest walked
+ *		and written.
  */
 bool
 mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
@@ -184,48 +218,30 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 			}
 			if (pass == 0)
 			{
-				ok = bk_binlog_walk(file->name, range->start, data, len,
-									&state->checksum_alg, visit_event, state,
-									err);
-				if (ok &&
-					!bk_pwrite_all(fd, data, len, range->start, tmp_path, err))
+				size_t head = (size_t) (range->chain_start - range->start);
+
+				ok = (head == 0 ||
+					  same_as_rebuilt(fd, data, head, range->start, range, file,
+									  tmp_path, fd_failed, err)) &&
+					 bk_binlog_walk(file->name, range->chain_start, data + head,
+									len - head, &state->checksum_alg,
+									visit_event, state, err);
+				if (ok && !bk_pwrite_all(fd, data + head, len - head,
+										 range->chain_start, tmp_path, err))
 				{
 					ok = false;
 					if (fd_failed != NULL)
 						*fd_failed = true;
 				}
 			}
-			else
-			{
-				/* A range sent again: its bytes must equal the chain's. */
-				uint8_t *have = malloc(len ? len : 1);
-
-				ok = have != NULL;
-				if (!ok)
-					bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-				else if (range->end > file->covered_end)
-					ok = bk_error_set(err, BK_ERR_FORMAT,
-									  "binlog range %s reaches past the"
-									  " rebuilt file's end %" PRIu64,
-									  range->name, file->covered_end);
-				else if (pread(fd, have, len, (off_t) range->start) !=
-						 (ssize_t) len)
-				{
-					ok = bk_error_set(err, BK_ERR_IO,
-									  "could not read back"
-									  " \"%s\": %s",
-									  tmp_path, strerror(errno));
-					if (fd_failed != NULL)
-						*fd_failed = true;
-				}
-				else if (memcmp(have, data, len) != 0)
-					ok = bk_error_set(err, BK_ERR_CONFLICT,
-									  "binlog range %s differs from the other"
-									  " archived copy of the same bytes of"
-									  " \"%s\"",
-									  range->name, file->name);
-				free(have);
-			}
+			else if (range->end > file->covered_end)
+				ok = bk_error_set(err, BK_ERR_FORMAT,
+								  "binlog range %s reaches past the"
+								  " rebuilt file's end %" PRIu64,
+								  range->name, file->covered_end);
+			else /* a range sent again: its bytes must equal the chain's */
+				ok = same_as_rebuilt(fd, data, len, range->start, range, file,
+									 tmp_path, fd_failed, err);
 			free(data);
 			if (!ok)
 				return false;

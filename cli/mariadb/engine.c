@@ -559,6 +559,8 @@ typedef struct FileGtids
 	BkBinlogTxn txn;
 	BkGtidList reached;
 	bool known; /* its GTID list was met */
+	/* Events before it were followed in the range before (sent again). */
+	uint64_t from;
 } FileGtids;
 
 static bool
@@ -568,6 +570,9 @@ follow_file_gtids(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	FileGtids *walk = arg;
 	char differs[512];
 	bool ended;
+
+	if (offset < walk->from)
+		return true;
 
 	if (header->type == BK_BINLOG_GTID_LIST_EVENT && !walk->known)
 	{
@@ -600,13 +605,18 @@ follow_file_gtids(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	return true;
 }
 
-/* A range off the file's chain that overlaps it: sent again. */
+/*
+ * A range off the file's chain that overlaps it, or one the chain goes on
+ * with past its start: sent again.
+ */
 static bool
 has_resent_range(const BinlogFile *file)
 {
 	for (int idx = 0; idx < file->range_count; idx++)
-		if (!file->ranges[idx].in_chain &&
-			file->ranges[idx].start < file->covered_end)
+		if ((!file->ranges[idx].in_chain &&
+			 file->ranges[idx].start < file->covered_end) ||
+			(file->ranges[idx].in_chain &&
+			 file->ranges[idx].chain_start > file->ranges[idx].start))
 			return true;
 	return false;
 }
@@ -724,6 +734,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				size_t len = 0;
 				uint64_t want = range->end - range->start;
 
+				walk->from = range->chain_start;
 				if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
 											   BK_KIND_BINLOG, range->name,
 											   verifier->decoder, (size_t) want,

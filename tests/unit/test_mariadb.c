@@ -2946,6 +2946,105 @@ test_verify_resent_range_differs(void **state)
 }
 
 /*
+ * mariadb-bin.000001 sent as [0,a) and [a,c), then again from a (the agent
+ * resumed from an older acknowledged position): [a,b), [b,d), [d,end),
+ * with b < c < d.  No range starts at c, yet every byte is archived: the
+ * chain goes on at c with the rest of [b,d), whose bytes before c must
+ * equal [a,c)'s.  bk verify finds no gap, a restore to the latest takes
+ * every transaction, bk binlog-get rebuilds the file as it was; with the
+ * resent bytes before c differing, both refuse.
+ */
+static void
+test_resent_ranges_overlap_the_chain(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[1024], other[1024];
+	size_t len = BK_BINLOG_MAGIC_LEN, other_len;
+	size_t at[6], c;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char out_path[600];
+	char *problems;
+	char *rebuilt;
+	size_t rebuilt_len;
+	uint64_t events = 0;
+	BkError err;
+
+	memcpy(bytes, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(bytes, &len, T0900, NULL, 0);
+	at[0] = len;
+	for (int seq = 1; seq <= 5; seq++)
+	{
+		add_transaction(bytes, &len, (uint64_t) seq, T0900 + 60 * seq,
+						T0900 + 60 * seq);
+		at[seq] = len;
+	}
+	/* The same file but transaction 3 (between b and c) stamped apart. */
+	memcpy(other, bytes, len);
+	other_len = at[2];
+	add_transaction(other, &other_len, 3, T0900 + 181, T0900 + 181);
+	assert_int_equal(other_len, at[3]);
+
+	/*
+	 * a, b, d: the ends of transactions 1, 2 and 4; c inside transaction 3,
+	 * after its GTID event (a range may end inside a group): what follows
+	 * c is taken from [b,d) as the rest of that group.
+	 */
+	c = at[2] + BK_BINLOG_HEADER_LEN + 13;
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, 0, at[1], T0900 + 60,
+						"0-1-1", "");
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, at[1], c, T0900 + 180,
+						"0-1-3", "");
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, at[1], at[2],
+						T0900 + 120, "0-1-2", "");
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, at[2], at[4],
+						T0900 + 240, "0-1-4", "");
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, at[4], len, T0900 + 300,
+						"0-1-5", "\ncomplete-until=1795514400000");
+
+	problems = verify_problems(f);
+	assert_string_equal(problems, "[]");
+	free(problems);
+	if (!plan(f, TARGET_LATEST, NULL, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(f->groups, 5);
+
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_int_equal(file->covered_end, len);
+	assert_int_equal(file->gap_end, 0);
+	snprintf(out_path, sizeof(out_path), "%s/mariadb-bin.000001", f->dir);
+	if (!mariadb_binlog_write(f->repo, SOURCE, f->decoder, file, out_path,
+							  &events, &err))
+		fail_msg("%s", err.message);
+	assert_true(bk_read_file(out_path, 1 << 20, &rebuilt, &rebuilt_len, &err));
+	assert_int_equal(rebuilt_len, len);
+	assert_memory_equal(rebuilt, bytes, len);
+	free(rebuilt);
+	binlog_catalog_free(&catalog);
+
+	/* [b,d) sent again with other bytes before c: two histories. */
+	teardown(state);
+	setup(state);
+	f = *state;
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, 0, at[1], T0900 + 60,
+						"0-1-1", "");
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, at[1], c, T0900 + 180,
+						"0-1-3", "");
+	archive_binlog_part(f, "mariadb-bin.000001", other, at[2], at[4],
+						T0900 + 240, "0-1-4", "");
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, at[4], len, T0900 + 300,
+						"0-1-5", "\ncomplete-until=1795514400000");
+	assert_false(plan(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_error_contains(&err, "differs from the other archived copy");
+	problems = verify_problems(f);
+	assert_non_null(strstr(problems, "differs from the other archived copy"));
+	free(problems);
+}
+
+/*
  * bk restore with these options on the fixture's repository, against a
  * server that is not there: what it decides before it connects.  Its
  * messages go to f->dir/restore.err.
@@ -3378,6 +3477,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_verify_snapshot_not_carried_forward, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resent_ranges_overlap_the_chain,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_resent_range_differs, setup,
 										teardown),
 		cmocka_unit_test(test_restore_connection_refuses_file_requests),

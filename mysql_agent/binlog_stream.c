@@ -553,8 +553,9 @@ audit_read_error(Stream *stream, const BinlogPosition *where,
  *		a binlog-gap audit event), and mark the next range sent with where
  *		the archive ends (gap-before=); a gap whose mark has not gone out
  *		yet keeps its start.  next: the file streaming goes on with;
- *		missing: the GTIDs that prove the gap, when a GTID list did, else
- *		NULL (whole files are gone).
+ *		missing: the GTIDs that prove the gap, when a GTID list did, "" when
+ *		the list shows none (the purged part is unchecked all the same),
+ *		else NULL (whole files are gone).
  */
 static void
 report_purge_gap(Stream *stream, const BinlogPosition *end, const char *next,
@@ -563,7 +564,18 @@ report_purge_gap(Stream *stream, const BinlogPosition *end, const char *next,
 	BkError gap;
 
 	bk_error_clear(&gap);
-	if (missing != NULL)
+	if (missing != NULL && missing[0] == '\0')
+		bk_error_set(&gap, BK_ERR_NOT_FOUND,
+					 "the binlog file \"%s\", where the archive ends (offset"
+					 " %" PRIu64 "), is no longer on the server: it was purged"
+					 " before bk archived its end; the GTID list of \"%s\""
+					 " shows no transaction missing, but an Incident event"
+					 " (a change the server could not log) carries no GTID"
+					 " and could have been in the purged part, so the"
+					 " archive has a gap up to \"%s\", where streaming"
+					 " continues",
+					 end->file, end->offset, next, next);
+	else if (missing != NULL)
 		bk_error_set(&gap, BK_ERR_NOT_FOUND,
 					 "the binlog file \"%s\", where the archive ends (offset"
 					 " %" PRIu64 "), is no longer on the server: it was purged"
@@ -630,23 +642,16 @@ follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
 		/*
 		 * The file before was purged after the archive's end, before the
 		 * rest of it arrived (stream_open): the list says whether the
-		 * server logged any transaction there.  If not, all that is
-		 * missing is the file's closing event (a ROTATE, or nothing after
-		 * a crash), and the file is archived as one a crash left without
-		 * it.
+		 * server logged any transaction there.  Even when it did not, the
+		 * purged part may have held an Incident event (LOST_EVENTS: a
+		 * change the server applied but could not log, such as a statement
+		 * on a non-transactional table that overflowed the binlog cache),
+		 * which carries no GTID and so leaves the list as it was.  A
+		 * restore would replay past it as if nothing were lost; nothing
+		 * the server still has can tell, so the purged part is a gap.
 		 */
-		if (follows)
-			agent_log("WARNING",
-					  "binlog \"%s\" was purged before the agent archived"
-					  " its end (the archive ends at offset %" PRIu64 "),"
-					  " but the GTID list of \"%s\" shows that no"
-					  " transaction is missing: no gap; \"%s\" is archived"
-					  " without its closing event",
-					  stream->purged_end.file, stream->purged_end.offset,
-					  stream->position.file, stream->purged_end.file);
-		else
-			report_purge_gap(stream, &stream->purged_end, stream->position.file,
-							 differs);
+		report_purge_gap(stream, &stream->purged_end, stream->position.file,
+						 follows ? "" : differs);
 		memset(&stream->purged_end, 0, sizeof(stream->purged_end));
 		return true;
 	}
@@ -1314,18 +1319,18 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		 * Purged before its end was archived, but the next file is still
 		 * there: its GTID list is the server's account of everything it
 		 * logged before it, and the archive knows exactly what it reached
-		 * (every server's last GTID per domain), so that list tells whether
-		 * any transaction after the archive's end is missing
-		 * (follow_gtids), as the purge alone cannot: the agent may have
-		 * stopped caught up at the file's end, before the server rotated.
-		 * Known only by each domain's newest GTID, another server's
-		 * transactions could go unseen: a gap, below.
+		 * (every server's last GTID per domain), so that list names the
+		 * transactions after the archive's end that are missing
+		 * (follow_gtids).  It is a gap even when the list names none: an
+		 * Incident event has no GTID.  Known only by each domain's newest
+		 * GTID, another server's transactions could go unseen: a gap
+		 * without the list, below.
 		 */
 		stream->purged_end = stream->position;
 		agent_log("WARNING",
 				  "binlog \"%s\", where the archive ends (offset %" PRIu64
 				  "), is no longer on the server: streaming continues with"
-				  " \"%s\", whose GTID list tells whether any transaction is"
+				  " \"%s\", whose GTID list tells which transactions are"
 				  " missing",
 				  stream->position.file, stream->position.offset, oldest);
 		bk_strlcpy(stream->position.file, oldest,

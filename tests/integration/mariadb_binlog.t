@@ -21,9 +21,10 @@
 #   description and its GTID list and the file purged before the agent is
 #   back: the same gap, from the file's start, and streaming goes on; a
 #   file archived to its STOP, then purged while the agent is down: no gap;
-#   the agent stopped caught up at the end of the file being written, the
-#   file then rotated and purged: the next file's GTID list shows nothing
-#   missing, no gap; another server's lower GTID in a
+#   the agent stopped caught up at the end of the file being written, an
+#   Incident event (LOST_EVENTS, no GTID) logged, the file rotated and
+#   purged: the next file's GTID list shows no transaction missing, still
+#   a gap; another server's lower GTID in a
 #   domain (a failover without gtid_strict_mode) across an agent restart:
 #   no discontinuity, no gap; RESET MASTER while the agent is
 #   stopped after a ROTATE: the name it resumes at written again, an ERROR,
@@ -88,6 +89,7 @@ proxy_pid=""
 old_packet="$(my 'SELECT @@global.max_allowed_packet')"
 old_strict="$(my 'SELECT @@global.gtid_strict_mode')"
 old_verify="$(my 'SELECT @@global.master_verify_checksum')"
+old_stmt_cache="$(my 'SELECT @@global.max_binlog_stmt_cache_size')"
 created_function=""
 role="bk_test_binlog_$$"
 
@@ -106,6 +108,8 @@ cleanup() {
     [[ "$old_packet" =~ ^[0-9]+$ ]] && my "SET GLOBAL max_allowed_packet = $old_packet" >/dev/null
     [[ "$old_strict" =~ ^[01]$ ]] && my "SET GLOBAL gtid_strict_mode = $old_strict" >/dev/null
     [[ "$old_verify" =~ ^[01]$ ]] && my "SET GLOBAL master_verify_checksum = $old_verify" >/dev/null
+    [[ "$old_stmt_cache" =~ ^[0-9]+$ ]] &&
+        my "SET GLOBAL max_binlog_stmt_cache_size = $old_stmt_cache" >/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS bk_binlog_admin@'127.0.0.1';
         DROP USER IF EXISTS bk_binlog_usage@'127.0.0.1'" >/dev/null
     [[ -n "$created_function" ]] && my "DROP FUNCTION IF EXISTS bk_status" >/dev/null
@@ -708,14 +712,18 @@ proxy_pid=""
 start_agent
 ok $? "the agent streams from the server's socket again"
 
-# ------------------------------ a file purged after the archive's end: the GTID list decides
+# ------------------------------ a file purged after the archive's end: always a gap
 # The agent stopped caught up at the end of the file the server writes; the
-# server then rotates and purges that file.  The archive lacks only the
-# file's ROTATE: the next file's GTID list shows that no transaction is
-# missing, so there is no gap.  (Transactions written after the archive's
-# end and purged unseen are a gap: purge_gap 1 above.)
+# server then logs an Incident event (LOST_EVENTS: a multi-row statement on
+# a MyISAM table that overflows max_binlog_stmt_cache_size applies rows the
+# binlog never gets), rotates and purges that file.  The Incident has no
+# GTID: the next file's GTID list shows no transaction missing, yet the
+# archive lacks the server's record of a loss, so the purged part is a gap.
+# (Transactions written after the archive's end and purged unseen are a
+# gap too: purge_gap 1 above.)
 gaps_before="$(gap_lines)"
 caught="$(current_file)"
+my "CREATE TABLE $db.lost (id INT PRIMARY KEY, v TEXT) ENGINE=MyISAM" >/dev/null
 workload 2 >/dev/null
 caught_end="$(my 'SHOW MASTER STATUS' | cut -f2)"
 # shellcheck disable=SC2317,SC2329 # called through wait_for
@@ -727,9 +735,21 @@ wait_for 30 "$caught archived up to $caught_end" archived_to "$caught" "$caught_
 ok $? "the agent caught up at $caught:$caught_end"
 stop_agent TERM
 ok $? "the agent stops there"
+gtids_before="$(my 'SELECT @@global.gtid_binlog_pos')"
+my "SET GLOBAL max_binlog_stmt_cache_size = 4096" >/dev/null
+out="$(my "USE $db; SET SESSION binlog_format = ROW;
+    INSERT INTO lost SELECT seq, REPEAT('x', 1000) FROM seq_1_to_100")"
+like "$out" "ERROR 1705" "a multi-row INSERT on MyISAM overflows the statement cache" ||
+    diag "$out"
+my "SET GLOBAL max_binlog_stmt_cache_size = $old_stmt_cache" >/dev/null
+incident_at="$(mariadb-binlog "$binlog_dir/$caught" 2>/dev/null | grep -B2 '^# Incident: LOST_EVENTS' | sed -n 's/^# at //p' | tail -n 1)"
+[[ "$incident_at" =~ ^[0-9]+$ ]]
+ok $? "$caught holds an Incident event after the archive's end (at $incident_at)" ||
+    diag "$(mariadb-binlog "$binlog_dir/$caught" 2>&1 | tail -n 8)"
+gtids_after="$(my 'SELECT @@global.gtid_binlog_pos')"
+is "$gtids_after" "$gtids_before" "... which carries no GTID: the server's GTID state is unchanged"
 my "FLUSH BINARY LOGS" >/dev/null
 after_caught="$(current_file)"
-cp "$binlog_dir/$caught" "$dir/caught.copy"
 # The stopped agent's dump thread holds the file until it notices (PURGE
 # then leaves it, with a warning).
 # shellcheck disable=SC2317,SC2329 # called through wait_for
@@ -738,26 +758,25 @@ caught_purged() {
         ! my 'SHOW BINARY LOGS' | cut -f1 | grep -qx -- "$caught"
 }
 wait_for 30 "$caught purged" caught_purged
-ok $? "FLUSH BINARY LOGS, PURGE BINARY LOGS TO '$after_caught': only $caught's ROTATE was not archived" ||
+ok $? "FLUSH BINARY LOGS, PURGE BINARY LOGS TO '$after_caught': $caught's Incident was not archived" ||
     diag "$(my 'SHOW BINARY LOGS')"
-purge_errors="$(grep -c 'is no longer on the server: it was purged' "$alog")"
 start_agent
 ok $? "the agent starts again"
-wait_for 30 "the GTID list's verdict" grep -qF "binlog \"$caught\" was purged before the agent archived its end (the archive ends at offset $caught_end), but the GTID list of \"$after_caught\" shows that no transaction is missing: no gap" "$alog"
-ok $? "the agent says $after_caught's GTID list shows nothing missing" || diag "$(tail -n 5 "$alog")"
-is "$(grep -c 'is no longer on the server: it was purged' "$alog")" "$purge_errors" "no purge ERROR"
-audit_gap "$caught"
-isnt $? 0 "no binlog-gap audit event naming $caught"
+wait_for 30 "the purged part reported as a gap" grep -qF "ERROR: the binlog file \"$caught\", where the archive ends (offset $caught_end), is no longer on the server: it was purged before bk archived its end; the GTID list of \"$after_caught\" shows no transaction missing, but an Incident event" "$alog"
+ok $? "the agent says the purged part of $caught is a gap, though $after_caught's GTID list shows no transaction missing" ||
+    diag "$(tail -n 5 "$alog")"
+wait_for 30 "binlog-gap audit event" audit_gap "$caught"
+ok $? "with a binlog-gap audit event naming $caught"
 workload 2 >/dev/null
 my "FLUSH BINARY LOGS" >/dev/null
 check_files "after the purge of a file caught up to its end" "$after_caught"
-is "$(gap_lines)" "$gaps_before" "bk list shows no new gap"
-rm -f "$dir/out/$caught"
+is "$(gap_lines)" "$((gaps_before + 1))" "bk list shows the new gap"
+out="$(bkc list --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $caught: archived up to $caught_end only" \
+    "naming $caught, archived up to $caught_end only" || diag "$out"
 out="$(bkc binlog-get --source "$source_id" "$caught" "$dir/out/$caught" 2>&1)"
-ok $? "$caught is complete in the archive (a later file follows it)" || diag "$out"
-cmp -s "$dir/out/$caught" <(head -c "$caught_end" "$dir/caught.copy")
-ok $? "... byte-identical to the server's file up to its ROTATE" ||
-    diag "$(cmp "$dir/out/$caught" <(head -c "$caught_end" "$dir/caught.copy") 2>&1)"
+is $? 4 "binlog-get of $caught exits 4: its end is lost" || diag "$out"
+my "DROP TABLE $db.lost" >/dev/null
 
 # ---------------------------------------------------------------- mariadbd restarted
 # Cleanly: the file ends with STOP, the agent reconnects without calling it

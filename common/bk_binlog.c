@@ -993,6 +993,48 @@ bk_binlog_txn_feed(BkBinlogTxn *txn, const uint8_t *event, size_t len,
 }
 
 /*
+ * bk_binlog_incident_read
+ *		The number and message of an Incident event: a post-header of the
+ *		number (2 bytes), then the message as one length byte and its text.
+ */
+bool
+bk_binlog_incident_read(const uint8_t *event, size_t len, int checksum_alg,
+						uint16_t *number, char *message, size_t message_len,
+						BkError *err)
+{
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+	size_t body_len;
+	size_t text_len;
+
+	body_len = len > BK_BINLOG_HEADER_LEN ? len - BK_BINLOG_HEADER_LEN : 0;
+	if (checksum_alg == BK_BINLOG_CHECKSUM_CRC32)
+		body_len = body_len >= BK_BINLOG_CHECKSUM_LEN
+					   ? body_len - BK_BINLOG_CHECKSUM_LEN
+					   : 0;
+	if (body_len < 2)
+		return bk_error_set(err, BK_ERR_FORMAT, "Incident event truncated");
+	*number = get_le16(body);
+	/* The message is optional: the server may write the number alone. */
+	text_len = body_len > 2 ? body[2] : 0;
+	if (text_len > 0 && 3 + text_len > body_len)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"Incident event shorter than its %zu-byte message",
+							text_len);
+	if (message_len > 0)
+	{
+		if (text_len > message_len - 1)
+			text_len = message_len - 1;
+		/* Said in messages: a byte that is not printable ASCII is a '?'. */
+		for (size_t idx = 0; idx < text_len; idx++)
+			message[idx] = body[3 + idx] >= 0x20 && body[3 + idx] < 0x7f
+							   ? (char) body[3 + idx]
+							   : '?';
+		message[text_len] = '\0';
+	}
+	return true;
+}
+
+/*
  * bk_binlog_query_read
  *		The parts of a Query event a reader of statements needs.
  */

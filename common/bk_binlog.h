@@ -43,6 +43,13 @@
 #define BK_BINLOG_GTID_EVENT               162
 #define BK_BINLOG_GTID_LIST_EVENT          163
 #define BK_BINLOG_START_ENCRYPTION_EVENT   164
+/*
+ * The server's record that it applied a change it could not log
+ * (LOST_EVENTS: a statement whose binlog cache write failed, such as one
+ * on a non-transactional table past max_binlog_stmt_cache_size).  It has
+ * no GTID: the binlog after it is not the data's whole history.
+ */
+#define BK_BINLOG_INCIDENT_EVENT 26
 /* Rows inserted, as row-based logging writes them (v1: MySQL 5.1 era). */
 #define BK_BINLOG_WRITE_ROWS_EVENT_V1 23
 #define BK_BINLOG_WRITE_ROWS_EVENT    30
@@ -313,6 +320,16 @@ extern bool bk_binlog_query_read(const uint8_t *event, size_t len,
 								 int checksum_alg, BkBinlogQuery *query,
 								 BkError *err);
 extern void bk_binlog_query_free(BkBinlogQuery *query);
+
+/*
+ * An Incident event: its number (1: LOST_EVENTS) and its message, copied
+ * NUL-terminated into message (cut to message_len - 1 bytes).  Fails on an
+ * event too short for its own lengths.
+ */
+extern bool bk_binlog_incident_read(const uint8_t *event, size_t len,
+									int checksum_alg, uint16_t *number,
+									char *message, size_t message_len,
+									BkError *err);
 
 /* "mariadb-bin.000042": a name bk accepts as a binlog file name. */
 extern bool bk_binlog_file_name_valid(const char *name);

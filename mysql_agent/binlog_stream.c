@@ -700,6 +700,42 @@ follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
 }
 
 /*
+ * report_incident
+ *		The server logged an Incident event: it applied a change there that
+ *		it could not log (LOST_EVENTS), so the binlog after it is not the
+ *		data's whole history.  The event is archived like any other, and
+ *		bk restore refuses a target past it; said now as well, while a new
+ *		snapshot can still cover what follows.
+ */
+static void
+report_incident(Stream *stream, const uint8_t *event, uint32_t len)
+{
+	uint16_t number = 0;
+	char message[256] = "";
+	char detail[512];
+	BkError err;
+
+	if (!bk_binlog_incident_read(event, len, stream->checksum_alg, &number,
+								 message, sizeof(message), &err))
+		bk_strlcpy(message, err.message, sizeof(message));
+	snprintf(detail, sizeof(detail),
+			 "the server logged an Incident event (%s%s%s): it applied a"
+			 " change it could not log",
+			 number == 1 ? "LOST_EVENTS" : "incident", message[0] ? ": " : "",
+			 message);
+	bk_error_clear(&err);
+	bk_error_set(&err, BK_ERR_FORMAT,
+				 "binlog \"%s\" at %" PRIu64 ": %s, so no point in time"
+				 " after it can be restored from an earlier snapshot (bk"
+				 " restore refuses such a target)",
+				 stream->position.file, stream->position.offset, detail);
+	bk_error_hint(&err, "Take a new snapshot now (SELECT bk_snapshot()); the"
+						" server's error log names the statement.");
+	agent_report_error(stream->agent, &err);
+	agent_audit(stream->agent, "binlog-incident", detail, &stream->position);
+}
+
+/*
  * stream_event
  *		Check one event from the server and add it to the pending range.
  */
@@ -812,6 +848,8 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 		return false;
 	if (!range_append(stream, event, header.length, &header, err))
 		return false;
+	if (header.type == BK_BINLOG_INCIDENT_EVENT)
+		report_incident(stream, event, header.length);
 	stream->position.offset = header.next_pos;
 	stream->file_closed = false;
 

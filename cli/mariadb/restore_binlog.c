@@ -671,6 +671,67 @@ note_backwards(Scan *scan, uint64_t end)
 }
 
 /*
+ * refuse_incident
+ *		An Incident event after the snapshot and before the target: the
+ *		source applied a change there that it could not log (LOST_EVENTS),
+ *		so no restore past it holds the source's data.  Replayed, it fails
+ *		on mariadb-binlog's "RELOAD DATABASE" (a syntax error) once all
+ *		before it is replayed; cut off, when no transaction follows it, the
+ *		restore would end without the change and without a word.  Refused
+ *		before anything is written.  An Incident in a time target's second
+ *		or later, at or after a position target, or after every GTID of a
+ *		GTID target (the scan stopped) is after the target.
+ */
+static bool
+refuse_incident(Scan *scan, uint64_t offset, const BkBinlogEventHeader *header,
+				const uint8_t *event, BkError *err)
+{
+	MariadbRestore *r = scan->r;
+	uint16_t number;
+	char message[256];
+	char when[64];
+
+	switch (r->target.type)
+	{
+		case TARGET_TIME:
+			if (header->timestamp >= scan->target_second)
+				return true;
+			break;
+		case TARGET_POSITION:
+		{
+			int order =
+				bk_binlog_file_compare(scan->file->name, r->target.file);
+
+			if (order > 0 || (order == 0 && offset >= r->target.pos))
+				return true;
+			break;
+		}
+		default:
+			break;
+	}
+	if (!bk_binlog_incident_read(event, header->length, scan->checksum_alg,
+								 &number, message, sizeof(message), err))
+		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
+							   scan->file->name, offset);
+	bk_format_time_utc((int64_t) header->timestamp * 1000, when, sizeof(when));
+	return bk_error_set(err, BK_ERR_SEQUENCE,
+						"binlog %s holds at %" PRIu64 " an Incident event"
+						" (%s%s%s), stamped %s, before target %s: the source"
+						" applied a change there that it could not log, so"
+						" no restore past it holds the source's data",
+						scan->file->name, offset,
+						number == 1 ? "LOST_EVENTS" : "incident",
+						message[0] ? ": " : "", message, when,
+						r->target.text ? r->target.text : "latest") ||
+		   bk_error_hint(err,
+						 "Restore to a target before it (--target-position"
+						 " %s:%" PRIu64 "), or from a snapshot taken after it"
+						 " (--snapshot).  The source's error log names the"
+						 " statement it could not log.",
+						 scan->file->name, offset);
+}
+
+/*
  * scan_event
  *		Follow transactions and decide where the target ends
  *		(BkBinlogEventFn).
@@ -710,6 +771,10 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		return false;
 	if (scan->stopped)
 		return true;
+	if (header->type == BK_BINLOG_INCIDENT_EVENT &&
+		!(scan->first && offset < r->snapshot->binlog_pos) &&
+		!refuse_incident(scan, offset, header, event, err))
+		return false;
 	if (header->type == BK_BINLOG_GTID_LIST_EVENT && !scan->list_seen &&
 		!follow_gtid_list(scan, offset, event, header->length, err))
 		return false;

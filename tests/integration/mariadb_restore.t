@@ -42,6 +42,9 @@
 #    domain's last (SET gtid_seq_no on a source with gtid_strict_mode off):
 #    refused before anything is written into a target with gtid_strict_mode
 #    on, replayed whole into one with it off;
+#  - an Incident event (LOST_EVENTS: rows applied, never logged) reported
+#    by the agent as it streams it, a target past it refused naming it, a
+#    target at it restored;
 #  - a snapshot taken right after RESET MASTER (no GTID), restored with
 #    --force over a target whose binlog holds GTIDs of its own: the
 #    target ends at the source's GTID state, not its own.
@@ -66,6 +69,7 @@ agent_pid=""
 shipper_pid=""
 db=bkrestore_$$
 role="bk_restore_role_$$"
+old_stmt_cache="$(my 'SELECT @@global.max_binlog_stmt_cache_size')"
 # A role name as long as the server allows, of 3-byte characters (384 bytes).
 longrole="$(printf '名%.0s' {1..128})"
 TARGET_PORT=$((MYSQL_TCP_PORT + 1))
@@ -109,6 +113,8 @@ cleanup() {
         DROP USER IF EXISTS bkr_fed@'127.0.0.1'; DROP SERVER IF EXISTS $fed_server;
         DROP ROLE IF EXISTS $role; DROP ROLE IF EXISTS \`$longrole\`" >/dev/null
     my "REVOKE ALL PRIVILEGES ON $db.v_orders FROM PUBLIC" >/dev/null 2>&1
+    [[ "$old_stmt_cache" =~ ^[0-9]+$ ]] &&
+        my "SET GLOBAL max_binlog_stmt_cache_size = $old_stmt_cache" >/dev/null
     target_services stop mariadb >/dev/null 2>&1
     rm -rf "$dir"
 }
@@ -887,6 +893,56 @@ ok $? "the same restore into a target with gtid_strict_mode off" || diag "$out"
 is "$(tmy "SELECT COUNT(*), SUM(amount) FROM $db.loaded")" "502	375003" "... replays every row" || diag "$out"
 is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(cat "$dir/backwards.gtid")" \
     "... and the target's binlog ends at the source's GTID"
+
+# ---------------------------------------------------------------- an Incident event
+# A multi-row INSERT on a MyISAM table that overflows
+# max_binlog_stmt_cache_size applies rows the binlog never gets: the server
+# logs an Incident event (LOST_EVENTS) in their place, with no GTID.  No
+# restore past it holds the source's data: the replay would fail on
+# mariadb-binlog's "RELOAD DATABASE" after everything before it, or, with no
+# transaction after the Incident, end before it and leave the rows out
+# without a word.  Refused before the target is touched, naming the event;
+# a target before it restores.
+my "CREATE TABLE $db.lost (id INT PRIMARY KEY, v TEXT) ENGINE=MyISAM" >/dev/null
+result_incident="$(my "SELECT bk_snapshot('jobs=2')")"
+snap_incident="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result_incident")"
+[[ -n "$snap_incident" ]]
+ok $? "a snapshot before an Incident event" || diag "$result_incident"
+my "INSERT INTO $db.orders (amount) VALUES (95)" >/dev/null
+my "SET GLOBAL max_binlog_stmt_cache_size = 4096" >/dev/null
+out="$(my "USE $db; SET SESSION binlog_format = ROW;
+    INSERT INTO lost SELECT seq, REPEAT('x', 1000) FROM seq_1_to_100")"
+my "SET GLOBAL max_binlog_stmt_cache_size = $old_stmt_cache" >/dev/null
+like "$out" "ERROR 1705" "a multi-row INSERT on MyISAM overflows the statement cache" || diag "$out"
+isnt "$(my "SELECT COUNT(*) FROM $db.lost")" 0 "... and leaves rows the binlog lacks"
+incident_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
+incident_end="$(my 'SHOW MASTER STATUS' | cut -f2)"
+incident_pos="$(my "SHOW BINLOG EVENTS IN '$incident_file'" | awk -F'\t' '$3 == "Incident" {print $2}' | tail -n 1)"
+[[ "$incident_pos" =~ ^[0-9]+$ ]]
+ok $? "the server logged an Incident event at $incident_file:$incident_pos" ||
+    diag "$(my "SHOW BINLOG EVENTS IN '$incident_file'" | tail -n 4)"
+my "FLUSH BINARY LOGS" >/dev/null
+incident_archived() {
+    restore --dry-run --snapshot "$snap_incident" --target-position "$incident_file:$incident_end" >/dev/null 2>&1
+    [[ $? -ne 1 ]]
+}
+target_reset
+wait_for 60 "the Incident event archived" incident_archived
+like "$(grep -F "binlog \"$incident_file\" at $incident_pos: " "$dir/agent.log")" \
+    "ERROR: .*the server logged an Incident event \\(LOST_EVENTS: .*HINT: Take a new snapshot now" \
+    "the agent says at once that the server logged an Incident event, and what to do" ||
+    diag "$(tail -n 5 "$dir/agent.log")"
+out="$(restore --snapshot "$snap_incident" 2>&1)"
+is $? 4 "a restore to the latest archived transaction, past the Incident event, is refused"
+like "$out" "binlog $incident_file holds at $incident_pos an Incident event \\(LOST_EVENTS: [^)]*\\), stamped .*: the source applied a change there that it could not log" \
+    "... naming the event" || diag "$out"
+like "$out" "--target-position $incident_file:$incident_pos" "... and the target before it" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+out="$(restore --snapshot "$snap_incident" --target-position "$incident_file:$incident_pos" 2>&1)"
+ok $? "a restore to the Incident event's position" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM $db.orders WHERE amount = 95") $(tmy "SELECT COUNT(*) FROM $db.lost")" "1 0" \
+    "... holds the transaction before it, and none of the rows lost"
 
 # ---------------------------------------------------------------- a snapshot without GTIDs, a target with its own
 # A snapshot of a source that had logged no GTID yet (a new server, or

@@ -1064,6 +1064,61 @@ test_complete_until(void **state)
 		received);
 }
 
+/*
+ * An Incident event as MariaDB 10.11 wrote it for a multi-row INSERT on a
+ * MyISAM table past max_binlog_stmt_cache_size: LOST_EVENTS and its
+ * message; one without a message; one cut inside its message.
+ */
+static void
+test_incident(void **state)
+{
+	static const char text[] = "error writing to the binary log";
+	uint8_t event[128];
+	uint8_t body[64];
+	size_t len;
+	uint16_t number = 0;
+	char message[256];
+	char small[6];
+	BkError err;
+
+	body[0] = 1; /* LOST_EVENTS, little-endian */
+	body[1] = 0;
+	body[2] = (uint8_t) strlen(text);
+	memcpy(body + 3, text, strlen(text));
+	len = make_event(event, BK_BINLOG_INCIDENT_EVENT, 1, 389, body,
+					 3 + strlen(text));
+	assert_int_equal(len, 57); /* its length in the server's file */
+	assert_true(bk_binlog_incident_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+										&number, message, sizeof(message),
+										&err));
+	assert_int_equal(number, 1);
+	assert_string_equal(message, text);
+	/* Cut to the buffer given. */
+	assert_true(bk_binlog_incident_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+										&number, small, sizeof(small), &err));
+	assert_string_equal(small, "error");
+
+	/* The number alone. */
+	len = make_event(event, BK_BINLOG_INCIDENT_EVENT, 1, 4, body, 2);
+	assert_true(bk_binlog_incident_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+										&number, message, sizeof(message),
+										&err));
+	assert_int_equal(number, 1);
+	assert_string_equal(message, "");
+
+	/* A message longer than the event. */
+	len = make_event(event, BK_BINLOG_INCIDENT_EVENT, 1, 4, body, 10);
+	assert_false(bk_binlog_incident_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+										 &number, message, sizeof(message),
+										 &err));
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	/* Not even the number. */
+	len = make_event(event, BK_BINLOG_INCIDENT_EVENT, 1, 4, body, 1);
+	assert_false(bk_binlog_incident_read(event, len, BK_BINLOG_CHECKSUM_CRC32,
+										 &number, message, sizeof(message),
+										 &err));
+}
+
 int
 main(void)
 {
@@ -1082,6 +1137,7 @@ main(void)
 		cmocka_unit_test(test_create_table_select),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_complete_until),
+		cmocka_unit_test(test_incident),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

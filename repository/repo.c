@@ -512,20 +512,82 @@ bk_repo_stat(const BkRepo *repo, BkRepoArea area, const char *source, int kind,
 		   repo->backend->stat(repo, key, stat, err);
 }
 
+/* One name of a listing (bk_repo_read_gone): is it there? */
+typedef struct ListedLook
+{
+	const char *name;
+	bool listed;
+} ListedLook;
+
+static bool
+note_listed(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ListedLook *look = arg;
+
+	if (entry->is_prefix || strcmp(entry->name, look->name) != 0)
+		return true;
+	look->listed = true;
+	return bk_error_set(err, BK_ERR_INTERRUPTED, "found it");
+}
+
 bool
 bk_repo_read_gone(const BkRepo *repo, BkRepoArea area, const char *source,
 				  int kind, const char *name, BkError *err)
 {
+	char prefix[BK_REPO_KEY_MAX];
+	const char *slash = strrchr(name, '/');
+	size_t dir_len = slash != NULL ? (size_t) (slash - name + 1) : 0;
+	ListedLook look = {name, false};
+	char failed[BK_ERROR_MESSAGE_MAX];
 	BkRepoStat stat;
-	BkError stat_err;
+	BkError look_err;
 
-	if (err->code == BK_ERR_NOT_FOUND)
-		return true;
 	/* Out of memory or told to stop: nothing was said of the object. */
-	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_INTERRUPTED ||
-		!bk_repo_stat(repo, area, source, kind, name, &stat, &stat_err) ||
-		stat.exists)
+	if (err->code == BK_ERR_NOMEM || err->code == BK_ERR_INTERRUPTED)
 		return false;
+	if (err->code != BK_ERR_NOT_FOUND &&
+		(!bk_repo_stat(repo, area, source, kind, name, &stat, &look_err) ||
+		 stat.exists))
+		return false;
+
+	/*
+	 * "No such object" is what the store says, not what it holds: one not
+	 * read-after-list consistent, or a proxy's passing 404, says it of an
+	 * object it still has, and a caller that took that for a removal
+	 * (bk expire) would remove what depends on the object.  A listing
+	 * made now without it confirms the removal; one that still has it,
+	 * or none, leaves the read failed, never NOT_FOUND.
+	 */
+	bk_strlcpy(failed, err->message, sizeof(failed));
+	if (dir_len >= sizeof(prefix))
+		dir_len = sizeof(prefix) - 1;
+	memcpy(prefix, name, dir_len);
+	prefix[dir_len] = '\0';
+	if (!bk_repo_list(repo, area, source, kind, prefix, false, note_listed,
+					  &look, &look_err) &&
+		!look.listed)
+	{
+		bk_error_set(err,
+					 look_err.code == BK_ERR_NOT_FOUND ? BK_ERR_STORE
+													   : look_err.code,
+					 "%s; and listing it again, to tell whether it was "
+					 "removed, failed: %s",
+					 failed, look_err.message);
+		return false;
+	}
+	if (look.listed)
+	{
+		bk_error_set(err, BK_ERR_STORE,
+					 "%s, yet the repository still lists it: its reads and "
+					 "its listings disagree (an object store whose reads lag "
+					 "its listings, or a proxy answering 404 for it)",
+					 failed);
+		bk_error_hint(err, "Nothing was taken as removed on the strength of "
+						   "that read. Run the command again later; if it "
+						   "persists, check the store and what stands "
+						   "between bk and it.");
+		return false;
+	}
 	err->code = BK_ERR_NOT_FOUND;
 	return true;
 }

@@ -170,12 +170,16 @@ extern bool bk_repo_stat(const BkRepo *repo, BkRepoArea area,
 
 /*
  * A read of an object that was listed failed with err: is the object gone,
- * removed since the listing (by a bk expire running meanwhile)?  NOT_FOUND
- * says so.  After another failure the object is looked up, since an object
- * store answers a read of a removed object's later bytes with an error of
- * its own: gone only if the store answers that it holds no such object.
- * When gone, err's code becomes BK_ERR_NOT_FOUND (its message stays);
- * otherwise err is left as it was, and says what failed.
+ * removed since the listing (by a bk expire running meanwhile)?  A read
+ * that failed as NOT_FOUND, or another failure after which the store says
+ * it holds no such object, is confirmed by listing the object's prefix
+ * again: gone only if the listing no longer has it.  A store whose reads
+ * lag its listings, or a proxy's passing 404, says "no such object" of
+ * one it holds, and a caller that acts on "gone" removes what depends on
+ * it.  When gone, err's code becomes BK_ERR_NOT_FOUND (its message
+ * stays).  Otherwise err says what failed, and is never NOT_FOUND: a
+ * listing that still has the object makes it BK_ERR_STORE, one that
+ * failed gives its own error.
  */
 extern bool bk_repo_read_gone(const BkRepo *repo, BkRepoArea area,
 							  const char *source, int kind, const char *name,

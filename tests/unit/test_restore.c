@@ -2217,6 +2217,46 @@ test_expire_record_gone_store_error(void **state)
 }
 
 /*
+ * The store says "no such object" of the newest full's record, which it
+ * still holds and lists (a store whose reads lag its listings, a proxy's
+ * passing 404).  Taken for a record another expire removed, that full
+ * would count as one without a record, older than the policy keeps: it
+ * would go, and with it what the policy keeps to restore.  A new listing
+ * still has the record: the run stops, saying so, and removes nothing.
+ */
+static void
+test_expire_record_not_found_still_listed(void **state)
+{
+	WalFixture *f = *state;
+	BkRetention policy = {.retain_full = 1};
+	char record[128];
+	int saved;
+	int status;
+	BkError err;
+
+	archive_beside_fixture(f);
+	test_age_snapshot(f->location, SOURCE, SNAP_CH, 48);
+	snprintf(record, sizeof(record), "%s/" BK_SNAPSHOT_RECORD, SNAP_CH);
+	test_repo_faults(f->repo, TEST_READS_NOT_FOUND, record);
+	saved = test_stdout_quiet();
+	status = bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	test_stdout_restore(saved);
+	test_repo_faults_end(f->repo);
+	assert_int_equal(status, BK_EXIT_UNAVAILABLE);
+	assert_error_contains(&err, "nothing removed: snapshot " SNAP_CH);
+	assert_error_contains(&err, "still lists it");
+	assert_true(record_exists(f, SNAP_CF));
+	assert_true(record_exists(f, SNAP_CI));
+	assert_true(record_exists(f, SNAP_CG));
+	assert_true(record_exists(f, SNAP_CH));
+	assert_true(segment_exists(f, 1, 1));
+
+	/* Read as it is: what the policy keeps. */
+	assert_int_equal(expire(f, 1, 0), 0);
+	assert_expired_beside(f);
+}
+
+/*
  * The same with two processes, as two cron jobs run: both start at once,
  * on a directory repository, round after round.  Neither may fail over
  * what the other removed (a record, a snapshot's directory half emptied,
@@ -5032,6 +5072,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_record_gone_store_error,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_record_not_found_still_listed, wal_setup, wal_teardown),
 		cmocka_unit_test(test_expire_two_processes),
 		cmocka_unit_test_setup_teardown(
 			test_expire_unknown_history_keeps_current_timeline, wal_setup,

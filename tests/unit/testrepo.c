@@ -165,6 +165,18 @@ reader_open_failing(const BkRepo *repo, const char *key, BkError *err)
 	return real_backend->reader_open(repo, key, err);
 }
 
+/* The store says "no such object" of one it holds, and lists. */
+static BkRepoReader *
+reader_open_not_found(const BkRepo *repo, const char *key, BkError *err)
+{
+	if (strstr(key, fault_key_part) != NULL)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND, "no object %s (injected)", key);
+		return NULL;
+	}
+	return real_backend->reader_open(repo, key, err);
+}
+
 static bool
 delete_failing(BkRepo *repo, const char *key, BkError *err)
 {
@@ -191,6 +203,8 @@ test_repo_faults(BkRepo *repo, int what, const char *key_part)
 	fault_key_part = key_part;
 	if (what & TEST_FAIL_READS)
 		faulty_backend.reader_open = reader_open_failing;
+	if (what & TEST_READS_NOT_FOUND)
+		faulty_backend.reader_open = reader_open_not_found;
 	if (what & TEST_FAIL_DELETES)
 	{
 		faulty_backend.delete = delete_failing;

@@ -57,13 +57,16 @@ extern void test_alter_stored(const char *location, const char *source,
 /*
  * From now on, the calls named in what (TEST_FAIL_READS: opening an
  * object to read it; TEST_FAIL_DELETES: removing an object or a prefix)
- * on a key that contains key_part fail with BK_ERR_IO ("injected failure
- * reading/removing <key>"), as with a store that does not answer; every
- * other call is the backend's.  Until test_repo_faults_end.  One
- * repository at a time.
+ * on a key that contains key_part fail with BK_ERR_STORE ("injected failure
+ * reading/removing <key>"), as with a store that does not answer;
+ * TEST_READS_NOT_FOUND: opening such an object fails with BK_ERR_NOT_FOUND
+ * although it is there and listed, as with a store whose reads lag its
+ * listings or a proxy's passing 404.  Every other call is the backend's.
+ * Until test_repo_faults_end.  One repository at a time.
  */
-#define TEST_FAIL_READS   1
-#define TEST_FAIL_DELETES 2
+#define TEST_FAIL_READS      1
+#define TEST_FAIL_DELETES    2
+#define TEST_READS_NOT_FOUND 4
 extern void test_repo_faults(BkRepo *repo, int what, const char *key_part);
 extern void test_repo_faults_end(BkRepo *repo);
 

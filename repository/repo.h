@@ -190,7 +190,11 @@ extern BkRepoReader *bk_repo_reader_open(const BkRepo *repo, BkRepoArea area,
 										 const char *source, int kind,
 										 const char *name, BkError *err);
 extern uint64_t bk_repo_reader_size(const BkRepoReader *reader);
-/* Exactly len bytes at offset, or an error. */
+/*
+ * Exactly len bytes at offset, or an error: BK_ERR_NOT_FOUND for an object
+ * removed since it was opened (an object store; a directory's open file
+ * reads on).
+ */
 extern bool bk_repo_reader_read(BkRepoReader *reader, uint64_t offset,
 								void *buf, size_t len, BkError *err);
 extern void bk_repo_reader_close(BkRepoReader *reader);

@@ -77,6 +77,10 @@ typedef struct BkRepoBackend
 				 BkRepoListFn fn, void *arg, BkError *err);
 	bool (*stat)(const BkRepo *repo, const char *key, BkRepoStat *stat,
 				 BkError *err);
+	/*
+	 * An absent object is BK_ERR_NOT_FOUND, at the open and, for one
+	 * removed since (an object store's later byte range), at a read.
+	 */
 	BkRepoReader *(*reader_open)(const BkRepo *repo, const char *key,
 								 BkError *err);
 	bool (*reader_read)(BkRepoReader *reader, uint64_t offset, void *buf,

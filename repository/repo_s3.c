@@ -1736,6 +1736,24 @@ get_range(S3State *state, const char *full, uint64_t offset, uint8_t *buf,
 		call_free(&call);
 		return false;
 	}
+	/*
+	 * The object was there when it was opened (open_reader's 404 says it
+	 * never was): removed since, as bk expire does under a restore or a
+	 * bk verify.  NOT_FOUND, as at the open, so that callers take it for
+	 * an object gone, never for a store to retry (bk binlog-get: missing
+	 * data, exit 4); bk expire confirms it with a listing, and wal-get
+	 * stops recovery on any failure after it found the file.
+	 */
+	if (call.status == 404 && strcmp(call.error_code, "NoSuchBucket") != 0)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "no object s3://%s/%s: removed while it was read (HTTP "
+					 "404%s%s for bytes %" PRIu64 "-%" PRIu64 ")",
+					 state->bucket, full, call.error_code[0] ? " " : "",
+					 call.error_code, offset, offset + len - 1);
+		call_free(&call);
+		return false;
+	}
 	if (call.status != 206 && call.status != 200)
 	{
 		call_failed(state, &call, err);

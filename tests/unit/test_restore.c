@@ -2198,9 +2198,9 @@ test_expire_beside_removal(void **state)
 }
 
 /*
- * An object store answers the read of an object removed meanwhile with an
- * error of its own (a 404 for a later byte range is not "no such object"
- * at the open): it is gone when looked up, and counts as gone.  One still
+ * A store may answer the read of an object removed meanwhile with an
+ * error of its own rather than "no such object": it is gone when looked
+ * up (and listed), and counts as gone.  One still
  * there when the read fails is test_expire_unreadable_record_removes_
  * nothing's: the run stops.
  */

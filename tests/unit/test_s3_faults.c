@@ -998,6 +998,15 @@ store_put(FakeStore *store, const char *key, const uint8_t *data, size_t len,
 	return ok;
 }
 
+/* The test's thread: remove an object, as a DELETE would. */
+static void
+store_remove(FakeStore *store, const char *key)
+{
+	pthread_mutex_lock(&store->lock);
+	object_remove(store, key);
+	pthread_mutex_unlock(&store->lock);
+}
+
 /* ------------------------------------------------------------ fixture */
 
 typedef struct Fixture
@@ -2101,6 +2110,58 @@ test_read_ahead_refused(void **state)
 }
 
 /*
+ * An object removed while it is read (bk expire under a restore or a bk
+ * verify): the store answers a later window's GET with 404 NoSuchKey.
+ * That is "no such object", as the open's 404 is (BK_ERR_NOT_FOUND), not a
+ * store to try again (BK_ERR_STORE), whether the read asked for the window
+ * or it was fetched ahead; a refusal of a later window stays a refusal.
+ */
+static void
+test_read_object_removed(void **state)
+{
+	Fixture *f = *state;
+	uint8_t *data = put_large_object(f, "pre/src/large");
+	uint8_t back[64];
+	BkRepoReader *reader;
+	BkError err;
+
+	/* Not in order: the read asks for the window itself. */
+	reader = f->repo->backend->reader_open(f->repo, "src/large", &err);
+	assert_non_null(reader);
+	assert_true(bk_repo_reader_read(reader, 0, back, 20, &err));
+	store_remove(&f->store, "pre/src/large");
+	assert_false(bk_repo_reader_read(reader, READ_WINDOW + 10, back, 20, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "no object s3://" BUCKET "/pre/src/large");
+	assert_error_contains(&err, "removed while it was read");
+	bk_repo_reader_close(reader);
+
+	/* In order: the window fetched ahead fails the read that needs it. */
+	assert_true(
+		store_put(&f->store, "pre/src/large", data, LARGE_OBJECT_LEN, "\"l\""));
+	reader = open_in_order(f, "src/large");
+	store_remove(&f->store, "pre/src/large");
+	assert_true(bk_repo_reader_read(reader, 0, back, 20, &err));
+	assert_false(bk_repo_reader_read(reader, READ_WINDOW - 10, back, 20, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "removed while it was read");
+	bk_repo_reader_close(reader);
+
+	/* Refused, not removed: what the store said. */
+	assert_true(
+		store_put(&f->store, "pre/src/large", data, LARGE_OBJECT_LEN, "\"l\""));
+	reader = f->repo->backend->reader_open(f->repo, "src/large", &err);
+	assert_non_null(reader);
+	store_deny_reads(&f->store, true);
+	assert_false(bk_repo_reader_read(reader, READ_WINDOW + 10, back, 20, &err));
+	store_deny_reads(&f->store, false);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "AccessDenied");
+	bk_repo_reader_close(reader);
+	free(data);
+}
+
+/*
  * A reader closed while the store answers its fetch ahead with errors that
  * are retried (503 SlowDown, for s3_timeout: 5 s here) does not wait for
  * them: a restore that failed elsewhere stops within about a second
@@ -2380,6 +2441,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_object_meta_one_first_window,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_refused, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_read_object_removed, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_given_up, setup,
 										teardown),

@@ -66,9 +66,9 @@ static const char restore_help[] =
 	"                            (default $TMPDIR or /tmp)\n"
 	"  --force                   restore into a server that holds databases:\n"
 	"                            the snapshot's databases are dropped first,\n"
-	"                            and RESET MASTER if its binlog holds GTIDs\n"
-	"                            (a damaged part found while loading leaves\n"
-	"                            them dropped: bk verify first)\n"
+	"                            and RESET MASTER if its binlog holds GTIDs;\n"
+	"                            when the target holds one of them, every\n"
+	"                            part of the snapshot is checked first\n"
 	"  --dry-run                 check everything and print the plan; change\n"
 	"                            nothing\n"
 	"\n"
@@ -768,6 +768,13 @@ run(MariadbRestore *r, BkError *err)
 	r->conn = restore_connect(r, false, err);
 	if (r->conn == NULL || !restore_check_server(r, err) ||
 		!restore_check_replay(r, err))
+		return false;
+	/*
+	 * --force is about to drop databases the target holds: a damaged part
+	 * found while loading would leave them dropped and nothing in their
+	 * place, so every part is checked first (the data read twice).
+	 */
+	if (r->force_drops && !restore_check_data(r, err))
 		return false;
 	print_plan(r);
 	if (r->dry_run)

@@ -88,6 +88,7 @@ typedef struct MariadbRestore
 	int jobs;
 	bool dry_run;
 	bool force;
+	bool force_drops; /* --force, and the target holds a database to drop */
 	BkCommonOptions common;
 
 	/* What the repository holds. */
@@ -234,6 +235,12 @@ extern bool restore_defer_indexes(MYSQL *conn, const char *db, const char *name,
 /* restore_data.c */
 /* Every data object the record lists is stored (without reading them). */
 extern bool restore_check_parts(MariadbRestore *r, BkError *err);
+/*
+ * Every part of every table whose rows a restore loads decrypted,
+ * authenticated and checked against the record, nothing written: before
+ * --force drops databases the target holds.
+ */
+extern bool restore_check_data(MariadbRestore *r, BkError *err);
 extern bool restore_load_data(MariadbRestore *r, BkError *err);
 
 #endif /* BK_MARIADB_RESTORE_H */

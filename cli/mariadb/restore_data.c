@@ -167,6 +167,17 @@ typedef struct PartFetch
 	bool started;
 } PartFetch;
 
+/* The rows of a part: one per line, every line ending in a newline. */
+static uint64_t
+count_lines(const uint8_t *data, size_t len)
+{
+	uint64_t lines = 0;
+
+	for (size_t idx = 0; idx < len; idx++)
+		lines += data[idx] == '\n';
+	return lines;
+}
+
 static void *
 fetch_part(void *arg)
 {
@@ -177,9 +188,7 @@ fetch_part(void *arg)
 		fetch->r->ctx.repo, BK_REPO_ARCHIVE, fetch->r->source, BK_KIND_SNAPSHOT,
 		fetch->object, fetch->decoder, RESTORE_PART_MAX, &fetch->data,
 		&fetch->len, &fetch->err);
-	fetch->lines = 0;
-	for (size_t idx = 0; fetch->ok && idx < fetch->len; idx++)
-		fetch->lines += fetch->data[idx] == '\n';
+	fetch->lines = fetch->ok ? count_lines(fetch->data, fetch->len) : 0;
 	return NULL;
 }
 
@@ -256,6 +265,61 @@ recreate_table(void *arg, BkError *err)
 	return true;
 }
 
+/* What a table's record says of its data. */
+typedef struct TableWant
+{
+	const char *db;
+	const char *name;
+	int index; /* from 1 */
+	int parts;
+	uint64_t rows;
+	uint64_t bytes;
+	const char *sha256; /* hex */
+} TableWant;
+
+static void
+table_want(json_t *record_table, TableWant *want)
+{
+	want->db = json_string_value(json_object_get(record_table, "database"));
+	want->name = json_string_value(json_object_get(record_table, "name"));
+	want->index =
+		(int) json_integer_value(json_object_get(record_table, "index"));
+	want->parts =
+		(int) json_integer_value(json_object_get(record_table, "parts"));
+	want->rows =
+		(uint64_t) json_integer_value(json_object_get(record_table, "rows"));
+	want->bytes =
+		(uint64_t) json_integer_value(json_object_get(record_table, "bytes"));
+	want->sha256 = json_string_value(json_object_get(record_table, "sha256"));
+}
+
+/*
+ * table_matches
+ *		A table's rows, bytes and SHA-256 (sha, finished here) against its
+ *		record; `got` says what the counts are of ("loaded with", "holds").
+ */
+static bool
+table_matches(const TableWant *want, BkSha256 *sha, uint64_t rows,
+			  uint64_t bytes, const char *got, BkError *err)
+{
+	uint8_t digest[BK_SHA256_LEN];
+	char hex[2 * BK_SHA256_LEN + 1];
+
+	if (!bk_sha256_final(sha, digest, err))
+		return false;
+	bk_hex_encode(digest, BK_SHA256_LEN, hex);
+	if (rows == want->rows && bytes == want->bytes &&
+		strcmp(hex, want->sha256) == 0)
+		return true;
+	return bk_error_set(err, BK_ERR_FORMAT,
+						"table `%s`.`%s` %s %" PRIu64 " rows, %" PRIu64
+						" bytes and SHA-256 %.16s...;"
+						" its record says %" PRIu64 ", %" PRIu64
+						" and %.16s...",
+						want->db, want->name, got, rows, bytes, hex, want->rows,
+						want->bytes, want->sha256);
+}
+
 /*
  * load_table
  *		Every part of one table, in order, checked against its record;
@@ -266,22 +330,10 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 		   json_t *record_table, BkError *err)
 {
 	json_t *table = schema_table(r, record_table);
-	const char *db =
-		json_string_value(json_object_get(record_table, "database"));
-	const char *name = json_string_value(json_object_get(record_table, "name"));
-	int index =
-		(int) json_integer_value(json_object_get(record_table, "index"));
-	int parts =
-		(int) json_integer_value(json_object_get(record_table, "parts"));
-	uint64_t want_rows =
-		(uint64_t) json_integer_value(json_object_get(record_table, "rows"));
-	uint64_t want_bytes =
-		(uint64_t) json_integer_value(json_object_get(record_table, "bytes"));
-	const char *want_sha =
-		json_string_value(json_object_get(record_table, "sha256"));
+	TableWant want;
+	const char *db, *name;
+	int index, parts;
 	uint64_t rows = 0, bytes = 0;
-	uint8_t digest[BK_SHA256_LEN];
-	char hex[2 * BK_SHA256_LEN + 1];
 	BkSha256 *sha;
 	char *sql;
 	char *add_indexes = NULL;
@@ -289,7 +341,12 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 	PartFetch fetches[2] = {0};
 	bool ok = true;
 
-	if (table == NULL || db == NULL || name == NULL || want_sha == NULL)
+	table_want(record_table, &want);
+	db = want.db;
+	name = want.name;
+	index = want.index;
+	parts = want.parts;
+	if (table == NULL || db == NULL || name == NULL || want.sha256 == NULL)
 		return bk_error_set(err, BK_ERR_FORMAT,
 							"snapshot %s: table number %d of its record is not"
 							" in schema.json",
@@ -375,18 +432,7 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 	}
 	free(sql);
 	if (ok && !atomic_load(&r->abort))
-	{
-		ok = bk_sha256_final(sha, digest, err);
-		bk_hex_encode(digest, BK_SHA256_LEN, hex);
-		if (ok && (rows != want_rows || bytes != want_bytes ||
-				   strcmp(hex, want_sha) != 0))
-			ok = bk_error_set(
-				err, BK_ERR_FORMAT,
-				"table `%s`.`%s` loaded with %" PRIu64 " rows, %" PRIu64
-				" bytes and SHA-256 %.16s...;"
-				" its record says %" PRIu64 ", %" PRIu64 " and %.16s...",
-				db, name, rows, bytes, hex, want_rows, want_bytes, want_sha);
-	}
+		ok = table_matches(&want, sha, rows, bytes, "loaded with", err);
 	bk_sha256_free(sha);
 	if (ok && add_indexes != NULL)
 		atomic_fetch_add(&r->indexes_deferred, 1);
@@ -399,6 +445,74 @@ load_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
 	return ok;
 }
 
+/*
+ * check_table
+ *		What load_table checks of a table's data, without the server: every
+ *		part decrypted and authenticated, and the table's rows, bytes and
+ *		SHA-256 equal to its record.  Run before --force drops anything.
+ */
+static bool
+check_table(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
+			json_t *record_table, BkError *err)
+{
+	TableWant want;
+	uint64_t rows = 0, bytes = 0;
+	BkSha256 *sha;
+	bool ok = true;
+
+	(void) conn;
+	table_want(record_table, &want);
+	if (want.db == NULL || want.name == NULL || want.sha256 == NULL)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"snapshot %s: table number %d of its record is"
+							" malformed",
+							r->snapshot->id, want.index);
+	if ((sha = bk_sha256_new(err)) == NULL)
+		return false;
+	for (int part = 1; ok && part <= want.parts && !atomic_load(&r->abort);
+		 part++)
+	{
+		char object[BK_OBJECT_NAME_MAX + 1];
+		uint8_t *data = NULL;
+		size_t len = 0;
+		uint64_t lines = 0;
+
+		part_object(r, want.index, part, object, sizeof(object));
+		if (!bk_repo_decrypt_to_memory(r->ctx.repo, BK_REPO_ARCHIVE, r->source,
+									   BK_KIND_SNAPSHOT, object, decoder,
+									   RESTORE_PART_MAX, &data, &len, err))
+		{
+			ok = bk_error_prefix(err,
+								 "table `%s`.`%s`, part %d of %d: ", want.db,
+								 want.name, part, want.parts);
+			break;
+		}
+		lines = count_lines(data, len);
+		ok = bk_sha256_update(sha, data, len, err);
+		free(data);
+		rows += lines;
+		bytes += len;
+		atomic_fetch_add(&r->rows_loaded, lines);
+		atomic_fetch_add(&r->bytes_loaded, len);
+	}
+	if (ok && !atomic_load(&r->abort))
+		ok = table_matches(&want, sha, rows, bytes, "holds", err);
+	bk_sha256_free(sha);
+	return ok;
+}
+
+/* What one pass over the tables does to each, on r->jobs threads. */
+typedef bool (*TableTask)(MariadbRestore *r, MYSQL *conn, BkDecoder *decoder,
+						  json_t *record_table, BkError *err);
+
+typedef struct TablePass
+{
+	MariadbRestore *r;
+	TableTask task;
+	bool connect;      /* the task needs a connection to the target */
+	const char *label; /* of the progress line */
+} TablePass;
+
 static void
 fail_all(MariadbRestore *r, const BkError *err)
 {
@@ -410,11 +524,12 @@ fail_all(MariadbRestore *r, const BkError *err)
 }
 
 static void *
-load_worker(void *arg)
+table_worker(void *arg)
 {
-	MariadbRestore *r = arg;
+	const TablePass *pass = arg;
+	MariadbRestore *r = pass->r;
 	BkError err;
-	MYSQL *conn;
+	MYSQL *conn = NULL;
 	BkDecoder *decoder;
 
 	bk_error_clear(&err);
@@ -425,8 +540,7 @@ load_worker(void *arg)
 		fail_all(r, &err);
 		return NULL;
 	}
-	conn = restore_connect(r, true, &err);
-	if (conn == NULL)
+	if (pass->connect && (conn = restore_connect(r, true, &err)) == NULL)
 	{
 		bk_decoder_free(decoder);
 		fail_all(r, &err);
@@ -442,14 +556,15 @@ load_worker(void *arg)
 		pthread_mutex_unlock(&r->lock);
 		if (table == NULL)
 			break;
-		if (!load_table(r, conn, decoder, table, &err))
+		if (!pass->task(r, conn, decoder, table, &err))
 		{
 			fail_all(r, &err);
 			break;
 		}
 		atomic_fetch_add(&r->tables_done, 1);
 	}
-	mysql_close(conn);
+	if (conn != NULL)
+		mysql_close(conn);
 	mysql_thread_end();
 	bk_decoder_free(decoder);
 	return NULL;
@@ -467,16 +582,17 @@ larger_first(const void *a, const void *b)
 }
 
 static void
-print_progress(const MariadbRestore *r, double elapsed, bool last)
+print_progress(const MariadbRestore *r, const char *label, double elapsed,
+			   bool last)
 {
 	double done = (double) atomic_load(&r->bytes_loaded);
 	double rate = elapsed > 0 ? done / elapsed : 0;
 	double eta = rate > 0 ? ((double) r->bytes_total - done) / rate : 0;
 
 	fprintf(stderr,
-			"\rloading: %" PRIu64 "/%zu tables, %" PRIu64
+			"\r%s: %" PRIu64 "/%zu tables, %" PRIu64
 			" rows, %.1f of %.1f MB, %.1f MB/s, ETA %.0f s   %s",
-			(uint64_t) atomic_load(&r->tables_done), r->work_count,
+			label, (uint64_t) atomic_load(&r->tables_done), r->work_count,
 			(uint64_t) atomic_load(&r->rows_loaded), done / 1e6,
 			(double) r->bytes_total / 1e6, rate / 1e6, eta, last ? "\n" : "");
 }
@@ -541,19 +657,21 @@ table_is_remote(const MariadbRestore *r, json_t *record_table)
 							  strcasecmp(engine, "SPIDER") == 0);
 }
 
-bool
-restore_load_data(MariadbRestore *r, BkError *err)
+/*
+ * build_work
+ *		The tables whose rows are loaded, largest first; the rows of remote
+ *		tables are listed as left where they live.  Once per restore.
+ */
+static void
+build_work(MariadbRestore *r)
 {
 	json_t *tables = json_object_get(r->record, "tables");
 	size_t count = json_array_size(tables);
-	pthread_t threads[RESTORE_JOBS_MAX];
-	int started = 0;
-	bool tty = isatty(2) && !r->common.json;
-	struct timespec start, now;
 	size_t idx;
 	json_t *table;
 
-	restore_mark_step(r, "table data");
+	if (r->work != NULL)
+		return;
 	r->work = bk_cli_alloc_zero(count ? count : 1, sizeof(json_t *));
 	json_array_foreach(tables, idx, table)
 	{
@@ -569,14 +687,44 @@ restore_load_data(MariadbRestore *r, BkError *err)
 		r->work[r->work_count++] = table;
 	}
 	qsort(r->work, r->work_count, sizeof(json_t *), larger_first);
+}
+
+static double
+seconds_from(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) (now.tv_sec - start->tv_sec) +
+		   (double) (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/*
+ * run_pass
+ *		pass->task on every table of the work list, on r->jobs threads; the
+ *		first failure stops them all and is returned.
+ */
+static bool
+run_pass(MariadbRestore *r, TablePass *pass, BkError *err)
+{
+	pthread_t threads[RESTORE_JOBS_MAX];
+	int started = 0;
+	bool tty = isatty(2) && !r->common.json;
+	struct timespec start;
+
+	build_work(r);
+	r->next_table = 0;
+	atomic_store(&r->tables_done, 0);
+	atomic_store(&r->rows_loaded, 0);
+	atomic_store(&r->bytes_loaded, 0);
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (int job = 0; job < r->jobs && (size_t) job < r->work_count; job++)
 	{
-		if (pthread_create(&threads[job], NULL, load_worker, r) != 0)
+		if (pthread_create(&threads[job], NULL, table_worker, pass) != 0)
 		{
 			BkError spawn_err;
 
-			bk_error_set(&spawn_err, BK_ERR_NOMEM, "could not start a loader");
+			bk_error_set(&spawn_err, BK_ERR_NOMEM, "could not start a thread");
 			fail_all(r, &spawn_err);
 			break;
 		}
@@ -587,26 +735,41 @@ restore_load_data(MariadbRestore *r, BkError *err)
 			   !atomic_load(&r->abort))
 		{
 			usleep(500 * 1000);
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			print_progress(r,
-						   (double) (now.tv_sec - start.tv_sec) +
-							   (double) (now.tv_nsec - start.tv_nsec) / 1e9,
-						   false);
+			print_progress(r, pass->label, seconds_from(&start), false);
 		}
 	for (int job = 0; job < started; job++)
 		pthread_join(threads[job], NULL);
 	if (tty)
-	{
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		print_progress(r,
-					   (double) (now.tv_sec - start.tv_sec) +
-						   (double) (now.tv_nsec - start.tv_nsec) / 1e9,
-					   true);
-	}
+		print_progress(r, pass->label, seconds_from(&start), true);
 	if (atomic_load(&r->abort))
 	{
 		*err = r->first_error;
 		return false;
 	}
 	return true;
+}
+
+bool
+restore_check_data(MariadbRestore *r, BkError *err)
+{
+	TablePass pass = {.r = r, .task = check_table, .label = "checking"};
+	bool ok = run_pass(r, &pass, err);
+
+	if (!ok && err->hint[0] == '\0')
+		bk_error_hint(err,
+					  "Nothing was written to the target: --force dropped"
+					  " nothing.  \"bk verify --source %s\" checks the"
+					  " snapshots; pass --snapshot with an older good one.",
+					  r->source);
+	return ok;
+}
+
+bool
+restore_load_data(MariadbRestore *r, BkError *err)
+{
+	TablePass pass = {
+		.r = r, .task = load_table, .connect = true, .label = "loading"};
+
+	restore_mark_step(r, "table data");
+	return run_pass(r, &pass, err);
 }

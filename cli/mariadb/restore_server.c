@@ -278,6 +278,23 @@ check_privileges(MariadbRestore *r, BkError *err)
  *		No database but the server's own; with --force, only that none is
  *		an incomplete restore's marker left without --force.
  */
+/* Is name one of the snapshot's databases (which --force drops)? */
+static bool
+snapshot_has_database(const MariadbRestore *r, const char *name)
+{
+	size_t idx;
+	json_t *db;
+
+	json_array_foreach(json_object_get(r->schema, "databases"), idx, db)
+	{
+		const char *have = json_string_value(json_object_get(db, "name"));
+
+		if (have != NULL && strcmp(have, name) == 0)
+			return true;
+	}
+	return false;
+}
+
 static bool
 check_empty(MariadbRestore *r, BkError *err)
 {
@@ -299,6 +316,7 @@ check_empty(MariadbRestore *r, BkError *err)
 	while ((row = mysql_fetch_row(res)) != NULL)
 	{
 		marker |= strcmp(row[0], RESTORE_MARKER_DB) == 0;
+		r->force_drops |= r->force && snapshot_has_database(r, row[0]);
 		count++;
 		if (used < sizeof(found) - 80)
 			used += (size_t) snprintf(found + used, sizeof(found) - used,

@@ -668,6 +668,17 @@ out1="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-snapbad" --source
 out4="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-snapbad" --source "$source_id" --jobs 4 2>&1)"
 is "$(sort <<<"$out4")" "$(sort <<<"$out1")" "... bk verify --jobs 4 reports exactly what --jobs 1 does"
 is "$(sort <<<"$out")" "$(sort <<<"$out1")" "... and so does the default (2)"
+# --force drops the snapshot's databases the target holds: a damaged part
+# must refuse the restore before that, not half way through the load.
+target_reset
+tmy "CREATE DATABASE $db; CREATE TABLE $db.keep (x INT) ENGINE=InnoDB; INSERT INTO $db.keep VALUES (7)" >/dev/null
+out="$(restore --repo "$dir/repo-snapbad" --force --snapshot "$snap2" --target immediate 2>&1)"
+is $? 4 "bk restore --force of a snapshot with a damaged part is refused (exit 4)"
+like "$out" "$snap2/data/($first_part|$last_part)" "... naming the part" || diag "$out"
+like "$out" "dropped nothing" "... saying the target was not touched" || diag "$out"
+is "$(tmy "SELECT x FROM $db.keep")" 7 "... the database --force would have dropped is still there"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME <> '$db' AND SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... and nothing was written"
 rm -rf "$dir/repo-snapbad"
 target_reset
 out="$(restore --repo "$dir/repo-bad" --target-position "$(cat "$dir/m3.position")" 2>&1)"

@@ -529,6 +529,8 @@ bk_keyring_load(const char *path, BkKeyUse use, BkError *err)
 	if (any_private &&
 		!bk_secret_file_ok(path, &st, BK_SECRET_PRIVATE_KEY, err))
 		goto fail;
+	if (use == BK_KEYS_FOR_SOURCE && !bk_public_key_file_ok(path, &st, err))
+		goto fail;
 	if (use == BK_KEYS_FOR_SOURCE && ring->count != 1)
 	{
 		bk_error_set(err, BK_ERR_KEY,

@@ -68,30 +68,44 @@ describe_user(uid_t uid, char *out, size_t out_len)
 		snprintf(out, out_len, "uid %u", (unsigned int) uid);
 }
 
+/*
+ * Is the file of st owned by a user other than root and the one bk runs as?
+ * Then err says so, naming both (the latter also in runner, for the
+ * caller's hint).
+ */
+static bool
+owned_by_another(const char *path, const struct stat *st, BkErrorCode code,
+				 const char *name, char *runner, size_t runner_len,
+				 BkError *err)
+{
+	uid_t euid = geteuid();
+	char owner[320];
+
+	if (st->st_uid == euid || st->st_uid == 0)
+		return false;
+	describe_user(st->st_uid, owner, sizeof(owner));
+	describe_user(euid, runner, runner_len);
+	bk_error_set(err, code,
+				 "%s \"%s\" is owned by %s, not by %s, whom bk runs as%s", name,
+				 path, owner, runner, euid == 0 ? "" : ", nor by root");
+	return true;
+}
+
 bool
 bk_secret_file_ok(const char *path, const struct stat *st, BkSecretFile what,
 				  BkError *err)
 {
 	const SecretFileKind *kind = &kinds[what];
-	uid_t euid = geteuid();
-	char owner[320];
 	char runner[320];
 
-	if (st->st_uid != euid && st->st_uid != 0)
-	{
-		describe_user(st->st_uid, owner, sizeof(owner));
-		describe_user(euid, runner, sizeof(runner));
-		bk_error_set(err, kind->code,
-					 "%s \"%s\" is owned by %s, not by %s, whom bk runs as%s",
-					 kind->name, path, owner, runner,
-					 euid == 0 ? "" : ", nor by root");
+	if (owned_by_another(path, st, kind->code, kind->name, runner,
+						 sizeof(runner), err))
 		return bk_error_hint(
 			err,
 			"Its owner could %s.  As root, run \"chown root %s\" (mode 0600, "
 			"or 0640 to let its group read it: %s), or give bk a copy owned "
 			"by %s %s.",
 			kind->owner_can, path, kind->group_for, runner, kind->copy_where);
-	}
 	if ((st->st_uid == 0 &&
 		 (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO)) != 0) ||
 		(st->st_uid != 0 && (st->st_mode & (S_IRWXG | S_IRWXO)) != 0))
@@ -103,6 +117,32 @@ bk_secret_file_ok(const char *path, const struct stat *st, BkSecretFile what,
 							 "Run \"chmod 600 %s\": %s (if root owns it, "
 							 "0640 lets its group read it too).",
 							 path, kind->mode_why);
+	}
+	return true;
+}
+
+bool
+bk_public_key_file_ok(const char *path, const struct stat *st, BkError *err)
+{
+	char runner[320];
+
+	if (owned_by_another(path, st, BK_ERR_KEY, "public key file", runner,
+						 sizeof(runner), err))
+		return bk_error_hint(err,
+							 "Its owner could choose the key every backup is"
+							 " sealed to.  As root, run \"chown root %s\""
+							 " (mode 0644).",
+							 path);
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0)
+	{
+		bk_error_set(err, BK_ERR_KEY,
+					 "public key file \"%s\" is writable by group or others"
+					 " (mode %04o)",
+					 path, (unsigned int) (st->st_mode & 07777));
+		return bk_error_hint(err,
+							 "Run \"chmod go-w %s\": whoever can write it"
+							 " chooses the key every backup is sealed to.",
+							 path);
 	}
 	return true;
 }

@@ -54,4 +54,12 @@ extern bool bk_secret_file_read(const char *path, BkSecretFile what,
 								size_t max_len, char **data, size_t *len,
 								BkError *err);
 
+/*
+ * The public key file a source seals every backup to is not a secret, but
+ * whoever can write it chooses that key: the same owner rule, and no write
+ * by group or others (any may read it).
+ */
+extern bool bk_public_key_file_ok(const char *path, const struct stat *st,
+								  BkError *err);
+
 #endif /* BK_SECRET_FILE_H */

@@ -433,6 +433,45 @@ test_public_file_mismatch(void **state)
 	free(text);
 }
 
+/*
+ * The public key file a source seals to: any may read it, but one that
+ * group or others can write, or that another user owns, is refused (its
+ * writer chooses the key every backup is sealed to).
+ */
+static void
+test_source_refuses_writable_public_key(void **state)
+{
+	char path[512];
+	char pub[520];
+	char expected[900];
+	struct passwd *nobody = getpwnam("nobody");
+	BkKey key;
+	BkKeyring *ring;
+	BkError err;
+
+	path_in(path, "sealed");
+	snprintf(pub, sizeof(pub), "%s.pub", path);
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_int_equal(chmod(pub, 0664), 0);
+	expect_load_error(pub, BK_KEYS_FOR_SOURCE,
+					  "is writable by group or others (mode 0664)");
+	assert_int_equal(chmod(pub, 0646), 0);
+	expect_load_error(pub, BK_KEYS_FOR_SOURCE, "(mode 0646)");
+	assert_int_equal(chmod(pub, 0644), 0);
+	ring = bk_keyring_load(pub, BK_KEYS_FOR_SOURCE, &err);
+	assert_non_null(ring);
+	bk_keyring_free(ring);
+
+	if (geteuid() != 0 || nobody == NULL || nobody->pw_uid == 0)
+		return;
+	assert_int_equal(chown(pub, nobody->pw_uid, (gid_t) -1), 0);
+	snprintf(expected, sizeof(expected),
+			 "public key file \"%s\" is owned by \"nobody\" (uid %u)", pub,
+			 (unsigned int) nobody->pw_uid);
+	expect_load_error(pub, BK_KEYS_FOR_SOURCE, expected);
+}
+
 int
 main(void)
 {
@@ -441,6 +480,7 @@ main(void)
 		cmocka_unit_test(test_refuses_readable_private_key),
 		cmocka_unit_test(test_refuses_private_key_of_another_user),
 		cmocka_unit_test(test_source_refuses_private_key),
+		cmocka_unit_test(test_source_refuses_writable_public_key),
 		cmocka_unit_test(test_restore_refuses_public_key),
 		cmocka_unit_test(test_keyring_of_several_keys),
 		cmocka_unit_test(test_malformed_files),

@@ -9,7 +9,8 @@
 #     not restart; a fast shutdown is not held up; the backlog drains once
 #     Kafka is back;
 #   - a truncated segment's WARNING says how archiving can go on;
-#   - a private key file or a missing key file is refused, WAL kept;
+#   - a private key file, a public one others can write, or a missing key
+#     file is refused, WAL kept;
 #   - bk.kafka_properties_file: refused when others may read it or
 #     another user owns it; its properties applied literally, read again
 #     at reload, a bad one refused without failing parallel queries; the
@@ -378,6 +379,21 @@ switch_wal >/dev/null
 wait_for 30 "missing key refused" log_has "$log_start" \
     "DETAIL:  Could not open key file \"$dir/missing.pub\": No such file or directory."
 ok $? "a missing key file is reported with its path"
+test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
+ok $? "$segment is still kept"
+
+# Whoever can write the .pub chooses the key backups are sealed to.
+cp "$dir/bk.key.pub" "$dir/writable.pub"
+chmod 664 "$dir/writable.pub"
+log_start="$(log_size)"
+qp -c "ALTER SYSTEM SET bk.key_file = '$dir/writable.pub'" >/dev/null
+reload_until bk.key_file "$dir/writable.pub"
+switch_wal >/dev/null
+wait_for 30 "writable public key refused" log_has "$log_start" \
+    "DETAIL:  Public key file \"$dir/writable.pub\" is writable by group or others (mode 0664)."
+ok $? "a public key file its group can write is refused"
+like "$(log_since "$log_start" | grep HINT | grep -F "chmod go-w" | head -n 1)" \
+    "HINT:  Run \"chmod go-w $dir/writable.pub\"" "... the HINT says what to run"
 test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
 ok $? "$segment is still kept"
 

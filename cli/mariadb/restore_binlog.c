@@ -866,7 +866,28 @@ make_work_dir(MariadbRestore *r, BkError *err)
 		parent = getenv("TMPDIR");
 	if (parent == NULL || parent[0] == '\0')
 		parent = "/tmp";
-	snprintf(r->work_dir, sizeof(r->work_dir), "%s/bk-restore-XXXXXX", parent);
+	/*
+	 * mariadb-binlog writes the file of a statement-logged LOAD DATA into
+	 * this directory and names it, unescaped, in the LOAD DATA statement it
+	 * prints: a quote or a backslash there would break the replay half way.
+	 */
+	if (strpbrk(parent, "'\\") != NULL)
+		return bk_error_set(err, BK_ERR_USAGE,
+							"the work directory's parent \"%s\" has a quote"
+							" or a backslash in its name, which mariadb-binlog"
+							" writes unescaped into the statements it replays",
+							parent) ||
+			   bk_error_hint(err, "Pass --work-dir with a plainer name.");
+	if ((size_t) snprintf(r->work_dir, sizeof(r->work_dir),
+						  "%s/bk-restore-XXXXXX",
+						  parent) >= sizeof(r->work_dir))
+	{
+		r->work_dir[0] = '\0'; /* never a cut name to remove later */
+		return bk_error_set(err, BK_ERR_USAGE,
+							"the work directory's parent \"%.200s...\" has"
+							" too long a name",
+							parent);
+	}
 	if (mkdtemp(r->work_dir) == NULL)
 	{
 		/* Local, not the repository: exit 1 ("the restore failed"), not 5. */

@@ -680,6 +680,11 @@ is "$(tmy "SELECT x FROM $db.keep")" 7 "... the database --force would have drop
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME <> '$db' AND SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... and nothing was written"
 rm -rf "$dir/repo-snapbad"
+# mariadb-binlog names its work files unescaped in the statements it prints.
+mkdir -p "$dir/it's"
+out="$(restore --dry-run --work-dir "$dir/it's" 2>&1)"
+is $? 2 "a --work-dir with a quote in its name is refused (exit 2)"
+like "$out" "has a quote or a backslash in its name" "... saying why" || diag "$out"
 target_reset
 out="$(restore --repo "$dir/repo-bad" --target-position "$(cat "$dir/m3.position")" 2>&1)"
 is $? 4 "bk restore refuses the corrupted range (exit 4)"

@@ -113,7 +113,23 @@ typedef struct Scan
 	BkGtid backwards_gtid;
 	BkGtid backwards_after;
 	char backwards_at[BK_BINLOG_FILE_NAME_MAX + 32]; /* "file:end" */
+	/*
+	 * An Incident event after the snapshot that refuse_incident judged
+	 * after a time target by its stamp: binlog order is commit order and
+	 * stamps are statement starts, so a transaction after it may still be
+	 * within the target, and taking one would replay past it (take).
+	 */
+	bool incident_pending;
+	char incident_file[BK_BINLOG_FILE_NAME_MAX + 1];
+	uint64_t incident_offset;
+	uint32_t incident_stamp;
+	uint16_t incident_number;
+	char incident_message[256];
 } Scan;
+
+static bool incident_refusal(const Scan *scan, const char *file,
+							 uint64_t offset, uint32_t stamp, uint16_t number,
+							 const char *message, BkError *err);
 
 static int
 target_domain(const MariadbRestore *r, uint32_t domain)
@@ -135,6 +151,11 @@ take(Scan *scan, uint64_t end, uint32_t stamp, BkError *err)
 {
 	MariadbRestore *r = scan->r;
 
+	if (scan->incident_pending)
+		return incident_refusal(scan, scan->incident_file,
+								scan->incident_offset, scan->incident_stamp,
+								scan->incident_number, scan->incident_message,
+								err);
 	if (!bk_gtid_state_set(&scan->state, &scan->txn.gtid, err))
 		return bk_error_prefix(err,
 							   "binlog \"%s\", the transaction ending at"
@@ -689,13 +710,12 @@ refuse_incident(Scan *scan, uint64_t offset, const BkBinlogEventHeader *header,
 	MariadbRestore *r = scan->r;
 	uint16_t number;
 	char message[256];
-	char when[64];
+	bool after_target = false;
 
 	switch (r->target.type)
 	{
 		case TARGET_TIME:
-			if (header->timestamp >= scan->target_second)
-				return true;
+			after_target = header->timestamp >= scan->target_second;
 			break;
 		case TARGET_POSITION:
 		{
@@ -703,7 +723,7 @@ refuse_incident(Scan *scan, uint64_t offset, const BkBinlogEventHeader *header,
 				bk_binlog_file_compare(scan->file->name, r->target.file);
 
 			if (order > 0 || (order == 0 && offset >= r->target.pos))
-				return true;
+				return true; /* and so is every transaction after it */
 			break;
 		}
 		default:
@@ -713,14 +733,40 @@ refuse_incident(Scan *scan, uint64_t offset, const BkBinlogEventHeader *header,
 								 &number, message, sizeof(message), err))
 		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
 							   scan->file->name, offset);
-	bk_format_time_utc((int64_t) header->timestamp * 1000, when, sizeof(when));
+	if (!after_target)
+		return incident_refusal(scan, scan->file->name, offset,
+								header->timestamp, number, message, err);
+	if (!scan->incident_pending)
+	{
+		scan->incident_pending = true;
+		bk_strlcpy(scan->incident_file, scan->file->name,
+				   sizeof(scan->incident_file));
+		scan->incident_offset = offset;
+		scan->incident_stamp = header->timestamp;
+		scan->incident_number = number;
+		bk_strlcpy(scan->incident_message, message,
+				   sizeof(scan->incident_message));
+	}
+	return true;
+}
+
+/* The refusal of a restore that would replay past an Incident event. */
+static bool
+incident_refusal(const Scan *scan, const char *file, uint64_t offset,
+				 uint32_t stamp, uint16_t number, const char *message,
+				 BkError *err)
+{
+	const MariadbRestore *r = scan->r;
+	char when[64];
+
+	bk_format_time_utc((int64_t) stamp * 1000, when, sizeof(when));
 	return bk_error_set(err, BK_ERR_SEQUENCE,
 						"binlog %s holds at %" PRIu64 " an Incident event"
-						" (%s%s%s), stamped %s, before target %s: the source"
-						" applied a change there that it could not log, so"
-						" no restore past it holds the source's data",
-						scan->file->name, offset,
-						number == 1 ? "LOST_EVENTS" : "incident",
+						" (%s%s%s), stamped %s, that a restore to target %s"
+						" replays past: the source applied a change there"
+						" that it could not log, so no restore past it holds"
+						" the source's data",
+						file, offset, number == 1 ? "LOST_EVENTS" : "incident",
 						message[0] ? ": " : "", message, when,
 						r->target.text ? r->target.text : "latest") ||
 		   bk_error_hint(err,
@@ -728,7 +774,7 @@ refuse_incident(Scan *scan, uint64_t offset, const BkBinlogEventHeader *header,
 						 " %s:%" PRIu64 "), or from a snapshot taken after it"
 						 " (--snapshot).  The source's error log names the"
 						 " statement it could not log.",
-						 scan->file->name, offset);
+						 file, offset);
 }
 
 /*

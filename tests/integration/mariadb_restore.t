@@ -959,6 +959,41 @@ out="$(restore --snapshot "$snap_incident" --target-position "$incident_file:$in
 ok $? "a restore to the Incident event's position" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM $db.orders WHERE amount = 95") $(tmy "SELECT COUNT(*) FROM $db.lost")" "1 0" \
     "... holds the transaction before it, and none of the rows lost"
+# A time target is judged by stamps, which are statement starts: a
+# transaction that began before an Incident event and committed after it is
+# logged after the event but stamped before it.  A target between the two
+# stamps takes that transaction, so its replay would pass the event.
+result_late="$(my "SELECT bk_snapshot('jobs=2')")"
+snap_late="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result_late")"
+[[ -n "$snap_late" ]]
+ok $? "a snapshot after that Incident event" || diag "$result_late"
+while [[ "$(date +%N)" > "100000000" ]]; do sleep 0.01; done
+long_start="$(date -u +%s)"
+my "USE $db; SET SESSION binlog_format = ROW; INSERT INTO orders (amount) SELECT 96 + SLEEP(4)" \
+    >"$dir/long.out" 2>&1 &
+long_pid=$!
+sleep 2.2
+my "SET GLOBAL max_binlog_stmt_cache_size = 4096" >/dev/null
+out="$(my "USE $db; SET SESSION binlog_format = ROW;
+    INSERT INTO lost SELECT seq, REPEAT('x', 1000) FROM seq_1001_to_1100")"
+my "SET GLOBAL max_binlog_stmt_cache_size = $old_stmt_cache" >/dev/null
+wait "$long_pid"
+like "$out" "ERROR 1705" "a second Incident event while a long statement runs" || diag "$out"
+late_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
+late_end="$(my 'SHOW MASTER STATUS' | cut -f2)"
+late_pos="$(my "SHOW BINLOG EVENTS IN '$late_file'" | awk -F'\t' '$3 == "Incident" {print $2}' | tail -n 1)"
+my "FLUSH BINARY LOGS" >/dev/null
+late_archived() {
+    restore --dry-run --snapshot "$snap_late" --target-position "$late_file:$late_end" >/dev/null 2>&1
+    [[ $? -ne 1 ]]
+}
+wait_for 60 "the second Incident event archived" late_archived
+out="$(restore --snapshot "$snap_late" --target-time "$(date -u -d "@$((long_start + 1))" +%Y-%m-%dT%H:%M:%SZ)" 2>&1)"
+is $? 4 "a time target before the Incident's stamp that takes a transaction logged after it is refused"
+like "$out" "binlog $late_file holds at $late_pos an Incident event .*that a restore to target .* replays past" \
+    "... naming the event" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'bk_restore_incomplete'")" 0 \
+    "... before the target server is touched"
 
 # ---------------------------------------------------------------- a snapshot without GTIDs, a target with its own
 # A snapshot of a source that had logged no GTID yet (a new server, or

@@ -67,7 +67,7 @@ static const char restore_help[] =
 	"  --force                   restore into a server that holds databases:\n"
 	"                            the snapshot's databases are dropped first,\n"
 	"                            and RESET MASTER if its binlog holds GTIDs;\n"
-	"                            when the target holds one of them, every\n"
+	"                            when it drops or resets anything, every\n"
 	"                            part of the snapshot is checked first\n"
 	"  --dry-run                 check everything and print the plan; change\n"
 	"                            nothing\n"

@@ -88,7 +88,7 @@ typedef struct MariadbRestore
 	int jobs;
 	bool dry_run;
 	bool force;
-	bool force_drops; /* --force, and the target holds a database to drop */
+	bool force_drops; /* --force, and it drops or resets something */
 	BkCommonOptions common;
 
 	/* What the repository holds. */

@@ -278,23 +278,6 @@ check_privileges(MariadbRestore *r, BkError *err)
  *		No database but the server's own; with --force, only that none is
  *		an incomplete restore's marker left without --force.
  */
-/* Is name one of the snapshot's databases (which --force drops)? */
-static bool
-snapshot_has_database(const MariadbRestore *r, const char *name)
-{
-	size_t idx;
-	json_t *db;
-
-	json_array_foreach(json_object_get(r->schema, "databases"), idx, db)
-	{
-		const char *have = json_string_value(json_object_get(db, "name"));
-
-		if (have != NULL && strcmp(have, name) == 0)
-			return true;
-	}
-	return false;
-}
-
 static bool
 check_empty(MariadbRestore *r, BkError *err)
 {
@@ -316,13 +299,19 @@ check_empty(MariadbRestore *r, BkError *err)
 	while ((row = mysql_fetch_row(res)) != NULL)
 	{
 		marker |= strcmp(row[0], RESTORE_MARKER_DB) == 0;
-		r->force_drops |= r->force && snapshot_has_database(r, row[0]);
 		count++;
 		if (used < sizeof(found) - 80)
 			used += (size_t) snprintf(found + used, sizeof(found) - used,
 									  "%s%s", used ? ", " : "", row[0]);
 	}
 	mysql_free_result(res);
+	/*
+	 * --force drops and writes over what the target holds: every part of
+	 * the snapshot is checked first (restore_check_data) when there is
+	 * anything to lose, a database of any name (lower_case_table_names
+	 * may make a snapshot's `MyDB` drop the target's `mydb`).
+	 */
+	r->force_drops |= r->force && count > 0;
 	if (count == 0 || r->force)
 		return true;
 	if (marker)
@@ -535,6 +524,8 @@ restore_check_server(MariadbRestore *r, BkError *err)
 								  " REPLICATION) for the restore.");
 	if (!restore_session_setup(r, r->conn, err))
 		return false;
+	/* --force's RESET MASTER erases the target's binlog: check first too. */
+	r->force_drops |= r->force && r->log_bin && r->binlog_gtid_pos[0] != '\0';
 	if (r->log_bin && r->binlog_gtid_pos[0] != '\0' && !r->force)
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"the target server's binlog already holds GTIDs"

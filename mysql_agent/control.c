@@ -547,9 +547,13 @@ serve_call(BkControlCall *call)
 	if (!admit(call, &req, &err))
 	{
 		char who[BK_ERROR_MESSAGE_MAX];
+		char user[300];
+		char host[300];
 
-		/* The account names are the server's: no quote can be inside. */
-		snprintf(who, sizeof(who), "'%.64s'@'%.64s'", req.user, req.host);
+		/* Cut between characters: a log line must stay valid UTF-8. */
+		bk_text_excerpt(user, sizeof(user), req.user, 64);
+		bk_text_excerpt(host, sizeof(host), req.host, 64);
+		snprintf(who, sizeof(who), "'%s'@'%s'", user, host);
 		error_text(&err, message, sizeof(message));
 		note_refusal(control, who, message);
 		reply_error(control, call->fd, message, err.code == BK_ERR_TIMEOUT);

@@ -161,10 +161,12 @@ extern bool agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos,
 /*
  * binlog_resume.c: the end of the newest range of source Kafka holds, and
  * the GTIDs reached there (gtid: per domain; gtids: every server, as far
- * as its metadata says); *closed says that range ended its file (ROTATE
- * or STOP).
+ * as its metadata says); *closed says that range ended its file with
+ * STOP.  One that ended it with ROTATE gives the start of the next file,
+ * and in *rotated_from where the file ended (else an empty file name).
  */
 extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
+									 BinlogPosition *rotated_from,
 									 BkGtidState *gtid, BinlogGtids *gtids,
 									 bool *closed, bool *found, BkError *err);
 

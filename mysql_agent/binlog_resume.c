@@ -244,8 +244,9 @@ scan_partition(rd_kafka_t *rk, const char *topic, int32_t partition,
  */
 bool
 binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
-						 BkGtidState *gtid, BinlogGtids *gtids, bool *closed,
-						 bool *found, BkError *err)
+						 BinlogPosition *rotated_from, BkGtidState *gtid,
+						 BinlogGtids *gtids, bool *closed, bool *found,
+						 BkError *err)
 {
 	static const char *const consumer_properties[] = {
 		"group.id",
@@ -272,6 +273,7 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 
 	*found = false;
 	*closed = false;
+	memset(rotated_from, 0, sizeof(*rotated_from));
 	memset(&scan, 0, sizeof(scan));
 	scan.source = agent->config.source_id;
 	bk_cli_kafka_settings(&agent->config.common, &settings, AGENT_PROGRAM);
@@ -390,6 +392,7 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 		*closed = scan.closed;
 		if (scan.next_file[0] != '\0')
 		{
+			*rotated_from = scan.position;
 			bk_strlcpy(position->file, scan.next_file, sizeof(position->file));
 			position->offset = 4;
 			*closed = false; /* the next file has just begun */

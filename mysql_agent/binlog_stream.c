@@ -68,6 +68,7 @@ typedef struct Stream
 	BinlogGtids gtids;
 	int checksum_alg;
 	bool file_closed;     /* the newest event was a ROTATE or a STOP */
+	const char *ended_by; /* with file_closed: "rotate" or "stop" */
 	bool lost_connection; /* the dump connection broke while streaming */
 	bool torn_file;       /* the server found the file cut mid-event */
 
@@ -103,6 +104,18 @@ typedef struct Stream
 	 * even when the next file's number follows (PURGE TO the next file).
 	 */
 	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
+	/*
+	 * "file:offset" where the file before the current one ended as the
+	 * agent read it, and how: "rotate", "stop", or "none" (the server
+	 * crashed: the file just stops).  Sent as previous-end= and
+	 * previous-closed= with the file's first range: a file whose last
+	 * range never reached the archive (a message the shipper rejected,
+	 * Kafka losing acknowledged ones, an object removed) otherwise passes
+	 * for one a crash left, and what that range held (an Incident event,
+	 * which has no GTID) for nothing.  Empty: not known.
+	 */
+	char previous_end[BK_BINLOG_FILE_NAME_MAX + 32];
+	const char *previous_closed;
 	/*
 	 * Where the archive ended in a file purged before its end was archived,
 	 * while the stream goes on with the next file: whether anything is
@@ -209,6 +222,11 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 	if (stream->gap_before[0] != '\0' && n > 0 && (size_t) n < meta_len)
 		n += snprintf(meta + n, meta_len - (size_t) n, "\ngap-before=%s",
 					  stream->gap_before);
+	if (stream->previous_end[0] != '\0' && stream->range_start == 0 && n > 0 &&
+		(size_t) n < meta_len)
+		n += snprintf(meta + n, meta_len - (size_t) n,
+					  "\nprevious-end=%s\nprevious-closed=%s",
+					  stream->previous_end, stream->previous_closed);
 	/*
 	 * Every server's last GTID per domain, for the next start to check the
 	 * next file's GTID list exactly (binlog_resume_from_kafka).  Only when
@@ -319,6 +337,7 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	stream->range_events = 0;
 	stream->closing = NULL;
 	stream->gap_before[0] = '\0'; /* only the first range after a gap */
+	stream->previous_end[0] = '\0';
 	return true;
 }
 
@@ -383,6 +402,21 @@ stream_interrupted(void *arg)
 }
 
 /*
+ * note_previous_end
+ *		The stream leaves the current file, read to its end: say where that
+ *		was, and what ended it, with the next file's first range.
+ */
+static void
+note_previous_end(Stream *stream)
+{
+	snprintf(stream->previous_end, sizeof(stream->previous_end), "%s:%" PRIu64,
+			 stream->position.file, stream->position.offset);
+	stream->previous_closed = stream->file_closed && stream->ended_by != NULL
+								  ? stream->ended_by
+								  : "none";
+}
+
+/*
  * stream_switch_file
  *		The server names the file it streams from next (the artificial ROTATE
  *		it sends first, and at every change of file).
@@ -426,6 +460,7 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
 					" or was killed",
 					&stream->position);
 	}
+	note_previous_end(stream);
 	bk_strlcpy(stream->position.file, file, sizeof(stream->position.file));
 	stream->position.offset = 4;
 	stream->range_start = 0;
@@ -868,12 +903,14 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 			return false;
 		stream->closing = "rotate";
 		stream->file_closed = true;
+		stream->ended_by = "rotate";
 		return range_flush(stream, true, err);
 	}
 	if (header.type == BK_BINLOG_STOP_EVENT)
 	{
 		stream->closing = "stop";
 		stream->file_closed = true;
+		stream->ended_by = "stop";
 		return range_flush(stream, true, err);
 	}
 	if (stream->len >= stream->agent->config.range_size)
@@ -1181,15 +1218,15 @@ static bool
 stream_start_position(Stream *stream, BkError *err)
 {
 	Agent *agent = stream->agent;
-	BinlogPosition from_kafka, from_state;
+	BinlogPosition from_kafka, from_state, rotated_from;
 	BkGtidState gtid;
 	BinlogGtids gtids;
 	bool in_kafka = false, in_state = false, closed_in_kafka = false;
 
 	memset(&gtid, 0, sizeof(gtid));
 	binlog_gtids_forget(&gtids);
-	if (!binlog_resume_from_kafka(agent, &from_kafka, &gtid, &gtids,
-								  &closed_in_kafka, &in_kafka, err))
+	if (!binlog_resume_from_kafka(agent, &from_kafka, &rotated_from, &gtid,
+								  &gtids, &closed_in_kafka, &in_kafka, err))
 		return bk_error_prefix(err,
 							   "finding where the archive ends in Kafka: ");
 	if (!binlog_state_read(agent, &from_state, &in_state, err))
@@ -1205,6 +1242,14 @@ stream_start_position(Stream *stream, BkError *err)
 		stream->gtids = gtids;
 		/* A range that ended with STOP: the server moves on to a new file. */
 		stream->file_closed = closed_in_kafka;
+		stream->ended_by = closed_in_kafka ? "stop" : NULL;
+		/* Resumed at the start of the file a ROTATE named: it says so. */
+		if (rotated_from.file[0] != '\0')
+		{
+			snprintf(stream->previous_end, sizeof(stream->previous_end),
+					 "%s:%" PRIu64, rotated_from.file, rotated_from.offset);
+			stream->previous_closed = "rotate";
+		}
 		if (in_state &&
 			(bk_binlog_file_compare(from_state.file, from_kafka.file) > 0 ||
 			 (strcmp(from_state.file, from_kafka.file) == 0 &&
@@ -1365,6 +1410,7 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 		 * without the list, below.
 		 */
 		stream->purged_end = stream->position;
+		stream->previous_end[0] = '\0'; /* gap-before= says it */
 		agent_log("WARNING",
 				  "binlog \"%s\", where the archive ends (offset %" PRIu64
 				  "), is no longer on the server: streaming continues with"
@@ -1391,6 +1437,7 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 				  "binlog \"%s\" was archived to its end before it was"
 				  " purged; streaming continues with \"%s\"",
 				  stream->position.file, oldest);
+		note_previous_end(stream);
 		bk_strlcpy(stream->position.file, oldest,
 				   sizeof(stream->position.file));
 		stream->position.offset = 4;
@@ -1414,6 +1461,7 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 							 : &stream->position,
 						 oldest, NULL);
 		memset(&stream->purged_end, 0, sizeof(stream->purged_end));
+		stream->previous_end[0] = '\0'; /* gap-before= says it */
 		bk_strlcpy(stream->position.file, oldest,
 				   sizeof(stream->position.file));
 		stream->position.offset = 4;

@@ -2,6 +2,8 @@
  * binlog_catalog.c
  *		The binlog files and ranges a repository holds of a MariaDB source.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,6 +107,11 @@ catalog_add(void *arg, const BkRepoEntry *entry, BkError *err)
 	if (!bk_meta_get(object.meta, object.meta_len, "gap-before",
 					 range.gap_before, sizeof(range.gap_before)))
 		range.gap_before[0] = '\0';
+	if (!bk_meta_get(object.meta, object.meta_len, "previous-end",
+					 range.previous_end, sizeof(range.previous_end)) ||
+		!bk_meta_get(object.meta, object.meta_len, "previous-closed",
+					 range.previous_closed, sizeof(range.previous_closed)))
+		range.previous_end[0] = range.previous_closed[0] = '\0';
 	if (bk_meta_get(object.meta, object.meta_len, "last-event-time", value,
 					sizeof(value)))
 		range.last_event_time = (uint32_t) strtoul(value, NULL, 10);
@@ -220,6 +227,40 @@ follows_directly(const BinlogFile *prev, const BinlogFile *next)
 }
 
 /*
+ * judge_end
+ *		What the first ranges of next say about where file ended: set
+ *		file's ended_at, ended_by and short_end.  A previous-end= naming
+ *		another file, or one bk cannot read, says nothing of this one.
+ */
+static void
+judge_end(BinlogFile *file, const BinlogFile *next)
+{
+	for (int idx = 0; idx < next->range_count; idx++)
+	{
+		const BinlogRange *range = &next->ranges[idx];
+		const char *colon = strrchr(range->previous_end, ':');
+		size_t name_len = colon ? (size_t) (colon - range->previous_end) : 0;
+		char *rest;
+		uint64_t offset;
+
+		if (range->start != 0 || colon == NULL ||
+			name_len != strlen(file->name) ||
+			strncmp(range->previous_end, file->name, name_len) != 0 ||
+			colon[1] < '0' || colon[1] > '9')
+			continue;
+		offset = strtoull(colon + 1, &rest, 10);
+		if (*rest != '\0')
+			continue;
+		file->ended_at = offset;
+		file->ended_by = range->previous_closed;
+		file->short_end =
+			file->covered_end != offset ||
+			(strcmp(range->previous_closed, "none") != 0 && !file->closed);
+		return;
+	}
+}
+
+/*
  * binlog_catalog_load
  *		List the source's binlog objects and chain each file's ranges.
  */
@@ -254,16 +295,21 @@ load_catalog(const BkRepo *repo, const char *source, BinlogCatalog *catalog,
 	{
 		BinlogFile *file = &catalog->files[idx];
 
+		if (idx + 1 < catalog->file_count && file->gap_end == 0 &&
+			file->covered_end > 0 &&
+			follows_directly(file, &catalog->files[idx + 1]))
+			judge_end(file, &catalog->files[idx + 1]);
 		/*
 		 * A crash leaves a file without ROTATE or STOP; the next one ends it.
 		 * Not any later one: after a purge gap the agent goes on with the
 		 * server's oldest file, and the file it was archiving is cut (bk
 		 * binlog-get rebuilt it truncated, as if complete).
 		 */
-		file->complete =
-			file->closed || (idx + 1 < catalog->file_count &&
-							 file->gap_end == 0 && file->covered_end > 0 &&
-							 follows_directly(file, &catalog->files[idx + 1]));
+		file->complete = !file->short_end &&
+						 (file->closed ||
+						  (idx + 1 < catalog->file_count &&
+						   file->gap_end == 0 && file->covered_end > 0 &&
+						   follows_directly(file, &catalog->files[idx + 1])));
 		file->cut = !file->complete && idx + 1 < catalog->file_count &&
 					file->gap_end == 0 && file->covered_end > 0;
 	}
@@ -291,6 +337,38 @@ binlog_catalog_free(BinlogCatalog *catalog)
 		free(catalog->files[idx].ranges);
 	free(catalog->files);
 	memset(catalog, 0, sizeof(*catalog));
+}
+
+void
+binlog_catalog_describe_short(const BinlogFile *file, char *buf, size_t len)
+{
+	char how[64];
+
+	if (strcmp(file->ended_by, "rotate") == 0)
+		bk_strlcpy(how, "where its ROTATE event ended it", sizeof(how));
+	else if (strcmp(file->ended_by, "stop") == 0)
+		bk_strlcpy(how, "where its STOP event ended it", sizeof(how));
+	else if (strcmp(file->ended_by, "none") == 0)
+		bk_strlcpy(how, "where it ended without ROTATE or STOP (a crash)",
+				   sizeof(how));
+	else
+		snprintf(how, sizeof(how), "previous-closed=%.32s", file->ended_by);
+	if (file->covered_end > file->ended_at)
+		snprintf(buf, len,
+				 "archived up to offset %" PRIu64 ", past offset %" PRIu64
+				 ", %s (the first range of the next file says so): its"
+				 " ranges are not the file the agent read",
+				 file->covered_end, file->ended_at, how);
+	else
+		snprintf(buf, len,
+				 "archived up to offset %" PRIu64 "%s, but the agent read"
+				 " it to offset %" PRIu64 ", %s (the first range of the next"
+				 " file says so): its last range is missing from the archive",
+				 file->covered_end,
+				 file->covered_end == file->ended_at
+					 ? " without a closing range"
+					 : "",
+				 file->ended_at, how);
 }
 
 const BinlogFile *

@@ -14,7 +14,12 @@
  * without one, when the file numbered next follows it in the archive and
  * the agent did not mark that file's first range gap-before= (the server
  * purged the rest before the agent read it).  The archive never continues
- * into a file marked gap-before=, even from a file closed by ROTATE.
+ * into a file marked gap-before=, even from a file closed by ROTATE.  When
+ * the next file's first range says where the agent read this one end and
+ * what ended it (previous-end=, previous-closed=), a chain that ends
+ * elsewhere, or without that ROTATE or STOP, is a gap (short_end): its
+ * last ranges were lost, and what they held (an Incident event has no
+ * GTID) no GTID list can show.
  */
 #ifndef BK_BINLOG_CATALOG_H
 #define BK_BINLOG_CATALOG_H
@@ -49,6 +54,13 @@ typedef struct BinlogRange
 	/* "file:offset" where the archive ended before a purge gap, or "" */
 	char gap_before[BK_BINLOG_FILE_NAME_MAX + 32];
 	/*
+	 * On a file's first range: "file:offset" where the agent read the file
+	 * before it end, and what ended it ("rotate", "stop", or "none" for a
+	 * file a crash left); "" from agents that did not say.
+	 */
+	char previous_end[BK_BINLOG_FILE_NAME_MAX + 32];
+	char previous_closed[16];
+	/*
 	 * SHA-256 of the metadata the fields above come from, read without
 	 * keys: whoever rebuilds the range checks that decrypting it
 	 * authenticates the same (mariadb_binlog_rebuild), so that no plan
@@ -66,7 +78,8 @@ typedef struct BinlogFile
 	uint64_t gap_start;   /* if a later range exists past a hole: the hole */
 	uint64_t gap_end;     /* (0, 0 when there is none) */
 	bool closed;          /* the chain ends with ROTATE or STOP */
-	bool complete;        /* closed, or followed by the next file */
+	bool complete;        /* closed, or followed by the next file; not */
+						  /* when short_end */
 	bool cut;             /* not complete, yet a later file follows */
 	/*
 	 * Its first range says gap-before=: the agent did not go on into it
@@ -75,6 +88,21 @@ typedef struct BinlogFile
 	 */
 	const char *gap_before;
 	const BinlogRange *last; /* the chain's last range */
+	/*
+	 * Where the agent read this file end, and what ended it ("rotate",
+	 * "stop", "none"), as the next file's first range says
+	 * (previous-end=, previous-closed=); ended_by NULL when it does not
+	 * (agents before it, or a file the archive did not go on from).
+	 */
+	uint64_t ended_at;
+	const char *ended_by;
+	/*
+	 * The archive lacks that end: its chain ends elsewhere, or without the
+	 * ROTATE or STOP the agent read.  The file's last ranges were lost on
+	 * the way (rejected by the shipper, lost by Kafka, removed from the
+	 * repository): a gap, never a file a crash left.
+	 */
+	bool short_end;
 } BinlogFile;
 
 typedef struct BinlogCatalog
@@ -107,15 +135,23 @@ extern void binlog_catalog_free(BinlogCatalog *catalog);
 /*
  * A file that is not closed is complete when the next file follows it
  * directly (follows_directly): that rests on the metadata of the next
- * file's first ranges (no gap-before=), which whoever serves the file
- * without reading the next one must authenticate (bk_repo_object_meta):
- * else a purge gap removed from it would pass a truncated file for a
- * whole one.  BK_ERR_AUTH if it is not what the catalog read.
+ * file's first ranges (no gap-before=, and previous-end= at its end),
+ * which whoever serves the file without reading the next one must
+ * authenticate (bk_repo_object_meta): else a purge gap removed from it
+ * would pass a truncated file for a whole one.  BK_ERR_AUTH if it is not
+ * what the catalog read.
  */
 extern bool
 binlog_catalog_check_successor(const BkRepo *repo, const char *source,
 							   BkDecoder *decoder, const BinlogCatalog *catalog,
 							   const BinlogFile *file, BkError *err);
+
+/*
+ * For a file with short_end: what is missing, for messages after "binlog
+ * X is " ("archived up to A, but the agent read it to E, ...").
+ */
+extern void binlog_catalog_describe_short(const BinlogFile *file, char *buf,
+										  size_t len);
 
 /* The file of that name, or NULL. */
 extern const BinlogFile *binlog_catalog_file(const BinlogCatalog *catalog,

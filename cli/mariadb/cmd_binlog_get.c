@@ -101,6 +101,20 @@ refuse_incomplete(const BinlogFile *file, const char *source, BkError *err)
 							 "Run \"bk verify --source %s\"; the agent"
 							 " resends what Kafka still holds.",
 							 source);
+	if (file->short_end)
+	{
+		char what[512];
+
+		binlog_catalog_describe_short(file, what, sizeof(what));
+		return bk_error_set(err, BK_ERR_SEQUENCE,
+							"binlog \"%s\" of source \"%s\" is %s", file->name,
+							source, what) ||
+			   bk_error_hint(err,
+							 "Run \"bk verify --source %s\": no point in"
+							 " time after %s:%" PRIu64 " can be restored from"
+							 " the snapshots before it.",
+							 source, file->name, file->covered_end);
+	}
 	if (file->cut)
 		return bk_error_set(err, BK_ERR_SEQUENCE,
 							"binlog \"%s\" of source \"%s\" is archived up to"

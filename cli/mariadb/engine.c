@@ -128,7 +128,7 @@ static int
 describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 {
 	int gaps = 0;
-	char what[256];
+	char what[512];
 
 	for (int idx = 0; idx < catalog->file_count; idx++)
 	{
@@ -169,6 +169,12 @@ describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 			snprintf(what, sizeof(what),
 					 "bytes %" PRIu64 " to %" PRIu64 " are missing",
 					 file->gap_start, file->gap_end);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		else if (file->short_end)
+		{
+			binlog_catalog_describe_short(file, what, sizeof(what));
 			fn(arg, file->name, what);
 			gaps++;
 		}

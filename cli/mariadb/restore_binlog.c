@@ -1050,6 +1050,24 @@ refuse_target(MariadbRestore *r, const Scan *scan, const char *until_file,
 		const BinlogFile *until = binlog_catalog_file(&r->binlog, until_file);
 
 		gap = until != newest || until->gap_end != 0;
+		if (until != NULL && until->short_end)
+		{
+			char what[512];
+
+			binlog_catalog_describe_short(until, what, sizeof(what));
+			bk_error_set(err, BK_ERR_NOT_FOUND,
+						 "target %s is past the end of what the archive holds"
+						 " from snapshot %s on: binlog %s is %s",
+						 r->target.text, r->snapshot->id, until->name, what);
+			return bk_error_hint(
+				err,
+				"Restore to a target at or before %s:%" PRIu64
+				" (--target-position, or a time or GTID before it).  \"bk"
+				" verify --source %s\" names the file; what the lost range"
+				" held (an Incident event has no GTID) cannot be checked, so"
+				" only a later snapshot covers what follows.",
+				until_file, until_pos, r->source);
+		}
 		if (r->target.type == TARGET_TIME && complete_ms > 0)
 			bk_format_time_utc(complete_ms, complete, sizeof(complete));
 		bk_error_set(err, BK_ERR_NOT_FOUND,
@@ -1131,7 +1149,7 @@ plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
 {
 	const char *until_file = NULL;
 	uint64_t until_pos = 0;
-	char problem[256];
+	char problem[512];
 	const char *sent = "";
 	int64_t complete_ms = 0;
 	bool guessed = false;

@@ -313,6 +313,13 @@ mariadb_binlog_hole_after(const BinlogCatalog *binlog, const char *until_file,
 	else if (next->covered_end == 0)
 		snprintf(hole, hole_len, "bytes 0 to %" PRIu64 " of %s are missing",
 				 next->ranges[0].start, next->name);
+	else if (until->short_end)
+	{
+		char what[448];
+
+		binlog_catalog_describe_short(until, what, sizeof(what));
+		snprintf(hole, hole_len, "binlog %s is %s", until->name, what);
+	}
 	else if (next->gap_before != NULL)
 		snprintf(hole, hole_len,
 				 "the agent did not go on into %s from where the archive"

@@ -36,7 +36,10 @@
 #   (BINLOG_GTID_POS is NULL), the audit event sent once however often the
 #   agent retries; no plaintext in the topic or the repository; a file
 #   cut short mid-event (what a crash leaves): archived to its last whole
-#   event, streaming goes on with the next file; a server
+#   event, streaming goes on with the next file; each file's first range
+#   saying where the file before ended and how (ROTATE, or none after a
+#   crash), and a copy of the repository without a file's closing range
+#   reported as a gap (bk verify, bk list, bk binlog-get); a server
 #   with encrypt_binlog ON and one with log_bin OFF refused, naming the
 #   setting.
 #
@@ -303,6 +306,44 @@ like "$annotated" 'Annotate_rows:' "mariadb-binlog reads the rebuilt file: Annot
 like "$annotated" "#Q> INSERT INTO $db\.t \(n, s, b\) VALUES \(1, '$MARKER'" "with the statement text"
 like "$annotated" "#Q> UPDATE t SET n = n \+ 1" "UPDATEs too"
 no_gap "workload"
+
+# ------------------------------ where each file ended, on the next one's first range
+# previous_meta FILE: previous-end= and previous-closed= of FILE's first
+# range (metadata is plaintext in the frame header).
+previous_meta() {
+    local first
+    first="$(find "$repo/$source_id/binlog/$1" -name '0000000000-*' | sort | head -n 1)"
+    [[ -n "$first" ]] || return 1
+    grep -ao 'previous-\(end\|closed\)=[ -~]*' "$first" | head -n 2 | paste -sd ' '
+}
+bad=()
+for ((i = 0; i + 1 < ${#files[@]}; i++)); do
+    want="previous-end=${files[i]}:$(stat -c %s "$binlog_dir/${files[i]}") previous-closed=rotate"
+    have="$(previous_meta "${files[i + 1]}")"
+    [[ "$have" == "$want" ]] || bad+=("${files[i + 1]}: '$have', not '$want'")
+done
+ok "${#bad[@]}" "each file's first range says where the file before ended, by ROTATE" ||
+    diag "$(printf '%s\n' "${bad[@]}")"
+
+# The closing range of a file lost (removed from a copy of the repository):
+# the file is not taken for one a crash left, though the next file follows.
+lost_file="${files[0]}"
+lost_ranges=("$repo/$source_id/binlog/$lost_file"/*)
+lost_last="$(basename "${lost_ranges[-1]}")"
+lost_at=$((10#${lost_last%-*}))
+cp -a "$repo" "$dir/repo-lost"
+rm "$dir/repo-lost/$source_id/binlog/$lost_file/$lost_last"
+out="$(bkc verify --repo "$dir/repo-lost" --source "$source_id" 2>&1)"
+is $? 4 "a file without its closing range: bk verify exits 4"
+like "$out" "$lost_file: binlog gap: archived up to offset $lost_at, but the agent read it to offset $(stat -c %s "$binlog_dir/$lost_file"), where its ROTATE event ended it" \
+    "... naming the file, where the archive ends and where the file ended" || diag "$out"
+out="$(bkc list --repo "$dir/repo-lost" --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $lost_file: archived up to offset $lost_at" "... bk list shows the gap" || diag "$out"
+out="$(bkc binlog-get --repo "$dir/repo-lost" --source "$source_id" "$lost_file" "$dir/out/lost" 2>&1)"
+is $? 4 "... bk binlog-get of it exits 4" || diag "$out"
+[[ ! -e "$dir/out/lost" ]]
+ok $? "... and writes nothing"
+rm -rf "$dir/repo-lost"
 
 # ---------------------------------------------------------------- incomplete and unknown files
 
@@ -826,6 +867,10 @@ cmp -s "$dir/out/$crashed.crashed" "$dir/remote-$crashed"
 ok $? "... byte-identical to mariadb-binlog --read-from-remote-server --raw" ||
     diag "$(cmp "$dir/out/$crashed.crashed" "$dir/remote-$crashed" 2>&1; cat "$dir/remote.err")"
 is "$(gaps)" "$gaps_before" "across a server crash: no new gap"
+after_crashed="$(closed_since "$crashed" | sed -n 2p)"
+is "$(previous_meta "$after_crashed")" \
+    "previous-end=$crashed:$(stat -c %s "$dir/out/$crashed.crashed") previous-closed=none" \
+    "$after_crashed's first range says $crashed ended there without ROTATE or STOP"
 
 # ---------------------------------------------------------------- a file cut short mid-event
 # What a crash leaves when it stops the server in the middle of writing an

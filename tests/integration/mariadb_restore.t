@@ -34,7 +34,8 @@
 #    and two commits in one second are never split;
 #  - refusals that change nothing: a target server that is not empty, a
 #    target past the archive, a gap, a file that lost its last range (its
-#    ROTATE with it: the next file's GTID list tells), a corrupted range
+#    ROTATE with it), or only its ROTATE (nothing a GTID list shows: the
+#    next file's first range says where the file ended), a corrupted range
 #    (bk verify names them), a --dry-run; bk expire (two runs and a dry
 #    run at once), then a restore to the oldest kept moment;
 #  - a LOAD DATA logged as a statement, replayed with its rows and no file
@@ -566,8 +567,9 @@ cmp -s "$dir/m2.fp" "$dir/gap.fp"
 ok $? "... exactly" || diag "$(diff "$dir/m2.fp" "$dir/gap.fp" | head)"
 
 # The last ranges of a file lost, its ROTATE with them: nothing in either
-# file is a hole, and the file passes for one a crash ended (the next file
-# follows); the next file's GTID list shows what is missing.  The file is
+# file is a hole, but the next file's first range says where the agent read
+# the file end and that a ROTATE ended it (previous-end=): the archive is
+# short of it, a gap, not a file a crash ended.  The file is
 # one the restore from snap1 crosses, and what is removed is its tail from
 # the last range that holds transactions (more than a ROTATE event's few
 # dozen bytes; the agent often sends the ROTATE in a range of its own), so
@@ -598,14 +600,45 @@ done
 target_reset
 out="$(restore --repo "$dir/repo-tail" --snapshot "$snap1" 2>&1)"
 is $? 1 "a restore across a file that lost its last range is refused"
-like "$out" "binlog $tail_next does not follow $tail_file in the archive: its GTID list says the server had logged" \
-    "... naming both files and the GTIDs missing" || diag "$out"
+like "$out" "not continuous after $tail_file:[0-9]+ \\(binlog $tail_file is archived up to offset [0-9]+, but the agent read it to offset [0-9]+, where its (ROTATE|STOP) event ended it" \
+    "... naming the file, where the archive ends and where the file ended" || diag "$out"
 like "$out" "bk verify --source $source_id" "... and what to do" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... before the target server is touched"
 out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-tail" --source "$source_id" 2>&1)"
 is $? 4 "bk verify exits 4"
-like "$out" "$tail_next: binlog GTID discontinuity" "... naming the file that does not follow" || diag "$out"
+like "$out" "$tail_file: binlog gap: archived up to offset [0-9]+, but the agent read it to offset" \
+    "... naming the file that lost its end" || diag "$out"
+
+# The same with nothing but the ROTATE lost: m1's file was rotated after a
+# quiet second, so its closing range holds the ROTATE alone.  No
+# transaction is missing and the next file's GTID list follows; the lost
+# range could have held an Incident event (no GTID) all the same.
+m1_file="$(cut -d: -f1 "$dir/m1.position")"
+m1_ranges=("$repo/$source_id/binlog/$m1_file"/*)
+m1_last="$(basename "${m1_ranges[-1]}")"
+m1_end="${m1_last#*-}"
+m1_start="${m1_last%-*}"
+[[ $((10#$m1_end - 10#$m1_start)) -lt 100 && $((10#$m1_start)) -eq "$(cut -d: -f2 "$dir/m1.position")" ]]
+ok $? "$m1_file's last range ($m1_last) holds its ROTATE alone, after m1's position"
+cp -a "$repo" "$dir/repo-rotate"
+rm "$dir/repo-rotate/$source_id/binlog/$m1_file/$m1_last"
+target_reset
+out="$(restore --repo "$dir/repo-rotate" --snapshot "$snap1" --target-position "$(cat "$dir/m2.position")" 2>&1)"
+is $? 1 "a restore past a file that lost only its closing range is refused"
+like "$out" "past the end of what the archive holds from snapshot $snap1 on: binlog $m1_file is archived up to offset $((10#$m1_start)), but the agent read it to offset $((10#$m1_end)), where its ROTATE event ended it" \
+    "... naming the file, where the archive ends and where the file ended" || diag "$out"
+like "$out" "at or before $m1_file:$((10#$m1_start))" "... with a target before it as the way out" || diag "$out"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
+    "... before the target server is touched"
+out="$("$BK" verify --config "$dir/bk.conf" --repo "$dir/repo-rotate" --source "$source_id" 2>&1)"
+is $? 4 "bk verify exits 4"
+like "$out" "$m1_file: binlog gap: archived up to offset $((10#$m1_start)), but the agent read it to offset $((10#$m1_end))" \
+    "... naming the file" || diag "$out"
+out="$("$BK" list --config "$dir/bk.conf" --repo "$dir/repo-rotate" --source "$source_id" 2>&1)"
+like "$out" "GAP: binlog $m1_file: archived up to offset" "bk list shows the gap" || diag "$out"
+out="$(restore --repo "$dir/repo-rotate" --snapshot "$snap1" --target-position "$(cat "$dir/m1.position")" 2>&1)"
+ok $? "a target at the archive's end in $m1_file is restored" || diag "$out"
 
 cp -a "$repo" "$dir/repo-bad"
 victim="$dir/repo-bad/$source_id/binlog/$first_m3_file/$(basename "${ranges[1]}")"

@@ -938,6 +938,217 @@ test_gtid_list_transaction_cut(void **state)
 	assert_error_contains(&err, "0-1-3 (reached 0-1-2)");
 }
 
+static char *verify_problems_keyless(Fixture *f);
+
+/*
+ * 000001: an empty GTID list, 0-1-1 and 0-1-2; from *cut on, an Incident
+ * event (LOST_EVENTS: a change the server applied but could not log, no
+ * GTID) and the ROTATE.  000002: its GTID list 0-1-2, then 0-1-3.  The
+ * lost part holds no transaction, so 000002's list follows what the
+ * archive of 000001 reached without it.
+ */
+static void
+build_incident_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
+					 size_t *len2)
+{
+	uint8_t rotate[8 + 18] = {4};
+	uint8_t incident[2 + 1 + 11] = {1, 0, 11};
+	uint64_t reached = 2;
+
+	*len1 = *len2 = BK_BINLOG_MAGIC_LEN;
+	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(first, len1, T0900, NULL, 0);
+	add_transaction(first, len1, 1, T0900, T0900);
+	add_transaction(first, len1, 2, T0900 + 60, T0900 + 60);
+	*cut = *len1;
+	memcpy(incident + 3, "LOST_EVENTS", 11);
+	add_event(first, len1, BK_BINLOG_INCIDENT_EVENT, T0900 + 120, incident,
+			  sizeof(incident));
+	memcpy(rotate + 8, "mariadb-bin.000002", 18);
+	add_event(first, len1, BK_BINLOG_ROTATE_EVENT, T0900 + 120, rotate,
+			  sizeof(rotate));
+	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(second, len2, T0900 + 120, &reached, 1);
+	add_transaction(second, len2, 3, T0900 + 300, T0900 + 300);
+}
+
+/*
+ * The last range of 000001, with an Incident event and the ROTATE, never
+ * reached the archive.  Without its ROTATE, 000001 passed for a file a
+ * crash left, complete because 000002 follows, and 000002's GTID list
+ * shows nothing missing (the Incident has no GTID): a restore replayed
+ * past the change the server never logged.  The agent now says on
+ * 000002's first range where 000001 ended and how (previous-end=,
+ * previous-closed=): the archive of 000001 ending before that is a gap,
+ * for restore, bk verify and bk binlog-get alike.
+ */
+static void
+test_lost_closing_range(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	char extra[256], expect[160];
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char *problems;
+	BkError err;
+
+	build_incident_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	snprintf(extra, sizeof(extra),
+			 "\ncomplete-until=1795514400000\nprevious-end="
+			 "mariadb-bin.000001:%zu\nprevious-closed=rotate",
+			 len1);
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-3", extra);
+
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_false(file->complete);
+	assert_true(file->short_end);
+	assert_int_equal(file->ended_at, len1);
+	/* bk binlog-get refuses it, as a file cut by a gap (exit 4). */
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000001", &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "its last range is missing from the archive");
+	binlog_catalog_free(&catalog);
+
+	snprintf(expect, sizeof(expect),
+			 "archived up to offset %zu, but the agent read it to offset"
+			 " %zu, where its ROTATE event ended it",
+			 cut, len1);
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, expect);
+	snprintf(expect, sizeof(expect), "at or before mariadb-bin.000001:%zu",
+			 cut);
+	assert_non_null(strstr(err.hint, expect));
+	assert_false(plan_target(f, TARGET_POSITION, "mariadb-bin.000002:4", &err));
+	assert_error_contains(&err, "past the end of what the archive holds");
+	assert_error_contains(&err, "binlog mariadb-bin.000001 is archived up to");
+	assert_non_null(strstr(err.hint, expect));
+	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:06:00", &err));
+	assert_error_contains(&err, "where its ROTATE event ended it");
+	/* Up to where 000001 is archived, nothing is missing. */
+	snprintf(expect, sizeof(expect), "mariadb-bin.000001:%zu", cut);
+	assert_true(plan_target(f, TARGET_POSITION, expect, &err));
+	assert_int_equal(f->groups, 2);
+
+	snprintf(expect, sizeof(expect),
+			 "binlog gap: archived up to offset %zu, but the agent read it"
+			 " to offset %zu",
+			 cut, len1);
+	problems = verify_problems_keyless(f);
+	assert_non_null(strstr(problems, expect));
+	free(problems);
+	problems = verify_problems(f);
+	assert_non_null(strstr(problems, expect));
+	free(problems);
+
+	/* The range arrives: the archive is whole, the Incident in it. */
+	archive_binlog_part(f, "mariadb-bin.000001", first, cut, len1, T0900 + 120,
+						"0-1-2",
+						"\nclosed=rotate\nnext-file=mariadb-bin.000002");
+	problems = verify_problems(f);
+	assert_null(strstr(problems, "binlog gap"));
+	free(problems);
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, "Incident");
+}
+
+/*
+ * 000001 archived up to the Incident, and 000002 whole, its first range
+ * saying 000001 ended at *cut (at_cut) or at *len1, without ROTATE or STOP
+ * (previous-closed=none); nothing said when said is false.
+ */
+static void
+archive_cut_incident_files(Fixture *f, bool said, bool at_cut, size_t *len1,
+						   size_t *cut)
+{
+	uint8_t first[512], second[256];
+	size_t len2;
+	char extra[256] = "\ncomplete-until=1795514400000";
+
+	build_incident_files(first, len1, cut, second, &len2);
+	if (said)
+		snprintf(extra, sizeof(extra),
+				 "\ncomplete-until=1795514400000\nprevious-end="
+				 "mariadb-bin.000001:%zu\nprevious-closed=none",
+				 at_cut ? *cut : *len1);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, *cut, T0900 + 60,
+						"0-1-2", "");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-3", extra);
+}
+
+/*
+ * A file a crash left without ROTATE or STOP (previous-closed=none),
+ * archived to where the agent read it end: complete, as before.
+ */
+static void
+test_crashed_file_whole(void **state)
+{
+	Fixture *f = *state;
+	size_t len1, cut;
+	char *problems;
+	BkError err;
+
+	archive_cut_incident_files(f, true, true, &len1, &cut);
+	assert_true(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->groups, 3);
+	problems = verify_problems(f);
+	assert_string_equal(problems, "[]");
+	free(problems);
+}
+
+/*
+ * The same file, but the agent read it to len1: its last range (which
+ * held the Incident) was lost, and the crash that ended it does not make
+ * the archive whole.  A gap, though 000002's GTID list shows nothing
+ * missing.
+ */
+static void
+test_crashed_file_lost_last_range(void **state)
+{
+	Fixture *f = *state;
+	size_t len1, cut;
+	char expect[200];
+	char *problems;
+	BkError err;
+
+	archive_cut_incident_files(f, true, false, &len1, &cut);
+	snprintf(expect, sizeof(expect),
+			 "archived up to offset %zu, but the agent read it to offset %zu,"
+			 " where it ended without ROTATE or STOP (a crash)",
+			 cut, len1);
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, expect);
+	problems = verify_problems_keyless(f);
+	assert_non_null(strstr(problems, expect));
+	free(problems);
+}
+
+/*
+ * Ranges of agents that do not say where the file before ended keep the
+ * rule of before: the next file following ends a file without ROTATE.
+ */
+static void
+test_lost_closing_range_older_agent(void **state)
+{
+	Fixture *f = *state;
+	size_t len1, cut;
+	BkError err;
+
+	archive_cut_incident_files(f, false, false, &len1, &cut);
+	assert_true(plan_target(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->groups, 3);
+}
+
 /* Where the first transaction (0-1-1) of build_two_files' first file ends. */
 #define AFTER_FIRST_TRANSACTION                                                \
 	(BK_BINLOG_MAGIC_LEN + BK_BINLOG_HEADER_LEN + 4 +                          \
@@ -2775,6 +2986,51 @@ test_list_restorable_stops_at_hole(void **state)
 }
 
 /*
+ * bk list of the archive whose 000001 lost its closing range (see
+ * test_lost_closing_range): the restorable window ends where 000001 is
+ * archived, and the gap is named, though 000002 follows.
+ */
+static void
+test_list_lost_closing_range(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	char extra[256];
+	json_t *item = json_object();
+	json_t *to;
+	char *gaps;
+	BkError err;
+	int saved;
+
+	build_incident_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	snprintf(extra, sizeof(extra),
+			 "\nprevious-end=mariadb-bin.000001:%zu\nprevious-closed=rotate",
+			 len1);
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-3", extra);
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000001\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	saved = test_stdout_quiet();
+	assert_true(bk_engine_mariadb.list(f->repo, SOURCE, NULL, item, 0, &err));
+	test_stdout_restore(saved);
+	to = json_object_get(json_object_get(item, "restorable"), "to");
+	assert_non_null(to);
+	assert_string_equal(json_string_value(json_object_get(to, "file")),
+						"mariadb-bin.000001");
+	assert_int_equal(json_integer_value(json_object_get(to, "pos")), cut);
+	gaps = json_dumps(json_object_get(item, "binlog_gaps"), 0);
+	assert_non_null(strstr(gaps, "but the agent read it to offset"));
+	assert_non_null(strstr(gaps, "mariadb-bin.000001"));
+	free(gaps);
+	json_decref(item);
+}
+
+/*
  * A second binlog range of the same name with other content (a second
  * server archiving under this source id) is kept in the conflicts area;
  * bk restore replays the archived copy, which may be the other server's.
@@ -3452,6 +3708,16 @@ main(void)
 			test_time_target_ddl_ends_after_its_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_list_continuity, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_lost_closing_range, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_list_lost_closing_range, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_crashed_file_whole, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_crashed_file_lost_last_range,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_closing_range_older_agent,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_list_transaction_cut, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_of_another_history, setup,

@@ -2,6 +2,7 @@
  * binlog_catalog.c
  *		The binlog files and ranges a repository holds of a MariaDB source.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,10 +232,16 @@ follows_directly(const BinlogFile *prev, const BinlogFile *next)
  *		What the first ranges of next say about where file ended: set
  *		file's ended_at, ended_by and short_end.  A previous-end= naming
  *		another file, or one bk cannot read, says nothing of this one.
+ *		Every first range is heard, not only the one the chain takes, and
+ *		any that disagrees with the archive makes the file short: an
+ *		object added to the repository can refuse a restore, never make a
+ *		file whose end was lost pass for whole.
  */
 static void
 judge_end(BinlogFile *file, const BinlogFile *next)
 {
+	bool judged = false;
+
 	for (int idx = 0; idx < next->range_count; idx++)
 	{
 		const BinlogRange *range = &next->ranges[idx];
@@ -242,21 +249,27 @@ judge_end(BinlogFile *file, const BinlogFile *next)
 		size_t name_len = colon ? (size_t) (colon - range->previous_end) : 0;
 		char *rest;
 		uint64_t offset;
+		bool short_end;
 
 		if (range->start != 0 || colon == NULL ||
 			name_len != strlen(file->name) ||
 			strncmp(range->previous_end, file->name, name_len) != 0 ||
 			colon[1] < '0' || colon[1] > '9')
 			continue;
+		errno = 0;
 		offset = strtoull(colon + 1, &rest, 10);
-		if (*rest != '\0')
+		if (*rest != '\0' || errno == ERANGE)
 			continue;
-		file->ended_at = offset;
-		file->ended_by = range->previous_closed;
-		file->short_end =
+		short_end =
 			file->covered_end != offset ||
 			(strcmp(range->previous_closed, "none") != 0 && !file->closed);
-		return;
+		if (!judged || short_end)
+		{
+			file->ended_at = offset;
+			file->ended_by = range->previous_closed;
+		}
+		file->short_end |= short_end;
+		judged = true;
 	}
 }
 
@@ -300,7 +313,10 @@ load_catalog(const BkRepo *repo, const char *source, BinlogCatalog *catalog,
 			follows_directly(file, &catalog->files[idx + 1]))
 			judge_end(file, &catalog->files[idx + 1]);
 		/*
-		 * A crash leaves a file without ROTATE or STOP; the next one ends it.
+		 * A crash leaves a file without ROTATE or STOP; the next one ends it,
+		 * if the archive has its start (which says where this one ended:
+		 * Kafka losing its newest messages can take a file's last range and
+		 * the next file's first together).
 		 * Not any later one: after a purge gap the agent goes on with the
 		 * server's oldest file, and the file it was archiving is cut (bk
 		 * binlog-get rebuilt it truncated, as if complete).
@@ -309,6 +325,7 @@ load_catalog(const BkRepo *repo, const char *source, BinlogCatalog *catalog,
 						 (file->closed ||
 						  (idx + 1 < catalog->file_count &&
 						   file->gap_end == 0 && file->covered_end > 0 &&
+						   catalog->files[idx + 1].covered_end > 0 &&
 						   follows_directly(file, &catalog->files[idx + 1])));
 		file->cut = !file->complete && idx + 1 < catalog->file_count &&
 					file->gap_end == 0 && file->covered_end > 0;

@@ -1134,6 +1134,79 @@ test_crashed_file_lost_last_range(void **state)
 }
 
 /*
+ * A first range of the next file that is not the chain's (added to the
+ * repository, say) saying the file ended where its archive now ends: the
+ * real first range says otherwise, and any that disagrees makes the file
+ * short.  An added object can refuse a restore, never let one pass.
+ */
+static void
+test_extra_first_range_cannot_vouch(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	char extra[256];
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	BkError err;
+
+	build_incident_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	snprintf(extra, sizeof(extra),
+			 "\ncomplete-until=1795514400000\nprevious-end="
+			 "mariadb-bin.000001:%zu\nprevious-closed=rotate",
+			 len1);
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-3", extra);
+	snprintf(extra, sizeof(extra),
+			 "\ncomplete-until=1795514400000\nprevious-end="
+			 "mariadb-bin.000001:%zu\nprevious-closed=none",
+			 cut);
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, 8, T0900 + 300,
+						"0-1-3", extra);
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_true(file->short_end);
+	assert_false(file->complete);
+	binlog_catalog_free(&catalog);
+	assert_false(plan_target(f, TARGET_LATEST, NULL, &err));
+}
+
+/*
+ * Kafka losing its newest messages can take a file's last range (its
+ * ROTATE with it) and the next file's first range, which says where the
+ * file ended, together.  The next file's later ranges do not make the
+ * first one whole: bk binlog-get refuses it.
+ */
+static void
+test_next_file_start_lost_too(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[512], second[256];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	BkError err;
+
+	build_incident_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 20, len2, T0900 + 300,
+						"0-1-3", "");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_false(file->complete);
+	assert_true(file->cut);
+	bk_error_clear(&err);
+	assert_false(
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000001", &err));
+	binlog_catalog_free(&catalog);
+}
+
+/*
  * Ranges of agents that do not say where the file before ended keep the
  * rule of before: the next file following ends a file without ROTATE.
  */
@@ -3707,6 +3780,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 			test_time_target_ddl_ends_after_its_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gtid_list_continuity, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_extra_first_range_cannot_vouch,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_next_file_start_lost_too, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_lost_closing_range, setup,
 										teardown),

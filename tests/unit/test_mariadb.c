@@ -667,16 +667,20 @@ verify_problems(Fixture *f)
  * verify names it; with the range archived, all goes through.
  */
 /*
- * 000001: an empty GTID list, 0-1-1 at 09:00, 0-1-2 at 09:01, then 0-1-3
- * at 09:02 and the ROTATE from *cut on; 000002: its GTID list 0-1-3, and
- * 0-1-4 at 09:05.
+ * 000001: an empty GTID list, 0-1-1 at 09:00, 0-1-2 at 09:01, then, from
+ * *cut on, what a lost last range would hold (0-1-3 at 09:02, or with
+ * incident an Incident event: LOST_EVENTS, a change the server applied but
+ * could not log, no GTID) and the ROTATE; 000002: its GTID list (what
+ * 000001 reached: 0-1-3, or 0-1-2, which the archive of 000001 reaches
+ * without the lost part), and the next transaction at 09:05.
  */
 static void
-build_two_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
-				size_t *len2)
+build_cut_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
+				size_t *len2, bool incident)
 {
 	uint8_t rotate[8 + 18] = {4};
-	uint64_t reached = 3;
+	uint8_t lost_events[2 + 1 + 11] = {1, 0, 11};
+	uint64_t reached = incident ? 2 : 3;
 
 	*len1 = *len2 = BK_BINLOG_MAGIC_LEN;
 	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
@@ -684,13 +688,27 @@ build_two_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
 	add_transaction(first, len1, 1, T0900, T0900);
 	add_transaction(first, len1, 2, T0900 + 60, T0900 + 60);
 	*cut = *len1;
-	add_transaction(first, len1, 3, T0900 + 120, T0900 + 120);
+	if (incident)
+	{
+		memcpy(lost_events + 3, "LOST_EVENTS", 11);
+		add_event(first, len1, BK_BINLOG_INCIDENT_EVENT, T0900 + 120,
+				  lost_events, sizeof(lost_events));
+	}
+	else
+		add_transaction(first, len1, 3, T0900 + 120, T0900 + 120);
 	memcpy(rotate + 8, "mariadb-bin.000002", 18);
 	add_event(first, len1, BK_BINLOG_ROTATE_EVENT, T0900 + 120, rotate,
 			  sizeof(rotate));
 	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
 	add_gtid_list(second, len2, T0900 + 120, &reached, 1);
-	add_transaction(second, len2, 4, T0900 + 300, T0900 + 300);
+	add_transaction(second, len2, reached + 1, T0900 + 300, T0900 + 300);
+}
+
+static void
+build_two_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
+				size_t *len2)
+{
+	build_cut_files(first, len1, cut, second, len2, false);
 }
 
 /*
@@ -940,36 +958,11 @@ test_gtid_list_transaction_cut(void **state)
 
 static char *verify_problems_keyless(Fixture *f);
 
-/*
- * 000001: an empty GTID list, 0-1-1 and 0-1-2; from *cut on, an Incident
- * event (LOST_EVENTS: a change the server applied but could not log, no
- * GTID) and the ROTATE.  000002: its GTID list 0-1-2, then 0-1-3.  The
- * lost part holds no transaction, so 000002's list follows what the
- * archive of 000001 reached without it.
- */
 static void
 build_incident_files(uint8_t *first, size_t *len1, size_t *cut, uint8_t *second,
 					 size_t *len2)
 {
-	uint8_t rotate[8 + 18] = {4};
-	uint8_t incident[2 + 1 + 11] = {1, 0, 11};
-	uint64_t reached = 2;
-
-	*len1 = *len2 = BK_BINLOG_MAGIC_LEN;
-	memcpy(first, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
-	add_gtid_list(first, len1, T0900, NULL, 0);
-	add_transaction(first, len1, 1, T0900, T0900);
-	add_transaction(first, len1, 2, T0900 + 60, T0900 + 60);
-	*cut = *len1;
-	memcpy(incident + 3, "LOST_EVENTS", 11);
-	add_event(first, len1, BK_BINLOG_INCIDENT_EVENT, T0900 + 120, incident,
-			  sizeof(incident));
-	memcpy(rotate + 8, "mariadb-bin.000002", 18);
-	add_event(first, len1, BK_BINLOG_ROTATE_EVENT, T0900 + 120, rotate,
-			  sizeof(rotate));
-	memcpy(second, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
-	add_gtid_list(second, len2, T0900 + 120, &reached, 1);
-	add_transaction(second, len2, 3, T0900 + 300, T0900 + 300);
+	build_cut_files(first, len1, cut, second, len2, true);
 }
 
 /*

@@ -239,6 +239,25 @@ bk_verify_object_failed(BkVerifier *verifier, const char *object,
 }
 
 void
+bk_verify_read_failed(BkVerifier *verifier, const BkRepo *repo, BkRepoArea area,
+					  const char *source, int kind, const char *name,
+					  const BkError *err)
+{
+	BkError confirmed = *err;
+
+	/*
+	 * "No such object" is what the store said, not what it holds: a proxy's
+	 * passing 404, or a store whose reads lag its listings, says it of an
+	 * object it still has.  Taken as a removal, that object would be left
+	 * unchecked with a note and exit 0.  Only a listing made now without it
+	 * confirms the removal; otherwise the read failed and the run stops.
+	 */
+	if (confirmed.code == BK_ERR_NOT_FOUND)
+		(void) bk_repo_read_gone(repo, area, source, kind, name, &confirmed);
+	bk_verify_object_failed(verifier, name, &confirmed);
+}
+
+void
 bk_verify_lock(BkVerifier *verifier)
 {
 	pthread_mutex_lock(&verifier->lock);
@@ -417,7 +436,8 @@ check_unread_object(void *arg, BkVerifyWorker *worker, size_t index)
 	if (!bk_repo_check_object(run->repo, BK_REPO_ARCHIVE, run->source,
 							  run->listing->kind, name, name, tracker,
 							  &problem))
-		bk_verify_object_failed(run->verifier, name, &problem);
+		bk_verify_read_failed(run->verifier, run->repo, BK_REPO_ARCHIVE,
+							  run->source, run->listing->kind, name, &problem);
 	free(tracker);
 }
 

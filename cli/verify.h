@@ -85,7 +85,9 @@ extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
  * Reading or checking object failed with err.  Damage (a bad format, tag,
  * sequence or size, a missing or conflicting object) is a problem of the
  * archive, reported under object.  An object not found when read was
- * listed before, and removed meanwhile (bk expire): a note, not a problem.  A failure to read at all (the repository
+ * listed before, and removed meanwhile (bk expire): a note, not a problem
+ * (callers that read the object confirm that with bk_verify_read_failed
+ * first).  A failure to read at all (the repository
  * did not answer or refused bk's credentials, or this host ran out of memory
  * or failed in OpenSSL) says nothing about the object: it is recorded as
  * bk_verify_local_failure, the verifier's threads take no more tasks, and
@@ -94,6 +96,16 @@ extern bool bk_verify_local_failed(BkVerifier *verifier, BkError *err);
  */
 extern void bk_verify_object_failed(BkVerifier *verifier, const char *object,
 									const BkError *err);
+
+/*
+ * Reading or checking name, an object of (area, source, kind) that was
+ * listed, failed with err: as bk_verify_object_failed, once "no such
+ * object" is confirmed by a listing without it (bk_repo_read_gone).  An
+ * object the store still lists is a read that failed, never a note.
+ */
+extern void bk_verify_read_failed(BkVerifier *verifier, const BkRepo *repo,
+								  BkRepoArea area, const char *source, int kind,
+								  const char *name, const BkError *err);
 
 /* Whether code says a read failed, rather than what was read is wrong. */
 extern bool bk_verify_read_failure(BkErrorCode code);

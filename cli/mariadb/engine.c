@@ -429,6 +429,8 @@ verify_gap(void *arg, const char *file, const char *what)
 typedef struct SnapshotObjects
 {
 	BkVerifier *verifier;
+	const BkRepo *repo;
+	const char *source;
 	BkVerifyListing listing;
 } SnapshotObjects;
 
@@ -445,7 +447,8 @@ snapshot_table_failed(void *arg, const char *object, const BkError *err)
 {
 	SnapshotObjects *objects = arg;
 
-	bk_verify_object_failed(objects->verifier, object, err);
+	bk_verify_read_failed(objects->verifier, objects->repo, BK_REPO_ARCHIVE,
+						  objects->source, BK_KIND_SNAPSHOT, object, err);
 }
 
 /* A snapshot's tables on bk verify's threads, each with its decoder. */
@@ -484,7 +487,8 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 				 const BinlogCatalog *binlog, BkError *err)
 {
 	MariadbSnapshotCatalog snapshots;
-	SnapshotObjects objects = {.verifier = verifier};
+	SnapshotObjects objects = {
+		.verifier = verifier, .repo = repo, .source = source};
 	MariadbCheckHooks hooks = {snapshot_object_read, snapshot_table_failed,
 							   snapshot_run_tables, &objects};
 	bool ok = false;
@@ -730,7 +734,8 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 									  BK_KIND_BINLOG, range->name, range->name,
 									  &object, &problem))
 			{
-				bk_verify_object_failed(verifier, range->name, &problem);
+				bk_verify_read_failed(verifier, repo, BK_REPO_ARCHIVE, source,
+									  BK_KIND_BINLOG, range->name, &problem);
 				followed = false;
 				continue;
 			}
@@ -745,7 +750,9 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 											   BK_KIND_BINLOG, range->name,
 											   verifier->decoder, (size_t) want,
 											   &data, &len, &problem))
-					bk_verify_object_failed(verifier, range->name, &problem);
+					bk_verify_read_failed(verifier, repo, BK_REPO_ARCHIVE,
+										  source, BK_KIND_BINLOG, range->name,
+										  &problem);
 				else if (len != want)
 					bk_verify_problem(verifier, range->name,
 									  "holds %zu bytes, its name says %" PRIu64,

@@ -413,7 +413,8 @@ snapshot_problem(SnapshotCheck *check, const char *object, const char *fmt, ...)
  * An object of a snapshot could not be read.  bk expire removes a
  * snapshot's record, then its objects: an object gone now, of a snapshot
  * whose record is gone too, was removed while bk verify read it (listed,
- * then gone), which is a note.  Anything else is reported as it is.
+ * then gone), which is a note.  Anything else is reported as it is, a
+ * "no such object" once a listing confirms it (bk_verify_read_failed).
  */
 static void
 snapshot_object_failed(SnapshotCheck *check, const char *snapshot_id,
@@ -438,7 +439,8 @@ snapshot_object_failed(SnapshotCheck *check, const char *snapshot_id,
 					   object, snapshot_id);
 		return;
 	}
-	bk_verify_object_failed(check->verifier, object, err);
+	bk_verify_read_failed(check->verifier, check->repo, BK_REPO_ARCHIVE,
+						  check->source, BK_KIND_SNAPSHOT, object, err);
 }
 
 /*
@@ -1188,7 +1190,8 @@ check_wal_object(void *arg, BkVerifyWorker *worker, size_t index)
 		BkError failure;
 
 		bk_error_set(&failure, report->problem_code, "%s", report->problem);
-		bk_verify_object_failed(check->verifier, name, &failure);
+		bk_verify_read_failed(check->verifier, check->repo, BK_REPO_ARCHIVE,
+							  check->source, BK_KIND_WAL, name, &failure);
 		free(report);
 		return;
 	}

@@ -1276,6 +1276,55 @@ test_verify_object_removed_meanwhile(void **state)
 	verifier_close(&verifier);
 }
 
+/*
+ * A store that answers the read of an object it still lists with "no such
+ * object" (a proxy's passing 404, reads lagging listings): not a removal.
+ * bk verify must not leave the object unchecked with a note and exit 0; it
+ * confirms by listing, and stops with a read failure that says so.
+ */
+static const char *phantom_missing_key;
+
+static BkRepoReader *
+open_says_missing(const BkRepo *repo, const char *key, BkError *err)
+{
+	if (strstr(key, phantom_missing_key) != NULL)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND, "no object %s (a passing 404)",
+					 key);
+		return NULL;
+	}
+	return listing_backend->reader_open(repo, key, err);
+}
+
+static void
+test_verify_listed_object_said_missing(void **state)
+{
+	WalFixture *f = *state;
+	BkRepoBackend lying;
+	BkVerifier verifier;
+	char *notes;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	phantom_missing_key = "/wal/000000010000000000000002";
+	verifier_open(&verifier, &f->ring);
+	listing_backend = f->repo->backend;
+	lying = *listing_backend;
+	lying.reader_open = open_says_missing;
+	f->repo->backend = &lying;
+	assert_false(bk_pg_verify(&verifier, f->repo, SOURCE, &err));
+	f->repo->backend = listing_backend;
+	assert_int_equal(err.code, BK_ERR_STORE);
+	assert_error_contains(&err, "000000010000000000000002");
+	assert_error_contains(&err, "still lists it");
+	assert_int_equal(verifier.problems, 0);
+	notes = json_dumps(verifier.note_list, 0);
+	assert_null(strstr(notes, "gone when read"));
+	free(notes);
+	verifier_close(&verifier);
+}
+
 /* ------------------------------------------------------------ expire */
 
 /*
@@ -5037,6 +5086,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expire_next_parent_unnamed_records,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_object_removed_meanwhile,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_listed_object_said_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_snapshot_removed_meanwhile,
 										wal_setup, wal_teardown),

@@ -104,6 +104,9 @@ extern bool bk_fsync_file(const char *path, BkError *err);
  * (its parents).  durable: the modes are set exactly (not left to the
  * umask) and each new directory's parent is fsynced, so the creation
  * survives a crash; otherwise the caller makes the tree durable itself.
+ * A directory found in place is not synced: if another process made it and
+ * has not synced its parent yet, its name is not durable (the repository
+ * syncs such names itself, see repo_local.c).
  */
 extern bool bk_mkdirs(const char *path, mode_t leaf_mode, bool durable,
 					  BkError *err);

@@ -7,9 +7,11 @@
  * shipper's own spool (.spool/<shipper id>/), written as chunks arrive and
  * fsynced when complete; committing it is link(2) into place, which never
  * replaces an existing file (EEXIST is how put-if-absent learns the name is
- * taken), then an fsync of the directory.  A crash before the link leaves
- * nothing visible, a crash after it a complete object.  The spool must be
- * on the same file system as the objects, which is why it lives inside the
+ * taken), then an fsync of the directory, and, the first time this process
+ * commits into it, of each directory above it up to the root, whoever made
+ * them (make_dirs_durable).  A crash before the link leaves nothing
+ * visible, a crash after it a complete object.  The spool must be on the
+ * same file system as the objects, which is why it lives inside the
  * repository.
  *
  * Each shipper's spool holds a lock file for as long as the shipper runs
@@ -55,6 +57,28 @@
 #define DIRECT_ALIGN       4096
 #define DIRECT_BUFFER      (1024 * 1024)
 
+/*
+ * A directory whose name, and every name above it up to the root, this
+ * process has made durable (fsynced the parent of) since it found or made
+ * it; identified by inode too, so that one removed and made again by
+ * another process is not taken for it.  pending: by the open batch, so
+ * durable only once it ends.
+ */
+typedef struct DurableDir
+{
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	bool pending;
+} DurableDir;
+
+/*
+ * How many such directories are remembered.  A shipper meets a few per
+ * source and one per snapshot; past this many, those done with are
+ * forgotten all at once (the next commit into one syncs its parents again).
+ */
+#define DURABLE_DIRS_MAX 4096
+
 typedef struct LocalState
 {
 	char root[LOCAL_PATH];
@@ -67,6 +91,9 @@ typedef struct LocalState
 	char **batch_dirs;           /* directories to sync at the batch's end */
 	size_t batch_dir_count;
 	size_t batch_dir_cap;
+	DurableDir *durable_dirs; /* see DurableDir */
+	size_t durable_dir_count;
+	size_t durable_dir_cap;
 } LocalState;
 
 typedef struct LocalReader
@@ -177,6 +204,9 @@ local_close(BkRepo *repo)
 	for (size_t dirIdx = 0; dirIdx < state->batch_dir_count; dirIdx++)
 		free(state->batch_dirs[dirIdx]);
 	free(state->batch_dirs);
+	for (size_t dirIdx = 0; dirIdx < state->durable_dir_count; dirIdx++)
+		free(state->durable_dirs[dirIdx].path);
+	free(state->durable_dirs);
 	free(state);
 	repo->state = NULL;
 }
@@ -405,6 +435,9 @@ local_reader_close(BkRepoReader *base)
 
 /* ------------------------------------------------------------ writing */
 
+static bool make_dirs_durable(LocalState *state, const char *dir, bool in_batch,
+							  BkError *err);
+
 static bool
 local_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
 				BkError *err)
@@ -415,7 +448,7 @@ local_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
 	if (!key_path(repo, key, path, sizeof(path), err))
 		return false;
 	bk_dir_of(path, dir, sizeof(dir));
-	return make_dirs(dir, err) &&
+	return make_dirs_durable(repo->state, dir, false, err) &&
 		   bk_write_file_durable(path, data, len, 0644, err);
 }
 
@@ -873,6 +906,150 @@ sync_commit_dir(LocalState *state, const char *dir, BkError *err)
 	return true;
 }
 
+static DurableDir *
+find_durable_dir(LocalState *state, const char *path, const struct stat *st)
+{
+	for (size_t dirIdx = 0; dirIdx < state->durable_dir_count; dirIdx++)
+	{
+		DurableDir *known = &state->durable_dirs[dirIdx];
+
+		if (known->ino == st->st_ino && known->dev == st->st_dev &&
+			strcmp(known->path, path) == 0)
+			return known;
+	}
+	return NULL;
+}
+
+static bool
+remember_durable_dir(LocalState *state, const char *path, const struct stat *st,
+					 bool pending, BkError *err)
+{
+	DurableDir *known;
+
+	if (state->durable_dir_count == DURABLE_DIRS_MAX)
+	{
+		size_t kept = 0;
+
+		for (size_t dirIdx = 0; dirIdx < state->durable_dir_count; dirIdx++)
+		{
+			if (state->durable_dirs[dirIdx].pending)
+				state->durable_dirs[kept++] = state->durable_dirs[dirIdx];
+			else
+				free(state->durable_dirs[dirIdx].path);
+		}
+		state->durable_dir_count = kept;
+	}
+	if (state->durable_dir_count == state->durable_dir_cap)
+	{
+		size_t cap = state->durable_dir_cap ? state->durable_dir_cap * 2 : 16;
+		DurableDir *dirs = realloc(state->durable_dirs, cap * sizeof(*dirs));
+
+		if (dirs == NULL)
+			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		state->durable_dirs = dirs;
+		state->durable_dir_cap = cap;
+	}
+	known = &state->durable_dirs[state->durable_dir_count];
+	known->path = strdup(path);
+	if (known->path == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	known->dev = st->st_dev;
+	known->ino = st->st_ino;
+	known->pending = pending;
+	state->durable_dir_count++;
+	return true;
+}
+
+/*
+ * mkdir -p of dir below the root, and its name and the name of each
+ * directory above it made durable, unless this process did so since it
+ * found or made them; dir's own fsync, for what is committed into it, is
+ * the caller's.  A directory found in place needs its parent synced as much
+ * as one made: another shipper sharing the repository (or this one, before
+ * a restart) may have made it and not synced its parent yet, or have been
+ * killed right there, and a power loss would then take the directory with
+ * every object committed into it since.  Remembering what was synced keeps
+ * the steady state at one directory fsync per commit (or per batch), and a
+ * stat.  in_batch: the fsyncs go into the open batch, if there is one.
+ */
+static bool
+make_dirs_durable(LocalState *state, const char *dir, bool in_batch,
+				  BkError *err)
+{
+	bool pending = in_batch && state->batch_open;
+	size_t root_len = strlen(state->root);
+	size_t dir_len = strlen(dir);
+	size_t known_len = dir_len; /* dir[0, known_len): known durable */
+	char path[LOCAL_PATH];
+
+	if (dir_len <= root_len)
+		return true;
+	if (dir_len >= sizeof(path))
+		return bk_error_set(err, BK_ERR_USAGE, "path too long: \"%s\"", dir);
+	memcpy(path, dir, dir_len + 1);
+	/* Up from dir, to the first directory known durable, or the root. */
+	while (known_len > root_len)
+	{
+		struct stat st;
+		DurableDir *known;
+
+		path[known_len] = '\0';
+		if (stat(path, &st) == 0)
+		{
+			known = find_durable_dir(state, path, &st);
+			if (known != NULL && (pending || !known->pending))
+				break;
+		}
+		else if (errno != ENOENT)
+			return bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s",
+								path, strerror(errno));
+		while (path[--known_len] != '/')
+			;
+	}
+	/* Then down: each made if missing, its parent synced, remembered. */
+	for (size_t parent_len = known_len; parent_len < dir_len;)
+	{
+		size_t len = parent_len + 1;
+		bool made = false;
+		DurableDir *known;
+		struct stat st;
+
+		while (len < dir_len && dir[len] != '/')
+			len++;
+		memcpy(path, dir, len);
+		path[len] = '\0';
+		if (mkdir(path, 0755) == 0)
+			made = true;
+		else if (errno != EEXIST)
+			return bk_error_set(
+				err, errno == ENAMETOOLONG ? BK_ERR_REFUSED : BK_ERR_IO,
+				"could not create directory \"%s\": %s", path, strerror(errno));
+		/* The umask must not make the repository unreadable for restores. */
+		if (made && chmod(path, 0755) != 0)
+			return bk_error_set(err, BK_ERR_IO,
+								"could not set mode of \"%s\": %s", path,
+								strerror(errno));
+		if (stat(path, &st) != 0)
+			return bk_error_set(err, BK_ERR_IO, "could not stat \"%s\": %s",
+								path, strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			return bk_error_set(err, BK_ERR_IO,
+								"\"%s\" exists and is not a directory", path);
+		known = find_durable_dir(state, path, &st);
+		path[parent_len] = '\0';
+		if (pending ? !sync_commit_dir(state, path, err)
+					: !bk_fsync_dir(path, err))
+			return false;
+		path[parent_len] = '/';
+		if (known != NULL)
+			known->pending = false; /* synced now, not at the batch's end */
+		else if (!remember_durable_dir(state, path, &st, pending, err))
+			return false;
+		parent_len = len;
+	}
+	return true;
+}
+
 static void
 local_batch_begin(BkRepo *repo)
 {
@@ -881,11 +1058,16 @@ local_batch_begin(BkRepo *repo)
 	state->batch_open = true;
 }
 
-/* Sync every directory the batch committed into, each once; then close it. */
+/*
+ * Sync every directory the batch committed into, or whose names it makes
+ * durable (make_dirs_durable), each once; then close it.  Those names are
+ * known durable from then on, or, if it failed, not.
+ */
 static bool
 local_batch_end(BkRepo *repo, BkError *err)
 {
 	LocalState *state = repo->state;
+	size_t kept = 0;
 	bool ok = true;
 
 	for (size_t dirIdx = 0; dirIdx < state->batch_dir_count; dirIdx++)
@@ -894,6 +1076,19 @@ local_batch_end(BkRepo *repo, BkError *err)
 			ok = false;
 		free(state->batch_dirs[dirIdx]);
 	}
+	for (size_t dirIdx = 0; dirIdx < state->durable_dir_count; dirIdx++)
+	{
+		DurableDir *known = &state->durable_dirs[dirIdx];
+
+		if (known->pending && !ok)
+		{
+			free(known->path);
+			continue;
+		}
+		known->pending = false;
+		state->durable_dirs[kept++] = *known;
+	}
+	state->durable_dir_count = kept;
 	state->batch_dir_count = 0;
 	state->batch_open = false;
 	return ok;
@@ -902,7 +1097,7 @@ local_batch_end(BkRepo *repo, BkError *err)
 /*
  * A copy found in place counts only once it is durable.  The shipper that
  * linked it may have crashed before fsyncing its directory (or inside
- * make_dirs, before fsyncing a new directory's parent), or another shipper
+ * make_dirs_durable, before fsyncing a directory's parent), or another shipper
  * may not have got there yet; a power failure could then still take it,
  * after the caller has called this re-send a duplicate and committed the
  * Kafka offsets past it.  So its directory and every one above it, up to
@@ -949,7 +1144,7 @@ local_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 	if (!key_path(base->repo, key, final, sizeof(final), err))
 		return false;
 	bk_dir_of(final, dir, sizeof(dir));
-	if (!make_dirs(dir, err))
+	if (!make_dirs_durable(base->repo->state, dir, true, err))
 		return false;
 	/* link(2) never replaces an existing object: it fails with EEXIST. */
 	if (link(upload->base.where, final) != 0)

@@ -137,10 +137,14 @@ __wrap_posix_fadvise(int fd, off_t offset, off_t len, int advice)
  * fsync(2) calls (--wrap=fsync), files and directories apart; the next
  * directory fsync fails on demand, as a crash between a link and its
  * directory's fsync would leave an object in place never made durable.
+ * The directories fsynced are remembered (the last SYNCED_DIRS_MAX of them,
+ * by inode) so that a test can ask whether one was (dir_was_fsynced).
  */
+#define SYNCED_DIRS_MAX 64
 static int file_fsyncs;
 static int dir_fsyncs;
 static bool fail_dir_fsync;
+static struct stat synced_dirs[SYNCED_DIRS_MAX];
 extern int __real_fsync(int fd);
 extern int __wrap_fsync(int fd);
 
@@ -151,6 +155,7 @@ __wrap_fsync(int fd)
 
 	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
 	{
+		synced_dirs[dir_fsyncs % SYNCED_DIRS_MAX] = st;
 		dir_fsyncs++;
 		if (fail_dir_fsync)
 		{
@@ -162,6 +167,21 @@ __wrap_fsync(int fd)
 	else
 		file_fsyncs++;
 	return __real_fsync(fd);
+}
+
+/* Whether the directory at path was fsynced since dir_fsyncs was zeroed. */
+static bool
+dir_was_fsynced(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(dir_fsyncs <= SYNCED_DIRS_MAX);
+	for (int syncIdx = 0; syncIdx < dir_fsyncs; syncIdx++)
+		if (synced_dirs[syncIdx].st_dev == st.st_dev &&
+			synced_dirs[syncIdx].st_ino == st.st_ino)
+			return true;
+	return false;
 }
 
 typedef struct Fixture
@@ -1399,6 +1419,138 @@ test_batch_commit(void **state)
 		bk_repo_upload_free(uploads[objIdx]);
 }
 
+/* Commit content as a snapshot object, out of a batch or in the open one. */
+static void
+commit_snapshot_object(Fixture *f, const char *tag, const char *name,
+					   const uint8_t *content, size_t len)
+{
+	BkRepoUpload *upload = sealed_upload(f, tag, content, len);
+	BkObjectIdentity identity;
+	BkPutResult result;
+	BkError err;
+
+	memset(&identity, 0, sizeof(identity));
+	assert_true(bk_repo_upload_finish(upload, &err));
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_SNAPSHOT, name, &identity,
+									  &result, &err));
+	assert_int_equal(result, BK_PUT_CREATED);
+	bk_repo_upload_free(upload);
+}
+
+/*
+ * A directory found in place counts only once its name is durable too.
+ * Another shipper sharing the repository (or this one, before a restart)
+ * may have made it and not yet fsynced its parent, or have been killed
+ * right there; a power loss would then take the directory and every object
+ * committed into it since.  So the first commit into a directory this
+ * process has not synced fsyncs each directory from there up to the root,
+ * in a batch or not, and so does a record (put_small); later commits into
+ * it fsync only their own directory, as before.  A directory replaced
+ * meanwhile (removed and made again by another process) is a new one.
+ */
+static void
+test_found_directories_made_durable(void **state)
+{
+	Fixture *f = *state;
+	char source_dir[600];
+	char kind_dir[640];
+	char snapshot_dir[700];
+	char other_dir[700];
+	char third_dir[700];
+	char moved_dir[720];
+	char expired_dir[640];
+	char wal_dir[660];
+	char name[64];
+	uint8_t content[5000];
+	BkError err;
+
+	if (s3_endpoint())
+		return;
+	test_fill(content, sizeof(content), 77, false);
+	snprintf(source_dir, sizeof(source_dir), "%s/" SOURCE, f->location);
+	snprintf(kind_dir, sizeof(kind_dir), "%s/snapshot", source_dir);
+	snprintf(snapshot_dir, sizeof(snapshot_dir), "%s/20261207T000000Z-00000001",
+			 kind_dir);
+	snprintf(other_dir, sizeof(other_dir), "%s/20261207T010000Z-00000002",
+			 kind_dir);
+	/* Another shipper's mkdir -p, none of its parents fsynced yet. */
+	assert_int_equal(mkdir(source_dir, 0755), 0);
+	assert_int_equal(mkdir(kind_dir, 0755), 0);
+	assert_int_equal(mkdir(snapshot_dir, 0755), 0);
+
+	dir_fsyncs = 0;
+	commit_snapshot_object(f, "t.2.0", "20261207T000000Z-00000001/part-0",
+						   content, sizeof(content));
+	assert_true(dir_was_fsynced(snapshot_dir));
+	assert_true(dir_was_fsynced(kind_dir));
+	assert_true(dir_was_fsynced(source_dir));
+	assert_true(dir_was_fsynced(f->location));
+
+	/* From then on, one directory fsync per object: its own directory. */
+	for (int objIdx = 1; objIdx <= 20; objIdx++)
+	{
+		snprintf(name, sizeof(name), "20261207T000000Z-00000001/part-%d",
+				 objIdx);
+		dir_fsyncs = 0;
+		commit_snapshot_object(f, "t.2.1", name, content, sizeof(content));
+		assert_int_equal(dir_fsyncs, 1);
+	}
+
+	/* In a batch, at its end: the new directory and its parent, once. */
+	assert_int_equal(mkdir(other_dir, 0755), 0);
+	dir_fsyncs = 0;
+	bk_repo_batch_begin(f->repo);
+	for (int objIdx = 0; objIdx < 3; objIdx++)
+	{
+		snprintf(name, sizeof(name), "20261207T010000Z-00000002/part-%d",
+				 objIdx);
+		commit_snapshot_object(f, "t.2.2", name, content, sizeof(content));
+	}
+	assert_true(bk_repo_batch_end(f->repo, &err));
+	assert_int_equal(dir_fsyncs, 2);
+	assert_true(dir_was_fsynced(other_dir));
+	assert_true(dir_was_fsynced(kind_dir));
+
+	/* A batch whose syncs failed made nothing durable: synced again. */
+	snprintf(third_dir, sizeof(third_dir), "%s/20261207T020000Z-00000003",
+			 kind_dir);
+	assert_int_equal(mkdir(third_dir, 0755), 0);
+	bk_repo_batch_begin(f->repo);
+	commit_snapshot_object(f, "t.2.3", "20261207T020000Z-00000003/part-0",
+						   content, sizeof(content));
+	fail_dir_fsync = true;
+	assert_false(bk_repo_batch_end(f->repo, &err));
+	dir_fsyncs = 0;
+	commit_snapshot_object(f, "t.2.4", "20261207T020000Z-00000003/part-1",
+						   content, sizeof(content));
+	assert_int_equal(dir_fsyncs, 2);
+	assert_true(dir_was_fsynced(kind_dir));
+
+	/* Replaced by another process (the old one moved away first). */
+	snprintf(moved_dir, sizeof(moved_dir), "%s.moved", snapshot_dir);
+	assert_int_equal(rename(snapshot_dir, moved_dir), 0);
+	assert_int_equal(mkdir(snapshot_dir, 0755), 0);
+	dir_fsyncs = 0;
+	commit_snapshot_object(f, "t.2.5", "20261207T000000Z-00000001/part-0",
+						   content, sizeof(content));
+	assert_true(dir_was_fsynced(snapshot_dir));
+	assert_true(dir_was_fsynced(kind_dir));
+
+	/* A record written into directories another process made. */
+	snprintf(expired_dir, sizeof(expired_dir), "%s/expired", source_dir);
+	snprintf(wal_dir, sizeof(wal_dir), "%s/wal", expired_dir);
+	assert_int_equal(mkdir(expired_dir, 0755), 0);
+	assert_int_equal(mkdir(wal_dir, 0755), 0);
+	dir_fsyncs = 0;
+	assert_true(bk_repo_put_record(f->repo, BK_REPO_EXPIRED, SOURCE,
+								   BK_KIND_WAL, "000000010000000000000001",
+								   "expired\n", 8, &err));
+	assert_true(dir_was_fsynced(wal_dir));
+	assert_true(dir_was_fsynced(expired_dir));
+	assert_true(dir_was_fsynced(source_dir));
+}
+
 static void
 test_finish_after_commit(void **state)
 {
@@ -1807,6 +1959,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_finish_after_commit, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_batch_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_found_directories_made_durable,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_open_uploads, setup,
 										teardown),
 		cmocka_unit_test(test_stale_uploads),

@@ -277,7 +277,21 @@ bk_cli_config_set(BkCliConfig *config, const char *key, const char *value,
 	if (strcmp(key, "key_file") == 0)
 		return set_string(&config->key_file, value, err);
 	if (strcmp(key, "group_id") == 0)
+	{
+		/*
+		 * Kafka has no group with an empty name: the shipper would fail to
+		 * subscribe ("Unknown group") as if Kafka were unreachable, and be
+		 * restarted for ever without a word about group_id.
+		 */
+		if (value[0] == '\0')
+		{
+			bk_error_set(err, BK_ERR_CONFIG, "group_id must not be empty");
+			return bk_error_hint(err,
+								 "Leave group_id out for the default consumer "
+								 "group, \"" BK_GROUP_ID_DEFAULT "\".");
+		}
 		return set_string(&config->group_id, value, err);
+	}
 	if (strcmp(key, "chunk_size") == 0)
 	{
 		uint64_t bytes;

@@ -1,7 +1,8 @@
 /*
  * test_config.c
  *		Configuration text: files, librdkafka property lists, sizes,
- *		durations and booleans, including every rejection.
+ *		durations and booleans, including every rejection; and which
+ *		settings of bk and bk-shipper may be empty.
  */
 #include "testutil.h"
 
@@ -14,6 +15,7 @@
 
 #include "bk_config.h"
 #include "bk_util.h"
+#include "cli.h"
 
 typedef struct Collected
 {
@@ -282,6 +284,99 @@ test_sizes_durations_bools(void **state)
 	assert_false(bk_parse_bool("maybe", &flag));
 }
 
+/*
+ * Each setting of bk and bk-shipper given an empty value ("key =" in the
+ * file, or a flag given ""): refused, as a configuration error naming the
+ * setting, where empty means nothing; taken where it means the default, or
+ * none.  An empty group_id used to be taken: the shipper then failed to
+ * subscribe ("Local: Unknown group") with the exit status of Kafka
+ * unreachable, so systemd restarted it for ever, never naming group_id.
+ */
+static void
+test_empty_settings(void **state)
+{
+	static const struct
+	{
+		const char *key;
+		bool taken; /* empty means the default, or none */
+	} settings[] = {
+		/* Refused by name when used: "no Kafka brokers configured". */
+		{"kafka_brokers", true},
+		{"kafka_properties", true}, /* none */
+		{"topic_prefix", false},
+		/* Refused by name when used: "no repository configured". */
+		{"repository", true},
+		/* Refused by name when used: "could not open key file". */
+		{"key_file", true},
+		{"group_id", false},
+		{"chunk_size", false},
+		{"kafka_timeout", false},
+		{"topic_partitions", false},
+		{"topic_replication_factor", false},
+		{"topic_retention", false},
+		{"audit_retention", false},
+		{"shipper_id", false},
+		{"abandon_after", false},
+		{"metrics_listen", true}, /* no endpoint */
+		/* The default (repo_s3.c), as if left out. */
+		{"spool_dir", true},
+		{"s3_endpoint", true},
+		{"s3_region", true},
+		{"s3_uri_style", false},
+		{"s3_access_key_file", true},
+		{"s3_ca_file", true},
+		{"s3_verify_tls", false},
+		{"s3_storage_class", true},
+		{"s3_timeout", false},
+		{"s3_part_size", false},
+		{"s3_read_jobs", false},
+	};
+	char path[] = "/tmp/bk-config-test-XXXXXX";
+	BkCliConfig config;
+	BkError err;
+	int fd;
+
+	for (size_t itemIdx = 0; itemIdx < sizeof(settings) / sizeof(settings[0]);
+		 itemIdx++)
+	{
+		const char *key = settings[itemIdx].key;
+		char spaced[64]; /* "topic prefix" names topic_prefix too */
+		bool taken;
+
+		bk_cli_config_init(&config);
+		bk_error_clear(&err);
+		taken = bk_cli_config_set(&config, key, "", &err);
+		if (taken != settings[itemIdx].taken)
+			fail_msg("empty %s: %s", key, taken ? "taken" : err.message);
+		if (!taken)
+		{
+			assert_int_equal(err.code, BK_ERR_CONFIG);
+			bk_strlcpy(spaced, key, sizeof(spaced));
+			for (char *c = spaced; *c; c++)
+				if (*c == '_')
+					*c = ' ';
+			if (strstr(err.message, key) == NULL &&
+				strstr(err.message, spaced) == NULL)
+				fail_msg("empty %s refused without naming it: %s", key,
+						 err.message);
+		}
+		bk_cli_config_free(&config);
+	}
+
+	/* In a file: exit status 3, the file and the setting named. */
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_true(write(fd, "group_id =\n", 11) == 11);
+	close(fd);
+	bk_cli_config_init(&config);
+	assert_false(bk_cli_config_load(&config, path, &err));
+	assert_int_equal(bk_cli_exit_code(err.code), BK_EXIT_CONFIG);
+	assert_error_contains(&err, path);
+	assert_error_contains(&err, "group_id");
+	bk_cli_config_free(&config);
+	unlink(path);
+}
+
 int
 main(void)
 {
@@ -291,6 +386,7 @@ main(void)
 		cmocka_unit_test(test_file),
 		cmocka_unit_test(test_file_fifo),
 		cmocka_unit_test(test_sizes_durations_bools),
+		cmocka_unit_test(test_empty_settings),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

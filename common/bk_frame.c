@@ -128,6 +128,26 @@ bk_object_name_valid(const char *name, size_t len)
 	return true;
 }
 
+/* Whether the key at key_start is one a line before it already has. */
+static bool
+meta_key_repeated(const char *meta, size_t key_start, size_t key_len)
+{
+	size_t pos = 0;
+
+	while (pos < key_start)
+	{
+		const char *line_end = memchr(meta + pos, '\n', key_start - pos);
+		size_t line_len = line_end != NULL ? (size_t) (line_end - (meta + pos))
+										   : key_start - pos;
+
+		if (line_len > key_len && meta[pos + key_len] == '=' &&
+			memcmp(meta + pos, meta + key_start, key_len) == 0)
+			return true;
+		pos += line_len + 1;
+	}
+	return false;
+}
+
 bool
 bk_meta_valid(const char *meta, size_t len)
 {
@@ -150,6 +170,13 @@ bk_meta_valid(const char *meta, size_t len)
 			key_len++;
 		}
 		if (pos == len || key_len == 0 || key_len > 32)
+			return false;
+		/*
+		 * Readers differ on a repeated key: bk_meta_get takes the first
+		 * value, a Kafka consumer's last-header lookup and most JSON
+		 * parsers the last; an auditor would see another value than bk.
+		 */
+		if (meta_key_repeated(meta, pos - key_len, key_len))
 			return false;
 		pos++; /* '=' */
 		while (pos < len && meta[pos] != '\n')

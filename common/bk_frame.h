@@ -171,8 +171,8 @@ extern bool bk_source_id_valid(const char *id, size_t len);
 extern bool bk_object_name_valid(const char *name, size_t len);
 
 /*
- * Metadata is "key=value" lines: keys [a-z0-9_-] (1..32 bytes), values
- * printable ASCII.  It is authenticated, readable without keys, and copied
+ * Metadata is "key=value" lines: keys [a-z0-9_-] (1..32 bytes), each at
+ * most once, values printable ASCII.  It is authenticated, readable without keys, and copied
  * into Kafka headers for auditors.
  */
 extern bool bk_meta_valid(const char *meta, size_t len);

@@ -746,6 +746,13 @@ test_encoder_rejects_bad_input(void **state)
 	info.meta = "Bad=key";
 	assert_false(bk_encoder_begin(enc, &info, &err));
 	assert_error_contains(&err, "invalid metadata");
+	/* A key given twice: bk and a Kafka consumer would read two values. */
+	info.meta = "type=segment\ntimeline=1\ntype=history";
+	assert_false(bk_encoder_begin(enc, &info, &err));
+	assert_error_contains(&err, "invalid metadata");
+	assert_false(bk_meta_valid("a=1\na=", strlen("a=1\na=")));
+	assert_true(bk_meta_valid("ab=1\na=2\nb=3\n", strlen("ab=1\na=2\nb=3\n")));
+	assert_true(bk_meta_valid("a=x\nb=a=", strlen("a=x\nb=a=")));
 	/*
 	 * A size whose chunk count wraps to 0 when rounded up: never an object
 	 * without a last chunk (whose indexes would wrap, repeating nonces).

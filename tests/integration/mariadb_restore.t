@@ -712,6 +712,15 @@ like "$out" "dropped nothing" "... saying the target was not touched" || diag "$
 is "$(tmy "SELECT x FROM $db.keep")" 7 "... the database --force would have dropped is still there"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME <> '$db' AND SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... and nothing was written"
+# A target with no database but GTIDs of its own in its binlog: --force
+# resets its binlog (RESET MASTER), which a damaged part must not let happen.
+target_reset
+tmy "CREATE DATABASE bkr_own; DROP DATABASE bkr_own" >/dev/null
+own="$(tmy "SELECT @@gtid_binlog_pos")"
+out="$(restore --repo "$dir/repo-snapbad" --force --snapshot "$snap2" --target immediate 2>&1)"
+is $? 4 "bk restore --force over a target with GTIDs ($own) and a damaged part is refused (exit 4)"
+like "$out" "dropped nothing" "... saying the target was not touched" || diag "$out"
+is "$(tmy "SELECT @@gtid_binlog_pos")" "$own" "... the target's binlog still holds its GTIDs"
 rm -rf "$dir/repo-snapbad"
 # mariadb-binlog names its work files unescaped in the statements it prints.
 mkdir -p "$dir/it's"

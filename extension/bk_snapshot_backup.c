@@ -238,6 +238,35 @@ snap_walk(SnapRun *run, const char *path, bool in_database_dir,
 					(errcode_for_file_access(),
 					 errmsg("could not read symbolic link \"%s\": %m", full)));
 			target[len] = '\0';
+
+			/*
+			 * PostgreSQL follows a relative link from pg_tblspc, but a
+			 * restore has no data directory to read it against: the record
+			 * keeps where it leads, an absolute path --tablespace-map can
+			 * name.
+			 */
+			if (!is_absolute_path(target))
+			{
+				char *resolved = realpath(full, NULL);
+
+				if (resolved == NULL)
+					ereport(ERROR,
+							(errcode_for_file_access(),
+							 errmsg("could not resolve tablespace link \"%s\" "
+									"(to \"%s\"): %m",
+									full, target)));
+				if (strlen(resolved) >= sizeof(target))
+				{
+					free(resolved);
+					ereport(ERROR,
+							(errcode(ERRCODE_NAME_TOO_LONG),
+							 errmsg("tablespace link \"%s\" leads to a path "
+									"too long for a snapshot",
+									full)));
+				}
+				strlcpy(target, resolved, sizeof(target));
+				free(resolved);
+			}
 			snap_record_tablespace(run, name, target);
 			if (stat(full, &st) != 0 || !S_ISDIR(st.st_mode))
 				ereport(

@@ -823,6 +823,30 @@ ok $? "pg_verifybackup accepts the restored directory" || diag "$(tail -n 5 "$di
 rm -rf "$dir/restored-latin1" "$dir/ts1-latin1" "$dir/ts-latin1-restored" "$BK_PGDATA/bk_dir_$latin1"
 psql_q -c "DROP TABLE t_latin1" -c "DROP TABLESPACE bk_pitr_latin1" -c "DROP DATABASE bk_pitr_ascii" >/dev/null
 
+# ---- a tablespace whose pg_tblspc link is relative (PostgreSQL follows it):
+# the record keeps the absolute path it leads to, which a restore can map
+install -d -o postgres -m 700 "$dir/ts-rel"
+psql_q -c "CREATE TABLESPACE bk_pitr_rel LOCATION '$dir/ts-rel'" \
+    -c "CREATE TABLE t_rel TABLESPACE bk_pitr_rel AS SELECT g AS id FROM generate_series(1, 100) g" >/dev/null
+rel_oid="$(psql_q -c "SELECT oid FROM pg_tablespace WHERE spcname = 'bk_pitr_rel'")"
+rel_link="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' \
+    "$(realpath "$dir/ts-rel")" "$(realpath "$BK_PGDATA/pg_tblspc")")"
+ln -sfn "$rel_link" "$BK_PGDATA/pg_tblspc/$rel_oid"
+is "$(psql_q -c "SELECT count(*) FROM t_rel")" 100 "a tablespace whose link is relative ($rel_link)"
+out="$(psql_q -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full', 'relative link')" 2>&1)"
+rel_snap="${out%% *}"
+like "$out" ' complete$' "a full snapshot of it completes ($rel_snap)"
+wait_for 120 "snapshot $rel_snap restorable" latin1_restorable "$rel_snap"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-rel" \
+    --tablespace-map "$dir/ts1=$dir/ts1-rel" --tablespace-map "$(realpath "$dir/ts-rel")=$dir/ts-rel-restored" \
+    --snapshot "$rel_snap" --target immediate 2>&1)"
+ok $? "bk restore restores it, mapping the tablespace by the absolute path its link leads to" || diag "$out"
+is "$(readlink "$dir/restored-rel/pg_tblspc/$rel_oid")" "$dir/ts-rel-restored" \
+    "its link points where --tablespace-map put it"
+ln -sfn "$dir/ts-rel" "$BK_PGDATA/pg_tblspc/$rel_oid"
+psql_q -c "DROP TABLE t_rel" -c "DROP TABLESPACE bk_pitr_rel" >/dev/null
+rm -rf "$dir/restored-rel" "$dir/ts1-rel" "$dir/ts-rel-restored"
+
 # ---- a page whose checksum fails in the source (bytes of a table's page
 # overwritten on disk behind the server): the snapshot keeps the page as
 # read, and bk verify and bk restore say so, naming it

@@ -31,6 +31,7 @@ typedef enum BkSecretFile
 	BK_SECRET_KAFKA_PROPERTIES, /* bk.kafka_properties_file: BK_ERR_CONFIG */
 	BK_SECRET_MARIADB_PASSWORD, /* mysql_password_file, --mysql-password-file:
 								 * BK_ERR_CONFIG */
+	BK_SECRET_MARIADB_TLS_KEY,  /* mysql_ssl_key: BK_ERR_CONFIG */
 } BkSecretFile;
 
 /*

@@ -55,6 +55,15 @@ static const char usage_text[] =
 	"  key_file             the PUBLIC key file (FILE.pub of bk keygen)\n"
 	"  mysql_socket | mysql_host, mysql_port\n"
 	"  mysql_user           [root]  mysql_password_file (mode 0600)\n"
+	"  mysql_ssl_mode       disabled, required (TLS, server unchecked) or\n"
+	"                       verify_identity (TLS, the server's certificate\n"
+	"                       signed by mysql_ssl_ca and naming mysql_host)\n"
+	"                       [verify_identity with mysql_ssl_ca; else required\n"
+	"                       over TCP; disabled on the socket and loopback]\n"
+	"  mysql_ssl_ca         PEM file of the CA of the server's certificate\n"
+	"  mysql_ssl_cert, mysql_ssl_key (mode 0600)\n"
+	"                       a client certificate (REQUIRE X509 accounts)\n"
+	"  mysql_ssl_crl        revoked certificates (verify_identity)\n"
 	"  server_id            replica id to register with (unique, non-zero)\n"
 	"  range_size [16MiB]   range_interval [500ms]   heartbeat [1s]\n"
 	"  start_binlog         first file when the archive is empty [current]\n"
@@ -297,7 +306,9 @@ agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos, char *out,
  *		never loads files, and a server asking for one (another local user
  *		on the port while mariadbd restarts) would be sent the password
  *		file or the Kafka properties.  Whether Connector/C allows it by
- *		default depends on its build, so it is said here.
+ *		default depends on its build, so it is said here.  TLS as the
+ *		mysql_ssl_* settings say (mysql_tls.h): every connection the agent
+ *		opens comes from here.
  */
 MYSQL *
 agent_connect(Agent *agent, BkError *err)
@@ -309,12 +320,20 @@ agent_connect(Agent *agent, BkError *err)
 	unsigned int local_infile = 0;
 	unsigned int read_timeout =
 		(unsigned int) (config->heartbeat * 3 / 1000) + 10;
+	char server[600];
 
 	if (conn == NULL)
 	{
 		bk_error_set(err, BK_ERR_NOMEM, "mysql_init failed");
 		return NULL;
 	}
+	if (config->mysql_socket != NULL || config->mysql_host == NULL)
+		snprintf(server, sizeof(server), "%s",
+				 config->mysql_socket ? config->mysql_socket
+									  : "the default socket");
+	else
+		snprintf(server, sizeof(server), "%s:%u", config->mysql_host,
+				 config->mysql_port ? config->mysql_port : 3306);
 	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
 	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
 	mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);
@@ -322,20 +341,29 @@ agent_connect(Agent *agent, BkError *err)
 	mysql_optionsv(conn, MYSQL_OPT_WRITE_TIMEOUT, &read_timeout);
 	mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "binary");
 	mysql_optionsv(conn, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
+	if (!agent_tls_options(&config->mysql_tls, conn, err))
+	{
+		mysql_close(conn);
+		return NULL;
+	}
 	if (mysql_real_connect(conn, config->mysql_host, config->mysql_user,
 						   agent->mysql_password, NULL, config->mysql_port,
 						   config->mysql_socket, 0) == NULL)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not connect to MariaDB at %s: %s",
-					 config->mysql_socket ? config->mysql_socket
-					 : config->mysql_host ? config->mysql_host
-										  : "the default socket",
-					 mysql_error(conn));
-		bk_error_hint(err,
-					  "Check mysql_socket (or mysql_host and mysql_port),"
-					  " mysql_user and mysql_password_file; the agent needs"
-					  " REPLICATION SLAVE, BINLOG MONITOR and SELECT on"
-					  " mysql.roles_mapping.");
+					 server, mysql_error(conn));
+		if (!agent_tls_failure_hint(&config->mysql_tls, conn,
+									config->mysql_host, server, err))
+			bk_error_hint(err,
+						  "Check mysql_socket (or mysql_host and mysql_port),"
+						  " mysql_user and mysql_password_file; the agent"
+						  " needs REPLICATION SLAVE, BINLOG MONITOR and SELECT"
+						  " on mysql.roles_mapping.");
+		mysql_close(conn);
+		return NULL;
+	}
+	if (!agent_tls_confirm(&config->mysql_tls, conn, server, err))
+	{
 		mysql_close(conn);
 		return NULL;
 	}
@@ -389,7 +417,12 @@ agent_config_set(void *arg, const char *key, const char *value, BkError *err)
 {
 	AgentConfig *config = arg;
 	uint64_t number;
+	bool known;
 
+	if (!agent_tls_set(&config->mysql_tls, key, value, &known, err))
+		return false;
+	if (known)
+		return true;
 	if (strcmp(key, "source_id") == 0)
 	{
 		if (!bk_source_id_valid(value, strlen(value)))
@@ -543,6 +576,12 @@ agent_config_load(Agent *agent, const char *path, const char *brokers,
 	if (config->mysql_user == NULL &&
 		!set_text(&config->mysql_user, "root", err))
 		return false;
+	if (!agent_tls_settle(&config->mysql_tls, config->mysql_host,
+						  config->mysql_socket, err))
+	{
+		err->code = BK_ERR_CONFIG;
+		return false;
+	}
 	if (config->state_dir == NULL &&
 		!set_text(&config->state_dir, AGENT_STATE_DIR_DEFAULT, err))
 		return false;
@@ -1068,6 +1107,12 @@ main(int argc, char **argv)
 	agent_log("INFO", "source \"%s\": control socket %s, binlog topic %s",
 			  agent.config.source_id, agent.config.control_socket,
 			  agent.binlog_topic);
+	if (!agent_tls_over_socket(agent.config.mysql_host,
+							   agent.config.mysql_socket))
+		agent_log("INFO", "MariaDB connections: mysql_ssl_mode = %s%s",
+				  agent_tls_mode_name(agent.config.mysql_tls.mode),
+				  agent.config.mysql_tls.mode_defaulted ? " (the default)"
+														: "");
 
 	if (!binlog_stream_run(&agent, &err))
 		status = bk_cli_report_error(AGENT_PROGRAM, &err);

@@ -1,0 +1,100 @@
+/*
+ * mysql_tls.h
+ *		bk-mysql-agent: TLS on its connections to MariaDB (mysql_ssl_mode,
+ *		mysql_ssl_ca, mysql_ssl_cert, mysql_ssl_key, mysql_ssl_crl).
+ *
+ * Every connection the agent opens (the binlog dump, each snapshot reader,
+ * the callers' checks) carries the password, the binlog and the rows of
+ * every table, so all of them take these settings, through agent_connect.
+ * The modes are those of the mariadb client and MySQL's --ssl-mode:
+ *
+ *   disabled         never TLS
+ *   required         TLS or no connection; the server's certificate is not
+ *                    checked (it stops a reader on the wire, not a server
+ *                    that poses as the real one)
+ *   verify_identity  TLS, and the server's certificate signed by
+ *                    mysql_ssl_ca and naming the host the agent connects to
+ *
+ * Left unset, the mode follows what the other settings say: verify_identity
+ * when a CA is given (it is there to check the server, and a CA not used
+ * would look like protection that is not), required over TCP to another
+ * host, disabled over the Unix socket or loopback, where nothing leaves the
+ * machine.
+ */
+#ifndef BK_MYSQL_TLS_H
+#define BK_MYSQL_TLS_H
+
+#include <stdbool.h>
+
+#include <mysql.h>
+
+#include "bk_error.h"
+
+typedef enum AgentSslMode
+{
+	AGENT_SSL_UNSET = 0, /* not in the file: settled by agent_tls_settle */
+	AGENT_SSL_DISABLED,
+	AGENT_SSL_REQUIRED,
+	AGENT_SSL_VERIFY_IDENTITY,
+} AgentSslMode;
+
+typedef struct AgentTls
+{
+	AgentSslMode mode;
+	bool mode_defaulted; /* not given: chosen by agent_tls_settle */
+	char *ca;            /* mysql_ssl_ca: PEM file of the trusted CAs */
+	char *cert;          /* mysql_ssl_cert: the client's certificate */
+	char *key;           /* mysql_ssl_key: its private key (a secret) */
+	char *crl;           /* mysql_ssl_crl: revoked server certificates */
+} AgentTls;
+
+/*
+ * A mysql_ssl_* setting into tls.  *known is false for any other key
+ * (nothing set, true returned), for the caller's other settings.
+ */
+extern bool agent_tls_set(AgentTls *tls, const char *key, const char *value,
+						  bool *known, BkError *err);
+
+/*
+ * Once the whole file is read: the mode chosen when it was not given, for
+ * a connection to host (NULL or "localhost": the Unix socket, as
+ * Connector/C does) or the Unix socket (non-NULL); settings that contradict
+ * each other or the transport refused, naming them; the files opened, the
+ * key held to bk's rule of secret files.
+ */
+extern bool agent_tls_settle(AgentTls *tls, const char *host,
+							 const char *socket, BkError *err);
+
+/* The mode's name as the setting spells it. */
+extern const char *agent_tls_mode_name(AgentSslMode mode);
+
+/* Does the agent connect through a Unix socket (no TCP at all)? */
+extern bool agent_tls_over_socket(const char *host, const char *socket);
+
+/* The settled settings as Connector/C options of conn, before connecting. */
+extern bool agent_tls_options(const AgentTls *tls, MYSQL *conn, BkError *err);
+
+/*
+ * After mysql_real_connect: a mode that requires TLS has it.  Connector/C
+ * 3.3 goes on in plain text when the server offers no TLS and its
+ * certificate is not to be checked (required): the session is asked, and
+ * refused before any query.  By then the login is done: a challenge
+ * response (mysql_native_password, ed25519), or the password itself for a
+ * PAM login, has crossed in clear; verify_identity is refused before.
+ */
+extern bool agent_tls_confirm(const AgentTls *tls, MYSQL *conn,
+							  const char *server, BkError *err);
+
+/*
+ * mysql_real_connect failed on conn, to host (server: host:port): the hint
+ * for a TLS failure (the server offers none, or its certificate is
+ * refused), saying which setting and what to do; false when the failure
+ * is not TLS's.
+ */
+extern bool agent_tls_failure_hint(const AgentTls *tls, MYSQL *conn,
+								   const char *host, const char *server,
+								   BkError *err);
+
+extern void agent_tls_free(AgentTls *tls);
+
+#endif /* BK_MYSQL_TLS_H */

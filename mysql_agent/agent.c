@@ -327,13 +327,15 @@ agent_connect(Agent *agent, BkError *err)
 		bk_error_set(err, BK_ERR_NOMEM, "mysql_init failed");
 		return NULL;
 	}
-	if (config->mysql_socket != NULL || config->mysql_host == NULL)
+	if (agent_tls_over_socket(config->mysql_host, config->mysql_socket))
 		snprintf(server, sizeof(server), "%s",
 				 config->mysql_socket ? config->mysql_socket
 									  : "the default socket");
-	else
+	else if (config->mysql_port != 0)
 		snprintf(server, sizeof(server), "%s:%u", config->mysql_host,
-				 config->mysql_port ? config->mysql_port : 3306);
+				 config->mysql_port);
+	else /* Connector/C's default port: 3306, or MYSQL_TCP_PORT */
+		snprintf(server, sizeof(server), "%s", config->mysql_host);
 	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
 	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &max_packet);
 	mysql_optionsv(conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout);

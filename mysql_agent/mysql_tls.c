@@ -287,12 +287,12 @@ agent_tls_failure_hint(const AgentTls *tls, MYSQL *conn, const char *host,
 					  " certificate must be signed by a CA of mysql_ssl_ca"
 					  " (\"%s\"), be valid now%s, and name \"%s\" (in its"
 					  " subjectAltName).  See it with \"openssl s_client"
-					  " -starttls mysql -connect %s\"; fix the CA or the"
+					  " -starttls mysql -connect %s%s\"; fix the CA or the"
 					  " server's certificate, or set mysql_host to a name the"
 					  " certificate has.",
 					  tls->ca,
 					  tls->crl ? " and not revoked in mysql_ssl_crl" : "", host,
-					  server);
+					  server, strchr(server, ':') ? "" : ":3306");
 	else
 		bk_error_hint(err,
 					  "mysql_ssl_mode = %s: check the server's TLS settings"

@@ -615,6 +615,39 @@ restore_take_back(Restore *r, BkError *err)
 }
 
 /*
+ * The mode --pgdata gets at the end: 0750 if the snapshot's cluster allowed
+ * group access (initdb -g: its directories 0750), else 0700.  PostgreSQL
+ * takes the mode of new files from its data directory's, so a restore left
+ * at 0700 would quietly stop giving the group what it gave.
+ */
+static mode_t
+pgdata_final_mode(const Restore *r)
+{
+	for (size_t dirIdx = 0; dirIdx < r->record->directory_count; dirIdx++)
+	{
+		const BkSnapDirectory *dir = &r->record->directories[dirIdx];
+
+		if (strcmp(dir->path, "global") == 0)
+			return (dir->mode & 0777) == 0750 ? 0750 : 0700;
+	}
+	return 0700;
+}
+
+/* --pgdata's own mode, last: see pgdata_final_mode. */
+static bool
+set_pgdata_mode(const Restore *r, BkError *err)
+{
+	mode_t mode = pgdata_final_mode(r);
+
+	if (mode != 0700 &&
+		(fchmod(r->pgdata_fd, mode) != 0 || fsync(r->pgdata_fd) != 0))
+		return bk_error_set(err, BK_ERR_IO,
+							"could not set the mode of \"%s\" to %04o: %s",
+							r->pgdata_shown, (unsigned) mode, strerror(errno));
+	return true;
+}
+
+/*
  * Everything written and durable: the tree to the owner, the tablespace
  * locations, then the top of --pgdata last, so that a hand-over cut short
  * leaves a directory the owner's server refuses to start (its owner is
@@ -626,7 +659,7 @@ restore_hand_over(Restore *r, BkError *err)
 	char spc_rel[32];
 
 	if (!r->protect)
-		return true;
+		return set_pgdata_mode(r, err);
 	for (int spcIdx = 0; spcIdx < r->tablespace_count; spcIdx++)
 	{
 		RestoreTablespace *spc = &r->tablespaces[spcIdx];
@@ -654,7 +687,7 @@ restore_hand_over(Restore *r, BkError *err)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not give \"%s\" to its owner: %s",
 							r->pgdata_shown, strerror(errno));
-	return true;
+	return set_pgdata_mode(r, err);
 }
 
 /* True if dir exists and holds anything. */

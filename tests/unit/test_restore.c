@@ -4652,6 +4652,54 @@ test_restore_manifest_encoded_path(void **state)
 }
 
 /*
+ * A cluster initialised with group access (initdb -g: directories 0750)
+ * gets its data directory back 0750: PostgreSQL takes the mode of the files
+ * it creates from it, so a directory left 0700 would stop giving the group
+ * what the source gave it.  Without group access it stays 0700.
+ */
+static void
+test_restore_pgdata_group_mode(void **state)
+{
+	Restore *r = calloc(1, sizeof(*r));
+	BkSnapRecord *record = calloc(1, sizeof(*record));
+	char *dir = test_mkdtemp();
+	struct stat st;
+	BkError err;
+
+	(void) state;
+	assert_non_null(r);
+	assert_non_null(record);
+	record->directory_count = 2;
+	record->directories = calloc(2, sizeof(BkSnapDirectory));
+	assert_non_null(record->directories);
+	record->directories[0].path = strdup("base");
+	record->directories[0].mode = 0750;
+	record->directories[1].path = strdup("global");
+	record->directories[1].mode = 0750;
+	r->record = record;
+	bk_strlcpy(r->pgdata_shown, dir, sizeof(r->pgdata_shown));
+	assert_int_equal(chmod(dir, 0700), 0);
+	r->pgdata_fd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(r->pgdata_fd >= 0);
+
+	assert_true(restore_hand_over(r, &err));
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0750);
+
+	record->directories[1].mode = 0700;
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_true(restore_hand_over(r, &err));
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+
+	close(r->pgdata_fd);
+	bk_snapshot_record_free(record);
+	free(r);
+	test_rmdir(dir);
+	free(dir);
+}
+
+/*
  * JSON reports name paths that need not be UTF-8: the restore report gives
  * such a path's bytes in hex under key_hex, and a verify problem names a
  * Latin-1 file with \xNN for each stray byte, instead of jansson refusing
@@ -5169,6 +5217,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_record_bad_hex_paths, wal_setup,
 										wal_teardown),
 		cmocka_unit_test(test_restore_manifest_encoded_path),
+		cmocka_unit_test(test_restore_pgdata_group_mode),
 		cmocka_unit_test(test_json_output_non_utf8),
 		cmocka_unit_test(test_waldump_xact_time),
 		cmocka_unit_test(test_canonical_path),

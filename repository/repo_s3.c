@@ -7,8 +7,11 @@
  * The repository's guarantees on an object store:
  *
  *	 put-if-absent   PUT with "If-None-Match: *" (CompleteMultipartUpload
- *					 with it too, after a HEAD): 200 is created, 412 means an
- *					 object exists and repo.c compares identities.  A 200 is
+ *					 with it too, after a HEAD): 200 is created, 412 means
+ *					 an object exists and repo.c compares identities.  A
+ *					 200 counts only whole: a PUT's without an <Error>
+ *					 body, a completion's with its result (else the object
+ *					 is looked up, never assumed).  A 200 is
  *					 the store's promise that the object is durable; that is
  *					 what "archived" means here.  A completion whose 200 was
  *					 lost is sent again and finds NoSuchUpload: then the
@@ -842,6 +845,7 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 
 	call_describe(state, call, what, sizeof(what));
 	if (call->status == 403 || call->status == 401 ||
+		strcmp(call->error_code, "AccessDenied") == 0 ||
 		strcmp(call->error_code, "NoSuchBucket") == 0 || token_expired(call))
 		code = BK_ERR_CONFIG;
 	/*
@@ -866,7 +870,11 @@ call_failed(const S3State *state, const S3Call *call, BkError *err)
 			bk_error_hint(err, "%s", call->reload_error.hint);
 		return false;
 	}
-	bk_error_set(err, code, "%s: HTTP %ld%s%s%s%s", what, call->status,
+	bk_error_set(err, code, "%s: HTTP %ld%s%s%s%s%s", what, call->status,
+				 call->status >= 200 && call->status < 300 &&
+						 call->error_code[0]
+					 ? " with an error"
+					 : "",
 				 call->error_code[0] ? " " : "", call->error_code,
 				 call->error_message[0] ? ": " : "", call->error_message);
 	if (strcmp(call->error_code, "InvalidAccessKeyId") == 0 ||
@@ -2065,7 +2073,8 @@ s3_put_small(BkRepo *repo, const char *key, const void *data, size_t len,
 	EVP_Digest(data, len, md5, &md5_len, EVP_md5(), NULL);
 	ok = put_object(state, full, data, -1, 0, len, md5, false, NULL, NULL, 0,
 					&call, err);
-	if (ok && call.status != 200)
+	/* A 200 whose body is an <Error> (s3_call read its code) is a refusal. */
+	if (ok && (call.status != 200 || call.error_code[0]))
 		ok = call_failed(state, &call, err);
 	call_free(&call);
 	return ok;
@@ -2111,7 +2120,8 @@ probe_put_if_absent(S3State *state, BkError *err)
 		if (ok && (call.status == 412 ||
 				   strcmp(call.error_code, "PreconditionFailed") == 0))
 			answers[putIdx] = 412;
-		else if (ok && (call.status == 200 || call.status == 501))
+		else if (ok && ((call.status == 200 && call.error_code[0] == '\0') ||
+						call.status == 501))
 			answers[putIdx] = call.status;
 		else if (ok)
 			ok = call_failed(state, &call, err);
@@ -2540,7 +2550,8 @@ part_worker(void *arg)
 		ok = put_object(parts->state, parts->full, NULL, upload->fd, offset,
 						len, upload->part_md5[partIdx], false, NULL, query, 2,
 						&call, &err);
-		if (ok && (call.status != 200 || call.etag[0] == '\0'))
+		if (ok &&
+			(call.status != 200 || call.error_code[0] || call.etag[0] == '\0'))
 			ok = call_failed(parts->state, &call, &err);
 		if (ok)
 			bk_strlcpy(parts->etags[partIdx], call.etag,
@@ -2614,17 +2625,59 @@ etag_is(const char *stored, const char *expected)
 		   strncasecmp(stored, expected, len) == 0;
 }
 
+static bool
+completion_result_element(void *arg, const char *path, const char *text,
+						  BkError *err)
+{
+	(void) text;
+	(void) err;
+	if (strcmp(path, "CompleteMultipartUploadResult") == 0)
+		*(bool *) arg = true;
+	return true;
+}
+
+/*
+ * Does a completion's 200 carry the store's CompleteMultipartUploadResult,
+ * whole?  The store sends its 200 before it has finished (AWS S3 then
+ * keeps the connection alive with spaces), and its verdict comes in the
+ * body: an <Error> (s3_call read its code), or nothing at all if the
+ * answer was cut short.  Only the result says the object was completed.
+ */
+static bool
+completion_confirmed(const S3Call *call)
+{
+	const char *body = call->reply.data;
+	size_t len = call->reply.len;
+	bool seen = false;
+	BkError ignored;
+
+	if (body == NULL)
+		return false;
+	/* Keep-alive spaces, before the document or its declaration. */
+	while (len > 0 && isspace((unsigned char) *body))
+	{
+		body++;
+		len--;
+	}
+	bk_error_clear(&ignored);
+	return len > 0 &&
+		   bk_xml_parse(body, len, completion_result_element, &seen,
+						&ignored) &&
+		   seen;
+}
+
 /*
  * The completion was answered NoSuchUpload: the upload is gone.  Either an
  * earlier try of this completion reached the store and succeeded and its
  * answer was lost (a connection reset, a timeout: s3_call sent it again),
- * or the upload was aborted (housekeeping elsewhere).  The object in place
- * tells which.  With the ETag our parts give it (each part's MD5 checked by
- * the store as it came), it holds our bytes, and the store's HEAD shows it
- * committed: created, as the lost 200 said.  Another object is a copy found
- * in place, as after a 412: repo.c reads it and compares identities (ours
- * too, on a store whose ETags are not MD5s, then a re-send).  None: the
- * completion failed, as the store said.
+ * or the upload was aborted (housekeeping elsewhere).  Or it was answered
+ * 200 without the result that says it was done (an empty or cut body).
+ * The object in place tells which.  With the ETag our parts give it (each
+ * part's MD5 checked by the store as it came), it holds our bytes, and the
+ * store's HEAD shows it committed: created, as the lost 200 said.  Another
+ * object is a copy found in place, as after a 412: repo.c reads it and
+ * compares identities (ours too, on a store whose ETags are not MD5s, then
+ * a re-send).  None: the completion failed, whatever the store said.
  */
 static bool
 completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
@@ -2638,9 +2691,22 @@ completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
 	if (!head_object(state, full, &stat, stored, NULL, err))
 		return bk_error_prefix(err,
 							   "s3://%s/%s: the multipart upload was gone "
-							   "at its completion, and the object could not "
-							   "be looked up: ",
+							   "or its completion unconfirmed, and the object "
+							   "could not be looked up: ",
 							   state->bucket, full);
+	if (!stat.exists && completion->status == 200)
+	{
+		bk_error_set(err, BK_ERR_STORE,
+					 "POST s3://%s/%s: the store at %s answered the "
+					 "multipart completion 200 without a "
+					 "CompleteMultipartUploadResult (%zu bytes of body), "
+					 "and no object is there: not completed",
+					 state->bucket, full, state->endpoint_host,
+					 completion->reply.len);
+		return bk_error_hint(err, "Nothing was archived; the object is sent "
+								  "again. A store or proxy that cuts its "
+								  "answers short needs looking at.");
+	}
 	if (!stat.exists)
 		return call_failed(state, completion, err);
 	multipart_etag(upload->part_md5, upload->part_count, ours);
@@ -2707,6 +2773,8 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 		ok = completion_lost(upload, full, &call, created, err);
 	else if (call.status != 200 || call.error_code[0])
 		call_failed(state, &call, err);
+	else if (!completion_confirmed(&call))
+		ok = completion_lost(upload, full, &call, created, err);
 	else
 	{
 		*created = true;
@@ -2793,12 +2861,20 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 						upload->part_md5[0], true, put_id, NULL, 0, &call, err);
 		if (ok)
 		{
-			if (call.status == 200)
+			/*
+			 * A 412, or an <Error> PreconditionFailed in a 200 (the store
+			 * failed after it began answering): an object is in place.
+			 */
+			bool in_place = call.status == 412 ||
+							strcmp(call.error_code, "PreconditionFailed") == 0;
+
+			/* A 200 whose body is any other <Error> stored nothing. */
+			if (call.status == 200 && call.error_code[0] == '\0')
 				*created = true;
 			/* At the first send, an object that was there before. */
-			else if (call.status == 412 && call.sends > 1)
+			else if (in_place && call.sends > 1)
 				ok = put_answer_lost(state, full, put_id, created, err);
-			else if (call.status != 412)
+			else if (!in_place)
 				ok = call_failed(state, &call, err);
 		}
 		call_free(&call);

@@ -53,6 +53,10 @@ typedef enum CompletionFault
 	COMPLETION_UPLOAD_ABORTED,
 	/* The same, and another shipper's object put in place meanwhile. */
 	COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE,
+	/* Not completed, answered 200 with an empty body (a broken proxy). */
+	COMPLETION_NOT_DONE_EMPTY_200,
+	/* Completed, answered 200 with an empty body (the result cut off). */
+	COMPLETION_DONE_EMPTY_200,
 } CompletionFault;
 
 typedef enum PutFault
@@ -65,6 +69,8 @@ typedef enum PutFault
 	 * meanwhile by another PUT (a shipper before a restart).
 	 */
 	PUT_LOST_OTHER_IN_PLACE,
+	/* Not stored, answered 200 with an <Error> AccessDenied body. */
+	PUT_ACCESS_DENIED_IN_200,
 } PutFault;
 
 /* The x-amz-meta-bk-put-id of PUT_LOST_OTHER_IN_PLACE's object. */
@@ -562,6 +568,12 @@ serve_complete(FakeStore *store, int fd, const Request *request)
 		}
 		store->completion_fault = COMPLETION_OK;
 	}
+	if (store->completion_fault == COMPLETION_NOT_DONE_EMPTY_200)
+	{
+		store->completion_fault = COMPLETION_OK;
+		reply(fd, 200, "", "", 0, false);
+		return;
+	}
 	if (store->upload_id[0] == '\0' || strcmp(upload_id, store->upload_id) != 0)
 	{
 		reply_error(fd, 404, "NoSuchUpload");
@@ -590,6 +602,12 @@ serve_complete(FakeStore *store, int fd, const Request *request)
 	{
 		/* Done, and the answer never leaves: the connection just closes. */
 		store->completion_fault = COMPLETION_OK;
+		return;
+	}
+	if (store->completion_fault == COMPLETION_DONE_EMPTY_200)
+	{
+		store->completion_fault = COMPLETION_OK;
+		reply(fd, 200, "", "", 0, false);
 		return;
 	}
 	snprintf(xml, sizeof(xml),
@@ -713,6 +731,11 @@ serve(FakeStore *store, int fd, const Request *request)
 
 		store->puts++;
 		store->put_fault = PUT_OK;
+		if (fault == PUT_ACCESS_DENIED_IN_200)
+		{
+			reply_error(fd, 200, "AccessDenied");
+			return;
+		}
 		if (request->if_none_match && store->if_none_match_unimplemented)
 		{
 			reply_error(fd, 501, "NotImplemented");
@@ -1286,6 +1309,86 @@ test_put_other_copy_in_place(void **state)
 	assert_false(created);
 	assert_int_equal(f->store.puts, 1);
 	assert_int_equal(f->store.heads, 0);
+}
+
+/*
+ * A PUT answered 200 whose body is an <Error> (AccessDenied, which no retry
+ * fixes): nothing was stored, so it is a failure naming the code, never
+ * "created" (the shipper would say archived and commit its offset).
+ */
+static void
+test_put_error_in_200(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char etag[80];
+
+	store_set_put_fault(&f->store, PUT_ACCESS_DENIED_IN_200);
+	f->store.puts = 0; /* the repository's marker, at setup */
+	bk_error_clear(&err);
+	assert_false(
+		commit_single(f, "src/wal/000000010000000000000001", &created, &err));
+	assert_false(created);
+	assert_int_equal(f->store.puts, 1);
+	assert_error_contains(&err, "HTTP 200");
+	assert_error_contains(&err, "AccessDenied");
+	assert_false(
+		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
+
+	/* The next PUT, answered as it should be: created. */
+	if (!commit_single(f, "src/wal/000000010000000000000001", &created, &err))
+		fail_msg("%s", err.message);
+	assert_true(created);
+}
+
+/*
+ * A completion answered 200 with an empty body, not completed: only a
+ * CompleteMultipartUploadResult says it was done, so the object is looked
+ * up, found absent, and the commit fails.  Never "created".
+ */
+static void
+test_completion_empty_200_not_done(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char etag[80];
+
+	store_set_fault(&f->store, COMPLETION_NOT_DONE_EMPTY_200);
+	bk_error_clear(&err);
+	assert_false(commit_multipart(f, "src/wal/000000010000000000000001",
+								  &created, &err));
+	assert_false(created);
+	assert_error_contains(&err, "without a CompleteMultipartUploadResult");
+	assert_false(
+		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
+}
+
+/*
+ * A completion that took effect, its 200's body empty: the object in
+ * place has our parts' ETag, so it is created, as a lost answer's is.
+ */
+static void
+test_completion_empty_200_done(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char etag[80];
+
+	store_set_fault(&f->store, COMPLETION_DONE_EMPTY_200);
+	f->store.heads = 0;
+	f->store.completions = 0;
+	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_true(created);
+	assert_int_equal(f->store.completions, 1);
+	/* The one before every multipart upload, and the one that confirmed. */
+	assert_int_equal(f->store.heads, 2);
+	assert_true(
+		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
 }
 
 /* Three objects of a snapshot, for a prefix to remove. */
@@ -2411,6 +2514,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_completion_other_object_in_place,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_error_in_200, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_completion_empty_200_not_done,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_completion_empty_200_done, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_complete_if_absent_ignored, setup,

@@ -562,9 +562,15 @@ transfer_cancelled(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return atomic_load(call->cancel) ? 1 : 0;
 }
 
-/* Build, sign and send call once; false only if it could not be sent. */
+/*
+ * Build, sign and send call once, giving up at deadline (bk_monotonic_ms):
+ * a store that trickles its answer a byte at a time never trips curl's
+ * low-speed limit, and must not hold a shipper or a recovery's wal-get for
+ * longer than s3_timeout.
+ */
 static CURLcode
-call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
+call_once(S3State *state, CURL *handle, S3Call *call, int64_t deadline,
+		  BkError *err)
 {
 	char path[BK_REPO_KEY_MAX + 1024];
 	char encoded_path[3 * sizeof(path)];
@@ -584,6 +590,7 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	time_t now = time(NULL);
 	CURLcode code;
 	curl_off_t filetime = -1;
+	int64_t left_ms = deadline - bk_monotonic_ms();
 
 	pthread_mutex_lock(&state->credentials_lock);
 	signing = state->credentials;
@@ -656,6 +663,9 @@ call_once(S3State *state, CURL *handle, S3Call *call, BkError *err)
 	/* A transfer that moves nothing for 30 s is a dead connection. */
 	curl_easy_setopt(handle, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(handle, CURLOPT_LOW_SPEED_TIME, 30L);
+	/* The whole transfer, connection included (0 would be no limit). */
+	curl_easy_setopt(handle, CURLOPT_TIMEOUT_MS,
+					 (long) (left_ms > 1 ? left_ms : 1));
 	curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, reply_write);
 	curl_easy_setopt(handle, CURLOPT_WRITEDATA, call);
 	curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, header_seen);
@@ -724,7 +734,8 @@ call_describe(const S3State *state, const S3Call *call, char *out,
 }
 
 /*
- * Send call, retrying what a retry can fix until s3_timeout.  true once
+ * Send call, retrying what a retry can fix until s3_timeout, which bounds
+ * each send too (a store that answers slowly is cut there).  true once
  * the store answered (any status: the caller judges it); false if it could
  * not be reached in time, the request itself is wrong, or call->cancel was
  * set (within about a second: curl looks at it that often).
@@ -758,7 +769,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 		}
 		attempts++;
 		call->sends = attempts;
-		code = call_once(state, handle, call, err);
+		code = call_once(state, handle, call, deadline, err);
 		if (code == CURLE_OK)
 		{
 			read_error_reply(call);
@@ -781,6 +792,23 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 			}
 			snprintf(last, sizeof(last), "HTTP %ld%s%s", call->status,
 					 call->error_code[0] ? " " : "", call->error_code);
+		}
+		else if (code == CURLE_OPERATION_TIMEDOUT &&
+				 bk_monotonic_ms() >= deadline - 100)
+		{
+			/* Cut at the deadline (call_once): no time left to retry. */
+			handle_give_back(state, handle);
+			bk_error_set(err, BK_ERR_TIMEOUT,
+						 "%s: the object store was too slow: the request did "
+						 "not finish within s3_timeout (%" PRId64
+						 " s; %d attempts)",
+						 what, state->timeout_ms / 1000, attempts);
+			return bk_error_hint(err,
+								 "Check the store at %s and the network to "
+								 "it; raise s3_timeout if it is slow but "
+								 "working (one request, retries included, "
+								 "may take that long).",
+								 state->base_url);
 		}
 		else if (!transient_curl(code) || code == CURLE_ABORTED_BY_CALLBACK)
 		{

@@ -125,6 +125,7 @@ typedef struct FakeStore
 	int get_delay_ms;                    /* before answering a GET */
 	int gets_refused;                    /* the next ones: 400 InvalidRequest */
 	const char *delete_reply;            /* the DeleteObjects answer's body */
+	int trickle_s; /* GET: its body a byte a second, this many at most */
 
 	/*
 	 * What the store did not expect, said here and checked by the test's
@@ -536,6 +537,31 @@ serve_get(FakeStore *store, int fd, const Request *request)
 	snprintf(headers, sizeof(headers),
 			 "ETag: %s\r\nContent-Range: bytes %zu-%zu/%zu\r\n", object->etag,
 			 first, last, object->len);
+	if (store->trickle_s > 0)
+	{
+		/*
+		 * A store that keeps the connection alive with a byte a second,
+		 * never slow enough for curl's low-speed limit; it gives up when
+		 * the client has gone, or after trickle_s bytes.
+		 */
+		char head[512];
+		int head_len =
+			snprintf(head, sizeof(head),
+					 "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n"
+					 "Connection: close\r\n%s\r\n",
+					 request->range[0] ? 206 : 200, last - first + 1, headers);
+		bool sent = send_all(fd, head, (size_t) head_len);
+
+		for (int byteIdx = 0;
+			 sent && !store->stop && byteIdx < store->trickle_s &&
+			 first + byteIdx <= last;
+			 byteIdx++)
+		{
+			sleep(1);
+			sent = send_all(fd, object->data + first + byteIdx, 1);
+		}
+		return;
+	}
 	reply(fd, request->range[0] ? 206 : 200, headers, object->data + first,
 		  last - first + 1, false);
 }
@@ -971,6 +997,15 @@ store_delay_gets(FakeStore *store, int ms)
 	pthread_mutex_unlock(&store->lock);
 }
 
+/* The test's thread: trickle GETs' bodies, a byte a second, or no longer. */
+static void
+store_trickle_gets(FakeStore *store, int seconds)
+{
+	pthread_mutex_lock(&store->lock);
+	store->trickle_s = seconds;
+	pthread_mutex_unlock(&store->lock);
+}
+
 /* The test's thread: the body of the next DeleteObjects answers. */
 static void
 store_set_delete_reply(FakeStore *store, const char *xml)
@@ -1389,6 +1424,42 @@ test_completion_empty_200_done(void **state)
 	assert_int_equal(f->store.heads, 2);
 	assert_true(
 		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
+}
+
+/*
+ * A store that trickles a GET's body a byte a second, never slow enough
+ * for curl's low-speed limit: s3_timeout (5 s here) bounds the request
+ * itself, not only the retries, and the error says the store was too slow.
+ * Without that bound a recovery's wal-get waits as long as the store likes.
+ */
+static void
+test_trickling_store_cut_at_timeout(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+	uint8_t data[64];
+	BkRepoReader *reader;
+	int64_t started;
+	int64_t took;
+
+	test_fill(data, sizeof(data), 7, false);
+	assert_true(store_put(&f->store, "pre/src/wal/000000010000000000000001",
+						  data, sizeof(data), "\"x\""));
+	/* Long enough to outlast s3_timeout by far, short if that fails. */
+	store_trickle_gets(&f->store, 20);
+	bk_error_clear(&err);
+	started = bk_monotonic_ms();
+	reader = bk_repo_reader_open(f->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+								 "000000010000000000000001", &err);
+	took = bk_monotonic_ms() - started;
+	bk_repo_reader_close(reader);
+	store_trickle_gets(&f->store, 0);
+	assert_null(reader);
+	print_message("# cut after %lld ms: %s\n", (long long) took, err.message);
+	assert_true(took >= 4500 && took < 7000);
+	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_contains(&err, "too slow");
+	assert_error_contains(&err, "s3_timeout");
 }
 
 /* Three objects of a snapshot, for a prefix to remove. */
@@ -2519,6 +2590,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_completion_empty_200_done, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_trickling_store_cut_at_timeout,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_complete_if_absent_ignored, setup,

@@ -1397,6 +1397,17 @@ list_keys(S3State *state, const char *full_prefix, bool recursive,
 								  call.reply.len, list_emit, &page, &truncated,
 								  next_token, sizeof(next_token), err);
 		call_free(&call);
+		/*
+		 * The same token again would fetch the same page again, for ever
+		 * (a broken store or proxy): an answer bk cannot use.
+		 */
+		if (ok && truncated && strcmp(next_token, token) == 0)
+			ok = bk_error_set(err, BK_ERR_FORMAT,
+							  "the store at %s said the listing goes on "
+							  "with continuation token \"%.200s\", the one "
+							  "it was just sent: it would list the same page "
+							  "for ever",
+							  state->endpoint_host, token);
 		if (!ok)
 		{
 			/* A listing callback's own error stands as it is. */
@@ -3140,6 +3151,18 @@ abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 			return bk_error_set(err, BK_ERR_FORMAT,
 								"the store said its list of multipart uploads "
 								"goes on but gave no marker");
+		/* The markers just sent would fetch the same page, for ever. */
+		if (page.truncated && strcmp(page.next_key, key_marker) == 0 &&
+			strcmp(page.next_upload, upload_marker) == 0)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"GET s3://%s/%s (multipart uploads): the "
+								"store at %s said the list goes on from "
+								"key-marker \"%.200s\" and upload-id-marker "
+								"\"%.200s\", the ones it was just sent: it "
+								"would list the same page for ever",
+								state->bucket, state->prefix,
+								state->endpoint_host, key_marker,
+								upload_marker);
 		bk_strlcpy(key_marker, page.next_key, sizeof(key_marker));
 		bk_strlcpy(upload_marker, page.next_upload, sizeof(upload_marker));
 	} while (page.truncated);

@@ -126,6 +126,12 @@ typedef struct FakeStore
 	int gets_refused;                    /* the next ones: 400 InvalidRequest */
 	const char *delete_reply;            /* the DeleteObjects answer's body */
 	int trickle_s; /* GET: its body a byte a second, this many at most */
+	/*
+	 * Listings (of objects, of uploads) that say they go on with the
+	 * continuation token or markers they were sent, this many times.
+	 */
+	int listing_repeats;
+	atomic_int listing_pages; /* listing pages served */
 
 	/*
 	 * What the store did not expect, said here and checked by the test's
@@ -468,6 +474,21 @@ serve_listing(FakeStore *store, int fd, const Request *request)
 		return;
 	}
 	query_get(request, "prefix", prefix, sizeof(prefix));
+	store->listing_pages++;
+	if (store->listing_repeats > 0)
+	{
+		store->listing_repeats--;
+		snprintf(xml, 65536,
+				 "<ListBucketResult><Name>" BUCKET "</Name><IsTruncated>true"
+				 "</IsTruncated><NextContinuationToken>same-token"
+				 "</NextContinuationToken><Contents><Key>%ssrc/wal/x</Key>"
+				 "<Size>1</Size><LastModified>2026-01-02T03:04:05.000Z"
+				 "</LastModified></Contents></ListBucketResult>",
+				 prefix);
+		reply_xml(fd, 200, xml);
+		free(xml);
+		return;
+	}
 	len = (size_t) snprintf(xml, 65536,
 							"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 							"<ListBucketResult><Name>" BUCKET
@@ -714,6 +735,19 @@ serve(FakeStore *store, int fd, const Request *request)
 			 store->upload_listing_denied)
 		reply_error(fd, 403, "AccessDenied");
 	else if (strcmp(request->method, "GET") == 0 &&
+			 query_get(request, "uploads", value, sizeof(value)) &&
+			 store->listing_repeats > 0)
+	{
+		store->listing_repeats--;
+		store->listing_pages++;
+		reply_xml(fd, 200,
+				  "<ListMultipartUploadsResult><Bucket>" BUCKET
+				  "</Bucket><IsTruncated>true</IsTruncated>"
+				  "<NextKeyMarker>pre/src/wal/x</NextKeyMarker>"
+				  "<NextUploadIdMarker>upload-x</NextUploadIdMarker>"
+				  "</ListMultipartUploadsResult>");
+	}
+	else if (strcmp(request->method, "GET") == 0 &&
 			 query_get(request, "uploads", value, sizeof(value)))
 		reply_xml(fd, 200,
 				  "<ListMultipartUploadsResult><Bucket>" BUCKET
@@ -876,6 +910,7 @@ store_start(FakeStore *store)
 	atomic_init(&store->heads, 0);
 	atomic_init(&store->deletes, 0);
 	atomic_init(&store->slow_downs, 0);
+	atomic_init(&store->listing_pages, 0);
 	assert_int_equal(pthread_mutex_init(&store->lock, NULL), 0);
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	store->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1003,6 +1038,16 @@ store_trickle_gets(FakeStore *store, int seconds)
 {
 	pthread_mutex_lock(&store->lock);
 	store->trickle_s = seconds;
+	pthread_mutex_unlock(&store->lock);
+}
+
+/* The test's thread: the next count listing pages repeat their token. */
+static void
+store_repeat_listings(FakeStore *store, int count)
+{
+	pthread_mutex_lock(&store->lock);
+	store->listing_repeats = count;
+	store->listing_pages = 0;
 	pthread_mutex_unlock(&store->lock);
 }
 
@@ -1460,6 +1505,59 @@ test_trickling_store_cut_at_timeout(void **state)
 	assert_int_equal(err.code, BK_ERR_TIMEOUT);
 	assert_error_contains(&err, "too slow");
 	assert_error_contains(&err, "s3_timeout");
+}
+
+static bool
+count_entry(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	(void) entry;
+	(void) err;
+	(*(int *) arg)++;
+	return true;
+}
+
+/*
+ * A listing that says it goes on with the very continuation token it was
+ * sent would be fetched for ever: the second such page is an error naming
+ * the store and the token.  (The store gives up after 50 pages, so that
+ * the code before this test ends too.)
+ */
+static void
+test_listing_same_token(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+	int entries = 0;
+
+	store_repeat_listings(&f->store, 50);
+	bk_error_clear(&err);
+	assert_false(bk_repo_list(f->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL, "",
+							  false, count_entry, &entries, &err));
+	assert_int_equal(f->store.listing_pages, 2);
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_error_contains(&err, "127.0.0.1");
+	assert_error_contains(&err, "\"same-token\"");
+	assert_error_contains(&err, "page 2");
+	store_repeat_listings(&f->store, 0);
+}
+
+/* The same for the list of multipart uploads and its two markers. */
+static void
+test_upload_listing_same_markers(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+	uint64_t removed = 0;
+
+	store_repeat_listings(&f->store, 50);
+	bk_error_clear(&err);
+	assert_false(bk_repo_clean_uploads(f->repo, &removed, &err));
+	assert_int_equal(f->store.listing_pages, 2);
+	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_error_contains(&err, "127.0.0.1");
+	assert_error_contains(&err, "\"pre/src/wal/x\"");
+	assert_error_contains(&err, "\"upload-x\"");
+	store_repeat_listings(&f->store, 0);
 }
 
 /* Three objects of a snapshot, for a prefix to remove. */
@@ -2592,6 +2690,10 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_trickling_store_cut_at_timeout,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_same_token, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_upload_listing_same_markers, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_complete_if_absent_ignored, setup,

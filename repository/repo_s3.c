@@ -98,6 +98,14 @@
 #define S3_CREDENTIALS_FILE_MAX (64 * 1024)
 
 /*
+ * The longest session token taken, in bytes.  STS does not promise a size
+ * (with session policies and tags they run to several kB); AWS S3 takes
+ * 8 KB of request headers in all.  A longer one is refused when loaded,
+ * never cut.
+ */
+#define S3_SESSION_TOKEN_MAX 8192
+
+/*
  * An open ahead that ended and was not taken over within this many later
  * hints was not wanted after all (its file was taken before its hint was
  * given, or failed first): with every slot used, its slot may go to
@@ -127,7 +135,7 @@ typedef struct S3Credentials
 {
 	char access_key_id[256];
 	char secret_access_key[256];
-	char session_token[4096];
+	char session_token[S3_SESSION_TOKEN_MAX + 1];
 } S3Credentials;
 
 typedef struct S3State
@@ -578,7 +586,8 @@ call_once(S3State *state, CURL *handle, S3Call *call, int64_t deadline,
 	char url[sizeof(encoded_path) + sizeof(query) + 700];
 	char amz_date[17];
 	char authorization[1024];
-	char line[8192];
+	/* A header line: the session token's is the longest. */
+	char line[S3_SESSION_TOKEN_MAX + 256];
 	BkSigV4Pair headers[16];
 	int header_count = 0;
 	struct curl_slist *list = NULL;
@@ -981,20 +990,43 @@ md5_base64(const uint8_t digest[16], char out[32])
 
 /* ------------------------------------------------------------ opening */
 
+/*
+ * Copy a credential named name into field (field_size bytes); one that
+ * does not fit is refused, never cut: a cut token or key would only make
+ * every request fail, as if the credentials were wrong.  The message gives
+ * its length, never its text.
+ */
+static bool
+credential_copy(char *field, size_t field_size, const char *name,
+				const char *value, BkError *err)
+{
+	size_t len = strlen(value);
+
+	if (len >= field_size)
+		return bk_error_set(err, BK_ERR_CONFIG,
+							"%s is %zu bytes long; bk takes at most %zu", name,
+							len, field_size - 1);
+	memcpy(field, value, len + 1);
+	return true;
+}
+
 static bool
 credentials_setter(void *arg, const char *key, const char *value, BkError *err)
 {
 	S3Credentials *credentials = arg;
 
 	if (strcmp(key, "access_key_id") == 0)
-		bk_strlcpy(credentials->access_key_id, value,
-				   sizeof(credentials->access_key_id));
+		return credential_copy(credentials->access_key_id,
+							   sizeof(credentials->access_key_id), key, value,
+							   err);
 	else if (strcmp(key, "secret_access_key") == 0)
-		bk_strlcpy(credentials->secret_access_key, value,
-				   sizeof(credentials->secret_access_key));
+		return credential_copy(credentials->secret_access_key,
+							   sizeof(credentials->secret_access_key), key,
+							   value, err);
 	else if (strcmp(key, "session_token") == 0)
-		bk_strlcpy(credentials->session_token, value,
-				   sizeof(credentials->session_token));
+		return credential_copy(credentials->session_token,
+							   sizeof(credentials->session_token), key, value,
+							   err);
 	else
 		return bk_error_set(err, BK_ERR_CONFIG,
 							"unknown key \"%s\" (access_key_id, "
@@ -1080,17 +1112,19 @@ load_credentials(S3State *state, const BkRepoOptions *options, BkError *err)
 		return read_credentials_file(file, credentials, err);
 	}
 	if (getenv("AWS_ACCESS_KEY_ID") && getenv("AWS_SECRET_ACCESS_KEY"))
-	{
-		bk_strlcpy(credentials->access_key_id, getenv("AWS_ACCESS_KEY_ID"),
-				   sizeof(credentials->access_key_id));
-		bk_strlcpy(credentials->secret_access_key,
-				   getenv("AWS_SECRET_ACCESS_KEY"),
-				   sizeof(credentials->secret_access_key));
-		if (getenv("AWS_SESSION_TOKEN"))
-			bk_strlcpy(credentials->session_token, getenv("AWS_SESSION_TOKEN"),
-					   sizeof(credentials->session_token));
-		return true;
-	}
+		return credential_copy(credentials->access_key_id,
+							   sizeof(credentials->access_key_id),
+							   "AWS_ACCESS_KEY_ID", getenv("AWS_ACCESS_KEY_ID"),
+							   err) &&
+			   credential_copy(credentials->secret_access_key,
+							   sizeof(credentials->secret_access_key),
+							   "AWS_SECRET_ACCESS_KEY",
+							   getenv("AWS_SECRET_ACCESS_KEY"), err) &&
+			   (getenv("AWS_SESSION_TOKEN") == NULL ||
+				credential_copy(credentials->session_token,
+								sizeof(credentials->session_token),
+								"AWS_SESSION_TOKEN",
+								getenv("AWS_SESSION_TOKEN"), err));
 	bk_error_set(err, BK_ERR_CONFIG,
 				 "no S3 credentials for repository s3://%s/%s", state->bucket,
 				 state->prefix);

@@ -125,12 +125,15 @@ bk_sigv4_canonical_query(const BkSigV4Pair *query, int count, char *out,
 	return ok;
 }
 
-/* A header as signed: lower-case name, value trimmed, inner runs of spaces
- * made one. */
+/*
+ * A header as signed: lower-case name, value trimmed, inner runs of spaces
+ * made one.  The value is allocated to its length: a session token
+ * (x-amz-security-token) can be several kB long.
+ */
 typedef struct CanonicalHeader
 {
 	char name[128];
-	char value[2048];
+	char *value;
 } CanonicalHeader;
 
 static int
@@ -140,13 +143,15 @@ canonical_header_cmp(const void *a, const void *b)
 				  ((const CanonicalHeader *) b)->name);
 }
 
+/* false if the name is too long or there is no memory for the value. */
 static bool
 canonical_header(const BkSigV4Pair *pair, CanonicalHeader *out)
 {
 	size_t pos = 0;
 	const char *c = pair->value;
 
-	if (strlen(pair->name) >= sizeof(out->name))
+	if (strlen(pair->name) >= sizeof(out->name) ||
+		(out->value = malloc(strlen(pair->value) + 1)) == NULL)
 		return false;
 	for (size_t charIdx = 0; pair->name[charIdx]; charIdx++)
 		out->name[charIdx] =
@@ -158,8 +163,6 @@ canonical_header(const BkSigV4Pair *pair, CanonicalHeader *out)
 	{
 		if ((*c == ' ' || *c == '\t') && pos > 0 && out->value[pos - 1] == ' ')
 			continue;
-		if (pos + 1 >= sizeof(out->value))
-			return false;
 		out->value[pos++] = *c == '\t' ? ' ' : *c;
 	}
 	while (pos > 0 && out->value[pos - 1] == ' ')
@@ -199,10 +202,12 @@ bk_sigv4_authorization(const BkSigV4Request *request,
 					   BkError *err)
 {
 	CanonicalHeader headers[SIGV4_MAX_PAIRS];
+	int header_count = 0;
 	char signed_headers[2048];
 	char path[4096 * 3];
 	char query[8192];
-	char creq[24576];
+	char *creq = NULL;
+	size_t creq_len;
 	char scope[256];
 	char sts[512];
 	char date[9];
@@ -212,50 +217,74 @@ bk_sigv4_authorization(const BkSigV4Request *request,
 	char secret[512];
 	size_t pos = 0;
 	size_t signed_pos = 0;
+	bool ok = false;
 	int n;
 
 	if (request->header_count > SIGV4_MAX_PAIRS || strlen(amz_date) != 16)
 		return bk_error_set(err, BK_ERR_INTERNAL, "cannot sign this request");
-	for (int headerIdx = 0; headerIdx < request->header_count; headerIdx++)
-		if (!canonical_header(&request->headers[headerIdx],
-							  &headers[headerIdx]))
-			return bk_error_set(err, BK_ERR_INTERNAL,
-								"header \"%s\" too long to sign",
-								request->headers[headerIdx].name);
-	qsort(headers, (size_t) request->header_count, sizeof(headers[0]),
+	for (; header_count < request->header_count; header_count++)
+		if (!canonical_header(&request->headers[header_count],
+							  &headers[header_count]))
+		{
+			bk_error_set(err, BK_ERR_INTERNAL, "header \"%s\" cannot be signed",
+						 request->headers[header_count].name);
+			goto done;
+		}
+	qsort(headers, (size_t) header_count, sizeof(headers[0]),
 		  canonical_header_cmp);
 	if (!bk_sigv4_uri_encode(request->path, true, path, sizeof(path)) ||
 		!bk_sigv4_canonical_query(request->query, request->query_count, query,
 								  sizeof(query), err))
-		return bk_error_set(err, BK_ERR_INTERNAL, "request path too long");
-
-	/* Canonical request. */
-	signed_headers[0] = '\0';
-	if (!append(creq, sizeof(creq), &pos, request->method) ||
-		!append(creq, sizeof(creq), &pos, "\n") ||
-		!append(creq, sizeof(creq), &pos, path) ||
-		!append(creq, sizeof(creq), &pos, "\n") ||
-		!append(creq, sizeof(creq), &pos, query) ||
-		!append(creq, sizeof(creq), &pos, "\n"))
-		return bk_error_set(err, BK_ERR_INTERNAL, "request too long to sign");
-	for (int headerIdx = 0; headerIdx < request->header_count; headerIdx++)
 	{
-		if (!append(creq, sizeof(creq), &pos, headers[headerIdx].name) ||
-			!append(creq, sizeof(creq), &pos, ":") ||
-			!append(creq, sizeof(creq), &pos, headers[headerIdx].value) ||
-			!append(creq, sizeof(creq), &pos, "\n") ||
+		bk_error_set(err, BK_ERR_INTERNAL, "request path too long");
+		goto done;
+	}
+
+	/* Canonical request, in a buffer of the size it takes. */
+	creq_len = strlen(request->method) + strlen(path) + strlen(query) +
+			   sizeof(signed_headers) + strlen(request->payload_hash) + 8;
+	for (int headerIdx = 0; headerIdx < header_count; headerIdx++)
+		creq_len += strlen(headers[headerIdx].name) +
+					strlen(headers[headerIdx].value) + 2;
+	if ((creq = malloc(creq_len)) == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	signed_headers[0] = '\0';
+	if (!append(creq, creq_len, &pos, request->method) ||
+		!append(creq, creq_len, &pos, "\n") ||
+		!append(creq, creq_len, &pos, path) ||
+		!append(creq, creq_len, &pos, "\n") ||
+		!append(creq, creq_len, &pos, query) ||
+		!append(creq, creq_len, &pos, "\n"))
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "request too long to sign");
+		goto done;
+	}
+	for (int headerIdx = 0; headerIdx < header_count; headerIdx++)
+	{
+		if (!append(creq, creq_len, &pos, headers[headerIdx].name) ||
+			!append(creq, creq_len, &pos, ":") ||
+			!append(creq, creq_len, &pos, headers[headerIdx].value) ||
+			!append(creq, creq_len, &pos, "\n") ||
 			(headerIdx > 0 && !append(signed_headers, sizeof(signed_headers),
 									  &signed_pos, ";")) ||
 			!append(signed_headers, sizeof(signed_headers), &signed_pos,
 					headers[headerIdx].name))
-			return bk_error_set(err, BK_ERR_INTERNAL,
-								"request too long to sign");
+		{
+			bk_error_set(err, BK_ERR_INTERNAL, "request too long to sign");
+			goto done;
+		}
 	}
-	if (!append(creq, sizeof(creq), &pos, "\n") ||
-		!append(creq, sizeof(creq), &pos, signed_headers) ||
-		!append(creq, sizeof(creq), &pos, "\n") ||
-		!append(creq, sizeof(creq), &pos, request->payload_hash))
-		return bk_error_set(err, BK_ERR_INTERNAL, "request too long to sign");
+	if (!append(creq, creq_len, &pos, "\n") ||
+		!append(creq, creq_len, &pos, signed_headers) ||
+		!append(creq, creq_len, &pos, "\n") ||
+		!append(creq, creq_len, &pos, request->payload_hash))
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "request too long to sign");
+		goto done;
+	}
 	if (canonical_request != NULL)
 		bk_strlcpy(canonical_request, creq, canonical_len);
 
@@ -273,25 +302,45 @@ bk_sigv4_authorization(const BkSigV4Request *request,
 	n = snprintf(secret, sizeof(secret), "AWS4%s",
 				 credentials->secret_access_key);
 	if (n < 0 || (size_t) n >= sizeof(secret))
-		return bk_error_set(err, BK_ERR_CONFIG, "S3 secret key too long");
+	{
+		bk_error_set(err, BK_ERR_CONFIG, "S3 secret key too long");
+		goto done;
+	}
 	if (!hmac_sha256((const uint8_t *) secret, (size_t) n, date, key) ||
 		!hmac_sha256(key, sizeof(key), credentials->region, key) ||
 		!hmac_sha256(key, sizeof(key), credentials->service, key) ||
 		!hmac_sha256(key, sizeof(key), "aws4_request", key) ||
 		!hmac_sha256(key, sizeof(key), sts, digest))
 	{
-		OPENSSL_cleanse(secret, sizeof(secret));
-		return bk_error_set(err, BK_ERR_CRYPTO, "HMAC-SHA256 failed");
+		bk_error_set(err, BK_ERR_CRYPTO, "HMAC-SHA256 failed");
+		goto done;
 	}
-	OPENSSL_cleanse(secret, sizeof(secret));
-	OPENSSL_cleanse(key, sizeof(key));
 	bk_hex_encode(digest, sizeof(digest), hex);
 	n = snprintf(out, out_len,
 				 "%s Credential=%s/%s, SignedHeaders=%s, Signature=%s",
 				 SIGV4_ALGORITHM, credentials->access_key_id, scope,
 				 signed_headers, hex);
 	if (n < 0 || (size_t) n >= out_len)
-		return bk_error_set(err, BK_ERR_INTERNAL,
-							"authorization header too long");
-	return true;
+	{
+		bk_error_set(err, BK_ERR_INTERNAL, "authorization header too long");
+		goto done;
+	}
+	ok = true;
+
+done:
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(key, sizeof(key));
+	/* The canonical request and the headers hold the session token. */
+	if (creq != NULL)
+	{
+		OPENSSL_cleanse(creq, creq_len);
+		free(creq);
+	}
+	for (int headerIdx = 0; headerIdx < header_count; headerIdx++)
+	{
+		OPENSSL_cleanse(headers[headerIdx].value,
+						strlen(headers[headerIdx].value));
+		free(headers[headerIdx].value);
+	}
+	return ok;
 }

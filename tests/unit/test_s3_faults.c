@@ -140,6 +140,9 @@ typedef struct FakeStore
 	 */
 	char unexpected[512];
 
+	/* The length of the last request's session token (0: none). */
+	atomic_size_t token_len;
+
 	/* Counted by the store's thread, read and reset by the test's. */
 	atomic_int completions; /* CompleteMultipartUpload requests */
 	atomic_int puts;        /* PutObject requests */
@@ -160,8 +163,9 @@ typedef struct Request
 	char key[1100]; /* decoded, without "/bucket/"; "" for the bucket */
 	char query[4096];
 	char range[64];
-	char put_id[64]; /* x-amz-meta-bk-put-id */
-	char token[64];  /* x-amz-security-token */
+	char put_id[64];  /* x-amz-meta-bk-put-id */
+	char token[64];   /* x-amz-security-token */
+	size_t token_len; /* its whole length */
 	bool if_none_match;
 	uint8_t *body;
 	size_t body_len;
@@ -382,7 +386,10 @@ request_read(int fd, Request *request)
 		else if (strncasecmp(line, "x-amz-meta-bk-put-id: ", 22) == 0)
 			sscanf(line + 22, "%63[^\r]", request->put_id);
 		else if (strncasecmp(line, "x-amz-security-token: ", 22) == 0)
+		{
 			sscanf(line + 22, "%63[^\r]", request->token);
+			request->token_len = strcspn(line + 22, "\r");
+		}
 	}
 
 	/* "METHOD /bucket/key?query HTTP/1.1" */
@@ -695,6 +702,7 @@ serve(FakeStore *store, int fd, const Request *request)
 	StoredObject *object;
 
 	log_get(store, request);
+	store->token_len = request->token_len;
 	if (store->expired_token[0] &&
 		strcmp(request->token, store->expired_token) == 0)
 	{
@@ -911,6 +919,7 @@ store_start(FakeStore *store)
 	atomic_init(&store->deletes, 0);
 	atomic_init(&store->slow_downs, 0);
 	atomic_init(&store->listing_pages, 0);
+	atomic_init(&store->token_len, 0);
 	assert_int_equal(pthread_mutex_init(&store->lock, NULL), 0);
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	store->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1854,6 +1863,70 @@ open_with_key_file(Fixture *f, const char *key_file, BkError *err)
 }
 
 /*
+ * Session tokens of several kB (STS makes them that long with session
+ * policies and tags), from the environment and from s3_access_key_file:
+ * signed and sent whole.  One longer than bk takes is refused when loaded,
+ * naming the variable or the file, never cut.
+ */
+static void
+test_long_session_token(void **state)
+{
+	Fixture *f = *state;
+	static char token[9001];
+	char key_file[600];
+	BkRepo *repo;
+	BkRepoStat stat;
+	BkError err;
+
+	for (size_t len = 2048; len <= 8192; len += 3072)
+	{
+		memset(token, 'T', len);
+		token[len] = '\0';
+		setenv("AWS_SESSION_TOKEN", token, 1);
+		bk_error_clear(&err);
+		repo =
+			bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err);
+		if (repo == NULL)
+			fail_msg("a token of %zu bytes: %s", len, err.message);
+		if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+						  "000000010000000000000001", &stat, &err))
+			fail_msg("a token of %zu bytes: %s", len, err.message);
+		assert_false(stat.exists);
+		assert_int_equal(f->store.token_len, len);
+		bk_repo_close(repo);
+	}
+
+	memset(token, 'T', 8193);
+	token[8193] = '\0';
+	setenv("AWS_SESSION_TOKEN", token, 1);
+	bk_error_clear(&err);
+	assert_null(
+		bk_repo_open_with("s3://" BUCKET "/pre", &f->options, false, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, "AWS_SESSION_TOKEN is 8193 bytes long");
+	unsetenv("AWS_SESSION_TOKEN");
+
+	snprintf(key_file, sizeof(key_file), "%s/s3.key", f->dir);
+	token[5000] = '\0';
+	write_key_file(key_file, token);
+	repo = open_with_key_file(f, key_file, &err);
+	if (repo == NULL)
+		fail_msg("%s", err.message);
+	if (!bk_repo_stat(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+					  "000000010000000000000001", &stat, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(f->store.token_len, 5000);
+	bk_repo_close(repo);
+
+	token[5000] = 'T';
+	write_key_file(key_file, token);
+	assert_null(open_with_key_file(f, key_file, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_contains(&err, key_file);
+	assert_error_contains(&err, "session_token is 8193 bytes long");
+}
+
+/*
  * As user "nobody", in a child: its own credentials file and one of root's
  * that its group may read are used, one of a third user is refused.  0 when
  * all held, else the number of the check.
@@ -2709,6 +2782,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_credentials_file_owner, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_credentials_file_fifo, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_long_session_token, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expired_token_reload_refused,
 										setup, teardown),

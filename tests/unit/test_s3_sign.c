@@ -8,6 +8,7 @@
  */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/sha.h>
@@ -283,6 +284,38 @@ test_uri_encode(void **state)
 	assert_string_equal(out, "delimiter=%2F&list-type=2&prefix=a%2Fb%20c");
 }
 
+/*
+ * A session token of several kB (x-amz-security-token) is signed whole:
+ * the canonical request carries all of it.
+ */
+static void
+test_long_session_token(void **state)
+{
+	static char token[8193];
+	static char creq[16384];
+	static char expected[8300];
+	char authorization[1024];
+	const BkSigV4Pair headers[] = {
+		{"host", "examplebucket.s3.amazonaws.com"},
+		{"x-amz-content-sha256", BK_SIGV4_EMPTY_SHA256},
+		{"x-amz-date", S3_DATE},
+		{"x-amz-security-token", token}};
+	BkSigV4Request request = {"GET", "/test.txt",          NULL, 0, headers,
+							  4,     BK_SIGV4_EMPTY_SHA256};
+	BkError err;
+
+	memset(token, 'T', sizeof(token) - 1);
+	snprintf(expected, sizeof(expected), "\nx-amz-security-token:%s\n\n",
+			 token);
+	bk_error_clear(&err);
+	if (!bk_sigv4_authorization(&request, &s3_credentials, S3_DATE,
+								authorization, sizeof(authorization), creq,
+								sizeof(creq), &err))
+		fail_msg("%s", err.message);
+	assert_non_null(strstr(creq, expected));
+	assert_non_null(strstr(authorization, "x-amz-security-token, Signature="));
+}
+
 int
 main(void)
 {
@@ -296,6 +329,7 @@ main(void)
 		cmocka_unit_test(test_s3_put_object),
 		cmocka_unit_test(test_s3_list_objects),
 		cmocka_unit_test(test_uri_encode),
+		cmocka_unit_test(test_long_session_token),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -1226,6 +1226,32 @@ bucket_name_valid(const char *name, size_t len)
 	return true;
 }
 
+/*
+ * Are the prefix's len bytes "/"-separated components all plain names: none
+ * empty ("a//b"), none "." or ".."?  Those are not kept as sent: curl
+ * removes dot segments from the path, so the request signed is not the
+ * one the store sees.
+ */
+static bool
+prefix_components_plain(const char *prefix, size_t len)
+{
+	size_t start = 0;
+
+	while (start < len)
+	{
+		size_t end = start;
+
+		while (end < len && prefix[end] != '/')
+			end++;
+		if (end == start || (end - start == 1 && prefix[start] == '.') ||
+			(end - start == 2 && prefix[start] == '.' &&
+			 prefix[start + 1] == '.'))
+			return false;
+		start = end + 1;
+	}
+	return true;
+}
+
 static bool probe_put_if_absent(S3State *state, BkError *err);
 static bool probe_complete_if_absent(S3State *state, const char *full,
 									 BkError *err);
@@ -1264,6 +1290,19 @@ s3_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		prefix_len--;
 	if (prefix_len + 2 > sizeof(state->prefix))
 		return bk_error_set(err, BK_ERR_CONFIG, "repository prefix too long");
+	if (!prefix_components_plain(prefix, prefix_len))
+	{
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "repository \"%s\": the prefix \"%.*s\" has an empty, "
+					 "\".\" or \"..\" component",
+					 location, (int) prefix_len, prefix);
+		return bk_error_hint(err,
+							 "URLs lose such components on the way (curl "
+							 "removes dot segments), so the store would refuse "
+							 "every request's signature. Fix the repository "
+							 "setting: s3://BUCKET/PREFIX, the prefix's "
+							 "components plain names.");
+	}
 	if (prefix_len > 0)
 		snprintf(state->prefix, sizeof(state->prefix), "%.*s/",
 				 (int) prefix_len, prefix);

@@ -1927,6 +1927,54 @@ test_long_session_token(void **state)
 }
 
 /*
+ * A prefix with an empty, "." or ".." component: curl removes dot segments
+ * before sending, so every request would be refused as SignatureDoesNotMatch
+ * with a hint blaming the credentials (an opening for reading said the
+ * marker was not there).  Refused at the opening instead, naming the
+ * repository setting; names that only contain dots are fine.
+ */
+static void
+test_prefix_dot_components(void **state)
+{
+	Fixture *f = *state;
+	static const char *refused[] = {
+		"s3://" BUCKET "/a/./b",  "s3://" BUCKET "/a/../b",
+		"s3://" BUCKET "/a//b",   "s3://" BUCKET "/./a",
+		"s3://" BUCKET "/a/..",   "s3://" BUCKET "/..",
+		"s3://" BUCKET "/a/b/./",
+	};
+	static const char *accepted[] = {
+		"s3://" BUCKET "/a/b/",
+		"s3://" BUCKET "/a.b/..c/.d",
+		"s3://" BUCKET "//a/b//",
+		"s3://" BUCKET "/...",
+	};
+	BkRepo *repo;
+	BkError err;
+
+	for (size_t idx = 0; idx < sizeof(refused) / sizeof(refused[0]); idx++)
+	{
+		bk_error_clear(&err);
+		repo = bk_repo_open_with(refused[idx], &f->options, false, &err);
+		if (repo != NULL)
+			fail_msg("%s was accepted", refused[idx]);
+		assert_int_equal(err.code, BK_ERR_CONFIG);
+		assert_error_contains(&err, refused[idx]);
+		assert_error_contains(&err, "\".\" or \"..\" component");
+		assert_non_null(strstr(err.hint, "repository setting"));
+	}
+	for (size_t idx = 0; idx < sizeof(accepted) / sizeof(accepted[0]); idx++)
+	{
+		bk_error_clear(&err);
+		repo = bk_repo_open_with(accepted[idx], &f->options, false, &err);
+		/* Opened, or refused for the marker not there, never the prefix. */
+		if (repo == NULL && err.code == BK_ERR_CONFIG)
+			fail_msg("%s: %s", accepted[idx], err.message);
+		bk_repo_close(repo);
+	}
+}
+
+/*
  * As user "nobody", in a child: its own credentials file and one of root's
  * that its group may read are used, one of a third user is refused.  0 when
  * all held, else the number of the check.
@@ -2784,6 +2832,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_credentials_file_fifo, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_long_session_token, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_prefix_dot_components, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expired_token_reload_refused,
 										setup, teardown),

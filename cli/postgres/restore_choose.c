@@ -480,34 +480,67 @@ search_along(Restore *r, const char *waldump, const char *tmp_dir,
 }
 
 /*
- * check_name_once
- *		A restore point name may be used again (a daily "before_batch"):
- *		recovery stops at the first one it replays.  After the chosen
- *		snapshot's stop, the search found the first; one between its start
- *		and its stop, while it was taken, would stop recovery before it is
- *		consistent (a FATAL error once the whole restore is done).  Refused,
- *		giving the LSN of the one found.
+ * search_while_taken
+ *		Search the WAL written while snapshot was taken, [start, stop), for
+ *		the target's record, as recovery from it reads it (a snapshot whose
+ *		stop segment its own timeline archived only as .partial is read from
+ *		the later timeline's copy).  Recovery from the snapshot stops at
+ *		such a record before it is consistent: PostgreSQL replays the whole
+ *		restore, then fails with "requested recovery stop point is before
+ *		consistent recovery point".
  */
 static bool
-check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
-				BkError *err)
+search_while_taken(Restore *r, const char *waldump, const char *tmp_dir,
+				   const BkSnapshot *snapshot, bool *found, uint64_t *found_lsn,
+				   BkError *err)
+{
+	uint32_t along = recovery_timeline_of(r, snapshot);
+
+	if (along == 0 ||
+		!bk_snapshot_consistent_along(&r->catalog.wal, snapshot, along, NULL))
+		along = snapshot->timeline;
+	return search_window(r, waldump, tmp_dir, along, snapshot->start_lsn,
+						 snapshot->stop_lsn, found, found_lsn, err);
+}
+
+/* "the restore point \"x\"" or "transaction 748", for messages. */
+static const char *
+target_what(const Restore *r, char *out, size_t out_len)
+{
+	if (r->target.type == BK_PG_TARGET_XID)
+		snprintf(out, out_len, "transaction %s", r->target.text);
+	else
+		snprintf(out, out_len, "the restore point \"%s\"", r->target.text);
+	return out;
+}
+
+/*
+ * check_taken_once
+ *		Recovery stops at the first record of the target it replays: the
+ *		commit or abort of the xid, or the first use of a restore point name
+ *		(which may be used again, a daily "before_batch").  One written while
+ *		the chosen snapshot was taken, between its start and its stop,
+ *		would stop recovery before it is consistent (a FATAL error once the
+ *		whole restore is done): refused.  After the search, only a name
+ *		can be there too (an xid ends once along a history), and the error
+ *		gives the LSN of the one found; with --snapshot nothing was searched
+ *		for.
+ */
+static bool
+check_taken_once(Restore *r, const char *waldump, const char *tmp_dir,
+				 BkError *err)
 {
 	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
-	uint32_t along = recovery_timeline_of(r, snapshot);
 	bool again = false;
 	uint64_t again_lsn = 0;
 	char lsn[BK_LSN_TEXT_SIZE];
 	char found[BK_LSN_TEXT_SIZE];
+	char what[160];
 
-	/*
-	 * As recovery reads it: a snapshot whose stop segment its own timeline
-	 * archived only as .partial is read from the later timeline's copy.
-	 */
-	if (along == 0 ||
-		!bk_snapshot_consistent_along(&r->catalog.wal, snapshot, along, NULL))
-		along = snapshot->timeline;
-	if (!search_window(r, waldump, tmp_dir, along, snapshot->start_lsn,
-					   snapshot->stop_lsn, &again, &again_lsn, err))
+	if (r->target.type == BK_PG_TARGET_XID && r->found_lsn != 0)
+		return true;
+	if (!search_while_taken(r, waldump, tmp_dir, snapshot, &again, &again_lsn,
+							err))
 		return false;
 	if (!again)
 		return true;
@@ -515,12 +548,17 @@ check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
 	if (r->found_lsn == 0) /* --snapshot: not searched for after it */
 	{
 		bk_error_set(err, BK_ERR_NOT_FOUND,
-					 "the restore point \"%s\" was created at %s, while "
-					 "snapshot %s was being taken: recovery from it would "
-					 "stop there, before it is consistent",
-					 r->target.text, lsn, snapshot->id);
-		return bk_error_hint(err, "Name an older snapshot with --snapshot, "
-								  "or restore by --target-lsn.");
+					 "%s %s at %s, while snapshot %s was being taken: "
+					 "recovery from it would stop there, before it is "
+					 "consistent",
+					 target_what(r, what, sizeof(what)),
+					 r->target.type == BK_PG_TARGET_XID
+						 ? "was committed or aborted"
+						 : "was created",
+					 lsn, snapshot->id);
+		return bk_error_hint(err, "Name an older snapshot with --snapshot "
+								  "(or none, for bk to choose), or restore "
+								  "by --target-lsn.");
 	}
 	bk_format_lsn(r->found_lsn, found, sizeof(found));
 	bk_error_set(err, BK_ERR_NOT_FOUND,
@@ -535,7 +573,7 @@ check_name_once(Restore *r, const char *waldump, const char *tmp_dir,
 						 found);
 }
 
-/* check_name_once for the snapshot --snapshot named (no search before). */
+/* check_taken_once for the snapshot --snapshot named (no search before). */
 static bool
 check_named_snapshot(Restore *r, BkError *err)
 {
@@ -548,7 +586,7 @@ check_named_snapshot(Restore *r, BkError *err)
 	find_pg_waldump(waldump, sizeof(waldump));
 	if (!waldump_dir(tmp_dir, sizeof(tmp_dir), err))
 		return false;
-	ok = check_name_once(r, waldump, tmp_dir, err);
+	ok = check_taken_once(r, waldump, tmp_dir, err);
 	bk_remove_tree(tmp_dir, NULL);
 	return ok;
 }
@@ -577,6 +615,8 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 	char waldump[RESTORE_PATH_MAX];
 	char tmp_dir[RESTORE_PATH_MAX];
 	bool found = false;
+	bool taken = false;
+	uint64_t taken_lsn = 0;
 	bool ok = true;
 
 	if (wal->segment_size == 0)
@@ -622,11 +662,45 @@ locate_in_wal(Restore *r, BkSnapshot **restorable, int count, BkError *err)
 							  &found, err);
 		}
 	}
-	if (ok && found && r->target.type == BK_PG_TARGET_NAME)
-		ok = check_name_once(r, waldump, tmp_dir, err);
+	if (ok && found)
+		ok = check_taken_once(r, waldump, tmp_dir, err);
+	/*
+	 * Not after any snapshot's stop: written while the oldest was taken,
+	 * no snapshot restores to it (recovery from that one would stop before
+	 * it is consistent, and every older one is gone or not restorable).
+	 */
+	if (ok && !found)
+		ok = search_while_taken(r, waldump, tmp_dir, restorable[0], &taken,
+								&taken_lsn, err);
 	bk_remove_tree(tmp_dir, NULL);
 	if (!ok)
 		return false;
+	if (taken)
+	{
+		char lsn[BK_LSN_TEXT_SIZE];
+		char start[BK_LSN_TEXT_SIZE];
+		char stop[BK_LSN_TEXT_SIZE];
+		char what[160];
+
+		bk_format_lsn(taken_lsn, lsn, sizeof(lsn));
+		bk_format_lsn(restorable[0]->start_lsn, start, sizeof(start));
+		bk_format_lsn(restorable[0]->stop_lsn, stop, sizeof(stop));
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "%s %s at %s, while snapshot %s (start %s, stop %s), "
+					 "the oldest restorable, was being taken: no snapshot "
+					 "restores to it",
+					 target_what(r, what, sizeof(what)),
+					 r->target.type == BK_PG_TARGET_XID
+						 ? "was committed or aborted"
+						 : "was created",
+					 lsn, restorable[0]->id, start, stop);
+		return bk_error_hint(err,
+							 "Recovery from that snapshot would stop there, "
+							 "before it is consistent. The earliest state a "
+							 "restore reaches is that snapshot's end: "
+							 "--snapshot %s --target immediate.",
+							 restorable[0]->id);
+	}
 	if (!found)
 	{
 		char oldest[32];
@@ -713,7 +787,8 @@ restore_choose_snapshot(Restore *r, BkError *err)
 								   : recovery_timeline_of(r, NULL),
 							   &r->chosen, err))
 		return false;
-	if (r->chosen >= 0 && r->target.type == BK_PG_TARGET_NAME)
+	if (r->chosen >= 0 && (r->target.type == BK_PG_TARGET_XID ||
+						   r->target.type == BK_PG_TARGET_NAME))
 		return check_named_snapshot(r, err);
 	if (r->chosen >= 0)
 		return true;

@@ -4038,6 +4038,74 @@ test_name_target_reused(void **state)
 }
 
 /*
+ * Transaction 769 committed at 0/1000080, while the only snapshot was being
+ * taken (start 0/1000028, stop 0/1000100): recovery from it stops there,
+ * before it is consistent ("requested recovery stop point is before
+ * consistent recovery point", after the whole restore).  Not after any
+ * snapshot's stop, no snapshot restores to it: said so, without the hint
+ * to name the snapshot with --snapshot, which was accepted.
+ */
+static void
+test_xid_target_while_taken(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("769", "0/01000080",
+						   "COMMIT 2026-11-24 05:00:00.000000 UTC"));
+	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
+				 XACT_LINE("770", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	gap_begin(&g, f);
+
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "769", &err));
+	assert_false(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "transaction 769 was committed or aborted at "
+								"0/1000080, while snapshot "
+								"20261124T045900Z-00000000 (start 0/1000028, "
+								"stop 0/1000100), the oldest restorable, was "
+								"being taken: no snapshot restores to it");
+	assert_null(strstr(err.hint, "Name the snapshot"));
+	assert_non_null(strstr(err.hint, "--snapshot 20261124T045900Z-00000000 "
+									 "--target immediate"));
+
+	/* Named with --snapshot: refused too (it was accepted). */
+	g.r->chosen = -1;
+	g.r->snapshot_id = g.snapshot.id;
+	assert_false(restore_choose_snapshot(g.r, &err));
+	assert_error_contains(&err, "transaction 769 was committed or aborted at "
+								"0/1000080, while snapshot "
+								"20261124T045900Z-00000000 was being taken: "
+								"recovery from it would stop there, before "
+								"it is consistent");
+
+	/* One committed after the stop: accepted, with --snapshot or not. */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "770", &err));
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_int_equal(g.r->chosen, 0);
+	assert_true(g.r->found_lsn == 0);
+	g.r->snapshot_id = NULL;
+	g.r->chosen = -1;
+	assert_true(restore_choose_snapshot(g.r, &err));
+	assert_true(g.r->found_lsn == 0x2000100);
+
+	/* Neither after the stop nor while it was taken: "not found". */
+	g.r->chosen = -1;
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_XID, "771", &err));
+	assert_false(restore_choose_snapshot(g.r, &err));
+	assert_error_contains(&err, "is not in the archived WAL");
+	gap_end(&g);
+}
+
+/*
  * Timeline 2 branched off timeline 1 at 0/3800000, in segment 3, and
  * timeline 1's server stopped there: its segment 3 is archived only as
  * .partial, timeline 2's copy holds timeline 1's commit of 741 (0/3100000)
@@ -5236,6 +5304,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lsn_target_before_gap_no_prefetch,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_name_target_reused, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_xid_target_while_taken, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_on_new_timeline,
 										wal_setup, wal_teardown),

@@ -101,8 +101,11 @@ restore_report(const Restore *r, uint64_t removed)
 		if (r->chain[linkIdx]->checksum_failure_count > 0)
 			failures = true;
 
-	if (r->target.type == BK_PG_TARGET_XID ||
-		r->target.type == BK_PG_TARGET_NAME)
+	/* Where the search found an xid or a restore point; with --snapshot
+	 * none was made, and there is nothing to say (not "0/0"). */
+	if ((r->target.type == BK_PG_TARGET_XID ||
+		 r->target.type == BK_PG_TARGET_NAME) &&
+		r->found_lsn != 0)
 		bk_format_lsn(r->found_lsn, found, sizeof(found));
 	if (r->common.json)
 	{

@@ -464,6 +464,8 @@ restore_and_check xid "$snap1" m2 "transaction $xid, found in the WAL before the
 like "$(json_get "$dir/restore-xid.json" "d['target']")" "found_at_lsn" "the xid's commit record was located with pg_waldump"
 cleanup_restore xid
 restore_and_check xid-snap "$snap1" m2 "transaction $xid with --snapshot" --target-xid "$xid" --snapshot "$snap1"
+unlike "$(json_get "$dir/restore-xid-snap.json" "d['target']")" "found_at_lsn" \
+    "with --snapshot the xid was not searched for: no found_at_lsn (it was \"0/0\")"
 cleanup_restore xid-snap
 restore_and_check name "$snap2" m4 "restore point bk_restore_point, found after the incremental snapshot" \
     --target-name bk_restore_point

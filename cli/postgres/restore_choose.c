@@ -1368,6 +1368,52 @@ check_old_timeline_copy(Restore *r, const BkSnapshot *snapshot,
 }
 
 /*
+ * check_later_histories
+ *		At its end, recovery promotes to a new timeline whose id PostgreSQL
+ *		chooses by asking for the history files after the one it followed
+ *		until one is not found (findNewestTimeLine).  A later timeline with
+ *		WAL but a history file missing or unreadable may descend from the
+ *		followed one anywhere, so bk wal-get refuses those requests rather
+ *		than say "not found" and let the server take an id the archive
+ *		already has: the restored server would stop there, after the whole
+ *		replay.  Refused before anything is written.  (With 'latest' the
+ *		walk to that timeline refuses already: its branch points are
+ *		unknown.)
+ */
+static bool
+check_later_histories(const Restore *r, uint32_t to_timeline, BkError *err)
+{
+	const BkWalTimeline *unknown =
+		bk_wal_later_unknown_history(&r->catalog.wal, to_timeline);
+
+	if (unknown == NULL)
+		return true;
+	bk_error_set(err, BK_ERR_SEQUENCE,
+				 "bk cannot tell where timeline %" PRIu32 " of source \"%s\" "
+				 "branched off (%s): at the end of recovery along timeline "
+				 "%" PRIu32 " (recovery_target_timeline = '%s'), PostgreSQL "
+				 "asks for the history files after timeline %" PRIu32
+				 " to choose the timeline it promotes to, and bk wal-get "
+				 "refuses them, so the restored server would stop there "
+				 "after the whole replay",
+				 unknown->timeline, r->source, unknown->history_problem,
+				 to_timeline, r->target_timeline, to_timeline);
+	if (unknown->has_history)
+		return bk_error_hint(err,
+							 "Check %08" PRIX32 ".history with \"bk verify "
+							 "--source %s\"; if it is damaged, put it back "
+							 "(from pg_wal of the server that created "
+							 "timeline %" PRIu32 "), then restore again.",
+							 unknown->timeline, r->source, unknown->timeline);
+	return bk_error_hint(err,
+						 "If a shipper is still storing %08" PRIX32
+						 ".history, wait for it; if it was lost, put it back "
+						 "(from pg_wal of the server that created timeline "
+						 "%" PRIu32 "), then restore again.",
+						 unknown->timeline, unknown->timeline);
+}
+
+/*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
  *		the target, following the timelines' branch points (the history
@@ -1498,6 +1544,8 @@ restore_check_wal_path(Restore *r, BkError *err)
 	 */
 	if (!bk_snapshot_consistent_along(wal, snapshot, to_timeline, &ready))
 		return set_unready_error(r, snapshot, to_timeline, &ready, err);
+	if (!check_later_histories(r, to_timeline, err))
+		return false;
 	r->recovery_timeline = to_timeline;
 	if (path.missing == 0 && to_segno != BK_WAL_END)
 	{

@@ -4401,6 +4401,81 @@ test_recovery_would_read_old_timeline_past_branch(void **state)
 	gap_end(&g);
 }
 
+/* Read the WAL catalog again, after archiving more. */
+static void
+reload_wal_catalog(GapFixture *g, WalFixture *f)
+{
+	BkError err;
+
+	bk_wal_catalog_free(&g->r->catalog.wal);
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &g->r->catalog.wal, &err));
+}
+
+/*
+ * A restore along timeline 1 (--target-timeline 1, or 'current') while
+ * timeline 2 has WAL archived but no history file (on its way, or lost):
+ * at the end of recovery PostgreSQL asks for 00000002.history to choose the
+ * timeline it promotes to, and bk wal-get refuses it (timeline 2 may
+ * descend from timeline 1 anywhere), so the restored server stops there,
+ * after the whole replay.  Refused before anything is written, naming the
+ * history file; accepted once it is archived.
+ */
+static void
+test_later_timeline_without_history_refused(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	static const char *const timelines[] = {"1", "current"};
+	BkError err;
+
+	archive_timeline1_commits(f);
+	archive_dump(f, 2, 3, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 2, 4, "2026-11-24T06:00:00.000Z", "");
+	gap_begin(&g, f);
+
+	for (size_t tlIdx = 0; tlIdx < 2; tlIdx++)
+	{
+		g.r->target_timeline = timelines[tlIdx];
+		assert_true(bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN,
+									   "0/2800000", &err));
+		assert_false(restore_check_wal_path(g.r, &err));
+		assert_int_equal(err.code, BK_ERR_SEQUENCE);
+		assert_error_contains(&err, "bk cannot tell where timeline 2 of "
+									"source \"" SOURCE "\" branched off");
+		assert_error_contains(&err, "00000002.history");
+		assert_error_contains(&err, "at the end of recovery along timeline 1");
+		assert_non_null(strstr(err.hint, "00000002.history"));
+		assert_non_null(strstr(err.hint, "put it back"));
+		assert_int_equal(g.r->recovery_timeline, 0);
+	}
+	/* --target immediate promotes as well. */
+	assert_true(bk_pg_target_parse(&g.r->target, BK_PG_TARGET_IMMEDIATE,
+								   "immediate", &err));
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_error_contains(&err, "00000002.history");
+
+	/* With its branch point known, timeline 1 is followed and promotes to
+	 * timeline 3. */
+	archive_history(f, 2, "1:0/3800000");
+	reload_wal_catalog(&g, f);
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 1);
+	assert_true(
+		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN, "0/2800000", &err));
+	assert_true(restore_check_wal_path(g.r, &err));
+	assert_int_equal(g.r->recovery_timeline, 1);
+
+	/* A later history archived without branch points, read without the
+	 * key: unknown too, and the hint says to check it. */
+	archive_history_text(f, 3, "", NULL);
+	reload_wal_catalog(&g, f);
+	assert_false(restore_check_wal_path(g.r, &err));
+	assert_error_contains(&err, "history file 00000003.history");
+	assert_non_null(strstr(err.hint, "bk verify --source " SOURCE));
+	gap_end(&g);
+}
+
 /* ------------------------------------------------------------ record */
 
 /*
@@ -5314,6 +5389,9 @@ main(void)
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_recovery_would_read_old_timeline_past_branch, wal_setup,
+			wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_later_timeline_without_history_refused, wal_setup,
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_altered_branch_points,
 										wal_setup, wal_teardown),

@@ -442,6 +442,16 @@ parse_files(json_t *files, BkSnapRecord *record, BkError *err)
 			}
 			return false;
 		}
+		/*
+		 * The restored file is compared with one or the other: an entry
+		 * with neither would have its bytes written unchecked.
+		 */
+		if (!file->has_sha256 && file->range_count == 0)
+		{
+			snprintf(what, sizeof(what),
+					 "file \"%s\" has neither a sha256 nor ranges", path);
+			return record_bad(err, record->id, what);
+		}
 		record->bytes += file->size;
 	}
 	if (count > 1)

@@ -4744,6 +4744,42 @@ test_record_bad_hex_paths(void **state)
 }
 
 /*
+ * A file entry with neither a sha256 nor ranges gives bk restore nothing to
+ * compare the rebuilt file with: it was written unchecked.  The extension
+ * never writes one, so only a record that is not what it wrote (yet
+ * authentic) can; refused as invalid, whole or incremental.
+ */
+static void
+test_record_file_without_digest(void **state)
+{
+	WalFixture *f = *state;
+	static const char *const files[] = {
+		"{\"path\":\"PG_VERSION\",\"size\":3,\"mode\":\"0600\",\"mtime\":1,"
+		"\"encoding\":\"whole\"}",
+		"{\"path\":\"base/1/1259\",\"size\":8192,\"mode\":\"0600\","
+		"\"mtime\":1,\"encoding\":\"incremental\",\"blocks\":1}",
+	};
+	static const char *const paths[] = {"PG_VERSION", "base/1/1259"};
+
+	for (size_t caseIdx = 0; caseIdx < 2; caseIdx++)
+	{
+		BkSnapRecord *record = NULL;
+		char id[64];
+		char message[128];
+		BkError err;
+
+		snprintf(id, sizeof(id), "20261124T051200Z-%08zx", 0x200 + caseIdx);
+		assert_false(load_record(f, id, "", "", files[caseIdx], &record, &err));
+		assert_int_equal(err.code, BK_ERR_FORMAT);
+		assert_error_contains(&err, "its record (snapshot.json) is invalid");
+		snprintf(message, sizeof(message),
+				 "file \"%s\" has neither a sha256 nor ranges", paths[caseIdx]);
+		assert_error_contains(&err, message);
+		assert_null(record);
+	}
+}
+
+/*
  * The backup_manifest bk restore writes names a file that is not UTF-8 by
  * Encoded-Path, as PostgreSQL's own does, so that it is JSON and
  * pg_verifybackup finds the file.
@@ -5359,6 +5395,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_record_bad_hex_paths, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_record_file_without_digest,
+										wal_setup, wal_teardown),
 		cmocka_unit_test(test_restore_manifest_encoded_path),
 		cmocka_unit_test(test_restore_pgdata_group_mode),
 		cmocka_unit_test(test_json_output_non_utf8),

@@ -544,6 +544,56 @@ history_unknown_keeps_all(Expire *ex, char *note, size_t note_len)
 	return true;
 }
 
+/* Is an expired snapshot built on snapIdx still to be removed? */
+static bool
+pending_child(const Expire *ex, const bool *done, int snapIdx)
+{
+	for (int childIdx = 0; childIdx < ex->catalog.count; childIdx++)
+		if (!done[childIdx] && childIdx != snapIdx &&
+			ex->verdicts[childIdx] == BK_VERDICT_EXPIRE &&
+			ex->view[childIdx].parent_index == snapIdx)
+			return true;
+	return false;
+}
+
+/* Remove snapshot snapIdx if it expires, and say what became of it. */
+static bool
+expire_snapshot(Expire *ex, int snapIdx, json_t *snapshots_json,
+				uint64_t *removed_snapshots, uint64_t *freed, BkError *err)
+{
+	const BkRetention *policy = ex->policy;
+	const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
+	BkVerdict verdict = ex->verdicts[snapIdx];
+	const char *reason =
+		bk_retention_reason(&ex->view[snapIdx], verdict, policy);
+
+	if (verdict == BK_VERDICT_EXPIRE)
+	{
+		(*removed_snapshots)++;
+		*freed += snapshot->stored_bytes;
+		if (!policy->dry_run && !remove_snapshot(ex, snapshot, err))
+			return false;
+	}
+	if (policy->json)
+	{
+		json_t *item = bk_snapshot_json(snapshot);
+
+		json_object_set_new(item, "removed",
+							json_boolean(verdict == BK_VERDICT_EXPIRE));
+		json_object_set_new(item, "verdict", json_string(reason));
+		json_array_append_new(snapshots_json, item);
+	}
+	else
+		printf("  %s snapshot %s (%s, stop %s): %s\n",
+			   verdict != BK_VERDICT_EXPIRE ? "keep  "
+			   : policy->dry_run            ? "would remove"
+											: "removed",
+			   snapshot->id, snapshot->kind[0] ? snapshot->kind : "?",
+			   snapshot->stop_time[0] ? snapshot->stop_time : "unknown",
+			   reason);
+	return true;
+}
+
 int
 bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 			 const BkRetention *policy, BkError *err)
@@ -558,6 +608,7 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	int64_t guard_us = BK_TIME_UNKNOWN;
 	uint32_t cutoff_timeline = 1;
 	uint64_t removed_snapshots = 0;
+	bool *done = NULL;
 	uint64_t freed = 0;
 	int64_t now_ms = bk_wall_ms();
 	int status;
@@ -630,41 +681,37 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 			   policy->dry_run ? ", dry run: nothing is removed" : "");
 
 	/*
-	 * Newest first: an incremental snapshot goes before its parent, so
-	 * expire stopped part way (a crash, a store error) never leaves a
-	 * snapshot whose parent is gone.
+	 * Newest first, and never a parent before an expired snapshot built on
+	 * it, so that expire stopped part way (a crash, a store error) never
+	 * leaves a snapshot whose parent is gone.  Ids come from the source's
+	 * clock, which can step back and sort a child before its parent: such
+	 * a parent waits for its children (pending_child).
 	 */
-	for (int snapIdx = ex->catalog.count - 1; snapIdx >= 0; snapIdx--)
+	done = bk_cli_alloc_zero((size_t) ex->catalog.count + 1, sizeof(bool));
+	for (bool deferred = true; deferred;)
 	{
-		const BkSnapshot *snapshot = &ex->catalog.snapshots[snapIdx];
-		BkVerdict verdict = ex->verdicts[snapIdx];
-		const char *reason =
-			bk_retention_reason(&ex->view[snapIdx], verdict, policy);
+		bool progress = false;
 
-		if (verdict == BK_VERDICT_EXPIRE)
+		deferred = false;
+		for (int snapIdx = ex->catalog.count - 1; snapIdx >= 0; snapIdx--)
 		{
-			removed_snapshots++;
-			freed += snapshot->stored_bytes;
-			if (!policy->dry_run && !remove_snapshot(ex, snapshot, err))
+			if (done[snapIdx])
+				continue;
+			if (ex->verdicts[snapIdx] == BK_VERDICT_EXPIRE &&
+				pending_child(ex, done, snapIdx))
+			{
+				deferred = true;
+				continue;
+			}
+			done[snapIdx] = true;
+			progress = true;
+			if (!expire_snapshot(ex, snapIdx, snapshots_json,
+								 &removed_snapshots, &freed, err))
 				goto fail;
 		}
-		if (policy->json)
-		{
-			json_t *item = bk_snapshot_json(snapshot);
-
-			json_object_set_new(item, "removed",
-								json_boolean(verdict == BK_VERDICT_EXPIRE));
-			json_object_set_new(item, "verdict", json_string(reason));
-			json_array_append_new(snapshots_json, item);
-		}
-		else
-			printf("  %s snapshot %s (%s, stop %s): %s\n",
-				   verdict != BK_VERDICT_EXPIRE ? "keep  "
-				   : policy->dry_run            ? "would remove"
-												: "removed",
-				   snapshot->id, snapshot->kind[0] ? snapshot->kind : "?",
-				   snapshot->stop_time[0] ? snapshot->stop_time : "unknown",
-				   reason);
+		/* Parents form no cycle; were one forged, it would stay. */
+		if (!progress)
+			break;
 	}
 	if (cutoff > 0)
 	{
@@ -732,6 +779,7 @@ done:
 	json_decref(result);
 	free(ex->view);
 	free(ex->verdicts);
+	free(done);
 	bk_snapshot_catalog_free(&ex->catalog);
 	return status;
 }

@@ -2004,12 +2004,9 @@ test_expire_keeps_other_system(void **state)
  * the newer full G: I goes first, so F is still whole when expire stops.
  */
 static void
-test_expire_removes_dependents_first(void **state)
+expire_dependents_first(WalFixture *f, const char *snap_f, const char *snap_i,
+						const char *snap_g)
 {
-	WalFixture *f = *state;
-	const char *snap_f = "20261101T000000Z-0000000f";
-	const char *snap_i = "20261102T000000Z-0000000a";
-	const char *snap_g = "20261103T000000Z-0000000b";
 	int status;
 
 	for (uint64_t segno = 1; segno <= 6; segno++)
@@ -2034,6 +2031,26 @@ test_expire_removes_dependents_first(void **state)
 	assert_false(record_exists(f, snap_f));
 	assert_false(segment_exists(f, 1, 4));
 	assert_true(segment_exists(f, 1, 5));
+}
+
+static void
+test_expire_removes_dependents_first(void **state)
+{
+	expire_dependents_first(*state, "20261101T000000Z-0000000f",
+							"20261102T000000Z-0000000a",
+							"20261103T000000Z-0000000b");
+}
+
+/*
+ * The same after the source's clock stepped back: I's id sorts before its
+ * parent F's, and F must still wait for I.
+ */
+static void
+test_expire_removes_dependents_first_clock_back(void **state)
+{
+	expire_dependents_first(*state, "20261102T000000Z-0000000f",
+							"20261101T000000Z-0000000a",
+							"20261103T000000Z-0000000b");
 }
 
 /*
@@ -5337,6 +5354,9 @@ main(void)
 			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_dependents_first,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_removes_dependents_first_clock_back, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_removes_oldest_wal_first,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(

@@ -52,6 +52,19 @@
  * Nothing the prefetcher does changes an exit status: a segment it could
  * not fetch is fetched, and its failure reported, by the call that needs
  * it.
+ *
+ * Tablespaces created after the snapshot began: PostgreSQL 15 replays
+ * CREATE TABLESPACE by linking pg_tblspc/<oid> to the record's LOCATION,
+ * accepting a LOCATION/PG_15_<catversion> directory that already exists.
+ * On a host where it exists (the source's own, above all) the restored
+ * cluster would write into the source's live tablespace, after every check
+ * bk restore made.  So before a segment is handed over, its records are
+ * walked (wal_scan.h), and one that creates a tablespace whose version
+ * directory exists here, unless pg_tblspc/<oid> already links there (this
+ * cluster's own earlier replay), makes wal-get exit 200.  A record cut by
+ * the segment's end is judged with the segment that ends it: its start is
+ * kept in bk-wal-carry beside DEST (PostgreSQL runs restore_command in the
+ * data directory, and replays a record only once it has read all of it).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -62,6 +75,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -73,6 +87,7 @@
 #include "commands.h"
 #include "repo.h"
 #include "wal_catalog.h"
+#include "wal_scan.h"
 
 #define EXIT_RESTORED       0
 #define EXIT_NOT_IN_ARCHIVE 1
@@ -411,6 +426,254 @@ absent_file_status(const char *program, const BkRepo *repo, BkDecoder *decoder,
 			"%s: \"%s\" is beyond the end of the archive of source \"%s\"%s\n",
 			program, file, source, text);
 	return EXIT_NOT_IN_ARCHIVE;
+}
+
+/* --------------------------------------------------------- tablespaces */
+
+/* A record cut by a segment's end, kept for the next segment's walk. */
+#define CARRY_FILE "bk-wal-carry"
+
+/* global/pg_control: pg_control_version at 8, catalog_version_no at 12 */
+#define PG_CONTROL_VERSION_15 1300
+
+/* "<directory of dest>/bk-wal-carry" */
+static void
+carry_path_of(const char *dest, char *out, size_t out_len)
+{
+	const char *slash = strrchr(dest, '/');
+
+	if (slash == NULL)
+		snprintf(out, out_len, "%s", CARRY_FILE);
+	else
+		snprintf(out, out_len, "%.*s/%s", (int) (slash - dest), dest,
+				 CARRY_FILE);
+}
+
+/*
+ * The name PostgreSQL gives a tablespace's version directory,
+ * "PG_<major>_<catversion>", from the data directory (the working
+ * directory): PG_VERSION and global/pg_control.  If either cannot be read,
+ * out is only the prefix "PG_<major>_" (15 unless PG_VERSION says), and
+ * any directory of that prefix is taken for one.
+ */
+static void
+version_directory_name(char *out, size_t out_len, bool *exact)
+{
+	char major[16] = "15";
+	char *text = NULL;
+	size_t len = 0;
+	uint8_t control[16];
+	int fd;
+	BkError err;
+
+	*exact = false;
+	if (bk_read_file("PG_VERSION", 64, &text, &len, &err))
+	{
+		size_t digits = 0;
+
+		while (digits < len && digits < sizeof(major) - 1 &&
+			   text[digits] >= '0' && text[digits] <= '9')
+			digits++;
+		if (digits > 0)
+			snprintf(major, sizeof(major), "%.*s", (int) digits, text);
+		free(text);
+	}
+	snprintf(out, out_len, "PG_%s_", major);
+	fd = open("global/pg_control", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (pread(fd, control, sizeof(control), 0) == (ssize_t) sizeof(control))
+	{
+		uint32_t control_version;
+		uint32_t catversion;
+
+		memcpy(&control_version, control + 8, sizeof(control_version));
+		memcpy(&catversion, control + 12, sizeof(catversion));
+		if (strcmp(major, "15") == 0 &&
+			control_version == PG_CONTROL_VERSION_15)
+		{
+			snprintf(out, out_len, "PG_%s_%" PRIu32, major, catversion);
+			*exact = true;
+		}
+	}
+	close(fd);
+}
+
+/*
+ * Does location hold a tablespace version directory (name, or any of
+ * prefix name when not exact)?  One that cannot be looked into counts as
+ * holding one: it may.  found gets its path.
+ */
+static bool
+has_version_directory(const char *location, const char *name, bool exact,
+					  char *found, size_t found_len)
+{
+	struct stat st;
+	DIR *dir;
+	struct dirent *entry;
+	bool has = false;
+
+	if (exact)
+	{
+		snprintf(found, found_len, "%s/%s", location, name);
+		if (stat(found, &st) == 0)
+			return S_ISDIR(st.st_mode);
+		return errno != ENOENT && errno != ENOTDIR;
+	}
+	snprintf(found, found_len, "%s/%s*", location, name);
+	dir = opendir(location);
+	if (dir == NULL)
+		return errno != ENOENT && errno != ENOTDIR;
+	while (!has && (entry = readdir(dir)) != NULL)
+	{
+		if (strncmp(entry->d_name, name, strlen(name)) != 0)
+			continue;
+		snprintf(found, found_len, "%s/%s", location, entry->d_name);
+		has = stat(found, &st) == 0 && S_ISDIR(st.st_mode);
+	}
+	closedir(dir);
+	return has;
+}
+
+/* Is pg_tblspc/<oid> (in the working directory) a link to location? */
+static bool
+links_to(uint32_t oid, const char *location)
+{
+	char link_path[64];
+	struct stat link_st;
+	struct stat target_st;
+	struct stat location_st;
+
+	snprintf(link_path, sizeof(link_path), "pg_tblspc/%" PRIu32, oid);
+	return lstat(link_path, &link_st) == 0 && S_ISLNK(link_st.st_mode) &&
+		   stat(link_path, &target_st) == 0 &&
+		   stat(location, &location_st) == 0 &&
+		   target_st.st_dev == location_st.st_dev &&
+		   target_st.st_ino == location_st.st_ino;
+}
+
+typedef struct TablespaceCheck
+{
+	const char *file;
+	const char *source;
+	char version_name[64];
+	bool exact;
+	bool refused;
+	BkError *err;
+} TablespaceCheck;
+
+static bool
+check_tablespace_create(void *arg, const BkWalTablespaceCreate *create)
+{
+	TablespaceCheck *check = arg;
+	char found[4200];
+	char lsn[BK_LSN_TEXT_SIZE];
+	char prev[BK_LSN_TEXT_SIZE];
+
+	/* An in-place tablespace (developers' option) stays in pg_tblspc. */
+	if (create->path[0] == '\0')
+		return true;
+	if (!has_version_directory(create->path, check->version_name, check->exact,
+							   found, sizeof(found)) ||
+		links_to(create->oid, create->path))
+		return true;
+	bk_format_lsn(create->lsn, lsn, sizeof(lsn));
+	bk_format_lsn(create->prev_lsn, prev, sizeof(prev));
+	bk_error_set(check->err, BK_ERR_CONFLICT,
+				 "WAL file \"%s\" of source \"%s\" creates tablespace %" PRIu32
+				 " at \"%s\" (CREATE TABLESPACE, at LSN %s), and \"%s\" "
+				 "already exists on this host: replaying it, PostgreSQL "
+				 "would link this cluster's pg_tblspc/%" PRIu32
+				 " to that directory and write into it (on the source's "
+				 "host, the source's live tablespace)",
+				 check->file, check->source, create->oid, create->path, lsn,
+				 found, create->oid);
+	bk_error_hint(check->err,
+				  "Nothing was replayed from this file. Restore on a host "
+				  "where \"%s\" does not exist (PostgreSQL then asks for the "
+				  "directory: create it empty); or restore to a target that "
+				  "stops recovery in an earlier WAL file (before %s, the "
+				  "record before it); or, for a tablespace that must come "
+				  "back, restore from a snapshot taken after it was created, "
+				  "with --tablespace-map \"%s=NEW\".",
+				  create->path, prev, create->path);
+	check->refused = true;
+	return false;
+}
+
+/*
+ * Before segment dest (file) is handed over: refuse it if replaying it
+ * would make a tablespace link to a directory that exists on this host
+ * (see the top of this file).  False with err set when refused, or when
+ * the file cannot be read.
+ */
+static bool
+check_segment_tablespaces(const char *file, const char *source,
+						  const char *dest, BkError *err)
+{
+	char carry_path[4200];
+	BkWalCarry *carry_in = NULL;
+	BkWalCarry *carry_out = NULL;
+	char *carry_text = NULL;
+	size_t carry_len = 0;
+	BkWalScanResult result = {0};
+	TablespaceCheck check = {.file = file, .source = source, .err = err};
+	struct stat st;
+	void *map = MAP_FAILED;
+	int fd;
+	bool ok = false;
+	BkError ignored;
+
+	carry_path_of(dest, carry_path, sizeof(carry_path));
+	fd = open(dest, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not read \"%s\": %s", dest,
+					 strerror(errno));
+		goto out;
+	}
+	carry_out = malloc(sizeof(*carry_out));
+	if (carry_out == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (st.st_size > 0 && (map = mmap(NULL, (size_t) st.st_size, PROT_READ,
+									  MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+	{
+		bk_error_set(err, BK_ERR_IO, "could not map \"%s\": %s", dest,
+					 strerror(errno));
+		goto out;
+	}
+	if (bk_read_file(carry_path, sizeof(BkWalCarry) + 1, &carry_text,
+					 &carry_len, &ignored) &&
+		carry_len == sizeof(BkWalCarry))
+		carry_in = (BkWalCarry *) carry_text;
+	version_directory_name(check.version_name, sizeof(check.version_name),
+						   &check.exact);
+	result.carry = carry_out;
+	if (map != MAP_FAILED)
+		bk_wal_scan_segment(map, (size_t) st.st_size, carry_in,
+							check_tablespace_create, &check, &result);
+	if (check.refused)
+		goto out;
+	if (result.has_carry)
+	{
+		if (!bk_write_file_durable(carry_path, carry_out, sizeof(*carry_out),
+								   0600, err))
+			goto out;
+	}
+	else if (carry_text != NULL)
+		unlink(carry_path);
+	ok = true;
+out:
+	if (map != MAP_FAILED)
+		munmap(map, (size_t) st.st_size);
+	if (fd >= 0)
+		close(fd);
+	free(carry_text);
+	free(carry_out);
+	return ok;
 }
 
 /* ------------------------------------------------------------ prefetch */
@@ -793,6 +1056,9 @@ bk_cmd_wal_get(int argc, char **argv)
 	int status = EXIT_FATAL;
 	int code;
 	int index = -1;
+	uint32_t file_timeline;
+	uint32_t file_log;
+	uint32_t file_seg;
 	const char *seen[BK_CLI_OPTIONS_MAX] = {0};
 
 	bk_error_clear(&err);
@@ -913,8 +1179,16 @@ look:
 								"disagree; retry, and check the store.");
 			goto done;
 		}
-		if (status == EXIT_NOT_IN_ARCHIVE && prefetch > 0)
-			clear_spool(dest);
+		if (status == EXIT_NOT_IN_ARCHIVE)
+		{
+			char carry_path[4200];
+
+			/* The end of recovery: no segment follows to complete it. */
+			carry_path_of(dest, carry_path, sizeof(carry_path));
+			unlink(carry_path);
+			if (prefetch > 0)
+				clear_spool(dest);
+		}
 		bk_repo_close(repo);
 		bk_cli_config_free(&config);
 		return status;
@@ -964,6 +1238,13 @@ look:
 	{
 		bk_error_prefix(&err, "WAL file \"%s\" of source \"%s\": ", file,
 						source);
+		goto done;
+	}
+	if (bk_wal_file_type(file, &file_timeline, &file_log, &file_seg) ==
+			BK_WAL_SEGMENT &&
+		!check_segment_tablespaces(file, source, dest, &err))
+	{
+		unlink(dest);
 		goto done;
 	}
 	status = EXIT_RESTORED;

@@ -2,12 +2,14 @@
  * make_seeds.c
  *		Write seed inputs for the fuzz targets: valid frame sequences sealed
  *		to the fuzz key (empty, one chunk, several chunks, compressible and
- *		not), and sample text inputs.
+ *		not), sample text inputs, and WAL segments for fuzz_wal (records,
+ *		CREATE TABLESPACE among them, split across pages).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../unit/wal_build.h"
 #include "bk_frame.h"
 #include "fuzz_common.h"
 
@@ -81,6 +83,43 @@ frame_seed(const char *dir, const char *name, size_t size, bool compressible)
 	free(seed);
 }
 
+/*
+ * A segment of 1 KiB pages for fuzz_wal (see there): it begins with the
+ * rest of a record, holds records of other kinds and CREATE TABLESPACE
+ * records (one with a long data header), and ends in the middle of one.
+ */
+static void
+wal_seed(const char *dir, const char *name, size_t pages)
+{
+	WalBuild b;
+	uint8_t rec[2048];
+	char path[700];
+	size_t len;
+
+	wal_build_init(&b, pages * 1024, 1024, 0, 100);
+	memset(rec, 0x11, 100);
+	wal_build_bytes(&b, rec, 100, 100);
+	memset(path, 'q', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	for (int i = 0; b.pos < b.len - 64; i++)
+	{
+		if (i % 4 == 1)
+			len = wal_create_record(rec, 0, 16384 + i, "/srv/ts", i % 8 == 1);
+		else if (i % 4 == 3)
+			len = wal_create_record(rec, 0, 16384 + i, path, 0);
+		else
+			len = wal_other_record(rec, 48 + (i * 97) % 700, 10, 0);
+		wal_build_record_start(&b);
+		wal_build_bytes(&b, rec, len, len);
+	}
+	len = wal_create_record(rec, 0, 99999, "/srv/cut", 0);
+	wal_build_record_start(&b);
+	wal_build_bytes(&b, rec, len, len);
+	write_seed(dir, name, b.buf, b.len);
+	free(b.buf);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -100,9 +139,9 @@ main(int argc, char **argv)
 	static const char branches[] = "\x06"
 								   "1:0/A64A07C8,2:1/5000000";
 
-	if (argc != 3)
+	if (argc != 3 && argc != 4)
 	{
-		fprintf(stderr, "usage: make_seeds FRAME_DIR TEXT_DIR\n");
+		fprintf(stderr, "usage: make_seeds FRAME_DIR TEXT_DIR [WAL_DIR]\n");
 		return 2;
 	}
 	frame_seed(argv[1], "empty", 0, false);
@@ -118,5 +157,10 @@ main(int argc, char **argv)
 			   sizeof(history) - 1);
 	write_seed(argv[2], "branches", (const uint8_t *) branches,
 			   sizeof(branches) - 1);
+	if (argc == 4)
+	{
+		wal_seed(argv[3], "one-page", 1);
+		wal_seed(argv[3], "eight-pages", 8);
+	}
 	return 0;
 }

@@ -60,8 +60,9 @@
  * cluster would write into the source's live tablespace, after every check
  * bk restore made.  So before a segment is handed over, its records are
  * walked (wal_scan.h), and one that creates a tablespace whose version
- * directory exists here, unless pg_tblspc/<oid> already links there (this
- * cluster's own earlier replay), makes wal-get exit 200.  A record cut by
+ * directory exists here, unless one of the cluster's pg_tblspc links
+ * already points there (the directory is its own: an earlier replay),
+ * makes wal-get exit 200.  A record cut by
  * the segment's end is judged with the segment that ends it: its start is
  * kept in bk-wal-carry beside DEST (PostgreSQL runs restore_command in the
  * data directory, and replays a record only once it has read all of it).
@@ -535,21 +536,124 @@ has_version_directory(const char *location, const char *name, bool exact,
 	return has;
 }
 
-/* Is pg_tblspc/<oid> (in the working directory) a link to location? */
+/*
+ * Does one of this cluster's pg_tblspc links (in the working directory)
+ * point to location?  Then its version directory is this cluster's own:
+ * an earlier replay of this record (recovery started again), or of a
+ * tablespace dropped and created again there, or one bk restore put there.
+ */
 static bool
-links_to(uint32_t oid, const char *location)
+cluster_links_to(const char *location)
 {
-	char link_path[64];
-	struct stat link_st;
-	struct stat target_st;
 	struct stat location_st;
+	DIR *dir;
+	struct dirent *entry;
+	bool links = false;
 
-	snprintf(link_path, sizeof(link_path), "pg_tblspc/%" PRIu32, oid);
-	return lstat(link_path, &link_st) == 0 && S_ISLNK(link_st.st_mode) &&
-		   stat(link_path, &target_st) == 0 &&
-		   stat(location, &location_st) == 0 &&
-		   target_st.st_dev == location_st.st_dev &&
-		   target_st.st_ino == location_st.st_ino;
+	if (stat(location, &location_st) != 0 ||
+		(dir = opendir("pg_tblspc")) == NULL)
+		return false;
+	while (!links && (entry = readdir(dir)) != NULL)
+	{
+		char link_path[300];
+		struct stat link_st;
+		struct stat target_st;
+
+		snprintf(link_path, sizeof(link_path), "pg_tblspc/%s", entry->d_name);
+		links = entry->d_name[0] != '.' && lstat(link_path, &link_st) == 0 &&
+				S_ISLNK(link_st.st_mode) && stat(link_path, &target_st) == 0 &&
+				target_st.st_dev == location_st.st_dev &&
+				target_st.st_ino == location_st.st_ino;
+	}
+	closedir(dir);
+	return links;
+}
+
+/*
+ * The value of setting key in the data directory's postgresql.auto.conf
+ * (the working directory), where bk restore writes the recovery target:
+ * the last "key = 'value'" line, as PostgreSQL reads it.  False if none.
+ */
+static bool
+auto_conf_setting(const char *key, char *value, size_t value_len)
+{
+	char *text = NULL;
+	size_t len = 0;
+	size_t key_len = strlen(key);
+	bool found = false;
+	BkError err;
+
+	if (!bk_read_file("postgresql.auto.conf", 1024 * 1024, &text, &len, &err))
+		return false;
+	for (size_t start = 0; start < len;)
+	{
+		size_t end = start;
+		size_t at = start;
+		size_t out = 0;
+
+		while (end < len && text[end] != '\n')
+			end++;
+		while (at < end && (text[at] == ' ' || text[at] == '\t'))
+			at++;
+		if (end - at > key_len && strncmp(text + at, key, key_len) == 0 &&
+			strchr(" \t=", text[at + key_len]) != NULL)
+		{
+			at += key_len;
+			while (at < end && (text[at] == ' ' || text[at] == '\t'))
+				at++;
+			if (at < end && text[at] == '=')
+				at++;
+			while (at < end && (text[at] == ' ' || text[at] == '\t'))
+				at++;
+			if (at < end && text[at] == '\'')
+			{
+				for (at++; at < end && out + 1 < value_len; at++)
+				{
+					if (text[at] == '\'' && at + 1 < end &&
+						text[at + 1] == '\'')
+						at++;
+					else if (text[at] == '\'')
+						break;
+					value[out++] = text[at];
+				}
+			}
+			else
+				while (at < end && out + 1 < value_len &&
+					   strchr(" \t#", text[at]) == NULL)
+					value[out++] = text[at++];
+			value[out] = '\0';
+			found = true;
+		}
+		start = end + 1;
+	}
+	free(text);
+	return found;
+}
+
+/*
+ * Does the recovery target stop recovery before the record at lsn, whose
+ * previous record is at prev_lsn?  Only an LSN target is judged (bk restore
+ * writes it to postgresql.auto.conf): with recovery_target_inclusive on,
+ * PostgreSQL stops after the first record at or past the target, so one
+ * at or before prev_lsn stops it before lsn; with it off, it stops before
+ * the first record at or past the target.
+ */
+static bool
+target_stops_before(uint64_t lsn, uint64_t prev_lsn, char *target,
+					size_t target_len)
+{
+	char inclusive[16] = "on";
+	uint64_t target_lsn;
+
+	if (!auto_conf_setting("recovery_target_lsn", target, target_len) ||
+		!bk_parse_lsn(target, &target_lsn))
+		return false;
+	auto_conf_setting("recovery_target_inclusive", inclusive,
+					  sizeof(inclusive));
+	if (strcmp(inclusive, "off") == 0 || strcmp(inclusive, "false") == 0 ||
+		strcmp(inclusive, "no") == 0 || strcmp(inclusive, "0") == 0)
+		return target_lsn <= lsn;
+	return target_lsn <= prev_lsn;
 }
 
 typedef struct TablespaceCheck
@@ -569,16 +673,27 @@ check_tablespace_create(void *arg, const BkWalTablespaceCreate *create)
 	char found[4200];
 	char lsn[BK_LSN_TEXT_SIZE];
 	char prev[BK_LSN_TEXT_SIZE];
+	char target[64];
 
 	/* An in-place tablespace (developers' option) stays in pg_tblspc. */
 	if (create->path[0] == '\0')
 		return true;
 	if (!has_version_directory(create->path, check->version_name, check->exact,
 							   found, sizeof(found)) ||
-		links_to(create->oid, create->path))
+		cluster_links_to(create->path))
 		return true;
 	bk_format_lsn(create->lsn, lsn, sizeof(lsn));
 	bk_format_lsn(create->prev_lsn, prev, sizeof(prev));
+	if (target_stops_before(create->lsn, create->prev_lsn, target,
+							sizeof(target)))
+	{
+		fprintf(stderr,
+				"bk wal-get: WAL file \"%s\" creates tablespace %" PRIu32
+				" at \"%s\" at LSN %s, past recovery_target_lsn %s: "
+				"recovery stops before it\n",
+				check->file, create->oid, create->path, lsn, target);
+		return true;
+	}
 	bk_error_set(check->err, BK_ERR_CONFLICT,
 				 "WAL file \"%s\" of source \"%s\" creates tablespace %" PRIu32
 				 " at \"%s\" (CREATE TABLESPACE, at LSN %s), and \"%s\" "
@@ -591,11 +706,12 @@ check_tablespace_create(void *arg, const BkWalTablespaceCreate *create)
 	bk_error_hint(check->err,
 				  "Nothing was replayed from this file. Restore on a host "
 				  "where \"%s\" does not exist (PostgreSQL then asks for the "
-				  "directory: create it empty); or restore to a target that "
-				  "stops recovery in an earlier WAL file (before %s, the "
-				  "record before it); or, for a tablespace that must come "
-				  "back, restore from a snapshot taken after it was created, "
-				  "with --tablespace-map \"%s=NEW\".",
+				  "directory: create it empty); or stop recovery before "
+				  "this record: restore again with --target-lsn %s (the "
+				  "record before it; bk wal-get reads the target from "
+				  "postgresql.auto.conf); or, for a tablespace that must "
+				  "come back, restore from a snapshot taken after it was "
+				  "created, with --tablespace-map \"%s=NEW\".",
 				  create->path, prev, create->path);
 	check->refused = true;
 	return false;

@@ -141,7 +141,7 @@ record_bytes(Walk *w, uint8_t *dst, size_t n, uint64_t record_left)
 
 		if (w->pos >= w->len)
 			return done;
-		if (w->pos % w->blcksz == 0)
+		if ((w->pos & (w->blcksz - 1)) == 0)
 		{
 			size_t size;
 			uint16_t info;
@@ -157,7 +157,7 @@ record_bytes(Walk *w, uint8_t *dst, size_t n, uint64_t record_left)
 			}
 			w->pos += size;
 		}
-		page_end = (w->pos / w->blcksz + 1) * w->blcksz;
+		page_end = (w->pos | (w->blcksz - 1)) + 1;
 		if (page_end > w->len)
 			page_end = w->len;
 		take = n - done;
@@ -396,7 +396,7 @@ bk_wal_scan_segment(const uint8_t *segment, size_t len,
 		uint8_t rmid;
 		uint8_t rmgr_info;
 
-		if (w.pos % w.blcksz == 0)
+		if ((w.pos & (w.blcksz - 1)) == 0)
 		{
 			if (!page_header(&w, w.pos, &size, &info, &rem_len))
 				break;
@@ -408,6 +408,28 @@ bk_wal_scan_segment(const uint8_t *segment, size_t len,
 			w.pos += size;
 		}
 		lsn = w.base + w.pos;
+
+		/*
+		 * Most records lie whole within their page: skip them without
+		 * copying (a segment holds up to a few hundred thousand).
+		 */
+		if ((w.pos & (w.blcksz - 1)) + SIZE_OF_XLOG_RECORD <= w.blcksz)
+		{
+			const uint8_t *header = w.segment + w.pos;
+
+			tot_len = get32(header);
+			if (tot_len >= SIZE_OF_XLOG_RECORD &&
+				(w.pos & (w.blcksz - 1)) + tot_len <= w.blcksz &&
+				!may_be_create(header, SIZE_OF_XLOG_RECORD) &&
+				!(header[RECORD_RMID_OFFSET] == RM_XLOG_ID &&
+				  (header[RECORD_INFO_OFFSET] & XLR_RMGR_INFO_MASK) ==
+					  XLOG_SWITCH))
+			{
+				w.pos = WAL_MAXALIGN(w.pos + tot_len);
+				result->records++;
+				continue;
+			}
+		}
 
 		/* The header, perhaps split across pages or cut by the end. */
 		got = record_bytes(&w, rec, 4, 0);

@@ -591,7 +591,11 @@ ok $? "none of the refusals created the target"
 
 # ---- wal-get --prefetch: spools the next segments, serves them, keeps exit codes
 first_seg="$(ls "$repo_files/$source_id/wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)"
-mkdir -p "$dir/pf/pg_wal" "$dir/direct"
+mkdir -p "$dir/pf/pg_wal" "$dir/pf/pg_tblspc" "$dir/direct"
+# These segments hold the CREATE TABLESPACE of bk_restore_ts: bk wal-get
+# serves them to a cluster whose own tablespace is there (restored in place
+# on another host), never to one it would link to the source's live one.
+ln -s "$dir/ts1" "$dir/pf/pg_tblspc/$(psql_q -c "SELECT oid FROM pg_tablespace WHERE spcname = 'bk_restore_ts'")"
 wal_get() { (cd "$dir/pf" && "$BK" wal-get --config "$dir/bk.conf" --source "$source_id" "$@"); }
 # next_seg NAME N: the segment N after NAME (16 MiB segments: 256 a log id).
 next_seg() {

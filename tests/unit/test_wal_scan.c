@@ -5,15 +5,27 @@
  *		split across pages, a segment that begins with the rest of a record,
  *		a long main-data header, records cut by the segment's end carried
  *		into the next segment, where valid WAL ends, and random damage that
- *		must never make it read out of bounds.
+ *		must never make it read out of bounds; and bk wal-get itself on
+ *		segments archived as the shipper would, in a data directory: a
+ *		CREATE TABLESPACE cut by a segment's end refused with the segment
+ *		that ends it, served where the cluster's own link points to the
+ *		location or where an LSN target stops recovery before it.
  */
 #include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "bk_keys.h"
+#include "bk_util.h"
+#include "commands.h"
+#include "repo.h"
+#include "testrepo.h"
 #include "wal_build.h"
+#include "wal_catalog.h"
 #include "wal_scan.h"
 
 #define SEG_LEN 8192
@@ -382,6 +394,149 @@ test_damage(void **state)
 	free(b.buf);
 }
 
+/* bk wal-get of segment segno into pg_wal/RECOVERYXLOG of the cwd. */
+static int
+run_wal_get(const char *dir, const char *location, uint64_t segno)
+{
+	char config[600];
+	char key[600];
+	char name[32];
+	char *argv[] = {"bk",
+					"--config",
+					config,
+					"--repo",
+					(char *) location,
+					"--source",
+					"src",
+					name,
+					"pg_wal/RECOVERYXLOG",
+					"--key-file",
+					key,
+					NULL};
+
+	snprintf(config, sizeof(config), "%s/bk.conf", dir);
+	snprintf(key, sizeof(key), "%s/key", dir);
+	bk_wal_segment_name(1, segno, SEG_LEN, name);
+	unlink("pg_wal/RECOVERYXLOG");
+	return bk_cmd_wal_get(11, argv);
+}
+
+static void
+test_wal_get_straddle(void **state)
+{
+	char *dir = test_mkdtemp();
+	char location[600];
+	char pgdata[600];
+	char ts[600];
+	char path[700];
+	char cwd[4096];
+	char meta[256];
+	char auto_conf[256];
+	BkKey key;
+	BkKeyring ring;
+	BkRepo *repo;
+	BkError err;
+	WalBuild a;
+	WalBuild b;
+	uint8_t rec[BK_WAL_CREATE_MAX];
+	size_t len;
+	size_t written;
+	int uploads = 0;
+	uint64_t prev_lsn = BASE + SEG_LEN - 256;
+	char target[BK_LSN_TEXT_SIZE];
+
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	snprintf(location, sizeof(location), "%s/repo", dir);
+	snprintf(pgdata, sizeof(pgdata), "%s/pgdata", dir);
+	snprintf(ts, sizeof(ts), "%s/ts", dir);
+	test_key(&key, &ring);
+	repo = bk_repo_open(location, true, &err);
+	assert_non_null(repo);
+	assert_true(bk_repo_spool_open(repo, "unit-wal-scan", &err));
+	snprintf(path, sizeof(path), "%s/bk.conf", dir);
+	assert_true(bk_write_file_durable(path, "", 0, 0600, &err));
+	snprintf(path, sizeof(path), "%s/key", dir);
+	assert_true(bk_key_write_files(&key, path, &err));
+
+	/* The location exists with a version directory: a live tablespace. */
+	snprintf(path, sizeof(path), "%s/PG_15_202209061", ts);
+	assert_int_equal(mkdir(ts, 0700), 0);
+	assert_int_equal(mkdir(path, 0700), 0);
+
+	/* Segment 3 ends 16 bytes into a CREATE TABLESPACE; 4 has the rest. */
+	len = wal_create_record(rec, prev_lsn, 16700, ts, 0);
+	wal_build_init(&a, SEG_LEN, BLCKSZ, BASE, 0);
+	fill_to(&a, SEG_LEN - 16);
+	wal_build_record_start(&a);
+	written = wal_build_bytes(&a, rec, len, len);
+	wal_build_init(&b, SEG_LEN, BLCKSZ, BASE + SEG_LEN,
+				   (uint32_t) (len - written));
+	wal_build_bytes(&b, rec + written, len - written, len - written);
+	for (uint64_t segno = 3; segno <= 4; segno++)
+	{
+		char name[32];
+
+		bk_wal_segment_name(1, segno, SEG_LEN, name);
+		snprintf(meta, sizeof(meta),
+				 "type=segment\ntimeline=1\nsegment-size=%u\n"
+				 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+				 SEG_LEN);
+		test_archive_object(repo, &key, &uploads, BK_KIND_WAL, "src", name,
+							meta, segno == 3 ? a.buf : b.buf, SEG_LEN);
+	}
+
+	/* As PostgreSQL runs it: in the data directory. */
+	assert_int_equal(mkdir(pgdata, 0700), 0);
+	assert_int_equal(chdir(pgdata), 0);
+	assert_int_equal(mkdir("pg_wal", 0700), 0);
+	assert_int_equal(mkdir("pg_tblspc", 0700), 0);
+	assert_int_equal(run_wal_get(dir, location, 3), 0);
+	assert_int_equal(access("pg_wal/bk-wal-carry", F_OK), 0);
+	assert_int_equal(run_wal_get(dir, location, 4), 200);
+	assert_int_not_equal(access("pg_wal/RECOVERYXLOG", F_OK), 0);
+
+	/* Without segment 3 walked first, the record's start was never seen. */
+	unlink("pg_wal/bk-wal-carry");
+	assert_int_equal(run_wal_get(dir, location, 4), 0);
+
+	/* An LSN target at the record before it: recovery stops first. */
+	assert_int_equal(run_wal_get(dir, location, 3), 0);
+	bk_format_lsn(prev_lsn, target, sizeof(target));
+	snprintf(auto_conf, sizeof(auto_conf),
+			 "recovery_target_lsn = '0/1'\nrecovery_target_lsn = '%s'\n"
+			 "recovery_target_inclusive = 'on'\n",
+			 target);
+	assert_true(bk_write_file_durable("postgresql.auto.conf", auto_conf,
+									  strlen(auto_conf), 0600, &err));
+	assert_int_equal(run_wal_get(dir, location, 4), 0);
+	/* One past it replays the record: refused. */
+	bk_format_lsn(prev_lsn + 1, target, sizeof(target));
+	snprintf(auto_conf, sizeof(auto_conf), "recovery_target_lsn = '%s'\n",
+			 target);
+	assert_true(bk_write_file_durable("postgresql.auto.conf", auto_conf,
+									  strlen(auto_conf), 0600, &err));
+	assert_int_equal(run_wal_get(dir, location, 3), 0);
+	assert_int_equal(run_wal_get(dir, location, 4), 200);
+
+	/* The cluster's own link points there: its own earlier replay. */
+	unlink("postgresql.auto.conf");
+	assert_int_equal(symlink(ts, "pg_tblspc/16700"), 0);
+	assert_int_equal(run_wal_get(dir, location, 3), 0);
+	assert_int_equal(run_wal_get(dir, location, 4), 0);
+
+	/* The end of the archive: nothing left to carry. */
+	assert_int_equal(run_wal_get(dir, location, 3), 0);
+	assert_int_equal(run_wal_get(dir, location, 5), 1);
+	assert_int_not_equal(access("pg_wal/bk-wal-carry", F_OK), 0);
+
+	assert_int_equal(chdir(cwd), 0);
+	free(a.buf);
+	free(b.buf);
+	bk_repo_close(repo);
+	test_rmdir(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -393,6 +548,7 @@ main(void)
 		cmocka_unit_test(test_no_carry_for_other_records),
 		cmocka_unit_test(test_end_of_valid_wal),
 		cmocka_unit_test(test_damage),
+		cmocka_unit_test(test_wal_get_straddle),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -121,6 +121,7 @@ if [[ $started == 0 ]]; then
     wait_for 60 "promotion" promoted
     rpsql -c "INSERT INTO t_tsreplay VALUES (-1, 'written by the restored cluster')" -c "CHECKPOINT" \
         >/dev/null 2>&1
+    as_postgres "$BK_PGBIN/pg_ctl" -D "$restored" -m fast -w stop >/dev/null 2>&1
 fi
 isnt "$started" 0 "the restored cluster does not start: recovery stopped"
 log="$(cat "$dir/restored.log")"

@@ -99,6 +99,18 @@ typedef struct BkRetentionSnapshot
 #define BK_RETENTION_ARRIVING_MS ((int64_t) 24 * 3600 * 1000)
 
 /*
+ * What bk expire says when it removes something without the keyring: the
+ * snapshots it counted as restorable were judged on their records'
+ * keyless metadata (the engines authenticate it when they hold the
+ * keyring).
+ */
+#define BK_RETENTION_KEYLESS_WARNING                                           \
+	"no key: snapshots were counted as restorable on their records' "          \
+	"unauthenticated metadata, so a forged one, or one sealed to a key "       \
+	"you lack, counts too; run bk expire with the restore key (key_file "      \
+	"or --key-file) to count only those whose records authenticate"
+
+/*
  * Decide a verdict for each of count snapshots at now_ms (our clock); false
  * (every verdict KEEP) when no restorable snapshot anchors the policy.
  */

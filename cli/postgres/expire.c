@@ -32,6 +32,7 @@
 #include "pg_engine.h"
 #include "retention.h"
 #include "snapshot_catalog.h"
+#include "snapshot_data.h"
 
 typedef struct Expire
 {
@@ -41,6 +42,11 @@ typedef struct Expire
 	BkSnapshotCatalog catalog;
 	BkRetentionSnapshot *view; /* the catalog, as retention.c sees it */
 	BkVerdict *verdicts;
+	/*
+	 * With the keyring: the snapshots whose record does not authenticate
+	 * the metadata the catalog judged them by (NULL: keyless), and why.
+	 */
+	char **unauthenticated;
 	/*
 	 * The newest timeline's branch points are unknown (its history file was
 	 * archived without them, or cannot be read), and snapshots lie on
@@ -399,6 +405,7 @@ mark_next_parents_of(Expire *ex, bool fulls_only, uint32_t database,
 		BkRetentionSnapshot *view = &ex->view[snapIdx];
 
 		if (!snapshot->has_record || view->off_latest || view->foreign ||
+			(ex->unauthenticated != NULL && ex->unauthenticated[snapIdx]) ||
 			(fulls_only && strcmp(snapshot->kind, "full") != 0) ||
 			(snapshot->history_database != database &&
 			 !(with_unnamed && snapshot->history_database == 0)))
@@ -423,7 +430,8 @@ mark_next_parents(Expire *ex, bool fulls_only)
 		uint32_t database = ex->catalog.snapshots[snapIdx].history_database;
 		bool seen = false;
 
-		if (database == 0 || !ex->catalog.snapshots[snapIdx].has_record)
+		if (database == 0 || !ex->catalog.snapshots[snapIdx].has_record ||
+			(ex->unauthenticated != NULL && ex->unauthenticated[snapIdx]))
 			continue;
 		for (int idx = 0; idx < count; idx++)
 			seen |= databases[idx] == database;
@@ -448,6 +456,130 @@ mark_next_parents(Expire *ex, bool fulls_only)
 		for (int snapIdx = 0; snapIdx < ex->catalog.count; snapIdx++)
 			if (ex->catalog.snapshots[snapIdx].has_record)
 				ex->view[snapIdx].next_parent = true;
+}
+
+/*
+ * The catalog judges snapshots from their records' keyless metadata, which
+ * nothing authenticates: anyone who can write to bk's topics can publish a
+ * "full" snapshot under any source id, of garbage or sealed to a key of
+ * its own, that the catalog calls restorable; so can a source sealing to a
+ * key whose private half the keyring lacks (a rotation not finished).
+ * Counted as the newest full, such a snapshot would make the genuine ones
+ * and their WAL expendable.  With the keyring, a snapshot counts as
+ * restorable only if its record, and each record of its chain, decrypts
+ * and authenticates the metadata the catalog used, and holds the same
+ * kind, parent and LSNs: what restore_load_chain checks before a restore
+ * relies on it.  One that does not counts as not restorable, as a restore
+ * would refuse it: it never makes older snapshots or WAL expendable, and
+ * stays while newer than the oldest kept one.
+ *
+ * Why a record does not authenticate is in *why; false only when the
+ * repository failed to read it (then what the snapshot is is unknown, and
+ * nothing is removed, as for a record the catalog could not read).
+ */
+static bool
+record_authenticates(Expire *ex, const BkSnapshot *snapshot, char *why,
+					 size_t why_len, BkError *err)
+{
+	BkDecoder *decoder = ex->policy->decoder;
+	BkSnapRecord *record = NULL;
+	char prefix[BK_SNAPSHOT_ID_MAX + 16];
+	const char *message;
+	BkError fail;
+
+	why[0] = '\0';
+	bk_error_clear(&fail);
+	if (!bk_snapshot_record_load(ex->repo, decoder, ex->source, snapshot->id,
+								 &record, &fail))
+	{
+		if (!bk_error_is_damage(&fail) && fail.code != BK_ERR_NOT_FOUND)
+		{
+			*err = fail;
+			bk_error_prefix(err, "nothing removed: source %s: ", ex->source);
+			bk_error_hint(err, "What a snapshot is decides what stays.  Run "
+							   "bk expire again once the repository answers.");
+			return false;
+		}
+	}
+	else if (!bk_repo_meta_agrees(decoder, snapshot->meta_digest, ex->source,
+								  &fail))
+		;
+	else if (strcmp(record->kind, snapshot->kind) != 0 ||
+			 strcmp(record->parent, snapshot->parent) != 0 ||
+			 record->start_lsn != snapshot->start_lsn ||
+			 record->stop_lsn != snapshot->stop_lsn)
+		bk_error_set(&fail, BK_ERR_FORMAT,
+					 "its record disagrees with its metadata (kind, parent "
+					 "or LSNs)");
+	bk_snapshot_record_free(record);
+	if (fail.code == BK_OK)
+		return true;
+	/* The messages name the snapshot; the line that says this does too. */
+	message = fail.message;
+	snprintf(prefix, sizeof(prefix), "snapshot %s: ", snapshot->id);
+	if (strncmp(message, prefix, strlen(prefix)) == 0)
+		message += strlen(prefix);
+	snprintf(why, why_len,
+			 "its record does not decrypt and authenticate with the keyring: "
+			 "%s",
+			 message);
+	return true;
+}
+
+/*
+ * Check the record of every snapshot that has one (see
+ * record_authenticates), and take the restorable ones that fail, or build
+ * on one that does, off the decision (BK_SNAP_UNAUTHENTICATED).  What a
+ * record that fails says is not heard either: it names no next parent
+ * (mark_next_parents).
+ */
+static bool
+authenticate_snapshots(Expire *ex, BkError *err)
+{
+	BkSnapshotCatalog *catalog = &ex->catalog;
+	char why[sizeof(catalog->snapshots[0].reason)];
+
+	if (ex->policy->decoder == NULL)
+		return true;
+	ex->unauthenticated = bk_cli_alloc_zero((size_t) catalog->count + 1,
+											sizeof(*ex->unauthenticated));
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+	{
+		BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
+
+		if (!snapshot->has_record || snapshot->other_engine)
+			continue;
+		if (!record_authenticates(ex, snapshot, why, sizeof(why), err))
+			return false;
+		if (why[0] != '\0')
+			ex->unauthenticated[snapIdx] = bk_cli_strdup(why);
+	}
+	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
+	{
+		BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
+		int depth = 0;
+
+		if (!snapshot->restorable)
+			continue;
+		for (int index = snapIdx; index >= 0 && depth <= catalog->count;
+			 index = catalog->snapshots[index].parent_index, depth++)
+		{
+			if (ex->unauthenticated[index] == NULL)
+				continue;
+			snapshot->restorable = false;
+			snapshot->problem = BK_SNAP_UNAUTHENTICATED;
+			if (index == snapIdx)
+				bk_strlcpy(snapshot->reason, ex->unauthenticated[index],
+						   sizeof(snapshot->reason));
+			else
+				snprintf(snapshot->reason, sizeof(snapshot->reason),
+						 "its chain holds snapshot %s, whose record does not "
+						 "decrypt and authenticate with the keyring",
+						 catalog->snapshots[index].id);
+			break;
+		}
+	}
+	return true;
 }
 
 /* The catalog as the retention decision sees it. */
@@ -544,6 +676,22 @@ history_unknown_keeps_all(Expire *ex, char *note, size_t note_len)
 	return true;
 }
 
+/*
+ * Why snapshot snapIdx does not count as restorable for want of
+ * authentication, or NULL: its own record failed, or one of its chain's.
+ */
+static const char *
+unauthenticated_reason(const Expire *ex, int snapIdx)
+{
+	if (ex->unauthenticated == NULL)
+		return NULL;
+	if (ex->unauthenticated[snapIdx] != NULL)
+		return ex->unauthenticated[snapIdx];
+	if (ex->catalog.snapshots[snapIdx].problem == BK_SNAP_UNAUTHENTICATED)
+		return ex->catalog.snapshots[snapIdx].reason;
+	return NULL;
+}
+
 /* Is an expired snapshot built on snapIdx still to be removed? */
 static bool
 pending_child(const Expire *ex, const bool *done, int snapIdx)
@@ -556,9 +704,13 @@ pending_child(const Expire *ex, const bool *done, int snapIdx)
 	return false;
 }
 
-/* Remove snapshot snapIdx if it expires, and say what became of it. */
+/*
+ * Remove snapshot snapIdx if it expires, and say what became of it (and
+ * why it does not count as restorable, if it failed authentication).
+ */
 static bool
-expire_snapshot(Expire *ex, int snapIdx, json_t *snapshots_json,
+expire_snapshot(Expire *ex, const char *program, int snapIdx,
+				json_t *snapshots_json, json_t *warnings_json,
 				uint64_t *removed_snapshots, uint64_t *freed, BkError *err)
 {
 	const BkRetention *policy = ex->policy;
@@ -566,6 +718,7 @@ expire_snapshot(Expire *ex, int snapIdx, json_t *snapshots_json,
 	BkVerdict verdict = ex->verdicts[snapIdx];
 	const char *reason =
 		bk_retention_reason(&ex->view[snapIdx], verdict, policy);
+	const char *unauthenticated = unauthenticated_reason(ex, snapIdx);
 
 	if (verdict == BK_VERDICT_EXPIRE)
 	{
@@ -574,6 +727,11 @@ expire_snapshot(Expire *ex, int snapIdx, json_t *snapshots_json,
 		if (!policy->dry_run && !remove_snapshot(ex, snapshot, err))
 			return false;
 	}
+	if (unauthenticated != NULL)
+		fprintf(stderr,
+				"%s: warning: snapshot %s of source %s does not count as "
+				"restorable: %s\n",
+				program, snapshot->id, ex->source, unauthenticated);
 	if (policy->json)
 	{
 		json_t *item = bk_snapshot_json(snapshot);
@@ -581,9 +739,26 @@ expire_snapshot(Expire *ex, int snapIdx, json_t *snapshots_json,
 		json_object_set_new(item, "removed",
 							json_boolean(verdict == BK_VERDICT_EXPIRE));
 		json_object_set_new(item, "verdict", json_string(reason));
+		/* null: not checked (no keyring, or no record to check) */
+		json_object_set_new(
+			item, "authenticated",
+			ex->unauthenticated == NULL || !snapshot->has_record ||
+					snapshot->other_engine
+				? json_null()
+				: json_boolean(ex->unauthenticated[snapIdx] == NULL));
 		json_array_append_new(snapshots_json, item);
+		if (unauthenticated != NULL)
+		{
+			char warning[1024];
+
+			snprintf(warning, sizeof(warning),
+					 "snapshot %s does not count as restorable: %s",
+					 snapshot->id, unauthenticated);
+			json_array_append_new(warnings_json, json_string(warning));
+		}
 	}
 	else
+	{
 		printf("  %s snapshot %s (%s, stop %s): %s\n",
 			   verdict != BK_VERDICT_EXPIRE ? "keep  "
 			   : policy->dry_run            ? "would remove"
@@ -591,6 +766,9 @@ expire_snapshot(Expire *ex, int snapIdx, json_t *snapshots_json,
 			   snapshot->id, snapshot->kind[0] ? snapshot->kind : "?",
 			   snapshot->stop_time[0] ? snapshot->stop_time : "unknown",
 			   reason);
+		if (unauthenticated != NULL)
+			printf("    not counted as restorable: %s\n", unauthenticated);
+	}
 	return true;
 }
 
@@ -602,6 +780,7 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	Expire *ex = &expire;
 	json_t *result = NULL;
 	json_t *snapshots_json = NULL;
+	json_t *warnings_json = NULL;
 	WalRemoval wal = {.ex = ex};
 	char note[512] = "";
 	uint64_t cutoff = 0;
@@ -614,8 +793,7 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	int status;
 
 	if (!bk_snapshot_catalog_load(repo, source, policy->decoder, &ex->catalog,
-								  err) ||
-		!build_view(ex, err))
+								  err))
 		goto fail;
 
 	/*
@@ -652,6 +830,8 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 							   "bk expire again once the repository answers.");
 			goto fail;
 		}
+	if (!authenticate_snapshots(ex, err) || !build_view(ex, err))
+		goto fail;
 	if (!bk_retention_decide(ex->view, ex->catalog.count, policy, now_ms,
 							 ex->verdicts))
 		snprintf(note, sizeof(note),
@@ -665,6 +845,7 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 	if (policy->json)
 	{
 		snapshots_json = json_array();
+		warnings_json = json_array();
 		result = json_pack("{s:s, s:b, s:o}", "source", source, "dry_run",
 						   policy->dry_run, "policy",
 						   policy->retain_full > 0
@@ -705,8 +886,9 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 			}
 			done[snapIdx] = true;
 			progress = true;
-			if (!expire_snapshot(ex, snapIdx, snapshots_json,
-								 &removed_snapshots, &freed, err))
+			if (!expire_snapshot(ex, program, snapIdx, snapshots_json,
+								 warnings_json, &removed_snapshots, &freed,
+								 err))
 				goto fail;
 		}
 		/* Parents form no cycle; were one forged, it would stay. */
@@ -721,6 +903,15 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 			!remove_wal(&wal, BK_REPO_CONFLICTS, err))
 			goto fail;
 		freed += wal.bytes;
+	}
+	if (policy->decoder == NULL && (removed_snapshots > 0 || wal.count > 0))
+	{
+		/* Said once the run knows it removes something: then it matters. */
+		fprintf(stderr, "%s: warning: %s\n", program,
+				BK_RETENTION_KEYLESS_WARNING);
+		if (policy->json)
+			json_array_append_new(warnings_json,
+								  json_string(BK_RETENTION_KEYLESS_WARNING));
 	}
 	{
 		char keep_from[32] = "";
@@ -747,6 +938,10 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 								json_integer((json_int_t) freed));
 			json_object_set_new(result, "note",
 								note[0] ? json_string(note) : json_null());
+			json_object_set_new(result, "authenticated",
+								json_boolean(policy->decoder != NULL));
+			json_object_set_new(result, "warnings", warnings_json);
+			warnings_json = NULL;
 			json_dumpf(result, stdout, JSON_INDENT(2));
 			fputc('\n', stdout);
 		}
@@ -776,7 +971,12 @@ fail:
 	status = bk_cli_report_error(program, err);
 done:
 	json_decref(snapshots_json);
+	json_decref(warnings_json);
 	json_decref(result);
+	for (int snapIdx = 0;
+		 ex->unauthenticated != NULL && snapIdx < ex->catalog.count; snapIdx++)
+		free(ex->unauthenticated[snapIdx]);
+	free(ex->unauthenticated);
 	free(ex->view);
 	free(ex->verdicts);
 	free(done);

@@ -82,6 +82,8 @@ bk_snapshot_problem_name(BkSnapshotProblem problem)
 			return "WAL missing";
 		case BK_SNAP_CONFLICT:
 			return "conflict";
+		case BK_SNAP_UNAUTHENTICATED:
+			return "not authenticated";
 	}
 	return "unknown";
 }

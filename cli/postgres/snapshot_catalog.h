@@ -53,7 +53,13 @@ typedef enum BkSnapshotProblem
 	BK_SNAP_INCOMPLETE,     /* no record, or objects missing */
 	BK_SNAP_PARENT_MISSING, /* parent absent or itself not restorable */
 	BK_SNAP_WAL_MISSING,    /* a segment it needs is not archived */
-	BK_SNAP_CONFLICT        /* of another database system than the WAL */
+	BK_SNAP_CONFLICT,       /* of another database system than the WAL */
+	/*
+	 * Its record, or one of its chain's, does not decrypt with the keyring
+	 * or does not authenticate the metadata judged by: only bk expire,
+	 * which holds the keyring, says so (bk_pg_expire).
+	 */
+	BK_SNAP_UNAUTHENTICATED
 } BkSnapshotProblem;
 
 typedef struct BkSnapshot
@@ -169,7 +175,10 @@ extern int bk_snapshot_catalog_find(const BkSnapshotCatalog *catalog,
 /* The snapshot as JSON, for list, restore and expire. */
 extern json_t *bk_snapshot_json(const BkSnapshot *snapshot);
 
-/* "restorable", "incomplete", "parent missing", "WAL missing", "conflict" */
+/*
+ * "restorable", "incomplete", "parent missing", "WAL missing", "conflict",
+ * "not authenticated"
+ */
 extern const char *bk_snapshot_problem_name(BkSnapshotProblem problem);
 
 /*

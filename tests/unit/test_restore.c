@@ -1344,8 +1344,23 @@ archive_snapshot(WalFixture *f, const char *id, const char *kind,
 				 const char *parent, uint32_t timeline, const char *start_lsn,
 				 const char *stop_lsn, int objects, int present)
 {
+	char record[1024];
+
+	/* The record agrees with its metadata: bk expire with the keyring
+	 * checks that it does, as a restore does. */
+	snprintf(record, sizeof(record),
+			 "{\"format\":3,\"snapshot\":\"%s\",\"source\":\"" SOURCE "\","
+			 "\"kind\":\"%s\",\"parent\":%s%s%s,\"start_lsn\":\"%s\","
+			 "\"stop_lsn\":\"%s\",\"start_timeline\":%u,"
+			 "\"stop_timeline\":%u,\"system_identifier\":\"%s\","
+			 "\"pg_version\":160000,\"block_size\":8192,"
+			 "\"data_checksums\":true,\"tablespaces\":[],"
+			 "\"directories\":[],\"files\":[],\"checksum_failures\":[]}",
+			 id, kind ? kind : "full", parent ? "\"" : "",
+			 parent ? parent : "null", parent ? "\"" : "", start_lsn, stop_lsn,
+			 timeline, timeline, f->system ? f->system : "7441");
 	archive_snapshot_record(f, id, kind, parent, timeline, start_lsn, stop_lsn,
-							objects, present, "{}");
+							objects, present, record);
 }
 
 /* archive_snapshot, with record as the body of its snapshot.json. */
@@ -1460,6 +1475,151 @@ archive_restored_timeline(WalFixture *f)
 					 1);
 	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/5000028", "0/5800000", 1,
 					 1);
+}
+
+/*
+ * bk expire with the keyring and --json, its report read back (NULL on
+ * failure): what the run said of each snapshot.
+ */
+static char *
+expire_keyed_report(WalFixture *f, BkKeyring *ring, int64_t retain_full,
+					int *status)
+{
+	BkRetention policy = {.retain_full = retain_full, .json = true};
+	char path[1024];
+	int saved;
+	int fd;
+	char *text;
+	size_t len;
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/expire-report.json", f->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	saved = dup(STDOUT_FILENO);
+	fflush(stdout);
+	dup2(fd, STDOUT_FILENO);
+	close(fd);
+	policy.decoder = bk_decoder_new(ring, &err);
+	assert_non_null(policy.decoder);
+	*status = bk_pg_expire("bk expire", f->repo, SOURCE, &policy, &err);
+	bk_decoder_free(policy.decoder);
+	test_stdout_restore(saved);
+	assert_true(bk_read_file(path, 1 << 20, &text, &len, &err));
+	return text;
+}
+
+/*
+ * A full snapshot forged by a client that holds no restore key (sealed
+ * here to a key of its own, which the restore keyring does not hold), with
+ * record metadata copied from what the topics show (system identifier,
+ * LSNs of archived WAL).  The keyless catalog calls it restorable; bk
+ * expire --retain-full 1 with the keyring must not count it as the newest
+ * full: the genuine snapshot and its WAL stay, and the run names the
+ * forgery and why.
+ */
+static void
+test_expire_forged_snapshot_keeps_genuine(void **state)
+{
+	WalFixture *f = *state;
+	BkKey genuine_key = f->key;
+	BkKey attacker;
+	BkKeyring attacker_ring;
+	BkSnapshotCatalog catalog;
+	int status;
+	char *report;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+
+	/* The forgery, under a key the restore host does not have. */
+	test_key(&attacker, &attacker_ring);
+	f->key = attacker;
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	f->key = genuine_key;
+
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &catalog, &err));
+	assert_true(catalog.snapshots[bk_snapshot_catalog_find(&catalog, SNAP_K)]
+					.restorable);
+	bk_snapshot_catalog_free(&catalog);
+
+	/* As "bk expire --key-file" runs it: with the restore keyring. */
+	report = expire_keyed_report(f, &f->ring, 1, &status);
+	assert_int_equal(status, 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(record_exists(f, SNAP_K)); /* newer than P: it stays */
+	if (strstr(report, "\"warnings\": [\n    \"snapshot " SNAP_K
+					   " does not count as restorable: its record does not "
+					   "decrypt and authenticate with the keyring: ") == NULL ||
+		strstr(report, "\"authenticated\": false") == NULL ||
+		strstr(report, "\"problem\": \"not authenticated\"") == NULL)
+		fail_msg("the report does not name the forgery:\n%s", report);
+	free(report);
+}
+
+/*
+ * The keyring lacks the key a snapshot was sealed to (a rotation whose new
+ * private key was never added to it): full K, and diff C built on K whose
+ * record the keyring does read.  Neither restores with this keyring, so
+ * neither may displace P, which does: --retain-full 1 keeps P and its WAL.
+ * Once the missing key is in the keyring, K is the newest full and P goes.
+ */
+static void
+test_expire_key_not_in_keyring(void **state)
+{
+	WalFixture *f = *state;
+	BkKey old_key = f->key;
+	BkKey new_key;
+	BkKeyring both;
+	int status;
+	char *report;
+
+	for (uint64_t segno = 1; segno <= 7; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	test_key(&new_key, NULL);
+	f->key = new_key;
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	f->key = old_key;
+	archive_snapshot(f, SNAP_C, "diff", SNAP_K, 1, "0/6000028", "0/6800000", 1,
+					 1);
+
+	report = expire_keyed_report(f, &f->ring, 1, &status);
+	assert_int_equal(status, 0);
+	assert_true(record_exists(f, SNAP_P));
+	assert_true(segment_exists(f, 1, 1));
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_C));
+	if (strstr(report, "snapshot " SNAP_K " does not count as restorable: "
+					   "its record does not decrypt and authenticate with the "
+					   "keyring") == NULL ||
+		strstr(report, "snapshot " SNAP_C " does not count as restorable: "
+					   "its chain holds snapshot " SNAP_K) == NULL)
+		fail_msg("the report does not say why:\n%s", report);
+	free(report);
+
+	/* The key added to the keyring: K restores, and P goes. */
+	memset(&both, 0, sizeof(both));
+	both.keys[0] = old_key;
+	both.keys[1] = new_key;
+	both.count = 2;
+	report = expire_keyed_report(f, &both, 1, &status);
+	assert_int_equal(status, 0);
+	assert_false(record_exists(f, SNAP_P));
+	assert_false(segment_exists(f, 1, 1));
+	assert_true(record_exists(f, SNAP_K));
+	assert_true(record_exists(f, SNAP_C));
+	if (strstr(report, "\"warnings\": []") == NULL)
+		fail_msg("warnings with every key in the keyring:\n%s", report);
+	free(report);
 }
 
 static void
@@ -5334,6 +5494,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_verify_listed_object_said_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_snapshot_removed_meanwhile,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_forged_snapshot_keeps_genuine, wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_expire_key_not_in_keyring,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),

@@ -146,6 +146,64 @@ remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
 	return ok;
 }
 
+/*
+ * The catalog reads each snapshot's record metadata (its binlog position
+ * above all) without keys, and nothing authenticates it: anyone who can
+ * write to bk's topics can publish a complete-looking snapshot under any
+ * source id, of garbage or sealed to a key of its own; so can an agent
+ * sealing to a key whose private half the keyring lacks (a rotation not
+ * finished).  Counted as the newest restorable snapshot, it would make the
+ * genuine ones and their binlog expendable.  With the keyring, a snapshot
+ * counts as restorable only if its record decrypts, is a JSON object, and
+ * authenticates the metadata the catalog used: what bk restore checks
+ * before it relies on it (check_planned_record).  One that does not counts
+ * as not restorable: it never makes older snapshots or binlog expendable.
+ *
+ * Why it does not is in *why; false only when the repository failed to
+ * read it (what the snapshot is is then unknown, and nothing is removed).
+ */
+static bool
+record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
+					 const MariadbSnapshot *snap, char *why, size_t why_len,
+					 BkError *err)
+{
+	char name[MARIADB_SNAPSHOT_ID_MAX + 32];
+	uint8_t *text = NULL;
+	size_t len = 0;
+	json_t *value = NULL;
+	BkError fail;
+
+	why[0] = '\0';
+	bk_error_clear(&fail);
+	snprintf(name, sizeof(name), "%s/%s", snap->id, BK_SNAPSHOT_RECORD);
+	if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
+								   BK_KIND_SNAPSHOT, name, decoder,
+								   512 * 1024 * 1024, &text, &len, &fail))
+	{
+		if (!bk_error_is_damage(&fail) && fail.code != BK_ERR_NOT_FOUND)
+		{
+			*err = fail;
+			bk_error_prefix(err, "nothing removed: snapshot %s of source %s: ",
+							snap->id, source);
+			bk_error_hint(err, "What a snapshot is decides what stays.  Run "
+							   "bk expire again once the repository answers.");
+			return false;
+		}
+	}
+	else if (bk_repo_meta_agrees(decoder, snap->meta_digest, source, &fail) &&
+			 !json_is_object(value =
+								 json_loadb((const char *) text, len, 0, NULL)))
+		bk_error_set(&fail, BK_ERR_FORMAT, "its record is not a JSON object");
+	json_decref(value);
+	free(text);
+	if (fail.code != BK_OK)
+		snprintf(why, why_len,
+				 "its record does not decrypt and authenticate with the "
+				 "keyring: %s",
+				 fail.message);
+	return true;
+}
+
 int
 bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				  const BkRetention *policy, BkError *err)
@@ -160,6 +218,9 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	int64_t guard_us = BK_TIME_UNKNOWN;
 	json_t *result = NULL, *snaps_json = NULL, *files_json = NULL;
 	json_t *conflicts_json = NULL;
+	json_t *warnings_json = NULL;
+	/* With the keyring: why a record does not authenticate, per snapshot */
+	char **unauthenticated = NULL;
 	uint64_t removed_snapshots = 0, removed_ranges = 0, freed = 0;
 	bool anchored;
 	int status = BK_EXIT_OK;
@@ -211,6 +272,28 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			status = bk_cli_report_error(program, err);
 			goto done;
 		}
+	if (policy->decoder != NULL)
+	{
+		char why[512];
+
+		unauthenticated = bk_cli_alloc_zero((size_t) snapshots.count + 1,
+											sizeof(*unauthenticated));
+		for (int idx = 0; idx < snapshots.count; idx++)
+		{
+			const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+
+			if (!snap->has_record || snap->other_engine)
+				continue;
+			if (!record_authenticates(repo, source, policy->decoder, snap, why,
+									  sizeof(why), err))
+			{
+				status = bk_cli_report_error(program, err);
+				goto done;
+			}
+			if (why[0] != '\0')
+				unauthenticated[idx] = bk_cli_strdup(why);
+		}
+	}
 	view = bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*view));
 	verdicts =
 		bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*verdicts));
@@ -230,6 +313,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			.parent_index = -1,
 			.restorable =
 				snap->complete &&
+				(unauthenticated == NULL || unauthenticated[idx] == NULL) &&
 				mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
 									   problem, sizeof(problem)),
 			.stop_us = finished,
@@ -307,6 +391,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	{
 		snaps_json = json_array();
 		files_json = json_array();
+		warnings_json = json_array();
 	}
 	else
 		printf("source %s (mariadb, %s %" PRId64 ")%s\n", source,
@@ -319,6 +404,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 		const MariadbSnapshot *snap = &snapshots.snapshots[idx];
 		BkVerdict verdict = anchored ? verdicts[idx] : BK_VERDICT_KEEP;
 		const char *reason = bk_retention_reason(&view[idx], verdict, policy);
+		const char *why = unauthenticated != NULL ? unauthenticated[idx] : NULL;
 
 		if (verdict == BK_VERDICT_EXPIRE)
 		{
@@ -331,19 +417,45 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				goto done;
 			}
 		}
+		if (why != NULL)
+			fprintf(stderr,
+					"%s: warning: snapshot %s of source %s does not count as "
+					"restorable: %s\n",
+					program, snap->id, source, why);
 		if (policy->json)
+		{
+			char warning[1024];
+
+			/* authenticated null: not checked (no keyring, or no record) */
 			json_array_append_new(
 				snaps_json,
-				json_pack("{s:s, s:s, s:I, s:b, s:s}", "id", snap->id,
+				json_pack("{s:s, s:s, s:I, s:b, s:s, s:o}", "id", snap->id,
 						  "binlog_file", snap->binlog_file, "binlog_pos",
 						  (json_int_t) snap->binlog_pos, "removed",
-						  verdict == BK_VERDICT_EXPIRE, "verdict", reason));
+						  verdict == BK_VERDICT_EXPIRE, "verdict", reason,
+						  "authenticated",
+						  unauthenticated == NULL || !snap->has_record ||
+								  snap->other_engine
+							  ? json_null()
+							  : json_boolean(why == NULL)));
+			if (why != NULL)
+			{
+				snprintf(warning, sizeof(warning),
+						 "snapshot %s does not count as restorable: %s",
+						 snap->id, why);
+				json_array_append_new(warnings_json, json_string(warning));
+			}
+		}
 		else
+		{
 			printf("  %s snapshot %s (at %s:%" PRIu64 "): %s\n",
 				   verdict != BK_VERDICT_EXPIRE ? "keep  "
 				   : policy->dry_run            ? "would remove"
 												: "removed",
 				   snap->id, snap->binlog_file, snap->binlog_pos, reason);
+			if (why != NULL)
+				printf("    not counted as restorable: %s\n", why);
+		}
 	}
 
 	/*
@@ -397,17 +509,29 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 		printf("  binlog from %s stays: snapshot %s, still arriving, has no "
 			   "record yet to say where it is in the binlog\n",
 			   keep_from, arriving);
+	if (policy->decoder == NULL &&
+		(removed_snapshots > 0 || removed_ranges > 0))
+	{
+		/* Said once the run knows it removes something: then it matters. */
+		fprintf(stderr, "%s: warning: %s\n", program,
+				BK_RETENTION_KEYLESS_WARNING);
+		if (policy->json)
+			json_array_append_new(warnings_json,
+								  json_string(BK_RETENTION_KEYLESS_WARNING));
+	}
 	if (policy->json)
 	{
-		result = json_pack("{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?}",
+		result = json_pack("{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?, "
+						   "s:b, s:o}",
 						   "source", source, "engine", "mariadb", "dry_run",
 						   policy->dry_run, "snapshots", snaps_json,
 						   "binlog_files_removed", files_json,
 						   "binlog_conflict_copies_removed", conflicts_json,
 						   "binlog_ranges_removed", (json_int_t) removed_ranges,
 						   "snapshots_removed", (json_int_t) removed_snapshots,
-						   "keep_from", keep_from);
-		snaps_json = files_json = conflicts_json = NULL;
+						   "keep_from", keep_from, "authenticated",
+						   policy->decoder != NULL, "warnings", warnings_json);
+		snaps_json = files_json = conflicts_json = warnings_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));
 		printf("\n");
 	}
@@ -426,6 +550,10 @@ done:
 	json_decref(snaps_json);
 	json_decref(files_json);
 	json_decref(conflicts_json);
+	json_decref(warnings_json);
+	for (int idx = 0; unauthenticated != NULL && idx < snapshots.count; idx++)
+		free(unauthenticated[idx]);
+	free(unauthenticated);
 	free(view);
 	free(verdicts);
 	mariadb_snapshot_catalog_free(&snapshots);

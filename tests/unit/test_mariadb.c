@@ -2285,6 +2285,37 @@ expire_json(Fixture *f, int64_t retain_full, bool dry_run)
 	return report;
 }
 
+/* bk expire --json with a decoder on ring: its report, parsed. */
+static json_t *
+expire_keyed_json(Fixture *f, BkKeyring *ring, int64_t retain_full)
+{
+	BkRetention policy = {.retain_full = retain_full, .json = true};
+	FILE *out = tmpfile();
+	int saved;
+	json_t *report;
+	json_error_t error;
+	BkError err;
+
+	assert_non_null(out);
+	policy.decoder = bk_decoder_new(ring, &err);
+	assert_non_null(policy.decoder);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	assert_true(dup2(fileno(out), STDOUT_FILENO) >= 0);
+	assert_int_equal(
+		bk_mariadb_expire("bk expire", f->repo, SOURCE, &policy, &err), 0);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	bk_decoder_free(policy.decoder);
+	rewind(out);
+	report = json_loadf(out, 0, &error);
+	fclose(out);
+	if (report == NULL)
+		fail_msg("bk expire --json: %s", error.text);
+	return report;
+}
+
 static bool
 exists(Fixture *f, int kind, const char *name)
 {
@@ -2491,6 +2522,67 @@ test_expire_removes_binlog_conflicts(void **state)
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000001"), 0);
 	assert_true(binlog_exists(f, "mariadb-bin.000003"));
 	assert_int_equal(conflict_copies(f, "mariadb-bin.000003"), 1);
+}
+
+/*
+ * A snapshot whose record the keyring cannot decrypt: forged by a client
+ * that can write to bk's topics but holds no restore key (sealed to a key
+ * of its own), or sealed by the agent to a new key never added to the
+ * keyring.  Its keyless metadata says it is complete, at binlog file 3.
+ * With the keyring, bk expire --retain-full 1 does not count it: the
+ * snapshot that restores, and the binlog from its file, stay, and the
+ * report says why.  With the key added, the newer one counts.
+ */
+static void
+test_expire_record_not_in_keyring(void **state)
+{
+	Fixture *f = *state;
+	const char *genuine = "20261110T000000Z-0000abcd";
+	const char *sealed_away = "20261111T000000Z-0000beef";
+	char record[BK_OBJECT_NAME_MAX + 1];
+	BkKey own_key = f->key;
+	BkKey other_key;
+	BkKeyring both;
+	json_t *report;
+	json_t *snaps;
+	json_t *warnings;
+
+	archive_binlog_files(f, 3);
+	archive_complete_snapshot(f, genuine, 1);
+	test_key(&other_key, NULL);
+	f->key = other_key;
+	archive_complete_snapshot(f, sealed_away, 3);
+	f->key = own_key;
+
+	report = expire_keyed_json(f, &f->ring, 1);
+	snprintf(record, sizeof(record), "%s/%s", genuine, BK_SNAPSHOT_RECORD);
+	assert_true(exists(f, BK_KIND_SNAPSHOT, record));
+	assert_true(binlog_exists(f, "mariadb-bin.000001"));
+	assert_true(json_is_true(json_object_get(report, "authenticated")));
+	snaps = json_object_get(report, "snapshots");
+	assert_int_equal(json_array_size(snaps), 2);
+	assert_true(json_is_true(
+		json_object_get(json_array_get(snaps, 0), "authenticated")));
+	assert_true(json_is_false(
+		json_object_get(json_array_get(snaps, 1), "authenticated")));
+	warnings = json_object_get(report, "warnings");
+	assert_int_equal(json_array_size(warnings), 1);
+	if (strstr(json_string_value(json_array_get(warnings, 0)),
+			   "snapshot 20261111T000000Z-0000beef does not count as "
+			   "restorable: its record does not decrypt and authenticate "
+			   "with the keyring: ") == NULL)
+		fail_msg("warning: %s", json_string_value(json_array_get(warnings, 0)));
+	json_decref(report);
+
+	memset(&both, 0, sizeof(both));
+	both.keys[0] = own_key;
+	both.keys[1] = other_key;
+	both.count = 2;
+	report = expire_keyed_json(f, &both, 1);
+	assert_false(exists(f, BK_KIND_SNAPSHOT, record));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_int_equal(json_array_size(json_object_get(report, "warnings")), 0);
+	json_decref(report);
 }
 
 /*
@@ -3818,6 +3910,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire_record_not_in_keyring,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_record_is_not_complete,

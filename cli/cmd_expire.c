@@ -22,7 +22,9 @@ static const char *expire_help =
 	"Removes snapshots, and the WAL (MariaDB: binlog) before the oldest kept\n"
 	"one, that the retention policy no longer needs.  Never removes what a\n"
 	"kept snapshot needs to restore any moment of its window, nor a snapshot\n"
-	"still arriving.\n\n"
+	"still arriving.  With the key (key_file, --key-file), a snapshot counts\n"
+	"as restorable only if its record decrypts and authenticates; without\n"
+	"it, their metadata is taken on trust, and a run that removes says so.\n\n"
 	"  --source S        source id\n"
 	"  --retain-full N   keep the N newest restorable full snapshots and "
 	"their\n                    diff/incr snapshots\n"
@@ -123,8 +125,14 @@ bk_cmd_expire(int argc, char **argv)
 	if (status != BK_COMMAND_RUN)
 		return status;
 	ex.policy.json = ex.common.json;
-	if (!bk_command_open(&ctx, ex.program, &ex.common, ex.source,
-						 BK_KEY_OPTIONAL, &err) ||
+	/*
+	 * With the keyring, only snapshots whose records authenticate count as
+	 * restorable (the engines' expire): a key_file configured that does
+	 * not load stops the run rather than let it remove on what nothing
+	 * authenticates.
+	 */
+	if (!bk_command_open(&ctx, ex.program, &ex.common, ex.source, BK_KEY_USED,
+						 &err) ||
 		(engine = bk_engine_for(ctx.repo, ex.source, &err)) == NULL)
 		status = bk_cli_report_error(ex.program, &err);
 	else

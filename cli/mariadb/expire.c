@@ -159,13 +159,17 @@ remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
  * before it relies on it (check_planned_record).  One that does not counts
  * as not restorable: it never makes older snapshots or binlog expendable.
  *
- * Why it does not is in *why; false only when the repository failed to
- * read it (what the snapshot is is then unknown, and nothing is removed).
+ * A record removed since the listing (by another bk expire, which takes a
+ * snapshot's record first) is gone (*gone), as when the catalog finds it
+ * so: bk_repo_read_gone confirms it by a listing.  Why it does not
+ * authenticate, or is gone, is in why; false only when the repository
+ * failed to read it (what the snapshot is is then unknown, and nothing is
+ * removed).
  */
 static bool
 record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
-					 const MariadbSnapshot *snap, char *why, size_t why_len,
-					 BkError *err)
+					 const MariadbSnapshot *snap, bool *gone, char *why,
+					 size_t why_len, BkError *err)
 {
 	char name[MARIADB_SNAPSHOT_ID_MAX + 32];
 	uint8_t *text = NULL;
@@ -173,6 +177,7 @@ record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
 	json_t *value = NULL;
 	BkError fail;
 
+	*gone = false;
 	why[0] = '\0';
 	bk_error_clear(&fail);
 	snprintf(name, sizeof(name), "%s/%s", snap->id, BK_SNAPSHOT_RECORD);
@@ -180,9 +185,22 @@ record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
 								   BK_KIND_SNAPSHOT, name, decoder,
 								   512 * 1024 * 1024, &text, &len, &fail))
 	{
-		if (!bk_error_is_damage(&fail) && fail.code != BK_ERR_NOT_FOUND)
+		BkError still = fail;
+
+		if (bk_repo_read_gone(repo, BK_REPO_ARCHIVE, source, BK_KIND_SNAPSHOT,
+							  name, &still))
 		{
-			*err = fail;
+			*gone = true;
+			snprintf(why, why_len,
+					 "its record was removed after it was listed (by a bk "
+					 "expire running meanwhile?): %s",
+					 fail.message);
+			return true;
+		}
+		if (still.code != fail.code ||
+			(!bk_error_is_damage(&fail) && fail.code != BK_ERR_NOT_FOUND))
+		{
+			*err = still;
 			bk_error_prefix(err, "nothing removed: snapshot %s of source %s: ",
 							snap->id, source);
 			bk_error_hint(err, "What a snapshot is decides what stays.  Run "
@@ -280,17 +298,29 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 											sizeof(*unauthenticated));
 		for (int idx = 0; idx < snapshots.count; idx++)
 		{
-			const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+			MariadbSnapshot *snap = &snapshots.snapshots[idx];
+			bool gone;
 
 			if (!snap->has_record || snap->other_engine)
 				continue;
-			if (!record_authenticates(repo, source, policy->decoder, snap, why,
-									  sizeof(why), err))
+			if (!record_authenticates(repo, source, policy->decoder, snap,
+									  &gone, why, sizeof(why), err))
 			{
 				status = bk_cli_report_error(program, err);
 				goto done;
 			}
-			if (why[0] != '\0')
+			if (gone)
+			{
+				/* As the catalog counts a record gone when it reads it. */
+				fprintf(stderr,
+						"%s: note: snapshot %s of source %s: %s; counted as "
+						"a snapshot without a record\n",
+						program, snap->id, source, why);
+				snap->has_record = false;
+				snap->complete = false;
+				bk_strlcpy(snap->reason, why, sizeof(snap->reason));
+			}
+			else if (why[0] != '\0')
 				unauthenticated[idx] = bk_cli_strdup(why);
 		}
 	}

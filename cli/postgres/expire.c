@@ -458,6 +458,14 @@ mark_next_parents(Expire *ex, bool fulls_only)
 				ex->view[snapIdx].next_parent = true;
 }
 
+/* What checking a snapshot's record with the keyring found. */
+typedef enum RecordCheck
+{
+	RECORD_AUTHENTIC,
+	RECORD_UNAUTHENTIC, /* it does not decrypt, or carries other metadata */
+	RECORD_GONE         /* removed since it was listed (another bk expire) */
+} RecordCheck;
+
 /*
  * The catalog judges snapshots from their records' keyless metadata, which
  * nothing authenticates: anyone who can write to bk's topics can publish a
@@ -473,28 +481,47 @@ mark_next_parents(Expire *ex, bool fulls_only)
  * would refuse it: it never makes older snapshots or WAL expendable, and
  * stays while newer than the oldest kept one.
  *
- * Why a record does not authenticate is in *why; false only when the
- * repository failed to read it (then what the snapshot is is unknown, and
- * nothing is removed, as for a record the catalog could not read).
+ * A record removed since the listing (by another bk expire, which takes a
+ * snapshot's record first) is gone, as when the catalog finds it so
+ * (bk_repo_read_gone confirms it by a listing).  Why a record does not
+ * authenticate, or is gone, is in why.  False only when the repository
+ * failed to read it: what the snapshot is is then unknown, and nothing is
+ * removed, as for a record the catalog could not read.
  */
 static bool
-record_authenticates(Expire *ex, const BkSnapshot *snapshot, char *why,
-					 size_t why_len, BkError *err)
+check_record(Expire *ex, const BkSnapshot *snapshot, RecordCheck *check,
+			 char *why, size_t why_len, BkError *err)
 {
 	BkDecoder *decoder = ex->policy->decoder;
 	BkSnapRecord *record = NULL;
+	char name[BK_SNAPSHOT_ID_MAX + 32];
 	char prefix[BK_SNAPSHOT_ID_MAX + 16];
 	const char *message;
 	BkError fail;
 
+	*check = RECORD_AUTHENTIC;
 	why[0] = '\0';
 	bk_error_clear(&fail);
+	snprintf(name, sizeof(name), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
 	if (!bk_snapshot_record_load(ex->repo, decoder, ex->source, snapshot->id,
 								 &record, &fail))
 	{
-		if (!bk_error_is_damage(&fail) && fail.code != BK_ERR_NOT_FOUND)
+		BkError gone = fail;
+
+		/* A record no longer there reads as missing (a sequence error). */
+		if (bk_repo_read_gone(ex->repo, BK_REPO_ARCHIVE, ex->source,
+							  BK_KIND_SNAPSHOT, name, &gone))
 		{
-			*err = fail;
+			*check = RECORD_GONE;
+			snprintf(why, why_len,
+					 "its record was removed after it was listed (by a bk "
+					 "expire running meanwhile?)");
+			return true;
+		}
+		if (gone.code != fail.code ||
+			(!bk_error_is_damage(&fail) && fail.code != BK_ERR_NOT_FOUND))
+		{
+			*err = gone;
 			bk_error_prefix(err, "nothing removed: source %s: ", ex->source);
 			bk_error_hint(err, "What a snapshot is decides what stays.  Run "
 							   "bk expire again once the repository answers.");
@@ -514,6 +541,7 @@ record_authenticates(Expire *ex, const BkSnapshot *snapshot, char *why,
 	bk_snapshot_record_free(record);
 	if (fail.code == BK_OK)
 		return true;
+	*check = RECORD_UNAUTHENTIC;
 	/* The messages name the snapshot; the line that says this does too. */
 	message = fail.message;
 	snprintf(prefix, sizeof(prefix), "snapshot %s: ", snapshot->id);
@@ -527,17 +555,19 @@ record_authenticates(Expire *ex, const BkSnapshot *snapshot, char *why,
 }
 
 /*
- * Check the record of every snapshot that has one (see
- * record_authenticates), and take the restorable ones that fail, or build
- * on one that does, off the decision (BK_SNAP_UNAUTHENTICATED).  What a
- * record that fails says is not heard either: it names no next parent
- * (mark_next_parents).
+ * Check the record of every snapshot that has one (see check_record), and
+ * take the restorable ones that fail, or build on one that does, off the
+ * decision (BK_SNAP_UNAUTHENTICATED).  What a record that fails says is
+ * not heard either: it names no next parent (mark_next_parents).  One
+ * whose record is gone counts as a snapshot without a record, as when the
+ * catalog finds it gone, and so does not restore what builds on it.
  */
 static bool
-authenticate_snapshots(Expire *ex, BkError *err)
+authenticate_snapshots(Expire *ex, const char *program, BkError *err)
 {
 	BkSnapshotCatalog *catalog = &ex->catalog;
 	char why[sizeof(catalog->snapshots[0].reason)];
+	RecordCheck check;
 
 	if (ex->policy->decoder == NULL)
 		return true;
@@ -549,10 +579,22 @@ authenticate_snapshots(Expire *ex, BkError *err)
 
 		if (!snapshot->has_record || snapshot->other_engine)
 			continue;
-		if (!record_authenticates(ex, snapshot, why, sizeof(why), err))
+		if (!check_record(ex, snapshot, &check, why, sizeof(why), err))
 			return false;
-		if (why[0] != '\0')
+		if (check == RECORD_UNAUTHENTIC)
 			ex->unauthenticated[snapIdx] = bk_cli_strdup(why);
+		else if (check == RECORD_GONE)
+		{
+			fprintf(stderr,
+					"%s: note: snapshot %s of source %s: %s; counted as a "
+					"snapshot without a record\n",
+					program, snapshot->id, ex->source, why);
+			snapshot->has_record = false;
+			snapshot->complete = false;
+			snapshot->restorable = false;
+			snapshot->problem = BK_SNAP_INCOMPLETE;
+			bk_strlcpy(snapshot->reason, why, sizeof(snapshot->reason));
+		}
 	}
 	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
 	{
@@ -564,18 +606,33 @@ authenticate_snapshots(Expire *ex, BkError *err)
 		for (int index = snapIdx; index >= 0 && depth <= catalog->count;
 			 index = catalog->snapshots[index].parent_index, depth++)
 		{
-			if (ex->unauthenticated[index] == NULL)
+			const BkSnapshot *link = &catalog->snapshots[index];
+
+			if (link->has_record && ex->unauthenticated[index] == NULL)
 				continue;
 			snapshot->restorable = false;
-			snapshot->problem = BK_SNAP_UNAUTHENTICATED;
-			if (index == snapIdx)
+			if (ex->unauthenticated[index] == NULL)
+			{
+				snapshot->problem = BK_SNAP_PARENT_MISSING;
+				snprintf(snapshot->reason, sizeof(snapshot->reason),
+						 "its chain holds snapshot %s, whose record was "
+						 "removed after it was listed",
+						 link->id);
+			}
+			else if (index == snapIdx)
+			{
+				snapshot->problem = BK_SNAP_UNAUTHENTICATED;
 				bk_strlcpy(snapshot->reason, ex->unauthenticated[index],
 						   sizeof(snapshot->reason));
+			}
 			else
+			{
+				snapshot->problem = BK_SNAP_UNAUTHENTICATED;
 				snprintf(snapshot->reason, sizeof(snapshot->reason),
 						 "its chain holds snapshot %s, whose record does not "
 						 "decrypt and authenticate with the keyring",
-						 catalog->snapshots[index].id);
+						 link->id);
+			}
 			break;
 		}
 	}
@@ -830,7 +887,7 @@ bk_pg_expire(const char *program, BkRepo *repo, const char *source,
 							   "bk expire again once the repository answers.");
 			goto fail;
 		}
-	if (!authenticate_snapshots(ex, err) || !build_view(ex, err))
+	if (!authenticate_snapshots(ex, program, err) || !build_view(ex, err))
 		goto fail;
 	if (!bk_retention_decide(ex->view, ex->catalog.count, policy, now_ms,
 							 ex->verdicts))

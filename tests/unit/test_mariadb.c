@@ -2585,6 +2585,63 @@ test_expire_record_not_in_keyring(void **state)
 	json_decref(report);
 }
 
+/* Opens of the old snapshot's record; the second (expire decrypting it)
+ * finds it removed, as another bk expire would have. */
+static int record_opens;
+static Fixture *record_fixture;
+static const char *record_removed;
+
+static BkRepoReader *
+open_removed_second(const BkRepo *repo, const char *key, BkError *err)
+{
+	char path[1200];
+
+	if (strstr(key, record_removed) != NULL && ++record_opens == 2)
+	{
+		snprintf(path, sizeof(path), "%s/%s", record_fixture->location, key);
+		assert_int_equal(unlink(path), 0);
+	}
+	return real_backend->reader_open(repo, key, err);
+}
+
+/*
+ * With the keyring, expire decrypts each record after the catalog read its
+ * metadata: one removed in between (by another bk expire) is gone, as when
+ * the catalog finds it so, not a record that fails authentication.
+ */
+static void
+test_expire_keyed_record_gone_when_decrypted(void **state)
+{
+	Fixture *f = *state;
+	const char *old = "20261101T000000Z-0000aaaa";
+	char record[BK_OBJECT_NAME_MAX + 1];
+	BkRepoBackend hooked;
+	json_t *report;
+
+	archive_binlog_files(f, 3);
+	archive_complete_snapshot(f, old, 1);
+	archive_complete_snapshot(f, "20261110T000000Z-0000abcd", 2);
+	test_age_snapshot(f->location, SOURCE, old, 48);
+	snprintf(record, sizeof(record), "%s/%s", old, BK_SNAPSHOT_RECORD);
+	record_fixture = f;
+	record_removed = record;
+	record_opens = 0;
+	real_backend = f->repo->backend;
+	hooked = *real_backend;
+	hooked.reader_open = open_removed_second;
+	f->repo->backend = &hooked;
+	report = expire_keyed_json(f, &f->ring, 1);
+	f->repo->backend = real_backend;
+	assert_int_equal(record_opens, 2);
+	assert_false(exists(f, BK_KIND_SNAPSHOT, record));
+	assert_false(binlog_exists(f, "mariadb-bin.000001"));
+	assert_int_equal(json_array_size(json_object_get(report, "warnings")), 0);
+	assert_true(json_is_null(
+		json_object_get(json_array_get(json_object_get(report, "snapshots"), 0),
+						"authenticated")));
+	json_decref(report);
+}
+
 /*
  * A PostgreSQL cluster archives snapshots under this MariaDB source's id
  * (source_id set alike by mistake): its record has no engine=mariadb and
@@ -3912,6 +3969,8 @@ main(void)
 			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_record_not_in_keyring,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keyed_record_gone_when_decrypted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_record_is_not_complete,

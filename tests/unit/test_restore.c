@@ -2442,6 +2442,56 @@ test_expire_record_gone_store_error(void **state)
 	assert_expired_beside(f);
 }
 
+/* Opens of G's record so far; the second (expire's decrypting it) finds it
+ * removed, as another bk expire would have. */
+static int record_opens;
+
+static BkRepoReader *
+open_removed_second(const BkRepo *repo, const char *key, BkError *err)
+{
+	char path[1200];
+
+	if (strstr(key, SNAP_CG "/" BK_SNAPSHOT_RECORD) != NULL &&
+		++record_opens == 2)
+	{
+		snprintf(path, sizeof(path), "%s/%s", beside_fixture->location, key);
+		assert_int_equal(unlink(path), 0);
+	}
+	return beside_backend->reader_open(repo, key, err);
+}
+
+/*
+ * With the keyring, expire decrypts each record after the catalog read its
+ * metadata: one removed in between (by another bk expire) is gone, as when
+ * the catalog finds it so, not a record that fails authentication.  The
+ * run goes on, and warns of nothing.
+ */
+static void
+test_expire_keyed_record_gone_when_decrypted(void **state)
+{
+	WalFixture *f = *state;
+	int status;
+	char *report;
+
+	archive_beside_fixture(f);
+	beside_fixture = f;
+	record_opens = 0;
+	beside_backend = f->repo->backend;
+	beside_hooked = *beside_backend;
+	beside_hooked.reader_open = open_removed_second;
+	f->repo->backend = &beside_hooked;
+	report = expire_keyed_report(f, &f->ring, 1, &status);
+	f->repo->backend = beside_backend;
+	assert_int_equal(status, 0);
+	assert_int_equal(record_opens, 2);
+	assert_expired_beside(f);
+	if (strstr(report, "\"warnings\": []") == NULL ||
+		strstr(report, "\"authenticated\": false") != NULL)
+		fail_msg("a record removed meanwhile taken for an unauthentic one:\n%s",
+				 report);
+	free(report);
+}
+
 /*
  * The store says "no such object" of the newest full's record, which it
  * still holds and lists (a store whose reads lag its listings, a proxy's
@@ -5534,6 +5584,9 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_record_gone_store_error,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_keyed_record_gone_when_decrypted, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_record_not_found_still_listed, wal_setup, wal_teardown),
 		cmocka_unit_test(test_expire_two_processes),

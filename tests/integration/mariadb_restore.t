@@ -775,6 +775,7 @@ out="$out
 $(cat "$dir/expire-beside.log")"
 like "$out" "removed snapshot $snap1" "... removes the older snapshot" || diag "$out"
 like "$out" "removed binlog" "... and the binlog files before the kept snapshot's" || diag "$out"
+unlike "$out" "warning" "... with the key, every snapshot's record authenticates: no warning" || diag "$out"
 out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
 ok $? "bk verify passes after expire" || diag "$out"
 target_reset

@@ -711,6 +711,19 @@ test -d "$repo_files/$source_id/snapshot/$snap1"
 ok $? "a dry run removes nothing"
 test ! -e "$repo_files/$source_id/expired"
 ok $? "and records nothing"
+is "$(json_get "$dir/expire-dry.json" "(d['authenticated'], d['warnings'], [s['id'] for s in d['snapshots'] if s['authenticated'] is False])")" \
+    "(True, [], [])" "with the key, every snapshot's record authenticates, and nothing is said"
+# Without the key, the same dry run says that its decision rests on
+# metadata nothing authenticates, and how to run it with the key.
+out="$("$BK" expire --config "$dir/keyless.conf" --source "$source_id" --retain-full 1 --dry-run 2>&1 >/dev/null)"
+is $? 0 "expire --dry-run without the key"
+like "$out" "warning: no key: .*run bk expire with the restore key" "says it judged on unauthenticated metadata, and how to run it with the key" ||
+    diag "$out"
+# A key file configured that does not load stops it, rather than have it
+# go on without the check.
+out="$("$BK" expire --config "$dir/bk.conf" --key-file "$dir/no-such.key" --source "$source_id" --retain-full 1 --dry-run 2>&1)"
+isnt $? 0 "expire with a key file that does not load fails" || diag "$out"
+like "$out" "no-such.key" "... naming it" || diag "$out"
 # Two runs at once (two cron jobs, or a cron job and a manual run), and a
 # dry run beside them: what one removes between another's listing and its
 # read is gone, not damage, and no run fails over it.

@@ -2,6 +2,9 @@
  * binlog_gtids.c
  *		What the archive reached, GTID by GTID (binlog_gtids.h).
  */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "binlog_gtids.h"
@@ -192,4 +195,94 @@ binlog_resume_check(const BkGtidState *reached, bool answered,
 		return BINLOG_RESUME_UNCHECKED;
 	return bk_gtid_state_follows(reached, &server) ? BINLOG_RESUME_FOLLOWS
 												   : BINLOG_RESUME_DIFFERS;
+}
+
+/*
+ * binlog_file_id_read
+ *		The identity of the file a format description event opens.
+ */
+bool
+binlog_file_id_read(const uint8_t *event, size_t len, BinlogFileId *id,
+					BkError *err)
+{
+	BkBinlogEventHeader header;
+
+	id->known = false;
+	if (!bk_binlog_header_parse(event, len, &header, err))
+		return false;
+	if (header.type != BK_BINLOG_FORMAT_DESCRIPTION_EVENT)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"event type %u is not a format description",
+							(unsigned) header.type);
+	id->created = header.timestamp;
+	id->server_id = header.server_id;
+	id->known = true;
+	return true;
+}
+
+/*
+ * binlog_file_id_format
+ *		"<created>:<server_id>".
+ */
+bool
+binlog_file_id_format(const BinlogFileId *id, char *out, size_t out_len)
+{
+	int n;
+
+	if (!id->known)
+		return false;
+	n = snprintf(out, out_len, "%" PRIu32 ":%" PRIu32, id->created,
+				 id->server_id);
+	return n > 0 && (size_t) n < out_len;
+}
+
+/*
+ * parse_uint32
+ *		A decimal number up to UINT32_MAX, digits only; *end after it.
+ */
+static bool
+parse_uint32(const char *text, uint32_t *value, const char **end)
+{
+	uint64_t n = 0;
+	const char *p = text;
+
+	while (*p >= '0' && *p <= '9' && p - text < 11)
+		n = n * 10 + (uint64_t) (*p++ - '0');
+	if (p == text || p - text > 10 || n > UINT32_MAX)
+		return false;
+	*value = (uint32_t) n;
+	*end = p;
+	return true;
+}
+
+/*
+ * binlog_file_id_parse
+ *		binlog_file_id_format's text back.
+ */
+bool
+binlog_file_id_parse(const char *text, BinlogFileId *id)
+{
+	const char *p;
+
+	id->known = false;
+	if (!parse_uint32(text, &id->created, &p) || *p != ':' ||
+		!parse_uint32(p + 1, &id->server_id, &p) || *p != '\0')
+		return false;
+	id->known = true;
+	return true;
+}
+
+/*
+ * binlog_file_id_check
+ *		The server's file at the archive's end, by its creation.
+ */
+BinlogResumeCheck
+binlog_file_id_check(const BinlogFileId *archived, const BinlogFileId *server)
+{
+	if (!archived->known)
+		return BINLOG_RESUME_UNCHECKED;
+	if (!server->known || archived->created != server->created ||
+		archived->server_id != server->server_id)
+		return BINLOG_RESUME_DIFFERS;
+	return BINLOG_RESUME_FOLLOWS;
 }

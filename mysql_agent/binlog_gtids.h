@@ -148,4 +148,45 @@ extern BinlogResumeCheck binlog_resume_check(const BkGtidState *reached,
 											 bool answered, const char *state,
 											 bool listed, BkError *why);
 
+/*
+ * Which binlog file, of all the files ever written under one name: the
+ * header timestamp and server_id of its format description event, written
+ * when the server created the file.  RESET MASTER writes the names again,
+ * and with a regular workload its new file can have an event at the
+ * archive's end with the same GTID state there (numbering restarts at 1),
+ * so the GTID state alone does not tell the files apart; their creation
+ * does.  The server resends the format description at the start of every
+ * dump, also one that starts inside the file (with next_pos 0 and its
+ * body's creation time zeroed, its header kept).
+ */
+typedef struct BinlogFileId
+{
+	bool known;
+	uint32_t created;   /* the format description's header timestamp */
+	uint32_t server_id; /* and its server_id */
+} BinlogFileId;
+
+/* Longest text of binlog_file_id_format: "<created>:<server_id>". */
+#define BINLOG_FILE_ID_TEXT_MAX 24
+
+/* The identity of the file a format description event (len bytes) opens. */
+extern bool binlog_file_id_read(const uint8_t *event, size_t len,
+								BinlogFileId *id, BkError *err);
+
+/* "<created>:<server_id>" (a range's file-created=); false when unknown. */
+extern bool binlog_file_id_format(const BinlogFileId *id, char *out,
+								  size_t out_len);
+
+/* Parse binlog_file_id_format's text; false (id unknown) if it is not one. */
+extern bool binlog_file_id_parse(const char *text, BinlogFileId *id);
+
+/*
+ * Resuming inside a file: archived is the identity the archive recorded of
+ * it, server the format description the server sent at the dump's start.
+ * FOLLOWS when they are equal, DIFFERS when not, UNCHECKED when the archive
+ * recorded none (ranges of older agents).
+ */
+extern BinlogResumeCheck binlog_file_id_check(const BinlogFileId *archived,
+											  const BinlogFileId *server);
+
 #endif /* BK_AGENT_BINLOG_GTIDS_H */

@@ -8,7 +8,8 @@
  *		transaction must still show.  And how long a file's first range
  *		waits for the list that decides its gap mark.  And what the server's
  *		GTID state at the archive's end, asked on a resume inside a file,
- *		makes the agent do.
+ *		makes the agent do, and which file of its name the archive ends in
+ *		(its creation).
  */
 #include "testutil.h"
 
@@ -441,6 +442,74 @@ test_resume_check(void **state)
 	assert_true(why.message[0] != '\0');
 }
 
+/*
+ * Which file of its name: the creation of its format description (header
+ * timestamp and server_id), as the server resends it at a dump's start.
+ * RESET MASTER under a regular workload gives the new file the archive's
+ * GTID state where the archive ends (test_resume_check: FOLLOWS); its
+ * creation differs, and that refuses.  A range of an older agent does not
+ * say: unchecked, as before.
+ */
+static void
+test_file_id(void **state)
+{
+	uint8_t event[64];
+	uint8_t body[16] = {4, 0};
+	BinlogFileId archived, server, unknown = {0};
+	char text[BINLOG_FILE_ID_TEXT_MAX + 1];
+	BkError err;
+	size_t len;
+
+	len = make_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 7, body,
+					 sizeof(body));
+	assert_true(binlog_file_id_read(event, len, &archived, &err));
+	assert_true(archived.known);
+	assert_int_equal(archived.created, 1764000000);
+	assert_int_equal(archived.server_id, 7);
+	assert_true(binlog_file_id_format(&archived, text, sizeof(text)));
+	assert_string_equal(text, "1764000000:7");
+	assert_true(binlog_file_id_parse(text, &server));
+	assert_int_equal(binlog_file_id_check(&archived, &server),
+					 BINLOG_RESUME_FOLLOWS);
+	/* The largest values fit the text. */
+	assert_true(binlog_file_id_parse("4294967295:4294967295", &server));
+	assert_true(binlog_file_id_format(&server, text, sizeof(text)));
+	assert_string_equal(text, "4294967295:4294967295");
+
+	/* Written again a second later, or by another server: another file. */
+	put_le32(event, 1764000001);
+	assert_true(binlog_file_id_read(event, len, &server, &err));
+	assert_int_equal(binlog_file_id_check(&archived, &server),
+					 BINLOG_RESUME_DIFFERS);
+	put_le32(event, 1764000000);
+	put_le32(event + 5, 8);
+	assert_true(binlog_file_id_read(event, len, &server, &err));
+	assert_int_equal(binlog_file_id_check(&archived, &server),
+					 BINLOG_RESUME_DIFFERS);
+	/* The server's not read: not the file archived either. */
+	assert_int_equal(binlog_file_id_check(&archived, &unknown),
+					 BINLOG_RESUME_DIFFERS);
+
+	/* The archive does not say (an older agent's range): unchecked. */
+	assert_int_equal(binlog_file_id_check(&unknown, &server),
+					 BINLOG_RESUME_UNCHECKED);
+	assert_false(binlog_file_id_format(&unknown, text, sizeof(text)));
+
+	/* Not a format description, or not the text: nothing taken. */
+	len = make_gtid(event, 0, 1, 5);
+	assert_false(binlog_file_id_read(event, len, &server, &err));
+	assert_false(server.known);
+	assert_false(binlog_file_id_parse("", &server));
+	assert_false(binlog_file_id_parse("1764000000", &server));
+	assert_false(binlog_file_id_parse("1764000000:", &server));
+	assert_false(binlog_file_id_parse(":7", &server));
+	assert_false(binlog_file_id_parse("1764000000:7x", &server));
+	assert_false(binlog_file_id_parse("-1:7", &server));
+	assert_false(binlog_file_id_parse("4294967296:7", &server));
+	assert_false(binlog_file_id_parse("1764000000:7:1", &server));
+	assert_false(server.known);
+}
+
 int
 main(void)
 {
@@ -452,6 +521,7 @@ main(void)
 		cmocka_unit_test(test_resumed_from_text),
 		cmocka_unit_test(test_list_due),
 		cmocka_unit_test(test_resume_check),
+		cmocka_unit_test(test_file_id),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

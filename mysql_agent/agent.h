@@ -163,20 +163,25 @@ extern bool agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos,
 /*
  * binlog_resume.c: the end of the newest range of source Kafka holds, and
  * the GTIDs reached there (gtid: per domain; gtids: every server, as far
- * as its metadata says); *closed says that range ended its file with
- * STOP.  One that ended it with ROTATE gives the start of the next file,
- * and in *rotated_from where the file ended (else an empty file name).
+ * as its metadata says), and which file of its name it is in (file_id,
+ * unknown for a range of an older agent); *closed says that range ended
+ * its file with STOP.  One that ended it with ROTATE gives the start of the
+ * next file, and in *rotated_from where the file ended (else an empty file
+ * name).
  */
 extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 									 BinlogPosition *rotated_from,
 									 BkGtidState *gtid, BinlogGtids *gtids,
-									 bool *closed, bool *found, BkError *err);
+									 BinlogFileId *file_id, bool *closed,
+									 bool *found, BkError *err);
 
 /* binlog_resume.c: the local hint of the last acknowledged position. */
 extern bool binlog_state_read(Agent *agent, BinlogPosition *position,
+							  BinlogFileId *file_id, BkGtidState *gtid,
 							  bool *found, BkError *err);
 extern bool binlog_state_write(Agent *agent, const BinlogPosition *position,
-							   BkError *err);
+							   const BinlogFileId *file_id,
+							   const BkGtidState *gtid, BkError *err);
 
 /* binlog_stream.c: stream until stopped; returns false on a fatal error. */
 extern bool binlog_stream_run(Agent *agent, BkError *err);

@@ -23,7 +23,9 @@
  *
  * The local state file (state_dir/binlog.position) is a hint only: it can
  * say that Kafka lost messages (retention, a recreated topic), never decide
- * alone where to resume when Kafka knows.
+ * alone where to resume when Kafka knows.  It keeps, like the ranges, which
+ * file of its name the position is in and the GTID state there, so that a
+ * resume from it is checked as one from Kafka.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -62,6 +64,7 @@ typedef struct ResumeScan
 	bool has_gtid_list; /* a range of an older agent has none */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1]; /* closed=rotate: next-file */
 	bool closed; /* the range ends its file (ROTATE or STOP) */
+	char file_created[BINLOG_FILE_ID_TEXT_MAX + 1]; /* "": older agent */
 	ResumeAttempt attempts[RESUME_ATTEMPTS];
 	int attempt_next; /* the slot a new attempt takes */
 } ResumeScan;
@@ -158,6 +161,9 @@ scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
 								   sizeof(closed)) &&
 					   closed[0] != '\0';
 	}
+	if (!bk_meta_get(frame.meta, frame.meta_len, "file-created",
+					 scan->file_created, sizeof(scan->file_created)))
+		scan->file_created[0] = '\0';
 	if (!bk_meta_get(frame.meta, frame.meta_len, "next-file", scan->next_file,
 					 sizeof(scan->next_file)) ||
 		!bk_binlog_file_name_valid(scan->next_file))
@@ -245,8 +251,8 @@ scan_partition(rd_kafka_t *rk, const char *topic, int32_t partition,
 bool
 binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 						 BinlogPosition *rotated_from, BkGtidState *gtid,
-						 BinlogGtids *gtids, bool *closed, bool *found,
-						 BkError *err)
+						 BinlogGtids *gtids, BinlogFileId *file_id,
+						 bool *closed, bool *found, BkError *err)
 {
 	static const char *const consumer_properties[] = {
 		"group.id",
@@ -273,6 +279,7 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 
 	*found = false;
 	*closed = false;
+	memset(file_id, 0, sizeof(*file_id));
 	memset(rotated_from, 0, sizeof(*rotated_from));
 	memset(&scan, 0, sizeof(scan));
 	scan.source = agent->config.source_id;
@@ -364,6 +371,8 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 					bk_strlcpy(scan.next_file, window_scan.next_file,
 							   sizeof(scan.next_file));
 					scan.closed = window_scan.closed;
+					bk_strlcpy(scan.file_created, window_scan.file_created,
+							   sizeof(scan.file_created));
 				}
 				scan.found = true;
 				break;
@@ -390,8 +399,21 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 		 * binlog-unclosed-file.
 		 */
 		*closed = scan.closed;
+		/*
+		 * Which file of that name the archive ends in, for a resume inside
+		 * it (ranges of older agents do not say: unknown).  A file the
+		 * ROTATE named starts afresh, at its start.
+		 */
+		if (scan.file_created[0] != '\0' &&
+			!binlog_file_id_parse(scan.file_created, file_id))
+			agent_log("WARNING",
+					  "the newest range in Kafka has a file-created= bk"
+					  " cannot read (\"%s\"): the binlog file is checked by"
+					  " its GTID state only",
+					  scan.file_created);
 		if (scan.next_file[0] != '\0')
 		{
+			memset(file_id, 0, sizeof(*file_id));
 			*rotated_from = scan.position;
 			bk_strlcpy(position->file, scan.next_file, sizeof(position->file));
 			position->offset = 4;
@@ -443,23 +465,74 @@ state_path(Agent *agent, char *path, size_t len, BkError *err)
 }
 
 /*
+ * state_parse
+ *		"file offset[ file-created=ID][ gtid=STATE]\n": binlog_state_write's
+ *		line (an older agent's has the position only).  False if it is not
+ *		one.
+ */
+static bool
+state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
+			BkGtidState *gtid)
+{
+	char file[BK_BINLOG_FILE_NAME_MAX + 1];
+	unsigned long long offset;
+	int used = 0;
+	const char *p;
+
+	memset(file_id, 0, sizeof(*file_id));
+	memset(gtid, 0, sizeof(*gtid));
+	if (sscanf(data, "%255s %llu%n", file, &offset, &used) != 2 ||
+		!bk_binlog_file_name_valid(file) || offset > UINT32_MAX)
+		return false;
+	p = data + used;
+	while (*p == ' ')
+	{
+		char token[BK_BINLOG_GTID_STATE_MAX + 32];
+		size_t token_len = strcspn(p + 1, " \n");
+		BkError err;
+
+		if (token_len >= sizeof(token))
+			return false;
+		memcpy(token, p + 1, token_len);
+		token[token_len] = '\0';
+		if (strncmp(token, "file-created=", 13) == 0)
+		{
+			if (!binlog_file_id_parse(token + 13, file_id))
+				return false;
+		}
+		else if (strncmp(token, "gtid=", 5) == 0)
+		{
+			if (!bk_gtid_state_parse(token + 5, gtid, &err))
+				return false;
+		}
+		/* else: a key of a later agent */
+		p += 1 + token_len;
+	}
+	if (*p != '\n' && *p != '\0')
+		return false;
+	bk_strlcpy(position->file, file, sizeof(position->file));
+	position->offset = offset;
+	return true;
+}
+
+/*
  * binlog_state_read
- *		The position the agent last saw acknowledged ("file offset\n").
+ *		The position the agent last saw acknowledged, which file of that
+ *		name it was in (unknown: file_id->known false) and the GTID state
+ *		there (empty when unknown).
  */
 bool
-binlog_state_read(Agent *agent, BinlogPosition *position, bool *found,
-				  BkError *err)
+binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
+				  BkGtidState *gtid, bool *found, BkError *err)
 {
 	char path[4096];
 	char *data = NULL;
 	size_t len = 0;
-	char file[BK_BINLOG_FILE_NAME_MAX + 1];
-	unsigned long long offset;
 
 	*found = false;
 	if (!state_path(agent, path, sizeof(path), err))
 		return false;
-	if (!bk_read_file(path, 4096, &data, &len, err))
+	if (!bk_read_file(path, 2 * BK_BINLOG_GTID_STATE_MAX, &data, &len, err))
 	{
 		if (err->code == BK_ERR_NOT_FOUND)
 		{
@@ -468,8 +541,7 @@ binlog_state_read(Agent *agent, BinlogPosition *position, bool *found,
 		}
 		return false;
 	}
-	if (sscanf(data, "%255s %llu", file, &offset) != 2 ||
-		!bk_binlog_file_name_valid(file) || offset > UINT32_MAX)
+	if (!state_parse(data, position, file_id, gtid))
 	{
 		free(data);
 		return bk_error_set(err, BK_ERR_FORMAT,
@@ -478,26 +550,41 @@ binlog_state_read(Agent *agent, BinlogPosition *position, bool *found,
 							path);
 	}
 	free(data);
-	bk_strlcpy(position->file, file, sizeof(position->file));
-	position->offset = offset;
 	*found = true;
 	return true;
 }
 
 /*
  * binlog_state_write
- *		Remember position as acknowledged (durably, replacing the last).
+ *		Remember position as acknowledged (durably, replacing the last), with
+ *		which file of that name it is in and the GTID state there: resuming
+ *		from this file alone, the agent checks the server's file by them.
  */
 bool
-binlog_state_write(Agent *agent, const BinlogPosition *position, BkError *err)
+binlog_state_write(Agent *agent, const BinlogPosition *position,
+				   const BinlogFileId *file_id, const BkGtidState *gtid,
+				   BkError *err)
 {
 	char path[4096];
-	char line[BK_BINLOG_FILE_NAME_MAX + 32];
+	char line[BK_BINLOG_FILE_NAME_MAX + BK_BINLOG_GTID_STATE_MAX + 96];
+	char id[BINLOG_FILE_ID_TEXT_MAX + 1];
+	char state[BK_BINLOG_GTID_STATE_MAX];
 	int n;
 
 	if (!state_path(agent, path, sizeof(path), err))
 		return false;
-	n = snprintf(line, sizeof(line), "%s %" PRIu64 "\n", position->file,
+	n = snprintf(line, sizeof(line), "%s %" PRIu64, position->file,
 				 position->offset);
+	if (binlog_file_id_format(file_id, id, sizeof(id)))
+		n += snprintf(line + n, sizeof(line) - (size_t) n, " file-created=%s",
+					  id);
+	if (bk_gtid_state_format(gtid, state, sizeof(state)) && state[0] != '\0' &&
+		(size_t) n < sizeof(line))
+		n += snprintf(line + n, sizeof(line) - (size_t) n, " gtid=%s", state);
+	if (n <= 0 || (size_t) n + 1 >= sizeof(line))
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"the binlog position is too long for \"%s\"", path);
+	line[n++] = '\n';
+	line[n] = '\0';
 	return bk_write_file_durable(path, line, (size_t) n, 0600, err);
 }

@@ -66,6 +66,15 @@ typedef struct Stream
 	 * is checked against (follow_gtids).
 	 */
 	BinlogGtids gtids;
+	/*
+	 * Which file of its name the stream is in (its format description's
+	 * creation), sent as file-created= with every range; unknown when the
+	 * archive's end came from a range of an older agent.  file_id_due: the
+	 * dump starts inside the file, and the format description the server
+	 * resends first must be that file's (check_resume_file).
+	 */
+	BinlogFileId file_id;
+	bool file_id_due;
 	int checksum_alg;
 	bool file_closed;     /* the newest event was a ROTATE or a STOP */
 	const char *ended_by; /* with file_closed: "rotate" or "stop" */
@@ -195,6 +204,7 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 	char gtid[BK_BINLOG_GTID_STATE_MAX];
 	char gtid_list[BK_FRAME_META_MAX + 1];
 	char created[64];
+	char file_id[BINLOG_FILE_ID_TEXT_MAX + 1];
 	int n;
 
 	if (!bk_gtid_state_format(&stream->gtid, gtid, sizeof(gtid)))
@@ -227,6 +237,11 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 		n += snprintf(meta + n, meta_len - (size_t) n,
 					  "\nprevious-end=%s\nprevious-closed=%s",
 					  stream->previous_end, stream->previous_closed);
+	/* Which file of that name: what a resume inside it checks. */
+	if (binlog_file_id_format(&stream->file_id, file_id, sizeof(file_id)) &&
+		n > 0 && (size_t) n < meta_len)
+		n += snprintf(meta + n, meta_len - (size_t) n, "\nfile-created=%s",
+					  file_id);
 	/*
 	 * Every server's last GTID per domain, for the next start to check the
 	 * next file's GTID list exactly (binlog_resume_from_kafka).  Only when
@@ -326,7 +341,7 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	agent->status.last_error[0] = '\0';
 	pthread_mutex_unlock(&agent->status.lock);
 
-	if (!binlog_state_write(agent, &end, err))
+	if (!binlog_state_write(agent, &end, &stream->file_id, &stream->gtid, err))
 	{
 		/* Only a hint for the next start: Kafka holds the real position. */
 		agent_report_error(agent, err);
@@ -465,6 +480,7 @@ stream_switch_file(Stream *stream, const char *file, uint64_t offset,
 	stream->position.offset = 4;
 	stream->range_start = 0;
 	stream->file_closed = false;
+	memset(&stream->file_id, 0, sizeof(stream->file_id)); /* its FDE says */
 	return true;
 }
 
@@ -490,6 +506,67 @@ audit_reset(Stream *stream, const char *detail, const char *server_gtid)
 						  &stream->position, ours[0] ? ours : NULL,
 						  server_gtid))
 		stream->reset_audited = stream->position;
+}
+
+/*
+ * check_resume_file
+ *		A format description event from the server.  A file's own (at its
+ *		start) says which file the stream is in.  The one the server resends
+ *		at the start of a dump inside a file must be the archived file's:
+ *		RESET MASTER writes the names again, and a regular workload can put
+ *		an event at the archive's end with the same GTID state there
+ *		(numbering restarts at 1), which check_resume_gtid cannot tell from
+ *		the file archived; the file's creation tells.  Refused as a GTID
+ *		state that differs: nothing of that file is streamed.  A range of an
+ *		older agent does not say: the server's is taken, as before.
+ */
+static bool
+check_resume_file(Stream *stream, const uint8_t *event,
+				  const BkBinlogEventHeader *header, BkError *err)
+{
+	BinlogFileId server;
+	char ours[64];
+	char theirs[64];
+
+	if (!binlog_file_id_read(event, header->length, &server, err))
+		return false;
+	if (header->next_pos != 0)
+	{
+		stream->file_id = server; /* the file's own, at its start */
+		return true;
+	}
+	if (!stream->file_id_due)
+		return true;
+	stream->file_id_due = false;
+	switch (binlog_file_id_check(&stream->file_id, &server))
+	{
+		case BINLOG_RESUME_FOLLOWS:
+			return true;
+		case BINLOG_RESUME_DIFFERS:
+			break;
+		default:
+			stream->file_id = server;
+			return true;
+	}
+	bk_format_time_utc((int64_t) server.created * 1000, theirs, sizeof(theirs));
+	bk_format_time_utc((int64_t) stream->file_id.created * 1000, ours,
+					   sizeof(ours));
+	audit_reset(stream,
+				"the server's binlog file was created at another time, or by"
+				" another server, than the file archived: it is another one"
+				" under the same name",
+				NULL);
+	return bk_error_set(err, BK_ERR_CONFLICT,
+						"at %s:%" PRIu64 ", where the archive ends, the"
+						" server's \"%s\" was created at %s by server_id"
+						" %" PRIu32 ", but the file archived was created at %s"
+						" by server_id %" PRIu32 ": it is not the file archived"
+						" (RESET MASTER, or a new server, reused the binlog"
+						" names)",
+						stream->position.file, stream->position.offset,
+						stream->position.file, theirs, server.server_id, ours,
+						stream->file_id.server_id) ||
+		   bk_error_hint(err, SECOND_HISTORY_HINT);
 }
 
 /*
@@ -859,12 +936,20 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 								" checksum algorithm %d, unknown to bk",
 								alg);
 		stream->checksum_alg = alg;
+		if (!check_resume_file(stream, event, &header, err))
+			return false;
 		/* On a resume the server repeats it with next_pos 0: not in the file. */
 		if (header.next_pos == 0)
 			return true;
 	}
 	if (header.flags & BK_BINLOG_F_ARTIFICIAL)
 		return true;
+	if (stream->file_id_due)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"the server sent no format description before"
+							" the first event of a dump inside the file: bk"
+							" cannot check that its file is the one"
+							" archived");
 
 	if (header.next_pos != offset + header.length)
 		return bk_error_set(err, BK_ERR_FORMAT,
@@ -1209,6 +1294,37 @@ current_file(Stream *stream, char *file, size_t file_len, BkError *err)
 }
 
 /*
+ * resume_from_state_checked
+ *		The local state file alone says where the archive ends (Kafka lost
+ *		the source's ranges): resuming inside a file, that file is checked
+ *		by its creation (check_resume_file), as from Kafka.  A state file of
+ *		an older agent does not say which file of that name it was, so the
+ *		server's could be another history's, streamed on unchecked: refused.
+ */
+static bool
+resume_from_state_checked(Stream *stream, const BinlogPosition *position,
+						  const BinlogFileId *file_id, BkError *err)
+{
+	if (position->offset <= BK_BINLOG_MAGIC_LEN || file_id->known)
+		return true;
+	return bk_error_set(err, BK_ERR_CONFLICT,
+						"Kafka holds no binlog range of source \"%s\", and"
+						" the local state says %s:%" PRIu64 " was"
+						" acknowledged, but not which binlog file of that"
+						" name (it was written by an older agent): bk does"
+						" not resume inside a file it cannot check is the"
+						" one archived",
+						stream->agent->config.source_id, position->file,
+						position->offset) ||
+		   bk_error_hint(err,
+						 "Give the agent a new source_id and take a snapshot;"
+						 " or, if the server's binlog was not reset since,"
+						 " remove %s/binlog.position and set start_binlog = %s"
+						 " to archive that file again from its start.",
+						 stream->agent->config.state_dir, position->file);
+}
+
+/*
  * stream_start_position
  *		Where to stream from: the end of the newest range Kafka holds (the
  *		local state file can only move it forward, never decide alone), else
@@ -1219,17 +1335,20 @@ stream_start_position(Stream *stream, BkError *err)
 {
 	Agent *agent = stream->agent;
 	BinlogPosition from_kafka, from_state, rotated_from;
-	BkGtidState gtid;
+	BkGtidState gtid, state_gtid;
 	BinlogGtids gtids;
+	BinlogFileId file_id, state_file_id;
 	bool in_kafka = false, in_state = false, closed_in_kafka = false;
 
 	memset(&gtid, 0, sizeof(gtid));
 	binlog_gtids_forget(&gtids);
 	if (!binlog_resume_from_kafka(agent, &from_kafka, &rotated_from, &gtid,
-								  &gtids, &closed_in_kafka, &in_kafka, err))
+								  &gtids, &file_id, &closed_in_kafka, &in_kafka,
+								  err))
 		return bk_error_prefix(err,
 							   "finding where the archive ends in Kafka: ");
-	if (!binlog_state_read(agent, &from_state, &in_state, err))
+	if (!binlog_state_read(agent, &from_state, &state_file_id, &state_gtid,
+						   &in_state, err))
 	{
 		agent_report_error(agent, err);
 		bk_error_clear(err);
@@ -1240,6 +1359,7 @@ stream_start_position(Stream *stream, BkError *err)
 		stream->position = from_kafka;
 		stream->gtid = gtid;
 		stream->gtids = gtids;
+		stream->file_id = file_id;
 		/* A range that ended with STOP: the server moves on to a new file. */
 		stream->file_closed = closed_in_kafka;
 		stream->ended_by = closed_in_kafka ? "stop" : NULL;
@@ -1267,6 +1387,9 @@ stream_start_position(Stream *stream, BkError *err)
 	}
 	else
 	{
+		if (in_state && !resume_from_state_checked(stream, &from_state,
+												   &state_file_id, err))
+			return false;
 		if (in_state)
 		{
 			agent_log("WARNING",
@@ -1281,6 +1404,9 @@ stream_start_position(Stream *stream, BkError *err)
 						" the agent's local state",
 						&from_state);
 			stream->position = from_state;
+			stream->file_id = state_file_id;
+			stream->gtid = state_gtid;
+			binlog_gtids_from_newest(&stream->gtids, &state_gtid);
 		}
 		else
 		{
@@ -1477,6 +1603,8 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 	else if (stream->position.offset > BK_BINLOG_MAGIC_LEN &&
 			 stream->gtid.count > 0 && !check_resume_gtid(stream, err))
 		return false;
+	/* Inside a file: which file, by the format description it resends. */
+	stream->file_id_due = stream->position.offset > BK_BINLOG_MAGIC_LEN;
 
 	/*
 	 * Capability 4: real GTID events; the checksum variable: the server

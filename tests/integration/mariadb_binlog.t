@@ -1101,7 +1101,7 @@ archive_b_holds() {
 wait_for 30 "a range of $unplaced archived" archive_b_holds "$unplaced"
 sleep 1.5 # range_interval: the rest of the file's events go out too
 stop_agent TERM
-read -r state_file end <"$dir/state-b/binlog.position"
+read -r state_file end _ <"$dir/state-b/binlog.position"
 is "$state_file" "$unplaced" "agent stopped with the archive of $source_b inside $unplaced (at $end)"
 out="$(my "RESET MASTER")"
 ok $? "RESET MASTER" || diag "$out"

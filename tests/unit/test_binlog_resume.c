@@ -2,7 +2,8 @@
  * test_binlog_resume.c
  *		Where the agent resumes the binlog: the scan of the binlog topic
  *		(mysql_agent/binlog_resume.c, compiled in) counts a range only
- *		when every chunk of one attempt of it was read.
+ *		when every chunk of one attempt of it was read, and takes which file
+ *		of its name the archive ends in from it; the local state file.
  *
  * The messages are handed to the scan as the consumer hands them (payload
  * and length); the frames are real, encoded with a test key.
@@ -31,8 +32,8 @@ agent_log(const char *level, const char *fmt, ...)
 
 /* The frames of range [start, end) of mariadb-bin.000001, in chunks. */
 static void
-encode_range(const BkKey *key, uint64_t start, uint64_t end, int chunks,
-			 FrameList *frames)
+encode_range_meta(const BkKey *key, uint64_t start, uint64_t end, int chunks,
+				  const char *meta, FrameList *frames)
 {
 	char name[BK_OBJECT_NAME_MAX + 1];
 	size_t size = (size_t) CHUNK * (size_t) (chunks - 1) + 100;
@@ -40,7 +41,7 @@ encode_range(const BkKey *key, uint64_t start, uint64_t end, int chunks,
 	BkObjectInfo info = {.kind = BK_KIND_BINLOG,
 						 .source_id = SOURCE,
 						 .name = name,
-						 .meta = "gtid=0-1-5",
+						 .meta = meta,
 						 .size = size};
 
 	assert_true(bk_binlog_range_name("mariadb-bin.000001", start, end, name,
@@ -49,6 +50,13 @@ encode_range(const BkKey *key, uint64_t start, uint64_t end, int chunks,
 	test_encode_object(key, CHUNK, &info, data, frames);
 	assert_int_equal(frames->count, chunks);
 	free(data);
+}
+
+static void
+encode_range(const BkKey *key, uint64_t start, uint64_t end, int chunks,
+			 FrameList *frames)
+{
+	encode_range_meta(key, start, end, chunks, "gtid=0-1-5", frames);
 }
 
 static void
@@ -146,12 +154,123 @@ test_range_cut_by_window(void **state)
 	test_frames_free(&range);
 }
 
+/*
+ * Which file of its name the archive ends in: the newest range's
+ * file-created=, and none when that range is an older agent's (not the
+ * value of a range before it).
+ */
+static void
+test_range_file_created(void **state)
+{
+	BkKey key;
+	BkKeyring ring;
+	FrameList with, older;
+	ResumeScan scan;
+
+	test_key(&key, &ring);
+	encode_range_meta(&key, 4, 1000, 1, "gtid=0-1-5\nfile-created=1764000000:1",
+					  &with);
+	encode_range_meta(&key, 1000, 2000, 1, "gtid=0-1-6", &older);
+
+	memset(&scan, 0, sizeof(scan));
+	scan.source = SOURCE;
+	feed(&scan, &with, -1);
+	assert_true(scan.found);
+	assert_string_equal(scan.file_created, "1764000000:1");
+	feed(&scan, &older, -1);
+	assert_int_equal(scan.position.offset, 2000);
+	assert_string_equal(scan.file_created, "");
+	test_frames_free(&with);
+	test_frames_free(&older);
+}
+
+/*
+ * The local state file: the position, which file of its name, the GTID
+ * state there; an older agent's (the position alone) still read, with
+ * neither known, so that the resume refuses to go on inside that file
+ * unchecked.
+ */
+static void
+test_state_file(void **state)
+{
+	Agent agent;
+	BinlogPosition position = {.file = "mariadb-bin.000001", .offset = 7920};
+	BinlogPosition read;
+	BinlogFileId id = {.known = true, .created = 1764000000, .server_id = 1};
+	BinlogFileId read_id;
+	BkGtidState gtid, read_gtid;
+	BkError err;
+	bool found;
+	char path[4096];
+	char *data;
+	size_t len;
+
+	memset(&agent, 0, sizeof(agent));
+	agent.config.state_dir = test_mkdtemp();
+	assert_true(bk_gtid_state_parse("0-1-30,1-2-3", &gtid, &err));
+
+	assert_true(
+		binlog_state_read(&agent, &read, &read_id, &read_gtid, &found, &err));
+	assert_false(found);
+
+	assert_true(binlog_state_write(&agent, &position, &id, &gtid, &err));
+	snprintf(path, sizeof(path), "%s/binlog.position", agent.config.state_dir);
+	assert_true(bk_read_file(path, 8192, &data, &len, &err));
+	assert_string_equal(
+		data, "mariadb-bin.000001 7920 file-created=1764000000:1 gtid=0-1-30,"
+			  "1-2-3\n");
+	free(data);
+	assert_true(
+		binlog_state_read(&agent, &read, &read_id, &read_gtid, &found, &err));
+	assert_true(found);
+	assert_string_equal(read.file, "mariadb-bin.000001");
+	assert_int_equal(read.offset, 7920);
+	assert_true(read_id.known);
+	assert_int_equal(read_id.created, 1764000000);
+	assert_int_equal(read_id.server_id, 1);
+	assert_int_equal(read_gtid.count, 2);
+
+	/* Neither known (a fresh file, no GTID yet): the position alone. */
+	memset(&id, 0, sizeof(id));
+	memset(&gtid, 0, sizeof(gtid));
+	assert_true(binlog_state_write(&agent, &position, &id, &gtid, &err));
+	assert_true(bk_read_file(path, 8192, &data, &len, &err));
+	assert_string_equal(data, "mariadb-bin.000001 7920\n");
+	free(data);
+
+	/* An older agent's line, and a later agent's key: read. */
+	assert_true(
+		state_parse("mariadb-bin.000002 120\n", &read, &read_id, &read_gtid));
+	assert_int_equal(read.offset, 120);
+	assert_false(read_id.known);
+	assert_int_equal(read_gtid.count, 0);
+	assert_true(state_parse("mariadb-bin.000002 120 later=x file-created=5:2\n",
+							&read, &read_id, &read_gtid));
+	assert_true(read_id.known);
+	assert_int_equal(read_id.created, 5);
+
+	/* Not a state line: refused (the agent says to remove it). */
+	assert_false(
+		state_parse("mariadb-bin.000002\n", &read, &read_id, &read_gtid));
+	assert_false(state_parse("mariadb-bin.000002 120 file-created=x\n", &read,
+							 &read_id, &read_gtid));
+	assert_false(state_parse("mariadb-bin.000002 120 gtid=0-1\n", &read,
+							 &read_id, &read_gtid));
+	assert_false(
+		state_parse("mariadb-bin.000002 120x\n", &read, &read_id, &read_gtid));
+
+	test_rmdir(agent.config.state_dir);
+	free(agent.config.state_dir);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_range_with_missing_chunk),
 		cmocka_unit_test(test_range_cut_by_window),
+		cmocka_unit_test(test_range_file_created),
+		cmocka_unit_test(test_state_file),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -1414,6 +1414,99 @@ check_later_histories(const Restore *r, uint32_t to_timeline, BkError *err)
 }
 
 /*
+ * check_time_in_archive
+ *		A time target with no segment missing up to the end of the archive:
+ *		recovery stops at the first commit or abort record stamped after
+ *		the target, and without one it replays everything archived and
+ *		fails ("recovery ended before configured recovery target was
+ *		reached") once the restore is done.  Accepted only when the archived
+ *		WAL after the snapshot's stop holds such a record (gap_scan, from the
+ *		end of the archive backwards, which the "created" times bound: only
+ *		segments the source read after the target can hold one, so a target
+ *		in the past reads the newest segment or few), else refused, giving
+ *		the time of the archive's last commit.  Recovery is never pointed
+ *		at another target than the one asked for.
+ */
+static bool
+check_time_in_archive(Restore *r, const BkSnapshot *snapshot,
+					  const BkWalPath *path, uint64_t to_segno, BkError *err)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	BkWalPath end = *path;
+	GapScan scan;
+	bool nothing_between;
+	char last[32] = "";
+	char lsn[BK_LSN_TEXT_SIZE];
+	char when[BK_TIMESTAMP_TEXT_SIZE];
+
+	if (path->end_segno != BK_WAL_END)
+	{
+		bk_wal_segment_name(path->end_timeline, path->end_segno,
+							wal->segment_size, last);
+		end.first_missing_segno = path->end_segno + 1;
+		end.first_missing_timeline = bk_wal_segment_timeline(
+			wal, r->recovery_timeline, end.first_missing_segno);
+		if (!gap_scan(r, snapshot, &end, &scan, &nothing_between, err))
+			return bk_error_prefix(err,
+								   "checking whether the archived WAL holds a "
+								   "commit after %s: ",
+								   r->target.text);
+		if (scan.found)
+			return true;
+	}
+	else
+	{
+		memset(&scan, 0, sizeof(scan));
+		nothing_between = true;
+	}
+	/* Past the end, recovery may read another timeline's copy: that
+	 * refusal says which. */
+	if (!check_old_timeline_copy(r, snapshot, path, to_segno, err))
+		return false;
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "no commit or abort record in the archived WAL of source "
+				 "\"%s\" after snapshot %s is stamped after the target time "
+				 "%s: recovery along timeline %" PRIu32
+				 " would replay all of it%s%s without reaching the target, "
+				 "and PostgreSQL would stop with \"recovery ended before "
+				 "configured recovery target was reached\"",
+				 r->source, snapshot->id, r->target.text, r->recovery_timeline,
+				 last[0] ? ", up to WAL file " : "", last);
+	if (scan.last_known)
+	{
+		bk_format_lsn(scan.last_lsn, lsn, sizeof(lsn));
+		bk_format_timestamp(scan.last_us, when, sizeof(when));
+		return bk_error_hint(
+			err,
+			"The last commit or abort in the archive is at %s (LSN %s). "
+			"Choose a target time before %s, wait until the source archives "
+			"a commit after the target (SELECT pg_switch_wal() on it sends "
+			"the current segment), or restore to the end of the archive "
+			"(no target).",
+			when, lsn, when);
+	}
+	if (scan.archived_early)
+	{
+		bk_format_timestamp(scan.archived_us, when, sizeof(when));
+		return bk_error_hint(
+			err,
+			"WAL file %s was archived at %s, so nothing in it or before it "
+			"was committed after the target. Choose an earlier target time, "
+			"wait until the source archives a commit after the target "
+			"(SELECT pg_switch_wal() on it sends the current segment), or "
+			"restore to the end of the archive (no target).",
+			scan.archived_name, when);
+	}
+	return bk_error_hint(err,
+						 "Nothing was committed after the snapshot's stop. "
+						 "Wait until the source archives a commit after the "
+						 "target (SELECT pg_switch_wal() on it sends the "
+						 "current segment), or restore with --target "
+						 "immediate or to the end of the archive (no "
+						 "target).");
+}
+
+/*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
  *		the target, following the timelines' branch points (the history
@@ -1562,6 +1655,8 @@ restore_check_wal_path(Restore *r, BkError *err)
 		if (on.missing > 0 && on.first_missing_segno == to_segno + 1)
 			r->no_prefetch = true;
 	}
+	if (path.missing == 0 && r->target.type == BK_PG_TARGET_TIME)
+		return check_time_in_archive(r, snapshot, &path, to_segno, err);
 	if (path.missing == 0)
 		return check_old_timeline_copy(r, snapshot, &path, to_segno, err);
 	if (r->target.type == BK_PG_TARGET_TIME)

@@ -221,15 +221,16 @@ restore_report(const Restore *r, uint64_t removed)
 }
 
 /*
- * Warn when a target lies beyond the archived WAL: recovery would end with
- * "recovery ended before configured recovery target was reached" unless
- * the source archives more first.
+ * Warn when an LSN target lies beyond the archived WAL: recovery would end
+ * with "recovery ended before configured recovery target was reached"
+ * unless the source archives more first.  (A time target no commit in the
+ * archive comes after is refused before anything is written:
+ * restore_check_wal_path.)
  */
 void
 restore_warn_target_beyond_archive(const Restore *r)
 {
 	const BkSnapshotCatalog *catalog = &r->catalog;
-	int64_t newest_us;
 	char end[32];
 
 	if (r->target.type == BK_PG_TARGET_LSN && catalog->has_window &&
@@ -242,14 +243,6 @@ restore_warn_target_beyond_archive(const Restore *r)
 				"source archives that far\n",
 				r->program, r->target.text, end);
 	}
-	if (r->target.type == BK_PG_TARGET_TIME &&
-		bk_parse_timestamp(catalog->wal.newest_created, &newest_us) &&
-		r->target.time_us > newest_us)
-		fprintf(stderr,
-				"%s: WARNING: the target time %s is after the newest "
-				"archived WAL (read by the source at %s): recovery cannot "
-				"reach it until the source archives a later segment\n",
-				r->program, r->target.time_text, catalog->wal.newest_created);
 }
 
 /*

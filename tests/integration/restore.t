@@ -33,6 +33,8 @@
 #     last commit, a target time after that commit is refused before
 #     anything is written, naming the lost segment, and one before it
 #     restores;
+#   - a target time after the archive's last commit is refused before
+#     anything is written, giving that commit;
 #   - an object the repository cannot read (EIO from its disk) makes bk
 #     verify and bk restore exit 5 (the repository failed), naming it;
 #   - a restore leaves most of a large file it wrote out of the page cache
@@ -851,6 +853,34 @@ ok $? "and recovery_prefetch = 'off', so that reading ahead cannot ask for it"
 cleanup_restore gap-before
 mv "$dir/lost-segment" "$repo_files/$source_id/wal/$lost_seg"
 DIGEST_SQL="$DIGEST_SQL_BEFORE_GAP"
+
+# ---- a target time past the last commit archived
+# A quiet period after the last commit, then a switch: the WAL after the
+# commit is archived.  A target time in the quiet period is never reached
+# (PostgreSQL checks it at commits, replays everything and fails: "recovery
+# ended before configured recovery target was reached"): refused before
+# anything is written, giving the last commit.
+psql_q -c "INSERT INTO r_gap VALUES (20005, 'the last commit')" >/dev/null
+sleep 1
+quiet="$(psql_q -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")"
+sleep 1
+end_switch="$(psql_q -c "SELECT pg_switch_wal()")"
+end_seg="$(psql_q -c "SELECT pg_walfile_name('$end_switch')")"
+wait_for 120 "$end_seg archived" in_repo "$end_seg"
+ok $? "the last commit and a switch 2 s later are archived ($end_seg)"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-quiet" \
+    --tablespace-map "$dir/ts1=$dir/ts-quiet" --target-time "$quiet" 2>&1)"
+is $? 1 "a target time 1 s after the last commit ($quiet) is refused (exit 1)" || diag "$out"
+like "$out" "no commit or abort record in the archived WAL of source \"$source_id\" after snapshot [^ ]+ is stamped after the target time" \
+    "saying no commit after it is archived"
+like "$out" "HINT: The last commit or abort in the archive is at [0-9T:.-]+Z \\(LSN [0-9A-F]+/[0-9A-F]+\\)" \
+    "the hint gives the last commit"
+last_commit="$(sed -n 's/.*The last commit or abort in the archive is at \([0-9T:.-]*Z\) .*/\1/p' <<<"$out")"
+is "$(psql_q -c "SELECT '$last_commit'::timestamptz < '$quiet'::timestamptz
+    AND '$last_commit'::timestamptz > '$quiet'::timestamptz - interval '3 s'")" t \
+    "which is the last insert's ($last_commit)"
+[[ ! -e "$dir/r-quiet" && ! -e "$dir/ts-quiet" ]]
+ok $? "and nothing is written"
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

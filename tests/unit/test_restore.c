@@ -4107,6 +4107,72 @@ test_time_target_gap_outage(void **state)
 }
 
 /*
+ * Nothing is missing, and the archive ends with segment 4, archived at
+ * 05:30, whose last commit is of 05:20:30 (a quiet period after it, then a
+ * switch).  A target after that commit is never reached: recovery replays
+ * everything and PostgreSQL fails ("recovery ended before configured
+ * recovery target was reached").  Refused before anything is written,
+ * giving the last commit; a target before it is accepted, and so is the
+ * end of the archive.
+ */
+static void
+test_time_target_after_last_commit(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	archive_dump(f, 1, 1, "2026-11-24T05:00:10.000Z",
+				 XACT_LINE("730", "0/01000200",
+						   "COMMIT 2026-11-24 05:00:00.000000 UTC"));
+	archive_dump(f, 1, 2, "2026-11-24T05:10:10.000Z",
+				 XACT_LINE("731", "0/02000100",
+						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(f, 1, 3, "2026-11-24T05:15:10.000Z", "");
+	archive_dump(
+		f, 1, 4, "2026-11-24T05:30:00.000Z",
+		XACT_LINE("732", "0/04000100", "COMMIT 2026-11-24 05:20:00.000001 UTC")
+			XACT_LINE("733", "0/04000200",
+					  "ABORT 2026-11-24 05:20:30.000000 UTC"));
+	gap_begin(&g, f);
+
+	assert_false(
+		gap_check(&g, "2026-11-24 05:25:00+00", runs, sizeof(runs), &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "no commit or abort record in the archived "
+								"WAL of source \"" SOURCE "\"");
+	assert_error_contains(&err, "up to WAL file 000000010000000000000004 "
+								"without reaching the target");
+	assert_non_null(strstr(err.hint, "The last commit or abort in the archive "
+									 "is at 2026-11-24T05:20:30.000000Z (LSN "
+									 "0/4000200)"));
+	assert_non_null(strstr(err.hint, "before 2026-11-24T05:20:30.000000Z"));
+	/* Segment 4 alone: segment 3 was archived before the target. */
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n");
+
+	/* After the newest segment was archived: refused without reading. */
+	assert_false(
+		gap_check(&g, "2026-11-24 05:35:00+00", runs, sizeof(runs), &err));
+	assert_string_equal(runs, "");
+	assert_non_null(strstr(err.hint, "WAL file 000000010000000000000004 was "
+									 "archived at "
+									 "2026-11-24T05:30:00.000000Z"));
+
+	/* Before the last commit: recovery stops at it. */
+	assert_true(
+		gap_check(&g, "2026-11-24 05:20:00+00", runs, sizeof(runs), &err));
+	assert_int_equal(g.r->recovery_timeline, 1);
+	assert_false(g.r->no_prefetch);
+
+	/* The end of the archive needs no commit. */
+	g.r->target.type = BK_PG_TARGET_NONE;
+	assert_true(restore_check_wal_path(g.r, &err));
+	gap_end(&g);
+}
+
+/*
  * Segment 5 is missing, 6 archived: an LSN target in segment 4 is reached,
  * but PostgreSQL reading ahead from it would ask for segment 5 (fatal), so
  * prefetching is turned off; a target in segment 3 needs nothing of it.
@@ -5651,6 +5717,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_xid_target_prepared, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_after_last_commit,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_lsn_target_before_gap_no_prefetch,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_name_target_reused, wal_setup,

@@ -104,6 +104,11 @@ typedef struct Restore
 	uint32_t found_timeline; /* ... on the WAL of this timeline */
 	/* The timeline restore_check_wal_path checked the WAL up to (0: none) */
 	uint32_t recovery_timeline;
+	/*
+	 * An LSN target: the segment recovery needs to reach it (the one that
+	 * ends the first record at or after it), not archived yet; "" if none.
+	 */
+	char stop_unarchived[32];
 	BkSnapRecord **chain;
 	int chain_len;
 	const BkSnapRecord *record; /* chain[chain_len - 1] */

@@ -80,12 +80,14 @@ environ_utc(void)
 /*
  * Run pg_waldump over [start, end) of timeline's segments in dir, with the
  * options in filter (NULL-terminated), handing on_line each line it prints
- * until on_line returns false.
+ * until on_line returns false.  *exit_status (may be NULL): how it ended,
+ * 0 when it read up to end (or to a record that crosses it), -1 when it
+ * was stopped or killed.
  */
 static bool
-waldump_run(const char *waldump, const char *dir, uint32_t timeline,
-			uint64_t start, uint64_t end, const char *const *filter,
-			WaldumpLine on_line, void *arg, BkError *err)
+waldump_exec(const char *waldump, const char *dir, uint32_t timeline,
+			 uint64_t start, uint64_t end, const char *const *filter,
+			 WaldumpLine on_line, void *arg, int *exit_status, BkError *err)
 {
 	char start_text[32];
 	char end_text[32];
@@ -160,6 +162,8 @@ waldump_run(const char *waldump, const char *dir, uint32_t timeline,
 		close(pipe_fds[0]);
 	if (waitpid(pid, &status, 0) < 0)
 		return bk_error_set(err, BK_ERR_IO, "waitpid: %s", strerror(errno));
+	if (exit_status != NULL)
+		*exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 	/* pg_waldump ends with an error at the end of the WAL it was given,
 	 * which is expected here; only a missing program is a failure. */
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
@@ -170,6 +174,16 @@ waldump_run(const char *waldump, const char *dir, uint32_t timeline,
 								  "holds pg_waldump.");
 	}
 	return true;
+}
+
+/* waldump_exec, where how pg_waldump ended does not matter. */
+static bool
+waldump_run(const char *waldump, const char *dir, uint32_t timeline,
+			uint64_t start, uint64_t end, const char *const *filter,
+			WaldumpLine on_line, void *arg, BkError *err)
+{
+	return waldump_exec(waldump, dir, timeline, start, end, filter, on_line,
+						arg, NULL, err);
 }
 
 /* The search for an xid's commit or abort, or a restore point. */
@@ -1506,6 +1520,116 @@ check_time_in_archive(Restore *r, const BkSnapshot *snapshot,
 						 "target).");
 }
 
+/* The search for the record recovery to an LSN target stops after. */
+typedef struct StopRecordSearch
+{
+	uint64_t target;
+	bool found;
+	uint64_t found_lsn;
+} StopRecordSearch;
+
+static bool
+stop_record_line(const char *line, void *arg)
+{
+	StopRecordSearch *search = arg;
+	const char *lsn_text = strstr(line, ", lsn: ");
+	char lsn_buf[32];
+	uint64_t lsn;
+
+	if (strncmp(line, "rmgr: ", 6) != 0 || lsn_text == NULL ||
+		sscanf(lsn_text + 7, "%31[0-9A-Fa-f/]", lsn_buf) != 1 ||
+		!bk_parse_lsn(lsn_buf, &lsn) || lsn < search->target)
+		return true;
+	search->found = true;
+	search->found_lsn = lsn;
+	return false;
+}
+
+/*
+ * lsn_stop_segment
+ *		With recovery_target_inclusive on, recovery to an LSN stops after
+ *		the first record that starts at or after it, which need not lie in
+ *		the segment that holds the target: after an XLOG_SWITCH the rest of
+ *		the segment holds no record (pg_switch_wal() returns an LSN there,
+ *		as is any LSN after a snapshot's closing switch), the target may
+ *		fall inside a record that crosses into the next segment, and the
+ *		record recovery stops after may itself cross into the next one.
+ *		*stop_segno: the segment that holds its end, as recovery along
+ *		r->recovery_timeline reads the WAL.  pg_waldump reads from the start
+ *		of the target's segment, given one more segment each time, until it
+ *		prints a record at or after the target (it prints a record only once
+ *		it has all of it; it ends with status 0 when it reached the end of
+ *		what it was given).  A segment not archived ends the search there:
+ *		*stop_segno is that segment, which the walk then calls a gap or the
+ *		end of the archive.
+ */
+static bool
+lsn_stop_segment(Restore *r, uint64_t *stop_segno, BkError *err)
+{
+	static const char *const no_filter[] = {NULL};
+	uint32_t segment_size = r->catalog.wal.segment_size;
+	uint32_t timeline = r->recovery_timeline;
+	uint64_t first = bk_lsn_segno(r->target.lsn, segment_size);
+	uint64_t last = first;
+	uint64_t end = first;
+	StopRecordSearch search = {.target = r->target.lsn};
+	char waldump[RESTORE_PATH_MAX];
+	char tmp_dir[RESTORE_PATH_MAX];
+	char name[32];
+	char from[BK_LSN_TEXT_SIZE];
+	int status = 0;
+	bool ok = true;
+
+	find_pg_waldump(waldump, sizeof(waldump));
+	if (!waldump_dir(tmp_dir, sizeof(tmp_dir), err))
+		return false;
+	for (;; last++)
+	{
+		if (!decrypt_segments(r, tmp_dir, timeline, timeline, last, last, &end,
+							  err))
+		{
+			ok = false;
+			break;
+		}
+		if (end == last)
+			break; /* not archived: recovery needs it */
+		if (!waldump_exec(waldump, tmp_dir, timeline, first * segment_size,
+						  end * segment_size, no_filter, stop_record_line,
+						  &search, &status, err))
+		{
+			ok = false;
+			break;
+		}
+		if (search.found || status != 0)
+			break;
+	}
+	bk_remove_tree(tmp_dir, NULL);
+	if (!ok)
+		return bk_error_prefix(err,
+							   "looking for the record recovery to %s stops "
+							   "after: ",
+							   r->target.text);
+	*stop_segno = last;
+	if (search.found || end == last)
+		return true;
+	bk_wal_segment_name(
+		bk_wal_segment_timeline(&r->catalog.wal, timeline, first), first,
+		segment_size, name);
+	bk_format_lsn(first * segment_size, from, sizeof(from));
+	bk_error_set(err, BK_ERR_FORMAT,
+				 "pg_waldump (%s) could not read the WAL recovery along "
+				 "timeline %" PRIu32 " replays from %s (WAL file %s) up to a "
+				 "record at or after the target LSN %s (exit status %d), so "
+				 "bk cannot tell which segment recovery stops in",
+				 waldump, timeline, from, name, r->target.text, status);
+	return bk_error_hint(err,
+						 "Check that pg_waldump is the source's major version "
+						 "(BK_PG_BINDIR names its directory) and run it on "
+						 "the file; \"bk verify --source %s\" checks the "
+						 "archive.",
+						 r->source);
+}
+
 /*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
@@ -1530,6 +1654,7 @@ restore_check_wal_path(Restore *r, BkError *err)
 		r->found_timeline != 0 ? r->found_timeline : snapshot->timeline;
 	char why[256];
 
+	r->stop_unarchived[0] = '\0';
 	if (wal->segment_size == 0)
 		return true; /* no WAL: the snapshot was not restorable anyway */
 	to_timeline = recovery_timeline_of(r, snapshot);
@@ -1640,6 +1765,30 @@ restore_check_wal_path(Restore *r, BkError *err)
 	if (!check_later_histories(r, to_timeline, err))
 		return false;
 	r->recovery_timeline = to_timeline;
+	/*
+	 * An LSN target: recovery reads on to the end of the first record at
+	 * or after it, in a later segment when the target's own holds none.
+	 */
+	if (r->target.type == BK_PG_TARGET_LSN && path.missing == 0 &&
+		!path.beyond_end)
+	{
+		uint64_t stop_segno = to_segno;
+
+		if (!lsn_stop_segment(r, &stop_segno, err))
+			return false;
+		if (stop_segno != to_segno)
+		{
+			to_segno = stop_segno;
+			bk_wal_path(wal, snapshot->timeline,
+						bk_lsn_segno(snapshot->start_lsn, wal->segment_size),
+						to_timeline, to_segno, &path);
+		}
+	}
+	if (r->target.type == BK_PG_TARGET_LSN && path.missing == 0 &&
+		path.beyond_end)
+		bk_wal_segment_name(
+			bk_wal_segment_timeline(wal, to_timeline, path.first_beyond_segno),
+			path.first_beyond_segno, wal->segment_size, r->stop_unarchived);
 	if (path.missing == 0 && to_segno != BK_WAL_END)
 	{
 		BkWalPath on;

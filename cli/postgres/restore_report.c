@@ -243,6 +243,14 @@ restore_warn_target_beyond_archive(const Restore *r)
 				"source archives that far\n",
 				r->program, r->target.text, end);
 	}
+	else if (r->target.type == BK_PG_TARGET_LSN &&
+			 r->stop_unarchived[0] != '\0')
+		fprintf(stderr,
+				"%s: WARNING: recovery to the target LSN %s stops after the "
+				"first record at or after it, which the archived WAL does "
+				"not hold: it needs WAL file %s, not archived yet, and "
+				"cannot reach the target until the source archives it\n",
+				r->program, r->target.text, r->stop_unarchived);
 }
 
 /*

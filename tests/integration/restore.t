@@ -33,7 +33,10 @@
 #     last commit, a target time after that commit is refused before
 #     anything is written, naming the lost segment, and one before it
 #     restores;
-#   - a target time after the archive's last commit is refused before
+#   - an LSN target after the switch that ended a segment (where recovery
+#     stops after the next segment's first record) is refused when that
+#     segment is lost, and warned about when it is not archived yet; a
+#     target time after the archive's last commit is refused before
 #     anything is written, giving that commit;
 #   - an object the repository cannot read (EIO from its disk) makes bk
 #     verify and bk restore exit 5 (the repository failed), naming it;
@@ -821,7 +824,8 @@ psql_q -c "INSERT INTO r_gap VALUES (2, 'recovery to gap-before stops before thi
 moment gap-c1 "INSERT INTO r_gap SELECT g, repeat(md5(g::text), 4) FROM generate_series(3, 20002) g;"
 ok $? "moment gap-c1: commit C1, after 20000 rows"
 sleep 3
-c1_seg="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
+c1_switch="$(psql_q -c "SELECT pg_switch_wal()")"
+c1_seg="$(psql_q -c "SELECT pg_walfile_name('$c1_switch')")"
 lost_seg="$(next_seg "$c1_seg" 1)"
 psql_q -c "INSERT INTO r_gap VALUES (20003, 'in the lost segment')" >/dev/null
 switched="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
@@ -831,6 +835,16 @@ after_seg="$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())")"
 wait_for 180 "$c1_seg, $lost_seg and $after_seg archived" eval "in_repo $c1_seg && in_repo $lost_seg && in_repo $after_seg"
 ok $? "$c1_seg (C1's, archived about 3 s after C1), $lost_seg and $after_seg are archived"
 mv "$repo_files/$source_id/wal/$lost_seg" "$dir/lost-segment"
+# An LSN in the unused rest of C1's segment, after its switch (what
+# pg_switch_wal() returned): recovery stops after the first record at or
+# after it, the first of the lost segment, so it needs that segment.
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-tail" \
+    --tablespace-map "$dir/ts1=$dir/ts-tail" --target-lsn "$c1_switch" 2>&1)"
+is $? 4 "a target LSN after the switch that ended $c1_seg ($c1_switch) is refused (exit 4)" || diag "$out"
+like "$out" "WAL file $lost_seg is missing from the archive of source \"$source_id\"" \
+    "naming the lost segment, where recovery to it stops"
+[[ ! -e "$dir/r-tail" && ! -e "$dir/ts-tail" ]]
+ok $? "and nothing is written"
 late="$(psql_q -c "SELECT to_char(('${M_TIME[gap-c1]}'::timestamptz + interval '1.5 s') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")"
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-gap-late" \
     --tablespace-map "$dir/ts1=$dir/ts-gap-late" --target-time "$late" 2>&1)"
@@ -854,12 +868,14 @@ cleanup_restore gap-before
 mv "$dir/lost-segment" "$repo_files/$source_id/wal/$lost_seg"
 DIGEST_SQL="$DIGEST_SQL_BEFORE_GAP"
 
-# ---- a target time past the last commit archived
+# ---- targets past the last commit or record archived
 # A quiet period after the last commit, then a switch: the WAL after the
-# commit is archived.  A target time in the quiet period is never reached
-# (PostgreSQL checks it at commits, replays everything and fails: "recovery
-# ended before configured recovery target was reached"): refused before
-# anything is written, giving the last commit.
+# commit is archived, and the segment after the switch is not yet.  A
+# target time in the quiet period is never reached (PostgreSQL checks it at
+# commits, replays everything and fails: "recovery ended before configured
+# recovery target was reached"): refused before anything is written,
+# giving the last commit.  An LSN at the switch is reached only once the
+# next segment is archived: accepted with a warning naming it.
 psql_q -c "INSERT INTO r_gap VALUES (20005, 'the last commit')" >/dev/null
 sleep 1
 quiet="$(psql_q -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")"
@@ -881,6 +897,12 @@ is "$(psql_q -c "SELECT '$last_commit'::timestamptz < '$quiet'::timestamptz
     "which is the last insert's ($last_commit)"
 [[ ! -e "$dir/r-quiet" && ! -e "$dir/ts-quiet" ]]
 ok $? "and nothing is written"
+"$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/r-end-lsn" \
+    --tablespace-map "$dir/ts1=$dir/ts-end-lsn" --target-lsn "$end_switch" >/dev/null 2>"$dir/restore-end-lsn.err"
+ok $? "a target LSN at the last switch ($end_switch) is accepted" || diag "$(cat "$dir/restore-end-lsn.err")"
+like "$(cat "$dir/restore-end-lsn.err")" "WARNING: recovery to the target LSN $end_switch stops after the first record at or after it, which the archived WAL does not hold: it needs WAL file $(next_seg "$end_seg" 1), not archived yet" \
+    "with a warning naming the segment it needs"
+cleanup_restore end-lsn
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

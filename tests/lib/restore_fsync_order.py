@@ -6,7 +6,8 @@
 # restore's durability:
 #   - every file and directory of the restored tree (PGDATA and the
 #     tablespace directories) was fsynced, successfully, before the first
-#     rename, that is before anything declaring the restore complete
+#     rename into that tree, that is before anything declaring the restore
+#     complete
 #     (backup_label, the recovery settings, recovery.signal,
 #     tablespace_map, backup_manifest: each written to a temporary name,
 #     fsynced and renamed into place);
@@ -16,6 +17,9 @@
 #   - each later file was fsynced under its temporary name before its
 #     rename;
 #   - nothing was fsynced after the report went to standard output.
+# Renames elsewhere, and writes to a pipe, are not the restore's: before it
+# writes anything, bk restore decrypts WAL into a temporary directory and
+# reads what pg_waldump prints to a pipe (the report goes to a file).
 # bk names paths under the directories it opened as /proc/self/fd/N/...:
 # such a name is read as the one under PGDATA or a tablespace directory
 # whose parent exists.
@@ -95,9 +99,13 @@ def main():
         elif call.startswith("rename") and ok:
             names = STRING.findall(text)
             if len(names) >= 2:
-                renames.append((index, shown(names[0], [pgdata] + spcs),
-                                shown(names[1], [pgdata] + spcs)))
-        elif call == "write" and text.startswith("1<"):
+                dst = shown(names[1], [pgdata] + spcs)
+                if any(dst == top or dst.startswith(top + "/")
+                       for top in [pgdata] + spcs):
+                    renames.append((index, shown(names[0], [pgdata] + spcs),
+                                    dst))
+        elif (call == "write" and text.startswith("1<")
+              and not text.startswith("1<pipe:")):
             stdout_writes.append(index)
     for path in fsync_failed:
         problems.append(f"fsync of {path} failed")

@@ -3396,6 +3396,50 @@ test_verify_notes_unchecked_history(void **state)
 }
 
 /*
+ * A stand-in for pg_waldump over segments whose records run to their end:
+ * it prints a record near the end of the last segment it was given, so
+ * that an LSN target is reached in its own segment (lsn_stop_segment).
+ */
+static const char dense_waldump[] =
+	"#!/bin/sh\n"
+	"while [ $# -gt 0 ]; do\n"
+	"	case \"$1\" in\n"
+	"	--end) end=\"$2\"; shift ;;\n"
+	"	esac\n"
+	"	shift\n"
+	"done\n"
+	"printf 'rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, "
+	"lsn: %X/%08X, prev 0/00000000, desc: CHECKPOINT_ONLINE\\n' "
+	"$((0x${end%/*})) $((0x${end#*/} - 256))\n"
+	"exit 0\n";
+
+/* Read the WAL of an LSN target through dense_waldump. */
+static void
+dense_waldump_begin(WalFixture *f, Restore *r)
+{
+	char bin[600];
+	char path[700];
+	BkError err;
+
+	snprintf(bin, sizeof(bin), "%s/dense-bin", f->dir);
+	assert_int_equal(mkdir(bin, 0700), 0);
+	snprintf(path, sizeof(path), "%s/pg_waldump", bin);
+	assert_true(bk_write_file_durable(path, dense_waldump,
+									  strlen(dense_waldump), 0700, &err));
+	setenv("BK_PG_BINDIR", bin, 1);
+	r->decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(r->decoder);
+}
+
+static void
+dense_waldump_end(Restore *r)
+{
+	bk_decoder_free(r->decoder);
+	r->decoder = NULL;
+	unsetenv("BK_PG_BINDIR");
+}
+
+/*
  * What bk restore tells PostgreSQL to follow: the timeline it checked the
  * WAL path to, by its id.  With 'latest', PostgreSQL would probe
  * 00000002.history first and, finding none (timeline 2's server died before
@@ -3427,6 +3471,8 @@ test_recovery_timeline(void **state)
 	r->program = "bk";
 	r->source = SOURCE;
 	r->target_timeline = "latest";
+	r->repo = f->repo;
+	dense_waldump_begin(f, r);
 	snprintf(r->pgdata, sizeof(r->pgdata), "%s", f->dir);
 
 	/* The end of the archive: timeline 3, the newest, checked and written. */
@@ -3491,6 +3537,7 @@ test_recovery_timeline(void **state)
 	free(conf);
 	json_decref(r->settings);
 
+	dense_waldump_end(r);
 	bk_wal_catalog_free(&r->catalog.wal);
 	free(r);
 }
@@ -3529,6 +3576,7 @@ branch_restore_begin(WalFixture *f, Restore *r)
 	r->repo = f->repo;
 	r->chosen = -1;
 	r->target_timeline = "latest";
+	dense_waldump_begin(f, r);
 	assert_true(
 		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, &err));
 	for (int snapIdx = 0; snapIdx < r->catalog.count; snapIdx++)
@@ -3566,6 +3614,7 @@ test_snapshot_ends_past_branch(void **state)
 	r->chosen = bk_snapshot_catalog_find(&r->catalog, SNAP_BP);
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 2);
+	dense_waldump_end(r);
 	bk_snapshot_catalog_free(&r->catalog);
 	free(r);
 }
@@ -3620,6 +3669,7 @@ test_choose_snapshot_on_timeline(void **state)
 	assert_false(restore_choose_snapshot(r, &err) &&
 				 restore_check_wal_path(r, &err));
 	r->snapshot_id = NULL;
+	dense_waldump_end(r);
 	bk_snapshot_catalog_free(&r->catalog);
 	free(r);
 }
@@ -3665,6 +3715,7 @@ branch_partial_begin(WalFixture *f, Restore *r)
 	r->repo = f->repo;
 	r->chosen = -1;
 	r->target_timeline = "latest";
+	dense_waldump_begin(f, r);
 	assert_true(
 		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, &err));
 }
@@ -3749,6 +3800,7 @@ test_snapshot_ends_in_branch_segment(void **state)
 	r->snapshot_id = SNAP_PA;
 	assert_false(restore_choose_snapshot(r, &err));
 	assert_error_contains(&err, "is not restorable");
+	dense_waldump_end(r);
 	bk_snapshot_catalog_free(&r->catalog);
 	free(r);
 }
@@ -3758,6 +3810,11 @@ test_snapshot_ends_in_branch_segment(void **state)
 #define XACT_LINE(xid, lsn, desc)                                              \
 	"rmgr: Transaction len (rec/tot):     34/    34, tx: " xid ", lsn: " lsn   \
 	", prev 0/00000000, desc: " desc "\n"
+
+/* A record of another kind, which only an LSN target looks at. */
+#define XLOG_LINE(lsn, desc)                                                   \
+	"rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, "         \
+	"lsn: " lsn ", prev 0/00000000, desc: " desc "\n"
 
 static void
 test_waldump_xact_time(void **state)
@@ -3841,9 +3898,12 @@ test_waldump_xact_time(void **state)
 /*
  * A stand-in for pg_waldump: each archived "segment" holds the lines
  * pg_waldump would print for it (bk selects the records by LSN, as with
- * the real one); each run is logged with its time zone, its range and the
- * segments it was given, and a segment it would not open (named for
- * another timeline than --timeline) too.
+ * the real one; a record that crosses into the next segment is printed
+ * only once that segment is given, so its line is in the next segment's);
+ * each run is logged with its time zone, its range and the segments it
+ * was given, and a segment it would not open (named for another timeline
+ * than --timeline) too.  It ends with status 0, as pg_waldump does when
+ * it reads to the end of what it was given.
  */
 static const char fake_waldump[] =
 	"#!/bin/sh\n"
@@ -3864,7 +3924,7 @@ static const char fake_waldump[] =
 	"	*) echo \"not on timeline $tli: $f\" >>\"$BK_FAKE_LOG\" ;;\n"
 	"	esac\n"
 	"done\n"
-	"exit 1\n";
+	"exit 0\n";
 
 typedef struct GapFixture
 {
@@ -4184,8 +4244,12 @@ test_lsn_target_before_gap_no_prefetch(void **state)
 	GapFixture g;
 	BkError err;
 
-	for (uint64_t segno = 1; segno <= 4; segno++)
+	for (uint64_t segno = 1; segno <= 2; segno++)
 		archive_dump(f, 1, segno, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(f, 1, 3, "2026-11-24T06:00:00.000Z",
+				 XLOG_LINE("0/03FFFF00", "CHECKPOINT_ONLINE"));
+	archive_dump(f, 1, 4, "2026-11-24T06:00:00.000Z",
+				 XLOG_LINE("0/04FFFF00", "CHECKPOINT_ONLINE"));
 	archive_dump(f, 1, 6, "2026-11-24T06:00:00.000Z", "");
 	gap_begin(&g, f);
 
@@ -4197,6 +4261,100 @@ test_lsn_target_before_gap_no_prefetch(void **state)
 		bk_pg_target_parse(&g.r->target, BK_PG_TARGET_LSN, "0/4F00000", &err));
 	assert_true(restore_check_wal_path(g.r, &err));
 	assert_true(g.r->no_prefetch);
+	gap_end(&g);
+}
+
+/* Check the WAL for a restore to the LSN; the pg_waldump runs in runs. */
+static bool
+lsn_check(GapFixture *g, const char *lsn, char *runs, size_t runs_len,
+		  BkError *err)
+{
+	char *text = NULL;
+	size_t len = 0;
+	BkError ignored;
+	bool ok;
+
+	unlink(g->log);
+	assert_true(
+		bk_pg_target_parse(&g->r->target, BK_PG_TARGET_LSN, lsn, &ignored));
+	ok = restore_check_wal_path(g->r, err);
+	runs[0] = '\0';
+	if (bk_read_file(g->log, 65536, &text, &len, &ignored))
+		snprintf(runs, runs_len, "%.*s", (int) len, text);
+	free(text);
+	return ok;
+}
+
+/*
+ * Segment 4 ends with a switch: its XLOG_SWITCH record starts at
+ * 0/4000200 and ends at 0/4000218, the LSN pg_switch_wal() returns, and
+ * nothing follows it in segment 4.  Recovery to 0/4000218 stops after the
+ * first record at or after it, the first of segment 5, so it needs segment
+ * 5: lost, the restore is refused (it was accepted, and bk wal-get stopped
+ * recovery at the gap); archived, it is read; the same for a target inside
+ * a record that crosses into the next segment (its line is in segment 6's
+ * dump: pg_waldump prints it once it has both), and a target whose record
+ * is not archived yet is accepted with a warning, as one past the archive.
+ */
+static void
+test_lsn_target_after_switch(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_dump(f, 1, segno, "2026-11-24T06:00:00.000Z", "");
+	archive_dump(
+		f, 1, 4, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("730", "0/04000100", "COMMIT 2026-11-24 05:00:00.000000 UTC")
+			XLOG_LINE("0/04000200", "SWITCH"));
+	archive_dump(f, 1, 6, "2026-11-24T06:00:01.000Z",
+				 XLOG_LINE("0/05FFFFC8", "FPI_FOR_HINT")
+					 XLOG_LINE("0/06000100", "CHECKPOINT_ONLINE"));
+	gap_begin(&g, f);
+
+	/* Segment 5 lost: refused, naming it, before anything is written. */
+	assert_false(lsn_check(&g, "0/4000218", runs, sizeof(runs), &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "WAL file 000000010000000000000005 is "
+								"missing from the archive");
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n");
+	/* Anywhere in the unused rest of segment 4. */
+	assert_false(lsn_check(&g, "0/4800000", runs, sizeof(runs), &err));
+	assert_error_contains(&err, "000000010000000000000005 is missing");
+	/* The switch record itself is in segment 4: reached, without reading
+	 * ahead into the gap. */
+	assert_true(lsn_check(&g, "0/4000200", runs, sizeof(runs), &err));
+	assert_true(g.r->no_prefetch);
+
+	/* Segment 5 archived: read, then the target is reached in it. */
+	archive_dump(f, 1, 5, "2026-11-24T06:00:00.500Z",
+				 XLOG_LINE("0/05000028", "RUNNING_XACTS")
+					 XLOG_LINE("0/05FFFF00", "CHECKPOINT_ONLINE"));
+	bk_wal_catalog_free(&g.r->catalog.wal);
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &g.r->catalog.wal, &err));
+	g.r->no_prefetch = false;
+	assert_true(lsn_check(&g, "0/4000218", runs, sizeof(runs), &err));
+	assert_string_equal(runs, "TZ=UTC start=0/4000000 end=0/5000000 "
+							  "files=000000010000000000000004\n"
+							  "TZ=UTC start=0/4000000 end=0/6000000 "
+							  "files=000000010000000000000004 "
+							  "000000010000000000000005\n");
+	assert_false(g.r->no_prefetch);
+	assert_string_equal(g.r->stop_unarchived, "");
+
+	/* Inside the record that crosses from segment 5 into 6: segment 6. */
+	assert_true(lsn_check(&g, "0/5FFFFC0", runs, sizeof(runs), &err));
+	assert_non_null(strstr(runs, "end=0/7000000 "
+								 "files=000000010000000000000005 "
+								 "000000010000000000000006\n"));
+	/* Past segment 6's last record: segment 7, not archived yet. */
+	assert_true(lsn_check(&g, "0/6000200", runs, sizeof(runs), &err));
+	assert_string_equal(g.r->stop_unarchived, "000000010000000000000007");
 	gap_end(&g);
 }
 
@@ -4510,9 +4668,10 @@ static void
 archive_timeline1_commits(WalFixture *f)
 {
 	archive_dump(f, 1, 1, "2026-11-24T06:00:00.000Z", "");
-	archive_dump(f, 1, 2, "2026-11-24T06:00:00.000Z",
-				 XACT_LINE("740", "0/02000100",
-						   "COMMIT 2026-11-24 05:10:00.000000 UTC"));
+	archive_dump(
+		f, 1, 2, "2026-11-24T06:00:00.000Z",
+		XACT_LINE("740", "0/02000100", "COMMIT 2026-11-24 05:10:00.000000 UTC")
+			XLOG_LINE("0/02FFFF00", "CHECKPOINT_ONLINE"));
 	archive_dump(
 		f, 1, 3, "2026-11-24T06:00:00.000Z",
 		XACT_LINE("741", "0/03100000", "COMMIT 2026-11-24 05:12:00.000000 UTC")
@@ -5719,6 +5878,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_after_last_commit,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_lsn_target_after_switch, wal_setup,
+										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_lsn_target_before_gap_no_prefetch,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_name_target_reused, wal_setup,

@@ -267,6 +267,7 @@ typedef struct SnapRun
 	char id[BK_SNAPSHOT_ID_LEN];
 	char kind[8];
 	char source_id[BK_SOURCE_ID_MAX + 1];
+	char topic_prefix[BK_TOPIC_NAME_MAX + 1]; /* bk.topic_prefix */
 	char snapshot_topic[BK_TOPIC_NAME_MAX + 1];
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
 

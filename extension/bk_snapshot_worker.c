@@ -18,6 +18,9 @@ static void snap_finish_record(SnapRun *run, BkSnapshotState state,
 static void snap_release_cancel(SnapRun *run);
 static void snap_refuse_after_unknown(SnapRun *run, const char *table,
 									  TimestampTz parent_start);
+static void snap_refuse_other_source(SnapRun *run, const char *parent_id,
+									 const char *parent_source,
+									 const char *parent_prefix);
 static void snap_fail_history_on_exit(int code, Datum arg);
 static void snap_cleanup_on_exit(int code, Datum arg);
 static void snap_write_running_file(SnapRun *run);
@@ -385,6 +388,7 @@ snap_prepare(SnapRun *run)
 	bk_error_clear(&err);
 	snap_set_phase(run->slot, "preparing");
 	bk_effective_source_id(run->source_id, sizeof(run->source_id));
+	strlcpy(run->topic_prefix, bk_topic_prefix, sizeof(run->topic_prefix));
 	if (!bk_topic_name(bk_topic_prefix, BK_TOPIC_SNAPSHOT, run->snapshot_topic,
 					   sizeof(run->snapshot_topic), &err) ||
 		!bk_topic_name(bk_topic_prefix, BK_TOPIC_AUDIT, run->audit_topic,
@@ -409,9 +413,10 @@ snap_prepare(SnapRun *run)
 	run->blocks_table = MemoryContextStrdup(
 		TopMemoryContext,
 		snap_extension_table("bk_snapshot_blocks", "first_block"));
+	(void) snap_extension_table("bk_snapshot_history", "record_sent");
 	run->history_table = MemoryContextStrdup(
 		TopMemoryContext,
-		snap_extension_table("bk_snapshot_history", "record_sent"));
+		snap_extension_table("bk_snapshot_history", "topic_prefix"));
 	table = run->history_table;
 	snap_fail_stale_history(run);
 	bk_blockmap_prune(run->blocks_table, run->history_table);
@@ -422,12 +427,13 @@ snap_prepare(SnapRun *run)
 	if (strcmp(run->kind, "full") != 0)
 	{
 		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "SELECT snapshot_id, start_lsn, file_list, start_time "
-						 "FROM %s "
-						 "WHERE state = 'complete' AND ($1 OR kind = 'full') "
-						 "ORDER BY start_time DESC LIMIT 1",
-						 table);
+		appendStringInfo(
+			&sql,
+			"SELECT snapshot_id, start_lsn, file_list, start_time, "
+			"source_id, topic_prefix FROM %s "
+			"WHERE state = 'complete' AND ($1 OR kind = 'full') "
+			"ORDER BY start_time DESC LIMIT 1",
+			table);
 		if (SPI_execute_with_args(
 				sql.data, 1, (Oid[]){BOOLOID},
 				(Datum[]){BoolGetDatum(strcmp(run->kind, "incr") == 0)}, NULL,
@@ -449,6 +455,9 @@ snap_prepare(SnapRun *run)
 			char *files;
 			MemoryContext old;
 
+			snap_refuse_other_source(run, SPI_getvalue(tuple, desc, 1),
+									 SPI_getvalue(tuple, desc, 5),
+									 SPI_getvalue(tuple, desc, 6));
 			snap_refuse_after_unknown(
 				run, table,
 				DatumGetTimestampTz(SPI_getbinval(tuple, desc, 4, &isnull)));
@@ -478,19 +487,76 @@ snap_prepare(SnapRun *run)
 	appendStringInfo(
 		&sql,
 		"INSERT INTO %s (snapshot_id, kind, parent_id, state, label, "
-		"requested_time) VALUES ($1, $2, $3, 'running', "
-		"NULLIF($4, ''), now())",
+		"requested_time, source_id, topic_prefix) VALUES ($1, $2, $3, "
+		"'running', NULLIF($4, ''), now(), $5, $6)",
 		table);
 	if (SPI_execute_with_args(
-			sql.data, 4, (Oid[]){TEXTOID, TEXTOID, TEXTOID, TEXTOID},
+			sql.data, 6,
+			(Oid[]){TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID},
 			(Datum[]){CStringGetTextDatum(run->id),
 					  CStringGetTextDatum(run->kind),
 					  run->parent_id ? CStringGetTextDatum(run->parent_id)
 									 : (Datum) 0,
-					  CStringGetTextDatum(run->slot->label)},
-			run->parent_id ? NULL : "  n ", false, 0) != SPI_OK_INSERT)
+					  CStringGetTextDatum(run->slot->label),
+					  CStringGetTextDatum(run->source_id),
+					  CStringGetTextDatum(run->topic_prefix)},
+			run->parent_id ? NULL : "  n   ", false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record the snapshot in its history");
 	snap_sql_end();
+}
+
+/*
+ * snap_refuse_other_source
+ *		A diff or incr restores only with its parent, which must then be in
+ *		the archive this snapshot goes to: sent under the same source id
+ *		(bk list --source looks for it there) and the same topic prefix
+ *		(another prefix's topics may feed another shipper and repository).
+ *		After bk.source_id or bk.topic_prefix changed, the newest complete
+ *		snapshot is in the old archive, and a diff or incr built on it would
+ *		complete here yet never be restorable, nor any incr after it.
+ *
+ * A row from before 0.7 does not say where it went (NULL) and is refused
+ * too: the change that must be caught is exactly the one the row cannot
+ * tell, and the cost of the doubt is one full snapshot.
+ */
+static void
+snap_refuse_other_source(SnapRun *run, const char *parent_id,
+						 const char *parent_source, const char *parent_prefix)
+{
+	if (parent_source != NULL && parent_prefix != NULL &&
+		strcmp(parent_source, run->source_id) == 0 &&
+		strcmp(parent_prefix, run->topic_prefix) == 0)
+		return;
+	if (parent_source == NULL || parent_prefix == NULL)
+		ereport(
+			ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot take a%s %s snapshot: the history does not say "
+					"which source id and topic prefix its parent %s was sent "
+					"under",
+					strcmp(run->kind, "incr") == 0 ? "n" : "", run->kind,
+					parent_id),
+			 errdetail("The parent was taken before bk 0.7 recorded them; "
+					   "if bk.source_id or bk.topic_prefix changed since, "
+					   "the parent is not in the archive this snapshot goes "
+					   "to, and it would never be restorable."),
+			 errhint("Take a full snapshot: SELECT * FROM bk_snapshot('full')."
+					 " Diff and incr snapshots build on it again.")));
+	ereport(
+		ERROR,
+		(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		 errmsg("cannot take a%s %s snapshot: its parent %s was sent under "
+				"another source id or topic prefix",
+				strcmp(run->kind, "incr") == 0 ? "n" : "", run->kind,
+				parent_id),
+		 errdetail("The parent went to source id \"%s\" with topic prefix "
+				   "\"%s\"; this snapshot goes to source id \"%s\" with topic "
+				   "prefix \"%s\". A diff or incr restores only from the "
+				   "archive that holds its parent.",
+				   parent_source, parent_prefix, run->source_id,
+				   run->topic_prefix),
+		 errhint("Take a full snapshot: SELECT * FROM bk_snapshot('full')."
+				 " Diff and incr snapshots build on it again.")));
 }
 
 /*

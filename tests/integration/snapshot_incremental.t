@@ -22,9 +22,13 @@
 #
 # Also: a bk extension older than its library (0.1, before the page-digest
 # table) makes bk_snapshot() fail with the fix in the hint, and
-# ALTER EXTENSION bk UPDATE brings it to 0.6 (0.2 kept page digests per
+# ALTER EXTENSION bk UPDATE brings it to 0.7 (0.2 kept page digests per
 # file only; 0.3's history cannot say that a record may be out; 0.4 has
-# no bk_monitor role; 0.5 no bk_snapshot_wait).
+# no bk_monitor role; 0.5 no bk_snapshot_wait; 0.6's history cannot say
+# which source id and topic prefix a snapshot went to).  After bk.source_id
+# changes, an incr is refused (its parent is in the old source's archive),
+# with a full snapshot in the hint, as it is on a parent whose row does not
+# say where it went; the full then works, and incrs build on it.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -86,9 +90,14 @@ q main -c "ALTER EXTENSION bk UPDATE TO '0.3'" >/dev/null
 out="$(q main -c "SELECT state FROM bk_snapshot()" 2>&1)"
 like "$out" 'table "bk_snapshot_history" or its column "record_sent" is missing' \
     "and on version 0.3 (the history cannot say a record may be out)"
+q main -c "ALTER EXTENSION bk UPDATE TO '0.6'" >/dev/null
+out="$(q main -c "SELECT state FROM bk_snapshot()" 2>&1)"
+like "$out" 'table "bk_snapshot_history" or its column "topic_prefix" is missing' \
+    "and on version 0.6 (the history cannot say where a snapshot went)"
+like "$out" 'ALTER EXTENSION bk UPDATE' "which says how to fix it too"
 q main -c "ALTER EXTENSION bk UPDATE" >/dev/null
 is "$(q main -c "SELECT extversion FROM pg_extension WHERE extname = 'bk'")|$(q main -c "SELECT relpersistence FROM pg_class WHERE relname = 'bk_snapshot_blocks'")" \
-    "0.6|u" "ALTER EXTENSION bk UPDATE brings it to 0.6, with the unlogged page-digest table"
+    "0.7|u" "ALTER EXTENSION bk UPDATE brings it to 0.7, with the unlogged page-digest table"
 is "$(q main -c "SELECT has_table_privilege('public', 'bk_snapshot_blocks', 'SELECT')")" f \
     "PUBLIC cannot read the page digests"
 is "$(q main -c "SELECT has_function_privilege('public', 'bk_snapshot_wait(text)', 'EXECUTE'),
@@ -319,6 +328,30 @@ done
 # bk verify rebuilds every file of every snapshot, through its chain.
 out="$("$BK" verify --config "$dir/bk.conf" 2>&1)"
 is $? 0 "bk verify: every snapshot file rebuilds to its recorded SHA-256" || diag "$(tail -n 10 <<<"$out")"
+
+# ---- a new source id: no incr onto the old source's snapshot
+is "$(q main -c "SELECT source_id || ' ' || topic_prefix FROM bk_snapshot_history WHERE snapshot_id = '${SNAP[main.incr3]}'")" \
+    "$source_id $prefix" "the history says which source id and topic prefix a snapshot went to"
+echo "bk.source_id = 'incr-renamed-$$'" >>"$BK_PGDATA/bk_test.conf"
+q main -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+out="$(q main -c "SELECT state FROM bk_snapshot('incr')" 2>&1)"
+like "$out" "parent ${SNAP[main.incr3]} was sent under another source id" \
+    "after bk.source_id changes, an incr on the old source's snapshot is refused"
+like "$out" "HINT:  Take a full snapshot" "and the hint says to take a full snapshot"
+is "$(q main -c "SELECT count(*) FROM bk_snapshot_history WHERE parent_id = '${SNAP[main.incr3]}'")" 0 \
+    "no snapshot in the history builds on it"
+renamed_full="$(q main -c "SELECT snapshot_id || ' ' || state FROM bk_snapshot('full')" 2>&1)"
+like "$renamed_full" ' complete$' "a full snapshot under the new source id completes"
+renamed_full="${renamed_full%% *}"
+out="$(q main -c "SELECT coalesce(parent_id, '-') || ' ' || state FROM bk_snapshot('incr')" 2>&1)"
+is "$out" "$renamed_full complete" "and an incr builds on it"
+# A row from before 0.7 does not say where its snapshot went: no parent.
+q main -c "UPDATE bk_snapshot_history SET source_id = NULL, topic_prefix = NULL" >/dev/null
+out="$(q main -c "SELECT state FROM bk_snapshot('diff')" 2>&1)"
+like "$out" "does not say which source id and topic prefix its parent $renamed_full was sent under" \
+    "a diff onto a parent whose row predates the columns is refused"
+like "$out" "HINT:  Take a full snapshot" "with the same hint"
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

@@ -247,6 +247,12 @@ extern bool bk_confirm_prepare(const BkKafkaSettings *settings,
 extern bool bk_confirm_wait(const char *source_id, const char *object,
 							const char *attempt_hex, int timeout_ms,
 							BkInterruptFn interrupted, BkError *err);
+extern bool bk_confirm_wait_snapshot(const char *source_id,
+									 const char *snapshot_id,
+									 const char *const *own_parts,
+									 int own_part_count, int64 data_objects,
+									 int timeout_ms, BkInterruptFn interrupted,
+									 void *interrupt_arg, BkError *err);
 extern int64 bk_confirm_last_progress_ms(void);
 extern void bk_confirm_reset(void);
 

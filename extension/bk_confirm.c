@@ -44,8 +44,10 @@
  */
 #include "postgres.h"
 
+#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "bk.h"
@@ -118,6 +120,9 @@ static bool bk_consumer_ensure(const BkKafkaSettings *settings, BkError *err);
 static void bk_consumer_unassign(void);
 static void bk_confirm_probe(int64 deadline);
 static int bk_slice_ms(int64 deadline);
+static bool bk_audit_parse(const void *payload, size_t len,
+						   BkAuditParse *parse);
+static BkAuditVerdict bk_audit_verdict(const char *event);
 static BkAuditVerdict bk_audit_event_matches(const void *payload, size_t len,
 											 const char *source_id,
 											 const char *object,
@@ -365,6 +370,206 @@ bk_confirm_wait(const char *source_id, const char *object,
 }
 
 /*
+ * bk_confirm_wait_snapshot
+ *		Read the audit topic from where bk_confirm_prepare left it until the
+ *		shipper has confirmed every object of snapshot snapshot_id: each of
+ *		its own parts by name (own_parts: "snapshot.json" and the like) and
+ *		data_objects other objects named "<snapshot_id>/...", or timeout_ms
+ *		pass.
+ *
+ * The snapshot's objects are sent by several processes, whose attempt ids
+ * the caller does not know; the snapshot id, unique to this snapshot, names
+ * them instead.  Each name counts once (the shipper may repeat an event
+ * after a crash), remembered by a 64-bit hash: two names with one hash
+ * would count once, and the wait time out rather than end early.  An
+ * object the shipper gave up ("abandoned") before any copy of it was
+ * stored ends the wait at once: nothing sends it again.
+ */
+bool
+bk_confirm_wait_snapshot(const char *source_id, const char *snapshot_id,
+						 const char *const *own_parts, int own_part_count,
+						 int64 data_objects, int timeout_ms,
+						 BkInterruptFn interrupted, void *interrupt_arg,
+						 BkError *err)
+{
+	int64 deadline = bk_monotonic_ms() + timeout_ms;
+	size_t prefix_len = strlen(snapshot_id) + 1;
+	char *prefix = psprintf("%s/", snapshot_id);
+	bool *own_confirmed = palloc0(sizeof(bool) * Max(own_part_count, 1));
+	int own_done = 0;
+	int64 data_done = 0;
+	int conflicts = 0;
+	MemoryContext event_context;
+	HASHCTL hash_ctl;
+	HTAB *confirmed;
+	char last_error[256] = "";
+	char abandoned[BK_OBJECT_NAME_MAX + 1] = "";
+	char reason[256] = "";
+	bool done = false;
+	bool stopped = false;
+
+	if (consumer.rk == NULL || !consumer.assigned)
+		return bk_error_set(err, BK_ERR_INTERNAL,
+							"no audit consumer was prepared for snapshot %s",
+							snapshot_id);
+
+	memset(&hash_ctl, 0, sizeof(hash_ctl));
+	hash_ctl.keysize = sizeof(uint64);
+	hash_ctl.entrysize = sizeof(uint64);
+	hash_ctl.hcxt = CurrentMemoryContext;
+	confirmed = hash_create("bk confirmed snapshot objects", 1024, &hash_ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	event_context = AllocSetContextCreate(
+		CurrentMemoryContext, "bk audit event", ALLOCSET_SMALL_SIZES);
+	for (;;)
+	{
+		rd_kafka_message_t *msg;
+
+		done = own_done == own_part_count && data_done >= data_objects;
+		if (done || abandoned[0] != '\0')
+			break;
+		if (interrupted(interrupt_arg))
+		{
+			bk_error_set(err, BK_ERR_INTERRUPTED,
+						 "waiting for the shipper to confirm snapshot %s was "
+						 "interrupted",
+						 snapshot_id);
+			stopped = true;
+			break;
+		}
+		if (bk_monotonic_ms() >= deadline)
+			break;
+		msg = rd_kafka_consumer_poll(consumer.rk,
+									 Min(100, bk_slice_ms(deadline)));
+		rd_kafka_poll(consumer.rk, 0);
+		bk_kafka_log_flush();
+		if (msg == NULL)
+			continue;
+		if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			MemoryContext oldcontext = MemoryContextSwitchTo(event_context);
+			BkAuditParse parse;
+			BkAuditVerdict verdict = BK_AUDIT_OTHER;
+			const char *object = NULL;
+
+			confirm_progress_ms = bk_monotonic_ms();
+			if (bk_audit_parse(msg->payload, msg->len, &parse) &&
+				strcmp(parse.values[BK_AUDIT_SOURCE], source_id) == 0 &&
+				strcmp(parse.values[BK_AUDIT_KIND], "snapshot") == 0 &&
+				strncmp(parse.values[BK_AUDIT_OBJECT], prefix, prefix_len) == 0)
+			{
+				object = parse.values[BK_AUDIT_OBJECT];
+				verdict = bk_audit_verdict(parse.values[BK_AUDIT_EVENT]);
+			}
+			if (verdict == BK_AUDIT_STORED || verdict == BK_AUDIT_CONFLICT)
+			{
+				uint64 key = hash_bytes_extended((const unsigned char *) object,
+												 (int) strlen(object), 0);
+				bool found;
+
+				(void) hash_search(confirmed, &key, HASH_ENTER, &found);
+				if (!found)
+				{
+					int part;
+
+					for (part = 0; part < own_part_count; part++)
+						if (strcmp(object + prefix_len, own_parts[part]) == 0)
+							break;
+					if (part < own_part_count)
+					{
+						own_confirmed[part] = true;
+						own_done++;
+					}
+					else
+						data_done++;
+					if (verdict == BK_AUDIT_CONFLICT)
+						conflicts++;
+				}
+			}
+			else if (verdict == BK_AUDIT_ABANDONED)
+			{
+				uint64 key = hash_bytes_extended((const unsigned char *) object,
+												 (int) strlen(object), 0);
+
+				if (hash_search(confirmed, &key, HASH_FIND, NULL) == NULL)
+				{
+					strlcpy(abandoned, object, sizeof(abandoned));
+					if (parse.values[BK_AUDIT_REASON] != NULL)
+						bk_printable_copy(
+							reason, sizeof(reason),
+							parse.values[BK_AUDIT_REASON],
+							strlen(parse.values[BK_AUDIT_REASON]));
+				}
+			}
+			MemoryContextSwitchTo(oldcontext);
+			MemoryContextReset(event_context);
+		}
+		else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			strlcpy(last_error, rd_kafka_message_errstr(msg),
+					sizeof(last_error));
+		rd_kafka_message_destroy(msg);
+	}
+	MemoryContextDelete(event_context);
+	hash_destroy(confirmed);
+	pfree(prefix);
+	bk_consumer_unassign();
+
+	if (conflicts > 0)
+		ereport(WARNING,
+				(errmsg("bk: %d object%s of snapshot %s %s in the repository "
+						"only as a conflicting copy",
+						conflicts, conflicts == 1 ? "" : "s", snapshot_id,
+						conflicts == 1 ? "is" : "are"),
+				 errdetail("The repository already held a different object of "
+						   "that name for source \"%s\"; bk-shipper keeps "
+						   "both.",
+						   source_id),
+				 errhint("Another server is probably archiving with the same "
+						 "bk.source_id. Give each server its own.")));
+	if (done)
+		return true;
+	if (abandoned[0] != '\0')
+	{
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "the shipper gave up \"%s\" although Kafka acknowledged "
+					 "it: %s",
+					 abandoned, reason[0] ? reason : "no reason given");
+		return bk_error_hint(err, "The shipper gives an object up when its "
+								  "chunks stop arriving for longer than its "
+								  "abandon_after. Take the snapshot again.");
+	}
+	if (stopped)
+		return false;
+	{
+		StringInfoData missing;
+
+		initStringInfo(&missing);
+		for (int part = 0; part < own_part_count; part++)
+			if (!own_confirmed[part])
+				appendStringInfo(&missing, "%s\"%s\"",
+								 missing.len > 0 ? ", " : "", own_parts[part]);
+		if (data_done < data_objects)
+			appendStringInfo(&missing,
+							 "%s" INT64_FORMAT " of its " INT64_FORMAT
+							 " data objects",
+							 missing.len > 0 ? " and " : "",
+							 data_objects - data_done, data_objects);
+		bk_error_set(err, BK_ERR_TIMEOUT,
+					 "Kafka acknowledged snapshot %s, but the shipper did not "
+					 "confirm %s on topic \"%s\" within "
+					 "bk.repository_timeout (%d ms)%s%s",
+					 snapshot_id, missing.data, consumer.topic, timeout_ms,
+					 last_error[0] ? "; last consumer error: " : "",
+					 last_error);
+		pfree(missing.data);
+	}
+	return bk_error_hint(err, "With bk.wait_for = repository a snapshot "
+							  "completes only once bk-shipper stored all of "
+							  "it. Check that bk-shipper runs and reads the "
+							  "same topics, then take a full snapshot.");
+}
+
+/*
  * bk_confirm_last_progress_ms
  *		When Kafka last answered a confirmation wait (an audit message, or
  *		the audit topic's end offset), in bk_monotonic_ms time; 0 if never.
@@ -510,31 +715,28 @@ bk_slice_ms(int64 deadline)
 }
 
 /*
- * bk_audit_event_matches
- *		Is this audit message the shipper's word about our attempt?  For an
- *		"abandoned" event, its reason (if any) is copied to reason.
+ * bk_audit_parse
+ *		The top-level string fields of an audit message; false if it is not
+ *		JSON, or not an event about an attempt (a required field missing).
+ *		The values point into memory of the current context.
  */
-static BkAuditVerdict
-bk_audit_event_matches(const void *payload, size_t len, const char *source_id,
-					   const char *object, const char *attempt_hex,
-					   char *reason, size_t reason_size)
+static bool
+bk_audit_parse(const void *payload, size_t len, BkAuditParse *parse)
 {
-	BkAuditParse parse;
 	JsonSemAction sem;
 	MemoryContext context = CurrentMemoryContext;
 	char *text;
 	volatile bool parsed = false;
-	const char *event;
 
 	if (payload == NULL || len == 0 || len > 65536)
-		return BK_AUDIT_OTHER;
+		return false;
 	text = palloc(len + 1);
 	memcpy(text, payload, len);
 	text[len] = '\0';
 
-	memset(&parse, 0, sizeof(parse));
+	memset(parse, 0, sizeof(*parse));
 	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &parse;
+	sem.semstate = parse;
 	sem.object_start = bk_audit_object_start;
 	sem.object_end = bk_audit_object_end;
 	sem.array_start = bk_audit_object_start;
@@ -564,30 +766,52 @@ bk_audit_event_matches(const void *payload, size_t len, const char *source_id,
 	}
 	PG_END_TRY();
 	if (!parsed)
-		return BK_AUDIT_OTHER;
+		return false;
 
 	for (int fieldIdx = 0; fieldIdx < BK_AUDIT_REQUIRED_FIELDS; fieldIdx++)
-		if (parse.values[fieldIdx] == NULL)
-			return BK_AUDIT_OTHER;
-	if (strcmp(parse.values[BK_AUDIT_SOURCE], source_id) != 0 ||
-		strcmp(parse.values[BK_AUDIT_KIND], "wal") != 0 ||
-		strcmp(parse.values[BK_AUDIT_OBJECT], object) != 0 ||
-		pg_strcasecmp(parse.values[BK_AUDIT_ATTEMPT], attempt_hex) != 0)
-		return BK_AUDIT_OTHER;
-	event = parse.values[BK_AUDIT_EVENT];
+		if (parse->values[fieldIdx] == NULL)
+			return false;
+	return true;
+}
+
+/* What an event about one of our attempts says of it. */
+static BkAuditVerdict
+bk_audit_verdict(const char *event)
+{
 	if (strcmp(event, "archived") == 0 || strcmp(event, "duplicate") == 0)
 		return BK_AUDIT_STORED;
 	if (strcmp(event, "conflict") == 0)
 		return BK_AUDIT_CONFLICT;
 	if (strcmp(event, "abandoned") == 0)
-	{
-		if (parse.values[BK_AUDIT_REASON] != NULL)
-			bk_printable_copy(reason, reason_size,
-							  parse.values[BK_AUDIT_REASON],
-							  strlen(parse.values[BK_AUDIT_REASON]));
 		return BK_AUDIT_ABANDONED;
-	}
 	return BK_AUDIT_OTHER;
+}
+
+/*
+ * bk_audit_event_matches
+ *		Is this audit message the shipper's word about our attempt?  For an
+ *		"abandoned" event, its reason (if any) is copied to reason.
+ */
+static BkAuditVerdict
+bk_audit_event_matches(const void *payload, size_t len, const char *source_id,
+					   const char *object, const char *attempt_hex,
+					   char *reason, size_t reason_size)
+{
+	BkAuditParse parse;
+	BkAuditVerdict verdict;
+
+	if (!bk_audit_parse(payload, len, &parse))
+		return BK_AUDIT_OTHER;
+	if (strcmp(parse.values[BK_AUDIT_SOURCE], source_id) != 0 ||
+		strcmp(parse.values[BK_AUDIT_KIND], "wal") != 0 ||
+		strcmp(parse.values[BK_AUDIT_OBJECT], object) != 0 ||
+		pg_strcasecmp(parse.values[BK_AUDIT_ATTEMPT], attempt_hex) != 0)
+		return BK_AUDIT_OTHER;
+	verdict = bk_audit_verdict(parse.values[BK_AUDIT_EVENT]);
+	if (verdict == BK_AUDIT_ABANDONED && parse.values[BK_AUDIT_REASON] != NULL)
+		bk_printable_copy(reason, reason_size, parse.values[BK_AUDIT_REASON],
+						  strlen(parse.values[BK_AUDIT_REASON]));
+	return verdict;
 }
 
 /* JSON semantic actions: track depth, keep top-level string fields. */

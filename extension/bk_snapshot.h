@@ -315,6 +315,8 @@ typedef struct SnapRun
 	StringInfoData tablespace_map;
 	bool backup_started;
 	bool record_sending; /* the record may be out: cancel is held off */
+	/* bk.wait_for = repository when it started (snap_confirm_wait) */
+	bool confirm_in_repository;
 
 	/* What the snapshot holds, as it is built. */
 	List *entries; /* SnapEntry * */
@@ -419,6 +421,8 @@ extern void snap_record_directory(SnapRun *run, const char *path, mode_t mode);
 extern void snap_record_tablespace(SnapRun *run, const char *oid_text,
 								   const char *target);
 extern void snap_send_own_objects(SnapRun *run);
+extern void snap_confirm_prepare(SnapRun *run);
+extern void snap_confirm_wait(SnapRun *run);
 extern void snap_announce_begin(SnapRun *run);
 extern void snap_announce_end(SnapRun *run, const char *state_name,
 							  const char *error);

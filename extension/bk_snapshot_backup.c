@@ -24,6 +24,8 @@ snap_take(SnapRun *run)
 
 	/* Announce it; without Kafka there is no point in starting backup mode. */
 	snap_announce_begin(run);
+	/* Before the first object: its confirmation comes after this point. */
+	snap_confirm_prepare(run);
 
 	snap_set_phase(run->slot, run->slot->fast ? "checkpoint (fast)"
 											  : "checkpoint (spread)");

@@ -406,6 +406,89 @@ snap_send_own_objects(SnapRun *run)
 	/* Only once the mark is committed: the history then says so. */
 	run->record_sending = true;
 	snap_send_record(run);
+	if (run->confirm_in_repository)
+		snap_confirm_wait(run);
+}
+
+/* ------------------------------------------------ bk.wait_for = repository */
+
+/* The run bk_confirm_prepare's interrupt callback asks about. */
+static SnapRun *confirming_run = NULL;
+
+static bool
+snap_confirm_interrupted(void *arg)
+{
+	return snap_interrupted(confirming_run);
+}
+
+/*
+ * snap_confirm_prepare
+ *		With bk.wait_for = 'repository', find where the audit topic ends
+ *		before the first object goes: the shipper's events about the
+ *		snapshot's objects can only come after that (snap_confirm_wait).
+ *		Kafka's acknowledgement is not durable where Kafka neither
+ *		replicates nor flushes; a snapshot it lost would still complete,
+ *		and later diff and incr snapshots build on it.
+ */
+void
+snap_confirm_prepare(SnapRun *run)
+{
+	BkKafkaSettings settings;
+	BkError err;
+
+	run->confirm_in_repository = bk_wait_for == BK_WAIT_FOR_REPOSITORY;
+	if (!run->confirm_in_repository)
+		return;
+	bk_error_clear(&err);
+	bk_source_kafka_settings(&settings, "bk-snapshot-confirm");
+	confirming_run = run;
+	if (!bk_confirm_prepare(&settings, run->audit_topic,
+							snap_confirm_interrupted, &err))
+	{
+		if (err.code != BK_ERR_INTERRUPTED)
+			bk_error_hint(&err, "bk.wait_for = repository reads the "
+								"shipper's events from that topic: check "
+								"that Kafka is up and that \"bk init\" "
+								"created the topics.");
+		snap_kafka_error(run, &err, "the audit topic's end");
+	}
+}
+
+/*
+ * snap_confirm_wait
+ *		The snapshot completes only once the shipper has said, on the audit
+ *		topic, that every object of it is in the repository: the label, map,
+ *		manifest and record by name, the data objects (the record's count)
+ *		by number.  The record is out by now: a failure here fails the
+ *		snapshot with record_sent set, so that no diff or incr builds on it
+ *		or on an older parent until a newer full completes.
+ */
+void
+snap_confirm_wait(SnapRun *run)
+{
+	static const char *const own_parts[] = {BK_SNAPSHOT_LABEL, BK_SNAPSHOT_MAP,
+											BK_SNAPSHOT_MANIFEST,
+											BK_SNAPSHOT_RECORD};
+	BkError err;
+
+	bk_error_clear(&err);
+	snap_set_phase(run->slot, "waiting for the repository");
+	if (!bk_confirm_wait_snapshot(run->source_id, run->id, own_parts,
+								  lengthof(own_parts), run->objects,
+								  bk_repository_timeout_ms, snap_interrupted,
+								  run, &err))
+	{
+		bk_kafka_log_flush();
+		if (err.code == BK_ERR_INTERRUPTED)
+			ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED),
+							errmsg("snapshot interrupted while waiting for "
+								   "the shipper's confirmation")));
+		/* The message names the snapshot and what is missing. */
+		ereport(ERROR,
+				(errcode(bk_sqlstate(err.code)), errmsg("%s", err.message),
+				 err.hint[0] ? errhint("%s", err.hint) : 0));
+	}
+	bk_kafka_log_flush();
 }
 
 /* ------------------------------------------------------------ audit events */

@@ -267,6 +267,7 @@ snap_release(SnapRun *run)
 	run->block_buffer = NULL;
 	bk_blockmap_release(&run->map);
 	bk_blockmap_release(&run->parent_map);
+	bk_confirm_reset(); /* snap_confirm_prepare's consumer, if any */
 	bk_kafka_log_flush();
 }
 

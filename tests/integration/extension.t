@@ -21,6 +21,9 @@
 #   - bk.wait_for = 'repository' waits for the shipper's audit event of this
 #     very attempt, stops at once when the shipper gave the attempt up, and
 #     gives up after bk.repository_timeout.
+#   - with bk.wait_for = 'repository' a snapshot completes only once the
+#     shipper's events confirm its record and every other object of it,
+#     and fails after bk.repository_timeout naming what was not confirmed;
 #   - CALL bk_snapshot_wait(id) waits for a snapshot holding no snapshot of
 #     the database (no backend_xmin), unlike a waiting SELECT.
 # At the end the server gets its plain configuration back.  Needs root (to
@@ -596,6 +599,53 @@ wait_for 30 "no confirmation" log_has "$log_start" "but the shipper did not conf
 ok $? "without the shipper's event the attempt fails after bk.repository_timeout"
 test -f "$BK_PGDATA/pg_wal/archive_status/$segment.ready"
 ok $? "$segment is kept"
+qp -c "ALTER SYSTEM RESET bk.wait_for" -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null
+reload_until bk.wait_for kafka
+wait_for 90 "backlog drained" no_backlog
+ok $? "with bk.wait_for = kafka again, the backlog drains"
+
+# ------------------------------------------------------------------ (f1) snapshots with bk.wait_for = repository
+# Kafka's acknowledgement of a snapshot is no more durable than of a
+# segment: the snapshot completes only once the shipper's events confirm
+# each of its objects (here forged, from the names on the snapshot topic).
+qp -c "ALTER SYSTEM SET bk.wait_for = 'repository'" \
+    -c "ALTER SYSTEM SET bk.repository_timeout = '20s'" >/dev/null
+reload_until bk.repository_timeout 20s
+snapshot_objects() { # ID: the names of the snapshot's objects on its topic
+    kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.snapshot" -e -q -f '%h\n' 2>/dev/null |
+        grep -o "bk-object=$1/[^,]*" | cut -d= -f2- | sort -u
+}
+confirm() { # NAME...: the shipper's "archived" event for each
+    local name
+    for name in "$@"; do
+        printf '{"event":"archived","source":"%s","kind":"snapshot","object":"%s","attempt":"%032d"}\n' \
+            "$sysid" "$name" 0
+    done | audit
+}
+snap_id="$(q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
+record_in_kafka() { snapshot_objects "$snap_id" | grep -qxF "$snap_id/snapshot.json"; }
+wait_for 60 "the record of $snap_id on $prefix.snapshot" record_in_kafka
+ok $? "snapshot $snap_id sent its record to Kafka"
+mapfile -t objects < <(snapshot_objects "$snap_id" | grep -vxF "$snap_id/snapshot.json")
+confirm "${objects[@]}"
+sleep 2
+is "$(q -c "SELECT state || ' ' || phase FROM bk_snapshot_progress WHERE snapshot_id = '$snap_id'")" \
+    "running waiting for the repository" \
+    "acknowledged by Kafka, and every object but the record confirmed, it is not complete"
+confirm "$snap_id/snapshot.json"
+snapshot_done() { [[ "$(q -c "SELECT state FROM bk_snapshot_history WHERE snapshot_id = '$snap_id'")" != running ]]; }
+wait_for 15 "$snap_id ended" snapshot_done
+is "$(q -c "SELECT state FROM bk_snapshot_history WHERE snapshot_id = '$snap_id'")" complete \
+    "once the shipper confirmed the record too (${#objects[@]} other objects), it completes"
+qp -c "ALTER SYSTEM SET bk.repository_timeout = '2s'" >/dev/null
+reload_until bk.repository_timeout 2s
+out="$(q -c "SELECT state FROM bk_snapshot()" 2>&1)"
+like "$out" 'Kafka acknowledged snapshot [0-9TZ-]*[0-9a-f]{8}, but the shipper did not confirm "backup_label", "tablespace_map", "backup_manifest", "snapshot.json" and [1-9][0-9]* of its [1-9][0-9]* data objects on topic' \
+    "without the shipper's events a snapshot fails after bk.repository_timeout, naming what was not confirmed"
+like "$out" 'HINT:  With bk.wait_for = repository a snapshot completes only once bk-shipper stored all of it' \
+    "and saying why"
+is "$(q -c "SELECT state || ' ' || record_sent::text FROM bk_snapshot_history ORDER BY requested_time DESC LIMIT 1")" \
+    "failed true" "it is failed, its record marked as possibly out"
 qp -c "ALTER SYSTEM RESET bk.wait_for" -c "ALTER SYSTEM RESET bk.repository_timeout" >/dev/null
 reload_until bk.wait_for kafka
 wait_for 90 "backlog drained" no_backlog

@@ -12,7 +12,8 @@
 #     topic or in the repository;
 #   - a cluster recovered from a base backup with restore_command =
 #     'bk wal-get ...' replays the archive to its end and has the data;
-#   - with bk.wait_for = repository, a fast shutdown archives the last
+#   - with bk.wait_for = repository, a snapshot completes (the shipper's
+#     events name every object of it), and a fast shutdown archives the last
 #     segment although the shipper confirms it only 5 s later.
 # With BK_TEST_BACKEND=s3 (wal_archiving_s3.t) the repository is a bucket
 # of the real s3proxy, and the object store itself is also stopped for 20 s
@@ -322,6 +323,9 @@ echo "bk.wait_for = 'repository'" >>"$BK_PGDATA/bk_test.conf"
 psql_q "SELECT pg_reload_conf()" >/dev/null
 waits_for_repository() { [[ "$(psql_q "SHOW bk.wait_for")" == repository ]]; }
 wait_for 30 "bk.wait_for = repository after reload" waits_for_repository
+out="$(psql_q "SELECT state FROM bk_snapshot()" 2>&1)"
+is "$out" complete "with bk.wait_for = repository, a snapshot completes once the shipper confirmed every object of it"
+# Archived in order: this one archived, the snapshot's segments are too.
 switch_and_wait 120
 ok $? "with bk.wait_for = repository, a segment is archived"
 log_bytes="$(stat -c %s "$pglog")"

@@ -3995,10 +3995,10 @@ gap_end(GapFixture *g)
 	unsetenv("BK_FAKE_LOG");
 }
 
-/* Check the WAL for a restore to the time; the pg_waldump runs in runs. */
+/* Check the WAL for a restore to the target; the pg_waldump runs in runs. */
 static bool
-gap_check(GapFixture *g, const char *time, char *runs, size_t runs_len,
-		  BkError *err)
+target_check(GapFixture *g, BkPgTargetType type, const char *target, char *runs,
+			 size_t runs_len, BkError *err)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -4006,14 +4006,20 @@ gap_check(GapFixture *g, const char *time, char *runs, size_t runs_len,
 	bool ok;
 
 	unlink(g->log);
-	assert_true(
-		bk_pg_target_parse(&g->r->target, BK_PG_TARGET_TIME, time, &ignored));
+	assert_true(bk_pg_target_parse(&g->r->target, type, target, &ignored));
 	ok = restore_check_wal_path(g->r, err);
 	runs[0] = '\0';
 	if (bk_read_file(g->log, 65536, &text, &len, &ignored))
 		snprintf(runs, runs_len, "%.*s", (int) len, text);
 	free(text);
 	return ok;
+}
+
+static bool
+gap_check(GapFixture *g, const char *time, char *runs, size_t runs_len,
+		  BkError *err)
+{
+	return target_check(g, BK_PG_TARGET_TIME, time, runs, runs_len, err);
 }
 
 /*
@@ -4264,25 +4270,11 @@ test_lsn_target_before_gap_no_prefetch(void **state)
 	gap_end(&g);
 }
 
-/* Check the WAL for a restore to the LSN; the pg_waldump runs in runs. */
 static bool
 lsn_check(GapFixture *g, const char *lsn, char *runs, size_t runs_len,
 		  BkError *err)
 {
-	char *text = NULL;
-	size_t len = 0;
-	BkError ignored;
-	bool ok;
-
-	unlink(g->log);
-	assert_true(
-		bk_pg_target_parse(&g->r->target, BK_PG_TARGET_LSN, lsn, &ignored));
-	ok = restore_check_wal_path(g->r, err);
-	runs[0] = '\0';
-	if (bk_read_file(g->log, 65536, &text, &len, &ignored))
-		snprintf(runs, runs_len, "%.*s", (int) len, text);
-	free(text);
-	return ok;
+	return target_check(g, BK_PG_TARGET_LSN, lsn, runs, runs_len, err);
 }
 
 /*

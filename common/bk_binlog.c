@@ -141,6 +141,18 @@ bk_binlog_rotate_read(const uint8_t *event, size_t len, int checksum_alg,
 }
 
 /*
+ * bk_binlog_range_capacity_after_flush
+ *		What a range buffer keeps once its range was sent (bk_binlog.h).
+ */
+size_t
+bk_binlog_range_capacity_after_flush(size_t cap, uint64_t range_size)
+{
+	if (range_size > 0 && range_size <= SIZE_MAX / 2 && cap > 2 * range_size)
+		return (size_t) range_size;
+	return cap;
+}
+
+/*
  * bk_binlog_complete_until
  *		Raise complete-until for an event received.  Its stamp is when its
  *		statement started as the writing session saw it: a session may set

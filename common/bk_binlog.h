@@ -133,6 +133,16 @@ extern int64_t bk_binlog_complete_until(int64_t current_ms, uint32_t event_time,
 										int64_t received_ms);
 
 /*
+ * The capacity to keep for a range buffer of capacity cap once its range was
+ * sent: one event larger than range_size grew it (by doubling) past what the
+ * next ranges need, and the agent holds "one range, or one event when an
+ * event is larger", not the largest event it ever saw.  Above twice
+ * range_size it goes back to range_size; otherwise it is kept as it is.
+ */
+extern size_t bk_binlog_range_capacity_after_flush(size_t cap,
+												   uint64_t range_size);
+
+/*
  * GTID state: the last GTID seen per replication domain, as MariaDB prints
  * it ("0-1-42,1-2-7", domains in ascending order).
  */

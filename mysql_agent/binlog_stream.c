@@ -258,6 +258,28 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 }
 
 /*
+ * range_buffer_shrink
+ *		The range was sent and the buffer is empty: give back what an event
+ *		larger than range_size made it grow to (bk_binlog.h).  A failed
+ *		shrink keeps the larger buffer, which still works.
+ */
+static void
+range_buffer_shrink(Stream *stream)
+{
+	size_t keep = bk_binlog_range_capacity_after_flush(
+		stream->cap, stream->agent->config.range_size);
+	uint8_t *shrunk;
+
+	if (keep == stream->cap || stream->len > keep)
+		return;
+	shrunk = realloc(stream->buf, keep);
+	if (shrunk == NULL)
+		return;
+	stream->buf = shrunk;
+	stream->cap = keep;
+}
+
+/*
  * range_flush
  *		Send the pending range and wait for Kafka's acknowledgement; retried
  *		with backoff until it is acknowledged or the agent is stopped.  The
@@ -349,6 +371,7 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	}
 	stream->range_start += stream->len;
 	stream->len = 0;
+	range_buffer_shrink(stream);
 	stream->range_events = 0;
 	stream->closing = NULL;
 	stream->gap_before[0] = '\0'; /* only the first range after a gap */

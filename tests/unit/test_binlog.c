@@ -1119,6 +1119,32 @@ test_incident(void **state)
 										 &err));
 }
 
+/*
+ * After a range is sent, a buffer that one large event grew past twice
+ * range_size goes back to range_size; an ordinary one is kept.
+ */
+static void
+test_range_capacity_after_flush(void **state)
+{
+	const uint64_t range_size = 16 * 1024 * 1024;
+
+	(void) state;
+
+	/* A 1 GiB event doubled the buffer to 2 GiB: back to one range. */
+	assert_int_equal(bk_binlog_range_capacity_after_flush(
+						 (size_t) 2048 * 1024 * 1024, range_size),
+					 range_size);
+	/* range_size plus a small event, doubled from 64 KiB: kept. */
+	assert_int_equal(
+		bk_binlog_range_capacity_after_flush(32 * 1024 * 1024, range_size),
+		32 * 1024 * 1024);
+	assert_int_equal(
+		bk_binlog_range_capacity_after_flush(64 * 1024, range_size), 64 * 1024);
+	assert_int_equal(
+		bk_binlog_range_capacity_after_flush(32 * 1024 * 1024 + 1, range_size),
+		range_size);
+}
+
 int
 main(void)
 {
@@ -1138,6 +1164,7 @@ main(void)
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_complete_until),
 		cmocka_unit_test(test_incident),
+		cmocka_unit_test(test_range_capacity_after_flush),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

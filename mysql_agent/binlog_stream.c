@@ -1450,6 +1450,23 @@ stream_start_position(Stream *stream, BkError *err)
 }
 
 /*
+ * dump_heartbeat_ms
+ *		The heartbeat period asked of the server: heartbeat, or
+ *		range_interval when that is shorter.  A range is sent when its first
+ *		event has waited range_interval, and that is checked only when a
+ *		packet arrives: on a quiet server the packet after a lone commit is
+ *		the next heartbeat, so a longer period would hold the commit back
+ *		for a heartbeat instead of range_interval.
+ */
+static int64_t
+dump_heartbeat_ms(const Agent *agent)
+{
+	return agent->config.range_interval < agent->config.heartbeat
+			   ? agent->config.range_interval
+			   : agent->config.heartbeat;
+}
+
+/*
  * stream_open
  *		Connect, check the server, and start the dump at stream->position.
  */
@@ -1461,7 +1478,7 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 	bool has, reset;
 	char oldest[BK_BINLOG_FILE_NAME_MAX + 1];
 	char newest[BK_BINLOG_FILE_NAME_MAX + 1];
-	uint64_t heartbeat_ns = (uint64_t) agent->config.heartbeat * 1000000;
+	uint64_t heartbeat_ns = (uint64_t) dump_heartbeat_ms(agent) * 1000000;
 
 	stream->conn = agent_connect(agent, err);
 	if (stream->conn == NULL)

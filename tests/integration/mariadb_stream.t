@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# bk-mysql-agent against the real MariaDB and Kafka, what the stream does
+# when the server goes quiet:
+#   with heartbeat = 3s and range_interval = 200ms, a lone commit after a
+#   quiet spell reaches Kafka within range_interval (plus a margin), not at
+#   the next heartbeat.
+#
+# Expects MariaDB and Kafka from scripts/services.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../lib/tap.sh
+source "$ROOT/tests/lib/tap.sh"
+# shellcheck source=SCRIPTDIR/../lib/mariadb.sh
+source "$ROOT/tests/lib/mariadb.sh"
+SERVICES="$ROOT/scripts/services"
+BK="$ROOT/cli/bk"
+AGENT="$ROOT/mysql_agent/bk-mysql-agent"
+
+env_lines="$("$SERVICES" env mariadb kafka)" || bail_out "'scripts/services env' failed"
+eval "$env_lines"
+"$SERVICES" status mariadb kafka >/dev/null 2>&1 ||
+    bail_out "mariadb and kafka must run: scripts/services start mariadb kafka"
+for prog in "$BK" "$AGENT"; do
+    [[ -x "$prog" ]] || bail_out "$prog is not built: make tests"
+done
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-stream-test.XXXXXX")"
+chmod 755 "$dir"
+prefix="bkit-stream-$$-$RANDOM"
+source_id="mdbs-$$-$RANDOM"
+db="bk_stream_$$"
+alog="$dir/agent.log"
+agent_pid=""
+
+# shellcheck disable=SC2317,SC2329 # called by the trap
+cleanup() {
+    if [[ -n "$agent_pid" ]]; then
+        kill -TERM "$agent_pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$agent_pid" 2>/dev/null
+        wait "$agent_pid" 2>/dev/null
+    fi
+    my "DROP DATABASE IF EXISTS $db" >/dev/null
+    if [[ -n "${BK_TEST_KEEP:-}" ]]; then
+        echo "# kept $dir" >&2
+    else
+        rm -rf "$dir"
+    fi
+}
+trap cleanup EXIT
+
+"$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1 || bail_out "bk keygen failed"
+# agent_conf [LINE...]: the agent's configuration plus LINEs.
+agent_conf() {
+    bk_test_agent_conf "mysql_socket = $MYSQL_UNIX_PORT" "mysql_user = root" \
+        "server_id = $((4000 + $$ % 50000))" "state_dir = $dir/state" "$@"
+}
+streaming_count() { grep -c 'INFO: streaming the binlog from' "$alog" 2>/dev/null; }
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+streams_more_than() { (($(streaming_count) > $1)); }
+# start_agent CONF
+start_agent() {
+    local before
+    before="$(streaming_count || echo 0)"
+    "$AGENT" --config "$1" >>"$alog" 2>&1 &
+    agent_pid=$!
+    wait_for 30 "the agent to stream" streams_more_than "$before"
+}
+stop_agent() {
+    kill "-${1:-TERM}" "$agent_pid"
+    wait "$agent_pid" 2>/dev/null
+    agent_pid=""
+}
+# range_times: the Kafka timestamp (ms) of each binlog range chunk so far.
+range_times() {
+    timeout 20 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \
+        -f '%T\n' 2>/dev/null
+}
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+ranges_more_than() { (($(range_times | wc -l) > $1)); }
+
+my "CREATE DATABASE $db; CREATE TABLE $db.t (id int auto_increment primary key, v int)" >/dev/null ||
+    bail_out "cannot create $db"
+
+# ------------------------------------------- a lone commit on a quiet server
+
+# The heartbeat is 3 s; the range is due 200 ms after its first event.
+# What the agent read at its start has gone out after 4 s of quiet (at the
+# latest with the first heartbeat), so the next range is the commit's.
+agent_conf "range_interval = 200ms" "heartbeat = 3s" >"$dir/agent-quiet.conf"
+start_agent "$dir/agent-quiet.conf"
+ok $? "the agent streams with heartbeat = 3s" || diag "$(tail -n 5 "$alog")"
+sleep 4
+before="$(range_times | wc -l)"
+committed_ms="$(date +%s%3N)"
+my "INSERT INTO $db.t (v) VALUES (1)" >/dev/null
+wait_for 3 "the commit's range in Kafka" ranges_more_than "$before"
+sent_ms="$(range_times | sed -n "$((before + 1))p")"
+if [[ "$sent_ms" =~ ^[0-9]+$ ]]; then
+    delay=$((sent_ms - committed_ms))
+    ok "$((delay > 500))" "a lone commit's range reaches Kafka within range_interval + 300 ms (took $delay ms)"
+else
+    ok 1 "a lone commit's range reaches Kafka within range_interval + 300 ms (none in 3 s)"
+fi
+stop_agent TERM
+
+done_testing

@@ -1226,3 +1226,34 @@ bk_binlog_file_compare(const char *a, const char *b)
 	}
 	return strcmp(a, b);
 }
+
+/*
+ * bk_binlog_file_same_base
+ *		Do a and b share the name before the last dot (bk_binlog.h)?
+ */
+bool
+bk_binlog_file_same_base(const char *a, const char *b)
+{
+	const char *dot_a = strrchr(a, '.');
+	const char *dot_b = strrchr(b, '.');
+	size_t len_a = dot_a ? (size_t) (dot_a - a) : strlen(a);
+	size_t len_b = dot_b ? (size_t) (dot_b - b) : strlen(b);
+
+	return len_a == len_b && strncmp(a, b, len_a) == 0;
+}
+
+/*
+ * bk_binlog_file_follows
+ *		Is next the file after prev, of the same basename (bk_binlog.h)?
+ */
+bool
+bk_binlog_file_follows(const char *prev, const char *next)
+{
+	const char *dot_prev = strrchr(prev, '.');
+	const char *dot_next = strrchr(next, '.');
+
+	return dot_prev != NULL && dot_next != NULL &&
+		   bk_binlog_file_same_base(prev, next) &&
+		   strtoull(dot_next + 1, NULL, 10) ==
+			   strtoull(dot_prev + 1, NULL, 10) + 1;
+}

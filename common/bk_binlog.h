@@ -359,4 +359,18 @@ extern bool bk_binlog_range_parse(const char *name, char *file, size_t file_len,
  */
 extern int bk_binlog_file_compare(const char *a, const char *b);
 
+/*
+ * The part of a binlog file name before its numeric extension ("mariadb-bin"
+ * of "mariadb-bin.000042") is the same in a and b.  MariaDB's default is
+ * <hostname>-bin: files of another basename are another server's binlog
+ * (or one renamed), never the continuation of this one.
+ */
+extern bool bk_binlog_file_same_base(const char *a, const char *b);
+
+/*
+ * next is the file the server opens after prev: the same basename, the
+ * number one higher.
+ */
+extern bool bk_binlog_file_follows(const char *prev, const char *next);
+
 #endif /* BK_BINLOG_H */

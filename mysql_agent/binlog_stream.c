@@ -1450,6 +1450,38 @@ stream_start_position(Stream *stream, BkError *err)
 }
 
 /*
+ * check_server_basename
+ *		The archive's file is not on the server: is the server's binlog the
+ *		same one, named alike?  MariaDB's default basename is
+ *		<hostname>-bin, so a failover to another host (or log_bin renamed)
+ *		gives files of another basename, whose numbers say nothing of the
+ *		archive's: taken by number, the server's oldest file would pass for
+ *		a purge gap after the archive's end, its files would interleave with
+ *		the archive's, and a restore would chain from one server's binlog
+ *		into the other's.  It is a second history, refused as a RESET MASTER
+ *		is: the agent retries until it is given a new source_id.
+ */
+static bool
+check_server_basename(Stream *stream, const char *newest, BkError *err)
+{
+	if (newest[0] == '\0' ||
+		bk_binlog_file_same_base(newest, stream->position.file))
+		return true;
+	audit_reset(stream,
+				"the server's binlog has another basename than the"
+				" archive's: another server's binlog, not a continuation",
+				NULL);
+	return bk_error_set(err, BK_ERR_CONFLICT,
+						"the server writes \"%s\", but the archive ends in"
+						" \"%s\", which the server does not have: its binlog"
+						" has another basename (another server, or log_bin"
+						" renamed), so it is another history than the"
+						" archive's",
+						newest, stream->position.file) ||
+		   bk_error_hint(err, SECOND_HISTORY_HINT);
+}
+
+/*
  * dump_heartbeat_ms
  *		The heartbeat period asked of the server: heartbeat, or
  *		range_interval when that is shorter.  A range is sent when its first
@@ -1496,6 +1528,8 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 	}
 	if (!server_has_file(stream, stream->position.file, &has, &reset, oldest,
 						 newest, sizeof(newest), err))
+		return false;
+	if (!has && !check_server_basename(stream, newest, err))
 		return false;
 	if (!has && !reset && stream->len > 0 &&
 		binlog_gtids_list_due(&stream->gtids))

@@ -212,19 +212,15 @@ chain_file(BinlogFile *file)
 /*
  * follows_directly
  *		Does next continue prev with nothing lost between them: the very
- *		next file number, and its first range not sent after a purge gap?
+ *		next file number of the same basename (files are ordered by number,
+ *		so another server's binlog can sit between two of this one's), and
+ *		its first range not sent after a purge gap?
  */
 static bool
 follows_directly(const BinlogFile *prev, const BinlogFile *next)
 {
-	const char *dot_prev = strrchr(prev->name, '.');
-	const char *dot_next = strrchr(next->name, '.');
-
-	if (dot_prev == NULL || dot_next == NULL ||
-		strtoull(dot_next + 1, NULL, 10) !=
-			strtoull(dot_prev + 1, NULL, 10) + 1)
-		return false;
-	return next->gap_before == NULL;
+	return bk_binlog_file_follows(prev->name, next->name) &&
+		   next->gap_before == NULL;
 }
 
 /*

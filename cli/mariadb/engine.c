@@ -116,6 +116,25 @@ file_number(const char *name)
 }
 
 /*
+ * gap_before_archived
+ *		Does the archive hold the file a gap-before= mark ("FILE:OFFSET")
+ *		names, where the archive ended when the agent went on elsewhere?
+ */
+static bool
+gap_before_archived(const BinlogCatalog *catalog, const char *gap_before)
+{
+	const char *colon = strrchr(gap_before, ':');
+	char name[BK_BINLOG_FILE_NAME_MAX + 1];
+	size_t len = colon ? (size_t) (colon - gap_before) : strlen(gap_before);
+
+	if (len >= sizeof(name))
+		return false;
+	memcpy(name, gap_before, len);
+	name[len] = '\0';
+	return binlog_catalog_file(catalog, name) != NULL;
+}
+
+/*
  * describe_gaps
  *		Every hole in the archive, oldest first, to fn: a file that does not
  *		start at 0, a hole inside a file, a file older than the newest that
@@ -135,19 +154,46 @@ describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 		const BinlogFile *file = &catalog->files[idx];
 		bool newest = idx + 1 == catalog->file_count;
 
-		if (idx > 0 && file_number(file->name) >
-						   file_number(catalog->files[idx - 1].name) + 1)
+		if (idx > 0 &&
+			!bk_binlog_file_same_base(catalog->files[idx - 1].name, file->name))
+		{
+			/* Files are ordered by number, whatever their basename. */
+			snprintf(what, sizeof(what),
+					 "the archive does not go on into it from %s: another"
+					 " binlog basename, another server's binlog",
+					 catalog->files[idx - 1].name);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		else if (idx > 0 && file_number(file->name) >
+								file_number(catalog->files[idx - 1].name) + 1)
 		{
 			snprintf(what, sizeof(what), "files between %s and %s are missing",
 					 catalog->files[idx - 1].name, file->name);
 			fn(arg, file->name, what);
 			gaps++;
 		}
-		/* Not said twice: the file before is not complete, or is missing. */
-		if (file->gap_before != NULL && idx > 0 &&
-			catalog->files[idx - 1].complete &&
-			file_number(file->name) ==
-				file_number(catalog->files[idx - 1].name) + 1)
+		/*
+		 * Not said twice: the file before is not complete, or is missing,
+		 * or of another basename.  The oldest file's mark is said when the
+		 * archive holds the file it names, which then leads nowhere (files
+		 * of another basename are ordered among these by number); not when
+		 * bk expire removed the files before it.
+		 */
+		if (file->gap_before != NULL && idx == 0 &&
+			gap_before_archived(catalog, file->gap_before))
+		{
+			snprintf(what, sizeof(what),
+					 "the archive does not go on into it from where it ended:"
+					 " the agent marked it gap-before=%s",
+					 file->gap_before);
+			fn(arg, file->name, what);
+			gaps++;
+		}
+		else if (file->gap_before != NULL && idx > 0 &&
+				 catalog->files[idx - 1].complete &&
+				 bk_binlog_file_follows(catalog->files[idx - 1].name,
+										file->name))
 		{
 			snprintf(what, sizeof(what),
 					 "the archive does not go on into it from %s: the agent"

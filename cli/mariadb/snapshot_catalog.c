@@ -230,8 +230,6 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 	{
 		const BinlogFile *file = &binlog->files[idx];
 		int order = bk_binlog_file_compare(file->name, snapshot->binlog_file);
-		const char *dot_prev;
-		const char *dot;
 
 		if (order < 0)
 			continue;
@@ -250,14 +248,14 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 		}
 		else
 		{
-			/* The archive carries on only through complete files. */
-			dot_prev = strrchr(previous->name, '.');
-			dot = strrchr(file->name, '.');
+			/*
+			 * The archive carries on only through complete files, each the
+			 * next of the same basename: another basename is another
+			 * server's binlog, whatever its number.
+			 */
 			if (!previous->complete || file->covered_end == 0 ||
 				file->gap_before != NULL ||
-				(dot_prev && dot &&
-				 strtoull(dot + 1, NULL, 10) !=
-					 strtoull(dot_prev + 1, NULL, 10) + 1))
+				!bk_binlog_file_follows(previous->name, file->name))
 				break;
 		}
 		previous = file;
@@ -281,8 +279,6 @@ mariadb_binlog_hole_after(const BinlogCatalog *binlog, const char *until_file,
 {
 	const BinlogFile *until = NULL;
 	const BinlogFile *next;
-	const char *dot_until;
-	const char *dot_next;
 	int idx;
 
 	for (idx = 0; idx < binlog->file_count && until == NULL; idx++)
@@ -303,11 +299,13 @@ mariadb_binlog_hole_after(const BinlogCatalog *binlog, const char *until_file,
 	if (idx >= binlog->file_count)
 		return false; /* the newest file: the archive ends here */
 	next = &binlog->files[idx];
-	dot_until = strrchr(until->name, '.');
-	dot_next = strrchr(next->name, '.');
-	if (dot_until && dot_next &&
-		strtoull(dot_next + 1, NULL, 10) !=
-			strtoull(dot_until + 1, NULL, 10) + 1)
+	if (!bk_binlog_file_same_base(until->name, next->name))
+		snprintf(hole, hole_len,
+				 "%s is of another binlog basename than %s (another server's"
+				 " binlog): the archive does not go on from one into the"
+				 " other",
+				 next->name, until->name);
+	else if (!bk_binlog_file_follows(until->name, next->name))
 		snprintf(hole, hole_len, "the files between %s and %s are missing",
 				 until->name, next->name);
 	else if (next->covered_end == 0)

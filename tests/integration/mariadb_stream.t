@@ -3,7 +3,12 @@
 # when the server goes quiet:
 #   with heartbeat = 3s and range_interval = 200ms, a lone commit after a
 #   quiet spell reaches Kafka within range_interval (plus a margin), not at
-#   the next heartbeat.
+#   the next heartbeat;
+#   a failover to a server whose binlog has another basename (db2-bin, as
+#   another host's default <hostname>-bin) and more files than the
+#   archive's: refused as a second history (an ERROR, a binlog-reset audit
+#   event), never taken for a purge gap and streamed from its oldest file;
+#   the archive keeps only the first server's files and bk verify passes.
 #
 # Expects MariaDB and Kafka from scripts/services.
 set -uo pipefail
@@ -15,13 +20,14 @@ source "$ROOT/tests/lib/tap.sh"
 source "$ROOT/tests/lib/mariadb.sh"
 SERVICES="$ROOT/scripts/services"
 BK="$ROOT/cli/bk"
+SHIPPER="$ROOT/shipper/bk-shipper"
 AGENT="$ROOT/mysql_agent/bk-mysql-agent"
 
 env_lines="$("$SERVICES" env mariadb kafka)" || bail_out "'scripts/services env' failed"
 eval "$env_lines"
 "$SERVICES" status mariadb kafka >/dev/null 2>&1 ||
     bail_out "mariadb and kafka must run: scripts/services start mariadb kafka"
-for prog in "$BK" "$AGENT"; do
+for prog in "$BK" "$SHIPPER" "$AGENT"; do
     [[ -x "$prog" ]] || bail_out "$prog is not built: make tests"
 done
 
@@ -32,6 +38,9 @@ source_id="mdbs-$$-$RANDOM"
 db="bk_stream_$$"
 alog="$dir/agent.log"
 agent_pid=""
+shipper_pid=""
+OTHER_PORT=$((MYSQL_TCP_PORT + 2))
+other_services() { BK_SERVICES_DIR="$dir/other" BK_MYSQL_PORT="$OTHER_PORT" "$SERVICES" "$@"; }
 
 # shellcheck disable=SC2317,SC2329 # called by the trap
 cleanup() {
@@ -41,6 +50,8 @@ cleanup() {
         kill -KILL "$agent_pid" 2>/dev/null
         wait "$agent_pid" 2>/dev/null
     fi
+    [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
+    other_services stop mariadb >/dev/null 2>&1
     my "DROP DATABASE IF EXISTS $db" >/dev/null
     if [[ -n "${BK_TEST_KEEP:-}" ]]; then
         echo "# kept $dir" >&2
@@ -51,6 +62,15 @@ cleanup() {
 trap cleanup EXIT
 
 "$BK" keygen --out "$dir/bk.key" >/dev/null 2>&1 || bail_out "bk keygen failed"
+cat >"$dir/bk.conf" <<CONF
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+repository = $dir/repo
+key_file = $dir/bk.key
+shipper_id = stream-$$
+group_id = $prefix
+CONF
+"$BK" init --config "$dir/bk.conf" >"$dir/init.log" 2>&1 || bail_out "bk init failed: $(cat "$dir/init.log")"
 # agent_conf [LINE...]: the agent's configuration plus LINEs.
 agent_conf() {
     bk_test_agent_conf "mysql_socket = $MYSQL_UNIX_PORT" "mysql_user = root" \
@@ -104,5 +124,62 @@ else
     ok 1 "a lone commit's range reaches Kafka within range_interval + 300 ms (none in 3 s)"
 fi
 stop_agent TERM
+
+# ------------------------- a failover to a server of another binlog basename
+
+json_get() { python3 -c "import json, sys; d = json.load(sys.stdin); $1" 2>/dev/null; }
+archived_files() {
+    "$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>/dev/null |
+        json_get 'print("\n".join(f["name"] for f in d["sources"][0]["binlog_files"]))'
+}
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+archive_holds() { archived_files | grep -qx -- "$1"; }
+audit() {
+    timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.audit" -o beginning -e -q \
+        -f '%s\n' 2>/dev/null
+}
+
+"$SHIPPER" --config "$dir/bk.conf" >>"$dir/shipper.log" 2>&1 &
+shipper_pid=$!
+agent_conf >"$dir/agent.conf"
+start_agent "$dir/agent.conf"
+my "INSERT INTO $db.t (v) VALUES (2), (3)" >/dev/null
+last="$(my 'SHOW MASTER STATUS' | cut -f1)"
+wait_for 30 "$last archived" archive_holds "$last"
+ok $? "the first server's $last is archived" || diag "$(archived_files)"
+stop_agent TERM
+
+# The other server writes db2-bin.000001 and on, past the archive's number:
+# by number alone its oldest file would follow a purge of the archive's.
+other_services stop mariadb >/dev/null 2>&1
+BK_MARIADB_ARGS="--log-bin=db2-bin" other_services start mariadb >>"$dir/other-start.log" 2>&1
+ok $? "a server with log_bin=db2-bin starts" || diag "$(tail -n 5 "$dir/other-start.log")"
+number=$((10#${last##*.}))
+flushes="$(for ((k = 0; k <= number; k++)); do printf 'FLUSH BINARY LOGS;'; done)"
+MYSQL_TCP_PORT="$OTHER_PORT" my "$flushes" >/dev/null
+newest="$(MYSQL_TCP_PORT="$OTHER_PORT" my 'SHOW MASTER STATUS' | cut -f1)"
+note "archive ends in $last; the other server writes $newest"
+agent_conf "mysql_socket = $dir/other/mariadb/mysqld.sock" >"$dir/agent-other.conf"
+refusal="ERROR: the server writes \"$newest\", but the archive ends in \"$last\""
+"$AGENT" --config "$dir/agent-other.conf" >>"$alog" 2>&1 &
+agent_pid=$!
+wait_for 20 "the refusal" grep -q "$refusal" "$alog"
+ok $? "the agent refuses a server of another binlog basename" ||
+    diag "$(grep -E 'ERROR|WARNING|streaming' "$alog" | tail -n 5)"
+grep -q 'streaming the binlog from db2-bin' "$alog"
+isnt $? 0 "... and streams nothing from it (no purge gap into db2-bin.000001)"
+stop_agent TERM
+audit | grep '"event":"binlog-reset"' | grep -q "\"binlog_file\":\"$last\""
+ok $? "... with a binlog-reset audit event at the archive's end"
+sleep 1
+files="$(archived_files)"
+if grep -q '^db2-bin' <<<"$files"; then
+    ok 1 "the archive holds none of the other server's files"
+    diag "$files"
+else
+    ok 0 "the archive holds none of the other server's files"
+fi
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 0 "bk verify exits 0" || diag "$out"
 
 done_testing

@@ -1119,6 +1119,26 @@ test_incident(void **state)
 										 &err));
 }
 
+/* Another basename is another server's binlog, whatever the numbers. */
+static void
+test_file_follows_same_base(void **state)
+{
+	(void) state;
+	assert_true(
+		bk_binlog_file_follows("mariadb-bin.000003", "mariadb-bin.000004"));
+	assert_false(
+		bk_binlog_file_follows("mariadb-bin.000003", "mariadb-bin.000005"));
+	assert_false(
+		bk_binlog_file_follows("mariadb-bin.000003", "db2-bin.000004"));
+	assert_false(bk_binlog_file_follows("db-bin.000003", "db2-bin.000004"));
+	assert_true(
+		bk_binlog_file_same_base("mariadb-bin.000003", "mariadb-bin.000017"));
+	assert_false(
+		bk_binlog_file_same_base("mariadb-bin.000003", "db2-bin.000003"));
+	assert_false(
+		bk_binlog_file_same_base("mariadb-bin.000003", "mariadb-bin2.000003"));
+}
+
 /*
  * After a range is sent, a buffer that one large event grew past twice
  * range_size goes back to range_size; an ordinary one is kept.
@@ -1165,6 +1185,7 @@ main(void)
 		cmocka_unit_test(test_complete_until),
 		cmocka_unit_test(test_incident),
 		cmocka_unit_test(test_range_capacity_after_flush),
+		cmocka_unit_test(test_file_follows_same_base),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -324,6 +324,54 @@ test_gap_before_after_rotate(void **state)
 	assert_true(plan(f, TARGET_POSITION, "mariadb-bin.000001:4", &err));
 }
 
+/*
+ * The agent went on, with the same source_id, at a server whose binlog has
+ * another basename (MariaDB's default is <hostname>-bin), then back: files
+ * are ordered by number, so the two interleave, and each has the number
+ * after the one before it.  The archive must never chain from one basename
+ * into the other, nor take db2-bin.000002, which no ROTATE ended, for
+ * complete because mariadb-bin.000003 follows it.
+ */
+static void
+test_other_basename_never_chained(void **state)
+{
+	Fixture *f = *state;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	BkError err;
+
+	archive(f, BK_KIND_BINLOG, "mariadb-bin.000001/0000000000-0000000004",
+			"type=binlog-range\nbinlog-file=mariadb-bin.000001\nstart=0\n"
+			"end=4\nevents=0\ngtid=\ncreated=2026-11-24T05:12:00.000Z\n"
+			"closed=stop",
+			(const uint8_t *) "\xfe"
+							  "bin",
+			4);
+	archive_binlog_start(f, "db2-bin.000001", true);
+	archive_binlog_start(f, "db2-bin.000002", false);
+	archive_binlog_start(f, "mariadb-bin.000003", false);
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	assert_int_equal(catalog.file_count, 4);
+	file = binlog_catalog_file(&catalog, "mariadb-bin.000001");
+	assert_non_null(file);
+	assert_true(file->complete); /* its STOP */
+	file = binlog_catalog_file(&catalog, "db2-bin.000001");
+	assert_non_null(file);
+	assert_true(file->complete); /* its ROTATE */
+	file = binlog_catalog_file(&catalog, "db2-bin.000002");
+	assert_non_null(file);
+	assert_false(file->complete);
+	binlog_catalog_free(&catalog);
+
+	assert_false(plan(f, TARGET_LATEST, NULL, &err));
+	assert_error_contains(&err, "not continuous after mariadb-bin.000001:4");
+	assert_error_contains(&err, "db2-bin.000002 is of another binlog basename"
+								" than mariadb-bin.000001");
+	assert_true(plan(f, TARGET_POSITION, "mariadb-bin.000001:4", &err));
+	assert_false(plan(f, TARGET_POSITION, "mariadb-bin.000003:4", &err));
+	assert_error_contains(&err, "past the end of what the archive holds");
+}
+
 /* 2026-11-24 09:00:00 UTC */
 #define T0900 1795510800U
 
@@ -3246,6 +3294,69 @@ test_list_lost_closing_range(void **state)
 }
 
 /*
+ * The archive of a failover to a server of another binlog basename, as an
+ * agent that took it for a purge gap left it: it ends at mariadb-bin.000003
+ * (the old server's STOP), then db2-bin.000001 on, its first range marked
+ * gap-before=.  Ordered by number, db2-bin.000001 comes first, its mark
+ * still said (the archive holds the file it names), and db2-bin.000004
+ * comes right after mariadb-bin.000003: bk list and bk verify name every
+ * crossing as a gap, and the snapshot in mariadb-bin.000003 is restorable
+ * up to its end only, not on into db2-bin.000004.
+ */
+static void
+test_list_other_basename_gaps(void **state)
+{
+	Fixture *f = *state;
+	json_t *item = json_object();
+	json_t *to;
+	char *gaps;
+	char *problems;
+	BkError err;
+	int saved;
+
+	archive(f, BK_KIND_BINLOG, "mariadb-bin.000003/0000000000-0000000004",
+			"type=binlog-range\nbinlog-file=mariadb-bin.000003\nstart=0\n"
+			"end=4\nevents=0\ngtid=\ncreated=2026-11-24T05:12:00.000Z\n"
+			"closed=stop",
+			(const uint8_t *) "\xfe"
+							  "bin",
+			4);
+	archive(f, BK_KIND_BINLOG, "db2-bin.000001/0000000000-0000000004",
+			"type=binlog-range\nbinlog-file=db2-bin.000001\nstart=0\n"
+			"end=4\nevents=0\ngtid=\ncreated=2026-11-24T05:13:00.000Z\n"
+			"gap-before=mariadb-bin.000003:4\nclosed=rotate",
+			(const uint8_t *) "\xfe"
+							  "bin",
+			4);
+	archive_binlog_start(f, "db2-bin.000002", true);
+	archive_binlog_start(f, "db2-bin.000003", true);
+	archive_binlog_start(f, "db2-bin.000004", false);
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
+							"type=record\nbinlog-file=mariadb-bin.000003\n"
+							"binlog-pos=4\ntables=1\nrows=9");
+	saved = test_stdout_quiet();
+	assert_true(bk_engine_mariadb.list(f->repo, SOURCE, NULL, item, 0, &err));
+	test_stdout_restore(saved);
+	to = json_object_get(json_object_get(item, "restorable"), "to");
+	assert_non_null(to);
+	assert_string_equal(json_string_value(json_object_get(to, "file")),
+						"mariadb-bin.000003");
+	gaps = json_dumps(json_object_get(item, "binlog_gaps"), 0);
+	assert_non_null(strstr(gaps, "gap-before=mariadb-bin.000003:4"));
+	assert_non_null(strstr(gaps, "not go on into it from db2-bin.000003:"
+								 " another binlog basename"));
+	assert_non_null(strstr(gaps, "not go on into it from mariadb-bin.000003:"
+								 " another binlog basename"));
+	free(gaps);
+	json_decref(item);
+
+	problems = verify_problems(f);
+	assert_non_null(strstr(problems, "another binlog basename"));
+	free(problems);
+}
+
+/*
  * A second binlog range of the same name with other content (a second
  * server archiving under this source id) is kept in the conflicts area;
  * bk restore replays the archived copy, which may be the other server's.
@@ -3909,6 +4020,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_latest_refused_at_a_hole, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_other_basename_never_chained,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gap_before_after_rotate, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_needs_complete_archive,
@@ -3928,6 +4041,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_next_file_start_lost_too, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_lost_closing_range, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_list_other_basename_gaps, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_list_lost_closing_range, setup,
 										teardown),

@@ -848,7 +848,8 @@ my "USE $db; CREATE TABLE doubled (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
     CREATE TRIGGER doubled_bi BEFORE INSERT ON doubled FOR EACH ROW SET NEW.v = NEW.v * 2" >/dev/null
 coproc TEMP_SESSION { timeout 120 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MYSQL_TCP_PORT" \
     -u root -N -B >/dev/null 2>&1; }
-temp_in="${TEMP_SESSION[1]}"
+# Bash unsets TEMP_SESSION_PID once the coprocess has ended: keep it.
+temp_in="${TEMP_SESSION[1]}" temp_pid="$TEMP_SESSION_PID"
 echo "SET SESSION binlog_format = 'MIXED'; USE $db;
       CREATE TEMPORARY TABLE staged (id INT PRIMARY KEY, amount INT); INSERT INTO staged VALUES (1, 81), (2, 82);" >&"$temp_in"
 staged() { [[ "$(my "SHOW BINLOG EVENTS IN '$(my 'SHOW MASTER STATUS' | cut -f1)'" | grep -c 'INSERT INTO staged')" -ge 1 ]]; }
@@ -861,7 +862,7 @@ my "INSERT INTO $db.doubled VALUES (1, 5); INSERT INTO $db.orders (amount) VALUE
 my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/trig.position"
 echo "INSERT INTO from_staged SELECT * FROM staged;" >&"$temp_in"
 exec {temp_in}>&-
-wait "$TEMP_SESSION_PID" 2>/dev/null
+wait "$temp_pid" 2>/dev/null
 my 'SHOW MASTER STATUS' | awk '{print $1 ":" $2}' >"$dir/temp.position"
 is "$(my "SELECT COUNT(*) FROM $db.from_staged")" 2 "... which the session used after it"
 my "FLUSH BINARY LOGS" >/dev/null

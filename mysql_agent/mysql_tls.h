@@ -75,12 +75,57 @@ extern bool agent_tls_over_socket(const char *host, const char *socket);
 extern bool agent_tls_options(const AgentTls *tls, MYSQL *conn, BkError *err);
 
 /*
- * After mysql_real_connect: a mode that requires TLS has it.  Connector/C
- * 3.3 goes on in plain text when the server offers no TLS and its
- * certificate is not to be checked (required): the session is asked, and
- * refused before any query.  By then the login is done: a challenge
- * response (mysql_native_password, ed25519), or the password itself for a
- * PAM login, has crossed in clear; verify_identity is refused before.
+ * The server's first packet on a connection, its greeting: a handshake
+ * (protocol 10) whose capability flags say whether it offers TLS, or an
+ * error packet (a blocked host, too many connections).  Read by
+ * agent_tls_probe from whatever listens on the port, so bounded and
+ * parsed as hostile.
+ */
+typedef enum AgentGreetingStatus
+{
+	AGENT_GREETING_PARTIAL,   /* a prefix: more bytes are needed */
+	AGENT_GREETING_HANDSHAKE, /* a handshake: offers_tls says */
+	AGENT_GREETING_ERROR,     /* an error packet: error_code, detail */
+	AGENT_GREETING_MALFORMED, /* neither: what is wrong in detail */
+} AgentGreetingStatus;
+
+/* The largest greeting taken, header included: a real one is < 400 bytes. */
+#define AGENT_GREETING_MAX 1024
+
+typedef struct AgentGreeting
+{
+	bool offers_tls;         /* CLIENT_SSL among its capabilities */
+	unsigned int error_code; /* the server's error number */
+	char detail[256];        /* its message (printable ASCII), or the flaw */
+} AgentGreeting;
+
+/* The first len bytes the server sent, as far as they go. */
+extern AgentGreetingStatus agent_tls_parse_greeting(const unsigned char *data,
+													size_t len,
+													AgentGreeting *out);
+
+/*
+ * Before mysql_real_connect, with mysql_ssl_mode = required: does the
+ * server at host:port (port 0: Connector/C's default) offer TLS?  A
+ * connection of its own that reads the greeting, sends nothing and is
+ * closed, within timeout seconds.  Connector/C 3.3 asked for TLS without
+ * checking the certificate goes on in plain text when the server offers
+ * none, and sends the login there: the user name and a challenge response
+ * (mysql_native_password, ed25519, open to an offline dictionary attack)
+ * or, for a PAM login, the password itself.  So a server without TLS is
+ * refused here, before any of it is sent.  True, doing nothing, for the
+ * other modes: verify_identity is refused by Connector/C before the login.
+ */
+extern bool agent_tls_probe(const AgentTls *tls, const char *host,
+							unsigned int port, const char *server,
+							unsigned int timeout, BkError *err);
+
+/*
+ * After mysql_real_connect: a mode that requires TLS has it.  The second
+ * check of required, after agent_tls_probe: the probe and the login are
+ * two connections, and the server (or what answers on its port) may have
+ * changed between them.  This one refuses such a session before any query,
+ * though its login has crossed in clear.
  */
 extern bool agent_tls_confirm(const AgentTls *tls, MYSQL *conn,
 							  const char *server, BkError *err);

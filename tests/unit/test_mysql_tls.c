@@ -2,15 +2,23 @@
  * test_mysql_tls.c
  *		bk-mysql-agent's TLS settings (mysql_agent/mysql_tls.c): the modes,
  *		the default each transport gets, every contradiction refused naming
- *		its setting, the files checked at the start, and the options a
- *		connection is given.
+ *		its setting, the files checked at the start, the options a
+ *		connection is given, and the look at the server's greeting that
+ *		refuses a server without TLS before the login (its parser fed
+ *		truncated and hostile packets, its probe real sockets).
  */
 #include "testutil.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mysql_tls.h"
@@ -304,13 +312,340 @@ test_options(void **state)
 	mysql_close(conn);
 }
 
+/*
+ * The greeting of MariaDB 10.11 (Debian 12) without TLS, as it was read
+ * off the wire: capability flags 0xf7fe, CLIENT_SSL (0x0800) not among
+ * them.
+ */
+static const unsigned char greeting_plain[] =
+	"\x68\x00\x00\x00\x0a"
+	"5.5.5-10.11.19-MariaDB-0+deb12u1-log\0"
+	"\x05\x00\x00\x00"
+	"q<rOoaz`\0"
+	"\xfe\xf7"
+	"\x08\x02\x00\xff\x81\x15\0\0\0\0\0\0\x1d\0\0\0"
+	"Uf\"s?~}zk)+:\0"
+	"mysql_native_password"; /* and its NUL, the literal's */
+/* Offset of the capability flags' upper byte in greeting_plain. */
+#define CAPS_HIGH (4 + 1 + 37 + 4 + 8 + 1 + 1)
+
+/* A greeting of the same server with TLS on. */
+static void
+greeting_tls(unsigned char *out)
+{
+	memcpy(out, greeting_plain, sizeof(greeting_plain));
+	assert_int_equal(out[CAPS_HIGH], 0xf7);
+	out[CAPS_HIGH] |= 0x08;
+}
+
+/* A packet of payload_len bytes: header (sequence 0), then payload. */
+static size_t
+packet(unsigned char *out, const void *payload, size_t payload_len)
+{
+	out[0] = (unsigned char) payload_len;
+	out[1] = (unsigned char) (payload_len >> 8);
+	out[2] = (unsigned char) (payload_len >> 16);
+	out[3] = 0;
+	memcpy(out + 4, payload, payload_len);
+	return payload_len + 4;
+}
+
+static const char blocked[] =
+	"\xff\x69\x04Host '192.0.2.9' is blocked because of many connection"
+	" errors; unblock with 'mariadb-admin flush-hosts'";
+static const char hostile[] = "\xff\x01\x00\x1b[2J\r\nok\xc3\xa9\x7f";
+static const char too_many[] = "\xff\x10\x04#08004Too many connections";
+
+static AgentGreetingStatus
+parse(const void *data, size_t len, AgentGreeting *greeting)
+{
+	return agent_tls_parse_greeting(data, len, greeting);
+}
+
+static void
+test_greeting(void **state)
+{
+	unsigned char buf[2048];
+	unsigned char payload[1500];
+	AgentGreeting g;
+	size_t len = sizeof(greeting_plain);
+	size_t n;
+
+	assert_int_equal(len, 4 + 0x68);
+	assert_int_equal(parse(greeting_plain, len, &g), AGENT_GREETING_HANDSHAKE);
+	assert_false(g.offers_tls);
+	greeting_tls(buf);
+	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_HANDSHAKE);
+	assert_true(g.offers_tls);
+	/* Every prefix asks for more; bytes after the packet are not looked at. */
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(parse(buf, i, &g), AGENT_GREETING_PARTIAL);
+	memset(buf + len, 0xee, 16);
+	assert_int_equal(parse(buf, len + 16, &g), AGENT_GREETING_HANDSHAKE);
+
+	/* The error packets of a blocked host, with and without SQLSTATE. */
+	n = packet(buf, blocked, sizeof(blocked) - 1);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(g.error_code, 1129);
+	assert_string_equal(g.detail, "Host '192.0.2.9' is blocked because of"
+								  " many connection errors; unblock with"
+								  " 'mariadb-admin flush-hosts'");
+	n = packet(buf, too_many, sizeof(too_many) - 1);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(g.error_code, 1040);
+	assert_string_equal(g.detail, "Too many connections");
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(parse(buf, i, &g), AGENT_GREETING_PARTIAL);
+	/* A message of control characters and 8-bit bytes, then a long one. */
+	n = packet(buf, hostile, sizeof(hostile) - 1);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_string_equal(g.detail, "?[2J??ok???");
+	memset(payload, 'x', sizeof(payload));
+	memcpy(payload, "\xff\x01\x00", 3);
+	n = packet(buf, payload, AGENT_GREETING_MAX - 4);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(strlen(g.detail), sizeof(g.detail) - 1);
+	/* Cut short: no error number. */
+	n = packet(buf, "\xff\x01", 2);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail, "an error packet cut short");
+	n = packet(buf, "\xff\x01\x00", 3);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_string_equal(g.detail, "");
+
+	/* Lengths no greeting has: refused from the header alone. */
+	n = packet(buf, "", 0);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail, "an empty packet");
+	assert_int_equal(parse("\xff\xff\xff\x00", 4, &g),
+					 AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail,
+						"a first packet of 16777215 bytes, more than any"
+						" greeting");
+	n = packet(buf, payload, AGENT_GREETING_MAX - 3);
+	assert_int_equal(parse(buf, 4, &g), AGENT_GREETING_MALFORMED);
+	/* Another protocol on the port. */
+	assert_int_equal(parse("SSH-2.0-OpenSSH_9.2p1\r\n", 23, &g),
+					 AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse("HTTP/1.1 400 Bad Request", 24, &g),
+					 AGENT_GREETING_MALFORMED);
+	/* Not the first packet of the connection. */
+	memcpy(buf, greeting_plain, len);
+	buf[3] = 1;
+	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail,
+						"a first packet whose sequence number is not 0");
+	/* Protocol 9 (MySQL 3.21), or none at all. */
+	memcpy(buf, greeting_plain, len);
+	buf[4] = 9;
+	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail, "a handshake of protocol version 9, not 10");
+
+	/* The version string: without its NUL, or longer than any. */
+	memset(payload, 'v', sizeof(payload));
+	payload[0] = 10;
+	n = packet(buf, payload, 200);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail, "a server version without its end");
+	payload[1 + 256] = '\0';
+	memset(payload + 1 + 256 + 1, 0, 15);
+	payload[1 + 256 + 1 + 13] = 0x08; /* CLIENT_SSL, cast there */
+	n = packet(buf, payload, 1 + 256 + 1 + 15);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	/* The longest version taken, and the shortest handshake after it. */
+	payload[1 + 255] = '\0';
+	memset(payload + 1 + 255 + 1, 0, 15);
+	payload[1 + 255 + 1 + 14] = 0x08;
+	n = packet(buf, payload, 1 + 255 + 1 + 15);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_HANDSHAKE);
+	assert_true(g.offers_tls);
+	/* One byte fewer: the capability flags are not all there. */
+	n = packet(buf, payload, 1 + 255 + 1 + 14);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail,
+						"a handshake cut short before its capability flags");
+	/* An empty version, then nothing. */
+	n = packet(buf, "\x0a\0", 2);
+	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	/* The filler after the scramble is not 0: not where it should be. */
+	memcpy(buf, greeting_plain, len);
+	buf[CAPS_HIGH - 2] = 'x';
+	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_MALFORMED);
+	assert_string_equal(g.detail,
+						"a handshake whose filler after the scramble is not 0");
+}
+
+/*
+ * A one-connection server on 127.0.0.1: it sends bytes (in two parts, a
+ * pause between them), then reads until the client closes, and exits with
+ * the number of bytes it was sent (at most 255): the probe must send none.
+ * bytes NULL: it sends nothing; close_at_once: it closes on accepting.
+ */
+static pid_t
+serve(const void *bytes, size_t len, bool close_at_once, unsigned int *port)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET};
+	socklen_t addr_len = sizeof(addr);
+	int listener = socket(AF_INET, SOCK_STREAM, 0);
+	pid_t pid;
+
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(listener >= 0);
+	assert_int_equal(bind(listener, (struct sockaddr *) &addr, sizeof(addr)),
+					 0);
+	assert_int_equal(listen(listener, 1), 0);
+	assert_int_equal(
+		getsockname(listener, (struct sockaddr *) &addr, &addr_len), 0);
+	*port = ntohs(addr.sin_port);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+	{
+		int fd;
+		size_t half = len / 2;
+		char sink[256];
+		ssize_t n;
+		int received = 0;
+
+		alarm(10);
+		fd = accept(listener, NULL, NULL);
+		if (fd < 0)
+			_exit(254);
+		if (close_at_once)
+			_exit(0);
+		if (bytes != NULL)
+		{
+			if (write(fd, bytes, half) != (ssize_t) half)
+				_exit(253);
+			usleep(50000);
+			if (write(fd, (const char *) bytes + half, len - half) !=
+				(ssize_t) (len - half))
+				_exit(253);
+		}
+		while ((n = read(fd, sink, sizeof(sink))) > 0)
+			received += (int) n;
+		_exit(received > 250 ? 250 : received);
+	}
+	close(listener);
+	return pid;
+}
+
+/* The server's exit: the number of bytes the probe sent it. */
+static int
+served(pid_t pid)
+{
+	int status;
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* The probe of mode against 127.0.0.1:port, described as server. */
+static bool
+probe(AgentSslMode mode, unsigned int port, unsigned int timeout, BkError *err)
+{
+	AgentTls tls = {.mode = mode};
+	char server[64];
+
+	snprintf(server, sizeof(server), "127.0.0.1:%u", port);
+	bk_error_clear(err);
+	return agent_tls_probe(&tls, "127.0.0.1", port, server, timeout, err);
+}
+
+static void
+test_probe(void **state)
+{
+	unsigned char tls_greeting[sizeof(greeting_plain)];
+	size_t len = sizeof(greeting_plain);
+	unsigned char buf[256];
+	char expected[256];
+	unsigned int port;
+	BkError err;
+	pid_t pid;
+	time_t started;
+	char env_port[16];
+
+	greeting_tls(tls_greeting);
+	/* TLS offered: the login may go on, and the probe sent nothing. */
+	pid = serve(tls_greeting, len, false, &port);
+	assert_true(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_int_equal(served(pid), 0);
+
+	/* No TLS: refused, saying the login was not sent. */
+	pid = serve(greeting_plain, len, false, &port);
+	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_int_equal(served(pid), 0);
+	assert_int_equal(err.code, BK_ERR_IO);
+	snprintf(expected, sizeof(expected),
+			 "MariaDB at 127.0.0.1:%u offers no TLS, and mysql_ssl_mode ="
+			 " required refuses it: the login was not sent",
+			 port);
+	assert_error_contains(&err, expected);
+	assert_non_null(strstr(err.hint, "Enable TLS on the server"));
+
+	/* The port Connector/C takes when given none: MYSQL_TCP_PORT's. */
+	pid = serve(greeting_plain, len, false, &port);
+	snprintf(env_port, sizeof(env_port), "%u", port);
+	setenv("MYSQL_TCP_PORT", env_port, 1);
+	assert_false(probe(AGENT_SSL_REQUIRED, 0, 5, &err));
+	unsetenv("MYSQL_TCP_PORT");
+	assert_int_equal(served(pid), 0);
+	assert_error_contains(&err, "offers no TLS");
+
+	/* The server's error, said. */
+	{
+		size_t n = packet(buf, blocked, sizeof(blocked) - 1);
+
+		pid = serve(buf, n, false, &port);
+		assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+		assert_int_equal(served(pid), 0);
+		assert_error_contains(&err, "refused the connection before any login:"
+									" error 1129: Host '192.0.2.9' is blocked"
+									" because of many connection errors");
+		assert_non_null(strstr(err.hint, "FLUSH HOSTS"));
+	}
+
+	/* Not MariaDB on the port. */
+	pid = serve("SSH-2.0-OpenSSH_9.2p1\r\n", 23, false, &port);
+	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_int_equal(served(pid), 0);
+	assert_error_contains(&err, "is not MariaDB: a first packet of");
+
+	/* Silent: the timeout bounds the wait. */
+	pid = serve(NULL, 0, false, &port);
+	started = time(NULL);
+	assert_false(probe(AGENT_SSL_REQUIRED, port, 1, &err));
+	assert_true(time(NULL) - started <= 3);
+	assert_int_equal(served(pid), 0);
+	assert_error_contains(&err, "could not read the greeting of MariaDB at"
+								" 127.0.0.1:");
+	assert_error_contains(&err, "it sent no greeting in time");
+
+	/* Closed before a whole greeting. */
+	pid = serve(NULL, 0, true, &port);
+	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	served(pid);
+	assert_error_contains(&err, "before its greeting");
+
+	/* Nothing listens (the port of a server gone). */
+	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_error_contains(&err, "could not connect to MariaDB at 127.0.0.1:");
+	assert_error_contains(&err, "Connection refused");
+
+	/* The other modes do not probe: verify_identity is Connector/C's. */
+	assert_true(probe(AGENT_SSL_VERIFY_IDENTITY, port, 5, &err));
+	assert_true(probe(AGENT_SSL_DISABLED, port, 5, &err));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_settings),       cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_contradictions), cmocka_unit_test(test_files),
-		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_options),        cmocka_unit_test(test_greeting),
+		cmocka_unit_test(test_probe),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -343,7 +343,14 @@ agent_connect(Agent *agent, BkError *err)
 	mysql_optionsv(conn, MYSQL_OPT_WRITE_TIMEOUT, &read_timeout);
 	mysql_optionsv(conn, MYSQL_SET_CHARSET_NAME, "binary");
 	mysql_optionsv(conn, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
-	if (!agent_tls_options(&config->mysql_tls, conn, err))
+	/*
+	 * required: a server without TLS is refused before the login, which
+	 * Connector/C would send it in clear; agent_tls_confirm below is the
+	 * second check, of the session itself.
+	 */
+	if (!agent_tls_options(&config->mysql_tls, conn, err) ||
+		!agent_tls_probe(&config->mysql_tls, config->mysql_host,
+						 config->mysql_port, server, connect_timeout, err))
 	{
 		mysql_close(conn);
 		return NULL;

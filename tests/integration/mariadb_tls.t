@@ -10,8 +10,11 @@
 #    REQUIRE X509) streams; with another CA, or a CRL that revokes the
 #    server's certificate, it is refused with an ERROR naming the setting;
 #  - verify_identity against a certificate for another host name is refused;
-#  - required or verify_identity against a server without TLS (the shared
-#    one) is refused, naming the server and the setting: no plain text;
+#  - required or verify_identity against a server without TLS (this one
+#    restarted without it, its general log on) is refused, naming the
+#    server and the setting, and no login reaches that server: the general
+#    log has no Connect of the agent's account (a mariadb client's login as
+#    that account shows there is one to see);
 #  - contradictory settings stop the agent at the start (exit 3).
 set -uo pipefail
 
@@ -118,6 +121,7 @@ out="$(tls_my "CREATE USER bk_tls@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/age
     CREATE USER bk_x509@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")'
         REQUIRE SUBJECT '/CN=bk-agent' AND ISSUER '/CN=bk test ca';
     GRANT $grants ON *.* TO bk_x509@'127.0.0.1';
+    CREATE USER bk_plain@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")';
     CREATE ROLE $role;
     CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so';
     CREATE FUNCTION bk_status RETURNS STRING SONAME 'bk_udf.so';
@@ -210,21 +214,39 @@ refused revoked "a server certificate mysql_ssl_crl revokes" \
     "ERROR: could not connect to MariaDB at 127.0.0.1:$TLS_PORT: .*(revoked|certificate).*HINT: .*not revoked in mysql_ssl_crl"
 
 # ---------------------------------------------------------------- no TLS
-# The shared server offers none: neither mode falls back to plain text.
-# verify_identity is refused before anything is sent; required (whose
-# Connector/C 3.3 goes on in plain text) once the session says it has no
-# cipher, before any query.
-is "$(my "SELECT @@have_ssl")" "DISABLED" "the shared server offers no TLS"
-plain_conf() {
-    agent_conf "$1" "mysql_user = root" "${@:2}"
-    sed -i "s/^mysql_port = .*/mysql_port = $MYSQL_TCP_PORT/;/^mysql_password_file/d;s|^control_socket = .*|control_socket = $dir/plain.sock|" "$dir/$1.conf"
+# The server restarted without TLS: neither mode falls back to plain text,
+# and neither sends its login there.  verify_identity is refused by
+# Connector/C before it sends anything; required (whose Connector/C 3.3
+# would go on in plain text) by the agent's look at the server's greeting,
+# which sends nothing.  A login reaching the server, even one it refuses,
+# is a Connect in its general log.
+BK_MARIADB_ARGS="--general-log=ON --log-output=TABLE" \
+    tls_services restart mariadb >"$dir/plain-restart.log" 2>&1
+ok $? "the server restarts without TLS, its general log on" ||
+    bail_out "$(tail -n 5 "$dir/plain-restart.log")"
+is "$(tls_my "SELECT @@have_ssl")" "DISABLED" "it offers no TLS"
+# The logins of bk_plain the server has seen.
+plain_logins() {
+    tls_my "SELECT COUNT(*) FROM mysql.general_log
+        WHERE command_type = 'Connect' AND argument LIKE '%bk_plain%'"
 }
-plain_conf plain-required "mysql_ssl_mode = required"
+logins_before="$(plain_logins)"
+agent_conf plain-required "mysql_user = bk_plain" "mysql_ssl_mode = required"
 refused plain-required "required against a server without TLS" \
-    "ERROR: the connection to MariaDB at 127.0.0.1:$MYSQL_TCP_PORT is not encrypted, and mysql_ssl_mode = required refuses it HINT: Enable TLS on the server"
-plain_conf plain-verify "mysql_ssl_ca = $pki/ca.pem"
+    "ERROR: .*MariaDB at 127.0.0.1:$TLS_PORT .*mysql_ssl_mode = required refuses it.* HINT: Enable TLS on the server"
+grep -q "ERROR: MariaDB at 127.0.0.1:$TLS_PORT offers no TLS, and mysql_ssl_mode = required refuses it: the login was not sent" "$dir/plain-required.log"
+ok $? "... before the login, saying so" || diag "$(grep ERROR "$dir/plain-required.log" | head -n 2)"
+is "$(plain_logins)" "$logins_before" "... and no login of the agent reached the server (general log)"
+logins_before="$(plain_logins)"
+agent_conf plain-verify "mysql_user = bk_plain" "mysql_ssl_ca = $pki/ca.pem"
 refused plain-verify "verify_identity against a server without TLS" \
-    "ERROR: could not connect to MariaDB at 127.0.0.1:$MYSQL_TCP_PORT: .*HINT: mysql_ssl_mode = verify_identity needs TLS, which the server does not offer"
+    "ERROR: could not connect to MariaDB at 127.0.0.1:$TLS_PORT: .*HINT: mysql_ssl_mode = verify_identity needs TLS, which the server does not offer"
+is "$(plain_logins)" "$logins_before" "... and no login of the agent reached the server (general log)"
+logins_before="$(plain_logins)"
+out="$(timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$TLS_PORT" \
+    -u bk_plain -p"$(head -1 "$dir/agent.password")" --connect-timeout=10 -N -B -e "SELECT 1" 2>&1)"
+ok $? "a mariadb client logs in as bk_plain in plain text" || diag "$out"
+is "$(plain_logins)" $((logins_before + 1)) "... and the general log shows that login"
 
 # ---------------------------------------------------------------- another name
 # The server's certificate, from the right CA, for another host name.

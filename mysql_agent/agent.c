@@ -321,6 +321,7 @@ agent_connect(Agent *agent, BkError *err)
 	unsigned int read_timeout =
 		(unsigned int) (config->heartbeat * 3 / 1000) + 10;
 	char server[600];
+	bool probe;
 
 	if (conn == NULL)
 	{
@@ -346,15 +347,23 @@ agent_connect(Agent *agent, BkError *err)
 	/*
 	 * required: a server without TLS is refused before the login, which
 	 * Connector/C would send it in clear; agent_tls_confirm below is the
-	 * second check, of the session itself.
+	 * second check, of the session itself.  The probe counts as an aborted
+	 * connection toward the server's max_connect_errors, which only a
+	 * successful login clears: logins that keep failing (a wrong password)
+	 * are probed once, not once per retry, or the server would block this
+	 * host after max_connect_errors retries.
 	 */
+	probe = !__atomic_load_n(&agent->tls_probed, __ATOMIC_RELAXED);
 	if (!agent_tls_options(&config->mysql_tls, conn, err) ||
-		!agent_tls_probe(&config->mysql_tls, config->mysql_host,
-						 config->mysql_port, server, connect_timeout, err))
+		(probe &&
+		 !agent_tls_probe(&config->mysql_tls, config->mysql_host,
+						  config->mysql_port, server, connect_timeout, err)))
 	{
 		mysql_close(conn);
 		return NULL;
 	}
+	if (probe)
+		__atomic_store_n(&agent->tls_probed, true, __ATOMIC_RELAXED);
 	if (mysql_real_connect(conn, config->mysql_host, config->mysql_user,
 						   agent->mysql_password, NULL, config->mysql_port,
 						   config->mysql_socket, 0) == NULL)
@@ -371,6 +380,8 @@ agent_connect(Agent *agent, BkError *err)
 		mysql_close(conn);
 		return NULL;
 	}
+	/* Either way the next connection probes again. */
+	__atomic_store_n(&agent->tls_probed, false, __ATOMIC_RELAXED);
 	if (!agent_tls_confirm(&config->mysql_tls, conn, server, err))
 	{
 		mysql_close(conn);

@@ -114,6 +114,12 @@ typedef struct Agent
 	pthread_mutex_t snapshot_start_lock;
 	struct SnapshotJob *snapshot; /* the running or the last snapshot */
 	struct BkControlAuth *auth;   /* who may call: control.h */
+	/*
+	 * agent_connect probed the server's greeting (mysql_ssl_mode =
+	 * required) and no login has succeeded since; __atomic access, as
+	 * every thread connects.
+	 */
+	bool tls_probed;
 } Agent;
 
 extern volatile sig_atomic_t agent_stop_requested;

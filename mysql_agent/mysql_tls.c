@@ -536,11 +536,11 @@ agent_tls_probe(const AgentTls *tls, const char *host, unsigned int port,
 	/*
 	 * Nothing is sent: the server counts a handshake error against this
 	 * host (Aborted_connects, and max_connect_errors if it resolves host
-	 * names), which the login that follows clears.  Logins that keep
-	 * failing (a wrong password) leave one count each, and the server
-	 * blocks the host after max_connect_errors of them (100): said in the
-	 * hint of that error.  Sending an empty login instead would count as a
-	 * refused one, logged by the server at every connection of the agent.
+	 * names), which the login that follows clears.  While logins keep
+	 * failing (a wrong password) agent_connect probes only the first, so
+	 * the count stays at one.  Sending an empty login instead would count
+	 * as a refused one, logged by the server at every connection of the
+	 * agent.
 	 */
 	status = probe_read(fd, deadline, &greeting, why, sizeof(why));
 	close(fd);
@@ -564,12 +564,9 @@ agent_tls_probe(const AgentTls *tls, const char *host, unsigned int port,
 				bk_error_hint(err, "FLUSH HOSTS on the server (or mariadb-admin"
 								   " flush-hosts) unblocks this host.  Its"
 								   " connections that failed before a login"
-								   " count to max_connect_errors: with"
-								   " mysql_ssl_mode = required, each login of"
-								   " the agent's follows a look at the greeting"
-								   " that counts as one until a login succeeds,"
-								   " so check mysql_user and"
-								   " mysql_password_file too.");
+								   " count to max_connect_errors, clients on"
+								   " this host other than the agent among"
+								   " them.");
 			return false;
 		case AGENT_GREETING_MALFORMED:
 			return bk_error_set(err, BK_ERR_IO,

@@ -213,6 +213,32 @@ agent_conf revoked "mysql_user = bk_tls" "mysql_ssl_ca = $pki/ca.pem" \
 refused revoked "a server certificate mysql_ssl_crl revokes" \
     "ERROR: could not connect to MariaDB at 127.0.0.1:$TLS_PORT: .*(revoked|certificate).*HINT: .*not revoked in mysql_ssl_crl"
 
+# A login that keeps failing (a wrong password) with required: the look at
+# the greeting before it counts as an aborted connection toward the server's
+# max_connect_errors, which only a successful login clears, so it is taken
+# before the first try only: one look per try would get the agent's host
+# blocked after max_connect_errors tries.  Every refused login counts as an
+# aborted connection too.
+aborted_connects() {
+    tls_my "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS
+        WHERE VARIABLE_NAME = 'ABORTED_CONNECTS'"
+}
+echo "not-the-password" >"$dir/wrong.password"
+chmod 600 "$dir/wrong.password"
+agent_conf wrong-password "mysql_user = bk_tls" "mysql_ssl_mode = required"
+sed -i "s|^mysql_password_file = .*|mysql_password_file = $dir/wrong.password|" "$dir/wrong-password.conf"
+aborted_before="$(aborted_connects)"
+start_agent wrong-password
+refused_logins() { grep -c "Access denied for user 'bk_tls'" "$dir/wrong-password.log"; }
+three_refused() { (($(refused_logins) >= 3)); }
+wait_for 30 "three refused logins" three_refused
+ok $? "required with a wrong password: the agent's logins are refused, and retried" ||
+    diag "$(tail -n 5 "$dir/wrong-password.log")"
+stop_agent
+tries="$(refused_logins)"
+aborted=$(($(aborted_connects) - aborted_before))
+is "$aborted" $((tries + 1)) "... $tries tries counted $aborted aborted connections: one look at the greeting, then logins only"
+
 # ---------------------------------------------------------------- no TLS
 # The server restarted without TLS: neither mode falls back to plain text,
 # and neither sends its login there.  verify_identity is refused by

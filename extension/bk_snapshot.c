@@ -22,6 +22,7 @@
 #include "mb/pg_wchar.h"
 #include "nodes/parsenodes.h"
 #include "postmaster/pgarch.h"
+#include "storage/lock.h"
 
 #include "bk_snapshot.h"
 
@@ -44,6 +45,7 @@ static Datum snap_result_datum(FunctionCallInfo fcinfo,
 static void snap_report_end(const BkSnapshotSlot *slot);
 static void snap_check_id_argument(const char *id);
 static void snap_require_shared(void);
+static void snap_refuse_entangled_caller(Oid funcid);
 
 /*
  * Is the WAL archived, and by bk?  A snapshot is restorable only with the
@@ -179,6 +181,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	 * transaction must not get that through us.
 	 */
 	PreventCommandIfReadOnly("bk_snapshot()");
+	snap_refuse_entangled_caller(fcinfo->flinfo->fn_oid);
 	if (bk_kafka_brokers == NULL || bk_kafka_brokers[0] == '\0' ||
 		bk_key_file == NULL || bk_key_file[0] == '\0')
 		ereport(ERROR,
@@ -230,6 +233,70 @@ bk_snapshot(PG_FUNCTION_ARGS)
 	if (wait)
 		snap_report_end(&copy);
 	return snap_result_datum(fcinfo, &copy);
+}
+
+/*
+ * snap_refuse_entangled_caller
+ *		Refuse a calling transaction that the worker would wait for, or
+ *		that has written what the worker cannot see.
+ *
+ * The worker is another backend, in transactions of its own: it writes the
+ * history and the page digests (RowExclusiveLock), and sees only what was
+ * committed.  A caller holding a lock on one of those tables that conflicts
+ * with RowExclusiveLock (ShareLock and stronger: LOCK ... IN SHARE MODE,
+ * TRUNCATE, an ALTER TABLE of an update script) blocks the worker while
+ * waiting for it on a latch, where the deadlock detector never looks: the
+ * call hung until statement_timeout, forever without one.  A caller that
+ * has an xid has written something: an ALTER EXTENSION bk UPDATE just run
+ * (the worker still sees the old version and says to run it), rows the
+ * snapshot would not contain although taken after them.  bk_snapshot_wait
+ * needs no such check: it runs only as a CALL outside a transaction block,
+ * and commits before it waits.
+ */
+static void
+snap_refuse_entangled_caller(Oid funcid)
+{
+	static const char *const tables[] = {"bk_snapshot_history",
+										 "bk_snapshot_blocks"};
+	/* The extension is not relocatable: its tables are in our schema. */
+	Oid schema = get_func_namespace(funcid);
+
+	for (size_t tableIdx = 0; tableIdx < lengthof(tables); tableIdx++)
+	{
+		Oid relid = get_relname_relid(tables[tableIdx], schema);
+		LOCKTAG tag;
+
+		if (!OidIsValid(relid))
+			continue;
+		SET_LOCKTAG_RELATION(tag, MyDatabaseId, relid);
+		/* Strongest first: TRUNCATE holds ShareLock too, for its indexes. */
+		for (LOCKMODE mode = AccessExclusiveLock; mode >= ShareLock; mode--)
+			if (LockHeldByMe(&tag, mode))
+				ereport(ERROR,
+						(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+						 errmsg("bk_snapshot() cannot be called in a "
+								"transaction that holds %s on table "
+								"\"%s\"",
+								GetLockmodeName(DEFAULT_LOCKMETHOD, mode),
+								tables[tableIdx]),
+						 errdetail("The snapshot worker writes that table "
+								   "in a transaction of its own: it would "
+								   "wait for this transaction, and this "
+								   "transaction for it."),
+						 errhint("Call bk_snapshot() in a transaction of "
+								 "its own.")));
+	}
+	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("bk_snapshot() cannot be called in a transaction "
+						"that has written to the database"),
+				 errdetail("The snapshot worker runs in a transaction of its "
+						   "own and sees only what is committed: not what "
+						   "this transaction wrote, such as an ALTER "
+						   "EXTENSION bk UPDATE."),
+				 errhint("Commit first, then call bk_snapshot() in a "
+						 "transaction of its own.")));
 }
 
 /*

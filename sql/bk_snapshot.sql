@@ -55,6 +55,39 @@ SELECT * FROM bk_snapshot('full', fast => NULL);
 BEGIN READ ONLY;
 SELECT * FROM bk_snapshot();
 ROLLBACK;
+-- Nor does a transaction the worker would wait for: one that holds a lock
+-- on the extension's tables conflicting with the worker's writes.  The
+-- caller waits for the worker on a latch, where the deadlock detector does
+-- not look: this hung until statement_timeout.  It is refused at once.
+SELECT clock_timestamp() AS t0 \gset
+BEGIN;
+LOCK bk_snapshot_history IN SHARE MODE;
+SET LOCAL statement_timeout = '10s';
+SELECT * FROM bk_snapshot();
+ROLLBACK;
+SELECT clock_timestamp() - :'t0' < interval '1 s' AS refused_within_1s;
+BEGIN;
+TRUNCATE bk_snapshot_blocks;
+SET LOCAL statement_timeout = '10s';
+SELECT * FROM bk_snapshot(wait => false);
+ROLLBACK;
+-- Nor one that has written: the worker could not see what it wrote.
+BEGIN;
+CREATE TEMPORARY TABLE bk_regress_written (a int);
+SELECT * FROM bk_snapshot();
+ROLLBACK;
+-- Such as an update of the extension: its worker saw the old version and
+-- failed the snapshot, saying to run the ALTER EXTENSION just run.
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE regress_bk_update;
+\c regress_bk_update
+CREATE EXTENSION bk VERSION '0.6';
+BEGIN;
+ALTER EXTENSION bk UPDATE;
+SELECT * FROM bk_snapshot();
+ROLLBACK;
+\c :regress_db
+DROP DATABASE regress_bk_update;
 SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
 SELECT bk_snapshot_cancel('20261124T000000Z-0000000');
 SELECT bk_snapshot_cancel('x');
@@ -67,12 +100,16 @@ SHOW bk.snapshot_range_size;
 SET bk.snapshot_range_size = 0;
 RESET bk.snapshot_range_size;
 
--- A full snapshot, then an incremental one on top of it.
+-- A full snapshot, then an incremental one on top of it.  The full one is
+-- taken in a transaction that read the history: that is no reason to refuse.
+BEGIN;
+SELECT count(*) >= 0 AS read_history FROM bk_snapshot_history;
 SELECT snapshot_kind, parent_id IS NULL AS no_parent, state,
        files > 0 AS has_files, bytes_read > 0 AS read_bytes,
        bytes_sent > 0 AS sent_bytes, stop_lsn > start_lsn AS lsn_order,
        stop_time >= start_time AS time_order, snapshot_label
 FROM bk_snapshot(label => 'regress full');
+COMMIT;
 CREATE TABLE bk_regress_new AS SELECT g FROM generate_series(1, 1000) g;
 SELECT s.snapshot_kind, s.parent_id = h.snapshot_id AS parent_is_last_full,
        s.state, s.bytes_sent < h.bytes_sent AS sends_less

@@ -630,10 +630,15 @@ snap_result_datum(FunctionCallInfo fcinfo, const BkSnapshotSlot *slot)
 Datum
 bk_snapshot_cancel(PG_FUNCTION_ARGS)
 {
-	char *id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char *id;
 	int pid = 0;
 	bool found = false;
 
+	/* Not STRICT from 0.8: a NULL id is a mistake to say, not a no-op. */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("snapshot id must not be NULL")));
+	id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	snap_check_id_argument(id);
 	LWLockAcquire(bk_shared->snapshot_signal_lock, LW_SHARED);
 	SpinLockAcquire(&bk_shared->mutex);

@@ -91,6 +91,8 @@ DROP DATABASE regress_bk_update;
 SELECT bk_snapshot_cancel('20261124T000000Z-00000000');
 SELECT bk_snapshot_cancel('20261124T000000Z-0000000');
 SELECT bk_snapshot_cancel('x');
+SELECT bk_snapshot_cancel(NULL);
+CALL bk_snapshot_wait(NULL);
 -- bk.snapshot_range_size is 0 (files are not split) or at least 1MB: a
 -- smaller range only multiplies the work list, the objects and the record.
 SET bk.snapshot_range_size = 1;
@@ -222,3 +224,37 @@ SELECT kind, state, file_list IS NOT NULL AS lists_files
 FROM bk_snapshot_history ORDER BY requested_time DESC LIMIT 1;
 DROP TRIGGER bk_regress_slow ON bk_snapshot_history;
 DROP FUNCTION bk_regress_slow_history();
+
+-- An updated extension has what a new one has: the same functions, as
+-- strict or not, and the same grants (none to PUBLIC).  From 0.8 on,
+-- bk_snapshot_cancel(NULL) is refused, not a silent NULL.
+\set bk_objects 'SELECT string_agg(o, E\'\\n\' ORDER BY o) FROM (SELECT p.oid::regprocedure::text || \' strict \' || p.proisstrict || \' \' || coalesce(p.proacl::text, \'default\') AS o FROM pg_proc p JOIN pg_depend d ON d.classid = \'pg_proc\'::regclass AND d.objid = p.oid JOIN pg_extension e ON d.refobjid = e.oid WHERE d.deptype = \'e\' AND e.extname = \'bk\' UNION ALL SELECT c.oid::regclass::text || \' \' || coalesce(c.relacl::text, \'default\') FROM pg_class c JOIN pg_depend d ON d.classid = \'pg_class\'::regclass AND d.objid = c.oid JOIN pg_extension e ON d.refobjid = e.oid WHERE d.deptype = \'e\' AND e.extname = \'bk\') s'
+SELECT extversion AS fresh_version FROM pg_extension WHERE extname = 'bk';
+:bk_objects \gset fresh_
+SELECT :'fresh_string_agg' LIKE '%bk_snapshot_cancel(text) strict false %'
+    AS cancel_not_strict;
+SELECT count(*) FILTER (WHERE d.classid = 'pg_proc'::regclass
+                          AND has_function_privilege('public', d.objid, 'execute'))
+       AS public_functions,
+       count(*) FILTER (WHERE d.classid = 'pg_class'::regclass
+                          AND has_table_privilege('public', d.objid,
+                              'select, insert, update, delete, truncate'))
+       AS public_tables
+FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
+WHERE d.deptype = 'e' AND e.extname = 'bk';
+CREATE DATABASE regress_bk_update;
+\c regress_bk_update
+CREATE EXTENSION bk VERSION '0.6';
+ALTER EXTENSION bk UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'bk';
+:bk_objects \gset from06_
+SELECT :'from06_string_agg' = :'fresh_string_agg' AS from_06_as_fresh;
+DROP EXTENSION bk;
+CREATE EXTENSION bk VERSION '0.7';
+SELECT bk_snapshot_cancel(NULL) IS NULL AS silent_on_07;
+ALTER EXTENSION bk UPDATE;
+:bk_objects \gset from07_
+SELECT :'from07_string_agg' = :'fresh_string_agg' AS from_07_as_fresh;
+SELECT bk_snapshot_cancel(NULL);
+\c :regress_db
+DROP DATABASE regress_bk_update;

@@ -22,10 +22,11 @@
 #
 # Also: a bk extension older than its library (0.1, before the page-digest
 # table) makes bk_snapshot() fail with the fix in the hint, and
-# ALTER EXTENSION bk UPDATE brings it to 0.7 (0.2 kept page digests per
+# ALTER EXTENSION bk UPDATE brings it to 0.8 (0.2 kept page digests per
 # file only; 0.3's history cannot say that a record may be out; 0.4 has
 # no bk_monitor role; 0.5 no bk_snapshot_wait; 0.6's history cannot say
-# which source id and topic prefix a snapshot went to).  After bk.source_id
+# which source id and topic prefix a snapshot went to; 0.7's
+# bk_snapshot_cancel(NULL) returns NULL without a word).  After bk.source_id
 # changes, an incr is refused (its parent is in the old source's archive),
 # with a full snapshot in the hint, as it is on a parent whose row does not
 # say where it went; the full then works, and incrs build on it.
@@ -97,7 +98,7 @@ like "$out" 'table "bk_snapshot_history" or its column "topic_prefix" is missing
 like "$out" 'ALTER EXTENSION bk UPDATE' "which says how to fix it too"
 q main -c "ALTER EXTENSION bk UPDATE" >/dev/null
 is "$(q main -c "SELECT extversion FROM pg_extension WHERE extname = 'bk'")|$(q main -c "SELECT relpersistence FROM pg_class WHERE relname = 'bk_snapshot_blocks'")" \
-    "0.7|u" "ALTER EXTENSION bk UPDATE brings it to 0.7, with the unlogged page-digest table"
+    "0.8|u" "ALTER EXTENSION bk UPDATE brings it to 0.8, with the unlogged page-digest table"
 is "$(q main -c "SELECT has_table_privilege('public', 'bk_snapshot_blocks', 'SELECT')")" f \
     "PUBLIC cannot read the page digests"
 is "$(q main -c "SELECT has_function_privilege('public', 'bk_snapshot_wait(text)', 'EXECUTE'),

@@ -46,6 +46,7 @@ static void snap_report_end(const BkSnapshotSlot *slot);
 static void snap_check_id_argument(const char *id);
 static void snap_require_shared(void);
 static void snap_refuse_entangled_caller(Oid funcid);
+static char *snap_excerpt(const char *text);
 
 /*
  * Is the WAL archived, and by bk?  A snapshot is restorable only with the
@@ -113,7 +114,7 @@ bk_snapshot(PG_FUNCTION_ARGS)
 		strcmp(kind, "incr") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid snapshot kind \"%s\"", kind),
+				 errmsg("invalid snapshot kind \"%s\"", snap_excerpt(kind)),
 				 errhint("Use 'full', 'diff' (changes since the last full "
 						 "snapshot) or 'incr' (changes since the last "
 						 "snapshot).")));
@@ -566,6 +567,48 @@ snap_require_shared(void)
 }
 
 /*
+ * snap_excerpt
+ *		What a caller gave, for a message: its first SNAP_EXCERPT_CHARS
+ *		characters, a control character as \xNN, and "..." if there was
+ *		more.
+ *
+ * An argument may be of any length and hold newlines.  Echoed whole,
+ * bk_snapshot_cancel(repeat(E'x\n', 5000000)) sent a 10 MB error and wrote
+ * 25 MB to the server log, and a newline let the caller write log lines of
+ * its choosing.  libbk's bk_text_excerpt reads UTF-8 and leaves control
+ * characters as they are; an argument is in the database encoding, which
+ * pg_mblen steps through by whole characters.
+ */
+#define SNAP_EXCERPT_CHARS 64
+
+static char *
+snap_excerpt(const char *text)
+{
+	StringInfoData buf;
+	int chars = 0;
+
+	initStringInfo(&buf);
+	while (*text != '\0' && chars < SNAP_EXCERPT_CHARS)
+	{
+		int len = pg_mblen(text);
+
+		/* A text argument is valid in its encoding: no NUL inside one. */
+		for (int byte = 1; byte < len; byte++)
+			if (text[byte] == '\0')
+				len = byte;
+		if (len == 1 && ((unsigned char) *text < 0x20 || *text == 0x7f))
+			appendStringInfo(&buf, "\\x%02x", (unsigned char) *text);
+		else
+			appendBinaryStringInfo(&buf, text, len);
+		text += len;
+		chars++;
+	}
+	if (*text != '\0')
+		appendStringInfoString(&buf, "...");
+	return buf.data;
+}
+
+/*
  * An id argument, checked: a typo is not "no such snapshot running".
  */
 static void
@@ -574,7 +617,7 @@ snap_check_id_argument(const char *id)
 	if (!snap_id_valid(id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid snapshot id \"%s\"", id),
+				 errmsg("invalid snapshot id \"%s\"", snap_excerpt(id)),
 				 errhint("A snapshot id reads like 20261124T051200Z-0a1b2c3d; "
 						 "bk_snapshot_progress lists the recent ones.")));
 	snap_require_shared();

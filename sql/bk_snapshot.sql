@@ -93,6 +93,31 @@ SELECT bk_snapshot_cancel('20261124T000000Z-0000000');
 SELECT bk_snapshot_cancel('x');
 SELECT bk_snapshot_cancel(NULL);
 CALL bk_snapshot_wait(NULL);
+-- An error quotes 64 characters of what it refuses, control characters
+-- escaped: a 1 MB argument made a 1 MB error (and twice that in the server
+-- log), and a newline in it let the caller write log lines of its own.
+SELECT bk_snapshot_cancel(E'20261124T000000Z-0000000\nLOG:  forged');
+SELECT * FROM bk_snapshot(E'full\n');
+SELECT * FROM bk_snapshot(repeat('é', 100));
+CREATE FUNCTION pg_temp.bk_error_of(call text, arg text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    message text;
+BEGIN
+    EXECUTE call USING arg;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    RETURN message;
+END
+$$;
+SELECT call, octet_length(m) < 1024 AS under_1kb,
+       strpos(m, E'\n') = 0 AS no_newline, m LIKE '%..."' AS says_there_is_more
+FROM (VALUES ('SELECT bk_snapshot_cancel($1)'), ('SELECT bk_snapshot($1)')) AS c(call),
+     LATERAL pg_temp.bk_error_of(call, repeat(E'x\n', 500000)) AS m;
+-- CALL bk_snapshot_wait() runs only outside a transaction block, not in
+-- the function above: its error is printed.
+CALL bk_snapshot_wait(repeat(E'x\n', 500000));
 -- bk.snapshot_range_size is 0 (files are not split) or at least 1MB: a
 -- smaller range only multiplies the work list, the objects and the record.
 SET bk.snapshot_range_size = 1;

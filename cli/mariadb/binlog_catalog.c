@@ -12,6 +12,7 @@
 #include "bk_frame.h"
 #include "bk_util.h"
 #include "cli.h"
+#include "times.h"
 
 typedef struct CatalogBuild
 {
@@ -148,11 +149,95 @@ compare_ranges(const void *a, const void *b)
 	return 0;
 }
 
+/* The order of two file names' basenames (the text before the last dot). */
+static int
+compare_bases(const char *na, const char *nb)
+{
+	const char *dot_a = strrchr(na, '.');
+	const char *dot_b = strrchr(nb, '.');
+	size_t len_a = dot_a ? (size_t) (dot_a - na) : strlen(na);
+	size_t len_b = dot_b ? (size_t) (dot_b - nb) : strlen(nb);
+	int order = strncmp(na, nb, len_a < len_b ? len_a : len_b);
+
+	if (order != 0)
+		return order;
+	return len_a < len_b ? -1 : len_a > len_b;
+}
+
+/* By basename, then in binlog order. */
+static int
+compare_by_base(const void *a, const void *b)
+{
+	const char *na = ((const BinlogFile *) a)->name;
+	const char *nb = ((const BinlogFile *) b)->name;
+	int order = compare_bases(na, nb);
+
+	return order != 0 ? order : bk_binlog_file_compare(na, nb);
+}
+
+/*
+ * compare_files
+ *		Binlog order within a basename; between two, the history the agent
+ *		sent first first (one whose ranges do not say when: first), then by
+ *		basename.  By number alone, a second server's files would interleave
+ *		with the first's (db2-bin.000003, mariadb-bin.000003, ...): each
+ *		file's neighbour another server's, no history would chain past its
+ *		first file, and what comes "before" a file would mix both.
+ */
 static int
 compare_files(const void *a, const void *b)
 {
-	return bk_binlog_file_compare(((const BinlogFile *) a)->name,
-								  ((const BinlogFile *) b)->name);
+	const BinlogFile *fa = a;
+	const BinlogFile *fb = b;
+
+	if (!bk_binlog_file_same_base(fa->name, fb->name))
+	{
+		if (fa->history_since_us != fb->history_since_us)
+			return fa->history_since_us < fb->history_since_us ? -1 : 1;
+		return compare_bases(fa->name, fb->name);
+	}
+	return bk_binlog_file_compare(fa->name, fb->name);
+}
+
+/*
+ * sort_files
+ *		Sort the files (compare_files): grouped by basename first, to date
+ *		each history by the earliest created= of its ranges.
+ */
+static void
+sort_files(BinlogCatalog *catalog)
+{
+	int first = 0;
+
+	qsort(catalog->files, (size_t) catalog->file_count, sizeof(BinlogFile),
+		  compare_by_base);
+	while (first < catalog->file_count)
+	{
+		int64_t since = BK_TIME_UNKNOWN;
+		int end = first;
+
+		while (end < catalog->file_count &&
+			   bk_binlog_file_same_base(catalog->files[first].name,
+										catalog->files[end].name))
+		{
+			const BinlogFile *file = &catalog->files[end++];
+
+			for (int idx = 0; idx < file->range_count; idx++)
+			{
+				int64_t created_us;
+
+				if (bk_parse_timestamp(file->ranges[idx].created,
+									   &created_us) &&
+					(since == BK_TIME_UNKNOWN || created_us < since))
+					since = created_us;
+			}
+		}
+		for (int idx = first; idx < end; idx++)
+			catalog->files[idx].history_since_us = since;
+		first = end;
+	}
+	qsort(catalog->files, (size_t) catalog->file_count, sizeof(BinlogFile),
+		  compare_files);
 }
 
 /*
@@ -212,9 +297,9 @@ chain_file(BinlogFile *file)
 /*
  * follows_directly
  *		Does next continue prev with nothing lost between them: the very
- *		next file number of the same basename (files are ordered by number,
- *		so another server's binlog can sit between two of this one's), and
- *		its first range not sent after a purge gap?
+ *		next file number of the same basename (the last file of one history
+ *		is followed by the first of another), and its first range not sent
+ *		after a purge gap?
  */
 static bool
 follows_directly(const BinlogFile *prev, const BinlogFile *next)
@@ -296,8 +381,7 @@ load_catalog(const BkRepo *repo, const char *source, BinlogCatalog *catalog,
 			return false;
 		bk_error_clear(err);
 	}
-	qsort(catalog->files, (size_t) catalog->file_count, sizeof(BinlogFile),
-		  compare_files);
+	sort_files(catalog);
 	for (int idx = 0; idx < catalog->file_count; idx++)
 		chain_file(&catalog->files[idx]);
 	for (int idx = 0; idx < catalog->file_count; idx++)

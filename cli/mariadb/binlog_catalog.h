@@ -103,11 +103,23 @@ typedef struct BinlogFile
 	 * repository): a gap, never a file a crash left.
 	 */
 	bool short_end;
+	/*
+	 * When the agent first sent a range of this file's basename (its
+	 * history: another basename is another server's binlog), as the
+	 * ranges say (created=); BK_TIME_UNKNOWN when none says.  Orders the
+	 * histories of a source that holds more than one.
+	 */
+	int64_t history_since_us;
 } BinlogFile;
 
 typedef struct BinlogCatalog
 {
-	BinlogFile *files; /* sorted in binlog order */
+	/*
+	 * Sorted in binlog order within each basename (a history), the
+	 * histories one after the other, the one first sent first: files of
+	 * two servers' binlogs never interleave by number.
+	 */
+	BinlogFile *files;
 	int file_count;
 	uint64_t objects;
 	uint64_t stored_bytes;

@@ -379,8 +379,28 @@ mariadb_binlog_get_file(const BinlogCatalog *catalog, const char *source,
 						   "and that bk-mysql-agent streams this server.");
 		return NULL;
 	}
-	first = catalog->files[0].name;
-	last = catalog->files[catalog->file_count - 1].name;
+	/*
+	 * Within name's history (its basename): another's files, whatever their
+	 * numbers, are neither before nor after it.
+	 */
+	first = last = NULL;
+	for (int idx = 0; idx < catalog->file_count; idx++)
+		if (bk_binlog_file_same_base(catalog->files[idx].name, name))
+		{
+			if (first == NULL)
+				first = catalog->files[idx].name;
+			last = catalog->files[idx].name;
+		}
+	if (first == NULL)
+	{
+		bk_error_set(err, BK_ERR_NOT_FOUND,
+					 "binlog \"%s\" is not in the archive of source \"%s\"",
+					 name, source);
+		bk_error_hint(err, "The archive holds %s to %s.",
+					  catalog->files[0].name,
+					  catalog->files[catalog->file_count - 1].name);
+		return NULL;
+	}
 	if (bk_binlog_file_compare(name, last) > 0)
 	{
 		bk_error_set(err, BK_ERR_NOT_FOUND,

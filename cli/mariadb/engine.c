@@ -135,6 +135,21 @@ gap_before_archived(const BinlogCatalog *catalog, const char *gap_before)
 }
 
 /*
+ * history_goes_past
+ *		Does the archive hold a file after file in its history (its
+ *		basename)?  Files of another history are no continuation of it.
+ */
+static bool
+history_goes_past(const BinlogCatalog *catalog, const char *file)
+{
+	for (int idx = 0; idx < catalog->file_count; idx++)
+		if (bk_binlog_file_same_base(catalog->files[idx].name, file) &&
+			bk_binlog_file_compare(catalog->files[idx].name, file) > 0)
+			return true;
+	return false;
+}
+
+/*
  * describe_gaps
  *		Every hole in the archive, oldest first, to fn: a file that does not
  *		start at 0, a hole inside a file, a file older than the newest that
@@ -157,7 +172,7 @@ describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 		if (idx > 0 &&
 			!bk_binlog_file_same_base(catalog->files[idx - 1].name, file->name))
 		{
-			/* Files are ordered by number, whatever their basename. */
+			/* The catalog puts one history after the other. */
 			snprintf(what, sizeof(what),
 					 "the archive does not go on into it from %s: another"
 					 " binlog basename, another server's binlog",
@@ -176,9 +191,9 @@ describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 		/*
 		 * Not said twice: the file before is not complete, or is missing,
 		 * or of another basename.  The oldest file's mark is said when the
-		 * archive holds the file it names, which then leads nowhere (files
-		 * of another basename are ordered among these by number); not when
-		 * bk expire removed the files before it.
+		 * archive holds the file it names, which then leads nowhere (a file
+		 * of another basename, in a history the catalog puts after this
+		 * one); not when bk expire removed the files before it.
 		 */
 		if (file->gap_before != NULL && idx == 0 &&
 			gap_before_archived(catalog, file->gap_before))
@@ -566,9 +581,7 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		 * file not archived that far yet is the end of the archive.)
 		 */
 		if (snap->complete && snap->binlog_file[0] != '\0' &&
-			binlog->file_count > 0 &&
-			bk_binlog_file_compare(binlog->files[binlog->file_count - 1].name,
-								   snap->binlog_file) > 0)
+			history_goes_past(binlog, snap->binlog_file))
 		{
 			const char *until_file;
 			uint64_t until_pos;
@@ -756,7 +769,7 @@ bk_mariadb_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		walk->checksum_alg = &checksum_alg;
 		/* Where the archive does not go on, a gap is reported instead. */
 		if (previous_known && previous->complete && file->gap_before == NULL &&
-			file_number(file->name) == file_number(previous->name) + 1)
+			bk_binlog_file_follows(previous->name, file->name))
 		{
 			walk->previous = previous;
 			walk->previous_end = previous_end;

@@ -4,11 +4,21 @@
  *		(retention.c decides, for every engine), and the binlog that goes
  *		with the others.
  *
- * Binlog goes file by file, only for files older than the binlog file of
- * the kept snapshot earliest in the binlog: that file is kept whole (a
- * restore rebuilds it from offset 0, its format description included), and
- * so is everything after it; while a snapshot without a record yet stays,
- * so is every file the agent sent a range of after it began.  With no
+ * A source can hold more than one binlog history: files of another
+ * basename are another server's binlog (MariaDB names it <hostname>-bin,
+ * so a failover renames it), archived by agents that went on across it,
+ * or by two agents given one source id.  No restore goes from one history
+ * into another, so snapshots are ordered by history (the catalog's order:
+ * the one the agent sent first first), then by position in it, and the
+ * binlog goes history by history, file by file.  In a history where a
+ * snapshot stays, only files older than the binlog file of its kept
+ * snapshot earliest in the binlog go: that file is kept whole (a restore
+ * rebuilds it from offset 0, its format description included), and so is
+ * everything after it.  A history where no snapshot stays goes whole only
+ * if the agent sent all of it well before a kept snapshot (of another
+ * history) began: no snapshot can start in it then; otherwise it stays
+ * whole.  While a snapshot without a record yet stays, so does, in every
+ * history, each file the agent sent a range of after it began.  With no
  * restorable snapshot to anchor the policy, nothing is removed.  A
  * snapshot's record goes first, so a removal cut short leaves an
  * incomplete snapshot, never one that looks restorable with parts missing.
@@ -29,13 +39,80 @@
 #include "snapshot_catalog.h"
 #include "times.h"
 
+/*
+ * The agent hosts of two servers need not agree on the time: a history
+ * goes whole only if all of it was sent this long before a kept snapshot
+ * of another history began.
+ */
+#define HISTORY_MARGIN_US ((int64_t) 3600 * 1000000)
+
+/*
+ * A history of the catalog: its files, binlog.files[first, end), one
+ * basename.
+ */
+typedef struct History
+{
+	int first;
+	int end;
+	const MariadbSnapshot *oldest_kept; /* its kept one earliest in it */
+	const char *keep_from;              /* its first file that stays, or NULL */
+	const char *arriving;               /* keep_from moved back for it */
+	const MariadbSnapshot *after;       /* gone whole: began after all of it */
+} History;
+
+/* The index of file's history among the catalog's, or -1. */
+static int
+history_of(const History *histories, int count, const BinlogCatalog *binlog,
+		   const char *file)
+{
+	for (int idx = 0; idx < count; idx++)
+		if (bk_binlog_file_same_base(binlog->files[histories[idx].first].name,
+									 file))
+			return idx;
+	return -1;
+}
+
+/*
+ * binlog_order
+ *		Where a position is in the source's binlog, as a number: its
+ *		history (its rank in the catalog; one the catalog does not hold,
+ *		last), then its file number and offset.  Numbers of two histories
+ *		say nothing of which came first.
+ */
 static uint64_t
-binlog_order(const char *file, uint64_t pos)
+binlog_order(int history, int history_count, const char *file, uint64_t pos)
 {
 	const char *dot = strrchr(file, '.');
 	uint64_t number = dot ? strtoull(dot + 1, NULL, 10) : 0;
+	uint64_t rank = (uint64_t) (history < 0 ? history_count : history);
 
-	return (number << 32) | (pos & 0xffffffffu);
+	if (number > 0xffffffu)
+		number = 0xffffffu;
+	if (rank > 0xffu)
+		rank = 0xffu;
+	return (rank << 56) | (number << 32) | (pos & 0xffffffffu);
+}
+
+/*
+ * sent_before
+ *		Did the agent send every range of the history before before_us?  A
+ *		range that does not say when is taken for one sent since.
+ */
+static bool
+sent_before(const BinlogCatalog *binlog, const History *history,
+			int64_t before_us)
+{
+	for (int fileIdx = history->first; fileIdx < history->end; fileIdx++)
+		for (int idx = 0; idx < binlog->files[fileIdx].range_count; idx++)
+		{
+			int64_t created_us;
+
+			if (!bk_parse_timestamp(binlog->files[fileIdx].ranges[idx].created,
+									&created_us) ||
+				created_us >= before_us)
+				return false;
+		}
+	return true;
 }
 
 /*
@@ -107,13 +184,56 @@ conflict_file_cmp(const void *a, const void *b)
 	return bk_binlog_file_compare(*(char *const *) a, *(char *const *) b);
 }
 
+/* What goes of the binlog: history by history. */
+typedef struct BinlogPlan
+{
+	const BinlogCatalog *binlog;
+	History *histories;
+	int count;
+	const MariadbSnapshotCatalog *snapshots;
+	const BkVerdict *verdicts;
+} BinlogPlan;
+
+/* Does a kept snapshot of another history than the catalog's need name? */
+static bool
+kept_needs(const BinlogPlan *plan, const char *name)
+{
+	for (int idx = 0; idx < plan->snapshots->count; idx++)
+	{
+		const MariadbSnapshot *snap = &plan->snapshots->snapshots[idx];
+
+		if (plan->verdicts[idx] != BK_VERDICT_EXPIRE && snap->has_record &&
+			!snap->other_engine &&
+			bk_binlog_file_same_base(snap->binlog_file, name) &&
+			bk_binlog_file_compare(name, snap->binlog_file) >= 0)
+			return true;
+	}
+	return false;
+}
+
 /*
- * Remove the conflict copies of every binlog file before keep_from (only
- * say so with dry_run), and report each file whose copies go: in json, or
- * as a line of text.
+ * Does binlog file name go?  Before its history's first file that stays;
+ * of a history the archive holds no file of any more (its files went
+ * before), unless a snapshot kept there needs it.
  */
 static bool
-remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
+file_expires(const BinlogPlan *plan, const char *name)
+{
+	int history = history_of(plan->histories, plan->count, plan->binlog, name);
+
+	if (history < 0)
+		return !kept_needs(plan, name);
+	return plan->histories[history].keep_from == NULL ||
+		   bk_binlog_file_compare(name, plan->histories[history].keep_from) < 0;
+}
+
+/*
+ * Remove the conflict copies of every binlog file that goes (only say so
+ * with dry_run), and report each file whose copies go: in json, or as a
+ * line of text.
+ */
+static bool
+remove_conflict_copies(BkRepo *repo, const char *source, const BinlogPlan *plan,
 					   bool dry_run, json_t *json, BkError *err)
 {
 	ConflictFiles files = {0};
@@ -127,7 +247,7 @@ remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
 	{
 		char prefix[BK_BINLOG_FILE_NAME_MAX + 2];
 
-		if (bk_binlog_file_compare(files.names[fileIdx], keep_from) >= 0)
+		if (!file_expires(plan, files.names[fileIdx]))
 			continue;
 		snprintf(prefix, sizeof(prefix), "%s/", files.names[fileIdx]);
 		ok = dry_run || bk_repo_delete_prefix(repo, BK_REPO_CONFLICTS, source,
@@ -135,10 +255,9 @@ remove_conflict_copies(BkRepo *repo, const char *source, const char *keep_from,
 		if (ok && json != NULL)
 			json_array_append_new(json, json_string(files.names[fileIdx]));
 		else if (ok)
-			printf("  %s the conflicting copies of binlog %s: before "
-				   "snapshot file %s\n",
-				   dry_run ? "would remove" : "removed", files.names[fileIdx],
-				   keep_from);
+			printf("  %s the conflicting copies of binlog %s: the file goes"
+				   " (or went)\n",
+				   dry_run ? "would remove" : "removed", files.names[fileIdx]);
 	}
 	for (int fileIdx = 0; fileIdx < files.count; fileIdx++)
 		free(files.names[fileIdx]);
@@ -230,11 +349,18 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	MariadbSnapshotCatalog snapshots = {0};
 	BkRetentionSnapshot *view = NULL;
 	BkVerdict *verdicts = NULL;
-	const MariadbSnapshot *oldest_kept = NULL;
-	const char *keep_from = NULL; /* the first binlog file that stays */
+	History *histories = NULL;
+	int history_count = 0;
+	BinlogPlan plan = {0};
+	const MariadbSnapshot *newest_kept = NULL; /* by its id */
+	int64_t newest_start_us = BK_TIME_UNKNOWN;
+	const MariadbSnapshot *unplaced = NULL; /* kept, of no binlog file */
+	bool any_kept = false;                  /* a snapshot with a record stays */
+	const char *keep_from = NULL; /* the newest history's first file kept */
 	const char *arriving = NULL;  /* a snapshot without record that stays */
 	int64_t guard_us = BK_TIME_UNKNOWN;
 	json_t *result = NULL, *snaps_json = NULL, *files_json = NULL;
+	json_t *histories_json = NULL;
 	json_t *conflicts_json = NULL;
 	json_t *warnings_json = NULL;
 	/* With the keyring: why a record does not authenticate, per snapshot */
@@ -324,6 +450,17 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				unauthenticated[idx] = bk_cli_strdup(why);
 		}
 	}
+	/* The catalog's histories, one basename each, in its order. */
+	histories =
+		bk_cli_alloc_zero((size_t) binlog.file_count + 1, sizeof(*histories));
+	for (int fileIdx = 0; fileIdx < binlog.file_count; fileIdx++)
+	{
+		if (fileIdx == 0 ||
+			!bk_binlog_file_same_base(binlog.files[fileIdx - 1].name,
+									  binlog.files[fileIdx].name))
+			histories[history_count++].first = fileIdx;
+		histories[history_count - 1].end = fileIdx + 1;
+	}
 	view = bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*view));
 	verdicts =
 		bk_cli_alloc_zero((size_t) snapshots.count + 1, sizeof(*verdicts));
@@ -347,7 +484,10 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 				mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
 									   problem, sizeof(problem)),
 			.stop_us = finished,
-			.stop_order = binlog_order(snap->binlog_file, snap->binlog_pos),
+			.stop_order = binlog_order(history_of(histories, history_count,
+												  &binlog, snap->binlog_file),
+									   history_count, snap->binlog_file,
+									   snap->binlog_pos),
 			.stored_ms = snap->stored_ms,
 			/* Another engine's, under this source id by mistake. */
 			.foreign = snap->other_engine,
@@ -356,33 +496,56 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	anchored = bk_retention_decide(view, snapshots.count, policy, bk_wall_ms(),
 								   verdicts);
 	/*
-	 * The kept snapshot earliest in the binlog, by its position there: not
-	 * the oldest by id, which comes from the agent host's clock, and sorts
-	 * a snapshot taken after that clock stepped back before the ones it
-	 * follows.  (A record without a binlog file orders first, and then
-	 * no binlog goes.)  One that stays while its parts still arrive counts
-	 * once its record names its position: it may end before every complete
-	 * one (the part it lacks travels on a partition that lags), and the
-	 * policy keeps it once complete.
+	 * In each history, the kept snapshot earliest in the binlog, by its
+	 * position there: not the oldest by id, which comes from the agent
+	 * host's clock, and sorts a snapshot taken after that clock stepped
+	 * back before the ones it follows.  (A record without a binlog file
+	 * says nothing of where it is: then no binlog goes.)  One that stays
+	 * while its parts still arrive counts once its record names its
+	 * position: it may end before every complete one (the part it lacks
+	 * travels on a partition that lags), and the policy keeps it once
+	 * complete.  The newest kept one, by its id, is what a history without
+	 * a kept snapshot is dated against.
 	 */
 	for (int idx = 0; anchored && idx < snapshots.count; idx++)
-		if (verdicts[idx] != BK_VERDICT_EXPIRE &&
-			snapshots.snapshots[idx].has_record &&
-			!snapshots.snapshots[idx].other_engine &&
-			(oldest_kept == NULL ||
-			 view[idx].stop_order < binlog_order(oldest_kept->binlog_file,
-												 oldest_kept->binlog_pos)))
-			oldest_kept = &snapshots.snapshots[idx];
+	{
+		const MariadbSnapshot *snap = &snapshots.snapshots[idx];
+		int history;
+		int64_t start_us;
+
+		if (verdicts[idx] == BK_VERDICT_EXPIRE || !snap->has_record ||
+			snap->other_engine)
+			continue;
+		any_kept = true;
+		if (strrchr(snap->binlog_file, '.') == NULL)
+			unplaced = snap;
+		if (bk_retention_id_start_us(snap->id, &start_us) &&
+			(newest_kept == NULL || start_us > newest_start_us))
+		{
+			newest_kept = snap;
+			newest_start_us = start_us;
+		}
+		history =
+			history_of(histories, history_count, &binlog, snap->binlog_file);
+		if (history >= 0 &&
+			(histories[history].oldest_kept == NULL ||
+			 view[idx].stop_order <
+				 binlog_order(history, history_count,
+							  histories[history].oldest_kept->binlog_file,
+							  histories[history].oldest_kept->binlog_pos)))
+			histories[history].oldest_kept = snap;
+	}
 
 	/*
 	 * A snapshot that stays without a record (still arriving: the record is
 	 * sent last, and may lag on its partition) says nothing of where it is
-	 * in the binlog, and may end before every snapshot kept: taken before
-	 * one whose record came first, or before the agent host's clock stepped
-	 * back.  Binlog the agent sent after it began stays (file_after_guard);
-	 * without a start time in its id, none goes.
+	 * in the binlog, nor in which history, and may end before every
+	 * snapshot kept: taken before one whose record came first, or before
+	 * the agent host's clock stepped back.  Binlog the agent sent after it
+	 * began stays (file_after_guard); without a start time in its id, none
+	 * goes.
 	 */
-	for (int idx = 0; oldest_kept != NULL && idx < snapshots.count; idx++)
+	for (int idx = 0; any_kept && idx < snapshots.count; idx++)
 	{
 		int64_t start_us;
 
@@ -401,26 +564,53 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			guard_us = start_us;
 		}
 	}
-	if (oldest_kept != NULL)
-		keep_from = oldest_kept->binlog_file;
-	for (int fileIdx = 0; arriving != NULL && fileIdx < binlog.file_count;
-		 fileIdx++)
-	{
-		const BinlogFile *file = &binlog.files[fileIdx];
 
-		if (bk_binlog_file_compare(file->name, keep_from) >= 0)
-			break;
-		if (guard_us == BK_TIME_UNKNOWN || file_after_guard(file, guard_us))
+	/*
+	 * Each history's first file that stays.  One without a kept snapshot
+	 * goes whole only if all of it was sent well before the newest kept
+	 * snapshot began: no snapshot still to come can start in it, and no
+	 * restore goes from it into another history.  Otherwise (a history
+	 * still written, its first snapshot still to be taken) it stays whole.
+	 */
+	for (int history = 0; history < history_count; history++)
+	{
+		History *h = &histories[history];
+
+		h->keep_from = binlog.files[h->first].name;
+		if (!any_kept || unplaced != NULL)
+			continue;
+		if (h->oldest_kept != NULL)
+			h->keep_from = h->oldest_kept->binlog_file;
+		else if (newest_kept != NULL &&
+				 sent_before(&binlog, h, newest_start_us - HISTORY_MARGIN_US))
 		{
-			keep_from = file->name;
-			break;
+			h->keep_from = NULL;
+			h->after = newest_kept;
+		}
+		for (int fileIdx = h->first; arriving != NULL && fileIdx < h->end;
+			 fileIdx++)
+		{
+			const BinlogFile *file = &binlog.files[fileIdx];
+
+			if (h->keep_from != NULL &&
+				bk_binlog_file_compare(file->name, h->keep_from) >= 0)
+				break;
+			if (guard_us == BK_TIME_UNKNOWN || file_after_guard(file, guard_us))
+			{
+				h->keep_from = file->name;
+				h->arriving = arriving;
+				break;
+			}
 		}
 	}
+	plan =
+		(BinlogPlan){&binlog, histories, history_count, &snapshots, verdicts};
 
 	if (policy->json)
 	{
 		snaps_json = json_array();
 		files_json = json_array();
+		histories_json = json_array();
 		warnings_json = json_array();
 	}
 	else
@@ -496,49 +686,82 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	 */
 	if (policy->json)
 		conflicts_json = json_array();
-	if (keep_from != NULL &&
-		!remove_conflict_copies(repo, source, keep_from, policy->dry_run,
+	if (any_kept && unplaced == NULL &&
+		!remove_conflict_copies(repo, source, &plan, policy->dry_run,
 								conflicts_json, err))
 	{
 		status = bk_cli_report_error(program, err);
 		goto done;
 	}
 	/*
-	 * Binlog files before keep_from: the oldest kept snapshot's own file, or
-	 * one a snapshot still arriving may need.
+	 * In each history, the files before its first that stays: its oldest
+	 * kept snapshot's own file, or one a snapshot still arriving may need;
+	 * all of a history no snapshot needs.
 	 */
-	for (int fileIdx = 0; keep_from != NULL && fileIdx < binlog.file_count;
-		 fileIdx++)
+	for (int history = 0; history < history_count; history++)
 	{
-		const BinlogFile *file = &binlog.files[fileIdx];
+		const History *h = &histories[history];
 
-		if (bk_binlog_file_compare(file->name, keep_from) >= 0)
-			break;
-		for (int idx = 0; idx < file->range_count; idx++)
+		for (int fileIdx = h->first; fileIdx < h->end; fileIdx++)
 		{
-			removed_ranges++;
-			if (!policy->dry_run &&
-				!bk_repo_delete(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
-								file->ranges[idx].name, err))
+			const BinlogFile *file = &binlog.files[fileIdx];
+
+			if (h->keep_from != NULL &&
+				bk_binlog_file_compare(file->name, h->keep_from) >= 0)
+				break;
+			for (int idx = 0; idx < file->range_count; idx++)
 			{
-				status = bk_cli_report_error(program, err);
-				goto done;
+				removed_ranges++;
+				if (!policy->dry_run &&
+					!bk_repo_delete(repo, BK_REPO_ARCHIVE, source,
+									BK_KIND_BINLOG, file->ranges[idx].name,
+									err))
+				{
+					status = bk_cli_report_error(program, err);
+					goto done;
+				}
 			}
+			if (policy->json)
+				json_array_append_new(files_json, json_string(file->name));
+			else if (h->oldest_kept != NULL)
+				printf("  %s binlog %s (%d range%s): before snapshot %s's"
+					   " file %s\n",
+					   policy->dry_run ? "would remove" : "removed", file->name,
+					   file->range_count, file->range_count == 1 ? "" : "s",
+					   h->oldest_kept->id, h->oldest_kept->binlog_file);
+			else if (h->after != NULL)
+				printf("  %s binlog %s (%d range%s): of a binlog history"
+					   " (another basename) where no snapshot stays, all"
+					   " sent before snapshot %s began\n",
+					   policy->dry_run ? "would remove" : "removed", file->name,
+					   file->range_count, file->range_count == 1 ? "" : "s",
+					   h->after->id);
 		}
 		if (policy->json)
-			json_array_append_new(files_json, json_string(file->name));
-		else
-			printf("  %s binlog %s (%d range%s): before snapshot %s's"
-				   " file %s\n",
-				   policy->dry_run ? "would remove" : "removed", file->name,
-				   file->range_count, file->range_count == 1 ? "" : "s",
-				   oldest_kept->id, oldest_kept->binlog_file);
+			json_array_append_new(
+				histories_json,
+				json_pack("{s:s, s:o, s:o}", "first_file",
+						  binlog.files[h->first].name, "keep_from",
+						  h->keep_from ? json_string(h->keep_from)
+									   : json_null(),
+						  "snapshot",
+						  h->oldest_kept ? json_string(h->oldest_kept->id)
+										 : json_null()));
+		else if (h->arriving != NULL)
+			printf("  binlog from %s stays: snapshot %s, still arriving, has"
+				   " no record yet to say where it is in the binlog\n",
+				   h->keep_from, h->arriving);
+		else if (any_kept && unplaced == NULL && h->oldest_kept == NULL &&
+				 h->keep_from != NULL)
+			printf("  binlog %s to %s stays: no snapshot stays in that"
+				   " history (another basename), but the agent sent some of"
+				   " it less than an hour before the newest kept snapshot"
+				   " began, or after (or does not say when)\n",
+				   binlog.files[h->first].name, binlog.files[h->end - 1].name);
 	}
-	if (!policy->json && oldest_kept != NULL &&
-		keep_from != oldest_kept->binlog_file)
-		printf("  binlog from %s stays: snapshot %s, still arriving, has no "
-			   "record yet to say where it is in the binlog\n",
-			   keep_from, arriving);
+	/* The newest history's, in the catalog's order: the one written now. */
+	if (any_kept && unplaced == NULL && history_count > 0)
+		keep_from = histories[history_count - 1].keep_from;
 	if (policy->decoder == NULL &&
 		(removed_snapshots > 0 || removed_ranges > 0))
 	{
@@ -551,17 +774,18 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	}
 	if (policy->json)
 	{
-		result = json_pack("{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?, "
-						   "s:b, s:o}",
-						   "source", source, "engine", "mariadb", "dry_run",
-						   policy->dry_run, "snapshots", snaps_json,
-						   "binlog_files_removed", files_json,
-						   "binlog_conflict_copies_removed", conflicts_json,
-						   "binlog_ranges_removed", (json_int_t) removed_ranges,
-						   "snapshots_removed", (json_int_t) removed_snapshots,
-						   "keep_from", keep_from, "authenticated",
-						   policy->decoder != NULL, "warnings", warnings_json);
+		result = json_pack(
+			"{s:s, s:s, s:b, s:o, s:o, s:o, s:I, s:I, s:s?, "
+			"s:o, s:b, s:o}",
+			"source", source, "engine", "mariadb", "dry_run", policy->dry_run,
+			"snapshots", snaps_json, "binlog_files_removed", files_json,
+			"binlog_conflict_copies_removed", conflicts_json,
+			"binlog_ranges_removed", (json_int_t) removed_ranges,
+			"snapshots_removed", (json_int_t) removed_snapshots, "keep_from",
+			keep_from, "binlog_histories", histories_json, "authenticated",
+			policy->decoder != NULL, "warnings", warnings_json);
 		snaps_json = files_json = conflicts_json = warnings_json = NULL;
+		histories_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));
 		printf("\n");
 	}
@@ -581,6 +805,8 @@ done:
 	json_decref(files_json);
 	json_decref(conflicts_json);
 	json_decref(warnings_json);
+	json_decref(histories_json);
+	free(histories);
 	for (int idx = 0; unauthenticated != NULL && idx < snapshots.count; idx++)
 		free(unauthenticated[idx]);
 	free(unauthenticated);

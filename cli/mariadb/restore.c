@@ -320,7 +320,14 @@ snapshot_fits(const MariadbRestore *r, const MariadbSnapshot *snap)
 			return mariadb_snapshot_before_time(snap, r->target.time_us);
 		}
 		case TARGET_POSITION:
-			return coord_compare(snap->binlog_file, snap->binlog_pos,
+			/*
+			 * A position in another basename's binlog (another server's
+			 * history) is before or after no position of this one, whatever
+			 * the numbers: no replay goes from one into the other.
+			 */
+			return bk_binlog_file_same_base(snap->binlog_file,
+											r->target.file) &&
+				   coord_compare(snap->binlog_file, snap->binlog_pos,
 								 r->target.file, r->target.pos) <= 0;
 		case TARGET_GTID:
 		{
@@ -417,6 +424,15 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 									"snapshot %s of source \"%s\" is not"
 									" complete (%s): it cannot be restored",
 									snap->id, r->source, snap->reason);
+			if (r->target.type == TARGET_POSITION &&
+				!bk_binlog_file_same_base(snap->binlog_file, r->target.file))
+				return bk_error_set(err, BK_ERR_NOT_FOUND,
+									"snapshot %s was taken at %s:%" PRIu64
+									", in a binlog of another basename than"
+									" the target %s: another server's"
+									" history, which no replay reaches",
+									snap->id, snap->binlog_file,
+									snap->binlog_pos, r->target.text);
 			if (!snapshot_fits(r, snap))
 				return bk_error_set(
 					err, BK_ERR_NOT_FOUND,

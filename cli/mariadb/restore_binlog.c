@@ -1169,9 +1169,9 @@ plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
 	{
 		restore_target_file_normalize(r);
 		/*
-		 * Files are ordered by number: one of another name would pass for
-		 * the archived file of its number, never stop the replay there,
-		 * and have all of that file replayed, past the position.
+		 * The replay compares files by number: one of another name would
+		 * pass for the archived file of its number, never stop the replay
+		 * there, and have all of that file replayed, past the position.
 		 */
 		const char *dot_target = strrchr(r->target.file, '.');
 		const char *dot_snap = strrchr(r->snapshot->binlog_file, '.');

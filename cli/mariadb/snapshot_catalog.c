@@ -231,7 +231,10 @@ mariadb_snapshot_reach(const MariadbSnapshot *snapshot,
 		const BinlogFile *file = &binlog->files[idx];
 		int order = bk_binlog_file_compare(file->name, snapshot->binlog_file);
 
-		if (order < 0)
+		/* Its history's files are together in the catalog. */
+		if (previous == NULL &&
+			(order < 0 ||
+			 !bk_binlog_file_same_base(file->name, snapshot->binlog_file)))
 			continue;
 		if (previous == NULL)
 		{

@@ -326,11 +326,12 @@ test_gap_before_after_rotate(void **state)
 
 /*
  * The agent went on, with the same source_id, at a server whose binlog has
- * another basename (MariaDB's default is <hostname>-bin), then back: files
- * are ordered by number, so the two interleave, and each has the number
- * after the one before it.  The archive must never chain from one basename
- * into the other, nor take db2-bin.000002, which no ROTATE ended, for
- * complete because mariadb-bin.000003 follows it.
+ * another basename (MariaDB's default is <hostname>-bin), then back: by
+ * number, the two interleave, and each has the number after the one before
+ * it.  The archive must never chain from one basename into the other, nor
+ * take db2-bin.000002, which no ROTATE ended, for complete because
+ * mariadb-bin.000003 follows it; mariadb-bin.000002 is missing from its
+ * history.
  */
 static void
 test_other_basename_never_chained(void **state)
@@ -365,8 +366,8 @@ test_other_basename_never_chained(void **state)
 
 	assert_false(plan(f, TARGET_LATEST, NULL, &err));
 	assert_error_contains(&err, "not continuous after mariadb-bin.000001:4");
-	assert_error_contains(&err, "db2-bin.000002 is of another binlog basename"
-								" than mariadb-bin.000001");
+	assert_error_contains(&err, "the files between mariadb-bin.000001 and"
+								" mariadb-bin.000003 are missing");
 	assert_true(plan(f, TARGET_POSITION, "mariadb-bin.000001:4", &err));
 	assert_false(plan(f, TARGET_POSITION, "mariadb-bin.000003:4", &err));
 	assert_error_contains(&err, "past the end of what the archive holds");
@@ -3184,6 +3185,187 @@ test_expire_binlog_by_position(void **state)
 }
 
 /*
+ * Binlog files base.000001 to base.<count>, each closed by a ROTATE but the
+ * last, their ranges sent at created.
+ */
+static void
+archive_history(Fixture *f, const char *base, int count, const char *created)
+{
+	for (int fileNo = 1; fileNo <= count; fileNo++)
+	{
+		char name[BK_OBJECT_NAME_MAX + 1];
+		char meta[256];
+
+		snprintf(name, sizeof(name), "%s.%06d/0000000000-0000000004", base,
+				 fileNo);
+		snprintf(meta, sizeof(meta),
+				 "type=binlog-range\nbinlog-file=%s.%06d\nstart=0\nend=4\n"
+				 "events=0\ngtid=\ncreated=%s%s",
+				 base, fileNo, created,
+				 fileNo < count ? "\nclosed=rotate" : "");
+		archive(f, BK_KIND_BINLOG, name, meta,
+				(const uint8_t *) "\xfe"
+								  "bin",
+				4);
+	}
+}
+
+/* A complete snapshot at the start of binlog file. */
+static void
+archive_snapshot_at(Fixture *f, const char *id, const char *file)
+{
+	char record[256];
+
+	snprintf(record, sizeof(record),
+			 "type=record\nobjects=0\nbinlog-file=%s\n"
+			 "binlog-pos=4\ntables=0\nrows=0",
+			 file);
+	archive_snapshot_object(f, id, "schema.json", NULL);
+	archive_snapshot_object(f, id, BK_SNAPSHOT_RECORD, record);
+}
+
+/* Which of base.000001 to base.<count> are archived, as "1.0.1..." */
+static void
+history_left(Fixture *f, const char *base, int count, char *out)
+{
+	for (int fileNo = 1; fileNo <= count; fileNo++)
+	{
+		char file[64];
+
+		snprintf(file, sizeof(file), "%s.%06d", base, fileNo);
+		out[fileNo - 1] = binlog_exists(f, file) ? '1' : '0';
+	}
+	out[count] = '\0';
+}
+
+/* Snapshot kept taken on the server failed over to, in db2-bin.000005. */
+#define SNAP_DB1 "20261124T060000Z-0000d001"
+#define SNAP_DB2 "20261125T000000Z-0000d002"
+
+/*
+ * A source whose archive holds two servers' binlogs (another basename: an
+ * agent that went on across a failover, or two agents given one source
+ * id): mariadb-bin.000001..000010 of the old server, sent on 11-24, then
+ * db2-bin.000001..000007 of the new one, sent on 11-24 later.  Snapshot
+ * SNAP_DB1 (older) is at mariadb-bin.000008, SNAP_DB2 (newer) at
+ * db2-bin.000005.  By number alone, SNAP_DB1 ends after SNAP_DB2: it was
+ * the one --retain-full 1 kept, the newer server's only snapshot went, and
+ * with it every db2-bin file (numbered below 8).  No restore goes from one
+ * history into the other: each keeps, from its own kept snapshot's file.
+ */
+static void
+test_expire_binlog_histories_apart(void **state)
+{
+	Fixture *f = *state;
+	MariadbSnapshotCatalog catalog;
+	const MariadbSnapshot *snap;
+	BinlogCatalog binlog;
+	const char *until_file;
+	uint64_t until_pos;
+	char problem[256];
+	char left[16];
+	BkError err;
+
+	archive_history(f, "mariadb-bin", 10, "2026-11-24T05:12:00.000Z");
+	archive_history(f, "db2-bin", 7, "2026-11-24T08:00:00.000Z");
+	archive_snapshot_at(f, SNAP_DB1, "mariadb-bin.000008");
+	archive_snapshot_at(f, SNAP_DB2, "db2-bin.000005");
+
+	/* Both kept: each history from its snapshot's file. */
+	assert_int_equal(expire(f, 2), 0);
+	assert_true(exists(f, BK_KIND_SNAPSHOT, SNAP_DB1 "/" BK_SNAPSHOT_RECORD));
+	assert_true(exists(f, BK_KIND_SNAPSHOT, SNAP_DB2 "/" BK_SNAPSHOT_RECORD));
+	history_left(f, "db2-bin", 7, left);
+	assert_string_equal(left, "0000111");
+	history_left(f, "mariadb-bin", 10, left);
+	assert_string_equal(left, "0000000111");
+
+	/* Each restores to the end of its history, not of its own file. */
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &binlog, &err));
+	snap = load_snapshot(f, &catalog, SNAP_DB2);
+	assert_true(mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
+									   problem, sizeof(problem)));
+	assert_string_equal(until_file, "db2-bin.000007");
+	for (int idx = 0; idx < catalog.count; idx++)
+		if (strcmp(catalog.snapshots[idx].id, SNAP_DB1) == 0)
+			snap = &catalog.snapshots[idx];
+	assert_true(mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
+									   problem, sizeof(problem)));
+	assert_string_equal(until_file, "mariadb-bin.000010");
+	binlog_catalog_free(&binlog);
+	mariadb_snapshot_catalog_free(&catalog);
+}
+
+/*
+ * The same archive, --retain-full 1: the newer server's snapshot is the
+ * one kept.  The old server's history, where no snapshot stays, was all
+ * sent long before it began: it goes whole.
+ */
+static void
+test_expire_binlog_history_of_newest_kept(void **state)
+{
+	Fixture *f = *state;
+	char left[16];
+
+	archive_history(f, "mariadb-bin", 10, "2026-11-24T05:12:00.000Z");
+	archive_history(f, "db2-bin", 7, "2026-11-24T08:00:00.000Z");
+	archive_snapshot_at(f, SNAP_DB1, "mariadb-bin.000008");
+	archive_snapshot_at(f, SNAP_DB2, "db2-bin.000005");
+	assert_int_equal(expire(f, 1), 0);
+	assert_true(exists(f, BK_KIND_SNAPSHOT, SNAP_DB2 "/" BK_SNAPSHOT_RECORD));
+	assert_false(exists(f, BK_KIND_SNAPSHOT, SNAP_DB1 "/" BK_SNAPSHOT_RECORD));
+	history_left(f, "db2-bin", 7, left);
+	assert_string_equal(left, "0000111");
+	history_left(f, "mariadb-bin", 10, left);
+	assert_string_equal(left, "0000000000");
+}
+
+/*
+ * Two kept snapshots at the same number in two histories, the older one
+ * earlier in its file: by number and offset it was the kept snapshot
+ * earliest in the binlog, and db2-bin.000005, ordered before
+ * mariadb-bin.000005 by name, went although SNAP_DB2 starts in it.
+ */
+static void
+test_expire_binlog_histories_same_number(void **state)
+{
+	Fixture *f = *state;
+	char left[16];
+
+	archive_history(f, "mariadb-bin", 6, "2026-11-24T05:12:00.000Z");
+	archive_history(f, "db2-bin", 6, "2026-11-24T08:00:00.000Z");
+	archive_snapshot_at(f, SNAP_DB1, "mariadb-bin.000005");
+	archive_snapshot_at(f, SNAP_DB2, "db2-bin.000005");
+	assert_int_equal(expire(f, 2), 0);
+	history_left(f, "db2-bin", 6, left);
+	assert_string_equal(left, "000011");
+	history_left(f, "mariadb-bin", 6, left);
+	assert_string_equal(left, "000011");
+}
+
+/*
+ * A history where no snapshot stays, the agent still sending it after the
+ * newest kept snapshot began (a second server under the same source id,
+ * its first snapshot still to come, which will need its newest file from
+ * offset 0): it stays whole.
+ */
+static void
+test_expire_binlog_history_still_written(void **state)
+{
+	Fixture *f = *state;
+	char left[16];
+
+	archive_history(f, "mariadb-bin", 4, "2026-11-24T05:12:00.000Z");
+	archive_history(f, "db2-bin", 3, "2026-11-25T00:30:00.000Z");
+	archive_snapshot_at(f, SNAP_DB2, "mariadb-bin.000003");
+	assert_int_equal(expire(f, 1), 0);
+	history_left(f, "mariadb-bin", 4, left);
+	assert_string_equal(left, "0011");
+	history_left(f, "db2-bin", 3, left);
+	assert_string_equal(left, "111");
+}
+
+/*
  * Snapshot O ended at 000001; its record arrived, one data part is still on
  * its way (another partition lags).  N, taken after it, is complete at
  * 000003.  --retain-full 2 keeps both: O as arriving (not complete yet).
@@ -3297,11 +3479,11 @@ test_list_lost_closing_range(void **state)
  * The archive of a failover to a server of another binlog basename, as an
  * agent that took it for a purge gap left it: it ends at mariadb-bin.000003
  * (the old server's STOP), then db2-bin.000001 on, its first range marked
- * gap-before=.  Ordered by number, db2-bin.000001 comes first, its mark
- * still said (the archive holds the file it names), and db2-bin.000004
- * comes right after mariadb-bin.000003: bk list and bk verify name every
- * crossing as a gap, and the snapshot in mariadb-bin.000003 is restorable
- * up to its end only, not on into db2-bin.000004.
+ * gap-before=.  Ordered by number, db2-bin.000004 would come right after
+ * mariadb-bin.000003; the catalog puts the histories one after the other,
+ * the one the agent sent first first: bk list and bk verify name the
+ * crossing as one gap, and the snapshot in mariadb-bin.000003 is
+ * restorable up to its end only, not on into db2-bin.000004.
  */
 static void
 test_list_other_basename_gaps(void **state)
@@ -3328,9 +3510,22 @@ test_list_other_basename_gaps(void **state)
 			(const uint8_t *) "\xfe"
 							  "bin",
 			4);
-	archive_binlog_start(f, "db2-bin.000002", true);
-	archive_binlog_start(f, "db2-bin.000003", true);
-	archive_binlog_start(f, "db2-bin.000004", false);
+	for (int fileNo = 2; fileNo <= 4; fileNo++)
+	{
+		char name[64];
+		char meta[256];
+
+		snprintf(name, sizeof(name), "db2-bin.%06d/0000000000-0000000004",
+				 fileNo);
+		snprintf(meta, sizeof(meta),
+				 "type=binlog-range\nbinlog-file=db2-bin.%06d\nstart=0\n"
+				 "end=4\nevents=0\ngtid=\ncreated=2026-11-24T05:13:00.000Z%s",
+				 fileNo, fileNo < 4 ? "\nclosed=rotate" : "");
+		archive(f, BK_KIND_BINLOG, name, meta,
+				(const uint8_t *) "\xfe"
+								  "bin",
+				4);
+	}
 	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
 	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD,
 							"type=record\nbinlog-file=mariadb-bin.000003\n"
@@ -3342,10 +3537,9 @@ test_list_other_basename_gaps(void **state)
 	assert_non_null(to);
 	assert_string_equal(json_string_value(json_object_get(to, "file")),
 						"mariadb-bin.000003");
+	assert_int_equal(json_array_size(json_object_get(item, "binlog_gaps")), 1);
 	gaps = json_dumps(json_object_get(item, "binlog_gaps"), 0);
-	assert_non_null(strstr(gaps, "gap-before=mariadb-bin.000003:4"));
-	assert_non_null(strstr(gaps, "not go on into it from db2-bin.000003:"
-								 " another binlog basename"));
+	assert_non_null(strstr(gaps, "\"file\": \"db2-bin.000001\""));
 	assert_non_null(strstr(gaps, "not go on into it from mariadb-bin.000003:"
 								 " another binlog basename"));
 	free(gaps);
@@ -3781,6 +3975,49 @@ test_target_position_short_file_name(void **state)
 }
 
 /*
+ * --target-position in mariadb-bin.000002, with a newer snapshot taken on a
+ * server whose binlog has another basename, in db2-bin.000002: by number
+ * (and db2-bin before mariadb-bin by name) that snapshot was at or before
+ * the target, was chosen, and the restore refused the target as in no
+ * file of the source, though the older snapshot, in mariadb-bin.000001,
+ * reaches it.  A position of another history is before no snapshot of
+ * this one.
+ */
+static void
+test_target_position_other_history(void **state)
+{
+	Fixture *f = *state;
+	char meta[512];
+	uint64_t snap_pos = AFTER_FIRST_TRANSACTION;
+	char *said;
+
+	archive_both_files(f);
+	snprintf(meta, sizeof(meta),
+			 "type=record\nobjects=0\nbinlog-file=mariadb-bin.000001\n"
+			 "binlog-pos=%" PRIu64 "\ngtid=0-1-1\n"
+			 "consistent-at=2026-11-24T09:00:30.000Z",
+			 snap_pos);
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_OLD, BK_SNAPSHOT_RECORD, meta);
+	archive_binlog_start(f, "db2-bin.000001", true);
+	archive_binlog_start(f, "db2-bin.000002", false);
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_NEW, BK_SNAPSHOT_RECORD,
+							"type=record\nobjects=0\nbinlog-file=db2-bin."
+							"000002\nbinlog-pos=4\ngtid=\n"
+							"consistent-at=2026-11-24T09:10:00.000Z");
+
+	restore_to(f, "--target-position", "mariadb-bin.000002:4");
+	said = restore_messages(f);
+	if (strstr(said, "are named") != NULL ||
+		strstr(said, "no snapshot of source") != NULL)
+		fail_msg("%s", said);
+	/* Planned from SNAP_OLD: it goes on to the server, which is not there. */
+	assert_non_null(strstr(said, "/nonexistent/bk-test.sock"));
+	free(said);
+}
+
+/*
  * The limit the agent cuts parts within is the one bk restore loads up to,
  * and a row is never split: a part ends before a row that would take it
  * past the limit, and a row larger than the limit alone has no part.
@@ -4103,12 +4340,22 @@ main(void)
 		cmocka_unit_test(test_expire_two_processes),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_target_position_other_history,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_replay_before_load, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_expire_binlog_histories_apart,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_binlog_history_of_newest_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_binlog_histories_same_number, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_binlog_history_still_written, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keeps_binlog_of_arriving_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(

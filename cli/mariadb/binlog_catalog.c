@@ -355,6 +355,113 @@ judge_end(BinlogFile *file, const BinlogFile *next)
 }
 
 /*
+ * list_expired_record
+ *		A record of bk expire (BkRepoListFn): its basename's entry raised
+ *		to it.  bk writes binlog file names only; anything else there is
+ *		not its record.
+ */
+static bool
+list_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	BinlogCatalog *catalog = arg;
+	char(*grown)[BK_BINLOG_FILE_NAME_MAX + 1];
+	const char *dot = strrchr(entry->name, '.');
+
+	if (entry->is_prefix || dot == NULL || dot[1] < '0' || dot[1] > '9' ||
+		strlen(entry->name) > BK_BINLOG_FILE_NAME_MAX)
+		return true;
+	for (int idx = 0; idx < catalog->expired_count; idx++)
+		if (bk_binlog_file_same_base(catalog->expired[idx], entry->name))
+		{
+			if (bk_binlog_file_compare(entry->name, catalog->expired[idx]) > 0)
+				bk_strlcpy(catalog->expired[idx], entry->name,
+						   sizeof(catalog->expired[idx]));
+			return true;
+		}
+	grown = realloc(catalog->expired,
+					(size_t) (catalog->expired_count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	catalog->expired = grown;
+	bk_strlcpy(grown[catalog->expired_count++], entry->name, sizeof(*grown));
+	return true;
+}
+
+bool
+binlog_catalog_expired(const BinlogCatalog *catalog, const char *file)
+{
+	for (int idx = 0; idx < catalog->expired_count; idx++)
+		if (bk_binlog_file_same_base(catalog->expired[idx], file))
+			return bk_binlog_file_compare(file, catalog->expired[idx]) <= 0;
+	return false;
+}
+
+/* The records of one basename bk expire listed. */
+typedef struct ExpiredRecords
+{
+	const char *file;
+	char highest[BK_BINLOG_FILE_NAME_MAX + 1];
+	char (*names)[BK_BINLOG_FILE_NAME_MAX + 1];
+	size_t count;
+} ExpiredRecords;
+
+static bool
+collect_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ExpiredRecords *records = arg;
+	char(*grown)[BK_BINLOG_FILE_NAME_MAX + 1];
+
+	if (entry->is_prefix || strrchr(entry->name, '.') == NULL ||
+		strlen(entry->name) > BK_BINLOG_FILE_NAME_MAX ||
+		!bk_binlog_file_same_base(entry->name, records->file))
+		return true;
+	grown = realloc(records->names, (records->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+	records->names = grown;
+	bk_strlcpy(grown[records->count++], entry->name, sizeof(*grown));
+	if (records->highest[0] == '\0' ||
+		bk_binlog_file_compare(entry->name, records->highest) > 0)
+		bk_strlcpy(records->highest, entry->name, sizeof(records->highest));
+	return true;
+}
+
+/*
+ * binlog_expired_record
+ *		As bk_wal_expired_record does for a WAL timeline: a key per record,
+ *		never one replaced by a lower, and only records listed below one
+ *		listed too removed, so two runs at once never lower the highest.
+ */
+bool
+binlog_expired_record(BkRepo *repo, const char *source, const char *file,
+					  BkError *err)
+{
+	ExpiredRecords records = {.file = file};
+	char text[BK_BINLOG_FILE_NAME_MAX * 2 + 96];
+	const char *dot = strrchr(file, '.');
+	bool ok;
+
+	snprintf(text, sizeof(text),
+			 "bk expire removed the binlog files of basename %.*s up to %s\n",
+			 dot ? (int) (dot - file) : (int) strlen(file), file, file);
+	ok = bk_repo_put_record(repo, BK_REPO_EXPIRED, source, BK_KIND_BINLOG, file,
+							text, strlen(text), err);
+	if (!ok)
+		bk_error_prefix(err,
+						"could not record in repository %s that bk expire "
+						"removes source \"%s\"'s binlog up to %s: ",
+						bk_repo_location(repo), source, file);
+	ok = ok && bk_repo_list(repo, BK_REPO_EXPIRED, source, BK_KIND_BINLOG, "",
+							false, collect_expired_record, &records, err);
+	for (size_t idx = 0; ok && idx < records.count; idx++)
+		if (bk_binlog_file_compare(records.names[idx], records.highest) < 0)
+			ok = bk_repo_delete(repo, BK_REPO_EXPIRED, source, BK_KIND_BINLOG,
+								records.names[idx], err);
+	free(records.names);
+	return ok;
+}
+
+/*
  * binlog_catalog_load
  *		List the source's binlog objects and chain each file's ranges.
  */
@@ -381,9 +488,19 @@ load_catalog(const BkRepo *repo, const char *source, BinlogCatalog *catalog,
 			return false;
 		bk_error_clear(err);
 	}
+	if (!bk_repo_list(repo, BK_REPO_EXPIRED, source, BK_KIND_BINLOG, "", false,
+					  list_expired_record, catalog, err))
+	{
+		binlog_catalog_free(catalog);
+		return false;
+	}
 	sort_files(catalog);
 	for (int idx = 0; idx < catalog->file_count; idx++)
+	{
 		chain_file(&catalog->files[idx]);
+		catalog->files[idx].expired =
+			binlog_catalog_expired(catalog, catalog->files[idx].name);
+	}
 	for (int idx = 0; idx < catalog->file_count; idx++)
 	{
 		BinlogFile *file = &catalog->files[idx];
@@ -433,6 +550,7 @@ binlog_catalog_free(BinlogCatalog *catalog)
 	for (int idx = 0; idx < catalog->file_count; idx++)
 		free(catalog->files[idx].ranges);
 	free(catalog->files);
+	free(catalog->expired);
 	memset(catalog, 0, sizeof(*catalog));
 }
 

@@ -110,6 +110,12 @@ typedef struct BinlogFile
 	 * histories of a source that holds more than one.
 	 */
 	int64_t history_since_us;
+	/*
+	 * bk expire recorded that it removes its history's files up to this
+	 * one or a later one (<source>/expired/binlog/, docs/repository-
+	 * layout.md): what is missing of it was removed, not lost.
+	 */
+	bool expired;
 } BinlogFile;
 
 typedef struct BinlogCatalog
@@ -126,6 +132,12 @@ typedef struct BinlogCatalog
 	/* binlog_catalog_load_expiring: ranges listed, then gone when read. */
 	uint64_t gone;
 	char first_gone[BK_OBJECT_NAME_MAX + 1];
+	/*
+	 * bk expire's records: per basename, the last file it removed (or is
+	 * about to remove), the highest of that basename's records.
+	 */
+	char (*expired)[BK_BINLOG_FILE_NAME_MAX + 1];
+	int expired_count;
 } BinlogCatalog;
 
 /* Read the catalog of source; an empty catalog when nothing is stored. */
@@ -143,6 +155,22 @@ extern bool binlog_catalog_load(const BkRepo *repo, const char *source,
 extern bool binlog_catalog_load_expiring(const BkRepo *repo, const char *source,
 										 BinlogCatalog *catalog, BkError *err);
 extern void binlog_catalog_free(BinlogCatalog *catalog);
+
+/*
+ * Did bk expire record that it removes file (which need not be archived)?
+ * Whatever of it, or of the files of its basename numbered between, is
+ * missing was then removed on purpose: not a gap.
+ */
+extern bool binlog_catalog_expired(const BinlogCatalog *catalog,
+								   const char *file);
+
+/*
+ * Record, before bk expire removes anything of it, that it removes the
+ * binlog files of file's basename up to file; then remove that basename's
+ * lower records, which the highest makes moot.
+ */
+extern bool binlog_expired_record(BkRepo *repo, const char *source,
+								  const char *file, BkError *err);
 
 /*
  * A file that is not closed is complete when the next file follows it

@@ -150,11 +150,31 @@ history_goes_past(const BinlogCatalog *catalog, const char *file)
 }
 
 /*
+ * expired_up_to_before
+ *		Did bk expire record that it removes every file of file's basename
+ *		before file (binlog_catalog_expired)?
+ */
+static bool
+expired_up_to_before(const BinlogCatalog *catalog, const char *file)
+{
+	const char *dot = strrchr(file, '.');
+	char before[BK_BINLOG_FILE_NAME_MAX + 24];
+	unsigned long long number = file_number(file);
+
+	if (dot == NULL || number == 0)
+		return false;
+	snprintf(before, sizeof(before), "%.*s.%06llu", (int) (dot - file), file,
+			 number - 1);
+	return binlog_catalog_expired(catalog, before);
+}
+
+/*
  * describe_gaps
  *		Every hole in the archive, oldest first, to fn: a file that does not
  *		start at 0, a hole inside a file, a file older than the newest that
  *		is not complete, file numbers skipped between two files, and a file
- *		the agent marked gap-before= after a complete one.
+ *		the agent marked gap-before= after a complete one.  What bk expire
+ *		recorded it removes is not a hole.
  */
 typedef void (*GapFn)(void *arg, const char *file, const char *what);
 
@@ -169,19 +189,34 @@ describe_gaps(const BinlogCatalog *catalog, GapFn fn, void *arg)
 		const BinlogFile *file = &catalog->files[idx];
 		bool newest = idx + 1 == catalog->file_count;
 
+		/*
+		 * bk expire removes a file's ranges from its start, having recorded
+		 * that it does: a run cut short inside a file leaves the rest, and
+		 * the files after it up to where it was to stop.
+		 */
+		if (file->expired)
+			continue;
 		if (idx > 0 &&
 			!bk_binlog_file_same_base(catalog->files[idx - 1].name, file->name))
 		{
-			/* The catalog puts one history after the other. */
+			/*
+			 * The catalog puts one history after the other; one bk expire
+			 * removes whole does not lead anywhere.
+			 */
 			snprintf(what, sizeof(what),
 					 "the archive does not go on into it from %s: another"
 					 " binlog basename, another server's binlog",
 					 catalog->files[idx - 1].name);
-			fn(arg, file->name, what);
-			gaps++;
+			if (!catalog->files[idx - 1].expired)
+			{
+				fn(arg, file->name, what);
+				gaps++;
+			}
 		}
-		else if (idx > 0 && file_number(file->name) >
-								file_number(catalog->files[idx - 1].name) + 1)
+		else if (idx > 0 &&
+				 file_number(file->name) >
+					 file_number(catalog->files[idx - 1].name) + 1 &&
+				 !expired_up_to_before(catalog, file->name))
 		{
 			snprintf(what, sizeof(what), "files between %s and %s are missing",
 					 catalog->files[idx - 1].name, file->name);

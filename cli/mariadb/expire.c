@@ -701,14 +701,30 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	for (int history = 0; history < history_count; history++)
 	{
 		const History *h = &histories[history];
+		int doomed = h->first;
 
-		for (int fileIdx = h->first; fileIdx < h->end; fileIdx++)
+		/*
+		 * Recorded before any range goes: a run cut short inside a file
+		 * (a store error, a kill) leaves it without its start, and files
+		 * before it missing, until the next run; bk verify and bk list
+		 * then know that bk expire removed that, not that a range was lost.
+		 */
+		while (doomed < h->end &&
+			   (h->keep_from == NULL ||
+				bk_binlog_file_compare(binlog.files[doomed].name,
+									   h->keep_from) < 0))
+			doomed++;
+		if (doomed > h->first && !policy->dry_run &&
+			!binlog_expired_record(repo, source, binlog.files[doomed - 1].name,
+								   err))
+		{
+			status = bk_cli_report_error(program, err);
+			goto done;
+		}
+		for (int fileIdx = h->first; fileIdx < doomed; fileIdx++)
 		{
 			const BinlogFile *file = &binlog.files[fileIdx];
 
-			if (h->keep_from != NULL &&
-				bk_binlog_file_compare(file->name, h->keep_from) >= 0)
-				break;
 			for (int idx = 0; idx < file->range_count; idx++)
 			{
 				removed_ranges++;

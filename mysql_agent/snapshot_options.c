@@ -87,9 +87,22 @@ set_option(SnapshotOptions *options, const char *key, const char *value,
 						EXCERPT(key));
 }
 
+/* Is text only blanks and commas (or nothing)? */
+static bool
+no_items(const char *text)
+{
+	return text[strspn(text, " \t\r\n,")] == '\0';
+}
+
 /*
  * snapshot_parse_options
  *		'{"wait": false, "label": "x", "jobs": 4}' or 'wait=false,label=x'.
+ *		No argument (NULL) means the defaults; an argument with no option in
+ *		it ('', ' ', ',') is refused, as the UDF refuses NULL: it comes from
+ *		a variable left empty (SET @o = ''; SELECT bk_snapshot(@o)) more
+ *		often than from a wish for the defaults, and would start a default
+ *		snapshot nobody asked for.  An empty item ('wait=false,,') is refused
+ *		too: something meant to be there is missing.
  */
 bool
 snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
@@ -101,10 +114,12 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 	options->jobs = SNAPSHOT_JOBS_DEFAULT;
 	if (text == NULL)
 		return true;
+	if (no_items(text))
+		return bk_error_set(err, BK_ERR_USAGE,
+							"options are empty; omit the argument for the "
+							"defaults");
 	while (*text == ' ')
 		text++;
-	if (*text == '\0')
-		return true;
 	if (*text == '{')
 	{
 		json_error_t jerr;
@@ -163,19 +178,27 @@ snapshot_parse_options(const char *text, SnapshotOptions *options, BkError *err)
 	}
 	{
 		char *copy = strdup(text);
-		char *save = NULL;
+		char *next = copy;
+		char *item;
 		bool ok = true;
+		int number = 0;
 
 		if (copy == NULL)
 			return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
-		for (char *item = strtok_r(copy, ",", &save); ok && item != NULL;
-			 item = strtok_r(NULL, ",", &save))
+		/* strsep, not strtok: "a=1,,b=2" has an empty item to refuse. */
+		while (ok && (item = strsep(&next, ",")) != NULL)
 		{
 			char *eq = strchr(item, '=');
 
+			number++;
 			while (*item == ' ')
 				item++;
-			if (eq == NULL)
+			if (item[strspn(item, " \t\r\n")] == '\0')
+				ok = bk_error_set(err, BK_ERR_USAGE,
+								  "option %d of \"%s\" is empty: remove the "
+								  "extra comma",
+								  number, EXCERPT(text));
+			else if (eq == NULL)
 				ok = bk_error_set(err, BK_ERR_USAGE, "\"%s\" is not key=value",
 								  EXCERPT(item));
 			else

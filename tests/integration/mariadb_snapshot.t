@@ -499,6 +499,16 @@ like "$(my "SELECT bk_snapshot_cancel('20000101T000000Z-00000000')")" 'ERROR.*no
 is "$(my "SELECT bk_snapshot_cancel(REPEAT('€', 340))")" \
     "ERROR 1105 (HY000) at line 1: bk_snapshot_cancel: no snapshot \"$(printf '€%.0s' $(seq 1 64))...\" on this agent" \
     "a long id of multi-byte characters: its first 64 characters are quoted"
+# An argument that names no option is refused like NULL, not taken for the
+# defaults: an unset or emptied variable must not start a snapshot.
+before="$(grep -c 'INFO: snapshot [0-9A-Za-z-]* started (' "$dir/agent.log")"
+like "$(my "SET @o = ''; SELECT bk_snapshot(@o)")" \
+    '^ERROR 1105 \(HY000\) at line 1: bk_snapshot: options are empty; omit the argument for the defaults$' \
+    "bk_snapshot(@o) with @o = '' is refused"
+like "$(my "SELECT bk_snapshot(',')")" 'bk_snapshot: options are empty' "bk_snapshot(',') is refused"
+like "$(my "SELECT bk_snapshot('wait=false,,')")" 'bk_snapshot: option 2 of "wait=false,," is empty' \
+    "bk_snapshot('wait=false,,') is refused, naming the empty item"
+is "$(($(grep -c 'INFO: snapshot [0-9A-Za-z-]* started (' "$dir/agent.log") - before))" 0 "... and none of them started a snapshot"
 like "$(my "SELECT bk_snapshot('{\"€€\": 1}')")" '^ERROR 1105 \(HY000\) at line 1: bk_snapshot: unknown option "€€"' \
     "an agent's message is not prefixed twice with the function's name"
 wait "$locker"

@@ -26,7 +26,7 @@ assert_refused(const char *text, const char *message_part)
 				 err.message, message_part);
 }
 
-/* No argument, or an empty one: the defaults. */
+/* No argument: the defaults. */
 static void
 test_defaults(void **state)
 {
@@ -37,8 +37,32 @@ test_defaults(void **state)
 	assert_true(options.wait);
 	assert_int_equal(options.jobs, SNAPSHOT_JOBS_DEFAULT);
 	assert_string_equal(options.label, "");
-	assert_true(snapshot_parse_options("  ", &options, &err));
-	assert_int_equal(options.jobs, SNAPSHOT_JOBS_DEFAULT);
+}
+
+/*
+ * An argument without an option in it is refused, not taken for the
+ * defaults: SET @o = ''; SELECT bk_snapshot(@o) started a full snapshot
+ * (NULL is refused for that very reason).  An empty item between commas
+ * is refused too, named.
+ */
+static void
+test_empty_refused(void **state)
+{
+	SnapshotOptions options;
+	BkError err;
+
+	assert_refused("", "options are empty; omit the argument for the "
+					   "defaults");
+	assert_refused(" ", "options are empty");
+	assert_refused(" \t\n", "options are empty");
+	assert_refused(",", "options are empty");
+	assert_refused(" , ,", "options are empty");
+	assert_refused("wait=false,,", "option 2 of \"wait=false,,\" is empty");
+	assert_refused("wait=false,", "option 2 of \"wait=false,\" is empty");
+	assert_refused(",label=x", "option 1 of \",label=x\" is empty");
+	assert_refused("jobs=2, ,label=x", "option 2 of");
+	assert_true(snapshot_parse_options("label=x", &options, &err));
+	assert_string_equal(options.label, "x");
 }
 
 static void
@@ -180,6 +204,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_empty_refused),
 		cmocka_unit_test(test_key_value),
 		cmocka_unit_test(test_json),
 		cmocka_unit_test(test_bad_values),

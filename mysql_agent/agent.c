@@ -853,6 +853,22 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 	 */
 	if (last != NULL)
 		snapshot_join(last);
+	/*
+	 * The join may have taken kafka_timeout: a caller that gave up meanwhile
+	 * was told the snapshot would not run.  The previous job stays the
+	 * current one (joined: the next call does not join it again).
+	 */
+	if (bk_control_peer_gone(call))
+	{
+		pthread_mutex_unlock(&agent->snapshot_start_lock);
+		agent_log("INFO",
+				  "bk_snapshot() not started: its caller went away (KILL "
+				  "QUERY, max_statement_time, or the function's own time "
+				  "limit) while it waited for the previous snapshot to end");
+		bk_error_set(err, BK_ERR_IO,
+					 "the caller went away before the snapshot started");
+		return NULL;
+	}
 	job = snapshot_start(agent, &options, err);
 	pthread_mutex_lock(&agent->snapshot_lock);
 	/* Its own caller may still be reading it: the last one frees it. */

@@ -468,6 +468,18 @@ error_text(const BkError *err, char *buf, size_t size)
 
 /* ---------------------------------------------------------------- calls */
 
+/* 'user'@'host' of req for a log line, each cut between characters. */
+static void
+caller_name(const BkControlRequest *req, char *buf, size_t size)
+{
+	char user[300];
+	char host[300];
+
+	bk_text_excerpt(user, sizeof(user), req->user, 64);
+	bk_text_excerpt(host, sizeof(host), req->host, 64);
+	snprintf(buf, size, "'%s'@'%s'", user, host);
+}
+
 /*
  * Authorize the call, then take a slot for it; false with err set
  * (BK_ERR_TIMEOUT: busy) if either fails.  The call stops counting as
@@ -547,16 +559,38 @@ serve_call(BkControlCall *call)
 	if (!admit(call, &req, &err))
 	{
 		char who[BK_ERROR_MESSAGE_MAX];
-		char user[300];
-		char host[300];
 
-		/* Cut between characters: a log line must stay valid UTF-8. */
-		bk_text_excerpt(user, sizeof(user), req.user, 64);
-		bk_text_excerpt(host, sizeof(host), req.host, 64);
-		snprintf(who, sizeof(who), "'%s'@'%s'", user, host);
+		caller_name(&req, who, sizeof(who));
 		error_text(&err, message, sizeof(message));
 		note_refusal(control, who, message);
 		reply_error(control, call->fd, message, err.code == BK_ERR_TIMEOUT);
+		goto done;
+	}
+	/*
+	 * The caller may have given up while the call waited to be read or
+	 * admitted (the agent stopped or slow, the role check): KILL QUERY,
+	 * max_statement_time or the UDF's own time limit, after which it told
+	 * its client that the call is abandoned.  It is not run then.  A
+	 * request read whole stays readable after the caller's close, so only
+	 * the socket's state tells.
+	 */
+	if (bk_control_peer_gone(call))
+	{
+		char who[BK_ERROR_MESSAGE_MAX];
+
+		if (atomic_load(&control->stopping))
+			reply_error(control, call->fd,
+						"bk-mysql-agent is stopping; the call was not run",
+						false);
+		else
+		{
+			caller_name(&req, who, sizeof(who));
+			control_log(control,
+						"%s call from %s not run: its caller went away before "
+						"it started (KILL QUERY, max_statement_time, or the "
+						"function's own time limit)",
+						req.op, who);
+		}
 		goto done;
 	}
 

@@ -2764,7 +2764,10 @@ snapshot_start(Agent *agent, const SnapshotOptions *options, BkError *err)
 void
 snapshot_join(SnapshotJob *job)
 {
+	if (job->joined)
+		return;
 	pthread_join(job->thread, NULL);
+	job->joined = true;
 }
 
 void

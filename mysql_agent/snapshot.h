@@ -39,6 +39,7 @@ typedef struct SnapshotJob
 	SnapshotOptions options;
 	char id[SNAPSHOT_ID_LEN + 1];
 	pthread_t thread;
+	bool joined; /* thread joined: under snapshot_start_lock, or at exit */
 	volatile bool cancel; /* set by bk_snapshot_cancel or a caller gone */
 
 	/*
@@ -68,7 +69,11 @@ extern SnapshotJob *snapshot_start(Agent *agent, const SnapshotOptions *options,
 /* The job's state as JSON (for bk_status and bk_snapshot's answer). */
 extern json_t *snapshot_progress_json(SnapshotJob *job);
 
-/* Wait for the job's thread; after this the job is only read. */
+/*
+ * Wait for the job's thread, unless done before (a job that stays the
+ * agent's current one may be joined by several calls in turn); after this
+ * the job is only read.
+ */
 extern void snapshot_join(SnapshotJob *job);
 
 /* Free a joined job and its result. */

@@ -795,6 +795,25 @@ agent_socket_path(void)
 }
 
 /*
+ * What becomes of the call once the UDF stops waiting for it, for the
+ * message.  The agent does not start a call whose caller has gone, and
+ * cancels a snapshot it is waiting for when its caller goes; but the UDF
+ * cannot know whether the agent got that far: a snapshot started with
+ * wait=false, or a cancel, may already be done.
+ */
+static const char *
+abandoned_outcome(const UdfCall *call)
+{
+	if (strcmp(call->op, "snapshot") == 0)
+		return "the agent cancels the snapshot, or does not start it (one "
+			   "started with wait=false runs on: see bk_status())";
+	if (strcmp(call->op, "snapshot_cancel") == 0)
+		return "the call was abandoned (the cancel may already have been "
+			   "made: see bk_status())";
+	return "the call was abandoned";
+}
+
+/*
  * abandoned
  *		The statement was killed, or its client went away.  Any kill ends the
  *		wait, the soft ones too: max_statement_time kills softly
@@ -810,34 +829,23 @@ agent_socket_path(void)
 static bool
 abandoned(UdfCall *call, void *thd)
 {
-	bool snapshot = strcmp(call->op, "snapshot") == 0;
 	enum thd_kill_levels level = call->api.kill_level(thd);
 
 	if (level == THD_ABORT_ASAP)
 	{
-		if (snapshot)
-			raise_error(call, "query killed; the agent cancels the snapshot");
-		else
-			raise_error(call, "query killed; the call was abandoned");
+		raise_error(call, "query killed; %s", abandoned_outcome(call));
 		return true;
 	}
 	if (level != THD_IS_NOT_KILLED)
 	{
-		if (snapshot)
-			raise_error(call, "query interrupted (max_statement_time, or KILL"
-							  " SOFT); the agent cancels the snapshot");
-		else
-			raise_error(call, "query interrupted (max_statement_time, or KILL"
-							  " SOFT); the call was abandoned");
+		raise_error(call,
+					"query interrupted (max_statement_time, or KILL SOFT); %s",
+					abandoned_outcome(call));
 		return true;
 	}
 	if (!call->api.connected(thd))
 	{
-		if (snapshot)
-			raise_error(call, "the client went away; the agent cancels the"
-							  " snapshot");
-		else
-			raise_error(call, "the client went away; the call was abandoned");
+		raise_error(call, "the client went away; %s", abandoned_outcome(call));
 		return true;
 	}
 	return false;

@@ -514,6 +514,52 @@ like "$(my "SELECT bk_snapshot('{\"€€\": 1}')")" '^ERROR 1105 \(HY000\) at l
 wait "$locker"
 like "$(my 'SELECT bk_status()')" '"rpo_seconds":[0-9]+' "bk_status() reports the current RPO"
 
+# ---------------------------------------------------------------- a late agent
+# The agent answers late (stopped here; joining the previous snapshot's
+# thread while Kafka is down does the same) and the caller gives up at
+# max_statement_time, told the snapshot does not start.  The request, read
+# whole, still waits in the agent's socket: once resumed, the agent must not
+# run it.  Nor a bk_snapshot_cancel() its caller was told is abandoned.
+read -r before_id _ < <(snapshot_state)
+started_before="$(grep -c 'INFO: snapshot [0-9A-Za-z-]* started (' "$dir/agent.log")"
+kill -STOP "$agent_pid"
+out="$(my "SET STATEMENT max_statement_time = 2 FOR SELECT bk_snapshot('wait=false,label=phantom')")"
+kill -CONT "$agent_pid"
+like "$out" 'bk_snapshot: query interrupted \(max_statement_time, or KILL SOFT\); the agent cancels the snapshot, or does not start it \(one started with wait=false runs on: see bk_status\(\)\)' \
+    "an agent that answers late: max_statement_time ends bk_snapshot(), saying what may have become of it" ||
+    diag "$out"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+not_run() { grep -q "control socket: $1 call from '[^']*'@'[^']*' not run: its caller went away" "$dir/agent.log"; }
+wait_for 10 "the resumed agent to drop the abandoned call" not_run snapshot
+ok $? "the resumed agent does not run the call whose caller gave up, and logs it" ||
+    diag "$(tail -n 5 "$dir/agent.log")"
+sleep 1
+is "$(grep -c 'INFO: snapshot [0-9A-Za-z-]* started (' "$dir/agent.log")" "$started_before" "... no snapshot started" ||
+    diag "$(grep 'started' "$dir/agent.log" | tail -n 2)"
+read -r after_id _ < <(snapshot_state)
+is "$after_id" "$before_id" "... bk_status() shows the previous snapshot still"
+
+(my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(8)" >/dev/null) &
+locker=$!
+sleep 1
+out="$(my "SELECT bk_snapshot('wait=false,label=kept')")"
+kept_id="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$out")"
+like "$out" '"state":"running"' "a snapshot with wait=false, waiting for a table lock" || diag "$out"
+kill -STOP "$agent_pid"
+out="$(my "SET STATEMENT max_statement_time = 2 FOR SELECT bk_snapshot_cancel('$kept_id')")"
+kill -CONT "$agent_pid"
+like "$out" 'bk_snapshot_cancel: query interrupted \(max_statement_time, or KILL SOFT\); the call was abandoned \(the cancel may already have been made: see bk_status\(\)\)' \
+    "an agent that answers late: max_statement_time ends bk_snapshot_cancel(), saying the cancel may be made" ||
+    diag "$out"
+wait_for 10 "the resumed agent to drop the abandoned cancel" not_run snapshot_cancel
+ok $? "the resumed agent does not run the cancel whose caller gave up" || diag "$(tail -n 5 "$dir/agent.log")"
+is "$(snapshot_state)" "$kept_id running" "... and the snapshot it named runs on"
+wait "$locker"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+kept_done() { [[ "$(snapshot_state)" == "$kept_id done" ]]; }
+wait_for 60 "the snapshot the abandoned cancel named to end" kept_done
+ok $? "... to its end: done, not cancelled" || diag "$(my 'SELECT bk_status()')"
+
 # ---------------------------------------------------------------- once, and who
 before="$(grep -c 'snapshot .* started' "$dir/agent.log")"
 out="$(my "SELECT bk_snapshot('label=five') FROM $db.seq_1_to_5")"

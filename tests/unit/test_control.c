@@ -36,6 +36,7 @@ static bool waiting;        /* a "wait" call has started */
 static bool saw_peer_gone;  /* ... and then saw bk_control_peer_gone() */
 static char last_log[1024]; /* the last log line */
 static int log_lines;       /* log lines so far */
+static int handled;         /* handler calls so far */
 
 static void
 test_log(void *arg, const char *message)
@@ -54,6 +55,9 @@ static char *
 test_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
 			 BkError *err)
 {
+	pthread_mutex_lock(&seen_lock);
+	handled++;
+	pthread_mutex_unlock(&seen_lock);
 	if (strcmp(req->op, "snapshot_cancel") == 0 && req->args != NULL &&
 		strcmp(req->args, "bad-utf8") == 0)
 		return bk_error_set(err, BK_ERR_INTERNAL, "a stray byte \xff"), NULL;
@@ -462,13 +466,19 @@ test_stop_with_call(void **state)
 
 /*
  * User "evil" is refused after 20 ms (a role query on a loaded server),
- * "busy" is told to try again, anyone else is allowed (BkControlAuthorize).
+ * "busy" is told to try again, "slow" allowed after 300 ms, anyone else is
+ * allowed (BkControlAuthorize).
  */
 static bool
 flood_authorize(void *arg, const BkControlRequest *req, BkError *err)
 {
 	if (strcmp(req->user, "busy") == 0)
 		return bk_error_set(err, BK_ERR_TIMEOUT, "busy, try again");
+	if (strcmp(req->user, "slow") == 0)
+	{
+		poll(NULL, 0, 300);
+		return true;
+	}
 	if (strcmp(req->user, "evil") != 0)
 		return true;
 	poll(NULL, 0, 20);
@@ -559,6 +569,60 @@ test_flood_of_refused_callers(void **state)
 	pthread_mutex_unlock(&seen_lock);
 }
 
+/*
+ * A caller that goes away before its call is admitted (the agent slow or
+ * stopped, here a role check of 300 ms) was told its call is abandoned:
+ * the call is not run, and the log says so.  The request, read whole, is
+ * still there to read after the caller's close; the call ran before.
+ */
+static void
+test_gone_before_admitted(void **state)
+{
+	static const char slow_request[] =
+		"{\"version\":1,\"op\":\"snapshot\",\"user\":\"slow\",\"host\":"
+		"\"%\",\"connection_id\":4,\"args\":\"label=phantom\"}\n";
+	char path[300];
+	uid_t me = getuid();
+	BkControl *slow;
+	BkError err;
+	char log_line[sizeof(last_log)];
+	bool logged = false;
+	bool ran;
+	int handled_before;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/slow.sock", dir);
+	slow = bk_control_start(path, &me, 1, flood_authorize, test_handler,
+							test_log, NULL, &err);
+	if (slow == NULL)
+		fail_msg("bk_control_start: %s", err.message);
+	pthread_mutex_lock(&seen_lock);
+	handled_before = handled;
+	pthread_mutex_unlock(&seen_lock);
+	fd = connect_to(path);
+	assert_int_equal(write(fd, slow_request, strlen(slow_request)),
+					 (ssize_t) strlen(slow_request));
+	close(fd);
+	for (int i = 0; i < 200 && !logged; i++)
+	{
+		poll(NULL, 0, 10);
+		pthread_mutex_lock(&seen_lock);
+		logged = strstr(last_log, "snapshot call from 'slow'@'%' not run: "
+								  "its caller went away") != NULL;
+		pthread_mutex_unlock(&seen_lock);
+	}
+	bk_control_stop(slow); /* waits for the call to end */
+	pthread_mutex_lock(&seen_lock);
+	ran = handled != handled_before;
+	snprintf(log_line, sizeof(log_line), "%s", last_log);
+	pthread_mutex_unlock(&seen_lock);
+	if (ran)
+		fail_msg("the call of a caller gone was run (log: \"%s\")", log_line);
+	if (!logged)
+		fail_msg("no log line says the call was not run (last: \"%s\")",
+				 log_line);
+}
+
 /* Is text valid UTF-8 (as jansson sees it)? */
 static bool
 valid_utf8(const char *text)
@@ -637,6 +701,7 @@ main(void)
 		cmocka_unit_test(test_socket_files),
 		cmocka_unit_test(test_stop_with_call),
 		cmocka_unit_test(test_flood_of_refused_callers),
+		cmocka_unit_test(test_gone_before_admitted),
 		cmocka_unit_test(test_error_cut_on_boundary),
 		cmocka_unit_test(test_error_reply_always_sent),
 	};

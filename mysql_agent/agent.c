@@ -850,9 +850,11 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 	 * event, which waits out kafka_timeout when Kafka is down: joined
 	 * without snapshot_lock, which bk_status() and bk_snapshot_cancel()
 	 * take.  snapshot_start_lock makes this call the only one to join it.
+	 * Meanwhile the caller is kept informed: it takes a silent agent for
+	 * a hung one.
 	 */
-	if (last != NULL)
-		snapshot_join(last);
+	while (last != NULL && !snapshot_join_within(last, BK_CONTROL_KEEPALIVE_MS))
+		bk_control_keepalive(call);
 	/*
 	 * The join may have taken kafka_timeout: a caller that gave up meanwhile
 	 * was told the snapshot would not run.  The previous job stays the
@@ -892,7 +894,12 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 		release_job(agent, job);
 		return text;
 	}
-	for (;;)
+	/*
+	 * A keepalive at once, then every BK_CONTROL_KEEPALIVE_MS: the UDF
+	 * takes an agent silent for longer for a hung one, and one keepalive
+	 * heard tells it the snapshot started and is waited for.
+	 */
+	for (int64_t keepalive_ms = 0;;)
 	{
 		SnapshotState state;
 
@@ -901,6 +908,11 @@ control_snapshot(Agent *agent, BkControlCall *call, const BkControlRequest *req,
 		pthread_mutex_unlock(&job->lock);
 		if (state != SNAPSHOT_RUNNING)
 			break;
+		if (bk_monotonic_ms() >= keepalive_ms)
+		{
+			bk_control_keepalive(call);
+			keepalive_ms = bk_monotonic_ms() + BK_CONTROL_KEEPALIVE_MS;
+		}
 		if (!job->cancel &&
 			(bk_control_peer_gone(call) || agent_stop_requested))
 		{

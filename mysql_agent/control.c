@@ -644,6 +644,14 @@ bk_control_peer_gone(BkControlCall *call)
 	return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+void
+bk_control_keepalive(BkControlCall *call)
+{
+	ssize_t rc = send(call->fd, " ", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	(void) rc; /* a full buffer: the caller has a keepalive unread anyway */
+}
+
 /* Is uid one of the allowed peers? */
 static bool
 uid_allowed(const BkControl *control, uid_t uid)

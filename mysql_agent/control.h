@@ -44,6 +44,11 @@
 #define BK_CONTROL_MAX_REPLY (1024 * 1024)
 /* Time a client has to send its request, in milliseconds. */
 #define BK_CONTROL_REQUEST_TIMEOUT_MS 5000
+/*
+ * A handler that works long sends a keepalive this often: bk_udf.so gives
+ * up on an agent silent for BK_UDF_SILENCE_MS (bk_udf.c), six of these.
+ */
+#define BK_CONTROL_KEEPALIVE_MS 5000
 
 /* One validated request.  The strings live until the handler returns. */
 typedef struct BkControlRequest
@@ -64,6 +69,14 @@ typedef struct BkControlCall BkControlCall;
  * poll it and abandon their work when it turns true.  Never blocks.
  */
 extern bool bk_control_peer_gone(BkControlCall *call);
+
+/*
+ * Tell the caller the call is still being worked on: one space, which the
+ * UDF skips before the reply (JSON white space).  A long handler sends one
+ * every BK_CONTROL_KEEPALIVE_MS, or the UDF takes the agent for hung.
+ * Never blocks; a failure is left to bk_control_peer_gone() to see.
+ */
+extern void bk_control_keepalive(BkControlCall *call);
 
 /*
  * Runs in the call's own thread.  Returns the result as malloc'd JSON text

@@ -76,6 +76,9 @@ extern json_t *snapshot_progress_json(SnapshotJob *job);
  */
 extern void snapshot_join(SnapshotJob *job);
 
+/* snapshot_join, waiting at most ms: false if the thread still runs. */
+extern bool snapshot_join_within(SnapshotJob *job, int ms);
+
 /* Free a joined job and its result. */
 extern void snapshot_free(SnapshotJob *job);
 

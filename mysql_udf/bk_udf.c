@@ -69,12 +69,22 @@
  * bk_status() and bk_snapshot_cancel() are answered at once (the agent's
  * own waits for them are bounded); a longer silence is a hung agent, and
  * a connection thread is not held for it.  bk_snapshot() waits as long as
- * the snapshot runs.
+ * the snapshot runs, the agent sending a keepalive (a space) every 5 s
+ * meanwhile (BK_CONTROL_KEEPALIVE_MS); silent for BK_UDF_SILENCE_MS, six
+ * of them missed, it is taken for hung or stopped.  Its only silent waits,
+ * the role check and starting the job, take a few seconds at most; a
+ * longer limit would only hold a connection thread longer for a dead
+ * agent.
  */
 #ifndef QUICK_CALL_TIMEOUT_MS
 #define QUICK_CALL_TIMEOUT_MS (60 * 1000)
 #endif
+#ifndef BK_UDF_SILENCE_MS
+#define BK_UDF_SILENCE_MS (30 * 1000)
+#endif
 #define MAX_REPLY_LEN (1024 * 1024)
+/* The agent's keepalive interval, for the message. */
+#define AGENT_KEEPALIVE_S 5
 /*
  * A "busy" reply (the agent's call slots or its authorization connection
  * taken, a flood of other callers, say) is retried this long, waiting
@@ -107,6 +117,7 @@ typedef struct UdfCall
 	const char *op;       /* protocol op */
 	bool done;            /* the agent has been asked (once per statement) */
 	bool failed;          /* ... and the call failed (error already raised) */
+	bool heard;           /* a keepalive came: the agent waits for its job */
 	char *result;         /* malloc'd result JSON text */
 	size_t result_len;
 	char *first_arg; /* the first row's argument (malloc'd), or NULL */
@@ -799,11 +810,14 @@ agent_socket_path(void)
  * message.  The agent does not start a call whose caller has gone, and
  * cancels a snapshot it is waiting for when its caller goes; but the UDF
  * cannot know whether the agent got that far: a snapshot started with
- * wait=false, or a cancel, may already be done.
+ * wait=false, or a cancel, may already be done.  A keepalive heard says
+ * that the agent started the snapshot and waits for it: it cancels it.
  */
 static const char *
 abandoned_outcome(const UdfCall *call)
 {
+	if (strcmp(call->op, "snapshot") == 0 && call->heard)
+		return "the agent cancels the snapshot";
 	if (strcmp(call->op, "snapshot") == 0)
 		return "the agent cancels the snapshot, or does not start it (one "
 			   "started with wait=false runs on: see bk_status())";
@@ -963,14 +977,16 @@ monotonic_ms(void)
 
 /*
  * Read the reply line (without its '\n') into a malloc'd buffer.  Waits as
- * long as the agent works (bk_snapshot) or QUICK_CALL_TIMEOUT_MS (the other
+ * long as the agent works (bk_snapshot: while its keepalives come, at
+ * most BK_UDF_SILENCE_MS apart) or QUICK_CALL_TIMEOUT_MS (the other
  * functions), but gives up at once when the query is killed.
  */
 static char *
 receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 {
 	bool quick = strcmp(call->op, "snapshot") != 0;
-	int64_t deadline = monotonic_ms() + QUICK_CALL_TIMEOUT_MS;
+	int64_t deadline =
+		monotonic_ms() + (quick ? QUICK_CALL_TIMEOUT_MS : BK_UDF_SILENCE_MS);
 	char ebuf[128];
 	size_t capacity = 4096;
 	size_t len = 0;
@@ -1010,6 +1026,21 @@ receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 		n = recv(fd, reply + len, capacity - len, 0);
 		if (n > 0)
 		{
+			if (!quick)
+				deadline = monotonic_ms() + BK_UDF_SILENCE_MS;
+			/* Keepalives before the reply: dropped, not piled up. */
+			if (len == 0)
+			{
+				size_t spaces = 0;
+
+				while (spaces < (size_t) n && reply[spaces] == ' ')
+					spaces++;
+				call->heard = call->heard || spaces > 0;
+				memmove(reply, reply + spaces, (size_t) n - spaces);
+				n -= (ssize_t) spaces;
+				if (n == 0)
+					continue;
+			}
 			newline = memchr(reply + len, '\n', (size_t) n);
 			len += (size_t) n;
 			if (newline != NULL)
@@ -1047,6 +1078,17 @@ receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 						"bk-mysql-agent did not answer within %d s; the call "
 						"was abandoned (see the agent's log: is it hung?)",
 						QUICK_CALL_TIMEOUT_MS / 1000);
+			break;
+		}
+		if (!quick && monotonic_ms() >= deadline)
+		{
+			raise_error(call,
+						"bk-mysql-agent is not answering: nothing for %d s, "
+						"though it sends a keepalive every %d s while it "
+						"works on a snapshot (is it hung or stopped? see its "
+						"log); the call was abandoned: %s",
+						BK_UDF_SILENCE_MS / 1000, AGENT_KEEPALIVE_S,
+						abandoned_outcome(call));
 			break;
 		}
 		if (wait_tick(fd, POLLIN) < 0)

@@ -560,6 +560,61 @@ kept_done() { [[ "$(snapshot_state)" == "$kept_id done" ]]; }
 wait_for 60 "the snapshot the abandoned cancel named to end" kept_done
 ok $? "... to its end: done, not cancelled" || diag "$(my 'SELECT bk_status()')"
 
+# While a waited-for snapshot runs, the agent sends a keepalive (a space)
+# at once and every 5 s: here a snapshot held 8 s by a table lock, asked on
+# the agent's socket directly, the spaces timed.
+(my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(8)" >/dev/null) &
+locker=$!
+sleep 1
+keepalives="$(python3 - "$BK_MYSQL_AGENT_SOCKET" <<'PY'
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((json.dumps({"version": 1, "op": "snapshot", "user": "root", "host": "127.0.0.1",
+                       "connection_id": 0, "args": "label=keepalive"}) + "\n").encode())
+start, spaces, data = time.monotonic(), [], b""
+while not data.endswith(b"\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    for byte in chunk:
+        if not data and byte == 32:
+            spaces.append(time.monotonic() - start)
+        else:
+            data += bytes([byte])
+ok = json.loads(data or b"{}").get("ok")
+print(len(spaces), " ".join("%.1f" % t for t in spaces[:3]), "ok" if ok else data.decode(errors="replace"))
+PY
+)"
+wait "$locker"
+read -r n_spaces first second _ <<<"$keepalives"
+((n_spaces >= 2)) && [[ "$keepalives" == *" ok" ]] &&
+    python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(not (a < 1 and 4 <= b - a <= 7))' "$first" "$second"
+ok $? "a waited-for snapshot: the agent sends a keepalive at once and every 5 s, then its reply ($keepalives)"
+
+# A hung agent (stopped here) held bk_snapshot() for ever: now the call
+# fails once the agent has sent nothing for 30 s, saying so; resumed, the
+# agent does not start the snapshot its caller gave up.
+started_before="$(grep -c 'INFO: snapshot [0-9A-Za-z-]* started (' "$dir/agent.log")"
+not_run_before="$(grep -c "control socket: snapshot call from .* not run: its caller went away" "$dir/agent.log")"
+kill -STOP "$agent_pid"
+start=$SECONDS
+out="$(my "SELECT bk_snapshot('label=hung')")"
+elapsed=$((SECONDS - start))
+kill -CONT "$agent_pid"
+like "$out" 'bk_snapshot: bk-mysql-agent is not answering: nothing for 30 s, though it sends a keepalive every 5 s while it works on a snapshot \(is it hung or stopped\? see its log\); the call was abandoned: the agent cancels the snapshot, or does not start it' \
+    "a stopped agent: bk_snapshot() fails, saying the agent is not answering and what may become of the snapshot" ||
+    diag "$out"
+((elapsed >= 29 && elapsed <= 35))
+ok $? "... after 30 s without a byte (${elapsed}s)"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+hung_not_run() {
+    [[ "$(grep -c "control socket: snapshot call from .* not run: its caller went away" "$dir/agent.log")" -gt "$not_run_before" ]]
+}
+wait_for 10 "the resumed agent to drop the abandoned call" hung_not_run
+ok $? "... and the resumed agent does not run it" || diag "$(tail -n 5 "$dir/agent.log")"
+is "$(grep -c 'INFO: snapshot [0-9A-Za-z-]* started (' "$dir/agent.log")" "$started_before" "... no snapshot started"
+
 # ---------------------------------------------------------------- once, and who
 before="$(grep -c 'snapshot .* started' "$dir/agent.log")"
 out="$(my "SELECT bk_snapshot('label=five') FROM $db.seq_1_to_5")"

@@ -8,7 +8,8 @@
  *
  * What is checked: the caller's account reaches the agent as the server
  * gave it, whatever its bytes; an argument too long once escaped is refused
- * with the limit named; a hung agent does not hold bk_status() forever;
+ * with the limit named; a hung agent does not hold bk_status() forever,
+ * nor bk_snapshot(), whose agent's keepalives keep a long call going;
  * KILL QUERY ends a waiting bk_snapshot() and the agent sees its caller
  * gone, and so does max_statement_time, which kills softly; no agent is a
  * clear error; one call per statement; malformed
@@ -335,6 +336,79 @@ test_hung_agent_status(void **state)
 	assert_true(udf_agent_saw_peer_gone());
 }
 
+/*
+ * An agent that accepts bk_snapshot() and sends nothing (stopped, hung):
+ * the call ends after BK_UDF_SILENCE_MS with an error that says so and
+ * what may have become of the snapshot; it waited for ever before.
+ */
+static void
+test_hung_agent_snapshot(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "label=hung", 10, 1);
+	assert_null(result);
+	assert_message("bk_snapshot: bk-mysql-agent is not answering: nothing "
+				   "for 1 s, though it sends a keepalive every 5 s");
+	assert_message("the agent cancels the snapshot, or does not start it "
+				   "(one started with wait=false runs on: see bk_status())");
+	assert_true(monotonic_ms() - start >= BK_UDF_SILENCE_MS);
+	assert_true(monotonic_ms() - start < BK_UDF_SILENCE_MS + 2000);
+	for (int tick = 0; tick < 200 && !udf_agent_saw_peer_gone(); tick++)
+		usleep(10 * 1000);
+	assert_true(udf_agent_saw_peer_gone());
+}
+
+/*
+ * An agent that works on the snapshot longer than the silence limit,
+ * sending keepalives: the call waits for its answer, the keepalives
+ * (spaces) not part of the result.
+ */
+static void
+test_keepalive(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.user = "keepalive";
+	server.user_len = 9;
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "label=long", 10, 1);
+	if (result == NULL)
+		fail_msg("bk_snapshot() failed: %s", server.message);
+	assert_true(monotonic_ms() - start >= 2 * BK_UDF_SILENCE_MS - 500);
+	assert_true(strncmp(result, "{\"op\":\"snapshot\"", 14) == 0);
+	assert_int_equal(server.messages, 0);
+	free(result);
+}
+
+/*
+ * A keepalive heard means the agent started the snapshot and waits for
+ * it: a kill then says plainly that the agent cancels it.
+ */
+static void
+test_kill_after_keepalive(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.user = "keepalive";
+	server.user_len = 9;
+	server.killed_at_ms = start + 700;
+	server.killed_state = KILL_QUERY_HARD;
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "label=long", 10, 1);
+	assert_null(result);
+	assert_string_equal(server.message,
+						"bk_snapshot: query killed; the agent cancels the "
+						"snapshot");
+	for (int tick = 0; tick < 200 && !udf_agent_saw_peer_gone(); tick++)
+		usleep(10 * 1000);
+	assert_true(udf_agent_saw_peer_gone());
+}
+
 /* KILL QUERY ends a waiting bk_snapshot() within a tick or two. */
 static void
 test_kill_query(void **state)
@@ -601,6 +675,9 @@ main(void)
 		cmocka_unit_test_setup(test_once_per_statement, reset),
 		cmocka_unit_test_setup(test_escaped_argument_too_long, reset),
 		cmocka_unit_test_setup(test_hung_agent_status, reset),
+		cmocka_unit_test_setup(test_hung_agent_snapshot, reset),
+		cmocka_unit_test_setup(test_keepalive, reset),
+		cmocka_unit_test_setup(test_kill_after_keepalive, reset),
 		cmocka_unit_test_setup(test_kill_query, reset),
 		cmocka_unit_test_setup(test_statement_timeout, reset),
 		cmocka_unit_test_setup(test_client_gone, reset),

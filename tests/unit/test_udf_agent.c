@@ -47,7 +47,10 @@ udf_authorize(void *arg, const BkControlRequest *req, BkError *err)
 
 /*
  * status and snapshot_cancel: echo the op and account; with user "hang",
- * or for snapshot, first wait (10 s at most) for the caller to go.
+ * or for snapshot, first wait (10 s at most) for the caller to go, silent.
+ * User "keepalive": a snapshot sends a keepalive every 300 ms for 3 s
+ * (longer than the UDF's silence limit), then answers, unless the caller
+ * goes first.
  */
 static char *
 udf_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
@@ -63,7 +66,22 @@ udf_handler(void *arg, BkControlCall *call, const BkControlRequest *req,
 	last_connection_id = req->connection_id;
 	last_had_args = req->args != NULL;
 	pthread_mutex_unlock(&seen_lock);
-	if (strcmp(req->op, "snapshot") == 0 || strcmp(req->user, "hang") == 0)
+	if (strcmp(req->op, "snapshot") == 0 && strcmp(req->user, "keepalive") == 0)
+	{
+		for (int tick = 0; tick < 10; tick++)
+		{
+			if (bk_control_peer_gone(call))
+			{
+				pthread_mutex_lock(&seen_lock);
+				saw_peer_gone = true;
+				pthread_mutex_unlock(&seen_lock);
+				break;
+			}
+			bk_control_keepalive(call);
+			usleep(300 * 1000);
+		}
+	}
+	else if (strcmp(req->op, "snapshot") == 0 || strcmp(req->user, "hang") == 0)
 	{
 		for (int tick = 0; tick < 1000; tick++)
 		{

@@ -59,6 +59,25 @@ teardown(void **state)
 	return 0;
 }
 
+/*
+ * Before each test, undo the faults a test injects into the one cluster all
+ * share: broker down, round-trip time, Produce errors pushed and not yet
+ * answered.  A test that fails between injecting a fault and undoing it
+ * must fail alone: one failing with the broker down (test_batch, say)
+ * failed every later test that uses the broker, all with "Broker transport
+ * failure", its own failure lost among theirs.
+ */
+static int
+mock_reset(void **state)
+{
+	assert_int_equal(rd_kafka_mock_broker_set_up(mock, 1),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(rd_kafka_mock_broker_set_rtt(mock, 1, 0),
+					 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_mock_clear_request_errors(mock, 0 /* Produce */);
+	return 0;
+}
+
 static BkKafkaSettings
 settings_for_test(const char *properties)
 {
@@ -295,7 +314,7 @@ test_broker_down_bounded(void **state)
 	/* Up again before any assert, so that a failure here fails no other. */
 	rd_kafka_mock_broker_set_up(mock, 1);
 	assert_false(sent);
-	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_code(&err, BK_ERR_TIMEOUT);
 	assert_error_contains(&err, "could not read the partitions of Kafka topic "
 								"\"bk.wal\" within 2000 ms");
 	assert_true(strstr(err.hint, "Check that Kafka is up") != NULL);
@@ -323,7 +342,7 @@ test_broker_down_bounded(void **state)
 	elapsed = bk_monotonic_ms() - start;
 	rd_kafka_mock_broker_set_up(mock, 1);
 	assert_false(sent);
-	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_code(&err, BK_ERR_TIMEOUT);
 	if (strstr(err.message, "no delivery report from Kafka for chunk") == NULL)
 	{
 		assert_error_contains(&err, "Kafka did not acknowledge chunk");
@@ -386,7 +405,7 @@ test_broker_down_window_bounded(void **state)
 		rd_kafka_mock_broker_set_up(mock, 1);
 		source_end(&source);
 		assert_false(sent);
-		assert_int_equal(err.code, BK_ERR_TIMEOUT);
+		assert_error_code(&err, BK_ERR_TIMEOUT);
 		if (elapsed >= TIMEOUT_MS + 3000)
 			fail_msg("attempt %d gave up after %" PRId64 " ms: %s", attempt,
 					 elapsed, err.message);
@@ -435,7 +454,7 @@ test_permanent_error_reported(void **state)
 	source_begin(&source, 10 * 1024);
 	assert_false(bk_producer_send_object(producer, TOPIC, "mock", 4, next_frame,
 										 &source, NULL, NULL, NULL, &err));
-	assert_int_equal(err.code, BK_ERR_KAFKA);
+	assert_error_code(&err, BK_ERR_KAFKA);
 	assert_error_contains(&err,
 						  "Kafka did not acknowledge chunk 0 of "
 						  "\"000000010000000000000001\" on topic \"bk.wal\"");
@@ -469,7 +488,7 @@ test_topic_refused_at_once(void **state)
 										 next_frame, &source, NULL, NULL, NULL,
 										 &err));
 	assert_true(bk_monotonic_ms() - start < TIMEOUT_MS / 2);
-	assert_int_equal(err.code, BK_ERR_KAFKA);
+	assert_error_code(&err, BK_ERR_KAFKA);
 	assert_error_contains(&err, "\"bk.denied\"");
 	assert_error_contains(&err, "Topic authorization failed");
 	assert_true(strstr(err.hint, "Describe") != NULL);
@@ -593,7 +612,7 @@ test_interrupt(void **state)
 		assert_false(bk_producer_send_object(
 			producer, TOPIC, "mock", 4, next_frame, &source,
 			interrupt_after_a_while, NULL, NULL, &err));
-		assert_int_equal(err.code, BK_ERR_INTERRUPTED);
+		assert_error_code(&err, BK_ERR_INTERRUPTED);
 		assert_error_contains(&err, round == 0
 										? "reading the partitions"
 										: "waiting for Kafka to acknowledge");
@@ -613,7 +632,7 @@ expect_producer_error(const char *properties, const char *needle)
 
 	bk_error_clear(&err);
 	assert_null(bk_producer_new(&settings, &err));
-	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_error_code(&err, BK_ERR_CONFIG);
 	assert_error_contains(&err, needle);
 }
 
@@ -689,7 +708,7 @@ test_batch(void **state)
 			&sources[idx], NULL, NULL, NULL, &err));
 	}
 	assert_false(bk_producer_batch_wait(producer, NULL, NULL, NULL, &err));
-	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_code(&err, BK_ERR_TIMEOUT);
 
 	/*
 	 * Either librdkafka reported the timeout (the chunk that failed is
@@ -784,7 +803,7 @@ test_batches_on_two_producers(void **state)
 		batch_with_object(producers[prodIdx], &sources[prodIdx], 10 * 1024);
 	start_ms = bk_monotonic_ms();
 	assert_false(bk_producer_batch_wait(producers[0], NULL, NULL, NULL, &err));
-	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_code(&err, BK_ERR_TIMEOUT);
 	assert_true(bk_monotonic_ms() - start_ms <
 				TIMEOUT_MS + BK_KAFKA_TIMEOUT_SLACK_MS + 1500);
 	bk_producer_batch_abandon(producers[1]);
@@ -1346,30 +1365,31 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_send_acknowledged),
-		cmocka_unit_test(test_request_messages),
-		cmocka_unit_test(test_send_wait_max),
-		cmocka_unit_test(test_small_chunks_not_timed_out),
-		cmocka_unit_test(test_broker_down_bounded),
-		cmocka_unit_test(test_broker_down_window_bounded),
-		cmocka_unit_test(test_transient_errors_retried),
-		cmocka_unit_test(test_permanent_error_reported),
-		cmocka_unit_test(test_topic_refused_at_once),
-		cmocka_unit_test(test_keyless_messages_left_to_librdkafka),
-		cmocka_unit_test(test_fatal_error_recreates_handle),
-		cmocka_unit_test(test_fatal_error_raises_alarm),
-		cmocka_unit_test(test_fatal_alarm_audit_topic_stuck),
-		cmocka_unit_test(test_fatal_alarm_event_sent_at_free),
-		cmocka_unit_test(test_interrupt),
-		cmocka_unit_test(test_configuration_checks),
-		cmocka_unit_test(test_batch),
-		cmocka_unit_test(test_batch_end_not_lingering),
-		cmocka_unit_test(test_long_linger_widens_window),
-		cmocka_unit_test(test_batches_on_two_producers),
-		cmocka_unit_test(test_frame_headers),
-		cmocka_unit_test(test_batch_limits),
-		cmocka_unit_test(test_give_up_by_broker_time),
-		cmocka_unit_test(test_give_up_needs_both_clocks),
+		cmocka_unit_test_setup(test_send_acknowledged, mock_reset),
+		cmocka_unit_test_setup(test_request_messages, mock_reset),
+		cmocka_unit_test_setup(test_send_wait_max, mock_reset),
+		cmocka_unit_test_setup(test_small_chunks_not_timed_out, mock_reset),
+		cmocka_unit_test_setup(test_broker_down_bounded, mock_reset),
+		cmocka_unit_test_setup(test_broker_down_window_bounded, mock_reset),
+		cmocka_unit_test_setup(test_transient_errors_retried, mock_reset),
+		cmocka_unit_test_setup(test_permanent_error_reported, mock_reset),
+		cmocka_unit_test_setup(test_topic_refused_at_once, mock_reset),
+		cmocka_unit_test_setup(test_keyless_messages_left_to_librdkafka,
+							   mock_reset),
+		cmocka_unit_test_setup(test_fatal_error_recreates_handle, mock_reset),
+		cmocka_unit_test_setup(test_fatal_error_raises_alarm, mock_reset),
+		cmocka_unit_test_setup(test_fatal_alarm_audit_topic_stuck, mock_reset),
+		cmocka_unit_test_setup(test_fatal_alarm_event_sent_at_free, mock_reset),
+		cmocka_unit_test_setup(test_interrupt, mock_reset),
+		cmocka_unit_test_setup(test_configuration_checks, mock_reset),
+		cmocka_unit_test_setup(test_batch, mock_reset),
+		cmocka_unit_test_setup(test_batch_end_not_lingering, mock_reset),
+		cmocka_unit_test_setup(test_long_linger_widens_window, mock_reset),
+		cmocka_unit_test_setup(test_batches_on_two_producers, mock_reset),
+		cmocka_unit_test_setup(test_frame_headers, mock_reset),
+		cmocka_unit_test_setup(test_batch_limits, mock_reset),
+		cmocka_unit_test_setup(test_give_up_by_broker_time, mock_reset),
+		cmocka_unit_test_setup(test_give_up_needs_both_clocks, mock_reset),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

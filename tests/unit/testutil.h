@@ -82,4 +82,16 @@ extern void test_stdout_restore(int saved);
 					 (needle));                                                \
 	} while (0)
 
+/*
+ * Assert err's code, printing its message otherwise: two numbers alone do
+ * not tell which failure came instead.
+ */
+#define assert_error_code(err, expected)                                       \
+	do                                                                         \
+	{                                                                          \
+		if ((err)->code != (expected))                                         \
+			fail_msg("error code %d, not %d: \"%s\"", (int) (err)->code,       \
+					 (int) (expected), (err)->message);                        \
+	} while (0)
+
 #endif /* BK_TESTUTIL_H */

@@ -251,24 +251,38 @@ backlog_shutdown() {
 qp -c "ALTER SYSTEM SET bk.chunk_size = '8kB'" >/dev/null
 reload_until bk.chunk_size 8kB
 backlog_shutdown 24
-if ((stop_ms > 4000)); then
+# Kafka itself may fail a send of the last cycle: on a loaded machine the
+# archiver's connection, stopped with it, can be found down when it resumes,
+# or an acknowledgement take more than the 3 s.  The cycle then rightly
+# stops, and what this checks (that it does not stop while Kafka
+# acknowledges) cannot be seen: the first failure's DETAIL says which.
+first_failure="$(log_since "$log_start" | grep -A1 'could not archive' | grep -m 1 DETAIL)"
+if [[ "$first_failure" == *"Kafka did not acknowledge"* ]]; then
+    skip "Kafka failed a send of the last cycle (${first_failure#*DETAIL:  }): not what is checked"
+    skip "... so the last segment of the backlog was not sent"
+elif ((stop_ms > 4000)); then
     is "$(grep -c . <<<"$left")" 0 \
         "the last cycle archived every segment of the backlog, in $stop_ms ms (more than the 3 s grace)" ||
         diag "left: $left" "$(log_since "$log_start" | grep -A2 'could not archive' | head -n 6)"
+    wal_headers | grep -qF "bk-object=$segment,"
+    ok $? "the last segment of the backlog is on $prefix.wal"
 else
     skip "the backlog was archived in $stop_ms ms, within the 3 s grace: nothing shown"
+    wal_headers | grep -qF "bk-object=$segment,"
+    ok $? "the last segment of the backlog is on $prefix.wal"
 fi
-wal_headers | grep -qF "bk-object=$segment,"
-ok $? "the last segment of the backlog is on $prefix.wal"
 # bk.shutdown_timeout bounds that cycle (pg_ctl waits 60 s by default).
 qp -c "ALTER SYSTEM SET bk.shutdown_timeout = '1s'" >/dev/null
 reload_until bk.shutdown_timeout 1s
 backlog_shutdown 24
 ok $((stop_ms < 10000 ? 0 : 1)) "with bk.shutdown_timeout = 1s the shutdown took $stop_ms ms"
 ok $(($(grep -c . <<<"$left") > 0 ? 0 : 1)) "and left $(grep -c . <<<"$left") segments .ready for the next start"
-like "$(log_since "$log_start" | grep -A2 'could not archive' | grep HINT | head -n 1)" \
+# Each failed attempt's HINT says why; one (the first, unless Kafka failed a
+# send first) says the server is shutting down.
+like "$(log_since "$log_start" | grep -A2 'could not archive' | grep HINT | grep -m 1 'shutting down')" \
     'HINT:  The server is shutting down. The file stays in pg_wal and is archived when this server next runs as a primary' \
-    "the WARNING's HINT says when they will be archived"
+    "the WARNING's HINT says when they will be archived" ||
+    diag "$(log_since "$log_start" | grep -A2 'could not archive' | head -n 9)"
 qp -c "ALTER SYSTEM RESET bk.chunk_size" -c "ALTER SYSTEM RESET bk.shutdown_timeout" >/dev/null
 reload_until bk.chunk_size 1MB
 wait_for 90 "backlog drained" no_backlog

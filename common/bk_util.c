@@ -509,6 +509,22 @@ bk_wall_ms(void)
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct timespec
+bk_wall_deadline(int64_t ms)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += (time_t) (ms / 1000);
+	deadline.tv_nsec += (long) (ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L)
+	{
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	return deadline;
+}
+
 void
 bk_format_time_utc(int64_t wall_ms, char *out, size_t out_len)
 {

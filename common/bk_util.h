@@ -152,6 +152,12 @@ extern bool bk_read_file_checked(const char *path, size_t max_len,
 extern int64_t bk_monotonic_ms(void);
 extern int64_t bk_wall_ms(void);
 
+/*
+ * The wall-clock time ms milliseconds from now, as pthread's timed waits
+ * (pthread_mutex_timedlock, pthread_timedjoin_np) take their deadline.
+ */
+extern struct timespec bk_wall_deadline(int64_t ms);
+
 /* Format a wall-clock time in ms as ISO 8601 UTC ("2026-11-24T03:22:01.123Z"). */
 extern void bk_format_time_utc(int64_t wall_ms, char *out, size_t out_len);
 

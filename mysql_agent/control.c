@@ -57,6 +57,8 @@
 
 #include <jansson.h>
 
+#include "bk_util.h"
+
 #define LISTEN_BACKLOG 64
 /* Time a peer has to take our reply before we give up on it. */
 #define REPLY_TIMEOUT_MS 5000
@@ -1257,14 +1259,7 @@ bk_control_auth_check(BkControlAuth *auth, const char *user, const char *host,
 		return true;
 
 	/* Bounded: a hung server must not pile up call threads behind it. */
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += BK_CONTROL_AUTH_WAIT_MS / 1000;
-	deadline.tv_nsec += (long) (BK_CONTROL_AUTH_WAIT_MS % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L)
-	{
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline = bk_wall_deadline(BK_CONTROL_AUTH_WAIT_MS);
 	rc = pthread_mutex_timedlock(&auth->lock, &deadline);
 	if (rc == ETIMEDOUT)
 		return bk_error_set(err, BK_ERR_TIMEOUT,

@@ -362,15 +362,6 @@ agent_tls_parse_greeting(const unsigned char *data, size_t len,
 	return AGENT_GREETING_HANDSHAKE;
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * The port Connector/C connects to when given none (its mysql_once_init):
  * MYSQL_TCP_PORT, else the "mysql" service, else 3306.  The probe must
@@ -400,7 +391,7 @@ wait_for(int fd, short events, int64_t deadline)
 
 	for (;;)
 	{
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - bk_monotonic_ms();
 		int rc;
 
 		if (left <= 0)
@@ -517,7 +508,7 @@ bool
 agent_tls_probe(const AgentTls *tls, const char *host, unsigned int port,
 				const char *server, unsigned int timeout, BkError *err)
 {
-	int64_t deadline = now_ms() + (int64_t) timeout * 1000;
+	int64_t deadline = bk_monotonic_ms() + (int64_t) timeout * 1000;
 	AgentGreeting greeting;
 	AgentGreetingStatus status;
 	char why[256];

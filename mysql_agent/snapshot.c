@@ -2777,14 +2777,7 @@ snapshot_join_within(SnapshotJob *job, int ms)
 
 	if (job->joined)
 		return true;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += ms / 1000;
-	deadline.tv_nsec += (long) (ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L)
-	{
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline = bk_wall_deadline(ms);
 	if (pthread_timedjoin_np(job->thread, NULL, &deadline) != 0)
 		return false;
 	job->joined = true;

@@ -387,13 +387,21 @@ list_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
 	return true;
 }
 
-bool
-binlog_catalog_expired(const BinlogCatalog *catalog, const char *file)
+const char *
+binlog_catalog_expired_record(const BinlogCatalog *catalog, const char *file)
 {
 	for (int idx = 0; idx < catalog->expired_count; idx++)
 		if (bk_binlog_file_same_base(catalog->expired[idx], file))
-			return bk_binlog_file_compare(file, catalog->expired[idx]) <= 0;
-	return false;
+			return catalog->expired[idx];
+	return NULL;
+}
+
+bool
+binlog_catalog_expired(const BinlogCatalog *catalog, const char *file)
+{
+	const char *record = binlog_catalog_expired_record(catalog, file);
+
+	return record != NULL && bk_binlog_file_compare(file, record) <= 0;
 }
 
 /* The records of one basename bk expire listed. */

@@ -157,6 +157,13 @@ extern bool binlog_catalog_load_expiring(const BkRepo *repo, const char *source,
 extern void binlog_catalog_free(BinlogCatalog *catalog);
 
 /*
+ * The highest file bk expire recorded it removes of file's basename (file
+ * itself need not be archived, nor at or before it), or NULL.
+ */
+extern const char *binlog_catalog_expired_record(const BinlogCatalog *catalog,
+												 const char *file);
+
+/*
  * Did bk expire record that it removes file (which need not be archived)?
  * Whatever of it, or of the files of its basename numbered between, is
  * missing was then removed on purpose: not a gap.

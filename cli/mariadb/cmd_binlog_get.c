@@ -44,9 +44,10 @@ static const char binlog_get_help[] =
 	"OUT must not exist: bk binlog-get never replaces a file.\n"
 	"\n"
 	"Exit status: 0 written; 4 the file is incomplete, has a gap, or failed a\n"
-	"check (the message names the missing range), or is missing: before the\n"
-	"first archived file (bk expire removed it), between archived files, or\n"
-	"of a source with no binlog archived; 1 after the newest archived file\n"
+	"check (the message names the missing range), or is missing: removed by\n"
+	"bk expire (wholly or in part: the message says so), before the first\n"
+	"archived file, between archived files, or of a source with no binlog\n"
+	"archived; 1 after the newest archived file\n"
 	"(and nothing else); 2 usage (OUT exists already); 3 configuration or "
 	"key;\n"
 	"5 the repository unreachable, OUT could not be written, or another\n"
@@ -136,6 +137,57 @@ refuse_incomplete(const BinlogFile *file, const char *source, BkError *err)
 						 "The server is still writing it.  FLUSH BINARY"
 						 " LOGS on the server closes it; once the agent has"
 						 " archived the rest, try again.");
+}
+
+/*
+ * refuse_expired
+ *		name is at or before its basename's bk expire record: what is
+ *		missing of it, bk expire removed (if it was ever archived), and no
+ *		kept snapshot needs it.
+ *		file is what a run cut short (or one still running) left of it, or
+ *		NULL when nothing is left.
+ */
+static bool
+refuse_expired(const BinlogCatalog *catalog, const BinlogFile *file,
+			   const char *name, const char *source, BkError *err)
+{
+	const char *record = binlog_catalog_expired_record(catalog, name);
+	const char *first = NULL;
+
+	for (int idx = 0; idx < catalog->file_count && first == NULL; idx++)
+		if (bk_binlog_file_same_base(catalog->files[idx].name, name) &&
+			!catalog->files[idx].expired)
+			first = catalog->files[idx].name;
+	if (file != NULL && file->range_count > 0)
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "bk expire removed binlog \"%s\" of source \"%s\" in part"
+					 " (it recorded removing that basename's files up to %s):"
+					 " a run cut short, or one still running, left %d"
+					 " range%s of it from offset %" PRIu64
+					 ", which the next run removes",
+					 name, source, record, file->range_count,
+					 file->range_count == 1 ? "" : "s", file->ranges[0].start);
+	else
+		/*
+		 * The record says up to where bk expire removed, not where the
+		 * archive began: a file that old may never have been archived.
+		 */
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "binlog \"%s\" of source \"%s\" is not in the archive:"
+					 " bk expire removed that basename's files up to %s",
+					 name, source, record);
+	if (first != NULL)
+		return bk_error_hint(err,
+							 "No kept snapshot needs it: that binlog is kept"
+							 " from %s on.  Restore from a later snapshot, or"
+							 " to a later time (\"bk list --source %s\" shows"
+							 " the restorable window).",
+							 first, source);
+	return bk_error_hint(err,
+						 "bk expire removed that binlog history whole: no"
+						 " kept snapshot is in it.  \"bk list --source %s\""
+						 " shows the restorable window.",
+						 source);
 }
 
 /*
@@ -366,7 +418,16 @@ mariadb_binlog_get_file(const BinlogCatalog *catalog, const char *source,
 	{
 		if (file->gap_end == 0 && file->covered_end != 0 && file->complete)
 			return file;
-		refuse_incomplete(file, source, err);
+		if (file->expired)
+			refuse_expired(catalog, file, name, source, err);
+		else
+			refuse_incomplete(file, source, err);
+		return NULL;
+	}
+	/* Before the first file too, or a history removed whole. */
+	if (binlog_catalog_expired(catalog, name))
+	{
+		refuse_expired(catalog, NULL, name, source, err);
 		return NULL;
 	}
 	if (catalog->file_count == 0)

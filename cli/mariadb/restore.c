@@ -353,7 +353,7 @@ snapshot_fits(const MariadbRestore *r, const MariadbSnapshot *snap)
  * describe_window
  *		"from X (snapshot S) to Y" for the messages that refuse a target.
  */
-static void
+static const MariadbSnapshot *
 describe_window(const MariadbRestore *r, char *out, size_t out_len)
 {
 	const MariadbSnapshot *oldest = NULL;
@@ -379,6 +379,39 @@ describe_window(const MariadbRestore *r, char *out, size_t out_len)
 				 "; \"bk list --source %s\" shows it",
 				 oldest->binlog_file, oldest->binlog_pos, oldest->id,
 				 oldest->started, until_file, until_pos, r->source);
+	return oldest;
+}
+
+/*
+ * refuse_expired_target
+ *		No snapshot is at or before the target, and bk expire recorded that
+ *		it removed the binlog before the oldest restorable one's: say so,
+ *		rather than leave the reader to wonder what the archive lost.
+ *		False (err untouched) when that is not the case.
+ */
+static bool
+refuse_expired_target(const MariadbRestore *r, const MariadbSnapshot *oldest,
+					  const char *window, BkError *err)
+{
+	const char *record;
+
+	if (oldest == NULL || r->snapshot_id != NULL || r->target.text == NULL ||
+		(r->target.type == TARGET_POSITION &&
+		 !bk_binlog_file_same_base(oldest->binlog_file, r->target.file)))
+		return false;
+	record = binlog_catalog_expired_record(&r->binlog, oldest->binlog_file);
+	if (record == NULL)
+		return false;
+	bk_error_set(
+		err, BK_ERR_NOT_FOUND,
+		"no snapshot of source \"%s\" is at or before the target"
+		" %s: it is before the oldest snapshot kept, %s (at %s:%" PRIu64
+		"); bk expire removed the older snapshots and the binlog"
+		" before it (up to %s)",
+		r->source, r->target.text, oldest->id, oldest->binlog_file,
+		oldest->binlog_pos, record);
+	bk_error_hint(err, "Choose a later target: %s.", window);
+	return true;
 }
 
 /* bk_cli_check_record_read, for every snapshot of the catalog. */
@@ -407,8 +440,10 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 {
 	char window[1024];
 	char problem[256] = "";
+	const MariadbSnapshot *oldest;
+	bool any_fits = false;
 
-	describe_window(r, window, sizeof(window));
+	oldest = describe_window(r, window, sizeof(window));
 	for (int idx = below - 1; idx >= 0; idx--)
 	{
 		const MariadbSnapshot *snap = &r->snapshots.snapshots[idx];
@@ -446,6 +481,7 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 		}
 		else if (!snap->complete || !snapshot_fits(r, snap))
 			continue;
+		any_fits = true;
 		if (r->target.type != TARGET_IMMEDIATE &&
 			!mariadb_snapshot_reach(snap, &r->binlog, &until_file, &until_pos,
 									problem, sizeof(problem)))
@@ -466,6 +502,8 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 							r->snapshot_id) ||
 			   bk_error_hint(err, "\"bk list --source %s\" shows them.",
 							 r->source);
+	if (!any_fits && refuse_expired_target(r, oldest, window, err))
+		return false;
 	bk_error_set(err, BK_ERR_NOT_FOUND,
 				 "no snapshot of source \"%s\" is at or before the target%s%s"
 				 " and carried forward by the archived binlog%s%s",

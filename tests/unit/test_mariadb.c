@@ -2132,6 +2132,26 @@ test_binlog_get_end_only_after_newest(void **state)
 					 BK_EXIT_INTEGRITY);
 	assert_error_contains(&err, "comes before the first archived file");
 	binlog_catalog_free(&catalog);
+
+	/*
+	 * A binlog history bk expire removed whole (another basename, where no
+	 * snapshot stays): removed data, exit 4, not a file after the newest.
+	 */
+	assert_true(binlog_expired_record(f->repo, SOURCE, "db2-bin.000003", &err));
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "db2-bin.000002", &err));
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_INTEGRITY);
+	assert_error_contains(&err, "bk expire removed that basename's files up"
+								" to db2-bin.000003");
+	assert_non_null(strstr(err.hint, "history whole"));
+	bk_error_clear(&err);
+	assert_null(
+		mariadb_binlog_get_file(&catalog, SOURCE, "db2-bin.000004", &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	binlog_catalog_free(&catalog);
 }
 
 /* A snapshot object; the record's metadata as the agent writes it. */
@@ -3390,6 +3410,7 @@ test_expire_cut_short_inside_a_file(void **state)
 {
 	Fixture *f = *state;
 	BkRepoBackend failing;
+	BinlogCatalog catalog = {0};
 	BkError err;
 	json_t *item = json_object();
 	char *problems;
@@ -3438,6 +3459,26 @@ test_expire_cut_short_inside_a_file(void **state)
 	test_stdout_restore(saved);
 	assert_int_equal(json_array_size(json_object_get(item, "binlog_gaps")), 0);
 	json_decref(item);
+	/*
+	 * bk binlog-get of what it removed, in part or whole: removed by bk
+	 * expire (exit 4), not a file the archive lacks the start of, with the
+	 * file the binlog is kept from.
+	 */
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	for (int fileNo = 1; fileNo <= 2; fileNo++)
+	{
+		char file[32];
+
+		snprintf(file, sizeof(file), "mariadb-bin.%06d", fileNo);
+		bk_error_clear(&err);
+		assert_null(mariadb_binlog_get_file(&catalog, SOURCE, file, &err));
+		assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+						 BK_EXIT_INTEGRITY);
+		assert_error_contains(&err, "bk expire removed");
+		assert_error_contains(&err, fileNo == 2 ? "in part" : "up to");
+		assert_non_null(strstr(err.hint, "kept from mariadb-bin.000003"));
+	}
+	binlog_catalog_free(&catalog);
 
 	/* The next run finishes, and leaves one record. */
 	assert_int_equal(expire(f, 1), 0);

@@ -46,6 +46,7 @@ static void snap_report_end(const BkSnapshotSlot *slot);
 static void snap_check_id_argument(const char *id);
 static void snap_require_shared(void);
 static void snap_refuse_entangled_caller(Oid funcid);
+static void snap_refuse_locked_catalog(void);
 static char *snap_excerpt(const char *text);
 
 /*
@@ -247,12 +248,20 @@ bk_snapshot(PG_FUNCTION_ARGS)
  * with RowExclusiveLock (ShareLock and stronger: LOCK ... IN SHARE MODE,
  * TRUNCATE, an ALTER TABLE of an update script) blocks the worker while
  * waiting for it on a latch, where the deadlock detector never looks: the
- * call hung until statement_timeout, forever without one.  A caller that
+ * call hung until statement_timeout, forever without one.  A lock on a
+ * system catalog that conflicts with AccessShareLock (LOCK pg_class, or a
+ * view on it, IN ACCESS EXCLUSIVE MODE) blocks the worker too: it reads the
+ * catalogs to connect, to plan its SQL and on every cache miss, so which
+ * ones depends on its caches (25 in a snapshot on PostgreSQL 15), and any
+ * catalog counts.  It takes nothing stronger than AccessShareLock on them,
+ * and no lock at all on the relations whose files it copies.  A caller that
  * has an xid has written something: an ALTER EXTENSION bk UPDATE just run
  * (the worker still sees the old version and says to run it), rows the
- * snapshot would not contain although taken after them.  bk_snapshot_wait
- * needs no such check: it runs only as a CALL outside a transaction block,
- * and commits before it waits.
+ * snapshot would not contain although taken after them.  Archiving needs
+ * wal_level replica, which logs an AccessExclusiveLock and so gives its
+ * transaction an xid: the locks are checked first, to be named rather than
+ * taken for writes.  bk_snapshot_wait needs no such check: it runs only as
+ * a CALL outside a transaction block, and commits before it waits.
  */
 static void
 snap_refuse_entangled_caller(Oid funcid)
@@ -287,6 +296,7 @@ snap_refuse_entangled_caller(Oid funcid)
 						 errhint("Call bk_snapshot() in a transaction of "
 								 "its own.")));
 	}
+	snap_refuse_locked_catalog();
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -298,6 +308,54 @@ snap_refuse_entangled_caller(Oid funcid)
 						   "EXTENSION bk UPDATE."),
 				 errhint("Commit first, then call bk_snapshot() in a "
 						 "transaction of its own.")));
+}
+
+/*
+ * snap_refuse_locked_catalog
+ *		Refuse a caller holding a lock on a system catalog that conflicts
+ *		with the worker's AccessShareLock; the one of lowest OID is named.
+ *
+ * Which catalogs the worker opens depends on its cache misses, so this
+ * looks at every lock of ours, from the lock manager (as pg_locks does):
+ * relations of our database and shared ones alike.
+ */
+static void
+snap_refuse_locked_catalog(void)
+{
+	LockData *locks = GetLockStatusData();
+	Oid found = InvalidOid;
+	LOCKMODE found_mode = NoLock;
+
+	for (int lockIdx = 0; lockIdx < locks->nelements; lockIdx++)
+	{
+		const LockInstanceData *lock = &locks->locks[lockIdx];
+		Oid relid = lock->locktag.locktag_field2;
+
+		if (lock->pid != MyProcPid ||
+			lock->locktag.locktag_type != LOCKTAG_RELATION ||
+			!IsCatalogRelationOid(relid) ||
+			(OidIsValid(found) && relid >= found))
+			continue;
+		for (LOCKMODE mode = MaxLockMode; mode > NoLock; mode--)
+			if ((lock->holdMask & LOCKBIT_ON(mode)) &&
+				DoLockModesConflict(mode, AccessShareLock))
+			{
+				found = relid;
+				found_mode = mode;
+				break;
+			}
+	}
+	if (OidIsValid(found))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("bk_snapshot() cannot be called in a transaction "
+						"that holds %s on system catalog \"%s\"",
+						GetLockmodeName(DEFAULT_LOCKMETHOD, found_mode),
+						get_rel_name(found)),
+				 errdetail("The snapshot worker reads the system catalogs in "
+						   "a transaction of its own: it would wait for this "
+						   "transaction, and this transaction for it."),
+				 errhint("Call bk_snapshot() in a transaction of its own.")));
 }
 
 /*

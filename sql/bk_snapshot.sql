@@ -71,6 +71,26 @@ TRUNCATE bk_snapshot_blocks;
 SET LOCAL statement_timeout = '10s';
 SELECT * FROM bk_snapshot(wait => false);
 ROLLBACK;
+-- Nor one that holds a lock on a system catalog that conflicts with the
+-- worker's reads, on a catalog of the database or a shared one, or through
+-- a view.  It was refused as a transaction that has written (wal_level
+-- replica logs the lock and gives the transaction an xid), not naming the
+-- lock.
+BEGIN;
+LOCK pg_class IN ACCESS EXCLUSIVE MODE;
+SET LOCAL statement_timeout = '10s';
+SELECT * FROM bk_snapshot();
+ROLLBACK;
+BEGIN;
+LOCK pg_database IN ACCESS EXCLUSIVE MODE;
+SET LOCAL statement_timeout = '10s';
+SELECT * FROM bk_snapshot(wait => false);
+ROLLBACK;
+BEGIN;
+LOCK pg_tables IN ACCESS EXCLUSIVE MODE;
+SET LOCAL statement_timeout = '10s';
+SELECT * FROM bk_snapshot();
+ROLLBACK;
 -- Nor one that has written: the worker could not see what it wrote.
 BEGIN;
 CREATE TEMPORARY TABLE bk_regress_written (a int);
@@ -128,9 +148,13 @@ SET bk.snapshot_range_size = 0;
 RESET bk.snapshot_range_size;
 
 -- A full snapshot, then an incremental one on top of it.  The full one is
--- taken in a transaction that read the history: that is no reason to refuse.
+-- taken in a transaction that read the history and holds locks on a catalog
+-- and on a table that the worker's locks do not conflict with: that is no
+-- reason to refuse.
 BEGIN;
 SELECT count(*) >= 0 AS read_history FROM bk_snapshot_history;
+LOCK pg_class IN EXCLUSIVE MODE;
+LOCK bk_snapshot_history IN SHARE UPDATE EXCLUSIVE MODE;
 SELECT snapshot_kind, parent_id IS NULL AS no_parent, state,
        files > 0 AS has_files, bytes_read > 0 AS read_bytes,
        bytes_sent > 0 AS sent_bytes, stop_lsn > start_lsn AS lsn_order,

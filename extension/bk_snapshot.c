@@ -23,6 +23,8 @@
 #include "nodes/parsenodes.h"
 #include "postmaster/pgarch.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 
 #include "bk_snapshot.h"
 
@@ -38,6 +40,7 @@ static int snap_allocate_slot(void);
 static void snap_make_id(char *out, size_t len);
 static void snap_wait_for_startup(BkSnapshotSlot *slot,
 								  BackgroundWorkerHandle *handle);
+static bool snap_worker_waits_for_us(pid_t pid);
 static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
@@ -526,31 +529,118 @@ snap_wait_for_startup(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 }
 
 /*
+ * snap_worker_waits_for_us
+ *		Does the worker wait for a lock this transaction holds, directly or
+ *		behind sessions that wait for one?
+ *
+ * snap_refuse_entangled_caller sees only this transaction's own locks.
+ * One that conflicts with nothing of the worker's can still hold it up
+ * through a third session: this transaction read bk_snapshot_history
+ * (AccessShareLock), a session asks for AccessExclusiveLock on it (ALTER
+ * EXTENSION bk UPDATE, VACUUM FULL) and waits for this transaction, and
+ * the worker's RowExclusiveLock queues behind that request.  The deadlock
+ * detector sees this transaction waiting for nothing and finds no cycle:
+ * the call hung until statement_timeout.  pg_blocking_pids() follows the
+ * chain from the worker, as the isolation tester does; only while the
+ * worker's wait event says it waits for a lock, so the lock manager is
+ * not scanned while the worker copies.  Its helpers, whose PIDs only it
+ * knows, are not followed: they lock what the worker locked before them
+ * (catalogs, bk_snapshot_blocks), so only a request queued in between
+ * could hold one up.
+ */
+static bool
+snap_worker_waits_for_us(pid_t pid)
+{
+	PGPROC *proc = BackendPidGetProc(pid);
+	MemoryContext context;
+	MemoryContext old;
+	List *pending;
+	List *seen = NIL;
+	bool found = false;
+
+	/* Read without a lock, as pg_stat_activity does. */
+	if (proc == NULL || (((volatile PGPROC *) proc)->wait_event_info &
+						 0xFF000000) != PG_WAIT_LOCK)
+		return false;
+	context = AllocSetContextCreate(CurrentMemoryContext, "bk snapshot wait",
+									ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(context);
+	pending = list_make1_int(pid);
+	while (pending != NIL && !found)
+	{
+		int blocked = linitial_int(pending);
+		ArrayType *blockers;
+		Datum *pids;
+		int count;
+
+		pending = list_delete_first(pending);
+		if (list_member_int(seen, blocked))
+			continue;
+		seen = lappend_int(seen, blocked);
+		blockers = DatumGetArrayTypeP(
+			DirectFunctionCall1(pg_blocking_pids, Int32GetDatum(blocked)));
+		deconstruct_array(blockers, INT4OID, sizeof(int32), true, TYPALIGN_INT,
+						  &pids, NULL, &count);
+		for (int idx = 0; idx < count; idx++)
+		{
+			if (DatumGetInt32(pids[idx]) == MyProcPid)
+				found = true;
+			pending = lappend_int(pending, DatumGetInt32(pids[idx]));
+		}
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(context);
+	return found;
+}
+
+/*
  * snap_wait_for_worker
  *		Wait until the snapshot ends.  Cancelling this wait (Ctrl-C) does not
- *		cancel the snapshot: it runs on in its worker.
+ *		cancel the snapshot: it runs on in its worker.  Nor does the error
+ *		when the worker waits for this transaction, which only its end can
+ *		resolve.
  */
 static void
 snap_wait_for_worker(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 {
-	for (;;)
+	for (int round = 1;; round++)
 	{
 		BkSnapshotState state;
+		BgwHandleStatus status;
 		pid_t pid;
+		char id[BK_SNAPSHOT_ID_LEN];
 
 		SpinLockAcquire(&bk_shared->mutex);
 		state = slot->state;
+		strlcpy(id, slot->id, sizeof(id));
 		SpinLockRelease(&bk_shared->mutex);
 		if (state == BK_SNAPSHOT_COMPLETE || state == BK_SNAPSHOT_FAILED ||
 			state == BK_SNAPSHOT_CANCELLED)
 			return;
-		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+		status = GetBackgroundWorkerPid(handle, &pid);
+		if (status == BGWH_STOPPED)
 		{
 			/* The worker is gone and never said how it ended: it died. */
 			snap_fail_unfinished(slot,
 								 "the snapshot worker exited unexpectedly");
 			return;
 		}
+		/* About once a second, from the start: connecting takes locks. */
+		if (status == BGWH_STARTED && round % 5 == 0 &&
+			snap_worker_waits_for_us(pid))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+					 errmsg("bk_snapshot() cannot wait for its worker, which "
+							"waits for this transaction"),
+					 errdetail("The worker of snapshot %s (PID %d) waits for "
+							   "a lock that this transaction holds, or for a "
+							   "session that waits for one.  The snapshot "
+							   "goes on once this transaction ends.",
+							   id, (int) pid),
+					 errhint("Call bk_snapshot() in a transaction of its "
+							 "own.  CALL bk_snapshot_wait('%s') waits for "
+							 "this one.",
+							 id)));
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200L,
 						 PG_WAIT_EXTENSION);

@@ -214,6 +214,52 @@ SELECT state, error LIKE '%exited before it finished%' AS says_why
 FROM bk_snapshot_progress WHERE snapshot_id = :'closed_id';
 SELECT dblink_disconnect('regress_bk_closed') = 'OK' AS ok;
 DROP DATABASE regress_bk_closed;
+
+-- bk_snapshot() does not wait for a worker that waits for this transaction
+-- through another session: this transaction read the history (no reason
+-- to refuse), a second session asks for AccessExclusiveLock on it and
+-- waits for this transaction, and the worker's RowExclusiveLock queues
+-- behind that.  The deadlock detector, which sees this transaction wait for
+-- nothing, found no cycle: this hung until statement_timeout.  The error
+-- comes within about a second, and the snapshot goes on once this
+-- transaction ends.
+SELECT dblink_connect('regress_bk_queued',
+                      format('host=127.0.0.1 port=%s dbname=%s user=%s',
+                             current_setting('port'), current_database(),
+                             current_user)) = 'OK' AS ok;
+SELECT dblink_exec('regress_bk_queued', 'BEGIN') = 'BEGIN' AS ok;
+BEGIN;
+SELECT count(*) >= 0 AS read_history FROM bk_snapshot_history;
+SELECT dblink_send_query('regress_bk_queued',
+                         'LOCK bk_snapshot_history IN ACCESS EXCLUSIVE MODE') AS sent;
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pg_locks
+                          WHERE relation = 'bk_snapshot_history'::regclass
+                            AND mode = 'AccessExclusiveLock' AND NOT granted);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT clock_timestamp() AS t0 \gset
+SET LOCAL statement_timeout = '20s';
+SAVEPOINT before_call;
+\set VERBOSITY terse
+SELECT * FROM bk_snapshot('incr');
+\set VERBOSITY default
+-- Still holding the lock that blocks the worker: the snapshot is running.
+ROLLBACK TO before_call;
+SELECT clock_timestamp() - :'t0' < interval '10 s' AS refused_within_10s;
+SELECT snapshot_id AS queued_id FROM bk_snapshot_progress
+WHERE state IN ('starting', 'running') \gset
+ROLLBACK;
+SELECT * FROM dblink_get_result('regress_bk_queued') AS r(status text);
+SELECT count(*) AS no_more FROM dblink_get_result('regress_bk_queued') AS r(status text);
+SELECT dblink_exec('regress_bk_queued', 'ROLLBACK') = 'ROLLBACK' AS ok;
+SELECT dblink_disconnect('regress_bk_queued') = 'OK' AS ok;
+SELECT pg_temp.bk_wait_ended(:'queued_id', '60 s') AS ok;
+SELECT kind, state FROM bk_snapshot_history WHERE snapshot_id = :'queued_id';
 DROP EXTENSION dblink;
 
 -- The snapshot worker runs as superuser with this database's settings.  A

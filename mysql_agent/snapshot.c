@@ -203,19 +203,24 @@ set_cancelled(SnapRun *run, BkError *err)
 
 /*
  * lock_wait_hint
- *		A lock wait that timed out says who is likely holding the lock.
+ *		A lock wait that timed out says who is likely holding the lock.  The
+ *		session calling bk_snapshot() comes first: it waits for the agent
+ *		meanwhile, so locks of its own (BACKUP STAGE, or LOCK TABLES ...
+ *		WRITE where bk_udf.so cannot see it: a server without
+ *		thd_test_options) are never released in time.  Kept short: the UDF
+ *		passes on at most 447 bytes of the error, the SQL text included.
  */
 static void
 lock_wait_hint(unsigned int code, BkError *err)
 {
 	if (code == 1205 /* ER_LOCK_WAIT_TIMEOUT */)
 		bk_error_hint(err,
-					  "Another session holds a lock the snapshot needs"
-					  " (LOCK TABLES, a long DDL, a long write to a"
-					  " table without transactions such as MyISAM or"
-					  " Aria, or a backup such as mariabackup running"
-					  " BACKUP STAGE); bk waits at most %d s.  Try again"
-					  " when it is released.",
+					  "A session holds a lock the snapshot needs: the one"
+					  " calling bk_snapshot() (its own LOCK TABLES or"
+					  " BACKUP STAGE: end them first), or another (LOCK"
+					  " TABLES, a long DDL, a long write to a MyISAM or"
+					  " Aria table, a backup such as mariabackup); bk"
+					  " waits at most %d s.",
 					  SNAPSHOT_LOCK_WAIT_S);
 }
 

@@ -24,7 +24,9 @@
  *	 statement.
  * - The server symbols are looked up with dlsym(RTLD_DEFAULT), and x_init
  *	 fails (fail closed) if one is missing: without the caller's identity
- *	 the agent could not authorize anything.
+ *	 the agent could not authorize anything.  One is optional:
+ *	 thd_test_options(), which tells bk_snapshot() that its caller is under
+ *	 LOCK TABLES; without it the call goes to the agent as before.
  * - A call may last long (a snapshot), so the wait polls the socket with a
  *	 short tick and checks thd_kill_level() and thd_is_connected() at each
  *	 tick: KILL QUERY, max_statement_time, or the client going away, ends
@@ -107,6 +109,8 @@ typedef struct ServerApi
 	enum thd_kill_levels (*kill_level)(const void *thd);
 	int (*connected)(void *thd);
 	void (*message)(unsigned int error, const char *text, unsigned long flags);
+	/* Optional (NULL if the server has none): see under_lock_tables(). */
+	long long (*test_options)(const void *thd, long long options);
 } ServerApi;
 
 /* What one function call in one statement keeps between rows. */
@@ -214,6 +218,7 @@ udf_init(UDF_INIT *initid, UDF_ARGS *args, char *message, const char *function,
 				 message) ||
 		!resolve((void **) &api.message, "my_message", function, message))
 		return 1;
+	api.test_options = dlsym(RTLD_DEFAULT, "thd_test_options");
 
 	call = calloc(1, sizeof(UdfCall));
 	if (call == NULL)
@@ -1156,6 +1161,29 @@ ask_agent(UdfCall *call, void *thd, const char *request, size_t request_len)
 }
 
 /*
+ * under_lock_tables
+ *		Whether the calling session is under LOCK TABLES, which the snapshot
+ *		cannot be made under: the agent makes it on connections of its own,
+ *		whose BACKUP STAGE START and table reads wait for the locks a LOCK
+ *		TABLES ... WRITE holds, until its lock wait ends (10 s), and then
+ *		blame another session.  The caller's session itself waits for the
+ *		agent meanwhile, so it never releases them: refused at once.  A
+ *		session under LOCK TABLES ... READ only does not block the snapshot,
+ *		but the plugin API does not tell READ from WRITE: it is refused too,
+ *		at the cost of an UNLOCK TABLES.  False if the server lacks
+ *		thd_test_options() (the agent then fails the snapshot as before).
+ */
+static bool
+under_lock_tables(const UdfCall *call, void *thd)
+{
+	if (call->api.test_options == NULL)
+		return false;
+	/* Only bit 21 is looked at: an older API returned an int. */
+	return (call->api.test_options(thd, (long long) BK_OPTION_TABLE_LOCK) &
+			(long long) BK_OPTION_TABLE_LOCK) != 0;
+}
+
+/*
  * Common x(): ask the agent at the first row, return the cached result for
  * every row.  On failure the SQL error is raised and NULL returned.
  */
@@ -1195,6 +1223,14 @@ udf_call(UDF_INIT *initid, UDF_ARGS *args, unsigned long *length, char *is_null,
 		thd = call->api.current_thd();
 		if (thd == NULL)
 			raise_error(call, "no current connection");
+		else if (strcmp(call->op, "snapshot") == 0 &&
+				 under_lock_tables(call, thd))
+			raise_error(call,
+						"this session is under LOCK TABLES, whose locks the "
+						"snapshot (made by bk-mysql-agent on connections of "
+						"its own) would wait for in vain until its lock "
+						"wait times out: run UNLOCK TABLES first, then call "
+						"bk_snapshot() again");
 		else if ((request = build_request(call, thd, args, &request_len)) !=
 				 NULL)
 		{

@@ -65,6 +65,15 @@ enum thd_kill_levels
 	THD_ABORT_ASAP = 100
 };
 
+/*
+ * THD::variables.option_bits: set from LOCK TABLES to UNLOCK TABLES
+ * (OPTION_TABLE_LOCK, sql/sql_priv.h, the same bit since MySQL 5.0), read
+ * through the plugin API's thd_test_options().  thd_in_lock_tables() does
+ * not tell it: it is THD::in_lock_tables, true only while the LOCK TABLES
+ * statement itself opens its tables (0 afterwards, measured on 10.11).
+ */
+#define BK_OPTION_TABLE_LOCK (1ULL << 21)
+
 /* Error number of ER_UNKNOWN_ERROR ("HY000"), the class of our SQL errors. */
 #define BK_ER_UNKNOWN_ERROR 1105
 

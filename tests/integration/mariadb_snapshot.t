@@ -16,8 +16,10 @@
 #    and no password is in the agent's log;
 #  - under sysbench oltp_read_write with DDL in a loop, the snapshot
 #    succeeds and every sbtest table has its row count;
-#  - no hang: LOCK TABLES t WRITE; SELECT bk_snapshot() fails within the
-#    lock wait; KILL QUERY, max_statement_time (SET STATEMENT ... FOR), or
+#  - no hang: LOCK TABLES t WRITE; SELECT bk_snapshot() is refused at
+#    once (the snapshot would wait for the caller's own locks), BACKUP
+#    STAGE START; SELECT bk_snapshot() fails within the lock wait, naming
+#    the caller's own session; KILL QUERY, max_statement_time (SET STATEMENT ... FOR), or
 #    the client going away, ends a waiting snapshot promptly and the agent
 #    cancels it;
 #  - a reader that stops reading (the agent stopped 3 s while a reader
@@ -380,10 +382,21 @@ print(" ".join(str(t["rows"]) for t in sorted(r["tables"], key=lambda t: t["name
 is "$rows" "5000 5000" "every sbtest table has its 5000 rows in the snapshot (oltp_read_write keeps the count)"
 
 # ---------------------------------------------------------------- no hang
+# The caller's own locks: the agent's connections would wait for them
+# while the caller waits for the agent (it took the 10 s lock wait, then
+# blamed "Another session").
 start=$SECONDS
 out="$(my "LOCK TABLES $db.accounts WRITE; SELECT bk_snapshot()")"
 elapsed=$((SECONDS - start))
-like "$out" 'ERROR.*(lock|Lock)' "LOCK TABLES t WRITE; SELECT bk_snapshot() fails with a lock message" || diag "$out"
+like "$out" '^ERROR 1105 .*bk_snapshot: this session is under LOCK TABLES, .*: run UNLOCK TABLES first' \
+    "LOCK TABLES t WRITE; SELECT bk_snapshot() is refused, naming LOCK TABLES" || diag "$out"
+((elapsed < 3))
+ok $? "... at once, not after the lock wait (${elapsed}s)"
+start=$SECONDS
+out="$(my "BACKUP STAGE START; SELECT bk_snapshot()")"
+elapsed=$((SECONDS - start))
+like "$out" '"BACKUP STAGE START" failed: Lock wait timeout exceeded.*the one calling bk_snapshot\(\) \(its own LOCK TABLES or BACKUP STAGE' \
+    "BACKUP STAGE START; SELECT bk_snapshot() fails, the hint naming the caller's own session" || diag "$out"
 ((elapsed < 30))
 ok $? "... within the lock wait, not a hang (${elapsed}s)"
 

@@ -4,7 +4,9 @@
 # a trivial handler) through the control socket, with the caller's account;
 # a snapshot is asked once per statement; KILL QUERY ends a waiting call and
 # cancels it in the agent; a USAGE-only account is refused by the agent's
-# role check; an absent agent gives a clear error.
+# role check; an absent agent gives a clear error; a session under LOCK
+# TABLES is refused bk_snapshot() at once, without asking the agent (whose
+# snapshot would wait for that session's locks).
 #
 # Expects MariaDB from scripts/services, started with BK_AGENT_SOCKET in its
 # environment (the UDF reads the socket path from there).  Installs
@@ -44,7 +46,7 @@ cleanup() {
     my "DROP FUNCTION IF EXISTS bk_snapshot; DROP FUNCTION IF EXISTS bk_snapshot_cancel;
         DROP FUNCTION IF EXISTS bk_status; DROP USER IF EXISTS bk_udf_usage@'127.0.0.1';
         DROP USER IF EXISTS bk_udf_nested@'127.0.0.1'; DROP ROLE IF EXISTS bk_udf_outer;
-        DROP USER IF EXISTS bk_admin@'127.0.0.1'" >/dev/null
+        DROP USER IF EXISTS bk_admin@'127.0.0.1'; DROP DATABASE IF EXISTS bk_udf_locks" >/dev/null
     [[ -n "${created_role:-}" ]] && my "DROP ROLE IF EXISTS bk_admin" >/dev/null
     rm -rf "$dir"
 }
@@ -130,6 +132,24 @@ like "$(my 'SELECT bk_snapshot_cancel(seq) FROM mysql.seq_1_to_3')" \
     "bk_snapshot_cancel: one statement makes one call: a row gives another argument than the first row, whose call was made" \
     "rows with different arguments are refused, not all given the first row's answer"
 is "$(($(count '^call ') - before))" 1 "... after the one call the first row made"
+
+# ---- the caller's own LOCK TABLES
+# The real agent's snapshot needs locks a LOCK TABLES ... WRITE holds; the
+# caller, waiting for the agent, would never release them (before: 10 s,
+# then "Another session holds a lock").  The test agent needs none, so
+# before the check these calls succeeded.
+my "CREATE DATABASE bk_udf_locks; CREATE TABLE bk_udf_locks.t (a INT) ENGINE=InnoDB" >/dev/null
+lock_refusal="ERROR 1105 (HY000) at line 1: bk_snapshot: this session is under LOCK TABLES, whose locks the snapshot (made by bk-mysql-agent on connections of its own) would wait for in vain until its lock wait times out: run UNLOCK TABLES first, then call bk_snapshot() again"
+before="$(count '^call ')"
+is "$(my "LOCK TABLES bk_udf_locks.t WRITE; SELECT bk_snapshot()")" "$lock_refusal" \
+    "LOCK TABLES t WRITE; SELECT bk_snapshot(): refused, naming LOCK TABLES and what to do"
+is "$(my "SET autocommit = 0; LOCK TABLES bk_udf_locks.t READ; SELECT bk_snapshot('label=x')")" "$lock_refusal" \
+    "... LOCK TABLES t READ too (the server does not tell READ from WRITE), autocommit off"
+is "$(($(count '^call ') - before))" 0 "... without asking the agent"
+like "$(my "LOCK TABLES bk_udf_locks.t WRITE; SELECT bk_status(); SELECT bk_snapshot_cancel(42)")" \
+    '^\{"agent":"test",.*\{"cancelled":"42"\}$' "bk_status() and bk_snapshot_cancel() (no lock waits in the agent) still answer under LOCK TABLES"
+like "$(my "LOCK TABLES bk_udf_locks.t WRITE; UNLOCK TABLES; SELECT bk_snapshot()")" '^\{"snapshot":[0-9]+,' \
+    "after UNLOCK TABLES, bk_snapshot() reaches the agent"
 
 # ---- argument checks (x_init)
 # (The client echoes the statement before an error at prepare time.)

@@ -15,7 +15,9 @@
  * clear error; one call per statement; malformed
  * replies are errors, never crashes; a "busy" agent is asked again, for a
  * while; a NUL byte (UTF-16 text) is refused; an error cut short is cut on
- * a character boundary.
+ * a character boundary; a session under LOCK TABLES is refused
+ * bk_snapshot() without asking the agent, and a server without
+ * thd_test_options() gets the call through as before.
  */
 #include "testutil.h"
 
@@ -41,10 +43,11 @@ static struct
 	size_t user_len;
 	const char *host;
 	size_t host_len;
-	int64_t killed_at_ms; /* THD::killed is killed_state from then on */
-	int killed_state;     /* ... 0: never */
-	int64_t gone_at_ms;   /* thd_is_connected() false from then on; 0: never */
-	char message[1024];   /* the last my_message() */
+	int64_t killed_at_ms;  /* THD::killed is killed_state from then on */
+	int killed_state;      /* ... 0: never */
+	int64_t gone_at_ms;    /* thd_is_connected() false from then on; 0: never */
+	long long option_bits; /* THD::variables.option_bits */
+	char message[1024];    /* the last my_message() */
 	int messages;
 } server;
 
@@ -57,6 +60,8 @@ BK_UDF_EXPORT int thd_killed(const void *thd);
 BK_UDF_EXPORT int thd_is_connected(void *thd);
 BK_UDF_EXPORT void my_message(unsigned int error, const char *text,
 							  unsigned long flags);
+BK_UDF_EXPORT long long thd_test_options(const void *thd,
+										 long long test_options);
 
 void *
 _current_thd(void)
@@ -115,6 +120,13 @@ thd_is_connected(void *thd)
 	return server.gone_at_ms == 0 || monotonic_ms() < server.gone_at_ms;
 }
 
+/* As mariadbd's (sql/sql_class.cc). */
+long long
+thd_test_options(const void *thd, long long test_options)
+{
+	return server.option_bits & test_options;
+}
+
 void
 my_message(unsigned int error, const char *text, unsigned long flags)
 {
@@ -159,6 +171,7 @@ reset(void **state)
 	server.killed_at_ms = 0;
 	server.killed_state = 0;
 	server.gone_at_ms = 0;
+	server.option_bits = 0;
 	server.message[0] = '\0';
 	server.messages = 0;
 	udf_agent_reset();
@@ -667,6 +680,83 @@ test_long_error_cut_on_boundary(void **state)
 	}
 }
 
+/* Other THD::variables.option_bits, for the tests below. */
+#define OPTION_NOT_AUTOCOMMIT (1LL << 19)
+#define OPTION_BEGIN          (1LL << 20)
+
+/*
+ * Under LOCK TABLES, bk_snapshot() is refused at once, naming it and what
+ * to do, the agent not asked: its snapshot would wait for the caller's
+ * locks, which the caller, waiting for the agent, holds until the agent's
+ * lock wait ends.  bk_status() still goes through.
+ */
+static void
+test_lock_tables_refused(void **state)
+{
+	int64_t start = monotonic_ms();
+	char *result;
+
+	server.option_bits = BK_OPTION_TABLE_LOCK | OPTION_NOT_AUTOCOMMIT;
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "label=x", 7, 3);
+	assert_null(result);
+	assert_message("bk_snapshot: this session is under LOCK TABLES");
+	assert_message("run UNLOCK TABLES first, then call bk_snapshot() again");
+	assert_int_equal(server.messages, 1);
+	assert_int_equal(udf_agent_calls(), 0);
+	assert_true(monotonic_ms() - start < 500);
+	result = call_status(1);
+	assert_non_null(result);
+	free(result);
+	assert_int_equal(udf_agent_calls(), 1);
+}
+
+/* A snapshot asked in a transaction, not under LOCK TABLES, goes through. */
+static void
+test_lock_tables_other_options(void **state)
+{
+	char *result;
+
+	server.option_bits = OPTION_BEGIN | OPTION_NOT_AUTOCOMMIT;
+	server.killed_at_ms = monotonic_ms() + 300;
+	server.killed_state = KILL_QUERY_HARD;
+	result = call_udf(bk_snapshot_init, bk_snapshot, bk_snapshot_deinit,
+					  "label=x", 7, 1);
+	assert_null(result);
+	assert_message("bk_snapshot: query killed");
+	assert_int_equal(udf_agent_calls(), 1);
+}
+
+/*
+ * A server without thd_test_options() (its symbol is optional): the
+ * snapshot is asked of the agent as before, the check skipped.
+ */
+static void
+test_lock_tables_unknown(void **state)
+{
+	UDF_INIT init;
+	UDF_ARGS args;
+	char message[512];
+	unsigned long length = 0;
+	char is_null = 0;
+	char error = 0;
+
+	memset(&init, 0, sizeof(init));
+	memset(&args, 0, sizeof(args));
+	assert_int_equal(bk_snapshot_init(&init, &args, message), 0);
+	assert_ptr_equal(((UdfCall *) init.ptr)->api.test_options,
+					 thd_test_options);
+	((UdfCall *) init.ptr)->api.test_options = NULL;
+	server.option_bits = BK_OPTION_TABLE_LOCK;
+	server.killed_at_ms = monotonic_ms() + 300;
+	server.killed_state = KILL_QUERY_HARD;
+	assert_null(bk_snapshot(&init, &args, NULL, &length, &is_null, &error));
+	assert_true(error);
+	assert_message("bk_snapshot: query killed");
+	assert_int_equal(udf_agent_calls(), 1);
+	bk_snapshot_deinit(&init);
+}
+
 int
 main(void)
 {
@@ -688,6 +778,9 @@ main(void)
 		cmocka_unit_test_setup(test_busy_killed, reset),
 		cmocka_unit_test_setup(test_nul_argument, reset),
 		cmocka_unit_test_setup(test_long_error_cut_on_boundary, reset),
+		cmocka_unit_test_setup(test_lock_tables_refused, reset),
+		cmocka_unit_test_setup(test_lock_tables_other_options, reset),
+		cmocka_unit_test_setup(test_lock_tables_unknown, reset),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -1564,7 +1564,19 @@ bk_producer_batch_wait(BkProducer *producer, BkInterruptFn interrupted,
 						 producer->what);
 			goto abandon;
 		}
-		if (producer->fatal || producer->gap_ms > 0)
+		/*
+		 * A message that failed fails the batch, whatever becomes of the
+		 * others: its error is reported as soon as it is known.  Waiting
+		 * for the rest gained nothing and could cost the whole silence
+		 * bound: librdkafka reports queued messages timed out in a scan
+		 * once a second, and with the broker down the scan after the one
+		 * that failed the first message waits out the reconnect backoff
+		 * (5 to 10 s), so the batch was reported silent ("no delivery
+		 * report"), its known timeout lost.  The reports already waiting
+		 * were served with it (rd_kafka_flush below); batch_abandon purges
+		 * the rest and a new handle leaves none of them to a later batch.
+		 */
+		if (producer->fatal || producer->gap_ms > 0 || producer->failed > 0)
 		{
 			send_failure(producer, err);
 			goto abandon;

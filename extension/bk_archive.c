@@ -53,26 +53,33 @@
  * call for a minute, so that a segment that cannot be read or sent fails
  * alone, under its own name.
  *
- * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a
- * flag private to pgarch.c), then runs one last archiving cycle in which a
+ * Shutdown.  PostgreSQL 15 tells the archiver to finish with SIGUSR2 (a flag
+ * private to pgarch.c), then runs one last archiving cycle in which a
  * failing file is tried three times, a second apart.  With Kafka unreachable
  * each try would wait bk.kafka_timeout, holding up the shutdown.  So we
  * chain our own SIGUSR2 handler in front of PostgreSQL's, and the interrupt
  * callback abandons a send once shutdown was requested and Kafka has
  * acknowledged nothing for a short grace period (nor, while waiting for the
- * shipper's confirmation, answered that wait): a broker that went away
- * delays a fast shutdown by seconds, not minutes, and after one attempt of
- * the final cycle failed that way the others fail at once.  While Kafka
- * keeps acknowledging, the final cycle archives the ready files, in
- * batches, as PostgreSQL's own archive_command would, for up to
- * bk.shutdown_timeout: PostgreSQL waits for the archiver, and pg_ctl gives
- * up after 60 s by default (a restart then does not start the server), so
- * a large backlog after a Kafka outage must not hold a shutdown for its
- * whole length.  A segment left in pg_wal is archived only when this server
- * next runs as a primary, and a switchover that makes it a standby never
- * archives it (a promoted standby archives only the WAL it wrote itself).
- * A SIGTERM (ShutdownRequestPending) or a dead postmaster interrupts at
- * once.
+ * shipper's confirmation, answered that wait), counted from the attempt's
+ * start at the earliest.  PostgreSQL's retry of an attempt that failed that
+ * way gets its own grace period: nothing is acknowledged between the two
+ * (the failed attempt's handle is gone), so counted from the last
+ * acknowledgement the retry would be abandoned before it sent anything, even
+ * to a Kafka that is back (messages librdkafka timed out while the archiver
+ * was descheduled, a broker connection being re-established).  After two
+ * attempts in a row failed that way, or once the shipper let
+ * bk.repository_timeout pass, the rest of the cycle fails at once (a retry
+ * would only wait as long again): a broker that went away delays a fast
+ * shutdown by about ten seconds, not minutes.  While Kafka keeps
+ * acknowledging, the final cycle archives the ready files, in batches, as
+ * PostgreSQL's own archive_command would, for up to bk.shutdown_timeout:
+ * PostgreSQL waits for the archiver, and pg_ctl gives up after 60 s by
+ * default (a restart then does not start the server), so a large backlog
+ * after a Kafka outage must not hold a shutdown for its whole length.  A
+ * segment left in pg_wal is archived only when this server next runs as a
+ * primary, and a switchover that makes it a standby never archives it (a
+ * promoted standby archives only the WAL it wrote itself).  A SIGTERM
+ * (ShutdownRequestPending) or a dead postmaster interrupts at once.
  */
 #include "postgres.h"
 
@@ -245,10 +252,22 @@ static int64 readahead_off_until_ms = 0;
 static int consecutive_failures = 0;
 
 /*
- * Attempts of the final cycle that Kafka's silence failed: the rest of it is
- * abandoned at once.
+ * The final cycle's attempts that Kafka's silence failed since one last
+ * succeeded: at BK_SHUTDOWN_SILENT_ATTEMPTS, the rest of the cycle is
+ * abandoned at once.  One is not enough: PostgreSQL's retry a second later
+ * may find Kafka acknowledging again.
  */
-static int failures_since_stop = 0;
+#define BK_SHUTDOWN_SILENT_ATTEMPTS 2
+static int silent_attempts_since_stop = 0;
+
+/* The shipper let bk.repository_timeout pass in the final cycle. */
+static bool confirm_timed_out_since_stop = false;
+
+/*
+ * When the current archive call started: each gets the grace period, a
+ * retry too (bk_interrupted).
+ */
+static int64 attempt_start_ms = 0;
 
 static bool bk_archive_configured(void);
 static bool bk_archive_file(const char *file, const char *path);
@@ -423,6 +442,7 @@ bk_archive_file(const char *file, const char *path)
 	bool archived;
 
 	oldcontext = MemoryContextSwitchTo(archive_context);
+	attempt_start_ms = bk_monotonic_ms();
 
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
@@ -470,20 +490,24 @@ bk_archive_file(const char *file, const char *path)
 	{
 		consecutive_failures++;
 		/*
-		 * Kafka silent: the retries would wait again.  Not an ERROR, nor a
-		 * failure Kafka answered (a retry goes one file at a time, or may
-		 * find the error gone, and fails fast if not).
+		 * Kafka silent: counts towards BK_SHUTDOWN_SILENT_ATTEMPTS.  Not an
+		 * ERROR, nor a failure Kafka answered (a retry goes one file at a
+		 * time, or may find the error gone, and fails fast if not).
 		 */
 		if (stop_requested &&
 			(err.code == BK_ERR_INTERRUPTED || err.code == BK_ERR_TIMEOUT))
-			failures_since_stop++;
+			silent_attempts_since_stop++;
 		bk_report_failure(file, &err);
 	}
-	else if (consecutive_failures > 0)
+	else
 	{
-		ereport(LOG, (errmsg("bk: archived \"%s\" after %d failed attempts",
-							 file, consecutive_failures)));
-		consecutive_failures = 0;
+		silent_attempts_since_stop = 0;
+		if (consecutive_failures > 0)
+		{
+			ereport(LOG, (errmsg("bk: archived \"%s\" after %d failed attempts",
+								 file, consecutive_failures)));
+			consecutive_failures = 0;
+		}
 	}
 
 	PG_exception_stack = save_exception_stack;
@@ -578,7 +602,15 @@ bk_archive_file_internal(const char *file, const char *path, BkError *err)
 					  BK_ATTEMPT_ID_LEN, attempt_hex);
 		if (!bk_confirm_wait(source_id, file, attempt_hex,
 							 bk_repository_timeout_ms, bk_interrupted, err))
+		{
+			/*
+			 * Kafka answered all along (else the wait is interrupted), the
+			 * shipper did not: a retry would wait for it as long again.
+			 */
+			if (stop_requested && err->code == BK_ERR_TIMEOUT)
+				confirm_timed_out_since_stop = true;
 			goto fail;
+		}
 	}
 
 	CloseTransientFile(fd);
@@ -1362,12 +1394,13 @@ bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
  * bk_interrupted
  *		Should the current send be abandoned (BkInterruptFn)?  Yes at once on
  *		SIGTERM or postmaster death; once the archiver was told to finish
- *		(SIGUSR2), at once if Kafka's silence failed an attempt of the final
- *		cycle or bk.shutdown_timeout has passed since the stop was seen,
- *		else when Kafka acknowledged nothing for BK_SHUTDOWN_GRACE_MS since
- *		then, nor answered a wait for the shipper's confirmation
- *		(bk_confirm.c): that wait gets no acknowledgement, however long the
- *		shipper takes.
+ *		(SIGUSR2), at once if bk.shutdown_timeout has passed since the stop
+ *		was seen, if Kafka's silence failed BK_SHUTDOWN_SILENT_ATTEMPTS
+ *		attempts of the final cycle in a row or the shipper let
+ *		bk.repository_timeout pass, else when Kafka acknowledged nothing for
+ *		BK_SHUTDOWN_GRACE_MS since the stop was seen or this attempt started,
+ *		nor answered a wait for the shipper's confirmation (bk_confirm.c):
+ *		that wait gets no acknowledgement, however long the shipper takes.
  */
 static bool
 bk_interrupted(void *arg)
@@ -1377,17 +1410,18 @@ bk_interrupted(void *arg)
 	if (stop_requested)
 	{
 		int64 now = bk_monotonic_ms();
-
-		if (failures_since_stop > 0)
-			return true;
+		int64 heard;
 
 		if (stop_seen_ms == 0)
 			stop_seen_ms = now;
 		if (now - stop_seen_ms >= bk_shutdown_timeout_ms)
 			return true;
-		return now - Max(Max(stop_seen_ms, bk_kafka_last_ack_ms()),
-						 bk_confirm_last_progress_ms()) >=
-			   BK_SHUTDOWN_GRACE_MS;
+		if (silent_attempts_since_stop >= BK_SHUTDOWN_SILENT_ATTEMPTS ||
+			confirm_timed_out_since_stop)
+			return true;
+		heard = Max(Max(stop_seen_ms, attempt_start_ms),
+					Max(bk_kafka_last_ack_ms(), bk_confirm_last_progress_ms()));
+		return now - heard >= BK_SHUTDOWN_GRACE_MS;
 	}
 	return false;
 }

@@ -253,12 +253,15 @@ reload_until bk.chunk_size 8kB
 backlog_shutdown 24
 # Kafka itself may fail a send of the last cycle: on a loaded machine the
 # archiver's connection, stopped with it, can be found down when it resumes,
-# or an acknowledgement take more than the 3 s.  The cycle then rightly
-# stops, and what this checks (that it does not stop while Kafka
-# acknowledges) cannot be seen: the first failure's DETAIL says which.
+# or an acknowledgement take more than the 3 s.  PostgreSQL's retry a second
+# later has 3 s of its own, so the cycle goes on once Kafka acknowledges
+# again; only when Kafka stayed silent for two attempts in a row does it
+# rightly stop, PostgreSQL giving the file up, and what this checks (that
+# it does not stop while Kafka acknowledges) cannot be seen.
 first_failure="$(log_since "$log_start" | grep -A1 'could not archive' | grep -m 1 DETAIL)"
-if [[ "$first_failure" == *"Kafka did not acknowledge"* ]]; then
-    skip "Kafka failed a send of the last cycle (${first_failure#*DETAIL:  }): not what is checked"
+gave_up="$(log_since "$log_start" | grep -m 1 'failed too many times')"
+if [[ -n "$gave_up" && "$first_failure" == *"Kafka did not acknowledge"* ]]; then
+    skip "Kafka failed sends of the last cycle (${first_failure#*DETAIL:  }) and PostgreSQL gave a file up: not what is checked"
     skip "... so the last segment of the backlog was not sent"
 elif ((stop_ms > 4000)); then
     is "$(grep -c . <<<"$left")" 0 \
@@ -334,7 +337,10 @@ t0="$(now_ms)"
 as_pg "$BK_PGBIN/pg_ctl" -D "$BK_PGDATA" -m fast -w -t 60 stop >"$dir/stop.log" 2>&1
 ok $? "pg_ctl -m fast stop succeeds" || diag "$(cat "$dir/stop.log")"
 stop_ms=$(($(now_ms) - t0))
-ok $((stop_ms < 15000 ? 0 : 1)) "fast shutdown with Kafka unreachable took $stop_ms ms (< 15 s)"
+# The attempt under way and PostgreSQL's retry a second later wait up to
+# 3 s each (plus a metadata request of up to 1 s), the others fail at once
+# but for PostgreSQL's 1 s sleeps: about 12 s at most.
+ok $((stop_ms < 20000 ? 0 : 1)) "fast shutdown with Kafka unreachable took $stop_ms ms (< 20 s)"
 note "fast shutdown with Kafka unreachable and $backlog segments of backlog: $stop_ms ms"
 # The shutdown may mark one more segment ready (a switch under way): none
 # of those before may be gone.

@@ -307,7 +307,7 @@ agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos, char *out,
  *		on the port while mariadbd restarts) would be sent the password
  *		file or the Kafka properties.  Whether Connector/C allows it by
  *		default depends on its build, so it is said here.  TLS as the
- *		mysql_ssl_* settings say (mysql_tls.h): every connection the agent
+ *		mysql_ssl_* settings say (bk_mysql_tls.h): every connection the agent
  *		opens comes from here.
  */
 MYSQL *
@@ -328,7 +328,7 @@ agent_connect(Agent *agent, BkError *err)
 		bk_error_set(err, BK_ERR_NOMEM, "mysql_init failed");
 		return NULL;
 	}
-	if (agent_tls_over_socket(config->mysql_host, config->mysql_socket))
+	if (bk_mysql_tls_over_socket(config->mysql_host, config->mysql_socket))
 		snprintf(server, sizeof(server), "%s",
 				 config->mysql_socket ? config->mysql_socket
 									  : "the default socket");
@@ -346,7 +346,7 @@ agent_connect(Agent *agent, BkError *err)
 	mysql_optionsv(conn, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'");
 	/*
 	 * required: a server without TLS is refused before the login, which
-	 * Connector/C would send it in clear; agent_tls_confirm below is the
+	 * Connector/C would send it in clear; bk_mysql_tls_confirm below is the
 	 * second check, of the session itself.  The probe counts as an aborted
 	 * connection toward the server's max_connect_errors, which only a
 	 * successful login clears: logins that keep failing (a wrong password)
@@ -354,10 +354,10 @@ agent_connect(Agent *agent, BkError *err)
 	 * host after max_connect_errors retries.
 	 */
 	probe = !__atomic_load_n(&agent->tls_probed, __ATOMIC_RELAXED);
-	if (!agent_tls_options(&config->mysql_tls, conn, err) ||
+	if (!bk_mysql_tls_options(&config->mysql_tls, conn, err) ||
 		(probe &&
-		 !agent_tls_probe(&config->mysql_tls, config->mysql_host,
-						  config->mysql_port, server, connect_timeout, err)))
+		 !bk_mysql_tls_probe(&config->mysql_tls, config->mysql_host,
+							 config->mysql_port, server, connect_timeout, err)))
 	{
 		mysql_close(conn);
 		return NULL;
@@ -370,8 +370,8 @@ agent_connect(Agent *agent, BkError *err)
 	{
 		bk_error_set(err, BK_ERR_IO, "could not connect to MariaDB at %s: %s",
 					 server, mysql_error(conn));
-		if (!agent_tls_failure_hint(&config->mysql_tls, conn,
-									config->mysql_host, server, err))
+		if (!bk_mysql_tls_failure_hint(&config->mysql_tls, conn,
+									   config->mysql_host, server, err))
 			bk_error_hint(err,
 						  "Check mysql_socket (or mysql_host and mysql_port),"
 						  " mysql_user and mysql_password_file; the agent"
@@ -382,7 +382,7 @@ agent_connect(Agent *agent, BkError *err)
 	}
 	/* Either way the next connection probes again. */
 	__atomic_store_n(&agent->tls_probed, false, __ATOMIC_RELAXED);
-	if (!agent_tls_confirm(&config->mysql_tls, conn, server, err))
+	if (!bk_mysql_tls_confirm(&config->mysql_tls, conn, server, err))
 	{
 		mysql_close(conn);
 		return NULL;
@@ -439,7 +439,7 @@ agent_config_set(void *arg, const char *key, const char *value, BkError *err)
 	uint64_t number;
 	bool known;
 
-	if (!agent_tls_set(&config->mysql_tls, key, value, &known, err))
+	if (!bk_mysql_tls_set(&config->mysql_tls, key, value, &known, err))
 		return false;
 	if (known)
 		return true;
@@ -596,8 +596,8 @@ agent_config_load(Agent *agent, const char *path, const char *brokers,
 	if (config->mysql_user == NULL &&
 		!set_text(&config->mysql_user, "root", err))
 		return false;
-	if (!agent_tls_settle(&config->mysql_tls, config->mysql_host,
-						  config->mysql_socket, err))
+	if (!bk_mysql_tls_settle(&config->mysql_tls, config->mysql_host,
+							 config->mysql_socket, err))
 	{
 		err->code = BK_ERR_CONFIG;
 		return false;
@@ -1155,10 +1155,10 @@ main(int argc, char **argv)
 	agent_log("INFO", "source \"%s\": control socket %s, binlog topic %s",
 			  agent.config.source_id, agent.config.control_socket,
 			  agent.binlog_topic);
-	if (!agent_tls_over_socket(agent.config.mysql_host,
-							   agent.config.mysql_socket))
+	if (!bk_mysql_tls_over_socket(agent.config.mysql_host,
+								  agent.config.mysql_socket))
 		agent_log("INFO", "MariaDB connections: mysql_ssl_mode = %s%s",
-				  agent_tls_mode_name(agent.config.mysql_tls.mode),
+				  bk_mysql_tls_mode_name(agent.config.mysql_tls.mode),
 				  agent.config.mysql_tls.mode_defaulted ? " (the default)"
 														: "");
 

@@ -25,7 +25,7 @@
 #include "bk_kafka.h"
 #include "bk_keys.h"
 #include "cli.h"
-#include "mysql_tls.h"
+#include "bk_mysql_tls.h"
 
 #define AGENT_PROGRAM "bk-mysql-agent"
 
@@ -47,7 +47,7 @@ typedef struct AgentConfig
 	char *mysql_socket;
 	char *mysql_user;
 	char *mysql_password_file;
-	AgentTls mysql_tls;     /* mysql_ssl_*: every connection's TLS */
+	BkMysqlTls mysql_tls;   /* mysql_ssl_*: every connection's TLS */
 	uint32_t server_id;     /* the replica id the agent registers with */
 	uint64_t range_size;    /* a range is sent once this many bytes wait */
 	int64_t range_interval; /* ... or once its first event waited this long */

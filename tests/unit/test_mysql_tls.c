@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mysql_tls.h"
+#include "bk_mysql_tls.h"
 
 static char *tmp;
 static char ca[512], cert[512], key[512], crl[512];
@@ -62,7 +62,7 @@ teardown(void **state)
 
 /* Settings as a file gives them: "key", "value", ..., NULL. */
 static bool
-configure(AgentTls *tls, BkError *err, ...)
+configure(BkMysqlTls *tls, BkError *err, ...)
 {
 	va_list args;
 	const char *name;
@@ -75,7 +75,7 @@ configure(AgentTls *tls, BkError *err, ...)
 	{
 		const char *value = va_arg(args, const char *);
 
-		if (!agent_tls_set(tls, name, value, &known, err))
+		if (!bk_mysql_tls_set(tls, name, value, &known, err))
 		{
 			va_end(args);
 			return false;
@@ -89,27 +89,27 @@ configure(AgentTls *tls, BkError *err, ...)
 static void
 test_settings(void **state)
 {
-	AgentTls tls;
+	BkMysqlTls tls;
 	BkError err;
 	bool known = true;
 
 	/* Not a TLS setting: left to the agent's other settings. */
 	memset(&tls, 0, sizeof(tls));
-	assert_true(agent_tls_set(&tls, "mysql_host", "db1", &known, &err));
+	assert_true(bk_mysql_tls_set(&tls, "mysql_host", "db1", &known, &err));
 	assert_false(known);
 	assert_true(
-		agent_tls_set(&tls, "mysql_ssl_capath", "/etc/ssl", &known, &err));
+		bk_mysql_tls_set(&tls, "mysql_ssl_capath", "/etc/ssl", &known, &err));
 	assert_false(known);
 
 	assert_true(configure(&tls, &err, "mysql_ssl_mode", "verify_identity",
 						  "mysql_ssl_ca", ca, NULL));
-	assert_int_equal(tls.mode, AGENT_SSL_VERIFY_IDENTITY);
+	assert_int_equal(tls.mode, BK_MYSQL_SSL_VERIFY_IDENTITY);
 	assert_string_equal(tls.ca, ca);
-	agent_tls_free(&tls);
+	bk_mysql_tls_free(&tls);
 	assert_true(configure(&tls, &err, "mysql_ssl_mode", "required", NULL));
-	assert_int_equal(tls.mode, AGENT_SSL_REQUIRED);
+	assert_int_equal(tls.mode, BK_MYSQL_SSL_REQUIRED);
 	assert_true(configure(&tls, &err, "mysql_ssl_mode", "disabled", NULL));
-	assert_int_equal(tls.mode, AGENT_SSL_DISABLED);
+	assert_int_equal(tls.mode, BK_MYSQL_SSL_DISABLED);
 
 	/* Spelled as the setting says, not as other tools do. */
 	assert_false(configure(&tls, &err, "mysql_ssl_mode", "REQUIRED", NULL));
@@ -122,24 +122,24 @@ test_settings(void **state)
 }
 
 /* The mode settled for host/socket from the given settings. */
-static AgentSslMode
+static BkMysqlSslMode
 settled(const char *host, const char *socket, const char *mode,
 		const char *ca_path)
 {
-	AgentTls tls;
+	BkMysqlTls tls;
 	BkError err;
-	AgentSslMode result;
+	BkMysqlSslMode result;
 
 	memset(&tls, 0, sizeof(tls));
 	if (mode != NULL)
 		assert_true(configure(&tls, &err, "mysql_ssl_mode", mode, NULL));
 	if (ca_path != NULL)
 		tls.ca = strdup(ca_path);
-	if (!agent_tls_settle(&tls, host, socket, &err))
+	if (!bk_mysql_tls_settle(&tls, host, socket, &err))
 		fail_msg("settle refused: %s", err.message);
 	result = tls.mode;
 	assert_int_equal(tls.mode_defaulted, mode == NULL);
-	agent_tls_free(&tls);
+	bk_mysql_tls_free(&tls);
 	return result;
 }
 
@@ -147,57 +147,59 @@ static void
 test_defaults(void **state)
 {
 	/* Nothing leaves the machine: no TLS unless asked for over TCP. */
-	assert_int_equal(settled(NULL, NULL, NULL, NULL), AGENT_SSL_DISABLED);
+	assert_int_equal(settled(NULL, NULL, NULL, NULL), BK_MYSQL_SSL_DISABLED);
 	assert_int_equal(settled(NULL, "/run/mysqld/mysqld.sock", NULL, NULL),
-					 AGENT_SSL_DISABLED);
+					 BK_MYSQL_SSL_DISABLED);
 	assert_int_equal(settled("localhost", NULL, NULL, NULL),
-					 AGENT_SSL_DISABLED);
+					 BK_MYSQL_SSL_DISABLED);
 	assert_int_equal(settled("127.0.0.1", NULL, NULL, NULL),
-					 AGENT_SSL_DISABLED);
+					 BK_MYSQL_SSL_DISABLED);
 	assert_int_equal(settled("127.3.2.1", NULL, NULL, NULL),
-					 AGENT_SSL_DISABLED);
-	assert_int_equal(settled("::1", NULL, NULL, NULL), AGENT_SSL_DISABLED);
+					 BK_MYSQL_SSL_DISABLED);
+	assert_int_equal(settled("::1", NULL, NULL, NULL), BK_MYSQL_SSL_DISABLED);
 	/* Another host: TLS, or no connection. */
 	assert_int_equal(settled("db1.example", NULL, NULL, NULL),
-					 AGENT_SSL_REQUIRED);
-	assert_int_equal(settled("10.0.0.5", NULL, NULL, NULL), AGENT_SSL_REQUIRED);
+					 BK_MYSQL_SSL_REQUIRED);
+	assert_int_equal(settled("10.0.0.5", NULL, NULL, NULL),
+					 BK_MYSQL_SSL_REQUIRED);
 	assert_int_equal(settled("128.0.0.1", NULL, NULL, NULL),
-					 AGENT_SSL_REQUIRED);
-	assert_int_equal(settled("fe80::1", NULL, NULL, NULL), AGENT_SSL_REQUIRED);
+					 BK_MYSQL_SSL_REQUIRED);
+	assert_int_equal(settled("fe80::1", NULL, NULL, NULL),
+					 BK_MYSQL_SSL_REQUIRED);
 	/* A CA is there to check the server, loopback or not. */
 	assert_int_equal(settled("db1.example", NULL, NULL, ca),
-					 AGENT_SSL_VERIFY_IDENTITY);
+					 BK_MYSQL_SSL_VERIFY_IDENTITY);
 	assert_int_equal(settled("127.0.0.1", NULL, NULL, ca),
-					 AGENT_SSL_VERIFY_IDENTITY);
+					 BK_MYSQL_SSL_VERIFY_IDENTITY);
 	/* What is given is kept. */
 	assert_int_equal(settled("db1.example", NULL, "disabled", NULL),
-					 AGENT_SSL_DISABLED);
+					 BK_MYSQL_SSL_DISABLED);
 	assert_int_equal(settled("127.0.0.1", NULL, "required", NULL),
-					 AGENT_SSL_REQUIRED);
+					 BK_MYSQL_SSL_REQUIRED);
 	assert_int_equal(settled(NULL, "/run/mysqld/mysqld.sock", "disabled", NULL),
-					 AGENT_SSL_DISABLED);
+					 BK_MYSQL_SSL_DISABLED);
 }
 
 /* settle refuses, with needle in the message and hint in the hint. */
 static void
-refused(AgentTls *tls, const char *host, const char *socket, const char *needle,
-		const char *hint)
+refused(BkMysqlTls *tls, const char *host, const char *socket,
+		const char *needle, const char *hint)
 {
 	BkError err;
 
 	bk_error_clear(&err);
-	assert_false(agent_tls_settle(tls, host, socket, &err));
+	assert_false(bk_mysql_tls_settle(tls, host, socket, &err));
 	assert_int_equal(err.code, BK_ERR_CONFIG);
 	assert_error_contains(&err, needle);
 	if (hint != NULL && strstr(err.hint, hint) == NULL)
 		fail_msg("hint \"%s\" lacks \"%s\"", err.hint, hint);
-	agent_tls_free(tls);
+	bk_mysql_tls_free(tls);
 }
 
 static void
 test_contradictions(void **state)
 {
-	AgentTls tls;
+	BkMysqlTls tls;
 	BkError err;
 
 	/* TLS asked for on the Unix socket, where it protects nothing. */
@@ -251,7 +253,7 @@ test_contradictions(void **state)
 static void
 test_files(void **state)
 {
-	AgentTls tls;
+	BkMysqlTls tls;
 	BkError err;
 	char missing[600];
 
@@ -259,9 +261,9 @@ test_files(void **state)
 	assert_true(configure(&tls, &err, "mysql_ssl_ca", ca, "mysql_ssl_cert",
 						  cert, "mysql_ssl_key", key, "mysql_ssl_crl", crl,
 						  NULL));
-	assert_true(agent_tls_settle(&tls, "db1.example", NULL, &err));
-	assert_int_equal(tls.mode, AGENT_SSL_VERIFY_IDENTITY);
-	agent_tls_free(&tls);
+	assert_true(bk_mysql_tls_settle(&tls, "db1.example", NULL, &err));
+	assert_int_equal(tls.mode, BK_MYSQL_SSL_VERIFY_IDENTITY);
+	bk_mysql_tls_free(&tls);
 
 	snprintf(missing, sizeof(missing), "%s/nope.pem", tmp);
 	assert_true(configure(&tls, &err, "mysql_ssl_ca", missing, NULL));
@@ -284,14 +286,14 @@ test_files(void **state)
 	assert_int_equal(chmod(key, 0600), 0);
 	assert_true(configure(&tls, &err, "mysql_ssl_mode", "required",
 						  "mysql_ssl_cert", cert, "mysql_ssl_key", key, NULL));
-	assert_true(agent_tls_settle(&tls, "db1.example", NULL, &err));
-	agent_tls_free(&tls);
+	assert_true(bk_mysql_tls_settle(&tls, "db1.example", NULL, &err));
+	bk_mysql_tls_free(&tls);
 }
 
 static void
 test_options(void **state)
 {
-	AgentTls tls;
+	BkMysqlTls tls;
 	BkError err;
 	MYSQL *conn = mysql_init(NULL);
 
@@ -299,16 +301,16 @@ test_options(void **state)
 	assert_true(configure(&tls, &err, "mysql_ssl_ca", ca, "mysql_ssl_cert",
 						  cert, "mysql_ssl_key", key, "mysql_ssl_crl", crl,
 						  NULL));
-	assert_true(agent_tls_settle(&tls, "db1.example", NULL, &err));
-	assert_true(agent_tls_options(&tls, conn, &err));
+	assert_true(bk_mysql_tls_settle(&tls, "db1.example", NULL, &err));
+	assert_true(bk_mysql_tls_options(&tls, conn, &err));
 	/* Not connected: no cipher, which a mode requiring TLS refuses. */
-	assert_false(agent_tls_confirm(&tls, conn, "db1.example:3306", &err));
+	assert_false(bk_mysql_tls_confirm(&tls, conn, "db1.example:3306", &err));
 	assert_error_contains(&err, "the connection to MariaDB at db1.example:3306"
 								" is not encrypted, and mysql_ssl_mode ="
 								" verify_identity refuses it");
-	agent_tls_free(&tls);
-	tls.mode = AGENT_SSL_DISABLED;
-	assert_true(agent_tls_confirm(&tls, conn, "db1.example:3306", &err));
+	bk_mysql_tls_free(&tls);
+	tls.mode = BK_MYSQL_SSL_DISABLED;
+	assert_true(bk_mysql_tls_confirm(&tls, conn, "db1.example:3306", &err));
 	mysql_close(conn);
 }
 
@@ -356,10 +358,10 @@ static const char blocked[] =
 static const char hostile[] = "\xff\x01\x00\x1b[2J\r\nok\xc3\xa9\x7f";
 static const char too_many[] = "\xff\x10\x04#08004Too many connections";
 
-static AgentGreetingStatus
-parse(const void *data, size_t len, AgentGreeting *greeting)
+static BkMysqlGreetingStatus
+parse(const void *data, size_t len, BkMysqlGreeting *greeting)
 {
-	return agent_tls_parse_greeting(data, len, greeting);
+	return bk_mysql_tls_parse_greeting(data, len, greeting);
 }
 
 static void
@@ -367,110 +369,111 @@ test_greeting(void **state)
 {
 	unsigned char buf[2048];
 	unsigned char payload[1500];
-	AgentGreeting g;
+	BkMysqlGreeting g;
 	size_t len = sizeof(greeting_plain);
 	size_t n;
 
 	assert_int_equal(len, 4 + 0x68);
-	assert_int_equal(parse(greeting_plain, len, &g), AGENT_GREETING_HANDSHAKE);
+	assert_int_equal(parse(greeting_plain, len, &g),
+					 BK_MYSQL_GREETING_HANDSHAKE);
 	assert_false(g.offers_tls);
 	greeting_tls(buf);
-	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_HANDSHAKE);
+	assert_int_equal(parse(buf, len, &g), BK_MYSQL_GREETING_HANDSHAKE);
 	assert_true(g.offers_tls);
 	/* Every prefix asks for more; bytes after the packet are not looked at. */
 	for (size_t i = 0; i < len; i++)
-		assert_int_equal(parse(buf, i, &g), AGENT_GREETING_PARTIAL);
+		assert_int_equal(parse(buf, i, &g), BK_MYSQL_GREETING_PARTIAL);
 	memset(buf + len, 0xee, 16);
-	assert_int_equal(parse(buf, len + 16, &g), AGENT_GREETING_HANDSHAKE);
+	assert_int_equal(parse(buf, len + 16, &g), BK_MYSQL_GREETING_HANDSHAKE);
 
 	/* The error packets of a blocked host, with and without SQLSTATE. */
 	n = packet(buf, blocked, sizeof(blocked) - 1);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_ERROR);
 	assert_int_equal(g.error_code, 1129);
 	assert_string_equal(g.detail, "Host '192.0.2.9' is blocked because of"
 								  " many connection errors; unblock with"
 								  " 'mariadb-admin flush-hosts'");
 	n = packet(buf, too_many, sizeof(too_many) - 1);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_ERROR);
 	assert_int_equal(g.error_code, 1040);
 	assert_string_equal(g.detail, "Too many connections");
 	for (size_t i = 0; i < n; i++)
-		assert_int_equal(parse(buf, i, &g), AGENT_GREETING_PARTIAL);
+		assert_int_equal(parse(buf, i, &g), BK_MYSQL_GREETING_PARTIAL);
 	/* A message of control characters and 8-bit bytes, then a long one. */
 	n = packet(buf, hostile, sizeof(hostile) - 1);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_ERROR);
 	assert_string_equal(g.detail, "?[2J??ok???");
 	memset(payload, 'x', sizeof(payload));
 	memcpy(payload, "\xff\x01\x00", 3);
-	n = packet(buf, payload, AGENT_GREETING_MAX - 4);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	n = packet(buf, payload, BK_MYSQL_GREETING_MAX - 4);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_ERROR);
 	assert_int_equal(strlen(g.detail), sizeof(g.detail) - 1);
 	/* Cut short: no error number. */
 	n = packet(buf, "\xff\x01", 2);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail, "an error packet cut short");
 	n = packet(buf, "\xff\x01\x00", 3);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_ERROR);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_ERROR);
 	assert_string_equal(g.detail, "");
 
 	/* Lengths no greeting has: refused from the header alone. */
 	n = packet(buf, "", 0);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail, "an empty packet");
 	assert_int_equal(parse("\xff\xff\xff\x00", 4, &g),
-					 AGENT_GREETING_MALFORMED);
+					 BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail,
 						"a first packet of 16777215 bytes, more than any"
 						" greeting");
-	n = packet(buf, payload, AGENT_GREETING_MAX - 3);
-	assert_int_equal(parse(buf, 4, &g), AGENT_GREETING_MALFORMED);
+	n = packet(buf, payload, BK_MYSQL_GREETING_MAX - 3);
+	assert_int_equal(parse(buf, 4, &g), BK_MYSQL_GREETING_MALFORMED);
 	/* Another protocol on the port. */
 	assert_int_equal(parse("SSH-2.0-OpenSSH_9.2p1\r\n", 23, &g),
-					 AGENT_GREETING_MALFORMED);
+					 BK_MYSQL_GREETING_MALFORMED);
 	assert_int_equal(parse("HTTP/1.1 400 Bad Request", 24, &g),
-					 AGENT_GREETING_MALFORMED);
+					 BK_MYSQL_GREETING_MALFORMED);
 	/* Not the first packet of the connection. */
 	memcpy(buf, greeting_plain, len);
 	buf[3] = 1;
-	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, len, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail,
 						"a first packet whose sequence number is not 0");
 	/* Protocol 9 (MySQL 3.21), or none at all. */
 	memcpy(buf, greeting_plain, len);
 	buf[4] = 9;
-	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, len, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail, "a handshake of protocol version 9, not 10");
 
 	/* The version string: without its NUL, or longer than any. */
 	memset(payload, 'v', sizeof(payload));
 	payload[0] = 10;
 	n = packet(buf, payload, 200);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail, "a server version without its end");
 	payload[1 + 256] = '\0';
 	memset(payload + 1 + 256 + 1, 0, 15);
 	payload[1 + 256 + 1 + 13] = 0x08; /* CLIENT_SSL, cast there */
 	n = packet(buf, payload, 1 + 256 + 1 + 15);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_MALFORMED);
 	/* The longest version taken, and the shortest handshake after it. */
 	payload[1 + 255] = '\0';
 	memset(payload + 1 + 255 + 1, 0, 15);
 	payload[1 + 255 + 1 + 14] = 0x08;
 	n = packet(buf, payload, 1 + 255 + 1 + 15);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_HANDSHAKE);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_HANDSHAKE);
 	assert_true(g.offers_tls);
 	/* One byte fewer: the capability flags are not all there. */
 	n = packet(buf, payload, 1 + 255 + 1 + 14);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail,
 						"a handshake cut short before its capability flags");
 	/* An empty version, then nothing. */
 	n = packet(buf, "\x0a\0", 2);
-	assert_int_equal(parse(buf, n, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, n, &g), BK_MYSQL_GREETING_MALFORMED);
 	/* The filler after the scramble is not 0: not where it should be. */
 	memcpy(buf, greeting_plain, len);
 	buf[CAPS_HIGH - 2] = 'x';
-	assert_int_equal(parse(buf, len, &g), AGENT_GREETING_MALFORMED);
+	assert_int_equal(parse(buf, len, &g), BK_MYSQL_GREETING_MALFORMED);
 	assert_string_equal(g.detail,
 						"a handshake whose filler after the scramble is not 0");
 }
@@ -543,14 +546,15 @@ served(pid_t pid)
 
 /* The probe of mode against 127.0.0.1:port, described as server. */
 static bool
-probe(AgentSslMode mode, unsigned int port, unsigned int timeout, BkError *err)
+probe(BkMysqlSslMode mode, unsigned int port, unsigned int timeout,
+	  BkError *err)
 {
-	AgentTls tls = {.mode = mode};
+	BkMysqlTls tls = {.mode = mode};
 	char server[64];
 
 	snprintf(server, sizeof(server), "127.0.0.1:%u", port);
 	bk_error_clear(err);
-	return agent_tls_probe(&tls, "127.0.0.1", port, server, timeout, err);
+	return bk_mysql_tls_probe(&tls, "127.0.0.1", port, server, timeout, err);
 }
 
 static void
@@ -569,12 +573,12 @@ test_probe(void **state)
 	greeting_tls(tls_greeting);
 	/* TLS offered: the login may go on, and the probe sent nothing. */
 	pid = serve(tls_greeting, len, false, &port);
-	assert_true(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_true(probe(BK_MYSQL_SSL_REQUIRED, port, 5, &err));
 	assert_int_equal(served(pid), 0);
 
 	/* No TLS: refused, saying the login was not sent. */
 	pid = serve(greeting_plain, len, false, &port);
-	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_false(probe(BK_MYSQL_SSL_REQUIRED, port, 5, &err));
 	assert_int_equal(served(pid), 0);
 	assert_int_equal(err.code, BK_ERR_IO);
 	snprintf(expected, sizeof(expected),
@@ -588,7 +592,7 @@ test_probe(void **state)
 	pid = serve(greeting_plain, len, false, &port);
 	snprintf(env_port, sizeof(env_port), "%u", port);
 	setenv("MYSQL_TCP_PORT", env_port, 1);
-	assert_false(probe(AGENT_SSL_REQUIRED, 0, 5, &err));
+	assert_false(probe(BK_MYSQL_SSL_REQUIRED, 0, 5, &err));
 	unsetenv("MYSQL_TCP_PORT");
 	assert_int_equal(served(pid), 0);
 	assert_error_contains(&err, "offers no TLS");
@@ -598,7 +602,7 @@ test_probe(void **state)
 		size_t n = packet(buf, blocked, sizeof(blocked) - 1);
 
 		pid = serve(buf, n, false, &port);
-		assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+		assert_false(probe(BK_MYSQL_SSL_REQUIRED, port, 5, &err));
 		assert_int_equal(served(pid), 0);
 		assert_error_contains(&err, "refused the connection before any login:"
 									" error 1129: Host '192.0.2.9' is blocked"
@@ -608,14 +612,14 @@ test_probe(void **state)
 
 	/* Not MariaDB on the port. */
 	pid = serve("SSH-2.0-OpenSSH_9.2p1\r\n", 23, false, &port);
-	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_false(probe(BK_MYSQL_SSL_REQUIRED, port, 5, &err));
 	assert_int_equal(served(pid), 0);
 	assert_error_contains(&err, "is not MariaDB: a first packet of");
 
 	/* Silent: the timeout bounds the wait. */
 	pid = serve(NULL, 0, false, &port);
 	started = time(NULL);
-	assert_false(probe(AGENT_SSL_REQUIRED, port, 1, &err));
+	assert_false(probe(BK_MYSQL_SSL_REQUIRED, port, 1, &err));
 	assert_true(time(NULL) - started <= 3);
 	assert_int_equal(served(pid), 0);
 	assert_error_contains(&err, "could not read the greeting of MariaDB at"
@@ -624,18 +628,18 @@ test_probe(void **state)
 
 	/* Closed before a whole greeting. */
 	pid = serve(NULL, 0, true, &port);
-	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_false(probe(BK_MYSQL_SSL_REQUIRED, port, 5, &err));
 	served(pid);
 	assert_error_contains(&err, "before its greeting");
 
 	/* Nothing listens (the port of a server gone). */
-	assert_false(probe(AGENT_SSL_REQUIRED, port, 5, &err));
+	assert_false(probe(BK_MYSQL_SSL_REQUIRED, port, 5, &err));
 	assert_error_contains(&err, "could not connect to MariaDB at 127.0.0.1:");
 	assert_error_contains(&err, "Connection refused");
 
 	/* The other modes do not probe: verify_identity is Connector/C's. */
-	assert_true(probe(AGENT_SSL_VERIFY_IDENTITY, port, 5, &err));
-	assert_true(probe(AGENT_SSL_DISABLED, port, 5, &err));
+	assert_true(probe(BK_MYSQL_SSL_VERIFY_IDENTITY, port, 5, &err));
+	assert_true(probe(BK_MYSQL_SSL_DISABLED, port, 5, &err));
 }
 
 int

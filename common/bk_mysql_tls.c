@@ -2,7 +2,7 @@
  * mysql_tls.c
  *		TLS on the agent's connections to MariaDB.  See mysql_tls.h.
  */
-#include "mysql_tls.h"
+#include "bk_mysql_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,26 +25,68 @@
 #include "bk_util.h"
 
 static const char *const mode_names[] = {
-	[AGENT_SSL_UNSET] = "unset",
-	[AGENT_SSL_DISABLED] = "disabled",
-	[AGENT_SSL_REQUIRED] = "required",
-	[AGENT_SSL_VERIFY_IDENTITY] = "verify_identity",
+	[BK_MYSQL_SSL_UNSET] = "unset",
+	[BK_MYSQL_SSL_DISABLED] = "disabled",
+	[BK_MYSQL_SSL_REQUIRED] = "required",
+	[BK_MYSQL_SSL_VERIFY_IDENTITY] = "verify_identity",
 };
 
 const char *
-agent_tls_mode_name(AgentSslMode mode)
+bk_mysql_tls_mode_name(BkMysqlSslMode mode)
 {
 	return mode_names[mode];
 }
 
+/* Each setting, as the agent's file and as a command's option name it. */
+static const char *const setting_names[][2] = {
+	{"mysql_ssl_mode", "--mysql-ssl-mode"},
+	{"mysql_ssl_ca", "--mysql-ssl-ca"},
+	{"mysql_ssl_cert", "--mysql-ssl-cert"},
+	{"mysql_ssl_key", "--mysql-ssl-key"},
+	{"mysql_ssl_crl", "--mysql-ssl-crl"},
+	{"mysql_host", "--mysql-host"},
+	{"mysql_port", "--mysql-port"},
+};
+
+const char *
+bk_mysql_tls_setting_name(const BkMysqlTls *tls, const char *key)
+{
+	for (size_t i = 0; i < sizeof(setting_names) / sizeof(setting_names[0]);
+		 i++)
+		if (strcmp(key, setting_names[i][0]) == 0)
+			return setting_names[i][tls->style == BK_MYSQL_TLS_OPTIONS];
+	return key;
+}
+
+/* Short for the messages. */
+#define NAME(key) bk_mysql_tls_setting_name(tls, key)
+
+/* "mysql_ssl_mode = required", or "--mysql-ssl-mode=required". */
+static const char *
+mode_said(const BkMysqlTls *tls, BkMysqlSslMode mode, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s%s%s", NAME("mysql_ssl_mode"),
+			 tls->style == BK_MYSQL_TLS_OPTIONS ? "=" : " = ",
+			 mode_names[mode]);
+	return buf;
+}
+
+/* Who connects, for the messages. */
+static const char *
+who(const BkMysqlTls *tls)
+{
+	return tls->style == BK_MYSQL_TLS_OPTIONS ? "bk" : "the agent";
+}
+
 static bool
-set_path(char **field, const char *key, const char *value, BkError *err)
+set_path(const BkMysqlTls *tls, char **field, const char *key,
+		 const char *value, BkError *err)
 {
 	char *copy;
 
 	if (value[0] == '\0')
 		return bk_error_set(err, BK_ERR_CONFIG, "%s is empty: name a file",
-							key);
+							NAME(key));
 	copy = strdup(value);
 	if (copy == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
@@ -54,38 +96,54 @@ set_path(char **field, const char *key, const char *value, BkError *err)
 }
 
 bool
-agent_tls_set(AgentTls *tls, const char *key, const char *value, bool *known,
-			  BkError *err)
+bk_mysql_tls_set(BkMysqlTls *tls, const char *key, const char *value,
+				 bool *known, BkError *err)
 {
 	*known = true;
 	if (strcmp(key, "mysql_ssl_mode") == 0)
 	{
-		for (int mode = AGENT_SSL_DISABLED; mode <= AGENT_SSL_VERIFY_IDENTITY;
-			 mode++)
+		for (int mode = BK_MYSQL_SSL_DISABLED;
+			 mode <= BK_MYSQL_SSL_VERIFY_IDENTITY; mode++)
 			if (strcmp(value, mode_names[mode]) == 0)
 			{
-				tls->mode = (AgentSslMode) mode;
+				tls->mode = (BkMysqlSslMode) mode;
 				return true;
 			}
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"mysql_ssl_mode must be disabled, required or"
-							" verify_identity, not \"%s\"",
-							value);
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "%s must be disabled, required or verify_identity,"
+					 " not \"%s\"",
+					 NAME("mysql_ssl_mode"), value);
+		/* The names other clients give, and why bk has neither. */
+		if (strcmp(value, "preferred") == 0 || strcmp(value, "prefer") == 0)
+			bk_error_hint(err, "bk has no preferred mode: it would go on in"
+							   " plain text whenever the server, or anyone on"
+							   " the path, offers no TLS.  Give required, or"
+							   " disabled on a network you trust.");
+		else if (strcmp(value, "verify_ca") == 0 ||
+				 strcmp(value, "verify-ca") == 0 ||
+				 strcmp(value, "verify-identity") == 0)
+			bk_error_hint(err,
+						  "verify_identity checks the server's"
+						  " certificate against %s and the host name;"
+						  " bk has no mode that checks the one without"
+						  " the other.",
+						  NAME("mysql_ssl_ca"));
+		return false;
 	}
 	if (strcmp(key, "mysql_ssl_ca") == 0)
-		return set_path(&tls->ca, key, value, err);
+		return set_path(tls, &tls->ca, key, value, err);
 	if (strcmp(key, "mysql_ssl_cert") == 0)
-		return set_path(&tls->cert, key, value, err);
+		return set_path(tls, &tls->cert, key, value, err);
 	if (strcmp(key, "mysql_ssl_key") == 0)
-		return set_path(&tls->key, key, value, err);
+		return set_path(tls, &tls->key, key, value, err);
 	if (strcmp(key, "mysql_ssl_crl") == 0)
-		return set_path(&tls->crl, key, value, err);
+		return set_path(tls, &tls->crl, key, value, err);
 	*known = false;
 	return true;
 }
 
 bool
-agent_tls_over_socket(const char *host, const char *socket)
+bk_mysql_tls_over_socket(const char *host, const char *socket)
 {
 	/* Connector/C takes no host, or "localhost", for its Unix socket. */
 	return socket != NULL || host == NULL || strcmp(host, "localhost") == 0;
@@ -98,6 +156,9 @@ host_is_loopback(const char *host)
 	struct in_addr v4;
 	struct in6_addr v6;
 
+	/* A command may connect to "localhost" over TCP (MYSQL_OPT_PROTOCOL). */
+	if (strcmp(host, "localhost") == 0)
+		return true;
 	if (inet_pton(AF_INET, host, &v4) == 1)
 		return (ntohl(v4.s_addr) >> 24) == 127;
 	if (inet_pton(AF_INET6, host, &v6) == 1)
@@ -111,7 +172,8 @@ host_is_loopback(const char *host)
  * at every retry.  The key is held to the rule of secret files.
  */
 static bool
-check_file(const char *key, const char *path, bool secret, BkError *err)
+check_file(const BkMysqlTls *tls, const char *key, const char *path,
+		   bool secret, BkError *err)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
@@ -119,10 +181,10 @@ check_file(const char *key, const char *path, bool secret, BkError *err)
 
 	if (fd < 0)
 		return bk_error_set(err, BK_ERR_CONFIG, "%s \"%s\" cannot be read: %s",
-							key, path, strerror(errno));
+							NAME(key), path, strerror(errno));
 	if (fstat(fd, &st) != 0)
 	{
-		bk_error_set(err, BK_ERR_CONFIG, "%s \"%s\": %s", key, path,
+		bk_error_set(err, BK_ERR_CONFIG, "%s \"%s\": %s", NAME(key), path,
 					 strerror(errno));
 		close(fd);
 		return false;
@@ -130,7 +192,7 @@ check_file(const char *key, const char *path, bool secret, BkError *err)
 	close(fd);
 	if (!S_ISREG(st.st_mode))
 		return bk_error_set(err, BK_ERR_CONFIG,
-							"%s \"%s\" is not a regular file", key, path);
+							"%s \"%s\" is not a regular file", NAME(key), path);
 	ok =
 		!secret || bk_secret_file_ok(path, &st, BK_SECRET_MARIADB_TLS_KEY, err);
 	return ok;
@@ -138,23 +200,33 @@ check_file(const char *key, const char *path, bool secret, BkError *err)
 
 /* The first TLS file setting given, for the messages. */
 static const char *
-first_file_setting(const AgentTls *tls)
+first_file_setting(const BkMysqlTls *tls)
 {
-	return tls->ca     ? "mysql_ssl_ca"
-		   : tls->cert ? "mysql_ssl_cert"
-		   : tls->key  ? "mysql_ssl_key"
-		   : tls->crl  ? "mysql_ssl_crl"
+	return tls->ca     ? NAME("mysql_ssl_ca")
+		   : tls->cert ? NAME("mysql_ssl_cert")
+		   : tls->key  ? NAME("mysql_ssl_key")
+		   : tls->crl  ? NAME("mysql_ssl_crl")
 					   : NULL;
 }
 
 bool
-agent_tls_settle(AgentTls *tls, const char *host, const char *socket,
-				 BkError *err)
+bk_mysql_tls_settle(BkMysqlTls *tls, const char *host, const char *socket,
+					BkError *err)
 {
-	bool over_socket = agent_tls_over_socket(host, socket);
-	const char *file_setting = first_file_setting(tls);
+	return bk_mysql_tls_settle_transport(
+		tls, host, bk_mysql_tls_over_socket(host, socket), socket, err);
+}
 
-	tls->mode_defaulted = tls->mode == AGENT_SSL_UNSET;
+bool
+bk_mysql_tls_settle_transport(BkMysqlTls *tls, const char *host,
+							  bool over_socket, const char *socket,
+							  BkError *err)
+{
+	const char *file_setting = first_file_setting(tls);
+	bool options = tls->style == BK_MYSQL_TLS_OPTIONS;
+	char mode[64];
+
+	tls->mode_defaulted = tls->mode == BK_MYSQL_SSL_UNSET;
 	if (over_socket)
 	{
 		/*
@@ -162,76 +234,92 @@ agent_tls_settle(AgentTls *tls, const char *host, const char *socket,
 		 * it there can read the server's files too: TLS would only cost.
 		 * Settings asking for it are refused rather than left doing nothing.
 		 */
-		if (tls->mode > AGENT_SSL_DISABLED || file_setting != NULL)
-			return bk_error_set(
-					   err, BK_ERR_CONFIG,
-					   "%s is set, but the agent connects through the Unix"
-					   " socket %s, where TLS protects nothing",
-					   tls->mode > AGENT_SSL_DISABLED ? "mysql_ssl_mode"
-													  : file_setting,
-					   socket ? socket : "(the default one)") ||
-				   bk_error_hint(err, "Remove the mysql_ssl_* settings, or set"
-									  " mysql_host (not \"localhost\") and"
-									  " mysql_port to connect over TCP.");
-		tls->mode = AGENT_SSL_DISABLED;
+		if (tls->mode > BK_MYSQL_SSL_DISABLED || file_setting != NULL)
+			return bk_error_set(err, BK_ERR_CONFIG,
+								"%s is set, but %s connects through the Unix"
+								" socket %s, where TLS protects nothing",
+								tls->mode > BK_MYSQL_SSL_DISABLED
+									? NAME("mysql_ssl_mode")
+									: file_setting,
+								who(tls),
+								socket ? socket : "(the default one)") ||
+				   bk_error_hint(
+					   err, options ? "Leave out the --mysql-ssl-* options,"
+									  " or give --mysql-host and"
+									  " --mysql-port instead of"
+									  " --mysql-socket to connect over TCP."
+									: "Remove the mysql_ssl_* settings, or"
+									  " set mysql_host (not \"localhost\")"
+									  " and mysql_port to connect over"
+									  " TCP.");
+		tls->mode = BK_MYSQL_SSL_DISABLED;
 		return true;
 	}
-	if (tls->mode == AGENT_SSL_UNSET)
-		tls->mode = tls->ca != NULL          ? AGENT_SSL_VERIFY_IDENTITY
-					: host_is_loopback(host) ? AGENT_SSL_DISABLED
-											 : AGENT_SSL_REQUIRED;
-	if (tls->mode == AGENT_SSL_DISABLED && file_setting != NULL)
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"%s is set, but mysql_ssl_mode is disabled",
-							file_setting) ||
-			   bk_error_hint(err, "Set mysql_ssl_mode = %s, or remove %s.",
-							 tls->ca || tls->crl ? "verify_identity"
-												 : "required (or"
-												   " verify_identity with"
-												   " mysql_ssl_ca)",
-							 file_setting);
-	if (tls->mode == AGENT_SSL_REQUIRED &&
+	if (tls->mode == BK_MYSQL_SSL_UNSET)
+		tls->mode = tls->ca != NULL          ? BK_MYSQL_SSL_VERIFY_IDENTITY
+					: host_is_loopback(host) ? BK_MYSQL_SSL_DISABLED
+											 : BK_MYSQL_SSL_REQUIRED;
+	if (tls->mode == BK_MYSQL_SSL_DISABLED && file_setting != NULL)
+		return bk_error_set(err, BK_ERR_CONFIG, "%s is set, but %s is disabled",
+							file_setting, NAME("mysql_ssl_mode")) ||
+			   bk_error_hint(
+				   err, "%s %s%s%s, or %s %s.", options ? "Give" : "Set",
+				   NAME("mysql_ssl_mode"), options ? "=" : " = ",
+				   tls->ca || tls->crl
+					   ? "verify_identity"
+					   : (options ? "required (or verify_identity with"
+									" --mysql-ssl-ca)"
+								  : "required (or verify_identity with"
+									" mysql_ssl_ca)"),
+				   options ? "leave out" : "remove", file_setting);
+	if (tls->mode == BK_MYSQL_SSL_REQUIRED &&
 		(tls->ca != NULL || tls->crl != NULL))
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"%s is set, but mysql_ssl_mode = required does"
-							" not check the server's certificate",
-							tls->ca ? "mysql_ssl_ca" : "mysql_ssl_crl") ||
-			   bk_error_hint(err,
-							 "Set mysql_ssl_mode = verify_identity to"
-							 " check it, or remove %s.",
-							 tls->ca ? "mysql_ssl_ca" : "mysql_ssl_crl");
-	if (tls->mode == AGENT_SSL_VERIFY_IDENTITY && tls->ca == NULL)
-		return bk_error_set(err, BK_ERR_CONFIG,
-							"mysql_ssl_mode = verify_identity needs"
-							" mysql_ssl_ca") ||
+		return bk_error_set(
+				   err, BK_ERR_CONFIG,
+				   "%s is set, but %s does not check the server's"
+				   " certificate",
+				   NAME(tls->ca ? "mysql_ssl_ca" : "mysql_ssl_crl"),
+				   mode_said(tls, BK_MYSQL_SSL_REQUIRED, mode, sizeof(mode))) ||
+			   bk_error_hint(err, "%s %s to check it, or %s %s.",
+							 options ? "Give" : "Set",
+							 mode_said(tls, BK_MYSQL_SSL_VERIFY_IDENTITY, mode,
+									   sizeof(mode)),
+							 options ? "leave out" : "remove",
+							 NAME(tls->ca ? "mysql_ssl_ca" : "mysql_ssl_crl"));
+	if (tls->mode == BK_MYSQL_SSL_VERIFY_IDENTITY && tls->ca == NULL)
+		return bk_error_set(err, BK_ERR_CONFIG, "%s needs %s",
+							mode_said(tls, BK_MYSQL_SSL_VERIFY_IDENTITY, mode,
+									  sizeof(mode)),
+							NAME("mysql_ssl_ca")) ||
 			   bk_error_hint(err, "Name the PEM file of the CA that signed the"
 								  " server's certificate (the system's bundle,"
 								  " such as /etc/ssl/certs/ca-certificates.crt,"
 								  " for a public CA).");
 	if ((tls->cert == NULL) != (tls->key == NULL))
-		return bk_error_set(err, BK_ERR_CONFIG, "%s is set without %s",
-							tls->cert ? "mysql_ssl_cert" : "mysql_ssl_key",
-							tls->cert ? "mysql_ssl_key" : "mysql_ssl_cert") ||
+		return bk_error_set(
+				   err, BK_ERR_CONFIG, "%s is set without %s",
+				   NAME(tls->cert ? "mysql_ssl_cert" : "mysql_ssl_key"),
+				   NAME(tls->cert ? "mysql_ssl_key" : "mysql_ssl_cert")) ||
 			   bk_error_hint(err, "A client certificate goes with its private"
 								  " key: set both, or neither.");
 	return (tls->ca == NULL ||
-			check_file("mysql_ssl_ca", tls->ca, false, err)) &&
+			check_file(tls, "mysql_ssl_ca", tls->ca, false, err)) &&
 		   (tls->cert == NULL ||
-			check_file("mysql_ssl_cert", tls->cert, false, err)) &&
+			check_file(tls, "mysql_ssl_cert", tls->cert, false, err)) &&
 		   (tls->key == NULL ||
-			check_file("mysql_ssl_key", tls->key, true, err)) &&
+			check_file(tls, "mysql_ssl_key", tls->key, true, err)) &&
 		   (tls->crl == NULL ||
-			check_file("mysql_ssl_crl", tls->crl, false, err));
+			check_file(tls, "mysql_ssl_crl", tls->crl, false, err));
 }
 
 bool
-agent_tls_options(const AgentTls *tls, MYSQL *conn, BkError *err)
+bk_mysql_tls_options(const BkMysqlTls *tls, MYSQL *conn, BkError *err)
 {
-	my_bool enforce = tls->mode != AGENT_SSL_DISABLED;
-	my_bool verify = tls->mode == AGENT_SSL_VERIFY_IDENTITY;
+	my_bool enforce = tls->mode != BK_MYSQL_SSL_DISABLED;
+	my_bool verify = tls->mode == BK_MYSQL_SSL_VERIFY_IDENTITY;
 	int failed = 0;
 
-	if (tls->mode == AGENT_SSL_DISABLED)
+	if (tls->mode == BK_MYSQL_SSL_DISABLED)
 		return true;
 	failed |= mysql_optionsv(conn, MYSQL_OPT_SSL_ENFORCE, &enforce);
 	failed |= mysql_optionsv(conn, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
@@ -254,13 +342,26 @@ agent_tls_options(const AgentTls *tls, MYSQL *conn, BkError *err)
 
 /* What to do about a server without TLS, when the mode requires it. */
 static bool
-no_tls_hint(BkError *err)
+no_tls_hint(const BkMysqlTls *tls, BkError *err)
 {
-	return bk_error_hint(err,
-						 "Enable TLS on the server (ssl_cert and ssl_key in"
-						 " its [mariadbd] section; SHOW GLOBAL VARIABLES LIKE"
-						 " 'have_ssl' then says YES), or, on a network you"
-						 " trust, set mysql_ssl_mode = disabled.");
+	char disabled[64];
+
+	return bk_error_hint(
+		err,
+		"Enable TLS on the server (ssl_cert and ssl_key in"
+		" its [mariadbd] section; SHOW GLOBAL VARIABLES LIKE"
+		" 'have_ssl' then says YES), or, on a network you"
+		" trust, %s %s.",
+		tls->style == BK_MYSQL_TLS_OPTIONS ? "give" : "set",
+		mode_said(tls, BK_MYSQL_SSL_DISABLED, disabled, sizeof(disabled)));
+}
+
+/* Where the server is given, for "check ..." hints. */
+static const char *
+where_given(const BkMysqlTls *tls)
+{
+	return tls->style == BK_MYSQL_TLS_OPTIONS ? "--mysql-host and --mysql-port"
+											  : "mysql_host and mysql_port";
 }
 
 /* ------------------------------------------------------------ the probe */
@@ -287,16 +388,16 @@ le16(const unsigned char *p)
 	return (unsigned int) p[0] | (unsigned int) p[1] << 8;
 }
 
-static AgentGreetingStatus
-greeting_malformed(AgentGreeting *out, const char *what)
+static BkMysqlGreetingStatus
+greeting_malformed(BkMysqlGreeting *out, const char *what)
 {
 	snprintf(out->detail, sizeof(out->detail), "%s", what);
-	return AGENT_GREETING_MALFORMED;
+	return BK_MYSQL_GREETING_MALFORMED;
 }
 
-AgentGreetingStatus
-agent_tls_parse_greeting(const unsigned char *data, size_t len,
-						 AgentGreeting *out)
+BkMysqlGreetingStatus
+bk_mysql_tls_parse_greeting(const unsigned char *data, size_t len,
+							BkMysqlGreeting *out)
 {
 	const unsigned char *payload = data + 4;
 	const unsigned char *nul;
@@ -305,25 +406,25 @@ agent_tls_parse_greeting(const unsigned char *data, size_t len,
 
 	memset(out, 0, sizeof(*out));
 	if (len < 4)
-		return AGENT_GREETING_PARTIAL;
+		return BK_MYSQL_GREETING_PARTIAL;
 	/* The packet header: 3 bytes of length (little-endian), a sequence. */
 	payload_len =
 		(size_t) data[0] | (size_t) data[1] << 8 | (size_t) data[2] << 16;
 	if (payload_len == 0)
 		return greeting_malformed(out, "an empty packet");
-	if (payload_len > AGENT_GREETING_MAX - 4)
+	if (payload_len > BK_MYSQL_GREETING_MAX - 4)
 	{
 		snprintf(out->detail, sizeof(out->detail),
 				 "a first packet of %zu bytes, more than any greeting",
 				 payload_len);
-		return AGENT_GREETING_MALFORMED;
+		return BK_MYSQL_GREETING_MALFORMED;
 	}
 	/* Connector/C would refuse it too ("packets out of order"). */
 	if (data[3] != 0)
 		return greeting_malformed(out, "a first packet whose sequence"
 									   " number is not 0");
 	if (len < 4 + payload_len)
-		return AGENT_GREETING_PARTIAL;
+		return BK_MYSQL_GREETING_PARTIAL;
 
 	if (payload[0] == 0xff)
 	{
@@ -334,13 +435,13 @@ agent_tls_parse_greeting(const unsigned char *data, size_t len,
 		at = payload_len >= 9 && payload[3] == '#' ? 9 : 3;
 		copy_printable(out->detail, sizeof(out->detail), payload + at,
 					   payload_len - at);
-		return AGENT_GREETING_ERROR;
+		return BK_MYSQL_GREETING_ERROR;
 	}
 	if (payload[0] != 10)
 	{
 		snprintf(out->detail, sizeof(out->detail),
 				 "a handshake of protocol version %u, not 10", payload[0]);
-		return AGENT_GREETING_MALFORMED;
+		return BK_MYSQL_GREETING_MALFORMED;
 	}
 	/* The server's version, NUL-terminated. */
 	nul = memchr(payload + 1, '\0',
@@ -359,7 +460,7 @@ agent_tls_parse_greeting(const unsigned char *data, size_t len,
 									   " scramble is not 0");
 	/* The capability flags' lower 2 bytes, where CLIENT_SSL is. */
 	out->offers_tls = (le16(payload + at + 13) & GREETING_CLIENT_SSL) != 0;
-	return AGENT_GREETING_HANDSHAKE;
+	return BK_MYSQL_GREETING_HANDSHAKE;
 }
 
 /*
@@ -463,18 +564,18 @@ probe_connect(const char *host, unsigned int port, int64_t deadline, char *why,
 
 /*
  * The greeting of the server at fd, read before the deadline: its status,
- * or AGENT_GREETING_PARTIAL and why when it did not come whole.
+ * or BK_MYSQL_GREETING_PARTIAL and why when it did not come whole.
  */
-static AgentGreetingStatus
-probe_read(int fd, int64_t deadline, AgentGreeting *greeting, char *why,
+static BkMysqlGreetingStatus
+probe_read(int fd, int64_t deadline, BkMysqlGreeting *greeting, char *why,
 		   size_t why_size)
 {
-	unsigned char buf[AGENT_GREETING_MAX];
+	unsigned char buf[BK_MYSQL_GREETING_MAX];
 	size_t got = 0;
-	AgentGreetingStatus status = AGENT_GREETING_PARTIAL;
+	BkMysqlGreetingStatus status = BK_MYSQL_GREETING_PARTIAL;
 
 	/* The parser says PARTIAL only below 4 + its largest payload. */
-	while (status == AGENT_GREETING_PARTIAL && got < sizeof(buf))
+	while (status == BK_MYSQL_GREETING_PARTIAL && got < sizeof(buf))
 	{
 		ssize_t n;
 
@@ -483,7 +584,7 @@ probe_read(int fd, int64_t deadline, AgentGreeting *greeting, char *why,
 			snprintf(why, why_size, "%s",
 					 errno == ETIMEDOUT ? "it sent no greeting in time"
 										: strerror(errno));
-			return AGENT_GREETING_PARTIAL;
+			return BK_MYSQL_GREETING_PARTIAL;
 		}
 		n = recv(fd, buf + got, sizeof(buf) - got, 0);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
@@ -493,28 +594,29 @@ probe_read(int fd, int64_t deadline, AgentGreeting *greeting, char *why,
 			snprintf(why, why_size, "%s",
 					 n == 0 ? "it closed the connection before its greeting"
 							: strerror(errno));
-			return AGENT_GREETING_PARTIAL;
+			return BK_MYSQL_GREETING_PARTIAL;
 		}
 		got += (size_t) n;
-		status = agent_tls_parse_greeting(buf, got, greeting);
+		status = bk_mysql_tls_parse_greeting(buf, got, greeting);
 	}
-	if (status == AGENT_GREETING_PARTIAL)
+	if (status == BK_MYSQL_GREETING_PARTIAL)
 		snprintf(why, why_size, "a greeting of more than %d bytes",
-				 AGENT_GREETING_MAX);
+				 BK_MYSQL_GREETING_MAX);
 	return status;
 }
 
 bool
-agent_tls_probe(const AgentTls *tls, const char *host, unsigned int port,
-				const char *server, unsigned int timeout, BkError *err)
+bk_mysql_tls_probe(const BkMysqlTls *tls, const char *host, unsigned int port,
+				   const char *server, unsigned int timeout, BkError *err)
 {
 	int64_t deadline = bk_monotonic_ms() + (int64_t) timeout * 1000;
-	AgentGreeting greeting;
-	AgentGreetingStatus status;
+	BkMysqlGreeting greeting;
+	BkMysqlGreetingStatus status;
 	char why[256];
+	char mode[64];
 	int fd;
 
-	if (tls->mode != AGENT_SSL_REQUIRED)
+	if (tls->mode != BK_MYSQL_SSL_REQUIRED)
 		return true;
 	fd = probe_connect(host, port != 0 ? port : default_port(), deadline, why,
 					   sizeof(why));
@@ -522,8 +624,8 @@ agent_tls_probe(const AgentTls *tls, const char *host, unsigned int port,
 		return bk_error_set(err, BK_ERR_IO,
 							"could not connect to MariaDB at %s: %s", server,
 							why) ||
-			   bk_error_hint(err, "Check mysql_host and mysql_port, and that"
-								  " the server is up.");
+			   bk_error_hint(err, "Check %s, and that the server is up.",
+							 where_given(tls));
 	/*
 	 * Nothing is sent: the server counts a handshake error against this
 	 * host (Aborted_connects, and max_connect_errors if it resolves host
@@ -537,49 +639,51 @@ agent_tls_probe(const AgentTls *tls, const char *host, unsigned int port,
 	close(fd);
 	switch (status)
 	{
-		case AGENT_GREETING_HANDSHAKE:
+		case BK_MYSQL_GREETING_HANDSHAKE:
 			if (greeting.offers_tls)
 				return true;
 			return bk_error_set(err, BK_ERR_IO,
-								"MariaDB at %s offers no TLS, and"
-								" mysql_ssl_mode = required refuses it: the"
-								" login was not sent",
-								server) ||
-				   no_tls_hint(err);
-		case AGENT_GREETING_ERROR:
+								"MariaDB at %s offers no TLS, and %s refuses"
+								" it: the login was not sent",
+								server,
+								mode_said(tls, BK_MYSQL_SSL_REQUIRED, mode,
+										  sizeof(mode))) ||
+				   no_tls_hint(tls, err);
+		case BK_MYSQL_GREETING_ERROR:
 			bk_error_set(err, BK_ERR_IO,
 						 "MariaDB at %s refused the connection before any"
 						 " login: error %u: %s",
 						 server, greeting.error_code, greeting.detail);
 			if (greeting.error_code == 1129) /* ER_HOST_IS_BLOCKED */
-				bk_error_hint(err, "FLUSH HOSTS on the server (or mariadb-admin"
-								   " flush-hosts) unblocks this host.  Its"
-								   " connections that failed before a login"
-								   " count to max_connect_errors, clients on"
-								   " this host other than the agent among"
-								   " them.");
+				bk_error_hint(err,
+							  "FLUSH HOSTS on the server (or mariadb-admin"
+							  " flush-hosts) unblocks this host.  Its"
+							  " connections that failed before a login"
+							  " count to max_connect_errors, clients on"
+							  " this host other than %s among them.",
+							  who(tls));
 			return false;
-		case AGENT_GREETING_MALFORMED:
+		case BK_MYSQL_GREETING_MALFORMED:
 			return bk_error_set(err, BK_ERR_IO,
 								"what answers at %s is not MariaDB: %s", server,
 								greeting.detail) ||
-				   bk_error_hint(err, "Check mysql_host and mysql_port.");
-		case AGENT_GREETING_PARTIAL:
+				   bk_error_hint(err, "Check %s.", where_given(tls));
+		case BK_MYSQL_GREETING_PARTIAL:
 			break;
 	}
 	return bk_error_set(err, BK_ERR_IO,
 						"could not read the greeting of MariaDB at %s: %s",
 						server, why) ||
-		   bk_error_hint(err, "Check mysql_host and mysql_port, and that the"
-							  " server is up.");
+		   bk_error_hint(err, "Check %s, and that the server is up.",
+						 where_given(tls));
 }
 
 bool
-agent_tls_confirm(const AgentTls *tls, MYSQL *conn, const char *server,
-				  BkError *err)
+bk_mysql_tls_confirm(const BkMysqlTls *tls, MYSQL *conn, const char *server,
+					 BkError *err)
 {
 	/*
-	 * agent_tls_probe saw TLS offered on a connection of its own, but the
+	 * bk_mysql_tls_probe saw TLS offered on a connection of its own, but the
 	 * login went on another: a server restarted without TLS in between, or
 	 * an attacker on the path answering the probe with TLS offered and the
 	 * login without.  Connector/C then went on in plain text, so the
@@ -589,53 +693,62 @@ agent_tls_confirm(const AgentTls *tls, MYSQL *conn, const char *server,
 	 * offer TLS with a certificate of his own, which required does not
 	 * check; only verify_identity stops him, before anything is sent.
 	 */
-	if (tls->mode == AGENT_SSL_DISABLED || mysql_get_ssl_cipher(conn) != NULL)
+	char mode[64];
+
+	if (tls->mode == BK_MYSQL_SSL_DISABLED ||
+		mysql_get_ssl_cipher(conn) != NULL)
 		return true;
 	return bk_error_set(err, BK_ERR_IO,
 						"the connection to MariaDB at %s is not encrypted, and"
-						" mysql_ssl_mode = %s refuses it",
-						server, agent_tls_mode_name(tls->mode)) ||
-		   no_tls_hint(err);
+						" %s refuses it",
+						server,
+						mode_said(tls, tls->mode, mode, sizeof(mode))) ||
+		   no_tls_hint(tls, err);
 }
 
 bool
-agent_tls_failure_hint(const AgentTls *tls, MYSQL *conn, const char *host,
-					   const char *server, BkError *err)
+bk_mysql_tls_failure_hint(const BkMysqlTls *tls, MYSQL *conn, const char *host,
+						  const char *server, BkError *err)
 {
-	if (tls->mode == AGENT_SSL_DISABLED ||
+	bool options = tls->style == BK_MYSQL_TLS_OPTIONS;
+	char mode[64], disabled[64];
+
+	if (tls->mode == BK_MYSQL_SSL_DISABLED ||
 		mysql_errno(conn) != CR_SSL_CONNECTION_ERROR)
 		return false;
+	mode_said(tls, tls->mode, mode, sizeof(mode));
 	if (strstr(mysql_error(conn), "does not support") != NULL)
+		bk_error_hint(
+			err,
+			"%s needs TLS, which the server does not offer.  Enable"
+			" it there (ssl_cert and ssl_key in its [mariadbd]"
+			" section; SHOW GLOBAL VARIABLES LIKE 'have_ssl' then"
+			" says YES), or, on a network you trust, %s %s.",
+			mode, options ? "give" : "set",
+			mode_said(tls, BK_MYSQL_SSL_DISABLED, disabled, sizeof(disabled)));
+	else if (tls->mode == BK_MYSQL_SSL_VERIFY_IDENTITY)
 		bk_error_hint(err,
-					  "mysql_ssl_mode = %s needs TLS, which the server does"
-					  " not offer.  Enable it there (ssl_cert and ssl_key in"
-					  " its [mariadbd] section; SHOW GLOBAL VARIABLES LIKE"
-					  " 'have_ssl' then says YES), or, on a network you"
-					  " trust, set mysql_ssl_mode = disabled.",
-					  agent_tls_mode_name(tls->mode));
-	else if (tls->mode == AGENT_SSL_VERIFY_IDENTITY)
-		bk_error_hint(err,
-					  "mysql_ssl_mode = verify_identity: the server's"
-					  " certificate must be signed by a CA of mysql_ssl_ca"
-					  " (\"%s\"), be valid now%s, and name \"%s\" (in its"
-					  " subjectAltName).  See it with \"openssl s_client"
+					  "%s: the server's certificate must be signed by a CA of"
+					  " %s (\"%s\"), be valid now%s%s, and name \"%s\" (in"
+					  " its subjectAltName).  See it with \"openssl s_client"
 					  " -starttls mysql -connect %s%s\"; fix the CA or the"
-					  " server's certificate, or set mysql_host to a name the"
+					  " server's certificate, or %s %s to a name the"
 					  " certificate has.",
-					  tls->ca,
-					  tls->crl ? " and not revoked in mysql_ssl_crl" : "", host,
-					  server, strchr(server, ':') ? "" : ":3306");
+					  mode, NAME("mysql_ssl_ca"), tls->ca,
+					  tls->crl ? " and not revoked in " : "",
+					  tls->crl ? NAME("mysql_ssl_crl") : "", host, server,
+					  strchr(server, ':') ? "" : ":3306",
+					  options ? "give" : "set", NAME("mysql_host"));
 	else
 		bk_error_hint(err,
-					  "mysql_ssl_mode = %s: check the server's TLS settings"
-					  " (ssl_cert, ssl_key) and mysql_ssl_cert and"
-					  " mysql_ssl_key if set.",
-					  agent_tls_mode_name(tls->mode));
+					  "%s: check the server's TLS settings (ssl_cert, ssl_key)"
+					  " and %s and %s if set.",
+					  mode, NAME("mysql_ssl_cert"), NAME("mysql_ssl_key"));
 	return true;
 }
 
 void
-agent_tls_free(AgentTls *tls)
+bk_mysql_tls_free(BkMysqlTls *tls)
 {
 	free(tls->ca);
 	free(tls->cert);

@@ -59,6 +59,19 @@ static const char restore_help[] =
 	"needs\n"
 	"                            ALL PRIVILEGES ON *.* WITH GRANT OPTION\n"
 	"  --mysql-password-file F   its password (else from ~/.my.cnf, [client])\n"
+	"  --mysql-ssl-mode M        TLS to the target: disabled, required (the\n"
+	"                            server's certificate unchecked) or\n"
+	"                            verify_identity (signed by --mysql-ssl-ca,\n"
+	"                            naming --mysql-host); default "
+	"verify_identity\n"
+	"                            with --mysql-ssl-ca, else disabled over the\n"
+	"                            socket or loopback, else required.  A server\n"
+	"                            without TLS is refused before the login\n"
+	"  --mysql-ssl-ca F          PEM file of the CAs the server's certificate\n"
+	"                            is checked against\n"
+	"  --mysql-ssl-cert F        client certificate (with --mysql-ssl-key)\n"
+	"  --mysql-ssl-key F         its private key (mode 0600 or stricter)\n"
+	"  --mysql-ssl-crl F         revoked server certificates (PEM)\n"
 	"  --snapshot ID             restore this snapshot (must be at or before\n"
 	"                            the target)\n"
 	"  --jobs N                  tables loaded in parallel (default 2)\n"
@@ -71,6 +84,12 @@ static const char restore_help[] =
 	"                            part of the snapshot is checked first\n"
 	"  --dry-run                 check everything and print the plan; change\n"
 	"                            nothing\n"
+	"\n"
+	"TLS comes from these options alone: over TCP, unless given\n"
+	"--mysql-ssl-mode=disabled (no TLS asked for, none checked),\n"
+	"ssl and tls settings in the option files the mariadb client reads\n"
+	"(~/.my.cnf and others) are refused.  Over --mysql-socket TLS protects\n"
+	"nothing, and asking for it is refused.\n"
 	"\n"
 	"The target server must be empty (no database but mysql, sys and the\n"
 	"schemas of the server), have local_infile=ON, secure_timestamp other\n"
@@ -91,6 +110,11 @@ enum
 	OPT_PORT,
 	OPT_USER,
 	OPT_PASSWORD_FILE,
+	OPT_SSL_MODE,
+	OPT_SSL_CA,
+	OPT_SSL_CERT,
+	OPT_SSL_KEY,
+	OPT_SSL_CRL,
 	OPT_SNAPSHOT,
 	OPT_TARGET,
 	OPT_TARGET_TIME,
@@ -109,6 +133,11 @@ static const struct option restore_options[] = {
 	{"mysql-port", required_argument, NULL, OPT_PORT},
 	{"mysql-user", required_argument, NULL, OPT_USER},
 	{"mysql-password-file", required_argument, NULL, OPT_PASSWORD_FILE},
+	{"mysql-ssl-mode", required_argument, NULL, OPT_SSL_MODE},
+	{"mysql-ssl-ca", required_argument, NULL, OPT_SSL_CA},
+	{"mysql-ssl-cert", required_argument, NULL, OPT_SSL_CERT},
+	{"mysql-ssl-key", required_argument, NULL, OPT_SSL_KEY},
+	{"mysql-ssl-crl", required_argument, NULL, OPT_SSL_CRL},
 	{"snapshot", required_argument, NULL, OPT_SNAPSHOT},
 	{"target", required_argument, NULL, OPT_TARGET},
 	{"target-time", required_argument, NULL, OPT_TARGET_TIME},
@@ -182,6 +211,20 @@ set_target(MariadbRestore *r, RestoreTargetType type, const char *text)
 	return BK_EXIT_OK;
 }
 
+/* --mysql-ssl-*: the agent's mysql_ssl_* setting of the same name. */
+static int
+set_tls(MariadbRestore *r, const char *key, const char *value)
+{
+	BkError err;
+	bool known;
+
+	bk_error_clear(&err);
+	if (bk_mysql_tls_set(&r->tls, key, value, &known, &err))
+		return BK_EXIT_OK;
+	return bk_cli_usage_error(r->program, "%s%s%s", err.message,
+							  err.hint[0] ? "\nHINT: " : "", err.hint);
+}
+
 static int
 restore_option(void *arg, int code, const char *value)
 {
@@ -215,6 +258,16 @@ restore_option(void *arg, int code, const char *value)
 		case OPT_PASSWORD_FILE:
 			r->password_file = value;
 			break;
+		case OPT_SSL_MODE:
+			return set_tls(r, "mysql_ssl_mode", value);
+		case OPT_SSL_CA:
+			return set_tls(r, "mysql_ssl_ca", value);
+		case OPT_SSL_CERT:
+			return set_tls(r, "mysql_ssl_cert", value);
+		case OPT_SSL_KEY:
+			return set_tls(r, "mysql_ssl_key", value);
+		case OPT_SSL_CRL:
+			return set_tls(r, "mysql_ssl_crl", value);
 		case OPT_SNAPSHOT:
 			r->snapshot_id = value;
 			break;
@@ -763,7 +816,14 @@ run(MariadbRestore *r, BkError *err)
 	size_t idx;
 	json_t *table;
 
-	if (!read_password(r, err) ||
+	/*
+	 * TLS first: a contradiction or a file that cannot be read is said
+	 * before the repository is read.  --mysql-host "localhost" is TCP
+	 * here (restore_connect forces the protocol).
+	 */
+	if (!bk_mysql_tls_settle_transport(&r->tls, r->host, r->socket != NULL,
+									   r->socket, err) ||
+		!read_password(r, err) ||
 		!bk_command_open(&r->ctx, r->program, &r->common, r->source,
 						 BK_KEY_USED, err))
 		return false;
@@ -819,6 +879,9 @@ run(MariadbRestore *r, BkError *err)
 	tables = json_object_get(r->record, "tables");
 	json_array_foreach(tables, idx, table) r->bytes_total +=
 		(uint64_t) json_integer_value(json_object_get(table, "bytes"));
+	/* Before the first login: the option files may say ssl-* (or worse). */
+	if (!restore_check_client_defaults(r, err))
+		return false;
 	r->conn = restore_connect(r, false, err);
 	if (r->conn == NULL || !restore_check_server(r, err) ||
 		!restore_check_replay(r, err))
@@ -866,6 +929,7 @@ bk_mariadb_restore(int argc, char **argv)
 	r->program = argv[0];
 	r->jobs = RESTORE_JOBS_DEFAULT;
 	r->user = "root";
+	r->tls.style = BK_MYSQL_TLS_OPTIONS;
 	r->kept_accounts = json_array();
 	r->remote_left = json_array();
 	pthread_mutex_init(&r->lock, NULL);
@@ -919,6 +983,7 @@ done:
 		explicit_bzero(r->password, strlen(r->password));
 		free(r->password);
 	}
+	bk_mysql_tls_free(&r->tls);
 	binlog_catalog_free(&r->binlog);
 	mariadb_snapshot_catalog_free(&r->snapshots);
 	bk_command_close(&r->ctx);

@@ -35,6 +35,7 @@
 #include "binlog_catalog.h"
 #include "bk_binlog.h"
 #include "bk_mariadb_part.h"
+#include "bk_mysql_tls.h"
 #include "commands.h"
 #include "snapshot_catalog.h"
 
@@ -82,6 +83,11 @@ typedef struct MariadbRestore
 	unsigned int port;
 	const char *user;
 	const char *password_file;
+	/*
+	 * --mysql-ssl-*: TLS on every connection to the target, bk's own and
+	 * the replay's mariadb client (bk_mysql_tls.h; settled by run()).
+	 */
+	BkMysqlTls tls;
 	const char *snapshot_id;
 	const char *work_parent;
 	RestoreTarget target;
@@ -189,6 +195,15 @@ typedef struct MariadbRestore
 
 /* restore_binlog.c */
 extern void restore_target_file_normalize(MariadbRestore *r);
+/*
+ * What the option files give the mariadb client (and Connector/C, which
+ * reads [client] at each connection) checked before the first connection:
+ * nothing that loses statements, no other password than
+ * --mysql-password-file's, and no TLS setting that would override
+ * --mysql-ssl-*.
+ */
+extern bool restore_check_client_defaults(const MariadbRestore *r,
+										  BkError *err);
 extern bool restore_check_replay(MariadbRestore *r, BkError *err);
 extern bool restore_plan_replay(MariadbRestore *r, BkError *err);
 extern bool restore_replay(MariadbRestore *r, BkError *err);
@@ -197,6 +212,14 @@ extern void restore_remove_work_dir(MariadbRestore *r);
 /* restore_server.c */
 /* A connection to the target; loading ones are set up for loading. */
 extern MYSQL *restore_connect(MariadbRestore *r, bool loading, BkError *err);
+/* The target as the messages name it: "socket PATH" or "HOST:PORT". */
+extern const char *restore_server_name(const MariadbRestore *r, char *out,
+									   size_t out_len);
+/*
+ * --mysql-ssl-mode=required: the target offers TLS, seen in its greeting
+ * before any login is sent (bk_mysql_tls_probe); true for other modes.
+ */
+extern bool restore_tls_probe(const MariadbRestore *r, BkError *err);
 /*
  * Make conn refuse any LOAD DATA LOCAL file request (the server asking for
  * a file of its choice) until another handler is set: restore_connect does

@@ -1787,6 +1787,37 @@ names_password(const char *word)
 }
 
 /*
+ * A TLS setting (ssl, ssl-ca, ssl-verify-server-cert, tls-version, ...),
+ * turned on, off or given a value: "--", any "loose-", at most one of
+ * "skip-", "disable-" or "enable-", then a name from "ssl" or "tls".
+ */
+static bool
+names_tls(const char *word)
+{
+	static const char *const prefixes[] = {"skip", "disable", "enable"};
+	const char *name;
+
+	if (strncmp(word, "--", 2) != 0)
+		return false;
+	name = word + 2;
+	while (strncasecmp(name, "loose", 5) == 0 &&
+		   (name[5] == '-' || name[5] == '_'))
+		name += 6;
+	for (size_t idx = 0; idx < sizeof(prefixes) / sizeof(prefixes[0]); idx++)
+	{
+		size_t len = strlen(prefixes[idx]);
+
+		if (strncasecmp(name, prefixes[idx], len) == 0 &&
+			(name[len] == '-' || name[len] == '_'))
+		{
+			name += len + 1;
+			break;
+		}
+	}
+	return strncasecmp(name, "ssl", 3) == 0 || strncasecmp(name, "tls", 3) == 0;
+}
+
+/*
  * The client reads the option files (groups [mysql], [mariadb-client],
  * [client], [client-server] and [client-mariadb]), which is how it gets
  * the password when no --mysql-password-file is given.  Two options there
@@ -1799,7 +1830,27 @@ names_password(const char *word)
  * A password there wins over MYSQL_PWD, through which the client gets
  * --mysql-password-file's: the replay would log in with another password
  * than bk's own connection, and fail after the whole load; refused too.
+ *
+ * So are TLS settings there (tls_from_options says when): bk's own
+ * connections read [client] when they connect (for the password), after
+ * the --mysql-ssl-* options are set, so that a file's ssl-ca,
+ * ssl-verify-server-cert=0, tls-version or skip-ssl would silently replace
+ * what the command line asked for; and a file's "ssl" alone is what let a
+ * restore go on in plain text to a server without TLS.  TLS has one
+ * place: the options.
  */
+/*
+ * Whether TLS settings in the option files are refused: always over TCP,
+ * unless --mysql-ssl-mode=disabled was given, with which bk asks for no
+ * TLS and checks none.  Over the Unix socket TLS protects nothing.
+ */
+static bool
+tls_from_options(const MariadbRestore *r)
+{
+	return r->socket == NULL &&
+		   (r->tls.mode != BK_MYSQL_SSL_DISABLED || r->tls.mode_defaulted);
+}
+
 static bool
 client_defaults_checked(const MariadbRestore *r, BkError *err)
 {
@@ -1853,8 +1904,8 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 	else if (ok && status == 127)
 	{
 		ok = bk_error_set(err, BK_ERR_CONFIG,
-						  "the mariadb client, which replays the binlog, is "
-						  "not on PATH");
+						  "the mariadb client, which replays the binlog and "
+						  "says what the option files give, is not on PATH");
 		bk_error_hint(err, "Install it (Debian: mariadb-client).");
 	}
 	else if (ok && status != 0)
@@ -1877,6 +1928,29 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 				err, "Remove the password from the option files the mariadb "
 					 "client reads (\"mariadb --print-defaults\" shows what "
 					 "they give), or leave out --mysql-password-file.");
+		}
+		else if (tls_from_options(r) && names_tls(word))
+		{
+			char setting[128];
+
+			/* The name alone: a value may be a path, or a passphrase. */
+			bk_strlcpy(setting, word, sizeof(setting));
+			setting[strcspn(setting, "=")] = '\0';
+			ok = bk_error_set(
+				err, BK_ERR_CONFIG,
+				"the option files give the mariadb client %s, a TLS "
+				"setting: bk restore takes TLS from its --mysql-ssl-* "
+				"options alone (here --mysql-ssl-mode=%s%s), and the file "
+				"would override them",
+				setting, bk_mysql_tls_mode_name(r->tls.mode),
+				r->tls.mode_defaulted ? ", the default" : "");
+			bk_error_hint(
+				err, "Give TLS as --mysql-ssl-mode (required, or "
+					 "verify_identity with --mysql-ssl-ca) and remove the "
+					 "TLS settings from the option files (\"mariadb "
+					 "--print-defaults\" shows what they give); or, on a "
+					 "network you trust, give --mysql-ssl-mode=disabled: bk "
+					 "then asks for no TLS and checks none.");
 		}
 		else if (names_one_database(word))
 		{
@@ -1919,6 +1993,35 @@ client_argv(const MariadbRestore *r, Argv *argv)
 		argv_add(argv, "--host=%s", r->host);
 		argv_add(argv, "--port=%u", r->port);
 	}
+	/*
+	 * TLS as bk's own connections have it (on the command line, which wins
+	 * over the option files).  The client asked for TLS without checking
+	 * the certificate goes on in plain text when the server offers none,
+	 * as Connector/C does for bk: restore_tls_probe looks first, and the
+	 * init command, run before anything of the replay is sent, refuses a
+	 * session that is not encrypted after all.
+	 */
+	if (r->tls.mode == BK_MYSQL_SSL_DISABLED)
+		return;
+	argv_add(argv, "--ssl");
+	if (r->tls.mode == BK_MYSQL_SSL_VERIFY_IDENTITY)
+		argv_add(argv, "--ssl-verify-server-cert");
+	if (r->tls.ca != NULL)
+		argv_add(argv, "--ssl-ca=%s", r->tls.ca);
+	if (r->tls.crl != NULL)
+		argv_add(argv, "--ssl-crl=%s", r->tls.crl);
+	if (r->tls.cert != NULL)
+		argv_add(argv, "--ssl-cert=%s", r->tls.cert);
+	if (r->tls.key != NULL)
+		argv_add(argv, "--ssl-key=%s", r->tls.key);
+	argv_add(argv, "--tls-version=TLSv1.2,TLSv1.3");
+	argv_add(argv,
+			 "--init-command=IF (SELECT VARIABLE_VALUE FROM"
+			 " information_schema.SESSION_STATUS WHERE VARIABLE_NAME ="
+			 " 'Ssl_cipher') = '' THEN SIGNAL SQLSTATE '45000' SET"
+			 " MESSAGE_TEXT = 'bk: this session is not encrypted, and"
+			 " --mysql-ssl-mode=%s refuses it'; END IF",
+			 bk_mysql_tls_mode_name(r->tls.mode));
 }
 
 /*
@@ -1939,6 +2042,8 @@ client_probe(const MariadbRestore *r, BkError *err)
 	ssize_t got;
 	int status;
 
+	if (!restore_tls_probe(r, err))
+		return false;
 	if (pipe2(err_pipe, O_CLOEXEC) != 0)
 		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
 							strerror(errno));
@@ -2154,6 +2259,15 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 }
 
 bool
+restore_check_client_defaults(const MariadbRestore *r, BkError *err)
+{
+	/* Without a replay, only the TLS settings matter. */
+	if (r->replay_count == 0 && !tls_from_options(r))
+		return true;
+	return client_defaults_checked(r, err);
+}
+
+bool
 restore_replay(MariadbRestore *r, BkError *err)
 {
 	Argv binlog = {0}, client = {0};
@@ -2171,7 +2285,8 @@ restore_replay(MariadbRestore *r, BkError *err)
 	if (r->replay_count == 0)
 		return true;
 	restore_mark_step(r, "binlog replay");
-	if (!client_defaults_checked(r, err) || !raise_packet_limit(r, err))
+	if (!client_defaults_checked(r, err) || !restore_tls_probe(r, err) ||
+		!raise_packet_limit(r, err))
 		return false;
 	if (!set_replay_settings(r, err))
 	{

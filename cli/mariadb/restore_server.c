@@ -33,14 +33,35 @@ static const char *const needed_privileges[] = {
 	"EVENT",        "CREATE USER",    "SET USER",      "SUPER",
 	"BINLOG ADMIN", "BINLOG REPLAY",  "REFERENCES",    "LOCK TABLES"};
 
-static const char *
-server_name(const MariadbRestore *r, char *out, size_t out_len)
+const char *
+restore_server_name(const MariadbRestore *r, char *out, size_t out_len)
 {
 	if (r->socket != NULL)
 		snprintf(out, out_len, "socket %s", r->socket);
 	else
 		snprintf(out, out_len, "%s:%u", r->host, r->port);
 	return out;
+}
+
+/* Connector/C's and the probe's wait for the server, in seconds. */
+#define RESTORE_CONNECT_TIMEOUT 10
+
+bool
+restore_tls_probe(const MariadbRestore *r, BkError *err)
+{
+	char where[512];
+
+	/*
+	 * Every connection is looked at first, not only the first one: a
+	 * restore makes a few (its own, one per --jobs, the replay client's),
+	 * each look counts one aborted connection on the server, and the
+	 * login that follows it clears the count.
+	 */
+	if (r->tls.mode != BK_MYSQL_SSL_REQUIRED)
+		return true;
+	return bk_mysql_tls_probe(&r->tls, r->host, r->port,
+							  restore_server_name(r, where, sizeof(where)),
+							  RESTORE_CONNECT_TIMEOUT, err);
 }
 
 bool
@@ -136,7 +157,7 @@ MYSQL *
 restore_connect(MariadbRestore *r, bool loading, BkError *err)
 {
 	MYSQL *conn = mysql_init(NULL);
-	unsigned int timeout = 10;
+	unsigned int timeout = RESTORE_CONNECT_TIMEOUT;
 	/* Only the loading connections send files, and only bk's own. */
 	unsigned int local_infile = loading ? 1 : 0;
 	unsigned long packet = 1024UL * 1024 * 1024;
@@ -166,16 +187,34 @@ restore_connect(MariadbRestore *r, bool loading, BkError *err)
 	 */
 	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
 	restore_refuse_local_infile(conn);
+	/*
+	 * TLS as --mysql-ssl-* say; [client] in ~/.my.cnf, read at connect
+	 * time, could replace these, which is why restore_check_client_defaults
+	 * refused TLS settings there.  required: a server without TLS is
+	 * refused before the login, which Connector/C would send it in clear.
+	 */
+	if (!bk_mysql_tls_options(&r->tls, conn, err) || !restore_tls_probe(r, err))
+	{
+		mysql_close(conn);
+		return NULL;
+	}
+	restore_server_name(r, where, sizeof(where));
 	if (mysql_real_connect(conn, r->socket ? "localhost" : r->host, r->user,
 						   r->password, NULL, r->port, r->socket, 0) == NULL)
 	{
 		bk_error_set(err, BK_ERR_INTERNAL,
 					 "could not connect to the target server (%s) as %s: %s",
-					 server_name(r, where, sizeof(where)), r->user,
-					 mysql_error(conn));
-		bk_error_hint(err, "Check --mysql-socket/--mysql-host, --mysql-user"
-						   " and the password (--mysql-password-file or"
-						   " ~/.my.cnf).");
+					 where, r->user, mysql_error(conn));
+		if (!bk_mysql_tls_failure_hint(&r->tls, conn, r->host, where, err))
+			bk_error_hint(err, "Check --mysql-socket/--mysql-host, --mysql-user"
+							   " and the password (--mysql-password-file or"
+							   " ~/.my.cnf).");
+		mysql_close(conn);
+		return NULL;
+	}
+	/* The session itself, before any query: the probe was another one. */
+	if (!bk_mysql_tls_confirm(&r->tls, conn, where, err))
+	{
 		mysql_close(conn);
 		return NULL;
 	}

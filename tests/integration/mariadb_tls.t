@@ -15,7 +15,17 @@
 #    server and the setting, and no login reaches that server: the general
 #    log has no Connect of the agent's account (a mariadb client's login as
 #    that account shows there is one to see);
-#  - contradictory settings stop the agent at the start (exit 3).
+#  - contradictory settings stop the agent at the start (exit 3);
+#  - bk restore over TLS (--mysql-ssl-mode, --mysql-ssl-ca, the agent's
+#    names): the snapshot taken over TLS and the binlog after it restored
+#    into a second server with TLS, checked against the test CA, as an
+#    account the target lets in over TLS only (the load's sessions and the
+#    replay's mariadb client); another CA refused; that server restarted
+#    without TLS, its general log on: --mysql-ssl-mode=required and
+#    verify_identity refused, and a ~/.my.cnf saying "ssl" (how a restore
+#    asked for TLS before, which Connector/C answers with plain text when
+#    the server offers none) refused too, each with no login of the
+#    restore's account reaching the server.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -34,8 +44,16 @@ source "$ROOT/tests/lib/bk_env.sh"
 source "$ROOT/tests/lib/mariadb.sh"
 AGENT="$BK_AGENT_BIN"
 agent_pid=""
+shipper_pid=""
 TLS_PORT=$((MYSQL_TCP_PORT + 3))
 tls_services() { BK_SERVICES_DIR="$dir/tls" BK_MYSQL_PORT="$TLS_PORT" "$SERVICES" "$@"; }
+# The restore's target, a second server.
+TARGET_PORT=$((MYSQL_TCP_PORT + 4))
+target_services() { BK_SERVICES_DIR="$dir/target" BK_MYSQL_PORT="$TARGET_PORT" "$SERVICES" "$@"; }
+target_my() {
+    timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$TARGET_PORT" \
+        -u root --connect-timeout=10 -N -B -r -e "$1" 2>&1
+}
 # SQL as root on the TLS server (the client does not ask for TLS).
 tls_my() {
     timeout 60 mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$TLS_PORT" \
@@ -45,7 +63,9 @@ tls_my() {
 # shellcheck disable=SC2329 # called by the trap
 cleanup() {
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+    [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     tls_services stop mariadb >/dev/null 2>&1
+    target_services stop mariadb >/dev/null 2>&1
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -148,6 +168,8 @@ start_agent() {
 }
 
 # ---------------------------------------------------------------- required
+# The shipper archives what the agent streams, for bk restore below.
+bk_test_start_shipper
 agent_conf required "mysql_user = bk_tls" "mysql_ssl_mode = required"
 start_agent required
 wait_for 30 "the agent streaming over TLS" grep -q "streaming the binlog from" "$dir/required.log"
@@ -174,6 +196,13 @@ ok $? "... is streamed into Kafka (bk_status() archived it)" ||
 result="$(tls_my "SET ROLE $role; SELECT bk_snapshot('jobs=2,label=tls')")"
 like "$result" '"snapshot_id"' "bk_snapshot() over TLS (two readers, each a REQUIRE SSL session)" ||
     diag "$result $(tail -n 5 "$dir/required.log")"
+# A change after the snapshot, for the restore's replay.
+out="$(tls_my "INSERT INTO tlsdb.t VALUES (1002, 'after the snapshot')")"
+ok $? "a change after the snapshot" || diag "$out"
+after_gtid="$(tls_my "SELECT @@gtid_binlog_pos")"
+target="$(tls_my "SHOW MASTER STATUS" | cut -f 2)"
+wait_for 20 "the change after the snapshot archived" archived
+ok $? "... is streamed into Kafka" || diag "$(tls_my "SET ROLE $role; SELECT bk_status()")"
 plain="$(tls_my "SELECT COUNT(*) FROM performance_schema.threads t
     LEFT JOIN performance_schema.status_by_thread s
       ON s.THREAD_ID = t.THREAD_ID AND s.VARIABLE_NAME = 'Ssl_cipher'
@@ -238,6 +267,89 @@ stop_agent
 tries="$(refused_logins)"
 aborted=$(($(aborted_connects) - aborted_before))
 is "$aborted" $((tries + 1)) "... $tries tries counted $aborted aborted connections: one look at the greeting, then logins only"
+
+# ---------------------------------------------------------------- bk restore
+# Into a second server with TLS, as an account it lets in over TLS only:
+# every session of the restore (its own, the loading ones, the replay's
+# mariadb client) must be encrypted, or its login is refused.
+BK_MARIADB_ARGS="--ssl-ca=$pki/ca.pem --ssl-cert=$pki/server.pem --ssl-key=$pki/server.key" \
+    target_services start mariadb >"$dir/target-start.log" 2>&1
+ok $? "a second MariaDB with TLS, the restore's target" || bail_out "$(tail -n 5 "$dir/target-start.log")"
+printf 'rpw-%s\n' "$RANDOM$RANDOM" >"$dir/restorer.password"
+chmod 600 "$dir/restorer.password"
+out="$(target_my "CREATE USER bk_restorer@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/restorer.password")' REQUIRE SSL;
+    GRANT ALL PRIVILEGES ON *.* TO bk_restorer@'127.0.0.1' WITH GRANT OPTION;
+    RESET MASTER")"
+ok $? "a restoring account the target lets in over TLS only" || diag "$out"
+restore_tls() {
+    timeout 300 "$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-host 127.0.0.1 \
+        --mysql-port "$TARGET_PORT" --mysql-user bk_restorer \
+        --mysql-password-file "$dir/restorer.password" "$@"
+}
+# The shipper has the snapshot and the binlog up to the change after it.
+wait_for 60 "the repository holding the snapshot and the change after it" \
+    restore_tls --dry-run --mysql-ssl-ca "$pki/ca.pem" --target-gtid "$after_gtid"
+ok $? "bk restore --dry-run --mysql-ssl-ca: the archive is there, the target checked over TLS" ||
+    diag "$(restore_tls --dry-run --mysql-ssl-ca "$pki/ca.pem" --target-gtid "$after_gtid" 2>&1 | tail -n 3)"
+out="$(restore_tls --mysql-ssl-mode=verify_identity --mysql-ssl-ca "$pki/ca.pem" --target-gtid "$after_gtid" 2>&1)"
+ok $? "bk restore --mysql-ssl-mode=verify_identity --mysql-ssl-ca (the test CA): restored" || diag "$out"
+is "$(target_my "SELECT COUNT(*) FROM tlsdb.t")" 1002 \
+    "... the snapshot's rows and the replayed one (the replay's client over TLS too)"
+is "$(target_my "SELECT v FROM tlsdb.t WHERE id = 1002")" "after the snapshot" "... the change after the snapshot replayed"
+out="$(restore_tls --dry-run --force --mysql-ssl-ca "$pki/other-ca.pem" --target immediate 2>&1)"
+is $? 1 "verify_identity with another CA: refused"
+like "$out" "could not connect to the target server \\(127.0.0.1:$TARGET_PORT\\) as bk_restorer: .*HINT: --mysql-ssl-mode=verify_identity: the server's certificate must be signed by a CA of --mysql-ssl-ca" \
+    "... saying which option" || diag "$out"
+out="$(restore_tls --dry-run --mysql-ssl-mode=preferred 2>&1)"
+is $? 2 "--mysql-ssl-mode=preferred: a usage error"
+like "$out" 'mysql-ssl-mode must be disabled, required or verify_identity, not "preferred".*HINT: bk has no preferred mode' \
+    "... saying why there is none" || diag "$out"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-socket "$dir/target/mariadb/mysqld.sock" \
+    --mysql-ssl-mode=required --dry-run 2>&1)"
+is $? 3 "--mysql-ssl-mode=required over the Unix socket: refused"
+like "$out" "mysql-ssl-mode is set, but bk connects through the Unix socket .*, where TLS protects nothing" \
+    "... saying TLS protects nothing there" || diag "$out"
+
+# The target restarted without TLS, its general log on: no refusal may
+# let a login of bk_restorer reach it.
+BK_MARIADB_ARGS="--general-log=ON --log-output=TABLE" \
+    target_services restart mariadb >"$dir/target-restart.log" 2>&1
+ok $? "the target restarts without TLS, its general log on" ||
+    bail_out "$(tail -n 5 "$dir/target-restart.log")"
+is "$(target_my "SELECT @@have_ssl")" "DISABLED" "it offers no TLS"
+restorer_logins() {
+    target_my "SELECT COUNT(*) FROM mysql.general_log
+        WHERE command_type = 'Connect' AND argument LIKE '%bk_restorer%'"
+}
+logins_before="$(restorer_logins)"
+out="$(restore_tls --dry-run --force --mysql-ssl-mode=required --target immediate 2>&1)"
+is $? 1 "bk restore --mysql-ssl-mode=required against a server without TLS: refused"
+like "$out" "MariaDB at 127.0.0.1:$TARGET_PORT offers no TLS, and --mysql-ssl-mode=required refuses it: the login was not sent.*HINT: Enable TLS on the server" \
+    "... before the login, saying so" || diag "$out"
+is "$(restorer_logins)" "$logins_before" "... and no login of the restore reached the server (general log)"
+out="$(restore_tls --dry-run --force --mysql-ssl-ca "$pki/ca.pem" --target immediate 2>&1)"
+is $? 1 "verify_identity (the default with --mysql-ssl-ca) against a server without TLS: refused"
+like "$out" "HINT: --mysql-ssl-mode=verify_identity needs TLS, which the server does not offer" \
+    "... saying so" || diag "$out"
+is "$(restorer_logins)" "$logins_before" "... and no login of the restore reached the server (general log)"
+# TLS asked for the old way, in the [client] group of ~/.my.cnf: plain
+# text once the server offers none.  Refused, before any login.
+mkdir -p "$dir/home"
+printf '[client]\nssl\n' >"$dir/home/.my.cnf"
+out="$(HOME="$dir/home" restore_tls --dry-run --force --target immediate 2>&1)"
+is $? 3 "\"ssl\" in ~/.my.cnf, no --mysql-ssl-*: refused"
+like "$out" "the option files give the mariadb client --ssl, a TLS setting: bk restore takes TLS from its --mysql-ssl-\\* options alone" \
+    "... saying TLS comes from the options" || diag "$out"
+is "$(restorer_logins)" "$logins_before" "... and no login of the restore reached the server (general log)"
+# That a login of the restore would show: disabled logs in in plain text
+# (and REQUIRE SSL refuses it).
+out="$(restore_tls --dry-run --force --mysql-ssl-mode=disabled --target immediate 2>&1)"
+like "$out" "Access denied for user 'bk_restorer'" "--mysql-ssl-mode=disabled: the login goes in plain text (REQUIRE SSL refuses it)" ||
+    diag "$out"
+logins_after="$(restorer_logins)"
+((logins_after > logins_before))
+ok $? "... and the general log shows it ($logins_before, then $logins_after Connect rows of bk_restorer)"
+target_services stop mariadb >/dev/null 2>&1
 
 # ---------------------------------------------------------------- no TLS
 # The server restarted without TLS: neither mode falls back to plain text,

@@ -1648,6 +1648,102 @@ test_check_replay_before_load(void **state)
 	unsetenv("BK_TEST_DEFAULTS");
 }
 
+/*
+ * bk restore's TLS (--mysql-ssl-*): over TCP, TLS settings in the option
+ * files (which Connector/C reads at connect time, over the options) are
+ * refused before any connection, in any spelling, their values unsaid;
+ * and the replay's client is given the options, with an init command
+ * that refuses a session without TLS.
+ */
+static void
+test_restore_tls_options(void **state)
+{
+	Fixture *f = *state;
+	static const char *const tls_forms[] = {
+		"--ssl",
+		"--ssl-ca=/home/dba/other-ca.pem",
+		"--loose-skip-ssl",
+		"--ssl_verify_server_cert=0",
+		"--TLS-version=TLSv1",
+		"--disable-ssl-verify-server-cert",
+		"--loose-enable-ssl",
+	};
+	char args_file[600];
+	char *old_path;
+	char *args;
+	size_t len;
+	MariadbRestore *r;
+	BkError err;
+
+	snprintf(args_file, sizeof(args_file), "%s/client-args", f->dir);
+	setenv("BK_TEST_ARGS_FILE", args_file, 1);
+	r = replay_setup(f, 1, "#!/bin/sh\nexit 0\n",
+					 "#!/bin/sh\n"
+					 "[ \"$1\" = --print-defaults ] && echo "
+					 "\"$BK_TEST_DEFAULTS\" && exit 0\n"
+					 "echo \"$@\" >\"$BK_TEST_ARGS_FILE\"\n"
+					 "exit 0\n",
+					 &old_path);
+	r->socket = NULL;
+	r->host = "db1.example";
+	r->port = 3306;
+	r->tls.style = BK_MYSQL_TLS_OPTIONS;
+	r->tls.mode = BK_MYSQL_SSL_VERIFY_IDENTITY;
+	r->tls.ca = "/etc/bk/mysql-ca.pem";
+	for (size_t idx = 0; idx < sizeof(tls_forms) / sizeof(tls_forms[0]); idx++)
+	{
+		char want[128];
+
+		setenv("BK_TEST_DEFAULTS", tls_forms[idx], 1);
+		bk_error_clear(&err);
+		assert_false(restore_check_client_defaults(r, &err));
+		assert_int_equal(err.code, BK_ERR_CONFIG);
+		snprintf(want, sizeof(want), "give the mariadb client %.*s, a TLS",
+				 (int) strcspn(tls_forms[idx], "="), tls_forms[idx]);
+		if (strstr(err.message, want) == NULL)
+			fail_msg("\"%s\" lacks \"%s\"", err.message, want);
+		assert_null(strstr(err.message, "other-ca"));
+	}
+	/* Other settings pass; so does the socket, where TLS is not used. */
+	setenv("BK_TEST_DEFAULTS", "--user=u --pager=less", 1);
+	assert_true(restore_check_client_defaults(r, &err));
+	setenv("BK_TEST_DEFAULTS", "--ssl-ca=/x", 1);
+	r->socket = "/nonexistent/mysqld.sock";
+	assert_true(restore_check_client_defaults(r, &err));
+	r->socket = NULL;
+	/* disabled given, not defaulted: bk asks for no TLS, checks none. */
+	r->tls.mode = BK_MYSQL_SSL_DISABLED;
+	r->tls.mode_defaulted = true;
+	assert_false(restore_check_client_defaults(r, &err));
+	assert_non_null(strstr(err.message, "--mysql-ssl-mode=disabled, the"
+										" default"));
+	r->tls.mode_defaulted = false;
+	assert_true(restore_check_client_defaults(r, &err));
+
+	/* The replay's client, as restore_check_replay runs it. */
+	setenv("BK_TEST_DEFAULTS", "--user=u", 1);
+	r->tls.mode = BK_MYSQL_SSL_VERIFY_IDENTITY;
+	bk_error_clear(&err);
+	assert_true(restore_check_replay(r, &err));
+	assert_true(bk_read_file(args_file, 4096, &args, &len, &err));
+	assert_non_null(strstr(args, " --protocol=TCP --host=db1.example"
+								 " --port=3306 --ssl --ssl-verify-server-cert"
+								 " --ssl-ca=/etc/bk/mysql-ca.pem"));
+	assert_non_null(strstr(args, " --init-command=IF (SELECT VARIABLE_VALUE"));
+	assert_non_null(strstr(args, "--mysql-ssl-mode=verify_identity refuses"
+								 " it'; END IF"));
+	free(args);
+	r->tls.mode = BK_MYSQL_SSL_DISABLED;
+	assert_true(restore_check_replay(r, &err));
+	assert_true(bk_read_file(args_file, 4096, &args, &len, &err));
+	assert_null(strstr(args, "--ssl"));
+	assert_null(strstr(args, "--init-command"));
+	free(args);
+	replay_done(r, old_path);
+	unsetenv("BK_TEST_DEFAULTS");
+	unsetenv("BK_TEST_ARGS_FILE");
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -4351,6 +4447,9 @@ test_restore_connection_refuses_file_requests(void **state)
 		r.port = (unsigned int) fake.port;
 		r.user = "bk";
 		r.password = "pw";
+		/* As run() settles it for loopback: no TLS. */
+		r.tls.style = BK_MYSQL_TLS_OPTIONS;
+		r.tls.mode = BK_MYSQL_SSL_DISABLED;
 		bk_error_clear(&err);
 		conn = restore_connect(&r, loading, &err);
 		/* A loading connection's set-up is the query the fake answers. */
@@ -4476,6 +4575,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_replay_before_load, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_restore_tls_options, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_expire_binlog_by_position, setup,
 										teardown),

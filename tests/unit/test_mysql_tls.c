@@ -1,11 +1,13 @@
 /*
  * test_mysql_tls.c
- *		bk-mysql-agent's TLS settings (mysql_agent/mysql_tls.c): the modes,
+ *		The TLS settings of bk's MariaDB connections (common/bk_mysql_tls.c),
+ *		the agent's mysql_ssl_* and bk restore's --mysql-ssl-*: the modes,
  *		the default each transport gets, every contradiction refused naming
  *		its setting, the files checked at the start, the options a
  *		connection is given, and the look at the server's greeting that
  *		refuses a server without TLS before the login (its parser fed
- *		truncated and hostile packets, its probe real sockets).
+ *		truncated and hostile packets, its probe real sockets); and the
+ *		messages naming bk restore's options when the settings are those.
  */
 #include "testutil.h"
 
@@ -544,6 +546,88 @@ served(pid_t pid)
 	return WEXITSTATUS(status);
 }
 
+/*
+ * bk restore's options: the same settings, the messages naming them as
+ * given on its command line, and its TCP to "localhost".
+ */
+static void
+test_option_style(void **state)
+{
+	BkMysqlTls tls = {.style = BK_MYSQL_TLS_OPTIONS};
+	BkError err;
+	bool known;
+
+	bk_error_clear(&err);
+	assert_false(
+		bk_mysql_tls_set(&tls, "mysql_ssl_mode", "preferred", &known, &err));
+	assert_error_contains(&err, "--mysql-ssl-mode must be disabled, required"
+								" or verify_identity, not \"preferred\"");
+	assert_non_null(strstr(err.hint, "no preferred mode"));
+	bk_error_clear(&err);
+	assert_false(
+		bk_mysql_tls_set(&tls, "mysql_ssl_mode", "verify-ca", &known, &err));
+	assert_non_null(strstr(err.hint, "verify_identity checks the server's"
+									 " certificate against --mysql-ssl-ca"));
+	assert_false(bk_mysql_tls_set(&tls, "mysql_ssl_key", "", &known, &err));
+	assert_error_contains(&err, "--mysql-ssl-key is empty");
+
+	/* "localhost" over TCP: loopback, and TLS may be asked for there. */
+	assert_true(
+		bk_mysql_tls_settle_transport(&tls, "localhost", false, NULL, &err));
+	assert_int_equal(tls.mode, BK_MYSQL_SSL_DISABLED);
+	assert_true(tls.mode_defaulted);
+	tls = (BkMysqlTls){.style = BK_MYSQL_TLS_OPTIONS,
+					   .mode = BK_MYSQL_SSL_REQUIRED};
+	assert_true(
+		bk_mysql_tls_settle_transport(&tls, "localhost", false, NULL, &err));
+	assert_int_equal(tls.mode, BK_MYSQL_SSL_REQUIRED);
+	assert_false(tls.mode_defaulted);
+
+	/* Over the socket: refused, saying how to connect over TCP instead. */
+	assert_true(configure(&tls, &err, "mysql_ssl_ca", ca, NULL));
+	tls.style = BK_MYSQL_TLS_OPTIONS;
+	assert_false(bk_mysql_tls_settle_transport(&tls, NULL, true, "/s", &err));
+	assert_error_contains(&err, "--mysql-ssl-ca is set, but bk connects"
+								" through the Unix socket /s, where TLS"
+								" protects nothing");
+	assert_non_null(strstr(err.hint, "give --mysql-host and --mysql-port"
+									 " instead of --mysql-socket"));
+	bk_mysql_tls_free(&tls);
+
+	assert_true(
+		configure(&tls, &err, "mysql_ssl_mode", "verify_identity", NULL));
+	tls.style = BK_MYSQL_TLS_OPTIONS;
+	assert_false(bk_mysql_tls_settle_transport(&tls, "db1", false, NULL, &err));
+	assert_error_contains(&err, "--mysql-ssl-mode=verify_identity needs"
+								" --mysql-ssl-ca");
+	assert_true(configure(&tls, &err, "mysql_ssl_mode", "required",
+						  "mysql_ssl_ca", ca, NULL));
+	tls.style = BK_MYSQL_TLS_OPTIONS;
+	assert_false(bk_mysql_tls_settle_transport(&tls, "db1", false, NULL, &err));
+	assert_error_contains(&err, "--mysql-ssl-ca is set, but"
+								" --mysql-ssl-mode=required does not check the"
+								" server's certificate");
+	assert_string_equal(err.hint, "Give --mysql-ssl-mode=verify_identity to"
+								  " check it, or leave out --mysql-ssl-ca.");
+	bk_mysql_tls_free(&tls);
+	assert_true(configure(&tls, &err, "mysql_ssl_mode", "disabled",
+						  "mysql_ssl_cert", cert, NULL));
+	tls.style = BK_MYSQL_TLS_OPTIONS;
+	assert_false(bk_mysql_tls_settle_transport(&tls, "db1", false, NULL, &err));
+	assert_error_contains(&err, "--mysql-ssl-cert is set, but"
+								" --mysql-ssl-mode is disabled");
+	assert_string_equal(err.hint, "Give --mysql-ssl-mode=required (or"
+								  " verify_identity with --mysql-ssl-ca), or"
+								  " leave out --mysql-ssl-cert.");
+	bk_mysql_tls_free(&tls);
+	assert_true(configure(&tls, &err, "mysql_ssl_cert", cert, NULL));
+	tls.style = BK_MYSQL_TLS_OPTIONS;
+	assert_false(bk_mysql_tls_settle_transport(&tls, "db1", false, NULL, &err));
+	assert_error_contains(&err,
+						  "--mysql-ssl-cert is set without --mysql-ssl-key");
+	bk_mysql_tls_free(&tls);
+}
+
 /* The probe of mode against 127.0.0.1:port, described as server. */
 static bool
 probe(BkMysqlSslMode mode, unsigned int port, unsigned int timeout,
@@ -587,6 +671,22 @@ test_probe(void **state)
 			 port);
 	assert_error_contains(&err, expected);
 	assert_non_null(strstr(err.hint, "Enable TLS on the server"));
+
+	/* The same for bk restore, naming its options. */
+	{
+		BkMysqlTls options = {.style = BK_MYSQL_TLS_OPTIONS,
+							  .mode = BK_MYSQL_SSL_REQUIRED};
+
+		pid = serve(greeting_plain, len, false, &port);
+		bk_error_clear(&err);
+		assert_false(bk_mysql_tls_probe(&options, "127.0.0.1", port,
+										"127.0.0.1:1", 5, &err));
+		assert_int_equal(served(pid), 0);
+		assert_error_contains(&err, "MariaDB at 127.0.0.1:1 offers no TLS, and"
+									" --mysql-ssl-mode=required refuses it:"
+									" the login was not sent");
+		assert_non_null(strstr(err.hint, "give --mysql-ssl-mode=disabled."));
+	}
 
 	/* The port Connector/C takes when given none: MYSQL_TCP_PORT's. */
 	pid = serve(greeting_plain, len, false, &port);
@@ -646,10 +746,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_settings),       cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_contradictions), cmocka_unit_test(test_files),
-		cmocka_unit_test(test_options),        cmocka_unit_test(test_greeting),
+		cmocka_unit_test(test_settings),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_contradictions),
+		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_greeting),
 		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_option_style),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

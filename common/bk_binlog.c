@@ -1228,6 +1228,58 @@ bk_binlog_file_compare(const char *a, const char *b)
 }
 
 /*
+ * bk_binlog_position_compare
+ *		Order two stream positions (bk_binlog.h).
+ */
+int
+bk_binlog_position_compare(const char *file_a, uint64_t offset_a,
+						   const char *file_b, uint64_t offset_b)
+{
+	int cmp = bk_binlog_file_compare(file_a, file_b);
+
+	if (cmp != 0)
+		return cmp;
+	return offset_a < offset_b ? -1 : offset_a > offset_b ? 1 : 0;
+}
+
+/*
+ * bk_binlog_unix_ms_parse
+ *		A server's Unix time in milliseconds, rounded down (bk_binlog.h).
+ */
+bool
+bk_binlog_unix_ms_parse(const char *text, int64_t *ms)
+{
+	int64_t seconds = 0;
+	int64_t fraction = 0;
+	const char *p = text;
+	int digits;
+
+	if (*p < '0' || *p > '9')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++)
+	{
+		if (seconds > INT64_MAX / 10000)
+			return false;
+		seconds = seconds * 10 + (*p - '0');
+	}
+	if (*p == '.')
+	{
+		p++;
+		for (digits = 0; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 3)
+				fraction = fraction * 10 + (*p - '0');
+		if (digits == 0)
+			return false;
+		for (; digits < 3; digits++)
+			fraction *= 10;
+	}
+	if (*p != '\0')
+		return false;
+	*ms = seconds * 1000 + fraction;
+	return true;
+}
+
+/*
  * bk_binlog_file_same_base
  *		Do a and b share the name before the last dot (bk_binlog.h)?
  */

@@ -360,6 +360,21 @@ extern bool bk_binlog_range_parse(const char *name, char *file, size_t file_len,
 extern int bk_binlog_file_compare(const char *a, const char *b);
 
 /*
+ * Order two stream positions (file, then offset within it), as
+ * bk_binlog_file_compare orders the files: <0, 0 or >0.
+ */
+extern int bk_binlog_position_compare(const char *file_a, uint64_t offset_a,
+									  const char *file_b, uint64_t offset_b);
+
+/*
+ * A Unix time as the server prints UNIX_TIMESTAMP(NOW(6))
+ * ("1764000000.123456", or without a fraction) in whole milliseconds,
+ * rounded down: complete-until never claims the part of a millisecond
+ * that was not.
+ */
+extern bool bk_binlog_unix_ms_parse(const char *text, int64_t *ms);
+
+/*
  * The part of a binlog file name before its numeric extension ("mariadb-bin"
  * of "mariadb-bin.000042") is the same in a and b.  MariaDB's default is
  * <hostname>-bin: files of another basename are another server's binlog

@@ -45,13 +45,8 @@
 	"agent a new source_id and take a snapshot; the old archive stays "        \
 	"restorable."
 
-/*
- * A read of a heartbeat that took this long waited for it (one served from
- * the connection's buffer takes microseconds), and the most its transit
- * from the server is taken to have lasted.
- */
-#define HEARTBEAT_WAITED_MS         2
-#define HEARTBEAT_TRANSIT_MARGIN_MS 50
+/* How long a failed probe_binlog_end waits before it asks again. */
+#define PROBE_RETRY_MS 10000
 
 /* The pending range and where the stream stands. */
 typedef struct Stream
@@ -91,19 +86,28 @@ typedef struct Stream
 	uint64_t range_events;
 	/*
 	 * Wall time (Unix ms) up to which everything the server wrote has been
-	 * received, so is in the pending range or before it: a heartbeat at the
-	 * stream's position says the server had nothing more when it sent it,
-	 * and an event stamped S was written at S or later, after everything
-	 * written before S, but no later than it arrived (a stamp can be in
-	 * the future: bk_binlog_complete_until).  Sent as complete-until=,
-	 * because a range's send
+	 * received, so is in the pending range or before it: an event stamped
+	 * S was written at S or later, after everything written before S, but
+	 * no later than it arrived (a stamp can be in the future:
+	 * bk_binlog_complete_until); and the server's own clock before it said
+	 * where its binlog ended, once the stream has received up to there
+	 * (probe_binlog_end).  Sent as complete-until=, because a range's send
 	 * time proves nothing when the agent was behind (a catch-up after a
 	 * restart that stalls leaves the archive short of what it was sent at).
 	 */
 	int64_t complete_until_ms;
-	/* When the read of the current packet began, and whether it waited. */
-	int64_t read_started_ms;
-	bool read_waited;
+	/*
+	 * The server's answer to where its binlog ends, asked when the stream
+	 * is idle (probe_binlog_end), on a connection of its own: probe_end
+	 * and the server's clock before it (probe_time_ms), pending until the
+	 * stream reaches probe_end.
+	 */
+	MYSQL *probe_conn;      /* NULL until needed, or after a failure */
+	int64_t probe_asked_ms; /* monotonic */
+	bool probe_pending;
+	bool probe_failed; /* the last one failed: said once, not every time */
+	BinlogPosition probe_end;
+	int64_t probe_time_ms;
 	const char *closing; /* "rotate" or "stop" when the range ends the file */
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	/*
@@ -871,6 +875,156 @@ report_incident(Stream *stream, const uint8_t *event, uint32_t len)
 }
 
 /*
+ * probe_close
+ *		Drop the connection that asks where the binlog ends.
+ */
+static void
+probe_close(Stream *stream)
+{
+	if (stream->probe_conn != NULL)
+		mysql_close(stream->probe_conn);
+	stream->probe_conn = NULL;
+}
+
+/*
+ * probe_reached
+ *		Once the stream has received up to where the server said its binlog
+ *		ended, everything written before it said so is here: complete-until
+ *		moves to the server's clock before that answer.
+ */
+static void
+probe_reached(Stream *stream)
+{
+	if (!stream->probe_pending ||
+		bk_binlog_position_compare(
+			stream->position.file, stream->position.offset,
+			stream->probe_end.file, stream->probe_end.offset) < 0)
+		return;
+	stream->probe_pending = false;
+	if (stream->probe_time_ms > stream->complete_until_ms)
+		stream->complete_until_ms = stream->probe_time_ms;
+}
+
+/*
+ * probe_ask
+ *		The server's clock, then where its binlog ends, in one round trip.
+ *		The statements run in order: NOW(6) is when the first began, so the
+ *		second reads the end after that time, and SHOW MASTER STATUS waits
+ *		for a binlog write in progress (both take the binlog's lock).  So
+ *		every commit written before *server_ms is before *end.
+ */
+static bool
+probe_ask(Stream *stream, int64_t *server_ms, BinlogPosition *end, BkError *err)
+{
+	static const char sql[] =
+		"SELECT UNIX_TIMESTAMP(NOW(6)); SHOW MASTER STATUS";
+	MYSQL *conn;
+	MYSQL_RES *res;
+	MYSQL_ROW row;
+	bool ok;
+
+	if (stream->probe_conn == NULL)
+	{
+		stream->probe_conn = agent_connect(stream->agent, err);
+		if (stream->probe_conn == NULL)
+			return false;
+		if (mysql_set_server_option(stream->probe_conn,
+									MYSQL_OPTION_MULTI_STATEMENTS_ON) != 0)
+			return bk_error_set(err, BK_ERR_IO,
+								"allowing two statements in one query: %s",
+								mysql_error(stream->probe_conn));
+	}
+	conn = stream->probe_conn;
+	if (mysql_real_query(conn, sql, sizeof(sql) - 1) != 0 ||
+		(res = mysql_store_result(conn)) == NULL)
+		return bk_error_set(err, BK_ERR_IO, "%s: %s", sql, mysql_error(conn));
+	row = mysql_fetch_row(res);
+	ok = row != NULL && row[0] != NULL &&
+		 bk_binlog_unix_ms_parse(row[0], server_ms);
+	mysql_free_result(res);
+	if (!ok)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"the server's clock is not a Unix time");
+	if (mysql_next_result(conn) != 0 ||
+		(res = mysql_store_result(conn)) == NULL)
+		return bk_error_set(err, BK_ERR_IO, "SHOW MASTER STATUS: %s",
+							mysql_error(conn));
+	row = mysql_fetch_row(res);
+	ok = row != NULL && row[0] != NULL && row[1] != NULL &&
+		 strlen(row[0]) < sizeof(end->file) &&
+		 bk_parse_u64(row[1], &end->offset);
+	if (ok)
+		bk_strlcpy(end->file, row[0], sizeof(end->file));
+	mysql_free_result(res);
+	if (!ok)
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"SHOW MASTER STATUS returns no binlog position");
+	/* Nothing else may follow: the next query would fail out of sync. */
+	if (mysql_more_results(conn))
+		return bk_error_set(err, BK_ERR_FORMAT,
+							"the server returned more than was asked");
+	return true;
+}
+
+/*
+ * probe_binlog_end
+ *		The stream is idle at the server's end (a heartbeat): ask the server
+ *		where its binlog ends and what its clock says, at most once per
+ *		range_interval.  This is exact where a heartbeat is not: whatever
+ *		the answer's or the heartbeat's time in transit, a commit not yet
+ *		received comes after that end, so was written after that time.
+ *		The time is the server's, as the event stamps a restore target is
+ *		compared with.  A failure costs only that: complete-until moves
+ *		with event stamps until a probe succeeds again.
+ */
+static void
+probe_binlog_end(Stream *stream)
+{
+	int64_t now = bk_monotonic_ms();
+	int64_t server_ms = 0;
+	BinlogPosition end;
+	BkError err;
+	int64_t every = stream->agent->config.range_interval;
+
+	/* A server refusing it (max_connections) is not asked twice a second. */
+	if (stream->probe_failed && every < PROBE_RETRY_MS)
+		every = PROBE_RETRY_MS;
+	if (stream->probe_pending ||
+		(stream->probe_asked_ms != 0 && now - stream->probe_asked_ms < every))
+		return;
+	stream->probe_asked_ms = now;
+	memset(&end, 0, sizeof(end));
+	bk_error_clear(&err);
+	if (!probe_ask(stream, &server_ms, &end, &err))
+	{
+		if (!stream->probe_failed)
+			agent_log("WARNING",
+					  "cannot ask the server where its binlog ends (%s):"
+					  " complete-until follows event timestamps only until"
+					  " it can",
+					  err.message);
+		stream->probe_failed = true;
+		probe_close(stream);
+		return;
+	}
+	if (stream->probe_failed)
+		agent_log("INFO", "the server says where its binlog ends again");
+	stream->probe_failed = false;
+	/*
+	 * The stream past the server's end: only a server whose binlog went
+	 * back (RESET MASTER), which the stream finds out by itself.
+	 */
+	if (bk_binlog_position_compare(stream->position.file,
+								   stream->position.offset, end.file,
+								   end.offset) > 0)
+		return;
+	stream->probe_end = end;
+	stream->probe_time_ms = server_ms;
+	stream->probe_pending = true;
+	probe_reached(stream);
+}
+
+/*
  * stream_event
  *		Check one event from the server and add it to the pending range.
  */
@@ -906,24 +1060,18 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 			if (strcmp(name, stream->position.file) == 0 &&
 				header.next_pos == stream->position.offset)
 			{
-				int64_t now = bk_wall_ms();
-				int64_t sent_after =
-					stream->read_started_ms - HEARTBEAT_TRANSIT_MARGIN_MS;
-
 				/*
-				 * The server sent it when it had nothing more, but a
-				 * commit written after that and before now is still
-				 * behind it in the stream.  Only a heartbeat that arrived
-				 * while the agent was waiting for it was sent after the
-				 * read began (less its time in transit): what was written
-				 * before that is here.  One read from a buffer proves
-				 * nothing new; the next heartbeat will.
+				 * The server had nothing more when it sent it, but when
+				 * that was the heartbeat does not say (its timestamp is 0)
+				 * and its transit has no bound (a retransmission, a
+				 * congested link, a dump thread descheduled before the
+				 * send): a commit since then is behind it in the stream.
+				 * What it tells is that the stream is idle, when asking
+				 * the server itself costs nothing.
 				 */
-				if (stream->read_waited &&
-					sent_after > stream->complete_until_ms)
-					stream->complete_until_ms = sent_after;
+				probe_binlog_end(stream);
 				pthread_mutex_lock(&agent->status.lock);
-				agent->status.caught_up_at_ms = now;
+				agent->status.caught_up_at_ms = bk_wall_ms();
 				pthread_mutex_unlock(&agent->status.lock);
 			}
 		}
@@ -1735,6 +1883,9 @@ stream_open(Stream *stream, bool *positioned, BkError *err)
 static void
 stream_close(Stream *stream)
 {
+	/* A reconnection may skip a purged file: an answer counts only here. */
+	probe_close(stream);
+	stream->probe_pending = false;
 	if (stream->rpl != NULL)
 		mariadb_rpl_close(stream->rpl);
 	stream->rpl = NULL;
@@ -1768,14 +1919,8 @@ stream_receive(Stream *stream, BkError *err)
 
 	while (!agent_stop_requested)
 	{
-		int64_t read_started_ms = bk_wall_ms();
 		unsigned long len = mysql_net_read_packet(stream->conn);
 		const uint8_t *packet = stream->conn->net.read_pos;
-
-		/* Whether the packet arrived after the read began (heartbeats). */
-		stream->read_started_ms = read_started_ms;
-		stream->read_waited =
-			bk_wall_ms() - read_started_ms >= HEARTBEAT_WAITED_MS;
 
 		if (len == packet_error || (len < 9 && packet[0] == 0xFE))
 		{
@@ -1858,6 +2003,7 @@ stream_receive(Stream *stream, BkError *err)
 				"--start-position=%" PRIu64 " %s.",
 				at.offset, at.file);
 		}
+		probe_reached(stream);
 		if (stream->len > 0 &&
 			bk_monotonic_ms() - stream->range_first_ms >=
 				stream->agent->config.range_interval &&

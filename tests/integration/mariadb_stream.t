@@ -8,7 +8,11 @@
 #   another host's default <hostname>-bin) and more files than the
 #   archive's: refused as a second history (an ERROR, a binlog-reset audit
 #   event), never taken for a purge gap and streamed from its oldest file;
-#   the archive keeps only the first server's files and bk verify passes.
+#   the archive keeps only the first server's files and bk verify passes;
+#   over a link that delivers the server's packets 400 ms late (a relay in
+#   the test: a retransmission, a congested network), no range claims
+#   complete-until past a commit it does not hold: a heartbeat proves
+#   nothing about when the server sent it.
 #
 # Expects MariaDB and Kafka from scripts/services.
 set -uo pipefail
@@ -39,6 +43,7 @@ db="bk_stream_$$"
 alog="$dir/agent.log"
 agent_pid=""
 shipper_pid=""
+relay_pid=""
 OTHER_PORT=$((MYSQL_TCP_PORT + 2))
 other_services() { BK_SERVICES_DIR="$dir/other" BK_MYSQL_PORT="$OTHER_PORT" "$SERVICES" "$@"; }
 
@@ -51,6 +56,7 @@ cleanup() {
         wait "$agent_pid" 2>/dev/null
     fi
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
+    [[ -n "$relay_pid" ]] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
     other_services stop mariadb >/dev/null 2>&1
     my "DROP DATABASE IF EXISTS $db" >/dev/null
     if [[ -n "${BK_TEST_KEEP:-}" ]]; then
@@ -124,6 +130,130 @@ else
     ok 1 "a lone commit's range reaches Kafka within range_interval + 300 ms (none in 3 s)"
 fi
 stop_agent TERM
+
+# ------------------------------------- complete-until over a slow link
+
+# A relay between the agent and MariaDB that holds every byte from the
+# server for 400 ms, in order (the agent's own bytes pass at once).  With
+# range_interval = 100ms the server sends a heartbeat after 100 ms without
+# a commit, which reaches the agent 400 ms later; commits follow every
+# ~150 ms.  For each range, complete-until must not pass the time a commit
+# that is not in it (nor before it) had already committed: a restore to
+# that time would report success without it.
+cat >"$dir/relay.py" <<'PY'
+import asyncio, os, sys, time
+
+port_file, host, port, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+
+
+async def pipe(reader, writer, lag):
+    queue = asyncio.Queue()
+
+    async def pump():
+        while True:
+            data = await reader.read(65536)
+            queue.put_nowait((time.monotonic() + lag, data))
+            if not data:
+                return
+
+    async def deliver():
+        while True:
+            due, data = await queue.get()
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            if not data:
+                writer.close()
+                return
+            writer.write(data)
+            await writer.drain()
+
+    await asyncio.gather(pump(), deliver(), return_exceptions=True)
+
+
+async def handle(client_reader, client_writer):
+    try:
+        server_reader, server_writer = await asyncio.open_connection(host, port)
+    except OSError:
+        client_writer.close()
+        return
+    await asyncio.gather(pipe(client_reader, server_writer, 0),
+                         pipe(server_reader, client_writer, delay),
+                         return_exceptions=True)
+    client_writer.close()
+    server_writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(server.sockets[0].getsockname()[1]))
+    os.rename(port_file + ".tmp", port_file)
+    await server.serve_forever()
+
+asyncio.run(main())
+PY
+python3 "$dir/relay.py" "$dir/relay.port" 127.0.0.1 "$MYSQL_TCP_PORT" 0.4 2>>"$dir/relay.log" &
+relay_pid=$!
+wait_for 10 "the relay" test -s "$dir/relay.port"
+relay_port="$(cat "$dir/relay.port")"
+{
+    bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $relay_port" \
+        "mysql_user = root" "server_id = $((4000 + $$ % 50000))" \
+        "state_dir = $dir/state-slow" "heartbeat = 1s"
+    echo "range_interval = 100ms"
+} >"$dir/agent-slow.conf"
+before_slow="$(range_times | wc -l)"
+start_agent "$dir/agent-slow.conf"
+ok $? "the agent streams through a relay that delays the server's packets 400 ms" ||
+    diag "$(tail -n 5 "$alog")"
+sleep 2
+# Each commit, then the server's clock once it returned (its GTID is in the
+# binlog by then): id, GTID, Unix seconds with microseconds.
+commits_sql="SET time_zone = '+00:00';"
+for k in $(seq 1 24); do
+    commits_sql+="BEGIN; INSERT INTO $db.t (v) VALUES ($((100 + k))); COMMIT;"
+    commits_sql+="SELECT $k, @@last_gtid, UNIX_TIMESTAMP(NOW(6)); DO SLEEP(0.15 + 0.01 * ($k % 5));"
+done
+my "$commits_sql" >"$dir/commits.txt"
+sleep 3
+stop_agent TERM
+kill "$relay_pid" 2>/dev/null
+wait "$relay_pid" 2>/dev/null
+relay_pid=""
+# Every binlog range of this agent: its GTID state after it and complete-until.
+timeout 20 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \
+    -f '%h\n' 2>/dev/null | tail -n "+$((before_slow + 1))" >"$dir/ranges-slow.txt"
+result="$(python3 - "$dir/commits.txt" "$dir/ranges-slow.txt" <<'PY'
+import sys
+commits = []
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) == 3 and parts[1].count("-") == 2:
+        commits.append((int(parts[1].split("-")[2]), float(parts[2]) * 1000))
+ranges = []
+for line in open(sys.argv[2]):
+    head = dict(h.split("=", 1) for h in line.strip().split(",") if "=" in h)
+    until, gtid = head.get("bk-meta-complete-until"), head.get("bk-meta-gtid", "")
+    if until is None or gtid.count("-") != 2:
+        continue
+    ranges.append((int(gtid.split("-")[2]), int(until)))
+worst = None
+for seq, until in ranges:
+    for cseq, done_ms in commits:
+        if cseq > seq and until > done_ms:
+            over = until - done_ms
+            if worst is None or over > worst[0]:
+                worst = (over, seq, cseq)
+if len(commits) < 20 or len(ranges) < 5:
+    print("short %d commits %d ranges" % (len(commits), len(ranges)))
+elif worst:
+    print("over %d ms: the range up to seq %d claims it, seq %d is not in it" % worst)
+else:
+    print("none %d commits %d ranges" % (len(commits), len(ranges)))
+PY
+)"
+like "$result" '^none ' "no range claims complete-until past a commit it does not hold ($result)" ||
+    diag "$(head -c 600 "$dir/ranges-slow.txt")"
 
 # ------------------------- a failover to a server of another binlog basename
 

@@ -1065,6 +1065,54 @@ test_complete_until(void **state)
 }
 
 /*
+ * Where the stream stands against where the server said its binlog ended
+ * (probe_reached): a later file is past any offset of an earlier one, and
+ * the files order by number, not as text.
+ */
+static void
+test_position_compare(void **state)
+{
+	(void) state;
+	assert_int_equal(
+		bk_binlog_position_compare("b.000001", 330, "b.000001", 330), 0);
+	assert_true(bk_binlog_position_compare("b.000001", 329, "b.000001", 330) <
+				0);
+	assert_true(bk_binlog_position_compare("b.000001", 331, "b.000001", 330) >
+				0);
+	assert_true(
+		bk_binlog_position_compare("b.000002", 4, "b.000001", 1073741824) > 0);
+	assert_true(bk_binlog_position_compare("b.999999", 9000, "b.1000000", 4) <
+				0);
+}
+
+/*
+ * The server's clock as UNIX_TIMESTAMP(NOW(6)) prints it, in milliseconds
+ * rounded down: rounded up, complete-until would claim up to a millisecond
+ * that had not passed when the server read its binlog's end.
+ */
+static void
+test_unix_ms_parse(void **state)
+{
+	int64_t ms = -1;
+
+	(void) state;
+	assert_true(bk_binlog_unix_ms_parse("1764000000.123999", &ms));
+	assert_int_equal(ms, (int64_t) 1764000000 * 1000 + 123);
+	assert_true(bk_binlog_unix_ms_parse("1764000000.5", &ms));
+	assert_int_equal(ms, (int64_t) 1764000000 * 1000 + 500);
+	assert_true(bk_binlog_unix_ms_parse("1764000000", &ms));
+	assert_int_equal(ms, (int64_t) 1764000000 * 1000);
+	assert_true(bk_binlog_unix_ms_parse("0.000999", &ms));
+	assert_int_equal(ms, 0);
+	assert_false(bk_binlog_unix_ms_parse("", &ms));
+	assert_false(bk_binlog_unix_ms_parse("1764000000.", &ms));
+	assert_false(bk_binlog_unix_ms_parse("-1.5", &ms));
+	assert_false(bk_binlog_unix_ms_parse("1764000000.1x", &ms));
+	assert_false(bk_binlog_unix_ms_parse("NULL", &ms));
+	assert_false(bk_binlog_unix_ms_parse("99999999999999999999", &ms));
+}
+
+/*
  * An Incident event as MariaDB 10.11 wrote it for a multi-row INSERT on a
  * MyISAM table past max_binlog_stmt_cache_size: LOST_EVENTS and its
  * message; one without a message; one cut inside its message.
@@ -1183,6 +1231,8 @@ main(void)
 		cmocka_unit_test(test_create_table_select),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_complete_until),
+		cmocka_unit_test(test_position_compare),
+		cmocka_unit_test(test_unix_ms_parse),
 		cmocka_unit_test(test_incident),
 		cmocka_unit_test(test_range_capacity_after_flush),
 		cmocka_unit_test(test_file_follows_same_base),

@@ -56,11 +56,19 @@ bk_cmd_list(int argc, char **argv)
 	for (int sourceIdx = 0; sourceIdx < ctx.source_count; sourceIdx++)
 	{
 		const char *source = ctx.sources[sourceIdx];
-		const BkEngine *engine = bk_engine_for(ctx.repo, source, &err);
+		const BkEngine *engine;
 		json_t *item = NULL;
 
-		if (engine == NULL)
+		if (only_source != NULL)
+		{
+			if ((engine = bk_engine_for(ctx.repo, source, &err)) == NULL)
+				goto fail;
+		}
+		else if (!bk_engine_for_listed(argv[0], ctx.repo, source, &engine,
+									   &err))
 			goto fail;
+		else if (engine == NULL)
+			continue;
 		if (common.json)
 			item = json_pack("{s:s, s:s}", "source", source, "engine",
 							 engine->name);

@@ -488,17 +488,27 @@ verify_workers_stop(BkVerifier *verifier)
 	}
 }
 
-/* One source, through its engine; its report goes into sources_json. */
+/*
+ * One source, through its engine; its report goes into sources_json.
+ * listed_by: the program, when the source was found by listing the
+ * repository rather than named (--source).
+ */
 static bool
 verify_source(BkVerifier *verifier, const BkRepo *repo, const char *source,
-			  json_t *sources_json, BkError *err)
+			  const char *listed_by, json_t *sources_json, BkError *err)
 {
-	const BkEngine *engine = bk_engine_for(repo, source, err);
+	const BkEngine *engine;
 	uint64_t objects_before = verifier->objects;
 	uint64_t problems_before = verifier->problems;
 	bool ok;
 	bool stopped;
 
+	if (listed_by == NULL)
+		engine = bk_engine_for(repo, source, err);
+	else if (!bk_engine_for_listed(listed_by, repo, source, &engine, err))
+		return false;
+	else if (engine == NULL)
+		return true;
 	if (engine == NULL)
 		return false;
 	verifier->problem_list = json_array();
@@ -597,6 +607,7 @@ bk_cmd_verify(int argc, char **argv)
 	for (int sourceIdx = 0; sourceIdx < ctx.source_count && !stopped;
 		 sourceIdx++)
 		if (!verify_source(&verifier, ctx.repo, ctx.sources[sourceIdx],
+						   options.only_source == NULL ? argv[0] : NULL,
 						   sources_json, &err))
 		{
 			/* Stopped: what was found is reported below, then why. */

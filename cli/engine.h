@@ -81,6 +81,20 @@ typedef struct BkEngine
 extern const BkEngine *bk_engine_for(const BkRepo *repo, const char *source,
 									 BkError *err);
 
+/* bk_engine_for, but *engine NULL (and true) when it holds nothing. */
+extern bool bk_engine_find(const BkRepo *repo, const char *source,
+						   const BkEngine **engine, BkError *err);
+
+/*
+ * For a source found by listing the repository (list, verify of every
+ * source): one it holds nothing of (a directory left empty) is said on
+ * stderr and *engine NULL, to be skipped.  It must not stop the report of
+ * every other source, as it would for a source named with --source.
+ */
+extern bool bk_engine_for_listed(const char *program, const BkRepo *repo,
+								 const char *source, const BkEngine **engine,
+								 BkError *err);
+
 /* Has the archive anything of (source, kind)? */
 extern bool bk_engine_has_any(const BkRepo *repo, const char *source, int kind,
 							  bool *found, BkError *err);

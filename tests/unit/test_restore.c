@@ -1082,6 +1082,41 @@ test_verify_history_file_missing(void **state)
 	free(text);
 }
 
+/*
+ * A source directory that holds nothing (a shipper stopped between making
+ * it and storing the source's first object, or its objects removed by
+ * hand) is said and skipped by bk list and bk verify of the repository:
+ * it must not stop them (exit 1, "holds nothing of source") before they
+ * report every other source.  Named with --source, it is still an error.
+ */
+static void
+test_list_verify_skip_empty_source(void **state)
+{
+	WalFixture *f = *state;
+	char config[600];
+	char empty[700];
+	char *list[] = {"bk list", "--config", config, "--repo", f->location, NULL};
+	char *verify[] = {"bk verify", "--config",  config,
+					  "--repo",    f->location, NULL};
+	char *named[] = {"bk list",   "--config", config,      "--repo",
+					 f->location, "--source", "aaa-empty", NULL};
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+	for (uint64_t segno = 1; segno <= 2; segno++)
+		archive_segment(f, 1, segno);
+	/* Sorted before the source that holds WAL, and after it. */
+	snprintf(empty, sizeof(empty), "%s/aaa-empty/wal", f->location);
+	assert_true(bk_mkdirs(empty, 0755, false, &err));
+	snprintf(empty, sizeof(empty), "%s/zzz-empty", f->location);
+	assert_int_equal(mkdir(empty, 0755), 0);
+
+	assert_int_equal(bk_cmd_list(5, list), BK_EXIT_OK);
+	assert_int_equal(bk_cmd_verify(5, verify), BK_EXIT_OK);
+	assert_int_equal(bk_cmd_list(7, named), BK_EXIT_FAILURE);
+}
+
 /* The directory backend, but listing in descending name order. */
 typedef struct ListedEntry
 {
@@ -5744,6 +5779,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_verify_conflict_verdict_any_order,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_history_file_missing,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_list_verify_skip_empty_source,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),

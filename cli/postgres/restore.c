@@ -170,6 +170,14 @@ restore_option(void *arg, int code, const char *value)
 					"paths, not \"%s\"",
 					value);
 			*eq = '\0';
+			/* Else the last would win, silently: which copy did they mean? */
+			for (int mapIdx = 0; mapIdx < r->map_count; mapIdx++)
+				if (strcmp(r->maps[mapIdx].old_path, value) == 0)
+					return bk_cli_usage_error(
+						r->program,
+						"--tablespace-map maps %s twice (to %s and to %s); "
+						"give one NEW for each tablespace",
+						value, r->maps[mapIdx].new_path, eq + 1);
 			r->maps[r->map_count].old_path = value;
 			r->maps[r->map_count++].new_path = eq + 1;
 			break;

@@ -1117,6 +1117,35 @@ test_list_verify_skip_empty_source(void **state)
 	assert_int_equal(bk_cmd_list(7, named), BK_EXIT_FAILURE);
 }
 
+/*
+ * --tablespace-map naming one tablespace twice is refused as it is read:
+ * the last NEW would silently win over the first.
+ */
+static void
+test_tablespace_map_twice(void **state)
+{
+	WalFixture *f = *state;
+	char config[600];
+	char pgdata[600];
+	char first[] = "/srv/ts1=/restore/a";
+	char second[] = "/srv/ts1=/restore/b";
+	char *argv[] = {"bk restore", "--config",
+					config,       "--repo",
+					f->location,  "--source",
+					SOURCE,       "--pgdata",
+					pgdata,       "--tablespace-map",
+					first,        "--tablespace-map",
+					second,       NULL};
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(pgdata, sizeof(pgdata), "%s/pgdata", f->dir);
+	assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+	archive_segment(f, 1, 1);
+	assert_int_equal(bk_cmd_restore(13, argv), BK_EXIT_USAGE);
+	assert_int_equal(access(pgdata, F_OK), -1);
+}
+
 /* The directory backend, but listing in descending name order. */
 typedef struct ListedEntry
 {
@@ -5782,6 +5811,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_list_verify_skip_empty_source,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_tablespace_map_twice, wal_setup,
+										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_timeline_is_hole,

@@ -325,8 +325,20 @@ local_stat(const BkRepo *repo, const char *key, BkRepoStat *stat_out,
 		return bk_error_set(err, BK_ERR_STORE, "could not stat \"%s\": %s",
 							path, strerror(errno));
 	}
+	/*
+	 * Something else where an object belongs (a directory made by hand)
+	 * is not its absence: bk wal-get would take the newest segment's for
+	 * the end of the archive, and recovery would stop short of it.
+	 */
 	if (!S_ISREG(st.st_mode))
-		return true;
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "\"%s\" is not a file (mode %06o): the repository "
+					 "holds something else where an object belongs",
+					 path, (unsigned int) st.st_mode);
+		return bk_error_hint(err, "Move it out of the repository, and put "
+								  "the object back if you have it.");
+	}
 	stat_out->exists = true;
 	stat_out->size = (uint64_t) st.st_size;
 	stat_out->stored_ms = mtime_ms(&st);

@@ -1146,6 +1146,33 @@ test_tablespace_map_twice(void **state)
 	assert_int_equal(access(pgdata, F_OK), -1);
 }
 
+/*
+ * A directory where the newest segment's object belongs is not the end of
+ * the archive: bk wal-get exits 200 (PostgreSQL stops recovery), never 1
+ * (PostgreSQL would end recovery before that segment and promote).
+ */
+static int wal_get(WalFixture *f, const char *file, bool with_key, char *got,
+				   size_t got_len);
+
+static void
+test_wal_get_object_not_a_file(void **state)
+{
+	WalFixture *f = *state;
+	char path[700];
+	char got[64];
+	char name[32];
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	bk_wal_segment_name(1, 3, SEG_SIZE, name);
+	snprintf(path, sizeof(path), "%s/%s/wal/%s", f->location, SOURCE, name);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(mkdir(path, 0755), 0);
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 200);
+	bk_wal_segment_name(1, 2, SEG_SIZE, name);
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 0);
+}
+
 /* The directory backend, but listing in descending name order. */
 typedef struct ListedEntry
 {
@@ -5813,6 +5840,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_tablespace_map_twice, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_get_object_not_a_file,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_timeline_is_hole,

@@ -341,6 +341,9 @@ listing_clear(BkVerifyListing *listing)
 	for (size_t objIdx = 0; objIdx < listing->count; objIdx++)
 		free(listing->names[objIdx]);
 	listing->count = 0;
+	free(listing->first_not_object);
+	listing->first_not_object = NULL;
+	listing->not_objects = 0;
 }
 
 static bool
@@ -348,8 +351,13 @@ listing_add(void *arg, const BkRepoEntry *entry, BkError *err)
 {
 	BkVerifyListing *listing = arg;
 
+	/* Recursive listings have none: they descend into directories. */
 	if (entry->is_prefix)
+	{
+		if (listing->not_objects++ == 0)
+			listing->first_not_object = bk_cli_strdup(entry->name);
 		return true;
+	}
 	if (listing->count == listing->cap)
 	{
 		listing->cap = listing->cap ? 2 * listing->cap : 256;

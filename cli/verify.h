@@ -137,6 +137,12 @@ typedef struct BkVerifyListing
 	bool *read;   /* per name: read (or tried) by a check with the key */
 	size_t count;
 	size_t cap;
+	/*
+	 * Entries of a listing that are not objects (a directory where only
+	 * objects belong): their number, and the first one's name.
+	 */
+	size_t not_objects;
+	char *first_not_object;
 } BkVerifyListing;
 
 /*

@@ -1307,6 +1307,20 @@ bk_pg_verify(BkVerifier *verifier, const BkRepo *repo, const char *source,
 		return false;
 	ok = bk_verify_list_objects(&check.listing, repo, source, BK_KIND_WAL, "",
 								false, err);
+	/*
+	 * A directory where objects belong: bk wal-get refuses to read one
+	 * with a WAL file's name, and the WAL file is not there either.
+	 */
+	if (ok && check.listing.not_objects > 0)
+		bk_verify_problem(verifier, check.listing.first_not_object,
+						  "%zu entr%s of the WAL of source \"%s\" %s not an "
+						  "object (first: \"%s\", a directory); move %s out "
+						  "of the repository",
+						  check.listing.not_objects,
+						  check.listing.not_objects == 1 ? "y" : "ies", source,
+						  check.listing.not_objects == 1 ? "is" : "are",
+						  check.listing.first_not_object,
+						  check.listing.not_objects == 1 ? "it" : "them");
 	if (ok)
 		bk_verify_parallel(verifier, check.listing.count, check_wal_object,
 						   &check);

@@ -1149,7 +1149,8 @@ test_tablespace_map_twice(void **state)
 /*
  * A directory where the newest segment's object belongs is not the end of
  * the archive: bk wal-get exits 200 (PostgreSQL stops recovery), never 1
- * (PostgreSQL would end recovery before that segment and promote).
+ * (PostgreSQL would end recovery before that segment and promote), and
+ * bk verify reports it.
  */
 static int wal_get(WalFixture *f, const char *file, bool with_key, char *got,
 				   size_t got_len);
@@ -1161,6 +1162,8 @@ test_wal_get_object_not_a_file(void **state)
 	char path[700];
 	char got[64];
 	char name[32];
+	uint64_t problems;
+	char *text;
 
 	for (uint64_t segno = 1; segno <= 3; segno++)
 		archive_segment(f, 1, segno);
@@ -1169,6 +1172,12 @@ test_wal_get_object_not_a_file(void **state)
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(mkdir(path, 0755), 0);
 	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 200);
+	/* bk verify names it (its listing skipped it: the WAL looked whole). */
+	text = verify_problems(f, &problems);
+	assert_int_equal(problems, 1);
+	assert_non_null(strstr(text, name));
+	assert_non_null(strstr(text, "not an object"));
+	free(text);
 	bk_wal_segment_name(1, 2, SEG_SIZE, name);
 	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 0);
 }

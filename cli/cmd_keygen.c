@@ -44,7 +44,8 @@ bk_cmd_keygen(int argc, char **argv)
 							  bk_option_store, &out);
 	if (status != BK_COMMAND_RUN)
 		return status;
-	if (out == NULL)
+	/* "" is no file: open would fail and say "try again" (exit 5). */
+	if (out == NULL || out[0] == '\0')
 		return bk_cli_usage_error(argv[0], "--out FILE is required");
 
 	if (!bk_key_generate(&key, &err) || !bk_key_write_files(&key, out, &err))

@@ -30,6 +30,11 @@ like "$json" '"public_key_file": ".*/key2.pub"' "--json names the public key fil
 "$BK" keygen >/dev/null 2>"$dir/stderr"
 is $? 2 "keygen without --out exits 2"
 like "$(cat "$dir/stderr")" '--out FILE is required' "and says --out is required"
+(cd "$dir" && "$BK" keygen --out "" >/dev/null 2>"$dir/stderr")
+is $? 2 "keygen --out \"\" is a usage error (not 5, \"try again\")"
+like "$(cat "$dir/stderr")" '--out FILE is required' "and says a file must be named"
+[[ -z "$(ls -A "$dir" | grep '^\.tmp\.')" ]]
+ok $? "and writes nothing"
 "$BK" keygen --out "$dir/k3" --frobnicate >/dev/null 2>"$dir/stderr"
 is $? 2 "an unknown option exits 2"
 like "$(cat "$dir/stderr")" 'unknown option.*--frobnicate' "and names the option"

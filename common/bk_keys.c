@@ -542,7 +542,7 @@ bk_keyring_load(const char *path, BkKeyUse use, BkError *err)
 					  "the restore keyring holds the old private keys.");
 		goto fail;
 	}
-	if (use == BK_KEYS_FOR_RESTORE && any_public)
+	if (use == BK_KEYS_FOR_RESTORE && any_public && !any_private)
 	{
 		bk_error_set(
 			err, BK_ERR_KEY,
@@ -553,6 +553,26 @@ bk_keyring_load(const char *path, BkKeyUse use, BkError *err)
 						   "FILE.pub).");
 		goto fail;
 	}
+	/* A keyring assembled with a FILE.pub among the keys: say which. */
+	for (int keyIdx = 0; use == BK_KEYS_FOR_RESTORE && keyIdx < ring->count;
+		 keyIdx++)
+		if (!ring->keys[keyIdx].has_private)
+		{
+			char id_hex[BK_KEY_ID_HEX_LEN + 1];
+
+			bk_key_id_hex(ring->keys[keyIdx].id, id_hex);
+			bk_error_set(err, BK_ERR_KEY,
+						 "key file \"%s\" holds the public key %s among its "
+						 "private keys; a restore keyring holds private keys "
+						 "only",
+						 path, id_hex);
+			bk_error_hint(err,
+						  "Put key %s's private key file (bk keygen --out "
+						  "FILE, not FILE.pub) in the keyring instead, or "
+						  "remove its [bk-public-key] section.",
+						  id_hex);
+			goto fail;
+		}
 
 	bk_secure_wipe(text, len);
 	free(text);

@@ -357,6 +357,28 @@ test_keyring_of_several_keys(void **state)
 		expect_load_error(two_pubs, BK_KEYS_FOR_SOURCE,
 						  "holds 2 public keys; a source seals to exactly one");
 	}
+	/*
+	 * A restore keyring with a FILE.pub among its private keys: not
+	 * "holds a public key only", but which key is only public.
+	 */
+	{
+		char mixed[512];
+		char expected[160];
+		char id_hex[BK_KEY_ID_HEX_LEN + 1];
+		char *private_b;
+		size_t private_len;
+
+		/* text_a is a's public key file now. */
+		assert_true(bk_read_file(path_b, 4096, &private_b, &private_len, &err));
+		sprintf(joined, "%s%s", private_b, text_a);
+		free(private_b);
+		path_in(mixed, "mixed");
+		write_text(mixed, joined, 0600);
+		bk_key_id_hex(a.id, id_hex);
+		snprintf(expected, sizeof(expected),
+				 "holds the public key %s among its private keys", id_hex);
+		expect_load_error(mixed, BK_KEYS_FOR_RESTORE, expected);
+	}
 	free(text_a);
 	free(text_b);
 	free(joined);

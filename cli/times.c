@@ -5,8 +5,11 @@
 #include "times.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static bool
 parse_digits(const char **p, int count, int *value)
@@ -42,6 +45,47 @@ format_offset(long offset, char *out, size_t out_len)
 }
 
 /*
+ * Is the local time zone one this system knows?  A TZ naming no zone
+ * ("Europe/Pairs") makes glibc use UTC without a word, and a target time
+ * without a zone would silently name another instant than the one meant.
+ * Unset or empty, TZ is the system's zone or UTC, as documented; a zone
+ * file must exist; a POSIX rule ("EST5EDT", "<+03>-3") carries its offset
+ * in digits.
+ */
+static bool
+local_zone_known(BkError *err)
+{
+	const char *tz = getenv("TZ");
+	const char *name;
+	const char *tzdir = getenv("TZDIR");
+	char path[4096];
+	struct stat st;
+
+	if (tz == NULL || tz[0] == '\0')
+		return true;
+	name = tz[0] == ':' ? tz + 1 : tz;
+	if (strcmp(name, "UTC") == 0 || strcmp(name, "GMT") == 0)
+		return true;
+	if (tzdir == NULL || tzdir[0] == '\0')
+		tzdir = "/usr/share/zoneinfo";
+	if (name[0] == '/')
+		snprintf(path, sizeof(path), "%s", name);
+	else
+		snprintf(path, sizeof(path), "%s/%s", tzdir, name);
+	/* A directory ("Europe") is no zone file: glibc takes UTC there too. */
+	if (name[0] != '\0' && strstr(name, "..") == NULL && stat(path, &st) == 0 &&
+		S_ISREG(st.st_mode) && access(path, R_OK) == 0)
+		return true;
+	if (tz[0] != ':' && strpbrk(name, "0123456789") != NULL)
+		return true;
+	return bk_error_set(err, BK_ERR_USAGE,
+						"it has no zone, and the local one, TZ=\"%s\", is no "
+						"time zone this system knows (no \"%s\"): the time "
+						"would be taken as UTC; give its zone, or fix TZ",
+						tz, path);
+}
+
+/*
  * The instant a wall-clock time without a zone names in the local time
  * zone.  mktime's guess is not used: where the zone's offset changes (a
  * daylight-saving change, or a new standard offset) a time may name two
@@ -64,6 +108,8 @@ local_seconds(const struct tm *wall, time_t *seconds, BkError *err)
 	char first[16];
 	char second[16];
 
+	if (!local_zone_known(err))
+		return false;
 	/* What the fields name once normalised (second 60 is the next minute). */
 	as_utc = timegm(&expected);
 	gmtime_r(&as_utc, &expected);

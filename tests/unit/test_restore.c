@@ -253,6 +253,30 @@ test_timestamps(void **state)
 	assert_true(bk_parse_timestamp("2014-10-26 03:30:00", &us));
 	assert_true(bk_parse_timestamp("2014-10-26T00:30:00Z", &want));
 	assert_true(us == want);
+	/*
+	 * A TZ that names no zone: glibc takes UTC without a word, and the
+	 * target would be another instant than the one meant.  Refused; with
+	 * its zone the time is fine.  POSIX rules and zone files are zones.
+	 */
+	setenv("TZ", "Europe/Pairs", 1);
+	tzset();
+	assert_false(bk_timestamp_parse("2026-07-01 12:00:00", false, &us, &err));
+	assert_error_contains(&err, "TZ=\"Europe/Pairs\", is no time zone");
+	assert_true(bk_parse_timestamp("2026-07-01 12:00:00+02", &us));
+	setenv("TZ", "Europe", 1);
+	tzset();
+	assert_false(bk_timestamp_parse("2026-07-01 12:00:00", false, &us, &err));
+	assert_error_contains(&err, "TZ=\"Europe\", is no time zone");
+	setenv("TZ", "EST5EDT", 1);
+	tzset();
+	assert_true(bk_parse_timestamp("2026-07-01 12:00:00", &us));
+	assert_true(bk_parse_timestamp("2026-07-01T16:00:00Z", &want));
+	assert_true(us == want);
+	setenv("TZ", ":Europe/Paris", 1);
+	tzset();
+	assert_true(bk_parse_timestamp("2026-07-01 12:00:00", &us));
+	assert_true(bk_parse_timestamp("2026-07-01T10:00:00Z", &want));
+	assert_true(us == want);
 	setenv("TZ", "UTC", 1);
 	tzset();
 

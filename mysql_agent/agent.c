@@ -520,9 +520,26 @@ agent_config_set(void *arg, const char *key, const char *value, BkError *err)
 									"roles names more than %d roles",
 									AGENT_ROLES_MAX);
 			}
-			config->roles[config->n_roles++] = strdup(role);
+			if ((config->roles[config->n_roles] = strdup(role)) == NULL)
+			{
+				free(list);
+				return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+			}
+			config->n_roles++;
 		}
 		free(list);
+		/*
+		 * Empty, the default (bk_admin) would apply: not what "roles ="
+		 * says to someone who meant to allow nobody.
+		 */
+		if (config->n_roles == 0)
+		{
+			bk_error_set(err, BK_ERR_CONFIG,
+						 "roles names no role; it lists who may call the bk "
+						 "functions");
+			return bk_error_hint(err, "Name at least one role (or user@host)"
+									  ", or leave roles out for bk_admin.");
+		}
 		return true;
 	}
 	/*

@@ -177,6 +177,14 @@ printf 'source_id = rejected\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver
 "$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
 is $? 3 "bk-mysql-agent refuses source_id rejected (exit 3)"
 like "$(cat "$dir/stderr")" 'source_id "rejected" is not valid: .*other than "bk-repository" and "rejected"' "and says which names are the repository's"
+# An empty roles list would let the default, bk_admin, call the functions.
+for roles in "" ", ,"; do
+    printf 'source_id = db1\nkafka_brokers = 127.0.0.1:1\nkey_file = %s\nserver_id = 42\nroles = %s\n' \
+        "$dir/agent-key.pub" "$roles" >"$dir/agent.conf"
+    timeout 60 "$AGENT" --config "$dir/agent.conf" >/dev/null 2>"$dir/stderr"
+    is $? 3 "bk-mysql-agent refuses roles = \"$roles\" (exit 3)"
+    like "$(cat "$dir/stderr")" 'line 5: roles names no role' "and names the setting"
+done
 "$BK" expire --repo "$dir/none" --source BK-Repository --retain-full 1 >/dev/null 2>"$dir/stderr"
 is $? 2 "bk expire --source BK-Repository exits 2"
 like "$(cat "$dir/stderr")" 'invalid source id "BK-Repository"' "and names the id"

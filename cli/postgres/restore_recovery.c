@@ -92,6 +92,24 @@ absolute(const char *path, char *out, size_t out_len, BkError *err)
 }
 
 /*
+ * A line break in restore_command would end its line of
+ * postgresql.auto.conf: the server would not start, for a syntax error,
+ * after a restore that said it succeeded.
+ */
+static bool
+single_line(const char *what, const char *value, BkError *err)
+{
+	if (strpbrk(value, "\n\r") == NULL)
+		return true;
+	bk_error_set(err, BK_ERR_USAGE,
+				 "%s \"%s\" holds a line break, which restore_command "
+				 "cannot hold in postgresql.auto.conf",
+				 what, value);
+	return bk_error_hint(err, "Give a path without one (a symbolic link "
+							  "named without one will do).");
+}
+
+/*
  * restore_command = bk wal-get with this run's options, paths made
  * absolute (the server runs it from the data directory).  Built before
  * anything is written, so that a failure here leaves no half-restored
@@ -112,12 +130,15 @@ restore_build_restore_command(Restore *r, BkError *err)
 							"could not find the path of this bk program: %s",
 							strerror(errno));
 	self[len] = '\0';
+	if (!single_line("this bk program's path", self, err))
+		return false;
 	command[0] = '\0';
 	append_arg(command, size, self);
 	append_arg(command, size, "wal-get");
 	if (r->config.config_path != NULL)
 	{
-		if (!absolute(r->config.config_path, path, sizeof(path), err))
+		if (!absolute(r->config.config_path, path, sizeof(path), err) ||
+			!single_line("the configuration file", path, err))
 			return false;
 		append_arg(command, size, "--config");
 		append_arg(command, size, path);
@@ -131,12 +152,15 @@ restore_build_restore_command(Restore *r, BkError *err)
 			bk_strlcpy(path, r->common.repository, sizeof(path));
 		else if (!absolute(r->common.repository, path, sizeof(path), err))
 			return false;
+		if (!single_line("--repo", path, err))
+			return false;
 		append_arg(command, size, "--repo");
 		append_arg(command, size, path);
 	}
 	if (r->common.key_file != NULL)
 	{
-		if (!absolute(r->common.key_file, path, sizeof(path), err))
+		if (!absolute(r->common.key_file, path, sizeof(path), err) ||
+			!single_line("--key-file", path, err))
 			return false;
 		append_arg(command, size, "--key-file");
 		append_arg(command, size, path);

@@ -5521,6 +5521,25 @@ test_restore_command_repo(void **state)
 	assert_false(restore_build_restore_command(r, &err));
 	assert_error_contains(&err, "could not resolve");
 
+	/*
+	 * A line break would end restore_command's line in
+	 * postgresql.auto.conf, and the server would not start: refused.
+	 */
+	r->common.repository = "s3://bk-bucket/prod\neu";
+	assert_false(restore_build_restore_command(r, &err));
+	assert_error_contains(&err, "holds a line break");
+	snprintf(expected, sizeof(expected), "%s/line\nbreak", dir);
+	assert_int_equal(mkdir(expected, 0700), 0);
+	r->common.repository = expected;
+	assert_false(restore_build_restore_command(r, &err));
+	assert_error_contains(&err, "--repo");
+	assert_error_contains(&err, "holds a line break");
+	r->common.repository = NULL;
+	r->config.config_path = expected;
+	assert_false(restore_build_restore_command(r, &err));
+	assert_error_contains(&err, "the configuration file");
+	r->config.config_path = NULL;
+
 	test_rmdir(dir);
 	free(dir);
 	free(r);

@@ -261,10 +261,12 @@ bk_snapshot(PG_FUNCTION_ARGS)
  * has an xid has written something: an ALTER EXTENSION bk UPDATE just run
  * (the worker still sees the old version and says to run it), rows the
  * snapshot would not contain although taken after them.  Archiving needs
- * wal_level replica, which logs an AccessExclusiveLock and so gives its
- * transaction an xid: the locks are checked first, to be named rather than
- * taken for writes.  bk_snapshot_wait needs no such check: it runs only as
- * a CALL outside a transaction block, and commits before it waits.
+ * wal_level replica, which logs an AccessExclusiveLock on a relation and so
+ * gives its transaction an xid: only such a transaction can hold the one
+ * lock mode that conflicts with AccessShareLock, and only there are the
+ * catalog locks looked for (in the whole lock table), to be named rather
+ * than taken for writes.  bk_snapshot_wait needs no such check: it runs
+ * only as a CALL outside a transaction block, and commits before it waits.
  */
 static void
 snap_refuse_entangled_caller(Oid funcid)
@@ -299,8 +301,9 @@ snap_refuse_entangled_caller(Oid funcid)
 						 errhint("Call bk_snapshot() in a transaction of "
 								 "its own.")));
 	}
-	snap_refuse_locked_catalog();
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
+	{
+		snap_refuse_locked_catalog();
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("bk_snapshot() cannot be called in a transaction "
@@ -311,6 +314,7 @@ snap_refuse_entangled_caller(Oid funcid)
 						   "EXTENSION bk UPDATE."),
 				 errhint("Commit first, then call bk_snapshot() in a "
 						 "transaction of its own.")));
+	}
 }
 
 /*

@@ -601,8 +601,14 @@ snap_worker_waits_for_us(pid_t pid)
  * snap_wait_for_worker
  *		Wait until the snapshot ends.  Cancelling this wait (Ctrl-C) does not
  *		cancel the snapshot: it runs on in its worker.  Nor does the error
- *		when the worker waits for this transaction, which only its end can
- *		resolve.
+ *		when the worker waits for this transaction, which only its end, and
+ *		that of the sessions queued in between, can resolve.
+ *
+ * That error is SQLSTATE 25001, as the refusals of an entangled caller
+ * before the start: the caller must call in a transaction of its own.  Not
+ * 40P01 (deadlock_detected), whose class drivers and pools retry on their
+ * own: a retry would start a second snapshot or meet "already running".
+ * Nor 55P03, 55006 or 55000, which Npgsql counts as transient too.
  */
 static void
 snap_wait_for_worker(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
@@ -633,13 +639,14 @@ snap_wait_for_worker(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 		if (status == BGWH_STARTED && round % 5 == 0 &&
 			snap_worker_waits_for_us(pid))
 			ereport(ERROR,
-					(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 					 errmsg("bk_snapshot() cannot wait for its worker, which "
 							"waits for this transaction"),
 					 errdetail("The worker of snapshot %s (PID %d) waits for "
 							   "a lock that this transaction holds, or for a "
 							   "session that waits for one.  The snapshot "
-							   "goes on once this transaction ends.",
+							   "goes on once this transaction has ended, and "
+							   "so have the sessions queued in between.",
 							   id, (int) pid),
 					 errhint("Call bk_snapshot() in a transaction of its "
 							 "own.  CALL bk_snapshot_wait('%s') waits for "

@@ -221,8 +221,9 @@ DROP DATABASE regress_bk_closed;
 -- waits for this transaction, and the worker's RowExclusiveLock queues
 -- behind that.  The deadlock detector, which sees this transaction wait for
 -- nothing, found no cycle: this hung until statement_timeout.  The error
--- comes within about a second, and the snapshot goes on once this
--- transaction ends.
+-- comes within about a second, with an SQLSTATE that does not invite an
+-- automatic retry (40P01 did); the snapshot goes on once this transaction
+-- and the session queued ahead of the worker have ended.
 SELECT dblink_connect('regress_bk_queued',
                       format('host=127.0.0.1 port=%s dbname=%s user=%s',
                              current_setting('port'), current_database(),
@@ -250,12 +251,15 @@ SELECT * FROM bk_snapshot('incr');
 \set VERBOSITY default
 -- Still holding the lock that blocks the worker: the snapshot is running.
 ROLLBACK TO before_call;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT clock_timestamp() - :'t0' < interval '10 s' AS refused_within_10s;
 SELECT snapshot_id AS queued_id FROM bk_snapshot_progress
 WHERE state IN ('starting', 'running') \gset
 ROLLBACK;
 SELECT * FROM dblink_get_result('regress_bk_queued') AS r(status text);
 SELECT count(*) AS no_more FROM dblink_get_result('regress_bk_queued') AS r(status text);
+-- The second session has its lock now: the worker waits for it.
+SELECT state FROM bk_snapshot_progress WHERE snapshot_id = :'queued_id';
 SELECT dblink_exec('regress_bk_queued', 'ROLLBACK') = 'ROLLBACK' AS ok;
 SELECT dblink_disconnect('regress_bk_queued') = 'OK' AS ok;
 SELECT pg_temp.bk_wait_ended(:'queued_id', '60 s') AS ok;

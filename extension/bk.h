@@ -84,6 +84,11 @@ typedef enum BkSnapshotState
  * under snapshot_signal_lock before it exits (snap_forget_worker_pid).  So
  * a process that holds that lock and finds pid set is signalling a process
  * that has not exited, whose PID cannot belong to anyone else yet.
+ *
+ * helper_pids are the helpers' (0: none), each set by the helper before it
+ * connects and cleared as it exits, so that a caller waiting in
+ * bk_snapshot() can see whether one waits for its transaction.  Only read
+ * for that: nobody signals a helper through them.
  */
 typedef struct BkSnapshotSlot
 {
@@ -98,6 +103,7 @@ typedef struct BkSnapshotSlot
 	int32 range_blocks; /* bk.snapshot_range_size of the caller */
 	Oid database;
 	int pid;
+	int helper_pids[BK_SNAPSHOT_MAX_JOBS];
 	bool cancel_requested;
 	char phase[32];
 	XLogRecPtr start_lsn;

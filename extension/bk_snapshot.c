@@ -40,7 +40,7 @@ static int snap_allocate_slot(void);
 static void snap_make_id(char *out, size_t len);
 static void snap_wait_for_startup(BkSnapshotSlot *slot,
 								  BackgroundWorkerHandle *handle);
-static bool snap_worker_waits_for_us(pid_t pid);
+static bool snap_waits_for_us(int pid);
 static void snap_wait_for_worker(BkSnapshotSlot *slot,
 								 BackgroundWorkerHandle *handle);
 static Datum snap_result_datum(FunctionCallInfo fcinfo,
@@ -533,9 +533,9 @@ snap_wait_for_startup(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 }
 
 /*
- * snap_worker_waits_for_us
- *		Does the worker wait for a lock this transaction holds, directly or
- *		behind sessions that wait for one?
+ * snap_waits_for_us
+ *		Does the worker or a helper (pid) wait for a lock this transaction
+ *		holds, directly or behind sessions that wait for one?
  *
  * snap_refuse_entangled_caller sees only this transaction's own locks.
  * One that conflicts with nothing of the worker's can still hold it up
@@ -544,16 +544,20 @@ snap_wait_for_startup(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
  * EXTENSION bk UPDATE, VACUUM FULL) and waits for this transaction, and
  * the worker's RowExclusiveLock queues behind that request.  The deadlock
  * detector sees this transaction waiting for nothing and finds no cycle:
- * the call hung until statement_timeout.  pg_blocking_pids() follows the
- * chain from the worker, as the isolation tester does; only while the
- * worker's wait event says it waits for a lock, so the lock manager is
- * not scanned while the worker copies.  Its helpers, whose PIDs only it
- * knows, are not followed: they lock what the worker locked before them
- * (catalogs, bk_snapshot_blocks), so only a request queued in between
- * could hold one up.
+ * the call hung until statement_timeout.  A helper can be held up the same
+ * way while the worker waits for it, not for a lock: helpers connect once
+ * the files are listed, and connecting reads pg_database, so a LOCK
+ * pg_database IN ACCESS EXCLUSIVE MODE queued behind a caller that read it
+ * held up the helper, and the call hung.  pg_blocking_pids() follows the
+ * chain from the process, as the isolation tester does; only while its
+ * wait event says it waits for a lock, so the lock manager is not scanned
+ * while it copies.  Each call of pg_blocking_pids() is a view of its own
+ * moment, so a chain can join edges that never held at once, or a PID
+ * since reused: snap_wait_for_worker acts only on a process found on two
+ * looks in a row.
  */
 static bool
-snap_worker_waits_for_us(pid_t pid)
+snap_waits_for_us(int pid)
 {
 	PGPROC *proc = BackendPidGetProc(pid);
 	MemoryContext context;
@@ -601,8 +605,8 @@ snap_worker_waits_for_us(pid_t pid)
  * snap_wait_for_worker
  *		Wait until the snapshot ends.  Cancelling this wait (Ctrl-C) does not
  *		cancel the snapshot: it runs on in its worker.  Nor does the error
- *		when the worker waits for this transaction, which only its end, and
- *		that of the sessions queued in between, can resolve.
+ *		when the worker or a helper waits for this transaction, which only
+ *		its end, and that of the sessions queued in between, can resolve.
  *
  * That error is SQLSTATE 25001, as the refusals of an entangled caller
  * before the start: the caller must call in a transaction of its own.  Not
@@ -613,16 +617,20 @@ snap_worker_waits_for_us(pid_t pid)
 static void
 snap_wait_for_worker(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 {
+	int suspect = 0; /* the PID found waiting for us at the last look */
+
 	for (int round = 1;; round++)
 	{
 		BkSnapshotState state;
 		BgwHandleStatus status;
 		pid_t pid;
 		char id[BK_SNAPSHOT_ID_LEN];
+		int helper_pids[BK_SNAPSHOT_MAX_JOBS];
 
 		SpinLockAcquire(&bk_shared->mutex);
 		state = slot->state;
 		strlcpy(id, slot->id, sizeof(id));
+		memcpy(helper_pids, slot->helper_pids, sizeof(helper_pids));
 		SpinLockRelease(&bk_shared->mutex);
 		if (state == BK_SNAPSHOT_COMPLETE || state == BK_SNAPSHOT_FAILED ||
 			state == BK_SNAPSHOT_CANCELLED)
@@ -636,22 +644,47 @@ snap_wait_for_worker(BkSnapshotSlot *slot, BackgroundWorkerHandle *handle)
 			return;
 		}
 		/* About once a second, from the start: connecting takes locks. */
-		if (status == BGWH_STARTED && round % 5 == 0 &&
-			snap_worker_waits_for_us(pid))
-			ereport(ERROR,
-					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-					 errmsg("bk_snapshot() cannot wait for its worker, which "
-							"waits for this transaction"),
-					 errdetail("The worker of snapshot %s (PID %d) waits for "
-							   "a lock that this transaction holds, or for a "
-							   "session that waits for one.  The snapshot "
-							   "goes on once this transaction has ended, and "
-							   "so have the sessions queued in between.",
-							   id, (int) pid),
-					 errhint("Call bk_snapshot() in a transaction of its "
-							 "own.  CALL bk_snapshot_wait('%s') waits for "
-							 "this one.",
-							 id)));
+		if (status == BGWH_STARTED && round % 5 == 0)
+		{
+			int found = -1; /* 0: the worker, else that helper's number */
+			int found_pid = 0;
+			char who[64 + BK_SNAPSHOT_ID_LEN];
+
+			for (int proc = 0; proc <= BK_SNAPSHOT_MAX_JOBS && found < 0;
+				 proc++)
+			{
+				int proc_pid = proc == 0 ? (int) pid : helper_pids[proc - 1];
+
+				if (proc_pid != 0 && snap_waits_for_us(proc_pid))
+				{
+					found = proc;
+					found_pid = proc_pid;
+				}
+			}
+			if (found_pid != 0 && found_pid == suspect)
+			{
+				if (found == 0)
+					snprintf(who, sizeof(who), "The worker of snapshot %s", id);
+				else
+					snprintf(who, sizeof(who), "Helper %d of snapshot %s",
+							 found, id);
+				ereport(ERROR,
+						(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+						 errmsg("bk_snapshot() cannot wait for its worker, "
+								"which waits for this transaction"),
+						 errdetail("%s (PID %d) waits for a lock that this "
+								   "transaction holds, or for a session that "
+								   "waits for one.  The snapshot goes on once "
+								   "this transaction has ended, and so have "
+								   "the sessions queued in between.",
+								   who, found_pid),
+						 errhint("Call bk_snapshot() in a transaction of its "
+								 "own.  CALL bk_snapshot_wait('%s') waits for "
+								 "this one.",
+								 id)));
+			}
+			suspect = found_pid;
+		}
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200L,
 						 PG_WAIT_EXTENSION);

@@ -464,6 +464,19 @@ snap_stop_helpers(SnapRun *run)
 		(void) WaitForBackgroundWorkerShutdown(run->helpers[helper]);
 }
 
+/* A helper's last word in its slot: its PID is no longer to be looked at. */
+static void
+snap_forget_helper_pid(int code, Datum arg)
+{
+	int *pid = (int *) DatumGetPointer(arg);
+
+	SpinLockAcquire(&bk_shared->mutex);
+	/* The slot may hold a newer snapshot by now. */
+	if (*pid == MyProcPid)
+		*pid = 0;
+	SpinLockRelease(&bk_shared->mutex);
+}
+
 /*
  * bk_snapshot_helper_main
  *		Copy files of the work list of the snapshot that started us.
@@ -476,6 +489,7 @@ bk_snapshot_helper_main(Datum main_arg)
 	dsm_segment *segment;
 	SnapWork *work;
 	MemoryContext context;
+	int *helper_pid;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -486,6 +500,17 @@ bk_snapshot_helper_main(Datum main_arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("bk snapshot helper started without its snapshot")));
+
+	/*
+	 * Before connecting, which reads catalogs: a caller waiting in
+	 * bk_snapshot() must see us wait for a lock its transaction holds.
+	 */
+	helper_pid =
+		&bk_shared->snapshots[args.slot_index].helper_pids[args.helper];
+	SpinLockAcquire(&bk_shared->mutex);
+	*helper_pid = MyProcPid;
+	SpinLockRelease(&bk_shared->mutex);
+	before_shmem_exit(snap_forget_helper_pid, PointerGetDatum(helper_pid));
 	snap_worker_connect(bk_shared->snapshots[args.slot_index].database);
 	segment = dsm_attach(args.work_handle);
 	if (segment == NULL)

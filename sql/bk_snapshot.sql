@@ -221,7 +221,7 @@ DROP DATABASE regress_bk_closed;
 -- waits for this transaction, and the worker's RowExclusiveLock queues
 -- behind that.  The deadlock detector, which sees this transaction wait for
 -- nothing, found no cycle: this hung until statement_timeout.  The error
--- comes within about a second, with an SQLSTATE that does not invite an
+-- comes within about two seconds, with an SQLSTATE that does not invite an
 -- automatic retry (40P01 did); the snapshot goes on once this transaction
 -- and the session queued ahead of the worker have ended.
 SELECT dblink_connect('regress_bk_queued',
@@ -264,6 +264,80 @@ SELECT dblink_exec('regress_bk_queued', 'ROLLBACK') = 'ROLLBACK' AS ok;
 SELECT dblink_disconnect('regress_bk_queued') = 'OK' AS ok;
 SELECT pg_temp.bk_wait_ended(:'queued_id', '60 s') AS ok;
 SELECT kind, state FROM bk_snapshot_history WHERE snapshot_id = :'queued_id';
+
+-- Nor for a helper of the worker that waits for the caller through another
+-- session.  Helpers connect once the files are listed, and their
+-- connection reads pg_database: a session that asks for AccessExclusiveLock
+-- on it, which the caller read, holds them up behind the caller while the
+-- worker copies, then waits for its helpers, never for a lock.  This hung
+-- until statement_timeout.  The caller is a dblink session here, so that a third
+-- one can hold the worker up (SHARE on the history) until the lock on
+-- pg_database is queued: the worker has connected by then, and only the
+-- helper meets it.  Every connection is made before that lock is asked for.
+SELECT dblink_connect(name, format('host=127.0.0.1 port=%s dbname=%s user=%s',
+                                   current_setting('port'),
+                                   current_database(), current_user)) = 'OK' AS ok
+FROM unnest(ARRAY['regress_bk_caller', 'regress_bk_queued',
+                  'regress_bk_holder']) AS name;
+SELECT dblink_exec(name, 'BEGIN') = 'BEGIN' AS ok
+FROM unnest(ARRAY['regress_bk_caller', 'regress_bk_queued',
+                  'regress_bk_holder']) AS name;
+SELECT dblink_exec('regress_bk_holder',
+                   'LOCK bk_snapshot_history IN SHARE MODE') = 'LOCK TABLE' AS ok;
+SELECT dblink_exec('regress_bk_caller',
+                   'SET LOCAL statement_timeout = ''20s''') = 'SET' AS ok;
+SELECT * FROM dblink('regress_bk_caller',
+                     'SELECT count(*) > 0 FROM pg_database') AS r(read_database bool);
+SELECT dblink_send_query('regress_bk_caller',
+                         'SELECT snapshot_id FROM bk_snapshot(''incr'')') AS sent;
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pg_locks
+                          WHERE relation = 'bk_snapshot_history'::regclass
+                            AND mode = 'RowExclusiveLock' AND NOT granted);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT snapshot_id AS helper_id FROM bk_snapshot_progress
+WHERE state IN ('starting', 'running') \gset
+SELECT dblink_send_query('regress_bk_queued',
+                         'LOCK pg_database IN ACCESS EXCLUSIVE MODE') AS sent;
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pg_locks
+                          WHERE relation = 'pg_database'::regclass
+                            AND mode = 'AccessExclusiveLock' AND NOT granted);
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT clock_timestamp() AS t0 \gset
+SELECT dblink_exec('regress_bk_holder', 'COMMIT') = 'COMMIT' AS ok;
+\set VERBOSITY terse
+SELECT * FROM dblink_get_result('regress_bk_caller') AS r(snapshot_id text);
+\set VERBOSITY default
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate,
+       clock_timestamp() - :'t0' < interval '10 s' AS refused_within_10s;
+SELECT regexp_split_to_table(
+           regexp_replace(dblink_error_message('regress_bk_caller'),
+                          '[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}|PID [0-9]+', '...',
+                          'g'), '\n') AS error;
+SELECT count(*) AS no_more
+FROM dblink_get_result('regress_bk_caller') AS r(snapshot_id text);
+SELECT dblink_exec('regress_bk_caller', 'ROLLBACK') = 'ROLLBACK' AS ok;
+SELECT * FROM dblink_get_result('regress_bk_queued') AS r(status text);
+SELECT count(*) AS no_more FROM dblink_get_result('regress_bk_queued') AS r(status text);
+-- The helper waits for the session that now holds the lock.
+SELECT state FROM bk_snapshot_progress WHERE snapshot_id = :'helper_id';
+SELECT dblink_exec('regress_bk_queued', 'ROLLBACK') = 'ROLLBACK' AS ok;
+SELECT dblink_disconnect(name) = 'OK' AS ok
+FROM unnest(ARRAY['regress_bk_caller', 'regress_bk_queued',
+                  'regress_bk_holder']) AS name;
+SELECT pg_temp.bk_wait_ended(:'helper_id', '60 s') AS ok;
+SELECT kind, state FROM bk_snapshot_history WHERE snapshot_id = :'helper_id';
 DROP EXTENSION dblink;
 
 -- The snapshot worker runs as superuser with this database's settings.  A

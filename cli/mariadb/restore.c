@@ -439,7 +439,10 @@ describe_window(const MariadbRestore *r, char *out, size_t out_len)
  * refuse_expired_target
  *		No snapshot is at or before the target, and bk expire recorded that
  *		it removed the binlog before the oldest restorable one's: say so,
- *		rather than leave the reader to wonder what the archive lost.
+ *		rather than leave the reader to wonder what the archive lost.  The
+ *		record says which binlog went, not whether snapshots went with it
+ *		(a source's first snapshot leaves the binlog before it to remove
+ *		too): what is said of the older snapshots is what the catalog holds.
  *		False (err untouched) when that is not the case.
  */
 static bool
@@ -447,6 +450,8 @@ refuse_expired_target(const MariadbRestore *r, const MariadbSnapshot *oldest,
 					  const char *window, BkError *err)
 {
 	const char *record;
+	int older = (int) (oldest != NULL ? oldest - r->snapshots.snapshots : 0);
+	char kept[160];
 
 	if (oldest == NULL || r->snapshot_id != NULL || r->target.text == NULL ||
 		(r->target.type == TARGET_POSITION &&
@@ -455,16 +460,57 @@ refuse_expired_target(const MariadbRestore *r, const MariadbSnapshot *oldest,
 	record = binlog_catalog_expired_record(&r->binlog, oldest->binlog_file);
 	if (record == NULL)
 		return false;
-	bk_error_set(
-		err, BK_ERR_NOT_FOUND,
-		"no snapshot of source \"%s\" is at or before the target"
-		" %s: it is before the oldest snapshot kept, %s (at %s:%" PRIu64
-		"); bk expire removed the older snapshots and the binlog"
-		" before it (up to %s)",
-		r->source, r->target.text, oldest->id, oldest->binlog_file,
-		oldest->binlog_pos, record);
+	if (older == 0)
+		snprintf(kept, sizeof(kept), "no older snapshot is kept");
+	else
+		snprintf(kept, sizeof(kept),
+				 "the %d older snapshot%s kept %s incomplete or not carried"
+				 " forward by the archived binlog",
+				 older, older == 1 ? "" : "s", older == 1 ? "is" : "are");
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "no snapshot of source \"%s\" is at or before the target"
+				 " %s: it is before the oldest restorable snapshot, %s (at"
+				 " %s:%" PRIu64 "); bk expire removed the binlog before it"
+				 " (up to %s), and %s",
+				 r->source, r->target.text, oldest->id, oldest->binlog_file,
+				 oldest->binlog_pos, record, kept);
 	bk_error_hint(err, "Choose a later target: %s.", window);
 	return true;
+}
+
+/*
+ * refuse_target_in_snapshot_second
+ *		The oldest snapshot at or before a time target holds a transaction
+ *		stamped in the target's own second (too_new, from the binlog scan),
+ *		and no snapshot before it is at or before the target.  The snapshot
+ *		is not after the target, but the binlog's whole-second stamps cannot
+ *		tell whether that transaction came before it: say that, not that the
+ *		target is before every snapshot, with what bk expire removed if it
+ *		recorded that.
+ */
+static bool
+refuse_target_in_snapshot_second(const MariadbRestore *r,
+								 const MariadbSnapshot *snap,
+								 const BkError *too_new, const char *window,
+								 BkError *err)
+{
+	const char *record =
+		binlog_catalog_expired_record(&r->binlog, snap->binlog_file);
+
+	bk_error_set(
+		err, BK_ERR_NOT_FOUND,
+		"%s, and no snapshot before it is at or before the target%s%s%s",
+		too_new->message,
+		record != NULL ? "; bk expire removed the binlog before it"
+						 " (up to "
+					   : "",
+		record != NULL ? record : "", record != NULL ? ")" : "");
+	return bk_error_hint(err,
+						 "The binlog stamps whole seconds: a target inside the"
+						 " second the snapshot was taken cannot be told from"
+						 " the snapshot's own transactions.  Choose a target"
+						 " after that second: %s.",
+						 window);
 }
 
 /* bk_cli_check_record_read, for every snapshot of the catalog. */
@@ -486,10 +532,13 @@ refuse_unread_records(MariadbRestore *r, BkError *err)
 /*
  * choose_snapshot
  *		The named snapshot, or the newest complete one at or before the
- *		target whose binlog the archive carries on from.
+ *		target whose binlog the archive carries on from, below index below.
+ *		too_new: why the snapshot at below was not taken (it holds a
+ *		transaction in a time target's second), or NULL.
  */
 static bool
-choose_snapshot(MariadbRestore *r, int below, BkError *err)
+choose_snapshot(MariadbRestore *r, int below, const BkError *too_new,
+				BkError *err)
 {
 	char window[1024];
 	char problem[256] = "";
@@ -555,6 +604,9 @@ choose_snapshot(MariadbRestore *r, int below, BkError *err)
 							r->snapshot_id) ||
 			   bk_error_hint(err, "\"bk list --source %s\" shows them.",
 							 r->source);
+	if (!any_fits && too_new != NULL)
+		return refuse_target_in_snapshot_second(
+			r, &r->snapshots.snapshots[below], too_new, window, err);
 	if (!any_fits && refuse_expired_target(r, oldest, window, err))
 		return false;
 	bk_error_set(err, BK_ERR_NOT_FOUND,
@@ -849,14 +901,16 @@ run(MariadbRestore *r, BkError *err)
 	 */
 	restore_target_file_normalize(r);
 	if (!refuse_unread_records(r, err) ||
-		!choose_snapshot(r, r->snapshots.count, err))
+		!choose_snapshot(r, r->snapshots.count, NULL, err))
 		return false;
 	while (!restore_plan_replay(r, err))
 	{
 		int below = (int) (r->snapshot - r->snapshots.snapshots);
+		BkError too_new;
 
 		if (!r->too_new || r->snapshot_id != NULL)
 			return false;
+		too_new = *err;
 		restore_remove_work_dir(r);
 		free(r->replay);
 		r->replay = NULL;
@@ -864,7 +918,7 @@ run(MariadbRestore *r, BkError *err)
 		r->groups = 0;
 		r->too_new = false;
 		r->work_dir[0] = '\0';
-		if (!choose_snapshot(r, below, err))
+		if (!choose_snapshot(r, below, &too_new, err))
 			return false;
 	}
 	/*

@@ -4245,6 +4245,89 @@ test_target_position_other_history(void **state)
 }
 
 /*
+ * A time target before the oldest snapshot, whose basename bk expire
+ * recorded removing binlog of.  bk expire records that for the binlog
+ * before a source's first snapshot too, having removed no snapshot: the
+ * refusal said "bk expire removed the older snapshots" all the same.  And
+ * a target after that snapshot's consistent point but inside the second of
+ * one of its transactions (the binlog stamps whole seconds), which
+ * restore.c retries from the snapshot before it, was refused as "before
+ * the oldest snapshot kept", which it is not.
+ */
+static void
+test_target_before_expired_binlog(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[256];
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	size_t snap_pos;
+	char meta[512];
+	BkError err;
+	char *said;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_transaction(bytes, &len, 1, T0900 + 10, T0900 + 10);
+	snap_pos = len;
+	add_transaction(bytes, &len, 2, T0900 + 60, T0900 + 60);
+	archive_binlog_bytes(f, "mariadb-bin.000002", bytes, len, T0900 + 60,
+						 "\ncomplete-until=1795513200000");
+	snprintf(meta, sizeof(meta),
+			 "type=record\nobjects=0\nbinlog-file=mariadb-bin.000002\n"
+			 "binlog-pos=%zu\ngtid=0-1-1\n"
+			 "consistent-at=2026-11-24T09:00:10.500Z",
+			 snap_pos);
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_NEW, BK_SNAPSHOT_RECORD, meta);
+	/* bk expire --retain-full 3 with this one snapshot: binlog only. */
+	assert_true(
+		binlog_expired_record(f->repo, SOURCE, "mariadb-bin.000001", &err));
+
+	assert_int_equal(restore_to(f, "--target-time", "2026-11-24 09:00:05"),
+					 BK_EXIT_FAILURE);
+	said = restore_messages(f);
+	if (strstr(said, "older snapshots and") != NULL ||
+		strstr(said,
+			   "bk expire removed the binlog before it (up to"
+			   " mariadb-bin.000001), and no older snapshot is kept") == NULL ||
+		strstr(said, "before the oldest restorable snapshot, " SNAP_NEW) ==
+			NULL)
+		fail_msg("%s", said);
+	free(said);
+
+	/* After the consistent point, in the second of transaction 0-1-1. */
+	assert_int_equal(restore_to(f, "--target-time", "2026-11-24 09:00:10.700"),
+					 BK_EXIT_FAILURE);
+	said = restore_messages(f);
+	if (strstr(said, "before the oldest") != NULL ||
+		strstr(said, "already holds a transaction stamped"
+					 " 2026-11-24T09:00:10") == NULL ||
+		strstr(said, "no snapshot before it is at or before the target;"
+					 " bk expire removed the binlog before it (up to"
+					 " mariadb-bin.000001)") == NULL ||
+		strstr(said, "whole seconds") == NULL)
+		fail_msg("%s", said);
+	free(said);
+	/* The next second is after the snapshot: on to the server. */
+	restore_to(f, "--target-time", "2026-11-24 09:00:11");
+	said = restore_messages(f);
+	if (strstr(said, "/nonexistent/bk-test.sock") == NULL)
+		fail_msg("%s", said);
+	free(said);
+
+	/* An older snapshot kept without its record: named, not restorable. */
+	archive_snapshot_object(f, SNAP_OLD, "schema.json", NULL);
+	restore_to(f, "--target-time", "2026-11-24 09:00:05");
+	said = restore_messages(f);
+	if (strstr(said, "and the 1 older snapshot kept is incomplete or not"
+					 " carried forward") == NULL)
+		fail_msg("%s", said);
+	free(said);
+}
+
+/*
  * The limit the agent cuts parts within is the one bk restore loads up to,
  * and a row is never split: a part ends before a row that would take it
  * past the limit, and a row larger than the limit alone has no part.
@@ -4569,6 +4652,8 @@ main(void)
 			test_expire_binlog_not_found_still_listed, setup, teardown),
 		cmocka_unit_test(test_expire_two_processes),
 		cmocka_unit_test_setup_teardown(test_expire_removes_binlog_conflicts,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_target_before_expired_binlog,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_position_other_history,
 										setup, teardown),

@@ -176,10 +176,13 @@ is "$(tmy "SELECT COUNT(*) FROM $db.t WHERE round > 2")" 0 "... and none after"
 out="$(binlog_get "${files[0]}" "$dir/removed.bin" 2>&1)"
 is $? 4 "bk binlog-get of a file bk expire removed: exit 4"
 like "$out" "bk expire removed" "... saying bk expire removed it" || diag "$out"
-like "$out" "${snaps[1]}|later" "... and what to do instead" || diag "$out"
+like "$out" "up to ${files[0]}" "... up to that file" || diag "$out"
+like "$out" "kept from ${files[1]} on" "... and that the binlog is kept from the oldest kept snapshot's file" ||
+    diag "$out"
 out="$(restore --dry-run --target-time "$(cat "$dir/round1.time")" 2>&1)"
 is $? 1 "a restore to a time before the oldest kept snapshot is refused"
-like "$out" "bk expire removed" "... saying bk expire removed what it needs" || diag "$out"
+like "$out" "before the oldest restorable snapshot, ${snaps[1]} .*bk expire removed the binlog before it \\(up to ${files[0]}\\)" \
+    "... saying bk expire removed the binlog it needs" || diag "$out"
 like "$out" "restorable window is from ${files[1]}" "... with the window" || diag "$out"
 
 # ---------------------------------------------------------------- cut short
@@ -190,34 +193,34 @@ if ((${#ranges[@]} < 2)); then
     bail_out "${files[1]} was archived in ${#ranges[@]} range(s), the test needs two"
 fi
 immutable="${ranges[1]}"
-if ! chattr +i "$immutable" 2>/dev/null; then
-    immutable=""
-    skip "a bk expire cut short inside a file" "chattr +i does not work on $repo_files"
-    done_testing
-fi
-out="$(expire --retain-full 2 2>&1)"
-isnt $? 0 "bk expire --retain-full 2, the store refusing to delete a range of ${files[1]}: fails"
-like "$out" "$(basename "$immutable")" "... naming the range" || diag "$out"
-[[ ! -e "${ranges[0]}" && -e "${ranges[1]}" ]]
-ok $? "... after removing the file's first range only"
-out="$(verify 2>&1)"
-ok $? "bk verify passes: what bk expire removed is no gap" || diag "$out"
-out="$(list 2>&1)"
-like "$out" "no gap" "bk list shows no gap" || diag "$out"
-out="$(binlog_get "${files[1]}" "$dir/cut.bin" 2>&1)"
-is $? 4 "bk binlog-get of the file the run was cut short in: exit 4"
-like "$out" "bk expire removed" "... saying bk expire removed it" || diag "$out"
-unlike "$out" "not complete|lacks the start" "... not that the archive lacks it" || diag "$out"
-target_reset
-out="$(restore --target-time "$(cat "$dir/round3.time")" 2>&1)"
-ok $? "a restore to a time after the oldest kept snapshot" || diag "$out"
-like "$out" "${snaps[2]}" "... starts from it (${snaps[2]})" || diag "$out"
-is "$(tmy "SELECT COUNT(*) FROM $db.t")" "$(cat "$dir/round3.rows")" "... and holds every row committed until then"
+if chattr +i "$immutable" 2>/dev/null; then
+    out="$(expire --retain-full 2 2>&1)"
+    isnt $? 0 "bk expire --retain-full 2, the store refusing to delete a range of ${files[1]}: fails"
+    like "$out" "$(basename "$immutable")" "... naming the range" || diag "$out"
+    [[ ! -e "${ranges[0]}" && -e "${ranges[1]}" ]]
+    ok $? "... after removing the file's first range only"
+    out="$(verify 2>&1)"
+    ok $? "bk verify passes: what bk expire removed is no gap" || diag "$out"
+    out="$(list 2>&1)"
+    like "$out" "no gap" "bk list shows no gap" || diag "$out"
+    out="$(binlog_get "${files[1]}" "$dir/cut.bin" 2>&1)"
+    is $? 4 "bk binlog-get of the file the run was cut short in: exit 4"
+    like "$out" "bk expire removed" "... saying bk expire removed it" || diag "$out"
+    unlike "$out" "not complete|lacks the start" "... not that the archive lacks it" || diag "$out"
+    target_reset
+    out="$(restore --target-time "$(cat "$dir/round3.time")" 2>&1)"
+    ok $? "a restore to a time after the oldest kept snapshot" || diag "$out"
+    like "$out" "${snaps[2]}" "... starts from it (${snaps[2]})" || diag "$out"
+    is "$(tmy "SELECT COUNT(*) FROM $db.t")" "$(cat "$dir/round3.rows")" "... and holds every row committed until then"
 
-chattr -i "$immutable"
+    chattr -i "$immutable"
+else
+    # Only this part: the run below and the second history go on.
+    skip "a bk expire cut short inside a file" "chattr +i does not work on $repo_files"
+fi
 immutable=""
 out="$(expire --retain-full 2 2>&1)"
-ok $? "a second bk expire --retain-full 2" || diag "$out"
+ok $? "bk expire --retain-full 2, the store deleting again" || diag "$out"
 like "$out" "removed binlog ${files[1]} " "... removes the rest of ${files[1]}" || diag "$out"
 is "$(archived_files | head -n 1)" "${files[2]}" "the oldest kept snapshot's file ${files[2]} is the oldest left"
 out="$(verify 2>&1)"

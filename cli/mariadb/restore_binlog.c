@@ -1740,6 +1740,24 @@ put_back_packet_limit(MariadbRestore *r)
 }
 
 /*
+ * The name of a long option from the output of --print-defaults: what
+ * follows "--" and any number of "loose-"; NULL for anything else.
+ */
+static const char *
+option_name(const char *word)
+{
+	const char *name;
+
+	if (strncmp(word, "--", 2) != 0)
+		return NULL;
+	name = word + 2;
+	while (strncasecmp(name, "loose", 5) == 0 &&
+		   (name[5] == '-' || name[5] == '_'))
+		name += 6;
+	return name;
+}
+
+/*
  * Whether a word of mariadb --print-defaults is option full (given at
  * least shortest of its characters) as the client's option parser takes
  * it: after "--", any number of "loose-", then
@@ -1750,15 +1768,11 @@ put_back_packet_limit(MariadbRestore *r)
 static bool
 names_option(const char *word, const char *full, size_t shortest)
 {
-	const char *name;
+	const char *name = option_name(word);
 	size_t len;
 
-	if (strncmp(word, "--", 2) != 0)
+	if (name == NULL)
 		return false;
-	name = word + 2;
-	while (strncasecmp(name, "loose", 5) == 0 &&
-		   (name[5] == '-' || name[5] == '_'))
-		name += 6;
 	len = strcspn(name, "=");
 	if (len < shortest || len > strlen(full))
 		return false;
@@ -1795,14 +1809,10 @@ static bool
 names_tls(const char *word)
 {
 	static const char *const prefixes[] = {"skip", "disable", "enable"};
-	const char *name;
+	const char *name = option_name(word);
 
-	if (strncmp(word, "--", 2) != 0)
+	if (name == NULL)
 		return false;
-	name = word + 2;
-	while (strncasecmp(name, "loose", 5) == 0 &&
-		   (name[5] == '-' || name[5] == '_'))
-		name += 6;
 	for (size_t idx = 0; idx < sizeof(prefixes) / sizeof(prefixes[0]); idx++)
 	{
 		size_t len = strlen(prefixes[idx]);

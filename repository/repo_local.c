@@ -168,6 +168,9 @@ local_open(BkRepo *repo, const char *location, bool create, BkError *err)
 	LocalState *state = calloc(1, sizeof(*state));
 	size_t root_len = strlen(location);
 	char sub[LOCAL_PATH];
+	struct stat root_st;
+	bool root_not_dir = false;
+	bool path_through_file = false;
 
 	if (state == NULL)
 		return bk_error_set(err, BK_ERR_NOMEM, "out of memory");
@@ -180,6 +183,22 @@ local_open(BkRepo *repo, const char *location, bool create, BkError *err)
 		return bk_error_set(err, BK_ERR_CONFIG, "repository path too long");
 	memcpy(state->root, location, root_len);
 	state->root[root_len] = '\0';
+	/*
+	 * A file where the directory belongs is the configuration's mistake,
+	 * not a store that fails: as an I/O error it would exit 5, which
+	 * scripts retry and systemd restarts the shipper for, forever.
+	 */
+	if (stat(state->root, &root_st) == 0)
+		root_not_dir = !S_ISDIR(root_st.st_mode);
+	else
+		path_through_file = errno == ENOTDIR;
+	if (root_not_dir || path_through_file)
+		return bk_error_set(
+			err, BK_ERR_CONFIG,
+			"repository \"%s\" is not a directory%s: it must be a directory, "
+			"or s3://BUCKET/PREFIX for an S3-compatible store",
+			state->root,
+			path_through_file ? " (a part of its path is a file)" : "");
 	if (create &&
 		(!make_dirs(state->root, err) ||
 		 !key_path(repo, SPOOL_DIR, sub, sizeof(sub), err) ||

@@ -138,6 +138,18 @@ is $? 3 "bk-shipper with a missing configuration file exits 3"
 "$SHIPPER" --repo "$dir/none" --metrics-listen localhost:9187 >/dev/null 2>"$dir/stderr"
 is $? 3 "bk-shipper --metrics-listen with a host name exits 3"
 like "$(cat "$dir/stderr")" 'metrics_listen must be an IPv4 address' "and says what it takes"
+# A file given as the repository is a configuration error, not an
+# unreachable store: exit 5 would have systemd restart the shipper forever.
+: >"$dir/repo-file"
+for cmd in "$BK list" "$BK verify" "$SHIPPER"; do
+    timeout 60 $cmd --repo "$dir/repo-file" >/dev/null 2>"$dir/stderr"
+    is $? 3 "${cmd##*/} --repo naming a regular file exits 3"
+    like "$(cat "$dir/stderr")" "repository \"$dir/repo-file\" is not a directory: it must be a directory, or s3://" \
+        "and names the path"
+done
+timeout 60 "$SHIPPER" --repo "$dir/repo-file/repo" >/dev/null 2>"$dir/stderr"
+is $? 3 "bk-shipper --repo through a regular file exits 3"
+like "$(cat "$dir/stderr")" 'a part of its path is a file' "and says so"
 
 "$AGENT" --frobnicate >/dev/null 2>"$dir/stderr"
 is $? 2 "bk-mysql-agent with an unknown option exits 2"

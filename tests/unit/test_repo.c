@@ -320,6 +320,30 @@ test_open(void **state)
 		bk_write_file_durable(path, "bk repository 9\n", 16, 0644, &err));
 	assert_null(bk_repo_open(f->location, false, &err));
 	assert_error_contains(&err, "unknown repository format");
+
+	/*
+	 * A regular file given as the repository, or a path through one: a
+	 * configuration error (exit 3), not an unreachable store that a
+	 * supervisor would restart the shipper for, again and again.
+	 */
+	snprintf(path, sizeof(path), "%s/a-file", f->dir);
+	assert_true(bk_write_file_durable(path, "x", 1, 0644, &err));
+	for (int create = 0; create <= 1; create++)
+	{
+		assert_null(open_repo(f, path, create, &err));
+		assert_int_equal(err.code, BK_ERR_CONFIG);
+		assert_error_contains(&err, path);
+		assert_error_contains(&err, "is not a directory");
+		assert_error_contains(&err, "s3://");
+	}
+	snprintf(path, sizeof(path), "%s/a-file/repo", f->dir);
+	for (int create = 0; create <= 1; create++)
+	{
+		assert_null(open_repo(f, path, create, &err));
+		assert_int_equal(err.code, BK_ERR_CONFIG);
+		assert_error_contains(&err, path);
+		assert_error_contains(&err, "not a directory");
+	}
 }
 
 static void

@@ -15,6 +15,7 @@
 
 #define CONFIG_FILE_MAX  (1024 * 1024)
 #define CONFIG_VALUE_MAX 8192
+#define UTF8_BOM         "\xEF\xBB\xBF"
 
 static char *
 trim(char *s)
@@ -100,7 +101,14 @@ bk_config_parse_text(const char *path, char *text, size_t len,
 			return false;
 		}
 	}
+	/*
+	 * A UTF-8 byte order mark, which some editors put at the start of a
+	 * file, says only how the text is encoded: it is not part of the first
+	 * key.
+	 */
 	next = text;
+	if (len >= 3 && memcmp(text, UTF8_BOM, 3) == 0)
+		next += 3;
 	while (next != NULL && *next != '\0')
 	{
 		char *line = next;
@@ -136,6 +144,15 @@ bk_config_parse_text(const char *path, char *text, size_t len,
 		{
 			bk_error_set(err, BK_ERR_CONFIG, "\"%s\" line %d: empty key", path,
 						 line_no);
+			return false;
+		}
+		/* Anywhere else (files joined): named, not an invisible character. */
+		if (strstr(key, UTF8_BOM) != NULL)
+		{
+			bk_error_set(err, BK_ERR_CONFIG,
+						 "\"%s\" line %d: a byte order mark (U+FEFF) in the "
+						 "key; save the file as UTF-8 without one",
+						 path, line_no);
 			return false;
 		}
 		if (value[0] == '"')

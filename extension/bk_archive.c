@@ -67,10 +67,10 @@
  * acknowledgement the retry would be abandoned before it sent anything, even
  * to a Kafka that is back (messages librdkafka timed out while the archiver
  * was descheduled, a broker connection being re-established).  After two
- * attempts in a row failed that way, or once the shipper let
- * bk.repository_timeout pass, the rest of the cycle fails at once (a retry
- * would only wait as long again): a broker that went away delays a fast
- * shutdown by about ten seconds, not minutes.  While Kafka keeps
+ * attempts failed that way with no success between them, or once the
+ * shipper let bk.repository_timeout pass, the rest of the cycle fails at
+ * once (a retry would only wait as long again): a broker that went away
+ * delays a fast shutdown by about ten seconds, not minutes.  While Kafka keeps
  * acknowledging, the final cycle archives the ready files, in batches, as
  * PostgreSQL's own archive_command would, for up to bk.shutdown_timeout:
  * PostgreSQL waits for the archiver, and pg_ctl gives up after 60 s by
@@ -1396,11 +1396,12 @@ bk_read_wal(void *arg, uint64_t offset, uint8_t *buf, size_t len, BkError *err)
  *		SIGTERM or postmaster death; once the archiver was told to finish
  *		(SIGUSR2), at once if bk.shutdown_timeout has passed since the stop
  *		was seen, if Kafka's silence failed BK_SHUTDOWN_SILENT_ATTEMPTS
- *		attempts of the final cycle in a row or the shipper let
- *		bk.repository_timeout pass, else when Kafka acknowledged nothing for
- *		BK_SHUTDOWN_GRACE_MS since the stop was seen or this attempt started,
- *		nor answered a wait for the shipper's confirmation (bk_confirm.c):
- *		that wait gets no acknowledgement, however long the shipper takes.
+ *		attempts of the final cycle with no success between them or the
+ *		shipper let bk.repository_timeout pass, else when Kafka
+ *		acknowledged nothing for BK_SHUTDOWN_GRACE_MS since the stop was
+ *		seen or this attempt started, nor answered a wait for the shipper's
+ *		confirmation (bk_confirm.c): that wait gets no acknowledgement,
+ *		however long the shipper takes.
  */
 static bool
 bk_interrupted(void *arg)

@@ -151,6 +151,8 @@ typedef struct Restore
 } Restore;
 
 extern bool restore_build_restore_command(Restore *r, BkError *err);
+extern bool restore_self_path(const char *link, char *out, size_t out_len,
+							  BkError *err);
 extern bool restore_check_targets(Restore *r, BkError *err);
 extern bool restore_check_wal_path(Restore *r, BkError *err);
 extern bool restore_choose_snapshot(Restore *r, BkError *err);

@@ -110,6 +110,44 @@ single_line(const char *what, const char *value, BkError *err)
 }
 
 /*
+ * restore_self_path
+ *		This bk program's path, from link (what /proc/self/exe reads).
+ *
+ * Linux appends " (deleted)" to that link once the file was unlinked: a
+ * "make install" or a package upgrade replaces the binary while a restore
+ * runs.  restore_command must name the path, where the bk now installed
+ * is, not that suffix: the recovery of the restored cluster failed with
+ * "sh: 1: /usr/local/bin/bk (deleted): not found".  A path that exists as
+ * read is taken as it is (a file whose name ends so).
+ */
+bool
+restore_self_path(const char *link, char *out, size_t out_len, BkError *err)
+{
+	static const char deleted[] = " (deleted)";
+	size_t len = strlen(link);
+	struct stat st;
+
+	if (len >= out_len)
+		return bk_error_set(err, BK_ERR_IO,
+							"the path of this bk program is too long");
+	memcpy(out, link, len + 1);
+	if (stat(out, &st) == 0 || len <= sizeof(deleted) - 1 ||
+		strcmp(out + len - (sizeof(deleted) - 1), deleted) != 0)
+		return true;
+	out[len - (sizeof(deleted) - 1)] = '\0';
+	if (stat(out, &st) != 0 || !S_ISREG(st.st_mode))
+	{
+		bk_error_set(err, BK_ERR_IO,
+					 "this bk program, \"%s\", was removed while it ran, "
+					 "and restore_command must name a bk that exists",
+					 out);
+		return bk_error_hint(err, "Install bk again, then run the restore "
+								  "again.");
+	}
+	return true;
+}
+
+/*
  * restore_command = bk wal-get with this run's options, paths made
  * absolute (the server runs it from the data directory).  Built before
  * anything is written, so that a failure here leaves no half-restored
@@ -118,10 +156,11 @@ single_line(const char *what, const char *value, BkError *err)
 bool
 restore_build_restore_command(Restore *r, BkError *err)
 {
+	char link[RESTORE_PATH_MAX];
 	char self[RESTORE_PATH_MAX];
 	char path[RESTORE_PATH_MAX];
 	char number[16];
-	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ssize_t len = readlink("/proc/self/exe", link, sizeof(link) - 1);
 	char *command = r->restore_command;
 	size_t size = sizeof(r->restore_command);
 
@@ -129,8 +168,9 @@ restore_build_restore_command(Restore *r, BkError *err)
 		return bk_error_set(err, BK_ERR_IO,
 							"could not find the path of this bk program: %s",
 							strerror(errno));
-	self[len] = '\0';
-	if (!single_line("this bk program's path", self, err))
+	link[len] = '\0';
+	if (!restore_self_path(link, self, sizeof(self), err) ||
+		!single_line("this bk program's path", self, err))
 		return false;
 	command[0] = '\0';
 	append_arg(command, size, self);

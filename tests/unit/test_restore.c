@@ -5488,6 +5488,46 @@ test_json_output_non_utf8(void **state)
 	json_decref(verifier.problem_list);
 }
 
+/*
+ * A bk replaced while a restore runs (make install, a package upgrade):
+ * /proc/self/exe then reads "<path> (deleted)", and restore_command must
+ * name the path, where the new bk is.
+ */
+static void
+test_restore_self_path_deleted(void **state)
+{
+	char *dir = test_mkdtemp();
+	char path[PATH_MAX];
+	char link[PATH_MAX + 16];
+	char out[PATH_MAX];
+	BkError err;
+	FILE *file;
+
+	(void) state;
+	snprintf(path, sizeof(path), "%s/bk", dir);
+	file = fopen(path, "w");
+	assert_non_null(file);
+	fclose(file);
+	assert_true(restore_self_path(path, out, sizeof(out), &err));
+	assert_string_equal(out, path);
+	snprintf(link, sizeof(link), "%s (deleted)", path);
+	assert_true(restore_self_path(link, out, sizeof(out), &err));
+	assert_string_equal(out, path);
+	/* Nothing there any more: no restore_command naming nothing. */
+	assert_int_equal(unlink(path), 0);
+	assert_false(restore_self_path(link, out, sizeof(out), &err));
+	assert_error_contains(&err, "was removed while it ran");
+	/* A file whose name ends so is taken as it is. */
+	file = fopen(link, "w");
+	assert_non_null(file);
+	fclose(file);
+	assert_true(restore_self_path(link, out, sizeof(out), &err));
+	assert_string_equal(out, link);
+	assert_int_equal(unlink(link), 0);
+	test_rmdir(dir);
+	free(dir);
+}
+
 static void
 test_restore_command_repo(void **state)
 {
@@ -5989,6 +6029,7 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_in_branch_segment,
 										wal_setup, wal_teardown),
+		cmocka_unit_test(test_restore_self_path_deleted),
 		cmocka_unit_test(test_restore_command_repo),
 		cmocka_unit_test_setup_teardown(test_record_checksum_failures,
 										wal_setup, wal_teardown),

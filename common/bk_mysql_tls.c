@@ -1,6 +1,7 @@
 /*
- * mysql_tls.c
- *		TLS on the agent's connections to MariaDB.  See mysql_tls.h.
+ * bk_mysql_tls.c
+ *		TLS on the connections to MariaDB of bk-mysql-agent and bk restore.
+ *		See bk_mysql_tls.h.
  */
 #include "bk_mysql_tls.h"
 
@@ -193,8 +194,12 @@ check_file(const BkMysqlTls *tls, const char *key, const char *path,
 	if (!S_ISREG(st.st_mode))
 		return bk_error_set(err, BK_ERR_CONFIG,
 							"%s \"%s\" is not a regular file", NAME(key), path);
-	ok =
-		!secret || bk_secret_file_ok(path, &st, BK_SECRET_MARIADB_TLS_KEY, err);
+	/* Named as the user gave it: the agent's setting, or bk's option. */
+	ok = !secret || bk_secret_file_ok(path, &st,
+									  tls->style == BK_MYSQL_TLS_OPTIONS
+										  ? BK_SECRET_MARIADB_TLS_KEY_OPTION
+										  : BK_SECRET_MARIADB_TLS_KEY,
+									  err);
 	return ok;
 }
 

@@ -57,6 +57,13 @@ static const SecretFileKind kinds[] = {
 								   "in mysql_ssl_key",
 								   "a private key must be readable by its "
 								   "owner only"},
+	[BK_SECRET_MARIADB_TLS_KEY_OPTION] = {"--mysql-ssl-key file", BK_ERR_CONFIG,
+										  "read the key and pose as bk to the "
+										  "server",
+										  "the group of the user bk runs as",
+										  "in --mysql-ssl-key",
+										  "a private key must be readable by "
+										  "its owner only"},
 };
 
 /* "\"postgres\" (uid 26)", or "uid 26" for a uid without a name. */

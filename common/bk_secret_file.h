@@ -32,6 +32,7 @@ typedef enum BkSecretFile
 	BK_SECRET_MARIADB_PASSWORD, /* mysql_password_file, --mysql-password-file:
 								 * BK_ERR_CONFIG */
 	BK_SECRET_MARIADB_TLS_KEY,  /* mysql_ssl_key: BK_ERR_CONFIG */
+	BK_SECRET_MARIADB_TLS_KEY_OPTION, /* bk restore's --mysql-ssl-key */
 } BkSecretFile;
 
 /*

@@ -626,6 +626,19 @@ test_option_style(void **state)
 	assert_error_contains(&err,
 						  "--mysql-ssl-cert is set without --mysql-ssl-key");
 	bk_mysql_tls_free(&tls);
+
+	/* The key's owner and mode rule, naming the option, not the setting. */
+	assert_int_equal(chmod(key, 0644), 0);
+	assert_true(configure(&tls, &err, "mysql_ssl_mode", "required",
+						  "mysql_ssl_cert", cert, "mysql_ssl_key", key, NULL));
+	tls.style = BK_MYSQL_TLS_OPTIONS;
+	assert_false(bk_mysql_tls_settle_transport(&tls, "db1", false, NULL, &err));
+	assert_error_contains(&err, "--mysql-ssl-key file \"");
+	assert_null(strstr(err.message, "mysql_ssl_key"));
+	if (strstr(err.hint, "mysql_ssl_key") != NULL)
+		fail_msg("hint \"%s\" names the agent's setting", err.hint);
+	bk_mysql_tls_free(&tls);
+	assert_int_equal(chmod(key, 0600), 0);
 }
 
 /* The probe of mode against 127.0.0.1:port, described as server. */

@@ -871,7 +871,9 @@ run(MariadbRestore *r, BkError *err)
 	/*
 	 * TLS first: a contradiction or a file that cannot be read is said
 	 * before the repository is read.  --mysql-host "localhost" is TCP
-	 * here (restore_connect forces the protocol).
+	 * here: restore_connect sets the protocol, the replay's client gets
+	 * --protocol=TCP, and restore_check_client_defaults refuses a protocol
+	 * in the option files, which Connector/C would read over bk's.
 	 */
 	if (!bk_mysql_tls_settle_transport(&r->tls, r->host, r->socket != NULL,
 									   r->socket, err) ||
@@ -933,7 +935,10 @@ run(MariadbRestore *r, BkError *err)
 	tables = json_object_get(r->record, "tables");
 	json_array_foreach(tables, idx, table) r->bytes_total +=
 		(uint64_t) json_integer_value(json_object_get(table, "bytes"));
-	/* Before the first login: the option files may say ssl-* (or worse). */
+	/*
+	 * Before the first login: the option files may say ssl-*, protocol,
+	 * reconnect, ..., or be world-writable, which Connector/C reads anyway.
+	 */
 	if (!restore_check_client_defaults(r, err))
 		return false;
 	r->conn = restore_connect(r, false, err);

@@ -1766,9 +1766,8 @@ option_name(const char *word)
  * options only: "-o" in the output is a piece of some value.
  */
 static bool
-names_option(const char *word, const char *full, size_t shortest)
+name_is(const char *name, const char *full, size_t shortest)
 {
-	const char *name = option_name(word);
 	size_t len;
 
 	if (name == NULL)
@@ -1788,6 +1787,12 @@ names_option(const char *word, const char *full, size_t shortest)
 }
 
 static bool
+names_option(const char *word, const char *full, size_t shortest)
+{
+	return name_is(option_name(word), full, shortest);
+}
+
+static bool
 names_one_database(const char *word)
 {
 	return names_option(word, "one-database", 1);
@@ -1801,30 +1806,70 @@ names_password(const char *word)
 }
 
 /*
- * A TLS setting (ssl, ssl-ca, ssl-verify-server-cert, tls-version, ...),
- * turned on, off or given a value: "--", any "loose-", at most one of
- * "skip-", "disable-" or "enable-", then a name from "ssl" or "tls".
+ * The name of a setting after "--", any "loose-" and at most one of
+ * "skip-", "disable-" or "enable-", which turn a switch off or on.
  */
-static bool
-names_tls(const char *word)
+static const char *
+switch_name(const char *word)
 {
 	static const char *const prefixes[] = {"skip", "disable", "enable"};
 	const char *name = option_name(word);
 
 	if (name == NULL)
-		return false;
+		return NULL;
 	for (size_t idx = 0; idx < sizeof(prefixes) / sizeof(prefixes[0]); idx++)
 	{
 		size_t len = strlen(prefixes[idx]);
 
 		if (strncasecmp(name, prefixes[idx], len) == 0 &&
 			(name[len] == '-' || name[len] == '_'))
-		{
-			name += len + 1;
-			break;
-		}
+			return name + len + 1;
 	}
-	return strncasecmp(name, "ssl", 3) == 0 || strncasecmp(name, "tls", 3) == 0;
+	return name;
+}
+
+/*
+ * A TLS setting (ssl, ssl-ca, ssl-verify-server-cert, tls-version, ...),
+ * turned on, off or given a value.
+ */
+static bool
+names_tls(const char *word)
+{
+	const char *name = switch_name(word);
+
+	return name != NULL && (strncasecmp(name, "ssl", 3) == 0 ||
+							strncasecmp(name, "tls", 3) == 0);
+}
+
+/*
+ * Settings bk makes itself on its own connections, which Connector/C reads
+ * from [client] at connect time over what bk set (client_defaults_checked
+ * says why each matters); the full name, or NULL.  The shortest prefix is
+ * the one the mariadb client takes as that option alone ("re" is
+ * reconnect's, "pro" is also prompt's); Connector/C takes full names only.
+ * socket is not among them: bk's TCP connections use no socket while
+ * protocol is theirs, and Debian's own mariadb.cnf names one in
+ * [client-server].
+ */
+static const char *
+names_own_setting(const char *word)
+{
+	static const struct
+	{
+		const char *full;
+		size_t shortest;
+	} own[] = {
+		{"reconnect", 2},
+		{"protocol", 4},
+		{"init-command", 2},
+		{"local-infile", 2},
+	};
+	const char *name = switch_name(word);
+
+	for (size_t idx = 0; idx < sizeof(own) / sizeof(own[0]); idx++)
+		if (name_is(name, own[idx].full, own[idx].shortest))
+			return own[idx].full;
+	return NULL;
 }
 
 /*
@@ -1847,7 +1892,19 @@ names_tls(const char *word)
  * ssl-verify-server-cert=0, tls-version or skip-ssl would silently replace
  * what the command line asked for; and a file's "ssl" alone is what let a
  * restore go on in plain text to a server without TLS.  TLS has one
- * place: the options.
+ * place: the options.  The same holds for the other settings bk makes on
+ * its own connections (names_own_setting), refused always, with or
+ * without a replay: reconnect would let Connector/C log in again after a
+ * lost connection without the TLS probe and check and without the loading
+ * session's settings (sql_log_bin = 0, ...); protocol=socket would send
+ * bk's connections to --mysql-host localhost's Unix socket and the
+ * replay's client, whose --protocol=TCP wins, to TCP: two servers, maybe;
+ * an init-command would run on every connection of bk's; local-infile
+ * would let the server ask for files over the connections that load none.
+ *
+ * A world-writable option file is skipped by the mariadb client, with a
+ * warning on stderr, so --print-defaults does not list it; Connector/C
+ * reads it all the same.  Its settings cannot be checked: refused.
  */
 /*
  * Whether TLS settings in the option files are refused: always over TCP,
@@ -1861,12 +1918,43 @@ tls_from_options(const MariadbRestore *r)
 		   (r->tls.mode != BK_MYSQL_SSL_DISABLED || r->tls.mode_defaulted);
 }
 
+/*
+ * The first option file mariadb --print-defaults said it skipped as
+ * world-writable, from its stderr; false if none.
+ */
 static bool
-client_defaults_checked(const MariadbRestore *r, BkError *err)
+world_writable_file(FILE *messages, char *file, size_t file_len)
+{
+	static const char marker[] = "World-writable config file '";
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+
+	rewind(messages);
+	while (!found && getline(&line, &cap, messages) >= 0)
+	{
+		const char *start = strstr(line, marker);
+		const char *end;
+
+		if (start == NULL)
+			continue;
+		start += sizeof(marker) - 1;
+		end = strstr(start, "' is ignored");
+		if (end == NULL)
+			end = start + strcspn(start, "'\n");
+		snprintf(file, file_len, "%.*s", (int) (end - start), start);
+		found = true;
+	}
+	free(line);
+	return found;
+}
+
+static bool
+client_defaults_checked(const MariadbRestore *r, bool replay, BkError *err)
 {
 	Argv argv = {0};
 	int out_pipe[2];
-	int devnull;
+	FILE *messages;
 	pid_t pid;
 	char buf[4096];
 	char *text = NULL;
@@ -1874,15 +1962,21 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 	ssize_t got;
 	int status;
 	bool ok = true;
+	char ignored[PATH_MAX];
 
+	if ((messages = tmpfile()) == NULL)
+		return bk_error_set(err, BK_ERR_IO,
+							"could not create a temporary file: %s",
+							strerror(errno));
 	if (pipe2(out_pipe, O_CLOEXEC) != 0)
+	{
+		fclose(messages);
 		return bk_error_set(err, BK_ERR_IO, "could not create a pipe: %s",
 							strerror(errno));
-	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	}
 	argv_add(&argv, "mariadb");
 	argv_add(&argv, "--print-defaults");
-	pid = spawn(r, &argv, -1, out_pipe[1], devnull, false, err);
-	close(devnull);
+	pid = spawn(r, &argv, -1, out_pipe[1], fileno(messages), false, err);
 	close(out_pipe[1]);
 	while (pid > 0 && (got = read(out_pipe[0], buf, sizeof(buf))) != 0)
 	{
@@ -1924,9 +2018,37 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 						  "option files the replay client would read could "
 						  "not be checked",
 						  status);
+	else if (ok && world_writable_file(messages, ignored, sizeof(ignored)))
+	{
+		ok = bk_error_set(
+			err, BK_ERR_CONFIG,
+			"the option file %s is world-writable: the mariadb client skips "
+			"it, bk's own connections (Connector/C) read it, and what it "
+			"gives cannot be checked",
+			ignored);
+		bk_error_hint(err, "Make it writable by its owner alone (chmod "
+						   "o-w), or remove it.");
+	}
+	fclose(messages);
 	for (char *word = text ? strtok(text, " \t\n") : NULL; ok && word != NULL;
 		 word = strtok(NULL, " \t\n"))
-		if (r->password_file != NULL && names_password(word))
+	{
+		const char *own = names_own_setting(word);
+
+		if (own != NULL)
+		{
+			ok = bk_error_set(
+				err, BK_ERR_CONFIG,
+				"the option files give the mariadb client %s, a setting bk "
+				"restore makes itself on its connections to the target, "
+				"which the file would override",
+				own);
+			bk_error_hint(err,
+						  "Remove it from the option files the mariadb client "
+						  "reads (\"mariadb --print-defaults\" shows what they "
+						  "give): bk restore sets it.");
+		}
+		else if (replay && r->password_file != NULL && names_password(word))
 		{
 			ok = bk_error_set(
 				err, BK_ERR_CONFIG,
@@ -1962,7 +2084,7 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 					 "network you trust, give --mysql-ssl-mode=disabled: bk "
 					 "then asks for no TLS and checks none.");
 		}
-		else if (names_one_database(word))
+		else if (replay && names_one_database(word))
 		{
 			ok = bk_error_set(
 				err, BK_ERR_CONFIG,
@@ -1973,6 +2095,7 @@ client_defaults_checked(const MariadbRestore *r, BkError *err)
 					 "client reads (\"mariadb --print-defaults\" shows what "
 					 "they give).");
 		}
+	}
 	if (text != NULL)
 	{
 		explicit_bzero(text, len); /* it lists the password too */
@@ -2264,17 +2387,18 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 							"an event of %" PRIu64 " bytes is too large to"
 							" replay (max_allowed_packet is at most 1 GiB)",
 							r->largest_event);
-	return client_defaults_checked(r, err) && binlog_tool_runs(r, err) &&
+	return client_defaults_checked(r, true, err) && binlog_tool_runs(r, err) &&
 		   client_probe(r, err);
 }
 
 bool
 restore_check_client_defaults(const MariadbRestore *r, BkError *err)
 {
-	/* Without a replay, only the TLS settings matter. */
-	if (r->replay_count == 0 && !tls_from_options(r))
-		return true;
-	return client_defaults_checked(r, err);
+	/*
+	 * bk's own connections read the option files whether or not there is
+	 * a replay: its settings, TLS's over TCP, world-writable files.
+	 */
+	return client_defaults_checked(r, r->replay_count > 0, err);
 }
 
 bool
@@ -2295,7 +2419,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 	if (r->replay_count == 0)
 		return true;
 	restore_mark_step(r, "binlog replay");
-	if (!client_defaults_checked(r, err) || !restore_tls_probe(r, err) ||
+	if (!client_defaults_checked(r, true, err) || !restore_tls_probe(r, err) ||
 		!raise_packet_limit(r, err))
 		return false;
 	if (!set_replay_settings(r, err))

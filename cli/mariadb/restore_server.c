@@ -177,13 +177,16 @@ restore_connect(MariadbRestore *r, bool loading, BkError *err)
 	mysql_optionsv(conn, MYSQL_OPT_MAX_ALLOWED_PACKET, &packet);
 	/*
 	 * The protocol is explicit: MYSQL_HOST or MYSQL_TCP_PORT in the
-	 * environment must never send a restore to another server.
+	 * environment must never send a restore to another server.  The option
+	 * files, read at connect time, would override it (and reconnect,
+	 * init-command, local-infile): restore_check_client_defaults refused
+	 * them there.
 	 */
 	mysql_optionsv(conn, MYSQL_OPT_PROTOCOL, &protocol);
 	/*
-	 * ~/.my.cnf is read at connect time and may say local-infile: the
-	 * option is set again, and the handler refuses every file bk itself
-	 * does not hand over (restore_data.c installs its own per LOAD DATA).
+	 * local-infile in the option files was refused; the handler refuses
+	 * every file bk itself does not hand over all the same (restore_data.c
+	 * installs its own per LOAD DATA).
 	 */
 	mysql_optionsv(conn, MYSQL_OPT_LOCAL_INFILE, &local_infile);
 	restore_refuse_local_infile(conn);

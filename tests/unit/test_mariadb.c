@@ -1744,6 +1744,117 @@ test_restore_tls_options(void **state)
 	unsetenv("BK_TEST_ARGS_FILE");
 }
 
+/*
+ * Settings bk makes itself on its connections to the target, which
+ * Connector/C reads from [client] at connect time over bk's: reconnect
+ * (a login again without the TLS check or the loading session's
+ * settings), protocol (socket for bk, TCP for the replay's client),
+ * init-command, local-infile.  Refused in any spelling, with or without a
+ * replay, over TCP or the socket.  A world-writable option file, which
+ * the client skips with a warning and Connector/C reads, is refused
+ * naming it.
+ */
+static void
+test_restore_own_settings(void **state)
+{
+	Fixture *f = *state;
+	static const struct
+	{
+		const char *word;
+		const char *name;
+	} forms[] = {
+		{"--reconnect=1", "reconnect"},
+		{"--reconnect", "reconnect"},
+		{"--loose-RECONNECT", "reconnect"},
+		{"--enable-reconnect", "reconnect"},
+		{"--skip-reconnect", "reconnect"},
+		{"--recon", "reconnect"},
+		{"--protocol=socket", "protocol"},
+		{"--loose_protocol=SOCKET", "protocol"},
+		{"--prot=socket", "protocol"},
+		{"--init-command=SET sql_log_bin=1", "init-command"},
+		{"--init_command=x", "init-command"},
+		{"--loose-init-com=x", "init-command"},
+		{"--local-infile=1", "local-infile"},
+		{"--local_infile", "local-infile"},
+		{"--disable-local-infile", "local-infile"},
+		{"--loc", "local-infile"},
+	};
+	static const char *const fine[] = {
+		"--user=u --pager=less --socket=/run/mysqld/mysqld.sock",
+		"--prompt=x --progress-reports --i-am-a-dummy --line-numbers",
+		"--raw --ignore-spaces --port=3306 --host=h",
+	};
+	char *old_path;
+	MariadbRestore *r;
+	BkError err;
+
+	r = replay_setup(f, 0, "#!/bin/sh\nexit 0\n",
+					 "#!/bin/sh\n"
+					 "[ -n \"$BK_TEST_DEFAULTS_ERR\" ] && "
+					 "echo \"$BK_TEST_DEFAULTS_ERR\" >&2\n"
+					 "[ \"$1\" = --print-defaults ] && echo "
+					 "\"$BK_TEST_DEFAULTS\" && exit 0\n"
+					 "exit 0\n",
+					 &old_path);
+	for (int transport = 0; transport < 2; transport++)
+	{
+		if (transport == 0)
+		{
+			r->socket = NULL;
+			r->host = "127.0.0.1";
+			r->port = 3306;
+			r->tls.mode = BK_MYSQL_SSL_DISABLED;
+			r->tls.mode_defaulted = false;
+		}
+		else
+			r->socket = "/nonexistent/mysqld.sock";
+		for (size_t idx = 0; idx < sizeof(forms) / sizeof(forms[0]); idx++)
+		{
+			char want[160];
+
+			setenv("BK_TEST_DEFAULTS", forms[idx].word, 1);
+			bk_error_clear(&err);
+			if (restore_check_client_defaults(r, &err))
+				fail_msg("\"%s\" passed", forms[idx].word);
+			assert_int_equal(err.code, BK_ERR_CONFIG);
+			snprintf(want, sizeof(want),
+					 "give the mariadb client %s, a "
+					 "setting bk restore makes itself",
+					 forms[idx].name);
+			if (strstr(err.message, want) == NULL)
+				fail_msg("\"%s\" lacks \"%s\"", err.message, want);
+			assert_null(strstr(err.message, "sql_log_bin"));
+		}
+		for (size_t idx = 0; idx < sizeof(fine) / sizeof(fine[0]); idx++)
+		{
+			setenv("BK_TEST_DEFAULTS", fine[idx], 1);
+			bk_error_clear(&err);
+			if (!restore_check_client_defaults(r, &err))
+				fail_msg("\"%s\" refused: %s", fine[idx], err.message);
+		}
+	}
+
+	/* mariadb --print-defaults' own words, the file left out of its list. */
+	setenv("BK_TEST_DEFAULTS", "--user=u", 1);
+	setenv("BK_TEST_DEFAULTS_ERR",
+		   "Warning: World-writable config file '/home/dba/.my.cnf' is "
+		   "ignored",
+		   1);
+	bk_error_clear(&err);
+	assert_false(restore_check_client_defaults(r, &err));
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "the option file /home/dba/.my.cnf "
+										"is world-writable"));
+	/* Anything else on stderr is no refusal. */
+	setenv("BK_TEST_DEFAULTS_ERR", "mariadb: some other warning", 1);
+	bk_error_clear(&err);
+	assert_true(restore_check_client_defaults(r, &err));
+	unsetenv("BK_TEST_DEFAULTS_ERR");
+	replay_done(r, old_path);
+	unsetenv("BK_TEST_DEFAULTS");
+}
+
 #define SNAP_NEW "20261124T051200Z-0000abcd"
 #define SNAP_OLD "20261123T051200Z-0000abcd"
 
@@ -4660,6 +4771,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_target_position_short_file_name,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_replay_before_load, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_restore_own_settings, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_tls_options, setup,
 										teardown),

@@ -2149,9 +2149,9 @@ client_argv(const MariadbRestore *r, Argv *argv)
 		argv_add(argv, "--ssl-key=%s", r->tls.key);
 	argv_add(argv, "--tls-version=TLSv1.2,TLSv1.3");
 	argv_add(argv,
-			 "--init-command=IF (SELECT VARIABLE_VALUE FROM"
+			 "--init-command=IF IFNULL((SELECT VARIABLE_VALUE FROM"
 			 " information_schema.SESSION_STATUS WHERE VARIABLE_NAME ="
-			 " 'Ssl_cipher') = '' THEN SIGNAL SQLSTATE '45000' SET"
+			 " 'Ssl_cipher'), '') = '' THEN SIGNAL SQLSTATE '45000' SET"
 			 " MESSAGE_TEXT = 'bk: this session is not encrypted, and"
 			 " --mysql-ssl-mode=%s refuses it'; END IF",
 			 bk_mysql_tls_mode_name(r->tls.mode));

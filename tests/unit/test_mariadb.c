@@ -1729,7 +1729,9 @@ test_restore_tls_options(void **state)
 	assert_non_null(strstr(args, " --protocol=TCP --host=db1.example"
 								 " --port=3306 --ssl --ssl-verify-server-cert"
 								 " --ssl-ca=/etc/bk/mysql-ca.pem"));
-	assert_non_null(strstr(args, " --init-command=IF (SELECT VARIABLE_VALUE"));
+	assert_non_null(strstr(args, " --init-command=IF IFNULL((SELECT"
+								 " VARIABLE_VALUE"));
+	assert_non_null(strstr(args, " 'Ssl_cipher'), '') = '' THEN"));
 	assert_non_null(strstr(args, "--mysql-ssl-mode=verify_identity refuses"
 								 " it'; END IF"));
 	free(args);

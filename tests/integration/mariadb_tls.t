@@ -24,7 +24,8 @@
 #    without TLS, its general log on: --mysql-ssl-mode=required and
 #    verify_identity refused, and a ~/.my.cnf saying "ssl" (how a restore
 #    asked for TLS before, which Connector/C answers with plain text when
-#    the server offers none) refused too, each with no login of the
+#    the server offers none) refused too, as are a world-writable
+#    ~/.my.cnf and one saying reconnect, each with no login of the
 #    restore's account reaching the server.
 set -uo pipefail
 
@@ -341,6 +342,23 @@ is $? 3 "\"ssl\" in ~/.my.cnf, no --mysql-ssl-*: refused"
 like "$out" "the option files give the mariadb client --ssl, a TLS setting: bk restore takes TLS from its --mysql-ssl-\\* options alone" \
     "... saying TLS comes from the options" || diag "$out"
 is "$(restorer_logins)" "$logins_before" "... and no login of the restore reached the server (general log)"
+# A world-writable option file: the mariadb client skips it, so
+# --print-defaults does not list it, and Connector/C reads it all the same
+# (here turning verify_identity's check off).  Refused, named.
+printf '[client]\nssl-verify-server-cert=0\n' >"$dir/home/.my.cnf"
+chmod 666 "$dir/home/.my.cnf"
+out="$(HOME="$dir/home" restore_tls --dry-run --force --mysql-ssl-ca "$pki/ca.pem" --target immediate 2>&1)"
+is $? 3 "a world-writable ~/.my.cnf: refused"
+like "$out" "the option file $dir/home/.my.cnf is world-writable" "... naming it" || diag "$out"
+# reconnect would log in again without the probe and the session's check.
+printf '[client]\nreconnect=1\n' >"$dir/home/.my.cnf"
+chmod 600 "$dir/home/.my.cnf"
+out="$(HOME="$dir/home" restore_tls --dry-run --force --mysql-ssl-mode=required --target immediate 2>&1)"
+is $? 3 "reconnect=1 in ~/.my.cnf: refused"
+like "$out" "the option files give the mariadb client reconnect, a setting bk restore makes itself" \
+    "... saying bk sets it" || diag "$out"
+is "$(restorer_logins)" "$logins_before" "... and no login of the restore reached the server (general log)"
+rm -f "$dir/home/.my.cnf"
 # That a login of the restore would show: disabled logs in in plain text
 # (and REQUIRE SSL refuses it).
 out="$(restore_tls --dry-run --force --mysql-ssl-mode=disabled --target immediate 2>&1)"

@@ -153,25 +153,6 @@ bk_binlog_range_capacity_after_flush(size_t cap, uint64_t range_size)
 }
 
 /*
- * bk_binlog_complete_until
- *		Raise complete-until for an event received.  Its stamp is when its
- *		statement started as the writing session saw it: a session may set
- *		it (SET TIMESTAMP) to any second, the future included, and a
- *		server's clock may run ahead.  The event was written no later than
- *		it was received, so it proves nothing past that.
- */
-int64_t
-bk_binlog_complete_until(int64_t current_ms, uint32_t event_time,
-						 int64_t received_ms)
-{
-	int64_t stamp_ms = (int64_t) event_time * 1000;
-
-	if (stamp_ms > received_ms)
-		stamp_ms = received_ms;
-	return stamp_ms > current_ms ? stamp_ms : current_ms;
-}
-
-/*
  * bk_gtid_state_set
  *		Record gtid as its domain's newest.  A domain past the
  *		BK_BINLOG_DOMAINS_MAX the state holds is refused: dropped, it would

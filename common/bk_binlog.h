@@ -123,16 +123,6 @@ extern bool bk_binlog_rotate_read(const uint8_t *event, size_t len,
 								  size_t name_len, BkError *err);
 
 /*
- * complete-until (docs/mariadb-snapshot-format.md) after an event stamped
- * event_time (Unix seconds) was received at received_ms (the receiver's
- * wall clock, Unix ms), from current_ms: the later of the two, the event
- * counting for its stamp (it was written then or later, after everything
- * written before) but never for later than it was received.
- */
-extern int64_t bk_binlog_complete_until(int64_t current_ms, uint32_t event_time,
-										int64_t received_ms);
-
-/*
  * The capacity to keep for a range buffer of capacity cap once its range was
  * sent: one event larger than range_size grew it (by doubling) past what the
  * next ranges need, and the agent holds "one range, or one event when an

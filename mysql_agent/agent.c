@@ -313,13 +313,25 @@ agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos, char *out,
 MYSQL *
 agent_connect(Agent *agent, BkError *err)
 {
+	return agent_connect_timed(
+		agent, 10, (unsigned int) (agent->config.heartbeat * 3 / 1000) + 10,
+		err);
+}
+
+/*
+ * agent_connect_timed
+ *		agent_connect with its waits given: connect_timeout for the
+ *		connection (and the TLS probe), read_timeout for each read or write
+ *		on it, in seconds.
+ */
+MYSQL *
+agent_connect_timed(Agent *agent, unsigned int connect_timeout,
+					unsigned int read_timeout, BkError *err)
+{
 	AgentConfig *config = &agent->config;
 	MYSQL *conn = mysql_init(NULL);
 	unsigned long max_packet = 1024UL * 1024 * 1024;
-	unsigned int connect_timeout = 10;
 	unsigned int local_infile = 0;
-	unsigned int read_timeout =
-		(unsigned int) (config->heartbeat * 3 / 1000) + 10;
 	char server[600];
 	bool probe;
 

@@ -154,6 +154,8 @@ extern bool agent_audit_gtids(Agent *agent, const char *event,
 
 /* A connection to the source server with the agent's settings. */
 extern MYSQL *agent_connect(Agent *agent, BkError *err);
+extern MYSQL *agent_connect_timed(Agent *agent, unsigned int connect_timeout,
+								  unsigned int read_timeout, BkError *err);
 
 /* Run one query, expecting no result set. */
 extern bool agent_query(MYSQL *conn, const char *sql, BkError *err);

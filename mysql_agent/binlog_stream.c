@@ -34,7 +34,9 @@
 
 #include <mysql.h>
 /* after mysql.h, which it needs */
+#include <errmsg.h>
 #include <mariadb_rpl.h>
+#include <mysqld_error.h>
 
 #include "agent.h"
 #include "bk_util.h"
@@ -47,6 +49,14 @@
 
 /* How long a failed probe_binlog_end waits before it asks again. */
 #define PROBE_RETRY_MS 10000
+/* How often a stream that is never idle asks. */
+#define PROBE_BUSY_MS 1000
+/*
+ * The most a probe may hold the stream, which waits for it, connecting or
+ * for its answer (seconds); and the timeouts in a row said as a failure.
+ */
+#define PROBE_TIMEOUT_S     2
+#define PROBE_TIMEOUTS_SAID 3
 
 /* The pending range and where the stream stands. */
 typedef struct Stream
@@ -85,27 +95,30 @@ typedef struct Stream
 	uint32_t last_event_time;
 	uint64_t range_events;
 	/*
-	 * Wall time (Unix ms) up to which everything the server wrote has been
-	 * received, so is in the pending range or before it: an event stamped
-	 * S was written at S or later, after everything written before S, but
-	 * no later than it arrived (a stamp can be in the future:
-	 * bk_binlog_complete_until); and the server's own clock before it said
-	 * where its binlog ended, once the stream has received up to there
-	 * (probe_binlog_end).  Sent as complete-until=, because a range's send
-	 * time proves nothing when the agent was behind (a catch-up after a
-	 * restart that stalls leaves the archive short of what it was sent at).
+	 * Server time (Unix ms) such that a restore to any target up to it
+	 * takes nothing the stream has not received: the server's clock when
+	 * it said where its binlog ended, once the stream has received up to
+	 * there, stopping short of the second the oldest statement then
+	 * running began (probe_binlog_end).  Event stamps do not move it: a
+	 * restore compares targets with them, but a statement that began
+	 * earlier can be written after an event of a later stamp.  Sent as
+	 * complete-until=, because a range's send time proves nothing when the
+	 * agent was behind (a catch-up after a restart that stalls leaves the
+	 * archive short of what it was sent at).
 	 */
 	int64_t complete_until_ms;
 	/*
 	 * The server's answer to where its binlog ends, asked when the stream
-	 * is idle (probe_binlog_end), on a connection of its own: probe_end
+	 * is idle, or every second when it never is (probe_binlog_end), on a
+	 * connection of its own: probe_end
 	 * and the server's clock before it (probe_time_ms), pending until the
 	 * stream reaches probe_end.
 	 */
 	MYSQL *probe_conn;      /* NULL until needed, or after a failure */
 	int64_t probe_asked_ms; /* monotonic */
 	bool probe_pending;
-	bool probe_failed; /* the last one failed: said once, not every time */
+	bool probe_failed;  /* the last one failed: said once, not every time */
+	int probe_timeouts; /* in a row */
 	BinlogPosition probe_end;
 	int64_t probe_time_ms;
 	const char *closing; /* "rotate" or "stop" when the range ends the file */
@@ -424,9 +437,12 @@ range_append(Stream *stream, const uint8_t *event, size_t len,
 		stream->range_first_ms = bk_monotonic_ms();
 		stream->first_event_time = header->timestamp;
 	}
+	/*
+	 * complete-until does not follow the stamps: a statement that began
+	 * before this one's second may still be running, to be written next
+	 * with its older stamp (probe_ask).
+	 */
 	stream->last_event_time = header->timestamp;
-	stream->complete_until_ms = bk_binlog_complete_until(
-		stream->complete_until_ms, header->timestamp, bk_wall_ms());
 	stream->range_events++;
 	return true;
 }
@@ -905,50 +921,95 @@ probe_reached(Stream *stream)
 		stream->complete_until_ms = stream->probe_time_ms;
 }
 
+/* How probe_ask ended. */
+typedef enum ProbeResult
+{
+	PROBE_OK,
+	PROBE_FAILED,  /* a refusal, an error from the server, an odd answer */
+	PROBE_LOST,    /* the connection was gone (wait_timeout, a restart) */
+	PROBE_TIMEOUT, /* no answer within PROBE_TIMEOUT_S */
+} ProbeResult;
+
 /*
  * probe_ask
- *		The server's clock, then where its binlog ends, in one round trip.
- *		The statements run in order: NOW(6) is when the first began, so the
- *		second reads the end after that time, and SHOW MASTER STATUS waits
- *		for a binlog write in progress (both take the binlog's lock).  So
- *		every commit written before *server_ms is before *end.
+ *		The server's clock, the start of the oldest statement still running,
+ *		then where its binlog ends, in one round trip.  The statements run
+ *		in order: NOW(6) is when the first began, so the second reads the
+ *		end after that time, and SHOW MASTER STATUS waits for a binlog write
+ *		in progress (both take the binlog's lock).  So every commit written
+ *		before *server_ms is before *end.
+ *
+ *		That is not yet what a restore needs: it takes a transaction by its
+ *		events' stamps, when its committing statement STARTED (whole
+ *		seconds; bk_binlog_txn_feed), not when it was written.  A statement
+ *		running at *server_ms is written after *end with an older stamp.
+ *		PROCESSLIST lists it (one that ended before it was read was written
+ *		before SHOW MASTER STATUS ran), and *oldest_s is the second its
+ *		oldest began, rounded down, or -1 when none runs.  Its TIME_MS is
+ *		counted to when the table was filled, after NOW(6): the start
+ *		computed from NOW(6) is early, which only claims less.  The open
+ *		transactions idle between statements (INNODB_TRX) need not count:
+ *		their GTID and Xid events carry the stamp of the COMMIT, which
+ *		starts later (checked on 10.11).  INNODB_TRX is read only because
+ *		it needs PROCESS, without which PROCESSLIST would show the agent's
+ *		own user's statements and hide the others' without a word.  Not
+ *		counted: the binlog dump threads (they write nothing) and the
+ *		replication threads, whose events carry the source's stamps (the
+ *		README says what that costs a replica with log_slave_updates).
  */
-static bool
-probe_ask(Stream *stream, int64_t *server_ms, BinlogPosition *end, BkError *err)
+static ProbeResult
+probe_ask(Stream *stream, int64_t *server_ms, int64_t *oldest_s,
+		  BinlogPosition *end, BkError *err)
 {
 	static const char sql[] =
-		"SELECT UNIX_TIMESTAMP(NOW(6)); SHOW MASTER STATUS";
+		"SELECT UNIX_TIMESTAMP(NOW(6)),"
+		" (SELECT FLOOR(UNIX_TIMESTAMP(NOW(6)) - MAX(TIME_MS) / 1000)"
+		" FROM information_schema.PROCESSLIST"
+		" WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon',"
+		" 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker')),"
+		" (SELECT COUNT(*) FROM information_schema.INNODB_TRX);"
+		" SHOW MASTER STATUS";
 	MYSQL *conn;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
 	bool ok;
+	int64_t started = bk_monotonic_ms();
 
 	if (stream->probe_conn == NULL)
 	{
-		stream->probe_conn = agent_connect(stream->agent, err);
+		stream->probe_conn = agent_connect_timed(stream->agent, PROBE_TIMEOUT_S,
+												 PROBE_TIMEOUT_S, err);
 		if (stream->probe_conn == NULL)
-			return false;
+			return PROBE_FAILED;
 		if (mysql_set_server_option(stream->probe_conn,
 									MYSQL_OPTION_MULTI_STATEMENTS_ON) != 0)
-			return bk_error_set(err, BK_ERR_IO,
-								"allowing two statements in one query: %s",
-								mysql_error(stream->probe_conn));
+			goto failed;
 	}
 	conn = stream->probe_conn;
 	if (mysql_real_query(conn, sql, sizeof(sql) - 1) != 0 ||
 		(res = mysql_store_result(conn)) == NULL)
-		return bk_error_set(err, BK_ERR_IO, "%s: %s", sql, mysql_error(conn));
+		goto failed;
 	row = mysql_fetch_row(res);
 	ok = row != NULL && row[0] != NULL &&
 		 bk_binlog_unix_ms_parse(row[0], server_ms);
+	*oldest_s = -1;
+	if (ok && row[1] != NULL)
+	{
+		int64_t ms;
+
+		ok = bk_binlog_unix_ms_parse(row[1], &ms);
+		*oldest_s = ms / 1000;
+	}
 	mysql_free_result(res);
 	if (!ok)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"the server's clock is not a Unix time");
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "the server's clock is not a Unix time");
+		return PROBE_FAILED;
+	}
 	if (mysql_next_result(conn) != 0 ||
 		(res = mysql_store_result(conn)) == NULL)
-		return bk_error_set(err, BK_ERR_IO, "SHOW MASTER STATUS: %s",
-							mysql_error(conn));
+		goto failed;
 	row = mysql_fetch_row(res);
 	ok = row != NULL && row[0] != NULL && row[1] != NULL &&
 		 strlen(row[0]) < sizeof(end->file) &&
@@ -957,52 +1018,103 @@ probe_ask(Stream *stream, int64_t *server_ms, BinlogPosition *end, BkError *err)
 		bk_strlcpy(end->file, row[0], sizeof(end->file));
 	mysql_free_result(res);
 	if (!ok)
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"SHOW MASTER STATUS returns no binlog position");
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "SHOW MASTER STATUS returns no binlog position");
+		return PROBE_FAILED;
+	}
 	/* Nothing else may follow: the next query would fail out of sync. */
 	if (mysql_more_results(conn))
-		return bk_error_set(err, BK_ERR_FORMAT,
-							"the server returned more than was asked");
-	return true;
+	{
+		bk_error_set(err, BK_ERR_FORMAT,
+					 "the server returned more than was asked");
+		return PROBE_FAILED;
+	}
+	return PROBE_OK;
+
+failed:
+	bk_error_set(err, BK_ERR_IO, "%s", mysql_error(stream->probe_conn));
+	if (mysql_errno(stream->probe_conn) == ER_SPECIFIC_ACCESS_DENIED_ERROR)
+		bk_error_hint(err, "Grant the agent's account PROCESS.");
+	switch (mysql_errno(stream->probe_conn))
+	{
+		case CR_SERVER_GONE_ERROR:
+		case CR_SERVER_LOST:
+			/* A read that gave up after its timeout, or a closed socket. */
+			return bk_monotonic_ms() - started >= PROBE_TIMEOUT_S * 1000 - 100
+					   ? PROBE_TIMEOUT
+					   : PROBE_LOST;
+		default:
+			return PROBE_FAILED;
+	}
 }
 
 /*
  * probe_binlog_end
- *		The stream is idle at the server's end (a heartbeat): ask the server
- *		where its binlog ends and what its clock says, at most once per
- *		range_interval.  This is exact where a heartbeat is not: whatever
- *		the answer's or the heartbeat's time in transit, a commit not yet
- *		received comes after that end, so was written after that time.
- *		The time is the server's, as the event stamps a restore target is
- *		compared with.  A failure costs only that: complete-until moves
- *		with event stamps until a probe succeeds again.
+ *		Ask the server where its binlog ends and what its clock says: when
+ *		the stream is idle at the server's end (a heartbeat, idle) at most
+ *		once per range_interval, else at most once a second.  This is exact
+ *		where a heartbeat is not: whatever the answer's or the heartbeat's
+ *		time in transit, a commit not yet received comes after that end, so
+ *		was written after that time.  The time is the server's, as the
+ *		event stamps a restore target is compared with, and stops short of
+ *		the second the oldest statement still running began (probe_ask).
+ *		A failure costs only that: complete-until stays until a probe
+ *		succeeds again.
  */
 static void
-probe_binlog_end(Stream *stream)
+probe_binlog_end(Stream *stream, bool idle)
 {
 	int64_t now = bk_monotonic_ms();
 	int64_t server_ms = 0;
+	int64_t oldest_s = -1;
 	BinlogPosition end;
 	BkError err;
+	ProbeResult result;
 	int64_t every = stream->agent->config.range_interval;
 
 	/* A server refusing it (max_connections) is not asked twice a second. */
 	if (stream->probe_failed && every < PROBE_RETRY_MS)
 		every = PROBE_RETRY_MS;
+	/* A busy stream waits for each probe: not more than once a second. */
+	if (!idle && every < PROBE_BUSY_MS)
+		every = PROBE_BUSY_MS;
 	if (stream->probe_pending ||
 		(stream->probe_asked_ms != 0 && now - stream->probe_asked_ms < every))
 		return;
 	stream->probe_asked_ms = now;
 	memset(&end, 0, sizeof(end));
 	bk_error_clear(&err);
-	if (!probe_ask(stream, &server_ms, &end, &err))
+	result = probe_ask(stream, &server_ms, &oldest_s, &end, &err);
+	if (result == PROBE_LOST)
+	{
+		/*
+		 * The server closes a connection idle for wait_timeout, and the
+		 * probe's is idle between bursts: a new one, silently, once.
+		 */
+		probe_close(stream);
+		bk_error_clear(&err);
+		result = probe_ask(stream, &server_ms, &oldest_s, &end, &err);
+	}
+	if (result == PROBE_TIMEOUT && !stream->probe_failed &&
+		++stream->probe_timeouts < PROBE_TIMEOUTS_SAID)
+	{
+		/*
+		 * SHOW MASTER STATUS waits while a large transaction is copied into
+		 * the binlog, and the stream waits for the probe: this round is
+		 * skipped, on a new connection next time (the answer may yet come).
+		 */
+		probe_close(stream);
+		return;
+	}
+	if (result != PROBE_OK)
 	{
 		if (!stream->probe_failed)
 			agent_log("WARNING",
 					  "cannot ask the server where its binlog ends (%s):"
-					  " complete-until follows event timestamps only until"
-					  " it can",
-					  err.message);
+					  " complete-until stays where it is until it can%s%s",
+					  err.message, err.hint[0] != '\0' ? " HINT: " : "",
+					  err.hint);
 		stream->probe_failed = true;
 		probe_close(stream);
 		return;
@@ -1010,6 +1122,7 @@ probe_binlog_end(Stream *stream)
 	if (stream->probe_failed)
 		agent_log("INFO", "the server says where its binlog ends again");
 	stream->probe_failed = false;
+	stream->probe_timeouts = 0;
 	/*
 	 * The stream past the server's end: only a server whose binlog went
 	 * back (RESET MASTER), which the stream finds out by itself.
@@ -1018,6 +1131,14 @@ probe_binlog_end(Stream *stream)
 								   stream->position.offset, end.file,
 								   end.offset) > 0)
 		return;
+	/*
+	 * A restore to T takes a transaction stamped S when S < T's second
+	 * (restore_binlog.c), so claiming up to the end of S's second would
+	 * do; ending before it leaves a second's margin for the start's
+	 * estimate.
+	 */
+	if (oldest_s >= 0 && oldest_s * 1000 - 1 < server_ms)
+		server_ms = oldest_s * 1000 - 1;
 	stream->probe_end = end;
 	stream->probe_time_ms = server_ms;
 	stream->probe_pending = true;
@@ -1069,7 +1190,7 @@ stream_event(Stream *stream, const uint8_t *event, size_t avail, BkError *err)
 				 * What it tells is that the stream is idle, when asking
 				 * the server itself costs nothing.
 				 */
-				probe_binlog_end(stream);
+				probe_binlog_end(stream, true);
 				pthread_mutex_lock(&agent->status.lock);
 				agent->status.caught_up_at_ms = bk_wall_ms();
 				pthread_mutex_unlock(&agent->status.lock);
@@ -2004,6 +2125,8 @@ stream_receive(Stream *stream, BkError *err)
 				at.offset, at.file);
 		}
 		probe_reached(stream);
+		/* A server never idle sends no heartbeat: ask it anyway. */
+		probe_binlog_end(stream, false);
 		if (stream->len > 0 &&
 			bk_monotonic_ms() - stream->range_first_ms >=
 				stream->agent->config.range_interval &&

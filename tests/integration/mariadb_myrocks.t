@@ -96,7 +96,7 @@ server_user="$(ps -o user= -p "$server_pid" | tr -d ' ')"
 printf 'pw-%s\n' "$RANDOM$RANDOM" >"$dir/agent.password"
 chmod 600 "$dir/agent.password"
 out="$(my "CREATE USER $agent_user@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")';
-           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT,
+           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, PROCESS, SELECT, SHOW VIEW, TRIGGER, EVENT,
              LOCK TABLES ON *.* TO $agent_user@'127.0.0.1';
            CREATE ROLE $role;
            CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so'")"

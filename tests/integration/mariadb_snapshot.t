@@ -91,7 +91,7 @@ agent_user="bk_agent_$$"
 printf 'pw-%s\n' "$RANDOM$RANDOM" >"$dir/agent.password"
 chmod 600 "$dir/agent.password"
 out="$(my "CREATE USER $agent_user@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")';
-           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT,
+           GRANT RELOAD, REPLICATION SLAVE, BINLOG MONITOR, PROCESS, SELECT, SHOW VIEW, TRIGGER, EVENT,
              LOCK TABLES ON *.* TO $agent_user@'127.0.0.1'")"
 ok $? "an agent user with the README's grants" || diag "$out"
 bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $MYSQL_TCP_PORT" \
@@ -118,6 +118,12 @@ ok $? "the bk functions are created" || diag "$out"
 
 start_agent
 ok $? "bk-mysql-agent streams" || bail_out "$(cat "$dir/agent.log")"
+# The README's grants let it ask where the binlog ends (PROCESS included):
+# it asks on the first heartbeat (1 s), and without PROCESS it is refused.
+sleep 3
+grep -q "cannot ask the server where its binlog ends" "$dir/agent.log"
+isnt $? 0 "... and asks the server where its binlog ends without a WARNING" ||
+    diag "$(grep 'cannot ask' "$dir/agent.log")"
 bk_test_start_shipper
 
 # ---------------------------------------------------------------- bank

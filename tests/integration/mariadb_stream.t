@@ -12,7 +12,12 @@
 #   over a link that delivers the server's packets 400 ms late (a relay in
 #   the test: a retransmission, a congested network), no range claims
 #   complete-until past a commit it does not hold: a heartbeat proves
-#   nothing about when the server sent it.
+#   nothing about when the server sent it;
+#   a statement running across a probe (3 s, while two others commit): no
+#   range before it claims complete-until past its stamp, which a restore
+#   compares targets with, though it is written after those ranges;
+#   the probe's connection closed by the server (wait_timeout = 2 s) is
+#   opened again without a WARNING.
 #
 # Expects MariaDB and Kafka from scripts/services.
 set -uo pipefail
@@ -58,6 +63,7 @@ cleanup() {
     [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     [[ -n "$relay_pid" ]] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
     other_services stop mariadb >/dev/null 2>&1
+    [[ -n "${old_wait:-}" ]] && my "SET GLOBAL wait_timeout = $old_wait" >/dev/null
     my "DROP DATABASE IF EXISTS $db" >/dev/null
     if [[ -n "${BK_TEST_KEEP:-}" ]]; then
         echo "# kept $dir" >&2
@@ -254,6 +260,85 @@ PY
 )"
 like "$result" '^none ' "no range claims complete-until past a commit it does not hold ($result)" ||
     diag "$(head -c 600 "$dir/ranges-slow.txt")"
+
+# ------------------------- complete-until and a statement running across a probe
+
+# A restore takes a transaction by its stamp, when its statement began, not
+# when it was written.  Statement A runs 3 s; B commits twice meanwhile, and
+# their ranges go out on the heartbeats after them, each with a probe.  A is
+# written after those ranges with the older stamp: no range before A may
+# claim a complete-until whose second is past A's, or a restore to it would
+# take A with only those ranges archived and report success without it.
+agent_conf "range_interval = 100ms" "heartbeat = 1s" >"$dir/agent-long.conf"
+before_long="$(range_times | wc -l)"
+start_agent "$dir/agent-long.conf"
+ok $? "the agent streams with heartbeat = 1s" || diag "$(tail -n 5 "$alog")"
+sleep 1.5
+# Row-based: every event of A carries its start's second, which its row holds
+# (NOW() is the statement's start).
+my "SET binlog_format = ROW;
+    INSERT INTO $db.t (v) SELECT UNIX_TIMESTAMP(NOW()) FROM (SELECT SLEEP(3)) AS s;
+    SELECT @@last_gtid, v FROM $db.t WHERE id = LAST_INSERT_ID()" >"$dir/long-a.txt" &
+long_pid=$!
+sleep 1
+my "INSERT INTO $db.t (v) VALUES (11)" >/dev/null
+sleep 0.8
+my "INSERT INTO $db.t (v) VALUES (12)" >/dev/null
+wait "$long_pid"
+sleep 2.5
+stop_agent TERM
+timeout 20 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \
+    -f '%h\n' 2>/dev/null | tail -n "+$((before_long + 1))" >"$dir/ranges-long.txt"
+result="$(python3 - "$dir/long-a.txt" "$dir/ranges-long.txt" <<'PY'
+import sys
+a = open(sys.argv[1]).read().split()
+if len(a) != 2 or a[0].count("-") != 2:
+    print("no statement A: %r" % a)
+    sys.exit()
+a_seq, a_stamp = int(a[0].split("-")[2]), int(a[1])
+before = []
+held = False
+for line in open(sys.argv[2]):
+    head = dict(h.split("=", 1) for h in line.strip().split(",") if "=" in h)
+    until, gtid = head.get("bk-meta-complete-until"), head.get("bk-meta-gtid", "")
+    if gtid.count("-") != 2:
+        continue
+    seq = int(gtid.split("-")[2])
+    if seq >= a_seq:
+        held = True
+    elif until is not None:
+        before.append((seq, int(until)))
+over = [(seq, until) for seq, until in before if until // 1000 > a_stamp]
+if not held or not before:
+    print("short: A archived %s, %d ranges before it" % (held, len(before)))
+elif over:
+    print("over: the range up to seq %d claims %d, past A (seq %d) stamped %d"
+          % (over[-1][0], over[-1][1], a_seq, a_stamp))
+else:
+    print("none: %d ranges before A (seq %d, stamped %d) claim up to %d"
+          % (len(before), a_seq, a_stamp, max(u for _, u in before)))
+PY
+)"
+like "$result" '^none: ' "no range before a running statement claims complete-until past its stamp ($result)" ||
+    diag "$(head -c 600 "$dir/ranges-long.txt")"
+
+# ------------------------- the probe's connection closed by wait_timeout
+
+# The server drops a connection idle for wait_timeout; the probe's idles
+# between probes (3 s here).  A new one, silently: no WARNING.
+old_wait="$(my 'SELECT @@GLOBAL.wait_timeout')"
+my "SET GLOBAL wait_timeout = 2" >/dev/null
+agent_conf "range_interval = 3s" "heartbeat = 3s" >"$dir/agent-idle.conf"
+start_agent "$dir/agent-idle.conf"
+for k in 1 2 3; do
+    my "INSERT INTO $db.t (v) VALUES (2$k)" >/dev/null
+    sleep 5
+done
+stop_agent TERM
+my "SET GLOBAL wait_timeout = $old_wait" >/dev/null
+probe_warnings="$(grep -c 'cannot ask the server where its binlog ends' "$alog")"
+is "$probe_warnings" 0 "a probe connection the server closed (wait_timeout) is opened again without a WARNING" ||
+    diag "$(grep 'cannot ask' "$alog" | tail -n 2)"
 
 # ------------------------- a failover to a server of another binlog basename
 

@@ -136,7 +136,7 @@ chmod 600 "$dir/agent.password"
 role="bk_tls_role_$$"
 # Accounts the server lets in over TLS only: any plain session of the agent
 # would be refused.
-grants="RELOAD, REPLICATION SLAVE, BINLOG MONITOR, SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES"
+grants="RELOAD, REPLICATION SLAVE, BINLOG MONITOR, PROCESS, SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES"
 out="$(tls_my "CREATE USER bk_tls@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")' REQUIRE SSL;
     GRANT $grants ON *.* TO bk_tls@'127.0.0.1';
     CREATE USER bk_x509@'127.0.0.1' IDENTIFIED BY '$(head -1 "$dir/agent.password")'

@@ -1039,31 +1039,6 @@ test_rotate(void **state)
 									   &pos, name, sizeof(name), &err));
 }
 
-static void
-test_complete_until(void **state)
-{
-	int64_t received = (int64_t) 1764000000 * 1000 + 250;
-
-	(void) state;
-	/* An event stamped before it arrived counts for its stamp. */
-	assert_int_equal(bk_binlog_complete_until(0, 1763999990, received),
-					 (int64_t) 1763999990 * 1000);
-	/* Never backwards. */
-	assert_int_equal(bk_binlog_complete_until(received, 1763999990, received),
-					 received);
-	/*
-	 * A stamp in the future (SET TIMESTAMP in the writing session, a
-	 * source's clock ahead): the event was written no later than it
-	 * arrived, so it says nothing past that; counted for its stamp, every
-	 * later range of the agent claimed the archive complete until 2030.
-	 */
-	assert_int_equal(bk_binlog_complete_until(0, 1900000000, received),
-					 received);
-	assert_int_equal(
-		bk_binlog_complete_until(received - 10, UINT32_MAX, received),
-		received);
-}
-
 /*
  * Where the stream stands against where the server said its binlog ended
  * (probe_reached): a later file is past any offset of an earlier one, and
@@ -1230,7 +1205,6 @@ main(void)
 		cmocka_unit_test(test_group_not_ended),
 		cmocka_unit_test(test_create_table_select),
 		cmocka_unit_test(test_rotate),
-		cmocka_unit_test(test_complete_until),
 		cmocka_unit_test(test_position_compare),
 		cmocka_unit_test(test_unix_ms_parse),
 		cmocka_unit_test(test_incident),

@@ -319,6 +319,55 @@ agent_connect(Agent *agent, BkError *err)
 }
 
 /*
+ * agent_snapshot_id_add
+ *		A snapshot connection opened: complete-until does not wait for its
+ *		statements.  A connection past the most known is left counted,
+ *		which only holds complete-until back.
+ */
+void
+agent_snapshot_id_add(Agent *agent, unsigned long id)
+{
+	pthread_mutex_lock(&agent->snapshot_ids_lock);
+	if (agent->snapshot_id_count < AGENT_SNAPSHOT_IDS_MAX)
+		agent->snapshot_ids[agent->snapshot_id_count++] = id;
+	pthread_mutex_unlock(&agent->snapshot_ids_lock);
+}
+
+/*
+ * agent_snapshot_ids_clear
+ *		The snapshot's connections are closed.  (The server does not give
+ *		a closed connection's id to another before its counter wraps, so
+ *		one left a moment longer hides nobody else's statement.)
+ */
+void
+agent_snapshot_ids_clear(Agent *agent)
+{
+	pthread_mutex_lock(&agent->snapshot_ids_lock);
+	agent->snapshot_id_count = 0;
+	pthread_mutex_unlock(&agent->snapshot_ids_lock);
+}
+
+/*
+ * agent_snapshot_ids_sql
+ *		The snapshot's connection ids, comma-separated.  out_len must hold
+ *		AGENT_SNAPSHOT_IDS_MAX of them (21 bytes each).
+ */
+void
+agent_snapshot_ids_sql(Agent *agent, char *out, size_t out_len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	pthread_mutex_lock(&agent->snapshot_ids_lock);
+	for (int idx = 0; idx < agent->snapshot_id_count && used < out_len; idx++)
+		used += (size_t) snprintf(out + used, out_len - used, "%s%lu",
+								  idx ? "," : "", agent->snapshot_ids[idx]);
+	pthread_mutex_unlock(&agent->snapshot_ids_lock);
+	if (used >= out_len)
+		out[0] = '\0'; /* cut short: count them all rather than a wrong id */
+}
+
+/*
  * agent_connect_timed
  *		agent_connect with its waits given: connect_timeout for the
  *		connection (and the TLS probe), read_timeout for each read or write
@@ -1126,6 +1175,7 @@ main(int argc, char **argv)
 	pthread_mutex_init(&agent.status.lock, NULL);
 	pthread_mutex_init(&agent.snapshot_lock, NULL);
 	pthread_mutex_init(&agent.snapshot_start_lock, NULL);
+	pthread_mutex_init(&agent.snapshot_ids_lock, NULL);
 	bk_error_clear(&err);
 	if (!agent_config_load(&agent, config_path, brokers, &err) ||
 		!load_password(&agent, &err))

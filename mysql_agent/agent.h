@@ -95,6 +95,9 @@ typedef struct AgentStatus
 struct SnapshotJob;
 struct BkControlAuth;
 
+/* A snapshot's connections: control, accounts, servers, locker, readers. */
+#define AGENT_SNAPSHOT_IDS_MAX (4 + 16 /* SNAPSHOT_JOBS_MAX */)
+
 typedef struct Agent
 {
 	AgentConfig config;
@@ -120,6 +123,15 @@ typedef struct Agent
 	 * every thread connects.
 	 */
 	bool tls_probed;
+	/*
+	 * The server's ids of the running snapshot's connections, which
+	 * complete-until does not wait for (binlog_stream.c, probe_ask): they
+	 * only read.  Under snapshot_ids_lock: the snapshot's thread adds them,
+	 * the stream's reads them.
+	 */
+	pthread_mutex_t snapshot_ids_lock;
+	unsigned long snapshot_ids[AGENT_SNAPSHOT_IDS_MAX];
+	int snapshot_id_count;
 } Agent;
 
 extern volatile sig_atomic_t agent_stop_requested;
@@ -156,6 +168,14 @@ extern bool agent_audit_gtids(Agent *agent, const char *event,
 extern MYSQL *agent_connect(Agent *agent, BkError *err);
 extern MYSQL *agent_connect_timed(Agent *agent, unsigned int connect_timeout,
 								  unsigned int read_timeout, BkError *err);
+
+/*
+ * The running snapshot's connections: one more (its server id), none (the
+ * snapshot is over), and the list as SQL ("1,2,3", "" for none) in out.
+ */
+extern void agent_snapshot_id_add(Agent *agent, unsigned long id);
+extern void agent_snapshot_ids_clear(Agent *agent);
+extern void agent_snapshot_ids_sql(Agent *agent, char *out, size_t out_len);
 
 /* Run one query, expecting no result set. */
 extern bool agent_query(MYSQL *conn, const char *sql, BkError *err);

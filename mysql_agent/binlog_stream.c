@@ -953,22 +953,22 @@ typedef enum ProbeResult
  *		starts later (checked on 10.11).  INNODB_TRX is read only because
  *		it needs PROCESS, without which PROCESSLIST would show the agent's
  *		own user's statements and hide the others' without a word.  Not
- *		counted: the binlog dump threads (they write nothing) and the
+ *		counted: the binlog dump threads (they write nothing), the
  *		replication threads, whose events carry the source's stamps (the
- *		README says what that costs a replica with log_slave_updates).
+ *		README says what that costs a replica with log_slave_updates), and
+ *		the running snapshot's connections, by their ids: none of their
+ *		statements is binlogged (snapshot_connect), and a table read that
+ *		lasts an hour would hold complete-until back that long.  Not every
+ *		session of the agent's account: another client may log in as it
+ *		(root by default) and write.
  */
 static ProbeResult
 probe_ask(Stream *stream, int64_t *server_ms, int64_t *oldest_s,
 		  BinlogPosition *end, BkError *err)
 {
-	static const char sql[] =
-		"SELECT UNIX_TIMESTAMP(NOW(6)),"
-		" (SELECT FLOOR(UNIX_TIMESTAMP(NOW(6)) - MAX(TIME_MS) / 1000)"
-		" FROM information_schema.PROCESSLIST"
-		" WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon',"
-		" 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker')),"
-		" (SELECT COUNT(*) FROM information_schema.INNODB_TRX);"
-		" SHOW MASTER STATUS";
+	char ids[AGENT_SNAPSHOT_IDS_MAX * 21 + 1];
+	char sql[1024 + sizeof(ids)];
+	int sql_len;
 	MYSQL *conn;
 	MYSQL_RES *res;
 	MYSQL_ROW row;
@@ -986,7 +986,19 @@ probe_ask(Stream *stream, int64_t *server_ms, int64_t *oldest_s,
 			goto failed;
 	}
 	conn = stream->probe_conn;
-	if (mysql_real_query(conn, sql, sizeof(sql) - 1) != 0 ||
+	agent_snapshot_ids_sql(stream->agent, ids, sizeof(ids));
+	sql_len = snprintf(
+		sql, sizeof(sql),
+		"SELECT UNIX_TIMESTAMP(NOW(6)),"
+		" (SELECT FLOOR(UNIX_TIMESTAMP(NOW(6)) - MAX(TIME_MS) / 1000)"
+		" FROM information_schema.PROCESSLIST"
+		" WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon',"
+		" 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker')%s%s%s),"
+		" (SELECT COUNT(*) FROM information_schema.INNODB_TRX);"
+		" SHOW MASTER STATUS",
+		ids[0] != '\0' ? " AND ID NOT IN (" : "", ids,
+		ids[0] != '\0' ? ")" : "");
+	if (mysql_real_query(conn, sql, (unsigned long) sql_len) != 0 ||
 		(res = mysql_store_result(conn)) == NULL)
 		goto failed;
 	row = mysql_fetch_row(res);

@@ -360,8 +360,21 @@ snapshot_connect(SnapRun *run, BkError *err)
 		mysql_close(conn);
 		return NULL;
 	}
+	/*
+	 * Its statements only read (SELECT, SHOW, LOCK TABLES ... READ, BACKUP
+	 * STAGE, read-only transactions): none is written to the binlog, so
+	 * complete-until need not wait for them, and a table read for an hour
+	 * would hold it back that long.  By its id, not by the agent's
+	 * account: another client logged in as that account (root by default)
+	 * can write.
+	 */
+	agent_snapshot_id_add(run->agent, mysql_thread_id(conn));
 	return conn;
 }
+
+_Static_assert(AGENT_SNAPSHOT_IDS_MAX >= 4 + SNAPSHOT_JOBS_MAX,
+			   "a snapshot's connections: control, accounts, servers, locker"
+			   " and the readers");
 
 /*
  * send_object
@@ -2668,6 +2681,7 @@ snapshot_cleanup(SnapRun *run)
 		mysql_close(run->locker); /* the same */
 	for (int idx = 0; idx < run->reader_count; idx++)
 		mysql_close(run->readers[idx]);
+	agent_snapshot_ids_clear(run->agent);
 	workers_free(run);
 	free_tables(run);
 	json_decref(run->schema);

@@ -499,6 +499,40 @@ grep -q "snapshot $timed_out_id: the caller went away" "$dir/agent.log"
 ok $? "... and its log says the caller went away" || diag "$(tail -n 5 "$dir/agent.log")"
 wait "$locker"
 
+# complete-until while a snapshot runs.  It stops before the oldest running
+# statement's second, but not the snapshot's: they only read, and a table
+# read can last hours.  Here a snapshot (wait=false: a waiting bk_snapshot()
+# is its caller's running statement, which counts) waits for a table lock an
+# idle session holds while commits go on; the ranges sent meanwhile must claim
+# past its start.  Before, they stayed before the second it began.
+mkfifo "$dir/hold.fifo"
+my_script <"$dir/hold.fifo" >"$dir/hold.out" &
+holder=$!
+exec 9>"$dir/hold.fifo"
+echo "LOCK TABLES $db.ledger WRITE;" >&9
+sleep 1
+snap_from="$(my 'SELECT UNIX_TIMESTAMP()')"
+out="$(my "SELECT bk_snapshot('wait=false,label=held')")"
+like "$out" '"state":"running"' "a snapshot waiting for a lock held by an idle session" || diag "$out"
+for v in 1 2 3 4 5; do
+    my "INSERT INTO $db.marker VALUES ('held-$v')" >/dev/null
+    sleep 1
+done
+waiting="$(my "SELECT COUNT(*) FROM information_schema.PROCESSLIST
+               WHERE USER = '$agent_user' AND COMMAND = 'Query' AND TIME >= 4")"
+until_max="$(timeout 20 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \
+    -f '%h\n' 2>/dev/null | sed -n 's/.*bk-meta-complete-until=\([0-9]*\).*/\1/p' | sort -n | tail -1)"
+echo "UNLOCK TABLES;" >&9
+exec 9>&-
+wait "$holder"
+((waiting >= 1))
+ok $? "... whose reads waited for it ($waiting statements of the agent's running 4 s)"
+((${until_max:-0} > (snap_from + 3) * 1000))
+ok $? "... and complete-until moves on meanwhile: $until_max, past the snapshot's start ${snap_from}000 + 3 s"
+held_done() { my 'SELECT bk_status()' | grep -q '"state":"done"'; }
+wait_for 30 "the held snapshot done" held_done
+ok $? "... and the snapshot ends done once the lock is released" || diag "$(my 'SELECT bk_status()')"
+
 # bk_snapshot_cancel(id) of a snapshot started with wait=false, waiting for a
 # table lock held elsewhere.
 (my "LOCK TABLES $db.ledger WRITE; SELECT SLEEP(6)" >/dev/null) &

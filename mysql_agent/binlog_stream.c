@@ -960,7 +960,20 @@ typedef enum ProbeResult
  *		statements is binlogged (snapshot_connect), and a table read that
  *		lasts an hour would hold complete-until back that long.  Not every
  *		session of the agent's account: another client may log in as it
- *		(root by default) and write.
+ *		(root by default) and write.  Nor plain SELECTs (a statement whose
+ *		text starts, after whitespace, with SELECT and a character that
+ *		cannot go on an identifier): a report running an hour, or the
+ *		caller's own waiting SELECT bk_snapshot(), would hold complete-until
+ *		back that long on a busy server, refusing restores to recent times
+ *		and tripping RPO alarms.  A SELECT is binlogged only through a stored
+ *		function that writes, logged with the SELECT's stamp: that case is
+ *		not covered, like SET TIMESTAMP sessions and log_slave_updates.
+ *		Anything else counts, to be safe: a leading comment, WITH, INSERT
+ *		... SELECT, CALL, DO, prepared statements (COMMAND 'Execute').  A
+ *		NULL INFO counts too (IFNULL).  No backslash in the pattern, so
+ *		sql_mode NO_BACKSLASH_ESCAPES cannot change it.  In a multi-statement request INFO
+ *		starts at the statement running, so a SELECT before a DELETE does
+ *		not hide the DELETE.
  */
 static ProbeResult
 probe_ask(Stream *stream, int64_t *server_ms, int64_t *oldest_s,
@@ -993,7 +1006,9 @@ probe_ask(Stream *stream, int64_t *server_ms, int64_t *oldest_s,
 		" (SELECT FLOOR(UNIX_TIMESTAMP(NOW(6)) - MAX(TIME_MS) / 1000)"
 		" FROM information_schema.PROCESSLIST"
 		" WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Sleep', 'Daemon',"
-		" 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker')%s%s%s),"
+		" 'Binlog Dump', 'Slave_IO', 'Slave_SQL', 'Slave_worker')"
+		" AND NOT (COMMAND = 'Query' AND IFNULL(INFO, '') REGEXP"
+		" '^(?i)[[:space:]]*select([^0-9a-z_$[:^ascii:]]|$)')%s%s%s),"
 		" (SELECT COUNT(*) FROM information_schema.INNODB_TRX);"
 		" SHOW MASTER STATUS",
 		ids[0] != '\0' ? " AND ID NOT IN (" : "", ids,

@@ -971,9 +971,9 @@ typedef enum ProbeResult
  *		Anything else counts, to be safe: a leading comment, WITH, INSERT
  *		... SELECT, CALL, DO, prepared statements (COMMAND 'Execute').  A
  *		NULL INFO counts too (IFNULL).  No backslash in the pattern, so
- *		sql_mode NO_BACKSLASH_ESCAPES cannot change it.  In a multi-statement request INFO
- *		starts at the statement running, so a SELECT before a DELETE does
- *		not hide the DELETE.
+ *		sql_mode NO_BACKSLASH_ESCAPES cannot change it.  In a
+ *		multi-statement request INFO starts at the statement running, so a
+ *		SELECT before a DELETE does not hide the DELETE.
  */
 static ProbeResult
 probe_ask(Stream *stream, int64_t *server_ms, int64_t *oldest_s,

@@ -22,6 +22,7 @@
 #include <mysql.h>
 
 #include "bk_error.h"
+#include "control_protocol.h"
 
 /*
  * Authorized calls in progress at once; more get a "busy" reply.  Calls
@@ -38,17 +39,8 @@
 #define BK_CONTROL_AUTH_WAIT_MS 2000
 /* Refused calls are logged once per this many ms, with a count. */
 #define BK_CONTROL_REFUSAL_LOG_MS 60000
-/* Longest request line accepted, '\n' included. */
-#define BK_CONTROL_MAX_REQUEST (64 * 1024)
-/* Longest reply the UDF accepts; a longer result becomes an error reply. */
-#define BK_CONTROL_MAX_REPLY (1024 * 1024)
 /* Time a client has to send its request, in milliseconds. */
 #define BK_CONTROL_REQUEST_TIMEOUT_MS 5000
-/*
- * A handler that works long sends a keepalive this often: bk_udf.so gives
- * up on an agent silent for BK_UDF_SILENCE_MS (bk_udf.c), six of these.
- */
-#define BK_CONTROL_KEEPALIVE_MS 5000
 
 /* One validated request.  The strings live until the handler returns. */
 typedef struct BkControlRequest

@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "bk_udf_abi.h"
+#include "control_protocol.h"
 
 #ifndef BK_AGENT_SOCKET
 #define BK_AGENT_SOCKET "/run/bk/mysql-agent.sock"
@@ -66,7 +67,7 @@
 /* The agent refuses requests over 64 KiB; leave room for the other fields. */
 #define MAX_ARGUMENT_LEN (60 * 1024)
 /* ... and counts the request line as sent, escapes and '\n' included. */
-#define MAX_REQUEST_LEN (64 * 1024)
+#define MAX_REQUEST_LEN BK_CONTROL_MAX_REQUEST
 /*
  * bk_status() and bk_snapshot_cancel() are answered at once (the agent's
  * own waits for them are bounded); a longer silence is a hung agent, and
@@ -84,9 +85,7 @@
 #ifndef BK_UDF_SILENCE_MS
 #define BK_UDF_SILENCE_MS (30 * 1000)
 #endif
-#define MAX_REPLY_LEN (1024 * 1024)
-/* The agent's keepalive interval, for the message. */
-#define AGENT_KEEPALIVE_S 5
+#define MAX_REPLY_LEN BK_CONTROL_MAX_REPLY
 /*
  * A "busy" reply (the agent's call slots or its authorization connection
  * taken, a flood of other callers, say) is retried this long, waiting
@@ -1092,7 +1091,8 @@ receive_reply(UdfCall *call, void *thd, int fd, size_t *reply_len)
 						"though it sends a keepalive every %d s while it "
 						"works on a snapshot (is it hung or stopped? see its "
 						"log); the call was abandoned: %s",
-						BK_UDF_SILENCE_MS / 1000, AGENT_KEEPALIVE_S,
+						BK_UDF_SILENCE_MS / 1000,
+						BK_CONTROL_KEEPALIVE_MS / 1000,
 						abandoned_outcome(call));
 			break;
 		}

@@ -290,6 +290,22 @@ list_dir(const char *dir_path, const char *rel, bool recursive, BkRepoListFn fn,
 							  path, strerror(errno));
 			break;
 		}
+		/*
+		 * A symbolic link is followed, as reading an object follows it: a
+		 * directory moved elsewhere with a link left in its place stays
+		 * listed.  Skipped, its objects would read as absent, and bk
+		 * wal-get would take the segment before them for the end of the
+		 * archive.  A loop of links ends in ELOOP, an error here.
+		 */
+		if (S_ISLNK(st.st_mode) && stat(path, &st) != 0)
+		{
+			ok = bk_error_set(err, BK_ERR_STORE,
+							  "could not follow the symbolic link \"%s\": %s",
+							  path, strerror(errno));
+			bk_error_hint(err, "Make the link point at the directory or "
+							   "file it stands for, or remove it.");
+			break;
+		}
 		if (S_ISDIR(st.st_mode))
 		{
 			if (recursive)

@@ -744,6 +744,69 @@ test_list_and_delete(void **state)
 									   BK_KIND_SNAPSHOT, "../", &err));
 }
 
+/*
+ * A directory repository's symbolic links are followed when listing, as
+ * when reading: a snapshot's directory moved to another disk with a link
+ * left in its place is still listed (it was skipped, and read as absent),
+ * and a link that leads nowhere is an error, never an empty listing.
+ */
+static void
+test_symlinks_listed(void **state)
+{
+	Fixture *f = *state;
+	Seen seen = {0};
+	char kind_dir[700];
+	char moved[700];
+	char link_path[800];
+	BkError err;
+
+	if (s3_endpoint())
+		skip();
+	put(f, BK_KIND_SNAPSHOT, "S1/snapshot.json");
+	put(f, BK_KIND_SNAPSHOT, "S1/data/base/1/1259");
+	put(f, BK_KIND_SNAPSHOT, "S2/snapshot.json");
+	snprintf(kind_dir, sizeof(kind_dir), "%s/%s/snapshot", f->location, SOURCE);
+	snprintf(moved, sizeof(moved), "%s/other-disk-S1", f->dir);
+	snprintf(link_path, sizeof(link_path), "%s/S1", kind_dir);
+	assert_int_equal(rename(link_path, moved), 0);
+	assert_int_equal(symlink(moved, link_path), 0);
+
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "", false, collect, &seen, &err));
+	assert_int_equal(seen.prefixes, 2);
+	memset(&seen, 0, sizeof(seen));
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "", true, collect, &seen, &err));
+	assert_int_equal(seen.objects, 3);
+	assert_true(has_name(&seen, "S1/data/base/1/1259"));
+
+	/* A link to a file is listed as the object it stands for. */
+	snprintf(moved, sizeof(moved), "%s/other-disk-S2.json", f->dir);
+	snprintf(link_path, sizeof(link_path), "%s/S2/snapshot.json", kind_dir);
+	assert_int_equal(rename(link_path, moved), 0);
+	assert_int_equal(symlink(moved, link_path), 0);
+	memset(&seen, 0, sizeof(seen));
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE, BK_KIND_SNAPSHOT,
+							 "S2/", true, collect, &seen, &err));
+	assert_int_equal(seen.objects, 1);
+	assert_string_equal(seen.names[0], "S2/snapshot.json");
+
+	/* A link to nothing, or a loop of links, is an error. */
+	assert_int_equal(unlink(moved), 0);
+	assert_false(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE,
+							  BK_KIND_SNAPSHOT, "", true, collect, &seen,
+							  &err));
+	assert_error_contains(&err, "could not follow the symbolic link");
+	assert_error_contains(&err, "S2/snapshot.json");
+	assert_int_equal(unlink(link_path), 0);
+	snprintf(link_path, sizeof(link_path), "%s/S3", kind_dir);
+	assert_int_equal(symlink("S3", link_path), 0);
+	assert_false(bk_repo_list(f->repo, BK_REPO_ARCHIVE, SOURCE,
+							  BK_KIND_SNAPSHOT, "", false, collect, &seen,
+							  &err));
+	assert_error_contains(&err, "Too many levels of symbolic links");
+}
+
 static void
 test_names(void **state)
 {
@@ -1966,6 +2029,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_unreadable_copy_in_place, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_list_and_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_symlinks_listed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected, setup, teardown),

@@ -1250,13 +1250,45 @@ dir_synced_or_gone(const char *dir, BkError *err)
 	return false;
 }
 
+/*
+ * Removals never pass through a symbolic link below the root.  Listings
+ * follow links (reads need them), and a link to a directory outside the
+ * repository (a cluster's pg_wal, say) must not let bk expire remove the
+ * files there that are named like objects.  An object that is a link is
+ * removed as a link.
+ */
+static bool
+refuse_linked_dirs(const BkRepo *repo, const char *key, BkError *err)
+{
+	const char *root = state_of(repo)->root;
+	char path[LOCAL_PATH];
+	struct stat st;
+
+	for (const char *slash = strchr(key, '/'); slash != NULL;
+		 slash = strchr(slash + 1, '/'))
+	{
+		snprintf(path, sizeof(path), "%s/%.*s", root, (int) (slash - key), key);
+		if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+		{
+			bk_error_set(err, BK_ERR_FORMAT,
+						 "\"%s\" is a symbolic link: bk does not remove "
+						 "objects through links",
+						 path);
+			return bk_error_hint(err, "Put the directory in place of the "
+									  "link, or remove its objects by hand.");
+		}
+	}
+	return true;
+}
+
 static bool
 local_delete(BkRepo *repo, const char *key, BkError *err)
 {
 	char path[LOCAL_PATH];
 	char dir[LOCAL_PATH];
 
-	if (!key_path(repo, key, path, sizeof(path), err))
+	if (!key_path(repo, key, path, sizeof(path), err) ||
+		!refuse_linked_dirs(repo, key, err))
 		return false;
 	if (unlink(path) != 0)
 	{
@@ -1276,7 +1308,8 @@ local_delete_prefix(BkRepo *repo, const char *prefix, BkError *err)
 	char dir[LOCAL_PATH];
 	size_t len;
 
-	if (!key_path(repo, prefix, path, sizeof(path), err))
+	if (!key_path(repo, prefix, path, sizeof(path), err) ||
+		!refuse_linked_dirs(repo, prefix, err))
 		return false;
 	len = strlen(path);
 	if (len > 1 && path[len - 1] == '/')

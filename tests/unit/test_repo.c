@@ -780,6 +780,19 @@ test_symlinks_listed(void **state)
 	assert_int_equal(seen.objects, 3);
 	assert_true(has_name(&seen, "S1/data/base/1/1259"));
 
+	/*
+	 * Nothing is removed through a link (bk expire would remove files
+	 * named like objects wherever it leads).
+	 */
+	assert_false(bk_repo_delete(f->repo, BK_REPO_ARCHIVE, SOURCE,
+								BK_KIND_SNAPSHOT, "S1/data/base/1/1259", &err));
+	assert_error_contains(&err, "is a symbolic link: bk does not remove");
+	assert_false(bk_repo_delete_prefix(f->repo, BK_REPO_ARCHIVE, SOURCE,
+									   BK_KIND_SNAPSHOT, "S1/", &err));
+	assert_error_contains(&err, "is a symbolic link: bk does not remove");
+	snprintf(link_path, sizeof(link_path), "%s/data/base/1/1259", moved);
+	assert_int_equal(access(link_path, F_OK), 0);
+
 	/* A link to a file is listed as the object it stands for. */
 	snprintf(moved, sizeof(moved), "%s/other-disk-S2.json", f->dir);
 	snprintf(link_path, sizeof(link_path), "%s/S2/snapshot.json", kind_dir);

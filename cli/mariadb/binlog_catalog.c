@@ -621,10 +621,20 @@ binlog_catalog_check_successor(const BkRepo *repo, const char *source,
 		if (range->start == 0 &&
 			!bk_repo_meta_still(repo, BK_REPO_ARCHIVE, source, BK_KIND_BINLOG,
 								range->name, decoder, range->meta_digest, err))
+		{
+			/*
+			 * Listed, then gone when read (bk expire meanwhile, a store
+			 * whose reads lag its listings): file is in the archive, so
+			 * not "not in the archive" (bk binlog-get would exit 1, and a
+			 * script fetching until 1 would stop here), but missing data.
+			 */
+			if (err->code == BK_ERR_NOT_FOUND)
+				err->code = BK_ERR_SEQUENCE;
 			return bk_error_prefix(err,
 								   "whether binlog \"%s\" is complete rests "
 								   "on its successor's first range: ",
 								   file->name);
+		}
 	}
 	return true;
 }

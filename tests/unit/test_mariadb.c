@@ -2229,6 +2229,52 @@ test_binlog_get_altered_successor(void **state)
 }
 
 /*
+ * mariadb-bin.000001 has no ROTATE event archived and no closed= (the
+ * server crashed): it is complete because mariadb-bin.000002 follows it
+ * directly, which bk binlog-get authenticates by reading 000002's first
+ * range.  That range listed by the catalog, then gone when read (bk expire
+ * meanwhile, a store whose reads lag its listings), says nothing of
+ * whether 000001 is in the archive: missing data (exit 4), never "not in
+ * the archive" (exit 1, where a script fetching until 1 would stop).
+ */
+static void
+test_binlog_get_gone_successor_is_not_absent(void **state)
+{
+	Fixture *f = *state;
+	uint8_t first[1024], second[1024];
+	size_t len1, len2, cut;
+	BinlogCatalog catalog = {0};
+	const BinlogFile *file;
+	char range_path[1200];
+	BkError err;
+
+	build_two_files(first, &len1, &cut, second, &len2);
+	archive_binlog_part(f, "mariadb-bin.000001", first, 0, len1, T0900 + 120,
+						"0-1-3", "");
+	archive_binlog_part(f, "mariadb-bin.000002", second, 0, len2, T0900 + 300,
+						"0-1-4", "\ncomplete-until=1795514400000");
+	assert_true(binlog_catalog_load(f->repo, SOURCE, &catalog, &err));
+	file =
+		mariadb_binlog_get_file(&catalog, SOURCE, "mariadb-bin.000001", &err);
+	assert_non_null(file);
+	assert_false(file->closed);
+	assert_true(binlog_catalog_check_successor(f->repo, SOURCE, f->decoder,
+											   &catalog, file, &err));
+
+	snprintf(range_path, sizeof(range_path), "%s/%s/binlog/%s", f->location,
+			 SOURCE, file[1].ranges[0].name);
+	assert_int_equal(unlink(range_path), 0);
+	bk_error_clear(&err);
+	assert_false(binlog_catalog_check_successor(f->repo, SOURCE, f->decoder,
+												&catalog, file, &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, file[1].ranges[0].name);
+	assert_int_equal(bk_cli_report_absent_error("bk binlog-get", &err),
+					 BK_EXIT_INTEGRITY);
+	binlog_catalog_free(&catalog);
+}
+
+/*
  * What decides whether a file is complete and where it ends (closed=,
  * complete-until=...) is read from its ranges' metadata without keys.
  * Rebuilding a file decrypts its ranges: one whose authenticated
@@ -4737,6 +4783,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_get_altered_successor,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_binlog_get_gone_successor_is_not_absent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_rebuild_swapped_range,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_complete, setup,

@@ -417,6 +417,22 @@ bk_cmd_snapshot_get(int argc, char **argv)
 	}
 	if (!mariadb_snapshot_catalog_load(ctx.repo, args.source, &catalog, &err))
 		goto fail;
+	/*
+	 * A record the repository failed to read (its store timed out) says
+	 * nothing of its snapshot, which the catalog can only call incomplete:
+	 * the newest complete one may be it.  Choosing past it would write an
+	 * older snapshot as the newest, or exit 1 ("no complete snapshot") for
+	 * a failure; as bk restore, fail (exit 5) instead.
+	 */
+	for (int idx = catalog.count - 1; idx >= 0; idx--)
+	{
+		const MariadbSnapshot *snap = &catalog.snapshots[idx];
+
+		if (snap->record_unreadable &&
+			!bk_cli_check_record_read(snap->id, args.source, snap->record_error,
+									  snap->reason, args.snapshot, &err))
+			goto fail;
+	}
 	for (int idx = catalog.count - 1; idx >= 0; idx--)
 	{
 		MariadbSnapshot *snap = &catalog.snapshots[idx];
@@ -447,7 +463,16 @@ bk_cmd_snapshot_get(int argc, char **argv)
 	}
 	if (!mariadb_snapshot_check(ctx.repo, args.source, ctx.decoder, id, dir[0],
 								NULL, &tables, &err))
+	{
+		/*
+		 * Its record or schema.json listed, then gone when read (bk expire
+		 * meanwhile, a store whose reads lag its listings): missing data,
+		 * not a snapshot that is not in the archive (exit 1).
+		 */
+		if (err.code == BK_ERR_NOT_FOUND)
+			err.code = BK_ERR_SEQUENCE;
 		goto fail;
+	}
 	fprintf(stderr, "%s: wrote snapshot %s (%" PRIu64 " tables) to %s\n",
 			argv[0], id, tables, dir[0]);
 	status = BK_EXIT_OK;

@@ -68,12 +68,17 @@ typedef struct Fixture
 	char work_dir[4096];
 } Fixture;
 
+/* The faults of __wrap_bk_repo_open_with, below. */
+static int command_faults;
+static const char *command_fault_key;
+
 static int
 setup(void **state)
 {
 	Fixture *f = calloc(1, sizeof(*f));
 	BkError err;
 
+	command_faults = 0;
 	f->dir = test_mkdtemp();
 	snprintf(f->location, sizeof(f->location), "%s/repo", f->dir);
 	test_key(&f->key, &f->ring);
@@ -1948,6 +1953,172 @@ test_snapshot_get_durable(void **state)
 	assert_non_null(strstr(err.hint, "must not exist"));
 	snprintf(path, sizeof(path), "%s/data/000001.tsv", out_dir);
 	assert_int_equal(access(path, F_OK), 0);
+}
+
+/*
+ * Faults in the repositories the commands open themselves (linked with
+ * --wrap=bk_repo_open_with): test_repo_faults(command_faults,
+ * command_fault_key) on each, while command_faults is set (cleared by
+ * setup, so that a test that failed midway leaves none behind).
+ */
+extern BkRepo *__real_bk_repo_open_with(const char *location,
+										const BkRepoOptions *options,
+										bool create, BkError *err);
+extern BkRepo *__wrap_bk_repo_open_with(const char *location,
+										const BkRepoOptions *options,
+										bool create, BkError *err);
+
+BkRepo *
+__wrap_bk_repo_open_with(const char *location, const BkRepoOptions *options,
+						 bool create, BkError *err)
+{
+	BkRepo *repo = __real_bk_repo_open_with(location, options, create, err);
+
+	if (repo != NULL && command_faults != 0)
+		test_repo_faults(repo, command_faults, command_fault_key);
+	return repo;
+}
+
+/* A complete MariaDB snapshot id of one table, as the agent archives it. */
+static void
+archive_one_table_snapshot(Fixture *f, const char *id)
+{
+	const char *rows = "1\talpha\n2\tbeta\n";
+	uint8_t digest[BK_SHA256_LEN];
+	char hex[2 * BK_SHA256_LEN + 1];
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[256];
+	char record[1024];
+	BkError err;
+
+	assert_true(bk_sha256(rows, strlen(rows), digest, &err));
+	bk_hex_encode(digest, BK_SHA256_LEN, hex);
+	snprintf(record, sizeof(record),
+			 "{\"format\": 1, \"engine\": \"mariadb\", \"snapshot_id\":"
+			 " \"%s\", \"tables\": [{\"index\": 1, \"database\": \"d\","
+			 " \"name\": \"t\", \"rows\": 2, \"bytes\": %zu,"
+			 " \"parts\": 1, \"sha256\": \"%s\"}]}",
+			 id, strlen(rows), hex);
+	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb", id);
+	snprintf(name, sizeof(name), "%s/schema.json", id);
+	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) "{}", 2);
+	snprintf(name, sizeof(name), "%s/data/000001.000001", id);
+	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) rows,
+			strlen(rows));
+	snprintf(meta, sizeof(meta),
+			 "snapshot=%s\nengine=mariadb\ntype=record\nobjects=1\n"
+			 "binlog-file=mariadb-bin.000001\nbinlog-pos=4\ntables=1\nrows=2",
+			 id);
+	snprintf(name, sizeof(name), "%s/%s", id, BK_SNAPSHOT_RECORD);
+	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) record,
+			strlen(record));
+}
+
+/*
+ * bk snapshot-get [--snapshot ID] DIR on the fixture's repository, DIR
+ * removed first, its messages in *messages (freed by the caller); the
+ * exit status.
+ */
+static int
+snapshot_get_to(Fixture *f, const char *id, char **messages)
+{
+	char config[600], key[600], out_dir[600], errors[700], command[1400];
+	char *argv[12];
+	int argc = 0;
+	int saved, fd, status;
+	size_t len;
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(key, sizeof(key), "%s/key", f->dir);
+	snprintf(out_dir, sizeof(out_dir), "%s/snapshot-out", f->dir);
+	snprintf(errors, sizeof(errors), "%s/snapshot-get.err", f->dir);
+	if (access(config, F_OK) != 0)
+	{
+		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+		assert_true(bk_key_write_files(&f->key, key, &err));
+	}
+	snprintf(command, sizeof(command), "rm -rf '%s'", out_dir);
+	assert_int_equal(system(command), 0);
+	argv[argc++] = "bk snapshot-get";
+	argv[argc++] = "--config";
+	argv[argc++] = config;
+	argv[argc++] = "--repo";
+	argv[argc++] = f->location;
+	argv[argc++] = "--source";
+	argv[argc++] = SOURCE;
+	argv[argc++] = "--key-file";
+	argv[argc++] = key;
+	if (id != NULL)
+	{
+		argv[argc++] = "--snapshot";
+		argv[argc++] = (char *) id;
+	}
+	argv[argc++] = out_dir;
+	argv[argc] = NULL;
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	fd = open(errors, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	status = bk_cmd_snapshot_get(argc, argv);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	assert_true(bk_read_file(errors, 65536, messages, &len, &err));
+	return status;
+}
+
+/*
+ * bk snapshot-get exits 1 only when the snapshot asked for is not in the
+ * archive (a script fetches until it sees 1).  The newest snapshot's
+ * record the repository fails to read (a store that does not answer, or
+ * answers 404 for an object it lists) says nothing of that snapshot: not
+ * "no complete snapshot" (exit 1), nor the older snapshot written as the
+ * newest (exit 0), but the repository's failure (exit 5).  Its
+ * schema.json listed, then gone when read, is missing data (exit 4).
+ */
+static void
+test_snapshot_get_failure_is_not_absent(void **state)
+{
+	Fixture *f = *state;
+	char *messages = NULL;
+
+	archive_one_table_snapshot(f, SNAP_OLD);
+	archive_one_table_snapshot(f, SNAP_NEW);
+	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_OK);
+	assert_non_null(strstr(messages, "wrote snapshot " SNAP_NEW));
+	free(messages);
+
+	command_faults = TEST_FAIL_READS;
+	command_fault_key = SNAP_NEW "/" BK_SNAPSHOT_RECORD;
+	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_UNAVAILABLE);
+	assert_non_null(strstr(messages, "injected failure reading"));
+	free(messages);
+	assert_int_equal(snapshot_get_to(f, SNAP_NEW, &messages),
+					 BK_EXIT_UNAVAILABLE);
+	free(messages);
+	/* Another snapshot asked for by name: that record is not needed. */
+	assert_int_equal(snapshot_get_to(f, SNAP_OLD, &messages), BK_EXIT_OK);
+	free(messages);
+
+	command_faults = TEST_READS_NOT_FOUND;
+	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_UNAVAILABLE);
+	free(messages);
+
+	/* The catalog lists schema.json and never reads it; the writing does. */
+	command_fault_key = SNAP_NEW "/schema.json";
+	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_INTEGRITY);
+	assert_non_null(strstr(messages, "schema.json"));
+	free(messages);
+	command_faults = 0;
+
+	/* What exit 1 is for. */
+	assert_int_equal(snapshot_get_to(f, "20261125T051200Z-0000abcd", &messages),
+					 BK_EXIT_FAILURE);
+	assert_non_null(strstr(messages, "has no snapshot"));
+	free(messages);
 }
 
 /*
@@ -4773,6 +4944,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_get_failure_is_not_absent,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_get_keeps_existing_out,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(

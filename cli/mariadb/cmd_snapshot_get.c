@@ -41,8 +41,12 @@ static const char snapshot_get_help[] =
 	"form (FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\', NULL as \\N,\n"
 	"CHARACTER SET binary).  Needs the private key.\n"
 	"\n"
-	"Exit status: 0 written; 4 a part is missing or fails a check; 1 no such\n"
-	"snapshot (and nothing else); 2 usage (DIR exists already); 3\n"
+	"Without --snapshot, each newer snapshot stepped over is named on stderr\n"
+	"with why.\n"
+	"\n"
+	"Exit status: 0 written; 4 a part is missing or fails a check, or every\n"
+	"snapshot with a record is damaged; 1 no such snapshot (and nothing\n"
+	"else); 2 usage (DIR exists already); 3\n"
 	"configuration or key; 5 the repository unreachable, DIR could not be\n"
 	"written, or another failure (the message names it): fix it and try\n"
 	"again.\n"
@@ -385,6 +389,122 @@ snapshot_get_option(void *arg, int code, const char *value)
 	return BK_EXIT_OK;
 }
 
+/*
+ * find_named
+ *		The index of snapshot id, complete; else -1 and err.
+ */
+static int
+find_named(const MariadbSnapshotCatalog *catalog, const char *source,
+		   const char *id, BkError *err)
+{
+	for (int idx = catalog->count - 1; idx >= 0; idx--)
+	{
+		const MariadbSnapshot *snap = &catalog->snapshots[idx];
+
+		if (strcmp(snap->id, id) != 0)
+			continue;
+		if (snap->complete)
+			return idx;
+		/*
+		 * Its record unread because the repository failed (exit 5, try
+		 * again) says nothing of the snapshot; anything else that keeps
+		 * it from being complete is an integrity failure (exit 4).
+		 */
+		bk_error_set(err,
+					 snap->record_unreadable && snap->record_error != BK_OK &&
+							 snap->record_error != BK_ERR_NOT_FOUND
+						 ? snap->record_error
+						 : BK_ERR_SEQUENCE,
+					 "snapshot %s of source \"%s\" is not complete: %s",
+					 snap->id, source, snap->reason);
+		return -1;
+	}
+	bk_error_set(err, BK_ERR_NOT_FOUND, "source \"%s\" has no snapshot %s",
+				 source, id);
+	bk_error_hint(err, "\"bk list --source %s\" shows its snapshots.", source);
+	return -1;
+}
+
+/*
+ * choose_newest
+ *		The index of the newest complete snapshot; else -1 and err.
+ *
+ * Exit 1 must mean only that the archive holds no snapshot: when every
+ * one is damaged, that is an integrity failure (exit 4) naming the newest
+ * damaged one, and a record the repository failed to read (exit 5) may
+ * be the newest complete snapshot's, so it is not stepped over to an
+ * older one.
+ */
+static int
+choose_newest(const MariadbSnapshotCatalog *catalog, const char *source,
+			  BkError *err)
+{
+	const MariadbSnapshot *damaged = NULL;
+
+	for (int idx = catalog->count - 1; idx >= 0; idx--)
+	{
+		const MariadbSnapshot *snap = &catalog->snapshots[idx];
+
+		if (snap->complete)
+			return idx;
+		if (snap->record_unreadable && snap->record_error != BK_OK &&
+			snap->record_error != BK_ERR_NOT_FOUND)
+		{
+			bk_error_set(err, snap->record_error,
+						 "snapshot %s of source \"%s\": %s", snap->id, source,
+						 snap->reason);
+			bk_error_hint(err,
+						  "The repository failed to read its record, which "
+						  "says nothing of the snapshot: fix what the "
+						  "message names and run bk snapshot-get again, or "
+						  "name an older snapshot with --snapshot.");
+			return -1;
+		}
+		if (damaged == NULL && mariadb_snapshot_damaged(snap))
+			damaged = snap;
+	}
+	if (damaged != NULL)
+	{
+		bk_error_set(err, BK_ERR_SEQUENCE,
+					 "source \"%s\" has no complete snapshot: snapshot %s,"
+					 " the newest with a record, is damaged: %s",
+					 source, damaged->id, damaged->reason);
+		bk_error_hint(err,
+					  "\"bk verify --source %s\" checks every object. A"
+					  " snapshot whose objects are still arriving is"
+					  " complete in a moment; otherwise take a new snapshot.",
+					  source);
+		return -1;
+	}
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "source \"%s\" has no complete snapshot", source);
+	bk_error_hint(err, "\"bk list --source %s\" shows its snapshots.", source);
+	return -1;
+}
+
+/*
+ * warn_skipped
+ *		Say which newer snapshots were stepped over, and why: what is
+ *		written is then not the newest state the archive was sent.
+ */
+static void
+warn_skipped(const char *program, const MariadbSnapshotCatalog *catalog,
+			 const char *source, int chosen)
+{
+	for (int idx = catalog->count - 1; idx > chosen; idx--)
+	{
+		const MariadbSnapshot *snap = &catalog->snapshots[idx];
+
+		if (snap->other_engine)
+			continue;
+		fprintf(stderr,
+				"%s: warning: snapshot %s of source \"%s\" is newer than"
+				" snapshot %s but not complete (%s): using %s\n",
+				program, snap->id, source, catalog->snapshots[chosen].id,
+				snap->reason, catalog->snapshots[chosen].id);
+	}
+}
+
 int
 bk_cmd_snapshot_get(int argc, char **argv)
 {
@@ -394,6 +514,7 @@ bk_cmd_snapshot_get(int argc, char **argv)
 	BkCommandContext ctx = {0};
 	MariadbSnapshotCatalog catalog = {0};
 	const char *id = NULL;
+	int chosen;
 	uint64_t tables = 0;
 	BkError err;
 	int status;
@@ -417,50 +538,15 @@ bk_cmd_snapshot_get(int argc, char **argv)
 	}
 	if (!mariadb_snapshot_catalog_load(ctx.repo, args.source, &catalog, &err))
 		goto fail;
-	/*
-	 * A record the repository failed to read (its store timed out) says
-	 * nothing of its snapshot, which the catalog can only call incomplete:
-	 * the newest complete one may be it.  Choosing past it would write an
-	 * older snapshot as the newest, or exit 1 ("no complete snapshot") for
-	 * a failure; as bk restore, fail (exit 5) instead.
-	 */
-	for (int idx = catalog.count - 1; idx >= 0; idx--)
-	{
-		const MariadbSnapshot *snap = &catalog.snapshots[idx];
-
-		if (snap->record_unreadable &&
-			!bk_cli_check_record_read(snap->id, args.source, snap->record_error,
-									  snap->reason, args.snapshot, &err))
-			goto fail;
-	}
-	for (int idx = catalog.count - 1; idx >= 0; idx--)
-	{
-		MariadbSnapshot *snap = &catalog.snapshots[idx];
-
-		if (args.snapshot != NULL ? strcmp(snap->id, args.snapshot) == 0
-								  : snap->complete)
-		{
-			id = snap->id;
-			if (!snap->complete)
-			{
-				bk_error_set(&err, BK_ERR_SEQUENCE,
-							 "snapshot %s of source \"%s\" is not complete: %s",
-							 snap->id, args.source, snap->reason);
-				goto fail;
-			}
-			break;
-		}
-	}
-	if (id == NULL)
-	{
-		bk_error_set(&err, BK_ERR_NOT_FOUND, "source \"%s\" has no %s%s",
-					 args.source,
-					 args.snapshot ? "snapshot " : "complete snapshot",
-					 args.snapshot ? args.snapshot : "");
-		bk_error_hint(&err, "\"bk list --source %s\" shows its snapshots.",
-					  args.source);
+	if (args.snapshot != NULL)
+		chosen = find_named(&catalog, args.source, args.snapshot, &err);
+	else
+		chosen = choose_newest(&catalog, args.source, &err);
+	if (chosen < 0)
 		goto fail;
-	}
+	id = catalog.snapshots[chosen].id;
+	if (args.snapshot == NULL)
+		warn_skipped(argv[0], &catalog, args.source, chosen);
 	if (!mariadb_snapshot_check(ctx.repo, args.source, ctx.decoder, id, dir[0],
 								NULL, &tables, &err))
 	{

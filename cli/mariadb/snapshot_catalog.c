@@ -212,6 +212,16 @@ mariadb_snapshot_catalog_load(const BkRepo *repo, const char *source,
 	return true;
 }
 
+bool
+mariadb_snapshot_damaged(const MariadbSnapshot *snapshot)
+{
+	if (snapshot->complete || snapshot->other_engine)
+		return false;
+	if (snapshot->record_unreadable)
+		return snapshot->record_error == BK_OK;
+	return snapshot->has_record;
+}
+
 void
 mariadb_snapshot_catalog_free(MariadbSnapshotCatalog *catalog)
 {

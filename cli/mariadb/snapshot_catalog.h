@@ -85,6 +85,16 @@ extern bool mariadb_snapshot_catalog_load(const BkRepo *repo,
 extern void mariadb_snapshot_catalog_free(MariadbSnapshotCatalog *catalog);
 
 /*
+ * Is the snapshot damaged, rather than absent or still arriving?  Its
+ * record is there but its header does not read (truncated, bit-flipped,
+ * empty), or the record is read and objects it counts are missing.  A
+ * snapshot without a record (failed, cancelled, or arriving) is not, nor
+ * one whose record the repository failed to read (record_error: what it
+ * is is unknown), nor another engine's.
+ */
+extern bool mariadb_snapshot_damaged(const MariadbSnapshot *snapshot);
+
+/*
  * Can the archived binlog carry snapshot forward?  True when the
  * snapshot's binlog file is archived from its start to the snapshot's
  * position; *until_file / *until_pos say how far the archive then goes on

@@ -2353,6 +2353,162 @@ binlog_get_to(Fixture *f, const char *file, const char *out)
 }
 
 /*
+ * bk snapshot-get [--snapshot ID] DIR on the fixture's repository, its
+ * messages in *messages (to free); the exit status.
+ */
+static int
+snapshot_get_to(Fixture *f, const char *id, const char *out, char **messages)
+{
+	char config[600];
+	char key[600];
+	char errors[700];
+	char *argv[13] = {
+		"bk snapshot-get", "--config", config,       "--repo", f->location,
+		"--source",        SOURCE,     "--key-file", key};
+	int argc = 9;
+	size_t len;
+	int saved;
+	int fd;
+	int status;
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(key, sizeof(key), "%s/key", f->dir);
+	snprintf(errors, sizeof(errors), "%s/snapshot-get.err", f->dir);
+	if (access(config, F_OK) != 0)
+	{
+		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+		assert_true(bk_key_write_files(&f->key, key, &err));
+	}
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	fd = open(errors, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	if (id != NULL)
+	{
+		argv[argc++] = "--snapshot";
+		argv[argc++] = (char *) id;
+	}
+	argv[argc++] = (char *) out;
+	argv[argc] = NULL;
+	status = bk_cmd_snapshot_get(argc, argv);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	assert_true(bk_read_file(errors, 65536, messages, &len, &err));
+	return status;
+}
+
+static void archive_snapshot_object(Fixture *f, const char *id,
+									const char *part, const char *record_meta);
+
+/* A snapshot bk snapshot-get writes: one table of one part. */
+static void
+archive_whole_snapshot(Fixture *f, const char *id)
+{
+	const char *rows = "1\talpha\n";
+	uint8_t digest[BK_SHA256_LEN];
+	char hex[2 * BK_SHA256_LEN + 1];
+	char record[1024];
+	char meta[256];
+	BkError err;
+
+	assert_true(bk_sha256(rows, strlen(rows), digest, &err));
+	bk_hex_encode(digest, BK_SHA256_LEN, hex);
+	snprintf(record, sizeof(record),
+			 "{\"format\": 1, \"engine\": \"mariadb\", \"snapshot_id\":"
+			 " \"%s\", \"tables\": [{\"index\": 1, \"database\": \"d\","
+			 " \"name\": \"t\", \"rows\": 1, \"bytes\": %zu,"
+			 " \"parts\": 1, \"sha256\": \"%s\"}]}",
+			 id, strlen(rows), hex);
+	archive_snapshot_object(f, id, "schema.json", NULL);
+	snprintf(meta, sizeof(meta), "%s/data/000001.000001", id);
+	archive(f, BK_KIND_SNAPSHOT, meta, "engine=mariadb", (const uint8_t *) rows,
+			strlen(rows));
+	snprintf(meta, sizeof(meta),
+			 "snapshot=%s\nengine=mariadb\ntype=record\nobjects=1\n"
+			 "binlog-file=mariadb-bin.000001\nbinlog-pos=4\ntables=1\nrows=1",
+			 id);
+	snprintf(hex, sizeof(hex), "%s/" BK_SNAPSHOT_RECORD, id);
+	archive(f, BK_KIND_SNAPSHOT, hex, meta, (const uint8_t *) record,
+			strlen(record));
+}
+
+/*
+ * The newest snapshot is damaged: bk snapshot-get without --snapshot may
+ * write an older one, but says which newer one it stepped over and why.
+ * With no complete snapshot left it exits 4 naming the damaged one, never
+ * 1, which a script reads as "nothing archived"; with none there at all,
+ * 1.
+ */
+static void
+test_snapshot_get_damaged_newest(void **state)
+{
+	Fixture *f = *state;
+	char out[600], path[700];
+	char *messages;
+
+	archive_whole_snapshot(f, SNAP_OLD);
+	archive_whole_snapshot(f, SNAP_NEW);
+	snprintf(out, sizeof(out), "%s/out1", f->dir);
+	assert_int_equal(snapshot_get_to(f, NULL, out, &messages), BK_EXIT_OK);
+	assert_non_null(strstr(messages, "wrote snapshot " SNAP_NEW));
+	assert_null(strstr(messages, "warning"));
+	free(messages);
+
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_NEW, BK_SNAPSHOT_RECORD);
+	/* The newest's record cut short: the older one, with a warning. */
+	assert_int_equal(truncate(path, 20), 0);
+	snprintf(out, sizeof(out), "%s/out2", f->dir);
+	assert_int_equal(snapshot_get_to(f, NULL, out, &messages), BK_EXIT_OK);
+	assert_non_null(strstr(messages, "wrote snapshot " SNAP_OLD));
+	assert_non_null(strstr(messages, "warning: snapshot " SNAP_NEW));
+	assert_non_null(strstr(messages, "its record cannot be read"));
+	free(messages);
+
+	/* The older one's data object removed too: nothing complete is left,
+	 * and that is damage (4), naming the newest damaged snapshot. */
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/data/000001.000001",
+			 f->location, SOURCE, SNAP_OLD);
+	assert_int_equal(unlink(path), 0);
+	snprintf(out, sizeof(out), "%s/out3", f->dir);
+	assert_int_equal(snapshot_get_to(f, NULL, out, &messages),
+					 BK_EXIT_INTEGRITY);
+	assert_non_null(strstr(messages, "snapshot " SNAP_NEW));
+	assert_non_null(strstr(messages, "is damaged"));
+	assert_int_not_equal(access(out, F_OK), 0);
+	free(messages);
+	/* Named, each is refused as not complete (4). */
+	assert_int_equal(snapshot_get_to(f, SNAP_OLD, out, &messages),
+					 BK_EXIT_INTEGRITY);
+	assert_non_null(strstr(messages, "0 of its 1 data objects"));
+	free(messages);
+
+	/* The newest's record empty, the older's removed: still damage. */
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_NEW, BK_SNAPSHOT_RECORD);
+	assert_int_equal(truncate(path, 0), 0);
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_OLD, BK_SNAPSHOT_RECORD);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(snapshot_get_to(f, NULL, out, &messages),
+					 BK_EXIT_INTEGRITY);
+	assert_non_null(strstr(messages, "snapshot " SNAP_NEW));
+	free(messages);
+
+	/* No record at all (failed, or arriving): not in the archive, 1. */
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_NEW, BK_SNAPSHOT_RECORD);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(snapshot_get_to(f, NULL, out, &messages), BK_EXIT_FAILURE);
+	assert_non_null(strstr(messages, "has no complete snapshot"));
+	free(messages);
+}
+
+/*
  * mariadb-bin.000001 has no ROTATE (the server crashed), and the agent
  * marked mariadb-bin.000002's first range gap-before= (the server purged
  * the rest of 000001 before it was read): 000001 is cut, and bk
@@ -4941,6 +5097,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_replay_passes_every_file, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_replay_client_option_files, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_get_damaged_newest, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),

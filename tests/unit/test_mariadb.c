@@ -2014,60 +2014,24 @@ archive_one_table_snapshot(Fixture *f, const char *id)
 			strlen(record));
 }
 
+static int snapshot_get_to(Fixture *f, const char *id, const char *out,
+						   char **messages);
+
 /*
  * bk snapshot-get [--snapshot ID] DIR on the fixture's repository, DIR
  * removed first, its messages in *messages (freed by the caller); the
  * exit status.
  */
 static int
-snapshot_get_to(Fixture *f, const char *id, char **messages)
+snapshot_get_fresh(Fixture *f, const char *id, char **messages)
 {
-	char config[600], key[600], out_dir[600], errors[700], command[1400];
-	char *argv[12];
-	int argc = 0;
-	int saved, fd, status;
-	size_t len;
-	BkError err;
+	char out_dir[600];
+	char command[700];
 
-	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
-	snprintf(key, sizeof(key), "%s/key", f->dir);
 	snprintf(out_dir, sizeof(out_dir), "%s/snapshot-out", f->dir);
-	snprintf(errors, sizeof(errors), "%s/snapshot-get.err", f->dir);
-	if (access(config, F_OK) != 0)
-	{
-		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
-		assert_true(bk_key_write_files(&f->key, key, &err));
-	}
 	snprintf(command, sizeof(command), "rm -rf '%s'", out_dir);
 	assert_int_equal(system(command), 0);
-	argv[argc++] = "bk snapshot-get";
-	argv[argc++] = "--config";
-	argv[argc++] = config;
-	argv[argc++] = "--repo";
-	argv[argc++] = f->location;
-	argv[argc++] = "--source";
-	argv[argc++] = SOURCE;
-	argv[argc++] = "--key-file";
-	argv[argc++] = key;
-	if (id != NULL)
-	{
-		argv[argc++] = "--snapshot";
-		argv[argc++] = (char *) id;
-	}
-	argv[argc++] = out_dir;
-	argv[argc] = NULL;
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	fd = open(errors, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(saved >= 0 && fd >= 0);
-	dup2(fd, STDERR_FILENO);
-	close(fd);
-	status = bk_cmd_snapshot_get(argc, argv);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	assert_true(bk_read_file(errors, 65536, messages, &len, &err));
-	return status;
+	return snapshot_get_to(f, id, out_dir, messages);
 }
 
 /*
@@ -2087,36 +2051,39 @@ test_snapshot_get_failure_is_not_absent(void **state)
 
 	archive_one_table_snapshot(f, SNAP_OLD);
 	archive_one_table_snapshot(f, SNAP_NEW);
-	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_OK);
+	assert_int_equal(snapshot_get_fresh(f, NULL, &messages), BK_EXIT_OK);
 	assert_non_null(strstr(messages, "wrote snapshot " SNAP_NEW));
 	free(messages);
 
 	command_faults = TEST_FAIL_READS;
 	command_fault_key = SNAP_NEW "/" BK_SNAPSHOT_RECORD;
-	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_UNAVAILABLE);
+	assert_int_equal(snapshot_get_fresh(f, NULL, &messages),
+					 BK_EXIT_UNAVAILABLE);
 	assert_non_null(strstr(messages, "injected failure reading"));
 	free(messages);
-	assert_int_equal(snapshot_get_to(f, SNAP_NEW, &messages),
+	assert_int_equal(snapshot_get_fresh(f, SNAP_NEW, &messages),
 					 BK_EXIT_UNAVAILABLE);
 	free(messages);
 	/* Another snapshot asked for by name: that record is not needed. */
-	assert_int_equal(snapshot_get_to(f, SNAP_OLD, &messages), BK_EXIT_OK);
+	assert_int_equal(snapshot_get_fresh(f, SNAP_OLD, &messages), BK_EXIT_OK);
 	free(messages);
 
 	command_faults = TEST_READS_NOT_FOUND;
-	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_UNAVAILABLE);
+	assert_int_equal(snapshot_get_fresh(f, NULL, &messages),
+					 BK_EXIT_UNAVAILABLE);
 	free(messages);
 
 	/* The catalog lists schema.json and never reads it; the writing does. */
 	command_fault_key = SNAP_NEW "/schema.json";
-	assert_int_equal(snapshot_get_to(f, NULL, &messages), BK_EXIT_INTEGRITY);
+	assert_int_equal(snapshot_get_fresh(f, NULL, &messages), BK_EXIT_INTEGRITY);
 	assert_non_null(strstr(messages, "schema.json"));
 	free(messages);
 	command_faults = 0;
 
 	/* What exit 1 is for. */
-	assert_int_equal(snapshot_get_to(f, "20261125T051200Z-0000abcd", &messages),
-					 BK_EXIT_FAILURE);
+	assert_int_equal(
+		snapshot_get_fresh(f, "20261125T051200Z-0000abcd", &messages),
+		BK_EXIT_FAILURE);
 	assert_non_null(strstr(messages, "has no snapshot"));
 	free(messages);
 }

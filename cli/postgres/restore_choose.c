@@ -779,8 +779,40 @@ authenticate_records(Restore *r, BkError *err)
 	return true;
 }
 
-bool
-restore_choose_snapshot(Restore *r, BkError *err)
+/*
+ * warn_skipped
+ *		Name each snapshot newer than the one chosen that might have served
+ *		the target but is not restorable, with why: the DBA must know that
+ *		a damaged newest snapshot was stepped over, even when the older one
+ *		and the WAL still reach the target.
+ */
+static void
+warn_skipped(const Restore *r)
+{
+	const BkSnapshot *chosen = &r->catalog.snapshots[r->chosen];
+
+	for (int snapIdx = r->catalog.count - 1; snapIdx > r->chosen; snapIdx--)
+	{
+		const BkSnapshot *snapshot = &r->catalog.snapshots[snapIdx];
+
+		if (snapshot->restorable || snapshot->other_engine ||
+			!bk_pg_target_might_fit(&r->target, snapshot))
+			continue;
+		/* An xid or a name: found in the WAL, before this one's stop. */
+		if (r->found_lsn != 0 && snapshot->has_record &&
+			snapshot->stop_lsn > r->found_lsn)
+			continue;
+		fprintf(stderr,
+				"%s: warning: snapshot %s of source \"%s\" is newer than "
+				"snapshot %s but not restorable (%s: %s): restoring from %s\n",
+				r->program, snapshot->id, r->source, chosen->id,
+				bk_snapshot_problem_name(snapshot->problem), snapshot->reason,
+				chosen->id);
+	}
+}
+
+static bool
+choose_snapshot(Restore *r, BkError *err)
 {
 	BkSnapshot **restorable;
 	int count;
@@ -814,6 +846,16 @@ restore_choose_snapshot(Restore *r, BkError *err)
 	ok = locate_in_wal(r, restorable, count, err);
 	free(restorable);
 	return ok;
+}
+
+bool
+restore_choose_snapshot(Restore *r, BkError *err)
+{
+	if (!choose_snapshot(r, err))
+		return false;
+	if (r->snapshot_id == NULL && r->chosen >= 0)
+		warn_skipped(r);
+	return true;
 }
 
 /* The "created" time of a WAL segment (when the source read it), or false. */

@@ -261,6 +261,15 @@ snapshot_cmp(const void *a, const void *b)
 	return strcmp(left->id, right->id);
 }
 
+bool
+bk_snapshot_damaged(const BkSnapshot *snapshot)
+{
+	if (snapshot->problem == BK_SNAP_PARENT_MISSING)
+		return true;
+	return snapshot->problem == BK_SNAP_INCOMPLETE && snapshot->record_listed &&
+		   snapshot->record_error == BK_OK && !snapshot->other_engine;
+}
+
 int
 bk_snapshot_catalog_find(const BkSnapshotCatalog *catalog, const char *id)
 {

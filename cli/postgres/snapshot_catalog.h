@@ -168,6 +168,17 @@ extern bool bk_snapshot_catalog_load(const BkRepo *repo, const char *source,
 									 BkSnapshotCatalog *catalog, BkError *err);
 extern void bk_snapshot_catalog_free(BkSnapshotCatalog *catalog);
 
+/*
+ * Is the snapshot damaged, rather than absent or still arriving?  Its
+ * record is there but does not read (truncated, bit-flipped, empty, its
+ * metadata incomplete), objects its record counts are missing, or its
+ * parent is missing or damaged.  A snapshot without a record (cancelled,
+ * failed, arriving) is not, nor one whose record the repository failed to
+ * read or that bk expire removed meanwhile (record_error), nor one only
+ * short of WAL or of another database system.
+ */
+extern bool bk_snapshot_damaged(const BkSnapshot *snapshot);
+
 /* Index of the snapshot with this id, or -1. */
 extern int bk_snapshot_catalog_find(const BkSnapshotCatalog *catalog,
 									const char *id);

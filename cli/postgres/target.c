@@ -102,6 +102,57 @@ bk_pg_target_fits(const BkPgTarget *target, const BkSnapshot *snapshot)
 	}
 }
 
+bool
+bk_pg_target_might_fit(const BkPgTarget *target, const BkSnapshot *snapshot)
+{
+	struct tm tm = {0};
+	char zulu;
+
+	if (snapshot->has_record)
+		return bk_pg_target_fits(target, snapshot);
+	/* "YYYYMMDDTHHMMSSZ-...": its start in whole seconds, UTC. */
+	if (target->type != BK_PG_TARGET_TIME ||
+		sscanf(snapshot->id, "%4d%2d%2dT%2d%2d%2d%c", &tm.tm_year, &tm.tm_mon,
+			   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &zulu) != 7 ||
+		zulu != 'Z')
+		return true;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t) timegm(&tm) * 1000000 <= target->time_us;
+}
+
+/*
+ * The newest damaged snapshot that might have served the target, or NULL:
+ * "nothing restores to it" is then an integrity failure, not the archive
+ * simply holding nothing for it.
+ */
+static const BkSnapshot *
+damaged_candidate(const BkSnapshotCatalog *catalog, const BkPgTarget *target)
+{
+	for (int snapIdx = catalog->count - 1; snapIdx >= 0; snapIdx--)
+		if (bk_snapshot_damaged(&catalog->snapshots[snapIdx]) &&
+			bk_pg_target_might_fit(target, &catalog->snapshots[snapIdx]))
+			return &catalog->snapshots[snapIdx];
+	return NULL;
+}
+
+static bool
+refuse_damaged(const BkSnapshot *damaged, const char *source, BkError *err)
+{
+	char nothing[sizeof(err->message)];
+
+	bk_strlcpy(nothing, err->message, sizeof(nothing));
+	bk_error_set(err, BK_ERR_SEQUENCE, "%s; snapshot %s is damaged: %s: %s",
+				 nothing, damaged->id,
+				 bk_snapshot_problem_name(damaged->problem), damaged->reason);
+	return bk_error_hint(err,
+						 "\"bk verify --source %s\" checks every object. A "
+						 "snapshot whose objects are still arriving is "
+						 "complete in a moment; otherwise restore from "
+						 "another one (--snapshot) or take a new one.",
+						 source);
+}
+
 static int
 restorable_by_stop_cmp(const void *a, const void *b)
 {
@@ -149,9 +200,10 @@ check_named(const BkSnapshotCatalog *catalog, const char *source,
 	snapshot = &catalog->snapshots[*chosen];
 	if (!snapshot->restorable)
 		return bk_error_set(
-			err, BK_ERR_NOT_FOUND, "snapshot %s is not restorable: %s: %s",
-			snapshot->id, bk_snapshot_problem_name(snapshot->problem),
-			snapshot->reason);
+			err,
+			bk_snapshot_damaged(snapshot) ? BK_ERR_SEQUENCE : BK_ERR_NOT_FOUND,
+			"snapshot %s is not restorable: %s: %s", snapshot->id,
+			bk_snapshot_problem_name(snapshot->problem), snapshot->reason);
 	if (!bk_pg_target_fits(target, snapshot))
 	{
 		bk_error_set(err, BK_ERR_NOT_FOUND,
@@ -186,11 +238,15 @@ bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog, const char *source,
 		return false;
 	if (count == 0)
 	{
+		const BkSnapshot *damaged = damaged_candidate(catalog, target);
+
 		free(restorable);
 		bk_error_set(err, BK_ERR_NOT_FOUND,
 					 "source \"%s\" has %d snapshot%s, none of them "
 					 "restorable",
 					 source, catalog->count, catalog->count == 1 ? "" : "s");
+		if (damaged != NULL)
+			return refuse_damaged(damaged, source, err);
 		return bk_error_hint(err, "\"bk list --source %s\" says why.", source);
 	}
 	if (target->type == BK_PG_TARGET_XID || target->type == BK_PG_TARGET_NAME)
@@ -219,6 +275,7 @@ bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog, const char *source,
 			*chosen = (int) (restorable[snapIdx] - catalog->snapshots);
 	if (*chosen < 0)
 	{
+		const BkSnapshot *damaged = damaged_candidate(catalog, target);
 		char oldest_lsn[BK_LSN_TEXT_SIZE];
 
 		bk_format_lsn(restorable[0]->stop_lsn, oldest_lsn, sizeof(oldest_lsn));
@@ -229,6 +286,8 @@ bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog, const char *source,
 					 oldest_lsn);
 		bk_error_hint(err, "The archive cannot restore a moment before its "
 						   "oldest snapshot's stop point.");
+		if (damaged != NULL)
+			refuse_damaged(damaged, source, err);
 	}
 	free(restorable);
 	return *chosen >= 0;

@@ -52,6 +52,15 @@ extern bool bk_pg_target_parse(BkPgTarget *target, BkPgTargetType type,
 extern bool bk_pg_target_fits(const BkPgTarget *target,
 							  const BkSnapshot *snapshot);
 
+/*
+ * Could snapshot, were it restorable, serve the target?  By its stop point
+ * when its record's metadata was read; else (a damaged record) by the
+ * start time its id holds, which is before its stop: a time target before
+ * it cannot be served, anything else might.
+ */
+extern bool bk_pg_target_might_fit(const BkPgTarget *target,
+								   const BkSnapshot *snapshot);
+
 /* The restorable snapshots, oldest stop point first (malloc'd array). */
 extern bool bk_pg_restorable_by_stop(const BkSnapshotCatalog *catalog,
 									 BkSnapshot ***list, int *count,
@@ -66,7 +75,8 @@ extern bool bk_pg_restorable_by_stop(const BkSnapshotCatalog *catalog,
  * restore_check_wal_path then refuses with the reason.  *chosen is its
  * index in the catalog, or -1 for an xid or name target without
  * snapshot_id (the WAL decides).  BK_ERR_NOT_FOUND, with a hint, when none
- * can.
+ * can; BK_ERR_SEQUENCE (integrity) when none can and a damaged snapshot
+ * (bk_snapshot_damaged) might have, or snapshot_id names a damaged one.
  */
 extern bool bk_pg_choose_snapshot(const BkSnapshotCatalog *catalog,
 								  const char *source, const BkPgTarget *target,

@@ -3743,6 +3743,129 @@ test_snapshot_ends_past_branch(void **state)
 	free(r);
 }
 
+/*
+ * restore_choose_snapshot on a fresh catalog of the fixture, its messages
+ * in *messages (to free); whether it chose.
+ */
+static bool
+choose_capturing(WalFixture *f, Restore *r, char **messages, BkError *err)
+{
+	char path[1024];
+	size_t len;
+	int saved;
+	int fd;
+	bool ok;
+	BkError read_err;
+
+	bk_snapshot_catalog_free(&r->catalog);
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, err));
+	snprintf(path, sizeof(path), "%s/choose.err", f->dir);
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	ok = restore_choose_snapshot(r, err);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	assert_true(bk_read_file(path, 65536, messages, &len, &read_err));
+	return ok;
+}
+
+#define SNAP_DA "20261101T000000Z-000000d1"
+#define SNAP_DB "20261102T000000Z-000000d2"
+
+/*
+ * The newest snapshot damaged (its record truncated, or a data object
+ * gone): the restore may start from the older one, whose WAL reaches the
+ * target, but says on stderr which newer snapshot it stepped over and
+ * why.  With no restorable snapshot left, and one damaged, the failure is
+ * one of integrity (exit 4) naming it, not "none restorable" (exit 1); a
+ * damaged snapshot named with --snapshot too.
+ */
+static void
+test_choose_skips_damaged_newest(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	char path[1024];
+	char *messages;
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_DA, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_DB, "full", NULL, 1, "0/3000028", "0/3800000", 1,
+					 1);
+	r->program = "bk restore";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->target_timeline = "latest";
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_NONE, NULL, &err));
+	assert_true(choose_capturing(f, r, &messages, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_DB);
+	assert_null(strstr(messages, "warning"));
+	free(messages);
+
+	/* The newest's record cut short: the older one, and a warning. */
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_DB, BK_SNAPSHOT_RECORD);
+	assert_int_equal(truncate(path, 30), 0);
+	assert_true(choose_capturing(f, r, &messages, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_DA);
+	assert_non_null(strstr(messages, "warning: snapshot " SNAP_DB));
+	assert_non_null(strstr(messages, "its record cannot be read"));
+	free(messages);
+	/* The same for a time target after it. */
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_TIME,
+								   "2026-11-03 00:00:00+00", &err));
+	assert_true(choose_capturing(f, r, &messages, &err));
+	assert_string_equal(r->catalog.snapshots[r->chosen].id, SNAP_DA);
+	assert_non_null(strstr(messages, "warning: snapshot " SNAP_DB));
+	free(messages);
+	/* Not for a target before it: it could not have served that. */
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_TIME,
+								   "2026-11-01 12:00:00+00", &err));
+	assert_true(choose_capturing(f, r, &messages, &err));
+	assert_null(strstr(messages, "warning"));
+	free(messages);
+
+	/* The older one's data object removed too: nothing restores, and
+	 * that is damage, naming the newest damaged snapshot. */
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_NONE, NULL, &err));
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/" BK_SNAPSHOT_DATA "/%06d",
+			 f->location, SOURCE, SNAP_DA, 1);
+	assert_int_equal(unlink(path), 0);
+	assert_false(choose_capturing(f, r, &messages, &err));
+	free(messages);
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "none of them restorable");
+	assert_error_contains(&err, "snapshot " SNAP_DB " is damaged");
+	r->snapshot_id = SNAP_DA;
+	assert_false(choose_capturing(f, r, &messages, &err));
+	free(messages);
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "0 of its 1 data objects");
+	r->snapshot_id = NULL;
+
+	/* Only record-less snapshots (cancelled, or arriving): not damage. */
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_DB, BK_SNAPSHOT_RECORD);
+	assert_int_equal(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_DA, BK_SNAPSHOT_RECORD);
+	assert_int_equal(unlink(path), 0);
+	assert_false(choose_capturing(f, r, &messages, &err));
+	free(messages);
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
 /* The choice: the newest snapshot on the history of the timeline
  * recovery follows, not the newest of all. */
 static void
@@ -6026,6 +6149,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_past_branch,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_choose_snapshot_on_timeline,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_choose_skips_damaged_newest,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_in_branch_segment,
 										wal_setup, wal_teardown),

@@ -316,3 +316,19 @@ bk_format_timestamp(int64_t us, char *out, size_t out_len)
 			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 			 tm.tm_min, tm.tm_sec, (int) fraction);
 }
+
+bool
+bk_snapshot_id_start(const char *id, int64_t *us)
+{
+	struct tm tm = {0};
+	char zulu;
+
+	if (sscanf(id, "%4d%2d%2dT%2d%2d%2d%c", &tm.tm_year, &tm.tm_mon,
+			   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &zulu) != 7 ||
+		zulu != 'Z')
+		return false;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	*us = (int64_t) timegm(&tm) * 1000000;
+	return true;
+}

@@ -43,4 +43,11 @@ extern bool bk_timestamp_parse(const char *text, bool default_utc, int64_t *us,
 /* "2026-11-24T05:12:00.123456Z" */
 extern void bk_format_timestamp(int64_t us, char *out, size_t out_len);
 
+/*
+ * The start time a snapshot id leads with ("YYYYMMDDTHHMMSSZ-...", whole
+ * seconds, UTC) in microseconds; false if id does not.  For a snapshot
+ * whose record cannot be read, the only time known of it.
+ */
+extern bool bk_snapshot_id_start(const char *id, int64_t *us);
+
 #endif /* BK_TIMES_H */

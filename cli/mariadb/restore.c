@@ -403,6 +403,53 @@ snapshot_fits(const MariadbRestore *r, const MariadbSnapshot *snap)
 }
 
 /*
+ * snapshot_might_fit
+ *		Could the snapshot, were it complete, serve the target?  By its
+ *		record when that was read; else (a damaged record) by the start
+ *		time its id holds ("YYYYMMDDTHHMMSSZ-..."), before its consistent
+ *		point: a time target before it cannot be served, anything else
+ *		might.
+ */
+static bool
+snapshot_might_fit(const MariadbRestore *r, const MariadbSnapshot *snap)
+{
+	int64_t start_us;
+
+	if (snap->has_record)
+		return snapshot_fits(r, snap);
+	return r->target.type != TARGET_TIME ||
+		   !bk_snapshot_id_start(snap->id, &start_us) ||
+		   start_us <= r->target.time_us;
+}
+
+/*
+ * warn_skipped
+ *		Name each snapshot newer than the one chosen that might have served
+ *		the target but is not complete, with why: the DBA must know that a
+ *		damaged newest snapshot was stepped over, even when the older one
+ *		and the binlog still reach the target.
+ */
+static void
+warn_skipped(const MariadbRestore *r)
+{
+	int chosen = (int) (r->snapshot - r->snapshots.snapshots);
+
+	for (int idx = r->snapshots.count - 1; idx > chosen; idx--)
+	{
+		const MariadbSnapshot *snap = &r->snapshots.snapshots[idx];
+
+		if (snap->complete || snap->other_engine ||
+			!snapshot_might_fit(r, snap))
+			continue;
+		fprintf(stderr,
+				"%s: warning: snapshot %s of source \"%s\" is newer than"
+				" snapshot %s but not complete (%s): restoring from %s\n",
+				r->program, snap->id, r->source, r->snapshot->id, snap->reason,
+				r->snapshot->id);
+	}
+}
+
+/*
  * describe_window
  *		"from X (snapshot S) to Y" for the messages that refuse a target.
  */
@@ -557,7 +604,10 @@ choose_snapshot(MariadbRestore *r, int below, const BkError *too_new,
 			if (strcmp(snap->id, r->snapshot_id) != 0)
 				continue;
 			if (!snap->complete)
-				return bk_error_set(err, BK_ERR_NOT_FOUND,
+				return bk_error_set(err,
+									mariadb_snapshot_damaged(snap)
+										? BK_ERR_SEQUENCE
+										: BK_ERR_NOT_FOUND,
 									"snapshot %s of source \"%s\" is not"
 									" complete (%s): it cannot be restored",
 									snap->id, r->source, snap->reason);
@@ -615,6 +665,27 @@ choose_snapshot(MariadbRestore *r, int below, const BkError *too_new,
 				 r->source, r->target.text ? " " : "",
 				 r->target.text ? r->target.text : "", problem[0] ? ": " : "",
 				 problem);
+	/*
+	 * A damaged snapshot might have: that is an integrity failure (4), not
+	 * the archive simply holding nothing for the target.
+	 */
+	for (int idx = below - 1; idx >= 0; idx--)
+	{
+		const MariadbSnapshot *snap = &r->snapshots.snapshots[idx];
+		char nothing[sizeof(err->message)];
+
+		if (!mariadb_snapshot_damaged(snap) || !snapshot_might_fit(r, snap))
+			continue;
+		bk_strlcpy(nothing, err->message, sizeof(nothing));
+		bk_error_set(err, BK_ERR_SEQUENCE, "%s; snapshot %s is damaged: %s",
+					 nothing, snap->id, snap->reason);
+		return bk_error_hint(err,
+							 "\"bk verify --source %s\" checks every object."
+							 " A snapshot whose objects are still arriving is"
+							 " complete in a moment; otherwise restore from"
+							 " another one (--snapshot) or take a new one.",
+							 r->source);
+	}
 	return bk_error_hint(err, "%c%s.", window[0] - 32, window + 1);
 }
 
@@ -923,6 +994,8 @@ run(MariadbRestore *r, BkError *err)
 		if (!choose_snapshot(r, below, &too_new, err))
 			return false;
 	}
+	if (r->snapshot_id == NULL)
+		warn_skipped(r);
 	/*
 	 * The parts travel apart from the record: one missing would fail the
 	 * load half way, after --force dropped the databases.

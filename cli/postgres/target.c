@@ -105,20 +105,13 @@ bk_pg_target_fits(const BkPgTarget *target, const BkSnapshot *snapshot)
 bool
 bk_pg_target_might_fit(const BkPgTarget *target, const BkSnapshot *snapshot)
 {
-	struct tm tm = {0};
-	char zulu;
+	int64_t start_us;
 
 	if (snapshot->has_record)
 		return bk_pg_target_fits(target, snapshot);
-	/* "YYYYMMDDTHHMMSSZ-...": its start in whole seconds, UTC. */
-	if (target->type != BK_PG_TARGET_TIME ||
-		sscanf(snapshot->id, "%4d%2d%2dT%2d%2d%2d%c", &tm.tm_year, &tm.tm_mon,
-			   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &zulu) != 7 ||
-		zulu != 'Z')
-		return true;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	return (int64_t) timegm(&tm) * 1000000 <= target->time_us;
+	return target->type != BK_PG_TARGET_TIME ||
+		   !bk_snapshot_id_start(snapshot->id, &start_us) ||
+		   start_us <= target->time_us;
 }
 
 /*

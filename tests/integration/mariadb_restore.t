@@ -744,13 +744,15 @@ like "$out" "snapshot $snap2: not complete \\($((${#parts[@]} - 1)) of its ${#pa
     "bk list shows a snapshot with a data part missing as not complete" || diag "$out"
 target_reset
 out="$(restore --repo "$dir/repo-part" --force --snapshot "$snap2" --target immediate 2>&1)"
-is $? 1 "bk restore --snapshot of it is refused"
+is $? 4 "bk restore --snapshot of it is refused as damaged (4)"
 like "$out" "snapshot $snap2 of source \"$source_id\" is not complete" "... saying why" || diag "$out"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bk%'")" 0 \
     "... before the target server is touched"
 out="$(restore --repo "$dir/repo-part" --target immediate --dry-run 2>&1)"
 ok $? "without --snapshot, bk restore plans the complete snapshot before it" || diag "$out"
 like "$out" "snapshot $snap1 at" "... $snap1" || diag "$out"
+like "$out" "warning: snapshot $snap2 of source \"$source_id\" is newer than snapshot $snap1 but not complete" \
+    "... warning that it stepped over $snap2, damaged" || diag "$out"
 out="$("$BK" expire --config "$dir/bk.conf" --repo "$dir/repo-part" --source "$source_id" --retain-full 1 --dry-run 2>&1)"
 like "$out" "keep +snapshot $snap1" "bk expire --retain-full 1 keeps the older snapshot: the newer one is not complete" ||
     diag "$out"

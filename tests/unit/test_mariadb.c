@@ -4612,6 +4612,52 @@ restore_messages(Fixture *f)
 }
 
 /*
+ * bk restore of a MariaDB source whose newest snapshot is damaged (its
+ * record cut short): it may start from the older one, but says on stderr
+ * which newer one it stepped over and why.  With the older one's data
+ * object gone too, no snapshot is complete: an integrity failure (4)
+ * naming the newest damaged one, not "no snapshot" (1); the older one
+ * named with --snapshot, too.
+ */
+static void
+test_restore_damaged_newest(void **state)
+{
+	Fixture *f = *state;
+	char path[700];
+	char *said;
+
+	archive_binlog_files(f, 2);
+	archive_whole_snapshot(f, SNAP_OLD);
+	archive_whole_snapshot(f, SNAP_NEW);
+	restore_to(f, "--target", "immediate");
+	said = restore_messages(f);
+	assert_null(strstr(said, "warning: snapshot"));
+	free(said);
+
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_NEW, BK_SNAPSHOT_RECORD);
+	assert_int_equal(truncate(path, 20), 0);
+	restore_to(f, "--target", "immediate");
+	said = restore_messages(f);
+	assert_non_null(strstr(said, "warning: snapshot " SNAP_NEW));
+	assert_non_null(strstr(said, "its record cannot be read"));
+	assert_non_null(strstr(said, "restoring from " SNAP_OLD));
+	free(said);
+
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/data/000001.000001",
+			 f->location, SOURCE, SNAP_OLD);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(restore_to(f, "--target", "immediate"), BK_EXIT_INTEGRITY);
+	said = restore_messages(f);
+	assert_non_null(strstr(said, "snapshot " SNAP_NEW " is damaged"));
+	free(said);
+	assert_int_equal(restore_to(f, "--snapshot", SNAP_OLD), BK_EXIT_INTEGRITY);
+	said = restore_messages(f);
+	assert_non_null(strstr(said, "0 of its 1 data objects"));
+	free(said);
+}
+
+/*
  * --target-position before the only snapshot, its file spelled short
  * (mariadb-bin.1 for mariadb-bin.000001): the snapshot was taken for one at
  * or before it (the names compared as text, not the positions), and the
@@ -5066,6 +5112,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_replay_client_option_files, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_damaged_newest, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_restore_damaged_newest, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),

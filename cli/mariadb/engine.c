@@ -611,6 +611,17 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			bk_verify_problem(verifier, snap->id, "snapshot not complete: %s",
 							  snap->reason);
 		/*
+		 * No record: cancelled, failed, still arriving, or its record
+		 * removed.  Not a problem by itself, but said, as for PostgreSQL:
+		 * its objects otherwise pass unremarked, and bk restore passes
+		 * over it.
+		 */
+		else if (!snap->has_record && !snap->record_unreadable)
+			bk_verify_note(verifier, snap->id,
+						   "snapshot %s is not complete (%s); not a problem"
+						   " unless it should have finished",
+						   snap->id, snap->reason);
+		/*
 		 * The archive goes on past its binlog file, yet not from the
 		 * snapshot's position: bk restore cannot carry it forward.  (Its
 		 * file not archived that far yet is the end of the archive.)

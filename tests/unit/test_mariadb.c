@@ -4307,6 +4307,39 @@ test_snapshots_without_binlog_are_mariadb(void **state)
 }
 
 /*
+ * A snapshot's record removed (or never archived: cancelled, failed,
+ * arriving) leaves its schema and data objects, which bk verify decrypts
+ * and finds sound: it said nothing of the snapshot, while bk restore
+ * passes over it.  It is a note, as for PostgreSQL, not a problem.
+ */
+static void
+test_verify_notes_snapshot_without_record(void **state)
+{
+	Fixture *f = *state;
+	BkVerifier verifier = {
+		.ring = &f->ring, .decoder = f->decoder, .json = true};
+	char *notes;
+	BkError err;
+
+	archive_snapshot_object(f, SNAP_NEW, "schema.json", NULL);
+	archive_snapshot_object(f, SNAP_NEW, "data/000001.000001", NULL);
+	verifier.problem_list = json_array();
+	verifier.note_list = json_array();
+	verifier.conflict_list = json_array();
+	verifier.snapshot_list = json_array();
+	assert_true(bk_engine_mariadb.verify(&verifier, f->repo, SOURCE, &err));
+	assert_int_equal(verifier.problems, 0);
+	notes = json_dumps(verifier.note_list, 0);
+	assert_non_null(strstr(notes, "snapshot " SNAP_NEW " is not complete"));
+	assert_non_null(strstr(notes, "no record"));
+	free(notes);
+	json_decref(verifier.problem_list);
+	json_decref(verifier.note_list);
+	json_decref(verifier.conflict_list);
+	json_decref(verifier.snapshot_list);
+}
+
+/*
  * A source with WAL archived is PostgreSQL's, decided without listing its
  * snapshots' objects (a page of up to a thousand names from an object
  * store before every command): even a snapshot object that says
@@ -5115,6 +5148,8 @@ main(void)
 										teardown),
 		cmocka_unit_test_setup_teardown(test_restore_damaged_newest, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(
+			test_verify_notes_snapshot_without_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_failure_is_not_absent,

@@ -756,6 +756,25 @@ like "$out" "warning: snapshot $snap2 of source \"$source_id\" is newer than sna
 out="$("$BK" expire --config "$dir/bk.conf" --repo "$dir/repo-part" --source "$source_id" --retain-full 1 --dry-run 2>&1)"
 like "$out" "keep +snapshot $snap1" "bk expire --retain-full 1 keeps the older snapshot: the newer one is not complete" ||
     diag "$out"
+# bk snapshot-get without --snapshot: the older one, saying why not the
+# newer; with no complete snapshot left, 4 naming the damaged one, never
+# 1 ("not in the archive"); the newest record unread (EIO) is 5, not a
+# silent step back to an older snapshot.
+out="$("$BK" snapshot-get --config "$dir/bk.conf" --repo "$dir/repo-part" --source "$source_id" "$dir/get-part" 2>&1)"
+ok $? "bk snapshot-get writes the complete snapshot before it" || diag "$out"
+like "$out" "warning: snapshot $snap2 .* not complete .*data objects.*using $snap1" \
+    "... warning that it stepped over $snap2, damaged" || diag "$out"
+cp -a "$dir/repo-part" "$dir/repo-none"
+rm "$dir/repo-none/$source_id/snapshot/$snap1/schema.json"
+out="$("$BK" snapshot-get --config "$dir/bk.conf" --repo "$dir/repo-none" --source "$source_id" "$dir/get-none" 2>&1)"
+is $? 4 "bk snapshot-get with every snapshot damaged exits 4, not 1" || diag "$out"
+like "$out" "snapshot $snap2, the newest with a record, is damaged" "... naming it" || diag "$out"
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="/$snap2/snapshot.json" \
+    "$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" "$dir/get-eio" 2>&1)"
+is $? 5 "bk snapshot-get whose newest record cannot be read (EIO) exits 5" || diag "$out"
+like "$out" "snapshot $snap2 .*Input/output error" "... naming it and the cause" || diag "$out"
+test ! -e "$dir/get-eio"
+ok $? "... and writes no older snapshot in its place"
 
 # ---------------------------------------------------------------- bk expire
 # With a second run and a dry run at the same time (two cron jobs, or a

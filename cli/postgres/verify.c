@@ -1030,7 +1030,20 @@ verify_snapshots(BkVerifier *verifier, const BkRepo *repo, const char *source,
 			bk_verify_object_failed(verifier, record_name, &record_err);
 			goto fail;
 		}
-		if (!snapshot->has_record)
+		/*
+		 * Its record is there but does not read, or lacks what a restore
+		 * plans by: damage (bk restore refuses it, exit 4), said once,
+		 * not also as an object unread, nor as a snapshot that may still
+		 * be arriving.
+		 */
+		if (!snapshot->has_record && bk_snapshot_damaged(snapshot))
+		{
+			bk_verify_mark_read(&check.listing, record_name);
+			snapshot_problem(&check, record_name,
+							 "snapshot %s is not restorable: %s", snapshot->id,
+							 snapshot->reason);
+		}
+		else if (!snapshot->has_record)
 		{
 			if (!verifier->json)
 				printf("  snapshot %s: incomplete (%s); not a problem unless "

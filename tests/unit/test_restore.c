@@ -3866,6 +3866,43 @@ test_choose_skips_damaged_newest(void **state)
 	free(r);
 }
 
+/*
+ * A snapshot whose record is there but does not read (cut short), or whose
+ * record lacks a stop LSN (its metadata altered, the CRC made to match:
+ * without the key nothing else tells), is damaged: bk restore refuses it
+ * (exit 4), and bk verify must count it a problem, once, not call it "not
+ * a problem unless it should have finished", nor pass it.
+ */
+static void
+test_verify_damaged_record(void **state)
+{
+	WalFixture *f = *state;
+	char path[1024];
+	char name[128];
+	uint64_t problems;
+	char *text;
+
+	archive_snapshot(f, SNAP_DA, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	archive_snapshot(f, SNAP_DB, "full", NULL, 1, "0/3000028", "0/3800000", 1,
+					 1);
+	snprintf(name, sizeof(name), "%s/" BK_SNAPSHOT_RECORD, SNAP_DA);
+	test_alter_stored(f->location, SOURCE, "snapshot", name,
+					  "\nstop-lsn=", "\nstop-lsx=", true);
+	snprintf(path, sizeof(path), "%s/%s/snapshot/%s/%s", f->location, SOURCE,
+			 SNAP_DB, BK_SNAPSHOT_RECORD);
+	assert_int_equal(truncate(path, 30), 0);
+	text = verify_problems(f, &problems);
+	assert_non_null(strstr(text, "snapshot " SNAP_DA " is not restorable: "
+								 "its record's metadata lacks"));
+	assert_non_null(strstr(text, "snapshot " SNAP_DB " is not restorable: "
+								 "its record cannot be read"));
+	/* Once each: not again as an object unread. */
+	assert_null(strstr(strstr(text, "\"object\": \"" SNAP_DB) + 1,
+					   "\"object\": \"" SNAP_DB));
+	free(text);
+}
+
 /* The choice: the newest snapshot on the history of the timeline
  * recovery follows, not the newest of all. */
 static void
@@ -6152,6 +6189,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_choose_skips_damaged_newest,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_damaged_record, wal_setup,
+										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_in_branch_segment,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_restore_self_path_deleted),

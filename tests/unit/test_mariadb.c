@@ -1904,33 +1904,17 @@ was_synced(const char *path)
  * directory must be synced for the file's name to last, and DIR itself
  * in the directory that holds it.
  */
+static void archive_whole_snapshot(Fixture *f, const char *id);
+
 static void
 test_snapshot_get_durable(void **state)
 {
 	Fixture *f = *state;
-	const char *rows = "1\talpha\n2\tbeta\n";
-	uint8_t digest[BK_SHA256_LEN];
-	char hex[2 * BK_SHA256_LEN + 1];
-	char record[1024], out_dir[600], path[700];
+	char out_dir[600], path[700];
 	uint64_t tables = 0;
 	BkError err;
 
-	assert_true(bk_sha256(rows, strlen(rows), digest, &err));
-	bk_hex_encode(digest, BK_SHA256_LEN, hex);
-	snprintf(record, sizeof(record),
-			 "{\"format\": 1, \"engine\": \"mariadb\", \"snapshot_id\":"
-			 " \"%s\", \"tables\": [{\"index\": 1, \"database\": \"d\","
-			 " \"name\": \"t\", \"rows\": 2, \"bytes\": %zu,"
-			 " \"parts\": 1, \"sha256\": \"%s\"}]}",
-			 SNAP_NEW, strlen(rows), hex);
-	archive(f, BK_KIND_SNAPSHOT, SNAP_NEW "/schema.json",
-			"snapshot=" SNAP_NEW "\nengine=mariadb", (const uint8_t *) "{}", 2);
-	archive(f, BK_KIND_SNAPSHOT, SNAP_NEW "/data/000001.000001",
-			"snapshot=" SNAP_NEW "\nengine=mariadb", (const uint8_t *) rows,
-			strlen(rows));
-	archive(f, BK_KIND_SNAPSHOT, SNAP_NEW "/" BK_SNAPSHOT_RECORD,
-			"snapshot=" SNAP_NEW "\nengine=mariadb\ntype=record",
-			(const uint8_t *) record, strlen(record));
+	archive_whole_snapshot(f, SNAP_NEW);
 
 	snprintf(out_dir, sizeof(out_dir), "%s/out", f->dir);
 	synced_count = 0;
@@ -1979,41 +1963,6 @@ __wrap_bk_repo_open_with(const char *location, const BkRepoOptions *options,
 	return repo;
 }
 
-/* A complete MariaDB snapshot id of one table, as the agent archives it. */
-static void
-archive_one_table_snapshot(Fixture *f, const char *id)
-{
-	const char *rows = "1\talpha\n2\tbeta\n";
-	uint8_t digest[BK_SHA256_LEN];
-	char hex[2 * BK_SHA256_LEN + 1];
-	char name[BK_OBJECT_NAME_MAX + 1];
-	char meta[256];
-	char record[1024];
-	BkError err;
-
-	assert_true(bk_sha256(rows, strlen(rows), digest, &err));
-	bk_hex_encode(digest, BK_SHA256_LEN, hex);
-	snprintf(record, sizeof(record),
-			 "{\"format\": 1, \"engine\": \"mariadb\", \"snapshot_id\":"
-			 " \"%s\", \"tables\": [{\"index\": 1, \"database\": \"d\","
-			 " \"name\": \"t\", \"rows\": 2, \"bytes\": %zu,"
-			 " \"parts\": 1, \"sha256\": \"%s\"}]}",
-			 id, strlen(rows), hex);
-	snprintf(meta, sizeof(meta), "snapshot=%s\nengine=mariadb", id);
-	snprintf(name, sizeof(name), "%s/schema.json", id);
-	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) "{}", 2);
-	snprintf(name, sizeof(name), "%s/data/000001.000001", id);
-	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) rows,
-			strlen(rows));
-	snprintf(meta, sizeof(meta),
-			 "snapshot=%s\nengine=mariadb\ntype=record\nobjects=1\n"
-			 "binlog-file=mariadb-bin.000001\nbinlog-pos=4\ntables=1\nrows=2",
-			 id);
-	snprintf(name, sizeof(name), "%s/%s", id, BK_SNAPSHOT_RECORD);
-	archive(f, BK_KIND_SNAPSHOT, name, meta, (const uint8_t *) record,
-			strlen(record));
-}
-
 static int snapshot_get_to(Fixture *f, const char *id, const char *out,
 						   char **messages);
 
@@ -2049,8 +1998,8 @@ test_snapshot_get_failure_is_not_absent(void **state)
 	Fixture *f = *state;
 	char *messages = NULL;
 
-	archive_one_table_snapshot(f, SNAP_OLD);
-	archive_one_table_snapshot(f, SNAP_NEW);
+	archive_whole_snapshot(f, SNAP_OLD);
+	archive_whole_snapshot(f, SNAP_NEW);
 	assert_int_equal(snapshot_get_fresh(f, NULL, &messages), BK_EXIT_OK);
 	assert_non_null(strstr(messages, "wrote snapshot " SNAP_NEW));
 	free(messages);
@@ -2278,6 +2227,33 @@ test_restore_store_failure_not_local(void **state)
 	binlog_catalog_free(&catalog);
 }
 
+/* The fixture's configuration and key files for bk's commands, made once. */
+static void
+command_files(Fixture *f, char *config, char *key, size_t size)
+{
+	BkError err;
+
+	snprintf(config, size, "%s/bk.conf", f->dir);
+	snprintf(key, size, "%s/key", f->dir);
+	if (access(config, F_OK) != 0)
+	{
+		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+		assert_true(bk_key_write_files(&f->key, key, &err));
+	}
+}
+
+/* command(argc, argv) with its stderr in the file path; its exit status. */
+static int
+run_command(int (*command)(int, char **), int argc, char **argv,
+			const char *path)
+{
+	int saved = test_stderr_to(path);
+	int status = command(argc, argv);
+
+	test_stderr_restore(saved);
+	return status;
+}
+
 /*
  * bk binlog-get FILE OUT on the fixture's repository, its messages in
  * f->dir/binlog-get.err; the exit status.
@@ -2292,31 +2268,12 @@ binlog_get_to(Fixture *f, const char *file, const char *out)
 					"--repo",        f->location,  "--source",
 					SOURCE,          "--key-file", key,
 					(char *) file,   (char *) out, NULL};
-	int saved;
-	int fd;
-	int status;
-	BkError err;
 
-	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
-	snprintf(key, sizeof(key), "%s/key", f->dir);
+	command_files(f, config, key, sizeof(config));
 	snprintf(messages, sizeof(messages), "%s/binlog-get.err", f->dir);
-	if (access(config, F_OK) != 0)
-	{
-		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
-		assert_true(bk_key_write_files(&f->key, key, &err));
-	}
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	fd = open(messages, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(saved >= 0 && fd >= 0);
-	dup2(fd, STDERR_FILENO);
-	close(fd);
-	status =
-		bk_cmd_binlog_get((int) (sizeof(argv) / sizeof(argv[0])) - 1, argv);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	return status;
+	return run_command(bk_cmd_binlog_get,
+					   (int) (sizeof(argv) / sizeof(argv[0])) - 1, argv,
+					   messages);
 }
 
 /*
@@ -2334,25 +2291,11 @@ snapshot_get_to(Fixture *f, const char *id, const char *out, char **messages)
 		"--source",        SOURCE,     "--key-file", key};
 	int argc = 9;
 	size_t len;
-	int saved;
-	int fd;
 	int status;
 	BkError err;
 
-	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
-	snprintf(key, sizeof(key), "%s/key", f->dir);
+	command_files(f, config, key, sizeof(config));
 	snprintf(errors, sizeof(errors), "%s/snapshot-get.err", f->dir);
-	if (access(config, F_OK) != 0)
-	{
-		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
-		assert_true(bk_key_write_files(&f->key, key, &err));
-	}
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	fd = open(errors, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(saved >= 0 && fd >= 0);
-	dup2(fd, STDERR_FILENO);
-	close(fd);
 	if (id != NULL)
 	{
 		argv[argc++] = "--snapshot";
@@ -2360,10 +2303,7 @@ snapshot_get_to(Fixture *f, const char *id, const char *out, char **messages)
 	}
 	argv[argc++] = (char *) out;
 	argv[argc] = NULL;
-	status = bk_cmd_snapshot_get(argc, argv);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
+	status = run_command(bk_cmd_snapshot_get, argc, argv, errors);
 	assert_true(bk_read_file(errors, 65536, messages, &len, &err));
 	return status;
 }
@@ -4601,33 +4541,13 @@ restore_to(Fixture *f, const char *target_option, const char *target)
 					(char *) target_option,
 					(char *) target,
 					NULL};
-	BkError err;
-
 	char messages[700];
-	int saved;
-	int out;
-	int status;
 
-	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
-	snprintf(key, sizeof(key), "%s/key", f->dir);
+	command_files(f, config, key, sizeof(config));
 	snprintf(messages, sizeof(messages), "%s/restore.err", f->dir);
-	if (access(config, F_OK) != 0)
-	{
-		assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
-		assert_true(bk_key_write_files(&f->key, key, &err));
-	}
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	out = open(messages, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(saved >= 0 && out >= 0);
-	dup2(out, STDERR_FILENO);
-	close(out);
-	status =
-		bk_mariadb_restore((int) (sizeof(argv) / sizeof(argv[0])) - 1, argv);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	return status;
+	return run_command(bk_mariadb_restore,
+					   (int) (sizeof(argv) / sizeof(argv[0])) - 1, argv,
+					   messages);
 }
 
 /* What the last restore_to said. */

@@ -3753,7 +3753,6 @@ choose_capturing(WalFixture *f, Restore *r, char **messages, BkError *err)
 	char path[1024];
 	size_t len;
 	int saved;
-	int fd;
 	bool ok;
 	BkError read_err;
 
@@ -3761,16 +3760,9 @@ choose_capturing(WalFixture *f, Restore *r, char **messages, BkError *err)
 	assert_true(
 		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, err));
 	snprintf(path, sizeof(path), "%s/choose.err", f->dir);
-	fflush(stderr);
-	saved = dup(STDERR_FILENO);
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(saved >= 0 && fd >= 0);
-	dup2(fd, STDERR_FILENO);
-	close(fd);
+	saved = test_stderr_to(path);
 	ok = restore_choose_snapshot(r, err);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
+	test_stderr_restore(saved);
 	assert_true(bk_read_file(path, 65536, messages, &len, &read_err));
 	return ok;
 }

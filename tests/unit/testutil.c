@@ -214,3 +214,26 @@ test_stdout_restore(int saved)
 	dup2(saved, STDOUT_FILENO);
 	close(saved);
 }
+
+int
+test_stderr_to(const char *path)
+{
+	int saved;
+	int fd;
+
+	fflush(stderr);
+	saved = dup(STDERR_FILENO);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	return saved;
+}
+
+void
+test_stderr_restore(int saved)
+{
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+}

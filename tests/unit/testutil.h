@@ -73,6 +73,10 @@ extern void test_rmdir(const char *dir);
 extern int test_stdout_quiet(void);
 extern void test_stdout_restore(int saved);
 
+/* stderr into the file path (made or emptied); returns the fd to give back. */
+extern int test_stderr_to(const char *path);
+extern void test_stderr_restore(int saved);
+
 /* Assert that err's message contains needle (prints both otherwise). */
 #define assert_error_contains(err, needle)                                     \
 	do                                                                         \

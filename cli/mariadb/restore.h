@@ -115,7 +115,11 @@ typedef struct MariadbRestore
 	char cut_file[BK_BINLOG_FILE_NAME_MAX + 1];
 	uint64_t cut_pos;
 	char final_gtid[BK_BINLOG_GTID_STATE_MAX];
-	uint64_t largest_event;
+	/*
+	 * The largest BINLOG statement mariadb-binlog writes for the replay: a
+	 * statement's Table_map and row events together, or any other event.
+	 */
+	uint64_t largest_statement;
 	bool too_new; /* the snapshot holds a commit not before a time target */
 
 	/* The target server. */

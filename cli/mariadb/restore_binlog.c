@@ -98,6 +98,8 @@ typedef struct Scan
 	TempTable *temps;
 	int temp_count;
 	int temp_cap;
+	/* Bytes of the row statement in progress: its Table_map and row events */
+	uint64_t statement_bytes;
 	/* The group in progress uses one created before the snapshot. */
 	bool temp_use;
 	bool temp_use_drops; /* ... a DROP TEMPORARY TABLE IF EXISTS of it */
@@ -777,6 +779,45 @@ incident_refusal(const Scan *scan, const char *file, uint64_t offset,
 						 file, offset);
 }
 
+/* A row event: Write, Update or Delete rows, of any version, compressed. */
+static bool
+is_rows_event(uint8_t type)
+{
+	return (type >= 20 && type <= 25) || (type >= 30 && type <= 32) ||
+		   (type >= BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT &&
+			type <= BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1);
+}
+
+/*
+ * note_statement_size
+ *		mariadb-binlog writes a statement's Table_map and row events, up to
+ *		the one flagged STMT_END_F, as one BINLOG statement: a DELETE of
+ *		a hundred 1 MiB rows is one 140 MiB packet though no event reaches
+ *		2 MiB.  The largest such sum (or lone event) sizes the packet.
+ */
+static void
+note_statement_size(Scan *scan, const BkBinlogEventHeader *header,
+					const uint8_t *event)
+{
+	MariadbRestore *r = scan->r;
+	uint64_t size = header->length;
+
+	if (header->type == 19 /* TABLE_MAP_EVENT */ || is_rows_event(header->type))
+	{
+		scan->statement_bytes += header->length;
+		size = scan->statement_bytes;
+		/* Post-header: table id (6 bytes), flags (2); STMT_END_F is 1. */
+		if (is_rows_event(header->type) &&
+			header->length >= BK_BINLOG_HEADER_LEN + 8 &&
+			(event[BK_BINLOG_HEADER_LEN + 6] & 1) != 0)
+			scan->statement_bytes = 0;
+	}
+	else
+		scan->statement_bytes = 0;
+	if (size > r->largest_statement)
+		r->largest_statement = size;
+}
+
 /*
  * scan_event
  *		Follow transactions and decide where the target ends
@@ -809,8 +850,7 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 	}
 	if (header->type == BK_BINLOG_GTID_EVENT)
 		scan->temp_use = scan->temp_use_drops = false;
-	if (header->length > r->largest_event)
-		r->largest_event = header->length;
+	note_statement_size(scan, header, event);
 	if (scan->first && !scan->snapshot_checked &&
 		offset >= r->snapshot->binlog_pos &&
 		!check_snapshot_point(scan, offset, err))
@@ -1603,15 +1643,16 @@ locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
 
 /*
  * raise_packet_limit
- *		mariadb-binlog writes a row event as a BINLOG statement in base64:
- *		the server must take a packet 4/3 the size of the largest event.
+ *		mariadb-binlog writes a statement's row events as one BINLOG
+ *		statement in base64, 76 characters a line: the server must take a
+ *		packet 4/3 * 77/76 the size of the largest (note_statement_size).
  */
 #define REPLAY_PACKET_LIMIT (1024ULL * 1024 * 1024)
 
 static uint64_t
 packet_needed(const MariadbRestore *r)
 {
-	return r->largest_event / 3 * 4 + 64 * 1024;
+	return (r->largest_statement + 2) / 3 * 4 / 76 * 77 + 64 * 1024;
 }
 
 static bool
@@ -1630,9 +1671,9 @@ raise_packet_limit(MariadbRestore *r, BkError *err)
 	r->packet_before = r->max_packet;
 	fprintf(stderr,
 			"%s: max_allowed_packet raised from %" PRIu64
-			" to 1 GiB for the replay (an event of %" PRIu64
-			" bytes); it is put back afterwards\n",
-			r->program, r->max_packet, r->largest_event);
+			" to 1 GiB for the replay (a statement of %" PRIu64
+			" bytes of events); it is put back afterwards\n",
+			r->program, r->max_packet, r->largest_statement);
 	return true;
 }
 
@@ -2384,9 +2425,11 @@ restore_check_replay(MariadbRestore *r, BkError *err)
 		return false;
 	if (packet_needed(r) > REPLAY_PACKET_LIMIT)
 		return bk_error_set(err, BK_ERR_FORMAT,
-							"an event of %" PRIu64 " bytes is too large to"
-							" replay (max_allowed_packet is at most 1 GiB)",
-							r->largest_event);
+							"a statement of %" PRIu64 " bytes of events (a"
+							" statement's row events are replayed as one"
+							" packet) is too large to replay"
+							" (max_allowed_packet is at most 1 GiB)",
+							r->largest_statement);
 	return client_defaults_checked(r, true, err) && binlog_tool_runs(r, err) &&
 		   client_probe(r, err);
 }

@@ -60,6 +60,7 @@ typedef struct Fixture
 	char backwards[64];
 	char backwards_after[64];
 	char backwards_at[64];
+	uint64_t largest_statement; /* the plan's */
 	/*
 	 * Set: a file is left in the plan's work directory before it is
 	 * removed, as mariadb-binlog --local-load leaves one; work_dir is it.
@@ -201,6 +202,7 @@ plan_from(Fixture *f, uint64_t snapshot_pos, const char *snapshot_gtid,
 	bk_strlcpy(f->backwards_after, r->backwards_after,
 			   sizeof(f->backwards_after));
 	bk_strlcpy(f->backwards_at, r->backwards_at, sizeof(f->backwards_at));
+	f->largest_statement = r->largest_statement;
 	bk_strlcpy(f->work_dir, r->work_dir, sizeof(f->work_dir));
 	if (f->leave_load_file && r->work_dir[0] != '\0')
 	{
@@ -496,6 +498,48 @@ test_time_target_in_complete_archive(void **state)
 	assert_true(plan_target(f, TARGET_TIME, "2026-11-24 09:40:00", &err));
 	assert_false(plan_target(f, TARGET_TIME, "2026-11-24 09:40:01", &err));
 	assert_error_contains(&err, "only up to 2026-11-24T09:40:00.000Z");
+}
+
+/*
+ * mariadb-binlog writes a statement's Table_map and row events as one
+ * BINLOG statement: a DELETE of many large rows (one row event each) needs
+ * a packet the size of them all, not of the largest event, or the replay
+ * fails with the target's max_allowed_packet untouched.  Found with a
+ * DELETE of 67 rows of 1 MiB: 1 MiB events, a 90 MiB BINLOG statement.
+ */
+static void
+test_packet_sized_by_row_statement(void **state)
+{
+	Fixture *f = *state;
+	static uint8_t bytes[8192];
+	uint8_t gtid[13] = {3};
+	uint8_t rows[1000] = {0};
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	BkError err;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_event(bytes, &len, BK_BINLOG_GTID_EVENT, T0900, gtid, sizeof(gtid));
+	add_event(bytes, &len, 19 /* Table_map */, T0900, rows, 100);
+	/* Three Delete_rows events, the last with STMT_END_F. */
+	add_event(bytes, &len, 25, T0900, rows, sizeof(rows));
+	add_event(bytes, &len, 25, T0900, rows, sizeof(rows));
+	rows[6] = 1;
+	add_event(bytes, &len, 25, T0900, rows, sizeof(rows));
+	/* The next statement starts again from its own Table_map. */
+	rows[6] = 0;
+	add_event(bytes, &len, 19, T0900, rows, 100);
+	rows[6] = 1;
+	add_event(bytes, &len, 23, T0900, rows, 500);
+	add_event(bytes, &len, BK_BINLOG_XID_EVENT, T0900,
+			  (const uint8_t *) "\1\0\0\0\0\0\0\0", 8);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900, "");
+	assert_true(plan(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->largest_statement,
+					 (BK_BINLOG_HEADER_LEN + 100) +
+						 3 * (BK_BINLOG_HEADER_LEN + sizeof(rows)));
 }
 
 /*
@@ -1633,11 +1677,11 @@ test_check_replay_before_load(void **state)
 	assert_non_null(strstr(err.message, "Access denied for user"));
 	unsetenv("BK_TEST_LOGIN");
 
-	r->largest_event = 900ULL * 1024 * 1024;
+	r->largest_statement = 900ULL * 1024 * 1024;
 	bk_error_clear(&err);
 	assert_false(restore_check_replay(r, &err));
 	assert_non_null(strstr(err.message, "too large to replay"));
-	r->largest_event = 0;
+	r->largest_statement = 0;
 
 	/* Only the stand-in client on PATH, no mariadb-binlog. */
 	snprintf(path, sizeof(path), "%s/bin/mariadb-binlog", f->dir);
@@ -5029,6 +5073,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_time_target_needs_complete_archive,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_temp_table_from_before_snapshot,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_packet_sized_by_row_statement,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_in_complete_archive,
 										setup, teardown),

@@ -1642,6 +1642,29 @@ locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
 }
 
 /*
+ * server_error_line
+ *		The client's "ERROR nnnn ... at line N" line in what the tools said,
+ *		or NULL.  The client echoes the failed statement before it (a
+ *		BINLOG statement can be megabytes of base64): the message leads
+ *		with this line, or the cut to the message's size loses it.
+ */
+static const char *
+server_error_line(const char *messages)
+{
+	const char *line = messages;
+
+	while (line != NULL && *line != '\0')
+	{
+		if (strncmp(line, "ERROR ", 6) == 0)
+			return line;
+		line = strchr(line, '\n');
+		if (line != NULL)
+			line++;
+	}
+	return NULL;
+}
+
+/*
  * raise_packet_limit
  *		mariadb-binlog writes a statement's row events as one BINLOG
  *		statement in base64, 76 characters a line: the server must take a
@@ -2528,20 +2551,24 @@ restore_replay(MariadbRestore *r, BkError *err)
 		ok = false;
 	else if (client_status != 0 || binlog_status != 0)
 	{
-		const char *at_line = messages ? strstr(messages, " at line ") : NULL;
+		const char *error_line = server_error_line(messages);
+		const char *at_line =
+			error_line ? strstr(error_line, " at line ") : NULL;
 		char where[512] = "";
 
 		if (at_line != NULL)
 			locate_line(r, strtol(at_line + 9, NULL, 10), where, sizeof(where));
-		ok = bk_error_set(err, BK_ERR_INTERNAL,
-						  "binlog replay failed%s%s (mariadb-binlog exit %d,"
-						  " mariadb exit %d): %s%s",
-						  where[0] ? " at " : "", where, binlog_status,
-						  client_status,
-						  messages && messages[0] ? messages : "no message",
-						  messages_lost ? " (out of memory: the tools' later"
-										  " messages were lost)"
-										: "");
+		ok = bk_error_set(
+			err, BK_ERR_INTERNAL,
+			"binlog replay failed%s%s (mariadb-binlog exit %d,"
+			" mariadb exit %d): %.*s%s%s%s",
+			where[0] ? " at " : "", where, binlog_status, client_status,
+			error_line ? (int) strcspn(error_line, "\n") : 0,
+			error_line ? error_line : "", error_line ? "; it said: " : "",
+			messages && messages[0] ? messages : "no message",
+			messages_lost ? " (out of memory: the tools' later"
+							" messages were lost)"
+						  : "");
 		/*
 		 * Older agents took snapshots while XA transactions were
 		 * prepared: the XA COMMIT after the snapshot has nothing to

@@ -1531,6 +1531,41 @@ test_replay_passes_every_file(void **state)
 }
 
 /*
+ * The client echoes the statement that failed before its ERROR line, and a
+ * BINLOG statement is megabytes of base64: the message, cut to its size,
+ * said "--------------" and base64 but never what the server refused.
+ */
+static void
+test_replay_failure_names_server_error(void **state)
+{
+	Fixture *f = *state;
+	char *old_path;
+	MariadbRestore *r;
+	BkError err;
+
+	r = replay_setup(
+		f, 1, "#!/bin/sh\nexit 0\n",
+		"#!/bin/sh\n"
+		"[ \"$1\" = --print-defaults ] && exit 0\n"
+		"cat > /dev/null\n"
+		"{ echo --------------; echo \"BINLOG '\"\n"
+		"  i=0; while [ $i -lt 100 ]; do\n"
+		"    echo PZIWaxMBAAAALwAAAAOXhgwAACEAAAAAAAEAA2JreAADYmlnAAID;"
+		" i=$((i+1)); done\n"
+		"  echo \"'\"; echo --------------; echo\n"
+		"  echo \"ERROR 1153 (08S01) at line 7: Got a packet bigger"
+		" than 'max_allowed_packet' bytes\"; } >&2\n"
+		"exit 1\n",
+		&old_path);
+	bk_error_clear(&err);
+	assert_false(restore_replay(r, &err));
+	replay_done(r, old_path);
+	if (strstr(err.message, "mariadb exit 1): ERROR 1153 (08S01) at line 7:"
+							" Got a packet bigger than") == NULL)
+		fail_msg("no server error in \"%s\"", err.message);
+}
+
+/*
  * The replay client reads the option files (that is how ~/.my.cnf gives it
  * the password).  "force" there made it carry on past a failed statement
  * and exit 0, and "one-database" made it skip every statement: a restore
@@ -5073,6 +5108,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_time_target_needs_complete_archive,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_temp_table_from_before_snapshot,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_failure_names_server_error,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_packet_sized_by_row_statement,
 										setup, teardown),

@@ -59,13 +59,14 @@
  * of a row event likewise: the same events with part of the body
  * compressed (bk_binlog_txn_feed reads the text of the Query ones).
  */
-#define BK_BINLOG_QUERY_COMPRESSED_EVENT          165
-#define BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT     166
-#define BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT    167
-#define BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT    168
-#define BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1  169
-#define BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT_V1 170
-#define BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1 171
+#define BK_BINLOG_QUERY_COMPRESSED_EVENT 165
+/* MariaDB's numbers: the v1 ones (what 10.11 writes) come first. */
+#define BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1  166
+#define BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT_V1 167
+#define BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1 168
+#define BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT     169
+#define BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT    170
+#define BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT    171
 
 /* Header flags. */
 #define BK_BINLOG_F_IN_USE 0x0001 /* format description: file still open */

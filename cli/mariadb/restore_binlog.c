@@ -784,8 +784,66 @@ static bool
 is_rows_event(uint8_t type)
 {
 	return (type >= 20 && type <= 25) || (type >= 30 && type <= 32) ||
-		   (type >= BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT &&
-			type <= BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1);
+		   (type >= BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1 &&
+			type <= BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT);
+}
+
+/*
+ * printed_size
+ *		The bytes mariadb-binlog prints of an event: a compressed row event
+ *		(log_bin_compress) is printed decompressed, so a 600-byte event of
+ *		a 500 kB row is a 500 kB BINLOG statement.  Its rows are
+ *		compressed after the post-header (table id 6, flags 2; the v2 ones
+ *		add extra data, its length counting itself), the column count and
+ *		one column bitmap (two for updates), as binlog_buf_compress writes
+ *		them: a byte 0x80 | n, then the decompressed length in n bytes, high
+ *		byte first.  The event's length where that cannot be read.
+ */
+static uint64_t
+printed_size(const BkBinlogEventHeader *header, const uint8_t *event)
+{
+	const uint8_t *body = event + BK_BINLOG_HEADER_LEN;
+	size_t len = header->length - BK_BINLOG_HEADER_LEN;
+	size_t at = 8;
+	uint64_t width = 0;
+	uint32_t declared = 0;
+	unsigned int n;
+	int bitmaps;
+
+	if (header->type < BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1 ||
+		header->type > BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT ||
+		header->length < BK_BINLOG_HEADER_LEN + 10)
+		return header->length;
+	if (header->type >= BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT)
+		at += (size_t) (body[8] | body[9] << 8);
+	if (at >= len)
+		return header->length;
+	/* The column count, a length-encoded integer. */
+	if (body[at] < 0xfb)
+		width = body[at++];
+	else
+	{
+		int bytes = body[at] == 0xfc ? 2 : body[at] == 0xfd ? 3 : 8;
+
+		if (at + 1 + (size_t) bytes > len)
+			return header->length;
+		for (int idx = bytes; idx > 0; idx--)
+			width = width << 8 | body[at + (size_t) idx];
+		at += 1 + (size_t) bytes;
+	}
+	bitmaps = header->type == BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT ||
+					  header->type == BK_BINLOG_UPDATE_ROWS_COMPRESSED_EVENT_V1
+				  ? 2
+				  : 1;
+	if (width > len || at + (size_t) bitmaps * ((width + 7) / 8) >= len)
+		return header->length;
+	at += (size_t) bitmaps * ((width + 7) / 8);
+	n = body[at] & 0x07;
+	if ((body[at] & 0x80) == 0 || n < 1 || n > 4 || at + 1 + n > len)
+		return header->length;
+	for (unsigned int idx = 0; idx < n; idx++)
+		declared = declared << 8 | body[at + 1 + idx];
+	return (uint64_t) header->length + declared;
 }
 
 /*
@@ -800,11 +858,11 @@ note_statement_size(Scan *scan, const BkBinlogEventHeader *header,
 					const uint8_t *event)
 {
 	MariadbRestore *r = scan->r;
-	uint64_t size = header->length;
+	uint64_t size = printed_size(header, event);
 
 	if (header->type == 19 /* TABLE_MAP_EVENT */ || is_rows_event(header->type))
 	{
-		scan->statement_bytes += header->length;
+		scan->statement_bytes += size;
 		size = scan->statement_bytes;
 		/* Post-header: table id (6 bytes), flags (2); STMT_END_F is 1. */
 		if (is_rows_event(header->type) &&

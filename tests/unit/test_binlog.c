@@ -738,10 +738,10 @@ test_compressed_query(void **state)
 	 */
 	len = make_gtid(buf, 100, 0, 1, 4);
 	feed(&txn, buf, len);
-	assert_int_equal(real_rows[4], BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT);
+	assert_int_equal(real_rows[4], BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1);
 	assert_false(feed(&txn, real_rows, sizeof(real_rows)));
-	for (uint8_t type = BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT;
-		 type <= BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT_V1; type++)
+	for (uint8_t type = BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1;
+		 type <= BK_BINLOG_DELETE_ROWS_COMPRESSED_EVENT; type++)
 	{
 		len = make_event(buf, type, 1, 200, (const uint8_t *) "rows", 4);
 		assert_false(feed(&txn, buf, len));

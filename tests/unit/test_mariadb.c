@@ -543,6 +543,47 @@ test_packet_sized_by_row_statement(void **state)
 }
 
 /*
+ * With log_bin_compress, mariadb-binlog prints a row event decompressed:
+ * a 600-byte Write_rows_compressed_v1 of a 500 kB row is a 500 kB BINLOG
+ * statement (seen with mariadb-binlog 10.11).  The event as MariaDB
+ * writes it: table id, flags (STMT_END_F), 3 columns, their bitmap, then
+ * 0x83 and the length decompressed in 3 bytes, high byte first.
+ */
+static void
+test_packet_sized_by_decompressed_rows(void **state)
+{
+	Fixture *f = *state;
+	static uint8_t bytes[4096];
+	uint8_t gtid[13] = {3};
+	uint8_t rows[600] = {0};
+	size_t len = BK_BINLOG_MAGIC_LEN;
+	BkError err;
+
+	memcpy(bytes,
+		   "\xfe"
+		   "bin",
+		   BK_BINLOG_MAGIC_LEN);
+	add_event(bytes, &len, BK_BINLOG_GTID_EVENT, T0900, gtid, sizeof(gtid));
+	add_event(bytes, &len, 19 /* Table_map */, T0900, rows, 40);
+	rows[6] = 1;    /* STMT_END_F */
+	rows[8] = 3;    /* columns */
+	rows[9] = 0x07; /* all of them */
+	rows[10] = 0x83;
+	rows[11] = 0x07;
+	rows[12] = 0xa1;
+	rows[13] = 0x20; /* 500000 */
+	add_event(bytes, &len, BK_BINLOG_WRITE_ROWS_COMPRESSED_EVENT_V1, T0900,
+			  rows, sizeof(rows));
+	add_event(bytes, &len, BK_BINLOG_XID_EVENT, T0900,
+			  (const uint8_t *) "\1\0\0\0\0\0\0\0", 8);
+	archive_binlog_bytes(f, "mariadb-bin.000001", bytes, len, T0900, "");
+	assert_true(plan(f, TARGET_LATEST, NULL, &err));
+	assert_int_equal(f->largest_statement,
+					 (BK_BINLOG_HEADER_LEN + 40) +
+						 (BK_BINLOG_HEADER_LEN + sizeof(rows)) + 500000);
+}
+
+/*
  * A Query event of session thread, database db, that uses temporary
  * tables (LOG_EVENT_THREAD_SPECIFIC_F), as statement-based logging writes
  * it.
@@ -5110,6 +5151,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_temp_table_from_before_snapshot,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_failure_names_server_error,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_packet_sized_by_decompressed_rows,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_packet_sized_by_row_statement,
 										setup, teardown),

@@ -19,6 +19,38 @@ binlog_gtids_forget(BinlogGtids *gtids)
 	gtids->known = BINLOG_GTIDS_UNKNOWN;
 	gtids->reached.count = 0;
 	gtids->list_due = false;
+	gtids->open = false;
+}
+
+/*
+ * take_back_open
+ *		The open transaction's GTID out of what was reached: the entry of
+ *		its domain and server as it was before.
+ */
+static void
+take_back_open(BinlogGtids *gtids)
+{
+	BkGtidList *list = &gtids->reached;
+
+	gtids->open = false;
+	for (int idx = 0; idx < list->count; idx++)
+	{
+		BkGtid *have = &list->gtids[idx];
+
+		if (have->domain != gtids->open_gtid.domain ||
+			have->server != gtids->open_gtid.server ||
+			have->seq != gtids->open_gtid.seq)
+			continue;
+		if (gtids->open_had_prev)
+			*have = gtids->open_prev;
+		else
+		{
+			memmove(have, have + 1,
+					(size_t) (list->count - idx - 1) * sizeof(BkGtid));
+			list->count--;
+		}
+		return;
+	}
 }
 
 /*
@@ -129,6 +161,10 @@ binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
 		/* The file's first event, right after the magic. */
 		gtids->list_due =
 			header.next_pos == (uint64_t) BK_BINLOG_MAGIC_LEN + header.length;
+		if (gtids->list_due && gtids->open &&
+			gtids->known != BINLOG_GTIDS_UNKNOWN)
+			take_back_open(gtids);
+		gtids->open = false;
 		return true;
 	}
 	if (header.type == BK_BINLOG_START_ENCRYPTION_EVENT)
@@ -141,8 +177,23 @@ binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
 		/* Unknown: the next list replaces whatever would be noted. */
 		if (gtids->known == BINLOG_GTIDS_UNKNOWN)
 			return true;
-		return bk_binlog_gtid_read(event, len, &gtid, err) &&
-			   bk_gtid_list_note(&gtids->reached, &gtid, err);
+		if (!bk_binlog_gtid_read(event, len, &gtid, err))
+			return false;
+		gtids->open = true;
+		gtids->open_gtid = gtid;
+		gtids->open_had_prev = false;
+		for (int idx = 0; idx < gtids->reached.count; idx++)
+		{
+			const BkGtid *have = &gtids->reached.gtids[idx];
+
+			if (have->domain == gtid.domain && have->server == gtid.server)
+			{
+				gtids->open_had_prev = true;
+				gtids->open_prev = *have;
+				break;
+			}
+		}
+		return bk_gtid_list_note(&gtids->reached, &gtid, err);
 	}
 	if (header.type != BK_BINLOG_GTID_LIST_EVENT)
 		return true;

@@ -48,6 +48,18 @@ typedef struct BinlogGtids
 	 * list not yet: whether the file is marked gap-before= is not decided.
 	 */
 	bool list_due;
+	/*
+	 * The GTID of the transaction the stream is inside (its GTID event
+	 * seen, its end not yet), and the entry of its domain and server
+	 * before it was noted (had_prev false: none).  A transaction never
+	 * spans files: one still open when the next file starts was cut by a
+	 * crash, never committed, and the server's next list does not name it
+	 * (the server gives its number to the next transaction).
+	 */
+	bool open;
+	BkGtid open_gtid;
+	bool open_had_prev;
+	BkGtid open_prev;
 } BinlogGtids;
 
 /* Nothing known (a fresh archive, or streaming on after a gap). */
@@ -87,9 +99,21 @@ binlog_gtids_list_due(const BinlogGtids *gtids)
 extern void binlog_gtids_file_ended(BinlogGtids *gtids);
 
 /*
+ * The transaction whose GTID event came last ended (bk_binlog_txn_feed),
+ * or where it ends cannot be told: it stays reached.
+ */
+static inline void
+binlog_gtids_txn_ended(BinlogGtids *gtids)
+{
+	gtids->open = false;
+}
+
+/*
  * Fold one event of the stream in (a file's own, not one the server made
  * up for the stream): a format description at offset 4 starts a file
- * whose list is due; a GTID event is noted; a GTID_LIST is
+ * whose list is due, and takes back the GTID of a transaction left open
+ * in the file before (binlog_gtids_txn_ended was not called after its
+ * GTID event); a GTID event is noted; a GTID_LIST is
  * compared with what was reached, when anything is, and then becomes the
  * base (the server's account, as it is, whether it follows or not).  Other
  * events: nothing.  *follows is false when the list names transactions

@@ -72,6 +72,11 @@ typedef struct Stream
 	 */
 	BinlogGtids gtids;
 	/*
+	 * Where the transaction the stream is in ends: one a crash of the
+	 * server cut is not reached (binlog_gtids_txn_ended).
+	 */
+	BkBinlogTxn txn;
+	/*
 	 * Which file of its name the stream is in (its format description's
 	 * creation), sent as file-created= with every range; unknown when the
 	 * archive's end came from a range of an older agent.  file_id_due: the
@@ -791,6 +796,28 @@ follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
 	if (!binlog_gtids_event(&stream->gtids, event, header->length, &follows,
 							differs, sizeof(differs), err))
 		return false;
+	/*
+	 * A format description starts a file only at offset 4; the one sent
+	 * again when the stream resumes inside a file must not end the
+	 * transaction it resumes in.  An event the follower cannot place
+	 * leaves the transaction reached: at worst a gap said, never one
+	 * hidden.
+	 */
+	if (header->type != BK_BINLOG_FORMAT_DESCRIPTION_EVENT ||
+		header->next_pos == (uint64_t) BK_BINLOG_MAGIC_LEN + header->length)
+	{
+		BkError ignore;
+		bool ended;
+
+		if (!bk_binlog_txn_feed(&stream->txn, event, header->length,
+								stream->checksum_alg, &ended, &ignore))
+		{
+			memset(&stream->txn, 0, sizeof(stream->txn));
+			binlog_gtids_txn_ended(&stream->gtids);
+		}
+		else if (ended)
+			binlog_gtids_txn_ended(&stream->gtids);
+	}
 	if (header->type == BK_BINLOG_GTID_LIST_EVENT &&
 		stream->purged_end.file[0] != '\0')
 	{

@@ -166,6 +166,63 @@ test_failover_is_no_gap(void **state)
 	assert_true(bk_gtid_state_follows(&reached_state, &listed_state));
 }
 
+/* A format description: next_pos 4 + its length where it starts a file. */
+static void
+feed_fde(BinlogGtids *gtids, bool file_start)
+{
+	uint8_t event[128];
+	uint8_t body[57] = {4};
+	size_t len = make_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 1, body,
+							sizeof(body));
+
+	put_le32(event + 13,
+			 file_start ? (uint32_t) (BK_BINLOG_MAGIC_LEN + len) : 0);
+	feed(gtids, event, len);
+}
+
+/*
+ * mariadbd killed while it wrote a large transaction to its binlog: the
+ * file ends inside it (its GTID event streamed, its XID never written),
+ * recovery rolls it back, and the next file's list does not name it.  The
+ * agent took that for transactions missing from the archive: a gap, and
+ * no restore across it until a new snapshot.  Seen on 10.11 with a 300 MB
+ * INSERT ... SELECT (0-1-101914 cut, the next list 0-1-101913).
+ */
+static void
+test_transaction_cut_by_a_crash_is_no_gap(void **state)
+{
+	BinlogGtids gtids;
+	char differs[256];
+
+	binlog_gtids_forget(&gtids);
+	assert_true(feed_list(&gtids, "0-1-10", differs, sizeof(differs)));
+	feed_gtid(&gtids, 0, 1, 11);
+	binlog_gtids_txn_ended(&gtids);
+	feed_gtid(&gtids, 0, 2, 1); /* a new server's first, cut too */
+	binlog_gtids_txn_ended(&gtids);
+	feed_gtid(&gtids, 0, 1, 12); /* cut: no end */
+	/* Resumed inside the file: the same transaction goes on and ends. */
+	feed_fde(&gtids, false);
+	assert_reached(&gtids, "0-1-12,0-2-1");
+	binlog_gtids_txn_ended(&gtids);
+	feed_fde(&gtids, true);
+	assert_true(feed_list(&gtids, "0-1-12,0-2-1", differs, sizeof(differs)));
+
+	/* Cut by the crash: taken back when the next file starts. */
+	feed_gtid(&gtids, 0, 1, 13);
+	feed_fde(&gtids, true);
+	assert_reached(&gtids, "0-1-12,0-2-1");
+	assert_true(feed_list(&gtids, "0-1-12,0-2-1", differs, sizeof(differs)));
+	feed_gtid(&gtids, 0, 3, 1); /* the only one of its server */
+	feed_fde(&gtids, true);
+	assert_true(feed_list(&gtids, "0-1-12,0-2-1", differs, sizeof(differs)));
+	/* A transaction that ended is still missed when the list lacks it. */
+	feed_gtid(&gtids, 0, 1, 13);
+	binlog_gtids_txn_ended(&gtids);
+	feed_fde(&gtids, true);
+	assert_false(feed_list(&gtids, "0-1-12,0-2-1", differs, sizeof(differs)));
+}
+
 /*
  * The same failover with 0-1-10 never streamed (the agent down, the
  * server's binlog reset and written again, or a state changed by hand):
@@ -515,6 +572,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_failover_is_no_gap),
+		cmocka_unit_test(test_transaction_cut_by_a_crash_is_no_gap),
 		cmocka_unit_test(test_missing_transaction_is_a_gap),
 		cmocka_unit_test(test_nothing_known),
 		cmocka_unit_test(test_resumed_from_newest),

@@ -1857,7 +1857,10 @@ put_back_packet_limit(MariadbRestore *r)
 			 r->packet_before);
 	if (!restore_sql(r, r->conn, sql, "putting back max_allowed_packet",
 					 &ignore))
-		fprintf(stderr, "%s: WARNING: %s\n", r->program, ignore.message);
+		fprintf(stderr,
+				"%s: WARNING: %s; set max_allowed_packet back to %" PRIu64
+				" by hand\n",
+				r->program, ignore.message, r->packet_before);
 	r->packet_before = 0;
 }
 

@@ -159,6 +159,28 @@ admin_wait(rd_kafka_queue_t *queue, rd_kafka_event_type_t type, int timeout_ms,
 	return NULL;
 }
 
+/*
+ * A refusal that no retry will change: the settings or the account's rights
+ * must change first (exit 3, not 5).
+ */
+static bool
+creation_refused(rd_kafka_resp_err_t terr)
+{
+	switch (terr)
+	{
+		case RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR:
+		case RD_KAFKA_RESP_ERR_INVALID_PARTITIONS:
+		case RD_KAFKA_RESP_ERR_INVALID_CONFIG:
+		case RD_KAFKA_RESP_ERR_INVALID_REPLICA_ASSIGNMENT:
+		case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+		case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+			return true;
+		default:
+			return false;
+	}
+}
+
 static bool
 create_topics(rd_kafka_t *rk, TopicState *topics, const BkTopicPolicy *policy,
 			  int brokers, int timeout_ms, BkTopicReportFn report,
@@ -235,6 +257,24 @@ create_topics(rd_kafka_t *rk, TopicState *topics, const BkTopicPolicy *policy,
 		rd_kafka_NewTopic_destroy_array(new_topics, (size_t) new_count);
 		return ok;
 	}
+	/*
+	 * The broker would refuse it too, but as a Kafka error: exit 5, which
+	 * scripts and service managers take for "retry later", for ever.
+	 */
+	if (replication > brokers)
+	{
+		rd_kafka_NewTopic_destroy_array(new_topics, (size_t) new_count);
+		bk_error_set(err, BK_ERR_CONFIG,
+					 "topic_replication_factor = %d, but Kafka has %d "
+					 "broker%s up: it cannot place %d replicas",
+					 replication, brokers, brokers == 1 ? "" : "s",
+					 replication);
+		return bk_error_hint(err,
+							 "Set topic_replication_factor to at most %d (or "
+							 "leave it out: min(3, brokers)), or start or "
+							 "add brokers.",
+							 brokers);
+	}
 
 	options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
 	rd_kafka_AdminOptions_set_operation_timeout(options, timeout_ms, NULL, 0);
@@ -267,8 +307,9 @@ create_topics(rd_kafka_t *rk, TopicState *topics, const BkTopicPolicy *policy,
 		}
 		else if (terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
 		{
-			bk_error_set(err, BK_ERR_KAFKA, "could not create topic \"%s\": %s",
-						 name,
+			bk_error_set(err,
+						 creation_refused(terr) ? BK_ERR_CONFIG : BK_ERR_KAFKA,
+						 "could not create topic \"%s\": %s", name,
 						 rd_kafka_topic_result_error_string(results[resIdx]));
 			ok = false;
 		}

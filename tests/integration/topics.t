@@ -88,6 +88,18 @@ isnt $? 0 "bk init --check with missing topics fails"
 like "$out" "Kafka topic \"bkit-none-$$\.wal\" does not exist" "naming the missing topic"
 like "$out" 'HINT: Create the topics with "bk init"' "and how to create it"
 
+# More replicas than brokers: a configuration error (3), not a Kafka outage
+# (5) that scripts and service managers would retry, and nothing created.
+many="bkit-many-$$-$RANDOM"
+printf 'kafka_brokers = %s\ntopic_prefix = %s\ntopic_replication_factor = 2\n' \
+    "$BK_KAFKA_BROKERS" "$many" >"$dir/many.conf"
+out="$("$BK" init --config "$dir/many.conf" 2>&1)"
+is $? 3 "a replication factor above the broker count exits 3"
+like "$out" 'topic_replication_factor = 2, but Kafka has 1 broker up' \
+    "naming the setting and the broker count"
+like "$out" 'HINT: Set topic_replication_factor to at most 1' "and what to set"
+unlike "$(kafka_topics --list)" "$many" "no topic was created"
+
 # No broker there: a clear error within the configured bound, not a hang.
 printf 'kafka_brokers = 127.0.0.1:1\nkafka_timeout = 3s\n' >"$dir/down.conf"
 start=$SECONDS

@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "mb/pg_wchar.h"
 #include "nodes/parsenodes.h"
@@ -304,6 +305,22 @@ snap_refuse_entangled_caller(Oid funcid)
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 	{
 		snap_refuse_locked_catalog();
+		/*
+		 * A LOCK ... IN ACCESS EXCLUSIVE MODE alone gets an xid too (above):
+		 * say so, rather than tell its caller that it wrote.
+		 */
+		if (MyXactFlags & XACT_FLAGS_ACQUIREDACCESSEXCLUSIVELOCK)
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("bk_snapshot() cannot be called in a transaction "
+							"that has written to the database or taken an "
+							"ACCESS EXCLUSIVE lock"),
+					 errdetail("Such a lock gives the transaction an id, as a "
+							   "write does, and bk cannot tell them apart: the "
+							   "snapshot worker runs in a transaction of its "
+							   "own and sees only what is committed."),
+					 errhint("Commit first, then call bk_snapshot() in a "
+							 "transaction of its own.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("bk_snapshot() cannot be called in a transaction "

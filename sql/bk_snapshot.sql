@@ -96,6 +96,18 @@ BEGIN;
 CREATE TEMPORARY TABLE bk_regress_written (a int);
 SELECT * FROM bk_snapshot();
 ROLLBACK;
+CREATE TABLE bk_regress_locked (a int);
+BEGIN;
+INSERT INTO bk_regress_locked VALUES (1);
+SELECT * FROM bk_snapshot();
+ROLLBACK;
+-- A table locked, not written: its lock gives an xid as a write would, and
+-- the refusal says so rather than call it a write.
+BEGIN;
+LOCK bk_regress_locked IN ACCESS EXCLUSIVE MODE;
+SELECT * FROM bk_snapshot();
+ROLLBACK;
+DROP TABLE bk_regress_locked;
 -- Such as an update of the extension: its worker saw the old version and
 -- failed the snapshot, saying to run the ALTER EXTENSION just run.
 SELECT current_database() AS regress_db \gset

@@ -249,6 +249,7 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 	json_error_t jerr;
 	size_t idx;
 	json_t *table;
+	bool made_dir = false;
 	bool ok = false;
 
 	snprintf(object, sizeof(object), "%s/%s", id, BK_SNAPSHOT_RECORD);
@@ -296,6 +297,7 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 			bk_error_hint(err, "DIR must not exist yet.");
 			goto done;
 		}
+		made_dir = true;
 		if (mkdir(data_dir, 0700) != 0 ||
 			!write_memory(out_dir, "schema.json", schema_text, schema_len,
 						  err) ||
@@ -359,6 +361,21 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 	}
 	ok = true;
 done:
+	/*
+	 * DIR half written holds a snapshot.json that says the snapshot is all
+	 * there, and would stop the retry the failure asks for (DIR must be
+	 * new): it goes.  It is the command's own (made above, new).
+	 */
+	if (!ok && made_dir)
+	{
+		BkError rm_err;
+
+		if (!bk_remove_tree(out_dir, &rm_err))
+			bk_error_hint(err,
+						  "\"%s\" is left half written (%s): remove it"
+						  " before trying again.",
+						  out_dir, rm_err.message);
+	}
 	json_decref(record);
 	free(record_text);
 	free(schema_text);

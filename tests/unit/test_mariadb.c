@@ -2158,6 +2158,62 @@ test_snapshot_get_failure_is_not_absent(void **state)
 }
 
 /*
+ * bk snapshot-get --snapshot ID when the store fails to read what that
+ * snapshot needs (a disk that answers EIO, which the directory backend
+ * reports as the store's failure, as it does a store that does not
+ * answer; or a 404 for an object it lists): the repository's failure
+ * (exit 5, try again), never "no such snapshot" (exit 1), and DIR is not
+ * written, so a retry finds it new.  The record and schema.json are read
+ * before DIR is made; a data part fails while DIR is written, and what
+ * was written goes: a DIR left half written would hold a snapshot.json
+ * that says the snapshot is all there, and stop the retry (exit 2).
+ */
+static void
+test_snapshot_get_named_unreadable(void **state)
+{
+	static const char *const keys[] = {
+		SNAP_NEW "/" BK_SNAPSHOT_RECORD,
+		SNAP_NEW "/schema.json",
+		SNAP_NEW "/data/",
+	};
+	static const int faults[] = {TEST_FAIL_READS, TEST_READS_NOT_FOUND};
+	Fixture *f = *state;
+	char out[600];
+	char *messages = NULL;
+
+	archive_whole_snapshot(f, SNAP_OLD);
+	archive_whole_snapshot(f, SNAP_NEW);
+	snprintf(out, sizeof(out), "%s/named-out", f->dir);
+	for (size_t key = 0; key < sizeof(keys) / sizeof(keys[0]); key++)
+		for (size_t fault = 0; fault < sizeof(faults) / sizeof(faults[0]);
+			 fault++)
+		{
+			int want = BK_EXIT_UNAVAILABLE;
+
+			/* Listed, then "not there" when read: missing data. */
+			if (faults[fault] == TEST_READS_NOT_FOUND && key > 0)
+				want = BK_EXIT_INTEGRITY;
+			command_faults = faults[fault];
+			command_fault_key = keys[key];
+			assert_int_equal(snapshot_get_to(f, SNAP_NEW, out, &messages),
+							 want);
+			command_faults = 0;
+			if (faults[fault] == TEST_FAIL_READS)
+				assert_non_null(strstr(messages, "injected failure reading"));
+			assert_non_null(strstr(messages, SNAP_NEW));
+			assert_null(strstr(messages, "wrote snapshot"));
+			assert_int_not_equal(access(out, F_OK), 0);
+			assert_int_equal(errno, ENOENT);
+			free(messages);
+		}
+
+	/* The store back: the same command writes it. */
+	assert_int_equal(snapshot_get_to(f, SNAP_NEW, out, &messages), BK_EXIT_OK);
+	assert_non_null(strstr(messages, "wrote snapshot " SNAP_NEW));
+	free(messages);
+}
+
+/*
  * bk binlog-get is run by hand, and OUT may be a file that matters (the
  * server's own binlog): it is written when new, and an OUT that exists is
  * a usage error (exit 2) that leaves it as it was, as bk snapshot-get's DIR.
@@ -5198,6 +5254,8 @@ main(void)
 			test_verify_notes_snapshot_without_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_durable, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_get_named_unreadable,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_get_failure_is_not_absent,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binlog_get_keeps_existing_out,

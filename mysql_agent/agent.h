@@ -195,13 +195,14 @@ extern bool agent_binlog_gtid_pos(MYSQL *conn, const char *file, uint64_t pos,
  * unknown for a range of an older agent); *closed says that range ended
  * its file with STOP.  One that ended it with ROTATE gives the start of the
  * next file, and in *rotated_from where the file ended (else an empty file
- * name).
+ * name).  When that range ends inside a transaction, gtids and txn are
+ * inside it (binlog_gtids_resume_open); else txn is empty.
  */
 extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 									 BinlogPosition *rotated_from,
 									 BkGtidState *gtid, BinlogGtids *gtids,
-									 BinlogFileId *file_id, bool *closed,
-									 bool *found, BkError *err);
+									 BkBinlogTxn *txn, BinlogFileId *file_id,
+									 bool *closed, bool *found, BkError *err);
 
 /* binlog_resume.c: the local hint of the last acknowledged position. */
 extern bool binlog_state_read(Agent *agent, BinlogPosition *position,

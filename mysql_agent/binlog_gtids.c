@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "binlog_gtids.h"
+#include "bk_frame.h"
 
 /*
  * binlog_gtids_forget
@@ -61,6 +62,101 @@ void
 binlog_gtids_file_ended(BinlogGtids *gtids)
 {
 	gtids->list_due = false;
+}
+
+/*
+ * binlog_gtids_open_meta
+ *		The open transaction as a range's metadata (binlog_gtids.h).
+ */
+bool
+binlog_gtids_open_meta(const BinlogGtids *gtids, const BkBinlogTxn *txn,
+					   char *out, size_t out_len)
+{
+	int n;
+
+	if (out_len == 0)
+		return false;
+	out[0] = '\0';
+	if (!gtids->open)
+		return true;
+	n = snprintf(out, out_len, "\nopen-gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64,
+				 gtids->open_gtid.domain, gtids->open_gtid.server,
+				 gtids->open_gtid.seq);
+	if (n > 0 && (size_t) n < out_len && gtids->open_had_prev)
+		n += snprintf(out + n, out_len - (size_t) n,
+					  "\nopen-gtid-before=%" PRIu32 "-%" PRIu32 "-%" PRIu64,
+					  gtids->open_prev.domain, gtids->open_prev.server,
+					  gtids->open_prev.seq);
+	/* The follower's flag, of the same GTID event (binlog_gtids.h). */
+	if (n > 0 && (size_t) n < out_len && txn->in_group && txn->standalone)
+		n += snprintf(out + n, out_len - (size_t) n, "\nopen-standalone=1");
+	if (n <= 0 || (size_t) n >= out_len)
+	{
+		out[0] = '\0';
+		return false;
+	}
+	return true;
+}
+
+/*
+ * parse_one_gtid
+ *		"domain-server-seq", one GTID.
+ */
+static bool
+parse_one_gtid(const char *key, const char *text, BkGtid *gtid, BkError *err)
+{
+	BkGtidList list;
+
+	if (!bk_gtid_list_parse(text, &list, err))
+		return bk_error_prefix(err, "%s=: ", key);
+	if (list.count != 1)
+		return bk_error_set(err, BK_ERR_FORMAT, "%s=\"%s\" is not one GTID",
+							key, text);
+	*gtid = list.gtids[0];
+	return true;
+}
+
+/*
+ * binlog_gtids_resume_open
+ *		Inside the transaction a range's metadata says it ends in.
+ */
+bool
+binlog_gtids_resume_open(BinlogGtids *gtids, BkBinlogTxn *txn, const char *meta,
+						 size_t meta_len, BkError *err)
+{
+	char text[64];
+	BkGtid gtid, prev;
+	bool had_prev;
+	bool standalone = false;
+
+	if (!bk_meta_get(meta, meta_len, "open-gtid", text, sizeof(text)))
+		return true;
+	if (!parse_one_gtid("open-gtid", text, &gtid, err))
+		return false;
+	had_prev =
+		bk_meta_get(meta, meta_len, "open-gtid-before", text, sizeof(text));
+	if (had_prev)
+	{
+		if (!parse_one_gtid("open-gtid-before", text, &prev, err))
+			return false;
+		if (prev.domain != gtid.domain || prev.server != gtid.server)
+			return bk_error_set(err, BK_ERR_FORMAT,
+								"open-gtid-before=\"%s\" is not of the"
+								" domain and server of open-gtid=",
+								text);
+	}
+	if (bk_meta_get(meta, meta_len, "open-standalone", text, sizeof(text)))
+		standalone = strcmp(text, "1") == 0;
+	gtids->open = true;
+	gtids->open_gtid = gtid;
+	gtids->open_had_prev = had_prev;
+	if (had_prev)
+		gtids->open_prev = prev;
+	memset(txn, 0, sizeof(*txn));
+	txn->in_group = true;
+	txn->gtid = gtid;
+	txn->standalone = standalone;
+	return true;
 }
 
 /*
@@ -161,8 +257,13 @@ binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
 		/* The file's first event, right after the magic. */
 		gtids->list_due =
 			header.next_pos == (uint64_t) BK_BINLOG_MAGIC_LEN + header.length;
-		if (gtids->list_due && gtids->open &&
-			gtids->known != BINLOG_GTIDS_UNKNOWN)
+		/*
+		 * The one the server resends on a resume inside a file is not in
+		 * it: the transaction the stream resumes in goes on.
+		 */
+		if (!gtids->list_due)
+			return true;
+		if (gtids->open && gtids->known != BINLOG_GTIDS_UNKNOWN)
 			take_back_open(gtids);
 		gtids->open = false;
 		return true;
@@ -223,6 +324,36 @@ binlog_gtids_event(BinlogGtids *gtids, const uint8_t *event, size_t len,
 	gtids->reached = listed;
 	gtids->known = BINLOG_GTIDS_EXACT;
 	return true;
+}
+
+/*
+ * binlog_gtids_follow_txn
+ *		Where the transaction ends.  A format description starts a file
+ *		only at offset 4; the one sent again when the stream resumes inside
+ *		a file must not end the transaction it resumes in.  An event the
+ *		follower cannot place leaves the transaction reached: at worst a
+ *		gap said, never one hidden.
+ */
+void
+binlog_gtids_follow_txn(BinlogGtids *gtids, BkBinlogTxn *txn,
+						const uint8_t *event, size_t len, int checksum_alg)
+{
+	BkBinlogEventHeader header;
+	BkError ignore;
+	bool ended;
+
+	if (!bk_binlog_header_parse(event, len, &header, &ignore))
+		return;
+	if (header.type == BK_BINLOG_FORMAT_DESCRIPTION_EVENT &&
+		header.next_pos != (uint64_t) BK_BINLOG_MAGIC_LEN + header.length)
+		return;
+	if (!bk_binlog_txn_feed(txn, event, len, checksum_alg, &ended, &ignore))
+	{
+		memset(txn, 0, sizeof(*txn));
+		binlog_gtids_txn_ended(gtids);
+	}
+	else if (ended)
+		binlog_gtids_txn_ended(gtids);
 }
 
 /*

@@ -109,6 +109,48 @@ binlog_gtids_txn_ended(BinlogGtids *gtids)
 }
 
 /*
+ * Follow where the transaction the stream is in ends, one event of the
+ * stream (after binlog_gtids_event): txn as bk_binlog_txn_feed follows it,
+ * and binlog_gtids_txn_ended when it ends, or when the follower cannot
+ * tell.  The format description the server resends on a resume inside a
+ * file is not the file's start, and ends nothing.
+ */
+extern void binlog_gtids_follow_txn(BinlogGtids *gtids, BkBinlogTxn *txn,
+									const uint8_t *event, size_t len,
+									int checksum_alg);
+
+/*
+ * The transaction a range ends inside, as that range's metadata, for an
+ * agent that resumes at its end: its GTID was noted as reached, but its end
+ * is not archived yet.  When the agent is stopped there and the server is
+ * killed before it writes the rest (recovery rolls the transaction back,
+ * and the next file's GTID list does not name it), the agent that resumes
+ * must still take the GTID back at the next file's start, as one streaming
+ * through the crash does; else it reports transactions missing, and the
+ * archive gets a gap no restore crosses.  Keys (docs/
+ * mariadb-snapshot-format.md): open-gtid= the transaction's GTID,
+ * open-gtid-before= the entry of its domain and server before it (left
+ * out when there was none), open-standalone=1 when its GTID event marks it
+ * standalone (it ends with its first statement).
+ *
+ * binlog_gtids_open_meta writes them, each line led by a newline, into out
+ * ("" when the stream is inside no transaction whose GTID it noted); false
+ * when out is too short.  binlog_gtids_resume_open reads them back from a
+ * range's metadata and puts gtids and txn inside that transaction again,
+ * so that its end is seen when streamed, or the next file's start takes
+ * it back; nothing when the metadata has no open-gtid=, and false (gtids
+ * and txn as they were) when it cannot be read.
+ */
+#define BINLOG_OPEN_META_MAX 160
+
+extern bool binlog_gtids_open_meta(const BinlogGtids *gtids,
+								   const BkBinlogTxn *txn, char *out,
+								   size_t out_len);
+extern bool binlog_gtids_resume_open(BinlogGtids *gtids, BkBinlogTxn *txn,
+									 const char *meta, size_t meta_len,
+									 BkError *err);
+
+/*
  * Fold one event of the stream in (a file's own, not one the server made
  * up for the stream): a format description at offset 4 starts a file
  * whose list is due, and takes back the GTID of a transaction left open

@@ -65,6 +65,9 @@ typedef struct ResumeScan
 	char next_file[BK_BINLOG_FILE_NAME_MAX + 1]; /* closed=rotate: next-file */
 	bool closed; /* the range ends its file (ROTATE or STOP) */
 	char file_created[BINLOG_FILE_ID_TEXT_MAX + 1]; /* "": older agent */
+	/* The range's whole metadata: the transaction it ends inside, if any. */
+	char meta[BK_FRAME_META_MAX + 1];
+	size_t meta_len;
 	ResumeAttempt attempts[RESUME_ATTEMPTS];
 	int attempt_next; /* the slot a new attempt takes */
 } ResumeScan;
@@ -164,6 +167,8 @@ scan_message(ResumeScan *scan, const rd_kafka_message_t *message)
 	if (!bk_meta_get(frame.meta, frame.meta_len, "file-created",
 					 scan->file_created, sizeof(scan->file_created)))
 		scan->file_created[0] = '\0';
+	scan->meta_len = frame.meta_len < sizeof(scan->meta) ? frame.meta_len : 0;
+	memcpy(scan->meta, frame.meta, scan->meta_len);
 	if (!bk_meta_get(frame.meta, frame.meta_len, "next-file", scan->next_file,
 					 sizeof(scan->next_file)) ||
 		!bk_binlog_file_name_valid(scan->next_file))
@@ -251,8 +256,9 @@ scan_partition(rd_kafka_t *rk, const char *topic, int32_t partition,
 bool
 binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 						 BinlogPosition *rotated_from, BkGtidState *gtid,
-						 BinlogGtids *gtids, BinlogFileId *file_id,
-						 bool *closed, bool *found, BkError *err)
+						 BinlogGtids *gtids, BkBinlogTxn *txn,
+						 BinlogFileId *file_id, bool *closed, bool *found,
+						 BkError *err)
 {
 	static const char *const consumer_properties[] = {
 		"group.id",
@@ -279,6 +285,7 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 
 	*found = false;
 	*closed = false;
+	memset(txn, 0, sizeof(*txn));
 	memset(file_id, 0, sizeof(*file_id));
 	memset(rotated_from, 0, sizeof(*rotated_from));
 	memset(&scan, 0, sizeof(scan));
@@ -373,6 +380,8 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 					scan.closed = window_scan.closed;
 					bk_strlcpy(scan.file_created, window_scan.file_created,
 							   sizeof(scan.file_created));
+					memcpy(scan.meta, window_scan.meta, window_scan.meta_len);
+					scan.meta_len = window_scan.meta_len;
 				}
 				scan.found = true;
 				break;
@@ -442,6 +451,24 @@ binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 						  " list is checked against each domain's newest"
 						  " GTID only",
 						  list_err.message);
+		}
+		/*
+		 * The range ends inside a transaction: its GTID is reached only
+		 * when its end is streamed.  A crash of the server while the agent
+		 * was down cuts it, and the next file's list does not name it: the
+		 * next file's start takes it back (binlog_gtids_resume_open).
+		 */
+		{
+			BkError open_err;
+
+			if (!binlog_gtids_resume_open(gtids, txn, scan.meta, scan.meta_len,
+										  &open_err))
+				agent_log("WARNING",
+						  "the newest range in Kafka ends inside a"
+						  " transaction bk cannot read (%s): if the server"
+						  " rolled it back, the next binlog file's GTID list"
+						  " is reported as a gap",
+						  open_err.message);
 		}
 		*found = true;
 	}

@@ -227,6 +227,7 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 	char gtid_list[BK_FRAME_META_MAX + 1];
 	char created[64];
 	char file_id[BINLOG_FILE_ID_TEXT_MAX + 1];
+	char open_txn[BINLOG_OPEN_META_MAX];
 	int n;
 
 	if (!bk_gtid_state_format(&stream->gtid, gtid, sizeof(gtid)))
@@ -264,6 +265,17 @@ range_meta(Stream *stream, char *meta, size_t meta_len)
 		n > 0 && (size_t) n < meta_len)
 		n += snprintf(meta + n, meta_len - (size_t) n, "\nfile-created=%s",
 					  file_id);
+	/*
+	 * The transaction the range ends inside, if any: an agent resuming at
+	 * its end must know the GTID it reached is not yet ended
+	 * (binlog_gtids_resume_open).  Only whole, before gtid-list=, which
+	 * names that GTID.
+	 */
+	if (binlog_gtids_open_meta(&stream->gtids, &stream->txn, open_txn,
+							   sizeof(open_txn)) &&
+		n > 0 && (size_t) n < meta_len &&
+		strlen(open_txn) < meta_len - (size_t) n)
+		n += snprintf(meta + n, meta_len - (size_t) n, "%s", open_txn);
 	/*
 	 * Every server's last GTID per domain, for the next start to check the
 	 * next file's GTID list exactly (binlog_resume_from_kafka).  Only when
@@ -796,28 +808,8 @@ follow_gtids(Stream *stream, const BkBinlogEventHeader *header,
 	if (!binlog_gtids_event(&stream->gtids, event, header->length, &follows,
 							differs, sizeof(differs), err))
 		return false;
-	/*
-	 * A format description starts a file only at offset 4; the one sent
-	 * again when the stream resumes inside a file must not end the
-	 * transaction it resumes in.  An event the follower cannot place
-	 * leaves the transaction reached: at worst a gap said, never one
-	 * hidden.
-	 */
-	if (header->type != BK_BINLOG_FORMAT_DESCRIPTION_EVENT ||
-		header->next_pos == (uint64_t) BK_BINLOG_MAGIC_LEN + header->length)
-	{
-		BkError ignore;
-		bool ended;
-
-		if (!bk_binlog_txn_feed(&stream->txn, event, header->length,
-								stream->checksum_alg, &ended, &ignore))
-		{
-			memset(&stream->txn, 0, sizeof(stream->txn));
-			binlog_gtids_txn_ended(&stream->gtids);
-		}
-		else if (ended)
-			binlog_gtids_txn_ended(&stream->gtids);
-	}
+	binlog_gtids_follow_txn(&stream->gtids, &stream->txn, event, header->length,
+							stream->checksum_alg);
 	if (header->type == BK_BINLOG_GTID_LIST_EVENT &&
 		stream->purged_end.file[0] != '\0')
 	{
@@ -1683,14 +1675,15 @@ stream_start_position(Stream *stream, BkError *err)
 	BinlogPosition from_kafka, from_state, rotated_from;
 	BkGtidState gtid, state_gtid;
 	BinlogGtids gtids;
+	BkBinlogTxn txn;
 	BinlogFileId file_id, state_file_id;
 	bool in_kafka = false, in_state = false, closed_in_kafka = false;
 
 	memset(&gtid, 0, sizeof(gtid));
 	binlog_gtids_forget(&gtids);
 	if (!binlog_resume_from_kafka(agent, &from_kafka, &rotated_from, &gtid,
-								  &gtids, &file_id, &closed_in_kafka, &in_kafka,
-								  err))
+								  &gtids, &txn, &file_id, &closed_in_kafka,
+								  &in_kafka, err))
 		return bk_error_prefix(err,
 							   "finding where the archive ends in Kafka: ");
 	if (!binlog_state_read(agent, &from_state, &state_file_id, &state_gtid,
@@ -1705,6 +1698,7 @@ stream_start_position(Stream *stream, BkError *err)
 		stream->position = from_kafka;
 		stream->gtid = gtid;
 		stream->gtids = gtids;
+		stream->txn = txn;
 		stream->file_id = file_id;
 		/* A range that ended with STOP: the server moves on to a new file. */
 		stream->file_closed = closed_in_kafka;

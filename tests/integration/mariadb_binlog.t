@@ -36,7 +36,10 @@
 #   (BINLOG_GTID_POS is NULL), the audit event sent once however often the
 #   agent retries; no plaintext in the topic or the repository; a file
 #   cut short mid-event (what a crash leaves): archived to its last whole
-#   event, streaming goes on with the next file; each file's first range
+#   event, streaming goes on with the next file; the agent stopped with the
+#   archive inside a transaction, then mariadbd killed and the file cut
+#   inside it (recovery rolls it back): the agent resumes there and takes
+#   its GTID back at the next file's start, no ERROR, no gap; each file's first range
 #   saying where the file before ended and how (ROTATE, or none after a
 #   crash), and a copy of the repository without a file's closing range
 #   reported as a gap (bk verify, bk list, bk binlog-get); a server
@@ -912,6 +915,74 @@ ok "$( ((torn_got > 4 && torn_got < torn_size - 10)); echo $?)" \
 cmp -s "$dir/out/$torn.torn" <(head -c "$torn_got" "$binlog_dir/$torn")
 ok $? "... byte-identical to the file's first $torn_got bytes"
 is "$(gaps)" "$gaps_before" "a file cut short: no new gap"
+
+# ---------------------------------------------------------------- stopped inside a transaction, then a crash
+# The archive ends inside a transaction (its GTID event archived, its XID
+# not) that a crash of mariadbd cut: recovery rolls it back, and the next
+# file's GTID list does not name it.  (On 10.11 the server streams a
+# transaction of the file it writes only once whole; after a crash in the
+# middle of writing a large one, it streams the crashed file to its cut
+# end, and an agent stopped while it archives that part resumes inside the
+# transaction.)  The range ending inside it names it in gtid-list=; the
+# agent resuming there took the next list for transactions missing (an
+# ERROR, a gap no restore crosses).  It must take the GTID back at the next
+# file's start, as one streaming through the crash does.  Made here by
+# cutting the file after the first event past the archive's end, still
+# inside the transaction, while mariadbd is killed (it had written the
+# transaction whole: its rows stay in InnoDB, which the stream does not
+# see).  With range_interval 1h, ranges go out every 32 KiB only, so the
+# archive's end falls inside a transaction of many row events.
+stop_agent TERM
+start_agent "$dir/agent-slow.conf"
+ok $? "the agent restarts with range_interval 1h"
+gaps_before="$(gaps)"
+open_file="$(current_file)"
+# archived_end: where the agent last said the archive ends in $open_file.
+archived_end() {
+    local f o
+    read -r f o _ <"$dir/state/binlog.position" && [[ "$f" == "$open_file" ]] && echo "$o"
+}
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+archived_near() { local o; o="$(archived_end)" && ((o > $1)); }
+open_at=0
+for attempt in 1 2 3; do
+    txn_start="$(my 'SHOW MASTER STATUS' | cut -f2)"
+    open_gtid="$(my "INSERT INTO $db.t (n, s, lb) SELECT seq, 'open', REPEAT('o', 3000) FROM $db.seq_1_to_100;
+                     SELECT @@last_gtid")"
+    txn_end="$(my 'SHOW MASTER STATUS' | cut -f2)"
+    # All but the last (under 32 KiB) of it sent.
+    wait_for 30 "the transaction archived but its tail" archived_near "$((txn_end - 32768 - 16384))"
+    sleep 0.5
+    open_at="$(archived_end)"
+    ((txn_start < open_at && open_at < txn_end)) && break
+done
+stop_agent KILL
+ok "$( ((txn_start < open_at && open_at < txn_end)); echo $?)" \
+    "the agent SIGKILLed with the archive inside $open_gtid ($open_file $txn_start..$txn_end, archived up to $open_at)"
+IFS=$'\t' read -r _ _ open_type _ open_next _ < <(my "SHOW BINLOG EVENTS IN '$open_file' FROM $open_at LIMIT 1")
+[[ "$open_type" != Xid && "$open_next" =~ ^[0-9]+$ ]] || open_next="$open_at"
+server_pid="$(cat "$BK_SERVICES_DIR/mariadb/mariadbd.pid")"
+kill -9 "$server_pid"
+wait_for 30 "mariadbd gone" bash -c "! kill -0 $server_pid"
+truncate -s "$open_next" "$binlog_dir/$open_file"
+ok $? "mariadbd killed -9, $open_file cut at $open_next, inside $open_gtid ($open_type event at $open_at)"
+"$SERVICES" start mariadb >/dev/null 2>&1
+ok $? "mariadbd restarted"
+after_open="$(current_file)"
+unlike "$(my "SELECT @@global.gtid_binlog_state")" "(^|,)$open_gtid(,|\$)" \
+    "... its binlog state does not name $open_gtid (recovery rolled it back)"
+errors_before="$(grep -c 'starts with the GTID list' "$alog")"
+start_agent
+ok $? "the agent starts again, at the archive's end inside $open_gtid"
+wait_for 60 "$open_file reported unclosed" grep -q "binlog \"$open_file\" ends at offset [0-9]* without a ROTATE or STOP" "$alog"
+ok $? "it reads $open_file to its end, which has no ROTATE or STOP" || diag "$(tail -n 5 "$alog")"
+workload 2 >/dev/null
+my "FLUSH BINARY LOGS" >/dev/null
+check_files "after the crash with the agent down inside a transaction" "$after_open"
+is "$(grep -c 'starts with the GTID list' "$alog")" "$errors_before" \
+    "no ERROR: $after_open's GTID list follows the archive, $open_gtid taken back" ||
+    diag "$(grep 'starts with the GTID list' "$alog" | tail -n 1)"
+is "$(gaps)" "$gaps_before" "... and no gap in bk list"
 
 # ---------------------------------------------------------------- the broker down 30 s
 # The agent cannot send: it retries the same range and reads no further

@@ -223,6 +223,205 @@ test_transaction_cut_by_a_crash_is_no_gap(void **state)
 	assert_false(feed_list(&gtids, "0-1-12,0-2-1", differs, sizeof(differs)));
 }
 
+/* One event as the agent follows it: its GTIDs, then where its group ends. */
+static bool
+follow(BinlogGtids *gtids, BkBinlogTxn *txn, const uint8_t *event, size_t len,
+	   char *differs, size_t differs_len)
+{
+	bool follows;
+	BkError err;
+
+	assert_true(binlog_gtids_event(gtids, event, len, &follows, differs,
+								   differs_len, &err));
+	binlog_gtids_follow_txn(gtids, txn, event, len, BK_BINLOG_CHECKSUM_OFF);
+	return follows;
+}
+
+/* An event of type with a body of zeros (a row event, an XID, a Query). */
+static void
+follow_plain(BinlogGtids *gtids, BkBinlogTxn *txn, uint8_t type)
+{
+	uint8_t event[128];
+	uint8_t body[64] = {0};
+	char differs[256];
+
+	assert_true(follow(gtids, txn, event,
+					   make_event(event, type, 1, body, sizeof(body)), differs,
+					   sizeof(differs)));
+}
+
+static void
+follow_gtid(BinlogGtids *gtids, BkBinlogTxn *txn, uint32_t domain,
+			uint32_t server, uint64_t seq, bool standalone)
+{
+	uint8_t event[64];
+	char differs[256];
+	size_t len = make_gtid(event, domain, server, seq);
+
+	if (standalone)
+		event[BK_BINLOG_HEADER_LEN + 12] = 0x01; /* FL_STANDALONE */
+	assert_true(follow(gtids, txn, event, len, differs, sizeof(differs)));
+}
+
+static void
+follow_fde(BinlogGtids *gtids, BkBinlogTxn *txn, bool file_start)
+{
+	uint8_t event[128];
+	uint8_t body[57] = {4};
+	size_t len = make_event(event, BK_BINLOG_FORMAT_DESCRIPTION_EVENT, 1, body,
+							sizeof(body));
+	char differs[256];
+
+	put_le32(event + 13,
+			 file_start ? (uint32_t) (BK_BINLOG_MAGIC_LEN + len) : 0);
+	assert_true(follow(gtids, txn, event, len, differs, sizeof(differs)));
+}
+
+static bool
+follow_list(BinlogGtids *gtids, BkBinlogTxn *txn, const char *text,
+			char *differs, size_t differs_len)
+{
+	uint8_t event[512];
+
+	return follow(gtids, txn, event, make_gtid_list(event, text), differs,
+				  differs_len);
+}
+
+/*
+ * A new agent resuming at the end of range (its metadata, as range_meta
+ * writes it): the list it reached (gtid-list=), and the transaction the
+ * range ends inside (open-gtid=...).  with_open false: as before the
+ * transaction's metadata existed.
+ */
+static void
+resume_at(const char *range_meta, bool with_open, BinlogGtids *gtids,
+		  BkBinlogTxn *txn)
+{
+	char list[256];
+	BkError err;
+
+	memset(txn, 0, sizeof(*txn));
+	binlog_gtids_forget(gtids);
+	assert_true(bk_meta_get(range_meta, strlen(range_meta), "gtid-list", list,
+							sizeof(list)));
+	assert_true(binlog_gtids_from_text(gtids, list, &err));
+	if (with_open)
+		assert_true(binlog_gtids_resume_open(gtids, txn, range_meta,
+											 strlen(range_meta), &err));
+	/* The format description the server resends at the dump's start. */
+	follow_fde(gtids, txn, false);
+}
+
+/* The metadata of a range sent now: the open transaction, the list. */
+static void
+range_end_meta(const BinlogGtids *gtids, const BkBinlogTxn *txn, char *meta,
+			   size_t meta_len)
+{
+	char open[BINLOG_OPEN_META_MAX];
+	char list[256];
+
+	assert_true(binlog_gtids_open_meta(gtids, txn, open, sizeof(open)));
+	assert_true(binlog_gtids_format(gtids, list, sizeof(list)));
+	snprintf(meta, meta_len, "type=binlog-range%s\ngtid-list=%s", open, list);
+}
+
+/*
+ * The agent stopped while it streamed a large transaction (the archive
+ * ends inside it), then mariadbd killed -9 before it wrote the rest:
+ * recovery rolls it back, a new file starts, and its GTID list does not
+ * name it.  The agent resuming at the archive's end took the range's
+ * gtid-list=, which names it, for what was reached: an ERROR, a gap no
+ * restore crosses.  The range says it ends inside that transaction, and
+ * the resumed agent takes it back at the next file's start, as one that
+ * streamed through the crash does.  Not cut (the server went on), the
+ * transaction ends after the resume and is reached.
+ */
+static void
+test_resumed_inside_a_transaction(void **state)
+{
+	BinlogGtids gtids, resumed;
+	BkBinlogTxn txn, resumed_txn;
+	char meta[1024];
+	char open[BINLOG_OPEN_META_MAX];
+	char differs[256];
+	BkError err;
+
+	memset(&txn, 0, sizeof(txn));
+	binlog_gtids_forget(&gtids);
+	follow_fde(&gtids, &txn, true);
+	assert_true(follow_list(&gtids, &txn, "0-1-10", differs, sizeof(differs)));
+	assert_true(binlog_gtids_open_meta(&gtids, &txn, open, sizeof(open)));
+	assert_string_equal(open, ""); /* between transactions */
+	follow_gtid(&gtids, &txn, 0, 1, 11, false);
+	follow_plain(&gtids, &txn, BK_BINLOG_XID_EVENT);
+	follow_gtid(&gtids, &txn, 0, 1, 12, false);
+	follow_plain(&gtids, &txn, 30); /* WRITE_ROWS: the range ends here */
+	range_end_meta(&gtids, &txn, meta, sizeof(meta));
+	assert_string_equal(meta, "type=binlog-range\nopen-gtid=0-1-12"
+							  "\nopen-gtid-before=0-1-11\ngtid-list=0-1-12");
+
+	/* Before: the next file's list taken for transactions missing. */
+	resume_at(meta, false, &resumed, &resumed_txn);
+	follow_fde(&resumed, &resumed_txn, true);
+	assert_false(follow_list(&resumed, &resumed_txn, "0-1-11", differs,
+							 sizeof(differs)));
+	assert_string_equal(differs, "0-1-11 (reached 0-1-12)");
+
+	/* Cut by the crash while the agent was down: taken back. */
+	resume_at(meta, true, &resumed, &resumed_txn);
+	assert_reached(&resumed, "0-1-12");
+	follow_fde(&resumed, &resumed_txn, true);
+	assert_reached(&resumed, "0-1-11");
+	assert_true(follow_list(&resumed, &resumed_txn, "0-1-11", differs,
+							sizeof(differs)));
+
+	/* Not cut: it ends after the resume, and the next list must name it. */
+	resume_at(meta, true, &resumed, &resumed_txn);
+	follow_plain(&resumed, &resumed_txn, 30);
+	follow_plain(&resumed, &resumed_txn, BK_BINLOG_XID_EVENT);
+	follow_fde(&resumed, &resumed_txn, true);
+	assert_false(follow_list(&resumed, &resumed_txn, "0-1-11", differs,
+							 sizeof(differs)));
+	resume_at(meta, true, &resumed, &resumed_txn);
+	follow_plain(&resumed, &resumed_txn, BK_BINLOG_XID_EVENT);
+	follow_fde(&resumed, &resumed_txn, true);
+	assert_true(follow_list(&resumed, &resumed_txn, "0-1-12", differs,
+							sizeof(differs)));
+
+	/*
+	 * A standalone one (DDL: it ends with its statement), the first of its
+	 * server in the domain, the range ending right after its GTID event.
+	 */
+	follow_plain(&gtids, &txn, BK_BINLOG_XID_EVENT);
+	follow_gtid(&gtids, &txn, 0, 2, 1, true);
+	range_end_meta(&gtids, &txn, meta, sizeof(meta));
+	assert_string_equal(meta, "type=binlog-range\nopen-gtid=0-2-1"
+							  "\nopen-standalone=1\ngtid-list=0-1-12,0-2-1");
+	resume_at(meta, true, &resumed, &resumed_txn);
+	follow_plain(&resumed, &resumed_txn, BK_BINLOG_QUERY_EVENT);
+	follow_fde(&resumed, &resumed_txn, true);
+	assert_true(follow_list(&resumed, &resumed_txn, "0-1-12,0-2-1", differs,
+							sizeof(differs)));
+	resume_at(meta, true, &resumed, &resumed_txn);
+	follow_fde(&resumed, &resumed_txn, true);
+	assert_true(follow_list(&resumed, &resumed_txn, "0-1-12", differs,
+							sizeof(differs)));
+
+	/* Metadata without it, or that bk cannot read: nothing changes. */
+	resume_at("type=binlog-range\ngtid-list=0-1-12", true, &resumed,
+			  &resumed_txn);
+	assert_false(resumed.open);
+	assert_false(resumed_txn.in_group);
+	assert_false(binlog_gtids_resume_open(&resumed, &resumed_txn,
+										  "open-gtid=0-1", 13, &err));
+	assert_false(binlog_gtids_resume_open(
+		&resumed, &resumed_txn, "open-gtid=0-1-5\nopen-gtid-before=0-2-4", 39,
+		&err));
+	assert_non_null(strstr(err.message, "open-gtid-before"));
+	assert_false(resumed.open);
+	assert_false(resumed_txn.in_group);
+}
+
 /*
  * The same failover with 0-1-10 never streamed (the agent down, the
  * server's binlog reset and written again, or a state changed by hand):
@@ -573,6 +772,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_failover_is_no_gap),
 		cmocka_unit_test(test_transaction_cut_by_a_crash_is_no_gap),
+		cmocka_unit_test(test_resumed_inside_a_transaction),
 		cmocka_unit_test(test_missing_transaction_is_a_gap),
 		cmocka_unit_test(test_nothing_known),
 		cmocka_unit_test(test_resumed_from_newest),

@@ -135,6 +135,7 @@
 #define COMMIT_BATCH_MAX   256
 #define COMMIT_BATCH_MS    200
 #define COMMITTED_QUERY_MS 5000
+#define WATERMARK_QUERY_MS 5000
 #define ASSIGNED_UNKNOWN   (-1)
 #define ASSIGNED_AT_LOW    (-2) /* nothing committed: starts at the low mark */
 
@@ -1163,21 +1164,28 @@ commit_flush(Shipper *shipper)
 /*
  * check_offset_gap
  *		Report messages Kafka removed before this shipper read them.  bk's
- *		topics hold no control records (its producers are idempotent, never
- *		transactional) and are never compacted (the topic check refuses
- *		it), so a partition's offsets follow each other without holes: a
+ *		topics are never compacted (the topic check refuses it), so a
  *		message past the offset expected (after the last one handled, or
- *		the group's committed offset for the first one) means the messages
- *		between are gone.  Retention removed them while no shipper read the
- *		partition (all stopped, or lagging more than topic_retention), or
- *		someone deleted records; librdkafka then resumes at the oldest
- *		message left (auto.offset.reset) and says so only in a warning.
- *		They may be chunks of objects their sources count as archived, so
- *		this is an ERROR, an audit event and a metric; the shipper goes on
- *		with what is left, as stopping would lose nothing less.  The hole
- *		may also cover messages of objects already stored (the committed
- *		offset stays behind attempts still open), so the count is of
- *		messages not known to be stored, an upper bound of what is lost.
+ *		the group's committed offset for the first one) means the offsets
+ *		between were removed, or hold records a consumer is never handed:
+ *		the markers that end a transaction.  bk's producers are idempotent,
+ *		never transactional, but another application's producer writing to
+ *		the topic may be (its messages are rejected like any that is not a
+ *		frame), and every transaction it ends leaves a marker.  Removal
+ *		only ever moves a partition's log start offset forward, so the
+ *		broker says which: offsets below its log start offset were removed,
+ *		those at or above it are still there and lose nothing.
+ *		Retention removed them while no shipper read the partition (all
+ *		stopped, or lagging more than topic_retention), or someone deleted
+ *		records; librdkafka then resumes at the oldest message left
+ *		(auto.offset.reset) and says so only in a warning.  They may be
+ *		chunks of objects their sources count as archived, so this is an
+ *		ERROR, an audit event and a metric; the shipper goes on with what
+ *		is left, as stopping would lose nothing less.  When the broker
+ *		cannot be asked, the whole hole counts.  The hole may also cover
+ *		messages of objects already stored (the committed offset stays
+ *		behind attempts still open), so the count is of messages not known
+ *		to be stored, an upper bound of what is lost.
  */
 static bool
 check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
@@ -1185,13 +1193,45 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	int64_t expected = p->next_offset >= 0       ? p->next_offset
 					   : p->assigned_offset >= 0 ? p->assigned_offset
 												 : -1;
+	int64_t removed_end = msg->offset; /* the removed: expected.. before it */
+	int64_t low = -1;
+	int64_t high = -1;
+	rd_kafka_resp_err_t kerr;
 	BkAuditEvent *event;
 
 	if (expected < 0 || msg->offset <= expected)
 		return true;
-	shipper->messages_lost += (uint64_t) (msg->offset - expected);
+	kerr = rd_kafka_query_watermark_offsets(shipper->consumer, p->topic,
+											p->partition, &low, &high,
+											WATERMARK_QUERY_MS);
+	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+		shipper_log(LOG_WARNING,
+					"%s [%" PRId32 "]: could not ask Kafka where the "
+					"partition starts, to tell offsets %" PRId64 " to %" PRId64
+					" removed from transaction markers: %s; counting them "
+					"all as removed",
+					p->topic, p->partition, expected, msg->offset - 1,
+					rd_kafka_err2str(kerr));
+	else if (low >= 0 && low < removed_end)
+	{
+		removed_end = low > expected ? low : expected;
+		shipper_log(LOG_WARNING,
+					"%s [%" PRId32 "]: offsets %" PRId64 " to %" PRId64
+					" are not below where Kafka starts the partition but "
+					"hold nothing a consumer is handed: the markers of "
+					"transactions, which bk's producers never write, so "
+					"another application's transactional producer writes "
+					"to topic %s; nothing of bk's is lost there (unless "
+					"someone set cleanup.policy=compact on the topic, which "
+					"bk refuses at start)",
+					p->topic, p->partition, removed_end, msg->offset - 1,
+					p->topic);
+	}
+	if (removed_end == expected)
+		return true;
+	shipper->messages_lost += (uint64_t) (removed_end - expected);
 	bk_metrics_messages_lost(shipper->metrics,
-							 (uint64_t) (msg->offset - expected));
+							 (uint64_t) (removed_end - expected));
 	shipper_log(LOG_ERROR,
 				"%s [%" PRId32 "]: Kafka no longer holds offsets %" PRId64
 				" to %" PRId64 " (%" PRId64
@@ -1203,13 +1243,13 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 				"\"bk list\" to find gaps, take new snapshots of the "
 				"sources concerned, and keep topic_retention above any "
 				"shipper outage.",
-				p->topic, p->partition, expected, msg->offset - 1,
-				msg->offset - expected);
+				p->topic, p->partition, expected, removed_end - 1,
+				removed_end - expected);
 	event = bk_audit_begin("messages-lost", "unknown");
 	bk_audit_string(event, "topic", p->topic);
 	bk_audit_int(event, "partition", p->partition);
 	bk_audit_int(event, "first_offset", expected);
-	bk_audit_int(event, "last_offset", msg->offset - 1);
+	bk_audit_int(event, "last_offset", removed_end - 1);
 	/*
 	 * Held at the hole's start: a crash before the event is acknowledged
 	 * restarts there, and finds the hole again.
@@ -1508,6 +1548,16 @@ shipper_setup(Shipper *shipper, BkError *err)
 	SET("enable.auto.commit", "false");
 	SET("enable.auto.offset.store", "false");
 	SET("auto.offset.reset", "earliest");
+	/*
+	 * bk's producers are never transactional, so read_committed (the
+	 * default) guards nothing of bk's; but it holds every message behind a
+	 * transaction another application's producer left open on the topic
+	 * until the broker times it out (transaction.timeout.ms, up to 15
+	 * minutes), and with them every object archived after it, which a
+	 * source waiting for the repository (bk.wait_for) waits for too.
+	 * Whatever such a producer writes is rejected either way.
+	 */
+	SET("isolation.level", "read_uncommitted");
 	SET("session.timeout.ms", "10000");
 	SET("heartbeat.interval.ms", "1000");
 	SET("max.poll.interval.ms", "600000");

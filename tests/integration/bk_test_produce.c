@@ -12,6 +12,8 @@
  *					  [--chunk-gap-max MS]
  *					  FILE...
  *	  bk_test_produce --brokers B --prefix P --delete-records
+ *	  bk_test_produce --brokers B --prefix P --source S
+ *					  --foreign-transaction commit|abort|open [--open-ms MS]
  *
  * Each FILE becomes one object named after its base name (or --name), with
  * the metadata a PostgreSQL source writes.  --stop-after-chunks sends only the
@@ -26,6 +28,15 @@
  * --delete-records removes every message of the WAL topic (Kafka's
  * DeleteRecords, up to each partition's high watermark), as retention would
  * while no shipper reads the topic.
+ *
+ * --foreign-transaction writes one message that is not a bk frame to the WAL
+ * topic, keyed by --source (so it lands in that source's partition), with a
+ * transactional producer, as another application sharing the cluster could:
+ * commit commits it (the log then holds a transaction marker after it),
+ * abort aborts it once the broker has it (the message and a marker stay in
+ * the log), open leaves its transaction open for --open-ms (default 60000)
+ * and exits without ending it, printing "open" once the broker has the
+ * message.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -195,6 +206,70 @@ delete_records(const char *brokers, const char *topic)
 	return status;
 }
 
+/* See --foreign-transaction above. */
+static int
+foreign_transaction(const char *brokers, const char *topic, const char *key,
+					const char *mode, int64_t open_ms)
+{
+	static const char garbage[] = "not a bk frame, from another application";
+	char transactional_id[64];
+	char errstr[512];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_error_t *error = NULL;
+	rd_kafka_resp_err_t kerr;
+	rd_kafka_t *rk;
+
+	snprintf(transactional_id, sizeof(transactional_id), "bk-test-foreign-%d",
+			 (int) getpid());
+	if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr,
+						  sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+		rd_kafka_conf_set(conf, "transactional.id", transactional_id, errstr,
+						  sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+		rd_kafka_conf_set(conf, "transaction.timeout.ms", "120000", errstr,
+						  sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+		(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))) ==
+			NULL)
+	{
+		fprintf(stderr, "transactional producer: %s\n", errstr);
+		return 1;
+	}
+	if ((error = rd_kafka_init_transactions(rk, 30000)) == NULL &&
+		(error = rd_kafka_begin_transaction(rk)) == NULL)
+	{
+		kerr = rd_kafka_producev(
+			rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+			RD_KAFKA_V_VALUE((void *) garbage, sizeof(garbage) - 1),
+			RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+			error = rd_kafka_error_new(kerr, "produce failed");
+		else if (strcmp(mode, "commit") == 0)
+			error = rd_kafka_commit_transaction(rk, 30000);
+		else if ((kerr = rd_kafka_flush(rk, 30000)) !=
+				 RD_KAFKA_RESP_ERR_NO_ERROR)
+			error = rd_kafka_error_new(kerr, "flush failed");
+		else if (strcmp(mode, "abort") == 0)
+			error = rd_kafka_abort_transaction(rk, 30000);
+		else
+		{
+			printf("open\n");
+			fflush(stdout);
+			usleep((useconds_t) open_ms * 1000);
+			/* Gone without ending it: the broker times it out. */
+			_exit(0);
+		}
+	}
+	if (error != NULL)
+	{
+		fprintf(stderr, "foreign transaction: %s\n",
+				rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+		rd_kafka_destroy(rk);
+		return 1;
+	}
+	rd_kafka_destroy(rk);
+	return 0;
+}
+
 static void
 quiet(void *arg, int level, const char *facility, const char *message)
 {
@@ -223,6 +298,8 @@ main(int argc, char **argv)
 		{"pause-file", required_argument, NULL, 'F'},
 		{"chunk-gap-max", required_argument, NULL, 'G'},
 		{"delete-records", no_argument, NULL, 'D'},
+		{"foreign-transaction", required_argument, NULL, 'T'},
+		{"open-ms", required_argument, NULL, 'O'},
 		{NULL, 0, NULL, 0}};
 	const char *brokers = NULL;
 	const char *prefix = "bk";
@@ -235,6 +312,8 @@ main(int argc, char **argv)
 	Sender sender = {.stop_after = -1, .tamper_chunk = -1, .pause_after = -1};
 	int64_t chunk_gap_max_ms = 0;
 	bool delete = false;
+	const char *foreign = NULL;
+	int64_t open_ms = 60000;
 	BkKafkaSettings settings = {0};
 	BkProducer *producer;
 	BkKeyring *ring;
@@ -297,6 +376,12 @@ main(int argc, char **argv)
 			case 'D':
 				delete = true;
 				break;
+			case 'T':
+				foreign = optarg;
+				break;
+			case 'O':
+				open_ms = strtoll(optarg, NULL, 10);
+				break;
 			default:
 				return 2;
 		}
@@ -310,6 +395,16 @@ main(int argc, char **argv)
 			return 1;
 		}
 		return delete_records(brokers, topic);
+	}
+	if (foreign != NULL && brokers != NULL && source != NULL)
+	{
+		bk_error_clear(&err);
+		if (!bk_topic_name(prefix, BK_TOPIC_WAL, topic, sizeof(topic), &err))
+		{
+			fprintf(stderr, "%s\n", err.message);
+			return 1;
+		}
+		return foreign_transaction(brokers, topic, source, foreign, open_ms);
 	}
 	if (brokers == NULL || key_path == NULL || source == NULL || optind >= argc)
 	{

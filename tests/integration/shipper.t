@@ -7,10 +7,11 @@
 #   archived); a tampered message with a valid CRC (caught by the key at
 #   verify and restore); a half-sent attempt (given up); a source paused
 #   mid-object (sends it again, nothing lost); messages Kafka removed
-#   unread (reported); SIGKILL in the
-#   middle of objects (nothing lost, nothing duplicated); SIGTERM and a fast
-#   restart; memory bounded by configuration, not object size; no plaintext
-#   anywhere.
+#   unread (reported); another application's transactions on the topic
+#   (no false loss, nothing held back); SIGKILL in the middle of objects
+#   (nothing lost, nothing duplicated) and right after a commit (the
+#   attempt still reported archived); SIGTERM and a fast restart; memory
+#   bounded by configuration, not object size; no plaintext anywhere.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -302,6 +303,36 @@ ok $? "the object sent again is archived"
 "$BK" wal-get --config "$dir/bk.conf" --source "$paused" "$(seg 41)" "$dir/out/paused"
 cmp -s "$dir/wal/$(seg 41)" "$dir/out/paused"
 ok $? "and restores byte-identical"
+
+# ---- another application's transactional producer writes to the topic
+# Its messages are rejected like any that is not a frame.  Each transaction
+# it ends leaves a marker in the log, an offset no consumer is handed: not
+# a message Kafka removed, so no ERROR, event or count of messages lost.
+# And a transaction it leaves open must not hold back the objects after
+# it until the broker times it out (2 minutes here).
+txn="txn-$source_id"
+"$FAKE_WAL" "$dir/wal" 1 45 2 --segment-size "$SEG" >/dev/null
+foreign() {
+    "$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --source "$txn" \
+        --foreign-transaction "$@"
+}
+foreign commit && foreign abort
+ok $? "another application commits one transaction and aborts one on the WAL topic"
+produce --source "$txn" "$dir/wal/$(seg 45)" >/dev/null
+wait_for 30 "segment 45 archived" test -f "$repo/$txn/wal/$(seg 45)"
+ok $? "a segment sent after them is archived"
+like "$(grep 'hold nothing a consumer is handed' "$log")" "another application's transactional producer" \
+    "the shipper says the markers' offsets are another application's transactions"
+unlike "$(grep ERROR "$log")" "Kafka no longer holds" "and reports no message lost"
+foreign open --open-ms 60000 >"$dir/open.out" 2>&1 &
+foreign_pid=$!
+wait_for 30 "the transaction open" grep -q '^open$' "$dir/open.out"
+ok $? "another application leaves a transaction open on the WAL topic"
+produce --source "$txn" "$dir/wal/$(seg 46)" >/dev/null
+wait_for 30 "segment 46 archived" test -f "$repo/$txn/wal/$(seg 46)"
+ok $? "a segment sent behind the open transaction is archived within 30 s"
+kill "$foreign_pid" 2>/dev/null
+wait "$foreign_pid" 2>/dev/null
 
 # ---- messages Kafka removed before any shipper stored them are reported
 # With every shipper stopped longer than the topic's retention, Kafka drops

@@ -1299,7 +1299,21 @@ bk_repo_upload_commit(BkRepoUpload *upload, BkRepoArea area, const char *source,
 				memcmp(existing.fingerprint, identity->fingerprint,
 					   BK_FINGERPRINT_LEN) == 0;
 
-			*result = same ? BK_PUT_EXISTS_IDENTICAL : BK_PUT_EXISTS_DIFFERENT;
+			/*
+			 * The copy in place may be this very attempt, committed by a
+			 * shipper that stopped before it reported it (killed between
+			 * its commit and its audit event, which only then would have
+			 * been acknowledged): its first report is still owed, so it is
+			 * created, as the conflicts area says of its own copies.  A
+			 * re-send (another attempt) is the duplicate.
+			 */
+			if (!same)
+				*result = BK_PUT_EXISTS_DIFFERENT;
+			else if (memcmp(existing.attempt_id, identity->attempt_id,
+							BK_ATTEMPT_ID_LEN) == 0)
+				*result = BK_PUT_CREATED;
+			else
+				*result = BK_PUT_EXISTS_IDENTICAL;
 		}
 		else if (existing_err.code == BK_ERR_FORMAT ||
 				 existing_err.code == BK_ERR_SEQUENCE)

@@ -366,7 +366,7 @@ extern const char *bk_repo_upload_where(const BkRepoUpload *upload);
 
 typedef enum BkPutResult
 {
-	BK_PUT_CREATED,
+	BK_PUT_CREATED,          /* stored now, or by this same attempt before */
 	BK_PUT_EXISTS_IDENTICAL, /* same key id and fingerprint: a re-send */
 	BK_PUT_EXISTS_DIFFERENT  /* another content under that name, or a copy
 							  * read and found malformed */
@@ -375,7 +375,10 @@ typedef enum BkPutResult
 /*
  * Put-if-absent: the finished upload becomes object (source, kind, name)
  * of area unless one exists.  In the conflicts area the name gets
- * ".<attempt id>" appended, so every differing copy is kept.  A commit that
+ * ".<attempt id>" appended, so every differing copy is kept.  In the
+ * archive area a copy in place of the same attempt (same attempt id, key id
+ * and fingerprint: committed before a crash cut off its report) is CREATED,
+ * another attempt's with the same content EXISTS_IDENTICAL.  A commit that
  * returned CREATED is durable; after any result the upload may be committed
  * again (the conflicts area after EXISTS_DIFFERENT), then freed.  A copy in
  * place that cannot be read to compare (an I/O error, a timeout) fails the

@@ -8,7 +8,10 @@
  *		failed a write the page cache had already taken; and close() of a
  *		file open for writing whose path ends with $BK_TEST_EIO_CLOSE
  *		closes it and fails with EIO, as NFS reports a write error it
- *		deferred to the close.  Every other call is the C library's.
+ *		deferred to the close; and link() to a path that ends with
+ *		$BK_TEST_KILL_AFTER_LINK links it, then kills the process with
+ *		SIGKILL, as a crash right after a shipper's commit of an object.
+ *		Every other call is the C library's.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -19,6 +22,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -27,6 +31,7 @@ typedef int (*OpenFn)(const char *path, int flags, ...);
 typedef int (*SyncFileRangeFn)(int fd, off64_t offset, off64_t nbytes,
 							   unsigned int flags);
 typedef int (*CloseFn)(int fd);
+typedef int (*LinkFn)(const char *from, const char *to);
 
 extern int open(const char *path, int flags, ...);
 extern int __open_2(const char *path, int flags);
@@ -142,4 +147,22 @@ close(int fd)
 		return rc;
 	errno = EIO;
 	return -1;
+}
+
+int
+link(const char *from, const char *to)
+{
+	static LinkFn real_link;
+	const char *suffix = getenv("BK_TEST_KILL_AFTER_LINK");
+	size_t to_len = strlen(to);
+	size_t suffix_len = suffix != NULL ? strlen(suffix) : 0;
+	int rc;
+
+	if (real_link == NULL)
+		real_link = (LinkFn) dlsym(RTLD_NEXT, "link");
+	rc = real_link(from, to);
+	if (rc == 0 && suffix_len > 0 && to_len >= suffix_len &&
+		strcmp(to + to_len - suffix_len, suffix) == 0)
+		kill(getpid(), SIGKILL);
+	return rc;
 }

@@ -219,6 +219,28 @@ done
 is "$bad" "0" "every segment restores byte-identical"
 is "$(find "$repo/.spool" -type f ! -name .lock | wc -l)" "0" "no spool files left once caught up"
 
+# ---- killed between an object's commit and its report
+# The object is in the repository, its audit event was never acknowledged:
+# the restarted shipper reads the attempt again and still owes its
+# "archived" event.  A "duplicate" would say another attempt had stored
+# it, and no event would ever say that this one was archived.
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+killed="killed-$source_id"
+"$FAKE_WAL" "$dir/wal" 1 47 1 --segment-size "$SEG" >/dev/null
+LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_KILL_AFTER_LINK="/$killed/wal/$(seg 47)" \
+    "$SHIPPER" --config "$dir/bk.conf" >>"$log" 2>&1 &
+shipper_pid=$!
+killed_attempt="$(produce --source "$killed" "$dir/wal/$(seg 47)" | awk '{print $2}')"
+wait "$shipper_pid"
+is $? 137 "a shipper is killed right after it commits an object"
+ok "$(test -f "$repo/$killed/wal/$(seg 47)"; echo $?)" "which is in the repository"
+start_shipper
+wait_for 30 "its event" audit_has "\"attempt\":\"$killed_attempt\""
+events="$(audit | grep "\"attempt\":\"$killed_attempt\"")"
+like "$events" '"event":"archived"' "the restarted shipper reports that attempt archived"
+unlike "$events" '"event":"duplicate"' "not as a duplicate of itself"
+
 # ---- SIGTERM stops cleanly; a restart resumes within seconds
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

@@ -439,6 +439,61 @@ test_put_if_absent(void **state)
 }
 
 /*
+ * The same attempt committed again: a shipper killed after its commit and
+ * before its audit event was acknowledged reads the attempt again after the
+ * restart.  That attempt was never reported, so it is still CREATED (the
+ * shipper's "archived" event), not a duplicate of an earlier attempt; a
+ * re-send under another attempt stays EXISTS_IDENTICAL.
+ */
+static void
+test_same_attempt_again(void **state)
+{
+	Fixture *f = *state;
+	static const char content[] = "the same attempt, read twice";
+	const char *name = "000000010000000000000003";
+	BkObjectIdentity identity;
+	BkObjectIdentity other_id;
+	BkRepoUpload *upload;
+	BkPutResult result;
+	FrameList frames;
+	BkFrame parsed;
+	BkError err;
+
+	test_encode(&f->key, BK_CHUNK_SIZE_MIN, name, (const uint8_t *) content,
+				strlen(content), &frames);
+	assert_true(bk_frame_parse(frames.data[frames.count - 1],
+							   frames.len[frames.count - 1], &parsed, &err));
+	memcpy(identity.key_id, parsed.key_id, BK_KEY_ID_LEN);
+	memcpy(identity.fingerprint, parsed.fingerprint, BK_FINGERPRINT_LEN);
+	memcpy(identity.attempt_id, parsed.attempt_id, BK_ATTEMPT_ID_LEN);
+	for (int round = 0; round < 2; round++)
+	{
+		upload =
+			bk_repo_upload_begin(f->repo, round == 0 ? "t.0.1" : "t.0.2", &err);
+		assert_non_null(upload);
+		for (int frameIdx = 0; frameIdx < frames.count; frameIdx++)
+			assert_true(bk_repo_upload_write(upload, frames.data[frameIdx],
+											 frames.len[frameIdx], &err));
+		assert_true(bk_repo_upload_finish(upload, &err));
+		assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+										  BK_KIND_WAL, name, &identity, &result,
+										  &err));
+		assert_int_equal(result, BK_PUT_CREATED);
+		assert_string_equal(bk_repo_upload_key(upload),
+							SOURCE "/wal/000000010000000000000003");
+		bk_repo_upload_free(upload);
+	}
+	test_frames_free(&frames);
+
+	upload = upload_object(f, "t.0.3", name, content, &other_id);
+	assert_true(bk_repo_upload_commit(upload, BK_REPO_ARCHIVE, SOURCE,
+									  BK_KIND_WAL, name, &other_id, &result,
+									  &err));
+	assert_int_equal(result, BK_PUT_EXISTS_IDENTICAL);
+	bk_repo_upload_free(upload);
+}
+
+/*
  * A copy already in place counts as archived only once it is durable: the
  * copy a shipper linked before it crashed (or that another shipper linked
  * and has not yet fsynced) may not survive a power loss, and calling the
@@ -2035,6 +2090,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_if_absent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_same_attempt_again, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_existing_copy_made_durable, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_substituted_object, setup,

@@ -8,6 +8,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -37,6 +39,8 @@ bk_cmd_keygen(int argc, char **argv)
 	char id_hex[BK_KEY_ID_HEX_LEN + 1];
 	BkError err;
 	BkKey key;
+	struct stat st;
+	size_t out_len;
 	int status;
 
 	bk_error_clear(&err);
@@ -47,6 +51,30 @@ bk_cmd_keygen(int argc, char **argv)
 	/* "" is no file: open would fail and say "try again" (exit 5). */
 	if (out == NULL || out[0] == '\0')
 		return bk_cli_usage_error(argv[0], "--out FILE is required");
+	out_len = strlen(out);
+	/*
+	 * FILE.pub is the file database hosts get: a private key written under
+	 * such a name is one copy away from a database host.
+	 */
+	if (out_len >= 4 && strcmp(out + out_len - 4, ".pub") == 0)
+		return bk_cli_usage_error(
+			argv[0],
+			"--out \"%s\" ends in .pub, the name of a public key file: "
+			"name the private key file (bk keygen writes FILE.pub beside "
+			"it), for example --out %.*s",
+			out, (int) (out_len - 4), out);
+	/* Many tools read "-" as standard output: never a private key there. */
+	if (strcmp(out, "-") == 0)
+		return bk_cli_usage_error(argv[0],
+								  "--out - : bk keygen writes the private key "
+								  "to a file only, never to standard output; "
+								  "name the file");
+	if (out[out_len - 1] == '/' || (stat(out, &st) == 0 && S_ISDIR(st.st_mode)))
+		return bk_cli_usage_error(argv[0],
+								  "--out \"%s\" names a directory: name the "
+								  "private key file in it, for example --out "
+								  "%s%sbk.key",
+								  out, out, out[out_len - 1] == '/' ? "" : "/");
 
 	if (!bk_key_generate(&key, &err) || !bk_key_write_files(&key, out, &err))
 	{

@@ -43,6 +43,23 @@ ok $? "and writes nothing"
 "$BK" keygen --out "$dir/no/such/dir/key" >/dev/null 2>"$dir/stderr"
 isnt $? 0 "an unwritable path fails"
 like "$(cat "$dir/stderr")" 'could not create' "with a message naming what failed"
+# A private key under a name database hosts expect a public key in, on
+# standard output, or under a directory's name: refused, nothing written.
+mkdir "$dir/kdir"
+"$BK" keygen --out "$dir/kdir/bk.pub" >/dev/null 2>"$dir/stderr"
+is $? 2 "keygen --out FILE.pub is a usage error"
+like "$(cat "$dir/stderr")" "--out \"$dir/kdir/bk.pub\" ends in .pub, the name of a public key file: .* for example --out $dir/kdir/bk[^.]" \
+    "and says to name the private key file"
+(cd "$dir/kdir" && "$BK" keygen --out - >/dev/null 2>"$dir/stderr")
+is $? 2 "keygen --out - is a usage error"
+like "$(cat "$dir/stderr")" 'never to standard output' "and says the private key goes to a file only"
+for d in "$dir/kdir" "$dir/kdir/"; do
+    "$BK" keygen --out "$d" >/dev/null 2>"$dir/stderr"
+    is $? 2 "keygen --out $d (a directory) is a usage error"
+    like "$(cat "$dir/stderr")" "names a directory: name the private key file in it, for example --out $dir/kdir/bk.key" \
+        "and says to name a file in it"
+done
+is "$(ls -A "$dir/kdir")" "" "and none of them wrote anything"
 
 "$BK" frobnicate >/dev/null 2>"$dir/stderr"
 is $? 2 "an unknown command exits 2"

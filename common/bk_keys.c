@@ -504,7 +504,15 @@ bk_keyring_load(const char *path, BkKeyUse use, BkError *err)
 	ok = keyring_parse(path, text, ring, &scratch, err);
 	bk_secure_wipe(&scratch, sizeof(scratch));
 	if (!ok)
+	{
+		if (err != NULL && err->hint[0] == '\0')
+			bk_error_hint(err,
+						  "bk reads key files as bk keygen writes them (a "
+						  "keyring is such private key files concatenated); "
+						  "this one is cut short, edited, or another file. "
+						  "Use the file bk keygen wrote, or your copy of it.");
 		goto fail;
+	}
 
 	for (int keyIdx = 0; keyIdx < ring->count; keyIdx++)
 	{

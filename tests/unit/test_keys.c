@@ -430,6 +430,76 @@ test_malformed_files(void **state)
 	expect_load_error(dir, BK_KEYS_FOR_RESTORE, "is not a regular file");
 }
 
+/*
+ * A key file cut short (a copy interrupted, a keyring whose appended key
+ * was cut): refused, and the error says what to do, not only what is
+ * wrong on which line.
+ */
+static void
+expect_cut_refused(const char *path, const char *text, size_t len,
+				   const char *needle)
+{
+	char *cut = strndup(text, len);
+	BkError err;
+
+	assert_non_null(cut);
+	write_text(path, cut, 0600);
+	free(cut);
+	bk_error_clear(&err);
+	assert_null(bk_keyring_load(path, BK_KEYS_FOR_RESTORE, &err));
+	assert_int_equal(err.code, BK_ERR_KEY);
+	assert_error_contains(&err, needle);
+	if (strstr(err.hint, "cut short") == NULL)
+		fail_msg("no hint for \"%s\": \"%s\"", err.message, err.hint);
+}
+
+static void
+test_truncated_files_say_what_to_do(void **state)
+{
+	char path[512];
+	char ring_path[512];
+	char *text_a;
+	char *text_b;
+	char *joined;
+	size_t len_a;
+	size_t len_b;
+	size_t value_at;
+	BkKey key;
+	BkError err;
+
+	path_in(path, "a");
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_true(bk_read_file(path, 4096, &text_a, &len_a, &err));
+	path_in(path, "b");
+	assert_true(bk_key_generate(&key, &err));
+	assert_true(bk_key_write_files(&key, path, &err));
+	assert_true(bk_read_file(path, 4096, &text_b, &len_b, &err));
+	bk_secure_wipe(&key, sizeof(key));
+	path_in(ring_path, "cut");
+
+	expect_cut_refused(ring_path, text_b, 0, "holds no key");
+	expect_cut_refused(ring_path, text_b, 40, "holds no key");
+	value_at = (size_t) (strstr(text_b, "private-key = ") - text_b) + 14;
+	expect_cut_refused(ring_path, text_b, value_at + 30,
+					   "private-key must be 64 hex digits");
+	expect_cut_refused(ring_path, text_b,
+					   (size_t) (strstr(text_b, "[bk-private-key]") - text_b) +
+						   8,
+					   "expected \"name = value\"");
+	/* a's key, then b's appended and cut inside its value. */
+	joined = malloc(len_a + len_b + 1);
+	assert_non_null(joined);
+	memcpy(joined, text_a, len_a);
+	memcpy(joined + len_a, text_b, len_b);
+	joined[len_a + len_b] = '\0';
+	expect_cut_refused(ring_path, joined, len_a + value_at + 30,
+					   "private-key must be 64 hex digits");
+	free(joined);
+	free(text_a);
+	free(text_b);
+}
+
 /* The fingerprint key is derived, so a .pub cannot be mixed with another key. */
 static void
 test_public_file_mismatch(void **state)
@@ -505,6 +575,7 @@ main(void)
 		cmocka_unit_test(test_source_refuses_writable_public_key),
 		cmocka_unit_test(test_restore_refuses_public_key),
 		cmocka_unit_test(test_keyring_of_several_keys),
+		cmocka_unit_test(test_truncated_files_say_what_to_do),
 		cmocka_unit_test(test_malformed_files),
 		cmocka_unit_test(test_public_file_mismatch),
 	};

@@ -118,6 +118,61 @@ agent_report_error(Agent *agent, const BkError *err)
 	pthread_mutex_unlock(&agent->status.lock);
 }
 
+bool
+agent_source_key(Agent *agent, BkKey *key, BkError *err)
+{
+	const char *path = agent->config.common.key_file;
+	struct stat st;
+	bool have_stat;
+	BkKeyring *ring;
+	char id_hex[BK_KEY_ID_HEX_LEN + 1];
+	bool ok = true;
+
+	pthread_mutex_lock(&agent->key_lock);
+	have_stat = stat(path, &st) == 0;
+	if (agent->keyring == NULL || !have_stat ||
+		st.st_dev != agent->keyring_stat.st_dev ||
+		st.st_ino != agent->keyring_stat.st_ino ||
+		st.st_size != agent->keyring_stat.st_size ||
+		st.st_mtim.tv_sec != agent->keyring_stat.st_mtim.tv_sec ||
+		st.st_mtim.tv_nsec != agent->keyring_stat.st_mtim.tv_nsec)
+	{
+		/* Stat first: if the file changes after this, the next call reads it. */
+		bk_keyring_free(agent->keyring);
+		agent->keyring = NULL;
+		ring = bk_keyring_load(path, BK_KEYS_FOR_SOURCE, err);
+		if (ring == NULL)
+		{
+			if (err->hint[0] == '\0')
+				bk_error_hint(err,
+							  "key_file must be the public key file (FILE.pub "
+							  "of \"bk keygen --out FILE\"); the private key "
+							  "stays with the restore side.");
+			ok = false;
+		}
+		else
+		{
+			agent->keyring = ring;
+			if (have_stat)
+				agent->keyring_stat = st;
+			else
+				memset(&agent->keyring_stat, 0, sizeof(agent->keyring_stat));
+			bk_key_id_hex(ring->keys[0].id, id_hex);
+			if (strcmp(id_hex, agent->keyring_logged) != 0)
+			{
+				agent_log("INFO", "sealing to public key %s from \"%s\"",
+						  id_hex, path);
+				bk_strlcpy(agent->keyring_logged, id_hex,
+						   sizeof(agent->keyring_logged));
+			}
+		}
+	}
+	if (ok)
+		*key = agent->keyring->keys[0];
+	pthread_mutex_unlock(&agent->key_lock);
+	return ok;
+}
+
 /*
  * agent_kafka_alarm
  *		A producer failed fatally (BkKafkaAlarm): something Kafka
@@ -1130,6 +1185,7 @@ main(int argc, char **argv)
 	const char *config_path = NULL;
 	const char *brokers = NULL;
 	Agent agent;
+	BkKey key;
 	BkError err;
 	BkControl *control = NULL;
 	struct sigaction sa;
@@ -1180,9 +1236,8 @@ main(int argc, char **argv)
 	if (!agent_config_load(&agent, config_path, brokers, &err) ||
 		!load_password(&agent, &err))
 		return bk_cli_report_error(AGENT_PROGRAM, &err);
-	agent.keyring =
-		bk_keyring_load(agent.config.common.key_file, BK_KEYS_FOR_SOURCE, &err);
-	if (agent.keyring == NULL)
+	pthread_mutex_init(&agent.key_lock, NULL);
+	if (!agent_source_key(&agent, &key, &err))
 	{
 		bk_error_hint(&err,
 					  "key_file must be the public key file (FILE.pub"

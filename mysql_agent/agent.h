@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <mysql.h>
@@ -101,7 +102,15 @@ struct BkControlAuth;
 typedef struct Agent
 {
 	AgentConfig config;
+	/*
+	 * The public key of key_file and the file's identity when it was read:
+	 * agent_source_key reads it again when the file changes.  Under
+	 * key_lock: the stream and the snapshot threads seal.
+	 */
 	BkKeyring *keyring; /* one public key */
+	struct stat keyring_stat;
+	char keyring_logged[BK_KEY_ID_HEX_LEN + 1];
+	pthread_mutex_t key_lock;
 	BkProducer *producer;
 	char binlog_topic[BK_TOPIC_NAME_MAX + 1];
 	char audit_topic[BK_TOPIC_NAME_MAX + 1];
@@ -141,6 +150,16 @@ extern void agent_log(const char *level, const char *fmt, ...) BK_PRINTF(2, 3);
 
 /* Record an error in the status (bk_status().last_error) and log it. */
 extern void agent_report_error(Agent *agent, const BkError *err);
+
+/*
+ * The public key to seal the next object to (a copy): key_file's, read
+ * again whenever the file changed (inode, size, modification time), as
+ * the PostgreSQL extension does, so that a rotation (the .pub rewritten
+ * or replaced) takes effect without a restart.  A file that no longer
+ * loads drops the old key: sealing to it would no longer be what the
+ * operator asked for.
+ */
+extern bool agent_source_key(Agent *agent, BkKey *key, BkError *err);
 
 /*
  * Have a producer's fatal errors raised as the agent's alarm: logged,

@@ -168,7 +168,8 @@ typedef struct Stream
 	 */
 	BinlogPosition read_error_audited;
 
-	BkEncoder *encoder;
+	BkEncoder *encoder; /* sealing to key_id; NULL before the first range */
+	uint8_t key_id[BK_KEY_ID_LEN];
 	size_t encoded;   /* bytes of buf handed to the encoder */
 	bool final_flush; /* the send at a clean stop: not interrupted */
 } Stream;
@@ -314,6 +315,32 @@ range_buffer_shrink(Stream *stream)
 }
 
 /*
+ * stream_key
+ *		Seal the next range to key_file's key as it is now (agent_source_key):
+ *		a new encoder when the key was rotated.
+ */
+static bool
+stream_key(Stream *stream, BkError *err)
+{
+	BkKey key;
+	BkEncoder *encoder;
+
+	if (!agent_source_key(stream->agent, &key, err))
+		return false;
+	if (stream->encoder != NULL &&
+		memcmp(stream->key_id, key.id, BK_KEY_ID_LEN) == 0)
+		return true;
+	encoder =
+		bk_encoder_new(&key, stream->agent->config.common.chunk_size, err);
+	if (encoder == NULL)
+		return false;
+	bk_encoder_free(stream->encoder);
+	stream->encoder = encoder;
+	memcpy(stream->key_id, key.id, BK_KEY_ID_LEN);
+	return true;
+}
+
+/*
  * range_flush
  *		Send the pending range and wait for Kafka's acknowledgement; retried
  *		with backoff until it is acknowledged or the agent is stopped.  The
@@ -328,6 +355,7 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	BkObjectInfo info;
 	int64_t backoff_ms = 500;
 	BinlogPosition end;
+	bool keyed = false;
 
 	if (stream->len == 0)
 		return true;
@@ -363,12 +391,20 @@ range_flush(Stream *stream, bool retry, BkError *err)
 
 		stream->encoded = 0;
 		memset(&stats, 0, sizeof(stats));
-		if (bk_encoder_begin(stream->encoder, &info, err) &&
+		/*
+		 * The key is chosen once per range: its retries go out under the
+		 * same one, since the same bytes sealed to another key would be a
+		 * different copy of the range to the shipper (a conflict).
+		 */
+		if ((keyed || (keyed = stream_key(stream, err))) &&
+			bk_encoder_begin(stream->encoder, &info, err) &&
 			bk_producer_send_object(
 				agent->producer, agent->binlog_topic, agent->config.source_id,
 				strlen(agent->config.source_id), range_next_frame, stream,
 				stream_interrupted, stream, &stats, err))
 			break;
+		if (!keyed && !retry)
+			return false;
 		if (!retry || agent_stop_requested)
 			return bk_error_set(err, BK_ERR_INTERRUPTED,
 								"stopped before Kafka acknowledged the binlog"
@@ -2204,11 +2240,6 @@ binlog_stream_run(Agent *agent, BkError *err)
 	memset(&stream, 0, sizeof(stream));
 	stream.agent = agent;
 	stream.checksum_alg = BK_BINLOG_CHECKSUM_OFF;
-	stream.encoder = bk_encoder_new(&agent->keyring->keys[0],
-									agent->config.common.chunk_size, err);
-	if (stream.encoder == NULL)
-		return false;
-
 	while (!agent_stop_requested)
 	{
 		BkError step;

@@ -143,6 +143,9 @@ typedef struct SnapRun
 	 */
 	int64_t consistent_ms;
 	BkProducer *producer; /* the main thread's: schema, record, audit */
+	/* key_file's key when the snapshot began: all its objects are sealed
+	 * to it, a rotation meanwhile applying from the next snapshot on */
+	BkKey key;
 	BkEncoder *encoder;
 	char topic[BK_TOPIC_NAME_MAX + 1];
 	bool stage_open; /* BACKUP STAGE not yet ended */
@@ -2147,7 +2150,7 @@ workers_open(SnapRun *run, BkError *err)
 		w->producer = bk_producer_new(&settings, err);
 		if (w->producer == NULL)
 			return false;
-		w->encoder = bk_encoder_new(&run->agent->keyring->keys[0],
+		w->encoder = bk_encoder_new(&run->key,
 									run->agent->config.common.chunk_size, err);
 		if (w->encoder == NULL)
 			return false;
@@ -2495,8 +2498,10 @@ snapshot_run(SnapRun *run, BkError *err)
 	run->producer = bk_producer_new(&settings, err);
 	if (run->producer == NULL)
 		return false;
-	run->encoder = bk_encoder_new(&run->agent->keyring->keys[0],
-								  run->agent->config.common.chunk_size, err);
+	if (!agent_source_key(run->agent, &run->key, err))
+		return false;
+	run->encoder =
+		bk_encoder_new(&run->key, run->agent->config.common.chunk_size, err);
 	if (run->encoder == NULL)
 		return false;
 	audit_snapshot(run, "snapshot-begin", NULL);

@@ -1021,6 +1021,12 @@ bk_decoder_check_crc(BkDecoder *dec, bool on)
 	dec->check_crc = on;
 }
 
+bool
+bk_decoder_has_key(const BkDecoder *dec, const uint8_t id[BK_KEY_ID_LEN])
+{
+	return bk_keyring_find(dec->ring, id) != NULL;
+}
+
 void
 bk_decoder_reset(BkDecoder *dec)
 {

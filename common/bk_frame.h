@@ -297,6 +297,10 @@ extern void bk_decoder_check_crc(BkDecoder *dec, bool on);
 /* Forget the current object; the next frame must be a chunk 0. */
 extern void bk_decoder_reset(BkDecoder *dec);
 
+/* Does the decoder's keyring hold the key with this id? */
+extern bool bk_decoder_has_key(const BkDecoder *dec,
+							   const uint8_t id[BK_KEY_ID_LEN]);
+
 /*
  * Decode the next frame of the current object.  *plain points into the
  * decoder and stays valid until the next call.  After the last chunk the

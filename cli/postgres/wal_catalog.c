@@ -490,6 +490,102 @@ list_expired_record(void *arg, const BkRepoEntry *entry, BkError *err)
 /* Newer segments tried for the catalog's metadata when the newest fails. */
 #define NEWEST_SEGMENT_TRIES 4
 
+/* first_frame_key's visitor: the key id of the first frame, then stop. */
+typedef struct FirstKey
+{
+	bool found;
+	uint8_t id[BK_KEY_ID_LEN];
+} FirstKey;
+
+static bool
+first_key_frame(void *arg, const uint8_t *frame, size_t len, BkError *err)
+{
+	FirstKey *first = arg;
+
+	if (len < BK_OFF_KEY_ID + BK_KEY_ID_LEN)
+		return bk_error_set(err, BK_ERR_FORMAT, "a frame too short");
+	memcpy(first->id, frame + BK_OFF_KEY_ID, BK_KEY_ID_LEN);
+	first->found = true;
+	return false; /* enough */
+}
+
+bool
+bk_wal_sealed_to_keyring(const BkRepo *repo, const char *source,
+						 const char *name, BkDecoder *decoder, bool *in_ring,
+						 uint8_t key_id[BK_KEY_ID_LEN], BkError *err)
+{
+	FirstKey first = {0};
+
+	if (!bk_repo_read_frames(repo, BK_REPO_ARCHIVE, source, BK_KIND_WAL, name,
+							 true, first_key_frame, &first, err) &&
+		!first.found)
+		return false;
+	*in_ring = bk_decoder_has_key(decoder, first.id);
+	if (key_id != NULL)
+		memcpy(key_id, first.id, BK_KEY_ID_LEN);
+	return true;
+}
+
+/*
+ * After a key rotation whose new key the keyring lacks, the newest
+ * segments are all sealed to it, possibly weeks of them: more than
+ * NEWEST_SEGMENT_TRIES.  The newest whole segment before entries[before]
+ * sealed to a key the keyring holds, found by bisection on the key ids of
+ * the segments' first frames (read without the key: a rotation seals
+ * everything after it to the new key), so that a catalog, and so a
+ * restore to before the rotation, needs only the keys of what it reads.
+ * -1 if there is none.
+ */
+static int
+newest_in_keyring(const BkRepo *repo, const char *source, BkDecoder *decoder,
+				  const SegmentEntry *entries, size_t before, bool *failed,
+				  BkError *err)
+{
+	size_t *whole = malloc((before + 1) * sizeof(*whole));
+	size_t count = 0;
+	size_t lo = 0;
+	size_t hi;
+	int found = -1;
+
+	*failed = false;
+	if (whole == NULL)
+	{
+		*failed = true;
+		bk_error_set(err, BK_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	for (size_t idx = 0; idx < before; idx++)
+		if (!entries[idx].partial)
+			whole[count++] = idx;
+	/* Find the last of those in the keyring: [lo, hi) is still open. */
+	hi = count;
+	while (lo < hi)
+	{
+		size_t mid = lo + (hi - lo) / 2;
+		const SegmentEntry *e = &entries[whole[mid]];
+		char name[32];
+		bool in_ring;
+
+		snprintf(name, sizeof(name), "%08X%08X%08X", e->timeline, e->log,
+				 e->seg);
+		if (!bk_wal_sealed_to_keyring(repo, source, name, decoder, &in_ring,
+									  NULL, err))
+		{
+			*failed = true;
+			break;
+		}
+		if (in_ring)
+		{
+			found = (int) whole[mid];
+			lo = mid + 1;
+		}
+		else
+			hi = mid;
+	}
+	free(whole);
+	return *failed ? -1 : found;
+}
+
 /*
  * newest_segment_meta
  *		The metadata of the newest segment that gives it (whole segments
@@ -507,6 +603,7 @@ newest_segment_meta(const BkRepo *repo, const char *source, BkDecoder *decoder,
 {
 	BkError first;
 	int tries = 0;
+	bool searched = false;
 
 	bk_error_clear(&first);
 	for (int pass = 0; pass < 2; pass++)
@@ -528,6 +625,23 @@ newest_segment_meta(const BkRepo *repo, const char *source, BkDecoder *decoder,
 				return false;
 			if (tries == 0)
 				first = *err;
+			/* Sealed to a key the keyring lacks: go to one it holds. */
+			if (err->code == BK_ERR_KEY && !searched && pass == 0)
+			{
+				bool failed;
+				int found;
+
+				searched = true;
+				found = newest_in_keyring(repo, source, decoder, entries,
+										  entryIdx - 1, &failed, err);
+				if (failed)
+					return false;
+				if (found >= 0)
+				{
+					entryIdx = (size_t) found + 2; /* next: entries[found] */
+					continue;
+				}
+			}
 			if (++tries == NEWEST_SEGMENT_TRIES)
 			{
 				*err = first;

@@ -228,6 +228,18 @@ extern bool bk_wal_history_holds(const BkWalCatalog *catalog, uint32_t timeline,
  */
 extern uint32_t bk_wal_segment_timeline(const BkWalCatalog *catalog,
 										uint32_t to_timeline, uint64_t segno);
+
+/*
+ * Is the WAL object name sealed to a key of the decoder's keyring, and to
+ * which (key_id, if not NULL)?  Read without the key from its first
+ * frame's header (a few hundred bytes).  False with err only when that
+ * could not be read.
+ */
+extern bool bk_wal_sealed_to_keyring(const BkRepo *repo, const char *source,
+									 const char *name, BkDecoder *decoder,
+									 bool *in_ring,
+									 uint8_t key_id[BK_KEY_ID_LEN],
+									 BkError *err);
 extern uint32_t bk_wal_lsn_timeline(const BkWalCatalog *catalog,
 									uint32_t to_timeline, uint64_t lsn);
 

@@ -1206,6 +1206,54 @@ test_wal_get_object_not_a_file(void **state)
 	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 0);
 }
 
+/*
+ * A rotation whose new private key the restore keyring lacks: segments 1-3
+ * sealed to the old key, 4-9 (more than the few newest tried for the
+ * catalog's metadata) to the new one.  With the old key alone, the WAL
+ * catalog still loads (from segment 3, the newest the keyring opens), so
+ * what needs only the old key works: wal-get of segment 2, and of segment
+ * 10, after the newest, is the end of the archive (exit 1).  A segment
+ * sealed to the new key stops recovery (exit 200), never "not in the
+ * archive".
+ */
+static void
+test_wal_catalog_new_key_missing(void **state)
+{
+	WalFixture *f = *state;
+	BkKey old_key = f->key;
+	BkKey new_key;
+	BkDecoder *decoder;
+	BkWalCatalog catalog;
+	char name[32];
+	char got[64];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	test_key(&new_key, NULL);
+	f->key = new_key;
+	for (uint64_t segno = 4; segno <= 9; segno++)
+		archive_segment(f, 1, segno);
+	f->key = old_key;
+
+	decoder = bk_decoder_new(&f->ring, &err);
+	assert_non_null(decoder);
+	if (!bk_wal_catalog_load(f->repo, SOURCE, decoder, &catalog, &err))
+		fail_msg("the catalog does not load with the old key: %s", err.message);
+	assert_int_equal(catalog.segment_size, SEG_SIZE);
+	bk_wal_segment_name(1, 3, SEG_SIZE, name);
+	assert_string_equal(catalog.newest_name, name);
+	bk_wal_catalog_free(&catalog);
+	bk_decoder_free(decoder);
+
+	bk_wal_segment_name(1, 2, SEG_SIZE, name);
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 0);
+	bk_wal_segment_name(1, 5, SEG_SIZE, name);
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 200);
+	bk_wal_segment_name(1, 10, SEG_SIZE, name);
+	assert_int_equal(wal_get(f, name, true, got, sizeof(got)), 1);
+}
+
 /* The directory backend, but listing in descending name order. */
 typedef struct ListedEntry
 {
@@ -6085,6 +6133,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_tablespace_map_twice, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_get_object_not_a_file,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_catalog_new_key_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),

@@ -160,7 +160,9 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 	 * parent of its next diff/incr snapshot (or of one still arriving,
 	 * whose record is not there to say): removed, that one would arrive
 	 * without a base.  It counts as kept, since it depends on no other
-	 * verdict, so this still ends.
+	 * verdict, so this still ends.  So does a snapshot sealed to a key the
+	 * keyring lacks (retention.h): removed, a snapshot that restores with
+	 * that key would be lost for a keyring's want.
 	 */
 	for (int snapIdx = 0; snapIdx < count; snapIdx++)
 	{
@@ -168,6 +170,8 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 			continue;
 		if (snapshots[snapIdx].foreign)
 			verdicts[snapIdx] = BK_VERDICT_FOREIGN;
+		else if (snapshots[snapIdx].key_missing)
+			verdicts[snapIdx] = BK_VERDICT_KEY_MISSING;
 		else if (snapshots[snapIdx].next_parent)
 			verdicts[snapIdx] = BK_VERDICT_NEXT_PARENT;
 	}
@@ -178,7 +182,8 @@ bk_retention_decide(const BkRetentionSnapshot *snapshots, int count,
 		for (int snapIdx = 0; snapIdx < count; snapIdx++)
 			if ((verdicts[snapIdx] == BK_VERDICT_KEEP ||
 				 verdicts[snapIdx] == BK_VERDICT_PARENT ||
-				 verdicts[snapIdx] == BK_VERDICT_NEXT_PARENT) &&
+				 verdicts[snapIdx] == BK_VERDICT_NEXT_PARENT ||
+				 verdicts[snapIdx] == BK_VERDICT_KEY_MISSING) &&
 				(oldest_kept == NULL ||
 				 strcmp(snapshots[snapIdx].id, oldest_kept) < 0))
 				oldest_kept = snapshots[snapIdx].id;
@@ -244,6 +249,11 @@ bk_retention_reason(const BkRetentionSnapshot *snapshot, BkVerdict verdict,
 			return "kept: of another database system than the source's "
 				   "newest log, or of another engine (a conflict under one "
 				   "source id): never removed";
+		case BK_VERDICT_KEY_MISSING:
+			return "kept: sealed to a key the keyring lacks, so bk expire "
+				   "cannot tell whether it restores; add it to the keyring "
+				   "(cat FILE.key >> keyring) and the policy decides, or "
+				   "remove the snapshot by hand if it is not the source's";
 		case BK_VERDICT_EXPIRE:
 			break;
 	}

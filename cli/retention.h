@@ -53,7 +53,8 @@ typedef enum BkVerdict
 	BK_VERDICT_NEWER,       /* restorable, not needed, but newer likewise */
 	BK_VERDICT_PARENT,      /* older, but a snapshot that stays builds on it */
 	BK_VERDICT_NEXT_PARENT, /* older, but the source may build on it next */
-	BK_VERDICT_FOREIGN      /* of another database system: never removed */
+	BK_VERDICT_FOREIGN,     /* of another database system: never removed */
+	BK_VERDICT_KEY_MISSING  /* sealed to a key the keyring lacks: kept */
 } BkVerdict;
 
 /* What the decision needs to know of a snapshot, whatever the engine. */
@@ -88,6 +89,15 @@ typedef struct BkRetentionSnapshot
 	 * chooses a parent.
 	 */
 	bool next_parent;
+	/*
+	 * Its record (or its chain's) is sealed to a key the keyring lacks: a
+	 * rotation whose old or new private key is not in the keyring.  Not
+	 * counted as restorable, since the keyring cannot tell, but it may
+	 * well restore with that key: never removed, and kept as a snapshot
+	 * that stays (its parents, its log).  A snapshot forged under a key of
+	 * the forger's own stays too, until removed by hand: space, not data.
+	 */
+	bool key_missing;
 } BkRetentionSnapshot;
 
 /*

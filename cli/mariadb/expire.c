@@ -287,8 +287,8 @@ remove_conflict_copies(BkRepo *repo, const char *source, const BinlogPlan *plan,
  */
 static bool
 record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
-					 const MariadbSnapshot *snap, bool *gone, char *why,
-					 size_t why_len, BkError *err)
+					 const MariadbSnapshot *snap, bool *gone, bool *key_missing,
+					 char *why, size_t why_len, BkError *err)
 {
 	char name[MARIADB_SNAPSHOT_ID_MAX + 32];
 	uint8_t *text = NULL;
@@ -297,6 +297,7 @@ record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
 	BkError fail;
 
 	*gone = false;
+	*key_missing = false;
 	why[0] = '\0';
 	bk_error_clear(&fail);
 	snprintf(name, sizeof(name), "%s/%s", snap->id, BK_SNAPSHOT_RECORD);
@@ -338,6 +339,7 @@ record_authenticates(BkRepo *repo, const char *source, BkDecoder *decoder,
 				 "its record does not decrypt and authenticate with the "
 				 "keyring: %s",
 				 fail.message);
+	*key_missing = fail.code == BK_ERR_KEY;
 	return true;
 }
 
@@ -365,6 +367,7 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 	json_t *warnings_json = NULL;
 	/* With the keyring: why a record does not authenticate, per snapshot */
 	char **unauthenticated = NULL;
+	bool *key_missing = NULL; /* of those: sealed to a key the keyring lacks */
 	uint64_t removed_snapshots = 0, removed_ranges = 0, freed = 0;
 	bool anchored;
 	int status = BK_EXIT_OK;
@@ -422,6 +425,8 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 
 		unauthenticated = bk_cli_alloc_zero((size_t) snapshots.count + 1,
 											sizeof(*unauthenticated));
+		key_missing = bk_cli_alloc_zero((size_t) snapshots.count + 1,
+										sizeof(*key_missing));
 		for (int idx = 0; idx < snapshots.count; idx++)
 		{
 			MariadbSnapshot *snap = &snapshots.snapshots[idx];
@@ -430,7 +435,8 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			if (!snap->has_record || snap->other_engine)
 				continue;
 			if (!record_authenticates(repo, source, policy->decoder, snap,
-									  &gone, why, sizeof(why), err))
+									  &gone, &key_missing[idx], why,
+									  sizeof(why), err))
 			{
 				status = bk_cli_report_error(program, err);
 				goto done;
@@ -471,6 +477,10 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 		uint64_t until_pos;
 		char problem[256];
 		int64_t finished = BK_TIME_UNKNOWN;
+		bool reaches =
+			snap->complete &&
+			mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
+								   problem, sizeof(problem));
 
 		if (!bk_parse_timestamp_zone(snap->finished, true, &finished))
 			finished = BK_TIME_UNKNOWN;
@@ -478,11 +488,10 @@ bk_mariadb_expire(const char *program, BkRepo *repo, const char *source,
 			.id = snap->id,
 			.kind = "full",
 			.parent_index = -1,
-			.restorable =
-				snap->complete &&
-				(unauthenticated == NULL || unauthenticated[idx] == NULL) &&
-				mariadb_snapshot_reach(snap, &binlog, &until_file, &until_pos,
-									   problem, sizeof(problem)),
+			.restorable = reaches && (unauthenticated == NULL ||
+									  unauthenticated[idx] == NULL),
+			/* Only one that restores but for the key (retention.h). */
+			.key_missing = reaches && key_missing != NULL && key_missing[idx],
 			.stop_us = finished,
 			.stop_order = binlog_order(history_of(histories, history_count,
 												  &binlog, snap->binlog_file),
@@ -826,6 +835,7 @@ done:
 	for (int idx = 0; unauthenticated != NULL && idx < snapshots.count; idx++)
 		free(unauthenticated[idx]);
 	free(unauthenticated);
+	free(key_missing);
 	free(view);
 	free(verdicts);
 	mariadb_snapshot_catalog_free(&snapshots);

@@ -48,6 +48,11 @@ typedef struct Expire
 	 */
 	char **unauthenticated;
 	/*
+	 * Of those, the ones whose record or chain is sealed to a key the
+	 * keyring lacks (retention.h: never removed).
+	 */
+	bool *key_missing;
+	/*
 	 * The newest timeline's branch points are unknown (its history file was
 	 * archived without them, or cannot be read), and snapshots lie on
 	 * other timelines: it may descend from any of them, or none.
@@ -490,7 +495,7 @@ typedef enum RecordCheck
  */
 static bool
 check_record(Expire *ex, const BkSnapshot *snapshot, RecordCheck *check,
-			 char *why, size_t why_len, BkError *err)
+			 bool *key_missing, char *why, size_t why_len, BkError *err)
 {
 	BkDecoder *decoder = ex->policy->decoder;
 	BkSnapRecord *record = NULL;
@@ -500,6 +505,7 @@ check_record(Expire *ex, const BkSnapshot *snapshot, RecordCheck *check,
 	BkError fail;
 
 	*check = RECORD_AUTHENTIC;
+	*key_missing = false;
 	why[0] = '\0';
 	bk_error_clear(&fail);
 	snprintf(name, sizeof(name), "%s/%s", snapshot->id, BK_SNAPSHOT_RECORD);
@@ -542,6 +548,7 @@ check_record(Expire *ex, const BkSnapshot *snapshot, RecordCheck *check,
 	if (fail.code == BK_OK)
 		return true;
 	*check = RECORD_UNAUTHENTIC;
+	*key_missing = fail.code == BK_ERR_KEY;
 	/* The messages name the snapshot; the line that says this does too. */
 	message = fail.message;
 	snprintf(prefix, sizeof(prefix), "snapshot %s: ", snapshot->id);
@@ -573,13 +580,16 @@ authenticate_snapshots(Expire *ex, const char *program, BkError *err)
 		return true;
 	ex->unauthenticated = bk_cli_alloc_zero((size_t) catalog->count + 1,
 											sizeof(*ex->unauthenticated));
+	ex->key_missing = bk_cli_alloc_zero((size_t) catalog->count + 1,
+										sizeof(*ex->key_missing));
 	for (int snapIdx = 0; snapIdx < catalog->count; snapIdx++)
 	{
 		BkSnapshot *snapshot = &catalog->snapshots[snapIdx];
 
 		if (!snapshot->has_record || snapshot->other_engine)
 			continue;
-		if (!check_record(ex, snapshot, &check, why, sizeof(why), err))
+		if (!check_record(ex, snapshot, &check, &ex->key_missing[snapIdx], why,
+						  sizeof(why), err))
 			return false;
 		if (check == RECORD_UNAUTHENTIC)
 			ex->unauthenticated[snapIdx] = bk_cli_strdup(why);
@@ -611,6 +621,8 @@ authenticate_snapshots(Expire *ex, const char *program, BkError *err)
 			if (link->has_record && ex->unauthenticated[index] == NULL)
 				continue;
 			snapshot->restorable = false;
+			/* Its chain needs the missing key: so does it. */
+			ex->key_missing[snapIdx] |= ex->key_missing[index];
 			if (ex->unauthenticated[index] == NULL)
 			{
 				snapshot->problem = BK_SNAP_PARENT_MISSING;
@@ -669,6 +681,11 @@ build_view(Expire *ex, BkError *err)
 			.stop_order = snapshot->stop_lsn,
 			.stored_ms = snapshot->stored_ms,
 			.off_latest = off_latest_timeline(&ex->catalog.wal, snapshot),
+			/* Only one complete but for the key: an incomplete one is not
+			 * kept for its record's key. */
+			.key_missing = ex->key_missing != NULL &&
+						   ex->key_missing[snapIdx] &&
+						   snapshot->problem == BK_SNAP_UNAUTHENTICATED,
 			.foreign = snapshot->other_engine ||
 					   snapshot->problem == BK_SNAP_CONFLICT ||
 					   (snapshot->system_identifier[0] != '\0' &&
@@ -1034,6 +1051,7 @@ done:
 		 ex->unauthenticated != NULL && snapIdx < ex->catalog.count; snapIdx++)
 		free(ex->unauthenticated[snapIdx]);
 	free(ex->unauthenticated);
+	free(ex->key_missing);
 	free(ex->view);
 	free(ex->verdicts);
 	free(done);

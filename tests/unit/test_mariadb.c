@@ -3319,6 +3319,48 @@ test_expire_record_not_in_keyring(void **state)
 	json_decref(report);
 }
 
+/*
+ * After a rotation, the keyring holds only the new key: the old snapshot,
+ * sealed to the old key and days old, does not count, but it may restore
+ * with that key.  --retain-full 2 keeps it and the binlog from its file,
+ * and says to add the key; it is not an abandoned snapshot to remove.
+ */
+static void
+test_expire_old_key_missing_keeps_snapshot(void **state)
+{
+	Fixture *f = *state;
+	const char *old = "20261110T000000Z-0000abcd";
+	const char *newer = "20261111T000000Z-0000beef";
+	char record[BK_OBJECT_NAME_MAX + 1];
+	BkKey old_key = f->key;
+	BkKey new_key;
+	BkKeyring new_only;
+	json_t *report;
+	json_t *snaps;
+	char *text;
+
+	archive_binlog_files(f, 3);
+	archive_complete_snapshot(f, old, 1);
+	test_age_snapshot(f->location, SOURCE, old, 72);
+	test_key(&new_key, &new_only);
+	f->key = new_key;
+	archive_complete_snapshot(f, newer, 3);
+	f->key = old_key;
+
+	report = expire_keyed_json(f, &new_only, 2);
+	text = json_dumps(report, JSON_INDENT(1));
+	snprintf(record, sizeof(record), "%s/%s", old, BK_SNAPSHOT_RECORD);
+	if (!exists(f, BK_KIND_SNAPSHOT, record) ||
+		!binlog_exists(f, "mariadb-bin.000001"))
+		fail_msg("the old snapshot or its binlog was removed:\n%s", text);
+	snaps = json_object_get(report, "snapshots");
+	assert_int_equal(json_array_size(snaps), 2);
+	if (strstr(text, "add it to the keyring") == NULL)
+		fail_msg("the report does not say what to do:\n%s", text);
+	free(text);
+	json_decref(report);
+}
+
 /* Opens of the old snapshot's record; the second (expire decrypting it)
  * finds it removed, as another bk expire would have. */
 static int record_opens;
@@ -5280,6 +5322,8 @@ main(void)
 			test_expire_keeps_arriving_snapshot_with_older_id, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_record_not_in_keyring,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_old_key_missing_keeps_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_expire_keyed_record_gone_when_decrypted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_other_engine, setup,

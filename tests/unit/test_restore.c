@@ -1794,6 +1794,59 @@ test_expire_key_not_in_keyring(void **state)
 	free(report);
 }
 
+/*
+ * The other side of a rotation: the keyring holds only the new key, and
+ * the old full P (sealed to the old key) is days old.  --retain-full 2
+ * keeps both fulls when every key is in the keyring; with the old key
+ * missing, P does not count, yet it may well restore (with that key): it
+ * is not an abandoned snapshot to remove, nor is the WAL it needs.  The
+ * run keeps them, names P and the key, and once the key is in the keyring
+ * the policy decides as usual.
+ */
+static void
+test_expire_old_key_missing_keeps_snapshot(void **state)
+{
+	WalFixture *f = *state;
+	BkKey old_key = f->key;
+	BkKey new_key;
+	BkKeyring new_only;
+	char old_id[BK_KEY_ID_HEX_LEN + 1];
+	char expected[256];
+	int status;
+	char *report;
+
+	for (uint64_t segno = 1; segno <= 4; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_P, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	test_age_snapshot(f->location, SOURCE, SNAP_P, 72);
+	/* The rotation: the WAL and the snapshot after it, to the new key. */
+	test_key(&new_key, &new_only);
+	f->key = new_key;
+	for (uint64_t segno = 5; segno <= 7; segno++)
+		archive_segment(f, 1, segno);
+	archive_snapshot(f, SNAP_K, "full", NULL, 1, "0/5000028", "0/5800000", 1,
+					 1);
+	f->key = old_key;
+	bk_key_id_hex(old_key.id, old_id);
+
+	report = expire_keyed_report(f, &new_only, 2, &status);
+	assert_int_equal(status, 0);
+	if (!record_exists(f, SNAP_P) || !segment_exists(f, 1, 1))
+		fail_msg("snapshot " SNAP_P " or its WAL was removed:\n%s", report);
+	assert_true(record_exists(f, SNAP_K));
+	snprintf(expected, sizeof(expected),
+			 "is sealed to key %s, which is not "
+			 "in the keyring",
+			 old_id);
+	if (strstr(report, "snapshot " SNAP_P " does not count as restorable") ==
+			NULL ||
+		strstr(report, expected) == NULL ||
+		strstr(report, "add it to the keyring") == NULL)
+		fail_msg("the report does not say why:\n%s", report);
+	free(report);
+}
+
 static void
 test_expire_keeps_parent_of_newer(void **state)
 {
@@ -6157,6 +6210,9 @@ main(void)
 			test_expire_forged_snapshot_keeps_genuine, wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_key_not_in_keyring,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_expire_old_key_missing_keeps_snapshot, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_newer,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expire_keeps_parent_of_arriving,

@@ -110,6 +110,7 @@ bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 				  ...)
 {
 	char message[BK_ERROR_MESSAGE_MAX + 1024];
+	char key_id[BK_KEY_ID_HEX_LEN + 1];
 	va_list args;
 
 	va_start(args, fmt);
@@ -117,6 +118,17 @@ bk_verify_problem(BkVerifier *verifier, const char *object, const char *fmt,
 	va_end(args);
 	bk_verify_lock(verifier);
 	verifier->problems++;
+	if (bk_error_missing_key(message, key_id))
+	{
+		bool seen = false;
+
+		verifier->key_problems++;
+		for (int keyIdx = 0; keyIdx < verifier->missing_key_count; keyIdx++)
+			seen |= strcmp(verifier->missing_keys[keyIdx], key_id) == 0;
+		if (!seen && verifier->missing_key_count < BK_VERIFY_MISSING_KEYS_MAX)
+			strcpy(verifier->missing_keys[verifier->missing_key_count++],
+				   key_id);
+	}
 	if (verifier->json)
 		json_list_append(verifier->problem_list, object, "problem", message);
 	else
@@ -637,6 +649,7 @@ bk_cmd_verify(int argc, char **argv)
 						   sizeof(rejected_since));
 	if (common.json)
 	{
+		json_t *missing = json_array();
 		json_t *result = json_pack(
 			"{s:s, s:b, s:b, s:o, s:b, s:I, s:I, s:I, s:I, s:o, s:{s:I, s:o}}",
 			"repository", bk_repo_location(ctx.repo), "ok",
@@ -652,6 +665,10 @@ bk_cmd_verify(int argc, char **argv)
 			"count", (json_int_t) rejected, "oldest",
 			rejected ? json_string(rejected_since) : json_null());
 
+		for (int keyIdx = 0; keyIdx < verifier.missing_key_count; keyIdx++)
+			json_array_append_new(missing,
+								  json_string(verifier.missing_keys[keyIdx]));
+		json_object_set_new(result, "missing_keys", missing);
 		sources_json = NULL;
 		json_dumpf(result, stdout, JSON_INDENT(2));
 		fputc('\n', stdout);
@@ -676,6 +693,29 @@ bk_cmd_verify(int argc, char **argv)
 	}
 	fflush(stdout);
 	status = verifier.problems == 0 ? BK_EXIT_OK : BK_EXIT_INTEGRITY;
+	if (verifier.key_problems > 0)
+	{
+		char ids[BK_VERIFY_MISSING_KEYS_MAX * (BK_KEY_ID_HEX_LEN + 2) + 1] = "";
+
+		for (int keyIdx = 0; keyIdx < verifier.missing_key_count; keyIdx++)
+		{
+			if (keyIdx > 0)
+				strcat(ids, ", ");
+			strcat(ids, verifier.missing_keys[keyIdx]);
+		}
+		fprintf(stderr,
+				"%s: %" PRIu64 " of the problems are objects sealed to a key "
+				"the keyring \"%s\" lacks (%s): not damage it could see, but "
+				"what a restore that reads them cannot open either\n"
+				"HINT: Add the private key file of each to the keyring (cat "
+				"FILE.key >> %s: after a rotation the keyring keeps every key "
+				"still in use) and run bk verify again.\n",
+				argv[0], verifier.key_problems, ctx.config.key_file, ids,
+				ctx.config.key_file);
+		/* Only keys missing: a key problem (exit 3), not damage (4). */
+		if (verifier.key_problems == verifier.problems)
+			status = BK_EXIT_CONFIG;
+	}
 	if (stopped)
 	{
 		int stopped_status = bk_cli_report_error(argv[0], &err);

@@ -17,8 +17,9 @@
 #include "bk_keys.h"
 #include "repo.h"
 
-#define BK_VERIFY_JOBS_DEFAULT 2
-#define BK_VERIFY_JOBS_MAX     64
+#define BK_VERIFY_JOBS_DEFAULT     2
+#define BK_VERIFY_JOBS_MAX         64
+#define BK_VERIFY_MISSING_KEYS_MAX 8
 
 /* What one verify thread has of its own. */
 typedef struct BkVerifyWorker
@@ -56,6 +57,15 @@ typedef struct BkVerifier
 	 */
 	bool local_failed;
 	BkError local_error;
+	/*
+	 * Of the problems, those of an object sealed to a key the keyring
+	 * lacks (bk_error_missing_key), and the ids of up to
+	 * BK_VERIFY_MISSING_KEYS_MAX such keys: not damage the archive shows,
+	 * but a keyring short of a key (a rotation), said as such at the end.
+	 */
+	uint64_t key_problems;
+	int missing_key_count;
+	char missing_keys[BK_VERIFY_MISSING_KEYS_MAX][BK_KEY_ID_HEX_LEN + 1];
 } BkVerifier;
 
 /* A problem with object (a name), said as the output format wants. */

@@ -33,6 +33,10 @@
 #include "bk_crc32c.h"
 #include "bk_util.h"
 
+/* How a key missing from the keyring is said; bk_error_missing_key reads it. */
+#define MISSING_KEY_BEFORE "is sealed to key "
+#define MISSING_KEY_AFTER  ", which is not in the keyring"
+
 #define BK_ENVELOPE_LEN (BK_X25519_KEY_LEN + BK_SEALED_KEY_LEN)
 
 /* The associated data that binds a sealed data key to its attempt. */
@@ -1022,6 +1026,28 @@ bk_decoder_check_crc(BkDecoder *dec, bool on)
 }
 
 bool
+bk_error_missing_key(const char *message, char id[BK_KEY_ID_HEX_LEN + 1])
+{
+	const char *at = message;
+
+	while ((at = strstr(at, MISSING_KEY_BEFORE)) != NULL)
+	{
+		const char *hex = at + strlen(MISSING_KEY_BEFORE);
+		size_t len = strspn(hex, "0123456789abcdef");
+
+		at = hex;
+		if (len == BK_KEY_ID_HEX_LEN && strncmp(hex + len, MISSING_KEY_AFTER,
+												strlen(MISSING_KEY_AFTER)) == 0)
+		{
+			memcpy(id, hex, BK_KEY_ID_HEX_LEN);
+			id[BK_KEY_ID_HEX_LEN] = '\0';
+			return true;
+		}
+	}
+	return false;
+}
+
+bool
 bk_decoder_has_key(const BkDecoder *dec, const uint8_t id[BK_KEY_ID_LEN])
 {
 	return bk_keyring_find(dec->ring, id) != NULL;
@@ -1069,8 +1095,8 @@ decoder_open_envelope(BkDecoder *dec, const BkFrame *frame, BkError *err)
 	{
 		bk_keyring_ids(dec->ring, ring_ids, sizeof(ring_ids));
 		bk_error_set(err, BK_ERR_KEY,
-					 "object \"%.*s\" is sealed to key %s, which is not in the "
-					 "keyring (it holds %s)",
+					 "object \"%.*s\" " MISSING_KEY_BEFORE
+					 "%s" MISSING_KEY_AFTER " (it holds %s)",
 					 (int) frame->name_len, frame->name, id_hex, ring_ids);
 		return bk_error_hint(err,
 							 "Restore with the private key whose id is %s; "

@@ -297,6 +297,15 @@ extern void bk_decoder_check_crc(BkDecoder *dec, bool on);
 /* Forget the current object; the next frame must be a chunk 0. */
 extern void bk_decoder_reset(BkDecoder *dec);
 
+/*
+ * The id of the key an error message names as missing from the keyring
+ * (the decoder's "object ... is sealed to key ID, which is not in the
+ * keyring"), wherever in message, for callers that sum such failures up:
+ * true and id set, else false.
+ */
+extern bool bk_error_missing_key(const char *message,
+								 char id[BK_KEY_ID_HEX_LEN + 1]);
+
 /* Does the decoder's keyring hold the key with this id? */
 extern bool bk_decoder_has_key(const BkDecoder *dec,
 							   const uint8_t id[BK_KEY_ID_LEN]);

@@ -1356,6 +1356,96 @@ archive_small_segment(WalFixture *f, uint64_t segno, const char *sysid,
 }
 
 /*
+ * bk verify with a keyring that lacks the new key of a rotation: the
+ * objects sealed to it are problems (no restore reads them either), but
+ * the archive shows no damage: exit 3 (a key problem), not 4, and the
+ * missing key in --json; with both keys, exit 0.  Damage besides the
+ * missing key is still exit 4.
+ */
+static void
+test_verify_new_key_missing(void **state)
+{
+	WalFixture *f = *state;
+	BkKey old_key = f->key;
+	BkKey new_key;
+	char config[600];
+	char old_file[600];
+	char both_file[600];
+	char new_hex[BK_KEY_ID_HEX_LEN + 1];
+	char *old_text;
+	char *new_text;
+	char *joined;
+	size_t old_len;
+	size_t new_len;
+	char *verify_old[] = {"bk verify", "--config",  config,
+						  "--repo",    f->location, "--key-file",
+						  old_file,    "--json",    NULL};
+	char *verify_both[] = {"bk verify", "--config",   config,    "--repo",
+						   f->location, "--key-file", both_file, NULL};
+	char report[700];
+	char *text;
+	size_t len;
+	int saved;
+	int fd;
+	int status;
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	snprintf(old_file, sizeof(old_file), "%s/old.key", f->dir);
+	snprintf(both_file, sizeof(both_file), "%s/both.key", f->dir);
+	snprintf(report, sizeof(report), "%s/verify.json", f->dir);
+	assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_small_segment(f, segno, "7441", false);
+	test_key(&new_key, NULL);
+	f->key = new_key;
+	for (uint64_t segno = 4; segno <= 5; segno++)
+		archive_small_segment(f, segno, "7441", false);
+	f->key = old_key;
+	bk_key_id_hex(new_key.id, new_hex);
+
+	assert_true(bk_key_write_files(&old_key, old_file, &err));
+	snprintf(report, sizeof(report), "%s/new.key", f->dir);
+	assert_true(bk_key_write_files(&new_key, report, &err));
+	assert_true(bk_read_file(old_file, 4096, &old_text, &old_len, &err));
+	assert_true(bk_read_file(report, 4096, &new_text, &new_len, &err));
+	joined = malloc(old_len + new_len + 1);
+	assert_non_null(joined);
+	memcpy(joined, old_text, old_len);
+	memcpy(joined + old_len, new_text, new_len);
+	assert_true(bk_write_file_durable(both_file, joined, old_len + new_len,
+									  0600, &err));
+	free(joined);
+	free(old_text);
+	free(new_text);
+
+	snprintf(report, sizeof(report), "%s/verify.json", f->dir);
+	fd = open(report, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	close(fd);
+	status = bk_cmd_verify(8, verify_old);
+	test_stdout_restore(saved);
+	assert_true(bk_read_file(report, 1 << 20, &text, &len, &err));
+	if (status != BK_EXIT_CONFIG)
+		fail_msg("bk verify exited %d, not 3:\n%s", status, text);
+	if (strstr(text, "\"missing_keys\": [\n    \"") == NULL ||
+		strstr(text, new_hex) == NULL)
+		fail_msg("--json does not name the missing key %s:\n%s", new_hex, text);
+	free(text);
+	assert_int_equal(bk_cmd_verify(7, verify_both), BK_EXIT_OK);
+
+	/* Damage as well: that decides. */
+	test_alter_stored(f->location, SOURCE, "wal", "000000010000000000000002",
+					  "segment-size", "segment-sizE", true);
+	assert_int_equal(bk_cmd_verify(7, verify_both), BK_EXIT_INTEGRITY);
+	verify_old[7] = NULL;
+	assert_int_equal(bk_cmd_verify(7, verify_old), BK_EXIT_INTEGRITY);
+}
+
+/*
  * Segments 2 and 3 are of the source's system (7441), segment 1 of another
  * cluster (9999) that archived under the same source id, and so is a
  * second copy of segment 3.  bk verify must say the archived copy of
@@ -6189,6 +6279,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_catalog_new_key_missing,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_new_key_missing, wal_setup,
+										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_child_of_parent_without_wal,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_expired_timeline_is_hole,

@@ -346,7 +346,7 @@ bk_pg_restore(int argc, char **argv)
 								  &err) ||
 		!refuse_unread_records(r, &err) || !restore_choose_snapshot(r, &err) ||
 		!restore_check_wal_path(r, &err) || !restore_load_chain(r, &err) ||
-		!restore_plan_tablespaces(r, &err))
+		!restore_check_wal_keys(r, &err) || !restore_plan_tablespaces(r, &err))
 		goto fail;
 	if (r->archive)
 		fprintf(stderr,

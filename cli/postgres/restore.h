@@ -105,6 +105,14 @@ typedef struct Restore
 	/* The timeline restore_check_wal_path checked the WAL up to (0: none) */
 	uint32_t recovery_timeline;
 	/*
+	 * The first and last segments it found recovery needs (segno
+	 * BK_WAL_END: none), whose keys restore_check_wal_keys checks.
+	 */
+	uint32_t wal_first_timeline;
+	uint64_t wal_first_segno;
+	uint32_t wal_last_timeline;
+	uint64_t wal_last_segno;
+	/*
 	 * An LSN target: the segment recovery needs to reach it (the one that
 	 * ends the first record at or after it), not archived yet; "" if none.
 	 */
@@ -163,6 +171,13 @@ extern bool restore_is_tablespace_link(const Restore *r, const char *rel);
 extern bool restore_join_path(char *out, size_t out_len, const char *dir,
 							  const char *rel, BkError *err);
 extern bool restore_load_chain(Restore *r, BkError *err);
+
+/*
+ * Does the keyring hold the keys of the WAL recovery needs?  Checked
+ * before anything is written: bk wal-get reads it only once the server
+ * starts.
+ */
+extern bool restore_check_wal_keys(Restore *r, BkError *err);
 extern bool restore_plan_tablespaces(Restore *r, BkError *err);
 extern bool restore_prepare_target(Restore *r, BkError *err);
 extern bool restore_record_has_below(const BkSnapRecord *record,

@@ -1846,6 +1846,21 @@ restore_check_wal_path(Restore *r, BkError *err)
 		if (on.missing > 0 && on.first_missing_segno == to_segno + 1)
 			r->no_prefetch = true;
 	}
+	{
+		uint64_t first = bk_lsn_segno(snapshot->start_lsn, wal->segment_size);
+
+		r->wal_first_timeline =
+			bk_wal_segment_timeline(wal, to_timeline, first);
+		r->wal_first_segno = first;
+		r->wal_last_timeline = path.end_timeline;
+		/*
+		 * A time target's path runs to the end of the archive, and recovery
+		 * stops before, at the first commit after it: the segments that
+		 * hold one are decrypted below (check_time_in_archive).
+		 */
+		r->wal_last_segno =
+			r->target.type == BK_PG_TARGET_TIME ? BK_WAL_END : path.end_segno;
+	}
 	if (path.missing == 0 && r->target.type == BK_PG_TARGET_TIME)
 		return check_time_in_archive(r, snapshot, &path, to_segno, err);
 	if (path.missing == 0)
@@ -1854,6 +1869,63 @@ restore_check_wal_path(Restore *r, BkError *err)
 		return check_time_before_gap(r, snapshot, &path, err);
 	set_missing_error(r, snapshot, &path, err);
 	return hint_missing(r, err);
+}
+
+/*
+ * restore_check_wal_keys
+ *		The WAL recovery needs is read by bk wal-get once the server starts,
+ *		after the restore reported it done: a segment sealed to a key the
+ *		keyring lacks would stop recovery there (exit 200).  A rotation
+ *		seals all WAL after it to the new key, so the first and the last
+ *		segment recovery needs tell whether the keyring holds what it reads
+ *		(two frame headers read); a key used only in between (two
+ *		rotations, the middle key missing) still stops recovery at its
+ *		first segment, naming it.
+ */
+bool
+restore_check_wal_keys(Restore *r, BkError *err)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	uint32_t timelines[2] = {r->wal_first_timeline, r->wal_last_timeline};
+	uint64_t segnos[2] = {r->wal_first_segno, r->wal_last_segno};
+
+	if (wal->segment_size == 0)
+		return true;
+	for (int endIdx = 0; endIdx < 2; endIdx++)
+	{
+		char name[32];
+		char key_hex[BK_KEY_ID_HEX_LEN + 1];
+		char ring_ids[512];
+		uint8_t key_id[BK_KEY_ID_LEN];
+		bool in_ring;
+
+		if (segnos[endIdx] == BK_WAL_END ||
+			!bk_wal_has_segment(wal, timelines[endIdx], segnos[endIdx]))
+			continue;
+		bk_wal_segment_name(timelines[endIdx], segnos[endIdx],
+							wal->segment_size, name);
+		if (!bk_wal_sealed_to_keyring(r->repo, r->source, name, r->decoder,
+									  &in_ring, key_id, err))
+			return bk_error_prefix(err, "WAL file \"%s\": ", name);
+		if (in_ring)
+			continue;
+		bk_key_id_hex(key_id, key_hex);
+		bk_keyring_ids(r->ring, ring_ids, sizeof(ring_ids));
+		bk_error_set(err, BK_ERR_KEY,
+					 "WAL file \"%s\", which recovery from snapshot %s "
+					 "needs, is sealed to key %s, which is not in the keyring "
+					 "(it holds %s); nothing was written",
+					 name, snapshot->id, key_hex, ring_ids);
+		return bk_error_hint(err,
+							 "Add key %s's private key file to the keyring "
+							 "(cat FILE.key >> %s: after a rotation the "
+							 "keyring keeps the old keys and gets the new "
+							 "ones), or restore to a target before that "
+							 "segment.",
+							 key_hex, r->config.key_file);
+	}
+	return true;
 }
 
 /* Decrypt the records of the chain, full first. */

@@ -234,6 +234,13 @@ restore_connect(MariadbRestore *r, bool loading, BkError *err)
  * restore_session_setup
  *		Loading as the source stored it: UTC, zero dates and id 0 as they
  *		are, no checks the source already made, and nothing in the binlog.
+ *		And never closed for idling: the restore's own session waits
+ *		through the whole load and the whole replay, which other sessions
+ *		do, and the server's wait_timeout (8 hours by default, often
+ *		minutes) would close it under them; the settings the replay
+ *		changed (max_allowed_packet, slave_exec_mode, ...) were then never
+ *		put back, and the restore failed at its end.  A year is the most
+ *		MariaDB takes; the session goes with bk, however it ends.
  */
 bool
 restore_session_setup(MariadbRestore *r, MYSQL *conn, BkError *err)
@@ -245,7 +252,7 @@ restore_session_setup(MariadbRestore *r, MYSQL *conn, BkError *err)
 		" sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION',"
 		" check_constraint_checks = 0,"
 		" system_versioning_insert_history = 1,"
-		" lock_wait_timeout = 60",
+		" lock_wait_timeout = 60, wait_timeout = 31536000",
 		"setting up the loading session", err);
 }
 

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bk restore of a MariaDB source puts back the target's server-wide
+# settings it changes for the replay (max_allowed_packet, raised to 1 GiB
+# for a 13 MB row statement) and for the load (innodb_flush_log_at_trx_commit):
+#
+#  - into a target whose wait_timeout (2 s) is shorter than the replay (a
+#    statement-logged INSERT ... SELECT SLEEP(3)): bk's own session waited
+#    idle through the replay, the server closed it, the put-backs failed
+#    ("Server has gone away"), max_allowed_packet stayed at 1 GiB and the
+#    restore failed at its end; it succeeds, the target as the source.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=SCRIPTDIR/../lib/tap.sh
+source "$ROOT/tests/lib/tap.sh"
+SERVICES="$ROOT/scripts/services"
+eval "$("$SERVICES" env)" || bail_out "'scripts/services env' failed"
+"$SERVICES" status mariadb >/dev/null 2>&1 || bail_out "mariadb is not running"
+"$SERVICES" status kafka >/dev/null 2>&1 || bail_out "kafka is not running"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-mdb-settings.XXXXXX")"
+chmod 755 "$dir"
+# shellcheck source=SCRIPTDIR/../lib/bk_env.sh
+source "$ROOT/tests/lib/bk_env.sh"
+# shellcheck source=SCRIPTDIR/../lib/mariadb.sh
+source "$ROOT/tests/lib/mariadb.sh"
+AGENT="$BK_AGENT_BIN"
+agent_pid=""
+shipper_pid=""
+db=bksettings_$$
+role="bk_settings_role_$$"
+TARGET_PORT=$((MYSQL_TCP_PORT + 1))
+TARGET_DIR="$dir/target"
+TARGET_SOCKET="$TARGET_DIR/mariadb/mysqld.sock"
+
+tmy() {
+    timeout 120 mariadb --no-defaults --protocol=SOCKET -h localhost -S "$TARGET_SOCKET" -u root \
+        --connect-timeout=10 -N -B -r -e "$1" 2>&1
+}
+target_services() {
+    BK_SERVICES_DIR="$TARGET_DIR" BK_MYSQL_PORT="$TARGET_PORT" "$SERVICES" "$@"
+}
+# A fresh target server, gtid_strict_mode on, as an operator's would be.
+target_reset() {
+    target_services stop mariadb >/dev/null 2>&1
+    rm -rf "${TARGET_DIR:?}/mariadb"
+    target_services start mariadb >>"$dir/target-start.log" 2>&1 &&
+        tmy "SET GLOBAL gtid_strict_mode = 1" >/dev/null
+}
+
+# shellcheck disable=SC2329 # called by the trap
+cleanup() {
+    [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+    [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
+    my "DROP DATABASE IF EXISTS $db; DROP ROLE IF EXISTS $role" >/dev/null
+    target_services stop mariadb >/dev/null 2>&1
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+bk_test_init mariadb-settings
+source_id="mdbset-$$"
+bk_test_agent_conf "mysql_host = 127.0.0.1" "mysql_port = $MYSQL_TCP_PORT" "mysql_user = root" \
+    "server_id = $((7000 + $$ % 1000))" "state_dir = $dir/agent-state" "control_user = $(id -un)" \
+    "roles = $role" >"$dir/agent.conf"
+restore() { "$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-socket "$TARGET_SOCKET" "$@"; }
+
+target_reset
+ok $? "a second MariaDB server as the restore target" || bail_out "$(cat "$dir/target-start.log")"
+out="$(my "CREATE ROLE $role; DROP FUNCTION IF EXISTS bk_snapshot;
+           CREATE FUNCTION bk_snapshot RETURNS STRING SONAME 'bk_udf.so'")"
+ok $? "bk_snapshot() and a role allowed to call it" || diag "$out"
+my "FLUSH BINARY LOGS" >/dev/null
+"$AGENT" --config "$dir/agent.conf" >>"$dir/agent.log" 2>&1 &
+agent_pid=$!
+wait_for 30 "agent streaming" grep -q "streaming the binlog from" "$dir/agent.log"
+ok $? "bk-mysql-agent streams" || bail_out "$(cat "$dir/agent.log")"
+bk_test_start_shipper
+
+out="$(my "CREATE DATABASE $db; CREATE TABLE $db.t (id INT AUTO_INCREMENT PRIMARY KEY, n INT,
+           s VARCHAR(100), lb LONGBLOB) ENGINE=InnoDB;
+           INSERT INTO $db.t (n, s) SELECT seq, 'before' FROM $db.seq_1_to_100")"
+ok $? "a table" || diag "$out"
+result="$(my "SELECT bk_snapshot()")"
+like "$result" '"snapshot_id":"' "a snapshot" || diag "$result"
+# A row statement of 13 MB (its BINLOG statement needs a packet above the
+# target's 16 MiB), then one logged as a statement that takes 3 s to
+# replay.
+out="$(my "INSERT INTO $db.t (n, s, lb) VALUES (1, 'big', REPEAT('b', 13000000));
+           SET SESSION binlog_format = STATEMENT;
+           INSERT INTO $db.t (n, s) SELECT SLEEP(3), 'slow'" 2>&1)"
+ok $? "a 13 MB row, then a statement-logged INSERT ... SELECT SLEEP(3)" || diag "$out"
+my "FLUSH BINARY LOGS" >/dev/null
+now_file="$(my 'SHOW MASTER STATUS' | cut -f1)"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+caught_up() {
+    local f
+    read -r f _ <"$dir/agent-state/binlog.position" && [[ "$f" == "$now_file" ]]
+}
+wait_for 60 "the agent to archive up to $now_file" caught_up
+ok $? "archived up to $now_file"
+sleep 1
+
+# ---------------------------------------------------------------- wait_timeout shorter than the replay
+packet="$(tmy 'SELECT @@global.max_allowed_packet')"
+tmy "SET GLOBAL wait_timeout = 2" >/dev/null
+out="$(restore 2>&1)"
+ok $? "bk restore to latest into a target with wait_timeout = 2 and a replay of 3 s" || diag "$out"
+like "$out" "max_allowed_packet raised from $packet to 1 GiB for the replay" \
+    "... which raised max_allowed_packet for the replay"
+unlike "$out" "WARNING" "... and put everything back without a warning" || diag "$out"
+is "$(tmy 'SELECT @@global.max_allowed_packet')" "$packet" "the target's max_allowed_packet is put back"
+is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 1 "... and innodb_flush_log_at_trx_commit"
+is "$(tmy "CHECKSUM TABLE $db.t EXTENDED" | cut -f2)" "$(my "CHECKSUM TABLE $db.t EXTENDED" | cut -f2)" \
+    "the table restored as the source's (CHECKSUM TABLE)"
+is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(my 'SELECT @@gtid_binlog_pos')" "... and its GTID state"
+
+done_testing

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1056,6 +1057,7 @@ bk_mariadb_restore(int argc, char **argv)
 	MariadbRestore *r = bk_cli_alloc_zero(1, sizeof(*r));
 	BkError err;
 	int status;
+	int stop_signal;
 
 	bk_error_clear(&err);
 	r->program = argv[0];
@@ -1119,6 +1121,17 @@ done:
 	binlog_catalog_free(&r->binlog);
 	mariadb_snapshot_catalog_free(&r->snapshots);
 	bk_command_close(&r->ctx);
+	stop_signal = r->stop_signal;
 	free(r);
+	/*
+	 * Stopped by a signal during the replay, held until the settings were
+	 * put back and the failure said: bk ends by it, as the caller asked
+	 * (a shell sees 128 + the signal).
+	 */
+	if (stop_signal != 0)
+	{
+		signal(stop_signal, SIG_DFL);
+		raise(stop_signal);
+	}
 	return status;
 }

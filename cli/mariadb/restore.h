@@ -141,6 +141,12 @@ typedef struct MariadbRestore
 	char triggers_setting[32];
 	char exec_mode_setting[32];
 	unsigned int settings_changed;
+	/*
+	 * A SIGINT, SIGTERM or SIGHUP that stopped the replay (restore_replay
+	 * holds them while the settings above are changed, to put them back
+	 * first); bk_mariadb_restore ends by it.  0: none.
+	 */
+	int stop_signal;
 
 	/* Data loading (restore_data.c). */
 	pthread_mutex_t lock;

@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1627,6 +1628,16 @@ spawn(const MariadbRestore *r, Argv *argv, int in_fd, int out_fd, int err_fd,
 		if (r->work_dir[0] != '\0')
 			setenv("TMPDIR", r->work_dir, 1);
 		signal(SIGPIPE, SIG_DFL);
+		/*
+		 * A mask is inherited through exec: a tool started by a thread
+		 * that blocks SIGTERM would not stop when the replay is stopped.
+		 */
+		{
+			sigset_t none;
+
+			sigemptyset(&none);
+			sigprocmask(SIG_SETMASK, &none, NULL);
+		}
 		execvp(argv->items[0], argv->items);
 		fprintf(stderr, "could not run %s: %s\n", argv->items[0],
 				strerror(errno));
@@ -2528,6 +2539,62 @@ restore_check_client_defaults(const MariadbRestore *r, BkError *err)
 	return client_defaults_checked(r, r->replay_count > 0, err);
 }
 
+/*
+ * The replay runs with server-wide settings changed (max_allowed_packet at
+ * 1 GiB, slave_exec_mode, slave_run_triggers_for_rbr), and takes as long
+ * as the binlog does: a Ctrl-C, a kill or a closed terminal then ended bk
+ * at once, and the target kept them, unsaid (the next restore even reads
+ * 1 GiB as the server's own).  While they are changed, those signals only
+ * stop the replay's tools; the settings are put back, the failure is said
+ * and marked as any other, and bk then ends by the signal.
+ */
+static const int replay_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+#define REPLAY_SIGNALS (sizeof(replay_signals) / sizeof(replay_signals[0]))
+
+static volatile sig_atomic_t replay_signal;
+
+static void
+replay_on_signal(int signo)
+{
+	replay_signal = signo;
+}
+
+static void
+replay_hold_signals(struct sigaction *saved)
+{
+	struct sigaction action;
+
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = replay_on_signal;
+	sigemptyset(&action.sa_mask);
+	/* No SA_RESTART: the wait for the tools' messages returns at once. */
+	action.sa_flags = 0;
+	replay_signal = 0;
+	for (size_t idx = 0; idx < REPLAY_SIGNALS; idx++)
+		sigaction(replay_signals[idx], &action, &saved[idx]);
+}
+
+static void
+replay_release_signals(const struct sigaction *saved)
+{
+	for (size_t idx = 0; idx < REPLAY_SIGNALS; idx++)
+		sigaction(replay_signals[idx], &saved[idx], NULL);
+}
+
+/* A signal came: the tools stop (once), and the replay fails. */
+static void
+replay_stop_tools(pid_t binlog_pid, pid_t client_pid, bool *stopped)
+{
+	if (replay_signal == 0 || *stopped)
+		return;
+	*stopped = true;
+	if (binlog_pid > 0)
+		kill(binlog_pid, SIGTERM);
+	if (client_pid > 0)
+		kill(client_pid, SIGTERM);
+}
+
 bool
 restore_replay(MariadbRestore *r, BkError *err)
 {
@@ -2540,20 +2607,25 @@ restore_replay(MariadbRestore *r, BkError *err)
 	char buf[4096];
 	ssize_t got;
 	int binlog_status, client_status;
+	struct sigaction saved[REPLAY_SIGNALS];
+	bool stopped = false;
 	bool ok = true;
 	int devnull;
 
 	if (r->replay_count == 0)
 		return true;
 	restore_mark_step(r, "binlog replay");
-	if (!client_defaults_checked(r, true, err) || !restore_tls_probe(r, err) ||
-		!raise_packet_limit(r, err))
+	if (!client_defaults_checked(r, true, err) || !restore_tls_probe(r, err))
 		return false;
-	if (!set_replay_settings(r, err))
+	/* Held before the first setting changes, released after the last. */
+	replay_hold_signals(saved);
+	if (!raise_packet_limit(r, err) || !set_replay_settings(r, err) ||
+		replay_signal != 0)
 	{
 		put_back_packet_limit(r);
 		put_back_replay_settings(r);
-		return false;
+		ok = false;
+		goto stop;
 	}
 	if (pipe2(data_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)
 	{
@@ -2562,7 +2634,8 @@ restore_replay(MariadbRestore *r, BkError *err)
 		/* Nothing replayed: the target's settings as they were. */
 		put_back_packet_limit(r);
 		put_back_replay_settings(r);
-		return false;
+		ok = false;
+		goto stop;
 	}
 	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	binlog_argv(r, &binlog);
@@ -2575,8 +2648,22 @@ restore_replay(MariadbRestore *r, BkError *err)
 	close(data_pipe[0]);
 	close(data_pipe[1]);
 	close(err_pipe[1]);
-	while ((got = read(err_pipe[0], buf, sizeof(buf))) != 0)
+	for (;;)
 	{
+		/*
+		 * Any thread may take the signal, and then this one's read is not
+		 * interrupted: the flag is looked at every 200 ms as well.
+		 */
+		struct pollfd wait_messages = {.fd = err_pipe[0], .events = POLLIN};
+		int ready;
+
+		replay_stop_tools(binlog_pid, client_pid, &stopped);
+		ready = poll(&wait_messages, 1, 200);
+		if (ready == 0 || (ready < 0 && errno == EINTR))
+			continue;
+		got = read(err_pipe[0], buf, sizeof(buf));
+		if (got == 0)
+			break;
 		if (got < 0)
 		{
 			if (errno == EINTR)
@@ -2610,6 +2697,11 @@ restore_replay(MariadbRestore *r, BkError *err)
 		messages[--messages_len] = '\0';
 	if (binlog_pid < 0 || client_pid < 0)
 		ok = false;
+	else if (stopped)
+		ok = bk_error_set(err, BK_ERR_INTERRUPTED,
+						  "the binlog replay was stopped by signal %d (%s):"
+						  " the target holds part of it",
+						  (int) replay_signal, strsignal(replay_signal));
 	else if (client_status != 0 || binlog_status != 0)
 	{
 		const char *error_line = server_error_line(messages);
@@ -2667,5 +2759,18 @@ restore_replay(MariadbRestore *r, BkError *err)
 	argv_free(&client);
 	put_back_packet_limit(r);
 	put_back_replay_settings(r);
+stop:
+	replay_release_signals(saved);
+	if (replay_signal != 0)
+	{
+		/* A failure of its own, if any, is what is said. */
+		r->stop_signal = replay_signal;
+		if (!stopped && (ok || err->code == BK_OK))
+			bk_error_set(err, BK_ERR_INTERRUPTED,
+						 "bk restore was stopped by signal %d (%s) during"
+						 " the binlog replay",
+						 (int) replay_signal, strsignal(replay_signal));
+		ok = false;
+	}
 	return ok;
 }

@@ -7,7 +7,11 @@
 #    statement-logged INSERT ... SELECT SLEEP(3)): bk's own session waited
 #    idle through the replay, the server closed it, the put-backs failed
 #    ("Server has gone away"), max_allowed_packet stayed at 1 GiB and the
-#    restore failed at its end; it succeeds, the target as the source.
+#    restore failed at its end; it succeeds, the target as the source;
+#  - bk restore stopped by SIGTERM during the replay: it put nothing back
+#    (max_allowed_packet stayed at 1 GiB, where the next restore reads it as
+#    the server's own); it stops the replay's tools, puts the settings
+#    back, says so, marks the restore incomplete, and ends by the signal.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,6 +31,7 @@ source "$ROOT/tests/lib/mariadb.sh"
 AGENT="$BK_AGENT_BIN"
 agent_pid=""
 shipper_pid=""
+restore_pid=""
 db=bksettings_$$
 role="bk_settings_role_$$"
 TARGET_PORT=$((MYSQL_TCP_PORT + 1))
@@ -50,6 +55,7 @@ target_reset() {
 
 # shellcheck disable=SC2329 # called by the trap
 cleanup() {
+    [[ -n "$restore_pid" ]] && kill "$restore_pid" 2>/dev/null && wait "$restore_pid" 2>/dev/null
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null
     my "DROP DATABASE IF EXISTS $db; DROP ROLE IF EXISTS $role" >/dev/null
@@ -114,5 +120,28 @@ is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 1 "... and innodb_f
 is "$(tmy "CHECKSUM TABLE $db.t EXTENDED" | cut -f2)" "$(my "CHECKSUM TABLE $db.t EXTENDED" | cut -f2)" \
     "the table restored as the source's (CHECKSUM TABLE)"
 is "$(tmy 'SELECT @@gtid_binlog_pos')" "$(my 'SELECT @@gtid_binlog_pos')" "... and its GTID state"
+
+# ---------------------------------------------------------------- SIGTERM during the replay
+target_reset
+ok $? "a fresh target"
+packet="$(tmy 'SELECT @@global.max_allowed_packet')"
+# bk itself, not a subshell running it.
+"$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-socket "$TARGET_SOCKET" \
+    >"$dir/stopped.out" 2>&1 &
+restore_pid=$!
+wait_for 60 "the replay to start" grep -q "max_allowed_packet raised" "$dir/stopped.out"
+sleep 1 # inside the 3 s statement
+kill -TERM "$restore_pid"
+wait "$restore_pid"
+is $? 143 "bk restore stopped by SIGTERM during the replay ends by the signal" ||
+    diag "$(cat "$dir/stopped.out")"
+restore_pid=""
+like "$(cat "$dir/stopped.out")" "error: the binlog replay was stopped by signal 15 \\(Terminated\\)" \
+    "... saying so" || diag "$(cat "$dir/stopped.out")"
+like "$(cat "$dir/stopped.out")" "the target server holds an incomplete restore" "... and what it leaves"
+is "$(tmy 'SELECT @@global.max_allowed_packet')" "$packet" "the target's max_allowed_packet is put back"
+is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 1 "... and innodb_flush_log_at_trx_commit"
+like "$(tmy 'SELECT error FROM bk_restore_incomplete.restore')" "stopped by signal 15" \
+    "the target's bk_restore_incomplete marker names the signal"
 
 done_testing

@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1604,6 +1605,79 @@ test_replay_failure_names_server_error(void **state)
 	if (strstr(err.message, "mariadb exit 1): ERROR 1153 (08S01) at line 7:"
 							" Got a packet bigger than") == NULL)
 		fail_msg("no server error in \"%s\"", err.message);
+}
+
+/* A thread that takes the process's signals while the test's blocks them. */
+static void *
+signal_taker(void *arg)
+{
+	int *stop = arg;
+
+	while (!__atomic_load_n(stop, __ATOMIC_SEQ_CST))
+		usleep(10 * 1000);
+	return NULL;
+}
+
+/*
+ * The replay runs with the target's max_allowed_packet at 1 GiB and its
+ * slave_* settings changed.  A SIGTERM (a kill, a systemd stop; Ctrl-C and
+ * a closed terminal alike) ended bk at once, the settings left so on the
+ * target.  It now only stops the replay's tools: restore_replay returns,
+ * puts the settings back, says why, and leaves bk_mariadb_restore to end
+ * by the signal.  The client here is a stand-in that sends bk the signal
+ * and waits; before, the signal killed this test.  Taken by another
+ * thread too (bk's own, or a library's), where the replay's read of the
+ * tools' messages is not interrupted: the tools stop all the same.
+ */
+static void
+test_replay_signal_puts_back(void **state)
+{
+	Fixture *f = *state;
+	char *old_path;
+	MariadbRestore *r;
+	struct sigaction now;
+	int64_t started;
+	BkError err;
+	sigset_t term, saved_mask;
+	pthread_t taker;
+	char bin[600];
+	int stop = 0;
+
+	for (int round = 0; round < 2; round++)
+	{
+		if (round == 1)
+		{
+			assert_int_equal(pthread_create(&taker, NULL, signal_taker, &stop),
+							 0);
+			sigemptyset(&term);
+			sigaddset(&term, SIGTERM);
+			pthread_sigmask(SIG_BLOCK, &term, &saved_mask);
+		}
+		r = replay_setup(f, 1, "#!/bin/sh\nexec sleep 30\n",
+						 "#!/bin/sh\n"
+						 "[ \"$1\" = --print-defaults ] && exit 0\n"
+						 "kill -TERM $PPID\n"
+						 "exec sleep 30\n",
+						 &old_path);
+		bk_error_clear(&err);
+		started = bk_monotonic_ms();
+		assert_false(restore_replay(r, &err));
+		assert_int_equal(err.code, BK_ERR_INTERRUPTED);
+		if (strstr(err.message, "stopped by signal 15") == NULL)
+			fail_msg("no signal in \"%s\"", err.message);
+		assert_int_equal(r->stop_signal, SIGTERM);
+		/* The tools were stopped, not waited for. */
+		assert_true(bk_monotonic_ms() - started < 10000);
+		/* And the signal is the process's own again. */
+		assert_int_equal(sigaction(SIGTERM, NULL, &now), 0);
+		assert_true(now.sa_handler == SIG_DFL);
+		replay_done(r, old_path);
+		snprintf(bin, sizeof(bin), "%s/bin", f->dir);
+		assert_true(bk_remove_tree(bin, &err));
+	}
+	__atomic_store_n(&stop, 1, __ATOMIC_SEQ_CST);
+	pthread_join(taker, NULL);
+	pthread_sigmask(SIG_SETMASK, &saved_mask, NULL);
 }
 
 /*
@@ -5250,6 +5324,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_failure_names_server_error,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_signal_puts_back, setup,
+										teardown),
 		cmocka_unit_test_setup_teardown(test_packet_sized_by_decompressed_rows,
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_packet_sized_by_row_statement,

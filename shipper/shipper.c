@@ -787,6 +787,32 @@ reject_message(Shipper *shipper, Partition *p, rd_kafka_message_t *msg,
 	return audit_rejected(shipper, p, msg->offset, source, object, reason);
 }
 
+/*
+ * Whether the repository holds this very attempt.  A chunk of an attempt
+ * stored already and handed out again (the idempotent producer appends a
+ * request twice when its epoch is bumped while the request is in flight;
+ * a message produced again by hand or by a mirror) opens the attempt anew,
+ * and it never completes a second time.  Giving it up would report an
+ * archived attempt abandoned, which a snapshot waiting for the repository
+ * takes for a failure.  Not known (not found, unreadable): false.
+ */
+static bool
+attempt_archived(Shipper *shipper, const Attempt *attempt)
+{
+	BkObjectIdentity identity;
+	BkError err;
+
+	if (!attempt->tracker.started)
+		return false;
+	bk_error_clear(&err);
+	return bk_repo_object_identity(shipper->repo, BK_REPO_ARCHIVE,
+								   attempt->tracker.source,
+								   attempt->tracker.kind, attempt->tracker.name,
+								   &identity, NULL, &err) &&
+		   memcmp(identity.attempt_id, attempt->tracker.attempt_id,
+				  BK_ATTEMPT_ID_LEN) == 0;
+}
+
 static bool
 abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 				const char *reason)
@@ -796,6 +822,22 @@ abandon_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 	bool ok;
 
 	bk_hex_encode(attempt->tracker.attempt_id, BK_ATTEMPT_ID_LEN, attempt_hex);
+	if (attempt_archived(shipper, attempt))
+	{
+		shipper_log(LOG_INFO,
+					"dropped %" PRIu32 " chunk%s of %s object \"%s\" of "
+					"source \"%s\" (attempt %s) that Kafka handed out again "
+					"from %s [%" PRId32 "] offset %" PRId64
+					": that attempt is archived already",
+					attempt->tracker.next_index,
+					attempt->tracker.next_index == 1 ? "" : "s",
+					bk_kind_name(attempt->tracker.kind), attempt->tracker.name,
+					attempt->tracker.source, attempt_hex, p->topic,
+					p->partition, attempt->first_offset);
+		attempt_unlink(p, attempt);
+		attempt_free(attempt);
+		return true;
+	}
 	shipper->abandoned++;
 	bk_metrics_abandoned(shipper->metrics);
 	shipper_log(

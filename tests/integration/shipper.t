@@ -6,7 +6,8 @@
 #   conflicting copies; a corrupted message (rejected, reported, kept, never
 #   archived); a tampered message with a valid CRC (caught by the key at
 #   verify and restore); a half-sent attempt (given up); a source paused
-#   mid-object (sends it again, nothing lost); messages Kafka removed
+#   mid-object (sends it again, nothing lost); a chunk of an archived
+#   attempt handed out again (not reported abandoned); messages Kafka removed
 #   unread (reported); another application's transactions on the topic
 #   (no false loss, nothing held back); SIGKILL in the middle of objects
 #   (nothing lost, nothing duplicated) and right after a commit (the
@@ -190,6 +191,31 @@ ok $? "the half-sent attempt is given up once later messages are abandon_after n
 wal_get "$(seg 7)" "$dir/out/7"
 cmp -s "$dir/wal/$(seg 7)" "$dir/out/7"
 ok $? "segment 7 restores byte-identical"
+
+# ---- a chunk of an archived attempt handed out again
+# Kafka can hold a chunk twice (the idempotent producer appends a request
+# again when its epoch is bumped while the request is in flight; a mirror
+# or an operator produces it again).  Chunk 0 of an attempt already stored
+# opens it anew, and it never completes: it must not be reported given up.
+again="again-$source_id"
+"$FAKE_WAL" "$dir/wal" 1 48 2 --segment-size "$SEG" >/dev/null
+again_attempt="$(produce --source "$again" "$dir/wal/$(seg 48)" | awk '{print $2}')"
+wait_for 30 "segment 48 archived" test -f "$repo/$again/wal/$(seg 48)"
+# Its first frame, as the repository keeps it: header length at byte 8,
+# payload length at byte 32, then 20 bytes of tag and CRC.
+python3 -c 'import struct, sys
+d = open(sys.argv[1], "rb").read()
+h, p = struct.unpack(">I", d[8:12])[0], struct.unpack(">I", d[32:36])[0]
+sys.stdout.buffer.write(d[:h + p + 20])' "$repo/$again/wal/$(seg 48)" >"$dir/chunk0"
+kcat -P -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -k "$again" "$dir/chunk0"
+ok $? "chunk 0 of the archived segment 48 is produced again"
+sleep 4 # past abandon_after (3 s); the next message carries the clock
+produce --source "$again" "$dir/wal/$(seg 49)" >/dev/null
+wait_for 30 "segment 49 archived" test -f "$repo/$again/wal/$(seg 49)"
+wait_for 30 "the copy dropped" grep -q "attempt $again_attempt) that Kafka handed out again" "$log"
+ok $? "the shipper drops the copy of an archived attempt's chunk, saying so"
+unlike "$(audit | grep "\"attempt\":\"$again_attempt\"")" '"event":"abandoned"' \
+    "and does not report the archived attempt abandoned"
 
 # ---- SIGKILL in the middle of objects, several times
 "$FAKE_WAL" "$dir/wal" 1 9 30 --segment-size "$SEG" >/dev/null

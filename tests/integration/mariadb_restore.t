@@ -775,6 +775,17 @@ is $? 5 "bk snapshot-get whose newest record cannot be read (EIO) exits 5" || di
 like "$out" "snapshot $snap2 .*Input/output error" "... naming it and the cause" || diag "$out"
 test ! -e "$dir/get-eio"
 ok $? "... and writes no older snapshot in its place"
+# Named with --snapshot, a real EIO: on its record (read before DIR is
+# made), and on a data part (read while DIR is written, which then goes).
+for eio_path in "/$snap2/snapshot.json" "/$snap2/data/$eio_snap_part"; do
+    out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH="$eio_path" \
+        "$BK" snapshot-get --config "$dir/bk.conf" --source "$source_id" --snapshot "$snap2" \
+        "$dir/get-eio-named" 2>&1)"
+    is $? 5 "bk snapshot-get --snapshot $snap2 with $eio_path unreadable (EIO) exits 5, not 1" || diag "$out"
+    like "$out" "Input/output error" "... naming the cause" || diag "$out"
+    test ! -e "$dir/get-eio-named"
+    ok $? "... and leaves no DIR behind" || diag "$(find "$dir/get-eio-named" 2>&1 | head -n 5)"
+done
 
 # ---------------------------------------------------------------- bk expire
 # With a second run and a dry run at the same time (two cron jobs, or a

@@ -1600,6 +1600,14 @@ shipper_setup(Shipper *shipper, BkError *err)
 	 * Whatever such a producer writes is rejected either way.
 	 */
 	SET("isolation.level", "read_uncommitted");
+	/*
+	 * A subscription takes partitions added to a topic only once its
+	 * metadata is refreshed, every 5 minutes by default, while sources
+	 * produce into them within a minute (they read the partition count at
+	 * most that long before): objects waited up to 5 minutes in partitions
+	 * no shipper had, with no lag to show it.
+	 */
+	SET("topic.metadata.refresh.interval.ms", "10000");
 	SET("session.timeout.ms", "10000");
 	SET("heartbeat.interval.ms", "1000");
 	SET("max.poll.interval.ms", "600000");

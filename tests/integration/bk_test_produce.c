@@ -12,6 +12,7 @@
  *					  [--chunk-gap-max MS]
  *					  FILE...
  *	  bk_test_produce --brokers B --prefix P --delete-records
+ *	  bk_test_produce --brokers B --prefix P --add-partitions TOTAL
  *	  bk_test_produce --brokers B --prefix P --source S
  *					  --foreign-transaction commit|abort|open [--open-ms MS]
  *
@@ -27,7 +28,8 @@
  *
  * --delete-records removes every message of the WAL topic (Kafka's
  * DeleteRecords, up to each partition's high watermark), as retention would
- * while no shipper reads the topic.
+ * while no shipper reads the topic.  --add-partitions gives the WAL topic
+ * TOTAL partitions (Kafka's CreatePartitions), as an operator would.
  *
  * --foreign-transaction writes one message that is not a bk frame to the WAL
  * topic, keyed by --source (so it lands in that source's partition), with a
@@ -206,6 +208,55 @@ delete_records(const char *brokers, const char *topic)
 	return status;
 }
 
+/* Give topic total partitions. */
+static int
+add_partitions(const char *brokers, const char *topic, int total)
+{
+	BkKafkaSettings settings = {.brokers = brokers};
+	rd_kafka_NewPartitions_t *request;
+	rd_kafka_queue_t *queue;
+	rd_kafka_event_t *event;
+	const rd_kafka_CreatePartitions_result_t *result;
+	const rd_kafka_topic_result_t **topics;
+	size_t count = 0;
+	char errstr[256];
+	BkError err;
+	rd_kafka_t *rk;
+	int status = 1;
+
+	bk_error_clear(&err);
+	rk = bk_kafka_admin_new(&settings, &err);
+	if (rk == NULL)
+	{
+		fprintf(stderr, "%s\n", err.message);
+		return 1;
+	}
+	request = rd_kafka_NewPartitions_new(topic, (size_t) total, errstr,
+										 sizeof(errstr));
+	queue = rd_kafka_queue_new(rk);
+	rd_kafka_CreatePartitions(rk, &request, 1, NULL, queue);
+	event = rd_kafka_queue_poll(queue, 30000);
+	result = event ? rd_kafka_event_CreatePartitions_result(event) : NULL;
+	if (result != NULL)
+	{
+		topics = rd_kafka_CreatePartitions_result_topics(result, &count);
+		if (count == 1 && rd_kafka_topic_result_error(topics[0]) ==
+							  RD_KAFKA_RESP_ERR_NO_ERROR)
+			status = 0;
+		else if (count == 1)
+			fprintf(stderr, "CreatePartitions: %s\n",
+					rd_kafka_topic_result_error_string(topics[0]));
+	}
+	else
+		fprintf(stderr, "CreatePartitions: no answer\n");
+	if (event != NULL)
+		rd_kafka_event_destroy(event);
+	rd_kafka_NewPartitions_destroy(request);
+	rd_kafka_queue_destroy(queue);
+	bk_kafka_admin_free(rk);
+	return status;
+}
+
 /* See --foreign-transaction above. */
 static int
 foreign_transaction(const char *brokers, const char *topic, const char *key,
@@ -300,6 +351,7 @@ main(int argc, char **argv)
 		{"delete-records", no_argument, NULL, 'D'},
 		{"foreign-transaction", required_argument, NULL, 'T'},
 		{"open-ms", required_argument, NULL, 'O'},
+		{"add-partitions", required_argument, NULL, 'A'},
 		{NULL, 0, NULL, 0}};
 	const char *brokers = NULL;
 	const char *prefix = "bk";
@@ -314,6 +366,7 @@ main(int argc, char **argv)
 	bool delete = false;
 	const char *foreign = NULL;
 	int64_t open_ms = 60000;
+	int add_total = 0;
 	BkKafkaSettings settings = {0};
 	BkProducer *producer;
 	BkKeyring *ring;
@@ -382,6 +435,9 @@ main(int argc, char **argv)
 			case 'O':
 				open_ms = strtoll(optarg, NULL, 10);
 				break;
+			case 'A':
+				add_total = atoi(optarg);
+				break;
 			default:
 				return 2;
 		}
@@ -395,6 +451,16 @@ main(int argc, char **argv)
 			return 1;
 		}
 		return delete_records(brokers, topic);
+	}
+	if (add_total > 0 && brokers != NULL)
+	{
+		bk_error_clear(&err);
+		if (!bk_topic_name(prefix, BK_TOPIC_WAL, topic, sizeof(topic), &err))
+		{
+			fprintf(stderr, "%s\n", err.message);
+			return 1;
+		}
+		return add_partitions(brokers, topic, add_total);
 	}
 	if (foreign != NULL && brokers != NULL && source != NULL)
 	{

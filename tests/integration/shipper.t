@@ -12,7 +12,8 @@
 #   (no false loss, nothing held back); SIGKILL in the middle of objects
 #   (nothing lost, nothing duplicated) and right after a commit (the
 #   attempt still reported archived); SIGTERM and a fast restart; memory
-#   bounded by configuration, not object size; no plaintext anywhere.
+#   bounded by configuration, not object size; no plaintext anywhere;
+#   partitions added to the topic (taken within seconds).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -413,6 +414,24 @@ json="$("$BK" list --config "$dir/bk.conf" --source "$source_id" --json)"
 like "$json" '"first": "000000010000000000000001"' "bk list --json: timeline 1 starts at segment 1"
 like "$json" '"last": "000000010000000000000027"' "and ends at segment 0x27"
 like "$json" '"missing": 0' "with nothing missing"
+
+# ---- partitions added to the WAL topic while the shipper runs
+# A source reads the partition count at most a minute before it sends; the
+# shipper must take the new partitions about as soon, not at librdkafka's
+# default metadata refresh (5 minutes), with nothing to show the wait.
+"$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --add-partitions 12
+ok $? "the WAL topic gets 12 partitions (6 before)"
+# A source whose key librdkafka's consistent partitioner (CRC-32) puts in
+# one of the new partitions.
+grown="$(python3 -c 'import sys, zlib
+print(next(s for s in ("grown-%s-%d" % (sys.argv[1], i) for i in range(1000))
+           if zlib.crc32(s.encode()) % 12 >= 6))' "$source_id")"
+"$FAKE_WAL" "$dir/wal" 1 50 1 --segment-size "$SEG" >/dev/null
+produce --source "$grown" "$dir/wal/$(seg 50)" >/dev/null
+wait_for 60 "segment 50 archived" test -f "$repo/$grown/wal/$(seg 50)"
+ok $? "a segment sent into a new partition is archived within a minute"
+like "$(timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" -o beginning -e -q -f '%p %k\n' 2>/dev/null |
+    grep " $grown\$" | head -n 1)" '^([6-9]|1[01]) ' "(it went to partition 6 to 11)"
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

@@ -186,6 +186,7 @@ typedef struct Partition
 	 * first message is expected (check_offset_gap). */
 	int64_t assigned_offset;
 	bool warned_create_time; /* a message without broker time was seen */
+	bool warned_markers;     /* transaction markers were seen (once) */
 	int64_t broker_time;     /* of the newest message handled; -1: none */
 	int64_t audit_hold; /* oldest offset whose audit event is unacknowledged;
 						 * -1: none */
@@ -1257,7 +1258,8 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	else if (low >= 0 && low < removed_end)
 	{
 		removed_end = low > expected ? low : expected;
-		shipper_log(LOG_WARNING,
+		/* Once per partition: such a producer leaves one per transaction. */
+		shipper_log(p->warned_markers ? LOG_DEBUG : LOG_WARNING,
 					"%s [%" PRId32 "]: offsets %" PRId64 " to %" PRId64
 					" are not below where Kafka starts the partition but "
 					"hold nothing a consumer is handed: the markers of "
@@ -1268,6 +1270,7 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 					"bk refuses at start)",
 					p->topic, p->partition, removed_end, msg->offset - 1,
 					p->topic);
+		p->warned_markers = true;
 	}
 	if (removed_end == expected)
 		return true;

@@ -928,6 +928,21 @@ seconds_since(const struct timespec *start)
 		   (double) (now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
+/* What writes the snapshot to the target, in order. */
+static const struct
+{
+	bool (*run)(MariadbRestore *r, BkError *err);
+	const char *name; /* for a signal taken before it */
+} load_steps[] = {
+	{restore_set_gtid_binlog_state, "the GTID state"},
+	{restore_create_accounts, "the accounts"},
+	{restore_create_servers, "the server definitions"},
+	{restore_create_tables, "the databases and tables"},
+	{restore_load_data, "the table data"},
+	{restore_create_objects, "the routines, views, triggers and events"},
+	{restore_grant, "the grants"},
+};
+
 /*
  * run
  *		Check, plan, then write: every step names what failed.
@@ -1030,21 +1045,34 @@ run(MariadbRestore *r, BkError *err)
 	if (r->dry_run)
 		return true;
 
+	/*
+	 * Held until the settings are put back, here or by the failure (the
+	 * replay and the loaders look for a signal while they wait).
+	 */
+	restore_hold_signals(r);
 	if (!restore_mark(r, err))
 		return false;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	if (!restore_set_gtid_binlog_state(r, err) ||
-		!restore_create_accounts(r, err) || !restore_create_servers(r, err) ||
-		!restore_create_tables(r, err) || !restore_load_data(r, err) ||
-		!restore_create_objects(r, err) || !restore_grant(r, err))
-		return false;
+	for (size_t step = 0; step < sizeof(load_steps) / sizeof(load_steps[0]);
+		 step++)
+	{
+		char before[96];
+
+		snprintf(before, sizeof(before), "before %s", load_steps[step].name);
+		if (!restore_go_on(r, before, err) || !load_steps[step].run(r, err))
+			return false;
+	}
 	r->load_seconds = seconds_since(&start);
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	if (!restore_replay(r, err))
+	if (!restore_go_on(r, "before the binlog replay", err) ||
+		!restore_replay(r, err))
 		return false;
 	r->replay_seconds = seconds_since(&start);
 	/* Durable from here: the marker goes with a flushed commit. */
 	restore_put_back_settings(r);
+	if (!restore_go_on(r, "after the binlog replay", err))
+		return false;
+	restore_release_signals(r);
 	if (!restore_finish_server(r, err) || !restore_unmark(r, err))
 		return false;
 	report(r);
@@ -1090,8 +1118,10 @@ bk_mariadb_restore(int argc, char **argv)
 		status = BK_EXIT_OK;
 	else
 	{
+		/* Still held: a second signal does not cut the putting back. */
 		restore_put_back_settings(r);
 		restore_mark_failed(r, &err);
+		restore_release_signals(r);
 		status =
 			bk_cli_report_restore_error(argv[0], &err, r->ctx.repo != NULL);
 		if (r->marked)
@@ -1102,6 +1132,7 @@ bk_mariadb_restore(int argc, char **argv)
 					argv[0], RESTORE_MARKER_DB);
 	}
 done:
+	restore_release_signals(r);
 	restore_remove_work_dir(r);
 	if (r->conn != NULL)
 		mysql_close(r->conn);
@@ -1124,9 +1155,9 @@ done:
 	stop_signal = r->stop_signal;
 	free(r);
 	/*
-	 * Stopped by a signal during the replay, held until the settings were
-	 * put back and the failure said: bk ends by it, as the caller asked
-	 * (a shell sees 128 + the signal).
+	 * Stopped by a signal, held until the settings were put back and the
+	 * failure said: bk ends by it, as the caller asked (a shell sees 128 +
+	 * the signal).
 	 */
 	if (stop_signal != 0)
 	{

@@ -25,6 +25,7 @@
 #define BK_MARIADB_RESTORE_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -142,11 +143,14 @@ typedef struct MariadbRestore
 	char exec_mode_setting[32];
 	unsigned int settings_changed;
 	/*
-	 * A SIGINT, SIGTERM or SIGHUP that stopped the replay (restore_replay
-	 * holds them while the settings above are changed, to put them back
-	 * first); bk_mariadb_restore ends by it.  0: none.
+	 * A SIGINT, SIGTERM or SIGHUP that stopped the restore (held from the
+	 * first write until the settings above are put back, to put them back
+	 * first: restore_hold_signals); bk_mariadb_restore ends by it.  0: none.
 	 */
 	int stop_signal;
+	bool signals_held;
+	sigset_t saved_mask;
+	struct sigaction saved_actions[3]; /* SIGINT, SIGTERM, SIGHUP */
 
 	/* Data loading (restore_data.c). */
 	pthread_mutex_t lock;
@@ -159,6 +163,11 @@ typedef struct MariadbRestore
 	atomic_uint_fast64_t rows_loaded;
 	atomic_uint_fast64_t bytes_loaded;
 	atomic_uint_fast64_t indexes_deferred; /* tables whose indexes came after */
+	/*
+	 * The loaders' connection ids, 0 for none: a signal kills the
+	 * statement each runs (KILL QUERY on the control connection).
+	 */
+	unsigned long loader_ids[RESTORE_JOBS_MAX];
 	uint64_t bytes_total;
 
 	/*
@@ -251,6 +260,17 @@ extern bool restore_set_gtid_binlog_state(MariadbRestore *r, BkError *err);
 extern bool restore_finish_server(MariadbRestore *r, BkError *err);
 extern void restore_find_xa_prepared(MariadbRestore *r);
 extern void restore_put_back_settings(MariadbRestore *r);
+/*
+ * SIGINT, SIGTERM and SIGHUP held from before the first server-wide
+ * setting changes until they are all put back (restore_server.c says how);
+ * restore_signal_taken: the one that came (recorded in r->stop_signal), or
+ * 0; restore_go_on: false, err set ("... stopped by signal 15 (Terminated)
+ * WHEN"), if one came.  Main thread only.
+ */
+extern void restore_hold_signals(MariadbRestore *r);
+extern int restore_signal_taken(MariadbRestore *r);
+extern bool restore_go_on(MariadbRestore *r, const char *when, BkError *err);
+extern void restore_release_signals(MariadbRestore *r);
 
 /* restore_schema.c */
 extern bool restore_text(json_t *value, char **text, size_t *len);

@@ -2539,54 +2539,12 @@ restore_check_client_defaults(const MariadbRestore *r, BkError *err)
 	return client_defaults_checked(r, r->replay_count > 0, err);
 }
 
-/*
- * The replay runs with server-wide settings changed (max_allowed_packet at
- * 1 GiB, slave_exec_mode, slave_run_triggers_for_rbr), and takes as long
- * as the binlog does: a Ctrl-C, a kill or a closed terminal then ended bk
- * at once, and the target kept them, unsaid (the next restore even reads
- * 1 GiB as the server's own).  While they are changed, those signals only
- * stop the replay's tools; the settings are put back, the failure is said
- * and marked as any other, and bk then ends by the signal.
- */
-static const int replay_signals[] = {SIGINT, SIGTERM, SIGHUP};
-
-#define REPLAY_SIGNALS (sizeof(replay_signals) / sizeof(replay_signals[0]))
-
-static volatile sig_atomic_t replay_signal;
-
-static void
-replay_on_signal(int signo)
-{
-	replay_signal = signo;
-}
-
-static void
-replay_hold_signals(struct sigaction *saved)
-{
-	struct sigaction action;
-
-	memset(&action, 0, sizeof(action));
-	action.sa_handler = replay_on_signal;
-	sigemptyset(&action.sa_mask);
-	/* No SA_RESTART: the wait for the tools' messages returns at once. */
-	action.sa_flags = 0;
-	replay_signal = 0;
-	for (size_t idx = 0; idx < REPLAY_SIGNALS; idx++)
-		sigaction(replay_signals[idx], &action, &saved[idx]);
-}
-
-static void
-replay_release_signals(const struct sigaction *saved)
-{
-	for (size_t idx = 0; idx < REPLAY_SIGNALS; idx++)
-		sigaction(replay_signals[idx], &saved[idx], NULL);
-}
-
 /* A signal came: the tools stop (once), and the replay fails. */
 static void
-replay_stop_tools(pid_t binlog_pid, pid_t client_pid, bool *stopped)
+replay_stop_tools(MariadbRestore *r, pid_t binlog_pid, pid_t client_pid,
+				  bool *stopped)
 {
-	if (replay_signal == 0 || *stopped)
+	if (*stopped || restore_signal_taken(r) == 0)
 		return;
 	*stopped = true;
 	if (binlog_pid > 0)
@@ -2607,7 +2565,6 @@ restore_replay(MariadbRestore *r, BkError *err)
 	char buf[4096];
 	ssize_t got;
 	int binlog_status, client_status;
-	struct sigaction saved[REPLAY_SIGNALS];
 	bool stopped = false;
 	bool ok = true;
 	int devnull;
@@ -2617,10 +2574,12 @@ restore_replay(MariadbRestore *r, BkError *err)
 	restore_mark_step(r, "binlog replay");
 	if (!client_defaults_checked(r, true, err) || !restore_tls_probe(r, err))
 		return false;
-	/* Held before the first setting changes, released after the last. */
-	replay_hold_signals(saved);
+	/*
+	 * The signals are held (restore_hold_signals) since before the first
+	 * setting changed, until run() or the failure has put them back.
+	 */
 	if (!raise_packet_limit(r, err) || !set_replay_settings(r, err) ||
-		replay_signal != 0)
+		restore_signal_taken(r) != 0)
 	{
 		put_back_packet_limit(r);
 		put_back_replay_settings(r);
@@ -2650,14 +2609,11 @@ restore_replay(MariadbRestore *r, BkError *err)
 	close(err_pipe[1]);
 	for (;;)
 	{
-		/*
-		 * Any thread may take the signal, and then this one's read is not
-		 * interrupted: the flag is looked at every 200 ms as well.
-		 */
+		/* The signal is held, not taken here: looked for every 200 ms. */
 		struct pollfd wait_messages = {.fd = err_pipe[0], .events = POLLIN};
 		int ready;
 
-		replay_stop_tools(binlog_pid, client_pid, &stopped);
+		replay_stop_tools(r, binlog_pid, client_pid, &stopped);
 		ready = poll(&wait_messages, 1, 200);
 		if (ready == 0 || (ready < 0 && errno == EINTR))
 			continue;
@@ -2701,7 +2657,7 @@ restore_replay(MariadbRestore *r, BkError *err)
 		ok = bk_error_set(err, BK_ERR_INTERRUPTED,
 						  "the binlog replay was stopped by signal %d (%s):"
 						  " the target holds part of it",
-						  (int) replay_signal, strsignal(replay_signal));
+						  r->stop_signal, strsignal(r->stop_signal));
 	else if (client_status != 0 || binlog_status != 0)
 	{
 		const char *error_line = server_error_line(messages);
@@ -2760,16 +2716,11 @@ restore_replay(MariadbRestore *r, BkError *err)
 	put_back_packet_limit(r);
 	put_back_replay_settings(r);
 stop:
-	replay_release_signals(saved);
-	if (replay_signal != 0)
+	if (restore_signal_taken(r) != 0)
 	{
 		/* A failure of its own, if any, is what is said. */
-		r->stop_signal = replay_signal;
 		if (!stopped && (ok || err->code == BK_OK))
-			bk_error_set(err, BK_ERR_INTERRUPTED,
-						 "bk restore was stopped by signal %d (%s) during"
-						 " the binlog replay",
-						 (int) replay_signal, strsignal(replay_signal));
+			restore_go_on(r, "during the binlog replay", err);
 		ok = false;
 	}
 	return ok;

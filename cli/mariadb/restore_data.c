@@ -531,6 +531,7 @@ table_worker(void *arg)
 	BkError err;
 	MYSQL *conn = NULL;
 	BkDecoder *decoder;
+	int slot = RESTORE_JOBS_MAX;
 
 	bk_error_clear(&err);
 	/* A decoder follows one object at a time: one per loader. */
@@ -545,6 +546,17 @@ table_worker(void *arg)
 		bk_decoder_free(decoder);
 		fail_all(r, &err);
 		return NULL;
+	}
+	if (conn != NULL)
+	{
+		pthread_mutex_lock(&r->lock);
+		for (slot = 0; slot < RESTORE_JOBS_MAX; slot++)
+			if (r->loader_ids[slot] == 0)
+			{
+				r->loader_ids[slot] = mysql_thread_id(conn);
+				break;
+			}
+		pthread_mutex_unlock(&r->lock);
 	}
 	while (!atomic_load(&r->abort))
 	{
@@ -564,10 +576,48 @@ table_worker(void *arg)
 		atomic_fetch_add(&r->tables_done, 1);
 	}
 	if (conn != NULL)
+	{
+		/* Not killed once closed: its id may be another's by then. */
+		pthread_mutex_lock(&r->lock);
+		if (slot < RESTORE_JOBS_MAX)
+			r->loader_ids[slot] = 0;
+		pthread_mutex_unlock(&r->lock);
 		mysql_close(conn);
+	}
 	mysql_thread_end();
 	bk_decoder_free(decoder);
 	return NULL;
+}
+
+/*
+ * stop_loaders
+ *		A signal during the load: the loaders stop at their next part, and
+ *		the statement each runs (a part's LOAD DATA, an index build that
+ *		may take minutes) is killed; the server rolls back the part.  Each
+ *		then closes its connection and ends: nothing of theirs runs when
+ *		the settings are put back.
+ */
+static void
+stop_loaders(MariadbRestore *r, int signo)
+{
+	BkError err;
+
+	bk_error_set(&err, BK_ERR_INTERRUPTED,
+				 "the table data load was stopped by signal %d (%s): the"
+				 " target holds part of it",
+				 signo, strsignal(signo));
+	fail_all(r, &err);
+	pthread_mutex_lock(&r->lock);
+	for (int slot = 0; slot < RESTORE_JOBS_MAX; slot++)
+		if (r->loader_ids[slot] != 0)
+		{
+			char sql[64];
+
+			snprintf(sql, sizeof(sql), "KILL QUERY %lu", r->loader_ids[slot]);
+			/* Between statements it kills nothing: the loader stops. */
+			(void) mysql_query(r->conn, sql);
+		}
+	pthread_mutex_unlock(&r->lock);
 }
 
 static int
@@ -730,13 +780,19 @@ run_pass(MariadbRestore *r, TablePass *pass, BkError *err)
 		}
 		started++;
 	}
-	if (tty)
-		while (atomic_load(&r->tables_done) < r->work_count &&
-			   !atomic_load(&r->abort))
-		{
-			usleep(500 * 1000);
+	/* A signal is looked for every 100 ms (restore_signal_taken). */
+	for (int tick = 1; atomic_load(&r->tables_done) < r->work_count &&
+					   !atomic_load(&r->abort);
+		 tick++)
+	{
+		int signo;
+
+		usleep(100 * 1000);
+		if (pass->connect && (signo = restore_signal_taken(r)) != 0)
+			stop_loaders(r, signo);
+		else if (tty && tick % 5 == 0)
 			print_progress(r, pass->label, seconds_from(&start), false);
-		}
+	}
 	for (int job = 0; job < started; job++)
 		pthread_join(threads[job], NULL);
 	if (tty)

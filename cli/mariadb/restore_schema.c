@@ -558,6 +558,9 @@ restore_create_tables(MariadbRestore *r, BkError *err)
 	}
 	json_array_foreach(json_object_get(r->schema, "tables"), idx, item)
 	{
+		/* Thousands of them take minutes: a signal is looked for. */
+		if (!restore_go_on(r, "while creating the tables", err))
+			return false;
 		snprintf(what, sizeof(what), "table `%s`.`%s`",
 				 item_string(item, "database"), item_string(item, "name"));
 		if (!run_definition(r, item_string(item, "database"), item, "create",

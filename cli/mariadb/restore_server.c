@@ -18,9 +18,11 @@
 #include <ctype.h>
 #include <errmsg.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bk_util.h"
 #include "restore.h"
@@ -661,6 +663,106 @@ relax_durability(MariadbRestore *r, BkError *err)
 					   "relaxing innodb_flush_log_at_trx_commit for the"
 					   " restore",
 					   err);
+}
+
+/*
+ * From the first write until the settings are put back the target runs
+ * with server-wide settings changed (innodb_flush_log_at_trx_commit at 2,
+ * and for the replay max_allowed_packet, slave_exec_mode and
+ * slave_run_triggers_for_rbr): a Ctrl-C, a kill or a closed terminal that
+ * ended bk at once left them so, unsaid.  Meanwhile those signals are
+ * blocked in bk's threads (the loaders, started later, inherit the mask:
+ * no statement of theirs or of the control connection is cut by EINTR)
+ * and caught by a handler in any other thread; the main thread looks for
+ * one between statements and while it waits (restore_signal_taken), stops
+ * what runs, puts the settings back, says so and marks the restore
+ * incomplete, and bk then ends by the signal (bk_mariadb_restore).
+ */
+static const int held_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+#define HELD_SIGNALS (sizeof(held_signals) / sizeof(held_signals[0]))
+
+static volatile sig_atomic_t held_signal;
+
+static void
+on_held_signal(int signo)
+{
+	if (held_signal == 0)
+		held_signal = signo;
+}
+
+static void
+held_signal_set(sigset_t *set)
+{
+	sigemptyset(set);
+	for (size_t idx = 0; idx < HELD_SIGNALS; idx++)
+		sigaddset(set, held_signals[idx]);
+}
+
+void
+restore_hold_signals(MariadbRestore *r)
+{
+	struct sigaction action;
+	sigset_t set;
+
+	if (r->signals_held)
+		return;
+	memset(&action, 0, sizeof(action));
+	action.sa_handler = on_held_signal;
+	sigemptyset(&action.sa_mask);
+	action.sa_flags = SA_RESTART;
+	held_signal = 0;
+	for (size_t idx = 0; idx < HELD_SIGNALS; idx++)
+		sigaction(held_signals[idx], &action, &r->saved_actions[idx]);
+	held_signal_set(&set);
+	pthread_sigmask(SIG_BLOCK, &set, &r->saved_mask);
+	r->signals_held = true;
+}
+
+int
+restore_signal_taken(MariadbRestore *r)
+{
+	if (!r->signals_held)
+		return r->stop_signal;
+	if (held_signal == 0)
+	{
+		sigset_t set;
+		struct timespec now = {0, 0};
+		int signo;
+
+		held_signal_set(&set);
+		signo = sigtimedwait(&set, NULL, &now);
+		if (signo > 0)
+			held_signal = signo;
+	}
+	if (held_signal != 0)
+		r->stop_signal = held_signal;
+	return r->stop_signal;
+}
+
+bool
+restore_go_on(MariadbRestore *r, const char *when, BkError *err)
+{
+	int signo = restore_signal_taken(r);
+
+	if (signo == 0)
+		return true;
+	return bk_error_set(err, BK_ERR_INTERRUPTED,
+						"bk restore was stopped by signal %d (%s) %s", signo,
+						strsignal(signo), when);
+}
+
+void
+restore_release_signals(MariadbRestore *r)
+{
+	if (!r->signals_held)
+		return;
+	/* One that came last is counted: bk still ends by it. */
+	restore_signal_taken(r);
+	pthread_sigmask(SIG_SETMASK, &r->saved_mask, NULL);
+	for (size_t idx = 0; idx < HELD_SIGNALS; idx++)
+		sigaction(held_signals[idx], &r->saved_actions[idx], NULL);
+	r->signals_held = false;
 }
 
 void

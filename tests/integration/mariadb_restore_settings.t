@@ -11,7 +11,12 @@
 #  - bk restore stopped by SIGTERM during the replay: it put nothing back
 #    (max_allowed_packet stayed at 1 GiB, where the next restore reads it as
 #    the server's own); it stops the replay's tools, puts the settings
-#    back, says so, marks the restore incomplete, and ends by the signal.
+#    back, says so, marks the restore incomplete, and ends by the signal;
+#  - bk restore stopped by SIGTERM during the load of a snapshot's data (two
+#    tables of 40 MB, two loaders): it ended at once and left
+#    innodb_flush_log_at_trx_commit at 2, unsaid; it stops the loaders,
+#    puts the setting back, says so, marks the restore incomplete, and
+#    ends by the signal.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -143,5 +148,54 @@ is "$(tmy 'SELECT @@global.max_allowed_packet')" "$packet" "the target's max_all
 is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 1 "... and innodb_flush_log_at_trx_commit"
 like "$(tmy 'SELECT error FROM bk_restore_incomplete.restore')" "stopped by signal 15" \
     "the target's bk_restore_incomplete marker names the signal"
+
+# ---------------------------------------------------------------- SIGTERM during the data load
+# Two tables of 40 MB each (a loader each): the load takes seconds.
+out="$(my "CREATE TABLE $db.big1 (id INT PRIMARY KEY, s VARCHAR(300), KEY (s(20))) ENGINE=InnoDB;
+           CREATE TABLE $db.big2 LIKE $db.big1;
+           INSERT INTO $db.big1 SELECT seq, REPEAT(MD5(seq), 8) FROM $db.seq_1_to_150000;
+           INSERT INTO $db.big2 SELECT seq, REPEAT(MD5(seq), 8) FROM $db.seq_1_to_150000" 2>&1)"
+ok $? "two tables of 40 MB" || diag "$out"
+result="$(my "SELECT bk_snapshot()")"
+snap2="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"
+ok "$([[ -n "$snap2" ]]; echo $?)" "a snapshot of them" || diag "$result"
+target_reset
+ok $? "a fresh target"
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+big_archived() {
+    restore --dry-run --snapshot "$snap2" --target immediate >/dev/null 2>&1
+}
+wait_for 120 "the snapshot archived" big_archived
+ok $? "... archived"
+packet="$(tmy 'SELECT @@global.max_allowed_packet')"
+"$BK" restore --config "$dir/bk.conf" --source "$source_id" --mysql-socket "$TARGET_SOCKET" \
+    --snapshot "$snap2" --target immediate >"$dir/load-stopped.out" 2>&1 &
+restore_pid=$!
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+loading() {
+    [[ "$(tmy "SELECT step FROM bk_restore_incomplete.restore" 2>/dev/null)" == "table data" ]]
+}
+wait_for 60 "the data load to start" loading
+ok $? "the data load started" || diag "$(cat "$dir/load-stopped.out")"
+is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 2 \
+    "... with innodb_flush_log_at_trx_commit relaxed to 2"
+stopped_at=$SECONDS
+kill -TERM "$restore_pid"
+wait "$restore_pid"
+is $? 143 "bk restore stopped by SIGTERM during the data load ends by the signal" ||
+    diag "$(cat "$dir/load-stopped.out")"
+restore_pid=""
+ok "$(((SECONDS - stopped_at) <= 10 ? 0 : 1))" "... within 10 s ($((SECONDS - stopped_at)) s)"
+like "$(cat "$dir/load-stopped.out")" \
+    "error: the table data load was stopped by signal 15 \\(Terminated\\): the target holds part of it" \
+    "... saying so" || diag "$(cat "$dir/load-stopped.out")"
+like "$(cat "$dir/load-stopped.out")" "the target server holds an incomplete restore" "... and what it leaves"
+is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 1 \
+    "the target's innodb_flush_log_at_trx_commit is put back"
+is "$(tmy 'SELECT @@global.max_allowed_packet')" "$packet" "... and max_allowed_packet is as it was"
+like "$(tmy 'SELECT step, error FROM bk_restore_incomplete.restore')" "^table data.*stopped by signal 15" \
+    "the target's bk_restore_incomplete marker names the step and the signal"
+is "$(tmy "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '$db' OR INFO LIKE 'LOAD DATA%'")" 0 \
+    "no loader left running on the target"
 
 done_testing

@@ -1607,6 +1607,71 @@ test_replay_failure_names_server_error(void **state)
 		fail_msg("no server error in \"%s\"", err.message);
 }
 
+/* A loader's stand-in: started while the signals are held, it inherits it. */
+static void *
+blocked_reader(void *arg)
+{
+	int *fds = arg;
+	char byte;
+	ssize_t got;
+
+	/* A signal must not cut it short (EINTR) while it waits. */
+	got = read(fds[0], &byte, 1);
+	return (void *) (intptr_t) (got == 1 ? 0 : errno);
+}
+
+/*
+ * From the first write until the settings are put back, a SIGTERM (or
+ * SIGINT, SIGHUP) ended bk at once, the target's settings left changed.
+ * Held now: the process goes on, a thread started meanwhile (a loader,
+ * holding a connection) is not cut short, the signal is found and named
+ * (restore_go_on), a second one during the putting back is held too, and
+ * once released the signals are the process's own again.
+ */
+static void
+test_signals_held_while_settings_changed(void **state)
+{
+	MariadbRestore *r = calloc(1, sizeof(*r));
+	struct sigaction now;
+	sigset_t mask;
+	pthread_t reader;
+	int fds[2];
+	void *reader_status;
+	BkError err;
+
+	(void) state;
+	assert_int_equal(pipe(fds), 0);
+	restore_hold_signals(r);
+	assert_int_equal(restore_signal_taken(r), 0);
+	bk_error_clear(&err);
+	assert_true(restore_go_on(r, "before the table data", &err));
+	assert_int_equal(pthread_create(&reader, NULL, blocked_reader, fds), 0);
+	usleep(50 * 1000);
+	assert_int_equal(kill(getpid(), SIGTERM), 0);
+	usleep(50 * 1000);
+	assert_int_equal(write(fds[1], "x", 1), 1);
+	pthread_join(reader, &reader_status);
+	assert_int_equal((intptr_t) reader_status, 0);
+	assert_false(restore_go_on(r, "during the table data", &err));
+	assert_int_equal(err.code, BK_ERR_INTERRUPTED);
+	assert_string_equal(err.message, "bk restore was stopped by signal 15"
+									 " (Terminated) during the table data");
+	/* The putting back: a second signal waits too. */
+	assert_int_equal(kill(getpid(), SIGHUP), 0);
+	assert_int_equal(restore_signal_taken(r), SIGTERM);
+	restore_release_signals(r);
+	assert_int_equal(r->stop_signal, SIGTERM);
+	assert_int_equal(sigaction(SIGTERM, NULL, &now), 0);
+	assert_true(now.sa_handler == SIG_DFL);
+	assert_int_equal(sigaction(SIGHUP, NULL, &now), 0);
+	assert_true(now.sa_handler == SIG_DFL);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, NULL, &mask), 0);
+	assert_false(sigismember(&mask, SIGTERM));
+	close(fds[0]);
+	close(fds[1]);
+	free(r);
+}
+
 /* A thread that takes the process's signals while the test's blocks them. */
 static void *
 signal_taker(void *arg)
@@ -1661,6 +1726,8 @@ test_replay_signal_puts_back(void **state)
 						 &old_path);
 		bk_error_clear(&err);
 		started = bk_monotonic_ms();
+		/* As run() does from the first write on. */
+		restore_hold_signals(r);
 		assert_false(restore_replay(r, &err));
 		assert_int_equal(err.code, BK_ERR_INTERRUPTED);
 		if (strstr(err.message, "stopped by signal 15") == NULL)
@@ -1668,7 +1735,8 @@ test_replay_signal_puts_back(void **state)
 		assert_int_equal(r->stop_signal, SIGTERM);
 		/* The tools were stopped, not waited for. */
 		assert_true(bk_monotonic_ms() - started < 10000);
-		/* And the signal is the process's own again. */
+		/* And the signal is the process's own again once released. */
+		restore_release_signals(r);
 		assert_int_equal(sigaction(SIGTERM, NULL, &now), 0);
 		assert_true(now.sa_handler == SIG_DFL);
 		replay_done(r, old_path);
@@ -5324,6 +5392,7 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_failure_names_server_error,
 										setup, teardown),
+		cmocka_unit_test(test_signals_held_while_settings_changed),
 		cmocka_unit_test_setup_teardown(test_replay_signal_puts_back, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_packet_sized_by_decompressed_rows,

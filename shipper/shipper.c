@@ -1302,6 +1302,27 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	return audit_send(shipper, p, expected, "unknown", event);
 }
 
+/*
+ * A message could not be spooled (the spool's file system full, say): say
+ * so and stop at it, its offset held (next_offset goes back to it) so that
+ * nothing is committed past it.  The attempts already complete in the
+ * commit batch need no more spool, only storing: store and report them and
+ * commit the offsets behind them first.  Otherwise a restart re-reads them
+ * all, fills the spool with them again and stops at the same message, so a
+ * backlog larger than the spool never got archived, whatever room was made.
+ */
+static bool
+spool_failed(Shipper *shipper, Partition *p, int64_t offset, const BkError *err)
+{
+	shipper_log(LOG_ERROR, "%s", err->message);
+	bk_metrics_error(shipper->metrics, error_kind(err));
+	p->next_offset = offset;
+	if ((shipper->commit_queued > 0 || shipper->audit_queued > 0) &&
+		commit_flush(shipper) && audit_flush(shipper))
+		commit_offsets(shipper, NULL);
+	return false;
+}
+
 static bool
 handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 {
@@ -1381,11 +1402,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	{
 		attempt = attempt_start(shipper, p, msg, &frame, &err);
 		if (attempt == NULL)
-		{
-			shipper_log(LOG_ERROR, "%s", err.message);
-			bk_metrics_error(shipper->metrics, error_kind(&err));
-			return false;
-		}
+			return spool_failed(shipper, p, msg->offset, &err);
 	}
 	else if (attempt == NULL)
 	{
@@ -1414,11 +1431,7 @@ handle_message(Shipper *shipper, rd_kafka_message_t *msg)
 	}
 	if (!bk_repo_upload_write(attempt->upload, msg->payload, msg->len, &err) ||
 		!bk_sha256_update(attempt->stored_sha, msg->payload, msg->len, &err))
-	{
-		shipper_log(LOG_ERROR, "%s", err.message);
-		bk_metrics_error(shipper->metrics, error_kind(&err));
-		return false;
-	}
+		return spool_failed(shipper, p, msg->offset, &err);
 	attempt->stored_bytes += msg->len;
 	attempt->last_timestamp = timestamp;
 	attempt->broker_time = broker_time;

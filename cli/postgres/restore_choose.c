@@ -1871,60 +1871,157 @@ restore_check_wal_path(Restore *r, BkError *err)
 	return hint_missing(r, err);
 }
 
+/* The key the first frame of one segment recovery reads is sealed to. */
+typedef struct KeyProbe
+{
+	uint32_t timeline;
+	uint64_t segno;
+	uint8_t key_id[BK_KEY_ID_LEN];
+	bool in_ring;
+} KeyProbe;
+
+static bool
+probe_segment_key(Restore *r, uint32_t timeline, uint64_t segno,
+				  KeyProbe *probe, BkError *err)
+{
+	char name[32];
+
+	bk_wal_segment_name(timeline, segno, r->catalog.wal.segment_size, name);
+	probe->timeline = timeline;
+	probe->segno = segno;
+	if (!bk_wal_sealed_to_keyring(r->repo, r->source, name, r->decoder,
+								  &probe->in_ring, probe->key_id, err))
+		return bk_error_prefix(err, "WAL file \"%s\": ", name);
+	return true;
+}
+
+static bool
+missing_key_error(Restore *r, const KeyProbe *probe, BkError *err)
+{
+	char name[32];
+	char key_hex[BK_KEY_ID_HEX_LEN + 1];
+	char ring_ids[512];
+
+	bk_wal_segment_name(probe->timeline, probe->segno,
+						r->catalog.wal.segment_size, name);
+	bk_key_id_hex(probe->key_id, key_hex);
+	bk_keyring_ids(r->ring, ring_ids, sizeof(ring_ids));
+	bk_error_set(err, BK_ERR_KEY,
+				 "WAL file \"%s\", which recovery from snapshot %s needs, is "
+				 "sealed to key %s, which is not in the keyring (it holds "
+				 "%s); nothing was written",
+				 name, r->catalog.snapshots[r->chosen].id, key_hex, ring_ids);
+	return bk_error_hint(err,
+						 "Add key %s's private key file to the keyring (cat "
+						 "FILE.key >> %s: after a rotation the keyring keeps "
+						 "the old keys and gets the new ones), or restore to "
+						 "a target before that segment.",
+						 key_hex, r->config.key_file);
+}
+
+/*
+ * The archived segment recovery reads nearest the middle of (lo, hi), its
+ * timeline in *timeline; false if none lies strictly between.
+ */
+static bool
+middle_segment(Restore *r, uint64_t lo, uint64_t hi, uint32_t *timeline,
+			   uint64_t *segno)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	uint64_t mid = lo + (hi - lo) / 2;
+
+	/* Outward from the middle: mid - step above lo, mid + step below hi. */
+	for (uint64_t step = 0; mid - lo > step || mid + step < hi; step++)
+	{
+		bool below = mid - lo > step;
+		bool above = step > 0 && mid + step < hi;
+		uint64_t tries[2] = {below ? mid - step : 0, above ? mid + step : 0};
+
+		for (int tryIdx = 0; tryIdx < 2; tryIdx++)
+		{
+			if (tryIdx == 0 ? !below : !above)
+				continue;
+			*timeline = bk_wal_segment_timeline(wal, r->recovery_timeline,
+												tries[tryIdx]);
+			if (bk_wal_has_segment(wal, *timeline, tries[tryIdx]))
+			{
+				*segno = tries[tryIdx];
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+/*
+ * Every key used between two probed segments, lo's in the keyring: a
+ * rotation seals all WAL after it to the new key, so segments sealed to
+ * one key form a run, and where lo's and hi's keys differ a bisection
+ * finds each run's start.  Read lowest first, so that the segment named is
+ * the first one recovery would stop at.  Equal keys at both ends stand for
+ * the whole range: a rotation away and back (A, B, then A again) between
+ * them goes unseen, and recovery stops at B's first segment, naming it.
+ */
+static bool
+check_keys_between(Restore *r, const KeyProbe *lo, const KeyProbe *hi,
+				   BkError *err)
+{
+	KeyProbe mid;
+	uint32_t timeline;
+	uint64_t segno;
+
+	if (memcmp(lo->key_id, hi->key_id, BK_KEY_ID_LEN) == 0 ||
+		!middle_segment(r, lo->segno, hi->segno, &timeline, &segno))
+		return true;
+	if (!probe_segment_key(r, timeline, segno, &mid, err) ||
+		!check_keys_between(r, lo, &mid, err))
+		return false;
+	if (!mid.in_ring)
+		return missing_key_error(r, &mid, err);
+	return check_keys_between(r, &mid, hi, err);
+}
+
 /*
  * restore_check_wal_keys
  *		The WAL recovery needs is read by bk wal-get once the server starts,
  *		after the restore reported it done: a segment sealed to a key the
- *		keyring lacks would stop recovery there (exit 200).  A rotation
- *		seals all WAL after it to the new key, so the first and the last
- *		segment recovery needs tell whether the keyring holds what it reads
- *		(two frame headers read); a key used only in between (two
- *		rotations, the middle key missing) still stops recovery at its
- *		first segment, naming it.
+ *		keyring lacks would stop recovery there (exit 200).  The first and
+ *		the last segment recovery needs, and between them the first of each
+ *		run sealed to another key (check_keys_between), tell whether the
+ *		keyring holds what recovery reads: a few frame headers read, twice
+ *		the logarithm of the segment count per rotation.
  */
 bool
 restore_check_wal_keys(Restore *r, BkError *err)
 {
 	const BkWalCatalog *wal = &r->catalog.wal;
-	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
-	uint32_t timelines[2] = {r->wal_first_timeline, r->wal_last_timeline};
-	uint64_t segnos[2] = {r->wal_first_segno, r->wal_last_segno};
+	KeyProbe first;
+	KeyProbe last;
+
+	bool have_first;
 
 	if (wal->segment_size == 0)
 		return true;
-	for (int endIdx = 0; endIdx < 2; endIdx++)
+	have_first =
+		bk_wal_has_segment(wal, r->wal_first_timeline, r->wal_first_segno);
+	if (have_first)
 	{
-		char name[32];
-		char key_hex[BK_KEY_ID_HEX_LEN + 1];
-		char ring_ids[512];
-		uint8_t key_id[BK_KEY_ID_LEN];
-		bool in_ring;
-
-		if (segnos[endIdx] == BK_WAL_END ||
-			!bk_wal_has_segment(wal, timelines[endIdx], segnos[endIdx]))
-			continue;
-		bk_wal_segment_name(timelines[endIdx], segnos[endIdx],
-							wal->segment_size, name);
-		if (!bk_wal_sealed_to_keyring(r->repo, r->source, name, r->decoder,
-									  &in_ring, key_id, err))
-			return bk_error_prefix(err, "WAL file \"%s\": ", name);
-		if (in_ring)
-			continue;
-		bk_key_id_hex(key_id, key_hex);
-		bk_keyring_ids(r->ring, ring_ids, sizeof(ring_ids));
-		bk_error_set(err, BK_ERR_KEY,
-					 "WAL file \"%s\", which recovery from snapshot %s "
-					 "needs, is sealed to key %s, which is not in the keyring "
-					 "(it holds %s); nothing was written",
-					 name, snapshot->id, key_hex, ring_ids);
-		return bk_error_hint(err,
-							 "Add key %s's private key file to the keyring "
-							 "(cat FILE.key >> %s: after a rotation the "
-							 "keyring keeps the old keys and gets the new "
-							 "ones), or restore to a target before that "
-							 "segment.",
-							 key_hex, r->config.key_file);
+		if (!probe_segment_key(r, r->wal_first_timeline, r->wal_first_segno,
+							   &first, err))
+			return false;
+		if (!first.in_ring)
+			return missing_key_error(r, &first, err);
 	}
+	if (r->wal_last_segno == BK_WAL_END ||
+		r->wal_last_segno <= r->wal_first_segno ||
+		!bk_wal_has_segment(wal, r->wal_last_timeline, r->wal_last_segno))
+		return true;
+	if (!probe_segment_key(r, r->wal_last_timeline, r->wal_last_segno, &last,
+						   err) ||
+		(have_first && !check_keys_between(r, &first, &last, err)))
+		return false;
+	if (!last.in_ring)
+		return missing_key_error(r, &last, err);
 	return true;
 }
 

@@ -3935,6 +3935,88 @@ test_snapshot_ends_past_branch(void **state)
 }
 
 /*
+ * Two rotations, A to B to C, and a keyring that holds A and C only: the
+ * first segment recovery reads (A) and the last (C) open, but recovery to
+ * the end would stop at the first segment sealed to B.  The restore says
+ * so before writing anything, naming that segment and B; a target before
+ * B's segments needs only A, and with B in the keyring the end restores.
+ */
+static void
+test_wal_keys_middle_rotation(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkKey key_a = f->key;
+	BkKey key_b;
+	BkKey key_c;
+	BkKeyring a_and_c = {0};
+	BkKeyring all = {0};
+	char b_hex[BK_KEY_ID_HEX_LEN + 1];
+	char name[32];
+	BkError err;
+
+	test_key(&key_b, NULL);
+	test_key(&key_c, NULL);
+	for (uint64_t segno = 1; segno <= 12; segno++)
+	{
+		f->key = segno <= 3 ? key_a : segno <= 5 ? key_b : key_c;
+		archive_segment(f, 1, segno);
+	}
+	f->key = key_a;
+	archive_snapshot(f, SNAP_BP, "full", NULL, 1, "0/1000028", "0/1800000", 1,
+					 1);
+	a_and_c.keys[a_and_c.count++] = key_a;
+	a_and_c.keys[a_and_c.count++] = key_c;
+	all = a_and_c;
+	all.keys[all.count++] = key_b;
+	bk_key_id_hex(key_b.id, b_hex);
+
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->chosen = -1;
+	r->target_timeline = "latest";
+	r->ring = &a_and_c;
+	r->config.key_file = "/etc/bk/restore.key";
+	dense_waldump_begin(f, r);
+	bk_decoder_free(r->decoder);
+	r->decoder = bk_decoder_new(&a_and_c, &err);
+	assert_non_null(r->decoder);
+	assert_true(
+		bk_snapshot_catalog_load(f->repo, SOURCE, NULL, &r->catalog, &err));
+	r->chosen = bk_snapshot_catalog_find(&r->catalog, SNAP_BP);
+	assert_true(r->chosen >= 0);
+
+	/* To the end: stopped at segment 4, B's first. */
+	assert_true(restore_check_wal_path(r, &err));
+	assert_false(restore_check_wal_keys(r, &err));
+	assert_int_equal(err.code, BK_ERR_KEY);
+	bk_wal_segment_name(1, 4, SEG_SIZE, name);
+	assert_error_contains(&err, name);
+	assert_error_contains(&err, b_hex);
+	assert_error_contains(&err, "nothing was written");
+
+	/* To a target in segment 3: A is all it needs. */
+	r->target.type = BK_PG_TARGET_LSN;
+	r->target.lsn = 0x3000100;
+	assert_true(restore_check_wal_path(r, &err));
+	assert_true(restore_check_wal_keys(r, &err));
+
+	/* With B in the keyring, to the end. */
+	r->target.type = BK_PG_TARGET_NONE;
+	bk_decoder_free(r->decoder);
+	r->ring = &all;
+	r->decoder = bk_decoder_new(&all, &err);
+	assert_non_null(r->decoder);
+	assert_true(restore_check_wal_path(r, &err));
+	if (!restore_check_wal_keys(r, &err))
+		fail_msg("refused with every key in the keyring: %s", err.message);
+	dense_waldump_end(r);
+	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
+/*
  * restore_choose_snapshot on a fresh catalog of the fixture, its messages
  * in *messages (to free); whether it chose.
  */
@@ -6374,6 +6456,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_past_branch,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_keys_middle_rotation,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_choose_snapshot_on_timeline,
 										wal_setup, wal_teardown),

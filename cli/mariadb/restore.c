@@ -1130,6 +1130,16 @@ bk_mariadb_restore(int argc, char **argv)
 					" the databases it created (and %s) before trying"
 					" again, or pass --force\n",
 					argv[0], RESTORE_MARKER_DB);
+		/*
+		 * Left OFF on purpose: the source's events would run on a part of
+		 * its data, and their writes would mix with the next restore's.
+		 */
+		if (r->scheduler_turned_off)
+			fprintf(stderr,
+					"%s: the event scheduler was turned OFF for the restore"
+					" and is left OFF: SET GLOBAL event_scheduler = ON once a"
+					" restore completes and this server takes over\n",
+					argv[0]);
 	}
 done:
 	restore_release_signals(r);

@@ -130,10 +130,11 @@ typedef struct MariadbRestore
 	bool log_bin;
 	char binlog_gtid_pos[BK_BINLOG_GTID_STATE_MAX];
 	bool scheduler_was_on;
-	bool flush_log_relaxed; /* innodb_flush_log_at_trx_commit 1 -> 2 */
-	bool marked;            /* bk_restore_incomplete exists */
-	uint64_t max_packet;    /* the server's max_allowed_packet */
-	uint64_t packet_before; /* to put back, or 0 */
+	bool scheduler_turned_off; /* by this restore, and left so */
+	bool flush_log_relaxed;    /* innodb_flush_log_at_trx_commit 1 -> 2 */
+	bool marked;               /* bk_restore_incomplete exists */
+	uint64_t max_packet;       /* the server's max_allowed_packet */
+	uint64_t packet_before;    /* to put back, or 0 */
 	/*
 	 * slave_run_triggers_for_rbr and slave_exec_mode as the server has
 	 * them, and which of them (bits, in restore_binlog.c's order) the

@@ -787,10 +787,13 @@ restore_mark(MariadbRestore *r, BkError *err)
 
 	if (!drop_for_force(r, err) || !relax_durability(r, err))
 		return false;
-	if (r->scheduler_was_on &&
-		!restore_sql(r, r->conn, "SET GLOBAL event_scheduler = OFF",
-					 "turning the event scheduler off", err))
-		return false;
+	if (r->scheduler_was_on)
+	{
+		if (!restore_sql(r, r->conn, "SET GLOBAL event_scheduler = OFF",
+						 "turning the event scheduler off", err))
+			return false;
+		r->scheduler_turned_off = true;
+	}
 	if (!restore_sql(r, r->conn, "CREATE DATABASE " RESTORE_MARKER_DB,
 					 "creating " RESTORE_MARKER_DB, err) ||
 		!restore_sql(r, r->conn,

@@ -16,7 +16,8 @@
 #    tables of 40 MB, two loaders): it ended at once and left
 #    innodb_flush_log_at_trx_commit at 2, unsaid; it stops the loaders,
 #    puts the setting back, says so, marks the restore incomplete, and
-#    ends by the signal.
+#    ends by the signal; the event scheduler it turned off stays off (the
+#    source's events must not run on part of its data), and it says so.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -159,8 +160,8 @@ ok $? "two tables of 40 MB" || diag "$out"
 result="$(my "SELECT bk_snapshot()")"
 snap2="$(sed -n 's/.*"snapshot_id":"\([^"]*\)".*/\1/p' <<<"$result")"
 ok "$([[ -n "$snap2" ]]; echo $?)" "a snapshot of them" || diag "$result"
-target_reset
-ok $? "a fresh target"
+target_reset && tmy "SET GLOBAL event_scheduler = ON" >/dev/null
+ok $? "a fresh target, its event scheduler ON"
 # shellcheck disable=SC2317,SC2329 # called through wait_for
 big_archived() {
     restore --dry-run --snapshot "$snap2" --target immediate >/dev/null 2>&1
@@ -195,6 +196,11 @@ is "$(tmy 'SELECT @@global.innodb_flush_log_at_trx_commit')" 1 \
 is "$(tmy 'SELECT @@global.max_allowed_packet')" "$packet" "... and max_allowed_packet is as it was"
 like "$(tmy 'SELECT step, error FROM bk_restore_incomplete.restore')" "^table data.*stopped by signal 15" \
     "the target's bk_restore_incomplete marker names the step and the signal"
+is "$(tmy 'SELECT @@global.event_scheduler')" OFF \
+    "the event scheduler is left OFF, so no event runs on part of the data"
+like "$(cat "$dir/load-stopped.out")" \
+    "the event scheduler was turned OFF for the restore and is left OFF: SET GLOBAL event_scheduler = ON once" \
+    "... and the failure says so, and when to turn it on"
 is "$(tmy "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '$db' OR INFO LIKE 'LOAD DATA%'")" 0 \
     "no loader left running on the target"
 

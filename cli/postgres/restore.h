@@ -106,7 +106,8 @@ typedef struct Restore
 	uint32_t recovery_timeline;
 	/*
 	 * The first and last segments it found recovery needs (segno
-	 * BK_WAL_END: none), whose keys restore_check_wal_keys checks.
+	 * BK_WAL_END: none; for a time target the end of the archive, which
+	 * restore_check_wal_keys narrows), whose keys it checks.
 	 */
 	uint32_t wal_first_timeline;
 	uint64_t wal_first_segno;

@@ -1853,13 +1853,9 @@ restore_check_wal_path(Restore *r, BkError *err)
 			bk_wal_segment_timeline(wal, to_timeline, first);
 		r->wal_first_segno = first;
 		r->wal_last_timeline = path.end_timeline;
-		/*
-		 * A time target's path runs to the end of the archive, and recovery
-		 * stops before, at the first commit after it: the segments that
-		 * hold one are decrypted below (check_time_in_archive).
-		 */
-		r->wal_last_segno =
-			r->target.type == BK_PG_TARGET_TIME ? BK_WAL_END : path.end_segno;
+		/* A time target's path runs to the end of the archive, and
+		 * recovery stops before: restore_check_wal_keys narrows it. */
+		r->wal_last_segno = path.end_segno;
 	}
 	if (path.missing == 0 && r->target.type == BK_PG_TARGET_TIME)
 		return check_time_in_archive(r, snapshot, &path, to_segno, err);
@@ -1982,6 +1978,43 @@ check_keys_between(Restore *r, const KeyProbe *lo, const KeyProbe *hi,
 }
 
 /*
+ * The last segment recovery to a time target surely reads, at most last:
+ * the one after the newest segment the source read before the target
+ * (its "created" time), where recovery looks for the first commit after
+ * the target.  Found by bisection on "created", which grows with the
+ * segment number; a segment read again later (archived anew after a crash)
+ * only makes the answer earlier, never past what recovery reads.
+ */
+static uint64_t
+time_target_last_segment(Restore *r, uint64_t first, uint64_t last)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	/* Up to the snapshot's stop, recovery reads whatever the target. */
+	uint64_t read_before =
+		bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
+	uint64_t hi = last;
+
+	if (read_before < first)
+		read_before = first;
+	while (read_before < hi)
+	{
+		uint64_t mid = read_before + (hi - read_before + 1) / 2;
+		uint32_t timeline =
+			bk_wal_segment_timeline(wal, r->recovery_timeline, mid);
+		int64_t created_us;
+
+		/* "created" has milliseconds: the read was before the next one. */
+		if (segment_created_us(r, timeline, mid, &created_us) &&
+			created_us + 999 <= r->target.time_us)
+			read_before = mid;
+		else
+			hi = mid - 1;
+	}
+	return read_before < last ? read_before + 1 : last;
+}
+
+/*
  * restore_check_wal_keys
  *		The WAL recovery needs is read by bk wal-get once the server starts,
  *		after the restore reported it done: a segment sealed to a key the
@@ -1997,7 +2030,8 @@ restore_check_wal_keys(Restore *r, BkError *err)
 	const BkWalCatalog *wal = &r->catalog.wal;
 	KeyProbe first;
 	KeyProbe last;
-
+	uint32_t last_timeline;
+	uint64_t last_segno;
 	bool have_first;
 
 	if (wal->segment_size == 0)
@@ -2012,12 +2046,21 @@ restore_check_wal_keys(Restore *r, BkError *err)
 		if (!first.in_ring)
 			return missing_key_error(r, &first, err);
 	}
-	if (r->wal_last_segno == BK_WAL_END ||
-		r->wal_last_segno <= r->wal_first_segno ||
-		!bk_wal_has_segment(wal, r->wal_last_timeline, r->wal_last_segno))
+	last_timeline = r->wal_last_timeline;
+	last_segno = r->wal_last_segno;
+	if (last_segno == BK_WAL_END || last_segno <= r->wal_first_segno)
 		return true;
-	if (!probe_segment_key(r, r->wal_last_timeline, r->wal_last_segno, &last,
-						   err) ||
+	if (r->target.type == BK_PG_TARGET_TIME)
+	{
+		last_segno =
+			time_target_last_segment(r, r->wal_first_segno, last_segno);
+		last_timeline =
+			bk_wal_segment_timeline(wal, r->recovery_timeline, last_segno);
+	}
+	if (last_segno <= r->wal_first_segno ||
+		!bk_wal_has_segment(wal, last_timeline, last_segno))
+		return true;
+	if (!probe_segment_key(r, last_timeline, last_segno, &last, err) ||
 		(have_first && !check_keys_between(r, &first, &last, err)))
 		return false;
 	if (!last.in_ring)

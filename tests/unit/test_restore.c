@@ -4657,6 +4657,87 @@ test_time_target_gap(void **state)
 }
 
 /*
+ * Two rotations, A (segments 1-3) to B (4-5) to C (6-9), each segment read
+ * by the source ten seconds past its minute and holding one commit at its
+ * minute, and a keyring of A and C.  The WAL a time target needs runs to
+ * the segment after the newest one read before the target: recovery looks
+ * there for the first commit after it.  Up to segment 3 A suffices; from a
+ * target in segment 3's minute on, recovery reads segment 4, sealed to B,
+ * and the restore refuses before writing anything, naming segment 4.
+ */
+static void
+test_time_target_wal_keys(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	BkKey key_a = f->key;
+	BkKey key_b;
+	BkKey key_c;
+	BkKeyring a_and_c = {0};
+	char b_hex[BK_KEY_ID_HEX_LEN + 1];
+	char runs[4096];
+	BkError err;
+	static const struct
+	{
+		const char *target;
+		bool refused;
+	} cases[] = {
+		{"2026-11-24 05:02:30+00", false},
+		{"2026-11-24 05:03:30+00", true},
+		{"2026-11-24 05:07:30+00", true},
+	};
+
+	test_key(&key_b, NULL);
+	test_key(&key_c, NULL);
+	for (uint64_t segno = 1; segno <= 9; segno++)
+	{
+		char created[64];
+		char lsn[32];
+		char commit[64];
+		char line[512];
+
+		f->key = segno <= 3 ? key_a : segno <= 5 ? key_b : key_c;
+		snprintf(created, sizeof(created), "2026-11-24T05:%02u:10.000Z",
+				 (unsigned) segno);
+		snprintf(lsn, sizeof(lsn), "0/%02X000100", (unsigned) segno);
+		snprintf(commit, sizeof(commit),
+				 "COMMIT 2026-11-24 05:%02u:00.000000 UTC", (unsigned) segno);
+		snprintf(line, sizeof(line), XACT_LINE("%u", "%s", "%s"),
+				 (unsigned) (730 + segno), lsn, commit);
+		archive_dump(f, 1, segno, created, line);
+	}
+	f->key = key_a;
+	a_and_c.keys[a_and_c.count++] = key_a;
+	a_and_c.keys[a_and_c.count++] = key_c;
+	bk_key_id_hex(key_b.id, b_hex);
+	f->ring = a_and_c;
+	gap_begin(&g, f);
+	g.r->ring = &a_and_c;
+	g.r->config.key_file = "/etc/bk/restore.key";
+
+	for (size_t caseIdx = 0; caseIdx < sizeof(cases) / sizeof(cases[0]);
+		 caseIdx++)
+	{
+		if (!gap_check(&g, cases[caseIdx].target, runs, sizeof(runs), &err))
+			fail_msg("%s: %s", cases[caseIdx].target, err.message);
+		if (!cases[caseIdx].refused)
+		{
+			if (!restore_check_wal_keys(g.r, &err))
+				fail_msg("%s, which needs key A only: %s",
+						 cases[caseIdx].target, err.message);
+			continue;
+		}
+		if (restore_check_wal_keys(g.r, &err))
+			fail_msg("%s: recovery reads segment 4 (key B), yet accepted",
+					 cases[caseIdx].target);
+		assert_int_equal(err.code, BK_ERR_KEY);
+		assert_error_contains(&err, "000000010000000000000004");
+		assert_error_contains(&err, b_hex);
+	}
+	gap_end(&g);
+}
+
+/*
  * Everything after the snapshot was archived late, at 06:00: the search
  * goes back from the gap, 1, then 2 segments at a time, down to the
  * snapshot's stop, and a commit before the stop does not count (recovery
@@ -6487,6 +6568,8 @@ main(void)
 		cmocka_unit_test(test_open_root),
 		cmocka_unit_test(test_tablespace_through_link),
 		cmocka_unit_test_setup_teardown(test_time_target_gap, wal_setup,
+										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_time_target_wal_keys, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_outage, wal_setup,
 										wal_teardown),

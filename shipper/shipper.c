@@ -1228,13 +1228,24 @@ commit_flush(Shipper *shipper)
  *		cannot be asked, the whole hole counts.  The hole may also cover
  *		messages of objects already stored (the committed offset stays
  *		behind attempts still open), so the count is of messages not known
- *		to be stored, an upper bound of what is lost.
+ *		to be stored, an upper bound of what is lost.  In a partition the
+ *		group never committed in, the first message is expected at offset
+ *		0, where the topic's partitions start: what went before the group
+ *		read it, this group never stored.
  */
 static bool
 check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 {
+	/*
+	 * A partition the group never committed in is read from its start,
+	 * offset 0 when the topic was created: what went below it before this
+	 * group read it was never stored by this group.
+	 */
+	bool never_committed =
+		p->next_offset < 0 && p->assigned_offset == ASSIGNED_AT_LOW;
 	int64_t expected = p->next_offset >= 0       ? p->next_offset
 					   : p->assigned_offset >= 0 ? p->assigned_offset
+					   : never_committed         ? 0
 												 : -1;
 	int64_t removed_end = msg->offset; /* the removed: expected.. before it */
 	int64_t low = -1;
@@ -1247,6 +1258,20 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	kerr = rd_kafka_query_watermark_offsets(shipper->consumer, p->topic,
 											p->partition, &low, &high,
 											WATERMARK_QUERY_MS);
+	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR && never_committed)
+	{
+		/* Offsets below the first message may all be transaction markers:
+		 * without the broker's answer, nothing is known lost. */
+		shipper_log(LOG_WARNING,
+					"%s [%" PRId32 "]: the group never committed an offset in "
+					"this partition, whose first message is at offset %" PRId64
+					", and Kafka could not be asked where the partition "
+					"starts (%s): messages retention removed before this "
+					"group read them, if any, are not counted",
+					p->topic, p->partition, msg->offset,
+					rd_kafka_err2str(kerr));
+		return true;
+	}
 	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
 		shipper_log(LOG_WARNING,
 					"%s [%" PRId32 "]: could not ask Kafka where the "
@@ -1277,19 +1302,38 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 	shipper->messages_lost += (uint64_t) (removed_end - expected);
 	bk_metrics_messages_lost(shipper->metrics,
 							 (uint64_t) (removed_end - expected));
-	shipper_log(LOG_ERROR,
-				"%s [%" PRId32 "]: Kafka no longer holds offsets %" PRId64
-				" to %" PRId64 " (%" PRId64
-				" messages), which this group had not committed as stored: "
-				"retention removed them first (shippers stopped or lagging "
-				"longer than the topic's retention) or records were "
-				"deleted. Objects their sources count as archived may be "
-				"lost: run \"bk verify\" and "
-				"\"bk list\" to find gaps, take new snapshots of the "
-				"sources concerned, and keep topic_retention above any "
-				"shipper outage.",
-				p->topic, p->partition, expected, removed_end - 1,
-				removed_end - expected);
+	if (never_committed)
+		shipper_log(LOG_ERROR,
+					"%s [%" PRId32 "]: Kafka no longer holds offsets %" PRId64
+					" to %" PRId64 " (%" PRId64
+					" messages), and group \"%s\" never committed an offset "
+					"in this partition, so it never stored them: retention "
+					"removed them before any shipper of the group read them "
+					"(the shippers started later than the topic's "
+					"retention, or group_id changed), or Kafka expired the "
+					"group's offsets (offsets.retention.minutes) while no "
+					"shipper ran. Objects their sources count as archived "
+					"may be missing from this repository: run \"bk verify\" "
+					"and \"bk list\" to find gaps, and take new snapshots of "
+					"the sources concerned.",
+					p->topic, p->partition, expected, removed_end - 1,
+					removed_end - expected,
+					shipper->config->group_id ? shipper->config->group_id
+											  : BK_GROUP_ID_DEFAULT);
+	else
+		shipper_log(LOG_ERROR,
+					"%s [%" PRId32 "]: Kafka no longer holds offsets %" PRId64
+					" to %" PRId64 " (%" PRId64
+					" messages), which this group had not committed as "
+					"stored: retention removed them first (shippers stopped "
+					"or lagging longer than the topic's retention) or "
+					"records were deleted. Objects their sources count as "
+					"archived may be lost: run \"bk verify\" and "
+					"\"bk list\" to find gaps, take new snapshots of the "
+					"sources concerned, and keep topic_retention above any "
+					"shipper outage.",
+					p->topic, p->partition, expected, removed_end - 1,
+					removed_end - expected);
 	event = bk_audit_begin("messages-lost", "unknown");
 	bk_audit_string(event, "topic", p->topic);
 	bk_audit_int(event, "partition", p->partition);

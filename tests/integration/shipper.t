@@ -438,4 +438,23 @@ wait "$shipper_pid"
 shipper_pid=""
 like "$(tail -n 2 "$log")" 'stopped: .* 16 messages lost in Kafka' \
     "the shipper's last words count the 16 messages Kafka removed unread"
+
+# ---- a group that never committed in a partition
+# Its first shipper starts at the oldest message Kafka still holds.  What
+# went before (the offsets from 0) this group never stored: a group_id
+# changed, or shippers started later than the topic's retention.  That is
+# reported too, not taken for the partition's start.
+sed "s/^group_id = .*/group_id = fresh-group-$$/" "$dir/bk.conf" >"$dir/fresh.conf"
+"$SHIPPER" --config "$dir/fresh.conf" >"$dir/fresh.log" 2>&1 &
+shipper_pid=$!
+wait_for 30 "the fresh group's ERROR" grep -q "never committed an offset" "$dir/fresh.log"
+like "$(grep ERROR "$dir/fresh.log")" \
+    "Kafka no longer holds offsets 0 to [0-9]+ \([0-9]+ messages\), and group \"fresh-group-$$\" never committed an offset in this partition, so it never stored them" \
+    "a shipper of a group that never committed in a partition reports the messages removed before it read them" ||
+    diag "$(tail -n 5 "$dir/fresh.log")"
+unlike "$(grep ERROR "$dir/fresh.log")" "\\.(snapshot|binlog) \\[|\\.wal \\[([6-9]|1[01])\\]" \
+    "and none for the partitions Kafka removed nothing from"
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+shipper_pid=""
 done_testing

@@ -1394,6 +1394,7 @@ typedef struct ListPage
 	size_t full_prefix_len;
 	BkRepoListFn fn;
 	void *arg;
+	bool fn_failed; /* the error is the listing callback's own */
 } ListPage;
 
 /*
@@ -1424,7 +1425,12 @@ list_emit(void *arg, const char *key, bool is_prefix, uint64_t size,
 		entry.size = size;
 		entry.stored_ms = parse_iso8601_ms(last_modified);
 	}
-	return page->fn(page->arg, &entry, err);
+	if (!page->fn(page->arg, &entry, err))
+	{
+		page->fn_failed = true;
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -1483,10 +1489,18 @@ list_keys(S3State *state, const char *full_prefix, bool recursive,
 							  state->endpoint_host, token);
 		if (!ok)
 		{
-			/* A listing callback's own error stands as it is. */
-			if (err->code == BK_ERR_FORMAT)
+			/*
+			 * A listing callback's own error stands as it is.  A page that
+			 * does not read (cut short, not XML) is the store's failure,
+			 * not damage in the archive: exit 5, try again, as for any
+			 * other answer the store failed to give.
+			 */
+			if (!page.fn_failed && err->code == BK_ERR_FORMAT)
+			{
+				err->code = BK_ERR_STORE;
 				bk_error_prefix(err, "GET s3://%s/%s (listing, page %d): ",
 								state->bucket, full_prefix, pages);
+			}
 			return false;
 		}
 		bk_strlcpy(token, next_token, sizeof(token));
@@ -3219,15 +3233,21 @@ abort_stale_uploads(S3State *state, int64_t older_than_ms, uint64_t *removed,
 		page.truncated = false;
 		page.next_key[0] = page.next_upload[0] = '\0';
 		if (!call_for_xml(state, &call, uploads_element, &page, err))
+		{
+			/* An answer that does not read is the store's failure (as
+			 * for the object listing, list_keys). */
+			if (err->code == BK_ERR_FORMAT)
+				err->code = BK_ERR_STORE;
 			return false;
+		}
 		if (page.truncated && page.next_key[0] == '\0')
-			return bk_error_set(err, BK_ERR_FORMAT,
+			return bk_error_set(err, BK_ERR_STORE,
 								"the store said its list of multipart uploads "
 								"goes on but gave no marker");
 		/* The markers just sent would fetch the same page, for ever. */
 		if (page.truncated && strcmp(page.next_key, key_marker) == 0 &&
 			strcmp(page.next_upload, upload_marker) == 0)
-			return bk_error_set(err, BK_ERR_FORMAT,
+			return bk_error_set(err, BK_ERR_STORE,
 								"GET s3://%s/%s (multipart uploads): the "
 								"store at %s said the list goes on from "
 								"key-marker \"%.200s\" and upload-id-marker "

@@ -131,6 +131,7 @@ typedef struct FakeStore
 	 * continuation token or markers they were sent, this many times.
 	 */
 	int listing_repeats;
+	int listings_cut;         /* the next ones: a 200 whose XML stops halfway */
 	atomic_int listing_pages; /* listing pages served */
 
 	/*
@@ -513,7 +514,12 @@ serve_listing(FakeStore *store, int fd, const Request *request)
 			"2026-01-02T03:04:05.000Z</LastModified></Contents>",
 			key, object->len);
 	}
-	snprintf(xml + len, 65536 - len, "</ListBucketResult>");
+	len += (size_t) snprintf(xml + len, 65536 - len, "</ListBucketResult>");
+	if (store->listings_cut > 0)
+	{
+		store->listings_cut--;
+		xml[len / 2] = '\0';
+	}
 	reply_xml(fd, 200, xml);
 	free(xml);
 }
@@ -1543,11 +1549,48 @@ test_listing_same_token(void **state)
 	assert_false(bk_repo_list(f->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL, "",
 							  false, count_entry, &entries, &err));
 	assert_int_equal(f->store.listing_pages, 2);
-	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_int_equal(err.code, BK_ERR_STORE);
 	assert_error_contains(&err, "127.0.0.1");
 	assert_error_contains(&err, "\"same-token\"");
 	assert_error_contains(&err, "page 2");
 	store_repeat_listings(&f->store, 0);
+}
+
+/*
+ * A listing page whose XML stops halfway (a proxy that cut the body, a
+ * store that failed while it wrote it) is the store failing to answer:
+ * BK_ERR_STORE (exit 5, try again), naming the listing, never damage in
+ * the archive (exit 4) nor the listing's end.  Asked again, it lists.
+ */
+static void
+test_listing_cut(void **state)
+{
+	Fixture *f = *state;
+	BkError err;
+	int entries = 0;
+	bool created;
+
+	for (int objIdx = 0; objIdx < 3; objIdx++)
+	{
+		char key[64];
+
+		snprintf(key, sizeof(key), "src/wal/00000001000000000000000%d",
+				 objIdx + 1);
+		if (!commit_single(f, key, &created, &err))
+			fail_msg("%s: %s", key, err.message);
+	}
+	pthread_mutex_lock(&f->store.lock);
+	f->store.listings_cut = 1;
+	pthread_mutex_unlock(&f->store.lock);
+	bk_error_clear(&err);
+	assert_false(bk_repo_list(f->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL, "",
+							  false, count_entry, &entries, &err));
+	assert_int_equal(err.code, BK_ERR_STORE);
+	assert_error_contains(&err, "(listing, page 1)");
+	entries = 0;
+	assert_true(bk_repo_list(f->repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL, "",
+							 false, count_entry, &entries, &err));
+	assert_int_equal(entries, 3);
 }
 
 /* The same for the list of multipart uploads and its two markers. */
@@ -1562,7 +1605,7 @@ test_upload_listing_same_markers(void **state)
 	bk_error_clear(&err);
 	assert_false(bk_repo_clean_uploads(f->repo, &removed, &err));
 	assert_int_equal(f->store.listing_pages, 2);
-	assert_int_equal(err.code, BK_ERR_FORMAT);
+	assert_int_equal(err.code, BK_ERR_STORE);
 	assert_error_contains(&err, "127.0.0.1");
 	assert_error_contains(&err, "\"pre/src/wal/x\"");
 	assert_error_contains(&err, "\"upload-x\"");
@@ -2813,6 +2856,7 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing_same_token, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_listing_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upload_listing_same_markers, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_put_reply_lost_object_unreadable,

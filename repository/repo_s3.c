@@ -2517,16 +2517,23 @@ abort_upload(S3State *state, const char *full, const char *upload_id)
 	call_free(&call);
 }
 
-/* Start a multipart upload of full: its UploadId in reply. */
+/*
+ * Start a multipart upload of full: its UploadId in reply.  put_id, unless
+ * NULL, goes as x-amz-meta-bk-put-id, which the store gives the object the
+ * upload completes (completion_lost).
+ */
 static bool
-initiate_upload(S3State *state, const char *full, MultipartReply *reply,
-				BkError *err)
+initiate_upload(S3State *state, const char *full, const char *put_id,
+				MultipartReply *reply, BkError *err)
 {
 	S3Call call = {.method = "POST", .key = full, .has_body = true};
 
 	memset(reply, 0, sizeof(*reply));
 	call.body = (const uint8_t *) "";
 	call.query[call.query_count++] = (BkSigV4Pair){"uploads", ""};
+	if (put_id != NULL)
+		call.headers[call.header_count++] =
+			(BkSigV4Pair){"x-amz-meta-bk-put-id", put_id};
 	if (state->storage_class[0])
 		call.headers[call.header_count++] =
 			(BkSigV4Pair){"x-amz-storage-class", state->storage_class};
@@ -2584,7 +2591,7 @@ probe_complete_if_absent(S3State *state, const char *full, BkError *err)
 	bool refused = false;
 	bool ok;
 
-	if (!initiate_upload(state, full, &reply, err))
+	if (!initiate_upload(state, full, NULL, &reply, err))
 		return false;
 	query[0] = (BkSigV4Pair){"partNumber", "1"};
 	query[1] = (BkSigV4Pair){"uploadId", reply.upload_id};
@@ -2797,24 +2804,32 @@ completion_confirmed(const S3Call *call)
  * earlier try of this completion reached the store and succeeded and its
  * answer was lost (a connection reset, a timeout: s3_call sent it again),
  * or the upload was aborted (housekeeping elsewhere).  Or it was answered
- * 200 without the result that says it was done (an empty or cut body).
- * The object in place tells which.  With the ETag our parts give it (each
- * part's MD5 checked by the store as it came), it holds our bytes, and the
- * store's HEAD shows it committed: created, as the lost 200 said.  Another
- * object is a copy found in place, as after a 412: repo.c reads it and
- * compares identities (ours too, on a store whose ETags are not MD5s, then
- * a re-send).  None: the completion failed, whatever the store said.
+ * 200 without the result that says it was done (an empty or cut body).  Or
+ * it was sent again and answered 412: a store that checks If-None-Match
+ * before the upload id finds the object an earlier try completed.  The
+ * object in place tells which.  With this upload's x-amz-meta-bk-put-id
+ * (put_id, random, given when it began), it is the one this upload
+ * completed: created, as the lost 200 said.  On a store that keeps no such
+ * metadata, the ETag our parts give it (each part's MD5 checked by the
+ * store as it came) says it holds our bytes, and the store's HEAD shows it
+ * committed: created.  The ETag alone cannot tell our completion from
+ * another shipper's of the same bytes (a re-send after a rebalance), which
+ * the put id does.  Another object is a copy found in place, as after a
+ * first 412: repo.c reads it and compares identities (ours too, on a store
+ * whose ETags are not MD5s, then a re-send).  None: the completion failed,
+ * whatever the store said.
  */
 static bool
-completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
-				bool *created, BkError *err)
+completion_lost(S3Upload *upload, const char *full, const char *put_id,
+				const S3Call *completion, bool *created, BkError *err)
 {
 	S3State *state = state_of(upload->base.repo);
 	BkRepoStat stat;
 	char stored[BK_S3_ETAG_MAX];
+	char stored_put_id[S3_PUT_ID_LEN + 1];
 	char ours[BK_S3_ETAG_MAX];
 
-	if (!head_object(state, full, &stat, stored, NULL, err))
+	if (!head_object(state, full, &stat, stored, stored_put_id, err))
 		return bk_error_prefix(err,
 							   "s3://%s/%s: the multipart upload was gone "
 							   "or its completion unconfirmed, and the object "
@@ -2835,8 +2850,13 @@ completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
 	}
 	if (!stat.exists)
 		return call_failed(state, completion, err);
-	multipart_etag(upload->part_md5, upload->part_count, ours);
-	*created = etag_is(stored, ours);
+	if (stored_put_id[0])
+		*created = strcmp(stored_put_id, put_id) == 0;
+	else
+	{
+		multipart_etag(upload->part_md5, upload->part_count, ours);
+		*created = etag_is(stored, ours);
+	}
 	return true;
 }
 
@@ -2846,7 +2866,8 @@ completion_lost(S3Upload *upload, const char *full, const S3Call *completion,
  * completion with If-None-Match too, for the race of two shippers.
  */
 static bool
-put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
+put_multipart(S3Upload *upload, const char *full, const char *upload_put_id,
+			  bool *created, BkError *err)
 {
 	S3State *state = state_of(upload->base.repo);
 	MultipartReply reply;
@@ -2862,7 +2883,7 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	if (stat.exists)
 		return true;
 
-	if (!initiate_upload(state, full, &reply, err))
+	if (!initiate_upload(state, full, upload_put_id, &reply, err))
 		return false;
 
 	/* Parts, with their MD5s, several at once; their ETags complete it. */
@@ -2889,18 +2910,19 @@ put_multipart(S3Upload *upload, const char *full, bool *created, BkError *err)
 	/*
 	 * 412, or a 200 whose body is an <Error> (the store failed after it
 	 * began answering; s3_call read the code): PreconditionFailed means an
-	 * object got there first.
+	 * object got there first; at a later send, maybe our own earlier one.
 	 */
 	if (call.status == 412 ||
 		strcmp(call.error_code, "PreconditionFailed") == 0)
-		ok = true;
+		ok = call.sends == 1 ||
+			 completion_lost(upload, full, upload_put_id, &call, created, err);
 	else if (strcmp(call.error_code, "NoSuchUpload") == 0 ||
 			 (call.status == 404 && call.error_code[0] == '\0'))
-		ok = completion_lost(upload, full, &call, created, err);
+		ok = completion_lost(upload, full, upload_put_id, &call, created, err);
 	else if (call.status != 200 || call.error_code[0])
 		call_failed(state, &call, err);
 	else if (!completion_confirmed(&call))
-		ok = completion_lost(upload, full, &call, created, err);
+		ok = completion_lost(upload, full, upload_put_id, &call, created, err);
 	else
 	{
 		*created = true;
@@ -2951,7 +2973,7 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 	S3State *state = state_of(base->repo);
 	char full[BK_REPO_KEY_MAX + 600];
 	uint8_t nonce[S3_PUT_ID_LEN / 2];
-	char put_id[S3_PUT_ID_LEN + 1]; /* a single PUT's */
+	char put_id[S3_PUT_ID_LEN + 1]; /* the PUT's, or the multipart upload's */
 	S3Call call;
 	bool ok;
 
@@ -2980,7 +3002,7 @@ s3_upload_commit(BkRepoUpload *base, const char *key, bool *created,
 							"could not open spool file \"%s\": %s",
 							upload->path, strerror(errno));
 	if (upload->part_count > 1)
-		ok = put_multipart(upload, full, created, err);
+		ok = put_multipart(upload, full, put_id, created, err);
 	else
 	{
 		ok = put_object(state, full, NULL, upload->fd, 0, upload->size,

@@ -57,6 +57,18 @@ typedef enum CompletionFault
 	COMPLETION_NOT_DONE_EMPTY_200,
 	/* Completed, answered 200 with an empty body (the result cut off). */
 	COMPLETION_DONE_EMPTY_200,
+	/*
+	 * Completed, and the connection closed before the answer; the retry is
+	 * answered 412, as by a store that checks If-None-Match before the
+	 * upload id (the object it just completed is in place).
+	 */
+	COMPLETION_REPLY_LOST_THEN_412,
+	/*
+	 * The upload aborted just before, and the same bytes (the same ETag)
+	 * put in place meanwhile by another shipper's multipart upload (its
+	 * own x-amz-meta-bk-put-id): a re-send found in place, not ours.
+	 */
+	COMPLETION_UPLOAD_ABORTED_SAME_IN_PLACE,
 } CompletionFault;
 
 typedef enum PutFault
@@ -104,7 +116,9 @@ typedef struct FakeStore
 	StoredObject objects[STORE_OBJECTS];
 	int object_count;
 
-	char upload_id[32]; /* "" if no upload is open */
+	char upload_id[32];     /* "" if no upload is open */
+	char upload_put_id[64]; /* its x-amz-meta-bk-put-id, "" if none */
+	bool condition_first;   /* the next completion: 412 before NoSuchUpload */
 	int upload_serial;
 	uint8_t part_md5[4][16];
 	size_t part_len[4];
@@ -611,11 +625,20 @@ serve_complete(FakeStore *store, int fd, const Request *request)
 	char etag[80];
 	char xml[1024];
 	size_t len = 0;
+	StoredObject *object;
 
 	store->completions++;
 	query_get(request, "uploadId", upload_id, sizeof(upload_id));
+	/* AWS S3's ETag of a multipart object: MD5 of the parts' MD5s, count. */
+	EVP_Digest(md5s, (size_t) store->part_count * 16, digest, &digest_len,
+			   EVP_md5(), NULL);
+	bk_hex_encode(digest, sizeof(digest), hex);
+	snprintf(etag, sizeof(etag), "\"%s-%d\"", hex, store->part_count);
+	for (int partIdx = 0; partIdx < store->part_count; partIdx++)
+		len += store->part_len[partIdx];
 	if (store->completion_fault == COMPLETION_UPLOAD_ABORTED ||
-		store->completion_fault == COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE)
+		store->completion_fault == COMPLETION_UPLOAD_ABORTED_OTHER_IN_PLACE ||
+		store->completion_fault == COMPLETION_UPLOAD_ABORTED_SAME_IN_PLACE)
 	{
 		store->upload_id[0] = '\0';
 		if (store->completion_fault ==
@@ -626,12 +649,29 @@ serve_complete(FakeStore *store, int fd, const Request *request)
 			store_unexpected(store, fd, request, "full");
 			return;
 		}
+		if (store->completion_fault == COMPLETION_UPLOAD_ABORTED_SAME_IN_PLACE)
+		{
+			object = object_put(store, request->key, NULL, len, etag);
+			if (object == NULL)
+			{
+				store_unexpected(store, fd, request, "full");
+				return;
+			}
+			bk_strlcpy(object->put_id, OTHER_PUT_ID, sizeof(object->put_id));
+		}
 		store->completion_fault = COMPLETION_OK;
 	}
 	if (store->completion_fault == COMPLETION_NOT_DONE_EMPTY_200)
 	{
 		store->completion_fault = COMPLETION_OK;
 		reply(fd, 200, "", "", 0, false);
+		return;
+	}
+	if (store->condition_first && request->if_none_match &&
+		object_find(store, request->key) != NULL)
+	{
+		store->condition_first = false;
+		reply_error(fd, 412, "PreconditionFailed");
 		return;
 	}
 	if (store->upload_id[0] == '\0' || strcmp(upload_id, store->upload_id) != 0)
@@ -645,22 +685,20 @@ serve_complete(FakeStore *store, int fd, const Request *request)
 		reply_error(fd, 412, "PreconditionFailed");
 		return;
 	}
-	/* AWS S3's ETag of a multipart object: MD5 of the parts' MD5s, count. */
-	EVP_Digest(md5s, (size_t) store->part_count * 16, digest, &digest_len,
-			   EVP_md5(), NULL);
-	bk_hex_encode(digest, sizeof(digest), hex);
-	snprintf(etag, sizeof(etag), "\"%s-%d\"", hex, store->part_count);
-	for (int partIdx = 0; partIdx < store->part_count; partIdx++)
-		len += store->part_len[partIdx];
-	if (object_put(store, request->key, NULL, len, etag) == NULL)
+	object = object_put(store, request->key, NULL, len, etag);
+	if (object == NULL)
 	{
 		store_unexpected(store, fd, request, "full");
 		return;
 	}
+	bk_strlcpy(object->put_id, store->upload_put_id, sizeof(object->put_id));
 	store->upload_id[0] = '\0';
-	if (store->completion_fault == COMPLETION_REPLY_LOST)
+	if (store->completion_fault == COMPLETION_REPLY_LOST ||
+		store->completion_fault == COMPLETION_REPLY_LOST_THEN_412)
 	{
 		/* Done, and the answer never leaves: the connection just closes. */
+		store->condition_first =
+			store->completion_fault == COMPLETION_REPLY_LOST_THEN_412;
 		store->completion_fault = COMPLETION_OK;
 		return;
 	}
@@ -849,6 +887,8 @@ serve(FakeStore *store, int fd, const Request *request)
 
 		snprintf(store->upload_id, sizeof(store->upload_id), "upload-%d",
 				 ++store->upload_serial);
+		bk_strlcpy(store->upload_put_id, request->put_id,
+				   sizeof(store->upload_put_id));
 		store->part_count = 0;
 		snprintf(xml, sizeof(xml),
 				 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -1303,6 +1343,64 @@ test_completion_other_object_in_place(void **state)
 	assert_true(
 		store_etag(&f->store, "pre/src/wal/000000010000000000000001", etag));
 	assert_string_equal(etag, "\"0123456789abcdef0123456789abcdef-2\"");
+}
+
+/*
+ * The completion reached the store and took effect; its answer was lost,
+ * and the retry was answered 412 (a store that checks If-None-Match before
+ * the upload id: AWS S3 may).  The object in place is this upload's own
+ * (its x-amz-meta-bk-put-id, given when the upload began): created, not a
+ * copy found in place, which repo.c would report a duplicate of itself
+ * (as a single PUT's lost answer is told apart: test_put_reply_lost).
+ */
+static void
+test_completion_reply_lost_then_412(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char put_id[64];
+
+	store_set_fault(&f->store, COMPLETION_REPLY_LOST_THEN_412);
+	f->store.completions = 0;
+	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(f->store.completions, 2);
+	assert_true(created);
+	assert_true(store_put_id(&f->store, "pre/src/wal/000000010000000000000001",
+							 put_id));
+	assert_int_equal(strlen(put_id), 32);
+
+	/* A 412 at the first send is an object that was there before. */
+	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_false(created);
+}
+
+/*
+ * The upload aborted, and the same bytes in place, completed by another
+ * shipper (a re-send after a rebalance: the same parts, so the same ETag,
+ * but its own x-amz-meta-bk-put-id): a copy found in place, which repo.c
+ * compares and reports a duplicate; not created by this upload.
+ */
+static void
+test_completion_same_object_in_place(void **state)
+{
+	Fixture *f = *state;
+	bool created;
+	BkError err;
+	char put_id[64];
+
+	store_set_fault(&f->store, COMPLETION_UPLOAD_ABORTED_SAME_IN_PLACE);
+	if (!commit_multipart(f, "src/wal/000000010000000000000001", &created,
+						  &err))
+		fail_msg("%s", err.message);
+	assert_false(created);
+	assert_true(store_put_id(&f->store, "pre/src/wal/000000010000000000000001",
+							 put_id));
+	assert_string_equal(put_id, OTHER_PUT_ID);
 }
 
 /*
@@ -2840,6 +2938,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_completion_reply_lost_then_412,
+										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_completion_same_object_in_place,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_completion_reply_lost, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_completion_upload_aborted, setup,

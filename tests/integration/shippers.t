@@ -16,7 +16,8 @@
 # killed mid-upload leaves is a multipart upload, aborted by housekeeping
 # only once a day old and only under a bk object's key: bk verify --repair
 # leaves one begun a moment ago (it may be a running shipper's, whatever
-# abandon_after says) and one under a key that is not bk's.
+# abandon_after says) and one under a key that is not bk's; an object
+# that went up in parts carries the x-amz-meta-bk-put-id of its upload.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -39,6 +40,7 @@ cleanup() {
     # The cluster is shared: the pgbench tables would be copied by every
     # later test's snapshots and restores.
     pgbench -i -I d >/dev/null 2>&1
+    psql_q -c "DROP TABLE IF EXISTS bk_incompressible" >/dev/null 2>&1
     for pid in "$first_pid" "$second_pid" "$other_pid"; do
         [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null
     done
@@ -121,6 +123,9 @@ else
         "and it said so"
 fi
 
+# WAL that does not compress (md5 text), so that a segment's object is
+# larger than s3_part_size and goes up in parts on S3.
+psql_q -c "DROP TABLE IF EXISTS bk_incompressible; CREATE TABLE bk_incompressible AS SELECT md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 150000)" >/dev/null
 # Everything archived: switch until the current segment is in the repository.
 archived_now() {
     local seg last
@@ -174,6 +179,14 @@ if [[ "$(bk_test_backend)" == s3 ]]; then
     like "$uploads" "gone-$$/other-application" "and the other application's"
     s3_curl -X DELETE "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$live_key?uploadId=$live_upload" >/dev/null
     s3_curl -X DELETE "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$other_key?uploadId=$other_upload" >/dev/null
+    # A WAL segment went up in parts (s3_part_size 5MiB); the store keeps
+    # the id its upload began with, by which a shipper tells its own
+    # completion, whose answer was lost, from another shipper's copy.
+    segment="$(find "$repo_files/$source_id/wal" -maxdepth 1 -type f -regextype posix-extended \
+        -regex '.*/[0-9A-F]{24}' -printf '%s %f\n' | sort -n | tail -n 1 | cut -d' ' -f2)"
+    head_out="$(s3_curl -I "$BK_S3_ENDPOINT/$BK_S3_BUCKET/$prefix/$source_id/wal/$segment" | tr -d '\r')"
+    like "$head_out" 'ETag: "[0-9a-f]{32}-[0-9]+"' "WAL segment $segment was a multipart upload"
+    like "$head_out" 'x-amz-meta-bk-put-id: [0-9a-f]{32}' "and carries the x-amz-meta-bk-put-id its upload began with"
 fi
 
 # ---- the same shipper_id twice on one repository

@@ -613,5 +613,19 @@ binlog_state_write(Agent *agent, const BinlogPosition *position,
 							"the binlog position is too long for \"%s\"", path);
 	line[n++] = '\n';
 	line[n] = '\0';
-	return bk_write_file_durable(path, line, (size_t) n, 0600, err);
+	if (bk_write_file_durable(path, line, (size_t) n, 0600, err))
+		return true;
+	/*
+	 * The bare "could not write" of a full or read-only state_dir read as
+	 * if archiving had failed: say that it goes on, and what to fix.
+	 */
+	bk_error_prefix(err, "could not save the archived binlog position in"
+						 " state_dir: ");
+	return bk_error_hint(err,
+						 "Archiving goes on: Kafka holds the position, and"
+						 " this file is only a hint the agent checks Kafka"
+						 " against when it starts.  Make room in state_dir"
+						 " \"%s\" (or make it writable); the agent saves the"
+						 " position again with the next range.",
+						 agent->config.state_dir);
 }

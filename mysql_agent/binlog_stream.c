@@ -90,6 +90,7 @@ typedef struct Stream
 	const char *ended_by; /* with file_closed: "rotate" or "stop" */
 	bool lost_connection; /* the dump connection broke while streaming */
 	bool torn_file;       /* the server found the file cut mid-event */
+	bool state_failing;   /* the last write of the state file failed */
 
 	uint8_t *buf; /* the pending range */
 	size_t len;
@@ -435,9 +436,30 @@ range_flush(Stream *stream, bool retry, BkError *err)
 
 	if (!binlog_state_write(agent, &end, &stream->file_id, &stream->gtid, err))
 	{
-		/* Only a hint for the next start: Kafka holds the real position. */
-		agent_report_error(agent, err);
+		/*
+		 * Only a hint for the next start: Kafka holds the real position.
+		 * Logged once until a write succeeds again: at every range (each
+		 * range_interval on a busy server) it flooded the log, perhaps on
+		 * the very file system that is full; bk_status() keeps showing it.
+		 */
+		if (!stream->state_failing)
+			agent_report_error(agent, err);
+		else
+		{
+			pthread_mutex_lock(&agent->status.lock);
+			bk_strlcpy(agent->status.last_error, err->message,
+					   sizeof(agent->status.last_error));
+			agent->status.last_error_at_ms = bk_wall_ms();
+			pthread_mutex_unlock(&agent->status.lock);
+		}
+		stream->state_failing = true;
 		bk_error_clear(err);
+	}
+	else if (stream->state_failing)
+	{
+		agent_log("INFO", "saved the archived binlog position in state_dir"
+						  " again");
+		stream->state_failing = false;
 	}
 	stream->range_start += stream->len;
 	stream->len = 0;

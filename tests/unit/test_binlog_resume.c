@@ -259,6 +259,27 @@ test_state_file(void **state)
 	assert_false(
 		state_parse("mariadb-bin.000002 120x\n", &read, &read_id, &read_gtid));
 
+	/*
+	 * A state_dir it cannot write (gone here; full or read-only in the
+	 * field): the message says it is the position hint in state_dir, and
+	 * the hint that archiving goes on and what to fix.
+	 */
+	{
+		char *dir = agent.config.state_dir;
+		char gone[4096];
+
+		snprintf(gone, sizeof(gone), "%s/gone", dir);
+		agent.config.state_dir = gone;
+		bk_error_clear(&err);
+		assert_false(binlog_state_write(&agent, &position, &id, &gtid, &err));
+		assert_non_null(strstr(err.message, "could not save the archived binlog"
+											" position in state_dir: "));
+		assert_non_null(strstr(err.message, "No such file or directory"));
+		assert_non_null(strstr(err.hint, "Archiving goes on"));
+		assert_non_null(strstr(err.hint, gone));
+		agent.config.state_dir = dir;
+	}
+
 	test_rmdir(agent.config.state_dir);
 	free(agent.config.state_dir);
 }

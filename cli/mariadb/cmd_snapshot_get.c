@@ -289,12 +289,17 @@ mariadb_snapshot_check(const BkRepo *repo, const char *source,
 		snprintf(data_dir, sizeof(data_dir), "%s/data", out_dir);
 		if (mkdir(out_dir, 0700) != 0)
 		{
+			bool exists = errno == EEXIST;
+
 			/* DIR there already is a bad argument (exit 2), not an
 			 * unreachable repository (exit 5). */
-			bk_error_set(err, errno == EEXIST ? BK_ERR_USAGE : BK_ERR_IO,
+			bk_error_set(err, exists ? BK_ERR_USAGE : BK_ERR_IO,
 						 "could not create \"%s\": %s", out_dir,
 						 strerror(errno));
-			bk_error_hint(err, "DIR must not exist yet.");
+			/* Only then: for a missing parent or a read-only file system
+			 * it sent the user after the wrong problem. */
+			if (exists)
+				bk_error_hint(err, "DIR must not exist yet.");
 			goto done;
 		}
 		made_dir = true;

@@ -1047,6 +1047,32 @@ make_work_dir(MariadbRestore *r, BkError *err)
 }
 
 /*
+ * work_dir_hint
+ *		A rebuilt binlog file could not be written: say where, that the
+ *		target was not touched yet, and what to do.  Returns false.
+ */
+static bool
+work_dir_hint(const MariadbRestore *r, BkError *err)
+{
+	char parent[sizeof(r->work_dir)];
+	char *slash;
+
+	/* The parent: the work directory itself is removed on the way out. */
+	bk_strlcpy(parent, r->work_dir, sizeof(parent));
+	if ((slash = strrchr(parent, '/')) != NULL && slash != parent)
+		*slash = '\0';
+	return bk_error_hint(err,
+						 "The binlog to replay is rebuilt whole in a work"
+						 " directory in \"%s\" before the target server is"
+						 " touched, and the target was not: make room there,"
+						 " or pass --work-dir DIR on a file system with room"
+						 " for it (the files from the snapshot's to the"
+						 " target's: \"bk list\" gives their size), and run"
+						 " bk restore again.",
+						 parent);
+}
+
+/*
  * restore_remove_work_dir
  *		Everything in the work directory goes: the rebuilt binlog, and the
  *		files mariadb-binlog writes there (--local-load: the file of a LOAD
@@ -1384,13 +1410,15 @@ plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
 		uint64_t events;
 		int fd;
 		bool ok;
+		bool fd_failed;
 
 		snprintf(replay->path, sizeof(replay->path), "%s/%s", r->work_dir,
 				 file->name);
 		fd = open(replay->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
-								replay->path, strerror(errno));
+								replay->path, strerror(errno)) ||
+				   work_dir_hint(r, err);
 		replay->file = file;
 		replay->size = file->covered_end;
 		r->replay_count++;
@@ -1401,8 +1429,10 @@ plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
 		scan->checksum_alg = BK_BINLOG_CHECKSUM_OFF;
 		ok = mariadb_binlog_rebuild(r->ctx.repo, r->source, r->ctx.decoder,
 									file, fd, replay->path, &events, scan_event,
-									scan, NULL, err);
+									scan, &fd_failed, err);
 		close(fd);
+		if (!ok && fd_failed)
+			return work_dir_hint(r, err);
 		if (!ok || (scan->first && !scan->snapshot_checked &&
 					!check_snapshot_point(scan, file->covered_end, err)))
 			return false;

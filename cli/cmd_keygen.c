@@ -79,6 +79,18 @@ bk_cmd_keygen(int argc, char **argv)
 	if (!bk_key_generate(&key, &err) || !bk_key_write_files(&key, out, &err))
 	{
 		bk_secure_wipe(&key, sizeof(key));
+		/*
+		 * This host's disk (full, read-only, a directory missing), not
+		 * Kafka or a repository: exit 1, as for bk restore's target, not
+		 * 5, which says "unreachable, try again".
+		 */
+		if (err.code == BK_ERR_IO)
+		{
+			err.code = BK_ERR_INTERNAL;
+			bk_error_hint(&err, "No key file was left behind: make room in"
+								" (or fix) the directory of --out, or choose"
+								" another, and run bk keygen again.");
+		}
 		return bk_cli_report_error(argv[0], &err);
 	}
 	bk_key_id_hex(key.id, id_hex);

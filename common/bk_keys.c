@@ -148,7 +148,13 @@ write_new_file(const char *path, const char *text, mode_t mode, BkError *err)
 		dir[1] = '\0';
 	else
 		*slash = '\0';
-	return bk_fsync_dir(dir, err);
+	if (!bk_fsync_dir(dir, err))
+	{
+		/* Not durable: no key file is left that a caller did not get. */
+		unlink(path);
+		return false;
+	}
+	return true;
 }
 
 bool

@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
 BK="$ROOT/cli/bk"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-keygen.XXXXXX")"
-trap 'rm -rf "$dir"' EXIT
+trap 'mountpoint -q "$dir/tiny" && umount "$dir/tiny"; rm -rf "$dir"' EXIT
 
 id="$("$BK" keygen --out "$dir/key" 2>"$dir/stderr")"
 ok $? "bk keygen --out FILE succeeds"
@@ -22,6 +22,39 @@ before="$(sha256sum "$dir/key")"
 is $? 2 "a second keygen to the same path exits 2"
 like "$(cat "$dir/stderr")" 'already exists' "and says the file exists"
 is "$(sha256sum "$dir/key")" "$before" "the existing private key is untouched"
+
+# This host's disk failing: exit 1 (not 5, "unreachable, try again"), the
+# error named, and no key file left behind that a later run or a restore
+# would take for a key this run made.
+make -s -C "$ROOT/tests/integration" bk_test_eio.so >/dev/null 2>&1
+mkdir -p "$dir/eio"
+out="$(LD_PRELOAD="$ROOT/tests/integration/bk_test_eio.so" BK_TEST_EIO_PATH=/eio \
+    "$BK" keygen --out "$dir/eio/key" 2>&1)"
+is $? 1 "bk keygen whose directory cannot be fsynced (EIO) exits 1"
+like "$out" "could not open directory \"$dir/eio\" to fsync it: Input/output error
+HINT: No key file was left behind" "naming the directory, the error, and that nothing is left"
+is "$(ls -A "$dir/eio")" "" "and leaves no private key without its public one"
+mkdir -p "$dir/tiny"
+if mount -t tmpfs -o size=4k bk-keygen-tiny "$dir/tiny" 2>/dev/null; then
+    head -c 64k /dev/zero >"$dir/tiny/filler" 2>/dev/null
+    out="$("$BK" keygen --out "$dir/tiny/key" 2>&1)"
+    is $? 1 "bk keygen --out on a full file system exits 1"
+    like "$out" "could not write \"$dir/tiny/key\.tmp\.[0-9]+\": No space left on device" "naming the file and the error"
+    is "$(ls -A "$dir/tiny")" "filler" "and leaves nothing behind"
+    rm -f "$dir/tiny/filler"
+    # One page: the private key fits, its .pub does not.
+    out="$("$BK" keygen --out "$dir/tiny/key" 2>&1)"
+    is $? 1 "bk keygen with room for the private key but not the public one exits 1"
+    like "$out" "could not write \"$dir/tiny/key\.pub\.tmp\.[0-9]+\": No space left on device" "naming the .pub"
+    is "$(ls -A "$dir/tiny")" "" "and removes the private key it wrote"
+    umount "$dir/tiny"
+    mount -t tmpfs -o size=64k bk-keygen-tiny "$dir/tiny" &&
+        "$BK" keygen --out "$dir/tiny/key" >/dev/null 2>&1
+    ok $? "with room, bk keygen --out the same name succeeds"
+    umount "$dir/tiny"
+else
+    skip "bk keygen on a full file system" "cannot mount a tmpfs (not root?)"
+fi
 
 json="$("$BK" keygen --out "$dir/key2" --json)"
 like "$json" '"key_id": "[0-9a-f]{16}"' "--json prints the key id"

@@ -313,7 +313,24 @@ decrypt_segments(Restore *r, const char *dir, uint32_t timeline, uint32_t along,
 		if (!bk_repo_decrypt_to_file(r->repo, BK_REPO_ARCHIVE, r->source,
 									 BK_KIND_WAL, name, r->decoder, dest, NULL,
 									 err))
+		{
+			/*
+			 * The temporary copy failed, not the repository (whose errors
+			 * name the object): a full or read-only TMPDIR said only
+			 * "could not write", and not that --pgdata is untouched.
+			 */
+			if (strstr(err->message, dir) != NULL)
+				bk_error_hint(
+					err,
+					"bk restore decrypts the WAL it searches with pg_waldump"
+					" into TMPDIR (here \"%s\"), up to %d segments of %u MB"
+					" at a time, before it writes anything to --pgdata: set"
+					" TMPDIR to a writable directory with room for them and"
+					" run bk restore again.",
+					bk_cli_scratch_dir(), WALDUMP_BATCH + 1,
+					segment_size / (1024 * 1024));
 			return bk_error_prefix(err, "WAL file \"%s\": ", name);
+		}
 		*end = segno + 1;
 	}
 	return true;

@@ -252,9 +252,20 @@ if mount -t tmpfs -o size=16k bk-tiny-tmp "$dir/tiny-tmp" 2>/dev/null; then
     like "$out" "could not rebuild files to check them \\(TMPDIR=$dir/tiny-tmp\\): .*No space left on device" \
         "naming TMPDIR and the cause"
     unlike "$out" "PROBLEM" "and reporting no problem of the archive"
+    # bk restore searching the WAL for an xid with pg_waldump: a failure of
+    # this host before --pgdata is touched, saying so and what to do.
+    out="$(TMPDIR="$dir/tiny-tmp" "$BK" restore --config "$dir/bk.conf" --source "$source_id" \
+        --pgdata "$dir/never-restored" --target-xid "$xid" 2>&1)"
+    is $? 1 "bk restore --target-xid whose TMPDIR fills up while it searches the WAL fails with exit 1"
+    like "$out" "could not write \"$dir/tiny-tmp/bk-restore-waldump\.[^\"]*\": No space left on device
+HINT: bk restore decrypts the WAL it searches with pg_waldump into TMPDIR \\(here \"$dir/tiny-tmp\"\\).* before it writes anything to --pgdata: set TMPDIR" \
+        "naming the file, TMPDIR, that --pgdata was not written, and what to do" || diag "$out"
+    [[ ! -e "$dir/never-restored" && -z "$(ls -A "$dir/tiny-tmp")" ]]
+    ok $? "nothing written to --pgdata, nothing left in TMPDIR"
     umount "$dir/tiny-tmp"
 else
     skip "bk verify with a full TMPDIR" "cannot mount a 16 kB tmpfs here (not root?)"
+    skip "bk restore with a full TMPDIR" "cannot mount a 16 kB tmpfs here (not root?)"
 fi
 
 # An object the repository cannot read at all (EIO from its disk, injected

@@ -25,7 +25,9 @@
  * say that Kafka lost messages (retention, a recreated topic), never decide
  * alone where to resume when Kafka knows.  It keeps, like the ranges, which
  * file of its name the position is in and the GTID state there, so that a
- * resume from it is checked as one from Kafka.
+ * resume from it is checked as one from Kafka; and the source id it was
+ * written for, since it says nothing of another source's archive (the way
+ * out of a reset binlog is a new source_id, in the same state_dir).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -493,13 +495,14 @@ state_path(Agent *agent, char *path, size_t len, BkError *err)
 
 /*
  * state_parse
- *		"file offset[ file-created=ID][ gtid=STATE]\n": binlog_state_write's
- *		line (an older agent's has the position only).  False if it is not
- *		one.
+ *		"file offset[ source=ID][ file-created=ID][ gtid=STATE]\n":
+ *		binlog_state_write's line (an older agent's has the position only,
+ *		or no source).  source gets the source id, "" when the line has
+ *		none.  False if it is not one.
  */
 static bool
 state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
-			BkGtidState *gtid)
+			BkGtidState *gtid, char *source, size_t source_len)
 {
 	char file[BK_BINLOG_FILE_NAME_MAX + 1];
 	unsigned long long offset;
@@ -508,6 +511,7 @@ state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
 
 	memset(file_id, 0, sizeof(*file_id));
 	memset(gtid, 0, sizeof(*gtid));
+	source[0] = '\0';
 	if (sscanf(data, "%255s %llu%n", file, &offset, &used) != 2 ||
 		!bk_binlog_file_name_valid(file) || offset > UINT32_MAX)
 		return false;
@@ -532,6 +536,13 @@ state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
 			if (!bk_gtid_state_parse(token + 5, gtid, &err))
 				return false;
 		}
+		else if (strncmp(token, "source=", 7) == 0)
+		{
+			if (!bk_source_id_valid(token + 7, strlen(token + 7)) ||
+				strlen(token + 7) >= source_len)
+				return false;
+			bk_strlcpy(source, token + 7, source_len);
+		}
 		/* else: a key of a later agent */
 		p += 1 + token_len;
 	}
@@ -546,7 +557,9 @@ state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
  * binlog_state_read
  *		The position the agent last saw acknowledged, which file of that
  *		name it was in (unknown: file_id->known false) and the GTID state
- *		there (empty when unknown).
+ *		there (empty when unknown).  A state written for another source id
+ *		is not found: that source's position says nothing of this one's
+ *		archive, which starts empty.
  */
 bool
 binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
@@ -555,6 +568,7 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
 	char path[4096];
 	char *data = NULL;
 	size_t len = 0;
+	char source[BK_SOURCE_ID_MAX + 1];
 
 	*found = false;
 	if (!state_path(agent, path, sizeof(path), err))
@@ -568,7 +582,7 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
 		}
 		return false;
 	}
-	if (!state_parse(data, position, file_id, gtid))
+	if (!state_parse(data, position, file_id, gtid, source, sizeof(source)))
 	{
 		free(data);
 		return bk_error_set(err, BK_ERR_FORMAT,
@@ -577,6 +591,16 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
 							path);
 	}
 	free(data);
+	if (source[0] != '\0' && agent->config.source_id != NULL &&
+		strcmp(source, agent->config.source_id) != 0)
+	{
+		agent_log("INFO",
+				  "\"%s\" is the position of source \"%s\", not of \"%s\":"
+				  " not used (it is replaced once this source's first range"
+				  " is acknowledged)",
+				  path, source, agent->config.source_id);
+		return true;
+	}
 	*found = true;
 	return true;
 }
@@ -593,7 +617,8 @@ binlog_state_write(Agent *agent, const BinlogPosition *position,
 				   BkError *err)
 {
 	char path[4096];
-	char line[BK_BINLOG_FILE_NAME_MAX + BK_BINLOG_GTID_STATE_MAX + 96];
+	char line[BK_BINLOG_FILE_NAME_MAX + BK_SOURCE_ID_MAX +
+			  BK_BINLOG_GTID_STATE_MAX + 104];
 	char id[BINLOG_FILE_ID_TEXT_MAX + 1];
 	char state[BK_BINLOG_GTID_STATE_MAX];
 	int n;
@@ -602,6 +627,9 @@ binlog_state_write(Agent *agent, const BinlogPosition *position,
 		return false;
 	n = snprintf(line, sizeof(line), "%s %" PRIu64, position->file,
 				 position->offset);
+	if (agent->config.source_id != NULL)
+		n += snprintf(line + n, sizeof(line) - (size_t) n, " source=%s",
+					  agent->config.source_id);
 	if (binlog_file_id_format(file_id, id, sizeof(id)))
 		n += snprintf(line + n, sizeof(line) - (size_t) n, " file-created=%s",
 					  id);

@@ -154,8 +154,8 @@ wait_for 20 "the agent to archive up to $end" acked_is "$dir/state" "$end"
 ok $? "30 transactions of one size archived up to $end" || diag "$(acked "$dir/state")"
 gtid_end="$(my "SELECT BINLOG_GTID_POS('${end% *}', ${end#* })")"
 stop_agent
-like "$(cat "$dir/state/binlog.position")" "^$end file-created=[0-9]+:[0-9]+ gtid=$gtid_end\$" \
-    "the state file says which file, and the GTID state there"
+like "$(cat "$dir/state/binlog.position")" "^$end source=$source_id file-created=[0-9]+:[0-9]+ gtid=$gtid_end\$" \
+    "the state file says which source, which file, and the GTID state there"
 # Range metadata is plaintext in the frame header.
 created="$(sed -n 's/.* file-created=\([0-9:]*\) .*/\1/p' "$dir/state/binlog.position")"
 is "$(timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.binlog" -o beginning -e -q \
@@ -184,6 +184,23 @@ agent_conf "$dir/state" | sed "s|^topic_prefix = .*|topic_prefix = $prefix-empty
 before="$(refusals)"
 start_agent "$dir/agent-empty.conf"
 second_history "from the state file" "$dir/state" "$end" "$prefix-empty" "$before"
+stop_agent
+
+# ---------------------------------------------------------------- the way out
+# What the ERROR says to do: a new source_id, with the same state_dir.  The
+# state file is the old source's, so the new source's archive starts empty
+# instead of at the old source's position (where it was refused again).
+agent_conf "$dir/state" | sed "s|^source_id = .*|source_id = $source_id-new|" >"$dir/agent-new.conf"
+before="$(refusals)"
+start_agent "$dir/agent-new.conf"
+wait_for 30 "the new source to stream" grep -q "the archive of source \"$source_id-new\" is empty" "$alog"
+ok $? "a new source_id, the same state_dir: the new source's archive starts empty" ||
+    diag "$(tail -n 8 "$alog")"
+wait_for 20 "the new source's position in the state file" \
+    grep -q "^[^ ]* [0-9]* source=$source_id-new " "$dir/state/binlog.position"
+ok $? "... and the state file is the new source's once a range of it is acknowledged" ||
+    diag "$(cat "$dir/state/binlog.position")"
+is "$(refusals)" "$before" "... with no refusal of the server's binlog"
 stop_agent
 # The state file of an older agent (the position alone): refused unchecked.
 echo "$end" >"$dir/state/binlog.position"

@@ -204,6 +204,7 @@ test_state_file(void **state)
 	char path[4096];
 	char *data;
 	size_t len;
+	char source[BK_SOURCE_ID_MAX + 1];
 
 	memset(&agent, 0, sizeof(agent));
 	agent.config.state_dir = test_mkdtemp();
@@ -239,25 +240,84 @@ test_state_file(void **state)
 	free(data);
 
 	/* An older agent's line, and a later agent's key: read. */
-	assert_true(
-		state_parse("mariadb-bin.000002 120\n", &read, &read_id, &read_gtid));
+	assert_true(state_parse("mariadb-bin.000002 120\n", &read, &read_id,
+							&read_gtid, source, sizeof(source)));
 	assert_int_equal(read.offset, 120);
 	assert_false(read_id.known);
 	assert_int_equal(read_gtid.count, 0);
 	assert_true(state_parse("mariadb-bin.000002 120 later=x file-created=5:2\n",
-							&read, &read_id, &read_gtid));
+							&read, &read_id, &read_gtid, source,
+							sizeof(source)));
 	assert_true(read_id.known);
 	assert_int_equal(read_id.created, 5);
 
 	/* Not a state line: refused (the agent says to remove it). */
-	assert_false(
-		state_parse("mariadb-bin.000002\n", &read, &read_id, &read_gtid));
+	assert_false(state_parse("mariadb-bin.000002\n", &read, &read_id,
+							 &read_gtid, source, sizeof(source)));
 	assert_false(state_parse("mariadb-bin.000002 120 file-created=x\n", &read,
-							 &read_id, &read_gtid));
+							 &read_id, &read_gtid, source, sizeof(source)));
 	assert_false(state_parse("mariadb-bin.000002 120 gtid=0-1\n", &read,
-							 &read_id, &read_gtid));
-	assert_false(
-		state_parse("mariadb-bin.000002 120x\n", &read, &read_id, &read_gtid));
+							 &read_id, &read_gtid, source, sizeof(source)));
+	assert_false(state_parse("mariadb-bin.000002 120x\n", &read, &read_id,
+							 &read_gtid, source, sizeof(source)));
+
+	test_rmdir(agent.config.state_dir);
+	free(agent.config.state_dir);
+}
+
+/*
+ * A state written for one source id is not another's: after a binlog reset
+ * the way out is a new source_id, with the same state_dir, and the new
+ * source's archive starts empty instead of at the old source's position
+ * (where the reset server's files are refused as a reused history).  A line
+ * of an older agent, without a source, is still read.
+ */
+static void
+test_state_file_of_another_source(void **state)
+{
+	Agent agent;
+	BinlogPosition position = {.file = "mariadb-bin.000002", .offset = 389};
+	BinlogPosition read;
+	BinlogFileId id = {.known = true, .created = 1764000000, .server_id = 1};
+	BinlogFileId read_id;
+	BkGtidState gtid, read_gtid;
+	BkError err;
+	bool found;
+	char path[4096];
+	char source[BK_SOURCE_ID_MAX + 1];
+	char first[] = "db1.example";
+	char second[] = "db1.example-2";
+
+	memset(&agent, 0, sizeof(agent));
+	agent.config.state_dir = test_mkdtemp();
+	agent.config.source_id = first;
+	assert_true(bk_gtid_state_parse("0-1-14", &gtid, &err));
+	assert_true(binlog_state_write(&agent, &position, &id, &gtid, &err));
+	assert_true(
+		binlog_state_read(&agent, &read, &read_id, &read_gtid, &found, &err));
+	assert_true(found);
+	assert_int_equal(read.offset, 389);
+
+	agent.config.source_id = second;
+	assert_true(
+		binlog_state_read(&agent, &read, &read_id, &read_gtid, &found, &err));
+	assert_false(found);
+
+	/* Written by an older agent: no source, taken as this one's. */
+	snprintf(path, sizeof(path), "%s/binlog.position", agent.config.state_dir);
+	assert_true(bk_write_file_durable(path, "mariadb-bin.000002 389\n", 23,
+									  0600, &err));
+	assert_true(
+		binlog_state_read(&agent, &read, &read_id, &read_gtid, &found, &err));
+	assert_true(found);
+
+	/* A source id that is not one: not a state line. */
+	assert_false(state_parse("mariadb-bin.000002 389 source=a/b\n", &read,
+							 &read_id, &read_gtid, source, sizeof(source)));
+	assert_true(
+		state_parse("mariadb-bin.000002 389 source=db1.example gtid=0-1-14\n",
+					&read, &read_id, &read_gtid, source, sizeof(source)));
+	assert_string_equal(source, "db1.example");
 
 	/*
 	 * A state_dir it cannot write (gone here; full or read-only in the
@@ -292,6 +352,7 @@ main(void)
 		cmocka_unit_test(test_range_cut_by_window),
 		cmocka_unit_test(test_range_file_created),
 		cmocka_unit_test(test_state_file),
+		cmocka_unit_test(test_state_file_of_another_source),
 	};
 
 	cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -94,6 +94,9 @@
 #define S3_PUT_ID_LEN     32   /* hex digits of x-amz-meta-bk-put-id */
 #define SPOOL_LOCK_NAME   ".lock"
 
+/* Time left for the last try of a request, whose backoff ends there. */
+#define S3_LAST_TRY_MS 250
+
 /* access_key_id, secret_access_key and a session token of a few kB. */
 #define S3_CREDENTIALS_FILE_MAX (64 * 1024)
 
@@ -769,6 +772,7 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 	{
 		CURLcode code;
 		int64_t delay;
+		int64_t left;
 		uint32_t jitter;
 
 		if (call->cancel != NULL && atomic_load(call->cancel))
@@ -844,7 +848,17 @@ s3_call(S3State *state, S3Call *call, BkError *err)
 			delay = 5000;
 		RAND_bytes((unsigned char *) &jitter, sizeof(jitter));
 		delay = delay / 2 + (int64_t) (jitter % (uint32_t) (delay / 2 + 1));
-		if (bk_monotonic_ms() + delay > deadline)
+		/*
+		 * The last wait is cut to end S3_LAST_TRY_MS before the deadline
+		 * and one more try made there: giving up as soon as the next
+		 * backoff would pass it left up to 5 s of s3_timeout untried (a
+		 * 5 s s3_timeout gave up after 2), while the message says the
+		 * store did not answer in all of it.
+		 */
+		left = deadline - bk_monotonic_ms();
+		if (delay > left - S3_LAST_TRY_MS)
+			delay = left - S3_LAST_TRY_MS;
+		if (delay < 0)
 		{
 			handle_give_back(state, handle);
 			bk_error_set(err, BK_ERR_TIMEOUT,

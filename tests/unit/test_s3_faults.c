@@ -1620,6 +1620,49 @@ test_trickling_store_cut_at_timeout(void **state)
 	assert_error_contains(&err, "s3_timeout");
 }
 
+/*
+ * A store that answers every GET with 503 SlowDown is retried for all of
+ * s3_timeout (4 s here), the last try within S3_LAST_TRY_MS of its end: the
+ * backoff used to give up once its next wait would pass the deadline,
+ * which with 4 s came after 3.1 s at most (waits of up to 0.1, 0.2, 0.4,
+ * 0.8 and 1.6 s, then one of 2.5 s or more), while the error said the
+ * store did not answer in 4 s.
+ */
+static void
+test_retried_for_all_of_s3_timeout(void **state)
+{
+	Fixture *f = *state;
+	BkRepoOptions options = f->options;
+	BkRepo *repo;
+	BkRepoReader *reader;
+	BkError err;
+	uint8_t data[64];
+	int64_t started;
+	int64_t took;
+
+	options.s3_timeout_ms = 4000;
+	repo = bk_repo_open_with("s3://" BUCKET "/pre", &options, false, &err);
+	if (repo == NULL)
+		fail_msg("%s", err.message);
+	test_fill(data, sizeof(data), 7, false);
+	assert_true(store_put(&f->store, "pre/src/wal/000000010000000000000001",
+						  data, sizeof(data), "\"x\""));
+	store_slow_down_reads(&f->store, true);
+	bk_error_clear(&err);
+	started = bk_monotonic_ms();
+	reader = bk_repo_reader_open(repo, BK_REPO_ARCHIVE, "src", BK_KIND_WAL,
+								 "000000010000000000000001", &err);
+	took = bk_monotonic_ms() - started;
+	store_slow_down_reads(&f->store, false);
+	assert_null(reader);
+	print_message("# gave up after %lld ms: %s\n", (long long) took,
+				  err.message);
+	assert_true(took >= 3500 && took < 6000);
+	assert_int_equal(err.code, BK_ERR_TIMEOUT);
+	assert_error_contains(&err, "did not answer successfully in 4 s");
+	bk_repo_close(repo);
+}
+
 static bool
 count_entry(void *arg, const BkRepoEntry *entry, BkError *err)
 {
@@ -3001,6 +3044,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_read_ahead_given_up, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retried_for_all_of_s3_timeout,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_not_taken, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_prefetch_failed, setup, teardown),

@@ -232,11 +232,13 @@ bool
 mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 					   BkDecoder *decoder, const BinlogFile *file, int fd,
 					   const char *tmp_path, uint64_t *events,
-					   BkBinlogEventFn fn, void *arg, bool *fd_failed,
-					   BkError *err)
+					   BkBinlogEventFn fn, void *arg, const bool *enough,
+					   bool *fd_failed, BkError *err)
 {
 	RebuildState rebuilt = {BK_BINLOG_CHECKSUM_OFF, 0, fn, arg};
 	RebuildState *state = &rebuilt;
+	uint64_t rebuilt_end = file->covered_end;
+	bool had_enough = false;
 
 	if (fd_failed != NULL)
 		*fd_failed = false;
@@ -250,9 +252,12 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 			size_t len = 0;
 			bool ok;
 
-			/* Ranges beyond a gap are not part of what is rebuilt. */
-			if (range->in_chain != (pass == 0) ||
-				(pass == 1 && range->start >= file->covered_end))
+			/*
+			 * Ranges beyond a gap are not part of what is rebuilt, nor
+			 * those past where the caller had enough.
+			 */
+			if (range->in_chain != (pass == 0) || (pass == 0 && had_enough) ||
+				(pass == 1 && range->start >= rebuilt_end))
 				continue;
 			if (!bk_repo_decrypt_to_memory(repo, BK_REPO_ARCHIVE, source,
 										   BK_KIND_BINLOG, range->name, decoder,
@@ -306,11 +311,25 @@ mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 								  " rebuilt file's end %" PRIu64,
 								  range->name, file->covered_end);
 			else /* a range sent again: its bytes must equal the chain's */
-				ok = same_as_rebuilt(fd, data, len, range->start, range, file,
-									 tmp_path, fd_failed, err);
+				ok = same_as_rebuilt(
+					fd, data,
+					(size_t) ((range->end < rebuilt_end ? range->end
+														: rebuilt_end) -
+							  range->start),
+					range->start, range, file, tmp_path, fd_failed, err);
 			free(data);
 			if (!ok)
 				return false;
+			/*
+			 * The caller has all it needs (a restore's target is in what
+			 * was walked): what follows is not read, so a range sealed to
+			 * a key the keyring lacks, after the target, costs nothing.
+			 */
+			if (pass == 0 && enough != NULL && *enough)
+			{
+				had_enough = true;
+				rebuilt_end = range->end;
+			}
 		}
 	}
 	*events = state->events;
@@ -386,7 +405,7 @@ mariadb_binlog_write(const BkRepo *repo, const char *source, BkDecoder *decoder,
 		return bk_error_set(err, BK_ERR_IO, "could not create \"%s\": %s",
 							tmp_path, strerror(errno));
 	ok = mariadb_binlog_rebuild(repo, source, decoder, file, fd, tmp_path,
-								events, NULL, NULL, NULL, err);
+								events, NULL, NULL, NULL, NULL, err);
 	if (ok && fsync(fd) != 0)
 		ok = bk_error_set(err, BK_ERR_IO, "could not fsync \"%s\": %s",
 						  tmp_path, strerror(errno));

@@ -758,7 +758,7 @@ check_resent_ranges(BkVerifier *verifier, const BkRepo *repo,
 							bk_cli_scratch_dir(), strerror(errno));
 	bk_error_clear(&problem);
 	if (!mariadb_binlog_rebuild(repo, source, verifier->decoder, file, fd,
-								"(temporary file)", &events, NULL, NULL,
+								"(temporary file)", &events, NULL, NULL, NULL,
 								&scratch_failed, &problem))
 	{
 		if (scratch_failed)

@@ -51,15 +51,19 @@ extern bool mariadb_snapshot_check(const BkRepo *repo, const char *source,
  * the chain from 0 to file->covered_end, every chunk authenticated, every
  * event walked (position, CRC-32) and passed to fn when not NULL; then
  * every range sent again compared with the bytes it overlaps.  Ranges past
- * a gap are left out.  *events counts the events.  *fd_failed (may be
- * NULL) says whether a failure was fd's (writing or reading it back) rather
- * than the archive's.
+ * a gap are left out.  *events counts the events.  When enough is not
+ * NULL and *enough is true after a range of the chain (fn set it: a
+ * restore's target was met), the rebuild ends with that range: nothing
+ * after it is read, decrypted or compared, and fd holds the file up to
+ * there.  *fd_failed (may be NULL) says whether a failure was fd's
+ * (writing or reading it back) rather than the archive's.
  */
 extern bool mariadb_binlog_rebuild(const BkRepo *repo, const char *source,
 								   BkDecoder *decoder, const BinlogFile *file,
 								   int fd, const char *path, uint64_t *events,
 								   BkBinlogEventFn fn, void *arg,
-								   bool *fd_failed, BkError *err);
+								   const bool *enough, bool *fd_failed,
+								   BkError *err);
 
 /*
  * The complete file bk binlog-get is asked for, or NULL with err set:

@@ -965,6 +965,17 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 				scan->stopped = true;
 				return true;
 			}
+			/*
+			 * A transaction ending at the position is the last one taken:
+			 * the rest of the archive is not read (nor need its keys).
+			 */
+			if (order == 0 && end == r->target.pos)
+			{
+				if (!take(scan, end, scan->txn.end_time, err))
+					return false;
+				scan->stopped = true;
+				return true;
+			}
 			break;
 		}
 		case TARGET_GTID:
@@ -1429,7 +1440,7 @@ plan_replay(MariadbRestore *r, Scan *scan, BkError *err)
 		scan->checksum_alg = BK_BINLOG_CHECKSUM_OFF;
 		ok = mariadb_binlog_rebuild(r->ctx.repo, r->source, r->ctx.decoder,
 									file, fd, replay->path, &events, scan_event,
-									scan, &fd_failed, err);
+									scan, &scan->stopped, &fd_failed, err);
 		close(fd);
 		if (!ok && fd_failed)
 			return work_dir_hint(r, err);

@@ -226,10 +226,12 @@ extern bool binlog_resume_from_kafka(Agent *agent, BinlogPosition *position,
 /* binlog_resume.c: the local hint of the last acknowledged position. */
 extern bool binlog_state_read(Agent *agent, BinlogPosition *position,
 							  BinlogFileId *file_id, BkGtidState *gtid,
-							  bool *found, BkError *err);
+							  char *open, size_t open_len, bool *found,
+							  BkError *err);
 extern bool binlog_state_write(Agent *agent, const BinlogPosition *position,
 							   const BinlogFileId *file_id,
-							   const BkGtidState *gtid, BkError *err);
+							   const BkGtidState *gtid, const char *open,
+							   BkError *err);
 
 /* binlog_stream.c: stream until stopped; returns false on a fatal error. */
 extern bool binlog_stream_run(Agent *agent, BkError *err);

@@ -495,14 +495,17 @@ state_path(Agent *agent, char *path, size_t len, BkError *err)
 
 /*
  * state_parse
- *		"file offset[ source=ID][ file-created=ID][ gtid=STATE]\n":
- *		binlog_state_write's line (an older agent's has the position only,
- *		or no source).  source gets the source id, "" when the line has
- *		none.  False if it is not one.
+ *		"file offset[ source=ID][ file-created=ID][ gtid=STATE]
+ *		[ open-...=V...]\n": binlog_state_write's line (an older agent's has
+ *		the position only, or no source).  source gets the source id, ""
+ *		when the line has none.  The open-* keys (the transaction the
+ *		position is inside, as a range's metadata says it) go to open as
+ *		metadata lines, "\nkey=V".  False if it is not one.
  */
 static bool
 state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
-			BkGtidState *gtid, char *source, size_t source_len)
+			BkGtidState *gtid, char *source, size_t source_len, char *open,
+			size_t open_len)
 {
 	char file[BK_BINLOG_FILE_NAME_MAX + 1];
 	unsigned long long offset;
@@ -512,6 +515,7 @@ state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
 	memset(file_id, 0, sizeof(*file_id));
 	memset(gtid, 0, sizeof(*gtid));
 	source[0] = '\0';
+	open[0] = '\0';
 	if (sscanf(data, "%255s %llu%n", file, &offset, &used) != 2 ||
 		!bk_binlog_file_name_valid(file) || offset > UINT32_MAX)
 		return false;
@@ -543,6 +547,15 @@ state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
 				return false;
 			bk_strlcpy(source, token + 7, source_len);
 		}
+		else if (strncmp(token, "open-", 5) == 0)
+		{
+			size_t used_open = strlen(open);
+
+			if (strchr(token, '=') == NULL ||
+				used_open + 1 + token_len >= open_len)
+				return false;
+			snprintf(open + used_open, open_len - used_open, "\n%s", token);
+		}
 		/* else: a key of a later agent */
 		p += 1 + token_len;
 	}
@@ -556,14 +569,16 @@ state_parse(const char *data, BinlogPosition *position, BinlogFileId *file_id,
 /*
  * binlog_state_read
  *		The position the agent last saw acknowledged, which file of that
- *		name it was in (unknown: file_id->known false) and the GTID state
- *		there (empty when unknown).  A state written for another source id
- *		is not found: that source's position says nothing of this one's
- *		archive, which starts empty.
+ *		name it was in (unknown: file_id->known false), the GTID state
+ *		there (empty when unknown) and the transaction it is inside, as
+ *		metadata lines for binlog_gtids_resume_open (empty when none).  A
+ *		state written for another source id is not found: that source's
+ *		position says nothing of this one's archive, which starts empty.
  */
 bool
 binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
-				  BkGtidState *gtid, bool *found, BkError *err)
+				  BkGtidState *gtid, char *open, size_t open_len, bool *found,
+				  BkError *err)
 {
 	char path[4096];
 	char *data = NULL;
@@ -571,6 +586,7 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
 	char source[BK_SOURCE_ID_MAX + 1];
 
 	*found = false;
+	open[0] = '\0';
 	if (!state_path(agent, path, sizeof(path), err))
 		return false;
 	if (!bk_read_file(path, 2 * BK_BINLOG_GTID_STATE_MAX, &data, &len, err))
@@ -582,7 +598,8 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
 		}
 		return false;
 	}
-	if (!state_parse(data, position, file_id, gtid, source, sizeof(source)))
+	if (!state_parse(data, position, file_id, gtid, source, sizeof(source),
+					 open, open_len))
 	{
 		free(data);
 		return bk_error_set(err, BK_ERR_FORMAT,
@@ -599,6 +616,7 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
 				  " not used (it is replaced once this source's first range"
 				  " is acknowledged)",
 				  path, source, agent->config.source_id);
+		open[0] = '\0';
 		return true;
 	}
 	*found = true;
@@ -610,15 +628,19 @@ binlog_state_read(Agent *agent, BinlogPosition *position, BinlogFileId *file_id,
  *		Remember position as acknowledged (durably, replacing the last), with
  *		which file of that name it is in and the GTID state there: resuming
  *		from this file alone, the agent checks the server's file by them.
+ *		open (binlog_gtids_open_meta's lines, "" when none) is the
+ *		transaction the position is inside: an agent resuming from this
+ *		file alone takes its GTID back if the server's next file starts
+ *		first, as one resuming from the range's metadata does.
  */
 bool
 binlog_state_write(Agent *agent, const BinlogPosition *position,
 				   const BinlogFileId *file_id, const BkGtidState *gtid,
-				   BkError *err)
+				   const char *open, BkError *err)
 {
 	char path[4096];
 	char line[BK_BINLOG_FILE_NAME_MAX + BK_SOURCE_ID_MAX +
-			  BK_BINLOG_GTID_STATE_MAX + 104];
+			  BK_BINLOG_GTID_STATE_MAX + BINLOG_OPEN_META_MAX + 104];
 	char id[BINLOG_FILE_ID_TEXT_MAX + 1];
 	char state[BK_BINLOG_GTID_STATE_MAX];
 	int n;
@@ -636,6 +658,12 @@ binlog_state_write(Agent *agent, const BinlogPosition *position,
 	if (bk_gtid_state_format(gtid, state, sizeof(state)) && state[0] != '\0' &&
 		(size_t) n < sizeof(line))
 		n += snprintf(line + n, sizeof(line) - (size_t) n, " gtid=%s", state);
+	/* One key a line there, one a word here. */
+	for (const char *key = open;
+		 key != NULL && *key == '\n' && n > 0 && (size_t) n < sizeof(line);
+		 key = strchr(key + 1, '\n'))
+		n += snprintf(line + n, sizeof(line) - (size_t) n, " %.*s",
+					  (int) strcspn(key + 1, "\n"), key + 1);
 	if (n <= 0 || (size_t) n + 1 >= sizeof(line))
 		return bk_error_set(err, BK_ERR_INTERNAL,
 							"the binlog position is too long for \"%s\"", path);

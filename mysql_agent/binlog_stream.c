@@ -353,6 +353,7 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	Agent *agent = stream->agent;
 	char name[BK_OBJECT_NAME_MAX + 1];
 	char meta[BK_FRAME_META_MAX + 1];
+	char state_open[BINLOG_OPEN_META_MAX];
 	BkObjectInfo info;
 	int64_t backoff_ms = 500;
 	BinlogPosition end;
@@ -434,7 +435,11 @@ range_flush(Stream *stream, bool retry, BkError *err)
 	agent->status.last_error[0] = '\0';
 	pthread_mutex_unlock(&agent->status.lock);
 
-	if (!binlog_state_write(agent, &end, &stream->file_id, &stream->gtid, err))
+	if (!binlog_gtids_open_meta(&stream->gtids, &stream->txn, state_open,
+								sizeof(state_open)))
+		state_open[0] = '\0';
+	if (!binlog_state_write(agent, &end, &stream->file_id, &stream->gtid,
+							state_open, err))
 	{
 		/*
 		 * Only a hint for the next start: Kafka holds the real position.
@@ -1735,6 +1740,7 @@ stream_start_position(Stream *stream, BkError *err)
 	BinlogGtids gtids;
 	BkBinlogTxn txn;
 	BinlogFileId file_id, state_file_id;
+	char state_open[BINLOG_OPEN_META_MAX];
 	bool in_kafka = false, in_state = false, closed_in_kafka = false;
 
 	memset(&gtid, 0, sizeof(gtid));
@@ -1745,7 +1751,7 @@ stream_start_position(Stream *stream, BkError *err)
 		return bk_error_prefix(err,
 							   "finding where the archive ends in Kafka: ");
 	if (!binlog_state_read(agent, &from_state, &state_file_id, &state_gtid,
-						   &in_state, err))
+						   state_open, sizeof(state_open), &in_state, err))
 	{
 		agent_report_error(agent, err);
 		bk_error_clear(err);
@@ -1805,6 +1811,26 @@ stream_start_position(Stream *stream, BkError *err)
 			stream->file_id = state_file_id;
 			stream->gtid = state_gtid;
 			binlog_gtids_from_newest(&stream->gtids, &state_gtid);
+			/*
+			 * Inside a transaction, as binlog_resume_from_kafka resumes
+			 * from a range that ends inside one: if a crash cut it while
+			 * the agent was down, the next file's GTID list does not name
+			 * it, and that is no gap.
+			 */
+			memset(&stream->txn, 0, sizeof(stream->txn));
+			{
+				BkError open_err;
+
+				if (!binlog_gtids_resume_open(&stream->gtids, &stream->txn,
+											  state_open, strlen(state_open),
+											  &open_err))
+					agent_log("WARNING",
+							  "the local state ends inside a transaction bk"
+							  " cannot read (%s): if the server rolled it"
+							  " back, the next binlog file's GTID list is"
+							  " reported as a gap",
+							  open_err.message);
+			}
 		}
 		else
 		{

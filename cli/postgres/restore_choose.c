@@ -1689,6 +1689,168 @@ lsn_stop_segment(Restore *r, uint64_t *stop_segno, BkError *err)
 						 r->source);
 }
 
+/* The first conflicting copy of a WAL file recovery reads, if any. */
+typedef struct ConflictScan
+{
+	const Restore *r;
+	uint64_t last_segno; /* the last segment recovery needs surely */
+	char file[BK_OBJECT_NAME_MAX + 1];  /* a file recovery reads */
+	char copy[BK_OBJECT_NAME_MAX + 1];  /* its conflicting copy */
+	char after[BK_OBJECT_NAME_MAX + 1]; /* one only a time target may read */
+	uint64_t after_segno;
+	bool next_read_ahead; /* one in the segment after the last */
+} ConflictScan;
+
+/*
+ * Does PostgreSQL ask for history file timeline of its recovery along
+ * r->recovery_timeline?  It reads that timeline's own at the start and,
+ * to choose the new timeline's id at promotion, probes the later ones one
+ * after the other until one is not in the archive.
+ */
+static bool
+history_asked(const Restore *r, uint32_t timeline, bool *asked, BkError *err)
+{
+	*asked = timeline == r->recovery_timeline && timeline > 1;
+	if (timeline <= r->recovery_timeline)
+		return true;
+	for (uint32_t probe = r->recovery_timeline + 1; probe < timeline; probe++)
+	{
+		char name[32];
+		BkRepoStat st;
+
+		snprintf(name, sizeof(name), "%08X.history", probe);
+		if (!bk_repo_stat(r->repo, BK_REPO_ARCHIVE, r->source, BK_KIND_WAL,
+						  name, &st, err))
+			return false;
+		if (!st.exists)
+			return true;
+	}
+	*asked = true;
+	return true;
+}
+
+static bool
+conflict_entry(void *arg, const BkRepoEntry *entry, BkError *err)
+{
+	ConflictScan *scan = arg;
+	const Restore *r = scan->r;
+	const BkWalCatalog *wal = &r->catalog.wal;
+	size_t len = strlen(entry->name);
+	char file[BK_OBJECT_NAME_MAX + 1];
+	uint32_t timeline;
+	uint32_t log;
+	uint32_t seg;
+	uint64_t segno;
+	bool asked;
+
+	/* "<file>.<32 hex digits of the attempt id>" */
+	if (entry->is_prefix || len < 34 || len - 33 >= sizeof(file) ||
+		entry->name[len - 33] != '.')
+		return true;
+	memcpy(file, entry->name, len - 33);
+	file[len - 33] = '\0';
+	switch (bk_wal_file_type(file, &timeline, &log, &seg))
+	{
+		case BK_WAL_SEGMENT:
+			segno = bk_wal_segno(log, seg, wal->segment_size);
+			if (segno < r->wal_first_segno ||
+				bk_wal_segment_timeline(wal, r->recovery_timeline, segno) !=
+					timeline)
+				return true;
+			/* Read ahead from a stop close to its segment's end
+			 * (restore_write_recovery_settings). */
+			if (segno == scan->last_segno + 1 &&
+				r->wal_last_segno != BK_WAL_END)
+				scan->next_read_ahead = true;
+			if (segno > scan->last_segno)
+			{
+				if (r->wal_last_segno == BK_WAL_END &&
+					(scan->after[0] == '\0' || segno < scan->after_segno))
+				{
+					bk_strlcpy(scan->after, file, sizeof(scan->after));
+					scan->after_segno = segno;
+				}
+				return true;
+			}
+			break;
+		case BK_WAL_HISTORY:
+			if (!history_asked(r, timeline, &asked, err))
+				return false;
+			if (!asked)
+				return true;
+			break;
+		default:
+			return true;
+	}
+	if (scan->file[0] == '\0' || strcmp(file, scan->file) < 0)
+	{
+		bk_strlcpy(scan->file, file, sizeof(scan->file));
+		bk_strlcpy(scan->copy, entry->name, sizeof(scan->copy));
+	}
+	return true;
+}
+
+/*
+ * check_wal_conflicts
+ *		bk wal-get serves no WAL file the archive holds two different copies
+ *		of (two servers archived onto one source and timeline): it stops
+ *		recovery there with exit 200.  A restore whose recovery reads one
+ *		would fail only once the whole snapshot is written and part of the
+ *		WAL replayed, so it is refused first, naming both copies.  A time
+ *		target may stop recovery before a copy past the snapshot's end:
+ *		that one is a warning.
+ */
+static bool
+check_wal_conflicts(Restore *r, BkError *err)
+{
+	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
+	const BkWalCatalog *wal = &r->catalog.wal;
+	ConflictScan scan = {.r = r};
+	char archived[4096];
+	char copy[4096];
+
+	if (wal->conflicts == 0 || wal->segment_size == 0 ||
+		r->recovery_timeline == 0)
+		return true;
+	scan.last_segno = r->wal_last_segno;
+	if (r->wal_last_segno == BK_WAL_END)
+		scan.last_segno =
+			bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
+	if (!bk_repo_list(r->repo, BK_REPO_CONFLICTS, r->source, BK_KIND_WAL, "",
+					  false, conflict_entry, &scan, err))
+		return bk_error_prefix(err, "listing the conflicting copies of WAL: ");
+	if (scan.next_read_ahead)
+		r->no_prefetch = true;
+	if (scan.file[0] == '\0')
+	{
+		if (scan.after[0] != '\0')
+			fprintf(stderr,
+					"%s: WARNING: the archive holds two different copies of "
+					"WAL file \"%s\" of source \"%s\": recovery stops with "
+					"a FATAL error if it reaches that file before the "
+					"target (\"bk verify --source %s\" says which copy is "
+					"this history's)\n",
+					r->program, scan.after, r->source, r->source);
+		return true;
+	}
+	bk_repo_describe(r->repo, BK_REPO_ARCHIVE, r->source, BK_KIND_WAL,
+					 scan.file, archived, sizeof(archived));
+	bk_repo_describe(r->repo, BK_REPO_CONFLICTS, r->source, BK_KIND_WAL,
+					 scan.copy, copy, sizeof(copy));
+	bk_error_set(err, BK_ERR_CONFLICT,
+				 "the archive holds two different copies of WAL file \"%s\" "
+				 "of source \"%s\" (\"%s\" and \"%s\"), which recovery "
+				 "along timeline %" PRIu32 " reads: bk wal-get would stop "
+				 "recovery there",
+				 scan.file, r->source, archived, copy, r->recovery_timeline);
+	return bk_error_hint(err,
+						 "Run \"bk verify --source %s\" with the key to see "
+						 "which copy belongs to the history you restore, move "
+						 "the other out of the repository, and retry; or "
+						 "restore to a target before that file.",
+						 r->source);
+}
+
 /*
  * check_wal_path
  *		Every WAL segment recovery will need, from the snapshot's start to
@@ -1700,8 +1862,16 @@ lsn_stop_segment(Restore *r, uint64_t *stop_segno, BkError *err)
  *		(check_time_before_gap).  The timeline checked is the one recovery
  *		is then told to follow.
  */
+static bool check_wal_path(Restore *r, BkError *err);
+
 bool
 restore_check_wal_path(Restore *r, BkError *err)
+{
+	return check_wal_path(r, err) && check_wal_conflicts(r, err);
+}
+
+static bool
+check_wal_path(Restore *r, BkError *err)
 {
 	const BkSnapshot *snapshot = &r->catalog.snapshots[r->chosen];
 	const BkWalCatalog *wal = &r->catalog.wal;

@@ -3858,6 +3858,91 @@ test_recovery_timeline(void **state)
 }
 
 /*
+ * Two servers archived segment 4 of timeline 1 with different contents:
+ * bk wal-get stops recovery there (exit 200), after the whole snapshot is
+ * written.  bk restore refuses first, naming the file, when recovery reads
+ * it: to the end of the archive, or to an LSN in it; not to an LSN before
+ * it.  Along timeline 2, which branched off in segment 3, recovery reads
+ * timeline 2's segment 4, and timeline 1's two copies are no obstacle;
+ * two copies of 00000002.history, which it reads, are.
+ */
+static void
+test_wal_conflict_refused(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkSnapshot snapshot = {
+		.start_lsn = 0x1000028, .stop_lsn = 0x1000100, .timeline = 1};
+	const char *meta = "type=segment\ntimeline=1\nsegment-size=16777216\n"
+					   "system-identifier=7441\n"
+					   "created=2026-11-24T05:12:00.000Z";
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+		archive_segment(f, 1, segno);
+	test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
+						  "000000010000000000000004", meta,
+						  (const uint8_t *) "other WAL", 9);
+	strcpy(snapshot.id, "20261124T000000Z-00000000");
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	r->catalog.snapshots = &snapshot;
+	r->catalog.count = 1;
+	r->chosen = 0;
+	r->program = "bk";
+	r->source = SOURCE;
+	r->target_timeline = "latest";
+	r->repo = f->repo;
+	dense_waldump_begin(f, r);
+
+	/* The end of the archive: refused, naming the file. */
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_non_null(strstr(err.message, "two different copies of WAL file "
+										"\"000000010000000000000004\""));
+	/* An LSN in it: refused; before it: restored. */
+	r->target.type = BK_PG_TARGET_LSN;
+	r->target.text = "0/4000100";
+	r->target.lsn = 0x4000100;
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	r->target.text = "0/2000100";
+	r->target.lsn = 0x2000100;
+	assert_true(restore_check_wal_path(r, &err));
+	bk_wal_catalog_free(&r->catalog.wal);
+
+	/* Along timeline 2, which has its own segment 4: restored. */
+	archive_history(f, 2, "1:0/3800000");
+	for (uint64_t segno = 3; segno <= 6; segno++)
+		archive_segment(f, 2, segno);
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	r->target.type = BK_PG_TARGET_NONE;
+	if (!restore_check_wal_path(r, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(r->recovery_timeline, 2);
+	bk_wal_catalog_free(&r->catalog.wal);
+
+	/* Two copies of timeline 2's history file: refused. */
+	test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
+						  "00000002.history",
+						  "type=history\ntimeline=2\n"
+						  "branch-points=1:0/3800000\n"
+						  "system-identifier=7441\n"
+						  "created=2026-11-24T05:12:00.000Z",
+						  (const uint8_t *) "another history", 15);
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_non_null(strstr(err.message, "\"00000002.history\""));
+
+	dense_waldump_end(r);
+	bk_wal_catalog_free(&r->catalog.wal);
+	free(r);
+}
+
+/*
  * Timeline 2 branched off timeline 1 at 0/3800000 (a restore to that
  * point, promoted), while timeline 1's server went on: full P ended before
  * the branch, S started before it (in the segment that holds it) and
@@ -6534,6 +6619,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_notes_unchecked_history,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_conflict_refused, wal_setup,
+										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_past_branch,

@@ -1375,6 +1375,30 @@ bk_wal_segment_is_hole(const BkWalCatalog *catalog, uint32_t timeline,
 		return true;
 	}
 	/*
+	 * The segment that holds the branch point holds this timeline's WAL up
+	 * to there.  Recovery along the later timeline reads that timeline's
+	 * copy and asks for this one only while that copy is not archived;
+	 * recovery along this timeline needs this one (a standby promoted
+	 * after its primary crashed archives it only as .partial): "beyond the
+	 * end" would end recovery at the segment's start and silently drop the
+	 * WAL between it and the branch point, which the archive holds.
+	 */
+	if (tl->needed_until % segment_size != 0 &&
+		segno == tl->needed_until / segment_size)
+	{
+		bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+		snprintf(
+			why, why_len,
+			"timeline %" PRIu32 " branched off timeline %" PRIu32
+			" at %s, inside it, so timeline %" PRIu32
+			"'s WAL runs into it up to there; the archive holds that "
+			"WAL only in timeline %" PRIu32 "'s copy of the segment "
+			"(and in a .partial file, if the promoted server archived "
+			"one), which recovery along timeline %" PRIu32 " does not read",
+			tl->needed_by, timeline, lsn, timeline, tl->needed_by, timeline);
+		return true;
+	}
+	/*
 	 * A later timeline branched off this one, so it had WAL archived up to
 	 * there; with none left, it was removed (bk expire, once no kept
 	 * snapshot needed it, perhaps under a running restore) or lost.  A

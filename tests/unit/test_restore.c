@@ -3371,12 +3371,17 @@ test_wal_later_timeline_without_history(void **state)
 	/* The next free timeline, at promotion: still not found. */
 	assert_int_equal(wal_get(f, "00000004.history", true, got, sizeof(got)), 1);
 
-	/* Once the history is there, timeline 2's is rebuilt from it. */
+	/* Once the history is there, timeline 2's is rebuilt from it.
+	 * Timeline 1's WAL runs into segment 4, up to 0/4800000: recovery
+	 * along timeline 3 reads timeline 3's copy; along timeline 1 it cannot
+	 * go on (200), and its segment 5 is the end. */
 	archive_history_text(f, 3, "1:0/4800000,2:0/4900000",
 						 HISTORY3_AFTER_MISSING_2);
 	assert_int_equal(wal_get(f, "00000002.history", true, got, sizeof(got)), 0);
 	assert_int_equal(
-		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 1);
+		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 200);
+	assert_int_equal(
+		wal_get(f, "000000010000000000000005", true, got, sizeof(got)), 1);
 
 	/* A later timeline known only by a .partial: fatal as well. */
 	snprintf(meta, sizeof(meta),
@@ -4378,12 +4383,20 @@ test_snapshot_ends_in_branch_segment(void **state)
 	assert_false(path.beyond_end);
 	assert_int_equal(path.end_timeline, 2);
 	/* What restore_command is asked for segment 4: timeline 2's file
-	 * first, served; timeline 1's is not found (exit 1), not a hole. */
+	 * first, served, and recovery along timeline 2 never asks for timeline
+	 * 1's.  Recovery along timeline 1 does, and timeline 1's WAL runs into
+	 * it up to the branch point, archived only in timeline 2's copy and
+	 * the .partial: a hole (exit 200), not the end of the archive (exit 1
+	 * would end recovery at 0/4000000, silently without timeline 1's WAL
+	 * up to 0/4800000). */
 	assert_int_equal(
 		wal_get(f, "000000020000000000000004", true, got, sizeof(got)), 0);
 	assert_string_equal(got, "not really WAL");
 	assert_int_equal(
-		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 1);
+		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 200);
+	/* Past the segment of the branch point: the end along timeline 1. */
+	assert_int_equal(
+		wal_get(f, "000000010000000000000005", true, got, sizeof(got)), 1);
 
 	assert_true(
 		r->catalog.snapshots[bk_snapshot_catalog_find(&r->catalog, SNAP_PB)]

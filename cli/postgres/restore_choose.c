@@ -1864,6 +1864,58 @@ check_wal_conflicts(Restore *r, BkError *err)
  */
 static bool check_wal_path(Restore *r, BkError *err);
 
+/*
+ * old_timeline_runs_on
+ *		Recovery along a timeline that a later one branched off, past its
+ *		newest archived segment: its WAL runs on up to the branch point, so
+ *		the segments up to there are missing, not beyond the end of the
+ *		archive (bk wal-get stops recovery at them).  A standby promoted
+ *		after its primary crashed archives the old timeline's segment that
+ *		holds the branch point only as .partial; the new timeline's copy
+ *		holds its WAL.  A time target is still checked for a commit after it
+ *		before the gap; others are refused there.
+ */
+static bool
+old_timeline_runs_on(Restore *r, uint32_t to_timeline, uint64_t to_segno,
+					 BkWalPath *path, BkError *err)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	const BkWalTimeline *tl = bk_wal_timeline(wal, to_timeline);
+	uint64_t next;
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	if (path->missing > 0 || tl == NULL || tl->segments == 0 ||
+		tl->needed_until == 0 || path->end_timeline != to_timeline ||
+		path->end_segno != tl->last_segno)
+		return true;
+	next = tl->last_segno + 1;
+	if (next > (tl->needed_until - 1) / wal->segment_size ||
+		(to_segno != BK_WAL_END && to_segno < next))
+		return true;
+	path->missing = 1;
+	path->first_missing_timeline = to_timeline;
+	path->first_missing_segno = next;
+	bk_wal_segment_name(to_timeline, next, wal->segment_size,
+						path->first_missing);
+	path->beyond_end = false;
+	if (r->target.type == BK_PG_TARGET_TIME)
+		return true; /* check_time_before_gap */
+	r->recovery_timeline = to_timeline;
+	set_missing_error(r, &r->catalog.snapshots[r->chosen], path, err);
+	bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+	return bk_error_hint(err,
+						 "Timeline %" PRIu32 " branched off timeline %" PRIu32
+						 " at %s, so timeline %" PRIu32 "'s WAL runs on up "
+						 "to there, and the archive holds it only in "
+						 "timeline %" PRIu32 "'s copy (and a .partial file): "
+						 "restore along timeline %" PRIu32
+						 " (--target-timeline %" PRIu32 "), or choose a "
+						 "target before %s.",
+						 tl->needed_by, to_timeline, lsn, to_timeline,
+						 tl->needed_by, tl->needed_by, tl->needed_by,
+						 path->first_missing);
+}
+
 bool
 restore_check_wal_path(Restore *r, BkError *err)
 {
@@ -1991,7 +2043,8 @@ check_wal_path(Restore *r, BkError *err)
 	 */
 	if (!bk_snapshot_consistent_along(wal, snapshot, to_timeline, &ready))
 		return set_unready_error(r, snapshot, to_timeline, &ready, err);
-	if (!check_later_histories(r, to_timeline, err))
+	if (!check_later_histories(r, to_timeline, err) ||
+		!old_timeline_runs_on(r, to_timeline, to_segno, &path, err))
 		return false;
 	r->recovery_timeline = to_timeline;
 	/*

@@ -3840,8 +3840,16 @@ test_recovery_timeline(void **state)
 	assert_int_equal(r->recovery_timeline, 3);
 	r->target_timeline = "current";
 	r->target.type = BK_PG_TARGET_NONE;
+	/* To its end: timeline 1's WAL runs into segment 4, up to where
+	 * timeline 2 branched off, and only timeline 3's copy holds it. */
+	assert_false(restore_check_wal_path(r, &err));
+	assert_error_contains(&err, "WAL file 000000010000000000000004 is "
+								"missing from the archive");
+	r->target.type = BK_PG_TARGET_LSN;
+	r->target.lsn = 0x3000100;
 	assert_true(restore_check_wal_path(r, &err));
 	assert_int_equal(r->recovery_timeline, 1);
+	r->target.type = BK_PG_TARGET_NONE;
 
 	/* Immediate: consistency on the snapshot's own timeline, whatever the
 	 * option says (bk checks that path, and a later timeline branching off
@@ -4449,6 +4457,73 @@ test_snapshot_ends_in_branch_segment(void **state)
 	assert_error_contains(&err, "is not restorable");
 	dense_waldump_end(r);
 	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
+/*
+ * The same branch, from a snapshot that ends before segment 4: recovery
+ * along timeline 1 to its end, or to an LSN in segment 4, needs timeline
+ * 1's segment 4, which holds its WAL up to the branch point and is archived
+ * only as .partial.  bk restore refused nothing (the segment after timeline
+ * 1's newest looked like the end of the archive), and recovery ended at
+ * 0/4000000 without timeline 1's WAL up to 0/4800000: refused now, pointing
+ * at timeline 2.  An LSN before segment 4 and the latest timeline restore.
+ */
+static void
+test_old_timeline_runs_into_branch_segment(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkSnapshot snapshot = {
+		.start_lsn = 0x1000028, .stop_lsn = 0x1000100, .timeline = 1};
+	char meta[256];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	snprintf(meta, sizeof(meta),
+			 "type=partial\ntimeline=1\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 SEG_SIZE);
+	archive(f, "000000010000000000000004.partial", meta);
+	archive_history(f, 2, "1:0/4800000");
+	for (uint64_t segno = 4; segno <= 6; segno++)
+		archive_segment(f, 2, segno);
+	strcpy(snapshot.id, "20261124T000000Z-00000000");
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	r->catalog.snapshots = &snapshot;
+	r->catalog.count = 1;
+	r->chosen = 0;
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	dense_waldump_begin(f, r);
+
+	r->target_timeline = "1";
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_SEQUENCE);
+	assert_error_contains(&err, "WAL file 000000010000000000000004 is "
+								"missing from the archive");
+	assert_non_null(strstr(err.hint, "--target-timeline 2"));
+	assert_true(
+		bk_pg_target_parse(&r->target, BK_PG_TARGET_LSN, "0/4000100", &err));
+	assert_false(restore_check_wal_path(r, &err));
+	assert_error_contains(&err, "000000010000000000000004");
+	assert_true(
+		bk_pg_target_parse(&r->target, BK_PG_TARGET_LSN, "0/3000100", &err));
+	if (!restore_check_wal_path(r, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(r->recovery_timeline, 1);
+
+	r->target_timeline = "latest";
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_NONE, NULL, &err));
+	if (!restore_check_wal_path(r, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(r->recovery_timeline, 2);
+
+	dense_waldump_end(r);
+	bk_wal_catalog_free(&r->catalog.wal);
 	free(r);
 }
 
@@ -6646,6 +6721,9 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_damaged_record, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_old_timeline_runs_into_branch_segment, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_in_branch_segment,
 										wal_setup, wal_teardown),
 		cmocka_unit_test(test_restore_self_path_deleted),

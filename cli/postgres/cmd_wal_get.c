@@ -1136,13 +1136,22 @@ typedef struct ConflictProbe
 	char copy[BK_OBJECT_NAME_MAX + 1];
 } ConflictProbe;
 
+/*
+ * Only "<file>.<32 hex digits>": the prefix "<file>." also lists the copies
+ * of another file whose name starts with it, a segment's backup history
+ * file ("<segment>.<offset>.backup.<attempt>").
+ */
 static bool
 find_conflict(void *arg, const BkRepoEntry *entry, BkError *err)
 {
 	ConflictProbe *probe = arg;
+	size_t len = strlen(probe->prefix);
 
-	if (!entry->is_prefix && probe->copy[0] == '\0')
-		bk_strlcpy(probe->copy, entry->name, sizeof(probe->copy));
+	if (entry->is_prefix || probe->copy[0] != '\0' ||
+		strlen(entry->name) != len + 32 ||
+		strspn(entry->name + len, "0123456789abcdefABCDEF") != 32)
+		return true;
+	bk_strlcpy(probe->copy, entry->name, sizeof(probe->copy));
 	return true;
 }
 

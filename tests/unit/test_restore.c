@@ -3871,6 +3871,42 @@ test_recovery_timeline(void **state)
 }
 
 /*
+ * Two copies of a segment's backup history file are no conflict of the
+ * segment: bk wal-get serves the segment (it stopped recovery there, its
+ * name being a prefix of the backup file's), and still refuses the backup
+ * file itself and a segment with two copies of its own.
+ */
+static void
+test_wal_get_backup_conflict_not_segment(void **state)
+{
+	WalFixture *f = *state;
+	const char *backup = "000000010000000000000002.00000028.backup";
+	const char *meta = "type=backup\ntimeline=1\nsegment-size=16777216\n"
+					   "system-identifier=7441\n"
+					   "created=2026-11-24T05:12:00.000Z";
+	char got[4096];
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	archive_content(f, backup, meta, "START WAL LOCATION: 0/2000028");
+	test_archive_conflict(
+		f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE, backup, meta,
+		(const uint8_t *) "START WAL LOCATION: 0/2000060", 29);
+	assert_int_equal(
+		wal_get(f, "000000010000000000000002", true, got, sizeof(got)), 0);
+	assert_string_equal(got, "not really WAL");
+	assert_int_equal(wal_get(f, backup, true, got, sizeof(got)), 200);
+	test_archive_conflict(
+		f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
+		"000000010000000000000002",
+		"type=segment\ntimeline=1\nsegment-size=16777216\n"
+		"system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+		(const uint8_t *) "other WAL", 9);
+	assert_int_equal(
+		wal_get(f, "000000010000000000000002", true, got, sizeof(got)), 200);
+}
+
+/*
  * Two servers archived segment 4 of timeline 1 with different contents:
  * bk wal-get stops recovery there (exit 200), after the whole snapshot is
  * written.  bk restore refuses first, naming the file, when recovery reads
@@ -6707,6 +6743,8 @@ main(void)
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_verify_notes_unchecked_history,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_wal_get_backup_conflict_not_segment, wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_conflict_refused, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_timeline, wal_setup,

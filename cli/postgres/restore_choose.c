@@ -1694,6 +1694,7 @@ typedef struct ConflictScan
 {
 	const Restore *r;
 	uint64_t last_segno; /* the last segment recovery needs surely */
+	bool open_end;       /* a time target: recovery may stop before */
 	char file[BK_OBJECT_NAME_MAX + 1];  /* a file recovery reads */
 	char copy[BK_OBJECT_NAME_MAX + 1];  /* its conflicting copy */
 	char after[BK_OBJECT_NAME_MAX + 1]; /* one only a time target may read */
@@ -1759,12 +1760,11 @@ conflict_entry(void *arg, const BkRepoEntry *entry, BkError *err)
 				return true;
 			/* Read ahead from a stop close to its segment's end
 			 * (restore_write_recovery_settings). */
-			if (segno == scan->last_segno + 1 &&
-				r->wal_last_segno != BK_WAL_END)
+			if (segno == scan->last_segno + 1 && !scan->open_end)
 				scan->next_read_ahead = true;
 			if (segno > scan->last_segno)
 			{
-				if (r->wal_last_segno == BK_WAL_END &&
+				if (scan->open_end &&
 					(scan->after[0] == '\0' || segno < scan->after_segno))
 				{
 					bk_strlcpy(scan->after, file, sizeof(scan->after));
@@ -1812,8 +1812,15 @@ check_wal_conflicts(Restore *r, BkError *err)
 	if (wal->conflicts == 0 || wal->segment_size == 0 ||
 		r->recovery_timeline == 0)
 		return true;
+	/*
+	 * A time target's last segment is the end of the archive
+	 * (restore_check_wal_keys narrows it): recovery surely reads up to the
+	 * snapshot's stop.
+	 */
+	scan.open_end =
+		r->target.type == BK_PG_TARGET_TIME || r->wal_last_segno == BK_WAL_END;
 	scan.last_segno = r->wal_last_segno;
-	if (r->wal_last_segno == BK_WAL_END)
+	if (scan.open_end)
 		scan.last_segno =
 			bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
 	if (!bk_repo_list(r->repo, BK_REPO_CONFLICTS, r->source, BK_KIND_WAL, "",

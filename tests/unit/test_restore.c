@@ -4947,6 +4947,49 @@ test_time_target_wal_keys(void **state)
 }
 
 /*
+ * Two copies of segment 5 and a time target whose first commit after it
+ * is in segment 3: recovery stops there and never reads segment 5, so the
+ * restore goes on (with a warning), as with every target that ends
+ * before the copies.
+ */
+static void
+test_wal_conflict_after_time_target(void **state)
+{
+	WalFixture *f = *state;
+	GapFixture g;
+	char runs[4096];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 6; segno++)
+	{
+		char created[64];
+		char lsn[32];
+		char commit[64];
+		char line[512];
+
+		snprintf(created, sizeof(created), "2026-11-24T05:%02u:10.000Z",
+				 (unsigned) segno);
+		snprintf(lsn, sizeof(lsn), "0/%02X000100", (unsigned) segno);
+		snprintf(commit, sizeof(commit),
+				 "COMMIT 2026-11-24 05:%02u:00.000000 UTC", (unsigned) segno);
+		snprintf(line, sizeof(line), XACT_LINE("%u", "%s", "%s"),
+				 (unsigned) (730 + segno), lsn, commit);
+		archive_dump(f, 1, segno, created, line);
+	}
+	test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
+						  "000000010000000000000005",
+						  "type=segment\ntimeline=1\nsegment-size=16777216\n"
+						  "system-identifier=7441\n"
+						  "created=2026-11-24T05:05:10.000Z",
+						  (const uint8_t *) "other WAL", 9);
+	gap_begin(&g, f);
+	if (!gap_check(&g, "2026-11-24 05:02:30+00", runs, sizeof(runs), &err))
+		fail_msg("refused, although recovery stops in segment 3: %s",
+				 err.message);
+	gap_end(&g);
+}
+
+/*
  * Everything after the snapshot was archived late, at 06:00: the search
  * goes back from the gap, 1, then 2 segments at a time, down to the
  * snapshot's stop, and a commit before the stop does not count (recovery
@@ -6787,6 +6830,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_wal_keys, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_wal_conflict_after_time_target,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_outage, wal_setup,
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_timelines,

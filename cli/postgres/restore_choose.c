@@ -1689,6 +1689,9 @@ lsn_stop_segment(Restore *r, uint64_t *stop_segno, BkError *err)
 						 r->source);
 }
 
+static uint64_t time_target_last_segment(Restore *r, uint64_t first,
+										 uint64_t last);
+
 /* The first conflicting copy of a WAL file recovery reads, if any. */
 typedef struct ConflictScan
 {
@@ -1813,9 +1816,10 @@ check_wal_conflicts(Restore *r, BkError *err)
 		r->recovery_timeline == 0)
 		return true;
 	/*
-	 * A time target's last segment is the end of the archive
-	 * (restore_check_wal_keys narrows it): recovery surely reads up to the
-	 * snapshot's stop.
+	 * A time target's last segment is the end of the archive: recovery
+	 * surely reads up to the snapshot's stop, and on to the segment after
+	 * the newest one the source read before the target, where it looks for
+	 * the first commit after it (as restore_check_wal_keys narrows it).
 	 */
 	scan.open_end =
 		r->target.type == BK_PG_TARGET_TIME || r->wal_last_segno == BK_WAL_END;
@@ -1823,6 +1827,16 @@ check_wal_conflicts(Restore *r, BkError *err)
 	if (scan.open_end)
 		scan.last_segno =
 			bk_lsn_segno(snapshot->stop_lsn - 1, wal->segment_size);
+	if (r->target.type == BK_PG_TARGET_TIME &&
+		r->wal_last_segno != BK_WAL_END &&
+		r->wal_last_segno > r->wal_first_segno)
+	{
+		uint64_t surely =
+			time_target_last_segment(r, r->wal_first_segno, r->wal_last_segno);
+
+		if (surely > scan.last_segno)
+			scan.last_segno = surely;
+	}
 	if (!bk_repo_list(r->repo, BK_REPO_CONFLICTS, r->source, BK_KIND_WAL, "",
 					  false, conflict_entry, &scan, err))
 		return bk_error_prefix(err, "listing the conflicting copies of WAL: ");

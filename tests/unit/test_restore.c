@@ -4986,6 +4986,16 @@ test_wal_conflict_after_time_target(void **state)
 	if (!gap_check(&g, "2026-11-24 05:02:30+00", runs, sizeof(runs), &err))
 		fail_msg("refused, although recovery stops in segment 3: %s",
 				 err.message);
+	/*
+	 * Segment 4 was read by the source at 05:04:10, before the target:
+	 * every commit in it is older, so recovery surely reads segment 5 for
+	 * the first one after the target, and bk wal-get would stop it there
+	 * once the whole snapshot is written.
+	 */
+	if (gap_check(&g, "2026-11-24 05:04:30+00", runs, sizeof(runs), &err))
+		fail_msg("accepted, although recovery reads segment 5's copies");
+	assert_int_equal(err.code, BK_ERR_CONFLICT);
+	assert_error_contains(&err, "000000010000000000000005");
 	gap_end(&g);
 }
 

@@ -1937,6 +1937,73 @@ old_timeline_runs_on(Restore *r, uint32_t to_timeline, uint64_t to_segno,
 						 path->first_missing);
 }
 
+/*
+ * branch_segment_unarchived
+ *		Just after a standby's promotion: the walk to the end of the archive
+ *		ends on an older timeline just before the segment that holds the
+ *		branch point, which the promoted server is still writing on the new
+ *		timeline (not archived yet), while the old one archived it only as
+ *		.partial.  Recovery asks for the new timeline's copy (not in the
+ *		archive yet), then the old timeline's, which bk wal-get refuses
+ *		(its WAL runs on only up to the branch point, bk_wal_segment_is_hole):
+ *		it would stop there with a FATAL error, after a restore said done.
+ *		A time target is still checked for a commit before it; others are
+ *		refused, saying what to wait for.
+ */
+static bool
+branch_segment_unarchived(Restore *r, uint32_t to_timeline, uint64_t to_segno,
+						  BkWalPath *path, BkError *err)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	const BkWalTimeline *tl;
+	uint64_t branch_segno;
+	uint32_t timeline;
+	char lsn[BK_LSN_TEXT_SIZE];
+
+	if (path->missing > 0 || path->end_segno == BK_WAL_END ||
+		path->end_timeline == to_timeline ||
+		(tl = bk_wal_timeline(wal, path->end_timeline)) == NULL ||
+		tl->needed_until % wal->segment_size == 0)
+		return true;
+	branch_segno = tl->needed_until / wal->segment_size;
+	if (path->end_segno + 1 != branch_segno ||
+		(to_segno != BK_WAL_END && to_segno < branch_segno))
+		return true;
+	timeline = bk_wal_segment_timeline(wal, to_timeline, branch_segno);
+	/* The old timeline's archived whole (it went on): recovery would read
+	 * it past the branch point, which check_wal_path refuses below. */
+	if (timeline == path->end_timeline ||
+		bk_wal_has_segment(wal, timeline, branch_segno) ||
+		bk_wal_has_segment(wal, path->end_timeline, branch_segno))
+		return true;
+	path->missing = 1;
+	path->first_missing_timeline = timeline;
+	path->first_missing_segno = branch_segno;
+	bk_wal_segment_name(timeline, branch_segno, wal->segment_size,
+						path->first_missing);
+	path->beyond_end = false;
+	if (r->target.type == BK_PG_TARGET_TIME)
+		return true; /* check_time_before_gap */
+	r->recovery_timeline = to_timeline;
+	bk_format_lsn(tl->needed_until, lsn, sizeof(lsn));
+	bk_error_set(err, BK_ERR_NOT_FOUND,
+				 "WAL file %s of source \"%s\", which recovery along "
+				 "timeline %" PRIu32 " needs, is not archived yet: timeline "
+				 "%" PRIu32 " branched off timeline %" PRIu32 " at %s, inside "
+				 "it, and timeline %" PRIu32 "'s WAL up to there is archived "
+				 "only as a .partial file, which recovery does not read; "
+				 "nothing was written",
+				 path->first_missing, r->source, to_timeline, timeline,
+				 path->end_timeline, lsn, path->end_timeline);
+	return bk_error_hint(err,
+						 "The promoted server (timeline %" PRIu32 ") archives "
+						 "%s once it leaves that segment: run SELECT "
+						 "pg_switch_wal() on it, wait until \"bk list\" shows "
+						 "it, and run bk restore again; or choose a target "
+						 "before %s.",
+						 timeline, path->first_missing, path->first_missing);
+}
+
 bool
 restore_check_wal_path(Restore *r, BkError *err)
 {
@@ -2065,7 +2132,8 @@ check_wal_path(Restore *r, BkError *err)
 	if (!bk_snapshot_consistent_along(wal, snapshot, to_timeline, &ready))
 		return set_unready_error(r, snapshot, to_timeline, &ready, err);
 	if (!check_later_histories(r, to_timeline, err) ||
-		!old_timeline_runs_on(r, to_timeline, to_segno, &path, err))
+		!old_timeline_runs_on(r, to_timeline, to_segno, &path, err) ||
+		!branch_segment_unarchived(r, to_timeline, to_segno, &path, err))
 		return false;
 	r->recovery_timeline = to_timeline;
 	/*

@@ -4563,6 +4563,79 @@ test_old_timeline_runs_into_branch_segment(void **state)
 	free(r);
 }
 
+/*
+ * Just after a standby's promotion: timeline 1's segment 4, which holds
+ * the branch point, is archived only as .partial, and the promoted server
+ * (timeline 2) has not archived its segment 4 yet.  Recovery to the end
+ * would ask for timeline 2's copy (not archived), then timeline 1's, which
+ * bk wal-get refuses as a hole: a FATAL stop after the restore said done.
+ * Refused before anything is written, saying what to wait for; a target
+ * before segment 4 restores, and so does the end once timeline 2's copy is
+ * archived.
+ */
+static void
+test_branch_segment_not_archived_yet(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	BkSnapshot snapshot = {
+		.start_lsn = 0x1000028, .stop_lsn = 0x1000100, .timeline = 1};
+	char meta[256];
+	char got[64];
+	BkError err;
+
+	for (uint64_t segno = 1; segno <= 3; segno++)
+		archive_segment(f, 1, segno);
+	snprintf(meta, sizeof(meta),
+			 "type=partial\ntimeline=1\nsegment-size=%u\n"
+			 "system-identifier=7441\ncreated=2026-11-24T05:12:00.000Z",
+			 SEG_SIZE);
+	archive(f, "000000010000000000000004.partial", meta);
+	archive_history(f, 2, "1:0/4800000");
+	strcpy(snapshot.id, "20261124T000000Z-00000000");
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	r->catalog.snapshots = &snapshot;
+	r->catalog.count = 1;
+	r->chosen = 0;
+	r->program = "bk";
+	r->source = SOURCE;
+	r->repo = f->repo;
+	r->target_timeline = "latest";
+	dense_waldump_begin(f, r);
+
+	/* What recovery would meet: one not archived, then a hole. */
+	assert_int_equal(
+		wal_get(f, "000000020000000000000004", true, got, sizeof(got)), 1);
+	assert_int_equal(
+		wal_get(f, "000000010000000000000004", true, got, sizeof(got)), 200);
+
+	assert_false(restore_check_wal_path(r, &err));
+	assert_int_equal(err.code, BK_ERR_NOT_FOUND);
+	assert_error_contains(&err, "WAL file 000000020000000000000004");
+	assert_error_contains(&err, "is not archived yet");
+	assert_non_null(strstr(err.hint, "pg_switch_wal()"));
+
+	assert_true(
+		bk_pg_target_parse(&r->target, BK_PG_TARGET_LSN, "0/3000100", &err));
+	if (!restore_check_wal_path(r, &err))
+		fail_msg("a target before segment 4: %s", err.message);
+
+	/* Timeline 2's copy archived: the end restores along timeline 2. */
+	bk_wal_catalog_free(&r->catalog.wal);
+	archive_segment(f, 2, 4);
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	assert_true(bk_pg_target_parse(&r->target, BK_PG_TARGET_NONE, NULL, &err));
+	if (!restore_check_wal_path(r, &err))
+		fail_msg("with timeline 2's segment 4: %s", err.message);
+	assert_int_equal(r->recovery_timeline, 2);
+
+	dense_waldump_end(r);
+	bk_wal_catalog_free(&r->catalog.wal);
+	free(r);
+}
+
 /* ----------------------------------- a time target before a WAL gap */
 
 #define XACT_LINE(xid, lsn, desc)                                              \
@@ -6840,6 +6913,8 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_wal_keys, wal_setup,
 										wal_teardown),
+		cmocka_unit_test_setup_teardown(test_branch_segment_not_archived_yet,
+										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_conflict_after_time_target,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_time_target_gap_outage, wal_setup,

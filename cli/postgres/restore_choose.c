@@ -1697,10 +1697,12 @@ typedef struct ConflictScan
 {
 	const Restore *r;
 	uint64_t last_segno; /* the last segment recovery needs surely */
-	bool open_end;       /* a time target: recovery may stop before */
+	/* A time target, or an xid or a name not searched for (--snapshot):
+	 * recovery may stop before what lies past last_segno. */
+	bool open_end;
 	char file[BK_OBJECT_NAME_MAX + 1];  /* a file recovery reads */
 	char copy[BK_OBJECT_NAME_MAX + 1];  /* its conflicting copy */
-	char after[BK_OBJECT_NAME_MAX + 1]; /* one only a time target may read */
+	char after[BK_OBJECT_NAME_MAX + 1]; /* one only an open end may read */
 	uint64_t after_segno;
 	bool next_read_ahead; /* one in the segment after the last */
 } ConflictScan;
@@ -1821,8 +1823,11 @@ check_wal_conflicts(Restore *r, BkError *err)
 	 * the newest one the source read before the target, where it looks for
 	 * the first commit after it (as restore_check_wal_keys narrows it).
 	 */
-	scan.open_end =
-		r->target.type == BK_PG_TARGET_TIME || r->wal_last_segno == BK_WAL_END;
+	scan.open_end = r->target.type == BK_PG_TARGET_TIME ||
+					r->wal_last_segno == BK_WAL_END ||
+					((r->target.type == BK_PG_TARGET_XID ||
+					  r->target.type == BK_PG_TARGET_NAME) &&
+					 r->found_lsn == 0);
 	scan.last_segno = r->wal_last_segno;
 	if (scan.open_end)
 		scan.last_segno =

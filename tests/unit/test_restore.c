@@ -3958,6 +3958,31 @@ test_wal_conflict_refused(void **state)
 	r->target.text = "0/2000100";
 	r->target.lsn = 0x2000100;
 	assert_true(restore_check_wal_path(r, &err));
+	/*
+	 * An xid not searched for (--snapshot): recovery may read on to the
+	 * copies or stop before; restored, with a warning naming the file.
+	 */
+	{
+		char path[1024];
+		char *text = NULL;
+		size_t len;
+		int saved;
+		bool ok;
+
+		r->target.type = BK_PG_TARGET_XID;
+		r->target.text = "741";
+		r->found_lsn = 0;
+		snprintf(path, sizeof(path), "%s/conflict.err", f->dir);
+		saved = test_stderr_to(path);
+		ok = restore_check_wal_path(r, &err);
+		test_stderr_restore(saved);
+		assert_true(ok);
+		assert_true(bk_read_file(path, 65536, &text, &len, &err));
+		if (strstr(text, "two different copies of WAL file "
+						 "\"000000010000000000000004\"") == NULL)
+			fail_msg("no warning: %s", text);
+		free(text);
+	}
 	bk_wal_catalog_free(&r->catalog.wal);
 
 	/* Along timeline 2, which has its own segment 4: restored. */

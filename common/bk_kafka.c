@@ -1162,8 +1162,12 @@ send_failure(BkProducer *producer, BkError *err)
 		bk_error_hint(err, "Raise the topic's max.message.bytes (bk init "
 						   "checks it) or lower the chunk size.");
 	else if (producer->first_error == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-			 producer->first_error == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-		bk_error_hint(err, "Create the topics with \"bk init\".");
+			 producer->first_error == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+			 producer->first_error == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION)
+		/* The last: a topic deleted while the producer ran (its partitions
+		 * went from N to none). */
+		bk_error_hint(err, "The topic does not exist (deleted?): create "
+						   "the topics with \"bk init\".");
 	return false;
 }
 

@@ -248,6 +248,22 @@ shipper_log(LogLevel level, const char *fmt, ...)
 	funlockfile(stderr);
 }
 
+/*
+ * An error's hint says what to do about it; the operator reading the log
+ * needs it as much as one reading a command's output.
+ */
+static const char *
+hint_of(const BkError *err)
+{
+	return err->hint[0] != '\0' ? err->hint : "";
+}
+
+static const char *
+hint_sep(const BkError *err)
+{
+	return err->hint[0] != '\0' ? " HINT: " : "";
+}
+
 static void
 metrics_log(const char *message)
 {
@@ -321,8 +337,9 @@ audit_send(Shipper *shipper, Partition *p, int64_t hold, const char *source,
 	{
 		shipper->audit_queued = 0;
 		shipper_log(LOG_ERROR,
-					"could not deliver audit event %s to topic %s: %s", text,
-					shipper->audit_topic, err.message);
+					"could not deliver audit event %s to topic %s: %s%s%s",
+					text, shipper->audit_topic, err.message, hint_sep(&err),
+					hint_of(&err));
 		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_AUDIT);
 	}
 	free(text);
@@ -347,9 +364,10 @@ audit_flush(Shipper *shipper)
 	bk_error_clear(&err);
 	if (!bk_producer_batch_wait(shipper->audit, NULL, NULL, NULL, &err))
 	{
-		shipper_log(
-			LOG_ERROR, "could not deliver %d audit event%s to topic %s: %s",
-			queued, queued == 1 ? "" : "s", shipper->audit_topic, err.message);
+		shipper_log(LOG_ERROR,
+					"could not deliver %d audit event%s to topic %s: %s%s%s",
+					queued, queued == 1 ? "" : "s", shipper->audit_topic,
+					err.message, hint_sep(&err), hint_of(&err));
 		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_AUDIT);
 		return false;
 	}
@@ -1006,9 +1024,10 @@ static bool
 archive_failed(Shipper *shipper, const BkObjectTracker *object,
 			   const BkError *err)
 {
-	shipper_log(
-		LOG_ERROR, "could not archive %s object \"%s\" of source \"%s\": %s",
-		bk_kind_name(object->kind), object->name, object->source, err->message);
+	shipper_log(LOG_ERROR,
+				"could not archive %s object \"%s\" of source \"%s\": %s%s%s",
+				bk_kind_name(object->kind), object->name, object->source,
+				err->message, hint_sep(err), hint_of(err));
 	bk_metrics_error(shipper->metrics, error_kind(err));
 	return false;
 }
@@ -1188,8 +1207,9 @@ commit_flush(Shipper *shipper)
 	if (stored == queued && !ok)
 	{
 		shipper_log(LOG_ERROR,
-					"could not make %d archived object%s durable: %s", queued,
-					queued == 1 ? "" : "s", err.message);
+					"could not make %d archived object%s durable: %s%s%s",
+					queued, queued == 1 ? "" : "s", err.message, hint_sep(&err),
+					hint_of(&err));
 		bk_metrics_error(shipper->metrics, error_kind(&err));
 	}
 	for (int queueIdx = 0; queueIdx < queued; queueIdx++)
@@ -1358,7 +1378,7 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
 static bool
 spool_failed(Shipper *shipper, Partition *p, int64_t offset, const BkError *err)
 {
-	shipper_log(LOG_ERROR, "%s", err->message);
+	shipper_log(LOG_ERROR, "%s%s%s", err->message, hint_sep(err), hint_of(err));
 	bk_metrics_error(shipper->metrics, error_kind(err));
 	p->next_offset = offset;
 	if ((shipper->commit_queued > 0 || shipper->audit_queued > 0) &&

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# bk-shipper when its audit topic is gone while the data topics work (an
+# operator deleted it): the objects whose events Kafka did not acknowledge
+# keep their offsets uncommitted, the shipper stops (exit 1) instead of
+# looping, and its log says what failed and what to do (bk init); started
+# again, it creates the topic and reports those objects again.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/tests/lib/tap.sh"
+eval "$("$ROOT/scripts/services" env kafka)"
+BK="$ROOT/cli/bk"
+SHIPPER="$ROOT/shipper/bk-shipper"
+PRODUCE="$ROOT/tests/integration/bk_test_produce"
+FAKE_WAL="$ROOT/tests/lib/fake_wal.py"
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-audit-topic.XXXXXX")"
+prefix="bkit-audit-$$-$RANDOM"
+source_id="src-$$"
+repo="$dir/repo"
+log="$dir/shipper.log"
+SEG=1048576
+shipper_pid=""
+
+cleanup() {
+    [[ -n "$shipper_pid" ]] && kill -KILL "$shipper_pid" 2>/dev/null
+    kafka_topics --delete --topic "$prefix\..*" >/dev/null 2>&1
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+kafka_topics() {
+    timeout 60 java -Xmx256m -XX:-UsePerfData -cp "$BK_KAFKA_LIBS/*" \
+        org.apache.kafka.tools.TopicCommand --bootstrap-server "$BK_KAFKA_BROKERS" "$@" 2>&1
+}
+"$BK" keygen --out "$dir/key" >/dev/null 2>&1
+cat >"$dir/bk.conf" <<CONF
+kafka_brokers = $BK_KAFKA_BROKERS
+topic_prefix = $prefix
+repository = $repo
+key_file = $dir/key
+shipper_id = audit-test-$$
+group_id = audit-test-$$
+kafka_timeout = 10s
+CONF
+start_shipper() {
+    "$SHIPPER" --config "$dir/bk.conf" >>"$log" 2>&1 &
+    shipper_pid=$!
+}
+produce() {
+    "$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --key "$dir/key.pub" \
+        --source "$source_id" --segment-size "$SEG" --chunk-size 65536 "$@"
+}
+seg() { printf '00000001%08X%08X' 0 "$1"; }
+archived() { [[ -f "$repo/$source_id/wal/$1" ]]; }
+audit_has() {
+    timeout 30 kcat -C -b "$BK_KAFKA_BROKERS" -t "$prefix.audit" -o beginning -e -q \
+        -f '%s\n' 2>/dev/null | grep -q "$1"
+}
+exited() { ! kill -0 "$shipper_pid" 2>/dev/null; }
+
+mkdir -p "$dir/wal"
+"$FAKE_WAL" "$dir/wal" 1 1 2 --segment-size "$SEG" >/dev/null
+start_shipper
+produce "$dir/wal/$(seg 1)" >/dev/null
+ok $? "a segment sent"
+wait_for 60 "its audit event" audit_has "\"object\":\"$(seg 1)\""
+ok $? "archived and reported on $prefix.audit"
+
+kafka_topics --delete --topic "$prefix.audit" >/dev/null
+ok $? "the audit topic deleted while the shipper runs"
+produce "$dir/wal/$(seg 2)" >/dev/null
+ok $? "a second segment sent to the WAL topic, which works"
+wait_for 60 "the shipper to stop" exited
+ok $? "the shipper stops rather than retrying for ever" || diag "$(tail -n 5 "$log")"
+wait "$shipper_pid"
+is $? 1 "with exit 1 (systemd starts it again)"
+shipper_pid=""
+archived "$(seg 2)"
+ok $? "the second segment is durable in the repository"
+out="$(cat "$log")"
+like "$out" "could not deliver [0-9]+ audit events? to topic $prefix\\.audit" \
+    "the log names the audit topic"
+like "$out" 'HINT: The topic does not exist \(deleted\?\): create the topics with "bk init"' \
+    "and says what to do" || diag "$(grep ERROR "$log")"
+
+# Its offset was not committed: started again, the shipper (which creates
+# missing topics) reads the segment again and reports it.
+: >"$log"
+start_shipper
+wait_for 60 "the event of the second segment" audit_has "\"object\":\"$(seg 2)\""
+ok $? "started again, it creates the audit topic and reports the second segment" ||
+    diag "$(tail -n 5 "$log")"
+grep -q "topics under prefix \"$prefix\" ready (1 created" "$log"
+ok $? "having created the audit topic again"
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+is $? 0 "it stops cleanly"
+shipper_pid=""
+
+done_testing

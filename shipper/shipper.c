@@ -190,6 +190,7 @@ typedef struct Partition
 	int64_t broker_time;     /* of the newest message handled; -1: none */
 	int64_t audit_hold; /* oldest offset whose audit event is unacknowledged;
 						 * -1: none */
+	bool vanished;      /* its topic was deleted: never commit its offset */
 	Attempt *attempts;
 } Partition;
 
@@ -221,6 +222,7 @@ typedef struct Shipper
 	uint64_t abandoned;
 	uint64_t messages_lost; /* removed by Kafka before we read them */
 	bool fatal;             /* stop: an error that must not be skipped */
+	bool vanished;          /* stop: a partition we held was deleted */
 	bool fenced;            /* another consumer took our group.instance.id */
 	int exit_code;          /* for a fatal error that is not BK_EXIT_FAILURE */
 } Shipper;
@@ -498,7 +500,7 @@ commit_offsets(Shipper *shipper, const Partition *only)
 	{
 		int64_t safe;
 
-		if (only != NULL && p != only)
+		if ((only != NULL && p != only) || p->vanished)
 			continue;
 		safe = partition_safe_offset(p);
 		if (p->next_offset < 0 || safe == p->committed)
@@ -734,14 +736,61 @@ consumer_fatal(Shipper *shipper, rd_kafka_t *rk)
 				reason, rd_kafka_err2name(cause));
 }
 
+/*
+ * partition_vanished
+ *		The consumer says a partition we hold no longer exists: its topic
+ *		was deleted (Kafka never removes partitions otherwise).  librdkafka
+ *		(2.0 at least) keeps the partition's fetch position, and resumes
+ *		there once a topic of the same name is created again: every message
+ *		the new topic took below that offset, objects Kafka acknowledged to
+ *		their sources, would be skipped unread, and no loss reported.  So
+ *		stop, committing no offset of that partition (Kafka dropped the
+ *		group's offsets with the topic, and committing the old position into
+ *		a new topic would skip the same messages after a restart); what is
+ *		complete is still stored.  A restart creates a missing topic and reads
+ *		it from its first message.
+ */
+static void
+partition_vanished(Shipper *shipper, const char *topic, int32_t partition)
+{
+	Partition *p = partition_find(shipper, topic, partition);
+
+	if (p == NULL || p->vanished)
+		return;
+	p->vanished = true;
+	shipper->vanished = true;
+	bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
+	shipper_log(LOG_ERROR,
+				"partition %s [%" PRId32 "] no longer exists: topic \"%s\" "
+				"was deleted while bk-shipper ran, and its messages not "
+				"archived yet are gone from Kafka. Run \"bk list\" and \"bk "
+				"verify\" to find gaps, and take a new snapshot if they show "
+				"one. Start bk-shipper again: it creates a missing topic and "
+				"reads it from its first message.",
+				topic, partition, topic);
+}
+
 /* librdkafka's error callback (on the consumer's poll): fatal errors stop. */
 static void
 consumer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
 	Shipper *shipper = opaque;
 
+	char topic[BK_TOPIC_NAME_MAX + 1]; /* 249: the %249 below */
+	int32_t partition;
+
 	if (err == RD_KAFKA_RESP_ERR__FATAL)
 		consumer_fatal(shipper, rk);
+	else if (err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION &&
+			 sscanf(reason, "%249[^ ] [%" SCNd32 "]", topic, &partition) == 2)
+	{
+		/* With an error callback set, librdkafka reports it here, naming
+		 * the partition only in the text: "TOPIC [N]: desired partition is
+		 * no longer available" (topic names hold no spaces). */
+		shipper_log(LOG_WARNING, "consumer: %s: %s",
+					rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
+		partition_vanished(shipper, topic, partition);
+	}
 	else
 	{
 		/* Usually transient (a broker down): counted, so a rate can alert. */
@@ -1515,7 +1564,14 @@ shipper_close(Shipper *shipper)
 	if (shipper->consumer != NULL)
 	{
 		rd_kafka_consumer_close(shipper->consumer);
-		rd_kafka_destroy(shipper->consumer);
+		/*
+		 * librdkafka 2.0's destroy waits for ever on a broker thread after
+		 * an assigned partition was deleted: we are exiting, so leave the
+		 * handle to the exit rather than hang (systemd would kill us only
+		 * after TimeoutStopSec, and not restart us meanwhile).
+		 */
+		if (!shipper->vanished)
+			rd_kafka_destroy(shipper->consumer);
 		shipper->consumer = NULL;
 	}
 	while (shipper->partitions != NULL)
@@ -1855,7 +1911,7 @@ main(int argc, char **argv)
 		goto cleanup;
 	}
 
-	while (!stop_requested && !shipper.fatal)
+	while (!stop_requested && !shipper.fatal && !shipper.vanished)
 	{
 		/* With a batch open, only take what is already at hand. */
 		rd_kafka_message_t *msg = rd_kafka_consumer_poll(
@@ -1873,6 +1929,10 @@ main(int argc, char **argv)
 			}
 			else if (msg->err == RD_KAFKA_RESP_ERR__FATAL)
 				consumer_fatal(&shipper, shipper.consumer);
+			else if (msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION &&
+					 msg->rkt != NULL)
+				partition_vanished(&shipper, rd_kafka_topic_name(msg->rkt),
+								   msg->partition);
 			else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 			{
 				shipper_log(LOG_WARNING, "consumer: %s",
@@ -1917,6 +1977,8 @@ main(int argc, char **argv)
 	}
 	if (!audit_flush(&shipper))
 		exit_code = BK_EXIT_FAILURE;
+	if (shipper.vanished)
+		exit_code = BK_EXIT_FAILURE; /* to be started again */
 	commit_offsets(&shipper, NULL);
 	shipper_log(LOG_INFO,
 				"stopped: %" PRIu64 " archived, %" PRIu64

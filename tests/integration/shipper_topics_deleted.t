@@ -4,6 +4,10 @@
 # keep their offsets uncommitted, the shipper stops (exit 1) instead of
 # looping, and its log says what failed and what to do (bk init); started
 # again, it creates the topic and reports those objects again.
+# Then the WAL topic deleted and created again (bk init) under a running
+# shipper while a source keeps sending: nothing the new topic holds is skipped
+# (librdkafka would resume at the old topic's offset), the shipper stops with
+# exit 1 saying what happened, and started again archives it all.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tests/lib/tap.sh"
@@ -59,7 +63,7 @@ audit_has() {
 exited() { ! kill -0 "$shipper_pid" 2>/dev/null; }
 
 mkdir -p "$dir/wal"
-"$FAKE_WAL" "$dir/wal" 1 1 2 --segment-size "$SEG" >/dev/null
+"$FAKE_WAL" "$dir/wal" 1 1 7 --segment-size "$SEG" >/dev/null
 start_shipper
 produce "$dir/wal/$(seg 1)" >/dev/null
 ok $? "a segment sent"
@@ -71,7 +75,8 @@ ok $? "the audit topic deleted while the shipper runs"
 produce "$dir/wal/$(seg 2)" >/dev/null
 ok $? "a second segment sent to the WAL topic, which works"
 wait_for 60 "the shipper to stop" exited
-ok $? "the shipper stops rather than retrying for ever" || diag "$(tail -n 5 "$log")"
+ok $? "the shipper stops rather than retrying for ever" ||
+    { diag "$(tail -n 5 "$log")"; kill -KILL "$shipper_pid"; }
 wait "$shipper_pid"
 is $? 1 "with exit 1 (systemd starts it again)"
 shipper_pid=""
@@ -92,6 +97,41 @@ ok $? "started again, it creates the audit topic and reports the second segment"
     diag "$(tail -n 5 "$log")"
 grep -q "topics under prefix \"$prefix\" ready (1 created" "$log"
 ok $? "having created the audit topic again"
+kill -TERM "$shipper_pid"
+wait "$shipper_pid"
+is $? 0 "it stops cleanly"
+shipper_pid=""
+
+# ---- the WAL topic deleted and created again while the shipper runs
+: >"$log"
+start_shipper
+produce "$dir/wal/$(seg 3)" >/dev/null
+wait_for 60 "$(seg 3) archived" archived "$(seg 3)"
+ok $? "a third segment archived: the old WAL topic's partition is read to offset 16"
+kafka_topics --delete --topic "$prefix.wal" >/dev/null
+ok $? "the WAL topic deleted"
+# Long enough for the shipper's consumer to see the partitions go.
+sleep 3
+"$BK" init --config "$dir/bk.conf" >/dev/null 2>&1
+ok $? "bk init creates it again"
+# More messages than the old partition's offset (48), in the same
+# partition: a shipper resuming at 48 would skip three segments, archive the
+# fourth and commit past them all.
+produce "$dir/wal/$(seg 4)" "$dir/wal/$(seg 5)" "$dir/wal/$(seg 6)" "$dir/wal/$(seg 7)" >/dev/null
+ok $? "four segments sent to the new WAL topic"
+wait_for 30 "the shipper to stop" exited
+ok $? "the shipper stops" || { diag "$(tail -n 5 "$log")"; kill -KILL "$shipper_pid"; }
+wait "$shipper_pid"
+is $? 1 "with exit 1"
+shipper_pid=""
+like "$(cat "$log")" "partition $prefix\.wal \[[0-9]+\] no longer exists: topic \"$prefix\.wal\" was deleted while bk-shipper ran" \
+    "saying the WAL topic was deleted" || diag "$(grep ERROR "$log")"
+start_shipper
+for n in 4 5 6 7; do
+    wait_for 30 "$(seg $n) archived" archived "$(seg $n)"
+    ok $? "started again, it archives $(seg $n) from the new topic" ||
+        diag "$(grep -v 'assigned\|revoked\|UNKNOWN' "$log" | tail -n 5)"
+done
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"
 is $? 0 "it stops cleanly"

@@ -28,20 +28,8 @@ agent_pid=""
 shipper_pid=""
 db=bkrkeys_$$
 role="bk_rkeys_role_$$"
-TARGET_PORT=$((MYSQL_TCP_PORT + 1))
-TARGET_DIR="$dir/target"
-TARGET_SOCKET="$TARGET_DIR/mariadb/mysqld.sock"
+mariadb_target_init
 
-tmy() {
-    timeout 120 mariadb --no-defaults --protocol=SOCKET -h localhost -S "$TARGET_SOCKET" -u root --connect-timeout=10 \
-        -N -B -r -e "$1" 2>&1
-}
-target_services() { BK_SERVICES_DIR="$TARGET_DIR" BK_MYSQL_PORT="$TARGET_PORT" "$SERVICES" "$@"; }
-target_reset() {
-    target_services stop mariadb >/dev/null 2>&1
-    rm -rf "${TARGET_DIR:?}/mariadb"
-    target_services start mariadb >>"$dir/target-start.log" 2>&1 && tmy "SET GLOBAL gtid_strict_mode = 1" >/dev/null
-}
 cleanup() {
     [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
     [[ -n "$shipper_pid" ]] && kill "$shipper_pid" 2>/dev/null && wait "$shipper_pid" 2>/dev/null

@@ -40,24 +40,7 @@ shipper_pid=""
 restore_pid=""
 db=bksettings_$$
 role="bk_settings_role_$$"
-TARGET_PORT=$((MYSQL_TCP_PORT + 1))
-TARGET_DIR="$dir/target"
-TARGET_SOCKET="$TARGET_DIR/mariadb/mysqld.sock"
-
-tmy() {
-    timeout 120 mariadb --no-defaults --protocol=SOCKET -h localhost -S "$TARGET_SOCKET" -u root \
-        --connect-timeout=10 -N -B -r -e "$1" 2>&1
-}
-target_services() {
-    BK_SERVICES_DIR="$TARGET_DIR" BK_MYSQL_PORT="$TARGET_PORT" "$SERVICES" "$@"
-}
-# A fresh target server, gtid_strict_mode on, as an operator's would be.
-target_reset() {
-    target_services stop mariadb >/dev/null 2>&1
-    rm -rf "${TARGET_DIR:?}/mariadb"
-    target_services start mariadb >>"$dir/target-start.log" 2>&1 &&
-        tmy "SET GLOBAL gtid_strict_mode = 1" >/dev/null
-}
+mariadb_target_init
 
 # shellcheck disable=SC2329 # called by the trap
 cleanup() {

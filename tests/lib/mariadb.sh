@@ -11,6 +11,13 @@
 #                            the agent settings every test shares (source,
 #                            Kafka, topic prefix, public key, control socket,
 #                            ranges cut every 200ms), then LINEs
+#   mariadb_target_init      a second server to restore into, on the port
+#                            after the test server's, in $dir/target:
+#                            sets TARGET_PORT, TARGET_DIR, TARGET_SOCKET
+#   tmy SQL                  SQL on it as root, over its socket
+#   target_services ARGS     scripts/services for it
+#   target_reset             a fresh one, gtid_strict_mode on, as an
+#                            operator's would be
 
 my() {
     local user=root
@@ -38,4 +45,26 @@ control_socket = $BK_MYSQL_AGENT_SOCKET
 range_interval = 200ms
 CONF
     printf '%s\n' "$@"
+}
+
+mariadb_target_init() {
+    TARGET_PORT=$((MYSQL_TCP_PORT + 1))
+    TARGET_DIR="$dir/target"
+    TARGET_SOCKET="$TARGET_DIR/mariadb/mysqld.sock"
+}
+
+tmy() {
+    timeout 120 mariadb --no-defaults --protocol=SOCKET -h localhost -S "$TARGET_SOCKET" -u root \
+        --connect-timeout=10 -N -B -r -e "$1" 2>&1
+}
+
+target_services() {
+    BK_SERVICES_DIR="$TARGET_DIR" BK_MYSQL_PORT="$TARGET_PORT" "$ROOT/scripts/services" "$@"
+}
+
+target_reset() {
+    target_services stop mariadb >/dev/null 2>&1
+    rm -rf "${TARGET_DIR:?}/mariadb"
+    target_services start mariadb >>"$dir/target-start.log" 2>&1 &&
+        tmy "SET GLOBAL gtid_strict_mode = 1" >/dev/null
 }

@@ -1890,6 +1890,18 @@ check_wal_conflicts(Restore *r, BkError *err)
  */
 static bool check_wal_path(Restore *r, BkError *err);
 
+/* The path's end, seen as one segment missing there, not past the end. */
+static void
+path_one_missing(BkWalPath *path, uint32_t timeline, uint64_t segno,
+				 uint32_t segment_size)
+{
+	path->missing = 1;
+	path->first_missing_timeline = timeline;
+	path->first_missing_segno = segno;
+	bk_wal_segment_name(timeline, segno, segment_size, path->first_missing);
+	path->beyond_end = false;
+}
+
 /*
  * old_timeline_runs_on
  *		Recovery along a timeline that a later one branched off, past its
@@ -1918,12 +1930,7 @@ old_timeline_runs_on(Restore *r, uint32_t to_timeline, uint64_t to_segno,
 	if (next > (tl->needed_until - 1) / wal->segment_size ||
 		(to_segno != BK_WAL_END && to_segno < next))
 		return true;
-	path->missing = 1;
-	path->first_missing_timeline = to_timeline;
-	path->first_missing_segno = next;
-	bk_wal_segment_name(to_timeline, next, wal->segment_size,
-						path->first_missing);
-	path->beyond_end = false;
+	path_one_missing(path, to_timeline, next, wal->segment_size);
 	if (r->target.type == BK_PG_TARGET_TIME)
 		return true; /* check_time_before_gap */
 	r->recovery_timeline = to_timeline;
@@ -1981,12 +1988,7 @@ branch_segment_unarchived(Restore *r, uint32_t to_timeline, uint64_t to_segno,
 		bk_wal_has_segment(wal, timeline, branch_segno) ||
 		bk_wal_has_segment(wal, path->end_timeline, branch_segno))
 		return true;
-	path->missing = 1;
-	path->first_missing_timeline = timeline;
-	path->first_missing_segno = branch_segno;
-	bk_wal_segment_name(timeline, branch_segno, wal->segment_size,
-						path->first_missing);
-	path->beyond_end = false;
+	path_one_missing(path, timeline, branch_segno, wal->segment_size);
 	if (r->target.type == BK_PG_TARGET_TIME)
 		return true; /* check_time_before_gap */
 	r->recovery_timeline = to_timeline;

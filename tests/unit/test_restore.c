@@ -3760,6 +3760,29 @@ dense_waldump_end(Restore *r)
 }
 
 /*
+ * r restores snapshot (its id set here), the one snapshot of the source,
+ * along the latest timeline, from the fixture's WAL catalog, pg_waldump
+ * being dense_waldump.
+ */
+static void
+one_snapshot_begin(WalFixture *f, Restore *r, BkSnapshot *snapshot)
+{
+	BkError err;
+
+	strcpy(snapshot->id, "20261124T000000Z-00000000");
+	assert_true(
+		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
+	r->catalog.snapshots = snapshot;
+	r->catalog.count = 1;
+	r->chosen = 0;
+	r->program = "bk";
+	r->source = SOURCE;
+	r->target_timeline = "latest";
+	r->repo = f->repo;
+	dense_waldump_begin(f, r);
+}
+
+/*
  * What bk restore tells PostgreSQL to follow: the timeline it checked the
  * WAL path to, by its id.  With 'latest', PostgreSQL would probe
  * 00000002.history first and, finding none (timeline 2's server died before
@@ -3782,17 +3805,7 @@ test_recovery_timeline(void **state)
 	archive_history(f, 3, "1:0/4800000,2:0/4900000");
 	for (uint64_t segno = 4; segno <= 6; segno++)
 		archive_segment(f, 3, segno);
-	strcpy(snapshot.id, "20261124T000000Z-00000000");
-	assert_true(
-		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
-	r->catalog.snapshots = &snapshot;
-	r->catalog.count = 1;
-	r->chosen = 0;
-	r->program = "bk";
-	r->source = SOURCE;
-	r->target_timeline = "latest";
-	r->repo = f->repo;
-	dense_waldump_begin(f, r);
+	one_snapshot_begin(f, r, &snapshot);
 	snprintf(r->pgdata, sizeof(r->pgdata), "%s", f->dir);
 
 	/* The end of the archive: timeline 3, the newest, checked and written. */
@@ -3932,17 +3945,7 @@ test_wal_conflict_refused(void **state)
 	test_archive_conflict(f->repo, &f->key, &f->uploads, BK_KIND_WAL, SOURCE,
 						  "000000010000000000000004", meta,
 						  (const uint8_t *) "other WAL", 9);
-	strcpy(snapshot.id, "20261124T000000Z-00000000");
-	assert_true(
-		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
-	r->catalog.snapshots = &snapshot;
-	r->catalog.count = 1;
-	r->chosen = 0;
-	r->program = "bk";
-	r->source = SOURCE;
-	r->target_timeline = "latest";
-	r->repo = f->repo;
-	dense_waldump_begin(f, r);
+	one_snapshot_begin(f, r, &snapshot);
 
 	/* The end of the archive: refused, naming the file. */
 	assert_false(restore_check_wal_path(r, &err));
@@ -4550,16 +4553,7 @@ test_old_timeline_runs_into_branch_segment(void **state)
 	archive_history(f, 2, "1:0/4800000");
 	for (uint64_t segno = 4; segno <= 6; segno++)
 		archive_segment(f, 2, segno);
-	strcpy(snapshot.id, "20261124T000000Z-00000000");
-	assert_true(
-		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
-	r->catalog.snapshots = &snapshot;
-	r->catalog.count = 1;
-	r->chosen = 0;
-	r->program = "bk";
-	r->source = SOURCE;
-	r->repo = f->repo;
-	dense_waldump_begin(f, r);
+	one_snapshot_begin(f, r, &snapshot);
 
 	r->target_timeline = "1";
 	assert_false(restore_check_wal_path(r, &err));
@@ -4617,17 +4611,7 @@ test_branch_segment_not_archived_yet(void **state)
 			 SEG_SIZE);
 	archive(f, "000000010000000000000004.partial", meta);
 	archive_history(f, 2, "1:0/4800000");
-	strcpy(snapshot.id, "20261124T000000Z-00000000");
-	assert_true(
-		bk_wal_catalog_load(f->repo, SOURCE, NULL, &r->catalog.wal, &err));
-	r->catalog.snapshots = &snapshot;
-	r->catalog.count = 1;
-	r->chosen = 0;
-	r->program = "bk";
-	r->source = SOURCE;
-	r->repo = f->repo;
-	r->target_timeline = "latest";
-	dense_waldump_begin(f, r);
+	one_snapshot_begin(f, r, &snapshot);
 
 	/* What recovery would meet: one not archived, then a hole. */
 	assert_int_equal(

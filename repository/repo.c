@@ -311,15 +311,31 @@ bk_repo_open_with(const char *location, const BkRepoOptions *options,
 							   "that its store or file system answers.");
 		goto fail;
 	}
+	/*
+	 * The store answered, and holds no repository there: the setting names
+	 * the wrong place (or one no shipper has written yet).  A configuration
+	 * error (exit 3), not one of the store (exit 5): retrying reads the
+	 * same nothing, and systemd would restart a unit for it forever.
+	 */
 	if (marker == NULL)
 	{
-		bk_error_set(err, BK_ERR_IO,
-					 "\"%s\" is not a bk repository: its marker %s is not "
-					 "there",
-					 repo->location, BK_REPO_MARKER_KEY);
-		bk_error_hint(err, "Check the repository setting (--repo); "
-						   "bk-shipper creates the repository when it first "
-						   "starts.");
+		struct stat root_st;
+		bool no_dir = !bk_repo_location_is_s3(repo->location) &&
+					  stat(repo->location, &root_st) != 0 && errno == ENOENT;
+
+		bk_error_set(err, BK_ERR_CONFIG, "\"%s\" is not a bk repository: %s",
+					 repo->location,
+					 no_dir ? "there is no such directory"
+							: "its marker " BK_REPO_MARKER_KEY " is not there");
+		bk_error_hint(err,
+					  "Check the repository setting (repository in the "
+					  "configuration file, or --repo): bk-shipper creates "
+					  "the repository when it first starts, and every host "
+					  "that reads it must see the same %s.",
+					  bk_repo_location_is_s3(repo->location)
+						  ? "bucket and prefix"
+						  : "directory (a file system not mounted there looks "
+							"like this)");
 		goto fail;
 	}
 	size = marker->size;

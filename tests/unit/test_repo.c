@@ -305,14 +305,27 @@ test_open(void **state)
 	assert_string_equal(bk_repo_location(again), f->location);
 	bk_repo_close(again);
 
-	/* A typo is not an empty repository. */
+	/*
+	 * A typo is not an empty repository, and not a store that failed
+	 * either: the setting is wrong (exit 3), retrying will not help.
+	 */
 	snprintf(path, sizeof(path), "%s/nowhere", f->location);
 	assert_null(open_repo(f, path, false, &err));
 	assert_error_contains(&err, "is not a bk repository");
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.hint, "Check the repository setting"));
+	if (!s3_endpoint())
+		assert_error_contains(&err, "there is no such directory");
 	assert_null(bk_repo_open("", false, &err));
 	assert_error_contains(&err, "no repository configured");
 	if (s3_endpoint())
 		return; /* the marker below is written as a file */
+
+	/* A directory without the marker (a file system not mounted there?). */
+	assert_int_equal(mkdir(path, 0755), 0);
+	assert_null(open_repo(f, path, false, &err));
+	assert_error_contains(&err, "its marker bk-repository is not there");
+	assert_int_equal(err.code, BK_ERR_CONFIG);
 
 	/* A foreign marker. */
 	snprintf(path, sizeof(path), "%s/bk-repository", f->location);

@@ -1142,6 +1142,33 @@ test_list_verify_skip_empty_source(void **state)
 }
 
 /*
+ * A repository setting that names no repository (a directory that does
+ * not exist, one without the marker) is a configuration error, exit 3:
+ * exit 5 says "the store failed, try again", and trying again reads the
+ * same nothing.
+ */
+static void
+test_list_verify_no_repository(void **state)
+{
+	WalFixture *f = *state;
+	char config[600];
+	char missing[600];
+	char *list[] = {"bk list", "--config", config, "--repo", missing, NULL};
+	char *verify[] = {"bk verify", "--config", config, "--repo", missing, NULL};
+	BkError err;
+
+	snprintf(config, sizeof(config), "%s/bk.conf", f->dir);
+	assert_true(bk_write_file_durable(config, "", 0, 0600, &err));
+	snprintf(missing, sizeof(missing), "%s/no-such-repository", f->dir);
+	assert_int_equal(bk_cmd_list(5, list), BK_EXIT_CONFIG);
+	assert_int_equal(bk_cmd_verify(5, verify), BK_EXIT_CONFIG);
+	/* There, and without the marker. */
+	assert_int_equal(mkdir(missing, 0755), 0);
+	assert_int_equal(bk_cmd_list(5, list), BK_EXIT_CONFIG);
+	assert_int_equal(bk_cmd_verify(5, verify), BK_EXIT_CONFIG);
+}
+
+/*
  * --tablespace-map naming one tablespace twice is refused as it is read:
  * the last NEW would silently win over the first.
  */
@@ -6779,6 +6806,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_verify_history_file_missing,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_list_verify_skip_empty_source,
+										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(test_list_verify_no_repository,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_tablespace_map_twice, wal_setup,
 										wal_teardown),

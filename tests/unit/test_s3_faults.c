@@ -182,6 +182,7 @@ typedef struct Request
 	char token[64];   /* x-amz-security-token */
 	size_t token_len; /* its whole length */
 	bool if_none_match;
+	bool other_bucket; /* not BUCKET: the store has no such bucket */
 	uint8_t *body;
 	size_t body_len;
 } Request;
@@ -422,9 +423,15 @@ request_read(int fd, Request *request)
 		*query++ = '\0';
 		bk_strlcpy(request->query, query, sizeof(request->query));
 	}
-	if (strncmp(target, "/" BUCKET "/", strlen(BUCKET) + 2) != 0)
+	if (strncmp(target, "/" BUCKET "/", strlen(BUCKET) + 2) == 0)
+		target += strlen(BUCKET) + 2;
+	else if (target[0] == '/')
+	{
+		request->other_bucket = true;
+		target += 1 + strcspn(target + 1, "/");
+	}
+	else
 		return false;
-	target += strlen(BUCKET) + 2;
 	url_decode(target, strlen(target), request->key, sizeof(request->key));
 
 	request->body = malloc(content_length + 1);
@@ -745,6 +752,11 @@ serve(FakeStore *store, int fd, const Request *request)
 	char headers[256];
 	StoredObject *object;
 
+	if (request->other_bucket)
+	{
+		reply_error(fd, 404, "NoSuchBucket");
+		return;
+	}
 	log_get(store, request);
 	store->token_len = request->token_len;
 	if (store->expired_token[0] &&
@@ -1875,6 +1887,37 @@ test_marker_refusal_named(void **state)
 }
 
 /*
+ * A repository setting that names no repository is a configuration error
+ * (exit 3), not a store that failed (exit 5, "try again"): a bucket the
+ * store does not have, and a prefix of a bucket it has where no shipper
+ * wrote the marker.
+ */
+static void
+test_no_repository_there(void **state)
+{
+	Fixture *f = *state;
+	BkRepo *repo;
+	BkError err;
+
+	bk_error_clear(&err);
+	repo =
+		bk_repo_open_with("s3://no-such-bucket/pre", &f->options, false, &err);
+	assert_null(repo);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "NoSuchBucket"));
+	assert_non_null(strstr(err.hint, "Create bucket \"no-such-bucket\""));
+
+	bk_error_clear(&err);
+	repo = bk_repo_open_with("s3://" BUCKET "/elsewhere", &f->options, false,
+							 &err);
+	assert_null(repo);
+	assert_int_equal(err.code, BK_ERR_CONFIG);
+	assert_non_null(strstr(err.message, "s3://" BUCKET "/elsewhere\" is not "
+										"a bk repository: its marker"));
+	assert_non_null(strstr(err.hint, "same bucket and prefix"));
+}
+
+/*
  * Credentials without s3:ListBucketMultipartUploads (or a store without
  * ListMultipartUploads): the shipper's spool still opens, and only the
  * housekeeping of stale uploads fails (the shipper warns about it).
@@ -2152,7 +2195,8 @@ test_prefix_dot_components(void **state)
 		bk_error_clear(&err);
 		repo = bk_repo_open_with(accepted[idx], &f->options, false, &err);
 		/* Opened, or refused for the marker not there, never the prefix. */
-		if (repo == NULL && err.code == BK_ERR_CONFIG)
+		if (repo == NULL && strstr(err.message, "is not a bk repository: "
+												"its marker") == NULL)
 			fail_msg("%s: %s", accepted[idx], err.message);
 		bk_repo_close(repo);
 	}
@@ -3009,6 +3053,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_complete_if_absent_ignored, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_marker_refusal_named, setup,
+										teardown),
+		cmocka_unit_test_setup_teardown(test_no_repository_there, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_upload_listing_denied, setup,
 										teardown),

@@ -266,6 +266,71 @@ hint_sep(const BkError *err)
 	return err->hint[0] != '\0' ? " HINT: " : "";
 }
 
+/*
+ * A write that failed because its file system is full (or the user's quota
+ * is): where is that, for a hint.  BkError keeps no errno, so the message's
+ * strerror() text tells; it names the file, and no hint says what to do.
+ * The repository's directory, or an object store's spool_dir.
+ */
+static const char *
+no_space_where(const Shipper *shipper, const BkError *err)
+{
+	const BkCliConfig *config = shipper->config;
+
+	if (err->hint[0] != '\0' ||
+		(strstr(err->message, strerror(ENOSPC)) == NULL &&
+		 strstr(err->message, strerror(EDQUOT)) == NULL))
+		return NULL;
+	if (!bk_repo_location_is_s3(config->repository))
+		return config->repository;
+	return config->spool_dir ? config->spool_dir : BK_SPOOL_DIR_DEFAULT;
+}
+
+/*
+ * The start's write (the repository's marker, the spool and its lock, an
+ * object store's probe) failed for a full file system: nothing was consumed,
+ * so nothing was committed in Kafka.
+ */
+static void
+start_no_space_hint(const Shipper *shipper, BkError *err)
+{
+	const char *where = no_space_where(shipper, err);
+
+	if (where == NULL)
+		return;
+	bk_error_hint(err,
+				  "The file system of %s%s is full: free space there (or "
+				  "grow it). bk-shipper stopped before it consumed "
+				  "anything, so nothing was committed in Kafka: started "
+				  "again (systemd does), it resumes where it stopped.",
+				  bk_repo_location_is_s3(shipper->config->repository)
+					  ? "spool_dir "
+					  : "the repository ",
+				  where);
+}
+
+/*
+ * An object could not be spooled or stored for a full file system: its
+ * offset, and every one after it, stays uncommitted.
+ */
+static void
+object_no_space_hint(const Shipper *shipper, BkError *err)
+{
+	const char *where = no_space_where(shipper, err);
+
+	if (where == NULL)
+		return;
+	bk_error_hint(err,
+				  "The file system of %s%s is full: free space there (or "
+				  "grow it). No offset at or after this object's is "
+				  "committed in Kafka: started again (systemd does), "
+				  "bk-shipper resumes at it.",
+				  bk_repo_location_is_s3(shipper->config->repository)
+					  ? "spool_dir "
+					  : "the repository ",
+				  where);
+}
+
 static void
 metrics_log(const char *message)
 {
@@ -1071,13 +1136,16 @@ reject_attempt(Shipper *shipper, Partition *p, Attempt *attempt,
 /* An object the repository could not take: logged, counted; false. */
 static bool
 archive_failed(Shipper *shipper, const BkObjectTracker *object,
-			   const BkError *err)
+			   const BkError *cause)
 {
+	BkError err = *cause;
+
+	object_no_space_hint(shipper, &err);
 	shipper_log(LOG_ERROR,
 				"could not archive %s object \"%s\" of source \"%s\": %s%s%s",
 				bk_kind_name(object->kind), object->name, object->source,
-				err->message, hint_sep(err), hint_of(err));
-	bk_metrics_error(shipper->metrics, error_kind(err));
+				err.message, hint_sep(&err), hint_of(&err));
+	bk_metrics_error(shipper->metrics, error_kind(&err));
 	return false;
 }
 
@@ -1425,10 +1493,15 @@ check_offset_gap(Shipper *shipper, Partition *p, const rd_kafka_message_t *msg)
  * backlog larger than the spool never got archived, whatever room was made.
  */
 static bool
-spool_failed(Shipper *shipper, Partition *p, int64_t offset, const BkError *err)
+spool_failed(Shipper *shipper, Partition *p, int64_t offset,
+			 const BkError *cause)
 {
-	shipper_log(LOG_ERROR, "%s%s%s", err->message, hint_sep(err), hint_of(err));
-	bk_metrics_error(shipper->metrics, error_kind(err));
+	BkError err = *cause;
+
+	object_no_space_hint(shipper, &err);
+	shipper_log(LOG_ERROR, "%s%s%s", err.message, hint_sep(&err),
+				hint_of(&err));
+	bk_metrics_error(shipper->metrics, error_kind(&err));
 	p->next_offset = offset;
 	if ((shipper->commit_queued > 0 || shipper->audit_queued > 0) &&
 		commit_flush(shipper) && audit_flush(shipper))
@@ -1907,6 +1980,7 @@ main(int argc, char **argv)
 
 	if (!shipper_setup(&shipper, &err))
 	{
+		start_no_space_hint(&shipper, &err);
 		exit_code = bk_cli_report_error(PROGRAM, &err);
 		goto cleanup;
 	}

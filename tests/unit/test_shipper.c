@@ -26,8 +26,13 @@
 /* test_repeated_chunks: its own topic, as its own group (AUDIT_TOPIC too). */
 #define REPEAT_TOPIC "bk.repeat.wal"
 
-/* Directory fsyncs fail while set (--wrap=fsync): test_commit_batch. */
+/*
+ * Directory fsyncs fail while set (--wrap=fsync): test_commit_batch.  File
+ * fsyncs fail for a full file system (ENOSPC, as delayed allocation or NFS
+ * reports it) while fail_file_fsync_no_space is set.
+ */
 static bool fail_dir_fsync;
+static bool fail_file_fsync_no_space;
 extern int __real_fsync(int fd);
 extern int __wrap_fsync(int fd);
 
@@ -39,6 +44,11 @@ __wrap_fsync(int fd)
 	if (fail_dir_fsync && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
 	{
 		errno = EIO;
+		return -1;
+	}
+	if (fail_file_fsync_no_space && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+	{
+		errno = ENOSPC;
 		return -1;
 	}
 	return __real_fsync(fd);
@@ -394,6 +404,53 @@ test_commit_batch(void **state)
 	free(dir);
 }
 
+/*
+ * A repository whose file system is full when the shipper starts (here its
+ * first write, the marker): exit 5 (systemd starts it again), naming the
+ * file, and a hint saying where to make room and that nothing was
+ * committed in Kafka.
+ */
+static void
+test_start_repository_full(void **state)
+{
+	char *dir = test_mkdtemp();
+	char config[600];
+	char repo[600];
+	char out[600];
+	char text[600];
+	char *argv[] = {"bk-shipper", "--config", config, "--repo", repo, NULL};
+	char *said = NULL;
+	size_t said_len;
+	int saved;
+	int status;
+	BkError err;
+
+	log_level = LOG_ERROR;
+	snprintf(config, sizeof(config), "%s/bk.conf", dir);
+	snprintf(repo, sizeof(repo), "%s/repo", dir);
+	snprintf(out, sizeof(out), "%s/stderr", dir);
+	snprintf(text, sizeof(text), "kafka_brokers = %s\n", brokers);
+	assert_true(bk_write_file_durable(config, text, strlen(text), 0600, &err));
+
+	saved = test_stderr_to(out);
+	optind = 0;
+	fail_file_fsync_no_space = true;
+	status = shipper_main(5, argv);
+	fail_file_fsync_no_space = false;
+	test_stderr_restore(saved);
+
+	assert_true(bk_read_file(out, 65536, &said, &said_len, &err));
+	if (status != BK_EXIT_UNAVAILABLE ||
+		strstr(said, strerror(ENOSPC)) == NULL ||
+		strstr(said, "HINT: The file system of the repository") == NULL ||
+		strstr(said, repo) == NULL ||
+		strstr(said, "nothing was committed in Kafka") == NULL)
+		fail_msg("exit %d: %s", status, said);
+	free(said);
+	test_rmdir(dir);
+	free(dir);
+}
+
 /* The next count messages of the shipper's consumer, not handled. */
 static void
 fetch_messages(Shipper *shipper, rd_kafka_message_t **out, int count)
@@ -521,6 +578,7 @@ main(void)
 		cmocka_unit_test(test_eager_assignment),
 		cmocka_unit_test(test_cooperative_assignment),
 		cmocka_unit_test(test_commit_batch),
+		cmocka_unit_test(test_start_repository_full),
 		cmocka_unit_test(test_repeated_chunks),
 	};
 

@@ -1703,10 +1703,15 @@ wait_status(pid_t pid)
 /*
  * locate_line
  *		Which event line `line` of mariadb-binlog's output belongs to: run it
- *		again and follow its "# at POS" and "Rotate to FILE" comments.
+ *		again and follow its "# at POS" and "Rotate to FILE" comments.  The
+ *		GTID event seen last before it ("#... GTID D-S-N ...") is the one
+ *		of the transaction that line is in, into gtid ("" if none): the
+ *		client stops at the first error, so every transaction before it was
+ *		applied.
  */
 static void
-locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
+locate_line(const MariadbRestore *r, long line, char *out, size_t out_len,
+			char *gtid, size_t gtid_len)
 {
 	Argv argv = {0};
 	int fds[2];
@@ -1721,6 +1726,7 @@ locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
 	BkError err;
 
 	out[0] = '\0';
+	gtid[0] = '\0';
 	if (pipe(fds) != 0)
 		return;
 	bk_strlcpy(file, r->replay[0].file->name, sizeof(file));
@@ -1733,11 +1739,18 @@ locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
 	while (in != NULL && getline(&text, &cap, in) >= 0 && ++number <= line)
 	{
 		const char *rotate = strstr(text, "Rotate to ");
+		const char *gtid_event = strstr(text, "\tGTID ");
+		unsigned int domain, server;
+		unsigned long long seq;
 
 		if (strncmp(text, "# at ", 5) == 0)
 			at = strtoull(text + 5, NULL, 10);
 		else if (text[0] == '#' && rotate != NULL)
 			sscanf(rotate + 10, "%255s", file);
+		else if (text[0] == '#' && gtid_event != NULL &&
+				 sscanf(gtid_event + 6, "%u-%u-%llu", &domain, &server, &seq) ==
+					 3)
+			snprintf(gtid, gtid_len, "%u-%u-%llu", domain, server, seq);
 	}
 	free(text);
 	if (in != NULL)
@@ -1749,6 +1762,67 @@ locate_line(const MariadbRestore *r, long line, char *out, size_t out_len)
 	}
 	if (at > 0)
 		snprintf(out, out_len, "the event at %s:%" PRIu64, file, at);
+}
+
+/*
+ * target_out_of_room
+ *		Does the server's error say it ran out of room: ER_RECORD_FILE_FULL
+ *		(1114, "The table ... is full": the disk, InnoDB's data files at
+ *		their innodb_data_file_path max, a MEMORY table at
+ *		max_heap_table_size), ER_DISK_FULL (1021), or a write that failed
+ *		with ENOSPC (errno 28: ER_ERROR_ON_WRITE, 3; "Got error 28" from
+ *		the engine, 1030)?
+ */
+static bool
+target_out_of_room(const char *error_line)
+{
+	size_t len;
+
+	if (error_line == NULL)
+		return false;
+	if (strncmp(error_line, "ERROR 1114 ", 11) == 0 ||
+		strncmp(error_line, "ERROR 1021 ", 11) == 0)
+		return true;
+	len = strcspn(error_line, "\n");
+	return (memmem(error_line, len, "Errcode: 28 ", 12) != NULL ||
+			memmem(error_line, len, "error 28 ", 9) != NULL ||
+			memmem(error_line, len, "errno: 28 ", 10) != NULL ||
+			memmem(error_line, len, "No space left on device", 23) != NULL);
+}
+
+/*
+ * replay_out_of_room_hint
+ *		The replay stopped because the target had no room: how far it got,
+ *		and what to do.  A restore does not resume (README): the target
+ *		is marked incomplete (bk_restore_incomplete), and --force starts
+ *		over from the snapshot.
+ */
+static void
+replay_out_of_room_hint(const char *where, const char *gtid, BkError *err)
+{
+	char applied[400];
+
+	if (gtid[0] != '\0')
+		snprintf(applied, sizeof(applied),
+				 "The replay applied every transaction before GTID %s, the "
+				 "one that failed%s%s%s.",
+				 gtid, where[0] ? " (" : "", where, where[0] ? ")" : "");
+	else if (where[0] != '\0')
+		snprintf(applied, sizeof(applied),
+				 "The replay applied the binlog up to %s, where it failed.",
+				 where);
+	else
+		snprintf(applied, sizeof(applied),
+				 "The replay applied part of the binlog (the target's "
+				 "gtid_binlog_pos says how far, with log_bin).");
+	bk_error_hint(err,
+				  "The target server ran out of room: a full disk, or a "
+				  "file at its limit (innodb_data_file_path's max, "
+				  "max_heap_table_size). %s The target is marked "
+				  "incomplete (bk_restore_incomplete): free space on its "
+				  "disk (or raise the limit) and run bk restore again with "
+				  "--force, which starts over from the snapshot.",
+				  applied);
 }
 
 /*
@@ -2705,9 +2779,11 @@ restore_replay(MariadbRestore *r, BkError *err)
 		const char *at_line =
 			error_line ? strstr(error_line, " at line ") : NULL;
 		char where[512] = "";
+		char gtid[64] = "";
 
 		if (at_line != NULL)
-			locate_line(r, strtol(at_line + 9, NULL, 10), where, sizeof(where));
+			locate_line(r, strtol(at_line + 9, NULL, 10), where, sizeof(where),
+						gtid, sizeof(gtid));
 		ok = bk_error_set(
 			err, BK_ERR_INTERNAL,
 			"binlog replay failed%s%s (mariadb-binlog exit %d,"
@@ -2724,7 +2800,9 @@ restore_replay(MariadbRestore *r, BkError *err)
 		 * prepared: the XA COMMIT after the snapshot has nothing to
 		 * commit.
 		 */
-		if (messages && strstr(messages, "ERROR 1146 ") != NULL)
+		if (target_out_of_room(error_line))
+			replay_out_of_room_hint(where, gtid, err);
+		else if (messages && strstr(messages, "ERROR 1146 ") != NULL)
 			bk_error_hint(err, "If the table is a temporary one, its session"
 							   " created it before the binlog file the"
 							   " snapshot was taken in (binlog_format MIXED"

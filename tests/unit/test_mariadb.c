@@ -1607,6 +1607,66 @@ test_replay_failure_names_server_error(void **state)
 		fail_msg("no server error in \"%s\"", err.message);
 }
 
+/*
+ * The target's disk filled during the replay: the server answers 1114 ("The
+ * table is full"), or a write's errno 28.  The error said only that, with
+ * nothing on how far the replay got or what to do: the hint names the
+ * GTID of the transaction that failed (every one before it applied), and
+ * says to make room and restore again with --force.  The stand-in
+ * mariadb-binlog prints what the real one does around a GTID event.
+ */
+static void
+test_replay_target_full(void **state)
+{
+	static const char *const errors[] = {
+		"ERROR 1114 (HY000) at line 9: The table 't1' is full",
+		"ERROR 3 (HY000) at line 9: Error writing file './mariadb-bin.000002'"
+		" (Errcode: 28 \\\"No space left on device\\\")",
+		"ERROR 1030 (HY000) at line 9: Got error 28 \\\"No space left on"
+		" device\\\" from storage engine InnoDB",
+	};
+	Fixture *f = *state;
+
+	for (size_t idx = 0; idx < sizeof(errors) / sizeof(errors[0]); idx++)
+	{
+		char client[1024];
+		char bin[600];
+		char *old_path;
+		MariadbRestore *r;
+		BkError err;
+
+		snprintf(client, sizeof(client),
+				 "#!/bin/sh\n"
+				 "[ \"$1\" = --print-defaults ] && exit 0\n"
+				 "cat > /dev/null\n"
+				 "echo \"%s\" >&2\n"
+				 "exit 1\n",
+				 errors[idx]);
+		r = replay_setup(
+			f, 1,
+			"#!/bin/sh\n"
+			"printf '%s\\n' '# at 4' '#261207 16:16:41 server id 1  "
+			"end_log_pos 256 CRC32 0x0 \tStart: binlog v 4' '# at 330' "
+			"'#261207 16:16:41 server id 1  end_log_pos 372 CRC32 0x0 "
+			"\tGTID 0-1-41 trans' "
+			"'/*M!100001 SET @@session.gtid_seq_no=41*//*!*/;' 'BEGIN' "
+			"'# at 372' '#261207 16:16:41 server id 1  end_log_pos 900 CRC32 "
+			"0x0 \tTable_map: `d`.`t1` mapped to number 18' 'BINLOG ...'\n",
+			client, &old_path);
+		bk_error_clear(&err);
+		assert_false(restore_replay(r, &err));
+		replay_done(r, old_path);
+		snprintf(bin, sizeof(bin), "%s/bin", f->dir);
+		test_rmdir(bin);
+		if (strstr(err.message, " at the event at mariadb-bin.000001:372") ==
+				NULL ||
+			strstr(err.hint, "ran out of room") == NULL ||
+			strstr(err.hint, "every transaction before GTID 0-1-41") == NULL ||
+			strstr(err.hint, "--force") == NULL)
+			fail_msg("%zu: \"%s\", hint \"%s\"", idx, err.message, err.hint);
+	}
+}
+
 /* A loader's stand-in: started while the signals are held, it inherits it. */
 static void *
 blocked_reader(void *arg)
@@ -5392,6 +5452,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_replay_failure_names_server_error,
 										setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_target_full, setup,
+										teardown),
 		cmocka_unit_test(test_signals_held_while_settings_changed),
 		cmocka_unit_test_setup_teardown(test_replay_signal_puts_back, setup,
 										teardown),

@@ -221,27 +221,56 @@ restore_report(const Restore *r, uint64_t removed)
 }
 
 /*
- * Warn when an LSN target lies beyond the archived WAL: recovery would end
- * with "recovery ended before configured recovery target was reached"
- * unless the source archives more first.  (A time target no commit in the
- * archive comes after is refused before anything is written:
- * restore_check_wal_path.)
+ * Where the WAL archived along the timeline recovery follows ends, from the
+ * chosen snapshot: false if not known (no WAL, or the path not checked).
+ * Not the restorable window's end, which is the newest timeline's: with
+ * --target-timeline 1 recovery never reads timeline 2, whose archive may
+ * end before timeline 1's or after it.
+ */
+static bool
+archive_end_along(const Restore *r, uint64_t *end_lsn)
+{
+	const BkWalCatalog *wal = &r->catalog.wal;
+	const BkSnapshot *snapshot;
+	BkWalPath path;
+
+	if (r->recovery_timeline == 0 || wal->segment_size == 0 || r->chosen < 0 ||
+		r->chosen >= r->catalog.count)
+		return false;
+	snapshot = &r->catalog.snapshots[r->chosen];
+	bk_wal_path(wal, snapshot->timeline,
+				bk_lsn_segno(snapshot->start_lsn, wal->segment_size),
+				r->recovery_timeline, BK_WAL_END, &path);
+	if (!path.reachable)
+		return false;
+	*end_lsn = path.end_segno == BK_WAL_END
+				   ? snapshot->stop_lsn
+				   : (path.end_segno + 1) * (uint64_t) wal->segment_size;
+	return true;
+}
+
+/*
+ * Warn when an LSN target lies beyond the archived WAL of the timeline
+ * recovery follows: recovery would end with "recovery ended before
+ * configured recovery target was reached" unless the source archives more
+ * first.  (A time target no commit in the archive comes after is refused
+ * before anything is written: restore_check_wal_path.)
  */
 void
 restore_warn_target_beyond_archive(const Restore *r)
 {
-	const BkSnapshotCatalog *catalog = &r->catalog;
 	char end[32];
+	uint64_t end_lsn;
 
-	if (r->target.type == BK_PG_TARGET_LSN && catalog->has_window &&
-		r->target.lsn >= catalog->window_end_lsn)
+	if (r->target.type == BK_PG_TARGET_LSN && archive_end_along(r, &end_lsn) &&
+		r->target.lsn >= end_lsn)
 	{
-		bk_format_lsn(catalog->window_end_lsn, end, sizeof(end));
+		bk_format_lsn(end_lsn, end, sizeof(end));
 		fprintf(stderr,
 				"%s: WARNING: the target LSN %s is beyond the archived WAL "
-				"(which ends at %s): recovery cannot reach it until the "
-				"source archives that far\n",
-				r->program, r->target.text, end);
+				"of timeline %" PRIu32 " (which ends at %s): recovery "
+				"cannot reach it until the source archives that far\n",
+				r->program, r->target.text, r->recovery_timeline, end);
 	}
 	else if (r->target.type == BK_PG_TARGET_LSN &&
 			 r->stop_unarchived[0] != '\0')

@@ -4123,6 +4123,83 @@ test_snapshot_ends_past_branch(void **state)
 	free(r);
 }
 
+/* What restore_warn_target_beyond_archive says, into text. */
+static void
+beyond_archive_warning(WalFixture *f, const Restore *r, char *text,
+					   size_t text_len)
+{
+	char path[600];
+	char *said = NULL;
+	size_t said_len;
+	int saved;
+	BkError err;
+
+	snprintf(path, sizeof(path), "%s/warning", f->dir);
+	saved = test_stderr_to(path);
+	restore_warn_target_beyond_archive(r);
+	test_stderr_restore(saved);
+	assert_true(bk_read_file(path, 65536, &said, &said_len, &err));
+	bk_strlcpy(text, said, text_len);
+	free(said);
+}
+
+/*
+ * The warning that an LSN target is beyond the archived WAL measured it
+ * against the restorable window's end, the newest timeline's (timeline 2
+ * here, archived to 0/6000000), whatever timeline the restore follows.
+ * Along timeline 1, archived to 0/7000000, a target in its segment 6 was
+ * said to be beyond the archive, and one past it was given timeline 2's
+ * end.  It is measured along the timeline recovery follows.
+ */
+static void
+test_target_beyond_archive_of_its_timeline(void **state)
+{
+	WalFixture *f = *state;
+	Restore *r = calloc(1, sizeof(*r));
+	char text[2048];
+	BkError err;
+
+	branch_restore_begin(f, r);
+	assert_true(r->catalog.has_window);
+	assert_int_equal(r->catalog.window_end_timeline, 2);
+	assert_int_equal(r->catalog.window_end_lsn, 0x6000000);
+	r->chosen = bk_snapshot_catalog_find(&r->catalog, SNAP_BK);
+	r->target_timeline = "1";
+	r->target.type = BK_PG_TARGET_LSN;
+
+	/* In timeline 1's archive, past timeline 2's: no warning. */
+	r->target.lsn = 0x6800000;
+	r->target.text = "0/6800000";
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 1);
+	beyond_archive_warning(f, r, text, sizeof(text));
+	assert_string_equal(text, "");
+
+	/* Past timeline 1's archive: its end, not timeline 2's. */
+	r->target.lsn = 0x7800000;
+	r->target.text = "0/7800000";
+	assert_true(restore_check_wal_path(r, &err));
+	beyond_archive_warning(f, r, text, sizeof(text));
+	if (strstr(text, "the target LSN 0/7800000 is beyond the archived WAL of "
+					 "timeline 1 (which ends at 0/7000000)") == NULL)
+		fail_msg("said: %s", text);
+
+	/* Along timeline 2 (latest), from a snapshot before the branch. */
+	r->target_timeline = "latest";
+	r->chosen = bk_snapshot_catalog_find(&r->catalog, SNAP_BP);
+	r->target.lsn = 0x6800000;
+	r->target.text = "0/6800000";
+	assert_true(restore_check_wal_path(r, &err));
+	assert_int_equal(r->recovery_timeline, 2);
+	beyond_archive_warning(f, r, text, sizeof(text));
+	if (strstr(text, "the target LSN 0/6800000 is beyond the archived WAL of "
+					 "timeline 2 (which ends at 0/6000000)") == NULL)
+		fail_msg("said: %s", text);
+	dense_waldump_end(r);
+	bk_snapshot_catalog_free(&r->catalog);
+	free(r);
+}
+
 /*
  * Two rotations, A to B to C, and a keyring that holds A and C only: the
  * first segment recovery reads (A) and the last (C) open, but recovery to
@@ -6915,6 +6992,9 @@ main(void)
 										wal_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_ends_past_branch,
 										wal_setup, wal_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_target_beyond_archive_of_its_timeline, wal_setup,
+			wal_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_keys_middle_rotation,
 										wal_setup, wal_teardown),
 		cmocka_unit_test_setup_teardown(test_choose_snapshot_on_timeline,

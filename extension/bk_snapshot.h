@@ -243,8 +243,9 @@ typedef struct SnapWork
 	int next;   /* next entry of order[] to hand out */
 	bool stop;  /* a process gave up: the others take no more files */
 	SnapHelperState helper_state[BK_SNAPSHOT_MAX_JOBS];
-	char helper_error[BK_FAILURE_LEN]; /* the first helper failure's */
-	int helper_error_helper;           /* whose it is */
+	char helper_error[BK_FAILURE_LEN];      /* the first helper failure's */
+	char helper_error_hint[BK_FAILURE_LEN]; /* and its hint, if any */
+	int helper_error_helper;                /* whose it is */
 	bool helper_error_own; /* it failed of itself, not stopped by a cancel
 							* or by another process giving up */
 	Size order_offset;
@@ -403,7 +404,9 @@ extern void snap_copy_share(SnapRun *run);
 extern void snap_wait_for_helpers(SnapRun *run);
 extern void snap_stop_helpers(SnapRun *run);
 extern bool snap_error_is_stop(const ErrorData *edata);
-extern bool snap_helper_failure(SnapRun *run, char *error, size_t len);
+extern void snap_failure_text(const ErrorData *edata, char *text, size_t len);
+extern bool snap_helper_failure(SnapRun *run, char *error, size_t len,
+								char *hint, size_t hint_len);
 
 /* bk_snapshot_send.c */
 extern void snap_send_file(SnapRun *run, SnapWorkItem *item);

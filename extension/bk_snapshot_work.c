@@ -359,13 +359,16 @@ snap_wait_for_helpers(SnapRun *run)
 			if (state == SNAP_HELPER_FAILED)
 			{
 				char error[BK_FAILURE_LEN];
+				char hint[BK_FAILURE_LEN];
 
 				SpinLockAcquire(&run->work->mutex);
 				strlcpy(error, run->work->helper_error, sizeof(error));
+				strlcpy(hint, run->work->helper_error_hint, sizeof(hint));
 				SpinLockRelease(&run->work->mutex);
 				ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 								errmsg("helper %d of snapshot %s failed: %s",
-									   helper + 1, run->id, error)));
+									   helper + 1, run->id, error),
+								hint[0] ? errhint("%s", hint) : 0));
 			}
 			if (state == SNAP_HELPER_DONE)
 				continue;
@@ -410,23 +413,44 @@ snap_error_is_stop(const ErrorData *edata)
 }
 
 /*
+ * snap_failure_text
+ *		An error as one line for bk_snapshot_progress.error and the caller
+ *		of bk_snapshot(), who never see the server log: its message, and
+ *		its detail, which says why (Kafka's own error, the file's errno).
+ */
+void
+snap_failure_text(const ErrorData *edata, char *text, size_t len)
+{
+	if (edata->detail != NULL && edata->detail[0] != '\0')
+		snprintf(text, len, "%s: %s", edata->message, edata->detail);
+	else
+		strlcpy(text, edata->message, len);
+}
+
+/*
  * snap_helper_failure
  *		Has a helper failed of itself (an error, or it died while copying)?
- *		Then true, with what the leader would have reported.  Read before
- *		snap_stop_helpers, which terminates them all.
+ *		Then true, with what the leader would have reported and its hint
+ *		("" if none).  Read before snap_stop_helpers, which terminates them
+ *		all.
  */
 bool
-snap_helper_failure(SnapRun *run, char *error, size_t len)
+snap_helper_failure(SnapRun *run, char *error, size_t len, char *hint,
+					size_t hint_len)
 {
 	pid_t pid;
 
+	hint[0] = '\0';
 	if (run->work == NULL)
 		return false;
 	SpinLockAcquire(&run->work->mutex);
 	if (run->work->helper_error[0] != '\0' && run->work->helper_error_own)
+	{
 		snprintf(error, len, "helper %d of snapshot %s failed: %s",
 				 run->work->helper_error_helper + 1, run->id,
 				 run->work->helper_error);
+		strlcpy(hint, run->work->helper_error_hint, hint_len);
+	}
 	else
 		error[0] = '\0';
 	SpinLockRelease(&run->work->mutex);
@@ -569,8 +593,11 @@ bk_snapshot_helper_main(Datum main_arg)
 		SpinLockAcquire(&work->mutex);
 		if (work->helper_error[0] == '\0')
 		{
-			strlcpy(work->helper_error, edata->message,
-					sizeof(work->helper_error));
+			snap_failure_text(edata, work->helper_error,
+							  sizeof(work->helper_error));
+			if (edata->hint != NULL)
+				strlcpy(work->helper_error_hint, edata->hint,
+						sizeof(work->helper_error_hint));
 			work->helper_error_helper = args.helper;
 			work->helper_error_own = !snap_error_is_stop(edata);
 		}

@@ -111,6 +111,8 @@ snap_run(SnapRun *run)
 		ErrorData *edata;
 		bool cancelled;
 		char helper_error[BK_FAILURE_LEN];
+		char helper_hint[BK_FAILURE_LEN];
+		char failure[BK_FAILURE_LEN];
 
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
@@ -127,12 +129,15 @@ snap_run(SnapRun *run)
 		cancelled = run->slot->cancel_requested && !run->record_sending &&
 					snap_error_is_stop(edata);
 		if (cancelled &&
-			snap_helper_failure(run, helper_error, sizeof(helper_error)))
+			snap_helper_failure(run, helper_error, sizeof(helper_error),
+								helper_hint, sizeof(helper_hint)))
 		{
 			cancelled = false;
 			edata->message = pstrdup(helper_error);
-			edata->hint = NULL;
+			edata->detail = NULL;
+			edata->hint = helper_hint[0] ? pstrdup(helper_hint) : NULL;
 		}
+		snap_failure_text(edata, failure, sizeof(failure));
 
 		/*
 		 * The cancel request (SIGINT) has done its work; left pending, it
@@ -148,7 +153,7 @@ snap_run(SnapRun *run)
 		ereport(cancelled ? LOG : WARNING,
 				(errmsg("bk: snapshot %s %s", run->id,
 						cancelled ? "cancelled" : "failed"),
-				 errdetail("%s", edata->message),
+				 errdetail("%s", failure),
 				 run->record_sending
 					 ? errhint("Its record may have reached Kafka: the "
 							   "repository may hold it (bk list says), and "
@@ -167,7 +172,7 @@ snap_run(SnapRun *run)
 		}
 		snap_finish_record(
 			run, cancelled ? BK_SNAPSHOT_CANCELLED : BK_SNAPSHOT_FAILED,
-			edata->message);
+			failure);
 		snap_release_cancel(run);
 		RESUME_INTERRUPTS();
 	}

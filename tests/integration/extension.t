@@ -6,8 +6,9 @@
 #     and a marker written into a table is nowhere in plaintext on the topic;
 #   - with Kafka unreachable an attempt fails within bk.kafka_timeout, the
 #     segment and its .ready file stay, the log says why, the archiver does
-#     not restart; a fast shutdown is not held up; the backlog drains once
-#     Kafka is back;
+#     not restart; a snapshot fails with an ERROR that says why and what
+#     to do; a fast shutdown is not held up; the backlog drains once Kafka
+#     is back;
 #   - a truncated segment's WARNING says how archiving can go on;
 #   - a private key file, a public one others can write, or a missing key
 #     file is refused, WAL kept;
@@ -333,6 +334,12 @@ is "$(qp -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'")"
 ok "$(($(qp -c "SELECT failed_count FROM pg_stat_archiver") > failed_before ? 0 : 1))" \
     "pg_stat_archiver counts the failures"
 is "$(status last_failed_file)" "$segment" "bk_status().last_failed_file is $segment"
+# A snapshot fails too.  Its caller never sees the server log: the ERROR
+# itself says what failed in Kafka (the DETAIL) and what to do (the HINT).
+out="$(q -c "SELECT state FROM bk_snapshot()" 2>&1)"
+like "$out" 'ERROR:  bk snapshot [^ ]+ failed' "with Kafka unreachable, bk_snapshot() fails"
+like "$(grep DETAIL <<<"$out")" 'Kafka' "its DETAIL says what failed in Kafka" || diag "$out"
+like "$(grep HINT <<<"$out")" 'Check that Kafka is up' "its HINT says what to do" || diag "$out"
 
 # ------------------------------------------------------------------ (c) fast shutdown with Kafka down
 switch_wal >/dev/null

@@ -21,6 +21,10 @@ SERVICES="$ROOT/scripts/services"
 export BK_TEST_BACKEND=s3
 P503=${P503:-0.08}
 PLOST=${PLOST:-0.08}
+# The proxy's faults come from a seed, printed, so that a failure can be
+# run again with the same sequence of faults: S3_FAULT_SEED=N.
+S3_FAULT_SEED=${S3_FAULT_SEED:-$(( (RANDOM << 15 | RANDOM) + 1 ))}
+note "fault proxy seed $S3_FAULT_SEED (replay: S3_FAULT_SEED=$S3_FAULT_SEED)"
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/bk-shippers-s3-faults-test.XXXXXX")"
 chmod 755 "$dir"
@@ -46,7 +50,7 @@ trap cleanup EXIT
 json_get() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
 
 python3 "$ROOT/tests/lib/s3_fault_proxy.py" "${BK_S3_ENDPOINT##*:}" "$dir/port" \
-    "$P503" "$PLOST" "$dir/proxy.log" &
+    "$P503" "$PLOST" "$dir/proxy.log" "$S3_FAULT_SEED" &
 proxy_pid=$!
 wait_for 10 "the proxy listening" test -s "$dir/port"
 direct_endpoint="$BK_S3_ENDPOINT"

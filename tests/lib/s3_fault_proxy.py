@@ -13,7 +13,12 @@ Requests are signed for the proxy's host and port, which it forwards
 unchanged.  Each fault is logged to LOG, one line: "503" or "LOST", the
 request line, and for LOST the store's status line.
 
-usage: s3_fault_proxy.py STORE_PORT PORT_FILE P503 PLOST LOG
+The rolls come from SEED (default: a random one, logged first to LOG as
+"SEED N"), one per connection in the order they are accepted, so that a run
+can be repeated with the same sequence of faults (the requests' order still
+depends on timing).
+
+usage: s3_fault_proxy.py STORE_PORT PORT_FILE P503 PLOST LOG [SEED]
 """
 import os
 import random
@@ -49,13 +54,12 @@ def read_request(conn):
     return lines[0], headers, body
 
 
-def serve(conn, store, p503, plost, log, lock):
+def serve(conn, roll, store, p503, plost, log, lock):
     try:
         request = read_request(conn)
         if request is None:
             return
         line, headers, body = request
-        roll = random.random()
         if roll < p503:
             with lock:
                 log.write("503 %s\n" % line.decode())
@@ -97,6 +101,9 @@ def main():
     p503 = float(sys.argv[3])
     plost = float(sys.argv[4])
     log = open(sys.argv[5], "a", buffering=1)
+    seed = int(sys.argv[6]) if len(sys.argv) > 6 else random.randrange(1 << 31)
+    rolls = random.Random(seed)
+    log.write("SEED %d\n" % seed)
     lock = threading.Lock()
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -108,7 +115,8 @@ def main():
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=serve,
-                         args=(conn, store, p503, plost, log, lock),
+                         args=(conn, rolls.random(), store, p503, plost, log,
+                               lock),
                          daemon=True).start()
 
 

@@ -421,6 +421,15 @@ like "$json" '"missing": 0' "with nothing missing"
 # default metadata refresh (5 minutes), with nothing to show the wait.
 "$PRODUCE" --brokers "$BK_KAFKA_BROKERS" --prefix "$prefix" --add-partitions 12
 ok $? "the WAL topic gets 12 partitions (6 before)"
+# CreatePartitions answers once the controller has them; the broker's
+# metadata may show them a moment later, and a source that read 6 would
+# put the key below in one of the old partitions.
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+wal_partitions_are() {
+    timeout 30 kcat -L -b "$BK_KAFKA_BROKERS" -t "$prefix.wal" 2>/dev/null |
+        grep -q "topic \"$prefix.wal\" with $1 partitions"
+}
+wait_for 30 "12 partitions in the broker's metadata" wal_partitions_are 12
 # A source whose key librdkafka's consistent partitioner (CRC-32) puts in
 # one of the new partitions.
 grown="$(python3 -c 'import sys, zlib

@@ -130,6 +130,8 @@ typedef struct FakeStore
 	bool upload_listing_denied; /* ListMultipartUploads: 403 AccessDenied */
 	char expired_token[64];     /* requests with this session token: 400 */
 	int expired_delay_ms;       /* before answering ExpiredToken */
+	atomic_bool expired_held;   /* ExpiredToken answered once it is false
+								 * (10 s at most) */
 	bool if_none_match_ignored; /* PUT: as stores without conditional
 								 * writes, always 200 */
 	bool if_none_match_unimplemented;    /* PUT with it: 501 */
@@ -764,6 +766,9 @@ serve(FakeStore *store, int fd, const Request *request)
 	{
 		if (store->expired_delay_ms > 0)
 			usleep((useconds_t) store->expired_delay_ms * 1000);
+		for (int waited = 0;
+			 atomic_load(&store->expired_held) && waited < 10000; waited += 10)
+			usleep(10 * 1000);
 		reply_error(fd, 400, "ExpiredToken");
 	}
 	else if (store->reads_denied &&
@@ -978,6 +983,7 @@ store_start(FakeStore *store)
 	atomic_init(&store->slow_downs, 0);
 	atomic_init(&store->listing_pages, 0);
 	atomic_init(&store->token_len, 0);
+	atomic_init(&store->expired_held, false);
 	assert_int_equal(pthread_mutex_init(&store->lock, NULL), 0);
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	store->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -2056,8 +2062,15 @@ test_expired_token_two_threads(void **state)
 	char key_file[600];
 	pthread_t threads[2];
 	TokenRace races[2];
-	BkRepo *repo = open_with_expiring_token(f, key_file, sizeof(key_file), 300);
+	BkRepo *repo = open_with_expiring_token(f, key_file, sizeof(key_file), 0);
 
+	/*
+	 * The store answers ExpiredToken only once the file is renewed: it
+	 * answered after 300 ms, and a main thread descheduled that long (a
+	 * loaded machine) renewed the file too late, failing the readers.
+	 * The 100 ms let both readers send with the old token first.
+	 */
+	atomic_store(&f->store.expired_held, true);
 	for (int threadIdx = 0; threadIdx < 2; threadIdx++)
 	{
 		races[threadIdx].repo = repo;
@@ -2067,6 +2080,7 @@ test_expired_token_two_threads(void **state)
 	}
 	usleep(100 * 1000);
 	write_key_file(key_file, "token-2");
+	atomic_store(&f->store.expired_held, false);
 	for (int threadIdx = 0; threadIdx < 2; threadIdx++)
 		pthread_join(threads[threadIdx], NULL);
 	pthread_mutex_lock(&f->store.lock);

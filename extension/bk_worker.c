@@ -15,9 +15,13 @@
  * bk.target_rpo measures from the change.  The worker polls (every second,
  * or a tenth of the target if that is shorter) the same two signals the
  * checkpointer uses (GetLastSegSwitchData, GetLastImportantRecPtr).  When
- * important WAL exists beyond the last switch, it notes when it first saw
- * that for this switch position; once that has been pending for 60% of the
- * target (at least a second) it requests a switch.  The remaining 40% of the
+ * it first sees important WAL beyond the last switch, that WAL was written
+ * after its previous poll (which saw none, or saw an older switch position,
+ * and the WAL beyond a newer switch is newer still): it counts from that
+ * poll, never later than the change, rather than from the sighting, which
+ * would spend up to one poll interval of the budget unseen.  Once the change
+ * has been pending for 60% of the target (at least a second) it requests a
+ * switch.  The remaining 40% of the
  * budget is for archiving and shipping the segment.  Like archive_timeout,
  * the switch record is marked unimportant, so a server that wrote nothing
  * since does not switch again and again.  A busy server that fills segments
@@ -104,6 +108,7 @@ bk_worker_main(Datum main_arg)
 	TimestampTz last_sample = 0;
 	XLogRecPtr pending_switch_lsn = InvalidXLogRecPtr;
 	TimestampTz pending_since = 0;
+	TimestampTz previous_poll = 0; /* the last time the switch was checked */
 	bool snapshot_cleaned = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -156,9 +161,12 @@ bk_worker_main(Datum main_arg)
 			{
 				if (pending_since == 0 || pending_switch_lsn != last_switch_lsn)
 				{
-					/* First sighting of unswitched changes after this switch. */
+					/*
+					 * First sighting of unswitched changes after this switch:
+					 * written after the previous poll (none before: now).
+					 */
 					pending_switch_lsn = last_switch_lsn;
-					pending_since = now;
+					pending_since = previous_poll != 0 ? previous_poll : now;
 				}
 				else if (now - pending_since >= threshold_ms * 1000)
 				{
@@ -183,9 +191,13 @@ bk_worker_main(Datum main_arg)
 				pending_since = 0;
 
 			poll_ms = Min(poll_ms, Max(100, bk_target_rpo_s * 100L));
+			previous_poll = now;
 		}
 		else
+		{
 			pending_since = 0;
+			previous_poll = 0;
+		}
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -13,6 +13,7 @@
  *					  FILE...
  *	  bk_test_produce --brokers B --prefix P --delete-records
  *	  bk_test_produce --brokers B --prefix P --add-partitions TOTAL
+ *	  bk_test_produce --brokers B --prefix P --delete-topic
  *	  bk_test_produce --brokers B --prefix P --source S
  *					  --foreign-transaction commit|abort|open [--open-ms MS]
  *
@@ -30,6 +31,8 @@
  * DeleteRecords, up to each partition's high watermark), as retention would
  * while no shipper reads the topic.  --add-partitions gives the WAL topic
  * TOTAL partitions (Kafka's CreatePartitions), as an operator would.
+ * --delete-topic deletes the WAL topic (Kafka's DeleteTopics), as an
+ * operator would, in a fraction of the seconds the JVM's TopicCommand takes.
  *
  * --foreign-transaction writes one message that is not a bk frame to the WAL
  * topic, keyed by --source (so it lands in that source's partition), with a
@@ -257,6 +260,53 @@ add_partitions(const char *brokers, const char *topic, int total)
 	return status;
 }
 
+/* Delete topic. */
+static int
+delete_topic(const char *brokers, const char *topic)
+{
+	BkKafkaSettings settings = {.brokers = brokers};
+	rd_kafka_DeleteTopic_t *request;
+	rd_kafka_queue_t *queue;
+	rd_kafka_event_t *event;
+	const rd_kafka_DeleteTopics_result_t *result;
+	const rd_kafka_topic_result_t **topics;
+	size_t count = 0;
+	BkError err;
+	rd_kafka_t *rk;
+	int status = 1;
+
+	bk_error_clear(&err);
+	rk = bk_kafka_admin_new(&settings, &err);
+	if (rk == NULL)
+	{
+		fprintf(stderr, "%s\n", err.message);
+		return 1;
+	}
+	request = rd_kafka_DeleteTopic_new(topic);
+	queue = rd_kafka_queue_new(rk);
+	rd_kafka_DeleteTopics(rk, &request, 1, NULL, queue);
+	event = rd_kafka_queue_poll(queue, 30000);
+	result = event ? rd_kafka_event_DeleteTopics_result(event) : NULL;
+	if (result != NULL)
+	{
+		topics = rd_kafka_DeleteTopics_result_topics(result, &count);
+		if (count == 1 && rd_kafka_topic_result_error(topics[0]) ==
+							  RD_KAFKA_RESP_ERR_NO_ERROR)
+			status = 0;
+		else if (count == 1)
+			fprintf(stderr, "DeleteTopics: %s\n",
+					rd_kafka_topic_result_error_string(topics[0]));
+	}
+	else
+		fprintf(stderr, "DeleteTopics: no answer\n");
+	if (event != NULL)
+		rd_kafka_event_destroy(event);
+	rd_kafka_DeleteTopic_destroy(request);
+	rd_kafka_queue_destroy(queue);
+	bk_kafka_admin_free(rk);
+	return status;
+}
+
 /* See --foreign-transaction above. */
 static int
 foreign_transaction(const char *brokers, const char *topic, const char *key,
@@ -352,6 +402,7 @@ main(int argc, char **argv)
 		{"foreign-transaction", required_argument, NULL, 'T'},
 		{"open-ms", required_argument, NULL, 'O'},
 		{"add-partitions", required_argument, NULL, 'A'},
+		{"delete-topic", no_argument, NULL, 'X'},
 		{NULL, 0, NULL, 0}};
 	const char *brokers = NULL;
 	const char *prefix = "bk";
@@ -367,6 +418,7 @@ main(int argc, char **argv)
 	const char *foreign = NULL;
 	int64_t open_ms = 60000;
 	int add_total = 0;
+	bool delete_wal_topic = false;
 	BkKafkaSettings settings = {0};
 	BkProducer *producer;
 	BkKeyring *ring;
@@ -438,6 +490,9 @@ main(int argc, char **argv)
 			case 'A':
 				add_total = atoi(optarg);
 				break;
+			case 'X':
+				delete_wal_topic = true;
+				break;
 			default:
 				return 2;
 		}
@@ -451,6 +506,16 @@ main(int argc, char **argv)
 			return 1;
 		}
 		return delete_records(brokers, topic);
+	}
+	if (delete_wal_topic && brokers != NULL)
+	{
+		bk_error_clear(&err);
+		if (!bk_topic_name(prefix, BK_TOPIC_WAL, topic, sizeof(topic), &err))
+		{
+			fprintf(stderr, "%s\n", err.message);
+			return 1;
+		}
+		return delete_topic(brokers, topic);
 	}
 	if (add_total > 0 && brokers != NULL)
 	{

@@ -539,6 +539,81 @@ partition_safe_offset(const Partition *p)
 	return safe;
 }
 
+static void partition_recreated(Shipper *shipper, Partition *p, int64_t known,
+								int64_t now);
+
+/*
+ * Before a commit, read back the group's committed offset of every
+ * partition in list, and stop at a partition where Kafka no longer holds
+ * what this shipper knows it holds (its last commit, or the group's offset
+ * when the partition was assigned).  A topic deleted and created again (bk
+ * init) before the consumer saw it go is the same topic to librdkafka 2.0,
+ * which has no topic ids: it keeps the old partition's position, and reads
+ * the new topic from there, skipping what the new topic holds below it
+ * unnoticed.  Kafka drops a deleted topic's committed offsets, so the
+ * group's offset is gone (or lower, should something have committed in the
+ * new topic since): that is how it shows.  Committing the old position into the new
+ * topic would make the skip permanent, so such a partition is not
+ * committed (partition_recreated).  One OffsetFetch per commit, at most
+ * once per COMMIT_INTERVAL_MS, not per message.  A partition this shipper
+ * knows no offset of (never committed in the group), or offset 0, is not
+ * checked: a position kept from there skips nothing.  Expired offsets
+ * (offsets.retention.minutes) are no false alarm: Kafka expires those of an
+ * empty group only, and this shipper is a member.  A recreation between
+ * this read and the commit, one round trip, still goes unseen.
+ * False when the offsets could not be read: nothing is committed, and the
+ * next commit tries again.  Partitions with an error of their own (their
+ * topic deleted) are left out of list.
+ */
+static bool
+check_committed(Shipper *shipper, rd_kafka_topic_partition_list_t *list)
+{
+	rd_kafka_topic_partition_list_t *query;
+	rd_kafka_resp_err_t kerr;
+
+	query = rd_kafka_topic_partition_list_copy(list);
+	kerr = rd_kafka_committed(shipper->consumer, query, COMMITTED_QUERY_MS);
+	if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		shipper_log(LOG_WARNING,
+					"could not read the group's committed offsets before "
+					"committing (will retry): %s",
+					rd_kafka_err2str(kerr));
+		bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
+		rd_kafka_topic_partition_list_destroy(query);
+		return false;
+	}
+	for (int itemIdx = 0; itemIdx < query->cnt; itemIdx++)
+	{
+		const rd_kafka_topic_partition_t *item = &query->elems[itemIdx];
+		Partition *p = partition_find(shipper, item->topic, item->partition);
+		int64_t known;
+
+		if (p == NULL)
+			continue;
+		if (item->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			shipper_log(LOG_WARNING,
+						"could not read the group's committed offset of %s "
+						"[%" PRId32 "] before committing (will retry): %s",
+						item->topic, item->partition,
+						rd_kafka_err2str(item->err));
+			rd_kafka_topic_partition_list_del(list, item->topic,
+											  item->partition);
+			continue;
+		}
+		known = p->committed >= 0 ? p->committed : p->assigned_offset;
+		if (known > 0 && item->offset < known)
+		{
+			partition_recreated(shipper, p, known, item->offset);
+			rd_kafka_topic_partition_list_del(list, item->topic,
+											  item->partition);
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(query);
+	return true;
+}
+
 /*
  * Commit the safe offset of every partition (or of one topic/partition when
  * only is set) that moved.  Synchronous: after it returns, a restart resumes
@@ -573,7 +648,7 @@ commit_offsets(Shipper *shipper, const Partition *only)
 		rd_kafka_topic_partition_list_add(list, p->topic, p->partition)
 			->offset = safe;
 	}
-	if (list->cnt > 0)
+	if (list->cnt > 0 && check_committed(shipper, list) && list->cnt > 0)
 	{
 		kerr = rd_kafka_commit(shipper->consumer, list, 0);
 		if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -813,7 +888,9 @@ consumer_fatal(Shipper *shipper, rd_kafka_t *rk)
  *		group's offsets with the topic, and committing the old position into
  *		a new topic would skip the same messages after a restart); what is
  *		complete is still stored.  A restart creates a missing topic and reads
- *		it from its first message.
+ *		it from its first message.  A topic created again before the
+ *		consumer saw it go is caught before the next commit instead
+ *		(check_committed).
  */
 static void
 partition_vanished(Shipper *shipper, const char *topic, int32_t partition)
@@ -833,6 +910,48 @@ partition_vanished(Shipper *shipper, const char *topic, int32_t partition)
 				"one. Start bk-shipper again: it creates a missing topic and "
 				"reads it from its first message.",
 				topic, partition, topic);
+}
+
+/*
+ * partition_recreated
+ *		Kafka no longer holds the group's committed offset of a partition
+ *		this shipper holds (check_committed): its topic was deleted, and
+ *		perhaps created again already, before the consumer saw it go.  Stop
+ *		as partition_vanished does, committing nothing of the partition:
+ *		the consumer's position is the old topic's, and the new topic's
+ *		messages below it, not read, must be read after a restart, which
+ *		finds no committed offset and reads the topic from its first
+ *		message.
+ */
+static void
+partition_recreated(Shipper *shipper, Partition *p, int64_t known, int64_t now)
+{
+	char now_text[64];
+
+	if (p->vanished)
+		return;
+	p->vanished = true;
+	shipper->vanished = true;
+	bk_metrics_error(shipper->metrics, BK_METRICS_ERROR_KAFKA);
+	if (now < 0)
+		bk_strlcpy(now_text, "none", sizeof(now_text));
+	else
+		snprintf(now_text, sizeof(now_text), "%" PRId64, now);
+	shipper_log(LOG_ERROR,
+				"partition %s [%" PRId32 "]: group \"%s\" had committed "
+				"offset %" PRId64 " there and Kafka now holds %s: topic "
+				"\"%s\" was deleted, and perhaps created again (bk init), "
+				"while bk-shipper ran. Its messages not archived yet are gone "
+				"from Kafka, and a topic created again would be read from the "
+				"old topic's offset, skipping what it holds below it, so "
+				"nothing of the partition is committed. Run \"bk list\" and "
+				"\"bk verify\" to find gaps, and take a new snapshot if they "
+				"show one. Start bk-shipper again: it creates a missing topic "
+				"and reads it from its first message.",
+				p->topic, p->partition,
+				shipper->config->group_id ? shipper->config->group_id
+										  : BK_GROUP_ID_DEFAULT,
+				known, now_text, p->topic);
 }
 
 /* librdkafka's error callback (on the consumer's poll): fatal errors stop. */

@@ -404,7 +404,7 @@ extern void snap_copy_share(SnapRun *run);
 extern void snap_wait_for_helpers(SnapRun *run);
 extern void snap_stop_helpers(SnapRun *run);
 extern bool snap_error_is_stop(const ErrorData *edata);
-extern void snap_failure_text(const ErrorData *edata, char *text, size_t len);
+extern char *snap_failure_text(const ErrorData *edata);
 extern bool snap_helper_failure(SnapRun *run, char *error, size_t len,
 								char *hint, size_t hint_len);
 

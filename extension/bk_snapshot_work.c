@@ -414,17 +414,18 @@ snap_error_is_stop(const ErrorData *edata)
 
 /*
  * snap_failure_text
- *		An error as one line for bk_snapshot_progress.error and the caller
+ *		An error as one line for bk_snapshot_history.error and the caller
  *		of bk_snapshot(), who never see the server log: its message, and
  *		its detail, which says why (Kafka's own error, the file's errno).
+ *		Palloc'd, whole: the history row keeps it all, however long (a
+ *		path), where the shared slots keep what fits.
  */
-void
-snap_failure_text(const ErrorData *edata, char *text, size_t len)
+char *
+snap_failure_text(const ErrorData *edata)
 {
 	if (edata->detail != NULL && edata->detail[0] != '\0')
-		snprintf(text, len, "%s: %s", edata->message, edata->detail);
-	else
-		strlcpy(text, edata->message, len);
+		return psprintf("%s: %s", edata->message, edata->detail);
+	return pstrdup(edata->message);
 }
 
 /*
@@ -593,8 +594,8 @@ bk_snapshot_helper_main(Datum main_arg)
 		SpinLockAcquire(&work->mutex);
 		if (work->helper_error[0] == '\0')
 		{
-			snap_failure_text(edata, work->helper_error,
-							  sizeof(work->helper_error));
+			strlcpy(work->helper_error, snap_failure_text(edata),
+					sizeof(work->helper_error));
 			if (edata->hint != NULL)
 				strlcpy(work->helper_error_hint, edata->hint,
 						sizeof(work->helper_error_hint));

@@ -112,7 +112,7 @@ snap_run(SnapRun *run)
 		bool cancelled;
 		char helper_error[BK_FAILURE_LEN];
 		char helper_hint[BK_FAILURE_LEN];
-		char failure[BK_FAILURE_LEN];
+		char *failure;
 
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
@@ -137,7 +137,7 @@ snap_run(SnapRun *run)
 			edata->detail = NULL;
 			edata->hint = helper_hint[0] ? pstrdup(helper_hint) : NULL;
 		}
-		snap_failure_text(edata, failure, sizeof(failure));
+		failure = snap_failure_text(edata);
 
 		/*
 		 * The cancel request (SIGINT) has done its work; left pending, it

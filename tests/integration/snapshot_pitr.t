@@ -742,7 +742,8 @@ as_postgres sh -c "echo long >'$BK_PGDATA/$long_rel/bk_long_file'"
 id="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(label => 'long path', wait => false)")"
 is "$(wait_snapshot "$id")" failed "a snapshot of a file whose path is too long fails"
 like "$(psql_q -c "SELECT error FROM bk_snapshot_history WHERE snapshot_id = '$id'")" \
-    'too long for a snapshot: "\./bk_long_path/d+/.*/bk_long_file"$' "naming the file"
+    'too long for a snapshot: "\./bk_long_path/d+/.*/bk_long_file": Every object of a snapshot is named by its file.s path' \
+    "naming the file, and why (the DETAIL)"
 rm -rf "$BK_PGDATA/bk_long_path"
 
 # ---- names that are not UTF-8: a tablespace created under a Latin-1 path

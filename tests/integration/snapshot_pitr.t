@@ -395,6 +395,107 @@ is "$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["f
 is "$(sha256sum <"$delta_dir/$t_main_file")" "$want" "and it is back as the snapshot read it"
 rm -rf "$delta_dir" "$dir/ts1-delta"
 
+# The damage to the repository comes while it holds the three snapshots
+# above and little else: each bk verify reads every snapshot of the
+# source, and the later sections add a dozen more.
+# ---- one corrupted chunk (of a range): verify and restore fail, naming the file
+victim="$(find "$repo_files/$source_id/snapshot/$full/range/base" -type f -size +100k | head -n 1)"
+victim_rel="${victim#"$repo_files/$source_id/snapshot/$full/range/"}"
+victim_rel="${victim_rel%/*}"
+"$ROOT/tests/lib/tamper_frame.py" "$victim"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on a corrupted chunk"
+like "$out" "$victim_rel" "naming the file ($victim_rel)"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-corrupt" \
+    --tablespace-map "$dir/ts1=$dir/ts1-corrupt" --target-time "${M_TIME[m1]}" 2>&1)"
+is $? 4 "bk restore fails on it too"
+like "$out" "$victim_rel" "naming the file"
+[[ ! -e "$dir/restored-corrupt/backup_label" ]]
+ok $? "and leaves nothing that could start"
+
+# ---- one range of a file missing: the snapshot is incomplete, verify names it
+gone="$repo_files/$source_id/snapshot/$full/range/$t_main_file/1048576"
+mv "$gone" "$dir/gone-range"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails when a range object is missing"
+like "$out" "file \"$t_main_file\": the object of its range at 1048576 is missing" \
+    "naming the file and the range"
+out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-gone" \
+    --snapshot "$full" --target immediate 2>&1)"
+isnt $? 0 "bk restore refuses the snapshot that lacks it"
+[[ ! -e "$dir/restored-gone/backup_label" ]]
+ok $? "and leaves nothing that could start"
+mv "$dir/gone-range" "$gone"
+
+# ---- with the key, verify reads each object once, decrypting it: what only
+# the keyless checks would see must still be found.  A frame whose CRC-32C
+# alone is damaged (its tag still holds), and an object the record does not
+# name (a copy of another under a new name), in the incremental snapshot
+crc_victim="$(find "$repo_files/$source_id/snapshot/$incr/data" -type f | head -n 1)"
+crc_victim_name="${crc_victim#"$repo_files/$source_id/snapshot/"}"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
+cp "$crc_victim" "$dir/stray-copy"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$dir/stray-copy"
+cp "$dir/stray-copy" "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 1 2>&1)"
+is $? 4 "bk verify fails on a frame whose CRC alone is damaged"
+like "$out" "PROBLEM $crc_victim_name: .*frame checksum mismatch" \
+    "naming the object and the checksum" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
+is "$(grep -c "PROBLEM $crc_victim_name:" <<<"$out")" 1 "once"
+like "$out" "PROBLEM $incr/data/bk_stray_object: .* not the one its name says" \
+    "and checks an object the snapshot's record does not name"
+like "$out" "snapshot $incr: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt(, [0-9]+ unchanged since snapshot $full \\(checked there\\))?: PROBLEMS FOUND" \
+    "and says the snapshot has problems"
+# The same findings whatever the number of threads (each object's problem
+# is one line; their order is not fixed).
+out4="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 4 2>&1)"
+is $? 4 "bk verify --jobs 4 fails too"
+is "$(sort <<<"$out4")" "$(sort <<<"$out")" "and reports exactly what --jobs 1 does"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
+rm -f "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
+
+# A damaged object of a relation file the incremental changed (it existed
+# in the full, so only its changed blocks were sent): the file's rebuild
+# fails on it, and it is reported once all the same.
+snap_root="$repo_files/$source_id/snapshot"
+incr_victim=""
+while read -r f; do
+    rel="${f#"$snap_root/$incr/"}"
+    path="${rel#*/}"
+    [[ "$rel" == range/* ]] && path="${path%/*}"
+    # A relation's file (other files are always sent whole).
+    [[ "$path" =~ ^base/[0-9]+/[0-9]+(\.[0-9]+)?$ ]] || continue
+    if [[ -e "$snap_root/$full/data/$path" || -d "$snap_root/$full/range/$path" ]]; then
+        incr_victim="$f"
+        break
+    fi
+done < <(find "$snap_root/$incr/data" "$snap_root/$incr/range" -type f 2>/dev/null | sort)
+isnt "$incr_victim" "" "the incremental holds changed blocks of a relation file the full snapshot had (${incr_victim#"$snap_root/"})"
+incr_victim_name="${incr_victim#"$snap_root/"}"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$incr_victim"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on it"
+is "$(grep -c "PROBLEM $incr_victim_name: .*frame checksum mismatch" <<<"$out")" 1 \
+    "naming it and the checksum, once" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
+"$ROOT/tests/lib/tamper_frame.py" --crc-only "$incr_victim"
+
+# ---- a file the incremental did not change is checked once, in the full
+# snapshot; but when the full's copy is damaged, the incremental's (rebuilt
+# from it) cannot be counted as checked there, and is reported too
+am_file="$(psql_q -c "SELECT pg_relation_filepath('pg_am')")"
+am_object="$repo_files/$source_id/snapshot/$full/data/$am_file"
+"$ROOT/tests/lib/tamper_frame.py" "$am_object"
+out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
+is $? 4 "bk verify fails on the full snapshot's damaged copy of pg_am"
+like "$out" "PROBLEM $full/data/$am_file: " "naming the full snapshot's object" ||
+    diag "$(grep -F "$am_file" <<<"$out" | tail -n 5)"
+like "$out" "PROBLEM $incr/data/$am_file: snapshot $full, file \"$am_file\"" \
+    "and the incremental's unchanged copy, which rebuilds from it"
+is "$(grep -c "PROBLEM $full/data/$am_file:" <<<"$out")" 1 "the damaged object is reported once"
+"$ROOT/tests/lib/tamper_frame.py" "$am_object" # the same flip again: undone
+"$ROOT/tests/lib/tamper_frame.py" "$victim" # the chunk corrupted first: undone too, so the
+# later sections' verify and restores read an intact full snapshot
+
 # A target before the first snapshot cannot be served.
 out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-early" \
     --target-time "${M_TIME[m0]}" 2>&1)"
@@ -885,102 +986,6 @@ print(" ".join(str(f[k]) for f in d["checksum_failures"] for k in ("snapshot", "
     "its --json report lists the snapshot's page"
 rm -rf "$dir/restored-bad-page" "$dir/ts1-bad-page"
 psql_q -c "DROP TABLE t_bad_page" >/dev/null
-
-# ---- one corrupted chunk (of a range): verify and restore fail, naming the file
-victim="$(find "$repo_files/$source_id/snapshot/$full/range/base" -type f -size +100k | head -n 1)"
-victim_rel="${victim#"$repo_files/$source_id/snapshot/$full/range/"}"
-victim_rel="${victim_rel%/*}"
-"$ROOT/tests/lib/tamper_frame.py" "$victim"
-out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
-is $? 4 "bk verify fails on a corrupted chunk"
-like "$out" "$victim_rel" "naming the file ($victim_rel)"
-out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-corrupt" \
-    --tablespace-map "$dir/ts1=$dir/ts1-corrupt" --target-time "${M_TIME[m1]}" 2>&1)"
-is $? 4 "bk restore fails on it too"
-like "$out" "$victim_rel" "naming the file"
-[[ ! -e "$dir/restored-corrupt/backup_label" ]]
-ok $? "and leaves nothing that could start"
-
-# ---- one range of a file missing: the snapshot is incomplete, verify names it
-gone="$repo_files/$source_id/snapshot/$full/range/$t_main_file/1048576"
-mv "$gone" "$dir/gone-range"
-out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
-is $? 4 "bk verify fails when a range object is missing"
-like "$out" "file \"$t_main_file\": the object of its range at 1048576 is missing" \
-    "naming the file and the range"
-out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-gone" \
-    --snapshot "$full" --target immediate 2>&1)"
-isnt $? 0 "bk restore refuses the snapshot that lacks it"
-[[ ! -e "$dir/restored-gone/backup_label" ]]
-ok $? "and leaves nothing that could start"
-mv "$dir/gone-range" "$gone"
-
-# ---- with the key, verify reads each object once, decrypting it: what only
-# the keyless checks would see must still be found.  A frame whose CRC-32C
-# alone is damaged (its tag still holds), and an object the record does not
-# name (a copy of another under a new name), in the incremental snapshot
-crc_victim="$(find "$repo_files/$source_id/snapshot/$incr/data" -type f | head -n 1)"
-crc_victim_name="${crc_victim#"$repo_files/$source_id/snapshot/"}"
-"$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
-cp "$crc_victim" "$dir/stray-copy"
-"$ROOT/tests/lib/tamper_frame.py" --crc-only "$dir/stray-copy"
-cp "$dir/stray-copy" "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
-out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 1 2>&1)"
-is $? 4 "bk verify fails on a frame whose CRC alone is damaged"
-like "$out" "PROBLEM $crc_victim_name: .*frame checksum mismatch" \
-    "naming the object and the checksum" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
-is "$(grep -c "PROBLEM $crc_victim_name:" <<<"$out")" 1 "once"
-like "$out" "PROBLEM $incr/data/bk_stray_object: .* not the one its name says" \
-    "and checks an object the snapshot's record does not name"
-like "$out" "snapshot $incr: [0-9]+ objects checked and decrypted, [0-9]+ files rebuilt(, [0-9]+ unchanged since snapshot $full \\(checked there\\))?: PROBLEMS FOUND" \
-    "and says the snapshot has problems"
-# The same findings whatever the number of threads (each object's problem
-# is one line; their order is not fixed).
-out4="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" --jobs 4 2>&1)"
-is $? 4 "bk verify --jobs 4 fails too"
-is "$(sort <<<"$out4")" "$(sort <<<"$out")" "and reports exactly what --jobs 1 does"
-"$ROOT/tests/lib/tamper_frame.py" --crc-only "$crc_victim"
-rm -f "$repo_files/$source_id/snapshot/$incr/data/bk_stray_object"
-
-# A damaged object of a relation file the incremental changed (it existed
-# in the full, so only its changed blocks were sent): the file's rebuild
-# fails on it, and it is reported once all the same.
-snap_root="$repo_files/$source_id/snapshot"
-incr_victim=""
-while read -r f; do
-    rel="${f#"$snap_root/$incr/"}"
-    path="${rel#*/}"
-    [[ "$rel" == range/* ]] && path="${path%/*}"
-    # A relation's file (other files are always sent whole).
-    [[ "$path" =~ ^base/[0-9]+/[0-9]+(\.[0-9]+)?$ ]] || continue
-    if [[ -e "$snap_root/$full/data/$path" || -d "$snap_root/$full/range/$path" ]]; then
-        incr_victim="$f"
-        break
-    fi
-done < <(find "$snap_root/$incr/data" "$snap_root/$incr/range" -type f 2>/dev/null | sort)
-isnt "$incr_victim" "" "the incremental holds changed blocks of a relation file the full snapshot had (${incr_victim#"$snap_root/"})"
-incr_victim_name="${incr_victim#"$snap_root/"}"
-"$ROOT/tests/lib/tamper_frame.py" --crc-only "$incr_victim"
-out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
-is $? 4 "bk verify fails on it"
-is "$(grep -c "PROBLEM $incr_victim_name: .*frame checksum mismatch" <<<"$out")" 1 \
-    "naming it and the checksum, once" || diag "$(grep -F "$incr" <<<"$out" | tail -n 5)"
-"$ROOT/tests/lib/tamper_frame.py" --crc-only "$incr_victim"
-
-# ---- a file the incremental did not change is checked once, in the full
-# snapshot; but when the full's copy is damaged, the incremental's (rebuilt
-# from it) cannot be counted as checked there, and is reported too
-am_file="$(psql_q -c "SELECT pg_relation_filepath('pg_am')")"
-am_object="$repo_files/$source_id/snapshot/$full/data/$am_file"
-"$ROOT/tests/lib/tamper_frame.py" "$am_object"
-out="$("$BK" verify --config "$dir/bk.conf" --source "$source_id" 2>&1)"
-is $? 4 "bk verify fails on the full snapshot's damaged copy of pg_am"
-like "$out" "PROBLEM $full/data/$am_file: " "naming the full snapshot's object" ||
-    diag "$(grep -F "$am_file" <<<"$out" | tail -n 5)"
-like "$out" "PROBLEM $incr/data/$am_file: snapshot $full, file \"$am_file\"" \
-    "and the incremental's unchanged copy, which rebuilds from it"
-is "$(grep -c "PROBLEM $full/data/$am_file:" <<<"$out")" 1 "the damaged object is reported once"
-"$ROOT/tests/lib/tamper_frame.py" "$am_object" # the same flip again: undone
 
 kill -TERM "$shipper_pid"
 wait "$shipper_pid"

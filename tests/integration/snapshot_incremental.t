@@ -335,7 +335,9 @@ is "$(q main -c "SELECT source_id || ' ' || topic_prefix FROM bk_snapshot_histor
     "$source_id $prefix" "the history says which source id and topic prefix a snapshot went to"
 echo "bk.source_id = 'incr-renamed-$$'" >>"$BK_PGDATA/bk_test.conf"
 q main -c "SELECT pg_reload_conf()" >/dev/null
-sleep 1
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+source_id_is() { [[ "$(q main -c "SHOW bk.source_id")" == "$1" ]]; }
+wait_for 30 "the reload of bk.source_id" source_id_is "incr-renamed-$$"
 out="$(q main -c "SELECT state FROM bk_snapshot('incr')" 2>&1)"
 like "$out" "parent ${SNAP[main.incr3]} was sent under another source id" \
     "after bk.source_id changes, an incr on the old source's snapshot is refused"

@@ -167,12 +167,21 @@ cp "$BK_PGDATA/bk_test.conf" "$dir/bk_test.conf.saved"
 sed -i "s/^bk.kafka_brokers = .*/bk.kafka_brokers = ''/" "$BK_PGDATA/bk_test.conf"
 echo "log_min_messages = debug1" >>"$BK_PGDATA/bk_test.conf"
 psql_q "SELECT pg_reload_conf()" >/dev/null
-sleep 1
+# The archiver reads the reload when it next wakes, which may be after a
+# segment or two more were archived: complete segments until it says it is
+# not configured (PostgreSQL's WARNING), then the backlog.
+# shellcheck disable=SC2317,SC2329 # called through wait_for
+switched_until_off() {
+    psql_q "INSERT INTO bk_marker SELECT md5(g::text) FROM generate_series(1, 20000) g; SELECT pg_switch_wal()" >/dev/null
+    tail -n +"$((log_lines_before + 1))" "$pglog" | grep -q "archiving is not configured"
+}
+wait_for 60 "the archiver to see the reload" switched_until_off
+ok $? "with bk.kafka_brokers empty, the archiver says archiving is not configured"
 for round in 1 2 3 4 5 6; do
     psql_q "INSERT INTO bk_marker SELECT md5(g::text) FROM generate_series(1, 20000) g; SELECT pg_switch_wal()" >/dev/null
 done
 ready="$(ls "$BK_PGDATA/pg_wal/archive_status" | grep -c '\.ready$')"
-ok $((ready < 4)) "a backlog of $ready segments waits while archiving is off"
+ok $((ready < 6)) "a backlog of $ready segments waits while archiving is off"
 sed "s/^bk.kafka_brokers = ''/bk.kafka_brokers = '$BK_KAFKA_BROKERS'/" \
     "$BK_PGDATA/bk_test.conf" >"$dir/bk_test.conf.on"
 cp "$dir/bk_test.conf.on" "$BK_PGDATA/bk_test.conf"

@@ -211,6 +211,25 @@ delete_records(const char *brokers, const char *topic)
 	return status;
 }
 
+/* The one topic's result of an admin request: 0 if it succeeded. */
+static int
+admin_topic_status(const char *request, bool answered,
+				   const rd_kafka_topic_result_t **topics, size_t count)
+{
+	if (!answered)
+	{
+		fprintf(stderr, "%s: no answer\n", request);
+		return 1;
+	}
+	if (count != 1)
+		return 1;
+	if (rd_kafka_topic_result_error(topics[0]) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	fprintf(stderr, "%s: %s\n", request,
+			rd_kafka_topic_result_error_string(topics[0]));
+	return 1;
+}
+
 /* Give topic total partitions. */
 static int
 add_partitions(const char *brokers, const char *topic, int total)
@@ -220,12 +239,12 @@ add_partitions(const char *brokers, const char *topic, int total)
 	rd_kafka_queue_t *queue;
 	rd_kafka_event_t *event;
 	const rd_kafka_CreatePartitions_result_t *result;
-	const rd_kafka_topic_result_t **topics;
+	const rd_kafka_topic_result_t **topics = NULL;
 	size_t count = 0;
 	char errstr[256];
 	BkError err;
 	rd_kafka_t *rk;
-	int status = 1;
+	int status;
 
 	bk_error_clear(&err);
 	rk = bk_kafka_admin_new(&settings, &err);
@@ -241,17 +260,9 @@ add_partitions(const char *brokers, const char *topic, int total)
 	event = rd_kafka_queue_poll(queue, 30000);
 	result = event ? rd_kafka_event_CreatePartitions_result(event) : NULL;
 	if (result != NULL)
-	{
 		topics = rd_kafka_CreatePartitions_result_topics(result, &count);
-		if (count == 1 && rd_kafka_topic_result_error(topics[0]) ==
-							  RD_KAFKA_RESP_ERR_NO_ERROR)
-			status = 0;
-		else if (count == 1)
-			fprintf(stderr, "CreatePartitions: %s\n",
-					rd_kafka_topic_result_error_string(topics[0]));
-	}
-	else
-		fprintf(stderr, "CreatePartitions: no answer\n");
+	status =
+		admin_topic_status("CreatePartitions", result != NULL, topics, count);
 	if (event != NULL)
 		rd_kafka_event_destroy(event);
 	rd_kafka_NewPartitions_destroy(request);
@@ -269,11 +280,11 @@ delete_topic(const char *brokers, const char *topic)
 	rd_kafka_queue_t *queue;
 	rd_kafka_event_t *event;
 	const rd_kafka_DeleteTopics_result_t *result;
-	const rd_kafka_topic_result_t **topics;
+	const rd_kafka_topic_result_t **topics = NULL;
 	size_t count = 0;
 	BkError err;
 	rd_kafka_t *rk;
-	int status = 1;
+	int status;
 
 	bk_error_clear(&err);
 	rk = bk_kafka_admin_new(&settings, &err);
@@ -288,17 +299,8 @@ delete_topic(const char *brokers, const char *topic)
 	event = rd_kafka_queue_poll(queue, 30000);
 	result = event ? rd_kafka_event_DeleteTopics_result(event) : NULL;
 	if (result != NULL)
-	{
 		topics = rd_kafka_DeleteTopics_result_topics(result, &count);
-		if (count == 1 && rd_kafka_topic_result_error(topics[0]) ==
-							  RD_KAFKA_RESP_ERR_NO_ERROR)
-			status = 0;
-		else if (count == 1)
-			fprintf(stderr, "DeleteTopics: %s\n",
-					rd_kafka_topic_result_error_string(topics[0]));
-	}
-	else
-		fprintf(stderr, "DeleteTopics: no answer\n");
+	status = admin_topic_status("DeleteTopics", result != NULL, topics, count);
 	if (event != NULL)
 		rd_kafka_event_destroy(event);
 	rd_kafka_DeleteTopic_destroy(request);

@@ -64,6 +64,21 @@ audit_has() {
         -f '%s\n' 2>/dev/null | grep -q "$1"
 }
 exited() { ! kill -0 "$shipper_pid" 2>/dev/null; }
+# restarted_archives N...: the shipper started again archives segment N
+# of each from the new topic, then stops cleanly.
+restarted_archives() {
+    local n
+    start_shipper
+    for n in "$@"; do
+        wait_for 30 "$(seg "$n") archived" archived "$(seg "$n")"
+        ok $? "started again, it archives $(seg "$n") from the new topic" ||
+            diag "$(grep -v 'assigned\|revoked\|UNKNOWN' "$log" | tail -n 5)"
+    done
+    kill -TERM "$shipper_pid"
+    wait "$shipper_pid"
+    is $? 0 "it stops cleanly"
+    shipper_pid=""
+}
 
 mkdir -p "$dir/wal"
 "$FAKE_WAL" "$dir/wal" 1 1 14 --segment-size "$SEG" >/dev/null
@@ -133,16 +148,7 @@ is $? 1 "with exit 1"
 shipper_pid=""
 like "$(cat "$log")" "partition $prefix\.wal \[[0-9]+\] no longer exists: topic \"$prefix\.wal\" was deleted while bk-shipper ran" \
     "saying the WAL topic was deleted" || diag "$(grep ERROR "$log")"
-start_shipper
-for n in 4 5 6 7; do
-    wait_for 30 "$(seg $n) archived" archived "$(seg $n)"
-    ok $? "started again, it archives $(seg $n) from the new topic" ||
-        diag "$(grep -v 'assigned\|revoked\|UNKNOWN' "$log" | tail -n 5)"
-done
-kill -TERM "$shipper_pid"
-wait "$shipper_pid"
-is $? 0 "it stops cleanly"
-shipper_pid=""
+restarted_archives 4 5 6 7
 
 # ---- the WAL topic deleted and created again before the shipper sees it go
 # The shipper is suspended (SIGSTOP) for the second or two the operator
@@ -187,15 +193,6 @@ shipper_pid=""
 like "$(cat "$log")" "partition $prefix\.wal \[[0-9]+\]: group \"audit-test-$$\" had committed offset (64|80) there and Kafka now holds none: topic \"$prefix\.wal\" was deleted, and perhaps created again" \
     "saying the WAL topic was deleted and perhaps created again" ||
     diag "$(grep ERROR "$log")"
-start_shipper
-for n in 9 10 11 12 13 14; do
-    wait_for 30 "$(seg $n) archived" archived "$(seg $n)"
-    ok $? "started again, it archives $(seg $n) from the new topic" ||
-        diag "$(grep -v 'assigned\|revoked\|UNKNOWN' "$log" | tail -n 5)"
-done
-kill -TERM "$shipper_pid"
-wait "$shipper_pid"
-is $? 0 "it stops cleanly"
-shipper_pid=""
+restarted_archives 9 10 11 12 13 14
 
 done_testing

@@ -646,9 +646,14 @@ fi
 
 killed="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot(wait => false)")"
 like "$killed" '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' "the next snapshot starts: $killed"
+# Killed once its history row is there: the slot says "running" a moment
+# before the worker commits the row, and a worker killed in between leaves
+# no row to fail (what is checked below is that a row left "running" is
+# failed).
 wpid=""
 for _ in $(seq 1 50); do
-    wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$killed' AND state = 'running'")"
+    wpid="$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$killed' AND state = 'running'
+                           AND EXISTS (SELECT FROM bk_snapshot_history WHERE snapshot_id = '$killed')")"
     [[ -n "$wpid" ]] && break
     sleep 0.1
 done

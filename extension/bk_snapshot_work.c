@@ -586,16 +586,18 @@ bk_snapshot_helper_main(Datum main_arg)
 	PG_CATCH();
 	{
 		ErrorData *edata;
+		char *failure;
 
 		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(context);
 		edata = CopyErrorData();
 		snap_close_spool(run);
+		/* Not under the spinlock: it allocates. */
+		failure = snap_failure_text(edata);
 		SpinLockAcquire(&work->mutex);
 		if (work->helper_error[0] == '\0')
 		{
-			strlcpy(work->helper_error, snap_failure_text(edata),
-					sizeof(work->helper_error));
+			strlcpy(work->helper_error, failure, sizeof(work->helper_error));
 			if (edata->hint != NULL)
 				strlcpy(work->helper_error_hint, edata->hint,
 						sizeof(work->helper_error_hint));

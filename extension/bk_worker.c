@@ -21,11 +21,11 @@
  * poll, never later than the change, rather than from the sighting, which
  * would spend up to one poll interval of the budget unseen.  Once the change
  * has been pending for 60% of the target (at least a second) it requests a
- * switch.  The remaining 40% of the
- * budget is for archiving and shipping the segment.  Like archive_timeout,
- * the switch record is marked unimportant, so a server that wrote nothing
- * since does not switch again and again.  A busy server that fills segments
- * faster than that never gets a forced switch at all.
+ * switch.  The remaining 40% of the budget is for archiving and shipping the
+ * segment.  Like archive_timeout, the switch record is marked unimportant,
+ * so a server that wrote nothing since does not switch again and again.  A
+ * busy server that fills segments faster than that never gets a forced
+ * switch at all.
  *
  * Use bk.target_rpo instead of archive_timeout (set archive_timeout = 0):
  * with both set, whichever fires first forces the switch.

@@ -933,7 +933,26 @@ scan_event(void *arg, uint64_t offset, const BkBinlogEventHeader *header,
 		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",
 							   scan->file->name, offset);
 	if (!ended)
+	{
+		/*
+		 * An event ending at or past a position target that ends no
+		 * transaction (a Binlog_checkpoint after the last commit, or one
+		 * inside a transaction that so ends past the target) leaves
+		 * nothing more to take.  Read on to the next transaction's end,
+		 * the scan would open the range after the position, which may be
+		 * sealed to a key the keyring lacks, and refuse a restore whose
+		 * every byte it can read.
+		 */
+		if (r->target.type == TARGET_POSITION &&
+			!(scan->first && end <= r->snapshot->binlog_pos))
+		{
+			int order =
+				bk_binlog_file_compare(scan->file->name, r->target.file);
+
+			scan->stopped = order > 0 || (order == 0 && end >= r->target.pos);
+		}
 		return true;
+	}
 	if (scan->file_gtids_known &&
 		!bk_gtid_list_note(&scan->file_gtids, &scan->txn.gtid, err))
 		return bk_error_prefix(err, "binlog \"%s\" at %" PRIu64 ": ",

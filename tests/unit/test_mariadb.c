@@ -1195,6 +1195,60 @@ test_lost_closing_range(void **state)
 }
 
 /*
+ * A key rotated while 000001 was open: the range from where the source
+ * stood after 0-1-2 is sealed to a key the keyring lacks.  The server
+ * logged a Binlog_checkpoint after 0-1-2's commit, so the position SHOW
+ * MASTER STATUS printed (where the agent cut the range) ends no
+ * transaction.  A restore to it needs no byte of the next range and is
+ * planned with the keyring's key alone; one past it is refused, naming the
+ * key.  The scan once read on to the next transaction's end, in the
+ * sealed range, and refused both.
+ */
+static void
+test_position_target_before_other_key(void **state)
+{
+	Fixture *f = *state;
+	uint8_t bytes[512];
+	uint8_t checkpoint[4 + 18] = {18};
+	size_t len = BK_BINLOG_MAGIC_LEN, cut;
+	BkKey other;
+	char target[64];
+	char name[BK_OBJECT_NAME_MAX + 1];
+	char meta[512];
+	BkError err;
+
+	memcpy(bytes, bk_binlog_magic, BK_BINLOG_MAGIC_LEN);
+	add_gtid_list(bytes, &len, T0900, NULL, 0);
+	add_transaction(bytes, &len, 1, T0900, T0900);
+	add_transaction(bytes, &len, 2, T0900 + 60, T0900 + 60);
+	memcpy(checkpoint + 4, "mariadb-bin.000001", 18);
+	add_event(bytes, &len, 161 /* BINLOG_CHECKPOINT_EVENT */, T0900 + 60,
+			  checkpoint, sizeof(checkpoint));
+	cut = len;
+	add_transaction(bytes, &len, 3, T0900 + 120, T0900 + 120);
+	archive_binlog_part(f, "mariadb-bin.000001", bytes, 0, cut, T0900 + 60,
+						"0-1-2", "");
+	test_key(&other, NULL);
+	snprintf(name, sizeof(name), "mariadb-bin.000001/%010zu-%010zu", cut, len);
+	snprintf(meta, sizeof(meta),
+			 "type=binlog-range\nbinlog-file=mariadb-bin.000001\nstart=%zu\n"
+			 "end=%zu\nevents=2\nlast-event-time=%" PRIu32 "\ngtid=0-1-3\n"
+			 "created=2026-11-24T10:00:01.000Z",
+			 cut, len, T0900 + 120);
+	test_archive_object(f->repo, &other, &f->uploads, BK_KIND_BINLOG, SOURCE,
+						name, meta, bytes + cut, len - cut);
+
+	snprintf(target, sizeof(target), "mariadb-bin.000001:%zu", cut);
+	if (!plan_target(f, TARGET_POSITION, target, &err))
+		fail_msg("%s", err.message);
+	assert_int_equal(f->groups, 2);
+	snprintf(target, sizeof(target), "mariadb-bin.000001:%zu", len);
+	assert_false(plan_target(f, TARGET_POSITION, target, &err));
+	assert_int_equal(err.code, BK_ERR_KEY);
+	assert_error_contains(&err, "not in the keyring");
+}
+
+/*
  * 000001 archived up to the Incident, and 000002 whole, its first range
  * saying 000001 ended at *cut (at_cut) or at *len1, without ROTATE or STOP
  * (previous-closed=none); nothing said when said is false.
@@ -5473,6 +5527,8 @@ main(void)
 										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_next_file_start_lost_too, setup,
 										teardown),
+		cmocka_unit_test_setup_teardown(test_position_target_before_other_key,
+										setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_closing_range, setup,
 										teardown),
 		cmocka_unit_test_setup_teardown(test_list_other_basename_gaps, setup,

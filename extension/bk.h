@@ -50,6 +50,7 @@
 /* Snapshots known to shared memory: the running one and recent ones. */
 #define BK_SNAPSHOT_SLOTS     8
 #define BK_SNAPSHOT_ID_LEN    32
+#define BK_SNAPSHOT_KIND_LEN  8 /* full, diff, incr */
 #define BK_SNAPSHOT_LABEL_LEN 256
 
 /* The LWLock tranche of snapshot_signal_lock (BkSharedState). */
@@ -94,7 +95,7 @@ typedef struct BkSnapshotSlot
 {
 	BkSnapshotState state;
 	char id[BK_SNAPSHOT_ID_LEN];
-	char kind[8]; /* full, diff, incr */
+	char kind[BK_SNAPSHOT_KIND_LEN];
 	char parent[BK_SNAPSHOT_ID_LEN];
 	char label[BK_SNAPSHOT_LABEL_LEN];      /* in the database's encoding */
 	char label_utf8[BK_SNAPSHOT_LABEL_LEN]; /* for the record and the audit */

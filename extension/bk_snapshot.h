@@ -266,7 +266,7 @@ typedef struct SnapRun
 {
 	BkSnapshotSlot *slot;
 	char id[BK_SNAPSHOT_ID_LEN];
-	char kind[8];
+	char kind[BK_SNAPSHOT_KIND_LEN];
 	char source_id[BK_SOURCE_ID_MAX + 1];
 	char topic_prefix[BK_TOPIC_NAME_MAX + 1]; /* bk.topic_prefix */
 	char snapshot_topic[BK_TOPIC_NAME_MAX + 1];

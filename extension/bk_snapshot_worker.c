@@ -24,10 +24,12 @@ static void snap_refuse_other_source(SnapRun *run, const char *parent_id,
 static void snap_fail_history_on_exit(int code, Datum arg);
 static void snap_cleanup_on_exit(int code, Datum arg);
 static void snap_write_running_file(SnapRun *run);
-static bool snap_read_running_file(Oid *database, char *id, size_t id_len);
+static bool snap_read_running_file(Oid *database, char *id, size_t id_len,
+								   char *kind, TimestampTz *requested);
 static void snap_remove_running_file(const char *id);
 static bool snap_id_live(const char *id);
 static void snap_fail_history_row(const char *table, const char *id,
+								  const char *kind, TimestampTz requested,
 								  const char *error);
 
 /*
@@ -825,7 +827,8 @@ snap_fail_history_on_exit(int code, Datum arg)
 		return;
 	AbortOutOfAnyTransaction();
 	snap_sql_begin();
-	snap_fail_history_row(run->history_table, run->id,
+	snap_fail_history_row(run->history_table, run->id, run->kind,
+						  run->slot->requested_time,
 						  "the snapshot worker exited before it finished "
 						  "(terminated, or the server shut down: the server "
 						  "log says why)");
@@ -837,9 +840,16 @@ snap_fail_history_on_exit(int code, Datum arg)
  * snap_fail_history_row
  *		Fail a snapshot's history row if it still says "running" (inside
  *		the caller's SPI transaction).
+ *
+ * A worker that died before it committed the row (killed, or the server
+ * crashed, while it looked for the parent or inserted the row) left none,
+ * though bk_snapshot(wait => false) had returned the id: with the kind
+ * known, a failed row is recorded, so that the history never lacks an id
+ * a caller was given.  One that ended otherwise is left as it is.
  */
 static void
-snap_fail_history_row(const char *table, const char *id, const char *error)
+snap_fail_history_row(const char *table, const char *id, const char *kind,
+					  TimestampTz requested, const char *error)
 {
 	StringInfoData sql;
 
@@ -853,14 +863,32 @@ snap_fail_history_row(const char *table, const char *id, const char *error)
 			(Datum[]){CStringGetTextDatum(id), CStringGetTextDatum(error)},
 			NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update the snapshot history");
+	if (SPI_processed == 0 && kind != NULL && kind[0] != '\0')
+	{
+		resetStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "INSERT INTO %s (snapshot_id, kind, state, "
+						 "requested_time, stop_time, error) VALUES ($1, $2, "
+						 "'failed', $3, now(), $4) "
+						 "ON CONFLICT (snapshot_id) DO NOTHING",
+						 table);
+		if (SPI_execute_with_args(
+				sql.data, 4, (Oid[]){TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID},
+				(Datum[]){CStringGetTextDatum(id), CStringGetTextDatum(kind),
+						  TimestampTzGetDatum(requested),
+						  CStringGetTextDatum(error)},
+				NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record the snapshot in its history");
+	}
 	if (SPI_processed > 0)
 		ereport(LOG, (errmsg("bk: snapshot %s failed: %s", id, error)));
 }
 
 /*
  * snap_write_running_file
- *		Note the database and id of this snapshot, durably, before its
- *		history row says "running".
+ *		Note the database, id, kind and request time of this snapshot,
+ *		durably, before its history row says "running" (the last two make
+ *		the row of a worker that died before it committed one).
  */
 static void
 snap_write_running_file(SnapRun *run)
@@ -871,7 +899,8 @@ snap_write_running_file(SnapRun *run)
 	int fd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", SNAP_RUNNING_FILE);
-	len = snprintf(content, sizeof(content), "%u %s\n", MyDatabaseId, run->id);
+	len = snprintf(content, sizeof(content), "%u %s %s " INT64_FORMAT "\n",
+				   MyDatabaseId, run->id, run->kind, run->slot->requested_time);
 	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fd < 0)
 		ereport(ERROR, (errcode_for_file_access(),
@@ -893,14 +922,18 @@ snap_write_running_file(SnapRun *run)
 
 /*
  * snap_read_running_file
- *		The database and id the file names; false without a file (or with
- *		one that names none: removed).
+ *		The database and id the file names, and when kind is not NULL the
+ *		kind and request time ("" when a file of an older version has
+ *		none); false without a file (or with one that names none: removed).
  */
 static bool
-snap_read_running_file(Oid *database, char *id, size_t id_len)
+snap_read_running_file(Oid *database, char *id, size_t id_len, char *kind,
+					   TimestampTz *requested)
 {
 	char content[64 + BK_SNAPSHOT_ID_LEN];
 	char read_id[BK_SNAPSHOT_ID_LEN + 1];
+	char read_kind[BK_SNAPSHOT_KIND_LEN] = "";
+	int64 read_requested = 0;
 	ssize_t len;
 	int fd;
 
@@ -916,8 +949,9 @@ snap_read_running_file(Oid *database, char *id, size_t id_len)
 	len = read(fd, content, sizeof(content) - 1);
 	CloseTransientFile(fd);
 	content[Max(len, 0)] = '\0';
-	if (sscanf(content, "%u %" CppAsString2(BK_SNAPSHOT_ID_LEN) "s", database,
-			   read_id) != 2 ||
+	if (sscanf(content,
+			   "%u %" CppAsString2(BK_SNAPSHOT_ID_LEN) "s %4s " INT64_FORMAT,
+			   database, read_id, read_kind, &read_requested) < 2 ||
 		strlen(read_id) >= id_len)
 	{
 		ereport(LOG, (errmsg("bk: removing \"%s\", which names no snapshot",
@@ -926,6 +960,11 @@ snap_read_running_file(Oid *database, char *id, size_t id_len)
 		return false;
 	}
 	strlcpy(id, read_id, id_len);
+	if (kind != NULL)
+	{
+		strlcpy(kind, read_kind, BK_SNAPSHOT_KIND_LEN);
+		*requested = read_requested;
+	}
 	return true;
 }
 
@@ -940,7 +979,7 @@ snap_remove_running_file(const char *id)
 	Oid database;
 	char named[BK_SNAPSHOT_ID_LEN];
 
-	if (snap_read_running_file(&database, named, sizeof(named)) &&
+	if (snap_read_running_file(&database, named, sizeof(named), NULL, NULL) &&
 		strcmp(named, id) == 0 && unlink(SNAP_RUNNING_FILE) != 0 &&
 		errno != ENOENT)
 		ereport(WARNING,
@@ -980,7 +1019,8 @@ bk_snapshot_start_cleanup(void)
 	Oid database;
 	char id[BK_SNAPSHOT_ID_LEN];
 
-	if (!snap_read_running_file(&database, id, sizeof(id)) || snap_id_live(id))
+	if (!snap_read_running_file(&database, id, sizeof(id), NULL, NULL) ||
+		snap_id_live(id))
 		return true;
 	snap_worker_init(&worker, "bk_snapshot_cleanup_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "bk snapshot %s cleanup", id);
@@ -1026,6 +1066,10 @@ bk_snapshot_cleanup_main(Datum main_arg)
 {
 	static char id[BK_SNAPSHOT_ID_LEN]; /* read by snap_cleanup_on_exit */
 	char *table;
+	Oid database;
+	char named[BK_SNAPSHOT_ID_LEN];
+	char kind[BK_SNAPSHOT_KIND_LEN] = "";
+	TimestampTz requested = 0;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -1037,8 +1081,12 @@ bk_snapshot_cleanup_main(Datum main_arg)
 	snap_sql_begin();
 	table = snap_extension_table("bk_snapshot_history", "record_sent");
 	/* A snapshot started since, under this id, is not ours to fail. */
+	if (snap_read_running_file(&database, named, sizeof(named), kind,
+							   &requested) &&
+		strcmp(named, id) != 0)
+		kind[0] = '\0'; /* another snapshot's since */
 	if (!snap_id_live(id))
-		snap_fail_history_row(table, id,
+		snap_fail_history_row(table, id, kind, requested,
 							  "the snapshot worker died: the server "
 							  "restarted while it ran (a process crashed, "
 							  "or an immediate shutdown)");

@@ -682,6 +682,30 @@ wait_for 60 "the cleanup to remove $running" running_gone
 ok $? "a cleanup whose database is gone removes the running-snapshot file"
 like "$(tail -n +"$((log_lines + 1))" "$pglog")" 'gave up failing the history row of snapshot bk_test_gone' \
     "and says it gave up"
+# Killed before its history row is committed (a trigger holds the INSERT):
+# bk_snapshot(wait => false) had returned the id; after the restart the
+# history holds it, failed, instead of never having heard of it.
+psql_q >/dev/null <<'SQL'
+CREATE FUNCTION bk_test_stall_insert() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN PERFORM pg_sleep(60); RETURN NEW; END$$;
+CREATE TRIGGER bk_test_stall_insert BEFORE INSERT ON bk_snapshot_history
+    FOR EACH ROW WHEN (NEW.label = 'killed-unrecorded') EXECUTE FUNCTION bk_test_stall_insert();
+SQL
+unrecorded="$(psql_q -c "SELECT snapshot_id FROM bk_snapshot('full', 'killed-unrecorded', wait => false)")"
+inserting() {
+    [[ "$(psql_q -c "SELECT a.wait_event FROM bk_snapshot_progress p JOIN pg_stat_activity a USING (pid)
+        WHERE p.snapshot_id = '$unrecorded'")" == PgSleep ]]
+}
+wait_for 60 "snapshot $unrecorded to stall in its history INSERT" inserting
+ok $? "snapshot $unrecorded is held inserting its history row"
+kill -KILL "$(psql_q -c "SELECT pid FROM bk_snapshot_progress WHERE snapshot_id = '$unrecorded'")" 2>/dev/null
+wait_for 60 "server back" server_up
+unrecorded_failed() { [[ "$(history_of "$unrecorded" state)" == failed ]]; }
+wait_for 60 "the history to hold snapshot $unrecorded" unrecorded_failed
+ok $? "a snapshot killed before its history row was committed has a failed row after the restart"
+is "$(history_of "$unrecorded" kind)" full "  of its kind"
+like "$(history_of "$unrecorded" error)" 'worker died' "  saying its worker died"
+psql_q -c "DROP TRIGGER bk_test_stall_insert ON bk_snapshot_history" -c "DROP FUNCTION bk_test_stall_insert" >/dev/null
 for id in "$cancelled" ${helper_failed:+"$helper_failed"} ${terminated:+"$terminated"} "$killed"; do
     out="$("$BK" restore --config "$dir/bk.conf" --source "$source_id" --pgdata "$dir/restored-bad" \
         --snapshot "$id" 2>&1)"

@@ -417,10 +417,17 @@ same_second="$(date -u +%s)"
 sleep 1.5
 my "FLUSH BINARY LOGS" >/dev/null
 
-archived() { "$BK" list --config "$dir/bk.conf" --source "$source_id" --json |
-    python3 -c 'import json,sys; l=json.load(sys.stdin); s=l[0] if isinstance(l,list) else l; print(s.get("binlog_archived_to") and s["binlog_archived_to"]["file"] or "")' |
-    grep -q "$(cut -d: -f1 "$dir/m3.position")"; }
-sleep 2
+# The restores to m3 need its binlog file archived to its end: the FLUSH
+# above closed it, after the two commits that end m3's second.
+m3_file_closed() {
+    "$BK" list --config "$dir/bk.conf" --source "$source_id" --json 2>/dev/null | python3 -c '
+import json, sys
+files = json.load(sys.stdin)["sources"][0]["binlog_files"]
+sys.exit(0 if any(f["name"] == sys.argv[1] and f["closed"] for f in files) else 1)' \
+        "$(cut -d: -f1 "$dir/m3.position")"
+}
+wait_for 60 "the binlog file of m3 archived to its end" m3_file_closed
+ok $? "the binlog file of m3 is archived to its end"
 for m in m1 m2 m3; do check_moment "$m"; done
 # snap2 holds m2 already (it was taken right after the compressed DDL, and
 # m3 is restored from it): from snap1 the replay goes through the DDL.

@@ -944,6 +944,20 @@ archived_end() {
 }
 # shellcheck disable=SC2317,SC2329 # called through wait_for
 archived_near() { local o; o="$(archived_end)" && ((o > $1)); }
+# The open file's own Binlog_checkpoint first (MariaDB writes it once the
+# file before is committed in the engine, which may come after the
+# transaction below).  Cut off with the transaction, it leaves the file's
+# only checkpoint naming the file before, and MariaDB's crash recovery scans
+# that one too: in 2 of 12 runs (10.11.19) the server's binlog state then
+# came back two transactions short of the archive, so that the next file's
+# GTID list did not follow it, and the agent rightly reported a gap.  Seen
+# only when the checkpoint came after the transaction; not what is tested.
+own_checkpoint() {
+    my "SHOW BINLOG EVENTS IN '$open_file'" |
+        awk -F'\t' -v f="$open_file" '$3 == "Binlog_checkpoint" && $6 == f { found = 1 } END { exit !found }'
+}
+wait_for 30 "$open_file's own binlog checkpoint" own_checkpoint
+ok $? "$open_file has its own binlog checkpoint before the transaction"
 open_at=0
 for attempt in 1 2 3; do
     txn_start="$(my 'SHOW MASTER STATUS' | cut -f2)"
@@ -981,7 +995,14 @@ my "FLUSH BINARY LOGS" >/dev/null
 check_files "after the crash with the agent down inside a transaction" "$after_open"
 is "$(grep -c 'starts with the GTID list' "$alog")" "$errors_before" \
     "no ERROR: $after_open's GTID list follows the archive, $open_gtid taken back" ||
-    diag "$(grep 'starts with the GTID list' "$alog" | tail -n 1)"
+    diag "$(grep 'starts with the GTID list' "$alog" | tail -n 1)
+attempt $attempt: $open_file $txn_start..$txn_end, archived to $open_at, cut at $open_next ($open_type)
+after the restart: gtid_binlog_state $(my "SELECT @@global.gtid_binlog_state")
+$(my "SHOW BINLOG EVENTS IN '$open_file'" | awk -F'\t' '$3 ~ /Gtid|Xid/ {print $2, $3, $5, $6}' | tail -n 12)
+$after_open: $(my "SHOW BINLOG EVENTS IN '$after_open' LIMIT 4" | cut -f2,3,5,6 | tr '\n' ' ')
+$(my "SHOW BINARY LOGS" | tail -n 4 | tr '\n' ' ')
+$(ls -la "$binlog_dir" | tail -n 5)
+$(grep -a 'Recover\|recover\|binlog' "$BK_SERVICES_DIR/mariadb/error.log" | tail -n 8)"
 is "$(gaps)" "$gaps_before" "... and no gap in bk list"
 
 # ---------------------------------------------------------------- the broker down 30 s

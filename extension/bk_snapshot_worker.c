@@ -1080,11 +1080,12 @@ bk_snapshot_cleanup_main(Datum main_arg)
 	snap_worker_connect(DatumGetObjectId(main_arg));
 	snap_sql_begin();
 	table = snap_extension_table("bk_snapshot_history", "record_sent");
-	/* A snapshot started since, under this id, is not ours to fail. */
+	/* The kind and request time, for a row the worker never committed. */
 	if (snap_read_running_file(&database, named, sizeof(named), kind,
 							   &requested) &&
 		strcmp(named, id) != 0)
 		kind[0] = '\0'; /* another snapshot's since */
+	/* A snapshot started since, under this id, is not ours to fail. */
 	if (!snap_id_live(id))
 		snap_fail_history_row(table, id, kind, requested,
 							  "the snapshot worker died: the server "
